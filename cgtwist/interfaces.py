@@ -1,0 +1,156 @@
+"""The seams between layers, as zope Interfaces.
+
+Owns only contracts. Every method that may touch disk, database or network returns a Deferred;
+refusals are raised (or errback) as ``cgtwist.errors.MailError``.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IAccountStore(Interface):
+    """Domains, accounts, aliases and dynamic settings (cgtwist.storage).
+
+    All methods return Deferreds. Names are compared case-insensitively; domains are stored
+    lower-cased. Password hashing and verification run off the reactor thread.
+    """
+
+    main_domain = Attribute("The main domain name (str), from the bootstrap configuration.")
+
+    def get_domain(name):  # type: ignore[no-untyped-def]
+        """Fire with a dict of the domain's fields and settings, or None."""
+
+    def is_local_domain(name):  # type: ignore[no-untyped-def]
+        """Fire with True when ``name`` is one of our domains (or a domain alias)."""
+
+    def get_account(name, domain):  # type: ignore[no-untyped-def]
+        """Fire with a ``cgtwist.types.Account`` or None."""
+
+    def resolve_alias(name, domain):  # type: ignore[no-untyped-def]
+        """Fire with the target address (str) of alias ``name@domain``, or None."""
+
+    def verify_password(name, domain, password):  # type: ignore[no-untyped-def]
+        """Fire with the Account when the password matches and the account is enabled, else None.
+
+        Costs the same for unknown accounts as for wrong passwords.
+        """
+
+    def get_settings():  # type: ignore[no-untyped-def]
+        """Fire with a dict of every dynamic server setting (key -> decoded JSON value)."""
+
+    def set_setting(key, value):  # type: ignore[no-untyped-def]
+        """Store one dynamic setting (value is JSON-serialisable)."""
+
+
+class ISpool(Interface):
+    """The durable message spool: CommuniGate's ``Queue/`` folder (cgtwist.spool).
+
+    ``store`` fires only after the message file was fsynced, renamed ``.msg`` and the directory
+    fsynced: the caller may answer 250 then, never before.
+    """
+
+    def store(envelope, data):  # type: ignore[no-untyped-def]
+        """Write envelope + message bytes durably; fire with the new message id (str)."""
+
+    def load(msg_id):  # type: ignore[no-untyped-def]
+        """Fire with (Envelope, message bytes) of a spooled message."""
+
+    def update(msg_id, envelope):  # type: ignore[no-untyped-def]
+        """Durably record new per-recipient states (the delivery journal)."""
+
+    def remove(msg_id):  # type: ignore[no-untyped-def]
+        """Remove a message whose recipients are all done."""
+
+    def recover():  # type: ignore[no-untyped-def]
+        """On start: delete stale .tmp, quarantine corrupt files, fire with the .msg ids."""
+
+
+class ISubmission(Interface):
+    """The single way into the queue (cgtwist.core.submission)."""
+
+    def submit(envelope, data):  # type: ignore[no-untyped-def]
+        """Spool the message and schedule its delivery; fire with the message id.
+
+        Fires only once the message is durable, so the caller can reply 250.
+        """
+
+
+class IPolicy(Interface):
+    """Decisions for one SMTP session (cgtwist.core.policy).
+
+    Each hook fires with a value or errbacks with MailError; protocol code only translates.
+    """
+
+    def connect(session):  # type: ignore[no-untyped-def]
+        """Decide whether to talk to this peer at all (Client IPs, blacklists, RBL)."""
+
+    def helo(session, name):  # type: ignore[no-untyped-def]
+        """Check the HELO/EHLO name."""
+
+    def mail_from(session, sender, params):  # type: ignore[no-untyped-def]
+        """Check the reverse-path (str, "" for <>); fire with None or errback MailError."""
+
+    def rcpt_to(session, sender, recipient, params):  # type: ignore[no-untyped-def]
+        """Check one recipient; fire with the normalised recipient address (str)."""
+
+    def trace_headers(session, envelope):  # type: ignore[no-untyped-def]
+        """Fire with a list of extra header lines (bytes, CRLF-free) to prepend, e.g. SPF results."""
+
+
+class IDeliveryAgent(Interface):
+    """A delivery module: LOCAL, SMTP, PIPE, LIST (cgtwist.delivery)."""
+
+    module = Attribute("The module name this agent serves, e.g. 'LOCAL'.")
+
+    def deliver(msg_id, envelope, data, recipients):  # type: ignore[no-untyped-def]
+        """Deliver ``data`` to ``recipients`` (list of Recipient of one logical queue).
+
+        Fires with the same Recipient objects, each with ``state`` set to delivered, failed or
+        pending (pending = temporary failure, retry later) and ``detail`` set to the reason.
+        """
+
+
+class IMailboxNotifier(Interface):
+    """Told when new mail lands in a mailbox, so IMAP IDLE sessions see it at once."""
+
+    def mailbox_changed(account, folder):  # type: ignore[no-untyped-def]
+        """``account`` is "local@domain", ``folder`` the IMAP name ("INBOX")."""
+
+
+class IRouter(Interface):
+    """Address routing (cgtwist.core.routing over the pure cgtwist.router table).
+
+    ``kind`` is "mail" (envelope addresses) or "access" (login names).
+    """
+
+    def route(address, kind="mail"):  # type: ignore[no-untyped-def]
+        """Fire with a ``cgtwist.types.Route`` for ``address`` (str) or errback MailError.
+
+        Unknown local accounts give Route(module="ERROR", error="5.1.1 ...") rather than an
+        exception, so callers decide what to reply.
+        """
+
+
+class IResolver(Interface):
+    """The one DNS resolver (cgtwist.dns): configured nameservers, timeouts, bounded concurrency.
+
+    NXDOMAIN errbacks with ``cgtwist.errors.DNSPermanentError``; SERVFAIL, REFUSED and timeouts
+    with ``cgtwist.errors.DNSTemporaryError``. An existing name with no records of the type fires
+    with an empty list.
+    """
+
+    def lookup_mx(domain):  # type: ignore[no-untyped-def]
+        """Fire with [(preference, host), ...] sorted by preference."""
+
+    def lookup_a(host):  # type: ignore[no-untyped-def]
+        """Fire with a list of IPv4 address strings."""
+
+    def lookup_aaaa(host):  # type: ignore[no-untyped-def]
+        """Fire with a list of IPv6 address strings."""
+
+    def lookup_txt(name):  # type: ignore[no-untyped-def]
+        """Fire with a list of TXT strings (each record's strings joined)."""
+
+    def lookup_ptr(ip):  # type: ignore[no-untyped-def]
+        """Fire with a list of host names for an IPv4/IPv6 address."""

@@ -1,0 +1,163 @@
+"""Dynamic server settings: their names, defaults, validation, and the live holder.
+
+Pure apart from the holder's observer list. The store keeps only the values an administrator
+changed (key -> JSON); ``Settings`` merges them over ``DEFAULTS``. Components read the current
+``Settings`` from a ``SettingsHolder`` at the moment they need a value, so a change made with
+``cgtwist-admin settings set`` applies at once (new connections, next check, next queue run).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, Mapping
+
+from cgtwist.types import ListenerSpec
+
+# Listener defaults; ports are shifted when running unprivileged (see default_listeners).
+_LISTENERS_PRIVILEGED: list[dict[str, Any]] = [
+    {"protocol": "smtp", "address": "0.0.0.0", "port": 25, "tls": "starttls"},
+    {"protocol": "smtp", "address": "0.0.0.0", "port": 587, "tls": "starttls", "submission": True},
+    {"protocol": "smtp", "address": "0.0.0.0", "port": 465, "tls": "implicit", "submission": True},
+    {"protocol": "pop3", "address": "0.0.0.0", "port": 110, "tls": "starttls"},
+    {"protocol": "pop3", "address": "0.0.0.0", "port": 995, "tls": "implicit"},
+    {"protocol": "imap", "address": "0.0.0.0", "port": 143, "tls": "starttls"},
+    {"protocol": "imap", "address": "0.0.0.0", "port": 993, "tls": "implicit"},
+]
+
+# Unprivileged variant: the same services on ports above 1024, on loopback by default.
+UNPRIVILEGED_PORTS = {25: 2525, 587: 2587, 465: 2465, 110: 2110, 995: 2995, 143: 2143, 993: 2993}
+
+
+def default_listeners(privileged: bool) -> list[dict[str, Any]]:
+    if privileged:
+        return [dict(x) for x in _LISTENERS_PRIVILEGED]
+    return [dict(x, port=UNPRIVILEGED_PORTS[x["port"]], address="127.0.0.1") for x in _LISTENERS_PRIVILEGED]
+
+
+# Every dynamic setting with its default and a one-line description. Limits follow RFC 5321
+# §4.5.3.1 minimums and Postfix's defaults (RELIABILITY.md a2).
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "listeners": (None, "list of sockets: {protocol, address, port, tls: none|starttls|implicit, submission, allow_plain_auth}; null = built-in defaults"),
+    # SMTP receiving
+    "smtp.max_command_length": (2048, "longest SMTP command line in octets (RFC 5321 minimum 512); longer: 500 5.5.2"),
+    "smtp.max_data_line_length": (10000, "longest line inside DATA; longer: 552 5.3.4 after the final dot"),
+    "smtp.max_message_size": (10485760, "largest message in octets, advertised as SIZE; larger: 552 5.3.4"),
+    "smtp.max_recipients": (100, "recipients per message; more: 452 4.5.3"),
+    "smtp.max_errors": (10, "protocol errors before the server answers 421 and disconnects"),
+    "smtp.idle_timeout": (300, "seconds without a command before 421 and disconnect (RFC 5321 §4.5.3.2.7)"),
+    "smtp.data_timeout": (180, "seconds without data during DATA before the transaction is dropped"),
+    "smtp.max_connections": (500, "concurrent SMTP connections in total; more: 421 4.7.0"),
+    "smtp.max_connections_per_ip": (20, "concurrent SMTP connections from one IP; more: 421 4.7.0"),
+    "smtp.max_received_headers": (100, "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)"),
+    "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
+    # Authentication (shared by SMTP AUTH, POP3 and IMAP)
+    "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
+    "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
+    "auth.fail_delays": ([2, 4, 8, 15], "seconds to delay the reply to the n-th failure from an IP"),
+    # Queue and delivery
+    "queue.retry_schedule": ([60, 300, 900, 1800, 3600], "seconds between attempts; the last value repeats"),
+    "queue.max_lifetime": (432000, "seconds a message may stay queued before it bounces (5 days)"),
+    "queue.delay_warning": (14400, "seconds before a delay warning DSN is sent (0 = never)"),
+    "queue.max_messages": (100000, "messages in the spool before new mail is refused with 452 4.3.1"),
+    "queue.local_concurrency": (8, "LOCAL deliveries running at once"),
+    "queue.active_window": (10000, "messages held in memory by the queue manager at once"),
+    # Mail access
+    "pop3.idle_timeout": (600, "seconds of inactivity before a POP3 session is closed (RFC 1939: >= 10 min)"),
+    "imap.idle_timeout": (1800, "seconds of inactivity before an authenticated IMAP session is closed (>= 29 min)"),
+    "imap.preauth_timeout": (60, "seconds of inactivity before an unauthenticated IMAP session is closed"),
+    "imap.max_literal": (52428800, "largest APPEND literal in octets"),
+    "imap.max_command_length": (65536, "longest IMAP command line in octets"),
+    "access.max_connections_per_ip": (20, "concurrent POP3/IMAP connections from one IP"),
+}
+
+
+class Settings(Mapping[str, Any]):
+    """An immutable view: administrator overrides merged over DEFAULTS."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self._values = {k: v for k, (v, _doc) in DEFAULTS.items()}
+        self._values.update(overrides or {})
+        self.overrides = dict(overrides or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def listeners(self, privileged: bool) -> list[ListenerSpec]:
+        raw = self._values.get("listeners") or default_listeners(privileged)
+        return [parse_listener(x) for x in raw]
+
+
+def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
+    """Validate one listener dict; raises ValueError with a readable reason."""
+    proto = str(raw.get("protocol", "")).lower()
+    if proto not in ("smtp", "pop3", "imap", "http"):
+        raise ValueError(f"listener protocol must be smtp, pop3, imap or http, not {proto!r}")
+    port = raw.get("port")
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"listener port must be 1..65535, not {port!r}")
+    tls = str(raw.get("tls", "starttls")).lower()
+    if tls not in ("none", "starttls", "implicit"):
+        raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
+    return ListenerSpec(
+        protocol=proto, port=port, address=str(raw.get("address", "0.0.0.0")), tls=tls,
+        submission=bool(raw.get("submission", False)),
+        allow_plain_auth=bool(raw.get("allow_plain_auth", False)),
+    )
+
+
+def validate(key: str, value: Any) -> Any:
+    """Check a value for ``key`` before it is stored; returns it or raises ValueError."""
+    if key not in DEFAULTS:
+        raise ValueError(f"unknown setting {key!r}")
+    default = DEFAULTS[key][0]
+    if key == "listeners":
+        if value is not None:
+            if not isinstance(value, list):
+                raise ValueError("listeners must be a list")
+            specs = [parse_listener(x) for x in value]
+            seen = set()
+            for s in specs:
+                if (s.address, s.port) in seen:
+                    raise ValueError(f"two listeners on {s.address}:{s.port}")
+                seen.add((s.address, s.port))
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a non-negative integer")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list")
+    return value
+
+
+def parse_cli_value(text: str) -> Any:
+    """Values on the command line are JSON; bare words are taken as strings."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class SettingsHolder:
+    """Holds the current Settings and tells observers when they change."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.current = settings or Settings()
+        self._observers: list[Callable[[Settings], None]] = []
+
+    def subscribe(self, fn: Callable[[Settings], None]) -> None:
+        self._observers.append(fn)
+
+    def replace(self, settings: Settings) -> None:
+        self.current = settings
+        for fn in list(self._observers):
+            fn(settings)
