@@ -99,8 +99,8 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
     if proto not in ("smtp", "pop3", "imap", "http"):
         raise ValueError(f"listener protocol must be smtp, pop3, imap or http, not {proto!r}")
     port = raw.get("port")
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"listener port must be 1..65535, not {port!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ValueError(f"listener port must be 1..65535 (0: any free port), not {port!r}")
     tls = str(raw.get("tls", "starttls")).lower()
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
@@ -123,7 +123,7 @@ def validate(key: str, value: Any) -> Any:
             specs = [parse_listener(x) for x in value]
             seen = set()
             for s in specs:
-                if (s.address, s.port) in seen:
+                if s.port and (s.address, s.port) in seen:
                     raise ValueError(f"two listeners on {s.address}:{s.port}")
                 seen.add((s.address, s.port))
         return value
