@@ -1,0 +1,55 @@
+"""``twistd cgtwist``: command-line options and ``makeService``.
+
+Owns option parsing and turning a bad bootstrap file into a one-line error; the service tree
+itself is built by cgtwist.service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from cgtwist import config
+from cgtwist.errors import ConfigError
+
+
+class Options(usage.Options):
+    synopsis = "[twistd options] cgtwist [--config FILE] [--base-dir DIR] [--main-domain NAME]"
+    longdesc = (
+        "Run the cgtwist mail server: SMTP (25, 587 submission, 465 implicit TLS), POP3 (110, "
+        "995) and IMAP (143, 993) listeners over one spool and one account store. Static "
+        "settings come from the bootstrap file (TOML, see etc/cgtwist.conf); everything else "
+        "(domains, accounts, listeners, limits, Router) lives in the store and is changed with "
+        "cgtwist-admin while the server runs. Without root the default listeners use ports "
+        "above 1024 on 127.0.0.1 (2525, 2587, 2465, 2110, 2995, 2143, 2993). SIGHUP reloads "
+        "the TLS certificate and the dynamic settings."
+    )
+    optParameters = [
+        ["config", "c", None, "Bootstrap configuration file (TOML). Default: $CGTWIST_CONFIG, "
+                              "else built-in defaults (base directory ./spool)."],
+        ["base-dir", "d", None, "Base directory (spool, Queue/, Domains/, database, "
+                                "certificate). Overrides [server] base_dir."],
+        ["main-domain", "m", None, "Main domain name. Overrides [server] main_domain."],
+    ]
+
+    def postOptions(self) -> None:
+        overrides = {}
+        if self["base-dir"]:
+            overrides["base_dir"] = self["base-dir"]
+        if self["main-domain"]:
+            overrides["main_domain"] = self["main-domain"]
+        try:
+            self.cfg = config.load(self["config"], overrides)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from cgtwist.service import build
+
+    service: Any = build(options.cfg, reactor)
+    return service  # type: ignore[no-any-return]

@@ -1,0 +1,158 @@
+"""A real ``twistd cgtwist`` process in a temporary base directory, for end-to-end tests.
+
+Owns starting, stopping and killing the server, its bootstrap file, and running
+``cgtwist-admin`` against it. Listeners use port 0 on 127.0.0.1; the bound ports are read back
+from ``<base>/cgtwist.ports``. Waiting is always for a condition (a log line, a file), with a
+deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+POSTMASTER_PASSWORD = "postmaster-e2e-secret"
+
+ALL_LISTENERS = [
+    {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
+    {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls", "submission": True},
+    {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "implicit", "submission": True},
+    {"protocol": "pop3", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
+    {"protocol": "pop3", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
+    {"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
+    {"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
+]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns a true value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Server:
+    """One cgtwist server process under test."""
+
+    def __init__(self, base: str, main_domain: str = "example.test",
+                 extra_config: str = "", env: Optional[dict[str, str]] = None) -> None:
+        self.base = base
+        self.main_domain = main_domain
+        self.conf = os.path.join(base, "cgtwist.conf")
+        self.logfile = os.path.join(base, "cgtwist.log")
+        self.pidfile = os.path.join(base, "twistd.pid")
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.extra_env = env or {}
+        os.makedirs(base, exist_ok=True)
+        with open(self.conf, "w") as f:
+            f.write(
+                f'[server]\nbase_dir = "{base}"\nmain_domain = "{main_domain}"\n'
+                f'hostname = "mail.{main_domain}"\nunprivileged_ports = true\n{extra_config}'
+            )
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        env["CGTWIST_CONFIG"] = self.conf
+        env["CGTWIST_POSTMASTER_PASSWORD"] = POSTMASTER_PASSWORD
+        env.update(self.extra_env)
+        return env
+
+    def admin(self, *args: str, stdin: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``cgtwist-admin`` with this server's config."""
+        r = subprocess.run([sys.executable, "-m", "cgtwist.cli", "--config", self.conf, *args],
+                           input=stdin, capture_output=True, text=True, env=self.env, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"cgtwist-admin {' '.join(args)} failed: {r.stderr}{r.stdout}")
+        return r
+
+    def set_listeners(self, listeners: list[dict[str, Any]]) -> None:
+        self.admin("settings", "set", "listeners", json.dumps(listeners))
+
+    def log_text(self) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def start(self, ready_timeout: float = 60.0, extra_env: Optional[dict[str, str]] = None) -> None:
+        env = self.env
+        env.update(extra_env or {})
+        marker = self.log_text().count("cgtwist ready")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
+             self.logfile, "cgtwist", "--config", self.conf],
+            env=env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                raise AssertionError(f"server exited with {self.proc.returncode}: {out}\n{self.log_text()[-4000:]}")
+            return self.log_text().count("cgtwist ready") > marker
+
+        wait_for(ready, ready_timeout, "the server to log 'cgtwist ready'")
+
+    def ports(self) -> list[dict[str, Any]]:
+        with open(os.path.join(self.base, "cgtwist.ports")) as f:
+            result: list[dict[str, Any]] = json.load(f)
+            return result
+
+    def port(self, protocol: str, tls: str = "starttls", submission: bool = False) -> int:
+        for p in self.ports():
+            if p["protocol"] == protocol and p["tls"] == tls and bool(p["submission"]) == submission and p["bound"]:
+                return int(p["port"])
+        raise AssertionError(f"no bound {protocol} listener tls={tls} submission={submission}")
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a power cut or OOM killer would cause."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+            self.proc = None
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the graceful stop an init system does."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self.proc = None
+        return rc
+
+    def maildir(self, account: str, domain: Optional[str] = None) -> str:
+        return os.path.join(self.base, "Domains", domain or self.main_domain, account, "Maildir")
+
+    def messages(self, account: str, domain: Optional[str] = None) -> list[bytes]:
+        """Every message file in the account's INBOX (new/ and cur/), oldest first."""
+        out = []
+        md = self.maildir(account, domain)
+        for sub in ("new", "cur"):
+            d = os.path.join(md, sub)
+            if os.path.isdir(d):
+                for name in sorted(os.listdir(d)):
+                    with open(os.path.join(d, name), "rb") as f:
+                        out.append(f.read())
+        return out
+
+    def wait_messages(self, account: str, count: int, timeout: float = 30.0) -> list[bytes]:
+        return wait_for(lambda: (m := self.messages(account)) and len(m) >= count and m,  # type: ignore[return-value]
+                        timeout, f"{count} message(s) in {account}'s Maildir")
