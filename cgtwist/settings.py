@@ -68,6 +68,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "imap.max_literal": (52428800, "largest APPEND literal in octets"),
     "imap.max_command_length": (65536, "longest IMAP command line in octets"),
     "access.max_connections_per_ip": (20, "concurrent POP3/IMAP connections from one IP"),
+    # Router
+    "router.table": ("", "the Router table text, one record per line: [Relay:|NoRelay:][Mail:|Access:|Signal:]<left> = right [; comment]"),
+    "router.max_hops": (10, "re-routings of one address before it fails with 5.4.6 routing loop"),
 }
 
 
