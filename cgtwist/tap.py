@@ -16,7 +16,7 @@ from cgtwist.errors import ConfigError
 
 
 class Options(usage.Options):
-    synopsis = "[twistd options] cgtwist [--config FILE] [--base-dir DIR] [--main-domain NAME]"
+    synopsis = "[--config FILE] [--base-dir DIR] [--main-domain NAME]"
     longdesc = (
         "Run the cgtwist mail server: SMTP (25, 587 submission, 465 implicit TLS), POP3 (110, "
         "995) and IMAP (143, 993) listeners over one spool and one account store. Static "
