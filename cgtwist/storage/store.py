@@ -1,0 +1,728 @@
+"""The account store: domains, accounts, aliases and dynamic settings, over a Database.
+
+Owns the meaning of the tables (names, enabled services, settings as JSON, the first-start
+bootstrap) and implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's
+operations used by ``cgtwist-admin`` and the web admin. Every public method returns a Deferred.
+SQL runs in named ``_txn`` functions on the pool's threads; password hashing runs in the
+hasher's threads, never inside a database transaction and never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any, Callable, Coroutine, Iterable, Mapping, Optional, ParamSpec, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cgtwist import settings as dynamic
+from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
+from cgtwist.interfaces import IAccountStore
+from cgtwist.paths import check_account, check_domain
+from cgtwist.storage.database import Cursor, Database
+from cgtwist.storage.passwords import PasswordHasher, generate_password
+from cgtwist.types import Account
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+ENV_POSTMASTER_PASSWORD = "CGTWIST_POSTMASTER_PASSWORD"
+
+# CommuniGate "Enabled Services" (COMMUNIGATE.md a.1, a.6). The effective set of an account is
+# its own set intersected with its domain's; None (the default) means every service.
+SERVICES = ("mail", "pop", "imap", "webmail", "relay", "roaming")
+POSTMASTER = "postmaster"
+PBX = "pbx"
+KIND_USER = "user"
+KIND_SERVICE = "service"  # exists for mail routing, can never log in (pbx)
+
+
+class InvalidValue(StoreError, ValueError):
+    """A setting value, service name or alias target that is not acceptable."""
+
+
+def _deferred(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
+    """Expose an ``async def`` method as a Deferred-returning one (the IAccountStore contract)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return Deferred.fromCoroutine(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def check_services(services: Optional[Iterable[str]]) -> Optional[frozenset[str]]:
+    """Validate a set of service names; None stays None ("all services")."""
+    if services is None:
+        return None
+    out = frozenset(s.strip().lower() for s in services if s.strip())
+    unknown = sorted(out - set(SERVICES))
+    if unknown:
+        raise InvalidValue(f"unknown service {unknown[0]!r} (known: {', '.join(SERVICES)})")
+    return out
+
+
+def _services_json(services: Optional[frozenset[str]]) -> Optional[str]:
+    return None if services is None else json.dumps(sorted(services))
+
+
+def _services_of(raw: Optional[str]) -> frozenset[str]:
+    return frozenset(SERVICES) if raw is None else frozenset(json.loads(raw))
+
+
+def check_setting_name(key: str) -> str:
+    """Domain and account setting names: a short dotted identifier."""
+    k = key.strip()
+    if not k or len(k) > 64 or not all(c.isalnum() or c in "._-" for c in k) or not k[0].isalpha():
+        raise InvalidValue(f"invalid setting name {key!r}")
+    return k
+
+
+def check_target(target: str, domain: str) -> str:
+    """Validate an alias target address; a bare name means that name in the alias's domain."""
+    t = target.strip()
+    if not t or len(t) > 320 or any(c.isspace() or c in "<>\"(),;:\\[]" or ord(c) < 32 for c in t):
+        raise InvalidValue(f"invalid alias target {target!r}")
+    local, sep, dom = t.rpartition("@")
+    if not sep:
+        local, dom = t, domain
+    if not local or len(local) > 64:
+        raise InvalidValue(f"invalid alias target {target!r}")
+    try:
+        dom = check_domain(dom)
+    except InvalidName:
+        raise InvalidValue(f"invalid alias target {target!r}") from None
+    return f"{local}@{dom}"
+
+
+@implementer(IAccountStore)
+class AccountStore:
+    """Domains, accounts, aliases and settings in the database behind ``db``.
+
+    ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
+    passwords off the reactor; ``now`` gives the creation timestamps.
+    """
+
+    _log = Logger()
+
+    def __init__(self, db: Database, main_domain: str, hasher: PasswordHasher,
+                 now: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self.main_domain = check_domain(main_domain)
+        self._hasher = hasher
+        self._now = now
+
+    # ---- first start ---------------------------------------------------------------------
+
+    @_deferred
+    async def bootstrap(self, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+        """Create the main domain, ``postmaster`` (administrator) and ``pbx`` once.
+
+        The postmaster password is ``$CGTWIST_POSTMASTER_PASSWORD`` or generated; fire with the
+        generated password (for the caller to print once) or None when nothing was generated.
+        """
+        env = os.environ if environ is None else environ
+        marker = f"bootstrap:{self.main_domain}"
+        if await self._db.run_interaction("bootstrap_check", _meta_get_txn, marker,
+                                          readonly=True):
+            return None
+        given = env.get(ENV_POSTMASTER_PASSWORD) or None
+        password = given or generate_password()
+        phc = await self._hasher.hash(password)
+        created = await self._db.run_interaction(
+            "bootstrap", self._bootstrap_txn, marker, phc)
+        if created:
+            self._log.info("created {account} (administrator) and {pbx} in the main domain",
+                           account=f"{POSTMASTER}@{self.main_domain}",
+                           pbx=f"{PBX}@{self.main_domain}")
+        return password if created and not given else None
+
+    def _bootstrap_txn(self, cur: Cursor, marker: str, phc: str) -> bool:
+        if _meta_get_txn(cur, marker):
+            return False  # another process got here first
+        if _domain_id_txn(cur, self.main_domain) is None:
+            self._insert_domain_txn(cur, self.main_domain, None, {})
+        did = _domain_id_txn(cur, self.main_domain)
+        assert did is not None
+        created = False
+        if _account_row_txn(cur, did, POSTMASTER) is None:
+            self._insert_account_txn(cur, did, POSTMASTER, phc, "Postmaster", KIND_USER, True,
+                                     None, {"admin": True})
+            created = True
+        if _account_row_txn(cur, did, PBX) is None and _alias_target_txn(cur, did, PBX) is None:
+            self._insert_account_txn(cur, did, PBX, None, "PBX", KIND_SERVICE, True, None, {})
+        cur.execute(cur.engine.upsert("meta", ("name",), ("value",)), (marker, "1"))
+        return created
+
+    # ---- domains -------------------------------------------------------------------------
+
+    @_deferred
+    async def add_domain(self, name: str, services: Optional[Iterable[str]] = None,
+                         settings: Optional[Mapping[str, Any]] = None) -> None:
+        """Create a domain; AlreadyExists when it (or a domain alias of that name) exists."""
+        d = check_domain(name)
+        svc = check_services(services)
+        values = {check_setting_name(k): v for k, v in (settings or {}).items()}
+        await self._write("add_domain", self._add_domain_txn, d, svc, values)
+        self._log.info("domain {domain} created", domain=d)
+
+    def _add_domain_txn(self, cur: Cursor, d: str, svc: Optional[frozenset[str]],
+                        values: Mapping[str, Any]) -> None:
+        if _domain_id_txn(cur, d) is not None or _domain_alias_txn(cur, d) is not None:
+            raise AlreadyExists(f"domain {d} already exists")
+        self._insert_domain_txn(cur, d, svc, values)
+
+    def _insert_domain_txn(self, cur: Cursor, d: str, svc: Optional[frozenset[str]],
+                           values: Mapping[str, Any]) -> None:
+        cur.execute("INSERT INTO domains (name, enabled, services, settings, created) "
+                    "VALUES (?, 1, ?, ?, ?)",
+                    (d, _services_json(svc), json.dumps(dict(values)), int(self._now())))
+
+    @_deferred
+    async def list_domains(self) -> list[str]:
+        """Fire with every domain name, sorted."""
+        rows = await self._db.run_interaction(
+            "list_domains", lambda cur: cur.query("SELECT name FROM domains ORDER BY name"),
+            readonly=True)
+        return [r[0] for r in rows]
+
+    @_deferred
+    async def remove_domain(self, name: str, force: bool = False) -> None:
+        """Remove a domain; never the main domain; one with accounts or aliases only with force."""
+        d = check_domain(name)
+        if d == self.main_domain:
+            raise StoreError(f"{d} is the main domain and cannot be removed")
+        await self._write("remove_domain", _remove_domain_txn, d, force)
+        self._log.info("domain {domain} removed", domain=d)
+
+    @_deferred
+    async def get_domain(self, name: str) -> Optional[dict[str, Any]]:
+        """Fire with {name, enabled, services, settings, aliases, accounts} or None."""
+        try:
+            d = check_domain(name)
+        except InvalidName:
+            return None
+        return await self._db.run_interaction("get_domain", _get_domain_txn, d, readonly=True)
+
+    @_deferred
+    async def is_local_domain(self, name: str) -> bool:
+        """Fire with True for one of our domains or a domain alias."""
+        try:
+            d = check_domain(name)
+        except InvalidName:
+            return False
+        did = await self._db.run_interaction("is_local_domain", _resolve_domain_txn, d,
+                                             readonly=True)
+        return did is not None
+
+    @_deferred
+    async def update_domain(self, name: str, services: Optional[Iterable[str]] = None,
+                            enabled: Optional[bool] = None) -> None:
+        """Change a domain's enabled services (a list; [] = none) or enabled flag."""
+        d = check_domain(name)
+        svc = check_services(services)
+        await self._write("update_domain", _update_domain_txn, d, svc, enabled)
+
+    @_deferred
+    async def add_domain_alias(self, alias: str, domain: str) -> None:
+        """Make ``alias`` another name of ``domain`` (mail and logins to it go to ``domain``)."""
+        a, d = check_domain(alias), check_domain(domain)
+        await self._write("add_domain_alias", _add_domain_alias_txn, a, d)
+
+    @_deferred
+    async def remove_domain_alias(self, alias: str) -> None:
+        a = check_domain(alias)
+        await self._write("remove_domain_alias", _delete_one_txn,
+                          "DELETE FROM domain_aliases WHERE name = ?", (a,),
+                          f"domain alias {a} does not exist")
+
+    # ---- accounts ------------------------------------------------------------------------
+
+    @_deferred
+    async def add_account(self, name: str, domain: str, password: Optional[str] = None,
+                          real_name: str = "", services: Optional[Iterable[str]] = None,
+                          settings: Optional[Mapping[str, Any]] = None,
+                          enabled: bool = True) -> Account:
+        """Create an account (no password: it cannot log in until one is set)."""
+        n, d = check_account(name), check_domain(domain)
+        svc = check_services(services)
+        values = {check_setting_name(k): v for k, v in (settings or {}).items()}
+        phc = await self._hasher.hash(password) if password is not None else None
+        await self._write("add_account", self._add_account_txn, n, d, phc, real_name.strip(),
+                          svc, values, enabled)
+        self._log.info("account {account} created", account=f"{n}@{d}")
+        account = await self.get_account(n, d)
+        assert account is not None
+        return account
+
+    def _add_account_txn(self, cur: Cursor, n: str, d: str, phc: Optional[str], real: str,
+                         svc: Optional[frozenset[str]], values: Mapping[str, Any],
+                         enabled: bool) -> None:
+        did = _domain_id_txn(cur, d)
+        if did is None:
+            raise NotFound(f"domain {d} does not exist")
+        if _account_row_txn(cur, did, n) is not None:
+            raise AlreadyExists(f"account {n}@{d} already exists")
+        if _alias_target_txn(cur, did, n) is not None:
+            raise AlreadyExists(f"{n}@{d} is an alias")
+        self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
+
+    def _insert_account_txn(self, cur: Cursor, did: int, n: str, phc: Optional[str], real: str,
+                            kind: str, enabled: bool, svc: Optional[frozenset[str]],
+                            values: Mapping[str, Any]) -> None:
+        cur.execute(
+            "INSERT INTO accounts (domain_id, name, password, real_name, kind, enabled, services,"
+            " settings, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (did, n, phc, real, kind, 1 if enabled else 0, _services_json(svc),
+             json.dumps(dict(values)), int(self._now())))
+
+    @_deferred
+    async def get_account(self, name: str, domain: str) -> Optional[Account]:
+        """Fire with the Account (effective services, own settings) or None."""
+        try:
+            n, d = check_account(name), check_domain(domain)
+        except InvalidName:
+            return None
+        row = await self._db.run_interaction("get_account", _account_full_txn, n, d,
+                                             readonly=True)
+        return _account_of(row) if row else None
+
+    @_deferred
+    async def get_account_info(self, name: str, domain: str) -> dict[str, Any]:
+        """Fire with everything an administrator may see of an account (never the hash)."""
+        n, d = check_account(name), check_domain(domain)
+        row = await self._db.run_interaction("get_account_info", _account_full_txn, n, d,
+                                             readonly=True)
+        if row is None:
+            raise NotFound(f"account {n}@{d} does not exist")
+        account = _account_of(row)
+        return {
+            "address": account.address, "real_name": account.real_name,
+            "kind": row["kind"], "enabled": row["enabled"], "has_password": row["has_password"],
+            "services": sorted(row["own_services"]) if row["own_services"] is not None else None,
+            "effective_services": sorted(account.services),
+            "settings": dict(account.settings), "created": row["created"],
+        }
+
+    @_deferred
+    async def list_accounts(self, domain: str) -> list[Account]:
+        """Fire with the domain's accounts sorted by name; NotFound for an unknown domain."""
+        d = check_domain(domain)
+        rows = await self._db.run_interaction("list_accounts", _list_accounts_txn, d,
+                                              readonly=True)
+        return [_account_of(r) for r in rows]
+
+    @_deferred
+    async def remove_account(self, name: str, domain: str) -> None:
+        """Remove an account (its Maildir stays on disk); never the main domain's postmaster."""
+        n, d = check_account(name), check_domain(domain)
+        if n == POSTMASTER and d == self.main_domain:
+            raise StoreError(f"{n}@{d} is the administrator and cannot be removed")
+        await self._write("remove_account", _remove_account_txn, n, d)
+        self._log.info("account {account} removed", account=f"{n}@{d}")
+
+    @_deferred
+    async def set_password(self, name: str, domain: str, password: str) -> None:
+        """Store a new argon2id hash for the account's password."""
+        n, d = check_account(name), check_domain(domain)
+        if not password:
+            raise InvalidValue("the password must not be empty")
+        phc = await self._hasher.hash(password)
+        await self._write("set_password", _set_password_txn, n, d, phc, None)
+        self._log.info("password of {account} changed", account=f"{n}@{d}")
+
+    @_deferred
+    async def update_account(self, name: str, domain: str, real_name: Optional[str] = None,
+                             services: Optional[Iterable[str]] = None,
+                             enabled: Optional[bool] = None) -> None:
+        """Change the real name, enabled services or the enabled flag of an account."""
+        n, d = check_account(name), check_domain(domain)
+        svc = check_services(services)
+        await self._write("update_account", _update_account_txn, n, d,
+                          None if real_name is None else real_name.strip(), svc, enabled)
+
+    @_deferred
+    async def verify_password(self, name: str, domain: str, password: str) -> Optional[Account]:
+        """Fire with the Account when the password matches and it may log in, else None.
+
+        Runs exactly one hash verification whatever the outcome (unknown domain, unknown user,
+        invalid name, service account, disabled), so the cost reveals nothing. An alias logs in
+        as its target account (COMMUNIGATE.md a.1). A database failure errbacks (the caller
+        answers "temporary failure", never "wrong password").
+        """
+        try:
+            n, d = check_account(name), check_domain(domain)
+        except InvalidName:
+            await self._hasher.verify(None, password)
+            return None
+        row = await self._db.run_interaction("verify_password", _login_row_txn, n, d,
+                                             readonly=True)
+        stored = row["password"] if row else None
+        ok = await self._hasher.verify(stored, password)
+        if not (ok and row and row["enabled"] and row["domain_enabled"]
+                and row["kind"] == KIND_USER):
+            return None
+        if stored and self._hasher.needs_rehash(stored):
+            await self._rehash(row["name"], row["domain"], stored, password)
+        return _account_of(row)
+
+    async def _rehash(self, n: str, d: str, old: str, password: str) -> None:
+        try:
+            phc = await self._hasher.hash(password)
+            await self._write("rehash_password", _set_password_txn, n, d, phc, old)
+        except Exception:
+            self._log.failure("could not upgrade the password hash of {account}",
+                              account=f"{n}@{d}")
+
+    # ---- aliases -------------------------------------------------------------------------
+
+    @_deferred
+    async def add_alias(self, name: str, domain: str, target: str) -> None:
+        """Make ``name@domain`` deliver to (and log in as) ``target``."""
+        n, d = check_account(name), check_domain(domain)
+        t = check_target(target, d)
+        if t == f"{n}@{d}":
+            raise InvalidValue("an alias cannot point to itself")
+        await self._write("add_alias", _add_alias_txn, n, d, t)
+        self._log.info("alias {alias} -> {target} created", alias=f"{n}@{d}", target=t)
+
+    @_deferred
+    async def remove_alias(self, name: str, domain: str) -> None:
+        n, d = check_account(name), check_domain(domain)
+        await self._write("remove_alias", _remove_alias_txn, n, d)
+
+    @_deferred
+    async def list_aliases(self, domain: Optional[str] = None) -> list[tuple[str, str]]:
+        """Fire with [(alias address, target), ...] of one domain or of all, sorted."""
+        d = check_domain(domain) if domain else None
+        return await self._db.run_interaction("list_aliases", _list_aliases_txn, d,
+                                              readonly=True)
+
+    @_deferred
+    async def resolve_alias(self, name: str, domain: str) -> Optional[str]:
+        """Fire with the target address of alias ``name@domain`` (domain aliases followed)."""
+        try:
+            n, d = check_account(name), check_domain(domain)
+        except InvalidName:
+            return None
+        return await self._db.run_interaction("resolve_alias", _resolve_alias_txn, n, d,
+                                              readonly=True)
+
+    # ---- settings ------------------------------------------------------------------------
+
+    @_deferred
+    async def get_settings(self) -> dict[str, Any]:
+        """Fire with the server settings an administrator changed (merge over DEFAULTS)."""
+        rows = await self._db.run_interaction(
+            "get_settings", lambda cur: cur.query("SELECT name, value FROM server_settings"),
+            readonly=True)
+        return {k: json.loads(v) for k, v in rows}
+
+    @_deferred
+    async def set_setting(self, key: str, value: Any) -> None:
+        """Store one server setting after ``cgtwist.settings.validate``."""
+        try:
+            dynamic.validate(key, value)
+        except ValueError as e:
+            raise InvalidValue(str(e)) from None
+        await self._write("set_setting", _upsert_setting_txn, key, json.dumps(value))
+        self._log.info("setting {key} changed", key=key)
+
+    @_deferred
+    async def unset_setting(self, key: str) -> None:
+        """Return a server setting to its default."""
+        if key not in dynamic.DEFAULTS:
+            raise InvalidValue(f"unknown setting {key!r}")
+        await self._write("unset_setting", lambda cur: cur.execute(
+            "DELETE FROM server_settings WHERE name = ?", (key,)))
+
+    @_deferred
+    async def get_domain_settings(self, domain: str) -> dict[str, Any]:
+        info = await self.get_domain(domain)
+        if info is None:
+            raise NotFound(f"domain {domain} does not exist")
+        return dict(info["settings"])
+
+    @_deferred
+    async def set_domain_setting(self, domain: str, key: str, value: Any) -> None:
+        await self._change_settings("domains", "name = ?", (check_domain(domain),),
+                                    f"domain {domain}", check_setting_name(key), value, False)
+
+    @_deferred
+    async def unset_domain_setting(self, domain: str, key: str) -> None:
+        await self._change_settings("domains", "name = ?", (check_domain(domain),),
+                                    f"domain {domain}", check_setting_name(key), None, True)
+
+    @_deferred
+    async def get_account_settings(self, name: str, domain: str) -> dict[str, Any]:
+        info = await self.get_account_info(name, domain)
+        return dict(info["settings"])
+
+    @_deferred
+    async def set_account_setting(self, name: str, domain: str, key: str, value: Any) -> None:
+        n, d = check_account(name), check_domain(domain)
+        await self._change_settings(
+            "accounts", "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
+            (n, d), f"account {n}@{d}", check_setting_name(key), value, False)
+
+    @_deferred
+    async def unset_account_setting(self, name: str, domain: str, key: str) -> None:
+        n, d = check_account(name), check_domain(domain)
+        await self._change_settings(
+            "accounts", "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
+            (n, d), f"account {n}@{d}", check_setting_name(key), None, True)
+
+    async def _change_settings(self, table: str, where: str, args: tuple[Any, ...], what: str,
+                               key: str, value: Any, unset: bool) -> None:
+        if not unset and key in dynamic.DEFAULTS:
+            try:
+                dynamic.validate(key, value)
+            except ValueError as e:
+                raise InvalidValue(str(e)) from None
+        await self._write(f"change_{table}_settings", _change_settings_txn, table, where, args,
+                          what, key, value, unset)
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def _write(self, desc: str, fn: Callable[..., T], *args: Any) -> T:
+        """A write transaction; a UNIQUE violation from a concurrent writer is AlreadyExists."""
+        try:
+            return await self._db.run_interaction(desc, fn, *args)
+        except Exception as e:
+            if self._db.is_integrity_error(e):
+                raise AlreadyExists(f"{desc}: already exists") from None
+            raise
+
+
+# ---- transaction functions (run on a pool thread) ----------------------------------------
+
+
+def _meta_get_txn(cur: Cursor, name: str) -> Optional[str]:
+    row = cur.query_one("SELECT value FROM meta WHERE name = ?", (name,))
+    return row[0] if row else None
+
+
+def _domain_id_txn(cur: Cursor, d: str) -> Optional[int]:
+    row = cur.query_one("SELECT id FROM domains WHERE name = ?", (d,))
+    return int(row[0]) if row else None
+
+
+def _domain_alias_txn(cur: Cursor, a: str) -> Optional[int]:
+    row = cur.query_one("SELECT domain_id FROM domain_aliases WHERE name = ?", (a,))
+    return int(row[0]) if row else None
+
+
+def _resolve_domain_txn(cur: Cursor, d: str) -> Optional[int]:
+    did = _domain_id_txn(cur, d)
+    return did if did is not None else _domain_alias_txn(cur, d)
+
+
+def _account_row_txn(cur: Cursor, did: int, n: str) -> Optional[int]:
+    row = cur.query_one("SELECT id FROM accounts WHERE domain_id = ? AND name = ?", (did, n))
+    return int(row[0]) if row else None
+
+
+def _alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
+    row = cur.query_one("SELECT target FROM aliases WHERE domain_id = ? AND name = ?", (did, n))
+    return row[0] if row else None
+
+
+def _get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
+    row = cur.query_one("SELECT id, name, enabled, services, settings FROM domains "
+                        "WHERE name = ?", (d,))
+    if row is None:
+        return None
+    did = row[0]
+    aliases = [r[0] for r in cur.query(
+        "SELECT name FROM domain_aliases WHERE domain_id = ? ORDER BY name", (did,))]
+    count = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
+    return {
+        "name": row[1], "enabled": bool(row[2]), "services": sorted(_services_of(row[3])),
+        "settings": json.loads(row[4]), "aliases": aliases,
+        "accounts": int(count[0]) if count else 0,
+    }
+
+
+def _update_domain_txn(cur: Cursor, d: str, svc: Optional[frozenset[str]],
+                       enabled: Optional[bool]) -> None:
+    if _domain_id_txn(cur, d) is None:
+        raise NotFound(f"domain {d} does not exist")
+    if svc is not None:
+        cur.execute("UPDATE domains SET services = ? WHERE name = ?", (_services_json(svc), d))
+    if enabled is not None:
+        cur.execute("UPDATE domains SET enabled = ? WHERE name = ?", (1 if enabled else 0, d))
+
+
+def _add_domain_alias_txn(cur: Cursor, a: str, d: str) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None:
+        raise NotFound(f"domain {d} does not exist")
+    if _domain_id_txn(cur, a) is not None or _domain_alias_txn(cur, a) is not None:
+        raise AlreadyExists(f"domain {a} already exists")
+    cur.execute("INSERT INTO domain_aliases (name, domain_id) VALUES (?, ?)", (a, did))
+
+
+def _remove_domain_txn(cur: Cursor, d: str, force: bool) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None:
+        raise NotFound(f"domain {d} does not exist")
+    accounts = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
+    aliases = cur.query_one("SELECT COUNT(*) FROM aliases WHERE domain_id = ?", (did,))
+    na, nl = (int(accounts[0]) if accounts else 0), (int(aliases[0]) if aliases else 0)
+    if (na or nl) and not force:
+        raise StoreError(f"domain {d} has {na} account(s) and {nl} alias(es); "
+                         "remove them first or force")
+    for table in ("accounts", "aliases", "domain_aliases"):
+        cur.execute(f"DELETE FROM {table} WHERE domain_id = ?", (did,))
+    cur.execute("DELETE FROM domains WHERE id = ?", (did,))
+
+
+_ACCOUNT_COLUMNS = (
+    "SELECT a.name, d.name, a.real_name, a.kind, a.enabled, a.services, a.settings, d.services,"
+    " d.enabled, a.password, a.created FROM accounts a JOIN domains d ON a.domain_id = d.id "
+)
+
+
+def _row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "name": row[0], "domain": row[1], "real_name": row[2], "kind": row[3],
+        "enabled": bool(row[4]),
+        "own_services": None if row[5] is None else _services_of(row[5]),
+        "services": _services_of(row[5]) & _services_of(row[7]),
+        "settings": json.loads(row[6]), "domain_enabled": bool(row[8]),
+        "password": row[9], "has_password": bool(row[9]), "created": row[10],
+    }
+
+
+def _account_of(row: Mapping[str, Any]) -> Account:
+    return Account(name=row["name"], domain=row["domain"], real_name=row["real_name"],
+                   services=frozenset(row["services"]), settings=row["settings"])
+
+
+def _account_full_txn(cur: Cursor, n: str, d: str) -> Optional[dict[str, Any]]:
+    did = _resolve_domain_txn(cur, d)
+    if did is None:
+        return None
+    row = cur.query_one(_ACCOUNT_COLUMNS + "WHERE a.domain_id = ? AND a.name = ?", (did, n))
+    return _row_dict(row) if row else None
+
+
+def _list_accounts_txn(cur: Cursor, d: str) -> list[dict[str, Any]]:
+    did = _resolve_domain_txn(cur, d)
+    if did is None:
+        raise NotFound(f"domain {d} does not exist")
+    rows = cur.query(_ACCOUNT_COLUMNS + "WHERE a.domain_id = ? ORDER BY a.name", (did,))
+    return [_row_dict(r) for r in rows]
+
+
+def _login_row_txn(cur: Cursor, n: str, d: str) -> Optional[dict[str, Any]]:
+    row = _account_full_txn(cur, n, d)
+    if row is not None:
+        return row
+    target = _resolve_alias_txn(cur, n, d)
+    if target is None:
+        return None
+    local, _, dom = target.rpartition("@")
+    try:
+        return _account_full_txn(cur, check_account(local), check_domain(dom))
+    except InvalidName:
+        return None
+
+
+def _remove_account_txn(cur: Cursor, n: str, d: str) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None or _account_row_txn(cur, did, n) is None:
+        raise NotFound(f"account {n}@{d} does not exist")
+    cur.execute("DELETE FROM accounts WHERE domain_id = ? AND name = ?", (did, n))
+
+
+def _set_password_txn(cur: Cursor, n: str, d: str, phc: str, old: Optional[str]) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None or _account_row_txn(cur, did, n) is None:
+        raise NotFound(f"account {n}@{d} does not exist")
+    if old is None:
+        cur.execute("UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ?",
+                    (phc, did, n))
+    else:  # a rehash: only if nobody changed the password meanwhile
+        cur.execute("UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ? "
+                    "AND password = ?", (phc, did, n, old))
+
+
+def _update_account_txn(cur: Cursor, n: str, d: str, real: Optional[str],
+                        svc: Optional[frozenset[str]], enabled: Optional[bool]) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None or _account_row_txn(cur, did, n) is None:
+        raise NotFound(f"account {n}@{d} does not exist")
+    where = " WHERE domain_id = ? AND name = ?"
+    if real is not None:
+        cur.execute("UPDATE accounts SET real_name = ?" + where, (real, did, n))
+    if svc is not None:
+        cur.execute("UPDATE accounts SET services = ?" + where, (_services_json(svc), did, n))
+    if enabled is not None:
+        cur.execute("UPDATE accounts SET enabled = ?" + where, (1 if enabled else 0, did, n))
+
+
+def _add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None:
+        raise NotFound(f"domain {d} does not exist")
+    if _account_row_txn(cur, did, n) is not None:
+        raise AlreadyExists(f"{n}@{d} is an account")
+    if _alias_target_txn(cur, did, n) is not None:
+        raise AlreadyExists(f"alias {n}@{d} already exists")
+    cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)",
+                (did, n, target))
+
+
+def _remove_alias_txn(cur: Cursor, n: str, d: str) -> None:
+    did = _domain_id_txn(cur, d)
+    if did is None or _alias_target_txn(cur, did, n) is None:
+        raise NotFound(f"alias {n}@{d} does not exist")
+    cur.execute("DELETE FROM aliases WHERE domain_id = ? AND name = ?", (did, n))
+
+
+def _list_aliases_txn(cur: Cursor, d: Optional[str]) -> list[tuple[str, str]]:
+    sql = "SELECT a.name, d.name, a.target FROM aliases a JOIN domains d ON a.domain_id = d.id"
+    if d is None:
+        rows = cur.query(sql + " ORDER BY d.name, a.name")
+    else:
+        did = _resolve_domain_txn(cur, d)
+        if did is None:
+            raise NotFound(f"domain {d} does not exist")
+        rows = cur.query(sql + " WHERE a.domain_id = ? ORDER BY a.name", (did,))
+    return [(f"{r[0]}@{r[1]}", r[2]) for r in rows]
+
+
+def _resolve_alias_txn(cur: Cursor, n: str, d: str) -> Optional[str]:
+    did = _resolve_domain_txn(cur, d)
+    return _alias_target_txn(cur, did, n) if did is not None else None
+
+
+def _delete_one_txn(cur: Cursor, sql: str, args: tuple[Any, ...], missing: str) -> None:
+    cur.execute(sql, args)
+    if cur.rowcount == 0:
+        raise NotFound(missing)
+
+
+def _upsert_setting_txn(cur: Cursor, key: str, value: str) -> None:
+    cur.execute(cur.engine.upsert("server_settings", ("name",), ("value",)), (key, value))
+
+
+def _change_settings_txn(cur: Cursor, table: str, where: str, args: tuple[Any, ...], what: str,
+                         key: str, value: Any, unset: bool) -> None:
+    row = cur.query_one(f"SELECT id, settings FROM {table} WHERE {where}", args)
+    if row is None:
+        raise NotFound(f"{what} does not exist")
+    values = json.loads(row[1])
+    if unset:
+        if key not in values:
+            raise NotFound(f"{what} has no setting {key}")
+        del values[key]
+    else:
+        values[key] = value
+    cur.execute(f"UPDATE {table} SET settings = ? WHERE id = ?",
+                (json.dumps(values, sort_keys=True), row[0]))
