@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from zope.interface import implementer
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 
 log = Logger()
@@ -111,6 +111,7 @@ def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
     )
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """The current server context; ``reload()`` re-reads the files (on SIGHUP).
 
@@ -151,6 +152,10 @@ class ServerTLS:
             self.load()
         assert self._options is not None
         return self._options.getContext()
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        """IOpenSSLServerConnectionCreator: a connection on the current context."""
+        return SSL.Connection(self.getContext(), None)
 
     def __call__(self) -> Optional["ServerTLS"]:
         """Protocol factories take a ``tls`` callable returning a context factory or None."""

@@ -1,0 +1,89 @@
+"""TLS: the generated certificate serves real handshakes with TLS 1.2+ only, and reloads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl as stdlib_ssl
+
+from cryptography import x509
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.threads import deferToThread
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial import unittest
+
+from cgtwist import tls
+
+
+class Echo(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class TLSTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.cert = os.path.join(self.dir, "tls", "cert.pem")
+        self.key = os.path.join(self.dir, "tls", "key.pem")
+
+    def test_generated_certificate_names_and_key_mode(self) -> None:
+        """Clients that check names can be pointed at localhost or the main domain."""
+        self.assertTrue(tls.ensure_certificate(self.cert, self.key, ["mail.example.test", "example.test", "localhost"]))
+        self.assertFalse(tls.ensure_certificate(self.cert, self.key, ["other"]))  # kept, not regenerated
+        with open(self.cert, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        self.assertEqual(san.get_values_for_type(x509.DNSName), ["mail.example.test", "example.test", "localhost"])
+        self.assertEqual(os.stat(self.key).st_mode & 0o777, 0o600)
+
+    def _serve(self, server: tls.ServerTLS) -> int:
+        f = protocol.Factory.forProtocol(Echo)
+        port = reactor.listenTCP(0, TLSMemoryBIOFactory(server, False, f), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _client(port: int, cafile: str, maximum: stdlib_ssl.TLSVersion | None = None) -> tuple[str, bytes]:
+        ctx = stdlib_ssl.create_default_context(cafile=cafile)
+        if maximum is not None:
+            ctx.minimum_version = stdlib_ssl.TLSVersion.TLSv1
+            ctx.maximum_version = maximum
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"ping")
+                return s.version() or "", s.recv(4)
+
+    @defer.inlineCallbacks
+    def test_verified_handshake_with_tls13(self):  # type: ignore[no-untyped-def]
+        """A client that verifies the certificate against it connects to 'localhost'."""
+        tls.ensure_certificate(self.cert, self.key, ["localhost"])
+        port = self._serve(tls.ServerTLS(self.cert, self.key))
+        version, echo = yield deferToThread(self._client, port, self.cert)
+        self.assertEqual(echo, b"ping")
+        self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
+
+    @defer.inlineCallbacks
+    def test_tls11_is_refused(self):  # type: ignore[no-untyped-def]
+        """RFC 8997: TLS 1.0/1.1 clients cannot negotiate."""
+        tls.ensure_certificate(self.cert, self.key, ["localhost"])
+        port = self._serve(tls.ServerTLS(self.cert, self.key))
+        try:
+            yield deferToThread(self._client, port, self.cert, stdlib_ssl.TLSVersion.TLSv1_1)
+        except (stdlib_ssl.SSLError, OSError):
+            pass
+        else:
+            self.fail("TLS 1.1 handshake succeeded")
+
+    def test_reload_keeps_old_certificate_on_error(self) -> None:
+        """A broken file at SIGHUP does not take TLS down."""
+        tls.ensure_certificate(self.cert, self.key, ["localhost"])
+        server = tls.ServerTLS(self.cert, self.key)
+        self.assertTrue(server.reload())
+        with open(self.cert, "w") as f:
+            f.write("garbage")
+        self.assertFalse(server.reload())
+        self.assertIsNotNone(server.getContext())
+        self.assertTrue(server.available)
+
