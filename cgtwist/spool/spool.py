@@ -1,0 +1,424 @@
+"""The durable message spool (CommuniGate's ``Queue/`` folder): file I/O, commit and recovery.
+
+Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), fsyncs it, renames
+it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
+then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
+one (group commit). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
+All file work runs in a thread pool, never on the reactor. Formats live in ``spool.format``.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import time
+from typing import Any, Callable, Optional, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from cgtwist import crashpoint as cp
+from cgtwist import paths
+from cgtwist.errors import MailError
+from cgtwist.interfaces import ISpool
+from cgtwist.spool import format as fmt
+from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.types import Envelope
+
+T = TypeVar("T")
+_NOSPACE = (errno.ENOSPC, errno.EDQUOT)
+_counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
+
+
+def _new_id() -> str:
+    """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
+    return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
+
+
+def storage_error(e: OSError, detail: str) -> MailError:
+    """ENOSPC/EDQUOT -> 452 4.3.1; anything else (EIO, EROFS, EACCES) -> 451 4.3.0."""
+    if e.errno in _NOSPACE:
+        return MailError(452, "4.3.1", "Insufficient system storage", detail)
+    return MailError(451, "4.3.0", "Temporary local problem, try again later", detail)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+
+class _GroupSync:
+    """Fsyncs one directory for every caller waiting when the fsync starts (group commit).
+
+    A caller asks after its rename completed; all callers queued while one fsync runs share the
+    next one, so N concurrent messages cost about two directory fsyncs, not N.
+    """
+
+    def __init__(self, run: Callable[..., defer.Deferred[Any]], path: str) -> None:
+        self._run = run
+        self._path = path
+        self._waiting: list[defer.Deferred[None]] = []
+        self._busy = False
+        self.syncs = 0
+
+    def sync(self) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+        if not self._busy:
+            self._start()
+        return d
+
+    def _start(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._busy = True
+        self.syncs += 1
+
+        def done(result: Any) -> None:
+            self._busy = False
+            for d in batch:
+                if isinstance(result, Failure):
+                    d.errback(result)
+                else:
+                    d.callback(None)
+            if self._waiting:
+                self._start()
+
+        self._run(fsync_dir, self._path).addBoth(done)
+
+
+@implementer(ISpool)
+class Spool:
+    """``Spool(base_dir, reactor, threadpool=None)``: the ISpool over ``<base_dir>/Queue``.
+
+    ``reactor`` provides callFromThread and seconds(); ``threadpool`` defaults to the reactor's.
+    """
+
+    log = Logger()
+
+    def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None) -> None:
+        self.base_dir = base_dir
+        self.dir = os.path.join(base_dir, paths.QUEUE_DIR)
+        self.corrupt_dir = os.path.join(base_dir, paths.CORRUPT_DIR)
+        self._reactor: IReactorTime = reactor
+        self._from_threads: IReactorFromThreads = reactor
+        self._pool = threadpool
+        self._count = 0
+        self._recorded: dict[str, list[tuple[str, str, str]]] = {}
+        self._locks: dict[str, defer.DeferredLock] = {}
+        self._dirsync = _GroupSync(self._in_thread, self.dir)
+        os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        pool = self._pool or self._reactor.getThreadPool()  # type: ignore[attr-defined]
+        return deferToThreadPool(self._from_threads, pool, fn, *args)
+
+    def _path(self, msg_id: str, ext: str) -> str:
+        if not fmt.valid_id(msg_id):
+            raise KeyError(f"invalid message id {msg_id!r}")
+        return os.path.join(self.dir, msg_id + ext)
+
+    def _lock(self, msg_id: str) -> defer.DeferredLock:
+        lock = self._locks.get(msg_id)
+        if lock is None:
+            lock = self._locks[msg_id] = defer.DeferredLock()
+        return lock
+
+    def message_count(self) -> int:
+        """Messages in the spool (from recover, store and remove; no disk access)."""
+        return self._count
+
+    def free_space(self) -> defer.Deferred[int]:
+        """Octets available to us on the spool's file system (statvfs, in a thread)."""
+        def stat() -> int:
+            st = os.statvfs(self.dir)
+            return st.f_bavail * st.f_frsize
+        return self._in_thread(stat)
+
+    # -- store ------------------------------------------------------------------------------
+    def store(self, envelope: Envelope, data: bytes) -> defer.Deferred[str]:
+        """Write durably; fire with the new id after fsync(file), rename, fsync(dir)."""
+        queued = self._reactor.seconds()
+        env_json = fmt.envelope_json(envelope, queued)
+        states = [(r.state, r.route, r.detail) for r in envelope.recipients]
+        d = self._in_thread(self._write, env_json, data)
+
+        def renamed(msg_id: str) -> defer.Deferred[str]:
+            synced = self._dirsync.sync()
+
+            def durable(_: None) -> str:
+                self._count += 1
+                self._recorded[msg_id] = states
+                self.log.info("spool: stored {msg_id} ({size} octets, {n} recipients)",
+                              msg_id=msg_id, size=len(data), n=len(envelope.recipients))
+                return msg_id
+
+            def unsynced(f: Failure) -> defer.Deferred[str]:
+                # The 4xx tells the client to keep the message: withdraw ours (RFC 5321 §4.2.5).
+                self.log.error("spool: directory fsync failed for {msg_id}: {error}",
+                               msg_id=msg_id, error=f.getErrorMessage())
+                err = storage_error(f.value, "directory fsync") if isinstance(f.value, OSError) \
+                    else MailError(451, "4.3.0", "Temporary local problem, try again later")
+                d2 = self._in_thread(_unlink_quiet, self._path(msg_id, ".msg"))
+                return d2.addCallback(lambda _: Failure(err))  # type: ignore[return-value]
+
+            return synced.addCallbacks(durable, unsynced)
+
+        def failed(f: Failure) -> Failure:
+            if not f.check(MailError):
+                self.log.failure("spool: unexpected error while storing", f)
+                return Failure(MailError(451, "4.3.0", "Temporary local problem, try again later"))
+            return f
+
+        return d.addCallback(renamed).addErrback(failed)
+
+    def _write(self, env_json: bytes, data: bytes) -> str:
+        """Thread: write <id>.tmp, fsync, rename to <id>.msg; the .tmp is gone on any error."""
+        while True:
+            msg_id = _new_id()
+            tmp = self._path(msg_id, ".tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise storage_error(e, f"open {tmp}: {e.strerror}") from None
+            break
+        try:
+            try:
+                chunks, _size = fmt.encode(msg_id, env_json, data)
+                write_all(fd, chunks)
+                cp.crashpoint(cp.SPOOL_BEFORE_FSYNC)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
+            os.rename(tmp, self._path(msg_id, ".msg"))
+        except OSError as e:
+            _unlink_quiet(tmp)
+            raise storage_error(e, f"writing {tmp}: {e.strerror}") from None
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        cp.crashpoint(cp.SPOOL_AFTER_RENAME)
+        return msg_id
+
+    # -- load -------------------------------------------------------------------------------
+    def load(self, msg_id: str) -> defer.Deferred[tuple[Envelope, bytes]]:
+        """Fire with (Envelope with journal applied, message bytes)."""
+        d = self.load_entry(msg_id)
+        return d.addCallback(lambda e: (e.envelope, e.data))
+
+    def load_entry(self, msg_id: str, with_data: bool = True) -> defer.Deferred[SpoolEntry]:
+        """Fire with the SpoolEntry; a corrupt file is quarantined and SpoolCorrupt raised."""
+        try:
+            msg, jrn = self._path(msg_id, ".msg"), self._path(msg_id, ".jrn")
+        except KeyError as e:
+            return defer.fail(e)
+
+        def read() -> tuple[SpoolEntry, int]:
+            try:
+                with open(msg, "rb") as f:
+                    raw = f.read()
+            except FileNotFoundError:
+                raise KeyError(msg_id) from None
+            env, queued, data = fmt.decode(msg_id, raw)
+            entry = SpoolEntry(msg_id, env, queued, data if with_data else None)
+            try:
+                with open(jrn, "rb") as f:
+                    records, bad = fmt.parse_journal(f.read())
+            except FileNotFoundError:
+                records, bad = [], 0
+            fmt.apply_journal(entry, records)
+            return entry, bad
+
+        def loaded(result: tuple[SpoolEntry, int]) -> SpoolEntry:
+            entry, bad = result
+            if bad:
+                self.log.warn("spool: {msg_id} journal had {bad} damaged line(s), ignored",
+                              msg_id=msg_id, bad=bad)
+            self._recorded[msg_id] = [(r.state, r.route, r.detail) for r in entry.envelope.recipients]
+            return entry
+
+        def corrupt(f: Failure) -> Any:
+            f.trap(SpoolCorrupt)
+            d2 = self.quarantine(msg_id, f.value.reason)
+            return d2.addCallback(lambda _: f)
+
+        return self._in_thread(read).addCallbacks(loaded, corrupt)
+
+    # -- journal ----------------------------------------------------------------------------
+    def update(self, msg_id: str, envelope: Envelope) -> defer.Deferred[None]:
+        """Durably journal every recipient whose state, route or detail changed."""
+        now = self._reactor.seconds()
+        known = self._recorded.get(msg_id)
+        records = []
+        for i, r in enumerate(envelope.recipients):
+            cur = (r.state, r.route, r.detail)
+            if known is None or i >= len(known) or known[i] != cur:
+                records.append(fmt.recipient_record(i, r, now))
+        self._recorded[msg_id] = [(r.state, r.route, r.detail) for r in envelope.recipients]
+        return self.record(msg_id, records)
+
+    def record(self, msg_id: str, records: list[dict[str, Any]]) -> defer.Deferred[None]:
+        """Append journal records (history ``a``, hold ``h``, bounced ``b``, recipient ``r``)
+        with one fsync; appends to one message are serialised in call order."""
+        if not records:
+            return defer.succeed(None)
+        try:
+            path = self._path(msg_id, ".jrn")
+        except KeyError as e:
+            return defer.fail(e)
+        payload = b"".join(fmt.journal_line(r) for r in records)
+
+        def append() -> None:
+            if not os.path.exists(self._path(msg_id, ".msg")):
+                raise KeyError(msg_id)
+            created = not os.path.exists(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                write_all(fd, [payload])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(self.dir)
+
+        return self._lock(msg_id).run(self._in_thread, append)
+
+    # -- remove / quarantine ----------------------------------------------------------------
+    def remove(self, msg_id: str) -> defer.Deferred[None]:
+        """Delete a finished message: the .msg first, so a crash never leaves it without its
+        journal (an orphan .jrn is cleaned up by recover)."""
+        try:
+            msg, jrn = self._path(msg_id, ".msg"), self._path(msg_id, ".jrn")
+        except KeyError as e:
+            return defer.fail(e)
+
+        def rm() -> bool:
+            existed = _unlink_quiet(msg)
+            _unlink_quiet(jrn)
+            return existed
+
+        def done(existed: bool) -> None:
+            if existed:
+                self._count = max(0, self._count - 1)
+            self._forget(msg_id)
+            self.log.info("spool: removed {msg_id}", msg_id=msg_id)
+
+        return self._lock(msg_id).run(self._in_thread, rm).addCallback(done)
+
+    def _forget(self, msg_id: str) -> None:
+        self._recorded.pop(msg_id, None)
+        lock = self._locks.get(msg_id)
+        if lock is not None and not lock.locked and not lock.waiting:
+            del self._locks[msg_id]
+
+    def quarantine(self, msg_id: str, reason: str) -> defer.Deferred[None]:
+        """Move a damaged message (and its journal) to Queue/corrupt/ with a log line."""
+        def move() -> bool:
+            return self._move_corrupt(msg_id + ".msg") and (self._move_corrupt(msg_id + ".jrn") or True)
+
+        def done(moved: bool) -> None:
+            if moved:
+                self._count = max(0, self._count - 1)
+            self._forget(msg_id)
+            self.log.error("spool: {msg_id} is corrupt ({reason}); moved to {dir}",
+                           msg_id=msg_id, reason=reason, dir=self.corrupt_dir)
+        return self._in_thread(move).addCallback(done)
+
+    def _move_corrupt(self, name: str) -> bool:
+        os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+        try:
+            os.rename(os.path.join(self.dir, name), os.path.join(self.corrupt_dir, name))
+            return True
+        except FileNotFoundError:
+            return False
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
+        """On start: remove stale .tmp and orphan .jrn, quarantine corrupt .msg; fire with the
+        valid ids in time order. ``deep`` verifies each checksum (else only the structure;
+        load still verifies before delivery)."""
+        def scan() -> tuple[list[str], list[tuple[str, str]], list[str]]:
+            ids: list[str] = []
+            bad: list[tuple[str, str]] = []
+            removed: list[str] = []
+            names = os.listdir(self.dir)
+            msgs = {n[:-4] for n in names if n.endswith(".msg")}
+            for name in names:
+                full = os.path.join(self.dir, name)
+                if name.endswith(".tmp"):
+                    _unlink_quiet(full)
+                    removed.append(name)
+                elif name.endswith(".jrn") and name[:-4] not in msgs:
+                    _unlink_quiet(full)
+                    removed.append(name)
+                elif name.endswith(".msg"):
+                    msg_id = name[:-4]
+                    try:
+                        _check_file(msg_id, full, deep)
+                    except SpoolCorrupt as e:
+                        self._move_corrupt(name)
+                        if fmt.valid_id(msg_id):
+                            self._move_corrupt(msg_id + ".jrn")
+                        bad.append((name, e.reason))
+                        continue
+                    except OSError as e:
+                        bad.append((name, f"unreadable: {e.strerror}"))
+                        continue
+                    ids.append(msg_id)
+            ids.sort()
+            return ids, bad, removed
+
+        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str]]) -> list[str]:
+            ids, bad, removed = result
+            for name in removed:
+                self.log.info("spool: removed stale {name}", name=name)
+            for name, reason in bad:
+                self.log.error("spool: {name} is corrupt ({reason}); moved to {dir}",
+                               name=name, reason=reason, dir=self.corrupt_dir)
+            self._count = len(ids)
+            self.log.info("spool: recovered {n} message(s), {bad} quarantined",
+                          n=len(ids), bad=len(bad))
+            return ids
+
+        return self._in_thread(scan).addCallback(scanned)
+
+
+def _check_file(msg_id: str, path: str, deep: bool) -> None:
+    if not fmt.valid_id(msg_id):
+        raise SpoolCorrupt(msg_id, "not a spool file name")
+    with open(path, "rb") as f:
+        if deep:
+            fmt.decode(msg_id, f.read())
+            return
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(fmt.MAX_HEADER)
+        f.seek(max(0, size - fmt.TRAILER_LEN))
+        fmt.check_structure(msg_id, head, size, f.read())
+
+
+def _unlink_quiet(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
