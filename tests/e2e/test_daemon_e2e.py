@@ -1,0 +1,48 @@
+"""twistd without -n: a traditional Unix daemon with pidfile and logfile, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from tests.e2e.harness import ALL_LISTENERS, BIN, Server, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The daemon writes its pidfile, logs to the logfile, tells an idle SMTP client 421 on
+    SIGTERM and exits, removing the pidfile."""
+    srv = Server(str(tmp_path / "base"))
+    srv.set_listeners(ALL_LISTENERS[:1])
+    r = subprocess.run([os.path.join(BIN, "twistd"), "--pidfile", srv.pidfile, "--logfile", srv.logfile,
+                        "cgtwist", "--config", srv.conf], env=srv.env, cwd=srv.base,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: "cgtwist ready" in srv.log_text(), 60, "the daemon to be ready")
+    pid = int(open(srv.pidfile).read().strip())
+    assert alive(pid)
+    sock = socket.create_connection(("127.0.0.1", srv.port("smtp")), timeout=30)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220")
+    sock.sendall(b"EHLO client.test\r\n")
+    line = f.readline()
+    while line[3:4] == b"-":
+        line = f.readline()
+    os.kill(pid, signal.SIGTERM)
+    assert f.readline().startswith(b"421")
+    wait_for(lambda: not alive(pid), 60, "the daemon to exit")
+    assert not os.path.exists(srv.pidfile)
+    assert "cgtwist stopped" in srv.log_text()

@@ -1,0 +1,156 @@
+"""The spine end to end: a real twistd process, real sockets, real TLS, Python's smtplib.
+
+A message sent on 25 (plain and STARTTLS), 587 (AUTH after STARTTLS) or 465 (implicit TLS) ends
+up byte-exact, plus trace headers, in the recipient's Maildir.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import subprocess
+import uuid
+
+import pytest
+
+from tests.e2e.harness import BIN, Server
+
+pytestmark = pytest.mark.e2e
+
+
+def make_message(sender: str, rcpt: str, body: str = "Hello.\r\n") -> bytes:
+    mid = uuid.uuid4().hex
+    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: test {mid}\r\nMessage-ID: <{mid}@test>\r\n"
+            f"\r\n{body}").encode()
+
+
+def split_trace(delivered: bytes, original: bytes) -> bytes:
+    """The part of a delivered message before the client's bytes: our added headers."""
+    assert delivered.endswith(original), "message body was altered"
+    return delivered[: len(delivered) - len(original)]
+
+
+def find(server: Server, account: str, marker: bytes, count: int = 1) -> list[bytes]:
+    def matching() -> list[bytes]:
+        return [m for m in server.messages(account) if marker in m]
+
+    from tests.e2e.harness import wait_for
+    return wait_for(lambda: len(matching()) >= count and matching(), 30, f"message {marker!r}")
+
+
+def test_port_25_plain_delivers_byte_exact(server: Server) -> None:
+    """Inbound mail without TLS is accepted for a local account and lands in Maildir new/."""
+    msg = make_message("someone@elsewhere.test", "alice@example.test", "Line one.\r\n.dot line\r\n\r\nend\r\n")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.elsewhere.test")
+        s.sendmail("someone@elsewhere.test", ["alice@example.test"], msg)
+    (delivered,) = find(server, "alice", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    trace = split_trace(delivered, msg)
+    assert b"Received: from client.elsewhere.test" in trace
+    assert b"Return-Path: <someone@elsewhere.test>" in trace
+
+
+def test_port_25_starttls(server: Server, tls_context: ssl.SSLContext) -> None:
+    """STARTTLS on the MX port is offered and works with a verifying client."""
+    msg = make_message("someone@elsewhere.test", "bob@example.test")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.has_extn("starttls")
+        assert not s.has_extn("auth"), "AUTH must not be offered before TLS"
+        s._host = "localhost"  # verify the certificate's name
+        s.starttls(context=tls_context)
+        s.ehlo("client.test")
+        assert s.has_extn("auth")
+        s.sendmail("someone@elsewhere.test", ["bob@example.test"], msg)
+    (delivered,) = find(server, "bob", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    assert b"with ESMTPS" in split_trace(delivered, msg)
+
+
+def test_submission_requires_auth(server: Server, tls_context: ssl.SSLContext) -> None:
+    """On 587 MAIL before AUTH gets 530; after STARTTLS and AUTH the message is accepted."""
+    port = server.port("smtp", submission=True)
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo("client.test")
+        code, _ = s.mail("alice@example.test")
+        assert code == 530
+        s.rset()
+        s._host = "localhost"
+        s.starttls(context=tls_context)
+        s.ehlo("client.test")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.login("alice@example.test", "wrong-password")
+    msg = make_message("alice@example.test", "bob@example.test")
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.ehlo("client.test")
+        s._host = "localhost"
+        s.starttls(context=tls_context)
+        s.ehlo("client.test")
+        s.login("alice@example.test", "alice-secret")
+        s.sendmail("alice@example.test", ["bob@example.test"], msg)
+    (delivered,) = find(server, "bob", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    assert b"with ESMTPSA" in split_trace(delivered, msg)
+
+
+def test_smtps_implicit_tls_with_percent_login(server: Server, tls_context: ssl.SSLContext) -> None:
+    """465 speaks TLS from the first byte; 'user%domain' logins work for clients that cut at '@'."""
+    msg = make_message("bob@example.test", "alice@example.test")
+    with smtplib.SMTP_SSL("localhost", server.port("smtp", tls="implicit", submission=True),
+                          context=tls_context, timeout=30) as s:
+        s.ehlo("client.test")
+        s.login("bob%example.test", "bob-secret")
+        s.sendmail("bob@example.test", ["alice@example.test"], msg)
+    find(server, "alice", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+
+
+def test_unknown_user_and_relay_are_refused(server: Server) -> None:
+    """No backscatter and no open relay: 550 5.1.1 for unknown locals, 554 5.7.1 for relaying."""
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("someone@elsewhere.test")
+        code, text = s.rcpt("nobody@example.test")
+        assert code == 550 and b"5.1.1" in text
+        code, text = s.rcpt("victim@elsewhere.test")
+        assert code == 554 and b"5.7.1" in text
+
+
+def test_account_added_while_running_receives_at_once(server: Server) -> None:
+    """cgtwist-admin changes apply without a restart."""
+    server.admin("account", "add", "carol@example.test", "--password", "carol-secret")
+    msg = make_message("someone@elsewhere.test", "carol@example.test")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.sendmail("someone@elsewhere.test", ["carol@example.test"], msg)
+    find(server, "carol", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+
+
+def test_settings_change_applies_without_restart(server: Server) -> None:
+    """Lowering the recipient limit with the CLI is enforced on the next transaction."""
+    server.admin("settings", "set", "smtp.max_recipients", "1")
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+            s.mail("someone@elsewhere.test")
+            assert s.rcpt("alice@example.test")[0] == 250
+            code, text = s.rcpt("bob@example.test")
+            assert code == 452, (code, text)
+    finally:
+        server.admin("settings", "unset", "smtp.max_recipients")
+
+
+def test_twistd_help_lists_cgtwist() -> None:
+    """After install, 'twistd --help' shows the cgtwist plugin."""
+    out = subprocess.run([f"{BIN}/twistd", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "cgtwist" in out
+    out = subprocess.run([f"{BIN}/twistd", "cgtwist", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--base-dir" in out and "--config" in out
+
+
+def test_bad_config_is_one_line_and_nonzero(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A typo in the bootstrap file stops twistd with file, line and key, not a traceback."""
+    conf = tmp_path / "bad.conf"
+    conf.write_text('[server]\nbase_dir = "x"\nbogus = 1\n')
+    r = subprocess.run([f"{BIN}/twistd", "-n", "cgtwist", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert f"{conf}:3: server.bogus: unknown key" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
