@@ -1,0 +1,118 @@
+"""DNS blacklists (RBL/DNSBL): is the connecting IP listed in any configured zone?
+
+Owns building the query name (reversed IPv4 octets or IPv6 nibbles + zone, RFC 5782 §2.1/§2.4),
+asking every zone at once through the resolver passed in, and classifying answers: an A record
+in 127.0.0.0/8 is a listing, except 127.255.255.0/24 which is the list's error channel
+(Spamhaus: "should NOT be interpreted as any sort of reputation") and is logged, not obeyed;
+answers outside 127/8, timeouts and SERVFAIL are not listings either (fail open, logged).
+It never raises and never decides the reply (cgtwist.core.protection does).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Sequence
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cgtwist.addresslist import normalise
+from cgtwist.checks.result import ERROR, LISTED, PASS, SKIPPED, CheckResult, clean
+from cgtwist.errors import DNSPermanentError, DNSTemporaryError
+from cgtwist.interfaces import IResolver
+
+log = Logger()
+
+_LISTING_NET = ipaddress.IPv4Network("127.0.0.0/8")
+_ERROR_NET = ipaddress.IPv4Network("127.255.255.0/24")
+
+
+def query_name(ip: str, zone: str) -> str:
+    """``192.0.2.1`` + ``rbl.example`` -> ``1.2.0.192.rbl.example`` (IPv6: 32 nibbles)."""
+    addr = normalise(ip)
+    if isinstance(addr, ipaddress.IPv4Address):
+        rev = ".".join(reversed(str(addr).split(".")))
+    else:
+        rev = ".".join(reversed(addr.exploded.replace(":", "")))
+    return f"{rev}.{zone.strip().strip('.').lower()}"
+
+
+def classify(addresses: Sequence[str]) -> tuple[str, str]:
+    """(outcome, code) for one zone's A answers: listed, error or pass."""
+    listed, errors = [], []
+    for a in addresses:
+        try:
+            ip = ipaddress.IPv4Address(a)
+        except ValueError:
+            errors.append(a)
+            continue
+        if ip in _ERROR_NET or ip not in _LISTING_NET:
+            errors.append(a)
+        else:
+            listed.append(a)
+    if listed:
+        return LISTED, listed[0]
+    if errors:
+        return ERROR, errors[0]
+    return PASS, ""
+
+
+class RBLChecker:
+    """Queries each zone as reversed-IP.zone; the first listing wins (all run concurrently)."""
+
+    def __init__(self, resolver: IResolver, clock: Any) -> None:
+        self.resolver = resolver
+        self.clock = clock
+
+    def check(self, ip: str, zones: Sequence[str]) -> defer.Deferred[CheckResult]:
+        """Fires with CheckResult("rbl", listed|pass|error|skipped, reason, duration, data)."""
+        started = self.clock.seconds()
+        zones = [z.strip().strip(".") for z in zones if z and z.strip().strip(".")]
+        try:
+            normalise(ip)
+        except ValueError:
+            return defer.succeed(CheckResult("rbl", SKIPPED, f"not an IP: {clean(ip, 60)}"))
+        if not zones:
+            return defer.succeed(CheckResult("rbl", SKIPPED, "no zones configured"))
+        ds = [self._one(ip, z) for z in zones]
+
+        def combine(results: list[tuple[str, str, str, str]]) -> CheckResult:
+            took = self.clock.seconds() - started
+            for outcome, zone, code, reason in results:
+                if outcome == LISTED:
+                    return CheckResult("rbl", LISTED, f"listed in {zone} ({code})", took,
+                                       {"zone": zone, "code": code, "text": reason})
+            errs = [f"{z}: {r}" for o, z, _c, r in results if o == ERROR]
+            if errs:
+                return CheckResult("rbl", ERROR, "; ".join(errs), took)
+            return CheckResult("rbl", PASS, "not listed", took)
+        return defer.gatherResults(ds).addCallback(combine)
+
+    def _one(self, ip: str, zone: str) -> defer.Deferred[tuple[str, str, str, str]]:
+        name = query_name(ip, zone)
+        d = self.resolver.lookup_a(name)
+
+        def got(addresses: list[str]) -> Any:
+            outcome, code = classify(addresses)
+            if outcome == ERROR:
+                log.warn("rbl zone {zone} answered error code {code} for {ip}: treated as not listed",
+                         zone=zone, code=code, ip=ip)
+                return ERROR, zone, code, f"error code {code}"
+            if outcome == LISTED:
+                # The zone's TXT usually carries a URL; fetch it for the log, never wait long on it.
+                t = self.resolver.lookup_txt(name)
+                t.addCallback(lambda txt: (LISTED, zone, code, clean(" ".join(txt), 200)))
+                t.addErrback(lambda _f: (LISTED, zone, code, ""))
+                return t
+            return PASS, zone, "", ""
+
+        def failed(f: Any) -> tuple[str, str, str, str]:
+            if f.check(DNSPermanentError):
+                return PASS, zone, "", ""  # NXDOMAIN: not listed
+            if not f.check(DNSTemporaryError):
+                log.failure("rbl lookup {name} crashed", f, name=name)
+            else:
+                log.warn("rbl zone {zone} lookup failed for {ip}: {err}; treated as not listed",
+                         zone=zone, ip=ip, err=f.getErrorMessage())
+            return ERROR, zone, "", "lookup failed"
+        return d.addCallbacks(got, failed)
