@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from argon2 import PasswordHasher as _Argon2
 from argon2 import Type
@@ -55,11 +55,11 @@ class PasswordHasher:
 
     # The synchronous core; each runs on a pool thread.
 
-    def hash_sync(self, password: str) -> str:
+    def hash_sync(self, password: Union[str, bytes]) -> str:
         """The PHC string ``$argon2id$v=19$m=19456,t=2,p=1$salt$hash`` for ``password``."""
         return self._hasher.hash(password)
 
-    def verify_sync(self, stored: Optional[str], password: str) -> bool:
+    def verify_sync(self, stored: Optional[str], password: Union[str, bytes]) -> bool:
         """True when ``password`` matches ``stored``; a missing or alien hash never matches.
 
         Without a stored hash (unknown user, service account) a dummy hash is verified, so the
@@ -73,7 +73,7 @@ class PasswordHasher:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    def _verify_dummy(self, password: str) -> None:
+    def _verify_dummy(self, password: Union[str, bytes]) -> None:
         if self._dummy is None:
             self._dummy = self._hasher.hash(generate_password(24))
         try:
@@ -96,10 +96,10 @@ class PasswordHasher:
         pool = self._threadpool or self._reactor.getThreadPool()
         return self._sem.run(deferToThreadPool, self._reactor, pool, fn, *args)
 
-    def hash(self, password: str) -> Deferred[str]:
+    def hash(self, password: Union[str, bytes]) -> Deferred[str]:
         """Fire with the PHC string for ``password``, computed off the reactor."""
         return self._run(self.hash_sync, password)
 
-    def verify(self, stored: Optional[str], password: str) -> Deferred[bool]:
+    def verify(self, stored: Optional[str], password: Union[str, bytes]) -> Deferred[bool]:
         """Fire with True when ``password`` matches ``stored`` (None: dummy work, False)."""
         return self._run(self.verify_sync, stored, password)

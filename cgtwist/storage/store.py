@@ -13,7 +13,17 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Coroutine, Iterable, Mapping, Optional, ParamSpec, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Optional,
+    ParamSpec,
+    TypeVar,
+    Union,
+)
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -115,6 +125,14 @@ class AccountStore:
         self.main_domain = check_domain(main_domain)
         self._hasher = hasher
         self._now = now
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    def close(self) -> None:
+        """Close the database pool (the service calls this from stopService)."""
+        self._db.close()
 
     # ---- first start ---------------------------------------------------------------------
 
@@ -346,7 +364,8 @@ class AccountStore:
                           None if real_name is None else real_name.strip(), svc, enabled)
 
     @_deferred
-    async def verify_password(self, name: str, domain: str, password: str) -> Optional[Account]:
+    async def verify_password(self, name: str, domain: str,
+                              password: Union[str, bytes]) -> Optional[Account]:
         """Fire with the Account when the password matches and it may log in, else None.
 
         Runs exactly one hash verification whatever the outcome (unknown domain, unknown user,
@@ -370,7 +389,7 @@ class AccountStore:
             await self._rehash(row["name"], row["domain"], stored, password)
         return _account_of(row)
 
-    async def _rehash(self, n: str, d: str, old: str, password: str) -> None:
+    async def _rehash(self, n: str, d: str, old: str, password: Union[str, bytes]) -> None:
         try:
             phc = await self._hasher.hash(password)
             await self._write("rehash_password", _set_password_txn, n, d, phc, old)
@@ -496,6 +515,25 @@ class AccountStore:
             if self._db.is_integrity_error(e):
                 raise AlreadyExists(f"{desc}: already exists") from None
             raise
+
+
+def open_store(url: str, main_domain: str, reactor: Any, pool_min: int = 1, pool_max: int = 4,
+               hasher: Optional[PasswordHasher] = None) -> Deferred[AccountStore]:
+    """Open the database at ``url``, apply migrations, fire with an AccountStore on it.
+
+    The reactor must be running (or about to run): adbapi starts its threads then.
+    """
+
+    async def opening() -> AccountStore:
+        db = Database(url, reactor, pool_min, pool_max)
+        try:
+            await db.migrate()
+        except BaseException:
+            db.close()
+            raise
+        return AccountStore(db, main_domain, hasher or PasswordHasher(reactor))
+
+    return Deferred.fromCoroutine(opening())
 
 
 # ---- transaction functions (run on a pool thread) ----------------------------------------

@@ -1,0 +1,101 @@
+"""Logins: turn a login name into (account, domain) and check passwords for twisted.cred.
+
+Owns the login-name forms and the one ICredentialsChecker shared by SMTP AUTH, POP3 and IMAP.
+It decides only "who is this"; whether a protocol may be used is the realm's business (or the
+optional ``service`` of a checker). Wrong password and unknown user fail alike; a store that
+cannot answer fails differently (``AuthUnavailable``) so clients retry instead of giving up.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cgtwist.errors import InvalidName, MailError
+from cgtwist.interfaces import IAccountStore
+from cgtwist.paths import check_account, check_domain
+
+MAX_LOGIN_LENGTH = 320  # RFC 5321 §4.5.3.1.1/2: 64 octets local part + "@" + 255 domain
+
+
+class AuthUnavailable(MailError):
+    """The account store could not answer: a temporary failure, never "wrong password".
+
+    SMTP answers ``454 4.7.0`` (RFC 4954 §6), POP3 ``-ERR [SYS/TEMP]`` (RFC 3206 §4), IMAP
+    ``NO [UNAVAILABLE]`` (RFC 5530 §3).
+    """
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(454, "4.7.0", "Temporary authentication failure", detail)
+
+
+def parse_login(login: str, main_domain: str) -> tuple[str, str]:
+    """Split a login name into (account, domain), both validated and lower-cased.
+
+    Accepted forms (COMMUNIGATE.md a.1): ``user@domain``; ``user%domain`` for clients that cut
+    the name at '@'; ``user%domain@maindomain`` (a main-domain address restarts on its local
+    part); and a bare ``user`` in the main domain. Raises InvalidName for anything else.
+    """
+    s = login.strip()
+    if not s or len(s) > MAX_LOGIN_LENGTH or any(c.isspace() or ord(c) < 32 for c in s):
+        raise InvalidName(f"invalid login name {login!r}")
+    main = check_domain(main_domain)
+    local, at, domain = s.rpartition("@")
+    if not at:
+        local, domain = s, ""
+    elif not domain:
+        raise InvalidName(f"invalid login name {login!r}")
+    domain = domain.lower().rstrip(".")
+    if (not domain or domain == main) and "%" in local:
+        local, _, domain = local.rpartition("%")
+        if not domain:
+            raise InvalidName(f"invalid login name {login!r}")
+    return check_account(local), check_domain(domain or main)
+
+
+def _text(value: Union[str, bytes]) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+@implementer(ICredentialsChecker)
+class AccountChecker:
+    """Check IUsernamePassword credentials against an IAccountStore.
+
+    Fires with the avatar id ``"name@domain"`` (str, lower-case; an alias gives its target
+    account) or fails with UnauthorizedLogin (unknown user, wrong password, disabled account,
+    service account such as ``pbx``, or ``service`` not enabled for the account), or with
+    AuthUnavailable when the store fails.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+    _log = Logger()
+
+    def __init__(self, store: IAccountStore, service: Optional[str] = None) -> None:
+        self._store = store
+        self._service = service
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[str]:
+        return Deferred.fromCoroutine(self._check(credentials.username, credentials.password))
+
+    async def _check(self, username: Union[str, bytes], password: Union[str, bytes]) -> str:
+        try:
+            name, domain = parse_login(_text(username), self._store.main_domain)
+        except (InvalidName, UnicodeDecodeError):
+            name, domain = "", self._store.main_domain  # the store does the dummy work
+        try:
+            account = await self._store.verify_password(name, domain, password)
+        except Exception as e:
+            self._log.failure("account store failed during login of {account}",
+                              account=f"{name}@{domain}")
+            raise AuthUnavailable(f"{type(e).__name__}: {e}") from None
+        if account is None:
+            raise UnauthorizedLogin()
+        if self._service is not None and self._service not in account.services:
+            raise UnauthorizedLogin()
+        return str(account.address).lower()
