@@ -1,0 +1,118 @@
+"""The routing service: runs the pure Router (cgtwist.router) with facts from the account store.
+
+Owns answering the Router's questions (is the domain ours, does the account or alias exist) from
+an IAccountStore, and reading the table from the live settings at each call, so a table stored
+with ``cgtwist-admin router set`` applies to the next address. It decides nothing itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cgtwist import router
+from cgtwist.errors import InvalidName, MailError, NotFound, temporary
+from cgtwist.interfaces import IAccountStore, IRouter
+from cgtwist.settings import SettingsHolder
+from cgtwist.types import Route
+
+# RFC 5321 §4.2.2/§4.2.3: 550 mailbox unavailable, 554 transaction failed (the loop).
+_REPLY_CODES = {"5.4.6": 554}
+
+
+def route_error(route: Route) -> MailError:
+    """The MailError a protocol should reply for an ERROR route (550/554, or 451 for 4.x.x)."""
+    status, _sep, text = route.error.partition(" ")
+    if status[:1] not in ("4", "5"):
+        status, text = "5.1.1", route.error or "address rejected"
+    code = _REPLY_CODES.get(status, 451 if status.startswith("4") else 550)
+    return MailError(code, status, text or "address rejected")
+
+
+@implementer(IRouter)
+class Routing:
+    """IRouter over the store: ``route(address, kind)`` fires with a Route.
+
+    The table text is the dynamic setting ``router.table``; ``router.max_hops`` (when an
+    administrator set it) overrides ``max_hops``. A stored table that does not parse is logged
+    and fails every route with 451 4.3.5 rather than routing without it.
+    """
+
+    log = Logger()
+
+    def __init__(self, store: IAccountStore, settings: SettingsHolder, main_domain: str,
+                 max_hops: int = router.DEFAULT_MAX_HOPS) -> None:
+        self.store: Any = store  # Any: zope interfaces are not mypy protocols
+        self.settings = settings
+        self.main_domain = main_domain
+        self.max_hops = max_hops
+        self._parsed: tuple[str, Optional[router.Table], str] = ("", router.Table(), "")
+
+    def table(self) -> router.Table:
+        """The current table, parsed once per distinct text; raises MailError 451 if bad."""
+        text = self.settings.current.get("router.table", "") or ""
+        if not isinstance(text, str):
+            text = str(text)
+        if text != self._parsed[0]:
+            try:
+                self._parsed = (text, router.parse_table(text), "")
+            except router.RouterParseError as e:
+                self.log.error("router table in the store is invalid: {error}", error=str(e))
+                self._parsed = (text, None, str(e))
+        table = self._parsed[1]
+        if table is None:
+            raise MailError(451, "4.3.5", "Routing temporarily unavailable", self._parsed[2])
+        return table
+
+    def _max_hops(self) -> int:
+        current = self.settings.current
+        overrides = getattr(current, "overrides", {})
+        value = overrides.get("router.max_hops", self.max_hops)
+        return value if isinstance(value, int) and value >= 0 else self.max_hops
+
+    def explain(self, address: str, kind: str = "mail") -> defer.Deferred[router.Resolution]:
+        """Fire with the full Resolution (route plus every step) for ``router test``."""
+        return defer.ensureDeferred(self._resolve(address, kind))
+
+    def route(self, address: str, kind: str = "mail") -> defer.Deferred[Route]:
+        """IRouter.route: fire with the Route; errback MailError (451) on store trouble."""
+        return defer.ensureDeferred(self._route(address, kind))
+
+    async def _route(self, address: str, kind: str) -> Route:
+        return (await self._resolve(address, kind)).route
+
+    async def _resolve(self, address: str, kind: str) -> router.Resolution:
+        gen = router.resolve(self.table(), address, self.main_domain, kind, self._max_hops())
+        answer: Any = None
+        while True:
+            try:
+                query = gen.send(answer)
+            except StopIteration as stop:
+                result: router.Resolution = stop.value
+                break
+            try:
+                answer = await self._answer(query)
+            except MailError:
+                raise
+            except Exception:
+                self.log.failure("routing {address}: store lookup {query} failed",
+                                 address=address, query=repr(query))
+                raise temporary(detail=f"routing {address!r}") from None
+        self.log.debug("routed {address} ({kind}) to {route}", address=address, kind=kind,
+                       route=str(result.route))
+        return result
+
+    async def _answer(self, query: router.Query) -> Any:
+        if isinstance(query, router.DomainQuery):
+            return bool(await self.store.is_local_domain(query.domain))
+        try:
+            if isinstance(query, router.AccountQuery):
+                account = await self.store.get_account(query.local, query.domain)
+                return account.address if account is not None else None
+            target = await self.store.resolve_alias(query.local, query.domain)
+            return target or None
+        except (InvalidName, NotFound):  # a name the store cannot hold is no account
+            return None
