@@ -1,0 +1,1 @@
+"""Message text helpers: trace headers and header-safe formatting (pure, no I/O)."""
