@@ -1,0 +1,517 @@
+"""The SMTP delivery module: one delivery attempt of one message to one destination domain.
+
+Owns choosing where to connect (MX lookup with implicit MX, RFC 5321 §5.1; null MX, RFC 7505;
+address literals; an optional smarthost), trying hosts in order, reusing an idle connection to
+the same destination, and turning SMTP replies into per-recipient states: delivered, failed
+(5xx) or pending (4xx, timeouts, DNS trouble). Retry timing belongs to the queue manager; the
+wire belongs to ``cgtwist.delivery.smtp_client``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer, ssl
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cgtwist.delivery.bounce import remote_detail
+from cgtwist.delivery.smtp_client import (
+    Reply,
+    SessionError,
+    SMTPClient,
+    Timeouts,
+    TransactionResult,
+)
+from cgtwist.errors import DNSPermanentError, DNSTemporaryError
+from cgtwist.interfaces import IDeliveryAgent, IResolver
+from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.types import Envelope, Recipient
+
+log = Logger(namespace="cgtwist.delivery.smtp")
+
+Connect = Callable[[str, int, SMTPClient], "defer.Deferred[Any]"]
+TLSFactory = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt to one host, for the queue's history (issue 5 part 7)."""
+
+    time: float
+    host: str
+    ip: str
+    reply: str
+    tls: Optional[str]
+
+
+@dataclass(frozen=True)
+class _Target:
+    host: str  # name used for TLS SNI/verification and logs
+    ips: tuple[str, ...]
+
+
+class _DestinationError(Exception):
+    def __init__(self, enhanced: str, text: str, permanent: bool) -> None:
+        super().__init__(f"{enhanced} {text}")
+        self.enhanced = enhanced
+        self.text = text
+        self.permanent = permanent
+
+
+def default_tls(hostname: str) -> Any:
+    """Opportunistic STARTTLS: our floor (TLS 1.2), no verification (RFC 3207 practice).
+
+    Never Twisted's legacy default method (twisted #7770).
+    """
+    return ssl.CertificateOptions(raiseMinimumTo=ssl.TLSVersion.TLSv1_2, verify=False)
+
+
+def default_verified_tls(hostname: str, ca_file: str = "") -> Any:
+    """Verified TLS for the smarthost (certificate and name checked by service-identity)."""
+    trust = None
+    if ca_file:
+        with open(ca_file, "rb") as f:
+            trust = ssl.Certificate.loadPEM(f.read())
+    return ssl.optionsForClientTLS(
+        hostname, trustRoot=trust,  # type: ignore[arg-type]
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_hostport(spec: str, default_port: int) -> tuple[str, int, bool]:
+    """``host``, ``host:port``, ``[host]:port`` or ``[ip]`` -> (host, port, bracketed)."""
+    spec = spec.strip()
+    m = re.match(r"^\[([^\]]+)\](?::(\d+))?$", spec)
+    if m:
+        return m.group(1), int(m.group(2) or default_port), True
+    if spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+        return host, int(port), False
+    return spec, default_port, False
+
+
+@implementer(IDeliveryAgent)
+class SMTPDelivery:
+    """IDeliveryAgent for module "SMTP": queue = recipient domain or ``[192.0.2.1]`` literal.
+
+    ``tls_client_options(host)`` gives the creator for opportunistic STARTTLS;
+    ``tls_verified_options(host)`` the verifying one for a smarthost. ``connect(ip, port,
+    protocol)`` opens the TCP connection (tests may replace it). ``on_attempt(msg_id, Attempt)``
+    receives one record per host tried that answered. ``rng`` orders equal-preference MX hosts.
+    """
+
+    module = "SMTP"
+
+    def __init__(self, resolver: IResolver, settings: SettingsHolder, hostname: str, reactor: Any,
+                 tls_client_options: Optional[TLSFactory] = None, port: int = 25,
+                 connect: Optional[Connect] = None,
+                 tls_verified_options: Optional[TLSFactory] = None,
+                 on_attempt: Optional[Callable[[str, Attempt], None]] = None,
+                 rng: Optional[random.Random] = None) -> None:
+        self.resolver = resolver
+        self.settings = settings
+        self.hostname = hostname
+        self.reactor = reactor
+        self.tls_client_options = tls_client_options or default_tls
+        self.tls_verified_options = tls_verified_options
+        self.port = port
+        self._connect = connect or self._tcp_connect
+        self.on_attempt = on_attempt
+        self.rng = rng or random.Random()
+        self._idle: dict[tuple[str, str, int], list[tuple[SMTPClient, IDelayedCall]]] = {}
+
+    # --- settings ---------------------------------------------------------------------------
+
+    def _get(self, key: str) -> Any:
+        current = self.settings.current
+        try:
+            return current[key]
+        except KeyError:
+            return DEFAULTS[key][0]
+
+    def _timeouts(self) -> Timeouts:
+        g = self._get
+        return Timeouts(greeting=float(g("smtp.timeout_greeting")), command=float(g("smtp.timeout_command")),
+                        mail=float(g("smtp.timeout_mail")), rcpt=float(g("smtp.timeout_rcpt")),
+                        data_init=float(g("smtp.timeout_data_init")),
+                        data_block=float(g("smtp.timeout_data_block")),
+                        data_end=float(g("smtp.timeout_data_end")))
+
+    def _remote_port(self) -> int:
+        overrides = getattr(self.settings.current, "overrides", {})
+        if "smtp.remote_port" in overrides:
+            return int(overrides["smtp.remote_port"])
+        return self.port
+
+    def _tcp_connect(self, ip: str, port: int, proto: SMTPClient) -> defer.Deferred[Any]:
+        timeout = float(self._get("smtp.timeout_connect"))
+        if ":" in ip:
+            ep: Any = TCP6ClientEndpoint(self.reactor, ip, port, timeout=timeout)
+        else:
+            ep = TCP4ClientEndpoint(self.reactor, ip, port, timeout=timeout)
+        return connectProtocol(ep, proto)
+
+    # --- IDeliveryAgent ----------------------------------------------------------------------
+
+    def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
+                recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
+        """One attempt for ``recipients`` (one logical queue); fires with them, states set."""
+        return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
+
+    async def _deliver(self, msg_id: str, envelope: Envelope, data: bytes,
+                       recipients: list[Recipient]) -> list[Recipient]:
+        if not recipients:
+            return recipients
+        queue = _queue_of(recipients[0])
+        try:
+            return await self._attempt(msg_id, queue, envelope, data, recipients)
+        except Exception as e:  # never let a bug lose the recipients: retry later
+            log.failure("{msg_id}: SMTP({queue}) delivery crashed", msg_id=msg_id, queue=queue)
+            _set_all(recipients, "pending", f"4.3.0 internal error during delivery ({type(e).__name__})")
+            return recipients
+
+    async def _attempt(self, msg_id: str, queue: str, envelope: Envelope, data: bytes,
+                       recipients: list[Recipient]) -> list[Recipient]:
+        relay = str(self._get("smtp.relayhost") or "").strip()
+        port = self._remote_port()
+        auth: Optional[tuple[str, str]] = None
+        verified = False
+        if relay:
+            host, port, bracketed = parse_hostport(relay, port)
+            key = (f"relay:{relay}", host, port)
+            auth = _auth_pair(self._get("smtp.relayhost_auth"))
+            verified = True
+            targets = self._targets_relay(host, bracketed)
+        else:
+            key = (queue, queue, port)
+            targets = self._targets_mx(queue)
+
+        # A connection kept from the previous message to this destination (several messages
+        # per connection); if it died while idle, fall through to a fresh one.
+        client = self._take_idle(key)
+        if client is not None:
+            result = await self._transaction(client, envelope, data, recipients)
+            if not (result.error is not None and result.mail is None):
+                self._finish(msg_id, key, client, result, recipients, data)
+                return recipients
+            client.abort(SessionError("dropped", "idle"))
+
+        last = "4.4.1 no answer from any host"
+        tried = 0
+        limit = max(1, int(self._get("smtp.max_addresses")))
+        try:
+            async for target in targets:
+                if tried >= limit:
+                    break
+                for ip in target.ips:
+                    if tried >= limit:
+                        break
+                    tried += 1
+                    opportunistic = not verified and bool(self._get("smtp.opportunistic_tls"))
+                    outcome = await self._session(msg_id, key, target, ip, port, envelope, data,
+                                                  recipients, verified, opportunistic, auth)
+                    if outcome is None:
+                        return recipients
+                    if outcome == "tls" and opportunistic:
+                        # A broken TLS stack must not make a domain unreachable: RFC 3207 §4.1
+                        # lets the client go on in plaintext; try this address once without TLS.
+                        outcome = await self._session(msg_id, key, target, ip, port, envelope, data,
+                                                      recipients, verified, False, auth)
+                        if outcome is None:
+                            return recipients
+                    if outcome == "tls":
+                        outcome = f"4.7.5 TLS with {target.host}[{ip}] failed"
+                    last = outcome
+        except _DestinationError as e:
+            state = "failed" if e.permanent else "pending"
+            _set_all(recipients, state, f"{e.enhanced} {e.text}")
+            log.info("{msg_id}: SMTP({queue}) {state}: {enhanced} {text}", msg_id=msg_id,
+                     queue=queue, state=state, enhanced=e.enhanced, text=e.text)
+            return recipients
+        _set_all(recipients, "pending", last)
+        log.info("{msg_id}: SMTP({queue}) deferred: {detail}", msg_id=msg_id, queue=queue, detail=last)
+        return recipients
+
+    async def _session(self, msg_id: str, key: tuple[str, str, int], target: _Target, ip: str,
+                       port: int, envelope: Envelope, data: bytes, recipients: list[Recipient],
+                       verified: bool, use_tls: bool, auth: Optional[tuple[str, str]]) -> Optional[str]:
+        """Connect to one address and deliver. None when results were recorded; otherwise the
+        reason to try the next address (``"tls"`` when only TLS failed)."""
+        tls: Optional[TLSFactory] = None
+        if verified:
+            tls = self.tls_verified_options or (
+                lambda h: default_verified_tls(h, str(self._get("smtp.relayhost_ca_file") or "")))
+        elif use_tls:
+            tls = self.tls_client_options
+        client = SMTPClient(self.reactor, self.hostname, target.host, self._timeouts(), tls=tls,
+                            require_tls=verified and auth is not None, auth=auth)
+        try:
+            await self._connect(ip, port, client)
+        except Exception as e:
+            log.info("{msg_id}: cannot connect to {host}[{ip}]:{port}: {err}", msg_id=msg_id,
+                     host=target.host, ip=ip, port=port, err=str(e) or type(e).__name__)
+            return f"4.4.1 connection to {target.host}[{ip}] failed"
+        try:
+            await client.start()
+        except SessionError as e:
+            client.abort(e)
+            self._record(msg_id, target.host, ip, str(e.reply) if e.reply else e.text, client.tls_version)
+            log.info("{msg_id}: {host}[{ip}] session failed during {during}: {err}", msg_id=msg_id,
+                     host=target.host, ip=ip, during=e.during, err=e.text)
+            if e.during == "tls":
+                return "tls"
+            if e.reply is not None:
+                return remote_detail(target.host, ip, str(e.reply))
+            return f"4.4.2 {target.host}[{ip}]: {e.text}"
+        result = await self._transaction(client, envelope, data, recipients)
+        self._finish(msg_id, key, client, result, recipients, data, target.host, ip)
+        return None
+
+    async def _transaction(self, client: SMTPClient, envelope: Envelope, data: bytes,
+                           recipients: list[Recipient]) -> TransactionResult:
+        limit = client.size_limit()
+        if limit and len(data) > limit:
+            # RFC 1870 §6.1: do not send what the server said it will not take.
+            too_big = Reply(552, (f"5.3.4 message size {len(data)} exceeds the limit {limit}",))
+            return TransactionResult(mail=too_big, rcpts=[None] * len(recipients))
+        return await client.transaction(*self._tx_args(client, envelope, data, recipients))
+
+    def _tx_args(self, client: SMTPClient, envelope: Envelope, data: bytes,
+                 recipients: list[Recipient]) -> tuple[str, list[tuple[str, str]], str, bytes]:
+        eight_bit = any(b > 0x7F for b in data)
+        utf8 = not (envelope.sender.isascii() and all(r.address.isascii() for r in recipients))
+        params = client.mail_params(len(data), dict(envelope.params), eight_bit, utf8)
+        rcpts = [(r.address, client.rcpt_params(r.notify, r.orcpt)) for r in recipients]
+        return envelope.sender, rcpts, params, data
+
+    # --- results -----------------------------------------------------------------------------
+
+    def _finish(self, msg_id: str, key: tuple[str, str, int], client: SMTPClient,
+                result: TransactionResult, recipients: list[Recipient], data: bytes,
+                host: str = "", ip: str = "") -> None:
+        host = host or client.peer_name
+        ip = ip or _peer_ip(client)
+        apply_result(result, recipients, host, ip)
+        final = result.end or result.data or result.mail
+        reply = str(final) if final is not None else (result.error.text if result.error else "")
+        self._record(msg_id, host, ip, reply, client.tls_version)
+        if result.error is not None and result.data is not None and result.data.code == 354:
+            # RFC 5321 §6.1 / RFC 1047: the peer may have the message already; we retry anyway
+            # (at-least-once) and say so in the log.
+            log.warn("{msg_id}: {host}[{ip}] lost the session after DATA ({err}); retrying may "
+                     "duplicate the message", msg_id=msg_id, host=host, ip=ip, err=result.error.text)
+        for r in recipients:
+            log.info("{msg_id}: to=<{rcpt}> relay={host}[{ip}] tls={tls} status={state} {detail}",
+                     msg_id=msg_id, rcpt=r.address, host=host, ip=ip, tls=client.tls_version or "none",
+                     state=r.state, detail=r.detail)
+        if result.error is None and client.alive:
+            self._keep_idle(key, client)
+        else:
+            client.abort(result.error or SessionError("done", "quit"))
+
+    def _record(self, msg_id: str, host: str, ip: str, reply: str, tls: Optional[str]) -> None:
+        if self.on_attempt is not None:
+            try:
+                self.on_attempt(msg_id, Attempt(self.reactor.seconds(), host, ip, reply, tls))
+            except Exception:
+                log.failure("attempt recorder failed")
+
+    # --- connection reuse ----------------------------------------------------------------------
+
+    def _keep_idle(self, key: tuple[str, str, int], client: SMTPClient) -> None:
+        keep = float(self._get("smtp.connection_reuse_time"))
+        if keep <= 0:
+            client.quit()
+            return
+        entry: list[tuple[SMTPClient, IDelayedCall]] = self._idle.setdefault(key, [])
+
+        def expire() -> None:
+            for i, (c, _t) in enumerate(entry):
+                if c is client:
+                    del entry[i]
+                    break
+            if not entry:
+                self._idle.pop(key, None)
+            client.quit()
+
+        entry.append((client, self.reactor.callLater(keep, expire)))
+
+    def _take_idle(self, key: tuple[str, str, int]) -> Optional[SMTPClient]:
+        entry = self._idle.get(key)
+        while entry:
+            client, timer = entry.pop()
+            if timer.active():
+                timer.cancel()
+            if not entry:
+                self._idle.pop(key, None)
+            if client.alive:
+                return client
+        return None
+
+    def close_idle(self) -> None:
+        """QUIT every kept connection (service shutdown)."""
+        for entry in list(self._idle.values()):
+            for client, timer in entry:
+                if timer.active():
+                    timer.cancel()
+                client.quit()
+        self._idle.clear()
+
+    # --- where to connect ----------------------------------------------------------------------
+
+    async def _targets_relay(self, host: str, bracketed: bool) -> Any:
+        if _is_ip(host):
+            yield _Target(host, (host,))
+            return
+        yield _Target(host, tuple(await self._addresses(host, implicit=True)))
+
+    async def _targets_mx(self, queue: str) -> Any:
+        """Hosts in MX preference order, shuffled within a preference (RFC 5321 §5.1)."""
+        literal = re.match(r"^\[(?:IPv6:)?([^\]]+)\]$", queue, re.I)
+        if literal:
+            ip = literal.group(1)
+            if not _is_ip(ip):
+                raise _DestinationError("5.1.2", f"bad address literal {queue}", True)
+            yield _Target(ip, (ip,))
+            return
+        domain = queue.lower().rstrip(".")
+        try:
+            mx = await self.resolver.lookup_mx(domain)
+        except DNSPermanentError:
+            raise _DestinationError("5.1.2", f"domain {domain} does not exist", True) from None
+        except DNSTemporaryError as e:
+            raise _DestinationError("4.4.3", f"DNS lookup of MX for {domain} failed ({e or 'temporary'})",
+                                    False) from None
+        hosts = [(int(pref), str(h).lower().rstrip(".")) for pref, h in mx]
+        if len(hosts) == 1 and hosts[0][1] == "":
+            # RFC 7505 §3: a null MX ("MX 0 .") says the domain accepts no mail.
+            raise _DestinationError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
+        hosts = [(p, h) for p, h in hosts if h]
+        implicit = not hosts
+        if implicit:
+            hosts = [(0, domain)]  # RFC 5321 §5.1: no MX, the domain itself is the host
+        ordered: list[str] = []
+        for pref in sorted({p for p, _ in hosts}):
+            group = [h for p, h in hosts if p == pref]
+            self.rng.shuffle(group)
+            ordered += [h for h in group if h not in ordered]
+        resolved_any = False
+        temp = False
+        for host in ordered:
+            try:
+                ips = await self._addresses(host, implicit)
+            except _DestinationError as e:
+                if implicit:
+                    raise
+                temp = temp or not e.permanent
+                log.info("MX host {host} of {domain} unusable: {err}", host=host, domain=domain, err=str(e))
+                continue
+            if ips:
+                resolved_any = True
+                yield _Target(host, tuple(ips))
+        if not resolved_any:
+            if implicit:
+                raise _DestinationError("5.4.4", f"domain {domain} has no MX and no address", True)
+            raise _DestinationError("4.4.4" if not temp else "4.4.3",
+                                    f"no usable address for the MX hosts of {domain}", False)
+
+    async def _addresses(self, host: str, implicit: bool) -> list[str]:
+        if _is_ip(host):
+            return [host]
+        out: list[str] = []
+        errors: list[Exception] = []
+        for lookup in (self.resolver.lookup_a, self.resolver.lookup_aaaa):
+            try:
+                out += [str(x) for x in await lookup(host)]
+            except (DNSPermanentError, DNSTemporaryError) as e:
+                errors.append(e)
+        if out:
+            return out
+        if any(isinstance(e, DNSTemporaryError) for e in errors):
+            raise _DestinationError("4.4.3", f"DNS lookup of {host} failed", False)
+        if errors and implicit:
+            raise _DestinationError("5.1.2", f"host {host} does not exist", True)
+        if errors:
+            raise _DestinationError("5.4.4", f"MX host {host} does not exist", True)
+        return []
+
+
+def apply_result(result: TransactionResult, recipients: list[Recipient], host: str, ip: str) -> None:
+    """Per-recipient states from one transaction (RFC 5321 §4.2.1: 2yz ok, 4yz retry, 5yz fail)."""
+    err = result.error
+    for i, r in enumerate(recipients):
+        rcpt = result.rcpts[i] if i < len(result.rcpts) else None
+        if result.mail is not None and result.mail.code != 250:
+            _set(r, result.mail, host, ip)
+        elif rcpt is not None and not rcpt.positive:
+            _set(r, rcpt, host, ip)  # this recipient was refused whatever happened next
+        elif rcpt is None:
+            r.state = "pending"
+            r.detail = f"4.4.2 {host}[{ip}]: {err.text if err else 'no reply to RCPT'}"
+        elif result.data is not None and result.data.code != 354:
+            _set(r, result.data, host, ip)
+        elif result.end is not None:
+            _set(r, result.end, host, ip)
+        else:
+            # Lost between RCPT and the reply to the final dot: not delivered as far as we know.
+            r.state = "pending"
+            r.detail = f"4.4.2 {host}[{ip}]: {err.text if err else 'no reply to end of data'}"
+
+
+def _set(r: Recipient, reply: Any, host: str, ip: str) -> None:
+    if 200 <= reply.code < 300:
+        r.state = "delivered"
+    elif reply.code >= 500:
+        r.state = "failed"
+    else:
+        r.state = "pending"
+    r.detail = remote_detail(host, ip, str(reply))
+
+
+def _set_all(recipients: list[Recipient], state: str, detail: str) -> None:
+    for r in recipients:
+        r.state = state
+        r.detail = detail
+
+
+def _queue_of(r: Recipient) -> str:
+    m = re.match(r"^SMTP\((.*)\)$", r.route or "")
+    if m and m.group(1):
+        return m.group(1)
+    return r.address.rpartition("@")[2].lower()
+
+
+def _auth_pair(raw: Any) -> Optional[tuple[str, str]]:
+    if not raw:
+        return None
+    if isinstance(raw, dict):
+        return str(raw.get("user", "")), str(raw.get("password", ""))
+    if isinstance(raw, (list, tuple)) and len(raw) == 2:
+        return str(raw[0]), str(raw[1])
+    if isinstance(raw, str) and ":" in raw:
+        user, _, password = raw.partition(":")
+        return user, password
+    return None
+
+
+def _peer_ip(client: SMTPClient) -> str:
+    try:
+        assert client.transport is not None
+        return str(client.transport.getPeer().host)  # type: ignore[attr-defined]
+    except Exception:
+        return ""
