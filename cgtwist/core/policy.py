@@ -16,23 +16,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cgtwist.core.routing import route_error
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, IRouter
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
 
 LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL"})
-
-
-def error_from_route(route: Route) -> MailError:
-    """Turn an ERROR route into a refusal, using the route's text (``"5.1.1 unknown user"``)."""
-    text = route.error.strip()
-    enhanced, _, rest = text.partition(" ")
-    parts = enhanced.split(".")
-    if len(parts) == 3 and parts[0] in ("4", "5") and all(p.isdigit() for p in parts[1:]):
-        code = 450 if parts[0] == "4" else 550
-        return MailError(code, enhanced, rest.strip() or "Mailbox unavailable")
-    return MailError(550, "5.1.1", text or "Unknown user")
 
 
 @implementer(IPolicy)
@@ -67,7 +57,7 @@ class BasicPolicy:
         if module in LOCAL_MODULES:
             return recipient
         if module == "ERROR":
-            raise error_from_route(route)
+            raise route_error(route)
         # Anything else leaves this server: relaying (COMMUNIGATE.md a.6).
         if session.account or session.is_client_ip or route.relay:
             return recipient
