@@ -9,7 +9,7 @@ from typing import Any, Optional
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from cgtwist import cli, cli_router, config
+from cgtwist import cli, config
 from cgtwist.core.routing import Routing, route_error
 from cgtwist.errors import InvalidName, MailError
 from cgtwist.settings import Settings, SettingsHolder
