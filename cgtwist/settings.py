@@ -61,6 +61,9 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "queue.max_messages": (100000, "messages in the spool before new mail is refused with 452 4.3.1"),
     "queue.local_concurrency": (8, "LOCAL deliveries running at once"),
     "queue.active_window": (10000, "messages held in memory by the queue manager at once"),
+    "queue.destination_concurrency": (5, "deliveries running at once per logical queue (one account, one domain)"),
+    "queue.default_concurrency": (10, "deliveries running at once per module without its own queue.<module>_concurrency"),
+    "queue.suspend_after": (3, "consecutive failed attempts before a logical queue is suspended until its next retry"),
     # Mail access
     "pop3.idle_timeout": (600, "seconds of inactivity before a POP3 session is closed (RFC 1939: >= 10 min)"),
     "imap.idle_timeout": (1800, "seconds of inactivity before an authenticated IMAP session is closed (>= 29 min)"),
