@@ -220,10 +220,12 @@ class CgSMTP(ESMTP):
 
     def _start(self, d: defer.Deferred[Any]) -> None:
         """Hold further input until ``d`` fires, so replies keep command order (RFC 2920)."""
-        self._busy = True
-        self.transport.pauseProducing()
+        state = {"fired": False}
 
         def done(_: Any) -> None:
+            state["fired"] = True
+            if not self._busy:
+                return  # fired synchronously: nothing was paused
             self._busy = False
             if self._closed:
                 return
@@ -232,6 +234,9 @@ class CgSMTP(ESMTP):
                 self._process()
 
         d.addBoth(done)
+        if not state["fired"] and not self._closed:
+            self._busy = True
+            self.transport.pauseProducing()
 
     def _process(self) -> None:
         if self._in_loop:

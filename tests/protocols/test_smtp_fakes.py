@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.test.proto_helpers import StringTransport
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
