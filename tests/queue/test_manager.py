@@ -1,0 +1,243 @@
+"""Tests for the queue manager and scheduler (cgtwist.queue): routing into logical queues,
+retries on the schedule, fairness, suspension, expiry, the active window and no polling."""
+
+from __future__ import annotations
+
+from cgtwist.errors import MailError
+from cgtwist.queue.logical import SUSPENDED
+from tests.queue.helpers import Agent, QueueTestCase, env
+
+
+class DeliveryTests(QueueTestCase):
+    def test_delivered_to_each_queue_then_removed(self) -> None:
+        """A message to two local accounts and a remote domain is delivered once per logical
+        queue and then leaves the spool."""
+        msg_id = self.submit(env("a@example.com", "b@example.com", "c@remote.example",
+                                 "d@remote.example"))
+        self.pump()
+        self.assertEqual(sorted(c[2] for c in self.local.calls),
+                         ["LOCAL(a@example.com)", "LOCAL(b@example.com)"])
+        self.assertEqual([(c[2], c[3]) for c in self.smtp.calls],
+                         [("SMTP(remote.example)", ["c@remote.example", "d@remote.example"])])
+        self.assertEqual(self.spooled(), [])
+        self.assertNotIn(msg_id, self.manager._msgs)
+
+    def test_router_rewrites_address_for_agent(self) -> None:
+        """The agent sees the Router's final address (an alias becomes its target)."""
+        self.submit(env("alias@example.com"))
+        self.pump()
+        self.assertEqual(self.local.calls[0][2:], ("LOCAL(bob@example.com)", ["bob@example.com"]))
+
+    def test_error_route_fails_and_bounces(self) -> None:
+        """A recipient the Router rejects fails at once and is reported; the others deliver."""
+        msg_id = self.submit(env("error@example.com", "a@example.com"))
+        self.pump()
+        self.assertEqual(self.bounced, [(msg_id, [("error@example.com", "5.1.1 unknown user")])])
+        self.assertEqual(len(self.local.calls), 1)
+        self.assertEqual(self.spooled(), [])
+
+    def test_null_route_discarded(self) -> None:
+        """A NULL route counts as done without any delivery or bounce."""
+        self.submit(env("null@example.com"))
+        self.pump()
+        self.assertEqual((self.local.calls, self.bounced, self.spooled()), ([], [], []))
+
+    def test_permanent_agent_failure_bounced(self) -> None:
+        """A 5xx from the destination fails that recipient and reports it once."""
+        self.smtp.behaviour = lambda q, r: ("failed", "550 5.1.1 no such user")
+        msg_id = self.submit(env("x@remote.example"))
+        self.pump()
+        self.assertEqual(self.bounced, [(msg_id, [("x@remote.example", "550 5.1.1 no such user")])])
+        self.assertEqual(self.spooled(), [])
+
+    def test_missing_agent_keeps_mail_queued(self) -> None:
+        """Mail for a module without an agent stays queued (not lost, not bounced) and goes out
+        once the agent is added."""
+        msg_id = self.submit(env("prog@pipe"))
+        self.pump(3600)
+        self.assertEqual(self.spooled(), [msg_id + ".jrn", msg_id + ".msg"])
+        self.assertEqual(self.bounced, [])
+        pipe = Agent("PIPE", self.clock)
+        self.manager.set_agent("PIPE", pipe)
+        self.pump()
+        self.assertEqual(len(pipe.calls), 1)
+        self.assertEqual(self.spooled(), [])
+
+    def test_router_temporary_failure_retried(self) -> None:
+        """A temporary routing failure keeps the recipient and routes it again later."""
+        self.router.temp.add("a@example.com")
+        self.submit(env("a@example.com"))
+        self.pump()
+        self.assertEqual(self.local.calls, [])
+        self.router.temp.clear()
+        self.pump(60)
+        self.assertEqual(len(self.local.calls), 1)
+        self.assertEqual(self.spooled(), [])
+
+    def test_router_permanent_mailerror(self) -> None:
+        """A permanent MailError from the Router fails the recipient with its reply."""
+        def route(address: str, kind: str = "mail") -> object:
+            raise MailError(554, "5.4.6", "routing loop")
+        self.router.route = route  # type: ignore[method-assign]
+        msg_id = self.submit(env("a@example.com"))
+        self.pump()
+        self.assertEqual(self.bounced, [(msg_id, [("a@example.com", "554 5.4.6 routing loop")])])
+
+
+class RetryTests(QueueTestCase):
+    overrides = {"queue.retry_schedule": [60, 300, 900], "queue.max_lifetime": 3000,
+                 "queue.suspend_after": 100}
+
+    def test_retries_follow_schedule_and_expire(self) -> None:
+        """A deferred recipient is retried after 60, 300, 900, 900... seconds; at the lifetime
+        it fails with 4.4.7 and the bouncer gets it; then the message leaves the spool."""
+        self.smtp.behaviour = lambda q, r: ("pending", "451 4.4.1 try later")
+        t0 = self.clock.seconds()
+        msg_id = self.submit(env("x@remote.example"))
+        self.pump()
+        for _ in range(110):
+            self.pump(30)
+        times = [c[0] - t0 for c in self.smtp.calls]
+        self.assertEqual(times, [0, 60, 360, 1260, 2160, 3000])
+        self.assertEqual(len(self.bounced), 1)
+        addr, detail = self.bounced[0][1][0]
+        self.assertEqual((self.bounced[0][0], addr), (msg_id, "x@remote.example"))
+        self.assertTrue(detail.startswith("4.4.7"), detail)
+        self.assertIn("451 4.4.1 try later", detail)
+        self.assertEqual(self.spooled(), [])
+
+    def test_one_timer_no_polling(self) -> None:
+        """While mail waits for a retry there is exactly one timer; an empty queue has none."""
+        self.smtp.behaviour = lambda q, r: ("pending", "451 later")
+        for i in range(5):
+            self.submit(env(f"x{i}@remote{i}.example"))
+        self.pump()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
+        self.pump(60)
+        self.assertEqual(self.spooled(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_settings_read_at_use_time(self) -> None:
+        """A retry schedule changed while mail waits applies to the next deferral."""
+        from cgtwist.settings import Settings
+        self.smtp.behaviour = lambda q, r: ("pending", "451 later")
+        t0 = self.clock.seconds()
+        self.submit(env("x@remote.example"))
+        self.pump()
+        self.settings.replace(Settings({"queue.retry_schedule": [10], "queue.max_lifetime": 3000,
+                                        "queue.suspend_after": 100}))
+        self.pump(60)
+        self.pump(10)
+        self.assertEqual([c[0] - t0 for c in self.smtp.calls], [0, 60, 70])
+
+
+class FairnessTests(QueueTestCase):
+    overrides = {"queue.destination_concurrency": 2, "queue.smtp_concurrency": 4}
+
+    def test_stalled_destination_does_not_starve_others(self) -> None:
+        """Deliveries hanging at one dead domain use at most its per-queue limit; mail to a
+        healthy domain keeps flowing."""
+        self.smtp.behaviour = lambda q, r: None if "stalled" in q else ("delivered", "250 ok")
+        for i in range(10):
+            self.submit(env(f"s{i}@stalled.example"))
+        for i in range(10):
+            self.submit(env(f"h{i}@healthy.example"))
+        self.pump()
+        stalled = [c for c in self.smtp.calls if "stalled" in c[2]]
+        healthy = [c for c in self.smtp.calls if "healthy" in c[2]]
+        self.assertEqual(len(stalled), 2)
+        self.assertEqual(len(healthy), 10)
+        self.assertEqual(len([n for n in self.spooled() if n.endswith('.msg')]), 10)
+        self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
+        self.smtp.release()
+        self.pump()
+        self.assertEqual(self.spooled(), [])
+
+    def test_round_robin_between_queues(self) -> None:
+        """With a module limit, queues take turns instead of one queue going first entirely."""
+        self.smtp.behaviour = lambda q, r: None
+        for d in ("a", "b", "c"):
+            for i in range(4):
+                self.submit(env(f"u{i}@{d}.example"))
+        self.pump()
+        started = sorted(c[2] for c in self.smtp.calls)
+        self.assertEqual(len(started), 4)
+        self.assertEqual(len(set(started)), 3)  # each domain got a turn within the limit
+
+    def test_failing_queue_suspended_then_probed(self) -> None:
+        """After repeated failures a destination is suspended (no attempts) until its next
+        retry time, then gets a single probe; a success makes it ready again."""
+        from cgtwist.settings import Settings
+        self.settings.replace(Settings({"queue.destination_concurrency": 5, "queue.suspend_after": 2,
+                                        "queue.retry_schedule": [60]}))
+        self.smtp.behaviour = lambda q, r: ("pending", "421 4.4.2 down")
+        for i in range(6):
+            self.submit(env(f"u{i}@down.example"))
+        self.pump()
+        first = len(self.smtp.calls)
+        self.assertLessEqual(first, 2)  # suspended after the 2nd failure, the rest wait
+        qinfo = self.successResultOf(self.manager.queues())["queues"]
+        self.assertEqual(qinfo[0]["state"], SUSPENDED)
+        self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
+        self.pump(60)
+        self.pump(60)
+        self.assertEqual(self.spooled(), [])
+
+
+class WindowTests(QueueTestCase):
+    overrides = {"queue.active_window": 3}
+
+    def test_active_window_bounds_memory(self) -> None:
+        """Beyond the active window, messages wait as ids only; all are delivered in the end."""
+        self.local.behaviour = lambda q, r: None
+        for i in range(10):
+            self.submit(env(f"u{i}@example.com"))
+        self.pump()
+        self.assertEqual(len(self.manager._msgs), 3)
+        self.assertEqual(len(self.manager._backlog), 7)
+        for _ in range(10):
+            self.local.behaviour = lambda q, r: ("delivered", "250 ok")
+            self.local.release()
+            self.pump()
+        self.assertEqual(self.spooled(), [])
+        self.assertEqual(len(self.local.calls), 10)
+
+
+class RecoveryTests(QueueTestCase):
+    def test_restart_resumes_only_unfinished_recipients(self) -> None:
+        """After a crash mid-way, recipients already delivered are not delivered again."""
+        self.local.behaviour = lambda q, r: ("delivered", "250 ok") if r.address.startswith("a") else None
+        msg_id = self.submit(env("a@example.com", "b@example.com", "c@example.com"))
+        self.pump()
+        self.assertEqual(len(self.local.calls), 3)
+        # Crash: the hanging deliveries never finish; a new manager starts over the same spool.
+        from cgtwist.spool.spool import Spool
+        from tests.queue.helpers import SyncPool
+        spool2 = Spool(self.base, self.clock, threadpool=SyncPool())  # type: ignore[arg-type]
+        self.local = Agent("LOCAL", self.clock)
+        manager2 = self.make_manager(spool2)
+        self.assertEqual(self.successResultOf(manager2.start()), 1)
+        self.pump()
+        self.assertEqual(sorted(c[3][0] for c in self.local.calls), ["b@example.com", "c@example.com"])
+        self.assertTrue(all(c[1] == msg_id for c in self.local.calls))
+        self.assertEqual(self.spooled(), [])
+
+    def test_bouncer_failure_retried_message_kept(self) -> None:
+        """If the failure report cannot be sent, the message stays and the report is retried."""
+        calls = []
+
+        def bad_bouncer(*args: object) -> object:
+            calls.append(args)
+            if len(calls) == 1:
+                raise MailError(452, "4.3.1", "disk full")
+            return None
+
+        self.manager.bouncer = bad_bouncer
+        msg_id = self.submit(env("error@example.com"))
+        self.pump()
+        self.assertEqual(len(calls), 1)
+        self.assertIn(msg_id + ".msg", self.spooled())
+        self.pump(60)
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(self.spooled(), [])
