@@ -17,6 +17,8 @@ from cgtwist.errors import ConfigError
 # How long a SQLite connection waits for another writer (the CLI, another server thread) before
 # giving up with "database is locked". Transactions here are milliseconds long.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# The PostgreSQL advisory lock key serialising cgtwist's writers ("cgtw" in ASCII).
+_PG_WRITE_LOCK = 0x63677477
 
 
 class Engine:
@@ -122,6 +124,14 @@ class PostgresEngine(Engine):
         # psycopg2 uses pyformat: a literal % must be doubled. Our SQL has no '?' in literals.
         return sql.replace("%", "%%").replace("?", "%s")
 
+    def begin(self, cursor: Any, readonly: bool) -> None:
+        # psycopg2 opens the transaction implicitly. Writers are serialised by one
+        # transaction-scoped advisory lock, like SQLite's BEGIN IMMEDIATE: store writes are
+        # rare, short read-modify-write transactions that must not lose updates under READ
+        # COMMITTED.
+        if not readonly:
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
+
     def lock_schema(self, cursor: Any) -> None:
         cursor.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
 
@@ -132,9 +142,12 @@ class PostgresEngine(Engine):
 def engine_for_url(url: str) -> Engine:
     """Pick the engine for a database URL: ``sqlite:///abs/path`` or ``postgresql://...``."""
     if url.startswith("sqlite:///"):
-        path = unquote(url[len("sqlite:///") - 1:])
-        if not os.path.isabs(path):
-            raise ConfigError(f"database url {url!r}: the SQLite path must be absolute")
+        # Both spellings of an absolute path: sqlite:///srv/x.db and (SQLAlchemy's, as
+        # cgtwist.config builds it) sqlite:////srv/x.db.
+        rest = unquote(url[len("sqlite:///"):])
+        path = os.path.normpath(rest if rest.startswith("/") else "/" + rest)
+        if not rest or rest.endswith("/"):
+            raise ConfigError(f"database url {url!r} names no SQLite file")
         return SqliteEngine(path)
     if url.startswith(("postgresql://", "postgres://")):
         try:

@@ -24,6 +24,22 @@ def fast_hasher() -> PasswordHasher:
     return PasswordHasher(reactor, memory_kib=64, time_cost=1)
 
 
+class SpyArgon2:
+    """Wraps a PasswordHasher's argon2 object and records every verification."""
+
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self.real = hasher._hasher
+        self.verified: list[str] = []
+        hasher._hasher = self  # type: ignore[assignment]
+
+    def verify(self, stored: str, password: Any) -> Any:
+        self.verified.append(stored)
+        return self.real.verify(stored, password)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 class DatabaseCase(unittest.TestCase):
     """Base class: ``self.url`` is a fresh database; ``open_db`` opens (and later closes) it."""
 

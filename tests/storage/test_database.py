@@ -1,0 +1,138 @@
+"""Tests for cgtwist.storage.database, engines and migrate: pool, dialect shim, migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from cgtwist.errors import ConfigError
+from cgtwist.storage.database import Cursor
+from cgtwist.storage.engines import PostgresEngine, SqliteEngine, engine_for_url
+from cgtwist.storage.migrate import deltas
+from tests.storage.dbcase import DatabaseCase
+
+
+class EngineTests(unittest.TestCase):
+    def test_sqlite_url(self) -> None:
+        """sqlite:///srv/x.db and sqlite:////srv/x.db both open the file /srv/x.db."""
+        for url in ("sqlite:///srv/mail/cgtwist.db", "sqlite:////srv/mail/cgtwist.db"):
+            engine = engine_for_url(url)
+            self.assertIsInstance(engine, SqliteEngine)
+            self.assertEqual(engine.path, "/srv/mail/cgtwist.db")
+
+    def test_bad_urls(self) -> None:
+        """A URL without a file or with an unknown scheme is a configuration error."""
+        self.assertRaises(ConfigError, engine_for_url, "sqlite:///")
+        self.assertRaises(ConfigError, engine_for_url, "sqlite:////srv/")
+        self.assertRaises(ConfigError, engine_for_url, "mysql://x/y")
+
+    def test_postgres_paramstyle(self) -> None:
+        """The same ``?`` SQL runs on psycopg2, whose paramstyle is %s (a literal % doubled)."""
+        engine = PostgresEngine("postgresql://u@h/db", "h:5432/db")
+        self.assertEqual(engine.convert("SELECT '5%' FROM t WHERE a = ? AND b = ?"),
+                         "SELECT '5%%' FROM t WHERE a = %s AND b = %s")
+
+    def test_schema_placeholders(self) -> None:
+        """Auto-increment keys are spelled per engine in migrations."""
+        self.assertIn("AUTOINCREMENT", SqliteEngine("/x").render_schema("id {serial}"))
+        self.assertEqual(PostgresEngine("", "").render_schema("id {serial}"),
+                         "id SERIAL PRIMARY KEY")
+
+    def test_upsert_sql(self) -> None:
+        """Upsert is one portable INSERT ... ON CONFLICT statement."""
+        sql = SqliteEngine("/x").upsert("meta", ("name",), ("value",))
+        self.assertEqual(sql, "INSERT INTO meta (name, value) VALUES (?, ?) "
+                              "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+
+    def test_deltas_numbered(self) -> None:
+        """Schema deltas are found in order, starting at 1, without gaps."""
+        versions = [v for v, _ in deltas()]
+        self.assertEqual(versions, list(range(1, len(versions) + 1)))
+
+
+class DatabaseTests(DatabaseCase):
+    async def test_migrate_twice(self) -> None:
+        """Migrating an up-to-date database changes nothing and reports the same version."""
+        db = self.open_db()
+        first = await db.migrate()
+        self.assertEqual(first, deltas()[-1][0])
+        self.assertEqual(await db.migrate(), first)
+        rows = await db.run_interaction(
+            "versions", lambda cur: cur.query("SELECT version FROM schema_version"))
+        self.assertEqual(len(rows), first)
+
+    async def test_newer_schema_refused(self) -> None:
+        """A database from a newer cgtwist is refused instead of being misread."""
+        db = self.open_db()
+        await db.migrate()
+        await db.run_interaction("bump", lambda cur: cur.execute(
+            "INSERT INTO schema_version (version, applied) VALUES (999, 0)"))
+        try:
+            await db.migrate()
+        except RuntimeError as e:
+            self.assertIn("newer", str(e))
+        else:
+            self.fail("a newer schema was accepted")
+
+    async def test_failed_interaction_rolls_back(self) -> None:
+        """A transaction function that raises leaves no partial write behind."""
+        db = self.open_db()
+        await db.migrate()
+
+        def half_txn(cur: Cursor) -> None:
+            cur.execute("INSERT INTO meta (name, value) VALUES ('a', '1')")
+            raise ValueError("boom")
+
+        with self.assertRaises(ValueError):
+            await db.run_interaction("half", half_txn)
+        rows = await db.run_interaction("read", lambda cur: cur.query("SELECT * FROM meta"),
+                                        readonly=True)
+        self.assertEqual(rows, [])
+
+    async def test_concurrent_writers_two_pools(self) -> None:
+        """Two processes' pools (server and cgtwist-admin) writing at once never hit "locked".
+
+        Each writer reads a counter and writes it back incremented: with deferred
+        transactions SQLite would fail some of them at once with SQLITE_BUSY; every increment
+        must land.
+        """
+        server, cli = self.open_db(), self.open_db()
+        await server.migrate()
+        await cli.migrate()
+        await server.run_interaction("init", lambda cur: cur.execute(
+            "INSERT INTO meta (name, value) VALUES ('n', '0')"))
+
+        def incr_txn(cur: Cursor) -> None:
+            row = cur.query_one("SELECT value FROM meta WHERE name = 'n'")
+            assert row is not None
+            cur.execute("UPDATE meta SET value = ? WHERE name = 'n'", (str(int(row[0]) + 1),))
+
+        ds = [db.run_interaction("incr", incr_txn) for _ in range(40) for db in (server, cli)]
+        await defer.gatherResults(ds, consumeErrors=True)
+        row = await cli.run_interaction(
+            "read", lambda cur: cur.query_one("SELECT value FROM meta WHERE name = 'n'"),
+            readonly=True)
+        self.assertEqual(row, ("80",))
+
+    async def test_sqlite_wal(self) -> None:
+        """The SQLite file runs in WAL mode, so readers never wait for a writer."""
+        db = self.open_db()
+        await db.migrate()
+        path = engine_for_url(self.url).path  # type: ignore[attr-defined]
+        self.assertTrue(os.path.exists(path))
+        conn = sqlite3.connect(path)
+        try:
+            self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        finally:
+            conn.close()
+
+
+class PostgresDatabaseTests(DatabaseTests):
+    engine = "postgresql"
+
+    async def test_sqlite_wal(self) -> None:
+        """Not applicable to PostgreSQL."""
+        raise unittest.SkipTest("SQLite only")
