@@ -157,3 +157,17 @@ class AddressListCache:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = hit
         return hit
+
+
+def host_key(ip: str) -> str:
+    """The unit a per-host limit counts: the IPv4 address, or the IPv6 /64 (one end site).
+
+    A malformed ``ip`` is its own key, so it cannot share another host's counter by accident.
+    """
+    try:
+        addr = normalise(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+    return str(addr)

@@ -98,3 +98,13 @@ class PropertyTests(unittest.TestCase):
         lst = AddressList.parse("\n".join(lines))
         expected = any(lo <= probe <= min(lo + w, 2**32 - 1) for lo, w in ranges)
         self.assertEqual(lst.contains(str(ipaddress.IPv4Address(probe))), expected)
+
+
+class HostKeyTests(unittest.TestCase):
+    def test_ipv6_per_64(self) -> None:
+        """Per-host limits treat a whole IPv6 /64 as one host, IPv4 per address."""
+        from cgtwist.addresslist import host_key
+        self.assertEqual(host_key("2001:db8:1:2:aaaa::1"), host_key("2001:db8:1:2:bbbb::9"))
+        self.assertNotEqual(host_key("2001:db8:1:2::1"), host_key("2001:db8:1:3::1"))
+        self.assertEqual(host_key("::ffff:192.0.2.1"), "192.0.2.1")
+        self.assertNotEqual(host_key("192.0.2.1"), host_key("192.0.2.2"))
