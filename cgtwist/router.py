@@ -34,7 +34,8 @@ _KIND_PREFIXES = {"mail": "Mail", "access": "Access", "signal": "Signal"}
 _PREFIX_RE = re.compile(r"([A-Za-z]+)\s*:\s*")
 _ENHANCED_RE = re.compile(r"^[45]\.\d{1,3}\.\d{1,3}(\s|$)")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_LABEL_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+# LDH labels (RFC 1035 §2.3.1) plus "_", which real host names carry and cgtwist.address accepts.
+_LABEL_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MAX_WORK = 1000  # route() calls per resolution: bounds NoRelay backtracking
 
@@ -438,6 +439,7 @@ class _Resolver:
         return Resolution(route, tuple(steps), hops)
 
     def route(self, text: str, hops: int, trusted: bool) -> RouteGen:
+        """Route ``text`` after ``hops`` re-routings; ``trusted``: produced by a record or alias."""
         steps: list[RouteStep] = []
         self.work += 1
         if self.work > _MAX_WORK:
@@ -472,6 +474,12 @@ class _Resolver:
                 continue
             route = replace(sub.route, relay=True) if rec.relays else sub.route
             return Resolution(route, (*steps, step, *sub.steps), sub.hops)
+        return (yield from self._analyse(local, domain, hops, trusted, steps))
+
+    def _analyse(self, local: str, domain: str, hops: int, trusted: bool,
+                 steps: list[RouteStep]) -> RouteGen:
+        """No record matched: main-domain restart, special domains, then the store's facts."""
+        address = f"{local}@{domain}"
         if domain == self.main:  # main-domain restart on a complex local part (a.1)
             inner = _complex_inner(local)
             if inner is not None:
