@@ -1,0 +1,707 @@
+"""IMAP mailbox commands for CgIMAP4Server: what Twisted's IMAP4Server lacks or gets wrong.
+
+Owns the authenticated- and selected-state commands as a mixin: SELECT/EXAMINE response codes,
+LIST with CHILDREN and SPECIAL-USE attributes, STATUS, APPEND (APPENDUID), FETCH streamed with
+back-pressure, SEARCH with limits, STORE, COPY/MOVE (COPYUID), EXPUNGE/UID EXPUNGE, UNSELECT,
+ID, ENABLE and NAMESPACE. Mailbox data comes from the mailstore (``MaildirMailbox`` extras:
+``refresh``, ``flush_expunges``, ``expunge_uids``, ``copy_uids``, ``move_uids``, ``append``);
+connection handling lives in cgtwist.protocols.imap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Iterator, Optional
+
+from twisted.internet import defer, interfaces
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cgtwist.protocols import imap_fetch, imap_parse, imap_search
+
+log = Logger()
+
+_SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
+_FLAG_RE = re.compile(rb"\A\\?[!#$&'+-.0-9:<-Z^-z|~]+\Z")  # atom chars minus ] and specials
+_DATE_TIME_RE = re.compile(rb'\A[ 0-9][0-9]-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\Z')
+_STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
+_STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
+_SEARCH_BATCH = 200
+_STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
+_ID_FIELDS = 30  # RFC 2971 §3.3
+
+
+def _mutf7(name: str) -> bytes:
+    """A mailbox name for the wire: modified UTF-7 (RFC 3501 §5.1.3), quoted."""
+    return imap4._quote(name.encode("imap4-utf-7"))
+
+
+def _uid_set(uids: list[int]) -> bytes:
+    """Compact sequence-set for COPYUID/APPENDUID (RFC 4315 §3): ``1:3,7``."""
+    out: list[bytes] = []
+    start = prev = None
+    for u in uids:
+        if start is not None and prev is not None and u == prev + 1:
+            prev = u
+            continue
+        if start is not None:
+            out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+        start = prev = u
+    if start is not None:
+        out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+    return b",".join(out)
+
+
+def _flag_list(raw: Any) -> list[str]:
+    """Validate a flag list from APPEND/STORE: system flags or keyword atoms; no \\Recent."""
+    out = []
+    for f in raw or []:
+        if isinstance(f, list) or not isinstance(f, bytes) or not _FLAG_RE.match(f):
+            raise imap4.IllegalClientResponse("Invalid flag")
+        text = f.decode("ascii")
+        if text.startswith("\\") and text.lower() not in _SYSTEM_FLAGS:
+            raise imap4.IllegalClientResponse("Invalid system flag")
+        out.append(text)
+    return out
+
+
+@implementer(interfaces.IPushProducer)
+class _Streamer:
+    """Writes a chunk iterator to the transport as a push producer: stops while the transport
+    says pause (a slow reader), yields to the reactor after each burst."""
+
+    def __init__(self, proto: Any, chunks: Iterator[bytes]) -> None:
+        self.proto = proto
+        self.chunks = chunks
+        self.paused = False
+        self.stopped = False
+        self.scheduled: Any = None
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def start(self) -> defer.Deferred[None]:
+        self.proto.transport.registerProducer(self, True)
+        self._run()
+        return self.done
+
+    def _schedule(self) -> None:
+        if self.scheduled is None and not self.stopped:
+            self.scheduled = self.proto.clock.callLater(0, self._run)
+
+    def _run(self) -> None:
+        self.scheduled = None
+        written = 0
+        try:
+            while not self.paused and not self.stopped:
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    self._finish(None)
+                    return
+                self.proto.transport.write(chunk)
+                written += len(chunk)
+                if written >= _STREAM_BURST:
+                    self._schedule()
+                    return
+        except Exception:
+            self._finish(Failure())
+
+    def _finish(self, failure: Optional[Failure]) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.proto.transport.unregisterProducer()
+        if failure is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(failure)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        if self.scheduled is not None and self.scheduled.active():
+            self.scheduled.cancel()
+        self.chunks = iter(())
+
+
+class CommandsMixin:
+    """Mailbox commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
+
+    _streamer: Optional[_Streamer] = None
+    log = log
+
+    # Provided by the protocol class.
+    account: Any
+    mbox: Any
+    state: str
+    clock: Any
+    transport: Any
+    enabled: set[bytes]
+
+    # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
+    def arg_astring(self, line: bytes) -> Any:
+        """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred."""
+        line = line.lstrip(b" ")
+        if not line:
+            raise imap4.IllegalClientResponse("Missing argument")
+        if line[:1] == b'"':
+            out = bytearray()
+            i = 1
+            while i < len(line):
+                c = line[i]
+                if c == 0x5C and i + 1 < len(line) and line[i + 1] in (0x5C, 0x22):
+                    out.append(line[i + 1])
+                    i += 2
+                elif c == 0x22:
+                    rest = line[i + 1:]
+                    if rest and rest[:1] != b" ":
+                        raise imap4.IllegalClientResponse("Junk after quoted string")
+                    return bytes(out), rest[1:]
+                else:
+                    out.append(c)
+                    i += 1
+            raise imap4.IllegalClientResponse("Unmatched quotes")
+        if line[:1] == b"{":
+            spec = imap_parse.literal_at_end(line)
+            if spec is None or spec.start != 0:
+                raise imap4.IllegalClientResponse("Malformed literal")
+            return self._stringLiteral(spec.size)  # type: ignore[attr-defined]
+        arg, _, rest = line.partition(b" ")
+        if any(c in b'(){"\\' or c < 0x21 or c == 0x7F for c in arg):
+            raise imap4.IllegalClientResponse("Invalid atom")
+        return arg, rest
+
+    def arg_fetchatt(self, line: bytes) -> tuple[list[Any], bytes]:
+        p = imap4._FetchParser()
+        try:
+            p.parseString(line)
+        except Exception as e:
+            raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
+        if not p.result:
+            raise imap4.IllegalClientResponse("Missing FETCH data items")
+        return p.result, b""
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _fail(self, tag: bytes, what: str) -> Any:
+        """An errback: NO with the mailstore's text for refusals, NO [SERVERBUG] for bugs."""
+        def eb(failure: Failure) -> None:
+            if failure.check(imap4.ReadOnlyMailbox):
+                self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            elif failure.check(imap4.MailboxException):
+                self.sendNegativeResponse(tag, str(failure.value)[:200].encode("utf-8", "replace"))
+            else:
+                self.log.failure("imap: {what} failed", failure, what=what)
+                self._server_bug(tag)
+        return eb
+
+    def _open(self, name: bytes, rw: bool = True) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(self.account.select, name, rw)
+
+    def _close_other(self, box: Any) -> None:
+        """Close a mailbox opened only for one command (APPEND, COPY target, STATUS)."""
+        if box is not None and box is not self.mbox:
+            closeable = imap4.ICloseableMailbox(box, None)
+            if closeable is not None:
+                defer.maybeDeferred(closeable.close).addErrback(
+                    lambda f: self.log.failure("closing mailbox failed", f))
+
+    def _send_expunges(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+
+    def expungesPending(self) -> None:
+        """The mailstore holds expunges by another session; during IDLE they go out at once."""
+        if self._idle_tag is not None:  # type: ignore[attr-defined]
+            self._flush_unsolicited()  # type: ignore[attr-defined]
+
+    def _flush_unsolicited(self) -> None:  # overridden in the protocol; expunges added here
+        raise NotImplementedError
+
+    def _pending_expunge_lines(self) -> list[bytes]:
+        if self.mbox is not None and getattr(self.mbox, "pending_expunges", False):
+            return [b"%d EXPUNGE" % s for s in self.mbox.flush_expunges()]
+        return []
+
+    # -- ID (RFC 2971), ENABLE (RFC 5161), NAMESPACE (RFC 2342) -------------------------------
+    def do_ID_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
+        first = segments[0].split(b" ", 2)
+        try:
+            tokens = imap_parse.tokenize([first[2] if len(first) > 2 else b""] + segments[1:],
+                                         [x if isinstance(x, bytes) else b"" for x in literals])
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e).encode())
+            return
+        if len(tokens) != 1 or (not isinstance(tokens[0], list) and tokens[0].upper() != b"NIL"):
+            self.sendBadResponse(tag, b"ID takes a parenthesised list or NIL")
+            return
+        fields = tokens[0] if isinstance(tokens[0], list) else []
+        if len(fields) % 2 or len(fields) > 2 * _ID_FIELDS or any(isinstance(x, list) for x in fields):
+            self.sendBadResponse(tag, b"Invalid ID parameter list")
+            return
+        client = {bytes(fields[i]).decode("utf-8", "replace")[:30]:
+                  bytes(fields[i + 1]).decode("utf-8", "replace")[:1024] for i in range(0, len(fields), 2)}
+        if client:
+            self.log.info("imap: client id {client} from {ip}", client=client, ip=self.peer_ip)  # type: ignore[attr-defined]
+        self.sendUntaggedResponse(b'ID ("name" "cgtwist" "vendor" "cgtwist")')
+        self.sendPositiveResponse(tag, b"ID completed")
+
+    def do_ENABLE(self, tag: bytes, line: bytes) -> None:
+        # We implement no ENABLE-able extension (no CONDSTORE, QRESYNC, UTF8=ACCEPT), so the
+        # ENABLED response lists nothing (RFC 5161 §3.1).
+        if not line.strip():
+            self.sendBadResponse(tag, b"ENABLE needs capability names")
+            return
+        self.sendUntaggedResponse(b"ENABLED")
+        self.sendPositiveResponse(tag, b"ENABLE completed")
+
+    auth_ENABLE = (do_ENABLE, imap4.IMAP4Server.arg_line)
+
+    def do_NAMESPACE(self, tag: bytes) -> None:
+        personal = other = shared = None
+        np = imap4.INamespacePresenter(self.account, None)
+        if np is not None:
+            personal = np.getPersonalNamespaces()
+            other = np.getUserNamespaces()
+            shared = np.getSharedNamespaces()
+        # RFC 2342 §5: personal, other users', shared (Twisted sends shared twice).
+        self.sendUntaggedResponse(b"NAMESPACE " + imap4.collapseNestedLists([personal, other, shared]))
+        self.sendPositiveResponse(tag, b"NAMESPACE completed")
+
+    auth_NAMESPACE = (do_NAMESPACE,)
+    select_NAMESPACE = auth_NAMESPACE
+
+    # -- mailbox management -------------------------------------------------------------------
+    def _account_call(self, tag: bytes, what: str, ok: bytes, fn: Any, *args: Any) -> None:
+        d = defer.maybeDeferred(fn, *args)
+        d.addCallback(lambda _: self.sendPositiveResponse(tag, ok))
+        d.addErrback(self._fail(tag, what))
+
+    def do_CREATE(self, tag: bytes, name: bytes) -> None:
+        self._account_call(tag, "CREATE", b"CREATE completed", self.account.create, name)
+
+    def do_DELETE(self, tag: bytes, name: bytes) -> None:
+        self._account_call(tag, "DELETE", b"DELETE completed", self.account.delete, name)
+
+    def do_RENAME(self, tag: bytes, old: bytes, new: bytes) -> None:
+        self._account_call(tag, "RENAME", b"RENAME completed", self.account.rename, old, new)
+
+    def do_SUBSCRIBE(self, tag: bytes, name: bytes) -> None:
+        self._account_call(tag, "SUBSCRIBE", b"SUBSCRIBE completed", self.account.subscribe, name)
+
+    def do_UNSUBSCRIBE(self, tag: bytes, name: bytes) -> None:
+        self._account_call(tag, "UNSUBSCRIBE", b"UNSUBSCRIBE completed", self.account.unsubscribe, name)
+
+    _astr = arg_astring
+    auth_CREATE = (do_CREATE, _astr)
+    auth_DELETE = (do_DELETE, _astr)
+    auth_RENAME = (do_RENAME, _astr, _astr)
+    auth_SUBSCRIBE = (do_SUBSCRIBE, _astr)
+    auth_UNSUBSCRIBE = (do_UNSUBSCRIBE, _astr)
+    select_CREATE, select_DELETE, select_RENAME = auth_CREATE, auth_DELETE, auth_RENAME
+    select_SUBSCRIBE, select_UNSUBSCRIBE = auth_SUBSCRIBE, auth_UNSUBSCRIBE
+
+    def _list(self, tag: bytes, ref: bytes, pattern: bytes, sub: int, cmd: bytes) -> None:
+        if not pattern:
+            # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
+            self.sendUntaggedResponse(cmd + b' (\\Noselect) "/" ""')
+            self.sendPositiveResponse(tag, cmd + b" completed")
+            return
+        d = defer.maybeDeferred(self.account.listMailboxes, ref, pattern)
+
+        def show(rows: list[tuple[str, Any]]) -> None:
+            for name, info in rows:
+                if sub and not self.account.isSubscribed(name):
+                    continue
+                attrs = [a for a in info.getFlags()]
+                if sub:  # RFC 3501 §6.3.9: LSUB carries no CHILDREN/SPECIAL-USE semantics
+                    attrs = [a for a in attrs if a.lower() == "\\noselect"]
+                delim = info.getHierarchicalDelimiter()
+                self.sendUntaggedResponse(b"%s (%s) %s %s" % (
+                    cmd, " ".join(attrs).encode("ascii"), imap4._quote(delim.encode()), _mutf7(name)))
+            self.sendPositiveResponse(tag, cmd + b" completed")
+
+        d.addCallback(show)
+        d.addErrback(self._fail(tag, "LIST"))
+
+    auth_LIST = (_list, _astr, _astr, 0, b"LIST")
+    auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
+    select_LIST, select_LSUB = auth_LIST, auth_LSUB
+
+    def do_STATUS(self, tag: bytes, name: bytes, items: list[Any]) -> None:
+        wanted = []
+        for item in items:
+            if not isinstance(item, bytes) or item.upper() not in _STATUS_ITEMS:
+                self.sendBadResponse(tag, b"Unknown STATUS item")
+                return
+            wanted.append(item.upper().decode())
+        if not wanted:
+            self.sendBadResponse(tag, b"STATUS needs items")
+            return
+
+        def got(box: Any) -> Any:
+            if box is None:
+                self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+                return None
+            d = defer.maybeDeferred(box.requestStatus, wanted)
+
+            def show(status: dict[str, int]) -> None:
+                self._close_other(box)
+                body = b" ".join(b"%s %d" % (k.encode(), status[k]) for k in wanted if k in status)
+                self.sendUntaggedResponse(b"STATUS " + imap4._quote(name) + b" (" + body + b")")
+                self.sendPositiveResponse(tag, b"STATUS completed")
+            return d.addCallback(show)
+
+        self._open(name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
+
+    auth_STATUS = (do_STATUS, _astr, imap4.IMAP4Server.arg_plist)
+    select_STATUS = auth_STATUS
+
+    # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
+    def _select(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
+        self._release_mailbox()  # type: ignore[attr-defined]
+        self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+
+        def got(box: Any) -> None:
+            if box is None:
+                self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+                return
+            if "\\noselect" in [f.lower() for f in getattr(box, "list_attributes", [])]:
+                self.sendNegativeResponse(tag, b"[CANNOT] Mailbox cannot be selected")
+                return
+            flags = b" ".join(f.encode() for f in box.getFlags())
+            self.sendUntaggedResponse(b"FLAGS (%s)" % flags)
+            self.sendUntaggedResponse(b"%d EXISTS" % box.getMessageCount())
+            self.sendUntaggedResponse(b"%d RECENT" % box.getRecentCount())
+            first_unseen = getattr(box, "first_unseen", None)
+            seq = first_unseen() if first_unseen else None
+            if seq:
+                self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen" % seq)
+            self.sendPositiveResponse(None, b"[UIDVALIDITY %d] UIDs valid" % box.getUIDValidity())
+            self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % box.getUIDNext())
+            writable = box.isWriteable()
+            perm = getattr(box, "permanent_flags", None)
+            permanent = perm() if (perm and writable) else []
+            self.sendPositiveResponse(None, b"[PERMANENTFLAGS (%s)] Limited" %
+                                      b" ".join(f.encode() for f in permanent))
+            box.addListener(self)
+            self.mbox = box
+            self.state = "select"
+            self.sendPositiveResponse(tag, b"[%s] %s completed" % (
+                b"READ-WRITE" if writable else b"READ-ONLY", cmd))
+
+        self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
+
+    auth_SELECT = (_select, _astr, 1, b"SELECT")
+    auth_EXAMINE = (_select, _astr, 0, b"EXAMINE")
+    select_SELECT, select_EXAMINE = auth_SELECT, auth_EXAMINE
+
+    def do_CLOSE(self, tag: bytes) -> None:
+        """CLOSE (RFC 3501 §6.4.2): silent expunge when writable, then leave the mailbox."""
+        box = self.mbox
+        d = defer.maybeDeferred(box.expunge) if box.isWriteable() else defer.succeed([])
+
+        def done(_: Any) -> None:
+            self._release_mailbox()  # type: ignore[attr-defined]
+            self._unsolicited.clear()  # type: ignore[attr-defined]
+            self.state = "auth"
+            self.sendPositiveResponse(tag, b"CLOSE completed")
+        d.addCallback(done).addErrback(self._fail(tag, "CLOSE"))
+
+    select_CLOSE = (do_CLOSE,)
+
+    def do_UNSELECT(self, tag: bytes) -> None:
+        """UNSELECT (RFC 3691): leave the mailbox without expunging."""
+        self._release_mailbox()  # type: ignore[attr-defined]
+        self._unsolicited.clear()  # type: ignore[attr-defined]
+        self.state = "auth"
+        self.sendPositiveResponse(tag, b"UNSELECT completed")
+
+    select_UNSELECT = (do_UNSELECT,)
+
+    def do_CHECK(self, tag: bytes) -> None:
+        self.sendPositiveResponse(tag, b"CHECK completed")
+
+    select_CHECK = (do_CHECK,)
+
+    # -- APPEND --------------------------------------------------------------------------------
+    def do_APPEND(self, tag: bytes, name: bytes, flags: Any, date: Optional[bytes], message: Any) -> None:
+        try:
+            flag_list = _flag_list(flags)
+        except imap4.IllegalClientResponse as e:
+            message.close()
+            self.sendBadResponse(tag, str(e).encode())
+            return
+        if date is not None and not _DATE_TIME_RE.match(date):
+            message.close()
+            self.sendBadResponse(tag, b"Invalid date-time")
+            return
+
+        def got(box: Any) -> Any:
+            if box is None:
+                self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+                return None
+            append = getattr(box, "append", None) or box.addMessage
+            d = defer.maybeDeferred(append, message, flag_list, date)
+
+            def ok(uid: Any) -> None:
+                self._close_other(box)
+                if isinstance(uid, int) and uid > 0:
+                    self.sendPositiveResponse(tag, b"[APPENDUID %d %d] APPEND completed"
+                                              % (box.getUIDValidity(), uid))
+                else:
+                    self.sendPositiveResponse(tag, b"APPEND completed")
+            return d.addCallback(ok)
+
+        d = self._open(name, True).addCallback(got)
+        d.addBoth(lambda r: (message.close(), r)[1])
+        d.addErrback(self._fail(tag, "APPEND"))
+
+    auth_APPEND = (do_APPEND, _astr, imap4.IMAP4Server.opt_plist, imap4.IMAP4Server.opt_datetime,
+                   imap4.IMAP4Server.arg_literal)
+    select_APPEND = auth_APPEND
+
+    # -- EXPUNGE ------------------------------------------------------------------------------
+    def do_EXPUNGE(self, tag: bytes) -> None:
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        d = defer.maybeDeferred(self.mbox.expunge)
+        d.addCallback(lambda seqs: (self._send_expunges(seqs),
+                                    self.sendPositiveResponse(tag, b"EXPUNGE completed")))
+        d.addErrback(self._fail(tag, "EXPUNGE"))
+
+    select_EXPUNGE = (do_EXPUNGE,)
+
+    def _uids_of(self, messages: imap4.MessageSet, uid: bool) -> list[int]:
+        resolve = getattr(self.mbox, "resolve", None)
+        if resolve is not None:
+            return [u for _s, u in resolve(messages, uid)]
+        return [m.getUID() for _s, m in self.mbox.fetch(messages, uid)]
+
+    def do_UID_EXPUNGE(self, tag: bytes, messages: imap4.MessageSet) -> None:
+        """UID EXPUNGE (RFC 4315 §2.1): only the named \\Deleted messages go."""
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        d = defer.maybeDeferred(self.mbox.expunge_uids, self._uids_of(messages, True))
+        d.addCallback(lambda seqs: (self._send_expunges(seqs),
+                                    self.sendPositiveResponse(tag, b"UID EXPUNGE completed")))
+        d.addErrback(self._fail(tag, "UID EXPUNGE"))
+
+    # -- UID dispatch ---------------------------------------------------------------------------
+    def do_UID(self, tag: bytes, command: bytes, line: bytes) -> None:
+        command = command.upper()
+        if command == b"EXPUNGE":
+            seqset, rest = self.arg_seqset(line)
+            if rest:
+                raise imap4.IllegalClientResponse("Too many arguments")
+            self.do_UID_EXPUNGE(tag, seqset)
+            return
+        if command not in (b"COPY", b"FETCH", b"STORE", b"MOVE"):
+            raise imap4.IllegalClientResponse("Unknown UID command")
+        self.dispatchCommand(tag, command, line, uid=1)
+
+    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
+    # -- STORE ----------------------------------------------------------------------------------
+    def do_STORE(self, tag: bytes, messages: imap4.MessageSet, mode: bytes, flags: list[bytes],
+                 uid: int = 0) -> None:
+        mode = mode.upper()
+        silent = mode.endswith(b".SILENT")
+        base = mode[:-7] if silent else mode
+        if base not in _STORE_MODES:
+            self.sendBadResponse(tag, b"Invalid STORE data item")
+            return
+        try:
+            flag_list = _flag_list(flags)
+        except imap4.IllegalClientResponse as e:
+            self.sendBadResponse(tag, str(e).encode())
+            return
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        d = defer.maybeDeferred(self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid))
+
+        def done(result: dict[int, list[str]]) -> None:
+            if not silent:
+                for seq, now in sorted(result.items()):
+                    uidpart = b" UID %d" % self.mbox.getUID(seq) if uid else b""
+                    words = b" ".join(f.encode() for f in now)
+                    self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s)%s)" % (seq, words, uidpart))
+            self.sendPositiveResponse(tag, b"STORE completed")
+
+        d.addCallback(done).addErrback(self._fail(tag, "STORE"))
+
+    select_STORE = (do_STORE, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_atom,
+                    imap4.IMAP4Server.arg_flaglist)
+
+    # -- COPY / MOVE (RFC 4315 COPYUID, RFC 6851) ------------------------------------------------
+    def _transfer(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int, move: bool) -> None:
+        what = b"MOVE" if move else b"COPY"
+        if move and not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        uids = self._uids_of(messages, bool(uid))
+
+        def got(dest: Any) -> Any:
+            if dest is None:
+                self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+                return None
+            if move:
+                d = defer.maybeDeferred(self.mbox.move_uids, uids, dest)
+            else:
+                d = defer.maybeDeferred(self.mbox.copy_uids, uids, dest)
+
+            def done(result: tuple[Any, ...]) -> None:
+                self._close_other(dest)
+                src, new = list(result[0]), list(result[1])
+                code = b""
+                if src:
+                    code = b"[COPYUID %d %s %s] " % (dest.getUIDValidity(), _uid_set(src), _uid_set(new))
+                if move:
+                    if code:  # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs
+                        self.sendPositiveResponse(None, code + b"Moved")
+                    self._send_expunges(list(result[2]))
+                    self.sendPositiveResponse(tag, what + b" completed")
+                else:
+                    self.sendPositiveResponse(tag, code + what + b" completed")
+            return d.addCallback(done)
+
+        self._open(name, True).addCallback(got).addErrback(self._fail(tag, what.decode()))
+
+    def do_COPY(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
+        self._transfer(tag, messages, name, uid, False)
+
+    def do_MOVE(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
+        self._transfer(tag, messages, name, uid, True)
+
+    select_COPY = (do_COPY, imap4.IMAP4Server.arg_seqset, _astr)
+    select_MOVE = (do_MOVE, imap4.IMAP4Server.arg_seqset, _astr)
+
+    # -- SEARCH -----------------------------------------------------------------------------------
+    def do_SEARCH_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+        head = segments[0].split(b" ", 3 if uid else 2)
+        first = head[-1] if len(head) == (4 if uid else 3) else b""
+        try:
+            tokens = imap_parse.tokenize([first] + segments[1:],
+                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            _charset, pred = imap_search.compile_search(tokens)
+        except imap_search.BadCharset:
+            self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+            return
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return
+        box = self.mbox
+        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+
+        def run(rows: Any) -> defer.Deferred[list[int]]:
+            rows = list(rows)
+            count = box.getMessageCount()
+            top_uid = rows[-1][1].getUID() if rows else 0
+            found: list[int] = []
+            done: defer.Deferred[list[int]] = defer.Deferred()
+
+            def batch(start: int) -> None:
+                try:
+                    for seq, msg in rows[start:start + _SEARCH_BATCH]:
+                        ctx = imap_search.Context(seq, msg.getUID(), count, top_uid)
+                        text = imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
+                        if pred(text, ctx):
+                            found.append(msg.getUID() if uid else seq)
+                except Exception:
+                    done.errback()
+                    return
+                if start + _SEARCH_BATCH < len(rows):
+                    self.clock.callLater(0, batch, start + _SEARCH_BATCH)
+                else:
+                    done.callback(found)
+            batch(0)
+            return done
+
+        def show(found: list[int]) -> None:
+            self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in found))
+            self.sendPositiveResponse(tag, b"SEARCH completed")
+
+        d.addCallback(run).addCallback(show).addErrback(self._fail(tag, "SEARCH"))
+
+    # -- FETCH --------------------------------------------------------------------------------------
+    def do_FETCH(self, tag: bytes, messages: imap4.MessageSet, query: list[Any], uid: int = 0) -> None:
+        if not query:
+            self.sendBadResponse(tag, b"FETCH needs data items")
+            return
+        box = self.mbox
+        seen: set[int] = set()
+
+        def mark_seen(rows: Any) -> Any:
+            rows = list(rows)
+            if not (imap_fetch.sets_seen(query) and box.isWriteable()):
+                return rows
+            unseen = [seq for seq, msg in rows if "\\Seen" not in msg.getFlags()]
+            if not unseen:
+                return rows
+            seen.update(unseen)
+            ms = imap4.MessageSet()
+            for s in unseen:
+                ms.add(s)
+            d = defer.maybeDeferred(box.store, ms, ["\\Seen"], 1, uid=False)
+            return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
+
+        def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
+            chunks = itertools.chain.from_iterable(
+                self._safe_fetch(seq, msg, query, bool(uid), seq in seen) for seq, msg in rows)
+            self._streamer = _Streamer(self, chunks)
+            return self._streamer.start()
+
+        def done(_: Any) -> None:
+            self._streamer = None
+            self.sendPositiveResponse(tag, b"FETCH completed")
+
+        def broken(failure: Failure) -> None:
+            self._streamer = None
+            self.log.failure("imap: FETCH failed midway; closing {ip}", failure, ip=self.peer_ip)  # type: ignore[attr-defined]
+            self.transport.loseConnection()
+
+        d = defer.maybeDeferred(box.fetch, messages, bool(uid))
+        d.addCallback(mark_seen)
+        d.addErrback(self._fail(tag, "FETCH"))
+
+        def go(rows: Any) -> None:
+            if rows is None:
+                return
+            stream(rows).addCallbacks(done, broken)
+        d.addCallback(go)
+
+    def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool) -> Iterator[bytes]:
+        """One message's response; an error before any of it is written drops just that message."""
+        gen = imap_fetch.fetch_response(seq, msg, query, uid, seen)
+        held: list[bytes] = []
+        size = 0
+        try:
+            for chunk in gen:
+                held.append(chunk)
+                size += len(chunk)
+                if size > imap_fetch.CHUNK:
+                    break
+            else:
+                yield b"".join(held)
+                return
+        except Exception:
+            self.log.failure("imap: cannot fetch message {seq}", seq=seq)
+            return
+        yield b"".join(held)
+        yield from gen
+
+    select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, arg_fetchatt)
+
+    def _stop_streaming(self) -> None:
+        if self._streamer is not None:
+            self._streamer.stopProducing()
+            self._streamer = None

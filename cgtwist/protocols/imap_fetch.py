@@ -1,0 +1,292 @@
+"""IMAP FETCH responses: one message's requested items rendered as a stream of byte chunks.
+
+Owns the wire form of FETCH data (RFC 3501 §6.4.5, §7.4.2): BODY[section]<partial> cut from the
+raw message so HEADER + TEXT equals BODY[], partial origins echoed as ``<origin>``, literals sent
+in bounded chunks so the caller can apply back-pressure. It does not write to a transport, set
+flags or choose messages; the protocol does that.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+from typing import IO, Any, Iterator, Optional
+
+from twisted.logger import Logger
+from twisted.mail import imap4
+
+log = Logger()
+
+CHUNK = 65536
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_FALLBACK_STRUCTURE = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
+
+
+def open_raw(msg: Any) -> IO[bytes]:
+    """The whole RFC 5322 message as a binary file (IMessageFile when offered)."""
+    mf = imap4.IMessageFile(msg, None)
+    if mf is not None:
+        f: IO[bytes] = mf.open()
+        return f
+    # Fall back to headers + body as Twisted's IMessagePart exposes them.
+    head = _format_headers(msg.getHeaders(True))
+    body = msg.getBodyFile()
+    body.seek(0)
+    return io.BytesIO(head + b"\r\n" + body.read())
+
+
+def read_raw(msg: Any) -> bytes:
+    f = open_raw(msg)
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def _format_headers(headers: dict[str, str]) -> bytes:
+    out = []
+    for k, v in headers.items():
+        value = "\r\n".join(v.splitlines()) if isinstance(v, str) else v
+        out.append(f"{k.title()}: {value}\r\n")
+    return "".join(out).encode("utf-8", "replace")
+
+
+def _split_header(f: IO[bytes]) -> tuple[int, int]:
+    """(header length including the blank line, total size) of a raw message file."""
+    f.seek(0, io.SEEK_END)
+    size = f.tell()
+    f.seek(0)
+    buf = b""
+    while len(buf) < size:
+        data = f.read(CHUNK)
+        if not data:
+            break
+        start = max(0, len(buf) - 3)
+        buf += data
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            i = buf.find(sep, start)
+            if i >= 0:
+                return i + len(sep), size
+        if len(buf) > 8 * 1024 * 1024:
+            break
+    return size, size
+
+
+def filter_header_lines(header: bytes, fields: list[bytes], negate: bool) -> bytes:
+    """Keep (or with ``negate`` drop) the header fields named, folded lines included; end with
+    the blank line (RFC 3501 §6.4.5 HEADER.FIELDS)."""
+    wanted = {f.lower() for f in fields}
+    out: list[bytes] = []
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        keep = (name in wanted) != negate
+        if keep:
+            out.append(line if line.endswith(b"\n") else line + b"\r\n")
+    return b"".join(out) + b"\r\n"
+
+
+def internal_date(msg: Any) -> bytes:
+    """INTERNALDATE as ``"dd-Mon-yyyy hh:mm:ss +zzzz"`` (RFC 3501 §9 date-time)."""
+    value = msg.getInternalDate()
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    t = email.utils.parsedate_tz(value) if value else None
+    if t is None:
+        t = (1970, 1, 1, 0, 0, 0, 0, 1, -1, 0)
+    off = t[9] or 0
+    sign = "+" if off >= 0 else "-"
+    off = abs(off)
+    text = (f"{t[2]:02d}-{_MONTHS[t[1] - 1]}-{t[0]:04d} {t[3]:02d}:{t[4]:02d}:{t[5]:02d} "
+            f"{sign}{off // 3600:02d}{(off % 3600) // 60:02d}")
+    return b'"' + text.encode("ascii") + b'"'
+
+
+def _flags(msg: Any, extra: Optional[str]) -> bytes:
+    flags = list(msg.getFlags())
+    if extra and extra not in flags:
+        flags.append(extra)
+    return b"FLAGS (" + b" ".join(f.encode("utf-8") if isinstance(f, str) else f for f in flags) + b")"
+
+
+def body_structure(msg: Any, extended: bool) -> bytes:
+    """BODYSTRUCTURE/BODY via Twisted's builder; malformed MIME gets a plain-text fallback."""
+    try:
+        return imap4.collapseNestedLists([imap4.getBodyStructure(msg, extended)])
+    except Exception:
+        log.failure("BODYSTRUCTURE failed for a malformed message; using text/plain")
+        s = list(_FALLBACK_STRUCTURE)
+        s[6] = msg.getSize()
+        return imap4.collapseNestedLists([s])
+
+
+def section_name(part: Any) -> bytes:
+    """``BODY[<section>]`` as echoed in the response (PEEK dropped, RFC 3501 §7.4.2)."""
+    spec = b".".join(b"%d" % (p + 1) for p in part.part)
+    if part.header is not None:
+        h = part.header
+        if h.fields:
+            words = b" ".join(f.upper() for f in h.fields)
+            name = b"HEADER.FIELDS" + (b".NOT" if h.negate else b"") + b" (" + words + b")"
+        else:
+            name = b"HEADER"
+        spec = spec + b"." + name if spec else name
+    elif part.text is not None:
+        spec = spec + b".TEXT" if spec else b"TEXT"
+    elif part.mime is not None:
+        spec = spec + b".MIME" if spec else b"MIME"
+    return b"BODY[" + spec + b"]"
+
+
+def _literal_stream(f: IO[bytes], start: int, length: int) -> Iterator[bytes]:
+    yield b"{%d}\r\n" % length
+    f.seek(start)
+    left = length
+    while left > 0:
+        data = f.read(min(CHUNK, left))
+        if not data:
+            # The file shrank under us; pad so the literal length stays honest.
+            yield b" " * left
+            return
+        left -= len(data)
+        yield data
+
+
+def _partial(part: Any, size: int) -> tuple[bytes, int, int]:
+    """(suffix for the item name, start, length) for a ``<origin.count>`` request."""
+    if part.partialBegin is None:
+        return b"", 0, size
+    begin = min(part.partialBegin, size)
+    length = max(0, min(part.partialLength, size - begin))
+    return b"<%d>" % part.partialBegin, begin, length
+
+
+def _bytes_item(name: bytes, part: Any, data: bytes) -> Iterator[bytes]:
+    suffix, start, length = _partial(part, len(data))
+    yield name + suffix + b" "
+    yield from _literal_stream(io.BytesIO(data), start, length)
+
+
+def _subpart(msg: Any, path: tuple[int, ...]) -> Any:
+    for p in path:
+        if msg.isMultipart():
+            msg = msg.getSubPart(p)
+        elif p != 0:
+            raise IndexError("no such body part")
+    return msg
+
+
+def body_item(msg: Any, part: Any) -> Iterator[bytes]:
+    """One ``BODY[...]`` item with its data."""
+    name = section_name(part)
+    if part.part:
+        sub = _subpart(msg, part.part)
+        if part.mime is not None or part.header is not None:
+            hdrs = sub.getHeaders(True) if part.mime is not None or not part.header.fields \
+                else sub.getHeaders(part.header.negate, *[f.decode() for f in part.header.fields])
+            yield from _bytes_item(name, part, _format_headers(hdrs) + b"\r\n")
+            return
+        body = sub.getBodyFile()
+        body.seek(0)
+        yield from _bytes_item(name, part, body.read())
+        return
+    f = open_raw(msg)
+    try:
+        head_len, size = _split_header(f)
+        if part.header is not None:
+            f.seek(0)
+            header = f.read(head_len)
+            if part.header.fields:
+                header = filter_header_lines(header, list(part.header.fields), part.header.negate)
+            yield from _bytes_item(name, part, header)
+        elif part.text is not None:
+            suffix, start, length = _partial(part, size - head_len)
+            yield name + suffix + b" "
+            yield from _literal_stream(f, head_len + start, length)
+        elif part.mime is not None:
+            f.seek(0)
+            yield from _bytes_item(name, part, f.read(head_len))
+        else:
+            suffix, start, length = _partial(part, size)
+            yield name + suffix + b" "
+            yield from _literal_stream(f, start, length)
+    finally:
+        f.close()
+
+
+def sets_seen(query: list[Any]) -> bool:
+    """Whether fetching these items sets \\Seen (RFC 3501 §6.4.5: BODY[...] and RFC822[.TEXT])."""
+    for item in query:
+        if item.type == "body" and not item.peek and (
+                item.empty or item.header or item.text or item.mime):
+            return True
+        if item.type in ("rfc822", "rfc822text"):
+            return True
+    return False
+
+
+def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
+                   seen_added: bool = False) -> Iterator[bytes]:
+    """Yield the chunks of one ``* seq FETCH (...)`` response."""
+    yield b"* %d FETCH (" % seq
+    first = True
+    types = {item.type for item in query}
+    items = list(query)
+    if want_uid and "uid" not in types:
+        items.insert(0, imap4._FetchParser.UID())
+    extra = "\\Seen" if seen_added else None
+    if seen_added and "flags" not in types:
+        items.append(imap4._FetchParser.Flags())
+    for item in items:
+        if not first:
+            yield b" "
+        first = False
+        t = item.type
+        if t == "uid":
+            yield b"UID %d" % msg.getUID()
+        elif t == "flags":
+            yield _flags(msg, extra)
+        elif t == "internaldate":
+            yield b"INTERNALDATE " + internal_date(msg)
+        elif t == "rfc822size":
+            yield b"RFC822.SIZE %d" % msg.getSize()
+        elif t == "envelope":
+            yield b"ENVELOPE " + imap4.collapseNestedLists([imap4.getEnvelope(msg)])
+        elif t == "bodystructure":
+            yield b"BODYSTRUCTURE " + body_structure(msg, True)
+        elif t == "rfc822":
+            yield from _whole(msg, b"RFC822", "all")
+        elif t == "rfc822header":
+            yield from _whole(msg, b"RFC822.HEADER", "header")
+        elif t == "rfc822text":
+            yield from _whole(msg, b"RFC822.TEXT", "text")
+        elif t == "body":
+            if item.empty or item.header or item.text or item.mime:
+                yield from body_item(msg, item)
+            else:
+                yield b"BODY " + body_structure(msg, False)
+        else:  # pragma: no cover - the parser only produces the types above
+            raise ValueError(f"unknown fetch item {t}")
+    yield b")\r\n"
+
+
+def _whole(msg: Any, name: bytes, which: str) -> Iterator[bytes]:
+    f = open_raw(msg)
+    try:
+        head_len, size = _split_header(f)
+        yield name + b" "
+        if which == "all":
+            yield from _literal_stream(f, 0, size)
+        elif which == "header":
+            yield from _literal_stream(f, 0, head_len)
+        else:
+            yield from _literal_stream(f, head_len, size - head_len)
+    finally:
+        f.close()
+

@@ -1,0 +1,285 @@
+"""IMAP SEARCH: compile search keys into a predicate and evaluate it against one message.
+
+Pure: works on tokens from cgtwist.protocols.imap_parse and on duck-typed Twisted IMessage
+objects; never imports twisted.internet. Replaces Twisted's evaluator, which loses headers in
+TEXT, answers KEYWORD with False, compares dates of different types and recurses without bound
+(RFC 3501 §6.4.4 lists the keys implemented here).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from cgtwist.protocols.imap_parse import Literal, ParseError, Token
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DATE_RE = re.compile(r"\A(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
+_SEQSET_RE = re.compile(rb"\A(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*\Z")
+
+_FLAG_KEYS = {
+    b"ANSWERED": ("\\Answered", True), b"UNANSWERED": ("\\Answered", False),
+    b"DELETED": ("\\Deleted", True), b"UNDELETED": ("\\Deleted", False),
+    b"DRAFT": ("\\Draft", True), b"UNDRAFT": ("\\Draft", False),
+    b"FLAGGED": ("\\Flagged", True), b"UNFLAGGED": ("\\Flagged", False),
+    b"SEEN": ("\\Seen", True), b"UNSEEN": ("\\Seen", False),
+    b"RECENT": ("\\Recent", True), b"OLD": ("\\Recent", False),
+}
+_ADDRESS_HEADERS = {b"BCC": "bcc", b"CC": "cc", b"FROM": "from", b"TO": "to", b"SUBJECT": "subject"}
+_DATE_KEYS = {b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
+
+
+class SearchError(ParseError):
+    """A search key we do not understand; answered with BAD."""
+
+
+class BadCharset(ParseError):
+    """CHARSET other than US-ASCII or UTF-8; answered NO [BADCHARSET] (RFC 3501 §6.4.4)."""
+
+
+@dataclass
+class Context:
+    """What evaluation needs besides the message: numbers and the mailbox's highest ids."""
+
+    seq: int
+    uid: int
+    max_seq: int
+    max_uid: int
+
+
+class MessageText:
+    """Lazy access to one message's flags, dates, headers and text for matching."""
+
+    def __init__(self, msg: Any, raw: Callable[[], bytes]) -> None:
+        self.msg = msg
+        self._raw = raw
+        self._raw_cache: Optional[bytes] = None
+        self._headers: Optional[dict[str, str]] = None
+
+    def flags(self) -> set[str]:
+        return {f.lower() for f in self.msg.getFlags()}
+
+    def raw(self) -> bytes:
+        if self._raw_cache is None:
+            self._raw_cache = self._raw()
+        return self._raw_cache
+
+    def header(self, name: str) -> str:
+        if self._headers is None:
+            heads: dict[str, list[str]] = {}
+            text = self.raw().split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            current: Optional[str] = None
+            for line in text.decode("utf-8", "replace").splitlines():
+                if line[:1] in (" ", "\t") and current is not None:
+                    heads[current][-1] += " " + line.strip()
+                elif ":" in line:
+                    k, v = line.split(":", 1)
+                    current = k.strip().lower()
+                    heads.setdefault(current, []).append(v.strip())
+            self._headers = {k: "\n".join(v) for k, v in heads.items()}
+        return self._headers.get(name, "")
+
+    def has_header(self, name: str) -> bool:
+        self.header(name)
+        assert self._headers is not None
+        return name in self._headers
+
+    def body_text(self) -> bytes:
+        raw = self.raw()
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            i = raw.find(sep)
+            if i >= 0:
+                return raw[i + len(sep):]
+        return b""
+
+    def internal_date(self) -> Optional[datetime.date]:
+        return _rfc2822_date(self.msg.getInternalDate())
+
+    def sent_date(self) -> Optional[datetime.date]:
+        return _rfc2822_date(self.header("date"))
+
+
+def _rfc2822_date(value: Any) -> Optional[datetime.date]:
+    """The date part in the value's own time zone (RFC 3501 §6.4.4 disregards time and zone)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not value:
+        return None
+    try:
+        t = email.utils.parsedate_tz(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if t is None:
+        return None
+    try:
+        return datetime.date(t[0], t[1], t[2])
+    except ValueError:
+        return None
+
+
+def parse_date(token: bytes) -> datetime.date:
+    """RFC 3501 §9 date: ``d-Mon-yyyy`` (optionally quoted)."""
+    m = _DATE_RE.match(token.decode("ascii", "replace"))
+    if not m or m.group(2).lower() not in _MONTHS:
+        raise SearchError("Bad date")
+    try:
+        return datetime.date(int(m.group(3)), _MONTHS.index(m.group(2).lower()) + 1, int(m.group(1)))
+    except ValueError:
+        raise SearchError("Bad date") from None
+
+
+def _contains(haystack: str | bytes, needle: bytes) -> bool:
+    """Case-insensitive substring match (RFC 3501 §6.4.4)."""
+    if isinstance(haystack, bytes):
+        return needle.lower() in haystack.lower()
+    return needle.decode("utf-8", "replace").lower() in haystack.lower()
+
+
+def _in_set(spec: bytes, value: int, highest: int) -> bool:
+    """Whether ``value`` lies in an RFC 3501 sequence-set (``*`` = highest)."""
+    for part in spec.split(b","):
+        lo_s, _, hi_s = part.partition(b":")
+        lo = highest if lo_s == b"*" else int(lo_s)
+        hi = lo if not hi_s else (highest if hi_s == b"*" else int(hi_s))
+        if lo > hi:
+            lo, hi = hi, lo
+        if lo <= value <= hi:
+            return True
+    return False
+
+
+Predicate = Callable[[MessageText, Context], bool]
+
+
+class _Compiler:
+    def __init__(self, tokens: list[Token], max_terms: int, max_depth: int) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.terms = 0
+        self.max_terms = max_terms
+        self.max_depth = max_depth
+
+    def string(self) -> bytes:
+        if self.pos >= len(self.tokens):
+            raise SearchError("Missing search argument")
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        if isinstance(tok, list):
+            raise SearchError("Expected a string")
+        return bytes(tok)
+
+    def number(self) -> int:
+        tok = self.string()
+        if not tok.isdigit() or len(tok) > 20:
+            raise SearchError("Expected a number")
+        return int(tok)
+
+    def key(self, depth: int) -> Predicate:
+        if depth > self.max_depth:
+            raise SearchError("Search too deeply nested")
+        self.terms += 1
+        if self.terms > self.max_terms:
+            raise SearchError("Too many search terms")
+        if self.pos >= len(self.tokens):
+            raise SearchError("Missing search key")
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        if isinstance(tok, list):
+            sub = _Compiler(tok, self.max_terms, self.max_depth)
+            sub.terms = self.terms
+            preds = sub.all(depth + 1)
+            self.terms = sub.terms
+            return lambda m, c: all(p(m, c) for p in preds)
+        if isinstance(tok, Literal):
+            raise SearchError("Expected a search key")
+        word = tok.upper()
+        if word == b"ALL":
+            return lambda m, c: True
+        if word in _FLAG_KEYS:
+            flag, want = _FLAG_KEYS[word]
+            low = flag.lower()
+            return lambda m, c: (low in m.flags()) == want
+        if word == b"NEW":
+            return lambda m, c: "\\recent" in m.flags() and "\\seen" not in m.flags()
+        if word in (b"KEYWORD", b"UNKEYWORD"):
+            kw = self.string().decode("utf-8", "replace").lower()
+            want = word == b"KEYWORD"
+            return lambda m, c: (kw in m.flags()) == want
+        if word in _ADDRESS_HEADERS:
+            name, needle = _ADDRESS_HEADERS[word], self.string()
+            return lambda m, c: _contains(m.header(name), needle)
+        if word == b"HEADER":
+            field = self.string().decode("ascii", "replace").lower()
+            needle = self.string()
+            if not needle:  # RFC 3501 §6.4.4: empty string matches any message with the field
+                return lambda m, c: m.has_header(field)
+            return lambda m, c: _contains(m.header(field), needle)
+        if word == b"BODY":
+            needle = self.string()
+            return lambda m, c: _contains(m.body_text(), needle)
+        if word == b"TEXT":
+            needle = self.string()
+            return lambda m, c: _contains(m.raw(), needle)
+        if word in (b"LARGER", b"SMALLER"):
+            n = self.number()
+            if word == b"LARGER":
+                return lambda m, c: m.msg.getSize() > n
+            return lambda m, c: m.msg.getSize() < n
+        if word in _DATE_KEYS:
+            day = parse_date(self.string())
+            get = (lambda m: m.sent_date()) if word.startswith(b"SENT") else (lambda m: m.internal_date())
+            op = word[4:] if word.startswith(b"SENT") else word
+            if op == b"BEFORE":
+                return lambda m, c: (d := get(m)) is not None and d < day
+            if op == b"ON":
+                return lambda m, c: (d := get(m)) is not None and d == day
+            return lambda m, c: (d := get(m)) is not None and d >= day  # SINCE: on or after
+        if word == b"NOT":
+            inner = self.key(depth + 1)
+            return lambda m, c: not inner(m, c)
+        if word == b"OR":
+            a = self.key(depth + 1)
+            b = self.key(depth + 1)
+            return lambda m, c: a(m, c) or b(m, c)
+        if word == b"UID":
+            spec = self.string()
+            if not _SEQSET_RE.match(spec):
+                raise SearchError("Bad UID set")
+            return lambda m, c: _in_set(spec, c.uid, c.max_uid)
+        if _SEQSET_RE.match(tok):
+            spec = bytes(tok)
+            return lambda m, c: _in_set(spec, c.seq, c.max_seq)
+        raise SearchError("Unknown search key " + word[:40].decode("ascii", "replace"))
+
+    def all(self, depth: int) -> list[Predicate]:
+        preds = []
+        while self.pos < len(self.tokens):
+            preds.append(self.key(depth))
+        if not preds:
+            raise SearchError("Empty search")
+        return preds
+
+
+def compile_search(tokens: list[Token], max_terms: int = 1000, max_depth: int = 64) -> tuple[Optional[str], Predicate]:
+    """Compile ``[CHARSET name] key...`` into (charset, predicate); raise SearchError/BadCharset.
+
+    ``max_terms`` bounds the work per message; ``max_depth`` bounds recursion (OR/NOT/parens).
+    """
+    charset = None
+    if len(tokens) >= 2 and isinstance(tokens[0], bytes) and not isinstance(tokens[0], Literal) \
+            and tokens[0].upper() == b"CHARSET":
+        cs = tokens[1]
+        if isinstance(cs, list):
+            raise SearchError("Bad charset")
+        charset = bytes(cs).decode("ascii", "replace").upper()
+        if charset not in ("US-ASCII", "UTF-8"):
+            raise BadCharset(charset)
+        tokens = tokens[2:]
+    comp = _Compiler(tokens, max_terms, max_depth)
+    preds = comp.all(0)
+    if len(preds) == 1:
+        return charset, preds[0]
+    return charset, lambda m, c: all(p(m, c) for p in preds)
