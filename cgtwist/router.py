@@ -494,7 +494,7 @@ class _Resolver:
             return self._done(steps, Route("PIPE", argv[0], address), hops, address)
         if domain.startswith("["):  # user@[1.2.3.4]: SMTP to that IP, no MX lookup
             return self._done(steps, Route("SMTP", domain, address), hops, address)
-        is_local = yield DomainQuery(domain)
+        is_local = domain == self.main or (yield DomainQuery(domain))  # main: always ours
         if not is_local:
             return self._done(steps, Route("SMTP", domain, address), hops, address)
         account = yield AccountQuery(_unquote(local), domain)

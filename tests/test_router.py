@@ -243,13 +243,20 @@ class TableSemanticsTests(unittest.TestCase):
 
     def test_facts_asked_in_order(self) -> None:
         """The generator asks for the domain, then the account, then the alias, nothing more."""
-        gen = router.resolve(parse_table(""), "Al@Company.com", MAIN)
-        self.assertEqual(gen.send(None), DomainQuery("company.com"))
-        self.assertEqual(gen.send(True), AccountQuery("Al", "company.com"))
-        self.assertEqual(gen.send(None), AliasQuery("Al", "company.com"))
+        gen = router.resolve(parse_table(""), "Al@Other.DOM", MAIN)
+        self.assertEqual(gen.send(None), DomainQuery("other.dom"))
+        self.assertEqual(gen.send(True), AccountQuery("Al", "other.dom"))
+        self.assertEqual(gen.send(None), AliasQuery("Al", "other.dom"))
         with self.assertRaises(StopIteration) as cm:
             gen.send(None)
         self.assertEqual(cm.exception.value.route.error, router.UNKNOWN_USER)
+
+    def test_main_domain_is_always_local(self) -> None:
+        """Mail for the main domain is never sent out by SMTP, even if the store forgot the domain."""
+        facts = StaticFacts(accounts=frozenset({"alice@company.com"}))
+        result = resolve_with(facts, parse_table(""), "alice@company.com", MAIN)
+        self.assertEqual(result.route.module, "LOCAL")
+        self.assertEqual(resolve_with(facts, parse_table(""), "bob", MAIN).route.error, router.UNKNOWN_USER)
 
     def test_bad_kind(self) -> None:
         """An unknown kind is a programming error, not a route."""
