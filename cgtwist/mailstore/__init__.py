@@ -1,1 +1,27 @@
-"""cgtwist.mailstore"""
+"""cgtwist.mailstore: mailboxes over Maildir++ for IMAP and POP3 (UIDs, flags, folders, push).
+
+Public API:
+* ``MailboxNotifier(reactor, threadpool=None, hostname=None)``: one per process; implements
+  ``cgtwist.interfaces.IMailboxNotifier`` (LOCAL delivery calls ``mailbox_changed``).
+* ``MaildirAccount(path, account, notifier)``: twisted.mail.imap4 IAccount for one Maildir.
+* ``MaildirMailbox``: IMailbox view of a folder for one session (from ``account.select``).
+* ``provision(path)``: create a Maildir with the special-use folders (blocking).
+"""
+
+from cgtwist.mailstore.account import (
+    SPECIAL_USE,
+    MailboxError,
+    MailboxInfo,
+    MaildirAccount,
+    provision,
+)
+from cgtwist.mailstore.mailbox import MaildirMailbox, parse_imap_date
+from cgtwist.mailstore.message import MaildirMessage, MessagePart
+from cgtwist.mailstore.names import MailboxNameError
+from cgtwist.mailstore.notifier import MailboxNotifier
+
+__all__ = [
+    "SPECIAL_USE", "MailboxError", "MailboxInfo", "MaildirAccount", "MaildirMailbox",
+    "MaildirMessage", "MailboxNameError", "MailboxNotifier", "MessagePart", "parse_imap_date",
+    "provision",
+]

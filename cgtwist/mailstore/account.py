@@ -1,0 +1,342 @@
+"""An account's folders as Twisted's IMAP account (IAccount, INamespacePresenter).
+
+Owns folder-level operations on one account's Maildir++ tree: create, delete, rename, list
+with wildcards and attributes (CHILDREN, SPECIAL-USE), subscriptions (Dovecot-style
+``subscriptions`` file), and the initial layout (INBOX plus Sent, Drafts, Trash, Junk). Every
+name goes through ``cgtwist.mailstore.names``, which refuses anything that could leave the
+account's directory. Messages are handled by ``MaildirMailbox``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from cgtwist.mailstore import maildir, names
+from cgtwist.mailstore.mailbox import MaildirMailbox
+from cgtwist.mailstore.names import INBOX, MailboxNameError
+
+if TYPE_CHECKING:
+    from cgtwist.mailstore.notifier import MailboxNotifier
+
+SUBSCRIPTIONS_FILE = "subscriptions"
+# RFC 6154 special-use folders created for every new account.
+SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+_DELETED_PREFIX = "cgtwist-deleted-"  # no leading dot: never listed as a folder
+
+
+class MailboxError(imap4.MailboxException):
+    """A folder operation was refused; the text is safe to show to the client."""
+
+
+def provision(path: str) -> bool:
+    """(blocking) Create the Maildir at ``path`` with the special-use folders, subscribed.
+
+    Idempotent; True when anything was created. Used by the realm on first login.
+    """
+    created = maildir.ensure(path)
+    subs = _read_subscriptions(path)
+    for name in SPECIAL_USE:
+        created = maildir.ensure(names.folder_path(path, name)) or created
+    if created or not os.path.exists(os.path.join(path, SUBSCRIPTIONS_FILE)):
+        _write_subscriptions(path, subs | {INBOX, *SPECIAL_USE})
+    return created
+
+
+def _read_subscriptions(path: str) -> set[str]:
+    out: set[str] = set()
+    try:
+        with open(os.path.join(path, SUBSCRIPTIONS_FILE), "rb") as f:
+            lines = f.read().split(b"\n")
+    except OSError:
+        return out
+    for raw in lines:
+        if not raw or raw.startswith(b"V\t"):
+            continue
+        try:
+            out.add(names.normalize(names.mutf7_decode(raw.strip(b"\r"), strict=False)))
+        except MailboxNameError:
+            continue
+    return out
+
+
+def _write_subscriptions(path: str, subs: set[str]) -> None:
+    text = "".join(names.mutf7_encode(n) + "\n" for n in sorted(subs))
+    maildir.write_atomic(os.path.join(path, SUBSCRIPTIONS_FILE), text.encode("ascii"))
+
+
+def _wildcard_re(pattern: str) -> re.Pattern[str]:
+    """RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the delimiter."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("^" + "".join(out) + "$", re.DOTALL)
+
+
+@implementer(imap4.IMailboxInfo)
+class MailboxInfo:
+    """A LIST/LSUB row: ``getFlags()`` gives the name attributes (\\HasChildren, \\Noselect,
+    \\Sent, ...), unlike a selected mailbox's getFlags (message flags)."""
+
+    def __init__(self, name: str, attributes: list[str]) -> None:
+        self.name = name
+        self.attributes = attributes
+
+    def getFlags(self) -> list[str]:
+        return list(self.attributes)
+
+    def getHierarchicalDelimiter(self) -> str:
+        return names.DELIMITER
+
+    def __repr__(self) -> str:
+        return f"<MailboxInfo {self.name!r} {self.attributes}>"
+
+
+@implementer(imap4.IAccount, imap4.INamespacePresenter)
+class MaildirAccount:
+    """The IMAP avatar: ``path`` is the account's Maildir, ``account`` is "name@domain",
+    ``notifier`` the process-wide MailboxNotifier (folder registry, threads, push)."""
+
+    log = Logger()
+
+    def __init__(self, path: str, account: str, notifier: MailboxNotifier) -> None:
+        self.path = path
+        self.account = account
+        self.notifier = notifier
+        self._subs: Optional[set[str]] = None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _norm(self, name: Union[str, bytes]) -> str:
+        try:
+            return names.normalize(name)
+        except MailboxNameError as e:
+            raise MailboxError(f"[CANNOT] Invalid mailbox name: {e}") from None
+
+    def _dir(self, canon: str) -> str:
+        try:
+            return names.folder_path(self.path, canon)
+        except MailboxNameError as e:
+            raise MailboxError(f"[CANNOT] Invalid mailbox name: {e}") from None
+
+    def special_use_of(self, canon: str) -> Optional[str]:
+        return SPECIAL_USE.get(canon)
+
+    def exists(self, name: Union[str, bytes]) -> bool:
+        try:
+            canon = names.normalize(name)
+            return maildir.is_maildir(names.folder_path(self.path, canon))
+        except MailboxNameError:
+            return False
+
+    def folder_names(self) -> list[str]:
+        """Every selectable folder of the account, INBOX first (one listdir)."""
+        out = [INBOX]
+        try:
+            entries = os.listdir(self.path)
+        except OSError:
+            return out
+        for entry in entries:
+            canon = names.name_from_dir(entry)
+            if canon is None:
+                continue
+            full = os.path.join(self.path, entry)
+            if os.path.islink(full) or not maildir.is_maildir(full):
+                continue
+            out.append(canon)
+        return [INBOX] + sorted(out[1:])
+
+    def ensure(self) -> defer.Deferred[bool]:
+        """Create the Maildir and special-use folders if missing (in a thread)."""
+        return self.notifier.run(provision, self.path)
+
+    # -- IAccount ------------------------------------------------------------------------------
+
+    def addMailbox(self, name: Union[str, bytes], mbox: Any = None) -> bool:
+        return self.create(name)
+
+    def create(self, pathspec: Union[str, bytes]) -> bool:
+        """CREATE (RFC 3501 §6.3.3): a trailing delimiter is dropped; missing parents are
+        created too. Raises MailboxError (e.g. ``[ALREADYEXISTS]``) when refused."""
+        if isinstance(pathspec, bytes):
+            try:
+                pathspec = names.mutf7_decode(pathspec)
+            except MailboxNameError as e:
+                raise MailboxError(f"[CANNOT] Invalid mailbox name: {e}") from None
+        if pathspec.endswith(names.DELIMITER) and len(pathspec) > 1:
+            pathspec = pathspec[:-1]
+        canon = self._norm(pathspec)
+        if canon == INBOX or self.exists(canon):
+            raise MailboxError("[ALREADYEXISTS] Mailbox already exists")
+        for parent in names.parent_names(canon):
+            if parent != INBOX and not self.exists(parent):
+                maildir.ensure(self._dir(parent))
+        maildir.ensure(self._dir(canon))
+        self.log.info("{account} created folder {folder}", account=self.account, folder=canon)
+        return True
+
+    def select(self, name: Union[str, bytes], rw: bool = True) -> defer.Deferred[Optional[MaildirMailbox]]:
+        """SELECT/EXAMINE/STATUS/APPEND target: fires with a MaildirMailbox, or None when the
+        name is invalid or no such folder exists (RFC 3501 §6.3.1)."""
+        try:
+            canon = names.normalize(name)
+            path = names.folder_path(self.path, canon)
+        except MailboxNameError:
+            return defer.succeed(None)
+        if not maildir.is_maildir(path):
+            if canon != INBOX:
+                return defer.succeed(None)
+        folder = self.notifier.folder(self.account, canon, path)
+        box = MaildirMailbox(self, folder, rw)
+        return box.refresh().addCallback(lambda _: box)
+
+    def delete(self, name: Union[str, bytes]) -> bool:
+        """DELETE (RFC 3501 §6.3.4): removes the folder and its messages; its sub-folders
+        stay (the parent is then listed \\Noselect). INBOX cannot be deleted."""
+        canon = self._norm(name)
+        if canon == INBOX:
+            raise MailboxError("[CANNOT] INBOX cannot be deleted")
+        path = self._dir(canon)
+        if not maildir.is_maildir(path):
+            raise MailboxError("[NONEXISTENT] No such mailbox")
+        graveyard = os.path.join(self.path, _DELETED_PREFIX + os.urandom(8).hex())
+        os.rename(path, graveyard)
+        self.notifier.forget(self.account, canon)
+        self.notifier.run(shutil.rmtree, graveyard, True)
+        subs = self._subscriptions()
+        if canon in subs:
+            subs.discard(canon)
+            self._save_subscriptions()
+        self.log.info("{account} deleted folder {folder}", account=self.account, folder=canon)
+        return True
+
+    def rename(self, oldname: Union[str, bytes], newname: Union[str, bytes]) -> bool:
+        """RENAME (RFC 3501 §6.3.5), sub-folders included; UIDVALIDITY moves with the folder."""
+        old = self._norm(oldname)
+        new = self._norm(newname)
+        if old == INBOX or new == INBOX:
+            raise MailboxError("[CANNOT] INBOX cannot be renamed")
+        if not self.exists(old):
+            raise MailboxError("[NONEXISTENT] No such mailbox")
+        if self.exists(new):
+            raise MailboxError("[ALREADYEXISTS] Target mailbox already exists")
+        if (new + names.DELIMITER).startswith(old + names.DELIMITER):
+            raise MailboxError("[CANNOT] Cannot move a mailbox into itself")
+        moves = []
+        for n in self.folder_names():
+            if n == old or n.startswith(old + names.DELIMITER):
+                target = new + n[len(old):]
+                moves.append((n, self._dir(n), target, self._dir(target)))
+        for _n, _p, _target, tpath in moves:
+            if os.path.exists(tpath):
+                raise MailboxError("[ALREADYEXISTS] Target mailbox already exists")
+        for parent in names.parent_names(new):
+            if parent != INBOX and not self.exists(parent):
+                maildir.ensure(self._dir(parent))
+        for n, p, target, tpath in moves:
+            os.rename(p, tpath)
+            self.notifier.renamed(self.account, n, target, tpath)
+        subs = self._subscriptions()
+        changed = False
+        for n, _p, target, _t in moves:
+            if n in subs:
+                subs.discard(n)
+                subs.add(target)
+                changed = True
+        if changed:
+            self._save_subscriptions()
+        self.log.info("{account} renamed folder {old} to {new}", account=self.account, old=old, new=new)
+        return True
+
+    def _subscriptions(self) -> set[str]:
+        if self._subs is None:
+            self._subs = _read_subscriptions(self.path)
+        return self._subs
+
+    def _save_subscriptions(self) -> defer.Deferred[None]:
+        snapshot = set(self._subscriptions())
+        return self.notifier.run(_write_subscriptions, self.path, snapshot)
+
+    def isSubscribed(self, name: Union[str, bytes]) -> bool:
+        try:
+            return names.normalize(name) in self._subscriptions()
+        except MailboxNameError:
+            return False
+
+    def subscribe(self, name: Union[str, bytes]) -> bool:
+        """SUBSCRIBE (RFC 3501 §6.3.6): allowed for names that do not exist (yet)."""
+        canon = self._norm(name)
+        self._dir(canon)
+        subs = self._subscriptions()
+        if canon not in subs:
+            subs.add(canon)
+            self._save_subscriptions()
+        return True
+
+    def unsubscribe(self, name: Union[str, bytes]) -> bool:
+        canon = self._norm(name)
+        subs = self._subscriptions()
+        if canon not in subs:
+            raise MailboxError("[NONEXISTENT] Not subscribed")
+        subs.discard(canon)
+        self._save_subscriptions()
+        return True
+
+    def subscriptions(self) -> list[str]:
+        return sorted(self._subscriptions())
+
+    def listMailboxes(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:
+        """LIST (RFC 3501 §6.3.8): ``ref`` + ``wildcard``; attributes \\HasChildren /
+        \\HasNoChildren (RFC 3348), \\Noselect for parents that are not folders, and the
+        special-use attribute (RFC 6154). INBOX matches case-insensitively."""
+        if isinstance(ref, bytes):
+            ref = ref.decode("latin-1")
+        if isinstance(wildcard, bytes):
+            wildcard = wildcard.decode("latin-1")
+        pattern = ref + wildcard if not wildcard.startswith(names.DELIMITER) else wildcard
+        if pattern[:5].upper() == INBOX and (len(pattern) == 5 or pattern[5] == names.DELIMITER):
+            pattern = INBOX + pattern[5:]
+        rx = _wildcard_re(pattern)
+        existing = self.folder_names()
+        all_names = set(existing)
+        for n in existing:
+            all_names.update(names.parent_names(n))
+        children = {p for n in all_names for p in names.parent_names(n)}
+        out = []
+        for n in sorted(all_names, key=lambda x: (x != INBOX, x)):
+            if not rx.match(n):
+                continue
+            attrs = ["\\HasChildren" if n in children else "\\HasNoChildren"]
+            if n not in existing:
+                attrs.insert(0, "\\Noselect")
+            su = SPECIAL_USE.get(n)
+            if su:
+                attrs.append(su)
+            out.append((n, MailboxInfo(n, attrs)))
+        return out
+
+    # -- INamespacePresenter (RFC 2342) --------------------------------------------------------
+
+    def getPersonalNamespaces(self) -> list[list[str]]:
+        return [["", names.DELIMITER]]
+
+    def getSharedNamespaces(self) -> None:
+        return None
+
+    def getUserNamespaces(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<MaildirAccount {self.account}>"

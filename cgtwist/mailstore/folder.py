@@ -1,0 +1,468 @@
+"""One Maildir folder's shared state: UIDs, flags and metadata, kept in step with the disk.
+
+Owns the in-memory index of one folder for every session of the process (sessions hold
+``MaildirMailbox`` views onto it). All disk work runs through the injected runner (a thread)
+under a per-folder DeferredLock, and the index is only changed in the reactor thread once that
+work is done, so concurrent sessions and LOCAL delivery never race. Never speaks IMAP.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cgtwist.mailstore import maildir, uidlist
+from cgtwist.mailstore.maildir import Meta
+
+if TYPE_CHECKING:
+    from cgtwist.mailstore.mailbox import MaildirMailbox
+
+Runner = Callable[..., "defer.Deferred[Any]"]
+
+_CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewritten
+_MTIME_TRUST = 1.0  # seconds: a directory changed more recently than this is rescanned again
+
+
+@dataclass
+class Entry:
+    """One message: UID, Maildir key, where its file is, its flags and cached facts."""
+
+    uid: int
+    key: str
+    sub: str  # "new" or "cur"
+    fname: str
+    letters: str  # Maildir info letters as on disk
+    meta: Meta
+
+    def path(self, folder: str) -> str:
+        return os.path.join(folder, self.sub, self.fname)
+
+
+@dataclass
+class Changes:
+    """What one disk operation or rescan changed, applied to the index in the reactor thread."""
+
+    added: list[Entry] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    moved: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # uid -> (sub, fname, letters)
+    recent: set[int] = field(default_factory=set)
+    mtimes: Optional[tuple[int, int]] = None
+    keywords: Optional[dict[int, str]] = None
+    origin: Any = None  # the view whose command caused this, if any
+    removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.moved)
+
+
+class Folder:
+    """The shared index of one Maildir folder; get it from ``MailboxNotifier.folder``."""
+
+    log = Logger()
+
+    def __init__(self, path: str, account: str, name: str, runner: Runner,
+                 hostname: Optional[str] = None, clock: Callable[[], float] = time.time,
+                 uidvalidity: Optional[Callable[[], int]] = None) -> None:
+        self.path = path
+        self._uidvalidity_source = uidvalidity
+        self.account = account
+        self.name = name
+        self._run = runner
+        self._hostname = hostname
+        self._clock = clock
+        self.lock = defer.DeferredLock()
+        self.entries: dict[int, Entry] = {}
+        self.keys: dict[str, int] = {}
+        self.uids: list[int] = []  # ascending
+        self.keywords: dict[int, str] = {}
+        self.unclaimed_recent: set[int] = set()
+        self._ul: Optional[uidlist.UidList] = None
+        self._mtimes: Optional[tuple[int, int]] = None
+        self._unsaved = 0
+        self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._ul is not None
+
+    @property
+    def uidvalidity(self) -> int:
+        assert self._ul is not None, "folder not loaded"
+        return self._ul.uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        assert self._ul is not None, "folder not loaded"
+        return self._ul.uidnext
+
+    def flags_of(self, entry: Entry) -> frozenset[str]:
+        """IMAP flags (without \\Recent) from the entry's Maildir letters."""
+        out = set()
+        for ch in entry.letters:
+            if ch in maildir.LETTER_TO_FLAG:
+                out.add(maildir.LETTER_TO_FLAG[ch])
+            elif "a" <= ch <= "z":
+                kw = self.keywords.get(ord(ch) - 97)
+                if kw:
+                    out.add(kw)
+        return frozenset(out)
+
+    def views(self) -> list[MaildirMailbox]:
+        alive = []
+        for ref in self._views:
+            v = ref()
+            if v is not None:
+                alive.append(v)
+        self._views = [weakref.ref(v) for v in alive]
+        return alive
+
+    def attach(self, view: MaildirMailbox) -> None:
+        if view not in self.views():
+            self._views.append(weakref.ref(view))
+
+    def detach(self, view: MaildirMailbox) -> None:
+        self._views = [r for r in self._views if r() is not None and r() is not view]
+        if not self._views and self._unsaved:
+            self._locked(self._save_cache_blocking)
+
+    def _wants_new_moved(self) -> bool:
+        return any(v.isWriteable() for v in self.views())
+
+    # -- serialised disk work ------------------------------------------------------------------
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run blocking ``fn`` in the runner while holding the folder lock; then apply its
+        Changes (if it returns some, alone or as the first item of a tuple) in this thread."""
+
+        def go(_: object) -> defer.Deferred[Any]:
+            d = self._run(fn, *args)
+            d.addCallback(self._apply_result)
+            return d
+
+        return self.lock.run(lambda: defer.succeed(None).addCallback(go))
+
+    def _apply_result(self, result: Any) -> Any:
+        ch = result[0] if isinstance(result, tuple) and result and isinstance(result[0], Changes) else result
+        if isinstance(ch, Changes):
+            self._apply(ch)
+        return result
+
+    def refresh(self, force: bool = False, origin: Optional[MaildirMailbox] = None) -> defer.Deferred[Changes]:
+        """Bring the index in step with the disk; cheap (two stat calls) when nothing changed.
+
+        Loads the uidlist on first use (rebuilding it, with a new UIDVALIDITY, if lost). New mail
+        in ``new/`` is moved to ``cur/`` when a read-write session has the folder open.
+        """
+        if self.loaded and not force and not self._dirs_changed():
+            return defer.succeed(Changes())
+        move = self._wants_new_moved()
+        return self._locked(self._scan_blocking, move, origin)
+
+    def _dirs_changed(self) -> bool:
+        try:
+            m = (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
+                 os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
+        except OSError:
+            return True
+        return m != self._mtimes
+
+    def _stat_mtimes(self) -> Optional[tuple[int, int]]:
+        try:
+            m = (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
+                 os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
+        except OSError:
+            return None
+        if self._clock() - max(m) / 1e9 < _MTIME_TRUST:
+            return None  # same-tick changes could be missed: look again next time
+        return m
+
+    def _scan_blocking(self, move_new: bool, origin: Any = None) -> Changes:
+        """(thread) List new/ and cur/, reconcile with the index, assign UIDs, save the uidlist."""
+        ch = Changes(origin=origin)
+        first = self._ul is None
+        cache: dict[str, Meta] = {}
+        if first:
+            maildir.ensure(self.path)
+            ul = uidlist.load(self.path)
+            cache, cached_uv = uidlist.load_cache(self.path)
+            ch.keywords = maildir.read_keywords(self.path)
+            if ul is None:
+                uv = self._new_uidvalidity()
+                if uv <= cached_uv:
+                    uv = cached_uv + 1
+                ul = uidlist.UidList(uidvalidity=uv & 0xFFFFFFFF or 1)
+                self.log.info("rebuilding UID list of {account} {folder}: UIDVALIDITY {uv}",
+                              account=self.account, folder=self.name, uv=ul.uidvalidity)
+                dirty = True
+            else:
+                dirty = False
+            self._ul = ul
+        else:
+            ul = self._ul
+            dirty = False
+        assert ul is not None
+        mtimes = self._stat_mtimes()
+        files: dict[str, tuple[str, str]] = {}
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(os.path.join(self.path, sub))
+            except FileNotFoundError:
+                maildir.ensure(self.path)
+                names = []
+            for fname in names:
+                if fname.startswith(".") or "/" in fname:
+                    continue
+                key, letters = maildir.split_name(fname)
+                if sub == "new":
+                    letters = ""
+                if key in files and files[key][0] == "cur":
+                    continue
+                files[key] = (sub, fname)
+        # Move new/ -> cur/ once a read-write session sees them (maildir(5)).
+        arrived = set()
+        for key, (sub, fname) in list(files.items()):
+            if sub != "new":
+                continue
+            if key not in self.keys:
+                arrived.add(key)
+            if move_new:
+                dest = maildir.join_name(key, "")
+                try:
+                    os.rename(os.path.join(self.path, "new", fname), os.path.join(self.path, "cur", dest))
+                    files[key] = ("cur", dest)
+                except FileNotFoundError:
+                    files.pop(key)
+                except OSError as err:
+                    self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
+        known = self.keys
+        for key, uid in list(known.items()):
+            if key not in files:
+                ch.removed.append(uid)
+                ul.uids.pop(key, None)
+                dirty = True
+            else:
+                e = self.entries[uid]
+                sub, fname = files[key]
+                if (sub, fname) != (e.sub, e.fname):
+                    ch.moved[uid] = (sub, fname, maildir.split_name(fname)[1] if sub == "cur" else "")
+        new_keys = [k for k in files if k not in known]
+        metas: dict[str, Meta] = {}
+        for key in new_keys:
+            sub, fname = files[key]
+            meta = cache.get(key)
+            if meta is None:
+                try:
+                    meta = maildir.measure(os.path.join(self.path, sub, fname))
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    self.log.warn("cannot read {file}: {err}", file=fname, err=err)
+                    continue
+                self._unsaved += 1
+            metas[key] = meta
+        # Keys already in the uidlist keep their UID; the rest get new ones in arrival order.
+        fresh = sorted((k for k in metas if k not in ul.uids), key=lambda k: (metas[k].date, k))
+        for key in fresh:
+            ul.assign(key)
+            dirty = True
+        if first:
+            for key in [k for k in ul.uids if k not in metas]:
+                del ul.uids[key]
+                dirty = True
+        for key, meta in metas.items():
+            sub, fname = files[key]
+            letters = maildir.split_name(fname)[1] if sub == "cur" else ""
+            ch.added.append(Entry(ul.uids[key], key, sub, fname, letters, meta))
+            if key in arrived:
+                ch.recent.add(ul.uids[key])
+        ch.added.sort(key=lambda e: e.uid)
+        if dirty:
+            uidlist.save(self.path, ul)
+        ch.mtimes = mtimes
+        if first and self._unsaved or self._unsaved >= _CACHE_SAVE_EVERY:
+            all_metas = {e.key: e.meta for e in self.entries.values() if e.uid not in ch.removed}
+            all_metas.update((e.key, e.meta) for e in ch.added)
+            uidlist.save_cache(self.path, all_metas, ul.uidvalidity)
+            self._unsaved = 0
+        return ch
+
+    def _save_cache_blocking(self) -> None:
+        if self._ul is not None:
+            uidlist.save_cache(self.path, {e.key: e.meta for e in list(self.entries.values())},
+                               self._ul.uidvalidity)
+        self._unsaved = 0
+
+    def _new_uidvalidity(self) -> int:
+        if self._uidvalidity_source is not None:
+            return self._uidvalidity_source()
+        return max(1, int(self._clock()) & 0xFFFFFFFF)
+
+    def _apply(self, ch: Changes) -> None:
+        """(reactor) Apply Changes to the index and tell every open view."""
+        if ch.keywords is not None:
+            self.keywords = ch.keywords
+        self._mtimes = ch.mtimes
+        flag_changes: dict[int, frozenset[str]] = {}
+        for uid in ch.removed:
+            e = self.entries.pop(uid, None)
+            if e is not None:
+                self.keys.pop(e.key, None)
+                ch.removed_entries[uid] = e
+            self.unclaimed_recent.discard(uid)
+        if ch.removed:
+            gone = set(ch.removed)
+            self.uids = [u for u in self.uids if u not in gone]
+        for uid, (sub, fname, letters) in ch.moved.items():
+            e = self.entries.get(uid)
+            if e is None:
+                continue
+            before = self.flags_of(e)
+            e.sub, e.fname, e.letters = sub, fname, letters
+            after = self.flags_of(e)
+            if after != before:
+                flag_changes[uid] = after
+        for e in ch.added:
+            self.entries[e.uid] = e
+            self.keys[e.key] = e.uid
+            self.uids.append(e.uid)
+        if ch.added and len(self.uids) > 1 and self.uids[-len(ch.added) - 1:] != sorted(self.uids[-len(ch.added) - 1:]):
+            self.uids.sort()
+        self.unclaimed_recent |= ch.recent
+        views = self.views()
+        writable = [v for v in views if v.isWriteable() and v.listeners]
+        claimed: set[int] = set()
+        claimer = None
+        if writable:
+            claimer = ch.origin if ch.origin in writable else writable[0]
+            claimed, self.unclaimed_recent = self.unclaimed_recent, set()
+        for v in views:
+            v._folder_changed(ch, flag_changes, claimed if v is claimer else set())
+
+    # -- operations (each serialised; each returns after the index is updated) -----------------
+
+    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: int,
+                  origin: Any = None) -> defer.Deferred[dict[int, frozenset[str]]]:
+        """STORE: mode 1 adds, -1 removes, 0 replaces ``flags`` on ``uids``; fires with
+        {uid: new flags} for the messages that still exist. \\Recent is ignored (RFC 3501 §2.3.2)."""
+        wanted = [maildir.canonical_flag(f) for f in flags if f.lower() != "\\recent"]
+        uids = list(uids)
+
+        def work() -> tuple[Changes, list[int]]:
+            keywords = dict(self.keywords)
+            kw_changed = False
+            letters_for: dict[str, str] = {}
+            for f in wanted:
+                if f in maildir.FLAG_TO_LETTER:
+                    letters_for[f] = maildir.FLAG_TO_LETTER[f]
+                elif _valid_keyword(f):
+                    idx = next((i for i, n in keywords.items() if n.lower() == f.lower()), None)
+                    if idx is None and mode != -1:
+                        free = [i for i in range(maildir.MAX_KEYWORDS) if i not in keywords]
+                        if not free:
+                            continue
+                        idx = free[0]
+                        keywords[idx] = f
+                        kw_changed = True
+                    if idx is not None:
+                        letters_for[f] = chr(97 + idx)
+            ch = Changes(origin=origin)
+            if kw_changed:
+                maildir.write_keywords(self.path, keywords)
+                ch.keywords = keywords
+            mine = set(letters_for.values())
+            known = set(maildir.LETTER_TO_FLAG) | {chr(97 + i) for i in keywords}
+            done = []
+            for uid in uids:
+                e = self.entries.get(uid)
+                if e is None:
+                    continue
+                cur = set(e.letters)
+                if mode == 1:
+                    new = cur | mine
+                elif mode == -1:
+                    new = cur - mine
+                else:
+                    new = (cur - known) | mine
+                fname = maildir.join_name(e.key, new)
+                if e.sub == "cur" and fname == e.fname:
+                    done.append(uid)
+                    continue
+                try:
+                    os.rename(e.path(self.path), os.path.join(self.path, "cur", fname))
+                except FileNotFoundError:
+                    continue  # expunged or renamed elsewhere: the next rescan sees it
+                ch.moved[uid] = ("cur", fname, "".join(sorted(new)))
+                done.append(uid)
+            return ch, done
+
+        d = self._locked(work)
+        return d.addCallback(lambda r: {u: self.flags_of(self.entries[u]) for u in r[1] if u in self.entries})
+
+    def expunge(self, uids: Iterable[int], origin: Any = None) -> defer.Deferred[list[int]]:
+        """Delete the files of ``uids``; fires with the UIDs removed. UIDs are never reused."""
+        uids = list(uids)
+
+        def work() -> tuple[Changes, list[int]]:
+            assert self._ul is not None
+            ch = Changes(origin=origin)
+            for uid in uids:
+                e = self.entries.get(uid)
+                if e is None:
+                    continue
+                try:
+                    os.unlink(e.path(self.path))
+                except FileNotFoundError:
+                    pass
+                self._ul.uids.pop(e.key, None)
+                ch.removed.append(uid)
+            if ch.removed:
+                maildir.fsync_dir(os.path.join(self.path, "cur"))
+                uidlist.save(self.path, self._ul)
+            return ch, ch.removed
+
+        return self._locked(work).addCallback(lambda r: r[1])
+
+    def add(self, sources: list[tuple[Union[bytes, BinaryIO, str], Iterable[str], Optional[float]]],
+            origin: Any = None) -> defer.Deferred[list[int]]:
+        """APPEND/COPY into this folder: each source is (bytes | binary file | path to link,
+        flags, internal date as epoch or None). Durable before it fires with the new UIDs.
+        The new messages are \\Recent for the first read-write session (RFC 3501 §6.3.11)."""
+
+        def work() -> tuple[Changes, list[int]]:
+            assert self._ul is not None
+            ch = Changes(origin=origin)
+            for source, flags, date in sources:
+                letters = "".join(maildir.FLAG_TO_LETTER[f] for f in
+                                  {maildir.canonical_flag(x) for x in flags} if f in maildir.FLAG_TO_LETTER)
+                key, fname = maildir.deliver(self.path, source, letters, date, hostname=self._hostname)
+                meta = maildir.measure(os.path.join(self.path, "cur", fname))
+                uid = self._ul.assign(key)
+                ch.added.append(Entry(uid, key, "cur", fname, maildir.split_name(fname)[1], meta))
+                ch.recent.add(uid)
+                self._unsaved += 1
+            uidlist.save(self.path, self._ul)
+            return ch, [e.uid for e in ch.added]
+
+        def first_load(_: object) -> defer.Deferred[Any]:
+            return self._locked(work)
+
+        return self.refresh().addCallback(first_load).addCallback(lambda r: r[1])
+
+    def message_path(self, uid: int) -> Optional[str]:
+        e = self.entries.get(uid)
+        return e.path(self.path) if e is not None else None
+
+
+def _valid_keyword(flag: str) -> bool:
+    """RFC 3501 §9 flag-keyword: an atom; we also refuse backslash flags we do not know."""
+    if not flag or flag.startswith("\\") or len(flag) > 64:
+        return False
+    return all(0x21 <= ord(c) < 0x7F and c not in '(){%*"\\]' for c in flag)

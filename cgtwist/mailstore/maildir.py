@@ -1,0 +1,283 @@
+"""Blocking Maildir file operations: flags in file names, unique names, durable writes, parsing.
+
+Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state,
+no Twisted. Callers run these functions in a thread when the work can be large. Writes follow
+maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Mapping, Optional, Union
+
+SUBDIRS = ("cur", "new", "tmp")
+
+# IMAP system flag <-> Maildir info letter (maildir(5); Dovecot maps $Forwarded to P).
+FLAG_TO_LETTER: Mapping[str, str] = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "$Forwarded": "P",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+LETTER_TO_FLAG: Mapping[str, str] = {v: k for k, v in FLAG_TO_LETTER.items()}
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_CANON = {f.lower(): f for f in FLAG_TO_LETTER}
+
+KEYWORDS_FILE = "dovecot-keywords"  # Dovecot's letter a..z -> keyword map, shared format
+MAX_KEYWORDS = 26
+
+# Headers kept in the metadata cache: enough for ENVELOPE and BODYSTRUCTURE of the top level.
+CACHED_HEADERS = frozenset({
+    "date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to",
+    "message-id", "references", "content-type", "content-transfer-encoding",
+    "content-disposition", "content-language", "content-location", "content-id",
+    "content-description", "content-md5", "mime-version", "list-id", "x-priority", "importance",
+})
+
+_counter = itertools.count()
+
+
+def canonical_flag(flag: str) -> str:
+    """System flags and $Forwarded are case-insensitive (RFC 3501 §2.3.2); keywords keep case."""
+    return _CANON.get(flag.lower(), flag)
+
+
+def split_name(fname: str) -> tuple[str, str]:
+    """``key:2,FS`` -> (``key``, ``FS``); a name without info gives (name, "")."""
+    key, sep, info = fname.partition(":")
+    if sep and info.startswith("2,"):
+        return key, info[2:]
+    return key, ""
+
+
+def join_name(key: str, letters: Iterable[str]) -> str:
+    """The ``cur/`` file name for ``key`` with the given info letters, sorted (maildir(5))."""
+    return f"{key}:2,{''.join(sorted(set(letters)))}"
+
+
+def unique_key(hostname: Optional[str] = None) -> str:
+    """A new unique Maildir base name: ``<secs>.M<usec>P<pid>Q<n>.<host>`` (maildir(5))."""
+    now = time.time()
+    host = (hostname or socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
+    return f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
+
+
+def ensure(path: str, mode: int = 0o700) -> bool:
+    """Create ``path`` with cur/new/tmp if missing; True when something was created."""
+    created = False
+    for sub in ("",) + SUBDIRS:
+        p = os.path.join(path, sub)
+        if not os.path.isdir(p):
+            os.makedirs(p, mode=mode, exist_ok=True)
+            created = True
+    return created
+
+
+def is_maildir(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
+    """Replace ``path`` with ``data``: tmp file, fsync, rename, fsync the directory."""
+    tmp = f"{path}.{os.getpid()}.{next(_counter)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync:
+        fsync_dir(os.path.dirname(path) or ".")
+
+
+def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
+            mtime: Optional[float] = None, to_new: bool = False,
+            hostname: Optional[str] = None) -> tuple[str, str]:
+    """Durably add one message to the Maildir at ``path``; return (key, file name in ``cur``/``new``).
+
+    ``source`` is the message bytes, a binary file, or the path of an existing message file to
+    hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE.
+    """
+    key = unique_key(hostname)
+    tmp = os.path.join(path, "tmp", key)
+    sub = "new" if to_new else "cur"
+    fname = key if to_new else join_name(key, letters)
+    dest = os.path.join(path, sub, fname)
+    linked = False
+    if isinstance(source, str):
+        try:
+            os.link(source, tmp)
+            linked = True
+        except OSError:
+            with open(source, "rb") as f:
+                data: Union[bytes, BinaryIO] = f.read()
+            source = data
+    if not linked:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if isinstance(source, (bytes, bytearray, memoryview)):
+                    out.write(source)
+                else:
+                    while True:
+                        chunk = source.read(1 << 16)  # type: ignore[union-attr]
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    if mtime is not None and not linked:
+        os.utime(tmp, (mtime, mtime))
+    os.rename(tmp, dest)
+    fsync_dir(os.path.join(path, sub))
+    return key, fname
+
+
+@dataclass
+class Meta:
+    """Facts about one message file, computed once and cached.
+
+    ``size`` is RFC822.SIZE as served (bare LF counted as CRLF); ``crlf`` says the file already
+    has only CRLF line ends; ``body_offset`` is the raw offset of the body; ``body_size`` and
+    ``body_lines`` are the served body's octets and lines; ``headers`` holds CACHED_HEADERS.
+    """
+
+    size: int
+    date: float
+    crlf: bool
+    body_offset: int
+    body_size: int
+    body_lines: int
+    headers: dict[str, str]
+
+    def to_json(self) -> list[object]:
+        return [self.size, self.date, int(self.crlf), self.body_offset, self.body_size,
+                self.body_lines, self.headers]
+
+    @classmethod
+    def from_json(cls, v: list[object]) -> Meta:
+        size, date, crlf, off, bsize, blines, headers = v
+        if not isinstance(headers, dict):
+            raise ValueError("bad cached headers")
+        nums: list[float] = []
+        for x in (size, date, off, bsize, blines):
+            if not isinstance(x, (int, float)):
+                raise ValueError("bad cached numbers")
+            nums.append(x)
+        return cls(int(nums[0]), float(nums[1]), bool(crlf), int(nums[2]), int(nums[3]),
+                   int(nums[4]), {str(k): str(x) for k, x in headers.items()})
+
+
+def split_header(data: bytes) -> int:
+    """Offset where the body starts (after the blank line), or len(data) with no body."""
+    if data.startswith(b"\r\n"):
+        return 2
+    if data.startswith(b"\n"):
+        return 1
+    a = data.find(b"\r\n\r\n")
+    b = data.find(b"\n\n")
+    cands = [x + 4 for x in (a,) if x >= 0] + [x + 2 for x in (b,) if x >= 0]
+    return min(cands) if cands else len(data)
+
+
+def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[str, str]:
+    """Header block -> {lower-case name: value}; the first occurrence wins, folding kept.
+
+    Values are decoded latin-1 so every octet round-trips (``.encode("latin-1")``).
+    """
+    out: dict[str, str] = {}
+    name: Optional[str] = None
+    value: list[str] = []
+
+    def flush() -> None:
+        if name is not None and (only is None or name in only) and name not in out:
+            out[name] = "\r\n".join(value).strip()
+
+    for raw in block.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("latin-1")
+        if not line:
+            continue
+        if line[0] in " \t":
+            if name is not None:
+                value.append(line)
+            continue
+        flush()
+        n, sep, v = line.partition(":")
+        if not sep or not n or n != n.strip():
+            name, value = None, []
+            continue
+        name, value = n.lower(), [v.lstrip()]
+    flush()
+    return out
+
+
+def measure(fpath: str) -> Meta:
+    """Read a message file once and compute its Meta."""
+    with open(fpath, "rb") as f:
+        data = f.read()
+        st = os.fstat(f.fileno())
+    off = split_header(data)
+    lf = data.count(b"\n")
+    crlf_count = data.count(b"\r\n")
+    bare = lf - crlf_count
+    body = data[off:]
+    body_lf = body.count(b"\n")
+    body_bare = body_lf - body.count(b"\r\n")
+    body_lines = body_lf + (1 if body and not body.endswith(b"\n") else 0)
+    return Meta(
+        size=len(data) + bare, date=st.st_mtime, crlf=bare == 0, body_offset=off,
+        body_size=len(body) + body_bare, body_lines=body_lines,
+        headers=parse_headers(data[:off], CACHED_HEADERS),
+    )
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Normalise line ends to CRLF (IMAP/POP3 send CRLF; Maildir files may use bare LF)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def read_keywords(path: str) -> dict[int, str]:
+    """Dovecot's ``dovecot-keywords``: ``<index> <name>`` lines, index 0 = letter ``a``."""
+    out: dict[int, str] = {}
+    try:
+        with open(os.path.join(path, KEYWORDS_FILE), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                idx, _, name = line.rstrip("\n").partition(" ")
+                if idx.isdigit() and int(idx) < MAX_KEYWORDS and name and " " not in name:
+                    out[int(idx)] = name
+    except OSError:
+        pass
+    return out
+
+
+def write_keywords(path: str, keywords: Mapping[int, str]) -> None:
+    text = "".join(f"{i} {n}\n" for i, n in sorted(keywords.items()))
+    write_atomic(os.path.join(path, KEYWORDS_FILE), text.encode("utf-8"))

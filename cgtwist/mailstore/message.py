@@ -1,0 +1,193 @@
+"""Messages of a Maildir folder as Twisted's IMAP message objects (IMessage, IMessageFile, IMessagePart).
+
+Owns reading one message file: headers from the metadata cache when they suffice, otherwise
+from the file; bodies served with CRLF line ends (bare LF counted and converted) so sizes and
+octets agree; MIME sub-parts parsed on demand with the standard email parser. Never writes.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+import os
+from email.message import Message as EmailMessage
+from email.utils import formatdate
+from typing import BinaryIO, Optional
+
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from cgtwist.mailstore import maildir
+from cgtwist.mailstore.folder import Entry, Folder
+
+
+def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
+    """Open the entry's file, following a rename by another session; None if it is gone."""
+    current = folder.entries.get(entry.uid, entry)
+    for e in (current, entry):
+        try:
+            return open(e.path(folder.path), "rb")
+        except FileNotFoundError:
+            continue
+    # Renamed on disk by another client since the last scan: look for the key.
+    for sub in ("cur", "new"):
+        try:
+            for fname in os.listdir(os.path.join(folder.path, sub)):
+                if maildir.split_name(fname)[0] == entry.key:
+                    return open(os.path.join(folder.path, sub, fname), "rb")
+        except OSError:
+            continue
+    return None
+
+
+@implementer(imap4.IMessage, imap4.IMessageFile)
+class MaildirMessage:
+    """One message as a session sees it: UID, flags (with \\Recent for that session), size,
+    internal date, headers and body. ``getHeaders`` values are str decoded latin-1 so each
+    octet round-trips; ``open()`` gives the whole message with CRLF line ends."""
+
+    def __init__(self, folder: Folder, entry: Entry, flags: frozenset[str], recent: bool) -> None:
+        self.folder = folder
+        self.entry = entry
+        self.flags = flags
+        self.recent = recent
+        self._parsed: Optional[EmailMessage] = None
+
+    # -- raw access for the IMAP layer ---------------------------------------------------------
+
+    @property
+    def uid(self) -> int:
+        return self.entry.uid
+
+    @property
+    def meta(self) -> maildir.Meta:
+        """Cached facts: size, date, body size/lines, envelope and Content-* headers."""
+        return self.entry.meta
+
+    def read_bytes(self) -> bytes:
+        """The whole message, CRLF line ends; b"" when it was expunged meanwhile (RFC 2180 §4.1)."""
+        f = _open_entry(self.folder, self.entry)
+        if f is None:
+            return b""
+        with f:
+            data = f.read()
+        return data if self.entry.meta.crlf else maildir.to_crlf(data)
+
+    def header_bytes(self) -> bytes:
+        """The header block including the blank line that ends it, CRLF line ends."""
+        f = _open_entry(self.folder, self.entry)
+        if f is None:
+            return b""
+        with f:
+            data = f.read(self.entry.meta.body_offset)
+        return data if self.entry.meta.crlf else maildir.to_crlf(data)
+
+    # -- IMessageFile --------------------------------------------------------------------------
+
+    def open(self) -> BinaryIO:
+        f = _open_entry(self.folder, self.entry)
+        if f is None:
+            return io.BytesIO(b"")
+        if self.entry.meta.crlf:
+            return f
+        with f:
+            return io.BytesIO(maildir.to_crlf(f.read()))
+
+    # -- IMessage ------------------------------------------------------------------------------
+
+    def getUID(self) -> int:
+        return self.entry.uid
+
+    def getFlags(self) -> list[str]:
+        out = sorted(self.flags)
+        if self.recent:
+            out.append("\\Recent")
+        return out
+
+    def getInternalDate(self) -> str:
+        return formatdate(self.entry.meta.date, localtime=False)
+
+    def getSize(self) -> int:
+        return self.entry.meta.size
+
+    def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
+        wanted = {n.lower() if isinstance(n, str) else n.decode("latin-1").lower() for n in names}
+        if not negate and wanted and wanted <= maildir.CACHED_HEADERS:
+            cached = self.entry.meta.headers
+            return {n: cached[n] for n in wanted if n in cached}
+        headers = maildir.parse_headers(self.header_bytes())
+        if negate:
+            return {k: v for k, v in headers.items() if k not in wanted}
+        return {k: v for k, v in headers.items() if k in wanted}
+
+    def getBodyFile(self) -> BinaryIO:
+        f = _open_entry(self.folder, self.entry)
+        if f is None:
+            return io.BytesIO(b"")
+        if self.entry.meta.crlf:
+            f.seek(self.entry.meta.body_offset)
+            return f
+        with f:
+            f.seek(self.entry.meta.body_offset)
+            return io.BytesIO(maildir.to_crlf(f.read()))
+
+    def isMultipart(self) -> bool:
+        ctype = self.entry.meta.headers.get("content-type", "")
+        return ctype.strip().lower().startswith("multipart/")
+
+    def getSubPart(self, part: int) -> MessagePart:
+        if not self.isMultipart():
+            raise TypeError("not a multipart message")
+        if self._parsed is None:
+            self._parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.read_bytes())
+        return MessagePart(self._parsed).getSubPart(part)
+
+    def __repr__(self) -> str:
+        return f"<MaildirMessage {self.folder.account} {self.folder.name} uid={self.entry.uid}>"
+
+
+@implementer(imap4.IMessagePart)
+class MessagePart:
+    """A MIME part of a message, from the standard library's parse tree (CRLF line ends)."""
+
+    def __init__(self, part: EmailMessage) -> None:
+        self.part = part
+        self._bytes: Optional[bytes] = None
+
+    def _raw(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = maildir.to_crlf(self.part.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n")))
+        return self._bytes
+
+    def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
+        wanted = {n.lower() if isinstance(n, str) else n.decode("latin-1").lower() for n in names}
+        out: dict[str, str] = {}
+        for k, v in self.part.items():
+            k = k.lower()
+            if k in out or (k in wanted) == negate:
+                continue
+            out[k] = str(v)
+        return out
+
+    def getBodyFile(self) -> BinaryIO:
+        raw = self._raw()
+        return io.BytesIO(raw[maildir.split_header(raw):])
+
+    def getSize(self) -> int:
+        raw = self._raw()
+        return len(raw) - maildir.split_header(raw)
+
+    def isMultipart(self) -> bool:
+        return self.part.is_multipart()
+
+    def getSubPart(self, part: int) -> MessagePart:
+        if not self.part.is_multipart():
+            raise TypeError("not a multipart part")
+        payload = self.part.get_payload()
+        if not isinstance(payload, list) or part < 0:
+            raise IndexError(part)
+        sub = payload[part]
+        if not isinstance(sub, EmailMessage):
+            raise IndexError(part)
+        return MessagePart(sub)

@@ -1,0 +1,97 @@
+"""The process-wide folder registry: one shared Folder per open mailbox, and the push on delivery.
+
+Owns which folders are open in this process and how blocking disk work is run (a thread pool
+passed in). LOCAL delivery calls ``mailbox_changed("name@domain", "INBOX")`` after it renamed a
+message into ``new/``; every session with that folder open is updated at once (IDLE pushes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cgtwist.interfaces import IMailboxNotifier
+from cgtwist.mailstore import names
+from cgtwist.mailstore.folder import Folder
+
+
+@implementer(IMailboxNotifier)
+class MailboxNotifier:
+    """``MailboxNotifier(reactor, threadpool=None, hostname=None, clock=time.time)``.
+
+    ``reactor`` None runs disk work inline (tests, command-line tools); otherwise it runs in
+    ``threadpool`` (default: the reactor's). ``hostname`` goes into new Maildir file names.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any = None, threadpool: Any = None, hostname: Optional[str] = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._reactor = reactor
+        self._pool = threadpool
+        self._hostname = hostname
+        self._clock = clock
+        self._last_uidvalidity = 0
+        self._folders: weakref.WeakValueDictionary[tuple[str, str], Folder] = weakref.WeakValueDictionary()
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Run blocking ``fn(*args)`` off the reactor thread; fires with its result."""
+        if self._reactor is None:
+            return defer.maybeDeferred(fn, *args)
+        pool = self._pool if self._pool is not None else self._reactor.getThreadPool()
+        return threads.deferToThreadPool(self._reactor, pool, fn, *args)
+
+    def next_uidvalidity(self) -> int:
+        """A fresh UIDVALIDITY: the clock, but strictly increasing within this process so a
+        folder re-created in the same second never repeats one (RFC 3501 §2.3.1.1)."""
+        v = max(int(self._clock()), self._last_uidvalidity + 1) & 0xFFFFFFFF
+        self._last_uidvalidity = v
+        return v
+
+    def folder(self, account: str, name: str, path: str) -> Folder:
+        """The shared Folder of ``account``'s folder ``name`` at ``path`` (created on demand)."""
+        key = (account.lower(), name)
+        f = self._folders.get(key)
+        if f is None or f.path != path:
+            f = Folder(path, account.lower(), name, self.run, hostname=self._hostname,
+                       clock=self._clock, uidvalidity=self.next_uidvalidity)
+            self._folders[key] = f
+        return f
+
+    def forget(self, account: str, name: str) -> None:
+        """The folder was deleted: sessions keep their stale views, new ones start afresh."""
+        self._folders.pop((account.lower(), name), None)
+
+    def renamed(self, account: str, old: str, new: str, path: str) -> None:
+        f = self._folders.pop((account.lower(), old), None)
+        if f is not None:
+            f.name, f.path = new, path
+            self._folders[(account.lower(), new)] = f
+
+    def open_folders(self, account: str) -> list[Folder]:
+        return [f for (a, _n), f in list(self._folders.items()) if a == account.lower()]
+
+    def mailbox_changed(self, account: str, folder: str) -> defer.Deferred[None]:
+        """IMailboxNotifier: mail was delivered to ``account``'s ``folder``; rescan it now if a
+        session has it open and push EXISTS/RECENT to that session's listeners."""
+        try:
+            canon = names.normalize(folder)
+        except names.MailboxNameError:
+            self.log.warn("mailbox_changed for bad folder {folder!r} of {account}",
+                          folder=folder, account=account)
+            return defer.succeed(None)
+        f = self._folders.get((account.lower(), canon))
+        if f is None or not f.loaded or not os.path.isdir(f.path):
+            return defer.succeed(None)
+        d = f.refresh(force=True)
+
+        def failed(fail: Any) -> None:
+            self.log.failure("rescan of {account} {folder} failed", fail, account=account, folder=canon)
+
+        return d.addCallbacks(lambda _: None, failed)

@@ -1,0 +1,106 @@
+"""The persistent UID list and metadata cache kept beside each Maildir folder.
+
+``cgtwist-uidlist`` (like ``dovecot-uidlist``) maps Maildir base names to IMAP UIDs and holds
+UIDVALIDITY and UIDNEXT; it is written atomically (tmp, fsync, rename, fsync dir) before any UID
+reaches a client, so UIDs are stable across restarts and never reused (RFC 3501 §2.3.1.1).
+``cgtwist-cache`` holds sizes, dates and parsed headers; it is a cache, written without fsync,
+and rebuilt from the messages when missing or damaged. Blocking; callers use threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+from urllib.parse import quote, unquote
+
+from cgtwist.mailstore import maildir
+from cgtwist.mailstore.maildir import Meta
+
+UIDLIST_FILE = "cgtwist-uidlist"
+CACHE_FILE = "cgtwist-cache"
+_MAGIC = "cgtwist-uidlist 1"
+_MAX_UID = 0xFFFFFFFF  # RFC 3501 §2.3.1.1: nz-number is 32-bit
+
+
+@dataclass
+class UidList:
+    """UIDVALIDITY, UIDNEXT and key -> UID for one folder."""
+
+    uidvalidity: int
+    uidnext: int = 1
+    uids: dict[str, int] = field(default_factory=dict)
+
+    def assign(self, key: str) -> int:
+        uid = self.uidnext
+        if uid > _MAX_UID:
+            raise OverflowError("UID space exhausted; the folder needs a new UIDVALIDITY")
+        self.uids[key] = uid
+        self.uidnext = uid + 1
+        return uid
+
+
+def load(folder: str) -> Optional[UidList]:
+    """Read ``cgtwist-uidlist`` of ``folder``; None when missing or unreadable (then rebuild)."""
+    try:
+        with open(os.path.join(folder, UIDLIST_FILE), encoding="ascii") as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        head = lines[0].split(" ")
+        if " ".join(head[:2]) != _MAGIC:
+            return None
+        fields = {h[0]: int(h[1:]) for h in head[2:] if h}
+        ul = UidList(uidvalidity=fields["V"], uidnext=fields["N"])
+        if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1):
+            return None
+        for line in lines[1:]:
+            if not line:
+                continue
+            uid_s, _, key = line.partition(" ")
+            uid = int(uid_s)
+            if not key or uid <= 0 or uid >= ul.uidnext:
+                return None
+            ul.uids[unquote(key)] = uid
+    except (ValueError, KeyError, IndexError):
+        return None
+    return ul
+
+
+def save(folder: str, ul: UidList) -> None:
+    """Durably replace the folder's uidlist."""
+    out = [f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"]
+    out.extend(f"{uid} {quote(key, safe='')}" for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1]))
+    maildir.write_atomic(os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii"))
+
+
+def load_cache(folder: str) -> tuple[dict[str, Meta], int]:
+    """Read the metadata cache and the UIDVALIDITY it was written under (0 if unknown);
+    damaged entries are dropped (recomputed later). The UIDVALIDITY lets a rebuilt uidlist
+    pick a strictly larger one even within the same second."""
+    try:
+        with open(os.path.join(folder, CACHE_FILE), "rb") as f:
+            raw = json.loads(f.read())
+        if not isinstance(raw, dict) or raw.get("v") != 1:
+            return {}, 0
+        uv = raw.get("uv", 0)
+        out: dict[str, Meta] = {}
+        for key, v in raw.get("m", {}).items():
+            try:
+                out[key] = Meta.from_json(v)
+            except (ValueError, TypeError):
+                continue
+        return out, uv if isinstance(uv, int) else 0
+    except (OSError, ValueError):
+        return {}, 0
+
+
+def save_cache(folder: str, metas: dict[str, Meta], uidvalidity: int) -> None:
+    data = json.dumps({"v": 1, "uv": uidvalidity, "m": {k: m.to_json() for k, m in metas.items()}},
+                      separators=(",", ":"))
+    try:
+        maildir.write_atomic(os.path.join(folder, CACHE_FILE), data.encode("utf-8"), sync=False)
+    except OSError:
+        pass  # a cache: losing it costs a re-parse only

@@ -1,0 +1,344 @@
+"""The Maildir mailbox store: UIDs, flags, folders, concurrent delivery, containment."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.mail import imap4
+from twisted.trial import unittest
+
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, MaildirMailbox, maildir, provision
+from cgtwist.mailstore.account import MailboxError
+from cgtwist.mailstore.uidlist import UIDLIST_FILE
+
+
+def msg(subject: str, body: str = "hello") -> bytes:
+    return f"From: a@example.com\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
+
+
+def deliver(md: str, data: bytes) -> str:
+    """What LOCAL delivery does: tmp/ then rename into new/."""
+    return maildir.deliver(md, data, to_new=True)[1]
+
+
+def result(d: defer.Deferred[Any]) -> Any:
+    """The result of an already-fired Deferred (the inline notifier runs disk work at once)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "deferred did not fire"
+    if isinstance(out[0], Exception) or hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def newMessages(self, exists: Any, recent: Any) -> None:
+        self.events.append(("exists", exists))
+
+    def flagsChanged(self, flags: Any) -> None:
+        self.events.append(("flags", flags))
+
+    def expungesPending(self) -> None:
+        self.events.append(("expunge", None))
+
+
+class StoreTestBase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        self.md = os.path.join(self.base, "Domains", "example.com", "a", "Maildir")
+        provision(self.md)
+        self.notifier = MailboxNotifier()
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+
+    def reopen(self) -> MaildirAccount:
+        """A fresh process: new notifier, nothing in memory."""
+        self.notifier = MailboxNotifier()
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        return self.account
+
+    def select(self, name: str = "INBOX", rw: bool = True, account: MaildirAccount | None = None) -> MaildirMailbox:
+        box = result((account or self.account).select(name, rw))
+        assert box is not None
+        return box
+
+    def uids(self, box: MaildirMailbox) -> list[int]:
+        return [m.getUID() for _s, m in box.fetch(imap4.MessageSet(1, None), False)]
+
+
+class UIDTests(StoreTestBase):
+    def test_uids_and_uidvalidity_stable_across_restart(self) -> None:
+        """After a server restart the client finds the same UIDs and UIDVALIDITY."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        before = (box.getUIDValidity(), self.uids(box), box.getUIDNext())
+        self.assertEqual(before[1], [1, 2, 3])
+        box2 = self.select(account=self.reopen())
+        self.assertEqual((box2.getUIDValidity(), self.uids(box2), box2.getUIDNext()), before)
+
+    def test_uid_never_reused_after_expunge(self) -> None:
+        """Expunging the newest message and restarting never hands its UID to a new message."""
+        deliver(self.md, msg("one"))
+        deliver(self.md, msg("two"))
+        box = self.select()
+        result(box.store(imap4.MessageSet(2), ["\\Deleted"], 1, False))
+        self.assertEqual(result(box.expunge()), [2])
+        box2 = self.select(account=self.reopen())
+        deliver(self.md, msg("three"))
+        result(box2.refresh())
+        self.assertEqual(self.uids(box2), [1, 3])
+
+    def test_rebuild_after_uidlist_lost(self) -> None:
+        """Losing cgtwist-uidlist keeps every message and changes UIDVALIDITY (RFC 3501 §2.3.1.1)."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        old = box.getUIDValidity()
+        os.unlink(os.path.join(self.md, UIDLIST_FILE))
+        box2 = self.select(account=self.reopen())
+        self.assertEqual(box2.getMessageCount(), 3)
+        self.assertNotEqual(box2.getUIDValidity(), old)
+        self.assertEqual(self.uids(box2), [1, 2, 3])
+
+    def test_corrupt_uidlist_rebuilt(self) -> None:
+        """A damaged uidlist is rebuilt rather than crashing the session."""
+        deliver(self.md, msg("x"))
+        self.select()
+        with open(os.path.join(self.md, UIDLIST_FILE), "w") as f:
+            f.write("garbage\n7 zzz\n")
+        box = self.select(account=self.reopen())
+        self.assertEqual(box.getMessageCount(), 1)
+
+
+class FlagTests(StoreTestBase):
+    def test_flags_in_file_names(self) -> None:
+        """Flags set over IMAP are visible to mutt/Dovecot as Maildir info letters."""
+        deliver(self.md, msg("x"))
+        box = self.select()
+        out = result(box.store(imap4.MessageSet(1), ["\\Seen", "\\flagged", "\\Recent"], 1, False))
+        self.assertEqual(out[1], ["\\Flagged", "\\Seen"])
+        [name] = os.listdir(os.path.join(self.md, "cur"))
+        self.assertTrue(name.endswith(":2,FS"), name)
+        result(box.store(imap4.MessageSet(1), ["\\Seen"], -1, False))
+        [name] = os.listdir(os.path.join(self.md, "cur"))
+        self.assertTrue(name.endswith(":2,F"), name)
+
+    def test_flags_survive_restart_and_external_change(self) -> None:
+        """A flag changed by another Maildir client (renamed file) is seen after a rescan."""
+        deliver(self.md, msg("x"))
+        box = self.select()
+        listener = Recorder()
+        box.addListener(listener)
+        [name] = os.listdir(os.path.join(self.md, "cur"))
+        cur = os.path.join(self.md, "cur")
+        os.rename(os.path.join(cur, name), os.path.join(cur, name.split(":")[0] + ":2,RS"))
+        result(self.notifier.mailbox_changed("a@example.com", "INBOX"))
+        self.assertEqual(box.flags_of(1), ["\\Answered", "\\Seen", "\\Recent"])
+        self.assertIn(("flags", {1: ["\\Answered", "\\Seen", "\\Recent"]}), listener.events)
+
+    def test_keywords_dovecot_compatible(self) -> None:
+        """Keywords are stored as Dovecot's letters with a dovecot-keywords file."""
+        deliver(self.md, msg("x"))
+        box = self.select()
+        result(box.store(imap4.MessageSet(1), ["$Junk"], 1, False))
+        [name] = os.listdir(os.path.join(self.md, "cur"))
+        self.assertTrue(name.endswith(":2,a"), name)
+        with open(os.path.join(self.md, "dovecot-keywords")) as f:
+            self.assertEqual(f.read(), "0 $Junk\n")
+        self.assertIn("$Junk", self.select(account=self.reopen()).flags_of(1))
+
+    def test_recent_once(self) -> None:
+        """A new message is \\Recent for the first session only; it moves new/ -> cur/."""
+        deliver(self.md, msg("x"))
+        box = self.select()
+        box.addListener(Recorder())
+        self.assertEqual(box.getRecentCount(), 1)
+        self.assertEqual(os.listdir(os.path.join(self.md, "new")), [])
+        other = self.select()
+        other.addListener(Recorder())
+        self.assertEqual(other.getRecentCount(), 0)
+
+    def test_examine_leaves_new_alone(self) -> None:
+        """EXAMINE (read-only) does not move messages out of new/ nor allow STORE."""
+        deliver(self.md, msg("x"))
+        box = self.select(rw=False)
+        self.assertEqual(len(os.listdir(os.path.join(self.md, "new"))), 1)
+        self.assertRaises(imap4.ReadOnlyMailbox, result, box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+
+
+class ConcurrencyTests(StoreTestBase):
+    def test_delivery_while_selected_is_pushed(self) -> None:
+        """A message delivered while a session has INBOX selected appears at once (IDLE)."""
+        box = self.select()
+        listener = Recorder()
+        box.addListener(listener)
+        deliver(self.md, msg("late"))
+        result(self.notifier.mailbox_changed("a@example.com", "INBOX"))
+        self.assertEqual(box.getMessageCount(), 1)
+        self.assertEqual(listener.events, [("exists", 1)])
+        self.assertEqual(box.getRecentCount(), 1)
+
+    def test_delivery_seen_on_next_command_without_notification(self) -> None:
+        """Even without a notification, the next command's refresh sees new mail."""
+        box = self.select()
+        deliver(self.md, msg("late"))
+        result(box.refresh())
+        self.assertEqual(box.getMessageCount(), 1)
+
+    def test_expunge_by_other_session_deferred(self) -> None:
+        """Another session's EXPUNGE is held until this session may report it (RFC 3501 §7.4.1)."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        a = self.select()
+        b = self.select()
+        la, lb = Recorder(), Recorder()
+        a.addListener(la)
+        b.addListener(lb)
+        result(a.store(imap4.MessageSet(2, 3), ["\\Deleted"], 1, False))
+        self.assertIn(("flags", {2: ["\\Deleted"], 3: ["\\Deleted"]}), lb.events)
+        self.assertEqual(result(a.expunge()), [3, 2])
+        self.assertEqual(b.getMessageCount(), 3)
+        self.assertTrue(b.pending_expunges)
+        self.assertIn(("expunge", None), lb.events)
+        # the ghost can still be fetched (empty) until flushed
+        [(_s, ghost)] = b.fetch(imap4.MessageSet(3), False)
+        self.assertEqual(ghost.open().read(), b"")
+        self.assertEqual(b.flush_expunges(), [3, 2])
+        self.assertEqual(b.getMessageCount(), 1)
+
+    def test_threaded_disk_work(self) -> None:
+        """With the reactor's thread pool, APPEND and rescans run off the reactor thread."""
+        notifier = MailboxNotifier(reactor)
+        account = MaildirAccount(self.md, "a@example.com", notifier)
+
+        async def go() -> None:
+            box = await account.select("INBOX")
+            uid = await box.append(msg("t"), ["\\Seen"], "17-Jul-1996 02:44:25 -0700")
+            self.assertEqual(uid, 1)
+            deliver(self.md, msg("u"))
+            await notifier.mailbox_changed("a@example.com", "INBOX")
+            self.assertEqual(box.getMessageCount(), 2)
+            [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+            self.assertEqual(m.getInternalDate(), "Wed, 17 Jul 1996 09:44:25 -0000")
+
+        return defer.ensureDeferred(go())
+
+
+class MessageTests(StoreTestBase):
+    def test_lf_files_served_as_crlf(self) -> None:
+        """A Maildir file with bare LF (mutt, Dovecot) is served with CRLF and a matching size."""
+        deliver(self.md, b"Subject: lf\nX-A: 1\n\nline1\nline2\n")
+        box = self.select()
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        data = m.open().read()
+        self.assertEqual(data, b"Subject: lf\r\nX-A: 1\r\n\r\nline1\r\nline2\r\n")
+        self.assertEqual(m.getSize(), len(data))
+        self.assertEqual(m.getBodyFile().read(), b"line1\r\nline2\r\n")
+        self.assertEqual(m.meta.body_lines, 2)
+        self.assertEqual(m.getHeaders(False, "x-a"), {"x-a": "1"})
+        self.assertEqual(m.getHeaders(False, "subject"), {"subject": "lf"})
+
+    def test_multipart(self) -> None:
+        """MIME parts are reachable for BODY[1] and BODYSTRUCTURE."""
+        raw = (b"Subject: mp\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+               b"--XX\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--XX\r\nContent-Type: text/html\r\n\r\n<b>2</b>\r\n--XX--\r\n")
+        deliver(self.md, raw)
+        box = self.select()
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        self.assertTrue(m.isMultipart())
+        self.assertEqual(m.getSubPart(1).getBodyFile().read(), b"<b>2</b>")
+        self.assertEqual(m.getSubPart(0).getHeaders(False, "content-type"), {"content-type": "text/plain"})
+        self.assertRaises(IndexError, m.getSubPart, 5)
+
+    def test_cache_written(self) -> None:
+        """Parsed facts are cached beside the folder so a restart does not re-read messages."""
+        deliver(self.md, msg("cached"))
+        self.select()
+        self.assertTrue(os.path.exists(os.path.join(self.md, "cgtwist-cache")))
+        box = self.select(account=self.reopen())
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        self.assertEqual(m.meta.headers["subject"], "cached")
+
+    def test_copy_and_move_report_uids(self) -> None:
+        """COPY and MOVE give (source UIDs, destination UIDs) for COPYUID; MOVE expunges."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        result(box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        trash = self.select("Trash")
+        self.assertEqual(result(box.copy_uids([1, 2], trash)), ([1, 2], [1, 2]))
+        self.assertEqual(trash.flags_of(1), ["\\Seen"])
+        src, dst, seqs = result(box.move_uids([3], trash))
+        self.assertEqual((src, dst, seqs), ([3], [3], [3]))
+        self.assertEqual(box.getMessageCount(), 2)
+        self.assertEqual(trash.getMessageCount(), 3)
+
+
+class FolderTests(StoreTestBase):
+    def names(self, account: MaildirAccount | None = None) -> list[str]:
+        return [n for n, _b in (account or self.account).listMailboxes("", "*")]
+
+    def test_special_use_created(self) -> None:
+        """A new account has Sent, Drafts, Trash, Junk with their RFC 6154 attributes, subscribed."""
+        rows = dict(self.account.listMailboxes("", "*"))
+        self.assertEqual(sorted(rows), ["Drafts", "INBOX", "Junk", "Sent", "Trash"])
+        self.assertIn("\\Sent", rows["Sent"].getFlags())
+        self.assertIn("\\Trash", rows["Trash"].getFlags())
+        self.assertTrue(self.account.isSubscribed("Sent"))
+        self.assertTrue(os.path.isdir(os.path.join(self.md, ".Sent", "cur")))
+
+    def test_create_rename_delete_subscribe_persist(self) -> None:
+        """Folders and subscriptions survive a restart; rename carries sub-folders along."""
+        self.assertTrue(self.account.create("Work/2024/"))
+        self.assertRaises(MailboxError, self.account.create, "Work")
+        self.account.subscribe("Work/2024")
+        acct = self.reopen()
+        self.assertIn("Work/2024", self.names(acct))
+        self.assertTrue(acct.isSubscribed("Work/2024"))
+        acct.rename("Work", "Old")
+        self.assertIn("Old/2024", self.names(acct))
+        self.assertNotIn("Work", self.names(acct))
+        self.assertTrue(self.reopen().isSubscribed("Old/2024"))
+        self.account.delete("Old")
+        rows = dict(self.account.listMailboxes("", "*"))
+        self.assertIn("\\Noselect", rows["Old"].getFlags())
+        self.assertRaises(MailboxError, self.account.delete, "INBOX")
+        self.assertRaises(MailboxError, self.account.rename, "INBOX", "x")
+
+    def test_wildcards(self) -> None:
+        """LIST '%' stays on one level, '*' descends (RFC 3501 §6.3.8)."""
+        self.account.create("A/B/C")
+        self.assertEqual([n for n, _ in self.account.listMailboxes("", "A/%")], ["A/B"])
+        self.assertEqual([n for n, _ in self.account.listMailboxes("A/", "*")], ["A/B", "A/B/C"])
+        self.assertEqual([n for n, _ in self.account.listMailboxes("", "inbox")], ["INBOX"])
+
+    def test_uidvalidity_differs_for_recreated_folder(self) -> None:
+        """A folder deleted and created again under the same name gets a new UIDVALIDITY."""
+        self.account.create("X")
+        v1 = self.select("X").getUIDValidity()
+        self.account.delete("X")
+        self.account.create("X")
+        self.assertNotEqual(self.select("X").getUIDValidity(), v1)
+
+    def test_traversal_refused_by_account(self) -> None:
+        """As 'a', no trick reaches 'adm' next door: bad names give NO / no such mailbox and
+        nothing is created outside a's Maildir."""
+        adm = os.path.join(self.base, "Domains", "example.com", "adm", "Maildir")
+        provision(adm)
+        before = sorted(os.listdir(os.path.dirname(self.md)))
+        tricks = ["..", "../adm", "../../adm/Maildir", "/etc", ".hidden", "a\x00b",
+                  b"&AC4-&AC4-", b"&AC8-etc", "INBOX/../../adm", "~root", "a//b"]
+        for t in tricks:
+            self.assertIsNone(result(self.account.select(t)), t)
+            self.assertRaises(MailboxError, self.account.create, t)
+            self.assertRaises(MailboxError, self.account.delete, t)
+            self.assertRaises(MailboxError, self.account.subscribe, t)
+            self.assertRaises(MailboxError, self.account.rename, "Sent", t)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(self.md))), before)
+        self.assertNotIn("adm", " ".join(self.names()))
+        self.assertEqual(sorted(os.listdir(adm)), sorted(os.listdir(self.md)))
