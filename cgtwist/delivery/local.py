@@ -1,0 +1,175 @@
+"""LOCAL delivery: put a spooled message into an account's Maildir INBOX, durably.
+
+Owns the LOCAL module's one job (queue ``LOCAL(name@domain)``): look the account up, prepend
+``Return-Path:`` and ``Delivered-To:``, write ``tmp/`` -> fsync -> rename into ``new/`` -> fsync
+``new/`` (maildir(5); RELIABILITY.md a3/a7), then tell the mailbox notifier. The message bytes
+are written exactly as spooled. A missing account, a full disk or a permission problem leaves
+the recipients pending (the queue retries), never dropped. Paths come only from
+``cgtwist.paths.maildir`` over the store's canonical names. All disk work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+from typing import Any, Optional
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cgtwist import crashpoint as cp
+from cgtwist import paths
+from cgtwist.errors import InvalidName
+from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.mailstore import maildir as md
+from cgtwist.types import Account, Envelope, Recipient
+
+_QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _eol(data: bytes) -> bytes:
+    """The message's own line ending, so the prepended header lines match it."""
+    nl = data.find(b"\n")
+    return b"\n" if nl > 0 and data[nl - 1:nl] != b"\r" else b"\r\n"
+
+
+def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
+    """``Return-Path:`` (RFC 5321 §4.4) and ``Delivered-To:``, control characters removed."""
+    s = _UNSAFE.sub("", sender)
+    a = _UNSAFE.sub("", account)
+    return b"Return-Path: <" + s.encode("utf-8", "replace") + b">" + eol + \
+        b"Delivered-To: " + a.encode("utf-8", "replace") + eol
+
+
+def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None) -> str:
+    """Blocking: deliver ``chunks`` into Maildir ``path`` (created if missing); return the name
+    in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``."""
+    parent = os.path.dirname(path)
+    if md.ensure(path):
+        md.fsync_dir(path)  # the new cur/new/tmp entries
+        md.fsync_dir(parent)  # the Maildir entry itself
+        md.fsync_dir(os.path.dirname(parent))  # the account directory, if it was new too
+    size = sum(len(c) for c in chunks)
+    while True:
+        key = md.unique_key(hostname)
+        tmp = os.path.join(path, "tmp", key)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        break
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        cp.crashpoint(cp.LOCAL_BEFORE_RENAME)
+        name = f"{key},S={size}"
+        os.rename(tmp, os.path.join(path, "new", name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    md.fsync_dir(os.path.join(path, "new"))
+    cp.crashpoint(cp.LOCAL_AFTER_RENAME)
+    return name
+
+
+@implementer(IDeliveryAgent)
+class LocalDelivery:
+    """``LocalDelivery(base_dir, store, notifier=None, *, reactor, threadpool=None,
+    hostname=None)``: IDeliveryAgent for module "LOCAL".
+
+    ``store`` is an IAccountStore (``get_account``), ``notifier`` an IMailboxNotifier.
+    """
+
+    module = "LOCAL"
+    log = Logger()
+
+    def __init__(self, base_dir: str, store: Any, notifier: Any = None, *, reactor: Any,
+                 threadpool: Any = None, hostname: Optional[str] = None) -> None:
+        self.base_dir = base_dir
+        self.store = store
+        self.notifier = notifier
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.hostname = hostname or socket.gethostname() or "localhost"
+
+    def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
+                recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
+        """One copy into the queue's account for all ``recipients``; fires with them updated."""
+        return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
+
+    async def _deliver(self, msg_id: str, envelope: Envelope, data: bytes,
+                       recipients: list[Recipient]) -> list[Recipient]:
+        if not recipients:
+            return recipients
+        m = _QUEUE_RE.match(recipients[0].route or "")
+        target = m.group(1) if m else recipients[0].address
+        name, _, domain = target.rpartition("@")
+        try:
+            account: Optional[Account] = await defer.maybeDeferred(self.store.get_account, name, domain)
+        except Exception as e:
+            self.log.error("local: {msg_id} account lookup for {account} failed: {error}",
+                           msg_id=msg_id, account=target, error=str(e) or type(e).__name__)
+            return _all(recipients, "pending", "451 4.3.0 account store unavailable")
+        if account is None:
+            # Deleted after acceptance (or not yet created): keep the mail, retry (issue 2 §9).
+            self.log.warn("local: {msg_id} no account {account}; will retry", msg_id=msg_id,
+                          account=target)
+            return _all(recipients, "pending", "451 4.2.1 mailbox unavailable: no such account")
+        address = account.address
+        try:
+            path = paths.maildir(self.base_dir, account.domain, account.name)
+        except InvalidName:
+            self.log.error("local: {msg_id} unsafe account name {account}", msg_id=msg_id,
+                           account=address)
+            return _all(recipients, "failed", "550 5.1.3 bad mailbox name")
+        chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
+        pool = self.threadpool or self.reactor.getThreadPool()
+        try:
+            fname = await deferToThreadPool(self.reactor, pool, write_maildir, path, chunks,
+                                            self.hostname)
+        except OSError as e:
+            nospace = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            detail = "452 4.3.1 insufficient system storage" if nospace else \
+                f"451 4.3.0 local delivery failed ({errno.errorcode.get(e.errno or 0, 'error')})"
+            self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
+                           account=address, error=e.strerror or str(e))
+            return _all(recipients, "pending", detail)
+        self.log.info("local: {msg_id} delivered to {account} as {file}", msg_id=msg_id,
+                      account=address, file=fname)
+        self._notify(address)
+        return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
+
+    def _notify(self, address: str) -> None:
+        if self.notifier is None:
+            return
+        try:
+            d = defer.maybeDeferred(self.notifier.mailbox_changed, address, "INBOX")
+        except Exception:
+            self.log.failure("local: notifier failed for {account}", account=address)
+            return
+
+        def failed(f: Failure) -> None:
+            self.log.failure("local: notifier failed for {account}", f, account=address)
+
+        d.addErrback(failed)
+
+
+def _all(recipients: list[Recipient], state: str, detail: str) -> list[Recipient]:
+    for r in recipients:
+        r.state, r.detail = state, detail
+    return recipients

@@ -1,0 +1,201 @@
+"""Tests for LOCAL delivery into Maildir (cgtwist.delivery.local)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from typing import Any, Optional
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from cgtwist.delivery import local as local_mod
+from cgtwist.delivery.local import LocalDelivery
+from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.types import Account, Envelope, Recipient
+
+DATA = b"From: a@example.org\r\nSubject: t\r\n\r\nline 1\r\n.line\r\n\x00\xff bytes\r\nno eol"
+
+
+class FakeStore:
+    def __init__(self, *accounts: str) -> None:
+        self.accounts = set(accounts)
+        self.broken = False
+
+    def get_account(self, name: str, domain: str) -> defer.Deferred[Optional[Account]]:
+        if self.broken:
+            return defer.fail(RuntimeError("database is locked"))
+        if f"{name}@{domain}".lower() in self.accounts:
+            return defer.succeed(Account(name.lower(), domain.lower()))
+        return defer.succeed(None)
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def mailbox_changed(self, account: str, folder: str) -> None:
+        self.calls.append((account, folder))
+
+
+def rcpt(account: str, address: Optional[str] = None) -> Recipient:
+    return Recipient(address or account, route=f"LOCAL({account})")
+
+
+class LocalDeliveryTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.base = tempfile.mkdtemp(prefix="cgtwist-local-")
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.store = FakeStore("bob@example.com", "carol@example.com")
+        self.notifier = FakeNotifier()
+        self.agent = LocalDelivery(self.base, self.store, self.notifier, reactor=reactor,
+                                   hostname="mx.example")
+        self.env = Envelope(sender="alice@example.org", recipients=[])
+
+    def maildir(self, account: str = "bob") -> str:
+        return os.path.join(self.base, "Domains", "example.com", account, "Maildir")
+
+    def files(self, account: str = "bob", sub: str = "new") -> list[str]:
+        path = os.path.join(self.maildir(account), sub)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+    def test_interface(self) -> None:
+        """The agent is a valid IDeliveryAgent for module LOCAL."""
+        self.assertTrue(verifyObject(IDeliveryAgent, self.agent))
+        self.assertEqual(self.agent.module, "LOCAL")
+
+    @defer.inlineCallbacks
+    def test_byte_exact_with_trace_headers(self) -> None:
+        """The message lands in new/ byte-exact after Return-Path and Delivered-To, the Maildir is
+        created on first delivery, and IMAP sessions are notified."""
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual([(r.state, r.detail[:3]) for r in rs], [("delivered", "250")])
+        names = self.files()
+        self.assertEqual(len(names), 1)
+        with open(os.path.join(self.maildir(), "new", names[0]), "rb") as f:
+            content = f.read()
+        head = b"Return-Path: <alice@example.org>\r\nDelivered-To: bob@example.com\r\n"
+        self.assertEqual(content, head + DATA)
+        self.assertTrue(names[0].endswith(f",S={len(content)}"))
+        self.assertRegex(names[0], r"^\d+\.M\d+P\d+Q\d+\.mx\.example,S=\d+$")
+        self.assertEqual(self.files(sub="tmp"), [])
+        self.assertEqual(self.files(sub="cur"), [])
+        self.assertEqual(self.notifier.calls, [("bob@example.com", "INBOX")])
+
+    @defer.inlineCallbacks
+    def test_lf_message_gets_lf_headers_and_null_sender(self) -> None:
+        """A message stored with LF line ends gets LF headers; <> shows as Return-Path: <>."""
+        env = Envelope(sender="", recipients=[])
+        yield self.agent.deliver("m1", env, b"Subject: x\n\nbody\n", [rcpt("bob@example.com")])
+        with open(os.path.join(self.maildir(), "new", self.files()[0]), "rb") as f:
+            self.assertEqual(f.read(), b"Return-Path: <>\nDelivered-To: bob@example.com\nSubject: x\n\nbody\n")
+
+    @defer.inlineCallbacks
+    def test_header_injection_impossible(self) -> None:
+        """A sender with CR/LF cannot add a header line to the delivered message."""
+        env = Envelope(sender="a@b\r\nBcc: evil@x", recipients=[])
+        yield self.agent.deliver("m1", env, DATA, [rcpt("bob@example.com")])
+        with open(os.path.join(self.maildir(), "new", self.files()[0]), "rb") as f:
+            first = f.read().split(b"\r\n")[:3]
+        self.assertEqual(first[0], b"Return-Path: <a@bBcc: evil@x>")
+        self.assertEqual(first[1], b"Delivered-To: bob@example.com")
+
+    @defer.inlineCallbacks
+    def test_concurrent_deliveries_unique_names(self) -> None:
+        """Many deliveries at once each get their own file; none overwrites another."""
+        ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
+              for i in range(30)]
+        yield defer.gatherResults(ds)
+        names = self.files()
+        self.assertEqual(len(names), 30)
+        bodies = set()
+        for n in names:
+            with open(os.path.join(self.maildir(), "new", n), "rb") as f:
+                bodies.add(f.read())
+        self.assertEqual(len(bodies), 30)
+
+    @defer.inlineCallbacks
+    def test_several_recipients_one_copy(self) -> None:
+        """Two recipients routed to the same account get one copy, both marked delivered."""
+        rs = yield self.agent.deliver("m1", self.env, DATA, [
+            rcpt("bob@example.com"), rcpt("bob@example.com", "alias@example.com")])
+        self.assertEqual([r.state for r in rs], ["delivered", "delivered"])
+        self.assertEqual(len(self.files()), 1)
+
+    @defer.inlineCallbacks
+    def test_missing_account_retries(self) -> None:
+        """Mail for an account deleted after acceptance stays pending (retried, not dropped)."""
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("gone@example.com")])
+        self.assertEqual(rs[0].state, "pending")
+        self.assertTrue(rs[0].detail.startswith("451 4.2.1"))
+        self.assertFalse(os.path.exists(os.path.join(self.base, "Domains", "example.com", "gone")))
+
+    @defer.inlineCallbacks
+    def test_store_error_retries(self) -> None:
+        """A database failure during the account lookup defers the delivery."""
+        self.store.broken = True
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual((rs[0].state, rs[0].detail[:9]), ("pending", "451 4.3.0"))
+
+    @defer.inlineCallbacks
+    def test_disk_full_retries_and_cleans_tmp(self) -> None:
+        """A full disk leaves the recipient pending with 4.3.1 and no partial file in tmp/."""
+        real_write = os.write
+
+        def write(fd: int, data: Any) -> int:
+            if "/tmp/" in os.readlink(f"/proc/self/fd/{fd}").replace(self.base, ""):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        self.patch(os, "write", write)
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual((rs[0].state, rs[0].detail[:9]), ("pending", "452 4.3.1"))
+        self.assertEqual(self.files(sub="tmp"), [])
+        self.assertEqual(self.files(), [])
+        self.assertEqual(self.notifier.calls, [])
+
+    @defer.inlineCallbacks
+    def test_permission_error_retries(self) -> None:
+        """A permission problem on the Maildir defers (4.3.0) instead of bouncing."""
+        def deny(*a: Any, **kw: Any) -> Any:
+            raise OSError(errno.EACCES, "Permission denied")
+
+        self.patch(local_mod.md, "ensure", deny)
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual((rs[0].state, rs[0].detail[:9]), ("pending", "451 4.3.0"))
+
+    @defer.inlineCallbacks
+    def test_fsync_order(self) -> None:
+        """fsync(tmp file) < rename into new/ < fsync(new/) < delivered."""
+        calls: list[tuple[str, str]] = []
+        real_fsync, real_rename = os.fsync, os.rename
+
+        def fsync(fd: int) -> None:
+            calls.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+            real_fsync(fd)
+
+        def rename(a: str, b: str) -> None:
+            calls.append(("rename", os.path.basename(os.path.dirname(b))))
+            real_rename(a, b)
+
+        os.makedirs(os.path.join(self.maildir(), "tmp"))
+        for sub in ("new", "cur"):
+            os.makedirs(os.path.join(self.maildir(), sub))
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "rename", rename)
+        yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        calls.append(("done", ""))
+        self.assertEqual([c[0] for c in calls], ["fsync", "rename", "fsync", "done"])
+        self.assertEqual(calls[1][1], "new")
+        self.assertEqual(calls[2][1], "new")
+
+    @defer.inlineCallbacks
+    def test_unsafe_name_never_a_path(self) -> None:
+        """An account name that would escape the base directory is refused, nothing written."""
+        self.store.accounts.add("../../x@example.com")
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("../../x@example.com")])
+        self.assertEqual(rs[0].state, "failed")
+        self.assertFalse(os.path.exists(os.path.join(self.base, "x")))
