@@ -37,7 +37,11 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # LDH labels (RFC 1035 §2.3.1) plus "_", which real host names carry and cgtwist.address accepts.
 _LABEL_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_MAX_WORK = 1000  # route() calls per resolution: bounds NoRelay backtracking
+# route() calls per resolution: bounds NoRelay back-tracking, restarts and the generator depth.
+_MAX_WORK = 200
+# Longest address analysed: RFC 5321 §4.5.3.1.3 allows 256 octets in a path; login names and
+# rewritten addresses get some room, attacker-sized strings none.
+MAX_ADDRESS = 1024
 
 
 def _lower(text: str) -> str:
@@ -123,6 +127,8 @@ def split_address(text: str) -> tuple[str, str]:
         s = s[1:-1].strip()
     if not s:
         raise AddressError("empty address")
+    if len(s) > MAX_ADDRESS:
+        raise AddressError("address too long")
     if _CONTROL_RE.search(s):
         raise AddressError("control character in address")
     plain = list(_scan(s))  # also checks the quotes
@@ -145,8 +151,11 @@ def split_address(text: str) -> tuple[str, str]:
         local, domain = s[: ats[-1]], s[ats[-1] + 1 :]
         if not local or not domain:
             raise AddressError("empty local part or domain")
-        for i in reversed(ats[:-1]):  # a@b@c: the canonical complex local part is a%b
-            local = local[:i] + "%" + local[i + 1 :]
+        if len(ats) > 1:  # a@b@c: the canonical complex local part is a%b
+            chars = list(local)
+            for i in ats[:-1]:
+                chars[i] = "%"
+            local = "".join(chars)
         return local, normalize_domain(domain)
     pct = [i for i, c in plain if c == "%"]
     if pct:

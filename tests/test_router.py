@@ -258,6 +258,15 @@ class TableSemanticsTests(unittest.TestCase):
         self.assertEqual(result.route.module, "LOCAL")
         self.assertEqual(resolve_with(facts, parse_table(""), "bob", MAIN).route.error, router.UNKNOWN_USER)
 
+    def test_hostile_long_names_end_quickly(self) -> None:
+        """Huge or deeply nested names (e.g. an IMAP login) get an answer, not a hang or a crash."""
+        nested = "nobody" + "%company.com" * 80 + "@company.com"  # 80 main-domain restarts
+        self.assertEqual(route(nested).route.error, router.UNKNOWN_USER)
+        deeper = "x" + "%company.com" * 300 + "@company.com"
+        self.assertIn(route(deeper).route.error, (router.LOOP, router.BAD_SYNTAX))
+        self.assertEqual(route("a@" * 40000 + "company.com", "access").route.error, router.BAD_SYNTAX)
+        self.assertEqual(route("a" * 2000 + "@far.dom").route.error, router.BAD_SYNTAX)
+
     def test_bad_kind(self) -> None:
         """An unknown kind is a programming error, not a route."""
         self.assertRaises(ValueError, route, "a@b.c", "web")
