@@ -32,7 +32,7 @@ class BasicPolicy:
     log = Logger()
 
     def __init__(self, router: IRouter, settings: SettingsHolder) -> None:
-        self.router = router
+        self.router: Any = router  # Any: zope interfaces are not mypy protocols
         self.settings = settings
 
     def connect(self, session: SessionInfo) -> defer.Deferred[Optional[SessionInfo]]:

@@ -64,12 +64,13 @@ class CgSMTP(ESMTP):
     """
 
     log = Logger()
+    transport: Any  # a TCP/TLS transport: ITransport plus producer and TLS methods
 
     def __init__(self, factory: SMTPFactory) -> None:
         super().__init__(chal={}, contextFactory=None)
         self.factory = factory
         self.host = factory.hostname.encode("ascii", "replace")
-        self.callLater = factory.clock.callLater  # TimeoutMixin uses this: a passed-in clock
+        self.callLater = factory.clock.callLater  # type: ignore[method-assign,assignment]  # TimeoutMixin: passed-in clock
         self.session: Optional[SessionInfo] = None
         self._buf = b""
         self._busy = False  # a reply is outstanding: do not read the next command yet

@@ -41,8 +41,10 @@ def login(portal: Portal, username: bytes, password: bytes) -> defer.Deferred[st
     through as typed (``user@domain``, ``user%domain`` or bare): the checker knows the forms.
     """
     checkers = {id(c): c for c in portal.checkers.values()}.values()
-    own = Portal(AvatarIdRealm(), list(checkers))
-    d = own.login(UsernamePassword(username, password), None, ISMTPLogin)
+    realm: Any = AvatarIdRealm()
+    creds: Any = UsernamePassword(username, password)
+    own = Portal(realm, list(checkers))
+    d = own.login(creds, None, ISMTPLogin)
 
     def avatar(result: tuple[Any, Any, Callable[[], None]]) -> str:
         avatar_id = result[1]
