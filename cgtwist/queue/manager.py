@@ -505,11 +505,11 @@ class QueueManager(QueueAdmin):
             self._check_done(m)
             self._kick()
 
-        if m.dropped:
+        if m.dropped or all(r.state == DELIVERED for r in rcpts):
+            # Nothing left to remember: the message is removed next. A crash before that
+            # delivers again, exactly as a crash before the journal write would.
             return defer.succeed(None).addBoth(journaled)
-        d = self.spool.update(m.msg_id, m.envelope)
-        d.addCallback(lambda _: self.spool.record(m.msg_id, [history]))
-        return d.addBoth(journaled)
+        return self.spool.update(m.msg_id, m.envelope, [history]).addBoth(journaled)
 
     def _forget_queue(self, lq: LogicalQueue) -> None:
         if lq.idle() and lq.state != SUSPENDED and not lq.in_ring:

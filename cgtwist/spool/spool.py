@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -116,8 +115,8 @@ class Spool:
         self.base_dir = base_dir
         self.dir = os.path.join(base_dir, paths.QUEUE_DIR)
         self.corrupt_dir = os.path.join(base_dir, paths.CORRUPT_DIR)
-        self._reactor: IReactorTime = reactor
-        self._from_threads: IReactorFromThreads = reactor
+        self._reactor: Any = reactor
+        self._from_threads: Any = reactor
         self._pool = threadpool
         self._count = 0
         self._recorded: dict[str, list[tuple[str, str, str]]] = {}
@@ -223,7 +222,7 @@ class Spool:
     # -- load -------------------------------------------------------------------------------
     def load(self, msg_id: str) -> defer.Deferred[tuple[Envelope, bytes]]:
         """Fire with (Envelope with journal applied, message bytes)."""
-        d = self.load_entry(msg_id)
+        d: defer.Deferred[Any] = self.load_entry(msg_id)
         return d.addCallback(lambda e: (e.envelope, e.data))
 
     def load_entry(self, msg_id: str, with_data: bool = True) -> defer.Deferred[SpoolEntry]:
@@ -259,23 +258,30 @@ class Spool:
 
         def corrupt(f: Failure) -> Any:
             f.trap(SpoolCorrupt)
-            d2 = self.quarantine(msg_id, f.value.reason)
+            d2 = self.quarantine(msg_id, getattr(f.value, "reason", "corrupt"))
             return d2.addCallback(lambda _: f)
 
         return self._in_thread(read).addCallbacks(loaded, corrupt)
 
     # -- journal ----------------------------------------------------------------------------
-    def update(self, msg_id: str, envelope: Envelope) -> defer.Deferred[None]:
-        """Durably journal every recipient whose state, route or detail changed."""
+    def update(self, msg_id: str, envelope: Envelope,
+               extra: Optional[list[dict[str, Any]]] = None) -> defer.Deferred[None]:
+        """Durably journal every recipient whose state or detail changed (a route alone is not
+        worth an fsync: it is computed again after a restart), plus ``extra`` records, with one
+        append and one fsync."""
         now = self._reactor.seconds()
         known = self._recorded.get(msg_id)
         records = []
+        states = [(r.state, r.route, r.detail) for r in envelope.recipients]
         for i, r in enumerate(envelope.recipients):
-            cur = (r.state, r.route, r.detail)
-            if known is None or i >= len(known) or known[i] != cur:
+            if known is None or i >= len(known) or (known[i][0], known[i][2]) != (r.state, r.detail):
                 records.append(fmt.recipient_record(i, r, now))
-        self._recorded[msg_id] = [(r.state, r.route, r.detail) for r in envelope.recipients]
-        return self.record(msg_id, records)
+        d = self.record(msg_id, records + list(extra or []))
+
+        def written(_: None) -> None:
+            self._recorded[msg_id] = states
+
+        return d.addCallback(written)
 
     def record(self, msg_id: str, records: list[dict[str, Any]]) -> defer.Deferred[None]:
         """Append journal records (history ``a``, hold ``h``, bounced ``b``, recipient ``r``)

@@ -55,7 +55,7 @@ class DeliveryTests(QueueTestCase):
         once the agent is added."""
         msg_id = self.submit(env("prog@pipe"))
         self.pump(3600)
-        self.assertEqual(self.spooled(), [msg_id + ".jrn", msg_id + ".msg"])
+        self.assertEqual(self.spooled(), [msg_id + ".msg"])
         self.assertEqual(self.bounced, [])
         pipe = Agent("PIPE", self.clock)
         self.manager.set_agent("PIPE", pipe)
