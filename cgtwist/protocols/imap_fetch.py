@@ -15,6 +15,8 @@ from typing import IO, Any, Iterator, Optional
 from twisted.logger import Logger
 from twisted.mail import imap4
 
+from cgtwist.protocols import imap_structure
+
 log = Logger()
 
 CHUNK = 65536
@@ -116,9 +118,9 @@ def _flags(msg: Any, extra: Optional[str]) -> bytes:
 
 
 def body_structure(msg: Any, extended: bool) -> bytes:
-    """BODYSTRUCTURE/BODY via Twisted's builder; malformed MIME gets a plain-text fallback."""
+    """BODYSTRUCTURE/BODY from the raw message; malformed MIME gets a plain-text fallback."""
     try:
-        return imap4.collapseNestedLists([imap4.getBodyStructure(msg, extended)])
+        return imap_structure.body_structure(read_raw(msg), extended)
     except Exception:
         log.failure("BODYSTRUCTURE failed for a malformed message; using text/plain")
         s = list(_FALLBACK_STRUCTURE)
@@ -257,7 +259,7 @@ def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
         elif t == "rfc822size":
             yield b"RFC822.SIZE %d" % msg.getSize()
         elif t == "envelope":
-            yield b"ENVELOPE " + imap4.collapseNestedLists([imap4.getEnvelope(msg)])
+            yield b"ENVELOPE " + imap_structure.envelope_of(msg)
         elif t == "bodystructure":
             yield b"BODYSTRUCTURE " + body_structure(msg, True)
         elif t == "rfc822":

@@ -100,9 +100,10 @@ class World:
 class Client:
     """A CgIMAP4Server on a StringTransport; ``send`` returns what the server wrote."""
 
-    def __init__(self, world: World, ip: str = "192.0.2.10", **kw: Any) -> None:
+    def __init__(self, world: World, ip: str = "192.0.2.10", factory: Optional[IMAPFactory] = None,
+                 **kw: Any) -> None:
         self.world = world
-        self.factory = world.factory(**kw)
+        self.factory = factory or world.factory(**kw)
         self.proto: CgIMAP4Server = self.factory.buildProtocol(address.IPv4Address("TCP", ip, 5555))
         self.transport = TLSStringTransport(peerAddress=address.IPv4Address("TCP", ip, 5555))
         self.proto.makeConnection(self.transport)

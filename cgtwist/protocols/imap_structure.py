@@ -1,0 +1,135 @@
+"""ENVELOPE and BODYSTRUCTURE for IMAP FETCH (RFC 3501 §7.4.2), built from raw message bytes.
+
+Pure: bytes and header dicts in, the wire form out; no I/O beyond the message object given.
+Replaces Twisted's builders, which lower-case parameter values (breaking ``boundary``), give
+NIL types for messages without Content-Type (RFC 2045 §5.2 says text/plain; us-ascii), count
+the whole message as the body size and fail on 8-bit headers or addresses without ``@``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+from email.message import Message
+from typing import Any, Optional
+
+from twisted.mail.imap4 import collapseNestedLists
+
+_ENVELOPE_HEADERS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
+                     "in-reply-to", "message-id")
+
+
+def _b(value: Optional[str]) -> Optional[bytes]:
+    """Header text to octets: latin-1 round-trips what the mailstore decoded; else UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
+def _addresses(value: Optional[str]) -> Optional[list[list[Optional[bytes]]]]:
+    """RFC 3501 address list: (name adl mailbox host) per address, NIL when absent."""
+    if not value:
+        return None
+    out: list[list[Optional[bytes]]] = []
+    for name, addr in email.utils.getaddresses([value]):
+        if not addr and not name:
+            continue
+        local, at, host = addr.rpartition("@")
+        if not at:
+            local, host = addr, ""
+        out.append([_b(name) or None, None, _b(local) or None, _b(host) or None])
+    return out or None
+
+
+def envelope(headers: dict[str, str]) -> list[Any]:
+    """The ENVELOPE structure from lower-cased header names (sender/reply-to default to from)."""
+    def h(name: str) -> Optional[str]:
+        v = headers.get(name)
+        return " ".join(v.split()) if v is not None else None
+
+    frm = _addresses(h("from"))
+    return [
+        _b(h("date")), _b(h("subject")), frm,
+        _addresses(h("sender")) or frm, _addresses(h("reply-to")) or frm,
+        _addresses(h("to")), _addresses(h("cc")), _addresses(h("bcc")),
+        _b(h("in-reply-to")), _b(h("message-id")),
+    ]
+
+
+def envelope_of(msg: Any) -> bytes:
+    heads = msg.getHeaders(False, *_ENVELOPE_HEADERS)
+    heads = {k.lower(): v for k, v in heads.items()}
+    return collapseNestedLists([envelope(heads)])
+
+
+def _params(part: Message, header: str) -> Optional[list[bytes]]:
+    out: list[bytes] = []
+    for k, v in (part.get_params(header=header, failobj=[]) or [])[1:]:
+        if isinstance(v, tuple):
+            v = email.utils.collapse_rfc2231_value(v)
+        out += [_b(str(k)) or b"", _b(email.utils.unquote(str(v))) or b""]
+    return out or None
+
+
+def _disposition(part: Message) -> Optional[list[Any]]:
+    if part.get("content-disposition") is None:
+        return None
+    value = part.get_params(header="content-disposition", failobj=[])
+    if not value:
+        return None
+    return [_b(str(value[0][0])), _params(part, "content-disposition")]
+
+
+def _header(part: Message, name: str) -> Optional[bytes]:
+    v = part.get(name)
+    return _b(" ".join(str(v).split())) if v is not None else None
+
+
+def _raw_body(part: Message) -> bytes:
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return payload.encode("ascii", "surrogateescape")
+    return part.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n")).split(b"\r\n\r\n", 1)[-1]
+
+
+def _lines(body: bytes) -> int:
+    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+
+
+def structure(part: Message, extended: bool) -> list[Any]:
+    """BODYSTRUCTURE (``extended``) or BODY of one parsed MIME part."""
+    if part.is_multipart():
+        kids = [structure(p, extended) for p in part.get_payload() if isinstance(p, Message)]
+        out: list[Any] = kids + [_b(part.get_content_subtype())]
+        if extended:
+            out += [_params(part, "content-type"), _disposition(part),
+                    _header(part, "content-language"), _header(part, "content-location")]
+        return out
+    maintype, subtype = part.get_content_maintype(), part.get_content_subtype()
+    params = _params(part, "content-type")
+    if maintype == "text" and not (params and b"charset" in [p.lower() for p in params[::2]]):
+        params = (params or []) + [b"charset", b"us-ascii"]  # RFC 2045 §5.2 default
+    body = _raw_body(part)
+    out = [_b(maintype), _b(subtype), params, _header(part, "content-id"),
+           _header(part, "content-description"),
+           _b(str(part.get("content-transfer-encoding", "7bit")).strip().lower()) or b"7bit", len(body)]
+    if (maintype, subtype) == ("message", "rfc822") and isinstance(part.get_payload(), list):
+        inner = part.get_payload()[0]
+        heads = {k.lower(): str(v) for k, v in inner.items()}
+        out += [envelope(heads), structure(inner, extended), _lines(body)]
+    elif maintype == "text":
+        out.append(_lines(body))
+    if extended:
+        out += [_header(part, "content-md5"), _disposition(part),
+                _header(part, "content-language"), _header(part, "content-location")]
+    return out
+
+
+def body_structure(raw: bytes, extended: bool) -> bytes:
+    """The wire form of BODYSTRUCTURE/BODY for a whole raw message."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    return collapseNestedLists([structure(msg, extended)])

@@ -1,0 +1,315 @@
+"""IMAP connection behaviour: capabilities, TLS and login policy, literals and limits, timeouts."""
+
+from __future__ import annotations
+
+import base64
+
+from twisted.trial import unittest
+
+from tests.protocols.test_imap_support import Client, World
+
+
+def _has_continuation(out: bytes) -> bool:
+    return any(line.startswith(b"+") for line in out.split(b"\r\n"))
+
+
+def _plain(user: bytes, pw: bytes) -> bytes:
+    return base64.b64encode(b"\0" + user + b"\0" + pw)
+
+
+class CapabilityTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+
+    def test_before_tls_login_disabled_and_starttls_offered(self) -> None:
+        """A client on port 143 sees STARTTLS and LOGINDISABLED, and no AUTH=PLAIN, before TLS."""
+        c = Client(self.world)
+        self.assertIn(b"STARTTLS", c.greeting)
+        self.assertIn(b"LOGINDISABLED", c.greeting)
+        self.assertNotIn(b"AUTH=PLAIN", c.greeting)
+        self.assertNotIn(b"PREAUTH", c.greeting)
+
+    def test_extensions_advertised(self) -> None:
+        """Every extension we implement is listed in CAPABILITY, and nothing we do not implement."""
+        c = Client(self.world)
+        out = c.send(b"a CAPABILITY\r\n")
+        line = out.split(b"\r\n")[0].split()
+        for cap in (b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
+                    b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN"):
+            self.assertIn(cap, line)
+        for absent in (b"CONDSTORE", b"QRESYNC", b"QUOTA", b"COMPRESS=DEFLATE", b"AUTH=LOGIN"):
+            self.assertNotIn(absent, line)
+        self.assertIn(b"a OK", out)
+
+    def test_after_starttls_auth_plain_and_no_logindisabled(self) -> None:
+        """After STARTTLS the capability list offers AUTH=PLAIN and no longer STARTTLS."""
+        c = Client(self.world)
+        out = c.send(b"t STARTTLS\r\n")
+        self.assertIn(b"t OK", out)
+        self.assertEqual(c.transport.tls_context, "ctx")
+        out = c.send(b"a CAPABILITY\r\n")
+        self.assertIn(b"AUTH=PLAIN", out)
+        self.assertNotIn(b"LOGINDISABLED", out)
+        self.assertNotIn(b"STARTTLS", out)
+
+    def test_implicit_tls_listener(self) -> None:
+        """On an implicit-TLS listener (993) login is allowed at once and STARTTLS is not offered."""
+        c = Client(self.world, tls="implicit")
+        self.assertIn(b"AUTH=PLAIN", c.greeting)
+        self.assertNotIn(b"STARTTLS", c.greeting)
+        self.assertNotIn(b"LOGINDISABLED", c.greeting)
+        self.assertIn(b"a OK", c.send(b"a LOGIN alice@example.com secret\r\n"))
+
+    def test_no_certificate_no_starttls(self) -> None:
+        """Without a certificate STARTTLS is neither advertised nor accepted."""
+        c = Client(self.world, ctx=None)
+        self.assertNotIn(b"STARTTLS", c.greeting)
+        self.assertIn(b"t NO", c.send(b"t STARTTLS\r\n"))
+
+
+class StartTLSTests(unittest.TestCase):
+    def test_pipelined_commands_after_starttls_are_discarded(self) -> None:
+        """CVE-2011-0411: a command sent in the same packet as STARTTLS is never executed."""
+        c = Client(World())
+        out = c.send(b"t STARTTLS\r\nb CAPABILITY\r\nc LOGIN alice@example.com secret\r\n")
+        self.assertIn(b"t OK", out)
+        self.assertNotIn(b"b OK", out)
+        self.assertNotIn(b"c ", out)
+        self.assertEqual(c.proto.state, "unauth")
+        self.assertIn(b"b OK", c.send(b"b CAPABILITY\r\n"))
+
+    def test_second_starttls_refused(self) -> None:
+        """A second STARTTLS inside TLS gets BAD."""
+        c = Client(World())
+        c.send(b"t STARTTLS\r\n")
+        self.assertIn(b"u BAD", c.send(b"u STARTTLS\r\n"))
+
+
+class LoginPolicyTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+
+    def test_plaintext_login_refused_before_tls(self) -> None:
+        """LOGIN on an unencrypted link gets NO [PRIVACYREQUIRED] and the password is not checked."""
+        c = Client(self.world)
+        self.assertIn(b"a NO [PRIVACYREQUIRED]", c.send(b"a LOGIN alice@example.com secret\r\n"))
+        self.assertEqual(c.proto.state, "unauth")
+        self.assertIn(b"b NO [PRIVACYREQUIRED]", c.send(b"b AUTHENTICATE PLAIN " +
+                                                        _plain(b"alice@example.com", b"secret") + b"\r\n"))
+
+    def test_listener_may_allow_plaintext(self) -> None:
+        """A listener configured with allow_plain_auth accepts LOGIN without TLS."""
+        c = Client(self.world, allow_plain=True)
+        self.assertNotIn(b"LOGINDISABLED", c.greeting)
+        self.assertIn(b"a OK", c.send(b"a LOGIN alice@example.com secret\r\n"))
+
+    def test_setting_may_allow_plaintext(self) -> None:
+        """auth.allow_plaintext switches the policy on for every listener."""
+        c = Client(World({"auth.allow_plaintext": True}))
+        self.assertIn(b"a OK", c.send(b"a LOGIN alice@example.com secret\r\n"))
+
+    def test_login_with_quoted_and_literal_arguments(self) -> None:
+        """Quoted strings with escapes and literals both work for LOGIN (as imaplib sends them)."""
+        c = Client(self.world, tls="implicit")
+        self.assertTrue(_has_continuation(c.send(b"a LOGIN {17}\r\n")))
+        self.assertIn(b"a OK", c.send(b'alice@example.com "secret"\r\n'))
+        c2 = Client(self.world, tls="implicit")
+        self.assertIn(b"a NO", c2.send(b'a LOGIN "alice@example.com" "sec\\"ret"\r\n') + self._advance(c2))
+
+    def _advance(self, c: Client) -> bytes:
+        self.world.clock.advance(30)
+        return c.take()
+
+    def test_authenticate_plain_with_and_without_initial_response(self) -> None:
+        """SASL PLAIN works with SASL-IR and with a continuation; '*' cancels with BAD."""
+        c = Client(self.world, tls="implicit")
+        self.assertIn(b"a OK", c.send(b"a AUTHENTICATE PLAIN " + _plain(b"alice@example.com", b"secret") + b"\r\n"))
+        c2 = Client(self.world, tls="implicit")
+        self.assertEqual(c2.send(b"b AUTHENTICATE PLAIN\r\n"), b"+ \r\n")
+        self.assertIn(b"b OK", c2.send(_plain(b"bob@example.com", b"hunter2") + b"\r\n"))
+        c3 = Client(self.world, tls="implicit")
+        c3.send(b"c AUTHENTICATE PLAIN\r\n")
+        self.assertIn(b"c BAD", c3.send(b"*\r\n"))
+        self.assertIn(b"d BAD", c3.send(b"d AUTHENTICATE PLAIN !!!notbase64\r\n"))
+        self.assertIn(b"e NO", c3.send(b"e AUTHENTICATE CRAM-MD5\r\n"))
+
+    def test_failed_login_reply_is_delayed_per_ip(self) -> None:
+        """Wrong passwords are answered after 2, then 4 s; other IPs are not slowed down."""
+        c = Client(self.world, tls="implicit")
+        self.assertEqual(c.send(b"a LOGIN alice@example.com wrong\r\n"), b"")
+        self.world.clock.advance(1.9)
+        self.assertEqual(c.take(), b"")
+        self.world.clock.advance(0.2)
+        self.assertIn(b"a NO [AUTHENTICATIONFAILED]", c.take())
+        c.send(b"b LOGIN alice@example.com wrong2\r\n")
+        self.world.clock.advance(3.9)
+        self.assertEqual(c.take(), b"")
+        self.world.clock.advance(0.2)
+        self.assertIn(b"b NO", c.take())
+        other = Client(self.world, ip="198.51.100.7", tls="implicit")
+        other.send(b"x LOGIN alice@example.com nope\r\n")
+        self.world.clock.advance(2.1)
+        self.assertIn(b"x NO", other.take())
+
+    def test_too_many_failures_disconnect(self) -> None:
+        """After auth.max_failures wrong passwords on one connection the server says BYE."""
+        c = Client(World({"auth.max_failures": 2, "auth.fail_delays": [0]}), tls="implicit")
+        c.send(b"a LOGIN alice@example.com x\r\n")
+        c.world.clock.advance(0)
+        c.send(b"b LOGIN alice@example.com y\r\n")
+        c.world.clock.advance(0)
+        out = c.take()
+        self.assertIn(b"b NO", out)
+        self.assertIn(b"* BYE", out)
+        self.assertTrue(c.transport.disconnecting)
+
+    def test_login_name_forms_reach_the_portal_as_given(self) -> None:
+        """user@domain is passed to the checker unchanged (the checker handles the forms)."""
+        c = Client(self.world, tls="implicit")
+        self.assertIn(b"a OK", c.send(b"a LOGIN bob@example.com hunter2\r\n"))
+        self.assertEqual(c.proto.account_name, "bob@example.com")
+
+
+class LiteralAndLimitTests(unittest.TestCase):
+    """RELIABILITY a8 / twisted #12763: literal attacks never hang and never get a '+'."""
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.c = Client(self.world)
+
+    def test_huge_literal_before_login_refused_without_continuation(self) -> None:
+        """`a LOGIN {400000000}` gets BAD at once, no '+', and the session keeps working."""
+        out = self.c.send(b"a LOGIN {400000000}\r\n")
+        self.assertTrue(out.startswith(b"a BAD"), out)
+        self.assertFalse(_has_continuation(out))
+        self.assertIn(b"b OK", self.c.send(b"b NOOP\r\n"))
+
+    def test_malformed_literal_sizes(self) -> None:
+        """{-1}, {}, {9999999999} and {abc} each get BAD, never a hang or a traceback."""
+        for n, lit in enumerate([b"{-1}", b"{}", b"{9999999999}", b"{abc}", b"{1x+}"]):
+            out = self.c.send(b"t%d LOGIN %s\r\n" % (n, lit))
+            self.assertTrue(out.startswith(b"t%d BAD" % n), (lit, out))
+            self.assertFalse(_has_continuation(out))
+        self.assertIn(b"z OK", self.c.send(b"z NOOP\r\n"))
+
+    def test_negative_literal_in_search_does_not_hang(self) -> None:
+        """`a3 SEARCH {-100}zzz` (the Twisted reactor-hang input) gets BAD."""
+        self.c.login()
+        self.c.select()
+        self.assertIn(b"a3 BAD", self.c.send(b"a3 SEARCH {-100}zzz\r\n"))
+        self.assertIn(b"a4 BAD", self.c.send(b"a4 SEARCH {-100}\r\n"))
+        self.assertIn(b"a5 OK", self.c.send(b"a5 NOOP\r\n"))
+
+    def test_non_synchronising_literal_over_limit_closes(self) -> None:
+        """An over-limit LITERAL+ literal cannot be skipped: BAD, BYE and the connection closes."""
+        out = self.c.send(b"a LOGIN {9000+}\r\n")
+        self.assertIn(b"a BAD [TOOBIG]", out)
+        self.assertIn(b"* BYE", out)
+        self.assertTrue(self.c.transport.disconnecting)
+
+    def test_literal_plus_accepted_without_continuation(self) -> None:
+        """A small {n+} literal is read without a '+' continuation (RFC 7888)."""
+        c = Client(self.world, tls="implicit")
+        out = c.send(b"a LOGIN {17+}\r\nalice@example.com secret\r\n")
+        self.assertFalse(_has_continuation(out))
+        self.assertIn(b"a OK", out)
+
+    def test_append_literal_capped_by_setting_read_at_use(self) -> None:
+        """APPEND over imap.max_literal gets NO [TOOBIG] before any '+'; a change applies at once."""
+        self.c.login()
+        self.assertTrue(_has_continuation(self.c.send(b"a APPEND INBOX {20000}\r\n")))
+        self.c.send(b"x" * 20000 + b"\r\n")
+        from cgtwist.settings import Settings
+        self.world.settings.replace(Settings({"imap.max_literal": 10000}))
+        out = self.c.send(b"b APPEND INBOX {20000}\r\n")
+        self.assertEqual(out, b"b NO [TOOBIG] Message too large\r\n")
+        self.assertIn(b"c OK", self.c.send(b"c NOOP\r\n"))
+
+    def test_non_append_literal_capped_small(self) -> None:
+        """Literals outside APPEND are capped at a few KiB even after login."""
+        self.c.login()
+        out = self.c.send(b"a CREATE {100000}\r\n")
+        self.assertTrue(out.startswith(b"a BAD [TOOBIG]"), out)
+        out = self.c.send(b"b APPEND {100000}\r\n")  # the mailbox name is not the message
+        self.assertTrue(out.startswith(b"b BAD [TOOBIG]"), out)
+
+    def test_long_line_rejected_and_session_continues(self) -> None:
+        """A line over imap.max_command_length gets BAD; the next command works."""
+        c = Client(World({"imap.max_command_length": 1000}))
+        out = c.send(b"a NOOP " + b"x" * 5000)
+        self.assertIn(b"BAD [TOOBIG]", out)
+        self.assertEqual(c.send(b"y" * 5000), b"")
+        out = c.send(b"yyy\r\nb NOOP\r\n")
+        self.assertEqual(out, b"b OK NOOP No operation performed\r\n")
+
+    def test_deep_nesting_rejected(self) -> None:
+        """10,000 nested parentheses get BAD without recursion errors."""
+        self.c.login()
+        self.c.select()
+        out = self.c.send(b"a FETCH 1 " + b"(" * 10000 + b"FLAGS" + b")" * 10000 + b"\r\n")
+        self.assertTrue(out.startswith(b"a BAD"), out[:80])
+        out = self.c.send(b"b SEARCH " + b"(" * 10000 + b"ALL" + b")" * 10000 + b"\r\n")
+        self.assertTrue(out.startswith(b"b BAD"), out[:80])
+
+    def test_too_many_search_terms(self) -> None:
+        """SEARCH with thousands of OR terms gets BAD instead of exhausting the stack."""
+        self.c.login()
+        self.c.select()
+        out = self.c.send(b"a SEARCH " + b"OR ALL " * 5000 + b"ALL\r\n")
+        self.assertTrue(out.startswith(b"a BAD"), out[:80])
+
+    def test_bad_commands(self) -> None:
+        """Unknown commands, bad tags and wrong-state commands get BAD and change nothing."""
+        self.assertIn(b"a BAD", self.c.send(b"a FROBNICATE\r\n"))
+        self.assertIn(b"b BAD", self.c.send(b"b SELECT INBOX\r\n"))
+        self.assertIn(b"* BAD", self.c.send(b"+x NOOP\r\n"))
+        self.assertIn(b"c BAD", self.c.send(b"c\r\n"))
+        self.assertIn(b"d OK", self.c.send(b"d NOOP\r\n"))
+
+    def test_pipelined_commands_answered_in_order(self) -> None:
+        """Pipelined commands run one after another and are answered in order."""
+        c = Client(self.world, tls="implicit")
+        out = c.send(b"a LOGIN alice@example.com secret\r\nb SELECT INBOX\r\nc NOOP\r\n")
+        self.assertLess(out.index(b"a OK"), out.index(b"b OK"))
+        self.assertLess(out.index(b"b OK"), out.index(b"c OK"))
+
+
+class TimeoutTests(unittest.TestCase):
+    def test_preauth_timeout(self) -> None:
+        """An unauthenticated connection is closed after imap.preauth_timeout of silence."""
+        w = World({"imap.preauth_timeout": 30})
+        c = Client(w)
+        w.clock.advance(29)
+        self.assertFalse(c.transport.disconnecting)
+        w.clock.advance(2)
+        self.assertIn(b"* BYE", c.take())
+        self.assertTrue(c.transport.disconnecting)
+
+    def test_authenticated_and_idle_timeout(self) -> None:
+        """After login the session survives 29 minutes of IDLE and is closed at imap.idle_timeout."""
+        w = World()
+        c = Client(w)
+        c.login()
+        c.select()
+        c.send(b"i IDLE\r\n")
+        w.clock.advance(29 * 60)
+        self.assertFalse(c.transport.disconnecting)
+        c.send(b"DONE\r\n")
+        c.send(b"j IDLE\r\n")
+        w.clock.advance(1801)
+        self.assertIn(b"* BYE", c.take())
+        self.assertTrue(c.transport.disconnecting)
+
+    def test_connection_limit_per_ip(self) -> None:
+        """More than access.max_connections_per_ip connections from one IP get BYE at once."""
+        w = World({"access.max_connections_per_ip": 2})
+        f = w.factory()
+        a, b = Client(w, factory=f), Client(w, factory=f)
+        c = Client(w, factory=f)
+        self.assertIn(b"* BYE", c.greeting)
+        self.assertTrue(c.transport.disconnecting)
+        c.close()
+        a.close()
+        d = Client(w, factory=f)
+        self.assertIn(b"* OK", d.greeting)
+        self.assertIsNotNone(b)
