@@ -1,0 +1,316 @@
+"""Receiving protection: runs the checks at the right SMTP hooks and turns outcomes into replies.
+
+Owns the decision (COMMUNIGATE.md a.6 check order): at connect the blacklist then the RBL; at
+MAIL FROM the sender blacklist, return-path DNS, SPF, then Reverse Connect; RCPT and the rest
+are the inner policy's (relaying, routing). Each check is ``off | nonclients | all`` from the
+dynamic settings, overridable per listener, read at use time. Client IPs and white-holed IPs
+are exempt where the mode says so; authenticated sessions count as clients at MAIL FROM. One
+Verdict per transaction records every result; every refusal is logged with check, peer and
+reason. It does no DNS or socket work itself: the checks do, through what is passed in.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from cgtwist.addresslist import AddressList, AddressListCache, AddressListError
+from cgtwist.checks.authpenalty import AuthPenalty
+from cgtwist.checks.blacklist import AutoBlacklist, SenderBlacklist, check_ip, check_sender
+from cgtwist.checks.rbl import RBLChecker
+from cgtwist.checks.result import FAIL, LISTED, SKIPPED, TEMPERROR, CheckResult, clean
+from cgtwist.checks.returnpath import REPLIES as RETURNPATH_REPLIES
+from cgtwist.checks.returnpath import check_return_path
+from cgtwist.checks.reverseconnect import (
+    Connector,
+    ReverseConnect,
+    ReverseConnectConfig,
+    default_connector,
+)
+from cgtwist.checks.spf import RESULTS as SPF_RESULTS
+from cgtwist.checks.spf import SPFChecker
+from cgtwist.checks.verdict import Verdict
+from cgtwist.errors import MailError
+from cgtwist.interfaces import IPolicy, IResolver
+from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.types import Envelope, SessionInfo
+
+log = Logger()
+
+MODES = ("off", "nonclients", "all")
+CHECKS = ("blacklist", "rbl", "returnpath", "spf", "reverse_connect")
+SPF_ACTIONS = ("reject", "tempfail", "tag", "accept")
+
+
+@dataclass
+class _SessionState:
+    connect_results: list[CheckResult] = field(default_factory=list)
+    verdict: Optional[Verdict] = None
+    helo: str = ""
+
+
+@implementer(IPolicy)
+class ProtectedPolicy:
+    """IPolicy wrapping ``inner`` (the BasicPolicy) with the receiving-protection checks.
+
+    ``reactor`` supplies threads for SPF and the default Reverse Connect connector; ``spf``,
+    ``reverse_connect``, ``auto_blacklist`` and ``auth_penalty`` may be passed in (tests,
+    sharing), otherwise they are built here. ``hostname`` is our authserv-id / HELO name.
+    """
+
+    def __init__(self, inner: IPolicy, resolver: IResolver, settings: SettingsHolder, clock: Any,
+                 reactor: Any = None, hostname: str = "localhost", threadpool: Any = None,
+                 spf: Optional[SPFChecker] = None, reverse_connect: Optional[ReverseConnect] = None,
+                 connector: Optional[Connector] = None, auto_blacklist: Optional[AutoBlacklist] = None,
+                 auth_penalty: Optional[AuthPenalty] = None, max_sessions: int = 20000) -> None:
+        self.inner = inner
+        self.resolver = resolver
+        self.settings = settings
+        self.clock = clock
+        self.hostname = hostname
+        self._lists = AddressListCache(size=32)
+        self._bad_lists: set[tuple[str, str]] = set()
+        self.rbl = RBLChecker(resolver, clock)
+        if spf is None and reactor is not None and getattr(resolver, "nameservers", None) is not None:
+            spf = SPFChecker(resolver.nameservers, reactor, threadpool,  # type: ignore[attr-defined]
+                             timeout=float(getattr(resolver, "timeout", 5.0)), receiver=hostname)
+        self.spf = spf
+        if reverse_connect is None and (connector is not None or reactor is not None):
+            reverse_connect = ReverseConnect(resolver, connector or default_connector(reactor), clock,
+                                             self._reverse_connect_config)
+        self.reverse_connect = reverse_connect
+        self.auto_blacklist = auto_blacklist or AutoBlacklist(clock, settings)
+        self.auth_penalty = auth_penalty or AuthPenalty(
+            clock, settings, is_trusted=self.is_auth_trusted,
+            on_failure=lambda ip: self.auto_blacklist.offence(ip, "auth"))
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
+
+    # -- settings helpers ---------------------------------------------------------------
+    def _setting(self, key: str) -> Any:
+        s = self.settings.current
+        return s[key] if key in s else DEFAULTS[key][0]
+
+    def _address_list(self, key: str) -> AddressList:
+        text = self._setting(key)
+        try:
+            return self._lists.get(text)
+        except AddressListError as e:
+            marker = (key, str(text))
+            if marker not in self._bad_lists:
+                self._bad_lists.add(marker)
+                log.error("setting {key} is not a valid address list ({error}); treated as empty",
+                          key=key, error=str(e))
+            return AddressList()
+
+    def is_client_ip(self, ip: str) -> bool:
+        """CommuniGate "Client IPs": the SMTP layer sets SessionInfo.is_client_ip from this."""
+        return self._address_list("clients.ips").contains(ip)
+
+    def is_whiteholed(self, ip: str) -> bool:
+        return self._address_list("protection.whitehole.ips").contains(ip)
+
+    def is_auth_trusted(self, ip: str) -> bool:
+        """Trusted networks for the AUTH penalty: Client IPs plus ``auth.trusted_ips``."""
+        return self.is_client_ip(ip) or self._address_list("auth.trusted_ips").contains(ip)
+
+    def mode(self, check: str, session: SessionInfo) -> str:
+        """The effective mode of ``check`` for this session's listener."""
+        overrides = self._setting("protection.listeners") or {}
+        mode: Any = None
+        if isinstance(overrides, Mapping):
+            for key in (session.listener, str(session.local_port)):
+                per = overrides.get(key) if key else None
+                if isinstance(per, Mapping) and check in per:
+                    mode = per[check]
+                    break
+        if mode is None:
+            mode = self._setting(f"protection.{check}.mode")
+        if mode not in MODES:
+            default = DEFAULTS[f"protection.{check}.mode"][0]
+            log.warn("bad mode {mode!r} for check {check}; using {default}", mode=mode, check=check,
+                     default=default)
+            mode = default
+        return str(mode)
+
+    def applies(self, check: str, session: SessionInfo, client: bool) -> bool:
+        mode = self.mode(check, session)
+        return mode == "all" or (mode == "nonclients" and not client)
+
+    def _is_client(self, session: SessionInfo) -> bool:
+        return session.is_client_ip or self.is_client_ip(session.peer_ip)
+
+    def _reverse_connect_config(self) -> ReverseConnectConfig:
+        g = self._setting
+        return ReverseConnectConfig(
+            timeout=float(g("protection.reverse_connect.timeout")),
+            positive_ttl=float(g("protection.reverse_connect.positive_ttl")),
+            negative_ttl=float(g("protection.reverse_connect.negative_ttl")),
+            rate_limit=int(g("protection.reverse_connect.rate_limit")),
+            max_concurrency=int(g("protection.reverse_connect.max_concurrency")),
+            helo=self.hostname,
+            port=int(self.settings.current.get("smtp.remote_port", 25)),
+        )
+
+    # -- session state ------------------------------------------------------------------
+    def _state(self, session: SessionInfo) -> _SessionState:
+        st = self._sessions.get(session.session_id)
+        if st is None:
+            st = self._sessions[session.session_id] = _SessionState()
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        return st
+
+    def session_closed(self, session: SessionInfo) -> None:
+        """The SMTP layer calls this on disconnect so per-session state is freed at once."""
+        self._sessions.pop(session.session_id, None)
+
+    def verdict(self, session: SessionInfo) -> Optional[Verdict]:
+        """The current transaction's verdict (None before MAIL FROM)."""
+        st = self._sessions.get(session.session_id)
+        return st.verdict if st else None
+
+    def report_offence(self, ip: str, kind: str = "errors") -> bool:
+        """Count an offence (e.g. a disconnect for too many errors); True if now blacklisted."""
+        if self.is_client_ip(ip) or self.is_whiteholed(ip):
+            return False
+        return self.auto_blacklist.offence(ip, kind)
+
+    def _refuse(self, session: SessionInfo, verdict: Verdict, check: str, err: MailError,
+                reason: str) -> MailError:
+        verdict.refuse(check, err.reply(), err.temporary)
+        log.info("protection refused: check={check} peer={peer} session={session} reason={reason} "
+                 "reply={reply}", check=check, peer=session.peer_ip, session=session.session_id,
+                 reason=clean(reason), reply=err.reply())
+        log.info("{line}", line=verdict.log_line())
+        err.detail = f"{check}: {clean(reason)}"
+        return err
+
+    # -- IPolicy ------------------------------------------------------------------------
+    def connect(self, session: SessionInfo) -> defer.Deferred[Any]:
+        return defer.ensureDeferred(self._connect(session))
+
+    async def _connect(self, session: SessionInfo) -> Any:
+        inner_result = await defer.maybeDeferred(self.inner.connect, session)
+        st = self._state(session)
+        st.connect_results = []
+        st.verdict = None
+        ip = session.peer_ip
+        client = self._is_client(session)
+        verdict = Verdict(session.session_id, ip)
+        if self.is_whiteholed(ip):
+            st.connect_results.append(CheckResult("blacklist", SKIPPED, "white-holed"))
+            return inner_result
+        if self.applies("blacklist", session, client):
+            r = check_ip(ip, self._address_list("protection.blacklist.ips"), self.auto_blacklist, self.clock)
+            st.connect_results.append(verdict.add(r))
+            if r.outcome == LISTED:
+                # RFC 5321 §3.1: 554 as the greeting means "no SMTP service here" for this peer.
+                raise self._refuse(session, verdict, "blacklist",
+                                   MailError(554, "5.7.1", "Access denied"), r.reason)
+        if self.applies("rbl", session, client):
+            zones = self._setting("protection.rbl.zones") or []
+            if isinstance(zones, str):
+                zones = [z for z in zones.replace(",", " ").split() if z]
+            r = await self.rbl.check(ip, list(zones))
+            st.connect_results.append(verdict.add(r))
+            if r.outcome == LISTED:
+                code = int(self._setting("protection.rbl.code"))
+                code = code if code in (421, 450, 451, 550, 554) else 554
+                enhanced = "4.7.1" if code < 500 else "5.7.1"
+                zone = clean(r.data.get("zone", ""), 100)
+                raise self._refuse(session, verdict, "rbl", MailError(
+                    code, enhanced, f"Service unavailable; client host [{ip}] blocked using {zone}"),
+                    r.reason)
+        return inner_result
+
+    def helo(self, session: SessionInfo, name: str) -> defer.Deferred[Any]:
+        d = defer.maybeDeferred(self.inner.helo, session, name)
+
+        def remember(result: Any) -> Any:
+            self._state(session).helo = name  # the SPF HELO identity if the session lacks it
+            return result
+        return d.addCallback(remember)
+
+    def mail_from(self, session: SessionInfo, sender: str, params: Mapping[str, str]) -> defer.Deferred[None]:
+        return defer.ensureDeferred(self._mail_from(session, sender, params))
+
+    async def _mail_from(self, session: SessionInfo, sender: str, params: Mapping[str, str]) -> None:
+        await defer.maybeDeferred(self.inner.mail_from, session, sender, params)
+        st = self._state(session)
+        verdict = Verdict(session.session_id, session.peer_ip, sender)
+        verdict.results.extend(st.connect_results)
+        st.verdict = verdict
+        # At MAIL FROM authenticated sessions count as clients (never probe or SPF-reject them).
+        client = self._is_client(session) or bool(session.account)
+
+        if sender and self.applies("blacklist", session, client) and not self.is_whiteholed(session.peer_ip):
+            r = verdict.add(check_sender(sender, SenderBlacklist.parse(self._setting("protection.blacklist.senders"))))
+            if r.outcome == LISTED:
+                raise self._refuse(session, verdict, "sender-blacklist",
+                                   MailError(550, "5.7.1", "Sender address rejected: access denied"), r.reason)
+
+        if sender and self.applies("returnpath", session, client):
+            r = verdict.add(await check_return_path(self.resolver, sender, self.clock))
+            err = RETURNPATH_REPLIES.get(r.outcome)
+            if err is not None:
+                raise self._refuse(session, verdict, "returnpath",
+                                   MailError(err.code, err.enhanced, err.text), r.reason)
+
+        if self.spf is not None and self.applies("spf", session, client):
+            self.spf.query_time = float(self._setting("protection.spf.timeout"))
+            helo = session.helo or st.helo
+            r = await self.spf.check(session.peer_ip, sender, helo)
+            action = self._spf_action(r.outcome)
+            verdict.add(r, tag=action in ("tag", "reject", "tempfail"))
+            if action == "reject":
+                enhanced = "5.7.24" if r.outcome in ("permerror", "temperror") else "5.7.23"
+                raise self._refuse(session, verdict, "spf", MailError(
+                    550, enhanced, f"SPF check failed ({r.outcome})"), r.reason)  # RFC 7372 §3.2
+            if action == "tempfail":
+                enhanced = "4.4.3" if r.outcome == "temperror" else "4.7.23"
+                raise self._refuse(session, verdict, "spf", MailError(
+                    451, enhanced, "SPF check could not be completed, try again later"), r.reason)
+
+        if sender and self.reverse_connect is not None and self.applies("reverse_connect", session, client):
+            # One probe at most per transaction: this hook runs once per MAIL FROM.
+            r = verdict.add(await self.reverse_connect.verify(sender))
+            if r.outcome == FAIL:
+                raise self._refuse(session, verdict, "reverse-connect", MailError(
+                    550, "5.1.7", "Sender address rejected: undeliverable address"), r.reason)
+            if r.outcome == TEMPERROR and not self._setting("protection.reverse_connect.fail_open"):
+                raise self._refuse(session, verdict, "reverse-connect", MailError(
+                    451, "4.1.7", "Sender address verification failed, try again later"), r.reason)
+        return None
+
+    def _spf_action(self, outcome: str) -> str:
+        actions = self._setting("protection.spf.actions")
+        default = DEFAULTS["protection.spf.actions"][0]
+        action = actions.get(outcome) if isinstance(actions, Mapping) else None
+        if action not in SPF_ACTIONS:
+            action = default.get(outcome, "tag") if outcome in SPF_RESULTS else "tag"
+        return str(action)
+
+    def rcpt_to(self, session: SessionInfo, sender: str, recipient: str,
+                params: Mapping[str, str]) -> defer.Deferred[str]:
+        return defer.maybeDeferred(self.inner.rcpt_to, session, sender, recipient, params)
+
+    def trace_headers(self, session: SessionInfo, envelope: Envelope) -> defer.Deferred[list[bytes]]:
+        """Received-SPF and Authentication-Results (when SPF is tagged), then the inner headers.
+
+        Also writes the transaction's verdict line (action=accept).
+        """
+        d = defer.maybeDeferred(self.inner.trace_headers, session, envelope)
+
+        def add(inner_headers: list[bytes]) -> list[bytes]:
+            verdict = self.verdict(session)
+            if verdict is None:
+                return list(inner_headers)
+            log.info("{line}", line=verdict.log_line())
+            return verdict.trace_headers(self.hostname) + list(inner_headers)
+        return d.addCallback(add)
