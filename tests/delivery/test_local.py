@@ -199,3 +199,49 @@ class LocalDeliveryTests(unittest.TestCase):
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("../../x@example.com")])
         self.assertEqual(rs[0].state, "failed")
         self.assertFalse(os.path.exists(os.path.join(self.base, "x")))
+
+
+LOCAL_SCRIPT = r"""
+import sys
+from twisted.internet import defer, reactor
+from cgtwist.delivery.local import LocalDelivery
+from cgtwist.types import Account, Envelope, Recipient
+class Store:
+    def get_account(self, n, d):
+        return defer.succeed(Account(n, d))
+agent = LocalDelivery(sys.argv[1], Store(), reactor=reactor, hostname="h")
+def go():
+    d = agent.deliver("m", Envelope("a@example.org", []), b"Subject: x\r\n\r\nhi\r\n",
+                      [Recipient("bob@example.com", route="LOCAL(bob@example.com)")])
+    d.addCallback(lambda rs: print("DONE", rs[0].state, flush=True))
+    d.addBoth(lambda _: reactor.stop())
+reactor.callWhenRunning(go)
+reactor.run()
+"""
+
+
+class LocalCrashpointTests(unittest.TestCase):
+    def test_crash_points(self) -> None:
+        """SIGKILL before the rename leaves the message only in tmp/ (invisible to readers, to
+        be delivered again); after it, the complete message is in new/."""
+        import signal
+        import subprocess
+        import sys
+
+        from cgtwist import crashpoint
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        for point, tmp_n, new_n in ((crashpoint.LOCAL_BEFORE_RENAME, 1, 0),
+                                    (crashpoint.LOCAL_AFTER_RENAME, 0, 1)):
+            base = tempfile.mkdtemp(prefix="cgtwist-lcrash-")
+            self.addCleanup(shutil.rmtree, base, True)
+            env = dict(os.environ, PYTHONPATH=root, **{crashpoint.ENV: point})
+            p = subprocess.run([sys.executable, "-c", LOCAL_SCRIPT, base], env=env,
+                               capture_output=True, text=True, timeout=60, cwd=root)
+            self.assertEqual(p.returncode, -signal.SIGKILL, p.stderr)
+            self.assertNotIn("DONE", p.stdout)
+            md = os.path.join(base, "Domains", "example.com", "bob", "Maildir")
+            self.assertEqual(len(os.listdir(os.path.join(md, "tmp"))), tmp_n, point)
+            self.assertEqual(len(os.listdir(os.path.join(md, "new"))), new_n, point)
+            for name in os.listdir(os.path.join(md, "new")):
+                with open(os.path.join(md, "new", name), "rb") as f:
+                    self.assertTrue(f.read().endswith(b"Subject: x\r\n\r\nhi\r\n"))

@@ -1,0 +1,85 @@
+"""Real-process tests of the crash points: SIGKILL at each step of the spool commit, then
+recovery shows exactly what a client that got (or did not get) its 250 must find."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial import unittest
+
+from cgtwist import crashpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STORE = r"""
+import sys
+from twisted.internet import reactor
+from cgtwist.spool.spool import Spool
+from cgtwist.types import Envelope, Recipient
+spool = Spool(sys.argv[1], reactor)
+def go():
+    d = spool.store(Envelope("a@example.org", [Recipient("b@example.com")]), b"Subject: x\r\n\r\nhi\r\n")
+    d.addCallback(lambda msg_id: print("STORED", msg_id, flush=True))
+    d.addBoth(lambda _: reactor.stop())
+reactor.callWhenRunning(go)
+reactor.run()
+"""
+
+
+def run(script: str, base: str, point: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    if point:
+        env[crashpoint.ENV] = point
+    else:
+        env.pop(crashpoint.ENV, None)
+    return subprocess.run([sys.executable, "-c", script, base], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+
+
+class CrashpointTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.base = tempfile.mkdtemp(prefix="cgtwist-crash-")
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.qdir = os.path.join(self.base, "Queue")
+
+    def names(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.qdir) if n != "corrupt")
+
+    def recover(self) -> list[str]:
+        from cgtwist.spool.spool import Spool
+        from tests.queue.helpers import SyncClock, SyncPool
+        spool = Spool(self.base, SyncClock(), threadpool=SyncPool())  # type: ignore[arg-type]
+        return self.successResultOf(spool.recover())
+
+    def test_unset_is_harmless(self) -> None:
+        """Without CGTWIST_CRASHPOINT the crash points do nothing and the message is stored."""
+        p = run(STORE, self.base, "")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("STORED", p.stdout)
+        self.assertEqual(len(self.recover()), 1)
+
+    def test_killed_before_fsync_or_rename(self) -> None:
+        """Killed before the file is complete and renamed: no 250 was given, and after restart
+        the message does not exist (its .tmp is removed)."""
+        for point in (crashpoint.SPOOL_BEFORE_FSYNC, crashpoint.SPOOL_BEFORE_RENAME):
+            p = run(STORE, self.base, point)
+            self.assertEqual(p.returncode, -signal.SIGKILL, point)
+            self.assertNotIn("STORED", p.stdout)
+            self.assertEqual([n[-4:] for n in self.names()], [".tmp"], point)
+            self.assertEqual(self.recover(), [])
+            self.assertEqual(self.names(), [])
+
+    def test_killed_after_rename(self) -> None:
+        """Killed after the rename but before the 250: the message is kept and delivered after
+        restart (the client may send it again: at-least-once)."""
+        p = run(STORE, self.base, crashpoint.SPOOL_AFTER_RENAME)
+        self.assertEqual(p.returncode, -signal.SIGKILL)
+        self.assertNotIn("STORED", p.stdout)
+        ids = self.recover()
+        self.assertEqual(len(ids), 1)
+        self.assertEqual(self.names(), [ids[0] + ".msg"])
