@@ -188,7 +188,11 @@ def body_item(msg: Any, part: Any) -> Iterator[bytes]:
     """One ``BODY[...]`` item with its data."""
     name = section_name(part)
     if part.part:
-        sub = _subpart(msg, part.part)
+        try:
+            sub = _subpart(msg, part.part)
+        except (IndexError, TypeError):
+            yield name + b" NIL"  # no such part (Dovecot answers NIL as well)
+            return
         if part.mime is not None or part.header is not None:
             hdrs = sub.getHeaders(True) if part.mime is not None or not part.header.fields \
                 else sub.getHeaders(part.header.negate, *[f.decode() for f in part.header.fields])
