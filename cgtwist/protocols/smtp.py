@@ -1,334 +1,52 @@
-"""The SMTP receiver: an ESMTP server protocol that translates commands into policy calls and
-hands accepted messages to submission; its factory enforces connection limits.
+"""The SMTP receiver: ESMTP commands that translate into policy calls and hand accepted
+messages to submission, and the factory that enforces connection limits.
 
-Protocol code translates, it never decides (STYLE.md): recipients, relaying, senders go to an
-``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. What this
-module owns is the wire: reply order under PIPELINING (RFC 2920; reading pauses while a policy
-Deferred is outstanding, twisted #8126), STARTTLS (RFC 3207, plaintext pipelined after it is
-discarded, CVE-2011-0411), AUTH (RFC 4954), enhanced status codes (RFC 2034/3463), and the
-limits in ``cgtwist.settings`` (read at use time).
+Protocol code translates, it never decides (STYLE.md): senders, recipients and relaying go to an
+``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. The wire
+(input, reply order, timeouts, limits) is cgtwist.protocols.smtp_session; AUTH is smtp_auth;
+the DATA parser is smtp_data. Limits come from ``cgtwist.settings`` and are read at use time.
 """
 
 from __future__ import annotations
 
 import secrets
+import sys
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.interfaces import (
-    IHandshakeListener,
-    IOpenSSLContextFactory,
-    IReactorTime,
-    ISSLTransport,
-    ITLSTransport,
-)
+from twisted.internet.interfaces import IOpenSSLContextFactory, IReactorTime, ITLSTransport
 from twisted.internet.protocol import ServerFactory
-from twisted.logger import Logger
-from twisted.mail.smtp import ESMTP
-from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from cgtwist.address import parse_path
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
-from cgtwist.protocols import smtp_auth
+from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, ListenerSpec, Recipient, SessionInfo
 
-# Bytes we keep buffered while a reply is outstanding (pipelined commands are small; RFC 2920
-# forbids sending message content before 354).
-_MAX_PENDING = 256 * 1024
-
-_COMMANDS = {
-    b"HELO": "helo", b"EHLO": "ehlo", b"MAIL": "mail", b"RCPT": "rcpt", b"DATA": "data",
-    b"RSET": "rset", b"NOOP": "noop", b"QUIT": "quit", b"HELP": "help", b"VRFY": "vrfy",
-    b"EXPN": "expn", b"STARTTLS": "starttls", b"AUTH": "auth", b"BDAT": "not_offered",
-    b"ETRN": "not_offered", b"TURN": "not_offered",
-}
+# Failed AUTHs from one IP within this many seconds make the next failure reply slower.
+AUTH_FAILURE_WINDOW = 900.0
+_MAX_TRACKED_IPS = 10000
 
 
-@implementer(IHandshakeListener)
-class CgSMTP(ESMTP):
-    """One SMTP connection. Built by ``SMTPFactory``; all collaborators come from the factory.
+class CgSMTP(AuthCommands):
+    """One SMTP connection. Built by ``SMTPFactory``; all collaborators come from the factory."""
 
-    Twisted's ESMTP is the base for its reply formatting and for what it means to be an SMTP
-    protocol in Twisted, but the input side is ours: Twisted's line receiver buffers without a
-    bound in DATA, accepts bare LF as end of data and answers out of order when validation is a
-    Deferred, so ``dataReceived`` and every command are re-implemented here.
-    """
+    _messages = 0
 
-    log = Logger()
-    transport: Any  # a TCP/TLS transport: ITransport plus producer and TLS methods
-
-    def __init__(self, factory: SMTPFactory) -> None:
-        super().__init__(chal={}, contextFactory=None)
-        self.factory = factory
-        self.host = factory.hostname.encode("ascii", "replace")
-        self.callLater = factory.clock.callLater  # type: ignore[method-assign,assignment]  # TimeoutMixin: passed-in clock
-        self.session: Optional[SessionInfo] = None
-        self._buf = b""
-        self._busy = False  # a reply is outstanding: do not read the next command yet
-        self._in_loop = False
-        self._discarding = False  # inside an over-long command line
-        self._closed = False
-        self._greeted = False
-        self._early_talker = False
-        self._registered = False
-        self._tls = False
-        self._esmtp = False
-        self._errors = 0
-        self._auth_failures = 0
-        self._sasl: Optional[smtp_auth.SASLExchange] = None
-        self._reader: Optional[DataReader] = None
-        self._messages = 0
-        self._reset_transaction()
-
-    # -- settings ---------------------------------------------------------------------------
-
-    def _setting(self, key: str) -> Any:
-        return self.factory.settings.current[key]
-
-    # -- connection -------------------------------------------------------------------------
-
-    def connectionMade(self) -> None:
-        peer, host = self.transport.getPeer(), self.transport.getHost()
-        self.session = SessionInfo(
-            session_id=self.factory.new_session_id(),
-            peer_ip=str(getattr(peer, "host", peer)), peer_port=int(getattr(peer, "port", 0)),
-            local_ip=str(getattr(host, "host", host)), local_port=int(getattr(host, "port", 0)),
-            listener=self.factory.listener.name,
-        )
-        # Implicit TLS (465): the integrator wraps this factory in TLSMemoryBIOFactory.
-        t = self.transport
-        self._tls = ISSLTransport.providedBy(t) or isinstance(t, TLSMemoryBIOProtocol)
-        refusal = self.factory.register(self.session.peer_ip)
-        if refusal is not None:
-            self.log.info("connection refused: {reason} peer={peer}", reason=refusal, peer=self.session.peer_ip)
-            self._send(f"421 4.7.0 {self.factory.hostname} {refusal}, try again later")
-            self._close()
-            return
-        self._registered = True
-        self.setTimeout(self._setting("smtp.idle_timeout"))
-        self._start(defer.maybeDeferred(self.factory.policy.connect, self.session)
-                    .addCallbacks(self._connect_ok, self._connect_refused))
-
-    def _connect_ok(self, result: Any) -> None:
-        if isinstance(result, SessionInfo):
-            self.session = result
-        if self._early_talker:
-            # RFC 5321 §3.1: the client must wait for the greeting (Postfix "pregreet").
-            self.log.info("pregreet traffic from peer={peer}", peer=self._peer())
-            self._send("554 5.5.1 Protocol error: talked before the greeting")
-            self._close()
-            return
-        self._greeted = True
-        # RFC 2034 §3: no enhanced code on the greeting.
-        self._send(f"220 {self.factory.hostname} ESMTP cgtwist")
-
-    def _connect_refused(self, f: Failure) -> None:
-        err = self._error_of(f, "connect")
-        self.log.info("connection refused by policy: peer={peer} reply={reply}",
-                      peer=self._peer(), reply=err.reply())
-        self._send(err.reply() if err.code in (421, 554) else f"554 {err.enhanced} {err.text}")
-        self._close()
-
-    def handshakeCompleted(self) -> None:
-        """IHandshakeListener: record the negotiated TLS version (STARTTLS or implicit)."""
-        self._tls = True
-        version: Optional[str] = None
-        try:
-            version = self.transport.getHandle().get_protocol_version_name()
-        except Exception:  # pragma: no cover - a transport without an OpenSSL handle
-            version = "TLS"
-        if self.session is not None:
-            self.session = replace(self.session, tls=version)
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._closed = True
-        self.setTimeout(None)
-        if self._registered:
-            self._registered = False
-            self.factory.unregister(self.session.peer_ip if self.session else "")
-        if self._reader is not None and self.session is not None:
-            self.log.info("connection lost during DATA: peer={peer}", peer=self._peer())
-        self._reader = None
-
-    def timeoutConnection(self) -> None:
-        # RFC 5321 §4.5.3.2.7; §3.8: a server closing on timeout should say 421 first.
-        self.log.info("idle timeout: peer={peer}", peer=self._peer())
-        self._reader = None
-        self._send(f"421 4.4.2 {self.factory.hostname} Error: timeout exceeded")
-        self._close()
-
-    def _peer(self) -> str:
-        return self.session.peer_ip if self.session else "?"
-
-    def _close(self) -> None:
-        self._closed = True
-        self._buf = b""
-        self.transport.loseConnection()
-
-    # -- output -----------------------------------------------------------------------------
-
-    def _send(self, line: str) -> None:
-        if not self._closed:
-            self.transport.write(line.encode("ascii", "replace") + b"\r\n")
-
-    def _reply(self, code: int, enhanced: str, text: str) -> None:
-        """One reply with its RFC 3463 enhanced code; 4xx/5xx count towards the error limit."""
-        if code >= 400 and code not in (421, 535):
-            self._errors += 1
-        self._send(f"{code} {enhanced} {text}")
-
-    def _reply_error(self, err: MailError) -> None:
-        self._reply(err.code, err.enhanced, err.text)
-
-    def _error_of(self, f: Failure, what: str) -> MailError:
-        """MailError from a failed policy/submission call; anything else is logged as 451."""
-        if f.check(MailError):
-            return f.value  # type: ignore[return-value]
-        self.log.failure("unexpected error in {what}: peer={peer}", f, what=what, peer=self._peer())
-        return MailError(451, "4.3.0", "Temporary local problem, try again later")
-
-    # -- input ------------------------------------------------------------------------------
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._closed:
-            return
-        self.resetTimeout()
-        if not self._greeted:
-            self._early_talker = True
-            return
-        if self._reader is not None and not self._busy:
-            rest = self._reader.feed(data)
-            if rest is None:
-                return
-            self._end_of_data()
-            data = rest
-        self._buf += data
-        if self._busy and len(self._buf) > _MAX_PENDING:
-            self.log.info("too much pipelined input: peer={peer}", peer=self._peer())
-            self._send("421 4.7.0 Too much pipelined input")
-            self._close()
-            return
-        self._process()
-
-    def _start(self, d: defer.Deferred[Any]) -> None:
-        """Hold further input until ``d`` fires, so replies keep command order (RFC 2920)."""
-        state = {"fired": False}
-
-        def done(_: Any) -> None:
-            state["fired"] = True
-            if not self._busy:
-                return  # fired synchronously: nothing was paused
-            self._busy = False
-            if self._closed:
-                return
-            self.transport.resumeProducing()
-            if not self._in_loop:
-                self._process()
-
-        d.addBoth(done)
-        if not state["fired"] and not self._closed:
-            self._busy = True
-            self.transport.pauseProducing()
-
-    def _process(self) -> None:
-        if self._in_loop:
-            return
-        self._in_loop = True
-        try:
-            while not self._busy and not self._closed and self._buf:
-                if self._reader is not None:
-                    data, self._buf = self._buf, b""
-                    rest = self._reader.feed(data)
-                    if rest is None:
-                        break
-                    self._buf = rest
-                    self._end_of_data()
-                    continue
-                nl = self._buf.find(b"\n")
-                limit = int(self._setting("smtp.max_command_length"))
-                if nl < 0:
-                    if len(self._buf) > limit:
-                        self._buf = b""
-                        if not self._discarding:
-                            self._discarding = True
-                            self._too_long()
-                    break
-                line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
-                if self._discarding:
-                    self._discarding = False
-                    continue
-                if len(line) > limit:
-                    self._too_long()
-                    continue
-                self._line(line)
-        finally:
-            self._in_loop = False
-
-    def _too_long(self) -> None:
-        # RFC 5321 §4.5.3.1.4: command line limit; answer and keep the connection.
-        self.log.info("command line too long: peer={peer}", peer=self._peer())
-        self._reply(500, "5.5.2", "Line too long")
-        self._check_errors()
-
-    def _line(self, line: bytes) -> None:
-        if not line.endswith(b"\r"):
-            self._reply(500, "5.5.2", "Syntax error: command lines must end with CRLF")
-            self._check_errors()
-            return
-        line = line[:-1]
-        if self._sasl is not None:
-            self._auth_response(line)
-            return
-        if b"\r" in line or b"\0" in line:
-            self._reply(500, "5.5.2", "Syntax error: invalid character in command")
-            self._check_errors()
-            return
-        if self._errors >= int(self._setting("smtp.max_errors")):
-            self._too_many_errors()
-            return
-        verb, _, arg = line.strip(b" ").partition(b" ")
-        name = _COMMANDS.get(verb.upper())
-        if name is None:
-            self._reply(500, "5.5.1", "Command unrecognized")
-        else:
-            getattr(self, "smtp_" + name)(arg.strip(b" "))
-        self._check_errors()
-
-    def _check_errors(self) -> None:
-        if not self._busy and not self._closed and self._errors >= int(self._setting("smtp.max_errors")):
-            self._too_many_errors()
-
-    def _too_many_errors(self) -> None:
-        self.log.info("too many errors: peer={peer} errors={errors}", peer=self._peer(), errors=self._errors)
-        self._send(f"421 4.7.0 {self.factory.hostname} Error: too many errors")
-        self._close()
-
-    # -- session state ------------------------------------------------------------------------
-
-    def _reset_transaction(self) -> None:
-        self._sender: Optional[str] = None  # None: no transaction; "" is the null path
-        self._mail_params: dict[str, str] = {}
-        self._recipients: list[Recipient] = []
-
-    def _auth_allowed(self) -> bool:
-        return bool(self._tls or self.factory.listener.allow_plain_auth
-                    or self._setting("auth.allow_plaintext"))
+    def _max_size(self) -> int:
+        """RFC 1870: SIZE 0 means no fixed limit."""
+        return int(self._setting("smtp.max_message_size")) or sys.maxsize
 
     def _tls_context(self) -> Optional[IOpenSSLContextFactory]:
         if self._tls or not ITLSTransport.providedBy(self.transport):
             return None
         return self.factory.tls()
-
-    # -- commands -----------------------------------------------------------------------------
 
     def smtp_helo(self, arg: bytes) -> None:
         self._hello(arg, esmtp=False)
@@ -358,7 +76,7 @@ class CgSMTP(ESMTP):
             if self._tls_context() is not None:
                 lines.append("STARTTLS")
             if self._auth_allowed() and not self.session.account:
-                lines.append("AUTH " + " ".join(smtp_auth.MECHANISMS))
+                lines.append("AUTH " + " ".join(MECHANISMS))
             for text in lines[:-1]:
                 self._send(f"250-{text}")
             self._send(f"250 {lines[-1]}")
@@ -392,8 +110,7 @@ class CgSMTP(ESMTP):
         if not self._esmtp and path.params:
             self._reply(555, "5.5.4", "Parameters need EHLO")
             return
-        max_size = int(self._setting("smtp.max_message_size"))
-        if int(path.params.get("SIZE", "0")) > max_size:
+        if int(path.params.get("SIZE", "0")) > self._max_size():
             # RFC 1870 §6.1
             self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
             return
@@ -465,7 +182,7 @@ class CgSMTP(ESMTP):
             self._reply(503, "5.5.1", "Error: no valid recipients")
             return
         self._reader = DataReader(
-            max_size=int(self._setting("smtp.max_message_size")),
+            max_size=self._max_size(),
             max_line=int(self._setting("smtp.max_data_line_length")),
             max_received=int(self._setting("smtp.max_received_headers")),
         )
@@ -573,105 +290,7 @@ class CgSMTP(ESMTP):
             self._reply(454, "4.7.0", "TLS not available")
             return
         self._reply(220, "2.0.0", "Ready to start TLS")
-        if self._buf:
-            # CVE-2011-0411: anything sent after STARTTLS before the handshake is not trusted.
-            self.log.info("discarded {n} bytes pipelined after STARTTLS: peer={peer}",
-                          n=len(self._buf), peer=self._peer())
-            self._buf = b""
-        # RFC 3207 §4.2: forget everything learned before TLS.
-        assert self.session is not None
-        self.session = replace(self.session, helo="", account=None)
-        self._esmtp = False
-        self._reset_transaction()
-        self._tls = True
-        self.transport.startTLS(ctx)
-
-    # -- AUTH (RFC 4954) ------------------------------------------------------------------------
-
-    def smtp_auth(self, arg: bytes) -> None:
-        assert self.session is not None
-        if not self.session.helo or not self._esmtp:
-            self._reply(503, "5.5.1", "Error: send EHLO first")
-            return
-        if self.session.account:
-            self._reply(503, "5.5.1", "Error: already authenticated")
-            return
-        if self._sender is not None:
-            self._reply(503, "5.5.1", "Error: AUTH not permitted during a mail transaction")
-            return
-        if not self._auth_allowed():
-            self._reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-            return
-        mech, _, initial = arg.partition(b" ")
-        mechanism = mech.decode("latin-1").upper()
-        if mechanism not in smtp_auth.MECHANISMS:
-            self._reply(504, "5.5.4", "Unrecognized authentication type")
-            return
-        self._sasl = smtp_auth.SASLExchange(mechanism)
-        if initial.strip():
-            self._auth_response(initial.strip())
-        else:
-            self._send("334 " + smtp_auth.b64(self._sasl.first_challenge()).decode())
-
-    def _auth_response(self, line: bytes) -> None:
-        sasl = self._sasl
-        assert sasl is not None
-        if line == b"*":
-            self._sasl = None
-            self._reply(501, "5.7.0", "Authentication aborted")
-            return
-        try:
-            step = sasl.step(smtp_auth.b64decode(line))
-        except MailError as e:
-            self._sasl = None
-            if e.code == 535:
-                self._start(self._auth_failed(b""))
-            else:
-                self._reply_error(e)
-            return
-        if isinstance(step, bytes):
-            self._send("334 " + smtp_auth.b64(step).decode())
-            return
-        self._sasl = None
-        username, password = step
-        d = smtp_auth.login(self.factory.portal, username, password)
-        d.addCallbacks(self._auth_ok, self._auth_error, errbackArgs=(username,))
-        self._start(d)
-
-    def _auth_ok(self, account: str) -> None:
-        assert self.session is not None
-        self.session = replace(self.session, account=account)
-        self.log.info("auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account)
-        self._reply(235, "2.7.0", "Authentication successful")
-
-    def _auth_error(self, f: Failure, username: bytes) -> Optional[defer.Deferred[None]]:
-        if f.check(UnauthorizedLogin):
-            return self._auth_failed(username)
-        self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
-        self._reply(454, "4.7.0", "Temporary authentication failure")
-        return None
-
-    def _auth_failed(self, username: bytes) -> defer.Deferred[None]:
-        self._auth_failures += 1
-        user = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
-        # One line per failure in a fail2ban-friendly form (RELIABILITY.md b-G).
-        self.log.warn("auth failed: proto=smtp ip={peer} user={user}", peer=self._peer(), user=user)
-        delays = list(self._setting("auth.fail_delays") or [0])
-        delay = float(delays[min(self._auth_failures, len(delays)) - 1])
-        d: defer.Deferred[None] = defer.Deferred()
-
-        def answer() -> None:
-            self._reply(535, "5.7.8", "Authentication credentials invalid")
-            if self._auth_failures >= int(self._setting("auth.max_failures")):
-                self._send("421 4.7.0 Too many authentication failures")
-                self._close()
-            d.callback(None)
-
-        if delay > 0:
-            self.factory.clock.callLater(delay, answer)
-        else:
-            answer()
-        return d
+        self._start_tls(ctx)
 
 
 class SMTPFactory(ServerFactory):
@@ -704,11 +323,12 @@ class SMTPFactory(ServerFactory):
         self.portal = portal
         self.tls = tls
         self.hostname = hostname
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock: Any = clock  # IReactorTime
         self.connections = 0
         self.per_ip: dict[str, int] = {}
         self._prefix = secrets.token_hex(3)
         self._counter = 0
+        self._auth_failures: dict[str, tuple[int, float]] = {}  # ip -> (count, last failure)
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         return CgSMTP(self)
@@ -735,3 +355,24 @@ class SMTPFactory(ServerFactory):
             self.per_ip[ip] = n
         else:
             self.per_ip.pop(ip, None)
+
+    def auth_failed(self, ip: str) -> int:
+        """Record a failed AUTH from ``ip``; return its failures within the window (>= 1).
+
+        Per IP, not per connection, so reconnecting does not reset the delay (RELIABILITY.md
+        b-G); it decays after AUTH_FAILURE_WINDOW, so nobody is locked out for good.
+        """
+        now = self.clock.seconds()
+        count, last = self._auth_failures.get(ip, (0, now))
+        if now - last > AUTH_FAILURE_WINDOW:
+            count = 0
+        if len(self._auth_failures) >= _MAX_TRACKED_IPS:
+            self._auth_failures = {k: v for k, v in self._auth_failures.items()
+                                   if now - v[1] <= AUTH_FAILURE_WINDOW}
+            if len(self._auth_failures) >= _MAX_TRACKED_IPS:
+                self._auth_failures.clear()
+        self._auth_failures[ip] = (count + 1, now)
+        return count + 1
+
+    def auth_succeeded(self, ip: str) -> None:
+        self._auth_failures.pop(ip, None)

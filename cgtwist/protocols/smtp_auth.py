@@ -1,22 +1,27 @@
-"""SMTP AUTH (RFC 4954) SASL exchanges for PLAIN (RFC 4616) and LOGIN, and the cred glue.
+"""SMTP AUTH (RFC 4954): the AUTH command, SASL PLAIN (RFC 4616) and LOGIN, and the cred glue.
 
-Owns decoding the client's SASL responses into a username and password, and logging in through
-the checkers of the shared cred Portal. It never decides what a login means for relaying: that
-is the policy's job, from ``SessionInfo.account``.
+Owns decoding the client's SASL responses into a username and password, logging in through the
+checkers of the shared cred Portal, failure delays and the per-connection failure limit. It
+never decides what a login means for relaying: that is the policy's job, from
+``SessionInfo.account``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import replace
 from typing import Any, Callable, Optional, Union
 
 from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from cgtwist.errors import MailError
+from cgtwist.protocols.smtp_session import SMTPWire
 
 MECHANISMS = ("PLAIN", "LOGIN")
 
@@ -95,3 +100,112 @@ class SASLExchange:
             self._username = response
             return b"Password:"
         return self._username, response
+
+
+class AuthCommands(SMTPWire):
+    """The AUTH command on top of the wire (RFC 4954)."""
+
+    _sasl: Optional[SASLExchange] = None
+    _auth_failures = 0
+
+    def _auth_allowed(self) -> bool:
+        """Passwords only over TLS unless the listener or the settings allow plaintext."""
+        return bool(self._tls or self.factory.listener.allow_plain_auth
+                    or self._setting("auth.allow_plaintext"))
+
+    def smtp_auth(self, arg: bytes) -> None:
+        assert self.session is not None
+        if not self.session.helo or not self._esmtp:
+            self._reply(503, "5.5.1", "Error: send EHLO first")
+            return
+        if self.session.account:
+            self._reply(503, "5.5.1", "Error: already authenticated")
+            return
+        if self._sender is not None:
+            # RFC 4954 §4: AUTH is not permitted during a mail transaction.
+            self._reply(503, "5.5.1", "Error: AUTH not permitted during a mail transaction")
+            return
+        if not self._auth_allowed():
+            # RFC 4954 §6 / RFC 3207: 538 5.7.11 encryption required.
+            self._reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+            return
+        mech, _, initial = arg.partition(b" ")
+        mechanism = mech.decode("latin-1").upper()
+        if mechanism not in MECHANISMS:
+            self._reply(504, "5.5.4", "Unrecognized authentication type")
+            return
+        self._sasl = SASLExchange(mechanism)
+        if initial.strip():
+            self._auth_response(initial.strip())
+        else:
+            self._send("334 " + b64(self._sasl.first_challenge()).decode())
+
+    def _sasl_line(self, line: bytes) -> bool:
+        if self._sasl is None:
+            return False
+        self._auth_response(line)
+        return True
+
+    def _auth_response(self, line: bytes) -> None:
+        sasl = self._sasl
+        assert sasl is not None
+        if line == b"*":
+            self._sasl = None
+            self._reply(501, "5.7.0", "Authentication aborted")
+            return
+        try:
+            step = sasl.step(b64decode(line))
+        except MailError as e:
+            self._sasl = None
+            if e.code == 535:
+                self._start(self._auth_failed(b""))
+            else:
+                self._reply_error(e)
+            return
+        if isinstance(step, bytes):
+            self._send("334 " + b64(step).decode())
+            return
+        self._sasl = None
+        username, password = step
+        d = login(self.factory.portal, username, password)
+        d.addCallbacks(self._auth_ok, self._auth_error, errbackArgs=(username,))
+        self._start(d)
+
+    def _auth_ok(self, account: str) -> None:
+        assert self.session is not None
+        self.session = replace(self.session, account=account)
+        self.factory.auth_succeeded(self._peer())
+        self.log.info("auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account)
+        self._reply(235, "2.7.0", "Authentication successful")
+
+    def _auth_error(self, f: Failure, username: bytes) -> Optional[defer.Deferred[None]]:
+        if f.check(UnauthorizedLogin):
+            return self._auth_failed(username)
+        # The store could not answer (AuthUnavailable) or a bug: retry later, never 535.
+        self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
+        self._reply(454, "4.7.0", "Temporary authentication failure")
+        return None
+
+    def _auth_failed(self, username: bytes) -> defer.Deferred[None]:
+        """535 after a delay that grows with this IP's recent failures; close after N here."""
+        self._auth_failures += 1
+        recent = self.factory.auth_failed(self._peer())
+        user = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
+        # One line per failure in a fail2ban-friendly form (RELIABILITY.md b-G).
+        self.log.warn("auth failed: proto=smtp ip={peer} user={user}", peer=self._peer(), user=user)
+        delays = list(self._setting("auth.fail_delays") or [0])
+        delay = float(delays[min(recent, len(delays)) - 1])
+        d: defer.Deferred[None] = defer.Deferred()
+
+        def answer() -> None:
+            self._reply(535, "5.7.8", "Authentication credentials invalid")
+            if self._auth_failures >= int(self._setting("auth.max_failures")):
+                self._send("421 4.7.0 Too many authentication failures")
+                self._close()
+            d.callback(None)
+
+        if delay > 0:
+            self.factory.clock.callLater(delay, answer)
+        else:
+            answer()
+        return d

@@ -1,0 +1,349 @@
+"""The SMTP server's wire: connection life cycle, bounded input, reply order, timeouts, limits.
+
+Owns everything between bytes and commands for one SMTP connection: the greeting after the
+connect policy, line splitting with the command-length limit and no unbounded buffering,
+dispatch of commands strictly one at a time (reading pauses while a reply is outstanding, so
+pipelined replies keep their order: RFC 2920, twisted #8126), DATA bytes into the DataReader,
+the error limit, idle/DATA/TLS-handshake timeouts on the passed-in clock, and TLS detection.
+The commands themselves live in cgtwist.protocols.smtp (and AUTH in smtp_auth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.logger import Logger
+from twisted.mail.smtp import ESMTP
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cgtwist.errors import MailError
+from cgtwist.protocols.smtp_data import DataReader
+from cgtwist.types import Recipient, SessionInfo
+
+if TYPE_CHECKING:
+    from cgtwist.protocols.smtp import SMTPFactory
+
+# Bytes we keep buffered while a reply is outstanding (pipelined commands are small; RFC 2920
+# forbids sending message content before 354).
+MAX_PENDING = 256 * 1024
+
+COMMANDS = {
+    b"HELO": "helo", b"EHLO": "ehlo", b"MAIL": "mail", b"RCPT": "rcpt", b"DATA": "data",
+    b"RSET": "rset", b"NOOP": "noop", b"QUIT": "quit", b"HELP": "help", b"VRFY": "vrfy",
+    b"EXPN": "expn", b"STARTTLS": "starttls", b"AUTH": "auth", b"BDAT": "not_offered",
+    b"ETRN": "not_offered", b"TURN": "not_offered",
+}
+
+# Replies that mean "the client said something wrong": each gets a log line.
+_PROTOCOL_ERRORS = frozenset({500, 501, 502, 503, 504, 530, 538, 553, 555})
+
+
+@implementer(IHandshakeListener)
+class SMTPWire(ESMTP):
+    """Connection handling shared by the SMTP commands; see the module docstring.
+
+    Twisted's ESMTP is the base for what it means to be an SMTP server protocol in Twisted, but
+    the input side is ours: its line receiver buffers without bound in DATA, takes a bare LF as
+    end of data and answers out of order when validation is a Deferred.
+    """
+
+    log = Logger()
+    transport: Any  # a TCP/TLS transport: ITransport plus producer and TLS methods
+
+    def __init__(self, factory: SMTPFactory) -> None:
+        super().__init__(chal={}, contextFactory=None)
+        self.factory = factory
+        self.host = factory.hostname.encode("ascii", "replace")
+        self.callLater = factory.clock.callLater  # type: ignore[method-assign,assignment]  # TimeoutMixin: passed-in clock
+        self.session: Optional[SessionInfo] = None
+        self._buf = b""
+        self._busy = False  # a reply is outstanding: do not read the next command yet
+        self._in_loop = False
+        self._discarding = False  # inside an over-long command line
+        self._closed = False
+        self._greeted = False
+        self._early_talker = False
+        self._registered = False
+        self._tls = False
+        self._esmtp = False
+        self._errors = 0
+        self._handshake_timer: Any = None  # IDelayedCall
+        self._reader: Optional[DataReader] = None
+        self._reset_transaction()
+
+    def _setting(self, key: str) -> Any:
+        return self.factory.settings.current[key]
+
+    def _reset_transaction(self) -> None:
+        self._sender: Optional[str] = None  # None: no transaction; "" is the null path
+        self._mail_params: dict[str, str] = {}
+        self._recipients: list[Recipient] = []
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        self.session = SessionInfo(
+            session_id=self.factory.new_session_id(),
+            peer_ip=str(getattr(peer, "host", peer)), peer_port=int(getattr(peer, "port", 0)),
+            local_ip=str(getattr(host, "host", host)), local_port=int(getattr(host, "port", 0)),
+            listener=self.factory.listener.name,
+        )
+        # Implicit TLS (465): the integrator wraps the factory in TLSMemoryBIOFactory.
+        t = self.transport
+        self._tls = bool(ISSLTransport.providedBy(t) or isinstance(t, TLSMemoryBIOProtocol))
+        refusal = self.factory.register(self.session.peer_ip)
+        if refusal is not None:
+            self.log.info("connection refused: {reason} peer={peer}", reason=refusal, peer=self.session.peer_ip)
+            self._send(f"421 4.7.0 {self.factory.hostname} {refusal}, try again later")
+            self._close()
+            return
+        self._registered = True
+        if self._tls:
+            self._arm_handshake_timer()
+        self.setTimeout(self._setting("smtp.idle_timeout"))
+        self._start(defer.maybeDeferred(self.factory.policy.connect, self.session)
+                    .addCallbacks(self._connect_ok, self._connect_refused))
+
+    def _connect_ok(self, result: Any) -> None:
+        if isinstance(result, SessionInfo):
+            self.session = result
+        if self._early_talker:
+            # RFC 5321 §3.1: the client must wait for the greeting (Postfix "pregreet").
+            self.log.info("pregreet traffic from peer={peer}", peer=self._peer())
+            self._send("554 5.5.1 Protocol error: talked before the greeting")
+            self._close()
+            return
+        self._greeted = True
+        # RFC 2034 §3: no enhanced code on the greeting.
+        self._send(f"220 {self.factory.hostname} ESMTP cgtwist")
+
+    def _connect_refused(self, f: Failure) -> None:
+        err = self._error_of(f, "connect")
+        self.log.info("connection refused by policy: peer={peer} reply={reply}",
+                      peer=self._peer(), reply=err.reply())
+        # RFC 5321 §3.1: a server that will not talk answers 554 (or 421 for "later").
+        self._send(err.reply() if err.code in (421, 554) else f"554 {err.enhanced} {err.text}")
+        self._close()
+
+    def _arm_handshake_timer(self) -> None:
+        self._handshake_timer = self.factory.clock.callLater(
+            float(self._setting("smtp.tls_handshake_timeout")), self._handshake_timeout)
+
+    def _handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        self.log.info("TLS handshake timeout: peer={peer}", peer=self._peer())
+        self._closed = True
+        self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        """IHandshakeListener: record the negotiated TLS version (STARTTLS or implicit)."""
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        self._tls = True
+        try:
+            version = str(self.transport.getHandle().get_protocol_version_name())
+        except Exception:  # a transport without an OpenSSL handle
+            version = "TLS"
+        if self.session is not None:
+            self.session = replace(self.session, tls=version)
+
+    def _start_tls(self, ctx: Any) -> None:
+        """Switch to TLS after our 220: drop buffered plaintext, forget the session's state."""
+        if self._buf:
+            # CVE-2011-0411: bytes sent after STARTTLS, before the handshake, are not trusted.
+            self.log.info("discarded {n} bytes pipelined after STARTTLS: peer={peer}",
+                          n=len(self._buf), peer=self._peer())
+            self._buf = b""
+        # RFC 3207 §4.2: discard any knowledge obtained from the client before TLS.
+        assert self.session is not None
+        self.session = replace(self.session, helo="", account=None)
+        self._esmtp = False
+        self._reset_transaction()
+        self._tls = True
+        self._arm_handshake_timer()
+        self.transport.startTLS(ctx)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._closed = True
+        self.setTimeout(None)
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        if self._registered:
+            self._registered = False
+            self.factory.unregister(self._peer())
+        if self._reader is not None:
+            self.log.info("connection lost during DATA: peer={peer}", peer=self._peer())
+        self._reader = None
+
+    def timeoutConnection(self) -> None:
+        # RFC 5321 §4.5.3.2.7; §3.8: a server closing on timeout should say 421 first.
+        self.log.info("idle timeout: peer={peer}", peer=self._peer())
+        self._reader = None
+        self._send(f"421 4.4.2 {self.factory.hostname} Error: timeout exceeded")
+        self._close()
+
+    def _peer(self) -> str:
+        return self.session.peer_ip if self.session else "?"
+
+    def _close(self) -> None:
+        self._closed = True
+        self._buf = b""
+        self.transport.loseConnection()
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _send(self, line: str) -> None:
+        if not self._closed:
+            self.transport.write(line.encode("ascii", "replace") + b"\r\n")
+
+    def _reply(self, code: int, enhanced: str, text: str) -> None:
+        """One reply with its RFC 3463 enhanced code; 4xx/5xx count towards the error limit."""
+        if code >= 400 and code not in (421, 535):
+            self._errors += 1
+        if code in _PROTOCOL_ERRORS:
+            self.log.info("protocol error: peer={peer} reply={code} {enhanced} {text}",
+                          peer=self._peer(), code=code, enhanced=enhanced, text=text)
+        self._send(f"{code} {enhanced} {text}")
+
+    def _reply_error(self, err: MailError) -> None:
+        self._reply(err.code, err.enhanced, err.text)
+
+    def _error_of(self, f: Failure, what: str) -> MailError:
+        """MailError from a failed policy/submission call; anything else is logged as 451."""
+        if f.check(MailError):
+            return f.value  # type: ignore[return-value]
+        self.log.failure("unexpected error in {what}: peer={peer}", f, what=what, peer=self._peer())
+        return MailError(451, "4.3.0", "Temporary local problem, try again later")
+
+    # -- input ------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self.resetTimeout()
+        if not self._greeted:
+            self._early_talker = True
+            return
+        if self._reader is not None and not self._busy:
+            rest = self._reader.feed(data)
+            if rest is None:
+                return
+            self._end_of_data()
+            data = rest
+        self._buf += data
+        if self._busy and len(self._buf) > MAX_PENDING:
+            self.log.info("too much pipelined input: peer={peer}", peer=self._peer())
+            self._send("421 4.7.0 Too much pipelined input")
+            self._close()
+            return
+        self._process()
+
+    def _start(self, d: defer.Deferred[Any]) -> None:
+        """Hold further input until ``d`` fires, so replies keep command order (RFC 2920)."""
+        state = {"fired": False}
+
+        def done(_: Any) -> None:
+            state["fired"] = True
+            if not self._busy:
+                return  # fired synchronously: nothing was paused
+            self._busy = False
+            if self._closed:
+                return
+            self.transport.resumeProducing()
+            if not self._in_loop:
+                self._process()
+
+        d.addBoth(done)
+        if not state["fired"] and not self._closed:
+            self._busy = True
+            self.transport.pauseProducing()
+
+    def _process(self) -> None:
+        if self._in_loop:
+            return
+        self._in_loop = True
+        try:
+            while not self._busy and not self._closed and self._buf:
+                if self._reader is not None:
+                    data, self._buf = self._buf, b""
+                    rest = self._reader.feed(data)
+                    if rest is None:
+                        break
+                    self._buf = rest
+                    self._end_of_data()
+                    continue
+                nl = self._buf.find(b"\n")
+                limit = int(self._setting("smtp.max_command_length"))
+                if nl < 0:
+                    if len(self._buf) > limit:
+                        self._buf = b""
+                        if not self._discarding:
+                            self._discarding = True
+                            self._too_long()
+                    break
+                line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
+                if self._discarding:
+                    self._discarding = False
+                    continue
+                if len(line) > limit:
+                    self._too_long()
+                    continue
+                self._line(line)
+        finally:
+            self._in_loop = False
+
+    def _too_long(self) -> None:
+        # RFC 5321 §4.5.3.1.4: command line limit; answer and keep the connection.
+        self._reply(500, "5.5.2", "Line too long")
+        self._check_errors()
+
+    def _line(self, line: bytes) -> None:
+        if not line.endswith(b"\r"):
+            # RFC 5321 §2.3.8: lines end with CRLF; a bare LF is not a line end.
+            self._reply(500, "5.5.2", "Syntax error: command lines must end with CRLF")
+            self._check_errors()
+            return
+        line = line[:-1]
+        if self._sasl_line(line):
+            return
+        if b"\r" in line or b"\0" in line:
+            self._reply(500, "5.5.2", "Syntax error: invalid character in command")
+            self._check_errors()
+            return
+        if self._errors >= int(self._setting("smtp.max_errors")):
+            self._too_many_errors()
+            return
+        verb, _, arg = line.strip(b" ").partition(b" ")
+        name = COMMANDS.get(verb.upper())
+        if name is None:
+            self._reply(500, "5.5.1", "Command unrecognized")
+        else:
+            getattr(self, "smtp_" + name)(arg.strip(b" "))
+        self._check_errors()
+
+    def _check_errors(self) -> None:
+        if not self._busy and not self._closed and self._errors >= int(self._setting("smtp.max_errors")):
+            self._too_many_errors()
+
+    def _too_many_errors(self) -> None:
+        self.log.info("too many errors: peer={peer} errors={errors}", peer=self._peer(), errors=self._errors)
+        self._send(f"421 4.7.0 {self.factory.hostname} Error: too many errors")
+        self._close()
+
+    # -- hooks for the command layers ------------------------------------------------------------
+
+    def _sasl_line(self, line: bytes) -> bool:
+        """Consume ``line`` as a SASL response when an AUTH exchange is running."""
+        return False
+
+    def _end_of_data(self) -> None:
+        """Called when the DataReader found the end of the message."""
+        raise NotImplementedError
