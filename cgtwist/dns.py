@@ -83,7 +83,7 @@ class _Cache:
     """A bounded LRU of (name, type) -> (expiry, value), expiring by the reactor clock."""
 
     def __init__(self, clock: IReactorTime, size: int, max_ttl: float) -> None:
-        self.clock = clock
+        self.clock: Any = clock
         self.size = size
         self.max_ttl = max_ttl
         self._data: OrderedDict[tuple[str, int], tuple[float, Any]] = OrderedDict()

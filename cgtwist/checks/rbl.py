@@ -61,7 +61,7 @@ class RBLChecker:
     """Queries each zone as reversed-IP.zone; the first listing wins (all run concurrently)."""
 
     def __init__(self, resolver: IResolver, clock: Any) -> None:
-        self.resolver = resolver
+        self.resolver: Any = resolver
         self.clock = clock
 
     def check(self, ip: str, zones: Sequence[str]) -> defer.Deferred[CheckResult]:

@@ -40,6 +40,7 @@ def sender_domain(sender: str) -> str:
 def check_return_path(resolver: IResolver, sender: str, clock: Any) -> Any:
     """Fires with CheckResult("returnpath", pass|fail|nullmx|temperror|skipped, ...)."""
     started = clock.seconds()
+    dns: Any = resolver  # an IResolver
 
     def result(outcome: str, reason: str) -> CheckResult:
         return CheckResult("returnpath", outcome, reason, clock.seconds() - started,
@@ -52,12 +53,12 @@ def check_return_path(resolver: IResolver, sender: str, clock: Any) -> Any:
         # Address literals cannot be checked in DNS; syntax is the SMTP layer's job.
         return result(SKIPPED if domain else FAIL, "address literal" if domain else "no domain")
     try:
-        mx = yield resolver.lookup_mx(domain)
+        mx = yield dns.lookup_mx(domain)
         if mx:
             if all(host == "" for _pref, host in mx):
                 return result(NULLMX, f"{clean(domain)} has a null MX")
             return result(PASS, "MX found")
-        for lookup in (resolver.lookup_a, resolver.lookup_aaaa):
+        for lookup in (dns.lookup_a, dns.lookup_aaaa):
             if (yield lookup(domain)):
                 return result(PASS, "address record found")
         return result(FAIL, f"{clean(domain)} has no MX, A or AAAA record")

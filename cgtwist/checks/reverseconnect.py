@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -30,7 +29,7 @@ from cgtwist.interfaces import IResolver
 
 log = Logger()
 
-Connector = Callable[[str, int], IStreamClientEndpoint]
+Connector = Callable[[str, int], Any]  # (ip, port) -> IStreamClientEndpoint
 
 # What may go into RCPT TO:<...> on the wire: printable ASCII, no <> or spaces outside quotes.
 _SAFE_PATH = re.compile(r'^[\x21-\x7e]{1,254}$')
@@ -53,7 +52,7 @@ class ReverseConnectConfig:
 
 def default_connector(reactor: Any, connect_timeout: float = 30.0) -> Connector:
     """Plain TCP to the MX address (IPv4 or IPv6)."""
-    def connect(ip: str, port: int) -> IStreamClientEndpoint:
+    def connect(ip: str, port: int) -> Any:
         if ":" in ip:
             return TCP6ClientEndpoint(reactor, ip, port, timeout=connect_timeout)
         return TCP4ClientEndpoint(reactor, ip, port, timeout=connect_timeout)
@@ -125,11 +124,12 @@ class _Probe(LineOnlyReceiver):
         if self._outcome is not None:
             return
         self._outcome = (outcome, reason)
-        if self.transport is not None:
+        transport: Any = self.transport
+        if transport is not None:
             if self.step not in ("greeting", "quit"):
                 self._send("QUIT", "quit")
             # Don't wait for the 221: a peer that never answers QUIT must not hold us.
-            self.transport.loseConnection()
+            transport.loseConnection()
         self.done.callback(self._outcome)
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -147,6 +147,17 @@ class _Probe(LineOnlyReceiver):
             self.transport.abortConnection()
 
 
+class _OneShot(Factory):
+    """A factory for exactly the one probe protocol we made."""
+
+    def __init__(self, probe: _Probe) -> None:
+        self.probe = probe
+
+    def buildProtocol(self, addr: Any) -> _Probe:
+        self.probe.factory = self
+        return self.probe
+
+
 class ReverseConnect:
     """Callback verification with caching, per-domain rate limit and bounded concurrency.
 
@@ -156,7 +167,7 @@ class ReverseConnect:
     def __init__(self, resolver: IResolver, connector: Connector, clock: Any,
                  config: ReverseConnectConfig | Callable[[], ReverseConnectConfig] = ReverseConnectConfig(),
                  max_cache: int = 50000) -> None:
-        self.resolver = resolver
+        self.resolver: Any = resolver
         self.connector = connector
         self.clock = clock
         self._config = config
@@ -265,7 +276,11 @@ class ReverseConnect:
             state["slot"] = True
             d = defer.ensureDeferred(self._probe(sender, domain, cfg, state))
             d.addCallback(lambda r: finish(*r))
-            d.addErrback(lambda f: (log.failure("reverse-connect crashed", f), finish(TEMPERROR, "internal error")))
+
+            def crashed(f: Any) -> None:
+                log.failure("reverse-connect crashed", f)
+                finish(TEMPERROR, "internal error")
+            d.addErrback(crashed)
 
         if self._active < max(1, cfg.max_concurrency):
             self._active += 1
@@ -309,7 +324,8 @@ class ReverseConnect:
                 return TEMPERROR, "timeout"
             probe = _Probe(cfg.helo if re.match(r"^[A-Za-z0-9.-]{1,253}$", cfg.helo) else "localhost", sender)
             try:
-                await self.connector(ip, cfg.port).connect(Factory.forProtocol(lambda p=probe: p))
+                endpoint: Any = self.connector(ip, cfg.port)
+                await endpoint.connect(_OneShot(probe))
             except (error.ConnectError, error.TimeoutError, OSError) as e:
                 last = f"connect {ip} failed: {type(e).__name__}"
                 continue

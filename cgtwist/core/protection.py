@@ -68,8 +68,8 @@ class ProtectedPolicy:
                  spf: Optional[SPFChecker] = None, reverse_connect: Optional[ReverseConnect] = None,
                  connector: Optional[Connector] = None, auto_blacklist: Optional[AutoBlacklist] = None,
                  auth_penalty: Optional[AuthPenalty] = None, max_sessions: int = 20000) -> None:
-        self.inner = inner
-        self.resolver = resolver
+        self.inner: Any = inner
+        self.resolver: Any = resolver
         self.settings = settings
         self.clock = clock
         self.hostname = hostname
