@@ -437,6 +437,9 @@ class QueueManager(QueueAdmin):
             for c in copies:
                 if c.state != DELIVERED:
                     c.state, c.detail = PENDING, "4.3.0 internal error during delivery"
+        elif isinstance(result, list) and len(result) == len(copies) and \
+                all(isinstance(r, Recipient) for r in result):
+            copies = result  # an agent that answered with new objects instead of updating ours
         rcpts = m.envelope.recipients
         pending: list[int] = []
         delivered = 0

@@ -122,6 +122,7 @@ class Spool:
         self._recorded: dict[str, list[tuple[str, str, str]]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
         self._dirsync = _GroupSync(self._in_thread, self.dir)
+        self._created = time.time() - 1.0  # file system timestamps may be coarse
         os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -359,6 +360,16 @@ class Spool:
             return False
 
     # -- recovery ---------------------------------------------------------------------------
+    def _ours_in_progress(self, name: str, full: str) -> bool:
+        """A .tmp named with our pid and written since this Spool was created."""
+        parts = name[:-4].split("-")
+        if len(parts) != 3 or parts[1] != str(os.getpid()):
+            return False
+        try:
+            return os.stat(full).st_mtime >= self._created
+        except FileNotFoundError:
+            return True
+
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
         """On start: remove stale .tmp and orphan .jrn, quarantine corrupt .msg; fire with the
         valid ids in time order. ``deep`` verifies each checksum (else only the structure;
@@ -372,6 +383,8 @@ class Spool:
             for name in names:
                 full = os.path.join(self.dir, name)
                 if name.endswith(".tmp"):
+                    if self._ours_in_progress(name, full):
+                        continue  # being written by this process right now (SMTP is up)
                     _unlink_quiet(full)
                     removed.append(name)
                 elif name.endswith(".jrn") and name[:-4] not in msgs:

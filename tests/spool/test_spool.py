@@ -288,3 +288,18 @@ class RecoverTests(SpoolTestBase):
             yield self.spool.load(msg_id)
         self.assertTrue(os.path.exists(os.path.join(self.qdir, "corrupt", msg_id + ".msg")))
         self.assertEqual(self.spool.message_count(), 0)
+
+
+class RecoverWhileRunningTests(SpoolTestBase):
+    @defer.inlineCallbacks
+    def test_recover_spares_our_own_tmp(self) -> None:
+        """A message being received while the queue starts up is not deleted under it; a stale
+        .tmp of a dead process is."""
+        ours = f"1000000000000000-{os.getpid()}-99.tmp"
+        stale = "1000000000000000-1-99.tmp"
+        for name in (ours, stale):
+            with open(os.path.join(self.qdir, name), "wb") as f:
+                f.write(b"partial")
+        yield self.spool.recover()
+        self.assertTrue(os.path.exists(os.path.join(self.qdir, ours)))
+        self.assertFalse(os.path.exists(os.path.join(self.qdir, stale)))
