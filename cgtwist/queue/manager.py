@@ -74,11 +74,13 @@ class _Msg:
 
 class QueueManager(QueueAdmin):
     """``QueueManager(spool, router, agents, settings, clock, bouncer=None, cooperator=None,
-    delay_warning=None)``.
+    delay_warning=None, on_delivered=None)``.
 
     ``spool`` is a ``cgtwist.spool.Spool``; ``agents`` maps module name -> IDeliveryAgent (more
     can be added with ``set_agent``); ``bouncer(msg_id, envelope, data, failed_recipients)``
-    and ``delay_warning(msg_id, envelope, data, recipients, retry_until)`` return Deferreds.
+    and ``delay_warning(msg_id, envelope, data, recipients, retry_until)`` return Deferreds;
+    ``on_delivered(msg_id, envelope, data, recipients)`` gets delivered recipients that asked
+    for NOTIFY=SUCCESS (fits ``Bouncer.delivered``).
     Call ``start()`` once (recovers the spool), ``enqueue`` for each new message, ``stop()`` at
     shutdown.
     """
@@ -88,7 +90,8 @@ class QueueManager(QueueAdmin):
     def __init__(self, spool: Any, router: Any, agents: Mapping[str, Any], settings: SettingsHolder,
                  clock: Any, bouncer: Optional[Bouncer] = None,
                  cooperator: Optional[Cooperator] = None,
-                 delay_warning: Optional[Callable[..., Any]] = None) -> None:
+                 delay_warning: Optional[Callable[..., Any]] = None,
+                 on_delivered: Optional[Bouncer] = None) -> None:
         self.spool = spool
         self.router = router
         self.agents: dict[str, Any] = dict(agents)
@@ -96,6 +99,7 @@ class QueueManager(QueueAdmin):
         self.clock = clock
         self.bouncer = bouncer
         self.delay_warning = delay_warning
+        self.on_delivered = on_delivered
         self._coop = cooperator or Cooperator(scheduler=lambda f: clock.callLater(0, f))
         self._msgs: dict[str, _Msg] = {}
         self._backlog: deque[str] = deque()
@@ -502,6 +506,10 @@ class QueueManager(QueueAdmin):
                     self._offer(q)
             self._offer(lq)
             self._forget_queue(lq)
+            wanted = [copy.copy(rcpts[i]) for i in job.indexes if rcpts[i].state == DELIVERED
+                      and "SUCCESS" in (rcpts[i].notify or "").upper()]
+            if wanted and self.on_delivered is not None and not m.dropped:
+                self._notify_success(m, wanted)
             if m.running == 0 and not any(m.msg_id in q.due for q in
                                           (self._queues.get(j.queue) for j in m.jobs.values()) if q):
                 m.data = None  # keep memory bounded: read back from the spool at the next try
@@ -513,6 +521,22 @@ class QueueManager(QueueAdmin):
             # delivers again, exactly as a crash before the journal write would.
             return defer.succeed(None).addBoth(journaled)
         return self.spool.update(m.msg_id, m.envelope, [history]).addBoth(journaled)
+
+    def _notify_success(self, m: _Msg, recipients: list[Recipient]) -> None:
+        """NOTIFY=SUCCESS (RFC 3461 §4.1): best effort, the message stays until it is sent."""
+        notifier = self.on_delivered
+        assert notifier is not None
+        m.running += 1
+        d = self._data(m).addCallback(lambda data: notifier(m.msg_id, m.envelope, data, recipients))
+
+        def done(result: Any) -> None:
+            m.running -= 1
+            if isinstance(result, Failure):
+                self.log.error("queue: success report for {msg_id} failed: {error}",
+                               msg_id=m.msg_id, error=result.getErrorMessage())
+            self._check_done(m)
+
+        self._track(d.addBoth(done))
 
     def _forget_queue(self, lq: LogicalQueue) -> None:
         if lq.idle() and lq.state != SUSPENDED and not lq.in_ring:

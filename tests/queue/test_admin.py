@@ -152,3 +152,16 @@ class DelayWarningTests(QueueTestCase):
         self.assertEqual(len(warned), 1)
         self.assertEqual(warned[0][:2], (msg_id, ["x@one.example"]))
         self.assertEqual(warned[0][2], t0 + 432000)
+
+
+class SuccessNotifyTests(QueueTestCase):
+    def test_notify_success_reported(self) -> None:
+        """Recipients that asked for NOTIFY=SUCCESS are reported once delivered; others not."""
+        got: list[Any] = []
+        self.manager.on_delivered = lambda i, e, d, rs: got.append((i, [r.address for r in rs], d))
+        e = env("a@example.com", "b@example.com")
+        e.recipients[0].notify = "SUCCESS,FAILURE"
+        msg_id = self.submit(e, b"data\r\n")
+        self.pump()
+        self.assertEqual(got, [(msg_id, ["a@example.com"], b"data\r\n")])
+        self.assertEqual(self.spooled(), [])
