@@ -386,3 +386,36 @@ class LimitTests(unittest.TestCase):
         self.assertEqual(h.transaction(hops + b"\r\nbody\r\n")[-1][:9], "554 5.4.6")
         # The same count in the body is not a loop.
         self.assertEqual(h.transaction(b"Subject: x\r\n\r\n" + hops)[-1][:3], "250")
+
+
+class MoreLimitTests(unittest.TestCase):
+    def test_size_zero_means_unlimited(self) -> None:
+        """With the size limit set to 0 (RFC 1870: no fixed maximum) big SIZE= values pass."""
+        h = Harness(overrides={"smtp.max_message_size": 0})
+        self.assertIn("250-SIZE 0", h.cmd("EHLO c.example"))
+        self.assertEqual(h.cmd("MAIL FROM:<a@b.example> SIZE=99999999999")[0][:3], "250")
+
+    def test_tls_handshake_timeout(self) -> None:
+        """A client that says STARTTLS and never completes the handshake is cut off."""
+        h = Harness(tls_ctx=object(), overrides={"smtp.tls_handshake_timeout": 30})
+        h.cmd("EHLO c.example")
+        self.assertEqual(h.cmd("STARTTLS"), ["220 2.0.0 Ready to start TLS"])
+        self.assertIsNotNone(h.transport.tls_started)
+        h.clock.advance(31)
+        self.assertTrue(h.closed)
+
+    def test_starttls_resets_state(self) -> None:
+        """After STARTTLS nothing from before counts: MAIL needs a new EHLO, STARTTLS again is 503."""
+        h = Harness(tls_ctx=object())
+        h.cmd("EHLO c.example")
+        self.assertEqual(h.send(b"STARTTLS\r\nMAIL FROM:<a@b.example>\r\n"), ["220 2.0.0 Ready to start TLS"])
+        self.assertEqual(h.cmd("MAIL FROM:<a@b.example>"), ["503 5.5.1 Error: send HELO/EHLO first"])
+        self.assertEqual(h.cmd("STARTTLS"), ["503 5.5.1 TLS already active"])
+        self.assertNotIn("250-STARTTLS", h.cmd("EHLO c.example"))
+
+    def test_starttls_unavailable(self) -> None:
+        """Without a certificate STARTTLS is refused 454 4.7.0 and the session goes on in clear."""
+        h = Harness()
+        h.cmd("EHLO c.example")
+        self.assertEqual(h.cmd("STARTTLS"), ["454 4.7.0 TLS not available"])
+        self.assertEqual(h.cmd("NOOP"), ["250 2.0.0 Ok"])

@@ -125,3 +125,29 @@ class AuthTests(unittest.TestCase):
         h.cmd("EHLO c.example")
         h.cmd("MAIL FROM:<a@b.example>")
         self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret"))[0][:9], "503 5.5.1")
+
+
+class AuthPerIPTests(unittest.TestCase):
+    def test_delay_grows_across_connections(self) -> None:
+        """Reconnecting does not reset the failure delay for an IP; success or time does."""
+        first = Harness(listener=SUBMISSION, overrides={"auth.fail_delays": [2, 4, 8]})
+        f = first.factory
+        for expected in (2, 4, 8, 8):
+            h = Harness(factory=f)
+            h.cmd("EHLO c.example")
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0wrong"))
+            h.clock.advance(expected - 0.5)
+            self.assertEqual(h.replies(), [], expected)
+            h.clock.advance(0.5)
+            self.assertEqual(h.replies()[0][:3], "535", expected)
+        other = Harness(factory=f, peer="192.0.2.200")
+        other.cmd("EHLO c.example")
+        other.cmd("AUTH PLAIN " + b64(b"\0alice\0wrong"))
+        other.clock.advance(2)
+        self.assertEqual(other.replies()[0][:3], "535")  # another IP is not slowed down
+        f.clock.advance(1000)  # the window passes: back to the first delay
+        h = Harness(factory=f)
+        h.cmd("EHLO c.example")
+        h.cmd("AUTH PLAIN " + b64(b"\0alice\0wrong"))
+        h.clock.advance(2)
+        self.assertEqual(h.replies()[0][:3], "535")
