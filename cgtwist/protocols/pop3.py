@@ -1,0 +1,562 @@
+"""The POP3 listener: Twisted's POP3 with STLS, SASL PLAIN, the plaintext policy and limits.
+
+Owns the POP3 dialogue (RFC 1939, CAPA/RESP-CODES RFC 2449, STLS RFC 2595, AUTH RFC 5034):
+states, command parsing, replies, dot-stuffing, idle timeout, failed-login delays, the
+per-IP connection cap. Logins go through the shared Portal; the maildrop (lock, snapshot,
+UIDLs, deletions at QUIT) is ``cgtwist.mailstore.pop.PopMailbox``. Never touches files itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Callable, Optional
+
+from twisted.cred import credentials
+from twisted.cred.error import LoginDenied, LoginFailed, UnauthorizedLogin
+from twisted.internet import defer, interfaces, task
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.mail import pop3
+from twisted.protocols import basic
+from twisted.python.failure import Failure
+
+from cgtwist.errors import MailError
+from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
+from cgtwist.settings import SettingsHolder
+from cgtwist.types import ListenerSpec
+
+MAX_LINE = 1024  # RFC 2449 §4 allows 255 for commands; SASL responses may be longer
+MAX_USER = 320
+
+
+class _Penalty:
+    """Per-IP failed-login delays (``auth.fail_delays``), forgotten an hour after the last
+    failure. The service may pass one shared with IMAP instead (same three methods)."""
+
+    EXPIRE = 3600.0
+
+    def __init__(self, settings: SettingsHolder, clock: Any) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._fails: dict[str, tuple[int, float]] = {}
+
+    def delay_for(self, ip: str) -> float:
+        count, last = self._fails.get(ip, (0, 0.0))
+        if count and self.clock.seconds() - last > self.EXPIRE:
+            self._fails.pop(ip, None)
+            count = 0
+        delays = list(self.settings.current["auth.fail_delays"]) or [0]
+        return float(delays[min(count, len(delays) - 1)]) if count else 0.0
+
+    def record_failure(self, ip: str, user: str) -> None:
+        count, _ = self._fails.get(ip, (0, 0.0))
+        self._fails[ip] = (count + 1, self.clock.seconds())
+
+    def record_success(self, ip: str, user: str) -> None:
+        self._fails.pop(ip, None)
+
+
+def _stuffer() -> Callable[[bytes], bytes]:
+    """Dot-stuffing (RFC 1939 §3) across chunk boundaries; input already has CRLF line ends."""
+    state = {"bol": True}
+
+    def transform(chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        out = chunk.replace(b"\n.", b"\n..")
+        if state["bol"] and chunk[:1] == b".":
+            out = b"." + out
+        state["bol"] = chunk.endswith(b"\n")
+        return out
+
+    return transform
+
+
+class POP3Server(pop3.POP3):
+    """One POP3 connection. States: ``AUTHORIZATION`` -> ``TRANSACTION`` -> ``UPDATE``."""
+
+    log = Logger()
+    delimiter = b"\r\n"
+    MAX_LENGTH = MAX_LINE
+    transport: Any
+    factory: Any
+    portal: Any
+
+    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
+                 tls: Callable[[], Any], hostname: str, clock: Any, penalty: Any) -> None:
+        self.listener = listener
+        self.settings = settings
+        self.portal = portal
+        self.tls = tls
+        self.hostname = hostname
+        self.clock = clock
+        self.penalty = penalty
+        self.state = "AUTHORIZATION"
+        self.peer_ip = "?"
+        self.account = ""
+        self.mbox: Optional[PopMailbox] = None  # type: ignore[assignment]
+        self._user: Optional[str] = None
+        self._sasl: Optional[str] = None  # mechanism awaiting a continuation
+        self._busy = False
+        self._queue: list[bytes] = []
+        self._discard = False
+        self._tls_started = False
+        self._failures = 0
+        self._counted = False
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def callLater(self, period: float, func: Callable[[], Any]) -> Any:  # TimeoutMixin
+        return self.clock.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer_ip = str(getattr(peer, "host", "?"))
+        factory = self.factory
+        if isinstance(factory, POP3Factory):
+            self._counted = True
+            if not factory.connection_opened(self.peer_ip):
+                self.log.warn("pop3: too many connections from {ip}", ip=self.peer_ip)
+                self.sendLine(b"-ERR [SYS/TEMP] Too many connections from your address")
+                self.transport.loseConnection()
+                return
+        self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
+        self.sendLine(b"+OK cgtwist POP3 server ready")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.setTimeout(None)
+        if self._onLogout is not None:
+            logout, self._onLogout = self._onLogout, None
+            try:
+                logout()
+            except Exception:
+                self.log.failure("pop3: logout failed for {account}", account=self.account)
+        if self._counted and isinstance(self.factory, POP3Factory):
+            self._counted = False
+            self.factory.connection_closed(self.peer_ip)
+
+    def timeoutConnection(self) -> None:
+        """Idle too long (RFC 1939 §3: >= 10 minutes): close without entering UPDATE."""
+        self.log.info("pop3: idle timeout for {ip} {account}", ip=self.peer_ip, account=self.account)
+        self.sendLine(b"-ERR Idle timeout, closing connection")
+        self.transport.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.log.info("pop3: line too long from {ip}", ip=self.peer_ip)
+        self.sendLine(b"-ERR Line too long")
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._discard = False
+        super().dataReceived(data)
+
+    @property
+    def secure(self) -> bool:
+        return (self._tls_started or self.listener.tls == "implicit"
+                or interfaces.ISSLTransport.providedBy(self.transport))
+
+    def plaintext_allowed(self) -> bool:
+        """Passwords only over TLS unless the listener or auth.allow_plaintext allows it."""
+        return (self.secure or self.listener.allow_plain_auth
+                or bool(self.settings.current["auth.allow_plaintext"]))
+
+    def stls_available(self) -> bool:
+        return self.state == "AUTHORIZATION" and not self.secure and self.tls() is not None
+
+    def ok(self, text: str = "") -> None:
+        self.sendLine(b"+OK" + (b" " + text.encode() if text else b""))
+
+    def err(self, text: str) -> None:
+        self.sendLine(b"-ERR " + text.encode())
+
+    # -- command loop (pipelining: one command at a time, the rest queued) ---------------------
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._discard:
+            self.log.warn("pop3: discarding data sent with STLS from {ip}", ip=self.peer_ip)
+            return
+        if self._busy:
+            self._queue.append(line)
+            return
+        self.resetTimeout()
+        self._run(line)
+
+    def _run(self, line: bytes) -> None:
+        try:
+            d = self._dispatch(line)
+        except Exception:
+            self.log.failure("pop3: command failed for {ip}", ip=self.peer_ip)
+            self.err("[SYS/TEMP] Internal error")
+            return
+        if isinstance(d, defer.Deferred):
+            self._busy = True
+            self.setTimeout(None)
+            d.addErrback(self._unexpected)
+            d.addBoth(self._done)
+
+    def _unexpected(self, f: Failure) -> None:
+        self.log.failure("pop3: command failed for {ip}", f, ip=self.peer_ip)
+        if self.transport is not None and not self.transport.disconnecting:
+            self.err("[SYS/TEMP] Internal error")
+
+    def _done(self, _: Any) -> None:
+        self._busy = False
+        if self.transport is None or self.transport.disconnecting:
+            return
+        self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
+        while self._queue and not self._busy and not self.transport.disconnecting:
+            self._run(self._queue.pop(0))
+
+    def _dispatch(self, line: bytes) -> Optional[defer.Deferred[Any]]:
+        if self._sasl is not None:
+            mech, self._sasl = self._sasl, None
+            return self._sasl_response(mech, line.strip())
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            self.err("Invalid characters in command")
+            return None
+        cmd, _, rest = text.partition(" ")
+        cmd = cmd.upper()
+        if not cmd.isalpha() or len(cmd) > 4:
+            self.err("Unknown command")
+            return None
+        handler = getattr(self, f"{self.state.lower()}_{cmd}", None)
+        if handler is None:
+            known = hasattr(self, f"authorization_{cmd}") or hasattr(self, f"transaction_{cmd}")
+            self.err("Command not valid in this state" if known else "Unknown command")
+            return None
+        result: Optional[defer.Deferred[Any]] = handler(rest)
+        return result
+
+    # -- both states ---------------------------------------------------------------------------
+
+    def _capa(self, rest: str) -> None:
+        """RFC 2449 §5: CAPA in any state."""
+        caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
+        if self.state == "AUTHORIZATION":
+            if self.plaintext_allowed():
+                caps += ["USER", "SASL PLAIN"]
+            if self.stls_available():
+                caps.append("STLS")
+        caps.append("IMPLEMENTATION cgtwist")
+        self.ok("Capability list follows")
+        for c in caps:
+            self.sendLine(c.encode())
+        self.sendLine(b".")
+
+    authorization_CAPA = transaction_CAPA = _capa
+
+    # -- AUTHORIZATION -------------------------------------------------------------------------
+
+    def authorization_QUIT(self, rest: str) -> None:
+        self.ok("Logging out")
+        self.transport.loseConnection()
+
+    def authorization_APOP(self, rest: str) -> None:
+        self.err("[AUTH] APOP is not supported")
+
+    def authorization_STLS(self, rest: str) -> None:
+        """RFC 2595 §4; buffered commands sent with STLS are discarded (CVE-2011-0411)."""
+        if rest:
+            self.err("STLS takes no arguments")
+            return
+        ctx = self.tls() if not self.secure else None
+        if ctx is None:
+            self.err("TLS not available" if not self.secure else "Already using TLS")
+            return
+        self.ok("Begin TLS negotiation now")
+        self._buffer = b""
+        self._discard = True
+        self._queue.clear()
+        self._user = None
+        self._tls_started = True
+        self.transport.startTLS(ctx)
+
+    def _refuse_plaintext(self) -> bool:
+        if self.plaintext_allowed():
+            return False
+        self.err("[AUTH] Plaintext authentication disallowed on non-secure connections; use STLS")
+        return True
+
+    def authorization_USER(self, rest: str) -> None:
+        if self._refuse_plaintext():
+            return
+        user = rest.strip()
+        if not user or len(user) > MAX_USER or any(ord(c) < 33 for c in user):
+            self.err("Invalid user name")
+            return
+        self._user = user
+        self.ok()
+
+    def authorization_PASS(self, rest: str) -> Optional[defer.Deferred[Any]]:
+        if self._refuse_plaintext():
+            return None
+        if self._user is None:
+            self.err("USER first")
+            return None
+        user, self._user = self._user, None
+        return self._login(user, rest)
+
+    def authorization_AUTH(self, rest: str) -> Optional[defer.Deferred[Any]]:
+        """RFC 5034; only PLAIN (RFC 4616), only where passwords may be sent."""
+        args = rest.split()
+        if not args:
+            self.ok("Supported SASL mechanisms follow")
+            if self.plaintext_allowed():
+                self.sendLine(b"PLAIN")
+            self.sendLine(b".")
+            return None
+        if args[0].upper() != "PLAIN" or len(args) > 2:
+            self.err("Unsupported SASL mechanism")
+            return None
+        if self._refuse_plaintext():
+            return None
+        if len(args) == 2:
+            return self._sasl_response("PLAIN", args[1].encode("ascii"))
+        self._sasl = "PLAIN"
+        self.sendLine(b"+ ")
+        return None
+
+    def _sasl_response(self, mech: str, data: bytes) -> Optional[defer.Deferred[Any]]:
+        if data == b"*":
+            self.err("Authentication cancelled")
+            return None
+        try:
+            raw = b"" if data == b"=" else base64.b64decode(data, validate=True)
+            authz, authc, password = raw.split(b"\0")
+            user = authc.decode("utf-8")
+            if authz and authz != authc:
+                raise ValueError("authorization identity differs")
+            secret = password.decode("utf-8")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            self.err("Invalid SASL response")
+            return None
+        if not user or len(user) > MAX_USER:
+            self.err("Invalid SASL response")
+            return None
+        return self._login(user, secret)
+
+    def _login(self, user: str, password: str) -> defer.Deferred[Any]:
+        creds = credentials.UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+        d = defer.maybeDeferred(self.portal.login, creds, None, pop3.IMailbox)
+        d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,))
+        return d
+
+    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], user: str) -> None:
+        _iface, avatar, logout = result
+        if self.transport is None or self.transport.disconnecting:
+            logout()
+            return
+        self.mbox = avatar
+        self._onLogout = logout
+        self.account = avatar.box.folder.account if isinstance(avatar, PopMailbox) else user
+        self.state = "TRANSACTION"
+        self.penalty.record_success(self.peer_ip, user)
+        count, size = avatar.count_and_size()
+        self.log.info("pop3: login {account} from {ip}: {count} messages", account=self.account,
+                      ip=self.peer_ip, count=count)
+        self.ok(f"Logged in, {count} messages ({size} octets)")
+
+    def _login_failed(self, f: Failure, user: str) -> Optional[defer.Deferred[None]]:
+        if f.check(MailboxInUse):
+            self.log.info("pop3: maildrop of {user} in use ({ip})", user=user, ip=self.peer_ip)
+            self.err("[IN-USE] Mailbox is locked by another POP3 session")
+            return None
+        if f.check(MailError):
+            self.log.warn("pop3: authentication unavailable for {user}: {err}", user=user, err=f.value)
+            self.err("[SYS/TEMP] Temporary authentication failure, try again later")
+            return None
+        if not f.check(UnauthorizedLogin, LoginFailed, LoginDenied):
+            self.log.failure("pop3: login error for {user}", f, user=user)
+            self.err("[SYS/TEMP] Temporary authentication failure, try again later")
+            return None
+        self._failures += 1
+        delay = self.penalty.delay_for(self.peer_ip)
+        self.penalty.record_failure(self.peer_ip, user)
+        self.log.info("pop3: failed login for {user} from {ip} ({n})", user=user, ip=self.peer_ip,
+                      n=self._failures)
+        limit = int(self.settings.current["auth.max_failures"])
+
+        def reply() -> None:
+            if self.transport is None or self.transport.disconnecting:
+                return
+            self.err("[AUTH] Authentication failed")
+            if self._failures >= limit:
+                self.transport.loseConnection()
+
+        if delay <= 0:
+            reply()
+            return None
+        return task.deferLater(self.clock, delay, reply)
+
+    # -- TRANSACTION ---------------------------------------------------------------------------
+
+    def _msg(self, arg: str, allow_deleted: bool = False) -> Optional[int]:
+        """A 1-based message number -> 0-based index, or None after sending -ERR."""
+        assert self.mbox is not None
+        if not arg.isdigit() or len(arg) > 9:
+            self.err("Invalid message number")
+            return None
+        n = int(arg)
+        if not 1 <= n <= len(self.mbox.entries):
+            self.err(f"There is no message {n}")
+            return None
+        if not allow_deleted and self.mbox.is_deleted(n - 1):
+            self.err(f"Message {n} is deleted")
+            return None
+        return n - 1
+
+    def transaction_NOOP(self, rest: str) -> None:
+        self.ok()
+
+    def transaction_STAT(self, rest: str) -> None:
+        assert self.mbox is not None
+        count, size = self.mbox.count_and_size()
+        self.ok(f"{count} {size}")
+
+    def _listing(self, rest: str, value: Callable[[int], str], title: str) -> None:
+        assert self.mbox is not None
+        args = rest.split()
+        if len(args) > 1:
+            self.err("Too many arguments")
+            return
+        if args:
+            i = self._msg(args[0])
+            if i is not None:
+                self.ok(f"{i + 1} {value(i)}")
+            return
+        self.ok(title)
+        lines = [f"{i + 1} {value(i)}".encode() for i in range(len(self.mbox.entries))
+                 if i not in self.mbox.deleted]
+        self.transport.writeSequence([b"\r\n".join(lines + [b"."]) + b"\r\n"])
+
+    def transaction_LIST(self, rest: str) -> None:
+        assert self.mbox is not None
+        mbox = self.mbox
+        self._listing(rest, lambda i: str(mbox.entries[i].meta.size), "Scan list follows")
+
+    def transaction_UIDL(self, rest: str) -> None:
+        assert self.mbox is not None
+        self._listing(rest, self.mbox.getUidl, "Unique-ID list follows")
+
+    def transaction_DELE(self, rest: str) -> None:
+        assert self.mbox is not None
+        i = self._msg(rest.strip())
+        if i is not None:
+            self.mbox.deleteMessage(i)
+            self.ok(f"Message {i + 1} marked for deletion")
+
+    def transaction_RSET(self, rest: str) -> None:
+        assert self.mbox is not None
+        self.mbox.undeleteMessages()
+        self.ok()
+
+    def transaction_RETR(self, rest: str) -> Optional[defer.Deferred[Any]]:
+        assert self.mbox is not None
+        i = self._msg(rest.strip())
+        if i is None:
+            return None
+        f = self.mbox.message_file(i)
+        self.ok(f"{self.mbox.entries[i].meta.size} octets")
+        return self._send_file(f)
+
+    def transaction_TOP(self, rest: str) -> Optional[defer.Deferred[Any]]:
+        assert self.mbox is not None
+        args = rest.split()
+        if len(args) != 2:
+            self.err("Usage: TOP msg lines")
+            return None
+        if not args[1].isdigit() or len(args[1]) > 9:
+            self.err("Invalid line count")
+            return None
+        i = self._msg(args[0])
+        if i is None:
+            return None
+        data = self.mbox.top(i, int(args[1]))
+        self.ok("Top of message follows")
+        stuff = _stuffer()
+        out = stuff(data)
+        self.transport.write(out + (b".\r\n" if not data or data.endswith(b"\n") else b"\r\n.\r\n"))
+        return None
+
+    def _send_file(self, f: Any) -> defer.Deferred[Any]:
+        """Stream the message with back-pressure (a pull producer), dot-stuffed, then '.'."""
+        sender = basic.FileSender()
+        d = sender.beginFileTransfer(f, self.transport, _stuffer())
+
+        def finish(last: bytes) -> None:
+            f.close()
+            if self.transport is not None and not self.transport.disconnecting:
+                self.transport.write(b".\r\n" if not last or last == b"\n" else b"\r\n.\r\n")
+
+        def failed(fail: Failure) -> None:
+            f.close()
+            self.log.info("pop3: sending a message to {ip} stopped: {why}", ip=self.peer_ip,
+                          why=fail.getErrorMessage())
+            if self.transport is not None:
+                self.transport.loseConnection()
+
+        return d.addCallbacks(finish, failed)
+
+    def transaction_QUIT(self, rest: str) -> defer.Deferred[Any]:
+        """RFC 1939 §6: UPDATE state: deletions happen now, and only now."""
+        assert self.mbox is not None
+        self.state = "UPDATE"
+        d = self.mbox.sync()
+
+        def done(n: int) -> None:
+            self.log.info("pop3: logout {account}: {n} deleted", account=self.account, n=n)
+            self.ok(f"Logging out, {n} messages deleted")
+            self.transport.loseConnection()
+
+        def failed(f: Failure) -> None:
+            self.log.failure("pop3: UPDATE failed for {account}", f, account=self.account)
+            self.err("[SYS/TEMP] Some deleted messages were not removed")
+            self.transport.loseConnection()
+
+        return d.addCallbacks(done, failed)
+
+
+class POP3Factory(ServerFactory):
+    """``POP3Factory(listener, settings, portal, tls, hostname, clock=reactor, penalty=None)``.
+
+    ``tls()`` returns the server context factory or None; ``penalty`` (``delay_for``,
+    ``record_failure``, ``record_success``) may be shared with IMAP so delays count per IP.
+    """
+
+    protocol = POP3Server  # type: ignore[assignment]
+
+    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
+                 tls: Callable[[], Any], hostname: str, clock: Any = None,
+                 penalty: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # composition default only
+        self.listener = listener
+        self.settings = settings
+        self.portal = portal
+        self.tls = tls
+        self.hostname = hostname
+        self.clock = clock
+        self.penalty = penalty or _Penalty(settings, clock)
+        self.per_ip: dict[str, int] = {}
+
+    def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
+        p = POP3Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
+                       self.clock, self.penalty)
+        p.factory = self
+        return p
+
+    def connection_opened(self, ip: str) -> bool:
+        """Count a connection; False when over access.max_connections_per_ip."""
+        n = self.per_ip.get(ip, 0) + 1
+        self.per_ip[ip] = n
+        return n <= int(self.settings.current["access.max_connections_per_ip"])
+
+    def connection_closed(self, ip: str) -> None:
+        n = self.per_ip.get(ip, 0) - 1
+        if n > 0:
+            self.per_ip[ip] = n
+        else:
+            self.per_ip.pop(ip, None)

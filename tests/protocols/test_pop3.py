@@ -1,0 +1,376 @@
+"""POP3 dialogue over a StringTransport: every command, UPDATE-only deletion, lock, STLS, policy."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any, Optional
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from cgtwist import paths
+from cgtwist.mailstore import maildir
+from cgtwist.protocols.pop3 import POP3Factory, POP3Server
+from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.types import ListenerSpec
+from tests.protocols.test_pop3_fakes import FakeStore, deliver, make_portal
+
+
+class TLSStringTransport(StringTransport):
+    """A StringTransport that records startTLS (the handshake itself is tested end to end)."""
+
+    tls_ctx: Any = None
+
+    def startTLS(self, ctx: Any) -> None:
+        self.tls_ctx = ctx
+
+
+MSG1 = b"From: a@example.com\r\nSubject: one\r\n\r\nline1\r\n.dotted\r\nline3\r\n"
+MSG2 = b"Subject: two\nX: y\n\nbare lf body\n"
+
+
+class POP3TestBase(unittest.TestCase):
+    plain_ok = False
+    tls_available = True
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        self.store = FakeStore()
+        self.store.add("alice", "secret")
+        self.store.add("nopop", "secret", frozenset({"imap"}))
+        self.portal, self.realm = make_portal(self.base, self.store)
+        self.clock = task.Clock()
+        self.settings = SettingsHolder(Settings({"auth.fail_delays": [0, 2]}))
+        self.listener = ListenerSpec("pop3", 110, "127.0.0.1", "starttls", allow_plain_auth=self.plain_ok)
+        self.ctx = object()
+        self.factory = POP3Factory(self.listener, self.settings, self.portal,
+                                   lambda: self.ctx if self.tls_available else None, "mail.example.com",
+                                   clock=self.clock)
+        self.md = paths.maildir(self.base, "example.com", "alice")
+        deliver(self.base, "alice", MSG1)
+        deliver(self.base, "alice", MSG2)
+
+    def connect(self, ip: str = "10.0.0.1") -> tuple[POP3Server, TLSStringTransport]:
+        proto = self.factory.buildProtocol(None)
+        tr = TLSStringTransport(peerAddress=IPv4Address("TCP", ip, 40000))
+        proto.makeConnection(tr)
+        self.addCleanup(lambda: proto.connectionLost() if not tr.disconnecting else None)
+        self.assertTrue(tr.value().startswith(b"+OK"))
+        tr.clear()
+        return proto, tr
+
+    def send(self, proto: POP3Server, tr: StringTransport, line: bytes) -> bytes:
+        tr.clear()
+        proto.dataReceived(line + b"\r\n")
+        self.pump(tr)
+        return tr.value()
+
+    def pump(self, tr: StringTransport) -> None:
+        """Play the consumer of a pull producer (RETR streams with back-pressure)."""
+        while tr.producer is not None:
+            tr.producer.resumeProducing()
+
+    def login(self, proto: POP3Server, tr: StringTransport) -> None:
+        if not self.plain_ok:
+            self.send(proto, tr, b"STLS")
+            proto._tls_started = True
+        self.assertTrue(self.send(proto, tr, b"USER alice@example.com").startswith(b"+OK"))
+        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"+OK Logged in, 2 messages"))
+
+    def close(self, proto: POP3Server, tr: StringTransport) -> None:
+        if not tr.disconnecting:
+            tr.loseConnection()
+            proto.connectionLost()
+
+    def files(self) -> list[str]:
+        return sorted(os.listdir(os.path.join(self.md, "cur")) + os.listdir(os.path.join(self.md, "new")))
+
+
+class PlaintextPolicyTests(POP3TestBase):
+    def test_user_pass_refused_before_stls(self) -> None:
+        """On port 110 without TLS, passwords are refused with [AUTH] until STLS (RFC 2595)."""
+        proto, tr = self.connect()
+        self.assertEqual(self.send(proto, tr, b"USER alice"),
+                         b"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections; use STLS\r\n")
+        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"-ERR [AUTH]"))
+        self.assertTrue(self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret")).startswith(b"-ERR [AUTH]"))
+        capa = self.send(proto, tr, b"CAPA")
+        self.assertIn(b"\r\nSTLS\r\n", capa)
+        self.assertNotIn(b"USER", capa)
+        self.assertNotIn(b"SASL", capa)
+
+    def test_capa_after_stls(self) -> None:
+        """After STLS, CAPA offers USER and SASL PLAIN and no longer STLS."""
+        proto, tr = self.connect()
+        self.assertEqual(self.send(proto, tr, b"STLS"), b"+OK Begin TLS negotiation now\r\n")
+        self.assertIs(tr.tls_ctx, self.ctx)
+        proto.transport = tr
+        capa = self.send(proto, tr, b"CAPA")
+        self.assertIn(b"\r\nUSER\r\n", capa)
+        self.assertIn(b"\r\nSASL PLAIN\r\n", capa)
+        self.assertNotIn(b"STLS", capa)
+        self.assertTrue(self.send(proto, tr, b"STLS").startswith(b"-ERR"))
+
+    def test_stls_discards_pipelined_plaintext(self) -> None:
+        """Commands sent in the same packet as STLS are discarded, not run inside TLS (CVE-2011-0411)."""
+        proto, tr = self.connect()
+        proto.dataReceived(b"STLS\r\nUSER alice\r\nCAPA\r\n")
+        self.assertEqual(tr.value(), b"+OK Begin TLS negotiation now\r\n")
+        tr.clear()
+        proto.dataReceived(b"PASS secret\r\n")
+        self.assertEqual(tr.value(), b"-ERR USER first\r\n")
+
+    def test_stls_unavailable(self) -> None:
+        """Without a certificate STLS is neither offered nor accepted."""
+        self.tls_available = False
+        proto, tr = self.connect()
+        self.assertNotIn(b"STLS", self.send(proto, tr, b"CAPA"))
+        self.assertEqual(self.send(proto, tr, b"STLS"), b"-ERR TLS not available\r\n")
+
+    def test_setting_allows_plaintext(self) -> None:
+        """auth.allow_plaintext lets an administrator permit passwords without TLS."""
+        self.settings.replace(Settings({"auth.allow_plaintext": True}))
+        proto, tr = self.connect()
+        self.assertEqual(self.send(proto, tr, b"USER alice"), b"+OK\r\n")
+        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"+OK"))
+
+    def test_apop_off(self) -> None:
+        """APOP is not offered (no timestamp in the greeting) and is refused."""
+        proto = self.factory.buildProtocol(None)
+        tr = TLSStringTransport()
+        proto.makeConnection(tr)
+        self.assertEqual(tr.value(), b"+OK cgtwist POP3 server ready\r\n")
+        self.assertTrue(self.send(proto, tr, b"APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR"))
+        self.close(proto, tr)
+
+
+class AuthTests(POP3TestBase):
+    plain_ok = True
+
+    def test_auth_plain_initial_response(self) -> None:
+        """AUTH PLAIN with an initial response logs in (RFC 5034)."""
+        proto, tr = self.connect()
+        out = self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.com\0secret"))
+        self.assertTrue(out.startswith(b"+OK Logged in"), out)
+        self.close(proto, tr)
+
+    def test_auth_plain_continuation_and_cancel(self) -> None:
+        """AUTH PLAIN without initial response asks with '+ '; '*' cancels."""
+        proto, tr = self.connect()
+        self.assertEqual(self.send(proto, tr, b"AUTH PLAIN"), b"+ \r\n")
+        self.assertEqual(self.send(proto, tr, b"*"), b"-ERR Authentication cancelled\r\n")
+        self.assertEqual(self.send(proto, tr, b"AUTH PLAIN"), b"+ \r\n")
+        self.assertEqual(self.send(proto, tr, b"not base64!"), b"-ERR Invalid SASL response\r\n")
+        self.assertEqual(self.send(proto, tr, b"AUTH PLAIN"), b"+ \r\n")
+        self.assertTrue(self.send(proto, tr, base64.b64encode(b"\0alice\0secret")).startswith(b"+OK"))
+        self.close(proto, tr)
+
+    def test_auth_other_mechanism(self) -> None:
+        """Only PLAIN is offered; CRAM-MD5 and friends are refused."""
+        proto, tr = self.connect()
+        self.assertEqual(self.send(proto, tr, b"AUTH"), b"+OK Supported SASL mechanisms follow\r\nPLAIN\r\n.\r\n")
+        self.assertEqual(self.send(proto, tr, b"AUTH CRAM-MD5"), b"-ERR Unsupported SASL mechanism\r\n")
+
+    def test_wrong_password_delayed_then_disconnect(self) -> None:
+        """Wrong passwords are answered after the configured delay; too many close the link."""
+        self.settings.replace(Settings({"auth.fail_delays": [0, 2], "auth.max_failures": 2}))
+        proto, tr = self.connect()
+        self.send(proto, tr, b"USER alice")
+        self.assertEqual(self.send(proto, tr, b"PASS wrong"), b"-ERR [AUTH] Authentication failed\r\n")
+        self.send(proto, tr, b"USER alice")
+        self.assertEqual(self.send(proto, tr, b"PASS wrong"), b"")
+        self.clock.advance(2)
+        self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n")
+        self.assertTrue(tr.disconnecting)
+        proto.connectionLost()
+
+    def test_service_disabled(self) -> None:
+        """An account without the POP service cannot log in."""
+        proto, tr = self.connect()
+        self.send(proto, tr, b"USER nopop")
+        self.assertEqual(self.send(proto, tr, b"PASS secret"), b"-ERR [AUTH] Authentication failed\r\n")
+
+    def test_store_down(self) -> None:
+        """A failing account store gives a temporary error, never 'wrong password'."""
+        self.store.fail = True
+        proto, tr = self.connect()
+        self.send(proto, tr, b"USER alice")
+        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"-ERR [SYS/TEMP]"))
+        self.flushLoggedErrors()
+
+    def test_lock_in_use(self) -> None:
+        """A second POP3 session on the same maildrop gets [IN-USE] until the first ends."""
+        p1, t1 = self.connect()
+        self.login(p1, t1)
+        p2, t2 = self.connect()
+        self.send(p2, t2, b"USER alice")
+        self.assertEqual(self.send(p2, t2, b"PASS secret"),
+                         b"-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n")
+        self.close(p1, t1)
+        self.send(p2, t2, b"USER alice")
+        self.assertTrue(self.send(p2, t2, b"PASS secret").startswith(b"+OK"))
+        self.close(p2, t2)
+
+    def test_connection_cap(self) -> None:
+        """More connections from one IP than access.max_connections_per_ip are turned away."""
+        self.settings.replace(Settings({"access.max_connections_per_ip": 1}))
+        p1, t1 = self.connect("10.9.9.9")
+        p2 = self.factory.buildProtocol(None)
+        t2 = TLSStringTransport(peerAddress=IPv4Address("TCP", "10.9.9.9", 40001))
+        p2.makeConnection(t2)
+        self.assertTrue(t2.value().startswith(b"-ERR [SYS/TEMP]"))
+        self.assertTrue(t2.disconnecting)
+        p2.connectionLost()
+        self.close(p1, t1)
+        self.assertEqual(self.factory.per_ip, {})
+
+
+class TransactionTests(POP3TestBase):
+    plain_ok = True
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.proto, self.tr = self.connect()
+        self.login(self.proto, self.tr)
+
+    def cmd(self, line: bytes) -> bytes:
+        return self.send(self.proto, self.tr, line)
+
+    def sizes(self) -> tuple[int, int]:
+        return len(MSG1), len(maildir.to_crlf(MSG2))
+
+    def test_stat_list_uidl(self) -> None:
+        """STAT, LIST and UIDL describe the maildrop; sizes count CRLF line ends."""
+        s1, s2 = self.sizes()
+        self.assertEqual(self.cmd(b"STAT"), b"+OK 2 %d\r\n" % (s1 + s2))
+        self.assertEqual(self.cmd(b"LIST"), b"+OK Scan list follows\r\n1 %d\r\n2 %d\r\n.\r\n" % (s1, s2))
+        self.assertEqual(self.cmd(b"LIST 2"), b"+OK 2 %d\r\n" % s2)
+        uidl = self.cmd(b"UIDL").split(b"\r\n")
+        self.assertEqual(uidl[0], b"+OK Unique-ID list follows")
+        self.assertEqual(len(uidl[1].split()[1]), 16)
+        self.assertEqual(self.cmd(b"UIDL 1"), b"+OK " + uidl[1] + b"\r\n")
+
+    def test_uidl_stable_across_restart(self) -> None:
+        """UIDLs are the same after a server restart, so clients do not download twice."""
+        first = self.cmd(b"UIDL")
+        self.cmd(b"QUIT")
+        self.proto.connectionLost()
+        self.portal, self.realm = make_portal(self.base, self.store)  # a fresh process
+        self.factory.portal = self.portal
+        proto, tr = self.connect()
+        self.login(proto, tr)
+        self.assertEqual(self.send(proto, tr, b"UIDL"), first)
+        self.close(proto, tr)
+
+    def test_retr_dot_stuffing_and_crlf(self) -> None:
+        """RETR sends the message dot-stuffed with CRLF line ends and the final '.'."""
+        out = self.cmd(b"RETR 1")
+        self.assertEqual(out, b"+OK %d octets\r\n" % len(MSG1) + MSG1.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        out = self.cmd(b"RETR 2")
+        self.assertEqual(out, b"+OK %d octets\r\nSubject: two\r\nX: y\r\n\r\nbare lf body\r\n.\r\n" % self.sizes()[1])
+
+    def test_top(self) -> None:
+        """TOP n k sends the header and k body lines; TOP n 0 the header only."""
+        self.assertEqual(self.cmd(b"TOP 1 1"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n.\r\n")
+        self.assertEqual(self.cmd(b"TOP 1 0"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\n.\r\n")
+        self.assertEqual(self.cmd(b"TOP 1 2"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n..dotted\r\n.\r\n")
+        self.assertTrue(self.cmd(b"TOP 1 99").endswith(b"line3\r\n.\r\n"))
+
+    def test_dele_applied_only_at_quit(self) -> None:
+        """DELE marks; the file stays until QUIT (RFC 1939 UPDATE state)."""
+        self.assertEqual(self.cmd(b"DELE 1"), b"+OK Message 1 marked for deletion\r\n")
+        self.assertEqual(len(self.files()), 2)
+        self.assertEqual(self.cmd(b"RETR 1"), b"-ERR Message 1 is deleted\r\n")
+        self.assertEqual(self.cmd(b"DELE 1"), b"-ERR Message 1 is deleted\r\n")
+        self.assertEqual(self.cmd(b"STAT"), b"+OK 1 %d\r\n" % self.sizes()[1])
+        self.assertNotIn(b"\r\n1 ", self.cmd(b"LIST"))
+        self.assertEqual(self.cmd(b"QUIT"), b"+OK Logging out, 1 messages deleted\r\n")
+        self.assertTrue(self.tr.disconnecting)
+        self.assertEqual(len(self.files()), 1)
+
+    def test_connection_loss_keeps_messages(self) -> None:
+        """A dropped connection (or crash) after DELE deletes nothing."""
+        self.cmd(b"DELE 1")
+        self.cmd(b"DELE 2")
+        self.tr.loseConnection()
+        self.proto.connectionLost()
+        self.assertEqual(len(self.files()), 2)
+
+    def test_rset(self) -> None:
+        """RSET undoes DELE."""
+        self.cmd(b"DELE 1")
+        self.assertEqual(self.cmd(b"RSET"), b"+OK\r\n")
+        self.assertTrue(self.cmd(b"STAT").startswith(b"+OK 2 "))
+        self.cmd(b"QUIT")
+        self.assertEqual(len(self.files()), 2)
+
+    def test_retr_marks_seen_at_quit(self) -> None:
+        """Messages read by POP3 appear \\Seen to IMAP afterwards."""
+        self.cmd(b"RETR 2")
+        self.cmd(b"QUIT")
+        self.assertEqual(sum(1 for f in self.files() if f.endswith(",S")), 1)
+
+    def test_noop_and_bad_commands(self) -> None:
+        """Every bad command or argument gets -ERR and the session goes on."""
+        self.assertEqual(self.cmd(b"NOOP"), b"+OK\r\n")
+        for line in [b"RETR 0", b"RETR 999999", b"RETR -1", b"RETR abc", b"LIST abc", b"LIST 1 2",
+                     b"TOP 1 -1", b"TOP 1", b"TOP x 1", b"DELE", b"XYZZY", b"USER bob", b"STLS",
+                     b"\xff\xfe", b"", b"RETR 99999999999999999999"]:
+            out = self.cmd(line)
+            self.assertTrue(out.startswith(b"-ERR "), (line, out))
+            self.assertNotIn(b"Traceback", out)
+        self.assertTrue(self.cmd(b"STAT").startswith(b"+OK 2"))
+
+    def test_pipelining(self) -> None:
+        """Several commands in one packet are answered in order (RFC 2449 PIPELINING)."""
+        self.tr.clear()
+        self.proto.dataReceived(b"STAT\r\nRETR 2\r\nDELE 2\r\nNOOP\r\n")
+        self.pump(self.tr)
+        out = self.tr.value()
+        self.assertTrue(out.startswith(b"+OK 2 "))
+        self.assertIn(b"bare lf body\r\n.\r\n+OK Message 2 marked for deletion\r\n+OK\r\n", out)
+
+    def test_idle_timeout(self) -> None:
+        """An idle session is closed after pop3.idle_timeout without applying deletions."""
+        self.cmd(b"DELE 1")
+        self.clock.advance(599)
+        self.assertFalse(self.tr.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(self.tr.disconnecting)
+        self.proto.connectionLost()
+        self.assertEqual(len(self.files()), 2)
+
+    def test_long_line(self) -> None:
+        """A 100 KB line gets -ERR and the connection is closed, without a traceback."""
+        self.tr.clear()
+        self.proto.dataReceived(b"X" * 100000)
+        self.assertEqual(self.tr.value(), b"-ERR Line too long\r\n")
+        self.assertTrue(self.tr.disconnecting)
+
+    def test_new_mail_not_in_snapshot(self) -> None:
+        """Mail delivered during a session shows up at the next login (RFC 1939 maildrop)."""
+        deliver(self.base, "alice", b"Subject: three\r\n\r\nx\r\n")
+        self.assertTrue(self.cmd(b"STAT").startswith(b"+OK 2 "))
+        self.cmd(b"QUIT")
+        self.proto.connectionLost()
+        proto, tr = self.connect()
+        self.login_any(proto, tr, 3)
+
+    def login_any(self, proto: POP3Server, tr: StringTransport, n: int) -> None:
+        self.send(proto, tr, b"USER alice")
+        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"+OK Logged in, %d messages" % n))
+        self.close(proto, tr)
+
+    def test_capa_in_transaction(self) -> None:
+        """CAPA works after login and lists TOP, UIDL, PIPELINING, RESP-CODES."""
+        capa = self.cmd(b"CAPA")
+        for c in (b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES"):
+            self.assertIn(b"\r\n" + c + b"\r\n", capa)
+
+    def tearDown(self) -> Optional[Any]:
+        if not self.tr.disconnecting:
+            self.close(self.proto, self.tr)
+        return None
