@@ -19,7 +19,8 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
 * ``ctx.notify(cmd, **args)``: send one control command; returns the reply dict, or None when
   the server is not running (a note is printed); raises CLIError when the server refuses;
 * ``ctx.call(cmd, **args)``: the same, but a server that is not running is an error;
-* ``ctx.out`` / ``ctx.err``: where to print; ``ctx.fail(text)`` raises CLIError(text).
+* ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
+* ``ctx.fail(text)`` raises CLIError(text).
 
 Raise CLIError (or a cgtwist StoreError/ValueError) for a one-line error and exit status 1.
 """
@@ -27,6 +28,7 @@ Raise CLIError (or a cgtwist StoreError/ValueError) for a one-line error and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -38,7 +40,7 @@ from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
-from cgtwist.storage.passwords import generate_password
+from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
 
 PROG = "cgtwist-admin"
@@ -58,6 +60,7 @@ class Context:
     reactor: Any
     out: TextIO
     err: TextIO
+    stdin: TextIO = sys.stdin
 
     def fail(self, text: str) -> NoReturn:
         raise CLIError(text)
@@ -115,7 +118,7 @@ def _password(ctx: Context, args: argparse.Namespace) -> tuple[str, bool]:
             ctx.fail("the password must not be empty")
         return str(args.password), False
     if args.password_stdin:
-        line = sys.stdin.readline().rstrip("\r\n")
+        line = ctx.stdin.readline().rstrip("\r\n")
         if not line:
             ctx.fail("no password on standard input")
         return line, False
@@ -408,19 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig,
-              out: TextIO, err: TextIO) -> int:
+async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, out: TextIO,
+              err: TextIO, stdin: Optional[TextIO] = None,
+              hasher: Optional[PasswordHasher] = None) -> int:
     """Open the store when the handler needs it, run the handler, close; return the status."""
     store: Optional[AccountStore] = None
     try:
         if getattr(args, "needs_store", True):
             store = await open_store(config.database_url, config.main_domain, reactor,
-                                     1, max(1, config.pool_max))
+                                     1, max(1, config.pool_max), hasher)
             generated = await store.bootstrap()
             if generated:
                 err.write(f"{PROG}: first start: created postmaster@{config.main_domain} "
                           f"with password: {generated}\n")
-        ctx = Context(config=config, store=store, reactor=reactor, out=out, err=err)
+        ctx = Context(config=config, store=store, reactor=reactor, out=out, err=err,
+                      stdin=stdin or sys.stdin)
         result = await args.handler(ctx, args)
         return int(result or 0)
     finally:
@@ -430,31 +435,44 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig,
 
 def _one_line(e: BaseException) -> str:
     if isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
-    return f"internal error: {type(e).__name__}: {e}".splitlines()[0]
+        text = str(e) or type(e).__name__
+    else:
+        text = f"internal error: {type(e).__name__}: {e}"
+    return text.splitlines()[0]
+
+
+async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
+                  stdin: Optional[TextIO] = None,
+                  hasher: Optional[PasswordHasher] = None) -> int:
+    """The whole command: parse ``argv``, load the config, run; return the exit status.
+
+    Usage errors print argparse's message (to stderr) and give 2; every other failure is one
+    line on ``err`` and 1.
+    """
+    try:
+        parser = build_parser()
+    except Exception as e:  # a broken plugin module: say which, do not show a traceback
+        err.write(f"{PROG}: error: {_one_line(e)}\n")
+        return 1
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(list(argv))
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code or 0)
+    try:
+        config = load(args.config, {"base_dir": args.base_dir} if args.base_dir else None)
+        return await run(reactor, args, config, out, err, stdin, hasher)
+    except Exception as e:
+        err.write(f"{PROG}: error: {_one_line(e)}\n")
+        return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """Console-script entry point: exit 0 on success, 1 on error, 2 on a usage error."""
-    try:
-        parser = build_parser()
-    except Exception as e:  # a broken plugin module must not hide the other groups' errors
-        sys.stderr.write(f"{PROG}: error: {_one_line(e)}\n")
-        sys.exit(1)
-    args = parser.parse_args(argv)
-    overrides = {"base_dir": args.base_dir} if args.base_dir else None
-    try:
-        config = load(args.config, overrides)
-    except ConfigError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
-        sys.exit(1)
+    arguments = sys.argv[1:] if argv is None else list(argv)
 
     async def react_main(reactor: Any) -> None:
-        try:
-            code = await run(reactor, args, config, sys.stdout, sys.stderr)
-        except Exception as e:
-            sys.stderr.write(f"{PROG}: error: {_one_line(e)}\n")
-            code = 1
+        code = await execute(reactor, arguments, sys.stdout, sys.stderr)
         sys.stdout.flush()
         raise SystemExit(code)
 

@@ -280,7 +280,7 @@ class AccountStore:
     def _add_account_txn(self, cur: Cursor, n: str, d: str, phc: Optional[str], real: str,
                          svc: Optional[frozenset[str]], values: Mapping[str, Any],
                          enabled: bool) -> None:
-        did = _domain_id_txn(cur, d)
+        did = _resolve_domain_txn(cur, d)
         if did is None:
             raise NotFound(f"domain {d} does not exist")
         if _account_row_txn(cur, did, n) is not None:
@@ -338,9 +338,7 @@ class AccountStore:
     async def remove_account(self, name: str, domain: str) -> None:
         """Remove an account (its Maildir stays on disk); never the main domain's postmaster."""
         n, d = check_account(name), check_domain(domain)
-        if n == POSTMASTER and d == self.main_domain:
-            raise StoreError(f"{n}@{d} is the administrator and cannot be removed")
-        await self._write("remove_account", _remove_account_txn, n, d)
+        await self._write("remove_account", _remove_account_txn, n, d, self.main_domain)
         self._log.info("account {account} removed", account=f"{n}@{d}")
 
     @_deferred
@@ -671,15 +669,17 @@ def _login_row_txn(cur: Cursor, n: str, d: str) -> Optional[dict[str, Any]]:
         return None
 
 
-def _remove_account_txn(cur: Cursor, n: str, d: str) -> None:
-    did = _domain_id_txn(cur, d)
+def _remove_account_txn(cur: Cursor, n: str, d: str, main: str) -> None:
+    did = _resolve_domain_txn(cur, d)
     if did is None or _account_row_txn(cur, did, n) is None:
         raise NotFound(f"account {n}@{d} does not exist")
+    if n == POSTMASTER and did == _domain_id_txn(cur, main):
+        raise StoreError(f"{n}@{main} is the administrator and cannot be removed")
     cur.execute("DELETE FROM accounts WHERE domain_id = ? AND name = ?", (did, n))
 
 
 def _set_password_txn(cur: Cursor, n: str, d: str, phc: str, old: Optional[str]) -> None:
-    did = _domain_id_txn(cur, d)
+    did = _resolve_domain_txn(cur, d)
     if did is None or _account_row_txn(cur, did, n) is None:
         raise NotFound(f"account {n}@{d} does not exist")
     if old is None:
@@ -692,7 +692,7 @@ def _set_password_txn(cur: Cursor, n: str, d: str, phc: str, old: Optional[str])
 
 def _update_account_txn(cur: Cursor, n: str, d: str, real: Optional[str],
                         svc: Optional[frozenset[str]], enabled: Optional[bool]) -> None:
-    did = _domain_id_txn(cur, d)
+    did = _resolve_domain_txn(cur, d)
     if did is None or _account_row_txn(cur, did, n) is None:
         raise NotFound(f"account {n}@{d} does not exist")
     where = " WHERE domain_id = ? AND name = ?"
@@ -705,7 +705,7 @@ def _update_account_txn(cur: Cursor, n: str, d: str, real: Optional[str],
 
 
 def _add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
-    did = _domain_id_txn(cur, d)
+    did = _resolve_domain_txn(cur, d)
     if did is None:
         raise NotFound(f"domain {d} does not exist")
     if _account_row_txn(cur, did, n) is not None:
@@ -717,7 +717,7 @@ def _add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
 
 
 def _remove_alias_txn(cur: Cursor, n: str, d: str) -> None:
-    did = _domain_id_txn(cur, d)
+    did = _resolve_domain_txn(cur, d)
     if did is None or _alias_target_txn(cur, did, n) is None:
         raise NotFound(f"alias {n}@{d} does not exist")
     cur.execute("DELETE FROM aliases WHERE domain_id = ? AND name = ?", (did, n))

@@ -1,0 +1,336 @@
+"""Tests for cgtwist-admin (cgtwist.cli), run as a real subprocess against a temporary base dir."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import types
+from typing import Any, Optional
+
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial import unittest
+
+from cgtwist import cli, control
+from cgtwist.storage.store import ENV_POSTMASTER_PASSWORD, open_store
+from tests.storage.dbcase import fast_hasher
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CLITestCase(unittest.TestCase):
+    """A fresh base directory with a config file naming example.com as the main domain.
+
+    ``cli()`` runs cgtwist-admin in-process (fast); ``run_cli()`` as a real subprocess.
+    """
+
+    postmaster_password: Optional[str] = "pm"
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+        self.conf = os.path.join(self.base, "cgtwist.conf")
+        with open(self.conf, "w") as f:
+            f.write('[server]\nbase_dir = "."\nmain_domain = "example.com"\n'
+                    'hostname = "mail.example.com"\n')
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("CGTWIST_CONFIG", ENV_POSTMASTER_PASSWORD)}
+        self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
+        if self.postmaster_password is not None:
+            self.env[ENV_POSTMASTER_PASSWORD] = self.postmaster_password
+        old = os.environ.get(ENV_POSTMASTER_PASSWORD)
+        self.addCleanup(_restore_env, ENV_POSTMASTER_PASSWORD, old)
+        os.environ.pop(ENV_POSTMASTER_PASSWORD, None)
+        if self.postmaster_password is not None:
+            os.environ[ENV_POSTMASTER_PASSWORD] = self.postmaster_password
+        self.hasher = fast_hasher()
+
+    async def cli(self, *args: str, stdin: str = "", code: int = 0) -> tuple[str, str]:
+        """Run cgtwist-admin in-process; check the exit status and that no traceback shows."""
+        out, err = io.StringIO(), io.StringIO()
+        rc = await cli.execute(reactor, ["--config", self.conf, *args], out, err,
+                               io.StringIO(stdin), self.hasher)
+        self.assertNotIn("Traceback", err.getvalue())
+        self.assertEqual(rc, code, f"{args}: {out.getvalue()!r} {err.getvalue()!r}")
+        return out.getvalue(), err.getvalue()
+
+    async def error(self, *args: str, stdin: str = "") -> str:
+        """Run a command that must fail: exit status 1 and exactly one line on stderr."""
+        _, err = await self.cli(*args, stdin=stdin, code=1)
+        return _one_error_line(self, err)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "cgtwist.cli", "--config", self.conf, *args]
+
+    def run_cli(self, *args: str, code: int = 0) -> tuple[str, str]:
+        """Run the real cgtwist-admin process; check its status and that no traceback shows."""
+        p = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
+                           cwd=self.base, timeout=60, stdin=subprocess.DEVNULL)
+        self.assertNotIn("Traceback", p.stderr)
+        self.assertEqual(p.returncode, code, f"{args}: {p.stdout!r} {p.stderr!r}")
+        return p.stdout, p.stderr
+
+    async def verify(self, address: str, password: str) -> Optional[str]:
+        """Log in through the store, as the running server would, after the CLI's change."""
+        store = await open_store("sqlite:///" + os.path.join(self.base, "cgtwist.db"),
+                                 "example.com", reactor, hasher=self.hasher)
+        try:
+            name, _, domain = address.partition("@")
+            account = await store.verify_password(name, domain, password)
+            return account.address if account else None
+        finally:
+            store.close()
+
+
+def _restore_env(key: str, value: Optional[str]) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def _one_error_line(case: unittest.TestCase, err: str) -> str:
+    lines = [x for x in err.splitlines() if not x.startswith("cgtwist-admin: first start")]
+    case.assertEqual(len(lines), 1, err)
+    case.assertTrue(lines[0].startswith("cgtwist-admin: error: "), err)
+    return lines[0][len("cgtwist-admin: error: "):]
+
+
+class ProcessTests(CLITestCase):
+    """The real console script: first start, exit statuses, one-line errors."""
+
+    postmaster_password = None
+
+    async def test_first_run_prints_postmaster_password_once(self) -> None:
+        """The first command creates postmaster and prints its password once, on stderr."""
+        out, err = self.run_cli("domain", "list")
+        self.assertEqual(out, "example.com  [main]\n")
+        self.assertIn("created postmaster@example.com with password: ", err)
+        password = err.split("with password: ")[1].split()[0]
+        _, err2 = self.run_cli("domain", "add", "example.org")
+        self.assertNotIn("password", err2)
+        self.assertIn("the server is not running; the change applies when it starts", err2)
+        self.assertEqual(await self.verify("postmaster@example.com", password),
+                         "postmaster@example.com")
+
+    def test_exit_statuses(self) -> None:
+        """Usage errors exit 2; refused changes and a broken config exit 1 with one line."""
+        _, err = self.run_cli("account", "frobnicate", code=2)
+        self.assertIn("usage:", err)
+        _, err = self.run_cli("account", "add", "../x", code=1)
+        self.assertIn("invalid account name", _one_error_line(self, err))
+        with open(self.conf, "a") as f:
+            f.write("[server]\nbogus = 1\n")
+        _, err = self.run_cli("domain", "list", code=1)
+        self.assertIn("cgtwist.conf", _one_error_line(self, err))
+
+
+class BootstrapTests(CLITestCase):
+    async def test_postmaster_password_from_environment(self) -> None:
+        """With CGTWIST_POSTMASTER_PASSWORD set nothing is printed and that password works."""
+        _, err = await self.cli("account", "list")
+        self.assertNotIn("pm", err.replace("cgtwist-admin", ""))
+        self.assertEqual(await self.verify("postmaster@example.com", "pm"),
+                         "postmaster@example.com")
+
+
+class AccountTests(CLITestCase):
+    async def test_account_lifecycle(self) -> None:
+        """add (given, stdin, generated), list, show, passwd, remove: each visible to logins."""
+        await self.cli("account", "add", "alice", "--password", "alice-pw",
+                       "--real-name", "Alice Liddell")
+        await self.cli("domain", "add", "Example.ORG")
+        await self.cli("account", "add", "bob%example.org", "--password-stdin", "--admin",
+                       stdin="bob-pw\n")
+        out, _ = await self.cli("account", "add", "carol@example.org", "--services", "mail,imap")
+        self.assertTrue(out.startswith("password for carol@example.org: "), out)
+        carol_pw = out.split(": ", 1)[1].strip()
+        self.assertGreaterEqual(len(carol_pw), 12)
+
+        out, _ = await self.cli("account", "list")
+        self.assertEqual(out, "alice@example.com  Alice Liddell\npbx@example.com  PBX  [service]\n"
+                              "postmaster@example.com  Postmaster  [admin]\n")
+        out, _ = await self.cli("account", "list", "example.org")
+        self.assertEqual(out, "bob@example.org  [admin]\ncarol@example.org\n")
+        info = json.loads((await self.cli("account", "show", "carol@example.org"))[0])
+        self.assertEqual(info["services"], ["imap", "mail"])
+        self.assertNotIn("password", info)
+        self.assertNotIn(carol_pw, json.dumps(info))
+
+        self.assertEqual(await self.verify("alice@example.com", "alice-pw"), "alice@example.com")
+        self.assertEqual(await self.verify("bob@example.org", "bob-pw"), "bob@example.org")
+        self.assertEqual(await self.verify("carol@example.org", carol_pw), "carol@example.org")
+
+        await self.cli("account", "passwd", "alice", "--password-stdin", stdin="new-pw\n")
+        self.assertIsNone(await self.verify("alice@example.com", "alice-pw"))
+        self.assertEqual(await self.verify("alice@example.com", "new-pw"), "alice@example.com")
+
+        await self.cli("account", "set", "alice", "--disable")
+        self.assertIsNone(await self.verify("alice@example.com", "new-pw"))
+        await self.cli("account", "set", "alice", "--enable", "--real-name", "A. L.")
+        self.assertEqual(await self.verify("alice@example.com", "new-pw"), "alice@example.com")
+
+        await self.cli("account", "remove", "alice@example.com")
+        self.assertIsNone(await self.verify("alice@example.com", "new-pw"))
+
+    async def test_errors(self) -> None:
+        """Bad input is one clear line on stderr and exit status 1, never a traceback."""
+        await self.cli("account", "add", "alice", "--password", "x")
+        self.assertEqual(await self.error("account", "add", "alice", "--password", "y"),
+                         "account alice@example.com already exists")
+        self.assertEqual(await self.error("account", "add", "bob@nowhere.org", "--password", "y"),
+                         "domain nowhere.org does not exist")
+        self.assertIn("invalid account name", await self.error("account", "add", "../x"))
+        self.assertIn("invalid", await self.error("account", "add", "a/b@example.com"))
+        self.assertIn("invalid", await self.error("domain", "add", "../etc"))
+        self.assertIn("unknown service",
+                      await self.error("account", "add", "z", "--services", "ftp"))
+        self.assertIn("does not exist", await self.error("account", "remove", "ghost"))
+        self.assertIn("does not exist",
+                      await self.error("account", "passwd", "ghost", "--password", "x"))
+        self.assertIn("main domain",
+                      await self.error("domain", "remove", "example.com", "--force"))
+        self.assertIn("administrator", await self.error("account", "remove", "postmaster"))
+        self.assertIn("no password",
+                      await self.error("account", "passwd", "alice", "--password-stdin"))
+        self.assertIn("must not be empty",
+                      await self.error("account", "passwd", "alice", "--password", ""))
+
+    async def test_usage_errors_exit_2(self) -> None:
+        """Unknown groups, actions or missing arguments are usage errors (exit status 2)."""
+        for args in (("bogus",), ("account",), ("account", "frobnicate"), ("alias", "add", "x"),
+                     ("account", "add", "a", "--password", "x", "--password-stdin")):
+            _, err = await self.cli(*args, code=2)
+            self.assertIn("usage:", err)
+
+
+class DomainAliasSettingsTests(CLITestCase):
+    async def test_domains(self) -> None:
+        """Domains and domain aliases are added, listed and removed; non-empty needs --force."""
+        await self.cli("domain", "add", "example.org")
+        await self.cli("domain", "add", "example.net", "--alias-of", "example.org")
+        out, _ = await self.cli("domain", "list")
+        self.assertEqual(out, "example.com  [main]\nexample.org  (aliases: example.net)\n")
+        await self.cli("account", "add", "bob@example.net", "--password", "x")
+        self.assertEqual(await self.verify("bob@example.org", "x"), "bob@example.org")
+        self.assertIn("1 account", await self.error("domain", "remove", "example.org"))
+        await self.cli("domain", "set", "example.org", "--services", "mail")
+        info = json.loads((await self.cli("domain", "show", "example.org"))[0])
+        self.assertEqual(info["services"], ["mail"])
+        await self.cli("domain", "remove", "example.net")
+        await self.cli("domain", "remove", "example.org", "--force")
+        self.assertEqual((await self.cli("domain", "list"))[0], "example.com  [main]\n")
+        self.assertIn("already exists", await self.error("domain", "add", "example.com"))
+
+    async def test_aliases(self) -> None:
+        """Aliases are added, listed and removed; clashes and bad targets are refused."""
+        await self.cli("account", "add", "alice", "--password", "x")
+        await self.cli("alias", "add", "info", "alice")
+        await self.cli("alias", "add", "sales@example.com", "someone@elsewhere.org")
+        out, _ = await self.cli("alias", "list")
+        self.assertEqual(out, "info@example.com -> alice@example.com\n"
+                              "sales@example.com -> someone@elsewhere.org\n")
+        self.assertIn("is an account", await self.error("alias", "add", "alice", "x@y.org"))
+        self.assertIn("invalid alias target", await self.error("alias", "add", "a", "b c@d.org"))
+        await self.cli("alias", "remove", "info")
+        self.assertIn("does not exist", await self.error("alias", "remove", "info"))
+        self.assertEqual((await self.cli("alias", "list", "example.com"))[0],
+                         "sales@example.com -> someone@elsewhere.org\n")
+
+    async def test_settings(self) -> None:
+        """settings show/set/unset validate values (JSON) and report defaults."""
+        out, _ = await self.cli("settings", "show")
+        self.assertIn("smtp.max_recipients = 100  (default)\n", out)
+        await self.cli("settings", "set", "smtp.max_recipients", "5")
+        await self.cli("settings", "set", "queue.retry_schedule", "[10, 20]")
+        out, _ = await self.cli("settings", "show", "smtp.max_recipients")
+        self.assertTrue(out.startswith("smtp.max_recipients = 5\n"), out)
+        self.assertIn("non-negative integer",
+                      await self.error("settings", "set", "smtp.max_recipients", "lots"))
+        self.assertIn("unknown setting", await self.error("settings", "set", "no.such", "1"))
+        self.assertIn("unknown setting", await self.error("settings", "show", "no.such"))
+        await self.cli("settings", "unset", "smtp.max_recipients")
+        out, _ = await self.cli("settings", "show", "smtp.max_recipients")
+        self.assertTrue(out.startswith("smtp.max_recipients = 100  (default)\n"), out)
+        await self.cli("account", "add", "alice", "--password", "x")
+        await self.cli("settings", "set", "MaxAccountSize", '"10M"', "--account", "alice")
+        await self.cli("settings", "set", "smtp.max_message_size", "1000", "--domain",
+                       "example.com")
+        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0],
+                         'MaxAccountSize = "10M"\n')
+        self.assertEqual((await self.cli("settings", "show", "--domain", "example.com"))[0],
+                         "smtp.max_message_size = 1000\n")
+        await self.cli("settings", "unset", "MaxAccountSize", "--account", "alice")
+        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
+
+
+class NotifyTests(CLITestCase):
+    """With a server listening on the control socket, each change is announced at once.
+
+    The CLI runs as a subprocess: its control call blocks, and the server is this reactor.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.requests: list[dict[str, Any]] = []
+        self.reply: dict[str, Any] = {}
+
+        def reload(req: Any) -> dict[str, Any]:
+            self.requests.append(dict(req))
+            if self.reply:
+                raise RuntimeError(self.reply["error"])
+            return {}
+
+        sock = os.path.join(self.base, "cgtwist.ctl")
+        port = reactor.listenUNIX(sock, control.ControlFactory({"reload": reload}))  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+
+    async def run_async(self, *args: str) -> tuple[bytes, bytes, int]:
+        return await getProcessOutputAndValue(
+            sys.executable, self.argv(*args)[1:], env=self.env, path=self.base)
+
+    async def test_reload_sent(self) -> None:
+        """Each change sends reload naming its group, and no "not running" note appears."""
+        out, err, code = await self.run_async("domain", "add", "example.org")
+        self.assertEqual(code, 0, err)
+        self.assertNotIn(b"not running", err)
+        await self.run_async("account", "add", "a@example.org", "--password", "x")
+        await self.run_async("settings", "set", "smtp.max_recipients", "7")
+        self.assertEqual(self.requests, [{"cmd": "reload", "what": "domain"},
+                                         {"cmd": "reload", "what": "account"},
+                                         {"cmd": "reload", "what": "settings"}])
+
+    async def test_server_refusal(self) -> None:
+        """A server that fails to apply the change makes the command fail, saying so."""
+        self.reply = {"error": "listener busy"}
+        out, err, code = await self.run_async("settings", "set", "smtp.max_recipients", "7")
+        self.assertEqual(code, 1)
+        self.assertIn(b"changed in the store, but the server refused reload: listener busy",
+                      err)
+        self.assertNotIn(b"Traceback", err)
+        self.flushLoggedErrors(RuntimeError)
+
+
+class PluginTests(unittest.TestCase):
+    def test_plugin_groups_registered(self) -> None:
+        """A cgtwist/cli_<group>.py module adds its group; a missing one is skipped."""
+        module = types.ModuleType("cgtwist.cli_fake")
+
+        async def hello(ctx: cli.Context, args: argparse.Namespace) -> int:
+            return 3
+
+        def register(subparsers: Any) -> None:
+            p = subparsers.add_parser("fake").add_subparsers(dest="action", required=True)
+            p.add_parser("hello").set_defaults(handler=hello, needs_store=False)
+
+        module.register = register  # type: ignore[attr-defined]
+        sys.modules["cgtwist.cli_fake"] = module
+        self.addCleanup(sys.modules.pop, "cgtwist.cli_fake")
+        self.patch(cli, "PLUGINS", ("cgtwist.cli_fake", "cgtwist.cli_missing"))
+        args = cli.build_parser().parse_args(["fake", "hello"])
+        self.assertIs(args.handler, hello)
+        self.assertFalse(args.needs_store)
