@@ -8,12 +8,15 @@ Mailbox commands live in cgtwist.protocols.imap_commands; it never decides about
 (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 
+# mypy: disable-error-code="assignment,misc"
+# (Twisted types its command tables per class; ours are re-bound on purpose.)
+
 from __future__ import annotations
 
 import re
 import tempfile
 from collections import deque
-from typing import IO, Any, Callable, Optional, Union
+from typing import IO, Any, Callable, Optional, Union, cast
 
 from twisted.cred import credentials
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
@@ -153,7 +156,7 @@ class CgIMAP4Server(CommandsMixin, imap4.IMAP4Server):
                 mbox.removeListener(self)
             except Exception:
                 pass
-            closeable = imap4.ICloseableMailbox(mbox, None)
+            closeable = cast(Any, imap4.ICloseableMailbox(mbox, None))
             if closeable is not None:
                 defer.maybeDeferred(closeable.close).addErrback(
                     lambda f: self.log.failure("closing mailbox failed", f))
@@ -593,10 +596,16 @@ class CgIMAP4Server(CommandsMixin, imap4.IMAP4Server):
     def _login(self, tag: bytes, user: bytes, passwd: bytes) -> None:
         """Log in through the portal as given (user@domain, user%domain or bare)."""
         name = user.decode("utf-8", "replace")
-        d = defer.maybeDeferred(self.portal.login, credentials.UsernamePassword(user, passwd),
+        portal: Any = self.portal
+        d = defer.maybeDeferred(portal.login, credentials.UsernamePassword(user, passwd),
                                 None, imap4.IAccount)
-        d.addCallbacks(self._login_ok, self._login_failed, (tag, name), None, (tag, name), None)
-        d.addErrback(lambda f: (self.log.failure("imap: login handling failed", f), self._server_bug(tag)))
+        d.addCallbacks(self._login_ok, self._login_failed, callbackArgs=(tag, name),
+                       errbackArgs=(tag, name))
+        d.addErrback(self._login_bug, tag)
+
+    def _login_bug(self, failure: Failure, tag: bytes) -> None:
+        self.log.failure("imap: login handling failed", failure)
+        self._server_bug(tag)
 
     def _login_ok(self, result: tuple[Any, Any, Callable[[], None]], tag: bytes, name: str) -> None:
         iface, avatar, logout = result
@@ -690,7 +699,7 @@ class IMAPFactory(ServerFactory):
         self.penalty: IPenalty = penalty or LoginPenalty(settings, clock)
         self.per_ip: dict[str, int] = {}
 
-    def buildProtocol(self, addr: Any) -> CgIMAP4Server:
+    def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]
         p = CgIMAP4Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
                           self.clock, self.penalty)
         p.factory = self

@@ -8,11 +8,14 @@ ID, ENABLE and NAMESPACE. Mailbox data comes from the mailstore (``MaildirMailbo
 connection handling lives in cgtwist.protocols.imap.
 """
 
+# mypy: disable-error-code="assignment,misc"
+# (Twisted types its command tables per class; ours are re-bound on purpose.)
+
 from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional, cast
 
 from twisted.internet import defer, interfaces
 from twisted.logger import Logger
@@ -40,19 +43,14 @@ def _mutf7(name: str) -> bytes:
 
 
 def _uid_set(uids: list[int]) -> bytes:
-    """Compact sequence-set for COPYUID/APPENDUID (RFC 4315 §3): ``1:3,7``."""
-    out: list[bytes] = []
-    start = prev = None
+    """Compact sequence-set for COPYUID/APPENDUID (RFC 4315 §3): ``1:3,7`` (order kept)."""
+    runs: list[list[int]] = []
     for u in uids:
-        if start is not None and prev is not None and u == prev + 1:
-            prev = u
-            continue
-        if start is not None:
-            out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
-        start = prev = u
-    if start is not None:
-        out.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
-    return b",".join(out)
+        if runs and u == runs[-1][1] + 1:
+            runs[-1][1] = u
+        else:
+            runs.append([u, u])
+    return b",".join(b"%d" % a if a == b else b"%d:%d" % (a, b) for a, b in runs)
 
 
 def _flag_list(raw: Any) -> list[str]:
@@ -144,6 +142,20 @@ class CommandsMixin:
     clock: Any
     transport: Any
     enabled: set[bytes]
+    peer_ip: str
+    _idle_tag: Optional[bytes]
+    _unsolicited: list[tuple[bytes, bytes]]
+
+    if TYPE_CHECKING:
+        def sendPositiveResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+        def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None: ...
+        def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+        def sendUntaggedResponse(self, message: bytes, isAsync: Optional[bool] = None) -> None: ...
+        def _server_bug(self, tag: bytes) -> None: ...
+        def _release_mailbox(self) -> None: ...
+        def _stringLiteral(self, size: int) -> Any: ...
+        def arg_seqset(self, line: bytes) -> Any: ...
+        def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None: ...
 
     # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
     def arg_astring(self, line: bytes) -> Any:
@@ -172,7 +184,7 @@ class CommandsMixin:
             spec = imap_parse.literal_at_end(line)
             if spec is None or spec.start != 0:
                 raise imap4.IllegalClientResponse("Malformed literal")
-            return self._stringLiteral(spec.size)  # type: ignore[attr-defined]
+            return self._stringLiteral(spec.size)
         arg, _, rest = line.partition(b" ")
         if any(c in b'(){"\\' or c < 0x21 or c == 0x7F for c in arg):
             raise imap4.IllegalClientResponse("Invalid atom")
@@ -207,7 +219,7 @@ class CommandsMixin:
     def _close_other(self, box: Any) -> None:
         """Close a mailbox opened only for one command (APPEND, COPY target, STATUS)."""
         if box is not None and box is not self.mbox:
-            closeable = imap4.ICloseableMailbox(box, None)
+            closeable = cast(Any, imap4.ICloseableMailbox(box, None))
             if closeable is not None:
                 defer.maybeDeferred(closeable.close).addErrback(
                     lambda f: self.log.failure("closing mailbox failed", f))
@@ -218,8 +230,8 @@ class CommandsMixin:
 
     def expungesPending(self) -> None:
         """The mailstore holds expunges by another session; during IDLE they go out at once."""
-        if self._idle_tag is not None:  # type: ignore[attr-defined]
-            self._flush_unsolicited()  # type: ignore[attr-defined]
+        if self._idle_tag is not None:
+            self._flush_unsolicited()
 
     def _flush_unsolicited(self) -> None:  # overridden in the protocol; expunges added here
         raise NotImplementedError
@@ -245,10 +257,11 @@ class CommandsMixin:
         if len(fields) % 2 or len(fields) > 2 * _ID_FIELDS or any(isinstance(x, list) for x in fields):
             self.sendBadResponse(tag, b"Invalid ID parameter list")
             return
-        client = {bytes(fields[i]).decode("utf-8", "replace")[:30]:
-                  bytes(fields[i + 1]).decode("utf-8", "replace")[:1024] for i in range(0, len(fields), 2)}
+        words = [cast(bytes, f) for f in fields]
+        client = {words[i].decode("utf-8", "replace")[:30]: words[i + 1].decode("utf-8", "replace")[:1024]
+                  for i in range(0, len(words), 2)}
         if client:
-            self.log.info("imap: client id {client} from {ip}", client=client, ip=self.peer_ip)  # type: ignore[attr-defined]
+            self.log.info("imap: client id {client} from {ip}", client=client, ip=self.peer_ip)
         self.sendUntaggedResponse(b'ID ("name" "cgtwist" "vendor" "cgtwist")')
         self.sendPositiveResponse(tag, b"ID completed")
 
@@ -265,7 +278,7 @@ class CommandsMixin:
 
     def do_NAMESPACE(self, tag: bytes) -> None:
         personal = other = shared = None
-        np = imap4.INamespacePresenter(self.account, None)
+        np = cast(Any, imap4.INamespacePresenter(self.account, None))
         if np is not None:
             personal = np.getPersonalNamespaces()
             other = np.getUserNamespaces()
@@ -365,7 +378,7 @@ class CommandsMixin:
 
     # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
     def _select(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
-        self._release_mailbox()  # type: ignore[attr-defined]
+        self._release_mailbox()
         self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
 
         def got(box: Any) -> None:
@@ -408,8 +421,8 @@ class CommandsMixin:
         d = defer.maybeDeferred(box.expunge) if box.isWriteable() else defer.succeed([])
 
         def done(_: Any) -> None:
-            self._release_mailbox()  # type: ignore[attr-defined]
-            self._unsolicited.clear()  # type: ignore[attr-defined]
+            self._release_mailbox()
+            self._unsolicited.clear()
             self.state = "auth"
             self.sendPositiveResponse(tag, b"CLOSE completed")
         d.addCallback(done).addErrback(self._fail(tag, "CLOSE"))
@@ -418,8 +431,8 @@ class CommandsMixin:
 
     def do_UNSELECT(self, tag: bytes) -> None:
         """UNSELECT (RFC 3691): leave the mailbox without expunging."""
-        self._release_mailbox()  # type: ignore[attr-defined]
-        self._unsolicited.clear()  # type: ignore[attr-defined]
+        self._release_mailbox()
+        self._unsolicited.clear()
         self.state = "auth"
         self.sendPositiveResponse(tag, b"UNSELECT completed")
 
@@ -473,9 +486,12 @@ class CommandsMixin:
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
         d = defer.maybeDeferred(self.mbox.expunge)
-        d.addCallback(lambda seqs: (self._send_expunges(seqs),
-                                    self.sendPositiveResponse(tag, b"EXPUNGE completed")))
+        d.addCallback(self._expunged, tag, b"EXPUNGE completed")
         d.addErrback(self._fail(tag, "EXPUNGE"))
+
+    def _expunged(self, seqs: list[int], tag: bytes, text: bytes) -> None:
+        self._send_expunges(seqs)
+        self.sendPositiveResponse(tag, text)
 
     select_EXPUNGE = (do_EXPUNGE,)
 
@@ -491,8 +507,7 @@ class CommandsMixin:
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
         d = defer.maybeDeferred(self.mbox.expunge_uids, self._uids_of(messages, True))
-        d.addCallback(lambda seqs: (self._send_expunges(seqs),
-                                    self.sendPositiveResponse(tag, b"UID EXPUNGE completed")))
+        d.addCallback(self._expunged, tag, b"UID EXPUNGE completed")
         d.addErrback(self._fail(tag, "UID EXPUNGE"))
 
     # -- UID dispatch ---------------------------------------------------------------------------
@@ -666,7 +681,7 @@ class CommandsMixin:
 
         def broken(failure: Failure) -> None:
             self._streamer = None
-            self.log.failure("imap: FETCH failed midway; closing {ip}", failure, ip=self.peer_ip)  # type: ignore[attr-defined]
+            self.log.failure("imap: FETCH failed midway; closing {ip}", failure, ip=self.peer_ip)
             self.transport.loseConnection()
 
         d = defer.maybeDeferred(box.fetch, messages, bool(uid))

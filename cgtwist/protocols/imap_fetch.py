@@ -26,7 +26,7 @@ _FALLBACK_STRUCTURE = [b"text", b"plain", [b"charset", b"us-ascii"], None, None,
 
 def open_raw(msg: Any) -> IO[bytes]:
     """The whole RFC 5322 message as a binary file (IMessageFile when offered)."""
-    mf = imap4.IMessageFile(msg, None)
+    mf: Any = imap4.IMessageFile(msg, None)
     if mf is not None:
         f: IO[bytes] = mf.open()
         return f

@@ -117,8 +117,9 @@ def structure(part: Message, extended: bool) -> list[Any]:
     out = [_b(maintype), _b(subtype), params, _header(part, "content-id"),
            _header(part, "content-description"),
            _b(str(part.get("content-transfer-encoding", "7bit")).strip().lower()) or b"7bit", len(body)]
-    if (maintype, subtype) == ("message", "rfc822") and isinstance(part.get_payload(), list):
-        inner = part.get_payload()[0]
+    payload: Any = part.get_payload()
+    if (maintype, subtype) == ("message", "rfc822") and isinstance(payload, list) and payload:
+        inner: Message = payload[0]
         heads = {k.lower(): str(v) for k, v in inner.items()}
         out += [envelope(heads), structure(inner, extended), _lines(body)]
     elif maintype == "text":
