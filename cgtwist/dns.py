@@ -143,6 +143,19 @@ class Resolver:
         per_server = self.timeout / max(1, len(self.servers))
         return (per_server * 0.4, per_server * 0.6)
 
+    def stop(self) -> defer.Deferred[None]:
+        """Close TCP connections kept to the nameservers (service shutdown, test cleanup)."""
+        if self._client is None:
+            return defer.succeed(None)
+        for proto in list(self._client.connections):
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+        self._cache.clear()
+        # The sockets close on the next reactor iterations.
+        d: defer.Deferred[None] = defer.Deferred()
+        self.reactor.callLater(0, lambda: self.reactor.callLater(0, d.callback, None))
+        return d
+
     # -- IResolver
     def lookup_mx(self, domain: str) -> defer.Deferred[list[tuple[int, str]]]:
         """[(preference, host)] sorted; a null MX (RFC 7505) appears as host ``""``."""

@@ -217,6 +217,19 @@ class _Factory(server.DNSServerFactory):
             return None
         return super().handleQuery(message, protocol, address)
 
+    def sendReply(self, protocol: Any, message: Any, address: Any) -> None:
+        # RFC 1035 §4.2.1 / RFC 7766: a UDP answer over 512 octets is sent empty with TC set,
+        # so the client retries over TCP (twisted's own truncation leaves a half record).
+        if address is not None:
+            saved = message.maxSize
+            message.maxSize = 0
+            size = len(message.toStr())
+            message.maxSize = saved
+            if size > 512:
+                message.answers, message.authority, message.additional = [], [], []
+                message.trunc = 1
+        super().sendReply(protocol, message, address)
+
     def gotResolverError(self, failure: failure.Failure, protocol: Any, message: Any, address: Any) -> None:
         # Quiet NXDOMAIN handling (the base class logs non-domain errors as test failures).
         if failure.check(dns.DomainError, dns.AuthoritativeDomainError, error.DomainError):
@@ -283,7 +296,7 @@ class DNSTestServer:
         """Listen on UDP and TCP (same port, chosen by the OS); return ``"127.0.0.1:PORT"``."""
         assert IReactorUDP.providedBy(reactor) and IReactorTCP.providedBy(reactor)
         self.clock = reactor
-        factory = _Factory(self)
+        factory = self._factory = _Factory(self)
         last_error: Optional[Exception] = None
         for _ in range(20):
             udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface=interface)
@@ -306,6 +319,10 @@ class DNSTestServer:
             if call.active():
                 call.cancel()
         self.delayed = []
+        factory = getattr(self, "_factory", None)
+        for proto in list(factory.connections if factory is not None else []):
+            if proto.transport is not None:
+                proto.transport.loseConnection()
         ports, self._ports = self._ports, []
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 

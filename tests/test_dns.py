@@ -38,6 +38,7 @@ class ResolverTests(unittest.TestCase):
         address = self.server.listen(reactor)
         self.addCleanup(self.server.stop)
         self.resolver = Resolver([address], timeout=0.6, max_concurrency=10, reactor=reactor)
+        self.addCleanup(self.resolver.stop)
 
     def test_provides_interface(self) -> None:
         """The resolver can be wired wherever an IResolver is expected."""
@@ -193,3 +194,29 @@ class HelperTests(unittest.TestCase):
         with self.assertRaises(ValueError) as cm:
             parse_zone_text("a A 127.0.0.1\nb BOGUS x\n", "t")
         self.assertIn("line 2", str(cm.exception))
+
+
+class HostileAnswerTests(unittest.TestCase):
+    """RELIABILITY.md b-C 20: hostile DNS data never hangs or crashes the resolver."""
+
+    def setUp(self) -> None:
+        records: dict[str, list[object]] = {
+            f"c{i}.test": [f"CNAME c{i + 1}.test"] for i in range(20)}
+        records["c20.test"] = ["A 127.0.0.1"]
+        records["big.test"] = [("TXT", "y" * 20000)]
+        self.server = DNSTestServer(records)  # type: ignore[arg-type]
+        self.server.listen(reactor)
+        self.addCleanup(self.server.stop)
+        self.resolver = Resolver([self.server.address], timeout=2, max_concurrency=4, reactor=reactor)
+        self.addCleanup(self.resolver.stop)
+
+    def test_long_cname_chain(self) -> None:
+        """A chain of 20 CNAMEs is cut off as a temporary error instead of being followed forever."""
+        return self.assertFailure(self.resolver.lookup_a("c0.test"), DNSTemporaryError)
+
+    @defer.inlineCallbacks
+    def test_huge_txt_over_tcp(self) -> None:
+        """A 20 KB TXT record arrives (truncated over UDP, fetched over TCP) intact."""
+        txt = yield self.resolver.lookup_txt("big.test")
+        self.assertEqual(txt, ["y" * 20000])
+        self.assertGreaterEqual(self.server.count("big.test", "TXT"), 2)
