@@ -182,14 +182,13 @@ async def account_add(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def account_list(ctx: Context, args: argparse.Namespace) -> None:
-    for a in await ctx.accounts.list_accounts(args.domain or ctx.config.main_domain):
-        info = await ctx.accounts.get_account_info(a.name, a.domain)
+    for info in await ctx.accounts.list_account_info(args.domain or ctx.config.main_domain):
         flags = [f for f, on in (("disabled", not info["enabled"]),
                                  ("service", info["kind"] != "user"),
                                  ("admin", bool(info["settings"].get("admin")))) if on]
         tail = f"  [{', '.join(flags)}]" if flags else ""
-        real = f"  {a.real_name}" if a.real_name else ""
-        ctx.out.write(f"{a.address}{real}{tail}\n")
+        real = f"  {info['real_name']}" if info["real_name"] else ""
+        ctx.out.write(f"{info['address']}{real}{tail}\n")
 
 
 async def account_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -436,6 +435,8 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
 def _one_line(e: BaseException) -> str:
     if isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
+    elif type(e).__name__ in ("OperationalError", "DatabaseError", "InterfaceError"):
+        text = f"database unavailable: {e}"  # locked, read-only, or PostgreSQL down
     else:
         text = f"internal error: {type(e).__name__}: {e}"
     return text.splitlines()[0]

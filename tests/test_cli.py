@@ -200,6 +200,12 @@ class AccountTests(CLITestCase):
         self.assertIn("must not be empty",
                       await self.error("account", "passwd", "alice", "--password", ""))
 
+    async def test_database_unavailable(self) -> None:
+        """A database that cannot be opened is one line naming the problem, exit status 1."""
+        os.makedirs(os.path.join(self.base, "cgtwist.db"))
+        err = await self.error("domain", "list")
+        self.assertTrue(err.startswith("database unavailable: "), err)
+
     async def test_usage_errors_exit_2(self) -> None:
         """Unknown groups, actions or missing arguments are usage errors (exit status 2)."""
         for args in (("bogus",), ("account",), ("account", "frobnicate"), ("alias", "add", "x"),

@@ -77,7 +77,7 @@ class AccountChecker:
     _log = Logger()
 
     def __init__(self, store: IAccountStore, service: Optional[str] = None) -> None:
-        self._store = store
+        self._store: Any = store  # zope interface methods have no ``self`` for mypy
         self._service = service
 
     def requestAvatarId(self, credentials: Any) -> Deferred[str]:

@@ -317,14 +317,15 @@ class AccountStore:
                                              readonly=True)
         if row is None:
             raise NotFound(f"account {n}@{d} does not exist")
-        account = _account_of(row)
-        return {
-            "address": account.address, "real_name": account.real_name,
-            "kind": row["kind"], "enabled": row["enabled"], "has_password": row["has_password"],
-            "services": sorted(row["own_services"]) if row["own_services"] is not None else None,
-            "effective_services": sorted(account.services),
-            "settings": dict(account.settings), "created": row["created"],
-        }
+        return _info_of(row)
+
+    @_deferred
+    async def list_account_info(self, domain: str) -> list[dict[str, Any]]:
+        """Fire with ``get_account_info`` of every account of a domain, sorted by name."""
+        d = check_domain(domain)
+        rows = await self._db.run_interaction("list_account_info", _list_accounts_txn, d,
+                                              readonly=True)
+        return [_info_of(r) for r in rows]
 
     @_deferred
     async def list_accounts(self, domain: str) -> list[Account]:
@@ -637,6 +638,18 @@ def _row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
 def _account_of(row: Mapping[str, Any]) -> Account:
     return Account(name=row["name"], domain=row["domain"], real_name=row["real_name"],
                    services=frozenset(row["services"]), settings=row["settings"])
+
+
+def _info_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What an administrator may see of an account row (never the hash)."""
+    account = _account_of(row)
+    return {
+        "address": account.address, "real_name": account.real_name,
+        "kind": row["kind"], "enabled": row["enabled"], "has_password": row["has_password"],
+        "services": sorted(row["own_services"]) if row["own_services"] is not None else None,
+        "effective_services": sorted(account.services),
+        "settings": dict(account.settings), "created": row["created"],
+    }
 
 
 def _account_full_txn(cur: Cursor, n: str, d: str) -> Optional[dict[str, Any]]:
