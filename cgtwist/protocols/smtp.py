@@ -24,14 +24,10 @@ from cgtwist.address import parse_path
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
-from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
+from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands, LocalPenalty
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, ListenerSpec, Recipient, SessionInfo
-
-# Failed AUTHs from one IP within this many seconds make the next failure reply slower.
-AUTH_FAILURE_WINDOW = 900.0
-_MAX_TRACKED_IPS = 10000
 
 
 class CgSMTP(AuthCommands):
@@ -299,6 +295,12 @@ class SMTPFactory(ServerFactory):
     ``tls`` is called at use time and returns the current server context factory (or None when
     no certificate is available); ``portal`` is the shared cred Portal whose checkers verify
     AUTH. ``clock`` defaults to the global reactor only when the caller passes nothing.
+    ``penalty`` is the shared AUTH penalty (cgtwist.checks.authpenalty.AuthPenalty); without
+    one a per-factory LocalPenalty with the same behaviour is used.
+
+    When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)`` or
+    ``report_offence(ip, kind)`` (the protection policy does), they are called at connect,
+    at disconnect and when a client is cut off for too many errors.
     """
 
     protocol = CgSMTP  # type: ignore[assignment]
@@ -313,6 +315,7 @@ class SMTPFactory(ServerFactory):
         tls: Callable[[], Optional[IOpenSSLContextFactory]],
         hostname: str,
         clock: Optional[IReactorTime] = None,
+        penalty: Any = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -328,7 +331,7 @@ class SMTPFactory(ServerFactory):
         self.per_ip: dict[str, int] = {}
         self._prefix = secrets.token_hex(3)
         self._counter = 0
-        self._auth_failures: dict[str, tuple[int, float]] = {}  # ip -> (count, last failure)
+        self.penalty: Any = penalty if penalty is not None else LocalPenalty(self.clock, settings)
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         return CgSMTP(self)
@@ -355,24 +358,3 @@ class SMTPFactory(ServerFactory):
             self.per_ip[ip] = n
         else:
             self.per_ip.pop(ip, None)
-
-    def auth_failed(self, ip: str) -> int:
-        """Record a failed AUTH from ``ip``; return its failures within the window (>= 1).
-
-        Per IP, not per connection, so reconnecting does not reset the delay (RELIABILITY.md
-        b-G); it decays after AUTH_FAILURE_WINDOW, so nobody is locked out for good.
-        """
-        now = self.clock.seconds()
-        count, last = self._auth_failures.get(ip, (0, now))
-        if now - last > AUTH_FAILURE_WINDOW:
-            count = 0
-        if len(self._auth_failures) >= _MAX_TRACKED_IPS:
-            self._auth_failures = {k: v for k, v in self._auth_failures.items()
-                                   if now - v[1] <= AUTH_FAILURE_WINDOW}
-            if len(self._auth_failures) >= _MAX_TRACKED_IPS:
-                self._auth_failures.clear()
-        self._auth_failures[ip] = (count + 1, now)
-        return count + 1
-
-    def auth_succeeded(self, ip: str) -> None:
-        self._auth_failures.pop(ip, None)

@@ -16,14 +16,17 @@ from typing import Any, Callable, Optional, Union
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from cgtwist.errors import MailError
 from cgtwist.protocols.smtp_session import SMTPWire
+from cgtwist.settings import SettingsHolder
 
 MECHANISMS = ("PLAIN", "LOGIN")
+_MAX_TRACKED_HOSTS = 10000
 
 
 class ISMTPLogin(Interface):
@@ -102,6 +105,61 @@ class SASLExchange:
         return self._username, response
 
 
+class LocalPenalty:
+    """The AUTH penalty used when the service passes none: per-IP growing delays, decay.
+
+    Same methods as cgtwist.checks.authpenalty.AuthPenalty (which the service should pass to
+    share one penalty between SMTP, POP3 and IMAP): ``acquire``/``release``/``failed``/
+    ``succeeded``/``should_disconnect``. Delays come from ``auth.fail_delays`` and are counted per
+    IP, not per connection, so reconnecting does not reset them (RELIABILITY.md b-G); they are
+    forgotten after ``auth.penalty_expiry`` seconds, so nobody is locked out for good.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: Any, settings: SettingsHolder) -> None:
+        self.clock = clock
+        self.settings = settings
+        self._hosts: dict[str, tuple[int, float]] = {}  # ip -> (failures, last failure)
+
+    def _get(self, key: str, default: Any) -> Any:
+        return self.settings.current.get(key, default)
+
+    def acquire(self, ip: str) -> bool:
+        return True
+
+    def release(self, ip: str) -> None:
+        pass
+
+    def failed(self, ip: str, login: str, protocol: str, secret: Any = None) -> defer.Deferred[float]:
+        now = self.clock.seconds()
+        expiry = float(self._get("auth.penalty_expiry", 900))
+        count, last = self._hosts.get(ip, (0, now))
+        if now - last >= expiry:
+            count = 0
+        if len(self._hosts) >= _MAX_TRACKED_HOSTS:
+            self._hosts = {k: v for k, v in self._hosts.items() if now - v[1] < expiry}
+            if len(self._hosts) >= _MAX_TRACKED_HOSTS:
+                self._hosts.clear()
+        count += 1
+        self._hosts[ip] = (count, now)
+        delays = list(self._get("auth.fail_delays", [2, 4, 8, 15]) or [0])
+        delay = float(delays[min(count, len(delays)) - 1])
+        # One line per failure in a fail2ban-friendly form (RELIABILITY.md b-G).
+        self.log.info("auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
+                      ip=ip, login=login or "-", protocol=protocol, failures=count, delay=int(delay))
+        if delay <= 0:
+            return defer.succeed(0.0)
+        return task.deferLater(self.clock, delay, lambda: delay)
+
+    def succeeded(self, ip: str) -> None:
+        self._hosts.pop(ip, None)
+
+    def should_disconnect(self, connection_failures: int) -> bool:
+        limit = int(self._get("auth.max_failures", 5))
+        return limit > 0 and connection_failures >= limit
+
+
 class AuthCommands(SMTPWire):
     """The AUTH command on top of the wire (RFC 4954)."""
 
@@ -167,45 +225,46 @@ class AuthCommands(SMTPWire):
             return
         self._sasl = None
         username, password = step
-        d = login(self.factory.portal, username, password)
-        d.addCallbacks(self._auth_ok, self._auth_error, errbackArgs=(username,))
+        ip = self._peer()
+        penalty = self.factory.penalty
+        if not penalty.acquire(ip):
+            self._reply(454, "4.7.0", "Too many authentications in progress, try again later")
+            return
+
+        def release(result: Any) -> Any:
+            penalty.release(ip)
+            return result
+
+        d = login(self.factory.portal, username, password).addBoth(release)
+        d.addCallbacks(self._auth_ok, self._auth_error, errbackArgs=(username, password))
         self._start(d)
 
     def _auth_ok(self, account: str) -> None:
         assert self.session is not None
         self.session = replace(self.session, account=account)
-        self.factory.auth_succeeded(self._peer())
+        self.factory.penalty.succeeded(self._peer())
         self.log.info("auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account)
         self._reply(235, "2.7.0", "Authentication successful")
 
-    def _auth_error(self, f: Failure, username: bytes) -> Optional[defer.Deferred[None]]:
+    def _auth_error(self, f: Failure, username: bytes, password: bytes) -> Optional[defer.Deferred[None]]:
         if f.check(UnauthorizedLogin):
-            return self._auth_failed(username)
+            return self._auth_failed(username, password)
         # The store could not answer (AuthUnavailable) or a bug: retry later, never 535.
         self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
         self._reply(454, "4.7.0", "Temporary authentication failure")
         return None
 
-    def _auth_failed(self, username: bytes) -> defer.Deferred[None]:
-        """535 after a delay that grows with this IP's recent failures; close after N here."""
+    def _auth_failed(self, username: bytes, password: Optional[bytes] = None) -> defer.Deferred[None]:
+        """535 once the penalty's delay has passed; 421 and close after too many here."""
         self._auth_failures += 1
-        recent = self.factory.auth_failed(self._peer())
-        user = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
-        # One line per failure in a fail2ban-friendly form (RELIABILITY.md b-G).
-        self.log.warn("auth failed: proto=smtp ip={peer} user={user}", peer=self._peer(), user=user)
-        delays = list(self._setting("auth.fail_delays") or [0])
-        delay = float(delays[min(recent, len(delays)) - 1])
-        d: defer.Deferred[None] = defer.Deferred()
+        login_name = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
+        d = defer.maybeDeferred(self.factory.penalty.failed, self._peer(), login_name, "smtp",
+                                secret=password)
 
-        def answer() -> None:
+        def answer(_: Any) -> None:
             self._reply(535, "5.7.8", "Authentication credentials invalid")
-            if self._auth_failures >= int(self._setting("auth.max_failures")):
+            if self.factory.penalty.should_disconnect(self._auth_failures):
                 self._send("421 4.7.0 Too many authentication failures")
                 self._close()
-            d.callback(None)
 
-        if delay > 0:
-            self.factory.clock.callLater(delay, answer)
-        else:
-            answer()
-        return d
+        return d.addCallback(answer)

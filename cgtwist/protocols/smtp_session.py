@@ -94,6 +94,9 @@ class SMTPWire(ESMTP):
             local_ip=str(getattr(host, "host", host)), local_port=int(getattr(host, "port", 0)),
             listener=self.factory.listener.name,
         )
+        client = self._policy_hook("is_client_ip", self.session.peer_ip)
+        if client:
+            self.session = replace(self.session, is_client_ip=True)
         # Implicit TLS (465): the integrator wraps the factory in TLSMemoryBIOFactory.
         t = self.transport
         self._tls = bool(ISSLTransport.providedBy(t) or isinstance(t, TLSMemoryBIOProtocol))
@@ -179,6 +182,7 @@ class SMTPWire(ESMTP):
         if self._registered:
             self._registered = False
             self.factory.unregister(self._peer())
+            self._policy_hook("session_closed", self.session)
         if self._reader is not None:
             self.log.info("connection lost during DATA: peer={peer}", peer=self._peer())
         self._reader = None
@@ -189,6 +193,17 @@ class SMTPWire(ESMTP):
         self._reader = None
         self._send(f"421 4.4.2 {self.factory.hostname} Error: timeout exceeded")
         self._close()
+
+    def _policy_hook(self, name: str, *args: Any) -> Any:
+        """Call an optional extra of the policy (the protection policy has them); never raise."""
+        fn = getattr(self.factory.policy, name, None)
+        if fn is None:
+            return None
+        try:
+            return fn(*args)
+        except Exception:
+            self.log.failure("policy hook {name} failed: peer={peer}", name=name, peer=self._peer())
+            return None
 
     def _peer(self) -> str:
         return self.session.peer_ip if self.session else "?"
@@ -335,6 +350,7 @@ class SMTPWire(ESMTP):
 
     def _too_many_errors(self) -> None:
         self.log.info("too many errors: peer={peer} errors={errors}", peer=self._peer(), errors=self._errors)
+        self._policy_hook("report_offence", self._peer(), "errors")
         self._send(f"421 4.7.0 {self.factory.hostname} Error: too many errors")
         self._close()
 

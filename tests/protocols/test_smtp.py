@@ -419,3 +419,34 @@ class MoreLimitTests(unittest.TestCase):
         h.cmd("EHLO c.example")
         self.assertEqual(h.cmd("STARTTLS"), ["454 4.7.0 TLS not available"])
         self.assertEqual(h.cmd("NOOP"), ["250 2.0.0 Ok"])
+
+
+class PolicyExtrasTests(unittest.TestCase):
+    def test_protection_hooks(self) -> None:
+        """A policy with Client IPs, per-session state and offences is told what it needs."""
+        from tests.protocols.test_smtp_fakes import FakePolicy
+
+        class Protected(FakePolicy):
+            def __init__(self) -> None:
+                super().__init__()
+                self.events: list[tuple[str, str]] = []
+
+            def is_client_ip(self, ip: str) -> bool:
+                return ip == "192.0.2.10"
+
+            def session_closed(self, session: object) -> None:
+                self.events.append(("closed", session.session_id))  # type: ignore[attr-defined]
+
+            def report_offence(self, ip: str, kind: str) -> bool:
+                self.events.append(("offence", ip))
+                return False
+
+        h = Harness(greet=False, overrides={"smtp.max_errors": 2})
+        policy = Protected()
+        h.factory.policy = policy
+        h.connect()
+        self.assertTrue(h.proto.session.is_client_ip)
+        h.send(b"FOO\r\nBAR\r\n")
+        self.assertTrue(h.closed)
+        h.proto.connectionLost(None)
+        self.assertEqual(policy.events, [("offence", "192.0.2.10"), ("closed", h.proto.session.session_id)])

@@ -151,3 +151,61 @@ class AuthPerIPTests(unittest.TestCase):
         h.cmd("AUTH PLAIN " + b64(b"\0alice\0wrong"))
         h.clock.advance(2)
         self.assertEqual(h.replies()[0][:3], "535")
+
+
+class SharedPenaltyTests(unittest.TestCase):
+    """The service passes the shared AuthPenalty (cgtwist.checks.authpenalty) to the factory."""
+
+    def make(self, checker: object = None, **overrides: object) -> Harness:
+        from twisted.internet.task import Clock
+
+        from cgtwist.checks.authpenalty import AuthPenalty
+        from cgtwist.protocols.smtp import SMTPFactory
+        from cgtwist.settings import Settings, SettingsHolder
+        from tests.protocols.test_smtp_fakes import FakePolicy, FakeSubmission
+
+        clock = Clock()
+        settings = SettingsHolder(Settings(dict(overrides)))
+        factory = SMTPFactory(SUBMISSION, settings, FakePolicy(), FakeSubmission(),
+                              make_portal(checker), lambda: None, "mx.example.com", clock=clock,
+                              penalty=AuthPenalty(clock, settings))
+        self.factory = factory
+        h = Harness(factory=factory)
+        h.cmd("EHLO c.example")
+        return h
+
+    def test_shared_penalty_delays(self) -> None:
+        """With the shared penalty, failures are delayed by it and success clears it."""
+        h = self.make(**{"auth.fail_delays": [3]})
+        h.cmd("AUTH PLAIN " + b64(b"\0alice\0wrong"))
+        h.clock.advance(2.9)
+        self.assertEqual(h.replies(), [])
+        h.clock.advance(0.1)
+        self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid"])
+        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), ["235 2.7.0 Authentication successful"])
+        self.assertEqual(self.factory.penalty.failures("192.0.2.10"), 0)
+
+    def test_concurrency_cap(self) -> None:
+        """More simultaneous AUTHs from one IP than allowed get 454 4.7.0 at once."""
+        from twisted.cred.credentials import IUsernamePassword
+        from twisted.internet import defer
+
+        class SlowChecker:
+            credentialInterfaces = (IUsernamePassword,)
+            pending: list = []
+
+            def requestAvatarId(self, c: object) -> object:
+                d: defer.Deferred[str] = defer.Deferred()
+                self.pending.append(d)
+                return d
+
+        checker = SlowChecker()
+        first = self.make(checker, **{"auth.max_concurrent_per_ip": 1})
+        self.assertEqual(first.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])
+        second = Harness(factory=self.factory)
+        second.cmd("EHLO c.example")
+        self.assertEqual(second.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+                         ["454 4.7.0 Too many authentications in progress, try again later"])
+        checker.pending.pop().callback("alice@example.com")
+        self.assertEqual(first.replies(), ["235 2.7.0 Authentication successful"])
+        self.assertEqual(second.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])  # slot free again
