@@ -111,6 +111,12 @@ class _Cache:
         self._data.clear()
 
 
+class _Waiters(list[tuple[Any, Any]]):
+    """Callers waiting for one in-flight question: (result Deferred, deadline call)."""
+
+    acquire: Any = None
+
+
 @implementer(IResolver)
 class Resolver:
     """cgtwist.interfaces.IResolver on twisted.names with only the configured servers.
@@ -137,6 +143,7 @@ class Resolver:
             self._client = client.Resolver(servers=self.servers, timeout=self._retransmits(),
                                            reactor=reactor)
         self.in_flight = 0
+        self._inflight: dict[tuple[str, int], _Waiters] = {}
 
     def _retransmits(self) -> tuple[float, ...]:
         """Per-try timeouts; twisted tries every server per value, so they sum to ``timeout``."""
@@ -195,17 +202,41 @@ class Resolver:
             log.warn("dns lookup {name} with no nameservers configured", name=name)
             return defer.fail(DNSTemporaryError("no nameservers configured"))
 
+        # Identical questions asked at once share one wire query and one concurrency slot
+        # (e.g. many connections from one IP asking the same RBL name).
+        waiters = self._inflight.get(key)
+        if waiters is None:
+            waiters = self._inflight[key] = _Waiters()
+            self._start(name, qtype, key, waiters)
         result: defer.Deferred[Any] = defer.Deferred()
-        started = self.reactor.seconds()
 
         def on_timeout() -> None:
+            # Safety net: the overall deadline, covering the wait for a slot, retransmissions
+            # and TCP fallback.
             if not result.called:
                 log.info("dns timeout name={name} type={qtype}", name=name, qtype=_tname(qtype))
                 result.errback(DNSTemporaryError(f"timeout looking up {name}"))
+            if all(d.called for d, _g in waiters):
+                acquire = getattr(waiters, "acquire", None)
+                if acquire is not None and not acquire.called:
+                    acquire.cancel()  # nobody waits any more: give the slot request up
 
-        # Safety net: the overall deadline, in case retransmissions or TCP fallback run long.
         guard = self.reactor.callLater(self.timeout + 0.5, on_timeout)
+        waiters.append((result, guard))
+
+        def convert(records: list[Any]) -> Any:
+            try:
+                return conv(records)
+            except Exception:  # garbage rdata
+                log.failure("dns answer conversion failed name={name}", name=name)
+                raise DNSTemporaryError(f"malformed answer for {name}") from None
+        return result.addCallback(convert)
+
+    def _start(self, name: str, qtype: int, key: tuple[str, int], waiters: _Waiters) -> None:
+        """Put one query on the wire when a slot is free; answer every waiter."""
+        started = self.reactor.seconds()
         acquire = self._sem.acquire()
+        waiters.acquire = acquire
 
         def run(_: Any) -> defer.Deferred[Any]:
             self.in_flight += 1
@@ -221,30 +252,24 @@ class Resolver:
             return d.addBoth(release)
 
         def done(r: Any) -> None:
-            if guard.active():
-                guard.cancel()
-            if result.called:
-                return  # the guard already answered; drop the late outcome
+            if self._inflight.get(key) is waiters:
+                del self._inflight[key]
             if isinstance(r, Failure):
-                result.errback(_map_failure(r, name, qtype))
+                err = _map_failure(r, name, qtype)
             else:
                 records, ttl = r
                 self._cache.put(key, records, ttl)
-                try:
-                    result.callback(conv(records))
-                except Exception:  # garbage rdata
-                    log.failure("dns answer conversion failed name={name}", name=name)
-                    result.errback(DNSTemporaryError(f"malformed answer for {name}"))
+            for d, guard in waiters:
+                if guard.active():
+                    guard.cancel()
+                if d.called:
+                    continue  # its deadline already answered; drop the late outcome
+                if isinstance(r, Failure):
+                    d.errback(err)
+                else:
+                    d.callback(records)
 
         acquire.addCallback(run).addBoth(done)
-
-        def cancel_wait(r: Any) -> Any:
-            # The guard fired while we still waited for a slot: give the slot request up.
-            if not acquire.called:
-                acquire.cancel()
-            return r
-        result.addBoth(cancel_wait)
-        return result
 
     def _resolve(self, name: str, qtype: int, depth: int) -> defer.Deferred[tuple[list[Any], float]]:
         assert self._client is not None

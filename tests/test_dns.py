@@ -220,3 +220,27 @@ class HostileAnswerTests(unittest.TestCase):
         txt = yield self.resolver.lookup_txt("big.test")
         self.assertEqual(txt, ["y" * 20000])
         self.assertGreaterEqual(self.server.count("big.test", "TXT"), 2)
+
+
+class SharedQueryTests(unittest.TestCase):
+    def test_identical_questions_share_one_slot(self) -> None:
+        """1000 connections asking the same name use one wire query, leaving room for others."""
+        clock = Clock()
+        r = Resolver(["127.0.0.1:5353"], timeout=2.0, max_concurrency=2, reactor=clock)
+        wire: list[tuple[str, defer.Deferred[object]]] = []
+
+        def fake(name: str, qtype: int, depth: int) -> defer.Deferred[object]:
+            d: defer.Deferred[object] = defer.Deferred()
+            wire.append((name, d))
+            return d
+        r._resolve = fake  # type: ignore[method-assign]
+        same = [r.lookup_a("2.0.0.127.rbl.test") for _ in range(1000)]
+        other = r.lookup_a("mx.example.com")
+        self.assertEqual([n for n, _d in wire], ["2.0.0.127.rbl.test", "mx.example.com"])
+        wire[1][1].callback(([], 0))
+        self.assertEqual(self.successResultOf(other), [])
+        clock.advance(3)
+        for d in same:
+            self.failureResultOf(d, DNSTemporaryError)
+        wire[0][1].callback(([], 0))  # a late answer is dropped quietly
+        self.assertEqual(r.in_flight, 0)
