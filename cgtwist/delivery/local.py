@@ -47,6 +47,13 @@ def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
         b"Delivered-To: " + a.encode("utf-8", "replace") + eol
 
 
+def write_account(base_dir: str, domain: str, account: str, chunks: list[bytes],
+                  hostname: Optional[str] = None) -> str:
+    """Blocking: the account's INBOX path via cgtwist.paths (its containment check resolves
+    real paths: disk access, so it runs here in the thread too), then ``write_maildir``."""
+    return write_maildir(paths.maildir(base_dir, domain, account), chunks, hostname)
+
+
 def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None) -> str:
     """Blocking: deliver ``chunks`` into Maildir ``path`` (created if missing); return the name
     in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``."""
@@ -131,17 +138,15 @@ class LocalDelivery:
                           account=target)
             return _all(recipients, "pending", "451 4.2.1 mailbox unavailable: no such account")
         address = account.address
+        chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
+        pool = self.threadpool or self.reactor.getThreadPool()
         try:
-            path = paths.maildir(self.base_dir, account.domain, account.name)
+            fname = await deferToThreadPool(self.reactor, pool, write_account, self.base_dir,
+                                            account.domain, account.name, chunks, self.hostname)
         except InvalidName:
             self.log.error("local: {msg_id} unsafe account name {account}", msg_id=msg_id,
                            account=address)
             return _all(recipients, "failed", "550 5.1.3 bad mailbox name")
-        chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
-        pool = self.threadpool or self.reactor.getThreadPool()
-        try:
-            fname = await deferToThreadPool(self.reactor, pool, write_maildir, path, chunks,
-                                            self.hostname)
         except OSError as e:
             nospace = e.errno in (errno.ENOSPC, errno.EDQUOT)
             detail = "452 4.3.1 insufficient system storage" if nospace else \

@@ -189,7 +189,9 @@ class QueueManager(QueueAdmin):
         if len(self._msgs) + self._loading >= self._window():
             self._backlog.append(msg_id)
             return defer.succeed(None)
-        m = _Msg(msg_id, copy.deepcopy(envelope), self.clock.seconds(), data)
+        own = Envelope(envelope.sender, [replace(r) for r in envelope.recipients],
+                       dict(envelope.submit), dict(envelope.params))
+        m = _Msg(msg_id, own, self.clock.seconds(), data)
         return self._activate(m)
 
     def _window(self) -> int:

@@ -166,7 +166,7 @@ class Spool:
             def durable(_: None) -> str:
                 self._count += 1
                 self._recorded[msg_id] = states
-                self.log.info("spool: stored {msg_id} ({size} octets, {n} recipients)",
+                self.log.debug("spool: stored {msg_id} ({size} octets, {n} recipients)",
                               msg_id=msg_id, size=len(data), n=len(envelope.recipients))
                 return msg_id
 
@@ -328,7 +328,7 @@ class Spool:
             if existed:
                 self._count = max(0, self._count - 1)
             self._forget(msg_id)
-            self.log.info("spool: removed {msg_id}", msg_id=msg_id)
+            self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
         return self._lock(msg_id).run(self._in_thread, rm).addCallback(done)
 
