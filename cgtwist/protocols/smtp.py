@@ -124,8 +124,14 @@ class CgSMTP(AuthCommands):
                           peer=self._peer(), sender=sender, reply=err.reply())
             self._reply_error(err)
 
-        self._start(defer.maybeDeferred(self.factory.policy.mail_from, self.session, sender,
-                                        dict(path.params)).addCallbacks(ok, refused))
+        session, params = self.session, dict(path.params)
+        # Refuse at MAIL FROM when the spool is full (RELIABILITY.md b-B 11: 452 4.3.1), as
+        # Postfix does, when the submission offers the check.
+        capacity = getattr(self.factory.submission, "check_capacity", None)
+        d = (defer.maybeDeferred(capacity, int(params.get("SIZE", "0"))) if capacity is not None
+             else defer.succeed(None))
+        d.addCallback(lambda _: self.factory.policy.mail_from(session, sender, params))
+        self._start(d.addCallbacks(ok, refused))
 
     def smtp_rcpt(self, arg: bytes) -> None:
         assert self.session is not None

@@ -450,3 +450,24 @@ class PolicyExtrasTests(unittest.TestCase):
         self.assertTrue(h.closed)
         h.proto.connectionLost(None)
         self.assertEqual(policy.events, [("offence", "192.0.2.10"), ("closed", h.proto.session.session_id)])
+
+
+class CapacityTests(unittest.TestCase):
+    def test_full_spool_refused_at_mail(self) -> None:
+        """When the spool is full MAIL FROM gets 452 4.3.1 and RSET/QUIT still work."""
+        from twisted.internet import defer
+
+        h = Harness()
+        asked: list[int] = []
+
+        def check_capacity(size: int) -> defer.Deferred[None]:
+            asked.append(size)
+            return defer.fail(MailError(452, "4.3.1", "Insufficient system storage"))
+
+        h.submission.check_capacity = check_capacity  # type: ignore[attr-defined]
+        h.cmd("EHLO c.example")
+        self.assertEqual(h.cmd("MAIL FROM:<a@b.example> SIZE=500"), ["452 4.3.1 Insufficient system storage"])
+        self.assertEqual(asked, [500])
+        self.assertEqual([c for c in h.policy.calls if c[0] == "mail_from"], [])
+        self.assertEqual(h.cmd("RSET"), ["250 2.0.0 Ok"])
+        self.assertEqual(h.cmd("QUIT"), ["221 2.0.0 Bye"])
