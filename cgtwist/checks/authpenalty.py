@@ -93,7 +93,7 @@ class AuthPenalty:
         st = self._state(ip, create=False)
         return st.failures if st else 0
 
-    def delay_for(self, failures: int) -> float:
+    def delay_for_count(self, failures: int) -> float:
         """Seconds to hold the reply to the ``failures``-th failure (0 for none)."""
         if failures <= 0:
             return 0.0
@@ -150,7 +150,7 @@ class AuthPenalty:
                 if digest is not None:
                     st.secrets = (st.secrets + [digest])[-_SECRETS_KEPT:]
             failures = st.failures
-            delay = self.delay_for(failures)
+            delay = self.delay_for_count(failures)
         # RELIABILITY.md b-G 39: one line per failure, fixed prefix, ip first, for fail2ban.
         log.info("auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
                  ip=clean(ip, 64).replace(" ", "?"), login=clean(login, 100).replace(" ", "?") or "-",
@@ -163,6 +163,30 @@ class AuthPenalty:
         if delay <= 0:
             return defer.succeed(0.0)
         return task.deferLater(self.clock, delay, lambda: delay)
+
+    # -- the three-method interface the IMAP and POP3 servers take (imap_auth.IPenalty) ------
+    def delay_for(self, ip: str) -> float:
+        """Seconds to hold the reply to the next failure from ``ip`` (0 for trusted networks)."""
+        if self.is_trusted(ip):
+            return 0.0
+        return self.delay_for_count(self.failures(ip) + 1)
+
+    def record_failure(self, ip: str, user: str) -> None:
+        """Count a failure without the log line (the IMAP/POP3 server writes its own)."""
+        if self.is_trusted(ip):
+            return
+        st = self._state(ip, create=True)
+        assert st is not None
+        st.failures += 1
+        st.last = self.clock.seconds()
+        if self.on_failure is not None:
+            try:
+                self.on_failure(ip)
+            except Exception:
+                log.failure("auth failure hook failed")
+
+    def record_success(self, ip: str, user: str) -> None:
+        self.succeeded(ip)
 
     def succeeded(self, ip: str) -> None:
         """A successful login clears the host's penalty (Dovecot does the same)."""

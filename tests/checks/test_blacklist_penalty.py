@@ -194,3 +194,21 @@ class VerdictTests(unittest.TestCase):
         v.refuse("spf", "550 5.7.23 SPF check failed", temporary=False)
         self.assertIn("sender=<> action=reject", v.log_line())
         self.assertIn("by=spf", v.log_line())
+
+
+class SharedPenaltyTests(unittest.TestCase):
+    def test_imap_pop3_interface_shares_counts(self) -> None:
+        """IMAP/POP3 (delay_for/record_failure) and SMTP (failed) escalate one shared counter."""
+        clock = Clock()
+        offenders: list[str] = []
+        p = AuthPenalty(clock, SettingsHolder(Settings()), on_failure=offenders.append)
+        self.assertEqual(p.delay_for("192.0.2.1"), 2)
+        p.record_failure("192.0.2.1", "alice")
+        self.assertEqual(p.delay_for("192.0.2.1"), 4)
+        d = p.failed("192.0.2.1", "alice", "smtp", "pw")
+        clock.advance(4)
+        self.assertEqual(self.successResultOf(d), 4)
+        self.assertEqual(p.delay_for("192.0.2.1"), 8)
+        p.record_success("192.0.2.1", "alice")
+        self.assertEqual(p.delay_for("192.0.2.1"), 2)
+        self.assertEqual(offenders, ["192.0.2.1", "192.0.2.1"])
