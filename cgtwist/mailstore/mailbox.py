@@ -183,8 +183,9 @@ class MaildirMailbox:
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
         wanted = set(uids)
+        entries = self.folder.entries
         doomed = [u for u in self._seq if u in wanted and u not in self._pending
-                  and "\\Deleted" in self.folder.flags_of(self.folder.entries[u])]
+                  and u in entries and "T" in entries[u].letters]
         return self._expunge(doomed)
 
     def _expunge(self, doomed: list[int]) -> defer.Deferred[list[int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer, threads
@@ -30,6 +31,7 @@ class MailboxNotifier:
     """
 
     log = Logger()
+    KEEP = 128  # recently used folders kept loaded after their last session left
 
     def __init__(self, reactor: Any = None, threadpool: Any = None, hostname: Optional[str] = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -39,6 +41,7 @@ class MailboxNotifier:
         self._clock = clock
         self._last_uidvalidity = 0
         self._folders: weakref.WeakValueDictionary[tuple[str, str], Folder] = weakref.WeakValueDictionary()
+        self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
 
     def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         """Run blocking ``fn(*args)`` off the reactor thread; fires with its result."""
@@ -62,14 +65,20 @@ class MailboxNotifier:
             f = Folder(path, account.lower(), name, self.run, hostname=self._hostname,
                        clock=self._clock, uidvalidity=self.next_uidvalidity)
             self._folders[key] = f
+        self._keep[key] = f
+        self._keep.move_to_end(key)
+        while len(self._keep) > self.KEEP:
+            self._keep.popitem(last=False)
         return f
 
     def forget(self, account: str, name: str) -> None:
         """The folder was deleted: sessions keep their stale views, new ones start afresh."""
         self._folders.pop((account.lower(), name), None)
+        self._keep.pop((account.lower(), name), None)
 
     def renamed(self, account: str, old: str, new: str, path: str) -> None:
         f = self._folders.pop((account.lower(), old), None)
+        self._keep.pop((account.lower(), old), None)
         if f is not None:
             f.name, f.path = new, path
             self._folders[(account.lower(), new)] = f

@@ -28,6 +28,7 @@ from cgtwist.types import ListenerSpec
 
 MAX_LINE = 1024  # RFC 2449 §4 allows 255 for commands; SASL responses may be longer
 MAX_USER = 320
+MAX_QUEUED = 32  # pipelined commands held while one runs, before reading pauses
 
 
 class _Penalty:
@@ -101,6 +102,7 @@ class POP3Server(pop3.POP3):
         self._busy = False
         self._queue: list[bytes] = []
         self._discard = False
+        self._paused = False
         self._tls_started = False
         self._failures = 0
         self._counted = False
@@ -178,6 +180,9 @@ class POP3Server(pop3.POP3):
             return
         if self._busy:
             self._queue.append(line)
+            if len(self._queue) >= MAX_QUEUED and not self._paused:
+                self._paused = True  # back-pressure: stop reading until the backlog is done
+                self.transport.pauseProducing()
             return
         self.resetTimeout()
         self._run(line)
@@ -207,6 +212,9 @@ class POP3Server(pop3.POP3):
         self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
         while self._queue and not self._busy and not self.transport.disconnecting:
             self._run(self._queue.pop(0))
+        if self._paused and not self._queue and not self.transport.disconnecting:
+            self._paused = False
+            self.transport.resumeProducing()
 
     def _dispatch(self, line: bytes) -> Optional[defer.Deferred[Any]]:
         if self._sasl is not None:

@@ -333,6 +333,16 @@ class TransactionTests(POP3TestBase):
         self.assertTrue(out.startswith(b"+OK 2 "))
         self.assertIn(b"bare lf body\r\n.\r\n+OK Message 2 marked for deletion\r\n+OK\r\n", out)
 
+    def test_pipelined_flood_pauses_reading(self) -> None:
+        """A client that pipelines hundreds of commands behind a slow RETR is paused, not buffered
+        without bound, and every command is still answered in order."""
+        self.tr.clear()
+        self.proto.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * 200)
+        self.assertEqual(self.tr.producerState, "paused")
+        self.pump(self.tr)
+        self.assertEqual(self.tr.producerState, "producing")
+        self.assertEqual(self.tr.value().count(b"+OK\r\n"), 200)
+
     def test_idle_timeout(self) -> None:
         """An idle session is closed after pop3.idle_timeout without applying deletions."""
         self.cmd(b"DELE 1")
