@@ -335,6 +335,9 @@ class SMTPFactory(ServerFactory):
         self.clock: Any = clock  # IReactorTime
         self.connections = 0
         self.per_ip: dict[str, int] = {}
+        self.stopping = False
+        self._live: set[CgSMTP] = set()
+        self._stopped: list[defer.Deferred[None]] = []
         self._prefix = secrets.token_hex(3)
         self._counter = 0
         self.penalty: Any = penalty if penalty is not None else LocalPenalty(self.clock, settings)
@@ -346,21 +349,47 @@ class SMTPFactory(ServerFactory):
         self._counter += 1
         return f"{self._prefix}{self._counter:06x}"
 
-    def register(self, ip: str) -> Optional[str]:
+    def register(self, proto: CgSMTP) -> Optional[str]:
         """Count a new connection; return why it is refused when over a limit (then not counted)."""
+        ip = proto._peer()
         s = self.settings.current
+        if self.stopping:
+            return "Service shutting down"
         if self.connections >= int(s["smtp.max_connections"]):
             return "Error: too many connections"
         if self.per_ip.get(ip, 0) >= int(s["smtp.max_connections_per_ip"]):
             return "Error: too many connections from your address"
         self.connections += 1
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        self._live.add(proto)
         return None
 
-    def unregister(self, ip: str) -> None:
+    def unregister(self, proto: CgSMTP) -> None:
+        ip = proto._peer()
+        self._live.discard(proto)
         self.connections -= 1
         n = self.per_ip.get(ip, 0) - 1
         if n > 0:
             self.per_ip[ip] = n
         else:
             self.per_ip.pop(ip, None)
+        if self.stopping and not self._live:
+            waiters, self._stopped = self._stopped, []
+            for d in waiters:
+                d.callback(None)
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Refuse new connections with 421; tell each live one to finish and say 421.
+
+        Fires when every connection has closed. The service calls it on SIGTERM before it stops
+        listening; it may abort what is left after its own deadline.
+        """
+        self.stopping = True
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self._live:
+            d.callback(None)
+            return d
+        self._stopped.append(d)
+        for proto in list(self._live):
+            proto.shutdown()
+        return d

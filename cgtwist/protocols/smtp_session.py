@@ -73,6 +73,7 @@ class SMTPWire(ESMTP):
         self._esmtp = False
         self._errors = 0
         self._handshake_timer: Any = None  # IDelayedCall
+        self._shutting_down = False
         self._reader: Optional[DataReader] = None
         self._reset_transaction()
 
@@ -100,10 +101,11 @@ class SMTPWire(ESMTP):
         # Implicit TLS (465): the integrator wraps the factory in TLSMemoryBIOFactory.
         t = self.transport
         self._tls = bool(ISSLTransport.providedBy(t) or isinstance(t, TLSMemoryBIOProtocol))
-        refusal = self.factory.register(self.session.peer_ip)
+        refusal = self.factory.register(self)
         if refusal is not None:
             self.log.info("connection refused: {reason} peer={peer}", reason=refusal, peer=self.session.peer_ip)
-            self._send(f"421 4.7.0 {self.factory.hostname} {refusal}, try again later")
+            enhanced = "4.3.2" if self.factory.stopping else "4.7.0"
+            self._send(f"421 {enhanced} {self.factory.hostname} {refusal}, try again later")
             self._close()
             return
         self._registered = True
@@ -181,7 +183,7 @@ class SMTPWire(ESMTP):
         self._handshake_timer = None
         if self._registered:
             self._registered = False
-            self.factory.unregister(self._peer())
+            self.factory.unregister(self)
             self._policy_hook("session_closed", self.session)
         if self._reader is not None:
             self.log.info("connection lost during DATA: peer={peer}", peer=self._peer())
@@ -207,6 +209,18 @@ class SMTPWire(ESMTP):
 
     def _peer(self) -> str:
         return self.session.peer_ip if self.session else "?"
+
+    def shutdown(self) -> None:
+        """Server stopping: 421 now when idle, else right after the reply being worked on
+        (a message in DATA is read to its end and submitted first)."""
+        self._shutting_down = True
+        if not self._busy and self._reader is None and not self._closed:
+            self._shutdown_now()
+
+    def _shutdown_now(self) -> None:
+        # RFC 5321 §3.8: 421 when the service must shut down.
+        self._send(f"421 4.3.2 {self.factory.hostname} Service shutting down")
+        self._close()
 
     def _close(self) -> None:
         self._closed = True
@@ -272,6 +286,9 @@ class SMTPWire(ESMTP):
             self._busy = False
             if self._closed:
                 return
+            if self._shutting_down and self._reader is None:
+                self._shutdown_now()
+                return
             self.transport.resumeProducing()
             if not self._in_loop:
                 self._process()
@@ -286,7 +303,10 @@ class SMTPWire(ESMTP):
             return
         self._in_loop = True
         try:
-            while not self._busy and not self._closed and self._buf:
+            while not self._busy and not self._closed and (self._buf or self._shutting_down):
+                if self._shutting_down and self._reader is None:
+                    self._shutdown_now()
+                    break
                 if self._reader is not None:
                     data, self._buf = self._buf, b""
                     rest = self._reader.feed(data)

@@ -471,3 +471,26 @@ class CapacityTests(unittest.TestCase):
         self.assertEqual([c for c in h.policy.calls if c[0] == "mail_from"], [])
         self.assertEqual(h.cmd("RSET"), ["250 2.0.0 Ok"])
         self.assertEqual(h.cmd("QUIT"), ["221 2.0.0 Bye"])
+
+
+class ShutdownTests(unittest.TestCase):
+    def test_graceful_shutdown(self) -> None:
+        """On stop, idle clients get 421 at once, a message in DATA is finished and accepted
+        first, and new connections are refused; the factory reports when all are gone."""
+        idle = Harness()
+        f = idle.factory
+        sending = Harness(factory=f, peer="192.0.2.11")
+        sending.cmd("EHLO c.example")
+        sending.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nDATA\r\nSubject: s\r\n")
+        done = f.shutdown()
+        self.assertEqual(idle.replies(), ["421 4.3.2 mx.example.com Service shutting down"])
+        self.assertTrue(idle.closed)
+        self.assertFalse(sending.closed)
+        late = Harness(factory=f, greet=False, peer="192.0.2.12")
+        self.assertEqual(late.connect()[0][:9], "421 4.3.2")
+        self.assertEqual(sending.send(b"\r\nbody\r\n.\r\nNOOP\r\n"),
+                         ["250 2.0.0 Ok: queued as Q1", "421 4.3.2 mx.example.com Service shutting down"])
+        self.assertNoResult(done)
+        idle.proto.connectionLost(None)
+        sending.proto.connectionLost(None)
+        self.successResultOf(done)
