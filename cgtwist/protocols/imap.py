@@ -34,6 +34,7 @@ from cgtwist.types import ListenerSpec
 
 # RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">
 _TAG_RE = re.compile(rb"\A[^\x00-\x20\x7f-\xff(){%*\"\\+]{1,64}\Z")
+_COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 _SPOOL_IN_MEMORY = 1024 * 1024  # APPEND literals larger than this go to a temporary file
 
 
@@ -443,7 +444,7 @@ class CgIMAP4Server(CommandsMixin, imap4.IMAP4Server):
             self.sendBadResponse(tag, b"Missing command")
             return
         try:
-            self.dispatchCommand(tag, cmd.upper(), args or None)
+            self.dispatchCommand(tag, cmd.upper(), args)
         except imap4.IllegalClientResponse as e:
             self.sendBadResponse(tag, b"Illegal syntax: " + str(e)[:200].encode("utf-8", "replace"))
         except imap4.IllegalOperation as e:
@@ -452,6 +453,9 @@ class CgIMAP4Server(CommandsMixin, imap4.IMAP4Server):
             self.sendNegativeResponse(tag, b"Illegal mailbox name")
 
     def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None:
+        if not _COMMAND_RE.match(cmd):
+            self.sendBadResponse(tag, b"Unknown command")
+            return
         f = self.lookupCommand(cmd)
         if f:
             super().dispatchCommand(tag, cmd, rest, uid)

@@ -102,7 +102,7 @@ def _lines(body: bytes) -> int:
 
 def structure(part: Message, extended: bool) -> list[Any]:
     """BODYSTRUCTURE (``extended``) or BODY of one parsed MIME part."""
-    if part.is_multipart():
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
         kids = [structure(p, extended) for p in part.get_payload() if isinstance(p, Message)]
         out: list[Any] = kids + [_b(part.get_content_subtype())]
         if extended:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from tests.protocols.test_imap_support import Client, World
@@ -313,3 +315,53 @@ class TimeoutTests(unittest.TestCase):
         d = Client(w, factory=f)
         self.assertIn(b"* OK", d.greeting)
         self.assertIsNotNone(b)
+
+
+_FUZZ_WORLD = World()
+_COMMANDS = [c.encode() for c in (
+    "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH", "COPY", "UID COPY", "MOVE",
+    "UID MOVE", "UID EXPUNGE", "STATUS", "LIST", "LSUB", "SELECT", "EXAMINE", "CREATE", "RENAME",
+    "SUBSCRIBE", "APPEND", "ID", "ENABLE", "NAMESPACE", "CHECK", "EXPUNGE", "UNSELECT", "CLOSE")]
+_FUZZ_WORLD.deliver("alice@example.com")
+
+
+class RobustnessTests(unittest.TestCase):
+    def test_unexpected_exception_becomes_serverbug(self) -> None:
+        """A bug in the store gives `NO [SERVERBUG]`, is logged, and the session goes on."""
+        world = World()
+        c = Client(world)
+        c.login()
+
+        def broken(ref: bytes, pattern: bytes) -> None:
+            raise RuntimeError("disk on fire")
+        c.proto.account.listMailboxes = broken
+        out = c.send(b'l LIST "" *\r\n')
+        self.assertEqual(out, b"l NO [SERVERBUG] Internal error, try again later\r\n")
+        self.assertNotIn(b"fire", out)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIn(b"n OK", c.send(b"n NOOP\r\n"))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.one_of(
+        st.binary(max_size=80).filter(lambda b: b"\n" not in b and b"\r" not in b),
+        st.builds(lambda c, a: c + b" " + a.encode(), st.sampled_from(_COMMANDS),
+                  st.text(alphabet='()[]<>."\\*%:,0123456789 ABCDEFHIKLMNOPRSTUVXYZ$', max_size=60))),
+        min_size=1, max_size=4))
+    def test_random_commands_never_break_the_session(self, lines: list[bytes]) -> None:
+        """Random command lines in the selected state never leak errors or wedge the session."""
+        c = Client(_FUZZ_WORLD)
+        c.login()
+        c.select()
+        out = b""
+        for n, line in enumerate(lines):
+            out += c.send(b"f%d " % n + line.replace(b"{", b"(") + b"\r\n")
+        if c.transport.disconnecting:
+            return
+        out += c.send(b"zz NOOP\r\n")
+        self.assertIn(b"zz OK", out)
+        self.assertNotIn(b"Traceback", out)
+        self.assertNotIn(b"Server error", out)
+        self.assertNotIn(b"SERVERBUG", out)
+        c.close()
+
+

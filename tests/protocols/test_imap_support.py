@@ -6,7 +6,9 @@ CgIMAP4Server on a StringTransport driven by a task.Clock.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from typing import Any, Optional
 
@@ -22,6 +24,9 @@ from cgtwist.mailstore.notifier import MailboxNotifier
 from cgtwist.protocols.imap import CgIMAP4Server, IMAPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
+
+_BASE = tempfile.mkdtemp(prefix="cgimap-tests-")
+atexit.register(shutil.rmtree, _BASE, True)
 
 MESSAGE = (b"From: Alice Example <alice@example.com>\r\nTo: bob@example.com\r\n"
            b"Subject: Hello there\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
@@ -70,7 +75,7 @@ class World:
     """One server world: accounts, a portal, settings and a clock."""
 
     def __init__(self, overrides: Optional[dict[str, Any]] = None, reactor: Any = None) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="cgimap")
+        self.tmp = tempfile.mkdtemp(prefix="world-", dir=_BASE)
         self.notifier = MailboxNotifier(reactor)
         self.realm = AccountRealm(self.tmp, self.notifier)
         checker = InMemoryUsernamePasswordDatabaseDontUse(

@@ -1,0 +1,181 @@
+"""Pure IMAP helpers: literal announcements, tokenising, search compilation, structures, penalty."""
+
+from __future__ import annotations
+
+import datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import task
+from twisted.trial import unittest
+
+from cgtwist.protocols import imap_parse, imap_search, imap_structure
+from cgtwist.protocols.imap_auth import LoginPenalty, SaslError, decode_plain, ip_key
+from cgtwist.settings import Settings, SettingsHolder
+
+
+class LiteralSpecTests(unittest.TestCase):
+    def test_valid_literals(self) -> None:
+        """{n} is synchronising, {n+} is LITERAL+; the offset of '{' is reported."""
+        spec = imap_parse.literal_at_end(b"a LOGIN {5}")
+        assert spec is not None
+        self.assertEqual((spec.size, spec.sync, spec.start), (5, True, 8))
+        spec = imap_parse.literal_at_end(b"a APPEND x {0+}")
+        assert spec is not None
+        self.assertEqual((spec.size, spec.sync), (0, False))
+        self.assertIsNone(imap_parse.literal_at_end(b"a NOOP"))
+        self.assertIsNone(imap_parse.literal_at_end(b'a LOGIN "x {5}'))
+
+    def test_malformed_literals_raise(self) -> None:
+        """Negative, empty, non-numeric and over-32-bit sizes are ParseErrors, never ints."""
+        for bad in (b"{-1}", b"{}", b"{abc}", b"{9999999999}", b"{1 }", b"{+}", b"{{1}}"):
+            with self.assertRaises(imap_parse.ParseError, msg=bad):
+                imap_parse.literal_at_end(b"a X " + bad)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=64))
+    def test_literal_parser_never_crashes(self, data: bytes) -> None:
+        """Any line either has no literal, a valid literal, or raises ParseError."""
+        try:
+            spec = imap_parse.literal_at_end(data)
+        except imap_parse.ParseError:
+            return
+        if spec is not None:
+            self.assertTrue(0 <= spec.size <= imap_parse.MAX_NUMBER)
+
+
+class TokenizeTests(unittest.TestCase):
+    def test_atoms_strings_lists_literals(self) -> None:
+        """Quoted strings lose escapes, lists nest, literals are kept verbatim."""
+        toks = imap_parse.tokenize([b'A "b \\"c\\"" (D (E)) {3}', b" F"], [b"x y"])
+        self.assertEqual(toks, [b"A", b'b "c"', [b"D", [b"E"]], b"x y", b"F"])
+        self.assertIsInstance(toks[3], imap_parse.Literal)
+
+    def test_limits(self) -> None:
+        """Unbalanced, too deep and too long inputs raise ParseError."""
+        for bad in (b"(A", b"A)", b'"open', b"(" * 100 + b")" * 100):
+            with self.assertRaises(imap_parse.ParseError):
+                imap_parse.tokenize([bad], [])
+        with self.assertRaises(imap_parse.ParseError):
+            imap_parse.tokenize([b"A " * 10000], [], max_tokens=100)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=200))
+    def test_tokenizer_never_crashes(self, data: bytes) -> None:
+        """Random bytes tokenise or raise ParseError, nothing else."""
+        try:
+            imap_parse.tokenize([data.replace(b"{", b"")], [])
+        except imap_parse.ParseError:
+            pass
+
+    def test_split_command_and_nesting(self) -> None:
+        """UID sub-commands are folded into the name; nesting ignores quoted parentheses."""
+        self.assertEqual(imap_parse.split_command(b"t uid fetch 1 FLAGS"), (b"t", b"UID FETCH", b"fetch 1 FLAGS"))
+        self.assertEqual(imap_parse.nesting_depth(b'((a) "((((" (b))'), 2)
+
+
+class _Msg:
+    def __init__(self, raw: bytes, flags: list[str], date: str, size: int) -> None:
+        self.raw, self.flags, self.date, self.size = raw, flags, date, size
+
+    def getFlags(self) -> list[str]:
+        return self.flags
+
+    def getInternalDate(self) -> str:
+        return self.date
+
+    def getSize(self) -> int:
+        return self.size
+
+
+class SearchCompileTests(unittest.TestCase):
+    RAW = b"Subject: Report\r\nFrom: a@b.c\r\nDate: Wed, 04 Mar 2026 23:30:00 -0500\r\n\r\nQuarterly numbers\r\n"
+
+    def match(self, query: bytes, flags: list[str] = (), seq: int = 1, uid: int = 10) -> bool:  # type: ignore[assignment]
+        _cs, pred = imap_search.compile_search(imap_parse.tokenize([query], []))
+        msg = _Msg(self.RAW, list(flags), "Thu, 05 Mar 2026 04:30:00 +0000", len(self.RAW))
+        return pred(imap_search.MessageText(msg, lambda: self.RAW), imap_search.Context(seq, uid, 3, 12))
+
+    def test_dates_use_their_own_zone(self) -> None:
+        """SENTON compares the Date header's own calendar day (RFC 3501 §6.4.4)."""
+        self.assertTrue(self.match(b"SENTON 4-Mar-2026"))
+        self.assertTrue(self.match(b"ON 5-Mar-2026"))
+        self.assertTrue(self.match(b"SINCE 5-Mar-2026"))
+        self.assertFalse(self.match(b"BEFORE 5-Mar-2026"))
+
+    def test_sets_and_flags(self) -> None:
+        """Sequence sets, UID sets with '*', keywords and NOT/OR combine correctly."""
+        self.assertTrue(self.match(b"1,3:*"))
+        self.assertTrue(self.match(b"UID 5:*"))
+        self.assertFalse(self.match(b"UID 11:*"))
+        self.assertTrue(self.match(b"KEYWORD $Important", flags=["$Important"]))
+        self.assertTrue(self.match(b"OR DELETED NOT SEEN"))
+        self.assertTrue(self.match(b"TEXT quarterly SUBJECT report"))
+
+    def test_errors(self) -> None:
+        """Unknown keys, missing arguments and excessive terms are SearchErrors."""
+        for bad in (b"BOGUS", b"SUBJECT", b"LARGER x", b"OR ALL", b"UID abc", b"SINCE 1-Foo-2020"):
+            with self.assertRaises(imap_parse.ParseError, msg=bad):
+                imap_search.compile_search(imap_parse.tokenize([bad], []))
+        with self.assertRaises(imap_search.SearchError):
+            imap_search.compile_search(imap_parse.tokenize([b"NOT " * 200 + b"ALL"], []))
+        with self.assertRaises(imap_search.BadCharset):
+            imap_search.compile_search(imap_parse.tokenize([b"CHARSET X-UNKNOWN ALL"], []))
+
+
+class StructureTests(unittest.TestCase):
+    def test_no_content_type_defaults_to_text_plain(self) -> None:
+        """A message without Content-Type is text/plain; charset us-ascii (RFC 2045 §5.2)."""
+        out = imap_structure.body_structure(b"Subject: x\r\n\r\nhello\r\n", False)
+        self.assertEqual(out, b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 7 1)')
+
+    def test_message_rfc822_part(self) -> None:
+        """An attached message/rfc822 part carries the inner ENVELOPE and BODYSTRUCTURE."""
+        raw = (b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n'
+               b"Subject: inner\r\nFrom: x@y.z\r\n\r\ninner body\r\n--B--\r\n")
+        out = imap_structure.body_structure(raw, True)
+        self.assertIn(b'("message" "rfc822" NIL NIL NIL "7bit"', out)
+        self.assertIn(b'"inner"', out)
+        self.assertIn(b'"mixed" ("boundary" "B")', out)
+
+    def test_envelope_odd_addresses(self) -> None:
+        """Addresses without '@' and 8-bit names do not break ENVELOPE."""
+        env = imap_structure.envelope({"from": "undisclosed", "to": "J\xf6rg <j@x.de>", "subject": "caf\xe9"})
+        self.assertEqual(env[2], [[None, None, b"undisclosed", None]])
+        self.assertEqual(env[5], [[b"J\xf6rg", None, b"j", b"x.de"]])
+        self.assertEqual(env[1], b"caf\xe9")
+
+
+class PenaltyAndSaslTests(unittest.TestCase):
+    def test_delays_escalate_and_reset(self) -> None:
+        """Delays follow auth.fail_delays, repeat the last value, ignore repeats, reset on success."""
+        clock = task.Clock()
+        p = LoginPenalty(SettingsHolder(Settings({"auth.fail_delays": [2, 4, 8, 15]})), clock)
+        seen = []
+        for n in range(6):
+            seen.append(p.delay_for("10.0.0.1"))
+            p.record_failure("10.0.0.1", f"user{n}")
+        self.assertEqual(seen, [2, 4, 8, 15, 15, 15])
+        p.record_failure("10.0.0.1", "user5")  # same user again: no escalation
+        self.assertEqual(p.delay_for("10.0.0.2"), 2)
+        p.record_success("10.0.0.1", "user5")
+        self.assertEqual(p.delay_for("10.0.0.1"), 2)
+        p.record_failure("10.0.0.3", "u")
+        clock.advance(LoginPenalty.EXPIRE + 1)
+        self.assertEqual(p.delay_for("10.0.0.3"), 2)
+
+    def test_ipv6_aggregated_per_64(self) -> None:
+        """IPv6 addresses in one /64 share a penalty."""
+        self.assertEqual(ip_key("2001:db8::1"), ip_key("2001:db8::ffff"))
+        self.assertNotEqual(ip_key("2001:db8:0:1::1"), ip_key("2001:db8::1"))
+
+    def test_decode_plain(self) -> None:
+        """SASL PLAIN splits authzid, authcid and password; junk is a SaslError."""
+        import base64
+        self.assertEqual(decode_plain(base64.b64encode(b"\0bob\0pw")), (b"", b"bob", b"pw"))
+        for bad in (b"!!!", base64.b64encode(b"nonul"), base64.b64encode(b"\0\0pw"), b""):
+            with self.assertRaises(SaslError):
+                decode_plain(bad)
+
+
+_ = datetime  # keep the import for date helpers in future tests
