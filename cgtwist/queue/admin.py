@@ -161,8 +161,8 @@ class QueueAdmin:
         m.held = held
         for job in m.jobs.values():
             lq = self_._queues.get(job.queue)
-            if held and lq is not None and m.msg_id in lq.due:
-                lq.due.remove(m.msg_id)
+            if held and lq is not None:
+                lq.due.pop(m.msg_id, None)
             elif not held and not job.running:
                 self_._make_due(m, job)
         self_._kick()

@@ -13,7 +13,7 @@ Any delivery makes the queue ready again. Pure bookkeeping: no I/O, no clock of 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from typing import Any
 
 from cgtwist.types import QueueName
@@ -26,7 +26,8 @@ SUSPENDED = "suspended"
 class LogicalQueue:
     def __init__(self, name: QueueName) -> None:
         self.name = name
-        self.due: deque[str] = deque()  # message ids to try now, oldest first
+        # Message ids to try now, oldest first; an ordered set (O(1) add, pop, member, remove).
+        self.due: OrderedDict[str, None] = OrderedDict()
         self.waiting: dict[str, float] = {}  # message id -> next attempt time
         self.active = 0
         self.state = READY
@@ -66,12 +67,16 @@ class LogicalQueue:
         self.state = THROTTLED
         return False
 
+    def push_due(self, msg_id: str) -> None:
+        self.waiting.pop(msg_id, None)
+        self.due[msg_id] = None
+
+    def pop_due(self) -> str:
+        return self.due.popitem(last=False)[0]
+
     def discard(self, msg_id: str) -> None:
         self.waiting.pop(msg_id, None)
-        try:
-            self.due.remove(msg_id)
-        except ValueError:
-            pass
+        self.due.pop(msg_id, None)
 
     def describe(self) -> dict[str, Any]:
         return {"queue": str(self.name), "state": "no-agent" if self.no_agent else self.state,

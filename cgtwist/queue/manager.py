@@ -222,7 +222,7 @@ class QueueManager(QueueAdmin):
             if msg_id in self._msgs:
                 continue
             self._loading += 1
-            d = self.spool.load_entry(msg_id, with_data=False)
+            d = defer.maybeDeferred(self.spool.load_entry, msg_id, with_data=False)
             d.addCallbacks(self._loaded, self._load_failed, errbackArgs=(msg_id,))
 
     def _loaded(self, entry: SpoolEntry) -> Any:
@@ -340,9 +340,7 @@ class QueueManager(QueueAdmin):
         if m.held or m.dropped:
             return
         lq = self._queue(job.queue)
-        lq.waiting.pop(m.msg_id, None)
-        if m.msg_id not in lq.due:
-            lq.due.append(m.msg_id)
+        lq.push_due(m.msg_id)
         self._offer(lq)
 
     def _wait(self, m: _Msg, job: _Job, when: float) -> None:
@@ -384,7 +382,7 @@ class QueueManager(QueueAdmin):
             if self._module_active.get(module, 0) >= self._module_limit(module):
                 self._starved.setdefault(module, OrderedDict())[qn] = None
                 continue
-            msg_id = lq.due.popleft()
+            msg_id = lq.pop_due()
             m = self._msgs.get(msg_id)
             job = m.jobs.get(qn) if m is not None else None
             if m is not None and job is not None and not job.running and not m.held and not m.dropped:
