@@ -159,9 +159,12 @@ class CgSMTP(AuthCommands):
         def ok(normalised: Any) -> None:
             if self._sender is None:  # pragma: no cover - RSET cannot overtake: input is paused
                 return
-            self._recipients.append(Recipient(
-                address=str(normalised or address), orcpt=path.params.get("ORCPT", ""),
-                notify=path.params.get("NOTIFY", "")))
+            final = str(normalised or address)
+            # The same recipient twice gets one copy (the reply is still 250).
+            if all(r.address.lower() != final.lower() for r in self._recipients):
+                self._recipients.append(Recipient(
+                    address=final, orcpt=path.params.get("ORCPT", ""),
+                    notify=path.params.get("NOTIFY", "")))
             self._reply(250, "2.1.5", "Recipient OK")
 
         def refused(f: Failure) -> None:

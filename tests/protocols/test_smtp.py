@@ -494,3 +494,14 @@ class ShutdownTests(unittest.TestCase):
         idle.proto.connectionLost(None)
         sending.proto.connectionLost(None)
         self.successResultOf(done)
+
+
+class DuplicateRecipientTests(unittest.TestCase):
+    def test_duplicate_recipient_gets_one_copy(self) -> None:
+        """RCPT TO the same address twice (any case) is accepted but delivered once."""
+        h = Harness()
+        h.cmd("EHLO c.example")
+        out = h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<BOB@EXAMPLE.COM>\r\n"
+                     b"DATA\r\nx\r\n.\r\n")
+        self.assertEqual([x[:3] for x in out], ["250", "250", "250", "354", "250"])
+        self.assertEqual([r.address for r in h.submission.messages[0][0].recipients], ["bob@example.com"])
