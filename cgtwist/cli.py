@@ -171,11 +171,14 @@ async def domain_remove(ctx: Context, args: argparse.Namespace) -> None:
 
 async def account_add(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    password, generated = _password(ctx, args)
+    password: Optional[str] = None
+    generated = False
+    if args.password_hash is None:
+        password, generated = _password(ctx, args)
     await ctx.accounts.add_account(
         name, domain, password, real_name=args.real_name or "",
         services=_services(args.services), settings={"admin": True} if args.admin else None,
-        enabled=not args.disabled)
+        enabled=not args.disabled, password_hash=args.password_hash)
     if generated:
         ctx.out.write(f"password for {name}@{domain}: {password}\n")
     ctx.notify("reload", what="account")
@@ -207,6 +210,10 @@ async def account_passwd(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
     if await ctx.accounts.get_account(name, domain) is None:
         ctx.fail(f"account {name}@{domain} does not exist")
+    if args.password_hash is not None:
+        await ctx.accounts.set_password_hash(name, domain, args.password_hash)
+        ctx.notify("reload", what="account")
+        return
     password, generated = _password(ctx, args)
     await ctx.accounts.set_password(name, domain, password)
     if generated:
@@ -301,6 +308,9 @@ def _add_password_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--password", help="the password (visible in the process list: prefer stdin)")
     g.add_argument("--password-stdin", action="store_true",
                    help="read the password from the first line of standard input")
+    g.add_argument("--password-hash", metavar="HASH",
+                   help="import a hash from another server: $argon2id$... or "
+                        "{SHA512-CRYPT}$6$... (upgraded to argon2id at the next login)")
 
 
 def _add_enable_options(p: argparse.ArgumentParser) -> None:

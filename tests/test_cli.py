@@ -177,6 +177,21 @@ class AccountTests(CLITestCase):
         await self.cli("account", "remove", "alice@example.com")
         self.assertIsNone(await self.verify("alice@example.com", "new-pw"))
 
+    async def test_import_password_hash(self) -> None:
+        """--password-hash imports a Dovecot SHA512-CRYPT hash; logins work with it."""
+        stored = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIF"
+                  "NjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")
+        out, _ = await self.cli("account", "add", "alice", "--password-hash", stored)
+        self.assertEqual(out, "")
+        self.assertEqual(await self.verify("alice@example.com", "Hello world!"),
+                         "alice@example.com")
+        await self.cli("account", "passwd", "alice", "--password", "x")
+        await self.cli("account", "passwd", "alice", "--password-hash", stored)
+        self.assertEqual(await self.verify("alice@example.com", "Hello world!"),
+                         "alice@example.com")
+        self.assertIn("unsupported password hash",
+                      await self.error("account", "add", "bob", "--password-hash", "plain"))
+
     async def test_errors(self) -> None:
         """Bad input is one clear line on stderr and exit status 1, never a traceback."""
         await self.cli("account", "add", "alice", "--password", "x")

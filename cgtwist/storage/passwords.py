@@ -1,7 +1,8 @@
 """Password hashing: argon2id PHC strings, computed off the reactor behind a concurrency limit.
 
-Owns the hash parameters (OWASP: m=19 MiB, t=2, p=1), hashing, verification and the decision
-that a stored hash must be upgraded. Never logs or returns a plaintext password. Each hash costs
+Owns the hash parameters (OWASP: m=19 MiB, t=2, p=1), hashing, verification (also of imported
+SHA512-CRYPT hashes, cgtwist.storage.shacrypt) and the decision that a stored hash must be
+upgraded. Never logs or returns a plaintext password. Each hash costs
 ~19 MiB and tens of milliseconds of CPU, so at most ``concurrency`` run at once (memory bounded
 at concurrency x 19 MiB), on a thread pool that is passed in.
 """
@@ -13,11 +14,13 @@ import secrets
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from argon2 import PasswordHasher as _Argon2
-from argon2 import Type
+from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+
+from cgtwist.storage import shacrypt
 
 T = TypeVar("T")
 
@@ -65,6 +68,10 @@ class PasswordHasher:
         Without a stored hash (unknown user, service account) a dummy hash is verified, so the
         cost is the same as for a wrong password (RELIABILITY.md b-G 40: no user enumeration).
         """
+        if stored and shacrypt.is_sha512_crypt(stored):
+            ok = shacrypt.verify(stored, password)
+            self._verify_dummy(password)  # never cheaper than argon2: no enumeration by time
+            return ok
         if not stored or not stored.startswith("$argon2"):
             self._verify_dummy(password)
             return False
@@ -80,6 +87,20 @@ class PasswordHasher:
             self._hasher.verify(self._dummy, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             pass
+
+    @staticmethod
+    def is_supported_hash(stored: str) -> bool:
+        """True for hashes that can be stored as they are (an import from another server):
+        argon2id PHC strings and SHA512-CRYPT (``$6$``, optionally ``{SHA512-CRYPT}``)."""
+        if shacrypt.is_sha512_crypt(stored):
+            return True
+        if not stored.startswith("$argon2id$"):
+            return False
+        try:
+            extract_parameters(stored)
+        except (InvalidHashError, ValueError):
+            return False
+        return True
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` was made with other (older, weaker) parameters or scheme."""

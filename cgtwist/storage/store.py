@@ -264,12 +264,19 @@ class AccountStore:
     async def add_account(self, name: str, domain: str, password: Optional[str] = None,
                           real_name: str = "", services: Optional[Iterable[str]] = None,
                           settings: Optional[Mapping[str, Any]] = None,
-                          enabled: bool = True) -> Account:
-        """Create an account (no password: it cannot log in until one is set)."""
+                          enabled: bool = True,
+                          password_hash: Optional[str] = None) -> Account:
+        """Create an account (no password: it cannot log in until one is set).
+
+        ``password_hash`` instead of ``password`` imports a hash (see set_password_hash).
+        """
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
         values = {check_setting_name(k): v for k, v in (settings or {}).items()}
-        phc = await self._hasher.hash(password) if password is not None else None
+        if password_hash is not None:
+            phc: Optional[str] = self._imported_hash(password_hash)
+        else:
+            phc = await self._hasher.hash(password) if password is not None else None
         await self._write("add_account", self._add_account_txn, n, d, phc, real_name.strip(),
                           svc, values, enabled)
         self._log.info("account {account} created", account=f"{n}@{d}")
@@ -351,6 +358,24 @@ class AccountStore:
         phc = await self._hasher.hash(password)
         await self._write("set_password", _set_password_txn, n, d, phc, None)
         self._log.info("password of {account} changed", account=f"{n}@{d}")
+
+    @_deferred
+    async def set_password_hash(self, name: str, domain: str, stored: str) -> None:
+        """Store a hash imported from another server (argon2id or SHA512-CRYPT) as it is.
+
+        A SHA512-CRYPT hash is replaced with argon2id at the account's next successful login.
+        """
+        n, d = check_account(name), check_domain(domain)
+        phc = self._imported_hash(stored)
+        await self._write("set_password_hash", _set_password_txn, n, d, phc, None)
+        self._log.info("password hash of {account} imported", account=f"{n}@{d}")
+
+    def _imported_hash(self, stored: str) -> str:
+        phc = stored.strip()
+        if not self._hasher.is_supported_hash(phc):
+            raise InvalidValue("unsupported password hash (want $argon2id$... or "
+                               "{SHA512-CRYPT}$6$...)")
+        return phc
 
     @_deferred
     async def update_account(self, name: str, domain: str, real_name: Optional[str] = None,

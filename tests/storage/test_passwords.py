@@ -63,6 +63,20 @@ class PasswordHasherTests(unittest.TestCase):
         self.assertEqual(len(calls), 3)
         self.assertTrue(all(c.startswith("$argon2id$") for c in calls))
 
+    async def test_sha512_crypt_costs_an_argon2_verification(self) -> None:
+        """Imported SHA512-CRYPT hashes verify, are flagged for upgrade, and cost argon2 work."""
+        stored = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIF"
+                  "NjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")
+        spy = SpyArgon2(self.hasher)
+        self.assertTrue(await self.hasher.verify(stored, "Hello world!"))
+        self.assertFalse(await self.hasher.verify(stored, "hello world!"))
+        self.assertEqual(len(spy.verified), 2)
+        self.assertTrue(self.hasher.needs_rehash(stored))
+        self.assertTrue(self.hasher.is_supported_hash(stored))
+        self.assertTrue(self.hasher.is_supported_hash(await self.hasher.hash("x")))
+        self.assertFalse(self.hasher.is_supported_hash("$argon2id$v=19$junk"))
+        self.assertFalse(self.hasher.is_supported_hash("secret"))
+
     async def test_needs_rehash(self) -> None:
         """Hashes made with weaker parameters or another scheme are flagged for upgrade."""
         weak = PasswordHasher(reactor, memory_kib=1024, time_cost=1)

@@ -15,6 +15,9 @@ from cgtwist.storage.passwords import PasswordHasher
 from cgtwist.storage.store import ENV_POSTMASTER_PASSWORD, SERVICES, AccountStore, InvalidValue
 from tests.storage.dbcase import DatabaseCase, SpyArgon2
 
+SHA6 = ("$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFd"
+        "cbYEdFCoEOfaS35inz1")  # "Hello world!"
+
 
 class StoreTestsMixin:
     """The store's behaviour, independent of the database engine."""
@@ -224,6 +227,26 @@ class StoreTestsMixin:
             "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True)
         self.assertIn("m=128,", rows[0][0])
         self.assertIsNotNone(await new.verify_password("alice", "example.com", "pw"))
+
+    async def test_imported_sha512_crypt_upgraded(self: Any) -> None:
+        """A SHA512-CRYPT hash imported from Dovecot logs in once and is then argon2id."""
+        store = await self.open_store()
+        await store.add_domain("example.com")
+        await store.add_account("alice", "example.com", password_hash="{SHA512-CRYPT}" + SHA6)
+        self.assertIsNone(await store.verify_password("alice", "example.com", "wrong"))
+        self.assertIsNotNone(await store.verify_password("alice", "example.com", "Hello world!"))
+        rows = await store.db.run_interaction(
+            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True)
+        self.assertTrue(rows[0][0].startswith("$argon2id$"), rows[0][0])
+        self.assertIsNotNone(await store.verify_password("alice", "example.com", "Hello world!"))
+        await store.set_password_hash("alice", "example.com", SHA6)
+        self.assertIsNotNone(await store.verify_password("alice", "example.com", "Hello world!"))
+        for bad in ("plaintext", "$1$md5$crypt", "$argon2id$nonsense"):
+            await self._failure(store.set_password_hash("alice", "example.com", bad),
+                                InvalidValue)
+            await self._failure(store.add_account("bob", "example.com", password_hash=bad),
+                                InvalidValue)
+        self.assertIsNone(await store.get_account("bob", "example.com"))
 
     async def test_one_verification_per_login(self: Any) -> None:
         """Unknown user, unknown domain, bad name and wrong password each cost one hash check."""
