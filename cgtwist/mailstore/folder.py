@@ -189,11 +189,18 @@ class Folder:
         ch = Changes(origin=origin)
         first = self._ul is None
         cache: dict[str, Meta] = {}
+        dirty = False
         if first:
             maildir.ensure(self.path)
             ul = uidlist.load(self.path)
             cache, cached_uv = uidlist.load_cache(self.path)
             ch.keywords = maildir.read_keywords(self.path)
+            if ul is None and not cache and not os.path.exists(os.path.join(self.path, uidlist.CACHE_FILE)):
+                ul = uidlist.load_dovecot(self.path)
+                if ul is not None:
+                    self.log.info("adopted dovecot-uidlist of {account} {folder}: UIDVALIDITY {uv}",
+                                  account=self.account, folder=self.name, uv=ul.uidvalidity)
+                    dirty = True
             if ul is None:
                 uv = self._new_uidvalidity()
                 if uv <= cached_uv:
@@ -202,12 +209,9 @@ class Folder:
                 self.log.info("rebuilding UID list of {account} {folder}: UIDVALIDITY {uv}",
                               account=self.account, folder=self.name, uv=ul.uidvalidity)
                 dirty = True
-            else:
-                dirty = False
             self._ul = ul
         else:
             ul = self._ul
-            dirty = False
         assert ul is not None
         mtimes = self._stat_mtimes()
         files: dict[str, tuple[str, str]] = {}

@@ -49,10 +49,13 @@ def canonical_flag(flag: str) -> str:
 
 
 def split_name(fname: str) -> tuple[str, str]:
-    """``key:2,FS`` -> (``key``, ``FS``); a name without info gives (name, "")."""
+    """``key:2,FS`` -> (``key``, ``FS``); a name without info gives (name, "").
+
+    Dovecot's non-standard fields after a further comma (``:2,FS,xyz``) are not flags.
+    """
     key, sep, info = fname.partition(":")
     if sep and info.startswith("2,"):
-        return key, info[2:]
+        return key, info[2:].split(",", 1)[0]
     return key, ""
 
 

@@ -20,6 +20,7 @@ from cgtwist.mailstore.maildir import Meta
 
 UIDLIST_FILE = "cgtwist-uidlist"
 CACHE_FILE = "cgtwist-cache"
+DOVECOT_UIDLIST = "dovecot-uidlist"
 _MAGIC = "cgtwist-uidlist 1"
 _MAX_UID = 0xFFFFFFFF  # RFC 3501 §2.3.1.1: nz-number is 32-bit
 
@@ -64,6 +65,40 @@ def load(folder: str) -> Optional[UidList]:
             if not key or uid <= 0 or uid >= ul.uidnext:
                 return None
             ul.uids[unquote(key)] = uid
+    except (ValueError, KeyError, IndexError):
+        return None
+    return ul
+
+
+def load_dovecot(folder: str) -> Optional[UidList]:
+    """Adopt Dovecot's ``dovecot-uidlist`` (version 3: ``3 V<validity> N<next> ...`` then
+    ``<uid> [fields] :<file name>``) so a Maildir moved from Dovecot keeps its UIDs.
+
+    Only used when cgtwist never indexed the folder (no uidlist and no cache of ours), so
+    UIDs assigned by cgtwist can never be handed out again. None when absent or malformed.
+    """
+    try:
+        with open(os.path.join(folder, DOVECOT_UIDLIST), encoding="utf-8", errors="strict") as f:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        head = lines[0].split(" ")
+        if head[0] != "3":
+            return None
+        fields = {h[0]: h[1:] for h in head[1:] if h}
+        ul = UidList(uidvalidity=int(fields["V"]), uidnext=int(fields["N"]))
+        if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1):
+            return None
+        for line in lines[1:]:
+            if not line:
+                continue
+            uid_s, _, rest = line.partition(" ")
+            _ext, colon, fname = rest.partition(":")
+            uid = int(uid_s)
+            if not colon or not fname or uid <= 0 or uid >= ul.uidnext:
+                return None
+            ul.uids[maildir.split_name(fname)[0]] = uid
     except (ValueError, KeyError, IndexError):
         return None
     return ul

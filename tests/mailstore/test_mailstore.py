@@ -105,6 +105,28 @@ class UIDTests(StoreTestBase):
         self.assertNotEqual(box2.getUIDValidity(), old)
         self.assertEqual(self.uids(box2), [1, 2, 3])
 
+    def test_dovecot_uidlist_adopted(self) -> None:
+        """A Maildir moved over from Dovecot keeps its UIDVALIDITY and UIDs, so clients do not
+        download everything again."""
+        a = deliver(self.md, msg("a"))
+        b = deliver(self.md, msg("b"))
+        with open(os.path.join(self.md, "dovecot-uidlist"), "w") as f:
+            f.write(f"3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n"
+                    f"25006 :{a}:2,S\n25017 W2481 :{b}\n")
+        box = self.select()
+        self.assertEqual(box.getUIDValidity(), 1275660208)
+        self.assertEqual(self.uids(box), [25006, 25017])
+        self.assertEqual(box.getUIDNext(), 25022)
+
+    def test_dovecot_uidlist_ignored_once_indexed(self) -> None:
+        """Once cgtwist has indexed a folder, a stale dovecot-uidlist never brings UIDs back."""
+        deliver(self.md, msg("a"))
+        self.select()
+        os.unlink(os.path.join(self.md, UIDLIST_FILE))
+        with open(os.path.join(self.md, "dovecot-uidlist"), "w") as f:
+            f.write("3 V7 N2\n1 :nonexistent\n")
+        self.assertNotEqual(self.select(account=self.reopen()).getUIDValidity(), 7)
+
     def test_corrupt_uidlist_rebuilt(self) -> None:
         """A damaged uidlist is rebuilt rather than crashing the session."""
         deliver(self.md, msg("x"))
