@@ -194,6 +194,8 @@ class Spool:
         while True:
             msg_id = _new_id()
             tmp = self._path(msg_id, ".tmp")
+            if os.path.exists(self._path(msg_id, ".msg")):
+                continue  # a clock step back onto a recycled pid: never overwrite a message
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
