@@ -38,14 +38,18 @@ _STDERR_KEEP = 4096
 
 
 def command_of(recipient: Recipient) -> str:
-    """The command line of a PIPE recipient: the route's queue, else the quoted local part."""
-    m = re.match(r"^PIPE\((.*)\)$", recipient.route or "", re.S)
-    if m:
-        return m.group(1)
-    local = recipient.address.rpartition("@")[0] if "@" in recipient.address else recipient.address
-    if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
-        local = re.sub(r"\\(.)", r"\1", local[1:-1])  # RFC 5321 §4.1.2 quoted-string
-    return local
+    """The command line of a PIPE recipient: the quoted local part of ``"prog args"@pipe``.
+
+    The Router names the logical queue after the program only (``PIPE(prog)``), so the
+    arguments come from the address; the route is the fallback for other address forms.
+    """
+    local, at, domain = recipient.address.rpartition("@")
+    if at and domain.lower() == "pipe":
+        if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
+            local = re.sub(r"\\(.)", r"\1", local[1:-1])  # RFC 5321 §4.1.2 quoted-string
+        return local
+    m = re.match(r"^PIPE\((.*)\)", recipient.route or "", re.S)
+    return m.group(1) if m else recipient.address
 
 
 def parse_command(command: str) -> list[str]:

@@ -52,7 +52,9 @@ with open({self.out!r} + ".env", "w") as f:
         return PipeDelivery(SettingsHolder(Settings(values)), self.reactor, clock=self.clock)
 
     def rcpt(self, command: str) -> Recipient:
-        return Recipient(address=f'"{command}"@pipe', route=f"PIPE({command})")
+        # As the Router does it: the queue is the program name, the address carries the args.
+        program = command.split(" ", 1)[0]
+        return Recipient(address=f'"{command}"@pipe', route=f"PIPE({program})")
 
     async def test_exit_zero_is_delivered_with_message_on_stdin(self) -> None:
         """A program that exits 0 has the message delivered; it read the message with native
@@ -127,8 +129,10 @@ with open({self.out!r} + ".env", "w") as f:
 
 class CommandParsing(unittest.TestCase):
     def test_quoted_local_part(self) -> None:
-        """Without a route the quoted local part of "prog arg"@pipe is the command."""
-        self.assertEqual(command_of(Recipient(address='"prog a\\"b"@pipe')), 'prog a"b')
+        """The quoted local part of "prog arg"@pipe is the command, arguments included, even
+        though the queue is named after the program alone."""
+        self.assertEqual(command_of(Recipient(address='"prog a\\"b"@pipe', route="PIPE(prog)")),
+                         'prog a"b')
 
     def test_parse_refuses_bad_names(self) -> None:
         """parse_command refuses separators, dot names and unbalanced quotes."""
