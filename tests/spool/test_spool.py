@@ -95,6 +95,13 @@ class FormatTests(unittest.TestCase):
 
 
 class StoreTests(SpoolTestBase):
+    def test_interface(self) -> None:
+        """Spool provides ISpool, the contract the rest of the server codes against."""
+        from zope.interface.verify import verifyObject
+
+        from cgtwist.interfaces import ISpool
+        self.assertTrue(verifyObject(ISpool, self.spool))
+
     @defer.inlineCallbacks
     def test_store_load_round_trip(self) -> None:
         """A stored message loads back byte-exact with its envelope and submit info."""
