@@ -82,6 +82,7 @@ class Folder:
         self.uids: list[int] = []  # ascending
         self.keywords: dict[int, str] = {}
         self.unclaimed_recent: set[int] = set()
+        self.has_new = False  # some indexed message still lies in new/ (seen read-only so far)
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
         self._unsaved = 0
@@ -340,6 +341,8 @@ class Folder:
         if ch.added and len(self.uids) > 1 and self.uids[-len(ch.added) - 1:] != sorted(self.uids[-len(ch.added) - 1:]):
             self.uids.sort()
         self.unclaimed_recent |= ch.recent
+        if ch:
+            self.has_new = any(e.sub == "new" for e in self.entries.values())
         views = self.views()
         writable = [v for v in views if v.isWriteable() and v.listeners]
         claimed: set[int] = set()
@@ -360,28 +363,8 @@ class Folder:
         uids = list(uids)
 
         def work() -> tuple[Changes, list[int]]:
-            keywords = dict(self.keywords)
-            kw_changed = False
-            letters_for: dict[str, str] = {}
-            for f in wanted:
-                if f in maildir.FLAG_TO_LETTER:
-                    letters_for[f] = maildir.FLAG_TO_LETTER[f]
-                elif _valid_keyword(f):
-                    idx = next((i for i, n in keywords.items() if n.lower() == f.lower()), None)
-                    if idx is None and mode != -1:
-                        free = [i for i in range(maildir.MAX_KEYWORDS) if i not in keywords]
-                        if not free:
-                            continue
-                        idx = free[0]
-                        keywords[idx] = f
-                        kw_changed = True
-                    if idx is not None:
-                        letters_for[f] = chr(97 + idx)
             ch = Changes(origin=origin)
-            if kw_changed:
-                maildir.write_keywords(self.path, keywords)
-                ch.keywords = keywords
-            mine = set(letters_for.values())
+            mine, keywords = self._letters_blocking(wanted, ch, allocate=mode != -1)
             known = set(maildir.LETTER_TO_FLAG) | {chr(97 + i) for i in keywords}
             done = []
             for uid in uids:
@@ -409,6 +392,33 @@ class Folder:
 
         d = self._locked(work)
         return d.addCallback(lambda r: {u: self.flags_of(self.entries[u]) for u in r[1] if u in self.entries})
+
+    def _letters_blocking(self, flags: Iterable[str], ch: Changes, allocate: bool) -> tuple[set[str], dict[int, str]]:
+        """(thread, locked) Maildir letters for ``flags``: system flags map to capitals,
+        keywords to Dovecot's a..z, allocating letters (and rewriting dovecot-keywords) when
+        ``allocate``. Keywords beyond 26 are dropped (PERMANENTFLAGS then lacks ``\\*``)."""
+        keywords = dict(ch.keywords if ch.keywords is not None else self.keywords)
+        changed = False
+        out: set[str] = set()
+        for f in flags:
+            f = maildir.canonical_flag(f)
+            if f in maildir.FLAG_TO_LETTER:
+                out.add(maildir.FLAG_TO_LETTER[f])
+            elif _valid_keyword(f):
+                idx = next((i for i, n in keywords.items() if n.lower() == f.lower()), None)
+                if idx is None and allocate:
+                    free = [i for i in range(maildir.MAX_KEYWORDS) if i not in keywords]
+                    if not free:
+                        continue
+                    idx = free[0]
+                    keywords[idx] = f
+                    changed = True
+                if idx is not None:
+                    out.add(chr(97 + idx))
+        if changed:
+            maildir.write_keywords(self.path, keywords)
+            ch.keywords = keywords
+        return out, keywords
 
     def expunge(self, uids: Iterable[int], origin: Any = None) -> defer.Deferred[list[int]]:
         """Delete the files of ``uids``; fires with the UIDs removed. UIDs are never reused."""
@@ -444,8 +454,8 @@ class Folder:
             assert self._ul is not None
             ch = Changes(origin=origin)
             for source, flags, date in sources:
-                letters = "".join(maildir.FLAG_TO_LETTER[f] for f in
-                                  {maildir.canonical_flag(x) for x in flags} if f in maildir.FLAG_TO_LETTER)
+                letters = "".join(sorted(self._letters_blocking(
+                    [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
                 key, fname = maildir.deliver(self.path, source, letters, date, hostname=self._hostname)
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
                 uid = self._ul.assign(key)

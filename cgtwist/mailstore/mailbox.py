@@ -108,7 +108,7 @@ class MaildirMailbox:
 
     def refresh(self) -> defer.Deferred[None]:
         """Rescan the folder if its directories changed; listeners hear of the changes."""
-        force = self.rw and any(e.sub == "new" for e in self.folder.entries.values())
+        force = self.rw and self.folder.has_new
         d = self.folder.refresh(force=force, origin=self)
         if self.rw and self.folder.unclaimed_recent and self.listeners:
             claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()

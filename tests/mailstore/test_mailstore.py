@@ -292,13 +292,16 @@ class MessageTests(StoreTestBase):
             deliver(self.md, msg(f"m{i}"))
         box = self.select()
         result(box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        result(box.store(imap4.MessageSet(1), ["$Label1"], 1, False))
         trash = self.select("Trash")
         self.assertEqual(result(box.copy_uids([1, 2], trash)), ([1, 2], [1, 2]))
-        self.assertEqual(trash.flags_of(1), ["\\Seen"])
+        self.assertEqual(trash.flags_of(1), ["$Label1", "\\Seen"])
+        self.assertEqual(result(trash.append(msg("kw"), ["$Junk", "\\Draft", "\\Recent"])), 3)
+        self.assertEqual(trash.flags_of(3), ["$Junk", "\\Draft"])
         src, dst, seqs = result(box.move_uids([3], trash))
-        self.assertEqual((src, dst, seqs), ([3], [3], [3]))
+        self.assertEqual((src, dst, seqs), ([3], [4], [3]))
         self.assertEqual(box.getMessageCount(), 2)
-        self.assertEqual(trash.getMessageCount(), 3)
+        self.assertEqual(trash.getMessageCount(), 4)
 
 
 class FolderTests(StoreTestBase):
