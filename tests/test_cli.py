@@ -17,7 +17,7 @@ from twisted.trial import unittest
 
 from cgtwist import cli, control
 from cgtwist.storage.store import ENV_POSTMASTER_PASSWORD, open_store
-from tests.storage.dbcase import fast_hasher
+from tests.storage.dbcase import fast_hasher, temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,8 +31,7 @@ class CLITestCase(unittest.TestCase):
     postmaster_password: Optional[str] = "pm"
 
     def setUp(self) -> None:
-        self.base = os.path.abspath(self.mktemp())
-        os.makedirs(self.base)
+        self.base = temp_dir(self)
         self.conf = os.path.join(self.base, "cgtwist.conf")
         with open(self.conf, "w") as f:
             f.write('[server]\nbase_dir = "."\nmain_domain = "example.com"\n'

@@ -7,6 +7,8 @@ Set ``CGTWIST_TEST_PG_URL=postgresql://user@host/db`` to also run the store test
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -17,6 +19,14 @@ from cgtwist.storage.passwords import PasswordHasher
 from cgtwist.storage.store import AccountStore
 
 PG_URL = os.environ.get("CGTWIST_TEST_PG_URL", "")
+
+
+def temp_dir(case: unittest.TestCase) -> str:
+    """A fresh directory under the system temp dir, removed after the test (trial's mktemp
+    would litter the working tree when pytest runs the tests)."""
+    path = tempfile.mkdtemp(prefix="cgtwist-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
 
 
 def fast_hasher() -> PasswordHasher:
@@ -47,7 +57,7 @@ class DatabaseCase(unittest.TestCase):
 
     def setUp(self) -> None:
         if self.engine == "sqlite":
-            self.url = "sqlite:///" + os.path.abspath(os.path.join(self.mktemp(), "cgtwist.db"))
+            self.url = "sqlite:///" + os.path.join(temp_dir(self), "cgtwist.db")
         else:
             if not PG_URL:
                 raise unittest.SkipTest("set CGTWIST_TEST_PG_URL to run against PostgreSQL")
