@@ -131,7 +131,7 @@ class CgIMAP4Server(CommandsMixin, imap4.IMAP4Server):
         self._delayed = []
         self._stop_streaming()
         self._release_mailbox()
-        self._drop_literal()
+        self._abort_command()
         if self.factory is not None and self._counted:
             self._counted = False
             self.factory.connection_closed(self.peer_ip)
@@ -530,6 +530,18 @@ class CgIMAP4Server(CommandsMixin, imap4.IMAP4Server):
         if not hold_expunge:
             for line in self._pending_expunge_lines():
                 self.sendLine(b"* " + line)
+
+    def do_LOGOUT(self, tag: bytes) -> None:
+        """RFC 3501 §6.1.3: BYE, OK, close; nothing pipelined after LOGOUT is run."""
+        self._release_mailbox()
+        self.state = "logout"
+        self.sendUntaggedResponse(b"BYE Logging out")
+        self._inbuf.clear()
+        self.sendPositiveResponse(tag, b"LOGOUT completed")
+        self._closed_by_us()
+
+    unauth_LOGOUT = (do_LOGOUT,)
+    auth_LOGOUT = select_LOGOUT = logout_LOGOUT = unauth_LOGOUT
 
     # -- STARTTLS ---------------------------------------------------------------------------
     def do_STARTTLS(self, tag: bytes) -> None:

@@ -379,6 +379,7 @@ class CommandsMixin:
     # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
     def _select(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
         self._release_mailbox()
+        self._unsolicited.clear()  # updates of the mailbox we leave are moot
         self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
 
         def got(box: Any) -> None:

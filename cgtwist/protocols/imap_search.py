@@ -57,7 +57,7 @@ class MessageText:
         self.msg = msg
         self._raw = raw
         self._raw_cache: Optional[bytes] = None
-        self._headers: Optional[dict[str, str]] = None
+        self._headers: Optional[dict[str, Optional[str]]] = None
 
     def flags(self) -> set[str]:
         return {f.lower() for f in self.msg.getFlags()}
@@ -67,25 +67,21 @@ class MessageText:
             self._raw_cache = self._raw()
         return self._raw_cache
 
-    def header(self, name: str) -> str:
+    def _lookup(self, name: str) -> Optional[str]:
+        """One header's value via the message's own (cached) header access; None if absent."""
         if self._headers is None:
-            heads: dict[str, list[str]] = {}
-            text = self.raw().split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-            current: Optional[str] = None
-            for line in text.decode("utf-8", "replace").splitlines():
-                if line[:1] in (" ", "\t") and current is not None:
-                    heads[current][-1] += " " + line.strip()
-                elif ":" in line:
-                    k, v = line.split(":", 1)
-                    current = k.strip().lower()
-                    heads.setdefault(current, []).append(v.strip())
-            self._headers = {k: "\n".join(v) for k, v in heads.items()}
-        return self._headers.get(name, "")
+            self._headers = {}
+        if name not in self._headers:
+            heads = self.msg.getHeaders(False, name)
+            value = next((v for k, v in heads.items() if k.lower() == name), None)
+            self._headers[name] = value
+        return self._headers[name]
+
+    def header(self, name: str) -> str:
+        return self._lookup(name) or ""
 
     def has_header(self, name: str) -> bool:
-        self.header(name)
-        assert self._headers is not None
-        return name in self._headers
+        return self._lookup(name) is not None
 
     def body_text(self) -> bytes:
         raw = self.raw()

@@ -365,3 +365,12 @@ class RobustnessTests(unittest.TestCase):
         c.close()
 
 
+
+
+class LogoutTests(unittest.TestCase):
+    def test_nothing_runs_after_logout(self) -> None:
+        """Commands pipelined after LOGOUT are not executed; the server says BYE and closes."""
+        c = Client(World(), tls="implicit")
+        out = c.send(b"a LOGOUT\r\nb LOGIN alice@example.com secret\r\n")
+        self.assertEqual(out, b"* BYE Logging out\r\na OK LOGOUT completed\r\n")
+        self.assertTrue(c.transport.disconnecting)

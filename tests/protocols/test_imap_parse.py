@@ -87,6 +87,11 @@ class _Msg:
     def getSize(self) -> int:
         return self.size
 
+    def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
+        head = self.raw.split(b"\r\n\r\n")[0].decode()
+        pairs = [line.split(": ", 1) for line in head.split("\r\n")]
+        return {k.lower(): v for k, v in pairs if k.lower() in names}
+
 
 class SearchCompileTests(unittest.TestCase):
     RAW = b"Subject: Report\r\nFrom: a@b.c\r\nDate: Wed, 04 Mar 2026 23:30:00 -0500\r\n\r\nQuarterly numbers\r\n"
