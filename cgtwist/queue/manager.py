@@ -74,13 +74,15 @@ class _Msg:
 
 class QueueManager(QueueAdmin):
     """``QueueManager(spool, router, agents, settings, clock, bouncer=None, cooperator=None,
-    delay_warning=None, on_delivered=None)``.
+    delay_warning=None, on_delivered=None, server_rules=None)``.
 
     ``spool`` is a ``cgtwist.spool.Spool``; ``agents`` maps module name -> IDeliveryAgent (more
     can be added with ``set_agent``); ``bouncer(msg_id, envelope, data, failed_recipients)``
     and ``delay_warning(msg_id, envelope, data, recipients, retry_until)`` return Deferreds;
     ``on_delivered(msg_id, envelope, data, recipients)`` gets delivered recipients that asked
-    for NOTIFY=SUCCESS (fits ``Bouncer.delivered``).
+    for NOTIFY=SUCCESS (fits ``Bouncer.delivered``). ``server_rules(msg_id, envelope, data)``
+    is the Server Rules hook, run once per new message before routing; it may set recipient
+    states on the envelope it is given (the queue's own copy).
     Call ``start()`` once (recovers the spool), ``enqueue`` for each new message, ``stop()`` at
     shutdown.
     """
@@ -91,7 +93,8 @@ class QueueManager(QueueAdmin):
                  clock: Any, bouncer: Optional[Bouncer] = None,
                  cooperator: Optional[Cooperator] = None,
                  delay_warning: Optional[Callable[..., Any]] = None,
-                 on_delivered: Optional[Bouncer] = None) -> None:
+                 on_delivered: Optional[Bouncer] = None,
+                 server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None) -> None:
         self.spool = spool
         self.router = router
         self.agents: dict[str, Any] = dict(agents)
@@ -100,6 +103,7 @@ class QueueManager(QueueAdmin):
         self.bouncer = bouncer
         self.delay_warning = delay_warning
         self.on_delivered = on_delivered
+        self.server_rules = server_rules
         self._coop = cooperator or Cooperator(scheduler=lambda f: clock.callLater(0, f))
         self._msgs: dict[str, _Msg] = {}
         self._backlog: deque[str] = deque()
@@ -192,7 +196,20 @@ class QueueManager(QueueAdmin):
         own = Envelope(envelope.sender, [replace(r) for r in envelope.recipients],
                        dict(envelope.submit), dict(envelope.params))
         m = _Msg(msg_id, own, self.clock.seconds(), data)
-        return self._activate(m)
+        if self.server_rules is None:
+            return self._activate(m)
+        # CommuniGate's order: Server Rules before the logical queues. They may settle
+        # recipients (state delivered = discarded, failed = rejected) on our copy.
+        rules = self.server_rules
+        d = defer.maybeDeferred(lambda: rules(msg_id, own, data))
+
+        def ruled(result: Any) -> defer.Deferred[None]:
+            if isinstance(result, Failure):
+                self.log.failure("queue: server rules failed for {msg_id}; delivering as is",
+                                 result, msg_id=msg_id)
+            return self._activate(m)
+
+        return d.addBoth(ruled)
 
     def _window(self) -> int:
         return max(1, int(self._get("queue.active_window")))

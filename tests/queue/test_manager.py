@@ -241,3 +241,31 @@ class RecoveryTests(QueueTestCase):
         self.pump(60)
         self.assertEqual(len(calls), 2)
         self.assertEqual(self.spooled(), [])
+
+
+class ServerRulesTests(QueueTestCase):
+    def test_rules_hook_runs_before_routing(self) -> None:
+        """The Server Rules hook sees each new message once before routing and can discard a
+        recipient; a failing hook does not stop delivery."""
+        seen: list[str] = []
+
+        def rules(msg_id: str, envelope: object, data: object) -> None:
+            seen.append(msg_id)
+            envelope.recipients[0].state = "delivered"  # type: ignore[attr-defined]
+            envelope.recipients[0].detail = "discarded by rule"  # type: ignore[attr-defined]
+
+        self.manager.server_rules = rules
+        msg_id = self.submit(env("a@example.com", "b@example.com"))
+        self.pump()
+        self.assertEqual(seen, [msg_id])
+        self.assertEqual([c[3] for c in self.local.calls], [["b@example.com"]])
+        self.assertEqual(self.router.calls, ["b@example.com"])
+
+        def broken(*a: object) -> None:
+            raise RuntimeError("rule bug")
+
+        self.manager.server_rules = broken
+        self.submit(env("c@example.com"))
+        self.pump()
+        self.assertEqual(len(self.local.calls), 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
