@@ -80,6 +80,11 @@ class SMTPWire(ESMTP):
     def _setting(self, key: str) -> Any:
         return self.factory.settings.current[key]
 
+    def _set_timeout(self, key: str) -> None:
+        """(Re)arm the inactivity timer from a setting read now; 0 switches it off."""
+        seconds = float(self._setting(key))
+        self.setTimeout(seconds if seconds > 0 else None)
+
     def _reset_transaction(self) -> None:
         self._sender: Optional[str] = None  # None: no transaction; "" is the null path
         self._mail_params: dict[str, str] = {}
@@ -111,7 +116,7 @@ class SMTPWire(ESMTP):
         self._registered = True
         if self._tls:
             self._arm_handshake_timer()
-        self.setTimeout(self._setting("smtp.idle_timeout"))
+        self._set_timeout("smtp.idle_timeout")
         self._start(defer.maybeDeferred(self.factory.policy.connect, self.session)
                     .addCallbacks(self._connect_ok, self._connect_refused))
 
