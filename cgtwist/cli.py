@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
@@ -40,6 +41,7 @@ from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
+from cgtwist.storage.engines import engine_for_url
 from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
 
@@ -440,6 +442,31 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
     finally:
         if store is not None:
             store.close()
+            _match_base_dir_owner(config)
+
+
+def _match_base_dir_owner(config: BootstrapConfig) -> None:
+    """Run as root, give SQLite files we created to the base directory's owner.
+
+    The server usually drops root (``twistd --uid``); a database file that root's
+    cgtwist-admin created first would otherwise be unwritable for it.
+    """
+    if os.geteuid() != 0 or not config.database_url.startswith("sqlite:///"):
+        return
+    try:
+        st = os.stat(config.base_dir)
+    except OSError:
+        return
+    if st.st_uid == 0:
+        return
+    db = engine_for_url(config.database_url)
+    for suffix in ("", "-wal", "-shm"):
+        path = getattr(db, "path", "") + suffix
+        try:
+            if os.path.exists(path) and os.stat(path).st_uid == 0:
+                os.chown(path, st.st_uid, st.st_gid)
+        except OSError:
+            pass
 
 
 def _one_line(e: BaseException) -> str:

@@ -214,6 +214,15 @@ class AccountTests(CLITestCase):
         self.assertIn("must not be empty",
                       await self.error("account", "passwd", "alice", "--password", ""))
 
+    async def test_database_owned_by_base_dir_owner(self) -> None:
+        """Run as root, the database it creates belongs to the base directory's owner, so a
+        server that dropped root (twistd --uid) can still write it."""
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root")
+        os.chown(self.base, 4321, 4321)
+        await self.cli("domain", "list")
+        self.assertEqual(os.stat(os.path.join(self.base, "cgtwist.db")).st_uid, 4321)
+
     async def test_database_unavailable(self) -> None:
         """A database that cannot be opened is one line naming the problem, exit status 1."""
         os.makedirs(os.path.join(self.base, "cgtwist.db"))
