@@ -142,8 +142,9 @@ class SMTPWire(ESMTP):
         self._close()
 
     def _arm_handshake_timer(self) -> None:
-        self._handshake_timer = self.factory.clock.callLater(
-            float(self._setting("smtp.tls_handshake_timeout")), self._handshake_timeout)
+        seconds = float(self._setting("smtp.tls_handshake_timeout"))
+        if seconds > 0:
+            self._handshake_timer = self.factory.clock.callLater(seconds, self._handshake_timeout)
 
     def _handshake_timeout(self) -> None:
         self._handshake_timer = None
