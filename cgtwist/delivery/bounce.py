@@ -327,7 +327,7 @@ class Bouncer:
 
     def __init__(self, submission: ISubmission, hostname: str, clock: Any,
                  settings: SettingsHolder | None = None) -> None:
-        self.submission = submission
+        self.submission: Any = submission
         self.hostname = hostname
         self.clock = clock
         self.settings = settings

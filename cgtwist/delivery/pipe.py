@@ -15,10 +15,9 @@ import os
 import re
 import shlex
 import signal
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
@@ -82,7 +81,7 @@ class _Run(protocol.ProcessProtocol):
         self.stderr = b""
         self.done: defer.Deferred[Any] = defer.Deferred()
         self.timed_out = False
-        self.timer: Optional[IDelayedCall] = None
+        self.timer: Any = None  # IDelayedCall
 
     def connectionMade(self) -> None:
         # FileSender writes in blocks as the pipe drains (back-pressure); a program that
@@ -91,9 +90,10 @@ class _Run(protocol.ProcessProtocol):
         d.addBoth(self._stdin_done)
 
     def _stdin_done(self, _: Any) -> None:
-        if self.transport is not None:
+        transport: Any = self.transport
+        if transport is not None:
             try:
-                self.transport.closeStdin()
+                transport.closeStdin()
             except Exception:
                 pass
 

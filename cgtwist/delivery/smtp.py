@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -123,7 +122,7 @@ class SMTPDelivery:
                  tls_verified_options: Optional[TLSFactory] = None,
                  on_attempt: Optional[Callable[[str, Attempt], None]] = None,
                  rng: Optional[random.Random] = None) -> None:
-        self.resolver = resolver
+        self.resolver: Any = resolver
         self.settings = settings
         self.hostname = hostname
         self.reactor = reactor
@@ -133,7 +132,7 @@ class SMTPDelivery:
         self._connect = connect or self._tcp_connect
         self.on_attempt = on_attempt
         self.rng = rng or random.Random()
-        self._idle: dict[tuple[str, str, int], list[tuple[SMTPClient, IDelayedCall]]] = {}
+        self._idle: dict[tuple[str, str, int], list[tuple[SMTPClient, Any]]] = {}  # IDelayedCall
 
     # --- settings ---------------------------------------------------------------------------
 
@@ -338,7 +337,7 @@ class SMTPDelivery:
         if keep <= 0:
             client.quit()
             return
-        entry: list[tuple[SMTPClient, IDelayedCall]] = self._idle.setdefault(key, [])
+        entry: list[tuple[SMTPClient, Any]] = self._idle.setdefault(key, [])
 
         def expire() -> None:
             for i, (c, _t) in enumerate(entry):
@@ -511,7 +510,7 @@ def _auth_pair(raw: Any) -> Optional[tuple[str, str]]:
 
 def _peer_ip(client: SMTPClient) -> str:
     try:
-        assert client.transport is not None
-        return str(client.transport.getPeer().host)  # type: ignore[attr-defined]
+        transport: Any = client.transport
+        return str(transport.getPeer().host)
     except Exception:
         return ""

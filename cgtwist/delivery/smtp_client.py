@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
+from twisted.internet.interfaces import IPullProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -133,10 +133,10 @@ class _DataProducer:
         chunk = self.payload[self.offset:self.offset + _CHUNK]
         self.offset += len(chunk)
         self.client._arm(self.client.timeouts.data_block, "data")
-        assert self.client.transport is not None
-        self.client.transport.write(bytes(chunk))
+        transport: Any = self.client.transport
+        transport.write(bytes(chunk))
         if self.offset >= len(self.payload):
-            self.client.transport.unregisterProducer()
+            transport.unregisterProducer()
             self.client._disarm()
             self.client._producer = None
             self.done.callback(None)
@@ -160,7 +160,7 @@ class SMTPClient(LineReceiver):
     def __init__(self, clock: IReactorTime, helo_name: str, peer_name: str, timeouts: Timeouts,
                  tls: Optional[Callable[[str], Any]] = None, require_tls: bool = False,
                  auth: Optional[tuple[str, str]] = None) -> None:
-        self.clock = clock
+        self.clock: Any = clock
         self.helo_name = helo_name
         self.peer_name = peer_name
         self.timeouts = timeouts
@@ -173,7 +173,7 @@ class SMTPClient(LineReceiver):
         self._replies: collections.deque[Reply] = collections.deque()
         self._partial: list[str] = []
         self._waiting: Optional[defer.Deferred[Reply]] = None
-        self._timer: Optional[IDelayedCall] = None
+        self._timer: Any = None  # IDelayedCall
         self._timer_what = ""
         self._lost: Optional[SessionError] = None
         self._producer: Optional[_DataProducer] = None
@@ -285,7 +285,7 @@ class SMTPClient(LineReceiver):
             reply = await self.command("STARTTLS", self.timeouts.command, "starttls")
             if reply.code == 220:
                 # RFC 3207 §4.2 / CVE-2011-0411: nothing may follow the 220 in plaintext.
-                if self._replies or self._partial or getattr(self, "_buffer", b""):
+                if self._replies or self._partial or getattr(self, "_buffer", None):
                     raise self._fatal(SessionError("plaintext injected after STARTTLS", "starttls"))
                 self.tls_started = True
                 assert self.transport is not None
@@ -397,8 +397,9 @@ class SMTPClient(LineReceiver):
             lines = [f"MAIL FROM:<{sender}>{mail_params}"]
             lines += [f"RCPT TO:<{addr}>{p}" for addr, p in rcpts]
             lines.append("DATA")
-            if self.transport is not None and self._lost is None:
-                self.transport.writeSequence([x.encode("utf-8") + b"\r\n" for x in lines])
+            transport: Any = self.transport
+            if transport is not None and self._lost is None:
+                transport.writeSequence([x.encode("utf-8") + b"\r\n" for x in lines])
             result.mail = await self.read_reply(t.mail, "mail")
             for i in range(len(rcpts)):
                 result.rcpts[i] = await self.read_reply(t.rcpt, "rcpt")
@@ -454,8 +455,12 @@ class SMTPClient(LineReceiver):
         if self._lost is not None or self.transport is None:
             return
         self.send("QUIT")
-        d = self.read_reply(10, "quit")
-        d.addBoth(lambda _: self.transport.loseConnection() if self.transport is not None else None)
+        transport: Any = self.transport
+
+        def close(_: object) -> None:
+            transport.loseConnection()
+
+        self.read_reply(10, "quit").addBoth(close)
 
 
 def _tls_version(transport: Any) -> Optional[str]:

@@ -152,7 +152,7 @@ class SubmittedPickup(service.Service):
                  settings: Optional[SettingsHolder] = None, threadpool: Any = None,
                  hostname: str = "localhost", use_inotify: bool = True) -> None:
         self.dir = os.path.join(base_dir, paths.SUBMITTED_DIR)
-        self.submission = submission
+        self.submission: Any = submission
         self.reactor = reactor
         self.settings = settings
         self.threadpool = threadpool

@@ -215,9 +215,12 @@ class Timeouts(_Base):
         stalled = self.factories[0]
         d = self.agent(res, **{"smtp.timeout_greeting": 30}).deliver(
             "m14", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
-        while stalled.log.connections == 0:
+        # Wait until the client is connected and waiting for the greeting (its timer is set).
+        while stalled.log.connections == 0 or not self.clock.getDelayedCalls():
             await task.deferLater(self.reactor, 0.01, lambda: None)
-        self.clock.advance(30)
+        self.clock.advance(29)
+        self.assertEqual(len(good.log.messages), 0)
+        self.clock.advance(1)
         rs = await d
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(len(good.log.messages), 1)

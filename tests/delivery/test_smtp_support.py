@@ -90,6 +90,8 @@ class Sink(LineReceiver):
     def connectionMade(self) -> None:
         self.log.connections += 1
         self.log.protocols.append(self)
+        if not self.b.greeting:
+            return  # stall: say nothing at all
         self.sendLine(self.b.greeting.encode())
         if not self.b.greeting.startswith("2"):
             self.transport.loseConnection()
