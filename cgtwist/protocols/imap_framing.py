@@ -1,0 +1,276 @@
+"""IMAP input framing: command lines and literals read under hard limits, one command at a time.
+
+Owns turning the byte stream into complete commands (lines plus literals) for CgIMAP4Server:
+the size of a literal is checked before any ``+`` continuation is sent (RELIABILITY.md a8,
+twisted #12763, greenmail #1038), LITERAL+ ``{n+}`` (RFC 7888), line and command length
+(imap.max_command_length), APPEND literals capped by imap.max_literal and spooled to a
+temporary file, and input paused while a command runs. It never interprets a command.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections import deque
+from typing import IO, TYPE_CHECKING, Any, Optional, Union
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.mail import imap4
+
+from cgtwist.protocols import imap_parse
+
+# RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">
+_TAG_RE = re.compile(rb"\A[^\x00-\x20\x7f-\xff(){%*\"\\+]{1,64}\Z")
+_SPOOL_IN_MEMORY = 1024 * 1024  # APPEND literals larger than this go to a temporary file
+
+
+class _Pending:
+    """One command being assembled from lines and literals."""
+
+    def __init__(self, first: bytes) -> None:
+        self.tag, self.name, _ = imap_parse.split_command(first)
+        self.segments: list[bytes] = [first]
+        self.literals: list[Union[bytes, IO[bytes]]] = []
+        self.size = len(first)
+        self.message_literal = False  # an APPEND message literal was accepted
+
+
+class FramingMixin:
+    """Line/literal reader; the protocol provides ``_dispatch``, ``_idle_line``, ``_sasl_line``."""
+
+    log = Logger()
+    _inbuf: bytearray
+    _in_loop: bool
+    _paused: bool
+    _discarding: bool
+    _closed: bool
+    _cmd: Optional[_Pending]
+    _literal_left: int
+    _literal_sink: Optional[IO[bytes]]
+    _literal_message: bool = False
+    _literal_queue: deque[tuple[Any, bytes]]
+    _idle_tag: Optional[bytes]
+    _sasl_tag: Optional[bytes]
+    settings: Any
+    state: str
+    transport: Any
+    peer_ip: str
+
+    if TYPE_CHECKING:
+        def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+        def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None: ...
+        def sendContinuationRequest(self, msg: Optional[bytes] = b"") -> None: ...
+        def sendLine(self, line: bytes) -> None: ...
+        def resetTimeout(self) -> None: ...
+        def _dispatch(self, cmd: _Pending) -> None: ...
+        def _idle_line(self, line: bytes) -> None: ...
+        def _sasl_line(self, line: bytes) -> None: ...
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._inbuf += data
+        if self._in_loop:
+            return
+        self._in_loop = True
+        try:
+            self._process()
+        finally:
+            self._in_loop = False
+
+    def _process(self) -> None:
+        limit = int(self.settings.current["imap.max_command_length"])
+        while self._inbuf and not self._paused and not self._closed:
+            if self._literal_left > 0:
+                chunk = bytes(self._inbuf[: self._literal_left])
+                del self._inbuf[: len(chunk)]
+                assert self._literal_sink is not None
+                self._literal_sink.write(chunk)
+                self._literal_left -= len(chunk)
+                self.resetTimeout()
+                if self._literal_left == 0:
+                    self._literal_done()
+                continue
+            nl = self._inbuf.find(b"\n")
+            if self._discarding:
+                if nl < 0:
+                    self._inbuf.clear()
+                    return
+                del self._inbuf[: nl + 1]
+                self._discarding = False
+                continue
+            if nl < 0:
+                if len(self._inbuf) > limit:
+                    self._too_long(bytes(self._inbuf[:80]))
+                    self._inbuf.clear()
+                    self._discarding = True
+                return
+            line = bytes(self._inbuf[:nl])
+            del self._inbuf[: nl + 1]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > limit:
+                self._too_long(line[:80])
+                continue
+            self.resetTimeout()
+            self._line(line)
+
+    def _too_long(self, start: bytes) -> None:
+        """A command line over imap.max_command_length: BAD, and drop the whole command."""
+        tag = self._cmd.tag if self._cmd else start.split(b" ", 1)[0]
+        self._abort_command()
+        self.log.info("imap: command line too long from {ip}", ip=self.peer_ip)
+        self._reply_bad_input(tag, b"[TOOBIG] Command line too long")
+
+    def _reply_bad_input(self, tag: bytes, text: bytes) -> None:
+        if not _TAG_RE.match(tag):
+            tag = b"*"
+        self.sendBadResponse(tag, text)
+
+    def _line(self, line: bytes) -> None:
+        if self._idle_tag is not None:
+            self._idle_line(line)
+            return
+        if self._sasl_tag is not None:
+            self._sasl_line(line)
+            return
+        if self._cmd is None:
+            if not line.strip():
+                self.sendBadResponse(None, b"Empty command line")
+                return
+            self._cmd = _Pending(line)
+            if not _TAG_RE.match(self._cmd.tag):
+                self._cmd = None
+                self.sendBadResponse(None, b"Invalid tag")
+                return
+        else:
+            self._cmd.segments.append(line)
+            self._cmd.size += len(line)
+        cmd = self._cmd
+        if cmd.size > int(self.settings.current["imap.max_command_length"]):
+            self._abort_command()
+            self.sendBadResponse(cmd.tag, b"[TOOBIG] Command too long")
+            return
+        try:
+            spec = imap_parse.literal_at_end(line)
+        except imap_parse.ParseError as e:
+            self._abort_command()
+            self.log.info("imap: bad literal from {ip}: {line!r}", ip=self.peer_ip, line=line[-40:])
+            self.sendBadResponse(cmd.tag, str(e).encode())
+            return
+        if spec is None:
+            self._cmd = None
+            self._dispatch(cmd)
+            return
+        self._start_literal(cmd, spec, line)
+
+    def _literal_cap(self, cmd: _Pending, spec: imap_parse.LiteralSpec, line: bytes) -> tuple[int, bool]:
+        """(largest acceptable size, is this APPEND's message literal)."""
+        if cmd.name == b"APPEND" and self.state in ("auth", "select") and not cmd.message_literal:
+            before = line[: spec.start]
+            if len(cmd.segments) > 1 or before.split(b" ", 2)[2:] != [b""]:
+                return int(self.settings.current["imap.max_literal"]), True
+        return imap_parse.SMALL_LITERAL_MAX, False
+
+    def _start_literal(self, cmd: _Pending, spec: imap_parse.LiteralSpec, line: bytes) -> None:
+        cap, message = self._literal_cap(cmd, spec, line)
+        small_total = sum(len(x) for x in cmd.literals if isinstance(x, bytes))
+        if not message:
+            cap = min(cap, int(self.settings.current["imap.max_command_length"]) - small_total)
+        if spec.size > cap:
+            self._abort_command()
+            self.log.info("imap: literal of {size} octets refused from {ip}", size=spec.size,
+                          ip=self.peer_ip)
+            if not spec.sync:
+                # RFC 7888 §4: the octets are already on their way; we cannot resynchronise.
+                self.sendBadResponse(cmd.tag, b"[TOOBIG] Literal too large")
+                self.sendLine(b"* BYE Literal too large")
+                self._closed_by_us()
+            elif message:
+                self.sendNegativeResponse(cmd.tag, b"[TOOBIG] Message too large")
+            else:
+                self.sendBadResponse(cmd.tag, b"[TOOBIG] Literal too large")
+            return
+        if message:
+            cmd.message_literal = True
+            self._literal_sink = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        else:
+            self._literal_sink = tempfile.SpooledTemporaryFile(max_size=imap_parse.SMALL_LITERAL_MAX + 1)
+        self._literal_message = message
+        self._literal_left = spec.size
+        if spec.sync:
+            self.sendContinuationRequest(b"Ready for literal data")
+        if spec.size == 0:
+            self._literal_done()
+
+    def _literal_done(self) -> None:
+        sink, self._literal_sink = self._literal_sink, None
+        assert sink is not None and self._cmd is not None
+        if self._literal_message:
+            sink.seek(0)
+            self._cmd.literals.append(sink)
+        else:
+            sink.seek(0)
+            data = sink.read()
+            sink.close()
+            self._cmd.literals.append(data)
+            self._cmd.size += len(data)
+
+    def _drop_literal(self) -> None:
+        if self._literal_sink is not None:
+            self._literal_sink.close()
+            self._literal_sink = None
+        self._literal_left = 0
+
+    def _abort_command(self) -> None:
+        if self._cmd is not None:
+            for lit in self._cmd.literals:
+                if not isinstance(lit, bytes):
+                    lit.close()
+        self._cmd = None
+        self._drop_literal()
+
+    def _closed_by_us(self) -> None:
+        self._paused = True
+        self.transport.loseConnection()
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def _resume(self) -> None:
+        if self._paused and not self._closed:
+            self._paused = False
+            self.transport.resumeProducing()
+            self.dataReceived(b"")
+
+    @staticmethod
+    def _normalise_literal(seg: bytes) -> bytes:
+        """``{n+}`` -> ``{n}`` so Twisted's argument parsers see the classic form."""
+        if seg.endswith(b"+}"):
+            return seg[:-2] + b"}"
+        return seg
+
+    # Twisted's argument parsers ask for literals here; we already hold them.
+    def _stringLiteral(self, size: int) -> defer.Deferred[tuple[bytes, bytes]]:
+        if not self._literal_queue:
+            raise imap4.IllegalClientResponse("Unexpected literal")
+        value, rest = self._literal_queue.popleft()
+        if not isinstance(value, bytes):
+            value.seek(0)
+            value = value.read(imap_parse.SMALL_LITERAL_MAX + 1)
+        return defer.succeed((value, rest))
+
+    def _fileLiteral(self, size: int) -> defer.Deferred[tuple[Any, bytes]]:
+        if not self._literal_queue:
+            raise imap4.IllegalClientResponse("Unexpected literal")
+        value, rest = self._literal_queue.popleft()
+        if isinstance(value, bytes):
+            spooled = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+            spooled.write(value)
+            value = spooled
+        value.seek(0)
+        return defer.succeed((value, rest))

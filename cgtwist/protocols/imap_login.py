@@ -1,0 +1,180 @@
+"""IMAP STARTTLS and login: TLS and plaintext policy, LOGIN, AUTHENTICATE PLAIN with SASL-IR.
+
+Owns how a CgIMAP4Server session becomes authenticated: passwords only over TLS unless the
+listener or auth.allow_plaintext allow it (RFC 3501 §6.2.3, LOGINDISABLED), STARTTLS that
+discards pipelined plaintext (CVE-2011-0411), one cred portal login for every form of name,
+failed-login delays through the penalty object and disconnect after auth.max_failures.
+"""
+
+# mypy: disable-error-code="assignment,misc"
+# (Twisted types its command tables per class; ours are re-bound on purpose.)
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from twisted.cred import credentials
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+
+from cgtwist.protocols.imap_auth import IPenalty, SaslError, decode_plain
+from cgtwist.protocols.imap_mailboxes import MailboxCommands
+
+
+class LoginMixin:
+    """STARTTLS, LOGIN and AUTHENTICATE for the not-authenticated state."""
+
+    log = Logger()
+    secure: bool
+    canStartTLS: bool
+    listener: Any
+    settings: Any
+    portal: Any
+    penalty: IPenalty
+    peer_ip: str
+    account: Any
+    account_name: str
+    state: str
+    transport: Any
+    _tls: Callable[[], Any]
+    _inbuf: bytearray
+    _closed: bool
+    _failures: int
+    _sasl_tag: Optional[bytes]
+    _onLogout: Any
+
+    if TYPE_CHECKING:
+        def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+        def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None: ...
+        def sendPositiveResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+        def sendLine(self, line: bytes) -> None: ...
+        def setTimeout(self, period: Optional[float]) -> Any: ...
+        def listCapabilities(self) -> list[bytes]: ...
+        def _server_bug(self, tag: bytes) -> None: ...
+        def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
+        def _pause(self) -> None: ...
+        def _resume(self) -> None: ...
+        def _closed_by_us(self) -> None: ...
+
+    def plaintext_allowed(self) -> bool:
+        """Passwords only over TLS unless the listener or settings allow it (RFC 3501 §6.2.3)."""
+        return self.secure or self.listener.allow_plain_auth or \
+            bool(self.settings.current["auth.allow_plaintext"])
+
+    def _can_starttls(self) -> bool:
+        return not self.secure and self.canStartTLS and self._tls() is not None
+
+    # -- STARTTLS ---------------------------------------------------------------------------
+    def do_STARTTLS(self, tag: bytes) -> None:
+        if self.secure:
+            self.sendBadResponse(tag, b"TLS is already active")
+            return
+        ctx = self._tls() if self.canStartTLS else None
+        if ctx is None:
+            self.sendNegativeResponse(tag, b"TLS not available")
+            return
+        if self._inbuf:
+            # CVE-2011-0411: never run commands that were sent before the handshake.
+            self.log.warn("imap: discarded {n} octets pipelined after STARTTLS from {ip}",
+                          n=len(self._inbuf), ip=self.peer_ip)
+            self._inbuf.clear()
+        self.secure = True
+        self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
+        self.transport.startTLS(ctx)
+
+    unauth_STARTTLS = (do_STARTTLS,)
+
+    # -- login ------------------------------------------------------------------------------
+    def do_LOGIN(self, tag: bytes, user: bytes, passwd: bytes) -> None:
+        if not self.plaintext_allowed():
+            self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] Use STARTTLS before LOGIN")
+            return
+        self._login(tag, user, passwd)
+
+    unauth_LOGIN = (do_LOGIN, MailboxCommands.arg_astring, MailboxCommands.arg_astring)
+
+    def do_AUTHENTICATE(self, tag: bytes, args: bytes) -> None:
+        mech, _, initial = args.strip().partition(b" ")
+        if mech.upper() != b"PLAIN":
+            self.sendNegativeResponse(tag, b"[CANNOT] Unsupported authentication mechanism")
+            return
+        if not self.plaintext_allowed():
+            self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] Use STARTTLS first")
+            return
+        if initial:  # RFC 4959 SASL-IR; "=" is an empty initial response
+            self._sasl_response(tag, b"" if initial == b"=" else initial)
+            return
+        self._sasl_tag = tag
+        self.sendLine(b"+ ")
+        self._resume()
+
+    unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
+
+    def _sasl_line(self, line: bytes) -> None:
+        tag, self._sasl_tag = self._sasl_tag, None
+        assert tag is not None
+        self._pause()
+        if line.strip() == b"*":  # RFC 3501 §6.2.2: the client cancels
+            self.sendBadResponse(tag, b"Authentication cancelled")
+            return
+        self._sasl_response(tag, line)
+
+    def _sasl_response(self, tag: bytes, b64: bytes) -> None:
+        try:
+            authz, user, passwd = decode_plain(b64)
+        except SaslError as e:
+            self.sendBadResponse(tag, str(e).encode())
+            return
+        if authz and authz != user:
+            self.sendNegativeResponse(tag, b"[AUTHORIZATIONFAILED] Cannot act as another user")
+            return
+        self._login(tag, user, passwd)
+
+    def _login(self, tag: bytes, user: bytes, passwd: bytes) -> None:
+        """Log in through the portal as given (user@domain, user%domain or bare)."""
+        name = user.decode("utf-8", "replace")
+        portal: Any = self.portal
+        d = defer.maybeDeferred(portal.login, credentials.UsernamePassword(user, passwd),
+                                None, imap4.IAccount)
+        d.addCallbacks(self._login_ok, self._login_failed, callbackArgs=(tag, name),
+                       errbackArgs=(tag, name))
+        d.addErrback(self._login_bug, tag)
+
+    def _login_bug(self, failure: Failure, tag: bytes) -> None:
+        self.log.failure("imap: login handling failed", failure)
+        self._server_bug(tag)
+
+    def _login_ok(self, result: tuple[Any, Any, Callable[[], None]], tag: bytes, name: str) -> None:
+        iface, avatar, logout = result
+        if self._closed:
+            logout()
+            return
+        self.account = avatar
+        self._onLogout = logout
+        self.account_name = str(getattr(avatar, "account", "") or name)
+        self.state = "auth"
+        self.penalty.record_success(self.peer_ip, name)
+        self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
+        self.setTimeout(max(int(self.settings.current["imap.idle_timeout"]), 60))
+        self.sendPositiveResponse(tag, b"[CAPABILITY " + b" ".join(self.listCapabilities())
+                                  + b"] Logged in")
+
+    def _login_failed(self, failure: Failure, tag: bytes, name: str) -> None:
+        if not failure.check(UnauthorizedLogin, UnhandledCredentials):
+            self.log.failure("imap: authentication backend failed for {ip}", failure, ip=self.peer_ip)
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
+            return
+        delay = self.penalty.delay_for(self.peer_ip)
+        self.penalty.record_failure(self.peer_ip, name)
+        self._failures += 1
+        self.log.warn("auth failed: proto=imap ip={ip} user={user}", ip=self.peer_ip, user=name)
+        self._later(delay, self._login_refused, tag)
+
+    def _login_refused(self, tag: bytes) -> None:
+        self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
+        if self._failures >= int(self.settings.current["auth.max_failures"]):
+            self.sendLine(b"* BYE Too many authentication failures")
+            self._closed_by_us()

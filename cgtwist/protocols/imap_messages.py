@@ -1,0 +1,351 @@
+"""IMAP message-level commands: FETCH streamed with back-pressure, SEARCH, STORE, COPY/MOVE
+and EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
+
+Owns the selected-state commands as a mixin (RFC 3501 §6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE):
+the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids``, ``move_uids`` and
+``flush_expunges``; the response wire form comes from cgtwist.protocols.imap_fetch and the
+search predicate from cgtwist.protocols.imap_search.
+"""
+
+# mypy: disable-error-code="assignment,misc"
+# (Twisted types its command tables per class; ours are re-bound on purpose.)
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator, Optional
+
+from twisted.internet import defer, interfaces
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from cgtwist.protocols import imap_fetch, imap_parse, imap_search
+from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
+
+_STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
+_SEARCH_BATCH = 200
+_STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
+
+
+def _uid_set(uids: list[int]) -> bytes:
+    """Compact sequence-set for COPYUID/APPENDUID (RFC 4315 §3): ``1:3,7`` (order kept)."""
+    runs: list[list[int]] = []
+    for u in uids:
+        if runs and u == runs[-1][1] + 1:
+            runs[-1][1] = u
+        else:
+            runs.append([u, u])
+    return b",".join(b"%d" % a if a == b else b"%d:%d" % (a, b) for a, b in runs)
+
+
+@implementer(interfaces.IPushProducer)
+class _Streamer:
+    """Writes a chunk iterator to the transport as a push producer: stops while the transport
+    says pause (a slow reader), yields to the reactor after each burst."""
+
+    def __init__(self, proto: Any, chunks: Iterator[bytes]) -> None:
+        self.proto = proto
+        self.chunks = chunks
+        self.paused = False
+        self.stopped = False
+        self.scheduled: Any = None
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def start(self) -> defer.Deferred[None]:
+        self.proto.transport.registerProducer(self, True)
+        self._run()
+        return self.done
+
+    def _schedule(self) -> None:
+        if self.scheduled is None and not self.stopped:
+            self.scheduled = self.proto.clock.callLater(0, self._run)
+
+    def _run(self) -> None:
+        self.scheduled = None
+        written = 0
+        try:
+            while not self.paused and not self.stopped:
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    self._finish(None)
+                    return
+                self.proto.transport.write(chunk)
+                written += len(chunk)
+                if written >= _STREAM_BURST:
+                    self._schedule()
+                    return
+        except Exception:
+            self._finish(Failure())
+
+    def _finish(self, failure: Optional[Failure]) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        self.proto.transport.unregisterProducer()
+        if failure is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(failure)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        if self.scheduled is not None and self.scheduled.active():
+            self.scheduled.cancel()
+        self.chunks = iter(())
+
+
+
+class MessageCommands(MailboxCommands):
+    """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
+
+    _streamer: Optional[_Streamer] = None
+    _astr = MailboxCommands.arg_astring
+
+    # -- EXPUNGE ------------------------------------------------------------------------------
+    def do_EXPUNGE(self, tag: bytes) -> None:
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        d = defer.maybeDeferred(self.mbox.expunge)
+        d.addCallback(self._expunged, tag, b"EXPUNGE completed")
+        d.addErrback(self._fail(tag, "EXPUNGE"))
+
+    def _expunged(self, seqs: list[int], tag: bytes, text: bytes) -> None:
+        self._send_expunges(seqs)
+        self.sendPositiveResponse(tag, text)
+
+    select_EXPUNGE = (do_EXPUNGE,)
+
+    def _uids_of(self, messages: imap4.MessageSet, uid: bool) -> list[int]:
+        resolve = getattr(self.mbox, "resolve", None)
+        if resolve is not None:
+            return [u for _s, u in resolve(messages, uid)]
+        return [m.getUID() for _s, m in self.mbox.fetch(messages, uid)]
+
+    def do_UID_EXPUNGE(self, tag: bytes, messages: imap4.MessageSet) -> None:
+        """UID EXPUNGE (RFC 4315 §2.1): only the named \\Deleted messages go."""
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        d = defer.maybeDeferred(self.mbox.expunge_uids, self._uids_of(messages, True))
+        d.addCallback(self._expunged, tag, b"UID EXPUNGE completed")
+        d.addErrback(self._fail(tag, "UID EXPUNGE"))
+
+    # -- UID dispatch ---------------------------------------------------------------------------
+    def do_UID(self, tag: bytes, command: bytes, line: bytes) -> None:
+        command = command.upper()
+        if command == b"EXPUNGE":
+            seqset, rest = self.arg_seqset(line)
+            if rest:
+                raise imap4.IllegalClientResponse("Too many arguments")
+            self.do_UID_EXPUNGE(tag, seqset)
+            return
+        if command not in (b"COPY", b"FETCH", b"STORE", b"MOVE"):
+            raise imap4.IllegalClientResponse("Unknown UID command")
+        self.dispatchCommand(tag, command, line, uid=1)
+
+    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
+    # -- STORE ----------------------------------------------------------------------------------
+    def do_STORE(self, tag: bytes, messages: imap4.MessageSet, mode: bytes, flags: list[bytes],
+                 uid: int = 0) -> None:
+        mode = mode.upper()
+        silent = mode.endswith(b".SILENT")
+        base = mode[:-7] if silent else mode
+        if base not in _STORE_MODES:
+            self.sendBadResponse(tag, b"Invalid STORE data item")
+            return
+        try:
+            flag_list = _flag_list(flags)
+        except imap4.IllegalClientResponse as e:
+            self.sendBadResponse(tag, str(e).encode())
+            return
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        d = defer.maybeDeferred(self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid))
+
+        def done(result: dict[int, list[str]]) -> None:
+            if not silent:
+                for seq, now in sorted(result.items()):
+                    uidpart = b" UID %d" % self.mbox.getUID(seq) if uid else b""
+                    words = b" ".join(f.encode() for f in now)
+                    self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s)%s)" % (seq, words, uidpart))
+            self.sendPositiveResponse(tag, b"STORE completed")
+
+        d.addCallback(done).addErrback(self._fail(tag, "STORE"))
+
+    select_STORE = (do_STORE, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_atom,
+                    imap4.IMAP4Server.arg_flaglist)
+
+    # -- COPY / MOVE (RFC 4315 COPYUID, RFC 6851) ------------------------------------------------
+    def _transfer(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int, move: bool) -> None:
+        what = b"MOVE" if move else b"COPY"
+        if move and not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        uids = self._uids_of(messages, bool(uid))
+
+        def got(dest: Any) -> Any:
+            if dest is None:
+                self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+                return None
+            if move:
+                d = defer.maybeDeferred(self.mbox.move_uids, uids, dest)
+            else:
+                d = defer.maybeDeferred(self.mbox.copy_uids, uids, dest)
+
+            def done(result: tuple[Any, ...]) -> None:
+                self._close_other(dest)
+                src, new = list(result[0]), list(result[1])
+                code = b""
+                if src:
+                    code = b"[COPYUID %d %s %s] " % (dest.getUIDValidity(), _uid_set(src), _uid_set(new))
+                if move:
+                    if code:  # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs
+                        self.sendPositiveResponse(None, code + b"Moved")
+                    self._send_expunges(list(result[2]))
+                    self.sendPositiveResponse(tag, what + b" completed")
+                else:
+                    self.sendPositiveResponse(tag, code + what + b" completed")
+            return d.addCallback(done)
+
+        self._open(name, True).addCallback(got).addErrback(self._fail(tag, what.decode()))
+
+    def do_COPY(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
+        self._transfer(tag, messages, name, uid, False)
+
+    def do_MOVE(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
+        self._transfer(tag, messages, name, uid, True)
+
+    select_COPY = (do_COPY, imap4.IMAP4Server.arg_seqset, _astr)
+    select_MOVE = (do_MOVE, imap4.IMAP4Server.arg_seqset, _astr)
+
+    # -- SEARCH -----------------------------------------------------------------------------------
+    def do_SEARCH_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+        head = segments[0].split(b" ", 3 if uid else 2)
+        first = head[-1] if len(head) == (4 if uid else 3) else b""
+        try:
+            tokens = imap_parse.tokenize([first] + segments[1:],
+                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            _charset, pred = imap_search.compile_search(tokens)
+        except imap_search.BadCharset:
+            self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+            return
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return
+        box = self.mbox
+        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+
+        def run(rows: Any) -> defer.Deferred[list[int]]:
+            rows = list(rows)
+            count = box.getMessageCount()
+            top_uid = rows[-1][1].getUID() if rows else 0
+            found: list[int] = []
+            done: defer.Deferred[list[int]] = defer.Deferred()
+
+            def batch(start: int) -> None:
+                try:
+                    for seq, msg in rows[start:start + _SEARCH_BATCH]:
+                        ctx = imap_search.Context(seq, msg.getUID(), count, top_uid)
+                        text = imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
+                        if pred(text, ctx):
+                            found.append(msg.getUID() if uid else seq)
+                except Exception:
+                    done.errback()
+                    return
+                if start + _SEARCH_BATCH < len(rows):
+                    self.clock.callLater(0, batch, start + _SEARCH_BATCH)
+                else:
+                    done.callback(found)
+            batch(0)
+            return done
+
+        def show(found: list[int]) -> None:
+            self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in found))
+            self.sendPositiveResponse(tag, b"SEARCH completed")
+
+        d.addCallback(run).addCallback(show).addErrback(self._fail(tag, "SEARCH"))
+
+    # -- FETCH --------------------------------------------------------------------------------------
+    def do_FETCH(self, tag: bytes, messages: imap4.MessageSet, query: list[Any], uid: int = 0) -> None:
+        if not query:
+            self.sendBadResponse(tag, b"FETCH needs data items")
+            return
+        box = self.mbox
+        seen: set[int] = set()
+
+        def mark_seen(rows: Any) -> Any:
+            rows = list(rows)
+            if not (imap_fetch.sets_seen(query) and box.isWriteable()):
+                return rows
+            unseen = [seq for seq, msg in rows if "\\Seen" not in msg.getFlags()]
+            if not unseen:
+                return rows
+            seen.update(unseen)
+            ms = imap4.MessageSet()
+            for s in unseen:
+                ms.add(s)
+            d = defer.maybeDeferred(box.store, ms, ["\\Seen"], 1, uid=False)
+            return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
+
+        def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
+            chunks = itertools.chain.from_iterable(
+                self._safe_fetch(seq, msg, query, bool(uid), seq in seen) for seq, msg in rows)
+            self._streamer = _Streamer(self, chunks)
+            return self._streamer.start()
+
+        def done(_: Any) -> None:
+            self._streamer = None
+            self.sendPositiveResponse(tag, b"FETCH completed")
+
+        def broken(failure: Failure) -> None:
+            self._streamer = None
+            self.log.failure("imap: FETCH failed midway; closing {ip}", failure, ip=self.peer_ip)
+            self.transport.loseConnection()
+
+        d = defer.maybeDeferred(box.fetch, messages, bool(uid))
+        d.addCallback(mark_seen)
+        d.addErrback(self._fail(tag, "FETCH"))
+
+        def go(rows: Any) -> None:
+            if rows is None:
+                return
+            stream(rows).addCallbacks(done, broken)
+        d.addCallback(go)
+
+    def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool) -> Iterator[bytes]:
+        """One message's response; an error before any of it is written drops just that message."""
+        gen = imap_fetch.fetch_response(seq, msg, query, uid, seen)
+        held: list[bytes] = []
+        size = 0
+        try:
+            for chunk in gen:
+                held.append(chunk)
+                size += len(chunk)
+                if size > imap_fetch.CHUNK:
+                    break
+            else:
+                yield b"".join(held)
+                return
+        except Exception:
+            self.log.failure("imap: cannot fetch message {seq}", seq=seq)
+            return
+        yield b"".join(held)
+        yield from gen
+
+    select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, MailboxCommands.arg_fetchatt)
+
+    def _stop_streaming(self) -> None:
+        if self._streamer is not None:
+            self._streamer.stopProducing()
+            self._streamer = None
