@@ -62,6 +62,7 @@ class SMTPWire(ESMTP):
         self.callLater = factory.clock.callLater  # type: ignore[method-assign,assignment]  # TimeoutMixin: passed-in clock
         self.session: Optional[SessionInfo] = None
         self._buf = b""
+        self._pos = 0  # commands before this offset of _buf are done (no re-copy per line)
         self._busy = False  # a reply is outstanding: do not read the next command yet
         self._in_loop = False
         self._discarding = False  # inside an over-long command line
@@ -167,11 +168,11 @@ class SMTPWire(ESMTP):
 
     def _start_tls(self, ctx: Any) -> None:
         """Switch to TLS after our 220: drop buffered plaintext, forget the session's state."""
-        if self._buf:
+        if len(self._buf) > self._pos:
             # CVE-2011-0411: bytes sent after STARTTLS, before the handshake, are not trusted.
             self.log.info("discarded {n} bytes pipelined after STARTTLS: peer={peer}",
-                          n=len(self._buf), peer=self._peer())
-            self._buf = b""
+                          n=len(self._buf) - self._pos, peer=self._peer())
+        self._buf, self._pos = b"", 0
         # RFC 3207 §4.2: discard any knowledge obtained from the client before TLS.
         assert self.session is not None
         self.session = replace(self.session, helo="", account=None)
@@ -230,7 +231,7 @@ class SMTPWire(ESMTP):
 
     def _close(self) -> None:
         self._closed = True
-        self._buf = b""
+        self._buf, self._pos = b"", 0
         self.transport.loseConnection()
 
     # -- output -----------------------------------------------------------------------------
@@ -274,7 +275,7 @@ class SMTPWire(ESMTP):
             self._end_of_data()
             data = rest
         self._buf += data
-        if self._busy and len(self._buf) > MAX_PENDING:
+        if self._busy and len(self._buf) - self._pos > MAX_PENDING:
             self.log.info("too much pipelined input: peer={peer}", peer=self._peer())
             self._send("421 4.7.0 Too much pipelined input")
             self._close()
@@ -309,28 +310,30 @@ class SMTPWire(ESMTP):
             return
         self._in_loop = True
         try:
-            while not self._busy and not self._closed and (self._buf or self._shutting_down):
+            while not self._busy and not self._closed and (len(self._buf) > self._pos or self._shutting_down):
                 if self._shutting_down and self._reader is None:
                     self._shutdown_now()
                     break
                 if self._reader is not None:
-                    data, self._buf = self._buf, b""
+                    data = self._buf[self._pos :]
+                    self._buf, self._pos = b"", 0
                     rest = self._reader.feed(data)
                     if rest is None:
                         break
                     self._buf = rest
                     self._end_of_data()
                     continue
-                nl = self._buf.find(b"\n")
+                nl = self._buf.find(b"\n", self._pos)
                 limit = int(self._setting("smtp.max_command_length"))
                 if nl < 0:
-                    if len(self._buf) > limit:
-                        self._buf = b""
+                    if len(self._buf) - self._pos > limit:
+                        self._buf, self._pos = b"", 0
                         if not self._discarding:
                             self._discarding = True
                             self._too_long()
                     break
-                line, self._buf = self._buf[:nl], self._buf[nl + 1 :]
+                line = self._buf[self._pos : nl]
+                self._pos = nl + 1
                 if self._discarding:
                     self._discarding = False
                     continue
@@ -340,6 +343,8 @@ class SMTPWire(ESMTP):
                 self._line(line)
         finally:
             self._in_loop = False
+            if self._pos:
+                self._buf, self._pos = self._buf[self._pos :], 0
 
     def _too_long(self) -> None:
         # RFC 5321 §4.5.3.1.4: command line limit; answer and keep the connection.

@@ -505,3 +505,15 @@ class DuplicateRecipientTests(unittest.TestCase):
                      b"DATA\r\nx\r\n.\r\n")
         self.assertEqual([x[:3] for x in out], ["250", "250", "250", "354", "250"])
         self.assertEqual([r.address for r in h.submission.messages[0][0].recipients], ["bob@example.com"])
+
+
+class BulkPipelineTests(unittest.TestCase):
+    def test_many_pipelined_commands_in_one_read(self) -> None:
+        """Thousands of commands in one TCP read are all answered, in order, exactly once."""
+        h = Harness(overrides={"smtp.max_errors": 10**6})
+        h.cmd("EHLO c.example")
+        out = h.send(b"NOOP\r\nFOO\r\n" * 5000)
+        self.assertEqual(len(out), 10000)
+        self.assertEqual(out[:2], ["250 2.0.0 Ok", "500 5.5.1 Command unrecognized"])
+        self.assertEqual(out[-2:], ["250 2.0.0 Ok", "500 5.5.1 Command unrecognized"])
+        self.assertEqual(h.proto._buf, b"")
