@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 Runner = Callable[..., "defer.Deferred[Any]"]
 
 _CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewritten
-_MTIME_TRUST = 1.0  # seconds: a directory changed more recently than this is rescanned again
+_MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at again (covers coarse kernel timestamp ticks)
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Folder:
         self.keywords: dict[int, str] = {}
         self.unclaimed_recent: set[int] = set()
         self.has_new = False  # some indexed message still lies in new/ (seen read-only so far)
+        self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
         self._unsaved = 0
@@ -215,49 +216,55 @@ class Folder:
             ul = self._ul
         assert ul is not None
         mtimes = self._stat_mtimes()
-        files: dict[str, tuple[str, str]] = {}
+        listed: dict[str, set[str]] = {}
         for sub in ("new", "cur"):
             try:
-                names = os.listdir(os.path.join(self.path, sub))
+                listed[sub] = {n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")}
             except FileNotFoundError:
                 maildir.ensure(self.path)
-                names = []
-            for fname in names:
-                if fname.startswith(".") or "/" in fname:
-                    continue
-                key, letters = maildir.split_name(fname)
-                if sub == "new":
-                    letters = ""
-                if key in files and files[key][0] == "cur":
-                    continue
-                files[key] = (sub, fname)
+                listed[sub] = set()
         # Move new/ -> cur/ once a read-write session sees them (maildir(5)).
-        arrived = set()
-        for key, (sub, fname) in list(files.items()):
-            if sub != "new":
-                continue
+        arrived: set[str] = set()
+        for fname in sorted(listed["new"]):
+            key = maildir.split_name(fname)[0]
             if key not in self.keys:
                 arrived.add(key)
             if move_new:
                 dest = maildir.join_name(key, "")
                 try:
                     os.rename(os.path.join(self.path, "new", fname), os.path.join(self.path, "cur", dest))
-                    files[key] = ("cur", dest)
                 except FileNotFoundError:
-                    files.pop(key)
+                    listed["new"].discard(fname)
+                    continue
                 except OSError as err:
                     self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
+                    continue
+                listed["new"].discard(fname)
+                listed["cur"].add(dest)
+        # Only names that appeared or vanished since the last look need any work.
+        files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
+        for sub in ("new", "cur"):
+            for fname in listed[sub] - self._names[sub]:
+                key = maildir.split_name(fname)[0]
+                if key in files and files[key][0] == "cur":
+                    continue
+                files[key] = (sub, fname)
         known = self.keys
-        for key, uid in list(known.items()):
-            if key not in files:
-                ch.removed.append(uid)
-                ul.uids.pop(key, None)
-                dirty = True
-            else:
+        for sub in ("new", "cur"):
+            for fname in self._names[sub] - listed[sub]:
+                uid = known.get(maildir.split_name(fname)[0])
+                if uid is None:
+                    continue
                 e = self.entries[uid]
-                sub, fname = files[key]
-                if (sub, fname) != (e.sub, e.fname):
-                    ch.moved[uid] = (sub, fname, maildir.split_name(fname)[1] if sub == "cur" else "")
+                if (e.sub, e.fname) != (sub, fname):
+                    continue
+                if e.key in files:
+                    nsub, nfname = files[e.key]
+                    ch.moved[uid] = (nsub, nfname, maildir.split_name(nfname)[1] if nsub == "cur" else "")
+                else:
+                    ch.removed.append(uid)
+                    ul.uids.pop(e.key, None)
+                    dirty = True
         new_keys = [k for k in files if k not in known]
         metas: dict[str, Meta] = {}
         for key in new_keys:
@@ -320,6 +327,7 @@ class Folder:
             e = self.entries.pop(uid, None)
             if e is not None:
                 self.keys.pop(e.key, None)
+                self._names[e.sub].discard(e.fname)
                 ch.removed_entries[uid] = e
             self.unclaimed_recent.discard(uid)
         if ch.removed:
@@ -330,6 +338,8 @@ class Folder:
             if e is None:
                 continue
             before = self.flags_of(e)
+            self._names[e.sub].discard(e.fname)
+            self._names[sub].add(fname)
             e.sub, e.fname, e.letters = sub, fname, letters
             after = self.flags_of(e)
             if after != before:
@@ -337,6 +347,7 @@ class Folder:
         for e in ch.added:
             self.entries[e.uid] = e
             self.keys[e.key] = e.uid
+            self._names[e.sub].add(e.fname)
             self.uids.append(e.uid)
         if ch.added and len(self.uids) > 1 and self.uids[-len(ch.added) - 1:] != sorted(self.uids[-len(ch.added) - 1:]):
             self.uids.sort()
