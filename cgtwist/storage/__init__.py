@@ -1,1 +1,1 @@
-"""cgtwist.storage"""
+"""Infrastructure: the adbapi account store (domains, accounts, aliases, settings) and passwords."""

@@ -33,8 +33,10 @@ from cgtwist import settings as dynamic
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.interfaces import IAccountStore
 from cgtwist.paths import check_account, check_domain
+from cgtwist.storage import tables
 from cgtwist.storage.database import Cursor, Database
 from cgtwist.storage.passwords import PasswordHasher, generate_password
+from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
 
 P = ParamSpec("P")
@@ -42,13 +44,6 @@ T = TypeVar("T")
 
 ENV_POSTMASTER_PASSWORD = "CGTWIST_POSTMASTER_PASSWORD"
 
-# CommuniGate "Enabled Services" (COMMUNIGATE.md a.1, a.6). The effective set of an account is
-# its own set intersected with its domain's; None (the default) means every service.
-SERVICES = ("mail", "pop", "imap", "webmail", "relay", "roaming")
-POSTMASTER = "postmaster"
-PBX = "pbx"
-KIND_USER = "user"
-KIND_SERVICE = "service"  # exists for mail routing, can never log in (pbx)
 
 
 class InvalidValue(StoreError, ValueError):
@@ -74,14 +69,6 @@ def check_services(services: Optional[Iterable[str]]) -> Optional[frozenset[str]
     if unknown:
         raise InvalidValue(f"unknown service {unknown[0]!r} (known: {', '.join(SERVICES)})")
     return out
-
-
-def _services_json(services: Optional[frozenset[str]]) -> Optional[str]:
-    return None if services is None else json.dumps(sorted(services))
-
-
-def _services_of(raw: Optional[str]) -> frozenset[str]:
-    return frozenset(SERVICES) if raw is None else frozenset(json.loads(raw))
 
 
 def check_setting_name(key: str) -> str:
@@ -145,7 +132,7 @@ class AccountStore:
         """
         env = os.environ if environ is None else environ
         marker = f"bootstrap:{self.main_domain}"
-        if await self._db.run_interaction("bootstrap_check", _meta_get_txn, marker,
+        if await self._db.run_interaction("bootstrap_check", tables.meta_get_txn, marker,
                                           readonly=True):
             return None
         given = env.get(ENV_POSTMASTER_PASSWORD) or None
@@ -160,18 +147,18 @@ class AccountStore:
         return password if created and not given else None
 
     def _bootstrap_txn(self, cur: Cursor, marker: str, phc: str) -> bool:
-        if _meta_get_txn(cur, marker):
+        if tables.meta_get_txn(cur, marker):
             return False  # another process got here first
-        if _domain_id_txn(cur, self.main_domain) is None:
+        if tables.domain_id_txn(cur, self.main_domain) is None:
             self._insert_domain_txn(cur, self.main_domain, None, {})
-        did = _domain_id_txn(cur, self.main_domain)
+        did = tables.domain_id_txn(cur, self.main_domain)
         assert did is not None
         created = False
-        if _account_row_txn(cur, did, POSTMASTER) is None:
+        if tables.account_row_txn(cur, did, POSTMASTER) is None:
             self._insert_account_txn(cur, did, POSTMASTER, phc, "Postmaster", KIND_USER, True,
                                      None, {"admin": True})
             created = True
-        if _account_row_txn(cur, did, PBX) is None and _alias_target_txn(cur, did, PBX) is None:
+        if tables.account_row_txn(cur, did, PBX) is None and tables.alias_target_txn(cur, did, PBX) is None:
             self._insert_account_txn(cur, did, PBX, None, "PBX", KIND_SERVICE, True, None, {})
         cur.execute(cur.engine.upsert("meta", ("name",), ("value",)), (marker, "1"))
         return created
@@ -190,7 +177,7 @@ class AccountStore:
 
     def _add_domain_txn(self, cur: Cursor, d: str, svc: Optional[frozenset[str]],
                         values: Mapping[str, Any]) -> None:
-        if _domain_id_txn(cur, d) is not None or _domain_alias_txn(cur, d) is not None:
+        if tables.domain_id_txn(cur, d) is not None or tables.domain_alias_txn(cur, d) is not None:
             raise AlreadyExists(f"domain {d} already exists")
         self._insert_domain_txn(cur, d, svc, values)
 
@@ -198,7 +185,7 @@ class AccountStore:
                            values: Mapping[str, Any]) -> None:
         cur.execute("INSERT INTO domains (name, enabled, services, settings, created) "
                     "VALUES (?, 1, ?, ?, ?)",
-                    (d, _services_json(svc), json.dumps(dict(values)), int(self._now())))
+                    (d, tables.services_json(svc), json.dumps(dict(values)), int(self._now())))
 
     @_deferred
     async def list_domains(self) -> list[str]:
@@ -214,7 +201,7 @@ class AccountStore:
         d = check_domain(name)
         if d == self.main_domain:
             raise StoreError(f"{d} is the main domain and cannot be removed")
-        await self._write("remove_domain", _remove_domain_txn, d, force)
+        await self._write("remove_domain", tables.remove_domain_txn, d, force)
         self._log.info("domain {domain} removed", domain=d)
 
     @_deferred
@@ -224,7 +211,7 @@ class AccountStore:
             d = check_domain(name)
         except InvalidName:
             return None
-        return await self._db.run_interaction("get_domain", _get_domain_txn, d, readonly=True)
+        return await self._db.run_interaction("get_domain", tables.get_domain_txn, d, readonly=True)
 
     @_deferred
     async def is_local_domain(self, name: str) -> bool:
@@ -233,7 +220,7 @@ class AccountStore:
             d = check_domain(name)
         except InvalidName:
             return False
-        did = await self._db.run_interaction("is_local_domain", _resolve_domain_txn, d,
+        did = await self._db.run_interaction("is_local_domain", tables.resolve_domain_txn, d,
                                              readonly=True)
         return did is not None
 
@@ -243,18 +230,18 @@ class AccountStore:
         """Change a domain's enabled services (a list; [] = none) or enabled flag."""
         d = check_domain(name)
         svc = check_services(services)
-        await self._write("update_domain", _update_domain_txn, d, svc, enabled)
+        await self._write("update_domain", tables.update_domain_txn, d, svc, enabled)
 
     @_deferred
     async def add_domain_alias(self, alias: str, domain: str) -> None:
         """Make ``alias`` another name of ``domain`` (mail and logins to it go to ``domain``)."""
         a, d = check_domain(alias), check_domain(domain)
-        await self._write("add_domain_alias", _add_domain_alias_txn, a, d)
+        await self._write("add_domain_alias", tables.add_domain_alias_txn, a, d)
 
     @_deferred
     async def remove_domain_alias(self, alias: str) -> None:
         a = check_domain(alias)
-        await self._write("remove_domain_alias", _delete_one_txn,
+        await self._write("remove_domain_alias", tables.delete_one_txn,
                           "DELETE FROM domain_aliases WHERE name = ?", (a,),
                           f"domain alias {a} does not exist")
 
@@ -287,12 +274,12 @@ class AccountStore:
     def _add_account_txn(self, cur: Cursor, n: str, d: str, phc: Optional[str], real: str,
                          svc: Optional[frozenset[str]], values: Mapping[str, Any],
                          enabled: bool) -> None:
-        did = _resolve_domain_txn(cur, d)
+        did = tables.resolve_domain_txn(cur, d)
         if did is None:
             raise NotFound(f"domain {d} does not exist")
-        if _account_row_txn(cur, did, n) is not None:
+        if tables.account_row_txn(cur, did, n) is not None:
             raise AlreadyExists(f"account {n}@{d} already exists")
-        if _alias_target_txn(cur, did, n) is not None:
+        if tables.alias_target_txn(cur, did, n) is not None:
             raise AlreadyExists(f"{n}@{d} is an alias")
         self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
 
@@ -302,7 +289,7 @@ class AccountStore:
         cur.execute(
             "INSERT INTO accounts (domain_id, name, password, real_name, kind, enabled, services,"
             " settings, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (did, n, phc, real, kind, 1 if enabled else 0, _services_json(svc),
+            (did, n, phc, real, kind, 1 if enabled else 0, tables.services_json(svc),
              json.dumps(dict(values)), int(self._now())))
 
     @_deferred
@@ -312,41 +299,41 @@ class AccountStore:
             n, d = check_account(name), check_domain(domain)
         except InvalidName:
             return None
-        row = await self._db.run_interaction("get_account", _account_full_txn, n, d,
+        row = await self._db.run_interaction("get_account", tables.account_full_txn, n, d,
                                              readonly=True)
-        return _account_of(row) if row else None
+        return tables.account_of(row) if row else None
 
     @_deferred
     async def get_account_info(self, name: str, domain: str) -> dict[str, Any]:
         """Fire with everything an administrator may see of an account (never the hash)."""
         n, d = check_account(name), check_domain(domain)
-        row = await self._db.run_interaction("get_account_info", _account_full_txn, n, d,
+        row = await self._db.run_interaction("get_account_info", tables.account_full_txn, n, d,
                                              readonly=True)
         if row is None:
             raise NotFound(f"account {n}@{d} does not exist")
-        return _info_of(row)
+        return tables.info_of(row)
 
     @_deferred
     async def list_account_info(self, domain: str) -> list[dict[str, Any]]:
         """Fire with ``get_account_info`` of every account of a domain, sorted by name."""
         d = check_domain(domain)
-        rows = await self._db.run_interaction("list_account_info", _list_accounts_txn, d,
+        rows = await self._db.run_interaction("list_account_info", tables.list_accounts_txn, d,
                                               readonly=True)
-        return [_info_of(r) for r in rows]
+        return [tables.info_of(r) for r in rows]
 
     @_deferred
     async def list_accounts(self, domain: str) -> list[Account]:
         """Fire with the domain's accounts sorted by name; NotFound for an unknown domain."""
         d = check_domain(domain)
-        rows = await self._db.run_interaction("list_accounts", _list_accounts_txn, d,
+        rows = await self._db.run_interaction("list_accounts", tables.list_accounts_txn, d,
                                               readonly=True)
-        return [_account_of(r) for r in rows]
+        return [tables.account_of(r) for r in rows]
 
     @_deferred
     async def remove_account(self, name: str, domain: str) -> None:
         """Remove an account (its Maildir stays on disk); never the main domain's postmaster."""
         n, d = check_account(name), check_domain(domain)
-        await self._write("remove_account", _remove_account_txn, n, d, self.main_domain)
+        await self._write("remove_account", tables.remove_account_txn, n, d, self.main_domain)
         self._log.info("account {account} removed", account=f"{n}@{d}")
 
     @_deferred
@@ -356,7 +343,7 @@ class AccountStore:
         if not password:
             raise InvalidValue("the password must not be empty")
         phc = await self._hasher.hash(password)
-        await self._write("set_password", _set_password_txn, n, d, phc, None)
+        await self._write("set_password", tables.set_password_txn, n, d, phc, None)
         self._log.info("password of {account} changed", account=f"{n}@{d}")
 
     @_deferred
@@ -367,7 +354,7 @@ class AccountStore:
         """
         n, d = check_account(name), check_domain(domain)
         phc = self._imported_hash(stored)
-        await self._write("set_password_hash", _set_password_txn, n, d, phc, None)
+        await self._write("set_password_hash", tables.set_password_txn, n, d, phc, None)
         self._log.info("password hash of {account} imported", account=f"{n}@{d}")
 
     def _imported_hash(self, stored: str) -> str:
@@ -384,7 +371,7 @@ class AccountStore:
         """Change the real name, enabled services or the enabled flag of an account."""
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
-        await self._write("update_account", _update_account_txn, n, d,
+        await self._write("update_account", tables.update_account_txn, n, d,
                           None if real_name is None else real_name.strip(), svc, enabled)
 
     @_deferred
@@ -402,7 +389,7 @@ class AccountStore:
         except InvalidName:
             await self._hasher.verify(None, password)
             return None
-        row = await self._db.run_interaction("verify_password", _login_row_txn, n, d,
+        row = await self._db.run_interaction("verify_password", tables.login_row_txn, n, d,
                                              readonly=True)
         stored = row["password"] if row else None
         ok = await self._hasher.verify(stored, password)
@@ -411,12 +398,12 @@ class AccountStore:
             return None
         if stored and self._hasher.needs_rehash(stored):
             await self._rehash(row["name"], row["domain"], stored, password)
-        return _account_of(row)
+        return tables.account_of(row)
 
     async def _rehash(self, n: str, d: str, old: str, password: Union[str, bytes]) -> None:
         try:
             phc = await self._hasher.hash(password)
-            await self._write("rehash_password", _set_password_txn, n, d, phc, old)
+            await self._write("rehash_password", tables.set_password_txn, n, d, phc, old)
         except Exception:
             self._log.failure("could not upgrade the password hash of {account}",
                               account=f"{n}@{d}")
@@ -430,19 +417,19 @@ class AccountStore:
         t = check_target(target, d)
         if t == f"{n}@{d}":
             raise InvalidValue("an alias cannot point to itself")
-        await self._write("add_alias", _add_alias_txn, n, d, t)
+        await self._write("add_alias", tables.add_alias_txn, n, d, t)
         self._log.info("alias {alias} -> {target} created", alias=f"{n}@{d}", target=t)
 
     @_deferred
     async def remove_alias(self, name: str, domain: str) -> None:
         n, d = check_account(name), check_domain(domain)
-        await self._write("remove_alias", _remove_alias_txn, n, d)
+        await self._write("remove_alias", tables.remove_alias_txn, n, d)
 
     @_deferred
     async def list_aliases(self, domain: Optional[str] = None) -> list[tuple[str, str]]:
         """Fire with [(alias address, target), ...] of one domain or of all, sorted."""
         d = check_domain(domain) if domain else None
-        return await self._db.run_interaction("list_aliases", _list_aliases_txn, d,
+        return await self._db.run_interaction("list_aliases", tables.list_aliases_txn, d,
                                               readonly=True)
 
     @_deferred
@@ -452,7 +439,7 @@ class AccountStore:
             n, d = check_account(name), check_domain(domain)
         except InvalidName:
             return None
-        return await self._db.run_interaction("resolve_alias", _resolve_alias_txn, n, d,
+        return await self._db.run_interaction("resolve_alias", tables.resolve_alias_txn, n, d,
                                               readonly=True)
 
     # ---- settings ------------------------------------------------------------------------
@@ -472,7 +459,7 @@ class AccountStore:
             dynamic.validate(key, value)
         except ValueError as e:
             raise InvalidValue(str(e)) from None
-        await self._write("set_setting", _upsert_setting_txn, key, json.dumps(value))
+        await self._write("set_setting", tables.upsert_setting_txn, key, json.dumps(value))
         self._log.info("setting {key} changed", key=key)
 
     @_deferred
@@ -526,7 +513,7 @@ class AccountStore:
                 dynamic.validate(key, value)
             except ValueError as e:
                 raise InvalidValue(str(e)) from None
-        await self._write(f"change_{table}_settings", _change_settings_txn, table, where, args,
+        await self._write(f"change_{table}_settings", tables.change_settings_txn, table, where, args,
                           what, key, value, unset)
 
     # ---- plumbing ------------------------------------------------------------------------
@@ -558,247 +545,3 @@ def open_store(url: str, main_domain: str, reactor: Any, pool_min: int = 1, pool
         return AccountStore(db, main_domain, hasher or PasswordHasher(reactor))
 
     return Deferred.fromCoroutine(opening())
-
-
-# ---- transaction functions (run on a pool thread) ----------------------------------------
-
-
-def _meta_get_txn(cur: Cursor, name: str) -> Optional[str]:
-    row = cur.query_one("SELECT value FROM meta WHERE name = ?", (name,))
-    return row[0] if row else None
-
-
-def _domain_id_txn(cur: Cursor, d: str) -> Optional[int]:
-    row = cur.query_one("SELECT id FROM domains WHERE name = ?", (d,))
-    return int(row[0]) if row else None
-
-
-def _domain_alias_txn(cur: Cursor, a: str) -> Optional[int]:
-    row = cur.query_one("SELECT domain_id FROM domain_aliases WHERE name = ?", (a,))
-    return int(row[0]) if row else None
-
-
-def _resolve_domain_txn(cur: Cursor, d: str) -> Optional[int]:
-    did = _domain_id_txn(cur, d)
-    return did if did is not None else _domain_alias_txn(cur, d)
-
-
-def _account_row_txn(cur: Cursor, did: int, n: str) -> Optional[int]:
-    row = cur.query_one("SELECT id FROM accounts WHERE domain_id = ? AND name = ?", (did, n))
-    return int(row[0]) if row else None
-
-
-def _alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
-    row = cur.query_one("SELECT target FROM aliases WHERE domain_id = ? AND name = ?", (did, n))
-    return row[0] if row else None
-
-
-def _get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
-    row = cur.query_one("SELECT id, name, enabled, services, settings FROM domains "
-                        "WHERE name = ?", (d,))
-    if row is None:
-        return None
-    did = row[0]
-    aliases = [r[0] for r in cur.query(
-        "SELECT name FROM domain_aliases WHERE domain_id = ? ORDER BY name", (did,))]
-    count = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
-    return {
-        "name": row[1], "enabled": bool(row[2]), "services": sorted(_services_of(row[3])),
-        "settings": json.loads(row[4]), "aliases": aliases,
-        "accounts": int(count[0]) if count else 0,
-    }
-
-
-def _update_domain_txn(cur: Cursor, d: str, svc: Optional[frozenset[str]],
-                       enabled: Optional[bool]) -> None:
-    if _domain_id_txn(cur, d) is None:
-        raise NotFound(f"domain {d} does not exist")
-    if svc is not None:
-        cur.execute("UPDATE domains SET services = ? WHERE name = ?", (_services_json(svc), d))
-    if enabled is not None:
-        cur.execute("UPDATE domains SET enabled = ? WHERE name = ?", (1 if enabled else 0, d))
-
-
-def _add_domain_alias_txn(cur: Cursor, a: str, d: str) -> None:
-    did = _domain_id_txn(cur, d)
-    if did is None:
-        raise NotFound(f"domain {d} does not exist")
-    if _domain_id_txn(cur, a) is not None or _domain_alias_txn(cur, a) is not None:
-        raise AlreadyExists(f"domain {a} already exists")
-    cur.execute("INSERT INTO domain_aliases (name, domain_id) VALUES (?, ?)", (a, did))
-
-
-def _remove_domain_txn(cur: Cursor, d: str, force: bool) -> None:
-    did = _domain_id_txn(cur, d)
-    if did is None:
-        raise NotFound(f"domain {d} does not exist")
-    accounts = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
-    aliases = cur.query_one("SELECT COUNT(*) FROM aliases WHERE domain_id = ?", (did,))
-    na, nl = (int(accounts[0]) if accounts else 0), (int(aliases[0]) if aliases else 0)
-    if (na or nl) and not force:
-        raise StoreError(f"domain {d} has {na} account(s) and {nl} alias(es); "
-                         "remove them first or force")
-    for table in ("accounts", "aliases", "domain_aliases"):
-        cur.execute(f"DELETE FROM {table} WHERE domain_id = ?", (did,))
-    cur.execute("DELETE FROM domains WHERE id = ?", (did,))
-
-
-_ACCOUNT_COLUMNS = (
-    "SELECT a.name, d.name, a.real_name, a.kind, a.enabled, a.services, a.settings, d.services,"
-    " d.enabled, a.password, a.created FROM accounts a JOIN domains d ON a.domain_id = d.id "
-)
-
-
-def _row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        "name": row[0], "domain": row[1], "real_name": row[2], "kind": row[3],
-        "enabled": bool(row[4]),
-        "own_services": None if row[5] is None else _services_of(row[5]),
-        "services": _services_of(row[5]) & _services_of(row[7]),
-        "settings": json.loads(row[6]), "domain_enabled": bool(row[8]),
-        "password": row[9], "has_password": bool(row[9]), "created": row[10],
-    }
-
-
-def _account_of(row: Mapping[str, Any]) -> Account:
-    return Account(name=row["name"], domain=row["domain"], real_name=row["real_name"],
-                   services=frozenset(row["services"]), settings=row["settings"])
-
-
-def _info_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What an administrator may see of an account row (never the hash)."""
-    account = _account_of(row)
-    return {
-        "address": account.address, "real_name": account.real_name,
-        "kind": row["kind"], "enabled": row["enabled"], "has_password": row["has_password"],
-        "services": sorted(row["own_services"]) if row["own_services"] is not None else None,
-        "effective_services": sorted(account.services),
-        "settings": dict(account.settings), "created": row["created"],
-    }
-
-
-def _account_full_txn(cur: Cursor, n: str, d: str) -> Optional[dict[str, Any]]:
-    did = _resolve_domain_txn(cur, d)
-    if did is None:
-        return None
-    row = cur.query_one(_ACCOUNT_COLUMNS + "WHERE a.domain_id = ? AND a.name = ?", (did, n))
-    return _row_dict(row) if row else None
-
-
-def _list_accounts_txn(cur: Cursor, d: str) -> list[dict[str, Any]]:
-    did = _resolve_domain_txn(cur, d)
-    if did is None:
-        raise NotFound(f"domain {d} does not exist")
-    rows = cur.query(_ACCOUNT_COLUMNS + "WHERE a.domain_id = ? ORDER BY a.name", (did,))
-    return [_row_dict(r) for r in rows]
-
-
-def _login_row_txn(cur: Cursor, n: str, d: str) -> Optional[dict[str, Any]]:
-    row = _account_full_txn(cur, n, d)
-    if row is not None:
-        return row
-    target = _resolve_alias_txn(cur, n, d)
-    if target is None:
-        return None
-    local, _, dom = target.rpartition("@")
-    try:
-        return _account_full_txn(cur, check_account(local), check_domain(dom))
-    except InvalidName:
-        return None
-
-
-def _remove_account_txn(cur: Cursor, n: str, d: str, main: str) -> None:
-    did = _resolve_domain_txn(cur, d)
-    if did is None or _account_row_txn(cur, did, n) is None:
-        raise NotFound(f"account {n}@{d} does not exist")
-    if n == POSTMASTER and did == _domain_id_txn(cur, main):
-        raise StoreError(f"{n}@{main} is the administrator and cannot be removed")
-    cur.execute("DELETE FROM accounts WHERE domain_id = ? AND name = ?", (did, n))
-
-
-def _set_password_txn(cur: Cursor, n: str, d: str, phc: str, old: Optional[str]) -> None:
-    did = _resolve_domain_txn(cur, d)
-    if did is None or _account_row_txn(cur, did, n) is None:
-        raise NotFound(f"account {n}@{d} does not exist")
-    if old is None:
-        cur.execute("UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ?",
-                    (phc, did, n))
-    else:  # a rehash: only if nobody changed the password meanwhile
-        cur.execute("UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ? "
-                    "AND password = ?", (phc, did, n, old))
-
-
-def _update_account_txn(cur: Cursor, n: str, d: str, real: Optional[str],
-                        svc: Optional[frozenset[str]], enabled: Optional[bool]) -> None:
-    did = _resolve_domain_txn(cur, d)
-    if did is None or _account_row_txn(cur, did, n) is None:
-        raise NotFound(f"account {n}@{d} does not exist")
-    where = " WHERE domain_id = ? AND name = ?"
-    if real is not None:
-        cur.execute("UPDATE accounts SET real_name = ?" + where, (real, did, n))
-    if svc is not None:
-        cur.execute("UPDATE accounts SET services = ?" + where, (_services_json(svc), did, n))
-    if enabled is not None:
-        cur.execute("UPDATE accounts SET enabled = ?" + where, (1 if enabled else 0, did, n))
-
-
-def _add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
-    did = _resolve_domain_txn(cur, d)
-    if did is None:
-        raise NotFound(f"domain {d} does not exist")
-    if _account_row_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} is an account")
-    if _alias_target_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"alias {n}@{d} already exists")
-    cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)",
-                (did, n, target))
-
-
-def _remove_alias_txn(cur: Cursor, n: str, d: str) -> None:
-    did = _resolve_domain_txn(cur, d)
-    if did is None or _alias_target_txn(cur, did, n) is None:
-        raise NotFound(f"alias {n}@{d} does not exist")
-    cur.execute("DELETE FROM aliases WHERE domain_id = ? AND name = ?", (did, n))
-
-
-def _list_aliases_txn(cur: Cursor, d: Optional[str]) -> list[tuple[str, str]]:
-    sql = "SELECT a.name, d.name, a.target FROM aliases a JOIN domains d ON a.domain_id = d.id"
-    if d is None:
-        rows = cur.query(sql + " ORDER BY d.name, a.name")
-    else:
-        did = _resolve_domain_txn(cur, d)
-        if did is None:
-            raise NotFound(f"domain {d} does not exist")
-        rows = cur.query(sql + " WHERE a.domain_id = ? ORDER BY a.name", (did,))
-    return [(f"{r[0]}@{r[1]}", r[2]) for r in rows]
-
-
-def _resolve_alias_txn(cur: Cursor, n: str, d: str) -> Optional[str]:
-    did = _resolve_domain_txn(cur, d)
-    return _alias_target_txn(cur, did, n) if did is not None else None
-
-
-def _delete_one_txn(cur: Cursor, sql: str, args: tuple[Any, ...], missing: str) -> None:
-    cur.execute(sql, args)
-    if cur.rowcount == 0:
-        raise NotFound(missing)
-
-
-def _upsert_setting_txn(cur: Cursor, key: str, value: str) -> None:
-    cur.execute(cur.engine.upsert("server_settings", ("name",), ("value",)), (key, value))
-
-
-def _change_settings_txn(cur: Cursor, table: str, where: str, args: tuple[Any, ...], what: str,
-                         key: str, value: Any, unset: bool) -> None:
-    row = cur.query_one(f"SELECT id, settings FROM {table} WHERE {where}", args)
-    if row is None:
-        raise NotFound(f"{what} does not exist")
-    values = json.loads(row[1])
-    if unset:
-        if key not in values:
-            raise NotFound(f"{what} has no setting {key}")
-        del values[key]
-    else:
-        values[key] = value
-    cur.execute(f"UPDATE {table} SET settings = ? WHERE id = ?",
-                (json.dumps(values, sort_keys=True), row[0]))
