@@ -1,0 +1,167 @@
+"""The outbound SMTP client on a StringTransport: reply parsing, EHLO/HELO, STARTTLS
+injection, AUTH policy, timeouts and the data encoding."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from cgtwist.delivery.smtp_client import SessionError, SMTPClient, Timeouts, encode_data
+
+
+class TLSRecordingTransport(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls_started: list[Any] = []
+
+    def startTLS(self, ctx: Any) -> None:
+        self.tls_started.append(ctx)
+
+
+def make(tls: Any = None, auth: Any = None, require_tls: bool = False) -> tuple[SMTPClient, TLSRecordingTransport, task.Clock]:
+    clock = task.Clock()
+    c = SMTPClient(clock, "out.test", "mx.test", Timeouts(greeting=30, command=20), tls=tls,
+                   require_tls=require_tls, auth=auth)
+    t = TLSRecordingTransport()
+    c.makeConnection(t)
+    return c, t, clock
+
+
+def sent(t: StringTransport) -> list[bytes]:
+    lines = t.value().split(b"\r\n")
+    t.clear()
+    return [x for x in lines if x]
+
+
+class Session(unittest.TestCase):
+    def test_multiline_ehlo_gives_extensions(self) -> None:
+        """A multi-line 250 EHLO reply is read whole and its keywords become extensions."""
+        c, t, _ = make()
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx.test ESMTP\r\n")
+        self.assertEqual(sent(t), [b"EHLO out.test"])
+        c.dataReceived(b"250-mx.test hello\r\n250-SIZE 1000\r\n250-pipelining\r\n250 8BITMIME\r\n")
+        self.successResultOf(d)
+        self.assertEqual(c.extensions, {"SIZE": "1000", "PIPELINING": "", "8BITMIME": ""})
+        self.assertEqual(c.size_limit(), 1000)
+
+    def test_helo_fallback(self) -> None:
+        """A server that refuses EHLO with 5xx is greeted with HELO instead (RFC 5321 §3.2)."""
+        c, t, _ = make()
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 old.test\r\n")
+        sent(t)
+        c.dataReceived(b"502 5.5.1 what\r\n")
+        self.assertEqual(sent(t), [b"HELO out.test"])
+        c.dataReceived(b"250 old.test\r\n")
+        self.successResultOf(d)
+        self.assertEqual(c.extensions, {})
+
+    def test_plaintext_after_starttls_220_is_refused(self) -> None:
+        """Bytes following the 220 to STARTTLS in the same packet (a man in the middle
+        injecting plaintext, CVE-2011-0411 pattern) abort the session before TLS starts."""
+        c, t, _ = make(tls=lambda host: object())
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx.test\r\n")
+        c.dataReceived(b"250-mx.test\r\n250 STARTTLS\r\n")
+        self.assertEqual(sent(t), [b"EHLO out.test", b"STARTTLS"])
+        c.dataReceived(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n")
+        f = self.failureResultOf(d, SessionError)
+        self.assertIn("injected", f.value.text)
+        self.assertEqual(t.tls_started, [])
+        self.assertTrue(t.disconnecting)
+
+    def test_starttls_then_fresh_ehlo(self) -> None:
+        """After 220 to STARTTLS the client starts TLS with our options for the MX name and
+        forgets the plaintext extensions, asking EHLO again."""
+        made: list[str] = []
+        c, t, _ = make(tls=lambda host: made.append(host) or "ctx")
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx.test\r\n250-mx.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")
+        sent(t)
+        c.dataReceived(b"220 go\r\n")
+        self.assertEqual(t.tls_started, ["ctx"])
+        self.assertEqual(made, ["mx.test"])
+        self.assertEqual(sent(t), [b"EHLO out.test"])
+        self.assertEqual(c.extensions, {})
+        c.dataReceived(b"250-mx.test\r\n250 SIZE 5\r\n")
+        self.successResultOf(d)
+        self.assertEqual(c.extensions, {"SIZE": "5"})
+
+    def test_auth_never_sent_in_plaintext(self) -> None:
+        """With a login configured but no TLS, the password is never sent."""
+        c, t, _ = make(auth=("u", "secret"))
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx.test\r\n250-mx.test\r\n250 AUTH PLAIN\r\n")
+        self.failureResultOf(d, SessionError)
+        self.assertNotIn(b"AUTH", t.value())
+
+    def test_malformed_reply_aborts(self) -> None:
+        """A reply line that is not 'ddd text' ends the session with an error, not a crash."""
+        c, t, _ = make()
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"hello there\r\n")
+        f = self.failureResultOf(d, SessionError)
+        self.assertIn("malformed", f.value.text)
+        self.assertTrue(t.disconnecting)
+
+    def test_overlong_reply_line_aborts(self) -> None:
+        """An endless reply line is cut off and the session dropped (bounded memory)."""
+        c, t, _ = make()
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 " + b"x" * 10000)
+        self.failureResultOf(d, SessionError)
+
+    def test_greeting_timeout(self) -> None:
+        """No greeting within the greeting timeout: the session fails and the socket closes."""
+        c, t, clock = make()
+        d = defer.Deferred.fromCoroutine(c.start())
+        clock.advance(29)
+        self.assertNoResult(d)
+        clock.advance(1)
+        f = self.failureResultOf(d, SessionError)
+        self.assertEqual(f.value.during, "greeting")
+        self.assertTrue(t.disconnecting)
+
+    def test_rcpt_timeout_keeps_earlier_replies(self) -> None:
+        """A server that stops answering after some RCPTs: the transaction reports the replies
+        it got and the error, so only the unanswered recipients are retried."""
+        c, t, clock = make()
+        d0 = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx\r\n250 mx\r\n")
+        self.successResultOf(d0)
+        sent(t)
+        d = defer.Deferred.fromCoroutine(c.transaction("a@x", [("b@y", ""), ("c@y", "")], "", b"x"))
+        c.dataReceived(b"250 ok\r\n")
+        c.dataReceived(b"550 5.1.1 no\r\n")
+        clock.advance(300)
+        result = self.successResultOf(d)
+        self.assertEqual(str(result.rcpts[0]), "550 5.1.1 no")
+        self.assertIsNone(result.rcpts[1])
+        self.assertIsNotNone(result.error)
+
+
+class Encoding(unittest.TestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from([b".", b"..", b"a", b".a", b"\r\n", b"\n", b"\r", b" ", b"x.y"]),
+                    max_size=40))
+    def test_encoding_round_trips_and_never_ends_early(self, pieces: list[bytes]) -> None:
+        """Whatever the line endings and dots, the wire form has CRLF lines only, its first
+        lone '.' line is the terminator, and removing the stuffing gives the CRLF message back."""
+        data = b"".join(pieces)
+        wire = encode_data(data)
+        self.assertTrue(wire.endswith(b".\r\n"))
+        body = wire[:-3]
+        self.assertNotIn(b"\r\n.\r\n", b"\r\n" + body)
+        self.assertIsNone(re.search(rb"\r(?!\n)|(?<!\r)\n", wire))
+        unstuffed = re.sub(rb"(?m)^\.", b"", body)
+        normal = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+        if normal and not normal.endswith(b"\r\n"):
+            normal += b"\r\n"
+        self.assertEqual(unstuffed, normal)
