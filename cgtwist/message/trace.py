@@ -55,6 +55,8 @@ def received_header(
     """
     helo_s = sanitize(helo) or "unknown"
     ip = sanitize(peer_ip, 64)
+    if ":" in ip:
+        ip = "IPv6:" + ip  # RFC 5321 §4.1.3 IPv6-address-literal
     tcp_info = f"[{ip}]" if not reverse_name else f"{sanitize(reverse_name)} [{ip}]"
     lines = [f"Received: from {helo_s} ({tcp_info})"]
     lines.append(f"by {sanitize(hostname)} (cgtwist) with {sanitize(protocol, 16)}")

@@ -43,6 +43,14 @@ COMMANDS = {
 _PROTOCOL_ERRORS = frozenset({500, 501, 502, 503, 504, 530, 538, 553, 555})
 
 
+def _plain_ip(ip: str) -> str:
+    """``::ffff:192.0.2.1`` (an IPv4 client on a dual-stack socket) -> ``192.0.2.1``, so
+    per-IP limits and Client IP lists see one spelling."""
+    if ip.lower().startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
 @implementer(IHandshakeListener)
 class SMTPWire(ESMTP):
     """Connection handling shared by the SMTP commands; see the module docstring.
@@ -97,7 +105,7 @@ class SMTPWire(ESMTP):
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self.session = SessionInfo(
             session_id=self.factory.new_session_id(),
-            peer_ip=str(getattr(peer, "host", peer)), peer_port=int(getattr(peer, "port", 0)),
+            peer_ip=_plain_ip(str(getattr(peer, "host", peer))), peer_port=int(getattr(peer, "port", 0)),
             local_ip=str(getattr(host, "host", host)), local_port=int(getattr(host, "port", 0)),
             listener=self.factory.listener.name,
         )

@@ -98,3 +98,13 @@ class BasicPolicyTests(unittest.TestCase):
         self.assertIsNone(self.successResultOf(self.policy.helo(s, "x")))
         self.assertIsNone(self.successResultOf(self.policy.mail_from(s, "", {})))
         self.assertEqual(self.successResultOf(self.policy.trace_headers(s, Envelope(sender=""))), [])
+
+
+class InterfaceTests(unittest.TestCase):
+    def test_provides_ipolicy(self) -> None:
+        """BasicPolicy fulfils the IPolicy contract the SMTP receiver and wrappers rely on."""
+        from zope.interface.verify import verifyObject
+
+        from cgtwist.interfaces import IPolicy
+
+        self.assertTrue(verifyObject(IPolicy, BasicPolicy(FakeRouter({}), SettingsHolder())))

@@ -76,3 +76,11 @@ class SafeHeaderLineTests(unittest.TestCase):
         for bad in [b"", b"no colon", b"A: b\r\nBcc: c", b"A: b\nc", b": empty name", b"Bad Name: x",
                     b"A: \x00"]:
             self.assertIsNone(safe_header_line(bad), bad)
+
+
+class IPv6Tests(unittest.TestCase):
+    def test_ipv6_peer(self) -> None:
+        """An IPv6 client is written as an RFC 5321 IPv6 address literal."""
+        h = received_header(helo="c.example", peer_ip="2001:db8::1", hostname="mx.example.com",
+                            protocol="ESMTP", msg_id="x", when=0.0)
+        self.assertTrue(h.startswith(b"Received: from c.example ([IPv6:2001:db8::1])\r\n"))

@@ -517,3 +517,35 @@ class BulkPipelineTests(unittest.TestCase):
         self.assertEqual(out[:2], ["250 2.0.0 Ok", "500 5.5.1 Command unrecognized"])
         self.assertEqual(out[-2:], ["250 2.0.0 Ok", "500 5.5.1 Command unrecognized"])
         self.assertEqual(h.proto._buf, b"")
+
+
+class TraceThroughProtocolTests(unittest.TestCase):
+    def test_hostile_helo_cannot_inject_headers(self) -> None:
+        """Whatever a client says in EHLO, the stored message has only our Received: added."""
+        from email import message_from_bytes
+        from email.policy import default
+
+        for helo in [b"x) (y; Mon, 1 Jan 2001", b"a\x01b\x7fc\xff", b"=?UTF-8?Q?=0A?=Bcc: victim@example.com",
+                     b"x" * 255]:
+            h = Harness()
+            h.send(b"EHLO " + helo + b"\r\n")
+            h.transaction(b"Subject: s\r\n\r\nbody\r\n")
+            data = h.submission.messages[0][1]
+            msg = message_from_bytes(data, policy=default)
+            self.assertEqual(list(msg.keys()), ["Received", "Subject"], helo)
+            received = data.split(b"\r\nSubject:")[0]
+            self.assertEqual(received.count(b";"), 1, helo)
+            self.assertNotIn(b"\x01", received)
+
+    def test_ipv4_mapped_peer(self) -> None:
+        """An IPv4 client on a dual-stack listener is seen as its IPv4 address."""
+        from twisted.internet.address import IPv6Address
+
+        from tests.protocols.test_smtp_fakes import TLSStringTransport
+
+        h = Harness(greet=False)
+        h.transport = TLSStringTransport(hostAddress=IPv6Address("TCP", "::", 25),
+                                         peerAddress=IPv6Address("TCP", "::ffff:192.0.2.5", 4000))
+        h.connect()
+        self.assertEqual(h.proto.session.peer_ip, "192.0.2.5")
+        self.assertEqual(h.factory.per_ip, {"192.0.2.5": 1})
