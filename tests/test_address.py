@@ -166,3 +166,17 @@ class ParsePathPropertyTests(unittest.TestCase):
         """A parsed address spelled out again parses to the same mailbox."""
         p = parse_path(f"<{local}@{domain}>", "rcpt")
         self.assertEqual(parse_path(f"<{p.address}>", "rcpt"), p)
+
+
+class QuotingPropertyTests(unittest.TestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=60))
+    def test_quoted_local_round_trip(self, local: str) -> None:
+        """Any printable local part survives quoting and parsing unchanged (the spool and DSNs
+        can spell back exactly the mailbox the client gave)."""
+        from cgtwist.address import quote_local
+
+        p = parse_path(f"<{quote_local(local)}@x.example>", "rcpt")
+        assert p.mailbox is not None
+        self.assertEqual(p.mailbox.local, local)
+        self.assertEqual(parse_path(f"<{p.address}>", "rcpt"), p)
