@@ -233,6 +233,42 @@ class ConcurrencyTests(StoreTestBase):
         self.assertEqual(b.flush_expunges(), [3, 2])
         self.assertEqual(b.getMessageCount(), 1)
 
+    def test_quiet_folder_not_rescanned_until_it_changes(self) -> None:
+        """Once directory times are old enough to trust, a refresh costs two stat calls; a
+        delivery changes new/'s time and the next refresh sees the message."""
+        later = [0.0]
+        self.notifier = MailboxNotifier(clock=lambda: later[0])
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        later[0] = 4e9  # far in the future: every directory time is trusted
+        box = self.select()
+        folder = box.folder
+        self.assertIsNotNone(folder._mtimes)
+        calls = []
+        real = folder._scan_blocking
+        folder._scan_blocking = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]
+        result(box.refresh())
+        self.assertEqual(calls, [])
+        deliver(self.md, msg("x"))
+        os.utime(os.path.join(self.md, "new"), ns=(1, 1))  # any different time counts
+        result(box.refresh())
+        self.assertEqual(calls, [1])
+        self.assertEqual(box.getMessageCount(), 1)
+
+    def test_notification_for_closed_or_bad_folder(self) -> None:
+        """LOCAL may notify for a folder nobody has open, or pass junk: nothing breaks."""
+        self.assertIsNone(result(self.notifier.mailbox_changed("nobody@example.com", "INBOX")))
+        self.assertIsNone(result(self.notifier.mailbox_changed("a@example.com", "../../x")))
+        self.flushLoggedErrors()
+
+    def test_status_counts(self) -> None:
+        """STATUS reports messages, unseen, UIDNEXT and recent without selecting the folder."""
+        deliver(self.md, msg("a"))
+        deliver(self.md, msg("b"))
+        box = self.select(rw=False)
+        st = box.requestStatus(["MESSAGES", "UNSEEN", "UIDNEXT", "RECENT", "UIDVALIDITY", "bogus"])
+        self.assertEqual({k: v for k, v in st.items() if k != "UIDVALIDITY"},
+                         {"MESSAGES": 2, "UNSEEN": 2, "UIDNEXT": 3, "RECENT": 2})
+
     def test_threaded_disk_work(self) -> None:
         """With the reactor's thread pool, APPEND and rescans run off the reactor thread."""
         notifier = MailboxNotifier(reactor)
@@ -334,6 +370,25 @@ class FolderTests(StoreTestBase):
         self.assertIn("\\Noselect", rows["Old"].getFlags())
         self.assertRaises(MailboxError, self.account.delete, "INBOX")
         self.assertRaises(MailboxError, self.account.rename, "INBOX", "x")
+
+    def test_rename_open_folder(self) -> None:
+        """A session with a folder selected keeps working after another renames it."""
+        self.account.create("Box")
+        box = self.select("Box")
+        self.account.rename("Box", "Other")
+        self.assertEqual(result(box.append(msg("x"))), 1)
+        again = self.select("Other")
+        self.assertEqual(again.getMessageCount(), 1)
+        self.assertIsNone(result(self.account.select("Box")))
+
+    def test_subscriptions_file(self) -> None:
+        """Subscriptions are kept one name per line (modified UTF-7) in Maildir/subscriptions."""
+        self.account.subscribe("Caf\u00e9/Men\u00fc")
+        with open(os.path.join(self.md, "subscriptions")) as f:
+            self.assertIn("Caf&AOk-/Men&APw-\n", f.read())
+        self.assertTrue(self.reopen().isSubscribed("Caf\u00e9/Men\u00fc"))
+        self.account.unsubscribe("Caf\u00e9/Men\u00fc")
+        self.assertRaises(MailboxError, self.account.unsubscribe, "Caf\u00e9/Men\u00fc")
 
     def test_wildcards(self) -> None:
         """LIST '%' stays on one level, '*' descends (RFC 3501 §6.3.8)."""

@@ -1,0 +1,84 @@
+"""Maildir file names, flags and message measurement (the on-disk format other clients read)."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from cgtwist.mailstore import maildir
+
+
+class FileNameTests(unittest.TestCase):
+    @given(st.text(alphabet=st.characters(blacklist_characters=":/\x00", min_codepoint=33, max_codepoint=126),
+                   min_size=1, max_size=40),
+           st.sets(st.sampled_from("DFPRSTabcz")))
+    def test_flags_roundtrip(self, key: str, letters: set[str]) -> None:
+        """Any key with any set of info letters reads back as written, letters sorted (maildir(5))."""
+        name = maildir.join_name(key, letters)
+        self.assertEqual(maildir.split_name(name), (key, "".join(sorted(letters))))
+
+    @given(st.text(max_size=60))
+    def test_split_never_fails(self, name: str) -> None:
+        """Whatever file name another program left in cur/, parsing it does not raise (fuzzed)."""
+        key, letters = maildir.split_name(name)
+        self.assertTrue(name.startswith(key))
+
+    def test_dovecot_names(self) -> None:
+        """Dovecot's S=/W= fields stay in the key; its extra info fields are not flags."""
+        self.assertEqual(maildir.split_name("1035478339.27041_118.foo.org,S=1000,W=1030:2,S"),
+                         ("1035478339.27041_118.foo.org,S=1000,W=1030", "S"))
+        self.assertEqual(maildir.split_name("k:2,FS,xyz"), ("k", "FS"))
+        self.assertEqual(maildir.split_name("k:1,experimental"), ("k", ""))
+
+    def test_flag_names(self) -> None:
+        """System flags are case-insensitive; keywords keep their case."""
+        self.assertEqual(maildir.canonical_flag("\\SEEN"), "\\Seen")
+        self.assertEqual(maildir.canonical_flag("$forwarded"), "$Forwarded")
+        self.assertEqual(maildir.canonical_flag("$Junk"), "$Junk")
+
+
+class MeasureTests(unittest.TestCase):
+    def write(self, data: bytes) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_crlf_message(self) -> None:
+        """A CRLF message: size is the file size, body offset after the blank line."""
+        data = b"Subject: x\r\nFrom: a@b\r\n\r\nbody\r\nmore\r\n"
+        m = maildir.measure(self.write(data))
+        self.assertEqual((m.size, m.crlf, m.body_offset, m.body_size, m.body_lines),
+                         (len(data), True, data.index(b"body"), 12, 2))
+        self.assertEqual(m.headers, {"subject": "x", "from": "a@b"})
+
+    def test_mixed_and_folded(self) -> None:
+        """Bare LF counts as CRLF; folded headers keep their folding; no body is fine."""
+        m = maildir.measure(self.write(b"Subject: a\n  b\nTo: x\n"))
+        self.assertEqual(m.size, len(b"Subject: a\r\n  b\r\nTo: x\r\n"))
+        self.assertFalse(m.crlf)
+        self.assertEqual(m.headers["subject"], "a\r\n  b")
+        self.assertEqual(m.body_size, 0)
+
+    @given(st.binary(max_size=300))
+    def test_measure_matches_served_bytes(self, data: bytes) -> None:
+        """For any bytes, the size we announce equals the CRLF-normalised bytes we send."""
+        path = self.write(data)
+        m = maildir.measure(path)
+        self.assertEqual(m.size, len(maildir.to_crlf(data)))
+        os.unlink(path)
+
+    def test_deliver_is_atomic_and_sets_date(self) -> None:
+        """deliver() leaves nothing in tmp/, keeps the bytes and sets the INTERNALDATE."""
+        md = os.path.abspath(self.mktemp())
+        maildir.ensure(md)
+        key, fname = maildir.deliver(md, b"Subject: x\r\n\r\ny\r\n", "SF", mtime=1000000000.0)
+        self.assertEqual(os.listdir(os.path.join(md, "tmp")), [])
+        self.assertEqual(fname, key + ":2,FS")
+        path = os.path.join(md, "cur", fname)
+        self.assertEqual(os.stat(path).st_mtime, 1000000000.0)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"Subject: x\r\n\r\ny\r\n")
