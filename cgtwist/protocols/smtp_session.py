@@ -334,7 +334,7 @@ class SMTPWire(ESMTP):
                 nl = self._buf.find(b"\n", self._pos)
                 limit = int(self._setting("smtp.max_command_length"))
                 if nl < 0:
-                    if len(self._buf) - self._pos > limit:
+                    if len(self._buf) - self._pos >= limit:  # its LF would make it longer
                         self._buf, self._pos = b"", 0
                         if not self._discarding:
                             self._discarding = True
@@ -345,7 +345,7 @@ class SMTPWire(ESMTP):
                 if self._discarding:
                     self._discarding = False
                     continue
-                if len(line) > limit:
+                if len(line) + 1 > limit:  # RFC 5321 §4.5.3.1.4 counts the CRLF
                     self._too_long()
                     continue
                 self._line(line)

@@ -549,3 +549,14 @@ class TraceThroughProtocolTests(unittest.TestCase):
         h.connect()
         self.assertEqual(h.proto.session.peer_ip, "192.0.2.5")
         self.assertEqual(h.factory.per_ip, {"192.0.2.5": 1})
+
+
+class ExactLimitTests(unittest.TestCase):
+    def test_command_length_counts_crlf(self) -> None:
+        """With a 512-octet limit a 512-octet command (CRLF included) passes, 513 does not."""
+        h = Harness(overrides={"smtp.max_command_length": 512})
+        self.assertEqual(h.send(b"NOOP " + b"x" * 505 + b"\r\n"), ["250 2.0.0 Ok"])
+        self.assertEqual(h.send(b"NOOP " + b"x" * 506 + b"\r\n"), ["500 5.5.2 Line too long"])
+        for piece in (b"NOOP " + b"y" * 300, b"y" * 205, b"\r\n"):
+            out = h.send(piece)
+        self.assertEqual(out, ["250 2.0.0 Ok"])
