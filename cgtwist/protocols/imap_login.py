@@ -136,12 +136,25 @@ class LoginMixin:
     def _login(self, tag: bytes, user: bytes, passwd: bytes) -> None:
         """Log in through the portal as given (user@domain, user%domain or bare)."""
         name = user.decode("utf-8", "replace")
+        # A shared penalty object may also cap concurrent logins per IP (RELIABILITY §c).
+        acquire = getattr(self.penalty, "acquire", None)
+        if acquire is not None and not acquire(self.peer_ip):
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many concurrent logins, try later")
+            return
         portal: Any = self.portal
         d = defer.maybeDeferred(portal.login, credentials.UsernamePassword(user, passwd),
                                 None, imap4.IAccount)
+        if acquire is not None:
+            d.addBoth(self._login_release)
         d.addCallbacks(self._login_ok, self._login_failed, callbackArgs=(tag, name),
                        errbackArgs=(tag, name))
         d.addErrback(self._login_bug, tag)
+
+    def _login_release(self, result: Any) -> Any:
+        release = getattr(self.penalty, "release", None)
+        if release is not None:
+            release(self.peer_ip)
+        return result
 
     def _login_bug(self, failure: Failure, tag: bytes) -> None:
         self.log.failure("imap: login handling failed", failure)

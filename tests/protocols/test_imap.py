@@ -374,3 +374,24 @@ class LogoutTests(unittest.TestCase):
         out = c.send(b"a LOGOUT\r\nb LOGIN alice@example.com secret\r\n")
         self.assertEqual(out, b"* BYE Logging out\r\na OK LOGOUT completed\r\n")
         self.assertTrue(c.transport.disconnecting)
+
+
+class SharedPenaltyTests(unittest.TestCase):
+    def test_shared_auth_penalty_object(self) -> None:
+        """The project's AuthPenalty plugs in: delays apply and its concurrency cap is honoured."""
+        from cgtwist.checks.authpenalty import AuthPenalty
+        from cgtwist.protocols.imap import IMAPFactory
+        from cgtwist.types import ListenerSpec
+        from tests.protocols.test_imap_support import Client as _Client
+
+        world = World({"auth.fail_delays": [3]})
+        penalty = AuthPenalty(world.clock, world.settings)
+        f = IMAPFactory(ListenerSpec("imap", 993, tls="implicit"), world.settings, world.portal,
+                        lambda: None, "mail.example.com", world.clock, penalty=penalty)
+        c = _Client(world, factory=f)
+        self.assertEqual(c.send(b"a LOGIN alice@example.com nope\r\n"), b"")
+        world.clock.advance(3)
+        self.assertIn(b"a NO [AUTHENTICATIONFAILED]", c.take())
+        self.assertEqual(penalty.failures("192.0.2.10"), 1)
+        self.assertIn(b"b OK", c.send(b"b LOGIN alice@example.com secret\r\n"))
+        self.assertEqual(penalty.failures("192.0.2.10"), 0)

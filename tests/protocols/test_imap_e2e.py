@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime
 import imaplib
+import os
 import re
+import shutil
 import socket
 import ssl as pyssl
+import subprocess
+import tempfile
 from typing import Any, Callable
 
 from cryptography import x509
@@ -64,7 +68,9 @@ class TrackingFactory(IMAPFactory):
         return p
 
 
-class E2ETests(unittest.TestCase):
+class Harness(unittest.TestCase):
+    """A listening CgIMAP4Server on 127.0.0.1 and a way to run blocking clients in a thread."""
+
     timeout = 60
 
     def setUp(self) -> None:
@@ -90,6 +96,9 @@ class E2ETests(unittest.TestCase):
         yield defer.DeferredList(self.factory.gone)
         return result
 
+
+
+class ImaplibTests(Harness):
     @defer.inlineCallbacks
     def test_starttls_session_with_imaplib(self) -> Any:
         """imaplib: LOGINDISABLED before STARTTLS, then a full session over TLS works."""
@@ -186,3 +195,43 @@ class E2ETests(unittest.TestCase):
         for r in replies:
             self.assertTrue(re.match(rb"a\d (BAD|NO) ", r), r)
         self.assertEqual(noop[0], "OK")
+
+
+class FetchmailTests(Harness):
+    """A real third-party client: fetchmail over STARTTLS and implicit TLS."""
+
+    if shutil.which("fetchmail") is None:
+        skip = "fetchmail is not installed (.ci/run installs it)"
+
+    def run_fetchmail(self, port: int, ssl_line: str) -> tuple[int, bytes, str]:
+        home = tempfile.mkdtemp(dir=self.world.tmp)
+        out = os.path.join(home, "out.mbox")
+        rc = os.path.join(home, "fetchmailrc")
+        with open(rc, "w") as f:
+            f.write(f'set no syslog\npoll 127.0.0.1 protocol IMAP port {port} auth password\n'
+                    f'  user "alice@example.com" password "secret" is "x" here\n'
+                    f'  {ssl_line} no sslcertck keep\n'
+                    f'  mda "/bin/sh -c \'cat >> {out}\'"\n')
+        os.chmod(rc, 0o600)
+        env = dict(os.environ, FETCHMAILHOME=home, HOME=home)
+        proc = subprocess.run(["fetchmail", "-f", rc, "--nodetach", "-v"], env=env,
+                              capture_output=True, timeout=30)
+        data = open(out, "rb").read() if os.path.exists(out) else b""
+        return proc.returncode, data, proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
+
+    @defer.inlineCallbacks
+    def test_fetchmail_implicit_tls(self) -> Any:
+        """fetchmail retrieves the message over port-993 style implicit TLS."""
+        port = self.listen("implicit")
+        code, data, log_text = yield self.in_thread(lambda: self.run_fetchmail(port, "ssl"))
+        self.assertEqual(code, 0, log_text)
+        self.assertIn(b"Subject: Hello there", data)
+
+    @defer.inlineCallbacks
+    def test_fetchmail_starttls(self) -> Any:
+        """fetchmail upgrades with STARTTLS (LOGINDISABLED before it) and retrieves the message."""
+        port = self.listen("starttls")
+        code, data, log_text = yield self.in_thread(lambda: self.run_fetchmail(port, "sslproto 'TLS1.2+'"))
+        self.assertEqual(code, 0, log_text)
+        self.assertIn(b"Subject: Hello there", data)
+        self.assertIn("STARTTLS", log_text)
