@@ -330,6 +330,17 @@ class TLSAndRelay(_Base):
         self.assertEqual(sum(1 for c in f.log.commands if c.startswith("EHLO")), 2)
         self.assertIn(self.attempts[-1].tls, ("TLSv1.2", "TLSv1.3"))
 
+    async def test_broken_tls_falls_back_to_plaintext(self) -> None:
+        """An MX whose TLS is broken still gets the mail: the client retries that address once
+        without STARTTLS (opportunistic TLS must not make a domain unreachable)."""
+        f = self.sink(extensions=("STARTTLS",), tls_garbage=True)
+        rs = await self.agent(self.resolver()).deliver("m29", Envelope("a@src.test"), MESSAGE,
+                                                       rcpts("x@dst.test"))
+        self.assertEqual(rs[0].state, "delivered")
+        self.assertEqual(f.log.connections, 2)
+        self.assertEqual(f.log.commands.count("STARTTLS"), 1)
+        self.assertEqual(len(f.log.messages), 1)
+
     async def test_starttls_not_used_when_disabled(self) -> None:
         """With opportunistic TLS switched off the client never sends STARTTLS."""
         f = self.sink(extensions=("STARTTLS",), tls=server_tls())

@@ -63,6 +63,7 @@ class Behaviour:
     stall_after_dot: bool = False
     tls: Optional[ssl.CertificateOptions] = None
     auth_ok: str = "235 2.7.0 Authentication successful"
+    tls_garbage: bool = False  # answer the ClientHello with non-TLS bytes (a broken TLS stack)
 
 
 @dataclass
@@ -100,6 +101,10 @@ class Sink(LineReceiver):
         if not self.lost.called:
             self.lost.callback(None)
 
+    def rawDataReceived(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        self.transport.loseConnection()
+
     def lineReceived(self, line: bytes) -> None:
         if self.in_data:
             if line == b".":
@@ -133,6 +138,9 @@ class Sink(LineReceiver):
                 self.sendLine(f"250{sep}{x}".encode())
         elif verb == "HELO":
             self.sendLine(b"250 sink.test")
+        elif verb == "STARTTLS" and self.b.tls_garbage:
+            self.sendLine(b"220 2.0.0 Ready to start TLS")
+            self.setRawMode()
         elif verb == "STARTTLS" and self.b.tls is not None and not self.tls:
             self.sendLine(b"220 2.0.0 Ready to start TLS")
             self.transport.startTLS(self.b.tls)
