@@ -38,6 +38,15 @@ def _mutf7(name: str) -> bytes:
 
 
 
+def _decode_name(raw: bytes) -> Any:
+    """A mailbox name or pattern from the wire as str; undecodable input is passed on as is
+    (the account then refuses it)."""
+    try:
+        return raw.decode("imap4-utf-7")
+    except Exception:
+        return raw
+
+
 def _flag_list(raw: Any) -> list[str]:
     """Validate a flag list from APPEND/STORE: system flags or keyword atoms; no \\Recent."""
     out = []
@@ -247,7 +256,8 @@ class MailboxCommands:
             self.sendUntaggedResponse(cmd + b' (\\Noselect) "/" ""')
             self.sendPositiveResponse(tag, cmd + b" completed")
             return
-        d = defer.maybeDeferred(self.account.listMailboxes, ref, pattern)
+        # The wire form is modified UTF-7 (RFC 3501 §5.1.3); the account matches decoded names.
+        d = defer.maybeDeferred(self.account.listMailboxes, _decode_name(ref), _decode_name(pattern))
 
         def show(rows: list[tuple[str, Any]]) -> None:
             for name, info in rows:

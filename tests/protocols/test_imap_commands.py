@@ -61,6 +61,9 @@ class SelectAndListTests(Base):
         self.assertIn(b'* LIST (\\HasNoChildren) "/" "Projects/2026"', out)
         out = self.c.send(b'm LIST "" %\r\n')
         self.assertNotIn(b"Projects/2026", out)
+        self.c.send(b"c CREATE &AOQ-/sub\r\n")
+        out = self.c.send(b'o LIST "" "&AOQ-/%"\r\n')
+        self.assertIn(b'* LIST (\\HasNoChildren) "/" "&AOQ-/sub"', out)
         out = self.c.send(b'n LIST "" ""\r\n')
         self.assertIn(b'* LIST (\\Noselect) "/" ""', out)
 
