@@ -249,8 +249,13 @@ class AuthCommands(SMTPWire):
     def _auth_error(self, f: Failure, username: bytes, password: bytes) -> Optional[defer.Deferred[None]]:
         if f.check(UnauthorizedLogin):
             return self._auth_failed(username, password)
-        # The store could not answer (AuthUnavailable) or a bug: retry later, never 535.
-        self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
+        # The store could not answer (AuthUnavailable, already logged by the checker) or a
+        # bug: retry later, never 535 (RFC 4954 §6: 454 4.7.0).
+        if f.check(MailError) and f.value.temporary:  # type: ignore[union-attr]
+            self.log.info("auth unavailable: peer={peer} reason={reason}", peer=self._peer(),
+                          reason=f.getErrorMessage())
+        else:
+            self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
         self._reply(454, "4.7.0", "Temporary authentication failure")
         return None
 

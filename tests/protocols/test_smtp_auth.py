@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from twisted.trial import unittest
 
@@ -209,3 +210,46 @@ class SharedPenaltyTests(unittest.TestCase):
         checker.pending.pop().callback("alice@example.com")
         self.assertEqual(first.replies(), ["235 2.7.0 Authentication successful"])
         self.assertEqual(second.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])  # slot free again
+
+
+class RealCheckerTests(unittest.TestCase):
+    """AUTH through the project's AccountChecker (cgtwist.core.auth) over a fake store."""
+
+    def make(self, fail: bool = False) -> Harness:
+        from twisted.internet import defer
+
+        from cgtwist.core.auth import AccountChecker
+        from cgtwist.types import Account
+
+        class Store:
+            main_domain = "example.com"
+
+            def verify_password(self, name: str, domain: str, password: Any) -> Any:
+                if fail:
+                    return defer.fail(OSError("database is locked"))
+                ok = (name, domain) == ("alice", "example.com") and password in (b"secret", "secret")
+                return defer.succeed(Account("alice", "example.com") if ok else None)
+
+        h = Harness(listener=SUBMISSION, portal=make_portal(AccountChecker(Store())))  # type: ignore[arg-type]
+        h.cmd("EHLO c.example")
+        return h
+
+    def test_all_login_forms(self) -> None:
+        """user@domain, user%domain and a bare name in the main domain all log in as alice."""
+        for login in [b"alice@example.com", b"alice%example.com", b"ALICE", b"alice@EXAMPLE.COM"]:
+            h = self.make()
+            self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0" + login + b"\0secret")),
+                             ["235 2.7.0 Authentication successful"], login)
+            self.assertEqual(h.proto.session.account, "alice@example.com")
+
+    def test_wrong_and_unknown_alike(self) -> None:
+        """Wrong password and unknown user get the same 535; a broken store gets 454."""
+        for login in [b"alice", b"nobody", b"bad name!"]:
+            h = self.make()
+            h.cmd("AUTH PLAIN " + b64(b"\0" + login + b"\0nope"))
+            h.clock.advance(30)
+            self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid"], login)
+        h = self.make(fail=True)
+        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+                         ["454 4.7.0 Temporary authentication failure"])
+        self.flushLoggedErrors()
