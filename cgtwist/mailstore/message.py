@@ -86,10 +86,13 @@ class MaildirMessage:
     # -- IMessageFile --------------------------------------------------------------------------
 
     def open(self) -> BinaryIO:
+        f = self.open_or_none()
+        return f if f is not None else io.BytesIO(b"")
+
+    def open_or_none(self) -> Optional[BinaryIO]:
+        """Like open(), but None when the message file is gone (expunged by another session)."""
         f = _open_entry(self.folder, self.entry)
-        if f is None:
-            return io.BytesIO(b"")
-        if self.entry.meta.crlf:
+        if f is None or self.entry.meta.crlf:
             return f
         with f:
             return io.BytesIO(maildir.to_crlf(f.read()))

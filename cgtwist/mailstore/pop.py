@@ -20,6 +20,7 @@ from zope.interface import implementer
 from cgtwist.mailstore import maildir
 from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.mailbox import MaildirMailbox
+from cgtwist.mailstore.message import MaildirMessage
 
 LOCK_FILE = "cgtwist-pop3.lock"
 
@@ -96,16 +97,23 @@ class PopMailbox:
         live = [e.meta.size for n, e in enumerate(self.entries) if n not in self.deleted]
         return len(live), sum(live)
 
-    def message_file(self, i: int) -> BinaryIO:
-        """The message with CRLF line ends (empty if it vanished meanwhile)."""
+    def _message(self, i: int) -> MaildirMessage:
         self._check(i)
+        e = self.entries[i]
+        return MaildirMessage(self.box.folder, e, frozenset(), False)
+
+    def message_file(self, i: int) -> BinaryIO:
+        """The message with CRLF line ends; LookupError when another session (IMAP) expunged
+        it since this session began."""
+        f = self._message(i).open_or_none()
+        if f is None:
+            raise LookupError("message no longer exists")
         self.retrieved.add(i)
-        return self.box.message(i + 1).open()
+        return f
 
     def top(self, i: int, lines: int) -> bytes:
         """TOP: the header, the blank line, and the first ``lines`` body lines (RFC 1939 §7)."""
-        self._check(i)
-        with self.box.message(i + 1).open() as f:
+        with self.message_file(i) as f:
             data = f.read()
         off = maildir.split_header(data)
         body = data[off:]

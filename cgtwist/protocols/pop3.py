@@ -466,7 +466,11 @@ class POP3Server(pop3.POP3):
         i = self._msg(rest.strip())
         if i is None:
             return None
-        f = self.mbox.message_file(i)
+        try:
+            f = self.mbox.message_file(i)
+        except LookupError:
+            self.err(f"Message {i + 1} was removed by another session")
+            return None
         self.ok(f"{self.mbox.entries[i].meta.size} octets")
         return self._send_file(f)
 
@@ -482,7 +486,11 @@ class POP3Server(pop3.POP3):
         i = self._msg(args[0])
         if i is None:
             return None
-        data = self.mbox.top(i, int(args[1]))
+        try:
+            data = self.mbox.top(i, int(args[1]))
+        except LookupError:
+            self.err(f"Message {i + 1} was removed by another session")
+            return None
         self.ok("Top of message follows")
         stuff = _stuffer()
         out = stuff(data)

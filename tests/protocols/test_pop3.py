@@ -299,6 +299,16 @@ class TransactionTests(POP3TestBase):
         self.proto.connectionLost()
         self.assertEqual(len(self.files()), 2)
 
+    def test_message_expunged_by_imap_meanwhile(self) -> None:
+        """A message removed by an IMAP session during the POP3 session gets -ERR, not garbage;
+        QUIT still works."""
+        for name in os.listdir(os.path.join(self.md, "cur")):
+            os.unlink(os.path.join(self.md, "cur", name))
+        self.assertEqual(self.cmd(b"RETR 1"), b"-ERR Message 1 was removed by another session\r\n")
+        self.assertEqual(self.cmd(b"TOP 2 0"), b"-ERR Message 2 was removed by another session\r\n")
+        self.cmd(b"DELE 1")
+        self.assertEqual(self.cmd(b"QUIT"), b"+OK Logging out, 1 messages deleted\r\n")
+
     def test_rset(self) -> None:
         """RSET undoes DELE."""
         self.cmd(b"DELE 1")
