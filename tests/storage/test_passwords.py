@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from cgtwist.storage.passwords import PasswordHasher, generate_password
@@ -85,6 +85,19 @@ class PasswordHasherTests(unittest.TestCase):
         self.assertTrue(await self.hasher.verify(old, "pw"))
         self.assertFalse(self.hasher.needs_rehash(await self.hasher.hash("pw")))
         self.assertTrue(self.hasher.needs_rehash("{SHA512-CRYPT}$6$x$y"))
+
+    async def test_hashing_leaves_the_reactor_free(self) -> None:
+        """50 concurrent verifications at full argon2id cost never stall the reactor
+        (RELIABILITY b-G 42): a call scheduled after them runs while they are still running."""
+        phc = await self.hasher.hash("right")
+        done: list[bool] = []
+        checks = [self.hasher.verify(phc, "right" if i % 2 else "wrong").addCallback(done.append)
+                  for i in range(50)]
+        seen: list[int] = []
+        await task.deferLater(reactor, 0, lambda: seen.append(len(done)))
+        await defer.gatherResults(checks)
+        self.assertLess(seen[0], 50)
+        self.assertEqual(done.count(True), 25)
 
     def test_runs_in_pool_with_a_limit(self) -> None:
         """Hashing is handed to the thread pool, at most ``concurrency`` jobs at a time."""
