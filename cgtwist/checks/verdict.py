@@ -91,3 +91,15 @@ class Verdict:
             out.append(b"Authentication-Results: " +
                        self.authentication_results(authserv_id).encode("ascii", "replace"))
         return out
+
+
+def claims_our_authserv_id(value: str | bytes, authserv_id: str) -> bool:
+    """True when an incoming ``Authentication-Results`` value names our authserv-id.
+
+    RFC 8601 §5: such headers arriving from outside are forgeries and must be removed (or the
+    message refused) before ours is added. The SMTP DATA path calls this per header.
+    """
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = re.sub(r"\([^()]*\)", " ", text.replace("\r", " ").replace("\n", " "))
+    words = text.strip().split(";", 1)[0].split()
+    return bool(words) and words[0].strip('"').lower().rstrip(".") == authserv_id.lower().rstrip(".")

@@ -212,3 +212,13 @@ class SharedPenaltyTests(unittest.TestCase):
         p.record_success("192.0.2.1", "alice")
         self.assertEqual(p.delay_for("192.0.2.1"), 2)
         self.assertEqual(offenders, ["192.0.2.1", "192.0.2.1"])
+
+
+class ForgedHeaderTests(unittest.TestCase):
+    def test_forged_authentication_results_detected(self) -> None:
+        """An incoming Authentication-Results claiming to be ours is recognised (RFC 8601 §5)."""
+        from cgtwist.checks.verdict import claims_our_authserv_id
+        self.assertTrue(claims_our_authserv_id(b"MX.Ours.Test; spf=pass smtp.mailfrom=a@b", "mx.ours.test"))
+        self.assertTrue(claims_our_authserv_id("(c)\r\n mx.ours.test 1; none", "mx.ours.test"))
+        self.assertFalse(claims_our_authserv_id("mx.other.test; spf=pass", "mx.ours.test"))
+        self.assertFalse(claims_our_authserv_id("", "mx.ours.test"))
