@@ -230,6 +230,8 @@ class CgSMTP(AuthCommands):
         def assemble(lines: Any) -> Any:
             extra = []
             for line in lines or ():
+                if isinstance(line, str):
+                    line = line.encode("utf-8", "replace")
                 safe = safe_header_line(line)
                 if safe is None:
                     self.log.warn("dropped unsafe trace header line {line!r}", line=line)
