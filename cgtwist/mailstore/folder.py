@@ -467,7 +467,14 @@ class Folder:
             for source, flags, date in sources:
                 letters = "".join(sorted(self._letters_blocking(
                     [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
-                key, fname = maildir.deliver(self.path, source, letters, date, hostname=self._hostname)
+                try:
+                    key, fname = maildir.deliver(self.path, source, letters, date, hostname=self._hostname)
+                except FileNotFoundError:
+                    # COPY source renamed by a flag change meanwhile: find it by its key.
+                    moved = maildir.find_key(source) if isinstance(source, str) else None
+                    if moved is None:
+                        raise
+                    key, fname = maildir.deliver(self.path, moved, letters, date, hostname=self._hostname)
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
                 uid = self._ul.assign(key)
                 ch.added.append(Entry(uid, key, "cur", fname, maildir.split_name(fname)[1], meta))

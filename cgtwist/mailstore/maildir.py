@@ -164,6 +164,22 @@ def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
     return key, fname
 
 
+def find_key(stale_path: str) -> Optional[str]:
+    """The current path of the message whose old path was ``stale_path`` (its flags, and so
+    its name, may have changed, or it moved from new/ to cur/), or None when it is gone."""
+    folder = os.path.dirname(os.path.dirname(stale_path))
+    key = split_name(os.path.basename(stale_path))[0]
+    for sub in ("cur", "new"):
+        try:
+            names = os.listdir(os.path.join(folder, sub))
+        except OSError:
+            continue
+        for name in names:
+            if split_name(name)[0] == key:
+                return os.path.join(folder, sub, name)
+    return None
+
+
 @dataclass
 class Meta:
     """Facts about one message file, computed once and cached.

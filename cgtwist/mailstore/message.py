@@ -10,7 +10,6 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import io
-import os
 from email.message import Message as EmailMessage
 from email.utils import formatdate
 from typing import BinaryIO, Optional
@@ -31,14 +30,13 @@ def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
         except FileNotFoundError:
             continue
     # Renamed on disk by another client since the last scan: look for the key.
-    for sub in ("cur", "new"):
-        try:
-            for fname in os.listdir(os.path.join(folder.path, sub)):
-                if maildir.split_name(fname)[0] == entry.key:
-                    return open(os.path.join(folder.path, sub, fname), "rb")
-        except OSError:
-            continue
-    return None
+    found = maildir.find_key(entry.path(folder.path))
+    if found is None:
+        return None
+    try:
+        return open(found, "rb")
+    except FileNotFoundError:
+        return None
 
 
 @implementer(imap4.IMessage, imap4.IMessageFile)

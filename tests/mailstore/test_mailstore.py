@@ -313,6 +313,18 @@ class MessageTests(StoreTestBase):
         self.assertEqual(m.getSubPart(0).getHeaders(False, "content-type"), {"content-type": "text/plain"})
         self.assertRaises(IndexError, m.getSubPart, 5)
 
+    def test_copy_follows_renamed_source(self) -> None:
+        """COPY still finds a message whose file another client renamed (flag change) meanwhile,
+        and FETCH reads it too."""
+        deliver(self.md, msg("x"))
+        box = self.select()
+        cur = os.path.join(self.md, "cur")
+        [name] = os.listdir(cur)
+        os.rename(os.path.join(cur, name), os.path.join(cur, name.split(":")[0] + ":2,S"))
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        self.assertIn(b"Subject: x", m.open().read())
+        self.assertEqual(result(box.copy_uids([1], self.select("Trash"))), ([1], [1]))
+
     def test_cache_written(self) -> None:
         """Parsed facts are cached beside the folder so a restart does not re-read messages."""
         deliver(self.md, msg("cached"))
