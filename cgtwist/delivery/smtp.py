@@ -204,11 +204,8 @@ class SMTPDelivery:
         # per connection); if it died while idle, fall through to a fresh one.
         client = self._take_idle(key)
         if client is not None:
-            result = await self._transaction(client, envelope, data, recipients)
-            if not (result.error is not None and result.mail is None):
-                self._finish(msg_id, key, client, result, recipients, data)
+            if await self._run(msg_id, key, client, envelope, data, recipients, reused=True):
                 return recipients
-            client.abort(SessionError("dropped", "idle"))
 
         last = "4.4.1 no answer from any host"
         tried = 0
@@ -277,8 +274,7 @@ class SMTPDelivery:
             if e.reply is not None:
                 return remote_detail(target.host, ip, str(e.reply))
             return f"4.4.2 {target.host}[{ip}]: {e.text}"
-        result = await self._transaction(client, envelope, data, recipients)
-        self._finish(msg_id, key, client, result, recipients, data, target.host, ip)
+        await self._run(msg_id, key, client, envelope, data, recipients, target.host, ip)
         return None
 
     async def _transaction(self, client: SMTPClient, envelope: Envelope, data: bytes,
@@ -300,28 +296,72 @@ class SMTPDelivery:
 
     # --- results -----------------------------------------------------------------------------
 
-    def _finish(self, msg_id: str, key: tuple[str, str, int], client: SMTPClient,
-                result: TransactionResult, recipients: list[Recipient], data: bytes,
-                host: str = "", ip: str = "") -> None:
+    def _precheck(self, client: SMTPClient, envelope: Envelope,
+                  recipients: list[Recipient]) -> list[Recipient]:
+        """Fail what must not go on the wire; return the recipients to send."""
+        if envelope.sender and not _safe_path(envelope.sender):
+            _set_all(recipients, "failed", "5.1.7 unusable sender address")
+            return []
+        todo = []
+        for r in recipients:
+            if _safe_path(r.address):
+                todo.append(r)
+            else:  # never let a CR/LF or '>' reach the command line (command injection)
+                r.state, r.detail = "failed", "5.1.3 unusable recipient address"
+        utf8 = not (envelope.sender.isascii() and all(r.address.isascii() for r in todo))
+        if todo and utf8 and "SMTPUTF8" not in client.extensions:
+            # RFC 6531 §3.2: without SMTPUTF8 at the next hop the message cannot be sent.
+            _set_all(todo, "failed", "5.6.7 the receiving server does not accept "
+                                     "internationalised addresses (SMTPUTF8)")
+            return []
+        return todo
+
+    async def _run(self, msg_id: str, key: tuple[str, str, int], client: SMTPClient,
+                   envelope: Envelope, data: bytes, recipients: list[Recipient], host: str = "",
+                   ip: str = "", reused: bool = False) -> bool:
+        """Send the message on an open session and record per-recipient results.
+
+        Recipients refused with 452 (too many recipients, RFC 5321 §4.5.3.1.10) go again in a
+        further transaction on the same connection as long as each round delivers something.
+        False only when a reused idle connection turned out dead before MAIL was answered (the
+        recipients are untouched then).
+        """
         host = host or client.peer_name
         ip = ip or _peer_ip(client)
-        apply_result(result, recipients, host, ip)
-        final = result.end or result.data or result.mail
-        reply = str(final) if final is not None else (result.error.text if result.error else "")
-        self._record(msg_id, host, ip, reply, client.tls_version)
-        if result.error is not None and result.data is not None and result.data.code == 354:
-            # RFC 5321 §6.1 / RFC 1047: the peer may have the message already; we retry anyway
-            # (at-least-once) and say so in the log.
-            log.warn("{msg_id}: {host}[{ip}] lost the session after DATA ({err}); retrying may "
-                     "duplicate the message", msg_id=msg_id, host=host, ip=ip, err=result.error.text)
+        todo = self._precheck(client, envelope, recipients)
+        result: Optional[TransactionResult] = None
+        rounds = 0
+        while todo:
+            result = await self._transaction(client, envelope, data, todo)
+            if reused and rounds == 0 and result.error is not None and result.mail is None:
+                client.abort(result.error)
+                return False
+            rounds += 1
+            apply_result(result, todo, host, ip)
+            final = result.end or result.data or result.mail
+            reply = str(final) if final is not None else (result.error.text if result.error else "")
+            self._record(msg_id, host, ip, reply, client.tls_version)
+            if result.error is not None and result.data is not None and result.data.code == 354:
+                # RFC 5321 §6.1 / RFC 1047: the peer may have the message already; we retry
+                # anyway (at-least-once) and say so in the log.
+                log.warn("{msg_id}: {host}[{ip}] lost the session after DATA ({err}); retrying "
+                         "may duplicate the message", msg_id=msg_id, host=host, ip=ip,
+                         err=result.error.text)
+            again = [r for i, r in enumerate(todo) if r.state == "pending" and i < len(result.rcpts)
+                     and result.rcpts[i] is not None and result.rcpts[i].code == 452]  # type: ignore[union-attr]
+            progressed = any(r.state == "delivered" for r in todo)
+            if result.error is not None or not again or not progressed or not client.alive or rounds >= 100:
+                break
+            todo = again
         for r in recipients:
             log.info("{msg_id}: to=<{rcpt}> relay={host}[{ip}] tls={tls} status={state} {detail}",
                      msg_id=msg_id, rcpt=r.address, host=host, ip=ip, tls=client.tls_version or "none",
                      state=r.state, detail=r.detail)
-        if result.error is None and client.alive:
+        if (result is None or result.error is None) and client.alive:
             self._keep_idle(key, client)
         else:
-            client.abort(result.error or SessionError("done", "quit"))
+            client.abort((result.error if result else None) or SessionError("done", "quit"))
+        return True
 
     def _record(self, msg_id: str, host: str, ip: str, reply: str, tls: Optional[str]) -> None:
         if self.on_attempt is not None:
@@ -470,6 +510,16 @@ def apply_result(result: TransactionResult, recipients: list[Recipient], host: s
             # Lost between RCPT and the reply to the final dot: not delivered as far as we know.
             r.state = "pending"
             r.detail = f"4.4.2 {host}[{ip}]: {err.text if err else 'no reply to end of data'}"
+
+
+def _safe_path(address: str) -> bool:
+    """Fit for ``<...>`` on a command line: no controls, no angle brackets, at most 256 octets
+    (RFC 5321 §4.5.3.1.3), spaces only inside a quoted local part."""
+    if not address or len(address.encode("utf-8", "replace")) > 256:
+        return False
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address) or "<" in address or ">" in address:
+        return False
+    return " " not in address or address.startswith('"')
 
 
 def _set(r: Recipient, reply: Any, host: str, ip: str) -> None:

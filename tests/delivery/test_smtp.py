@@ -142,6 +142,43 @@ class PerRecipientResults(_Base):
         self.assertTrue(all(m.strip() == b"" for m in f.log.messages))
 
 
+    async def test_too_many_recipients_continue_in_next_transaction(self) -> None:
+        """A server taking only 2 recipients per message gets the rest in further transactions
+        on the same connection (RFC 5321 §4.5.3.1.10), so nobody waits for a retry."""
+        f = self.sink(max_rcpts=2)
+        addrs = [f"u{i}@dst.test" for i in range(5)]
+        rs = await self.agent(self.resolver()).deliver("m31", Envelope("a@src.test"), MESSAGE,
+                                                       rcpts(*addrs))
+        self.assertEqual([r.state for r in rs], ["delivered"] * 5)
+        self.assertEqual(f.log.connections, 1)
+        self.assertEqual(len(f.log.messages), 3)
+
+    async def test_unsafe_addresses_never_reach_the_wire(self) -> None:
+        """A recipient containing CR/LF or '>' (a command injection) fails and nothing of it
+        is sent; the other recipients are still delivered."""
+        f = self.sink()
+        bad = Recipient("x@dst.test>\r\nRCPT TO:<evil@dst.test", route="SMTP(dst.test)")
+        rs = await self.agent(self.resolver()).deliver(
+            "m32", Envelope("a@src.test"), MESSAGE, [bad, *rcpts("ok@dst.test")])
+        self.assertEqual([r.state for r in rs], ["failed", "delivered"])
+        self.assertFalse(any("evil" in c for c in f.log.commands))
+
+    async def test_utf8_address_needs_smtputf8(self) -> None:
+        """An internationalised address fails with 5.6.7 when the next hop lacks SMTPUTF8, and
+        is sent with the SMTPUTF8 parameter when it has it."""
+        f = self.sink(extensions=("8BITMIME",))
+        rs = await self.agent(self.resolver()).deliver("m33", Envelope("a@src.test"), MESSAGE,
+                                                       rcpts("jürgen@dst.test"))
+        self.assertEqual(rs[0].state, "failed")
+        self.assertTrue(rs[0].detail.startswith("5.6.7"))
+        self.assertEqual(f.log.messages, [])
+        f2 = self.sink("127.0.0.7", extensions=("SMTPUTF8", "8BITMIME"))
+        res = FakeResolver(mx={"dst.test": [(10, "mx2.dst.test")]}, a={"mx2.dst.test": ["127.0.0.7"]})
+        rs = await self.agent(res).deliver("m34", Envelope("a@src.test"), MESSAGE, rcpts("jürgen@dst.test"))
+        self.assertEqual(rs[0].state, "delivered")
+        self.assertIn("SMTPUTF8", [c for c in f2.log.commands if c.startswith("MAIL")][0])
+
+
 class WireFormat(_Base):
     async def test_dot_stuffing_and_crlf_on_the_wire(self) -> None:
         """Lines starting with a dot are doubled on the wire and bare LFs become CRLF, so a

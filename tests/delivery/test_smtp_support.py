@@ -63,6 +63,7 @@ class Behaviour:
     stall_after_dot: bool = False
     tls: Optional[ssl.CertificateOptions] = None
     auth_ok: str = "235 2.7.0 Authentication successful"
+    max_rcpts: int = 0  # more RCPTs in one transaction get 452 4.5.3
     tls_garbage: bool = False  # answer the ClientHello with non-TLS bytes (a broken TLS stack)
 
 
@@ -148,9 +149,14 @@ class Sink(LineReceiver):
         elif verb == "AUTH":
             self.sendLine(self.b.auth_ok.encode())
         elif verb == "MAIL":
+            self.rcpt_count = 0
             self.sendLine(b"250 2.1.0 Ok")
         elif verb == "RCPT":
             addr = cmd.split("<", 1)[1].split(">", 1)[0]
+            self.rcpt_count = getattr(self, "rcpt_count", 0) + 1
+            if self.b.max_rcpts and self.rcpt_count > self.b.max_rcpts:
+                self.sendLine(b"452 4.5.3 Too many recipients")
+                return
             self.sendLine(self.b.rcpt(addr).encode())
         elif verb == "DATA":
             self.in_data = True
