@@ -72,6 +72,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self._unsolicited: list[tuple[bytes, bytes]] = []  # (kind, line)
         self._failures = 0
         self._counted = False
+        self._bye_after_command = False
         self._delayed: list[Any] = []
         self.enabled: set[bytes] = set()
 
@@ -97,6 +98,10 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
             interfaces.ISSLTransport(self.transport, None) is not None
         self.canStartTLS = interfaces.ITLSTransport(self.transport, None) is not None
         self._counted = self.factory is not None
+        if self.factory is not None and self.factory.stopping:
+            self.sendLine(b"* BYE Server shutting down")
+            self._closed_by_us()
+            return
         if self.factory is not None and not self.factory.connection_opened(self.peer_ip):
             self.log.warn("imap: too many connections from {ip}", ip=self.peer_ip)
             self.sendLine(b"* BYE Too many connections from your address")
@@ -121,9 +126,26 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         if self.factory is not None and self._counted:
             self._counted = False
             self.factory.connection_closed(self.peer_ip)
+        if self.factory is not None:
+            self.factory.forget(self)
         if self._onLogout:
             self._onLogout()
             self._onLogout = None
+
+    def shutdown(self) -> None:
+        """Server stopping: BYE now, or after the running command's tagged reply."""
+        if self._closed:
+            return
+        if self._busy_tag is not None and self._idle_tag is None:
+            self._bye_after_command = True
+            return
+        self._bye(b"* BYE Server shutting down")
+
+    def _bye(self, line: bytes) -> None:
+        self.sendLine(line)
+        self._release_mailbox()
+        self.state = "logout"
+        self._closed_by_us()
 
     def timeoutConnection(self) -> None:
         self.log.info("imap: idle timeout for {ip} {account}", ip=self.peer_ip,
@@ -268,6 +290,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         if is_final:
             self._busy_tag = None
             self._busy_name = b""
+            if self._bye_after_command:
+                self._bye(b"* BYE Server shutting down")
+                return
             self._resume()
 
     def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None:
@@ -371,12 +396,32 @@ class IMAPFactory(ServerFactory):
         self.clock = clock
         self.penalty: IPenalty = penalty or LoginPenalty(settings, clock)
         self.per_ip: dict[str, int] = {}
+        self.live: set[CgIMAP4Server] = set()
+        self.stopping = False
+        self._stopped: list[defer.Deferred[None]] = []
 
     def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]
         p = CgIMAP4Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
                           self.clock, self.penalty)
         p.factory = self
+        self.live.add(p)
         return p
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Say ``* BYE`` to every session and close it (RFC 3501 §7.1.5); refuse new ones.
+
+        Fires when every connection has closed. The service calls it on SIGTERM before it stops
+        listening.
+        """
+        self.stopping = True
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self.live:
+            d.callback(None)
+            return d
+        self._stopped.append(d)
+        for proto in list(self.live):
+            proto.shutdown()
+        return d
 
     def connection_opened(self, ip: str) -> bool:
         """Count a new connection; False when the IP is over access.max_connections_per_ip."""
@@ -390,3 +435,11 @@ class IMAPFactory(ServerFactory):
             self.per_ip[ip] = n
         else:
             self.per_ip.pop(ip, None)
+
+    def forget(self, proto: CgIMAP4Server) -> None:
+        """A connection ended; fire shutdown() waiters once none is left."""
+        self.live.discard(proto)
+        if self.stopping and not self.live:
+            waiters, self._stopped = self._stopped, []
+            for d in waiters:
+                d.callback(None)

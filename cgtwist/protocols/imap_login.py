@@ -171,7 +171,8 @@ class LoginMixin:
         self.state = "auth"
         self.penalty.record_success(self.peer_ip, name)
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
-        self.setTimeout(max(int(self.settings.current["imap.idle_timeout"]), 60))
+        # RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.
+        self.setTimeout(max(int(self.settings.current["imap.idle_timeout"]), 1800))
         self.sendPositiveResponse(tag, b"[CAPABILITY " + b" ".join(self.listCapabilities())
                                   + b"] Logged in")
 

@@ -395,3 +395,38 @@ class SharedPenaltyTests(unittest.TestCase):
         self.assertEqual(penalty.failures("192.0.2.10"), 1)
         self.assertIn(b"b OK", c.send(b"b LOGIN alice@example.com secret\r\n"))
         self.assertEqual(penalty.failures("192.0.2.10"), 0)
+
+
+class ShutdownTests(unittest.TestCase):
+    def test_shutdown_says_bye_and_fires_when_all_closed(self) -> None:
+        """On shutdown every session gets `* BYE` (an IDLE one at once) and new ones are refused."""
+        world = World()
+        f = world.factory(tls="implicit")
+        a = Client(world, factory=f)
+        b = Client(world, ip="192.0.2.11", factory=f)
+        b.login()
+        b.select()
+        b.send(b"i IDLE\r\n")
+        done = f.shutdown()
+        self.assertNoResult(done)
+        for c in (a, b):
+            self.assertIn(b"* BYE Server shutting down", c.take())
+            self.assertTrue(c.transport.disconnecting)
+        late = Client(world, ip="192.0.2.12", factory=f)
+        self.assertIn(b"* BYE", late.greeting)
+        for c in (a, b, late):
+            c.close()
+        self.successResultOf(done)
+
+    def test_shutdown_waits_for_running_command(self) -> None:
+        """A command in progress gets its tagged reply before the BYE."""
+        world = World({"auth.fail_delays": [5]})
+        f = world.factory(tls="implicit")
+        c = Client(world, factory=f)
+        c.send(b"a LOGIN alice@example.com wrong\r\n")
+        f.shutdown()
+        self.assertEqual(c.take(), b"")
+        world.clock.advance(5)
+        out = c.take()
+        self.assertLess(out.index(b"a NO"), out.index(b"* BYE"))
+        self.assertTrue(c.transport.disconnecting)
