@@ -335,3 +335,35 @@ class UnitTests(unittest.TestCase):
         self.assertEqual(policy.mode("reverse_connect", session()), "off")
         self.assertIsNone(policy.spf)
         self.assertIsNone(policy.reverse_connect)
+
+
+class WrapsBasicPolicyTests(unittest.TestCase):
+    """ProtectedPolicy around the real BasicPolicy: relaying decisions pass through unchanged."""
+
+    @defer.inlineCallbacks
+    def test_relay_refused_local_accepted(self) -> None:
+        """Unauthenticated relaying is still refused and local mail accepted through the wrapper."""
+        from cgtwist.core.policy import BasicPolicy
+        from cgtwist.types import Route
+
+        class Router:
+            def route(self, address: str, kind: str = "mail") -> Any:
+                if address.endswith("@ours.test"):
+                    return defer.succeed(Route("LOCAL", address, address))
+                return defer.succeed(Route("SMTP", address.split("@")[1], address))
+
+        holder = SettingsHolder(Settings({"protection.returnpath.mode": "off", "protection.spf.mode": "off"}))
+        policy = ProtectedPolicy(BasicPolicy(Router(), holder), Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
+                                 holder, Clock())
+        s = session()
+        yield policy.connect(s)
+        yield policy.mail_from(s, "a@example.org", {})
+        self.assertEqual((yield policy.rcpt_to(s, "a@example.org", "bob@ours.test", {})), "bob@ours.test")
+        try:
+            yield policy.rcpt_to(s, "a@example.org", "x@elsewhere.test", {})
+        except MailError as e:
+            self.assertEqual((e.code, e.enhanced), (554, "5.7.1"))
+        else:
+            self.fail("relay accepted")
+        holder.replace(Settings({"clients.ips": "192.0.2.0/24"}))
+        self.assertTrue(policy.is_client_ip(s.peer_ip))
