@@ -314,3 +314,50 @@ class ProtectedPolicy:
             log.info("{line}", line=verdict.log_line())
             return verdict.trace_headers(self.hostname) + list(inner_headers)
         return d.addCallback(add)
+
+
+_ADDRESS_LIST_KEYS = ("clients.ips", "protection.whitehole.ips", "protection.blacklist.ips", "auth.trusted_ips")
+
+
+def validate_setting(key: str, value: Any) -> Any:
+    """Check a protection setting before it is stored (for ``cgtwist-admin settings set``).
+
+    Returns ``value`` or raises ValueError with a readable reason (address lists name the line).
+    Keys this module does not own are returned unchecked.
+    """
+    if key in _ADDRESS_LIST_KEYS:
+        if not isinstance(value, (str, list)):
+            raise ValueError(f"{key} must be address-list text or a list of entries")
+        try:
+            AddressList.parse(value)
+        except AddressListError as e:
+            raise ValueError(f"{key}: {e}") from None
+    elif key.startswith("protection.") and key.endswith(".mode"):
+        if value not in MODES:
+            raise ValueError(f"{key} must be one of {', '.join(MODES)}")
+    elif key == "protection.spf.actions":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key} must be an object {{result: action}}")
+        for result, action in value.items():
+            if result not in SPF_RESULTS:
+                raise ValueError(f"{key}: unknown SPF result {result!r} (want {', '.join(SPF_RESULTS)})")
+            if action not in SPF_ACTIONS:
+                raise ValueError(f"{key}: action for {result} must be one of {', '.join(SPF_ACTIONS)}")
+    elif key == "protection.rbl.zones":
+        if not isinstance(value, list) or not all(isinstance(z, str) and z.strip(" .") for z in value):
+            raise ValueError(f"{key} must be a list of zone names")
+    elif key == "protection.listeners":
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key} must be an object {{listener or port: {{check: mode}}}}")
+        for listener, modes in value.items():
+            if not isinstance(modes, Mapping):
+                raise ValueError(f"{key}[{listener}] must be an object {{check: mode}}")
+            for check, mode in modes.items():
+                if check not in CHECKS:
+                    raise ValueError(f"{key}[{listener}]: unknown check {check!r} (want {', '.join(CHECKS)})")
+                if mode not in MODES:
+                    raise ValueError(f"{key}[{listener}][{check}] must be one of {', '.join(MODES)}")
+    elif key == "protection.blacklist.senders":
+        if not isinstance(value, (str, list)):
+            raise ValueError(f"{key} must be text or a list of entries")
+    return value

@@ -367,3 +367,19 @@ class WrapsBasicPolicyTests(unittest.TestCase):
             self.fail("relay accepted")
         holder.replace(Settings({"clients.ips": "192.0.2.0/24"}))
         self.assertTrue(policy.is_client_ip(s.peer_ip))
+
+
+class ValidateSettingTests(unittest.TestCase):
+    def test_rejects_typos_before_they_are_stored(self) -> None:
+        """cgtwist-admin can refuse a bad protection setting with a reason naming the problem."""
+        from cgtwist.core.protection import validate_setting
+        self.assertEqual(validate_setting("clients.ips", "10.0.0.0/8\n::1"), "10.0.0.0/8\n::1")
+        with self.assertRaises(ValueError) as cm:
+            validate_setting("clients.ips", "10.0.0.0/8\n10.0.0.300")
+        self.assertIn("line 2", str(cm.exception))
+        for key, bad in (("protection.rbl.mode", "sometimes"), ("protection.spf.actions", {"fail": "bounce"}),
+                         ("protection.spf.actions", {"failed": "reject"}), ("protection.rbl.zones", "zen"),
+                         ("protection.listeners", {"587": {"spf": "never"}}),
+                         ("protection.listeners", {"587": {"dkim": "off"}})):
+            self.assertRaises(ValueError, validate_setting, key, bad)
+        self.assertEqual(validate_setting("smtp.max_recipients", 5), 5)
