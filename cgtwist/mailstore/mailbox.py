@@ -110,21 +110,24 @@ class MaildirMailbox:
         """Rescan the folder if its directories changed; listeners hear of the changes."""
         force = self.rw and self.folder.has_new
         d = self.folder.refresh(force=force, origin=self)
-        if self.rw and self.folder.unclaimed_recent and self.listeners:
-            claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
-            self._recent |= claimed
-        return d.addCallback(lambda _: None)
+
+        def claim(_: object) -> None:
+            # \Recent left unclaimed (seen first by STATUS or EXAMINE) goes to this session.
+            if self.rw and self.folder.unclaimed_recent and self.listeners and not self.closed:
+                claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
+                self._recent |= claimed & set(self._seq)
+
+        return d.addCallback(claim)
 
     def flush_expunges(self) -> list[int]:
         """Forget messages expunged by anyone since the last flush; return their sequence
         numbers, highest first, so each can be sent as ``* n EXPUNGE`` in turn (RFC 3501 §7.4.1)."""
         if not self._pending:
             return []
-        out = []
-        for i in range(len(self._seq) - 1, -1, -1):
-            if self._seq[i] in self._pending:
-                out.append(i + 1)
-                del self._seq[i]
+        gone = self._pending
+        out = [i + 1 for i, u in enumerate(self._seq) if u in gone]
+        out.reverse()
+        self._seq = [u for u in self._seq if u not in gone]
         for uid in self._pending:
             self._ghosts.pop(uid, None)
             self._recent.discard(uid)
