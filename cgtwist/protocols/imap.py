@@ -97,11 +97,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self.secure = self.listener.tls == "implicit" or \
             interfaces.ISSLTransport(self.transport, None) is not None
         self.canStartTLS = interfaces.ITLSTransport(self.transport, None) is not None
-        self._counted = self.factory is not None
         if self.factory is not None and self.factory.stopping:
             self.sendLine(b"* BYE Server shutting down")
             self._closed_by_us()
             return
+        self._counted = self.factory is not None
         if self.factory is not None and not self.factory.connection_opened(self.peer_ip):
             self.log.warn("imap: too many connections from {ip}", ip=self.peer_ip)
             self.sendLine(b"* BYE Too many connections from your address")
@@ -113,7 +113,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self.sendPositiveResponse(message=b"[CAPABILITY " + b" ".join(self.listCapabilities())
                                   + b"] " + self.IDENT)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self._closed = True
         self.setTimeout(None)
         for call in self._delayed:
@@ -273,7 +273,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
 
     def _server_bug(self, tag: bytes) -> None:
         """RFC 5530 SERVERBUG: the client sees a clean NO, the log keeps the traceback."""
-        if self._busy_tag == tag or self._busy_tag is None:
+        if self._busy_tag == tag:  # never a second reply to a command already answered
             self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error, try again later")
 
     # -- responses --------------------------------------------------------------------------
