@@ -262,6 +262,25 @@ class StoreTestsMixin:
             self.assertIsNone(await store.verify_password(name, domain, "wrong"))
             self.assertEqual(len(spy.verified) - before, 1, (name, domain))
 
+    async def test_password_never_stored_or_logged(self: Any) -> None:
+        """The plaintext password appears in no log event and in no database row."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        secret = "Zebra-Quokka-4711"
+        store = await self.open_store()
+        await store.bootstrap({ENV_POSTMASTER_PASSWORD: secret + "pm"})
+        await store.add_account("alice", "example.com", secret)
+        await store.set_password("alice", "example.com", secret + "2")
+        await store.verify_password("alice", "example.com", secret)
+        await store.verify_password("alice", "example.com", secret + "2")
+        rows = await store.db.run_interaction("dump", _dump_txn, readonly=True)
+        self.assertNotIn(secret, repr(rows))
+        self.assertNotIn(secret, repr(events))
+        self.assertTrue(events)
+
     async def test_aliases(self: Any) -> None:
         """Aliases resolve to their target, log in as it, and never clash with accounts."""
         store = await self.open_store()
@@ -328,6 +347,11 @@ class StoreTestsMixin:
         self.assertEqual(await store.get_account_settings("alice", "example.com"), {})
         await self._failure(
             store.unset_account_setting("alice", "example.com", "MaxAccountSize"), NotFound)
+
+
+def _dump_txn(cur: Any) -> list[Any]:
+    tables = ("domains", "domain_aliases", "accounts", "aliases", "server_settings", "meta")
+    return [cur.query(f"SELECT * FROM {t}") for t in tables]
 
 
 class SQLiteStoreTests(StoreTestsMixin, DatabaseCase):
