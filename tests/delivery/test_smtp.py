@@ -367,6 +367,19 @@ class TLSAndRelay(_Base):
         self.assertEqual(sum(1 for c in f.log.commands if c.startswith("EHLO")), 2)
         self.assertIn(self.attempts[-1].tls, ("TLSv1.2", "TLSv1.3"))
 
+    async def test_large_message_over_tls(self) -> None:
+        """A 3 MB message with dot lines arrives intact over STARTTLS (written in blocks as the
+        connection drains)."""
+        f = self.sink(extensions=("STARTTLS",), tls=server_tls())
+        body = b"Subject: big\r\n\r\n" + b"".join(b".%07d ............................\r\n" % i
+                                                 for i in range(80000))
+        rs = await self.agent(self.resolver()).deliver("m35", Envelope("a@src.test"), body,
+                                                       rcpts("x@dst.test"))
+        self.assertEqual(rs[0].state, "delivered", rs[0].detail)
+        self.assertEqual(f.log.tls_messages, 1)
+        wire = f.log.messages[0]
+        self.assertEqual(wire.replace(b"\r\n..", b"\r\n."), body)
+
     async def test_broken_tls_falls_back_to_plaintext(self) -> None:
         """An MX whose TLS is broken still gets the mail: the client retries that address once
         without STARTTLS (opportunistic TLS must not make a domain unreachable)."""
