@@ -3,8 +3,9 @@
 Owns the meaning of the tables (names, enabled services, settings as JSON, the first-start
 bootstrap) and implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's
 operations used by ``cgtwist-admin`` and the web admin. Every public method returns a Deferred.
-SQL runs in named ``_txn`` functions on the pool's threads; password hashing runs in the
-hasher's threads, never inside a database transaction and never on the reactor thread.
+SQL runs in named ``_txn`` functions (cgtwist.storage.tables) on the pool's threads; password
+hashing runs in the hasher's threads, never inside a database transaction and never on the
+reactor thread.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 ENV_POSTMASTER_PASSWORD = "CGTWIST_POSTMASTER_PASSWORD"
-
 
 
 class InvalidValue(StoreError, ValueError):
@@ -158,7 +158,8 @@ class AccountStore:
             self._insert_account_txn(cur, did, POSTMASTER, phc, "Postmaster", KIND_USER, True,
                                      None, {"admin": True})
             created = True
-        if tables.account_row_txn(cur, did, PBX) is None and tables.alias_target_txn(cur, did, PBX) is None:
+        if (tables.account_row_txn(cur, did, PBX) is None
+                and tables.alias_target_txn(cur, did, PBX) is None):
             self._insert_account_txn(cur, did, PBX, None, "PBX", KIND_SERVICE, True, None, {})
         cur.execute(cur.engine.upsert("meta", ("name",), ("value",)), (marker, "1"))
         return created
@@ -260,6 +261,8 @@ class AccountStore:
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
         values = {check_setting_name(k): v for k, v in (settings or {}).items()}
+        if password == "":
+            raise InvalidValue("the password must not be empty")
         if password_hash is not None:
             phc: Optional[str] = self._imported_hash(password_hash)
         else:

@@ -210,6 +210,7 @@ class StoreTestsMixin:
         self.assertNotIn("new", rows[0][0].split("$")[-1])
         await self._failure(store.set_password("ghost", "example.com", "x"), NotFound)
         await self._failure(store.set_password("alice", "example.com", ""), InvalidValue)
+        await self._failure(store.add_account("bob", "example.com", ""), InvalidValue)
 
     async def test_weak_hash_upgraded_on_login(self: Any) -> None:
         """A hash made with older parameters is replaced after a successful login."""
