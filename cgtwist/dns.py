@@ -29,6 +29,7 @@ from cgtwist.interfaces import IResolver
 
 log = Logger()
 
+_LABEL = re.compile(r"^[a-z0-9_-]+$")
 _CNAME_DEPTH = 8  # follow at most this many CNAMEs ourselves (RFC 1034 §3.6.2 chains)
 
 
@@ -192,6 +193,11 @@ class Resolver:
     # -- machinery
     def _query(self, name: str, qtype: int, conv: Callable[[list[Any]], Any]) -> defer.Deferred[Any]:
         name = name.strip().rstrip(".").lower()
+        if not name.isascii():
+            try:
+                name = name.encode("idna").decode("ascii")  # RFC 5890 A-labels on the wire
+            except UnicodeError:
+                return defer.fail(DNSPermanentError(f"invalid DNS name {name!r}"))
         if not _valid_name(name):
             return defer.fail(DNSPermanentError(f"invalid DNS name {name!r}"))
         key = (name, qtype)
@@ -205,9 +211,9 @@ class Resolver:
         # Identical questions asked at once share one wire query and one concurrency slot
         # (e.g. many connections from one IP asking the same RBL name).
         waiters = self._inflight.get(key)
+        first = waiters is None
         if waiters is None:
             waiters = self._inflight[key] = _Waiters()
-            self._start(name, qtype, key, waiters)
         result: defer.Deferred[Any] = defer.Deferred()
 
         def on_timeout() -> None:
@@ -223,6 +229,8 @@ class Resolver:
 
         guard = self.reactor.callLater(self.timeout + 0.5, on_timeout)
         waiters.append((result, guard))
+        if first:
+            self._start(name, qtype, key, waiters)  # after appending: it may answer at once
 
         def convert(records: list[Any]) -> Any:
             try:
@@ -273,8 +281,7 @@ class Resolver:
 
     def _resolve(self, name: str, qtype: int, depth: int) -> defer.Deferred[tuple[list[Any], float]]:
         assert self._client is not None
-        d = self._client._lookup(name.encode("idna") if not name.isascii() else name.encode(),
-                                 tdns.IN, qtype, self._retransmits())
+        d = self._client.query(tdns.Query(name.encode("ascii"), qtype, tdns.IN), self._retransmits())
 
         def got(sections: tuple[list[Any], list[Any], list[Any]]) -> Any:
             answers = sections[0]
@@ -302,7 +309,8 @@ def _tname(qtype: int) -> str:
 def _valid_name(name: str) -> bool:
     if not name or len(name) > 253:
         return False
-    return all(0 < len(label) < 64 for label in name.split("."))
+    # Host-name characters plus "_" (SRV/DKIM-style labels); no controls, spaces or NULs.
+    return all(0 < len(label) < 64 and _LABEL.match(label) for label in name.split("."))
 
 
 def _map_failure(f: Failure, name: str, qtype: int) -> Exception:

@@ -244,3 +244,22 @@ class SharedQueryTests(unittest.TestCase):
             self.failureResultOf(d, DNSTemporaryError)
         wire[0][1].callback(([], 0))  # a late answer is dropped quietly
         self.assertEqual(r.in_flight, 0)
+
+
+class IDNTests(unittest.TestCase):
+    def test_unicode_names_go_out_as_a_labels(self) -> None:
+        """An internationalised domain is asked in its xn-- form; an invalid one fails at once."""
+        clock = Clock()
+        r = Resolver(["127.0.0.1:5353"], timeout=1, max_concurrency=1, reactor=clock)
+        asked: list[str] = []
+
+        def fake(name: str, qtype: int, depth: int) -> defer.Deferred[object]:
+            asked.append(name)
+            return defer.succeed(([], 0))
+        r._resolve = fake  # type: ignore[method-assign]
+        self.successResultOf(r.lookup_mx("bücher.example"))
+        self.assertEqual(asked, ["xn--bcher-kva.example"])
+        self.failureResultOf(r.lookup_mx("exa\u2028mple.com"), DNSPermanentError)
+        self.failureResultOf(r.lookup_mx("a\x00b.com"), DNSPermanentError)
+        self.failureResultOf(r.lookup_mx("a b.com"), DNSPermanentError)
+        self.assertEqual(len(asked), 1)
