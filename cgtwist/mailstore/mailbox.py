@@ -288,6 +288,9 @@ class MaildirMailbox:
         return len(self._seq)
 
     def getRecentCount(self) -> int:
+        if self.rw and not self.listeners and self.folder.unclaimed_recent:
+            # Twisted's SELECT asks before addListener, which is where the claim happens.
+            return len(self._recent | (self.folder.unclaimed_recent & set(self._seq)))
         return len(self._recent)
 
     def getUnseenCount(self) -> int:
