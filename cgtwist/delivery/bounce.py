@@ -59,6 +59,11 @@ def one_line(text: str, limit: int = 900) -> str:
     return s[:limit]
 
 
+# Appended by the SMTP module to a delivered recipient's detail when NOTIFY=SUCCESS went on to
+# a next hop that speaks DSN: that hop reports, we do not (RFC 3461 §6.2.2).
+DSN_PASSED = " (DSN passed to next hop)"
+
+
 def remote_detail(host: str, ip: str, reply: str) -> str:
     """Detail for a reply from a remote SMTP server: ``remote mx.example.com[192.0.2.1]: 550 5.1.1 ...``."""
     return f"remote {one_line(host, 255)}[{one_line(ip, 64)}]: {one_line(reply)}"
@@ -345,9 +350,27 @@ class Bouncer:
 
     def delivered(self, msg_id: str, envelope: Envelope, data: bytes,
                   recipients: list[Recipient], action: str = "delivered") -> defer.Deferred[Optional[str]]:
-        """Report success to recipients that asked for NOTIFY=SUCCESS (``relayed`` when the next
-        hop does not speak DSN, RFC 3461 §6.2.2)."""
-        return self._report(msg_id, envelope, data, recipients, action, None)
+        """Report success to recipients that asked for NOTIFY=SUCCESS (RFC 3461 §6.2.2).
+
+        Recipients handed by SMTP to a next hop that speaks DSN get no report from us (that hop
+        sends it); those handed to one that does not are reported as ``relayed``; the rest (local
+        delivery, PIPE) as ``delivered``.
+        """
+        if action != "delivered":
+            return self._report(msg_id, envelope, data, recipients, action, None)
+        todo = [r for r in recipients if not r.detail.endswith(DSN_PASSED)]
+        relayed = [r for r in todo if (r.route or "").startswith("SMTP(")]
+        local = [r for r in todo if not (r.route or "").startswith("SMTP(")]
+        ds = []
+        if local:
+            ds.append(self._report(msg_id, envelope, data, local, "delivered", None))
+        if relayed:
+            ds.append(self._report(msg_id, envelope, data, relayed, "relayed", None))
+        if not ds:
+            return defer.succeed(None)
+        d = defer.gatherResults(ds, consumeErrors=True)
+        d.addCallback(lambda ids: next((i for i in ids if i), None))
+        return d
 
     def _report(self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient],
                 action: str, retry_until: Optional[float]) -> defer.Deferred[Optional[str]]:

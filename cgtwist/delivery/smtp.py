@@ -20,7 +20,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, c
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cgtwist.delivery.bounce import remote_detail
+from cgtwist.delivery.bounce import DSN_PASSED, remote_detail
 from cgtwist.delivery.smtp_client import (
     Reply,
     SessionError,
@@ -337,7 +337,7 @@ class SMTPDelivery:
                 client.abort(result.error)
                 return False
             rounds += 1
-            apply_result(result, todo, host, ip)
+            apply_result(result, todo, host, ip, dsn="DSN" in client.extensions)
             final = result.end or result.data or result.mail
             reply = str(final) if final is not None else (result.error.text if result.error else "")
             self._record(msg_id, host, ip, reply, client.tls_version)
@@ -490,8 +490,13 @@ class SMTPDelivery:
         return []
 
 
-def apply_result(result: TransactionResult, recipients: list[Recipient], host: str, ip: str) -> None:
-    """Per-recipient states from one transaction (RFC 5321 §4.2.1: 2yz ok, 4yz retry, 5yz fail)."""
+def apply_result(result: TransactionResult, recipients: list[Recipient], host: str, ip: str,
+                 dsn: bool = False) -> None:
+    """Per-recipient states from one transaction (RFC 5321 §4.2.1: 2yz ok, 4yz retry, 5yz fail).
+
+    ``dsn``: the server offered DSN, so NOTIFY went on with the recipient and a success report
+    is that hop's job (marked with ``DSN_PASSED`` in the detail).
+    """
     err = result.error
     for i, r in enumerate(recipients):
         rcpt = result.rcpts[i] if i < len(result.rcpts) else None
@@ -510,6 +515,8 @@ def apply_result(result: TransactionResult, recipients: list[Recipient], host: s
             # Lost between RCPT and the reply to the final dot: not delivered as far as we know.
             r.state = "pending"
             r.detail = f"4.4.2 {host}[{ip}]: {err.text if err else 'no reply to end of data'}"
+        if dsn and r.state == "delivered" and "SUCCESS" in (r.notify or "").upper():
+            r.detail += DSN_PASSED
 
 
 def _safe_path(address: str) -> bool:

@@ -265,6 +265,24 @@ class BouncerTests(unittest.TestCase):
         self.assertEqual([(g["Final-Recipient"], g["Action"], g["Status"]) for g in groups[1:]],
                          [("rfc822; a@dst.test", "delivered", "2.0.0")])
 
+    async def test_success_after_smtp_relay(self) -> None:
+        """A NOTIFY=SUCCESS recipient handed to a next hop without DSN gets a 'relayed' report;
+        one handed to a DSN-capable hop gets none from us (RFC 3461 §6.2.2)."""
+        from cgtwist.delivery.bounce import DSN_PASSED
+
+        rs = [Recipient("a@dst.test", state="delivered", route="SMTP(dst.test)", notify="SUCCESS",
+                        detail=remote_detail("mx", "192.0.2.1", "250 2.0.0 ok")),
+              Recipient("b@dst.test", state="delivered", route="SMTP(dst.test)", notify="SUCCESS",
+                        detail=remote_detail("mx", "192.0.2.1", "250 2.0.0 ok") + DSN_PASSED)]
+        await self.bouncer.delivered("Q7", Envelope("alice@src.test"), ORIGINAL, rs)
+        self.assertEqual(len(self.sub.submitted), 1)
+        groups = status_groups(parse(self.sub.submitted[0][1]))
+        self.assertEqual([(g["Final-Recipient"], g["Action"]) for g in groups[1:]],
+                         [("rfc822; a@dst.test", "relayed")])
+        self.sub.submitted.clear()
+        await self.bouncer.delivered("Q8", Envelope("alice@src.test"), ORIGINAL, rs[1:])
+        self.assertEqual(self.sub.submitted, [])
+
     def test_notify_defaults(self) -> None:
         """No NOTIFY: failures and delays are reported, successes are not (RFC 3461 §4.1)."""
         r = Recipient("a@b")

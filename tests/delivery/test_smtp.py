@@ -206,6 +206,22 @@ class WireFormat(_Base):
         self.assertIn("NOTIFY=FAILURE,DELAY", rcpt)
         self.assertIn("ORCPT=rfc822;x+40orig.test", rcpt)
 
+    async def test_success_notify_marked_when_passed_on(self) -> None:
+        """A NOTIFY=SUCCESS recipient delivered to a DSN-capable server is marked so that we
+        send no success report of our own; without DSN there it is not marked."""
+        from cgtwist.delivery.bounce import DSN_PASSED
+
+        self.sink(extensions=("DSN",))
+        r = Recipient("x@dst.test", route="SMTP(dst.test)", notify="SUCCESS")
+        rs = await self.agent(self.resolver()).deliver("m36", Envelope("a@src.test"), MESSAGE, [r])
+        self.assertTrue(rs[0].detail.endswith(DSN_PASSED))
+        self.sink("127.0.0.8", extensions=())
+        res = FakeResolver(mx={"dst.test": [(10, "mx8")]}, a={"mx8": ["127.0.0.8"]})
+        r = Recipient("x@dst.test", route="SMTP(dst.test)", notify="SUCCESS")
+        rs = await self.agent(res).deliver("m37", Envelope("a@src.test"), MESSAGE, [r])
+        self.assertEqual(rs[0].state, "delivered")
+        self.assertFalse(rs[0].detail.endswith(DSN_PASSED))
+
     async def test_dsn_parameters_not_sent_without_extension(self) -> None:
         """A server that does not offer DSN never sees NOTIFY or RET (RFC 3461 §4)."""
         f = self.sink(extensions=())
