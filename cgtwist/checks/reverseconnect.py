@@ -32,7 +32,7 @@ log = Logger()
 Connector = Callable[[str, int], Any]  # (ip, port) -> IStreamClientEndpoint
 
 # What may go into RCPT TO:<...> on the wire: printable ASCII, no <> or spaces outside quotes.
-_SAFE_PATH = re.compile(r'^[\x21-\x7e]{1,254}$')
+_SAFE_PATH = re.compile(r'^[\x21-\x3b\x3d\x3f-\x7e]{1,254}$')  # no controls, space, < or >
 _MAX_ADDRESSES = 3  # TCP connect attempts per probe (a refused connect sends nothing)
 
 

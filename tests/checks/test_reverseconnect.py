@@ -147,7 +147,7 @@ class ReverseConnectTests(unittest.TestCase):
     def test_nothing_to_verify(self) -> None:
         """<>, address literals and unsafe addresses are never probed."""
         rc = ReverseConnect(self.resolver, self.connector, Clock())
-        for sender in ("", "nodomain", "a@[127.0.0.1]", "a b@sender.test", "a>\r\n@x.test"):
+        for sender in ("", "nodomain", "a@[127.0.0.1]", "a b@sender.test", "a>\r\n@x.test", "a>b@sender.test"):
             r = self.successResultOf(rc.verify(sender))
             self.assertEqual(r.outcome, "skipped", sender)
         self.assertEqual(self.connected, [])
