@@ -18,7 +18,8 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
 * ``ctx.reactor``: the running reactor;
 * ``ctx.notify(cmd, **args)``: send one control command; returns the reply dict, or None when
   the server is not running (a note is printed); raises CLIError when the server refuses;
-* ``ctx.call(cmd, **args)``: the same, but a server that is not running is an error;
+* ``ctx.call(cmd, **args)``: the same, but a server that is not running is an error
+  (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
 * ``ctx.fail(text)`` raises CLIError(text).
 
@@ -53,6 +54,10 @@ class CLIError(Exception):
     """A failure to report as one line on stderr with exit status 1."""
 
 
+class ServerDown(CLIError):
+    """Nothing listens on the control socket."""
+
+
 @dataclass
 class Context:
     """What every handler gets (see the module docstring)."""
@@ -72,7 +77,7 @@ class Context:
         try:
             reply = control.call(self.config.control_socket, cmd, **args)
         except control.ServerNotRunning:
-            raise CLIError("the server is not running") from None
+            raise ServerDown("the server is not running") from None
         except (OSError, ValueError) as e:
             raise CLIError(f"cannot talk to the server: {e}") from None
         if not reply.get("ok"):
@@ -83,12 +88,12 @@ class Context:
         """Tell a running server about a change; no server: say it applies at the next start."""
         try:
             return self.call(cmd, **args)
-        except CLIError as e:
-            if str(e) != "the server is not running":
-                raise CLIError(f"changed in the store, but {e}") from None
+        except ServerDown:
             self.err.write(f"{PROG}: note: the server is not running; "
                            "the change applies when it starts\n")
             return None
+        except CLIError as e:
+            raise CLIError(f"changed in the store, but {e}") from None
 
     def address(self, text: str) -> tuple[str, str]:
         """An account or alias address: ``name@domain``, ``name%domain`` or ``name``."""
