@@ -222,12 +222,18 @@ class MaildirAccount:
         self.log.info("{account} deleted folder {folder}", account=self.account, folder=canon)
         return True
 
-    def rename(self, oldname: Union[str, bytes], newname: Union[str, bytes]) -> bool:
-        """RENAME (RFC 3501 §6.3.5), sub-folders included; UIDVALIDITY moves with the folder."""
+    def rename(self, oldname: Union[str, bytes], newname: Union[str, bytes]) -> Union[bool, defer.Deferred[bool]]:
+        """RENAME (RFC 3501 §6.3.5), sub-folders included; UIDVALIDITY moves with the folder.
+
+        Renaming INBOX moves its messages into a new folder and leaves INBOX empty; that case
+        returns a Deferred.
+        """
         old = self._norm(oldname)
         new = self._norm(newname)
-        if old == INBOX or new == INBOX:
-            raise MailboxError("[CANNOT] INBOX cannot be renamed")
+        if new == INBOX or (new + names.DELIMITER).startswith(INBOX + names.DELIMITER) and old == INBOX:
+            raise MailboxError("[CANNOT] Cannot rename a mailbox to INBOX")
+        if old == INBOX:
+            return self._rename_inbox(new)
         if not self.exists(old):
             raise MailboxError("[NONEXISTENT] No such mailbox")
         if self.exists(new):
@@ -259,6 +265,24 @@ class MaildirAccount:
             self._save_subscriptions()
         self.log.info("{account} renamed folder {old} to {new}", account=self.account, old=old, new=new)
         return True
+
+    def _rename_inbox(self, new: str) -> defer.Deferred[bool]:
+        """RFC 3501 §6.3.5: move every INBOX message into the new folder, keep INBOX."""
+        self.create(new)
+
+        async def move() -> bool:
+            src = await self.select(INBOX, True)
+            dest = await self.select(new, True)
+            assert src is not None and dest is not None
+            try:
+                await src.move_uids(src.uids, dest)
+            finally:
+                src.close()
+                dest.close()
+            self.log.info("{account} moved INBOX to {folder}", account=self.account, folder=new)
+            return True
+
+        return defer.ensureDeferred(move())
 
     def _subscriptions(self) -> set[str]:
         if self._subs is None:

@@ -381,7 +381,19 @@ class FolderTests(StoreTestBase):
         rows = dict(self.account.listMailboxes("", "*"))
         self.assertIn("\\Noselect", rows["Old"].getFlags())
         self.assertRaises(MailboxError, self.account.delete, "INBOX")
-        self.assertRaises(MailboxError, self.account.rename, "INBOX", "x")
+        self.assertRaises(MailboxError, self.account.rename, "Sent", "inbox")
+
+    def test_rename_inbox_moves_messages(self) -> None:
+        """RENAME INBOX x moves the messages into x and leaves an empty INBOX (RFC 3501 §6.3.5)."""
+        deliver(self.md, msg("a"))
+        deliver(self.md, msg("b"))
+        inbox = self.select()
+        inbox.addListener(Recorder())
+        self.assertTrue(result(self.account.rename("INBOX", "Old Mail")))
+        self.assertEqual(self.select("Old Mail").getMessageCount(), 2)
+        self.assertEqual(self.select().getMessageCount(), 0)
+        self.assertTrue(inbox.pending_expunges)
+        self.assertRaises(MailboxError, self.account.rename, "INBOX", "Old Mail")
 
     def test_rename_open_folder(self) -> None:
         """A session with a folder selected keeps working after another renames it."""
