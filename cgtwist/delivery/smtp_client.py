@@ -288,8 +288,11 @@ class SMTPClient(LineReceiver):
                 if self._replies or self._partial or getattr(self, "_buffer", None):
                     raise self._fatal(SessionError("plaintext injected after STARTTLS", "starttls"))
                 self.tls_started = True
-                assert self.transport is not None
-                self.transport.startTLS(self._tls_factory(self.peer_name))  # type: ignore[attr-defined]
+                transport: Any = self.transport
+                try:
+                    transport.startTLS(self._tls_factory(self.peer_name))
+                except Exception as e:  # e.g. an unreadable CA file: this host, not a crash
+                    raise self._fatal(SessionError(f"cannot set up TLS: {e}", "tls")) from None
                 self.extensions = {}
                 await self._ehlo()  # RFC 3207 §4.2: discard what we knew, EHLO again
                 self.tls_version = _tls_version(self.transport)

@@ -94,6 +94,20 @@ class Session(unittest.TestCase):
         self.successResultOf(d)
         self.assertEqual(c.extensions, {"SIZE": "5"})
 
+    def test_tls_setup_error_is_a_session_error(self) -> None:
+        """A TLS configuration that cannot be built (say, an unreadable CA file) fails this
+        session as a TLS failure instead of crashing the delivery."""
+        def broken(host: str) -> Any:
+            raise OSError("no such CA file")
+
+        c, t, _ = make(tls=broken)
+        d = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx\r\n250-mx\r\n250 STARTTLS\r\n")
+        c.dataReceived(b"220 go\r\n")
+        f = self.failureResultOf(d, SessionError)
+        self.assertEqual(f.value.during, "tls")
+        self.assertTrue(t.disconnecting)
+
     def test_auth_never_sent_in_plaintext(self) -> None:
         """With a login configured but no TLS, the password is never sent."""
         c, t, _ = make(auth=("u", "secret"))
