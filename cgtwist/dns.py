@@ -30,7 +30,8 @@ from cgtwist.interfaces import IResolver
 log = Logger()
 
 _LABEL = re.compile(r"^[a-z0-9_-]+$")
-_CNAME_DEPTH = 8  # follow at most this many CNAMEs ourselves (RFC 1034 §3.6.2 chains)
+_CNAME_DEPTH = 8
+_NXDOMAIN = object()  # cache marker for a name that does not exist  # follow at most this many CNAMEs ourselves (RFC 1034 §3.6.2 chains)
 
 
 def parse_nameserver(entry: str) -> tuple[str, int]:
@@ -129,7 +130,8 @@ class Resolver:
     """
 
     def __init__(self, nameservers: Sequence[str], timeout: float = 5.0, max_concurrency: int = 100,
-                 reactor: Any = None, cache_size: int = 10000, max_cache_ttl: float = 3600.0) -> None:
+                 reactor: Any = None, cache_size: int = 10000, max_cache_ttl: float = 3600.0,
+                 negative_ttl: float = 60.0) -> None:
         if reactor is None:
             raise TypeError("Resolver needs the reactor passed in")
         self.reactor = reactor
@@ -143,6 +145,7 @@ class Resolver:
             # resolv=None: twisted never reads /etc/resolv.conf (client.Resolver.maybeParseConfig).
             self._client = client.Resolver(servers=self.servers, timeout=self._retransmits(),
                                            reactor=reactor)
+        self.negative_ttl = negative_ttl
         self.in_flight = 0
         self._inflight: dict[tuple[str, int], _Waiters] = {}
 
@@ -202,6 +205,8 @@ class Resolver:
             return defer.fail(DNSPermanentError(f"invalid DNS name {name!r}"))
         key = (name, qtype)
         cached = self._cache.get(key)
+        if cached is _NXDOMAIN:
+            return defer.fail(DNSPermanentError(f"{name}: no such domain"))
         if cached is not None:
             return defer.succeed(conv(cached))
         if self._client is None:
@@ -264,9 +269,12 @@ class Resolver:
                 del self._inflight[key]
             if isinstance(r, Failure):
                 err = _map_failure(r, name, qtype)
+                if isinstance(err, DNSPermanentError):
+                    # RFC 2308 negative caching, kept short and capped (SOA minimum not used).
+                    self._cache.put(key, _NXDOMAIN, self.negative_ttl)
             else:
                 records, ttl = r
-                self._cache.put(key, records, ttl)
+                self._cache.put(key, records, ttl if records else self.negative_ttl)
             for d, guard in waiters:
                 if guard.active():
                     guard.cancel()
@@ -294,7 +302,7 @@ class Resolver:
                 return self._resolve(_name(cnames[0].payload.name), qtype, depth + 1)
             if cnames:
                 raise DNSTemporaryError(f"CNAME chain too long at {name}")
-            return [], 0  # NODATA: don't cache (negative caching is the server's business)
+            return [], 0  # NODATA
         return d.addCallback(got)
 
 

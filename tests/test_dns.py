@@ -263,3 +263,25 @@ class IDNTests(unittest.TestCase):
         self.failureResultOf(r.lookup_mx("a\x00b.com"), DNSPermanentError)
         self.failureResultOf(r.lookup_mx("a b.com"), DNSPermanentError)
         self.assertEqual(len(asked), 1)
+
+
+class NegativeCacheTests(unittest.TestCase):
+    def test_nxdomain_and_nodata_cached_briefly(self) -> None:
+        """Repeated questions for a missing name are answered locally for a short while only."""
+        clock = Clock()
+        r = Resolver(["127.0.0.1:5353"], timeout=1, max_concurrency=1, reactor=clock, negative_ttl=60)
+        asked: list[str] = []
+
+        def fake(name: str, qtype: int, depth: int) -> defer.Deferred[object]:
+            asked.append(name)
+            if name.startswith("nx"):
+                return defer.fail(DNSPermanentError(name))
+            return defer.succeed(([], 0))
+        r._resolve = fake  # type: ignore[method-assign]
+        for _ in range(3):
+            self.failureResultOf(r.lookup_a("nx.test"), DNSPermanentError)
+            self.assertEqual(self.successResultOf(r.lookup_a("nodata.test")), [])
+        self.assertEqual(asked, ["nx.test", "nodata.test"])
+        clock.advance(61)
+        self.failureResultOf(r.lookup_a("nx.test"), DNSPermanentError)
+        self.assertEqual(asked, ["nx.test", "nodata.test", "nx.test"])
