@@ -221,8 +221,7 @@ class Folder:
             try:
                 listed[sub] = {n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")}
             except FileNotFoundError:
-                maildir.ensure(self.path)
-                listed[sub] = set()
+                listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
         # Move new/ -> cur/ once a read-write session sees them (maildir(5)).
         arrived: set[str] = set()
         for fname in sorted(listed["new"]):
@@ -296,7 +295,7 @@ class Folder:
             if key in arrived:
                 ch.recent.add(ul.uids[key])
         ch.added.sort(key=lambda e: e.uid)
-        if dirty:
+        if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes
         if first and self._unsaved or self._unsaved >= _CACHE_SAVE_EVERY:
@@ -448,7 +447,7 @@ class Folder:
                     pass
                 self._ul.uids.pop(e.key, None)
                 ch.removed.append(uid)
-            if ch.removed:
+            if ch.removed and os.path.isdir(os.path.join(self.path, "cur")):
                 maildir.fsync_dir(os.path.join(self.path, "cur"))
                 uidlist.save(self.path, self._ul)
             return ch, ch.removed

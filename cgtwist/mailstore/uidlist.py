@@ -136,6 +136,7 @@ def save_cache(folder: str, metas: dict[str, Meta], uidvalidity: int) -> None:
     data = json.dumps({"v": 1, "uv": uidvalidity, "m": {k: m.to_json() for k, m in metas.items()}},
                       separators=(",", ":"))
     try:
-        maildir.write_atomic(os.path.join(folder, CACHE_FILE), data.encode("utf-8"), sync=False)
+        if os.path.isdir(folder):
+            maildir.write_atomic(os.path.join(folder, CACHE_FILE), data.encode("utf-8"), sync=False)
     except OSError:
         pass  # a cache: losing it costs a re-parse only

@@ -405,6 +405,19 @@ class FolderTests(StoreTestBase):
         self.assertEqual(again.getMessageCount(), 1)
         self.assertIsNone(result(self.account.select("Box")))
 
+    def test_delete_while_selected_elsewhere(self) -> None:
+        """A folder deleted by one session is not brought back by another that had it open;
+        that session sees its messages expunged."""
+        self.account.create("Tmp")
+        box = self.select("Tmp")
+        result(box.append(msg("x")))
+        box.addListener(Recorder())
+        self.account.delete("Tmp")
+        result(box.refresh())
+        self.assertFalse(os.path.exists(os.path.join(self.md, ".Tmp")))
+        self.assertEqual(box.flush_expunges(), [1])
+        self.assertNotIn("Tmp", [n for n, _ in self.account.listMailboxes("", "*")])
+
     def test_subscriptions_file(self) -> None:
         """Subscriptions are kept one name per line (modified UTF-7) in Maildir/subscriptions."""
         self.account.subscribe("Caf\u00e9/Men\u00fc")
