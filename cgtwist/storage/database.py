@@ -58,14 +58,17 @@ class Database:
 
     ``reactor`` is the reactor the pool's threads report to. Nothing runs until the reactor runs
     (adbapi starts its threads then). Call ``migrate()`` once before using the store.
+    ``busy_timeout_ms`` (SQLite) is how long to wait for another process's write lock.
     """
 
     _log = Logger()
 
     def __init__(self, url: str, reactor: IReactorCore, pool_min: int = 1,
-                 pool_max: int = 4) -> None:
+                 pool_max: int = 4, busy_timeout_ms: Optional[int] = None) -> None:
         self.engine = engine_for_url(url)
         if isinstance(self.engine, SqliteEngine):
+            if busy_timeout_ms is not None:
+                self.engine.busy_timeout_ms = busy_timeout_ms
             os.makedirs(os.path.dirname(self.engine.path), exist_ok=True)
         args, kwargs = self.engine.connect_args()
         self.pool = adbapi.ConnectionPool(

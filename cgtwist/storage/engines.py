@@ -75,6 +75,7 @@ class SqliteEngine(Engine):
     """
 
     path: str
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
 
     name = "sqlite"
     dbapi_name = "sqlite3"
@@ -85,12 +86,12 @@ class SqliteEngine(Engine):
         return (self.path,), {
             "check_same_thread": False,
             "isolation_level": None,
-            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000.0,
+            "timeout": self.busy_timeout_ms / 1000.0,
         }
 
     def on_connect(self, conn: Any) -> None:
         cur = conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes in WAL mode
         cur.execute("PRAGMA foreign_keys = ON")
