@@ -5,18 +5,19 @@ asking every zone at once through the resolver passed in, and classifying answer
 in 127.0.0.0/8 is a listing, except 127.255.255.0/24 which is the list's error channel
 (Spamhaus: "should NOT be interpreted as any sort of reputation") and is logged, not obeyed;
 answers outside 127/8, timeouts and SERVFAIL are not listings either (fail open, logged).
+A zone entry may name the return codes it acts on: ``zone=127.0.0.2-127.0.0.9,127.0.0.11``.
 It never raises and never decides the reply (cgtwist.core.protection does).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from cgtwist.addresslist import normalise
+from cgtwist.addresslist import AddressList, normalise
 from cgtwist.checks.result import ERROR, LISTED, PASS, SKIPPED, CheckResult, clean
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.interfaces import IResolver
@@ -37,7 +38,18 @@ def query_name(ip: str, zone: str) -> str:
     return f"{rev}.{zone.strip().strip('.').lower()}"
 
 
-def classify(addresses: Sequence[str]) -> tuple[str, str]:
+def parse_zone(entry: str) -> tuple[str, Optional[AddressList]]:
+    """``zen.example`` or ``zen.example=127.0.0.2-127.0.0.9,127.0.0.11`` -> (zone, codes).
+
+    With codes, only those answers count as listings (Postfix ``reject_rbl_client
+    zone=...``); others are ignored as "not listed". Raises ValueError for a bad code list.
+    """
+    zone, _, codes = entry.partition("=")
+    zone = zone.strip().strip(".").lower()
+    return zone, (AddressList.parse(codes.replace(";", ",")) if codes.strip() else None)
+
+
+def classify(addresses: Sequence[str], codes: Optional[AddressList] = None) -> tuple[str, str]:
     """(outcome, code) for one zone's A answers: listed, error or pass."""
     listed, errors = [], []
     for a in addresses:
@@ -48,6 +60,8 @@ def classify(addresses: Sequence[str]) -> tuple[str, str]:
             continue
         if ip in _ERROR_NET or ip not in _LISTING_NET:
             errors.append(a)
+        elif codes is not None and not codes.contains(a):
+            continue  # a return code this configuration does not act on
         else:
             listed.append(a)
     if listed:
@@ -67,14 +81,22 @@ class RBLChecker:
     def check(self, ip: str, zones: Sequence[str]) -> defer.Deferred[CheckResult]:
         """Fires with CheckResult("rbl", listed|pass|error|skipped, reason, duration, data)."""
         started = self.clock.seconds()
-        zones = [z.strip().strip(".") for z in zones if z and z.strip().strip(".")]
+        parsed = []
+        for entry in zones:
+            try:
+                zone, codes = parse_zone(entry)
+            except ValueError as e:
+                log.error("bad RBL zone entry {entry!r}: {error}; skipped", entry=entry, error=str(e))
+                continue
+            if zone:
+                parsed.append((zone, codes))
         try:
             normalise(ip)
         except ValueError:
             return defer.succeed(CheckResult("rbl", SKIPPED, f"not an IP: {clean(ip, 60)}"))
-        if not zones:
+        if not parsed:
             return defer.succeed(CheckResult("rbl", SKIPPED, "no zones configured"))
-        ds = [self._one(ip, z) for z in zones]
+        ds = [self._one(ip, z, codes) for z, codes in parsed]
 
         def combine(results: list[tuple[str, str, str, str]]) -> CheckResult:
             took = self.clock.seconds() - started
@@ -88,12 +110,12 @@ class RBLChecker:
             return CheckResult("rbl", PASS, "not listed", took)
         return defer.gatherResults(ds).addCallback(combine)
 
-    def _one(self, ip: str, zone: str) -> defer.Deferred[tuple[str, str, str, str]]:
+    def _one(self, ip: str, zone: str, codes: Optional[AddressList] = None) -> defer.Deferred[tuple[str, str, str, str]]:
         name = query_name(ip, zone)
         d = self.resolver.lookup_a(name)
 
         def got(addresses: list[str]) -> Any:
-            outcome, code = classify(addresses)
+            outcome, code = classify(addresses, codes)
             if outcome == ERROR:
                 log.warn("rbl zone {zone} answered error code {code} for {ip}: treated as not listed",
                          zone=zone, code=code, ip=ip)

@@ -22,7 +22,7 @@ from zope.interface import implementer
 from cgtwist.addresslist import AddressList, AddressListCache, AddressListError
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.checks.blacklist import AutoBlacklist, SenderBlacklist, check_ip, check_sender
-from cgtwist.checks.rbl import RBLChecker
+from cgtwist.checks.rbl import RBLChecker, parse_zone
 from cgtwist.checks.result import FAIL, LISTED, SKIPPED, TEMPERROR, CheckResult, clean
 from cgtwist.checks.returnpath import REPLIES as RETURNPATH_REPLIES
 from cgtwist.checks.returnpath import check_return_path
@@ -345,7 +345,12 @@ def validate_setting(key: str, value: Any) -> Any:
                 raise ValueError(f"{key}: action for {result} must be one of {', '.join(SPF_ACTIONS)}")
     elif key == "protection.rbl.zones":
         if not isinstance(value, list) or not all(isinstance(z, str) and z.strip(" .") for z in value):
-            raise ValueError(f"{key} must be a list of zone names")
+            raise ValueError(f"{key} must be a list of zone names (zone or zone=codes)")
+        for entry in value:
+            try:
+                parse_zone(entry)
+            except ValueError as e:
+                raise ValueError(f"{key}: {entry!r}: {e}") from None
     elif key == "protection.listeners":
         if not isinstance(value, Mapping):
             raise ValueError(f"{key} must be an object {{listener or port: {{check: mode}}}}")

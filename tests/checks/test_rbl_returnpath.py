@@ -95,6 +95,16 @@ class RBLTests(unittest.TestCase):
         self.assertEqual(r.outcome, "listed")
 
     @defer.inlineCallbacks
+    def test_return_code_filter(self) -> None:
+        """zone=codes acts only on the listed return codes (e.g. skip a policy list's codes)."""
+        r = yield self.rbl.check("192.0.2.2", ["rbl.test=127.0.0.3,127.0.0.10-127.0.0.11"])
+        self.assertEqual(r.outcome, "pass")
+        r = yield self.rbl.check("192.0.2.2", ["rbl.test=127.0.0.2-127.0.0.3"])
+        self.assertEqual((r.outcome, r.data["zone"]), ("listed", "rbl.test"))
+        r = yield self.rbl.check("192.0.2.2", ["rbl.test=bogus"])
+        self.assertEqual(r.outcome, "skipped")
+
+    @defer.inlineCallbacks
     def test_no_zones(self) -> None:
         """With no zones configured nothing is asked."""
         r = yield self.rbl.check("192.0.2.2", [])

@@ -379,6 +379,7 @@ class ValidateSettingTests(unittest.TestCase):
         self.assertIn("line 2", str(cm.exception))
         for key, bad in (("protection.rbl.mode", "sometimes"), ("protection.spf.actions", {"fail": "bounce"}),
                          ("protection.spf.actions", {"failed": "reject"}), ("protection.rbl.zones", "zen"),
+                         ("protection.rbl.zones", ["zen.test=127.0.0.x"]),
                          ("protection.listeners", {"587": {"spf": "never"}}),
                          ("protection.listeners", {"587": {"dkim": "off"}})):
             self.assertRaises(ValueError, validate_setting, key, bad)
