@@ -68,7 +68,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "protection.autoblacklist.window": (600, "seconds over which offences are counted"),
     "protection.autoblacklist.duration": (1800, "seconds an offender stays blacklisted"),
     "protection.rbl.mode": ("nonclients", "off | nonclients | all: DNSBL check at connect"),
-    "protection.rbl.zones": ([], "DNSBL zones asked as reversed-ip.zone; 127.255.255.x answers and timeouts count as not listed"),
+    "protection.rbl.zones": ([], "DNSBL zones asked as reversed-ip.zone (zone=127.0.0.2-127.0.0.9 acts on those codes only); 127.255.255.x answers and timeouts count as not listed"),
     "protection.rbl.code": (554, "reply code for an RBL-listed IP (554; 4xx to defer instead)"),
     "protection.returnpath.mode": ("nonclients", "off | nonclients | all: MAIL FROM domain must have MX or A/AAAA (NXDOMAIN 550 5.1.8, DNS failure 451 4.4.3)"),
     "protection.spf.mode": ("nonclients", "off | nonclients | all: SPF (RFC 7208) at MAIL FROM, HELO identity for <>"),
