@@ -103,6 +103,12 @@ class ResolverTests(unittest.TestCase):
         yield self.assertFailure(hung, DNSTemporaryError)
 
     @defer.inlineCallbacks
+    def test_slow_answer_within_timeout(self) -> None:
+        """A server that answers slowly but within the timeout is still heard."""
+        self.server.set_behaviour("mx2.example.com", ("delay", 0.1))
+        self.assertEqual((yield self.resolver.lookup_a("mx2.example.com")), ["127.0.0.2"])
+
+    @defer.inlineCallbacks
     def test_cache_honours_ttl(self) -> None:
         """A second lookup of the same record is answered from the cache, not the server."""
         yield self.resolver.lookup_a("mx1.example.com")
