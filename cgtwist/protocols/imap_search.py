@@ -9,6 +9,9 @@ TEXT, answers KEYWORD with False, compares dates of different types and recurses
 from __future__ import annotations
 
 import datetime
+import email
+import email.header
+import email.policy
 import email.utils
 import re
 from dataclasses import dataclass
@@ -58,6 +61,7 @@ class MessageText:
         self._raw = raw
         self._raw_cache: Optional[bytes] = None
         self._headers: Optional[dict[str, Optional[str]]] = None
+        self._body: Optional[str] = None
 
     def flags(self) -> set[str]:
         return {f.lower() for f in self.msg.getFlags()}
@@ -78,18 +82,23 @@ class MessageText:
         return self._headers[name]
 
     def header(self, name: str) -> str:
-        return self._lookup(name) or ""
+        """The header's text for matching: 8-bit octets as UTF-8, RFC 2047 words decoded."""
+        return _header_text(self._lookup(name) or "")
 
     def has_header(self, name: str) -> bool:
         return self._lookup(name) is not None
 
-    def body_text(self) -> bytes:
+    def body_text(self) -> str:
+        """The body as text: MIME text parts decoded (base64, quoted-printable, charset)."""
+        if self._body is None:
+            self._body = _decoded_body(self.raw())
+        return self._body
+
+    def full_text(self) -> str:
+        """TEXT searches the header and the body (RFC 3501 §6.4.4)."""
         raw = self.raw()
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            i = raw.find(sep)
-            if i >= 0:
-                return raw[i + len(sep):]
-        return b""
+        head = raw[: _header_end(raw)]
+        return _header_text(head.decode("latin-1")) + "\n" + self.body_text()
 
     def internal_date(self) -> Optional[datetime.date]:
         return _rfc2822_date(self.msg.getInternalDate())
@@ -127,11 +136,53 @@ def parse_date(token: bytes) -> datetime.date:
         raise SearchError("Bad date") from None
 
 
-def _contains(haystack: str | bytes, needle: bytes) -> bool:
-    """Case-insensitive substring match (RFC 3501 §6.4.4)."""
-    if isinstance(haystack, bytes):
-        return needle.lower() in haystack.lower()
-    return needle.decode("utf-8", "replace").lower() in haystack.lower()
+def _contains(haystack: str, needle: bytes) -> bool:
+    """Case-insensitive substring match (RFC 3501 §6.4.4); the needle is UTF-8 or ASCII."""
+    return needle.decode("utf-8", "replace").casefold() in haystack.casefold()
+
+
+def _header_end(raw: bytes) -> int:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = raw.find(sep)
+        if i >= 0:
+            return i + len(sep)
+    return len(raw)
+
+
+def _header_text(value: str) -> str:
+    """Header octets (kept as latin-1 code points by the store) as text: raw 8-bit read as
+    UTF-8, then RFC 2047 encoded words decoded."""
+    try:
+        value = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass  # already text, or 8-bit that is not UTF-8: keep as is
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:
+        return value
+
+
+def _decoded_body(raw: bytes) -> str:
+    """Text of the body for BODY/TEXT: plain bodies as is, MIME text parts decoded."""
+    head = raw[: _header_end(raw)].lower()
+    if b"content-type" not in head and b"content-transfer-encoding" not in head:
+        return raw[_header_end(raw):].decode("utf-8", "replace")
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    out = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            out.append(payload.decode(charset, "replace"))
+        except LookupError:
+            out.append(payload.decode("utf-8", "replace"))
+    return "\n".join(out)
 
 
 def _in_set(spec: bytes, value: int, highest: int) -> bool:
@@ -218,7 +269,7 @@ class _Compiler:
             return lambda m, c: _contains(m.body_text(), needle)
         if word == b"TEXT":
             needle = self.string()
-            return lambda m, c: _contains(m.raw(), needle)
+            return lambda m, c: _contains(m.full_text(), needle)
         if word in (b"LARGER", b"SMALLER"):
             n = self.number()
             if word == b"LARGER":

@@ -88,7 +88,7 @@ class _Msg:
         return self.size
 
     def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
-        head = self.raw.split(b"\r\n\r\n")[0].decode()
+        head = self.raw.split(b"\r\n\r\n")[0].decode("latin-1")  # as the mailstore does
         pairs = [line.split(": ", 1) for line in head.split("\r\n")]
         return {k.lower(): v for k, v in pairs if k.lower() in names}
 
@@ -184,3 +184,31 @@ class PenaltyAndSaslTests(unittest.TestCase):
 
 
 _ = datetime  # keep the import for date helpers in future tests
+
+
+class SearchTextTests(unittest.TestCase):
+    """SEARCH matches what a user reads, not the transfer encoding."""
+
+    def match(self, raw: bytes, query: bytes) -> bool:
+        _cs, pred = imap_search.compile_search(imap_parse.tokenize([query], []))
+        msg = _Msg(raw, [], "Thu, 05 Mar 2026 04:30:00 +0000", len(raw))
+        return pred(imap_search.MessageText(msg, lambda: raw), imap_search.Context(1, 1, 1, 1))
+
+    def test_encoded_and_8bit_headers(self) -> None:
+        """An RFC 2047 subject and a raw UTF-8 subject both match a UTF-8 search string."""
+        enc = b"Subject: =?UTF-8?Q?Caf=C3=A9_menu?=\r\n\r\nx\r\n"
+        raw8 = "Subject: Café menu\r\n\r\nx\r\n".encode()
+        for raw in (enc, raw8):
+            self.assertTrue(self.match(raw, "CHARSET UTF-8 SUBJECT café".encode()))
+            self.assertFalse(self.match(raw, b"SUBJECT tea"))
+
+    def test_base64_body_and_text_covers_headers(self) -> None:
+        """BODY finds words inside a base64 text part; TEXT also searches the header."""
+        import base64
+        body = base64.b64encode("Grüße aus Berlin".encode())
+        raw = (b"Subject: hi\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"\r\n")
+        self.assertTrue(self.match(raw, "BODY grüße".encode()))
+        self.assertFalse(self.match(raw, b"BODY hi"))
+        self.assertTrue(self.match(raw, b"TEXT hi"))
+        self.assertTrue(self.match(raw, b"TEXT berlin"))
