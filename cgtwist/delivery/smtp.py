@@ -470,17 +470,21 @@ class SMTPDelivery:
                                     f"no usable address for the MX hosts of {domain}", False)
 
     async def _addresses(self, host: str, implicit: bool) -> list[str]:
+        """IPv4 addresses of ``host``; IPv6 only when it has none (one lookup in the usual case)."""
         if _is_ip(host):
             return [host]
-        out: list[str] = []
         errors: list[Exception] = []
         for lookup in (self.resolver.lookup_a, self.resolver.lookup_aaaa):
             try:
-                out += [str(x) for x in await lookup(host)]
-            except (DNSPermanentError, DNSTemporaryError) as e:
+                out = [str(x) for x in await lookup(host)]
+            except DNSPermanentError as e:
                 errors.append(e)
-        if out:
-            return out
+                break  # NXDOMAIN holds for every type
+            except DNSTemporaryError as e:
+                errors.append(e)
+                continue
+            if out:
+                return out
         if any(isinstance(e, DNSTemporaryError) for e in errors):
             raise _DestinationError("4.4.3", f"DNS lookup of {host} failed", False)
         if errors and implicit:

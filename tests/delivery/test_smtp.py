@@ -352,6 +352,21 @@ class MXSelection(_Base):
         self.assertEqual(rs[0].state, "failed")
         self.assertTrue(rs[0].detail.startswith("5.4.4"))
 
+    async def test_ipv6_only_when_no_ipv4(self) -> None:
+        """A host with IPv4 addresses is reached over IPv4 without an AAAA lookup; a host with
+        only IPv6 addresses is reached over IPv6."""
+        self.sink("127.0.0.1")
+        self.sink("2001:db8::25")
+        res = FakeResolver(mx={"dst.test": [(10, "v4"), (20, "v6")], "other.test": [(10, "v6")]},
+                           a={"v4": ["127.0.0.1"], "v6": []}, aaaa={"v6": ["2001:db8::25"]})
+        rs = await self.agent(res).deliver("m38", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        self.assertEqual(rs[0].state, "delivered")
+        self.assertNotIn(("AAAA", "v4"), res.queries)
+        rs = await self.agent(res).deliver("m39", Envelope("a@src.test"), MESSAGE,
+                                           rcpts("x@other.test", domain="other.test"))
+        self.assertEqual(rs[0].state, "delivered")
+        self.assertEqual(self.net.connects, ["127.0.0.1", "2001:db8::25"])
+
     async def test_null_mx_is_permanent(self) -> None:
         """A null MX (RFC 7505) fails the recipient at once with 5.1.10."""
         res = FakeResolver(mx={"dst.test": [(0, ".")]})
