@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -190,10 +193,12 @@ class HelperTests(unittest.TestCase):
 
     def test_system_nameservers(self) -> None:
         """The explicit resolv.conf helper reads nameserver lines only."""
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write("# c\nsearch x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
-        self.assertEqual(system_nameservers(path), ["192.0.2.53:53", "[fe80::1]:53"])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "resolv.conf")
+            with open(path, "w") as f:
+                f.write("# c\nsearch x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
+            self.assertEqual(system_nameservers(path), ["192.0.2.53:53", "[fe80::1]:53"])
+            self.assertEqual(system_nameservers(os.path.join(tmp, "missing")), [])
 
     def test_zone_text_parser_names_line(self) -> None:
         """The test server's zone parser reports the bad line."""
