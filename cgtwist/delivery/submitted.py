@@ -10,8 +10,10 @@ when the queue refuses temporarily. Spooling and routing belong to the submissio
 from __future__ import annotations
 
 import email.utils
+import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -288,6 +290,9 @@ class SubmittedPickup(service.Service):
             raw = await self._io(_read, path)
         except FileNotFoundError:
             return  # already handled (a duplicate notification)
+        except BadSubmission as e:
+            await self._bad(path, name, str(e))
+            return
         except OSError as e:
             log.error("Submitted/{name}: cannot read: {err}", name=name, err=e.strerror)
             return
@@ -340,6 +345,14 @@ class SubmittedPickup(service.Service):
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(MAX_FILE + 1)
-    return data
+    """Read a regular file, never through a symlink (a link to /etc/shadow must not be mailed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BadSubmission("symbolic links are not accepted") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BadSubmission("not a regular file")
+        return f.read(MAX_FILE + 1)

@@ -117,6 +117,18 @@ class Pickup(unittest.TestCase):
         self.assertEqual(self.sub.submitted, [])
         self.assertEqual(os.listdir(self.dir), ["b.bad"])
 
+    async def test_symlink_not_followed(self) -> None:
+        """A .sub symlink to another file (say /etc/passwd) is never read or mailed: it is
+        renamed .bad."""
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "wb") as f:
+            f.write(b"To: thief@evil.test\n\nsecret\n")
+        os.symlink(secret, os.path.join(self.dir, "link.sub"))
+        p = self.pickup(use_inotify=False, reactor=task.Clock())
+        await p.when_idle()
+        self.assertEqual(self.sub.submitted, [])
+        self.assertEqual(os.listdir(self.dir), ["link.bad"])
+
     async def test_permanent_refusal_renamed_bad_temporary_kept(self) -> None:
         """A permanent refusal by the queue makes the file .bad; a temporary one keeps it for a
         later retry, which then succeeds."""
