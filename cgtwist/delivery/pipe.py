@@ -26,7 +26,6 @@ from zope.interface import implementer
 from cgtwist.delivery.bounce import one_line
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
-from cgtwist.paths import inside
 from cgtwist.settings import DEFAULTS, SettingsHolder
 from cgtwist.types import Envelope, Recipient
 
@@ -164,10 +163,12 @@ class PipeDelivery:
             return
         try:
             argv = parse_command(command_of(r))
-            program = inside(app_dir, os.path.join(app_dir, argv[0]))
         except InvalidName as e:
             r.state, r.detail = "failed", f"5.1.3 {one_line(str(e), 200)}"
             return
+        # The name has no separator and no leading dot, so it names an entry of app_dir itself;
+        # that entry may be a symlink the administrator put there (e.g. to procmail).
+        program = os.path.join(app_dir, argv[0])
         if not (os.path.isfile(program) and os.access(program, os.X_OK)):
             r.state, r.detail = "failed", f"5.1.1 no such PIPE program: {one_line(argv[0], 100)}"
             return

@@ -111,6 +111,12 @@ with open({self.out!r} + ".env", "w") as f:
             self.assertEqual(rs[0].state, "failed", cmd)
         self.assertFalse(os.path.exists(marker))
 
+    async def test_symlink_placed_by_admin_runs(self) -> None:
+        """An administrator may link a system program into the application directory."""
+        os.symlink(os.path.abspath(os.path.join(self.app, "save")), os.path.join(self.app, "linked"))
+        rs = await self.agent().deliver("p9", Envelope("a@src.test"), MESSAGE, [self.rcpt("linked")])
+        self.assertEqual(rs[0].state, "delivered")
+
     async def test_not_configured_is_pending(self) -> None:
         """Without pipe.app_dir PIPE mail waits (an administrator can still configure it)."""
         rs = await self.agent(**{"pipe.app_dir": ""}).deliver(
