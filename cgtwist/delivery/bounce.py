@@ -368,9 +368,10 @@ class Bouncer:
             ds.append(self._report(msg_id, envelope, data, relayed, "relayed", None))
         if not ds:
             return defer.succeed(None)
-        d = defer.gatherResults(ds, consumeErrors=True)
-        d.addCallback(lambda ids: next((i for i in ids if i), None))
-        return d
+        def first(ids: list[Optional[str]]) -> Optional[str]:
+            return next((i for i in ids if i), None)
+
+        return defer.gatherResults(ds, consumeErrors=True).addCallback(first)
 
     def _report(self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient],
                 action: str, retry_until: Optional[float]) -> defer.Deferred[Optional[str]]:

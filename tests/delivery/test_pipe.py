@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
+import tempfile
 
 from twisted.internet import task
 from twisted.trial import unittest
@@ -23,9 +25,11 @@ class PipeTests(unittest.TestCase):
 
         self.reactor = reactor
         self.clock = task.Clock()
-        self.app = self.mktemp()
+        top = tempfile.mkdtemp(prefix="cgtwist-pipe-")
+        self.addCleanup(shutil.rmtree, top, True)
+        self.app = os.path.join(top, "apps")
         os.makedirs(self.app)
-        self.out = os.path.abspath(self.mktemp())
+        self.out = os.path.join(top, "out")
         self.script("save", f"""
 import os, sys
 data = sys.stdin.buffer.read()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from twisted.internet import defer, task
 from twisted.trial import unittest
@@ -80,7 +82,8 @@ class Pickup(unittest.TestCase):
         from twisted.internet import reactor
 
         self.reactor = reactor
-        self.base = self.mktemp()
+        self.base = tempfile.mkdtemp(prefix="cgtwist-submitted-")
+        self.addCleanup(shutil.rmtree, self.base, True)
         self.dir = os.path.join(self.base, "Submitted")
         os.makedirs(self.dir)
         self.sub = FakeSubmission()
@@ -120,7 +123,7 @@ class Pickup(unittest.TestCase):
     async def test_symlink_not_followed(self) -> None:
         """A .sub symlink to another file (say /etc/passwd) is never read or mailed: it is
         renamed .bad."""
-        secret = os.path.abspath(self.mktemp())
+        secret = os.path.join(self.base, "secret")
         with open(secret, "wb") as f:
             f.write(b"To: thief@evil.test\n\nsecret\n")
         os.symlink(secret, os.path.join(self.dir, "link.sub"))
