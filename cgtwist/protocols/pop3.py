@@ -126,7 +126,7 @@ class POP3Server(pop3.POP3):
         self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
         self.sendLine(b"+OK cgtwist POP3 server ready")
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.setTimeout(None)
         if self._onLogout is not None:
             logout, self._onLogout = self._onLogout, None
@@ -195,6 +195,9 @@ class POP3Server(pop3.POP3):
             self.err("[SYS/TEMP] Internal error")
             return
         if isinstance(d, defer.Deferred):
+            if d.called:  # finished already: no need to hold the queue
+                d.addErrback(self._unexpected)
+                return
             self._busy = True
             self.setTimeout(None)
             d.addErrback(self._unexpected)
@@ -221,13 +224,13 @@ class POP3Server(pop3.POP3):
             mech, self._sasl = self._sasl, None
             return self._sasl_response(mech, line.strip())
         try:
-            text = line.decode("ascii")
+            text = line.decode("utf-8")  # commands are ASCII; passwords may be UTF-8
         except UnicodeDecodeError:
             self.err("Invalid characters in command")
             return None
         cmd, _, rest = text.partition(" ")
         cmd = cmd.upper()
-        if not cmd.isalpha() or len(cmd) > 4:
+        if not (cmd.isascii() and cmd.isalpha()) or len(cmd) > 4:
             self.err("Unknown command")
             return None
         handler = getattr(self, f"{self.state.lower()}_{cmd}", None)

@@ -168,6 +168,18 @@ class AuthTests(POP3TestBase):
         self.assertTrue(self.send(proto, tr, base64.b64encode(b"\0alice\0secret")).startswith(b"+OK"))
         self.close(proto, tr)
 
+    def test_utf8_password(self) -> None:
+        """A UTF-8 password works with USER/PASS and with AUTH PLAIN."""
+        self.store.add("utf", "p\u00e4ss w\u00f6rd")
+        proto, tr = self.connect()
+        self.send(proto, tr, b"USER utf")
+        self.assertTrue(self.send(proto, tr, "PASS p\u00e4ss w\u00f6rd".encode()).startswith(b"+OK"))
+        self.close(proto, tr)
+        proto, tr = self.connect()
+        out = self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode("\0utf\0p\u00e4ss w\u00f6rd".encode()))
+        self.assertTrue(out.startswith(b"+OK"), out)
+        self.close(proto, tr)
+
     def test_auth_other_mechanism(self) -> None:
         """Only PLAIN is offered; CRAM-MD5 and friends are refused."""
         proto, tr = self.connect()
