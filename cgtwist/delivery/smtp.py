@@ -1,15 +1,14 @@
 """The SMTP delivery module: one delivery attempt of one message to one destination domain.
 
-Owns choosing where to connect (MX lookup with implicit MX, RFC 5321 §5.1; null MX, RFC 7505;
-address literals; an optional smarthost), trying hosts in order, reusing an idle connection to
-the same destination, and turning SMTP replies into per-recipient states: delivered, failed
-(5xx) or pending (4xx, timeouts, DNS trouble). Retry timing belongs to the queue manager; the
-wire belongs to ``cgtwist.delivery.smtp_client``.
+Owns walking the destination's hosts in order (listed by ``cgtwist.delivery.smtp_targets``:
+MX, implicit MX, literals, smarthost), moving on after connection failures and refused
+greetings, reusing an idle connection to the same destination, and turning SMTP replies into
+per-recipient states: delivered, failed (5xx) or pending (4xx, timeouts, DNS trouble). Retry
+timing belongs to the queue manager; the wire belongs to ``cgtwist.delivery.smtp_client``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import random
 import re
 from dataclasses import dataclass
@@ -28,7 +27,13 @@ from cgtwist.delivery.smtp_client import (
     Timeouts,
     TransactionResult,
 )
-from cgtwist.errors import DNSPermanentError, DNSTemporaryError
+from cgtwist.delivery.smtp_targets import (
+    DestinationError,
+    Target,
+    mx_targets,
+    parse_hostport,
+    relay_targets,
+)
 from cgtwist.interfaces import IDeliveryAgent, IResolver
 from cgtwist.settings import DEFAULTS, SettingsHolder
 from cgtwist.types import Envelope, Recipient
@@ -50,20 +55,6 @@ class Attempt:
     tls: Optional[str]
 
 
-@dataclass(frozen=True)
-class _Target:
-    host: str  # name used for TLS SNI/verification and logs
-    ips: tuple[str, ...]
-
-
-class _DestinationError(Exception):
-    def __init__(self, enhanced: str, text: str, permanent: bool) -> None:
-        super().__init__(f"{enhanced} {text}")
-        self.enhanced = enhanced
-        self.text = text
-        self.permanent = permanent
-
-
 def default_tls(hostname: str) -> Any:
     """Opportunistic STARTTLS: our floor (TLS 1.2), no verification (RFC 3207 practice).
 
@@ -82,26 +73,6 @@ def default_verified_tls(hostname: str, ca_file: str = "") -> Any:
         hostname, trustRoot=trust,  # type: ignore[arg-type]
         extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
     )
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
-def parse_hostport(spec: str, default_port: int) -> tuple[str, int, bool]:
-    """``host``, ``host:port``, ``[host]:port`` or ``[ip]`` -> (host, port, bracketed)."""
-    spec = spec.strip()
-    m = re.match(r"^\[([^\]]+)\](?::(\d+))?$", spec)
-    if m:
-        return m.group(1), int(m.group(2) or default_port), True
-    if spec.count(":") == 1:
-        host, _, port = spec.partition(":")
-        return host, int(port), False
-    return spec, default_port, False
 
 
 @implementer(IDeliveryAgent)
@@ -191,14 +162,14 @@ class SMTPDelivery:
         auth: Optional[tuple[str, str]] = None
         verified = False
         if relay:
-            host, port, bracketed = parse_hostport(relay, port)
+            host, port, _bracketed = parse_hostport(relay, port)
             key = (f"relay:{relay}", host, port)
             auth = _auth_pair(self._get("smtp.relayhost_auth"))
             verified = True
-            targets = self._targets_relay(host, bracketed)
+            targets = relay_targets(self.resolver, host)
         else:
             key = (queue, queue, port)
-            targets = self._targets_mx(queue)
+            targets = mx_targets(self.resolver, queue, self.rng)
 
         # A connection kept from the previous message to this destination (several messages
         # per connection); if it died while idle, fall through to a fresh one.
@@ -233,7 +204,7 @@ class SMTPDelivery:
                     if outcome == "tls":
                         outcome = f"4.7.5 TLS with {target.host}[{ip}] failed"
                     last = outcome
-        except _DestinationError as e:
+        except DestinationError as e:
             state = "failed" if e.permanent else "pending"
             _set_all(recipients, state, f"{e.enhanced} {e.text}")
             log.info("{msg_id}: SMTP({queue}) {state}: {enhanced} {text}", msg_id=msg_id,
@@ -243,7 +214,7 @@ class SMTPDelivery:
         log.info("{msg_id}: SMTP({queue}) deferred: {detail}", msg_id=msg_id, queue=queue, detail=last)
         return recipients
 
-    async def _session(self, msg_id: str, key: tuple[str, str, int], target: _Target, ip: str,
+    async def _session(self, msg_id: str, key: tuple[str, str, int], target: Target, ip: str,
                        port: int, envelope: Envelope, data: bytes, recipients: list[Recipient],
                        verified: bool, use_tls: bool, auth: Optional[tuple[str, str]]) -> Optional[str]:
         """Connect to one address and deliver. None when results were recorded; otherwise the
@@ -410,89 +381,6 @@ class SMTPDelivery:
                     timer.cancel()
                 client.quit()
         self._idle.clear()
-
-    # --- where to connect ----------------------------------------------------------------------
-
-    async def _targets_relay(self, host: str, bracketed: bool) -> Any:
-        if _is_ip(host):
-            yield _Target(host, (host,))
-            return
-        yield _Target(host, tuple(await self._addresses(host, implicit=True)))
-
-    async def _targets_mx(self, queue: str) -> Any:
-        """Hosts in MX preference order, shuffled within a preference (RFC 5321 §5.1)."""
-        literal = re.match(r"^\[(?:IPv6:)?([^\]]+)\]$", queue, re.I)
-        if literal:
-            ip = literal.group(1)
-            if not _is_ip(ip):
-                raise _DestinationError("5.1.2", f"bad address literal {queue}", True)
-            yield _Target(ip, (ip,))
-            return
-        domain = queue.lower().rstrip(".")
-        try:
-            mx = await self.resolver.lookup_mx(domain)
-        except DNSPermanentError:
-            raise _DestinationError("5.1.2", f"domain {domain} does not exist", True) from None
-        except DNSTemporaryError as e:
-            raise _DestinationError("4.4.3", f"DNS lookup of MX for {domain} failed ({e or 'temporary'})",
-                                    False) from None
-        hosts = [(int(pref), str(h).lower().rstrip(".")) for pref, h in mx]
-        if len(hosts) == 1 and hosts[0][1] == "":
-            # RFC 7505 §3: a null MX ("MX 0 .") says the domain accepts no mail.
-            raise _DestinationError("5.1.10", f"domain {domain} accepts no mail (null MX)", True)
-        hosts = [(p, h) for p, h in hosts if h]
-        implicit = not hosts
-        if implicit:
-            hosts = [(0, domain)]  # RFC 5321 §5.1: no MX, the domain itself is the host
-        ordered: list[str] = []
-        for pref in sorted({p for p, _ in hosts}):
-            group = [h for p, h in hosts if p == pref]
-            self.rng.shuffle(group)
-            ordered += [h for h in group if h not in ordered]
-        resolved_any = False
-        temp = False
-        for host in ordered:
-            try:
-                ips = await self._addresses(host, implicit)
-            except _DestinationError as e:
-                if implicit:
-                    raise
-                temp = temp or not e.permanent
-                log.info("MX host {host} of {domain} unusable: {err}", host=host, domain=domain, err=str(e))
-                continue
-            if ips:
-                resolved_any = True
-                yield _Target(host, tuple(ips))
-        if not resolved_any:
-            if implicit:
-                raise _DestinationError("5.4.4", f"domain {domain} has no MX and no address", True)
-            raise _DestinationError("4.4.4" if not temp else "4.4.3",
-                                    f"no usable address for the MX hosts of {domain}", False)
-
-    async def _addresses(self, host: str, implicit: bool) -> list[str]:
-        """IPv4 addresses of ``host``; IPv6 only when it has none (one lookup in the usual case)."""
-        if _is_ip(host):
-            return [host]
-        errors: list[Exception] = []
-        for lookup in (self.resolver.lookup_a, self.resolver.lookup_aaaa):
-            try:
-                out = [str(x) for x in await lookup(host)]
-            except DNSPermanentError as e:
-                errors.append(e)
-                break  # NXDOMAIN holds for every type
-            except DNSTemporaryError as e:
-                errors.append(e)
-                continue
-            if out:
-                return out
-        if any(isinstance(e, DNSTemporaryError) for e in errors):
-            raise _DestinationError("4.4.3", f"DNS lookup of {host} failed", False)
-        if errors and implicit:
-            raise _DestinationError("5.1.2", f"host {host} does not exist", True)
-        if errors:
-            raise _DestinationError("5.4.4", f"MX host {host} does not exist", True)
-        return []
-
 
 def apply_result(result: TransactionResult, recipients: list[Recipient], host: str, ip: str,
                  dsn: bool = False) -> None:

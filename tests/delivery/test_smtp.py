@@ -10,6 +10,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from cgtwist.delivery.smtp import SMTPDelivery
+from cgtwist.delivery.smtp_targets import mx_targets
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, Recipient
@@ -308,9 +309,7 @@ class MXSelection(_Base):
                            a={h: ["127.0.0.9"] for h in ("a", "b", "c", "first")})
         orders = set()
         for seed in range(12):
-            agent = self.agent(res)
-            agent.rng = random.Random(seed)
-            hosts = [t.host async for t in agent._targets_mx("dst.test")]
+            hosts = [t.host async for t in mx_targets(res, "dst.test", random.Random(seed))]
             self.assertEqual(hosts[0], "first")
             self.assertEqual(sorted(hosts[1:]), ["a", "b", "c"])
             orders.add(tuple(hosts))
