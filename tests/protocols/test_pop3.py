@@ -6,6 +6,8 @@ import base64
 import os
 from typing import Any, Optional
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -406,3 +408,32 @@ class TransactionTests(POP3TestBase):
         if not self.tr.disconnecting:
             self.close(self.proto, self.tr)
         return None
+
+
+class FuzzTests(POP3TestBase):
+    plain_ok = True
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.binary(max_size=60).filter(lambda b: b"\n" not in b and b"\r" not in b), max_size=6),
+           st.booleans())
+    def test_garbage_in_every_state(self, lines: list[bytes], logged_in: bool) -> None:
+        """Random command lines in either state never raise, never leak a traceback, and every
+        reply line is a status, a listing line or a continuation (Mox-style protocol fuzz)."""
+        proto, tr = self.connect()
+        try:
+            if logged_in:
+                self.login(proto, tr)
+            for line in lines:
+                if line.upper().startswith(b"QUIT"):
+                    continue
+                out = self.send(proto, tr, line)
+                self.assertNotIn(b"Traceback", out)
+                if tr.disconnecting:
+                    break
+                first = out.split(b"\r\n", 1)[0]
+                self.assertTrue(first.startswith((b"+OK", b"-ERR ", b"+ ")), (line, out))
+            if not tr.disconnecting:
+                self.send(proto, tr, b"*")  # ends a pending SASL exchange, else a bad command
+                self.assertTrue(self.send(proto, tr, b"CAPA").startswith(b"+OK"))
+        finally:
+            self.close(proto, tr)
