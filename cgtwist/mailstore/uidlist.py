@@ -57,13 +57,15 @@ def load(folder: str) -> Optional[UidList]:
         ul = UidList(uidvalidity=fields["V"], uidnext=fields["N"])
         if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1):
             return None
+        used: set[int] = set()
         for line in lines[1:]:
             if not line:
                 continue
             uid_s, _, key = line.partition(" ")
             uid = int(uid_s)
-            if not key or uid <= 0 or uid >= ul.uidnext:
-                return None
+            if not key or uid <= 0 or uid >= ul.uidnext or uid in used:
+                return None  # a UID twice or beyond UIDNEXT: cannot be trusted, rebuild
+            used.add(uid)
             ul.uids[unquote(key)] = uid
     except (ValueError, KeyError, IndexError):
         return None
@@ -107,7 +109,7 @@ def load_dovecot(folder: str) -> Optional[UidList]:
 def save(folder: str, ul: UidList) -> None:
     """Durably replace the folder's uidlist."""
     out = [f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"]
-    out.extend(f"{uid} {quote(key, safe='')}" for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1]))
+    out.extend(f"{uid} {quote(key, safe=',=')}" for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1]))
     maildir.write_atomic(os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii"))
 
 
