@@ -86,7 +86,7 @@ class ListenerManager:
                 self._bind(spec)
         self._write_state()
 
-    def apply(self, specs: Iterable[ListenerSpec]) -> "defer.Deferred[None]":
+    def apply(self, specs: Iterable[ListenerSpec]) -> defer.Deferred[None]:
         """Make the bound set equal ``specs``: close removed sockets, bind new ones.
 
         Sockets whose spec is unchanged keep running; live connections on a removed socket are
@@ -121,7 +121,7 @@ class ListenerManager:
         for port in self.ports.values():
             port.startReading()  # type: ignore[attr-defined]
 
-    def stop(self) -> "defer.Deferred[Any]":
+    def stop(self) -> defer.Deferred[Any]:
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports.values()]
         self.ports.clear()
         return defer.gatherResults(ds, consumeErrors=True)

@@ -18,10 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from zope.interface import implementer
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
 from twisted.logger import Logger
+from zope.interface import implementer
 
 log = Logger()
 
@@ -47,7 +50,7 @@ def generate_self_signed(cert_path: str, key_path: str, names: Iterable[str], da
             uniq.append(n)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, uniq[0] if uniq else "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in uniq]
     san += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
     cert = (
@@ -157,7 +160,7 @@ class ServerTLS:
         """IOpenSSLServerConnectionCreator: a connection on the current context."""
         return SSL.Connection(self.getContext(), None)
 
-    def __call__(self) -> Optional["ServerTLS"]:
+    def __call__(self) -> Optional[ServerTLS]:
         """Protocol factories take a ``tls`` callable returning a context factory or None."""
         return self if self.available else None
 
@@ -170,7 +173,9 @@ def client_options(hostname: str, verify: bool, ca_file: Optional[str] = None) -
     """
     if verify:
         trust = ssl.Certificate.loadPEM(open(ca_file, "rb").read()) if ca_file else None
-        return ssl.optionsForClientTLS(hostname, trustRoot=trust)  # type: ignore[arg-type]
+        return ssl.optionsForClientTLS(  # type: ignore[no-any-return]
+            hostname, trustRoot=trust,  # type: ignore[arg-type]
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
     return _UnverifiedClientTLS(hostname)
 
 

@@ -31,6 +31,38 @@ ALL_LISTENERS = [
 ]
 
 
+# Test zones for the loopback DNS server every e2e server is pointed at: senders' domains
+# exist (Return-path check), nothing resolves to a non-loopback address.
+DEFAULT_ZONE: dict[str, list[str]] = {
+    "example.test": ["MX 10 mail.example.test", "A 127.0.0.1"],
+    "mail.example.test": ["A 127.0.0.1"],
+    "elsewhere.test": ["MX 10 mx.elsewhere.test", "A 127.0.0.1"],
+    "mx.elsewhere.test": ["A 127.0.0.1"],
+    "client.elsewhere.test": ["A 127.0.0.1"],
+}
+
+
+class DNSServer:
+    """``python -m tests.dnsserver`` in a subprocess, serving zones on 127.0.0.1."""
+
+    def __init__(self, records: dict[str, list[str]], workdir: str) -> None:
+        path = os.path.join(workdir, "zone.json")
+        with open(path, "w") as f:
+            json.dump(records, f)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.dnsserver", "--json", path],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().decode().strip()
+        if not self.address:
+            raise AssertionError("the test DNS server did not start")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+
 def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll ``cond`` until it returns a true value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -47,7 +79,8 @@ class Server:
     """One cgtwist server process under test."""
 
     def __init__(self, base: str, main_domain: str = "example.test",
-                 extra_config: str = "", env: Optional[dict[str, str]] = None) -> None:
+                 extra_config: str = "", env: Optional[dict[str, str]] = None,
+                 dns_records: Optional[dict[str, list[str]]] = None) -> None:
         self.base = base
         self.main_domain = main_domain
         self.conf = os.path.join(base, "cgtwist.conf")
@@ -56,10 +89,12 @@ class Server:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.extra_env = env or {}
         os.makedirs(base, exist_ok=True)
+        self.dns = DNSServer(DEFAULT_ZONE if dns_records is None else dns_records, base)
         with open(self.conf, "w") as f:
             f.write(
                 f'[server]\nbase_dir = "{base}"\nmain_domain = "{main_domain}"\n'
-                f'hostname = "mail.{main_domain}"\nunprivileged_ports = true\n{extra_config}'
+                f'hostname = "mail.{main_domain}"\nunprivileged_ports = true\n'
+                f'[dns]\nnameservers = ["{self.dns.address}"]\ntimeout = 5.0\n{extra_config}'
             )
 
     @property
@@ -137,6 +172,11 @@ class Server:
                 self.proc.kill()
         self.proc = None
         return rc
+
+    def close(self) -> None:
+        """Kill the server if it still runs, and the DNS server."""
+        self.kill()
+        self.dns.stop()
 
     def maildir(self, account: str, domain: Optional[str] = None) -> str:
         return os.path.join(self.base, "Domains", domain or self.main_domain, account, "Maildir")

@@ -25,7 +25,7 @@ def server(tmp_path) -> Server:  # type: ignore[no-untyped-def]
     srv.admin("domain", "list")  # creates the store
     srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
     yield srv
-    srv.kill()
+    srv.close()
 
 
 def message(tag: str) -> bytes:

@@ -22,10 +22,11 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path, request) -> None:  # type: ignore[no-untyped-def]
     """The daemon writes its pidfile, logs to the logfile, tells an idle SMTP client 421 on
     SIGTERM and exits, removing the pidfile."""
     srv = Server(str(tmp_path / "base"))
+    request.addfinalizer(srv.dns.stop)
     srv.set_listeners(ALL_LISTENERS[:1])
     r = subprocess.run([os.path.join(BIN, "twistd"), "--pidfile", srv.pidfile, "--logfile", srv.logfile,
                         "cgtwist", "--config", srv.conf], env=srv.env, cwd=srv.base,

@@ -127,6 +127,7 @@ def test_settings_change_applies_without_restart(server: Server) -> None:
     server.admin("settings", "set", "smtp.max_recipients", "1")
     try:
         with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+            s.ehlo("client.test")
             s.mail("someone@elsewhere.test")
             assert s.rcpt("alice@example.test")[0] == 250
             code, text = s.rcpt("bob@example.test")

@@ -1,0 +1,155 @@
+"""Composition of the running server's parts, once the store is open.
+
+Part of the composition root with cgtwist.service (which owns the process lifecycle,
+listeners and signals): this module only constructs and connects the concrete components —
+store, Router, resolver, protection policy, spool, queue manager and delivery agents, mail
+store, cred portal and the protocol factories — and closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from twisted.cred.portal import Portal
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from cgtwist.config import BootstrapConfig
+from cgtwist.settings import SettingsHolder
+from cgtwist.types import ListenerSpec
+
+log = Logger(namespace="cgtwist")
+
+
+class Components:
+    """Every long-lived object of one server, built from the bootstrap config."""
+
+    def __init__(self, cfg: BootstrapConfig, reactor: Any, settings: SettingsHolder, tls: Any) -> None:
+        self.cfg = cfg
+        self.reactor = reactor
+        self.settings = settings
+        self.tls = tls
+        self.store: Any = None
+        self.factories: list[Any] = []
+        self._pools: list[ThreadPool] = []
+
+    def _pool(self, name: str, maximum: int) -> ThreadPool:
+        pool = ThreadPool(0, maximum, name)
+        pool.start()
+        self._pools.append(pool)
+        return pool
+
+    async def open(self) -> None:
+        """Open the store (migrations, first-start accounts), then build everything on it."""
+        from cgtwist.core.auth import AccountChecker
+        from cgtwist.core.policy import BasicPolicy
+        from cgtwist.core.protection import ProtectedPolicy
+        from cgtwist.core.routing import Routing
+        from cgtwist.core.submission import Submission
+        from cgtwist.delivery.bounce import Bouncer
+        from cgtwist.delivery.local import LocalDelivery
+        from cgtwist.delivery.pipe import PipeDelivery
+        from cgtwist.delivery.smtp import SMTPDelivery
+        from cgtwist.delivery.submitted import SubmittedPickup
+        from cgtwist.dns import Resolver, system_nameservers
+        from cgtwist.mailstore.notifier import MailboxNotifier
+        from cgtwist.protocols.realm import MailRealm
+        from cgtwist.queue.manager import QueueManager
+        from cgtwist.spool.spool import Spool
+        from cgtwist.storage.store import open_store
+
+        cfg, reactor, settings = self.cfg, self.reactor, self.settings
+        self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
+                                              cfg.pool_min, cfg.pool_max)
+        password = await store.bootstrap()
+        if password:
+            # Printed once, on first start only: the administrator must record it.
+            log.warn("first start: created postmaster@{domain} with password {password} "
+                     "(change it with: cgtwist-admin account passwd postmaster@{domain})",
+                     domain=cfg.main_domain, password=password)
+        values = await store.get_settings()
+        from cgtwist.settings import Settings
+
+        settings.replace(Settings(values))
+
+        nameservers = list(cfg.nameservers) or system_nameservers()
+        self.resolver = Resolver(nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor)
+        self.routing = Routing(store, settings, cfg.main_domain)
+        self.policy = ProtectedPolicy(BasicPolicy(self.routing, settings), self.resolver, settings,
+                                      reactor, reactor=reactor, hostname=cfg.hostname,
+                                      threadpool=self._pool("cgtwist-spf", 8))
+        io_pool = self._pool("cgtwist-io", 16)
+        self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool)
+        self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
+        self.smtp_out = SMTPDelivery(self.resolver, settings, cfg.hostname, reactor)
+        agents = {
+            "LOCAL": LocalDelivery(cfg.base_dir, store, self.notifier, reactor=reactor,
+                                   threadpool=io_pool, hostname=cfg.hostname),
+            "SMTP": self.smtp_out,
+            "PIPE": PipeDelivery(settings, reactor),
+        }
+        self.manager = QueueManager(self.spool, self.routing, agents, settings, reactor)
+        self.smtp_out.on_attempt = self.manager.note_attempt
+        self.submission = Submission(self.spool, self.manager, settings, reactor)
+        self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
+        self.manager.bouncer = self.bouncer.bounce
+        self.manager.delay_warning = self.bouncer.delay_warning
+        self.manager.on_delivered = self.bouncer.delivered
+        self.pickup = SubmittedPickup(cfg.base_dir, self.submission, reactor, settings,
+                                      threadpool=io_pool, hostname=cfg.hostname)
+        self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
+        self.portal = Portal(self.realm, [AccountChecker(store)])
+
+    def factory_for(self, spec: ListenerSpec) -> Factory:
+        """A new protocol factory for one listener socket."""
+        common: dict[str, Any] = dict(settings=self.settings, portal=self.portal, tls=self.tls,
+                                      hostname=self.cfg.hostname, clock=self.reactor,
+                                      penalty=self.policy.auth_penalty)
+        factory: Any
+        if spec.protocol == "smtp":
+            from cgtwist.protocols.smtp import SMTPFactory
+
+            factory = SMTPFactory(spec, policy=self.policy, submission=self.submission, **common)
+        elif spec.protocol == "pop3":
+            from cgtwist.protocols.pop3 import POP3Factory
+
+            factory = POP3Factory(spec, **common)
+        elif spec.protocol == "imap":
+            from cgtwist.protocols.imap import IMAPFactory
+
+            factory = IMAPFactory(spec, **common)
+        else:
+            raise ValueError(f"no {spec.protocol} service")
+        self.factories.append(factory)
+        return factory  # type: ignore[no-any-return]
+
+    async def start(self) -> None:
+        """Recover the spool and start delivering; pick up PIPE submissions."""
+        count = await self.manager.start()
+        log.info("queue started: {count} message(s) recovered from the spool", count=count)
+        self.pickup.startService()
+
+    def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
+        return self.manager.control_handlers()  # type: ignore[no-any-return]
+
+    async def drain(self) -> None:
+        """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE."""
+        ds = [defer.maybeDeferred(f.shutdown) for f in self.factories if hasattr(f, "shutdown")]
+        await defer.gatherResults(ds, consumeErrors=True)
+
+    async def close(self) -> None:
+        """Stop the queue and pickup, then the resolver, thread pools and store."""
+        await defer.maybeDeferred(self.pickup.stopService)
+        await self.manager.stop()
+        self.smtp_out.close_idle()
+        stop = getattr(self.resolver, "stop", None)
+        if stop is not None:
+            await defer.maybeDeferred(stop)
+        for pool in self._pools:
+            pool.stop()
+        if self.store is not None:
+            self.store.close()
+
+
