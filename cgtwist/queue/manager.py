@@ -403,20 +403,26 @@ class QueueManager(QueueAdmin):
             m = self._msgs.get(msg_id)
             job = m.jobs.get(qn) if m is not None else None
             if m is not None and job is not None and not job.running and not m.held and not m.dropped:
-                self._start(lq, m, job)
+                try:
+                    self._start(lq, m, job)
+                except Exception:
+                    # A bug must not stop the scheduler nor spin it: park the job for a retry.
+                    self.log.failure("queue: cannot start {queue} for {msg_id}",
+                                     queue=str(qn), msg_id=msg_id)
+                    self._wait(m, job, self.clock.seconds() + retry.retry_delay(self._schedule_list(), 1))
             self._offer(lq)
             yield None
 
     def _start(self, lq: LogicalQueue, m: _Msg, job: _Job) -> None:
         module = lq.name.module
-        job.running = True
-        lq.active += 1
-        m.running += 1
-        self._module_active[module] = self._module_active.get(module, 0) + 1
         rcpts = m.envelope.recipients
         copies = [replace(rcpts[i], address=m.routes[i].address if i in m.routes else rcpts[i].address,
                           state=PENDING) for i in job.indexes]
         agent = self.agents[module]
+        job.running = True
+        lq.active += 1
+        m.running += 1
+        self._module_active[module] = self._module_active.get(module, 0) + 1
         d = self._data(m)
         d.addCallback(lambda data: agent.deliver(m.msg_id, m.envelope, data, copies))
         d.addBoth(self._delivered, lq, m, job, copies)

@@ -269,3 +269,42 @@ class ServerRulesTests(QueueTestCase):
         self.pump()
         self.assertEqual(len(self.local.calls), 2)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class RobustnessTests(QueueTestCase):
+    def test_agent_exception_defers(self) -> None:
+        """An agent that raises does not lose or bounce the mail: it is retried later."""
+        def boom(q: str, r: object) -> None:
+            raise RuntimeError("agent bug")
+
+        self.local.behaviour = boom  # type: ignore[assignment]
+        msg_id = self.submit(env("a@example.com"))
+        self.pump()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.bounced, [])
+        self.local.behaviour = lambda q, r: ("delivered", "250 ok")
+        self.pump(60)
+        self.assertEqual(self.spooled(), [])
+        self.assertEqual([c[1] for c in self.local.calls], [msg_id, msg_id])
+
+    def test_scheduler_survives_start_bug(self) -> None:
+        """A bug while starting a delivery parks that job; the scheduler neither dies nor spins,
+        and other mail still flows."""
+        real_start = self.manager._start
+        broken = {"x@bad.example"}
+
+        def start(lq: object, m: object, job: object) -> None:
+            if any(r.address in broken for r in m.envelope.recipients):  # type: ignore[attr-defined]
+                raise KeyError("bug")
+            real_start(lq, m, job)  # type: ignore[arg-type]
+
+        self.manager._start = start  # type: ignore[method-assign]
+        self.submit(env("x@bad.example"))
+        self.submit(env("a@example.com"))
+        self.pump()
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertEqual(len(self.local.calls), 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the parked job's retry only
+        broken.clear()
+        self.pump(60)
+        self.assertEqual(self.spooled(), [])
