@@ -11,10 +11,9 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import re
 from email.message import Message
 from typing import Any, Optional
-
-from twisted.mail.imap4 import collapseNestedLists
 
 _ENVELOPE_HEADERS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
                      "in-reply-to", "message-id")
@@ -30,12 +29,32 @@ def _b(value: Optional[str]) -> Optional[bytes]:
         return value.encode("utf-8", "surrogateescape")
 
 
+_SIMPLE_ADDR = re.compile(r"\A\s*(?:([^<>]*?)\s*<([^<>\s]*)>|([^<>\s]+))\s*\Z")
+
+
+def _parse_addresses(value: str) -> list[tuple[str, str]]:
+    """(name, address) pairs; a fast path for the common ``Name <a@b>, c@d`` forms, the
+    standard library's parser for quoting, comments and groups."""
+    if not any(c in value for c in '"():;\\'):
+        out = []
+        for piece in value.split(","):
+            if not piece.strip():
+                continue
+            m = _SIMPLE_ADDR.match(piece)
+            if m is None:
+                break
+            out.append((m.group(1) or "", m.group(2) if m.group(2) is not None else m.group(3)))
+        else:
+            return out
+    return email.utils.getaddresses([value])
+
+
 def _addresses(value: Optional[str]) -> Optional[list[list[Optional[bytes]]]]:
     """RFC 3501 address list: (name adl mailbox host) per address, NIL when absent."""
     if not value:
         return None
     out: list[list[Optional[bytes]]] = []
-    for name, addr in email.utils.getaddresses([value]):
+    for name, addr in _parse_addresses(value):
         if not addr and not name:
             continue
         local, at, host = addr.rpartition("@")
@@ -63,7 +82,26 @@ def envelope(headers: dict[str, str]) -> list[Any]:
 def envelope_of(msg: Any) -> bytes:
     heads = msg.getHeaders(False, *_ENVELOPE_HEADERS)
     heads = {k.lower(): v for k, v in heads.items()}
-    return collapseNestedLists([envelope(heads)])
+    return wire(envelope(heads))
+
+
+_QUOTE_SAFE = re.compile(rb"\A[\x20-\x7e]{0,1000}\Z")
+
+
+def wire(item: Any) -> bytes:
+    """An IMAP value: None as NIL, ints as numbers, bytes quoted (or as a literal when they hold
+    CR, LF, NUL, 8-bit or are long), lists parenthesised (RFC 3501 §4)."""
+    if item is None:
+        return b"NIL"
+    if isinstance(item, bytes):
+        if _QUOTE_SAFE.match(item):
+            return b'"' + item.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        return b"{%d}\r\n" % len(item) + item
+    if isinstance(item, int):
+        return b"%d" % item
+    if isinstance(item, str):
+        return wire(item.encode("utf-8"))
+    return b"(" + b" ".join(wire(x) for x in item) + b")"
 
 
 def _params(part: Message, header: str) -> Optional[list[bytes]]:
@@ -133,4 +171,4 @@ def structure(part: Message, extended: bool) -> list[Any]:
 def body_structure(raw: bytes, extended: bool) -> bytes:
     """The wire form of BODYSTRUCTURE/BODY for a whole raw message."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    return collapseNestedLists([structure(msg, extended)])
+    return wire(structure(msg, extended))
