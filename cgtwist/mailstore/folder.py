@@ -87,6 +87,7 @@ class Folder:
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
         self._unsaved = 0
+        self._saving = False
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
 
     # -- state ---------------------------------------------------------------------------------
@@ -116,6 +117,18 @@ class Folder:
                 if kw:
                     out.add(kw)
         return frozenset(out)
+
+    def cache_changed(self) -> None:
+        """A message's cached facts grew (MaildirMessage.cached); saved in batches."""
+        self._unsaved += 1
+        if self._unsaved >= _CACHE_SAVE_EVERY and not self._saving and self.loaded:
+            self._saving = True
+
+            def done(result: object) -> object:
+                self._saving = False
+                return result
+
+            self._locked(self._save_cache_blocking).addBoth(done)
 
     def views(self) -> list[MaildirMailbox]:
         alive = []

@@ -11,7 +11,7 @@ import itertools
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Mapping, Optional, Union
 
 SUBDIRS = ("cur", "new", "tmp")
@@ -196,15 +196,17 @@ class Meta:
     body_size: int
     body_lines: int
     headers: dict[str, str]
+    extra: dict[str, str] = field(default_factory=dict)  # derived values, see MaildirMessage.cached
 
     def to_json(self) -> list[object]:
         return [self.size, self.date, int(self.crlf), self.body_offset, self.body_size,
-                self.body_lines, self.headers]
+                self.body_lines, self.headers, dict(self.extra)]
 
     @classmethod
     def from_json(cls, v: list[object]) -> Meta:
-        size, date, crlf, off, bsize, blines, headers = v
-        if not isinstance(headers, dict):
+        size, date, crlf, off, bsize, blines, headers, *rest = v
+        extra = rest[0] if rest else {}
+        if not isinstance(headers, dict) or not isinstance(extra, dict):
             raise ValueError("bad cached headers")
         nums: list[float] = []
         for x in (size, date, off, bsize, blines):
@@ -212,7 +214,8 @@ class Meta:
                 raise ValueError("bad cached numbers")
             nums.append(x)
         return cls(int(nums[0]), float(nums[1]), bool(crlf), int(nums[2]), int(nums[3]),
-                   int(nums[4]), {str(k): str(x) for k, x in headers.items()})
+                   int(nums[4]), {str(k): str(x) for k, x in headers.items()},
+                   {str(k): str(x) for k, x in extra.items()})
 
 
 def split_header(data: bytes) -> int:

@@ -12,7 +12,7 @@ import email.policy
 import io
 from email.message import Message as EmailMessage
 from email.utils import formatdate
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Callable, Optional
 
 from twisted.mail import imap4
 from zope.interface import implementer
@@ -62,6 +62,20 @@ class MaildirMessage:
     def meta(self) -> maildir.Meta:
         """Cached facts: size, date, body size/lines, envelope and Content-* headers."""
         return self.entry.meta
+
+    def cached(self, name: str, compute: Callable[[], bytes]) -> bytes:
+        """A value derived from this immutable message (e.g. its BODYSTRUCTURE), computed once
+        and kept in the folder's cache file across restarts. ``name`` should say what and which
+        version (``"bodystructure-ext-1"``); ``compute`` must return bytes."""
+        extra = self.entry.meta.extra
+        hit = extra.get(name)
+        if hit is not None:
+            return hit.encode("latin-1")
+        value = compute()
+        if self.folder.entries.get(self.entry.uid) is self.entry and len(extra) < 16:
+            extra[name] = value.decode("latin-1")
+            self.folder.cache_changed()
+        return value
 
     def read_bytes(self) -> bytes:
         """The whole message, CRLF line ends; b"" when it was expunged meanwhile (RFC 2180 §4.1)."""

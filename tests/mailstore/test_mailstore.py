@@ -334,6 +334,27 @@ class MessageTests(StoreTestBase):
         [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
         self.assertEqual(m.meta.headers["subject"], "cached")
 
+    def test_derived_values_cached_across_restart(self) -> None:
+        """A value computed from a message (BODYSTRUCTURE) is computed once and survives a restart."""
+        deliver(self.md, msg("x"))
+        box = self.select()
+        box.addListener(Recorder())
+        calls: list[int] = []
+
+        def compute() -> bytes:
+            calls.append(1)
+            return b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 7 1)\xe9'
+
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        self.assertEqual(m.cached("bs", compute), b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 7 1)\xe9')
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        m.cached("bs", compute)
+        self.assertEqual(len(calls), 1)
+        box.close()  # the last session leaving writes the cache
+        [(_s, m)] = self.select(account=self.reopen()).fetch(imap4.MessageSet(1), False)
+        self.assertEqual(m.cached("bs", compute), b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 7 1)\xe9')
+        self.assertEqual(len(calls), 1)
+
     def test_copy_and_move_report_uids(self) -> None:
         """COPY and MOVE give (source UIDs, destination UIDs) for COPYUID; MOVE expunges."""
         for i in range(3):
