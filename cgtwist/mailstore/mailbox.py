@@ -14,6 +14,11 @@ Protocol for the IMAP layer (beyond Twisted's interfaces):
   sequence numbers to send, in an order that may be sent one after another as they are.
 * ``expunge()`` / ``expunge_uids(uids)`` (UID EXPUNGE, RFC 4315) fire with such lists too;
   ``copy_uids``/``move_uids`` give COPYUID data (RFC 4315 §3, RFC 6851).
+* ``append(data, flags, date)`` fires with the new UID (APPENDUID); ``resolve(set, uid)`` maps
+  a MessageSet to (seq, uid) pairs; ``permanent_flags()``, ``first_unseen()``, ``special_use``.
+* Messages (``MaildirMessage``) add ``meta`` (cached size, date, body size/lines, envelope and
+  Content-* headers), ``read_bytes()``, ``header_bytes()``, ``open_or_none()`` and
+  ``cached(name, compute)`` to keep e.g. BODYSTRUCTURE across FETCHes and restarts.
 """
 
 from __future__ import annotations
