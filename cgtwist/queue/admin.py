@@ -17,17 +17,17 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
-    from cgtwist.queue.manager import _Msg
+    from cgtwist.queue.state import Msg
 
 _log = Logger(namespace="cgtwist.queue.admin")
 ADMIN_BOUNCE = "5.0.0 returned to sender by the administrator"
 
 
 class QueueAdmin:
-    """Mixin for QueueManager; relies on its ``_msgs``, ``_backlog``, ``_queues``, ``spool``."""
+    """Mixin for QueueManager; relies on its ``_msgs``, ``_backlog``, ``scheduler``, ``spool``."""
 
     # -- introspection ----------------------------------------------------------------------
-    def describe(self, m: _Msg, now: float) -> dict[str, Any]:
+    def describe(self, m: Msg, now: float) -> dict[str, Any]:
         self_: Any = self
         jobs = []
         for qn, job in m.jobs.items():
@@ -108,7 +108,7 @@ class QueueAdmin:
                                          msg_id=msg_id, error=f.getErrorMessage()))
 
     # -- actions ----------------------------------------------------------------------------
-    def _targets(self, msg_id: str) -> builtins.list[_Msg]:
+    def _targets(self, msg_id: str) -> builtins.list[Msg]:
         self_: Any = self
         if msg_id == "all":
             return list(self_._msgs.values())
@@ -130,11 +130,9 @@ class QueueAdmin:
             for job in m.jobs.values():
                 if job.running or m.held:
                     continue
-                lq = self_._queue(job.queue)
-                if lq.state == "suspended":
-                    lq.state = "throttled"
                 job.due = 0.0
                 self_._make_due(m, job)
+                self_.scheduler.probe(self_._queue(job.queue))
                 n += 1
             if m.route_due is not None:
                 m.route_due = None
@@ -184,9 +182,7 @@ class QueueAdmin:
             return d.addCallback(lambda _: {"id": msg_id, "dropped": True}).addErrback(_no_such, msg_id)
         m.dropped = True
         for qn in list(m.jobs):
-            lq = self_._queues.get(qn)
-            if lq is not None:
-                lq.discard(msg_id)
+            self_.scheduler.discard(qn, msg_id)
         self_._check_done(m)
         return defer.succeed({"id": msg_id, "dropped": True})
 
@@ -195,15 +191,13 @@ class QueueAdmin:
         self_: Any = self
         d = self._ensure_active(msg_id)
 
-        def got(m: _Msg) -> dict[str, Any]:
+        def got(m: Msg) -> dict[str, Any]:
             m.bounce_all = reason
             n = 0
             for qn, job in list(m.jobs.items()):
                 if job.running:
                     continue  # its result is turned into a failure when it comes back
-                lq = self_._queues.get(qn)
-                if lq is not None:
-                    lq.discard(msg_id)
+                self_.scheduler.discard(qn, msg_id)
                 for i in job.indexes:
                     self_._set(m, i, "failed", reason, "admin")
                     n += 1
@@ -219,7 +213,7 @@ class QueueAdmin:
 
         return d.addCallback(got)
 
-    def _ensure_active(self, msg_id: str) -> defer.Deferred[_Msg]:
+    def _ensure_active(self, msg_id: str) -> defer.Deferred[Msg]:
         self_: Any = self
         m = self_._msgs.get(msg_id)
         if m is not None:

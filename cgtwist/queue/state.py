@@ -1,0 +1,49 @@
+"""The queue manager's in-memory records of one message and of one message in one queue.
+
+Pure data shared by the manager, its reports and its admin operations; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from twisted.internet import defer
+
+from cgtwist.types import Envelope, QueueName, Route
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+
+@dataclass(eq=False)
+class Job:
+    """One message in one logical queue: its recipients there and its retry state."""
+
+    queue: QueueName
+    indexes: list[int]
+    failures: int = 0
+    due: float = 0.0
+    running: bool = False
+
+
+@dataclass(eq=False)
+class Msg:
+    msg_id: str
+    envelope: Envelope
+    queued: float
+    data: Optional[bytes] = None
+    held: bool = False
+    bounced: set[int] = field(default_factory=set)
+    warned: bool = False
+    routes: dict[int, Route] = field(default_factory=dict)
+    jobs: dict[QueueName, Job] = field(default_factory=dict)
+    running: int = 0  # deliveries, routing or reports in flight
+    route_failures: int = 0
+    route_due: Optional[float] = None
+    report_failures: int = 0
+    report_due: Optional[float] = None
+    reporting: bool = False
+    dropped: bool = False
+    bounce_all: str = ""
+    removing: bool = False
+    waiters: Optional[list[defer.Deferred[bytes]]] = None
