@@ -9,7 +9,6 @@ All file work runs in a thread pool, never on the reactor. Formats live in ``spo
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import time
@@ -27,79 +26,17 @@ from cgtwist import paths
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.spool import format as fmt
+from cgtwist.spool.files import GroupSync, fsync_dir, storage_error, unlink_quiet, write_all
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
-_NOSPACE = (errno.ENOSPC, errno.EDQUOT)
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 
 
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
-
-
-def storage_error(e: OSError, detail: str) -> MailError:
-    """ENOSPC/EDQUOT -> 452 4.3.1; anything else (EIO, EROFS, EACCES) -> 451 4.3.0."""
-    if e.errno in _NOSPACE:
-        return MailError(452, "4.3.1", "Insufficient system storage", detail)
-    return MailError(451, "4.3.0", "Temporary local problem, try again later", detail)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_all(fd: int, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-
-
-class _GroupSync:
-    """Fsyncs one directory for every caller waiting when the fsync starts (group commit).
-
-    A caller asks after its rename completed; all callers queued while one fsync runs share the
-    next one, so N concurrent messages cost about two directory fsyncs, not N.
-    """
-
-    def __init__(self, run: Callable[..., defer.Deferred[Any]], path: str) -> None:
-        self._run = run
-        self._path = path
-        self._waiting: list[defer.Deferred[None]] = []
-        self._busy = False
-        self.syncs = 0
-
-    def sync(self) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append(d)
-        if not self._busy:
-            self._start()
-        return d
-
-    def _start(self) -> None:
-        batch, self._waiting = self._waiting, []
-        self._busy = True
-        self.syncs += 1
-
-        def done(result: Any) -> None:
-            self._busy = False
-            for d in batch:
-                if isinstance(result, Failure):
-                    d.errback(result)
-                else:
-                    d.callback(None)
-            if self._waiting:
-                self._start()
-
-        self._run(fsync_dir, self._path).addBoth(done)
 
 
 @implementer(ISpool)
@@ -121,7 +58,7 @@ class Spool:
         self._count = 0
         self._recorded: dict[str, list[tuple[str, str, str]]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
-        self._dirsync = _GroupSync(self._in_thread, self.dir)
+        self._dirsync = GroupSync(self._in_thread, self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
         os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
 
@@ -176,7 +113,7 @@ class Spool:
                                msg_id=msg_id, error=f.getErrorMessage())
                 err = storage_error(f.value, "directory fsync") if isinstance(f.value, OSError) \
                     else MailError(451, "4.3.0", "Temporary local problem, try again later")
-                d2 = self._in_thread(_unlink_quiet, self._path(msg_id, ".msg"))
+                d2 = self._in_thread(unlink_quiet, self._path(msg_id, ".msg"))
                 return d2.addCallback(lambda _: Failure(err))  # type: ignore[return-value]
 
             return synced.addCallbacks(durable, unsynced)
@@ -214,10 +151,10 @@ class Spool:
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
             os.rename(tmp, self._path(msg_id, ".msg"))
         except OSError as e:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise storage_error(e, f"writing {tmp}: {e.strerror}") from None
         except BaseException:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         cp.crashpoint(cp.SPOOL_AFTER_RENAME)
         return msg_id
@@ -322,8 +259,8 @@ class Spool:
             return defer.fail(e)
 
         def rm() -> bool:
-            existed = _unlink_quiet(msg)
-            _unlink_quiet(jrn)
+            existed = unlink_quiet(msg)
+            unlink_quiet(jrn)
             return existed
 
         def done(existed: bool) -> None:
@@ -387,10 +324,10 @@ class Spool:
                 if name.endswith(".tmp"):
                     if self._ours_in_progress(name, full):
                         continue  # being written by this process right now (SMTP is up)
-                    _unlink_quiet(full)
+                    unlink_quiet(full)
                     removed.append(name)
                 elif name.endswith(".jrn") and name[:-4] not in msgs:
-                    _unlink_quiet(full)
+                    unlink_quiet(full)
                     removed.append(name)
                 elif name.endswith(".msg"):
                     msg_id = name[:-4]
@@ -435,11 +372,3 @@ def _check_file(msg_id: str, path: str, deep: bool) -> None:
         head = f.read(fmt.MAX_HEADER)
         f.seek(max(0, size - fmt.TRAILER_LEN))
         fmt.check_structure(msg_id, head, size, f.read())
-
-
-def _unlink_quiet(path: str) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except FileNotFoundError:
-        return False

@@ -12,8 +12,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from cgtwist.errors import MailError
+from cgtwist.spool import files as files_mod
 from cgtwist.spool import format as fmt
-from cgtwist.spool import spool as spool_mod
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, Recipient
 
@@ -190,7 +190,7 @@ class StoreTests(SpoolTestBase):
         def bad(path: str) -> None:
             raise OSError(errno.EIO, "I/O error")
 
-        self.patch(spool_mod, "fsync_dir", bad)
+        self.patch(files_mod, "fsync_dir", bad)
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual(cm.exception.code, 451)
