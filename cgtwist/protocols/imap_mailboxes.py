@@ -84,7 +84,6 @@ class MailboxCommands:
         def _server_bug(self, tag: bytes) -> None: ...
         def _release_mailbox(self) -> None: ...
         def _stringLiteral(self, size: int) -> Any: ...
-        def arg_seqset(self, line: bytes) -> Any: ...
         def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None: ...
 
     # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
@@ -119,6 +118,18 @@ class MailboxCommands:
         if any(c in b'(){"\\' or c < 0x21 or c == 0x7F for c in arg):
             raise imap4.IllegalClientResponse("Invalid atom")
         return arg, rest
+
+    def arg_seqset(self, line: bytes) -> tuple[imap4.MessageSet, bytes]:
+        """sequence-set (RFC 3501 §9) parsed in linear time into Twisted's MessageSet."""
+        spec, _, rest = line.partition(b" ")
+        try:
+            ranges = imap_parse.parse_sequence_set(spec)
+        except imap_parse.ParseError as e:
+            raise imap4.IllegalClientResponse(str(e)) from None
+        big = float("inf")
+        spans = [(a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
+                 for a, b in ranges]
+        return imap4.MessageSet(spans), rest
 
     def arg_fetchatt(self, line: bytes) -> tuple[list[Any], bytes]:
         p = imap4._FetchParser()

@@ -183,7 +183,7 @@ class MessageCommands(MailboxCommands):
 
         d.addCallback(done).addErrback(self._fail(tag, "STORE"))
 
-    select_STORE = (do_STORE, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_atom,
+    select_STORE = (do_STORE, MailboxCommands.arg_seqset, imap4.IMAP4Server.arg_atom,
                     imap4.IMAP4Server.arg_flaglist)
 
     # -- COPY / MOVE (RFC 4315 COPYUID, RFC 6851) ------------------------------------------------
@@ -226,8 +226,8 @@ class MessageCommands(MailboxCommands):
     def do_MOVE(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
         self._transfer(tag, messages, name, uid, True)
 
-    select_COPY = (do_COPY, imap4.IMAP4Server.arg_seqset, _astr)
-    select_MOVE = (do_MOVE, imap4.IMAP4Server.arg_seqset, _astr)
+    select_COPY = (do_COPY, MailboxCommands.arg_seqset, _astr)
+    select_MOVE = (do_MOVE, MailboxCommands.arg_seqset, _astr)
 
     # -- SEARCH -----------------------------------------------------------------------------------
     def do_SEARCH_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
@@ -343,7 +343,7 @@ class MessageCommands(MailboxCommands):
         yield b"".join(held)
         yield from gen
 
-    select_FETCH = (do_FETCH, imap4.IMAP4Server.arg_seqset, MailboxCommands.arg_fetchatt)
+    select_FETCH = (do_FETCH, MailboxCommands.arg_seqset, MailboxCommands.arg_fetchatt)
 
     def _stop_streaming(self) -> None:
         if self._streamer is not None:

@@ -8,6 +8,7 @@ whether a literal announced at the end of a line is acceptable (RELIABILITY.md a
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -170,3 +171,50 @@ def tokenize(pieces: list[bytes], literals: list[bytes], max_depth: int = MAX_DE
     if len(stack) != 1:
         raise ParseError("Unbalanced parenthesis")
     return stack[0]
+
+
+Range = tuple[Optional[int], Optional[int]]  # None stands for "*"
+
+
+def _seq_number(tok: bytes) -> Optional[int]:
+    if tok == b"*":
+        return None
+    if not tok.isdigit() or len(tok) > 10:
+        raise ParseError("Bad message number")
+    n = int(tok)
+    if not 0 < n <= MAX_NUMBER:  # RFC 3501 §9 nz-number
+        raise ParseError("Bad message number")
+    return n
+
+
+def parse_sequence_set(spec: bytes) -> list[Range]:
+    """RFC 3501 §9 sequence-set -> [(low, high)] with None for ``*``, in linear time (Twisted's
+    parseIdList re-sorts on every range: 80 s for a 70 KiB set)."""
+    if not spec:
+        raise ParseError("Missing message set")
+    out: list[Range] = []
+    for part in spec.split(b","):
+        lo, sep, hi = part.partition(b":")
+        a = _seq_number(lo)
+        out.append((a, _seq_number(hi) if sep else a))
+    return out
+
+
+class SequenceSet:
+    """A sequence-set resolved against the highest number in use: membership by bisection."""
+
+    def __init__(self, ranges: list[Range], highest: int) -> None:
+        spans = sorted((min(x, y), max(x, y)) for x, y in (
+            (highest if a is None else a, highest if b is None else b) for a, b in ranges))
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        for lo, hi in spans:
+            if self.ends and lo <= self.ends[-1] + 1:
+                self.ends[-1] = max(self.ends[-1], hi)
+            else:
+                self.starts.append(lo)
+                self.ends.append(hi)
+
+    def __contains__(self, value: int) -> bool:
+        i = bisect.bisect_right(self.starts, value) - 1
+        return i >= 0 and value <= self.ends[i]

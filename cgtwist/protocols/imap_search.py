@@ -17,11 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from cgtwist.protocols.imap_parse import Literal, ParseError, Token
+from cgtwist.protocols.imap_parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DATE_RE = re.compile(r"\A(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
-_SEQSET_RE = re.compile(rb"\A(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*\Z")
 
 _FLAG_KEYS = {
     b"ANSWERED": ("\\Answered", True), b"UNANSWERED": ("\\Answered", False),
@@ -185,17 +184,18 @@ def _decoded_body(raw: bytes) -> str:
     return "\n".join(out)
 
 
-def _in_set(spec: bytes, value: int, highest: int) -> bool:
-    """Whether ``value`` lies in an RFC 3501 sequence-set (``*`` = highest)."""
-    for part in spec.split(b","):
-        lo_s, _, hi_s = part.partition(b":")
-        lo = highest if lo_s == b"*" else int(lo_s)
-        hi = lo if not hi_s else (highest if hi_s == b"*" else int(hi_s))
-        if lo > hi:
-            lo, hi = hi, lo
-        if lo <= value <= hi:
-            return True
-    return False
+def _set_matcher(spec: bytes, which: str) -> Predicate:
+    """Membership in a sequence-set; resolved once per highest number, then bisected."""
+    ranges = parse_sequence_set(spec)
+    cache: dict[int, SequenceSet] = {}
+
+    def pred(m: MessageText, c: Context) -> bool:
+        highest, value = (c.max_uid, c.uid) if which == "uid" else (c.max_seq, c.seq)
+        if highest not in cache:
+            cache.clear()
+            cache[highest] = SequenceSet(ranges, highest)
+        return value in cache[highest]
+    return pred
 
 
 Predicate = Callable[[MessageText, Context], bool]
@@ -292,13 +292,15 @@ class _Compiler:
             b = self.key(depth + 1)
             return lambda m, c: a(m, c) or b(m, c)
         if word == b"UID":
-            spec = self.string()
-            if not _SEQSET_RE.match(spec):
-                raise SearchError("Bad UID set")
-            return lambda m, c: _in_set(spec, c.uid, c.max_uid)
-        if _SEQSET_RE.match(tok):
-            spec = bytes(tok)
-            return lambda m, c: _in_set(spec, c.seq, c.max_seq)
+            try:
+                return _set_matcher(self.string(), "uid")
+            except ParseError:
+                raise SearchError("Bad UID set") from None
+        if tok[:1].isdigit() or tok[:1] == b"*":
+            try:
+                return _set_matcher(bytes(tok), "seq")
+            except ParseError:
+                raise SearchError("Bad message set") from None
         raise SearchError("Unknown search key " + word[:40].decode("ascii", "replace"))
 
     def all(self, depth: int) -> list[Predicate]:

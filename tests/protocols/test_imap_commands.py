@@ -357,3 +357,18 @@ class UnsolicitedTests(unittest.TestCase):
         """Without IDLE, new mail appears as EXISTS in the reply to the next command."""
         self.world.deliver("alice@example.com")
         self.assertIn(b"* 2 EXISTS", self.b.send(b"n NOOP\r\n"))
+
+
+class BigSetTests(Base):
+    def test_fetch_and_search_with_huge_sequence_sets(self) -> None:
+        """FETCH and SEARCH with a 60 KiB message set answer promptly and correctly."""
+        self.c.select()
+        spec = b",".join(b"%d" % i for i in range(1, 22000, 2))
+        out = self.c.send(b"f FETCH " + spec + b" UID\r\n")
+        self.assertIn(b"* 1 FETCH (UID 1)", out)
+        self.assertNotIn(b"* 2 FETCH", out)
+        self.assertIn(b"f OK", out)
+        out = self.c.send(b"s SEARCH " + spec + b"\r\n")
+        self.assertIn(b"* SEARCH 1\r\n", out)
+        out = self.c.send(b"u UID SEARCH UID " + spec + b"\r\n")
+        self.assertIn(b"* SEARCH 1\r\n", out)
