@@ -92,6 +92,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "queue.local_concurrency": (8, "LOCAL deliveries running at once"),
     "queue.active_window": (10000, "messages held in memory by the queue manager at once"),
     "queue.destination_concurrency": (5, "deliveries running at once per logical queue (one account, one domain)"),
+    "queue.smtp_concurrency": (100, "outbound SMTP deliveries running at once (all domains; Postfix default_process_limit)"),
     "queue.default_concurrency": (10, "deliveries running at once per module without its own queue.<module>_concurrency"),
     "queue.suspend_after": (3, "consecutive failed attempts before a logical queue is suspended until its next retry"),
     # Mail access
