@@ -29,6 +29,7 @@ _FLAG_RE = re.compile(rb"\A\\?[!#$&'+-.0-9:<-Z^-z|~]+\Z")  # atom chars minus ] 
 _DATE_TIME_RE = re.compile(rb'\A[ 0-9][0-9]-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\Z')
 _STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
 _ID_FIELDS = 30  # RFC 2971 §3.3
+_MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 
 
 def _mutf7(name: str) -> bytes:
@@ -131,7 +132,26 @@ class MailboxCommands:
                  for a, b in ranges]
         return imap4.MessageSet(spans), rest
 
+    # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
+    # stalls the reactor for a third of a second, so the item count is capped first.
+    def arg_plist(self, line: bytes) -> Any:
+        if line.count(b" ") > _MAX_LIST_ITEMS:
+            raise imap4.IllegalClientResponse("Too many list items")
+        return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
+
+    def opt_plist(self, line: bytes) -> Any:
+        if line.startswith(b"("):
+            return self.arg_plist(line)
+        return None, line
+
+    def arg_flaglist(self, line: bytes) -> Any:
+        if line.count(b" ") > _MAX_LIST_ITEMS:
+            raise imap4.IllegalClientResponse("Too many flags")
+        return imap4.IMAP4Server.arg_flaglist(self, line)  # type: ignore[arg-type]
+
     def arg_fetchatt(self, line: bytes) -> tuple[list[Any], bytes]:
+        if line.count(b" ") > _MAX_LIST_ITEMS:
+            raise imap4.IllegalClientResponse("Too many FETCH items")
         p = imap4._FetchParser()
         try:
             p.parseString(line)
@@ -315,7 +335,7 @@ class MailboxCommands:
 
         self._open(name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
 
-    auth_STATUS = (do_STATUS, _astr, imap4.IMAP4Server.arg_plist)
+    auth_STATUS = (do_STATUS, _astr, arg_plist)
     select_STATUS = auth_STATUS
 
     # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
@@ -419,6 +439,6 @@ class MailboxCommands:
         d.addBoth(lambda r: (message.close(), r)[1])
         d.addErrback(self._fail(tag, "APPEND"))
 
-    auth_APPEND = (do_APPEND, _astr, imap4.IMAP4Server.opt_plist, imap4.IMAP4Server.opt_datetime,
+    auth_APPEND = (do_APPEND, _astr, opt_plist, imap4.IMAP4Server.opt_datetime,
                    imap4.IMAP4Server.arg_literal)
     select_APPEND = auth_APPEND

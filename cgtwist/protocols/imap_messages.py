@@ -184,7 +184,7 @@ class MessageCommands(MailboxCommands):
         d.addCallback(done).addErrback(self._fail(tag, "STORE"))
 
     select_STORE = (do_STORE, MailboxCommands.arg_seqset, imap4.IMAP4Server.arg_atom,
-                    imap4.IMAP4Server.arg_flaglist)
+                    MailboxCommands.arg_flaglist)
 
     # -- COPY / MOVE (RFC 4315 COPYUID, RFC 6851) ------------------------------------------------
     def _transfer(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int, move: bool) -> None:

@@ -253,6 +253,18 @@ class LiteralAndLimitTests(unittest.TestCase):
         out = self.c.send(b"b SEARCH " + b"(" * 10000 + b"ALL" + b")" * 10000 + b"\r\n")
         self.assertTrue(out.startswith(b"b BAD"), out[:80])
 
+    def test_long_item_lists_rejected(self) -> None:
+        """Thousands of flags, FETCH items or STATUS items get BAD (Twisted's parsers are quadratic)."""
+        self.c.login()
+        self.c.select()
+        out = self.c.send(b"a STORE 1 +FLAGS (" + b" ".join([b"\\Seen"] * 2000) + b")\r\n")
+        self.assertTrue(out.startswith(b"a BAD"), out[:80])
+        out = self.c.send(b"b FETCH 1 (" + b" ".join([b"FLAGS"] * 2000) + b")\r\n")
+        self.assertTrue(out.startswith(b"b BAD"), out[:80])
+        out = self.c.send(b"c STATUS INBOX (" + b" ".join([b"MESSAGES"] * 2000) + b")\r\n")
+        self.assertTrue(out.startswith(b"c BAD"), out[:80])
+        self.assertIn(b"d OK", self.c.send(b"d FETCH 1 (FLAGS UID)\r\n"))
+
     def test_too_many_search_terms(self) -> None:
         """SEARCH with thousands of OR terms gets BAD instead of exhausting the stack."""
         self.c.login()
