@@ -27,6 +27,7 @@ from cgtwist import paths
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.mailstore import maildir as md
+from cgtwist.spool.files import GroupSync
 from cgtwist.types import Account, Envelope, Recipient
 
 _QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")
@@ -48,15 +49,19 @@ def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
 
 
 def write_account(base_dir: str, domain: str, account: str, chunks: list[bytes],
-                  hostname: Optional[str] = None) -> str:
+                  hostname: Optional[str] = None, sync_new: bool = True) -> tuple[str, str]:
     """Blocking: the account's INBOX path via cgtwist.paths (its containment check resolves
-    real paths: disk access, so it runs here in the thread too), then ``write_maildir``."""
-    return write_maildir(paths.maildir(base_dir, domain, account), chunks, hostname)
+    real paths: disk access, so it runs here in the thread too), then ``write_maildir``.
+    Returns (Maildir path, file name in ``new/``)."""
+    path = paths.maildir(base_dir, domain, account)
+    return path, write_maildir(path, chunks, hostname, sync_new)
 
 
-def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None) -> str:
+def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None,
+                  sync_new: bool = True) -> str:
     """Blocking: deliver ``chunks`` into Maildir ``path`` (created if missing); return the name
-    in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``."""
+    in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``. With ``sync_new`` False the
+    caller fsyncs ``new/`` itself (group commit) before it may count the message delivered."""
     parent = os.path.dirname(path)
     if md.ensure(path):
         md.fsync_dir(path)  # the new cur/new/tmp entries
@@ -89,8 +94,9 @@ def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None
         except OSError:
             pass
         raise
-    md.fsync_dir(os.path.join(path, "new"))
-    cp.crashpoint(cp.LOCAL_AFTER_RENAME)
+    if sync_new:
+        md.fsync_dir(os.path.join(path, "new"))
+        cp.crashpoint(cp.LOCAL_AFTER_RENAME)
     return name
 
 
@@ -113,6 +119,7 @@ class LocalDelivery:
         self.reactor = reactor
         self.threadpool = threadpool
         self.hostname = hostname or socket.gethostname() or "localhost"
+        self._syncs: dict[str, GroupSync] = {}
 
     def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
                 recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
@@ -141,8 +148,12 @@ class LocalDelivery:
         chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
         pool = self.threadpool or self.reactor.getThreadPool()
         try:
-            fname = await deferToThreadPool(self.reactor, pool, write_account, self.base_dir,
-                                            account.domain, account.name, chunks, self.hostname)
+            path, fname = await deferToThreadPool(self.reactor, pool, write_account, self.base_dir,
+                                                  account.domain, account.name, chunks,
+                                                  self.hostname, False)
+            # Concurrent deliveries into one Maildir share the fsync of new/ (group commit).
+            await self._sync_new(os.path.join(path, "new"), pool)
+            cp.crashpoint(cp.LOCAL_AFTER_RENAME)
         except InvalidName:
             self.log.error("local: {msg_id} unsafe account name {account}", msg_id=msg_id,
                            account=address)
@@ -158,6 +169,19 @@ class LocalDelivery:
                       account=address, file=fname)
         self._notify(address)
         return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
+
+    def _sync_new(self, new_dir: str, pool: Any) -> defer.Deferred[None]:
+        gs = self._syncs.get(new_dir)
+        if gs is None:
+            gs = self._syncs[new_dir] = GroupSync(
+                lambda fn, *a: deferToThreadPool(self.reactor, pool, fn, *a), new_dir)
+
+        def forget(result: Any) -> Any:
+            if gs.idle and self._syncs.get(new_dir) is gs:
+                del self._syncs[new_dir]
+            return result
+
+        return gs.sync().addBoth(forget)
 
     def _notify(self, address: str) -> None:
         if self.notifier is None:

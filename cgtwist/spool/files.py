@@ -56,6 +56,11 @@ class GroupSync:
         self._busy = False
         self.syncs = 0
 
+    @property
+    def idle(self) -> bool:
+        """No fsync running and nobody waiting: the object may be forgotten."""
+        return not self._busy and not self._waiting
+
     def sync(self) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
         self._waiting.append(d)

@@ -105,7 +105,17 @@ class LocalDeliveryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_concurrent_deliveries_unique_names(self) -> None:
-        """Many deliveries at once each get their own file; none overwrites another."""
+        """Many deliveries at once each get their own file; none overwrites another; they share
+        the fsyncs of new/ instead of paying one each."""
+        from cgtwist.spool import files as files_mod
+        synced: list[str] = []
+        real = files_mod.fsync_dir
+
+        def counting(path: str) -> None:
+            synced.append(path)
+            real(path)
+
+        self.patch(files_mod, "fsync_dir", counting)
         ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
               for i in range(30)]
         yield defer.gatherResults(ds)
@@ -116,6 +126,9 @@ class LocalDeliveryTests(unittest.TestCase):
             with open(os.path.join(self.maildir(), "new", n), "rb") as f:
                 bodies.add(f.read())
         self.assertEqual(len(bodies), 30)
+        self.assertTrue(synced)
+        self.assertTrue(all(p.endswith("/new") for p in synced))
+        self.assertLess(len(synced), 30)
 
     @defer.inlineCallbacks
     def test_several_recipients_one_copy(self) -> None:
