@@ -15,6 +15,7 @@ from twisted.trial import unittest
 
 from cgtwist import paths
 from cgtwist.mailstore import maildir
+from cgtwist.protocols import pop3 as pop3_module
 from cgtwist.protocols.pop3 import POP3Factory, POP3Server
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
@@ -286,6 +287,12 @@ class TransactionTests(POP3TestBase):
         out = self.cmd(b"RETR 2")
         self.assertEqual(out, b"+OK %d octets\r\nSubject: two\r\nX: y\r\n\r\nbare lf body\r\n.\r\n" % self.sizes()[1])
 
+    def test_retr_streamed(self) -> None:
+        """Large messages are streamed with back-pressure and arrive byte-identical, stuffed."""
+        small = [self.cmd(b"RETR 1"), self.cmd(b"RETR 2")]
+        self.patch(pop3_module, "SMALL_MESSAGE", 0)
+        self.assertEqual([self.cmd(b"RETR 1"), self.cmd(b"RETR 2")], small)
+
     def test_top(self) -> None:
         """TOP n k sends the header and k body lines; TOP n 0 the header only."""
         self.assertEqual(self.cmd(b"TOP 1 1"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n.\r\n")
@@ -360,6 +367,7 @@ class TransactionTests(POP3TestBase):
     def test_pipelined_flood_pauses_reading(self) -> None:
         """A client that pipelines hundreds of commands behind a slow RETR is paused, not buffered
         without bound, and every command is still answered in order."""
+        self.patch(pop3_module, "SMALL_MESSAGE", 0)  # stream even small messages
         self.tr.clear()
         self.proto.dataReceived(b"RETR 1\r\n" + b"NOOP\r\n" * 200)
         self.assertEqual(self.tr.producerState, "paused")
