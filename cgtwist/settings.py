@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator, Mapping
 
+from cgtwist import settings_protection
 from cgtwist.types import ListenerSpec
 
 # Listener defaults; ports are shifted when running unprivileged (see default_listeners).
@@ -184,6 +185,9 @@ def validate(key: str, value: Any) -> Any:
                 if s.port and (s.address, s.port) in seen:
                     raise ValueError(f"two listeners on {s.address}:{s.port}")
                 seen.add((s.address, s.port))
+        return value
+    settings_protection.validate(key, value)  # protection, AUTH penalty, Router table
+    if key in settings_protection.FRACTIONAL_KEYS:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):

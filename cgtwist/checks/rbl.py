@@ -21,6 +21,7 @@ from cgtwist.addresslist import AddressList, normalise
 from cgtwist.checks.result import ERROR, LISTED, PASS, SKIPPED, CheckResult, clean
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.interfaces import IResolver
+from cgtwist.settings_protection import parse_rbl_zone as parse_zone
 
 log = Logger()
 
@@ -36,17 +37,6 @@ def query_name(ip: str, zone: str) -> str:
     else:
         rev = ".".join(reversed(addr.exploded.replace(":", "")))
     return f"{rev}.{zone.strip().strip('.').lower()}"
-
-
-def parse_zone(entry: str) -> tuple[str, Optional[AddressList]]:
-    """``zen.example`` or ``zen.example=127.0.0.2-127.0.0.9,127.0.0.11`` -> (zone, codes).
-
-    With codes, only those answers count as listings (Postfix ``reject_rbl_client
-    zone=...``); others are ignored as "not listed". Raises ValueError for a bad code list.
-    """
-    zone, _, codes = entry.partition("=")
-    zone = zone.strip().strip(".").lower()
-    return zone, (AddressList.parse(codes.replace(";", ",")) if codes.strip() else None)
 
 
 def classify(addresses: Sequence[str], codes: Optional[AddressList] = None) -> tuple[str, str]:

@@ -25,10 +25,9 @@ from twisted.logger import Logger
 
 from cgtwist.checks.result import CheckResult, clean
 from cgtwist.dns import parse_nameserver
+from cgtwist.settings_protection import SPF_RESULTS as RESULTS  # RFC 7208 §2.6
 
 log = Logger()
-
-RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?$")
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")

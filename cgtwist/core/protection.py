@@ -19,10 +19,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cgtwist import settings_protection
 from cgtwist.addresslist import AddressList, AddressListCache, AddressListError
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.checks.blacklist import AutoBlacklist, SenderBlacklist, check_ip, check_sender
-from cgtwist.checks.rbl import RBLChecker, parse_zone
+from cgtwist.checks.rbl import RBLChecker
 from cgtwist.checks.result import FAIL, LISTED, SKIPPED, TEMPERROR, CheckResult, clean
 from cgtwist.checks.returnpath import REPLIES as RETURNPATH_REPLIES
 from cgtwist.checks.returnpath import check_return_path
@@ -32,19 +33,17 @@ from cgtwist.checks.reverseconnect import (
     ReverseConnectConfig,
     default_connector,
 )
-from cgtwist.checks.spf import RESULTS as SPF_RESULTS
 from cgtwist.checks.spf import SPFChecker
 from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, IResolver
 from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings_protection import CHECKS, MODES, RBL_CODES, SPF_ACTIONS, SPF_RESULTS
 from cgtwist.types import Envelope, SessionInfo
 
 log = Logger()
 
-MODES = ("off", "nonclients", "all")
-CHECKS = ("blacklist", "rbl", "returnpath", "spf", "reverse_connect")
-SPF_ACTIONS = ("reject", "tempfail", "tag", "accept")
+__all__ = ["CHECKS", "MODES", "SPF_ACTIONS", "ProtectedPolicy", "validate_setting"]
 
 
 @dataclass
@@ -221,7 +220,7 @@ class ProtectedPolicy:
             st.connect_results.append(verdict.add(r))
             if r.outcome == LISTED:
                 code = int(self._setting("protection.rbl.code"))
-                code = code if code in (421, 450, 451, 550, 554) else 554
+                code = code if code in RBL_CODES else 554
                 enhanced = "4.7.1" if code < 500 else "5.7.1"
                 zone = clean(r.data.get("zone", ""), 100)
                 raise self._refuse(session, verdict, "rbl", MailError(
@@ -316,53 +315,11 @@ class ProtectedPolicy:
         return d.addCallback(add)
 
 
-_ADDRESS_LIST_KEYS = ("clients.ips", "protection.whitehole.ips", "protection.blacklist.ips", "auth.trusted_ips")
-
-
 def validate_setting(key: str, value: Any) -> Any:
     """Check a protection setting before it is stored (for ``cgtwist-admin settings set``).
 
     Returns ``value`` or raises ValueError with a readable reason (address lists name the line).
-    Keys this module does not own are returned unchecked.
+    Keys this module does not own are returned unchecked. The rules live in the pure
+    cgtwist.settings_protection, which cgtwist.settings.validate calls for every key.
     """
-    if key in _ADDRESS_LIST_KEYS:
-        if not isinstance(value, (str, list)):
-            raise ValueError(f"{key} must be address-list text or a list of entries")
-        try:
-            AddressList.parse(value)
-        except AddressListError as e:
-            raise ValueError(f"{key}: {e}") from None
-    elif key.startswith("protection.") and key.endswith(".mode"):
-        if value not in MODES:
-            raise ValueError(f"{key} must be one of {', '.join(MODES)}")
-    elif key == "protection.spf.actions":
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{key} must be an object {{result: action}}")
-        for result, action in value.items():
-            if result not in SPF_RESULTS:
-                raise ValueError(f"{key}: unknown SPF result {result!r} (want {', '.join(SPF_RESULTS)})")
-            if action not in SPF_ACTIONS:
-                raise ValueError(f"{key}: action for {result} must be one of {', '.join(SPF_ACTIONS)}")
-    elif key == "protection.rbl.zones":
-        if not isinstance(value, list) or not all(isinstance(z, str) and z.strip(" .") for z in value):
-            raise ValueError(f"{key} must be a list of zone names (zone or zone=codes)")
-        for entry in value:
-            try:
-                parse_zone(entry)
-            except ValueError as e:
-                raise ValueError(f"{key}: {entry!r}: {e}") from None
-    elif key == "protection.listeners":
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{key} must be an object {{listener or port: {{check: mode}}}}")
-        for listener, modes in value.items():
-            if not isinstance(modes, Mapping):
-                raise ValueError(f"{key}[{listener}] must be an object {{check: mode}}")
-            for check, mode in modes.items():
-                if check not in CHECKS:
-                    raise ValueError(f"{key}[{listener}]: unknown check {check!r} (want {', '.join(CHECKS)})")
-                if mode not in MODES:
-                    raise ValueError(f"{key}[{listener}][{check}] must be one of {', '.join(MODES)}")
-    elif key == "protection.blacklist.senders":
-        if not isinstance(value, (str, list)):
-            raise ValueError(f"{key} must be text or a list of entries")
-    return value
+    return settings_protection.validate(key, value)
