@@ -2,8 +2,9 @@
 
 Owns only the spine's decisions (COMMUNIGATE.md a.6, step 4): a recipient is accepted when the
 Router sends it somewhere local (LOCAL, PIPE, LIST, NULL), refused with the route's text when the
-Router says ERROR, and accepted for a remote (SMTP) route only from an authenticated session, a
-Client IP, or a ``Relay:`` record. Every other hook accepts. Protection checks (RBL, SPF,
+Router says ERROR, and accepted for a remote (SMTP) route only from a Client IP, a ``Relay:``
+record, or an authenticated account whose effective services (account and domain) include
+``relay`` and, away from the Client IPs, ``roaming`` (COMMUNIGATE.md a.6). Every other hook accepts. Protection checks (RBL, SPF,
 callbacks) wrap this object and delegate to it; it never does DNS or I/O itself.
 """
 
@@ -18,7 +19,7 @@ from zope.interface import implementer
 
 from cgtwist.core.routing import route_error
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IPolicy, IRouter
+from cgtwist.interfaces import IAccountStore, IPolicy, IRouter
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
 
@@ -31,9 +32,13 @@ class BasicPolicy:
 
     log = Logger()
 
-    def __init__(self, router: IRouter, settings: SettingsHolder) -> None:
+    def __init__(self, router: IRouter, settings: SettingsHolder,
+                 accounts: Optional[IAccountStore] = None) -> None:
         self.router: Any = router  # Any: zope interfaces are not mypy protocols
         self.settings = settings
+        # Where an account's services come from. Without one (unit tests with a bare router),
+        # the router's own store is used if it has one, else every authenticated user may relay.
+        self.accounts: Any = accounts if accounts is not None else getattr(router, "store", None)
 
     def connect(self, session: SessionInfo) -> defer.Deferred[Optional[SessionInfo]]:
         return defer.succeed(None)
@@ -52,18 +57,49 @@ class BasicPolicy:
                        callbackArgs=(session, recipient), errbackArgs=(session, recipient))
         return d
 
-    def _routed(self, route: Route, session: SessionInfo, recipient: str) -> str:
+    def _routed(self, route: Route, session: SessionInfo, recipient: str) -> Any:
         module = route.module.upper()
         if module in LOCAL_MODULES:
             return recipient
         if module == "ERROR":
             raise route_error(route)
         # Anything else leaves this server: relaying (COMMUNIGATE.md a.6).
-        if session.account or session.is_client_ip or route.relay:
+        if session.is_client_ip or route.relay:
             return recipient
+        if session.account:
+            if self.accounts is None:
+                return recipient
+            d = defer.ensureDeferred(self._relay_refusal(session.account))
+            d.addCallback(self._account_checked, session, recipient, route)
+            return d
+        return self._deny(session, recipient, route, "not authenticated, not a Client IP")
+
+    async def _relay_refusal(self, account: str) -> str:
+        """Why ``account`` may not relay from a non-client IP ("" = it may)."""
+        name, _, domain = account.rpartition("@")
+        try:
+            info = await self.accounts.get_account(name, domain)
+        except Exception:
+            self.log.failure("relay check: looking up {account} failed", account=account)
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        if info is None:
+            return "account no longer exists"
+        if "relay" not in info.services:
+            return "Relay service disabled for the account or its domain"
+        if "roaming" not in info.services:  # Roaming off: relaying only from Client IPs
+            return "Roaming disabled and the peer is not a Client IP"
+        return ""
+
+    def _account_checked(self, refusal: str, session: SessionInfo, recipient: str, route: Route) -> str:
+        if not refusal:
+            return recipient
+        return self._deny(session, recipient, route, refusal)
+
+    def _deny(self, session: SessionInfo, recipient: str, route: Route, reason: str) -> str:
         self.log.info(
-            "relaying denied: peer={peer} rcpt={rcpt} route={route}",
-            peer=session.peer_ip, rcpt=recipient, route=str(route),
+            "relaying denied: peer={peer} account={account} rcpt={rcpt} route={route} reason={reason}",
+            peer=session.peer_ip, account=session.account or "-", rcpt=recipient, route=str(route),
+            reason=reason,
         )
         raise MailError(554, "5.7.1", "Relaying denied")
 

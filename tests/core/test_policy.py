@@ -108,3 +108,54 @@ class InterfaceTests(unittest.TestCase):
         from cgtwist.interfaces import IPolicy
 
         self.assertTrue(verifyObject(IPolicy, BasicPolicy(FakeRouter({}), SettingsHolder())))
+
+
+class FakeAccounts:
+    """Just enough IAccountStore for the relay check: services per account."""
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        self.services = services
+
+    def get_account(self, name: str, domain: str) -> Any:
+        from cgtwist.types import Account
+
+        s = self.services.get(f"{name}@{domain}")
+        if isinstance(s, Exception):
+            return defer.fail(s)
+        return defer.succeed(None if s is None else Account(name, domain, services=frozenset(s)))
+
+
+class AccountRelayTests(unittest.TestCase):
+    """The Relay and Roaming services (COMMUNIGATE.md a.6) decide authenticated relaying."""
+
+    def setUp(self) -> None:
+        self.accounts = FakeAccounts({
+            "full@ours.example": {"mail", "relay", "roaming"},
+            "norelay@ours.example": {"mail", "roaming"},
+            "home@ours.example": {"mail", "relay"},
+            "broken@ours.example": RuntimeError("db down"),
+        })
+        self.policy = BasicPolicy(FakeRouter(ROUTES), SettingsHolder(), accounts=self.accounts)  # type: ignore[arg-type]
+
+    def result(self, account: str, client: bool = False, rcpt: str = "bob@ext.example") -> Any:
+        d = self.policy.rcpt_to(session(account=account, is_client_ip=client), "s@x.example", rcpt, {})
+        out: list[Any] = []
+        d.addBoth(out.append)
+        return out[0]
+
+    def test_relay_service_required(self) -> None:
+        """A user whose Relay service is off cannot send to other domains, but still locally."""
+        self.assertEqual(self.result("full@ours.example"), "bob@ext.example")
+        self.assertEqual(self.result("norelay@ours.example").value.reply(), "554 5.7.1 Relaying denied")
+        self.assertEqual(self.result("norelay@ours.example", rcpt="alice@ours.example"), "alice@ours.example")
+
+    def test_roaming_off_restricts_to_client_ips(self) -> None:
+        """Roaming off: the account relays from a Client IP only."""
+        self.assertEqual(self.result("home@ours.example").value.code, 554)
+        self.assertEqual(self.result("home@ours.example", client=True), "bob@ext.example")
+
+    def test_store_failure_is_temporary(self) -> None:
+        """If the account store fails during the check the client is told to retry (451)."""
+        self.assertEqual(self.result("broken@ours.example").value.code, 451)
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(self.result("gone@ours.example").value.code, 554)
