@@ -17,6 +17,7 @@ From an e2e test, in a subprocess (prints ``127.0.0.1:PORT`` on the first stdout
 serves until killed)::
 
     python -m tests.dnsserver --zone tests/e2e/zones/example.com.zone [--json records.json]
+        [--behaviours faults.json]   # {"name": "servfail", "name/TXT": "timeout", "n": ["delay", 2]}
 
 Record syntax (Python data and zone text alike): ``[TTL] TYPE RDATA``, TYPE one of A, AAAA, MX,
 TXT, PTR, CNAME, NS; TXT strings are quoted (``TXT "v=spf1 ip4:127.0.0.1 -all"``), longer than
@@ -338,6 +339,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--zone", action="append", default=[],
                         help="zone file; origin from $ORIGIN or the file name minus .zone")
     parser.add_argument("--json", action="append", default=[], help='JSON {"name": ["A 127.0.0.1"]}')
+    parser.add_argument("--behaviours", action="append", default=[],
+                        help='JSON {"name": "servfail", "name/TXT": "timeout", "n": ["delay", 2]}')
     parser.add_argument("--interface", default="127.0.0.1")
     args = parser.parse_args(argv)
     from twisted.internet import reactor
@@ -352,6 +355,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     for path in args.json:
         with open(path, encoding="utf-8") as f:
             srv.add_records(json.load(f))
+    for path in args.behaviours:
+        with open(path, encoding="utf-8") as f:
+            for key, behaviour in json.load(f).items():
+                name, _, qtype = key.partition("/")
+                srv.set_behaviour(name, tuple(behaviour) if isinstance(behaviour, list) else behaviour,
+                                  qtype or None)
     address = srv.listen(reactor, args.interface)
     sys.stdout.write(address + "\n")
     sys.stdout.flush()

@@ -45,13 +45,19 @@ DEFAULT_ZONE: dict[str, list[str]] = {
 class DNSServer:
     """``python -m tests.dnsserver`` in a subprocess, serving zones on 127.0.0.1."""
 
-    def __init__(self, records: dict[str, list[str]], workdir: str) -> None:
+    def __init__(self, records: dict[str, list[str]], workdir: str,
+                 behaviours: Optional[dict[str, Any]] = None) -> None:
         path = os.path.join(workdir, "zone.json")
         with open(path, "w") as f:
             json.dump(records, f)
+        faults: list[str] = []
+        if behaviours:
+            faults = ["--behaviours", os.path.join(workdir, "faults.json")]
+            with open(faults[1], "w") as f:
+                json.dump(behaviours, f)
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.dnsserver", "--json", path],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.dnsserver", "--json", path, *faults],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
         assert self.proc.stdout is not None
         self.address = self.proc.stdout.readline().decode().strip()
@@ -80,7 +86,8 @@ class Server:
 
     def __init__(self, base: str, main_domain: str = "example.test",
                  extra_config: str = "", env: Optional[dict[str, str]] = None,
-                 dns_records: Optional[dict[str, list[str]]] = None) -> None:
+                 dns_records: Optional[dict[str, list[str]]] = None,
+                 dns_behaviours: Optional[dict[str, Any]] = None) -> None:
         self.base = base
         self.main_domain = main_domain
         self.conf = os.path.join(base, "cgtwist.conf")
@@ -89,7 +96,8 @@ class Server:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.extra_env = env or {}
         os.makedirs(base, exist_ok=True)
-        self.dns = DNSServer(DEFAULT_ZONE if dns_records is None else dns_records, base)
+        # dns_behaviours: faults per name, e.g. {"x.test/TXT": "servfail", "y.test": "timeout"}
+        self.dns = DNSServer(DEFAULT_ZONE if dns_records is None else dns_records, base, dns_behaviours)
         with open(self.conf, "w") as f:
             f.write(
                 f'[server]\nbase_dir = "{base}"\nmain_domain = "{main_domain}"\n'
