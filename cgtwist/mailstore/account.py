@@ -285,13 +285,17 @@ class MaildirAccount:
         return defer.ensureDeferred(move())
 
     def _subscriptions(self) -> set[str]:
+        """The account's subscriptions, one set shared by all its sessions in this process."""
         if self._subs is None:
-            self._subs = _read_subscriptions(self.path)
+            self._subs = self.notifier.shared_set(("subscriptions", self.path),
+                                                  lambda: _read_subscriptions(self.path))
         return self._subs
 
     def _save_subscriptions(self) -> defer.Deferred[None]:
-        snapshot = set(self._subscriptions())
-        return self.notifier.run(_write_subscriptions, self.path, snapshot)
+        """Write the current set (in a thread); writes of one account happen in order."""
+        return self.notifier.write_serialised(
+            ("subscriptions", self.path),
+            lambda: (_write_subscriptions, self.path, set(self._subscriptions())))
 
     def isSubscribed(self, name: Union[str, bytes]) -> bool:
         try:

@@ -11,7 +11,7 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
@@ -42,6 +42,8 @@ class MailboxNotifier:
         self._last_uidvalidity = 0
         self._folders: weakref.WeakValueDictionary[tuple[str, str], Folder] = weakref.WeakValueDictionary()
         self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
+        self._shared: dict[Hashable, set[str]] = {}
+        self._write_locks: dict[Hashable, defer.DeferredLock] = {}
 
     def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         """Run blocking ``fn(*args)`` off the reactor thread; fires with its result."""
@@ -49,6 +51,27 @@ class MailboxNotifier:
             return defer.maybeDeferred(fn, *args)
         pool = self._pool if self._pool is not None else self._reactor.getThreadPool()
         return threads.deferToThreadPool(self._reactor, pool, fn, *args)
+
+    def shared_set(self, key: Hashable, load: Callable[[], set[str]]) -> set[str]:
+        """A set shared by every session of this process (e.g. an account's subscriptions),
+        loaded once with ``load`` (blocking but small: one file)."""
+        s = self._shared.get(key)
+        if s is None:
+            s = self._shared[key] = load()
+        return s
+
+    def write_serialised(self, key: Hashable, job: Callable[[], tuple[Any, ...]]) -> defer.Deferred[Any]:
+        """Run ``fn(*args)`` from ``job()`` off the reactor, one at a time per ``key``; ``job`` is
+        called when the turn comes, so each write takes the then-current state."""
+        lock = self._write_locks.setdefault(key, defer.DeferredLock())
+
+        def go() -> defer.Deferred[Any]:
+            fn, *args = job()
+            return self.run(fn, *args)
+
+        d = lock.run(go)
+        d.addErrback(lambda f: self.log.failure("background write failed", f))
+        return d
 
     def next_uidvalidity(self) -> int:
         """A fresh UIDVALIDITY: the clock, but strictly increasing within this process so a

@@ -439,6 +439,15 @@ class FolderTests(StoreTestBase):
         self.assertEqual(box.flush_expunges(), [1])
         self.assertNotIn("Tmp", [n for n, _ in self.account.listMailboxes("", "*")])
 
+    def test_subscriptions_shared_between_sessions(self) -> None:
+        """Two sessions of one account subscribing at once lose neither subscription."""
+        other = MaildirAccount(self.md, "a@example.com", self.notifier)
+        self.account.subscribe("One")
+        other.subscribe("Two")
+        self.assertTrue(other.isSubscribed("One"))
+        acct = self.reopen()
+        self.assertTrue(acct.isSubscribed("One") and acct.isSubscribed("Two"))
+
     def test_subscriptions_file(self) -> None:
         """Subscriptions are kept one name per line (modified UTF-7) in Maildir/subscriptions."""
         self.account.subscribe("Caf\u00e9/Men\u00fc")
