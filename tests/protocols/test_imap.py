@@ -166,10 +166,24 @@ class LoginPolicyTests(unittest.TestCase):
         self.assertTrue(c.transport.disconnecting)
 
     def test_login_name_forms_reach_the_portal_as_given(self) -> None:
-        """user@domain is passed to the checker unchanged (the checker handles the forms)."""
+        """user@domain, user%domain and bare names go to the portal unchanged (the checker
+        decides what they mean), for LOGIN and AUTHENTICATE alike."""
+        seen: list[bytes] = []
+        login = self.world.portal.login
+
+        def spy(creds: object, mind: object, *ifaces: object) -> object:
+            seen.append(creds.username)  # type: ignore[attr-defined]
+            return login(creds, mind, *ifaces)  # type: ignore[arg-type]
+        self.world.portal.login = spy  # type: ignore[method-assign]
         c = Client(self.world, tls="implicit")
         self.assertIn(b"a OK", c.send(b"a LOGIN bob@example.com hunter2\r\n"))
         self.assertEqual(c.proto.account_name, "bob@example.com")
+        for n, name in enumerate([b"alice%example.com", b"alice"]):
+            c2 = Client(self.world, tls="implicit")
+            c2.send(b"x%d LOGIN %s secret\r\n" % (n, name))
+        c3 = Client(self.world, tls="implicit")
+        c3.send(b"y AUTHENTICATE PLAIN " + _plain(b"Alice%Example.COM", b"pw") + b"\r\n")
+        self.assertEqual(seen, [b"bob@example.com", b"alice%example.com", b"alice", b"Alice%Example.COM"])
 
 
 class LiteralAndLimitTests(unittest.TestCase):
