@@ -42,6 +42,9 @@ def provision(path: str) -> bool:
     Idempotent; True when anything was created. Used by the realm on first login.
     """
     created = maildir.ensure(path)
+    for entry in os.listdir(path):
+        if entry.startswith(_DELETED_PREFIX):  # a DELETE interrupted by a crash
+            shutil.rmtree(os.path.join(path, entry), ignore_errors=True)
     subs = _read_subscriptions(path)
     for name in SPECIAL_USE:
         created = maildir.ensure(names.folder_path(path, name)) or created

@@ -457,6 +457,12 @@ class FolderTests(StoreTestBase):
         self.account.unsubscribe("Caf\u00e9/Men\u00fc")
         self.assertRaises(MailboxError, self.account.unsubscribe, "Caf\u00e9/Men\u00fc")
 
+    def test_interrupted_delete_cleaned_up(self) -> None:
+        """A folder whose DELETE was cut short by a crash is removed at the next login."""
+        os.makedirs(os.path.join(self.md, "cgtwist-deleted-0123", "cur"))
+        provision(self.md)
+        self.assertNotIn("cgtwist-deleted-0123", os.listdir(self.md))
+
     def test_wildcards(self) -> None:
         """LIST '%' stays on one level, '*' descends (RFC 3501 §6.3.8)."""
         self.account.create("A/B/C")
