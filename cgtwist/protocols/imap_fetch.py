@@ -120,6 +120,9 @@ def _flags(msg: Any, extra: Optional[str]) -> bytes:
 def body_structure(msg: Any, extended: bool) -> bytes:
     """BODYSTRUCTURE/BODY from the raw message; malformed MIME gets a plain-text fallback."""
     try:
+        cached = imap_structure.cached_structure(msg, extended)
+        if cached is not None:
+            return cached
         return imap_structure.body_structure(read_raw(msg), extended)
     except Exception:
         log.failure("BODYSTRUCTURE failed for a malformed message; using text/plain")

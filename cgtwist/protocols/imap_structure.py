@@ -172,3 +172,27 @@ def body_structure(raw: bytes, extended: bool) -> bytes:
     """The wire form of BODYSTRUCTURE/BODY for a whole raw message."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     return wire(structure(msg, extended))
+
+
+_MIME_HEADERS = ("content-type", "content-transfer-encoding", "content-id", "content-description",
+                 "content-md5", "content-disposition", "content-language", "content-location")
+
+
+def cached_structure(msg: Any, extended: bool) -> Optional[bytes]:
+    """BODYSTRUCTURE of a single-part message from the store's cached headers and body size
+    and line count (``msg.meta``), without reading the file; None when that is not possible."""
+    meta = getattr(msg, "meta", None)
+    if meta is None or not hasattr(meta, "body_size") or not hasattr(meta, "body_lines"):
+        return None
+    heads = {k.lower(): v for k, v in msg.getHeaders(False, *_MIME_HEADERS).items()}
+    ctype = heads.get("content-type", "").strip().lower()
+    if ctype.startswith(("multipart/", "message/")):
+        return None
+    part = email.message_from_string("".join(f"{k}: {v}\r\n" for k, v in heads.items()) + "\r\n",
+                                      policy=email.policy.compat32)
+    out = structure(part, extended)
+    out[6] = int(meta.body_size)
+    if part.get_content_maintype() == "text":
+        out[7] = int(meta.body_lines)
+    return wire(out)
+

@@ -372,3 +372,20 @@ class BigSetTests(Base):
         self.assertIn(b"* SEARCH 1\r\n", out)
         out = self.c.send(b"u UID SEARCH UID " + spec + b"\r\n")
         self.assertIn(b"* SEARCH 1\r\n", out)
+
+
+class BodyStructureCacheTests(Base):
+    def test_cached_structure_equals_parsed(self) -> None:
+        """The BODYSTRUCTURE built from cached headers matches a full parse of the file."""
+        from cgtwist.protocols import imap_fetch, imap_structure
+        self.world.deliver("alice@example.com", b"Subject: q\r\nContent-Type: text/html; charset=\"ISO-8859-1\"\r\n"
+                                                b"Content-Transfer-Encoding: quoted-printable\r\n"
+                                                b"Content-Disposition: inline\r\n\r\n<p>caf=E9</p>\r\nline\r\n")
+        self.c.select()
+        box = self.c.proto.mbox
+        for seq in (1, 3):
+            msg = box.message(seq)
+            cached = imap_structure.cached_structure(msg, True)
+            self.assertIsNotNone(cached)
+            self.assertEqual(cached, imap_structure.body_structure(imap_fetch.read_raw(msg), True))
+        self.assertIsNone(imap_structure.cached_structure(box.message(2), True))  # multipart
