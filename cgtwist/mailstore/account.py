@@ -42,9 +42,12 @@ def provision(path: str) -> bool:
     Idempotent; True when anything was created. Used by the realm on first login.
     """
     created = maildir.ensure(path)
+    maildir.clean_tmp(path)
     for entry in os.listdir(path):
         if entry.startswith(_DELETED_PREFIX):  # a DELETE interrupted by a crash
             shutil.rmtree(os.path.join(path, entry), ignore_errors=True)
+        elif entry.startswith("."):
+            maildir.clean_tmp(os.path.join(path, entry))
     subs = _read_subscriptions(path)
     for name in SPECIAL_USE:
         created = maildir.ensure(names.folder_path(path, name)) or created

@@ -82,6 +82,28 @@ def ensure(path: str, mode: int = 0o700) -> bool:
     return created
 
 
+def clean_tmp(path: str, now: Optional[float] = None, age: float = 36 * 3600) -> int:
+    """Remove files left in ``tmp/`` for more than ``age`` seconds (maildir(5): 36 hours);
+    returns how many. A delivery in progress is never that old."""
+    now = time.time() if now is None else now
+    removed = 0
+    tmp = os.path.join(path, "tmp")
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return 0
+    for name in names:
+        p = os.path.join(tmp, name)
+        try:
+            st = os.lstat(p)
+            if now - st.st_mtime > age and not os.path.isdir(p):
+                os.unlink(p)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def is_maildir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
 

@@ -82,3 +82,17 @@ class MeasureTests(unittest.TestCase):
         self.assertEqual(os.stat(path).st_mtime, 1000000000.0)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"Subject: x\r\n\r\ny\r\n")
+
+
+class TmpCleanupTests(unittest.TestCase):
+    def test_old_tmp_files_removed(self) -> None:
+        """Files abandoned in tmp/ for over 36 hours go; a delivery in progress stays."""
+        md = os.path.abspath(self.mktemp())
+        maildir.ensure(md)
+        old, fresh = os.path.join(md, "tmp", "old"), os.path.join(md, "tmp", "fresh")
+        for p in (old, fresh):
+            with open(p, "wb") as f:
+                f.write(b"x")
+        os.utime(old, (1000, 1000))
+        self.assertEqual(maildir.clean_tmp(md), 1)
+        self.assertEqual(os.listdir(os.path.join(md, "tmp")), ["fresh"])
