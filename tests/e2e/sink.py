@@ -10,11 +10,10 @@ domain so one sink plays three MX hosts for Reverse Connect: ``rules`` maps a do
 
 from __future__ import annotations
 
-import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 
 @dataclass
@@ -109,7 +108,7 @@ class _Handler(socketserver.StreamRequestHandler):
                     return
                 else:
                     self._send("502 5.5.1 Not implemented")
-        except (OSError, socket.timeout):
+        except OSError:  # timeouts included
             return
 
 
@@ -121,13 +120,15 @@ class _Server(socketserver.ThreadingTCPServer):
 class Sink:
     """``Sink()`` listens at once; ``close()`` stops it. Thread-safe accessors below."""
 
-    def __init__(self) -> None:
+    def __init__(self, also: Sequence[str] = ()) -> None:
+        """``also``: more loopback addresses served on the same port (for address literals)."""
         self.state = _State()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.state = self.state  # type: ignore[attr-defined]
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="smtp-sink", daemon=True)
-        self._thread.start()
+        first = _Server(("127.0.0.1", 0), _Handler)
+        self.port: int = first.server_address[1]
+        self._servers = [first] + [_Server((ip, self.port), _Handler) for ip in also]
+        for srv in self._servers:
+            srv.state = self.state  # type: ignore[attr-defined]
+            threading.Thread(target=srv.serve_forever, name="smtp-sink", daemon=True).start()
 
     def set_rule(self, domain: str, rule: str) -> None:
         with self.state.lock:
@@ -146,5 +147,6 @@ class Sink:
 
     def close(self) -> None:
         self.state.release.set()
-        self._server.shutdown()
-        self._server.server_close()
+        for srv in self._servers:
+            srv.shutdown()
+            srv.server_close()
