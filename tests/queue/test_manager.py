@@ -308,3 +308,25 @@ class RobustnessTests(QueueTestCase):
         broken.clear()
         self.pump(60)
         self.assertEqual(self.spooled(), [])
+
+
+class CorruptAtStartTests(QueueTestCase):
+    def test_damaged_file_quarantined_not_delivered(self) -> None:
+        """A spooled message damaged while the server was down is never delivered: it goes to
+        Queue/corrupt/; the good messages beside it are delivered."""
+        import os
+        self.manager.stop()
+        bad = self.successResultOf(self.spool.store(env("a@example.com"), b"Subject: x\r\n\r\nbad\r\n"))
+        good = self.successResultOf(self.spool.store(env("b@example.com"), b"Subject: y\r\n\r\ngood\r\n"))
+        path = os.path.join(self.base, "Queue", bad + ".msg")
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) - 90)
+            f.write(b"X")
+        from cgtwist.spool.spool import Spool
+        from tests.queue.helpers import SyncPool
+        manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=SyncPool()))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager2.start()), 2)
+        self.pump()
+        self.assertEqual([(c[1], c[3]) for c in self.local.calls], [(good, ["b@example.com"])])
+        self.assertEqual(os.listdir(os.path.join(self.base, "Queue", "corrupt")), [bad + ".msg"])
+        self.assertEqual(self.spooled(), [])
