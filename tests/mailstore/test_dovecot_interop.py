@@ -83,3 +83,27 @@ class DovecotInteropTests(unittest.TestCase):
         self.assertIn("Subject: first", out)
         crlf_size = len(b"Subject: second\r\nX: lf\r\n\r\ntwo\r\n")  # the file has bare LF
         self.assertIn(f"RFC822.SIZE {crlf_size}", out)
+
+    def test_we_read_a_dovecot_maildir(self) -> None:
+        """A Maildir written by Dovecot (APPEND, flags, keyword, folder) is read by cgtwist with
+        Dovecot's UIDVALIDITY and UIDs, so a migrated user's client keeps its cache."""
+        home = os.path.abspath(self.mktemp())
+        md = os.path.join(home, "Maildir")
+        os.makedirs(md)
+        out = self.dovecot(md, b"a CREATE Work\r\n"
+                               b"b APPEND INBOX (\\Seen $Label1) {21}\r\nSubject: one\r\n\r\nbody\r\n"
+                               b"c APPEND INBOX (\\Flagged) {21}\r\nSubject: two\r\n\r\nbody\r\n"
+                               b"d SELECT INBOX\r\ne LOGOUT\r\n")
+        self.assertIn("b OK", out)
+        uidvalidity = int(out.split("[UIDVALIDITY ")[1].split("]")[0])
+        account = MaildirAccount(md, "a@example.com", MailboxNotifier())
+        self.assertIn("Work", [n for n, _ in account.listMailboxes("", "*")])
+        boxes: list[MaildirMailbox] = []
+        account.select("INBOX").addCallback(boxes.append)
+        [box] = boxes
+        self.assertEqual(box.getUIDValidity(), uidvalidity)
+        self.assertEqual(box.uids, [1, 2])
+        self.assertEqual(box.flags_of(1), ["$Label1", "\\Seen"])
+        self.assertEqual(box.flags_of(2), ["\\Flagged"])
+        [(_s, m)] = box.fetch(imap4.MessageSet(2), False)
+        self.assertEqual(m.getHeaders(False, "subject"), {"subject": "two"})
