@@ -40,7 +40,7 @@ _LOADERS = 8  # spool reads in flight while filling the active window
 
 class QueueManager(QueueReports, QueueAdmin):
     """``QueueManager(spool, router, agents, settings, clock, bouncer=None, cooperator=None,
-    delay_warning=None, on_delivered=None, server_rules=None)``.
+    delay_warning=None, on_delivered=None, server_rules=None, data_cache=64 MiB)``.
 
     ``spool`` is a ``cgtwist.spool.Spool``; ``agents`` maps module name -> IDeliveryAgent (more
     can be added with ``set_agent``); ``bouncer(msg_id, envelope, data, failed_recipients)``
@@ -60,7 +60,8 @@ class QueueManager(QueueReports, QueueAdmin):
                  cooperator: Optional[Cooperator] = None,
                  delay_warning: Optional[Callable[..., Any]] = None,
                  on_delivered: Optional[Bouncer] = None,
-                 server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None) -> None:
+                 server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None,
+                 data_cache: int = 64 << 20) -> None:
         self.spool = spool
         self.router = router
         self.agents: dict[str, Any] = dict(agents)
@@ -70,6 +71,8 @@ class QueueManager(QueueReports, QueueAdmin):
         self.delay_warning = delay_warning
         self.on_delivered = on_delivered
         self.server_rules = server_rules
+        self.data_cache = data_cache  # octets of message data kept in memory at most (roughly)
+        self._cached = 0
         self.scheduler = Scheduler(clock, self._try_start, self._on_event, self._per_queue,
                                    self._module_limit, lambda module: module in self.agents,
                                    cooperator)
@@ -151,7 +154,8 @@ class QueueManager(QueueReports, QueueAdmin):
             return defer.succeed(None)
         own = Envelope(envelope.sender, [replace(r) for r in envelope.recipients],
                        dict(envelope.submit), dict(envelope.params))
-        m = Msg(msg_id, own, self.clock.seconds(), data)
+        m = Msg(msg_id, own, self.clock.seconds())
+        self._keep(m, data)
         if self.server_rules is None:
             return self._activate(m)
         # CommuniGate's order: Server Rules before the logical queues. They may settle
@@ -340,6 +344,18 @@ class QueueManager(QueueReports, QueueAdmin):
         d.addBoth(self._delivered, lq, m, job, copies)
         self._track(d)
 
+    def _keep(self, m: Msg, data: Optional[bytes]) -> None:
+        """Keep a new message's bytes for its first attempt while the memory budget allows
+        (a burst of large messages is read back from the spool instead)."""
+        if data is not None and self._cached + len(data) <= self.data_cache:
+            m.data = data
+            self._cached += len(data)
+
+    def _drop(self, m: Msg) -> None:
+        if m.data is not None:
+            self._cached -= len(m.data)
+            m.data = None
+
     def _data(self, m: Msg) -> defer.Deferred[bytes]:
         if m.data is not None:
             return defer.succeed(m.data)
@@ -351,8 +367,9 @@ class QueueManager(QueueReports, QueueAdmin):
 
         def fire(result: Any) -> None:
             waiters, m.waiters = m.waiters or [], None
-            if not isinstance(result, Failure):
+            if not isinstance(result, Failure) and m.data is None:
                 m.data = result[1]
+                self._cached += len(result[1])
             for w in waiters:
                 if isinstance(result, Failure):
                     w.errback(result)
@@ -439,7 +456,7 @@ class QueueManager(QueueReports, QueueAdmin):
                 self._notify_success(m, wanted)
             if m.running == 0 and not any(m.msg_id in q.due for q in
                                           (self._queues.get(j.queue) for j in m.jobs.values()) if q):
-                m.data = None  # keep memory bounded: read back from the spool at the next try
+                self._drop(m)  # keep memory bounded: read back from the spool at the next try
             self._check_done(m)
             self._kick()
 

@@ -125,6 +125,7 @@ class QueueReports:
                 _log.error("queue: removing {msg_id} failed: {error}", msg_id=m.msg_id,
                            error=result.getErrorMessage())
             self._msgs.pop(m.msg_id, None)
+            self._drop(m)
             _log.info("queue: {msg_id} left the queue ({why})", msg_id=m.msg_id, why=why)
             self._refill()
 

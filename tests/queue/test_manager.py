@@ -330,3 +330,31 @@ class CorruptAtStartTests(QueueTestCase):
         self.assertEqual([(c[1], c[3]) for c in self.local.calls], [(good, ["b@example.com"])])
         self.assertEqual(os.listdir(os.path.join(self.base, "Queue", "corrupt")), [bad + ".msg"])
         self.assertEqual(self.spooled(), [])
+
+
+class MemoryTests(QueueTestCase):
+    def test_data_cache_bounded(self) -> None:
+        """A burst of mail is not all held in memory: beyond the budget, message bytes are read
+        back from the spool at delivery, and every byte arrives intact either way."""
+        self.manager.data_cache = 250
+        self.local.behaviour = lambda q, r: None
+        seen: dict[str, bytes] = {}
+        real_deliver = self.local.deliver
+
+        def deliver(msg_id: str, envelope: object, data: bytes, rcpts: object) -> object:
+            seen[msg_id] = data
+            return real_deliver(msg_id, envelope, data, rcpts)  # type: ignore[arg-type]
+
+        self.local.deliver = deliver  # type: ignore[method-assign]
+        bodies = {}
+        for i in range(6):
+            body = b"Subject: %d\r\n\r\n" % i + b"x" * 100
+            bodies[self.submit(env(f"u{i}@example.com"), body)] = body
+        self.assertLessEqual(self.manager._cached, 250)
+        self.pump()
+        self.assertEqual(seen, bodies)
+        self.local.behaviour = lambda q, r: ("delivered", "250 ok")
+        self.local.release()
+        self.pump()
+        self.assertEqual(self.spooled(), [])
+        self.assertEqual(self.manager._cached, 0)
