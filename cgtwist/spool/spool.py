@@ -104,7 +104,7 @@ class Spool:
                 self._count += 1
                 self._recorded[msg_id] = states
                 self.log.debug("spool: stored {msg_id} ({size} octets, {n} recipients)",
-                              msg_id=msg_id, size=len(data), n=len(envelope.recipients))
+                               msg_id=msg_id, size=len(data), n=len(envelope.recipients))
                 return msg_id
 
             def unsynced(f: Failure) -> defer.Deferred[str]:
