@@ -10,6 +10,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
+cd "$REPO"
+export PYTHONPATH="$REPO"
 SHARED="${SHARED:-$(cd "$REPO/../shared/bench" && pwd)}"
 PY="${PY:-$REPO/.venv/bin/python}"
 export MSGS=${MSGS:-2000} SIZE=${SIZE:-5120} RUNS=${RUNS:-3}
@@ -22,6 +24,11 @@ bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
 BASE="$(mktemp -d /tmp/cgtwist-bench-XXXX)"
+# A loopback DNS server: the benchmark never asks a real resolver.
+"$PY" -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}') > "$BASE/dns.addr" &
+DNSPID=$!
+for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
+DNS="$(head -1 "$BASE/dns.addr")"
 cat > "$BASE/cgtwist.conf" <<CONF
 [server]
 base_dir = "$BASE/base"
@@ -29,15 +36,20 @@ main_domain = "example.test"
 hostname = "bench.example.test"
 unprivileged_ports = true
 [log]
-level = "warn"
+level = "info"
+[dns]
+nameservers = ["$DNS"]
 CONF
-export CGTWIST_CONFIG="$BASE/cgtwist.conf" PYTHONPATH="$REPO"
+export CGTWIST_CONFIG="$BASE/cgtwist.conf"
 "$PY" -m cgtwist.cli settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]' >/dev/null
 "$PY" -m cgtwist.cli settings set smtp.max_connections_per_ip 200 >/dev/null
+# Like Postfix's mynetworks for the load generator on 127.0.0.1 (Postfix does no DNS checks
+# for it either).
+"$PY" -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null
 "$PY" -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null
 "$(dirname "$PY")/twistd" -n --pidfile "$BASE/twistd.pid" --logfile "$BASE/cgtwist.log" cgtwist &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$BASE"' EXIT
+trap 'kill $PID $DNSPID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$BASE"' EXIT
 for i in $(seq 600); do grep -q "cgtwist ready" "$BASE/cgtwist.log" 2>/dev/null && break; sleep 0.1; done
 CG_MAILDIR="$BASE/base/Domains/example.test/smtpbench/Maildir"
 mkdir -p "$CG_MAILDIR/new" "$CG_MAILDIR/cur"

@@ -23,7 +23,7 @@ _KNOWN: dict[str, dict[str, type]] = {
     "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool},
     "database": {"url": str, "pool_min": int, "pool_max": int},
     "tls": {"certificate": str, "key": str},
-    "log": {"level": str, "file": str},
+    "log": {"level": str},
     "dns": {"nameservers": list, "timeout": float},
 }
 
@@ -42,7 +42,6 @@ class BootstrapConfig:
     key: str
     generated_certificate: bool  # True when no certificate was configured: make one on start
     log_level: str = "info"
-    log_file: str = ""
     unprivileged_ports: Optional[bool] = None  # None: decide by whether we run as root
     nameservers: tuple[str, ...] = ()
     dns_timeout: float = 5.0
@@ -139,9 +138,6 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     level = get("log", "level", "info").lower()
     if level not in _LEVELS:
         raise _fail(source, text, "log", "level", f"must be one of {', '.join(_LEVELS)}")
-    logfile = get("log", "file", "")
-    if logfile:
-        logfile = os.path.abspath(os.path.join(rel, logfile))
     ns = get("dns", "nameservers", [])
     for entry in ns:
         if not isinstance(entry, str) or not re.match(r"^[0-9a-fA-F:.\[\]]+(:\d+)?$", entry):
@@ -156,7 +152,7 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     return BootstrapConfig(
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
-        log_file=logfile, unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
+        unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
         pool_min=pmin, pool_max=pmax, source=source,
     )
 

@@ -126,7 +126,25 @@ class CgtwistService(MultiService):
         super().privilegedStartService()
 
     # -- start / stop ------------------------------------------------------------------------
+    def _apply_log_level(self) -> None:
+        """Filter events below [log] level on twistd's observers (file, syslog or stdout)."""
+        from twisted.logger import (
+            FilteringLogObserver,
+            LogLevel,
+            LogLevelFilterPredicate,
+            globalLogPublisher,
+        )
+
+        if self.cfg.log_level == "debug":
+            return
+        predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(self.cfg.log_level))
+        # twistd installs its observers before startService; wrap each in a level filter.
+        for observer in list(getattr(globalLogPublisher, "_observers", [])):
+            globalLogPublisher.removeObserver(observer)
+            globalLogPublisher.addObserver(FilteringLogObserver(observer, [predicate]))
+
     def startService(self) -> None:
+        self._apply_log_level()
         super().startService()
         d = defer.ensureDeferred(self._start())
 

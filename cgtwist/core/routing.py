@@ -7,7 +7,8 @@ with ``cgtwist-admin router set`` applies to the next address. It decides nothin
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -43,13 +44,29 @@ class Routing:
 
     log = Logger()
 
+    # Store facts (domain is local, account exists, alias target) are cached briefly: every
+    # message asks the same questions at RCPT and again when it is queued. The cache is
+    # dropped whenever the settings are reloaded, which cgtwist-admin triggers after every
+    # change, so an account added or removed with the CLI is seen at once; the TTL bounds
+    # staleness for changes made behind the server's back (another node on PostgreSQL).
+    FACT_TTL = 5.0
+    FACT_CACHE_MAX = 10000
+
     def __init__(self, store: IAccountStore, settings: SettingsHolder, main_domain: str,
-                 max_hops: int = router.DEFAULT_MAX_HOPS) -> None:
+                 max_hops: int = router.DEFAULT_MAX_HOPS,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.store: Any = store  # Any: zope interfaces are not mypy protocols
         self.settings = settings
         self.main_domain = main_domain
         self.max_hops = max_hops
         self._parsed: tuple[str, Optional[router.Table], str] = ("", router.Table(), "")
+        self._now = now
+        self._facts: dict[Any, tuple[float, Any]] = {}
+        settings.subscribe(lambda _s: self.forget())
+
+    def forget(self) -> None:
+        """Drop every cached store fact (called on each settings reload)."""
+        self._facts.clear()
 
     def table(self) -> router.Table:
         """The current table, parsed once per distinct text; raises MailError 451 if bad."""
@@ -106,6 +123,17 @@ class Routing:
         return result
 
     async def _answer(self, query: router.Query) -> Any:
+        now = self._now()
+        hit = self._facts.get(query)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        answer = await self._ask_store(query)
+        if len(self._facts) >= self.FACT_CACHE_MAX:
+            self._facts.clear()
+        self._facts[query] = (now + self.FACT_TTL, answer)
+        return answer
+
+    async def _ask_store(self, query: router.Query) -> Any:
         if isinstance(query, router.DomainQuery):
             return bool(await self.store.is_local_domain(query.domain))
         try:
