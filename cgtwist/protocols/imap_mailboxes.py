@@ -75,6 +75,7 @@ class MailboxCommands:
     enabled: set[bytes]
     peer_ip: str
     _idle_tag: Optional[bytes]
+    _closed: bool
     _unsolicited: list[tuple[bytes, bytes]]
 
     if TYPE_CHECKING:

@@ -264,6 +264,8 @@ class MessageCommands(MailboxCommands):
                     done.errback()
                     return
                 if start + _SEARCH_BATCH < len(rows):
+                    if self._closed:  # the client went away: stop working for it
+                        return
                     self.clock.callLater(0, batch, start + _SEARCH_BATCH)
                 else:
                     done.callback(found)
@@ -292,9 +294,7 @@ class MessageCommands(MailboxCommands):
             if not unseen:
                 return rows
             seen.update(unseen)
-            ms = imap4.MessageSet()
-            for s in unseen:
-                ms.add(s)
+            ms = imap4.MessageSet([(s, s) for s in unseen])  # one merge, not one per add()
             d = defer.maybeDeferred(box.store, ms, ["\\Seen"], 1, uid=False)
             return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
 
