@@ -155,3 +155,17 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path) -> None:  # type: ignore[n
     assert "Traceback" not in r.stdout + r.stderr
 
 
+
+
+def test_delivered_mail_is_readable_by_mutt(server: Server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """mutt opens the account's Maildir and shows the message delivered over SMTP."""
+    from tests.e2e.clients import mutt_pipe_first_message
+
+    server.admin("account", "add", "muttreader@example.test", "--password", "m-secret")
+    msg = make_message("someone@elsewhere.test", "muttreader@example.test", "Read me with mutt.\r\n")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.sendmail("someone@elsewhere.test", ["muttreader@example.test"], msg)
+    server.wait_messages("muttreader", 1)
+    shown = mutt_pipe_first_message(server.maildir("muttreader"), str(tmp_path / "piped"))
+    assert b"Subject: test " in shown
+    assert b"Read me with mutt." in shown
