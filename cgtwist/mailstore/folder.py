@@ -29,7 +29,7 @@ _CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewr
 _MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at again (covers coarse kernel timestamp ticks)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One message: UID, Maildir key, where its file is, its flags and cached facts."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Mapping, Optional, Union
@@ -202,7 +203,7 @@ def find_key(stale_path: str) -> Optional[str]:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class Meta:
     """Facts about one message file, computed once and cached.
 
@@ -236,7 +237,7 @@ class Meta:
                 raise ValueError("bad cached numbers")
             nums.append(x)
         return cls(int(nums[0]), float(nums[1]), bool(crlf), int(nums[2]), int(nums[3]),
-                   int(nums[4]), {str(k): str(x) for k, x in headers.items()},
+                   int(nums[4]), {sys.intern(str(k)): str(x) for k, x in headers.items()},
                    {str(k): str(x) for k, x in extra.items()})
 
 
@@ -263,7 +264,7 @@ def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[s
 
     def flush() -> None:
         if name is not None and (only is None or name in only) and name not in out:
-            out[name] = "\r\n".join(value).strip()
+            out[sys.intern(name)] = "\r\n".join(value).strip()
 
     for raw in block.split(b"\n"):
         line = raw.rstrip(b"\r").decode("latin-1")

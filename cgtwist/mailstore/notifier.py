@@ -31,7 +31,8 @@ class MailboxNotifier:
     """
 
     log = Logger()
-    KEEP = 128  # recently used folders kept loaded after their last session left
+    KEEP = 128  # recently used folders kept loaded after their last session left...
+    KEEP_MESSAGES = 100_000  # ...as long as they hold no more messages than this (~1.5 KB each)
 
     def __init__(self, reactor: Any = None, threadpool: Any = None, hostname: Optional[str] = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -91,6 +92,8 @@ class MailboxNotifier:
         self._keep[key] = f
         self._keep.move_to_end(key)
         while len(self._keep) > self.KEEP:
+            self._keep.popitem(last=False)
+        while len(self._keep) > 1 and sum(len(x.entries) for x in self._keep.values()) > self.KEEP_MESSAGES:
             self._keep.popitem(last=False)
         return f
 

@@ -269,6 +269,19 @@ class ConcurrencyTests(StoreTestBase):
         self.assertEqual({k: v for k, v in st.items() if k != "UIDVALIDITY"},
                          {"MESSAGES": 2, "UNSEEN": 2, "UIDNEXT": 3, "RECENT": 2})
 
+    def test_idle_folders_kept_within_bounds(self) -> None:
+        """Folders nobody has open stay loaded for the next session, but only up to a bound."""
+        self.notifier.KEEP_MESSAGES = 2
+        self.account.create("X")
+        self.select("X").close()
+        self.select("Sent").close()
+        self.assertEqual([name for (_a, name) in self.notifier._keep], ["X", "Sent"])
+        for c in "abc":
+            deliver(self.md, msg(c))
+        self.select().close()
+        self.select("Drafts").close()  # INBOX's 3 messages are over the bound: older ones go
+        self.assertEqual([name for (_a, name) in self.notifier._keep], ["Drafts"])
+
     def test_threaded_disk_work(self) -> None:
         """With the reactor's thread pool, APPEND and rescans run off the reactor thread."""
         notifier = MailboxNotifier(reactor)
