@@ -89,8 +89,9 @@ class MailboxCommands:
         def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None: ...
 
     # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
-    def arg_astring(self, line: bytes) -> Any:
+    def arg_astring(self, line: Optional[bytes]) -> Any:
         """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred."""
+        line = line or b""  # Twisted passes None when the line ran out
         line = line.lstrip(b" ")
         if not line:
             raise imap4.IllegalClientResponse("Missing argument")
@@ -121,8 +122,9 @@ class MailboxCommands:
             raise imap4.IllegalClientResponse("Invalid atom")
         return arg, rest
 
-    def arg_seqset(self, line: bytes) -> tuple[imap4.MessageSet, bytes]:
+    def arg_seqset(self, line: Optional[bytes]) -> tuple[imap4.MessageSet, bytes]:
         """sequence-set (RFC 3501 §9) parsed in linear time into Twisted's MessageSet."""
+        line = line or b""  # Twisted passes None when the line ran out
         spec, _, rest = line.partition(b" ")
         try:
             ranges = imap_parse.parse_sequence_set(spec)
@@ -135,22 +137,26 @@ class MailboxCommands:
 
     # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
     # stalls the reactor for a third of a second, so the item count is capped first.
-    def arg_plist(self, line: bytes) -> Any:
+    def arg_plist(self, line: Optional[bytes]) -> Any:
+        line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many list items")
         return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
 
-    def opt_plist(self, line: bytes) -> Any:
+    def opt_plist(self, line: Optional[bytes]) -> Any:
+        line = line or b""  # Twisted passes None when the line ran out
         if line.startswith(b"("):
             return self.arg_plist(line)
         return None, line
 
-    def arg_flaglist(self, line: bytes) -> Any:
+    def arg_flaglist(self, line: Optional[bytes]) -> Any:
+        line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many flags")
         return imap4.IMAP4Server.arg_flaglist(self, line)  # type: ignore[arg-type]
 
-    def arg_fetchatt(self, line: bytes) -> tuple[list[Any], bytes]:
+    def arg_fetchatt(self, line: Optional[bytes]) -> tuple[list[Any], bytes]:
+        line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many FETCH items")
         p = imap4._FetchParser()
