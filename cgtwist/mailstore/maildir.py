@@ -243,6 +243,11 @@ class Meta:
 
 def split_header(data: bytes) -> int:
     """Offset where the body starts (after the blank line), or len(data) with no body."""
+    off = _body_start(data)
+    return len(data) if off is None else off
+
+
+def _body_start(data: bytes) -> Optional[int]:
     if data.startswith(b"\r\n"):
         return 2
     if data.startswith(b"\n"):
@@ -250,7 +255,7 @@ def split_header(data: bytes) -> int:
     a = data.find(b"\r\n\r\n")
     b = data.find(b"\n\n")
     cands = [x + 4 for x in (a,) if x >= 0] + [x + 2 for x in (b,) if x >= 0]
-    return min(cands) if cands else len(data)
+    return min(cands) if cands else None
 
 
 def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[str, str]:
@@ -284,23 +289,56 @@ def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[s
     return out
 
 
-def measure(fpath: str) -> Meta:
-    """Read a message file once and compute its Meta."""
+class _LineCounter:
+    """Octets, LFs and CRLFs of a byte stream fed in pieces (a CRLF may span two pieces)."""
+
+    __slots__ = ("octets", "lf", "crlf", "last")
+
+    def __init__(self) -> None:
+        self.octets = self.lf = self.crlf = 0
+        self.last = b""
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        self.octets += len(data)
+        self.lf += data.count(b"\n")
+        self.crlf += data.count(b"\r\n") + (1 if self.last == b"\r" and data[:1] == b"\n" else 0)
+        self.last = data[-1:]
+
+    @property
+    def served(self) -> int:
+        """Octets once every bare LF is sent as CRLF."""
+        return self.octets + self.lf - self.crlf
+
+
+def measure(fpath: str, chunk_size: int = 1 << 20) -> Meta:
+    """Read a message file once, in pieces (a 50 MB message is never held whole), and
+    compute its Meta."""
+    whole, body = _LineCounter(), _LineCounter()
+    head = b""
+    off: Optional[int] = None
     with open(fpath, "rb") as f:
-        data = f.read()
         st = os.fstat(f.fileno())
-    off = split_header(data)
-    lf = data.count(b"\n")
-    crlf_count = data.count(b"\r\n")
-    bare = lf - crlf_count
-    body = data[off:]
-    body_lf = body.count(b"\n")
-    body_bare = body_lf - body.count(b"\r\n")
-    body_lines = body_lf + (1 if body and not body.endswith(b"\n") else 0)
+        while True:
+            chunk = f.read(chunk_size)
+            if not chunk:
+                break
+            whole.feed(chunk)
+            if off is None:
+                head += chunk
+                off = _body_start(head)
+                if off is not None:
+                    body.feed(head[off:])
+                    head = head[:off]
+            else:
+                body.feed(chunk)
+    if off is None:
+        off = len(head)
     return Meta(
-        size=len(data) + bare, date=st.st_mtime, crlf=bare == 0, body_offset=off,
-        body_size=len(body) + body_bare, body_lines=body_lines,
-        headers=parse_headers(data[:off], CACHED_HEADERS),
+        size=whole.served, date=st.st_mtime, crlf=whole.lf == whole.crlf, body_offset=off,
+        body_size=body.served, body_lines=body.lf + (1 if body.octets and body.last != b"\n" else 0),
+        headers=parse_headers(head, CACHED_HEADERS),
     )
 
 

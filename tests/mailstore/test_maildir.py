@@ -69,6 +69,18 @@ class MeasureTests(unittest.TestCase):
         path = self.write(data)
         m = maildir.measure(path)
         self.assertEqual(m.size, len(maildir.to_crlf(data)))
+        body = maildir.to_crlf(data[maildir.split_header(data):])
+        self.assertEqual(m.body_size, len(body))
+        lines = 0 if not body else len(body.split(b"\r\n")) - (1 if body.endswith(b"\r\n") else 0)
+        self.assertEqual(m.body_lines, lines)
+        os.unlink(path)
+
+    @given(st.binary(max_size=200), st.integers(1, 9))
+    def test_measure_in_pieces(self, data: bytes, chunk: int) -> None:
+        """Reading in small pieces (CRLF and the blank line split across them) gives the same
+        facts as reading the whole file."""
+        path = self.write(data)
+        self.assertEqual(maildir.measure(path, chunk_size=chunk), maildir.measure(path))
         os.unlink(path)
 
     def test_deliver_is_atomic_and_sets_date(self) -> None:
