@@ -12,7 +12,7 @@ import email.policy
 import io
 from email.message import Message as EmailMessage
 from email.utils import formatdate
-from typing import BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 from twisted.mail import imap4
 from zope.interface import implementer
@@ -137,12 +137,12 @@ class MaildirMessage:
         return {k: v for k, v in headers.items() if k in wanted}
 
     def getBodyFile(self) -> BinaryIO:
+        """Only the body: offset 0 is its first octet (seek(0) does not go back to the header)."""
         f = _open_entry(self.folder, self.entry)
         if f is None:
             return io.BytesIO(b"")
         if self.entry.meta.crlf:
-            f.seek(self.entry.meta.body_offset)
-            return f
+            return _Tail(f, self.entry.meta.body_offset)  # type: ignore[return-value]
         with f:
             f.seek(self.entry.meta.body_offset)
             return io.BytesIO(maildir.to_crlf(f.read()))
@@ -160,6 +160,42 @@ class MaildirMessage:
 
     def __repr__(self) -> str:
         return f"<MaildirMessage {self.folder.account} {self.folder.name} uid={self.entry.uid}>"
+
+
+class _Tail:
+    """A read-only file showing ``f`` from ``start`` on: positions are relative to ``start``,
+    so a large body streams from disk instead of being copied into memory."""
+
+    def __init__(self, f: BinaryIO, start: int) -> None:
+        self._f = f
+        self._start = start
+        f.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._f.readline(limit)
+
+    def __iter__(self) -> Any:
+        return iter(self._f)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            return self._f.seek(self._start + max(0, pos)) - self._start
+        return max(0, self._f.seek(pos, whence) - self._start)
+
+    def tell(self) -> int:
+        return self._f.tell() - self._start
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> _Tail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @implementer(imap4.IMessagePart)

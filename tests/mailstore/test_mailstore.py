@@ -314,6 +314,21 @@ class MessageTests(StoreTestBase):
         self.assertEqual(m.getHeaders(False, "x-a"), {"x-a": "1"})
         self.assertEqual(m.getHeaders(False, "subject"), {"subject": "lf"})
 
+    def test_body_file_is_only_the_body(self) -> None:
+        """getBodyFile() of a CRLF message starts at the body even after seek(0), and its size
+        (seek to end) is the body size: BODY[1] / BODY[TEXT] never include the header."""
+        deliver(self.md, msg("s", "line one\r\nline two"))
+        box = self.select()
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        body = m.getBodyFile()
+        body.seek(0)
+        self.assertEqual(body.read(), b"line one\r\nline two\r\n")
+        body.seek(0, 2)
+        self.assertEqual(body.tell(), m.meta.body_size)
+        body.seek(5)
+        self.assertEqual(body.read(3), b"one")
+        body.close()
+
     def test_multipart(self) -> None:
         """MIME parts are reachable for BODY[1] and BODYSTRUCTURE."""
         raw = (b"Subject: mp\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
