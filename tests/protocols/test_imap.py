@@ -344,6 +344,8 @@ class TimeoutTests(unittest.TestCase):
 
 
 _FUZZ_WORLD = World()
+_UNAUTH_COMMANDS = [c.encode() for c in ("LOGIN", "AUTHENTICATE PLAIN", "AUTHENTICATE", "STARTTLS",
+                                          "CAPABILITY", "ID", "NOOP", "SELECT", "LOGIN {5}")]
 _COMMANDS = [c.encode() for c in (
     "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH", "COPY", "UID COPY", "MOVE",
     "UID MOVE", "UID EXPUNGE", "STATUS", "LIST", "LSUB", "SELECT", "EXAMINE", "CREATE", "RENAME",
@@ -387,6 +389,30 @@ class RobustnessTests(unittest.TestCase):
         self.assertIn(b"zz OK", out)
         self.assertNotIn(b"Traceback", out)
         self.assertNotIn(b"Server error", out)
+        self.assertNotIn(b"SERVERBUG", out)
+        c.close()
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.builds(lambda c, a: c + b" " + a.encode(), st.sampled_from(_UNAUTH_COMMANDS),
+                              st.text(alphabet='()"\\{}+*%0123456789 =ABCDLNPTaeilx@.', max_size=40)),
+                    min_size=1, max_size=4))
+    def test_random_commands_before_login(self, lines: list[bytes]) -> None:
+        """Random pre-login commands (literal markers included) get tagged answers, never a hang."""
+        c = Client(_FUZZ_WORLD, tls="implicit")
+        out = b""
+        for n, line in enumerate(lines):
+            out += c.send(b"p%d " % n + line + b"\r\n")
+            if out.rstrip().endswith(b"+ Ready for literal data"):
+                out += c.send(b"x" * 8 + b"\r\n")  # finish a synchronising literal
+        if c.proto._literal_left:  # a literal announced by the random text: complete it
+            out += c.send(b"x" * c.proto._literal_left)
+        out += c.send(b"\r\nzz NOOP\r\n")
+        for _ in range(8):  # let delayed login failures answer, one after another
+            _FUZZ_WORLD.clock.advance(20)
+        out += c.take()
+        if c.transport.disconnecting:
+            return
+        self.assertIn(b"zz OK", out)
         self.assertNotIn(b"SERVERBUG", out)
         c.close()
 
