@@ -300,6 +300,49 @@ class ConcurrencyTests(StoreTestBase):
         return defer.ensureDeferred(go())
 
 
+class ThreadedConsistencyTests(StoreTestBase):
+    def test_concurrent_sessions_and_delivery_agree_with_disk(self) -> None:
+        """Three sessions storing, appending and expunging at once while mail is delivered,
+        with disk work in real threads: afterwards a fresh process sees exactly the same UIDs
+        and flags, and no UID was handed out twice."""
+        notifier = MailboxNotifier(reactor)
+        account = MaildirAccount(self.md, "a@example.com", notifier)
+
+        async def go() -> None:
+            boxes = [await account.select("INBOX") for _ in range(3)]
+            for b in boxes:
+                b.addListener(Recorder())
+            ops = []
+            appended: list[int] = []
+            for i in range(30):
+                b = boxes[i % 3]
+                if i % 5 == 0:
+                    deliver(self.md, msg(f"d{i}"))
+                    ops.append(notifier.mailbox_changed("a@example.com", "INBOX"))
+                elif i % 5 == 1:
+                    ops.append(b.append(msg(f"a{i}"), ["\\Seen"]).addCallback(appended.append))
+                elif i % 5 == 2 and b.getMessageCount():
+                    ops.append(b.store(imap4.MessageSet(1, None), ["\\Flagged"], 1, False))
+                elif i % 5 == 3 and b.getMessageCount():
+                    ops.append(b.store(imap4.MessageSet(1), ["\\Deleted"], 1, False))
+                else:
+                    ops.append(b.expunge())
+                ops.append(b.refresh())
+            await defer.gatherResults(ops, consumeErrors=True)
+            await boxes[0].refresh()
+            folder = boxes[0].folder
+            self.assertEqual(len(appended), len(set(appended)))
+            mine = {u: folder.flags_of(e) for u, e in folder.entries.items()}
+            fresh = self.select(account=self.reopen())
+            self.assertEqual({u: fresh.folder.flags_of(e) for u, e in fresh.folder.entries.items()}, mine)
+            self.assertEqual(fresh.getUIDNext(), folder.uidnext)
+            for b in boxes:
+                b.flush_expunges()
+                self.assertEqual(b.uids, sorted(mine))
+
+        return defer.ensureDeferred(go())
+
+
 class MessageTests(StoreTestBase):
     def test_lf_files_served_as_crlf(self) -> None:
         """A Maildir file with bare LF (mutt, Dovecot) is served with CRLF and a matching size."""
