@@ -310,7 +310,14 @@ class ProtectedPolicy:
             verdict = self.verdict(session)
             if verdict is None:
                 return list(inner_headers)
-            log.info("{line}", line=verdict.log_line())
+            # One verdict line per accepted transaction when a check actually ran; a Client IP
+            # or authenticated session whose checks were all skipped needs no extra line
+            # beside the SMTP "accepted" one.
+            ran = any(r.outcome != "skipped" for r in verdict.results)
+            if ran:
+                log.info("{line}", line=verdict.log_line())
+            else:
+                log.debug("{line}", line=verdict.log_line())
             return verdict.trace_headers(self.hostname) + list(inner_headers)
         return d.addCallback(add)
 
