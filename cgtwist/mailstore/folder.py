@@ -164,6 +164,28 @@ class Folder:
 
         return self.lock.run(lambda: defer.succeed(None).addCallback(go))
 
+    def _own_change(self, fn: Callable[[], tuple[Changes, Any]]) -> Callable[[], tuple[Changes, Any]]:
+        """(thread) Wrap an operation so that, when nobody else touched the folder since the
+        last look and new/ stayed as it was, the directory times after it are trusted: the next
+        command needs no rescan for a change we made ourselves (STORE, EXPUNGE, APPEND)."""
+
+        def tracked() -> tuple[Changes, Any]:
+            pre = self._raw_mtimes()
+            result = fn()
+            post = self._raw_mtimes()
+            trusted = pre is not None and pre == self._mtimes and post is not None and post[0] == pre[0]
+            result[0].mtimes = post if trusted else None
+            return result
+
+        return tracked
+
+    def _raw_mtimes(self) -> Optional[tuple[int, int]]:
+        try:
+            return (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
+                    os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
+        except OSError:
+            return None
+
     def _apply_result(self, result: Any) -> Any:
         ch = result[0] if isinstance(result, tuple) and result and isinstance(result[0], Changes) else result
         if isinstance(ch, Changes):
@@ -182,18 +204,12 @@ class Folder:
         return self._locked(self._scan_blocking, move, origin)
 
     def _dirs_changed(self) -> bool:
-        try:
-            m = (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
-                 os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
-        except OSError:
-            return True
-        return m != self._mtimes
+        m = self._raw_mtimes()
+        return m is None or m != self._mtimes
 
     def _stat_mtimes(self) -> Optional[tuple[int, int]]:
-        try:
-            m = (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
-                 os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
-        except OSError:
+        m = self._raw_mtimes()
+        if m is None:
             return None
         if self._clock() - max(m) / 1e9 < _MTIME_TRUST:
             return None  # same-tick changes could be missed: look again next time
@@ -413,7 +429,7 @@ class Folder:
                 done.append(uid)
             return ch, done
 
-        d = self._locked(work)
+        d = self._locked(self._own_change(work))
         return d.addCallback(lambda r: {u: self.flags_of(self.entries[u]) for u in r[1] if u in self.entries})
 
     def _letters_blocking(self, flags: Iterable[str], ch: Changes, allocate: bool) -> tuple[set[str], dict[int, str]]:
@@ -465,7 +481,7 @@ class Folder:
                 uidlist.save(self.path, self._ul)
             return ch, ch.removed
 
-        return self._locked(work).addCallback(lambda r: r[1])
+        return self._locked(self._own_change(work)).addCallback(lambda r: r[1])
 
     def add(self, sources: list[tuple[Union[bytes, BinaryIO, str], Iterable[str], Optional[float]]],
             origin: Any = None) -> defer.Deferred[list[int]]:
@@ -496,7 +512,7 @@ class Folder:
             return ch, [e.uid for e in ch.added]
 
         def first_load(_: object) -> defer.Deferred[Any]:
-            return self._locked(work)
+            return self._locked(self._own_change(work))
 
         return self.refresh().addCallback(first_load).addCallback(lambda r: r[1])
 

@@ -254,6 +254,29 @@ class ConcurrencyTests(StoreTestBase):
         self.assertEqual(calls, [1])
         self.assertEqual(box.getMessageCount(), 1)
 
+    def test_own_changes_need_no_rescan(self) -> None:
+        """After this process's own STORE the next command does not rescan the folder, yet a
+        change by another Maildir client afterwards is still seen."""
+        self.notifier = MailboxNotifier(clock=lambda: 4e9)
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        deliver(self.md, msg("x"))
+        box = self.select()
+        box.addListener(Recorder())
+        result(box.refresh())
+        calls: list[int] = []
+        real = box.folder._scan_blocking
+        box.folder._scan_blocking = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]
+        result(box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        result(box.refresh())
+        self.assertEqual(calls, [])
+        cur = os.path.join(self.md, "cur")
+        [name] = os.listdir(cur)
+        os.rename(os.path.join(cur, name), os.path.join(cur, name.split(":")[0] + ":2,FS"))
+        os.utime(cur, ns=(1, 1))
+        result(box.refresh())
+        self.assertEqual(calls, [1])
+        self.assertEqual(box.flags_of(1), ["\\Flagged", "\\Seen", "\\Recent"])
+
     def test_notification_for_closed_or_bad_folder(self) -> None:
         """LOCAL may notify for a folder nobody has open, or pass junk: nothing breaks."""
         self.assertIsNone(result(self.notifier.mailbox_changed("nobody@example.com", "INBOX")))
