@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# IMAP and POP3 access: cgtwist and Dovecot in the same run, with the shared imap-bench.py and
+# pop-bench.py, reported as per-phase ratios (bench/access_ratios.py).
+#
+#   bench/access-vs-dovecot.sh        MESSAGES=10000 POP_MESSAGES=1000 CONCURRENCY=1,4 RUNS=3
+#
+# Dovecot listens on 127.0.0.1:1143 (IMAP) and :1110 (POP3) (../shared/bench/setup-peers.sh),
+# users imapbench/popbench, password benchpass. cgtwist gets the same accounts in its main domain
+# (bare login names) on loopback ports chosen by the kernel, with plaintext login allowed on
+# those listeners as Dovecot's bench config does (disable_plaintext_auth = no). Both mailboxes
+# are populated the same way: the same deterministic messages written into Maildir/new.
+# For each concurrency the two servers run back to back so both see the same machine load.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(dirname "$HERE")"
+cd "$REPO"
+export PYTHONPATH="$REPO"
+SHARED="${SHARED:-$(cd "$REPO/../shared/bench" && pwd)}"
+PY="${PY:-$REPO/.venv/bin/python}"
+MESSAGES=${MESSAGES:-10000}
+POP_MESSAGES=${POP_MESSAGES:-1000}
+CONCURRENCY=${CONCURRENCY:-1,4}
+RUNS=${RUNS:-3}
+OUTDIR="${RESULTS_DIR:-/tmp/cgtwist-bench}/access-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUTDIR"
+
+bash "$SHARED/setup-peers.sh" >/dev/null
+bash "$SHARED/setup-peers.sh" start >/dev/null
+
+BASE="$(mktemp -d /tmp/cgtwist-bench-XXXX)"
+"$PY" -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"]}') > "$BASE/dns.addr" &
+DNSPID=$!
+PID=""
+trap 'kill $PID $DNSPID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$BASE"' EXIT
+for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
+DNS="$(head -1 "$BASE/dns.addr")"
+cat > "$BASE/cgtwist.conf" <<CONF
+[server]
+base_dir = "$BASE/base"
+main_domain = "example.test"
+hostname = "bench.example.test"
+unprivileged_ports = true
+[log]
+level = "warn"
+[dns]
+nameservers = ["$DNS"]
+CONF
+export CGTWIST_CONFIG="$BASE/cgtwist.conf"
+admin() { "$PY" -m cgtwist.cli "$@" >/dev/null 2>>"$OUTDIR/admin.log"; }
+admin settings set listeners '[{"protocol":"imap","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true},
+                               {"protocol":"pop3","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true}]'
+admin settings set access.max_connections_per_ip 200
+# The load generator on 127.0.0.1 is a trusted client: no AUTH concurrency cap or delays
+# (Dovecot's bench config has none either).
+admin settings set clients.ips '"127.0.0.1"'
+admin account add imapbench@example.test --password benchpass
+admin account add popbench@example.test --password benchpass
+"$(dirname "$PY")/twistd" -n --pidfile "$BASE/twistd.pid" --logfile "$BASE/cgtwist.log" cgtwist &
+PID=$!
+for i in $(seq 600); do grep -q "cgtwist ready" "$BASE/cgtwist.log" 2>/dev/null && break; sleep 0.1; done
+read -r CG_IMAP CG_POP < <("$PY" - "$BASE/base/cgtwist.ports" <<'PYEOF'
+import json, sys
+ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
+print(ports["imap"], ports["pop3"])
+PYEOF
+)
+CG_MD="$BASE/base/Domains/example.test"
+mkdir -p "$CG_MD/imapbench/Maildir" "$CG_MD/popbench/Maildir"
+echo "cgtwist: IMAP 127.0.0.1:$CG_IMAP POP3 127.0.0.1:$CG_POP; Dovecot: IMAP :1143 POP3 :1110; results in $OUTDIR"
+
+imap() {  # label port maildir concurrency
+  "$PY" "$SHARED/imap-bench.py" --host 127.0.0.1 --port "$2" --user imapbench --password benchpass \
+    --messages "$MESSAGES" --populate maildir --maildir "$3" --concurrency "$4" --runs "$RUNS" \
+    --json "$OUTDIR/imap-$1-c$4.json" > "$OUTDIR/imap-$1-c$4.txt"
+}
+pop() {  # label port maildir concurrency
+  "$PY" "$SHARED/pop-bench.py" --host 127.0.0.1 --port "$2" --user popbench --password benchpass \
+    --messages "$POP_MESSAGES" --populate maildir --maildir "$3" --concurrency "$4" --runs "$RUNS" \
+    --json "$OUTDIR/pop-$1-c$4.json" > "$OUTDIR/pop-$1-c$4.txt"
+}
+for c in ${CONCURRENCY//,/ }; do
+  imap dovecot 1143 /home/imapbench/Maildir "$c"
+  imap cgtwist "$CG_IMAP" "$CG_MD/imapbench/Maildir" "$c"
+done
+for c in ${CONCURRENCY//,/ }; do
+  pop dovecot 1110 /home/popbench/Maildir "$c"
+  pop cgtwist "$CG_POP" "$CG_MD/popbench/Maildir" "$c"
+done
+"$PY" "$HERE/access_ratios.py" "$OUTDIR" | tee "$OUTDIR/ratios.txt"
