@@ -102,6 +102,14 @@ class SMTPWire(ESMTP):
     # -- connection -------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Replies are small and strictly request/response: without TCP_NODELAY, Nagle's
+        # algorithm plus the client's delayed ACK can hold a reply back for ~40 ms.
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            try:
+                nodelay(True)
+            except OSError:
+                pass
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self.session = SessionInfo(
             session_id=self.factory.new_session_id(),
@@ -240,6 +248,10 @@ class SMTPWire(ESMTP):
     def _close(self) -> None:
         self._closed = True
         self._buf, self._pos = b"", 0
+        if self._busy:
+            # Reading was paused for an outstanding reply: resume it, or the transport never
+            # sees the peer's close (TLS waits for it) and the connection is never released.
+            self.transport.resumeProducing()
         self.transport.loseConnection()
 
     # -- output -----------------------------------------------------------------------------
