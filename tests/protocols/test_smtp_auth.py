@@ -81,6 +81,9 @@ class AuthTests(unittest.TestCase):
         self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid",
                                        "421 4.7.0 Too many authentication failures"])
         self.assertTrue(h.closed)
+        # Reading resumes, so the transport notices the peer's close (a paused TLS connection
+        # never did, and the server then hung at shutdown waiting for this session).
+        self.assertEqual(h.transport.producerState, "producing")
 
     def test_pipelined_command_waits_for_delayed_failure(self) -> None:
         """A command pipelined after a failing AUTH is answered after the 535, in order."""
