@@ -154,7 +154,7 @@ class AuthPenalty:
         # RELIABILITY.md b-G 39: one line per failure, fixed prefix, ip first, for fail2ban.
         log.info("auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
                  ip=clean(ip, 64).replace(" ", "?"), login=clean(login, 100).replace(" ", "?") or "-",
-                 protocol=clean(protocol, 16), failures=failures, delay=int(delay))
+                 protocol=clean(protocol, 16), failures=failures, delay=f"{delay:g}")
         if self.on_failure is not None and not trusted:
             try:
                 self.on_failure(ip)

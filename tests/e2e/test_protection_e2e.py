@@ -384,6 +384,7 @@ def test_auth_brute_force(server: Server) -> None:
         lines = wait_for(lambda: len(failure_lines(server, ip)) >= 3 and failure_lines(server, ip), 10, "log")
         assert len(lines) == 3, lines
         assert "login=nobody@example.test" in lines[1] and "protocol=smtp" in lines[1]
+        assert "failures=1 delay=0.2" in lines[0] and "failures=2 delay=0.4" in lines[1], lines
         assert "wrong-" not in server.log_text(), "a password reached the log"
         with smtp(server, source=ip, submission=True) as s:
             starttls(server, s)
