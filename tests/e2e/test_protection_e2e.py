@@ -47,6 +47,7 @@ ZONE: dict[str, list[str]] = dict(DEFAULT_ZONE, **{
     "1.0.0.127.error.rbl.test": ["A 127.255.255.254"],
     "1.0.0.127.slow.rbl.test": ["A 127.0.0.2"],  # never answered (below)
     "rp-servfail.test": [_MX],
+    "rp-timeout.test": [_MX],  # never answered (below)
     "rc-ok.test": ["MX 10 mx.rc.test"],
     "rc-bad.test": ["MX 10 mx.rc.test"],
     "rc-stall.test": ["MX 10 mx.rc.test"],
@@ -55,6 +56,7 @@ ZONE: dict[str, list[str]] = dict(DEFAULT_ZONE, **{
 FAULTS = {
     "spf-temperror.test/TXT": "servfail",
     "rp-servfail.test": "servfail",
+    "rp-timeout.test": "timeout",
     "1.0.0.127.slow.rbl.test": "timeout",
 }
 DNS_TIMEOUT = 2.0  # seconds for one lookup: the RBL timeout test waits this long once
@@ -317,6 +319,27 @@ def test_return_path_dns(server: Server) -> None:
             assert s.mail("someone@no-such-domain.test")[0] == 250
 
 
+def test_return_path_dns_timeout_keeps_others_served(server: Server) -> None:
+    """While one sender's domain lookup hangs, another client's transaction completes; the
+    hanging one then gets 451 4.4.3 (try later), never a bounce."""
+    started = time.monotonic()
+    with raw_connect(server) as hanging:
+        read_reply(hanging)
+        hanging.sendall(b"EHLO client.elsewhere.test\r\n")
+        read_reply(hanging)
+        hanging.sendall(b"MAIL FROM:<someone@rp-timeout.test>\r\n")
+        marker = uuid.uuid4().hex
+        with smtp(server, source="127.0.0.2") as s:
+            s.sendmail("someone@elsewhere.test", ["alice@example.test"],
+                       message("someone@elsewhere.test", marker))
+        assert time.monotonic() - started < DNS_TIMEOUT
+        ready, _, _ = select.select([hanging], [], [], 0)
+        assert not ready, "the MAIL FROM was answered before its lookup ended"
+        assert read_reply(hanging).startswith(b"451 4.4.3")
+    assert time.monotonic() - started >= DNS_TIMEOUT * 0.9
+    wait_for(lambda: [m for m in server.messages("alice") if marker.encode() in m], 30, "message")
+
+
 def test_reverse_connect(server: Server, sink: Sink) -> None:
     """Callback verification asks the sender's MX (MAIL FROM:<>, RCPT TO:<sender>): accepted
     senders pass (and are cached), refused ones get 550 5.1.7, a stalling MX fails open or
@@ -450,12 +473,15 @@ def test_blacklisted_ip_refused_at_connect(server: Server) -> None:
 
 def test_blacklisted_sender_refused_at_mail_from(server: Server) -> None:
     """A blacklisted sender address or domain gets 550 5.7.1 at MAIL FROM; others are served."""
-    with settings(server, protection__blacklist__senders="spammer@elsewhere.test\n*.spam.test"):
+    with settings(server, protection__blacklist__senders="spammer@elsewhere.test\n*.spam.test, bad.test"):
         with smtp(server) as s:
             code, text = s.mail("spammer@elsewhere.test")
             assert (code, text[:5]) == (550, b"5.7.1"), (code, text)
             s.rset()
             code, text = s.mail("x@mail.spam.test")
+            assert (code, text[:5]) == (550, b"5.7.1"), (code, text)
+            s.rset()
+            code, text = s.mail("anyone@BAD.test")
             assert (code, text[:5]) == (550, b"5.7.1"), (code, text)
             s.rset()
             assert s.mail("someone@elsewhere.test")[0] == 250
