@@ -414,8 +414,9 @@ def test_auth_brute_force(server: Server) -> None:
             assert auth_plain(s, "alice@example.test", "alice-secret")[0] == 235
 
 
-def test_auth_penalty_shared_with_imap(server: Server) -> None:
-    """Failures over IMAP and SMTP from one host count together (one penalty per IP)."""
+def test_auth_penalty_shared_with_imap_and_pop3(server: Server) -> None:
+    """Failures over IMAP, POP3 and SMTP from one host count together (one penalty per IP), each
+    with its own fail2ban line."""
     ip = "127.0.0.8"
     ctx = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
     with settings(server, auth__fail_delays=[0.05, 0.1]):
@@ -432,12 +433,24 @@ def test_auth_penalty_shared_with_imap(server: Server) -> None:
         finally:
             with contextlib.suppress(Exception):
                 imap.logout()
+        with socket.create_connection(("127.0.0.1", server.port("pop3")), 30, source_address=(ip, 0)) as raw:
+            pop = raw.makefile("rb")
+            assert pop.readline().startswith(b"+OK")
+            raw.sendall(b"STLS\r\n")
+            assert pop.readline().startswith(b"+OK")
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                pop = tls.makefile("rb")
+                tls.sendall(b"USER alice@example.test\r\n")
+                assert pop.readline().startswith(b"+OK")
+                tls.sendall(b"PASS wrong-pop\r\n")
+                assert pop.readline().startswith(b"-ERR")
         with smtp(server, source=ip, submission=True) as s:
             starttls(server, s)
             assert auth_plain(s, "alice@example.test", "wrong-2")[0] == 535
-        lines = wait_for(lambda: len(failure_lines(server, ip)) >= 3 and failure_lines(server, ip), 10, "log")
-        assert sum("imap" in line for line in lines) == 2, lines
-        assert "failures=3" in lines[-1], lines
+        lines = wait_for(lambda: len(failure_lines(server, ip)) >= 4 and failure_lines(server, ip), 10, "log")
+        assert sum("proto=imap" in line for line in lines) == 2, lines
+        assert sum("proto=pop3" in line for line in lines) == 1, lines
+        assert "failures=4" in lines[-1], lines
 
 
 def test_auto_blacklist_expires(server: Server) -> None:
