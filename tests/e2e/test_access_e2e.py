@@ -9,6 +9,7 @@ is the same: UIDs, UIDVALIDITY, flags, folders and POP3 UIDLs.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import os
 import poplib
@@ -106,6 +107,17 @@ def folders(m: imaplib.IMAP4) -> dict[str, str]:
         mo = re.match(rb'\(([^)]*)\) (?:"[^"]*"|NIL) (.+)$', line)
         assert mo, line
         out[mo.group(2).decode().strip('"')] = mo.group(1).decode()
+    return out
+
+
+def tree_outside(server: Server, account: str) -> set[str]:
+    """Every path under Domains/ that is not inside ``account``'s own Maildir."""
+    top = os.path.join(server.base, "Domains")
+    mine = server.maildir(account)
+    out = set()
+    for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) != mine]
+        out.update(os.path.join(root, n) for n in dirs + files)
     return out
 
 
@@ -420,3 +432,55 @@ def test_server_answers_garbage_and_keeps_serving(server: Server, ctx: ssl.SSLCo
         assert f.readline().startswith(b"-ERR")
         assert f.readline().startswith((b"+OK", b"-ERR"))
         assert f.readline().startswith(b"+OK")
+
+
+def test_sasl_plain_logins(server: Server, ctx: ssl.SSLContext) -> None:
+    """Clients that use SASL PLAIN (IMAP AUTHENTICATE, POP3 AUTH) log in like LOGIN/USER users."""
+    pw = add_account(server, "sasl")
+    m = imap_ssl(server, ctx)
+    try:
+        ok(m.authenticate("PLAIN", lambda _: f"\0sasl%example.test\0{pw}".encode()))
+        ok(m.select("INBOX"))
+    finally:
+        m.logout()
+    p = pop_stls(server, ctx)
+    try:
+        token = base64.b64encode(f"\0sasl@example.test\0{pw}".encode()).decode()
+        assert p._shortcmd(f"AUTH PLAIN {token}").startswith(b"+OK")
+        assert p.stat() == (0, 0)
+    finally:
+        p.quit()
+
+
+def test_folder_rename_delete_subscribe(server: Server, ctx: ssl.SSLContext) -> None:
+    """Folders a user creates, renames, subscribes and deletes are Maildir++ folders on disk,
+    and names that try to leave the account's directory are refused."""
+    pw = add_account(server, "folderer")
+    add_account(server, "folderer2")
+    m = imap_starttls(server, ctx)
+    try:
+        ok(m.login("folderer", pw))
+        ok(m.create("Old"))
+        ok(m.append("Old", "(\\Seen)", None, b"Subject: kept\r\n\r\nfiled\r\n"))
+        ok(m.rename("Old", "Archive/2025"))
+        ok(m.subscribe("Archive/2025"))
+        ok(m.create("Scratch"))
+        ok(m.delete("Scratch"))
+        boxes = folders(m)
+        assert "Archive/2025" in boxes and "Old" not in boxes and "Scratch" not in boxes, boxes
+        lsub = [x for x in ok(m.lsub('""', "*")) if isinstance(x, bytes)]
+        assert any(x.endswith(b"Archive/2025") or x.endswith(b'"Archive/2025"') for x in lsub), lsub
+        assert status(m, "Archive/2025")["MESSAGES"] == 1
+        before = tree_outside(server, "folderer")
+        # "&AC4ALgAv-" is "../" spelled in modified UTF-7 (RFC 3501 §5.1.3 forbids that spelling).
+        for evil in ("../folderer2", "../../folderer2/Maildir", "a/../../x", "&AC4ALgAv-x", "..", "INBOX/../.."):
+            typ, _ = m.create(evil)
+            assert typ == "NO", evil
+        assert tree_outside(server, "folderer") == before
+    finally:
+        m.logout()
+    md = server.maildir("folderer")
+    subfolders = sorted(d for d in os.listdir(md) if d.startswith("."))
+    assert ".Archive.2025" in subfolders and ".Old" not in subfolders and ".Scratch" not in subfolders, subfolders
+    assert not [d for d in subfolders if ".." in d[1:] or "x" in d], subfolders
+    assert os.listdir(os.path.dirname(md)) == ["Maildir"]
