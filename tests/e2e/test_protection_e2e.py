@@ -210,6 +210,16 @@ def test_spf_results_by_action(server: Server, action: str) -> None:
         assert "protection refused: check=spf peer=127.0.0.1" in server.log_text()
 
 
+def test_spf_helo_identity_for_null_sender(server: Server) -> None:
+    """For MAIL FROM:<> the HELO name is the SPF identity (RFC 7208 §2.3): a HELO domain whose
+    policy fails this client is rejected with the default actions."""
+    with smtp(server, helo="helo-fail.test") as s:
+        code, text = s.docmd("MAIL FROM:<>")
+        assert (code, text[:6]) == (550, b"5.7.23"), (code, text)
+    with smtp(server, helo="client.elsewhere.test") as s:
+        assert s.docmd("MAIL FROM:<>")[0] == 250  # no SPF record for that name: none -> tag
+
+
 def test_spf_header_injection(server: Server) -> None:
     """HELO names and MAIL FROM local parts full of header syntax never become header lines of
     their own, nor a second SPF result in Authentication-Results."""
@@ -272,6 +282,12 @@ def test_rbl_listed_refused_at_connect(server: Server) -> None:
         assert reply.startswith(b"554 5.7.1") and b"listed.rbl.test" in reply, reply
         assert greeting(server, port=submission).startswith(b"220 ")
         assert greeting(server, source="127.0.0.2").startswith(b"220 ")  # not listed
+        # Client IPs and white-holed IPs are exempt (mode "nonclients").
+        with settings(server, clients__ips="127.0.0.1"):
+            assert greeting(server).startswith(b"220 ")
+        with settings(server, protection__whitehole__ips="127.0.0.0/30"):
+            assert greeting(server).startswith(b"220 ")
+        assert greeting(server).startswith(b"554 ")
     wait_for(lambda: "protection refused: check=rbl peer=127.0.0.1" in server.log_text(), 10, "log")
     assert greeting(server).startswith(b"220 ")  # zones removed with the CLI: accepted again
 
