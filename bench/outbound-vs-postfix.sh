@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Outbound SMTP delivery: cgtwist vs Postfix in the same run, to loopback sink domains of which
+# a few are stalled (they accept TCP and never greet). Issue 5 part 8.
+#
+#   bench/outbound-vs-postfix.sh        MSGS=4000 DOMAINS=100 STALLED=5 SIZE=2048
+#   MSGS=20000 bench/outbound-vs-postfix.sh          the issue's target size
+#
+# Domain N (d001.bench ... ) is served at 127.0.0.(N+1):SINK_PORT: healthy ones by Postfix's
+# smtp-sink, the last STALLED ones by bench/outbound_tarpit.py. Nothing ever leaves 127.0.0.0/8.
+# cgtwist finds them by MX through a loopback DNS server (tests/dnsserver.py); Postfix, a second
+# instance in $PF_DIR (the shared one on 2525 is untouched), through a transport map of
+# [127.0.0.x]:port (no DNS). Both get the same limits: 100 concurrent deliveries in total
+# (Postfix's default_process_limit; cgtwist queue.default_concurrency), 5 per destination to
+# start with (initial_destination_concurrency; cgtwist queue.destination_concurrency).
+#
+# Method, the same for both: inject MSGS messages over SMTP (smtp-source) while delivery is off
+# (Postfix defer_transports=smtp; cgtwist smtp.remote_port = a closed port), stop the server,
+# turn delivery on, start it cold and time until only the stalled domains' messages remain in
+# its queue (queue files counted twice a second). Reported: healthy msgs/s over the whole drain
+# and between 10 % and 90 % (steady rate), what is still queued (= the stalled domains' mail,
+# none of which could be delivered), and the cgtwist/Postfix ratio.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(dirname "$HERE")"
+PY="${PY:-$REPO/.venv/bin/python}"
+MSGS=${MSGS:-4000}; DOMAINS=${DOMAINS:-100}; STALLED=${STALLED:-5}; SIZE=${SIZE:-2048}
+SESSIONS=${SESSIONS:-4}; TIMEOUT=${TIMEOUT:-900}
+SINK_PORT=${SINK_PORT:-25250}; PF_PORT=${PF_PORT:-2526}; CG_PORT=${CG_PORT:-2725}
+PF_DIR=${PF_DIR:-/var/lib/cgtwist-outbench-pf}
+OUTDIR="${RESULTS_DIR:-/tmp/cgtwist-bench}"
+[ "$DOMAINS" -le 250 ] || { echo "DOMAINS must be <= 250 (one 127.0.0.x each)" >&2; exit 2; }
+[ $((MSGS % DOMAINS)) -eq 0 ] || { echo "MSGS must be a multiple of DOMAINS" >&2; exit 2; }
+PER=$((MSGS / DOMAINS)); HEALTHY=$((DOMAINS - STALLED)); STALLED_MSGS=$((STALLED * PER))
+mkdir -p "$OUTDIR"
+STAMP=$(date +%Y%m%d-%H%M%S)
+CSV="$OUTDIR/outbound-vs-postfix-$STAMP.csv"; export SERIES_OUT="$OUTDIR/outbound-vs-postfix-$STAMP-series.csv"
+WORK="$(mktemp -d /var/tmp/cgtwist-outbench-XXXX)"
+PIDS=()
+CG_PID=""
+cleanup() {
+  [ -n "$CG_PID" ] && kill "$CG_PID" 2>/dev/null && wait "$CG_PID" 2>/dev/null
+  postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK" "$PF_DIR"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+domain() { printf "d%03d.bench" "$1"; }
+ip() { echo "127.0.0.$(($1 + 1))"; }
+log() { echo "[$(date +%T)] $*" >&2; }
+
+# ---- sinks ----------------------------------------------------------------------------------
+for i in $(seq "$HEALTHY"); do
+  smtp-sink -u postfix -h "sink$i.bench" "$(ip "$i"):$SINK_PORT" 1024 >/dev/null 2>>"$WORK/sink.err" &
+  PIDS+=($!)
+done
+for _ in $(seq 100); do
+  [ "$(ss -ltnH "sport = :$SINK_PORT" | wc -l)" -ge "$HEALTHY" ] && break; sleep 0.1
+done
+[ "$(ss -ltnH "sport = :$SINK_PORT" | wc -l)" -ge "$HEALTHY" ] || { cat "$WORK/sink.err" >&2; echo "sinks did not start" >&2; exit 1; }
+stalled_ips=(); for i in $(seq $((HEALTHY + 1)) "$DOMAINS"); do stalled_ips+=("$(ip "$i")"); done
+if [ "$STALLED" -gt 0 ]; then
+  "$PY" "$HERE/outbound_tarpit.py" "$SINK_PORT" "${stalled_ips[@]}" > "$WORK/tarpit.out" &
+  PIDS+=($!)
+  for _ in $(seq 100); do grep -q ready "$WORK/tarpit.out" 2>/dev/null && break; sleep 0.1; done
+fi
+
+# ---- DNS for cgtwist (loopback only), transport map for Postfix -----------------------------
+{
+  echo "{"
+  for i in $(seq "$DOMAINS"); do
+    d=$(domain "$i"); echo "\"$d\": [\"MX 10 mx.$d\"], \"mx.$d\": [\"A $(ip "$i")\"],"
+  done
+  echo "\"src.test\": [\"A 127.0.0.1\"]}"
+} > "$WORK/zone.json"
+PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$WORK/zone.json" > "$WORK/dns.addr" 2>/dev/null &
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$WORK/dns.addr" ] && break; sleep 0.1; done
+DNS=$(head -1 "$WORK/dns.addr")
+
+# ---- Postfix: a second instance ---------------------------------------------------------------
+rm -rf "$PF_DIR"; mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data"
+chmod 755 "$PF_DIR" "$PF_DIR/etc" "$PF_DIR/spool"; chown postfix "$PF_DIR/data"
+grep -vE '^[^ #]+[[:space:]]+inet[[:space:]]' /etc/postfix/master.cf > "$PF_DIR/etc/master.cf"
+echo "127.0.0.1:$PF_PORT inet n - n - - smtpd" >> "$PF_DIR/etc/master.cf"
+cat > "$PF_DIR/etc/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $PF_DIR/spool
+data_directory = $PF_DIR/data
+myhostname = postfix.src.test
+mydomain = src.test
+myorigin = src.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+smtpd_peername_lookup = no
+transport_maps = hash:$PF_DIR/etc/transport
+default_transport = error:not a benchmark domain
+relay_transport = error:not a benchmark domain
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file = $PF_DIR/maillog
+default_process_limit = 100
+initial_destination_concurrency = 5
+defer_transports = smtp
+CONF
+: > "$PF_DIR/etc/transport"
+for i in $(seq "$DOMAINS"); do echo "$(domain "$i") smtp:[$(ip "$i")]:$SINK_PORT" >> "$PF_DIR/etc/transport"; done
+postmap "$PF_DIR/etc/transport"
+postfix -c "$PF_DIR/etc" check
+postfix -c "$PF_DIR/etc" start >/dev/null 2>&1
+
+# ---- cgtwist ----------------------------------------------------------------------------------
+cat > "$WORK/cgtwist.conf" <<CONF
+[server]
+base_dir = "$WORK/cg"
+main_domain = "src.test"
+hostname = "cgtwist.src.test"
+unprivileged_ports = true
+[dns]
+nameservers = ["$DNS"]
+CONF
+export CGTWIST_CONFIG="$WORK/cgtwist.conf" PYTHONPATH="$REPO" CGTWIST_POSTMASTER_PASSWORD=benchpass
+admin() { "$PY" -m cgtwist.cli "$@" >/dev/null; }
+admin settings set listeners "[{\"protocol\":\"smtp\",\"address\":\"127.0.0.1\",\"port\":$CG_PORT,\"tls\":\"none\"}]"
+admin settings set clients.ips "127.0.0.0/8"
+admin settings set smtp.max_connections_per_ip 200
+admin settings set queue.default_concurrency 100
+admin settings set queue.destination_concurrency 5
+admin settings set smtp.remote_port 9   # nothing listens there: delivery off while injecting
+start_cgtwist() {
+  "$(dirname "$PY")/twistd" -n --pidfile "$WORK/twistd.pid" --logfile "$WORK/cgtwist.log" cgtwist &
+  CG_PID=$!
+  local n; n=$(grep -c "cgtwist ready" "$WORK/cgtwist.log" 2>/dev/null || true)
+  for _ in $(seq 600); do
+    [ "$(grep -c "cgtwist ready" "$WORK/cgtwist.log" 2>/dev/null || echo 0)" -gt "${n:-0}" ] && return 0
+    sleep 0.1
+  done
+  echo "cgtwist did not start" >&2; exit 1
+}
+stop_cgtwist() { kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""; }
+start_cgtwist
+
+# ---- inject the same mail into both ---------------------------------------------------------
+inject() {  # PORT
+  for i in $(seq "$DOMAINS"); do echo "$i"; done | xargs -P 4 -I{} sh -c \
+    "smtp-source -s $SESSIONS -m $PER -l $SIZE -f bench@src.test -t user{}@\$(printf d%03d.bench {}) 127.0.0.1:$1 >/dev/null"
+}
+count_pf() { find "$PF_DIR/spool/incoming" "$PF_DIR/spool/active" "$PF_DIR/spool/deferred" -type f | wc -l; }
+count_pf_deferred() { find "$PF_DIR/spool/deferred" -type f | wc -l; }
+count_cg() { find "$WORK/cg/Queue" -maxdepth 1 -name '*.msg' | wc -l; }
+wait_count() {  # FN EXPECTED WHAT
+  for _ in $(seq 1200); do [ "$($1)" -ge "$2" ] && return 0; sleep 0.5; done
+  echo "timed out waiting for $3 ($($1) of $2)" >&2; exit 1
+}
+log "injecting $MSGS messages ($PER to each of $DOMAINS domains, $STALLED stalled) into Postfix"
+inject "$PF_PORT"; wait_count count_pf_deferred "$MSGS" "Postfix's deferred queue"
+log "injecting the same into cgtwist"
+inject "$CG_PORT"; wait_count count_cg "$MSGS" "cgtwist's spool"
+
+echo "label,healthy_msgs,delivered,seconds,msgs_per_s,steady_msgs_per_s,still_queued,result" > "$CSV"
+
+# ---- Postfix drain --------------------------------------------------------------------------
+postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1
+postconf -c "$PF_DIR/etc" -e "defer_transports ="
+log "Postfix: cold start and flush"
+T0=$(date +%s.%N)
+postfix -c "$PF_DIR/etc" start >/dev/null 2>&1
+until postqueue -c "$PF_DIR/etc" -f 2>/dev/null; do sleep 0.1; done
+"$PY" "$HERE/outbound_watch.py" postfix "$T0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" postfix "$PF_DIR/spool" | tee -a "$CSV"
+PF_SENT=$(grep -c "status=sent" "$PF_DIR/maillog" || true)
+PF_STALLED_SENT=$(grep "status=sent" "$PF_DIR/maillog" | grep -cE "127\.0\.0\.($(IFS='|'; echo "${stalled_ips[*]##*.}"))\]" || true)
+postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1
+
+# ---- cgtwist drain --------------------------------------------------------------------------
+stop_cgtwist
+admin settings set smtp.remote_port "$SINK_PORT"
+log "cgtwist: cold start"
+T0=$(date +%s.%N)
+start_cgtwist
+READY=$(date +%s.%N)
+"$PY" "$HERE/outbound_watch.py" cgtwist "$T0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/cg/Queue" | tee -a "$CSV"
+CG_SENT=$(grep -c "status=delivered" "$WORK/cgtwist.log" || true)
+stop_cgtwist
+
+echo
+echo "outbound delivery, $MSGS msgs x ${SIZE}B to $DOMAINS domains ($STALLED stalled: $STALLED_MSGS msgs that cannot go)"
+echo "cgtwist start-up (process start to 'ready', included in its time): $(echo "$READY - $T0" | bc) s"
+echo "Postfix sent $PF_SENT (to stalled domains: $PF_STALLED_SENT); cgtwist delivered $CG_SENT"
+"$PY" - "$CSV" <<'PYEOF'
+import csv, sys
+rows = {r["label"]: r for r in csv.DictReader(open(sys.argv[1]))}
+pf, cg = rows["postfix"], rows["cgtwist"]
+for key, name in (("msgs_per_s", "whole drain"), ("steady_msgs_per_s", "steady (10-90 %)")):
+    a, b = float(cg[key]), float(pf[key])
+    print(f"{name:18} cgtwist {a:8.1f} msg/s   postfix {b:8.1f} msg/s   ratio {a / b:5.2f}x")
+for r in (cg, pf):
+    print(f"{r['label']}: {r['delivered']} of {r['healthy_msgs']} healthy delivered in {r['seconds']} s, "
+          f"{r['still_queued']} still queued for the stalled domains ({r['result']})")
+PYEOF
+echo "CSV: $CSV   time series: $SERIES_OUT"

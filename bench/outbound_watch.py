@@ -1,0 +1,59 @@
+"""Watch an MTA's queue drain for the outbound benchmark and report the delivery rate.
+
+Counts queue files (cgtwist: ``Queue/*.msg``; Postfix: every file under incoming, active,
+deferred) twice a second from ``t0`` until only the stalled destinations' messages remain,
+then prints one CSV row: label, healthy messages, seconds, msgs/s overall and msgs/s between
+10 % and 90 % delivered (the steady rate), plus how many messages are still queued.
+
+    python bench/outbound_watch.py LABEL T0 TOTAL STALLED TIMEOUT cgtwist|postfix DIR
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def count(kind: str, root: str) -> int:
+    if kind == "cgtwist":
+        with os.scandir(root) as it:
+            return sum(1 for e in it if e.name.endswith(".msg"))
+    n = 0
+    for sub in ("incoming", "active", "deferred", "maildrop"):
+        for _dir, _subdirs, files in os.walk(os.path.join(root, sub)):
+            n += len(files)
+    return n
+
+
+def main() -> None:
+    label, t0, total, stalled, timeout, kind, root = sys.argv[1:8]
+    start, n_total, n_stalled = float(t0), int(total), int(stalled)
+    healthy = n_total - n_stalled
+    series: list[tuple[float, int]] = []
+    deadline = start + float(timeout)
+    while True:
+        left = count(kind, root)
+        now = time.time()
+        done = n_total - left
+        series.append((now - start, done))
+        if left <= n_stalled or now > deadline:
+            break
+        time.sleep(0.5)
+    elapsed, done = series[-1]
+
+    def at(fraction: float) -> float:
+        goal = fraction * healthy
+        return next((t for t, d in series if d >= goal), elapsed)
+
+    t10, t90 = at(0.1), at(0.9)
+    steady = 0.8 * healthy / (t90 - t10) if t90 > t10 else float("nan")
+    print(f"{label},{healthy},{done},{elapsed:.2f},{done / elapsed:.1f},{steady:.1f},"
+          f"{n_total - done},{'ok' if done >= healthy else 'timeout'}", flush=True)
+    with open(os.environ.get("SERIES_OUT", os.devnull), "a") as f:
+        for t, d in series:
+            f.write(f"{label},{t:.2f},{d}\n")
+
+
+if __name__ == "__main__":
+    main()
