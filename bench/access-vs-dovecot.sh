@@ -57,10 +57,21 @@ admin account add imapbench@example.test --password benchpass
 admin account add popbench@example.test --password benchpass
 "$(dirname "$PY")/twistd" -n --pidfile "$BASE/twistd.pid" --logfile "$BASE/cgtwist.log" cgtwist &
 PID=$!
-for i in $(seq 600); do grep -q "cgtwist ready" "$BASE/cgtwist.log" 2>/dev/null && break; sleep 0.1; done
+# Ready when the IMAP listener greets (log level warn hides the "cgtwist ready" line).
 read -r CG_IMAP CG_POP < <("$PY" - "$BASE/base/cgtwist.ports" <<'PYEOF'
-import json, sys
-ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
+import json, os, socket, sys, time
+deadline = time.monotonic() + 120
+while True:
+    try:
+        ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
+        with socket.create_connection(("127.0.0.1", ports["imap"]), timeout=5) as s:
+            if s.recv(100).startswith(b"* OK"):
+                break
+    except (OSError, ValueError, KeyError):
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("cgtwist did not start")
+    time.sleep(0.1)
 print(ports["imap"], ports["pop3"])
 PYEOF
 )
