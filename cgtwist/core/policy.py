@@ -10,7 +10,7 @@ callbacks) wrap this object and delegate to it; it never does DNS or I/O itself.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NoReturn, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -95,7 +95,7 @@ class BasicPolicy:
             return recipient
         return self._deny(session, recipient, route, refusal)
 
-    def _deny(self, session: SessionInfo, recipient: str, route: Route, reason: str) -> str:
+    def _deny(self, session: SessionInfo, recipient: str, route: Route, reason: str) -> NoReturn:
         self.log.info(
             "relaying denied: peer={peer} account={account} rcpt={rcpt} route={route} reason={reason}",
             peer=session.peer_ip, account=session.account or "-", rcpt=recipient, route=str(route),
