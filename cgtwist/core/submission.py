@@ -98,7 +98,7 @@ class Submission:
         d.addCallback(lambda _: self.spool.store(envelope, data))
 
         def stored(msg_id: str) -> str:
-            self.log.info("submission: {msg_id} from <{sender}> to {n} recipient(s) via {proto}",
+            self.log.debug("submission: {msg_id} from <{sender}> to {n} recipient(s) via {proto}",
                           msg_id=msg_id, sender=envelope.sender, n=len(envelope.recipients),
                           proto=envelope.submit.get("protocol", "?"))
             try:

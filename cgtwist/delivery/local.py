@@ -165,7 +165,7 @@ class LocalDelivery:
             self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
                            account=address, error=e.strerror or str(e))
             return _all(recipients, "pending", detail)
-        self.log.info("local: {msg_id} delivered to {account} as {file}", msg_id=msg_id,
+        self.log.debug("local: {msg_id} delivered to {account} as {file}", msg_id=msg_id,
                       account=address, file=fname)
         self._notify(address)
         return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")

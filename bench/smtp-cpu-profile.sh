@@ -1,0 +1,39 @@
+#!/bin/bash
+# Server CPU per message (user/sys) on the SMTP -> spool -> Maildir path, with smtp-source.
+#   S=10 M=1500 bench/smtp-cpu-profile.sh    (PROFILE=1: py-spy record to /tmp/cgtwist-prof.txt)
+set -u
+REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
+PY=$REPO/.venv/bin/python
+BASE=$(mktemp -d /tmp/cgcpu-XXXX)
+$PY -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}') > $BASE/dns.addr &
+DNSPID=$!
+for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
+DNS=$(head -1 $BASE/dns.addr)
+cat > $BASE/cgtwist.conf <<CONF
+[server]
+base_dir = "$BASE/base"
+main_domain = "example.test"
+hostname = "bench.example.test"
+unprivileged_ports = true
+[dns]
+nameservers = ["$DNS"]
+CONF
+export CGTWIST_CONFIG=$BASE/cgtwist.conf
+$PY -m cgtwist.cli settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]' >/dev/null 2>&1
+$PY -m cgtwist.cli settings set smtp.max_connections_per_ip 200 >/dev/null 2>&1
+$PY -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null 2>&1
+$PY -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null 2>&1
+$REPO/.venv/bin/twistd -n --pidfile $BASE/twistd.pid --logfile $BASE/cgtwist.log cgtwist &
+PID=$!
+for i in $(seq 600); do grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null && break; sleep 0.1; done
+[ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads >/dev/null 2>&1 & }
+u0=$(awk '{print $14}' /proc/$PID/stat); s0=$(awk '{print $15}' /proc/$PID/stat); c0=$((u0+s0))
+t0=$(date +%s.%N)
+/usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
+MD=$BASE/base/Domains/example.test/smtpbench/Maildir/new
+mkdir -p $MD; for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] && break; sleep 0.05; done
+t1=$(date +%s.%N)
+u1=$(awk '{print $14}' /proc/$PID/stat); s1=$(awk '{print $15}' /proc/$PID/stat); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
+python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
+grep -c "" $BASE/cgtwist.log*
+kill $PID $DNSPID; rm -rf $BASE
