@@ -1,0 +1,98 @@
+"""Listeners and TLS at run time: rebinding without a restart, clear bind errors, SIGHUP reload."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+
+import pytest
+from cryptography import x509
+
+from cgtwist.tls import generate_self_signed
+from tests.e2e.harness import ALL_LISTENERS, Server, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(tmp_path):  # type: ignore[no-untyped-def]
+    srv = Server(str(tmp_path / "base"))
+    srv.set_listeners(ALL_LISTENERS[:1])
+    srv.start()
+    yield srv
+    srv.stop()
+    srv.close()
+
+
+def banner(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        return s.makefile("rb").readline()
+
+
+def test_listener_change_rebinds_without_restart(server: Server) -> None:
+    """Adding a POP3 listener and removing SMTP with cgtwist-admin takes effect at once."""
+    smtp_port = server.port("smtp")
+    assert banner(smtp_port).startswith(b"220")
+    pop = {"protocol": "pop3", "address": "127.0.0.1", "port": 0, "tls": "starttls"}
+    server.set_listeners([pop])
+    wait_for(lambda: any(p["protocol"] == "pop3" and p["bound"] for p in server.ports()), 30, "POP3 bound")
+    assert banner(server.port("pop3")).startswith(b"+OK")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", smtp_port), timeout=5).close()
+    assert server.proc is not None and server.proc.poll() is None
+
+
+def test_port_in_use_is_a_clear_log_line(server: Server) -> None:
+    """A listener that cannot bind is logged with its name and the fix; the others keep working."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        server.set_listeners([ALL_LISTENERS[0], {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"}])
+        wait_for(lambda: f"imap:127.0.0.1:{port} cannot bind: address already in use" in server.log_text(),
+                 30, "the bind error in the log")
+        states = {p["protocol"]: p for p in server.ports()}
+        assert states["imap"]["bound"] is False and "address already in use" in states["imap"]["error"]
+        assert banner(server.port("smtp")).startswith(b"220")
+    finally:
+        taken.close()
+
+
+def served_certificate(port: int) -> x509.Certificate:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        f = raw.makefile("rb")
+        f.readline()
+        raw.sendall(b"EHLO c.test\r\n")
+        line = f.readline()
+        while line[3:4] == b"-":
+            line = f.readline()
+        raw.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220")
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            der = s.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_sighup_reloads_the_certificate(server: Server) -> None:
+    """An administrator renews the certificate files and sends SIGHUP: the next handshake
+    presents the new certificate, with no restart."""
+    cert = os.path.join(server.base, "tls", "cert.pem")
+    key = os.path.join(server.base, "tls", "key.pem")
+    before = served_certificate(server.port("smtp"))
+    generate_self_signed(cert, key, ["renewed.example.test", "localhost"])
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "TLS certificate reloaded" in server.log_text(), 30, "the reload log line")
+    after = served_certificate(server.port("smtp"))
+    assert after.serial_number != before.serial_number
+    names = after.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "renewed.example.test" in names.get_values_for_type(x509.DNSName)
+
+
