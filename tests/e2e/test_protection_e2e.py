@@ -59,7 +59,7 @@ FAULTS = {
     "rp-timeout.test": "timeout",
     "1.0.0.127.slow.rbl.test": "timeout",
 }
-DNS_TIMEOUT = 2.0  # seconds for one lookup: the RBL timeout test waits this long once
+DNS_TIMEOUT = 3.0  # seconds for one lookup: the two DNS timeout tests wait this long once each
 
 
 @pytest.fixture(scope="module")
@@ -473,7 +473,7 @@ def test_auto_blacklist_expires(server: Server) -> None:
     """Enough failed logins blacklist the host for a while (554 at connect), never for good."""
     ip = "127.0.0.11"
     with settings(server, auth__fail_delays=[0], auth__max_failures=10,
-                  protection__autoblacklist__threshold=3, protection__autoblacklist__duration=2):
+                  protection__autoblacklist__threshold=3, protection__autoblacklist__duration=3):
         with smtp(server, source=ip, submission=True) as s:
             starttls(server, s)
             for n in range(3):
