@@ -208,6 +208,12 @@ def test_spf_results_by_action(server: Server, action: str) -> None:
                 s.rset()
     if action in ("reject", "tempfail"):
         assert "protection refused: check=spf peer=127.0.0.1" in server.log_text()
+    # One verdict line per transaction records every check with its outcome and timing.
+    verdicts = [line for line in server.log_text().splitlines() if "verdict session=" in line]
+    expected = "action=accept" if action in ("tag", "accept") else f"action={action}"
+    for result in SPF_RESULTS:
+        assert [v for v in verdicts if f"sender=probe@spf-{result}.test" in v and expected in v
+                and re.search(rf"returnpath=pass\(\d+ms\) spf={result}\(\d+ms\)", v)], (result, action)
 
 
 def test_spf_helo_identity_for_null_sender(server: Server) -> None:
