@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import smtplib
 import ssl
+import subprocess
 import uuid
 from typing import Callable, Iterator, Optional
 
@@ -214,3 +216,24 @@ def test_relay_service_disabled_refuses_relaying(server: Server) -> None:
         s.docmd("MAIL FROM:<norelay@example.test>")
         assert rcpt(s, f"victim@{EXT}")[0] == 250
     assert "Relay service disabled" in server.log_text()
+
+
+def test_swaks_open_relay_check(server: Server, sink: Sink) -> None:
+    """The open-relay check an administrator runs with swaks fails (554); swaks with STARTTLS
+    and AUTH on 587 relays to the remote MX."""
+    swaks = shutil.which("swaks")
+    if swaks is None:
+        pytest.skip("swaks is not installed")
+    r = subprocess.run([swaks, "--server", f"127.0.0.1:{server.port('smtp')}", "--from", "probe@elsewhere.test",
+                        "--to", f"victim@{EXT}", "--helo", "client.elsewhere.test", "--quit-after", "RCPT"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "<** 554 5.7.1" in r.stdout, r.stdout
+    marker = uuid.uuid4().hex
+    r = subprocess.run([swaks, "--server", f"127.0.0.1:{server.port('smtp', submission=True)}",
+                        "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test",
+                        "--auth-password", "alice-secret", "--from", "alice@example.test",
+                        "--to", f"victim@{EXT}", "--helo", "client.elsewhere.test",
+                        "--header", f"Subject: {marker}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert delivered(sink, marker) == [f"victim@{EXT}"]
