@@ -8,6 +8,7 @@ store, cred portal and the protocol factories — and closes them in reverse ord
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 from twisted.cred.portal import Portal
@@ -63,6 +64,9 @@ class Components:
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
                                               cfg.pool_min, cfg.pool_max)
+        main = await store.settle_main_domain(cfg.main_domain, cfg.main_domain_explicit)
+        if main != cfg.main_domain:
+            self.cfg = cfg = dataclasses.replace(cfg, main_domain=main)
         password = await store.bootstrap()
         if password:
             # Printed once, on first start only: the administrator must record it.

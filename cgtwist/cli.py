@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -333,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE",
                         help="bootstrap configuration (default: $CGTWIST_CONFIG)")
     parser.add_argument("--base-dir", metavar="DIR", help="base directory (overrides the file)")
+    parser.add_argument("--main-domain", metavar="NAME",
+                        help="main domain (overrides the file; default: the one recorded at "
+                             "the first start)")
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
     svc = f"comma-separated services out of {','.join(SERVICES)}"
 
@@ -436,6 +440,8 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
         if getattr(args, "needs_store", True):
             store = await open_store(config.database_url, config.main_domain, reactor,
                                      1, max(1, config.pool_max), hasher)
+            main = await store.settle_main_domain(config.main_domain, config.main_domain_explicit)
+            config = dataclasses.replace(config, main_domain=main)
             generated = await store.bootstrap()
             if generated:
                 err.write(f"{PROG}: first start: created postmaster@{config.main_domain} "
@@ -503,7 +509,9 @@ async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return int(e.code or 0)
     try:
-        config = load(args.config, {"base_dir": args.base_dir} if args.base_dir else None)
+        overrides = {k: v for k, v in (("base_dir", args.base_dir),
+                                          ("main_domain", args.main_domain)) if v}
+        config = load(args.config, overrides or None)
         return await run(reactor, args, config, out, err, stdin, hasher)
     except Exception as e:
         err.write(f"{PROG}: error: {_one_line(e)}\n")

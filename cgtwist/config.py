@@ -48,6 +48,7 @@ class BootstrapConfig:
     pool_min: int = 1
     pool_max: int = 4
     source: str = ""  # the file it was read from, for messages
+    main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
 
     @property
     def queue_dir(self) -> str:
@@ -116,6 +117,7 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     base = overrides.get("base_dir") or get("server", "base_dir", "spool")
     base = os.path.abspath(os.path.join(rel, os.path.expanduser(base)))
     hostname = get("server", "hostname", "") or _default_hostname()
+    explicit = bool(overrides.get("main_domain") or get("server", "main_domain", ""))
     main = overrides.get("main_domain") or get("server", "main_domain", "") or hostname
     try:
         main = paths.check_domain(main)
@@ -153,7 +155,7 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
-        pool_min=pmin, pool_max=pmax, source=source,
+        pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit,
     )
 
 

@@ -9,6 +9,7 @@ takes effect at once. Owns the wire format only; handlers are registered by the 
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any, Awaitable, Callable, Mapping, Union
 
@@ -85,6 +86,8 @@ def call(socket_path: str, cmd: str, timeout: float = 30.0, **args: Any) -> dict
     Raises ServerNotRunning when nothing listens there (the CLI then says the change applies at
     the next start).
     """
+    if not os.path.exists(socket_path):
+        raise ServerNotRunning(socket_path)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:

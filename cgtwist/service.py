@@ -167,6 +167,7 @@ class CgtwistService(MultiService):
         self.tls.reload()
         self.app = Components(cfg, self.reactor, self.settings, self.tls)
         await self.app.open()
+        self.cfg = cfg = self.app.cfg  # the main domain may come from the store
         for spec, late in self._late:
             late.target = self.app.factory_for(spec)
         self._late.clear()
@@ -200,6 +201,11 @@ class CgtwistService(MultiService):
         handlers = dict(self.app.control_handlers())
         handlers["reload"] = lambda req: defer.ensureDeferred(self._control_reload(req))
         handlers["status"] = lambda req: {"listeners": self.listeners.describe()}
+        if len(os.fsencode(sock)) > 100:  # sockaddr_un.sun_path is 108 bytes on Linux
+            log.error("control socket {path} is too long a path for a UNIX socket; cgtwist-admin "
+                      "changes will apply on SIGHUP or restart (use a shorter base directory)",
+                      path=sock)
+            return
         old = os.umask(0o077)
         try:
             self._control_port = self.reactor.listenUNIX(sock, ControlFactory(handlers), mode=0o600)

@@ -124,6 +124,28 @@ class AccountStore:
     # ---- first start ---------------------------------------------------------------------
 
     @_deferred
+    async def settle_main_domain(self, configured: str, explicit: bool) -> str:
+        """Agree on the main domain with the database and return it.
+
+        The first start records its main domain. Later, a configuration that does not name one
+        (so it defaulted to the host name) uses the recorded one: ``cgtwist-admin --base-dir``
+        and a restart without ``--main-domain`` must not invent a second main domain. An
+        explicit, different name is taken and recorded (the administrator renamed it).
+        """
+        recorded = await self._db.run_interaction("main_domain_get", tables.meta_get_txn,
+                                                  "main_domain", readonly=True)
+        chosen = configured if (explicit or not recorded) else str(recorded)
+        if chosen != recorded:
+            await self._write("main_domain_set", self._set_meta_txn, "main_domain", chosen)
+            if recorded:
+                self._log.warn("main domain changed from {old} to {new}", old=recorded, new=chosen)
+        self.main_domain = chosen
+        return chosen
+
+    @staticmethod
+    def _set_meta_txn(cur: Cursor, name: str, value: str) -> None:
+        cur.execute(cur.engine.upsert("meta", ("name",), ("value",)), (name, value))
+
     async def bootstrap(self, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
         """Create the main domain, ``postmaster`` (administrator) and ``pbx`` once.
 
