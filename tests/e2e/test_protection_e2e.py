@@ -51,6 +51,7 @@ ZONE: dict[str, list[str]] = dict(DEFAULT_ZONE, **{
     "rc-ok.test": ["MX 10 mx.rc.test"],
     "rc-bad.test": ["MX 10 mx.rc.test"],
     "rc-stall.test": ["MX 10 mx.rc.test"],
+    "rc-rate.test": ["MX 10 mx.rc.test"],
     "mx.rc.test": ["A 127.0.0.1"],
 })
 FAULTS = {
@@ -392,6 +393,20 @@ def test_reverse_connect(server: Server, sink: Sink) -> None:
             assert s.mail("other@rc-bad.test")[0] == 250
         assert ("", "other@rc-bad.test") not in sink.rcpts()
     assert "protection refused: check=reverse-connect" in server.log_text()
+
+
+def test_reverse_connect_rate_limit(server: Server, sink: Sink) -> None:
+    """Probes per sender domain are rate-limited: past the limit a new sender is not probed
+    (the MX is not hammered) and the check fails open."""
+    with settings(server, protection__reverse_connect__mode="nonclients",
+                  protection__reverse_connect__rate_limit=1):
+        with smtp(server) as s:
+            assert s.mail("first@rc-rate.test")[0] == 250
+            s.rset()
+            assert s.mail("second@rc-rate.test")[0] == 250
+    probes = [p for p in sink.rcpts() if p[1].endswith("@rc-rate.test")]
+    assert probes == [("", "first@rc-rate.test")], probes
+    assert "reverse-connect rate limit for domain=rc-rate.test" in server.log_text()
 
 
 # -- AUTH brute force --------------------------------------------------------------------------
