@@ -49,6 +49,7 @@ class ListenerManager:
         self.ports: dict[ListenerSpec, IListeningPort] = {}
         self.failed: dict[ListenerSpec, str] = {}
         self.paused = False
+        self.tls_ready = True  # False while the service binds before loading certificates
 
     def _bind(self, spec: ListenerSpec) -> None:
         maker = self.makers.get(spec.protocol)
@@ -58,7 +59,9 @@ class ListenerManager:
             return
         factory: Factory = maker(spec)
         if spec.tls == "implicit":
-            if self.tls is None or not self.tls.available:
+            # Before start-up has generated or loaded the certificate (binding as root) the
+            # socket is bound anyway: it accepts nothing until resume(), after TLS is ready.
+            if self.tls is None or (self.tls_ready and not self.tls.available):
                 self.failed[spec] = "implicit TLS needs a certificate"
                 self.log.error("listener {listener}: implicit TLS needs a certificate; not bound",
                                listener=spec.name)

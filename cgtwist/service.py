@@ -122,6 +122,7 @@ class CgtwistService(MultiService):
         except Exception:
             specs = Settings().listeners(self.privileged)
         self.listeners.paused = True
+        self.listeners.tls_ready = False
         self.listeners.bind_all(specs)
         super().privilegedStartService()
 
@@ -165,6 +166,7 @@ class CgtwistService(MultiService):
             names = [cfg.hostname, cfg.main_domain, "localhost"]
             await self._in_thread(ensure_certificate, cfg.certificate, cfg.key, names)
         self.tls.reload()
+        self.listeners.tls_ready = True
         self.app = Components(cfg, self.reactor, self.settings, self.tls)
         await self.app.open()
         self.cfg = cfg = self.app.cfg  # the main domain may come from the store
