@@ -83,8 +83,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "protection.reverse_connect.negative_ttl": (3600, "seconds a rejected sender is cached"),
     "protection.reverse_connect.rate_limit": (10, "callback probes per sender domain per minute; more fail open/4xx"),
     "protection.reverse_connect.max_concurrency": (10, "callback probes running at once"),
-    "protection.listeners": ({"587": {"rbl": "off"}, "465": {"rbl": "off"}, "2587": {"rbl": "off"}, "2465": {"rbl": "off"}},
-                             "per-listener mode overrides {listener name or port: {blacklist|rbl|returnpath|spf|reverse_connect: mode}}"),
+    "protection.listeners": ({"submission": {"rbl": "off"}},
+                             "per-listener mode overrides {listener name, port or \"submission\" (every AUTH-required listener): {blacklist|rbl|returnpath|spf|reverse_connect: mode}}"),
     # Queue and delivery
     "queue.retry_schedule": ([60, 300, 900, 1800, 3600], "seconds between attempts; the last value repeats"),
     "queue.max_lifetime": (432000, "seconds a message may stay queued before it bounces (5 days)"),

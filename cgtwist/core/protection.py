@@ -37,7 +37,7 @@ from cgtwist.checks.spf import SPFChecker
 from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, IResolver
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import DEFAULTS, SettingsHolder, default_listeners, parse_listener
 from cgtwist.settings_protection import CHECKS, MODES, RBL_CODES, SPF_ACTIONS, SPF_RESULTS
 from cgtwist.types import Envelope, SessionInfo
 
@@ -89,6 +89,7 @@ class ProtectedPolicy:
             on_failure=lambda ip: self.auto_blacklist.offence(ip, "auth"))
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
+        self._listener_cache: tuple[Any, frozenset[str]] = (object(), frozenset())
 
     # -- settings helpers ---------------------------------------------------------------
     def _setting(self, key: str) -> Any:
@@ -118,12 +119,33 @@ class ProtectedPolicy:
         """Trusted networks for the AUTH penalty: Client IPs plus ``auth.trusted_ips``."""
         return self.is_client_ip(ip) or self._address_list("auth.trusted_ips").contains(ip)
 
+    def _is_submission(self, listener: str) -> bool:
+        """True when the configured listener named ``listener`` requires AUTH (587/465)."""
+        raw = self._setting("listeners")
+        if raw is not self._listener_cache[0]:
+            names: dict[str, set[bool]] = {}
+            for entry in (raw or default_listeners(True) + default_listeners(False)):
+                try:
+                    spec = parse_listener(entry)
+                except (ValueError, TypeError, AttributeError):
+                    continue
+                names.setdefault(spec.name, set()).add(spec.submission)
+            # A name shared by both kinds (port 0 sockets) is ambiguous: not lenient.
+            self._listener_cache = (raw, frozenset(n for n, kinds in names.items() if kinds == {True}))
+        return listener in self._listener_cache[1]
+
     def mode(self, check: str, session: SessionInfo) -> str:
-        """The effective mode of ``check`` for this session's listener."""
+        """The effective mode of ``check`` for this session's listener.
+
+        ``protection.listeners`` is looked up by listener name, then local port, then
+        ``"submission"`` for listeners that require AUTH (lenient RBL for roaming users whose
+        home IPs are on policy block lists, wherever the port is).
+        """
         overrides = self._setting("protection.listeners") or {}
         mode: Any = None
         if isinstance(overrides, Mapping):
-            for key in (session.listener, str(session.local_port)):
+            submission = "submission" if session.listener and self._is_submission(session.listener) else ""
+            for key in (session.listener, str(session.local_port), submission):
                 per = overrides.get(key) if key else None
                 if isinstance(per, Mapping) and check in per:
                     mode = per[check]

@@ -227,6 +227,21 @@ class ConnectTests(Base):
         yield self.policy.connect(session("192.0.2.66", port=25))
 
     @defer.inlineCallbacks
+    def test_submission_lenient_on_any_port(self) -> None:
+        """Every AUTH-required listener skips the RBL by default, whatever its port, so roaming
+        users on residential (policy-listed) IPs can still submit; port 25 stays strict."""
+        self.set(listeners=[
+            {"protocol": "smtp", "address": "0.0.0.0", "port": 25},
+            {"protocol": "smtp", "address": "0.0.0.0", "port": 10587, "submission": True},
+            {"protocol": "smtp", "address": "127.0.0.1", "port": 0},
+            {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "submission": True},
+        ])
+        yield self.policy.connect(session("192.0.2.66", port=10587))
+        yield self.refused(self.policy.connect(session("192.0.2.66", port=25)))
+        # Two sockets on port 0 share one name: ambiguous, so the strict mode applies.
+        yield self.refused(self.policy.connect(session("192.0.2.66", port=40001, listener="smtp:127.0.0.1:0")))
+
+    @defer.inlineCallbacks
     def test_static_blacklist_and_bad_setting(self) -> None:
         """Blacklisted IPs get 554; a malformed list is logged and ignored, never a crash."""
         self.set(protection__blacklist__ips="203.0.113.0/24")
