@@ -81,9 +81,11 @@ class Components:
         nameservers = list(cfg.nameservers) or system_nameservers()
         self.resolver = Resolver(nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor)
         self.routing = Routing(store, settings, cfg.main_domain)
-        self.policy = ProtectedPolicy(BasicPolicy(self.routing, settings), self.resolver, settings,
+        self.policy = ProtectedPolicy(BasicPolicy(self.routing, settings, accounts=store),
+                                      self.resolver, settings,
                                       reactor, reactor=reactor, hostname=cfg.hostname,
                                       threadpool=self._pool("cgtwist-spf", 8))
+        self.policy.is_local_domain = self.routing.is_local_domain
         io_pool = self._pool("cgtwist-io", 16)
         self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool)
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -68,6 +68,9 @@ class ProtectedPolicy:
                  connector: Optional[Connector] = None, auto_blacklist: Optional[AutoBlacklist] = None,
                  auth_penalty: Optional[AuthPenalty] = None, max_sessions: int = 20000) -> None:
         self.inner: Any = inner
+        # Our own domains need no DNS to prove they exist (Return-path check); an optional
+        # callable domain -> Deferred[bool], e.g. Routing.is_local_domain.
+        self.is_local_domain: Optional[Callable[[str], Any]] = None
         self.resolver: Any = resolver
         self.settings = settings
         self.clock = clock
@@ -276,7 +279,7 @@ class ProtectedPolicy:
                 raise self._refuse(session, verdict, "sender-blacklist",
                                    MailError(550, "5.7.1", "Sender address rejected: access denied"), r.reason)
 
-        if sender and self.applies("returnpath", session, client):
+        if sender and self.applies("returnpath", session, client) and not await self._ours(sender):
             r = verdict.add(await check_return_path(self.resolver, sender, self.clock))
             err = RETURNPATH_REPLIES.get(r.outcome)
             if err is not None:
@@ -316,6 +319,15 @@ class ProtectedPolicy:
         if action not in SPF_ACTIONS:
             action = default.get(outcome, "tag") if outcome in SPF_RESULTS else "tag"
         return str(action)
+
+    async def _ours(self, sender: str) -> bool:
+        if self.is_local_domain is None:
+            return False
+        domain = sender.rpartition("@")[2].strip().lower()
+        try:
+            return bool(await self.is_local_domain(domain))
+        except Exception:
+            return False  # fall back to the DNS check
 
     def rcpt_to(self, session: SessionInfo, sender: str, recipient: str,
                 params: Mapping[str, str]) -> defer.Deferred[str]:

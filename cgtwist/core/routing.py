@@ -90,6 +90,14 @@ class Routing:
         value = overrides.get("router.max_hops", self.max_hops)
         return value if isinstance(value, int) and value >= 0 else self.max_hops
 
+    def is_local_domain(self, domain: str) -> defer.Deferred[bool]:
+        """Is ``domain`` one of ours (or the main domain)? Answered from the fact cache."""
+        async def ask() -> bool:
+            if domain.lower().rstrip(".") == self.main_domain:
+                return True
+            return bool(await self._answer(router.DomainQuery(domain.lower().rstrip("."))))
+        return defer.ensureDeferred(ask())
+
     def explain(self, address: str, kind: str = "mail") -> defer.Deferred[router.Resolution]:
         """Fire with the full Resolution (route plus every step) for ``router test``."""
         return defer.ensureDeferred(self._resolve(address, kind))

@@ -296,6 +296,13 @@ class MailFromTests(Base):
         yield self.policy.mail_from(session(), "a@pass.test", {})
 
     @defer.inlineCallbacks
+    def test_own_domain_needs_no_dns(self) -> None:
+        """A sender in one of our domains passes the Return-path check without a DNS query."""
+        self.policy.is_local_domain = lambda d: defer.succeed(d == "nx.test")
+        yield self.policy.mail_from(session(), "a@nx.test", {})
+        self.assertEqual(self.dns.queries, [])
+
+    @defer.inlineCallbacks
     def test_sender_blacklist(self) -> None:
         """A blacklisted sender is refused with 550 5.7.1."""
         self.set(protection__blacklist__senders="*.pass.test, pass.test")

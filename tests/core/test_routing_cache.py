@@ -48,3 +48,10 @@ class RoutingCacheTests(unittest.TestCase):
         self.holder.replace(Settings())
         route = yield self.routing.route("newbie@company.com")
         self.assertEqual(route.module, "LOCAL")
+
+    @defer.inlineCallbacks
+    def test_is_local_domain(self):  # type: ignore[no-untyped-def]
+        """The protection checks ask whether a sender's domain is ours without DNS."""
+        self.assertTrue((yield self.routing.is_local_domain("company.com")))
+        self.assertTrue((yield self.routing.is_local_domain("Other.Dom.")))
+        self.assertFalse((yield self.routing.is_local_domain("elsewhere.test")))
