@@ -128,7 +128,7 @@ unprivileged_ports = true
 nameservers = ["$DNS"]
 CONF
 export CGTWIST_CONFIG="$WORK/cgtwist.conf" PYTHONPATH="$REPO" CGTWIST_POSTMASTER_PASSWORD=benchpass
-admin() { "$PY" -m cgtwist.cli "$@" >/dev/null; }
+admin() { "$PY" -m cgtwist.cli "$@" >/dev/null 2>>"$WORK/admin.err" || { cat "$WORK/admin.err" >&2; exit 1; }; }
 admin settings set listeners "[{\"protocol\":\"smtp\",\"address\":\"127.0.0.1\",\"port\":$CG_PORT,\"tls\":\"none\"}]"
 admin settings set clients.ips "127.0.0.0/8"
 admin settings set smtp.max_connections_per_ip 200
@@ -136,7 +136,7 @@ admin settings set queue.default_concurrency 100
 admin settings set queue.destination_concurrency 5
 admin settings set smtp.remote_port 9   # nothing listens there: delivery off while injecting
 start_cgtwist() {
-  "$(dirname "$PY")/twistd" -n --pidfile "$WORK/twistd.pid" --logfile "$WORK/cgtwist.log" cgtwist &
+  "$(dirname "$PY")/twistd" -n ${CG_PROFILE:+--profile "$CG_PROFILE" --profiler cprofile --savestats} --pidfile "$WORK/twistd.pid" --logfile "$WORK/cgtwist.log" cgtwist &
   CG_PID=$!
   local n; n=$(grep -c "cgtwist ready" "$WORK/cgtwist.log" 2>/dev/null || true)
   for _ in $(seq 600); do
@@ -187,7 +187,7 @@ T0=$(date +%s.%N)
 start_cgtwist
 READY=$(date +%s.%N)
 "$PY" "$HERE/outbound_watch.py" cgtwist "$T0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/cg/Queue" | tee -a "$CSV"
-CG_SENT=$(grep -c "status=delivered" "$WORK/cgtwist.log" || true)
+CG_SENT=$(cat "$WORK"/cgtwist.log* | grep -c "status=delivered" || true)
 stop_cgtwist
 
 echo
