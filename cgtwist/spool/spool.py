@@ -3,7 +3,7 @@
 Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), fsyncs it, renames
 it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
-one (group commit). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
+one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor. Formats live in ``spool.format``.
 """
 
@@ -26,7 +26,7 @@ from cgtwist import paths
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.spool import format as fmt
-from cgtwist.spool.files import GroupSync, fsync_dir, storage_error, unlink_quiet, write_all
+from cgtwist.spool.files import DirSync, fsync_dir, storage_error, unlink_quiet, write_all
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope
 
@@ -37,6 +37,14 @@ _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
+
+
+class _Unsynced(Exception):
+    """The directory fsync after ``msg_id``'s rename failed; the file was withdrawn."""
+
+    def __init__(self, msg_id: str, error: Exception) -> None:
+        super().__init__(msg_id, error)
+        self.msg_id, self.error = msg_id, error
 
 
 @implementer(ISpool)
@@ -58,7 +66,7 @@ class Spool:
         self._count = 0
         self._recorded: dict[str, list[tuple[str, str, str]]] = {}
         self._locks: dict[str, defer.DeferredLock] = {}
-        self._dirsync = GroupSync(self._in_thread, self.dir)
+        self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
         os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
 
@@ -91,40 +99,44 @@ class Spool:
 
     # -- store ------------------------------------------------------------------------------
     def store(self, envelope: Envelope, data: bytes) -> defer.Deferred[str]:
-        """Write durably; fire with the new id after fsync(file), rename, fsync(dir)."""
+        """Write durably; fire with the new id after fsync(file), rename, fsync(dir).
+
+        The whole commit is one job in a worker thread; the directory fsync is shared with the
+        other threads committing at the same time (``DirSync``)."""
         queued = self._reactor.seconds()
         env_json = fmt.envelope_json(envelope, queued)
         states = [(r.state, r.route, r.detail) for r in envelope.recipients]
-        d = self._in_thread(self._write, env_json, data)
 
-        def renamed(msg_id: str) -> defer.Deferred[str]:
-            synced = self._dirsync.sync()
-
-            def durable(_: None) -> str:
-                self._count += 1
-                self._recorded[msg_id] = states
-                self.log.debug("spool: stored {msg_id} ({size} octets, {n} recipients)",
-                               msg_id=msg_id, size=len(data), n=len(envelope.recipients))
-                return msg_id
-
-            def unsynced(f: Failure) -> defer.Deferred[str]:
-                # The 4xx tells the client to keep the message: withdraw ours (RFC 5321 §4.2.5).
-                self.log.error("spool: directory fsync failed for {msg_id}: {error}",
-                               msg_id=msg_id, error=f.getErrorMessage())
-                err = storage_error(f.value, "directory fsync") if isinstance(f.value, OSError) \
-                    else MailError(451, "4.3.0", "Temporary local problem, try again later")
-                d2 = self._in_thread(unlink_quiet, self._path(msg_id, ".msg"))
-                return d2.addCallback(lambda _: Failure(err))  # type: ignore[return-value]
-
-            return synced.addCallbacks(durable, unsynced)
+        def durable(msg_id: str) -> str:
+            self._count += 1
+            self._recorded[msg_id] = states
+            return msg_id
 
         def failed(f: Failure) -> Failure:
+            if isinstance(f.value, _Unsynced):
+                e = f.value.error
+                self.log.error("spool: directory fsync failed for {msg_id}: {error}",
+                               msg_id=f.value.msg_id, error=str(e))
+                return Failure(storage_error(e, "directory fsync") if isinstance(e, OSError) else
+                               MailError(451, "4.3.0", "Temporary local problem, try again later"))
             if not f.check(MailError):
                 self.log.failure("spool: unexpected error while storing", f)
                 return Failure(MailError(451, "4.3.0", "Temporary local problem, try again later"))
             return f
 
-        return d.addCallback(renamed).addErrback(failed)
+        return self._in_thread(self._commit, env_json, data).addCallbacks(durable, failed)
+
+    def _commit(self, env_json: bytes, data: bytes) -> str:
+        """Thread: ``_write``, then the (shared) directory fsync; a message whose directory
+        entry could not be made durable is withdrawn: the 4xx tells the client to keep it
+        (RFC 5321 §4.2.5)."""
+        msg_id = self._write(env_json, data)
+        try:
+            self._dirsync.sync()
+        except Exception as e:
+            unlink_quiet(self._path(msg_id, ".msg"))
+            raise _Unsynced(msg_id, e) from None
+        return msg_id
 
     def _write(self, env_json: bytes, data: bytes) -> str:
         """Thread: write <id>.tmp, fsync, rename to <id>.msg; the .tmp is gone on any error."""
