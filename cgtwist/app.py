@@ -90,9 +90,11 @@ class Components:
         self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool)
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.smtp_out = SMTPDelivery(self.resolver, settings, cfg.hostname, reactor)
+        local = LocalDelivery(cfg.base_dir, store, self.notifier, reactor=reactor,
+                              threadpool=io_pool, hostname=cfg.hostname)
+        settings.subscribe(lambda _s: local.forget())  # accounts changed: cgtwist-admin reloads
         agents = {
-            "LOCAL": LocalDelivery(cfg.base_dir, store, self.notifier, reactor=reactor,
-                                   threadpool=io_pool, hostname=cfg.hostname),
+            "LOCAL": local,
             "SMTP": self.smtp_out,
             "PIPE": PipeDelivery(settings, reactor),
         }

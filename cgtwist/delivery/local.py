@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import socket
+import threading
 from typing import Any, Optional
 
 from twisted.internet import defer
@@ -27,7 +28,7 @@ from cgtwist import paths
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.mailstore import maildir as md
-from cgtwist.spool.files import GroupSync
+from cgtwist.spool.files import DirSync
 from cgtwist.types import Account, Envelope, Recipient
 
 _QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")
@@ -49,19 +50,21 @@ def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
 
 
 def write_account(base_dir: str, domain: str, account: str, chunks: list[bytes],
-                  hostname: Optional[str] = None, sync_new: bool = True) -> tuple[str, str]:
+                  hostname: Optional[str] = None, sync_new: Any = True) -> tuple[str, str]:
     """Blocking: the account's INBOX path via cgtwist.paths (its containment check resolves
     real paths: disk access, so it runs here in the thread too), then ``write_maildir``.
-    Returns (Maildir path, file name in ``new/``)."""
+    Returns (Maildir path, file name in ``new/``). ``sync_new`` may be a callable taking the
+    ``new/`` path that fsyncs it (a shared ``DirSync``)."""
     path = paths.maildir(base_dir, domain, account)
     return path, write_maildir(path, chunks, hostname, sync_new)
 
 
 def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None,
-                  sync_new: bool = True) -> str:
+                  sync_new: Any = True) -> str:
     """Blocking: deliver ``chunks`` into Maildir ``path`` (created if missing); return the name
     in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``. With ``sync_new`` False the
-    caller fsyncs ``new/`` itself (group commit) before it may count the message delivered."""
+    caller fsyncs ``new/`` itself before it may count the message delivered; a callable is
+    called with the ``new/`` path to do it here (group commit among threads)."""
     parent = os.path.dirname(path)
     if md.ensure(path):
         md.fsync_dir(path)  # the new cur/new/tmp entries
@@ -94,7 +97,10 @@ def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None
         except OSError:
             pass
         raise
-    if sync_new:
+    if callable(sync_new):
+        sync_new(os.path.join(path, "new"))
+        cp.crashpoint(cp.LOCAL_AFTER_RENAME)
+    elif sync_new:
         md.fsync_dir(os.path.join(path, "new"))
         cp.crashpoint(cp.LOCAL_AFTER_RENAME)
     return name
@@ -106,10 +112,16 @@ class LocalDelivery:
     hostname=None)``: IDeliveryAgent for module "LOCAL".
 
     ``store`` is an IAccountStore (``get_account``), ``notifier`` an IMailboxNotifier.
+    Accounts found are remembered for ``ACCOUNT_TTL`` seconds (``reactor.seconds()``) so a
+    burst of mail to one account asks the store once; call ``forget()`` when accounts change
+    (the service does on every settings reload, which cgtwist-admin triggers after a change).
+    An account not found is never remembered.
     """
 
     module = "LOCAL"
     log = Logger()
+    ACCOUNT_TTL = 5.0
+    ACCOUNT_CACHE_MAX = 10000
 
     def __init__(self, base_dir: str, store: Any, notifier: Any = None, *, reactor: Any,
                  threadpool: Any = None, hostname: Optional[str] = None) -> None:
@@ -119,7 +131,29 @@ class LocalDelivery:
         self.reactor = reactor
         self.threadpool = threadpool
         self.hostname = hostname or socket.gethostname() or "localhost"
-        self._syncs: dict[str, GroupSync] = {}
+        self._syncs: dict[str, DirSync] = {}
+        self._syncs_lock = threading.Lock()
+        self._accounts: dict[tuple[str, str], tuple[float, Account]] = {}
+
+    def forget(self) -> None:
+        """Drop the remembered accounts (accounts were changed)."""
+        self._accounts.clear()
+
+    def _account(self, name: str, domain: str) -> defer.Deferred[Optional[Account]]:
+        key = (name.lower(), domain.lower())
+        now = self.reactor.seconds()
+        hit = self._accounts.get(key)
+        if hit is not None and hit[0] > now:
+            return defer.succeed(hit[1])
+
+        def found(account: Optional[Account]) -> Optional[Account]:
+            if account is not None:
+                if len(self._accounts) >= self.ACCOUNT_CACHE_MAX:
+                    self._accounts.clear()
+                self._accounts[key] = (now + self.ACCOUNT_TTL, account)
+            return account
+
+        return defer.maybeDeferred(self.store.get_account, name, domain).addCallback(found)
 
     def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
                 recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
@@ -134,7 +168,7 @@ class LocalDelivery:
         target = m.group(1) if m else recipients[0].address
         name, _, domain = target.rpartition("@")
         try:
-            account: Optional[Account] = await defer.maybeDeferred(self.store.get_account, name, domain)
+            account: Optional[Account] = await self._account(name, domain)
         except Exception as e:
             self.log.error("local: {msg_id} account lookup for {account} failed: {error}",
                            msg_id=msg_id, account=target, error=str(e) or type(e).__name__)
@@ -148,12 +182,11 @@ class LocalDelivery:
         chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
         pool = self.threadpool or self.reactor.getThreadPool()
         try:
+            # One thread job: write, fsync, rename, and the fsync of new/ that concurrent
+            # deliveries into the same Maildir share (group commit among the threads).
             path, fname = await deferToThreadPool(self.reactor, pool, write_account, self.base_dir,
                                                   account.domain, account.name, chunks,
-                                                  self.hostname, False)
-            # Concurrent deliveries into one Maildir share the fsync of new/ (group commit).
-            await self._sync_new(os.path.join(path, "new"), pool)
-            cp.crashpoint(cp.LOCAL_AFTER_RENAME)
+                                                  self.hostname, self._sync_new)
         except InvalidName:
             self.log.error("local: {msg_id} unsafe account name {account}", msg_id=msg_id,
                            account=address)
@@ -170,18 +203,15 @@ class LocalDelivery:
         self._notify(address)
         return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
 
-    def _sync_new(self, new_dir: str, pool: Any) -> defer.Deferred[None]:
-        gs = self._syncs.get(new_dir)
-        if gs is None:
-            gs = self._syncs[new_dir] = GroupSync(
-                lambda fn, *a: deferToThreadPool(self.reactor, pool, fn, *a), new_dir)
-
-        def forget(result: Any) -> Any:
-            if gs.idle and self._syncs.get(new_dir) is gs:
-                del self._syncs[new_dir]
-            return result
-
-        return gs.sync().addBoth(forget)
+    def _sync_new(self, new_dir: str) -> None:
+        """Thread: fsync ``new_dir`` shared with the other threads delivering into it."""
+        with self._syncs_lock:
+            ds = self._syncs.get(new_dir)
+            if ds is None:
+                if len(self._syncs) >= self.ACCOUNT_CACHE_MAX:
+                    self._syncs.clear()  # a thread holding an old one still syncs correctly
+                ds = self._syncs[new_dir] = DirSync(new_dir)
+        ds.sync()
 
     def _notify(self, address: str) -> None:
         if self.notifier is None:
