@@ -30,7 +30,11 @@ def load(directory: str, proto: str) -> dict[tuple[str, int], dict[str, Any]]:
             continue
         with open(path) as f:
             data = json.load(f)
+        errors: dict[int, int] = {}
+        for run in data.get("runs", []):
+            errors[run["concurrency"]] = errors.get(run["concurrency"], 0) + len(run.get("errors", []))
         for row in data["summary"]:
+            row["errors"] = errors.get(int(row["concurrency"]), 0)
             out[(m.group(1), int(row["concurrency"]))] = row
     return out
 
@@ -59,12 +63,15 @@ def report(directory: str) -> str:
             cg, dv = data.get(("cgtwist", c)), data.get(("dovecot", c))
             if not cg or not dv:
                 continue
+            # Failed sessions (e.g. a locked POP3 maildrop) did less work: no ratio for them.
+            bad = cg["errors"] or dv["errors"]
+            flag = f"ERR({cg['errors']}/{dv['errors']})" if bad else ""
             for ph in phases:
                 a, b = cg["phase_median_ms"][ph], dv["phase_median_ms"][ph]
-                rows.append([ph, str(c), f"{a:.1f}", f"{b:.1f}", ratio(b, a)])
+                rows.append([ph, str(c), f"{a:.1f}", f"{b:.1f}", flag or ratio(b, a)])
             a, b = cg[rate], dv[rate]
             rows.append([rate.replace("_per_s", "/s"), str(c), f"{a:.1f}", f"{b:.1f}",
-                         ratio(1 / b if b else 0, 1 / a if a else 0)])
+                         flag or ratio(1 / b if b else 0, 1 / a if a else 0)])
         parts.append(table(f"{proto.upper()} (median per session; ratio = Dovecot time / cgtwist time; "
                            f"last row per c is a rate, ratio = cgtwist / Dovecot)", rows))
     return "\n\n".join(parts)
