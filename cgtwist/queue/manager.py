@@ -463,8 +463,10 @@ class QueueManager(QueueReports, QueueAdmin):
         if m.dropped or all(r.state == DELIVERED for r in rcpts):
             # Nothing left to remember: the message is removed next. A crash before that
             # delivers again, exactly as a crash before the journal write would.
+            m.attempts.clear()
             return defer.succeed(None).addBoth(journaled)
-        return self.spool.update(m.msg_id, m.envelope, [history]).addBoth(journaled)
+        extra, m.attempts = m.attempts + [history], []
+        return self.spool.update(m.msg_id, m.envelope, extra).addBoth(journaled)
 
     def _on_event(self, kind: str, key: Any, when: float) -> None:
         """Timer events from the scheduler (stale ones are recognised and ignored)."""
