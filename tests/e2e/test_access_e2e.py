@@ -246,7 +246,8 @@ def test_imap_read_flag_move_delete_and_file(server: Server, ctx: ssl.SSLContext
 
 
 def test_second_session_sees_changes(server: Server, ctx: ssl.SSLContext) -> None:
-    """Two clients on one mailbox: what one appends, flags and expunges the other is told about."""
+    """Two clients on one mailbox: what one appends, flags and expunges the other is told about
+    (unsolicited EXISTS, FETCH FLAGS and EXPUNGE, RFC 3501 §7.4.1)."""
     pw = add_account(server, "twosessions")
     a, b = imap_ssl(server, ctx), imap_ssl(server, ctx)
     try:
@@ -258,6 +259,10 @@ def test_second_session_sees_changes(server: Server, ctx: ssl.SSLContext) -> Non
         ok(b.noop())
         assert b"1" in b.untagged_responses.get("EXISTS", [])
         ok(a.select("INBOX"))
+        ok(a.store("1", "+FLAGS", "(\\Flagged)"))
+        ok(b.noop())
+        fetched = b.untagged_responses.get("FETCH", [])
+        assert any(b"\\Flagged" in x for x in fetched if isinstance(x, bytes)), fetched
         ok(a.store("1", "+FLAGS", "(\\Deleted)"))
         ok(a.expunge())
         ok(b.noop())
