@@ -259,7 +259,7 @@ class SMTPDelivery:
 
     def _tx_args(self, client: SMTPClient, envelope: Envelope, data: bytes,
                  recipients: list[Recipient]) -> tuple[str, list[tuple[str, str]], str, bytes]:
-        eight_bit = any(b > 0x7F for b in data)
+        eight_bit = not data.isascii()  # C speed: a Python loop per byte was 15 % of outbound CPU
         utf8 = not (envelope.sender.isascii() and all(r.address.isascii() for r in recipients))
         params = client.mail_params(len(data), dict(envelope.params), eight_bit, utf8)
         rcpts = [(r.address, client.rcpt_params(r.notify, r.orcpt)) for r in recipients]
