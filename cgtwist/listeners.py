@@ -57,7 +57,7 @@ class ListenerManager:
             self.log.warn("listener {listener}: no {protocol} service in this build; skipped",
                           listener=spec.name, protocol=spec.protocol)
             return
-        factory: Factory = maker(spec)
+        factory: Any = maker(spec)
         if spec.tls == "implicit":
             # Before start-up has generated or loaded the certificate (binding as root) the
             # socket is bound anyway: it accepts nothing until resume(), after TLS is ready.
@@ -133,7 +133,7 @@ class ListenerManager:
         out: list[dict[str, Any]] = []
         for spec, port in self.ports.items():
             out.append({"name": spec.name, "protocol": spec.protocol, "address": spec.address,
-                        "port": port.getHost().port, "configured_port": spec.port,
+                        "port": getattr(port.getHost(), "port", None), "configured_port": spec.port,
                         "tls": spec.tls, "submission": spec.submission, "bound": True})
         for spec, why in self.failed.items():
             out.append({"name": spec.name, "protocol": spec.protocol, "address": spec.address,

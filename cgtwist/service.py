@@ -177,7 +177,11 @@ class CgtwistService(MultiService):
         self._start_control()
         self._install_signals()
         await self.listeners.apply(self._specs(self.settings.current))
-        self.settings.subscribe(lambda s: self.listeners.apply(self._specs(s)))
+        def rebind(settings: Settings) -> None:
+            self.listeners.apply(self._specs(settings)).addErrback(
+                lambda f: log.failure("applying the listener settings failed", f))
+
+        self.settings.subscribe(rebind)
         self.listeners.resume()
         self.listeners._write_state()
         log.info("cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",

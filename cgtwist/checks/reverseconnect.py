@@ -135,7 +135,7 @@ class _Probe(LineOnlyReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         self._finish(TEMPERROR, "reply line too long")
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]  # an ITCPTransport
 
     def connectionLost(self, reason: Any = None) -> None:
         if self._outcome is None:
@@ -144,7 +144,7 @@ class _Probe(LineOnlyReceiver):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.transport.abortConnection()
+            self.transport.abortConnection()  # type: ignore[attr-defined]  # an ITCPTransport
 
 
 class _OneShot(Factory):

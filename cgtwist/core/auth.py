@@ -80,7 +80,7 @@ class AccountChecker:
         self._store: Any = store  # zope interface methods have no ``self`` for mypy
         self._service = service
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[str]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[str]:  # type: ignore[override]  # str avatar ids, as everywhere here
         return Deferred.fromCoroutine(self._check(credentials.username, credentials.password))
 
     async def _check(self, username: Union[str, bytes], password: Union[str, bytes]) -> str:

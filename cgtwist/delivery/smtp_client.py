@@ -441,7 +441,7 @@ class SMTPClient(LineReceiver):
         producer = _DataProducer(self, encode_data(data))
         self._producer = producer
         done = producer.done
-        self.transport.registerProducer(producer, False)
+        self.transport.registerProducer(producer, False)  # type: ignore[attr-defined]  # an ITCPTransport
         return done
 
     async def _rset(self) -> None:

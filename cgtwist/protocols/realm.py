@@ -53,7 +53,7 @@ class MailRealm:
         self.main_domain = main_domain
         self._provisioned: set[str] = set()
 
-    def requestAvatar(self, avatarId: Union[str, bytes], mind: Any, *interfaces: Any) -> defer.Deferred[tuple[Any, Any, Callable[[], None]]]:
+    def requestAvatar(self, avatarId: Union[str, bytes], mind: Any, *interfaces: Any) -> defer.Deferred[tuple[Any, Any, Callable[[], None]]]:  # type: ignore[override]
         return defer.ensureDeferred(self._request(avatarId, interfaces))
 
     async def _request(self, avatarId: Union[str, bytes], interfaces: tuple[Any, ...]) -> tuple[Any, Any, Callable[[], None]]:
