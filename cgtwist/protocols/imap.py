@@ -97,6 +97,14 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self.secure = self.listener.tls == "implicit" or \
             interfaces.ISSLTransport(self.transport, None) is not None
         self.canStartTLS = interfaces.ITLSTransport(self.transport, None) is not None
+        # Replies are small and strictly request/response: without TCP_NODELAY, Nagle's
+        # algorithm plus the client's delayed ACK can hold a reply back for ~40 ms.
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            try:
+                nodelay(True)
+            except Exception:
+                pass
         if self.factory is not None and self.factory.stopping:
             self.sendLine(b"* BYE Server shutting down")
             self._closed_by_us()

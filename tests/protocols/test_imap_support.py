@@ -44,9 +44,13 @@ class TLSStringTransport(StringTransport):
     """A StringTransport that records STARTTLS instead of doing a handshake."""
 
     tls_context: Any = None
+    nodelay = False
 
     def startTLS(self, ctx: Any) -> None:
         self.tls_context = ctx
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
 
 
 @implementer(IRealm)
