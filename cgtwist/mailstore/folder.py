@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 Runner = Callable[..., "defer.Deferred[Any]"]
 
 _CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewritten
-_MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at again (covers coarse kernel timestamp ticks)
+_MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
 
 
 @dataclass(slots=True)
@@ -53,6 +53,7 @@ class Changes:
     moved: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # uid -> (sub, fname, letters)
     recent: set[int] = field(default_factory=set)
     mtimes: Optional[tuple[int, int]] = None
+    suspect: tuple[bool, bool] = (False, False)  # (new/, cur/) looked at within _MTIME_TRUST of its change
     keywords: Optional[dict[int, str]] = None
     origin: Any = None  # the view whose command caused this, if any
     removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
@@ -86,6 +87,7 @@ class Folder:
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
+        self._suspect: tuple[bool, bool] = (False, False)
         self._unsaved = 0
         self._saving = False
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
@@ -175,6 +177,8 @@ class Folder:
             post = self._raw_mtimes()
             trusted = pre is not None and pre == self._mtimes and post is not None and post[0] == pre[0]
             result[0].mtimes = post if trusted else None
+            # new/ is as it was at the last look, so is whether that look needs confirming.
+            result[0].suspect = self._suspect
             return result
 
         return tracked
@@ -204,16 +208,26 @@ class Folder:
         return self._locked(self._scan_blocking, move, origin)
 
     def _dirs_changed(self) -> bool:
+        """Whether a rescan is due: a directory time moved, or a look made within the same
+        timestamp tick as a change (which a later change in that tick would not move) has not
+        been confirmed yet by one look after the trust window. Within the window the index is
+        trusted, so sessions busy changing the folder do not each relist it per command."""
         m = self._raw_mtimes()
-        return m is None or m != self._mtimes
+        if m is None or m != self._mtimes:
+            return True
+        if self._suspect[0] or self._suspect[1]:
+            now = self._clock()
+            return any(s and now - t / 1e9 >= _MTIME_TRUST for s, t in zip(self._suspect, m, strict=True))
+        return False
 
-    def _stat_mtimes(self) -> Optional[tuple[int, int]]:
+    def _stat_mtimes(self) -> tuple[Optional[tuple[int, int]], tuple[bool, bool]]:
+        """(thread) Directory times before a listing, and which of them are too fresh to
+        vouch for the listing (same-tick changes could be missed: confirm later)."""
         m = self._raw_mtimes()
         if m is None:
-            return None
-        if self._clock() - max(m) / 1e9 < _MTIME_TRUST:
-            return None  # same-tick changes could be missed: look again next time
-        return m
+            return None, (False, False)
+        now = self._clock()
+        return m, (now - m[0] / 1e9 < _MTIME_TRUST, now - m[1] / 1e9 < _MTIME_TRUST)
 
     def _scan_blocking(self, move_new: bool, origin: Any = None) -> Changes:
         """(thread) List new/ and cur/, reconcile with the index, assign UIDs, save the uidlist."""
@@ -244,7 +258,7 @@ class Folder:
         else:
             ul = self._ul
         assert ul is not None
-        mtimes = self._stat_mtimes()
+        mtimes, suspect = self._stat_mtimes()
         listed: dict[str, set[str]] = {}
         for sub in ("new", "cur"):
             try:
@@ -327,6 +341,7 @@ class Folder:
         if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes
+        ch.suspect = suspect
         if first and self._unsaved or self._unsaved >= _CACHE_SAVE_EVERY:
             all_metas = {e.key: e.meta for e in self.entries.values() if e.uid not in ch.removed}
             all_metas.update((e.key, e.meta) for e in ch.added)
@@ -350,6 +365,7 @@ class Folder:
         if ch.keywords is not None:
             self.keywords = ch.keywords
         self._mtimes = ch.mtimes
+        self._suspect = ch.suspect
         flag_changes: dict[int, frozenset[str]] = {}
         for uid in ch.removed:
             e = self.entries.pop(uid, None)

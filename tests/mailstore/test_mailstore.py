@@ -277,6 +277,40 @@ class ConcurrencyTests(StoreTestBase):
         self.assertEqual(calls, [1])
         self.assertEqual(box.flags_of(1), ["\\Flagged", "\\Seen", "\\Recent"])
 
+    def test_same_tick_delivery_seen_by_one_confirming_rescan(self) -> None:
+        """A delivery in the same timestamp tick as a look (new/'s time does not move) is still
+        seen: one rescan once the trust window has passed, and no rescan per command before or
+        after it."""
+        t = 1_000_000_000
+        now = [t + 0.01]
+        self.notifier = MailboxNotifier(clock=lambda: now[0])
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.md, sub), ns=(t * 10**9, t * 10**9))
+        box = self.select()
+        box.addListener(Recorder())
+        calls: list[int] = []
+        real = box.folder._scan_blocking
+        box.folder._scan_blocking = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]
+        deliver(self.md, msg("same tick"))
+        os.utime(os.path.join(self.md, "new"), ns=(t * 10**9, t * 10**9))  # the tick did not move
+        now[0] = t + 0.02
+        result(box.refresh())
+        result(box.refresh())
+        self.assertEqual(calls, [])  # within the window: the index is trusted
+        now[0] = t + 1
+        result(box.refresh())
+        self.assertEqual(calls, [1])
+        self.assertEqual(box.getMessageCount(), 1)
+        # The message moved to cur/ (a real, current time), then the folder goes quiet.
+        now[0] = max(os.stat(os.path.join(self.md, d)).st_mtime for d in ("new", "cur")) + 1
+        result(box.refresh())
+        n = len(calls)
+        result(box.refresh())
+        result(box.refresh())
+        self.assertEqual(len(calls), n)
+        self.assertLessEqual(n, 2)
+
     def test_notification_for_closed_or_bad_folder(self) -> None:
         """LOCAL may notify for a folder nobody has open, or pass junk: nothing breaks."""
         self.assertIsNone(result(self.notifier.mailbox_changed("nobody@example.com", "INBOX")))
