@@ -83,7 +83,7 @@ class Folder:
         self.uids: list[int] = []  # ascending
         self.keywords: dict[int, str] = {}
         self.unclaimed_recent: set[int] = set()
-        self.has_new = False  # some indexed message still lies in new/ (seen read-only so far)
+        self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
@@ -93,6 +93,11 @@ class Folder:
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
 
     # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def has_new(self) -> bool:
+        """Some indexed message still lies in new/ (seen read-only so far)."""
+        return self._in_new > 0
 
     @property
     def loaded(self) -> bool:
@@ -372,6 +377,7 @@ class Folder:
             if e is not None:
                 self.keys.pop(e.key, None)
                 self._names[e.sub].discard(e.fname)
+                self._in_new -= e.sub == "new"
                 ch.removed_entries[uid] = e
             self.unclaimed_recent.discard(uid)
         if ch.removed:
@@ -384,6 +390,7 @@ class Folder:
             before = self.flags_of(e)
             self._names[e.sub].discard(e.fname)
             self._names[sub].add(fname)
+            self._in_new += (sub == "new") - (e.sub == "new")
             e.sub, e.fname, e.letters = sub, fname, letters
             after = self.flags_of(e)
             if after != before:
@@ -392,12 +399,11 @@ class Folder:
             self.entries[e.uid] = e
             self.keys[e.key] = e.uid
             self._names[e.sub].add(e.fname)
+            self._in_new += e.sub == "new"
             self.uids.append(e.uid)
         if ch.added and len(self.uids) > 1 and self.uids[-len(ch.added) - 1:] != sorted(self.uids[-len(ch.added) - 1:]):
             self.uids.sort()
         self.unclaimed_recent |= ch.recent
-        if ch:
-            self.has_new = any(e.sub == "new" for e in self.entries.values())
         views = self.views()
         writable = [v for v in views if v.isWriteable() and v.listeners]
         claimed: set[int] = set()

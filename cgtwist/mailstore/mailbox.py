@@ -120,7 +120,7 @@ class MaildirMailbox:
             # \Recent left unclaimed (seen first by STATUS or EXAMINE) goes to this session.
             if self.rw and self.folder.unclaimed_recent and self.listeners and not self.closed:
                 claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
-                self._recent |= claimed & set(self._seq)
+                self._recent |= self._present(claimed)
 
         return d.addCallback(claim)
 
@@ -142,6 +142,10 @@ class MaildirMailbox:
     def seq_of(self, uid: int) -> Optional[int]:
         i = bisect.bisect_left(self._seq, uid)
         return i + 1 if i < len(self._seq) and self._seq[i] == uid else None
+
+    def _present(self, uids: Iterable[int]) -> set[int]:
+        """Those of ``uids`` that have a sequence number in this session."""
+        return {u for u in uids if self.seq_of(u) is not None}
 
     def flags_of(self, uid: int) -> list[str]:
         """Flags as this session sees them, \\Recent included."""
@@ -238,18 +242,19 @@ class MaildirMailbox:
     # -- called by the Folder ------------------------------------------------------------------
 
     def _folder_changed(self, ch: Changes, flag_changes: dict[int, frozenset[str]], claimed: set[int]) -> None:
-        present = set(self._seq)
+        # Work in proportion to the change, not to the folder (every session, every change).
         for uid in ch.removed:
-            if uid in present and uid not in self._pending:
+            if uid not in self._pending and self.seq_of(uid) is not None:
                 self._pending.add(uid)
                 e = ch.removed_entries.get(uid)
                 if e is not None:
                     self._ghosts[uid] = e
-        added = [e.uid for e in ch.added if e.uid not in present]
+        added = [e.uid for e in ch.added if self.seq_of(e.uid) is None]
         self._seq.extend(added)
         if added and self._seq[-len(added) - 1:] != sorted(self._seq[-len(added) - 1:]):
             self._seq.sort()
-        self._recent |= claimed & set(self._seq)
+        if claimed:
+            self._recent |= self._present(claimed)
         for listener in list(self.listeners):
             try:
                 if added or claimed:
@@ -295,7 +300,7 @@ class MaildirMailbox:
     def getRecentCount(self) -> int:
         if self.rw and not self.listeners and self.folder.unclaimed_recent:
             # Twisted's SELECT asks before addListener, which is where the claim happens.
-            return len(self._recent | (self.folder.unclaimed_recent & set(self._seq)))
+            return len(self._recent | self._present(self.folder.unclaimed_recent))
         return len(self._recent)
 
     def getUnseenCount(self) -> int:
@@ -331,7 +336,7 @@ class MaildirMailbox:
         self.listeners.append(listener)
         if self.rw and self.folder.unclaimed_recent:
             claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
-            self._recent |= claimed & set(self._seq)
+            self._recent |= self._present(claimed)
 
     def removeListener(self, listener: Any) -> None:
         self.listeners.remove(listener)  # ValueError when absent, as IMailbox says
