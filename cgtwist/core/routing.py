@@ -62,11 +62,17 @@ class Routing:
         self._parsed: tuple[str, Optional[router.Table], str] = ("", router.Table(), "")
         self._now = now
         self._facts: dict[Any, tuple[float, Any]] = {}
+        # Whole routes, valid while every fact they were computed from is: each message is
+        # routed at RCPT and again when queued, and a burst goes to the same few addresses.
+        self._routes: dict[tuple[str, str], tuple[float, Any, int, Route]] = {}
+        self._generation = 0  # bumped by forget(): a resolution begun before is not kept
         settings.subscribe(lambda _s: self.forget())
 
     def forget(self) -> None:
-        """Drop every cached store fact (called on each settings reload)."""
+        """Drop every cached store fact and route (called on each settings reload)."""
         self._facts.clear()
+        self._routes.clear()
+        self._generation += 1
 
     def table(self) -> router.Table:
         """The current table, parsed once per distinct text; raises MailError 451 if bad."""
@@ -104,12 +110,27 @@ class Routing:
 
     def route(self, address: str, kind: str = "mail") -> defer.Deferred[Route]:
         """IRouter.route: fire with the Route; errback MailError (451) on store trouble."""
+        key = (address, kind)
+        hit = self._routes.get(key)
+        if hit is not None and hit[0] > self._now() and \
+                hit[1] is self.settings.current.get("router.table", "") and hit[2] == self._max_hops():
+            return defer.succeed(hit[3])
         return defer.ensureDeferred(self._route(address, kind))
 
     async def _route(self, address: str, kind: str) -> Route:
-        return (await self._resolve(address, kind)).route
+        text = self.settings.current.get("router.table", "")
+        hops, generation = self._max_hops(), self._generation
+        expiries: list[float] = [self._now() + self.FACT_TTL]
+        route = (await self._resolve(address, kind, expiries)).route
+        if generation == self._generation:
+            if len(self._routes) >= self.FACT_CACHE_MAX:
+                self._routes.clear()
+            self._routes[(address, kind)] = (min(expiries), text, hops, route)
+        return route
 
-    async def _resolve(self, address: str, kind: str) -> router.Resolution:
+    async def _resolve(self, address: str, kind: str,
+                       expiries: Optional[list[float]] = None) -> router.Resolution:
+        """Run the Router; the expiry of every fact it used is appended to ``expiries``."""
         gen = router.resolve(self.table(), address, self.main_domain, kind, self._max_hops())
         answer: Any = None
         while True:
@@ -119,7 +140,7 @@ class Routing:
                 result: router.Resolution = stop.value
                 break
             try:
-                answer = await self._answer(query)
+                answer = await self._answer(query, expiries)
             except MailError:
                 raise
             except Exception:
@@ -130,15 +151,19 @@ class Routing:
                        route=str(result.route))
         return result
 
-    async def _answer(self, query: router.Query) -> Any:
+    async def _answer(self, query: router.Query, expiries: Optional[list[float]] = None) -> Any:
         now = self._now()
         hit = self._facts.get(query)
         if hit is not None and hit[0] > now:
+            if expiries is not None:
+                expiries.append(hit[0])
             return hit[1]
+        generation = self._generation
         answer = await self._ask_store(query)
-        if len(self._facts) >= self.FACT_CACHE_MAX:
-            self._facts.clear()
-        self._facts[query] = (now + self.FACT_TTL, answer)
+        if generation == self._generation:
+            if len(self._facts) >= self.FACT_CACHE_MAX:
+                self._facts.clear()
+            self._facts[query] = (now + self.FACT_TTL, answer)
         return answer
 
     async def _ask_store(self, query: router.Query) -> Any:

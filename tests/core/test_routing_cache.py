@@ -55,3 +55,32 @@ class RoutingCacheTests(unittest.TestCase):
         self.assertTrue((yield self.routing.is_local_domain("company.com")))
         self.assertTrue((yield self.routing.is_local_domain("Other.Dom.")))
         self.assertFalse((yield self.routing.is_local_domain("elsewhere.test")))
+
+    @defer.inlineCallbacks
+    def test_cached_route_never_outlives_its_facts(self):  # type: ignore[no-untyped-def]
+        """A route computed late from an older cached fact expires with that fact: an account
+        deleted behind the server's back stops receiving within one TTL, not two."""
+        yield self.routing.route("alice@company.com")  # the account fact, cached at t=100
+        self.now += Routing.FACT_TTL - 1
+        route = yield self.routing.route("al@company.com")  # an alias of alice: same fact
+        self.assertEqual(str(route), "LOCAL(alice@company.com)alice@company.com")
+        self.store.accounts.discard("alice@company.com")
+        self.now += 2  # past the fact's expiry, well within a TTL of the alias's route
+        route = yield self.routing.route("al@company.com")
+        self.assertEqual(route.module, "ERROR")
+
+    @defer.inlineCallbacks
+    def test_route_resolved_across_a_reload_is_not_kept(self):  # type: ignore[no-untyped-def]
+        """A lookup that was in flight when cgtwist-admin changed the accounts does not leave
+        its (old) answer behind for the next message."""
+        slow: defer.Deferred[object] = defer.Deferred()
+        real = self.store.get_account
+        self.store.get_account = lambda n, d: slow  # type: ignore[method-assign]
+        d = self.routing.route("carol@company.com")
+        self.holder.replace(Settings())  # reload while the store is being asked
+        self.store.get_account = real  # type: ignore[method-assign]
+        slow.callback(None)
+        self.assertEqual((yield d).module, "ERROR")
+        self.store.accounts.add("carol@company.com")
+        route = yield self.routing.route("carol@company.com")
+        self.assertEqual(route.module, "LOCAL")
