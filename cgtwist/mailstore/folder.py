@@ -207,10 +207,24 @@ class Folder:
         Loads the uidlist on first use (rebuilding it, with a new UIDVALIDITY, if lost). New mail
         in ``new/`` is moved to ``cur/`` when a read-write session has the folder open.
         """
-        if self.loaded and not force and not self._dirs_changed():
-            return defer.succeed(Changes())
+        if self.loaded and not force:
+            if not self.lock.locked:
+                if not self._dirs_changed():
+                    return defer.succeed(Changes())
+            else:
+                # An operation (another session's STORE, say) is moving the directory times
+                # right now; judge them once it has been applied, or every command arriving
+                # meanwhile would relist the folder for a change we made ourselves.
+                return self.lock.run(self._rescan_if_changed, origin)
         move = self._wants_new_moved()
         return self._locked(self._scan_blocking, move, origin)
+
+    def _rescan_if_changed(self, origin: Optional[MaildirMailbox]) -> defer.Deferred[Changes]:
+        """(reactor, locked) Rescan unless the directories are as the index last saw them."""
+        if not self._dirs_changed():
+            return defer.succeed(Changes())
+        d = self._run(self._scan_blocking, self._wants_new_moved(), origin)
+        return d.addCallback(self._apply_result)
 
     def _dirs_changed(self) -> bool:
         """Whether a rescan is due: a directory time moved, or a look made within the same

@@ -277,6 +277,48 @@ class ConcurrencyTests(StoreTestBase):
         self.assertEqual(calls, [1])
         self.assertEqual(box.flags_of(1), ["\\Flagged", "\\Seen", "\\Recent"])
 
+    def test_command_during_another_sessions_store_does_not_relist(self) -> None:
+        """While one session's STORE is still renaming files, another session's command waits
+        for it instead of relisting the folder, and still learns the new flags; mail delivered
+        afterwards is still seen."""
+        self.notifier = MailboxNotifier(clock=lambda: 4e9)
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        deliver(self.md, msg("x"))
+        a, b = self.select(), self.select()
+        la, lb = Recorder(), Recorder()
+        a.addListener(la)
+        b.addListener(lb)
+        result(a.refresh())
+        folder = a.folder
+        held: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
+
+        def runner(fn: Any, *args: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            held.append((fn, args, d))
+            return d
+
+        folder._run = runner  # type: ignore[method-assign]
+        calls: list[int] = []
+        real = folder._scan_blocking
+        folder._scan_blocking = lambda *x: calls.append(1) or real(*x)  # type: ignore[method-assign]
+        stored = a.store(imap4.MessageSet(1), ["\\Flagged"], 1, False)
+        fn, args, d = held.pop()
+        fn_result = fn(*args)  # the rename happens: cur/ has a new time
+        refreshed = b.refresh()
+        self.assertFalse(refreshed.called)  # waits for the STORE to be applied
+        d.callback(fn_result)
+        result(stored)
+        result(refreshed)
+        self.assertEqual(calls, [])
+        self.assertEqual(held, [])
+        self.assertIn(("flags", {1: ["\\Flagged"]}), lb.events)
+        folder._run = self.notifier.run  # type: ignore[method-assign]
+        deliver(self.md, msg("y"))
+        os.utime(os.path.join(self.md, "new"), ns=(1, 1))
+        result(b.refresh())
+        self.assertEqual(calls, [1])
+        self.assertEqual(b.getMessageCount(), 2)
+
     def test_same_tick_delivery_seen_by_one_confirming_rescan(self) -> None:
         """A delivery in the same timestamp tick as a look (new/'s time does not move) is still
         seen: one rescan once the trust window has passed, and no rescan per command before or
