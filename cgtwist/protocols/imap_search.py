@@ -100,6 +100,15 @@ class MessageText:
         return _header_text(head.decode("latin-1")) + "\n" + self.body_text()
 
     def internal_date(self) -> Optional[datetime.date]:
+        meta = getattr(self.msg, "meta", None)
+        when = getattr(meta, "date", None)
+        if isinstance(when, (int, float)):
+            # The store's internal date as epoch: its UTC day, as getInternalDate() would say
+            # it, without formatting and re-parsing a date string per message.
+            try:
+                return datetime.datetime.fromtimestamp(when, datetime.UTC).date()
+            except (OverflowError, OSError, ValueError):
+                pass
         return _rfc2822_date(self.msg.getInternalDate())
 
     def sent_date(self) -> Optional[datetime.date]:
