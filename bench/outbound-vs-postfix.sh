@@ -145,7 +145,7 @@ start_cgtwist() {
   done
   echo "cgtwist did not start" >&2; exit 1
 }
-stop_cgtwist() { kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""; }
+stop_cgtwist() { kill ${1:-} "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""; }
 start_cgtwist
 
 # ---- inject the same mail into both ---------------------------------------------------------
@@ -188,7 +188,8 @@ start_cgtwist
 READY=$(date +%s.%N)
 "$PY" "$HERE/outbound_watch.py" cgtwist "$T0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/cg/Queue" | tee -a "$CSV"
 CG_SENT=$(cat "$WORK"/cgtwist.log* | grep -c "status=delivered" || true)
-stop_cgtwist
+# SIGKILL: a graceful stop would wait for the stalled sessions' greeting timeout (300 s).
+stop_cgtwist -KILL
 
 echo
 echo "outbound delivery, $MSGS msgs x ${SIZE}B to $DOMAINS domains ($STALLED stalled: $STALLED_MSGS msgs that cannot go)"
