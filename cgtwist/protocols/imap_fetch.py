@@ -119,11 +119,20 @@ def _flags(msg: Any, extra: Optional[str]) -> bytes:
 
 def body_structure(msg: Any, extended: bool) -> bytes:
     """BODYSTRUCTURE/BODY from the raw message; malformed MIME gets a plain-text fallback."""
-    try:
+    name = "bodystructure-%s-1" % ("ext" if extended else "basic")
+
+    def compute() -> bytes:
         cached = imap_structure.cached_structure(msg, extended)
-        if cached is not None:
-            return cached
-        return imap_structure.body_structure(read_raw(msg), extended)
+        return cached if cached is not None else imap_structure.body_structure(read_raw(msg), extended)
+
+    try:
+        heads = msg.getHeaders(False, "content-type")
+        ctype = next((v for k, v in heads.items() if k.lower() == "content-type"), "") or ""
+        # A single part is rebuilt from cached headers (kept in memory only); a multipart
+        # message means parsing the file (kept in the cache file across restarts).
+        cheap = not ctype.strip().lower().startswith(("multipart/", "message/"))
+        keep = getattr(msg, "memo" if cheap else "cached", None)
+        return bytes(keep(name, compute)) if keep is not None else compute()
     except Exception:
         log.failure("BODYSTRUCTURE failed for a malformed message; using text/plain")
         s = list(_FALLBACK_STRUCTURE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import re
@@ -174,9 +175,66 @@ def _header_text(value: str) -> str:
 
 def _decoded_body(raw: bytes) -> str:
     """Text of the body for BODY/TEXT: plain bodies as is, MIME text parts decoded."""
-    head = raw[: _header_end(raw)].lower()
+    end = _header_end(raw)
+    head = raw[:end].lower()
     if b"content-type" not in head and b"content-transfer-encoding" not in head:
-        return raw[_header_end(raw):].decode("utf-8", "replace")
+        return raw[end:].decode("utf-8", "replace")
+    if b"multipart/" not in head and b"message/" not in head:
+        quick = _single_part_text(raw, end)
+        if quick is not None:
+            return quick
+    return _parsed_body(raw)
+
+
+def _single_part_text(raw: bytes, end: int) -> Optional[str]:
+    """A single-part body decoded from its header alone (the parse of a large body line by
+    line is most of a SEARCH BODY's cost); None when the full parse is needed. The same
+    result as ``_parsed_body``."""
+    simple = _simple_text_charset(raw[:end])
+    if simple is not None:
+        try:
+            return raw[end:].decode(simple or "utf-8", "replace")
+        except LookupError:
+            return raw[end:].decode("utf-8", "replace")
+    msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:end])
+    if msg.is_multipart() or msg.defects:
+        return None
+    if msg.get_content_maintype() != "text":
+        return None if msg.get_content_maintype() == "message" else ""
+    cte = str(msg.get("content-transfer-encoding", "")).strip().lower()
+    if cte not in ("", "7bit", "8bit", "binary"):
+        return None
+    charset = msg.get_content_charset() or "utf-8"
+    payload = raw[end:]
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+_FIELD_RE = re.compile(rb"^(content-type|content-transfer-encoding)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)",
+                       re.I | re.M)
+_SIMPLE_CT_RE = re.compile(rb'\A\s*text/[a-z0-9.+-]+\s*(?:;\s*charset\s*=\s*("?)([a-z0-9_.:+-]+)\1\s*)?;?\s*\Z')
+
+
+def _simple_text_charset(head: bytes) -> Optional[str]:
+    """For the everyday header (one ``Content-Type: text/...; charset=x``, identity
+    transfer encoding): the charset ("" when none); None for anything else."""
+    seen: dict[bytes, bytes] = {}
+    for m in _FIELD_RE.finditer(head):
+        name = m.group(1).lower()
+        if name in seen:
+            return None
+        seen[name] = b" ".join(m.group(2).split()).lower()
+    if seen.get(b"content-transfer-encoding", b"7bit") not in (b"7bit", b"8bit", b"binary", b""):
+        return None
+    ct = _SIMPLE_CT_RE.match(seen.get(b"content-type", b""))
+    if ct is None:
+        return None
+    return (ct.group(2) or b"").decode("ascii")
+
+
+def _parsed_body(raw: bytes) -> str:
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     out = []
     for part in msg.walk():

@@ -80,6 +80,14 @@ def envelope(headers: dict[str, str]) -> list[Any]:
 
 
 def envelope_of(msg: Any) -> bytes:
+    """ENVELOPE on the wire; kept with the message by a store that offers ``memo``."""
+    memo = getattr(msg, "memo", None)
+    if memo is not None:
+        return bytes(memo("envelope-1", lambda: _envelope_wire(msg)))
+    return _envelope_wire(msg)
+
+
+def _envelope_wire(msg: Any) -> bytes:
     heads = msg.getHeaders(False, *_ENVELOPE_HEADERS)
     heads = {k.lower(): v for k, v in heads.items()}
     return wire(envelope(heads))

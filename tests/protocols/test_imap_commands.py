@@ -389,3 +389,23 @@ class BodyStructureCacheTests(Base):
             self.assertIsNotNone(cached)
             self.assertEqual(cached, imap_structure.body_structure(imap_fetch.read_raw(msg), True))
         self.assertIsNone(imap_structure.cached_structure(box.message(2), True))  # multipart
+
+    def test_multipart_structure_and_envelope_not_rebuilt(self) -> None:
+        """A second FETCH of BODYSTRUCTURE and ENVELOPE answers the same without reading or
+        parsing the message again (the multipart one is kept in the store's cache)."""
+        from cgtwist.protocols import imap_fetch
+        self.c.select()
+        first = self.c.send(b"a FETCH 1:2 (BODYSTRUCTURE ENVELOPE BODY)\r\n")
+        self.assertIn(b'"mixed" ("boundary" "XX")', first)
+        self.assertIn("bodystructure-ext-1", self.c.proto.mbox.message(2).meta.extra)
+        real = imap_fetch.read_raw
+
+        def no_reads(msg: object) -> bytes:
+            raise AssertionError("message file parsed again")
+
+        imap_fetch.read_raw = no_reads  # type: ignore[assignment]
+        try:
+            again = self.c.send(b"b FETCH 1:2 (BODYSTRUCTURE ENVELOPE BODY)\r\n")
+        finally:
+            imap_fetch.read_raw = real  # type: ignore[assignment]
+        self.assertEqual(again.replace(b"b OK", b"a OK"), first)

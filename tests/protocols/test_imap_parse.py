@@ -231,3 +231,36 @@ class SequenceSetTests(unittest.TestCase):
         self.assertIn(25999, s)
         self.assertNotIn(26000, s)
         self.assertEqual(len(s.starts), 13000)
+
+
+_BODY_HEADS = [
+    b"Content-Type: text/plain; charset=us-ascii", b'Content-Type: text/plain; charset="ISO-8859-1"',
+    b"Content-Type: text/html", b"Content-Type: TEXT/Plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit",
+    b"Content-Type: text/plain; charset=bogus-cs", b"Content-Type: application/pdf",
+    b"Content-Transfer-Encoding: 7bit", b"Content-Type: text/plain;\r\n charset=utf-8",
+    b"Content-type: text/plain; charset*=utf-8''x",
+    b"Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable",
+    b"Content-Type: text/plain; format=flowed; charset=utf-8", b'Content-Type: text/plain; charset="utf-8',
+    b"Content-Type: text/plain\r\nContent-Type: text/html; charset=latin-1",
+    b"Content-Type:text/plain;charset=latin-1;", b"Content-Transfer-Encoding: BASE64\r\nContent-Type: text/plain",
+    b"Content-Type: message/rfc822",
+]
+_BODIES = [b"hello\r\nworld\r\n", "caf\u00e9 na\u00efve\r\n".encode(), "caf\u00e9\r\n".encode("latin-1"), b"",
+           b"a\r\n\r\nb\r\n.\r\n", b"Y2Fm6Q==\r\n", b"caf=C3=A9\r\n"]
+
+
+class SearchBodyTests(unittest.TestCase):
+    @settings(max_examples=150, deadline=None)
+    @given(st.sampled_from(_BODY_HEADS), st.sampled_from(_BODY_HEADS + [b"X-A: b"]), st.sampled_from(_BODIES))
+    def test_quick_body_decoding_matches_full_parse(self, h1: bytes, h2: bytes, body: bytes) -> None:
+        """SEARCH BODY finds the same text whether a message is decoded by the quick single-part
+        path or by the full MIME parse (charsets, transfer encodings, odd headers)."""
+        for head in (h1, h1 + b"\r\n" + h2):
+            raw = b"Subject: x\r\n" + head + b"\r\n\r\n" + body
+            self.assertEqual(imap_search._decoded_body(raw), imap_search._parsed_body(raw))
+
+    def test_quick_path_taken_for_plain_text(self) -> None:
+        """An everyday text/plain message is searched without parsing its body line by line."""
+        self.assertEqual(imap_search._simple_text_charset(b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"),
+                         "us-ascii")
+        self.assertIsNone(imap_search._simple_text_charset(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"))
