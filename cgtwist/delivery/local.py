@@ -60,13 +60,15 @@ def write_account(base_dir: str, domain: str, account: str, chunks: list[bytes],
 
 
 def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None,
-                  sync_new: Any = True) -> str:
+                  sync_new: Any = True, ensure: bool = True) -> str:
     """Blocking: deliver ``chunks`` into Maildir ``path`` (created if missing); return the name
     in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``. With ``sync_new`` False the
     caller fsyncs ``new/`` itself before it may count the message delivered; a callable is
-    called with the ``new/`` path to do it here (group commit among threads)."""
+    called with the ``new/`` path to do it here (group commit among threads). ``ensure``
+    False skips checking that the Maildir exists (the caller knows it does; a missing
+    ``tmp/`` or ``new/`` then raises FileNotFoundError)."""
     parent = os.path.dirname(path)
-    if md.ensure(path):
+    if ensure and md.ensure(path):
         md.fsync_dir(path)  # the new cur/new/tmp entries
         md.fsync_dir(parent)  # the Maildir entry itself
         md.fsync_dir(os.path.dirname(parent))  # the account directory, if it was new too
@@ -81,10 +83,7 @@ def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None
         break
     try:
         try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+            _write_all(fd, chunks)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -104,6 +103,18 @@ def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None
         md.fsync_dir(os.path.join(path, "new"))
         cp.crashpoint(cp.LOCAL_AFTER_RENAME)
     return name
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write every chunk: one writev in the usual case (each system call in a worker thread
+    is a GIL hand-off with the reactor)."""
+    left = sum(len(c) for c in chunks)
+    n = os.writev(fd, chunks)
+    if n == left:
+        return
+    rest = memoryview(b"".join(chunks))[n:]
+    while rest:
+        rest = rest[os.write(fd, rest):]
 
 
 @implementer(IDeliveryAgent)
@@ -134,10 +145,25 @@ class LocalDelivery:
         self._syncs: dict[str, DirSync] = {}
         self._syncs_lock = threading.Lock()
         self._accounts: dict[tuple[str, str], tuple[float, Account]] = {}
+        # Maildir paths already checked (cgtwist.paths resolves real paths: ~20 stat calls)
+        # and known to exist, for as long as the account itself is remembered.
+        self._paths: dict[tuple[str, str], tuple[float, str]] = {}
 
     def forget(self) -> None:
-        """Drop the remembered accounts (accounts were changed)."""
+        """Drop the remembered accounts and Maildir paths (accounts were changed)."""
         self._accounts.clear()
+        self._paths.clear()
+
+    def _write(self, domain: str, name: str, chunks: list[bytes],
+               known: Optional[str]) -> tuple[str, str]:
+        """Thread: deliver into the account's Maildir; ``known`` is its path from an earlier
+        delivery (checked then), used as is unless it has disappeared since."""
+        if known is not None:
+            try:
+                return known, write_maildir(known, chunks, self.hostname, self._sync_new, False)
+            except FileNotFoundError:
+                pass  # removed behind our back: check the path and create it again
+        return write_account(self.base_dir, domain, name, chunks, self.hostname, self._sync_new)
 
     def _account(self, name: str, domain: str) -> defer.Deferred[Optional[Account]]:
         key = (name.lower(), domain.lower())
@@ -181,12 +207,19 @@ class LocalDelivery:
         address = account.address
         chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
         pool = self.threadpool or self.reactor.getThreadPool()
+        key = (account.domain, account.name)
+        now = self.reactor.seconds()
+        hit = self._paths.get(key)
+        known = hit[1] if hit is not None and hit[0] > now else None
         try:
             # One thread job: write, fsync, rename, and the fsync of new/ that concurrent
             # deliveries into the same Maildir share (group commit among the threads).
-            path, fname = await deferToThreadPool(self.reactor, pool, write_account, self.base_dir,
-                                                  account.domain, account.name, chunks,
-                                                  self.hostname, self._sync_new)
+            path, fname = await deferToThreadPool(self.reactor, pool, self._write, account.domain,
+                                                  account.name, chunks, known)
+            if known is None:  # checked just now: good for one TTL
+                if len(self._paths) >= self.ACCOUNT_CACHE_MAX:
+                    self._paths.clear()
+                self._paths[key] = (now + self.ACCOUNT_TTL, path)
         except InvalidName:
             self.log.error("local: {msg_id} unsafe account name {account}", msg_id=msg_id,
                            account=address)

@@ -139,6 +139,37 @@ class LocalDeliveryTests(unittest.TestCase):
         self.assertEqual(len(self.files()), 1)
 
     @defer.inlineCallbacks
+    def test_maildir_removed_between_deliveries_is_recreated(self) -> None:
+        """An administrator who removes a Maildir while the server runs does not lose the next
+        message: it lands in a fresh Maildir (the remembered path is checked again)."""
+        yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        shutil.rmtree(self.maildir())
+        out = yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(out[0].state, "delivered")
+        self.assertEqual(len(self.files()), 1)
+        self.assertTrue(os.path.isdir(os.path.join(self.maildir(), "cur")))
+
+    @defer.inlineCallbacks
+    def test_known_maildir_skips_path_checks(self) -> None:
+        """Mail to an account that just received mail does not resolve its path again (that
+        costs ~20 stat calls per message), and a settings reload (forget) checks it anew."""
+        yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        checked: list[str] = []
+        real = local_mod.paths.maildir
+
+        def counting(*a: Any) -> str:
+            checked.append(a[2])
+            return real(*a)
+
+        self.patch(local_mod.paths, "maildir", counting)
+        yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(checked, [])
+        self.agent.forget()
+        yield self.agent.deliver("m3", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(checked, ["bob"])
+        self.assertEqual(len(self.files()), 3)
+
+    @defer.inlineCallbacks
     def test_missing_account_retries(self) -> None:
         """Mail for an account deleted after acceptance stays pending (retried, not dropped)."""
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("gone@example.com")])
@@ -163,7 +194,11 @@ class LocalDeliveryTests(unittest.TestCase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(fd, data)
 
+        def writev(fd: int, chunks: Any) -> int:
+            return write(fd, b"".join(chunks))
+
         self.patch(os, "write", write)
+        self.patch(os, "writev", writev)
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         self.assertEqual((rs[0].state, rs[0].detail[:9]), ("pending", "452 4.3.1"))
         self.assertEqual(self.files(sub="tmp"), [])
