@@ -65,6 +65,7 @@ class Spool:
         self._pool = threadpool
         self._count = 0
         self._recorded: dict[str, list[tuple[str, str, str]]] = {}
+        self._no_journal: set[str] = set()  # stored here, never journaled: no .jrn to remove
         self._locks: dict[str, defer.DeferredLock] = {}
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
@@ -110,6 +111,7 @@ class Spool:
         def durable(msg_id: str) -> str:
             self._count += 1
             self._recorded[msg_id] = states
+            self._no_journal.add(msg_id)
             return msg_id
 
         def failed(f: Failure) -> Failure:
@@ -245,6 +247,7 @@ class Spool:
         except KeyError as e:
             return defer.fail(e)
         payload = b"".join(fmt.journal_line(r) for r in records)
+        self._no_journal.discard(msg_id)
 
         def append() -> None:
             if not os.path.exists(self._path(msg_id, ".msg")):
@@ -270,9 +273,12 @@ class Spool:
         except KeyError as e:
             return defer.fail(e)
 
+        journal = msg_id not in self._no_journal
+
         def rm() -> bool:
             existed = unlink_quiet(msg)
-            unlink_quiet(jrn)
+            if journal:
+                unlink_quiet(jrn)
             return existed
 
         def done(existed: bool) -> None:
@@ -285,6 +291,7 @@ class Spool:
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)
+        self._no_journal.discard(msg_id)
         lock = self._locks.get(msg_id)
         if lock is not None and not lock.locked and not lock.waiting:
             del self._locks[msg_id]

@@ -165,7 +165,11 @@ class StoreTests(SpoolTestBase):
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(fd, data)
 
+        def writev(fd: int, chunks: Any) -> int:
+            return write(fd, b"".join(chunks))
+
         self.patch(os, "write", write)
+        self.patch(os, "writev", writev)
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual((cm.exception.code, cm.exception.enhanced), (452, "4.3.1"))
