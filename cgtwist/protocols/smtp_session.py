@@ -72,6 +72,7 @@ class SMTPWire(ESMTP):
         self._buf = b""
         self._pos = 0  # commands before this offset of _buf are done (no re-copy per line)
         self._busy = False  # a reply is outstanding: do not read the next command yet
+        self._paused = False  # the transport was paused because input came while busy
         self._in_loop = False
         self._discarding = False  # inside an over-long command line
         self._closed = False
@@ -248,9 +249,10 @@ class SMTPWire(ESMTP):
     def _close(self) -> None:
         self._closed = True
         self._buf, self._pos = b"", 0
-        if self._busy:
+        if self._paused:
             # Reading was paused for an outstanding reply: resume it, or the transport never
             # sees the peer's close (TLS waits for it) and the connection is never released.
+            self._paused = False
             self.transport.resumeProducing()
         self.transport.loseConnection()
 
@@ -295,6 +297,12 @@ class SMTPWire(ESMTP):
             self._end_of_data()
             data = rest
         self._buf += data
+        if self._busy and not self._paused:
+            # Input while a reply is outstanding (pipelining): stop reading until it is sent.
+            # Paused only now, not for every slow reply: two epoll_ctl calls saved per
+            # command of a client that waits for its replies.
+            self._paused = True
+            self.transport.pauseProducing()
         if self._busy and len(self._buf) - self._pos > MAX_PENDING:
             self.log.info("too much pipelined input: peer={peer}", peer=self._peer())
             self._send("421 4.7.0 Too much pipelined input")
@@ -316,14 +324,19 @@ class SMTPWire(ESMTP):
             if self._shutting_down and self._reader is None:
                 self._shutdown_now()
                 return
-            self.transport.resumeProducing()
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
             if not self._in_loop:
                 self._process()
 
         d.addBoth(done)
         if not state["fired"] and not self._closed:
             self._busy = True
-            self.transport.pauseProducing()
+            if len(self._buf) > self._pos and not self._paused:
+                # Pipelined input is already waiting: read no more until it has been worked.
+                self._paused = True
+                self.transport.pauseProducing()
 
     def _process(self) -> None:
         if self._in_loop:

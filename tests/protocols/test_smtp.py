@@ -242,6 +242,26 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual(h.transport.producerState, "producing")
         self.assertEqual(len(h.submission.messages), 1)
 
+    def test_waiting_client_is_never_paused(self) -> None:
+        """A client that waits for each reply (no pipelining) is served without pausing and
+        resuming its socket around every slow check: it costs system calls per command."""
+        h = Harness()
+        h.cmd("EHLO c.example")
+        h.policy.hold.add("mail_from")
+        h.send(b"MAIL FROM:<a@b.example>\r\n")
+        self.assertEqual(len(h.policy.pending), 1)
+        self.assertEqual(h.transport.producerState, "producing")
+        h.policy.pending.pop(0).callback(None)
+        self.assertEqual([r[:3] for r in h.replies()], ["250"])
+        # Input arriving while the reply is outstanding does pause reading until it is sent.
+        h.policy.hold.add("rcpt_to")
+        h.send(b"RCPT TO:<x@y.example>\r\n")
+        h.send(b"RSET\r\n")
+        self.assertEqual(h.transport.producerState, "paused")
+        h.policy.pending.pop(0).callback(None)
+        self.assertEqual([r[:3] for r in h.replies()], ["250", "250"])
+        self.assertEqual(h.transport.producerState, "producing")
+
     def test_replies_in_order_with_slow_submission(self) -> None:
         """A command pipelined after the final dot is answered after the message's 250."""
         h = Harness()
