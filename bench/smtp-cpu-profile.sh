@@ -1,5 +1,6 @@
 #!/bin/bash
 # Server CPU per message (user/sys) on the SMTP -> spool -> Maildir path, with smtp-source.
+#   STRACE=1: strace -c -f summary to /tmp/cgd/strace.txt; KEEPLOG=1: keep the log in /tmp/cgd/last.log
 #   S=10 M=1500 bench/smtp-cpu-profile.sh    (PROFILE=1: py-spy record to /tmp/cgtwist-prof.txt)
 set -u
 REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
@@ -26,7 +27,9 @@ $PY -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev
 $REPO/.venv/bin/twistd -n --pidfile $BASE/twistd.pid --logfile $BASE/cgtwist.log cgtwist &
 PID=$!
 for i in $(seq 600); do grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null && break; sleep 0.1; done
+grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null || { echo "server did not start"; cat $BASE/cgtwist.log; kill $PID $DNSPID; exit 1; }
 [ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads >/dev/null 2>&1 & }
+mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace -c -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
 u0=$(awk '{print $14}' /proc/$PID/stat); s0=$(awk '{print $15}' /proc/$PID/stat); c0=$((u0+s0))
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
@@ -36,4 +39,5 @@ t1=$(date +%s.%N)
 u1=$(awk '{print $14}' /proc/$PID/stat); s1=$(awk '{print $15}' /proc/$PID/stat); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
 python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
 grep -c "" $BASE/cgtwist.log*
-kill $PID $DNSPID; rm -rf $BASE
+[ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }
+[ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log; kill $PID $DNSPID; rm -rf $BASE
