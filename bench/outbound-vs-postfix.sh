@@ -135,14 +135,11 @@ admin settings set smtp.max_connections_per_ip 200
 admin settings set queue.default_concurrency 100
 admin settings set queue.destination_concurrency 5
 admin settings set smtp.remote_port 9   # nothing listens there: delivery off while injecting
-start_cgtwist() {
+start_cgtwist() {  # ready = the control socket exists (the log rotates: do not grep it)
+  rm -f "$WORK/cg/cgtwist.ctl"
   "$(dirname "$PY")/twistd" -n ${CG_PROFILE:+--profile "$CG_PROFILE" --profiler cprofile --savestats} --pidfile "$WORK/twistd.pid" --logfile "$WORK/cgtwist.log" cgtwist &
   CG_PID=$!
-  local n; n=$(grep -c "cgtwist ready" "$WORK/cgtwist.log" 2>/dev/null || true)
-  for _ in $(seq 600); do
-    [ "$(grep -c "cgtwist ready" "$WORK/cgtwist.log" 2>/dev/null || echo 0)" -gt "${n:-0}" ] && return 0
-    sleep 0.1
-  done
+  for _ in $(seq 600); do [ -S "$WORK/cg/cgtwist.ctl" ] && return 0; sleep 0.1; done
   echo "cgtwist did not start" >&2; exit 1
 }
 stop_cgtwist() { kill ${1:-} "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""; }
