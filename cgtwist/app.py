@@ -62,6 +62,9 @@ class Components:
         from cgtwist.storage.store import open_store
 
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
+        import os as _o, sys as _s
+        if _o.environ.get("CG_SWI"):
+            _s.setswitchinterval(float(_o.environ["CG_SWI"]))
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
                                               cfg.pool_min, cfg.pool_max)
         main = await store.settle_main_domain(cfg.main_domain, cfg.main_domain_explicit)
@@ -150,8 +153,9 @@ class Components:
     async def close(self) -> None:
         """Stop the queue and pickup, then the resolver, thread pools and store."""
         await defer.maybeDeferred(self.pickup.stopService)
-        await self.manager.stop()
         self.smtp_out.close_idle()
+        self.smtp_out.abort_all()
+        await self.manager.stop()
         stop = getattr(self.resolver, "stop", None)
         if stop is not None:
             await defer.maybeDeferred(stop)

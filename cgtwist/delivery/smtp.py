@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -104,6 +105,8 @@ class SMTPDelivery:
         self.on_attempt = on_attempt
         self.rng = rng or random.Random()
         self._idle: dict[tuple[str, str, int], list[tuple[SMTPClient, Any]]] = {}  # IDelayedCall
+        self._clients: weakref.WeakSet[SMTPClient] = weakref.WeakSet()
+        self._stopping = False
 
     # --- settings ---------------------------------------------------------------------------
 
@@ -157,6 +160,9 @@ class SMTPDelivery:
 
     async def _attempt(self, msg_id: str, queue: str, envelope: Envelope, data: bytes,
                        recipients: list[Recipient]) -> list[Recipient]:
+        if self._stopping:
+            _set_all(recipients, "pending", "4.3.2 server shutting down")
+            return recipients
         relay = str(self._get("smtp.relayhost") or "").strip()
         port = self._remote_port()
         auth: Optional[tuple[str, str]] = None
@@ -227,6 +233,7 @@ class SMTPDelivery:
             tls = self.tls_client_options
         client = SMTPClient(self.reactor, self.hostname, target.host, self._timeouts(), tls=tls,
                             require_tls=verified and auth is not None, auth=auth)
+        self._clients.add(client)
         try:
             await self._connect(ip, port, client)
         except Exception as e:
@@ -372,6 +379,13 @@ class SMTPDelivery:
             if client.alive:
                 return client
         return None
+
+    def abort_all(self) -> None:
+        """Service shutdown: drop every session in flight (its recipients stay queued, to be
+        retried after the restart) so that a stalled remote host cannot hold up the stop."""
+        self._stopping = True
+        for client in list(self._clients):
+            client.abort(SessionError("server shutting down", "shutdown"))
 
     def close_idle(self) -> None:
         """QUIT every kept connection (service shutdown)."""

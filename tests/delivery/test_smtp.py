@@ -259,6 +259,23 @@ class Timeouts(_Base):
         self.assertEqual(rs[0].state, "pending")
         self.assertIn("timeout", rs[0].detail)
 
+    async def test_shutdown_aborts_a_stalled_session_as_pending(self) -> None:
+        """SIGTERM while a remote host stalls: the session is dropped at once and the recipient
+        stays queued for after the restart, so the stop is not held up for minutes."""
+        f = self.sink(stall_after_dot=True)
+        dot: defer.Deferred[None] = defer.Deferred()
+        f.log.dot_seen.append(dot)
+        agent = self.agent(self.resolver())
+        d = agent.deliver("m13b", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        await dot
+        self.assertFalse(d.called)
+        agent.abort_all()
+        rs = await d
+        self.assertEqual(rs[0].state, "pending")
+        later = await agent.deliver("m13c", Envelope("a@src.test"), MESSAGE, rcpts("y@dst.test"))
+        self.assertEqual(later[0].state, "pending")
+        self.assertIn("shutting down", later[0].detail)
+
     async def test_stalled_greeting_moves_to_next_mx(self) -> None:
         """A host that never sends its greeting is abandoned after the greeting timeout and
         the next MX gets the message."""
