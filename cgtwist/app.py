@@ -62,9 +62,6 @@ class Components:
         from cgtwist.storage.store import open_store
 
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
-        import os as _o, sys as _s
-        if _o.environ.get("CG_SWI"):
-            _s.setswitchinterval(float(_o.environ["CG_SWI"]))
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
                                               cfg.pool_min, cfg.pool_max)
         main = await store.settle_main_domain(cfg.main_domain, cfg.main_domain_explicit)
