@@ -67,8 +67,10 @@ class CgSMTP(AuthCommands):
             if not esmtp:
                 self._send(f"250 {greeting}")
                 return
+            # DSN (RFC 3461): RET/ENVID/NOTIFY/ORCPT are kept with the envelope, honoured by
+            # the bounce generator and passed on to next hops that offer DSN.
             lines = [greeting, "PIPELINING", f"SIZE {int(self._setting('smtp.max_message_size'))}",
-                     "8BITMIME", "ENHANCEDSTATUSCODES"]
+                     "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"]
             if self._tls_context() is not None:
                 lines.append("STARTTLS")
             if self._auth_allowed() and not self.session.account:

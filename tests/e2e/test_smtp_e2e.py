@@ -169,3 +169,32 @@ def test_delivered_mail_is_readable_by_mutt(server: Server, tmp_path) -> None:  
     shown = mutt_pipe_first_message(server.maildir("muttreader"), str(tmp_path / "piped"))
     assert b"Subject: test " in shown
     assert b"Read me with mutt." in shown
+
+
+def test_dsn_success_notification(server: Server, tls_context: ssl.SSLContext) -> None:
+    """RFC 3461: a sender asking NOTIFY=SUCCESS gets a 'delivered' report once the message is
+    in the recipient's Maildir; the report is a multipart/report from <>."""
+    import email
+
+    server.admin("account", "add", "dsnsender@example.test", "--password", "dsn-secret")
+    server.admin("account", "add", "dsnrcpt@example.test", "--password", "dsn-secret2")
+    msg = make_message("dsnsender@example.test", "dsnrcpt@example.test")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.has_extn("dsn")
+        s._host = "localhost"
+        s.starttls(context=tls_context)
+        s.ehlo("client.test")
+        s.login("dsnsender@example.test", "dsn-secret")
+        s.sendmail("dsnsender@example.test", ["dsnrcpt@example.test"], msg,
+                   mail_options=["RET=HDRS", "ENVID=env-42"], rcpt_options=["NOTIFY=SUCCESS"])
+    server.wait_messages("dsnrcpt", 1)
+    (report,) = server.wait_messages("dsnsender", 1)
+    parsed = email.message_from_bytes(report)
+    assert parsed.get_content_type() == "multipart/report"
+    assert b"Return-Path: <>" in report
+    status = [p for p in parsed.walk() if p.get_content_type() == "message/delivery-status"]
+    assert status, "no delivery-status part"
+    text = report.decode(errors="replace")
+    assert "Action: delivered" in text
+    assert "env-42" in text

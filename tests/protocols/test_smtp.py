@@ -22,7 +22,7 @@ class GreetingAndEhloTests(unittest.TestCase):
         h = Harness()
         self.assertEqual(h.cmd("EHLO client.example"), [
             "250-mx.example.com Hello [192.0.2.10]", "250-PIPELINING", "250-SIZE 10485760",
-            "250-8BITMIME", "250 ENHANCEDSTATUSCODES"])
+            "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250 DSN"])
 
     def test_ehlo_with_tls_available(self) -> None:
         """With a certificate, STARTTLS is offered but AUTH is not (no passwords in clear)."""
