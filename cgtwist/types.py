@@ -126,6 +126,22 @@ class Route:
 
 
 @dataclass(frozen=True)
+class LocalDecision:
+    """What domain and account Rules decided for one message on LOCAL delivery.
+
+    CommuniGate applies the domain's Rules, then the account's, in Local Delivery (after the
+    queue): ``discard`` drops the copy, ``reject`` fails the recipient with that text (a DSN
+    goes to the sender), ``folder`` is the IMAP name to store into ("Store in"), and
+    ``add_headers`` are complete header lines (no CR/LF inside) prepended to the message.
+    """
+
+    discard: bool = False
+    reject: str = ""
+    folder: str = "INBOX"
+    add_headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Account:
     """An account as the store returns it (never includes the password hash)."""
 

@@ -29,7 +29,7 @@ from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.mailstore import maildir as md
 from cgtwist.spool.files import DirSync
-from cgtwist.types import Account, Envelope, Recipient
+from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
 _QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
@@ -123,6 +123,10 @@ class LocalDelivery:
     hostname=None)``: IDeliveryAgent for module "LOCAL".
 
     ``store`` is an IAccountStore (``get_account``), ``notifier`` an IMailboxNotifier.
+    ``rules`` is the hook for domain and account Rules (CommuniGate applies them here, on
+    LOCAL only): a callable ``(account, envelope, data) -> LocalDecision | None`` (or a
+    Deferred of one); None or no hook means "store in INBOX". A failing hook never loses mail:
+    the message goes to INBOX and the failure is logged.
     Accounts found are remembered for ``ACCOUNT_TTL`` seconds (``reactor.seconds()``) so a
     burst of mail to one account asks the store once; call ``forget()`` when accounts change
     (the service does on every settings reload, which cgtwist-admin triggers after a change).
@@ -142,6 +146,7 @@ class LocalDelivery:
         self.reactor = reactor
         self.threadpool = threadpool
         self.hostname = hostname or socket.gethostname() or "localhost"
+        self.rules: Any = None
         self._syncs: dict[str, DirSync] = {}
         self._syncs_lock = threading.Lock()
         self._accounts: dict[tuple[str, str], tuple[float, Account]] = {}
@@ -205,7 +210,20 @@ class LocalDelivery:
                           account=target)
             return _all(recipients, "pending", "451 4.2.1 mailbox unavailable: no such account")
         address = account.address
-        chunks = [trace_headers(envelope.sender, address, _eol(data)), data]
+        decision = await self._decide(msg_id, account, envelope, data)
+        if decision.discard:
+            self.log.info("local: {msg_id} to {account} discarded by rules", msg_id=msg_id,
+                          account=address)
+            return _all(recipients, "delivered", "250 2.0.0 discarded by rules")
+        if decision.reject:
+            text = " ".join(decision.reject.split())[:200] or "rejected by rules"
+            return _all(recipients, "failed", f"550 5.7.1 {text}")
+        eol = _eol(data)
+        extra = b"".join(h.encode("utf-8", "replace") + eol for h in decision.add_headers
+                         if h and "\r" not in h and "\n" not in h and ":" in h)
+        chunks = [trace_headers(envelope.sender, address, eol) + extra, data]
+        if decision.folder.upper() != "INBOX":
+            return await self._deliver_folder(msg_id, account, decision.folder, chunks, recipients)
         pool = self.threadpool or self.reactor.getThreadPool()
         key = (account.domain, account.name)
         now = self.reactor.seconds()
@@ -235,6 +253,46 @@ class LocalDelivery:
                       account=address, file=fname)
         self._notify(address)
         return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
+
+    async def _decide(self, msg_id: str, account: Account, envelope: Envelope,
+                      data: bytes) -> LocalDecision:
+        if self.rules is None:
+            return LocalDecision()
+        try:
+            decision = await defer.maybeDeferred(self.rules, account, envelope, data)
+        except Exception:
+            self.log.failure("local: {msg_id} rules for {account} failed; stored in INBOX",
+                             msg_id=msg_id, account=account.address)
+            return LocalDecision()
+        return decision if isinstance(decision, LocalDecision) else LocalDecision()
+
+    async def _deliver_folder(self, msg_id: str, account: Account, folder: str,
+                              chunks: list[bytes], recipients: list[Recipient]) -> list[Recipient]:
+        """"Store in" a folder other than INBOX; an unusable name falls back to INBOX."""
+        from cgtwist.mailstore.names import MailboxNameError, folder_path
+
+        pool = self.threadpool or self.reactor.getThreadPool()
+
+        def write() -> str:
+            inbox = paths.maildir(self.base_dir, account.domain, account.name)
+            try:
+                target = folder_path(inbox, folder)
+            except (MailboxNameError, ValueError):
+                target = inbox
+            return write_maildir(target, chunks, self.hostname, self._sync_new)
+
+        try:
+            fname = await deferToThreadPool(self.reactor, pool, write)
+        except OSError as e:
+            self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
+                           account=account.address, error=e.strerror or str(e))
+            return _all(recipients, "pending", "451 4.3.0 local delivery failed")
+        self.log.debug("local: {msg_id} stored in {folder} of {account} as {file}", msg_id=msg_id,
+                       folder=folder, account=account.address, file=fname)
+        if self.notifier is not None:
+            defer.maybeDeferred(self.notifier.mailbox_changed, account.address, folder).addErrback(
+                lambda f: self.log.failure("local: notifier failed", f))
+        return _all(recipients, "delivered", f"250 2.0.0 delivered to {folder}")
 
     def _sync_new(self, new_dir: str) -> None:
         """Thread: fsync ``new_dir`` shared with the other threads delivering into it."""
