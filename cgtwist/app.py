@@ -34,10 +34,20 @@ class Components:
         self.tls = tls
         self.store: Any = None
         self.factories: list[Any] = []
-        self._pools: list[ThreadPool] = []
+        self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
 
     def _pool(self, name: str, maximum: int) -> ThreadPool:
         pool = ThreadPool(0, maximum, name)
+        pool.start()
+        self._pools.append(pool)
+        return pool
+
+    def _workers(self, name: str, size: int) -> Any:
+        """Threads for blocking file work on the mail path (spool, Maildir): a lean pool,
+        one queue put per job instead of ThreadPool's lock hand-offs on the reactor."""
+        from cgtwist.spool.workers import WorkerPool
+
+        pool = WorkerPool(size, name)
         pool.start()
         self._pools.append(pool)
         return pool
@@ -86,7 +96,7 @@ class Components:
                                       reactor, reactor=reactor, hostname=cfg.hostname,
                                       threadpool=self._pool("cgtwist-spf", 8))
         self.policy.is_local_domain = self.routing.is_local_domain
-        io_pool = self._pool("cgtwist-io", 16)
+        io_pool = self._workers("cgtwist-io", 16)
         self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool)
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.smtp_out = SMTPDelivery(self.resolver, settings, cfg.hostname, reactor)
