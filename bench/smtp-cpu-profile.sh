@@ -28,14 +28,17 @@ $REPO/.venv/bin/twistd -n --pidfile $BASE/twistd.pid --logfile $BASE/cgtwist.log
 PID=$!
 for i in $(seq 600); do grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null && break; sleep 0.1; done
 grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null || { echo "server did not start"; cat $BASE/cgtwist.log; kill $PID $DNSPID; exit 1; }
-[ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads >/dev/null 2>&1 & }
+[ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
 mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace -c -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
 u0=$(awk '{print $14}' /proc/$PID/stat); s0=$(awk '{print $15}' /proc/$PID/stat); c0=$((u0+s0))
+r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
 MD=$BASE/base/Domains/example.test/smtpbench/Maildir/new
 mkdir -p $MD; for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] && break; sleep 0.05; done
 t1=$(date +%s.%N)
+r1=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc1=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
+python3 -c "print('reactor thread busy', round(($r1-$r0)/100/($t1-$t0)*100), '% of wall; context switches/msg', round(($vc1-$vc0)/${M:-1000}))"
 u1=$(awk '{print $14}' /proc/$PID/stat); s1=$(awk '{print $15}' /proc/$PID/stat); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
 python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
 grep -c "" $BASE/cgtwist.log*
