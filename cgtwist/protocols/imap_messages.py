@@ -255,11 +255,13 @@ class MessageCommands(MailboxCommands):
 
             def batch(start: int) -> None:
                 try:
+                    ctx = imap_search.Context(0, 0, count, top_uid)
                     for seq, msg in rows[start:start + _SEARCH_BATCH]:
-                        ctx = imap_search.Context(seq, msg.getUID(), count, top_uid)
+                        ctx.seq = seq
+                        ctx.uid = msg.getUID()
                         text = imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
                         if pred(text, ctx):
-                            found.append(msg.getUID() if uid else seq)
+                            found.append(ctx.uid if uid else seq)
                 except Exception:
                     done.errback()
                     return

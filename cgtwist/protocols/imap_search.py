@@ -62,9 +62,12 @@ class MessageText:
         self._raw_cache: Optional[bytes] = None
         self._headers: Optional[dict[str, Optional[str]]] = None
         self._body: Optional[str] = None
+        self._flags: Optional[set[str]] = None
 
     def flags(self) -> set[str]:
-        return {f.lower() for f in self.msg.getFlags()}
+        if self._flags is None:
+            self._flags = {f.lower() for f in self.msg.getFlags()}
+        return self._flags
 
     def raw(self) -> bytes:
         if self._raw_cache is None:
@@ -147,7 +150,11 @@ def parse_date(token: bytes) -> datetime.date:
 
 def _contains(haystack: str, needle: bytes) -> bool:
     """Case-insensitive substring match (RFC 3501 §6.4.4); the needle is UTF-8 or ASCII."""
-    return needle.decode("utf-8", "replace").casefold() in haystack.casefold()
+    return _folded(needle) in haystack.casefold()
+
+
+def _folded(needle: bytes) -> str:
+    return needle.decode("utf-8", "replace").casefold()
 
 
 def _header_end(raw: bytes) -> int:
@@ -323,20 +330,21 @@ class _Compiler:
             want = word == b"KEYWORD"
             return lambda m, c: (kw in m.flags()) == want
         if word in _ADDRESS_HEADERS:
-            name, needle = _ADDRESS_HEADERS[word], self.string()
-            return lambda m, c: _contains(m.header(name), needle)
+            name, folded = _ADDRESS_HEADERS[word], _folded(self.string())
+            return lambda m, c: folded in m.header(name).casefold()
         if word == b"HEADER":
             field = self.string().decode("ascii", "replace").lower()
             needle = self.string()
             if not needle:  # RFC 3501 §6.4.4: empty string matches any message with the field
                 return lambda m, c: m.has_header(field)
-            return lambda m, c: _contains(m.header(field), needle)
+            folded = _folded(needle)
+            return lambda m, c: folded in m.header(field).casefold()
         if word == b"BODY":
-            needle = self.string()
-            return lambda m, c: _contains(m.body_text(), needle)
+            folded = _folded(self.string())
+            return lambda m, c: folded in m.body_text().casefold()
         if word == b"TEXT":
-            needle = self.string()
-            return lambda m, c: _contains(m.full_text(), needle)
+            folded = _folded(self.string())
+            return lambda m, c: folded in m.full_text().casefold()
         if word in (b"LARGER", b"SMALLER"):
             n = self.number()
             if word == b"LARGER":
