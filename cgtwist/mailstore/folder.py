@@ -82,6 +82,7 @@ class Folder:
         self.keys: dict[str, int] = {}
         self.uids: list[int] = []  # ascending
         self.keywords: dict[int, str] = {}
+        self._flag_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
         self.unclaimed_recent: set[int] = set()
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
@@ -115,8 +116,21 @@ class Folder:
 
     def flags_of(self, entry: Entry) -> frozenset[str]:
         """IMAP flags (without \\Recent) from the entry's Maildir letters."""
+        # Few distinct letter strings exist in a folder: remember each one's flags until the
+        # keyword table changes (SEARCH and FETCH ask for every message's flags).
+        memo = self._flag_memo
+        if memo[0] is not self.keywords:
+            memo = self._flag_memo = (self.keywords, {})
+        hit = memo[1].get(entry.letters)
+        if hit is None:
+            hit = self._flags_from(entry.letters)
+            if len(memo[1]) < 4096:
+                memo[1][entry.letters] = hit
+        return hit
+
+    def _flags_from(self, letters: str) -> frozenset[str]:
         out = set()
-        for ch in entry.letters:
+        for ch in letters:
             if ch in maildir.LETTER_TO_FLAG:
                 out.add(maildir.LETTER_TO_FLAG[ch])
             elif "a" <= ch <= "z":

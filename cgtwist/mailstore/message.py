@@ -149,6 +149,12 @@ class MaildirMessage:
             return {k: v for k, v in headers.items() if k not in wanted}
         return {k: v for k, v in headers.items() if k in wanted}
 
+    def header_value(self, name: str) -> Optional[str]:
+        """One header's value (``name`` lower-case), from the cache when it is kept there."""
+        if name in maildir.CACHED_HEADERS:
+            return self.entry.meta.headers.get(name)
+        return self.getHeaders(False, name).get(name)
+
     def getBodyFile(self) -> BinaryIO:
         """Only the body: offset 0 is its first octet (seek(0) does not go back to the header)."""
         f = _open_entry(self.folder, self.entry)

@@ -79,8 +79,12 @@ class MessageText:
         if self._headers is None:
             self._headers = {}
         if name not in self._headers:
-            heads = self.msg.getHeaders(False, name)
-            value = next((v for k, v in heads.items() if k.lower() == name), None)
+            quick = getattr(self.msg, "header_value", None)
+            if quick is not None:
+                value = quick(name)
+            else:
+                heads = self.msg.getHeaders(False, name)
+                value = next((v for k, v in heads.items() if k.lower() == name), None)
             self._headers[name] = value
         return self._headers[name]
 

@@ -174,6 +174,22 @@ class FlagTests(StoreTestBase):
             self.assertEqual(f.read(), "0 $Junk\n")
         self.assertIn("$Junk", self.select(account=self.reopen()).flags_of(1))
 
+    def test_flags_follow_keyword_table(self) -> None:
+        """Two messages with the same letters show the same keyword, and a keyword given to a
+        new letter shows up at once (flags are remembered per letters only per keyword table)."""
+        deliver(self.md, msg("x"))
+        deliver(self.md, msg("y"))
+        box = self.select()
+        result(box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        result(box.store(imap4.MessageSet(2), ["\\Seen"], 1, False))
+        self.assertEqual(box.flags_of(1)[:1], ["\\Seen"])
+        result(box.store(imap4.MessageSet(1, 2), ["Work"], 1, False))
+        self.assertIn("Work", box.flags_of(1))
+        self.assertIn("Work", box.flags_of(2))
+        result(box.store(imap4.MessageSet(2), ["Home"], 1, False))
+        self.assertEqual([f for f in box.flags_of(2) if f in ("Home", "Work")], ["Home", "Work"])
+        self.assertNotIn("Home", box.flags_of(1))
+
     def test_recent_once(self) -> None:
         """A new message is \\Recent for the first session only; it moves new/ -> cur/."""
         deliver(self.md, msg("x"))
