@@ -96,7 +96,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.done = False
-        self.error: Optional[Exception] = None
+        self.error: Optional[BaseException] = None
 
 
 class DirSync:
@@ -136,7 +136,7 @@ class DirSync:
                 return
         try:
             (self._fsync or fsync_dir)(self.path)
-        except Exception as e:
+        except BaseException as e:  # whatever it was, the waiters must not think it durable
             batch.error = e
         finally:
             with self._cond:

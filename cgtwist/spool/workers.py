@@ -78,5 +78,8 @@ class WorkerPool:
                 result, ok = Failure(), False
             del job, func, args, kw
             if on_result is not None:
-                on_result(ok, result)
+                try:
+                    on_result(ok, result)
+                except BaseException:  # never lose the thread (deferToThreadPool's cannot fail)
+                    pass
             del result, on_result
