@@ -29,6 +29,7 @@ from cgtwist.protocols.imap_auth import IPenalty, LoginPenalty
 from cgtwist.protocols.imap_framing import FramingMixin, _Pending
 from cgtwist.protocols.imap_login import LoginMixin
 from cgtwist.protocols.imap_messages import MessageCommands
+from cgtwist.protocols.limits import PerIPConnections
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -403,7 +404,7 @@ class IMAPFactory(ServerFactory):
         self.hostname = hostname
         self.clock = clock
         self.penalty: IPenalty = penalty or LoginPenalty(settings, clock)
-        self.per_ip: dict[str, int] = {}
+        self.per_ip = PerIPConnections(settings)
         self.live: set[CgIMAP4Server] = set()
         self.stopping = False
         self._stopped: list[defer.Deferred[None]] = []
@@ -433,16 +434,10 @@ class IMAPFactory(ServerFactory):
 
     def connection_opened(self, ip: str) -> bool:
         """Count a new connection; False when the IP is over access.max_connections_per_ip."""
-        n = self.per_ip.get(ip, 0) + 1
-        self.per_ip[ip] = n
-        return n <= int(self.settings.current["access.max_connections_per_ip"])
+        return self.per_ip.opened(ip)
 
     def connection_closed(self, ip: str) -> None:
-        n = self.per_ip.get(ip, 0) - 1
-        if n > 0:
-            self.per_ip[ip] = n
-        else:
-            self.per_ip.pop(ip, None)
+        self.per_ip.closed(ip)
 
     def forget(self, proto: CgIMAP4Server) -> None:
         """A connection ended; fire shutdown() waiters once none is left."""

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from cgtwist.errors import MailError
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
+from cgtwist.protocols.limits import PerIPConnections
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -575,7 +576,7 @@ class POP3Factory(ServerFactory):
         self.hostname = hostname
         self.clock = clock
         self.penalty = penalty or _Penalty(settings, clock)
-        self.per_ip: dict[str, int] = {}
+        self.per_ip = PerIPConnections(settings)
 
     def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
         p = POP3Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
@@ -585,13 +586,7 @@ class POP3Factory(ServerFactory):
 
     def connection_opened(self, ip: str) -> bool:
         """Count a connection; False when over access.max_connections_per_ip."""
-        n = self.per_ip.get(ip, 0) + 1
-        self.per_ip[ip] = n
-        return n <= int(self.settings.current["access.max_connections_per_ip"])
+        return self.per_ip.opened(ip)
 
     def connection_closed(self, ip: str) -> None:
-        n = self.per_ip.get(ip, 0) - 1
-        if n > 0:
-            self.per_ip[ip] = n
-        else:
-            self.per_ip.pop(ip, None)
+        self.per_ip.closed(ip)

@@ -240,7 +240,7 @@ class AuthTests(POP3TestBase):
         self.assertTrue(t2.disconnecting)
         p2.connectionLost()
         self.close(p1, t1)
-        self.assertEqual(self.factory.per_ip, {})
+        self.assertEqual(self.factory.per_ip.counts, {})
 
 
 class TransactionTests(POP3TestBase):
