@@ -118,7 +118,7 @@ class Components:
         self.pickup = SubmittedPickup(cfg.base_dir, self.submission, reactor, settings,
                                       threadpool=io_pool, hostname=cfg.hostname)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
-        self.portal = Portal(self.realm, [AccountChecker(store)])
+        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip)])
 
     def factory_for(self, spec: ListenerSpec) -> Factory:
         """A new protocol factory for one listener socket."""
@@ -152,10 +152,29 @@ class Components:
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         return self.manager.control_handlers()  # type: ignore[no-any-return]
 
+    SHUTDOWN_GRACE = 30.0
+
     async def drain(self) -> None:
-        """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE."""
+        """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE.
+
+        After SHUTDOWN_GRACE seconds whatever is still open is aborted: a client that never
+        reads (or never answers TLS close_notify) must not hold up a SIGTERM for ever.
+        """
         ds = [defer.maybeDeferred(f.shutdown) for f in self.factories if hasattr(f, "shutdown")]
-        await defer.gatherResults(ds, consumeErrors=True)
+        closed: defer.Deferred[Any] = defer.gatherResults(ds, consumeErrors=True)
+        deadline: defer.Deferred[Any] = defer.Deferred()
+        timer = self.reactor.callLater(self.SHUTDOWN_GRACE, deadline.callback, None)
+        await defer.DeferredList([closed, deadline], fireOnOneCallback=True, consumeErrors=True)
+        if timer.active():
+            timer.cancel()
+            return
+        left = [p for f in self.factories for p in list(getattr(f, "_live", None) or getattr(f, "live", None) or ())]
+        log.warn("shutdown: {n} session(s) still open after {grace}s; aborting them",
+                 n=len(left), grace=self.SHUTDOWN_GRACE)
+        for proto in left:
+            transport = getattr(proto, "transport", None)
+            if transport is not None and hasattr(transport, "abortConnection"):
+                transport.abortConnection()
 
     async def close(self) -> None:
         """Stop the queue and pickup, then the resolver, thread pools and store."""

@@ -8,10 +8,10 @@ cannot answer fails differently (``AuthUnavailable``) so clients retry instead o
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -76,14 +76,18 @@ class AccountChecker:
     credentialInterfaces = (IUsernamePassword,)
     _log = Logger()
 
-    def __init__(self, store: IAccountStore, service: Optional[str] = None) -> None:
+    def __init__(self, store: IAccountStore, service: Optional[str] = None,
+                 is_client_ip: Optional[Callable[[str], bool]] = None) -> None:
         self._store: Any = store  # zope interface methods have no ``self`` for mypy
         self._service = service
+        self._is_client_ip = is_client_ip
 
     def requestAvatarId(self, credentials: Any) -> Deferred[str]:  # type: ignore[override]  # str avatar ids, as everywhere here
-        return Deferred.fromCoroutine(self._check(credentials.username, credentials.password))
+        return Deferred.fromCoroutine(self._check(credentials.username, credentials.password,
+                                                  str(getattr(credentials, "peer_ip", "") or "")))
 
-    async def _check(self, username: Union[str, bytes], password: Union[str, bytes]) -> str:
+    async def _check(self, username: Union[str, bytes], password: Union[str, bytes],
+                     peer_ip: str = "") -> str:
         try:
             name, domain = parse_login(_text(username), self._store.main_domain)
         except (InvalidName, UnicodeDecodeError):
@@ -98,4 +102,19 @@ class AccountChecker:
             raise UnauthorizedLogin()
         if self._service is not None and self._service not in account.services:
             raise UnauthorizedLogin()
+        # CommuniGate's Roaming service: without it the account may connect only from the
+        # Client IPs. Same refusal as a wrong password, one line for the administrator.
+        if ("roaming" not in account.services and peer_ip and self._is_client_ip is not None
+                and not self._is_client_ip(peer_ip)):
+            self._log.info("login refused: {account} has no Roaming and {ip} is not a Client IP",
+                           account=account.address, ip=peer_ip)
+            raise UnauthorizedLogin()
         return str(account.address).lower()
+
+
+class PeerCredentials(UsernamePassword):
+    """Username and password plus the client's IP, for the Roaming check."""
+
+    def __init__(self, username: bytes, password: bytes, peer_ip: str = "") -> None:
+        super().__init__(username, password)
+        self.peer_ip = peer_ip

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.cred import credentials
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from cgtwist.core.auth import PeerCredentials
 from cgtwist.protocols.imap_auth import IPenalty, SaslError, decode_plain
 from cgtwist.protocols.imap_mailboxes import MailboxCommands
 
@@ -142,7 +142,7 @@ class LoginMixin:
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many concurrent logins, try later")
             return
         portal: Any = self.portal
-        d = defer.maybeDeferred(portal.login, credentials.UsernamePassword(user, passwd),
+        d = defer.maybeDeferred(portal.login, PeerCredentials(user, passwd, self.peer_ip),
                                 None, imap4.IAccount)
         if acquire is not None:
             d.addBoth(self._login_release)

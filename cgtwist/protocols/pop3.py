@@ -12,7 +12,6 @@ import base64
 import binascii
 from typing import Any, Callable, Optional
 
-from twisted.cred import credentials
 from twisted.cred.error import LoginDenied, LoginFailed, UnauthorizedLogin
 from twisted.internet import defer, interfaces, task
 from twisted.internet.protocol import ServerFactory
@@ -21,6 +20,7 @@ from twisted.mail import pop3
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
+from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
 from cgtwist.protocols.limits import PerIPConnections
@@ -358,7 +358,7 @@ class POP3Server(pop3.POP3):
         return self._login(user, secret)
 
     def _login(self, user: str, password: str) -> defer.Deferred[Any]:
-        creds = credentials.UsernamePassword(user.encode("utf-8"), password.encode("utf-8"))
+        creds = PeerCredentials(user.encode("utf-8"), password.encode("utf-8"), self.peer_ip)
         d = defer.maybeDeferred(self.portal.login, creds, None, pop3.IMailbox)
         d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,))
         return d

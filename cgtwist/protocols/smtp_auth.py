@@ -13,7 +13,6 @@ import binascii
 from dataclasses import replace
 from typing import Any, Callable, Optional, Union
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer, task
@@ -21,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.protocols.smtp_session import SMTPWire
 from cgtwist.settings import SettingsHolder
@@ -41,7 +41,7 @@ class AvatarIdRealm:
         return interfaces[0], avatarId, lambda: None
 
 
-def login(portal: Portal, username: bytes, password: bytes) -> defer.Deferred[str]:
+def login(portal: Portal, username: bytes, password: bytes, peer_ip: str = "") -> defer.Deferred[str]:
     """Check ``username``/``password`` with ``portal``'s checkers; fire with "name@domain".
 
     Uses the checkers of the shared Portal (the same AccountChecker as POP3 and IMAP) with a
@@ -50,7 +50,7 @@ def login(portal: Portal, username: bytes, password: bytes) -> defer.Deferred[st
     """
     checkers = {id(c): c for c in portal.checkers.values()}.values()
     realm: Any = AvatarIdRealm()
-    creds: Any = UsernamePassword(username, password)
+    creds: Any = PeerCredentials(username, password, peer_ip)
     own = Portal(realm, list(checkers))
     d = own.login(creds, None, ISMTPLogin)
 
@@ -235,7 +235,7 @@ class AuthCommands(SMTPWire):
             penalty.release(ip)
             return result
 
-        d = login(self.factory.portal, username, password).addBoth(release)
+        d = login(self.factory.portal, username, password, ip).addBoth(release)
         d.addCallbacks(self._auth_ok, self._auth_error, errbackArgs=(username, password))
         self._start(d)
 

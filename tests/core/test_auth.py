@@ -117,6 +117,25 @@ class AccountCheckerTests(DatabaseCase):
                                            "bob-pw"), "bob@example.org")
         await self._refused(AccountChecker(store, "pop"), "bob@example.org", "bob-pw")
 
+    async def test_roaming_off_restricts_logins_to_client_ips(self) -> None:
+        """CommuniGate's Roaming: bob (no 'roaming' service) may log in only from a Client IP;
+        alice (all services) from anywhere. The refusal looks like a wrong password."""
+        from cgtwist.core.auth import PeerCredentials
+
+        store = await self.setUpStore()
+        checker = AccountChecker(store, is_client_ip=lambda ip: ip == "192.0.2.7")
+        login = checker.requestAvatarId
+        self.assertEqual(await login(PeerCredentials(b"bob@example.org", b"bob-pw", "192.0.2.7")),
+                         "bob@example.org")
+        try:
+            await login(PeerCredentials(b"bob@example.org", b"bob-pw", "198.51.100.1"))
+        except UnauthorizedLogin:
+            pass
+        else:
+            self.fail("bob logged in from outside the Client IPs")
+        self.assertEqual(await login(PeerCredentials(b"alice", b"alice-pw", "198.51.100.1")),
+                         "alice@example.com")
+
     async def test_store_failure_is_temporary(self) -> None:
         """A store that cannot answer gives AuthUnavailable (454 4.7.0), never a refusal."""
         checker = AccountChecker(FailingStore())  # type: ignore[arg-type]
