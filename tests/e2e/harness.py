@@ -8,6 +8,7 @@ deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -42,6 +43,16 @@ DEFAULT_ZONE: dict[str, list[str]] = {
 }
 
 
+_RUNNING: "set[DNSServer]" = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """A test that failed before its teardown must not leave DNS servers behind."""
+    for dns_server in list(_RUNNING):
+        dns_server.stop()
+
+
 class DNSServer:
     """``python -m tests.dnsserver`` in a subprocess, serving zones on 127.0.0.1."""
 
@@ -60,12 +71,16 @@ class DNSServer:
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.dnsserver", "--json", path, *faults],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
         assert self.proc.stdout is not None
+        _RUNNING.add(self)
         self.address = self.proc.stdout.readline().decode().strip()
         if not self.address:
+            self.stop()
             raise AssertionError("the test DNS server did not start")
 
     def stop(self) -> None:
-        self.proc.kill()
+        _RUNNING.discard(self)
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait(30)
 
 
