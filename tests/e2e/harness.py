@@ -43,7 +43,7 @@ DEFAULT_ZONE: dict[str, list[str]] = {
 }
 
 
-_RUNNING: "set[DNSServer]" = set()
+_RUNNING: set[DNSServer] = set()
 
 
 @atexit.register
