@@ -1,8 +1,8 @@
 """File-system primitives of the spool: durable writes, directory fsync, group commit, errors.
 
 Blocking helpers run in worker threads (``write_all``, ``fsync_dir``, ``unlink_quiet``,
-``DirSync``, which batches directory fsyncs among the threads that wait for one); ``GroupSync``
-does the same batching from the reactor. ``storage_error`` maps OS
+``DirSync``, which batches directory fsyncs among the threads that wait for one).
+``storage_error`` maps OS
 errors to the SMTP replies the spool gives (RFC 5321 §4.2.5: 452 4.3.1 / 451 4.3.0).
 """
 
@@ -11,10 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import Any, Callable, Optional
-
-from twisted.internet import defer
-from twisted.python.failure import Failure
+from typing import Callable, Optional
 
 from cgtwist.errors import MailError
 
@@ -45,50 +42,6 @@ def write_all(fd: int, chunks: list[bytes]) -> None:
     view = memoryview(b"".join(chunks))[n:]
     while view:
         view = view[os.write(fd, view):]
-
-
-class GroupSync:
-    """Fsyncs one directory for every caller waiting when the fsync starts (group commit).
-
-    A caller asks after its rename completed; all callers queued while one fsync runs share the
-    next one, so N concurrent messages cost about two directory fsyncs, not N.
-    """
-
-    def __init__(self, run: Callable[..., defer.Deferred[Any]], path: str) -> None:
-        self._run = run
-        self._path = path
-        self._waiting: list[defer.Deferred[None]] = []
-        self._busy = False
-        self.syncs = 0
-
-    @property
-    def idle(self) -> bool:
-        """No fsync running and nobody waiting: the object may be forgotten."""
-        return not self._busy and not self._waiting
-
-    def sync(self) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append(d)
-        if not self._busy:
-            self._start()
-        return d
-
-    def _start(self) -> None:
-        batch, self._waiting = self._waiting, []
-        self._busy = True
-        self.syncs += 1
-
-        def done(result: Any) -> None:
-            self._busy = False
-            for d in batch:
-                if isinstance(result, Failure):
-                    d.errback(result)
-                else:
-                    d.callback(None)
-            if self._waiting:
-                self._start()
-
-        self._run(fsync_dir, self._path).addBoth(done)
 
 
 class _Batch:
