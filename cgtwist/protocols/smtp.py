@@ -85,6 +85,18 @@ class CgSMTP(AuthCommands):
         self._start(defer.maybeDeferred(self.factory.policy.helo, self.session, name)
                     .addCallbacks(ok, refused))
 
+    def _parse_path(self, text: bytes, kind: str) -> Any:
+        """The MAIL/RCPT path and parameters, or None after replying with the error."""
+        try:
+            path = parse_path(text, kind)
+        except MailError as e:
+            self._reply_error(e)
+            return None
+        if not self._esmtp and path.params:  # RFC 5321 §4.1.2: parameters are ESMTP only
+            self._reply(555, "5.5.4", "Parameters need EHLO")
+            return None
+        return path
+
     def smtp_mail(self, arg: bytes) -> None:
         assert self.session is not None
         if not self.session.helo:
@@ -100,13 +112,8 @@ class CgSMTP(AuthCommands):
         if arg[:5].upper() != b"FROM:":
             self._reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
             return
-        try:
-            path = parse_path(arg[5:], "mail")
-        except MailError as e:
-            self._reply_error(e)
-            return
-        if not self._esmtp and path.params:
-            self._reply(555, "5.5.4", "Parameters need EHLO")
+        path = self._parse_path(arg[5:], "mail")
+        if path is None:
             return
         if int(path.params.get("SIZE", "0")) > self._max_size():
             # RFC 1870 §6.1
@@ -147,13 +154,8 @@ class CgSMTP(AuthCommands):
             # RFC 5321 §4.5.3.1.8
             self._reply(452, "4.5.3", "Error: too many recipients")
             return
-        try:
-            path = parse_path(arg[3:], "rcpt")
-        except MailError as e:
-            self._reply_error(e)
-            return
-        if not self._esmtp and path.params:
-            self._reply(555, "5.5.4", "Parameters need EHLO")
+        path = self._parse_path(arg[3:], "rcpt")
+        if path is None:
             return
         address = path.router_address
         sender = self._sender
