@@ -24,8 +24,9 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.protocols import imap_parse
-from cgtwist.protocols.imap_auth import IPenalty, LoginPenalty
+from cgtwist.protocols.imap_auth import IPenalty
 from cgtwist.protocols.imap_framing import FramingMixin, _Pending
 from cgtwist.protocols.imap_login import LoginMixin
 from cgtwist.protocols.imap_messages import MessageCommands
@@ -53,7 +54,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self._tls = tls
         self.hostname = hostname
         self.clock = clock
-        self.penalty: IPenalty = penalty or LoginPenalty(settings, clock)
+        self.penalty: IPenalty = penalty if penalty is not None else AuthPenalty(clock, settings)
         self.peer_ip = ""
         self.secure = False
         self.account_name = ""
@@ -388,7 +389,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
 
 
 class IMAPFactory(ServerFactory):
-    """Builds CgIMAP4Server connections for one listener; counts connections per IP."""
+    """Builds CgIMAP4Server connections for one listener; counts connections per IP.
+
+    ``penalty`` is the server's shared AuthPenalty; without one (tests) the factory keeps its
+    own AuthPenalty on ``clock`` and ``settings``: same rules, not shared with other listeners.
+    """
 
     protocol = CgIMAP4Server  # type: ignore[assignment]
 
@@ -403,7 +408,7 @@ class IMAPFactory(ServerFactory):
         self.tls = tls
         self.hostname = hostname
         self.clock = clock
-        self.penalty: IPenalty = penalty or LoginPenalty(settings, clock)
+        self.penalty: IPenalty = penalty if penalty is not None else AuthPenalty(clock, settings)
         self.per_ip = PerIPConnections(settings)
         self.live: set[CgIMAP4Server] = set()
         self.stopping = False

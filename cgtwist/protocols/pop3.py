@@ -20,6 +20,7 @@ from twisted.mail import pop3
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
+from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
@@ -31,33 +32,6 @@ MAX_LINE = 1024  # RFC 2449 §4 allows 255 for commands; SASL responses may be l
 MAX_USER = 320
 MAX_QUEUED = 32  # pipelined commands held while one runs, before reading pauses
 SMALL_MESSAGE = 256 * 1024  # RETR sends messages up to this size in one write, bigger ones stream
-
-
-class _Penalty:
-    """Per-IP failed-login delays (``auth.fail_delays``), forgotten an hour after the last
-    failure. The service may pass one shared with IMAP instead (same three methods)."""
-
-    EXPIRE = 3600.0
-
-    def __init__(self, settings: SettingsHolder, clock: Any) -> None:
-        self.settings = settings
-        self.clock = clock
-        self._fails: dict[str, tuple[int, float]] = {}
-
-    def delay_for(self, ip: str) -> float:
-        count, last = self._fails.get(ip, (0, 0.0))
-        if count and self.clock.seconds() - last > self.EXPIRE:
-            self._fails.pop(ip, None)
-            count = 0
-        delays = list(self.settings.current["auth.fail_delays"]) or [0]
-        return float(delays[min(count, len(delays) - 1)]) if count else 0.0
-
-    def record_failure(self, ip: str, user: str) -> None:
-        count, _ = self._fails.get(ip, (0, 0.0))
-        self._fails[ip] = (count + 1, self.clock.seconds())
-
-    def record_success(self, ip: str, user: str) -> None:
-        self._fails.pop(ip, None)
 
 
 def _stuffer() -> Callable[[bytes], bytes]:
@@ -558,8 +532,9 @@ class POP3Server(pop3.POP3):
 class POP3Factory(ServerFactory):
     """``POP3Factory(listener, settings, portal, tls, hostname, clock=reactor, penalty=None)``.
 
-    ``tls()`` returns the server context factory or None; ``penalty`` (``delay_for``,
-    ``record_failure``, ``record_success``) may be shared with IMAP so delays count per IP.
+    ``tls()`` returns the server context factory or None; ``penalty`` is the server's shared
+    AuthPenalty (delays count per IP across SMTP, POP3 and IMAP). Without one (tests) the
+    factory keeps its own AuthPenalty on ``clock`` and ``settings``: same rules, not shared.
     """
 
     protocol = POP3Server  # type: ignore[assignment]
@@ -575,7 +550,7 @@ class POP3Factory(ServerFactory):
         self.tls = tls
         self.hostname = hostname
         self.clock = clock
-        self.penalty = penalty or _Penalty(settings, clock)
+        self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
         self.per_ip = PerIPConnections(settings)
 
     def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]

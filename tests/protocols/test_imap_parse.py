@@ -1,4 +1,4 @@
-"""Pure IMAP helpers: literal announcements, tokenising, search compilation, structures, penalty."""
+"""Pure IMAP helpers: literal announcements, tokenising, search compilation, structures, SASL."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import task
 from twisted.trial import unittest
 
 from cgtwist.protocols import imap_parse, imap_search, imap_structure
-from cgtwist.protocols.imap_auth import LoginPenalty, SaslError, decode_plain, ip_key
-from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.protocols.imap_auth import SaslError, decode_plain
 
 
 class LiteralSpecTests(unittest.TestCase):
@@ -151,29 +149,7 @@ class StructureTests(unittest.TestCase):
         self.assertEqual(env[1], b"caf\xe9")
 
 
-class PenaltyAndSaslTests(unittest.TestCase):
-    def test_delays_escalate_and_reset(self) -> None:
-        """Delays follow auth.fail_delays, repeat the last value, ignore repeats, reset on success."""
-        clock = task.Clock()
-        p = LoginPenalty(SettingsHolder(Settings({"auth.fail_delays": [2, 4, 8, 15]})), clock)
-        seen = []
-        for n in range(6):
-            seen.append(p.delay_for("10.0.0.1"))
-            p.record_failure("10.0.0.1", f"user{n}")
-        self.assertEqual(seen, [2, 4, 8, 15, 15, 15])
-        p.record_failure("10.0.0.1", "user5")  # same user again: no escalation
-        self.assertEqual(p.delay_for("10.0.0.2"), 2)
-        p.record_success("10.0.0.1", "user5")
-        self.assertEqual(p.delay_for("10.0.0.1"), 2)
-        p.record_failure("10.0.0.3", "u")
-        clock.advance(LoginPenalty.EXPIRE + 1)
-        self.assertEqual(p.delay_for("10.0.0.3"), 2)
-
-    def test_ipv6_aggregated_per_64(self) -> None:
-        """IPv6 addresses in one /64 share a penalty."""
-        self.assertEqual(ip_key("2001:db8::1"), ip_key("2001:db8::ffff"))
-        self.assertNotEqual(ip_key("2001:db8:0:1::1"), ip_key("2001:db8::1"))
-
+class SaslTests(unittest.TestCase):
     def test_decode_plain(self) -> None:
         """SASL PLAIN splits authzid, authcid and password; junk is a SaslError."""
         import base64
