@@ -141,7 +141,8 @@ class LoginPolicyTests(unittest.TestCase):
         self.assertIn(b"e NO", c3.send(b"e AUTHENTICATE CRAM-MD5\r\n"))
 
     def test_failed_login_reply_is_delayed_per_ip(self) -> None:
-        """Wrong passwords are answered after 2, then 4 s; other IPs are not slowed down."""
+        """Wrong passwords are answered after 2, 4, then 8 s (auth.fail_delays), also on a new
+        connection from the same IP; other IPs are not slowed down."""
         c = Client(self.world, tls="implicit")
         self.assertEqual(c.send(b"a LOGIN alice@example.com wrong\r\n"), b"")
         self.world.clock.advance(1.9)
@@ -153,9 +154,17 @@ class LoginPolicyTests(unittest.TestCase):
         self.assertEqual(c.take(), b"")
         self.world.clock.advance(0.2)
         self.assertIn(b"b NO", c.take())
-        other = Client(self.world, ip="198.51.100.7", tls="implicit")
+        again = Client(self.world, factory=c.factory)  # reconnecting does not reset the delay
+        again.send(b"c LOGIN alice@example.com wrong3\r\n")
+        self.world.clock.advance(7.9)
+        self.assertEqual(again.take(), b"")
+        self.world.clock.advance(0.2)
+        self.assertIn(b"c NO", again.take())
+        other = Client(self.world, ip="198.51.100.7", factory=c.factory)
         other.send(b"x LOGIN alice@example.com nope\r\n")
-        self.world.clock.advance(2.1)
+        self.world.clock.advance(1.9)
+        self.assertEqual(other.take(), b"")
+        self.world.clock.advance(0.2)
         self.assertIn(b"x NO", other.take())
 
     def test_too_many_failures_disconnect(self) -> None:

@@ -190,17 +190,56 @@ class AuthTests(POP3TestBase):
         self.assertEqual(self.send(proto, tr, b"AUTH CRAM-MD5"), b"-ERR Unsupported SASL mechanism\r\n")
 
     def test_wrong_password_delayed_then_disconnect(self) -> None:
-        """Wrong passwords are answered after the configured delay; too many close the link."""
-        self.settings.replace(Settings({"auth.fail_delays": [0, 2], "auth.max_failures": 2}))
+        """Each wrong password is answered only after its auth.fail_delays entry; the
+        auth.max_failures-th failure on the connection is answered and then the link closes."""
+        self.settings.replace(Settings({"auth.fail_delays": [2, 4], "auth.max_failures": 2}))
         proto, tr = self.connect()
         self.send(proto, tr, b"USER alice")
-        self.assertEqual(self.send(proto, tr, b"PASS wrong"), b"-ERR [AUTH] Authentication failed\r\n")
-        self.send(proto, tr, b"USER alice")
         self.assertEqual(self.send(proto, tr, b"PASS wrong"), b"")
-        self.clock.advance(2)
+        self.clock.advance(1.9)
+        self.assertEqual(tr.value(), b"")
+        self.clock.advance(0.1)
+        self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n")
+        self.assertFalse(tr.disconnecting)
+        self.send(proto, tr, b"USER alice")
+        self.assertEqual(self.send(proto, tr, b"PASS wrong again"), b"")
+        self.clock.advance(3.9)
+        self.assertEqual(tr.value(), b"")
+        self.assertFalse(tr.disconnecting)
+        self.clock.advance(0.1)
         self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n")
         self.assertTrue(tr.disconnecting)
         proto.connectionLost()
+
+    def test_penalty_follows_the_ip_across_connections(self) -> None:
+        """Reconnecting does not reset the delay; another IP is not slowed down; a good
+        login from the IP clears its penalty."""
+        self.settings.replace(Settings({"auth.fail_delays": [2, 4, 8], "auth.max_failures": 1}))
+
+        guesses: list[bytes] = []
+
+        def fail(ip: str) -> float:
+            """Seconds until a wrong password from a new connection of ``ip`` is answered."""
+            proto, tr = self.connect(ip)
+            self.send(proto, tr, b"USER alice")
+            guesses.append(b"wrong%d" % len(guesses))  # a new guess each time, as an attacker
+            self.send(proto, tr, b"PASS " + guesses[-1])
+            waited = 0.0
+            while not tr.value() and waited < 30:
+                self.clock.advance(0.5)
+                waited += 0.5
+            self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n")
+            self.assertTrue(tr.disconnecting)
+            proto.connectionLost()
+            return waited
+
+        self.assertEqual([fail("10.0.0.1"), fail("10.0.0.1"), fail("10.0.0.1")], [2, 4, 8])
+        self.assertEqual(fail("10.0.0.2"), 2)
+        self.assertEqual(fail("10.0.0.1"), 8)
+        proto, tr = self.connect("10.0.0.1")
+        self.login(proto, tr)  # answered at once: the penalty delays failures only
+        self.close(proto, tr)
+        self.assertEqual(fail("10.0.0.1"), 2)
 
     def test_service_disabled(self) -> None:
         """An account without the POP service cannot log in."""
