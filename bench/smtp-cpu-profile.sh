@@ -5,7 +5,7 @@
 set -u
 REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
 PY=$REPO/.venv/bin/python
-BASE=$(mktemp -d /tmp/cgcpu-XXXX)
+BASE=$(mktemp -d ${TMPBASE:-/tmp}/cgcpu-XXXX)
 $PY -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}') > $BASE/dns.addr &
 DNSPID=$!
 for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
@@ -23,14 +23,18 @@ export CGTWIST_CONFIG=$BASE/cgtwist.conf
 $PY -m cgtwist.cli settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]' >/dev/null 2>&1
 $PY -m cgtwist.cli settings set smtp.max_connections_per_ip 200 >/dev/null 2>&1
 $PY -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null 2>&1
+[ -n "${WORKERS:-}" ] && $PY -m cgtwist.cli settings set smtp.workers $WORKERS >/dev/null 2>&1
 $PY -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null 2>&1
 $REPO/.venv/bin/twistd -n --pidfile $BASE/twistd.pid --logfile $BASE/cgtwist.log cgtwist &
 PID=$!
 for i in $(seq 600); do grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null && break; sleep 0.1; done
 grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null || { echo "server did not start"; cat $BASE/cgtwist.log; kill $PID $DNSPID; exit 1; }
 [ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
-mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace -c -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
-u0=$(awk '{print $14}' /proc/$PID/stat); s0=$(awk '{print $15}' /proc/$PID/stat); c0=$((u0+s0))
+mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace ${STRACE_ARGS:--c} -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
+# The server and its SMTP worker processes (smtp.workers: WORKERS=N), user and system ticks.
+ut() { for p in $PID $(pgrep -P $PID); do awk '{print $14}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
+st() { for p in $PID $(pgrep -P $PID); do awk '{print $15}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
+u0=$(ut); s0=$(st); c0=$((u0+s0))
 r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
@@ -39,7 +43,9 @@ mkdir -p $MD; for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] &&
 t1=$(date +%s.%N)
 r1=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc1=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 python3 -c "print('reactor thread busy', round(($r1-$r0)/100/($t1-$t0)*100), '% of wall; context switches/msg', round(($vc1-$vc0)/${M:-1000}))"
-u1=$(awk '{print $14}' /proc/$PID/stat); s1=$(awk '{print $15}' /proc/$PID/stat); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
+for p in $(pgrep -P $PID); do echo "worker $p: process $(awk '{print $14+$15}' /proc/$p/stat) ticks, main thread $(awk '{print $14+$15}' /proc/$p/task/$p/stat) ticks"; done
+echo "server: process $(awk '{print $14+$15}' /proc/$PID/stat) ticks; wall $(python3 -c "print(round(($t1-$t0)*100))") ticks"
+u1=$(ut); s1=$(st); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
 python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
 grep -c "" $BASE/cgtwist.log*
 [ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }

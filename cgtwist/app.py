@@ -27,11 +27,16 @@ log = Logger(namespace="cgtwist")
 class Components:
     """Every long-lived object of one server, built from the bootstrap config."""
 
-    def __init__(self, cfg: BootstrapConfig, reactor: Any, settings: SettingsHolder, tls: Any) -> None:
+    def __init__(self, cfg: BootstrapConfig, reactor: Any, settings: SettingsHolder, tls: Any,
+                 link: Any = None) -> None:
+        """``link``: set in an SMTP worker process (cgtwist.worker), the pipe to the server that
+        takes each stored message (``enqueue``); such a process builds only what receiving
+        needs (no queue, no delivery) and stores into ``Queue/incoming/``."""
         self.cfg = cfg
         self.reactor = reactor
         self.settings = settings
         self.tls = tls
+        self.link = link
         self.store: Any = None
         self.factories: list[Any] = []
         self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
@@ -54,26 +59,16 @@ class Components:
 
     async def open(self) -> None:
         """Open the store (migrations, first-start accounts), then build everything on it."""
-        from cgtwist.core.auth import AccountChecker
-        from cgtwist.core.policy import BasicPolicy
-        from cgtwist.core.protection import ProtectedPolicy
-        from cgtwist.core.routing import Routing
-        from cgtwist.core.submission import Submission
-        from cgtwist.delivery.bounce import Bouncer
-        from cgtwist.delivery.local import LocalDelivery
-        from cgtwist.delivery.pipe import PipeDelivery
-        from cgtwist.delivery.smtp import SMTPDelivery
-        from cgtwist.delivery.submitted import SubmittedPickup
-        from cgtwist.dns import Resolver, system_nameservers
-        from cgtwist.mailstore.notifier import MailboxNotifier
-        from cgtwist.protocols.realm import MailRealm
-        from cgtwist.queue.manager import QueueManager
-        from cgtwist.spool.spool import Spool
+        from cgtwist.settings import Settings
         from cgtwist.storage.store import open_store
 
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
                                               cfg.pool_min, cfg.pool_max)
+        if self.link is not None:  # the server settled the main domain and made the accounts
+            settings.replace(Settings(await store.get_settings()))
+            self._build_reception(store, settings)
+            return
         main = await store.settle_main_domain(cfg.main_domain, cfg.main_domain_explicit)
         if main != cfg.main_domain:
             self.cfg = cfg = dataclasses.replace(cfg, main_domain=main)
@@ -83,11 +78,24 @@ class Components:
             log.warn("first start: created postmaster@{domain} with password {password} "
                      "(change it with: cgtwist-admin account passwd postmaster@{domain})",
                      domain=cfg.main_domain, password=password)
-        values = await store.get_settings()
-        from cgtwist.settings import Settings
+        settings.replace(Settings(await store.get_settings()))
+        self._build_reception(store, settings)
+        self._build_delivery(store, settings)
 
-        settings.replace(Settings(values))
+    def _build_reception(self, store: Any, settings: SettingsHolder) -> None:
+        """Resolver, Router, protection policy, spool, submission and cred portal: what SMTP
+        receiving needs, in the server and in each SMTP worker process."""
+        from cgtwist.core.auth import AccountChecker
+        from cgtwist.core.policy import BasicPolicy
+        from cgtwist.core.protection import ProtectedPolicy
+        from cgtwist.core.routing import Routing
+        from cgtwist.core.submission import Submission
+        from cgtwist.dns import Resolver, system_nameservers
+        from cgtwist.mailstore.notifier import MailboxNotifier
+        from cgtwist.protocols.realm import MailRealm
+        from cgtwist.spool.spool import Spool
 
+        cfg, reactor = self.cfg, self.reactor
         nameservers = list(cfg.nameservers) or system_nameservers()
         self.resolver = Resolver(nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor)
         self.routing = Routing(store, settings, cfg.main_domain)
@@ -96,9 +104,24 @@ class Components:
                                       reactor, reactor=reactor, hostname=cfg.hostname,
                                       threadpool=self._pool("cgtwist-spf", 8))
         self.policy.is_local_domain = self.routing.is_local_domain
-        io_pool = self._workers("cgtwist-io", 16)
-        self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool)
+        self.io_pool = io_pool = self._workers("cgtwist-io", 16)
+        self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool, incoming=self.link is not None)
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
+        self.submission = Submission(self.spool, self.link, settings, reactor)
+        self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
+        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip)])
+
+    def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
+        """The queue manager, delivery agents, bounces and the Submitted/ pickup: the server's
+        own half, never built in an SMTP worker process."""
+        from cgtwist.delivery.bounce import Bouncer
+        from cgtwist.delivery.local import LocalDelivery
+        from cgtwist.delivery.pipe import PipeDelivery
+        from cgtwist.delivery.smtp import SMTPDelivery
+        from cgtwist.delivery.submitted import SubmittedPickup
+        from cgtwist.queue.manager import QueueManager
+
+        cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         self.smtp_out = SMTPDelivery(self.resolver, settings, cfg.hostname, reactor)
         local = LocalDelivery(cfg.base_dir, store, self.notifier, reactor=reactor,
                               threadpool=io_pool, hostname=cfg.hostname)
@@ -110,15 +133,13 @@ class Components:
         }
         self.manager = QueueManager(self.spool, self.routing, agents, settings, reactor)
         self.smtp_out.on_attempt = self.manager.note_attempt
-        self.submission = Submission(self.spool, self.manager, settings, reactor)
+        self.submission.manager = self.manager
         self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
         self.manager.bouncer = self.bouncer.bounce
         self.manager.delay_warning = self.bouncer.delay_warning
         self.manager.on_delivered = self.bouncer.delivered
         self.pickup = SubmittedPickup(cfg.base_dir, self.submission, reactor, settings,
                                       threadpool=io_pool, hostname=cfg.hostname)
-        self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
-        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip)])
 
     def factory_for(self, spec: ListenerSpec) -> Factory:
         """A new protocol factory for one listener socket."""
@@ -178,10 +199,11 @@ class Components:
 
     async def close(self) -> None:
         """Stop the queue and pickup, then the resolver, thread pools and store."""
-        await defer.maybeDeferred(self.pickup.stopService)
-        self.smtp_out.close_idle()
-        self.smtp_out.abort_all()
-        await self.manager.stop()
+        if self.link is None:
+            await defer.maybeDeferred(self.pickup.stopService)
+            self.smtp_out.close_idle()
+            self.smtp_out.abort_all()
+            await self.manager.stop()
         stop = getattr(self.resolver, "stop", None)
         if stop is not None:
             await defer.maybeDeferred(stop)

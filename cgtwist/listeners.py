@@ -49,6 +49,9 @@ class ListenerManager:
         self.ports: dict[ListenerSpec, IListeningPort] = {}
         self.failed: dict[ListenerSpec, str] = {}
         self.paused = False
+        # Protocols whose sockets this process binds but does not accept on: SMTP worker
+        # processes (cgtwist.workers) accept on them instead.
+        self.delegated: frozenset[str] = frozenset()
         self.tls_ready = True  # False while the service binds before loading certificates
 
     def _bind(self, spec: ListenerSpec) -> None:
@@ -75,7 +78,7 @@ class ListenerManager:
             self.failed[spec] = why
             self.log.error("listener {listener} cannot bind: {why}", listener=spec.name, why=why)
             return
-        if self.paused:
+        if self.paused or spec.protocol in self.delegated:
             port.stopReading()
         self.ports[spec] = port
         self.failed.pop(spec, None)
@@ -121,8 +124,24 @@ class ListenerManager:
 
     def resume(self) -> None:
         self.paused = False
-        for port in self.ports.values():
-            port.startReading()  # type: ignore[attr-defined]
+        for spec, port in self.ports.items():
+            if spec.protocol not in self.delegated:
+                port.startReading()  # type: ignore[attr-defined]
+
+    def delegate(self, protocols: frozenset[str]) -> None:
+        """Accept on ``protocols``' sockets in other processes from now on (or, for protocols
+        no longer named, here again)."""
+        self.delegated = frozenset(protocols)
+        for spec, port in self.ports.items():
+            if spec.protocol in self.delegated:
+                port.stopReading()  # type: ignore[attr-defined]
+            elif not self.paused:
+                port.startReading()  # type: ignore[attr-defined]
+
+    def sockets(self, protocol: str) -> list[tuple[int, ListenerSpec]]:
+        """(file descriptor, listener) of each bound socket of ``protocol``, to hand on."""
+        return [(port.fileno(), spec) for spec, port in self.ports.items()  # type: ignore[attr-defined]
+                if spec.protocol == protocol]
 
     def stop(self) -> defer.Deferred[Any]:
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports.values()]

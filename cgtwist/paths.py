@@ -19,6 +19,10 @@ _ACCOUNT_RE = re.compile(r"^[a-z0-9_+=-][a-z0-9._+=-]{0,63}$")
 
 QUEUE_DIR = "Queue"
 CORRUPT_DIR = os.path.join("Queue", "corrupt")
+# Written by SMTP worker processes (smtp.workers); the server moves each file into Queue/.
+INCOMING_DIR = os.path.join("Queue", "incoming")
+# Finished spool files kept for reuse by new messages (cgtwist.spool.files.Recycler).
+FREE_DIR = os.path.join("Queue", "free")
 SUBMITTED_DIR = "Submitted"
 DOMAINS_DIR = "Domains"
 TLS_DIR = "tls"

@@ -123,6 +123,7 @@ class CgtwistService(MultiService):
         self.listeners = ListenerManager(reactor, {p: self._maker for p in ("smtp", "pop3", "imap")},
                                          self.tls, state_file=os.path.join(cfg.base_dir, "cgtwist.ports"))
         self._control_port: Any = None
+        self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
         self.ready: defer.Deferred[None] = defer.Deferred()
 
     # -- listeners ---------------------------------------------------------------------------
@@ -208,9 +209,16 @@ class CgtwistService(MultiService):
         self._start_control()
         self._install_signals()
         await self.listeners.apply(self._specs(self.settings.current))
+        from cgtwist.workers import SMTPWorkers
+
+        self.workers = SMTPWorkers(self.reactor, cfg, adopt=self.app.manager.adopt,
+                                   sweep=self.app.spool.incoming, count=self.app.spool.message_count)
+        await self._configure_workers(self.settings.current)
+
         def rebind(settings: Settings) -> None:
-            self.listeners.apply(self._specs(settings)).addErrback(
-                lambda f: log.failure("applying the listener settings failed", f))
+            d = self.listeners.apply(self._specs(settings))
+            d.addCallback(lambda _: self._configure_workers(settings))
+            d.addErrback(lambda f: log.failure("applying the listener settings failed", f))
 
         self.settings.subscribe(rebind)
         self.listeners.resume()
@@ -218,6 +226,16 @@ class CgtwistService(MultiService):
         log.info("cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",
                  domain=cfg.main_domain, base=cfg.base_dir, n=len(self.listeners.ports))
         self.ready.callback(None)
+
+    def _configure_workers(self, settings: Settings) -> defer.Deferred[None]:
+        """Hand the SMTP sockets to ``smtp.workers`` worker processes (0: accept here)."""
+        assert self.workers is not None
+        try:
+            n = max(0, int(settings["smtp.workers"]))
+        except (KeyError, TypeError, ValueError):
+            n = 0
+        self.listeners.delegate(frozenset({"smtp"}) if n else frozenset())
+        return self.workers.configure(n, self.listeners.sockets("smtp") if n else [])
 
     def _in_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
         from twisted.internet.threads import deferToThreadPool
@@ -274,11 +292,13 @@ class CgtwistService(MultiService):
     async def _stop(self) -> None:
         log.info("cgtwist stopping: no new connections, finishing transactions in flight")
         self.listeners.pause()
+        workers = self.workers.stop() if self.workers is not None else defer.succeed(None)
         if self.app is not None:
             try:
                 await self.app.drain()
             except Exception:
                 log.failure("error while draining sessions")
+        await workers  # their transactions in flight end in Queue/incoming/, adopted at start
         await self.listeners.stop()
         if self._control_port is not None:
             await defer.maybeDeferred(self._control_port.stopListening)

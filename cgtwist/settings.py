@@ -49,6 +49,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.data_timeout": (180, "seconds without data during DATA before the transaction is dropped"),
     "smtp.max_connections": (500, "concurrent SMTP connections in total; more: 421 4.7.0"),
     "smtp.max_connections_per_ip": (20, "concurrent SMTP connections from one IP; more: 421 4.7.0"),
+    "smtp.workers": (0, "SMTP worker processes that accept on the SMTP listeners (receiving on other CPU cores than delivery); 0 = the server process itself. Connection, penalty and protection counters are then kept per process"),
     "smtp.max_received_headers": (100, "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)"),
     "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)

@@ -171,6 +171,23 @@ class QueueManager(QueueReports, QueueAdmin):
 
         return d.addBoth(ruled)
 
+    def adopt(self, msg_id: str) -> defer.Deferred[bool]:
+        """Take a message an SMTP worker process stored in ``Queue/incoming/`` (it answered
+        250 already): move it into the spool proper and queue it like a new one. Fires True if
+        it was adopted now, False if it was not there (adopted before) or the queue is stopping
+        (it waits in ``Queue/incoming/`` for the next start)."""
+        if self._stopped:
+            return defer.succeed(False)
+        d = self.spool.adopt(msg_id)
+
+        def adopted(entry: Optional[SpoolEntry]) -> Any:
+            if entry is None:
+                return False
+            d2 = self.enqueue(msg_id, entry.envelope, entry.data)
+            return d2.addCallback(lambda _: True)
+
+        return d.addCallback(adopted)
+
     def _window(self) -> int:
         return max(1, int(self._get("queue.active_window")))
 

@@ -26,7 +26,7 @@ from cgtwist import paths
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.spool import format as fmt
-from cgtwist.spool.files import DirSync, fsync_dir, storage_error, unlink_quiet, write_all
+from cgtwist.spool.files import DirSync, Recycler, fsync_dir, storage_error, unlink_quiet, write_all
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope
 
@@ -56,9 +56,14 @@ class Spool:
 
     log = Logger()
 
-    def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None) -> None:
+    def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None,
+                 incoming: bool = False) -> None:
         self.base_dir = base_dir
-        self.dir = os.path.join(base_dir, paths.QUEUE_DIR)
+        self.queue_dir = os.path.join(base_dir, paths.QUEUE_DIR)
+        self.incoming_dir = os.path.join(base_dir, paths.INCOMING_DIR)
+        # An SMTP worker process (``incoming``) stores into Queue/incoming/; the server adopts
+        # each file into Queue/ (``adopt``), the only directory it delivers from.
+        self.dir = self.incoming_dir if incoming else self.queue_dir
         self.corrupt_dir = os.path.join(base_dir, paths.CORRUPT_DIR)
         self._reactor: Any = reactor
         self._from_threads: Any = reactor
@@ -70,6 +75,8 @@ class Spool:
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
         os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.incoming_dir, mode=0o700, exist_ok=True)
+        self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -90,6 +97,10 @@ class Spool:
     def message_count(self) -> int:
         """Messages in the spool (from recover, store and remove; no disk access)."""
         return self._count
+
+    def set_count(self, count: int) -> None:
+        """An SMTP worker's view of the queue size, as the server last reported it."""
+        self._count = max(0, int(count))
 
     def free_space(self) -> defer.Deferred[int]:
         """Octets available to us on the spool's file system (statvfs, in a thread)."""
@@ -148,7 +159,11 @@ class Spool:
             if os.path.exists(self._path(msg_id, ".msg")):
                 continue  # a clock step back onto a recycled pid: never overwrite a message
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                reused = self._recycler.take(tmp)
+                if reused:
+                    fd = os.open(tmp, os.O_WRONLY)
+                else:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
             except OSError as e:
@@ -156,8 +171,10 @@ class Spool:
             break
         try:
             try:
-                chunks, _size = fmt.encode(msg_id, env_json, data)
+                chunks, size = fmt.encode(msg_id, env_json, data)
                 write_all(fd, chunks)
+                if reused:  # overwritten in place; cut what is left of the old message
+                    os.ftruncate(fd, size)
                 cp.crashpoint(cp.SPOOL_BEFORE_FSYNC)
                 os.fsync(fd)
             finally:
@@ -216,6 +233,62 @@ class Spool:
             return d2.addCallback(lambda _: f)
 
         return self._in_thread(read).addCallbacks(loaded, corrupt)
+
+    # -- adoption of worker-written messages ----------------------------------------------
+    def adopt(self, msg_id: str) -> defer.Deferred[Optional[SpoolEntry]]:
+        """Move ``Queue/incoming/<id>.msg`` (stored by an SMTP worker process, already answered
+        250) into ``Queue/`` and fire with its SpoolEntry; None if it is not there (adopted
+        already: a notice and a sweep may name the same file). A corrupt file is quarantined.
+
+        The rename is not followed by a directory fsync: after a crash the file is found in
+        one directory or the other, and ``recover`` takes both (at worst a recipient is
+        delivered twice, never lost)."""
+        if not fmt.valid_id(msg_id):
+            return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
+        src = os.path.join(self.incoming_dir, msg_id + ".msg")
+        dst = self._path(msg_id, ".msg")
+
+        def move_and_read() -> Optional[SpoolEntry]:
+            try:
+                os.rename(src, dst)
+            except FileNotFoundError:
+                return None
+            with open(dst, "rb") as f:
+                raw = f.read()
+            env, queued, data = fmt.decode(msg_id, raw)
+            return SpoolEntry(msg_id, env, queued, data)
+
+        def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
+            if entry is not None:
+                self._count += 1
+                self._recorded[msg_id] = [(r.state, r.route, r.detail) for r in entry.envelope.recipients]
+                self._no_journal.add(msg_id)
+            return entry
+
+        def corrupt(f: Failure) -> Any:
+            f.trap(SpoolCorrupt)
+            self._count += 1  # quarantine counts it out again
+            return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
+                lambda _: None)
+
+        return self._in_thread(move_and_read).addCallbacks(moved, corrupt)
+
+    def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
+        """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
+        ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
+        mid-DATA, which never answered 250 for them)."""
+        def scan() -> list[str]:
+            ids = []
+            for name in os.listdir(self.incoming_dir):
+                if name.endswith(".msg") and fmt.valid_id(name[:-4]):
+                    ids.append(name[:-4])
+                elif name.endswith(".tmp"):
+                    parts = name[:-4].split("-")
+                    if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) not in live_pids:
+                        unlink_quiet(os.path.join(self.incoming_dir, name))
+            ids.sort()
+            return ids
+        return self._in_thread(scan)
 
     # -- journal ----------------------------------------------------------------------------
     def update(self, msg_id: str, envelope: Envelope,
@@ -276,7 +349,8 @@ class Spool:
         journal = msg_id not in self._no_journal
 
         def rm() -> bool:
-            existed = unlink_quiet(msg)
+            kept = self._recycler.give(msg, msg_id)
+            existed = unlink_quiet(msg) if kept is None else kept
             if journal:
                 unlink_quiet(jrn)
             return existed
@@ -336,6 +410,7 @@ class Spool:
             ids: list[str] = []
             bad: list[tuple[str, str]] = []
             removed: list[str] = []
+            self._take_incoming(removed)
             names = os.listdir(self.dir)
             msgs = {n[:-4] for n in names if n.endswith(".msg")}
             for name in names:
@@ -378,6 +453,25 @@ class Spool:
             return ids
 
         return self._in_thread(scan).addCallback(scanned)
+
+
+    def _take_incoming(self, removed: list[str]) -> None:
+        """Thread, at start (no SMTP worker runs yet): messages that workers stored but the
+        server had not adopted move into Queue/; their half-written .tmp files go."""
+        if self.dir == self.incoming_dir:
+            return
+        try:
+            names = os.listdir(self.incoming_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            full = os.path.join(self.incoming_dir, name)
+            if name.endswith(".msg") and fmt.valid_id(name[:-4]):
+                if not os.path.exists(os.path.join(self.dir, name)):
+                    os.rename(full, os.path.join(self.dir, name))
+            elif name.endswith(".tmp"):
+                unlink_quiet(full)
+                removed.append(os.path.join("incoming", name))
 
 
 def _check_file(msg_id: str, path: str, deep: bool) -> None:

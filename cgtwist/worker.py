@@ -1,0 +1,206 @@
+"""An SMTP worker process: ``python -m cgtwist.worker``, started by the server, never by hand.
+
+With ``smtp.workers`` = N the server (cgtwist.service) binds the SMTP listening sockets as
+before, stops accepting on them itself and starts N of these processes, which share the
+sockets (the kernel hands each new connection to one of them), the store and the spool. The
+Python work of receiving (SMTP dialogue, checks, spool writing) then runs on other CPU cores
+than the queue and delivery: Postfix's smtpd/qmgr split, for the same reason.
+
+A worker builds only the receiving half of the server (cgtwist.app with a ``link``): it stores
+each accepted message durably into ``Queue/incoming/`` before its 250, then names it to the
+server on standard output (``Q <id>``); the server moves it into ``Queue/`` and delivers it.
+From the server on standard input: ``R`` reload settings and TLS certificate, ``C <n>`` the
+queue size (for ``queue.max_messages``). End of standard input means the server is gone: the
+worker closes its sockets and exits at once, so that a restarted server can bind them; what it
+had stored but not reported waits in ``Queue/incoming/`` for that server's start-up.
+Log events go to standard error as JSON lines ``[level, namespace, text]``, which the server
+writes into its own log. SIGTERM: stop accepting, let transactions in flight finish (the same
+grace as the server's), exit.
+
+The worker's settings are the server's bootstrap configuration and its listeners, in the
+environment variable ``CGTWIST_WORKER`` (JSON: ``config``, ``listeners`` with ``fd``,
+``index``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogBeginner
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from cgtwist.config import BootstrapConfig
+from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.tls import ServerTLS
+from cgtwist.types import Envelope, ListenerSpec
+
+log = Logger(namespace="cgtwist.worker")
+
+ENV = "CGTWIST_WORKER"
+
+
+def decode_spec(raw: str) -> tuple[BootstrapConfig, list[tuple[int, ListenerSpec]], int]:
+    """``CGTWIST_WORKER`` -> (bootstrap config, [(fd, listener)], worker index)."""
+    spec = json.loads(raw)
+    c = dict(spec["config"])
+    c["nameservers"] = tuple(c.get("nameservers") or ())
+    cfg = BootstrapConfig(**c)
+    listeners = []
+    for item in spec["listeners"]:
+        item = dict(item)
+        fd = int(item.pop("fd"))
+        listeners.append((fd, ListenerSpec(**item)))
+    return cfg, listeners, int(spec.get("index", 0))
+
+
+class MasterLink(LineOnlyReceiver):
+    """Standard input/output to the server: the ``manager`` of this process's Submission."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def __init__(self, worker: "Worker") -> None:
+        self.worker = worker
+
+    def enqueue(self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None) -> defer.Deferred[None]:
+        """The message is durable in Queue/incoming/: tell the server to take it."""
+        if self.transport is not None:
+            self.transport.write(b"Q " + msg_id.encode("ascii") + b"\n")
+        return defer.succeed(None)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line == b"R":
+            self.worker.reload()
+        elif line.startswith(b"C "):
+            try:
+                self.worker.set_count(int(line[2:]))
+            except ValueError:
+                log.warn("worker: bad count line from the server: {line!r}", line=line)
+        else:
+            log.warn("worker: unknown line from the server: {line!r}", line=line)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.worker.master_gone()
+
+
+class Worker:
+    """The receiving half of the server over inherited listening sockets."""
+
+    def __init__(self, cfg: BootstrapConfig, listeners: list[tuple[int, ListenerSpec]],
+                 index: int, reactor: Any) -> None:
+        self.cfg = cfg
+        self.listeners = listeners
+        self.index = index
+        self.reactor = reactor
+        self.settings = SettingsHolder()
+        self.tls = ServerTLS(cfg.certificate, cfg.key)
+        self.link = MasterLink(self)
+        self.app: Any = None
+        self.ports: list[Any] = []
+        self.stopping = False
+
+    async def start(self) -> None:
+        from cgtwist.app import Components
+
+        self.tls.reload()
+        self.app = Components(self.cfg, self.reactor, self.settings, self.tls, link=self.link)
+        await self.app.open()
+        for fd, spec in self.listeners:
+            factory: Any = self.app.factory_for(spec)
+            if spec.tls == "implicit":
+                factory = TLSMemoryBIOFactory(self.tls, False, factory)
+            family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
+            self.ports.append(self.reactor.adoptStreamPort(fd, family, factory))
+            os.close(fd)  # adoptStreamPort works on a duplicate
+        log.info("smtp worker {index} ready (pid {pid}), {n} listener(s)",
+                 index=self.index, pid=os.getpid(), n=len(self.ports))
+
+    def reload(self) -> None:
+        self.tls.reload()
+
+        async def again() -> None:
+            self.settings.replace(Settings(await self.app.store.get_settings()))
+
+        defer.ensureDeferred(again()).addErrback(
+            lambda f: log.failure("worker: settings reload failed", f))
+
+    def set_count(self, count: int) -> None:
+        if self.app is not None:
+            self.app.spool.set_count(count)
+
+    def master_gone(self) -> None:
+        """The server exited (or was killed): free the sockets now and stop."""
+        if self.stopping:
+            return
+        log.warn("smtp worker {index}: the server is gone; exiting", index=self.index)
+        self.stopping = True
+        ports, self.ports = self.ports, []
+        for port in ports:
+            port.stopListening()
+        if self.app is not None:
+            for factory in self.app.factories:
+                for proto in list(getattr(factory, "_live", None) or getattr(factory, "live", None) or ()):
+                    transport = getattr(proto, "transport", None)
+                    if transport is not None:
+                        transport.abortConnection()
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def stop(self) -> None:
+        """SIGTERM: stop accepting, finish the transactions in flight, close."""
+        self.stopping = True
+        ports, self.ports = self.ports, []
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports],
+                                  consumeErrors=True)
+        if self.app is not None:
+            await self.app.drain()
+            await self.app.close()
+
+
+def _log_to_stderr(level: LogLevel) -> None:
+    out = sys.stderr
+
+    def observer(event: Any) -> None:
+        if event.get("log_level", LogLevel.info) < level:
+            return
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        try:
+            out.write(json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n")
+            out.flush()
+        except Exception:  # never let logging kill the worker
+            pass
+
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def main() -> None:
+    from twisted.internet import reactor, stdio
+
+    cfg, listeners, index = decode_spec(os.environ[ENV])
+    _log_to_stderr(LogLevel.levelWithName(cfg.log_level))
+    worker = Worker(cfg, listeners, index, reactor)
+    stdio.StandardIO(worker.link, reactor=reactor)
+
+    def failed(f: Any) -> None:
+        log.failure("smtp worker {index} failed to start", f, index=index)
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(  # type: ignore[attr-defined]
+        lambda: defer.ensureDeferred(worker.start()).addErrback(failed))
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "before", "shutdown", lambda: defer.ensureDeferred(worker.stop()))
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
