@@ -31,9 +31,10 @@ import sys
 from typing import Any, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger, LogLevel, formatEvent, globalLogBeginner
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, globalLogBeginner
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.settings import Settings, SettingsHolder
@@ -65,7 +66,7 @@ class MasterLink(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 4096
 
-    def __init__(self, worker: "Worker") -> None:
+    def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     def enqueue(self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None) -> defer.Deferred[None]:
@@ -166,6 +167,7 @@ class Worker:
 def _log_to_stderr(level: LogLevel) -> None:
     out = sys.stderr
 
+    @implementer(ILogObserver)
     def observer(event: Any) -> None:
         if event.get("log_level", LogLevel.info) < level:
             return

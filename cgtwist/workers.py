@@ -33,17 +33,18 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 class _WorkerProcess(ProcessProtocol):
     """One worker: its pipes, its pid, and the Deferred that fires when it has exited."""
 
-    def __init__(self, owner: "SMTPWorkers", index: int) -> None:
+    def __init__(self, owner: SMTPWorkers, index: int) -> None:
         self.owner = owner
         self.index = index
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.started_at = owner.reactor.seconds()
         self._out = b""
         self._err = b""
-        self.pid: Optional[int] = None
+        self.pid: Optional[int] = None  # while it runs
+        self.os_pid: Optional[int] = None  # for the log line after it ended
 
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid  # type: ignore[union-attr]
+        self.pid = self.os_pid = self.transport.pid  # type: ignore[union-attr]
 
     def outReceived(self, data: bytes) -> None:
         self._out += data
@@ -167,8 +168,7 @@ class SMTPWorkers:
         how = "exited" if clean else f"ended ({getattr(status, 'exitCode', None)}, signal {getattr(status, 'signal', None)})"
         planned = self.stopping or proto.index > self.wanted or getattr(proto, "retired", False)
         (self.log.info if planned else self.log.error)(
-            "smtp worker {index} (pid {pid}) {how}", index=proto.index,
-            pid=getattr(proto.transport, "pid", None), how=how)
+            "smtp worker {index} (pid {pid}) {how}", index=proto.index, pid=proto.os_pid, how=how)
         self.sweep()
         if planned:
             return
@@ -196,8 +196,13 @@ class SMTPWorkers:
             p.retired = True  # type: ignore[attr-defined]
             self._signal(p, signal.SIGTERM)
             timer = self.reactor.callLater(STOP_GRACE, self._signal, p, signal.SIGKILL)
-            p.ended.addBoth(lambda r, t=timer: t.cancel() if t.active() else None)
-            ds.append(p.ended)
+
+            def cancel(result: Any, t: Any = timer) -> Any:
+                if t.active():
+                    t.cancel()
+                return result
+
+            ds.append(p.ended.addBoth(cancel))
         return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
 
     def _signal(self, p: _WorkerProcess, sig: int) -> None:
@@ -233,9 +238,9 @@ class SMTPWorkers:
             for msg_id in ids:
                 self.adopt(msg_id)
 
-        d.addCallback(found)
-        d.addErrback(lambda f: self.log.failure("sweeping Queue/incoming failed", f))
-        return d
+        done: defer.Deferred[None] = d.addCallback(found)
+        done.addErrback(lambda f: self.log.failure("sweeping Queue/incoming failed", f))
+        return done
 
     def _send_count(self) -> None:
         n = self._count()

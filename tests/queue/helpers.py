@@ -149,4 +149,4 @@ class QueueTestCase(unittest.TestCase):
 
     def spooled(self) -> list[str]:
         import os
-        return sorted(n for n in os.listdir(os.path.join(self.base, "Queue")) if n != "corrupt")
+        return sorted(n for n in os.listdir(os.path.join(self.base, "Queue")) if "." in n)

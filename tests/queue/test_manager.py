@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from cgtwist.errors import MailError
 from cgtwist.queue.logical import SUSPENDED
-from tests.queue.helpers import Agent, QueueTestCase, env
+from cgtwist.spool.spool import Spool
+from cgtwist.types import Envelope
+from tests.queue.helpers import Agent, QueueTestCase, SyncPool, env
 
 
 class DeliveryTests(QueueTestCase):
@@ -358,3 +360,29 @@ class MemoryTests(QueueTestCase):
         self.pump()
         self.assertEqual(self.spooled(), [])
         self.assertEqual(self.manager._cached, 0)
+
+
+class AdoptionTests(QueueTestCase):
+    """Messages an SMTP worker process stored in Queue/incoming/ (smtp.workers)."""
+
+    def worker_store(self, envelope: Envelope) -> str:
+        worker = Spool(self.base, self.clock, threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        msg_id: str = self.successResultOf(worker.store(envelope, b"Subject: w\r\n\r\nfrom a worker\r\n"))
+        return msg_id
+
+    def test_adopted_message_is_delivered_once(self) -> None:
+        msg_id = self.worker_store(env("bob@example.com"))
+        self.assertTrue(self.successResultOf(self.manager.adopt(msg_id)))
+        self.assertFalse(self.successResultOf(self.manager.adopt(msg_id)))  # a sweep after the notice
+        self.pump()
+        self.assertEqual([c[2] for c in self.local.calls], ["LOCAL(bob@example.com)"])
+        self.assertEqual(self.spooled(), [])
+
+    def test_stopping_queue_leaves_it_for_the_next_start(self) -> None:
+        msg_id = self.worker_store(env("bob@example.com"))
+        self.successResultOf(self.manager.stop())
+        self.assertFalse(self.successResultOf(self.manager.adopt(msg_id)))
+        manager = self.make_manager(Spool(self.base, self.clock, threadpool=SyncPool()))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager.start()), 1)
+        self.pump()
+        self.assertEqual([c[2] for c in self.local.calls], ["LOCAL(bob@example.com)"])

@@ -108,7 +108,7 @@ class StoreTests(SpoolTestBase):
         env = envelope()
         msg_id = yield self.spool.store(env, DATA)
         self.assertTrue(fmt.valid_id(msg_id))
-        self.assertEqual(sorted(os.listdir(self.qdir)), [msg_id + ".msg", "corrupt"])
+        self.assertEqual(sorted(os.listdir(self.qdir)), [msg_id + ".msg", "corrupt", "free", "incoming"])
         env2, data = yield self.spool.load(msg_id)
         self.assertEqual(data, DATA)
         self.assertEqual(env2.sender, env.sender)
@@ -173,7 +173,7 @@ class StoreTests(SpoolTestBase):
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual((cm.exception.code, cm.exception.enhanced), (452, "4.3.1"))
-        self.assertEqual([n for n in os.listdir(self.qdir) if n != "corrupt"], [])
+        self.assertEqual([n for n in os.listdir(self.qdir) if "." in n], [])
         self.assertEqual(self.spool.message_count(), 0)
 
     @defer.inlineCallbacks
@@ -186,7 +186,7 @@ class StoreTests(SpoolTestBase):
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual((cm.exception.code, cm.exception.enhanced), (451, "4.3.0"))
-        self.assertEqual([n for n in os.listdir(self.qdir) if n != "corrupt"], [])
+        self.assertEqual([n for n in os.listdir(self.qdir) if "." in n], [])
 
     @defer.inlineCallbacks
     def test_directory_fsync_failure_withdraws_message(self) -> None:
@@ -198,7 +198,7 @@ class StoreTests(SpoolTestBase):
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual(cm.exception.code, 451)
-        self.assertEqual([n for n in os.listdir(self.qdir) if n != "corrupt"], [])
+        self.assertEqual([n for n in os.listdir(self.qdir) if "." in n], [])
 
     @defer.inlineCallbacks
     def test_remove(self) -> None:
@@ -208,7 +208,7 @@ class StoreTests(SpoolTestBase):
         env.recipients[0].state = "delivered"
         yield self.spool.update(msg_id, env)
         yield self.spool.remove(msg_id)
-        self.assertEqual([n for n in os.listdir(self.qdir) if n != "corrupt"], [])
+        self.assertEqual([n for n in os.listdir(self.qdir) if "." in n], [])
         self.assertEqual(self.spool.message_count(), 0)
 
     def test_bad_id_never_becomes_a_path(self) -> None:
@@ -281,7 +281,7 @@ class RecoverTests(SpoolTestBase):
         ids = yield spool2.recover()
         self.assertEqual(ids, [good])
         self.assertEqual(spool2.message_count(), 1)
-        self.assertEqual(sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt"])
+        self.assertEqual(sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt", "free", "incoming"])
         self.assertEqual(sorted(os.listdir(os.path.join(self.qdir, "corrupt"))),
                          sorted([m + ".msg" for m in planted] + ["not-an-id.msg"]))
         logged = [e for e in self.events if "is corrupt" in e.get("log_format", "")]

@@ -1,0 +1,186 @@
+"""SMTP worker processes (``smtp.workers``) with a real twistd: receiving in child processes.
+
+What an administrator notices: mail sent to every SMTP listener (plain, STARTTLS, submission
+with AUTH, implicit TLS) arrives; a worker killed with -9 right after its 250 loses nothing
+and is replaced; a server killed with -9 takes its workers with it and its successor can bind
+the ports and delivers what they had accepted; settings changes reach the workers; SIGTERM
+stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import ssl
+import uuid
+
+import pytest
+
+from tests.e2e.harness import ALL_LISTENERS, Server, wait_for
+
+pytestmark = pytest.mark.e2e
+
+SMTP_LISTENERS = ALL_LISTENERS[:3]
+
+
+@pytest.fixture
+def server(tmp_path) -> Server:  # type: ignore[no-untyped-def]
+    srv = Server(str(tmp_path / "base"))
+    srv.set_listeners(SMTP_LISTENERS)
+    srv.admin("settings", "set", "smtp.workers", "2")
+    srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
+    yield srv
+    srv.close()
+    for pid in worker_pids(srv):  # never leave a worker behind a failed test
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def message(tag: str) -> bytes:
+    return (f"From: a@elsewhere.test\r\nTo: alice@example.test\r\nSubject: {tag}\r\n\r\n"
+            f"body {tag}\r\n").encode()
+
+
+def count(server: Server, tag: str) -> int:
+    return sum(1 for m in server.messages("alice") if f"Subject: {tag}".encode() in m)
+
+
+def worker_pids(server: Server) -> list[int]:
+    """Pids of the workers the server says it started, still alive (and not zombies)."""
+    pids = []
+    for pid in map(int, re.findall(r"smtp worker \d+ started \(pid (\d+)\)", server.log_text())):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        if state != "Z":
+            pids.append(pid)
+    return pids
+
+
+def queue_files(server: Server) -> list[str]:
+    out = []
+    for sub in ("Queue", os.path.join("Queue", "incoming")):
+        d = os.path.join(server.base, sub)
+        out += [n for n in os.listdir(d) if n.endswith((".msg", ".tmp"))] if os.path.isdir(d) else []
+    return out
+
+
+def send(port: int, tag: str, **kw: object) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
+
+
+def test_every_smtp_listener_delivers_through_workers(server: Server) -> None:
+    server.start()
+    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    tags = [uuid.uuid4().hex for _ in range(4)]
+    send(server.port("smtp"), tags[0])
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.starttls(context=ctx)
+        s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tags[1]))
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=30) as s:
+        s.starttls(context=ctx)
+        s.login("alice@example.test", "alice-secret")
+        s.sendmail("alice@example.test", ["alice@example.test"], message(tags[2]))
+    with smtplib.SMTP_SSL("127.0.0.1", server.port("smtp", tls="implicit", submission=True),
+                          timeout=30, context=ctx) as s:
+        s.login("alice@example.test", "alice-secret")
+        s.sendmail("alice@example.test", ["alice@example.test"], message(tags[3]))
+    for tag in tags:
+        wait_for(lambda t=tag: count(server, t) == 1, 30, f"message {tag}")
+    log = server.log_text()
+    assert "[smtp-worker-" in log and "accepted msg_id=" in log  # worker events in the server's log
+    wait_for(lambda: not queue_files(server), 30, "an empty spool")
+
+
+def test_worker_killed_after_250_loses_nothing_and_is_replaced(server: Server) -> None:
+    server.start()
+    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    before = set(worker_pids(server))
+    tags = []
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        tag = uuid.uuid4().hex
+        s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))  # 250
+        tags.append(tag)
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+    for tag in tags:
+        wait_for(lambda t=tag: count(server, t) == 1, 30, "the accepted message")
+    wait_for(lambda: len(worker_pids(server)) == 2 and not set(worker_pids(server)) & before, 30,
+             "two new workers")
+    tag = uuid.uuid4().hex
+    send(server.port("smtp"), tag)
+    wait_for(lambda: count(server, tag) == 1, 30, "mail through the new workers")
+    assert "smtp worker 1 (pid" in server.log_text() and "signal 9" in server.log_text()
+
+
+def test_worker_crash_between_spool_and_notice_is_swept(server: Server) -> None:
+    """A worker that dies after its file is durable (its 250 never sent): the server finds
+    the message in Queue/incoming/ when the worker ends and delivers it."""
+    server.admin("settings", "set", "smtp.workers", "1")
+    server.start(extra_env={"CGTWIST_CRASHPOINT": "spool-after-rename"})
+    wait_for(lambda: len(worker_pids(server)) == 1, 30, "a worker")
+    tag = uuid.uuid4().hex
+    with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
+        send(server.port("smtp"), tag)
+    wait_for(lambda: count(server, tag) == 1, 30, "the swept message")
+
+
+def test_server_killed_takes_workers_and_successor_delivers(server: Server) -> None:
+    server.start()
+    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    pids = worker_pids(server)
+    tag = uuid.uuid4().hex
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
+        server.kill()
+    wait_for(lambda: not [p for p in pids if p in worker_pids(server)], 30,
+             "the workers to exit with the server")
+    server.start()  # binds the same ports again: the old workers released them
+    wait_for(lambda: count(server, tag) == 1, 30, "the accepted message after restart")
+    tag2 = uuid.uuid4().hex
+    send(server.port("smtp"), tag2)
+    wait_for(lambda: count(server, tag2) == 1, 30, "mail after restart")
+
+
+def test_settings_reach_workers_and_workers_can_be_turned_off(server: Server) -> None:
+    server.start()
+    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    server.admin("settings", "set", "smtp.max_recipients", "1")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo()
+        assert s.mail("a@elsewhere.test")[0] == 250
+        assert s.rcpt("alice@example.test")[0] == 250
+        assert s.rcpt("postmaster@example.test")[0] == 452  # the worker applies the new limit
+    old = worker_pids(server)
+    server.admin("settings", "set", "smtp.workers", "0")
+    wait_for(lambda: not [p for p in old if p in worker_pids(server)], 40, "the workers to stop")
+    tag = uuid.uuid4().hex
+    send(server.port("smtp"), tag)  # the server accepts on the sockets itself again
+    wait_for(lambda: count(server, tag) == 1, 30, "mail without workers")
+    server.admin("settings", "set", "smtp.workers", "1")
+    wait_for(lambda: len(worker_pids(server)) == 1, 30, "one worker again")
+    tag = uuid.uuid4().hex
+    send(server.port("smtp"), tag)
+    wait_for(lambda: count(server, tag) == 1, 30, "mail through the new worker")
+
+
+def test_sigterm_stops_server_and_workers(server: Server) -> None:
+    server.start()
+    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    pids = worker_pids(server)
+    tag = uuid.uuid4().hex
+    send(server.port("smtp"), tag)
+    assert server.stop() in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped on
+    assert not [p for p in pids if p in worker_pids(server)]
+    log = server.log_text()
+    assert "cgtwist stopped" in log and "Traceback" not in log
+    assert re.search(r"smtp worker 1 \(pid \d+\) exited", log)

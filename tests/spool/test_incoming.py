@@ -1,0 +1,118 @@
+"""The spool's side of SMTP worker processes (Queue/incoming/, adoption) and file recycling."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, reactor
+
+from cgtwist.spool.files import Recycler
+from cgtwist.spool.spool import Spool
+from tests.spool.test_spool import DATA, SpoolTestBase, envelope
+
+
+class IncomingTests(SpoolTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.worker = Spool(self.base, reactor, incoming=True)  # what a worker process builds
+        self.incoming = os.path.join(self.qdir, "incoming")
+
+    @defer.inlineCallbacks
+    def test_worker_stores_into_incoming_and_server_adopts(self) -> None:
+        """A worker's message is durable in Queue/incoming/; adoption moves it into Queue/,
+        counts it and gives back its envelope and data; a second adoption finds nothing."""
+        msg_id = yield self.worker.store(envelope(2), DATA)
+        self.assertEqual(os.listdir(self.incoming), [msg_id + ".msg"])
+        self.assertEqual(self.spool.message_count(), 0)
+        entry = yield self.spool.adopt(msg_id)
+        self.assertEqual(entry.data, DATA)
+        self.assertEqual(entry.envelope, envelope(2))
+        self.assertEqual(os.listdir(self.incoming), [])
+        self.assertTrue(os.path.exists(os.path.join(self.qdir, msg_id + ".msg")))
+        self.assertEqual(self.spool.message_count(), 1)
+        again = yield self.spool.adopt(msg_id)
+        self.assertIsNone(again)
+        self.assertEqual(self.spool.message_count(), 1)
+        env, data = yield self.spool.load(msg_id)
+        self.assertEqual(data, DATA)
+
+    @defer.inlineCallbacks
+    def test_corrupt_incoming_file_is_quarantined(self) -> None:
+        msg_id = yield self.worker.store(envelope(1), DATA)
+        path = os.path.join(self.incoming, msg_id + ".msg")
+        with open(path, "r+b") as f:
+            f.seek(-5, os.SEEK_END)
+            f.write(b"XXXX\n")
+        entry = yield self.spool.adopt(msg_id)
+        self.assertIsNone(entry)
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [msg_id + ".msg"])
+        self.assertEqual(self.spool.message_count(), 0)
+
+    @defer.inlineCallbacks
+    def test_sweep_lists_messages_and_drops_dead_workers_tmp(self) -> None:
+        """Sweeping names every waiting message; a .tmp of a live worker stays, one of a dead
+        worker (killed mid-DATA, never answered 250) goes."""
+        msg_id = yield self.worker.store(envelope(1), DATA)
+        live = os.path.join(self.incoming, "0000000000000001-4242-1.tmp")
+        dead = os.path.join(self.incoming, "0000000000000001-4343-1.tmp")
+        for p in (live, dead):
+            open(p, "wb").close()
+        ids = yield self.spool.incoming(frozenset({4242}))
+        self.assertEqual(ids, [msg_id])
+        self.assertTrue(os.path.exists(live))
+        self.assertFalse(os.path.exists(dead))
+
+    @defer.inlineCallbacks
+    def test_start_takes_unadopted_messages(self) -> None:
+        """After a crash of the server, recovery finds what workers stored but nobody adopted
+        and removes their half-written files."""
+        msg_id = yield self.worker.store(envelope(1), DATA)
+        open(os.path.join(self.incoming, "0000000000000001-4343-1.tmp"), "wb").close()
+        ids = yield Spool(self.base, reactor).recover()
+        self.assertEqual(ids, [msg_id])
+        self.assertEqual(os.listdir(self.incoming), [])
+
+
+class RecyclingTests(SpoolTestBase):
+    @defer.inlineCallbacks
+    def test_removed_file_is_reused_for_the_next_message(self) -> None:
+        """A finished message's file goes to Queue/free/ and carries the next message: same
+        inode, exactly the new content (a shorter message leaves nothing of the old one)."""
+        big = yield self.spool.store(envelope(3), DATA * 200)
+        inode = os.stat(os.path.join(self.qdir, big + ".msg")).st_ino
+        yield self.spool.remove(big)
+        self.assertEqual(len(os.listdir(os.path.join(self.qdir, "free"))), 1)
+        small = yield self.spool.store(envelope(1), DATA)
+        path = os.path.join(self.qdir, small + ".msg")
+        self.assertEqual(os.stat(path).st_ino, inode)
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "free")), [])
+        env, data = yield self.spool.load(small)
+        self.assertEqual((env, data), (envelope(1), DATA))
+        ids = yield Spool(self.base, reactor).recover()  # the checksum holds: not corrupt
+        self.assertEqual(ids, [small])
+
+    def test_pool_is_bounded(self) -> None:
+        """Past ``limit`` files a finished one is not kept (the caller deletes it)."""
+        pool = Recycler(os.path.join(self.base, "pool"), limit=2)
+        results = []
+        for i in range(3):
+            src = os.path.join(self.base, f"f{i}")
+            open(src, "wb").close()
+            results.append(pool.give(src, f"f{i}"))
+        self.assertEqual(results, [True, True, None])
+        self.assertFalse(pool.give(os.path.join(self.base, "missing"), "x"))
+
+    def test_take_from_another_process_pool(self) -> None:
+        """A worker's Recycler finds files the server's gave (by listing the directory), and a
+        file taken once cannot be taken again."""
+        path = os.path.join(self.base, "pool")
+        server, worker = Recycler(path), Recycler(path)
+        src = os.path.join(self.base, "done")
+        with open(src, "wb") as f:
+            f.write(b"old")
+        self.assertTrue(server.give(src, "done"))
+        dest = os.path.join(self.base, "new.tmp")
+        self.assertTrue(worker.take(dest))
+        with open(dest, "rb") as f:
+            self.assertEqual(f.read(), b"old")
+        self.assertFalse(server.take(os.path.join(self.base, "other.tmp")))
