@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
+from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.types import Recipient, SessionInfo
 
@@ -260,7 +261,7 @@ class SMTPWire(ESMTP):
 
     def _send(self, line: str) -> None:
         if not self._closed:
-            self.transport.write(line.encode("ascii", "replace") + b"\r\n")
+            write_now(self.transport, line.encode("ascii", "replace") + b"\r\n")
 
     def _reply(self, code: int, enhanced: str, text: str) -> None:
         """One reply with its RFC 3463 enhanced code; 4xx/5xx count towards the error limit."""
