@@ -18,8 +18,7 @@ from typing import Any, Optional
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import ILogObserver, Logger
-from zope.interface import implementer
+from twisted.logger import Logger
 
 from cgtwist import paths
 from cgtwist.config import BootstrapConfig
@@ -29,65 +28,6 @@ from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
 
 log = Logger(namespace="cgtwist")
-
-
-_time_cache: dict[int, str] = {}
-
-
-def _cached_time(when: Optional[float]) -> str:
-    """RFC 3339 local time of an event, formatted once per second (Twisted's formatTime looks
-    the time zone up for every line: a tenth of the reactor's time under mail load)."""
-    from twisted.logger import formatTime
-
-    if when is None:
-        return "-"
-    second = int(when)
-    text = _time_cache.get(second)
-    if text is None:
-        if len(_time_cache) > 4:
-            _time_cache.clear()
-        text = _time_cache[second] = formatTime(second)
-    return text
-
-
-def _fast_text_format(event: Any) -> Any:
-    """twistd's classic log line format (``time [system] text``), with the cached timestamp.
-
-    Our events (and most of Twisted's) are a plain ``str.format`` template over the event's
-    own keys: those are formatted by ``str.format_map`` in C, not by Twisted's
-    ``string.Formatter`` subclass in Python, which was the largest part of the cost of a log
-    line. Anything else (failures, call syntax ``{f()}``, legacy events) goes the full way,
-    so the output is the same."""
-    from twisted.logger import formatEventAsClassicLogText
-
-    fmt = event.get("log_format")
-    if type(fmt) is str and "log_failure" not in event:
-        try:
-            text = fmt.format_map(event)
-        except Exception:
-            text = ""
-        if text:
-            system = event.get("log_system")
-            if system is None:
-                level = event.get("log_level")
-                system = f"{event.get('log_namespace', '-')}#{level.name if level is not None else '-'}"
-            return f"{_cached_time(event.get('log_time'))} [{system}] {text.replace(chr(10), chr(10) + chr(9))}\n"
-    return formatEventAsClassicLogText(event, formatTime=_cached_time)
-
-
-@implementer(ILogObserver)
-class _LevelFilter:
-    """Pass events at ``level`` or above to ``observer``: one comparison, where Twisted's
-    FilteringLogObserver walks a per-namespace predicate for every event."""
-
-    def __init__(self, observer: Any, level: Any) -> None:
-        self.observer = observer
-        self.level = level
-
-    def __call__(self, event: Any) -> None:
-        level = event.get("log_level")
-        if level is None or level >= self.level:
-            self.observer(event)
 
 
 class LateFactory(Factory):
@@ -192,17 +132,24 @@ class CgtwistService(MultiService):
         """Filter events below [log] level on twistd's observers (file, syslog or stdout)."""
         from twisted.logger import FileLogObserver, LogLevel, globalLogPublisher
 
+        from cgtwist.logs import LevelFilter, TurnBufferedFile, fast_text_format
+
         observers = list(getattr(globalLogPublisher, "_observers", []))
         for observer in observers:
             if isinstance(observer, FileLogObserver):
-                observer.formatEvent = _fast_text_format
+                observer.formatEvent = fast_text_format
+                out = getattr(observer, "_outFile", None)
+                if out is not None and not isinstance(out, TurnBufferedFile):
+                    buffered = TurnBufferedFile(out, self.reactor)
+                    observer._outFile = buffered  # type: ignore[assignment]
+                    self.reactor.addSystemEventTrigger("after", "shutdown", buffered.flush_now)
         if self.cfg.log_level == "debug":
             return
         level = LogLevel.levelWithName(self.cfg.log_level)
         # twistd installs its observers before startService; wrap each in a level filter.
         for observer in observers:
             globalLogPublisher.removeObserver(observer)
-            globalLogPublisher.addObserver(_LevelFilter(observer, level))
+            globalLogPublisher.addObserver(LevelFilter(observer, level))
 
     def startService(self) -> None:
         self._apply_log_level()

@@ -164,31 +164,32 @@ class Worker:
             await self.app.close()
 
 
-def _log_to_stderr(level: LogLevel) -> None:
-    out = sys.stderr
+def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
+    """JSON lines on standard error, gathered per reactor turn (TurnBufferedFile)."""
+    from cgtwist.logs import LevelFilter, TurnBufferedFile
+
+    out = TurnBufferedFile(sys.stderr, reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", out.flush_now)
 
     @implementer(ILogObserver)
     def observer(event: Any) -> None:
-        if event.get("log_level", LogLevel.info) < level:
-            return
         text = formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()
         try:
             out.write(json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n")
-            out.flush()
         except Exception:  # never let logging kill the worker
             pass
 
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([LevelFilter(observer, level)], redirectStandardIO=False)
 
 
 def main() -> None:
     from twisted.internet import reactor, stdio
 
     cfg, listeners, index = decode_spec(os.environ[ENV])
-    _log_to_stderr(LogLevel.levelWithName(cfg.log_level))
+    _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor)
     worker = Worker(cfg, listeners, index, reactor)
     stdio.StandardIO(worker.link, reactor=reactor)
 
