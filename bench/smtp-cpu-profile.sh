@@ -23,6 +23,8 @@ export CGTWIST_CONFIG=$BASE/cgtwist.conf
 $PY -m cgtwist.cli settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]' >/dev/null 2>&1
 $PY -m cgtwist.cli settings set smtp.max_connections_per_ip 200 >/dev/null 2>&1
 $PY -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null 2>&1
+# SETTINGS="key value;key value": more settings to try (e.g. "queue.destination_concurrency 10")
+IFS=';' read -ra _sets <<< "${SETTINGS:-}"; for kv in "${_sets[@]}"; do [ -n "$kv" ] && $PY -m cgtwist.cli settings set $kv >/dev/null 2>&1; done
 [ -n "${WORKERS:-}" ] && $PY -m cgtwist.cli settings set smtp.workers $WORKERS >/dev/null 2>&1
 $PY -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null 2>&1
 $REPO/.venv/bin/twistd -n --pidfile $BASE/twistd.pid --logfile $BASE/cgtwist.log cgtwist &

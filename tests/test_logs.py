@@ -1,0 +1,96 @@
+"""cgtwist.logs: the log line format, the level filter and per-turn batched writes."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEventAsClassicLogText
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from cgtwist.logs import LevelFilter, TurnBufferedFile, cached_time, fast_text_format
+
+
+def event(**kw: Any) -> dict[str, Any]:
+    e: dict[str, Any] = dict(log_time=time.time(), log_level=LogLevel.info, log_namespace="cgtwist.queue")
+    e.update(kw)
+    return e
+
+
+class FormatTests(unittest.TestCase):
+    def same(self, e: dict[str, Any]) -> None:
+        self.assertEqual(fast_text_format(e), formatEventAsClassicLogText(e, formatTime=cached_time))
+
+    def test_lines_are_those_twisted_would_write(self) -> None:
+        """The fast path writes exactly the classic twistd line, for plain templates, format
+        specs and conversions, a log_system, and multi-line text (continuations indented)."""
+        self.same(event(log_format="queue: {msg_id} <{rcpt}> {n:03d} {r!r}", msg_id="1-2-3",
+                        rcpt="a@b.test", n=7, r=b"x"))
+        self.same(event(log_format="{text}", text="relayed", log_system="smtp-worker-1"))
+        self.same(event(log_format="two\nlines {x}", x="here"))
+        self.same(event(log_format="{x.real}", x=3))
+
+    def test_anything_else_goes_twisteds_way(self) -> None:
+        """Call syntax, failures and events without a template are formatted by Twisted."""
+        self.same(event(log_format="{f()}", f=lambda: "called"))
+        self.assertIn("called", fast_text_format(event(log_format="{f()}", f=lambda: "called")))
+        f = Failure(ZeroDivisionError("division by zero"))
+        line = fast_text_format(event(log_format="failed {x}", x=1, log_failure=f))
+        self.assertIn("ZeroDivisionError", line)
+        self.assertIsNone(fast_text_format(event()))
+
+
+class LevelFilterTests(unittest.TestCase):
+    def test_only_events_at_or_above_the_level_pass(self) -> None:
+        seen: list[Any] = []
+        f = LevelFilter(seen.append, LogLevel.info)
+        for level in (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error):
+            f(event(log_level=level, log_format=level.name))
+        self.assertEqual([e["log_format"] for e in seen], ["info", "warn", "error"])
+
+
+class TurnBufferTests(unittest.TestCase):
+    def test_lines_of_one_turn_are_one_write(self) -> None:
+        """Lines logged during one turn reach the file together when the turn ends, in order,
+        with one write; nothing is lost and the next turn starts a new batch."""
+        clock = Clock()
+        target = _CountingFile()
+        out = TurnBufferedFile(target, clock)
+        out.write(b"one\n")
+        out.flush()  # what FileLogObserver does after each line: no write yet
+        out.write(b"two\n")
+        self.assertEqual(target.getvalue(), b"")
+        clock.advance(0)
+        self.assertEqual((target.getvalue(), target.writes), (b"one\ntwo\n", 1))
+        out.write(b"three\n")
+        clock.advance(0)
+        self.assertEqual((target.getvalue(), target.writes), (b"one\ntwo\nthree\n", 2))
+
+    def test_other_threads_write_at_once_after_the_gathered_lines(self) -> None:
+        clock = Clock()
+        target = _CountingFile()
+        out = TurnBufferedFile(target, clock)
+        out.write(b"reactor\n")
+        t = threading.Thread(target=out.write, args=(b"thread\n",))
+        t.start()
+        t.join()
+        self.assertEqual(target.getvalue(), b"reactor\nthread\n")
+
+    def test_flush_now_at_stop(self) -> None:
+        target = _CountingFile()
+        out = TurnBufferedFile(target, Clock())
+        out.write(b"last words\n")
+        out.flush_now()
+        self.assertEqual(target.getvalue(), b"last words\n")
+
+
+class _CountingFile(io.BytesIO):
+    writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
