@@ -21,10 +21,11 @@ from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 
 from cgtwist.address import parse_path
+from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
-from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands, LocalPenalty
+from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, ListenerSpec, Recipient, SessionInfo
@@ -311,7 +312,7 @@ class SMTPFactory(ServerFactory):
     no certificate is available); ``portal`` is the shared cred Portal whose checkers verify
     AUTH. ``clock`` defaults to the global reactor only when the caller passes nothing.
     ``penalty`` is the shared AUTH penalty (cgtwist.checks.authpenalty.AuthPenalty); without
-    one a per-factory LocalPenalty with the same behaviour is used.
+    one the factory keeps its own AuthPenalty on its clock and settings.
 
     When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)`` or
     ``report_offence(ip, kind)`` (the protection policy does), they are called at connect,
@@ -349,7 +350,7 @@ class SMTPFactory(ServerFactory):
         self._stopped: list[defer.Deferred[None]] = []
         self._prefix = secrets.token_hex(3)
         self._counter = 0
-        self.penalty: Any = penalty if penalty is not None else LocalPenalty(self.clock, settings)
+        self.penalty: Any = penalty if penalty is not None else AuthPenalty(self.clock, settings)
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         return CgSMTP(self)

@@ -15,18 +15,15 @@ from typing import Any, Callable, Optional, Union
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet import defer, task
-from twisted.logger import Logger
+from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.protocols.smtp_session import SMTPWire
-from cgtwist.settings import SettingsHolder
 
 MECHANISMS = ("PLAIN", "LOGIN")
-_MAX_TRACKED_HOSTS = 10000
 
 
 class ISMTPLogin(Interface):
@@ -103,61 +100,6 @@ class SASLExchange:
             self._username = response
             return b"Password:"
         return self._username, response
-
-
-class LocalPenalty:
-    """The AUTH penalty used when the service passes none: per-IP growing delays, decay.
-
-    Same methods as cgtwist.checks.authpenalty.AuthPenalty (which the service should pass to
-    share one penalty between SMTP, POP3 and IMAP): ``acquire``/``release``/``failed``/
-    ``succeeded``/``should_disconnect``. Delays come from ``auth.fail_delays`` and are counted per
-    IP, not per connection, so reconnecting does not reset them (RELIABILITY.md b-G); they are
-    forgotten after ``auth.penalty_expiry`` seconds, so nobody is locked out for good.
-    """
-
-    log = Logger()
-
-    def __init__(self, clock: Any, settings: SettingsHolder) -> None:
-        self.clock = clock
-        self.settings = settings
-        self._hosts: dict[str, tuple[int, float]] = {}  # ip -> (failures, last failure)
-
-    def _get(self, key: str, default: Any) -> Any:
-        return self.settings.current.get(key, default)
-
-    def acquire(self, ip: str) -> bool:
-        return True
-
-    def release(self, ip: str) -> None:
-        pass
-
-    def failed(self, ip: str, login: str, protocol: str, secret: Any = None) -> defer.Deferred[float]:
-        now = self.clock.seconds()
-        expiry = float(self._get("auth.penalty_expiry", 900))
-        count, last = self._hosts.get(ip, (0, now))
-        if now - last >= expiry:
-            count = 0
-        if len(self._hosts) >= _MAX_TRACKED_HOSTS:
-            self._hosts = {k: v for k, v in self._hosts.items() if now - v[1] < expiry}
-            if len(self._hosts) >= _MAX_TRACKED_HOSTS:
-                self._hosts.clear()
-        count += 1
-        self._hosts[ip] = (count, now)
-        delays = list(self._get("auth.fail_delays", [2, 4, 8, 15]) or [0])
-        delay = float(delays[min(count, len(delays)) - 1])
-        # One line per failure in a fail2ban-friendly form (RELIABILITY.md b-G).
-        self.log.info("auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
-                      ip=ip, login=login or "-", protocol=protocol, failures=count, delay=int(delay))
-        if delay <= 0:
-            return defer.succeed(0.0)
-        return task.deferLater(self.clock, delay, lambda: delay)
-
-    def succeeded(self, ip: str) -> None:
-        self._hosts.pop(ip, None)
-
-    def should_disconnect(self, connection_failures: int) -> bool:
-        limit = int(self._get("auth.max_failures", 5))
-        return limit > 0 and connection_failures >= limit
 
 
 class AuthCommands(SMTPWire):

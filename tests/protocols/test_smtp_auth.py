@@ -133,13 +133,16 @@ class AuthTests(unittest.TestCase):
 
 class AuthPerIPTests(unittest.TestCase):
     def test_delay_grows_across_connections(self) -> None:
-        """Reconnecting does not reset the failure delay for an IP; success or time does."""
-        first = Harness(listener=SUBMISSION, overrides={"auth.fail_delays": [2, 4, 8]})
+        """Reconnecting does not reset the failure delay for an IP (a guesser trying new
+        passwords); time does. The same wrong password again (a client retrying what it has
+        stored) is not counted twice."""
+        first = Harness(listener=SUBMISSION, overrides={"auth.fail_delays": [2, 4, 8, 16]})
         f = first.factory
-        for expected in (2, 4, 8, 8):
+        # The last attempt repeats the third password: still 8 s, not 16.
+        for guess, expected in ((b"w0", 2), (b"w1", 4), (b"w2", 8), (b"w2", 8)):
             h = Harness(factory=f)
             h.cmd("EHLO c.example")
-            h.cmd("AUTH PLAIN " + b64(b"\0alice\0wrong"))
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0" + guess))
             h.clock.advance(expected - 0.5)
             self.assertEqual(h.replies(), [], expected)
             h.clock.advance(0.5)
