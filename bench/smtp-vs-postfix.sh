@@ -2,7 +2,7 @@
 # SMTP acceptance and delivery into Maildir: cgtwist and Postfix in the same run, with
 # Postfix's smtp-source (../shared/bench/smtp-load.sh), reported as cgtwist/Postfix ratios.
 #
-#   bench/smtp-vs-postfix.sh            MSGS=2000 SIZE=5120 SESSIONS="1 10 50" RUNS=3 CG_WORKERS=1
+#   bench/smtp-vs-postfix.sh            MSGS=2000 SIZE=5120 SESSIONS="1 10 50" RUNS=3 CG_WORKERS=$(nproc)
 #
 # Postfix listens on 127.0.0.1:2525 (../shared/bench/setup-peers.sh), cgtwist on 127.0.0.1:2625,
 # both delivering to smtpbench@example.test's Maildir. Sessions alternate between the two
@@ -46,9 +46,9 @@ export CGTWIST_CONFIG="$BASE/cgtwist.conf"
 # Like Postfix's mynetworks for the load generator on 127.0.0.1 (Postfix does no DNS checks
 # for it either).
 "$PY" -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null
-# Receiving in worker processes (Postfix's smtpd processes likewise run beside its qmgr and
-# local): CG_WORKERS=0 measures the single-process server.
-"$PY" -m cgtwist.cli settings set smtp.workers "${CG_WORKERS:-1}" >/dev/null
+# Receiving in worker processes, one per core (Postfix's smtpd processes likewise run beside
+# its qmgr and local): CG_WORKERS=0 measures the single-process server.
+"$PY" -m cgtwist.cli settings set smtp.workers "${CG_WORKERS:-$(nproc)}" >/dev/null
 "$PY" -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null
 "$(dirname "$PY")/twistd" -n --pidfile "$BASE/twistd.pid" --logfile "$BASE/cgtwist.log" cgtwist &
 PID=$!
