@@ -111,6 +111,8 @@ class Recycler:
     renamed into the pool when its message is done (``give``) and renamed back to a new
     ``.tmp`` name for the next message (``take``), overwritten in place and truncated: the
     same durability steps (write, fsync, rename, directory fsync) on an inode that exists.
+    A file bigger than ``keep_bytes`` is emptied as it enters the pool, so the pool never
+    holds more than ``limit`` x ``keep_bytes`` of disk (64 MiB by default).
 
     Safe between processes (an SMTP worker takes what the server gives): a file is claimed by
     the rename that moves it out of the pool, which only one caller wins. The pool keeps at
@@ -120,9 +122,10 @@ class Recycler:
 
     RESCAN = 1.0  # seconds between directory listings when the pool looked empty or full
 
-    def __init__(self, path: str, limit: int = 4096) -> None:
+    def __init__(self, path: str, limit: int = 1024, keep_bytes: int = 64 << 10) -> None:
         self.path = path
         self.limit = limit
+        self.keep_bytes = keep_bytes
         self._lock = threading.Lock()
         self._names: list[str] = []
         self._empty_until = 0.0
@@ -168,6 +171,8 @@ class Recycler:
                 return None
             self._size += 1
         try:
+            if os.stat(src).st_size > self.keep_bytes:
+                os.truncate(src, 0)  # a big message's blocks are not kept for later
             os.rename(src, os.path.join(self.path, name))
         except FileNotFoundError:
             return False

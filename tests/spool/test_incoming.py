@@ -102,6 +102,16 @@ class RecyclingTests(SpoolTestBase):
         self.assertEqual(results, [True, True, None])
         self.assertFalse(pool.give(os.path.join(self.base, "missing"), "x"))
 
+    def test_big_files_are_emptied_in_the_pool(self) -> None:
+        """The pool keeps inodes, not big messages' disk blocks."""
+        pool = Recycler(os.path.join(self.base, "pool"), keep_bytes=1000)
+        for name, size in (("small", 1000), ("big", 1001)):
+            with open(os.path.join(self.base, name), "wb") as f:
+                f.write(b"x" * size)
+            self.assertTrue(pool.give(os.path.join(self.base, name), name))
+        sizes = {n: os.path.getsize(os.path.join(self.base, "pool", n)) for n in ("small", "big")}
+        self.assertEqual(sizes, {"small": 1000, "big": 0})
+
     def test_take_from_another_process_pool(self) -> None:
         """A worker's Recycler finds files the server's gave (by listing the directory), and a
         file taken once cannot be taken again."""
