@@ -19,7 +19,6 @@ from collections import deque
 from typing import IO, Any, Callable, Optional, cast
 
 from twisted.internet import defer, interfaces
-from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
@@ -30,7 +29,7 @@ from cgtwist.protocols.imap_auth import IPenalty
 from cgtwist.protocols.imap_framing import FramingMixin, _Pending
 from cgtwist.protocols.imap_login import LoginMixin
 from cgtwist.protocols.imap_messages import MessageCommands
-from cgtwist.protocols.limits import PerIPConnections
+from cgtwist.protocols.limits import AccessFactory
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -388,28 +387,17 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self.unsolicited(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
 
 
-class IMAPFactory(ServerFactory):
-    """Builds CgIMAP4Server connections for one listener; counts connections per IP.
-
-    ``penalty`` is the server's shared AuthPenalty; without one (tests) the factory keeps its
-    own AuthPenalty on ``clock`` and ``settings``: same rules, not shared with other listeners.
-    """
+class IMAPFactory(AccessFactory):
+    """Builds CgIMAP4Server connections for one listener (set-up and per-IP counts:
+    AccessFactory) and says BYE to them all at shutdown."""
 
     protocol = CgIMAP4Server  # type: ignore[assignment]
+    penalty: IPenalty
 
     def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
                  tls: Callable[[], Any], hostname: str, clock: Any = None,
                  penalty: Optional[IPenalty] = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # composition default only
-        self.listener = listener
-        self.settings = settings
-        self.portal = portal
-        self.tls = tls
-        self.hostname = hostname
-        self.clock = clock
-        self.penalty: IPenalty = penalty if penalty is not None else AuthPenalty(clock, settings)
-        self.per_ip = PerIPConnections(settings)
+        super().__init__(listener, settings, portal, tls, hostname, clock, penalty)
         self.live: set[CgIMAP4Server] = set()
         self.stopping = False
         self._stopped: list[defer.Deferred[None]] = []
@@ -436,13 +424,6 @@ class IMAPFactory(ServerFactory):
         for proto in list(self.live):
             proto.shutdown()
         return d
-
-    def connection_opened(self, ip: str) -> bool:
-        """Count a new connection; False when the IP is over access.max_connections_per_ip."""
-        return self.per_ip.opened(ip)
-
-    def connection_closed(self, ip: str) -> None:
-        self.per_ip.closed(ip)
 
     def forget(self, proto: CgIMAP4Server) -> None:
         """A connection ended; fire shutdown() waiters once none is left."""

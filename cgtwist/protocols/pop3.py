@@ -14,17 +14,15 @@ from typing import Any, Callable, Optional
 
 from twisted.cred.error import LoginDenied, LoginFailed, UnauthorizedLogin
 from twisted.internet import defer, interfaces, task
-from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
-from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
-from cgtwist.protocols.limits import PerIPConnections
+from cgtwist.protocols.limits import AccessFactory
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -529,39 +527,14 @@ class POP3Server(pop3.POP3):
         return d.addCallbacks(done, failed)
 
 
-class POP3Factory(ServerFactory):
-    """``POP3Factory(listener, settings, portal, tls, hostname, clock=reactor, penalty=None)``.
-
-    ``tls()`` returns the server context factory or None; ``penalty`` is the server's shared
-    AuthPenalty (delays count per IP across SMTP, POP3 and IMAP). Without one (tests) the
-    factory keeps its own AuthPenalty on ``clock`` and ``settings``: same rules, not shared.
-    """
+class POP3Factory(AccessFactory):
+    """``POP3Factory(listener, settings, portal, tls, hostname, clock=reactor, penalty=None)``:
+    builds POP3Server connections for one listener (set-up and per-IP counts: AccessFactory)."""
 
     protocol = POP3Server  # type: ignore[assignment]
-
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any = None,
-                 penalty: Any = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # composition default only
-        self.listener = listener
-        self.settings = settings
-        self.portal = portal
-        self.tls = tls
-        self.hostname = hostname
-        self.clock = clock
-        self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
-        self.per_ip = PerIPConnections(settings)
 
     def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
         p = POP3Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
                        self.clock, self.penalty)
         p.factory = self
         return p
-
-    def connection_opened(self, ip: str) -> bool:
-        """Count a connection; False when over access.max_connections_per_ip."""
-        return self.per_ip.opened(ip)
-
-    def connection_closed(self, ip: str) -> None:
-        self.per_ip.closed(ip)
