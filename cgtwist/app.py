@@ -189,13 +189,18 @@ class Components:
         if timer.active():
             timer.cancel()
             return
+        n = self.abort_sessions()
+        log.warn("shutdown: {n} session(s) still open after {grace}s; aborted them",
+                 n=n, grace=self.SHUTDOWN_GRACE)
+
+    def abort_sessions(self) -> int:
+        """Cut every client session now (no reply); returns how many there were."""
         left = [p for f in self.factories for p in list(getattr(f, "_live", None) or getattr(f, "live", None) or ())]
-        log.warn("shutdown: {n} session(s) still open after {grace}s; aborting them",
-                 n=len(left), grace=self.SHUTDOWN_GRACE)
         for proto in left:
             transport = getattr(proto, "transport", None)
             if transport is not None and hasattr(transport, "abortConnection"):
                 transport.abortConnection()
+        return len(left)
 
     async def close(self) -> None:
         """Stop the queue and pickup, then the resolver, thread pools and store."""

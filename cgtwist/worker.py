@@ -145,11 +145,7 @@ class Worker:
         for port in ports:
             port.stopListening()
         if self.app is not None:
-            for factory in self.app.factories:
-                for proto in list(getattr(factory, "_live", None) or getattr(factory, "live", None) or ()):
-                    transport = getattr(proto, "transport", None)
-                    if transport is not None:
-                        transport.abortConnection()
+            self.app.abort_sessions()
         if self.reactor.running:
             self.reactor.stop()
 
