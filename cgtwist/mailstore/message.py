@@ -67,27 +67,25 @@ class MaildirMessage:
         """A value derived from this immutable message (e.g. its BODYSTRUCTURE), computed once
         and kept in the folder's cache file across restarts. ``name`` should say what and which
         version (``"bodystructure-ext-1"``); ``compute`` must return bytes."""
-        extra = self.entry.meta.extra
-        hit = extra.get(name)
-        if hit is not None:
-            return hit.encode("latin-1")
-        value = compute()
-        if self.folder.entries.get(self.entry.uid) is self.entry and len(extra) < 16:
-            extra[name] = value.decode("latin-1")
-            self.folder.cache_changed()
-        return value
+        return self._remember(name, compute, save=True)
 
     def memo(self, name: str, compute: Callable[[], bytes]) -> bytes:
         """Like ``cached`` for values cheap to rebuild but asked for often (ENVELOPE on every
         ``FETCH 1:*``): kept in memory with the message's facts and written to the cache file
         only with its next save, so a first FETCH of a large folder causes no rewrites."""
+        return self._remember(name, compute, save=False)
+
+    def _remember(self, name: str, compute: Callable[[], bytes], save: bool) -> bytes:
         extra = self.entry.meta.extra
         hit = extra.get(name)
         if hit is not None:
             return hit.encode("latin-1")
         value = compute()
+        # Only for a message still in the folder, and a few values per message at most.
         if self.folder.entries.get(self.entry.uid) is self.entry and len(extra) < 16:
             extra[name] = value.decode("latin-1")
+            if save:
+                self.folder.cache_changed()
         return value
 
     def read_bytes(self) -> bytes:
