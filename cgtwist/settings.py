@@ -171,6 +171,9 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
     )
 
 
+MAX_SMTP_WORKERS = 64
+
+
 def validate(key: str, value: Any) -> Any:
     """Check a value for ``key`` before it is stored; returns it or raises ValueError."""
     if key not in DEFAULTS:
@@ -196,6 +199,9 @@ def validate(key: str, value: Any) -> Any:
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{key} must be a non-negative integer")
+        if key == "smtp.workers" and value > MAX_SMTP_WORKERS:
+            raise ValueError(f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
+                             "(one per CPU core is a good start)")
     elif isinstance(default, list):
         if not isinstance(value, list):
             raise ValueError(f"{key} must be a list")

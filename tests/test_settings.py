@@ -36,6 +36,9 @@ class SettingsTests(unittest.TestCase):
         self.assertRaises(ValueError, settings.validate, "listeners",
                           [{"protocol": "smtp", "port": 25}, {"protocol": "imap", "port": 25}])
         self.assertEqual(settings.validate("smtp.max_recipients", 7), 7)
+        # A typo must not fork a thousand processes.
+        self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
+        self.assertEqual(settings.validate("smtp.workers", 2), 2)
 
     def test_holder_tells_observers(self) -> None:
         holder = settings.SettingsHolder()
