@@ -32,36 +32,23 @@ mkdir -p "$OUTDIR"
 bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
+. "$HERE/lib.sh"
 BASE="$(mktemp -d /tmp/cgtwist-bench-XXXX)"
-"$PY" -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"]}') > "$BASE/dns.addr" &
-DNSPID=$!
-PID=""
-trap 'kill $PID $DNSPID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$BASE"' EXIT
-for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
-DNS="$(head -1 "$BASE/dns.addr")"
-cat > "$BASE/cgtwist.conf" <<CONF
-[server]
-base_dir = "$BASE/base"
-main_domain = "example.test"
-hostname = "bench.example.test"
-unprivileged_ports = true
-[log]
-level = "warn"
-[dns]
-nameservers = ["$DNS"]
-CONF
-export CGTWIST_CONFIG="$BASE/cgtwist.conf"
-admin() { "$PY" -m cgtwist.cli "$@" >/dev/null 2>>"$OUTDIR/admin.log"; }
-admin settings set listeners '[{"protocol":"imap","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true},
+CG_PID=""; CG_DNS_PID=""
+trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true; rm -rf "$BASE"' EXIT
+echo '{"example.test": ["A 127.0.0.1"]}' > "$BASE/zone.json"
+cg_dns "$BASE/zone.json" "$BASE"
+cg_conf "$BASE" example.test warn
+CG_ADMIN_LOG="$OUTDIR/admin.log"
+cg_admin settings set listeners '[{"protocol":"imap","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true},
                                {"protocol":"pop3","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true}]'
-admin settings set access.max_connections_per_ip 200
+cg_admin settings set access.max_connections_per_ip 200
 # The load generator on 127.0.0.1 is a trusted client: no AUTH concurrency cap or delays
 # (Dovecot's bench config has none either).
-admin settings set clients.ips '"127.0.0.1"'
-admin account add imapbench@example.test --password benchpass
-admin account add popbench@example.test --password benchpass
-"$(dirname "$PY")/twistd" -n --pidfile "$BASE/twistd.pid" --logfile "$BASE/cgtwist.log" cgtwist &
-PID=$!
+cg_admin settings set clients.ips '"127.0.0.1"'
+cg_admin account add imapbench@example.test --password benchpass
+cg_admin account add popbench@example.test --password benchpass
+cg_start "$BASE"
 # Ready when the IMAP listener greets (log level warn hides the "cgtwist ready" line).
 read -r CG_IMAP CG_POP < <("$PY" - "$BASE/base/cgtwist.ports" <<'PYEOF'
 import json, os, socket, sys, time

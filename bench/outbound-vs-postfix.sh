@@ -74,10 +74,9 @@ fi
   done
   echo "\"src.test\": [\"A 127.0.0.1\"]}"
 } > "$WORK/zone.json"
-PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$WORK/zone.json" > "$WORK/dns.addr" 2>/dev/null &
-PIDS+=($!)
-for _ in $(seq 100); do [ -s "$WORK/dns.addr" ] && break; sleep 0.1; done
-DNS=$(head -1 "$WORK/dns.addr")
+. "$HERE/lib.sh"
+cg_dns "$WORK/zone.json" "$WORK"
+PIDS+=("$CG_DNS_PID")
 
 # ---- Postfix: a second instance ---------------------------------------------------------------
 rm -rf "$PF_DIR"; mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data"
@@ -118,29 +117,18 @@ postfix -c "$PF_DIR/etc" check
 postfix -c "$PF_DIR/etc" start >/dev/null 2>&1
 
 # ---- cgtwist ----------------------------------------------------------------------------------
-cat > "$WORK/cgtwist.conf" <<CONF
-[server]
-base_dir = "$WORK/cg"
-main_domain = "src.test"
-hostname = "cgtwist.src.test"
-unprivileged_ports = true
-[dns]
-nameservers = ["$DNS"]
-CONF
-export CGTWIST_CONFIG="$WORK/cgtwist.conf" PYTHONPATH="$REPO" CGTWIST_POSTMASTER_PASSWORD=benchpass
-admin() { "$PY" -m cgtwist.cli "$@" >/dev/null 2>>"$WORK/admin.err" || { cat "$WORK/admin.err" >&2; exit 1; }; }
+cg_conf "$WORK" src.test info
+export CGTWIST_POSTMASTER_PASSWORD=benchpass
+CG_ADMIN_LOG="$WORK/admin.err"
+admin() { cg_admin "$@"; }
 admin settings set listeners "[{\"protocol\":\"smtp\",\"address\":\"127.0.0.1\",\"port\":$CG_PORT,\"tls\":\"none\"}]"
 admin settings set clients.ips "127.0.0.0/8"
 admin settings set smtp.max_connections_per_ip 200
 admin settings set queue.default_concurrency 100
 admin settings set queue.destination_concurrency 5
 admin settings set smtp.remote_port 9   # nothing listens there: delivery off while injecting
-start_cgtwist() {  # ready = the control socket exists (the log rotates: do not grep it)
-  rm -f "$WORK/cg/cgtwist.ctl"
-  "$(dirname "$PY")/twistd" -n ${CG_PROFILE:+--profile "$CG_PROFILE" --profiler cprofile --savestats} --pidfile "$WORK/twistd.pid" --logfile "$WORK/cgtwist.log" cgtwist &
-  CG_PID=$!
-  for _ in $(seq 600); do [ -S "$WORK/cg/cgtwist.ctl" ] && return 0; sleep 0.1; done
-  echo "cgtwist did not start" >&2; exit 1
+start_cgtwist() {
+  cg_start "$WORK" ${CG_PROFILE:+--profile "$CG_PROFILE" --profiler cprofile --savestats}
 }
 stop_cgtwist() { kill ${1:-} "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""; }
 start_cgtwist
@@ -152,7 +140,7 @@ inject() {  # PORT
 }
 count_pf() { find "$PF_DIR/spool/incoming" "$PF_DIR/spool/active" "$PF_DIR/spool/deferred" -type f | wc -l; }
 count_pf_deferred() { find "$PF_DIR/spool/deferred" -type f | wc -l; }
-count_cg() { find "$WORK/cg/Queue" -maxdepth 1 -name '*.msg' | wc -l; }
+count_cg() { find "$WORK/base/Queue" -maxdepth 1 -name '*.msg' | wc -l; }
 wait_count() {  # FN EXPECTED WHAT
   for _ in $(seq 1200); do [ "$($1)" -ge "$2" ] && return 0; sleep 0.5; done
   echo "timed out waiting for $3 ($($1) of $2)" >&2; exit 1
@@ -183,7 +171,7 @@ log "cgtwist: cold start"
 T0=$(date +%s.%N)
 start_cgtwist
 READY=$(date +%s.%N)
-"$PY" "$HERE/outbound_watch.py" cgtwist "$T0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/cg/Queue" | tee -a "$CSV"
+"$PY" "$HERE/outbound_watch.py" cgtwist "$T0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/base/Queue" | tee -a "$CSV"
 CG_SENT=$(cat "$WORK"/cgtwist.log* | grep -c "status=delivered" || true)
 # SIGKILL: a graceful stop would wait for the stalled sessions' greeting timeout (300 s).
 stop_cgtwist -KILL

@@ -5,32 +5,22 @@
 set -u
 REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
 PY=$REPO/.venv/bin/python
+. "$REPO/bench/lib.sh"
 BASE=$(mktemp -d ${TMPBASE:-/tmp}/cgcpu-XXXX)
-$PY -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}') > $BASE/dns.addr &
-DNSPID=$!
-for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
-DNS=$(head -1 $BASE/dns.addr)
-cat > $BASE/cgtwist.conf <<CONF
-[server]
-base_dir = "$BASE/base"
-main_domain = "example.test"
-hostname = "bench.example.test"
-unprivileged_ports = true
-[dns]
-nameservers = ["$DNS"]
-CONF
-export CGTWIST_CONFIG=$BASE/cgtwist.conf
-$PY -m cgtwist.cli settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]' >/dev/null 2>&1
-$PY -m cgtwist.cli settings set smtp.max_connections_per_ip 200 >/dev/null 2>&1
-$PY -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null 2>&1
+echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}' > $BASE/zone.json
+cg_dns $BASE/zone.json $BASE
+cg_conf $BASE example.test info
+cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
+cg_admin settings set smtp.max_connections_per_ip 200
+cg_admin settings set clients.ips '"127.0.0.1"'
 # SETTINGS="key value;key value": more settings to try (e.g. "queue.destination_concurrency 10")
-IFS=';' read -ra _sets <<< "${SETTINGS:-}"; for kv in "${_sets[@]}"; do [ -n "$kv" ] && $PY -m cgtwist.cli settings set $kv >/dev/null 2>&1; done
-[ -n "${WORKERS:-}" ] && $PY -m cgtwist.cli settings set smtp.workers $WORKERS >/dev/null 2>&1
-$PY -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null 2>&1
-$REPO/.venv/bin/twistd -n --pidfile $BASE/twistd.pid --logfile $BASE/cgtwist.log cgtwist &
-PID=$!
-for i in $(seq 600); do grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null && break; sleep 0.1; done
-grep -q "cgtwist ready" $BASE/cgtwist.log 2>/dev/null || { echo "server did not start"; cat $BASE/cgtwist.log; kill $PID $DNSPID; exit 1; }
+IFS=';' read -ra _sets <<< "${SETTINGS:-}"; for kv in "${_sets[@]}"; do [ -n "$kv" ] && cg_admin settings set $kv; done
+[ -n "${WORKERS:-}" ] && cg_admin settings set smtp.workers $WORKERS
+cg_admin account add smtpbench@example.test --password benchpass
+cg_start $BASE
+PID=$CG_PID; DNSPID=$CG_DNS_PID
+# Measure from when the SMTP workers run (their start-up is not per-message CPU).
+for i in $(seq 300); do [ "$(grep -c 'smtp worker [0-9]* ready' $BASE/cgtwist.log)" -ge "${WORKERS:-0}" ] && break; sleep 0.1; done
 [ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
 mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace ${STRACE_ARGS:--c} -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
 # The server and its SMTP worker processes (smtp.workers: WORKERS=N), user and system ticks.

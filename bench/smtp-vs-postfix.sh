@@ -23,37 +23,23 @@ CSV="$OUTDIR/smtp-vs-postfix-$(date +%Y%m%d-%H%M%S).csv"
 bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
+. "$HERE/lib.sh"
 BASE="$(mktemp -d /tmp/cgtwist-bench-XXXX)"
-# A loopback DNS server: the benchmark never asks a real resolver.
-"$PY" -m tests.dnsserver --json <(echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}') > "$BASE/dns.addr" &
-DNSPID=$!
-for i in $(seq 100); do [ -s "$BASE/dns.addr" ] && break; sleep 0.1; done
-DNS="$(head -1 "$BASE/dns.addr")"
-cat > "$BASE/cgtwist.conf" <<CONF
-[server]
-base_dir = "$BASE/base"
-main_domain = "example.test"
-hostname = "bench.example.test"
-unprivileged_ports = true
-[log]
-level = "info"
-[dns]
-nameservers = ["$DNS"]
-CONF
-export CGTWIST_CONFIG="$BASE/cgtwist.conf"
-"$PY" -m cgtwist.cli settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]' >/dev/null
-"$PY" -m cgtwist.cli settings set smtp.max_connections_per_ip 200 >/dev/null
+CG_PID=""; CG_DNS_PID=""
+trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true; rm -rf "$BASE"' EXIT
+echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}' > "$BASE/zone.json"
+cg_dns "$BASE/zone.json" "$BASE"
+cg_conf "$BASE" example.test info
+cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
+cg_admin settings set smtp.max_connections_per_ip 200
 # Like Postfix's mynetworks for the load generator on 127.0.0.1 (Postfix does no DNS checks
 # for it either).
-"$PY" -m cgtwist.cli settings set clients.ips '"127.0.0.1"' >/dev/null
+cg_admin settings set clients.ips '"127.0.0.1"'
 # Receiving in worker processes, one per core (Postfix's smtpd processes likewise run beside
 # its qmgr and local): CG_WORKERS=0 measures the single-process server.
-"$PY" -m cgtwist.cli settings set smtp.workers "${CG_WORKERS:-$(nproc)}" >/dev/null
-"$PY" -m cgtwist.cli account add smtpbench@example.test --password benchpass >/dev/null
-"$(dirname "$PY")/twistd" -n --pidfile "$BASE/twistd.pid" --logfile "$BASE/cgtwist.log" cgtwist &
-PID=$!
-trap 'kill $PID $DNSPID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$BASE"' EXIT
-for i in $(seq 600); do grep -q "cgtwist ready" "$BASE/cgtwist.log" 2>/dev/null && break; sleep 0.1; done
+cg_admin settings set smtp.workers "${CG_WORKERS:-$(nproc)}"
+cg_admin account add smtpbench@example.test --password benchpass
+cg_start "$BASE"
 CG_MAILDIR="$BASE/base/Domains/example.test/smtpbench/Maildir"
 mkdir -p "$CG_MAILDIR/new" "$CG_MAILDIR/cur"
 

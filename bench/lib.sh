@@ -1,0 +1,52 @@
+# Shared start-up of cgtwist for the benchmarks; source it after setting REPO and PY.
+#
+# Every benchmark server gets its own loopback DNS server (tests/dnsserver.py): a benchmark
+# never asks the machine's resolver. Readiness is the control socket, not a log line (the log
+# level may hide it and the log file rotates).
+
+# cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID.
+cg_dns() {
+  PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$1" > "$2/dns.addr" 2>/dev/null &
+  CG_DNS_PID=$!
+  for _ in $(seq 100); do [ -s "$2/dns.addr" ] && break; sleep 0.1; done
+  DNS="$(head -1 "$2/dns.addr")"
+  [ -n "$DNS" ] || { echo "the loopback DNS server did not start" >&2; exit 1; }
+}
+
+# cg_conf DIR MAIN_DOMAIN [LOG_LEVEL]: write DIR/cgtwist.conf (base directory DIR/base,
+# nameserver $DNS) and export CGTWIST_CONFIG for cgtwist-admin and twistd.
+cg_conf() {
+  cat > "$1/cgtwist.conf" <<CONF
+[server]
+base_dir = "$1/base"
+main_domain = "$2"
+hostname = "bench.$2"
+unprivileged_ports = true
+[log]
+level = "${3:-info}"
+[dns]
+nameservers = ["$DNS"]
+CONF
+  export CGTWIST_CONFIG="$1/cgtwist.conf" PYTHONPATH="$REPO"
+}
+
+# cg_admin ARGS...: cgtwist-admin with $CGTWIST_CONFIG; the benchmark stops on an error.
+cg_admin() {
+  "$PY" -m cgtwist.cli "$@" >/dev/null 2>>"${CG_ADMIN_LOG:-/dev/stderr}" \
+    || { echo "cgtwist-admin $* failed" >&2; exit 1; }
+}
+
+# cg_start DIR [twistd options...]: run twistd -n in the background (CG_PID) and return once
+# the server is ready.
+cg_start() {
+  local dir=$1; shift
+  rm -f "$dir/base/cgtwist.ctl"
+  "$(dirname "$PY")/twistd" -n "$@" --pidfile "$dir/twistd.pid" --logfile "$dir/cgtwist.log" cgtwist &
+  CG_PID=$!
+  for _ in $(seq 600); do
+    [ -S "$dir/base/cgtwist.ctl" ] && return 0
+    kill -0 "$CG_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "cgtwist did not start (see $dir/cgtwist.log)" >&2; exit 1
+}
