@@ -34,6 +34,12 @@ T = TypeVar("T")
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 
 
+def _writer_pid(name: str) -> Optional[int]:
+    """The process id in a spool file name (``<time>-<pid>-<n>.ext``), None if not one."""
+    parts = name.rsplit(".", 1)[0].split("-")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
@@ -283,8 +289,8 @@ class Spool:
                 if name.endswith(".msg") and fmt.valid_id(name[:-4]):
                     ids.append(name[:-4])
                 elif name.endswith(".tmp"):
-                    parts = name[:-4].split("-")
-                    if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) not in live_pids:
+                    pid = _writer_pid(name)
+                    if pid is not None and pid not in live_pids:
                         unlink_quiet(os.path.join(self.incoming_dir, name))
             ids.sort()
             return ids
@@ -394,8 +400,7 @@ class Spool:
     # -- recovery ---------------------------------------------------------------------------
     def _ours_in_progress(self, name: str, full: str) -> bool:
         """A .tmp named with our pid and written since this Spool was created."""
-        parts = name[:-4].split("-")
-        if len(parts) != 3 or parts[1] != str(os.getpid()):
+        if _writer_pid(name) != os.getpid():
             return False
         try:
             return os.stat(full).st_mtime >= self._created
