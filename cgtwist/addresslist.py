@@ -10,6 +10,7 @@ IPv4-mapped IPv6 peers (``::ffff:192.0.2.1``) match IPv4 entries.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Union
@@ -37,10 +38,18 @@ def _ip(text: str) -> IPAddress:
 
 def normalise(ip: Union[str, IPAddress]) -> IPAddress:
     """Parse an address; an IPv4-mapped IPv6 address becomes the IPv4 address."""
-    addr = ipaddress.ip_address(ip.split("%")[0]) if isinstance(ip, str) else ip
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+    if isinstance(ip, str):
+        return _normalise_text(ip)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalise_text(ip: str) -> IPAddress:
+    """``normalise`` of a string, remembered: the same peers connect again and again, and
+    every session asks several address lists about its peer (ValueError is not cached)."""
+    return normalise(ipaddress.ip_address(ip.split("%")[0]))
 
 
 @dataclass(frozen=True)

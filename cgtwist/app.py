@@ -14,10 +14,10 @@ from typing import Any, Callable, Mapping
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cgtwist.config import BootstrapConfig
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 

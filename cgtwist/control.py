@@ -15,8 +15,9 @@ from typing import Any, Awaitable, Callable, Mapping, Union
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+
+from cgtwist.logs import Logger
 
 Handler = Callable[[Mapping[str, Any]], Union[Any, "defer.Deferred[Any]", Awaitable[Any]]]
 

@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.names import client
 from twisted.names import dns as tdns
 from twisted.names import error as terror
@@ -26,6 +25,7 @@ from zope.interface import implementer
 
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.interfaces import IResolver
+from cgtwist.logs import Logger
 
 log = Logger()
 

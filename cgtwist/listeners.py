@@ -17,9 +17,9 @@ from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from cgtwist.logs import Logger
 from cgtwist.types import ListenerSpec
 
 FactoryMaker = Callable[[ListenerSpec], Factory]

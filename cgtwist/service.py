@@ -18,11 +18,11 @@ from typing import Any, Optional
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 
 from cgtwist import paths
 from cgtwist.config import BootstrapConfig
 from cgtwist.listeners import ListenerManager
+from cgtwist.logs import Logger
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
@@ -132,7 +132,7 @@ class CgtwistService(MultiService):
         """Filter events below [log] level on twistd's observers (file, syslog or stdout)."""
         from twisted.logger import FileLogObserver, LogLevel, globalLogPublisher
 
-        from cgtwist.logs import LevelFilter, TurnBufferedFile, fast_text_format
+        from cgtwist.logs import LevelFilter, TurnBufferedFile, fast_text_format, set_level
 
         observers = list(getattr(globalLogPublisher, "_observers", []))
         for observer in observers:
@@ -146,6 +146,7 @@ class CgtwistService(MultiService):
         if self.cfg.log_level == "debug":
             return
         level = LogLevel.levelWithName(self.cfg.log_level)
+        set_level(level)
         # twistd installs its observers before startService; wrap each in a level filter.
         for observer in observers:
             globalLogPublisher.removeObserver(observer)

@@ -142,6 +142,14 @@ class Settings(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
 
+    # Mapping's mixins go through __getitem__ and a KeyError; these are read for every
+    # command of every session, so they ask the dict directly.
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 

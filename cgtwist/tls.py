@@ -23,8 +23,9 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
-from twisted.logger import Logger
 from zope.interface import implementer
+
+from cgtwist.logs import Logger
 
 log = Logger()
 

@@ -31,12 +31,13 @@ import sys
 from typing import Any, Optional
 
 from twisted.internet import defer
-from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent, globalLogBeginner
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
+from cgtwist.logs import Logger
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
@@ -162,7 +163,7 @@ class Worker:
 
 def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
     """JSON lines on standard error, gathered per reactor turn (TurnBufferedFile)."""
-    from cgtwist.logs import LevelFilter, TurnBufferedFile
+    from cgtwist.logs import LevelFilter, TurnBufferedFile, set_level
 
     out = TurnBufferedFile(sys.stderr, reactor)
     reactor.addSystemEventTrigger("after", "shutdown", out.flush_now)
@@ -178,6 +179,7 @@ def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
         except Exception:  # never let logging kill the worker
             pass
 
+    set_level(level)
     globalLogBeginner.beginLoggingTo([LevelFilter(observer, level)], redirectStandardIO=False)
 
 

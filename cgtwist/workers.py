@@ -19,9 +19,10 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, error
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
 from cgtwist.config import BootstrapConfig
+from cgtwist.logs import Logger
 from cgtwist.types import ListenerSpec
 
 SWEEP_INTERVAL = 60.0

@@ -12,7 +12,14 @@ from twisted.logger import LogLevel, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from cgtwist.logs import LevelFilter, TurnBufferedFile, cached_time, fast_text_format
+from cgtwist.logs import (
+    LevelFilter,
+    Logger,
+    TurnBufferedFile,
+    cached_time,
+    fast_text_format,
+    set_level,
+)
 
 
 def event(**kw: Any) -> dict[str, Any]:
@@ -94,3 +101,39 @@ class _CountingFile(io.BytesIO):
     def write(self, data: Any) -> int:
         self.writes += 1
         return super().write(data)
+
+
+class LoggerTests(unittest.TestCase):
+    """cgtwist.logs.Logger: the events of twisted.logger.Logger, minus those below the level."""
+
+    def setUp(self) -> None:
+        self.addCleanup(set_level, LogLevel.debug)
+        self.seen: list[dict[str, Any]] = []
+        self.log = Logger(namespace="cgtwist.test", observer=self.seen.append)
+
+    def test_same_event_as_twisted(self) -> None:
+        """An admitted event carries the keys Twisted's Logger gives it, so every observer
+        and formatter reads it the same way."""
+        from twisted.logger import Logger as TwistedLogger
+
+        theirs: list[dict[str, Any]] = []
+        TwistedLogger(namespace="cgtwist.test", observer=theirs.append).info("hello {who}", who="x")
+        self.log.info("hello {who}", who="x")
+        self.assertEqual(set(self.seen[0]), set(theirs[0]))
+        self.assertEqual(self.seen[0]["log_level"], LogLevel.info)
+        self.assertEqual(self.seen[0]["log_format"], "hello {who}")
+
+    def test_events_below_the_level_are_dropped(self) -> None:
+        set_level(LogLevel.info)
+        self.log.debug("not wanted")
+        self.log.info("wanted")
+        self.log.error("also wanted")
+        self.assertEqual([e["log_format"] for e in self.seen], ["wanted", "also wanted"])
+        set_level(LogLevel.debug)
+        self.log.debug("wanted now")
+        self.assertEqual(self.seen[-1]["log_format"], "wanted now")
+
+    def test_invalid_level_is_reported(self) -> None:
+        self.log.emit("loud", "x")  # type: ignore[arg-type]
+        self.assertEqual(len(self.seen), 1)
+        self.assertIn("invalid log level", self.seen[0]["log_format"])

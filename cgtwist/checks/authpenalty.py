@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from cgtwist.addresslist import host_key
 from cgtwist.checks.result import clean
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 
 log = Logger()

@@ -12,10 +12,9 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Union
 
-from twisted.logger import Logger
-
 from cgtwist.addresslist import AddressList, host_key
 from cgtwist.checks.result import LISTED, PASS, CheckResult, clean
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 
 log = Logger()

@@ -15,12 +15,12 @@ import ipaddress
 from typing import Any, Optional, Sequence
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cgtwist.addresslist import AddressList, normalise
 from cgtwist.checks.result import ERROR, LISTED, PASS, SKIPPED, CheckResult, clean
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.interfaces import IResolver
+from cgtwist.logs import Logger
 from cgtwist.settings_protection import parse_rbl_zone as parse_zone
 
 log = Logger()

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cgtwist.checks.result import FAIL, PASS, SKIPPED, TEMPERROR, CheckResult, clean
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError, MailError
 from cgtwist.interfaces import IResolver
+from cgtwist.logs import Logger
 
 log = Logger()
 

@@ -20,12 +20,12 @@ from typing import Any, Callable, Optional
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from cgtwist.checks.result import FAIL, PASS, SKIPPED, TEMPERROR, CheckResult, clean
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.interfaces import IResolver
+from cgtwist.logs import Logger
 
 log = Logger()
 

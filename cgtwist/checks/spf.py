@@ -21,10 +21,10 @@ import dns.resolver
 import spf as pyspf
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from cgtwist.checks.result import CheckResult, clean
 from cgtwist.dns import parse_nameserver
+from cgtwist.logs import Logger
 from cgtwist.settings_protection import SPF_RESULTS as RESULTS  # RFC 7208 §2.6
 
 log = Logger()

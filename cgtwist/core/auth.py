@@ -14,11 +14,11 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cgtwist.errors import InvalidName, MailError
 from cgtwist.interfaces import IAccountStore
+from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
 
 MAX_LOGIN_LENGTH = 320  # RFC 5321 §4.5.3.1.1/2: 64 octets local part + "@" + 255 domain

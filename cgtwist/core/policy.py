@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any, Mapping, NoReturn, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.core.routing import route_error
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IAccountStore, IPolicy, IRouter
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
 

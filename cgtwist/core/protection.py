@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cgtwist import settings_protection
@@ -37,11 +36,13 @@ from cgtwist.checks.spf import SPFChecker
 from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, IResolver
+from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder, default_listeners, parse_listener
 from cgtwist.settings_protection import CHECKS, MODES, RBL_CODES, SPF_ACTIONS, SPF_RESULTS
 from cgtwist.types import Envelope, SessionInfo
 
 log = Logger()
+_MISSING = object()
 
 __all__ = ["CHECKS", "MODES", "SPF_ACTIONS", "ProtectedPolicy", "validate_setting"]
 
@@ -97,7 +98,8 @@ class ProtectedPolicy:
     # -- settings helpers ---------------------------------------------------------------
     def _setting(self, key: str) -> Any:
         s = self.settings.current
-        return s[key] if key in s else DEFAULTS[key][0]
+        value = s.get(key, _MISSING)
+        return DEFAULTS[key][0] if value is _MISSING else value
 
     def _address_list(self, key: str) -> AddressList:
         text = self._setting(key)
@@ -146,11 +148,11 @@ class ProtectedPolicy:
         """
         overrides = self._setting("protection.listeners") or {}
         mode: Any = None
-        if isinstance(overrides, Mapping):
+        if isinstance(overrides, dict):  # JSON from the store: a dict or nothing usable
             submission = "submission" if session.listener and self._is_submission(session.listener) else ""
             for key in (session.listener, str(session.local_port), submission):
                 per = overrides.get(key) if key else None
-                if isinstance(per, Mapping) and check in per:
+                if isinstance(per, dict) and check in per:
                     mode = per[check]
                     break
         if mode is None:

@@ -11,12 +11,12 @@ import time
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cgtwist import router
 from cgtwist.errors import InvalidName, MailError, NotFound, temporary
 from cgtwist.interfaces import IAccountStore, IRouter
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Route
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISubmission
+from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
 from cgtwist.types import Envelope
 

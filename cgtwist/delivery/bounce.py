@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from cgtwist.interfaces import ISubmission
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Recipient
 

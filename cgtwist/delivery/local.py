@@ -19,7 +19,6 @@ from typing import Any, Optional
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -27,6 +26,7 @@ from cgtwist import crashpoint as cp
 from cgtwist import paths
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir as md
 from cgtwist.spool.files import DirSync
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient

@@ -18,7 +18,6 @@ import signal
 from typing import Any
 
 from twisted.internet import defer, error, protocol
-from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -26,6 +25,7 @@ from zope.interface import implementer
 from cgtwist.delivery.bounce import one_line
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
 from cgtwist.types import Envelope, Recipient
 

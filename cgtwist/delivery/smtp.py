@@ -17,7 +17,6 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cgtwist.delivery.bounce import DSN_PASSED, remote_detail
@@ -36,6 +35,7 @@ from cgtwist.delivery.smtp_targets import (
     relay_targets,
 )
 from cgtwist.interfaces import IDeliveryAgent, IResolver
+from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
 from cgtwist.types import Envelope, Recipient
 

@@ -17,10 +17,11 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer, IReactorTime
-from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from cgtwist.logs import Logger
 
 log = Logger(namespace="cgtwist.delivery.smtp")
 

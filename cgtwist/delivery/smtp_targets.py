@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.logger import Logger
-
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
+from cgtwist.logs import Logger
 
 log = Logger(namespace="cgtwist.delivery.smtp")
 

@@ -22,13 +22,13 @@ from typing import Any, Optional, TypeVar
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from cgtwist import paths
 from cgtwist.delivery.bounce import one_line
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISubmission
+from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
 from cgtwist.types import Envelope, Recipient
 

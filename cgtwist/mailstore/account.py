@@ -15,10 +15,10 @@ import shutil
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, names
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.names import INBOX, MailboxNameError

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
+from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, uidlist
 from cgtwist.mailstore.maildir import Meta
 

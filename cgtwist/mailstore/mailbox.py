@@ -30,10 +30,10 @@ import re
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Optional, Union
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, names
 from cgtwist.mailstore.folder import Changes, Entry, Folder
 from cgtwist.mailstore.message import MaildirMessage

@@ -14,10 +14,10 @@ from collections import OrderedDict
 from typing import Any, Callable, Hashable, Optional
 
 from twisted.internet import defer, threads
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cgtwist.interfaces import IMailboxNotifier
+from cgtwist.logs import Logger
 from cgtwist.mailstore import names
 from cgtwist.mailstore.folder import Folder
 

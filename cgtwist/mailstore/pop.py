@@ -13,10 +13,10 @@ import os
 from typing import Any, BinaryIO, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import pop3
 from zope.interface import implementer
 
+from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir
 from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.mailbox import MaildirMailbox

@@ -19,11 +19,11 @@ from collections import deque
 from typing import IO, Any, Callable, Optional, cast
 
 from twisted.internet import defer, interfaces
-from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.checks.authpenalty import AuthPenalty
+from cgtwist.logs import Logger
 from cgtwist.protocols import imap_parse
 from cgtwist.protocols.imap_auth import IPenalty
 from cgtwist.protocols.imap_framing import FramingMixin, _Pending

@@ -12,9 +12,9 @@ import email.utils
 import io
 from typing import IO, Any, Iterator, Optional
 
-from twisted.logger import Logger
 from twisted.mail import imap4
 
+from cgtwist.logs import Logger
 from cgtwist.protocols import imap_structure
 
 log = Logger()

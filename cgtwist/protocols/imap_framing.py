@@ -15,9 +15,9 @@ from collections import deque
 from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import imap4
 
+from cgtwist.logs import Logger
 from cgtwist.protocols import imap_parse
 
 # RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">

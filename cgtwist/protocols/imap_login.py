@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.core.auth import PeerCredentials
+from cgtwist.logs import Logger
 from cgtwist.protocols.imap_auth import IPenalty, SaslError, decode_plain
 from cgtwist.protocols.imap_mailboxes import MailboxCommands
 

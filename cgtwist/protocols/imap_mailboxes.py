@@ -16,10 +16,10 @@ import re
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from cgtwist.logs import Logger
 from cgtwist.protocols import imap_parse
 
 log = Logger()

@@ -14,13 +14,13 @@ from typing import Any, Callable, Optional
 
 from twisted.cred.error import LoginDenied, LoginFailed, UnauthorizedLogin
 from twisted.internet import defer, interfaces, task
-from twisted.logger import Logger
 from twisted.mail import pop3
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
+from cgtwist.logs import Logger
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.settings import SettingsHolder

@@ -14,12 +14,12 @@ from typing import Any, Callable, Union
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.mail import imap4, pop3
 from zope.interface import implementer
 
 from cgtwist import paths
 from cgtwist.errors import InvalidName
+from cgtwist.logs import Logger
 from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
 

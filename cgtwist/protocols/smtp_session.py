@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
-from twisted.logger import Logger
 from twisted.mail.smtp import ESMTP
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
+from cgtwist.logs import Logger
 from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.types import Recipient, SessionInfo

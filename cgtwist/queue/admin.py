@@ -14,7 +14,8 @@ import copy
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
-from twisted.logger import Logger
+
+from cgtwist.logs import Logger
 
 if TYPE_CHECKING:
     from cgtwist.queue.state import Msg

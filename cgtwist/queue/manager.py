@@ -20,11 +20,11 @@ from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
 from twisted.internet.task import Cooperator
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cgtwist import retry
 from cgtwist.errors import MailError
+from cgtwist.logs import Logger
 from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.logical import LogicalQueue
 from cgtwist.queue.reports import QueueReports

@@ -12,10 +12,10 @@ import copy
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cgtwist import retry
+from cgtwist.logs import Logger
 from cgtwist.queue.state import FAILED, PENDING, Msg
 from cgtwist.types import Recipient
 

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, Optional
 
 from twisted.internet import defer
 from twisted.internet.task import Cooperator
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cgtwist.logs import Logger
 from cgtwist.queue.logical import SUSPENDED, THROTTLED, LogicalQueue
 from cgtwist.types import QueueName
 

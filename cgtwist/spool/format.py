@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from cgtwist.types import Envelope, Recipient
@@ -63,10 +63,16 @@ def valid_id(msg_id: str) -> bool:
     return isinstance(msg_id, str) and bool(ID_RE.match(msg_id))
 
 
+def _recipient_dict(r: Recipient) -> dict[str, Any]:
+    """``dataclasses.asdict`` for a Recipient (its fields are all strings), without asdict's
+    recursive deep copy: this runs for every recipient of every message spooled."""
+    return {name: getattr(r, name) for name in _RCPT_FIELD_ORDER}
+
+
 def envelope_json(envelope: Envelope, queued: float) -> bytes:
     obj = {
         "sender": envelope.sender,
-        "recipients": [asdict(r) for r in envelope.recipients],
+        "recipients": [_recipient_dict(r) for r in envelope.recipients],
         "submit": dict(envelope.submit),
         "params": dict(envelope.params),
         "queued": queued,
@@ -84,7 +90,8 @@ def parse_envelope(raw: bytes) -> tuple[Envelope, float]:
     return env, float(obj["queued"])
 
 
-_RCPT_FIELDS = frozenset(Recipient.__dataclass_fields__)
+_RCPT_FIELD_ORDER = tuple(Recipient.__dataclass_fields__)
+_RCPT_FIELDS = frozenset(_RCPT_FIELD_ORDER)
 
 
 def encode(msg_id: str, env_json: bytes, data: bytes) -> tuple[list[bytes], int]:

@@ -16,7 +16,6 @@ from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -25,6 +24,7 @@ from cgtwist import crashpoint as cp
 from cgtwist import paths
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
+from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
 from cgtwist.spool.files import DirSync, Recycler, fsync_dir, storage_error, unlink_quiet, write_all
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry

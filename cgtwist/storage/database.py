@@ -14,8 +14,8 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore
-from twisted.logger import Logger
 
+from cgtwist.logs import Logger
 from cgtwist.storage.engines import Engine, SqliteEngine, engine_for_url
 
 T = TypeVar("T")

@@ -27,12 +27,12 @@ from typing import (
 )
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from cgtwist import settings as dynamic
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.interfaces import IAccountStore
+from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import Cursor, Database
