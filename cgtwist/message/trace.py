@@ -8,20 +8,20 @@ close the comment or the date clause. Long headers are folded at clause boundari
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Optional, Sequence
 
 MAX_TOKEN = 255  # a HELO name or address longer than a domain name is truncated
-_UNSAFE = frozenset('()\\";<>[]')
+# Everything but printable ASCII (33..126) without comment and clause delimiters.
+_UNSAFE_RE = re.compile(r'[^!#-\'*-:=?-Z\^-~]')
 _FOLD = b"\r\n\t"
 
 
 def sanitize(text: str, limit: int = MAX_TOKEN) -> str:
-    """Printable ASCII only: controls, spaces, non-ASCII and comment/clause delimiters -> '?'."""
-    out = []
-    for ch in text[:limit]:
-        out.append(ch if 33 <= ord(ch) <= 126 and ch not in _UNSAFE else "?")
-    return "".join(out)
+    """Printable ASCII only: controls, spaces, non-ASCII and comment/clause delimiters -> '?'.
+    (One regular-expression pass: this runs for half a dozen tokens of every message.)"""
+    return _UNSAFE_RE.sub("?", text[:limit])
 
 
 def rfc5322_date(when: float) -> str:
