@@ -42,6 +42,18 @@ class Logger(_TwistedLogger):
     dozen log calls (most of them debug), so each was a measurable share of a message's
     CPU time. An unknown level goes to Twisted's ``emit``, which reports it."""
 
+    def __get__(self, instance: object, owner: Optional[type] = None) -> Logger:
+        """As a class attribute (``log = Logger()``): one Logger per class, made once, where
+        Twisted makes a new one at every ``self.log`` (a few per message). Its source is
+        the class, not the instance; no observer of ours reads it."""
+        assert owner is not None
+        cached = owner.__dict__.get("_cgtwist_logger")
+        if cached is None or cached.observer is not self.observer:
+            cached = self.__class__(".".join([owner.__module__, owner.__name__]), owner,
+                                    observer=self.observer)
+            type.__setattr__(owner, "_cgtwist_logger", cached)
+        return cached  # type: ignore[no-any-return]
+
     def emit(self, level: LogLevel, format: Optional[str] = None, **kwargs: object) -> None:
         rank = _RANK.get(level)
         if rank is None:

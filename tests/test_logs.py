@@ -137,3 +137,22 @@ class LoggerTests(unittest.TestCase):
         self.log.emit("loud", "x")  # type: ignore[arg-type]
         self.assertEqual(len(self.seen), 1)
         self.assertIn("invalid log level", self.seen[0]["log_format"])
+
+
+class _Owner:
+    log = Logger()
+
+
+class _Child(_Owner):
+    pass
+
+
+class LoggerDescriptorTests(unittest.TestCase):
+    def test_one_logger_per_class_named_after_it(self) -> None:
+        """``self.log`` is made once per class (Twisted makes one per access), with the
+        namespace Twisted would give it, and a subclass gets its own."""
+        a, b = _Owner(), _Owner()
+        self.assertIs(a.log, b.log)
+        self.assertEqual(a.log.namespace, f"{__name__}._Owner")
+        self.assertEqual(_Child().log.namespace, f"{__name__}._Child")
+        self.assertIsNot(_Child().log, a.log)

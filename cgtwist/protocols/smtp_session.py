@@ -113,15 +113,14 @@ class SMTPWire(ESMTP):
             except OSError:
                 pass
         peer, host = self.transport.getPeer(), self.transport.getHost()
+        peer_ip = _plain_ip(str(getattr(peer, "host", peer)))
         self.session = SessionInfo(
             session_id=self.factory.new_session_id(),
-            peer_ip=_plain_ip(str(getattr(peer, "host", peer))), peer_port=int(getattr(peer, "port", 0)),
+            peer_ip=peer_ip, peer_port=int(getattr(peer, "port", 0)),
             local_ip=str(getattr(host, "host", host)), local_port=int(getattr(host, "port", 0)),
             listener=self.factory.listener.name,
+            is_client_ip=bool(self._policy_hook("is_client_ip", peer_ip)),
         )
-        client = self._policy_hook("is_client_ip", self.session.peer_ip)
-        if client:
-            self.session = replace(self.session, is_client_ip=True)
         # Implicit TLS (465): the integrator wraps the factory in TLSMemoryBIOFactory.
         t = self.transport
         self._tls = bool(ISSLTransport.providedBy(t) or isinstance(t, TLSMemoryBIOProtocol))
