@@ -175,7 +175,9 @@ class POP3Server(pop3.POP3):
             self.err("[SYS/TEMP] Internal error")
             return
         if isinstance(d, defer.Deferred):
-            if d.called:  # finished already: no need to hold the queue
+            # Finished already: no need to hold the queue. A Deferred waiting on another (the
+            # failed-login delay) is ``called`` but paused: that command is still running.
+            if d.called and not d.paused:
                 d.addErrback(self._unexpected)
                 return
             self._busy = True

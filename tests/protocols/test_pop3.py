@@ -211,6 +211,16 @@ class AuthTests(POP3TestBase):
         self.assertTrue(tr.disconnecting)
         proto.connectionLost()
 
+    def test_pipelined_after_delayed_failure_waits_for_it(self) -> None:
+        """A command pipelined behind a wrong password is answered after the delayed -ERR,
+        not before it (RFC 2449 PIPELINING keeps replies in order)."""
+        self.settings.replace(Settings({"auth.fail_delays": [2]}))
+        proto, tr = self.connect()
+        self.send(proto, tr, b"USER alice")
+        self.assertEqual(self.send(proto, tr, b"PASS wrong\r\nUSER alice"), b"")
+        self.clock.advance(2)
+        self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n+OK\r\n")
+
     def test_penalty_follows_the_ip_across_connections(self) -> None:
         """Reconnecting does not reset the delay; another IP is not slowed down; a good
         login from the IP clears its penalty."""
