@@ -2,8 +2,9 @@
 
 Owns the POP3 dialogue (RFC 1939, CAPA/RESP-CODES RFC 2449, STLS RFC 2595, AUTH RFC 5034):
 states, command parsing, replies, dot-stuffing, idle timeout, failed-login delays, the
-per-IP connection cap. Logins go through the shared Portal; the maildrop (lock, snapshot,
-UIDLs, deletions at QUIT) is ``cgtwist.mailstore.pop.PopMailbox``. Never touches files itself.
+per-IP connection cap, the goodbye at server shutdown. Logins go through the shared Portal;
+the maildrop (lock, snapshot, UIDLs, deletions at QUIT) is ``cgtwist.mailstore.pop.PopMailbox``.
+Never touches files itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ MAX_LINE = 1024  # RFC 2449 §4 allows 255 for commands; SASL responses may be l
 MAX_USER = 320
 MAX_QUEUED = 32  # pipelined commands held while one runs, before reading pauses
 SMALL_MESSAGE = 256 * 1024  # RETR sends messages up to this size in one write, bigger ones stream
+# RFC 2449 §8.1.2 / RFC 3206 §4: SYS/TEMP tells the client to try again later, not to give up.
+SHUTDOWN_LINE = b"-ERR [SYS/TEMP] server shutting down"
 
 
 def _stuffer() -> Callable[[bytes], bytes]:
@@ -80,6 +83,7 @@ class POP3Server(pop3.POP3):
         self._tls_started = False
         self._failures = 0
         self._counted = False
+        self._bye_after_command = False  # shutdown() came while a command was running
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -90,6 +94,12 @@ class POP3Server(pop3.POP3):
         peer = self.transport.getPeer()
         self.peer_ip = str(getattr(peer, "host", "?"))
         factory = self.factory
+        if isinstance(factory, POP3Factory) and factory.stopping:
+            # Accepted between SIGTERM and the listeners closing: say why, so the client
+            # retries later instead of reporting a broken server.
+            self.sendLine(SHUTDOWN_LINE)
+            self.transport.loseConnection()
+            return
         if isinstance(factory, POP3Factory):
             self._counted = True
             if not factory.connection_opened(self.peer_ip):
@@ -108,15 +118,51 @@ class POP3Server(pop3.POP3):
 
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.setTimeout(None)
+        self._logout()
+        if self._counted and isinstance(self.factory, POP3Factory):
+            self._counted = False
+            self.factory.connection_closed(self.peer_ip)
+        if isinstance(self.factory, POP3Factory):
+            self.factory.forget(self)
+
+    def _logout(self) -> None:
+        """Unlock the maildrop without applying deletions (only QUIT does); runs once."""
         if self._onLogout is not None:
             logout, self._onLogout = self._onLogout, None
             try:
                 logout()
             except Exception:
                 self.log.failure("pop3: logout failed for {account}", account=self.account)
-        if self._counted and isinstance(self.factory, POP3Factory):
-            self._counted = False
-            self.factory.connection_closed(self.peer_ip)
+
+    def shutdown(self) -> None:
+        """Server stopping: ``-ERR [SYS/TEMP]`` now, or after the running command's reply.
+
+        A RETR being streamed or a login being checked is finished first, so the client never
+        sees half a reply. Never enters UPDATE: RFC 1939 §6 deletes only at the client's QUIT,
+        so messages marked with DELE stay (a QUIT already running completes as asked).
+        """
+        if self.transport is None or self.transport.disconnecting:
+            return
+        if self._busy:
+            self._bye_after_command = True
+            return
+        self._shutdown_now()
+
+    def _shutdown_now(self) -> None:
+        self.log.info("pop3: server shutting down, closing {ip} {account}", ip=self.peer_ip,
+                      account=self.account)
+        self.setTimeout(None)  # no idle-timeout -ERR after this one while the client reads
+        self._queue.clear()  # pipelined commands are not run: that could include a QUIT's UPDATE
+        self.sendLine(SHUTDOWN_LINE)
+        # The lock goes now, as at connectionLost: a client slow to read must not hold it.
+        self._logout()
+        self.mbox = None
+        if self._paused:
+            # Reading was paused for a pipelined backlog: resume it, or the transport never
+            # sees the peer's close (TLS waits for it) and the session is never released.
+            self._paused = False
+            self.transport.resumeProducing()
+        self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
         """Idle too long (RFC 1939 §3: >= 10 minutes): close without entering UPDATE."""
@@ -193,6 +239,9 @@ class POP3Server(pop3.POP3):
     def _done(self, _: Any) -> None:
         self._busy = False
         if self.transport is None or self.transport.disconnecting:
+            return
+        if self._bye_after_command:
+            self._shutdown_now()
             return
         self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
         while self._queue and not self._busy and not self.transport.disconnecting:
@@ -531,12 +580,47 @@ class POP3Server(pop3.POP3):
 
 class POP3Factory(AccessFactory):
     """``POP3Factory(listener, settings, portal, tls, hostname, clock=reactor, penalty=None)``:
-    builds POP3Server connections for one listener (set-up and per-IP counts: AccessFactory)."""
+    builds POP3Server connections for one listener (set-up and per-IP counts: AccessFactory)
+    and says ``-ERR [SYS/TEMP]`` to them all at shutdown."""
 
     protocol = POP3Server  # type: ignore[assignment]
+
+    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
+                 tls: Callable[[], Any], hostname: str, clock: Any = None,
+                 penalty: Any = None) -> None:
+        super().__init__(listener, settings, portal, tls, hostname, clock, penalty)
+        # ``live``: read by Components.abort_sessions to cut what is left after the grace.
+        self.live: set[POP3Server] = set()
+        self.stopping = False
+        self._stopped: list[defer.Deferred[None]] = []
 
     def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
         p = POP3Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
                        self.clock, self.penalty)
         p.factory = self
+        self.live.add(p)
         return p
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Tell every session the server is going away and close it; refuse new ones.
+
+        Fires when every connection has closed, so the process exits with no client left
+        seeing a reset. The service calls it on SIGTERM before it stops listening.
+        """
+        self.stopping = True
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self.live:
+            d.callback(None)
+            return d
+        self._stopped.append(d)
+        for proto in list(self.live):
+            proto.shutdown()
+        return d
+
+    def forget(self, proto: POP3Server) -> None:
+        """A connection ended; fire shutdown() waiters once none is left."""
+        self.live.discard(proto)
+        if self.stopping and not self.live:
+            waiters, self._stopped = self._stopped, []
+            for d in waiters:
+                d.callback(None)

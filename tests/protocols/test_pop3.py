@@ -494,3 +494,97 @@ class FuzzTests(POP3TestBase):
                 self.assertTrue(self.send(proto, tr, b"CAPA").startswith(b"+OK"))
         finally:
             self.close(proto, tr)
+
+
+class ShutdownTests(POP3TestBase):
+    """SIGTERM: every session hears why it is closed, and nothing marked with DELE is lost."""
+
+    plain_ok = True
+    BYE = b"-ERR [SYS/TEMP] server shutting down\r\n"
+
+    def test_idle_session_told_and_closed_then_shutdown_fires(self) -> None:
+        """An idle session gets -ERR [SYS/TEMP] at once and is closed; the factory's Deferred
+        fires only when the last session has gone; a late connection is refused the same way."""
+        p1, t1 = self.connect()
+        p2, t2 = self.connect("10.0.0.2")
+        self.login(p2, t2)
+        t1.clear()
+        t2.clear()
+        done = self.factory.shutdown()
+        self.assertNoResult(done)
+        for tr in (t1, t2):
+            self.assertEqual(tr.value(), self.BYE)
+            self.assertTrue(tr.disconnecting)
+        late = self.factory.buildProtocol(None)
+        lt = TLSStringTransport(peerAddress=IPv4Address("TCP", "10.0.0.3", 40000))
+        late.makeConnection(lt)
+        self.assertEqual(lt.value(), self.BYE)
+        self.assertTrue(lt.disconnecting)
+        p1.connectionLost()
+        p2.connectionLost()
+        self.assertNoResult(done)
+        late.connectionLost()
+        self.successResultOf(done)
+        self.assertEqual(self.factory.live, set())
+        self.assertEqual(self.factory.per_ip.counts, {})
+
+    def test_shutdown_keeps_deleted_messages_and_frees_the_lock(self) -> None:
+        """Shutdown is not QUIT: no UPDATE state, so messages marked with DELE stay (RFC 1939
+        §6), and the maildrop lock is released for the next session."""
+        proto, tr = self.connect()
+        self.login(proto, tr)
+        self.send(proto, tr, b"DELE 1")
+        self.send(proto, tr, b"DELE 2")
+        tr.clear()
+        done = self.factory.shutdown()
+        self.assertEqual(tr.value(), self.BYE)
+        self.assertNotEqual(proto.state, "UPDATE")
+        proto.connectionLost()
+        self.successResultOf(done)
+        self.assertEqual(len(self.files()), 2)
+        other = POP3Factory(self.listener, self.settings, self.portal, lambda: None,
+                            "mail.example.com", clock=self.clock)
+        self.factory = other
+        p2, t2 = self.connect()
+        self.login(p2, t2)  # not -ERR [IN-USE]: the lock went with the session
+        self.close(p2, t2)
+
+    def test_no_sessions_fires_at_once(self) -> None:
+        """A factory without sessions has nothing to wait for."""
+        self.successResultOf(self.factory.shutdown())
+        self.assertTrue(self.factory.stopping)
+
+    def test_streamed_retr_completes_before_the_goodbye(self) -> None:
+        """A RETR being streamed is sent to its final '.' and only then comes the -ERR;
+        commands pipelined behind it are not run."""
+        self.patch(pop3_module, "SMALL_MESSAGE", 0)
+        proto, tr = self.connect()
+        self.login(proto, tr)
+        tr.clear()
+        proto.dataReceived(b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
+        self.assertIsNotNone(tr.producer)
+        done = self.factory.shutdown()
+        self.assertNotIn(b"-ERR", tr.value())
+        self.assertFalse(tr.disconnecting)
+        self.pump(tr)
+        stuffed = MSG1.replace(b"\r\n.", b"\r\n..")
+        self.assertEqual(tr.value(), b"+OK %d octets\r\n" % len(MSG1) + stuffed + b".\r\n" + self.BYE)
+        self.assertTrue(tr.disconnecting)
+        proto.connectionLost()
+        self.successResultOf(done)
+        self.assertEqual(len(self.files()), 2)
+
+    def test_login_check_answered_before_the_goodbye(self) -> None:
+        """A password check still running (here: the failed-login delay) is answered first."""
+        self.settings.replace(Settings({"auth.fail_delays": [5]}))
+        proto, tr = self.connect()
+        self.send(proto, tr, b"USER alice")
+        self.assertEqual(self.send(proto, tr, b"PASS wrong"), b"")
+        done = self.factory.shutdown()
+        self.assertEqual(tr.value(), b"")
+        self.assertFalse(tr.disconnecting)
+        self.clock.advance(5)
+        self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n" + self.BYE)
+        self.assertTrue(tr.disconnecting)
+        proto.connectionLost()
+        self.successResultOf(done)
