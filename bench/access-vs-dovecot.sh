@@ -33,7 +33,7 @@ bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
 . "$HERE/lib.sh"
-BASE="$(mktemp -d /tmp/cgtwist-bench-XXXX)"
+BASE="$(cg_mkbase cgtwist-bench)"
 CG_PID=""; CG_DNS_PID=""
 trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true; rm -rf "$BASE"' EXIT
 echo '{"example.test": ["A 127.0.0.1"]}' > "$BASE/zone.json"

@@ -4,6 +4,19 @@
 # never asks the machine's resolver. Readiness is the control socket, not a log line (the log
 # level may hide it and the log file rotates).
 
+# cg_mkbase NAME: a fresh working directory for one benchmark run, printed. It lives in
+# ${CG_BENCH_DIR:-/var/spool} (where etc/cgtwist.service puts the base directory, beside
+# Postfix's /var/spool/postfix), or in /tmp when that is not writable. Not /tmp by default:
+# ext4 without a journal (this machine's) walks past every inode freed in the last minute(s)
+# of a block group each time it allocates one there (perf: a quarter of the server process's
+# CPU time, in the Maildir's open(O_CREAT)), and /tmp's group also collects the thousands of
+# files every test run and earlier benchmark deleted, which Postfix's directories do not.
+cg_mkbase() {
+  local dir=${CG_BENCH_DIR:-/var/spool}
+  [ -w "$dir" ] || dir=/tmp
+  mktemp -d "$dir/$1-XXXX"
+}
+
 # cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID.
 cg_dns() {
   PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$1" > "$2/dns.addr" 2>/dev/null &

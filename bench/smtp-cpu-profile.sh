@@ -6,7 +6,7 @@ set -u
 REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
 PY=$REPO/.venv/bin/python
 . "$REPO/bench/lib.sh"
-BASE=$(mktemp -d ${TMPBASE:-/tmp}/cgcpu-XXXX)
+BASE=$(CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} cg_mkbase cgcpu)
 echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}' > $BASE/zone.json
 cg_dns $BASE/zone.json $BASE
 cg_conf $BASE example.test info
