@@ -388,19 +388,13 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
 
 
 class IMAPFactory(AccessFactory):
-    """Builds CgIMAP4Server connections for one listener (set-up and per-IP counts:
-    AccessFactory) and says BYE to them all at shutdown."""
+    """Builds CgIMAP4Server connections for one listener (set-up, per-IP counts and the
+    shutdown drain: AccessFactory; each session says ``* BYE`` at shutdown, RFC 3501
+    §7.1.5)."""
 
     protocol = CgIMAP4Server  # type: ignore[assignment]
     penalty: IPenalty
-
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any = None,
-                 penalty: Optional[IPenalty] = None) -> None:
-        super().__init__(listener, settings, portal, tls, hostname, clock, penalty)
-        self.live: set[CgIMAP4Server] = set()
-        self.stopping = False
-        self._stopped: list[defer.Deferred[None]] = []
+    live: set[CgIMAP4Server]
 
     def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]
         p = CgIMAP4Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
@@ -408,27 +402,3 @@ class IMAPFactory(AccessFactory):
         p.factory = self
         self.live.add(p)
         return p
-
-    def shutdown(self) -> defer.Deferred[None]:
-        """Say ``* BYE`` to every session and close it (RFC 3501 §7.1.5); refuse new ones.
-
-        Fires when every connection has closed. The service calls it on SIGTERM before it stops
-        listening.
-        """
-        self.stopping = True
-        d: defer.Deferred[None] = defer.Deferred()
-        if not self.live:
-            d.callback(None)
-            return d
-        self._stopped.append(d)
-        for proto in list(self.live):
-            proto.shutdown()
-        return d
-
-    def forget(self, proto: CgIMAP4Server) -> None:
-        """A connection ended; fire shutdown() waiters once none is left."""
-        self.live.discard(proto)
-        if self.stopping and not self.live:
-            waiters, self._stopped = self._stopped, []
-            for d in waiters:
-                d.callback(None)

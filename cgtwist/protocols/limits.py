@@ -1,4 +1,5 @@
-"""What the POP3 and IMAP factories share: per-IP connection counting and their set-up.
+"""What the POP3 and IMAP factories share: their set-up, per-IP connection counting, and
+the list of live sessions that a shutdown drains.
 
 The limit is read from the settings at each new connection, so a changed
 ``access.max_connections_per_ip`` applies to the next one.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
 from cgtwist.checks.authpenalty import AuthPenalty
@@ -43,7 +45,12 @@ class PerIPConnections:
 
 class AccessFactory(ServerFactory):
     """The common part of ``POP3Factory`` and ``IMAPFactory``: one listener's settings, portal,
-    TLS, clock and AUTH penalty, and its per-IP connection counts.
+    TLS, clock and AUTH penalty, its per-IP connection counts, and its live sessions.
+
+    A subclass's ``buildProtocol`` adds each session to ``live``; the session calls
+    ``forget(self)`` when its connection is lost and has a ``shutdown()`` that says the
+    protocol's goodbye (IMAP ``* BYE``, POP3 ``-ERR [SYS/TEMP]``) now or after the command
+    it is running. ``live`` is also what ``Components.abort_sessions`` cuts after the grace.
 
     ``tls()`` returns the server context factory or None. ``penalty`` is the server's shared
     AuthPenalty (delays count per IP across SMTP, POP3 and IMAP); without one (tests) the
@@ -63,6 +70,33 @@ class AccessFactory(ServerFactory):
         self.clock = clock
         self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
         self.per_ip = PerIPConnections(settings)
+        self.live: set[Any] = set()
+        self.stopping = False
+        self._stopped: list[defer.Deferred[None]] = []
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """Tell every session the server is going away and close it; refuse new ones.
+
+        Fires when every connection has closed, so the process exits with no client left
+        seeing a reset. The service calls it on SIGTERM before it stops listening.
+        """
+        self.stopping = True
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self.live:
+            d.callback(None)
+            return d
+        self._stopped.append(d)
+        for proto in list(self.live):
+            proto.shutdown()
+        return d
+
+    def forget(self, proto: Any) -> None:
+        """A connection ended; fire shutdown() waiters once none is left."""
+        self.live.discard(proto)
+        if self.stopping and not self.live:
+            waiters, self._stopped = self._stopped, []
+            for d in waiters:
+                d.callback(None)
 
     def connection_opened(self, ip: str) -> bool:
         """Count a new connection; False when the IP is over access.max_connections_per_ip."""

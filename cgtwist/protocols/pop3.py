@@ -580,19 +580,11 @@ class POP3Server(pop3.POP3):
 
 class POP3Factory(AccessFactory):
     """``POP3Factory(listener, settings, portal, tls, hostname, clock=reactor, penalty=None)``:
-    builds POP3Server connections for one listener (set-up and per-IP counts: AccessFactory)
-    and says ``-ERR [SYS/TEMP]`` to them all at shutdown."""
+    builds POP3Server connections for one listener (set-up, per-IP counts and the shutdown
+    drain: AccessFactory; each session says ``-ERR [SYS/TEMP]`` at shutdown)."""
 
     protocol = POP3Server  # type: ignore[assignment]
-
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any = None,
-                 penalty: Any = None) -> None:
-        super().__init__(listener, settings, portal, tls, hostname, clock, penalty)
-        # ``live``: read by Components.abort_sessions to cut what is left after the grace.
-        self.live: set[POP3Server] = set()
-        self.stopping = False
-        self._stopped: list[defer.Deferred[None]] = []
+    live: set[POP3Server]
 
     def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
         p = POP3Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
@@ -600,27 +592,3 @@ class POP3Factory(AccessFactory):
         p.factory = self
         self.live.add(p)
         return p
-
-    def shutdown(self) -> defer.Deferred[None]:
-        """Tell every session the server is going away and close it; refuse new ones.
-
-        Fires when every connection has closed, so the process exits with no client left
-        seeing a reset. The service calls it on SIGTERM before it stops listening.
-        """
-        self.stopping = True
-        d: defer.Deferred[None] = defer.Deferred()
-        if not self.live:
-            d.callback(None)
-            return d
-        self._stopped.append(d)
-        for proto in list(self.live):
-            proto.shutdown()
-        return d
-
-    def forget(self, proto: POP3Server) -> None:
-        """A connection ended; fire shutdown() waiters once none is left."""
-        self.live.discard(proto)
-        if self.stopping and not self.live:
-            waiters, self._stopped = self._stopped, []
-            for d in waiters:
-                d.callback(None)
