@@ -16,14 +16,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = str(tmp_path_factory.mktemp("cgtwist"))
     srv = Server(os.path.join(base, "base"))
     srv.set_listeners(ALL_LISTENERS)
-    srv.start()
-    srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
-    srv.admin("account", "add", "bob@example.test", "--password", "bob-secret")
-    try:
+    with srv.running():
+        srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
+        srv.admin("account", "add", "bob@example.test", "--password", "bob-secret")
         yield srv
-    finally:
-        srv.stop()
-        srv.close()
 
 
 @pytest.fixture

@@ -9,13 +9,14 @@ deadline, never a fixed sleep.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -200,6 +201,19 @@ class Server:
         """Kill the server if it still runs, and the DNS server."""
         self.kill()
         self.dns.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Server]:
+        """Start the server for a fixture and always stop it (SIGTERM) and close it after,
+        also when the fixture's own set-up after start (accounts, settings) fails: a
+        ``yield`` fixture runs no teardown for an exception before its yield, and the
+        twistd process would outlive the test run."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            self.close()
 
     def maildir(self, account: str, domain: Optional[str] = None) -> str:
         return os.path.join(self.base, "Domains", domain or self.main_domain, account, "Maildir")

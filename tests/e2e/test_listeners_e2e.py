@@ -20,10 +20,8 @@ pytestmark = pytest.mark.e2e
 def server(tmp_path):  # type: ignore[no-untyped-def]
     srv = Server(str(tmp_path / "base"))
     srv.set_listeners(ALL_LISTENERS[:1])
-    srv.start()
-    yield srv
-    srv.stop()
-    srv.close()
+    with srv.running():
+        yield srv
 
 
 def banner(port: int) -> bytes:

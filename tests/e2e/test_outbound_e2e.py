@@ -274,13 +274,8 @@ def sink() -> Iterator[Sink]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Server]:
-    srv = make_server(str(tmp_path_factory.mktemp("outbound") / "base"), sink)
-    srv.start()
-    try:
+    with make_server(str(tmp_path_factory.mktemp("outbound") / "base"), sink).running() as srv:
         yield srv
-    finally:
-        srv.stop()
-        srv.close()
 
 
 def test_remote_delivery_is_byte_exact_with_dot_stuffing(server: Server, sink: Sink) -> None:

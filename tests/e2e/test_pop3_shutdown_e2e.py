@@ -27,11 +27,9 @@ def server(tmp_path):  # type: ignore[no-untyped-def]
     srv = Server(str(tmp_path / "base"))
     srv.set_listeners([ALL_LISTENERS[0]] + [lst for lst in ALL_LISTENERS
                                             if lst["protocol"] == "pop3" and lst["tls"] == "implicit"])
-    srv.start()
-    srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
-    yield srv
-    srv.stop()
-    srv.close()
+    with srv.running():
+        srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
+        yield srv
 
 
 @pytest.fixture

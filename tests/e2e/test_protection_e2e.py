@@ -84,13 +84,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
         f.write(conf.replace("timeout = 5.0", f"timeout = {DNS_TIMEOUT}"))
     srv.set_listeners(ALL_LISTENERS)
     srv.admin("settings", "set", "smtp.remote_port", str(sink.port))
-    srv.start()
-    srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
-    try:
+    with srv.running():
+        srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
         yield srv
-    finally:
-        srv.stop()
-        srv.close()
 
 
 @contextlib.contextmanager

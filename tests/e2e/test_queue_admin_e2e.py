@@ -32,13 +32,8 @@ def sink() -> Iterator[Sink]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Server]:
-    srv = make_server(str(tmp_path_factory.mktemp("queueadmin") / "base"), sink)
-    srv.start()
-    try:
+    with make_server(str(tmp_path_factory.mktemp("queueadmin") / "base"), sink).running() as srv:
         yield srv
-    finally:
-        srv.stop()
-        srv.close()
 
 
 def deferred(server: Server, sink: Sink, domain: str, rcpt: str, sender: str = "alice@example.test") -> tuple[str, bytes]:

@@ -68,17 +68,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
     srv.set_listeners(ALL_LISTENERS)
     srv.admin("settings", "set", "smtp.remote_port", str(sink.port))
     srv.admin("settings", "set", "queue.retry_schedule", "[1]")
-    srv.start()
-    srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
-    srv.admin("account", "add", "home@example.test", "--password", "home-secret",
-              "--services", "mail,pop,imap,relay")
-    srv.admin("account", "add", "norelay@example.test", "--password", "norelay-secret",
-              "--services", "mail,pop,imap,roaming")
-    try:
+    with srv.running():
+        srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
+        srv.admin("account", "add", "home@example.test", "--password", "home-secret",
+                  "--services", "mail,pop,imap,relay")
+        srv.admin("account", "add", "norelay@example.test", "--password", "norelay-secret",
+                  "--services", "mail,pop,imap,roaming")
         yield srv
-    finally:
-        srv.stop()
-        srv.close()
 
 
 def tls_context(server: Server) -> ssl.SSLContext:
