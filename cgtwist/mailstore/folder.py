@@ -104,11 +104,6 @@ class Folder:
     def loaded(self) -> bool:
         return self._ul is not None
 
-    def background(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """Run blocking, read-only work on this folder's messages (reading and parsing their
-        files) off the reactor thread, with the runner the folder does its own disk work on."""
-        return self._run(fn, *args)
-
     @property
     def uidvalidity(self) -> int:
         assert self._ul is not None, "folder not loaded"

@@ -27,7 +27,7 @@ import bisect
 import calendar
 import email.utils
 import re
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Optional, Union
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -296,12 +296,6 @@ class MaildirMailbox:
 
     def getMessageCount(self) -> int:
         return len(self._seq)
-
-    def background(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """Run blocking, read-only work over this session's messages off the reactor (SEARCH
-        reading message text): the MaildirMessage objects it gets are snapshots, safe to read
-        in another thread."""
-        return self.folder.background(fn, *args)
 
     def getRecentCount(self) -> int:
         if self.rw and not self.listeners and self.folder.unclaimed_recent:

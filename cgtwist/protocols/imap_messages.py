@@ -24,9 +24,7 @@ from cgtwist.protocols import imap_fetch, imap_parse, imap_search
 from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
-# Searches running off the reactor at once in this process: they share the I/O threads with
-# spool and Maildir writes, which must never queue behind a few users' full-text searches.
-_SEARCH_SLOTS = defer.DeferredSemaphore(4)
+_SEARCH_BATCH = 200
 _STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
 
 
@@ -252,27 +250,29 @@ class MessageCommands(MailboxCommands):
             rows = list(rows)
             count = box.getMessageCount()
             top_uid = rows[-1][1].getUID() if rows else 0
+            found: list[int] = []
+            done: defer.Deferred[list[int]] = defer.Deferred()
 
-            def search() -> list[int]:
-                """Match every message; BODY, TEXT and most header keys read and parse the
-                message files, so this runs off the reactor (where a big mailbox would stall
-                every other session for as long)."""
-                found: list[int] = []
-                ctx = imap_search.Context(0, 0, count, top_uid)
-                for seq, msg in rows:
+            def batch(start: int) -> None:
+                try:
+                    ctx = imap_search.Context(0, 0, count, top_uid)
+                    for seq, msg in rows[start:start + _SEARCH_BATCH]:
+                        ctx.seq = seq
+                        ctx.uid = msg.getUID()
+                        text = imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
+                        if pred(text, ctx):
+                            found.append(ctx.uid if uid else seq)
+                except Exception:
+                    done.errback()
+                    return
+                if start + _SEARCH_BATCH < len(rows):
                     if self._closed:  # the client went away: stop working for it
-                        break
-                    ctx.seq = seq
-                    ctx.uid = msg.getUID()
-                    text = imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
-                    if pred(text, ctx):
-                        found.append(ctx.uid if uid else seq)
-                return found
-
-            background = getattr(box, "background", None)
-            if background is None:  # a mailbox without a runner of its own
-                return defer.maybeDeferred(search)
-            return _SEARCH_SLOTS.run(background, search)
+                        return
+                    self.clock.callLater(0, batch, start + _SEARCH_BATCH)
+                else:
+                    done.callback(found)
+            batch(0)
+            return done
 
         def show(found: list[int]) -> None:
             self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in found))

@@ -238,33 +238,6 @@ class SearchTests(Base):
         self.assertIn(b"+ ", self.c.send(b"s SEARCH SUBJECT {5}\r\n"))
         self.assertIn(b"* SEARCH 1\r\n", self.c.send(b"Hello\r\n"))
 
-    def test_matching_runs_on_the_folder_runner_and_other_commands_go_on(self) -> None:
-        """The matching (which reads and parses message files) is handed to the folder's
-        background runner, the I/O threads in the server, so the reactor is free meanwhile:
-        the session answers nothing until the work is done, then the right messages, and
-        a second session is served in between."""
-        from twisted.internet import defer
-
-        jobs: list[tuple[defer.Deferred[object], object]] = []
-
-        def runner(fn: object, *args: object) -> defer.Deferred[object]:
-            d: defer.Deferred[object] = defer.Deferred()
-            jobs.append((d, lambda: fn(*args)))  # type: ignore[operator]
-            return d
-
-        self.c.proto.mbox.folder._run = runner
-        out = self.c.send(b's SEARCH BODY "part two"\r\n')
-        self.assertEqual(out, b"")
-        self.assertEqual(len(jobs), 1)
-        other = Client(self.world)
-        other.login()
-        self.assertIn(b"n OK", other.send(b"n NOOP\r\n"))
-        d, job = jobs.pop()
-        d.callback(job())  # type: ignore[operator]
-        out = self.c.take()
-        self.assertIn(b"* SEARCH 2\r\n", out)
-        self.assertIn(b"s OK", out)
-
 
 class StoreCopyMoveTests(Base):
     def setUp(self) -> None:
