@@ -74,6 +74,11 @@ class MessageText:
             self._raw_cache = self._raw()
         return self._raw_cache
 
+    @property
+    def bytes_read(self) -> int:
+        """Octets of the message file matching has read so far (0 when none was needed)."""
+        return len(self._raw_cache) if self._raw_cache is not None else 0
+
     def _lookup(self, name: str) -> Optional[str]:
         """One header's value via the message's own (cached) header access; None if absent."""
         if self._headers is None:

@@ -238,6 +238,24 @@ class SearchTests(Base):
         self.assertIn(b"+ ", self.c.send(b"s SEARCH SUBJECT {5}\r\n"))
         self.assertIn(b"* SEARCH 1\r\n", self.c.send(b"Hello\r\n"))
 
+    def test_full_text_search_yields_after_reading_its_byte_budget(self) -> None:
+        """A BODY search stops its batch once it has read the batch's budget of message text
+        and goes on in a later reactor turn (other sessions are served in between); flag
+        searches read nothing and finish in one turn. The answer is the same."""
+        from cgtwist.protocols import imap_messages
+
+        self.patch(imap_messages, "_SEARCH_BATCH_BYTES", 1)
+        out = self.c.send(b's SEARCH BODY "part two"\r\n')
+        self.assertNotIn(b"* SEARCH", out)
+        other = Client(self.world)
+        other.login()
+        self.assertIn(b"n OK", other.send(b"n NOOP\r\n"))
+        self.world.clock.advance(0)
+        out = self.c.take()
+        self.assertIn(b"* SEARCH 2\r\n", out)
+        self.assertIn(b"s OK", out)
+        self.assertEqual(self.search(b"UNFLAGGED"), [1, 2])
+
 
 class StoreCopyMoveTests(Base):
     def setUp(self) -> None:
