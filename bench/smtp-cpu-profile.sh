@@ -41,4 +41,4 @@ u1=$(ut); s1=$(st); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us s
 python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
 grep -c "" $BASE/cgtwist.log*
 [ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }
-[ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log; kill $PID $DNSPID; rm -rf $BASE
+[ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log; kill $PID $DNSPID; wait $PID 2>/dev/null; rm -rf $BASE  # after the server has gone: it writes while it stops
