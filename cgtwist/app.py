@@ -195,7 +195,7 @@ class Components:
 
     def abort_sessions(self) -> int:
         """Cut every client session now (no reply); returns how many there were."""
-        left = [p for f in self.factories for p in list(getattr(f, "_live", None) or getattr(f, "live", None) or ())]
+        left = [p for f in self.factories for p in list(getattr(f, "live", None) or ())]
         for proto in left:
             transport = getattr(proto, "transport", None)
             if transport is not None and hasattr(transport, "abortConnection"):

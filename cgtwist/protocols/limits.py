@@ -1,5 +1,5 @@
-"""What the POP3 and IMAP factories share: their set-up, per-IP connection counting, and
-the list of live sessions that a shutdown drains.
+"""What the listener factories share: the live sessions a shutdown drains (SMTP, POP3 and
+IMAP: SessionDrain), and for POP3 and IMAP their set-up and per-IP connection counting.
 
 The limit is read from the settings at each new connection, so a changed
 ``access.max_connections_per_ip`` applies to the next one.
@@ -43,39 +43,24 @@ class PerIPConnections:
             self.counts.pop(ip, None)
 
 
-class AccessFactory(ServerFactory):
-    """The common part of ``POP3Factory`` and ``IMAPFactory``: one listener's settings, portal,
-    TLS, clock and AUTH penalty, its per-IP connection counts, and its live sessions.
+class SessionDrain:
+    """The live sessions of one listener's factory and the shutdown that drains them, for the
+    SMTP, POP3 and IMAP factories alike.
 
-    A subclass's ``buildProtocol`` adds each session to ``live``; the session calls
-    ``forget(self)`` when its connection is lost and has a ``shutdown()`` that says the
-    protocol's goodbye (IMAP ``* BYE``, POP3 ``-ERR [SYS/TEMP]``) now or after the command
-    it is running. ``live`` is also what ``Components.abort_sessions`` cuts after the grace.
-
-    ``tls()`` returns the server context factory or None. ``penalty`` is the server's shared
-    AuthPenalty (delays count per IP across SMTP, POP3 and IMAP); without one (tests) the
-    factory keeps its own on ``clock`` and ``settings``: the same rules, not shared.
+    The factory adds each session to ``live`` when it starts and calls ``forget(session)``
+    when its connection is lost. A session's ``shutdown()`` says the protocol's goodbye (SMTP
+    421, IMAP ``* BYE``, POP3 ``-ERR [SYS/TEMP]``) now, or after the command it is running.
+    ``live`` is also what ``Components.abort_sessions`` cuts after the grace period.
     """
 
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any = None,
-                 penalty: Any = None) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # composition default only
-        self.listener = listener
-        self.settings = settings
-        self.portal = portal
-        self.tls = tls
-        self.hostname = hostname
-        self.clock = clock
-        self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
-        self.per_ip = PerIPConnections(settings)
+    def __init__(self) -> None:
         self.live: set[Any] = set()
         self.stopping = False
         self._stopped: list[defer.Deferred[None]] = []
 
     def shutdown(self) -> defer.Deferred[None]:
-        """Tell every session the server is going away and close it; refuse new ones.
+        """Tell every session the server is going away (each closes after its goodbye); the
+        factory refuses new ones from now on (``stopping``).
 
         Fires when every connection has closed, so the process exits with no client left
         seeing a reset. The service calls it on SIGTERM before it stops listening.
@@ -97,6 +82,32 @@ class AccessFactory(ServerFactory):
             waiters, self._stopped = self._stopped, []
             for d in waiters:
                 d.callback(None)
+
+
+class AccessFactory(ServerFactory, SessionDrain):
+    """The common part of ``POP3Factory`` and ``IMAPFactory``: one listener's settings, portal,
+    TLS, clock and AUTH penalty, its per-IP connection counts, and its live sessions
+    (SessionDrain; a subclass's ``buildProtocol`` adds each to ``live``).
+
+    ``tls()`` returns the server context factory or None. ``penalty`` is the server's shared
+    AuthPenalty (delays count per IP across SMTP, POP3 and IMAP); without one (tests) the
+    factory keeps its own on ``clock`` and ``settings``: the same rules, not shared.
+    """
+
+    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
+                 tls: Callable[[], Any], hostname: str, clock: Any = None,
+                 penalty: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # composition default only
+        self.listener = listener
+        self.settings = settings
+        self.portal = portal
+        self.tls = tls
+        self.hostname = hostname
+        self.clock = clock
+        self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
+        self.per_ip = PerIPConnections(settings)
+        SessionDrain.__init__(self)
 
     def connection_opened(self, ip: str) -> bool:
         """Count a new connection; False when the IP is over access.max_connections_per_ip."""

@@ -25,6 +25,7 @@ from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
+from cgtwist.protocols.limits import SessionDrain
 from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.settings import SettingsHolder
@@ -305,7 +306,7 @@ class CgSMTP(AuthCommands):
         self._start_tls(ctx)
 
 
-class SMTPFactory(ServerFactory):
+class SMTPFactory(ServerFactory, SessionDrain):
     """Builds ``CgSMTP`` for one listener socket and keeps its connection counts.
 
     ``tls`` is called at use time and returns the current server context factory (or None when
@@ -345,9 +346,8 @@ class SMTPFactory(ServerFactory):
         self.clock: Any = clock  # IReactorTime
         self.connections = 0
         self.per_ip: dict[str, int] = {}
-        self.stopping = False
-        self._live: set[CgSMTP] = set()
-        self._stopped: list[defer.Deferred[None]] = []
+        SessionDrain.__init__(self)
+        self.live: set[CgSMTP]
         self._prefix = secrets.token_hex(3)
         self._counter = 0
         self.penalty: Any = penalty if penalty is not None else AuthPenalty(self.clock, settings)
@@ -371,35 +371,15 @@ class SMTPFactory(ServerFactory):
             return "Error: too many connections from your address"
         self.connections += 1
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        self._live.add(proto)
+        self.live.add(proto)
         return None
 
     def unregister(self, proto: CgSMTP) -> None:
         ip = proto._peer()
-        self._live.discard(proto)
         self.connections -= 1
         n = self.per_ip.get(ip, 0) - 1
         if n > 0:
             self.per_ip[ip] = n
         else:
             self.per_ip.pop(ip, None)
-        if self.stopping and not self._live:
-            waiters, self._stopped = self._stopped, []
-            for d in waiters:
-                d.callback(None)
-
-    def shutdown(self) -> defer.Deferred[None]:
-        """Refuse new connections with 421; tell each live one to finish and say 421.
-
-        Fires when every connection has closed. The service calls it on SIGTERM before it stops
-        listening; it may abort what is left after its own deadline.
-        """
-        self.stopping = True
-        d: defer.Deferred[None] = defer.Deferred()
-        if not self._live:
-            d.callback(None)
-            return d
-        self._stopped.append(d)
-        for proto in list(self._live):
-            proto.shutdown()
-        return d
+        self.forget(proto)
