@@ -17,6 +17,16 @@ cg_mkbase() {
   mktemp -d "$dir/$1-XXXX"
 }
 
+# cg_begin NAME ZONE_JSON: a run's base directory in BASE (cg_mkbase NAME), an EXIT trap that
+# stops the server and the DNS server and removes BASE once the server has gone (it writes
+# while it stops), and the loopback DNS server for the zone (JSON text).
+cg_begin() {
+  BASE="$(cg_mkbase "$1")"; CG_PID=""; CG_DNS_PID=""
+  trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true; rm -rf "$BASE"' EXIT
+  echo "$2" > "$BASE/zone.json"
+  cg_dns "$BASE/zone.json" "$BASE"
+}
+
 # cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID.
 cg_dns() {
   PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$1" > "$2/dns.addr" 2>/dev/null &

@@ -6,9 +6,7 @@ set -u
 REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
 PY=$REPO/.venv/bin/python
 . "$REPO/bench/lib.sh"
-BASE=$(CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} cg_mkbase cgcpu)
-echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}' > $BASE/zone.json
-cg_dns $BASE/zone.json $BASE
+CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} cg_begin cgcpu '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}'
 cg_conf $BASE example.test info
 cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
 cg_admin settings set smtp.max_connections_per_ip 200
@@ -18,7 +16,7 @@ IFS=';' read -ra _sets <<< "${SETTINGS:-}"; for kv in "${_sets[@]}"; do [ -n "$k
 [ -n "${WORKERS:-}" ] && cg_admin settings set smtp.workers $WORKERS
 cg_admin account add smtpbench@example.test --password benchpass
 cg_start $BASE
-PID=$CG_PID; DNSPID=$CG_DNS_PID
+PID=$CG_PID
 # Measure from when the SMTP workers run (their start-up is not per-message CPU).
 for i in $(seq 300); do [ "$(grep -c 'smtp worker [0-9]* ready' $BASE/cgtwist.log)" -ge "${WORKERS:-0}" ] && break; sleep 0.1; done
 [ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
@@ -41,4 +39,5 @@ u1=$(ut); s1=$(st); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us s
 python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
 grep -c "" $BASE/cgtwist.log*
 [ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }
-[ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log; kill $PID $DNSPID; wait $PID 2>/dev/null; rm -rf $BASE  # after the server has gone: it writes while it stops
+[ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log
+exit 0  # the EXIT trap (cg_begin) stops the servers and removes $BASE

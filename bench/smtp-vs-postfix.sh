@@ -24,11 +24,7 @@ bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
 . "$HERE/lib.sh"
-BASE="$(cg_mkbase cgtwist-bench)"
-CG_PID=""; CG_DNS_PID=""
-trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true; rm -rf "$BASE"' EXIT
-echo '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}' > "$BASE/zone.json"
-cg_dns "$BASE/zone.json" "$BASE"
+cg_begin cgtwist-bench '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}'
 cg_conf "$BASE" example.test info
 cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
 cg_admin settings set smtp.max_connections_per_ip 200
