@@ -63,6 +63,18 @@ def worker_pids(server: Server) -> list[int]:
     return pids
 
 
+def wait_for_workers(server: Server, n: int) -> list[int]:
+    """Wait until exactly ``n`` workers run; their pids."""
+    wait_for(lambda: len(worker_pids(server)) == n, 30, f"{n} worker(s)")
+    return worker_pids(server)
+
+
+def start_with_workers(server: Server, n: int = 2) -> list[int]:
+    """Start the server (smtp.workers as the fixture set it) and wait for its workers."""
+    server.start()
+    return wait_for_workers(server, n)
+
+
 def queue_files(server: Server) -> list[str]:
     out = []
     for sub in ("Queue", os.path.join("Queue", "incoming")):
@@ -77,8 +89,7 @@ def send(port: int, tag: str, **kw: object) -> None:
 
 
 def test_every_smtp_listener_delivers_through_workers(server: Server) -> None:
-    server.start()
-    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    start_with_workers(server)
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     tags = [uuid.uuid4().hex for _ in range(4)]
@@ -102,9 +113,7 @@ def test_every_smtp_listener_delivers_through_workers(server: Server) -> None:
 
 
 def test_worker_killed_after_250_loses_nothing_and_is_replaced(server: Server) -> None:
-    server.start()
-    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
-    before = set(worker_pids(server))
+    before = set(start_with_workers(server))
     tags = []
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         tag = uuid.uuid4().hex
@@ -127,7 +136,7 @@ def test_worker_crash_between_spool_and_notice_is_swept(server: Server) -> None:
     the message in Queue/incoming/ when the worker ends and delivers it."""
     server.admin("settings", "set", "smtp.workers", "1")
     server.start(extra_env={"CGTWIST_CRASHPOINT": "spool-after-rename"})
-    wait_for(lambda: len(worker_pids(server)) == 1, 30, "a worker")
+    wait_for_workers(server, 1)
     tag = uuid.uuid4().hex
     with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
         send(server.port("smtp"), tag)
@@ -135,9 +144,7 @@ def test_worker_crash_between_spool_and_notice_is_swept(server: Server) -> None:
 
 
 def test_server_killed_takes_workers_and_successor_delivers(server: Server) -> None:
-    server.start()
-    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
-    pids = worker_pids(server)
+    pids = start_with_workers(server)
     tag = uuid.uuid4().hex
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
@@ -152,8 +159,7 @@ def test_server_killed_takes_workers_and_successor_delivers(server: Server) -> N
 
 
 def test_settings_reach_workers_and_workers_can_be_turned_off(server: Server) -> None:
-    server.start()
-    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
+    start_with_workers(server)
     server.admin("settings", "set", "smtp.max_recipients", "1")
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.ehlo()
@@ -167,16 +173,14 @@ def test_settings_reach_workers_and_workers_can_be_turned_off(server: Server) ->
     send(server.port("smtp"), tag)  # the server accepts on the sockets itself again
     wait_for(lambda: count(server, tag) == 1, 30, "mail without workers")
     server.admin("settings", "set", "smtp.workers", "1")
-    wait_for(lambda: len(worker_pids(server)) == 1, 30, "one worker again")
+    wait_for_workers(server, 1)
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)
     wait_for(lambda: count(server, tag) == 1, 30, "mail through the new worker")
 
 
 def test_sigterm_stops_server_and_workers(server: Server) -> None:
-    server.start()
-    wait_for(lambda: len(worker_pids(server)) == 2, 30, "two workers")
-    pids = worker_pids(server)
+    pids = start_with_workers(server)
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)
     assert server.stop() in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped on
