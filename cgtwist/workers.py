@@ -43,6 +43,7 @@ class _WorkerProcess(ProcessProtocol):
         self._err = b""
         self.pid: Optional[int] = None  # while it runs
         self.os_pid: Optional[int] = None  # for the log line after it ended
+        self.retired = False  # stopped on purpose (reconfigured or shutting down): no restart
 
     def connectionMade(self) -> None:
         self.pid = self.os_pid = self.transport.pid  # type: ignore[union-attr]
@@ -167,7 +168,7 @@ class SMTPWorkers:
         status = reason.value
         clean = isinstance(status, error.ProcessDone)
         how = "exited" if clean else f"ended ({getattr(status, 'exitCode', None)}, signal {getattr(status, 'signal', None)})"
-        planned = self.stopping or proto.index > self.wanted or getattr(proto, "retired", False)
+        planned = self.stopping or proto.index > self.wanted or proto.retired
         (self.log.info if planned else self.log.error)(
             "smtp worker {index} (pid {pid}) {how}", index=proto.index, pid=proto.os_pid, how=how)
         self.sweep()
@@ -194,7 +195,7 @@ class SMTPWorkers:
         """SIGTERM each (they finish their transactions), SIGKILL after STOP_GRACE."""
         ds = []
         for p in procs:
-            p.retired = True  # type: ignore[attr-defined]
+            p.retired = True
             self._signal(p, signal.SIGTERM)
             timer = self.reactor.callLater(STOP_GRACE, self._signal, p, signal.SIGKILL)
 
