@@ -119,11 +119,12 @@ class POP3Server(pop3.POP3):
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.setTimeout(None)
         self._logout()
-        if self._counted and isinstance(self.factory, POP3Factory):
-            self._counted = False
-            self.factory.connection_closed(self.peer_ip)
-        if isinstance(self.factory, POP3Factory):
-            self.factory.forget(self)
+        factory = self.factory
+        if isinstance(factory, POP3Factory):
+            if self._counted:
+                self._counted = False
+                factory.connection_closed(self.peer_ip)
+            factory.forget(self)
 
     def _logout(self) -> None:
         """Unlock the maildrop without applying deletions (only QUIT does); runs once."""
