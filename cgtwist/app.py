@@ -59,14 +59,13 @@ class Components:
 
     async def open(self) -> None:
         """Open the store (migrations, first-start accounts), then build everything on it."""
-        from cgtwist.settings import Settings
         from cgtwist.storage.store import open_store
 
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
                                               cfg.pool_min, cfg.pool_max)
         if self.link is not None:  # the server settled the main domain and made the accounts
-            settings.replace(Settings(await store.get_settings()))
+            await self.reload_settings()
             self._build_reception(store, settings)
             return
         main = await store.settle_main_domain(cfg.main_domain, cfg.main_domain_explicit)
@@ -78,9 +77,17 @@ class Components:
             log.warn("first start: created postmaster@{domain} with password {password} "
                      "(change it with: cgtwist-admin account passwd postmaster@{domain})",
                      domain=cfg.main_domain, password=password)
-        settings.replace(Settings(await store.get_settings()))
+        await self.reload_settings()
         self._build_reception(store, settings)
         self._build_delivery(store, settings)
+
+    async def reload_settings(self) -> None:
+        """Read the dynamic settings from the store into the shared holder; every part reads
+        them from there at use, so they apply at once (start, SIGHUP, cgtwist-admin, and the
+        server's ``R`` to an SMTP worker)."""
+        from cgtwist.settings import Settings
+
+        self.settings.replace(Settings(await self.store.get_settings()))
 
     def _build_reception(self, store: Any, settings: SettingsHolder) -> None:
         """Resolver, Router, protection policy, spool, submission and cred portal: what SMTP

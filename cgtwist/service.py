@@ -220,8 +220,7 @@ class CgtwistService(MultiService):
 
     async def reload_settings(self) -> None:
         assert self.app is not None
-        values = await self.app.store.get_settings()
-        self.settings.replace(Settings(values))
+        await self.app.reload_settings()
 
     def _start_control(self) -> None:
         from cgtwist.control import ControlFactory

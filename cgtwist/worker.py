@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
-from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
 
@@ -125,11 +125,7 @@ class Worker:
 
     def reload(self) -> None:
         self.tls.reload()
-
-        async def again() -> None:
-            self.settings.replace(Settings(await self.app.store.get_settings()))
-
-        defer.ensureDeferred(again()).addErrback(
+        defer.ensureDeferred(self.app.reload_settings()).addErrback(
             lambda f: log.failure("worker: settings reload failed", f))
 
     def set_count(self, count: int) -> None:
