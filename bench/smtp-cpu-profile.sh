@@ -28,9 +28,14 @@ u0=$(ut); s0=$(st); c0=$((u0+s0))
 r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
+ta=$(date +%s.%N)
 MD=$BASE/base/Domains/example.test/smtpbench/Maildir/new
-mkdir -p $MD; for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] && break; sleep 0.05; done
+mkdir -p $MD; backlog=$(( ${M:-1000} - $(ls $MD | wc -l) ))
+for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] && break; sleep 0.05; done
 t1=$(date +%s.%N)
+# The messages still undelivered when the client finished, and how fast they then went: the
+# delivery side's own rate, with the receiving side idle.
+python3 -c "print('accept msg/s', round(${M:-1000}/($ta-$t0),1), 'backlog at end of acceptance', $backlog, 'drained at', round($backlog/max($t1-$ta,1e-3),1), 'msg/s')"
 r1=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc1=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 python3 -c "print('reactor thread busy', round(($r1-$r0)/100/($t1-$t0)*100), '% of wall; context switches/msg', round(($vc1-$vc0)/${M:-1000}))"
 for p in $(pgrep -P $PID); do echo "worker $p: process $(awk '{print $14+$15}' /proc/$p/stat) ticks, main thread $(awk '{print $14+$15}' /proc/$p/task/$p/stat) ticks"; done
