@@ -91,8 +91,15 @@ class QueueManager(QueueReports, QueueAdmin):
         except KeyError:
             return DEFAULTS[key][0] if key in DEFAULTS else None
 
-    def _per_queue(self) -> int:
-        return int(self._get("queue.destination_concurrency") or 5)
+    def _per_queue(self, module: str) -> int:
+        """Deliveries at once in one logical queue of ``module``: its own
+        ``queue.<module>_destination_concurrency`` when set (LOCAL has one: an account's
+        Maildir takes many writers, a remote domain wants few connections), else the general
+        ``queue.destination_concurrency``."""
+        v = self._get(f"queue.{module.lower()}_destination_concurrency")
+        if v is None:
+            v = self._get("queue.destination_concurrency") or 5
+        return max(1, int(v))
 
     def _module_limit(self, module: str) -> int:
         v = self._get(f"queue.{module.lower()}_concurrency")

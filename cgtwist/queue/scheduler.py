@@ -29,13 +29,14 @@ class Scheduler:
 
     ``start(lq, msg_id)`` starts one delivery (the scheduler has already taken ``msg_id`` off
     ``lq.due``); ``on_event(kind, key, when)`` receives the timer events it does not handle
-    itself; the three callables give the current limits and whether a module has an agent.
+    itself; the three callables give the current limits (``per_queue(module)``,
+    ``module_limit(module)``) and whether a module has an agent.
     """
 
     log = Logger()
 
     def __init__(self, clock: Any, start: Callable[[LogicalQueue, str], None],
-                 on_event: Callable[[str, Any, float], None], per_queue: Callable[[], int],
+                 on_event: Callable[[str, Any, float], None], per_queue: Callable[[str], int],
                  module_limit: Callable[[str], int], has_agent: Callable[[str], bool],
                  cooperator: Optional[Cooperator] = None) -> None:
         self.clock = clock
@@ -134,7 +135,7 @@ class Scheduler:
     # -- the cooperator ---------------------------------------------------------------------
     def offer(self, lq: LogicalQueue) -> None:
         """Put a queue in the round-robin ring if it could start a delivery now."""
-        if not lq.in_ring and lq.startable(self._per_queue()):
+        if not lq.in_ring and lq.startable(self._per_queue(lq.name.module)):
             lq.in_ring = True
             self._ring.append(lq.name)
 
@@ -158,7 +159,7 @@ class Scheduler:
             if lq is None:
                 continue
             lq.in_ring = False
-            if not lq.startable(self._per_queue()):
+            if not lq.startable(self._per_queue(qn.module)):
                 continue
             module = qn.module
             if self._module_active.get(module, 0) >= self._module_limit(module):

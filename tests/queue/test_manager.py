@@ -134,6 +134,36 @@ class RetryTests(QueueTestCase):
         self.assertEqual([c[0] - t0 for c in self.smtp.calls], [0, 60, 70])
 
 
+class ConcurrencyTests(QueueTestCase):
+    def test_local_account_takes_more_writers_than_a_remote_domain(self) -> None:
+        """By default one account's LOCAL queue runs 20 deliveries at once (a Maildir takes
+        concurrent writers, each waiting on its fsyncs), one remote domain only 5."""
+        self.local.behaviour = lambda q, r: None  # every delivery hangs
+        self.smtp.behaviour = lambda q, r: None
+        for i in range(30):
+            self.submit(env("a@example.com"))
+            self.submit(env(f"x{i}@remote.example"))
+        self.pump()
+        self.assertEqual(len(self.local.calls), 20)
+        self.assertEqual(len(self.smtp.calls), 5)
+
+    def test_local_destination_concurrency_setting(self) -> None:
+        """``queue.local_destination_concurrency`` sets the per-account limit, read at use
+        time; ``queue.local_concurrency`` still caps LOCAL as a whole."""
+        from cgtwist.settings import Settings
+        self.settings.replace(Settings({"queue.local_destination_concurrency": 3,
+                                        "queue.local_concurrency": 4}))
+        self.local.behaviour = lambda q, r: None
+        for _ in range(10):
+            self.submit(env("a@example.com"))
+        self.pump()
+        self.assertEqual(len(self.local.calls), 3)
+        for _ in range(10):
+            self.submit(env("b@example.com"))
+        self.pump()
+        self.assertEqual([c[2] for c in self.local.calls[3:]], ["LOCAL(b@example.com)"])
+
+
 class FairnessTests(QueueTestCase):
     overrides = {"queue.destination_concurrency": 2, "queue.smtp_concurrency": 4}
 
