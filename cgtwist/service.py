@@ -23,6 +23,7 @@ from cgtwist import paths
 from cgtwist.config import BootstrapConfig
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger
+from cgtwist.reactor import streamline
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
@@ -154,6 +155,7 @@ class CgtwistService(MultiService):
 
     def startService(self) -> None:
         self._apply_log_level()
+        streamline(self.reactor)  # no log context per I/O event (cgtwist.reactor)
         super().startService()
         d = defer.ensureDeferred(self._start())
 

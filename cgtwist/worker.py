@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
+from cgtwist.reactor import streamline
 from cgtwist.settings import SettingsHolder
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
@@ -183,6 +184,7 @@ def main() -> None:
     from twisted.internet import reactor, stdio
 
     cfg, listeners, index = decode_spec(os.environ[ENV])
+    streamline(reactor)  # no log context per I/O event (cgtwist.reactor)
     _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor)
     worker = Worker(cfg, listeners, index, reactor)
     stdio.StandardIO(worker.link, reactor=reactor)
