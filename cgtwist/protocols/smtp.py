@@ -77,9 +77,7 @@ class CgSMTP(AuthCommands):
                 lines.append("STARTTLS")
             if self._auth_allowed() and not self.session.account:
                 lines.append("AUTH " + " ".join(MECHANISMS))
-            for text in lines[:-1]:
-                self._send(f"250-{text}")
-            self._send(f"250 {lines[-1]}")
+            self._send_lines([f"250-{text}" for text in lines[:-1]] + [f"250 {lines[-1]}"])
 
         def refused(f: Failure) -> None:
             self._reply_error(self._error_of(f, "helo"))

@@ -262,6 +262,13 @@ class SMTPWire(ESMTP):
         if not self._closed:
             write_now(self.transport, line.encode("ascii", "replace") + b"\r\n")
 
+    def _send_lines(self, lines: list[str]) -> None:
+        """A multi-line reply in one write: one system call and one TCP segment, not one per
+        line (the client reads until the last line anyway)."""
+        if not self._closed and lines:
+            write_now(self.transport, "".join(f"{line}\r\n" for line in lines)
+                      .encode("ascii", "replace"))
+
     def _reply(self, code: int, enhanced: str, text: str) -> None:
         """One reply with its RFC 3463 enhanced code; 4xx/5xx count towards the error limit."""
         if code >= 400 and code not in (421, 535):

@@ -24,6 +24,22 @@ class GreetingAndEhloTests(unittest.TestCase):
             "250-mx.example.com Hello [192.0.2.10]", "250-PIPELINING", "250-SIZE 10485760",
             "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250 DSN"])
 
+    def test_ehlo_reply_is_one_write(self) -> None:
+        """The multi-line EHLO reply goes out in one write (one segment for the client to
+        wait for, not one per extension line)."""
+        h = Harness()
+        writes: list[bytes] = []
+        original = h.transport.write
+
+        def write(data: bytes) -> None:
+            writes.append(data)
+            original(data)
+
+        h.transport.write = write  # type: ignore[method-assign]
+        lines = h.cmd("EHLO client.example")
+        self.assertEqual(len(lines), 6)
+        self.assertEqual(len(writes), 1)
+
     def test_ehlo_with_tls_available(self) -> None:
         """With a certificate, STARTTLS is offered but AUTH is not (no passwords in clear)."""
         h = Harness(tls_ctx=object())
