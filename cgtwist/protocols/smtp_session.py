@@ -304,10 +304,10 @@ class SMTPWire(ESMTP):
             self._end_of_data()
             data = rest
         self._buf += data
-        if self._busy and not self._paused:
+        if self._busy and not self._paused and data:
             # Input while a reply is outstanding (pipelining): stop reading until it is sent.
-            # Paused only now, not for every slow reply: two epoll_ctl calls saved per
-            # command of a client that waits for its replies.
+            # Paused only now, not for every slow reply, nor at a final dot with nothing after
+            # it: two epoll_ctl calls saved per command of a client that waits for its replies.
             self._paused = True
             self.transport.pauseProducing()
         if self._busy and len(self._buf) - self._pos > MAX_PENDING:

@@ -278,6 +278,21 @@ class PipeliningTests(unittest.TestCase):
         self.assertEqual([r[:3] for r in h.replies()], ["250", "250"])
         self.assertEqual(h.transport.producerState, "producing")
 
+    def test_message_end_does_not_pause_a_waiting_client(self) -> None:
+        """The final dot with nothing after it leaves reading on while the message is
+        stored: the client waits for its 250 (pausing would cost two system calls)."""
+        h = Harness()
+        h.cmd("EHLO c.example")
+        h.submission.hold = True
+        h.send(b"MAIL FROM:<alice@example.org>\r\n")
+        h.send(b"RCPT TO:<bob@example.com>\r\n")
+        h.send(b"DATA\r\n")
+        h.send(b"Subject: hi\r\n\r\nhello\r\n.\r\n")
+        self.assertEqual(len(h.submission.pending), 1)
+        self.assertEqual(h.transport.producerState, "producing")
+        h.submission.pending.pop().callback(None)
+        self.assertEqual(h.replies()[-1], "250 2.0.0 Ok: queued as Q1")
+
     def test_replies_in_order_with_slow_submission(self) -> None:
         """A command pipelined after the final dot is answered after the message's 250."""
         h = Harness()
