@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
+from cgtwist.protocols.fastwrite import write_pipe_now
 from cgtwist.reactor import streamline
 from cgtwist.settings import SettingsHolder
 from cgtwist.tls import ServerTLS
@@ -74,7 +75,7 @@ class MasterLink(LineOnlyReceiver):
     def enqueue(self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None) -> defer.Deferred[None]:
         """The message is durable in Queue/incoming/: tell the server to take it."""
         if self.transport is not None:
-            self.transport.write(b"Q " + msg_id.encode("ascii") + b"\n")
+            write_pipe_now(self.transport, b"Q " + msg_id.encode("ascii") + b"\n")
         return defer.succeed(None)
 
     def lineReceived(self, line: bytes) -> None:

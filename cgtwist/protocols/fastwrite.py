@@ -13,8 +13,10 @@ after STARTTLS, a test transport) always goes through ``transport.write``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from twisted.internet.process import ProcessWriter
 from twisted.internet.tcp import Connection
 
 
@@ -30,6 +32,26 @@ def write_now(transport: Any, data: bytes) -> None:
             and not getattr(transport, "dataBuffer", True)):
         try:
             sent = transport.socket.send(data)
+        except OSError:  # EAGAIN, or an error the transport reports on its own terms
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+def write_pipe_now(transport: Any, data: bytes) -> None:
+    """``write_now`` for a ``twisted.internet.stdio.StandardIO`` over a pipe (an SMTP worker's
+    link to the server): ``os.write`` to the pipe when nothing is buffered before it, the
+    rest (or everything, on any doubt) through the transport. Saves the writer's four
+    ``epoll_ctl`` calls and a reactor turn per line."""
+    writer = getattr(transport, "_writer", None)
+    if (isinstance(writer, ProcessWriter) and getattr(writer, "connected", False)
+            and not getattr(writer, "disconnecting", True)
+            and not getattr(writer, "_tempDataBuffer", True)
+            and not getattr(writer, "dataBuffer", True)):
+        try:
+            sent = os.write(writer.fd, data)  # the pipe is non-blocking (ProcessWriter)
         except OSError:  # EAGAIN, or an error the transport reports on its own terms
             sent = 0
         if sent == len(data):
