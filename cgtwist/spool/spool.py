@@ -26,7 +26,15 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
-from cgtwist.spool.files import DirSync, Recycler, fsync_dir, storage_error, unlink_quiet, write_all
+from cgtwist.spool.files import (
+    DirSync,
+    Recycler,
+    fsync_dir,
+    read_whole,
+    storage_error,
+    unlink_quiet,
+    write_all,
+)
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope
 
@@ -211,15 +219,13 @@ class Spool:
 
         def read() -> tuple[SpoolEntry, int]:
             try:
-                with open(msg, "rb") as f:
-                    raw = f.read()
+                raw = read_whole(msg)
             except FileNotFoundError:
                 raise KeyError(msg_id) from None
             env, queued, data = fmt.decode(msg_id, raw)
             entry = SpoolEntry(msg_id, env, queued, data if with_data else None)
             try:
-                with open(jrn, "rb") as f:
-                    records, bad = fmt.parse_journal(f.read())
+                records, bad = fmt.parse_journal(read_whole(jrn))
             except FileNotFoundError:
                 records, bad = [], 0
             fmt.apply_journal(entry, records)
@@ -259,8 +265,7 @@ class Spool:
                 os.rename(src, dst)
             except FileNotFoundError:
                 return None
-            with open(dst, "rb") as f:
-                raw = f.read()
+            raw = read_whole(dst)
             env, queued, data = fmt.decode(msg_id, raw)
             return SpoolEntry(msg_id, env, queued, data)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from typing import Callable
@@ -88,3 +89,26 @@ class DirSyncTests(unittest.TestCase):
         ds.sync()
         ds.sync()
         self.assertEqual(calls, ["/q", "/q"])
+
+
+class ReadWholeTests(unittest.TestCase):
+    """cgtwist.spool.files.read_whole: exactly the file's bytes, for every size around the
+    read-ahead boundary, and a missing file is FileNotFoundError (the spool's KeyError)."""
+
+    def test_sizes(self) -> None:
+        from cgtwist.spool.files import read_whole
+
+        d = self.mktemp()
+        os.makedirs(d)
+        for size in (0, 1, 4095, 4096, 65535, 65536, 65537, 300000):
+            p = os.path.join(d, f"f{size}")
+            data = os.urandom(size)
+            with open(p, "wb") as f:
+                f.write(data)
+            self.assertEqual(read_whole(p), data, size)
+
+    def test_missing(self) -> None:
+        from cgtwist.spool.files import read_whole
+
+        with self.assertRaises(FileNotFoundError):
+            read_whole(os.path.join(self.mktemp(), "none"))
