@@ -217,9 +217,9 @@ class LocalDeliveryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_fsync_order(self) -> None:
-        """fsync(tmp file) < rename into new/ < fsync(new/) < delivered."""
+        """fsync(the file) < link or rename into new/ < fsync(new/) < delivered."""
         calls: list[tuple[str, str]] = []
-        real_fsync, real_rename = os.fsync, os.rename
+        real_fsync, real_rename, real_link = os.fsync, os.rename, os.link
 
         def fsync(fd: int) -> None:
             calls.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
@@ -229,11 +229,16 @@ class LocalDeliveryTests(unittest.TestCase):
             calls.append(("rename", os.path.basename(os.path.dirname(b))))
             real_rename(a, b)
 
+        def link(a: str, b: str, **kw: Any) -> None:  # the unnamed file's link into new/
+            calls.append(("rename", os.path.basename(os.path.dirname(b))))
+            real_link(a, b, **kw)
+
         os.makedirs(os.path.join(self.maildir(), "tmp"))
         for sub in ("new", "cur"):
             os.makedirs(os.path.join(self.maildir(), sub))
         self.patch(os, "fsync", fsync)
         self.patch(os, "rename", rename)
+        self.patch(os, "link", link)
         yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         calls.append(("done", ""))
         self.assertEqual([c[0] for c in calls], ["fsync", "rename", "fsync", "done"])
@@ -247,6 +252,58 @@ class LocalDeliveryTests(unittest.TestCase):
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("../../x@example.com")])
         self.assertEqual(rs[0].state, "failed")
         self.assertFalse(os.path.exists(os.path.join(self.base, "x")))
+
+
+class ClassicTmpDeliveryTests(LocalDeliveryTests):
+    """The same, on a file system without O_TMPFILE: a named file in tmp/, then rename."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.patch(local_mod, "_unnamed_ok", False)
+
+
+class UnnamedFallbackTests(unittest.TestCase):
+    def test_unnamed_file_used_where_supported(self) -> None:
+        """On a Linux file system with O_TMPFILE the message is linked into new/ without ever
+        having a name in tmp/, and the way stays on (no silent fallback, e.g. EXDEV from
+        linking the /proc entry itself)."""
+        if not local_mod._unnamed_ok:
+            raise unittest.SkipTest("no O_TMPFILE here")
+        base = tempfile.mkdtemp(prefix="cgtwist-local-")
+        self.addCleanup(shutil.rmtree, base, True)
+        path = os.path.join(base, "Maildir")
+        renamed: list[str] = []
+        real_rename = os.rename
+        self.patch(os, "rename", lambda a, b: (renamed.append(a), real_rename(a, b)))
+        name = local_mod.write_maildir(path, [b"Subject: a\r\n\r\nx\r\n"])
+        with open(os.path.join(path, "new", name), "rb") as f:
+            self.assertEqual(f.read(), b"Subject: a\r\n\r\nx\r\n")
+        self.assertEqual(renamed, [])
+        self.assertTrue(local_mod._unnamed_ok)
+
+    def test_unsupported_file_system_falls_back_once(self) -> None:
+        """When the file system refuses O_TMPFILE, the message goes through tmp/ + rename and
+        later deliveries use that way at once."""
+        base = tempfile.mkdtemp(prefix="cgtwist-local-")
+        self.addCleanup(shutil.rmtree, base, True)
+        path = os.path.join(base, "Maildir")
+        real_open = os.open
+        tried: list[str] = []
+
+        def refusing_open(p: str, flags: int, *a: Any) -> int:
+            if flags & local_mod._O_TMPFILE == local_mod._O_TMPFILE and local_mod._O_TMPFILE:
+                tried.append(p)
+                raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+            return real_open(p, flags, *a)
+
+        self.patch(local_mod, "_unnamed_ok", bool(local_mod._O_TMPFILE))
+        self.patch(os, "open", refusing_open)
+        first = local_mod.write_maildir(path, [b"Subject: a\r\n\r\nx\r\n"])
+        second = local_mod.write_maildir(path, [b"Subject: b\r\n\r\ny\r\n"])
+        self.assertEqual(sorted(os.listdir(os.path.join(path, "new"))), sorted([first, second]))
+        self.assertEqual(os.listdir(os.path.join(path, "tmp")), [])
+        self.assertLessEqual(len(tried), 1)
+        self.assertFalse(local_mod._unnamed_ok)
 
 
 LOCAL_SCRIPT = r"""
@@ -270,15 +327,19 @@ reactor.run()
 
 class LocalCrashpointTests(unittest.TestCase):
     def test_crash_points(self) -> None:
-        """SIGKILL before the rename leaves the message only in tmp/ (invisible to readers, to
-        be delivered again); after it, the complete message is in new/."""
+        """SIGKILL before the link or rename leaves nothing in new/ (the message is delivered
+        again; an unnamed file leaves nothing at all, a tmp/ file waits for clean_tmp); after
+        it, the complete message is in new/."""
         import signal
         import subprocess
         import sys
 
         from cgtwist import crashpoint
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        for point, tmp_n, new_n in ((crashpoint.LOCAL_BEFORE_RENAME, 1, 0),
+        from cgtwist.delivery import local
+        # An unnamed (O_TMPFILE) file vanishes with the process; the classic tmp/ file stays.
+        before = 0 if local._unnamed_ok else 1
+        for point, tmp_n, new_n in ((crashpoint.LOCAL_BEFORE_RENAME, before, 0),
                                     (crashpoint.LOCAL_AFTER_RENAME, 0, 1)):
             base = tempfile.mkdtemp(prefix="cgtwist-lcrash-")
             self.addCleanup(shutil.rmtree, base, True)
