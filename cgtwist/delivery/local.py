@@ -3,9 +3,10 @@
 Owns the LOCAL module's one job (queue ``LOCAL(name@domain)``): look the account up, prepend
 ``Return-Path:`` and ``Delivered-To:``, write an unnamed file (O_TMPFILE) or ``tmp/`` -> fsync ->
 link or rename into ``new/`` -> fsync ``new/`` (maildir(5); RELIABILITY.md a3/a7), then tell the
-mailbox notifier. The message bytes are written exactly as spooled. A missing account, a full disk or a permission problem leaves
-the recipients pending (the queue retries), never dropped. Paths come only from
-``cgtwist.paths.maildir`` over the store's canonical names. All disk work runs in a thread.
+mailbox notifier. The message bytes are written exactly as spooled. A missing account, a full
+disk or a permission problem leaves the recipients pending (the queue retries), never dropped.
+Paths come only from ``cgtwist.paths.maildir`` over the store's canonical names. All disk work
+runs in a thread.
 """
 
 from __future__ import annotations
