@@ -43,6 +43,7 @@ class FramingMixin:
     _inbuf: bytearray
     _in_loop: bool
     _paused: bool
+    _transport_paused: bool = False  # the transport really is paused (input came while busy)
     _discarding: bool
     _closed: bool
     _cmd: Optional[_Pending]
@@ -71,6 +72,12 @@ class FramingMixin:
         if self._closed:
             return
         self._inbuf += data
+        if self._paused and data and not self._transport_paused:
+            # Input while a command runs (pipelining): stop reading until its tagged reply.
+            # Only now, not at every command: a client that waits for its replies costs no
+            # pause and resume (two epoll_ctl calls per command).
+            self._transport_paused = True
+            self.transport.pauseProducing()
         if self._in_loop:
             return
         self._in_loop = True
@@ -237,14 +244,16 @@ class FramingMixin:
 
     # -- dispatch ---------------------------------------------------------------------------
     def _pause(self) -> None:
-        if not self._paused:
-            self._paused = True
-            self.transport.pauseProducing()
+        """No command is taken from the input until ``_resume``; the transport itself is
+        paused only if input arrives meanwhile (dataReceived)."""
+        self._paused = True
 
     def _resume(self) -> None:
         if self._paused and not self._closed:
             self._paused = False
-            self.transport.resumeProducing()
+            if self._transport_paused:
+                self._transport_paused = False
+                self.transport.resumeProducing()
             self.dataReceived(b"")
 
     @staticmethod

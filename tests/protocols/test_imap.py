@@ -367,6 +367,32 @@ _COMMANDS = [c.encode() for c in (
 _FUZZ_WORLD.deliver("alice@example.com")
 
 
+class InputPauseTests(unittest.TestCase):
+    def test_waiting_client_never_paused_pipelined_input_is(self) -> None:
+        """A client that waits for each reply is served without pausing and resuming its
+        socket around every command (two system calls each); input that arrives while a
+        command still runs does pause reading until the tagged reply, and is then answered
+        in order."""
+        from twisted.internet import defer
+
+        c = Client(World())
+        c.login()
+        c.select()
+        self.assertIn(b"n OK", c.send(b"n NOOP\r\n"))
+        self.assertEqual(c.transport.producerState, "producing")
+        slow: defer.Deferred[None] = defer.Deferred()
+        c.proto.mbox.refresh = lambda: slow
+        self.assertEqual(c.send(b"a NOOP\r\n"), b"")  # runs after the (slow) rescan
+        self.assertEqual(c.transport.producerState, "producing")
+        self.assertEqual(c.send(b"b NOOP\r\n"), b"")  # came while a ran: reading paused
+        self.assertEqual(c.transport.producerState, "paused")
+        c.proto.mbox.refresh = lambda: None
+        slow.callback(None)
+        out = c.take()
+        self.assertLess(out.index(b"a OK"), out.index(b"b OK"))
+        self.assertEqual(c.transport.producerState, "producing")
+
+
 class RobustnessTests(unittest.TestCase):
     def test_unexpected_exception_becomes_serverbug(self) -> None:
         """A bug in the store gives `NO [SERVERBUG]`, is logged, and the session goes on."""
