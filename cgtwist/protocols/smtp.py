@@ -25,7 +25,7 @@ from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
-from cgtwist.protocols.limits import SessionDrain
+from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.settings import SettingsHolder
@@ -343,7 +343,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
         self.connections = 0
-        self.per_ip: dict[str, int] = {}
+        self.per_ip = PerIPConnections(settings, "smtp.max_connections_per_ip")
         SessionDrain.__init__(self)
         self.live: set[CgSMTP]
         self._prefix = secrets.token_hex(3)
@@ -363,21 +363,17 @@ class SMTPFactory(ServerFactory, SessionDrain):
         s = self.settings.current
         if self.stopping:
             return "Service shutting down"
-        if self.connections >= int(s["smtp.max_connections"]):
+        limit = int(s["smtp.max_connections"])
+        if limit and self.connections >= limit:
             return "Error: too many connections"
-        if self.per_ip.get(ip, 0) >= int(s["smtp.max_connections_per_ip"]):
+        if not self.per_ip.opened(ip):
+            self.per_ip.closed(ip)
             return "Error: too many connections from your address"
         self.connections += 1
-        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         self.live.add(proto)
         return None
 
     def unregister(self, proto: CgSMTP) -> None:
-        ip = proto._peer()
         self.connections -= 1
-        n = self.per_ip.get(ip, 0) - 1
-        if n > 0:
-            self.per_ip[ip] = n
-        else:
-            self.per_ip.pop(ip, None)
+        self.per_ip.closed(proto._peer())
         self.forget(proto)

@@ -425,9 +425,17 @@ class LimitTests(unittest.TestCase):
         third.proto.connectionLost(None)
         self.assertEqual(f.connections, 3)  # a refused connection was never counted
         first.proto.connectionLost(None)
-        self.assertEqual((f.connections, f.per_ip), (2, {"192.0.2.10": 1, "192.0.2.99": 1}))
+        self.assertEqual((f.connections, f.per_ip.counts), (2, {"192.0.2.10": 1, "192.0.2.99": 1}))
         again = Harness(factory=f, greet=False)
         self.assertEqual(again.connect()[0][:3], "220")
+
+    def test_zero_connection_limits_mean_none(self) -> None:
+        """0 for either connection limit means no limit, as access.max_connections_per_ip
+        says for POP3 and IMAP: an administrator who sets it is not locked out of SMTP."""
+        first = Harness(overrides={"smtp.max_connections_per_ip": 0, "smtp.max_connections": 0})
+        for _ in range(5):
+            self.assertEqual(Harness(factory=first.factory, greet=False).connect()[0][:3], "220")
+        self.assertEqual(first.factory.connections, 6)
 
     def test_received_loop(self) -> None:
         """A message that already passed too many hops is refused 554 5.4.6 (RFC 5321 §6.3)."""
@@ -599,7 +607,7 @@ class TraceThroughProtocolTests(unittest.TestCase):
                                          peerAddress=IPv6Address("TCP", "::ffff:192.0.2.5", 4000))
         h.connect()
         self.assertEqual(h.proto.session.peer_ip, "192.0.2.5")
-        self.assertEqual(h.factory.per_ip, {"192.0.2.5": 1})
+        self.assertEqual(h.factory.per_ip.counts, {"192.0.2.5": 1})
 
 
 class ExactLimitTests(unittest.TestCase):
