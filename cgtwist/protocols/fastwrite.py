@@ -14,7 +14,7 @@ after STARTTLS, a test transport) always goes through ``transport.write``.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.process import ProcessWriter
 from twisted.internet.tcp import Connection
@@ -24,19 +24,10 @@ def write_now(transport: Any, data: bytes) -> None:
     # Only Twisted's own TCP connection: a wrapper (TLSMemoryBIOProtocol for implicit TLS)
     # forwards attribute lookups to the connection below it, so ``transport.socket`` alone
     # would be the raw socket under the TLS layer.
-    if (isinstance(transport, Connection) and not transport.TLS
-            and getattr(transport, "connected", False)
-            and not getattr(transport, "disconnecting", True)
-            and not getattr(transport, "_writeDisconnected", True)
-            and not getattr(transport, "_tempDataBuffer", True)
-            and not getattr(transport, "dataBuffer", True)):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:  # EAGAIN, or an error the transport reports on its own terms
-            sent = 0
-        if sent == len(data):
+    if isinstance(transport, Connection) and not transport.TLS and _idle(transport):
+        data = _send_some(transport.socket.send, data)
+        if not data:
             return
-        data = data[sent:]
     transport.write(data)
 
 
@@ -46,15 +37,29 @@ def write_pipe_now(transport: Any, data: bytes) -> None:
     rest (or everything, on any doubt) through the transport. Saves the writer's four
     ``epoll_ctl`` calls and a reactor turn per line."""
     writer = getattr(transport, "_writer", None)
-    if (isinstance(writer, ProcessWriter) and getattr(writer, "connected", False)
-            and not getattr(writer, "disconnecting", True)
-            and not getattr(writer, "_tempDataBuffer", True)
-            and not getattr(writer, "dataBuffer", True)):
-        try:
-            sent = os.write(writer.fd, data)  # the pipe is non-blocking (ProcessWriter)
-        except OSError:  # EAGAIN, or an error the transport reports on its own terms
-            sent = 0
-        if sent == len(data):
+    if isinstance(writer, ProcessWriter) and _idle(writer):
+        fd = writer.fd  # the pipe is non-blocking (ProcessWriter)
+        data = _send_some(lambda d: os.write(fd, d), data)
+        if not data:
             return
-        data = data[sent:]
     transport.write(data)
+
+
+def _idle(descriptor: Any) -> bool:
+    """Connected, not closing, and nothing queued in Twisted's buffers: a direct write now
+    cannot overtake earlier output."""
+    return (getattr(descriptor, "connected", False)
+            and not getattr(descriptor, "disconnecting", True)
+            and not getattr(descriptor, "_writeDisconnected", True)
+            and not getattr(descriptor, "_tempDataBuffer", True)
+            and not getattr(descriptor, "dataBuffer", True))
+
+
+def _send_some(send: Callable[[bytes], int], data: bytes) -> bytes:
+    """What ``send`` did not take (all of it on EAGAIN or an error, which the transport then
+    reports on its own terms)."""
+    try:
+        sent = send(data)
+    except OSError:
+        sent = 0
+    return data[sent:]
