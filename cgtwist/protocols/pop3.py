@@ -94,13 +94,13 @@ class POP3Server(pop3.POP3):
         peer = self.transport.getPeer()
         self.peer_ip = str(getattr(peer, "host", "?"))
         factory = self.factory
-        if isinstance(factory, POP3Factory) and factory.stopping:
-            # Accepted between SIGTERM and the listeners closing: say why, so the client
-            # retries later instead of reporting a broken server.
-            self.sendLine(SHUTDOWN_LINE)
-            self.transport.loseConnection()
-            return
         if isinstance(factory, POP3Factory):
+            if factory.stopping:
+                # Accepted between SIGTERM and the listeners closing: say why, so the client
+                # retries later instead of reporting a broken server.
+                self.sendLine(SHUTDOWN_LINE)
+                self.transport.loseConnection()
+                return
             self._counted = True
             if not factory.connection_opened(self.peer_ip):
                 self.log.warn("pop3: too many connections from {ip}", ip=self.peer_ip)
