@@ -15,12 +15,7 @@
 # are populated the same way: the same deterministic messages written into Maildir/new.
 # For each concurrency the two servers run back to back so both see the same machine load.
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(dirname "$HERE")"
-cd "$REPO"
-export PYTHONPATH="$REPO"
-SHARED="${SHARED:-$(cd "$REPO/../shared/bench" && pwd)}"
-PY="${PY:-$REPO/.venv/bin/python}"
+. "$(dirname "$0")/lib.sh"
 MESSAGES=${MESSAGES:-10000}
 POP_MESSAGES=${POP_MESSAGES:-1000}
 CONCURRENCY=${CONCURRENCY:-1,4}
@@ -32,7 +27,6 @@ mkdir -p "$OUTDIR"
 bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
-. "$HERE/lib.sh"
 cg_begin cgtwist-bench '{"example.test": ["A 127.0.0.1"]}'
 cg_conf "$BASE" example.test warn
 CG_ADMIN_LOG="$OUTDIR/admin.log"

@@ -1,8 +1,17 @@
-# Shared start-up of cgtwist for the benchmarks; source it after setting REPO and PY.
+# Shared start-up of cgtwist for the benchmarks: source it first (. "$(dirname "$0")/lib.sh").
+# It sets REPO (the checkout), HERE (bench/), PY (the venv's python unless given), SHARED
+# (../shared/bench unless given) and PYTHONPATH, and works from REPO.
 #
 # Every benchmark server gets its own loopback DNS server (tests/dnsserver.py): a benchmark
 # never asks the machine's resolver. Readiness is the control socket, not a log line (the log
 # level may hide it and the log file rotates).
+
+REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+HERE="$REPO/bench"
+PY="${PY:-$REPO/.venv/bin/python}"
+SHARED="${SHARED:-$(cd "$REPO/../shared/bench" 2>/dev/null && pwd || true)}"
+export PYTHONPATH="$REPO"
+cd "$REPO"
 
 # cg_mkbase NAME: a fresh working directory for one benchmark run, printed. It lives in
 # ${CG_BENCH_DIR:-/var/spool} (where etc/cgtwist.service puts the base directory, beside
@@ -72,4 +81,38 @@ cg_start() {
     sleep 0.1
   done
   echo "cgtwist did not start (see $dir/cgtwist.log)" >&2; exit 1
+}
+
+# cg_wait_workers N: return once N SMTP worker processes have said they are ready (their
+# start-up is no part of what a benchmark measures).
+cg_wait_workers() {
+  for _ in $(seq 300); do
+    [ "$(grep -c 'smtp worker [0-9]* ready' "$BASE/cgtwist.log")" -ge "${1:-0}" ] && return 0
+    sleep 0.1
+  done
+  echo "the SMTP workers did not start (see $BASE/cgtwist.log)" >&2; exit 1
+}
+
+# cg_smtp_server NAME [WORKERS]: the SMTP benchmarks' server, started and ready: SMTP on
+# 127.0.0.1:2625 with STARTTLS, 127.0.0.1 a Client IP (like Postfix's mynetworks for the load
+# generator, which does no DNS checks for it either), 200 connections per IP, WORKERS SMTP
+# worker processes (left at the default when empty) and the account smtpbench@example.test
+# in BASE/base. CG_SETTINGS="key value;key value" sets more before the start.
+cg_smtp_server() {
+  cg_begin "$1" '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}'
+  cg_conf "$BASE" example.test info
+  cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
+  cg_admin settings set smtp.max_connections_per_ip 200
+  cg_admin settings set clients.ips '"127.0.0.1"'
+  [ -n "${2:-}" ] && cg_admin settings set smtp.workers "$2"
+  local kv sets
+  IFS=';' read -ra sets <<< "${CG_SETTINGS:-}"
+  for kv in "${sets[@]}"; do
+    # shellcheck disable=SC2086  # "key value": two words on purpose
+    [ -n "$kv" ] && cg_admin settings set $kv
+  done
+  cg_admin account add smtpbench@example.test --password benchpass
+  cg_start "$BASE"
+  cg_wait_workers "${2:-0}"
+  CG_MAILDIR="$BASE/base/Domains/example.test/smtpbench/Maildir"
 }

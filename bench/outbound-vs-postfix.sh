@@ -20,9 +20,7 @@
 # and between 10 % and 90 % (steady rate), what is still queued (= the stalled domains' mail,
 # none of which could be delivered), and the cgtwist/Postfix ratio.
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(dirname "$HERE")"
-PY="${PY:-$REPO/.venv/bin/python}"
+. "$(dirname "$0")/lib.sh"
 MSGS=${MSGS:-4000}; DOMAINS=${DOMAINS:-100}; STALLED=${STALLED:-5}; SIZE=${SIZE:-2048}
 SESSIONS=${SESSIONS:-4}; TIMEOUT=${TIMEOUT:-900}
 SINK_PORT=${SINK_PORT:-25250}; PF_PORT=${PF_PORT:-2526}; CG_PORT=${CG_PORT:-2725}
@@ -74,7 +72,6 @@ fi
   done
   echo "\"src.test\": [\"A 127.0.0.1\"]}"
 } > "$WORK/zone.json"
-. "$HERE/lib.sh"
 cg_dns "$WORK/zone.json" "$WORK"
 PIDS+=("$CG_DNS_PID")
 

@@ -3,23 +3,11 @@
 #   STRACE=1: strace -c -f summary to /tmp/cgd/strace.txt; KEEPLOG=1: keep the log in /tmp/cgd/last.log
 #   S=10 M=1500 bench/smtp-cpu-profile.sh    (PROFILE=1: py-spy record to /tmp/cgtwist-prof.txt)
 set -u
-REPO="$(cd "$(dirname "$0")/.." && pwd)"; cd $REPO; export PYTHONPATH=$REPO
-PY=$REPO/.venv/bin/python
-. "$REPO/bench/lib.sh"
-CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} cg_begin cgcpu '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}'
-cg_conf $BASE example.test info
-cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
-cg_admin settings set smtp.max_connections_per_ip 200
-cg_admin settings set clients.ips '"127.0.0.1"'
+. "$(dirname "$0")/lib.sh"
 # SETTINGS="key value;key value": more settings to try (e.g. "queue.destination_concurrency 10")
-IFS=';' read -ra _sets <<< "${SETTINGS:-}"; for kv in "${_sets[@]}"; do [ -n "$kv" ] && cg_admin settings set $kv; done
-[ -n "${WORKERS:-}" ] && cg_admin settings set smtp.workers $WORKERS
-cg_admin account add smtpbench@example.test --password benchpass
-cg_start $BASE
+CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} CG_SETTINGS="${SETTINGS:-}" cg_smtp_server cgcpu "${WORKERS:-}"
 PID=$CG_PID
-# Measure from when the SMTP workers run (their start-up is not per-message CPU).
-for i in $(seq 300); do [ "$(grep -c 'smtp worker [0-9]* ready' $BASE/cgtwist.log)" -ge "${WORKERS:-0}" ] && break; sleep 0.1; done
-[ -n "${PROFILE:-}" ] && { $REPO/.venv/bin/py-spy record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
+[ -n "${PROFILE:-}" ] && { "$(dirname "$PY")/py-spy" record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
 mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace ${STRACE_ARGS:--c} -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
 # The server and its SMTP worker processes (smtp.workers: WORKERS=N), user and system ticks.
 ut() { for p in $PID $(pgrep -P $PID); do awk '{print $14}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
@@ -29,7 +17,7 @@ r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_c
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
 ta=$(date +%s.%N)
-MD=$BASE/base/Domains/example.test/smtpbench/Maildir/new
+MD=$CG_MAILDIR/new
 mkdir -p $MD; backlog=$(( ${M:-1000} - $(ls $MD | wc -l) ))
 for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] && break; sleep 0.05; done
 t1=$(date +%s.%N)

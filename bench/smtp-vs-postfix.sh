@@ -8,12 +8,7 @@
 # both delivering to smtpbench@example.test's Maildir. The two servers take turns run by run
 # (ABBA, see below) so that both see the same machine load and the same file-system state.
 set -euo pipefail
-HERE="$(cd "$(dirname "$0")" && pwd)"
-REPO="$(dirname "$HERE")"
-cd "$REPO"
-export PYTHONPATH="$REPO"
-SHARED="${SHARED:-$(cd "$REPO/../shared/bench" && pwd)}"
-PY="${PY:-$REPO/.venv/bin/python}"
+. "$(dirname "$0")/lib.sh"
 export MSGS=${MSGS:-2000} SIZE=${SIZE:-5120} RUNS=${RUNS:-3}
 SESSIONS_LIST=${SESSIONS:-"1 10 50"}
 OUTDIR="${RESULTS_DIR:-/tmp/cgtwist-bench}"
@@ -23,20 +18,9 @@ CSV="$OUTDIR/smtp-vs-postfix-$(date +%Y%m%d-%H%M%S).csv"
 bash "$SHARED/setup-peers.sh" >/dev/null
 bash "$SHARED/setup-peers.sh" start >/dev/null
 
-. "$HERE/lib.sh"
-cg_begin cgtwist-bench '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}'
-cg_conf "$BASE" example.test info
-cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
-cg_admin settings set smtp.max_connections_per_ip 200
-# Like Postfix's mynetworks for the load generator on 127.0.0.1 (Postfix does no DNS checks
-# for it either).
-cg_admin settings set clients.ips '"127.0.0.1"'
 # Receiving in worker processes, one per core (Postfix's smtpd processes likewise run beside
 # its qmgr and local): CG_WORKERS=0 measures the single-process server.
-cg_admin settings set smtp.workers "${CG_WORKERS:-$(nproc)}"
-cg_admin account add smtpbench@example.test --password benchpass
-cg_start "$BASE"
-CG_MAILDIR="$BASE/base/Domains/example.test/smtpbench/Maildir"
+cg_smtp_server cgtwist-bench "${CG_WORKERS:-$(nproc)}"
 mkdir -p "$CG_MAILDIR/new" "$CG_MAILDIR/cur"
 
 echo "label,sessions,run,msgs,size,accept_s,accept_msg_s,deliver_s,deliver_msg_s,client_cpu_s,rc" > "$CSV"
