@@ -93,7 +93,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "queue.max_messages": (100000, "messages in the spool before new mail is refused with 452 4.3.1"),
     "queue.local_concurrency": (32, "LOCAL deliveries running at once (all accounts)"),
     "queue.active_window": (10000, "messages held in memory by the queue manager at once"),
-    "queue.destination_concurrency": (5, "deliveries running at once per logical queue (one domain, one pipe) without its own queue.<module>_destination_concurrency"),
+    "queue.destination_concurrency": (5, "deliveries running at once per logical queue: one remote domain, one pipe (LOCAL accounts: queue.local_destination_concurrency)"),
     "queue.local_destination_concurrency": (20, "LOCAL deliveries running at once into one account (Maildir takes concurrent writers; each waits mostly for its fsyncs)"),
     "queue.smtp_concurrency": (100, "outbound SMTP deliveries running at once (all domains; Postfix default_process_limit)"),
     "queue.default_concurrency": (10, "deliveries running at once per module without its own queue.<module>_concurrency"),

@@ -92,10 +92,10 @@ class QueueManager(QueueReports, QueueAdmin):
             return DEFAULTS[key][0] if key in DEFAULTS else None
 
     def _per_queue(self, module: str) -> int:
-        """Deliveries at once in one logical queue of ``module``: its own
-        ``queue.<module>_destination_concurrency`` when set (LOCAL has one: an account's
-        Maildir takes many writers, a remote domain wants few connections), else the general
-        ``queue.destination_concurrency``."""
+        """Deliveries at once in one logical queue of ``module``: the module's own
+        ``queue.<module>_destination_concurrency`` when the settings declare one (LOCAL: an
+        account's Maildir takes many writers, where a remote domain wants few connections),
+        else the general ``queue.destination_concurrency``."""
         v = self._get(f"queue.{module.lower()}_destination_concurrency")
         if v is None:
             v = self._get("queue.destination_concurrency") or 5
