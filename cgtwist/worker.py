@@ -161,14 +161,14 @@ class Worker:
 
 def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
     """JSON lines on standard error, gathered per reactor turn (TurnBufferedFile)."""
-    from cgtwist.logs import LevelFilter, TurnBufferedFile, set_level
+    from cgtwist.logs import LevelFilter, TurnBufferedFile, plain_text, set_level
 
     out = TurnBufferedFile(sys.stderr, reactor)
     reactor.addSystemEventTrigger("after", "shutdown", out.flush_now)
 
     @implementer(ILogObserver)
     def observer(event: Any) -> None:
-        text = formatEvent(event)
+        text = plain_text(event) or formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()

@@ -18,6 +18,7 @@ from cgtwist.logs import (
     TurnBufferedFile,
     cached_time,
     fast_text_format,
+    plain_text,
     set_level,
 )
 
@@ -49,6 +50,18 @@ class FormatTests(unittest.TestCase):
         line = fast_text_format(event(log_format="failed {x}", x=1, log_failure=f))
         self.assertIn("ZeroDivisionError", line)
         self.assertIsNone(fast_text_format(event()))
+
+    def test_plain_text_is_twisteds_text_or_nothing(self) -> None:
+        """What an SMTP worker relays as a log line's text: Twisted's own text for a plain
+        template, "" (the caller then asks Twisted) where only Twisted can format it."""
+        from twisted.logger import formatEvent
+
+        e = event(log_format="accepted msg_id={msg_id} recipients={rcpt} size={n}",
+                  msg_id="1-2-3", rcpt=["a@b.test"], n=5280)
+        self.assertEqual(plain_text(e), formatEvent(e))
+        self.assertEqual(plain_text(event(log_format="{f()}", f=lambda: "called")), "")
+        self.assertEqual(plain_text(event(log_format="x", log_failure=Failure(ValueError()))), "")
+        self.assertEqual(plain_text(event()), "")
 
 
 class LevelFilterTests(unittest.TestCase):
