@@ -182,12 +182,23 @@ class Recycler:
 
 
 def read_whole(path: str) -> bytes:
-    """Thread: the file's bytes with open, fstat, read, close (raises FileNotFoundError).
-    ``open(path, "rb").read()`` makes eight system calls (an isatty ioctl, two lseeks, two
-    fstats, a second read to find the end); the server reads one spool file per message."""
+    """Thread: the file's bytes (raises FileNotFoundError); see ``read_upto``."""
+    data = read_upto(path, None)
+    assert data is not None
+    return data
+
+
+def read_upto(path: str, limit: Optional[int]) -> Optional[bytes]:
+    """The file's bytes with open, fstat, read, close (raises FileNotFoundError); None,
+    unread, when it is bigger than ``limit`` octets. ``open(path, "rb").read()`` makes eight
+    system calls (an isatty ioctl, two lseeks, two fstats, a second read to find the end);
+    the server reads one spool file per message."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        want = os.fstat(fd).st_size + 1  # one more than its size: a short read is its end
+        size = os.fstat(fd).st_size
+        if limit is not None and size > limit:
+            return None
+        want = size + 1  # one more than its size: a short read is its end
         parts = []
         while True:
             chunk = os.read(fd, want)

@@ -4,7 +4,12 @@ Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), 
 it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
 one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
-All file work runs in a thread pool, never on the reactor. Formats live in ``spool.format``.
+File work that writes data or waits for the disk (store, fsync, journal, recovery, big reads)
+runs in a thread pool. The server's two per-message queue moves, ``adopt`` (rename in, read a
+small file just written) and ``remove`` (rename into the pool), run on the reactor, as
+Postfix's qmgr renames and removes its queue files in its own event loop: each was a thread
+hop (a queue put, a wake-up, a callFromThread) and the GIL traffic of its system calls,
+dearer than the calls themselves. Formats live in ``spool.format``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from cgtwist.spool.files import (
     DirSync,
     Recycler,
     fsync_dir,
+    read_upto,
     read_whole,
     storage_error,
     unlink_quiet,
@@ -39,6 +45,9 @@ from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
+# Spool files up to this size are read on the reactor by ``adopt`` (a page-cache copy of
+# tens of microseconds); bigger ones are read in a thread.
+INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 
 
@@ -260,14 +269,21 @@ class Spool:
         src = os.path.join(self.incoming_dir, msg_id + ".msg")
         dst = self._path(msg_id, ".msg")
 
-        def move_and_read() -> Optional[SpoolEntry]:
+        def decode(raw: bytes) -> SpoolEntry:
+            env, queued, data = fmt.decode(msg_id, raw)
+            return SpoolEntry(msg_id, env, queued, data)
+
+        def read_big() -> SpoolEntry:
+            return decode(read_whole(dst))
+
+        def move_and_read() -> Any:
+            """Reactor: the rename and, for a small file, the read (see the module doc)."""
             try:
                 os.rename(src, dst)
             except FileNotFoundError:
                 return None
-            raw = read_whole(dst)
-            env, queued, data = fmt.decode(msg_id, raw)
-            return SpoolEntry(msg_id, env, queued, data)
+            raw = read_upto(dst, INLINE_READ_MAX)
+            return self._in_thread(read_big) if raw is None else decode(raw)
 
         def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
             if entry is not None:
@@ -282,7 +298,7 @@ class Spool:
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
                 lambda _: None)
 
-        return self._in_thread(move_and_read).addCallbacks(moved, corrupt)
+        return defer.maybeDeferred(move_and_read).addCallbacks(moved, corrupt)
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
@@ -372,7 +388,8 @@ class Spool:
             self._forget(msg_id)
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
-        return self._lock(msg_id).run(self._in_thread, rm).addCallback(done)
+        # On the reactor (see the module doc): a stat and a rename, or an unlink.
+        return self._lock(msg_id).run(defer.maybeDeferred, rm).addCallback(done)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from twisted.internet import defer, reactor
 
 from cgtwist.spool.files import Recycler
-from cgtwist.spool.spool import Spool
+from cgtwist.spool.spool import INLINE_READ_MAX, Spool
+from tests.queue.helpers import SyncClock, SyncPool
 from tests.spool.test_spool import DATA, SpoolTestBase, envelope
+
+
+class CountingPool(SyncPool):
+    """Runs 'thread' work at once and counts the jobs."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+
+    def callInThreadWithCallback(self, onResult: Any, func: Any, *args: Any, **kw: Any) -> None:
+        self.jobs += 1
+        super().callInThreadWithCallback(onResult, func, *args, **kw)
 
 
 class IncomingTests(SpoolTestBase):
@@ -35,6 +48,27 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(self.spool.message_count(), 1)
         env, data = yield self.spool.load(msg_id)
         self.assertEqual(data, DATA)
+
+    def test_adopt_and_remove_of_a_small_message_need_no_thread(self) -> None:
+        """The server's per-message queue moves run on the reactor, like Postfix's qmgr's: no
+        thread job for adopting (rename + read) or removing (into the pool) a small message.
+        A big one is still read whole, in a thread."""
+        pool = CountingPool()
+        server = Spool(self.base, SyncClock(), threadpool=pool)  # type: ignore[arg-type]
+        worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        small = self.successResultOf(worker.store(envelope(1), DATA))
+        big_data = b"Subject: big\r\n\r\n" + b"x" * (INLINE_READ_MAX + 10) + b"\r\n"
+        big = self.successResultOf(worker.store(envelope(1), big_data))
+        entry = self.successResultOf(server.adopt(small))
+        self.assertEqual(entry.data, DATA)
+        self.successResultOf(server.remove(small))
+        self.assertEqual(pool.jobs, 0)
+        self.assertFalse(os.path.exists(os.path.join(self.qdir, small + ".msg")))
+        self.assertEqual(server.message_count(), 0)
+        entry = self.successResultOf(server.adopt(big))
+        self.assertEqual(entry.data, big_data)
+        self.assertEqual(pool.jobs, 1)
+        self.assertEqual(server.message_count(), 1)
 
     @defer.inlineCallbacks
     def test_corrupt_incoming_file_is_quarantined(self) -> None:
