@@ -33,6 +33,13 @@ def set_level(level: LogLevel) -> None:
     _threshold[0] = _RANK.get(level, 0)
 
 
+def enabled(level: LogLevel) -> bool:
+    """Whether this process logs ``level`` at all (``set_level``): for a caller whose event
+    is dear to build, such as a line made from many parts, so that it is not built to be
+    dropped."""
+    return _RANK.get(level, 4) >= _threshold[0]
+
+
 class Logger(_TwistedLogger):
     """``twisted.logger.Logger`` for cgtwist: the same events, cheaper on the mail path.
 

@@ -17,6 +17,7 @@ from cgtwist.logs import (
     Logger,
     TurnBufferedFile,
     cached_time,
+    enabled,
     fast_text_format,
     plain_text,
     set_level,
@@ -145,6 +146,16 @@ class LoggerTests(unittest.TestCase):
         set_level(LogLevel.debug)
         self.log.debug("wanted now")
         self.assertEqual(self.seen[-1]["log_format"], "wanted now")
+
+    def test_enabled_says_whether_a_level_is_logged(self) -> None:
+        """What a caller asks before building a dear debug line (the verdict of every Client
+        IP message): false below the process's level, true at or above it."""
+        set_level(LogLevel.info)
+        self.assertFalse(enabled(LogLevel.debug))
+        self.assertTrue(enabled(LogLevel.info))
+        self.assertTrue(enabled(LogLevel.critical))
+        set_level(LogLevel.debug)
+        self.assertTrue(enabled(LogLevel.debug))
 
     def test_invalid_level_is_reported(self) -> None:
         self.log.emit("loud", "x")  # type: ignore[arg-type]

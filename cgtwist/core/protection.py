@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
-from cgtwist import settings_protection
+from cgtwist import logs, settings_protection
 from cgtwist.addresslist import AddressList, AddressListCache, AddressListError
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.checks.blacklist import AutoBlacklist, SenderBlacklist, check_ip, check_sender
@@ -352,7 +353,7 @@ class ProtectedPolicy:
             ran = any(r.outcome != "skipped" for r in verdict.results)
             if ran:
                 log.info("{line}", line=verdict.log_line())
-            else:
+            elif logs.enabled(LogLevel.debug):  # each Client IP message: not built to be dropped
                 log.debug("{line}", line=verdict.log_line())
             return verdict.trace_headers(self.hostname) + list(inner_headers)
         return d.addCallback(add)
