@@ -7,6 +7,9 @@ set -u
 # SETTINGS="key value;key value": more settings to try (e.g. "queue.destination_concurrency 10")
 CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} CG_SETTINGS="${SETTINGS:-}" cg_smtp_server cgcpu "${WORKERS:-}"
 PID=$CG_PID
+# The base directory persists (cg_mkbase): empty the Maildir first, as smtp-load.sh's CLEAN does.
+MD=$CG_MAILDIR/new
+mkdir -p $MD; find $MD -maxdepth 1 -type f -delete
 [ -n "${PROFILE:-}" ] && { "$(dirname "$PY")/py-spy" record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
 mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace ${STRACE_ARGS:--c} -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
 # The server and its SMTP worker processes (smtp.workers: WORKERS=N), user and system ticks.
@@ -17,8 +20,7 @@ r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_c
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
 ta=$(date +%s.%N)
-MD=$CG_MAILDIR/new
-mkdir -p $MD; backlog=$(( ${M:-1000} - $(ls $MD | wc -l) ))
+backlog=$(( ${M:-1000} - $(ls $MD | wc -l) ))
 for i in $(seq 6000); do [ "$(ls $MD | wc -l)" -ge ${M:-1000} ] && break; sleep 0.05; done
 t1=$(date +%s.%N)
 # The messages still undelivered when the client finished, and how fast they then went: the
@@ -33,4 +35,4 @@ python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/ms
 grep -c "" $BASE/cgtwist.log*
 [ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }
 [ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log
-exit 0  # the EXIT trap (cg_begin) stops the servers and removes $BASE
+exit 0  # the EXIT trap (cg_begin) stops the servers
