@@ -13,43 +13,51 @@ SHARED="${SHARED:-$(cd "$REPO/../shared/bench" 2>/dev/null && pwd || true)}"
 export PYTHONPATH="$REPO"
 cd "$REPO"
 
-# cg_mkbase NAME [persistent]: the working directory for one benchmark run, printed. It lives
-# in ${CG_BENCH_DIR:-/var/spool} (where etc/cgtwist.service puts the base directory, beside
+# cg_mkbase NAME [keep]: the working directory for one benchmark run, printed. It lives in
+# ${CG_BENCH_DIR:-/var/spool} (where etc/cgtwist.service puts the base directory, beside
 # Postfix's /var/spool/postfix), or in /tmp when that is not writable. Not /tmp by default:
 # ext4 without a journal (this machine's) walks past every inode freed in the last minute(s)
 # of a block group each time it allocates one there (perf: a quarter of the server process's
 # CPU time, in the Maildir's open(O_CREAT)), and /tmp's group also collects the thousands of
 # files every test run and earlier benchmark deleted, which Postfix's directories do not.
-# "persistent": the same directory ($dir/NAME) every time, kept after the run, as a real
-# server's base directory and Postfix's queue and Maildir are: removing a run's base (its
-# Maildir of thousands of messages) charged that walk to the cgtwist runs of the next few
-# minutes, whose new base lands in the same block group (measured: 481 us per file created
-# there against 218 us in Postfix's Maildir). CG_FRESH_BASE=1: a new directory each time,
-# removed afterwards.
+# "keep": the same directory ($dir/NAME) every time, kept after the run, as a real server's
+# base directory and Postfix's queue and Maildir are: removing a run's base (its Maildir of
+# thousands of messages) charged that walk to the cgtwist runs of the next few minutes, whose
+# new base lands in the same block group (measured: 481 us per file created there against
+# 218 us in Postfix's Maildir). Otherwise a new directory (mktemp).
 cg_mkbase() {
   local dir=${CG_BENCH_DIR:-/var/spool}
   [ -w "$dir" ] || dir=/tmp
-  if [ "${2:-}" = persistent ] && [ -z "${CG_FRESH_BASE:-}" ]; then
+  if [ -n "${2:-}" ]; then
     mkdir -p "$dir/$1" && echo "$dir/$1"
   else
     mktemp -d "$dir/$1-XXXX"
   fi
 }
 
+# cg_stop: stop the server and the DNS server, and wait for the server (it writes while it stops).
+cg_stop() {
+  kill $CG_PID $CG_DNS_PID 2>/dev/null
+  wait $CG_PID 2>/dev/null || true
+}
+
 # cg_begin NAME ZONE_JSON [persistent]: a run's base directory in BASE (cg_mkbase), an EXIT
-# trap that stops the server and the DNS server (and removes a fresh BASE once the server has
-# gone: it writes while it stops), and the loopback DNS server for the zone (JSON text). A
-# persistent BASE starts from a new store (no accounts or settings of an earlier run), an empty
-# log and no queued messages; its Maildirs, TLS key and spool file pool stay.
+# trap that stops the servers, and the loopback DNS server for the zone (JSON text).
+# "persistent" (unless CG_FRESH_BASE=1) keeps BASE from run to run: each start gets a new
+# store (no accounts or settings of an earlier run), an empty log and no queued messages; its
+# Maildirs, TLS key and spool file pool stay. Otherwise BASE is new and removed at exit.
 cg_begin() {
-  BASE="$(cg_mkbase "$1" "${3:-}")"; CG_PID=""; CG_DNS_PID=""
-  case "$BASE" in
-    */"$1") trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true' EXIT
-            rm -f "$BASE"/base/cgtwist.db* "$BASE"/cgtwist.log.* "$BASE"/base/Queue/*.msg \
-                  "$BASE"/base/Queue/*.jrn "$BASE"/base/Queue/incoming/*
-            : > "$BASE/cgtwist.log" ;;
-    *) trap 'kill $CG_PID $CG_DNS_PID 2>/dev/null; wait $CG_PID 2>/dev/null || true; rm -rf "$BASE"' EXIT ;;
-  esac
+  local keep=""
+  [ "${3:-}" = persistent ] && [ -z "${CG_FRESH_BASE:-}" ] && keep=1
+  BASE="$(cg_mkbase "$1" "$keep")"; CG_PID=""; CG_DNS_PID=""
+  if [ -n "$keep" ]; then
+    trap cg_stop EXIT
+    rm -f "$BASE"/base/cgtwist.db* "$BASE"/cgtwist.log.* "$BASE"/base/Queue/*.msg \
+          "$BASE"/base/Queue/*.jrn "$BASE"/base/Queue/incoming/*
+    : > "$BASE/cgtwist.log"
+  else
+    trap 'cg_stop; rm -rf "$BASE"' EXIT
+  fi
   echo "$2" > "$BASE/zone.json"
   cg_dns "$BASE/zone.json" "$BASE"
 }
