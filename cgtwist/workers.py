@@ -241,17 +241,17 @@ class SMTPWorkers:
         done.addErrback(lambda f: self.log.failure("sweeping Queue/incoming failed", f))
         return done
 
-    def _adopt_slices(self, ids: list[str]) -> defer.Deferred[None]:
+    def _adopt_slices(self, ids: list[str], start: int = 0) -> defer.Deferred[None]:
         """Adopt ``ids`` ``SWEEP_SLICE`` at a time, one slice per reactor turn: an adoption
         runs on the reactor (``Spool.adopt``), and a sweep after a worker's crash may find many
         messages, which must not hold up the other connections the server serves meanwhile."""
-        for msg_id in ids[:SWEEP_SLICE]:
+        end = start + SWEEP_SLICE
+        for msg_id in ids[start:end]:
             self.adopt(msg_id)
-        rest = ids[SWEEP_SLICE:]
-        if not rest:
+        if end >= len(ids):
             return defer.succeed(None)
         d: defer.Deferred[Any] = task.deferLater(self.reactor, 0, lambda: None)
-        return d.addCallback(lambda _: self._adopt_slices(rest))
+        return d.addCallback(lambda _: self._adopt_slices(ids, end))
 
     def _send_count(self) -> None:
         n = self._count()

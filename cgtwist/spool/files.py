@@ -157,7 +157,8 @@ class Recycler:
                 continue  # another thread or process took it
 
     def give(self, src: str, name: str) -> Optional[bool]:
-        """Thread: move the finished file ``src`` into the pool as ``name``: True; False if
+        """Move the finished file ``src`` into the pool as ``name`` (the server calls this on
+        its reactor, ``Spool.remove``; a file over ``keep_bytes`` is emptied first): True; False if
         ``src`` does not exist; None if the pool is full (the caller deletes it)."""
         with self._lock:
             now = time.monotonic()
@@ -182,7 +183,7 @@ class Recycler:
 
 
 def read_whole(path: str) -> bytes:
-    """Thread: the file's bytes (raises FileNotFoundError); see ``read_upto``."""
+    """The file's bytes (raises FileNotFoundError); see ``read_upto``."""
     data = read_upto(path, None)
     assert data is not None
     return data

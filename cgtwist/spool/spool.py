@@ -389,7 +389,7 @@ class Spool:
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
         # On the reactor (see the module doc): a stat and a rename, or an unlink.
-        return self._lock(msg_id).run(defer.maybeDeferred, rm).addCallback(done)
+        return self._lock(msg_id).run(rm).addCallback(done)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)
