@@ -1,5 +1,6 @@
 #!/bin/bash
-# Server CPU per message (user/sys) on the SMTP -> spool -> Maildir path, with smtp-source.
+# Server CPU per message (user/sys) on the SMTP -> spool -> Maildir path, with smtp-source, in
+# total and by role (bench/cpu_split.py: server reactor, server threads, workers' reactors and threads).
 #   STRACE=1: strace -c -f summary to /tmp/cgd/strace.txt; KEEPLOG=1: keep the log in /tmp/cgd/last.log
 #   S=10 M=1500 bench/smtp-cpu-profile.sh    (PROFILE=1: py-spy record to /tmp/cgtwist-prof.txt)
 set -u
@@ -15,6 +16,9 @@ mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace ${STRACE_ARGS:--c} -f -p $PI
 # The server and its SMTP worker processes (smtp.workers: WORKERS=N), user and system ticks.
 ut() { for p in $PID $(pgrep -P $PID); do awk '{print $14}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
 st() { for p in $PID $(pgrep -P $PID); do awk '{print $15}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
+# Every thread of the server and its workers: "pid tid utime stime", for cpu_split.py.
+threads() { for p in $PID $(pgrep -P $PID); do for t in /proc/$p/task/*; do echo "$p ${t##*/} $(awk '{print $14, $15}' $t/stat)"; done; done; }
+SNAP=$(mktemp -d); threads > $SNAP/before
 u0=$(ut); s0=$(st); c0=$((u0+s0))
 r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 t0=$(date +%s.%N)
@@ -30,6 +34,7 @@ r1=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc1=$(grep -h voluntary_c
 python3 -c "print('reactor thread busy', round(($r1-$r0)/100/($t1-$t0)*100), '% of wall; context switches/msg', round(($vc1-$vc0)/${M:-1000}))"
 for p in $(pgrep -P $PID); do echo "worker $p: process $(awk '{print $14+$15}' /proc/$p/stat) ticks, main thread $(awk '{print $14+$15}' /proc/$p/task/$p/stat) ticks"; done
 echo "server: process $(awk '{print $14+$15}' /proc/$PID/stat) ticks; wall $(python3 -c "print(round(($t1-$t0)*100))") ticks"
+threads > $SNAP/after; "$PY" "$HERE/cpu_split.py" $SNAP/before $SNAP/after $PID ${M:-1000}; rm -rf $SNAP
 u1=$(ut); s1=$(st); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
 python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
 grep -c "" $BASE/cgtwist.log*
