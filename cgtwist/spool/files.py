@@ -157,9 +157,9 @@ class Recycler:
                 continue  # another thread or process took it
 
     def give(self, src: str, name: str) -> Optional[bool]:
-        """Move the finished file ``src`` into the pool as ``name`` (the server calls this on
-        its reactor, ``Spool.remove``; a file over ``keep_bytes`` is emptied first): True; False if
-        ``src`` does not exist; None if the pool is full (the caller deletes it)."""
+        """Thread: move the finished file ``src`` into the pool as ``name`` (``Spool.remove``;
+        a file over ``keep_bytes`` is emptied first): True; False if ``src`` does not exist;
+        None if the pool is full (the caller deletes it)."""
         with self._lock:
             now = time.monotonic()
             if now - self._size_at > self.RESCAN:

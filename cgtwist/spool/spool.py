@@ -4,12 +4,12 @@ Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), 
 it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
 one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
-File work that writes data or waits for the disk (store, fsync, journal, recovery, big reads)
-runs in a thread pool. The server's two per-message queue moves, ``adopt`` (rename in, read a
-small file just written) and ``remove`` (rename into the pool), run on the reactor, as
-Postfix's qmgr renames and removes its queue files in its own event loop: each was a thread
-hop (a queue put, a wake-up, a callFromThread) and the GIL traffic of its system calls,
-dearer than the calls themselves. Formats live in ``spool.format``.
+All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
+an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
+POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (rename in, read a
+small file just written) and ``remove`` (rename into the pool), are each cheaper than the thread
+hop that carries them, so they share jobs (``JobBatch``): under load, the moves asked for while
+one job runs go together in the next. Formats live in ``spool.format``.
 """
 
 from __future__ import annotations
@@ -42,13 +42,15 @@ from cgtwist.spool.files import (
     write_all,
 )
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.spool.workers import JobBatch
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
-# Spool files up to this size are read on the reactor by ``adopt`` (a page-cache copy of
-# tens of microseconds); bigger ones are read in a thread.
+# Spool files up to this size are read by ``adopt`` within its shared job (a page-cache copy
+# of tens of microseconds); a bigger one is read in a job of its own.
 INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
+_BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
 def _writer_pid(name: str) -> Optional[int]:
@@ -100,6 +102,7 @@ class Spool:
         os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.incoming_dir, mode=0o700, exist_ok=True)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
+        self._moves = JobBatch(self._in_thread)  # adopt's and remove's small file moves
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -277,13 +280,16 @@ class Spool:
             return decode(read_whole(dst))
 
         def move_and_read() -> Any:
-            """Reactor: the rename and, for a small file, the read (see the module doc)."""
+            """Thread (a shared job): the rename and, for a small file, the read."""
             try:
                 os.rename(src, dst)
             except FileNotFoundError:
                 return None
             raw = read_upto(dst, INLINE_READ_MAX)
-            return self._in_thread(read_big) if raw is None else decode(raw)
+            return _BIG if raw is None else decode(raw)
+
+        def big(result: Any) -> Any:
+            return self._in_thread(read_big) if result is _BIG else result
 
         def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
             if entry is not None:
@@ -298,7 +304,7 @@ class Spool:
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
                 lambda _: None)
 
-        return defer.maybeDeferred(move_and_read).addCallbacks(moved, corrupt)
+        return self._moves.run(move_and_read).addCallback(big).addCallbacks(moved, corrupt)
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
@@ -388,8 +394,8 @@ class Spool:
             self._forget(msg_id)
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
-        # On the reactor (see the module doc): a stat and a rename, or an unlink.
-        return self._lock(msg_id).run(rm).addCallback(done)
+        # A stat and a rename, or an unlink: a shared job (see the module doc).
+        return self._lock(msg_id).run(self._moves.run, rm).addCallback(done)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)

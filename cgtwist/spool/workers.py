@@ -15,6 +15,7 @@ import queue
 import threading
 from typing import Any, Callable, Optional
 
+from twisted.internet import defer
 from twisted.python.failure import Failure
 
 _Job = Optional[tuple[Optional[Callable[[bool, Any], None]], Callable[..., Any], tuple[Any, ...],
@@ -83,3 +84,59 @@ class WorkerPool:
                 except BaseException:  # never lose the thread (deferToThreadPool's cannot fail)
                     pass
             del result, on_result
+
+
+class JobBatch:
+    """``JobBatch(in_thread)``: small file operations run in threads, gathered into few jobs.
+
+    ``run(fn)`` returns a Deferred of ``fn()``, run off the reactor. One job is in flight at a
+    time; operations asked for while it runs wait for it and then go together, in order, in
+    the next job. The server's per-message queue moves (adopt: a rename and the read of a
+    small file; remove: a rename into the pool) are each cheaper than the thread hop that
+    carries them (a queue put, a thread wake-up, a callFromThread), so under load several
+    share one hop; on an idle server each still gets its own job at once. ``in_thread(f)``
+    is the owner's deferToThreadPool; an operation that needs long (a big file's read) gets
+    its own job from the owner instead, so it never holds up the ones behind it.
+    """
+
+    def __init__(self, in_thread: Callable[[Callable[[], list[tuple[bool, Any]]]], Any]) -> None:
+        self._in_thread = in_thread
+        self._waiting: list[tuple[Callable[[], Any], Any]] = []
+        self._running = False
+        self.jobs = 0  # thread jobs started (operations / jobs: how much batching saved)
+
+    def run(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._waiting.append((fn, d))
+        if not self._running:
+            self._start()
+        return d
+
+    def _start(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._running = True
+        self.jobs += 1
+
+        def work() -> list[tuple[bool, Any]]:
+            """Thread: every operation, each failure kept apart from the others."""
+            results: list[tuple[bool, Any]] = []
+            for fn, _ in batch:
+                try:
+                    results.append((True, fn()))
+                except BaseException:
+                    results.append((False, Failure()))
+            return results
+
+        def done(results: Any) -> None:
+            self._running = False
+            if self._waiting:  # the next job runs while these results are worked on here
+                self._start()
+            if isinstance(results, Failure):  # the pool refused the job (stopping)
+                results = [(False, results)] * len(batch)
+            for (_, d), (ok, value) in zip(batch, results, strict=True):
+                if ok:
+                    d.callback(value)
+                else:
+                    d.errback(value)
+
+        self._in_thread(work).addBoth(done)

@@ -13,15 +13,22 @@ from tests.queue.helpers import SyncClock, SyncPool
 from tests.spool.test_spool import DATA, SpoolTestBase, envelope
 
 
-class CountingPool(SyncPool):
-    """Runs 'thread' work at once and counts the jobs."""
+class HeldPool(SyncPool):
+    """Holds 'thread' work until ``run_all`` (in the test's thread) and counts the jobs run."""
 
     def __init__(self) -> None:
-        self.jobs = 0
+        self.jobs: list[tuple[Any, Any, tuple[Any, ...]]] = []
+        self.done = 0
 
     def callInThreadWithCallback(self, onResult: Any, func: Any, *args: Any, **kw: Any) -> None:
-        self.jobs += 1
-        super().callInThreadWithCallback(onResult, func, *args, **kw)
+        self.jobs.append((onResult, func, args))
+
+    def run_all(self) -> None:
+        """Run held jobs, and those they start, until none is left."""
+        while self.jobs:
+            on_result, func, args = self.jobs.pop(0)
+            self.done += 1
+            super().callInThreadWithCallback(on_result, func, *args)
 
 
 class IncomingTests(SpoolTestBase):
@@ -49,25 +56,35 @@ class IncomingTests(SpoolTestBase):
         env, data = yield self.spool.load(msg_id)
         self.assertEqual(data, DATA)
 
-    def test_adopt_and_remove_of_a_small_message_need_no_thread(self) -> None:
-        """The server's per-message queue moves run on the reactor, like Postfix's qmgr's: no
-        thread job for adopting (rename + read) or removing (into the pool) a small message.
-        A big one is still read whole, in a thread."""
-        pool = CountingPool()
+    def test_adopt_and_remove_touch_no_file_on_the_reactor(self) -> None:
+        """The server's per-message queue moves run in threads, never on its reactor (which
+        also serves IMAP, POP3 and the web panel): until the thread job runs, nothing has
+        moved. Moves asked for while one job runs share the next job; a big file is read in
+        a job of its own."""
+        pool = HeldPool()
         server = Spool(self.base, SyncClock(), threadpool=pool)  # type: ignore[arg-type]
         worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
-        small = self.successResultOf(worker.store(envelope(1), DATA))
+        ids = [self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(3)]
         big_data = b"Subject: big\r\n\r\n" + b"x" * (INLINE_READ_MAX + 10) + b"\r\n"
         big = self.successResultOf(worker.store(envelope(1), big_data))
-        entry = self.successResultOf(server.adopt(small))
-        self.assertEqual(entry.data, DATA)
-        self.successResultOf(server.remove(small))
-        self.assertEqual(pool.jobs, 0)
-        self.assertFalse(os.path.exists(os.path.join(self.qdir, small + ".msg")))
+        adopted = [server.adopt(i) for i in ids]
+        self.assertEqual(sorted(os.listdir(self.incoming)), sorted([i + ".msg" for i in ids + [big]]))
+        self.assertEqual(len(pool.jobs), 1)
+        pool.run_all()
+        self.assertEqual(pool.done, 2)  # the first adoption, then the other two together
+        self.assertEqual([self.successResultOf(d).data for d in adopted], [DATA] * 3)
+        self.assertEqual(os.listdir(self.incoming), [big + ".msg"])
+        removed = [server.remove(i) for i in ids]
+        self.assertTrue(os.path.exists(os.path.join(self.qdir, ids[0] + ".msg")))
+        pool.run_all()
+        for d in removed:
+            self.successResultOf(d)
+        self.assertFalse(any(os.path.exists(os.path.join(self.qdir, i + ".msg")) for i in ids))
         self.assertEqual(server.message_count(), 0)
-        entry = self.successResultOf(server.adopt(big))
-        self.assertEqual(entry.data, big_data)
-        self.assertEqual(pool.jobs, 1)
+        entry = server.adopt(big)
+        pool.run_all()
+        self.assertEqual(self.successResultOf(entry).data, big_data)
+        self.assertEqual(pool.done, 4 + 2)  # removes: 2 jobs; the big one: a move, then its read
         self.assertEqual(server.message_count(), 1)
 
     @defer.inlineCallbacks

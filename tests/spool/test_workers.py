@@ -1,4 +1,5 @@
-"""Tests for the worker threads of the spool and Maildir path (spool.workers.WorkerPool)."""
+"""Tests for the worker threads of the spool and Maildir path (spool.workers: WorkerPool,
+JobBatch)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThreadPool
 from twisted.trial import unittest
 
-from cgtwist.spool.workers import WorkerPool
+from cgtwist.spool.workers import JobBatch, WorkerPool
 
 
 class WorkerPoolTests(unittest.TestCase):
@@ -56,3 +57,58 @@ class WorkerPoolTests(unittest.TestCase):
         gate.set()
         pool.stop()
         self.assertEqual(done, [0, 1, 2, 3, 4])
+
+
+class HeldJobs:
+    """An ``in_thread`` whose jobs wait until the test runs them (in the test's thread)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[object, defer.Deferred[object]]] = []
+
+    def __call__(self, fn: object) -> defer.Deferred[object]:
+        d: defer.Deferred[object] = defer.Deferred()
+        self.jobs.append((fn, d))
+        return d
+
+    def run_next(self) -> None:
+        fn, d = self.jobs.pop(0)
+        d.callback(fn())  # type: ignore[operator]
+
+
+class JobBatchTests(unittest.TestCase):
+    def test_operations_asked_for_during_a_job_share_the_next(self) -> None:
+        """The first operation gets a job at once; the three asked for while it runs go
+        together, in order, in one more job; each caller gets its own result or error."""
+        held = HeldJobs()
+        batch = JobBatch(held)
+        done: list[object] = []
+        first = batch.run(lambda: done.append("a") or "A")
+        self.assertEqual(len(held.jobs), 1)
+        self.assertEqual(done, [])  # nothing ran here: the job is in the (held) thread
+        rest = [batch.run(lambda: done.append("b") or "B"),
+                batch.run(lambda: 1 / 0),
+                batch.run(lambda: done.append("d") or "D")]
+        self.assertEqual(len(held.jobs), 1)  # they wait for the job in flight
+        held.run_next()
+        self.assertEqual(self.successResultOf(first), "A")
+        self.assertEqual(len(held.jobs), 1)  # the next job started as the first ended
+        held.run_next()
+        self.assertEqual(done, ["a", "b", "d"])
+        self.assertEqual(self.successResultOf(rest[0]), "B")
+        self.failureResultOf(rest[1], ZeroDivisionError)
+        self.assertEqual(self.successResultOf(rest[2]), "D")
+        self.assertEqual((batch.jobs, held.jobs), (2, []))
+
+    def test_a_refused_job_fails_each_operation(self) -> None:
+        """A pool that refuses the job (stopping) fails every operation in it, and the
+        batch takes new work afterwards."""
+        calls = []
+
+        def refuse(fn: object) -> defer.Deferred[object]:
+            calls.append(fn)
+            return defer.fail(RuntimeError("pool stopped"))
+
+        batch = JobBatch(refuse)
+        self.failureResultOf(batch.run(lambda: 1), RuntimeError)
+        self.failureResultOf(batch.run(lambda: 2), RuntimeError)
+        self.assertEqual(len(calls), 2)
