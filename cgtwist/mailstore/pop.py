@@ -64,23 +64,22 @@ class PopMailbox:
 
     @classmethod
     def open(cls, account: MaildirAccount) -> defer.Deferred[PopMailbox]:
-        """Lock the account's maildrop and snapshot INBOX; errbacks with MailboxInUse."""
-        try:
-            fd = acquire_lock(account.path)
-        except MailboxInUse:
-            return defer.fail(MailboxInUse("maildrop locked"))
-        except OSError as e:
-            return defer.fail(e)
+        """Lock the account's maildrop and snapshot INBOX; errbacks with MailboxInUse.
 
-        def opened(box: Optional[MaildirMailbox]) -> PopMailbox:
-            assert box is not None, "INBOX always exists"
-            return cls(box, fd)
+        The lock is taken in a thread, as all the mailbox's file work is: at a first login it
+        creates the lock file, and the server's reactor serves every other session."""
+        def locked(fd: int) -> defer.Deferred[PopMailbox]:
+            def opened(box: Optional[MaildirMailbox]) -> PopMailbox:
+                assert box is not None, "INBOX always exists"
+                return cls(box, fd)
 
-        def failed(f: Any) -> Any:
-            os.close(fd)
-            return f
+            def failed(f: Any) -> Any:
+                os.close(fd)
+                return f
 
-        return account.select("INBOX", True).addCallbacks(opened, failed)
+            return account.select("INBOX", True).addCallbacks(opened, failed)
+
+        return account.notifier.run(acquire_lock, account.path).addCallback(locked)
 
     # -- helpers ------------------------------------------------------------------------------
 

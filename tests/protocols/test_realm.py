@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from twisted.cred import credentials
 from twisted.cred.error import UnauthorizedLogin
@@ -11,7 +12,8 @@ from twisted.trial import unittest
 
 from cgtwist import paths
 from cgtwist.mailstore import MaildirAccount
-from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
+from cgtwist.mailstore.notifier import MailboxNotifier
+from cgtwist.mailstore.pop import MailboxInUse, PopMailbox, acquire_lock
 from cgtwist.protocols.realm import ServiceDisabled
 from tests.protocols.test_pop3_fakes import FakeStore, make_portal
 
@@ -49,6 +51,25 @@ class RealmTests(unittest.TestCase):
         logout()
         _i, _b, logout2 = self.successResultOf(self.login("alice", pop3.IMailbox))
         logout2()
+
+    def test_pop_lock_is_taken_off_the_reactor(self) -> None:
+        """The maildrop lock (a file created at the first login, then flock) is file work and
+        goes through the notifier's thread like the rest of the mailbox's; a second session
+        still finds the maildrop in use."""
+        ran: list[object] = []
+
+        class Recording(MailboxNotifier):
+            def run(self, fn: Any, *args: Any) -> Any:
+                ran.append(fn)
+                return super().run(fn, *args)
+
+        md = os.path.join(self.base, "drop")
+        account = MaildirAccount(md, "alice@example.com", Recording())
+        box = self.successResultOf(PopMailbox.open(account))
+        self.assertIn(acquire_lock, ran)
+        self.failureResultOf(PopMailbox.open(account), MailboxInUse)
+        box.release()
+        self.successResultOf(PopMailbox.open(account)).release()
 
     def test_service_disabled(self) -> None:
         """An account without the pop (or imap) service cannot use that protocol."""
