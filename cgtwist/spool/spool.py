@@ -9,7 +9,8 @@ an fsync does (a journal commit, a stalled device), and the server's reactor als
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (rename in, read a
 small file just written) and ``remove`` (rename into the pool), are each cheaper than the thread
 hop that carries them, so they share jobs (``JobBatch``): under load, the moves asked for while
-one job runs go together in the next. Formats live in ``spool.format``.
+one job runs go together in the next, and a removal waits up to ``REMOVE_LINGER`` to go with the
+next adoption. Formats live in ``spool.format``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ T = TypeVar("T")
 # of tens of microseconds); a bigger one is read in a job of its own.
 INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
+# Seconds a finished message's removal may wait to share the next adoption's thread job. A
+# crash in that window delivers the message again after the restart (at least once, never lost).
+REMOVE_LINGER = 0.01
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
@@ -76,13 +80,14 @@ class _Unsynced(Exception):
 class Spool:
     """``Spool(base_dir, reactor, threadpool=None)``: the ISpool over ``<base_dir>/Queue``.
 
-    ``reactor`` provides callFromThread and seconds(); ``threadpool`` defaults to the reactor's.
+    ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
+    ``threadpool`` defaults to the reactor's.
     """
 
     log = Logger()
 
     def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None,
-                 incoming: bool = False) -> None:
+                 incoming: bool = False, remove_linger: float = 0.0) -> None:
         self.base_dir = base_dir
         self.queue_dir = os.path.join(base_dir, paths.QUEUE_DIR)
         self.incoming_dir = os.path.join(base_dir, paths.INCOMING_DIR)
@@ -102,7 +107,10 @@ class Spool:
         os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.incoming_dir, mode=0o700, exist_ok=True)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
-        self._moves = JobBatch(self._in_thread)  # adopt's and remove's small file moves
+        # adopt's and remove's small file moves; with ``remove_linger`` (the server gives
+        # REMOVE_LINGER) a removal waits up to that long to share the next adoption's job
+        self._moves = JobBatch(self._in_thread, reactor if remove_linger > 0 else None,
+                               remove_linger)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -394,8 +402,9 @@ class Spool:
             self._forget(msg_id)
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
-        # A stat and a rename, or an unlink: a shared job (see the module doc).
-        return self._lock(msg_id).run(self._moves.run, rm).addCallback(done)
+        # A stat and a rename, or an unlink: a shared job (see the module doc), which need not
+        # start at once (REMOVE_LINGER).
+        return self._lock(msg_id).run(self._moves.run, rm, False).addCallback(done)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)

@@ -87,6 +87,32 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(pool.done, 4 + 2)  # removes: 2 jobs; the big one: a move, then its read
         self.assertEqual(server.message_count(), 1)
 
+    def test_a_removal_shares_the_next_adoptions_job(self) -> None:
+        """On the server (``remove_linger``), removing a finished message waits for the next
+        adoption and goes in the same thread job: one message at a time costs one hop for
+        its two moves. With no adoption coming, the removal goes after the delay."""
+        pool, clock = HeldPool(), SyncClock()
+        server = Spool(self.base, clock, threadpool=pool, remove_linger=0.01)  # type: ignore[arg-type]
+        worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        first, second = (self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(2))
+        d = server.adopt(first)
+        pool.run_all()
+        self.successResultOf(d)
+        removed = server.remove(first)
+        self.assertEqual(pool.jobs, [])  # waiting for company
+        adopted = server.adopt(second)
+        pool.run_all()
+        self.assertEqual(pool.done, 2)  # the first adoption; then the removal with the second
+        self.successResultOf(removed)
+        self.assertEqual(self.successResultOf(adopted).data, DATA)
+        self.assertFalse(os.path.exists(os.path.join(self.qdir, first + ".msg")))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        removed = server.remove(second)
+        clock.advance(0.01)
+        pool.run_all()
+        self.successResultOf(removed)
+        self.assertEqual(server.message_count(), 0)
+
     @defer.inlineCallbacks
     def test_corrupt_incoming_file_is_quarantined(self) -> None:
         msg_id = yield self.worker.store(envelope(1), DATA)

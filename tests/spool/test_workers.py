@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.trial import unittest
 
@@ -154,3 +155,35 @@ class JobBatchTests(unittest.TestCase):
         self.failureResultOf(batch.run(lambda: 1), RuntimeError)
         self.failureResultOf(batch.run(lambda: 2), RuntimeError)
         self.assertEqual(len(calls), 2)
+
+    def test_a_lingering_operation_rides_with_the_next_urgent_one(self) -> None:
+        """An operation nobody waits for (a removal) starts no job of its own; the next
+        urgent one (an adoption) takes it along, and its timer is cancelled."""
+        held, clock = HeldJobs(), Clock()
+        batch = JobBatch(held, clock, 0.01)
+        order: list[str] = []
+        late = batch.run(lambda: order.append("remove") or "removed", urgent=False)
+        self.assertEqual(held.jobs, [])
+        soon = batch.run(lambda: order.append("adopt") or "adopted")
+        self.assertEqual(len(held.jobs), 1)
+        held.run_next()
+        self.assertEqual((self.successResultOf(late), self.successResultOf(soon)), ("removed", "adopted"))
+        self.assertEqual(order, ["remove", "adopt"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_lingering_operation_goes_after_its_delay(self) -> None:
+        """With no urgent operation coming, a lingering one starts its job after ``linger``,
+        also when it was asked for while another job ran."""
+        held, clock = HeldJobs(), Clock()
+        batch = JobBatch(held, clock, 0.01)
+        first = batch.run(lambda: 1)
+        late = batch.run(lambda: 2, urgent=False)
+        held.run_next()
+        self.assertEqual(self.successResultOf(first), 1)
+        self.assertEqual(held.jobs, [])  # the job ended: the lingering one still waits
+        clock.advance(0.005)
+        self.assertEqual(held.jobs, [])
+        clock.advance(0.005)
+        held.run_next()
+        self.assertEqual(self.successResultOf(late), 2)
+        self.assertEqual(batch.jobs, 2)
