@@ -109,8 +109,7 @@ class Spool:
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
         # adopt's and remove's small file moves; with ``remove_linger`` (the server gives
         # REMOVE_LINGER) a removal waits up to that long to share the next adoption's job
-        self._moves = JobBatch(self._in_thread, reactor if remove_linger > 0 else None,
-                               remove_linger)
+        self._moves = JobBatch(self._in_thread, reactor, remove_linger)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:

@@ -1,4 +1,5 @@
-"""A lean pool of worker threads for blocking file work (spool, Maildir), for deferToThreadPool.
+"""A lean pool of worker threads for blocking file work (spool, Maildir), for deferToThreadPool,
+and ``JobBatch``, which gathers small file operations into few of its jobs.
 
 Owns only running submitted functions in a fixed set of threads and reporting each result
 through the callback it was given. Twisted's ThreadPool does the same through a coordinator,
@@ -126,16 +127,22 @@ class JobBatch:
     is the owner's deferToThreadPool; an operation that needs long (a big file's read) gets
     its own job from the owner instead, so it never holds up the ones behind it.
 
-    An operation nobody waits for (``urgent=False``: removing a finished message) does not
-    start a job of its own at once: it rides along with the next urgent one, or goes after
-    ``linger`` seconds on ``clock``, whichever comes first. One message at a time thus costs
-    one hop for its two moves, not two.
+    A job takes at most ``MAX_BATCH`` operations, so a burst (a sweep that finds many
+    messages) neither holds all their files in memory at once nor keeps the reactor busy for
+    long with their results; the rest go in the next jobs.
+
+    With a ``clock`` and a positive ``linger``, an operation nobody waits for
+    (``urgent=False``: removing a finished message) does not start a job of its own at once:
+    it rides along with the next urgent one, or goes after ``linger`` seconds, whichever comes
+    first. One message at a time thus costs one hop for its two moves, not two.
     """
+
+    MAX_BATCH = 32
 
     def __init__(self, in_thread: Callable[[Callable[[], list[tuple[bool, Any]]]], Any],
                  clock: Any = None, linger: float = 0.0) -> None:
         self._in_thread = in_thread
-        self._clock = clock
+        self._clock = clock if linger > 0 else None  # None: every operation is urgent
         self._linger = linger
         self._waiting: list[tuple[Callable[[], Any], Any]] = []
         self._urgent = False  # an urgent operation is among those waiting
@@ -156,6 +163,7 @@ class JobBatch:
         if self._urgent:
             self._start()
         elif self._timer is None:
+            assert self._clock is not None  # without one, every operation is urgent
             self._timer = self._clock.callLater(self._linger, self._lingered)
 
     def _lingered(self) -> None:
@@ -167,8 +175,8 @@ class JobBatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._waiting = self._waiting, []
-        self._urgent = False
+        batch, self._waiting = self._waiting[:self.MAX_BATCH], self._waiting[self.MAX_BATCH:]
+        self._urgent = bool(self._waiting)  # what is left over goes as soon as this job ends
         self._running = True
         self.jobs += 1
 

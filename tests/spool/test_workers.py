@@ -187,3 +187,18 @@ class JobBatchTests(unittest.TestCase):
         held.run_next()
         self.assertEqual(self.successResultOf(late), 2)
         self.assertEqual(batch.jobs, 2)
+
+    def test_a_job_takes_at_most_max_batch_operations(self) -> None:
+        """A burst asked for while a job runs (a sweep that finds many messages) goes in jobs
+        of at most MAX_BATCH, one after the other, so their files are never all in memory."""
+        held = HeldJobs()
+        batch = JobBatch(held)
+        n = JobBatch.MAX_BATCH + 8
+        results = [batch.run(lambda i=i: i) for i in range(1 + n)]
+        sizes = []
+        while held.jobs:
+            before = sum(1 for d in results if d.called)
+            held.run_next()
+            sizes.append(sum(1 for d in results if d.called) - before)
+        self.assertEqual(sizes, [1, JobBatch.MAX_BATCH, 8])
+        self.assertEqual([self.successResultOf(d) for d in results], list(range(1 + n)))
