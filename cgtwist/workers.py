@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Any, Callable, Optional
 
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import LogLevel
 
@@ -29,7 +29,6 @@ SWEEP_INTERVAL = 60.0
 COUNT_INTERVAL = 1.0
 STOP_GRACE = 35.0  # the worker's own drain grace (30 s) and a margin
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-SWEEP_SLICE = 50  # messages a sweep adopts per reactor turn (about 5 ms of work)
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -237,21 +236,15 @@ class SMTPWorkers:
         live = frozenset(p.pid for p in self.procs.values() if p.pid is not None)
         d = defer.maybeDeferred(self._sweep, live)
 
-        done: defer.Deferred[None] = d.addCallback(self._adopt_slices)
+        def found(ids: list[str]) -> None:
+            # Each adoption only queues a move for the spool's threads (Spool.adopt), which
+            # take them at most 32 to a job: many at once do not hold up the reactor.
+            for msg_id in ids:
+                self.adopt(msg_id)
+
+        done: defer.Deferred[None] = d.addCallback(found)
         done.addErrback(lambda f: self.log.failure("sweeping Queue/incoming failed", f))
         return done
-
-    def _adopt_slices(self, ids: list[str], start: int = 0) -> defer.Deferred[None]:
-        """Adopt ``ids`` ``SWEEP_SLICE`` at a time, one slice per reactor turn: an adoption
-        runs on the reactor (``Spool.adopt``), and a sweep after a worker's crash may find many
-        messages, which must not hold up the other connections the server serves meanwhile."""
-        end = start + SWEEP_SLICE
-        for msg_id in ids[start:end]:
-            self.adopt(msg_id)
-        if end >= len(ids):
-            return defer.succeed(None)
-        d: defer.Deferred[Any] = task.deferLater(self.reactor, 0, lambda: None)
-        return d.addCallback(lambda _: self._adopt_slices(ids, end))
 
     def _send_count(self) -> None:
         n = self._count()
