@@ -1,6 +1,6 @@
 """Per-role CPU time per message from two snapshots of the server's threads (smtp-cpu-profile.sh).
 
-    python3 cpu_split.py BEFORE AFTER SERVER_PID MESSAGES
+    python3 cpu_split.py BEFORE AFTER SERVER_PID MESSAGES    (the last line: all roles together)
 
 A snapshot has one line per thread: ``pid tid utime stime`` (clock ticks, from
 ``/proc/<pid>/task/<tid>/stat``). Threads are grouped by role: the server's reactor (its main
@@ -42,9 +42,15 @@ def main() -> None:
     before, after, server, messages = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     us_per_tick = 1e6 / os.sysconf("SC_CLK_TCK")
     roles = split(read(before), read(after), server)
+    total = [0, 0]
     for role in ("server reactor", "server threads", "workers reactor", "workers threads"):
         u, s = roles.get(role, [0, 0])
+        total[0] += u
+        total[1] += s
         print(f"{role:16} user {u * us_per_tick / messages:6.0f}us sys {s * us_per_tick / messages:6.0f}us per message")
+    u, s = total
+    print(f"{'all':16} user {u * us_per_tick / messages:6.0f}us sys {s * us_per_tick / messages:6.0f}us "
+          f"per message: server cpu ms/msg {(u + s) * us_per_tick / messages / 1000:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,10 @@ MD=$CG_MAILDIR/new
 mkdir -p $MD; find $MD -maxdepth 1 -type f -delete
 [ -n "${PROFILE:-}" ] && { "$(dirname "$PY")/py-spy" record -o /tmp/cgtwist-prof.txt -f raw -r 200 -p $PID -d 10 --threads ${PYSPY_ARGS:-} >/dev/null 2>&1 & }
 mkdir -p /tmp/cgd; [ -n "${STRACE:-}" ] && { strace ${STRACE_ARGS:--c} -f -p $PID -o /tmp/cgd/strace.txt & SPID=$!; sleep 1; }
-# The server and its SMTP worker processes (smtp.workers: WORKERS=N), user and system ticks.
-ut() { for p in $PID $(pgrep -P $PID); do awk '{print $14}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
-st() { for p in $PID $(pgrep -P $PID); do awk '{print $15}' /proc/$p/stat; done | awk '{s+=$1} END {print s}'; }
-# Every thread of the server and its workers: "pid tid utime stime", for cpu_split.py.
+# Every thread of the server and its SMTP worker processes (smtp.workers: WORKERS=N):
+# "pid tid utime stime", for cpu_split.py, which prints the CPU per message by role and in all.
 threads() { for p in $PID $(pgrep -P $PID); do for t in /proc/$p/task/*; do echo "$p ${t##*/} $(awk '{print $14, $15}' $t/stat)"; done; done; }
 SNAP=$(mktemp -d); threads > $SNAP/before
-u0=$(ut); s0=$(st); c0=$((u0+s0))
 r0=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc0=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 t0=$(date +%s.%N)
 /usr/sbin/smtp-source -s ${S:-10} -m ${M:-1000} -l 5120 -f loadgen@example.test -t smtpbench@example.test -M loadgen.example.test 127.0.0.1:2625
@@ -32,11 +29,8 @@ t1=$(date +%s.%N)
 python3 -c "print('accept msg/s', round(${M:-1000}/($ta-$t0),1), 'backlog at end of acceptance', $backlog, 'drained at', round($backlog/max($t1-$ta,1e-3),1), 'msg/s')"
 r1=$(awk '{print $14+$15}' /proc/$PID/task/$PID/stat); vc1=$(grep -h voluntary_ctxt /proc/$PID/task/*/status | awk '{s+=$2} END {print s}')
 python3 -c "print('reactor thread busy', round(($r1-$r0)/100/($t1-$t0)*100), '% of wall; context switches/msg', round(($vc1-$vc0)/${M:-1000}))"
-for p in $(pgrep -P $PID); do echo "worker $p: process $(awk '{print $14+$15}' /proc/$p/stat) ticks, main thread $(awk '{print $14+$15}' /proc/$p/task/$p/stat) ticks"; done
-echo "server: process $(awk '{print $14+$15}' /proc/$PID/stat) ticks; wall $(python3 -c "print(round(($t1-$t0)*100))") ticks"
 threads > $SNAP/after; "$PY" "$HERE/cpu_split.py" $SNAP/before $SNAP/after $PID ${M:-1000}; rm -rf $SNAP
-u1=$(ut); s1=$(st); c1=$((u1+s1)); echo user $(( (u1-u0)*10000/${M:-1000} ))us sys $(( (s1-s0)*10000/${M:-1000} ))us
-python3 -c "m=${M:-1000}; print('msg/s', round(m/($t1-$t0),1), 'server cpu ms/msg', round(($c1-$c0)*10/m,2))"
+python3 -c "print('msg/s', round(${M:-1000}/($t1-$t0),1))"
 grep -c "" $BASE/cgtwist.log*
 [ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }
 [ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log
