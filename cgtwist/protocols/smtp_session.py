@@ -270,8 +270,16 @@ class SMTPWire(ESMTP):
                       .encode("ascii", "replace"))
 
     def _reply(self, code: int, enhanced: str, text: str) -> None:
-        """One reply with its RFC 3463 enhanced code; 4xx/5xx count towards the error limit."""
-        if code >= 400 and code not in (421, 535):
+        """One reply with its RFC 3463 enhanced code; the client's errors count towards the
+        error limit.
+
+        Only 5xx replies count: bad syntax, bad sequence, refused senders and recipients
+        (unknown users: a harvest runs into ``smtp.max_errors``). A 4xx is the server's own
+        temporary state (452 4.3.1 disk nearly full, 451 local problem, 454 TLS unavailable,
+        452 4.5.3 recipient limit) and never makes us drop, let alone auto-blacklist, a client
+        that did nothing wrong. 535 has its own budget (``auth.max_failures``).
+        """
+        if code >= 500 and code != 535:
             self._errors += 1
         if code in _PROTOCOL_ERRORS:
             self.log.info("protocol error: peer={peer} reply={code} {enhanced} {text}",
