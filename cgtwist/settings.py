@@ -52,6 +52,13 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.workers": (0, "SMTP worker processes that accept on the SMTP listeners (receiving on other CPU cores than delivery); 0 = the server process itself. Connection, penalty and protection counters are then kept per process"),
     "smtp.max_received_headers": (100, "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)"),
     "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
+    # Slow clients (RELIABILITY.md #54): deadlines count progress, not bytes, so a client
+    # trickling one byte every few seconds is dropped (421 4.4.2) where the idle timer is not.
+    "smtp.command_deadline": (60, "seconds a command line may take from its first octet to its CRLF; slower: 421 4.4.2; 0 = none"),
+    "smtp.data_deadline": (600, "seconds DATA may take, plus smtp.data_min_rate's allowance for the octets sent; slower: 421 4.4.2 and the message is discarded; 0 = none"),
+    "smtp.data_min_rate": (1024, "octets per second that earn DATA more time: n octets may take smtp.data_deadline + n / rate seconds; 0 = a fixed smtp.data_deadline"),
+    "smtp.session_deadline": (3600, "seconds one SMTP connection may last; then 421 4.4.2 after the reply being worked on (a message in DATA is finished first); 0 = none"),
+    "smtp.greeting_delay": (0, "seconds the 220 banner waits for clients that are not Client IPs on non-submission listeners; input before the banner: 554 and close (Postfix pregreet test); 0 = off, 2 suggested"),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)
     "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),

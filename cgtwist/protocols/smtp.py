@@ -196,11 +196,13 @@ class CgSMTP(AuthCommands):
             max_received=int(self._setting("smtp.max_received_headers")),
         )
         self._set_timeout("smtp.data_timeout")
+        self._arm_data_deadline()
         self._send("354 End data with <CR><LF>.<CR><LF>")
 
     def _end_of_data(self) -> None:
         reader, self._reader = self._reader, None
         assert reader is not None and self.session is not None
+        self._deadlines.cancel("data")
         self._set_timeout("smtp.idle_timeout")
         session, sender, recipients = self.session, self._sender or "", self._recipients
         params = self._mail_params
