@@ -59,6 +59,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.data_min_rate": (1024, "octets per second that earn DATA more time: n octets may take smtp.data_deadline + n / rate seconds; 0 = a fixed smtp.data_deadline"),
     "smtp.session_deadline": (3600, "seconds one SMTP connection may last; then 421 4.4.2 after the reply being worked on (a message in DATA is finished first); 0 = none"),
     "smtp.greeting_delay": (0, "seconds the 220 banner waits for clients that are not Client IPs on non-submission listeners; input before the banner: 554 and close (Postfix pregreet test); 0 = off, 2 suggested"),
+    # Sender addresses of authenticated sessions (RELIABILITY.md #44; cgtwist.core.senders)
+    "smtp.restrict_sender": (True, "an authenticated session's MAIL FROM must be its own address, an alias or Router address that routes to it, a smtp.send_as entry, or (accounts with the admin flag) any address of its domain; else 553 5.7.1; <> is always allowed"),
+    "smtp.check_from_header": (False, "authenticated sessions: every From: header address must pass the smtp.restrict_sender rule, else 550 5.7.1 after DATA"),
+    "smtp.send_as": ("", "addresses authenticated accounts may also send as: user@domain or a pattern with * (e.g. *@lists.example.com), one per line or comma; set on the server (every account) or on an account (cgtwist-admin settings set --account)"),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)
     "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),

@@ -336,6 +336,13 @@ class ProtectedPolicy:
                 params: Mapping[str, str]) -> defer.Deferred[str]:
         return defer.maybeDeferred(self.inner.rcpt_to, session, sender, recipient, params)
 
+    def check_message(self, session: SessionInfo, envelope: Envelope, message: bytes) -> defer.Deferred[None]:
+        """The inner policy's check of the message itself (the From: check), when it has one."""
+        check = getattr(self.inner, "check_message", None)
+        if check is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(check, session, envelope, message)
+
     def trace_headers(self, session: SessionInfo, envelope: Envelope) -> defer.Deferred[list[bytes]]:
         """Received-SPF and Authentication-Results (when SPF is tagged), then the inner headers.
 

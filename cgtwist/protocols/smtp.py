@@ -261,7 +261,15 @@ class CgSMTP(AuthCommands):
                 reply=err.reply())
             self._reply_error(err)
 
-        d = defer.maybeDeferred(self.factory.policy.trace_headers, session, envelope)
+        # A policy may look at the message before it is queued (the From: check); then the
+        # trace headers it wants added.
+        check = getattr(self.factory.policy, "check_message", None)
+        policy = self.factory.policy
+        if check is not None:
+            d = defer.maybeDeferred(check, session, envelope, result)
+            d.addCallback(lambda _: policy.trace_headers(session, envelope))
+        else:
+            d = defer.maybeDeferred(policy.trace_headers, session, envelope)
         self._start(d.addCallback(assemble).addCallbacks(accepted, failed))
 
     def smtp_rset(self, arg: bytes) -> None:
@@ -315,9 +323,11 @@ class SMTPFactory(ServerFactory, SessionDrain):
     ``penalty`` is the shared AUTH penalty (cgtwist.checks.authpenalty.AuthPenalty); without
     one the factory keeps its own AuthPenalty on its clock and settings.
 
-    When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)`` or
-    ``report_offence(ip, kind)`` (the protection policy does), they are called at connect,
-    at disconnect and when a client is cut off for too many errors.
+    When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)``,
+    ``report_offence(ip, kind)`` or ``check_message(session, envelope, message)`` (the
+    protection and basic policies do), they are called at connect, at disconnect, when a
+    client is cut off for too many errors or talked before the greeting, and after DATA
+    before the message is queued.
     """
 
     protocol = CgSMTP  # type: ignore[assignment]

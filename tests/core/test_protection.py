@@ -391,6 +391,37 @@ class WrapsBasicPolicyTests(unittest.TestCase):
         self.assertTrue(policy.is_client_ip(s.peer_ip))
 
 
+    @defer.inlineCallbacks
+    def test_sender_ownership_passes_through(self) -> None:
+        """The wrapper keeps the inner policy's sender-ownership refusals: MAIL FROM (553) and,
+        with smtp.check_from_header, the From: field after DATA (550)."""
+        from dataclasses import replace
+
+        from cgtwist.core.policy import BasicPolicy
+        from cgtwist.types import Envelope, Route
+
+        class Router:
+            def route(self, address: str, kind: str = "mail") -> Any:
+                return defer.succeed(Route("LOCAL", address, address))
+
+        holder = SettingsHolder(Settings({"protection.returnpath.mode": "off", "protection.spf.mode": "off",
+                                          "smtp.check_from_header": True}))
+        policy = ProtectedPolicy(BasicPolicy(Router(), holder), Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
+                                 holder, Clock())
+        s = replace(session(), account="alice@ours.test")
+        yield policy.connect(s)
+        yield policy.mail_from(s, "alice@ours.test", {})
+        for call, code in [(lambda: policy.mail_from(s, "bob@ours.test", {}), 553),
+                           (lambda: policy.check_message(s, Envelope(sender="alice@ours.test"),
+                                                         b"From: bob@ours.test\r\n\r\nx\r\n"), 550)]:
+            try:
+                yield call()
+            except MailError as e:
+                self.assertEqual((e.code, e.enhanced), (code, "5.7.1"))
+            else:
+                self.fail("foreign sender accepted")
+
+
 class ValidateSettingTests(unittest.TestCase):
     def test_rejects_typos_before_they_are_stored(self) -> None:
         """cgtwist-admin can refuse a bad protection setting with a reason naming the problem."""

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e.harness import BIN, Server, wait_for
+from tests.e2e.harness import BIN, POSTMASTER_PASSWORD, Server, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -302,3 +302,63 @@ def test_trickled_data_is_dropped(server: Server) -> None:
             assert reply.startswith(b"421 4.4.2"), reply
     wait_for(lambda: "DATA deadline exceeded" in server.log_text(), 10, "the deadline's log line")
     assert not any(b"trickled-data-marker" in m for m in server.messages("bob"))
+
+
+def submission(server: Server, tls_context: ssl.SSLContext, user: str, password: str) -> smtplib.SMTP:
+    s = smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=30)
+    s.ehlo("client.test")
+    s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
+    s.starttls(context=tls_context)
+    s.ehlo("client.test")
+    s.login(user, password)
+    return s
+
+
+def test_sender_ownership_on_submission(server: Server, tls_context: ssl.SSLContext) -> None:
+    """RELIABILITY.md #44: alice, authenticated on 587, gets 553 5.7.1 for MAIL FROM bob's
+    address; her own address, her alias and <> pass. An account's smtp.send_as allows more, and
+    postmaster (an administrator) may send as any address of its domain."""
+    server.admin("alias", "add", "ally@example.test", "alice@example.test")
+    with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+        code, text = s.mail("bob@example.test")
+        assert (code, text) == (553, b"5.7.1 <bob@example.test>: Sender address rejected: "
+                                     b"not owned by alice@example.test")
+        code, _ = s.mail("ceo@elsewhere.test")
+        assert code == 553
+        for own in ["alice@example.test", "ally@example.test", ""]:
+            assert s.mail(own)[0] == 250, own
+            s.rset()
+        msg = make_message("ally@example.test", "bob@example.test")
+        s.sendmail("ally@example.test", ["bob@example.test"], msg)
+    find(server, "bob", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    server.admin("settings", "set", "--account", "alice@example.test", "smtp.send_as",
+                 json.dumps("*@lists.example.test"))
+    with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+        assert s.mail("dev@lists.example.test")[0] == 250
+    with submission(server, tls_context, "postmaster@example.test", POSTMASTER_PASSWORD) as s:
+        assert s.mail("bob@example.test")[0] == 250
+        s.rset()
+        assert s.mail("someone@elsewhere.test")[0] == 553
+    assert "sender not owned: peer=127.0.0.1 account=alice@example.test MAIL FROM <bob@example.test>" \
+        in server.log_text()
+
+
+def test_from_header_check(server: Server, tls_context: ssl.SSLContext) -> None:
+    """With smtp.check_from_header on, a message whose From: is not the account's gets 550 5.7.1
+    after DATA and is not delivered; off (the default), only the envelope is checked."""
+    forged = make_message("bob@example.test", "bob@example.test")
+    with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+        s.sendmail("alice@example.test", ["bob@example.test"], forged)  # off: accepted
+    find(server, "bob", forged.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    with settings(server, smtp__check_from_header=True):
+        forged = make_message("bob@example.test", "bob@example.test")
+        with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                s.sendmail("alice@example.test", ["bob@example.test"], forged)
+            assert refused.value.smtp_code == 550
+            assert refused.value.smtp_error.startswith(b"5.7.1 From: header address rejected")
+            mine = make_message("alice@example.test", "bob@example.test")
+            s.sendmail("alice@example.test", ["bob@example.test"], mine)
+        find(server, "bob", mine.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    marker = forged.split(b"Message-ID: ")[1].split(b"\r\n")[0]
+    assert not any(marker in m for m in server.messages("bob"))
