@@ -77,7 +77,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "protection.blacklist.mode": ("nonclients", "off | nonclients | all: blacklisted IPs (at connect) and senders (at MAIL FROM)"),
     "protection.blacklist.ips": ("", "blacklisted IPs (address list): 554 5.7.1 at connect"),
     "protection.blacklist.senders": ("", "blacklisted senders: user@domain, domain (or @domain), *.domain; 550 5.7.1 at MAIL FROM"),
-    "protection.autoblacklist.threshold": (20, "offences (failed AUTHs, protocol-error disconnects) within the window that blacklist an IP temporarily; 0 = off"),
+    "protection.autoblacklist.threshold": (20, "offences (failed AUTHs, disconnects for too many of the client's own 5xx errors, talking before the greeting) within the window that blacklist an IP temporarily (never a Client IP); 0 = off"),
     "protection.autoblacklist.window": (600, "seconds over which offences are counted"),
     "protection.autoblacklist.duration": (1800, "seconds an offender stays blacklisted"),
     "protection.rbl.mode": ("nonclients", "off | nonclients | all: DNSBL check at connect"),
