@@ -234,7 +234,10 @@ class ProtectedPolicy:
             st.connect_results.append(CheckResult("blacklist", SKIPPED, "white-holed"))
             return inner_result
         if self.applies("blacklist", session, client):
-            r = check_ip(ip, self._address_list("protection.blacklist.ips"), self.auto_blacklist, self.clock)
+            # Client IPs are never auto-blacklisted (nor refused for a listing from before
+            # they joined clients.ips): only the administrator's static list applies to them.
+            auto = None if client else self.auto_blacklist
+            r = check_ip(ip, self._address_list("protection.blacklist.ips"), auto, self.clock)
             st.connect_results.append(verdict.add(r))
             if r.outcome == LISTED:
                 # RFC 5321 §3.1: 554 as the greeting means "no SMTP service here" for this peer.

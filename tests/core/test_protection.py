@@ -261,6 +261,24 @@ class ConnectTests(Base):
         self.assertIn("temporarily blacklisted", err.detail)
         self.assertTrue(self.policy.report_offence("198.51.100.10") is False)
 
+    @defer.inlineCallbacks
+    def test_client_ip_never_auto_blacklisted(self) -> None:
+        """A Client IP is never refused by the automatic blacklist, even with the blacklist
+        in mode 'all' and even when it was listed before it joined clients.ips; the static
+        list still applies to it in mode 'all'."""
+        self.set(protection__autoblacklist__threshold=2, protection__blacklist__mode="all",
+                 protection__rbl__mode="off")
+        ip = "198.51.100.20"
+        for _ in range(2):
+            self.policy.report_offence(ip, "errors")
+        yield self.refused(self.policy.connect(session(ip)))
+        self.set(clients__ips=ip)
+        yield self.policy.connect(session(ip, sid="S2"))
+        self.assertFalse(self.policy.report_offence(ip, "errors"))
+        self.set(protection__blacklist__ips=ip)
+        err = yield self.refused(self.policy.connect(session(ip, sid="S3")))
+        self.assertEqual(err.reply(), "554 5.7.1 Access denied")
+
     def test_is_client_ip_and_auth_trust(self) -> None:
         """is_client_ip follows the live clients.ips setting; trusted IPs bypass AUTH caps."""
         self.assertFalse(self.policy.is_client_ip("10.0.0.1"))
