@@ -91,8 +91,10 @@ def header_from_addresses(message: bytes) -> Optional[list[str]]:
                 current.append(line)
             continue
         current = None
-        if line[:5].lower() == b"from:":
-            current = [line[5:]]
+        name, colon, value = line.partition(b":")
+        # RFC 5322 §4.5.3: the obsolete syntax allows blanks before the colon ("From :").
+        if colon and name.rstrip(b" \t").lower() == b"from":
+            current = [value]
             fields.append(current)
     if not fields:
         return []

@@ -152,6 +152,9 @@ class FromHeaderTests(unittest.TestCase):
         policy = self.make()
         two = b"From: alice@company.com\r\nFrom: bob@company.com\r\n\r\nx\r\n"
         self.assertEqual(self.check(policy, two).value.code, 550)
+        obsolete = b"From: alice@company.com\r\nfrom \t: bob@company.com\r\n\r\nx\r\n"
+        self.assertEqual(self.check(policy, obsolete).value.code, 550)
+        self.assertEqual(self.check(policy, b"FROM : bob@company.com\r\n\r\nx\r\n").value.code, 550)
         self.assertEqual(self.check(policy, MESSAGE % b"alice@company.com, bob@company.com").value.code, 550)
 
 
