@@ -91,10 +91,10 @@ def header_from_addresses(message: bytes) -> Optional[list[str]]:
                 current.append(line)
             continue
         current = None
-        name, colon, value = line.partition(b":")
+        name, colon, body = line.partition(b":")
         # RFC 5322 §4.5.3: the obsolete syntax allows blanks before the colon ("From :").
         if colon and name.rstrip(b" \t").lower() == b"from":
-            current = [value]
+            current = [body]
             fields.append(current)
     if not fields:
         return []
