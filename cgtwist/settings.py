@@ -52,6 +52,17 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.workers": (0, "SMTP worker processes that accept on the SMTP listeners (receiving on other CPU cores than delivery); 0 = the server process itself. Connection, penalty and protection counters are then kept per process"),
     "smtp.max_received_headers": (100, "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)"),
     "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
+    # Slow clients (RELIABILITY.md #54): deadlines count progress, not bytes, so a client
+    # trickling one byte every few seconds is dropped (421 4.4.2) where the idle timer is not.
+    "smtp.command_deadline": (60, "seconds a command line may take from its first octet to its CRLF; slower: 421 4.4.2; 0 = none"),
+    "smtp.data_deadline": (600, "seconds DATA may take, plus smtp.data_min_rate's allowance for the octets sent; slower: 421 4.4.2 and the message is discarded; 0 = none"),
+    "smtp.data_min_rate": (1024, "octets per second that earn DATA more time: n octets may take smtp.data_deadline + n / rate seconds; 0 = a fixed smtp.data_deadline"),
+    "smtp.session_deadline": (3600, "seconds one SMTP connection may last; then 421 4.4.2 after the reply being worked on (a message in DATA is finished first); 0 = none"),
+    "smtp.greeting_delay": (0, "seconds the 220 banner waits for clients that are not Client IPs on non-submission listeners; input before the banner: 554 and close (Postfix pregreet test); 0 = off, 2 suggested"),
+    # Sender addresses of authenticated sessions (RELIABILITY.md #44; cgtwist.core.senders)
+    "smtp.restrict_sender": (True, "an authenticated session's MAIL FROM must be its own address, an alias or Router address that routes to it, a smtp.send_as entry, or (accounts with the admin flag) any address of its domain; else 553 5.7.1; <> is always allowed"),
+    "smtp.check_from_header": (False, "authenticated sessions: every From: header address must pass the smtp.restrict_sender rule, else 550 5.7.1 after DATA"),
+    "smtp.send_as": ("", "addresses authenticated accounts may also send as: user@domain or a pattern with * (e.g. *@lists.example.com), one per line or comma; set on the server (every account) or on an account (cgtwist-admin settings set --account)"),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)
     "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
@@ -66,7 +77,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "protection.blacklist.mode": ("nonclients", "off | nonclients | all: blacklisted IPs (at connect) and senders (at MAIL FROM)"),
     "protection.blacklist.ips": ("", "blacklisted IPs (address list): 554 5.7.1 at connect"),
     "protection.blacklist.senders": ("", "blacklisted senders: user@domain, domain (or @domain), *.domain; 550 5.7.1 at MAIL FROM"),
-    "protection.autoblacklist.threshold": (20, "offences (failed AUTHs, protocol-error disconnects) within the window that blacklist an IP temporarily; 0 = off"),
+    "protection.autoblacklist.threshold": (20, "offences (failed AUTHs, disconnects for too many of the client's own 5xx errors, talking before the greeting) within the window that blacklist an IP temporarily (never a Client IP); 0 = off"),
     "protection.autoblacklist.window": (600, "seconds over which offences are counted"),
     "protection.autoblacklist.duration": (1800, "seconds an offender stays blacklisted"),
     "protection.rbl.mode": ("nonclients", "off | nonclients | all: DNSBL check at connect"),

@@ -1,4 +1,5 @@
-"""Validation of the receiving-protection, AUTH-penalty and Router settings before they are stored.
+"""Validation of the receiving-protection, AUTH-penalty, send-as and Router settings before they
+are stored.
 
 Pure: no I/O, no twisted. ``cgtwist.settings.validate`` calls ``validate`` for every key, so
 ``cgtwist-admin settings set`` (server, domain or account level) refuses a value the running
@@ -64,6 +65,20 @@ def _sender_list(key: str, value: Any) -> None:
             item = item.strip()
             if item and not _SENDER_ITEM.match(item):
                 raise ValueError(f"{key}: line {no}: not an address, domain, @domain or *.domain: {item!r}")
+
+
+# smtp.send_as: an address, or a pattern with * (cgtwist.core.senders.wildcard_match).
+_SEND_AS_ITEM = re.compile(r"^[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+@[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+$")
+MAX_SEND_AS = 1000
+
+
+def _send_as(key: str, value: Any) -> None:
+    items = [item.strip() for line in _lines(value, key) for item in line.split(",") if item.strip()]
+    if len(items) > MAX_SEND_AS:
+        raise ValueError(f"{key}: at most {MAX_SEND_AS} addresses or patterns")
+    for item in items:
+        if len(item) > 320 or not _SEND_AS_ITEM.match(item):
+            raise ValueError(f"{key}: not an address or pattern such as *@example.com: {item!r}")
 
 
 def _mode_map(key: str, value: Any) -> None:
@@ -154,6 +169,8 @@ def validate(key: str, value: Any) -> Any:
         _positive_number(key, value)
     elif key == "auth.fail_delays":
         _delays(key, value)
+    elif key == "smtp.send_as":
+        _send_as(key, value)
     elif key == "router.table":
         _router_table(key, value)
     return value

@@ -4,8 +4,11 @@ Owns only the spine's decisions (COMMUNIGATE.md a.6, step 4): a recipient is acc
 Router sends it somewhere local (LOCAL, PIPE, LIST, NULL), refused with the route's text when the
 Router says ERROR, and accepted for a remote (SMTP) route only from a Client IP, a ``Relay:``
 record, or an authenticated account whose effective services (account and domain) include
-``relay`` and, away from the Client IPs, ``roaming`` (COMMUNIGATE.md a.6). Every other hook accepts. Protection checks (RBL, SPF,
-callbacks) wrap this object and delegate to it; it never does DNS or I/O itself.
+``relay`` and, away from the Client IPs, ``roaming`` (COMMUNIGATE.md a.6). An authenticated
+session's MAIL FROM (and, with ``smtp.check_from_header``, its From: field) must be an address
+the account owns (cgtwist.core.senders): 553 5.7.1, or 550 5.7.1 after DATA. Every other hook
+accepts. Protection checks (RBL, SPF, callbacks) wrap this object and delegate to it; it never
+does DNS or I/O itself.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.core.routing import route_error
+from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IAccountStore, IPolicy, IRouter
 from cgtwist.logs import Logger
@@ -39,6 +43,7 @@ class BasicPolicy:
         # Where an account's services come from. Without one (unit tests with a bare router),
         # the router's own store is used if it has one, else every authenticated user may relay.
         self.accounts: Any = accounts if accounts is not None else getattr(router, "store", None)
+        self.senders = SenderRule(router, self.accounts, settings)
 
     def connect(self, session: SessionInfo) -> defer.Deferred[Optional[SessionInfo]]:
         return defer.succeed(None)
@@ -47,7 +52,46 @@ class BasicPolicy:
         return defer.succeed(None)
 
     def mail_from(self, session: SessionInfo, sender: str, params: Mapping[str, str]) -> defer.Deferred[None]:
-        return defer.succeed(None)
+        # The null sender stays allowed: DSNs (RFC 5321 §4.5.5).
+        if not session.account or not sender or not self.settings.current["smtp.restrict_sender"]:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self._owned(session, sender, "MAIL FROM"))
+
+    def check_message(self, session: SessionInfo, envelope: Envelope, message: bytes) -> defer.Deferred[None]:
+        """After DATA, before the message is queued: the From: check (``smtp.check_from_header``)."""
+        if not session.account or not self.settings.current["smtp.check_from_header"]:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self._from_owned(session, message))
+
+    async def _from_owned(self, session: SessionInfo, message: bytes) -> None:
+        addresses = header_from_addresses(message)
+        if addresses is None:
+            self.log.info("message refused: From: field unreadable: peer={peer} account={account}",
+                          peer=session.peer_ip, account=session.account)
+            raise MailError(550, "5.7.1", "Message refused: the From: header field cannot be checked")
+        for address in addresses:
+            await self._owned(session, address, "From:")
+
+    async def _owned(self, session: SessionInfo, address: str, where: str) -> None:
+        """Return if the session's account owns ``address``, else raise the refusal."""
+        account = session.account or ""
+        try:
+            reason = await self.senders.refusal(account, address)
+        except MailError as e:
+            if e.temporary:  # the Router or the store cannot answer now
+                raise MailError(451, "4.3.0", "Temporary local problem, try again later", e.detail) from None
+            reason = f"unroutable ({e.enhanced} {e.text})"
+        except Exception:
+            self.log.failure("sender check: {account} as {address} failed", account=account, address=address)
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        if not reason:
+            return
+        self.log.info("sender not owned: peer={peer} account={account} {where} <{address}> reason={reason}",
+                      peer=session.peer_ip, account=account, where=where, address=address, reason=reason)
+        if where == "From:":
+            raise MailError(550, "5.7.1", f"From: header address rejected: not owned by {account}")
+        # RFC 5321 §4.2.2 553: mailbox name not allowed; RFC 3463 5.7.1: delivery not authorized.
+        raise MailError(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by {account}")
 
     def rcpt_to(
         self, session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]

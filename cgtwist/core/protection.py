@@ -234,7 +234,10 @@ class ProtectedPolicy:
             st.connect_results.append(CheckResult("blacklist", SKIPPED, "white-holed"))
             return inner_result
         if self.applies("blacklist", session, client):
-            r = check_ip(ip, self._address_list("protection.blacklist.ips"), self.auto_blacklist, self.clock)
+            # Client IPs are never auto-blacklisted (nor refused for a listing from before
+            # they joined clients.ips): only the administrator's static list applies to them.
+            auto = None if client else self.auto_blacklist
+            r = check_ip(ip, self._address_list("protection.blacklist.ips"), auto, self.clock)
             st.connect_results.append(verdict.add(r))
             if r.outcome == LISTED:
                 # RFC 5321 §3.1: 554 as the greeting means "no SMTP service here" for this peer.
@@ -335,6 +338,13 @@ class ProtectedPolicy:
     def rcpt_to(self, session: SessionInfo, sender: str, recipient: str,
                 params: Mapping[str, str]) -> defer.Deferred[str]:
         return defer.maybeDeferred(self.inner.rcpt_to, session, sender, recipient, params)
+
+    def check_message(self, session: SessionInfo, envelope: Envelope, message: bytes) -> defer.Deferred[None]:
+        """The inner policy's check of the message itself (the From: check), when it has one."""
+        check = getattr(self.inner, "check_message", None)
+        if check is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(check, session, envelope, message)
 
     def trace_headers(self, session: SessionInfo, envelope: Envelope) -> defer.Deferred[list[bytes]]:
         """Received-SPF and Authentication-Results (when SPF is tagged), then the inner headers.

@@ -196,11 +196,13 @@ class CgSMTP(AuthCommands):
             max_received=int(self._setting("smtp.max_received_headers")),
         )
         self._set_timeout("smtp.data_timeout")
+        self._arm_data_deadline()
         self._send("354 End data with <CR><LF>.<CR><LF>")
 
     def _end_of_data(self) -> None:
         reader, self._reader = self._reader, None
         assert reader is not None and self.session is not None
+        self._deadlines.cancel("data")
         self._set_timeout("smtp.idle_timeout")
         session, sender, recipients = self.session, self._sender or "", self._recipients
         params = self._mail_params
@@ -259,7 +261,15 @@ class CgSMTP(AuthCommands):
                 reply=err.reply())
             self._reply_error(err)
 
-        d = defer.maybeDeferred(self.factory.policy.trace_headers, session, envelope)
+        # A policy may look at the message before it is queued (the From: check); then the
+        # trace headers it wants added.
+        check = getattr(self.factory.policy, "check_message", None)
+        policy = self.factory.policy
+        if check is not None:
+            d = defer.maybeDeferred(check, session, envelope, result)
+            d.addCallback(lambda _: policy.trace_headers(session, envelope))
+        else:
+            d = defer.maybeDeferred(policy.trace_headers, session, envelope)
         self._start(d.addCallback(assemble).addCallbacks(accepted, failed))
 
     def smtp_rset(self, arg: bytes) -> None:
@@ -313,9 +323,11 @@ class SMTPFactory(ServerFactory, SessionDrain):
     ``penalty`` is the shared AUTH penalty (cgtwist.checks.authpenalty.AuthPenalty); without
     one the factory keeps its own AuthPenalty on its clock and settings.
 
-    When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)`` or
-    ``report_offence(ip, kind)`` (the protection policy does), they are called at connect,
-    at disconnect and when a client is cut off for too many errors.
+    When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)``,
+    ``report_offence(ip, kind)`` or ``check_message(session, envelope, message)`` (the
+    protection and basic policies do), they are called at connect, at disconnect, when a
+    client is cut off for too many errors or talked before the greeting, and after DATA
+    before the message is queued.
     """
 
     protocol = CgSMTP  # type: ignore[assignment]

@@ -4,7 +4,9 @@ Owns everything between bytes and commands for one SMTP connection: the greeting
 connect policy, line splitting with the command-length limit and no unbounded buffering,
 dispatch of commands strictly one at a time (reading pauses while a reply is outstanding, so
 pipelined replies keep their order: RFC 2920, twisted #8126), DATA bytes into the DataReader,
-the error limit, idle/DATA/TLS-handshake timeouts on the passed-in clock, and TLS detection.
+the error limit, the greeting pause and its early talkers, idle/DATA/TLS-handshake timeouts and
+the command-line, DATA and session deadlines (cgtwist.protocols.deadlines) on the passed-in
+clock, and TLS detection.
 The commands themselves live in cgtwist.protocols.smtp (and AUTH in smtp_auth).
 """
 
@@ -22,6 +24,7 @@ from zope.interface import implementer
 
 from cgtwist.errors import MailError
 from cgtwist.logs import Logger
+from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp_data import DataReader
 from cgtwist.types import Recipient, SessionInfo
@@ -84,7 +87,11 @@ class SMTPWire(ESMTP):
         self._esmtp = False
         self._errors = 0
         self._handshake_timer: Any = None  # IDelayedCall
-        self._shutting_down = False
+        # greeting pause, command line, DATA and session deadlines (smtp.*_deadline settings)
+        self._deadlines = Deadlines(factory.clock)
+        self._data_started = 0.0
+        self._shutting_down = False  # say _goodbye after the reply being worked on, then close
+        self._goodbye = ""
         self._reader: Optional[DataReader] = None
         self._reset_transaction()
 
@@ -135,6 +142,8 @@ class SMTPWire(ESMTP):
         if self._tls:
             self._arm_handshake_timer()
         self._set_timeout("smtp.idle_timeout")
+        self._deadlines.arm("session", float(self._setting("smtp.session_deadline")),
+                            self._session_expired)
         self._start(defer.maybeDeferred(self.factory.policy.connect, self.session)
                     .addCallbacks(self._connect_ok, self._connect_refused))
 
@@ -142,14 +151,30 @@ class SMTPWire(ESMTP):
         if isinstance(result, SessionInfo):
             self.session = result
         if self._early_talker:
-            # RFC 5321 §3.1: the client must wait for the greeting (Postfix "pregreet").
-            self.log.info("pregreet traffic from peer={peer}", peer=self._peer())
-            self._send("554 5.5.1 Protocol error: talked before the greeting")
-            self._close()
+            self._pregreet()
+            return
+        delay = float(self._setting("smtp.greeting_delay"))
+        client = self.session is not None and self.session.is_client_ip
+        if delay > 0 and not client and not self.factory.listener.submission:
+            # Postfix postscreen's greet test: a bot that does not wait for the banner talks
+            # into the pause. A timer, never a sleep: the reactor serves others meanwhile.
+            self._deadlines.arm("greeting", delay, self._greet)
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        if self._closed:
             return
         self._greeted = True
         # RFC 2034 §3: no enhanced code on the greeting.
         self._send(f"220 {self.factory.hostname} ESMTP cgtwist")
+
+    def _pregreet(self) -> None:
+        # RFC 5321 §3.1: the client must wait for the greeting (Postfix "pregreet").
+        self.log.info("pregreet traffic from peer={peer}", peer=self._peer())
+        self._policy_hook("report_offence", self._peer(), "pregreet")
+        self._send("554 5.5.1 Protocol error: talked before the greeting")
+        self._close()
 
     def _connect_refused(self, f: Failure) -> None:
         err = self._error_of(f, "connect")
@@ -202,6 +227,7 @@ class SMTPWire(ESMTP):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closed = True
         self.setTimeout(None)
+        self._deadlines.cancel_all()
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._handshake_timer = None
@@ -214,11 +240,52 @@ class SMTPWire(ESMTP):
         self._reader = None
 
     def timeoutConnection(self) -> None:
+        self._timed_out("idle timeout")
+
+    def _timed_out(self, what: str) -> None:
+        """Drop the connection for a timeout or deadline; a message in DATA is discarded."""
         # RFC 5321 §4.5.3.2.7; §3.8: a server closing on timeout should say 421 first.
-        self.log.info("idle timeout: peer={peer}", peer=self._peer())
+        self.log.info("{what}: peer={peer}", what=what, peer=self._peer())
         self._reader = None
         self._send(f"421 4.4.2 {self.factory.hostname} Error: timeout exceeded")
         self._close()
+
+    # -- deadlines: progress, not mere bytes (a byte every few seconds resets an idle timer) --
+
+    def _watch_line(self) -> None:
+        """A command line has ``smtp.command_deadline`` seconds from its first byte to its
+        CRLF. Armed while part of a line waits for the rest and the server is not busy (bytes
+        waiting behind an outstanding reply are ours to handle, not the client's)."""
+        if self._closed or self._busy or self._reader is not None or not (self._buf or self._discarding):
+            if self._deadlines.armed("line"):
+                self._deadlines.cancel("line")
+        elif not self._deadlines.armed("line"):
+            self._deadlines.arm("line", float(self._setting("smtp.command_deadline")),
+                                lambda: self._timed_out("command deadline exceeded"))
+
+    def _arm_data_deadline(self) -> None:
+        """DATA may take ``smtp.data_deadline`` seconds plus the time its octets take at
+        ``smtp.data_min_rate`` (a large message on a slow link gets through; a trickle not)."""
+        self._data_started = self.factory.clock.seconds()
+        self._deadlines.arm("data", float(self._setting("smtp.data_deadline")), self._data_deadline)
+
+    def _data_deadline(self) -> None:
+        reader = self._reader
+        if reader is None:
+            return
+        allowed = transfer_allowance(float(self._setting("smtp.data_deadline")),
+                                     float(self._setting("smtp.data_min_rate")), reader.size)
+        left = self._data_started + allowed - self.factory.clock.seconds()
+        if left >= 1.0:  # the octets so far earned more time: look again then
+            self._deadlines.arm("data", left, self._data_deadline)
+            return
+        self._timed_out(f"DATA deadline exceeded after {reader.size} octets")
+
+    def _session_expired(self) -> None:
+        """``smtp.session_deadline``: 421 now, or after the reply being worked on (a message
+        in DATA is read to its end, under its own deadline, and submitted first)."""
+        self.log.info("session deadline exceeded: peer={peer}", peer=self._peer())
+        self._close_after_reply(f"421 4.4.2 {self.factory.hostname} Error: session time limit exceeded")
 
     def _policy_hook(self, name: str, *args: Any) -> Any:
         """Call an optional extra of the policy (the protection policy has them); never raise."""
@@ -237,13 +304,18 @@ class SMTPWire(ESMTP):
     def shutdown(self) -> None:
         """Server stopping: 421 now when idle, else right after the reply being worked on
         (a message in DATA is read to its end and submitted first)."""
-        self._shutting_down = True
+        # RFC 5321 §3.8: 421 when the service must shut down.
+        self._close_after_reply(f"421 4.3.2 {self.factory.hostname} Service shutting down")
+
+    def _close_after_reply(self, goodbye: str) -> None:
+        if self._shutting_down:
+            return  # the first reason given is the one the client hears
+        self._shutting_down, self._goodbye = True, goodbye
         if not self._busy and self._reader is None and not self._closed:
             self._shutdown_now()
 
     def _shutdown_now(self) -> None:
-        # RFC 5321 §3.8: 421 when the service must shut down.
-        self._send(f"421 4.3.2 {self.factory.hostname} Service shutting down")
+        self._send(self._goodbye)
         self._close()
 
     def _close(self) -> None:
@@ -270,8 +342,16 @@ class SMTPWire(ESMTP):
                       .encode("ascii", "replace"))
 
     def _reply(self, code: int, enhanced: str, text: str) -> None:
-        """One reply with its RFC 3463 enhanced code; 4xx/5xx count towards the error limit."""
-        if code >= 400 and code not in (421, 535):
+        """One reply with its RFC 3463 enhanced code; the client's errors count towards the
+        error limit.
+
+        Only 5xx replies count: bad syntax, bad sequence, refused senders and recipients
+        (unknown users: a harvest runs into ``smtp.max_errors``). A 4xx is the server's own
+        temporary state (452 4.3.1 disk nearly full, 451 local problem, 454 TLS unavailable,
+        452 4.5.3 recipient limit) and never makes us drop, let alone auto-blacklist, a client
+        that did nothing wrong. 535 has its own budget (``auth.max_failures``).
+        """
+        if code >= 500 and code != 535:
             self._errors += 1
         if code in _PROTOCOL_ERRORS:
             self.log.info("protocol error: peer={peer} reply={code} {enhanced} {text}",
@@ -296,7 +376,10 @@ class SMTPWire(ESMTP):
         self.resetTimeout()
         if not self._greeted:
             self._early_talker = True
-            return
+            if self._deadlines.armed("greeting"):  # talked into the greeting pause
+                self._deadlines.cancel("greeting")
+                self._pregreet()
+            return  # else the connect policy is still at work: _connect_ok answers
         if self._reader is not None and not self._busy:
             rest = self._reader.feed(data)
             if rest is None:
@@ -385,6 +468,7 @@ class SMTPWire(ESMTP):
             self._in_loop = False
             if self._pos:
                 self._buf, self._pos = self._buf[self._pos :], 0
+            self._watch_line()
 
     def _too_long(self) -> None:
         # RFC 5321 §4.5.3.1.4: command line limit; answer and keep the connection.

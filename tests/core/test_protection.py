@@ -261,6 +261,24 @@ class ConnectTests(Base):
         self.assertIn("temporarily blacklisted", err.detail)
         self.assertTrue(self.policy.report_offence("198.51.100.10") is False)
 
+    @defer.inlineCallbacks
+    def test_client_ip_never_auto_blacklisted(self) -> None:
+        """A Client IP is never refused by the automatic blacklist, even with the blacklist
+        in mode 'all' and even when it was listed before it joined clients.ips; the static
+        list still applies to it in mode 'all'."""
+        self.set(protection__autoblacklist__threshold=2, protection__blacklist__mode="all",
+                 protection__rbl__mode="off")
+        ip = "198.51.100.20"
+        for _ in range(2):
+            self.policy.report_offence(ip, "errors")
+        yield self.refused(self.policy.connect(session(ip)))
+        self.set(clients__ips=ip)
+        yield self.policy.connect(session(ip, sid="S2"))
+        self.assertFalse(self.policy.report_offence(ip, "errors"))
+        self.set(protection__blacklist__ips=ip)
+        err = yield self.refused(self.policy.connect(session(ip, sid="S3")))
+        self.assertEqual(err.reply(), "554 5.7.1 Access denied")
+
     def test_is_client_ip_and_auth_trust(self) -> None:
         """is_client_ip follows the live clients.ips setting; trusted IPs bypass AUTH caps."""
         self.assertFalse(self.policy.is_client_ip("10.0.0.1"))
@@ -389,6 +407,37 @@ class WrapsBasicPolicyTests(unittest.TestCase):
             self.fail("relay accepted")
         holder.replace(Settings({"clients.ips": "192.0.2.0/24"}))
         self.assertTrue(policy.is_client_ip(s.peer_ip))
+
+
+    @defer.inlineCallbacks
+    def test_sender_ownership_passes_through(self) -> None:
+        """The wrapper keeps the inner policy's sender-ownership refusals: MAIL FROM (553) and,
+        with smtp.check_from_header, the From: field after DATA (550)."""
+        from dataclasses import replace
+
+        from cgtwist.core.policy import BasicPolicy
+        from cgtwist.types import Envelope, Route
+
+        class Router:
+            def route(self, address: str, kind: str = "mail") -> Any:
+                return defer.succeed(Route("LOCAL", address, address))
+
+        holder = SettingsHolder(Settings({"protection.returnpath.mode": "off", "protection.spf.mode": "off",
+                                          "smtp.check_from_header": True}))
+        policy = ProtectedPolicy(BasicPolicy(Router(), holder), Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
+                                 holder, Clock())
+        s = replace(session(), account="alice@ours.test")
+        yield policy.connect(s)
+        yield policy.mail_from(s, "alice@ours.test", {})
+        for call, code in [(lambda: policy.mail_from(s, "bob@ours.test", {}), 553),
+                           (lambda: policy.check_message(s, Envelope(sender="alice@ours.test"),
+                                                         b"From: bob@ours.test\r\n\r\nx\r\n"), 550)]:
+            try:
+                yield call()
+            except MailError as e:
+                self.assertEqual((e.code, e.enhanced), (code, "5.7.1"))
+            else:
+                self.fail("foreign sender accepted")
 
 
 class ValidateSettingTests(unittest.TestCase):

@@ -135,6 +135,14 @@ def read_reply(sock: socket.socket) -> bytes:
             return buf
 
 
+def until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    out = b""
+    while chunk := sock.recv(4096):
+        out += chunk
+    return out
+
+
 def greeting(server: Server, source: str = "127.0.0.1", port: Optional[int] = None) -> bytes:
     with raw_connect(server, source, port) as sock:
         return read_reply(sock)
@@ -383,10 +391,10 @@ def test_reverse_connect(server: Server, sink: Sink) -> None:
             with smtp(server) as s:
                 code, text = s.mail("slower@rc-stall.test")
                 assert (code, text[:5]) == (451, b"4.1.7"), (code, text)
-        with smtp(server, submission=True) as s:
+        with settings(server, smtp__send_as="other@rc-bad.test"), smtp(server, submission=True) as s:
             starttls(server, s)
             s.login("alice@example.test", "alice-secret")
-            assert s.mail("other@rc-bad.test")[0] == 250
+            assert s.mail("other@rc-bad.test")[0] == 250  # alice may send as it (smtp.send_as)
         assert ("", "other@rc-bad.test") not in sink.rcpts()
     assert "protection refused: check=reverse-connect" in server.log_text()
 
@@ -502,6 +510,47 @@ def test_auto_blacklist_expires(server: Server) -> None:
             starttls(server, s)
             assert auth_plain(s, "alice@example.test", "alice-secret")[0] == 235
     assert re.search(r"auto-blacklisted ip=127\.0\.0\.11\b", server.log_text())
+
+
+def test_full_disk_does_not_blacklist_the_client(server: Server) -> None:
+    """The server's own 452 4.3.1 (disk nearly full) is not the client's error: however many
+    a client gets, it is never cut off with 421 nor auto-blacklisted, and once there is space
+    again its mail goes through. A client that sends junk still is (Client IPs never)."""
+    ip = "127.0.0.21"
+    with settings(server, smtp__max_errors=3, protection__autoblacklist__threshold=2,
+                  protection__autoblacklist__duration=1800):
+        # More free space than the disk has: every MAIL FROM finds the disk "nearly full".
+        with settings(server, smtp__max_message_size=10**15):
+            for _session in range(3):
+                with smtp(server, source=ip) as s:
+                    for _ in range(5):
+                        code, text = s.mail("someone@elsewhere.test")
+                        assert (code, text[:5]) == (452, b"4.3.1"), (code, text)
+                        s.rset()
+                    assert s.noop()[0] == 250
+        assert greeting(server, source=ip).startswith(b"220 ")
+        marker = "full-disk-then-free"
+        with smtp(server, source=ip) as s:
+            s.sendmail("someone@elsewhere.test", ["alice@example.test"], message("someone@elsewhere.test", marker))
+        wait_for(lambda: any(marker.encode() in m for m in server.messages("alice")), 30,
+                 "the message sent once there is space")
+        # The client's own errors still count: junk twice -> auto-blacklisted ...
+        junk = "127.0.0.22"
+        for _ in range(2):
+            with raw_connect(server, junk) as sock:
+                read_reply(sock)
+                sock.sendall(b"FOO\r\nBAR\r\nBAZ\r\n")
+                assert b"421 4.7.0" in until_closed(sock)
+        assert greeting(server, source=junk).startswith(b"554 5.7.1")
+        # ... but never a Client IP.
+        client = "127.0.0.23"
+        with settings(server, clients__ips=client):
+            for _ in range(3):
+                with raw_connect(server, client) as sock:
+                    read_reply(sock)
+                    sock.sendall(b"FOO\r\nBAR\r\nBAZ\r\n")
+                    assert b"421 4.7.0" in until_closed(sock)
+            assert greeting(server, source=client).startswith(b"220 ")
 
 
 # -- Static blacklists, changed at run time ----------------------------------------------------

@@ -6,14 +6,19 @@ up byte-exact, plus trace headers, in the recipient's Maildir.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import smtplib
+import socket
 import ssl
 import subprocess
+import time
 import uuid
+from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e.harness import BIN, Server
+from tests.e2e.harness import BIN, POSTMASTER_PASSWORD, Server, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -198,3 +203,162 @@ def test_dsn_success_notification(server: Server, tls_context: ssl.SSLContext) -
     text = report.decode(errors="replace")
     assert "Action: delivered" in text
     assert "env-42" in text
+
+
+@contextlib.contextmanager
+def settings(server: Server, **values: Any) -> Iterator[None]:
+    """Set dynamic settings (dots spelled ``__``) with the CLI for the block, then unset them."""
+    keys = [k.replace("__", ".") for k in values]
+    for key, value in zip(keys, values.values(), strict=True):
+        server.admin("settings", "set", key, json.dumps(value))
+    try:
+        yield
+    finally:
+        for key in keys:
+            server.admin("settings", "unset", key)
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    out = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_early_talker_gets_554(server: Server) -> None:
+    """With a greeting pause, a client that talks before the banner (a bot) gets 554 and is
+    closed without any of its commands answered; a patient client gets the banner after the
+    pause and sends as usual."""
+    with settings(server, smtp__greeting_delay=2):
+        with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30) as sock:
+            sock.sendall(b"EHLO bot.example\r\nMAIL FROM:<bot@elsewhere.test>\r\n"
+                         b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+            assert read_all(sock) == b"554 5.5.1 Protocol error: talked before the greeting\r\n"
+        msg = make_message("someone@elsewhere.test", "alice@example.test")
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+            s.ehlo("client.elsewhere.test")
+            s.sendmail("someone@elsewhere.test", ["alice@example.test"], msg)
+        find(server, "alice", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    assert "pregreet traffic from peer=127.0.0.1" in server.log_text()
+
+
+def test_trickling_client_is_dropped(server: Server) -> None:
+    """A client trickling a command line byte by byte (each byte well within the idle timeout)
+    is dropped at the command deadline with 421 4.4.2; a normal client is served meanwhile."""
+    with settings(server, smtp__command_deadline=2, smtp__idle_timeout=30):
+        with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30) as sock:
+            assert sock.recv(4096).startswith(b"220 ")
+            sock.settimeout(0.4)  # the trickle's pace: one byte per 0.4 s unless the server speaks
+            reply = b""
+            started = time.monotonic()
+            for byte in b"EHLO trickle.elsewhere.test and on and on and on and on and on":
+                try:
+                    sock.sendall(bytes([byte]))
+                    reply = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if reply:
+                    break
+            assert reply.startswith(b"421 4.4.2"), reply
+            assert time.monotonic() - started < 20
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+            assert s.noop()[0] == 250
+    wait_for(lambda: "command deadline exceeded: peer=127.0.0.1" in server.log_text(), 10,
+             "the deadline's log line")
+
+
+def test_trickled_data_is_dropped(server: Server) -> None:
+    """DATA trickled at a few octets a second is cut at the DATA deadline (421 4.4.2) and
+    nothing is delivered."""
+    with settings(server, smtp__data_deadline=2, smtp__data_min_rate=1000, smtp__data_timeout=30):
+        with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30) as sock:
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"220 ")
+            sock.sendall(b"HELO trickle.elsewhere.test\r\n")
+            assert f.readline().startswith(b"250 ")
+            sock.sendall(b"MAIL FROM:<someone@elsewhere.test>\r\n")
+            assert f.readline().startswith(b"250 ")
+            sock.sendall(b"RCPT TO:<bob@example.test>\r\n")
+            assert f.readline().startswith(b"250 ")
+            sock.sendall(b"DATA\r\n")
+            assert f.readline().startswith(b"354 ")
+            sock.settimeout(0.4)
+            reply = b""
+            for _ in range(50):
+                try:
+                    sock.sendall(b"Subject: trickled-data-marker\r\n")
+                    reply = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if reply:
+                    break
+            assert reply.startswith(b"421 4.4.2"), reply
+    wait_for(lambda: "DATA deadline exceeded" in server.log_text(), 10, "the deadline's log line")
+    assert not any(b"trickled-data-marker" in m for m in server.messages("bob"))
+
+
+def submission(server: Server, tls_context: ssl.SSLContext, user: str, password: str) -> smtplib.SMTP:
+    s = smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=30)
+    s.ehlo("client.test")
+    s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
+    s.starttls(context=tls_context)
+    s.ehlo("client.test")
+    s.login(user, password)
+    return s
+
+
+def test_sender_ownership_on_submission(server: Server, tls_context: ssl.SSLContext) -> None:
+    """RELIABILITY.md #44: alice, authenticated on 587, gets 553 5.7.1 for MAIL FROM bob's
+    address; her own address, her alias and <> pass. An account's smtp.send_as allows more, and
+    postmaster (an administrator) may send as any address of its domain."""
+    server.admin("alias", "add", "ally@example.test", "alice@example.test")
+    with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+        code, text = s.mail("bob@example.test")
+        assert (code, text) == (553, b"5.7.1 <bob@example.test>: Sender address rejected: "
+                                     b"not owned by alice@example.test")
+        code, _ = s.mail("ceo@elsewhere.test")
+        assert code == 553
+        for own in ["alice@example.test", "ally@example.test", ""]:
+            assert s.mail(own)[0] == 250, own
+            s.rset()
+        msg = make_message("ally@example.test", "bob@example.test")
+        s.sendmail("ally@example.test", ["bob@example.test"], msg)
+    find(server, "bob", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    server.admin("settings", "set", "--account", "alice@example.test", "smtp.send_as",
+                 json.dumps("*@lists.example.test"))
+    with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+        assert s.mail("dev@lists.example.test")[0] == 250
+    with submission(server, tls_context, "postmaster@example.test", POSTMASTER_PASSWORD) as s:
+        assert s.mail("bob@example.test")[0] == 250
+        s.rset()
+        assert s.mail("someone@elsewhere.test")[0] == 553
+    assert "sender not owned: peer=127.0.0.1 account=alice@example.test MAIL FROM <bob@example.test>" \
+        in server.log_text()
+
+
+def test_from_header_check(server: Server, tls_context: ssl.SSLContext) -> None:
+    """With smtp.check_from_header on, a message whose From: is not the account's gets 550 5.7.1
+    after DATA and is not delivered; off (the default), only the envelope is checked."""
+    forged = make_message("bob@example.test", "bob@example.test")
+    with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+        s.sendmail("alice@example.test", ["bob@example.test"], forged)  # off: accepted
+    find(server, "bob", forged.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    with settings(server, smtp__check_from_header=True):
+        forged = make_message("bob@example.test", "bob@example.test")
+        with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                s.sendmail("alice@example.test", ["bob@example.test"], forged)
+            assert refused.value.smtp_code == 550
+            assert refused.value.smtp_error.startswith(b"5.7.1 From: header address rejected")
+            mine = make_message("alice@example.test", "bob@example.test")
+            s.sendmail("alice@example.test", ["bob@example.test"], mine)
+        find(server, "bob", mine.split(b"Message-ID: ")[1].split(b"\r\n")[0])
+    marker = forged.split(b"Message-ID: ")[1].split(b"\r\n")[0]
+    assert not any(marker in m for m in server.messages("bob"))

@@ -532,6 +532,43 @@ class CapacityTests(unittest.TestCase):
         self.assertEqual(h.cmd("QUIT"), ["221 2.0.0 Bye"])
 
 
+    def test_full_spool_is_not_the_clients_error(self) -> None:
+        """The server's own 452 4.3.1 (disk nearly full) never counts towards the error limit:
+        a client retrying MAIL FROM is not cut off with 421 nor reported as an offender, and
+        once space is free again its message goes through on the same connection."""
+        from twisted.internet import defer
+
+        offences: list[str] = []
+        h = Harness(overrides={"smtp.max_errors": 3})
+        h.policy.report_offence = lambda ip, kind: offences.append(kind)  # type: ignore[attr-defined]
+        full = [True]
+
+        def check_capacity(size: int) -> defer.Deferred[None]:
+            if full[0]:
+                return defer.fail(MailError(452, "4.3.1", "Insufficient system storage"))
+            return defer.succeed(None)
+
+        h.submission.check_capacity = check_capacity  # type: ignore[attr-defined]
+        h.cmd("EHLO c.example")
+        for _ in range(10):
+            self.assertEqual(h.cmd("MAIL FROM:<a@b.example>"), ["452 4.3.1 Insufficient system storage"])
+        self.assertFalse(h.closed)
+        self.assertEqual(offences, [])
+        full[0] = False
+        self.assertEqual(h.transaction()[-1][:9], "250 2.0.0")
+
+    def test_client_errors_still_count(self) -> None:
+        """Unknown recipients (5xx) are the client's errors: a harvest hits the limit."""
+        h = Harness(overrides={"smtp.max_errors": 3})
+        for i in range(3):
+            h.policy.refuse[f"rcpt:u{i}@example.com"] = MailError(550, "5.1.1", "Unknown user")
+        h.cmd("EHLO c.example")
+        h.cmd("MAIL FROM:<a@b.example>")
+        out = h.send(b"RCPT TO:<u0@example.com>\r\nRCPT TO:<u1@example.com>\r\nRCPT TO:<u2@example.com>\r\n")
+        self.assertEqual(out[-1], "421 4.7.0 mx.example.com Error: too many errors")
+        self.assertTrue(h.closed)
+
+
 class ShutdownTests(unittest.TestCase):
     def test_graceful_shutdown(self) -> None:
         """On stop, idle clients get 421 at once, a message in DATA is finished and accepted

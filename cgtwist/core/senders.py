@@ -1,0 +1,150 @@
+"""Sender ownership: which addresses an authenticated account may send as (MAIL FROM, From:).
+
+Owns the rule (RELIABILITY.md #44) and the bounded parsing of a message's From: field; it
+never replies and never logs refusals (cgtwist.core.policy does). An account ``name@domain``
+owns, cheapest question first:
+
+1. its own address;
+2. an ``smtp.send_as`` pattern of the server (addresses every account may use, e.g. a shared
+   ``noreply@``);
+3. every address the Router sends to its LOCAL account: its aliases, its domain's aliases,
+   Router records (``sales@company.com = alice``), so "mail to X reaches me" means "I may send
+   as X", as CommuniGate's own addresses do;
+4. an ``smtp.send_as`` pattern of the account itself (CommuniGate's "may send as" list);
+5. with the account's ``admin`` flag (postmaster and other domain administrators): any address
+   of its own domain, as CommuniGate lets a domain administrator act for the domain.
+
+The null sender ``<>`` is never asked about: DSNs must get through. Only the first two steps
+are free of I/O; the rest run only for an address that is not plainly the account's own.
+"""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+from typing import Any, Iterable, Optional, Union
+
+from cgtwist.settings import SettingsHolder
+
+# From: is looked for in at most this much of the message's header section; a header section
+# that long without its end is not a message we try to understand (Postfix header_size_limit).
+MAX_HEADER_SCAN = 256 * 1024
+# Longest From: field we parse (RFC 5322 §2.1.1: 998 octets a line; folded, a few lines).
+MAX_FROM_FIELD = 8192
+
+
+def parse_patterns(value: Union[str, Iterable[str], None]) -> list[str]:
+    """An ``smtp.send_as`` value (text: one per line or comma; or a list) -> lower-case patterns."""
+    if not value:
+        return []
+    items = value.replace(",", "\n").splitlines() if isinstance(value, str) else [str(x) for x in value]
+    return [item.strip().lower() for item in items if item.strip()]
+
+
+def wildcard_match(pattern: str, text: str) -> bool:
+    """``*`` matches any run of characters; no other metacharacter. Case is the caller's.
+
+    Greedy with one backtrack point (the last ``*``): O(len(pattern) * len(text)) at worst,
+    never exponential, whatever an administrator or a client sends.
+    """
+    p = t = 0
+    star, mark = -1, 0
+    while t < len(text):
+        if p < len(pattern) and pattern[p] != "*" and pattern[p] == text[t]:
+            p += 1
+            t += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, t
+            p += 1
+        elif star >= 0:
+            p, mark = star + 1, mark + 1
+            t = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+def matches_any(patterns: Iterable[str], address: str) -> bool:
+    a = address.lower()
+    return any(wildcard_match(p, a) for p in patterns)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def header_from_addresses(message: bytes) -> Optional[list[str]]:
+    """The addresses of the message's From: field: [] when it has none, None when they cannot
+    be told (two From: fields, RFC 5322 §3.6; a field without an address; a header section or
+    a field too long to be a sensible one). Linear in the header section, which is bounded."""
+    end = message.find(b"\r\n\r\n", 0, MAX_HEADER_SCAN)
+    if end < 0:
+        if len(message) > MAX_HEADER_SCAN:
+            return None
+        end = len(message)
+    fields: list[list[bytes]] = []
+    current: Optional[list[bytes]] = None
+    for line in message[:end].split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):  # RFC 5322 §2.2.3: a folded continuation
+            if current is not None:
+                current.append(line)
+            continue
+        current = None
+        name, colon, body = line.partition(b":")
+        # RFC 5322 §4.5.3: the obsolete syntax allows blanks before the colon ("From :").
+        if colon and name.rstrip(b" \t").lower() == b"from":
+            current = [body]
+            fields.append(current)
+    if not fields:
+        return []
+    if len(fields) > 1:
+        return None
+    raw = b" ".join(part.strip() for part in fields[0])
+    if len(raw) > MAX_FROM_FIELD:
+        return None
+    value = raw.decode("utf-8", "replace")
+    addresses = [addr for _name, addr in getaddresses([value]) if addr]
+    if not addresses or any("@" not in a for a in addresses):
+        return None
+    return addresses
+
+
+class SenderRule:
+    """Does an account own an address? ``router`` is the IRouter, ``accounts`` the
+    IAccountStore (None: only the steps without the store apply), ``settings`` the live
+    settings (``smtp.send_as``)."""
+
+    def __init__(self, router: Any, accounts: Any, settings: SettingsHolder) -> None:
+        self.router = router
+        self.accounts = accounts
+        self.settings = settings
+
+    async def refusal(self, account: str, address: str) -> str:
+        """Why ``account`` ("name@domain") may not send as ``address``; "" when it may.
+
+        Raises MailError (temporary) when the Router or the store cannot answer now.
+        """
+        own, addr = account.lower(), address.lower().rstrip(".")
+        if addr == own:
+            return ""
+        if matches_any(parse_patterns(self.settings.current.get("smtp.send_as")), addr):
+            return ""
+        route = await self.router.route(address, "mail")
+        local = route.module.upper() == "LOCAL"
+        if local and route.address.lower() == own:
+            return ""
+        if self.accounts is None:
+            return "not an address of the account"
+        name, _, domain = account.rpartition("@")
+        info = await self.accounts.get_account(name, domain)
+        if info is None:
+            return "the account no longer exists"
+        settings = info.settings or {}
+        if matches_any(parse_patterns(settings.get("smtp.send_as")), addr):
+            return ""
+        if settings.get("admin"):
+            home = domain.lower()
+            if _domain(addr) == home or (local and _domain(route.address) == home):
+                return ""
+        return "not an address of the account"
