@@ -2,8 +2,8 @@
 and EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
 
 Owns the selected-state commands as a mixin (RFC 3501 §6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE):
-the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids``, ``move_uids`` and
-``flush_expunges``; the response wire form comes from cgtwist.protocols.imap_fetch and the
+the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids`` and ``move_uids`` (what
+others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap); the response wire form comes from cgtwist.protocols.imap_fetch and the
 search predicate from cgtwist.protocols.imap_search.
 """
 
@@ -180,6 +180,7 @@ class MessageCommands(MailboxCommands):
         d = defer.maybeDeferred(self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid))
 
         def done(result: dict[int, list[str]]) -> None:
+            self._announce_keywords()  # a keyword this STORE created, before any FETCH shows it
             if not silent:
                 for seq, now in sorted(result.items()):
                     uidpart = b" UID %d" % self.mbox.getUID(seq) if uid else b""
