@@ -11,6 +11,7 @@ equal the mailbox on disk.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Optional
 
@@ -294,3 +295,39 @@ class CountTests(unittest.TestCase):
         out = a.run(b"FETCH 1 (FLAGS)")
         self.assertLess(out.index(b"* FLAGS ("), out.index(b"* 1 FETCH"))
 
+
+class ExpungedByOthersTests(unittest.TestCase):
+    def test_fetch_of_text_another_session_expunged(self) -> None:
+        """FETCH of a message another session expunged (not yet reported) answers for the rest
+        and ends in NO [EXPUNGEISSUED]: never an empty body in place of the real one (RFC 2180
+        §4.1.3); flags alone are still given, and the EXPUNGE follows at NOOP."""
+        world = World()
+        world.deliver(_ACCOUNT, MESSAGE)
+        world.deliver(_ACCOUNT, MESSAGE)
+        a, b = Session(world, "a"), Session(world, "b")
+        b.run(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+        b.run(b"EXPUNGE")
+        out = a.run(b"FETCH 1:* (BODY.PEEK[])")
+        self.assertNotIn(b"* 1 FETCH (BODY", out)
+        self.assertIn(b"* 2 FETCH (BODY[] {%d}" % len(MESSAGE), out)
+        self.assertRegex(out, rb"t\d+ NO \[EXPUNGEISSUED\]")
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Deleted", a.run(b"FETCH 1 (FLAGS)"))
+        self.assertIn(b"* 1 EXPUNGE", a.run(b"NOOP"))
+
+    def test_fetch_of_a_file_gone_before_the_index_knows(self) -> None:
+        """The file of a message vanished (expunged by another process, not yet rescanned):
+        FETCH of its text ends in NO [EXPUNGEISSUED] instead of an empty body."""
+        world = World()
+        world.deliver(_ACCOUNT, MESSAGE)
+        world.deliver(_ACCOUNT, MESSAGE)
+        a = Session(world, "a")
+        folder = a.client.proto.mbox.folder
+        entry = folder.entries[1]
+        cur = os.path.dirname(entry.path(folder.path))
+        before = os.stat(cur)
+        os.unlink(entry.path(folder.path))
+        os.utime(cur, ns=(before.st_atime_ns, before.st_mtime_ns))  # the rescan is not told
+        out = a.run(b"FETCH 1:2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        self.assertNotIn(b"* 1 FETCH", out)
+        self.assertIn(b"* 2 FETCH", out)
+        self.assertRegex(out, rb"t\d+ NO \[EXPUNGEISSUED\]")
