@@ -206,7 +206,7 @@ class MaildirAccount:
                 return defer.succeed(None)
         folder = self.notifier.folder(self.account, canon, path)
         box = MaildirMailbox(self, folder, rw)
-        return box.refresh().addCallback(lambda _: box)
+        return box.refresh().addCallback(lambda _: box.opened())
 
     def delete(self, name: Union[str, bytes]) -> bool:
         """DELETE (RFC 3501 §6.3.4): removes the folder and its messages; its sub-folders

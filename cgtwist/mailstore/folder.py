@@ -56,6 +56,7 @@ class Changes:
     suspect: tuple[bool, bool] = (False, False)  # (new/, cur/) looked at within _MTIME_TRUST of its change
     keywords: Optional[dict[int, str]] = None
     origin: Any = None  # the view whose command caused this, if any
+    rescan: bool = False  # found on disk: others' doing, even when ``origin`` asked for the look
     removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
 
     def __bool__(self) -> bool:
@@ -264,7 +265,7 @@ class Folder:
 
     def _scan_blocking(self, move_new: bool, origin: Any = None) -> Changes:
         """(thread) List new/ and cur/, reconcile with the index, assign UIDs, save the uidlist."""
-        ch = Changes(origin=origin)
+        ch = Changes(origin=origin, rescan=True)
         first = self._ul is None
         cache: dict[str, Meta] = {}
         dirty = False

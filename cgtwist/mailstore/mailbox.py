@@ -4,15 +4,22 @@ Owns what is per session: message sequence numbers, the session's \\Recent messa
 by others not yet reported, and the listeners (the IMAP session) to push EXISTS/FETCH to. The
 messages themselves live in the shared ``Folder``. Never parses IMAP and never decides policy.
 
-Protocol for the IMAP layer (beyond Twisted's interfaces):
-* ``refresh()`` at the start of each command and when IDLE is told (the notifier pushes too):
-  new messages reach listeners as ``newMessages(exists, recent)``, other sessions' flag
-  changes as ``flagsChanged({seq: flags})``.
-* Expunges by other sessions are held back (RFC 3501 §7.4.1 forbids EXPUNGE during FETCH,
-  STORE and SEARCH): ``pending_expunges`` says some are waiting and listeners with an
-  ``expungesPending()`` method are told; ``flush_expunges()`` removes them and returns the
-  sequence numbers to send, in an order that may be sent one after another as they are.
-* ``expunge()`` / ``expunge_uids(uids)`` (UID EXPUNGE, RFC 4315) fire with such lists too;
+The view (RFC 3501 §5.2, §7.4.1; RFC 9051 §7.5): the session's client knows the first
+``announced`` messages of the view by sequence number; everything else it learns only from the
+updates ``sync`` hands out, so its picture never disagrees with what it was told. Changes by
+others (new mail, flags, expunges) are recorded when the shared ``Folder`` reports them and
+listeners hear only ``viewChanged()`` ("there is something to tell"); the IMAP layer calls
+``sync(expunges_allowed)`` where responses may go out (before a tagged reply, at once during
+IDLE) and renders the ``Updates`` it returns:
+* expunges (only when allowed: never during FETCH, STORE or SEARCH), as sequence numbers valid
+  one after another; messages expunged before they were announced vanish silently;
+* new keywords (a ``* FLAGS`` and PERMANENTFLAGS) before any FETCH that could name them;
+* ``EXISTS``/``RECENT`` when the count grew (EXISTS never decreases without EXPUNGE);
+* ``FETCH (FLAGS)`` for messages whose flags others changed, with the flags as they are now.
+Commands address only announced messages (``resolve``, ``fetch``, ``getMessageCount``).
+* ``refresh()`` at the start of each command rescans the folder when its directories changed.
+* ``expunge()`` / ``expunge_uids(uids)`` (UID EXPUNGE, RFC 4315) fire with the sequence
+  numbers to report, in the same form;
   ``copy_uids``/``move_uids`` give COPYUID data (RFC 4315 §3, RFC 6851).
 * ``append(data, flags, date)`` fires with the new UID (APPENDUID); ``resolve(set, uid)`` maps
   a MessageSet to (seq, uid) pairs; ``permanent_flags()``, ``first_unseen()``, ``special_use``.
@@ -27,6 +34,7 @@ import bisect
 import calendar
 import email.utils
 import re
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Optional, Union
 
 from twisted.internet import defer
@@ -72,6 +80,22 @@ def parse_imap_date(value: Union[bytes, str, None]) -> Optional[float]:
     return float(email.utils.mktime_tz(tt))
 
 
+@dataclass
+class Updates:
+    """What a session must be told now, in this order (from ``MaildirMailbox.sync``)."""
+
+    expunged: list[int] = field(default_factory=list)  # seq numbers, each valid in turn
+    flags: Optional[list[str]] = None  # a new FLAGS list (keywords were added)...
+    permanent: Optional[list[str]] = None  # ...and PERMANENTFLAGS (writable views only)
+    exists: Optional[int] = None
+    recent: Optional[int] = None
+    fetch_flags: list[tuple[int, list[str]]] = field(default_factory=list)  # (seq, flags now)
+
+    def __bool__(self) -> bool:
+        return bool(self.expunged or self.flags is not None or self.exists is not None
+                    or self.fetch_flags)
+
+
 @implementer(imap4.IMailbox, imap4.IMailboxInfo, imap4.IMessageCopier, imap4.ICloseableMailbox)
 class MaildirMailbox:
     """A selected (or examined) Maildir folder for one session; built by MaildirAccount.select."""
@@ -87,9 +111,12 @@ class MaildirMailbox:
         self.closed = False
         self.listeners: list[Any] = []
         self._seq: list[int] = list(folder.uids)  # sequence number n -> UID self._seq[n-1]
+        self._announced = len(self._seq)  # the client knows _seq[:_announced] (SELECT's EXISTS)
         self._recent: set[int] = set()
-        self._pending: set[int] = set()
-        self._ghosts: dict[int, Entry] = {}
+        self._pending: set[int] = set()  # expunged by anyone, not yet reported
+        self._ghosts: dict[int, Entry] = {}  # their entries, for FETCH until then
+        self._dirty: set[int] = set()  # flags changed by others, not yet reported
+        self._keywords_sent = frozenset(folder.keywords.values())  # in the last FLAGS
         folder.attach(self)
 
     # -- extras for the IMAP layer -------------------------------------------------------------
@@ -105,6 +132,10 @@ class MaildirMailbox:
     @property
     def pending_expunges(self) -> bool:
         return bool(self._pending)
+
+    @property
+    def announced(self) -> int:
+        return self._announced
 
     @property
     def uids(self) -> list[int]:
@@ -124,19 +155,66 @@ class MaildirMailbox:
 
         return d.addCallback(claim)
 
-    def flush_expunges(self) -> list[int]:
-        """Forget messages expunged by anyone since the last flush; return their sequence
-        numbers, highest first, so each can be sent as ``* n EXPUNGE`` in turn (RFC 3501 §7.4.1)."""
+    def opened(self) -> MaildirMailbox:
+        """The view as first loaded is what SELECT's EXISTS will announce; returns self.
+        Messages that went while it loaded were never shown: they simply are not there."""
+        if self._pending:
+            self._seq = [u for u in self._seq if u not in self._pending]
+            self._recent -= self._pending
+        self._announced = len(self._seq)
+        self._pending = set()
+        self._ghosts.clear()
+        self._dirty.clear()
+        self._keywords_sent = frozenset(self.folder.keywords.values())
+        return self
+
+    def sync(self, expunges_allowed: bool = True) -> Updates:
+        """Everything the client is owed now, and the view advanced past it (see the module
+        docstring). ``expunges_allowed`` False holds expunges back (RFC 3501 §7.4.1: not during
+        FETCH, STORE or SEARCH); EXISTS and flag updates still go, with sequence numbers that
+        count the held messages, as the client's do."""
+        up = Updates()
+        if expunges_allowed and self._pending:
+            up.expunged = self._take_expunges()
+        kw = self.announce_keywords()
+        if kw is not None:
+            up.flags, up.permanent = kw
+        if len(self._seq) > self._announced:
+            self._announced = len(self._seq)
+            up.exists, up.recent = self._announced, len(self._recent)
+        if self._dirty:
+            for uid in sorted(self._dirty):
+                seq = self.seq_of(uid)
+                if seq is not None and seq <= self._announced:
+                    up.fetch_flags.append((seq, self.flags_of(uid)))
+            self._dirty.clear()
+        return up
+
+    def announce_keywords(self) -> Optional[tuple[list[str], Optional[list[str]]]]:
+        """(FLAGS, PERMANENTFLAGS or None when read-only) if keywords were added since the last
+        FLAGS the client saw, else None. Called before anything that shows flags: a client
+        must not meet a keyword it was not told of (RFC 3501 §7.2.6)."""
+        now = frozenset(self.folder.keywords.values())
+        if now <= self._keywords_sent:
+            return None
+        self._keywords_sent = now
+        return self.getFlags(), (self.permanent_flags() if self.rw else None)
+
+    def _take_expunges(self) -> list[int]:
+        """Forget the messages expunged by anyone since the last report; return the sequence
+        numbers the client knows them by, highest first, so each ``* n EXPUNGE`` is valid in
+        turn (RFC 3501 §7.4.1). Messages never announced go without a word."""
         if not self._pending:
             return []
         gone = self._pending
-        out = [i + 1 for i, u in enumerate(self._seq) if u in gone]
-        out.reverse()
+        out = [i + 1 for i in range(self._announced - 1, -1, -1) if self._seq[i] in gone]
         self._seq = [u for u in self._seq if u not in gone]
-        for uid in self._pending:
+        self._announced -= len(out)
+        for uid in gone:
             self._ghosts.pop(uid, None)
             self._recent.discard(uid)
-        self._pending.clear()
+            self._dirty.discard(uid)
+        self._pending = set()
         return out
 
     def seq_of(self, uid: int) -> Optional[int]:
@@ -165,8 +243,9 @@ class MaildirMailbox:
 
     def resolve(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, int]]:
         """A MessageSet -> [(seq, uid)] ascending, ``*`` meaning the last message or UID."""
+        n = self._announced  # only what the client was told exists
         try:
-            messages.last = (self._seq[-1] if uid else len(self._seq)) if self._seq else 0
+            messages.last = (self._seq[n - 1] if uid else n) if n else 0
         except ValueError:
             pass  # already set by the caller
         out: dict[int, int] = {}
@@ -175,12 +254,12 @@ class MaildirMailbox:
                 continue
             lo, hi = int(min(lo, hi)), max(lo, hi)
             if uid:
-                i = bisect.bisect_left(self._seq, lo)
-                while i < len(self._seq) and self._seq[i] <= hi:
+                i = bisect.bisect_left(self._seq, lo, 0, n)
+                while i < n and self._seq[i] <= hi:
                     out[i + 1] = self._seq[i]
                     i += 1
             else:
-                top = len(self._seq) if hi == float("inf") else min(int(hi), len(self._seq))
+                top = n if hi == float("inf") else min(int(hi), n)
                 for s in range(max(lo, 1), top + 1):
                     out[s] = self._seq[s - 1]
         return sorted(out.items())
@@ -196,13 +275,15 @@ class MaildirMailbox:
             return defer.fail(imap4.ReadOnlyMailbox())
         wanted = set(uids)
         entries = self.folder.entries
-        doomed = [u for u in self._seq if u in wanted and u not in self._pending
+        doomed = [u for u in self._seq[:self._announced] if u in wanted and u not in self._pending
                   and u in entries and "T" in entries[u].letters]
         return self._expunge(doomed)
 
     def _expunge(self, doomed: list[int]) -> defer.Deferred[list[int]]:
+        """Expunge ``doomed``; fires with every expunge to report now (others' too: the command
+        is one where EXPUNGE responses are allowed)."""
         d = self.folder.expunge(doomed, origin=self)
-        return d.addCallback(lambda _: self.flush_expunges())
+        return d.addCallback(lambda _: self._take_expunges())
 
     def copy_uids(self, uids: Iterable[int], dest: MaildirMailbox) -> defer.Deferred[tuple[list[int], list[int]]]:
         """COPY/UID COPY: fires with (source UIDs, new UIDs) in matching order for COPYUID
@@ -242,35 +323,42 @@ class MaildirMailbox:
     # -- called by the Folder ------------------------------------------------------------------
 
     def _folder_changed(self, ch: Changes, flag_changes: dict[int, frozenset[str]], claimed: set[int]) -> None:
-        # Work in proportion to the change, not to the folder (every session, every change).
+        # Record only; the client hears of it at the next sync. Work in proportion to the
+        # change, not to the folder (every session, every change).
+        own = ch.origin is self and not ch.rescan  # this view's command: it syncs at its end
+        news = False
         for uid in ch.removed:
             if uid not in self._pending and self.seq_of(uid) is not None:
                 self._pending.add(uid)
+                news = True
                 e = ch.removed_entries.get(uid)
                 if e is not None:
                     self._ghosts[uid] = e
         added = [e.uid for e in ch.added if self.seq_of(e.uid) is None]
-        self._seq.extend(added)
-        if added and self._seq[-len(added) - 1:] != sorted(self._seq[-len(added) - 1:]):
-            self._seq.sort()
+        if added:
+            news = True
+            self._seq.extend(added)
+            tail = self._seq[-len(added) - 1:]
+            if tail != sorted(tail):
+                # UIDs only grow, so new ones belong after every announced one; sort the
+                # unannounced tail only, never moving a sequence number the client knows.
+                self._seq[self._announced:] = sorted(self._seq[self._announced:])
         if claimed:
             self._recent |= self._present(claimed)
+            news = True
+        if flag_changes and not own:
+            for uid in flag_changes:
+                if self.seq_of(uid) is not None:
+                    self._dirty.add(uid)
+                    news = True
+        if not news or own:
+            return
         for listener in list(self.listeners):
+            fn = getattr(listener, "viewChanged", None)
+            if fn is None:
+                continue
             try:
-                if added or claimed:
-                    listener.newMessages(len(self._seq), len(self._recent))
-                if ch.removed and self._pending and ch.origin is not self:
-                    fn = getattr(listener, "expungesPending", None)
-                    if fn is not None:
-                        fn()
-                if flag_changes and ch.origin is not self:
-                    changed = {}
-                    for uid in flag_changes:
-                        seq = self.seq_of(uid)
-                        if seq is not None:
-                            changed[seq] = self.flags_of(uid)
-                    if changed:
-                        listener.flagsChanged(changed)
+                fn()
             except Exception:
                 self.log.failure("mailbox listener failed")
 
@@ -295,7 +383,8 @@ class MaildirMailbox:
         return self._seq[message - 1]
 
     def getMessageCount(self) -> int:
-        return len(self._seq)
+        """The count the client was last told (EXISTS), expunges it has not heard of included."""
+        return self._announced
 
     def getRecentCount(self) -> int:
         if self.rw and not self.listeners and self.folder.unclaimed_recent:
@@ -304,12 +393,12 @@ class MaildirMailbox:
         return len(self._recent)
 
     def getUnseenCount(self) -> int:
-        return sum(1 for u in self._seq if u in self.folder.entries
+        return sum(1 for u in self._seq[:self._announced] if u in self.folder.entries
                    and "S" not in self.folder.entries[u].letters)
 
     def first_unseen(self) -> Optional[int]:
         """Sequence number of the first message without \\Seen (the SELECT ``UNSEEN`` code)."""
-        for i, u in enumerate(self._seq):
+        for i, u in enumerate(self._seq[:self._announced]):
             e = self.folder.entries.get(u)
             if e is not None and "S" not in e.letters:
                 return i + 1
@@ -352,7 +441,7 @@ class MaildirMailbox:
         """Remove every message with \\Deleted; fires with the sequence numbers to report."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
-        doomed = [u for u in self._seq if u in self.folder.entries and u not in self._pending
+        doomed = [u for u in self._seq[:self._announced] if u in self.folder.entries and u not in self._pending
                   and "T" in self.folder.entries[u].letters]
         return self._expunge(doomed)
 

@@ -48,6 +48,7 @@ class MaildirMessage:
     def __init__(self, folder: Folder, entry: Entry, flags: frozenset[str], recent: bool) -> None:
         self.folder = folder
         self.entry = entry
+        self.vanished = False  # its file was found gone (expunged; not yet in the index)
         self.flags = flags
         self.recent = recent
         self._parsed: Optional[EmailMessage] = None
@@ -62,6 +63,18 @@ class MaildirMessage:
     def meta(self) -> maildir.Meta:
         """Cached facts: size, date, body size/lines, envelope and Content-* headers."""
         return self.entry.meta
+
+    def _open(self) -> Optional[BinaryIO]:
+        f = _open_entry(self.folder, self.entry)
+        if f is None:
+            self.vanished = True
+        return f
+
+    @property
+    def expunged(self) -> bool:
+        """Gone from the folder (another session expunged it) while this session still holds
+        its sequence number: its flags are known, its text may be gone (RFC 2180 §4.1)."""
+        return self.vanished or self.folder.entries.get(self.entry.uid) is not self.entry
 
     def cached(self, name: str, compute: Callable[[], bytes]) -> bytes:
         """A value derived from this immutable message (e.g. its BODYSTRUCTURE), computed once
@@ -90,7 +103,7 @@ class MaildirMessage:
 
     def read_bytes(self) -> bytes:
         """The whole message, CRLF line ends; b"" when it was expunged meanwhile (RFC 2180 §4.1)."""
-        f = _open_entry(self.folder, self.entry)
+        f = self._open()
         if f is None:
             return b""
         with f:
@@ -99,7 +112,7 @@ class MaildirMessage:
 
     def header_bytes(self) -> bytes:
         """The header block including the blank line that ends it, CRLF line ends."""
-        f = _open_entry(self.folder, self.entry)
+        f = self._open()
         if f is None:
             return b""
         with f:
@@ -114,7 +127,7 @@ class MaildirMessage:
 
     def open_or_none(self) -> Optional[BinaryIO]:
         """Like open(), but None when the message file is gone (expunged by another session)."""
-        f = _open_entry(self.folder, self.entry)
+        f = self._open()
         if f is None or self.entry.meta.crlf:
             return f
         with f:
@@ -155,7 +168,7 @@ class MaildirMessage:
 
     def getBodyFile(self) -> BinaryIO:
         """Only the body: offset 0 is its first octet (seek(0) does not go back to the header)."""
-        f = _open_entry(self.folder, self.entry)
+        f = self._open()
         if f is None:
             return io.BytesIO(b"")
         if self.entry.meta.crlf:

@@ -35,6 +35,8 @@ from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
+# RFC 3501 §7.4.1: no EXPUNGE response while these run (their UID forms may have one).
+_HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH"))
 
 
 class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server):
@@ -71,7 +73,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self._busy_name = b""
         self._idle_tag: Optional[bytes] = None
         self._sasl_tag: Optional[bytes] = None
-        self._unsolicited: list[tuple[bytes, bytes]] = []  # (kind, line)
+        self._unsolicited: list[bytes] = []  # untagged lines other than the mailbox view's
         self._failures = 0
         self._counted = False
         self._bye_after_command = False
@@ -152,9 +154,10 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self._bye(b"* BYE Server shutting down")
 
     def _bye(self, line: bytes) -> None:
-        self.sendLine(line)
         self._release_mailbox()
         self.state = "logout"
+        self._unsolicited.clear()  # RFC 3501 §7.1.5: nothing follows BYE
+        self.sendLine(line)
         self._closed_by_us()
 
     def timeoutConnection(self) -> None:
@@ -213,7 +216,12 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         # The mailstore wants a rescan at the start of each selected-state command.
         d = defer.maybeDeferred(refresh)
         d.addErrback(lambda f: self.log.failure("imap: mailbox refresh failed", f))
-        d.addCallback(lambda _: None if self._closed else self._run(cmd))
+        d.addCallback(lambda _: None if self._closed else self._run_selected(cmd))
+
+    def _run_selected(self, cmd: _Pending) -> None:
+        # Keywords another session created go out before this command can show them.
+        self._announce_keywords()
+        self._run(cmd)
 
     def _run(self, cmd: _Pending) -> None:
         try:
@@ -322,29 +330,55 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         else:
             self._respond(message, None, None)
 
-    def unsolicited(self, line: bytes, kind: bytes = b"") -> None:
-        """Queue an unsolicited response; sent at once during IDLE, else before the next tagged
-        reply. EXPUNGE waits while FETCH, STORE or SEARCH runs (RFC 3501 §7.4.1)."""
-        self._unsolicited.append((kind, line))
+    def unsolicited(self, line: bytes) -> None:
+        """Queue an unsolicited response (not the mailbox view's: that is synced); sent at once
+        during IDLE, else before the next tagged reply."""
+        self._unsolicited.append(line)
         if self._idle_tag is not None:
             self._flush_unsolicited()
 
     def _flush_unsolicited(self) -> None:
-        hold_expunge = self._busy_name in (b"FETCH", b"STORE", b"SEARCH")
+        """Tell the client what changed: the selected mailbox's view first, then the rest."""
+        if self.state == "logout":  # RFC 3501 §7.1.5: nothing after BYE
+            self._unsolicited.clear()
+            return
+        if self.state == "select" and self.mbox is not None:
+            sync = getattr(self.mbox, "sync", None)
+            if sync is not None:
+                self._send_updates(sync(self._busy_name not in _HOLD_EXPUNGE))
         while self._unsolicited:
-            kind, line = self._unsolicited[0]
-            if kind == b"EXPUNGE" and hold_expunge:
-                return
-            self._unsolicited.pop(0)
-            self.sendLine(b"* " + line)
-        if not hold_expunge:
-            for line in self._pending_expunge_lines():
-                self.sendLine(b"* " + line)
+            self.sendLine(b"* " + self._unsolicited.pop(0))
+
+    def _send_updates(self, up: Any) -> None:
+        """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order."""
+        for seq in up.expunged:
+            self.sendLine(b"* %d EXPUNGE" % seq)
+        if up.flags is not None:
+            self._send_flags(up.flags, up.permanent)
+        if up.exists is not None:
+            self.sendLine(b"* %d EXISTS" % up.exists)
+            if up.recent is not None:
+                self.sendLine(b"* %d RECENT" % up.recent)
+        for seq, flags in up.fetch_flags:
+            self.sendLine(b"* %d FETCH (FLAGS (%s))" % (seq, b" ".join(f.encode() for f in flags)))
+
+    def _send_flags(self, flags: list[str], permanent: Optional[list[str]]) -> None:
+        self.sendLine(b"* FLAGS (%s)" % b" ".join(f.encode() for f in flags))
+        if permanent is not None:
+            self.sendLine(b"* OK [PERMANENTFLAGS (%s)] Limited" % b" ".join(f.encode() for f in permanent))
+
+    def _announce_keywords(self) -> None:
+        """A new FLAGS list if keywords were added since the client's last one."""
+        announce = getattr(self.mbox, "announce_keywords", None) if self.state == "select" else None
+        kw = announce() if announce is not None else None
+        if kw is not None:
+            self._send_flags(*kw)
 
     def do_LOGOUT(self, tag: bytes) -> None:
         """RFC 3501 §6.1.3: BYE, OK, close; nothing pipelined after LOGOUT is run."""
         self._release_mailbox()
         self.state = "logout"
+        self._unsolicited.clear()
         self.sendUntaggedResponse(b"BYE Logging out")
         self._inbuf.clear()
         self.sendPositiveResponse(tag, b"LOGOUT completed")
@@ -373,22 +407,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         else:
             self.sendBadResponse(tag, b"Expected DONE")
 
-    # IMailboxListener: Twisted's mailbox listener calls, queued as unsolicited responses.
-    def newMessages(self, exists: Optional[int], recent: Optional[int]) -> None:
-        if exists is not None:
-            self.unsolicited(b"%d EXISTS" % exists)
-        if recent is not None:
-            self.unsolicited(b"%d RECENT" % recent)
-
-    def flagsChanged(self, newFlags: dict[int, Any]) -> None:
-        for seq, flags in sorted(newFlags.items()):
-            words = b" ".join(f.encode() if isinstance(f, str) else f for f in flags)
-            self.unsolicited(b"%d FETCH (FLAGS (%s))" % (seq, words))
-
-    def expunged(self, seqs: list[int]) -> None:
-        """Messages removed by another session; ``seqs`` in the order they are to be sent."""
-        for seq in seqs:
-            self.unsolicited(b"%d EXPUNGE" % seq, b"EXPUNGE")
+    # The mailbox view's listener call: something changed. Outside IDLE the client hears of it
+    # before its next tagged reply; during IDLE at once (RFC 2177).
+    def viewChanged(self) -> None:
+        if self._idle_tag is not None:
+            self._flush_unsolicited()
 
     def modeChanged(self, writeable: bool) -> None:
         self.unsolicited(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")

@@ -76,7 +76,7 @@ class MailboxCommands:
     peer_ip: str
     _idle_tag: Optional[bytes]
     _closed: bool
-    _unsolicited: list[tuple[bytes, bytes]]
+    _unsolicited: list[bytes]
 
     if TYPE_CHECKING:
         def sendPositiveResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
@@ -85,6 +85,7 @@ class MailboxCommands:
         def sendUntaggedResponse(self, message: bytes, isAsync: Optional[bool] = None) -> None: ...
         def _server_bug(self, tag: bytes) -> None: ...
         def _release_mailbox(self) -> None: ...
+        def _announce_keywords(self) -> None: ...
         def _stringLiteral(self, size: int) -> Any: ...
         def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None: ...
 
@@ -195,19 +196,6 @@ class MailboxCommands:
     def _send_expunges(self, seqs: list[int]) -> None:
         for seq in seqs:
             self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
-
-    def expungesPending(self) -> None:
-        """The mailstore holds expunges by another session; during IDLE they go out at once."""
-        if self._idle_tag is not None:
-            self._flush_unsolicited()
-
-    def _flush_unsolicited(self) -> None:  # overridden in the protocol; expunges added here
-        raise NotImplementedError
-
-    def _pending_expunge_lines(self) -> list[bytes]:
-        if self.mbox is not None and getattr(self.mbox, "pending_expunges", False):
-            return [b"%d EXPUNGE" % s for s in self.mbox.flush_expunges()]
-        return []
 
     # -- ID (RFC 2971), ENABLE (RFC 5161), NAMESPACE (RFC 2342) -------------------------------
     def do_ID_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:

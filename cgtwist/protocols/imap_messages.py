@@ -2,8 +2,8 @@
 and EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
 
 Owns the selected-state commands as a mixin (RFC 3501 §6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE):
-the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids``, ``move_uids`` and
-``flush_expunges``; the response wire form comes from cgtwist.protocols.imap_fetch and the
+the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids`` and ``move_uids`` (what
+others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap); the response wire form comes from cgtwist.protocols.imap_fetch and the
 search predicate from cgtwist.protocols.imap_search.
 """
 
@@ -32,6 +32,8 @@ _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 _SEARCH_BATCH = 200
 _SEARCH_BATCH_BYTES = 4 << 20
 _STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
+# FETCH items answered from the index: an expunged message still has them (RFC 2180 §4.1.2).
+_INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size"))
 
 
 def _uid_set(uids: list[int]) -> bytes:
@@ -180,6 +182,7 @@ class MessageCommands(MailboxCommands):
         d = defer.maybeDeferred(self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid))
 
         def done(result: dict[int, list[str]]) -> None:
+            self._announce_keywords()  # a keyword this STORE created, before any FETCH shows it
             if not silent:
                 for seq, now in sorted(result.items()):
                     uidpart = b" UID %d" % self.mbox.getUID(seq) if uid else b""
@@ -311,15 +314,26 @@ class MessageCommands(MailboxCommands):
             d = defer.maybeDeferred(box.store, ms, ["\\Seen"], 1, uid=False)
             return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
 
+        gone: list[int] = []
+
         def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
+            if not {item.type for item in query} <= _INDEX_ITEMS:
+                # Another session expunged these and their files are gone: answer for the rest,
+                # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
+                gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
+                rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
             chunks = itertools.chain.from_iterable(
-                self._safe_fetch(seq, msg, query, bool(uid), seq in seen) for seq, msg in rows)
+                self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone) for seq, msg in rows)
             self._streamer = _Streamer(self, chunks)
             return self._streamer.start()
 
         def done(_: Any) -> None:
             self._streamer = None
-            self.sendPositiveResponse(tag, b"FETCH completed")
+            if gone:
+                self.sendNegativeResponse(
+                    tag, b"[EXPUNGEISSUED] Some of the requested messages no longer exist")
+            else:
+                self.sendPositiveResponse(tag, b"FETCH completed")
 
         def broken(failure: Failure) -> None:
             self._streamer = None
@@ -336,8 +350,11 @@ class MessageCommands(MailboxCommands):
             stream(rows).addCallbacks(done, broken)
         d.addCallback(go)
 
-    def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool) -> Iterator[bytes]:
-        """One message's response; an error before any of it is written drops just that message."""
+    def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool,
+                    gone: list[int]) -> Iterator[bytes]:
+        """One message's response; an error before any of it is written drops just that message,
+        and so does its file vanishing (expunged elsewhere, the index not yet told): that
+        message goes into ``gone`` rather than out with empty text."""
         gen = imap_fetch.fetch_response(seq, msg, query, uid, seen)
         held: list[bytes] = []
         size = 0
@@ -348,6 +365,9 @@ class MessageCommands(MailboxCommands):
                 if size > imap_fetch.CHUNK:
                     break
             else:
+                if getattr(msg, "vanished", False):
+                    gone.append(seq)
+                    return
                 yield b"".join(held)
                 return
         except Exception:

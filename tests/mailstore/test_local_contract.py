@@ -25,12 +25,11 @@ class LocalContractTests(unittest.TestCase):
         [box] = boxes
         seen: list[int] = []
 
-        class Listener:
-            def newMessages(self, exists: int, recent: int) -> None:
-                seen.append(exists)
-
-            def flagsChanged(self, flags: Any) -> None:
-                pass
+        class Listener:  # a session in IDLE
+            def viewChanged(self) -> None:
+                exists = box.sync().exists
+                if exists is not None:
+                    seen.append(exists)
 
         box.addListener(Listener())
         data = b"Return-Path: <s@example.org>\r\nSubject: via LOCAL\r\n\r\nbody\r\n"

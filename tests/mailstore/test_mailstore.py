@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from cgtwist.mailstore import MailboxNotifier, MaildirAccount, MaildirMailbox, maildir, provision
 from cgtwist.mailstore.account import MailboxError
+from cgtwist.mailstore.mailbox import Updates
 from cgtwist.mailstore.uidlist import UIDLIST_FILE
 
 
@@ -34,17 +35,27 @@ def result(d: defer.Deferred[Any]) -> Any:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """A session in IDLE: syncs its view as soon as it is told of a change and records what
+    it would send. ``hold_expunges`` plays a FETCH, STORE or SEARCH in progress."""
+
+    def __init__(self, hold_expunges: bool = False) -> None:
         self.events: list[tuple[str, Any]] = []
+        self.box: Any = None
+        self.hold_expunges = hold_expunges
 
-    def newMessages(self, exists: Any, recent: Any) -> None:
-        self.events.append(("exists", exists))
+    def on(self, box: Any) -> Recorder:
+        self.box = box
+        box.addListener(self)
+        return self
 
-    def flagsChanged(self, flags: Any) -> None:
-        self.events.append(("flags", flags))
-
-    def expungesPending(self) -> None:
-        self.events.append(("expunge", None))
+    def viewChanged(self) -> None:
+        up = self.box.sync(not self.hold_expunges)
+        if up.expunged:
+            self.events.append(("expunge", up.expunged))
+        if up.exists is not None:
+            self.events.append(("exists", up.exists))
+        if up.fetch_flags:
+            self.events.append(("flags", dict(up.fetch_flags)))
 
 
 class StoreTestBase(unittest.TestCase):
@@ -91,6 +102,7 @@ class UIDTests(StoreTestBase):
         box2 = self.select(account=self.reopen())
         deliver(self.md, msg("three"))
         result(box2.refresh())
+        box2.sync()
         self.assertEqual(self.uids(box2), [1, 3])
 
     def test_rebuild_after_uidlist_lost(self) -> None:
@@ -154,8 +166,7 @@ class FlagTests(StoreTestBase):
         """A flag changed by another Maildir client (renamed file) is seen after a rescan."""
         deliver(self.md, msg("x"))
         box = self.select()
-        listener = Recorder()
-        box.addListener(listener)
+        listener = Recorder().on(box)
         [name] = os.listdir(os.path.join(self.md, "cur"))
         cur = os.path.join(self.md, "cur")
         os.rename(os.path.join(cur, name), os.path.join(cur, name.split(":")[0] + ":2,RS"))
@@ -194,12 +205,26 @@ class FlagTests(StoreTestBase):
         """A new message is \\Recent for the first session only; it moves new/ -> cur/."""
         deliver(self.md, msg("x"))
         box = self.select()
-        box.addListener(Recorder())
+        Recorder().on(box)
         self.assertEqual(box.getRecentCount(), 1)
         self.assertEqual(os.listdir(os.path.join(self.md, "new")), [])
         other = self.select()
-        other.addListener(Recorder())
+        Recorder().on(other)
         self.assertEqual(other.getRecentCount(), 0)
+
+    def test_message_gone_while_selecting_is_simply_not_there(self) -> None:
+        """A message removed on disk (another Maildir client) while a SELECT loads the folder is
+        not in that session's view at all: FETCH 1:* works and the count is right."""
+        deliver(self.md, msg("x"))
+        deliver(self.md, msg("y"))
+        Recorder().on(self.select())  # the folder is loaded and shared
+        cur = os.path.join(self.md, "cur")
+        os.unlink(os.path.join(cur, sorted(os.listdir(cur))[0]))
+        os.utime(cur, ns=(1, 1))  # any different time makes the next look rescan
+        box = self.select()
+        self.assertEqual(box.getMessageCount(), 1)
+        self.assertEqual([m.getUID() for _s, m in box.fetch(imap4.MessageSet(1, None), False)], [2])
+        self.assertEqual(box.sync(), Updates())
 
     def test_examine_leaves_new_alone(self) -> None:
         """EXAMINE (read-only) does not move messages out of new/ nor allow STORE."""
@@ -213,8 +238,7 @@ class ConcurrencyTests(StoreTestBase):
     def test_delivery_while_selected_is_pushed(self) -> None:
         """A message delivered while a session has INBOX selected appears at once (IDLE)."""
         box = self.select()
-        listener = Recorder()
-        box.addListener(listener)
+        listener = Recorder().on(box)
         deliver(self.md, msg("late"))
         result(self.notifier.mailbox_changed("a@example.com", "INBOX"))
         self.assertEqual(box.getMessageCount(), 1)
@@ -226,6 +250,8 @@ class ConcurrencyTests(StoreTestBase):
         box = self.select()
         deliver(self.md, msg("late"))
         result(box.refresh())
+        self.assertEqual(box.getMessageCount(), 0)  # not announced yet...
+        self.assertEqual(box.sync().exists, 1)  # ...until the command's end
         self.assertEqual(box.getMessageCount(), 1)
 
     def test_expunge_by_other_session_deferred(self) -> None:
@@ -234,19 +260,18 @@ class ConcurrencyTests(StoreTestBase):
             deliver(self.md, msg(f"m{i}"))
         a = self.select()
         b = self.select()
-        la, lb = Recorder(), Recorder()
-        a.addListener(la)
-        b.addListener(lb)
+        Recorder().on(a)
+        lb = Recorder(hold_expunges=True).on(b)
         result(a.store(imap4.MessageSet(2, 3), ["\\Deleted"], 1, False))
         self.assertIn(("flags", {2: ["\\Deleted"], 3: ["\\Deleted"]}), lb.events)
         self.assertEqual(result(a.expunge()), [3, 2])
         self.assertEqual(b.getMessageCount(), 3)
         self.assertTrue(b.pending_expunges)
-        self.assertIn(("expunge", None), lb.events)
-        # the ghost can still be fetched (empty) until flushed
+        self.assertNotIn("expunge", [kind for kind, _ in lb.events])
+        # the ghost can still be fetched (empty) until reported
         [(_s, ghost)] = b.fetch(imap4.MessageSet(3), False)
         self.assertEqual(ghost.open().read(), b"")
-        self.assertEqual(b.flush_expunges(), [3, 2])
+        self.assertEqual(b.sync(True).expunged, [3, 2])
         self.assertEqual(b.getMessageCount(), 1)
 
     def test_quiet_folder_not_rescanned_until_it_changes(self) -> None:
@@ -268,7 +293,7 @@ class ConcurrencyTests(StoreTestBase):
         os.utime(os.path.join(self.md, "new"), ns=(1, 1))  # any different time counts
         result(box.refresh())
         self.assertEqual(calls, [1])
-        self.assertEqual(box.getMessageCount(), 1)
+        self.assertEqual(box.sync().exists, 1)
 
     def test_own_changes_need_no_rescan(self) -> None:
         """After this process's own STORE the next command does not rescan the folder, yet a
@@ -277,7 +302,7 @@ class ConcurrencyTests(StoreTestBase):
         self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
         deliver(self.md, msg("x"))
         box = self.select()
-        box.addListener(Recorder())
+        Recorder().on(box)
         result(box.refresh())
         calls: list[int] = []
         real = box.folder._scan_blocking
@@ -301,9 +326,8 @@ class ConcurrencyTests(StoreTestBase):
         self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
         deliver(self.md, msg("x"))
         a, b = self.select(), self.select()
-        la, lb = Recorder(), Recorder()
-        a.addListener(la)
-        b.addListener(lb)
+        Recorder().on(a)
+        lb = Recorder().on(b)
         result(a.refresh())
         folder = a.folder
         held: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
@@ -346,7 +370,7 @@ class ConcurrencyTests(StoreTestBase):
         for sub in ("new", "cur"):
             os.utime(os.path.join(self.md, sub), ns=(t * 10**9, t * 10**9))
         box = self.select()
-        box.addListener(Recorder())
+        Recorder().on(box)
         calls: list[int] = []
         real = box.folder._scan_blocking
         box.folder._scan_blocking = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]
@@ -408,7 +432,7 @@ class ConcurrencyTests(StoreTestBase):
             self.assertEqual(uid, 1)
             deliver(self.md, msg("u"))
             await notifier.mailbox_changed("a@example.com", "INBOX")
-            self.assertEqual(box.getMessageCount(), 2)
+            self.assertEqual(box.sync().exists, 2)
             [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
             self.assertEqual(m.getInternalDate(), "Wed, 17 Jul 1996 09:44:25 -0000")
 
@@ -426,7 +450,7 @@ class ThreadedConsistencyTests(StoreTestBase):
         async def go() -> None:
             boxes = [await account.select("INBOX") for _ in range(3)]
             for b in boxes:
-                b.addListener(Recorder())
+                Recorder().on(b)
             ops = []
             appended: list[int] = []
             for i in range(30):
@@ -452,7 +476,7 @@ class ThreadedConsistencyTests(StoreTestBase):
             self.assertEqual({u: fresh.folder.flags_of(e) for u, e in fresh.folder.entries.items()}, mine)
             self.assertEqual(fresh.getUIDNext(), folder.uidnext)
             for b in boxes:
-                b.flush_expunges()
+                b.sync(True)
                 self.assertEqual(b.uids, sorted(mine))
 
         return defer.ensureDeferred(go())
@@ -524,7 +548,7 @@ class MessageTests(StoreTestBase):
         """A value computed from a message (BODYSTRUCTURE) is computed once and survives a restart."""
         deliver(self.md, msg("x"))
         box = self.select()
-        box.addListener(Recorder())
+        Recorder().on(box)
         calls: list[int] = []
 
         def compute() -> bytes:
@@ -556,7 +580,7 @@ class MessageTests(StoreTestBase):
         src, dst, seqs = result(box.move_uids([3], trash))
         self.assertEqual((src, dst, seqs), ([3], [4], [3]))
         self.assertEqual(box.getMessageCount(), 2)
-        self.assertEqual(trash.getMessageCount(), 4)
+        self.assertEqual(trash.sync().exists, 4)
 
 
 class FolderTests(StoreTestBase):
@@ -595,7 +619,7 @@ class FolderTests(StoreTestBase):
         deliver(self.md, msg("a"))
         deliver(self.md, msg("b"))
         inbox = self.select()
-        inbox.addListener(Recorder())
+        Recorder(hold_expunges=True).on(inbox)
         self.assertTrue(result(self.account.rename("INBOX", "Old Mail")))
         self.assertEqual(self.select("Old Mail").getMessageCount(), 2)
         self.assertEqual(self.select().getMessageCount(), 0)
@@ -618,11 +642,12 @@ class FolderTests(StoreTestBase):
         self.account.create("Tmp")
         box = self.select("Tmp")
         result(box.append(msg("x")))
-        box.addListener(Recorder())
+        box.sync()  # the APPEND's EXISTS
+        listener = Recorder().on(box)
         self.account.delete("Tmp")
         result(box.refresh())
         self.assertFalse(os.path.exists(os.path.join(self.md, ".Tmp")))
-        self.assertEqual(box.flush_expunges(), [1])
+        self.assertEqual(listener.events, [("expunge", [1])])
         self.assertNotIn("Tmp", [n for n, _ in self.account.listMailboxes("", "*")])
 
     def test_subscriptions_shared_between_sessions(self) -> None:
