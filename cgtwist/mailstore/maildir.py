@@ -1,8 +1,10 @@
 """Blocking Maildir file operations: flags in file names, unique names, durable writes, parsing.
 
-Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state,
-no Twisted. Callers run these functions in a thread when the work can be large. Writes follow
-maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the directory.
+Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state
+but the lock that serialises directory creation, no Twisted. Callers run these functions in a
+thread. Writes follow maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the
+directory; every name made is durable (its directory fsynced, and the inode fsynced after a
+link, which changes its link count) before the function returns.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import itertools
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Mapping, Optional, Union
@@ -72,15 +75,52 @@ def unique_key(hostname: Optional[str] = None) -> str:
     return f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
 
 
+# Held while directories are created and their parents fsynced, and while another thread
+# checks whether they exist: a thread that finds a Maildir half a moment after another created
+# it must not deliver into it (and acknowledge) before its entry in the parent is durable.
+_creating = threading.Lock()
+
+
 def ensure(path: str, mode: int = 0o700) -> bool:
-    """Create ``path`` with cur/new/tmp if missing; True when something was created."""
-    created = False
-    for sub in ("",) + SUBDIRS:
-        p = os.path.join(path, sub)
-        if not os.path.isdir(p):
-            os.makedirs(p, mode=mode, exist_ok=True)
-            created = True
-    return created
+    """Create ``path`` with cur/new/tmp if missing, durably; True when something was created.
+
+    Each directory made (the Maildir, and any missing parent: domain, account, a ``.Folder``'s
+    Maildir) is fsynced in its parent, and the Maildir after its cur/new/tmp: without that a
+    power cut can leave mail delivered into a directory no name leads to (lost+found)."""
+    with _creating:
+        if all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS):
+            return False
+        created = makedirs(path, mode)
+        made = False
+        for sub in SUBDIRS:
+            try:
+                os.mkdir(os.path.join(path, sub), mode)
+                made = True
+            except FileExistsError:
+                pass
+        if made:
+            fsync_dir(path)
+        return created or made
+
+
+def makedirs(path: str, mode: int = 0o700) -> bool:
+    """``os.makedirs`` that fsyncs the parent of each directory it creates (the top one
+    first), so every new name is durable; True when it created anything."""
+    missing: list[str] = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            pass  # made meanwhile by someone else; fsync its parent all the same
+        fsync_dir(os.path.dirname(d))
+    return bool(missing)
 
 
 def clean_tmp(path: str, now: Optional[float] = None, age: float = 36 * 3600) -> int:
