@@ -298,24 +298,15 @@ class Folder:
                 listed[sub] = {n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")}
             except FileNotFoundError:
                 listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
-        # Move new/ -> cur/ once a read-write session sees them (maildir(5)).
-        arrived: set[str] = set()
-        for fname in sorted(listed["new"]):
-            key = maildir.split_name(fname)[0]
-            if key not in self.keys:
-                arrived.add(key)
-            if move_new:
-                dest = maildir.join_name(key, "")
-                try:
-                    os.rename(os.path.join(self.path, "new", fname), os.path.join(self.path, "cur", dest))
-                except FileNotFoundError:
-                    listed["new"].discard(fname)
-                    continue
-                except OSError as err:
-                    self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
-                    continue
-                listed["new"].discard(fname)
-                listed["cur"].add(dest)
+        arrived = {k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys}
+        if move_new and listed["new"]:
+            # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
+            # in one batch: one fsync of cur/ and one of new/ for all of them.
+            moved, failed = maildir.move_to_cur(self.path, sorted(listed["new"]), listed["cur"])
+            for fname, err in failed.items():
+                self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
+            listed["new"] = {n for n in listed["new"] if n in failed}
+            listed["cur"].update(moved.values())
         # Only names that appeared or vanished since the last look need any work.
         files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
         for sub in ("new", "cur"):

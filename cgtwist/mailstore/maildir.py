@@ -9,6 +9,7 @@ link, which changes its link count) before the function returns.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
@@ -225,6 +226,61 @@ def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
     os.rename(tmp, dest)
     fsync_dir(os.path.join(path, sub))
     return key, fname
+
+
+def move_to_cur(path: str, fnames: Iterable[str], cur_names: Iterable[str]
+                ) -> tuple[dict[str, str], dict[str, OSError]]:
+    """Move the messages ``fnames`` of ``new/`` into ``cur/`` (info ``:2,``) so that no power
+    cut loses one: link each into cur/, fsync cur/ once, then unlink the new/ names and fsync
+    new/ once. A rename would be one step, but the removal from new/ can reach the disk before
+    the arrival in cur/ (LOCAL delivery fsyncs new/ all the time; writeback too), leaving the
+    message in lost+found; an unlink not yet durable would let an expunged message come back
+    from new/ as a new one. ``cur_names`` (the listing of cur/) finds messages already in cur/
+    under their key (a move cut short): those only lose their new/ name, if it is the same file.
+
+    Returns ({new name: cur name} for the messages now in cur/, {new name: error} for those
+    left in new/); a name that left new/ meanwhile is in neither. Between the link and the
+    unlink the inode has two names and a link count of 2 that is never fsynced: after a cut
+    the count on disk may be one short, which e2fsck corrects (a file system without a journal
+    is always checked after a crash)."""
+    new_dir, cur_dir = os.path.join(path, "new"), os.path.join(path, "cur")
+    in_cur = {split_name(n)[0]: n for n in cur_names}
+    moved: dict[str, str] = {}
+    failed: dict[str, OSError] = {}
+    for fname in fnames:
+        key = split_name(fname)[0]
+        src = os.path.join(new_dir, fname)
+        try:
+            dest = in_cur.get(key)
+            if dest is not None:
+                try:
+                    same = os.path.samestat(os.lstat(src), os.lstat(os.path.join(cur_dir, dest)))
+                except FileNotFoundError:
+                    if not os.path.lexists(src):
+                        raise
+                    dest = None  # the cur/ name went meanwhile: link under a fresh one
+                else:
+                    if not same:
+                        failed[fname] = FileExistsError(
+                            errno.EEXIST, "another message has this key in cur/", dest)
+                        continue
+            if dest is None:
+                dest = join_name(key, "")
+                os.link(src, os.path.join(cur_dir, dest))
+            moved[fname] = dest
+        except FileNotFoundError:
+            continue  # left new/ meanwhile (another process moved or removed it)
+        except OSError as e:
+            failed[fname] = e
+    if moved:
+        fsync_dir(cur_dir)
+        for fname in moved:
+            try:
+                os.unlink(os.path.join(new_dir, fname))
+            except FileNotFoundError:
+                pass
+        fsync_dir(new_dir)
+    return moved, failed
 
 
 def find_key(stale_path: str) -> Optional[str]:
