@@ -447,6 +447,7 @@ class Folder:
             mine, keywords = self._letters_blocking(wanted, ch, allocate=mode != -1)
             known = set(maildir.LETTER_TO_FLAG) | {chr(97 + i) for i in keywords}
             done = []
+            from_new: list[str] = []
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
@@ -462,12 +463,33 @@ class Folder:
                 if e.sub == "cur" and fname == e.fname:
                     done.append(uid)
                     continue
+                dest = os.path.join(self.path, "cur", fname)
                 try:
-                    os.rename(e.path(self.path), os.path.join(self.path, "cur", fname))
+                    if e.sub == "new":
+                        # Out of new/ the safe way (see maildir.move_to_cur): link now, unlink
+                        # once the cur/ name is durable.
+                        os.link(e.path(self.path), dest)
+                        from_new.append(e.path(self.path))
+                    else:
+                        os.rename(e.path(self.path), dest)
                 except FileNotFoundError:
                     continue  # expunged or renamed elsewhere: the next rescan sees it
+                except FileExistsError:
+                    continue  # a leftover of a move cut short: the next rescan sorts it out
                 ch.moved[uid] = ("cur", fname, "".join(sorted(new)))
                 done.append(uid)
+            if ch.moved:
+                # The renamed names durable before STORE is answered: a rename not yet on
+                # disk could lose the flags, or the message (lost+found) on a file system
+                # without a journal.
+                maildir.fsync_dir(os.path.join(self.path, "cur"))
+            if from_new:
+                for p in from_new:
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+                maildir.fsync_dir(os.path.join(self.path, "new"))
             return ch, done
 
         d = self._locked(self._own_change(work))
@@ -507,18 +529,23 @@ class Folder:
         def work() -> tuple[Changes, list[int]]:
             assert self._ul is not None
             ch = Changes(origin=origin)
+            touched: set[str] = set()
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
                     continue
                 try:
                     os.unlink(e.path(self.path))
+                    touched.add(e.sub)
                 except FileNotFoundError:
                     pass
                 self._ul.uids.pop(e.key, None)
                 ch.removed.append(uid)
             if ch.removed and os.path.isdir(os.path.join(self.path, "cur")):
-                maildir.fsync_dir(os.path.join(self.path, "cur"))
+                # The removals durable before the uidlist forgets their keys: a file whose
+                # unlink a cut undid would otherwise come back under a new UID.
+                for sub in sorted(touched):
+                    maildir.fsync_dir(os.path.join(self.path, sub))
                 uidlist.save(self.path, self._ul)
             return ch, ch.removed
 
@@ -533,17 +560,24 @@ class Folder:
         def work() -> tuple[Changes, list[int]]:
             assert self._ul is not None
             ch = Changes(origin=origin)
-            for source, flags, date in sources:
-                letters = "".join(sorted(self._letters_blocking(
-                    [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
-                try:
-                    key, fname = maildir.deliver(self.path, source, letters, date, hostname=self._hostname)
-                except FileNotFoundError:
-                    # COPY source renamed by a flag change meanwhile: find it by its key.
-                    moved = maildir.find_key(source) if isinstance(source, str) else None
-                    if moved is None:
-                        raise
-                    key, fname = maildir.deliver(self.path, moved, letters, date, hostname=self._hostname)
+            stored: list[tuple[str, str]] = []  # (key, name in cur/)
+            try:
+                for source, flags, date in sources:
+                    letters = "".join(sorted(self._letters_blocking(
+                        [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
+                    stored.append(self._deliver_blocking(source, letters, date))
+                # One fsync of cur/ for the batch: the new names are durable before any UID
+                # is saved or reported (the tagged OK of APPEND, COPY, MOVE).
+                maildir.fsync_dir(os.path.join(self.path, "cur"))
+            except BaseException:
+                # RFC 3501 §6.4.7: a failed COPY leaves the destination as it was.
+                for _key, fname in stored:
+                    try:
+                        os.unlink(os.path.join(self.path, "cur", fname))
+                    except OSError:
+                        pass
+                raise
+            for key, fname in stored:
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
                 uid = self._ul.assign(key)
                 ch.added.append(Entry(uid, key, "cur", fname, maildir.split_name(fname)[1], meta))
@@ -556,6 +590,18 @@ class Folder:
             return self._locked(self._own_change(work))
 
         return self.refresh().addCallback(first_load).addCallback(lambda r: r[1])
+
+    def _deliver_blocking(self, source: Union[bytes, BinaryIO, str], letters: str,
+                          date: Optional[float]) -> tuple[str, str]:
+        """(thread, locked) One message into cur/, its directory not yet fsynced."""
+        try:
+            return maildir.deliver(self.path, source, letters, date, hostname=self._hostname, sync=False)
+        except FileNotFoundError:
+            # COPY source renamed by a flag change meanwhile: find it by its key.
+            moved = maildir.find_key(source) if isinstance(source, str) else None
+            if moved is None:
+                raise
+            return maildir.deliver(self.path, moved, letters, date, hostname=self._hostname, sync=False)
 
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)

@@ -181,11 +181,13 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
 
 def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
             mtime: Optional[float] = None, to_new: bool = False,
-            hostname: Optional[str] = None) -> tuple[str, str]:
+            hostname: Optional[str] = None, sync: bool = True) -> tuple[str, str]:
     """Durably add one message to the Maildir at ``path``; return (key, file name in ``cur``/``new``).
 
     ``source`` is the message bytes, a binary file, or the path of an existing message file to
-    hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE.
+    hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE. With
+    ``sync`` False the caller fsyncs the ``cur``/``new`` directory itself (once for a batch)
+    before the message counts as stored; everything else is durable when this returns.
     """
     key = unique_key(hostname)
     tmp = os.path.join(path, "tmp", key)
@@ -201,31 +203,45 @@ def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
             with open(source, "rb") as f:
                 data: Union[bytes, BinaryIO] = f.read()
             source = data
-    if not linked:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if linked:
+            # The link raised the file's link count, which no directory fsync writes on every
+            # file system: without this a cut could leave two names on an inode counting one,
+            # and expunging either would free the other's message.
+            fd = os.open(tmp, os.O_RDONLY)
+        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(source, (bytes, bytearray, memoryview)):
-                    out.write(source)
-                else:
-                    while True:
-                        chunk = source.read(1 << 16)  # type: ignore[union-attr]
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    if mtime is not None and not linked:
-        os.utime(tmp, (mtime, mtime))
-    os.rename(tmp, dest)
-    fsync_dir(os.path.join(path, sub))
+            if not linked:
+                assert not isinstance(source, str)
+                _write_source(fd, source)
+                if mtime is not None:
+                    os.utime(fd, (mtime, mtime))  # before the fsync, so the date is durable too
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync:
+        fsync_dir(os.path.join(path, sub))
     return key, fname
+
+
+def _write_source(fd: int, source: Union[bytes, bytearray, memoryview, BinaryIO]) -> None:
+    with os.fdopen(os.dup(fd), "wb") as out:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            out.write(source)
+        else:
+            while True:
+                chunk = source.read(1 << 16)
+                if not chunk:
+                    break
+                out.write(chunk)
 
 
 def move_to_cur(path: str, fnames: Iterable[str], cur_names: Iterable[str]

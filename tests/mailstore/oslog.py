@@ -89,14 +89,23 @@ class OsLog:
                 return i
         raise AssertionError(f"{path} was never made")
 
-    def durable_by(self, path: str, end: int) -> bool:
-        """Whether the name ``path`` (and, if a link made it, its inode's link count) was
-        durable at event ``end``."""
+    def durable_by(self, path: str, end: int, count: bool = True) -> bool:
+        """Whether the name ``path`` (and, if a link made it and ``count``, its inode's link
+        count) was durable at event ``end``."""
         i = self.last_name(path, end)
         _, op, d, _, ino = self.events[i]
         if not self._synced(d, i, end):
             return False
-        return op != "link" or self._synced(ino, i, end)
+        return not count or op != "link" or self._synced(ino, i, end)
+
+    def links_counted(self, end: int) -> bool:
+        """Whether every inode a link gave another name was fsynced after it, before ``end``."""
+        return all(self._synced(e[4], i, end) for i, e in self.names_made(end) if e[1] == "link")
+
+    def dir_syncs(self, path: str, end: int) -> int:
+        """How many fsyncs of the directory ``path`` happened before ``end``."""
+        ino = os.stat(path).st_ino
+        return sum(1 for e in self.events[:end] if e[0] == "fsync" and e[2] == ino)
 
     def names_made(self, end: Optional[int] = None) -> list[tuple[int, Event]]:
         """(index, event) of every name made before ``end``."""

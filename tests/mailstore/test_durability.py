@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 
-from cgtwist.mailstore import uidlist
+from twisted.mail import imap4
+
+from cgtwist.mailstore import maildir, uidlist
 from tests.mailstore.oslog import OsLog
-from tests.mailstore.test_mailstore import StoreTestBase, deliver, msg
+from tests.mailstore.test_mailstore import StoreTestBase, deliver, msg, result
 
 
 class SelectMoveTests(StoreTestBase):
@@ -75,3 +77,115 @@ class SelectMoveTests(StoreTestBase):
         self.select()
         log.mark("selected")
         self.assertTrue(log.durable_by(os.path.join(self.md, uidlist.UIDLIST_FILE), log.at("selected")))
+
+
+class WriterTests(StoreTestBase):
+    def cur(self, folder: str = "INBOX") -> str:
+        return os.path.join(self.md if folder == "INBOX" else os.path.join(self.md, "." + folder), "cur")
+
+    def assert_cur_durable(self, log: OsLog, folder: str, end: int) -> None:
+        for name in os.listdir(self.cur(folder)):
+            self.assertTrue(log.durable_by(os.path.join(self.cur(folder), name), end), name)
+
+    def test_append_durable_with_its_date(self) -> None:
+        """APPEND is answered once the message's cur/ name and its INTERNALDATE (set before
+        the file's fsync, not after it) are durable."""
+        box = self.select()
+        log = OsLog(self)
+        times: list[tuple[str, object]] = []
+        real_utime = os.utime
+        self.patch(os, "utime", lambda p, t=None, **kw: (times.append(("utime", p)), real_utime(p, t, **kw))[1])
+        os_fsync = os.fsync  # OsLog's, which calls the real one
+        self.patch(os, "fsync", lambda fd: (times.append(("fsync", fd)), os_fsync(fd))[1])
+        result(box.append(msg("a"), ["\\Seen"], "17-Jul-1996 02:44:25 -0700"))
+        log.mark("ok")
+        self.assert_cur_durable(log, "INBOX", log.at("ok"))
+        self.assertEqual([t[0] for t in times][:2], ["utime", "fsync"])
+        self.assertIn("17 Jul 1996 09:44:25", box.message(1).getInternalDate())
+
+    def test_copy_durable_with_link_counts_in_one_directory_fsync(self) -> None:
+        """COPY links the files: each linked inode's link count and every new cur/ name are
+        durable before the tagged OK, and the destination's cur/ is fsynced once for the batch."""
+        for i in range(4):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        trash = self.select("Trash")
+        log = OsLog(self)
+        self.assertEqual(result(box.copy_uids([1, 2, 3, 4], trash))[1], [1, 2, 3, 4])
+        log.mark("ok")
+        end = log.at("ok")
+        self.assertTrue(any(e[1] == "link" for _, e in log.names_made(end)))
+        self.assertTrue(log.links_counted(end))
+        self.assert_cur_durable(log, "Trash", end)
+        self.assertEqual(log.dir_syncs(self.cur("Trash"), end), 1)
+
+    def test_move_copies_durable_before_originals_go(self) -> None:
+        """MOVE removes no original before its copy (name and link count) is durable."""
+        for i in range(2):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        trash = self.select("Trash")
+        log = OsLog(self)
+        result(box.move_uids([1, 2], trash))
+        inbox_cur = os.stat(self.cur()).st_ino
+        first_unlink = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == inbox_cur)
+        self.assertTrue(log.links_counted(first_unlink))
+        self.assert_cur_durable(log, "Trash", first_unlink)
+
+    def test_failed_copy_leaves_destination_unchanged(self) -> None:
+        """EIO from the destination's fsync fails COPY and leaves no copy behind
+        (RFC 3501 §6.4.7), so the client's retry does not make two."""
+        for i in range(2):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        trash = self.select("Trash")
+        real = maildir.fsync_dir
+
+        def eio(path: str) -> None:
+            if path == self.cur("Trash"):
+                raise OSError(5, "Input/output error")
+            real(path)
+
+        self.patch(maildir, "fsync_dir", eio)
+        self.assertRaises(OSError, result, box.copy_uids([1, 2], trash))
+        self.assertEqual(os.listdir(self.cur("Trash")), [])
+
+    def test_store_renames_durable(self) -> None:
+        """STORE is answered once the renamed cur/ names carrying the flags are durable."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        log = OsLog(self)
+        result(box.store(imap4.MessageSet(1, 3), ["\\Seen", "\\Flagged"], 1, False))
+        log.mark("ok")
+        self.assertTrue(all("FS" in n for n in os.listdir(self.cur())))
+        self.assert_cur_durable(log, "INBOX", log.at("ok"))
+
+    def test_flags_on_message_still_in_new(self) -> None:
+        """A flag change on a message still in new/ (the folder seen read-only so far) takes
+        it to cur/ the safe way: its cur/ name durable before the new/ name goes."""
+        deliver(self.md, msg("x"))
+        box = self.select(rw=False)
+        log = OsLog(self)
+        result(box.folder.set_flags([1], ["\\Seen"], 1))
+        log.mark("ok")
+        (name,) = os.listdir(self.cur())
+        made = log.last_name(os.path.join(self.cur(), name))
+        new_ino = os.stat(os.path.join(self.md, "new")).st_ino
+        gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == new_ino)
+        # (The link count, 2 until the unlink, need not be: see maildir.move_to_cur.)
+        self.assertTrue(log.durable_by(os.path.join(self.cur(), name), gone, count=False))
+        self.assertLess(made, gone)
+        self.assertIn(("fsync", "dir", new_ino), log.events[gone:log.at("ok")])
+
+    def test_expunge_never_resurrects_under_a_new_uid(self) -> None:
+        """EXPUNGE makes each removal durable (in new/ as in cur/) before the uidlist forgets
+        the key: a removal a cut undid would bring the message back with a new UID."""
+        deliver(self.md, msg("in new"))
+        box = self.select(rw=False)
+        log = OsLog(self)
+        result(box.folder.expunge([1]))
+        new_ino = os.stat(os.path.join(self.md, "new")).st_ino
+        gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == new_ino)
+        saved = log.last_name(os.path.join(self.md, uidlist.UIDLIST_FILE))
+        self.assertIn(("fsync", "dir", new_ino), log.events[gone:saved])
