@@ -8,10 +8,12 @@ COPY, MOVE, flag renames in cur/, EXPUNGE and the uidlist, folder CREATE/RENAME/
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from twisted.internet import defer
 from twisted.mail import imap4
 
-from cgtwist.mailstore import maildir, uidlist
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, names, uidlist
 from tests.mailstore.oslog import OsLog
 from tests.mailstore.test_mailstore import StoreTestBase, deliver, msg, result
 
@@ -189,3 +191,80 @@ class WriterTests(StoreTestBase):
         gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == new_ino)
         saved = log.last_name(os.path.join(self.md, uidlist.UIDLIST_FILE))
         self.assertIn(("fsync", "dir", new_ino), log.events[gone:saved])
+
+
+class ThreadedNotifier(MailboxNotifier):
+    """Runs disk work inline but says when it does, so a test can tell a "thread's" file work
+    from the reactor's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = False
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        self.inside = True
+        try:
+            return super().run(fn, *args)
+        finally:
+            self.inside = False
+
+
+class FolderOperationTests(StoreTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.notifier = ThreadedNotifier()
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        self.outside: list[str] = []
+        real_mkdir, real_rename = os.mkdir, os.rename
+
+        def mkdir(path: str, *a: Any, **kw: Any) -> None:
+            if not self.notifier.inside:
+                self.outside.append(f"mkdir {path}")
+            real_mkdir(path, *a, **kw)
+
+        def rename(a: str, b: str, **kw: Any) -> None:
+            if not self.notifier.inside:
+                self.outside.append(f"rename {a}")
+            real_rename(a, b, **kw)
+
+        self.patch(os, "mkdir", mkdir)
+        self.patch(os, "rename", rename)
+
+    def test_create_durable_in_a_thread(self) -> None:
+        """CREATE (parents too) is answered once every new directory is durable, and that
+        file work runs off the reactor thread."""
+        log = OsLog(self)
+        self.assertTrue(result(self.account.create("Projects/2026/Q1")))
+        log.mark("ok")
+        made = log.names_made(log.at("ok"))
+        self.assertEqual(len(made), 3 * 4)
+        for i, e in made:
+            self.assertTrue(log.name_durable_at(i, log.at("ok")), e)
+        self.assertEqual(self.outside, [])
+
+    def test_rename_durable_in_a_thread(self) -> None:
+        """RENAME (sub-folders included) is answered once the new names are durable; a cut
+        after the OK keeps the folders under their new names, not in lost+found."""
+        result(self.account.create("A/B"))
+        log = OsLog(self)
+        self.assertTrue(result(self.account.rename("A", "C")))
+        log.mark("ok")
+        for name in ("C", "C/B"):
+            path = names.folder_path(self.md, name)
+            self.assertTrue(log.durable_by(path, log.at("ok")), name)
+        self.assertEqual(self.outside, [])
+        self.assertEqual(sorted(n for n, _ in self.account.listMailboxes("", "C*")), ["C", "C/B"])
+
+    def test_delete_durable_in_a_thread(self) -> None:
+        """DELETE is answered once the folder's removal is durable (its rename out of sight
+        fsynced in the account's Maildir)."""
+        result(self.account.create("Old"))
+        log = OsLog(self)
+        self.assertTrue(result(self.account.delete("Old")))
+        log.mark("ok")
+        md_ino = os.stat(self.md).st_ino
+        gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == md_ino)
+        self.assertIn(("fsync", "dir", md_ino), log.events[gone:log.at("ok")])
+        self.assertEqual(self.outside, [])
+        self.assertFalse(self.account.exists("Old"))
+
