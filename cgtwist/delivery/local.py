@@ -191,6 +191,10 @@ def _write_unnamed(path: str, chunks: list[bytes], size: int,
         # The link raised the inode's link count from 0 to 1, and fsync(new/) does not write
         # the inode on every file system (ext4 without a journal does not): without this the
         # name can survive a power cut pointing at an inode with no links, which e2fsck frees.
+        # Each thread fsyncs its own file, at the same time as the others: the kernel already
+        # groups concurrent fsyncs (one journal commit; the block layer merges their cache
+        # flushes), where one thread fsyncing every file of a batch in turn would serialise
+        # them. Only the fsync of new/, one file for all, is shared (DirSync).
         try:
             os.fsync(fd)
         except BaseException as e:
