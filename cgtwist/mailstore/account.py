@@ -339,11 +339,17 @@ class MaildirAccount:
                                                   lambda: _read_subscriptions(self.path))
         return self._subs
 
-    def _save_subscriptions(self) -> defer.Deferred[None]:
-        """Write the current set (in a thread); writes of one account happen in order."""
-        return self.notifier.write_serialised(
+    def _save_subscriptions(self, wait: bool = False) -> defer.Deferred[bool]:
+        """Write the current set durably (in a thread); writes of one account happen in order.
+        Fires with True once written; with ``wait`` False nobody waits, so a failure (logged
+        by the notifier) is consumed here."""
+        d = self.notifier.write_serialised(
             ("subscriptions", self.path),
             lambda: (_write_subscriptions, self.path, set(self._subscriptions())))
+        d.addCallback(lambda _: True)
+        if not wait:
+            d.addErrback(lambda _: False)
+        return d
 
     def isSubscribed(self, name: Union[str, bytes]) -> bool:
         try:
@@ -351,24 +357,25 @@ class MaildirAccount:
         except MailboxNameError:
             return False
 
-    def subscribe(self, name: Union[str, bytes]) -> bool:
-        """SUBSCRIBE (RFC 3501 §6.3.6): allowed for names that do not exist (yet)."""
+    def subscribe(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
+        """SUBSCRIBE (RFC 3501 §6.3.6): allowed for names that do not exist (yet). Fires once
+        the subscriptions file is durably rewritten, so the OK is not undone by a cut."""
         canon = self._norm(name)
         self._dir(canon)
         subs = self._subscriptions()
-        if canon not in subs:
-            subs.add(canon)
-            self._save_subscriptions()
-        return True
+        if canon in subs:
+            return defer.succeed(True)
+        subs.add(canon)
+        return self._save_subscriptions(wait=True)
 
-    def unsubscribe(self, name: Union[str, bytes]) -> bool:
+    def unsubscribe(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
+        """UNSUBSCRIBE (RFC 3501 §6.3.7); fires once durable, as SUBSCRIBE does."""
         canon = self._norm(name)
         subs = self._subscriptions()
         if canon not in subs:
             raise MailboxError("[NONEXISTENT] Not subscribed")
         subs.discard(canon)
-        self._save_subscriptions()
-        return True
+        return self._save_subscriptions(wait=True)
 
     def subscriptions(self) -> list[str]:
         return sorted(self._subscriptions())

@@ -268,3 +268,52 @@ class FolderOperationTests(StoreTestBase):
         self.assertEqual(self.outside, [])
         self.assertFalse(self.account.exists("Old"))
 
+
+
+class QueuedNotifier(MailboxNotifier):
+    """Holds the disk work until ``drain()``, as a busy thread pool would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.jobs.append((fn, args, d))
+        return d
+
+    def drain(self) -> None:
+        while self.jobs:
+            fn, args, d = self.jobs.pop(0)
+            try:
+                r = fn(*args)
+            except Exception:
+                d.errback()
+            else:
+                d.callback(r)
+
+
+class SubscriptionTests(StoreTestBase):
+    def test_subscribe_answered_once_durable(self) -> None:
+        """SUBSCRIBE and UNSUBSCRIBE are answered after the subscriptions file is durably
+        rewritten, not while the write still waits for a thread."""
+        notifier = QueuedNotifier()
+        account = MaildirAccount(self.md, "a@example.com", notifier)
+        path = os.path.join(self.md, "subscriptions")
+        for op in (account.subscribe, account.unsubscribe):
+            log = OsLog(self)
+            d = defer.maybeDeferred(op, "Work")
+            d.addCallback(lambda _, log=log: log.mark("ok"))
+            notifier.drain()
+            result(d)
+            self.assertTrue(log.durable_by(path, log.at("ok")), op.__name__)
+
+    def test_failed_write_fails_subscribe(self) -> None:
+        """A subscriptions file that cannot be made durable (EIO) fails SUBSCRIBE instead of
+        answering OK for a change a restart would not know."""
+        def eio(path: str) -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(maildir, "fsync_dir", eio)
+        self.assertRaises(OSError, result, defer.maybeDeferred(self.account.subscribe, "Work"))
+        self.flushLoggedErrors(OSError)
