@@ -233,6 +233,7 @@ def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
 
 
 def _write_source(fd: int, source: Union[bytes, bytearray, memoryview, BinaryIO]) -> None:
+    """Write ``source`` to ``fd`` (left open for its fsync), a file in 64 KiB pieces."""
     with os.fdopen(os.dup(fd), "wb") as out:
         if isinstance(source, (bytes, bytearray, memoryview)):
             out.write(source)
