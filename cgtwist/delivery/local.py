@@ -1,10 +1,12 @@
 """LOCAL delivery: put a spooled message into an account's Maildir INBOX, durably.
 
 Owns the LOCAL module's one job (queue ``LOCAL(name@domain)``): look the account up, prepend
-``Return-Path:`` and ``Delivered-To:``, write an unnamed file (O_TMPFILE) or ``tmp/`` -> fsync ->
-link or rename into ``new/`` -> fsync ``new/`` (maildir(5); RELIABILITY.md a3/a7), then tell the
-mailbox notifier. The message bytes are written exactly as spooled. A missing account, a full
-disk or a permission problem leaves the recipients pending (the queue retries), never dropped.
+``Return-Path:`` and ``Delivered-To:``, write an unnamed file (O_TMPFILE) -> fsync -> link into
+``new/`` -> fsync the file again (its link count), or ``tmp/`` -> fsync -> rename into ``new/``,
+then fsync ``new/`` (maildir(5); RELIABILITY.md a3/a7) and tell the mailbox notifier. The message
+bytes are written exactly as spooled. A missing account, a full disk, a permission problem or a
+failed fsync leaves the recipients pending (the queue retries), never dropped; a name linked
+before a failed fsync is removed again, so the retry does not deliver it twice.
 Paths come only from ``cgtwist.paths.maildir`` over the store's canonical names. All disk work
 runs in a thread.
 """
@@ -67,23 +69,64 @@ def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None
     caller fsyncs ``new/`` itself before it may count the message delivered; a callable is
     called with the ``new/`` path to do it here (group commit among threads). ``ensure``
     False skips checking that the Maildir exists (the caller knows it does; a missing
-    ``tmp/`` or ``new/`` then raises FileNotFoundError)."""
-    parent = os.path.dirname(path)
-    if ensure and md.ensure(path):
-        md.fsync_dir(path)  # the new cur/new/tmp entries
-        md.fsync_dir(parent)  # the Maildir entry itself
-        md.fsync_dir(os.path.dirname(parent))  # the account directory, if it was new too
+    ``tmp/`` or ``new/`` then raises FileNotFoundError).
+
+    When the fsync of ``new/`` fails (EIO) the name is removed again before CommitFailed is
+    raised: the recipient stays pending and is retried, and a name that stayed would be a
+    second copy after the retry (every delivery sharing that fsync withdraws its own)."""
+    if ensure:
+        md.ensure(path)  # fsyncs each directory it makes in its parent (domain, account, ...)
     size = sum(len(c) for c in chunks)
     name = _write_unnamed(path, chunks, size, hostname) if _unnamed_ok else None
     if name is None:
         name = _write_via_tmp(path, chunks, size, hostname)
-    if callable(sync_new):
-        sync_new(os.path.join(path, "new"))
-        cp.crashpoint(cp.LOCAL_AFTER_RENAME)
-    elif sync_new:
-        md.fsync_dir(os.path.join(path, "new"))
-        cp.crashpoint(cp.LOCAL_AFTER_RENAME)
+    if not sync_new:
+        return name
+    new_dir = os.path.join(path, "new")
+    try:
+        if callable(sync_new):
+            sync_new(new_dir)
+        else:
+            md.fsync_dir(new_dir)
+    except BaseException as e:
+        raise _withdraw(path, name, e) from e
+    cp.crashpoint(cp.LOCAL_AFTER_RENAME)
     return name
+
+
+class CommitFailed(OSError):
+    """A message was linked into ``new/`` but could not be made durable (an fsync failed).
+
+    ``withdrawn`` says its name was removed again, so a retry delivers it once; when False the
+    name ``filename`` stayed (removing it failed too) and a retry may deliver it twice."""
+
+    def __init__(self, error: BaseException, filename: str, withdrawn: bool) -> None:
+        code = getattr(error, "errno", None) or errno.EIO
+        super().__init__(code, getattr(error, "strerror", None) or str(error) or os.strerror(code))
+        self.filename = filename
+        self.withdrawn = withdrawn
+
+
+def _withdraw(path: str, name: str, error: BaseException) -> CommitFailed:
+    """Blocking: remove the name ``name`` given in new/ (or cur/, where an IMAP session may
+    have moved it meanwhile) after its commit failed; the CommitFailed to raise."""
+    where = os.path.join(path, "new", name)
+    try:
+        try:
+            os.unlink(where)
+        except FileNotFoundError:
+            moved = md.find_key(where)
+            if moved is None:
+                return CommitFailed(error, name, True)  # nothing left to remove
+            where = moved
+            os.unlink(where)
+    except OSError:
+        return CommitFailed(error, name, False)
+    try:
+        md.fsync_dir(os.path.dirname(where))  # best effort: the withdrawal durable too
+    except OSError:
+        pass
+    return CommitFailed(error, name, True)
 
 
 # O_TMPFILE (Linux 3.11+, on ext4, XFS, btrfs, tmpfs): the message's inode is created with no
@@ -92,8 +135,9 @@ def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None
 # the inode does not hold tmp/'s directory lock, on which concurrent deliveries into one
 # Maildir queued (perf: 1-2% of all CPU spinning on it while ext4 without a journal walked
 # past recently freed inodes; 0.4% after). A crash before the link leaves nothing behind, not
-# a file in tmp/ for clean_tmp. Where the file system or /proc does not offer it, the classic
-# tmp/ + rename is used from then on.
+# a file in tmp/ for clean_tmp. The price is a second fsync of the file after the link (its
+# link count); where the file system or /proc does not offer O_TMPFILE, the classic tmp/ +
+# rename (whose rename leaves the fsynced link count alone) is used from then on.
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _unnamed_ok = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
 _UNSUPPORTED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
@@ -127,7 +171,7 @@ def _write_unnamed(path: str, chunks: list[bytes], size: int,
         raise
     try:
         _write_all(fd, chunks)
-        os.fsync(fd)
+        os.fsync(fd)  # the data, before any name can lead to it
         cp.crashpoint(cp.LOCAL_BEFORE_RENAME)
         while True:
             name = f"{md.unique_key(hostname)},S={size}"
@@ -143,7 +187,19 @@ def _write_unnamed(path: str, chunks: list[bytes], size: int,
                     _unnamed_ok = False  # no usable /proc link: the classic way from now on
                     return None
                 raise
-            return name
+            break
+        # The link raised the inode's link count from 0 to 1, and fsync(new/) does not write
+        # the inode on every file system (ext4 without a journal does not): without this the
+        # name can survive a power cut pointing at an inode with no links, which e2fsck frees.
+        # Each thread fsyncs its own file, at the same time as the others: the kernel already
+        # groups concurrent fsyncs (one journal commit; the block layer merges their cache
+        # flushes), where one thread fsyncing every file of a batch in turn would serialise
+        # them. Only the fsync of new/, one file for all, is shared (DirSync).
+        try:
+            os.fsync(fd)
+        except BaseException as e:
+            raise _withdraw(path, name, e) from e
+        return name
     finally:
         os.close(fd)
 
@@ -317,8 +373,7 @@ class LocalDelivery:
             nospace = e.errno in (errno.ENOSPC, errno.EDQUOT)
             detail = "452 4.3.1 insufficient system storage" if nospace else \
                 f"451 4.3.0 local delivery failed ({errno.errorcode.get(e.errno or 0, 'error')})"
-            self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
-                           account=address, error=e.strerror or str(e))
+            self._log_failure(msg_id, address, "INBOX", e)
             return _all(recipients, "pending", detail)
         self.log.debug("local: {msg_id} delivered to {account} as {file}", msg_id=msg_id,
                       account=address, file=fname)
@@ -355,8 +410,7 @@ class LocalDelivery:
         try:
             fname = await deferToThreadPool(self.reactor, pool, write)
         except OSError as e:
-            self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
-                           account=account.address, error=e.strerror or str(e))
+            self._log_failure(msg_id, account.address, folder, e)
             return _all(recipients, "pending", "451 4.3.0 local delivery failed")
         self.log.debug("local: {msg_id} stored in {folder} of {account} as {file}", msg_id=msg_id,
                        folder=folder, account=account.address, file=fname)
@@ -364,6 +418,22 @@ class LocalDelivery:
             defer.maybeDeferred(self.notifier.mailbox_changed, account.address, folder).addErrback(
                 lambda f: self.log.failure("local: notifier failed", f))
         return _all(recipients, "delivered", f"250 2.0.0 delivered to {folder}")
+
+    def _log_failure(self, msg_id: str, address: str, folder: str, e: OSError) -> None:
+        """One line per failed delivery; a failed commit says what became of the copy."""
+        error = e.strerror or str(e)
+        if not isinstance(e, CommitFailed):
+            self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
+                           account=address, error=error)
+        elif e.withdrawn:
+            self.log.error("local: {msg_id} to {account} {folder} deferred: commit failed "
+                           "({error}); {file} withdrawn, will retry", msg_id=msg_id,
+                           account=address, folder=folder, error=error, file=e.filename)
+        else:
+            self.log.error("local: {msg_id} to {account} {folder} deferred: commit failed "
+                           "({error}) and {file} could not be withdrawn: the retry may deliver "
+                           "it twice", msg_id=msg_id, account=address, folder=folder, error=error,
+                           file=e.filename)
 
     def _sync_new(self, new_dir: str) -> None:
         """Thread: fsync ``new_dir`` shared with the other threads delivering into it."""

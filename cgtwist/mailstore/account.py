@@ -56,6 +56,27 @@ def provision(path: str) -> bool:
     return created
 
 
+def _ensure_all(dirs: list[str]) -> None:
+    """(blocking) Make each Maildir in ``dirs``, in order, durably (``maildir.ensure``)."""
+    for d in dirs:
+        maildir.ensure(d)
+
+
+def _rename_all(parent: str, moves: list[tuple[str, str]],
+                done: Optional[list[tuple[str, str]]] = None) -> None:
+    """(blocking) Rename each (old, new) path within ``parent`` (Maildir++ folders are all
+    entries of the account's Maildir), then fsync ``parent`` once, also when one failed, so
+    the renames made are durable; ``done`` collects them."""
+    made = done if done is not None else []
+    try:
+        for old, new in moves:
+            os.rename(old, new)
+            made.append((old, new))
+    finally:
+        if made:
+            maildir.fsync_dir(parent)
+
+
 def _read_subscriptions(path: str) -> set[str]:
     out: set[str] = set()
     try:
@@ -170,12 +191,13 @@ class MaildirAccount:
 
     # -- IAccount ------------------------------------------------------------------------------
 
-    def addMailbox(self, name: Union[str, bytes], mbox: Any = None) -> bool:
+    def addMailbox(self, name: Union[str, bytes], mbox: Any = None) -> defer.Deferred[bool]:
         return self.create(name)
 
-    def create(self, pathspec: Union[str, bytes]) -> bool:
+    def create(self, pathspec: Union[str, bytes]) -> defer.Deferred[bool]:
         """CREATE (RFC 3501 §6.3.3): a trailing delimiter is dropped; missing parents are
-        created too. Raises MailboxError (e.g. ``[ALREADYEXISTS]``) when refused."""
+        created too. Raises MailboxError (e.g. ``[ALREADYEXISTS]``) when refused; otherwise
+        fires once the new folders are durable (made in a thread)."""
         if isinstance(pathspec, bytes):
             try:
                 pathspec = names.mutf7_decode(pathspec)
@@ -186,12 +208,14 @@ class MaildirAccount:
         canon = self._norm(pathspec)
         if canon == INBOX or self.exists(canon):
             raise MailboxError("[ALREADYEXISTS] Mailbox already exists")
-        for parent in names.parent_names(canon):
-            if parent != INBOX and not self.exists(parent):
-                maildir.ensure(self._dir(parent))
-        maildir.ensure(self._dir(canon))
-        self.log.info("{account} created folder {folder}", account=self.account, folder=canon)
-        return True
+        dirs = [self._dir(p) for p in names.parent_names(canon) if p != INBOX and not self.exists(p)]
+        dirs.append(self._dir(canon))
+
+        def made(_: object) -> bool:
+            self.log.info("{account} created folder {folder}", account=self.account, folder=canon)
+            return True
+
+        return self.notifier.run(_ensure_all, dirs).addCallback(made)
 
     def select(self, name: Union[str, bytes], rw: bool = True) -> defer.Deferred[Optional[MaildirMailbox]]:
         """SELECT/EXAMINE/STATUS/APPEND target: fires with a MaildirMailbox, or None when the
@@ -208,7 +232,7 @@ class MaildirAccount:
         box = MaildirMailbox(self, folder, rw)
         return box.refresh().addCallback(lambda _: box.opened())
 
-    def delete(self, name: Union[str, bytes]) -> bool:
+    def delete(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
         """DELETE (RFC 3501 §6.3.4): removes the folder and its messages; its sub-folders
         stay (the parent is then listed \\Noselect). INBOX cannot be deleted."""
         canon = self._norm(name)
@@ -218,21 +242,26 @@ class MaildirAccount:
         if not maildir.is_maildir(path):
             raise MailboxError("[NONEXISTENT] No such mailbox")
         graveyard = os.path.join(self.path, _DELETED_PREFIX + os.urandom(8).hex())
-        os.rename(path, graveyard)
-        self.notifier.forget(self.account, canon)
-        self.notifier.run(shutil.rmtree, graveyard, True)
-        subs = self._subscriptions()
-        if canon in subs:
-            subs.discard(canon)
-            self._save_subscriptions()
-        self.log.info("{account} deleted folder {folder}", account=self.account, folder=canon)
-        return True
 
-    def rename(self, oldname: Union[str, bytes], newname: Union[str, bytes]) -> Union[bool, defer.Deferred[bool]]:
+        def gone(_: object) -> bool:
+            self.notifier.forget(self.account, canon)
+            self.notifier.run(shutil.rmtree, graveyard, True)
+            subs = self._subscriptions()
+            if canon in subs:
+                subs.discard(canon)
+                self._save_subscriptions()
+            self.log.info("{account} deleted folder {folder}", account=self.account, folder=canon)
+            return True
+
+        # Renamed out of sight and that made durable (a thread's work), then removed at
+        # leisure: a cut never brings back a folder whose DELETE was answered.
+        return self.notifier.run(_rename_all, self.path, [(path, graveyard)]).addCallback(gone)
+
+    def rename(self, oldname: Union[str, bytes], newname: Union[str, bytes]) -> defer.Deferred[bool]:
         """RENAME (RFC 3501 §6.3.5), sub-folders included; UIDVALIDITY moves with the folder.
+        Fires once the new names are durable (the renames run in a thread).
 
-        Renaming INBOX moves its messages into a new folder and leaves INBOX empty; that case
-        returns a Deferred.
+        Renaming INBOX moves its messages into a new folder and leaves INBOX empty.
         """
         old = self._norm(oldname)
         new = self._norm(newname)
@@ -254,29 +283,42 @@ class MaildirAccount:
         for _n, _p, _target, tpath in moves:
             if os.path.exists(tpath):
                 raise MailboxError("[ALREADYEXISTS] Target mailbox already exists")
-        for parent in names.parent_names(new):
-            if parent != INBOX and not self.exists(parent):
-                maildir.ensure(self._dir(parent))
-        for n, p, target, tpath in moves:
-            os.rename(p, tpath)
-            self.notifier.renamed(self.account, n, target, tpath)
-        subs = self._subscriptions()
-        changed = False
-        for n, _p, target, _t in moves:
-            if n in subs:
-                subs.discard(n)
-                subs.add(target)
-                changed = True
-        if changed:
-            self._save_subscriptions()
-        self.log.info("{account} renamed folder {old} to {new}", account=self.account, old=old, new=new)
-        return True
+        parents = [self._dir(p) for p in names.parent_names(new) if p != INBOX and not self.exists(p)]
+        done: list[tuple[str, str]] = []
+
+        def work() -> None:
+            _ensure_all(parents)
+            _rename_all(self.path, [(p, tpath) for _n, p, _t, tpath in moves], done)
+
+        def moved(result: object) -> object:
+            # Also after a failure: the sessions must follow the folders that did move.
+            subs = self._subscriptions()
+            changed = False
+            for n, p, target, tpath in moves:
+                if (p, tpath) not in done:
+                    continue
+                self.notifier.renamed(self.account, n, target, tpath)
+                if n in subs:
+                    subs.discard(n)
+                    subs.add(target)
+                    changed = True
+            if changed:
+                self._save_subscriptions()
+            return result
+
+        def renamed(_: object) -> bool:
+            self.log.info("{account} renamed folder {old} to {new}", account=self.account, old=old, new=new)
+            return True
+
+        return self.notifier.run(work).addBoth(moved).addCallback(renamed)
 
     def _rename_inbox(self, new: str) -> defer.Deferred[bool]:
         """RFC 3501 §6.3.5: move every INBOX message into the new folder, keep INBOX."""
-        self.create(new)
+
+        created = self.create(new)  # refusals (the name exists, is invalid) raise here
 
         async def move() -> bool:
+            await created
             src = await self.select(INBOX, True)
             dest = await self.select(new, True)
             assert src is not None and dest is not None
@@ -297,11 +339,17 @@ class MaildirAccount:
                                                   lambda: _read_subscriptions(self.path))
         return self._subs
 
-    def _save_subscriptions(self) -> defer.Deferred[None]:
-        """Write the current set (in a thread); writes of one account happen in order."""
-        return self.notifier.write_serialised(
+    def _save_subscriptions(self, wait: bool = False) -> defer.Deferred[bool]:
+        """Write the current set durably (in a thread); writes of one account happen in order.
+        Fires with True once written; with ``wait`` False nobody waits, so a failure (logged
+        by the notifier) is consumed here."""
+        d = self.notifier.write_serialised(
             ("subscriptions", self.path),
             lambda: (_write_subscriptions, self.path, set(self._subscriptions())))
+        d.addCallback(lambda _: True)
+        if not wait:
+            d.addErrback(lambda _: False)
+        return d
 
     def isSubscribed(self, name: Union[str, bytes]) -> bool:
         try:
@@ -309,24 +357,25 @@ class MaildirAccount:
         except MailboxNameError:
             return False
 
-    def subscribe(self, name: Union[str, bytes]) -> bool:
-        """SUBSCRIBE (RFC 3501 §6.3.6): allowed for names that do not exist (yet)."""
+    def subscribe(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
+        """SUBSCRIBE (RFC 3501 §6.3.6): allowed for names that do not exist (yet). Fires once
+        the subscriptions file is durably rewritten, so the OK is not undone by a cut."""
         canon = self._norm(name)
         self._dir(canon)
         subs = self._subscriptions()
-        if canon not in subs:
-            subs.add(canon)
-            self._save_subscriptions()
-        return True
+        if canon in subs:
+            return defer.succeed(True)
+        subs.add(canon)
+        return self._save_subscriptions(wait=True)
 
-    def unsubscribe(self, name: Union[str, bytes]) -> bool:
+    def unsubscribe(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
+        """UNSUBSCRIBE (RFC 3501 §6.3.7); fires once durable, as SUBSCRIBE does."""
         canon = self._norm(name)
         subs = self._subscriptions()
         if canon not in subs:
             raise MailboxError("[NONEXISTENT] Not subscribed")
         subs.discard(canon)
-        self._save_subscriptions()
-        return True
+        return self._save_subscriptions(wait=True)
 
     def subscriptions(self) -> list[str]:
         return sorted(self._subscriptions())

@@ -299,24 +299,15 @@ class Folder:
                 listed[sub] = {n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")}
             except FileNotFoundError:
                 listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
-        # Move new/ -> cur/ once a read-write session sees them (maildir(5)).
-        arrived: set[str] = set()
-        for fname in sorted(listed["new"]):
-            key = maildir.split_name(fname)[0]
-            if key not in self.keys:
-                arrived.add(key)
-            if move_new:
-                dest = maildir.join_name(key, "")
-                try:
-                    os.rename(os.path.join(self.path, "new", fname), os.path.join(self.path, "cur", dest))
-                except FileNotFoundError:
-                    listed["new"].discard(fname)
-                    continue
-                except OSError as err:
-                    self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
-                    continue
-                listed["new"].discard(fname)
-                listed["cur"].add(dest)
+        arrived = {k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys}
+        if move_new and listed["new"]:
+            # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
+            # in one batch: one fsync of cur/ and one of new/ for all of them.
+            moved, failed = maildir.move_to_cur(self.path, sorted(listed["new"]), listed["cur"])
+            for fname, err in failed.items():
+                self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
+            listed["new"] = {n for n in listed["new"] if n in failed}
+            listed["cur"].update(moved.values())
         # Only names that appeared or vanished since the last look need any work.
         files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
         for sub in ("new", "cur"):
@@ -457,6 +448,7 @@ class Folder:
             mine, keywords = self._letters_blocking(wanted, ch, allocate=mode != -1)
             known = set(maildir.LETTER_TO_FLAG) | {chr(97 + i) for i in keywords}
             done = []
+            from_new: list[str] = []
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
@@ -472,12 +464,33 @@ class Folder:
                 if e.sub == "cur" and fname == e.fname:
                     done.append(uid)
                     continue
+                dest = os.path.join(self.path, "cur", fname)
                 try:
-                    os.rename(e.path(self.path), os.path.join(self.path, "cur", fname))
+                    if e.sub == "new":
+                        # Out of new/ the safe way (see maildir.move_to_cur): link now, unlink
+                        # once the cur/ name is durable.
+                        os.link(e.path(self.path), dest)
+                        from_new.append(e.path(self.path))
+                    else:
+                        os.rename(e.path(self.path), dest)
                 except FileNotFoundError:
                     continue  # expunged or renamed elsewhere: the next rescan sees it
+                except FileExistsError:
+                    continue  # a leftover of a move cut short: the next rescan sorts it out
                 ch.moved[uid] = ("cur", fname, "".join(sorted(new)))
                 done.append(uid)
+            if ch.moved:
+                # The renamed names durable before STORE is answered: a rename not yet on
+                # disk could lose the flags, or the message (lost+found) on a file system
+                # without a journal.
+                maildir.fsync_dir(os.path.join(self.path, "cur"))
+            if from_new:
+                for p in from_new:
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+                maildir.fsync_dir(os.path.join(self.path, "new"))
             return ch, done
 
         d = self._locked(self._own_change(work))
@@ -517,18 +530,23 @@ class Folder:
         def work() -> tuple[Changes, list[int]]:
             assert self._ul is not None
             ch = Changes(origin=origin)
+            touched: set[str] = set()
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
                     continue
                 try:
                     os.unlink(e.path(self.path))
+                    touched.add(e.sub)
                 except FileNotFoundError:
                     pass
                 self._ul.uids.pop(e.key, None)
                 ch.removed.append(uid)
             if ch.removed and os.path.isdir(os.path.join(self.path, "cur")):
-                maildir.fsync_dir(os.path.join(self.path, "cur"))
+                # The removals durable before the uidlist forgets their keys: a file whose
+                # unlink a cut undid would otherwise come back under a new UID.
+                for sub in sorted(touched):
+                    maildir.fsync_dir(os.path.join(self.path, sub))
                 uidlist.save(self.path, self._ul)
             return ch, ch.removed
 
@@ -543,17 +561,24 @@ class Folder:
         def work() -> tuple[Changes, list[int]]:
             assert self._ul is not None
             ch = Changes(origin=origin)
-            for source, flags, date in sources:
-                letters = "".join(sorted(self._letters_blocking(
-                    [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
-                try:
-                    key, fname = maildir.deliver(self.path, source, letters, date, hostname=self._hostname)
-                except FileNotFoundError:
-                    # COPY source renamed by a flag change meanwhile: find it by its key.
-                    moved = maildir.find_key(source) if isinstance(source, str) else None
-                    if moved is None:
-                        raise
-                    key, fname = maildir.deliver(self.path, moved, letters, date, hostname=self._hostname)
+            stored: list[tuple[str, str]] = []  # (key, name in cur/)
+            try:
+                for source, flags, date in sources:
+                    letters = "".join(sorted(self._letters_blocking(
+                        [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
+                    stored.append(self._deliver_blocking(source, letters, date))
+                # One fsync of cur/ for the batch: the new names are durable before any UID
+                # is saved or reported (the tagged OK of APPEND, COPY, MOVE).
+                maildir.fsync_dir(os.path.join(self.path, "cur"))
+            except BaseException:
+                # RFC 3501 §6.4.7: a failed COPY leaves the destination as it was.
+                for _key, fname in stored:
+                    try:
+                        os.unlink(os.path.join(self.path, "cur", fname))
+                    except OSError:
+                        pass
+                raise
+            for key, fname in stored:
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
                 uid = self._ul.assign(key)
                 ch.added.append(Entry(uid, key, "cur", fname, maildir.split_name(fname)[1], meta))
@@ -566,6 +591,18 @@ class Folder:
             return self._locked(self._own_change(work))
 
         return self.refresh().addCallback(first_load).addCallback(lambda r: r[1])
+
+    def _deliver_blocking(self, source: Union[bytes, BinaryIO, str], letters: str,
+                          date: Optional[float]) -> tuple[str, str]:
+        """(thread, locked) One message into cur/, its directory not yet fsynced."""
+        try:
+            return maildir.deliver(self.path, source, letters, date, hostname=self._hostname, sync=False)
+        except FileNotFoundError:
+            # COPY source renamed by a flag change meanwhile: find it by its key.
+            moved = maildir.find_key(source) if isinstance(source, str) else None
+            if moved is None:
+                raise
+            return maildir.deliver(self.path, moved, letters, date, hostname=self._hostname, sync=False)
 
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)

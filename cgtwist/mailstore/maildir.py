@@ -1,16 +1,20 @@
 """Blocking Maildir file operations: flags in file names, unique names, durable writes, parsing.
 
-Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state,
-no Twisted. Callers run these functions in a thread when the work can be large. Writes follow
-maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the directory.
+Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state
+but the lock that serialises directory creation, no Twisted. Callers run these functions in a
+thread. Writes follow maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the
+directory; every name made is durable (its directory fsynced, and the inode fsynced after a
+link, which changes its link count) before the function returns.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Mapping, Optional, Union
@@ -72,15 +76,52 @@ def unique_key(hostname: Optional[str] = None) -> str:
     return f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
 
 
+# Held while directories are created and their parents fsynced, and while another thread
+# checks whether they exist: a thread that finds a Maildir half a moment after another created
+# it must not deliver into it (and acknowledge) before its entry in the parent is durable.
+_creating = threading.Lock()
+
+
 def ensure(path: str, mode: int = 0o700) -> bool:
-    """Create ``path`` with cur/new/tmp if missing; True when something was created."""
-    created = False
-    for sub in ("",) + SUBDIRS:
-        p = os.path.join(path, sub)
-        if not os.path.isdir(p):
-            os.makedirs(p, mode=mode, exist_ok=True)
-            created = True
-    return created
+    """Create ``path`` with cur/new/tmp if missing, durably; True when something was created.
+
+    Each directory made (the Maildir, and any missing parent: domain, account, a ``.Folder``'s
+    Maildir) is fsynced in its parent, and the Maildir after its cur/new/tmp: without that a
+    power cut can leave mail delivered into a directory no name leads to (lost+found)."""
+    with _creating:
+        if all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS):
+            return False
+        created = makedirs(path, mode)
+        made = False
+        for sub in SUBDIRS:
+            try:
+                os.mkdir(os.path.join(path, sub), mode)
+                made = True
+            except FileExistsError:
+                pass
+        if made:
+            fsync_dir(path)
+        return created or made
+
+
+def makedirs(path: str, mode: int = 0o700) -> bool:
+    """``os.makedirs`` that fsyncs the parent of each directory it creates (the top one
+    first), so every new name is durable; True when it created anything."""
+    missing: list[str] = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            pass  # made meanwhile by someone else; fsync its parent all the same
+        fsync_dir(os.path.dirname(d))
+    return bool(missing)
 
 
 def clean_tmp(path: str, now: Optional[float] = None, age: float = 36 * 3600) -> int:
@@ -140,11 +181,13 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
 
 def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
             mtime: Optional[float] = None, to_new: bool = False,
-            hostname: Optional[str] = None) -> tuple[str, str]:
+            hostname: Optional[str] = None, sync: bool = True) -> tuple[str, str]:
     """Durably add one message to the Maildir at ``path``; return (key, file name in ``cur``/``new``).
 
     ``source`` is the message bytes, a binary file, or the path of an existing message file to
-    hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE.
+    hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE. With
+    ``sync`` False the caller fsyncs the ``cur``/``new`` directory itself (once for a batch)
+    before the message counts as stored; everything else is durable when this returns.
     """
     key = unique_key(hostname)
     tmp = os.path.join(path, "tmp", key)
@@ -160,31 +203,101 @@ def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
             with open(source, "rb") as f:
                 data: Union[bytes, BinaryIO] = f.read()
             source = data
-    if not linked:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if linked:
+            # The link raised the file's link count, which no directory fsync writes on every
+            # file system: without this a cut could leave two names on an inode counting one,
+            # and expunging either would free the other's message.
+            fd = os.open(tmp, os.O_RDONLY)
+        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(source, (bytes, bytearray, memoryview)):
-                    out.write(source)
-                else:
-                    while True:
-                        chunk = source.read(1 << 16)  # type: ignore[union-attr]
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    if mtime is not None and not linked:
-        os.utime(tmp, (mtime, mtime))
-    os.rename(tmp, dest)
-    fsync_dir(os.path.join(path, sub))
+            if not linked:
+                assert not isinstance(source, str)
+                _write_source(fd, source)
+                if mtime is not None:
+                    os.utime(fd, (mtime, mtime))  # before the fsync, so the date is durable too
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync:
+        fsync_dir(os.path.join(path, sub))
     return key, fname
+
+
+def _write_source(fd: int, source: Union[bytes, bytearray, memoryview, BinaryIO]) -> None:
+    """Write ``source`` to ``fd`` (left open for its fsync), a file in 64 KiB pieces."""
+    with os.fdopen(os.dup(fd), "wb") as out:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            out.write(source)
+        else:
+            while True:
+                chunk = source.read(1 << 16)
+                if not chunk:
+                    break
+                out.write(chunk)
+
+
+def move_to_cur(path: str, fnames: Iterable[str], cur_names: Iterable[str]
+                ) -> tuple[dict[str, str], dict[str, OSError]]:
+    """Move the messages ``fnames`` of ``new/`` into ``cur/`` (info ``:2,``) so that no power
+    cut loses one: link each into cur/, fsync cur/ once, then unlink the new/ names and fsync
+    new/ once. A rename would be one step, but the removal from new/ can reach the disk before
+    the arrival in cur/ (LOCAL delivery fsyncs new/ all the time; writeback too), leaving the
+    message in lost+found; an unlink not yet durable would let an expunged message come back
+    from new/ as a new one. ``cur_names`` (the listing of cur/) finds messages already in cur/
+    under their key (a move cut short): those only lose their new/ name, if it is the same file.
+
+    Returns ({new name: cur name} for the messages now in cur/, {new name: error} for those
+    left in new/); a name that left new/ meanwhile is in neither. Between the link and the
+    unlink the inode has two names and a link count of 2 that is never fsynced: after a cut
+    the count on disk may be one short, which e2fsck corrects (a file system without a journal
+    is always checked after a crash)."""
+    new_dir, cur_dir = os.path.join(path, "new"), os.path.join(path, "cur")
+    in_cur = {split_name(n)[0]: n for n in cur_names}
+    moved: dict[str, str] = {}
+    failed: dict[str, OSError] = {}
+    for fname in fnames:
+        key = split_name(fname)[0]
+        src = os.path.join(new_dir, fname)
+        try:
+            dest = in_cur.get(key)
+            if dest is not None:
+                try:
+                    same = os.path.samestat(os.lstat(src), os.lstat(os.path.join(cur_dir, dest)))
+                except FileNotFoundError:
+                    if not os.path.lexists(src):
+                        raise
+                    dest = None  # the cur/ name went meanwhile: link under a fresh one
+                else:
+                    if not same:
+                        failed[fname] = FileExistsError(
+                            errno.EEXIST, "another message has this key in cur/", dest)
+                        continue
+            if dest is None:
+                dest = join_name(key, "")
+                os.link(src, os.path.join(cur_dir, dest))
+            moved[fname] = dest
+        except FileNotFoundError:
+            continue  # left new/ meanwhile (another process moved or removed it)
+        except OSError as e:
+            failed[fname] = e
+    if moved:
+        fsync_dir(cur_dir)
+        for fname in moved:
+            try:
+                os.unlink(os.path.join(new_dir, fname))
+            except FileNotFoundError:
+                pass
+        fsync_dir(new_dir)
+    return moved, failed
 
 
 def find_key(stale_path: str) -> Optional[str]:

@@ -63,16 +63,20 @@ class MailboxNotifier:
 
     def write_serialised(self, key: Hashable, job: Callable[[], tuple[Any, ...]]) -> defer.Deferred[Any]:
         """Run ``fn(*args)`` from ``job()`` off the reactor, one at a time per ``key``; ``job`` is
-        called when the turn comes, so each write takes the then-current state."""
+        called when the turn comes, so each write takes the then-current state. Fires when the
+        write is done; a failure is logged and passed on (a caller that does not wait must
+        consume it)."""
         lock = self._write_locks.setdefault(key, defer.DeferredLock())
 
         def go() -> defer.Deferred[Any]:
             fn, *args = job()
             return self.run(fn, *args)
 
-        d = lock.run(go)
-        d.addErrback(lambda f: self.log.failure("background write failed", f))
-        return d
+        def failed(f: Any) -> Any:
+            self.log.failure("background write failed", f)
+            return f
+
+        return lock.run(go).addErrback(failed)
 
     def next_uidvalidity(self) -> int:
         """A fresh UIDVALIDITY: the clock, but strictly increasing within this process so a

@@ -5,10 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from typing import Any, Optional
 
 from twisted.internet import defer, reactor
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -16,6 +18,7 @@ from cgtwist.delivery import local as local_mod
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.types import Account, Envelope, Recipient
+from tests.mailstore.oslog import OsLog
 
 DATA = b"From: a@example.org\r\nSubject: t\r\n\r\nline 1\r\n.line\r\n\x00\xff bytes\r\nno eol"
 
@@ -39,6 +42,18 @@ class FakeNotifier:
 
     def mailbox_changed(self, account: str, folder: str) -> None:
         self.calls.append((account, folder))
+
+
+def _capture_log(testcase: unittest.TestCase) -> list[str]:
+    """The text of every log event from now to the end of the test."""
+    out: list[str] = []
+
+    def observer(event: LogEvent) -> None:
+        out.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    testcase.addCleanup(globalLogPublisher.removeObserver, observer)
+    return out
 
 
 def rcpt(account: str, address: Optional[str] = None) -> Recipient:
@@ -217,33 +232,116 @@ class LocalDeliveryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_fsync_order(self) -> None:
-        """fsync(the file) < link or rename into new/ < fsync(new/) < delivered."""
-        calls: list[tuple[str, str]] = []
+        """Nothing is acknowledged before all that leads to the message is durable: fsync(the
+        file) < its name in new/ < fsync(new/) < delivered, and when the name came from a link
+        (the unnamed file's), which raised the inode's link count, fsync(the file) again after
+        it: fsync(new/) does not write the inode everywhere (issue 21 item 3)."""
+        calls: list[tuple[str, int, str]] = []  # (operation, inode, what)
         real_fsync, real_rename, real_link = os.fsync, os.rename, os.link
 
         def fsync(fd: int) -> None:
-            calls.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+            st = os.fstat(fd)
             real_fsync(fd)
+            calls.append(("fsync", st.st_ino, "dir" if stat.S_ISDIR(st.st_mode) else "file"))
 
         def rename(a: str, b: str) -> None:
-            calls.append(("rename", os.path.basename(os.path.dirname(b))))
             real_rename(a, b)
+            calls.append(("rename", os.stat(b).st_ino, os.path.basename(os.path.dirname(b))))
 
         def link(a: str, b: str, **kw: Any) -> None:  # the unnamed file's link into new/
-            calls.append(("rename", os.path.basename(os.path.dirname(b))))
             real_link(a, b, **kw)
+            calls.append(("link", os.stat(b).st_ino, os.path.basename(os.path.dirname(b))))
 
-        os.makedirs(os.path.join(self.maildir(), "tmp"))
-        for sub in ("new", "cur"):
+        for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(self.maildir(), sub))
         self.patch(os, "fsync", fsync)
         self.patch(os, "rename", rename)
         self.patch(os, "link", link)
-        yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
-        calls.append(("done", ""))
-        self.assertEqual([c[0] for c in calls], ["fsync", "rename", "fsync", "done"])
-        self.assertEqual(calls[1][1], "new")
-        self.assertEqual(calls[2][1], "new")
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(rs[0].state, "delivered")
+        done = len(calls)
+        named = [i for i, c in enumerate(calls) if c[0] in ("link", "rename")]
+        self.assertEqual([calls[i][2] for i in named], ["new"])
+        op, ino, _ = calls[named[0]]
+        self.assertIn(("fsync", ino, "file"), calls[:named[0]])
+        new_ino = os.stat(os.path.join(self.maildir(), "new")).st_ino
+        self.assertIn(("fsync", new_ino, "dir"), calls[named[0] + 1:done])
+        if op == "link":
+            self.assertIn(("fsync", ino, "file"), calls[named[0] + 1:done])
+
+    @defer.inlineCallbacks
+    def test_first_delivery_durable_with_its_directories(self) -> None:
+        """The first message to a new account is acknowledged only once every name that
+        leads to it is durable: the domain, account and Maildir directories, cur/new/tmp and
+        the message's name in new/ (with its link count when a link made it)."""
+        log = OsLog(self)
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        log.mark("delivered")
+        self.assertEqual(rs[0].state, "delivered")
+        end = log.at("delivered")
+        made = [(i, e) for i, e in log.names_made(end) if e[3] != "tmp" or e[1] == "mkdir"]
+        self.assertIn(os.path.join(self.maildir(), "new", self.files()[0]),
+                      [os.path.join(self.maildir(), "new", e[3]) for _, e in made])
+        for i, e in made:
+            if e[1] == "mkdir" or e[3] == self.files()[0]:
+                self.assertTrue(log.name_durable_at(i, end), e)
+
+    @defer.inlineCallbacks
+    def test_failed_commit_withdraws_every_copy(self) -> None:
+        """EIO from the shared fsync of new/ reaches every delivery waiting on it; each removes
+        its name again and stays pending, so the retry stores each message once, not twice
+        (issue 21 item 4), and says so in the log."""
+        from cgtwist.spool import files as files_mod
+        real = files_mod.fsync_dir
+        failing = [True]
+
+        def eio(path: str) -> None:
+            if failing[0] and path.endswith("/new"):
+                raise OSError(errno.EIO, "Input/output error")
+            real(path)
+
+        self.patch(files_mod, "fsync_dir", eio)
+        events = _capture_log(self)
+        ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
+              for i in range(8)]
+        results = yield defer.gatherResults(ds)
+        self.assertEqual({(rs[0].state, rs[0].detail[:9]) for rs in results},
+                         {("pending", "451 4.3.0")})
+        self.assertEqual(self.files(), [])
+        self.assertEqual(self.files(sub="tmp"), [])
+        self.assertEqual(self.notifier.calls, [])
+        self.assertEqual(sum("withdrawn, will retry" in e for e in events), 8)
+        failing[0] = False
+        ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
+              for i in range(8)]
+        results = yield defer.gatherResults(ds)
+        self.assertEqual({rs[0].state for rs in results}, {"delivered"})
+        self.assertEqual(len(self.files()), 8)
+
+    def test_failed_link_count_fsync_withdraws(self) -> None:
+        """EIO from the fsync that makes the unnamed file's link count durable removes the
+        name it was linked under, before the failure is reported."""
+        if not local_mod._unnamed_ok:
+            raise unittest.SkipTest("no O_TMPFILE here")
+        real_fsync = os.fsync
+        seen: dict[int, int] = {}
+
+        def fsync(fd: int) -> None:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                seen[st.st_ino] = seen.get(st.st_ino, 0) + 1
+                if st.st_nlink:  # linked: the second fsync
+                    raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
+
+        self.patch(os, "fsync", fsync)
+        path = self.maildir()
+        with self.assertRaises(local_mod.CommitFailed) as cm:
+            local_mod.write_maildir(path, [DATA])
+        self.assertTrue(cm.exception.withdrawn)
+        self.assertEqual(cm.exception.errno, errno.EIO)
+        self.assertEqual(os.listdir(os.path.join(path, "new")), [])
+        self.assertEqual(list(seen.values()), [2])
 
     @defer.inlineCallbacks
     def test_unsafe_name_never_a_path(self) -> None:
@@ -309,6 +407,7 @@ class UnnamedFallbackTests(unittest.TestCase):
 LOCAL_SCRIPT = r"""
 import sys
 from twisted.internet import defer, reactor
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.types import Account, Envelope, Recipient
 class Store:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from cgtwist.mailstore import maildir
+from tests.mailstore.oslog import OsLog
 
 
 class FileNameTests(unittest.TestCase):
@@ -108,3 +109,22 @@ class TmpCleanupTests(unittest.TestCase):
         os.utime(old, (1000, 1000))
         self.assertEqual(maildir.clean_tmp(md), 1)
         self.assertEqual(os.listdir(os.path.join(md, "tmp")), ["fresh"])
+
+
+class DurableDirectoryTests(unittest.TestCase):
+    def test_new_directories_fsynced_in_their_parents(self) -> None:
+        """Every directory ``ensure`` makes (domain, account, Maildir, cur/new/tmp, a .Folder)
+        is fsynced in its parent before it returns, so mail delivered into it cannot end in
+        lost+found after a power cut (issue 21 item 7)."""
+        base = self.mktemp()
+        os.mkdir(base)
+        log = OsLog(self)
+        inbox = os.path.join(base, "Domains", "example.com", "bob", "Maildir")
+        self.assertTrue(maildir.ensure(inbox))
+        self.assertTrue(maildir.ensure(os.path.join(inbox, ".Archive")))
+        log.mark("done")
+        made = log.names_made()
+        self.assertEqual(len(made), 4 + 3 + 1 + 3)
+        for i, e in made:
+            self.assertTrue(log.name_durable_at(i, log.at("done")), e)
+        self.assertFalse(maildir.ensure(inbox))

@@ -1,0 +1,319 @@
+"""Every Maildir writer makes its new names durable before the operation is acknowledged.
+
+Checked with a recording fake of the os calls (tests/mailstore/oslog.py): what a power cut at
+the moment of the acknowledgement would keep. Issue 21: the new/ -> cur/ move at SELECT, APPEND,
+COPY, MOVE, flag renames in cur/, EXPUNGE and the uidlist, folder CREATE/RENAME/DELETE.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer
+from twisted.mail import imap4
+
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, names, uidlist
+from tests.mailstore.oslog import OsLog
+from tests.mailstore.test_mailstore import StoreTestBase, deliver, msg, result
+
+
+class SelectMoveTests(StoreTestBase):
+    def test_move_to_cur_durable_before_new_name_goes(self) -> None:
+        """A read-write SELECT moves new mail into cur/: each message's cur/ name is durable
+        before its new/ name is removed, and the removals are durable before SELECT is
+        answered, with one fsync of cur/ and one of new/ for the whole batch (issue 21 item 6:
+        10 messages durable in new/ ended in lost+found after a SELECT and a power cut)."""
+        for i in range(10):
+            deliver(self.md, msg(f"m{i}"))
+        log = OsLog(self)
+        box = self.select()
+        log.mark("selected")
+        self.assertEqual(box.getMessageCount(), 10)
+        self.assertEqual(os.listdir(os.path.join(self.md, "new")), [])
+        end = log.at("selected")
+        new_ino = os.stat(os.path.join(self.md, "new")).st_ino
+        cur_ino = os.stat(os.path.join(self.md, "cur")).st_ino
+        gone = [(i, e) for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == new_ino]
+        self.assertEqual(len(gone), 10)
+        for name in os.listdir(os.path.join(self.md, "cur")):
+            made = log.last_name(os.path.join(self.md, "cur", name))
+            ino = log.events[made][4]
+            removed = next(i for i, e in gone if e[4] == ino)
+            self.assertTrue(any(e == ("fsync", "dir", cur_ino) for e in log.events[made:removed]),
+                            f"{name} left new/ before its cur/ name was durable")
+        last_removal = max(i for i, _ in gone)
+        self.assertIn(("fsync", "dir", new_ino), log.events[last_removal:end])
+        syncs = [e for e in log.events[:end] if e[0] == "fsync" and e[2] in (new_ino, cur_ino)]
+        self.assertEqual(len(syncs), 2)
+
+    def test_move_cut_short_resumes(self) -> None:
+        """After a cut between the link into cur/ and the unlink from new/, the next SELECT
+        finds one message (not two, not a new UID) and removes the leftover new/ name."""
+        name = deliver(self.md, msg("x"))
+        box = self.select()
+        uid = box.getUID(1)
+        box.close()
+        (cur,) = os.listdir(os.path.join(self.md, "cur"))
+        os.link(os.path.join(self.md, "cur", cur), os.path.join(self.md, "new", name))
+        box = self.select(account=self.reopen())
+        self.assertEqual((box.getMessageCount(), box.getUID(1)), (1, uid))
+        self.assertEqual(os.listdir(os.path.join(self.md, "new")), [])
+        self.assertEqual(os.listdir(os.path.join(self.md, "cur")), [cur])
+
+    def test_other_file_with_same_key_left_alone(self) -> None:
+        """A different file in new/ under the key of one in cur/ is never linked over it nor
+        removed (maildir names are unique; this is another program's mistake)."""
+        name = deliver(self.md, msg("x"))
+        self.select().close()
+        with open(os.path.join(self.md, "new", name), "wb") as f:
+            f.write(msg("other"))
+        box = self.select(account=self.reopen())
+        self.assertEqual(box.getMessageCount(), 1)
+        self.assertEqual(os.listdir(os.path.join(self.md, "new")), [name])
+
+    def test_uidlist_durable_before_uids_reach_client(self) -> None:
+        """The uidlist naming the moved messages' UIDs is durable when SELECT is answered."""
+        deliver(self.md, msg("x"))
+        log = OsLog(self)
+        self.select()
+        log.mark("selected")
+        self.assertTrue(log.durable_by(os.path.join(self.md, uidlist.UIDLIST_FILE), log.at("selected")))
+
+
+class WriterTests(StoreTestBase):
+    def cur(self, folder: str = "INBOX") -> str:
+        return os.path.join(self.md if folder == "INBOX" else os.path.join(self.md, "." + folder), "cur")
+
+    def assert_cur_durable(self, log: OsLog, folder: str, end: int) -> None:
+        for name in os.listdir(self.cur(folder)):
+            self.assertTrue(log.durable_by(os.path.join(self.cur(folder), name), end), name)
+
+    def test_append_durable_with_its_date(self) -> None:
+        """APPEND is answered once the message's cur/ name and its INTERNALDATE (set before
+        the file's fsync, not after it) are durable."""
+        box = self.select()
+        log = OsLog(self)
+        times: list[tuple[str, object]] = []
+        real_utime = os.utime
+        self.patch(os, "utime", lambda p, t=None, **kw: (times.append(("utime", p)), real_utime(p, t, **kw))[1])
+        os_fsync = os.fsync  # OsLog's, which calls the real one
+        self.patch(os, "fsync", lambda fd: (times.append(("fsync", fd)), os_fsync(fd))[1])
+        result(box.append(msg("a"), ["\\Seen"], "17-Jul-1996 02:44:25 -0700"))
+        log.mark("ok")
+        self.assert_cur_durable(log, "INBOX", log.at("ok"))
+        self.assertEqual([t[0] for t in times][:2], ["utime", "fsync"])
+        self.assertIn("17 Jul 1996 09:44:25", box.message(1).getInternalDate())
+
+    def test_copy_durable_with_link_counts_in_one_directory_fsync(self) -> None:
+        """COPY links the files: each linked inode's link count and every new cur/ name are
+        durable before the tagged OK, and the destination's cur/ is fsynced once for the batch."""
+        for i in range(4):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        trash = self.select("Trash")
+        log = OsLog(self)
+        self.assertEqual(result(box.copy_uids([1, 2, 3, 4], trash))[1], [1, 2, 3, 4])
+        log.mark("ok")
+        end = log.at("ok")
+        self.assertTrue(any(e[1] == "link" for _, e in log.names_made(end)))
+        self.assertTrue(log.links_counted(end))
+        self.assert_cur_durable(log, "Trash", end)
+        self.assertEqual(log.dir_syncs(self.cur("Trash"), end), 1)
+
+    def test_move_copies_durable_before_originals_go(self) -> None:
+        """MOVE removes no original before its copy (name and link count) is durable."""
+        for i in range(2):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        trash = self.select("Trash")
+        log = OsLog(self)
+        result(box.move_uids([1, 2], trash))
+        inbox_cur = os.stat(self.cur()).st_ino
+        first_unlink = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == inbox_cur)
+        self.assertTrue(log.links_counted(first_unlink))
+        self.assert_cur_durable(log, "Trash", first_unlink)
+
+    def test_failed_copy_leaves_destination_unchanged(self) -> None:
+        """EIO from the destination's fsync fails COPY and leaves no copy behind
+        (RFC 3501 §6.4.7), so the client's retry does not make two."""
+        for i in range(2):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        trash = self.select("Trash")
+        real = maildir.fsync_dir
+
+        def eio(path: str) -> None:
+            if path == self.cur("Trash"):
+                raise OSError(5, "Input/output error")
+            real(path)
+
+        self.patch(maildir, "fsync_dir", eio)
+        self.assertRaises(OSError, result, box.copy_uids([1, 2], trash))
+        self.assertEqual(os.listdir(self.cur("Trash")), [])
+
+    def test_store_renames_durable(self) -> None:
+        """STORE is answered once the renamed cur/ names carrying the flags are durable."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        log = OsLog(self)
+        result(box.store(imap4.MessageSet(1, 3), ["\\Seen", "\\Flagged"], 1, False))
+        log.mark("ok")
+        self.assertTrue(all("FS" in n for n in os.listdir(self.cur())))
+        self.assert_cur_durable(log, "INBOX", log.at("ok"))
+
+    def test_flags_on_message_still_in_new(self) -> None:
+        """A flag change on a message still in new/ (the folder seen read-only so far) takes
+        it to cur/ the safe way: its cur/ name durable before the new/ name goes."""
+        deliver(self.md, msg("x"))
+        box = self.select(rw=False)
+        log = OsLog(self)
+        result(box.folder.set_flags([1], ["\\Seen"], 1))
+        log.mark("ok")
+        (name,) = os.listdir(self.cur())
+        made = log.last_name(os.path.join(self.cur(), name))
+        new_ino = os.stat(os.path.join(self.md, "new")).st_ino
+        gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == new_ino)
+        # (The link count, 2 until the unlink, need not be: see maildir.move_to_cur.)
+        self.assertTrue(log.durable_by(os.path.join(self.cur(), name), gone, count=False))
+        self.assertLess(made, gone)
+        self.assertIn(("fsync", "dir", new_ino), log.events[gone:log.at("ok")])
+
+    def test_expunge_never_resurrects_under_a_new_uid(self) -> None:
+        """EXPUNGE makes each removal durable (in new/ as in cur/) before the uidlist forgets
+        the key: a removal a cut undid would bring the message back with a new UID."""
+        deliver(self.md, msg("in new"))
+        box = self.select(rw=False)
+        log = OsLog(self)
+        result(box.folder.expunge([1]))
+        new_ino = os.stat(os.path.join(self.md, "new")).st_ino
+        gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == new_ino)
+        saved = log.last_name(os.path.join(self.md, uidlist.UIDLIST_FILE))
+        self.assertIn(("fsync", "dir", new_ino), log.events[gone:saved])
+
+
+class ThreadedNotifier(MailboxNotifier):
+    """Runs disk work inline but says when it does, so a test can tell a "thread's" file work
+    from the reactor's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = False
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        self.inside = True
+        try:
+            return super().run(fn, *args)
+        finally:
+            self.inside = False
+
+
+class FolderOperationTests(StoreTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.notifier = ThreadedNotifier()
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        self.outside: list[str] = []
+        real_mkdir, real_rename = os.mkdir, os.rename
+
+        def mkdir(path: str, *a: Any, **kw: Any) -> None:
+            if not self.notifier.inside:
+                self.outside.append(f"mkdir {path}")
+            real_mkdir(path, *a, **kw)
+
+        def rename(a: str, b: str, **kw: Any) -> None:
+            if not self.notifier.inside:
+                self.outside.append(f"rename {a}")
+            real_rename(a, b, **kw)
+
+        self.patch(os, "mkdir", mkdir)
+        self.patch(os, "rename", rename)
+
+    def test_create_durable_in_a_thread(self) -> None:
+        """CREATE (parents too) is answered once every new directory is durable, and that
+        file work runs off the reactor thread."""
+        log = OsLog(self)
+        self.assertTrue(result(self.account.create("Projects/2026/Q1")))
+        log.mark("ok")
+        made = log.names_made(log.at("ok"))
+        self.assertEqual(len(made), 3 * 4)
+        for i, e in made:
+            self.assertTrue(log.name_durable_at(i, log.at("ok")), e)
+        self.assertEqual(self.outside, [])
+
+    def test_rename_durable_in_a_thread(self) -> None:
+        """RENAME (sub-folders included) is answered once the new names are durable; a cut
+        after the OK keeps the folders under their new names, not in lost+found."""
+        result(self.account.create("A/B"))
+        log = OsLog(self)
+        self.assertTrue(result(self.account.rename("A", "C")))
+        log.mark("ok")
+        for name in ("C", "C/B"):
+            path = names.folder_path(self.md, name)
+            self.assertTrue(log.durable_by(path, log.at("ok")), name)
+        self.assertEqual(self.outside, [])
+        self.assertEqual(sorted(n for n, _ in self.account.listMailboxes("", "C*")), ["C", "C/B"])
+
+    def test_delete_durable_in_a_thread(self) -> None:
+        """DELETE is answered once the folder's removal is durable (its rename out of sight
+        fsynced in the account's Maildir)."""
+        result(self.account.create("Old"))
+        log = OsLog(self)
+        self.assertTrue(result(self.account.delete("Old")))
+        log.mark("ok")
+        md_ino = os.stat(self.md).st_ino
+        gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == md_ino)
+        self.assertIn(("fsync", "dir", md_ino), log.events[gone:log.at("ok")])
+        self.assertEqual(self.outside, [])
+        self.assertFalse(self.account.exists("Old"))
+
+
+
+class QueuedNotifier(MailboxNotifier):
+    """Holds the disk work until ``drain()``, as a busy thread pool would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.jobs.append((fn, args, d))
+        return d
+
+    def drain(self) -> None:
+        while self.jobs:
+            fn, args, d = self.jobs.pop(0)
+            try:
+                r = fn(*args)
+            except Exception:
+                d.errback()
+            else:
+                d.callback(r)
+
+
+class SubscriptionTests(StoreTestBase):
+    def test_subscribe_answered_once_durable(self) -> None:
+        """SUBSCRIBE and UNSUBSCRIBE are answered after the subscriptions file is durably
+        rewritten, not while the write still waits for a thread."""
+        notifier = QueuedNotifier()
+        account = MaildirAccount(self.md, "a@example.com", notifier)
+        path = os.path.join(self.md, "subscriptions")
+        for op in (account.subscribe, account.unsubscribe):
+            log = OsLog(self)
+            d = defer.maybeDeferred(op, "Work")
+            d.addCallback(lambda _, log=log: log.mark("ok"))
+            notifier.drain()
+            result(d)
+            self.assertTrue(log.durable_by(path, log.at("ok")), op.__name__)
+
+    def test_failed_write_fails_subscribe(self) -> None:
+        """A subscriptions file that cannot be made durable (EIO) fails SUBSCRIBE instead of
+        answering OK for a change a restart would not know."""
+        def eio(path: str) -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(maildir, "fsync_dir", eio)
+        self.assertRaises(OSError, result, defer.maybeDeferred(self.account.subscribe, "Work"))
+        self.flushLoggedErrors(OSError)
