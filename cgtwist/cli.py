@@ -512,6 +512,10 @@ async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
         overrides = {k: v for k, v in (("base_dir", args.base_dir),
                                           ("main_domain", args.main_domain)) if v}
         config = load(args.config, overrides or None)
+    except ConfigError as e:  # FILE:LINE: KEY: problem, as twistd cgtwist prints it
+        err.write(f"{e}\n")
+        return 1
+    try:
         return await run(reactor, args, config, out, err, stdin, hasher)
     except Exception as e:
         err.write(f"{PROG}: error: {_one_line(e)}\n")

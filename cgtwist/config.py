@@ -82,6 +82,15 @@ def _fail(source: str, text: str, section: str, key: str, why: str) -> ConfigErr
     return ConfigError(f"{where}: {name}: {why}")
 
 
+def _syntax_error(source: str, e: tomllib.TOMLDecodeError) -> ConfigError:
+    """``FILE:LINE: problem`` from tomllib's "problem (at line N, column M)"."""
+    text = str(e)
+    m = re.search(r"\s*\(at line (\d+), column \d+\)$", text)
+    if m is None:
+        return ConfigError(f"{source}: {text}")
+    return ConfigError(f"{source}:{m.group(1)}: {text[:m.start()]}")
+
+
 def _default_hostname() -> str:
     name = socket.getfqdn()
     return name if name and name != "localhost" and "." in name else socket.gethostname() or "localhost"
@@ -93,7 +102,7 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     try:
         data: dict[str, Any] = tomllib.loads(text) if text else {}
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise _syntax_error(source, e) from None
     for section, values in data.items():
         if section not in _KNOWN:
             raise _fail(source, text, section, "", "unknown section")
@@ -112,10 +121,15 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     def get(section: str, key: str, default: Any) -> Any:
         return data.get(section, {}).get(key, default)
 
+    # Paths written in the file are relative to the file's folder (it and they move together);
+    # a path given on the command line (``overrides``) is relative to the current directory,
+    # as every command-line tool's paths are.
     rel = base_for_relative or os.getcwd()
     overrides = overrides or {}
-    base = overrides.get("base_dir") or get("server", "base_dir", "spool")
-    base = os.path.abspath(os.path.join(rel, os.path.expanduser(base)))
+    if overrides.get("base_dir"):
+        base = os.path.abspath(os.path.expanduser(overrides["base_dir"]))
+    else:
+        base = os.path.abspath(os.path.join(rel, os.path.expanduser(get("server", "base_dir", "spool"))))
     hostname = get("server", "hostname", "") or _default_hostname()
     explicit = bool(overrides.get("main_domain") or get("server", "main_domain", ""))
     main = overrides.get("main_domain") or get("server", "main_domain", "") or hostname
@@ -162,7 +176,8 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
 def load(path: Optional[str] = None, overrides: Optional[Mapping[str, str]] = None) -> BootstrapConfig:
     """Read the bootstrap file. ``path`` None: $CGTWIST_CONFIG, else defaults with no file.
 
-    Relative paths inside the file are relative to the file's directory.
+    Relative paths inside the file are relative to the file's directory; a relative
+    ``base_dir`` in ``overrides`` (``--base-dir``) is relative to the current directory.
     """
     path = path or os.environ.get(ENV_CONFIG) or None
     if not path:

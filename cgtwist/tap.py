@@ -1,11 +1,13 @@
 """``twistd cgtwist``: command-line options and ``makeService``.
 
-Owns option parsing and turning a bad bootstrap file into a one-line error; the service tree
+Owns option parsing and turning a bad bootstrap file into one line on stderr (``FILE:LINE:
+KEY: problem``) and exit status 1, without twistd's usage text; the service tree
 itself is built by cgtwist.service.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application.service import IService
@@ -43,7 +45,10 @@ class Options(usage.Options):
         try:
             self.cfg = config.load(self["config"], overrides)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # twistd answers a UsageError with its whole --help text before the one line
+            # that matters; a bad file is not a usage error: say only what is wrong where.
+            sys.stderr.write(f"{e}\n")
+            raise SystemExit(1) from None
 
 
 def makeService(options: Options) -> IService:

@@ -123,9 +123,9 @@ class ProcessTests(CLITestCase):
         _, err = self.run_cli("account", "add", "../x", code=1)
         self.assertIn("invalid account name", _one_error_line(self, err))
         with open(self.conf, "a") as f:
-            f.write("[server]\nbogus = 1\n")
+            f.write("[log]\nbogus = 1\n")
         _, err = self.run_cli("domain", "list", code=1)
-        self.assertIn("cgtwist.conf", _one_error_line(self, err))
+        self.assertEqual(err, f"{self.conf}:6: log.bogus: unknown key\n")
 
 
 class BootstrapTests(CLITestCase):

@@ -25,6 +25,31 @@ class ConfigTests(unittest.TestCase):
         cfg = config.parse('[server]\nbase_dir = "../spool"\n', "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist")
         self.assertEqual(cfg.base_dir, "/etc/spool")
 
+    def test_relative_base_dir_on_the_command_line_is_relative_to_the_current_directory(self) -> None:
+        """``--config /etc/cgtwist/cgtwist.conf --base-dir spool`` run in /srv means /srv/spool:
+        a path typed on the command line is read where it was typed, not in /etc/cgtwist."""
+        here = os.getcwd()
+        cfg = config.parse('[server]\nbase_dir = "../x"\n', "/etc/cgtwist/cgtwist.conf",
+                           "/etc/cgtwist", {"base_dir": "spool"})
+        self.assertEqual(cfg.base_dir, os.path.join(here, "spool"))
+        self.assertEqual(cfg.database_url, "sqlite:///" + os.path.join(here, "spool", "cgtwist.db"))
+
+    def test_relative_base_dir_override_through_load(self) -> None:
+        """The same through ``load`` with a real file in another folder."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, "cgtwist.conf")
+        with open(path, "w") as f:
+            f.write('[server]\nmain_domain = "example.com"\n')
+        cfg = config.load(path, {"base_dir": "spool"})
+        self.assertEqual(cfg.base_dir, os.path.join(os.getcwd(), "spool"))
+
+    def test_syntax_error_gives_file_and_line(self) -> None:
+        """A TOML syntax error reads ``FILE:LINE: problem``, like every other config error."""
+        e = self.assertRaises(ConfigError, config.parse, '[server]\nbase_dir = \n', "c.conf", "/")
+        self.assertRegex(str(e), r"^c\.conf:2: \S")
+        self.assertNotIn("column", str(e))
+
     def test_unknown_key_names_file_line_and_key(self) -> None:
         """A typo gives one line with file:line and section.key, not a traceback."""
         text = '[server]\nbase_dir = "x"\nmain_domian = "a.test"\n'
@@ -38,7 +63,7 @@ class ConfigTests(unittest.TestCase):
 
     def test_syntax_error_names_the_file(self) -> None:
         e = self.assertRaises(ConfigError, config.parse, "[server\n", "c.conf", "/")
-        self.assertTrue(str(e).startswith("c.conf: "))
+        self.assertTrue(str(e).startswith("c.conf:1: "), str(e))
 
     def test_certificate_without_key_is_refused(self) -> None:
         e = self.assertRaises(ConfigError, config.parse, '[tls]\ncertificate = "c.pem"\n', "c.conf", "/")
@@ -57,6 +82,15 @@ class ConfigTests(unittest.TestCase):
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         cfg = config.load(os.path.join(here, "etc", "cgtwist.conf"), {"main_domain": "example.com"})
         self.assertEqual(cfg.log_level, "info")
+
+    def test_sample_config_base_dir_does_not_depend_on_where_it_is_installed(self) -> None:
+        """Installed as /etc/cgtwist/cgtwist.conf, the sample's base directory is the usual
+        /var/spool/cgtwist (a relative one became /etc/spool)."""
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(here, "etc", "cgtwist.conf")) as f:
+            text = f.read()
+        cfg = config.parse(text, "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist", {"main_domain": "example.com"})
+        self.assertEqual(cfg.base_dir, "/var/spool/cgtwist")
 
     def test_unreadable_file(self) -> None:
         e = self.assertRaises(ConfigError, config.load, "/nonexistent/cgtwist.conf")

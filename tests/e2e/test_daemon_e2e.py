@@ -6,10 +6,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
-from tests.e2e.harness import ALL_LISTENERS, BIN, Server, wait_for
+from tests.e2e.harness import ALL_LISTENERS, BIN, REPO, Server, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,3 +48,22 @@ def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path, request) -> None: 
     wait_for(lambda: not alive(pid), 60, "the daemon to exit")
     assert not os.path.exists(srv.pidfile)
     assert "cgtwist stopped" in srv.log_text()
+
+
+@pytest.mark.parametrize("program", ["twistd", "cgtwist-admin"])
+def test_bad_config_file_is_one_line(tmp_path, program) -> None:  # type: ignore[no-untyped-def]
+    """A typo in the config file gives ``FILE:LINE: KEY: problem`` and exit status 1, not
+    twistd's 18 lines of usage text before it; cgtwist-admin says the same."""
+    conf = tmp_path / "cgtwist.conf"
+    conf.write_text('[server]\nbase_dir = "spool"\nmain_domian = "example.test"\n')
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("CGTWIST_CONFIG", None)
+    if program == "twistd":
+        argv = [os.path.join(BIN, "twistd"), "-n", "cgtwist", "--config", str(conf)]
+    else:
+        argv = [sys.executable, "-m", "cgtwist.cli", "--config", str(conf), "domain", "list"]
+    r = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout == ""
+    assert r.stderr == f"{conf}:3: server.main_domian: unknown key\n"
+    assert not (tmp_path / "spool").exists()
