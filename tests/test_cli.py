@@ -11,7 +11,7 @@ import sys
 import types
 from typing import Any, Optional
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
@@ -29,8 +29,9 @@ class CLITestCase(unittest.TestCase):
     """
 
     postmaster_password: Optional[str] = "pm"
+    init_store = True  # run ``cgtwist-admin init`` first, as an administrator would
 
-    def setUp(self) -> None:
+    def setUp(self) -> Any:
         self.base = temp_dir(self)
         self.conf = os.path.join(self.base, "cgtwist.conf")
         with open(self.conf, "w") as f:
@@ -47,6 +48,9 @@ class CLITestCase(unittest.TestCase):
         if self.postmaster_password is not None:
             os.environ[ENV_POSTMASTER_PASSWORD] = self.postmaster_password
         self.hasher = fast_hasher()
+        if self.init_store:
+            return defer.ensureDeferred(self.cli("init"))
+        return None
 
     async def cli(self, *args: str, stdin: str = "", code: int = 0) -> tuple[str, str]:
         """Run cgtwist-admin in-process; check the exit status and that no traceback shows."""
@@ -93,33 +97,57 @@ def _restore_env(key: str, value: Optional[str]) -> None:
 
 
 def _one_error_line(case: unittest.TestCase, err: str) -> str:
-    lines = [x for x in err.splitlines() if not x.startswith("cgtwist-admin: first start")]
+    lines = err.splitlines()
     case.assertEqual(len(lines), 1, err)
     case.assertTrue(lines[0].startswith("cgtwist-admin: error: "), err)
     return lines[0][len("cgtwist-admin: error: "):]
 
 
 class ProcessTests(CLITestCase):
-    """The real console script: first start, exit statuses, one-line errors."""
+    """The real console script: init, no store, exit statuses, one-line errors."""
 
     postmaster_password = None
+    init_store = False
 
-    async def test_first_run_prints_postmaster_password_once(self) -> None:
-        """The first command creates postmaster and prints its password once, on stderr."""
-        out, err = self.run_cli("domain", "list")
-        self.assertEqual(out, "example.com  [main]\n")
-        self.assertIn("created postmaster@example.com with password: ", err)
-        password = err.split("with password: ")[1].split()[0]
-        _, err2 = self.run_cli("domain", "add", "example.org")
-        self.assertNotIn("password", err2)
-        self.assertIn("the server is not running; the change applies when it starts", err2)
+    async def test_init_creates_the_store_and_prints_the_postmaster_password_once(self) -> None:
+        """``init`` creates the store and says so, with the generated postmaster password;
+        run again it changes nothing and prints no password."""
+        out, err = self.run_cli("init")
+        db = os.path.join(self.base, "cgtwist.db")
+        self.assertIn(f"created the store at sqlite:{db}\n", out)
+        self.assertIn("main domain: example.com\n", out)
+        self.assertIn("created postmaster@example.com (administrator) with password: ", out)
+        password = out.split("with password: ")[1].split()[0]
         self.assertEqual(await self.verify("postmaster@example.com", password),
                          "postmaster@example.com")
+        out2, err2 = self.run_cli("init")
+        self.assertEqual(out2, "")
+        self.assertEqual(err2, f"cgtwist-admin: the store at sqlite:{db} exists already\n")
+        out, _ = self.run_cli("domain", "list")
+        self.assertEqual(out, "example.com  [main]\n")
+        _, err = self.run_cli("domain", "add", "example.org")
+        self.assertNotIn("password", err)
+        self.assertIn("the server is not running; the change applies when it starts", err)
+
+    def test_commands_without_a_store_create_nothing(self) -> None:
+        """A read-only ``domain list`` (or any change) on a base directory without a store
+        says "no store at PATH" and exits 1; it does not create a store with a random
+        postmaster password nobody saw."""
+        before = sorted(os.listdir(self.base))
+        for args in (("domain", "list"), ("account", "add", "alice", "--password", "x"),
+                     ("settings", "show")):
+            _, err = self.run_cli(*args, code=1)
+            db = os.path.join(self.base, "cgtwist.db")
+            self.assertTrue(_one_error_line(self, err).startswith(f"no store at sqlite:{db} "),
+                            err)
+            self.assertIn("init", err)
+        self.assertEqual(sorted(os.listdir(self.base)), before)
 
     def test_exit_statuses(self) -> None:
         """Usage errors exit 2; refused changes and a broken config exit 1 with one line."""
         _, err = self.run_cli("account", "frobnicate", code=2)
         self.assertIn("usage:", err)
+        self.run_cli("init")
         _, err = self.run_cli("account", "add", "../x", code=1)
         self.assertIn("invalid account name", _one_error_line(self, err))
         with open(self.conf, "a") as f:
@@ -129,10 +157,13 @@ class ProcessTests(CLITestCase):
 
 
 class BootstrapTests(CLITestCase):
+    init_store = False
+
     async def test_postmaster_password_from_environment(self) -> None:
-        """With CGTWIST_POSTMASTER_PASSWORD set nothing is printed and that password works."""
-        _, err = await self.cli("account", "list")
-        self.assertNotIn("pm", err.replace("cgtwist-admin", ""))
+        """With CGTWIST_POSTMASTER_PASSWORD set no password is printed and that one works."""
+        out, err = await self.cli("init")
+        self.assertIn("with the password in $CGTWIST_POSTMASTER_PASSWORD", out)
+        self.assertNotIn("pm", (out + err).replace("postmaster", "").replace("cgtwist-admin", ""))
         self.assertEqual(await self.verify("postmaster@example.com", "pm"),
                          "postmaster@example.com")
 
@@ -225,7 +256,11 @@ class AccountTests(CLITestCase):
 
     async def test_database_unavailable(self) -> None:
         """A database that cannot be opened is one line naming the problem, exit status 1."""
-        os.makedirs(os.path.join(self.base, "cgtwist.db"))
+        db = os.path.join(self.base, "cgtwist.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.remove(db + suffix)
+        os.makedirs(db)
         err = await self.error("domain", "list")
         self.assertTrue(err.startswith("database unavailable: "), err)
 
@@ -303,8 +338,8 @@ class NotifyTests(CLITestCase):
     The CLI runs as a subprocess: its control call blocks, and the server is this reactor.
     """
 
-    def setUp(self) -> None:
-        super().setUp()
+    def setUp(self) -> Any:
+        d = super().setUp()
         self.requests: list[dict[str, Any]] = []
         self.reply: dict[str, Any] = {}
 
@@ -317,6 +352,7 @@ class NotifyTests(CLITestCase):
         sock = os.path.join(self.base, "cgtwist.ctl")
         port = reactor.listenUNIX(sock, control.ControlFactory({"reload": reload}))  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
+        return d
 
     async def run_async(self, *args: str) -> tuple[bytes, bytes, int]:
         return await getProcessOutputAndValue(
