@@ -24,7 +24,7 @@ from cgtwist.config import BootstrapConfig
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger
 from cgtwist.reactor import streamline
-from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.settings import Settings, SettingsHolder, describe_changes
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
 
@@ -179,6 +179,7 @@ class CgtwistService(MultiService):
         self.listeners.tls_ready = True
         self.app = Components(cfg, self.reactor, self.settings, self.tls)
         await self.app.open()
+        self._log_setting_changes()
         self.cfg = cfg = self.app.cfg  # the main domain may come from the store
         for spec, late in self._late:
             late.target = self.app.factory_for(spec)
@@ -204,6 +205,18 @@ class CgtwistService(MultiService):
         log.info("cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",
                  domain=cfg.main_domain, base=cfg.base_dir, n=len(self.listeners.ports))
         self.ready.callback(None)
+
+    def _log_setting_changes(self) -> None:
+        """Log each setting whose value a reload changed (cgtwist-admin, SIGHUP), one line per
+        key with the old and new value, so the log shows when a change took effect."""
+        last = [self.settings.current]
+
+        def changed(new: Settings) -> None:
+            for key, old, value in describe_changes(last[0], new):
+                log.info("setting {key} applied: {old} -> {new}", key=key, old=old, new=value)
+            last[0] = new
+
+        self.settings.subscribe(changed)
 
     def _configure_workers(self, settings: Settings) -> defer.Deferred[None]:
         """Hand the SMTP sockets to ``smtp.workers`` worker processes (0: accept here)."""

@@ -320,16 +320,49 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("settings", "unset", "smtp.max_recipients")
         out, _ = await self.cli("settings", "show", "smtp.max_recipients")
         self.assertTrue(out.startswith("smtp.max_recipients = 100  (default)\n"), out)
+
+    async def test_account_and_domain_settings_nothing_reads_are_refused(self) -> None:
+        """``settings set --account/--domain`` stores only keys the server reads (today the
+        account's ``admin`` flag); any other key is refused with one line naming it and what
+        is allowed, and nothing is stored. ``unset`` still removes any key."""
         await self.cli("account", "add", "alice", "--password", "x")
-        await self.cli("settings", "set", "MaxAccountSize", '"10M"', "--account", "alice")
-        await self.cli("settings", "set", "smtp.max_message_size", "1000", "--domain",
-                       "example.com")
-        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0],
-                         'MaxAccountSize = "10M"\n')
-        self.assertEqual((await self.cli("settings", "show", "--domain", "example.com"))[0],
-                         "smtp.max_message_size = 1000\n")
-        await self.cli("settings", "unset", "MaxAccountSize", "--account", "alice")
+        self.assertEqual(
+            await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
+            "unknown account setting 'nonsense.key' (known: admin)")
+        self.assertEqual(
+            await self.error("settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"),
+            "unknown domain setting 'MaxAccountSize' (domains have none yet)")
+        self.assertIn("a server setting: set it without --domain/--account", await self.error(
+            "settings", "set", "smtp.max_message_size", "1000", "--domain", "example.com"))
+        self.assertIn("must be true or false",
+                      await self.error("settings", "set", "admin", '"yes"', "--account", "alice"))
         self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
+        self.assertEqual((await self.cli("settings", "show", "--domain", "example.com"))[0], "")
+        await self.cli("settings", "set", "admin", "true", "--account", "alice")
+        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0],
+                         "admin = true\n")
+        self.assertIn("alice@example.com  [admin]", (await self.cli("account", "list"))[0])
+        await self.cli("settings", "unset", "admin", "--account", "alice")
+        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
+
+    async def test_unsupported_services_and_listeners_are_refused(self) -> None:
+        """The webmail service and an http listener do nothing in cgtwist (no web interface):
+        they are refused with one line saying what is allowed, as is a listener key nothing
+        reads."""
+        self.assertEqual(
+            await self.error("account", "add", "bob", "--password", "x", "--services", "mail,webmail"),
+            "unknown service 'webmail' (known: mail, pop, imap, relay, roaming)")
+        self.assertIn("unknown service 'webmail'",
+                      await self.error("domain", "set", "example.com", "--services", "webmail"))
+        http = '[{"protocol": "http", "address": "127.0.0.1", "port": 8080}]'
+        self.assertEqual(await self.error("settings", "set", "listeners", http),
+                         "listener protocol must be smtp, pop3 or imap, not 'http' "
+                         "(cgtwist has no web interface yet)")
+        typo = '[{"protocol": "smtp", "adress": "127.0.0.1", "port": 2525}]'
+        self.assertEqual(await self.error("settings", "set", "listeners", typo),
+                         "unknown listener key 'adress' (known: protocol, address, port, tls, "
+                         "submission, allow_plain_auth)")
+        self.assertIn("(default)", (await self.cli("settings", "show", "listeners"))[0])
 
 
 class NotifyTests(CLITestCase):

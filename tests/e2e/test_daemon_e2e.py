@@ -67,3 +67,26 @@ def test_bad_config_file_is_one_line(tmp_path, program) -> None:  # type: ignore
     assert r.stdout == ""
     assert r.stderr == f"{conf}:3: server.main_domian: unknown key\n"
     assert not (tmp_path / "spool").exists()
+
+
+def test_settings_changes_are_logged_when_applied(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A change made with cgtwist-admin while the server runs shows in the server's log with
+    its old and new value once applied; a refused one is neither stored nor logged."""
+    srv = Server(str(tmp_path / "base"))
+    try:
+        srv.set_listeners(ALL_LISTENERS[:1])
+        with srv.running():
+            srv.admin("settings", "set", "smtp.max_recipients", "50")
+            wait_for(lambda: "setting smtp.max_recipients applied: 100 -> 50" in srv.log_text(),
+                     60, "the change to be logged")
+            r = srv.admin("settings", "set", "nonsense.key", "1", "--account", "postmaster",
+                          check=False)
+            assert r.returncode == 1
+            assert r.stderr == ("cgtwist-admin: error: unknown account setting 'nonsense.key' "
+                                "(known: admin)\n")
+            srv.admin("settings", "unset", "smtp.max_recipients")
+            wait_for(lambda: "setting smtp.max_recipients applied: 50 -> 100" in srv.log_text(),
+                     60, "the second change to be logged")
+            assert "nonsense" not in srv.log_text()
+    finally:
+        srv.close()
