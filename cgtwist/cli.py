@@ -555,11 +555,12 @@ def _one_line(e: BaseException) -> str:
 
 async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
                   stdin: Optional[TextIO] = None,
-                  hasher: Optional[PasswordHasher] = None) -> int:
+                  hasher: Optional[PasswordHasher] = None, set_umask: bool = False) -> int:
     """The whole command: parse ``argv``, load the config, run; return the exit status.
 
     Usage errors print argparse's message (to stderr) and give 2; every other failure is one
-    line on ``err`` and 1.
+    line on ``err`` and 1. ``set_umask`` (the console script): the process takes the
+    config's ``[server] umask``, so the store it creates is as private as the server's.
     """
     try:
         parser = build_parser()
@@ -578,6 +579,8 @@ async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
     except ConfigError as e:  # FILE:LINE: KEY: problem, as twistd cgtwist prints it
         err.write(f"{e}\n")
         return 1
+    if set_umask:
+        os.umask(config.umask)
     try:
         return await run(reactor, args, config, out, err, stdin, hasher)
     except Exception as e:
@@ -590,7 +593,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     arguments = sys.argv[1:] if argv is None else list(argv)
 
     async def react_main(reactor: Any) -> None:
-        code = await execute(reactor, arguments, sys.stdout, sys.stderr)
+        code = await execute(reactor, arguments, sys.stdout, sys.stderr, set_umask=True)
         sys.stdout.flush()
         raise SystemExit(code)
 

@@ -20,10 +20,11 @@ from cgtwist.errors import ConfigError
 ENV_CONFIG = "CGTWIST_CONFIG"
 
 _KNOWN: dict[str, dict[str, type]] = {
-    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool},
+    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool,
+               "umask": str},
     "database": {"url": str, "pool_min": int, "pool_max": int},
     "tls": {"certificate": str, "key": str},
-    "log": {"level": str},
+    "log": {"level": str, "max_size": int, "keep": int, "daily": bool},
     "dns": {"nameservers": list, "timeout": float},
 }
 
@@ -47,6 +48,10 @@ class BootstrapConfig:
     dns_timeout: float = 5.0
     pool_min: int = 1
     pool_max: int = 4
+    umask: int = 0o077  # files and directories the server and cgtwist-admin create
+    log_max_size: int = 10 * 1024 * 1024  # twistd's --logfile rotates past this size (0: never)
+    log_keep: int = 10  # rotated log files kept (cgtwist.log.1 .. .N)
+    log_daily: bool = False  # also rotate at the first line after midnight
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
 
@@ -165,11 +170,23 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     if not (1 <= pmin <= pmax):
         raise _fail(source, text, "database", "pool_max", "need 1 <= pool_min <= pool_max")
     unpriv = get("server", "unprivileged_ports", None)
+    umask_text = get("server", "umask", "0077")
+    if not re.fullmatch(r"0?[0-7]{3}", umask_text) or not int(umask_text, 8) & 0o002:
+        raise _fail(source, text, "server", "umask",
+                    f"must be an octal mask such as 0077 or 0027 that removes write access for "
+                    f"others, not {umask_text!r}")
+    max_size, keep = get("log", "max_size", 10 * 1024 * 1024), get("log", "keep", 10)
+    if max_size != 0 and max_size < 65536:
+        raise _fail(source, text, "log", "max_size", "must be 0 (no size limit) or at least 65536 bytes")
+    if not 1 <= keep <= 1000:
+        raise _fail(source, text, "log", "keep", "must be 1..1000 (rotated files kept)")
     return BootstrapConfig(
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
         pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit,
+        umask=int(umask_text, 8), log_max_size=max_size, log_keep=keep,
+        log_daily=get("log", "daily", False),
     )
 
 

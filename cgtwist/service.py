@@ -18,11 +18,12 @@ from typing import Any, Optional
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
+from twisted.python.logfile import LogFile
 
-from cgtwist import paths
+from cgtwist import filemodes, paths
 from cgtwist.config import BootstrapConfig
 from cgtwist.listeners import ListenerManager
-from cgtwist.logs import Logger
+from cgtwist.logs import Logger, RotatingLogFile
 from cgtwist.reactor import streamline
 from cgtwist.settings import Settings, SettingsHolder, describe_changes
 from cgtwist.tls import ServerTLS, ensure_certificate
@@ -117,6 +118,9 @@ class CgtwistService(MultiService):
             return Settings().listeners(self.privileged)
 
     def privilegedStartService(self) -> None:
+        # twistd applies its own umask (0077 as a daemon, none with -n, or --umask) after
+        # makeService; [server] umask is the one the server runs with.
+        os.umask(self.cfg.umask)
         os.makedirs(self.cfg.base_dir, exist_ok=True)
         early = read_settings_sync(self.cfg)
         try:
@@ -130,20 +134,32 @@ class CgtwistService(MultiService):
 
     # -- start / stop ------------------------------------------------------------------------
     def _apply_log_level(self) -> None:
-        """Filter events below [log] level on twistd's observers (file, syslog or stdout)."""
+        """Filter events below [log] level on twistd's observers (file, syslog or stdout);
+        give twistd's log file rotation with a bounded number of old files and the mode
+        the umask allows."""
         from twisted.logger import FileLogObserver, LogLevel, globalLogPublisher
 
         from cgtwist.logs import LevelFilter, TurnBufferedFile, fast_text_format, set_level
 
         observers = list(getattr(globalLogPublisher, "_observers", []))
+        rotated: list[tuple[RotatingLogFile, list[filemodes.Change]]] = []
         for observer in observers:
             if isinstance(observer, FileLogObserver):
                 observer.formatEvent = fast_text_format
                 out = getattr(observer, "_outFile", None)
+                if isinstance(out, LogFile):
+                    out, changed = self._rotating(out)
+                    observer._outFile = out  # type: ignore[assignment]
+                    rotated.append((out, changed))
                 if out is not None and not isinstance(out, TurnBufferedFile):
                     buffered = TurnBufferedFile(out, self.reactor)
                     observer._outFile = buffered  # type: ignore[assignment]
                     self.reactor.addSystemEventTrigger("after", "shutdown", buffered.flush_now)
+        for logfile, changed in rotated:  # only now: until here lines went to twistd's file
+            self._log_mode_changes(changed)
+            log.info("log file {path}: rotated at {size} bytes{daily}, {keep} old files kept",
+                     path=logfile.path, size=self.cfg.log_max_size or "no size limit",
+                     daily=" and daily" if self.cfg.log_daily else "", keep=self.cfg.log_keep)
         if self.cfg.log_level == "debug":
             return
         level = LogLevel.levelWithName(self.cfg.log_level)
@@ -152,6 +168,36 @@ class CgtwistService(MultiService):
         for observer in observers:
             globalLogPublisher.removeObserver(observer)
             globalLogPublisher.addObserver(LevelFilter(observer, level))
+
+    def _rotating(self, twistd_file: LogFile) -> tuple[RotatingLogFile, list[filemodes.Change]]:
+        """Replace twistd's ``--logfile`` (rotated at 1 MB, every old file kept) by one that
+        rotates at [log] max_size and/or daily and keeps [log] keep files; SIGUSR1 still
+        rotates it, as twistd documents. Existing log files lose the bits the umask forbids
+        (each change is logged)."""
+        cfg = self.cfg
+        twistd_file.close()
+        changed = filemodes.tighten(filemodes.log_paths(twistd_file.path), cfg.umask)
+        rotating = RotatingLogFile(twistd_file.path, cfg.log_max_size, cfg.log_keep,
+                                   cfg.log_daily, 0o666 & ~cfg.umask)
+
+        def usr1(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(rotating.rotate)
+
+        try:
+            signal.signal(signal.SIGUSR1, usr1)
+        except ValueError:  # not in the main thread (tests)
+            pass
+        return rotating, changed
+
+    @staticmethod
+    def _log_mode_changes(changed: list[filemodes.Change], limit: int = 20) -> None:
+        """One line per tightened path (the first ``limit``), then how many more."""
+        for path, old, new in changed[:limit]:
+            log.warn("file mode of {path} tightened from {old:04o} to {new:04o}", path=path,
+                     old=old, new=new)
+        if len(changed) > limit:
+            log.warn("file modes of {n} more paths tightened (domain and account directories)",
+                     n=len(changed) - limit)
 
     def startService(self) -> None:
         self._apply_log_level()
@@ -172,6 +218,10 @@ class CgtwistService(MultiService):
         cfg = self.cfg
         for sub in (paths.QUEUE_DIR, paths.DOMAINS_DIR, paths.SUBMITTED_DIR):
             os.makedirs(os.path.join(cfg.base_dir, sub), exist_ok=True)
+        # Files made by an older version, or before the umask was set, lose the bits the
+        # umask forbids (the store holds password hashes; account directories list accounts).
+        self._log_mode_changes(await self._in_thread(filemodes.tighten_base, cfg.base_dir,
+                                                     cfg.umask))
         if cfg.generated_certificate:
             names = [cfg.hostname, cfg.main_domain, "localhost"]
             await self._in_thread(ensure_certificate, cfg.certificate, cfg.key, names)

@@ -95,3 +95,35 @@ class ConfigTests(unittest.TestCase):
     def test_unreadable_file(self) -> None:
         e = self.assertRaises(ConfigError, config.load, "/nonexistent/cgtwist.conf")
         self.assertIn("/nonexistent/cgtwist.conf: cannot read", str(e))
+
+    def test_umask_and_log_rotation_settings(self) -> None:
+        """[server] umask (default 0077) and [log] max_size/keep/daily are read and checked:
+        a mask that lets others write, a tiny size or keeping no file is refused."""
+        cfg = config.parse("", "<defaults>", "/srv")
+        self.assertEqual((cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily),
+                         (0o077, 10485760, 10, False))
+        cfg = config.parse('[server]\numask = "027"\n[log]\nmax_size = 0\nkeep = 3\ndaily = true\n',
+                           "c.conf", "/")
+        self.assertEqual((cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily),
+                         (0o027, 0, 3, True))
+        for text, where in (('[server]\numask = "0020"\n', "c.conf:2: server.umask: "),
+                            ('[server]\numask = "77"\n', "c.conf:2: server.umask: "),
+                            ("[log]\nmax_size = 100\n", "c.conf:2: log.max_size: "),
+                            ("[log]\nkeep = 0\n", "c.conf:2: log.keep: ")):
+            e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
+            self.assertTrue(str(e).startswith(where), str(e))
+
+
+class TapOptionsTests(unittest.TestCase):
+    def test_unprivileged_ports_flag(self) -> None:
+        """``twistd cgtwist --unprivileged-ports`` gives the tour's ports even as root (the
+        standard ones on 0.0.0.0 otherwise); without it the config file decides."""
+        from cgtwist import tap
+
+        base = os.path.abspath(self.mktemp())
+        options = tap.Options()
+        options.parseOptions(["--base-dir", base, "--main-domain", "example.test", "-u"])
+        self.assertIs(options.cfg.unprivileged_ports, True)
+        options = tap.Options()
+        options.parseOptions(["--base-dir", base, "--main-domain", "example.test"])
+        self.assertIsNone(options.cfg.unprivileged_ports)
