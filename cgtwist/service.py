@@ -9,6 +9,7 @@ transactions in flight finish or answer 421.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,6 +102,7 @@ class CgtwistService(MultiService):
         self._control_port: Any = None
         self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
 
     # -- listeners ---------------------------------------------------------------------------
     def _maker(self, spec: ListenerSpec) -> Factory:
@@ -122,6 +124,7 @@ class CgtwistService(MultiService):
         # makeService; [server] umask is the one the server runs with.
         os.umask(self.cfg.umask)
         os.makedirs(self.cfg.base_dir, exist_ok=True)
+        self._take_over_log_file()
         early = read_settings_sync(self.cfg)
         try:
             specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
@@ -134,60 +137,78 @@ class CgtwistService(MultiService):
 
     # -- start / stop ------------------------------------------------------------------------
     def _apply_log_level(self) -> None:
-        """Filter events below [log] level on twistd's observers (file, syslog or stdout);
-        give twistd's log file rotation with a bounded number of old files and the mode
-        the umask allows."""
+        """Filter events below [log] level on twistd's observers (file, syslog or stdout)."""
         from twisted.logger import FileLogObserver, LogLevel, globalLogPublisher
 
         from cgtwist.logs import LevelFilter, TurnBufferedFile, fast_text_format, set_level
 
         observers = list(getattr(globalLogPublisher, "_observers", []))
-        rotated: list[tuple[RotatingLogFile, list[filemodes.Change]]] = []
         for observer in observers:
             if isinstance(observer, FileLogObserver):
                 observer.formatEvent = fast_text_format
                 out = getattr(observer, "_outFile", None)
-                if isinstance(out, LogFile):
-                    out, changed = self._rotating(out)
-                    observer._outFile = out  # type: ignore[assignment]
-                    rotated.append((out, changed))
                 if out is not None and not isinstance(out, TurnBufferedFile):
                     buffered = TurnBufferedFile(out, self.reactor)
                     observer._outFile = buffered  # type: ignore[assignment]
                     self.reactor.addSystemEventTrigger("after", "shutdown", buffered.flush_now)
-        for logfile, changed in rotated:  # only now: until here lines went to twistd's file
-            self._log_mode_changes(changed)
-            log.info("log file {path}: rotated at {size} bytes{daily}, {keep} old files kept",
-                     path=logfile.path, size=self.cfg.log_max_size or "no size limit",
-                     daily=" and daily" if self.cfg.log_daily else "", keep=self.cfg.log_keep)
-        if self.cfg.log_level == "debug":
-            return
-        level = LogLevel.levelWithName(self.cfg.log_level)
-        set_level(level)
-        # twistd installs its observers before startService; wrap each in a level filter.
-        for observer in observers:
-            globalLogPublisher.removeObserver(observer)
-            globalLogPublisher.addObserver(LevelFilter(observer, level))
+        if self.cfg.log_level != "debug":
+            level = LogLevel.levelWithName(self.cfg.log_level)
+            set_level(level)
+            # twistd installs its observers before startService; wrap each in a level filter.
+            for observer in observers:
+                globalLogPublisher.removeObserver(observer)
+                globalLogPublisher.addObserver(LevelFilter(observer, level))
+        if self._logfile is not None:
+            self._report_log_file(*self._logfile)
+
+    def _take_over_log_file(self) -> None:
+        """Replace twistd's ``--logfile`` (rotated at 1 MB, every old file kept) by a
+        RotatingLogFile ([log] max_size, daily, keep). Called in privilegedStartService:
+        twistd opened the file as root, so it is reopened before root is dropped, and given,
+        with its rotated copies, to the base directory's owner (the --uid user, who must
+        rotate it later). The lines about it are logged by startService."""
+        from twisted.logger import FileLogObserver, globalLogPublisher
+
+        for observer in list(getattr(globalLogPublisher, "_observers", [])):
+            out = getattr(observer, "_outFile", None)
+            if isinstance(observer, FileLogObserver) and type(out) is LogFile:
+                rotating, changed = self._rotating(out)
+                observer._outFile = rotating  # type: ignore[assignment]
+                self._logfile = (rotating, changed)
 
     def _rotating(self, twistd_file: LogFile) -> tuple[RotatingLogFile, list[filemodes.Change]]:
-        """Replace twistd's ``--logfile`` (rotated at 1 MB, every old file kept) by one that
-        rotates at [log] max_size and/or daily and keeps [log] keep files; SIGUSR1 still
-        rotates it, as twistd documents. Existing log files lose the bits the umask forbids
-        (each change is logged)."""
+        """A RotatingLogFile at twistd's path; existing log files lose the bits the umask
+        forbids. SIGUSR1 rotates it, as twistd documents for its own."""
         cfg = self.cfg
         twistd_file.close()
-        changed = filemodes.tighten(filemodes.log_paths(twistd_file.path), cfg.umask)
+        log_files = filemodes.log_paths(twistd_file.path)
+        changed = filemodes.tighten(log_files, cfg.umask)
         rotating = RotatingLogFile(twistd_file.path, cfg.log_max_size, cfg.log_keep,
                                    cfg.log_daily, 0o666 & ~cfg.umask)
+        if os.geteuid() == 0:
+            owner = os.stat(cfg.base_dir)
+            if owner.st_uid != 0:
+                for path in log_files:
+                    with contextlib.suppress(OSError):
+                        os.chown(path, owner.st_uid, owner.st_gid)
 
         def usr1(signum: int, frame: Any) -> None:
             self.reactor.callFromThread(rotating.rotate)
 
-        try:
+        with contextlib.suppress(ValueError):  # not in the main thread (tests)
             signal.signal(signal.SIGUSR1, usr1)
-        except ValueError:  # not in the main thread (tests)
-            pass
         return rotating, changed
+
+    def _report_log_file(self, logfile: RotatingLogFile, changed: list[filemodes.Change]) -> None:
+        self._log_mode_changes(changed)
+        cfg = self.cfg
+        log.info("log file {path}: rotated at {size} bytes{daily}, {keep} old files kept",
+                 path=logfile.path, size=cfg.log_max_size or "no size limit",
+                 daily=" and daily" if cfg.log_daily else "", keep=cfg.log_keep)
+        if not (os.access(logfile.directory, os.W_OK) and os.access(logfile.path, os.W_OK)):
+            log.error("log file {path} cannot be rotated: user {uid} may not write it or its "
+                      "folder {folder}; make both belong to the server's user",
+                      path=logfile.path, uid=os.geteuid(), folder=logfile.directory)
 
     @staticmethod
     def _log_mode_changes(changed: list[filemodes.Change], limit: int = 20) -> None:
