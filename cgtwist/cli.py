@@ -44,7 +44,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
-from cgtwist import control
+from cgtwist import control, filemodes
 from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
@@ -543,6 +543,17 @@ def _match_base_dir_owner(config: BootstrapConfig) -> None:
             pass
 
 
+def _tighten_store_files(config: BootstrapConfig, err: TextIO) -> None:
+    """An SQLite store (with its -wal/-shm) left readable by others, by an older version,
+    loses the bits ``[server] umask`` forbids, as the server does at its start; say so."""
+    engine = engine_for_url(config.database_url)
+    if not isinstance(engine, SqliteEngine):
+        return
+    files = [config.base_dir] + [engine.path + s for s in ("", "-wal", "-shm")]
+    for path, old, new in filemodes.tighten(files, config.umask):
+        err.write(f"{PROG}: file mode of {path} tightened from {old:04o} to {new:04o}\n")
+
+
 def _one_line(e: BaseException) -> str:
     if isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
@@ -581,6 +592,7 @@ async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
         return 1
     if set_umask:
         os.umask(config.umask)
+        _tighten_store_files(config, err)
     try:
         return await run(reactor, args, config, out, err, stdin, hasher)
     except Exception as e:

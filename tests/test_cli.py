@@ -143,6 +143,23 @@ class ProcessTests(CLITestCase):
             self.assertIn("init", err)
         self.assertEqual(sorted(os.listdir(self.base)), before)
 
+    def test_files_are_private_to_the_user(self) -> None:
+        """Run from a shell with umask 022, cgtwist-admin creates the store 0600 ([server]
+        umask); a store an older version left 0644 is tightened, saying so."""
+        env = dict(self.env)
+        p = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", *self.argv("init")],
+                           capture_output=True, text=True, env=env, cwd=self.base, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        db = os.path.join(self.base, "cgtwist.db")
+        self.assertEqual(os.stat(db).st_mode & 0o777, 0o600)
+        os.chmod(db, 0o644)
+        p = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh",
+                            *self.argv("domain", "list")],
+                           capture_output=True, text=True, env=env, cwd=self.base, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"cgtwist-admin: file mode of {db} tightened from 0644 to 0600", p.stderr)
+        self.assertEqual(os.stat(db).st_mode & 0o777, 0o600)
+
     def test_exit_statuses(self) -> None:
         """Usage errors exit 2; refused changes and a broken config exit 1 with one line."""
         _, err = self.run_cli("account", "frobnicate", code=2)
