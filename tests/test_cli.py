@@ -15,9 +15,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from cgtwist import cli, control
+from cgtwist import cli, config, control
 from cgtwist.storage.store import ENV_POSTMASTER_PASSWORD, open_store
-from tests.storage.dbcase import fast_hasher, temp_dir
+from tests.storage.dbcase import DatabaseCase, fast_hasher, temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -449,3 +449,41 @@ class PluginTests(unittest.TestCase):
         args = cli.build_parser().parse_args(["fake", "hello"])
         self.assertIs(args.handler, hello)
         self.assertFalse(args.needs_store)
+
+
+class StoreExistsMixin:
+    """``cgtwist-admin`` tells a missing store from an existing one without creating it, on
+    SQLite (the file) and PostgreSQL (the schema in a database the administrator made)."""
+
+    url: str
+
+    async def test_no_store_then_init(self: Any) -> None:
+        conf = os.path.join(temp_dir(self), "cgtwist.conf")
+        with open(conf, "w") as f:
+            f.write(f'[server]\nbase_dir = "{os.path.dirname(conf)}"\nmain_domain = "example.com"\n'
+                    f'[database]\nurl = "{self.url}"\n')
+
+        async def admin(*args: str) -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            rc = await cli.execute(reactor, ["--config", conf, *args], out, err,
+                                   io.StringIO(), fast_hasher())
+            return rc, out.getvalue(), err.getvalue()
+
+        rc, _, err = await admin("domain", "list")
+        self.assertEqual(rc, 1)
+        self.assertIn("cgtwist-admin: error: no store at ", err)
+        cfg = config.load(conf)
+        self.assertFalse(await cli.store_exists(cfg, reactor))
+        rc, out, _ = await admin("init")
+        self.assertEqual(rc, 0)
+        self.assertIn("created the store at ", out)
+        self.assertTrue(await cli.store_exists(cfg, reactor))
+        self.assertEqual((await admin("domain", "list"))[:2], (0, "example.com  [main]\n"))
+
+
+class SQLiteStoreExistsTests(StoreExistsMixin, DatabaseCase):
+    engine = "sqlite"
+
+
+class PostgresStoreExistsTests(StoreExistsMixin, DatabaseCase):
+    engine = "postgresql"
