@@ -72,7 +72,8 @@ cg_dns() {
 }
 
 # cg_conf DIR MAIN_DOMAIN [LOG_LEVEL]: write DIR/cgtwist.conf (base directory DIR/base,
-# nameserver $DNS) and export CGTWIST_CONFIG for cgtwist-admin and twistd.
+# nameserver $DNS), export CGTWIST_CONFIG for cgtwist-admin and twistd, and create the store
+# (cgtwist-admin init: no other command creates one).
 cg_conf() {
   cat > "$1/cgtwist.conf" <<CONF
 [server]
@@ -86,6 +87,7 @@ level = "${3:-info}"
 nameservers = ["$DNS"]
 CONF
   export CGTWIST_CONFIG="$1/cgtwist.conf" PYTHONPATH="$REPO"
+  cg_admin init
 }
 
 # cg_admin ARGS...: cgtwist-admin with $CGTWIST_CONFIG; the benchmark stops on an error.

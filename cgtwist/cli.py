@@ -1,10 +1,13 @@
 """``cgtwist-admin``: the administrator's command line. Change the store, then tell the server.
 
-Usage: ``cgtwist-admin [--config FILE] [--base-dir DIR] GROUP ACTION ...`` with the groups
-``domain``, ``account``, ``alias`` and ``settings`` defined here. It reads the bootstrap config
-(``--config``, else ``$CGTWIST_CONFIG``, else defaults), opens the store (applying migrations and
-the first-start bootstrap), makes the change and sends ``reload`` over the control socket so the
-running server applies it at once; with no server running the change applies at its next start.
+Usage: ``cgtwist-admin [--config FILE] [--base-dir DIR] GROUP ACTION ...`` with ``init`` and
+the groups ``domain``, ``account``, ``alias`` and ``settings`` defined here. It reads the bootstrap config
+(``--config``, else ``$CGTWIST_CONFIG``, else defaults), opens the store (applying migrations),
+makes the change and sends ``reload`` over the control socket so the running server applies it at
+once; with no server running the change applies at its next start. Only ``init`` (and the
+server's first start) creates a store: any other command on a base directory or database
+without one says "no store at ..." and exits 1, so a mistyped ``--base-dir`` never leaves a
+new store with an unknown postmaster password behind.
 Errors are one line on stderr and exit status 1 (usage errors: 2); never a traceback.
 
 Extending: a module ``cgtwist/cli_<group>.py`` listed in ``PLUGINS`` defines
@@ -21,7 +24,10 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
 * ``ctx.call(cmd, **args)``: the same, but a server that is not running is an error
   (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
-* ``ctx.fail(text)`` raises CLIError(text).
+* ``ctx.fail(text)`` raises CLIError(text);
+* ``ctx.created`` / ``ctx.postmaster_password``: for ``init`` (``creates_store=True``), whether
+  this command created the store and the postmaster password it generated (None when given
+  in ``$CGTWIST_POSTMASTER_PASSWORD`` or nothing was created).
 
 Raise CLIError (or a cgtwist StoreError/ValueError) for a one-line error and exit status 1.
 """
@@ -38,12 +44,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
-from cgtwist import control
+from cgtwist import control, filemodes
 from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
-from cgtwist.storage.engines import engine_for_url
+from cgtwist.storage.database import Database
+from cgtwist.storage.engines import SqliteEngine, engine_for_url
 from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
 
@@ -69,6 +76,8 @@ class Context:
     out: TextIO
     err: TextIO
     stdin: TextIO = sys.stdin
+    created: bool = False
+    postmaster_password: Optional[str] = None
 
     def fail(self, text: str) -> NoReturn:
         raise CLIError(text)
@@ -131,6 +140,44 @@ def _password(ctx: Context, args: argparse.Namespace) -> tuple[str, bool]:
             ctx.fail("no password on standard input")
         return line, False
     return generate_password(), True
+
+
+# ---- init -----------------------------------------------------------------------------------
+
+
+async def init(ctx: Context, args: argparse.Namespace) -> None:
+    main = ctx.accounts.main_domain
+    where = engine_for_url(ctx.config.database_url).describe()
+    if ctx.created:
+        ctx.out.write(f"created the store at {where}\nmain domain: {main}\n")
+    else:
+        ctx.err.write(f"{PROG}: the store at {where} exists already\n")
+    if ctx.postmaster_password is not None:  # a new store, or a new main domain
+        ctx.out.write(f"created postmaster@{main} (administrator) with password: "
+                      f"{ctx.postmaster_password}\n")
+    elif ctx.created:
+        ctx.out.write(f"created postmaster@{main} (administrator) with the password in "
+                      "$CGTWIST_POSTMASTER_PASSWORD\n")
+
+
+async def store_exists(config: BootstrapConfig, reactor: Any) -> bool:
+    """Whether the configured database holds a cgtwist store, without creating anything.
+
+    SQLite: the file exists (opening it would create it). PostgreSQL: the administrator creates
+    the database; the store is its schema (the ``schema_version`` table migrations make).
+    """
+    engine = engine_for_url(config.database_url)
+    if isinstance(engine, SqliteEngine):
+        return os.path.exists(engine.path)
+    db = Database(config.database_url, reactor, 1, 1)
+    try:
+        rows = await db.run_interaction(
+            "store_exists", lambda cur: cur.query(
+                "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_version' "
+                "AND table_schema = current_schema()"), readonly=True)
+    finally:
+        db.close()
+    return bool(rows)
 
 
 # ---- domain ---------------------------------------------------------------------------------
@@ -340,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
     svc = f"comma-separated services out of {','.join(SERVICES)}"
 
+    groups.add_parser(
+        "init", help="create the store (database, main domain, postmaster) if there is none",
+        description="Create the store: the database schema, the main domain with postmaster "
+                    "(administrator, password from $CGTWIST_POSTMASTER_PASSWORD or generated "
+                    "and printed once) and pbx. Every other command needs an existing store; "
+                    "the server's first start also creates one.",
+    ).set_defaults(handler=init, creates_store=True)
+
     g = groups.add_parser("domain", help="domains").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     p = g.add_parser("add", help="create a domain")
@@ -436,18 +491,26 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
               hasher: Optional[PasswordHasher] = None) -> int:
     """Open the store when the handler needs it, run the handler, close; return the status."""
     store: Optional[AccountStore] = None
+    created = False
+    generated: Optional[str] = None
     try:
         if getattr(args, "needs_store", True):
+            creating = getattr(args, "creates_store", False)
+            created = not await store_exists(config, reactor)
+            if created and not creating:
+                where = engine_for_url(config.database_url).describe()
+                raise CLIError(f"no store at {where} (wrong --config or --base-dir? "
+                               f"'{PROG} init' creates one)")
             store = await open_store(config.database_url, config.main_domain, reactor,
                                      1, max(1, config.pool_max), hasher)
             main = await store.settle_main_domain(config.main_domain, config.main_domain_explicit)
             config = dataclasses.replace(config, main_domain=main)
             generated = await store.bootstrap()
-            if generated:
-                err.write(f"{PROG}: first start: created postmaster@{config.main_domain} "
+            if generated and not creating:  # a new main domain given with --main-domain
+                err.write(f"{PROG}: created postmaster@{config.main_domain} "
                           f"with password: {generated}\n")
         ctx = Context(config=config, store=store, reactor=reactor, out=out, err=err,
-                      stdin=stdin or sys.stdin)
+                      stdin=stdin or sys.stdin, created=created, postmaster_password=generated)
         result = await args.handler(ctx, args)
         return int(result or 0)
     finally:
@@ -480,6 +543,17 @@ def _match_base_dir_owner(config: BootstrapConfig) -> None:
             pass
 
 
+def _tighten_store_files(config: BootstrapConfig, err: TextIO) -> None:
+    """An SQLite store (with its -wal/-shm) left readable by others, by an older version,
+    loses the bits ``[server] umask`` forbids, as the server does at its start; say so."""
+    engine = engine_for_url(config.database_url)
+    if not isinstance(engine, SqliteEngine):
+        return
+    files = [config.base_dir] + [engine.path + s for s in ("", "-wal", "-shm")]
+    for path, old, new in filemodes.tighten(files, config.umask):
+        err.write(f"{PROG}: file mode of {path} tightened from {old:04o} to {new:04o}\n")
+
+
 def _one_line(e: BaseException) -> str:
     if isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
@@ -492,11 +566,12 @@ def _one_line(e: BaseException) -> str:
 
 async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
                   stdin: Optional[TextIO] = None,
-                  hasher: Optional[PasswordHasher] = None) -> int:
+                  hasher: Optional[PasswordHasher] = None, set_umask: bool = False) -> int:
     """The whole command: parse ``argv``, load the config, run; return the exit status.
 
     Usage errors print argparse's message (to stderr) and give 2; every other failure is one
-    line on ``err`` and 1.
+    line on ``err`` and 1. ``set_umask`` (the console script): the process takes the
+    config's ``[server] umask``, so the store it creates is as private as the server's.
     """
     try:
         parser = build_parser()
@@ -512,6 +587,13 @@ async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
         overrides = {k: v for k, v in (("base_dir", args.base_dir),
                                           ("main_domain", args.main_domain)) if v}
         config = load(args.config, overrides or None)
+    except ConfigError as e:  # FILE:LINE: KEY: problem, as twistd cgtwist prints it
+        err.write(f"{e}\n")
+        return 1
+    if set_umask:
+        os.umask(config.umask)
+        _tighten_store_files(config, err)
+    try:
         return await run(reactor, args, config, out, err, stdin, hasher)
     except Exception as e:
         err.write(f"{PROG}: error: {_one_line(e)}\n")
@@ -523,7 +605,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     arguments = sys.argv[1:] if argv is None else list(argv)
 
     async def react_main(reactor: Any) -> None:
-        code = await execute(reactor, arguments, sys.stdout, sys.stderr)
+        code = await execute(reactor, arguments, sys.stdout, sys.stderr, set_umask=True)
         sys.stdout.flush()
         raise SystemExit(code)
 

@@ -20,10 +20,11 @@ from cgtwist.errors import ConfigError
 ENV_CONFIG = "CGTWIST_CONFIG"
 
 _KNOWN: dict[str, dict[str, type]] = {
-    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool},
+    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool,
+               "umask": str},
     "database": {"url": str, "pool_min": int, "pool_max": int},
     "tls": {"certificate": str, "key": str},
-    "log": {"level": str},
+    "log": {"level": str, "max_size": int, "keep": int, "daily": bool},
     "dns": {"nameservers": list, "timeout": float},
 }
 
@@ -47,6 +48,10 @@ class BootstrapConfig:
     dns_timeout: float = 5.0
     pool_min: int = 1
     pool_max: int = 4
+    umask: int = 0o077  # files and directories the server and cgtwist-admin create
+    log_max_size: int = 10 * 1024 * 1024  # twistd's --logfile rotates past this size (0: never)
+    log_keep: int = 10  # rotated log files kept (cgtwist.log.1 .. .N)
+    log_daily: bool = False  # also rotate at the first line after midnight
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
 
@@ -82,6 +87,15 @@ def _fail(source: str, text: str, section: str, key: str, why: str) -> ConfigErr
     return ConfigError(f"{where}: {name}: {why}")
 
 
+def _syntax_error(source: str, e: tomllib.TOMLDecodeError) -> ConfigError:
+    """``FILE:LINE: problem`` from tomllib's "problem (at line N, column M)"."""
+    text = str(e)
+    m = re.search(r"\s*\(at line (\d+), column \d+\)$", text)
+    if m is None:
+        return ConfigError(f"{source}: {text}")
+    return ConfigError(f"{source}:{m.group(1)}: {text[:m.start()]}")
+
+
 def _default_hostname() -> str:
     name = socket.getfqdn()
     return name if name and name != "localhost" and "." in name else socket.gethostname() or "localhost"
@@ -93,7 +107,7 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     try:
         data: dict[str, Any] = tomllib.loads(text) if text else {}
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise _syntax_error(source, e) from None
     for section, values in data.items():
         if section not in _KNOWN:
             raise _fail(source, text, section, "", "unknown section")
@@ -112,10 +126,15 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     def get(section: str, key: str, default: Any) -> Any:
         return data.get(section, {}).get(key, default)
 
+    # Paths written in the file are relative to the file's folder (it and they move together);
+    # a path given on the command line (``overrides``) is relative to the current directory,
+    # as every command-line tool's paths are.
     rel = base_for_relative or os.getcwd()
     overrides = overrides or {}
-    base = overrides.get("base_dir") or get("server", "base_dir", "spool")
-    base = os.path.abspath(os.path.join(rel, os.path.expanduser(base)))
+    if overrides.get("base_dir"):
+        base = os.path.abspath(os.path.expanduser(overrides["base_dir"]))
+    else:
+        base = os.path.abspath(os.path.join(rel, os.path.expanduser(get("server", "base_dir", "spool"))))
     hostname = get("server", "hostname", "") or _default_hostname()
     explicit = bool(overrides.get("main_domain") or get("server", "main_domain", ""))
     main = overrides.get("main_domain") or get("server", "main_domain", "") or hostname
@@ -151,18 +170,31 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     if not (1 <= pmin <= pmax):
         raise _fail(source, text, "database", "pool_max", "need 1 <= pool_min <= pool_max")
     unpriv = get("server", "unprivileged_ports", None)
+    umask_text = get("server", "umask", "0077")
+    if not re.fullmatch(r"0?[0-7]{3}", umask_text) or not int(umask_text, 8) & 0o002:
+        raise _fail(source, text, "server", "umask",
+                    f"must be an octal mask such as 0077 or 0027 that removes write access for "
+                    f"others, not {umask_text!r}")
+    max_size, keep = get("log", "max_size", 10 * 1024 * 1024), get("log", "keep", 10)
+    if max_size != 0 and max_size < 65536:
+        raise _fail(source, text, "log", "max_size", "must be 0 (no size limit) or at least 65536 bytes")
+    if not 1 <= keep <= 1000:
+        raise _fail(source, text, "log", "keep", "must be 1..1000 (rotated files kept)")
     return BootstrapConfig(
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
         pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit,
+        umask=int(umask_text, 8), log_max_size=max_size, log_keep=keep,
+        log_daily=get("log", "daily", False),
     )
 
 
 def load(path: Optional[str] = None, overrides: Optional[Mapping[str, str]] = None) -> BootstrapConfig:
     """Read the bootstrap file. ``path`` None: $CGTWIST_CONFIG, else defaults with no file.
 
-    Relative paths inside the file are relative to the file's directory.
+    Relative paths inside the file are relative to the file's directory; a relative
+    ``base_dir`` in ``overrides`` (``--base-dir``) is relative to the current directory.
     """
     path = path or os.environ.get(ENV_CONFIG) or None
     if not path:

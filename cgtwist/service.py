@@ -9,6 +9,7 @@ transactions in flight finish or answer 421.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,13 +19,14 @@ from typing import Any, Optional
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
+from twisted.python.logfile import LogFile
 
-from cgtwist import paths
+from cgtwist import filemodes, paths
 from cgtwist.config import BootstrapConfig
 from cgtwist.listeners import ListenerManager
-from cgtwist.logs import Logger
+from cgtwist.logs import Logger, RotatingLogFile
 from cgtwist.reactor import streamline
-from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.settings import Settings, SettingsHolder, describe_changes
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
 
@@ -100,6 +102,7 @@ class CgtwistService(MultiService):
         self._control_port: Any = None
         self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
 
     # -- listeners ---------------------------------------------------------------------------
     def _maker(self, spec: ListenerSpec) -> Factory:
@@ -117,7 +120,11 @@ class CgtwistService(MultiService):
             return Settings().listeners(self.privileged)
 
     def privilegedStartService(self) -> None:
+        # twistd applies its own umask (0077 as a daemon, none with -n, or --umask) after
+        # makeService; [server] umask is the one the server runs with.
+        os.umask(self.cfg.umask)
         os.makedirs(self.cfg.base_dir, exist_ok=True)
+        self._take_over_log_file()
         early = read_settings_sync(self.cfg)
         try:
             specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
@@ -144,14 +151,74 @@ class CgtwistService(MultiService):
                     buffered = TurnBufferedFile(out, self.reactor)
                     observer._outFile = buffered  # type: ignore[assignment]
                     self.reactor.addSystemEventTrigger("after", "shutdown", buffered.flush_now)
-        if self.cfg.log_level == "debug":
-            return
-        level = LogLevel.levelWithName(self.cfg.log_level)
-        set_level(level)
-        # twistd installs its observers before startService; wrap each in a level filter.
-        for observer in observers:
-            globalLogPublisher.removeObserver(observer)
-            globalLogPublisher.addObserver(LevelFilter(observer, level))
+        if self.cfg.log_level != "debug":
+            level = LogLevel.levelWithName(self.cfg.log_level)
+            set_level(level)
+            # twistd installs its observers before startService; wrap each in a level filter.
+            for observer in observers:
+                globalLogPublisher.removeObserver(observer)
+                globalLogPublisher.addObserver(LevelFilter(observer, level))
+        if self._logfile is not None:
+            self._report_log_file(*self._logfile)
+
+    def _take_over_log_file(self) -> None:
+        """Replace twistd's ``--logfile`` (rotated at 1 MB, every old file kept) by a
+        RotatingLogFile ([log] max_size, daily, keep). Called in privilegedStartService:
+        twistd opened the file as root, so it is reopened before root is dropped, and given,
+        with its rotated copies, to the base directory's owner (the --uid user, who must
+        rotate it later). The lines about it are logged by startService."""
+        from twisted.logger import FileLogObserver, globalLogPublisher
+
+        for observer in list(getattr(globalLogPublisher, "_observers", [])):
+            out = getattr(observer, "_outFile", None)
+            if isinstance(observer, FileLogObserver) and type(out) is LogFile:
+                rotating, changed = self._rotating(out)
+                observer._outFile = rotating  # type: ignore[assignment]
+                self._logfile = (rotating, changed)
+
+    def _rotating(self, twistd_file: LogFile) -> tuple[RotatingLogFile, list[filemodes.Change]]:
+        """A RotatingLogFile at twistd's path; existing log files lose the bits the umask
+        forbids. SIGUSR1 rotates it, as twistd documents for its own."""
+        cfg = self.cfg
+        twistd_file.close()
+        log_files = filemodes.log_paths(twistd_file.path)
+        changed = filemodes.tighten(log_files, cfg.umask)
+        rotating = RotatingLogFile(twistd_file.path, cfg.log_max_size, cfg.log_keep,
+                                   cfg.log_daily, 0o666 & ~cfg.umask)
+        if os.geteuid() == 0:
+            owner = os.stat(cfg.base_dir)
+            if owner.st_uid != 0:
+                for path in log_files:
+                    with contextlib.suppress(OSError):
+                        os.chown(path, owner.st_uid, owner.st_gid)
+
+        def usr1(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(rotating.rotate)
+
+        with contextlib.suppress(ValueError):  # not in the main thread (tests)
+            signal.signal(signal.SIGUSR1, usr1)
+        return rotating, changed
+
+    def _report_log_file(self, logfile: RotatingLogFile, changed: list[filemodes.Change]) -> None:
+        self._log_mode_changes(changed)
+        cfg = self.cfg
+        log.info("log file {path}: rotated at {size} bytes{daily}, {keep} old files kept",
+                 path=logfile.path, size=cfg.log_max_size or "no size limit",
+                 daily=" and daily" if cfg.log_daily else "", keep=cfg.log_keep)
+        if not (os.access(logfile.directory, os.W_OK) and os.access(logfile.path, os.W_OK)):
+            log.error("log file {path} cannot be rotated: user {uid} may not write it or its "
+                      "folder {folder}; make both belong to the server's user",
+                      path=logfile.path, uid=os.geteuid(), folder=logfile.directory)
+
+    @staticmethod
+    def _log_mode_changes(changed: list[filemodes.Change], limit: int = 20) -> None:
+        """One line per tightened path (the first ``limit``), then how many more."""
+        for path, old, new in changed[:limit]:
+            log.warn("file mode of {path} tightened from {old:04o} to {new:04o}", path=path,
+                     old=old, new=new)
+        if len(changed) > limit:
+            log.warn("file modes of {n} more paths tightened (domain and account directories)",
+                     n=len(changed) - limit)
 
     def startService(self) -> None:
         self._apply_log_level()
@@ -172,6 +239,10 @@ class CgtwistService(MultiService):
         cfg = self.cfg
         for sub in (paths.QUEUE_DIR, paths.DOMAINS_DIR, paths.SUBMITTED_DIR):
             os.makedirs(os.path.join(cfg.base_dir, sub), exist_ok=True)
+        # Files made by an older version, or before the umask was set, lose the bits the
+        # umask forbids (the store holds password hashes; account directories list accounts).
+        self._log_mode_changes(await self._in_thread(filemodes.tighten_base, cfg.base_dir,
+                                                     cfg.umask))
         if cfg.generated_certificate:
             names = [cfg.hostname, cfg.main_domain, "localhost"]
             await self._in_thread(ensure_certificate, cfg.certificate, cfg.key, names)
@@ -179,6 +250,7 @@ class CgtwistService(MultiService):
         self.listeners.tls_ready = True
         self.app = Components(cfg, self.reactor, self.settings, self.tls)
         await self.app.open()
+        self._log_setting_changes()
         self.cfg = cfg = self.app.cfg  # the main domain may come from the store
         for spec, late in self._late:
             late.target = self.app.factory_for(spec)
@@ -204,6 +276,18 @@ class CgtwistService(MultiService):
         log.info("cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",
                  domain=cfg.main_domain, base=cfg.base_dir, n=len(self.listeners.ports))
         self.ready.callback(None)
+
+    def _log_setting_changes(self) -> None:
+        """Log each setting whose value a reload changed (cgtwist-admin, SIGHUP), one line per
+        key with the old and new value, so the log shows when a change took effect."""
+        last = [self.settings.current]
+
+        def changed(new: Settings) -> None:
+            for key, old, value in describe_changes(last[0], new):
+                log.info("setting {key} applied: {old} -> {new}", key=key, old=old, new=value)
+            last[0] = new
+
+        self.settings.subscribe(changed)
 
     def _configure_workers(self, settings: Settings) -> defer.Deferred[None]:
         """Hand the SMTP sockets to ``smtp.workers`` worker processes (0: accept here)."""

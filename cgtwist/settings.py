@@ -8,6 +8,7 @@ changed (key -> JSON); ``Settings`` merges them over ``DEFAULTS``. Components re
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any, Callable, Iterator, Mapping
 
@@ -173,19 +174,43 @@ class Settings(Mapping[str, Any]):
         return [parse_listener(x) for x in raw]
 
 
+# What a listener entry may hold; anything else is refused, so a typo ("adress") is not
+# silently replaced by a default. HTTP waits for the web interface (WebAdmin) to exist.
+LISTENER_PROTOCOLS = ("smtp", "pop3", "imap")
+LISTENER_KEYS = ("protocol", "address", "port", "tls", "submission", "allow_plain_auth")
+
+
 def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
     """Validate one listener dict; raises ValueError with a readable reason."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"a listener is an object {{{', '.join(LISTENER_KEYS)}}}, not {raw!r}")
+    unknown = sorted(set(raw) - set(LISTENER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown listener key {unknown[0]!r} (known: {', '.join(LISTENER_KEYS)})")
     proto = str(raw.get("protocol", "")).lower()
-    if proto not in ("smtp", "pop3", "imap", "http"):
-        raise ValueError(f"listener protocol must be smtp, pop3, imap or http, not {proto!r}")
+    if proto not in LISTENER_PROTOCOLS:
+        raise ValueError(f"listener protocol must be {', '.join(LISTENER_PROTOCOLS[:-1])} or "
+                         f"{LISTENER_PROTOCOLS[-1]}, not {proto!r}"
+                         + (" (cgtwist has no web interface yet)" if proto in ("http", "https") else ""))
     port = raw.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"listener port must be 1..65535 (0: any free port), not {port!r}")
     tls = str(raw.get("tls", "starttls")).lower()
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
+    address = raw.get("address", "0.0.0.0")
+    try:
+        ipaddress.ip_address(address if isinstance(address, str) else "")
+    except ValueError:
+        raise ValueError(f"listener address must be an IP address (0.0.0.0 or :: for all), "
+                         f"not {address!r}") from None
+    for flag in ("submission", "allow_plain_auth"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise ValueError(f"listener {flag} must be true or false, not {raw[flag]!r}")
+    if raw.get("submission") and proto != "smtp":
+        raise ValueError(f"listener submission applies to smtp listeners only, not {proto}")
     return ListenerSpec(
-        protocol=proto, port=port, address=str(raw.get("address", "0.0.0.0")), tls=tls,
+        protocol=proto, port=port, address=address, tls=tls,
         submission=bool(raw.get("submission", False)),
         allow_plain_auth=bool(raw.get("allow_plain_auth", False)),
     )
@@ -197,7 +222,7 @@ MAX_SMTP_WORKERS = 64
 def validate(key: str, value: Any) -> Any:
     """Check a value for ``key`` before it is stored; returns it or raises ValueError."""
     if key not in DEFAULTS:
-        raise ValueError(f"unknown setting {key!r}")
+        raise ValueError(f"unknown setting {key!r} ('cgtwist-admin settings show' lists them)")
     default = DEFAULTS[key][0]
     if key == "listeners":
         if value is not None:
@@ -250,3 +275,54 @@ class SettingsHolder:
         self.current = settings
         for fn in list(self._observers):
             fn(settings)
+
+
+# Per-account and per-domain settings (``cgtwist-admin settings set --account/--domain``):
+# exactly the keys something reads, with their type and meaning. Anything else is refused
+# rather than stored to do nothing. Server settings (DEFAULTS) do not apply per domain or
+# account. ``admin`` is written by the first start (postmaster) and ``account add --admin``.
+ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
+    "admin": (bool, "a server administrator: shown as [admin] by 'account list', may send as any "
+                    "address of its domain; postmaster has it from the first start"),
+    "smtp.send_as": (object, "addresses and * patterns this account may also send as "
+                             "(cgtwist.core.senders), validated as the server setting"),
+}
+DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {}
+
+
+def validate_scoped(scope: str, key: str, value: Any) -> Any:
+    """Check an account (``scope`` "account") or domain ("domain") setting before it is
+    stored; returns the value or raises ValueError naming the key and what is allowed."""
+    known = ACCOUNT_SETTINGS if scope == "account" else DOMAIN_SETTINGS
+    if key not in known:
+        allowed = f"known: {', '.join(sorted(known))}" if known else f"{scope}s have none yet"
+        hint = " (a server setting: set it without --domain/--account)" if key in DEFAULTS else ""
+        raise ValueError(f"unknown {scope} setting {key!r} ({allowed}){hint}")
+    want, _doc = known[key]
+    if want is object:  # the same value as the server setting of that name
+        return validate(key, value)
+    if want is bool and not isinstance(value, bool):
+        raise ValueError(f"{scope} setting {key} must be true or false")
+    if want is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError(f"{scope} setting {key} must be a non-negative integer")
+    if want is str and not isinstance(value, str):
+        raise ValueError(f"{scope} setting {key} must be a string")
+    return value
+
+
+# Values never written to the log (they hold a password).
+SECRET_SETTINGS = frozenset({"smtp.relayhost_auth"})
+
+
+def describe_changes(old: Settings, new: Settings, width: int = 120) -> list[tuple[str, str, str]]:
+    """(key, old, new) for each setting whose value differs, as short JSON texts for a log
+    line: long values are cut to ``width`` characters, secrets show as "(hidden)"."""
+
+    def text(key: str, value: Any) -> str:
+        if key in SECRET_SETTINGS and value is not None:
+            return "(hidden)"
+        out = json.dumps(value, sort_keys=True)
+        return out if len(out) <= width else out[:width - 3] + "..."
+
+    keys = sorted(set(old.overrides) | set(new.overrides))
+    return [(k, text(k, old.get(k)), text(k, new.get(k))) for k in keys if old.get(k) != new.get(k)]

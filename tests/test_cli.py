@@ -11,13 +11,13 @@ import sys
 import types
 from typing import Any, Optional
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial import unittest
 
-from cgtwist import cli, control
+from cgtwist import cli, config, control
 from cgtwist.storage.store import ENV_POSTMASTER_PASSWORD, open_store
-from tests.storage.dbcase import fast_hasher, temp_dir
+from tests.storage.dbcase import DatabaseCase, fast_hasher, temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,8 +29,9 @@ class CLITestCase(unittest.TestCase):
     """
 
     postmaster_password: Optional[str] = "pm"
+    init_store = True  # run ``cgtwist-admin init`` first, as an administrator would
 
-    def setUp(self) -> None:
+    def setUp(self) -> Any:
         self.base = temp_dir(self)
         self.conf = os.path.join(self.base, "cgtwist.conf")
         with open(self.conf, "w") as f:
@@ -47,6 +48,9 @@ class CLITestCase(unittest.TestCase):
         if self.postmaster_password is not None:
             os.environ[ENV_POSTMASTER_PASSWORD] = self.postmaster_password
         self.hasher = fast_hasher()
+        if self.init_store:
+            return defer.ensureDeferred(self.cli("init"))
+        return None
 
     async def cli(self, *args: str, stdin: str = "", code: int = 0) -> tuple[str, str]:
         """Run cgtwist-admin in-process; check the exit status and that no traceback shows."""
@@ -93,46 +97,90 @@ def _restore_env(key: str, value: Optional[str]) -> None:
 
 
 def _one_error_line(case: unittest.TestCase, err: str) -> str:
-    lines = [x for x in err.splitlines() if not x.startswith("cgtwist-admin: first start")]
+    lines = err.splitlines()
     case.assertEqual(len(lines), 1, err)
     case.assertTrue(lines[0].startswith("cgtwist-admin: error: "), err)
     return lines[0][len("cgtwist-admin: error: "):]
 
 
 class ProcessTests(CLITestCase):
-    """The real console script: first start, exit statuses, one-line errors."""
+    """The real console script: init, no store, exit statuses, one-line errors."""
 
     postmaster_password = None
+    init_store = False
 
-    async def test_first_run_prints_postmaster_password_once(self) -> None:
-        """The first command creates postmaster and prints its password once, on stderr."""
-        out, err = self.run_cli("domain", "list")
-        self.assertEqual(out, "example.com  [main]\n")
-        self.assertIn("created postmaster@example.com with password: ", err)
-        password = err.split("with password: ")[1].split()[0]
-        _, err2 = self.run_cli("domain", "add", "example.org")
-        self.assertNotIn("password", err2)
-        self.assertIn("the server is not running; the change applies when it starts", err2)
+    async def test_init_creates_the_store_and_prints_the_postmaster_password_once(self) -> None:
+        """``init`` creates the store and says so, with the generated postmaster password;
+        run again it changes nothing and prints no password."""
+        out, err = self.run_cli("init")
+        db = os.path.join(self.base, "cgtwist.db")
+        self.assertIn(f"created the store at sqlite:{db}\n", out)
+        self.assertIn("main domain: example.com\n", out)
+        self.assertIn("created postmaster@example.com (administrator) with password: ", out)
+        password = out.split("with password: ")[1].split()[0]
         self.assertEqual(await self.verify("postmaster@example.com", password),
                          "postmaster@example.com")
+        out2, err2 = self.run_cli("init")
+        self.assertEqual(out2, "")
+        self.assertEqual(err2, f"cgtwist-admin: the store at sqlite:{db} exists already\n")
+        out, _ = self.run_cli("domain", "list")
+        self.assertEqual(out, "example.com  [main]\n")
+        _, err = self.run_cli("domain", "add", "example.org")
+        self.assertNotIn("password", err)
+        self.assertIn("the server is not running; the change applies when it starts", err)
+
+    def test_commands_without_a_store_create_nothing(self) -> None:
+        """A read-only ``domain list`` (or any change) on a base directory without a store
+        says "no store at PATH" and exits 1; it does not create a store with a random
+        postmaster password nobody saw."""
+        before = sorted(os.listdir(self.base))
+        for args in (("domain", "list"), ("account", "add", "alice", "--password", "x"),
+                     ("settings", "show")):
+            _, err = self.run_cli(*args, code=1)
+            db = os.path.join(self.base, "cgtwist.db")
+            self.assertTrue(_one_error_line(self, err).startswith(f"no store at sqlite:{db} "),
+                            err)
+            self.assertIn("init", err)
+        self.assertEqual(sorted(os.listdir(self.base)), before)
+
+    def test_files_are_private_to_the_user(self) -> None:
+        """Run from a shell with umask 022, cgtwist-admin creates the store 0600 ([server]
+        umask); a store an older version left 0644 is tightened, saying so."""
+        env = dict(self.env)
+        p = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", *self.argv("init")],
+                           capture_output=True, text=True, env=env, cwd=self.base, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        db = os.path.join(self.base, "cgtwist.db")
+        self.assertEqual(os.stat(db).st_mode & 0o777, 0o600)
+        os.chmod(db, 0o644)
+        p = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh",
+                            *self.argv("domain", "list")],
+                           capture_output=True, text=True, env=env, cwd=self.base, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"cgtwist-admin: file mode of {db} tightened from 0644 to 0600", p.stderr)
+        self.assertEqual(os.stat(db).st_mode & 0o777, 0o600)
 
     def test_exit_statuses(self) -> None:
         """Usage errors exit 2; refused changes and a broken config exit 1 with one line."""
         _, err = self.run_cli("account", "frobnicate", code=2)
         self.assertIn("usage:", err)
+        self.run_cli("init")
         _, err = self.run_cli("account", "add", "../x", code=1)
         self.assertIn("invalid account name", _one_error_line(self, err))
         with open(self.conf, "a") as f:
-            f.write("[server]\nbogus = 1\n")
+            f.write("[log]\nbogus = 1\n")
         _, err = self.run_cli("domain", "list", code=1)
-        self.assertIn("cgtwist.conf", _one_error_line(self, err))
+        self.assertEqual(err, f"{self.conf}:6: log.bogus: unknown key\n")
 
 
 class BootstrapTests(CLITestCase):
+    init_store = False
+
     async def test_postmaster_password_from_environment(self) -> None:
-        """With CGTWIST_POSTMASTER_PASSWORD set nothing is printed and that password works."""
-        _, err = await self.cli("account", "list")
-        self.assertNotIn("pm", err.replace("cgtwist-admin", ""))
+        """With CGTWIST_POSTMASTER_PASSWORD set no password is printed and that one works."""
+        out, err = await self.cli("init")
+        self.assertIn("with the password in $CGTWIST_POSTMASTER_PASSWORD", out)
+        self.assertNotIn("pm", (out + err).replace("postmaster", "").replace("cgtwist-admin", ""))
         self.assertEqual(await self.verify("postmaster@example.com", "pm"),
                          "postmaster@example.com")
 
@@ -225,7 +273,11 @@ class AccountTests(CLITestCase):
 
     async def test_database_unavailable(self) -> None:
         """A database that cannot be opened is one line naming the problem, exit status 1."""
-        os.makedirs(os.path.join(self.base, "cgtwist.db"))
+        db = os.path.join(self.base, "cgtwist.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db + suffix):
+                os.remove(db + suffix)
+        os.makedirs(db)
         err = await self.error("domain", "list")
         self.assertTrue(err.startswith("database unavailable: "), err)
 
@@ -285,16 +337,49 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("settings", "unset", "smtp.max_recipients")
         out, _ = await self.cli("settings", "show", "smtp.max_recipients")
         self.assertTrue(out.startswith("smtp.max_recipients = 100  (default)\n"), out)
+
+    async def test_account_and_domain_settings_nothing_reads_are_refused(self) -> None:
+        """``settings set --account/--domain`` stores only keys the server reads (today the
+        account's ``admin`` flag and ``smtp.send_as``); any other key is refused with one line naming it and what
+        is allowed, and nothing is stored. ``unset`` still removes any key."""
         await self.cli("account", "add", "alice", "--password", "x")
-        await self.cli("settings", "set", "MaxAccountSize", '"10M"', "--account", "alice")
-        await self.cli("settings", "set", "smtp.max_message_size", "1000", "--domain",
-                       "example.com")
-        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0],
-                         'MaxAccountSize = "10M"\n')
-        self.assertEqual((await self.cli("settings", "show", "--domain", "example.com"))[0],
-                         "smtp.max_message_size = 1000\n")
-        await self.cli("settings", "unset", "MaxAccountSize", "--account", "alice")
+        self.assertEqual(
+            await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
+            "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)")
+        self.assertEqual(
+            await self.error("settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"),
+            "unknown domain setting 'MaxAccountSize' (domains have none yet)")
+        self.assertIn("a server setting: set it without --domain/--account", await self.error(
+            "settings", "set", "smtp.max_message_size", "1000", "--domain", "example.com"))
+        self.assertIn("must be true or false",
+                      await self.error("settings", "set", "admin", '"yes"', "--account", "alice"))
         self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
+        self.assertEqual((await self.cli("settings", "show", "--domain", "example.com"))[0], "")
+        await self.cli("settings", "set", "admin", "true", "--account", "alice")
+        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0],
+                         "admin = true\n")
+        self.assertIn("alice@example.com  [admin]", (await self.cli("account", "list"))[0])
+        await self.cli("settings", "unset", "admin", "--account", "alice")
+        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
+
+    async def test_unsupported_services_and_listeners_are_refused(self) -> None:
+        """The webmail service and an http listener do nothing in cgtwist (no web interface):
+        they are refused with one line saying what is allowed, as is a listener key nothing
+        reads."""
+        self.assertEqual(
+            await self.error("account", "add", "bob", "--password", "x", "--services", "mail,webmail"),
+            "unknown service 'webmail' (known: mail, pop, imap, relay, roaming)")
+        self.assertIn("unknown service 'webmail'",
+                      await self.error("domain", "set", "example.com", "--services", "webmail"))
+        http = '[{"protocol": "http", "address": "127.0.0.1", "port": 8080}]'
+        self.assertEqual(await self.error("settings", "set", "listeners", http),
+                         "listener protocol must be smtp, pop3 or imap, not 'http' "
+                         "(cgtwist has no web interface yet)")
+        typo = '[{"protocol": "smtp", "adress": "127.0.0.1", "port": 2525}]'
+        self.assertEqual(await self.error("settings", "set", "listeners", typo),
+                         "unknown listener key 'adress' (known: protocol, address, port, tls, "
+                         "submission, allow_plain_auth)")
+        self.assertIn("(default)", (await self.cli("settings", "show", "listeners"))[0])
 
 
 class NotifyTests(CLITestCase):
@@ -303,8 +388,8 @@ class NotifyTests(CLITestCase):
     The CLI runs as a subprocess: its control call blocks, and the server is this reactor.
     """
 
-    def setUp(self) -> None:
-        super().setUp()
+    def setUp(self) -> Any:
+        d = super().setUp()
         self.requests: list[dict[str, Any]] = []
         self.reply: dict[str, Any] = {}
 
@@ -317,6 +402,7 @@ class NotifyTests(CLITestCase):
         sock = os.path.join(self.base, "cgtwist.ctl")
         port = reactor.listenUNIX(sock, control.ControlFactory({"reload": reload}))  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
+        return d
 
     async def run_async(self, *args: str) -> tuple[bytes, bytes, int]:
         return await getProcessOutputAndValue(
@@ -363,3 +449,41 @@ class PluginTests(unittest.TestCase):
         args = cli.build_parser().parse_args(["fake", "hello"])
         self.assertIs(args.handler, hello)
         self.assertFalse(args.needs_store)
+
+
+class StoreExistsMixin:
+    """``cgtwist-admin`` tells a missing store from an existing one without creating it, on
+    SQLite (the file) and PostgreSQL (the schema in a database the administrator made)."""
+
+    url: str
+
+    async def test_no_store_then_init(self: Any) -> None:
+        conf = os.path.join(temp_dir(self), "cgtwist.conf")
+        with open(conf, "w") as f:
+            f.write(f'[server]\nbase_dir = "{os.path.dirname(conf)}"\nmain_domain = "example.com"\n'
+                    f'[database]\nurl = "{self.url}"\n')
+
+        async def admin(*args: str) -> tuple[int, str, str]:
+            out, err = io.StringIO(), io.StringIO()
+            rc = await cli.execute(reactor, ["--config", conf, *args], out, err,
+                                   io.StringIO(), fast_hasher())
+            return rc, out.getvalue(), err.getvalue()
+
+        rc, _, err = await admin("domain", "list")
+        self.assertEqual(rc, 1)
+        self.assertIn("cgtwist-admin: error: no store at ", err)
+        cfg = config.load(conf)
+        self.assertFalse(await cli.store_exists(cfg, reactor))
+        rc, out, _ = await admin("init")
+        self.assertEqual(rc, 0)
+        self.assertIn("created the store at ", out)
+        self.assertTrue(await cli.store_exists(cfg, reactor))
+        self.assertEqual((await admin("domain", "list"))[:2], (0, "example.com  [main]\n"))
+
+
+class SQLiteStoreExistsTests(StoreExistsMixin, DatabaseCase):
+    engine = "sqlite"
+
+
+class PostgresStoreExistsTests(StoreExistsMixin, DatabaseCase):
+    engine = "postgresql"

@@ -25,6 +25,31 @@ class ConfigTests(unittest.TestCase):
         cfg = config.parse('[server]\nbase_dir = "../spool"\n', "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist")
         self.assertEqual(cfg.base_dir, "/etc/spool")
 
+    def test_relative_base_dir_on_the_command_line_is_relative_to_the_current_directory(self) -> None:
+        """``--config /etc/cgtwist/cgtwist.conf --base-dir spool`` run in /srv means /srv/spool:
+        a path typed on the command line is read where it was typed, not in /etc/cgtwist."""
+        here = os.getcwd()
+        cfg = config.parse('[server]\nbase_dir = "../x"\n', "/etc/cgtwist/cgtwist.conf",
+                           "/etc/cgtwist", {"base_dir": "spool"})
+        self.assertEqual(cfg.base_dir, os.path.join(here, "spool"))
+        self.assertEqual(cfg.database_url, "sqlite:///" + os.path.join(here, "spool", "cgtwist.db"))
+
+    def test_relative_base_dir_override_through_load(self) -> None:
+        """The same through ``load`` with a real file in another folder."""
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, "cgtwist.conf")
+        with open(path, "w") as f:
+            f.write('[server]\nmain_domain = "example.com"\n')
+        cfg = config.load(path, {"base_dir": "spool"})
+        self.assertEqual(cfg.base_dir, os.path.join(os.getcwd(), "spool"))
+
+    def test_syntax_error_gives_file_and_line(self) -> None:
+        """A TOML syntax error reads ``FILE:LINE: problem``, like every other config error."""
+        e = self.assertRaises(ConfigError, config.parse, '[server]\nbase_dir = \n', "c.conf", "/")
+        self.assertRegex(str(e), r"^c\.conf:2: \S")
+        self.assertNotIn("column", str(e))
+
     def test_unknown_key_names_file_line_and_key(self) -> None:
         """A typo gives one line with file:line and section.key, not a traceback."""
         text = '[server]\nbase_dir = "x"\nmain_domian = "a.test"\n'
@@ -38,7 +63,7 @@ class ConfigTests(unittest.TestCase):
 
     def test_syntax_error_names_the_file(self) -> None:
         e = self.assertRaises(ConfigError, config.parse, "[server\n", "c.conf", "/")
-        self.assertTrue(str(e).startswith("c.conf: "))
+        self.assertTrue(str(e).startswith("c.conf:1: "), str(e))
 
     def test_certificate_without_key_is_refused(self) -> None:
         e = self.assertRaises(ConfigError, config.parse, '[tls]\ncertificate = "c.pem"\n', "c.conf", "/")
@@ -58,6 +83,47 @@ class ConfigTests(unittest.TestCase):
         cfg = config.load(os.path.join(here, "etc", "cgtwist.conf"), {"main_domain": "example.com"})
         self.assertEqual(cfg.log_level, "info")
 
+    def test_sample_config_base_dir_does_not_depend_on_where_it_is_installed(self) -> None:
+        """Installed as /etc/cgtwist/cgtwist.conf, the sample's base directory is the usual
+        /var/spool/cgtwist (a relative one became /etc/spool)."""
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(here, "etc", "cgtwist.conf")) as f:
+            text = f.read()
+        cfg = config.parse(text, "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist", {"main_domain": "example.com"})
+        self.assertEqual(cfg.base_dir, "/var/spool/cgtwist")
+
     def test_unreadable_file(self) -> None:
         e = self.assertRaises(ConfigError, config.load, "/nonexistent/cgtwist.conf")
         self.assertIn("/nonexistent/cgtwist.conf: cannot read", str(e))
+
+    def test_umask_and_log_rotation_settings(self) -> None:
+        """[server] umask (default 0077) and [log] max_size/keep/daily are read and checked:
+        a mask that lets others write, a tiny size or keeping no file is refused."""
+        cfg = config.parse("", "<defaults>", "/srv")
+        self.assertEqual((cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily),
+                         (0o077, 10485760, 10, False))
+        cfg = config.parse('[server]\numask = "027"\n[log]\nmax_size = 0\nkeep = 3\ndaily = true\n',
+                           "c.conf", "/")
+        self.assertEqual((cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily),
+                         (0o027, 0, 3, True))
+        for text, where in (('[server]\numask = "0020"\n', "c.conf:2: server.umask: "),
+                            ('[server]\numask = "77"\n', "c.conf:2: server.umask: "),
+                            ("[log]\nmax_size = 100\n", "c.conf:2: log.max_size: "),
+                            ("[log]\nkeep = 0\n", "c.conf:2: log.keep: ")):
+            e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
+            self.assertTrue(str(e).startswith(where), str(e))
+
+
+class TapOptionsTests(unittest.TestCase):
+    def test_unprivileged_ports_flag(self) -> None:
+        """``twistd cgtwist --unprivileged-ports`` gives the tour's ports even as root (the
+        standard ones on 0.0.0.0 otherwise); without it the config file decides."""
+        from cgtwist import tap
+
+        base = os.path.abspath(self.mktemp())
+        options = tap.Options()
+        options.parseOptions(["--base-dir", base, "--main-domain", "example.test", "-u"])
+        self.assertIs(options.cfg.unprivileged_ports, True)
+        options = tap.Options()
+        options.parseOptions(["--base-dir", base, "--main-domain", "example.test"])
+        self.assertIsNone(options.cfg.unprivileged_ports)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import threading
 import time
 from typing import Any
@@ -15,6 +17,7 @@ from twisted.trial import unittest
 from cgtwist.logs import (
     LevelFilter,
     Logger,
+    RotatingLogFile,
     TurnBufferedFile,
     cached_time,
     enabled,
@@ -180,3 +183,67 @@ class LoggerDescriptorTests(unittest.TestCase):
         self.assertEqual(a.log.namespace, f"{__name__}._Owner")
         self.assertEqual(_Child().log.namespace, f"{__name__}._Child")
         self.assertIsNot(_Child().log, a.log)
+
+
+class RotatingLogFileTests(unittest.TestCase):
+    """twistd's --logfile kept every rotated file (17 after a 4-minute soak); ours keeps N."""
+
+    def setUp(self) -> None:
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.path = os.path.join(self.dir, "cgtwist.log")
+
+    def rotated(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.dir) if n != "cgtwist.log")
+
+    def test_size_rotation_keeps_only_the_newest_files(self) -> None:
+        """Past max_size the file rotates; only ``keep`` old files remain, the newest .1."""
+        f = RotatingLogFile(self.path, 1000, 3, False, 0o600)
+        for i in range(40):
+            f.write(f"line {i:03d} ".ljust(99) + "\n")
+        f.close()
+        self.assertEqual(self.rotated(), ["cgtwist.log.1", "cgtwist.log.2", "cgtwist.log.3"])
+        with open(self.path + ".1") as old:
+            self.assertTrue(old.read().startswith("line 020"))
+        with open(self.path) as new:
+            self.assertEqual(new.read().splitlines()[-1].split()[1], "039")
+
+    def test_old_files_beyond_keep_are_deleted_at_the_next_rotation(self) -> None:
+        """Files left by twistd's unbounded rotation are removed when ours first rotates."""
+        for i in range(1, 18):
+            with open(f"{self.path}.{i}", "w") as old:
+                old.write("old\n")
+        f = RotatingLogFile(self.path, 0, 2, False, 0o600)
+        f.write("a\n")
+        f.rotate()
+        f.close()
+        self.assertEqual(self.rotated(), ["cgtwist.log.1", "cgtwist.log.2"])
+
+    def test_daily_rotation_at_the_first_line_of_a_new_day(self) -> None:
+        """With daily on, the first line written on a new day starts a new file."""
+        day = [(2026, 12, 7)]
+        f = RotatingLogFile(self.path, 0, 5, True, 0o600, today=lambda when: day[0])
+        f.write("monday\n")
+        f.write("still monday\n")
+        self.assertEqual(self.rotated(), [])
+        day[0] = (2026, 12, 8)
+        f.write("tuesday\n")
+        f.close()
+        self.assertEqual(self.rotated(), ["cgtwist.log.1"])
+        with open(self.path + ".1") as old:
+            self.assertEqual(old.read(), "monday\nstill monday\n")
+        with open(self.path) as new:
+            self.assertEqual(new.read(), "tuesday\n")
+
+    def test_existing_and_new_files_get_the_given_mode(self) -> None:
+        """A log file another version left world-readable is set to the mode given, and so
+        is each new file after a rotation."""
+        with open(self.path, "w") as old:
+            old.write("x\n")
+        os.chmod(self.path, 0o644)
+        f = RotatingLogFile(self.path, 0, 2, False, 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        f.rotate()
+        f.write("y\n")
+        f.close()
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)

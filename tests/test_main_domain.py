@@ -23,7 +23,7 @@ class MainDomainTests(unittest.TestCase):
         """After 'twistd cgtwist --main-domain example.test', 'cgtwist-admin --base-dir spool'
         works in example.test instead of creating a second main domain named after the host."""
         base = self.mktemp()
-        r = admin(base, "--main-domain", "example.test", "domain", "list")
+        r = admin(base, "--main-domain", "example.test", "init")
         self.assertEqual(r.returncode, 0, r.stderr)
         r = admin(base, "account", "add", "alice", "--password", "alice-secret-1")
         self.assertEqual(r.returncode, 0, r.stderr)

@@ -40,6 +40,48 @@ class SettingsTests(unittest.TestCase):
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
         self.assertEqual(settings.validate("smtp.workers", 2), 2)
 
+    def test_listener_entries_are_checked_key_by_key(self) -> None:
+        """A listener entry with a key nothing reads, an http protocol (no web interface),
+        a non-IP address, a string for a flag or submission on IMAP is refused, naming it."""
+        ok = {"protocol": "smtp", "address": "127.0.0.1", "port": 2525}
+        self.assertEqual(settings.validate("listeners", [ok]), [ok])
+        for bad, why in (
+            (dict(ok, protocol="http"), "no web interface"),
+            (dict(ok, adress="::1"), "unknown listener key 'adress'"),
+            (dict(ok, address="localhost"), "must be an IP address"),
+            (dict(ok, submission="false"), "submission must be true or false"),
+            (dict(ok, protocol="imap", submission=True), "smtp listeners only"),
+            ("smtp:25", "a listener is an object"),
+        ):
+            e = self.assertRaises(ValueError, settings.validate, "listeners", [bad])
+            self.assertIn(why, str(e))
+
+    def test_account_and_domain_settings_are_exactly_the_known_ones(self) -> None:
+        """Only keys in ACCOUNT_SETTINGS / DOMAIN_SETTINGS are accepted, with their type."""
+        self.assertIs(settings.validate_scoped("account", "admin", True), True)
+        e = self.assertRaises(ValueError, settings.validate_scoped, "account", "nonsense.key", 1)
+        self.assertEqual(str(e), "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)")
+        self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
+        # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is
+        self.assertEqual(settings.validate_scoped("account", "smtp.send_as", "*@lists.example.com"),
+                         "*@lists.example.com")
+        self.assertRaises(ValueError, settings.validate_scoped, "account", "smtp.send_as", "not an address")
+        e = self.assertRaises(ValueError, settings.validate_scoped, "domain", "smtp.max_recipients", 5)
+        self.assertIn("a server setting", str(e))
+
+    def test_describe_changes_names_each_changed_key_and_hides_secrets(self) -> None:
+        """What the server logs when it applies a reload: changed keys only, secrets hidden,
+        long values cut."""
+        old = settings.Settings({"smtp.max_recipients": 5, "router.table": "x" * 500})
+        new = settings.Settings({"smtp.max_recipients": 7, "router.table": "x" * 500,
+                                 "smtp.relayhost_auth": {"user": "u", "password": "hunter2"}})
+        changes = settings.describe_changes(old, new)
+        self.assertEqual(changes, [("smtp.max_recipients", "5", "7"),
+                                   ("smtp.relayhost_auth", "null", "(hidden)")])
+        cut = settings.describe_changes(settings.Settings(), new.__class__({"router.table": "y" * 500}))
+        self.assertEqual(len(cut[0][2]), 120)
+        self.assertTrue(cut[0][2].endswith("..."))
+
     def test_holder_tells_observers(self) -> None:
         holder = settings.SettingsHolder()
         seen = []

@@ -79,6 +79,18 @@ def check_setting_name(key: str) -> str:
     return k
 
 
+def check_scoped_settings(scope: str, values: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """An account's or domain's settings: only keys the server reads (cgtwist.settings)."""
+    out = {}
+    for key, value in (values or {}).items():
+        k = check_setting_name(key)
+        try:
+            out[k] = dynamic.validate_scoped(scope, k, value)
+        except ValueError as e:
+            raise InvalidValue(str(e)) from None
+    return out
+
+
 def check_target(target: str, domain: str) -> str:
     """Validate an alias target address; a bare name means that name in the alias's domain."""
     t = target.strip()
@@ -194,7 +206,7 @@ class AccountStore:
         """Create a domain; AlreadyExists when it (or a domain alias of that name) exists."""
         d = check_domain(name)
         svc = check_services(services)
-        values = {check_setting_name(k): v for k, v in (settings or {}).items()}
+        values = check_scoped_settings("domain", settings)
         await self._write("add_domain", self._add_domain_txn, d, svc, values)
         self._log.info("domain {domain} created", domain=d)
 
@@ -282,7 +294,7 @@ class AccountStore:
         """
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
-        values = {check_setting_name(k): v for k, v in (settings or {}).items()}
+        values = check_scoped_settings("account", settings)
         if password == "":
             raise InvalidValue("the password must not be empty")
         if password_hash is not None:
@@ -505,7 +517,7 @@ class AccountStore:
     @_deferred
     async def set_domain_setting(self, domain: str, key: str, value: Any) -> None:
         await self._change_settings("domains", "name = ?", (check_domain(domain),),
-                                    f"domain {domain}", check_setting_name(key), value, False)
+                                    f"domain {domain}", key, value, False)
 
     @_deferred
     async def unset_domain_setting(self, domain: str, key: str) -> None:
@@ -522,7 +534,7 @@ class AccountStore:
         n, d = check_account(name), check_domain(domain)
         await self._change_settings(
             "accounts", "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d), f"account {n}@{d}", check_setting_name(key), value, False)
+            (n, d), f"account {n}@{d}", key, value, False)
 
     @_deferred
     async def unset_account_setting(self, name: str, domain: str, key: str) -> None:
@@ -533,11 +545,11 @@ class AccountStore:
 
     async def _change_settings(self, table: str, where: str, args: tuple[Any, ...], what: str,
                                key: str, value: Any, unset: bool) -> None:
-        if not unset and key in dynamic.DEFAULTS:
-            try:
-                dynamic.validate(key, value)
-            except ValueError as e:
-                raise InvalidValue(str(e)) from None
+        # Setting a key nothing reads is refused; unsetting any key is allowed, so that one
+        # stored before the check existed can be removed.
+        if not unset:
+            key = next(iter(check_scoped_settings("domain" if table == "domains" else "account",
+                                                  {key: value})))
         await self._write(f"change_{table}_settings", tables.change_settings_txn, table, where, args,
                           what, key, value, unset)
 

@@ -17,7 +17,8 @@ from cgtwist.types import Account
 
 # CommuniGate "Enabled Services" (COMMUNIGATE.md a.1, a.6). The effective set of an account is
 # its own set intersected with its domain's; None (the default) means every service.
-SERVICES = ("mail", "pop", "imap", "webmail", "relay", "roaming")
+# WebMail is not among them until cgtwist serves it: a name nothing enforces is refused.
+SERVICES = ("mail", "pop", "imap", "relay", "roaming")
 POSTMASTER = "postmaster"
 PBX = "pbx"
 KIND_USER = "user"

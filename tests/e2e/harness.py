@@ -131,7 +131,10 @@ class Server:
         return env
 
     def admin(self, *args: str, stdin: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run ``cgtwist-admin`` with this server's config."""
+        """Run ``cgtwist-admin`` with this server's config; before the server's first start,
+        ``cgtwist-admin init`` first (no other command creates the store)."""
+        if args[:1] != ("init",) and not os.path.exists(os.path.join(self.base, "cgtwist.db")):
+            self.admin("init")
         r = subprocess.run([sys.executable, "-m", "cgtwist.cli", "--config", self.conf, *args],
                            input=stdin, capture_output=True, text=True, env=self.env, timeout=120)
         if check and r.returncode != 0:

@@ -126,11 +126,13 @@ class StoreTestsMixin:
         store = await self.open_store()
         await store.add_domain("example.com")
         account = await store.add_account("Alice", "EXAMPLE.com", "pw", real_name=" Alice A ",
-                                          services=["mail", "imap"], settings={"quota": 10})
+                                          services=["mail", "imap"], settings={"admin": True})
         self.assertEqual(account.address, "alice@example.com")
         self.assertEqual(account.real_name, "Alice A")
         self.assertEqual(account.services, frozenset({"mail", "imap"}))
-        self.assertEqual(account.settings, {"quota": 10})
+        self.assertEqual(account.settings, {"admin": True})
+        await self._failure(store.add_account("bob", "example.com", "pw",
+                                              settings={"quota": 10}), InvalidValue)
         self.assertEqual(await store.get_account("ALICE", "example.COM"), account)
         await self._failure(store.add_account("alice", "example.com", "x"), AlreadyExists)
         await self._failure(store.add_account("bob", "nowhere.com", "x"), NotFound)
@@ -327,27 +329,30 @@ class StoreTestsMixin:
         self.assertEqual(await store.get_settings(), {"queue.retry_schedule": [10, 20]})
 
     async def test_domain_and_account_settings(self: Any) -> None:
-        """Domain and account settings hold JSON values; known keys are validated."""
+        """Domain and account settings hold JSON values; only keys the server reads are
+        stored (cgtwist.settings.ACCOUNT_SETTINGS / DOMAIN_SETTINGS), with their type."""
         store = await self.open_store()
         await store.add_domain("example.com")
         await store.add_account("alice", "example.com", "pw")
-        await store.set_domain_setting("example.com", "smtp.max_message_size", 1000)
-        await store.set_account_setting("alice", "example.com", "MaxAccountSize", "10M")
-        self.assertEqual(await store.get_domain_settings("example.com"),
-                         {"smtp.max_message_size": 1000})
+        await store.set_account_setting("alice", "example.com", "admin", True)
         self.assertEqual((await store.get_account("alice", "example.com")).settings,
-                         {"MaxAccountSize": "10M"})
+                         {"admin": True})
         await self._failure(
-            store.set_domain_setting("example.com", "smtp.max_message_size", "big"),
-            InvalidValue)
+            store.set_domain_setting("example.com", "smtp.max_message_size", 1000), InvalidValue)
+        await self._failure(
+            store.set_account_setting("alice", "example.com", "MaxAccountSize", "10M"), InvalidValue)
+        await self._failure(store.set_account_setting("alice", "example.com", "admin", "yes"),
+                            InvalidValue)
+        await self._failure(store.add_domain("example.org", settings={"x": 1}), InvalidValue)
+        self.assertEqual(await store.get_domain_settings("example.com"), {})
         await self._failure(store.set_account_setting("alice", "example.com", "a b", 1),
                             InvalidValue)
-        await self._failure(store.set_account_setting("ghost", "example.com", "x", 1),
+        await self._failure(store.set_account_setting("ghost", "example.com", "admin", True),
                             NotFound)
-        await store.unset_account_setting("alice", "example.com", "MaxAccountSize")
+        await store.unset_account_setting("alice", "example.com", "admin")
         self.assertEqual(await store.get_account_settings("alice", "example.com"), {})
         await self._failure(
-            store.unset_account_setting("alice", "example.com", "MaxAccountSize"), NotFound)
+            store.unset_account_setting("alice", "example.com", "admin"), NotFound)
 
 
 def _dump_txn(cur: Any) -> list[Any]:
