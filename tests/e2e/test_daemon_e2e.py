@@ -85,7 +85,7 @@ def test_settings_changes_are_logged_when_applied(tmp_path) -> None:  # type: ig
                           check=False)
             assert r.returncode == 1
             assert r.stderr == ("cgtwist-admin: error: unknown account setting 'nonsense.key' "
-                                "(known: admin)\n")
+                                "(known: admin, smtp.send_as)\n")
             srv.admin("settings", "unset", "smtp.max_recipients")
             wait_for(lambda: "setting smtp.max_recipients applied: 50 -> 100" in srv.log_text(),
                      60, "the second change to be logged")
