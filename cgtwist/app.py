@@ -99,6 +99,7 @@ class Components:
         from cgtwist.core.submission import Submission
         from cgtwist.dns import Resolver, system_nameservers
         from cgtwist.mailstore.notifier import MailboxNotifier
+        from cgtwist.protocols.limits import UserIPSessions
         from cgtwist.protocols.realm import MailRealm
         from cgtwist.spool.spool import REMOVE_LINGER, Spool
 
@@ -118,6 +119,7 @@ class Components:
         self.submission = Submission(self.spool, self.link, settings, reactor)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
         self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip)])
+        self.user_sessions = UserIPSessions(settings)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
         """The queue manager, delivery agents, bounces and the Submitted/ pickup: the server's
@@ -162,15 +164,20 @@ class Components:
         elif spec.protocol == "pop3":
             from cgtwist.protocols.pop3 import POP3Factory
 
-            factory = POP3Factory(spec, **common)
+            factory = POP3Factory(spec, **common, **self._access())
         elif spec.protocol == "imap":
             from cgtwist.protocols.imap import IMAPFactory
 
-            factory = IMAPFactory(spec, **common)
+            factory = IMAPFactory(spec, **common, **self._access())
         else:
             raise ValueError(f"no {spec.protocol} service")
         self.factories.append(factory)
         return factory  # type: ignore[no-any-return]
+
+    def _access(self) -> dict[str, Any]:
+        """What every POP3 and IMAP factory shares beyond ``common``: the Client IP test (they
+        are exempt from per-IP connection caps) and one count of sessions per account and IP."""
+        return {"is_client_ip": self.policy.is_client_ip, "sessions": self.user_sessions}
 
     async def start(self) -> None:
         """Recover the spool and start delivering; pick up PIPE submissions."""

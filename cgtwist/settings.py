@@ -48,7 +48,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.idle_timeout": (300, "seconds without a command before 421 and disconnect (RFC 5321 §4.5.3.2.7)"),
     "smtp.data_timeout": (180, "seconds without data during DATA before the transaction is dropped"),
     "smtp.max_connections": (500, "concurrent SMTP connections in total; more: 421 4.7.0; 0 = no limit"),
-    "smtp.max_connections_per_ip": (20, "concurrent SMTP connections from one IP; more: 421 4.7.0; 0 = no limit"),
+    "smtp.max_connections_per_ip": (20, "concurrent SMTP connections from one IP (Client IPs exempt); more: 421 4.7.0; 0 = no limit"),
     "smtp.workers": (0, "SMTP worker processes that accept on the SMTP listeners (receiving on other CPU cores than delivery); 0 = the server process itself. Connection, penalty and protection counters are then kept per process"),
     "smtp.max_received_headers": (100, "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)"),
     "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
@@ -57,7 +57,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
     "auth.fail_delays": ([2, 4, 8, 15], "seconds to delay the reply to the n-th failure from an IP"),
     "auth.penalty_expiry": (900, "seconds without a failure after which an IP's AUTH penalty is forgotten (no permanent lock-out)"),
-    "auth.max_concurrent_per_ip": (3, "AUTH attempts running at once from one IP (IPv6: per /64); more: 454 4.7.0 / NO; 0 = no cap"),
+    "auth.max_concurrent_per_ip": (3, "AUTH attempts running at once from one IP (IPv6: per /64) that has failed logins on record; more: 454 4.7.0 / NO [UNAVAILABLE] / -ERR [SYS/TEMP]; 0 = no cap"),
+    "auth.max_userip_connections": (10, "logged-in POP3/IMAP sessions of one account from one IP (Dovecot mail_max_userip_connections); more: NO [UNAVAILABLE] / -ERR [IN-USE]; 0 = no limit"),
     "auth.trusted_ips": ("", "address list never delayed or capped by the AUTH penalty (Client IPs are trusted too)"),
     # Receiving protection (issue 4). Modes: off | nonclients | all. "Clients" are Client IPs and,
     # at MAIL FROM, authenticated sessions.
@@ -104,7 +105,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "imap.preauth_timeout": (60, "seconds of inactivity before an unauthenticated IMAP session is closed"),
     "imap.max_literal": (52428800, "largest APPEND literal in octets"),
     "imap.max_command_length": (65536, "longest IMAP command line in octets"),
-    "access.max_connections_per_ip": (20, "concurrent POP3/IMAP connections from one IP; 0 = no limit"),
+    "access.max_connections_per_ip": (20, "concurrent POP3/IMAP connections from one IP to one listener (Client IPs exempt); 0 = no limit"),
     # Outbound SMTP (RFC 5321 §4.5.3.2 timeouts, seconds)
     "smtp.remote_port": (25, "TCP port of remote MX hosts (tests point it at loopback sinks)"),
     "smtp.relayhost": ("", "smarthost as host:port or [host]:port; empty = deliver by MX"),
