@@ -92,6 +92,7 @@ class Components:
     def _build_reception(self, store: Any, settings: SettingsHolder) -> None:
         """Resolver, Router, protection policy, spool, submission and cred portal: what SMTP
         receiving needs, in the server and in each SMTP worker process."""
+        from cgtwist.checks.accountguard import AccountGuard
         from cgtwist.core.auth import AccountChecker
         from cgtwist.core.policy import BasicPolicy
         from cgtwist.core.protection import ProtectedPolicy
@@ -118,7 +119,10 @@ class Components:
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.submission = Submission(self.spool, self.link, settings, reactor)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
-        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip)])
+        # One per-account failure budget behind the one checker every login goes through.
+        self.account_guard = AccountGuard(reactor, settings)
+        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip,
+                                                         guard=self.account_guard)])
         self.user_sessions = UserIPSessions(settings)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:

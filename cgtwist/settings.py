@@ -60,6 +60,12 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "auth.max_concurrent_per_ip": (3, "AUTH attempts running at once from one IP (IPv6: per /64) that has failed logins on record; more: 454 4.7.0 / NO [UNAVAILABLE] / -ERR [SYS/TEMP]; 0 = no cap"),
     "auth.max_userip_connections": (10, "logged-in POP3/IMAP sessions of one account from one IP (Dovecot mail_max_userip_connections); more: NO [UNAVAILABLE] / -ERR [IN-USE]; 0 = no limit"),
     "auth.trusted_ips": ("", "address list never delayed or capped by the AUTH penalty (Client IPs are trusted too)"),
+    # Per-account failure budget (guessing one account from many IPs), shared by every login.
+    "auth.account_max_failures": (10, "wrong passwords for one account (from any non-Client IP) that lock it for auth.account_lock_time; locked: every login fails like a wrong password except a correct one from a Client IP; 0 = off"),
+    "auth.account_delay": (1.0, "seconds the reply to an account's first counted wrong password is held"),
+    "auth.account_delay_growth": (2.0, "factor the per-account delay grows by with each further wrong password (1 = constant)"),
+    "auth.account_max_delay": (16.0, "longest per-account delay in seconds; logins to a locked account wait this long"),
+    "auth.account_lock_time": (900, "seconds an account stays locked; also how long its failures are remembered after the last one"),
     # Receiving protection (issue 4). Modes: off | nonclients | all. "Clients" are Client IPs and,
     # at MAIL FROM, authenticated sessions.
     "clients.ips": ("", "Client IPs (address list: IPs, CIDR, a-b ranges, ; or # comments): trusted networks that may relay and skip RBL/blacklists"),
