@@ -357,7 +357,8 @@ class POP3Server(pop3.POP3):
         if self._refuse_plaintext():
             return None
         if len(args) == 2:
-            return self._sasl_response("PLAIN", args[1].encode("ascii"))
+            # Base64 is ASCII; anything else fails its decoding as an invalid response.
+            return self._sasl_response("PLAIN", args[1].encode("utf-8"))
         self._sasl = "PLAIN"
         self.sendLine(b"+ ")
         return None
