@@ -92,6 +92,7 @@ class Components:
     def _build_reception(self, store: Any, settings: SettingsHolder) -> None:
         """Resolver, Router, protection policy, spool, submission and cred portal: what SMTP
         receiving needs, in the server and in each SMTP worker process."""
+        from cgtwist.checks.accountguard import AccountGuard
         from cgtwist.core.auth import AccountChecker
         from cgtwist.core.policy import BasicPolicy
         from cgtwist.core.protection import ProtectedPolicy
@@ -99,6 +100,7 @@ class Components:
         from cgtwist.core.submission import Submission
         from cgtwist.dns import Resolver, system_nameservers
         from cgtwist.mailstore.notifier import MailboxNotifier
+        from cgtwist.protocols.limits import UserIPSessions
         from cgtwist.protocols.realm import MailRealm
         from cgtwist.spool.spool import REMOVE_LINGER, Spool
 
@@ -117,7 +119,11 @@ class Components:
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.submission = Submission(self.spool, self.link, settings, reactor)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
-        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip)])
+        # One per-account failure budget behind the one checker every login goes through.
+        self.account_guard = AccountGuard(reactor, settings)
+        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip,
+                                                         guard=self.account_guard)])
+        self.user_sessions = UserIPSessions(settings)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
         """The queue manager, delivery agents, bounces and the Submitted/ pickup: the server's
@@ -162,15 +168,20 @@ class Components:
         elif spec.protocol == "pop3":
             from cgtwist.protocols.pop3 import POP3Factory
 
-            factory = POP3Factory(spec, **common)
+            factory = POP3Factory(spec, **common, **self._access())
         elif spec.protocol == "imap":
             from cgtwist.protocols.imap import IMAPFactory
 
-            factory = IMAPFactory(spec, **common)
+            factory = IMAPFactory(spec, **common, **self._access())
         else:
             raise ValueError(f"no {spec.protocol} service")
         self.factories.append(factory)
         return factory  # type: ignore[no-any-return]
+
+    def _access(self) -> dict[str, Any]:
+        """What every POP3 and IMAP factory shares beyond ``common``: the Client IP test (they
+        are exempt from per-IP connection caps) and one count of sessions per account and IP."""
+        return {"is_client_ip": self.policy.is_client_ip, "sessions": self.user_sessions}
 
     async def start(self) -> None:
         """Recover the spool and start delivering; pick up PIPE submissions."""

@@ -142,6 +142,11 @@ def _positive_number(key: str, value: Any) -> None:
         raise ValueError(f"{key} must be a positive number of seconds")
 
 
+def _number(key: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{key} must be a number from {low:g} to {high:g}, not {value!r}")
+
+
 # Timeouts that may be fractions of a second (tests, fast networks); the generic integer check
 # in cgtwist.settings.validate is skipped for them.
 FRACTIONAL_KEYS = ("protection.spf.timeout", "protection.reverse_connect.timeout")
@@ -171,6 +176,10 @@ def validate(key: str, value: Any) -> Any:
         _delays(key, value)
     elif key == "smtp.send_as":
         _send_as(key, value)
+    elif key in ("auth.account_delay", "auth.account_max_delay"):
+        _number(key, value, 0, 300)
+    elif key == "auth.account_delay_growth":
+        _number(key, value, 1, 10)
     elif key == "router.table":
         _router_table(key, value)
     return value

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+from OpenSSL._util import lib as _ossl  # the cffi binding; see _IntermediateOptions
 from twisted.internet import ssl
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
@@ -37,6 +38,10 @@ INTERMEDIATE_CIPHERS = ":".join([
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
     "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
 ])
+# Key-exchange groups of the same profile, for TLS 1.2 ECDHE and TLS 1.3 alike. OpenSSL's
+# default list also offers X448, secp521r1 and the FFDHE groups; a client limited to those is
+# refused (handshake failure), as by a server configured per Mozilla.
+INTERMEDIATE_GROUPS = "X25519:P-256:P-384"
 
 
 def generate_self_signed(cert_path: str, key_path: str, names: Iterable[str], days: int = 825) -> None:
@@ -91,9 +96,25 @@ def ensure_certificate(cert_path: str, key_path: str, names: Iterable[str]) -> b
     return True
 
 
+class _IntermediateOptions(ssl.CertificateOptions):
+    """CertificateOptions whose contexts offer only ``INTERMEDIATE_GROUPS``.
+
+    Twisted has no option for the group list (it leaves OpenSSL's default), and pyOpenSSL
+    exposes only ``set_tmp_ecdh`` (one curve); ``SSL_CTX_set1_curves_list`` is the same call
+    as ``SSL_CTX_set1_groups_list`` in OpenSSL 1.1.1+, so the binding's name for it is used.
+    """
+
+    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
+        ctx = super()._makeContext(skipCiphers)
+        if not _ossl.SSL_CTX_set1_curves_list(ctx._context, INTERMEDIATE_GROUPS.encode()):  # type: ignore[attr-defined]
+            raise SSL.Error(f"OpenSSL refused the group list {INTERMEDIATE_GROUPS}")
+        return ctx
+
+
 def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
-    """CertificateOptions for the Mozilla intermediate profile: TLS 1.2+, no compression,
-    no renegotiation (OpenSSL 3 default), client cipher order, session tickets off."""
+    """CertificateOptions for the Mozilla intermediate profile: TLS 1.2+, groups X25519, P-256
+    and P-384 only, no compression, no renegotiation (OpenSSL 3 default), client cipher order,
+    session tickets off."""
     with open(cert_path, "rb") as f:
         cert_pem = f.read()
     with open(key_path, "rb") as f:
@@ -105,7 +126,7 @@ def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
     for extra in pems[1:]:
         if b"-----BEGIN CERTIFICATE-----" in extra:
             chain.append(ssl.Certificate.loadPEM(extra + b"-----END CERTIFICATE-----\n").original)
-    return ssl.CertificateOptions(
+    return _IntermediateOptions(
         privateKey=cert.privateKey.original,
         certificate=cert.original,
         extraCertChain=chain or None,

@@ -48,6 +48,17 @@ class ValidateTests(unittest.TestCase):
         self.assertIn("delay", self.refused("auth.fail_delays", [1, "x"]))
         self.assertIn("non-empty", self.refused("auth.fail_delays", []))
 
+    def test_account_budget(self) -> None:
+        """The per-account budget's delays and growth are bounded numbers; counts are integers."""
+        self.assertEqual(settings.validate("auth.account_delay", 0.5), 0.5)
+        self.assertEqual(settings.validate("auth.account_delay_growth", 1), 1)
+        self.assertIn("from 1 to 10", self.refused("auth.account_delay_growth", 0.5))
+        self.assertIn("from 0 to 300", self.refused("auth.account_max_delay", 3600))
+        self.assertIn("from 0 to 300", self.refused("auth.account_delay", True))
+        self.assertIn("non-negative integer", self.refused("auth.account_max_failures", -1))
+        self.assertIn("non-negative integer", self.refused("auth.account_lock_time", 1.5))
+        self.assertIn("non-negative integer", self.refused("auth.max_userip_connections", "10"))
+
     def test_router_table_line_numbers(self) -> None:
         """A broken Router table is refused with the line of the bad record."""
         good = "; comment\n<postmaster@*> = postmaster\n"

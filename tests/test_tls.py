@@ -87,3 +87,47 @@ class TLSTests(unittest.TestCase):
         self.assertIsNotNone(server.getContext())
         self.assertTrue(server.available)
 
+
+
+class GroupTests(unittest.TestCase):
+    """Key exchange only over the Mozilla intermediate groups X25519, P-256 and P-384."""
+
+    def setUp(self) -> None:
+        d = self.mktemp()
+        os.makedirs(d)
+        self.cert = os.path.join(d, "tls", "cert.pem")
+        self.key = os.path.join(d, "tls", "key.pem")
+        tls.ensure_certificate(self.cert, self.key, ["localhost"])
+        f = protocol.Factory.forProtocol(Echo)
+        port = reactor.listenTCP(0, TLSMemoryBIOFactory(tls.ServerTLS(self.cert, self.key), False, f),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    def _client(self, group: str, version: stdlib_ssl.TLSVersion) -> bytes:
+        ctx = stdlib_ssl.create_default_context(cafile=self.cert)
+        ctx.minimum_version = ctx.maximum_version = version
+        ctx.set_ecdh_curve(group)  # the client offers this one group only
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"ping")
+                return s.recv(4)
+
+    @defer.inlineCallbacks
+    def test_intermediate_groups_are_accepted(self):  # type: ignore[no-untyped-def]
+        """Clients offering only X25519, P-256 or P-384 connect, with TLS 1.2 and 1.3."""
+        for version in (stdlib_ssl.TLSVersion.TLSv1_2, stdlib_ssl.TLSVersion.TLSv1_3):
+            for group in ("X25519", "prime256v1", "secp384r1"):
+                echo = yield deferToThread(self._client, group, version)
+                self.assertEqual(echo, b"ping", (group, version))
+
+    @defer.inlineCallbacks
+    def test_other_groups_are_refused(self):  # type: ignore[no-untyped-def]
+        """A client offering only X448 or secp521r1 cannot complete a handshake."""
+        for version in (stdlib_ssl.TLSVersion.TLSv1_2, stdlib_ssl.TLSVersion.TLSv1_3):
+            for group in ("X448", "secp521r1"):
+                try:
+                    yield deferToThread(self._client, group, version)
+                except (stdlib_ssl.SSLError, OSError):
+                    continue
+                self.fail(f"handshake with only {group} succeeded over {version.name}")

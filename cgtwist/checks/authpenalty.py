@@ -2,8 +2,8 @@
 
 Owns per-host failure counting (IPv4 per address, IPv6 per /64) on the clock passed in: the
 n-th failure's reply is delayed ``auth.fail_delays`` seconds (2, 4, 8, 15 by default, Dovecot's
-auth penalty), a per-host cap on concurrent AUTH attempts, the "disconnect after N failures on
-one connection" rule, and one fail2ban-readable line per failure::
+auth penalty), a per-host cap on concurrent AUTH attempts once the host has failed, the
+"disconnect after N failures on one connection" rule, and one fail2ban-readable line per failure::
 
     auth failed: ip=192.0.2.1 login=alice protocol=imap failures=3 delay=8
 
@@ -102,19 +102,24 @@ class AuthPenalty:
 
     # -- the API the protocols call
     def acquire(self, ip: str) -> bool:
-        """Start an AUTH attempt; False when the host already has too many running.
+        """Start an AUTH attempt; False when a host with failed logins on record already has
+        ``auth.max_concurrent_per_ip`` running.
 
-        The caller answers a temporary error (SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3
-        -ERR [IN-USE]) and must call ``release`` only when this returned True.
+        Only hosts with failures are capped: parallel guessing (each connection waiting out its
+        delay while the next guess runs) is what the cap stops, and a NAT gateway of users
+        who all log in correctly at once must not see refusals. The caller answers a
+        temporary error (SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]) and
+        must call ``release`` only when this returned True.
         """
         if self.is_trusted(ip):
             return True
         key = host_key(ip)
         cap = int(self._get("auth.max_concurrent_per_ip", 3))
-        if cap and self._active.get(key, 0) >= cap:
-            log.info("auth concurrency cap: ip={ip} active={active}", ip=ip, active=self._active[key])
+        active = self._active.get(key, 0)
+        if cap and active >= cap and self.failures(ip) > 0:
+            log.info("auth concurrency cap: ip={ip} active={active}", ip=ip, active=active)
             return False
-        self._active[key] = self._active.get(key, 0) + 1
+        self._active[key] = active + 1
         return True
 
     def release(self, ip: str) -> None:

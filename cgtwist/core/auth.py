@@ -4,11 +4,13 @@ Owns the login-name forms and the one ICredentialsChecker shared by SMTP AUTH, P
 It decides only "who is this"; whether a protocol may be used is the realm's business (or the
 optional ``service`` of a checker). Wrong password and unknown user fail alike; a store that
 cannot answer fails differently (``AuthUnavailable``) so clients retry instead of giving up.
+Being the one way in, it is where the per-account failure budget (``IAccountGuard``) is
+consulted, so every protocol shares it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Protocol, Union
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
@@ -59,6 +61,19 @@ def parse_login(login: str, main_domain: str) -> tuple[str, str]:
     return check_account(local), check_domain(domain or main)
 
 
+class IAccountGuard(Protocol):
+    """The per-account failure budget the checker consults (cgtwist.checks.accountguard)."""
+
+    def locked(self, account: str) -> bool:
+        """True while logins to ``account`` are refused (Client IPs' correct passwords pass)."""
+
+    def failed(self, account: str, ip: str, secret: Union[bytes, str, None] = None) -> Deferred[float]:
+        """Count a wrong password from a non-Client IP; fires once its delay has passed."""
+
+    def refused(self, account: str, ip: str) -> Deferred[float]:
+        """A login to a locked account was refused; fires once its delay has passed."""
+
+
 def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -69,18 +84,22 @@ class AccountChecker:
 
     Fires with the avatar id ``"name@domain"`` (str, lower-case; an alias gives its target
     account) or fails with UnauthorizedLogin (unknown user, wrong password, disabled account,
-    service account such as ``pbx``, or ``service`` not enabled for the account), or with
-    AuthUnavailable when the store fails.
+    service account such as ``pbx``, ``service`` not enabled for the account, or an account
+    ``guard`` has locked), or with AuthUnavailable when the store fails. With a ``guard``,
+    wrong passwords from other than Client IPs count against the login's budget and their
+    failure waits out its delay.
     """
 
     credentialInterfaces = (IUsernamePassword,)
     _log = Logger()
 
     def __init__(self, store: IAccountStore, service: Optional[str] = None,
-                 is_client_ip: Optional[Callable[[str], bool]] = None) -> None:
+                 is_client_ip: Optional[Callable[[str], bool]] = None,
+                 guard: Optional[IAccountGuard] = None) -> None:
         self._store: Any = store  # zope interface methods have no ``self`` for mypy
         self._service = service
         self._is_client_ip = is_client_ip
+        self._guard = guard
 
     def requestAvatarId(self, credentials: Any) -> Deferred[str]:  # type: ignore[override]  # str avatar ids, as everywhere here
         return Deferred.fromCoroutine(self._check(credentials.username, credentials.password,
@@ -92,20 +111,28 @@ class AccountChecker:
             name, domain = parse_login(_text(username), self._store.main_domain)
         except (InvalidName, UnicodeDecodeError):
             name, domain = "", self._store.main_domain  # the store does the dummy work
+        guard = self._guard
+        login = f"{name}@{domain}"
+        is_client = bool(peer_ip) and self._is_client_ip is not None and self._is_client_ip(peer_ip)
+        if guard is not None and name and not is_client and guard.locked(login):
+            # Same answer as a wrong password, whether the account exists or not.
+            await guard.refused(login, peer_ip)
+            raise UnauthorizedLogin()
         try:
             account = await self._store.verify_password(name, domain, password)
         except Exception as e:
-            self._log.failure("account store failed during login of {account}",
-                              account=f"{name}@{domain}")
+            self._log.failure("account store failed during login of {account}", account=login)
             raise AuthUnavailable(f"{type(e).__name__}: {e}") from None
         if account is None:
+            if guard is not None and name and not is_client:
+                await guard.failed(login, peer_ip, password)
             raise UnauthorizedLogin()
         if self._service is not None and self._service not in account.services:
             raise UnauthorizedLogin()
         # CommuniGate's Roaming service: without it the account may connect only from the
         # Client IPs. Same refusal as a wrong password, one line for the administrator.
-        if ("roaming" not in account.services and peer_ip and self._is_client_ip is not None
-                and not self._is_client_ip(peer_ip)):
+        if "roaming" not in account.services and peer_ip and self._is_client_ip is not None \
+                and not is_client:
             self._log.info("login refused: {account} has no Roaming and {ip} is not a Client IP",
                            account=account.address, ip=peer_ip)
             raise UnauthorizedLogin()

@@ -23,6 +23,9 @@ from cgtwist.protocols import imap_parse
 # RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">
 _TAG_RE = re.compile(rb"\A[^\x00-\x20\x7f-\xff(){%*\"\\+]{1,64}\Z")
 _SPOOL_IN_MEMORY = 1024 * 1024  # APPEND literals larger than this go to a temporary file
+# The end of a discarded over-long line kept to see whether it announced a LITERAL+ literal.
+_TAIL = 32
+_NONSYNC_AT_END = re.compile(rb"\{[0-9]+\+\}\r?\Z")
 
 
 class _Pending:
@@ -45,6 +48,7 @@ class FramingMixin:
     _paused: bool
     _transport_paused: bool = False  # the transport really is paused (input came while busy)
     _discarding: bool
+    _discard_tail = b""  # the last _TAIL octets of the line being discarded
     _closed: bool
     _cmd: Optional[_Pending]
     _literal_left: int
@@ -102,14 +106,19 @@ class FramingMixin:
             nl = self._inbuf.find(b"\n")
             if self._discarding:
                 if nl < 0:
+                    self._discard_tail = (self._discard_tail + bytes(self._inbuf[-_TAIL:]))[-_TAIL:]
                     self._inbuf.clear()
                     return
+                tail = (self._discard_tail + bytes(self._inbuf[max(0, nl - _TAIL):nl]))[-_TAIL:]
                 del self._inbuf[: nl + 1]
                 self._discarding = False
+                self._discard_tail = b""
+                self._overlong_end(tail)
                 continue
             if nl < 0:
                 if len(self._inbuf) > limit:
                     self._too_long(bytes(self._inbuf[:80]))
+                    self._discard_tail = bytes(self._inbuf[-_TAIL:])
                     self._inbuf.clear()
                     self._discarding = True
                 return
@@ -119,6 +128,7 @@ class FramingMixin:
                 line = line[:-1]
             if len(line) > limit:
                 self._too_long(line[:80])
+                self._overlong_end(line[-_TAIL:])
                 continue
             self.resetTimeout()
             self._line(line)
@@ -129,6 +139,14 @@ class FramingMixin:
         self._abort_command()
         self.log.info("imap: command line too long from {ip}", ip=self.peer_ip)
         self._reply_bad_input(tag, b"[TOOBIG] Command line too long")
+
+    def _overlong_end(self, tail: bytes) -> None:
+        """The end of a refused over-long line: if it announced a LITERAL+ literal, the
+        client sends its octets without waiting, and they must not run as commands (RFC 7888
+        §4: the server cannot resynchronise), so the connection closes."""
+        if _NONSYNC_AT_END.search(tail):
+            self.sendLine(b"* BYE Command line too long")
+            self._closed_by_us()
 
     def _reply_bad_input(self, tag: bytes, text: bytes) -> None:
         if not _TAG_RE.match(tag):

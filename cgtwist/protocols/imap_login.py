@@ -45,6 +45,7 @@ class LoginMixin:
     _failures: int
     _sasl_tag: Optional[bytes]
     _onLogout: Any
+    factory: Any
 
     if TYPE_CHECKING:
         def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
@@ -165,9 +166,20 @@ class LoginMixin:
         if self._closed:
             logout()
             return
+        account = str(getattr(avatar, "account", "") or name)
+        sessions = getattr(self.factory, "sessions", None)
+        held = logout if sessions is None else sessions.admit(account, self.peer_ip, logout)
+        if held is None:
+            logout()
+            self.log.warn("imap: {account} has too many sessions from {ip}",
+                          account=account, ip=self.peer_ip)
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Maximum number of connections "
+                                      b"from user+IP exceeded")
+            return
+        logout = held
         self.account = avatar
         self._onLogout = logout
-        self.account_name = str(getattr(avatar, "account", "") or name)
+        self.account_name = account
         self.state = "auth"
         self.penalty.record_success(self.peer_ip, name)
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)

@@ -1,13 +1,16 @@
 """What the listener factories share: the live sessions a shutdown drains (SMTP, POP3 and
-IMAP: SessionDrain), and for POP3 and IMAP their set-up and per-IP connection counting.
+IMAP: SessionDrain), per-IP connection counting, and for POP3 and IMAP their set-up and the
+count of logged-in sessions per account and IP.
 
-The limit is read from the settings at each new connection, so a changed
-``access.max_connections_per_ip`` applies to the next one.
+Limits are read from the settings at each new connection or login, so a changed
+``access.max_connections_per_ip`` or ``auth.max_userip_connections`` applies to the next one.
+Client IPs are exempt from the per-IP connection caps, as Postfix exempts ``mynetworks``: an
+office behind one NAT address is one IP for many users.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
@@ -18,11 +21,18 @@ from cgtwist.types import ListenerSpec
 
 
 class PerIPConnections:
-    """Counts open connections per client IP against a dynamic setting."""
+    """Counts open connections per client IP against a dynamic setting.
 
-    def __init__(self, settings: SettingsHolder, key: str = "access.max_connections_per_ip") -> None:
+    ``exempt(ip)``, when given, names the IPs the limit does not apply to (the Client IPs);
+    their connections are counted all the same, so ``closed`` stays balanced when the list
+    changes while they are open.
+    """
+
+    def __init__(self, settings: SettingsHolder, key: str = "access.max_connections_per_ip",
+                 exempt: Optional[Callable[[str], bool]] = None) -> None:
         self.settings = settings
         self.key = key
+        self.exempt = exempt
         self.counts: dict[str, int] = {}
 
     def opened(self, ip: str) -> bool:
@@ -33,7 +43,9 @@ class PerIPConnections:
         n = self.counts.get(ip, 0) + 1
         self.counts[ip] = n
         limit = int(self.settings.current[self.key])
-        return limit <= 0 or n <= limit
+        if limit <= 0 or n <= limit:
+            return True
+        return self.exempt is not None and self.exempt(ip)
 
     def closed(self, ip: str) -> None:
         n = self.counts.get(ip, 0) - 1
@@ -41,6 +53,48 @@ class PerIPConnections:
             self.counts[ip] = n
         else:
             self.counts.pop(ip, None)
+
+
+class UserIPSessions:
+    """Logged-in sessions per (account, client IP) against ``auth.max_userip_connections``
+    (Dovecot's ``mail_max_userip_connections``, default 10).
+
+    One object serves every POP3 and IMAP listener, so the limit counts a user's sessions from
+    one address whichever port they came in on. It applies to Client IPs too: it is per
+    account, a guard against a runaway client, not against a crowd behind one address.
+    """
+
+    def __init__(self, settings: SettingsHolder) -> None:
+        self.settings = settings
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def admit(self, account: str, ip: str,
+              logout: Callable[[], None]) -> Optional[Callable[[], None]]:
+        """Count a new session of ``account`` from ``ip``; None (not counted) when it would go
+        over the limit (0 = no limit). Otherwise the session's logout, which now also gives
+        its place back (once, however often it is called)."""
+        key = (account.lower(), ip)
+        n = self.counts.get(key, 0)
+        limit = int(self.settings.current["auth.max_userip_connections"])
+        if limit > 0 and n >= limit:
+            return None
+        self.counts[key] = n + 1
+        done: list[bool] = []
+
+        def counted_logout() -> None:
+            if not done:
+                done.append(True)
+                self._closed(key)
+            logout()
+
+        return counted_logout
+
+    def _closed(self, key: tuple[str, str]) -> None:
+        n = self.counts.get(key, 0) - 1
+        if n > 0:
+            self.counts[key] = n
+        else:
+            self.counts.pop(key, None)
 
 
 class SessionDrain:
@@ -92,11 +146,14 @@ class AccessFactory(ServerFactory, SessionDrain):
     ``tls()`` returns the server context factory or None. ``penalty`` is the server's shared
     AuthPenalty (delays count per IP across SMTP, POP3 and IMAP); without one (tests) the
     factory keeps its own on ``clock`` and ``settings``: the same rules, not shared.
+    ``is_client_ip`` exempts the Client IPs from ``access.max_connections_per_ip``;
+    ``sessions`` is the server's shared UserIPSessions (without one, the factory's own).
     """
 
     def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
                  tls: Callable[[], Any], hostname: str, clock: Any = None,
-                 penalty: Any = None) -> None:
+                 penalty: Any = None, is_client_ip: Optional[Callable[[str], bool]] = None,
+                 sessions: Optional[UserIPSessions] = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # composition default only
         self.listener = listener
@@ -106,7 +163,8 @@ class AccessFactory(ServerFactory, SessionDrain):
         self.hostname = hostname
         self.clock = clock
         self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
-        self.per_ip = PerIPConnections(settings)
+        self.per_ip = PerIPConnections(settings, exempt=is_client_ip)
+        self.sessions = sessions if sessions is not None else UserIPSessions(settings)
         SessionDrain.__init__(self)
 
     def connection_opened(self, ip: str) -> bool:

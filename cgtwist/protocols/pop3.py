@@ -357,7 +357,8 @@ class POP3Server(pop3.POP3):
         if self._refuse_plaintext():
             return None
         if len(args) == 2:
-            return self._sasl_response("PLAIN", args[1].encode("ascii"))
+            # Base64 is ASCII; anything else fails its decoding as an invalid response.
+            return self._sasl_response("PLAIN", args[1].encode("utf-8"))
         self._sasl = "PLAIN"
         self.sendLine(b"+ ")
         return None
@@ -381,20 +382,41 @@ class POP3Server(pop3.POP3):
             return None
         return self._login(user, secret)
 
-    def _login(self, user: str, password: str) -> defer.Deferred[Any]:
+    def _login(self, user: str, password: str) -> Optional[defer.Deferred[Any]]:
+        # The shared penalty caps logins running at once from a host that has failed before.
+        acquire = getattr(self.penalty, "acquire", None)
+        if acquire is not None and not acquire(self.peer_ip):
+            self.err("[SYS/TEMP] Too many logins in progress from your address, try later")
+            return None
         creds = PeerCredentials(user.encode("utf-8"), password.encode("utf-8"), self.peer_ip)
         d = defer.maybeDeferred(self.portal.login, creds, None, pop3.IMailbox)
+        if acquire is not None:
+            d.addBoth(self._login_release)
         d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,))
         return d
+
+    def _login_release(self, result: Any) -> Any:
+        self.penalty.release(self.peer_ip)
+        return result
 
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], user: str) -> None:
         _iface, avatar, logout = result
         if self.transport is None or self.transport.disconnecting:
             logout()
             return
+        account = avatar.box.folder.account if isinstance(avatar, PopMailbox) else user
+        sessions = getattr(self.factory, "sessions", None)
+        held = logout if sessions is None else sessions.admit(account, self.peer_ip, logout)
+        if held is None:
+            logout()
+            self.log.warn("pop3: {account} has too many sessions from {ip}", account=account,
+                          ip=self.peer_ip)
+            self.err("[IN-USE] Maximum number of connections from user+IP exceeded")
+            return
+        logout = held
         self.mbox = avatar
         self._onLogout = logout
-        self.account = avatar.box.folder.account if isinstance(avatar, PopMailbox) else user
+        self.account = account
         self.state = "TRANSACTION"
         self.penalty.record_success(self.peer_ip, user)
         count, size = avatar.count_and_size()

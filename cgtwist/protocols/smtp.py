@@ -355,7 +355,8 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
         self.connections = 0
-        self.per_ip = PerIPConnections(settings, "smtp.max_connections_per_ip")
+        self.per_ip = PerIPConnections(settings, "smtp.max_connections_per_ip",
+                                       exempt=getattr(policy, "is_client_ip", None))
         SessionDrain.__init__(self)
         self.live: set[CgSMTP]
         self._prefix = secrets.token_hex(3)

@@ -152,13 +152,20 @@ class AuthPenaltyTests(unittest.TestCase):
         self.assertEqual(self.fail("192.0.2.1", "c"), 2)
 
     def test_concurrency_cap(self) -> None:
-        """Concurrent AUTH attempts from one IP are capped; trusted networks are not."""
+        """Concurrent AUTH attempts from an IP with failures on record are capped; trusted
+        networks are not."""
+        self.fail("192.0.2.1", "wrong")
         self.assertTrue(all(self.penalty.acquire("192.0.2.1") for _ in range(3)))
         self.assertFalse(self.penalty.acquire("192.0.2.1"))
         self.assertTrue(self.penalty.acquire("192.0.2.2"))
         self.penalty.release("192.0.2.1")
         self.assertTrue(self.penalty.acquire("192.0.2.1"))
         self.assertTrue(all(self.penalty.acquire("10.0.0.1") for _ in range(10)))
+
+    def test_no_cap_without_failures(self) -> None:
+        """Users behind one NAT address who log in correctly at once are never refused: the
+        concurrency cap is for hosts that have failed (10 at once gave 7 refusals before)."""
+        self.assertTrue(all(self.penalty.acquire("192.0.2.1") for _ in range(10)))
 
     def test_disconnect_after_n(self) -> None:
         """The connection is closed after auth.max_failures failures (default 5)."""

@@ -183,6 +183,14 @@ class AuthTests(POP3TestBase):
         self.assertTrue(out.startswith(b"+OK"), out)
         self.close(proto, tr)
 
+    def test_auth_plain_non_ascii_initial_response(self) -> None:
+        """A non-ASCII initial response is a bad SASL response, not an internal error (the
+        fuzz suite found a traceback and -ERR [SYS/TEMP] here)."""
+        proto, tr = self.connect()
+        self.assertEqual(self.send(proto, tr, "AUTH PLAIN Eç".encode()), b"-ERR Invalid SASL response\r\n")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertTrue(self.send(proto, tr, b"NOOP").startswith(b"-ERR"))  # still talking
+
     def test_auth_other_mechanism(self) -> None:
         """Only PLAIN is offered; CRAM-MD5 and friends are refused."""
         proto, tr = self.connect()

@@ -193,7 +193,7 @@ class SharedPenaltyTests(unittest.TestCase):
         self.assertEqual(self.factory.penalty.failures("192.0.2.10"), 0)
 
     def test_concurrency_cap(self) -> None:
-        """More simultaneous AUTHs from one IP than allowed get 454 4.7.0 at once."""
+        """More simultaneous AUTHs than allowed from an IP that has failed get 454 4.7.0 at once."""
         from twisted.cred.credentials import IUsernamePassword
         from twisted.internet import defer
 
@@ -208,6 +208,7 @@ class SharedPenaltyTests(unittest.TestCase):
 
         checker = SlowChecker()
         first = self.make(checker, **{"auth.max_concurrent_per_ip": 1})
+        self.factory.penalty.record_failure("192.0.2.10", "alice")
         self.assertEqual(first.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])
         second = Harness(factory=self.factory)
         second.cmd("EHLO c.example")
