@@ -211,13 +211,16 @@ class Components:
         return len(left)
 
     async def close(self) -> None:
-        """Stop the queue and pickup, then the resolver, thread pools and store."""
+        """Stop the queue and pickup, then the resolver, thread pools and store.
+
+        Also after an ``open`` that failed half-way (an SMTP worker stopped while starting):
+        only what was built is closed."""
         if self.link is None:
             await defer.maybeDeferred(self.pickup.stopService)
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
             await self.manager.stop()
-        stop = getattr(self.resolver, "stop", None)
+        stop = getattr(getattr(self, "resolver", None), "stop", None)
         if stop is not None:
             await defer.maybeDeferred(stop)
         for pool in self._pools:

@@ -1,14 +1,21 @@
-"""SMTPWorkers' sweep of Queue/incoming/ after a worker ended (no processes started here)."""
+"""SMTP worker processes without processes: the server's side (SMTPWorkers' sweep of
+Queue/incoming/) and the worker's start (cgtwist.worker.Worker on a fake reactor)."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import socket
+from typing import Any, Optional
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial import unittest
 
+from cgtwist import app
 from cgtwist.config import BootstrapConfig
+from cgtwist.types import ListenerSpec
+from cgtwist.worker import Worker
 from cgtwist.workers import SMTPWorkers
 
 
@@ -34,3 +41,104 @@ class SweepTests(unittest.TestCase):
         self.waiting = ["0000000000000001-4242-1", "0000000000000002-4242-2"]
         self.successResultOf(self.workers.sweep())
         self.assertEqual(self.adopted, self.waiting)
+
+
+class FakeSpool:
+    def __init__(self) -> None:
+        self.count: Optional[int] = None
+
+    def set_count(self, count: int) -> None:
+        self.count = count
+
+
+class FakeComponents:
+    """Stands in for cgtwist.app.Components: ``open`` waits for the test's ``gate``; what a
+    real one lacks before it is open (``spool``, a store to reload from) is lacking here."""
+
+    built: list[FakeComponents] = []
+
+    def __init__(self, cfg: Any, reactor: Any, settings: Any, tls: Any, link: Any = None) -> None:
+        self.gate: defer.Deferred[None] = defer.Deferred()
+        self.opened = False
+        self.reloads = 0
+        self.events: list[str] = []
+        FakeComponents.built.append(self)
+
+    async def open(self) -> None:
+        await self.gate
+        self.spool = FakeSpool()
+        self.opened = True
+        self.events.append("open")
+
+    async def reload_settings(self) -> None:
+        if not self.opened:
+            raise AttributeError("'NoneType' object has no attribute 'get_settings'")
+        self.reloads += 1
+
+    def factory_for(self, spec: ListenerSpec) -> Any:
+        return object()
+
+    def abort_sessions(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        self.events.append("drain")
+
+    async def close(self) -> None:
+        self.events.append("close")
+
+
+class WorkerStartTests(unittest.TestCase):
+    """Lines from the server that arrive while a worker still opens its components (the
+    server sends the queue size once a second; opening the store can take longer)."""
+
+    def setUp(self) -> None:
+        FakeComponents.built = []
+        self.patch(app, "Components", FakeComponents)
+        self.reactor = MemoryReactor()
+        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
+                              hostname="mx.example.test", database_url="sqlite:",
+                              certificate="", key="", generated_certificate=True)
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        spec = ListenerSpec(protocol="smtp", address="127.0.0.1", port=0, tls="starttls")
+        self.worker = Worker(cfg, [(os.dup(sock.fileno()), spec)], 1, self.reactor)
+        self.patch(self.worker.tls, "reload", lambda: True)
+        self.link = self.worker.link
+        self.link.makeConnection(StringTransport())
+        self.started = defer.ensureDeferred(self.worker.start())  # old code: a coroutine
+
+    def components(self) -> FakeComponents:
+        [c] = FakeComponents.built
+        return c
+
+    def test_queue_size_before_open_applies_once_open(self) -> None:
+        """``C <n>`` before the components are open neither kills the worker's link to the
+        server nor is lost: the spool hears it once it exists."""
+        self.link.dataReceived(b"C 7\n")
+        self.assertTrue(self.link.transport.connected)  # type: ignore[union-attr]
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        self.assertEqual(self.components().spool.count, 7)
+        self.assertEqual(len(self.reactor.adoptedPorts), 1)
+        self.link.dataReceived(b"C 9\n")
+        self.assertEqual(self.components().spool.count, 9)
+
+    def test_reload_before_open_is_done_once_open(self) -> None:
+        """``R`` while opening is not tried on half-built components (a logged failure) but
+        done after open, since the settings may have changed after open read them."""
+        self.link.dataReceived(b"R\n")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        self.assertEqual(self.components().reloads, 1)
+
+    def test_sigterm_while_opening_waits_and_never_accepts(self) -> None:
+        """A stop during start waits for open, closes what it opened, adopts no socket."""
+        stopped = defer.ensureDeferred(self.worker.stop())
+        self.assertNoResult(stopped)
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        self.successResultOf(stopped)
+        self.assertEqual(self.components().events, ["open", "drain", "close"])
+        self.assertEqual(self.reactor.adoptedPorts, [])
