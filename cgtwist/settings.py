@@ -52,6 +52,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.workers": (0, "SMTP worker processes that accept on the SMTP listeners (receiving on other CPU cores than delivery); 0 = the server process itself. Connection, penalty and protection counters are then kept per process"),
     "smtp.max_received_headers": (100, "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)"),
     "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
+    # Stopping
+    "server.shutdown_grace": (30, "seconds SMTP transactions, POP3 and IMAP sessions (and SMTP worker processes) get to finish after SIGTERM before they are cut; keep it under the init system's stop timeout minus 15 (systemd TimeoutStopSec=60)"),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)
     "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
@@ -181,6 +183,7 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
 
 
 MAX_SMTP_WORKERS = 64
+MAX_SHUTDOWN_GRACE = 600
 
 
 def validate(key: str, value: Any) -> Any:
@@ -208,6 +211,9 @@ def validate(key: str, value: Any) -> Any:
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{key} must be a non-negative integer")
+        if key == "server.shutdown_grace" and value > MAX_SHUTDOWN_GRACE:
+            raise ValueError(f"server.shutdown_grace is at most {MAX_SHUTDOWN_GRACE} seconds: an init "
+                             "system kills a server that takes longer to stop")
         if key == "smtp.workers" and value > MAX_SMTP_WORKERS:
             raise ValueError(f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
                              "(one per CPU core is a good start)")

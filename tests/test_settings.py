@@ -39,6 +39,10 @@ class SettingsTests(unittest.TestCase):
         # A typo must not fork a thousand processes.
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
         self.assertEqual(settings.validate("smtp.workers", 2), 2)
+        # A stop that outlasts the init system's patience ends in SIGKILL.
+        self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 3600)
+        self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 1.5)
+        self.assertEqual(settings.validate("server.shutdown_grace", 0), 0)
 
     def test_holder_tells_observers(self) -> None:
         holder = settings.SettingsHolder()

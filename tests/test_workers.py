@@ -4,19 +4,22 @@ Queue/incoming/) and the worker's start (cgtwist.worker.Worker on a fake reactor
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from typing import Any, Optional
 
 from twisted.internet import defer
+from twisted.internet.error import ProcessDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from cgtwist import app
 from cgtwist.config import BootstrapConfig
 from cgtwist.types import ListenerSpec
 from cgtwist.worker import Worker
-from cgtwist.workers import SMTPWorkers
+from cgtwist.workers import KILL_WAIT, STOP_MARGIN, SMTPWorkers, _WorkerProcess
 
 
 class SweepTests(unittest.TestCase):
@@ -41,6 +44,56 @@ class SweepTests(unittest.TestCase):
         self.waiting = ["0000000000000001-4242-1", "0000000000000002-4242-2"]
         self.successResultOf(self.workers.sweep())
         self.assertEqual(self.adopted, self.waiting)
+
+
+class _SignalledTransport:
+    """A worker's process transport that records signals; the process never ends."""
+
+    def __init__(self) -> None:
+        self.pid = 4242
+        self.signals: list[int] = []
+
+    def signalProcess(self, sig: int) -> None:
+        self.signals.append(sig)
+
+
+class StopTests(unittest.TestCase):
+    """Stopping workers ends in bounded time, whatever the workers do."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
+                              hostname="mx.example.test", database_url="sqlite:",
+                              certificate="", key="", generated_certificate=True)
+        self.workers = SMTPWorkers(self.clock, cfg, lambda m: defer.succeed(True),
+                                   lambda live: defer.succeed([]), lambda: 0, grace=lambda: 2.0)
+        self.proc = _WorkerProcess(self.workers, 1)
+        self.transport = _SignalledTransport()
+        self.proc.makeConnection(self.transport)  # type: ignore[arg-type]
+        self.workers.procs[1] = self.proc
+
+    def test_a_worker_that_ends_after_sigterm(self) -> None:
+        """SIGTERM, and the stop is done when the worker has ended; no SIGKILL later."""
+        stopped = self.workers.stop()
+        self.assertEqual(self.transport.signals, [signal.SIGTERM])
+        self.assertNoResult(stopped)
+        self.proc.processEnded(Failure(ProcessDone(0)))
+        self.successResultOf(stopped)
+        self.clock.advance(60)
+        self.assertEqual(self.transport.signals, [signal.SIGTERM])
+
+    def test_sigkill_after_the_grace_and_never_waiting_for_ever(self) -> None:
+        """A worker that does not end is killed once ``server.shutdown_grace`` and a margin
+        have passed; if its end is still not seen (a lost SIGCHLD, a pipe held open) the
+        stop gives up on it instead of hanging the server's SIGTERM for ever."""
+        stopped = self.workers.stop()
+        self.clock.advance(2.0 + STOP_MARGIN - 0.1)
+        self.assertEqual(self.transport.signals, [signal.SIGTERM])
+        self.clock.advance(0.1)
+        self.assertEqual(self.transport.signals, [signal.SIGTERM, signal.SIGKILL])
+        self.assertNoResult(stopped)
+        self.clock.advance(KILL_WAIT)
+        self.successResultOf(stopped)
 
 
 class FakeSpool:
