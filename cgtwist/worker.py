@@ -15,7 +15,7 @@ worker closes its sockets and exits at once, so that a restarted server can bind
 had stored but not reported waits in ``Queue/incoming/`` for that server's start-up.
 Log events go to standard error as JSON lines ``[level, namespace, text]``, which the server
 writes into its own log. SIGTERM: stop accepting, let transactions in flight finish (the same
-grace as the server's), exit.
+grace as the server's, ``server.shutdown_grace``), exit.
 
 The worker's settings are the server's bootstrap configuration and its listeners, in the
 environment variable ``CGTWIST_WORKER`` (JSON: ``config``, ``listeners`` with ``fd``,
@@ -41,6 +41,7 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.fastwrite import write_pipe_now
 from cgtwist.reactor import streamline
 from cgtwist.settings import SettingsHolder
+from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
 
@@ -240,6 +241,7 @@ def main() -> None:
         if reactor.running:  # type: ignore[attr-defined]
             reactor.stop()  # type: ignore[attr-defined]
 
+    reactor.callWhenRunning(StopSignals(reactor).install)  # type: ignore[attr-defined]
     reactor.callWhenRunning(lambda: worker.start().addErrback(failed))  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
         "before", "shutdown", lambda: defer.ensureDeferred(worker.stop()))

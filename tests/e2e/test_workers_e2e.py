@@ -14,6 +14,8 @@ import re
 import signal
 import smtplib
 import ssl
+import threading
+import time
 import uuid
 
 import pytest
@@ -47,6 +49,12 @@ def message(tag: str) -> bytes:
 
 def count(server: Server, tag: str) -> int:
     return sum(1 for m in server.messages("alice") if f"Subject: {tag}".encode() in m)
+
+
+def subjects(server: Server) -> set[str]:
+    """The Subject of every message in alice's INBOX."""
+    found = (re.search(rb"^Subject: (\S+)", m, re.M) for m in server.messages("alice"))
+    return {f.group(1).decode() for f in found if f}
 
 
 def worker_pids(server: Server) -> list[int]:
@@ -188,3 +196,78 @@ def test_sigterm_stops_server_and_workers(server: Server) -> None:
     log = server.log_text()
     assert "cgtwist stopped" in log and "Traceback" not in log
     assert re.search(r"smtp worker 1 \(pid \d+\) exited", log)
+
+
+class _Load:
+    """SMTP clients sending to alice until told to stop; the tags that got their 250."""
+
+    def __init__(self, port: int, clients: int) -> None:
+        self.port = port
+        self.acked: list[str] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as s:
+                    while not self.stopping.is_set():
+                        tag = uuid.uuid4().hex
+                        s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
+                        self.acked.append(tag)
+            except (OSError, smtplib.SMTPException):
+                if self.stopping.wait(0.05):  # refused while stopping: the load is over
+                    return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def test_sigterm_under_load_stops_within_the_grace(server: Server) -> None:
+    """SIGTERM while clients keep sending through two workers, some of them stuck in the
+    middle of DATA, and repeated as an impatient init script does: the server exits once the
+    grace (``server.shutdown_grace``) is over, cutting what is still open, with its workers
+    ended, no traceback, and every message that got its 250 is delivered after a restart.
+    (It once logged 'Received SIGTERM' and nothing more, its workers left as zombies, until
+    SIGKILL: a stop signal's log line deadlocked on the log file's lock.)"""
+    grace = 2
+    server.admin("settings", "set", "server.shutdown_grace", str(grace))
+    pids = start_with_workers(server)
+    port = server.port("smtp")
+    stuck = []
+    for _ in range(4):  # transactions the clients never finish: only the grace ends them
+        s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        s.ehlo()
+        s.mail("a@elsewhere.test")
+        s.rcpt("alice@example.test")
+        s.docmd("DATA")
+        s.send(b"Subject: never finished\r\n\r\npart of a body\r\n")
+        stuck.append(s)
+    load = _Load(port, clients=8)
+    try:
+        wait_for(lambda: len(load.acked) >= 40, 120, "the load to get going")
+        assert server.proc is not None
+        proc = server.proc
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.005)  # a burst of signals, not a wait for anything
+        # The grace, the margin a worker gets to close after it, and room for a busy machine.
+        rc = proc.wait(grace + 5 + 30)
+    finally:
+        load.stop()
+        for s in stuck:
+            s.close()
+    server.proc = None
+    assert rc in (0, -signal.SIGTERM)
+    log = server.log_text()
+    assert "cgtwist stopped" in log and "Traceback" not in log
+    assert not [p for p in pids if p in worker_pids(server)]
+    server.start()
+    acked = set(load.acked)
+    wait_for(lambda: acked <= subjects(server), 120,
+             f"all {len(acked)} acknowledged messages after the restart")
