@@ -57,10 +57,12 @@ def subjects(server: Server) -> set[str]:
     return {f.group(1).decode() for f in found if f}
 
 
-def worker_pids(server: Server) -> list[int]:
-    """Pids of the workers the server says it started, still alive (and not zombies)."""
+def worker_pids(server: Server, ready: bool = False) -> list[int]:
+    """Pids of the workers the server says it started (``ready``: that have also said they
+    accept), still alive (and not zombies)."""
     pids = []
-    for pid in map(int, re.findall(r"smtp worker \d+ started \(pid (\d+)\)", server.log_text())):
+    pattern = r"smtp worker \d+ ready \(pid (\d+)\)" if ready else r"smtp worker \d+ started \(pid (\d+)\)"
+    for pid in map(int, re.findall(pattern, server.log_text())):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 state = f.read().rsplit(")", 1)[1].split()[0]
@@ -72,8 +74,14 @@ def worker_pids(server: Server) -> list[int]:
 
 
 def wait_for_workers(server: Server, n: int) -> list[int]:
-    """Wait until exactly ``n`` workers run; their pids."""
-    wait_for(lambda: len(worker_pids(server)) == n, 30, f"{n} worker(s)")
+    """Wait until exactly ``n`` workers run and accept; their pids. A worker that is only
+    started may still open the store: on a busy machine that outlasts a client's 30 s
+    timeout, so the clients of a test wait for the workers' 'ready' instead."""
+    def ready() -> bool:
+        live = set(worker_pids(server))
+        return len(live) == n and set(worker_pids(server, ready=True)) >= live
+
+    wait_for(ready, 120, f"{n} worker(s) ready")
     return worker_pids(server)
 
 
@@ -131,8 +139,8 @@ def test_worker_killed_after_250_loses_nothing_and_is_replaced(server: Server) -
             os.kill(pid, signal.SIGKILL)
     for tag in tags:
         wait_for(lambda t=tag: count(server, t) == 1, 30, "the accepted message")
-    wait_for(lambda: len(worker_pids(server)) == 2 and not set(worker_pids(server)) & before, 30,
-             "two new workers")
+    wait_for(lambda: not set(worker_pids(server)) & before, 60, "the killed workers' successors")
+    wait_for_workers(server, 2)
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)
     wait_for(lambda: count(server, tag) == 1, 30, "mail through the new workers")
@@ -157,7 +165,7 @@ def test_server_killed_takes_workers_and_successor_delivers(server: Server) -> N
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
         server.kill()
-    wait_for(lambda: not [p for p in pids if p in worker_pids(server)], 30,
+    wait_for(lambda: not [p for p in pids if p in worker_pids(server)], 60,
              "the workers to exit with the server")
     server.start()  # binds the same ports again: the old workers released them
     wait_for(lambda: count(server, tag) == 1, 30, "the accepted message after restart")
@@ -176,7 +184,7 @@ def test_settings_reach_workers_and_workers_can_be_turned_off(server: Server) ->
         assert s.rcpt("postmaster@example.test")[0] == 452  # the worker applies the new limit
     old = worker_pids(server)
     server.admin("settings", "set", "smtp.workers", "0")
-    wait_for(lambda: not [p for p in old if p in worker_pids(server)], 40, "the workers to stop")
+    wait_for(lambda: not [p for p in old if p in worker_pids(server)], 90, "the workers to stop")
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)  # the server accepts on the sockets itself again
     wait_for(lambda: count(server, tag) == 1, 30, "mail without workers")
