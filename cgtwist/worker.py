@@ -196,7 +196,8 @@ class Worker:
         what it opened (store, thread pools) is closed and no socket is adopted after.
         """
         self.stopping = True
-        await self._started
+        if self.app is not None:  # start() ran: wait until it has finished or failed
+            await self._started
         ports, self.ports = self.ports, []
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports],
                                   consumeErrors=True)

@@ -195,3 +195,12 @@ class WorkerStartTests(unittest.TestCase):
         self.successResultOf(stopped)
         self.assertEqual(self.components().events, ["open", "drain", "close"])
         self.assertEqual(self.reactor.adoptedPorts, [])
+
+    def test_sigterm_before_start_ran_does_not_wait(self) -> None:
+        """A worker told to stop before its start ran (the reactor stopping during start-up)
+        stops at once instead of waiting for a start that never comes."""
+        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
+                              hostname="mx.example.test", database_url="sqlite:",
+                              certificate="", key="", generated_certificate=True)
+        worker = Worker(cfg, [], 2, MemoryReactor())
+        self.successResultOf(defer.ensureDeferred(worker.stop()))
