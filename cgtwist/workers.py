@@ -223,6 +223,8 @@ class SMTPWorkers:
         def give_up() -> None:
             self.log.error("smtp worker {index} (pid {pid}) not seen to end {s:.0f}s after "
                            "SIGKILL; not waiting for it", index=p.index, pid=p.os_pid, s=KILL_WAIT)
+            if self.procs.get(p.index) is p:  # its index may be started again (configure)
+                del self.procs[p.index]
             done.callback(None)
 
         timers = [self.reactor.callLater(kill_after, kill),

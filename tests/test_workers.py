@@ -94,6 +94,7 @@ class StopTests(unittest.TestCase):
         self.assertNoResult(stopped)
         self.clock.advance(KILL_WAIT)
         self.successResultOf(stopped)
+        self.assertEqual(self.workers.procs, {})  # its index is free for a new worker
 
 
 class FakeSpool:
