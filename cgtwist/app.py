@@ -24,6 +24,14 @@ from cgtwist.types import ListenerSpec
 log = Logger(namespace="cgtwist")
 
 
+def shutdown_grace(settings: Any) -> float:
+    """``server.shutdown_grace`` in seconds (a stored value is validated; be safe anyway)."""
+    try:
+        return max(0.0, float(settings["server.shutdown_grace"]))
+    except (KeyError, TypeError, ValueError):
+        return 30.0
+
+
 class Components:
     """Every long-lived object of one server, built from the bootstrap config."""
 
@@ -192,25 +200,24 @@ class Components:
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         return self.manager.control_handlers()  # type: ignore[no-any-return]
 
-    SHUTDOWN_GRACE = 30.0
-
     async def drain(self) -> None:
         """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE.
 
-        After SHUTDOWN_GRACE seconds whatever is still open is aborted: a client that never
-        reads (or never answers TLS close_notify) must not hold up a SIGTERM for ever.
+        After ``server.shutdown_grace`` seconds whatever is still open is aborted: a client
+        that never reads (or never answers TLS close_notify) must not hold up a SIGTERM for ever.
         """
+        grace = shutdown_grace(self.settings.current)
         ds = [defer.maybeDeferred(f.shutdown) for f in self.factories if hasattr(f, "shutdown")]
         closed: defer.Deferred[Any] = defer.gatherResults(ds, consumeErrors=True)
         deadline: defer.Deferred[Any] = defer.Deferred()
-        timer = self.reactor.callLater(self.SHUTDOWN_GRACE, deadline.callback, None)
+        timer = self.reactor.callLater(grace, deadline.callback, None)
         await defer.DeferredList([closed, deadline], fireOnOneCallback=True, consumeErrors=True)
         if timer.active():
             timer.cancel()
             return
         n = self.abort_sessions()
         log.warn("shutdown: {n} session(s) still open after {grace}s; aborted them",
-                 n=n, grace=self.SHUTDOWN_GRACE)
+                 n=n, grace=grace)
 
     def abort_sessions(self) -> int:
         """Cut every client session now (no reply); returns how many there were."""
@@ -222,13 +229,16 @@ class Components:
         return len(left)
 
     async def close(self) -> None:
-        """Stop the queue and pickup, then the resolver, thread pools and store."""
+        """Stop the queue and pickup, then the resolver, thread pools and store.
+
+        Also after an ``open`` that failed half-way (an SMTP worker stopped while starting):
+        only what was built is closed."""
         if self.link is None:
             await defer.maybeDeferred(self.pickup.stopService)
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
             await self.manager.stop()
-        stop = getattr(self.resolver, "stop", None)
+        stop = getattr(getattr(self, "resolver", None), "stop", None)
         if stop is not None:
             await defer.maybeDeferred(stop)
         for pool in self._pools:

@@ -159,7 +159,10 @@ class TurnBufferedFile:
         self.reactor = reactor
         self._buf: list[Any] = []
         self._scheduled = False
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler runs on the reactor thread between any two bytecodes,
+        # also inside write or flush_now, and Twisted's logs ("Received SIGTERM"); with a
+        # plain Lock that line waited for ever on the lock its own thread held.
+        self._lock = threading.RLock()
         self._thread = threading.get_ident()  # built on the reactor thread
 
     def write(self, data: Any) -> None:

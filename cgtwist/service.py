@@ -27,6 +27,7 @@ from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger, RotatingLogFile
 from cgtwist.reactor import streamline
 from cgtwist.settings import Settings, SettingsHolder, describe_changes
+from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
 
@@ -223,6 +224,9 @@ class CgtwistService(MultiService):
     def startService(self) -> None:
         self._apply_log_level()
         streamline(self.reactor)  # no log context per I/O event (cgtwist.reactor)
+        # After Twisted installs its own handlers (during startup), replace them with ones
+        # that do nothing in the handler but wake the reactor (cgtwist.stopsignals).
+        self.reactor.callWhenRunning(StopSignals(self.reactor).install)
         super().startService()
         d = defer.ensureDeferred(self._start())
 
@@ -259,10 +263,12 @@ class CgtwistService(MultiService):
         self._start_control()
         self._install_signals()
         await self.listeners.apply(self._specs(self.settings.current))
+        from cgtwist.app import shutdown_grace
         from cgtwist.workers import SMTPWorkers
 
         self.workers = SMTPWorkers(self.reactor, cfg, adopt=self.app.manager.adopt,
-                                   sweep=self.app.spool.incoming, count=self.app.spool.message_count)
+                                   sweep=self.app.spool.incoming, count=self.app.spool.message_count,
+                                   grace=lambda: shutdown_grace(self.settings.current))
         await self._configure_workers(self.settings.current)
 
         def rebind(settings: Settings) -> None:

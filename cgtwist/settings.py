@@ -64,6 +64,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "smtp.restrict_sender": (True, "an authenticated session's MAIL FROM must be its own address, an alias or Router address that routes to it, a smtp.send_as entry, or (accounts with the admin flag) any address of its domain; else 553 5.7.1; <> is always allowed"),
     "smtp.check_from_header": (False, "authenticated sessions: every From: header address must pass the smtp.restrict_sender rule, else 550 5.7.1 after DATA"),
     "smtp.send_as": ("", "addresses authenticated accounts may also send as: user@domain or a pattern with * (e.g. *@lists.example.com), one per line or comma; set on the server (every account) or on an account (cgtwist-admin settings set --account)"),
+    # Stopping
+    "server.shutdown_grace": (30, "seconds SMTP transactions, POP3 and IMAP sessions (and SMTP worker processes) get to finish after SIGTERM before they are cut; keep it under the init system's stop timeout minus 15 (systemd TimeoutStopSec=60)"),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)
     "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
@@ -224,6 +226,7 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
 
 
 MAX_SMTP_WORKERS = 64
+MAX_SHUTDOWN_GRACE = 600
 
 
 def validate(key: str, value: Any) -> Any:
@@ -251,6 +254,9 @@ def validate(key: str, value: Any) -> Any:
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{key} must be a non-negative integer")
+        if key == "server.shutdown_grace" and value > MAX_SHUTDOWN_GRACE:
+            raise ValueError(f"server.shutdown_grace is at most {MAX_SHUTDOWN_GRACE} seconds: an init "
+                             "system kills a server that takes longer to stop")
         if key == "smtp.workers" and value > MAX_SMTP_WORKERS:
             raise ValueError(f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
                              "(one per CPU core is a good start)")

@@ -15,7 +15,7 @@ worker closes its sockets and exits at once, so that a restarted server can bind
 had stored but not reported waits in ``Queue/incoming/`` for that server's start-up.
 Log events go to standard error as JSON lines ``[level, namespace, text]``, which the server
 writes into its own log. SIGTERM: stop accepting, let transactions in flight finish (the same
-grace as the server's), exit.
+grace as the server's, ``server.shutdown_grace``), exit.
 
 The worker's settings are the server's bootstrap configuration and its listeners, in the
 environment variable ``CGTWIST_WORKER`` (JSON: ``config``, ``listeners`` with ``fd``,
@@ -41,6 +41,7 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.fastwrite import write_pipe_now
 from cgtwist.reactor import streamline
 from cgtwist.settings import SettingsHolder
+from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
 
@@ -79,22 +80,35 @@ class MasterLink(LineOnlyReceiver):
         return defer.succeed(None)
 
     def lineReceived(self, line: bytes) -> None:
-        if line == b"R":
-            self.worker.reload()
-        elif line.startswith(b"C "):
-            try:
-                self.worker.set_count(int(line[2:]))
-            except ValueError:
-                log.warn("worker: bad count line from the server: {line!r}", line=line)
-        else:
-            log.warn("worker: unknown line from the server: {line!r}", line=line)
+        # An exception here would make Twisted drop standard input, which the worker takes
+        # for the server's death: it would exit. A line is answered by a log line instead.
+        try:
+            if line == b"R":
+                self.worker.reload()
+            elif line.startswith(b"C "):
+                try:
+                    count = int(line[2:])
+                except ValueError:
+                    log.warn("worker: bad count line from the server: {line!r}", line=line)
+                    return
+                self.worker.set_count(count)
+            else:
+                log.warn("worker: unknown line from the server: {line!r}", line=line)
+        except Exception:
+            log.failure("worker: handling the server's line {line!r} failed", line=line)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.worker.master_gone()
 
 
 class Worker:
-    """The receiving half of the server over inherited listening sockets."""
+    """The receiving half of the server over inherited listening sockets.
+
+    The server's lines can arrive before the components exist: the queue size is sent once a
+    second and the store may take longer than that to open on a busy machine. Until ``start``
+    has opened them, the latest count and a pending reload are remembered and applied when
+    they are ready, never read from half-built components.
+    """
 
     def __init__(self, cfg: BootstrapConfig, listeners: list[tuple[int, ListenerSpec]],
                  index: int, reactor: Any) -> None:
@@ -105,16 +119,38 @@ class Worker:
         self.settings = SettingsHolder()
         self.tls = ServerTLS(cfg.certificate, cfg.key)
         self.link = MasterLink(self)
-        self.app: Any = None
+        self.app: Any = None  # cgtwist.app.Components once built (maybe still opening)
+        self.ready = False  # the components are open: lines from the server apply at once
         self.ports: list[Any] = []
         self.stopping = False
+        self._count: Optional[int] = None  # the last queue size heard before ready
+        self._reload_wanted = False  # an R heard before ready
+        self._started: defer.Deferred[None] = defer.Deferred()  # start() finished, or failed
 
-    async def start(self) -> None:
+    def start(self) -> defer.Deferred[None]:
+        """Open the components, apply what the server said meanwhile, then accept."""
+        d = defer.ensureDeferred(self._start())
+
+        def done(result: Any) -> Any:
+            self._started.callback(None)
+            return result
+
+        return d.addBoth(done)
+
+    async def _start(self) -> None:
         from cgtwist.app import Components
 
         self.tls.reload()
         self.app = Components(self.cfg, self.reactor, self.settings, self.tls, link=self.link)
         await self.app.open()
+        self.ready = True
+        if self._count is not None:
+            self.app.spool.set_count(self._count)
+        if self._reload_wanted:  # the settings may have changed after open() read them
+            self._reload_wanted = False
+            self.reload()
+        if self.stopping:  # SIGTERM or the server's end came while opening: never accept
+            return
         for fd, spec in self.listeners:
             factory: Any = self.app.factory_for(spec)
             if spec.tls == "implicit":
@@ -127,12 +163,17 @@ class Worker:
 
     def reload(self) -> None:
         self.tls.reload()
+        if not self.ready:
+            self._reload_wanted = True
+            return
         defer.ensureDeferred(self.app.reload_settings()).addErrback(
             lambda f: log.failure("worker: settings reload failed", f))
 
     def set_count(self, count: int) -> None:
-        if self.app is not None:
+        if self.ready:
             self.app.spool.set_count(count)
+        else:
+            self._count = count
 
     def master_gone(self) -> None:
         """The server exited (or was killed): free the sockets now and stop."""
@@ -149,8 +190,14 @@ class Worker:
             self.reactor.stop()
 
     async def stop(self) -> None:
-        """SIGTERM: stop accepting, finish the transactions in flight, close."""
+        """SIGTERM: stop accepting, finish the transactions in flight, close.
+
+        A stop that comes while ``start`` still opens the components waits for it, so that
+        what it opened (store, thread pools) is closed and no socket is adopted after.
+        """
         self.stopping = True
+        if self.app is not None:  # start() ran: wait until it has finished or failed
+            await self._started
         ports, self.ports = self.ports, []
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports],
                                   consumeErrors=True)
@@ -195,8 +242,8 @@ def main() -> None:
         if reactor.running:  # type: ignore[attr-defined]
             reactor.stop()  # type: ignore[attr-defined]
 
-    reactor.callWhenRunning(  # type: ignore[attr-defined]
-        lambda: defer.ensureDeferred(worker.start()).addErrback(failed))
+    reactor.callWhenRunning(StopSignals(reactor).install)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(lambda: worker.start().addErrback(failed))  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
         "before", "shutdown", lambda: defer.ensureDeferred(worker.stop()))
     reactor.run()  # type: ignore[attr-defined]

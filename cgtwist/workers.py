@@ -6,6 +6,8 @@ queue manager, relays the worker's log lines into the server's log, forwards rel
 and the queue size (``C <n>``), and sweeps ``Queue/incoming/`` whenever a worker ends (a
 worker killed between its 250 and its notice leaves the message there) and once a minute.
 A worker that dies is restarted after a delay that grows while it keeps dying at start.
+Stopping never waits for ever: SIGTERM, SIGKILL once the grace and a margin have passed, and
+a worker still not seen to end KILL_WAIT seconds later is given up (logged).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from cgtwist.types import ListenerSpec
 
 SWEEP_INTERVAL = 60.0
 COUNT_INTERVAL = 1.0
-STOP_GRACE = 35.0  # the worker's own drain grace (30 s) and a margin
+STOP_MARGIN = 5.0  # after its own drain grace, a stopping worker closes its store and pools
+KILL_WAIT = 5.0  # after SIGKILL, how long the server waits to see the worker end
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -85,11 +88,13 @@ class _WorkerProcess(ProcessProtocol):
 
 
 class SMTPWorkers:
-    """``SMTPWorkers(reactor, cfg, adopt, sweep, count)``.
+    """``SMTPWorkers(reactor, cfg, adopt, sweep, count, grace)``.
 
     ``adopt(msg_id)`` -> Deferred: take one message from Queue/incoming/ (the queue manager);
     ``sweep(live_pids)`` -> Deferred[list of ids] waiting there (the spool); ``count()`` the
-    number of queued messages. ``configure(n, sockets)`` starts, restarts or stops workers.
+    number of queued messages; ``grace()`` the seconds a stopping worker gets to finish its
+    transactions (``server.shutdown_grace``, which the worker reads too).
+    ``configure(n, sockets)`` starts, restarts or stops workers.
     """
 
     log = Logger(namespace="cgtwist.workers")
@@ -97,12 +102,14 @@ class SMTPWorkers:
     def __init__(self, reactor: Any, cfg: BootstrapConfig,
                  adopt: Callable[[str], defer.Deferred[Any]],
                  sweep: Callable[[frozenset[int]], defer.Deferred[list[str]]],
-                 count: Callable[[], int], executable: str = sys.executable) -> None:
+                 count: Callable[[], int], grace: Callable[[], float] = lambda: 30.0,
+                 executable: str = sys.executable) -> None:
         self.reactor = reactor
         self.cfg = cfg
         self._adopt = adopt
         self._sweep = sweep
         self._count = count
+        self._grace = grace
         self.executable = executable
         self.wanted = 0
         self.sockets: list[tuple[int, ListenerSpec]] = []
@@ -192,20 +199,47 @@ class SMTPWorkers:
         self._restarts.clear()
 
     def _stop_procs(self, procs: list[_WorkerProcess]) -> defer.Deferred[None]:
-        """SIGTERM each (they finish their transactions), SIGKILL after STOP_GRACE."""
+        """SIGTERM each (they finish their transactions), SIGKILL after the grace and a
+        margin; fires when all have ended or been given up."""
+        kill_after = self._grace() + STOP_MARGIN
         ds = []
         for p in procs:
             p.retired = True
             self._signal(p, signal.SIGTERM)
-            timer = self.reactor.callLater(STOP_GRACE, self._signal, p, signal.SIGKILL)
+            ds.append(self._until_ended(p, kill_after))
+        return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
 
-            def cancel(result: Any, t: Any = timer) -> Any:
+    def _until_ended(self, p: _WorkerProcess, kill_after: float) -> defer.Deferred[None]:
+        """Fires when ``p`` has ended, or KILL_WAIT seconds after its SIGKILL if it still has
+        not: a server that is stopping must not hang on a child it cannot see end (a lost
+        SIGCHLD, a pipe some other process keeps open)."""
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def kill() -> None:
+            self.log.warn("smtp worker {index} (pid {pid}) still running {s:.0f}s after SIGTERM; "
+                          "killing it", index=p.index, pid=p.os_pid, s=kill_after)
+            self._signal(p, signal.SIGKILL)
+
+        def give_up() -> None:
+            self.log.error("smtp worker {index} (pid {pid}) not seen to end {s:.0f}s after "
+                           "SIGKILL; not waiting for it", index=p.index, pid=p.os_pid, s=KILL_WAIT)
+            if self.procs.get(p.index) is p:  # its index may be started again (configure)
+                del self.procs[p.index]
+            done.callback(None)
+
+        timers = [self.reactor.callLater(kill_after, kill),
+                  self.reactor.callLater(kill_after + KILL_WAIT, give_up)]
+
+        def ended(result: Any) -> Any:
+            for t in timers:
                 if t.active():
                     t.cancel()
-                return result
+            if not done.called:
+                done.callback(None)
+            return result
 
-            ds.append(p.ended.addBoth(cancel))
-        return defer.gatherResults(ds, consumeErrors=True).addCallback(lambda _: None)
+        p.ended.addBoth(ended)
+        return done
 
     def _signal(self, p: _WorkerProcess, sig: int) -> None:
         try:

@@ -112,6 +112,43 @@ class TurnBufferTests(unittest.TestCase):
         self.assertEqual(target.getvalue(), b"last words\n")
 
 
+    def test_a_signal_handler_logging_during_a_write_does_not_deadlock(self) -> None:
+        """Twisted's SIGTERM handler logs ("Received SIGTERM") on the reactor thread at any
+        point, also while that thread is inside this file's write: the line is kept for the
+        next turn instead of waiting for ever on the lock the interrupted write holds (a
+        server that stopped nothing after SIGTERM under load, its workers left unreaped)."""
+        finished = threading.Event()
+        result: dict[str, Any] = {}
+
+        def reactor_thread() -> None:  # the file belongs to the thread that built it
+            clock = Clock()
+            target = _InterruptedFile()
+            out = TurnBufferedFile(target, clock)
+            target.handler = lambda: out.write(b"Received SIGTERM\n")
+            out.write(b"one\n")
+            out.flush_now()  # its write to the file is "interrupted" by the handler
+            clock.advance(0)
+            result["text"] = target.getvalue()
+            finished.set()
+
+        t = threading.Thread(target=reactor_thread, daemon=True)
+        t.start()
+        self.assertTrue(finished.wait(30), "the handler's write waited for ever on the lock")
+        self.assertEqual(result["text"], b"one\nReceived SIGTERM\n")
+
+
+class _InterruptedFile(io.BytesIO):
+    """A file whose first write is interrupted by a signal handler that logs."""
+
+    handler: Any = None
+
+    def write(self, data: Any) -> int:
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            handler()
+        return super().write(data)
+
+
 class _CountingFile(io.BytesIO):
     writes = 0
 

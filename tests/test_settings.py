@@ -39,6 +39,10 @@ class SettingsTests(unittest.TestCase):
         # A typo must not fork a thousand processes.
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
         self.assertEqual(settings.validate("smtp.workers", 2), 2)
+        # A stop that outlasts the init system's patience ends in SIGKILL.
+        self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 3600)
+        self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 1.5)
+        self.assertEqual(settings.validate("server.shutdown_grace", 0), 0)
 
     def test_listener_entries_are_checked_key_by_key(self) -> None:
         """A listener entry with a key nothing reads, an http protocol (no web interface),

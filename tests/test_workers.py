@@ -1,15 +1,25 @@
-"""SMTPWorkers' sweep of Queue/incoming/ after a worker ended (no processes started here)."""
+"""SMTP worker processes without processes: the server's side (SMTPWorkers' sweep of
+Queue/incoming/) and the worker's start (cgtwist.worker.Worker on a fake reactor)."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import signal
+import socket
+from typing import Any, Optional
 
 from twisted.internet import defer
+from twisted.internet.error import ProcessDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from cgtwist import app
 from cgtwist.config import BootstrapConfig
-from cgtwist.workers import SMTPWorkers
+from cgtwist.types import ListenerSpec
+from cgtwist.worker import Worker
+from cgtwist.workers import KILL_WAIT, STOP_MARGIN, SMTPWorkers, _WorkerProcess
 
 
 class SweepTests(unittest.TestCase):
@@ -34,3 +44,164 @@ class SweepTests(unittest.TestCase):
         self.waiting = ["0000000000000001-4242-1", "0000000000000002-4242-2"]
         self.successResultOf(self.workers.sweep())
         self.assertEqual(self.adopted, self.waiting)
+
+
+class _SignalledTransport:
+    """A worker's process transport that records signals; the process never ends."""
+
+    def __init__(self) -> None:
+        self.pid = 4242
+        self.signals: list[int] = []
+
+    def signalProcess(self, sig: int) -> None:
+        self.signals.append(sig)
+
+
+class StopTests(unittest.TestCase):
+    """Stopping workers ends in bounded time, whatever the workers do."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
+                              hostname="mx.example.test", database_url="sqlite:",
+                              certificate="", key="", generated_certificate=True)
+        self.workers = SMTPWorkers(self.clock, cfg, lambda m: defer.succeed(True),
+                                   lambda live: defer.succeed([]), lambda: 0, grace=lambda: 2.0)
+        self.proc = _WorkerProcess(self.workers, 1)
+        self.transport = _SignalledTransport()
+        self.proc.makeConnection(self.transport)  # type: ignore[arg-type]
+        self.workers.procs[1] = self.proc
+
+    def test_a_worker_that_ends_after_sigterm(self) -> None:
+        """SIGTERM, and the stop is done when the worker has ended; no SIGKILL later."""
+        stopped = self.workers.stop()
+        self.assertEqual(self.transport.signals, [signal.SIGTERM])
+        self.assertNoResult(stopped)
+        self.proc.processEnded(Failure(ProcessDone(0)))
+        self.successResultOf(stopped)
+        self.clock.advance(60)
+        self.assertEqual(self.transport.signals, [signal.SIGTERM])
+
+    def test_sigkill_after_the_grace_and_never_waiting_for_ever(self) -> None:
+        """A worker that does not end is killed once ``server.shutdown_grace`` and a margin
+        have passed; if its end is still not seen (a lost SIGCHLD, a pipe held open) the
+        stop gives up on it instead of hanging the server's SIGTERM for ever."""
+        stopped = self.workers.stop()
+        self.clock.advance(2.0 + STOP_MARGIN - 0.1)
+        self.assertEqual(self.transport.signals, [signal.SIGTERM])
+        self.clock.advance(0.1)
+        self.assertEqual(self.transport.signals, [signal.SIGTERM, signal.SIGKILL])
+        self.assertNoResult(stopped)
+        self.clock.advance(KILL_WAIT)
+        self.successResultOf(stopped)
+        self.assertEqual(self.workers.procs, {})  # its index is free for a new worker
+
+
+class FakeSpool:
+    def __init__(self) -> None:
+        self.count: Optional[int] = None
+
+    def set_count(self, count: int) -> None:
+        self.count = count
+
+
+class FakeComponents:
+    """Stands in for cgtwist.app.Components: ``open`` waits for the test's ``gate``; what a
+    real one lacks before it is open (``spool``, a store to reload from) is lacking here."""
+
+    built: list[FakeComponents] = []
+
+    def __init__(self, cfg: Any, reactor: Any, settings: Any, tls: Any, link: Any = None) -> None:
+        self.gate: defer.Deferred[None] = defer.Deferred()
+        self.opened = False
+        self.reloads = 0
+        self.events: list[str] = []
+        FakeComponents.built.append(self)
+
+    async def open(self) -> None:
+        await self.gate
+        self.spool = FakeSpool()
+        self.opened = True
+        self.events.append("open")
+
+    async def reload_settings(self) -> None:
+        if not self.opened:
+            raise AttributeError("'NoneType' object has no attribute 'get_settings'")
+        self.reloads += 1
+
+    def factory_for(self, spec: ListenerSpec) -> Any:
+        return object()
+
+    def abort_sessions(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        self.events.append("drain")
+
+    async def close(self) -> None:
+        self.events.append("close")
+
+
+class WorkerStartTests(unittest.TestCase):
+    """Lines from the server that arrive while a worker still opens its components (the
+    server sends the queue size once a second; opening the store can take longer)."""
+
+    def setUp(self) -> None:
+        FakeComponents.built = []
+        self.patch(app, "Components", FakeComponents)
+        self.reactor = MemoryReactor()
+        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
+                              hostname="mx.example.test", database_url="sqlite:",
+                              certificate="", key="", generated_certificate=True)
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        spec = ListenerSpec(protocol="smtp", address="127.0.0.1", port=0, tls="starttls")
+        self.worker = Worker(cfg, [(os.dup(sock.fileno()), spec)], 1, self.reactor)
+        self.patch(self.worker.tls, "reload", lambda: True)
+        self.link = self.worker.link
+        self.link.makeConnection(StringTransport())
+        self.started = defer.ensureDeferred(self.worker.start())  # old code: a coroutine
+
+    def components(self) -> FakeComponents:
+        [c] = FakeComponents.built
+        return c
+
+    def test_queue_size_before_open_applies_once_open(self) -> None:
+        """``C <n>`` before the components are open neither kills the worker's link to the
+        server nor is lost: the spool hears it once it exists."""
+        self.link.dataReceived(b"C 7\n")
+        self.assertTrue(self.link.transport.connected)  # type: ignore[union-attr]
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        self.assertEqual(self.components().spool.count, 7)
+        self.assertEqual(len(self.reactor.adoptedPorts), 1)
+        self.link.dataReceived(b"C 9\n")
+        self.assertEqual(self.components().spool.count, 9)
+
+    def test_reload_before_open_is_done_once_open(self) -> None:
+        """``R`` while opening is not tried on half-built components (a logged failure) but
+        done after open, since the settings may have changed after open read them."""
+        self.link.dataReceived(b"R\n")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        self.assertEqual(self.components().reloads, 1)
+
+    def test_sigterm_while_opening_waits_and_never_accepts(self) -> None:
+        """A stop during start waits for open, closes what it opened, adopts no socket."""
+        stopped = defer.ensureDeferred(self.worker.stop())
+        self.assertNoResult(stopped)
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        self.successResultOf(stopped)
+        self.assertEqual(self.components().events, ["open", "drain", "close"])
+        self.assertEqual(self.reactor.adoptedPorts, [])
+
+    def test_sigterm_before_start_ran_does_not_wait(self) -> None:
+        """A worker told to stop before its start ran (the reactor stopping during start-up)
+        stops at once instead of waiting for a start that never comes."""
+        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
+                              hostname="mx.example.test", database_url="sqlite:",
+                              certificate="", key="", generated_certificate=True)
+        worker = Worker(cfg, [], 2, MemoryReactor())
+        self.successResultOf(defer.ensureDeferred(worker.stop()))

@@ -26,8 +26,13 @@ def require(program: str) -> str:
     return path
 
 
-def run_in_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, bytes]:
-    """Run ``argv`` under a pseudo-terminal until it exits; return (status, screen bytes)."""
+def run_in_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 60.0,
+               stuck: Sequence[bytes] = ()) -> tuple[int, bytes]:
+    """Run ``argv`` under a pseudo-terminal until it exits; return (status, screen bytes).
+
+    ``stuck``: screen texts after which the program only waits for a person (an error that
+    discarded the keys it was given): fail at once with the screen instead of at the deadline.
+    """
     pid, fd = pty.fork()
     if pid == 0:  # child
         os.environ.update(env or {})
@@ -45,6 +50,9 @@ def run_in_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: 
                 except OSError:
                     data = b""
                 screen += data
+                for text in stuck:
+                    if text in screen:
+                        raise AssertionError(f"{argv[0]} is stuck at {text!r}; screen: {screen[-2000:]!r}")
             done, st = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = os.waitstatus_to_exitcode(st)
@@ -64,7 +72,10 @@ def mutt_pipe_first_message(folder: str, out: str, extra: Sequence[str] = (), en
     mutt = require("mutt")
     argv = [mutt, "-n", "-F", "/dev/null", "-R", "-f", folder, "-e", "set wait_key=no",
             *extra, "-e", f'push "<pipe-message>cat > {out}<enter><quit>"']
-    status, screen = run_in_pty(argv, env=env)
+    # An error such as "There are no messages." makes mutt discard the keys still pushed (the
+    # <quit> too), and it would wait for a person until the deadline.
+    status, screen = run_in_pty(argv, env=env, stuck=(b"There are no messages.",
+                                                      b"is not a mailbox", b"No visible messages"))
     if not os.path.exists(out):
         raise AssertionError(f"mutt piped nothing (exit {status}); screen: {screen[-2000:]!r}")
     with open(out, "rb") as f:

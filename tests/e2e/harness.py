@@ -145,13 +145,26 @@ class Server:
         self.admin("settings", "set", "listeners", json.dumps(listeners))
 
     def log_text(self) -> str:
+        """The whole log, oldest line first: twistd rotates ``cgtwist.log`` at 1 MB into
+        ``cgtwist.log.1`` (the newest), ``.2``, ...; a test under load must not miss a line
+        (a worker's 'started' line, 'cgtwist ready') because it moved into a rotated file."""
+        folder, name = os.path.split(self.logfile)
         try:
-            with open(self.logfile, errors="replace") as f:
-                return f.read()
+            rotated = sorted((int(n[len(name) + 1:]) for n in os.listdir(folder)
+                              if n.startswith(name + ".") and n[len(name) + 1:].isdigit()),
+                             reverse=True)
         except FileNotFoundError:
             return ""
+        parts = []
+        for path in [f"{self.logfile}.{n}" for n in rotated] + [self.logfile]:
+            try:
+                with open(path, errors="replace") as f:
+                    parts.append(f.read())
+            except FileNotFoundError:  # rotated away between listing and reading
+                continue
+        return "".join(parts)
 
-    def start(self, ready_timeout: float = 60.0, extra_env: Optional[dict[str, str]] = None) -> None:
+    def start(self, ready_timeout: float = 120.0, extra_env: Optional[dict[str, str]] = None) -> None:
         env = self.env
         env.update(extra_env or {})
         marker = self.log_text().count("cgtwist ready")
@@ -193,7 +206,7 @@ class Server:
             return 0
         self.proc.send_signal(signal.SIGTERM)
         try:
-            rc = self.proc.wait(60)
+            rc = self.proc.wait(90)  # server.shutdown_grace (30 s) and a busy machine's margin
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -233,6 +246,6 @@ class Server:
                         out.append(f.read())
         return out
 
-    def wait_messages(self, account: str, count: int, timeout: float = 30.0) -> list[bytes]:
+    def wait_messages(self, account: str, count: int, timeout: float = 60.0) -> list[bytes]:
         return wait_for(lambda: (m := self.messages(account)) and len(m) >= count and m,  # type: ignore[return-value]
                         timeout, f"{count} message(s) in {account}'s Maildir")

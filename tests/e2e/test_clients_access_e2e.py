@@ -274,3 +274,15 @@ def test_mutt_reads_over_imaps(server: Server, tmp_path) -> None:  # type: ignor
     ])
     assert b"Subject: read with mutt over imaps" in shown
     assert b"Body of read with mutt over imaps." in shown
+
+
+def test_mutt_on_an_empty_folder_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The mutt helper reports a folder in which mutt sees no message as such, at once: mutt's
+    error discards the keys pushed to it (the <quit> too), and the helper used to wait out its
+    60 s deadline and report only 'did not finish' (how a mutt test failed under load)."""
+    require("mutt")
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    with pytest.raises(AssertionError, match=r"stuck at b'There are no messages\.'"):
+        mutt_pipe_first_message(str(md), str(tmp_path / "piped"))

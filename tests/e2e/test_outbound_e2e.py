@@ -98,7 +98,7 @@ class Sink:
         with self.lock:
             return [r for r in self.received if marker in r.data]
 
-    def wait(self, marker: bytes, count: int = 1, timeout: float = 20) -> list[Received]:
+    def wait(self, marker: bytes, count: int = 1, timeout: float = 60) -> list[Received]:
         return wait_for(lambda: len(self.messages(marker)) >= count and self.messages(marker),  # type: ignore[no-any-return]
                         timeout, f"{count} message(s) {marker!r} at the sink")
 
@@ -292,7 +292,7 @@ def test_remote_delivery_is_byte_exact_with_dot_stuffing(server: Server, sink: S
     assert got.data[: -len(msg)].startswith(b"Received: ")
     assert b"\r\n..leading dot\r\n...two dots\r\n..\r\nend of . text\r\n" in got.wire
     assert b"\n" not in got.wire.replace(b"\r\n", b""), "a bare LF went on the wire"
-    wait_for(lambda: not queued_ids(server, "--recipient", "@ok.test"), 20, "an empty queue")
+    wait_for(lambda: not queued_ids(server, "--recipient", "@ok.test"), 60, "an empty queue")
 
 
 def test_5xx_gives_the_sender_a_dsn(server: Server, sink: Sink) -> None:
@@ -303,7 +303,7 @@ def test_5xx_gives_the_sender_a_dsn(server: Server, sink: Sink) -> None:
     msg, marker = make_message(["nobody@reject.test", "erin@ok.test"])
     send(server, ["nobody@reject.test", "erin@ok.test"], msg)
     sink.wait(marker)
-    (report,) = wait_for(lambda: dsns(server, marker), 20, "the DSN in alice's INBOX")
+    (report,) = wait_for(lambda: dsns(server, marker), 60, "the DSN in alice's INBOX")
     raw = report.as_bytes()
     assert b"Return-Path: <>" in raw
     per_message, *per_rcpt = delivery_status(report)
@@ -314,7 +314,7 @@ def test_5xx_gives_the_sender_a_dsn(server: Server, sink: Sink) -> None:
     assert re.match(r"5\.\d+\.\d+$", per_rcpt[0]["Status"]), per_rcpt[0]["Status"]
     assert "550" in per_rcpt[0]["Diagnostic-Code"]
     assert marker in raw, "the returned message (or its headers) is attached"
-    wait_for(lambda: not queued_ids(server, "--recipient", "reject.test"), 20, "an empty queue")
+    wait_for(lambda: not queued_ids(server, "--recipient", "reject.test"), 60, "an empty queue")
 
 
 def test_4xx_stays_queued_with_history_then_retry_delivers(server: Server, sink: Sink) -> None:
@@ -329,7 +329,7 @@ def test_4xx_stays_queued_with_history_then_retry_delivers(server: Server, sink:
         out = server.admin("queue", "list", "--recipient", "frank@defer.test").stdout
         return out if "attempts 1" in out else None
 
-    out = wait_for(listed, 20, "the deferred message in queue list")
+    out = wait_for(listed, 60, "the deferred message in queue list")
     (msg_id,) = ID_RE.findall(out)
     assert "frank@defer.test  pending  SMTP(defer.test)" in out
     assert "451 4.3.0 sink: queue full" in out
@@ -343,7 +343,7 @@ def test_4xx_stays_queued_with_history_then_retry_delivers(server: Server, sink:
     sink.modes["defer.test"] = "accept"
     assert "1 delivery(ies)" in server.admin("queue", "retry", msg_id).stdout
     sink.wait(marker)
-    wait_for(lambda: msg_id not in queued_ids(server), 20, "the message to leave the queue")
+    wait_for(lambda: msg_id not in queued_ids(server), 60, "the message to leave the queue")
     assert not dsns(server, marker)
 
 
@@ -364,10 +364,10 @@ def test_pipe_delivery_through_a_router_record(server: Server, tmp_path: Any) ->
     msg, marker = make_message(["robot@example.test"], "for the program\r\n", sender="bob@example.test")
     send(server, ["robot@example.test"], msg, sender="bob@example.test")
     target = out / "robot-arg.eml"
-    wait_for(target.exists, 20, "the PIPE program's output")
-    data = wait_for(lambda: marker in target.read_bytes() and target.read_bytes(), 20, "all of it")
+    wait_for(target.exists, 60, "the PIPE program's output")
+    data = wait_for(lambda: marker in target.read_bytes() and target.read_bytes(), 60, "all of it")
     assert data.endswith(msg.replace(b"\r\n", b"\n")) or data.endswith(msg)
-    wait_for(lambda: not queued_ids(server, "--recipient", "pipe"), 20, "an empty queue")
+    wait_for(lambda: not queued_ids(server, "--recipient", "pipe"), 60, "an empty queue")
 
 
 def test_submitted_file_is_delivered(server: Server, sink: Sink) -> None:
@@ -385,7 +385,7 @@ def test_submitted_file_is_delivered(server: Server, sink: Sink) -> None:
     assert got.recipients == ["gina@ok.test"]
     assert b"Envelope-To" not in got.data
     assert b"\r\nfrom a program\r\n" in got.data
-    wait_for(lambda: not os.path.exists(os.path.join(sub, f"{tag}.sub")), 20, "the .sub to go")
+    wait_for(lambda: not os.path.exists(os.path.join(sub, f"{tag}.sub")), 60, "the .sub to go")
     assert not [n for n in os.listdir(sub) if n.endswith(".bad")]
 
 
@@ -418,9 +418,9 @@ def test_kill_mid_delivery_resumes_only_unfinished_recipients(tmp_path: Any) -> 
         msg, marker = make_message(["hank@fast.test", "ivy@slow.test"])
         send(srv, ["hank@fast.test", "ivy@slow.test"], msg)
         sink.wait(marker)
-        wait_for(sink.stalled.is_set, 20, "the slow destination to be mid-delivery")
+        wait_for(sink.stalled.is_set, 60, "the slow destination to be mid-delivery")
         (msg_id,) = queued_ids(srv)
-        wait_for(lambda: _journal_says_delivered(srv, msg_id, "hank@fast.test"), 20,
+        wait_for(lambda: _journal_says_delivered(srv, msg_id, "hank@fast.test"), 60,
                  "the fast recipient's result in the journal")
         srv.kill()
         assert msg_id + ".msg" in queue_files(srv)
@@ -430,7 +430,7 @@ def test_kill_mid_delivery_resumes_only_unfinished_recipients(tmp_path: Any) -> 
         sink.unstalled.set()
         srv.start()
         sink.wait(marker, 2)
-        wait_for(lambda: msg_id + ".msg" not in queue_files(srv), 20, "the message to leave the queue")
+        wait_for(lambda: msg_id + ".msg" not in queue_files(srv), 60, "the message to leave the queue")
         got = sorted(tuple(r.recipients) for r in sink.messages(marker))
         assert got == [("hank@fast.test",), ("ivy@slow.test",)], got
         assert not dsns(srv, marker)

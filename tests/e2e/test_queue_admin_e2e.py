@@ -47,7 +47,7 @@ def deferred(server: Server, sink: Sink, domain: str, rcpt: str, sender: str = "
         out = server.admin("queue", "list", "--recipient", rcpt).stdout
         return ID_RE.findall(out) if "attempts 1" in out else []
 
-    (msg_id,) = wait_for(tried, 20, f"a failed attempt to {rcpt}")
+    (msg_id,) = wait_for(tried, 60, f"a failed attempt to {rcpt}")
     return msg_id, marker
 
 
@@ -68,14 +68,14 @@ def test_hold_stops_retries_release_delivers(server: Server, sink: Sink) -> None
     assert spooled(server, msg_id) and not sink.messages(marker)
     assert "released" in server.admin("queue", "release", msg_id).stdout
     sink.wait(marker)
-    wait_for(lambda: not spooled(server, msg_id), 20, "the message to leave the queue")
+    wait_for(lambda: not spooled(server, msg_id), 60, "the message to leave the queue")
 
 
 def test_drop_deletes_without_notification(server: Server, sink: Sink) -> None:
     """drop removes a queued message from the spool and tells nobody."""
     msg_id, marker = deferred(server, sink, "drop.test", "kim@drop.test")
     assert "dropped" in server.admin("queue", "drop", msg_id).stdout
-    wait_for(lambda: not spooled(server, msg_id), 20, "the dropped message to leave the spool")
+    wait_for(lambda: not spooled(server, msg_id), 60, "the dropped message to leave the spool")
     assert msg_id not in server.admin("queue", "list").stdout
     # A report would have been spooled before the message was removed: none is queued or here.
     assert not any(ID_RE.findall(server.admin("queue", "list", "--recipient", "alice").stdout))
@@ -89,13 +89,13 @@ def test_bounce_returns_the_message_with_a_dsn(server: Server, sink: Sink) -> No
     saying the administrator returned it."""
     msg_id, marker = deferred(server, sink, "bounce.test", "lee@bounce.test")
     assert "1 recipient(s) failed" in server.admin("queue", "bounce", msg_id).stdout
-    (report,) = wait_for(lambda: dsns(server, marker), 20, "the DSN in alice's INBOX")
+    (report,) = wait_for(lambda: dsns(server, marker), 60, "the DSN in alice's INBOX")
     _, rcpt = delivery_status(report)
     assert "lee@bounce.test" in rcpt["Final-Recipient"]
     assert rcpt["Action"] == "failed"
     assert rcpt["Status"] == "5.0.0"
     assert "administrator" in report.as_string()
-    wait_for(lambda: not spooled(server, msg_id), 20, "the bounced message to leave the spool")
+    wait_for(lambda: not spooled(server, msg_id), 60, "the bounced message to leave the spool")
 
 
 def test_list_filters_queues_and_errors(server: Server, sink: Sink) -> None:
@@ -117,4 +117,4 @@ def test_list_filters_queues_and_errors(server: Server, sink: Sink) -> None:
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     for msg_id in (a, b):
         server.admin("queue", "drop", msg_id)
-    wait_for(lambda: not (spooled(server, a) or spooled(server, b)), 20, "an empty queue")
+    wait_for(lambda: not (spooled(server, a) or spooled(server, b)), 60, "an empty queue")
