@@ -68,6 +68,8 @@ class MailboxCommands:
 
     # Provided by the protocol class.
     account: Any
+    account_name: str
+    settings: Any
     mbox: Any
     state: str
     clock: Any
@@ -294,13 +296,19 @@ class MailboxCommands:
             self.sendUntaggedResponse(cmd + b' (\\Noselect) "/" ""')
             self.sendPositiveResponse(tag, cmd + b" completed")
             return
+        limit = self.settings.current["imap.max_list_pattern"]
+        if len(ref) + len(pattern) > limit:
+            self.log.info("imap: {cmd} pattern of {n} octets refused for {account} from {ip}",
+                          cmd=cmd.decode(), n=len(ref) + len(pattern), account=self.account_name,
+                          ip=self.peer_ip)
+            self.sendBadResponse(tag, b"Reference and pattern longer than %d octets" % limit)
+            return
         # The wire form is modified UTF-7 (RFC 3501 §5.1.3); the account matches decoded names.
-        d = defer.maybeDeferred(self.account.listMailboxes, _decode_name(ref), _decode_name(pattern))
+        lister = self.account.listSubscribed if sub else self.account.listMailboxes
+        d = defer.maybeDeferred(lister, _decode_name(ref), _decode_name(pattern))
 
         def show(rows: list[tuple[str, Any]]) -> None:
             for name, info in rows:
-                if sub and not self.account.isSubscribed(name):
-                    continue
                 attrs = [a for a in info.getFlags()]
                 if sub:  # RFC 3501 §6.3.9: LSUB carries no CHILDREN/SPECIAL-USE semantics
                     attrs = [a for a in attrs if a.lower() == "\\noselect"]
@@ -310,7 +318,7 @@ class MailboxCommands:
             self.sendPositiveResponse(tag, cmd + b" completed")
 
         d.addCallback(show)
-        d.addErrback(self._fail(tag, "LIST"))
+        d.addErrback(self._fail(tag, cmd.decode()))
 
     auth_LIST = (_list, _astr, _astr, 0, b"LIST")
     auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
