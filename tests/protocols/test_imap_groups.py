@@ -49,3 +49,60 @@ class ListTests(unittest.TestCase):
         out = self.c.send(b'l LSUB "" *test\r\n')
         self.assertEqual(sorted(_lines(out)[:-1]), [
             b'* LSUB () "/" "box/test"', b'* LSUB () "/" "box/test2/test"'])
+
+
+class AppendArgumentTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+        self.c = Client(self.world)
+        self.c.login()
+
+    def messages(self) -> list[bytes]:
+        self.c.select()
+        return _lines(self.c.send(b"x FETCH 1:* (INTERNALDATE FLAGS)\r\n"))[:-1]
+
+    def test_nested_flag_list_is_bad_before_the_literal(self) -> None:
+        """Fuzzing: APPEND INBOX (((\\Seen))) {5} answered NO [SERVERBUG] (MismatchedNesting);
+        it is BAD at once, no '+' is sent, and nothing is stored."""
+        out = self.c.send(b"a APPEND INBOX (((\\Seen))) {5}\r\n")
+        self.assertTrue(out.startswith(b"a BAD"), out)
+        self.assertNotIn(b"+ ", out)
+        self.assertNotIn(b"SERVERBUG", out)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.messages(), [])
+
+    def test_nested_flags_with_literal_plus_are_bad_after_the_literal(self) -> None:
+        """With LITERAL+ the message is already on its way: it is read and the command is BAD."""
+        out = self.c.send(b"a APPEND INBOX (((\\Seen))) {5+}\r\nhello\r\n")
+        self.assertEqual(_lines(out)[0][:5], b"a BAD")
+        self.assertIn(b"n OK", self.c.send(b"n NOOP\r\n"))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.messages(), [])
+
+    def test_impossible_dates_are_bad(self) -> None:
+        """Fuzzing: APPEND stored 30-Feb-2021 24:00:00 +2500 and 99-Jan-2020 as some other
+        date. They are BAD before the literal (or after a LITERAL+ one), and nothing is stored."""
+        for date in (b"30-Feb-2021 24:00:00 +2500", b"99-Jan-2020 10:00:00 +0000",
+                     b"29-Feb-2021 10:00:00 +0000", b"01-Jan-2021 10:60:00 +0000",
+                     b"01-Jan-2021 10:00:00 +0075", b"01-Foo-2021 10:00:00 +0000"):
+            out = self.c.send(b'a APPEND INBOX (\\Seen) "' + date + b'" {5}\r\n')
+            self.assertTrue(out.startswith(b"a BAD"), (date, out))
+            out = self.c.send(b'b APPEND INBOX "' + date + b'" {5+}\r\nhello\r\n')
+            self.assertTrue(out.startswith(b"b BAD"), (date, out))
+        # A mailbox sent as a literal first: the arguments after it are checked as well.
+        out = self.c.send(b"c APPEND {5}\r\n")
+        self.assertEqual(out, b"+ Ready for literal data\r\n")
+        out = self.c.send(b'INBOX "30-Feb-2021 10:00:00 +0000" {5}\r\n')
+        self.assertTrue(out.startswith(b"c BAD"), out)
+        self.assertEqual(self.messages(), [])
+
+    def test_real_dates_are_kept(self) -> None:
+        """A valid date-time (leap day, space-padded day, any zone) is the INTERNALDATE stored."""
+        for date in (b"29-Feb-2024 23:59:59 +1400", b" 9-Jan-2020 00:00:00 -0130"):
+            out = self.c.send(b'a APPEND INBOX (\\Seen $Work) "' + date + b'" {5}\r\n')
+            self.assertEqual(out, b"+ Ready for literal data\r\n")
+            self.assertIn(b"a OK [APPENDUID", self.c.send(b"hello\r\n"))
+        got = self.messages()
+        self.assertIn(b'INTERNALDATE "29-Feb-2024 09:59:59 +0000"', got[0])
+        self.assertIn(b'INTERNALDATE "09-Jan-2020 01:30:00 +0000"', got[1])
+        self.assertIn(b"$Work", got[0])
