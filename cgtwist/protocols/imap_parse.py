@@ -255,7 +255,7 @@ def parse_date_time(value: bytes) -> float:
         raise ParseError("Invalid month in date-time")
     try:
         when = datetime.datetime(int(year), _MONTHS.index(mon.lower().decode()) + 1, int(day.strip() or b"0"),
-                                 int(hh), int(mm), int(ss), tzinfo=datetime.timezone.utc)
+                                 int(hh), int(mm), int(ss), tzinfo=datetime.UTC)
     except ValueError:
         raise ParseError("Invalid date-time: no such date or time") from None
     if int(zh) > 23 or int(zm) > 59:
