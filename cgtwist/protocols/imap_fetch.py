@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator, Optional
 from twisted.mail import imap4
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_structure
+from cgtwist.protocols import imap_sections, imap_structure
 
 log = Logger()
 
@@ -187,32 +187,39 @@ def _bytes_item(name: bytes, part: Any, data: bytes) -> Iterator[bytes]:
     yield from _literal_stream(io.BytesIO(data), start, length)
 
 
-def _subpart(msg: Any, path: tuple[int, ...]) -> Any:
-    for p in path:
-        if msg.isMultipart():
-            msg = msg.getSubPart(p)
-        elif p != 0:
-            raise IndexError("no such body part")
-    return msg
+def _section_bytes(raw: bytes, part: Any) -> Optional[bytes]:
+    """The octets of ``BODY[<path>.<suffix>]`` sliced from the raw message, None when the
+    section names no part (RFC 3501 §6.4.5; a message/rfc822 part's numbers continue into
+    the message it holds)."""
+    path = [p + 1 for p in part.part]
+    root = imap_sections.parse(raw)
+    node = imap_sections.resolve(root, path)
+    if node is None:
+        return None
+    if part.mime is not None:
+        return raw[node.start:node.body]
+    if part.header is None and part.text is None:
+        return raw[node.body:node.end]
+    inner = imap_sections.message_of(root, node, path)
+    if inner is None:
+        return None
+    if part.text is not None:
+        return raw[inner.body:inner.end]
+    header = raw[inner.start:inner.body]
+    if part.header.fields:
+        return filter_header_lines(header, list(part.header.fields), part.header.negate)
+    return header
 
 
 def body_item(msg: Any, part: Any) -> Iterator[bytes]:
     """One ``BODY[...]`` item with its data."""
     name = section_name(part)
     if part.part:
-        try:
-            sub = _subpart(msg, part.part)
-        except (IndexError, TypeError):
+        data = _section_bytes(read_raw(msg), part)
+        if data is None:
             yield name + b" NIL"  # no such part (Dovecot answers NIL as well)
             return
-        if part.mime is not None or part.header is not None:
-            hdrs = sub.getHeaders(True) if part.mime is not None or not part.header.fields \
-                else sub.getHeaders(part.header.negate, *[f.decode() for f in part.header.fields])
-            yield from _bytes_item(name, part, _format_headers(hdrs) + b"\r\n")
-            return
-        body = sub.getBodyFile()
-        body.seek(0)
-        yield from _bytes_item(name, part, body.read())
+        yield from _bytes_item(name, part, data)
         return
     f = open_raw(msg)
     try:

@@ -106,3 +106,66 @@ class AppendArgumentTests(unittest.TestCase):
         self.assertIn(b'INTERNALDATE "29-Feb-2024 09:59:59 +0000"', got[0])
         self.assertIn(b'INTERNALDATE "09-Jan-2020 01:30:00 +0000"', got[1])
         self.assertIn(b"$Work", got[0])
+
+
+INNER = (b"From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\n"
+         b"Hello world\r\n")
+RFC822_TOP = (b"From: user@domain.org\r\nMime-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n" + INNER)
+NESTED = (b"From: user@domain.org\r\nMime-Version: 1.0\r\n"
+          b'Content-Type: multipart/mixed; boundary="foo\r\n bar"\r\n\r\nprologue\r\n'
+          b"--foo bar\r\nContent-Type: text/x-myown; charset=us-ascii\r\n\r\nhello\r\n\r\n"
+          b"--foo bar\r\nContent-Type: message/rfc822\r\n\r\n"
+          b'From: sub@domain.org\r\nContent-Type: multipart/alternative; boundary="sub1"\r\n\r\n'
+          b"--sub1\r\nContent-Type: text/html\r\n\r\n<p>Hello</p>\r\n"
+          b"--sub1\r\nContent-Type: text/plain\r\n\r\nHello another world\r\n--sub1--\r\n"
+          b"\r\n--foo bar--\r\nepilogue\r\n")
+
+
+class SectionTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+        self.world.deliver("alice@example.com", RFC822_TOP)
+        self.world.deliver("alice@example.com", NESTED)
+        self.c = Client(self.world)
+        self.c.login()
+        self.c.select()
+
+    def fetch(self, seq: int, item: bytes) -> bytes:
+        out = self.c.send(b"f FETCH %d (%s)\r\n" % (seq, item))
+        self.assertTrue(out.endswith(b"f OK FETCH completed\r\n"), out)
+        return out.split(b"\r\nf OK")[0]
+
+    def literal(self, seq: int, item: bytes) -> bytes:
+        out = self.fetch(seq, item)
+        head, _, rest = out.partition(b"}\r\n")
+        size = int(head.rsplit(b"{", 1)[1])
+        return rest[:size]
+
+    def test_numbers_inside_a_message_rfc822_part(self) -> None:
+        """imaptest fetch-body-message-rfc822: in a message whose body is a message/rfc822,
+        BODY[1] is the inner message, 1.1 its body, 1.HEADER and 1.TEXT its parts."""
+        self.assertEqual(self.literal(1, b"BODY.PEEK[1]"), INNER)
+        self.assertEqual(self.literal(1, b"BODY.PEEK[1.1]"), b"Hello world\r\n")
+        self.assertEqual(self.literal(1, b"BODY.PEEK[1.HEADER]"), INNER.split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+        self.assertEqual(self.literal(1, b"BODY.PEEK[1.TEXT]"), b"Hello world\r\n")
+        self.assertEqual(self.literal(1, b"BODY.PEEK[1.HEADER.FIELDS (SUBJECT)]"), b"Subject: submsg\r\n\r\n")
+        self.assertIn(b"BODY[1.2] NIL", self.fetch(1, b"BODY.PEEK[1.2]"))
+
+    def test_nested_parts_and_folded_boundary(self) -> None:
+        """imaptest fetch-body-mime, -rfc822-mime, fetch-bodystructure: a boundary folded over
+        two lines is unfolded; the parts of a multipart inside a message/rfc822 part are
+        2.1 and 2.2, with their MIME headers, and sizes in BODYSTRUCTURE match the octets."""
+        self.assertEqual(self.literal(2, b"BODY.PEEK[1]"), b"hello\r\n")
+        self.assertEqual(self.literal(2, b"BODY.PEEK[1.MIME]"),
+                         b"Content-Type: text/x-myown; charset=us-ascii\r\n\r\n")
+        self.assertEqual(self.literal(2, b"BODY.PEEK[2.MIME]"), b"Content-Type: message/rfc822\r\n\r\n")
+        self.assertEqual(self.literal(2, b"BODY.PEEK[2.1]"), b"<p>Hello</p>")
+        self.assertEqual(self.literal(2, b"BODY.PEEK[2.2]"), b"Hello another world")
+        self.assertEqual(self.literal(2, b"BODY.PEEK[2.2.MIME]"), b"Content-Type: text/plain\r\n\r\n")
+        self.assertEqual(self.literal(2, b"BODY.PEEK[2.HEADER.FIELDS (FROM)]"), b"From: sub@domain.org\r\n\r\n")
+        out = self.fetch(2, b"BODY")
+        self.assertIn(b'(("text" "x-myown" ("charset" "us-ascii") NIL NIL "7bit" 7 1) '
+                      b'("message" "rfc822" NIL NIL NIL "7bit" ', out)
+        self.assertIn(b'(("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 12 1) '
+                      b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 19 1) "alternative")', out)
+        self.assertTrue(out.endswith(b' "mixed"))'), out)
