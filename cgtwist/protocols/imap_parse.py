@@ -271,10 +271,12 @@ def append_arguments(tokens: list[Token]) -> tuple[list[str], Optional[float]]:
     flags: list[str] = []
     date: Optional[float] = None
     rest = list(tokens)
-    if rest and isinstance(rest[0], list):
-        flags = [check_flag(f) for f in rest.pop(0)]
-    if rest and isinstance(rest[0], Literal):
-        date = parse_date_time(bytes(rest.pop(0)))
+    first = rest.pop(0) if rest and isinstance(rest[0], list) else None
+    if isinstance(first, list):
+        flags = [check_flag(f) for f in first]
+    second = rest.pop(0) if rest and isinstance(rest[0], Literal) else None
+    if isinstance(second, Literal):
+        date = parse_date_time(bytes(second))
     if rest:
         raise ParseError("Invalid APPEND arguments")
     return flags, date
