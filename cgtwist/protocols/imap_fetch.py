@@ -119,7 +119,7 @@ def _flags(msg: Any, extra: Optional[str]) -> bytes:
 
 def body_structure(msg: Any, extended: bool) -> bytes:
     """BODYSTRUCTURE/BODY from the raw message; malformed MIME gets a plain-text fallback."""
-    name = "bodystructure-%s-1" % ("ext" if extended else "basic")
+    name = "bodystructure-%s-2" % ("ext" if extended else "basic")
 
     def compute() -> bytes:
         cached = imap_structure.cached_structure(msg, extended)

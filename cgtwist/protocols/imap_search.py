@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from cgtwist.protocols import imap_address, imap_sections
 from cgtwist.protocols.imap_parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -31,7 +32,7 @@ _FLAG_KEYS = {
     b"SEEN": ("\\Seen", True), b"UNSEEN": ("\\Seen", False),
     b"RECENT": ("\\Recent", True), b"OLD": ("\\Recent", False),
 }
-_ADDRESS_HEADERS = {b"BCC": "bcc", b"CC": "cc", b"FROM": "from", b"TO": "to", b"SUBJECT": "subject"}
+_ADDRESS_HEADERS = {b"BCC": "bcc", b"CC": "cc", b"FROM": "from", b"TO": "to"}
 _DATE_KEYS = {b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
 
 
@@ -99,6 +100,22 @@ class MessageText:
 
     def has_header(self, name: str) -> bool:
         return self._lookup(name) is not None
+
+    def header_all(self, name: str) -> list[str]:
+        """Every instance of the field as text (SEARCH HEADER matches any of them)."""
+        many = getattr(self.msg, "header_values", None)
+        if many is None:
+            value = self._lookup(name)
+            return [] if value is None else [_header_text(value)]
+        return [_header_text(v) for v in many(name)]
+
+    def address_text(self, name: str) -> str:
+        """An address field as written and as its addresses read plainly (comments, routes
+        and group syntax aside), so FROM user@domain finds ``<user (c)@ (c) domain>``."""
+        raw = self._lookup(name)
+        if not raw:
+            return ""
+        return _header_text(raw) + "\n" + _header_text(imap_address.search_text(raw))
 
     def body_text(self) -> str:
         """The body as text: MIME text parts decoded (base64, quoted-printable, charset)."""
@@ -251,7 +268,7 @@ def _simple_text_charset(head: bytes) -> Optional[str]:
 
 
 def _parsed_body(raw: bytes) -> str:
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    msg = email.message_from_bytes(raw, policy=imap_sections.UNFOLDING)
     out = []
     for part in msg.walk():
         if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
@@ -340,14 +357,17 @@ class _Compiler:
             return lambda m, c: (kw in m.flags()) == want
         if word in _ADDRESS_HEADERS:
             name, folded = _ADDRESS_HEADERS[word], _folded(self.string())
-            return lambda m, c: folded in m.header(name).casefold()
+            return lambda m, c: folded in m.address_text(name).casefold()
+        if word == b"SUBJECT":
+            folded = _folded(self.string())
+            return lambda m, c: folded in m.header("subject").casefold()
         if word == b"HEADER":
             field = self.string().decode("ascii", "replace").lower()
             needle = self.string()
             if not needle:  # RFC 3501 §6.4.4: empty string matches any message with the field
                 return lambda m, c: m.has_header(field)
             folded = _folded(needle)
-            return lambda m, c: folded in m.header(field).casefold()
+            return lambda m, c: any(folded in v.casefold() for v in m.header_all(field))
         if word == b"BODY":
             folded = _folded(self.string())
             return lambda m, c: folded in m.body_text().casefold()

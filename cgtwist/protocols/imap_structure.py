@@ -14,7 +14,7 @@ import re
 from email.message import Message
 from typing import Any, Optional
 
-from cgtwist.protocols import imap_sections
+from cgtwist.protocols import imap_address, imap_sections
 
 _ENVELOPE_HEADERS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
                      "in-reply-to", "message-id")
@@ -30,38 +30,10 @@ def _b(value: Optional[str]) -> Optional[bytes]:
         return value.encode("utf-8", "surrogateescape")
 
 
-_SIMPLE_ADDR = re.compile(r"\A\s*(?:([^<>]*?)\s*<([^<>\s]*)>|([^<>\s]+))\s*\Z")
-
-
-def _parse_addresses(value: str) -> list[tuple[str, str]]:
-    """(name, address) pairs; a fast path for the common ``Name <a@b>, c@d`` forms, the
-    standard library's parser for quoting, comments and groups."""
-    if not any(c in value for c in '"():;\\'):
-        out = []
-        for piece in value.split(","):
-            if not piece.strip():
-                continue
-            m = _SIMPLE_ADDR.match(piece)
-            if m is None:
-                break
-            out.append((m.group(1) or "", m.group(2) if m.group(2) is not None else m.group(3)))
-        else:
-            return out
-    return email.utils.getaddresses([value])
-
-
 def _addresses(value: Optional[str]) -> Optional[list[list[Optional[bytes]]]]:
-    """RFC 3501 address list: (name adl mailbox host) per address, NIL when absent."""
-    if not value:
-        return None
-    out: list[list[Optional[bytes]]] = []
-    for name, addr in _parse_addresses(value):
-        if not addr and not name:
-            continue
-        local, at, host = addr.rpartition("@")
-        if not at:
-            local, host = addr, ""
-        out.append([_b(name) or None, None, _b(local) or None, _b(host) or None])
+    """RFC 3501 address list: (name adl mailbox host) per address, group start and end
+    markers around a group's members (§7.4.2), NIL when there is none."""
+    out = [[_b(a.name), _b(a.adl), _b(a.mailbox), _b(a.host)] for a in imap_address.parse(value)]
     return out or None
 
 
@@ -84,7 +56,7 @@ def envelope_of(msg: Any) -> bytes:
     """ENVELOPE on the wire; kept with the message by a store that offers ``memo``."""
     memo = getattr(msg, "memo", None)
     if memo is not None:
-        return bytes(memo("envelope-1", lambda: _envelope_wire(msg)))
+        return bytes(memo("envelope-2", lambda: _envelope_wire(msg)))
     return _envelope_wire(msg)
 
 

@@ -6,8 +6,11 @@ through the real protocol on a StringTransport over a real Maildir account.
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from cgtwist.protocols import imap_address
 from tests.protocols.test_imap_support import Client, World
 
 
@@ -169,3 +172,66 @@ class SectionTests(unittest.TestCase):
         self.assertIn(b'(("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 12 1) '
                       b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 19 1) "alternative")', out)
         self.assertTrue(out.endswith(b' "mixed"))'), out)
+
+
+GROUPS = (b"From: user@domain (Real Name)\r\nTo: group: g1@d1.org, g2@d2.org;,\r\n group2: g3@d3.org;\r\n"
+          b"Cc: group:;, group2: (foo) ;\r\nSubject: groups\r\n\r\nbody\r\n")
+COMMENTS = (b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <@route:user@domain>\r\n"
+            b"X-Extra: hello beautiful header\r\nX-Extra: another one\r\nSubject: c\r\n\r\nbody\r\n")
+
+
+class AddressTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+        self.world.deliver("alice@example.com", GROUPS)
+        self.world.deliver("alice@example.com", COMMENTS)
+        self.c = Client(self.world)
+        self.c.login()
+        self.c.select()
+
+    def search(self, criteria: bytes) -> bytes:
+        out = _lines(self.c.send(b"s SEARCH " + criteria + b"\r\n"))
+        self.assertEqual(out[-1], b"s OK SEARCH completed")
+        return out[0]
+
+    def test_envelope_groups_routes_and_comment_names(self) -> None:
+        """imaptest fetch-envelope: groups become RFC 3501 start/end markers (an empty group
+        and one holding only a comment too), a trailing comment names the sender and a
+        source route is the at-domain-list."""
+        out = self.c.send(b"f FETCH 1:2 ENVELOPE\r\n")
+        self.assertIn(b'(("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) '
+                      b'(("Real Name" NIL "user" "domain")) ((NIL NIL "group" NIL) (NIL NIL "g1" "d1.org") '
+                      b'(NIL NIL "g2" "d2.org") (NIL NIL NIL NIL) (NIL NIL "group2" NIL) '
+                      b'(NIL NIL "g3" "d3.org") (NIL NIL NIL NIL)) ((NIL NIL "group" NIL) (NIL NIL NIL NIL) '
+                      b'(NIL NIL "group2" NIL) (NIL NIL NIL NIL)) NIL NIL NIL)', out)
+        self.assertIn(b'((NIL NIL "user-from" "domain.org")) ((NIL NIL "user-from" "domain.org")) '
+                      b'((NIL NIL "user-from" "domain.org")) ((NIL "@route" "user" "domain"))', out)
+
+    def test_search_reads_addresses_not_their_comments(self) -> None:
+        """imaptest search-addresses: FROM user-from@domain.org finds the address written with
+        comments inside it; TO finds group names and members; a comment's name is found."""
+        self.assertEqual(self.search(b"FROM user-from@domain.org"), b"* SEARCH 2")
+        self.assertEqual(self.search(b"TO group2"), b"* SEARCH 1")
+        self.assertEqual(self.search(b"TO g3@d3.org"), b"* SEARCH 1")
+        self.assertEqual(self.search(b"FROM \"real name\""), b"* SEARCH 1")
+        self.assertEqual(self.search(b"TO user@domain"), b"* SEARCH 2")
+
+    def test_search_header_sees_every_instance(self) -> None:
+        """imaptest search-header: HEADER X-Extra "another" matches the second X-Extra line."""
+        self.assertEqual(self.search(b'HEADER X-Extra "another"'), b"* SEARCH 2")
+        self.assertEqual(self.search(b'HEADER X-Extra "beautiful"'), b"* SEARCH 2")
+        self.assertEqual(self.search(b'HEADER X-Extra ""'), b"* SEARCH 2")
+        self.assertEqual(self.search(b'NOT HEADER X-Extra ""'), b"* SEARCH 1")
+
+
+class AddressParserTests(unittest.TestCase):
+    @settings(max_examples=2000, deadline=None)
+    @given(st.text(alphabet='ab@.,;:<>()"\\[] \r\n\t\xe9', max_size=60))
+    def test_any_header_value_parses(self, value: str) -> None:
+        """Whatever a header holds, ENVELOPE and SEARCH get address structures, never an
+        exception, and every group start has its end marker."""
+        out = imap_address.parse(value)
+        starts = sum(1 for a in out if a.host is None and a.name is None and a.adl is None and a.mailbox is not None)
+        ends = sum(1 for a in out if a == imap_address.GROUP_END)
+        self.assertGreaterEqual(starts, ends)
+        imap_address.search_text(value)
