@@ -235,3 +235,40 @@ class AddressParserTests(unittest.TestCase):
         ends = sum(1 for a in out if a == imap_address.GROUP_END)
         self.assertGreaterEqual(starts, ends)
         imap_address.search_text(value)
+
+
+class RecentTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+        self.a, self.b, self.c = Client(self.world), Client(self.world), Client(self.world)
+        for c in (self.a, self.b, self.c):
+            c.login()
+
+    def recent(self, client: Client) -> bytes:
+        out = _lines(client.send(b"s STATUS INBOX (MESSAGES RECENT)\r\n"))
+        return out[0]
+
+    def test_recent_belongs_to_one_session_and_status_agrees(self) -> None:
+        """imaptest append: with two sessions selected, a new message is \\Recent in exactly
+        one of them, and STATUS from a third says RECENT 0 (no session selecting now would
+        see it as recent)."""
+        self.a.select()
+        self.b.select()
+        self.assertIn(b"OK [APPENDUID", self.a.send(b"a APPEND INBOX {5+}\r\nhello\r\n"))
+        flags = [c.send(b"f FETCH 1 FLAGS\r\n") for c in (self.a, self.b)]
+        self.assertEqual(sum(b"\\Recent" in f for f in flags), 1, flags)
+        self.assertEqual(self.recent(self.c), b'* STATUS "INBOX" (MESSAGES 1 RECENT 0)')
+
+    def test_examine_and_status_show_unclaimed_recent(self) -> None:
+        """imaptest select: EXAMINE shows the messages no session has seen as RECENT without
+        taking them, STATUS agrees, SELECT then takes them and STATUS says 0."""
+        for _ in range(2):
+            self.assertIn(b"OK [APPENDUID", self.c.send(b"a APPEND INBOX {5+}\r\nhello\r\n"))
+        out = self.a.send(b"e EXAMINE INBOX\r\n")
+        self.assertIn(b"* 2 RECENT", out)
+        self.assertIn(b"\\Recent", self.a.send(b"f FETCH 1 FLAGS\r\n"))
+        self.a.send(b"c CLOSE\r\n")
+        self.assertEqual(self.recent(self.c), b'* STATUS "INBOX" (MESSAGES 2 RECENT 2)')
+        self.assertIn(b"* 2 RECENT", self.b.send(b"s SELECT INBOX\r\n"))
+        self.b.send(b"c CLOSE\r\n")
+        self.assertEqual(self.recent(self.c), b'* STATUS "INBOX" (MESSAGES 2 RECENT 0)')
