@@ -12,6 +12,7 @@ cgtwist.protocols.imap_messages; connection handling in cgtwist.protocols.imap.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from twisted.internet import defer
@@ -24,6 +25,7 @@ from cgtwist.protocols import imap_parse
 log = Logger()
 
 _STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
+_COUNT_RE = re.compile(rb"\A\d+ (?:EXISTS|RECENT)\Z")
 _ID_FIELDS = 30  # RFC 2971 §3.3
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 
@@ -192,6 +194,18 @@ class MailboxCommands:
     def _send_expunges(self, seqs: list[int]) -> None:
         for seq in seqs:
             self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+        if seqs:
+            self._restate_exists()
+
+    def _restate_exists(self) -> None:
+        """An EXISTS or RECENT queued before these EXPUNGEs counted messages now gone: after
+        them it would tell the client of a mailbox larger than it is (MOVE into the selected
+        mailbox adds one and expunges one: imaptest move). Restate the counts as they are."""
+        stale = [u for u in self._unsolicited if _COUNT_RE.match(u[1])]
+        if stale and self.mbox is not None:
+            self._unsolicited[:] = [u for u in self._unsolicited if u not in stale]
+            self._unsolicited.append((b"", b"%d EXISTS" % self.mbox.getMessageCount()))
+            self._unsolicited.append((b"", b"%d RECENT" % self.mbox.getRecentCount()))
 
     def expungesPending(self) -> None:
         """The mailstore holds expunges by another session; during IDLE they go out at once."""

@@ -272,3 +272,22 @@ class RecentTests(unittest.TestCase):
         self.assertIn(b"* 2 RECENT", self.b.send(b"s SELECT INBOX\r\n"))
         self.b.send(b"c CLOSE\r\n")
         self.assertEqual(self.recent(self.c), b'* STATUS "INBOX" (MESSAGES 2 RECENT 0)')
+
+
+class MoveTests(unittest.TestCase):
+    def test_move_into_the_selected_mailbox(self) -> None:
+        """imaptest move: MOVE 1 to the mailbox itself gives COPYUID, then 1 EXPUNGE, then an
+        EXISTS that counts the mailbox as it now is (not the count before the expunge)."""
+        world = World()
+        for _ in range(3):
+            world.deliver("alice@example.com")
+        c = Client(world)
+        c.login()
+        c.select()
+        out = _lines(c.send(b"m MOVE 1 INBOX\r\n"))
+        self.assertRegex(out[0], rb"\A\* OK \[COPYUID \d+ 1 4\]")
+        self.assertEqual(out[1:4], [b"* 1 EXPUNGE", b"* 3 EXISTS", b"* 3 RECENT"])
+        self.assertNotIn(b"* 4 EXISTS", out)
+        self.assertEqual(out[-1], b"m OK MOVE completed")
+        out = c.send(b"f FETCH 1:* UID\r\n")
+        self.assertEqual(_lines(out)[:-1], [b"* 1 FETCH (UID 2)", b"* 2 FETCH (UID 3)", b"* 3 FETCH (UID 4)"])
