@@ -199,6 +199,11 @@ class MaildirAccount:
             out.append(canon)
         return [INBOX] + sorted(out[1:])
 
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        """Run blocking or long work ``fn(*args)`` off the reactor (the notifier's threads):
+        for the IMAP layer's reading and decoding of large messages."""
+        return self.notifier.run(fn, *args)
+
     def ensure(self) -> defer.Deferred[bool]:
         """Create the Maildir and special-use folders if missing (in a thread)."""
         return self.notifier.run(provision, self.path)

@@ -291,3 +291,69 @@ class MoveTests(unittest.TestCase):
         self.assertEqual(out[-1], b"m OK MOVE completed")
         out = c.send(b"f FETCH 1:* UID\r\n")
         self.assertEqual(_lines(out)[:-1], [b"* 1 FETCH (UID 2)", b"* 2 FETCH (UID 3)", b"* 3 FETCH (UID 4)"])
+
+
+def _large(size: int) -> bytes:
+    blob = (b"QUJD" * 19 + b"\r\n") * (size // 78)
+    return (b"From: big@example.com\r\nSubject: large\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+            b"--B\r\nContent-Type: text/plain\r\n\r\nthe needle is here\r\n"
+            b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + blob + b"--B--\r\n")
+
+
+class OffReactorTests(unittest.TestCase):
+    """Fuzzing: SEARCH BODY over a 20 MB message held the reactor (every protocol) for
+    seconds, FETCH BODY[1] and BODYSTRUCTURE of one for most of a second. A large message is
+    now read and parsed in the account's threads (``account.run``), the reactor only
+    matches and writes; bench/imap_reactor_stall.py measures the stall."""
+
+    def setUp(self) -> None:
+        self.world = World()
+        self.world.deliver("alice@example.com", _large(3 << 20))
+        self.world.deliver("alice@example.com")
+        self.c = Client(self.world)
+        self.c.login()
+        self.c.select()
+        account = self.c.proto.account
+        self.jobs: list[str] = []
+        inline = account.run
+
+        def run(fn, *args):  # type: ignore[no-untyped-def]
+            self.jobs.append(getattr(fn, "__name__", repr(fn)))
+            return inline(fn, *args)
+        account.run = run
+
+    def send(self, data: bytes) -> bytes:
+        """Send, then let the clock run the turns the command yields (FETCH streams in turns)."""
+        out = self.c.send(data)
+        for _ in range(1000):
+            if data.split(b" ", 1)[0] + b" OK" in out:
+                break
+            self.world.clock.advance(0)
+            out += self.c.take()
+        return out
+
+    def test_search_body_of_a_large_message_reads_it_in_a_thread(self) -> None:
+        """SEARCH BODY/TEXT finds text in a large message, whose text was built off the
+        reactor; the small message is matched on the reactor as before."""
+        out = _lines(self.send(b"s SEARCH BODY needle\r\n"))
+        self.assertEqual(out, [b"* SEARCH 1", b"s OK SEARCH completed"])
+        self.assertEqual(self.jobs, ["prepare"])
+        out = _lines(self.send(b"t SEARCH TEXT large\r\n"))
+        self.assertEqual(out[0], b"* SEARCH 1")
+        out = _lines(self.send(b"u SEARCH SUBJECT large\r\n"))  # no body needed: no thread
+        self.assertEqual(self.jobs, ["prepare", "prepare"])
+
+    def test_fetch_part_and_structure_of_a_large_message_in_a_thread(self) -> None:
+        """FETCH BODY[1] and BODYSTRUCTURE of a large multipart are parsed off the reactor
+        and answer the same as for a small one; the structure is then cached."""
+        out = self.send(b"f FETCH 1 (BODY.PEEK[1] BODYSTRUCTURE)\r\n")
+        self.assertIn(b"BODY[1] {18}\r\nthe needle is here BODYSTRUCTURE", out)
+        self.assertIn(b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 18 1 NIL NIL NIL NIL)', out)
+        self.assertIn(b'("application" "octet-stream" NIL NIL NIL "base64" ', out)
+        self.assertTrue(out.endswith(b"f OK FETCH completed\r\n"), out[-200:])
+        self.assertEqual(self.jobs, ["precompute"])
+        out = self.send(b"g FETCH 1:2 (BODYSTRUCTURE)\r\n")
+        self.assertIn(b"g OK FETCH completed", out)
+        self.assertEqual(self.jobs, ["precompute", "precompute"])  # only the large one again
