@@ -125,6 +125,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "imap.preauth_timeout": (60, "seconds of inactivity before an unauthenticated IMAP session is closed"),
     "imap.max_literal": (52428800, "largest APPEND literal in octets"),
     "imap.max_command_length": (65536, "longest IMAP command line in octets"),
+    "imap.max_list_pattern": (1024, "longest LIST/LSUB reference plus pattern in octets; longer is BAD"),
     "access.max_connections_per_ip": (20, "concurrent POP3/IMAP connections from one IP to one listener (Client IPs exempt); 0 = no limit"),
     # Outbound SMTP (RFC 5321 §4.5.3.2 timeouts, seconds)
     "smtp.remote_port": (25, "TCP port of remote MX hosts (tests point it at loopback sinks)"),

@@ -10,7 +10,6 @@ account's directory. Messages are handled by ``MaildirMailbox``.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -99,17 +98,53 @@ def _write_subscriptions(path: str, subs: set[str]) -> None:
     maildir.write_atomic(os.path.join(path, SUBSCRIPTIONS_FILE), text.encode("ascii"))
 
 
-def _wildcard_re(pattern: str) -> re.Pattern[str]:
-    """RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the delimiter."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("^" + "".join(out) + "$", re.DOTALL)
+class WildcardPattern:
+    """A LIST/LSUB pattern (RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the
+    hierarchy delimiter) matched without backtracking.
+
+    A regular expression built from the pattern (``*`` as ``.*``) backtracks exponentially on
+    runs of wildcards: ``LIST "" "************x"`` held the reactor, and with it every
+    protocol, for 38 s. Here the pattern is a bit-parallel automaton (shift-and): bit i set
+    means "pattern position i reached", and each character of a name costs a few integer
+    operations whatever the pattern, so a name is matched in time linear in its length.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        tokens: list[str] = []
+        for ch in pattern:
+            if ch in "*%" and tokens and tokens[-1] in ("*", "%"):
+                # ** = *% = %* = *, %% = %: no two wildcards in a row, so one shift closes.
+                tokens[-1] = "%" if (ch == "%" and tokens[-1] == "%") else "*"
+                continue
+            tokens.append(ch)
+        self._literal: Optional[str] = None if any(t in "*%" for t in tokens) else "".join(tokens)
+        self._chars: dict[str, int] = {}
+        self._star = self._pct = 0
+        for i, t in enumerate(tokens):
+            if t == "*":
+                self._star |= 1 << i
+            elif t == "%":
+                self._pct |= 1 << i
+            else:
+                self._chars[t] = self._chars.get(t, 0) | 1 << i
+        self._wild = self._star | self._pct
+        self._accept = 1 << len(tokens)
+
+    def _close(self, state: int) -> int:
+        """Also reach the position after each reached wildcard (it may match nothing)."""
+        return state | (state & self._wild) << 1
+
+    def matches(self, name: str) -> bool:
+        if self._literal is not None:
+            return name == self._literal
+        chars, star, pct = self._chars, self._star, self._pct
+        state = self._close(1)
+        for ch in name:
+            stay = state & (star if ch == names.DELIMITER else star | pct)
+            state = self._close(stay | (state & chars.get(ch, 0)) << 1)
+            if not state:
+                return False
+        return bool(state & self._accept)
 
 
 @implementer(imap4.IMailboxInfo)
@@ -184,6 +219,11 @@ class MaildirAccount:
                 continue
             out.append(canon)
         return [INBOX] + sorted(out[1:])
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        """Run blocking or long work ``fn(*args)`` off the reactor (the notifier's threads):
+        for the IMAP layer's reading and decoding of large messages."""
+        return self.notifier.run(fn, *args)
 
     def ensure(self) -> defer.Deferred[bool]:
         """Create the Maildir and special-use folders if missing (in a thread)."""
@@ -380,10 +420,9 @@ class MaildirAccount:
     def subscriptions(self) -> list[str]:
         return sorted(self._subscriptions())
 
-    def listMailboxes(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:
-        """LIST (RFC 3501 §6.3.8): ``ref`` + ``wildcard``; attributes \\HasChildren /
-        \\HasNoChildren (RFC 3348), \\Noselect for parents that are not folders, and the
-        special-use attribute (RFC 6154). INBOX matches case-insensitively."""
+    @staticmethod
+    def _pattern(ref: Union[str, bytes], wildcard: Union[str, bytes]) -> WildcardPattern:
+        """``ref`` + ``wildcard`` (RFC 3501 §6.3.8); INBOX matches case-insensitively."""
         if isinstance(ref, bytes):
             ref = ref.decode("latin-1")
         if isinstance(wildcard, bytes):
@@ -391,15 +430,21 @@ class MaildirAccount:
         pattern = ref + wildcard if not wildcard.startswith(names.DELIMITER) else wildcard
         if pattern[:5].upper() == INBOX and (len(pattern) == 5 or pattern[5] == names.DELIMITER):
             pattern = INBOX + pattern[5:]
-        rx = _wildcard_re(pattern)
-        existing = self.folder_names()
+        return WildcardPattern(pattern)
+
+    def listMailboxes(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:
+        """LIST (RFC 3501 §6.3.8): ``ref`` + ``wildcard``; attributes \\HasChildren /
+        \\HasNoChildren (RFC 3348), \\Noselect for parents that are not folders, and the
+        special-use attribute (RFC 6154). INBOX matches case-insensitively."""
+        rx = self._pattern(ref, wildcard)
+        existing = set(self.folder_names())
         all_names = set(existing)
         for n in existing:
             all_names.update(names.parent_names(n))
         children = {p for n in all_names for p in names.parent_names(n)}
         out = []
         for n in sorted(all_names, key=lambda x: (x != INBOX, x)):
-            if not rx.match(n):
+            if not rx.matches(n):
                 continue
             attrs = ["\\HasChildren" if n in children else "\\HasNoChildren"]
             if n not in existing:
@@ -409,6 +454,24 @@ class MaildirAccount:
                 attrs.append(su)
             out.append((n, MailboxInfo(n, attrs)))
         return out
+
+    def listSubscribed(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:
+        """LSUB (RFC 3501 §6.3.9): the subscribed names matching ``ref`` + ``wildcard``, whether
+        or not they exist (a subscription outlives its folder). When a ``%`` stops at a level
+        above a subscribed name, the unsubscribed parent it reaches is listed \\Noselect, so a
+        client walking the tree level by level still finds the subscribed child."""
+        rx = self._pattern(ref, wildcard)
+        subs = self._subscriptions()
+        rows: dict[str, list[str]] = {}
+        for s in subs:
+            if rx.matches(s):
+                rows[s] = []
+                continue
+            for parent in names.parent_names(s):
+                if parent not in subs and parent not in rows and rx.matches(parent):
+                    rows[parent] = ["\\Noselect"]
+        ordered = sorted(rows, key=lambda x: (x != INBOX, x))
+        return [(n, MailboxInfo(n, rows[n])) for n in ordered]
 
     # -- INamespacePresenter (RFC 2342) --------------------------------------------------------
 

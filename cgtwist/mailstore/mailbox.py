@@ -181,7 +181,7 @@ class MaildirMailbox:
             up.flags, up.permanent = kw
         if len(self._seq) > self._announced:
             self._announced = len(self._seq)
-            up.exists, up.recent = self._announced, len(self._recent)
+            up.exists, up.recent = self._announced, self.getRecentCount()
         if self._dirty:
             for uid in sorted(self._dirty):
                 seq = self.seq_of(uid)
@@ -229,7 +229,7 @@ class MaildirMailbox:
         """Flags as this session sees them, \\Recent included."""
         e = self.folder.entries.get(uid) or self._ghosts.get(uid)
         flags = sorted(self.folder.flags_of(e)) if e is not None else []
-        if uid in self._recent:
+        if self._is_recent(uid):
             flags.append("\\Recent")
         return flags
 
@@ -267,7 +267,12 @@ class MaildirMailbox:
     def message(self, seq: int) -> MaildirMessage:
         uid = self._seq[seq - 1]
         e = self.folder.entries.get(uid) or self._ghosts[uid]
-        return MaildirMessage(self.folder, e, self.folder.flags_of(e), uid in self._recent)
+        return MaildirMessage(self.folder, e, self.folder.flags_of(e), self._is_recent(uid))
+
+    def _is_recent(self, uid: int) -> bool:
+        """\\Recent for this session: claimed by it, or, read-only (EXAMINE, which never
+        claims), not yet claimed by anyone (RFC 3501 §2.3.2, as Dovecot shows it)."""
+        return uid in self._recent or (not self.rw and uid in self.folder.unclaimed_recent)
 
     def expunge_uids(self, uids: Iterable[int]) -> defer.Deferred[list[int]]:
         """UID EXPUNGE (RFC 4315 §2.1): expunge those of ``uids`` that have \\Deleted."""
@@ -387,8 +392,9 @@ class MaildirMailbox:
         return self._announced
 
     def getRecentCount(self) -> int:
-        if self.rw and not self.listeners and self.folder.unclaimed_recent:
-            # Twisted's SELECT asks before addListener, which is where the claim happens.
+        if (not self.rw or not self.listeners) and self.folder.unclaimed_recent:
+            # SELECT asks before addListener, which is where the claim happens; EXAMINE
+            # shows what is unclaimed and leaves it for the next read-write session.
             return len(self._recent | self._present(self.folder.unclaimed_recent))
         return len(self._recent)
 
@@ -413,7 +419,10 @@ class MaildirMailbox:
     def requestStatus(self, names_: Iterable[str]) -> dict[str, int]:
         """STATUS counts from the shared folder (RFC 3501 §6.3.10)."""
         f = self.folder
-        recent = len(f.unclaimed_recent) + sum(len(v._recent) for v in f.views())
+        # RFC 3501 §6.3.10 RECENT: what a session selecting the mailbox now would be shown
+        # as \\Recent, which is what no session has claimed yet (EXAMINE agrees, imaptest
+        # append/select). Messages claimed by an open session are that session's alone.
+        recent = len(f.unclaimed_recent)
         values = {
             "MESSAGES": len(f.uids), "RECENT": recent, "UIDNEXT": f.uidnext,
             "UIDVALIDITY": f.uidvalidity,

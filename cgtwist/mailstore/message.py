@@ -166,6 +166,16 @@ class MaildirMessage:
             return self.entry.meta.headers.get(name)
         return self.getHeaders(False, name).get(name)
 
+    def header_values(self, name: str) -> list[str]:
+        """Every instance of one header field (``name`` lower-case), in order, folding kept.
+        The cached fields are those RFC 5322 §3.6 allows once, so the cache answers them;
+        for any other the header block is read (SEARCH HEADER X-Extra must see both
+        ``X-Extra:`` lines, RFC 3501 §6.4.4)."""
+        if name in maildir.CACHED_HEADERS:
+            value = self.entry.meta.headers.get(name)
+            return [] if value is None else [value]
+        return header_instances(self.header_bytes(), name)
+
     def getBodyFile(self) -> BinaryIO:
         """Only the body: offset 0 is its first octet (seek(0) does not go back to the header)."""
         f = self._open()
@@ -190,6 +200,30 @@ class MaildirMessage:
 
     def __repr__(self) -> str:
         return f"<MaildirMessage {self.folder.account} {self.folder.name} uid={self.entry.uid}>"
+
+
+def header_instances(block: bytes, name: str) -> list[str]:
+    """All values of the field ``name`` (lower-case) in a header block, decoded latin-1 so
+    each octet round-trips, folded lines joined with CRLF."""
+    out: list[str] = []
+    current: Optional[list[str]] = None
+    for raw in block.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("latin-1")
+        if not line:
+            break
+        if line[0] in " \t":
+            if current is not None:
+                current.append(line)
+            continue
+        if current is not None:
+            out.append("\r\n".join(current).strip())
+            current = None
+        field, sep, value = line.partition(":")
+        if sep and field.lower() == name:
+            current = [value.lstrip()]
+    if current is not None:
+        out.append("\r\n".join(current).strip())
+    return out
 
 
 class _Tail:

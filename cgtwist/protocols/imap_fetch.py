@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator, Optional
 from twisted.mail import imap4
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_structure
+from cgtwist.protocols import imap_sections, imap_structure
 
 log = Logger()
 
@@ -117,20 +117,33 @@ def _flags(msg: Any, extra: Optional[str]) -> bytes:
     return b"FLAGS (" + b" ".join(f.encode("utf-8") if isinstance(f, str) else f for f in flags) + b")"
 
 
-def body_structure(msg: Any, extended: bool) -> bytes:
-    """BODYSTRUCTURE/BODY from the raw message; malformed MIME gets a plain-text fallback."""
-    name = "bodystructure-%s-1" % ("ext" if extended else "basic")
+def _structure_name(extended: bool) -> str:
+    return "bodystructure-%s-2" % ("ext" if extended else "basic")
+
+
+def _structure_needs_file(msg: Any) -> bool:
+    """A single part's structure comes from cached headers; a multipart or message/* one
+    means reading and parsing the file."""
+    heads = msg.getHeaders(False, "content-type")
+    ctype = next((v for k, v in heads.items() if k.lower() == "content-type"), "") or ""
+    return bool(ctype.strip().lower().startswith(("multipart/", "message/")))
+
+
+def body_structure(msg: Any, extended: bool, pre: Optional[dict[Any, Any]] = None) -> bytes:
+    """BODYSTRUCTURE/BODY from the raw message (or as ``precompute`` built it in a thread);
+    malformed MIME gets a plain-text fallback."""
+    name = _structure_name(extended)
 
     def compute() -> bytes:
+        if pre is not None and ("structure", extended) in pre:
+            return bytes(pre[("structure", extended)])
         cached = imap_structure.cached_structure(msg, extended)
         return cached if cached is not None else imap_structure.body_structure(read_raw(msg), extended)
 
     try:
-        heads = msg.getHeaders(False, "content-type")
-        ctype = next((v for k, v in heads.items() if k.lower() == "content-type"), "") or ""
+        cheap = not _structure_needs_file(msg)
         # A single part is rebuilt from cached headers (kept in memory only); a multipart
         # message means parsing the file (kept in the cache file across restarts).
-        cheap = not ctype.strip().lower().startswith(("multipart/", "message/"))
         keep = getattr(msg, "memo" if cheap else "cached", None)
         return bytes(keep(name, compute)) if keep is not None else compute()
     except Exception:
@@ -187,32 +200,76 @@ def _bytes_item(name: bytes, part: Any, data: bytes) -> Iterator[bytes]:
     yield from _literal_stream(io.BytesIO(data), start, length)
 
 
-def _subpart(msg: Any, path: tuple[int, ...]) -> Any:
-    for p in path:
-        if msg.isMultipart():
-            msg = msg.getSubPart(p)
-        elif p != 0:
-            raise IndexError("no such body part")
-    return msg
+def _section_bytes(raw: bytes, part: Any) -> Optional[bytes]:
+    """The octets of ``BODY[<path>.<suffix>]`` sliced from the raw message, None when the
+    section names no part (RFC 3501 §6.4.5; a message/rfc822 part's numbers continue into
+    the message it holds)."""
+    path = [p + 1 for p in part.part]
+    root = imap_sections.parse(raw)
+    node = imap_sections.resolve(root, path)
+    if node is None:
+        return None
+    if part.mime is not None:
+        return raw[node.start:node.body]
+    if part.header is None and part.text is None:
+        return raw[node.body:node.end]
+    inner = imap_sections.message_of(root, node, path)
+    if inner is None:
+        return None
+    if part.text is not None:
+        return raw[inner.body:inner.end]
+    header = raw[inner.start:inner.body]
+    if part.header.fields:
+        return filter_header_lines(header, list(part.header.fields), part.header.negate)
+    return header
 
 
-def body_item(msg: Any, part: Any) -> Iterator[bytes]:
+def _is_structure(item: Any) -> bool:
+    return bool(item.type == "bodystructure" or (
+        item.type == "body" and not (item.empty or item.header or item.text or item.mime)))
+
+
+def needs_parse(query: list[Any]) -> bool:
+    """Whether these items may mean reading and parsing a whole message: BODY[<part>...],
+    BODYSTRUCTURE or BODY of a multipart. Worth doing in a thread for a large message."""
+    return any(_is_structure(i) or (i.type == "body" and i.part) for i in query)
+
+
+def precompute(msg: Any, query: list[Any]) -> dict[Any, Any]:
+    """(thread) Read and parse a message once for the items ``needs_parse`` names: their
+    values, for ``fetch_response(..., pre=)`` to use on the reactor. Empty when anything
+    fails: the items are then computed on the reactor as usual (and fail there, logged)."""
+    out: dict[Any, Any] = {}
+    try:
+        raw: Optional[bytes] = None
+        for item in query:
+            if _is_structure(item):
+                ext = item.type == "bodystructure"
+                extra = getattr(getattr(msg, "meta", None), "extra", {})
+                if ("structure", ext) in out or _structure_name(ext) in extra or not _structure_needs_file(msg):
+                    continue
+                raw = read_raw(msg) if raw is None else raw
+                out[("structure", ext)] = imap_structure.body_structure(raw, ext)
+            elif item.type == "body" and item.part:
+                raw = read_raw(msg) if raw is None else raw
+                out[("section", id(item))] = _section_bytes(raw, item)
+    except Exception:
+        return {}
+    return out
+
+
+def body_item(msg: Any, part: Any, pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
     """One ``BODY[...]`` item with its data."""
     name = section_name(part)
     if part.part:
-        try:
-            sub = _subpart(msg, part.part)
-        except (IndexError, TypeError):
+        if pre is not None and ("section", id(part)) in pre:
+            data = pre[("section", id(part))]
+        else:
+            data = _section_bytes(read_raw(msg), part)
+        if data is None:
             yield name + b" NIL"  # no such part (Dovecot answers NIL as well)
             return
-        if part.mime is not None or part.header is not None:
-            hdrs = sub.getHeaders(True) if part.mime is not None or not part.header.fields \
-                else sub.getHeaders(part.header.negate, *[f.decode() for f in part.header.fields])
-            yield from _bytes_item(name, part, _format_headers(hdrs) + b"\r\n")
-            return
-        body = sub.getBodyFile()
-        body.seek(0)
-        yield from _bytes_item(name, part, body.read())
+        yield from _bytes_item(name, part, data)
         return
     f = open_raw(msg)
     try:
@@ -250,8 +307,9 @@ def sets_seen(query: list[Any]) -> bool:
 
 
 def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
-                   seen_added: bool = False) -> Iterator[bytes]:
-    """Yield the chunks of one ``* seq FETCH (...)`` response."""
+                   seen_added: bool = False, pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
+    """Yield the chunks of one ``* seq FETCH (...)`` response (``pre``: what ``precompute``
+    built in a thread)."""
     yield b"* %d FETCH (" % seq
     first = True
     types = {item.type for item in query}
@@ -277,7 +335,7 @@ def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
         elif t == "envelope":
             yield b"ENVELOPE " + imap_structure.envelope_of(msg)
         elif t == "bodystructure":
-            yield b"BODYSTRUCTURE " + body_structure(msg, True)
+            yield b"BODYSTRUCTURE " + body_structure(msg, True, pre)
         elif t == "rfc822":
             yield from _whole(msg, b"RFC822", "all")
         elif t == "rfc822header":
@@ -286,9 +344,9 @@ def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
             yield from _whole(msg, b"RFC822.TEXT", "text")
         elif t == "body":
             if item.empty or item.header or item.text or item.mime:
-                yield from body_item(msg, item)
+                yield from body_item(msg, item, pre)
             else:
-                yield b"BODY " + body_structure(msg, False)
+                yield b"BODY " + body_structure(msg, False, pre)
         else:  # pragma: no cover - the parser only produces the types above
             raise ValueError(f"unknown fetch item {t}")
     yield b")\r\n"

@@ -39,6 +39,21 @@ class _Pending:
         self.message_literal = False  # an APPEND message literal was accepted
 
 
+def _append_arguments_problem(cmd: _Pending, before: bytes) -> Optional[str]:
+    """What is wrong with APPEND's flags and date (``before``: the line up to the message
+    literal), or None. The mailbox comes first: in this line after tag and command, or as an
+    earlier literal, in which case the line holds only what follows it."""
+    try:
+        tokens = imap_parse.tokenize([before], [])
+        args = tokens[3:] if len(cmd.segments) == 1 else tokens
+        if len(cmd.segments) == 1 and len(tokens) < 3:
+            return "Missing mailbox"
+        imap_parse.append_arguments(args)
+    except imap_parse.ParseError as e:
+        return str(e)[:200]
+    return None
+
+
 class FramingMixin:
     """Line/literal reader; the protocol provides ``_dispatch``, ``_idle_line``, ``_sasl_line``."""
 
@@ -217,6 +232,14 @@ class FramingMixin:
             else:
                 self.sendBadResponse(cmd.tag, b"[TOOBIG] Literal too large")
             return
+        if message and spec.sync:
+            # RFC 3501 §6.3.11: bad flags or date are BAD before the client sends the message.
+            problem = _append_arguments_problem(cmd, line[: spec.start])
+            if problem is not None:
+                self._abort_command()
+                self.log.info("imap: APPEND refused from {ip}: {problem}", ip=self.peer_ip, problem=problem)
+                self.sendBadResponse(cmd.tag, problem.encode())
+                return
         if message:
             cmd.message_literal = True
             self._literal_sink = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)

@@ -12,7 +12,6 @@ cgtwist.protocols.imap_messages; connection handling in cgtwist.protocols.imap.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from twisted.internet import defer
@@ -24,9 +23,6 @@ from cgtwist.protocols import imap_parse
 
 log = Logger()
 
-_SYSTEM_FLAGS = {"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"}
-_FLAG_RE = re.compile(rb"\A\\?[!#$&'+-.0-9:<-Z^-z|~]+\Z")  # atom chars minus ] and specials
-_DATE_TIME_RE = re.compile(rb'\A[ 0-9][0-9]-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}\Z')
 _STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
 _ID_FIELDS = 30  # RFC 2971 §3.3
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
@@ -50,15 +46,10 @@ def _decode_name(raw: bytes) -> Any:
 
 def _flag_list(raw: Any) -> list[str]:
     """Validate a flag list from APPEND/STORE: system flags or keyword atoms; no \\Recent."""
-    out = []
-    for f in raw or []:
-        if isinstance(f, list) or not isinstance(f, bytes) or not _FLAG_RE.match(f):
-            raise imap4.IllegalClientResponse("Invalid flag")
-        text = f.decode("ascii")
-        if text.startswith("\\") and text.lower() not in _SYSTEM_FLAGS:
-            raise imap4.IllegalClientResponse("Invalid system flag")
-        out.append(text)
-    return out
+    try:
+        return [imap_parse.check_flag(f) for f in raw or []]
+    except imap_parse.ParseError as e:
+        raise imap4.IllegalClientResponse(str(e)) from None
 
 
 class MailboxCommands:
@@ -68,6 +59,8 @@ class MailboxCommands:
 
     # Provided by the protocol class.
     account: Any
+    account_name: str
+    settings: Any
     mbox: Any
     state: str
     clock: Any
@@ -142,7 +135,11 @@ class MailboxCommands:
         line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many list items")
-        return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
+        try:
+            return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
+        except imap4.MismatchedNesting:
+            # ``(((\\Seen)))``: Twisted cuts at the first ")" and fails on what is left.
+            raise imap4.IllegalClientResponse("Mismatched parentheses") from None
 
     def opt_plist(self, line: Optional[bytes]) -> Any:
         line = line or b""  # Twisted passes None when the line ran out
@@ -282,13 +279,19 @@ class MailboxCommands:
             self.sendUntaggedResponse(cmd + b' (\\Noselect) "/" ""')
             self.sendPositiveResponse(tag, cmd + b" completed")
             return
+        limit = self.settings.current["imap.max_list_pattern"]
+        if len(ref) + len(pattern) > limit:
+            self.log.info("imap: {cmd} pattern of {n} octets refused for {account} from {ip}",
+                          cmd=cmd.decode(), n=len(ref) + len(pattern), account=self.account_name,
+                          ip=self.peer_ip)
+            self.sendBadResponse(tag, b"Reference and pattern longer than %d octets" % limit)
+            return
         # The wire form is modified UTF-7 (RFC 3501 §5.1.3); the account matches decoded names.
-        d = defer.maybeDeferred(self.account.listMailboxes, _decode_name(ref), _decode_name(pattern))
+        lister = self.account.listSubscribed if sub else self.account.listMailboxes
+        d = defer.maybeDeferred(lister, _decode_name(ref), _decode_name(pattern))
 
         def show(rows: list[tuple[str, Any]]) -> None:
             for name, info in rows:
-                if sub and not self.account.isSubscribed(name):
-                    continue
                 attrs = [a for a in info.getFlags()]
                 if sub:  # RFC 3501 §6.3.9: LSUB carries no CHILDREN/SPECIAL-USE semantics
                     attrs = [a for a in attrs if a.lower() == "\\noselect"]
@@ -298,7 +301,7 @@ class MailboxCommands:
             self.sendPositiveResponse(tag, cmd + b" completed")
 
         d.addCallback(show)
-        d.addErrback(self._fail(tag, "LIST"))
+        d.addErrback(self._fail(tag, cmd.decode()))
 
     auth_LIST = (_list, _astr, _astr, 0, b"LIST")
     auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
@@ -409,17 +412,21 @@ class MailboxCommands:
             message.close()
             self.sendBadResponse(tag, str(e).encode())
             return
-        if date is not None and not _DATE_TIME_RE.match(date):
-            message.close()
-            self.sendBadResponse(tag, b"Invalid date-time")
-            return
+        when: Optional[float] = None
+        if date is not None:
+            try:
+                when = imap_parse.parse_date_time(date)
+            except imap_parse.ParseError as e:
+                message.close()
+                self.sendBadResponse(tag, str(e).encode())
+                return
 
         def got(box: Any) -> Any:
             if box is None:
                 self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
                 return None
             append = getattr(box, "append", None) or box.addMessage
-            d = defer.maybeDeferred(append, message, flag_list, date)
+            d = defer.maybeDeferred(append, message, flag_list, when)
 
             def ok(uid: Any) -> None:
                 self._close_other(box)

@@ -12,7 +12,6 @@ search predicate from cgtwist.protocols.imap_search.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Iterator, Optional
 
 from twisted.internet import defer, interfaces
@@ -31,9 +30,16 @@ _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # (GIL hand-offs at every file read).
 _SEARCH_BATCH = 200
 _SEARCH_BATCH_BYTES = 4 << 20
+# A message larger than this is read and decoded for BODY/TEXT in an I/O thread (one at a
+# time per SEARCH), so no single message holds the reactor for the length of its text.
+_SEARCH_OFFLOAD = 1 << 20
 _STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
 # FETCH items answered from the index: an expunged message still has them (RFC 2180 §4.1.2).
 _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size"))
+_TURN = 0.01  # seconds of FETCH or SEARCH work in one reactor turn before yielding
+# FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
+# above this size that happens in an I/O thread while the response waits.
+_FETCH_OFFLOAD = 1 << 20
 
 
 def _uid_set(uids: list[int]) -> bytes:
@@ -58,6 +64,7 @@ class _Streamer:
         self.paused = False
         self.stopped = False
         self.scheduled: Any = None
+        self.waiting = False  # a Deferred from the chunks is being waited for
         self.done: defer.Deferred[None] = defer.Deferred()
 
     def start(self) -> defer.Deferred[None]:
@@ -66,21 +73,28 @@ class _Streamer:
         return self.done
 
     def _schedule(self) -> None:
-        if self.scheduled is None and not self.stopped:
+        if self.scheduled is None and not self.stopped and not self.waiting:
             self.scheduled = self.proto.clock.callLater(0, self._run)
 
     def _run(self) -> None:
         self.scheduled = None
         written = 0
+        clock = self.proto.clock
+        deadline = clock.seconds() + _TURN
         try:
             while not self.paused and not self.stopped:
                 chunk = next(self.chunks, None)
                 if chunk is None:
                     self._finish(None)
                     return
+                if isinstance(chunk, defer.Deferred):
+                    # Work done in a thread (a large message parsed): go on when it is ready.
+                    self.waiting = True
+                    chunk.addCallbacks(self._ready, self._finish)
+                    return
                 self.proto.transport.write(chunk)
                 written += len(chunk)
-                if written >= _STREAM_BURST:
+                if written >= _STREAM_BURST or clock.seconds() > deadline:
                     self._schedule()
                     return
         except Exception:
@@ -95,6 +109,10 @@ class _Streamer:
             self.done.callback(None)
         else:
             self.done.errback(failure)
+
+    def _ready(self, _: object) -> None:
+        self.waiting = False
+        self._schedule()
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -246,6 +264,7 @@ class MessageCommands(MailboxCommands):
             tokens = imap_parse.tokenize([first] + segments[1:],
                                          [x if isinstance(x, bytes) else b"" for x in literals])
             _charset, pred = imap_search.compile_search(tokens)
+            texts = imap_search.text_needed(tokens)
         except imap_search.BadCharset:
             self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
             return
@@ -253,6 +272,7 @@ class MessageCommands(MailboxCommands):
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
         box = self.mbox
+        runner = getattr(self.account, "run", None)
         d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
 
         def run(rows: Any) -> defer.Deferred[list[int]]:
@@ -262,17 +282,25 @@ class MessageCommands(MailboxCommands):
             found: list[int] = []
             done: defer.Deferred[list[int]] = defer.Deferred()
 
-            def batch(start: int) -> None:
+            def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
                 i, read = start, 0
                 end = min(len(rows), start + _SEARCH_BATCH)
                 try:
                     ctx = imap_search.Context(0, 0, count, top_uid)
-                    while i < end and read < _SEARCH_BATCH_BYTES:
+                    deadline = self.clock.seconds() + _TURN
+                    while i < end and read < _SEARCH_BATCH_BYTES and self.clock.seconds() <= deadline:
                         seq, msg = rows[i]
+                        text = prepared or imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
+                        if prepared is None and texts and runner is not None and msg.getSize() > _SEARCH_OFFLOAD:
+                            # Reading and decoding a large message would hold the reactor:
+                            # do it in a thread, then match it here from the start of a turn.
+                            d = runner(text.prepare, texts)
+                            d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
+                            return
+                        prepared = None
                         i += 1
                         ctx.seq = seq
                         ctx.uid = msg.getUID()
-                        text = imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
                         if pred(text, ctx):
                             found.append(ctx.uid if uid else seq)
                         read += text.bytes_read
@@ -314,7 +342,18 @@ class MessageCommands(MailboxCommands):
             d = defer.maybeDeferred(box.store, ms, ["\\Seen"], 1, uid=False)
             return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
 
+        runner = getattr(self.account, "run", None)
+        heavy = runner is not None and imap_fetch.needs_parse(query)
         gone: list[int] = []
+
+        def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
+            for seq, msg in rows:
+                pre: Optional[dict[Any, Any]] = None
+                if heavy and msg.getSize() > _FETCH_OFFLOAD:
+                    # Read and parse a large message in a thread; the streamer waits for it.
+                    pre = {}
+                    yield runner(imap_fetch.precompute, msg, query).addCallback(pre.update)
+                yield from self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone, pre)
 
         def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
             if not {item.type for item in query} <= _INDEX_ITEMS:
@@ -322,9 +361,7 @@ class MessageCommands(MailboxCommands):
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
-            chunks = itertools.chain.from_iterable(
-                self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone) for seq, msg in rows)
-            self._streamer = _Streamer(self, chunks)
+            self._streamer = _Streamer(self, responses(rows))
             return self._streamer.start()
 
         def done(_: Any) -> None:
@@ -351,11 +388,11 @@ class MessageCommands(MailboxCommands):
         d.addCallback(go)
 
     def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool,
-                    gone: list[int]) -> Iterator[bytes]:
+                    gone: list[int], pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
         """One message's response; an error before any of it is written drops just that message,
         and so does its file vanishing (expunged elsewhere, the index not yet told): that
         message goes into ``gone`` rather than out with empty text."""
-        gen = imap_fetch.fetch_response(seq, msg, query, uid, seen)
+        gen = imap_fetch.fetch_response(seq, msg, query, uid, seen, pre)
         held: list[bytes] = []
         size = 0
         try:

@@ -9,6 +9,7 @@ whether a literal announced at the end of a line is acceptable (RELIABILITY.md a
 from __future__ import annotations
 
 import bisect
+import datetime
 import re
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -218,3 +219,64 @@ class SequenceSet:
     def __contains__(self, value: int) -> bool:
         i = bisect.bisect_right(self.starts, value) - 1
         return i >= 0 and value <= self.ends[i]
+
+
+# -- APPEND arguments (RFC 3501 §6.3.11) ----------------------------------------------------------
+SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"})
+_FLAG_RE = re.compile(rb"\A\\?[!#$&'+-.0-9:<-Z^-z|~]+\Z")  # atom chars minus ] and specials
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# RFC 3501 §9 date-time: DQUOTE date-day-fixed "-" date-month "-" date-year SP time SP zone DQUOTE
+_DATE_TIME_RE = re.compile(
+    rb"\A([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z")
+
+
+def check_flag(flag: object) -> str:
+    """One flag of APPEND or STORE: a system flag or a keyword atom (never \\Recent, RFC 3501
+    §2.3.2); raises ParseError otherwise."""
+    if not isinstance(flag, bytes) or isinstance(flag, Literal) or not _FLAG_RE.match(flag):
+        raise ParseError("Invalid flag")
+    text = flag.decode("ascii")
+    if text.startswith("\\") and text.lower() not in SYSTEM_FLAGS:
+        raise ParseError("Invalid system flag")
+    return text
+
+
+def parse_date_time(value: bytes) -> float:
+    """RFC 3501 §9 date-time (without its quotes) -> epoch seconds.
+
+    Only dates that exist: ``30-Feb-2021``, ``99-Jan-2020``, hour 24 or a zone of +2500 are a
+    ParseError, never a different date stored in their place.
+    """
+    m = _DATE_TIME_RE.match(value)
+    if m is None:
+        raise ParseError("Invalid date-time")
+    day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
+    if mon.lower().decode() not in _MONTHS:
+        raise ParseError("Invalid month in date-time")
+    try:
+        when = datetime.datetime(int(year), _MONTHS.index(mon.lower().decode()) + 1, int(day.strip() or b"0"),
+                                 int(hh), int(mm), int(ss), tzinfo=datetime.UTC)
+    except ValueError:
+        raise ParseError("Invalid date-time: no such date or time") from None
+    if int(zh) > 23 or int(zm) > 59:
+        raise ParseError("Invalid time zone in date-time")
+    offset = (int(zh) * 3600 + int(zm) * 60) * (1 if sign == b"+" else -1)
+    return when.timestamp() - offset
+
+
+def append_arguments(tokens: list[Token]) -> tuple[list[str], Optional[float]]:
+    """The optional flag list and date-time of APPEND, between the mailbox and the message
+    literal: (flags, epoch or None). Raises ParseError for anything else (nested lists,
+    strings as flags, impossible dates, extra arguments)."""
+    flags: list[str] = []
+    date: Optional[float] = None
+    rest = list(tokens)
+    first = rest.pop(0) if rest and isinstance(rest[0], list) else None
+    if isinstance(first, list):
+        flags = [check_flag(f) for f in first]
+    second = rest.pop(0) if rest and isinstance(rest[0], Literal) else None
+    if isinstance(second, Literal):
+        date = parse_date_time(bytes(second))
+    if rest:
+        raise ParseError("Invalid APPEND arguments")
+    return flags, date

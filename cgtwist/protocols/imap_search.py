@@ -8,6 +8,7 @@ TEXT, answers KEYWORD with False, compares dates of different types and recurses
 
 from __future__ import annotations
 
+import binascii
 import datetime
 import email
 import email.header
@@ -18,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from cgtwist.protocols import imap_address, imap_sections
 from cgtwist.protocols.imap_parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -31,7 +33,9 @@ _FLAG_KEYS = {
     b"SEEN": ("\\Seen", True), b"UNSEEN": ("\\Seen", False),
     b"RECENT": ("\\Recent", True), b"OLD": ("\\Recent", False),
 }
-_ADDRESS_HEADERS = {b"BCC": "bcc", b"CC": "cc", b"FROM": "from", b"TO": "to", b"SUBJECT": "subject"}
+_ADDRESS_HEADERS = {b"BCC": "bcc", b"CC": "cc", b"FROM": "from", b"TO": "to"}
+_FOLD_SLICE = 256 * 1024
+_TEXT_KEYS = {b"BODY", b"TEXT"}
 _DATE_KEYS = {b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE"}
 
 
@@ -62,6 +66,7 @@ class MessageText:
         self._raw_cache: Optional[bytes] = None
         self._headers: Optional[dict[str, Optional[str]]] = None
         self._body: Optional[str] = None
+        self._folded: dict[str, str] = {}
         self._flags: Optional[set[str]] = None
 
     def flags(self) -> set[str]:
@@ -100,11 +105,40 @@ class MessageText:
     def has_header(self, name: str) -> bool:
         return self._lookup(name) is not None
 
+    def header_all(self, name: str) -> list[str]:
+        """Every instance of the field as text (SEARCH HEADER matches any of them)."""
+        many = getattr(self.msg, "header_values", None)
+        if many is None:
+            value = self._lookup(name)
+            return [] if value is None else [_header_text(value)]
+        return [_header_text(v) for v in many(name)]
+
+    def address_text(self, name: str) -> str:
+        """An address field as written and as its addresses read plainly (comments, routes
+        and group syntax aside), so FROM user@domain finds ``<user (c)@ (c) domain>``."""
+        raw = self._lookup(name)
+        if not raw:
+            return ""
+        return _header_text(raw) + "\n" + _header_text(imap_address.search_text(raw))
+
     def body_text(self) -> str:
         """The body as text: MIME text parts decoded (base64, quoted-printable, charset)."""
         if self._body is None:
             self._body = _decoded_body(self.raw())
         return self._body
+
+    def folded(self, which: str) -> str:
+        """``body_text()`` or ``full_text()`` (``which``), case-folded, computed once."""
+        hit = self._folded.get(which)
+        if hit is None:
+            hit = self._folded[which] = fold(self.body_text() if which == "body" else self.full_text())
+        return hit
+
+    def prepare(self, which: set[str]) -> None:
+        """(any thread) Read the message and build the folded texts named, so matching on
+        the reactor afterwards costs only the substring searches."""
+        for w in which:
+            self.folded(w)
 
     def full_text(self) -> str:
         """TEXT searches the header and the body (RFC 3501 §6.4.4)."""
@@ -251,20 +285,50 @@ def _simple_text_charset(head: bytes) -> Optional[str]:
 
 
 def _parsed_body(raw: bytes) -> str:
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    """The text parts of a MIME message, decoded, one after another. The parts are found by
+    imap_sections (a bytes.find per boundary) so attachments are skipped, not parsed: the
+    email package's parser walked every line of a 20 MB attachment in Python."""
     out = []
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
+    stack = [imap_sections.parse(raw)]
+    while stack:
+        node = stack.pop()
+        if node.children:
+            stack.extend(reversed(node.children))
             continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
+        if node.message is not None:
+            stack.append(node.message)
             continue
-        charset = part.get_content_charset() or "utf-8"
+        if node.header.get_content_maintype() not in ("text", "message"):
+            continue
+        payload = _decode_transfer(raw[node.body:node.end], node.header)
+        charset = node.header.get_content_charset() or "utf-8"
         try:
             out.append(payload.decode(charset, "replace"))
         except LookupError:
             out.append(payload.decode("utf-8", "replace"))
     return "\n".join(out)
+
+
+def _decode_transfer(body: bytes, header: Any) -> bytes:
+    """A part's body with its Content-Transfer-Encoding undone (RFC 2045 §6); as it is when
+    the encoding is unknown or broken."""
+    cte = str(header.get("content-transfer-encoding", "")).strip().lower()
+    try:
+        if cte == "base64":
+            return binascii.a2b_base64(body)
+        if cte == "quoted-printable":
+            return binascii.a2b_qp(body)
+    except (binascii.Error, ValueError):
+        pass
+    return body
+
+
+def fold(text: str) -> str:
+    """``text.casefold()`` a slice at a time: on a large body one call would hold the GIL
+    (and the reactor thread waiting for it) for its whole length."""
+    if len(text) <= _FOLD_SLICE:
+        return text.casefold()
+    return "".join(text[i:i + _FOLD_SLICE].casefold() for i in range(0, len(text), _FOLD_SLICE))
 
 
 def _set_matcher(spec: bytes, which: str) -> Predicate:
@@ -340,20 +404,23 @@ class _Compiler:
             return lambda m, c: (kw in m.flags()) == want
         if word in _ADDRESS_HEADERS:
             name, folded = _ADDRESS_HEADERS[word], _folded(self.string())
-            return lambda m, c: folded in m.header(name).casefold()
+            return lambda m, c: folded in m.address_text(name).casefold()
+        if word == b"SUBJECT":
+            folded = _folded(self.string())
+            return lambda m, c: folded in m.header("subject").casefold()
         if word == b"HEADER":
             field = self.string().decode("ascii", "replace").lower()
             needle = self.string()
             if not needle:  # RFC 3501 §6.4.4: empty string matches any message with the field
                 return lambda m, c: m.has_header(field)
             folded = _folded(needle)
-            return lambda m, c: folded in m.header(field).casefold()
+            return lambda m, c: any(folded in v.casefold() for v in m.header_all(field))
         if word == b"BODY":
             folded = _folded(self.string())
-            return lambda m, c: folded in m.body_text().casefold()
+            return lambda m, c: folded in m.folded("body")
         if word == b"TEXT":
             folded = _folded(self.string())
-            return lambda m, c: folded in m.full_text().casefold()
+            return lambda m, c: folded in m.folded("full")
         if word in (b"LARGER", b"SMALLER"):
             n = self.number()
             if word == b"LARGER":
@@ -394,6 +461,21 @@ class _Compiler:
         if not preds:
             raise SearchError("Empty search")
         return preds
+
+
+def text_needed(tokens: list[Token]) -> set[str]:
+    """Which message texts (``"body"``, ``"full"``) a search may match against: those are
+    worth building off the reactor for a large message. An argument spelled BODY or TEXT
+    counts too, which costs only the early build."""
+    out: set[str] = set()
+    stack: list[Token] = list(tokens)
+    while stack:
+        t = stack.pop()
+        if isinstance(t, list):
+            stack.extend(t)
+        elif not isinstance(t, Literal) and t.upper() in _TEXT_KEYS:
+            out.add("body" if t.upper() == b"BODY" else "full")
+    return out
 
 
 def compile_search(tokens: list[Token], max_terms: int = 1000, max_depth: int = 64) -> tuple[Optional[str], Predicate]:

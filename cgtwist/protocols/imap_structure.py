@@ -8,12 +8,13 @@ the whole message as the body size and fail on 8-bit headers or addresses withou
 
 from __future__ import annotations
 
-import email
-import email.policy
+import email.parser
 import email.utils
 import re
 from email.message import Message
 from typing import Any, Optional
+
+from cgtwist.protocols import imap_address, imap_sections
 
 _ENVELOPE_HEADERS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
                      "in-reply-to", "message-id")
@@ -29,38 +30,10 @@ def _b(value: Optional[str]) -> Optional[bytes]:
         return value.encode("utf-8", "surrogateescape")
 
 
-_SIMPLE_ADDR = re.compile(r"\A\s*(?:([^<>]*?)\s*<([^<>\s]*)>|([^<>\s]+))\s*\Z")
-
-
-def _parse_addresses(value: str) -> list[tuple[str, str]]:
-    """(name, address) pairs; a fast path for the common ``Name <a@b>, c@d`` forms, the
-    standard library's parser for quoting, comments and groups."""
-    if not any(c in value for c in '"():;\\'):
-        out = []
-        for piece in value.split(","):
-            if not piece.strip():
-                continue
-            m = _SIMPLE_ADDR.match(piece)
-            if m is None:
-                break
-            out.append((m.group(1) or "", m.group(2) if m.group(2) is not None else m.group(3)))
-        else:
-            return out
-    return email.utils.getaddresses([value])
-
-
 def _addresses(value: Optional[str]) -> Optional[list[list[Optional[bytes]]]]:
-    """RFC 3501 address list: (name adl mailbox host) per address, NIL when absent."""
-    if not value:
-        return None
-    out: list[list[Optional[bytes]]] = []
-    for name, addr in _parse_addresses(value):
-        if not addr and not name:
-            continue
-        local, at, host = addr.rpartition("@")
-        if not at:
-            local, host = addr, ""
-        out.append([_b(name) or None, None, _b(local) or None, _b(host) or None])
+    """RFC 3501 address list: (name adl mailbox host) per address, group start and end
+    markers around a group's members (§7.4.2), NIL when there is none."""
+    out = [[_b(a.name), _b(a.adl), _b(a.mailbox), _b(a.host)] for a in imap_address.parse(value)]
     return out or None
 
 
@@ -83,7 +56,7 @@ def envelope_of(msg: Any) -> bytes:
     """ENVELOPE on the wire; kept with the message by a store that offers ``memo``."""
     memo = getattr(msg, "memo", None)
     if memo is not None:
-        return bytes(memo("envelope-1", lambda: _envelope_wire(msg)))
+        return bytes(memo("envelope-2", lambda: _envelope_wire(msg)))
     return _envelope_wire(msg)
 
 
@@ -135,21 +108,15 @@ def _header(part: Message, name: str) -> Optional[bytes]:
     return _b(" ".join(str(v).split())) if v is not None else None
 
 
-def _raw_body(part: Message) -> bytes:
-    payload = part.get_payload()
-    if isinstance(payload, str):
-        return payload.encode("ascii", "surrogateescape")
-    return part.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n")).split(b"\r\n\r\n", 1)[-1]
-
-
 def _lines(body: bytes) -> int:
     return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
 
 
-def structure(part: Message, extended: bool) -> list[Any]:
-    """BODYSTRUCTURE (``extended``) or BODY of one parsed MIME part."""
-    if part.get_content_maintype() == "multipart" and part.is_multipart():
-        kids = [structure(p, extended) for p in part.get_payload() if isinstance(p, Message)]
+def structure(part: Message, extended: bool, raw: bytes = b"", node: Optional[imap_sections.Part] = None) -> list[Any]:
+    """BODYSTRUCTURE (``extended``) or BODY of one MIME part: ``part`` is its header, ``node``
+    where it lies in ``raw`` (None: a header alone, sizes left 0 for the caller to fill)."""
+    if node is not None and node.children:
+        kids = [structure(c.header, extended, raw, c) for c in node.children]
         out: list[Any] = kids + [_b(part.get_content_subtype())]
         if extended:
             out += [_params(part, "content-type"), _disposition(part),
@@ -159,15 +126,14 @@ def structure(part: Message, extended: bool) -> list[Any]:
     params = _params(part, "content-type")
     if maintype == "text" and not (params and b"charset" in [p.lower() for p in params[::2]]):
         params = (params or []) + [b"charset", b"us-ascii"]  # RFC 2045 §5.2 default
-    body = _raw_body(part)
+    body = raw[node.body:node.end] if node is not None else b""
     out = [_b(maintype), _b(subtype), params, _header(part, "content-id"),
            _header(part, "content-description"),
            _b(str(part.get("content-transfer-encoding", "7bit")).strip().lower()) or b"7bit", len(body)]
-    payload: Any = part.get_payload()
-    if (maintype, subtype) == ("message", "rfc822") and isinstance(payload, list) and payload:
-        inner: Message = payload[0]
-        heads = {k.lower(): str(v) for k, v in inner.items()}
-        out += [envelope(heads), structure(inner, extended), _lines(body)]
+    if node is not None and node.message is not None:
+        inner = node.message
+        heads = {k.lower(): str(v) for k, v in inner.header.items()}
+        out += [envelope(heads), structure(inner.header, extended, raw, inner), _lines(body)]
     elif maintype == "text":
         out.append(_lines(body))
     if extended:
@@ -177,9 +143,10 @@ def structure(part: Message, extended: bool) -> list[Any]:
 
 
 def body_structure(raw: bytes, extended: bool) -> bytes:
-    """The wire form of BODYSTRUCTURE/BODY for a whole raw message."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    return wire(structure(msg, extended))
+    """The wire form of BODYSTRUCTURE/BODY for a whole raw message, sizes and line counts
+    from the octets each part spans (so they agree with what BODY[section] returns)."""
+    root = imap_sections.parse(raw)
+    return wire(structure(root.header, extended, raw, root))
 
 
 _MIME_HEADERS = ("content-type", "content-transfer-encoding", "content-id", "content-description",
@@ -196,8 +163,8 @@ def cached_structure(msg: Any, extended: bool) -> Optional[bytes]:
     ctype = heads.get("content-type", "").strip().lower()
     if ctype.startswith(("multipart/", "message/")):
         return None
-    part = email.message_from_string("".join(f"{k}: {v}\r\n" for k, v in heads.items()) + "\r\n",
-                                      policy=email.policy.compat32)
+    part = email.parser.HeaderParser(policy=imap_sections.UNFOLDING).parsestr(
+        "".join(f"{k}: {v}\r\n" for k, v in heads.items()) + "\r\n")
     out = structure(part, extended)
     out[6] = int(meta.body_size)
     if part.get_content_maintype() == "text":

@@ -356,7 +356,10 @@ def snapshot(server: Server, ctx: ssl.SSLContext, pw: str) -> dict[str, object]:
         for box in ("INBOX", "Filed"):
             st = status(m, box)
             ok(m.select(box, readonly=True))
-            per_box[box] = (st["UIDVALIDITY"], st["UIDNEXT"], uid_flags(m))
+            # \Recent is per session (RFC 3501 §2.3.2), not something a client caches; an
+            # EXAMINE shows it for messages no session has taken yet.
+            flags = {u: f - {"\\Recent"} for u, f in uid_flags(m).items()}
+            per_box[box] = (st["UIDVALIDITY"], st["UIDNEXT"], flags)
     finally:
         m.logout()
     p = pop_ssl(server, ctx)

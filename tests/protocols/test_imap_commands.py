@@ -415,7 +415,7 @@ class BodyStructureCacheTests(Base):
         self.c.select()
         first = self.c.send(b"a FETCH 1:2 (BODYSTRUCTURE ENVELOPE BODY)\r\n")
         self.assertIn(b'"mixed" ("boundary" "XX")', first)
-        self.assertIn("bodystructure-ext-1", self.c.proto.mbox.message(2).meta.extra)
+        self.assertIn("bodystructure-ext-2", self.c.proto.mbox.message(2).meta.extra)
         real = imap_fetch.read_raw
 
         def no_reads(msg: object) -> bytes:
