@@ -127,23 +127,17 @@ _SEARCH = arg(b"ALL", b"UNSEEN", b"SUBJECT hello", b"OR SEEN (NOT DELETED)", b"B
               b"LARGER 10", b"UID 1:*", b"CHARSET UTF-8 TEXT x", b"NOT NOT NOT ALL", b"HEADER X y")
 _FLAGS = arg(b"(\\Seen)", b"(\\Deleted \\Flagged)", b"()", b"(\\Recent)", b"(custom)", b"\\Seen")
 _STORE_ITEM = arg(b"FLAGS", b"+FLAGS", b"-FLAGS.SILENT", b"+FLAGS.SILENT")
-# LIST/LSUB patterns: at most two wildcards. Known bug, fixed by the IMAP engineer: wildcard
-# backtracking (LIST "" "****...x") is exponential; remove this limit after the merge.
-_PATTERN = arg(b'"*"', b'"%"', b'"INBOX"', b'"Sent/%"', b'""', b'"a*b"').filter(
-    lambda p: p.count(b"*") + p.count(b"%") <= 2)
-# STATUS items: no nested parentheses. Same known bug as APPEND's flags below (both are
-# parsed by imap_mailboxes.arg_plist, whose MismatchedNesting escapes as NO [SERVERBUG]):
-# STATUS INBOX ((MESSAGES)) answers NO [SERVERBUG]; remove this filter after the merge.
-_STATUS_ITEMS = arg(b"(MESSAGES UNSEEN UIDNEXT)", b"(UIDVALIDITY RECENT)", b"()", b"(FOO)").filter(
-    lambda items: items.count(b"(") <= 1)
-# APPEND dates: real ones or non-dates only. Known bug, fixed by the IMAP engineer: impossible
-# dates ("31-Feb-2026 25:61:00 +9999") are not refused cleanly; remove this limit after the merge.
+# LIST/LSUB patterns, with many wildcards (a backtracking matcher once froze the server on
+# "****...x"), STATUS items and APPEND flags with nested parentheses (once NO [SERVERBUG]),
+# impossible APPEND dates (once stored as some other date).
+_PATTERN = arg(b'"*"', b'"%"', b'"INBOX"', b'"Sent/%"', b'""', b'"a*b"', b'"' + b"*" * 121 + b'x"',
+               b'"%*%*%*%*%*%*%*%*%*%*%*%*%*%*x"')
+_STATUS_ITEMS = arg(b"(MESSAGES UNSEEN UIDNEXT)", b"(UIDVALIDITY RECENT)", b"()", b"(FOO)",
+                    b"((MESSAGES))")
 _APPEND_DATE = st.sampled_from([None, b'"02-Mar-2026 10:00:00 +0000"', b'" 2-Mar-2026 10:00:00 -0800"',
-                                b"nodate", b'"yesterday"'])
-# APPEND flags: no nested parentheses. Known bug, fixed by the IMAP engineer:
-# APPEND INBOX (((\Seen))) {5} answers NO [SERVERBUG]; remove this filter after the merge.
-_APPEND_FLAGS = st.one_of(st.none(), _FLAGS).filter(
-    lambda f: f is None or f.count(b"(") <= 1)
+                                b"nodate", b'"yesterday"', b'"30-Feb-2021 24:00:00 +2500"',
+                                b'"99-Jan-2020 10:00:00 +0000"', b'"31-Feb-2026 25:61:00 +9999"'])
+_APPEND_FLAGS = st.one_of(st.none(), _FLAGS, arg(b"(((\\Seen)))", b"((\\Seen) x)"))
 _MESSAGE = arg(b"Subject: hi\r\n\r\nbody\r\n", b"", b"x", b"\r\n\r\n", b"From: a\r\n")
 
 
