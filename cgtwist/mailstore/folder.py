@@ -333,14 +333,16 @@ class Folder:
         files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
         known = self.keys
         twins: list[str] = []  # second cur/ names of a message's file, to remove
+        # After a restart, which of two names of a file a flag change made last.
+        newest = maildir.newest_names(self.path) if first else {}
         for sub in ("new", "cur"):
             for fname in sorted(listed[sub] - self._names[sub]):
                 if sub == "cur" and fname in self._stale:
                     continue  # replaced by a flag change: flush removes it
                 key = maildir.split_name(fname)[0]
                 if sub == "cur":
-                    kept = self._cur_name(key, listed["cur"], files)
-                    if kept is not None:
+                    kept = self._cur_name(key, listed["cur"], files, newest)
+                    if kept is not None and kept != fname:
                         self._twin_or_conflict(fname, kept, twins)
                         continue
                 files[key] = (sub, fname)
@@ -403,14 +405,18 @@ class Folder:
             self._unsaved = 0
         return ch
 
-    def _cur_name(self, key: str, cur: set[str], files: dict[str, tuple[str, str]]) -> Optional[str]:
-        """(thread, locked) The cur/ name kept for ``key`` so far in a scan: the index's, if
-        it is still there, else the first one the scan met."""
+    def _cur_name(self, key: str, cur: set[str], files: dict[str, tuple[str, str]],
+                  newest: dict[str, str]) -> Optional[str]:
+        """(thread, locked) The cur/ name kept for ``key`` in a scan: the index's, if it is
+        still there, else the one the last flag change made (maildir.FLAG_LOG), else the
+        first one the scan met."""
         uid = self.keys.get(key)
         if uid is not None:
             e = self.entries[uid]
             if e.sub == "cur" and e.fname in cur:
                 return e.fname
+        if newest.get(key) in cur:
+            return newest[key]
         where = files.get(key)
         return where[1] if where is not None and where[0] == "cur" else None
 
@@ -576,6 +582,8 @@ class Folder:
             except OSError as err:
                 self.log.warn("cannot remove replaced name {file}: {err}", file=fname, err=err)
                 left[fname] = key
+        if not left:
+            maildir.clear_renames(self.path)
         return Changes(), left
 
     # -- operations (each serialised; each returns after the index is updated) -----------------
@@ -593,6 +601,7 @@ class Folder:
             known = set(maildir.LETTER_TO_FLAG) | {chr(97 + i) for i in keywords}
             done = []
             from_new: list[str] = []
+            renames: list[tuple[str, str]] = []
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
@@ -633,8 +642,12 @@ class Folder:
                     from_new.append(src)
                 else:
                     ch.stale[e.fname] = e.key
+                    renames.append((e.fname, fname))
                 ch.moved[uid] = ("cur", fname, "".join(sorted(new)))
                 done.append(uid)
+            # Which of the two names is the newer, for a scan after a crash of this process
+            # (both are on disk then): the answered flags survive a kill -9.
+            maildir.note_renames(self.path, renames)
             if from_new:
                 maildir.fsync_dir(os.path.join(self.path, "cur"))
                 for p in from_new:

@@ -372,6 +372,24 @@ class DuplicateNameTests(FlagTestBase):
         self.assertEqual((self.uids(box2), box2.getUIDNext()), ([1], 3))
         self.assertEqual(len(self.listing()), 1)
 
+    def test_crash_before_the_batch_keeps_the_answered_flags(self) -> None:
+        """The process dies (kill -9) after STOREs were answered but before their batch:
+        the restart keeps the names those STOREs made (cgtwist-flaglog says which of two
+        names is newer), also for flags toggled back, and removes the others."""
+        box = self.fill(2)
+        result(box.store(imap4.MessageSet(1), ["\\Flagged"], 1, False))
+        result(box.store(imap4.MessageSet(2), ["\\Seen"], 1, False))
+        result(box.store(imap4.MessageSet(2), ["\\Seen"], -1, False))
+        self.assertEqual(len(self.listing()), 4)
+        box2 = self.select(account=self.reopen())
+        self.assertEqual(self.uids(box2), [1, 2])
+        self.assertEqual([set(box2.message(i).getFlags()) for i in (1, 2)], [{"\\Flagged"}, set()])
+        self.assertEqual(len(self.listing()), 2)
+        # Once a batch has removed the old names, the hint is emptied.
+        result(box2.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        self.clock.advance(folder.STALE_LINGER)
+        self.assertEqual(os.path.getsize(os.path.join(self.md, maildir.FLAG_LOG)), 0)
+
     def test_different_file_with_the_same_key_left_alone_and_logged(self) -> None:
         """A different file under a message's key in cur/ is neither removed nor taken for
         the message, and the administrator is told (once)."""
