@@ -187,7 +187,7 @@ class Folder:
         self._views = [r for r in self._views if r() is not None and r() is not view]
         if not self._views:
             if self._stale:
-                self.flush()
+                self._flush_logged()
             if self._unsaved:
                 self._locked(self._save_cache_blocking)
 
@@ -521,12 +521,12 @@ class Folder:
     def _stale_added(self) -> None:
         """(reactor) Names were replaced: remove them in a batch, soon but not now."""
         if len(self._stale) >= self._stale_batch or self._timer is None:
-            self.flush()
+            self._flush_logged()
         elif self._flush_call is None:
-            self._flush_call = self._timer.callLater(self._stale_linger, self._flush_due)
+            self._flush_call = self._timer.callLater(self._stale_linger, self._flush_logged)
 
-    def _flush_due(self) -> None:
-        self._flush_call = None
+    def _flush_logged(self) -> None:
+        """flush, for callers that do not wait: a failure is logged (the names stay)."""
         self.flush().addErrback(lambda f: self.log.failure(
             "removing replaced names in {account} {folder} failed", f,
             account=self.account, folder=self.name))
@@ -537,10 +537,9 @@ class Folder:
         reactor. Called after ``STALE_LINGER`` or ``STALE_BATCH`` names, when the last session
         leaves and at shutdown (``MailboxNotifier.flush``); a cut before it keeps the old
         names, which the next scan removes (same inode) or reverts the flags to."""
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
 
         def go() -> defer.Deferred[Any]:
             # Taken under the lock: no flag change links a name between this and the fsync.

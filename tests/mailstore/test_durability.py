@@ -2,7 +2,9 @@
 
 Checked with a recording fake of the os calls (tests/mailstore/oslog.py): what a power cut at
 the moment of the acknowledgement would keep. Issue 21: the new/ -> cur/ move at SELECT, APPEND,
-COPY, MOVE, flag renames in cur/, EXPUNGE and the uidlist, folder CREATE/RENAME/DELETE.
+COPY, MOVE, EXPUNGE and the uidlist, folder CREATE/RENAME/DELETE. Flag changes in cur/ are
+answered before their new names are durable, on purpose: StoreFlagTests checks that every
+message keeps a durable name at every moment all the same.
 """
 
 from __future__ import annotations
