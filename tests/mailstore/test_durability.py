@@ -450,6 +450,32 @@ class FolderOperationTests(StoreTestBase):
         self.patch(os, "mkdir", mkdir)
         self.patch(os, "rename", rename)
 
+    def test_flag_batch_in_a_thread(self) -> None:
+        """The batch after a STORE (its fsync of cur/ and its unlinks) runs in the folder's
+        disk job, never on the reactor thread."""
+        deliver(self.md, msg("x"))
+        box = result(self.account.select("INBOX", True))
+        self.outside.clear()  # the test's own delivery above
+        outside: list[str] = []
+        real_unlink, real_fsync_dir = os.unlink, maildir.fsync_dir
+
+        def unlink(path: str, **kw: Any) -> None:
+            if not self.notifier.inside:
+                outside.append(f"unlink {path}")
+            real_unlink(path, **kw)
+
+        def fsync_dir(path: str) -> None:
+            if not self.notifier.inside:
+                outside.append(f"fsync {path}")
+            real_fsync_dir(path)
+
+        self.patch(os, "unlink", unlink)
+        self.patch(maildir, "fsync_dir", fsync_dir)
+        result(box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        result(self.notifier.flush())
+        self.assertEqual(len(os.listdir(os.path.join(self.md, "cur"))), 1)
+        self.assertEqual(outside + self.outside, [])
+
     def test_create_durable_in_a_thread(self) -> None:
         """CREATE (parents too) is answered once every new directory is durable, and that
         file work runs off the reactor thread."""
