@@ -238,6 +238,9 @@ class Components:
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
             await self.manager.stop()
+        notifier = getattr(self, "notifier", None)
+        if notifier is not None:
+            await notifier.flush()  # names replaced by IMAP flag changes, while the disk threads run
         stop = getattr(getattr(self, "resolver", None), "stop", None)
         if stop is not None:
             await defer.maybeDeferred(stop)

@@ -27,6 +27,8 @@ Runner = Callable[..., "defer.Deferred[Any]"]
 
 _CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewritten
 _MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
+STALE_LINGER = 0.2  # seconds a cur/ name replaced by a flag change waits for its batch's fsync...
+STALE_BATCH = 256  # ...unless this many are waiting already
 
 
 @dataclass(slots=True)
@@ -58,19 +60,27 @@ class Changes:
     origin: Any = None  # the view whose command caused this, if any
     rescan: bool = False  # found on disk: others' doing, even when ``origin`` asked for the look
     removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
+    stale: dict[str, str] = field(default_factory=dict)  # cur/ name -> key: replaced, unlink after an fsync
+    unstale: set[str] = field(default_factory=set)  # cur/ names no longer waiting (reused or removed)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.moved)
 
 
 class Folder:
-    """The shared index of one Maildir folder; get it from ``MailboxNotifier.folder``."""
+    """The shared index of one Maildir folder; get it from ``MailboxNotifier.folder``.
+
+    ``timer`` (an IReactorTime: the reactor, or a task.Clock in tests) delays the batched
+    removal of names replaced by flag changes (``STALE_LINGER``); without one (disk work run
+    inline) they are removed right after each change.
+    """
 
     log = Logger()
 
     def __init__(self, path: str, account: str, name: str, runner: Runner,
                  hostname: Optional[str] = None, clock: Callable[[], float] = time.time,
-                 uidvalidity: Optional[Callable[[], int]] = None) -> None:
+                 uidvalidity: Optional[Callable[[], int]] = None, timer: Any = None,
+                 stale_linger: float = STALE_LINGER, stale_batch: int = STALE_BATCH) -> None:
         self.path = path
         self._uidvalidity_source = uidvalidity
         self.account = account
@@ -93,6 +103,14 @@ class Folder:
         self._unsaved = 0
         self._saving = False
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
+        self._timer = timer
+        self._stale_linger = stale_linger
+        self._stale_batch = stale_batch
+        # Old cur/ names of flag changes (name -> key), still linked to their message until one
+        # fsync of cur/ has made every new name durable (see set_flags and flush).
+        self._stale: dict[str, str] = {}
+        self._flush_call: Any = None  # the pending IDelayedCall of flush, if any
+        self._conflicts: set[str] = set()  # cur/ names already logged as another file's key
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -167,8 +185,11 @@ class Folder:
 
     def detach(self, view: MaildirMailbox) -> None:
         self._views = [r for r in self._views if r() is not None and r() is not view]
-        if not self._views and self._unsaved:
-            self._locked(self._save_cache_blocking)
+        if not self._views:
+            if self._stale:
+                self._flush_logged()
+            if self._unsaved:
+                self._locked(self._save_cache_blocking)
 
     def _wants_new_moved(self) -> bool:
         return any(v.isWriteable() for v in self.views())
@@ -310,13 +331,23 @@ class Folder:
             listed["cur"].update(moved.values())
         # Only names that appeared or vanished since the last look need any work.
         files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
-        for sub in ("new", "cur"):
-            for fname in listed[sub] - self._names[sub]:
-                key = maildir.split_name(fname)[0]
-                if key in files and files[key][0] == "cur":
-                    continue
-                files[key] = (sub, fname)
         known = self.keys
+        twins: list[str] = []  # second cur/ names of a message's file, to remove
+        # After a restart, which of two names of a file a flag change made last.
+        newest = maildir.newest_names(self.path) if first else {}
+        for sub in ("new", "cur"):
+            for fname in sorted(listed[sub] - self._names[sub]):
+                if sub == "cur" and fname in self._stale:
+                    continue  # replaced by a flag change: flush removes it
+                key = maildir.split_name(fname)[0]
+                if sub == "cur":
+                    kept = self._cur_name(key, listed["cur"], files, newest)
+                    if kept is not None and kept != fname:
+                        self._twin_or_conflict(fname, kept, twins)
+                        continue
+                files[key] = (sub, fname)
+        if twins:
+            self._remove_twins(twins)
         for sub in ("new", "cur"):
             for fname in self._names[sub] - listed[sub]:
                 uid = known.get(maildir.split_name(fname)[0])
@@ -374,6 +405,52 @@ class Folder:
             self._unsaved = 0
         return ch
 
+    def _cur_name(self, key: str, cur: set[str], files: dict[str, tuple[str, str]],
+                  newest: dict[str, str]) -> Optional[str]:
+        """(thread, locked) The cur/ name kept for ``key`` in a scan: the index's, if it is
+        still there, else the one the last flag change made (maildir.FLAG_LOG), else the
+        first one the scan met."""
+        uid = self.keys.get(key)
+        if uid is not None:
+            e = self.entries[uid]
+            if e.sub == "cur" and e.fname in cur:
+                return e.fname
+        if newest.get(key) in cur:
+            return newest[key]
+        where = files.get(key)
+        return where[1] if where is not None and where[0] == "cur" else None
+
+    def _twin_or_conflict(self, fname: str, kept: str, twins: list[str]) -> None:
+        """(thread, locked) A second cur/ name for the key of ``kept``: the same file (a flag
+        change or a removal cut short) is one message, whose extra name goes; a different
+        file is another program's mistake, logged and left alone (as maildir.move_to_cur)."""
+        cur = os.path.join(self.path, "cur")
+        try:
+            same = os.path.samestat(os.lstat(os.path.join(cur, fname)), os.lstat(os.path.join(cur, kept)))
+        except FileNotFoundError:
+            return  # gone meanwhile: the next scan sees what is left
+        if same:
+            twins.append(fname)
+        else:
+            self._conflict(fname)
+
+    def _remove_twins(self, twins: list[str]) -> None:
+        """(thread, locked) Unlink extra names of messages' files, once the names kept are
+        durable (one fsync of cur/ first): an EXPUNGE of the message must not leave one
+        behind to come back under a new UID."""
+        cur = os.path.join(self.path, "cur")
+        maildir.fsync_dir(cur)
+        for fname in twins:
+            try:
+                os.unlink(os.path.join(cur, fname))
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                self.log.warn("cannot remove cur/{file}: {err}", file=fname, err=err)
+                continue
+            self.log.info("{account} {folder}: removed cur/{file}, a second name of a message's file",
+                          account=self.account, folder=self.name, file=fname)
+
     def _save_cache_blocking(self) -> None:
         if self._ul is not None:
             uidlist.save_cache(self.path, {e.key: e.meta for e in list(self.entries.values())},
@@ -424,6 +501,11 @@ class Folder:
         if ch.added and len(self.uids) > 1 and self.uids[-len(ch.added) - 1:] != sorted(self.uids[-len(ch.added) - 1:]):
             self.uids.sort()
         self.unclaimed_recent |= ch.recent
+        for fname in ch.unstale:
+            self._stale.pop(fname, None)
+        if ch.stale:
+            self._stale.update(ch.stale)
+            self._stale_added()
         views = self.views()
         writable = [v for v in views if v.isWriteable() and v.listeners]
         claimed: set[int] = set()
@@ -433,6 +515,75 @@ class Folder:
             claimed, self.unclaimed_recent = self.unclaimed_recent, set()
         for v in views:
             v._folder_changed(ch, flag_changes, claimed if v is claimer else set())
+
+    # -- replaced names: one fsync of cur/ for a burst of flag changes -------------------------
+
+    def _stale_added(self) -> None:
+        """(reactor) Names were replaced: remove them in a batch, soon but not now."""
+        if len(self._stale) >= self._stale_batch or self._timer is None:
+            self._flush_logged()
+        elif self._flush_call is None:
+            self._flush_call = self._timer.callLater(self._stale_linger, self._flush_logged)
+
+    def _flush_logged(self) -> None:
+        """flush, for callers that do not wait: a failure is logged (the names stay)."""
+        self.flush().addErrback(lambda f: self.log.failure(
+            "removing replaced names in {account} {folder} failed", f,
+            account=self.account, folder=self.name))
+
+    def flush(self) -> defer.Deferred[None]:
+        """Make the names of every flag change so far durable (one fsync of cur/) and then
+        remove the names they replaced; queued behind the folder's disk work, never on the
+        reactor. Called after ``STALE_LINGER`` or ``STALE_BATCH`` names, when the last session
+        leaves and at shutdown (``MailboxNotifier.flush``); a cut before it keeps the old
+        names, which the next scan removes (same inode) or reverts the flags to."""
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+        def go() -> defer.Deferred[Any]:
+            # Taken under the lock: no flag change links a name between this and the fsync.
+            names, self._stale = self._stale, {}
+            if not names:
+                return defer.succeed(None)
+            d = self._run(self._own_change(lambda: self._flush_blocking(names)))
+
+            def done(result: tuple[Changes, dict[str, str]]) -> None:
+                self._apply(result[0])
+                # Left on disk (an error other than "gone"): an EXPUNGE of the message must
+                # still remove them, so they stay known; the next batch tries again.
+                for fname, key in result[1].items():
+                    self._stale.setdefault(fname, key)
+
+            return d.addCallback(done)
+
+        return self.lock.run(go)
+
+    def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:
+        """(thread, locked) fsync cur/, then unlink ``names``: every name a flag change made is
+        durable before the one it replaced goes, so a power cut at any moment leaves each
+        message at least one durable name (a removal not yet on disk leaves a second name of
+        the same inode, which the next scan removes). Returns the names it could not remove."""
+        cur = os.path.join(self.path, "cur")
+        try:
+            maildir.fsync_dir(cur)
+        except FileNotFoundError:
+            return Changes(), {}  # the folder was deleted meanwhile
+        except OSError as err:
+            self.log.warn("cannot fsync {dir}: {err}; replaced names kept", dir=cur, err=err)
+            return Changes(), names
+        left: dict[str, str] = {}
+        for fname, key in names.items():
+            try:
+                os.unlink(os.path.join(cur, fname))
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                self.log.warn("cannot remove replaced name {file}: {err}", file=fname, err=err)
+                left[fname] = key
+        if not left:
+            maildir.clear_renames(self.path)
+        return Changes(), left
 
     # -- operations (each serialised; each returns after the index is updated) -----------------
 
@@ -449,6 +600,7 @@ class Folder:
             known = set(maildir.LETTER_TO_FLAG) | {chr(97 + i) for i in keywords}
             done = []
             from_new: list[str] = []
+            renames: list[tuple[str, str]] = []
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
@@ -464,27 +616,39 @@ class Folder:
                 if e.sub == "cur" and fname == e.fname:
                     done.append(uid)
                     continue
-                dest = os.path.join(self.path, "cur", fname)
+                src, dest = e.path(self.path), os.path.join(self.path, "cur", fname)
                 try:
-                    if e.sub == "new":
-                        # Out of new/ the safe way (see maildir.move_to_cur): link now, unlink
-                        # once the cur/ name is durable.
-                        os.link(e.path(self.path), dest)
-                        from_new.append(e.path(self.path))
-                    else:
-                        os.rename(e.path(self.path), dest)
+                    # A link, not a rename: a rename's removal of the old name can reach the
+                    # disk before the new name (no journal: the message ends in lost+found),
+                    # and an fsync per STORE is too slow. The old name stays until flush has
+                    # fsynced cur/ once for a whole burst of changes. Until then a power cut
+                    # keeps the old name, and so may revert these flags: acceptable, flags are
+                    # not acknowledged mail (docs/DEVELOPING.md, Maildir durability).
+                    os.link(src, dest)
                 except FileNotFoundError:
                     continue  # expunged or renamed elsewhere: the next rescan sees it
                 except FileExistsError:
-                    continue  # a leftover of a move cut short: the next rescan sorts it out
+                    # The name this change wants is still there: a name replaced by an
+                    # earlier change not yet flushed (flags toggled back), or a leftover of a
+                    # cut; if it is this message's file, it simply becomes its name again.
+                    if not _same_file(src, dest):
+                        self._conflict(fname)
+                        continue
+                    ch.unstale.add(fname)
+                if e.sub == "new":
+                    # Out of new/ the safe way (see maildir.move_to_cur): the new/ name goes
+                    # once the cur/ name is durable, before the answer.
+                    from_new.append(src)
+                else:
+                    ch.stale[e.fname] = e.key
+                    renames.append((e.fname, fname))
                 ch.moved[uid] = ("cur", fname, "".join(sorted(new)))
                 done.append(uid)
-            if ch.moved:
-                # The renamed names durable before STORE is answered: a rename not yet on
-                # disk could lose the flags, or the message (lost+found) on a file system
-                # without a journal.
-                maildir.fsync_dir(os.path.join(self.path, "cur"))
+            # Which of the two names is the newer, for a scan after a crash of this process
+            # (both are on disk then): the answered flags survive a kill -9.
+            maildir.note_renames(self.path, renames)
             if from_new:
+                maildir.fsync_dir(os.path.join(self.path, "cur"))
                 for p in from_new:
                     try:
                         os.unlink(p)
@@ -531,15 +695,24 @@ class Folder:
             assert self._ul is not None
             ch = Changes(origin=origin)
             touched: set[str] = set()
+            # Names replaced by flag changes not yet flushed go with their message (no fsync
+            # needed first: the message is meant to go), or a later scan would find one and
+            # bring the message back under a new UID.
+            stale_of: dict[str, list[str]] = {}
+            for fname, key in self._stale.items():
+                stale_of.setdefault(key, []).append(fname)
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
                     continue
-                try:
-                    os.unlink(e.path(self.path))
-                    touched.add(e.sub)
-                except FileNotFoundError:
-                    pass
+                paths = [(e.sub, e.fname)] + [("cur", n) for n in stale_of.get(e.key, ())]
+                for sub, fname in paths:
+                    try:
+                        os.unlink(os.path.join(self.path, sub, fname))
+                        touched.add(sub)
+                    except FileNotFoundError:
+                        pass
+                ch.unstale.update(stale_of.get(e.key, ()))
                 self._ul.uids.pop(e.key, None)
                 ch.removed.append(uid)
             if ch.removed and os.path.isdir(os.path.join(self.path, "cur")):
@@ -604,9 +777,25 @@ class Folder:
                 raise
             return maildir.deliver(self.path, moved, letters, date, hostname=self._hostname, sync=False)
 
+    def _conflict(self, fname: str) -> None:
+        """(thread, locked) Log, once per name, a cur/ file that is another file's key."""
+        if fname not in self._conflicts and len(self._conflicts) < 10_000:
+            self._conflicts.add(fname)
+            self.log.warn("{account} {folder}: cur/{file} is a different file with the key of "
+                          "another message; left alone", account=self.account, folder=self.name,
+                          file=fname)
+
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)
         return e.path(self.path) if e is not None else None
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one inode (False when either is gone)."""
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except FileNotFoundError:
+        return False
 
 
 def _valid_keyword(flag: str) -> bool:

@@ -4,7 +4,8 @@ Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing el
 but the lock that serialises directory creation, no Twisted. Callers run these functions in a
 thread. Writes follow maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the
 directory; every name made is durable (its directory fsynced, and the inode fsynced after a
-link, which changes its link count) before the function returns.
+link, which changes its link count) before the function returns. The one exception is
+``FLAG_LOG``, a hint never needed for a message to survive (see note_renames).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _CANON = {f.lower(): f for f in FLAG_TO_LETTER}
 
 KEYWORDS_FILE = "dovecot-keywords"  # Dovecot's letter a..z -> keyword map, shared format
+FLAG_LOG = "cgtwist-flaglog"  # "old<TAB>new" cur/ names of flag changes whose old name may remain
 MAX_KEYWORDS = 26
 
 # Headers kept in the metadata cache: enough for ENVELOPE and BODYSTRUCTURE of the top level.
@@ -298,6 +300,49 @@ def move_to_cur(path: str, fnames: Iterable[str], cur_names: Iterable[str]
                 pass
         fsync_dir(new_dir)
     return moved, failed
+
+
+def note_renames(path: str, pairs: Iterable[tuple[str, str]]) -> None:
+    """Append (old, new) cur/ names of flag changes to ``FLAG_LOG``, without an fsync: a hint
+    for a scan after a crash that finds both names of one file, saying which one is newer.
+    A process crash keeps it (the page cache survives); a power cut may lose it, and then
+    the flags may revert, as they may anyway before the batch's fsync (folder.flush)."""
+    data = "".join(f"{old}\t{new}\n" for old, new in pairs).encode("utf-8", "surrogateescape")
+    if not data:
+        return
+    fd = os.open(os.path.join(path, FLAG_LOG), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def newest_names(path: str) -> dict[str, str]:
+    """{key: the newest cur/ name ``FLAG_LOG`` knows}; lines that do not parse (a power
+    cut can leave zeros at its end) are skipped."""
+    try:
+        with open(os.path.join(path, FLAG_LOG), "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in data.decode("utf-8", "surrogateescape").split("\n"):
+        old, sep, new = line.partition("\t")
+        if sep and "\t" not in new and "/" not in new and "\0" not in new:
+            key = split_name(new)[0]
+            if key and split_name(old)[0] == key:
+                out[key] = new
+    return out
+
+
+def clear_renames(path: str) -> None:
+    """Empty ``FLAG_LOG`` once every old name it lists is gone (no fsync: a hint)."""
+    try:
+        os.truncate(os.path.join(path, FLAG_LOG), 0)
+    except FileNotFoundError:
+        pass
 
 
 def find_key(stale_path: str) -> Optional[str]:

@@ -24,10 +24,11 @@ from cgtwist.mailstore.folder import Folder
 
 @implementer(IMailboxNotifier)
 class MailboxNotifier:
-    """``MailboxNotifier(reactor, threadpool=None, hostname=None, clock=time.time)``.
+    """``MailboxNotifier(reactor, threadpool=None, hostname=None, clock=time.time, timer=None)``.
 
     ``reactor`` None runs disk work inline (tests, command-line tools); otherwise it runs in
     ``threadpool`` (default: the reactor's). ``hostname`` goes into new Maildir file names.
+    ``timer`` (an IReactorTime; default the reactor) schedules folders' delayed disk work.
     """
 
     log = Logger()
@@ -35,8 +36,9 @@ class MailboxNotifier:
     KEEP_MESSAGES = 100_000  # ...as long as they hold no more messages than this (~1.5 KB each)
 
     def __init__(self, reactor: Any = None, threadpool: Any = None, hostname: Optional[str] = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, timer: Any = None) -> None:
         self._reactor = reactor
+        self._timer = timer if timer is not None else reactor
         self._pool = threadpool
         self._hostname = hostname
         self._clock = clock
@@ -91,7 +93,7 @@ class MailboxNotifier:
         f = self._folders.get(key)
         if f is None or f.path != path:
             f = Folder(path, account.lower(), name, self.run, hostname=self._hostname,
-                       clock=self._clock, uidvalidity=self.next_uidvalidity)
+                       clock=self._clock, uidvalidity=self.next_uidvalidity, timer=self._timer)
             self._folders[key] = f
         self._keep[key] = f
         self._keep.move_to_end(key)
@@ -100,6 +102,13 @@ class MailboxNotifier:
         while len(self._keep) > 1 and sum(len(x.entries) for x in self._keep.values()) > self.KEEP_MESSAGES:
             self._keep.popitem(last=False)
         return f
+
+    def flush(self) -> defer.Deferred[None]:
+        """Finish every open folder's pending removals of names replaced by flag changes
+        (at shutdown, before the disk threads stop); fires when all are done."""
+        ds = [f.flush() for f in list(self._folders.values())]
+        return defer.gatherResults(ds, consumeErrors=True).addCallbacks(
+            lambda _: None, lambda f: self.log.failure("flushing folders failed", f))
 
     def forget(self, account: str, name: str) -> None:
         """The folder was deleted: sessions keep their stale views, new ones start afresh."""

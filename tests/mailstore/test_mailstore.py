@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.mail import imap4
 from twisted.trial import unittest
 
@@ -322,7 +322,8 @@ class ConcurrencyTests(StoreTestBase):
         """While one session's STORE is still renaming files, another session's command waits
         for it instead of relisting the folder, and still learns the new flags; mail delivered
         afterwards is still seen."""
-        self.notifier = MailboxNotifier(clock=lambda: 4e9)
+        # (A clock that never advances: the batch removing the replaced name waits.)
+        self.notifier = MailboxNotifier(clock=lambda: 4e9, timer=task.Clock())
         self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
         deliver(self.md, msg("x"))
         a, b = self.select(), self.select()
