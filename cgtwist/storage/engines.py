@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from cgtwist.errors import ConfigError
 
@@ -158,7 +158,35 @@ def engine_for_url(url: str) -> Engine:
                 "database url is PostgreSQL but psycopg2 is not installed "
                 "(pip install psycopg2-binary)"
             ) from None
-        parts = urlsplit(url)
-        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
-        return PostgresEngine(url, where)
+        return PostgresEngine(url, describe_postgres_url(url))
     raise ConfigError(f"database url {url!r} must start with sqlite:/// or postgresql://")
+
+
+def describe_postgres_url(url: str) -> str:
+    """Where a PostgreSQL URL connects, as libpq reads it, for log lines (never the password).
+
+    libpq takes ``host`` and ``port`` from the query string too, and a host that starts with
+    ``/`` is the directory of a Unix socket (``postgresql://mail@/cgtwist?host=/run/postgresql``),
+    which must not be logged as ``localhost:5432``. With no host at all libpq uses ``$PGHOST``,
+    else its compiled-in socket directory.
+    """
+    import psycopg2.extensions
+
+    try:
+        dsn = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError as e:
+        raise ConfigError(f"database url is not a valid PostgreSQL URL: {e}") from None
+    host = dsn.get("host") or os.environ.get("PGHOST", "")
+    port = dsn.get("port") or os.environ.get("PGPORT", "") or "5432"
+    dbname = dsn.get("dbname") or dsn.get("user") or "(default database)"
+    if not host:
+        return f"unix socket .s.PGSQL.{port} in libpq's default directory, database {dbname}"
+    out = []
+    ports = port.split(",")
+    for i, h in enumerate(host.split(",")):
+        p = (ports[i] if i < len(ports) else ports[-1]) or "5432"
+        if h.startswith("/") or h.startswith("@"):
+            out.append(f"unix socket {h.rstrip('/')}/.s.PGSQL.{p}")
+        else:
+            out.append(f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+    return f"{', '.join(out)}, database {dbname}"

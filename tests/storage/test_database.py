@@ -35,6 +35,26 @@ class EngineTests(unittest.TestCase):
         self.assertEqual(engine.convert("SELECT '5%' FROM t WHERE a = ? AND b = ?"),
                          "SELECT '5%%' FROM t WHERE a = %s AND b = %s")
 
+    def test_postgres_url_described_as_libpq_reads_it(self) -> None:
+        """A Unix-socket URL is logged with its socket directory, not as localhost:5432; a TCP
+        URL with host and port, and never the password (issue 20, item 7)."""
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("psycopg2 is not installed") from None
+        cases = {
+            "postgresql://mail@/cgtwist?host=/run/postgresql":
+                "postgresql:unix socket /run/postgresql/.s.PGSQL.5432, database cgtwist",
+            "postgresql://%2Fvar%2Frun%2Fpostgresql:5433/mail":
+                "postgresql:unix socket /var/run/postgresql/.s.PGSQL.5433, database mail",
+            "postgresql://u:secret@db.example:6543/mail":
+                "postgresql:db.example:6543, database mail",
+            "postgresql://u@[::1]/mail": "postgresql:[::1]:5432, database mail",
+        }
+        for url, where in cases.items():
+            self.assertEqual(engine_for_url(url).describe(), where)
+            self.assertNotIn("secret", engine_for_url(url).describe())
+
     def test_schema_placeholders(self) -> None:
         """Auto-increment keys are spelled per engine in migrations."""
         self.assertIn("AUTOINCREMENT", SqliteEngine("/x").render_schema("id {serial}"))
