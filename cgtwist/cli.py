@@ -43,6 +43,7 @@ from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
+from cgtwist.storage.database import StoreUnavailable
 from cgtwist.storage.engines import engine_for_url
 from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
@@ -439,7 +440,8 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
     try:
         if getattr(args, "needs_store", True):
             store = await open_store(config.database_url, config.main_domain, reactor,
-                                     1, max(1, config.pool_max), hasher)
+                                     1, max(1, config.pool_max), hasher,
+                                     timeout=config.database_timeout)
             main = await store.settle_main_domain(config.main_domain, config.main_domain_explicit)
             config = dataclasses.replace(config, main_domain=main)
             generated = await store.bootstrap()
@@ -481,7 +483,9 @@ def _match_base_dir_owner(config: BootstrapConfig) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    if isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
+    if isinstance(e, StoreUnavailable):
+        text = f"database unavailable: {e}"  # down, frozen, or gone for the second time
+    elif isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
     elif type(e).__name__ in ("OperationalError", "DatabaseError", "InterfaceError"):
         text = f"database unavailable: {e}"  # locked, read-only, or PostgreSQL down

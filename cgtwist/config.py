@@ -21,7 +21,7 @@ ENV_CONFIG = "CGTWIST_CONFIG"
 
 _KNOWN: dict[str, dict[str, type]] = {
     "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool},
-    "database": {"url": str, "pool_min": int, "pool_max": int},
+    "database": {"url": str, "pool_min": int, "pool_max": int, "timeout": float},
     "tls": {"certificate": str, "key": str},
     "log": {"level": str},
     "dns": {"nameservers": list, "timeout": float},
@@ -47,6 +47,7 @@ class BootstrapConfig:
     dns_timeout: float = 5.0
     pool_min: int = 1
     pool_max: int = 4
+    database_timeout: float = 10.0  # seconds one store call may take (cgtwist.storage.database)
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
 
@@ -150,12 +151,15 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     pmin, pmax = get("database", "pool_min", 1), get("database", "pool_max", 4)
     if not (1 <= pmin <= pmax):
         raise _fail(source, text, "database", "pool_max", "need 1 <= pool_min <= pool_max")
+    db_timeout = float(get("database", "timeout", 10.0))
+    if not 0 < db_timeout <= 3600:
+        raise _fail(source, text, "database", "timeout", "must be between 0 and 3600 seconds")
     unpriv = get("server", "unprivileged_ports", None)
     return BootstrapConfig(
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
-        pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit,
+        pool_min=pmin, pool_max=pmax, database_timeout=db_timeout, source=source, main_domain_explicit=explicit,
     )
 
 

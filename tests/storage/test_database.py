@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import Any
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from cgtwist.errors import ConfigError
-from cgtwist.storage.database import Cursor
+from cgtwist.storage.database import Cursor, Database, StoreUnavailable
 from cgtwist.storage.engines import PostgresEngine, SqliteEngine, engine_for_url
 from cgtwist.storage.migrate import deltas
-from tests.storage.dbcase import DatabaseCase
+from tests.storage.dbcase import (
+    DatabaseCase,
+    frozen_postgres,
+    terminate_backends,
+    wait_until,
+    wait_until_succeeds,
+)
 
 
 class EngineTests(unittest.TestCase):
@@ -156,3 +163,42 @@ class PostgresDatabaseTests(DatabaseTests):
     async def test_sqlite_wal(self) -> None:
         """Not applicable to PostgreSQL."""
         raise unittest.SkipTest("SQLite only")
+
+    def _read(self, db: Database) -> defer.Deferred[Any]:
+        return db.run_interaction(
+            "read", lambda cur: cur.query("SELECT name FROM meta ORDER BY name"), readonly=True)
+
+    async def test_stale_connections_reconnect_transparently(self) -> None:
+        """After a PostgreSQL restart every pooled connection is dead; each call, read or
+        write, reconnects and succeeds instead of failing once per pooled connection
+        (issue 20, item 3)."""
+        db = self.open_db(pool_max=4)
+        await db.migrate()
+        # Fill the pool: four concurrent calls open four connections.
+        await defer.gatherResults([self._read(db) for _ in range(4)])
+        self.assertGreaterEqual(terminate_backends(self.url), 1)
+        reads = await defer.gatherResults([self._read(db) for _ in range(4)])
+        self.assertEqual(reads, [[]] * 4)
+        terminate_backends(self.url)
+        await db.run_interaction("write", lambda cur: cur.execute(
+            "INSERT INTO meta (name, value) VALUES ('w', '1')"))
+        self.assertEqual(await self._read(db), [("w",)])
+
+    async def test_frozen_server_times_out_and_frees_the_pool(self) -> None:
+        """With the server frozen (SIGSTOP) each call fails with StoreUnavailable at its
+        deadline instead of hanging, the pool's threads come back although the server never
+        answered, and once the server runs again the same pool works (issue 20, item 2)."""
+        db = self.open_db(pool_max=2, timeout=2.0)
+        await db.migrate()
+        await defer.gatherResults([self._read(db) for _ in range(2)])  # two live connections
+        with frozen_postgres(self.url):
+            calls = [self._read(db) for _ in range(3)]
+            calls.append(db.run_interaction("write", lambda cur: cur.execute(
+                "INSERT INTO meta (name, value) VALUES ('x', '1')")))
+            for call in calls:
+                with self.assertRaises(StoreUnavailable):
+                    await call
+            # Still frozen: the threads are back (cut sockets, connect_timeout), not blocked.
+            await wait_until(lambda: db.busy == 0, 30, "the pool's threads to come back")
+        await wait_until_succeeds(lambda: self._read(db), 30)
+        self.assertEqual(await self._read(db), [])
