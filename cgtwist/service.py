@@ -9,10 +9,10 @@ transactions in flight finish or answer 421.
 
 from __future__ import annotations
 
-import json
+import atexit
 import os
 import signal
-import sqlite3
+import sys
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
@@ -52,37 +52,6 @@ class LateFactory(Factory):
         super().doStop()
 
 
-def read_settings_sync(cfg: BootstrapConfig) -> dict[str, Any]:
-    """Read dynamic settings without the reactor, for binding before privileges are dropped.
-
-    Only SQLite can be read this early; with PostgreSQL the listeners are bound with the
-    built-in defaults and corrected once the store is open.
-    """
-    if not cfg.database_url.startswith("sqlite:///"):
-        return {}
-    from cgtwist.storage.engines import engine_for_url
-
-    path = engine_for_url(cfg.database_url).path  # type: ignore[attr-defined]
-    if not os.path.exists(path):
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = con.execute("SELECT name, value FROM server_settings").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        log.warn("cannot read settings from {path} before start: {err}", path=path, err=str(e))
-        return {}
-    out = {}
-    for name, value in rows:
-        try:
-            out[name] = json.loads(value)
-        except ValueError:
-            continue
-    return out
-
-
 class CgtwistService(MultiService):
     """The whole server as one twistd service."""
 
@@ -117,12 +86,23 @@ class CgtwistService(MultiService):
             return Settings().listeners(self.privileged)
 
     def privilegedStartService(self) -> None:
+        """Bind the configured listeners while we may still be root (twistd drops privileges
+        right after), paused until start-up has finished.
+
+        The listener setting is read from the configured store, SQLite or PostgreSQL. A store
+        that cannot be read fails the start (twistd exits 1, so an init system retries it):
+        binding the built-in defaults instead would open ports nobody configured, and the
+        configured ones below 1024 could not be bound any more once root is dropped.
+        """
+        from cgtwist.storage.early import read_server_settings
+
         os.makedirs(self.cfg.base_dir, exist_ok=True)
-        early = read_settings_sync(self.cfg)
         try:
-            specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
-        except Exception:
-            specs = Settings().listeners(self.privileged)
+            early = read_server_settings(self.cfg.database_url, self.cfg.database_timeout)
+        except Exception as e:
+            log.critical("cgtwist failed to start: {err}", err=str(e))
+            raise
+        specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
         self.listeners.paused = True
         self.listeners.tls_ready = False
         self.listeners.bind_all(specs)
@@ -161,8 +141,11 @@ class CgtwistService(MultiService):
 
         def failed(f: Any) -> None:
             log.failure("cgtwist failed to start", f)
+            exit_nonzero_at_exit()
             if self.reactor.running:
                 self.reactor.stop()
+            else:  # failed before twistd ran the reactor: stop it as soon as it runs
+                self.reactor.callWhenRunning(self.reactor.stop)
 
         d.addErrback(failed)
 
@@ -283,6 +266,26 @@ class CgtwistService(MultiService):
             await self.app.close()
         await defer.maybeDeferred(super().stopService)
         log.info("cgtwist stopped")
+
+
+def exit_nonzero_at_exit() -> None:
+    """Make this process's exit status 1 once twistd has finished.
+
+    twistd exits 0 whenever its reactor stopped, also after a start-up that failed once the
+    reactor ran (the store could not be opened, the spool not created): systemd's
+    ``Restart=on-failure`` would never try again. The exit handler runs after twistd removed
+    its pid file and closed its log.
+    """
+
+    def exit_one() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(1)
+
+    atexit.register(exit_one)
 
 
 def build(cfg: BootstrapConfig, reactor: Any) -> CgtwistService:

@@ -148,13 +148,16 @@ class Server:
         except FileNotFoundError:
             return ""
 
-    def start(self, ready_timeout: float = 60.0, extra_env: Optional[dict[str, str]] = None) -> None:
+    def start(self, ready_timeout: float = 60.0, extra_env: Optional[dict[str, str]] = None,
+              twistd_args: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()) -> None:
+        """``twistd_args``: more twistd options, e.g. ``("--uid", "65534")``; ``wrapper``: a
+        command that runs twistd (its argv follows), e.g. ``unshare``."""
         env = self.env
         env.update(extra_env or {})
         marker = self.log_text().count("cgtwist ready")
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
-             self.logfile, "cgtwist", "--config", self.conf],
+            [*wrapper, os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
+             self.logfile, *twistd_args, "cgtwist", "--config", self.conf],
             env=env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 
