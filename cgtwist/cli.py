@@ -17,7 +17,9 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
 * ``ctx.store``: the ``cgtwist.storage.store.AccountStore`` (None with ``needs_store=False``);
 * ``ctx.reactor``: the running reactor;
 * ``ctx.notify(cmd, **args)``: send one control command; returns the reply dict, or None when
-  the server is not running (a note is printed); raises CLIError when the server refuses;
+  the server is not running (a note is printed); raises CLIError when the server refuses.
+  A reply naming listeners that are not bound prints one line for each; after a ``settings``
+  change (which is how listeners change) that is a CLIError too, so the exit status says so;
 * ``ctx.call(cmd, **args)``: the same, but a server that is not running is an error
   (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
@@ -89,13 +91,22 @@ class Context:
     def notify(self, cmd: str, **args: Any) -> Optional[dict[str, Any]]:
         """Tell a running server about a change; no server: say it applies at the next start."""
         try:
-            return self.call(cmd, **args)
+            reply = self.call(cmd, **args)
         except ServerDown:
             self.err.write(f"{PROG}: note: the server is not running; "
                            "the change applies when it starts\n")
             return None
         except CLIError as e:
             raise CLIError(f"changed in the store, but {e}") from None
+        unbound = [entry for entry in reply.get("listeners") or ()
+                   if isinstance(entry, dict) and entry.get("bound") is False]
+        for entry in unbound:
+            self.err.write(f"{PROG}: listener {entry.get('name', '?')} is not bound: "
+                           f"{entry.get('error', 'no reason given')}\n")
+        if unbound and args.get("what") == "settings":
+            raise CLIError(f"changed in the store, but {len(unbound)} listener(s) could not "
+                           "be bound (see above)")
+        return reply
 
     def address(self, text: str) -> tuple[str, str]:
         """An account or alias address: ``name@domain``, ``name%domain`` or ``name``."""

@@ -228,7 +228,11 @@ class CgtwistService(MultiService):
             os.umask(old)
 
     async def _control_reload(self, req: Any) -> dict[str, Any]:
+        """Re-read the store; answer with each listener's outcome once the listener change
+        the new settings started has been applied (bound, or why not), so cgtwist-admin can
+        report a port it could not bind instead of the log alone."""
         await self.reload_settings()
+        await self.listeners.settled()
         return {"listeners": self.listeners.describe()}
 
     def _install_signals(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -43,13 +44,19 @@ def test_listener_change_rebinds_without_restart(server: Server) -> None:
 
 
 def test_port_in_use_is_a_clear_log_line(server: Server) -> None:
-    """A listener that cannot bind is logged with its name and the fix; the others keep working."""
+    """A listener that cannot bind is logged with its name and the fix, and cgtwist-admin,
+    which added it, prints why and exits 1 (it printed nothing and exited 0); the others keep
+    working."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        server.set_listeners([ALL_LISTENERS[0], {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"}])
+        listeners = [ALL_LISTENERS[0], {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"}]
+        r = server.admin("settings", "set", "listeners", json.dumps(listeners), check=False)
+        assert r.returncode == 1, r.stderr
+        assert f"listener imap:127.0.0.1:{port} is not bound: address already in use" in r.stderr
+        assert "smtp:" not in r.stderr  # the bound one is not reported as a problem
         wait_for(lambda: f"imap:127.0.0.1:{port} cannot bind: address already in use" in server.log_text(),
                  30, "the bind error in the log")
         states = {p["protocol"]: p for p in server.ports()}
@@ -94,3 +101,20 @@ def test_sighup_reloads_the_certificate(server: Server) -> None:
     assert "renewed.example.test" in names.get_values_for_type(x509.DNSName)
 
 
+
+
+def test_reload_answer_waits_for_the_listener_change(server: Server) -> None:
+    """When a change both closes a listener and adds one that cannot bind, the reload answer
+    comes after the new one was tried (closing a socket takes a reactor turn), so
+    cgtwist-admin still reports the failure and exits 1."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        pop = {"protocol": "pop3", "address": "127.0.0.1", "port": port, "tls": "starttls"}
+        r = server.admin("settings", "set", "listeners", json.dumps([pop]), check=False)
+        assert r.returncode == 1, r.stderr
+        assert f"listener pop3:127.0.0.1:{port} is not bound: address already in use" in r.stderr
+    finally:
+        taken.close()
