@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from tests.e2e.harness import BIN, Server, wait_for
-from tests.storage.dbcase import frozen_postgres
+from tests.storage.dbcase import frozen_postgres, terminate_backends
 
 pytestmark = pytest.mark.e2e
 
@@ -199,6 +199,33 @@ def test_frozen_database_gives_temporary_failures(pg_server: Server) -> None:
             imap.shutdown()
 
     wait_for(login_works, 60, "IMAP LOGIN to work again")
+
+
+# -- item 3 ------------------------------------------------------------------------------------
+def test_database_restart_is_invisible(pg_server: Server) -> None:
+    """After PostgreSQL dropped every connection (as a restart does), the server's pooled
+    connections are stale: cgtwist-admin's reload and a login each still succeed the first
+    time (they failed once per pooled connection: 'server refused reload: server closed the
+    connection unexpectedly')."""
+    ctx = ssl.create_default_context(cafile=os.path.join(pg_server.base, "tls", "cert.pem"))
+    for n in range(3):
+        assert terminate_backends(pg_url_of(pg_server)) >= 1
+        r = pg_server.admin("account", "add", f"user{n}@example.test", "--password", "pw-secret",
+                            check=False)
+        assert r.returncode == 0, r.stderr
+        assert terminate_backends(pg_url_of(pg_server)) >= 1
+        imap = imaplib.IMAP4(HOST, pg_server.port("imap"), timeout=60)
+        try:
+            imap.starttls(ssl_context=ctx)
+            assert imap.login(f"user{n}@example.test", "pw-secret")[0] == "OK"
+        finally:
+            imap.shutdown()
+    assert "reconnecting and trying once more" in pg_server.log_text()
+
+
+def pg_url_of(server: Server) -> str:
+    with open(server.conf) as f:
+        return next(line.split('"')[1] for line in f if line.startswith("url = "))
 
 
 # -- item 4 ------------------------------------------------------------------------------------
