@@ -19,24 +19,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
-from cgtwist.errors import StoreError
+from cgtwist.errors import StoreUnavailable
 from cgtwist.logs import Logger
 from cgtwist.storage.engines import Engine, SqliteEngine, engine_for_url
 
 T = TypeVar("T")
 
+__all__ = ["Cursor", "Database", "StoreUnavailable"]  # StoreUnavailable: cgtwist.errors
+
 # How long one store call may take, in seconds, unless the bootstrap file says otherwise
 # ([database] timeout): a mail client waits minutes for a reply, but a store that has not
 # answered within seconds is not going to, and every session waiting on it holds a slot.
 DEFAULT_TIMEOUT = 10.0
-
-
-class StoreUnavailable(StoreError):
-    """The database did not answer in time or could not be reached: a temporary condition.
-
-    Protocols answer their temporary failure (451 4.3.0, ``NO [UNAVAILABLE]``,
-    ``-ERR [SYS/TEMP]``); a write that timed out may or may not have committed.
-    """
 
 
 class _Call:
