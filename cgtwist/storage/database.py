@@ -195,6 +195,8 @@ class Database:
         """
         engine = self.engine
         for attempt in (1, 2):
+            if call.abandoned:  # its deadline passed while it waited for a thread
+                raise StoreUnavailable(f"database call {call.desc} abandoned")
             try:
                 conn = self.pool.connect()
             except self.dbapi.OperationalError as e:
