@@ -91,10 +91,12 @@ def as_nobody_wrapper(workdir: str) -> tuple[str, ...]:
     return ("unshare", "-m", "sh", "-c", script, "sh")
 
 
-def exit_status(server: Server, timeout: float = 60.0) -> tuple[int, str]:
-    """Start the server expecting it to fail; its exit status and what it printed."""
+def exit_status(server: Server, timeout: float = 60.0,
+                mode: tuple[str, ...] = ("-n",)) -> tuple[int, str]:
+    """Start the server expecting it to fail; its exit status and what it printed.
+    ``mode`` ``()``: as a daemon, whose parent exits with the start-up's outcome."""
     proc = subprocess.Popen(
-        [os.path.join(BIN, "twistd"), "-n", "--pidfile", server.pidfile, "--logfile",
+        [os.path.join(BIN, "twistd"), *mode, "--pidfile", server.pidfile, "--logfile",
          server.logfile, "cgtwist", "--config", server.conf],
         env=server.env, cwd=server.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -231,14 +233,15 @@ def pg_url_of(server: Server) -> str:
 
 
 # -- item 4 ------------------------------------------------------------------------------------
-def test_database_down_at_start_exits_nonzero(tmp_path: str) -> None:
+@pytest.mark.parametrize("mode", [("-n",), ()], ids=["nodaemon", "daemon"])
+def test_database_down_at_start_exits_nonzero(tmp_path: str, mode: tuple[str, ...]) -> None:
     """PostgreSQL not running at start: the server says why and exits 1 (not 0), so systemd's
-    Restart=on-failure tries again."""
+    Restart=on-failure tries again; as a daemon (Type=forking), the parent does."""
     pytest.importorskip("psycopg2")
     down = f"postgresql://postgres@/cgtwist?host={tmp_path}/no-such-socket-dir&port=5432"
     server = Server(str(tmp_path) + "/base", extra_config=pg_config(down, timeout=3))
     try:
-        code, out = exit_status(server)
+        code, out = exit_status(server, mode=mode)
         assert code != 0, out
         assert "no-such-socket-dir" in out
     finally:
