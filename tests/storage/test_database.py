@@ -62,6 +62,21 @@ class EngineTests(unittest.TestCase):
             self.assertEqual(engine_for_url(url).describe(), where)
             self.assertNotIn("secret", engine_for_url(url).describe())
 
+    def test_postgres_connection_bounded_by_the_timeout(self) -> None:
+        """Connecting, and over TCP a peer that vanished, are bounded by the store timeout
+        (libpq's connect_timeout is at least 2 s); what the URL sets explicitly wins."""
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("psycopg2 is not installed") from None
+        _, kw = engine_for_url("postgresql://u@db.example/mail", 6).connect_args()
+        self.assertEqual((kw["connect_timeout"], kw["keepalives"], kw["tcp_user_timeout"]),
+                         (6, 1, 6000))
+        _, kw = engine_for_url("postgresql://u@db.example/mail?connect_timeout=30", 0.5) \
+            .connect_args()
+        self.assertNotIn("connect_timeout", kw)  # the URL's 30 stays
+        self.assertEqual(kw["keepalives_idle"], 2)
+
     def test_schema_placeholders(self) -> None:
         """Auto-increment keys are spelled per engine in migrations."""
         self.assertIn("AUTOINCREMENT", SqliteEngine("/x").render_schema("id {serial}"))
