@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory
 
 from cgtwist import paths
 from cgtwist.config import BootstrapConfig
+from cgtwist.errors import ConfigError
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger
 from cgtwist.reactor import streamline
@@ -78,12 +79,23 @@ class CgtwistService(MultiService):
             return late
         return self.app.factory_for(spec)  # type: ignore[no-any-return]
 
-    def _specs(self, settings: Settings) -> list[ListenerSpec]:
+    def _specs(self, settings: Settings) -> Optional[list[ListenerSpec]]:
+        """The configured listeners; None (logged) when the stored setting is invalid.
+
+        Never the built-in defaults instead: they would open ports (0.0.0.0:25 as root) that
+        the administrator did not configure. The store validates the setting when it is set, so
+        this takes a database edited by hand or by another version.
+        """
         try:
             return settings.listeners(self.privileged)
-        except ValueError as e:
-            log.error("invalid listeners setting ({err}); using the built-in defaults", err=str(e))
-            return Settings().listeners(self.privileged)
+        except (ValueError, TypeError, AttributeError) as e:
+            log.error("invalid listeners setting ({err}); listeners left as they are (fix it "
+                      "with: cgtwist-admin settings set listeners ...)", err=str(e))
+            return None
+
+    def _apply_listeners(self, settings: Settings) -> defer.Deferred[None]:
+        specs = self._specs(settings)
+        return defer.succeed(None) if specs is None else self.listeners.apply(specs)
 
     def privilegedStartService(self) -> None:
         """Bind the configured listeners while we may still be root (twistd drops privileges
@@ -103,6 +115,8 @@ class CgtwistService(MultiService):
             log.critical("cgtwist failed to start: {err}", err=str(e))
             raise
         specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
+        if specs is None:
+            raise ConfigError("cgtwist failed to start: the stored listeners setting is invalid")
         self.listeners.paused = True
         self.listeners.tls_ready = False
         self.listeners.bind_all(specs)
@@ -169,7 +183,7 @@ class CgtwistService(MultiService):
         await self.app.start()
         self._start_control()
         self._install_signals()
-        await self.listeners.apply(self._specs(self.settings.current))
+        await self._apply_listeners(self.settings.current)
         from cgtwist.workers import SMTPWorkers
 
         self.workers = SMTPWorkers(self.reactor, cfg, adopt=self.app.manager.adopt,
@@ -177,7 +191,7 @@ class CgtwistService(MultiService):
         await self._configure_workers(self.settings.current)
 
         def rebind(settings: Settings) -> None:
-            d = self.listeners.apply(self._specs(settings))
+            d = self._apply_listeners(settings)
             d.addCallback(lambda _: self._configure_workers(settings))
             d.addErrback(lambda f: log.failure("applying the listener settings failed", f))
 

@@ -169,6 +169,23 @@ class Server:
 
         wait_for(ready, ready_timeout, "the server to log 'cgtwist ready'")
 
+    def run_to_exit(self, timeout: float = 60.0, daemon: bool = False) -> tuple[int, str]:
+        """Start the server expecting it to fail: its exit status, and what it printed followed
+        by its log. ``daemon``: without ``-n``; the status is then the daemonizing parent's,
+        which reports the outcome of binding (``privilegedStartService``)."""
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "twistd"), *(() if daemon else ("-n",)), "--pidfile",
+             self.pidfile, "--logfile", self.logfile, "cgtwist", "--config", self.conf],
+            env=self.env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+        return proc.returncode, out.decode(errors="replace") + self.log_text()
+
     def ports(self) -> list[dict[str, Any]]:
         with open(os.path.join(self.base, "cgtwist.ports")) as f:
             result: list[dict[str, Any]] = json.load(f)

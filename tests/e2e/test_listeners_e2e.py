@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 
 import pytest
@@ -118,3 +119,21 @@ def test_reload_answer_waits_for_the_listener_change(server: Server) -> None:
         assert f"listener pop3:127.0.0.1:{port} is not bound: address already in use" in r.stderr
     finally:
         taken.close()
+
+
+def test_invalid_stored_listeners_bind_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A listeners setting the store holds but the server cannot use (edited by hand, another
+    version) fails the start, naming the setting, instead of binding the built-in defaults
+    that nobody configured."""
+    srv = Server(str(tmp_path / "base"))
+    try:
+        srv.set_listeners(ALL_LISTENERS[:1])
+        with sqlite3.connect(os.path.join(srv.base, "cgtwist.db")) as db:
+            db.execute("UPDATE server_settings SET value = ? WHERE name = 'listeners'",
+                       (json.dumps([{"protocol": "smtp", "port": "twenty-five"}]),))
+        code, out = srv.run_to_exit()
+        assert code != 0, out
+        assert "invalid listeners setting" in out
+        assert "bound on port" not in out
+    finally:
+        srv.close()

@@ -91,24 +91,6 @@ def as_nobody_wrapper(workdir: str) -> tuple[str, ...]:
     return ("unshare", "-m", "sh", "-c", script, "sh")
 
 
-def exit_status(server: Server, timeout: float = 60.0,
-                mode: tuple[str, ...] = ("-n",)) -> tuple[int, str]:
-    """Start the server expecting it to fail; its exit status and what it printed.
-    ``mode`` ``()``: as a daemon, whose parent exits with the start-up's outcome."""
-    proc = subprocess.Popen(
-        [os.path.join(BIN, "twistd"), *mode, "--pidfile", server.pidfile, "--logfile",
-         server.logfile, "cgtwist", "--config", server.conf],
-        env=server.env, cwd=server.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    return proc.returncode, out.decode(errors="replace") + server.log_text()
-
-
 # -- item 1 ------------------------------------------------------------------------------------
 def test_configured_low_port_bound_before_dropping_root(pg_url: str) -> None:
     """Started as root with --uid on a PostgreSQL store whose listeners name 127.0.0.1 on a
@@ -241,7 +223,7 @@ def test_database_down_at_start_exits_nonzero(tmp_path: str, mode: tuple[str, ..
     down = f"postgresql://postgres@/cgtwist?host={tmp_path}/no-such-socket-dir&port=5432"
     server = Server(str(tmp_path) + "/base", extra_config=pg_config(down, timeout=3))
     try:
-        code, out = exit_status(server, mode=mode)
+        code, out = server.run_to_exit(daemon=not mode)
         assert code != 0, out
         assert "no-such-socket-dir" in out
     finally:
@@ -256,7 +238,7 @@ def test_failure_after_the_reactor_started_exits_nonzero(tmp_path: str) -> None:
         server.set_listeners([listener("smtp")])
         with open(os.path.join(server.base, "Queue"), "w") as f:
             f.write("a file where the spool folder belongs\n")
-        code, out = exit_status(server)
+        code, out = server.run_to_exit()
         assert code != 0, out
         assert "cgtwist failed to start" in out
     finally:
