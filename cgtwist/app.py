@@ -71,7 +71,8 @@ class Components:
 
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
-                                              cfg.pool_min, cfg.pool_max)
+                                              cfg.pool_min, cfg.pool_max,
+                                              timeout=cfg.database_timeout)
         if self.link is not None:  # the server settled the main domain and made the accounts
             await self.reload_settings()
             self._build_reception(store, settings)

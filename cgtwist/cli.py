@@ -20,7 +20,9 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
 * ``ctx.store``: the ``cgtwist.storage.store.AccountStore`` (None with ``needs_store=False``);
 * ``ctx.reactor``: the running reactor;
 * ``ctx.notify(cmd, **args)``: send one control command; returns the reply dict, or None when
-  the server is not running (a note is printed); raises CLIError when the server refuses;
+  the server is not running (a note is printed); raises CLIError when the server refuses.
+  A reply naming listeners that are not bound prints one line for each; after a ``settings``
+  change (which is how listeners change) that is a CLIError too, so the exit status says so;
 * ``ctx.call(cmd, **args)``: the same, but a server that is not running is an error
   (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
@@ -49,7 +51,7 @@ from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
-from cgtwist.storage.database import Database
+from cgtwist.storage.database import Database, StoreUnavailable
 from cgtwist.storage.engines import SqliteEngine, engine_for_url
 from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
@@ -97,13 +99,22 @@ class Context:
     def notify(self, cmd: str, **args: Any) -> Optional[dict[str, Any]]:
         """Tell a running server about a change; no server: say it applies at the next start."""
         try:
-            return self.call(cmd, **args)
+            reply = self.call(cmd, **args)
         except ServerDown:
             self.err.write(f"{PROG}: note: the server is not running; "
                            "the change applies when it starts\n")
             return None
         except CLIError as e:
             raise CLIError(f"changed in the store, but {e}") from None
+        unbound = [entry for entry in reply.get("listeners") or ()
+                   if isinstance(entry, dict) and entry.get("bound") is False]
+        for entry in unbound:
+            self.err.write(f"{PROG}: listener {entry.get('name', '?')} is not bound: "
+                           f"{entry.get('error', 'no reason given')}\n")
+        if unbound and args.get("what") == "settings":
+            raise CLIError(f"changed in the store, but {len(unbound)} listener(s) could not "
+                           "be bound (see above)")
+        return reply
 
     def address(self, text: str) -> tuple[str, str]:
         """An account or alias address: ``name@domain``, ``name%domain`` or ``name``."""
@@ -502,7 +513,8 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
                 raise CLIError(f"no store at {where} (wrong --config or --base-dir? "
                                f"'{PROG} init' creates one)")
             store = await open_store(config.database_url, config.main_domain, reactor,
-                                     1, max(1, config.pool_max), hasher)
+                                     1, max(1, config.pool_max), hasher,
+                                     timeout=config.database_timeout)
             main = await store.settle_main_domain(config.main_domain, config.main_domain_explicit)
             config = dataclasses.replace(config, main_domain=main)
             generated = await store.bootstrap()
@@ -555,7 +567,9 @@ def _tighten_store_files(config: BootstrapConfig, err: TextIO) -> None:
 
 
 def _one_line(e: BaseException) -> str:
-    if isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
+    if isinstance(e, StoreUnavailable):
+        text = f"database unavailable: {e}"  # down, frozen, or gone for the second time
+    elif isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
     elif type(e).__name__ in ("OperationalError", "DatabaseError", "InterfaceError"):
         text = f"database unavailable: {e}"  # locked, read-only, or PostgreSQL down

@@ -22,7 +22,7 @@ ENV_CONFIG = "CGTWIST_CONFIG"
 _KNOWN: dict[str, dict[str, type]] = {
     "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool,
                "umask": str},
-    "database": {"url": str, "pool_min": int, "pool_max": int},
+    "database": {"url": str, "pool_min": int, "pool_max": int, "timeout": float},
     "tls": {"certificate": str, "key": str},
     "log": {"level": str, "max_size": int, "keep": int, "daily": bool},
     "dns": {"nameservers": list, "timeout": float},
@@ -52,6 +52,7 @@ class BootstrapConfig:
     log_max_size: int = 10 * 1024 * 1024  # twistd's --logfile rotates past this size (0: never)
     log_keep: int = 10  # rotated log files kept (cgtwist.log.1 .. .N)
     log_daily: bool = False  # also rotate at the first line after midnight
+    database_timeout: float = 10.0  # seconds one store call may take (cgtwist.storage.database)
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
 
@@ -169,6 +170,9 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     pmin, pmax = get("database", "pool_min", 1), get("database", "pool_max", 4)
     if not (1 <= pmin <= pmax):
         raise _fail(source, text, "database", "pool_max", "need 1 <= pool_min <= pool_max")
+    db_timeout = float(get("database", "timeout", 10.0))
+    if not 0 < db_timeout <= 3600:
+        raise _fail(source, text, "database", "timeout", "must be between 0 and 3600 seconds")
     unpriv = get("server", "unprivileged_ports", None)
     umask_text = get("server", "umask", "0077")
     if not re.fullmatch(r"0?[0-7]{3}", umask_text) or not int(umask_text, 8) & 0o002:
@@ -184,9 +188,9 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
-        pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit,
-        umask=int(umask_text, 8), log_max_size=max_size, log_keep=keep,
-        log_daily=get("log", "daily", False),
+        pool_min=pmin, pool_max=pmax, database_timeout=db_timeout, source=source,
+        main_domain_explicit=explicit, umask=int(umask_text, 8), log_max_size=max_size,
+        log_keep=keep, log_daily=get("log", "daily", False),
     )
 
 

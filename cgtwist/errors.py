@@ -44,6 +44,15 @@ class StoreError(Exception):
     """A store operation failed for a reason the caller should report (e.g. duplicate name)."""
 
 
+class StoreUnavailable(StoreError):
+    """The database did not answer in time or could not be reached: a temporary condition.
+
+    Protocols answer their temporary failure (451 4.3.0, ``NO [UNAVAILABLE]``,
+    ``-ERR [SYS/TEMP]``); the store has logged why, so callers log one line, no traceback.
+    A write that timed out may or may not have committed.
+    """
+
+
 class NotFound(StoreError):
     """The named domain, account, alias or setting does not exist."""
 

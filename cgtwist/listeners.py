@@ -53,6 +53,7 @@ class ListenerManager:
         # processes (cgtwist.workers) accept on them instead.
         self.delegated: frozenset[str] = frozenset()
         self.tls_ready = True  # False while the service binds before loading certificates
+        self._applying: list[defer.Deferred[None]] = []  # apply() calls not finished yet
 
     def _bind(self, spec: ListenerSpec) -> None:
         maker = self.makers.get(spec.protocol)
@@ -114,7 +115,25 @@ class ListenerManager:
 
         d = defer.gatherResults(ds, consumeErrors=True)
         d.addCallback(bind)
+        self._applying.append(d)  # type: ignore[arg-type]
+
+        def finished(result: Any) -> Any:
+            self._applying.remove(d)  # type: ignore[arg-type]
+            return result
+
+        d.addBoth(finished)
         return d  # type: ignore[return-value]
+
+    def settled(self) -> defer.Deferred[None]:
+        """Fires once every ``apply`` begun so far has finished, so ``describe`` then reports
+        what they bound and what failed (the answer to ``cgtwist-admin``'s reload)."""
+        waits: list[defer.Deferred[None]] = []
+        for d in self._applying:
+            w: defer.Deferred[None] = defer.Deferred()
+            d.addBoth(_pass_on, w)
+            waits.append(w)
+        done = defer.gatherResults(waits)
+        return done.addCallback(lambda _: None)
 
     def pause(self) -> None:
         """Stop accepting (ports stay bound) until ``resume``: used until the store is ready."""
@@ -171,3 +190,9 @@ class ListenerManager:
             os.replace(tmp, self.state_file)
         except OSError as e:
             self.log.warn("cannot write {path}: {err}", path=self.state_file, err=e.strerror)
+
+
+def _pass_on(result: Any, waiter: defer.Deferred[None]) -> Any:
+    """Fire ``waiter`` and hand ``result`` on unchanged (observe a Deferred, not consume it)."""
+    waiter.callback(None)
+    return result

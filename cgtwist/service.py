@@ -9,11 +9,11 @@ transactions in flight finish or answer 421.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import json
 import os
 import signal
-import sqlite3
+import sys
 from typing import Any, Optional
 
 from twisted.application.service import MultiService
@@ -23,6 +23,7 @@ from twisted.python.logfile import LogFile
 
 from cgtwist import filemodes, paths
 from cgtwist.config import BootstrapConfig
+from cgtwist.errors import ConfigError
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger, RotatingLogFile
 from cgtwist.reactor import streamline
@@ -55,37 +56,6 @@ class LateFactory(Factory):
         super().doStop()
 
 
-def read_settings_sync(cfg: BootstrapConfig) -> dict[str, Any]:
-    """Read dynamic settings without the reactor, for binding before privileges are dropped.
-
-    Only SQLite can be read this early; with PostgreSQL the listeners are bound with the
-    built-in defaults and corrected once the store is open.
-    """
-    if not cfg.database_url.startswith("sqlite:///"):
-        return {}
-    from cgtwist.storage.engines import engine_for_url
-
-    path = engine_for_url(cfg.database_url).path  # type: ignore[attr-defined]
-    if not os.path.exists(path):
-        return {}
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = con.execute("SELECT name, value FROM server_settings").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        log.warn("cannot read settings from {path} before start: {err}", path=path, err=str(e))
-        return {}
-    out = {}
-    for name, value in rows:
-        try:
-            out[name] = json.loads(value)
-        except ValueError:
-            continue
-    return out
-
-
 class CgtwistService(MultiService):
     """The whole server as one twistd service."""
 
@@ -113,24 +83,48 @@ class CgtwistService(MultiService):
             return late
         return self.app.factory_for(spec)  # type: ignore[no-any-return]
 
-    def _specs(self, settings: Settings) -> list[ListenerSpec]:
+    def _specs(self, settings: Settings) -> Optional[list[ListenerSpec]]:
+        """The configured listeners; None (logged) when the stored setting is invalid.
+
+        Never the built-in defaults instead: they would open ports (0.0.0.0:25 as root) that
+        the administrator did not configure. The store validates the setting when it is set, so
+        this takes a database edited by hand or by another version.
+        """
         try:
             return settings.listeners(self.privileged)
-        except ValueError as e:
-            log.error("invalid listeners setting ({err}); using the built-in defaults", err=str(e))
-            return Settings().listeners(self.privileged)
+        except (ValueError, TypeError, AttributeError) as e:
+            log.error("invalid listeners setting ({err}); listeners left as they are (fix it "
+                      "with: cgtwist-admin settings set listeners ...)", err=str(e))
+            return None
+
+    def _apply_listeners(self, settings: Settings) -> defer.Deferred[None]:
+        specs = self._specs(settings)
+        return defer.succeed(None) if specs is None else self.listeners.apply(specs)
 
     def privilegedStartService(self) -> None:
+        """Bind the configured listeners while we may still be root (twistd drops privileges
+        right after), paused until start-up has finished.
+
+        The listener setting is read from the configured store, SQLite or PostgreSQL. A store
+        that cannot be read fails the start (twistd exits 1, so an init system retries it):
+        binding the built-in defaults instead would open ports nobody configured, and the
+        configured ones below 1024 could not be bound any more once root is dropped.
+        """
+        from cgtwist.storage.early import read_server_settings
+
         # twistd applies its own umask (0077 as a daemon, none with -n, or --umask) after
         # makeService; [server] umask is the one the server runs with.
         os.umask(self.cfg.umask)
         os.makedirs(self.cfg.base_dir, exist_ok=True)
         self._take_over_log_file()
-        early = read_settings_sync(self.cfg)
         try:
-            specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
-        except Exception:
-            specs = Settings().listeners(self.privileged)
+            early = read_server_settings(self.cfg.database_url, self.cfg.database_timeout)
+        except Exception as e:
+            log.critical("cgtwist failed to start: {err}", err=str(e))
+            raise
+        specs = self._specs(Settings({k: v for k, v in early.items() if k == "listeners"}))
+        if specs is None:
+            raise ConfigError("cgtwist failed to start: the stored listeners setting is invalid")
         self.listeners.paused = True
         self.listeners.tls_ready = False
         self.listeners.bind_all(specs)
@@ -232,8 +226,11 @@ class CgtwistService(MultiService):
 
         def failed(f: Any) -> None:
             log.failure("cgtwist failed to start", f)
+            exit_nonzero_at_exit()
             if self.reactor.running:
                 self.reactor.stop()
+            else:  # failed before twistd ran the reactor: stop it as soon as it runs
+                self.reactor.callWhenRunning(self.reactor.stop)
 
         d.addErrback(failed)
 
@@ -262,7 +259,7 @@ class CgtwistService(MultiService):
         await self.app.start()
         self._start_control()
         self._install_signals()
-        await self.listeners.apply(self._specs(self.settings.current))
+        await self._apply_listeners(self.settings.current)
         from cgtwist.app import shutdown_grace
         from cgtwist.workers import SMTPWorkers
 
@@ -272,7 +269,7 @@ class CgtwistService(MultiService):
         await self._configure_workers(self.settings.current)
 
         def rebind(settings: Settings) -> None:
-            d = self.listeners.apply(self._specs(settings))
+            d = self._apply_listeners(settings)
             d.addCallback(lambda _: self._configure_workers(settings))
             d.addErrback(lambda f: log.failure("applying the listener settings failed", f))
 
@@ -335,7 +332,11 @@ class CgtwistService(MultiService):
             os.umask(old)
 
     async def _control_reload(self, req: Any) -> dict[str, Any]:
+        """Re-read the store; answer with each listener's outcome once the listener change
+        the new settings started has been applied (bound, or why not), so cgtwist-admin can
+        report a port it could not bind instead of the log alone."""
         await self.reload_settings()
+        await self.listeners.settled()
         return {"listeners": self.listeners.describe()}
 
     def _install_signals(self) -> None:
@@ -373,6 +374,26 @@ class CgtwistService(MultiService):
             await self.app.close()
         await defer.maybeDeferred(super().stopService)
         log.info("cgtwist stopped")
+
+
+def exit_nonzero_at_exit() -> None:
+    """Make this process's exit status 1 once twistd has finished.
+
+    twistd exits 0 whenever its reactor stopped, also after a start-up that failed once the
+    reactor ran (the store could not be opened, the spool not created): systemd's
+    ``Restart=on-failure`` would never try again. The exit handler runs after twistd removed
+    its pid file and closed its log.
+    """
+
+    def exit_one() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(1)
+
+    atexit.register(exit_one)
 
 
 def build(cfg: BootstrapConfig, reactor: Any) -> CgtwistService:

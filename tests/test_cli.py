@@ -393,11 +393,13 @@ class NotifyTests(CLITestCase):
         self.requests: list[dict[str, Any]] = []
         self.reply: dict[str, Any] = {}
 
+        self.listeners: list[dict[str, Any]] = []
+
         def reload(req: Any) -> dict[str, Any]:
             self.requests.append(dict(req))
             if self.reply:
                 raise RuntimeError(self.reply["error"])
-            return {}
+            return {"listeners": self.listeners}
 
         sock = os.path.join(self.base, "cgtwist.ctl")
         port = reactor.listenUNIX(sock, control.ControlFactory({"reload": reload}))  # type: ignore[attr-defined]
@@ -428,6 +430,28 @@ class NotifyTests(CLITestCase):
                       err)
         self.assertNotIn(b"Traceback", err)
         self.flushLoggedErrors(RuntimeError)
+
+
+    async def test_unbound_listener_reported(self) -> None:
+        """A reload answer naming a listener that could not bind is printed; after a settings
+        change (how listeners change) the exit status is 1, after other changes it stays 0
+        (issue 20, item 5: it printed nothing and exited 0)."""
+        self.listeners = [
+            {"name": "smtp:127.0.0.1:2525", "protocol": "smtp", "bound": True, "port": 2525},
+            {"name": "imap:127.0.0.1:643", "protocol": "imap", "bound": False, "port": None,
+             "error": "permission denied: ports below 1024 need root"},
+        ]
+        out, err, code = await self.run_async("settings", "set", "listeners", json.dumps([
+            {"protocol": "smtp", "address": "127.0.0.1", "port": 2525},
+            {"protocol": "imap", "address": "127.0.0.1", "port": 643}]))
+        self.assertEqual(code, 1, err)
+        self.assertIn(b"listener imap:127.0.0.1:643 is not bound: permission denied: ports "
+                      b"below 1024 need root", err)
+        self.assertIn(b"1 listener(s) could not be bound", err)
+        self.assertNotIn(b"smtp:127.0.0.1:2525", err)
+        out, err, code = await self.run_async("domain", "add", "example.org")
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"listener imap:127.0.0.1:643 is not bound", err)
 
 
 class PluginTests(unittest.TestCase):

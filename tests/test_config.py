@@ -61,6 +61,17 @@ class ConfigTests(unittest.TestCase):
         e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
         self.assertIn("c.conf:2: database.pool_max: must be a int", str(e))
 
+    def test_database_timeout(self) -> None:
+        """[database] timeout is each store call's deadline: 10 s by default, a positive number
+        of seconds up to an hour, anything else refused naming the key."""
+        self.assertEqual(config.parse("", "c.conf", "/").database_timeout, 10.0)
+        self.assertEqual(config.parse("[database]\ntimeout = 2.5\n", "c.conf", "/").database_timeout,
+                         2.5)
+        for bad in ("0", "-1", "7200", '"soon"'):
+            e = self.assertRaises(ConfigError, config.parse, f"[database]\ntimeout = {bad}\n",
+                                  "c.conf", "/")
+            self.assertIn("database.timeout", str(e))
+
     def test_syntax_error_names_the_file(self) -> None:
         e = self.assertRaises(ConfigError, config.parse, "[server\n", "c.conf", "/")
         self.assertTrue(str(e).startswith("c.conf:1: "), str(e))

@@ -18,7 +18,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from cgtwist.errors import InvalidName, MailError
+from cgtwist.errors import InvalidName, MailError, StoreUnavailable
 from cgtwist.interfaces import IAccountStore
 from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
@@ -120,6 +120,10 @@ class AccountChecker:
             raise UnauthorizedLogin()
         try:
             account = await self._store.verify_password(name, domain, password)
+        except StoreUnavailable as e:  # the store logged why
+            self._log.warn("login of {account} not checked: {err}", account=f"{name}@{domain}",
+                           err=str(e))
+            raise AuthUnavailable(str(e)) from None
         except Exception as e:
             self._log.failure("account store failed during login of {account}", account=login)
             raise AuthUnavailable(f"{type(e).__name__}: {e}") from None

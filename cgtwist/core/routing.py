@@ -14,7 +14,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from cgtwist import router
-from cgtwist.errors import InvalidName, MailError, NotFound, temporary
+from cgtwist.errors import InvalidName, MailError, NotFound, StoreUnavailable, temporary
 from cgtwist.interfaces import IAccountStore, IRouter
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
@@ -143,6 +143,9 @@ class Routing:
                 answer = await self._answer(query, expiries)
             except MailError:
                 raise
+            except StoreUnavailable as e:  # the store logged why; one line per refusal here
+                self.log.warn("routing {address}: {err}", address=address, err=str(e))
+                raise temporary(detail=f"routing {address!r}") from None
             except Exception:
                 self.log.failure("routing {address}: store lookup {query} failed",
                                  address=address, query=repr(query))

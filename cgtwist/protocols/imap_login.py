@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
-from cgtwist.core.auth import PeerCredentials
+from cgtwist.core.auth import AuthUnavailable, PeerCredentials
 from cgtwist.logs import Logger
 from cgtwist.protocols.imap_auth import IPenalty, SaslError, decode_plain
 from cgtwist.protocols.imap_mailboxes import MailboxCommands
@@ -190,7 +190,11 @@ class LoginMixin:
 
     def _login_failed(self, failure: Failure, tag: bytes, name: str) -> None:
         if not failure.check(UnauthorizedLogin, UnhandledCredentials):
-            self.log.failure("imap: authentication backend failed for {ip}", failure, ip=self.peer_ip)
+            if failure.check(AuthUnavailable):  # the checker logged why
+                self.log.warn("imap: authentication unavailable for {ip}", ip=self.peer_ip)
+            else:
+                self.log.failure("imap: authentication backend failed for {ip}", failure,
+                                 ip=self.peer_ip)
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
             return
         delay = self.penalty.delay_for(self.peer_ip)

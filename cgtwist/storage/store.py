@@ -35,7 +35,7 @@ from cgtwist.interfaces import IAccountStore
 from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
-from cgtwist.storage.database import Cursor, Database
+from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
 from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
@@ -566,14 +566,16 @@ class AccountStore:
 
 
 def open_store(url: str, main_domain: str, reactor: Any, pool_min: int = 1, pool_max: int = 4,
-               hasher: Optional[PasswordHasher] = None) -> Deferred[AccountStore]:
+               hasher: Optional[PasswordHasher] = None,
+               timeout: float = DEFAULT_TIMEOUT) -> Deferred[AccountStore]:
     """Open the database at ``url``, apply migrations, fire with an AccountStore on it.
 
     The reactor must be running (or about to run): adbapi starts its threads then.
+    ``timeout``: each store call's deadline in seconds (``[database] timeout``).
     """
 
     async def opening() -> AccountStore:
-        db = Database(url, reactor, pool_min, pool_max)
+        db = Database(url, reactor, pool_min, pool_max, timeout=timeout)
         try:
             await db.migrate()
         except BaseException:

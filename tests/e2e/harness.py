@@ -164,13 +164,16 @@ class Server:
                 continue
         return "".join(parts)
 
-    def start(self, ready_timeout: float = 120.0, extra_env: Optional[dict[str, str]] = None) -> None:
+    def start(self, ready_timeout: float = 120.0, extra_env: Optional[dict[str, str]] = None,
+              twistd_args: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()) -> None:
+        """``twistd_args``: more twistd options, e.g. ``("--uid", "65534")``; ``wrapper``: a
+        command that runs twistd (its argv follows), e.g. ``unshare``."""
         env = self.env
         env.update(extra_env or {})
         marker = self.log_text().count("cgtwist ready")
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
-             self.logfile, "cgtwist", "--config", self.conf],
+            [*wrapper, os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
+             self.logfile, *twistd_args, "cgtwist", "--config", self.conf],
             env=env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 
@@ -181,6 +184,23 @@ class Server:
             return self.log_text().count("cgtwist ready") > marker
 
         wait_for(ready, ready_timeout, "the server to log 'cgtwist ready'")
+
+    def run_to_exit(self, timeout: float = 60.0, daemon: bool = False) -> tuple[int, str]:
+        """Start the server expecting it to fail: its exit status, and what it printed followed
+        by its log. ``daemon``: without ``-n``; the status is then the daemonizing parent's,
+        which reports the outcome of binding (``privilegedStartService``)."""
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "twistd"), *(() if daemon else ("-n",)), "--pidfile",
+             self.pidfile, "--logfile", self.logfile, "cgtwist", "--config", self.conf],
+            env=self.env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+        return proc.returncode, out.decode(errors="replace") + self.log_text()
 
     def ports(self) -> list[dict[str, Any]]:
         with open(os.path.join(self.base, "cgtwist.ports")) as f:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 
 import pytest
@@ -43,13 +45,19 @@ def test_listener_change_rebinds_without_restart(server: Server) -> None:
 
 
 def test_port_in_use_is_a_clear_log_line(server: Server) -> None:
-    """A listener that cannot bind is logged with its name and the fix; the others keep working."""
+    """A listener that cannot bind is logged with its name and the fix, and cgtwist-admin,
+    which added it, prints why and exits 1 (it printed nothing and exited 0); the others keep
+    working."""
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        server.set_listeners([ALL_LISTENERS[0], {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"}])
+        listeners = [ALL_LISTENERS[0], {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"}]
+        r = server.admin("settings", "set", "listeners", json.dumps(listeners), check=False)
+        assert r.returncode == 1, r.stderr
+        assert f"listener imap:127.0.0.1:{port} is not bound: address already in use" in r.stderr
+        assert "smtp:" not in r.stderr  # the bound one is not reported as a problem
         wait_for(lambda: f"imap:127.0.0.1:{port} cannot bind: address already in use" in server.log_text(),
                  30, "the bind error in the log")
         states = {p["protocol"]: p for p in server.ports()}
@@ -94,3 +102,38 @@ def test_sighup_reloads_the_certificate(server: Server) -> None:
     assert "renewed.example.test" in names.get_values_for_type(x509.DNSName)
 
 
+
+
+def test_reload_answer_waits_for_the_listener_change(server: Server) -> None:
+    """When a change both closes a listener and adds one that cannot bind, the reload answer
+    comes after the new one was tried (closing a socket takes a reactor turn), so
+    cgtwist-admin still reports the failure and exits 1."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        pop = {"protocol": "pop3", "address": "127.0.0.1", "port": port, "tls": "starttls"}
+        r = server.admin("settings", "set", "listeners", json.dumps([pop]), check=False)
+        assert r.returncode == 1, r.stderr
+        assert f"listener pop3:127.0.0.1:{port} is not bound: address already in use" in r.stderr
+    finally:
+        taken.close()
+
+
+def test_invalid_stored_listeners_bind_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A listeners setting the store holds but the server cannot use (edited by hand, another
+    version) fails the start, naming the setting, instead of binding the built-in defaults
+    that nobody configured."""
+    srv = Server(str(tmp_path / "base"))
+    try:
+        srv.set_listeners(ALL_LISTENERS[:1])
+        with sqlite3.connect(os.path.join(srv.base, "cgtwist.db")) as db:
+            db.execute("UPDATE server_settings SET value = ? WHERE name = 'listeners'",
+                       (json.dumps([{"protocol": "smtp", "port": "twenty-five"}]),))
+        code, out = srv.run_to_exit()
+        assert code != 0, out
+        assert "invalid listeners setting" in out
+        assert "bound on port" not in out
+    finally:
+        srv.close()

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import Any
 
 from twisted.internet import defer
 from twisted.trial import unittest
 
 from cgtwist.errors import ConfigError
-from cgtwist.storage.database import Cursor
+from cgtwist.storage.database import Cursor, Database, StoreUnavailable
 from cgtwist.storage.engines import PostgresEngine, SqliteEngine, engine_for_url
 from cgtwist.storage.migrate import deltas
-from tests.storage.dbcase import DatabaseCase
+from tests.storage.dbcase import (
+    DatabaseCase,
+    frozen_postgres,
+    terminate_backends,
+    wait_until,
+    wait_until_succeeds,
+)
 
 
 class EngineTests(unittest.TestCase):
@@ -34,6 +41,41 @@ class EngineTests(unittest.TestCase):
         engine = PostgresEngine("postgresql://u@h/db", "h:5432/db")
         self.assertEqual(engine.convert("SELECT '5%' FROM t WHERE a = ? AND b = ?"),
                          "SELECT '5%%' FROM t WHERE a = %s AND b = %s")
+
+    def test_postgres_url_described_as_libpq_reads_it(self) -> None:
+        """A Unix-socket URL is logged with its socket directory, not as localhost:5432; a TCP
+        URL with host and port, and never the password (issue 20, item 7)."""
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("psycopg2 is not installed") from None
+        cases = {
+            "postgresql://mail@/cgtwist?host=/run/postgresql":
+                "postgresql:unix socket /run/postgresql/.s.PGSQL.5432, database cgtwist",
+            "postgresql://%2Fvar%2Frun%2Fpostgresql:5433/mail":
+                "postgresql:unix socket /var/run/postgresql/.s.PGSQL.5433, database mail",
+            "postgresql://u:secret@db.example:6543/mail":
+                "postgresql:db.example:6543, database mail",
+            "postgresql://u@[::1]/mail": "postgresql:[::1]:5432, database mail",
+        }
+        for url, where in cases.items():
+            self.assertEqual(engine_for_url(url).describe(), where)
+            self.assertNotIn("secret", engine_for_url(url).describe())
+
+    def test_postgres_connection_bounded_by_the_timeout(self) -> None:
+        """Connecting, and over TCP a peer that vanished, are bounded by the store timeout
+        (libpq's connect_timeout is at least 2 s); what the URL sets explicitly wins."""
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise unittest.SkipTest("psycopg2 is not installed") from None
+        _, kw = engine_for_url("postgresql://u@db.example/mail", 6).connect_args()
+        self.assertEqual((kw["connect_timeout"], kw["keepalives"], kw["tcp_user_timeout"]),
+                         (6, 1, 6000))
+        _, kw = engine_for_url("postgresql://u@db.example/mail?connect_timeout=30", 0.5) \
+            .connect_args()
+        self.assertNotIn("connect_timeout", kw)  # the URL's 30 stays
+        self.assertEqual(kw["keepalives_idle"], 2)
 
     def test_schema_placeholders(self) -> None:
         """Auto-increment keys are spelled per engine in migrations."""
@@ -153,3 +195,42 @@ class PostgresDatabaseTests(DatabaseTests):
     async def test_sqlite_wal(self) -> None:
         """Not applicable to PostgreSQL."""
         raise unittest.SkipTest("SQLite only")
+
+    def _read(self, db: Database) -> defer.Deferred[Any]:
+        return db.run_interaction(
+            "read", lambda cur: cur.query("SELECT name FROM meta ORDER BY name"), readonly=True)
+
+    async def test_stale_connections_reconnect_transparently(self) -> None:
+        """After a PostgreSQL restart every pooled connection is dead; each call, read or
+        write, reconnects and succeeds instead of failing once per pooled connection
+        (issue 20, item 3)."""
+        db = self.open_db(pool_max=4)
+        await db.migrate()
+        # Fill the pool: four concurrent calls open four connections.
+        await defer.gatherResults([self._read(db) for _ in range(4)])
+        self.assertGreaterEqual(terminate_backends(self.url), 1)
+        reads = await defer.gatherResults([self._read(db) for _ in range(4)])
+        self.assertEqual(reads, [[]] * 4)
+        terminate_backends(self.url)
+        await db.run_interaction("write", lambda cur: cur.execute(
+            "INSERT INTO meta (name, value) VALUES ('w', '1')"))
+        self.assertEqual(await self._read(db), [("w",)])
+
+    async def test_frozen_server_times_out_and_frees_the_pool(self) -> None:
+        """With the server frozen (SIGSTOP) each call fails with StoreUnavailable at its
+        deadline instead of hanging, the pool's threads come back although the server never
+        answered, and once the server runs again the same pool works (issue 20, item 2)."""
+        db = self.open_db(pool_max=2, timeout=2.0)
+        await db.migrate()
+        await defer.gatherResults([self._read(db) for _ in range(2)])  # two live connections
+        with frozen_postgres(self.url):
+            calls = [self._read(db) for _ in range(3)]
+            calls.append(db.run_interaction("write", lambda cur: cur.execute(
+                "INSERT INTO meta (name, value) VALUES ('x', '1')")))
+            for call in calls:
+                with self.assertRaises(StoreUnavailable):
+                    await call
+            # Still frozen: the threads are back (cut sockets, connect_timeout), not blocked.
+            await wait_until(lambda: db.busy == 0, 30, "the pool's threads to come back")
+        await wait_until_succeeds(lambda: self._read(db), 30)
+        self.assertEqual(await self._read(db), [])
