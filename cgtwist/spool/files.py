@@ -34,6 +34,22 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, 0o700, exist_ok=True)``, durably: each directory created is named
+    in a parent that is fsynced before the next step (a directory whose entry is lost after a
+    power cut takes every file renamed into it along)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return
+    if parent != path and not os.path.isdir(parent):
+        make_dirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return  # made by another process meanwhile, which fsyncs its parent itself
+    fsync_dir(parent)
+
+
 def write_all(fd: int, chunks: list[bytes]) -> None:
     """Write every chunk: one writev in the usual case (each system call of a worker thread
     is a GIL hand-off with the reactor), the rest after a short write."""
@@ -131,7 +147,7 @@ class Recycler:
         self._empty_until = 0.0
         self._size = 0
         self._size_at = float("-inf")
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        make_dirs(path)
 
     def take(self, dest: str) -> bool:
         """Thread: move a pooled file to ``dest`` (which must not exist); False if the pool

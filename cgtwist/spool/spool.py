@@ -36,6 +36,7 @@ from cgtwist.spool.files import (
     DirSync,
     Recycler,
     fsync_dir,
+    make_dirs,
     read_upto,
     read_whole,
     storage_error,
@@ -104,8 +105,8 @@ class Spool:
         self._locks: dict[str, defer.DeferredLock] = {}
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
-        os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
-        os.makedirs(self.incoming_dir, mode=0o700, exist_ok=True)
+        make_dirs(self.corrupt_dir)
+        make_dirs(self.incoming_dir)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
         # adopt's and remove's small file moves; with ``remove_linger`` (the server gives
         # REMOVE_LINGER) a removal waits up to that long to share the next adoption's job
@@ -426,7 +427,7 @@ class Spool:
         return self._in_thread(move).addCallback(done)
 
     def _move_corrupt(self, name: str) -> bool:
-        os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+        make_dirs(self.corrupt_dir)
         try:
             os.rename(os.path.join(self.dir, name), os.path.join(self.corrupt_dir, name))
             return True
