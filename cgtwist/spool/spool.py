@@ -213,6 +213,8 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if reused:  # its pool name durably gone before the inode is named a .msg
+                self._recycler.taken()
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
             os.rename(tmp, self._path(msg_id, ".msg"))
         except OSError as e:
@@ -445,13 +447,13 @@ class Spool:
             return True
 
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
-        """On start: remove stale .tmp and orphan .jrn, quarantine corrupt .msg; fire with the
-        valid ids in time order. ``deep`` verifies each checksum (else only the structure;
-        load still verifies before delivery)."""
+        """On start: drop pool names that share an inode, remove stale .tmp and orphan .jrn,
+        quarantine corrupt .msg; fire with the valid ids in time order. ``deep`` verifies each
+        checksum (else only the structure; load still verifies before delivery)."""
         def scan() -> tuple[list[str], list[tuple[str, str]], list[str]]:
             ids: list[str] = []
             bad: list[tuple[str, str]] = []
-            removed: list[str] = []
+            removed = [os.path.join("free", n) for n in self._recycler.drop_shared()]
             self._take_incoming(removed)
             names = os.listdir(self.dir)
             msgs = {n[:-4] for n in names if n.endswith(".msg")}
