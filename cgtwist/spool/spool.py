@@ -7,10 +7,16 @@ one (group commit, among the worker threads). Per-recipient state and delivery h
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (rename in, read a
-small file just written) and ``remove`` (rename into the pool), are each cheaper than the thread
-hop that carries them, so they share jobs (``JobBatch``): under load, the moves asked for while
-one job runs go together in the next, and a removal waits up to ``REMOVE_LINGER`` to go with the
-next adoption. Formats live in ``spool.format``.
+small file just written) and ``remove`` (a line in the done log, a rename into the pool), are
+each cheaper than the thread hop that carries them, so they share jobs (``JobBatch``): under
+load, the moves asked for while one job runs go together in the next, and the job's commit
+makes them durable with one fdatasync of the done log, whatever their number.
+
+No name of a message is removed before the fsync that makes its new name durable: a pool
+file's old name is fsynced away before it becomes a ``.msg``; a finished message is named in
+``Queue/done`` (fsynced) before its ``.msg`` goes, so a crash after that does not deliver it
+again.
+Formats live in ``spool.format``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
+from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     DirSync,
     Recycler,
@@ -52,9 +59,9 @@ T = TypeVar("T")
 # of tens of microseconds); a bigger one is read in a job of its own.
 INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
-# Seconds a finished message's removal may wait to share the next adoption's thread job. A
-# crash in that window delivers the message again after the restart (at least once, never lost).
-REMOVE_LINGER = 0.01
+# Lines in Queue/done after which a move job's commit fsyncs Queue/ (making the removals
+# the lines name durable) and empties the log: one more directory fsync per this many messages.
+DONE_LOG_CLEAR = 1024
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
@@ -69,6 +76,22 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
 
 
+class _Ticket:
+    """A move's result, which its job's commit confirms (``error`` stays None) or fails."""
+
+    __slots__ = ("value", "error", "warning")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+        self.warning = ""  # something the reactor logs (the done log could not be written)
+
+    def settle(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class _Unsynced(Exception):
     """The directory fsync after ``msg_id``'s rename failed; the file was withdrawn."""
 
@@ -81,14 +104,14 @@ class _Unsynced(Exception):
 class Spool:
     """``Spool(base_dir, reactor, threadpool=None)``: the ISpool over ``<base_dir>/Queue``.
 
-    ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
-    ``threadpool`` defaults to the reactor's.
+    ``reactor`` provides callFromThread and seconds(); ``threadpool`` defaults to the
+    reactor's. ``recover`` runs before the first ``remove`` (it reads and clears the done log).
     """
 
     log = Logger()
 
     def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None,
-                 incoming: bool = False, remove_linger: float = 0.0) -> None:
+                 incoming: bool = False) -> None:
         self.base_dir = base_dir
         self.queue_dir = os.path.join(base_dir, paths.QUEUE_DIR)
         self.incoming_dir = os.path.join(base_dir, paths.INCOMING_DIR)
@@ -108,9 +131,11 @@ class Spool:
         make_dirs(self.corrupt_dir)
         make_dirs(self.incoming_dir)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
-        # adopt's and remove's small file moves; with ``remove_linger`` (the server gives
-        # REMOVE_LINGER) a removal waits up to that long to share the next adoption's job
-        self._moves = JobBatch(self._in_thread, reactor, remove_linger)
+        self._done = DoneLog(self.dir)
+        # adopt's and remove's small file moves, made durable by each job's commit; these
+        # lists are the current job's, touched only in its thread (one job at a time)
+        self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
+        self._moves = JobBatch(self._in_thread, self._commit_moves)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -316,6 +341,29 @@ class Spool:
 
         return self._moves.run(move_and_read).addCallback(big).addCallbacks(moved, corrupt)
 
+    def _commit_moves(self) -> None:
+        """Thread, the end of each move job (``JobBatch``'s commit): the finished messages
+        are named in the done log with one fdatasync, then removed. Every ``DONE_LOG_CLEAR``
+        lines, ``Queue/`` is fsynced (the removals are durable) and the done log emptied."""
+        finishing, self._finishing = self._finishing, []
+        if finishing:
+            try:
+                self._done.append(msg_id for msg_id, _, _ in finishing)
+            except OSError as e:  # removing is still right: the message is done
+                for _, _, ticket in finishing:
+                    ticket.warning = f"done log not written ({e.strerror})"
+            for msg_id, journal, ticket in finishing:
+                try:
+                    ticket.value = self._remove_files(msg_id, journal)
+                except OSError as e:
+                    ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
+        if self._done.lines >= DONE_LOG_CLEAR:
+            try:
+                self._dirsync.sync()
+                self._done.clear()
+            except OSError:
+                pass  # the log grows on; the next commit tries again
+
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
         ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
@@ -382,31 +430,39 @@ class Spool:
 
     # -- remove / quarantine ----------------------------------------------------------------
     def remove(self, msg_id: str) -> defer.Deferred[None]:
-        """Delete a finished message: the .msg first, so a crash never leaves it without its
-        journal (an orphan .jrn is cleaned up by recover)."""
-        try:
-            msg, jrn = self._path(msg_id, ".msg"), self._path(msg_id, ".jrn")
-        except KeyError as e:
-            return defer.fail(e)
-
+        """Delete a finished message: name it in the done log (durably, an fdatasync shared
+        with the other removals of the job), then the .msg goes into the pool (or is deleted),
+        then its journal, so a crash never leaves it without its journal (an orphan .jrn is
+        cleaned up by recover) and never delivers it again."""
+        if not fmt.valid_id(msg_id):
+            return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         journal = msg_id not in self._no_journal
 
-        def rm() -> bool:
-            kept = self._recycler.give(msg, msg_id)
-            existed = unlink_quiet(msg) if kept is None else kept
-            if journal:
-                unlink_quiet(jrn)
-            return existed
+        def finish() -> _Ticket:
+            ticket = _Ticket()
+            self._finishing.append((msg_id, journal, ticket))
+            return ticket
 
-        def done(existed: bool) -> None:
-            if existed:
+        def done(ticket: _Ticket) -> None:
+            if ticket.warning:
+                self.log.warn("spool: {msg_id}: {warning}; a crash now could deliver it again",
+                              msg_id=msg_id, warning=ticket.warning)
+            if ticket.settle():
                 self._count = max(0, self._count - 1)
             self._forget(msg_id)
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
-        # A stat and a rename, or an unlink: a shared job (see the module doc), which need not
-        # start at once (REMOVE_LINGER).
-        return self._lock(msg_id).run(self._moves.run, rm, False).addCallback(done)
+        # Asked for on the reactor, done by the next move job's commit (see the module doc).
+        return self._lock(msg_id).run(self._moves.run, finish).addCallback(done)
+
+    def _remove_files(self, msg_id: str, journal: bool) -> bool:
+        """Thread: the .msg into the pool (or deleted), then the .jrn; False if it was gone."""
+        msg = self._path(msg_id, ".msg")
+        kept = self._recycler.give(msg, msg_id)
+        existed = unlink_quiet(msg) if kept is None else kept
+        if journal:
+            unlink_quiet(self._path(msg_id, ".jrn"))
+        return existed
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)
@@ -447,16 +503,19 @@ class Spool:
             return True
 
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
-        """On start: drop pool names that share an inode, remove stale .tmp and orphan .jrn,
-        quarantine corrupt .msg; fire with the valid ids in time order. ``deep`` verifies each
-        checksum (else only the structure; load still verifies before delivery)."""
-        def scan() -> tuple[list[str], list[tuple[str, str]], list[str]]:
+        """On start: drop pool names that share an inode, adopt what waits in incoming/,
+        remove the messages the done log names, stale .tmp and orphan .jrn files, quarantine
+        corrupt .msg; fire with the valid ids in time order. ``deep`` verifies each checksum
+        (else only the structure; load still verifies before delivery)."""
+        def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
             ids: list[str] = []
             bad: list[tuple[str, str]] = []
             removed = [os.path.join("free", n) for n in self._recycler.drop_shared()]
-            self._take_incoming(removed)
+            done = self._done.read()
+            self._take_incoming(removed, done)
             names = os.listdir(self.dir)
             msgs = {n[:-4] for n in names if n.endswith(".msg")}
+            finished = 0
             for name in names:
                 full = os.path.join(self.dir, name)
                 if name.endswith(".tmp"):
@@ -467,6 +526,11 @@ class Spool:
                 elif name.endswith(".jrn") and name[:-4] not in msgs:
                     unlink_quiet(full)
                     removed.append(name)
+                elif name.endswith(".msg") and name[:-4] in done:
+                    # finished before the crash (maybe emptied on its way into the pool)
+                    unlink_quiet(full)
+                    unlink_quiet(full[:-4] + ".jrn")
+                    finished += 1
                 elif name.endswith(".msg"):
                     msg_id = name[:-4]
                     try:
@@ -481,27 +545,31 @@ class Spool:
                         bad.append((name, f"unreadable: {e.strerror}"))
                         continue
                     ids.append(msg_id)
+            # The removals the done log names are durable before it forgets them.
+            self._dirsync.sync()
+            self._done.clear()
             ids.sort()
-            return ids, bad, removed
+            return ids, bad, removed, finished
 
-        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str]]) -> list[str]:
-            ids, bad, removed = result
+        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str], int]) -> list[str]:
+            ids, bad, removed, finished = result
             for name in removed:
                 self.log.info("spool: removed stale {name}", name=name)
             for name, reason in bad:
                 self.log.error("spool: {name} is corrupt ({reason}); moved to {dir}",
                                name=name, reason=reason, dir=self.corrupt_dir)
             self._count = len(ids)
-            self.log.info("spool: recovered {n} message(s), {bad} quarantined",
-                          n=len(ids), bad=len(bad))
+            self.log.info("spool: recovered {n} message(s), {bad} quarantined, {finished} "
+                          "finished before the restart removed", n=len(ids), bad=len(bad),
+                          finished=finished)
             return ids
 
         return self._in_thread(scan).addCallback(scanned)
 
-
-    def _take_incoming(self, removed: list[str]) -> None:
+    def _take_incoming(self, removed: list[str], done: set[str]) -> None:
         """Thread, at start (no SMTP worker runs yet): messages that workers stored but the
-        server had not adopted move into Queue/; their half-written .tmp files go."""
+        server had not adopted move into Queue/; the incoming names of finished messages
+        (``done``) and half-written .tmp files go."""
         if self.dir == self.incoming_dir:
             return
         try:
@@ -511,7 +579,9 @@ class Spool:
         for name in names:
             full = os.path.join(self.incoming_dir, name)
             if name.endswith(".msg") and fmt.valid_id(name[:-4]):
-                if not os.path.exists(os.path.join(self.dir, name)):
+                if name[:-4] in done:
+                    unlink_quiet(full)
+                elif not os.path.exists(os.path.join(self.dir, name)):
                     os.rename(full, os.path.join(self.dir, name))
             elif name.endswith(".tmp"):
                 unlink_quiet(full)

@@ -116,84 +116,73 @@ class WorkerPool:
 
 
 class JobBatch:
-    """``JobBatch(in_thread)``: small file operations run in threads, gathered into few jobs.
+    """``JobBatch(in_thread, commit=None)``: small file operations run in threads, gathered into
+    few jobs, each ending in one shared commit.
 
     ``run(fn)`` returns a Deferred of ``fn()``, run off the reactor. One job is in flight at a
     time; operations asked for while it runs wait for it and then go together, in order, in
-    the next job. The server's per-message queue moves (adopt: a rename and the read of a
-    small file; remove: a rename into the pool) are each cheaper than the thread hop that
-    carries them (a queue put, a thread wake-up, a callFromThread), so under load several
-    share one hop; on an idle server each still gets its own job at once. ``in_thread(f)``
-    is the owner's deferToThreadPool; an operation that needs long (a big file's read) gets
-    its own job from the owner instead, so it never holds up the ones behind it.
+    the next job. The server's per-message queue moves (adopt: a rename and the read of a small
+    file; remove: a line in the done log and a rename into the pool) are each cheaper than the
+    thread hop that carries them (a queue put, a thread wake-up, a callFromThread), so under
+    load several share one hop; on an idle server each still gets its own job at once.
+    ``in_thread(f)`` is the owner's deferToThreadPool; an operation that needs long (a big
+    file's read) gets its own job from the owner instead, so it never holds up the ones behind.
+
+    ``commit()``, if given, runs in the same thread after a job's operations and before any of
+    their results is delivered: the owner's group commit (the operations leave their durable
+    steps to it, so a job of N moves costs one fsync, not N). If it raises, every operation of
+    the job fails with its error; an owner that can tell which operations a failed step concerns
+    reports that through their results instead.
 
     A job takes at most ``MAX_BATCH`` operations, so a burst (a sweep that finds many
     messages) neither holds all their files in memory at once nor keeps the reactor busy for
     long with their results; the rest go in the next jobs.
-
-    With a ``clock`` and a positive ``linger``, an operation nobody waits for
-    (``urgent=False``: removing a finished message) does not start a job of its own at once:
-    it rides along with the next urgent one, or goes after ``linger`` seconds, whichever comes
-    first. One message at a time thus costs one hop for its two moves, not two.
     """
 
     MAX_BATCH = 32
 
     def __init__(self, in_thread: Callable[[Callable[[], list[tuple[bool, Any]]]], Any],
-                 clock: Any = None, linger: float = 0.0) -> None:
+                 commit: Optional[Callable[[], None]] = None) -> None:
         self._in_thread = in_thread
-        self._clock = clock if linger > 0 else None  # None: every operation is urgent
-        self._linger = linger
+        self._commit = commit
         self._waiting: list[tuple[Callable[[], Any], Any]] = []
-        self._urgent = False  # an urgent operation is among those waiting
-        self._timer: Any = None  # IDelayedCall that starts a job for lingering operations
         self._running = False
         self.jobs = 0  # thread jobs started (operations / jobs: how much batching saved)
 
-    def run(self, fn: Callable[[], Any], urgent: bool = True) -> defer.Deferred[Any]:
+    def run(self, fn: Callable[[], Any]) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = defer.Deferred()
         self._waiting.append((fn, d))
-        self._urgent = self._urgent or urgent or self._clock is None
         if not self._running:
-            self._next()
+            self._start()
         return d
 
-    def _next(self) -> None:
-        """Start a job now if an urgent operation waits, else make sure the timer runs."""
-        if self._urgent:
-            self._start()
-        elif self._timer is None:
-            assert self._clock is not None  # without one, every operation is urgent
-            self._timer = self._clock.callLater(self._linger, self._lingered)
-
-    def _lingered(self) -> None:
-        self._timer = None
-        if not self._running and self._waiting:
-            self._start()
-
     def _start(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         batch, self._waiting = self._waiting[:self.MAX_BATCH], self._waiting[self.MAX_BATCH:]
-        self._urgent = bool(self._waiting)  # what is left over goes as soon as this job ends
         self._running = True
         self.jobs += 1
+        commit = self._commit
 
         def work() -> list[tuple[bool, Any]]:
-            """Thread: every operation, each failure kept apart from the others."""
+            """Thread: every operation, each failure kept apart from the others; then the
+            commit, whose failure is every operation's."""
             results: list[tuple[bool, Any]] = []
             for fn, _ in batch:
                 try:
                     results.append((True, fn()))
                 except BaseException:
                     results.append((False, Failure()))
+            if commit is not None:
+                try:
+                    commit()
+                except BaseException:
+                    failed = Failure()
+                    results = [(False, failed)] * len(batch)
             return results
 
         def done(results: Any) -> None:
             self._running = False
             if self._waiting:  # the next job runs while these results are worked on here
-                self._next()
+                self._start()
             if isinstance(results, Failure):  # the pool refused the job (stopping)
                 results = [(False, results)] * len(batch)
             for (_, d), (ok, value) in zip(batch, results, strict=True):

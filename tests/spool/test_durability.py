@@ -9,11 +9,17 @@ directory is named durably, and a finished message is never delivered again afte
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from cgtwist.spool import donelog
 from cgtwist.spool.spool import Spool
 from tests.queue.helpers import SyncClock, SyncPool
 from tests.spool.fsmodel import FsRecorder
 from tests.spool.test_spool import DATA, SpoolTestBase, envelope
+
+
+class Crash(BaseException):
+    """The process ends here (what a test injects in place of a power cut)."""
 
 
 def sync_spool(base: str, incoming: bool = False) -> Spool:
@@ -72,3 +78,92 @@ class DurabilityTests(SpoolTestBase):
                          ["Queue", "Queue/corrupt", "Queue/free", "Queue/incoming"])
         for d in made:
             rec.index("fsync", os.path.dirname(d), start=rec.index("mkdir", d))
+
+    def test_a_finished_message_is_named_durably_before_it_is_removed(self) -> None:
+        """Removing a finished message: its line in Queue/done is fsynced before the .msg
+        is renamed into the pool, deleted or (a big one) emptied."""
+        msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
+        rec = FsRecorder(self, [self.qdir, self.free])
+        self.successResultOf(self.server.remove(msg_id))
+        msg = os.path.join(self.qdir, msg_id + ".msg")
+        first_change = min(i for i, op in enumerate(rec.ops)
+                           if op[0] in ("rename", "unlink", "truncate") and op[1] == msg)
+        synced = rec.index("fsync", os.path.join(self.qdir, donelog.NAME))
+        self.assertLess(synced, first_change, rec.ops)
+
+    def _crash_on(self, kinds: tuple[str, ...], path: str) -> list[Any]:
+        """Until the patches returned are restored, the process 'dies' at any ``kinds`` call
+        on ``path``."""
+        patches = []
+        for kind in kinds:
+            real = getattr(os, kind)
+
+            def fake(src: Any, *a: Any, _real: Any = real, **kw: Any) -> Any:
+                if os.path.abspath(src) == path:
+                    raise Crash()
+                return _real(src, *a, **kw)
+
+            patches.append(self.patch(os, kind, fake))
+        return patches
+
+    def test_a_message_finished_before_a_crash_is_not_delivered_again(self) -> None:
+        """A crash after every recipient was delivered but before the spool file left
+        Queue/: after the restart, recovery removes it (the done log names it) instead of
+        delivering it a second time (fewer duplicates than at-least-once allows)."""
+        msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
+        msg = os.path.join(self.qdir, msg_id + ".msg")
+        crashing = self._crash_on(("rename", "unlink", "truncate"), msg)
+        self.failureResultOf(self.server.remove(msg_id), Crash)
+        self.assertTrue(os.path.exists(msg))
+        for p in crashing:
+            p.restore()
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [])
+        self.assertFalse(os.path.exists(msg))
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+
+    def test_a_big_message_emptied_on_its_way_to_the_pool_is_not_quarantined(self) -> None:
+        """A big finished message is emptied before it moves into the pool; a crash between
+        the two leaves an empty .msg, which recovery removes as finished, not quarantines."""
+        big = b"Subject: big\r\n\r\n" + b"x" * (256 << 10) + b"\r\n"
+        msg_id = self.successResultOf(self.server.store(envelope(1), big))
+        msg = os.path.join(self.qdir, msg_id + ".msg")
+        crashing = self._crash_on(("rename",), msg)
+        self.failureResultOf(self.server.remove(msg_id), Crash)
+        self.assertEqual(os.path.getsize(msg), 0)
+        for p in crashing:
+            p.restore()
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [])
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+        self.assertFalse(os.path.exists(msg))
+
+
+class DoneLogTests(SpoolTestBase):
+    def test_a_torn_or_zeroed_tail_names_no_message(self) -> None:
+        """After a power cut the log may end in a torn line (a prefix of an id can be
+        another valid id) or in zeros; only complete lines whose CRC matches count."""
+        a, b = "0000000000000001-1-12", "0000000000000002-1-1"
+        good = donelog.line(a) + donelog.line(b)
+        self.assertEqual(donelog.parse(good), {a, b})
+        self.assertEqual(donelog.parse(donelog.line(a) + donelog.line(b)[:-1]), {a})
+        torn = donelog.line(a)[:-2] + b"\n"  # "...-1\n": a valid id, the wrong message
+        self.assertEqual(donelog.parse(torn + donelog.line(b)), {b})
+        self.assertEqual(donelog.parse(good + b"\0" * 4096), {a, b})
+        self.assertEqual(donelog.parse(b"zz " + a.encode() + b"\n\xff\n"), set())
+
+    def test_the_log_is_emptied_once_its_removals_are_durable(self) -> None:
+        """The log does not grow without end: after DONE_LOG_CLEAR lines, a commit fsyncs
+        Queue/ and empties it; a restart then recovers only what is left."""
+        from cgtwist.spool import spool as spool_mod
+        self.patch(spool_mod, "DONE_LOG_CLEAR", 3)
+        server = sync_spool(self.base)
+        ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]
+        for i in ids[:3]:
+            self.successResultOf(server.remove(i))
+        path = os.path.join(self.qdir, donelog.NAME)
+        self.assertEqual(os.path.getsize(path), 0)
+        self.successResultOf(server.remove(ids[3]))
+        with open(path, "rb") as f:
+            self.assertEqual(donelog.parse(f.read()), {ids[3]})
+        self.assertEqual(self.successResultOf(sync_spool(self.base).recover()), [])

@@ -87,31 +87,33 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(pool.done, 4 + 2)  # removes: 2 jobs; the big one: a move, then its read
         self.assertEqual(server.message_count(), 1)
 
-    def test_a_removal_shares_the_next_adoptions_job(self) -> None:
-        """On the server (``remove_linger``), removing a finished message waits for the next
-        adoption and goes in the same thread job: one message at a time costs one hop for
-        its two moves. With no adoption coming, the removal goes after the delay."""
-        pool, clock = HeldPool(), SyncClock()
-        server = Spool(self.base, clock, threadpool=pool, remove_linger=0.01)  # type: ignore[arg-type]
+    def test_removals_and_adoptions_share_a_job_and_its_fsync(self) -> None:
+        """Moves asked for while a job runs go together in the next: there, the removals of
+        finished messages share one fdatasync of the done log, however many there are (group
+        commit)."""
+        pool = HeldPool()
+        server = Spool(self.base, SyncClock(), threadpool=pool)  # type: ignore[arg-type]
         worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
-        first, second = (self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(2))
-        d = server.adopt(first)
+        ids = [self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(8)]
+        first = server.adopt(ids[0])
         pool.run_all()
-        self.successResultOf(d)
-        removed = server.remove(first)
-        self.assertEqual(pool.jobs, [])  # waiting for company
-        adopted = server.adopt(second)
+        self.successResultOf(first)
+        blocker = server.adopt(ids[1])  # a job in flight; what follows waits for it
+        removed = [server.remove(ids[0])]
+        adopted = [server.adopt(i) for i in ids[2:]]
         pool.run_all()
-        self.assertEqual(pool.done, 2)  # the first adoption; then the removal with the second
-        self.successResultOf(removed)
-        self.assertEqual(self.successResultOf(adopted).data, DATA)
-        self.assertFalse(os.path.exists(os.path.join(self.qdir, first + ".msg")))
-        self.assertEqual(clock.getDelayedCalls(), [])
-        removed = server.remove(second)
-        clock.advance(0.01)
+        self.assertEqual(pool.done, 1 + 2)
+        self.successResultOf(blocker)
+        self.successResultOf(removed[0])
+        self.assertEqual([self.successResultOf(d).msg_id for d in adopted], ids[2:])
+        self.assertEqual(server._done.syncs, 1)
+        removed = [server.remove(i) for i in ids[1:]]
         pool.run_all()
-        self.successResultOf(removed)
+        for d in removed:
+            self.successResultOf(d)
+        self.assertEqual(server._done.syncs, 1 + 2)  # the first at once, the other six together
         self.assertEqual(server.message_count(), 0)
+        self.assertEqual([n for n in os.listdir(self.qdir) if n.endswith(".msg")], [])
 
     @defer.inlineCallbacks
     def test_corrupt_incoming_file_is_quarantined(self) -> None:

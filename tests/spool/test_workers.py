@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.trial import unittest
 
@@ -156,36 +155,32 @@ class JobBatchTests(unittest.TestCase):
         self.failureResultOf(batch.run(lambda: 2), RuntimeError)
         self.assertEqual(len(calls), 2)
 
-    def test_a_lingering_operation_rides_with_the_next_urgent_one(self) -> None:
-        """An operation nobody waits for (a removal) starts no job of its own; the next
-        urgent one (an adoption) takes it along, and its timer is cancelled."""
-        held, clock = HeldJobs(), Clock()
-        batch = JobBatch(held, clock, 0.01)
+    def test_the_commit_runs_once_per_job_before_any_result(self) -> None:
+        """The owner's commit (its group fsync) runs once per job, in the job's thread after
+        every operation of it and before any result reaches the reactor; when it fails, every
+        operation of that job fails with its error (none is reported durable)."""
+        held = HeldJobs()
         order: list[str] = []
-        late = batch.run(lambda: order.append("remove") or "removed", urgent=False)
-        self.assertEqual(held.jobs, [])
-        soon = batch.run(lambda: order.append("adopt") or "adopted")
-        self.assertEqual(len(held.jobs), 1)
-        held.run_next()
-        self.assertEqual((self.successResultOf(late), self.successResultOf(soon)), ("removed", "adopted"))
-        self.assertEqual(order, ["remove", "adopt"])
-        self.assertEqual(clock.getDelayedCalls(), [])
+        fail = [False]
 
-    def test_a_lingering_operation_goes_after_its_delay(self) -> None:
-        """With no urgent operation coming, a lingering one starts its job after ``linger``,
-        also when it was asked for while another job ran."""
-        held, clock = HeldJobs(), Clock()
-        batch = JobBatch(held, clock, 0.01)
-        first = batch.run(lambda: 1)
-        late = batch.run(lambda: 2, urgent=False)
+        def commit() -> None:
+            order.append("commit")
+            if fail[0]:
+                raise OSError(5, "I/O error")
+
+        batch = JobBatch(held, commit)
+        first = batch.run(lambda: order.append("a") or "A")
+        rest = [batch.run(lambda i=i: order.append(f"b{i}") or i) for i in range(3)]
+        self.assertFalse(first.called)
         held.run_next()
-        self.assertEqual(self.successResultOf(first), 1)
-        self.assertEqual(held.jobs, [])  # the job ended: the lingering one still waits
-        clock.advance(0.005)
-        self.assertEqual(held.jobs, [])
-        clock.advance(0.005)
+        self.assertEqual(self.successResultOf(first), "A")
+        self.assertEqual(order, ["a", "commit"])
+        self.assertFalse(any(d.called for d in rest))
+        fail[0] = True
         held.run_next()
-        self.assertEqual(self.successResultOf(late), 2)
+        self.assertEqual(order, ["a", "commit", "b0", "b1", "b2", "commit"])
+        for d in rest:
+            self.failureResultOf(d, OSError)
         self.assertEqual(batch.jobs, 2)
 
     def test_a_job_takes_at_most_max_batch_operations(self) -> None:
