@@ -6,16 +6,17 @@ then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages 
 one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
-POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (rename in, read a
+POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
 small file just written) and ``remove`` (a line in the done log, a rename into the pool), are
 each cheaper than the thread hop that carries them, so they share jobs (``JobBatch``): under
 load, the moves asked for while one job runs go together in the next, and the job's commit
-makes them durable with one fdatasync of the done log, whatever their number.
+makes them durable with one fsync each of ``Queue/`` and of the done log, whatever their number.
 
-No name of a message is removed before the fsync that makes its new name durable: a pool
-file's old name is fsynced away before it becomes a ``.msg``; a finished message is named in
-``Queue/done`` (fsynced) before its ``.msg`` goes, so a crash after that does not deliver it
-again.
+No name of a message is removed before the fsync that makes its new name durable: an adopted
+file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
+pool file's old name is fsynced away before it becomes a ``.msg``; a finished message is named
+in ``Queue/done`` (fsynced) before its ``.msg`` goes, so a crash after that does not deliver
+it again.
 Formats live in ``spool.format``.
 """
 
@@ -134,6 +135,7 @@ class Spool:
         self._done = DoneLog(self.dir)
         # adopt's and remove's small file moves, made durable by each job's commit; these
         # lists are the current job's, touched only in its thread (one job at a time)
+        self._linked: list[tuple[str, str, _Ticket]] = []  # (msg_id, incoming name, ticket)
         self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
         self._moves = JobBatch(self._in_thread, self._commit_moves)
 
@@ -299,9 +301,11 @@ class Spool:
         250) into ``Queue/`` and fire with its SpoolEntry; None if it is not there (adopted
         already: a notice and a sweep may name the same file). A corrupt file is quarantined.
 
-        The rename is not followed by a directory fsync: after a crash the file is found in
-        one directory or the other, and ``recover`` takes both (at worst a recipient is
-        delivered twice, never lost)."""
+        The file is linked into ``Queue/``; the job's commit fsyncs ``Queue/`` (one fsync for
+        every adoption of the job) and only then unlinks the incoming name. A rename would
+        leave the message in neither directory after a power cut if the worker's next fsync of
+        ``incoming/`` made the old name's removal durable before ``Queue/`` was written. If the
+        fsync fails, the adoption fails and the next sweep tries again (both names remain)."""
         if not fmt.valid_id(msg_id):
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         src = os.path.join(self.incoming_dir, msg_id + ".msg")
@@ -314,16 +318,24 @@ class Spool:
         def read_big() -> SpoolEntry:
             return decode(read_whole(dst))
 
-        def move_and_read() -> Any:
-            """Thread (a shared job): the rename and, for a small file, the read."""
+        def link_and_read() -> Optional[_Ticket]:
+            """Thread (a shared job): the link and, for a small file, the read."""
             try:
-                os.rename(src, dst)
+                os.link(src, dst)
             except FileNotFoundError:
                 return None
+            except FileExistsError:
+                # linked by an adoption whose fsync failed, or before a crash: the same file
+                if any(linked == msg_id for linked, _, _ in self._linked):
+                    return None  # named twice in this job: the first adoption takes it
+            ticket = _Ticket()
+            self._linked.append((msg_id, src, ticket))
             raw = read_upto(dst, INLINE_READ_MAX)
-            return _BIG if raw is None else decode(raw)
+            ticket.value = _BIG if raw is None else decode(raw)
+            return ticket
 
-        def big(result: Any) -> Any:
+        def settled(ticket: Optional[_Ticket]) -> Any:
+            result = None if ticket is None else ticket.settle()
             return self._in_thread(read_big) if result is _BIG else result
 
         def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
@@ -339,13 +351,15 @@ class Spool:
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
                 lambda _: None)
 
-        return self._moves.run(move_and_read).addCallback(big).addCallbacks(moved, corrupt)
+        return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
 
     def _commit_moves(self) -> None:
         """Thread, the end of each move job (``JobBatch``'s commit): the finished messages
-        are named in the done log with one fdatasync, then removed. Every ``DONE_LOG_CLEAR``
+        are named in the done log with one fdatasync, then removed; the adopted files' links
+        get one fsync of ``Queue/``, then their incoming names go. Every ``DONE_LOG_CLEAR``
         lines, ``Queue/`` is fsynced (the removals are durable) and the done log emptied."""
         finishing, self._finishing = self._finishing, []
+        linked, self._linked = self._linked, []
         if finishing:
             try:
                 self._done.append(msg_id for msg_id, _, _ in finishing)
@@ -357,6 +371,18 @@ class Spool:
                     ticket.value = self._remove_files(msg_id, journal)
                 except OSError as e:
                     ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
+        if linked:
+            try:
+                self._dirsync.sync()
+            except OSError as e:
+                for msg_id, _, ticket in linked:
+                    ticket.error = storage_error(e, f"fsync of {self.dir} for {msg_id}: {e.strerror}")
+            else:
+                for _, src, _ in linked:
+                    try:
+                        unlink_quiet(src)
+                    except OSError:
+                        pass  # both names stay; recover and the sweep take it as adopted
         if self._done.lines >= DONE_LOG_CLEAR:
             try:
                 self._dirsync.sync()
@@ -568,24 +594,34 @@ class Spool:
 
     def _take_incoming(self, removed: list[str], done: set[str]) -> None:
         """Thread, at start (no SMTP worker runs yet): messages that workers stored but the
-        server had not adopted move into Queue/; the incoming names of finished messages
-        (``done``) and half-written .tmp files go."""
+        server had not adopted are linked into Queue/, Queue/ fsynced, then their incoming
+        names go (as ``adopt`` does); so do those of finished messages (``done``: the adoption
+        had not removed them durably) and half-written .tmp files."""
         if self.dir == self.incoming_dir:
             return
         try:
             names = os.listdir(self.incoming_dir)
         except FileNotFoundError:
             return
+        linked = []
         for name in names:
             full = os.path.join(self.incoming_dir, name)
             if name.endswith(".msg") and fmt.valid_id(name[:-4]):
                 if name[:-4] in done:
                     unlink_quiet(full)
-                elif not os.path.exists(os.path.join(self.dir, name)):
-                    os.rename(full, os.path.join(self.dir, name))
+                    continue
+                try:
+                    os.link(full, os.path.join(self.dir, name))
+                except FileExistsError:
+                    pass  # linked by an adoption cut off before it unlinked this name
+                linked.append(full)
             elif name.endswith(".tmp"):
                 unlink_quiet(full)
                 removed.append(os.path.join("incoming", name))
+        if linked:
+            self._dirsync.sync()
+            for full in linked:
+                unlink_quiet(full)
 
 
 def _check_file(msg_id: str, path: str, deep: bool) -> None:

@@ -34,6 +34,43 @@ class DurabilityTests(SpoolTestBase):
         self.server = sync_spool(self.base)
         self.worker = sync_spool(self.base, incoming=True)
 
+    def assert_always_named(self, rec: FsRecorder, token: int) -> None:
+        """In every crash state of every point, some directory names the message's inode
+        as a ``.msg`` (it was answered 250 before the first recorded call)."""
+        for i in range(-1, len(rec.ops)):
+            for state in rec.crash_states(i):
+                names = [n for entries in state.values() for n, t in entries.items()
+                         if t == token and n.endswith(".msg")]
+                self.assertTrue(names, f"a power cut after {rec.ops[i] if i >= 0 else 'start'} "
+                                f"can leave the message in no directory: {state}")
+
+    def test_an_adopted_message_is_named_in_some_directory_at_every_cut(self) -> None:
+        """Adopting a worker's message (answered 250 already) never leaves a crash state
+        in which neither Queue/ nor Queue/incoming/ names it, even when the worker's next
+        commit fsyncs incoming/ right after: the new name is fsynced before the old goes."""
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        token = rec.token(os.path.join(self.incoming, msg_id + ".msg"))
+        entry = self.successResultOf(self.server.adopt(msg_id))
+        self.assertEqual(entry.data, DATA)
+        self.successResultOf(self.worker.store(envelope(1), DATA))  # fsyncs incoming/
+        rec.index("fsync", self.incoming)
+        self.assert_always_named(rec, token)
+
+    def test_recovery_takes_incoming_messages_in_the_same_order(self) -> None:
+        """At start, messages left in Queue/incoming/ move into Queue/ with the same order
+        of durable steps as an adoption (link, fsync Queue/, unlink), so a cut during or right
+        after recovery never loses one."""
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        token = rec.token(os.path.join(self.incoming, msg_id + ".msg"))
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [msg_id])
+        self.successResultOf(self.worker.store(envelope(1), DATA))  # a worker starts, stores
+        self.assert_always_named(rec, token)
+        self.assertEqual(os.listdir(self.incoming), [n for n in os.listdir(self.incoming)
+                                                     if not n.startswith(msg_id)])
+
     def test_a_recycled_file_never_keeps_its_pool_name_beside_a_msg(self) -> None:
         """A new message written over a pool file: after its 250, no crash state names the
         inode both in Queue/free/ and as a .msg (the pool name would be handed out again and
