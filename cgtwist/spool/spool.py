@@ -328,9 +328,9 @@ class Spool:
                 # linked by an adoption whose fsync failed, or before a crash: the same file
                 if any(linked == msg_id for linked, _, _ in self._linked):
                     return None  # named twice in this job: the first adoption takes it
+            raw = read_upto(dst, INLINE_READ_MAX)  # an error: both names stay for the sweep
             ticket = _Ticket()
-            self._linked.append((msg_id, src, ticket))
-            raw = read_upto(dst, INLINE_READ_MAX)
+            self._linked.append((msg_id, src, ticket))  # a corrupt one's incoming name goes too
             ticket.value = _BIG if raw is None else decode(raw)
             return ticket
 

@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 
 from cgtwist.errors import MailError
+from cgtwist.spool import files as files_mod
 from cgtwist.spool.files import Recycler
 from cgtwist.spool.spool import INLINE_READ_MAX, Spool
 from tests.queue.helpers import SyncClock, SyncPool
@@ -119,10 +120,10 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual([n for n in os.listdir(self.qdir) if n.endswith(".msg")], [])
 
     def test_an_adoption_whose_fsync_fails_is_taken_by_the_next(self) -> None:
-        """If Queue/ cannot be fsynced, the adoption fails (the server logs it and the next
-        sweep tries again) and the incoming name stays; the next adoption finds the link made
-        before, completes, and the message is counted once. A message named twice in one job
-        (a notice and a sweep) is adopted once."""
+        """If Queue/ cannot be fsynced or the file cannot be read, the adoption fails (the
+        server logs it and the next sweep tries again) and the incoming name stays; the next
+        adoption finds the link made before, completes, and the message is counted once. A
+        message named twice in one job (a notice and a sweep) is adopted once."""
         server = Spool(self.base, SyncClock(), threadpool=SyncPool())  # type: ignore[arg-type]
         worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
         msg_id = self.successResultOf(worker.store(envelope(1), DATA))
@@ -140,6 +141,19 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(os.listdir(self.incoming), [])
         self.assertEqual(server.message_count(), 1)
 
+        from cgtwist.spool import spool as spool_mod
+        unreadable = self.successResultOf(worker.store(envelope(1), DATA))
+
+        def eio(path: str, limit: Any) -> Any:
+            raise OSError(5, "Input/output error")
+
+        self.patch(spool_mod, "read_upto", eio)
+        self.failureResultOf(server.adopt(unreadable), OSError)
+        self.assertEqual(os.listdir(self.incoming), [unreadable + ".msg"])  # for the sweep
+        self.patch(spool_mod, "read_upto", files_mod.read_upto)
+        self.assertEqual(self.successResultOf(server.adopt(unreadable)).data, DATA)
+        self.assertEqual(server.message_count(), 2)
+
         pool = HeldPool()
         held = Spool(self.base, SyncClock(), threadpool=pool)  # type: ignore[arg-type]
         first, second = (self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(2))
@@ -149,7 +163,7 @@ class IncomingTests(SpoolTestBase):
         self.successResultOf(busy)
         self.assertEqual(self.successResultOf(twice[0]).msg_id, second)
         self.assertIsNone(self.successResultOf(twice[1]))
-        self.assertEqual(held.message_count(), 2)
+        self.assertEqual(held.message_count(), 2)  # this Spool's own count
 
     @defer.inlineCallbacks
     def test_corrupt_incoming_file_is_quarantined(self) -> None:
