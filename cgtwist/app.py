@@ -100,7 +100,7 @@ class Components:
         from cgtwist.dns import Resolver, system_nameservers
         from cgtwist.mailstore.notifier import MailboxNotifier
         from cgtwist.protocols.realm import MailRealm
-        from cgtwist.spool.spool import Spool
+        from cgtwist.spool.spool import REMOVE_LINGER, Spool
 
         cfg, reactor = self.cfg, self.reactor
         nameservers = list(cfg.nameservers) or system_nameservers()
@@ -112,7 +112,8 @@ class Components:
                                       threadpool=self._pool("cgtwist-spf", 8))
         self.policy.is_local_domain = self.routing.is_local_domain
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
-        self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool, incoming=self.link is not None)
+        self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool, incoming=self.link is not None,
+                           remove_linger=REMOVE_LINGER)
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.submission = Submission(self.spool, self.link, settings, reactor)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)

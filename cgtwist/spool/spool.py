@@ -10,7 +10,8 @@ POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (lin
 small file just written) and ``remove`` (a line in the done log, a rename into the pool), are
 each cheaper than the thread hop that carries them, so they share jobs (``JobBatch``): under
 load, the moves asked for while one job runs go together in the next, and the job's commit
-makes them durable with one fsync each of ``Queue/`` and of the done log, whatever their number.
+makes them durable with one fsync each of ``Queue/`` and of the done log, whatever their number;
+a removal asked for less than ``REMOVE_LINGER`` after a job started waits for company.
 
 No name of a message is removed before the fsync that makes its new name durable: an adopted
 file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
@@ -60,6 +61,11 @@ T = TypeVar("T")
 # of tens of microseconds); a bigger one is read in a job of its own.
 INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
+# Seconds within which a finished message's removal waits for company when a move job has just
+# started (JobBatch ``linger``): under load, removals cost at most one thread job and one
+# fdatasync of Queue/done per this interval; at a lower rate each goes at once. A crash before
+# its done-log line is written delivers the message again (at least once, never lost).
+REMOVE_LINGER = 0.01
 # Lines in Queue/done after which a move job's commit fsyncs Queue/ (making the removals
 # the lines name durable) and empties the log: one more directory fsync per this many messages.
 DONE_LOG_CLEAR = 1024
@@ -106,13 +112,14 @@ class Spool:
     """``Spool(base_dir, reactor, threadpool=None)``: the ISpool over ``<base_dir>/Queue``.
 
     ``reactor`` provides callFromThread and seconds(); ``threadpool`` defaults to the
-    reactor's. ``recover`` runs before the first ``remove`` (it reads and clears the done log).
+    reactor's (and callLater, with ``remove_linger``). ``recover`` runs before the first
+    ``remove`` (it reads and clears the done log).
     """
 
     log = Logger()
 
     def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None,
-                 incoming: bool = False) -> None:
+                 incoming: bool = False, remove_linger: float = 0.0) -> None:
         self.base_dir = base_dir
         self.queue_dir = os.path.join(base_dir, paths.QUEUE_DIR)
         self.incoming_dir = os.path.join(base_dir, paths.INCOMING_DIR)
@@ -137,7 +144,8 @@ class Spool:
         # lists are the current job's, touched only in its thread (one job at a time)
         self._linked: list[tuple[str, str, _Ticket]] = []  # (msg_id, incoming name, ticket)
         self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
-        self._moves = JobBatch(self._in_thread, self._commit_moves)
+        # (with ``remove_linger``, the server gives REMOVE_LINGER, removals pace their jobs)
+        self._moves = JobBatch(self._in_thread, self._commit_moves, reactor, remove_linger)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -478,8 +486,9 @@ class Spool:
             self._forget(msg_id)
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
-        # Asked for on the reactor, done by the next move job's commit (see the module doc).
-        return self._lock(msg_id).run(self._moves.run, finish).addCallback(done)
+        # Asked for on the reactor, done by the next move job's commit (see the module doc),
+        # which need not start at once (REMOVE_LINGER).
+        return self._lock(msg_id).run(self._moves.run, finish, False).addCallback(done)
 
     def _remove_files(self, msg_id: str, journal: bool) -> bool:
         """Thread: the .msg into the pool (or deleted), then the .jrn; False if it was gone."""

@@ -119,6 +119,42 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(server.message_count(), 0)
         self.assertEqual([n for n in os.listdir(self.qdir) if n.endswith(".msg")], [])
 
+    def test_a_removal_right_after_a_job_rides_with_the_next_adoption(self) -> None:
+        """On the server (``remove_linger``), a removal asked for just after a move job
+        started waits for the next adoption and goes in its job (one hop, one commit for
+        both); with no adoption coming it goes when the delay has passed, and after a quiet
+        spell at once."""
+        pool, clock = HeldPool(), SyncClock()
+        server = Spool(self.base, clock, threadpool=pool, remove_linger=0.01)  # type: ignore[arg-type]
+        worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        first, second = (self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(2))
+        d = server.adopt(first)
+        pool.run_all()
+        self.successResultOf(d)
+        removed = server.remove(first)
+        self.assertEqual(pool.jobs, [])  # waiting for company
+        adopted = server.adopt(second)
+        pool.run_all()
+        self.assertEqual(pool.done, 2)  # the first adoption; then the removal with the second
+        self.successResultOf(removed)
+        self.assertEqual(self.successResultOf(adopted).data, DATA)
+        self.assertFalse(os.path.exists(os.path.join(self.qdir, first + ".msg")))
+        self.assertEqual(clock.getDelayedCalls(), [])
+        removed = server.remove(second)
+        self.assertEqual(pool.jobs, [])
+        clock.advance(0.01)
+        pool.run_all()
+        self.successResultOf(removed)
+        self.assertEqual(server.message_count(), 0)
+        stored = server.store(envelope(1), DATA)
+        pool.run_all()
+        third = self.successResultOf(stored)
+        clock.advance(0.01)
+        removed = server.remove(third)
+        self.assertEqual(len(pool.jobs), 1)  # quiet for a while: at once
+        pool.run_all()
+        self.successResultOf(removed)
+
     def test_an_adoption_whose_fsync_fails_is_taken_by_the_next(self) -> None:
         """If Queue/ cannot be fsynced or the file cannot be read, the adoption fails (the
         server logs it and the next sweep tries again) and the incoming name stays; the next

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThreadPool
 from twisted.trial import unittest
 
@@ -181,6 +182,57 @@ class JobBatchTests(unittest.TestCase):
         self.assertEqual(order, ["a", "commit", "b0", "b1", "b2", "commit"])
         for d in rest:
             self.failureResultOf(d, OSError)
+        self.assertEqual(batch.jobs, 2)
+
+    def test_a_lingering_operation_goes_at_once_after_a_quiet_spell(self) -> None:
+        """An operation nobody waits for (a removal) starts its job at once when no job
+        started in the last ``linger`` seconds: at a low rate, no waiting."""
+        held, clock = HeldJobs(), Clock()
+        batch = JobBatch(held, None, clock, 0.01)
+        first = batch.run(lambda: 1, urgent=False)
+        self.assertEqual(len(held.jobs), 1)
+        held.run_next()
+        self.assertEqual(self.successResultOf(first), 1)
+        clock.advance(0.01)
+        second = batch.run(lambda: 2, urgent=False)
+        held.run_next()
+        self.assertEqual(self.successResultOf(second), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_lingering_operation_rides_with_the_next_urgent_one(self) -> None:
+        """Right after a job started, a lingering operation starts no job of its own; the
+        next urgent one (an adoption) takes it along, and its timer is cancelled."""
+        held, clock = HeldJobs(), Clock()
+        batch = JobBatch(held, None, clock, 0.01)
+        batch.run(lambda: "earlier")
+        held.run_next()
+        order: list[str] = []
+        late = batch.run(lambda: order.append("remove") or "removed", urgent=False)
+        self.assertEqual(held.jobs, [])
+        soon = batch.run(lambda: order.append("adopt") or "adopted")
+        self.assertEqual(len(held.jobs), 1)
+        held.run_next()
+        self.assertEqual((self.successResultOf(late), self.successResultOf(soon)), ("removed", "adopted"))
+        self.assertEqual(order, ["remove", "adopt"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_lingering_operations_go_one_job_per_linger(self) -> None:
+        """With no urgent operation coming, lingering ones asked for soon after a job started
+        go together when ``linger`` has passed since that start: under load, removals cost
+        at most one job (one fsync) per ``linger``."""
+        held, clock = HeldJobs(), Clock()
+        batch = JobBatch(held, None, clock, 0.01)
+        first = batch.run(lambda: 1, urgent=False)
+        clock.advance(0.004)
+        later = [batch.run(lambda i=i: i, urgent=False) for i in (2, 3)]
+        held.run_next()
+        self.assertEqual(self.successResultOf(first), 1)
+        self.assertEqual(held.jobs, [])  # the job ended: the lingering ones still wait
+        clock.advance(0.005)
+        self.assertEqual(held.jobs, [])
+        clock.advance(0.001)
+        held.run_next()
+        self.assertEqual([self.successResultOf(d) for d in later], [2, 3])
         self.assertEqual(batch.jobs, 2)
 
     def test_a_job_takes_at_most_max_batch_operations(self) -> None:
