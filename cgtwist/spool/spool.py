@@ -111,9 +111,9 @@ class _Unsynced(Exception):
 class Spool:
     """``Spool(base_dir, reactor, threadpool=None)``: the ISpool over ``<base_dir>/Queue``.
 
-    ``reactor`` provides callFromThread and seconds(); ``threadpool`` defaults to the
-    reactor's (and callLater, with ``remove_linger``). ``recover`` runs before the first
-    ``remove`` (it reads and clears the done log).
+    ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
+    ``threadpool`` defaults to the reactor's. ``recover`` runs before the first ``remove`` (it
+    reads and clears the done log).
     """
 
     log = Logger()
