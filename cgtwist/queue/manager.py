@@ -485,8 +485,9 @@ class QueueManager(QueueReports, QueueAdmin):
             self._kick()
 
         if m.dropped or all(r.state == DELIVERED for r in rcpts):
-            # Nothing left to remember: the message is removed next. A crash before that
-            # delivers again, exactly as a crash before the journal write would.
+            # Nothing left to remember: the message is removed next, and the removal names it
+            # durably in the spool's done log first (Spool.remove, a group commit), so a crash
+            # after that does not deliver it again; one before it does, as at-least-once allows.
             m.attempts.clear()
             return defer.succeed(None).addBoth(journaled)
         extra, m.attempts = m.attempts + [history], []

@@ -34,6 +34,22 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, 0o700, exist_ok=True)``, durably: each directory created is named
+    in a parent that is fsynced before the next step (a directory whose entry is lost after a
+    power cut takes every file renamed into it along)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return
+    if parent != path and not os.path.isdir(parent):
+        make_dirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return  # made by another process meanwhile, which fsyncs its parent itself
+    fsync_dir(parent)
+
+
 def write_all(fd: int, chunks: list[bytes]) -> None:
     """Write every chunk: one writev in the usual case (each system call of a worker thread
     is a GIL hand-off with the reactor), the rest after a short write."""
@@ -110,7 +126,9 @@ class Recycler:
     (``recently_deleted``), so it grows with the delivery rate. A message's file is therefore
     renamed into the pool when its message is done (``give``) and renamed back to a new
     ``.tmp`` name for the next message (``take``), overwritten in place and truncated: the
-    same durability steps (write, fsync, rename, directory fsync) on an inode that exists.
+    same durability steps (write, fsync, rename, directory fsync) on an inode that exists, and
+    one more before the rename to ``.msg``: the pool directory's fsync (``taken``, shared among
+    the threads that wait for one), so that no power cut leaves the inode a pool name too.
     A file bigger than ``keep_bytes`` is emptied as it enters the pool, so the pool never
     holds more than ``limit`` x ``keep_bytes`` of disk (64 MiB by default).
 
@@ -131,7 +149,8 @@ class Recycler:
         self._empty_until = 0.0
         self._size = 0
         self._size_at = float("-inf")
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        make_dirs(path)
+        self._taken = DirSync(path)
 
     def take(self, dest: str) -> bool:
         """Thread: move a pooled file to ``dest`` (which must not exist); False if the pool
@@ -156,10 +175,37 @@ class Recycler:
             except FileNotFoundError:
                 continue  # another thread or process took it
 
+    def taken(self) -> None:
+        """Thread: return once the pool names of the files taken so far are durably gone (a
+        shared fsync of the pool directory, ``DirSync``). Called by a writer before a taken file
+        becomes a ``.msg``: otherwise a power cut can keep both names of its inode, and the
+        pool name would be handed out again and overwrite the message (raises OSError)."""
+        self._taken.sync()
+
+    def drop_shared(self) -> list[str]:
+        """Thread, at start: delete the pool names whose inode has another name too (a power
+        cut kept a taken file's pool name; e2fsck counts both links), so that no new message
+        overwrites a spooled one; returns the names dropped."""
+        dropped = []
+        for name in _listdir(self.path):
+            full = os.path.join(self.path, name)
+            try:
+                if os.lstat(full).st_nlink > 1 and unlink_quiet(full):
+                    dropped.append(name)
+            except FileNotFoundError:
+                continue
+        if dropped:
+            fsync_dir(self.path)
+        with self._lock:
+            self._names = []  # listed afresh at the next take
+        return dropped
+
     def give(self, src: str, name: str) -> Optional[bool]:
         """Thread: move the finished file ``src`` into the pool as ``name`` (``Spool.remove``;
-        a file over ``keep_bytes`` is emptied first): True; False if ``src`` does not exist;
-        None if the pool is full (the caller deletes it)."""
+        a file over ``keep_bytes`` is emptied first, while nobody else can take it; the caller
+        has named it in its done log, so a crash that leaves it empty under its old name makes
+        recovery remove it, not quarantine it): True; False if ``src`` does not exist; None if
+        the pool is full (the caller deletes it)."""
         with self._lock:
             now = time.monotonic()
             if now - self._size_at > self.RESCAN:
@@ -212,6 +258,13 @@ def read_upto(path: str, limit: Optional[int]) -> Optional[bytes]:
         return b"".join(parts)
     finally:
         os.close(fd)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def unlink_quiet(path: str) -> bool:

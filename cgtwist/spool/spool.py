@@ -6,11 +6,19 @@ then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages 
 one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
-POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (rename in, read a
-small file just written) and ``remove`` (rename into the pool), are each cheaper than the thread
-hop that carries them, so they share jobs (``JobBatch``): under load, the moves asked for while
-one job runs go together in the next, and a removal waits up to ``REMOVE_LINGER`` to go with the
-next adoption. Formats live in ``spool.format``.
+POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
+small file just written) and ``remove`` (a line in the done log, a rename into the pool), are
+each cheaper than the thread hop that carries them, so they share jobs (``JobBatch``): under
+load, the moves asked for while one job runs go together in the next, and the job's commit
+makes them durable with one fsync each of ``Queue/`` and of the done log, whatever their number;
+a removal asked for less than ``REMOVE_LINGER`` after a job started waits for company.
+
+No name of a message is removed before the fsync that makes its new name durable: an adopted
+file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
+pool file's old name is fsynced away before it becomes a ``.msg``; a finished message is named
+in ``Queue/done`` (fsynced) before its ``.msg`` goes, so a crash after that does not deliver
+it again.
+Formats live in ``spool.format``.
 """
 
 from __future__ import annotations
@@ -32,10 +40,12 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
+from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     DirSync,
     Recycler,
     fsync_dir,
+    make_dirs,
     read_upto,
     read_whole,
     storage_error,
@@ -51,9 +61,14 @@ T = TypeVar("T")
 # of tens of microseconds); a bigger one is read in a job of its own.
 INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
-# Seconds a finished message's removal may wait to share the next adoption's thread job. A
-# crash in that window delivers the message again after the restart (at least once, never lost).
+# Seconds within which a finished message's removal waits for company when a move job has just
+# started (JobBatch ``linger``): under load, removals cost at most one thread job and one
+# fdatasync of Queue/done per this interval; at a lower rate each goes at once. A crash before
+# its done-log line is written delivers the message again (at least once, never lost).
 REMOVE_LINGER = 0.01
+# Lines in Queue/done after which a move job's commit fsyncs Queue/ (making the removals
+# the lines name durable) and empties the log: one more directory fsync per this many messages.
+DONE_LOG_CLEAR = 1024
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
@@ -66,6 +81,22 @@ def _writer_pid(name: str) -> Optional[int]:
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
+
+
+class _Ticket:
+    """A move's result, which its job's commit confirms (``error`` stays None) or fails."""
+
+    __slots__ = ("value", "error", "warning")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+        self.warning = ""  # something the reactor logs (the done log could not be written)
+
+    def settle(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 class _Unsynced(Exception):
@@ -81,7 +112,8 @@ class Spool:
     """``Spool(base_dir, reactor, threadpool=None)``: the ISpool over ``<base_dir>/Queue``.
 
     ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
-    ``threadpool`` defaults to the reactor's.
+    ``threadpool`` defaults to the reactor's. ``recover`` runs before the first ``remove`` (it
+    reads and clears the done log).
     """
 
     log = Logger()
@@ -104,12 +136,16 @@ class Spool:
         self._locks: dict[str, defer.DeferredLock] = {}
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
-        os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
-        os.makedirs(self.incoming_dir, mode=0o700, exist_ok=True)
+        make_dirs(self.corrupt_dir)
+        make_dirs(self.incoming_dir)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
-        # adopt's and remove's small file moves; with ``remove_linger`` (the server gives
-        # REMOVE_LINGER) a removal waits up to that long to share the next adoption's job
-        self._moves = JobBatch(self._in_thread, reactor, remove_linger)
+        self._done = DoneLog(self.dir)
+        # adopt's and remove's small file moves, made durable by each job's commit; these
+        # lists are the current job's, touched only in its thread (one job at a time)
+        self._linked: list[tuple[str, str, _Ticket]] = []  # (msg_id, incoming name, ticket)
+        self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
+        # (with ``remove_linger``, the server gives REMOVE_LINGER, removals pace their jobs)
+        self._moves = JobBatch(self._in_thread, self._commit_moves, reactor, remove_linger)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -212,6 +248,8 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if reused:  # its pool name durably gone before the inode is named a .msg
+                self._recycler.taken()
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
             os.rename(tmp, self._path(msg_id, ".msg"))
         except OSError as e:
@@ -271,9 +309,11 @@ class Spool:
         250) into ``Queue/`` and fire with its SpoolEntry; None if it is not there (adopted
         already: a notice and a sweep may name the same file). A corrupt file is quarantined.
 
-        The rename is not followed by a directory fsync: after a crash the file is found in
-        one directory or the other, and ``recover`` takes both (at worst a recipient is
-        delivered twice, never lost)."""
+        The file is linked into ``Queue/``; the job's commit fsyncs ``Queue/`` (one fsync for
+        every adoption of the job) and only then unlinks the incoming name. A rename would
+        leave the message in neither directory after a power cut if the worker's next fsync of
+        ``incoming/`` made the old name's removal durable before ``Queue/`` was written. If the
+        fsync fails, the adoption fails and the next sweep tries again (both names remain)."""
         if not fmt.valid_id(msg_id):
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         src = os.path.join(self.incoming_dir, msg_id + ".msg")
@@ -286,16 +326,24 @@ class Spool:
         def read_big() -> SpoolEntry:
             return decode(read_whole(dst))
 
-        def move_and_read() -> Any:
-            """Thread (a shared job): the rename and, for a small file, the read."""
+        def link_and_read() -> Optional[_Ticket]:
+            """Thread (a shared job): the link and, for a small file, the read."""
             try:
-                os.rename(src, dst)
+                os.link(src, dst)
             except FileNotFoundError:
                 return None
-            raw = read_upto(dst, INLINE_READ_MAX)
-            return _BIG if raw is None else decode(raw)
+            except FileExistsError:
+                # linked by an adoption whose fsync failed, or before a crash: the same file
+                if any(linked == msg_id for linked, _, _ in self._linked):
+                    return None  # named twice in this job: the first adoption takes it
+            raw = read_upto(dst, INLINE_READ_MAX)  # an error: both names stay for the sweep
+            ticket = _Ticket()
+            self._linked.append((msg_id, src, ticket))  # a corrupt one's incoming name goes too
+            ticket.value = _BIG if raw is None else decode(raw)
+            return ticket
 
-        def big(result: Any) -> Any:
+        def settled(ticket: Optional[_Ticket]) -> Any:
+            result = None if ticket is None else ticket.settle()
             return self._in_thread(read_big) if result is _BIG else result
 
         def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
@@ -311,7 +359,44 @@ class Spool:
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
                 lambda _: None)
 
-        return self._moves.run(move_and_read).addCallback(big).addCallbacks(moved, corrupt)
+        return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
+
+    def _commit_moves(self) -> None:
+        """Thread, the end of each move job (``JobBatch``'s commit): the finished messages
+        are named in the done log with one fdatasync, then removed; the adopted files' links
+        get one fsync of ``Queue/``, then their incoming names go. Every ``DONE_LOG_CLEAR``
+        lines, ``Queue/`` is fsynced (the removals are durable) and the done log emptied."""
+        finishing, self._finishing = self._finishing, []
+        linked, self._linked = self._linked, []
+        if finishing:
+            try:
+                self._done.append(msg_id for msg_id, _, _ in finishing)
+            except OSError as e:  # removing is still right: the message is done
+                for _, _, ticket in finishing:
+                    ticket.warning = f"done log not written ({e.strerror})"
+            for msg_id, journal, ticket in finishing:
+                try:
+                    ticket.value = self._remove_files(msg_id, journal)
+                except OSError as e:
+                    ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
+        if linked:
+            try:
+                self._dirsync.sync()
+            except OSError as e:
+                for msg_id, _, ticket in linked:
+                    ticket.error = storage_error(e, f"fsync of {self.dir} for {msg_id}: {e.strerror}")
+            else:
+                for _, src, _ in linked:
+                    try:
+                        unlink_quiet(src)
+                    except OSError:
+                        pass  # both names stay; recover and the sweep take it as adopted
+        if self._done.lines >= DONE_LOG_CLEAR:
+            try:
+                self._dirsync.sync()
+                self._done.clear()
+            except OSError:
+                pass  # the log grows on; the next commit tries again
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
@@ -379,31 +464,40 @@ class Spool:
 
     # -- remove / quarantine ----------------------------------------------------------------
     def remove(self, msg_id: str) -> defer.Deferred[None]:
-        """Delete a finished message: the .msg first, so a crash never leaves it without its
-        journal (an orphan .jrn is cleaned up by recover)."""
-        try:
-            msg, jrn = self._path(msg_id, ".msg"), self._path(msg_id, ".jrn")
-        except KeyError as e:
-            return defer.fail(e)
-
+        """Delete a finished message: name it in the done log (durably, an fdatasync shared
+        with the other removals of the job), then the .msg goes into the pool (or is deleted),
+        then its journal, so a crash never leaves it without its journal (an orphan .jrn is
+        cleaned up by recover) and never delivers it again."""
+        if not fmt.valid_id(msg_id):
+            return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         journal = msg_id not in self._no_journal
 
-        def rm() -> bool:
-            kept = self._recycler.give(msg, msg_id)
-            existed = unlink_quiet(msg) if kept is None else kept
-            if journal:
-                unlink_quiet(jrn)
-            return existed
+        def finish() -> _Ticket:
+            ticket = _Ticket()
+            self._finishing.append((msg_id, journal, ticket))
+            return ticket
 
-        def done(existed: bool) -> None:
-            if existed:
+        def done(ticket: _Ticket) -> None:
+            if ticket.warning:
+                self.log.warn("spool: {msg_id}: {warning}; a crash now could deliver it again",
+                              msg_id=msg_id, warning=ticket.warning)
+            if ticket.settle():
                 self._count = max(0, self._count - 1)
             self._forget(msg_id)
             self.log.debug("spool: removed {msg_id}", msg_id=msg_id)
 
-        # A stat and a rename, or an unlink: a shared job (see the module doc), which need not
-        # start at once (REMOVE_LINGER).
-        return self._lock(msg_id).run(self._moves.run, rm, False).addCallback(done)
+        # Asked for on the reactor, done by the next move job's commit (see the module doc),
+        # which need not start at once (REMOVE_LINGER).
+        return self._lock(msg_id).run(self._moves.run, finish, False).addCallback(done)
+
+    def _remove_files(self, msg_id: str, journal: bool) -> bool:
+        """Thread: the .msg into the pool (or deleted), then the .jrn; False if it was gone."""
+        msg = self._path(msg_id, ".msg")
+        kept = self._recycler.give(msg, msg_id)
+        existed = unlink_quiet(msg) if kept is None else kept
+        if journal:
+            unlink_quiet(self._path(msg_id, ".jrn"))
+        return existed
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)
@@ -426,7 +520,7 @@ class Spool:
         return self._in_thread(move).addCallback(done)
 
     def _move_corrupt(self, name: str) -> bool:
-        os.makedirs(self.corrupt_dir, mode=0o700, exist_ok=True)
+        make_dirs(self.corrupt_dir)
         try:
             os.rename(os.path.join(self.dir, name), os.path.join(self.corrupt_dir, name))
             return True
@@ -444,16 +538,19 @@ class Spool:
             return True
 
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
-        """On start: remove stale .tmp and orphan .jrn, quarantine corrupt .msg; fire with the
-        valid ids in time order. ``deep`` verifies each checksum (else only the structure;
-        load still verifies before delivery)."""
-        def scan() -> tuple[list[str], list[tuple[str, str]], list[str]]:
+        """On start: drop pool names that share an inode, adopt what waits in incoming/,
+        remove the messages the done log names, stale .tmp and orphan .jrn files, quarantine
+        corrupt .msg; fire with the valid ids in time order. ``deep`` verifies each checksum
+        (else only the structure; load still verifies before delivery)."""
+        def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
             ids: list[str] = []
             bad: list[tuple[str, str]] = []
-            removed: list[str] = []
-            self._take_incoming(removed)
+            removed = [os.path.join("free", n) for n in self._recycler.drop_shared()]
+            done = self._done.read()
+            self._take_incoming(removed, done)
             names = os.listdir(self.dir)
             msgs = {n[:-4] for n in names if n.endswith(".msg")}
+            finished = 0
             for name in names:
                 full = os.path.join(self.dir, name)
                 if name.endswith(".tmp"):
@@ -464,6 +561,11 @@ class Spool:
                 elif name.endswith(".jrn") and name[:-4] not in msgs:
                     unlink_quiet(full)
                     removed.append(name)
+                elif name.endswith(".msg") and name[:-4] in done:
+                    # finished before the crash (maybe emptied on its way into the pool)
+                    unlink_quiet(full)
+                    unlink_quiet(full[:-4] + ".jrn")
+                    finished += 1
                 elif name.endswith(".msg"):
                     msg_id = name[:-4]
                     try:
@@ -478,41 +580,57 @@ class Spool:
                         bad.append((name, f"unreadable: {e.strerror}"))
                         continue
                     ids.append(msg_id)
+            # The removals the done log names are durable before it forgets them.
+            self._dirsync.sync()
+            self._done.clear()
             ids.sort()
-            return ids, bad, removed
+            return ids, bad, removed, finished
 
-        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str]]) -> list[str]:
-            ids, bad, removed = result
+        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str], int]) -> list[str]:
+            ids, bad, removed, finished = result
             for name in removed:
                 self.log.info("spool: removed stale {name}", name=name)
             for name, reason in bad:
                 self.log.error("spool: {name} is corrupt ({reason}); moved to {dir}",
                                name=name, reason=reason, dir=self.corrupt_dir)
             self._count = len(ids)
-            self.log.info("spool: recovered {n} message(s), {bad} quarantined",
-                          n=len(ids), bad=len(bad))
+            self.log.info("spool: recovered {n} message(s), {bad} quarantined, {finished} "
+                          "finished before the restart removed", n=len(ids), bad=len(bad),
+                          finished=finished)
             return ids
 
         return self._in_thread(scan).addCallback(scanned)
 
-
-    def _take_incoming(self, removed: list[str]) -> None:
+    def _take_incoming(self, removed: list[str], done: set[str]) -> None:
         """Thread, at start (no SMTP worker runs yet): messages that workers stored but the
-        server had not adopted move into Queue/; their half-written .tmp files go."""
+        server had not adopted are linked into Queue/, Queue/ fsynced, then their incoming
+        names go (as ``adopt`` does); so do those of finished messages (``done``: the adoption
+        had not removed them durably) and half-written .tmp files."""
         if self.dir == self.incoming_dir:
             return
         try:
             names = os.listdir(self.incoming_dir)
         except FileNotFoundError:
             return
+        linked = []
         for name in names:
             full = os.path.join(self.incoming_dir, name)
             if name.endswith(".msg") and fmt.valid_id(name[:-4]):
-                if not os.path.exists(os.path.join(self.dir, name)):
-                    os.rename(full, os.path.join(self.dir, name))
+                if name[:-4] in done:
+                    unlink_quiet(full)
+                    continue
+                try:
+                    os.link(full, os.path.join(self.dir, name))
+                except FileExistsError:
+                    pass  # linked by an adoption cut off before it unlinked this name
+                linked.append(full)
             elif name.endswith(".tmp"):
                 unlink_quiet(full)
                 removed.append(os.path.join("incoming", name))
+        if linked:
+            self._dirsync.sync()
+            for full in linked:
+                unlink_quiet(full)
 
 
 def _check_file(msg_id: str, path: str, deep: bool) -> None:

@@ -68,4 +68,4 @@ class RealThreadsTests(unittest.TestCase):
                 with open(os.path.join(new, name), "rb") as f:
                     bodies.append(f.read().split(b"\r\n\r\n", 1)[1])
         self.assertEqual(sorted(bodies), sorted(b"body %d\r\n" % i for i in range(n)))
-        self.assertEqual(sorted(os.listdir(os.path.join(base, "Queue"))), ["corrupt", "free", "incoming"])
+        self.assertEqual(sorted(os.listdir(os.path.join(base, "Queue"))), ["corrupt", "done", "free", "incoming"])

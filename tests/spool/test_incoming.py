@@ -7,6 +7,8 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 
+from cgtwist.errors import MailError
+from cgtwist.spool import files as files_mod
 from cgtwist.spool.files import Recycler
 from cgtwist.spool.spool import INLINE_READ_MAX, Spool
 from tests.queue.helpers import SyncClock, SyncPool
@@ -87,10 +89,41 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(pool.done, 4 + 2)  # removes: 2 jobs; the big one: a move, then its read
         self.assertEqual(server.message_count(), 1)
 
-    def test_a_removal_shares_the_next_adoptions_job(self) -> None:
-        """On the server (``remove_linger``), removing a finished message waits for the next
-        adoption and goes in the same thread job: one message at a time costs one hop for
-        its two moves. With no adoption coming, the removal goes after the delay."""
+    def test_removals_and_adoptions_share_a_job_and_its_fsyncs(self) -> None:
+        """Moves asked for while a job runs go together in the next: there, the removals of
+        finished messages share one fdatasync of the done log and the adoptions one fsync of
+        Queue/, however many there are (group commit)."""
+        pool = HeldPool()
+        server = Spool(self.base, SyncClock(), threadpool=pool)  # type: ignore[arg-type]
+        worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        ids = [self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(8)]
+        first = server.adopt(ids[0])
+        pool.run_all()
+        self.successResultOf(first)
+        syncs = server._dirsync.syncs
+        blocker = server.adopt(ids[1])  # a job in flight; what follows waits for it
+        removed = [server.remove(ids[0])]
+        adopted = [server.adopt(i) for i in ids[2:]]
+        pool.run_all()
+        self.assertEqual(pool.done, 1 + 2)
+        self.successResultOf(blocker)
+        self.successResultOf(removed[0])
+        self.assertEqual([self.successResultOf(d).msg_id for d in adopted], ids[2:])
+        self.assertEqual(server._dirsync.syncs, syncs + 2)  # one per job, not one per message
+        self.assertEqual(server._done.syncs, 1)
+        removed = [server.remove(i) for i in ids[1:]]
+        pool.run_all()
+        for d in removed:
+            self.successResultOf(d)
+        self.assertEqual(server._done.syncs, 1 + 2)  # the first at once, the other six together
+        self.assertEqual(server.message_count(), 0)
+        self.assertEqual([n for n in os.listdir(self.qdir) if n.endswith(".msg")], [])
+
+    def test_a_removal_right_after_a_job_rides_with_the_next_adoption(self) -> None:
+        """On the server (``remove_linger``), a removal asked for just after a move job
+        started waits for the next adoption and goes in its job (one hop, one commit for
+        both); with no adoption coming it goes when the delay has passed, and after a quiet
+        spell at once."""
         pool, clock = HeldPool(), SyncClock()
         server = Spool(self.base, clock, threadpool=pool, remove_linger=0.01)  # type: ignore[arg-type]
         worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
@@ -108,10 +141,65 @@ class IncomingTests(SpoolTestBase):
         self.assertFalse(os.path.exists(os.path.join(self.qdir, first + ".msg")))
         self.assertEqual(clock.getDelayedCalls(), [])
         removed = server.remove(second)
+        self.assertEqual(pool.jobs, [])
         clock.advance(0.01)
         pool.run_all()
         self.successResultOf(removed)
         self.assertEqual(server.message_count(), 0)
+        stored = server.store(envelope(1), DATA)
+        pool.run_all()
+        third = self.successResultOf(stored)
+        clock.advance(0.01)
+        removed = server.remove(third)
+        self.assertEqual(len(pool.jobs), 1)  # quiet for a while: at once
+        pool.run_all()
+        self.successResultOf(removed)
+
+    def test_an_adoption_whose_fsync_fails_is_taken_by_the_next(self) -> None:
+        """If Queue/ cannot be fsynced or the file cannot be read, the adoption fails (the
+        server logs it and the next sweep tries again) and the incoming name stays; the next
+        adoption finds the link made before, completes, and the message is counted once. A
+        message named twice in one job (a notice and a sweep) is adopted once."""
+        server = Spool(self.base, SyncClock(), threadpool=SyncPool())  # type: ignore[arg-type]
+        worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        msg_id = self.successResultOf(worker.store(envelope(1), DATA))
+
+        def broken(path: str) -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(server._dirsync, "_fsync", broken)
+        f = self.failureResultOf(server.adopt(msg_id), MailError)
+        self.assertEqual(f.value.code, 451)
+        self.assertEqual(os.listdir(self.incoming), [msg_id + ".msg"])
+        self.assertEqual(server.message_count(), 0)
+        self.patch(server._dirsync, "_fsync", None)
+        self.assertEqual(self.successResultOf(server.adopt(msg_id)).data, DATA)
+        self.assertEqual(os.listdir(self.incoming), [])
+        self.assertEqual(server.message_count(), 1)
+
+        from cgtwist.spool import spool as spool_mod
+        unreadable = self.successResultOf(worker.store(envelope(1), DATA))
+
+        def eio(path: str, limit: Any) -> Any:
+            raise OSError(5, "Input/output error")
+
+        self.patch(spool_mod, "read_upto", eio)
+        self.failureResultOf(server.adopt(unreadable), OSError)
+        self.assertEqual(os.listdir(self.incoming), [unreadable + ".msg"])  # for the sweep
+        self.patch(spool_mod, "read_upto", files_mod.read_upto)
+        self.assertEqual(self.successResultOf(server.adopt(unreadable)).data, DATA)
+        self.assertEqual(server.message_count(), 2)
+
+        pool = HeldPool()
+        held = Spool(self.base, SyncClock(), threadpool=pool)  # type: ignore[arg-type]
+        first, second = (self.successResultOf(worker.store(envelope(1), DATA)) for _ in range(2))
+        busy = held.adopt(first)
+        twice = [held.adopt(second), held.adopt(second)]
+        pool.run_all()
+        self.successResultOf(busy)
+        self.assertEqual(self.successResultOf(twice[0]).msg_id, second)
+        self.assertIsNone(self.successResultOf(twice[1]))
+        self.assertEqual(held.message_count(), 2)  # this Spool's own count
 
     @defer.inlineCallbacks
     def test_corrupt_incoming_file_is_quarantined(self) -> None:

@@ -281,7 +281,7 @@ class RecoverTests(SpoolTestBase):
         ids = yield spool2.recover()
         self.assertEqual(ids, [good])
         self.assertEqual(spool2.message_count(), 1)
-        self.assertEqual(sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt", "free", "incoming"])
+        self.assertEqual(sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt", "done", "free", "incoming"])
         self.assertEqual(sorted(os.listdir(os.path.join(self.qdir, "corrupt"))),
                          sorted([m + ".msg" for m in planted] + ["not-an-id.msg"]))
         logged = [e for e in self.events if "is corrupt" in e.get("log_format", "")]

@@ -156,11 +156,56 @@ class JobBatchTests(unittest.TestCase):
         self.failureResultOf(batch.run(lambda: 2), RuntimeError)
         self.assertEqual(len(calls), 2)
 
-    def test_a_lingering_operation_rides_with_the_next_urgent_one(self) -> None:
-        """An operation nobody waits for (a removal) starts no job of its own; the next
-        urgent one (an adoption) takes it along, and its timer is cancelled."""
+    def test_the_commit_runs_once_per_job_before_any_result(self) -> None:
+        """The owner's commit (its group fsync) runs once per job, in the job's thread after
+        every operation of it and before any result reaches the reactor; when it fails, every
+        operation of that job fails with its error (none is reported durable)."""
+        held = HeldJobs()
+        order: list[str] = []
+        fail = [False]
+
+        def commit() -> None:
+            order.append("commit")
+            if fail[0]:
+                raise OSError(5, "I/O error")
+
+        batch = JobBatch(held, commit)
+        first = batch.run(lambda: order.append("a") or "A")
+        rest = [batch.run(lambda i=i: order.append(f"b{i}") or i) for i in range(3)]
+        self.assertFalse(first.called)
+        held.run_next()
+        self.assertEqual(self.successResultOf(first), "A")
+        self.assertEqual(order, ["a", "commit"])
+        self.assertFalse(any(d.called for d in rest))
+        fail[0] = True
+        held.run_next()
+        self.assertEqual(order, ["a", "commit", "b0", "b1", "b2", "commit"])
+        for d in rest:
+            self.failureResultOf(d, OSError)
+        self.assertEqual(batch.jobs, 2)
+
+    def test_a_lingering_operation_goes_at_once_after_a_quiet_spell(self) -> None:
+        """An operation nobody waits for (a removal) starts its job at once when no job
+        started in the last ``linger`` seconds: at a low rate, no waiting."""
         held, clock = HeldJobs(), Clock()
-        batch = JobBatch(held, clock, 0.01)
+        batch = JobBatch(held, None, clock, 0.01)
+        first = batch.run(lambda: 1, urgent=False)
+        self.assertEqual(len(held.jobs), 1)
+        held.run_next()
+        self.assertEqual(self.successResultOf(first), 1)
+        clock.advance(0.01)
+        second = batch.run(lambda: 2, urgent=False)
+        held.run_next()
+        self.assertEqual(self.successResultOf(second), 2)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_lingering_operation_rides_with_the_next_urgent_one(self) -> None:
+        """Right after a job started, a lingering operation starts no job of its own; the
+        next urgent one (an adoption) takes it along, and its timer is cancelled."""
+        held, clock = HeldJobs(), Clock()
+        batch = JobBatch(held, None, clock, 0.01)
+        batch.run(lambda: "earlier")
+        held.run_next()
         order: list[str] = []
         late = batch.run(lambda: order.append("remove") or "removed", urgent=False)
         self.assertEqual(held.jobs, [])
@@ -171,21 +216,23 @@ class JobBatchTests(unittest.TestCase):
         self.assertEqual(order, ["remove", "adopt"])
         self.assertEqual(clock.getDelayedCalls(), [])
 
-    def test_a_lingering_operation_goes_after_its_delay(self) -> None:
-        """With no urgent operation coming, a lingering one starts its job after ``linger``,
-        also when it was asked for while another job ran."""
+    def test_lingering_operations_go_one_job_per_linger(self) -> None:
+        """With no urgent operation coming, lingering ones asked for soon after a job started
+        go together when ``linger`` has passed since that start: under load, removals cost
+        at most one job (one fsync) per ``linger``."""
         held, clock = HeldJobs(), Clock()
-        batch = JobBatch(held, clock, 0.01)
-        first = batch.run(lambda: 1)
-        late = batch.run(lambda: 2, urgent=False)
+        batch = JobBatch(held, None, clock, 0.01)
+        first = batch.run(lambda: 1, urgent=False)
+        clock.advance(0.004)
+        later = [batch.run(lambda i=i: i, urgent=False) for i in (2, 3)]
         held.run_next()
         self.assertEqual(self.successResultOf(first), 1)
-        self.assertEqual(held.jobs, [])  # the job ended: the lingering one still waits
+        self.assertEqual(held.jobs, [])  # the job ended: the lingering ones still wait
         clock.advance(0.005)
         self.assertEqual(held.jobs, [])
-        clock.advance(0.005)
+        clock.advance(0.001)
         held.run_next()
-        self.assertEqual(self.successResultOf(late), 2)
+        self.assertEqual([self.successResultOf(d) for d in later], [2, 3])
         self.assertEqual(batch.jobs, 2)
 
     def test_a_job_takes_at_most_max_batch_operations(self) -> None:

@@ -1,0 +1,206 @@
+"""The spool under power loss: the order of its durable steps, checked on every crash state.
+
+Each test records the spool's file-system calls (``fsmodel.FsRecorder``) and asserts what must
+hold after a power cut at any point: no name of a message is removed before the fsync that
+makes its new name durable, no pool name survives beside a ``.msg`` on the same inode, every new
+directory is named durably, and a finished message is never delivered again after a restart.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cgtwist.spool import donelog
+from cgtwist.spool.spool import Spool
+from tests.queue.helpers import SyncClock, SyncPool
+from tests.spool.fsmodel import FsRecorder
+from tests.spool.test_spool import DATA, SpoolTestBase, envelope
+
+
+class Crash(BaseException):
+    """The process ends here (what a test injects in place of a power cut)."""
+
+
+def sync_spool(base: str, incoming: bool = False) -> Spool:
+    return Spool(base, SyncClock(), threadpool=SyncPool(), incoming=incoming)  # type: ignore[arg-type]
+
+
+class DurabilityTests(SpoolTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.incoming = os.path.join(self.qdir, "incoming")
+        self.free = os.path.join(self.qdir, "free")
+        self.server = sync_spool(self.base)
+        self.worker = sync_spool(self.base, incoming=True)
+
+    def assert_always_named(self, rec: FsRecorder, token: int) -> None:
+        """In every crash state of every point, some directory names the message's inode
+        as a ``.msg`` (it was answered 250 before the first recorded call)."""
+        for i in range(-1, len(rec.ops)):
+            for state in rec.crash_states(i):
+                names = [n for entries in state.values() for n, t in entries.items()
+                         if t == token and n.endswith(".msg")]
+                self.assertTrue(names, f"a power cut after {rec.ops[i] if i >= 0 else 'start'} "
+                                f"can leave the message in no directory: {state}")
+
+    def test_an_adopted_message_is_named_in_some_directory_at_every_cut(self) -> None:
+        """Adopting a worker's message (answered 250 already) never leaves a crash state
+        in which neither Queue/ nor Queue/incoming/ names it, even when the worker's next
+        commit fsyncs incoming/ right after: the new name is fsynced before the old goes."""
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        token = rec.token(os.path.join(self.incoming, msg_id + ".msg"))
+        entry = self.successResultOf(self.server.adopt(msg_id))
+        self.assertEqual(entry.data, DATA)
+        self.successResultOf(self.worker.store(envelope(1), DATA))  # fsyncs incoming/
+        rec.index("fsync", self.incoming)
+        self.assert_always_named(rec, token)
+
+    def test_recovery_takes_incoming_messages_in_the_same_order(self) -> None:
+        """At start, messages left in Queue/incoming/ move into Queue/ with the same order
+        of durable steps as an adoption (link, fsync Queue/, unlink), so a cut during or right
+        after recovery never loses one."""
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        token = rec.token(os.path.join(self.incoming, msg_id + ".msg"))
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [msg_id])
+        self.successResultOf(self.worker.store(envelope(1), DATA))  # a worker starts, stores
+        self.assert_always_named(rec, token)
+        self.assertEqual(os.listdir(self.incoming), [n for n in os.listdir(self.incoming)
+                                                     if not n.startswith(msg_id)])
+
+    def test_a_recycled_file_never_keeps_its_pool_name_beside_a_msg(self) -> None:
+        """A new message written over a pool file: after its 250, no crash state names the
+        inode both in Queue/free/ and as a .msg (the pool name would be handed out again and
+        the next message would overwrite this one: "header names another message id")."""
+        old = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.successResultOf(self.server.remove(old))
+        self.assertEqual(os.listdir(self.free), [old])
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        token = rec.token(os.path.join(self.free, old))
+        new = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.assertEqual(rec.token(os.path.join(self.qdir, new + ".msg")), token)  # reused
+        for i in range(-1, len(rec.ops)):
+            for state in rec.crash_states(i):
+                pool = [n for n, t in state[self.free].items() if t == token]
+                msgs = [n for n, t in state[self.qdir].items() if t == token and n.endswith(".msg")]
+                self.assertFalse(pool and msgs, f"after {rec.ops[i] if i >= 0 else 'start'}: "
+                                 f"pool name {pool} and {msgs} on one inode")
+
+    def test_recovery_drops_a_pool_name_that_shares_a_messages_inode(self) -> None:
+        """After a cut that kept both names of an inode (e2fsck: "ref count is 1, should be
+        2"), recovery deletes the pool name, so the next message does not overwrite the
+        spooled one, which is delivered intact."""
+        kept = self.successResultOf(self.server.store(envelope(1), DATA))
+        os.link(os.path.join(self.qdir, kept + ".msg"), os.path.join(self.free, "0000000000000001-1-1"))
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [kept])
+        self.successResultOf(restarted.store(envelope(2), b"Subject: other\r\n\r\nother\r\n"))
+        env, data = self.successResultOf(restarted.load(kept))
+        self.assertEqual((env, data), (envelope(1), DATA))
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+        self.assertEqual(os.listdir(self.free), [])
+
+    def test_every_new_spool_directory_is_named_durably(self) -> None:
+        """A new base directory: each directory the spool creates (Queue/, corrupt/,
+        incoming/, free/) is fsynced in its parent before the spool is used."""
+        fresh = os.path.join(self.base, "fresh")
+        os.mkdir(fresh)
+        rec = FsRecorder(self, [])
+        sync_spool(fresh)
+        made = [op[1] for op in rec.ops if op[0] == "mkdir"]
+        self.assertEqual(sorted(os.path.relpath(d, fresh) for d in made),
+                         ["Queue", "Queue/corrupt", "Queue/free", "Queue/incoming"])
+        for d in made:
+            rec.index("fsync", os.path.dirname(d), start=rec.index("mkdir", d))
+
+    def test_a_finished_message_is_named_durably_before_it_is_removed(self) -> None:
+        """Removing a finished message: its line in Queue/done is fsynced before the .msg
+        is renamed into the pool, deleted or (a big one) emptied."""
+        msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
+        rec = FsRecorder(self, [self.qdir, self.free])
+        self.successResultOf(self.server.remove(msg_id))
+        msg = os.path.join(self.qdir, msg_id + ".msg")
+        first_change = min(i for i, op in enumerate(rec.ops)
+                           if op[0] in ("rename", "unlink", "truncate") and op[1] == msg)
+        synced = rec.index("fsync", os.path.join(self.qdir, donelog.NAME))
+        self.assertLess(synced, first_change, rec.ops)
+
+    def _crash_on(self, kinds: tuple[str, ...], path: str) -> list[Any]:
+        """Until the patches returned are restored, the process 'dies' at any ``kinds`` call
+        on ``path``."""
+        patches = []
+        for kind in kinds:
+            real = getattr(os, kind)
+
+            def fake(src: Any, *a: Any, _real: Any = real, **kw: Any) -> Any:
+                if os.path.abspath(src) == path:
+                    raise Crash()
+                return _real(src, *a, **kw)
+
+            patches.append(self.patch(os, kind, fake))
+        return patches
+
+    def test_a_message_finished_before_a_crash_is_not_delivered_again(self) -> None:
+        """A crash after every recipient was delivered but before the spool file left
+        Queue/: after the restart, recovery removes it (the done log names it) instead of
+        delivering it a second time (fewer duplicates than at-least-once allows)."""
+        msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
+        msg = os.path.join(self.qdir, msg_id + ".msg")
+        crashing = self._crash_on(("rename", "unlink", "truncate"), msg)
+        self.failureResultOf(self.server.remove(msg_id), Crash)
+        self.assertTrue(os.path.exists(msg))
+        for p in crashing:
+            p.restore()
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [])
+        self.assertFalse(os.path.exists(msg))
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+
+    def test_a_big_message_emptied_on_its_way_to_the_pool_is_not_quarantined(self) -> None:
+        """A big finished message is emptied before it moves into the pool; a crash between
+        the two leaves an empty .msg, which recovery removes as finished, not quarantines."""
+        big = b"Subject: big\r\n\r\n" + b"x" * (256 << 10) + b"\r\n"
+        msg_id = self.successResultOf(self.server.store(envelope(1), big))
+        msg = os.path.join(self.qdir, msg_id + ".msg")
+        crashing = self._crash_on(("rename",), msg)
+        self.failureResultOf(self.server.remove(msg_id), Crash)
+        self.assertEqual(os.path.getsize(msg), 0)
+        for p in crashing:
+            p.restore()
+        restarted = sync_spool(self.base)
+        self.assertEqual(self.successResultOf(restarted.recover()), [])
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+        self.assertFalse(os.path.exists(msg))
+
+
+class DoneLogTests(SpoolTestBase):
+    def test_a_torn_or_zeroed_tail_names_no_message(self) -> None:
+        """After a power cut the log may end in a torn line (a prefix of an id can be
+        another valid id) or in zeros; only complete lines whose CRC matches count."""
+        a, b = "0000000000000001-1-12", "0000000000000002-1-1"
+        good = donelog.line(a) + donelog.line(b)
+        self.assertEqual(donelog.parse(good), {a, b})
+        self.assertEqual(donelog.parse(donelog.line(a) + donelog.line(b)[:-1]), {a})
+        torn = donelog.line(a)[:-2] + b"\n"  # "...-1\n": a valid id, the wrong message
+        self.assertEqual(donelog.parse(torn + donelog.line(b)), {b})
+        self.assertEqual(donelog.parse(good + b"\0" * 4096), {a, b})
+        self.assertEqual(donelog.parse(b"zz " + a.encode() + b"\n\xff\n"), set())
+
+    def test_the_log_is_emptied_once_its_removals_are_durable(self) -> None:
+        """The log does not grow without end: after DONE_LOG_CLEAR lines, a commit fsyncs
+        Queue/ and empties it; a restart then recovers only what is left."""
+        from cgtwist.spool import spool as spool_mod
+        self.patch(spool_mod, "DONE_LOG_CLEAR", 3)
+        server = sync_spool(self.base)
+        ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]
+        for i in ids[:3]:
+            self.successResultOf(server.remove(i))
+        path = os.path.join(self.qdir, donelog.NAME)
+        self.assertEqual(os.path.getsize(path), 0)
+        self.successResultOf(server.remove(ids[3]))
+        with open(path, "rb") as f:
+            self.assertEqual(donelog.parse(f.read()), {ids[3]})
+        self.assertEqual(self.successResultOf(sync_spool(self.base).recover()), [])
