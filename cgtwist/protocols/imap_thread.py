@@ -209,8 +209,11 @@ def references(msgs: list[ThreadMessage]) -> list[Node]:
         prev: Optional[Node] = None
         for ref in m.references:
             cur = lookup(ref)
-            # (1.A) An existing link stays; none that would make a loop.
-            if prev is not None and cur.parent is None and not _is_ancestor(cur, prev):
+            # (1.A) An existing link stays; none that would make a loop. A node without
+            # children can only loop onto itself: no walk up the tree for the new dummies
+            # of a long References list.
+            if prev is not None and cur.parent is None and cur is not prev and (
+                    not cur.children or not _is_ancestor(cur, prev)):
                 _attach(prev, cur)
             prev = cur
         # (1.B) The message's own last reference wins over a link other messages made.
