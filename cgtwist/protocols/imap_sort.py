@@ -120,7 +120,7 @@ def display_key(text: MessageText, name: str) -> str:
         shown = f"{a.mailbox or ''}@{a.host}"
     else:
         shown = a.mailbox or ""
-    return shown.upper()
+    return imap_thread.casemap(shown)
 
 
 def sort_keys(text: MessageText, criteria: list[Criterion]) -> tuple[Key, ...]:

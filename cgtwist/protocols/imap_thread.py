@@ -11,6 +11,7 @@ folder can be threaded in one of the mailstore's threads without surprises.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -68,10 +69,20 @@ def base_subject(subject: str) -> tuple[str, bool]:
 
 
 def casemap(text: str) -> str:
-    """i;ascii-casemap (RFC 4790 §9.2), the collation RFC 5256 compares strings with: ASCII
-    letters as upper case, everything else by code point (so "_" sorts after "Z")."""
-    return text.translate(_UPPER) if text.isascii() else "".join(
-        c.upper() if "a" <= c <= "z" else c for c in text)
+    """The key strings are compared by: i;unicode-casemap (RFC 5051), the collation RFC 5256
+    requires through I18NLEVEL=1 (RFC 5255 §4.3): each character's titlecase form, then
+    canonical decomposition, so "émile", "Émile" and "E\u0301mile" sort as one. For ASCII
+    text that is upper case (so "_" sorts after "Z", as i;ascii-casemap has it too)."""
+    if text.isascii():
+        return text.translate(_UPPER)
+    return unicodedata.normalize("NFD", "".join(_title(c) for c in text))
+
+
+def _title(c: str) -> str:
+    """RFC 5051 step 1 uses the simple titlecase mapping (one character for one): a special
+    mapping that grows ("ß" -> "Ss") is left out."""
+    t = c.title()
+    return t if len(t) == 1 else c
 
 
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")

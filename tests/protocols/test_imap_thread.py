@@ -71,10 +71,14 @@ class BaseSubjectTests(unittest.TestCase):
         self.assertEqual(base_subject(base)[0], base)
         self.assertEqual(base, base.strip(" "))
 
-    def test_casemap_is_ascii_only(self) -> None:
-        """i;ascii-casemap: ASCII letters upper-cased, "_" after "Z", other letters as is."""
-        self.assertEqual(casemap("abc_é"), "ABC_é")
+    def test_casemap(self) -> None:
+        """i;unicode-casemap (RFC 5051): ASCII letters upper-cased ("_" after "Z"), other
+        letters by their titlecase, composed and decomposed forms alike."""
+        self.assertEqual(casemap("abc_"), "ABC_")
         self.assertLess(casemap("z"), casemap("_"))
+        self.assertEqual(casemap("émile"), casemap("E\u0301MILE"))
+        self.assertEqual(casemap("straße"), casemap("STRAßE"))
+        self.assertNotEqual(casemap("émile"), casemap("emile"))
 
     def test_message_ids(self) -> None:
         self.assertEqual(message_ids("<a@b> (comment) <c@d>"), ["a@b", "c@d"])
