@@ -40,6 +40,8 @@ class SortCommands:
     clock: Any
     log: Any
     _closed: bool
+    peer_ip: str
+    account_name: str
     sendUntaggedResponse: Callable[..., None]
     sendPositiveResponse: Callable[..., None]
     sendNegativeResponse: Callable[..., None]
@@ -51,18 +53,15 @@ class SortCommands:
 
     def do_SORT_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
         """RFC 5256 §3: SORT (criteria) charset search-key..."""
-        tokens = self._sort_tokens(tag, segments, literals, uid, 3)
+        tokens = self._sort_tokens(tag, segments, literals, uid)
         if tokens is None:
             return
         try:
             criteria = imap_sort.parse_criteria(tokens[0])
             imap_sort.check_charset(tokens[1])
             pred, texts = self._sort_search(tokens[2:])
-        except imap_search.BadCharset:
-            self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
-            return
         except imap_parse.ParseError as e:
-            self.sendBadResponse(tag, str(e)[:200].encode())
+            self._refuse(tag, e)
             return
 
         def key(text: imap_search.MessageText, seq: int, number: int) -> tuple[int, Any]:
@@ -80,18 +79,15 @@ class SortCommands:
 
     def do_THREAD_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
         """RFC 5256 §3: THREAD algorithm charset search-key..."""
-        tokens = self._sort_tokens(tag, segments, literals, uid, 3)
+        tokens = self._sort_tokens(tag, segments, literals, uid)
         if tokens is None:
             return
         try:
             algorithm = imap_sort.parse_algorithm(tokens[0])
             imap_sort.check_charset(tokens[1])
             pred, texts = self._sort_search(tokens[2:])
-        except imap_search.BadCharset:
-            self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
-            return
         except imap_parse.ParseError as e:
-            self.sendBadResponse(tag, str(e)[:200].encode())
+            self._refuse(tag, e)
             return
         build = imap_thread.references if algorithm == "REFERENCES" else imap_thread.ordered_subject
 
@@ -112,22 +108,32 @@ class SortCommands:
         d.addCallback(order).addCallback(show).addErrback(self._fail(tag, "THREAD"))
 
     # -- the shared course --------------------------------------------------------------------
-    def _sort_tokens(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool,
-                     least: int) -> Optional[list[imap_parse.Token]]:
+    def _sort_tokens(self, tag: bytes, segments: list[bytes], literals: list[Any],
+                     uid: bool) -> Optional[list[imap_parse.Token]]:
         """The arguments after the command name as tokens; BAD (and None) when there are
-        fewer than ``least`` or they do not parse."""
+        fewer than three or they do not parse."""
         head = segments[0].split(b" ", 3 if uid else 2)
         first = head[-1] if len(head) == (4 if uid else 3) else b""
         try:
             tokens = imap_parse.tokenize([first] + segments[1:],
                                          [x if isinstance(x, bytes) else b"" for x in literals])
         except imap_parse.ParseError as e:
-            self.sendBadResponse(tag, str(e)[:200].encode())
+            self._refuse(tag, e)
             return None
-        if len(tokens) < least:
-            self.sendBadResponse(tag, b"Missing arguments")
+        if len(tokens) < 3:  # criteria or algorithm, charset, at least one search key
+            self._refuse(tag, imap_parse.ParseError("Missing arguments"))
             return None
         return tokens
+
+    def _refuse(self, tag: bytes, e: imap_parse.ParseError) -> None:
+        """BAD for arguments that do not parse, NO [BADCHARSET] for an unknown charset
+        (RFC 5256 §3); one log line either way, so an administrator sees what a client sent."""
+        self.log.info("imap: SORT/THREAD refused for {account} from {ip}: {why}",
+                      account=self.account_name, ip=self.peer_ip, why=str(e)[:200])
+        if isinstance(e, imap_search.BadCharset):
+            self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+        else:
+            self.sendBadResponse(tag, str(e)[:200].encode())
 
     @staticmethod
     def _sort_search(tokens: list[imap_parse.Token]) -> tuple[imap_search.Predicate, set[str]]:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from cgtwist.logs import Logger
 from cgtwist.protocols import imap_sort, imap_sortcmds
 from cgtwist.protocols.imap_parse import ParseError, tokenize
 from cgtwist.protocols.imap_search import BadCharset, MessageText
@@ -168,13 +169,20 @@ class CommandTests(unittest.TestCase):
 
     def test_errors(self) -> None:
         """Bad arguments get BAD, an unknown charset NO [BADCHARSET], and outside the
-        selected state the commands are not valid; the session goes on."""
+        selected state the commands are not valid; the session goes on. Each refusal is
+        logged with the account and address."""
+        events: list[dict[str, Any]] = []
+        self.c.proto.log = Logger(observer=events.append)
         for bad in (b"SORT DATE UTF-8 ALL", b"SORT (BOGUS) UTF-8 ALL", b"SORT (DATE) UTF-8",
                     b"SORT (DATE)", b"THREAD JWZ UTF-8 ALL", b"THREAD REFERENCES UTF-8 FROBNICATE",
                     b"SORT (DATE) UTF-8 ALL )", b"UID THREAD"):
             self.assertIn(b"x BAD", self.c.send(b"x " + bad + b"\r\n"), bad)
         self.assertIn(b"y NO [BADCHARSET (US-ASCII UTF-8)]", self.c.send(b"y SORT (DATE) KOI8-R ALL\r\n"))
         self.assertIn(b"y NO [BADCHARSET", self.c.send(b"y THREAD REFERENCES KOI8-R ALL\r\n"))
+        refused = [e for e in events if "refused" in e.get("log_format", "")]
+        self.assertEqual(len(refused), 10)
+        self.assertEqual(refused[-1]["account"], "alice@example.com")
+        self.assertEqual(refused[-1]["why"], "KOI8-R")
         other = Client(self.world)
         other.login()
         self.assertIn(b"z BAD Command not valid in this state",
