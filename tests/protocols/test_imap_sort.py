@@ -224,3 +224,27 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(self.answer(b"SORT (DATE) UTF-8 ALL"), b"1 3 2")
         self.assertEqual(self.answer(b"THREAD REFERENCES UTF-8 ALL", b"THREAD"), b"(1 2)(3)")
         self.assertEqual(ran, ["ordered", "threads"])
+
+
+class ExpungeHoldTests(unittest.TestCase):
+    def test_no_expunge_during_sort_or_thread(self) -> None:
+        """RFC 3501 §7.4.1: SORT and THREAD answer sequence numbers, so another session's
+        expunge is not reported during them (the numbers would shift under the client); it
+        comes with the next command that may carry it, and the UID forms may carry it."""
+        world = World()
+        for _ in range(3):
+            world.deliver("alice@example.com")
+        a, b = Client(world), Client(world)
+        for c in (a, b):
+            c.login()
+            c.select()
+        a.send(b"s STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+        a.send(b"e EXPUNGE\r\n")
+        out = b.send(b"t SORT (ARRIVAL) UTF-8 ALL\r\n")
+        self.assertNotIn(b"EXPUNGE", out)
+        self.assertIn(b"* SORT 1 2 3\r\n", out)
+        out = b.send(b"t THREAD ORDEREDSUBJECT UTF-8 ALL\r\n")
+        self.assertNotIn(b"EXPUNGE", out)
+        out = b.send(b"u UID SORT (ARRIVAL) UTF-8 ALL\r\n")
+        self.assertIn(b"* 1 EXPUNGE\r\n", out)
+        self.assertIn(b"* SORT 1 2\r\n", b.send(b"t SORT (ARRIVAL) UTF-8 ALL\r\n"))
