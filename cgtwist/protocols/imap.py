@@ -5,7 +5,7 @@ implemented), one command at a time with input paused while it runs, NO [SERVERB
 tracebacks, timeouts on the passed-in clock (imap.preauth_timeout, imap.idle_timeout also
 during IDLE), IDLE (RFC 2177) and the ordering of unsolicited responses (RFC 3501 §7.4.1), and
 connections per IP. The parts: imap_framing (lines and literals under limits), imap_login
-(STARTTLS and authentication), imap_mailboxes and imap_messages (commands). It never decides
+(STARTTLS and authentication), imap_mailboxes, imap_messages and imap_sortcmds (commands). It never decides
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 
@@ -30,16 +30,19 @@ from cgtwist.protocols.imap_auth import IPenalty
 from cgtwist.protocols.imap_framing import FramingMixin, _Pending
 from cgtwist.protocols.imap_login import LoginMixin
 from cgtwist.protocols.imap_messages import MessageCommands
+from cgtwist.protocols.imap_sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 # RFC 3501 §7.4.1: no EXPUNGE response while these run (their UID forms may have one).
-_HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH"))
+_HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
+# RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap_sortcmds).
+_SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
 
 
-class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server):
+class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, imap4.IMAP4Server):
     """IMAP4rev1 server with cgtwist's extensions, limits and policies."""
 
     IDENT = b"cgtwist IMAP4rev1 server ready"
@@ -186,7 +189,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
     # -- capabilities -----------------------------------------------------------------------
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
-                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN"]
+                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN", *_SORT_CAPS]
         if self.state == "unauth":
             if self._can_starttls():
                 caps.append(b"STARTTLS")
@@ -240,6 +243,12 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         """Commands that take the raw segments and literals rather than Twisted's parsers."""
         if self.state == "select" and cmd.name in (b"SEARCH", b"UID SEARCH"):
             self.do_SEARCH_raw(cmd.tag, cmd.segments, list(cmd.literals), cmd.name != b"SEARCH")
+            return True
+        if self.state == "select" and cmd.name in (b"SORT", b"UID SORT"):
+            self.do_SORT_raw(cmd.tag, cmd.segments, list(cmd.literals), cmd.name != b"SORT")
+            return True
+        if self.state == "select" and cmd.name in (b"THREAD", b"UID THREAD"):
+            self.do_THREAD_raw(cmd.tag, cmd.segments, list(cmd.literals), cmd.name != b"THREAD")
             return True
         if cmd.name == b"ID" and self.state != "logout":
             self.do_ID_raw(cmd.tag, cmd.segments, list(cmd.literals))

@@ -98,6 +98,11 @@ class MessageText:
             self._headers[name] = value
         return self._headers[name]
 
+    def raw_header(self, name: str) -> Optional[str]:
+        """The header's value as stored (octets as latin-1 code points, folding kept); None
+        when the message has no such field."""
+        return self._lookup(name)
+
     def header(self, name: str) -> str:
         """The header's text for matching: 8-bit octets as UTF-8, RFC 2047 words decoded."""
         return _header_text(self._lookup(name) or "")
@@ -206,6 +211,11 @@ def _header_end(raw: bytes) -> int:
         if i >= 0:
             return i + len(sep)
     return len(raw)
+
+
+def header_text(value: str) -> str:
+    """A header value as text (see ``_header_text``): for SORT's display names and keys."""
+    return _header_text(value)
 
 
 def _header_text(value: str) -> str:

@@ -44,6 +44,10 @@ PASSING = frozenset({
     "mutf7", "nil", "pipeline", "search-addresses", "search-body", "search-date", "search-flags",
     "search-header", "search-sets", "search-size", "select", "store", "subscribe", "uidplus",
     "uidvalidity", "uidvalidity-rename",
+    # SORT, SORT=DISPLAY and THREAD (RFC 5256, RFC 5957); sort-partial needs CONTEXT=SORT.
+    "sort-addresses", "sort-arrival", "sort-date", "sort-display-from", "sort-display-to",
+    "sort-size", "sort-subject", "thread", "thread-orderedsubject", "thread-orderedsubject2",
+    "thread2", "thread3", "thread4", "thread5", "thread6", "thread7", "thread8",
 })
 
 _LINE = re.compile(r"^(PASS|FAIL|SKIP) ([^:\s]+)")

@@ -125,6 +125,11 @@ _FETCH_ITEMS = arg(b"FLAGS", b"(FLAGS UID)", b"BODY[]", b"BODY.PEEK[HEADER]", b"
                    b"ALL", b"FAST", b"FULL", b"RFC822.SIZE", b"BINARY[1]", b"(BODY[HEADER.FIELDS (SUBJECT)])")
 _SEARCH = arg(b"ALL", b"UNSEEN", b"SUBJECT hello", b"OR SEEN (NOT DELETED)", b"BEFORE 1-Jan-2020",
               b"LARGER 10", b"UID 1:*", b"CHARSET UTF-8 TEXT x", b"NOT NOT NOT ALL", b"HEADER X y")
+# SORT and THREAD (RFC 5256): criteria lists good and bad, charsets, algorithms.
+_SORT_CRITERIA = arg(b"(DATE)", b"(REVERSE SUBJECT ARRIVAL)", b"(DISPLAYFROM CC)", b"()", b"(REVERSE)",
+                     b"(BOGUS)", b"DATE", b"((SIZE))")
+_CHARSET = arg(b"UTF-8", b"US-ASCII", b"KOI8-R", b'"utf-8"')
+_THREAD_ALGORITHM = arg(b"REFERENCES", b"ORDEREDSUBJECT", b"JWZ", b"(REFERENCES)")
 _FLAGS = arg(b"(\\Seen)", b"(\\Deleted \\Flagged)", b"()", b"(\\Recent)", b"(custom)", b"\\Seen")
 _STORE_ITEM = arg(b"FLAGS", b"+FLAGS", b"-FLAGS.SILENT", b"+FLAGS.SILENT")
 # LIST/LSUB patterns, with many wildcards (a backtracking matcher once froze the server on
@@ -158,6 +163,10 @@ def imap_command(draw: st.DrawFn, tag: bytes) -> IMAPCommand:
         join(case(b"FETCH"), _SEQ, _FETCH_ITEMS), join(case(b"UID FETCH"), _SEQ, _FETCH_ITEMS),
         join(case(b"STORE"), _SEQ, _STORE_ITEM, _FLAGS), join(case(b"UID STORE"), _SEQ, _STORE_ITEM, _FLAGS),
         join(case(b"SEARCH"), _SEARCH), join(case(b"UID SEARCH"), _SEARCH),
+        join(case(b"SORT"), _SORT_CRITERIA, _CHARSET, _SEARCH),
+        join(case(b"UID SORT"), _SORT_CRITERIA, _CHARSET, _SEARCH),
+        join(case(b"THREAD"), _THREAD_ALGORITHM, _CHARSET, _SEARCH),
+        join(case(b"UID THREAD"), _THREAD_ALGORITHM, _CHARSET, _SEARCH),
         join(case(b"COPY"), _SEQ, _MAILBOX), join(case(b"MOVE"), _SEQ, _MAILBOX),
         join(case(b"UID EXPUNGE"), _SEQ), join(case(b"ENABLE"), arg(b"CONDSTORE", b"UTF8=ACCEPT")),
         join(case(b"ID"), arg(b"NIL", b'("name" "x")', b'("a")')),

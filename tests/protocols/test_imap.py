@@ -361,7 +361,8 @@ _FUZZ_WORLD = World()
 _UNAUTH_COMMANDS = [c.encode() for c in ("LOGIN", "AUTHENTICATE PLAIN", "AUTHENTICATE", "STARTTLS",
                                           "CAPABILITY", "ID", "NOOP", "SELECT", "LOGIN {5}")]
 _COMMANDS = [c.encode() for c in (
-    "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH", "COPY", "UID COPY", "MOVE",
+    "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH", "SORT", "UID SORT", "THREAD",
+    "UID THREAD", "COPY", "UID COPY", "MOVE",
     "UID MOVE", "UID EXPUNGE", "STATUS", "LIST", "LSUB", "SELECT", "EXAMINE", "CREATE", "RENAME",
     "SUBSCRIBE", "APPEND", "ID", "ENABLE", "NAMESPACE", "CHECK", "EXPUNGE", "UNSELECT", "CLOSE")]
 _FUZZ_WORLD.deliver("alice@example.com")

@@ -1,0 +1,198 @@
+"""IMAP SORT and THREAD commands (RFC 5256, RFC 5957 SORT=DISPLAY) and their UID forms, as a
+mixin of the selected state.
+
+Owns the command's course: arguments through cgtwist.protocols.imap_sort, the search part
+through imap_search's compiled predicate, then matching and key collection on the reactor in
+bounded batches (like SEARCH: at most _BATCH messages or _TURN seconds a turn, large messages
+read in the mailstore's threads when BODY/TEXT needs them; keys come from the cached headers),
+and the final sort or threading in a mailstore thread when the folder is large. The orders
+themselves are imap_sort's and imap_thread's pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, TypeVar
+
+from twisted.internet import defer
+from twisted.mail import imap4
+
+from cgtwist.protocols import imap_fetch, imap_parse, imap_search, imap_sort, imap_thread
+
+T = TypeVar("T")
+_BATCH = 200  # messages matched and keyed in one reactor turn at most
+_BATCH_BYTES = 4 << 20  # message text read for BODY/TEXT in one turn at most
+_TURN = 0.01  # seconds of work in one reactor turn before yielding
+_OFFLOAD = 1 << 20  # a message this large is read for BODY/TEXT in a thread
+# Above this many messages the final sort or threading runs in a mailstore thread: sorting
+# 10,000 keys costs ~10 ms, threading them ~100 ms, too long for the reactor.
+_ORDER_IN_THREAD = 1000
+
+
+def _reader(msg: Any) -> Callable[[], bytes]:
+    return lambda: imap_fetch.read_raw(msg)
+
+
+class SortCommands:
+    """SORT, UID SORT, THREAD and UID THREAD; mixed into CgIMAP4Server."""
+
+    mbox: Any
+    account: Any
+    clock: Any
+    log: Any
+    _closed: bool
+    peer_ip: str
+    account_name: str
+    sendUntaggedResponse: Callable[..., None]
+    sendPositiveResponse: Callable[..., None]
+    sendNegativeResponse: Callable[..., None]
+    sendBadResponse: Callable[..., None]
+    _fail: Callable[[bytes, str], Any]
+    # Run by CgIMAP4Server._special_command in the selected state; named here so that the
+    # command in another state is "not valid in this state", not "unknown".
+    select_SORT = select_THREAD = (None,)
+
+    def do_SORT_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+        """RFC 5256 §3: SORT (criteria) charset search-key..."""
+        tokens = self._sort_tokens(tag, segments, literals, uid)
+        if tokens is None:
+            return
+        try:
+            criteria = imap_sort.parse_criteria(tokens[0])
+            imap_sort.check_charset(tokens[1])
+            pred, texts = self._sort_search(tokens[2:])
+        except imap_parse.ParseError as e:
+            self._refuse(tag, e)
+            return
+
+        def key(text: imap_search.MessageText, seq: int, number: int) -> tuple[int, Any]:
+            return number, imap_sort.sort_keys(text, criteria)
+
+        def order(rows: list[tuple[int, Any]]) -> Any:
+            return self._off_reactor(len(rows), imap_sort.ordered, rows, criteria)
+
+        def show(numbers: list[int]) -> None:
+            self.sendUntaggedResponse(b"SORT" + b"".join(b" %d" % n for n in numbers))
+            self.sendPositiveResponse(tag, b"SORT completed")
+
+        d = self._collect(pred, texts, uid, key)
+        d.addCallback(order).addCallback(show).addErrback(self._fail(tag, "SORT"))
+
+    def do_THREAD_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+        """RFC 5256 §3: THREAD algorithm charset search-key..."""
+        tokens = self._sort_tokens(tag, segments, literals, uid)
+        if tokens is None:
+            return
+        try:
+            algorithm = imap_sort.parse_algorithm(tokens[0])
+            imap_sort.check_charset(tokens[1])
+            pred, texts = self._sort_search(tokens[2:])
+        except imap_parse.ParseError as e:
+            self._refuse(tag, e)
+            return
+        build = imap_thread.references if algorithm == "REFERENCES" else imap_thread.ordered_subject
+
+        def key(text: imap_search.MessageText, seq: int, number: int) -> imap_thread.ThreadMessage:
+            return imap_sort.thread_message(text, number, seq)
+
+        def threads(msgs: list[imap_thread.ThreadMessage]) -> bytes:
+            return imap_thread.render(build(msgs))
+
+        def order(msgs: list[imap_thread.ThreadMessage]) -> defer.Deferred[bytes]:
+            return self._off_reactor(len(msgs), threads, msgs)
+
+        def show(lists: bytes) -> None:
+            self.sendUntaggedResponse(b"THREAD " + lists if lists else b"THREAD")
+            self.sendPositiveResponse(tag, b"THREAD completed")
+
+        d = self._collect(pred, texts, uid, key)
+        d.addCallback(order).addCallback(show).addErrback(self._fail(tag, "THREAD"))
+
+    # -- the shared course --------------------------------------------------------------------
+    def _sort_tokens(self, tag: bytes, segments: list[bytes], literals: list[Any],
+                     uid: bool) -> Optional[list[imap_parse.Token]]:
+        """The arguments after the command name as tokens; BAD (and None) when there are
+        fewer than three or they do not parse."""
+        head = segments[0].split(b" ", 3 if uid else 2)
+        first = head[-1] if len(head) == (4 if uid else 3) else b""
+        try:
+            tokens = imap_parse.tokenize([first] + segments[1:],
+                                         [x if isinstance(x, bytes) else b"" for x in literals])
+        except imap_parse.ParseError as e:
+            self._refuse(tag, e)
+            return None
+        if len(tokens) < 3:  # criteria or algorithm, charset, at least one search key
+            self._refuse(tag, imap_parse.ParseError("Missing arguments"))
+            return None
+        return tokens
+
+    def _refuse(self, tag: bytes, e: imap_parse.ParseError) -> None:
+        """BAD for arguments that do not parse, NO [BADCHARSET] for an unknown charset
+        (RFC 5256 §3); one log line either way, so an administrator sees what a client sent."""
+        self.log.info("imap: SORT/THREAD refused for {account} from {ip}: {why}",
+                      account=self.account_name, ip=self.peer_ip, why=str(e)[:200])
+        if isinstance(e, imap_search.BadCharset):
+            self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+        else:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+
+    @staticmethod
+    def _sort_search(tokens: list[imap_parse.Token]) -> tuple[imap_search.Predicate, set[str]]:
+        _charset, pred = imap_search.compile_search(tokens)
+        return pred, imap_search.text_needed(tokens)
+
+    def _off_reactor(self, count: int, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
+        """``fn(*args)`` in a mailstore thread when ``count`` messages make it long, else now."""
+        runner = getattr(self.account, "run", None)
+        if runner is not None and count > _ORDER_IN_THREAD:
+            return runner(fn, *args)  # type: ignore[no-any-return]
+        return defer.maybeDeferred(fn, *args)
+
+    def _collect(self, pred: imap_search.Predicate, texts: set[str], uid: bool,
+                 key: Callable[[imap_search.MessageText, int, int], T]) -> defer.Deferred[list[T]]:
+        """``key(text, seq, number)`` of every message the predicate matches, in mailbox
+        order, a bounded batch per reactor turn (``number`` is the UID for UID SORT/THREAD)."""
+        box = self.mbox
+        runner = getattr(self.account, "run", None)
+        done: defer.Deferred[list[T]] = defer.Deferred()
+        found: list[T] = []
+
+        def run(rows: Any) -> None:
+            rows = list(rows)
+            count = box.getMessageCount()
+            top_uid = rows[-1][1].getUID() if rows else 0
+
+            def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
+                i, read = start, 0
+                end = min(len(rows), start + _BATCH)
+                try:
+                    ctx = imap_search.Context(0, 0, count, top_uid)
+                    deadline = self.clock.seconds() + _TURN
+                    while i < end and read < _BATCH_BYTES and self.clock.seconds() <= deadline:
+                        seq, msg = rows[i]
+                        text = prepared or imap_search.MessageText(msg, _reader(msg))
+                        if prepared is None and texts and runner is not None and msg.getSize() > _OFFLOAD:
+                            # Reading and decoding a large message would hold the reactor.
+                            d = runner(text.prepare, texts)
+                            d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
+                            return
+                        prepared = None
+                        i += 1
+                        ctx.seq = seq
+                        ctx.uid = msg.getUID()
+                        if pred(text, ctx):
+                            found.append(key(text, seq, ctx.uid if uid else seq))
+                        read += text.bytes_read
+                except Exception:
+                    done.errback()
+                    return
+                if i < len(rows):
+                    if self._closed:  # the client went away: stop working for it
+                        return
+                    self.clock.callLater(0, batch, i)
+                else:
+                    done.callback(found)
+            batch(0)
+
+        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+        d.addCallbacks(run, done.errback)
+        return done
