@@ -79,6 +79,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         self._bye_after_command = False
         self._delayed: list[Any] = []
         self.enabled: set[bytes] = set()
+        self.search_saved: list[int] = []
+        self.uid_arguments = False
 
     # -- time -------------------------------------------------------------------------------
     def callLater(self, period: float, func: Callable[..., Any]) -> Any:  # TimeoutMixin hook
@@ -186,7 +188,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
     # -- capabilities -----------------------------------------------------------------------
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
-                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN"]
+                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN",
+                b"ESEARCH", b"SEARCHRES"]
         if self.state == "unauth":
             if self._can_starttls():
                 caps.append(b"STARTTLS")

@@ -66,6 +66,8 @@ class MailboxCommands:
     clock: Any
     transport: Any
     enabled: set[bytes]
+    search_saved: list[int]
+    uid_arguments: bool
     peer_ip: str
     _idle_tag: Optional[bytes]
     _closed: bool
@@ -120,6 +122,8 @@ class MailboxCommands:
         """sequence-set (RFC 3501 §9) parsed in linear time into Twisted's MessageSet."""
         line = line or b""  # Twisted passes None when the line ran out
         spec, _, rest = line.partition(b" ")
+        if spec == b"$":
+            return self._saved_set(), rest
         try:
             ranges = imap_parse.parse_sequence_set(spec)
         except imap_parse.ParseError as e:
@@ -128,6 +132,22 @@ class MailboxCommands:
         spans = [(a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
                  for a, b in ranges]
         return imap4.MessageSet(spans), rest
+
+    def _saved_set(self) -> imap4.MessageSet:
+        """``$`` (RFC 5182 §2.1): the saved UIDs, or for a command taking sequence numbers
+        their numbers now (a message expunged since drops out); empty is allowed."""
+        numbers = sorted(self.search_saved)
+        if not self.uid_arguments:
+            seq_of = getattr(self.mbox, "seq_of", None)
+            numbers = [] if seq_of is None else sorted(
+                s for s in (seq_of(u) for u in numbers) if s is not None)
+        runs: list[tuple[int, int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], n)
+            else:
+                runs.append((n, n))
+        return imap4.MessageSet(runs) if runs else imap4.MessageSet()
 
     # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
     # stalls the reactor for a third of a second, so the item count is capped first.
@@ -341,6 +361,7 @@ class MailboxCommands:
         self._release_mailbox()
         self._unsolicited.clear()  # updates of the mailbox we leave are moot
         self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+        self.search_saved = []  # RFC 5182 §2.1: SELECT and EXAMINE empty ``$``
 
         def got(box: Any) -> None:
             if box is None:
