@@ -427,6 +427,7 @@ class MaildirMailbox:
             "MESSAGES": len(f.uids), "RECENT": recent, "UIDNEXT": f.uidnext,
             "UIDVALIDITY": f.uidvalidity,
             "UNSEEN": sum(1 for e in f.entries.values() if "S" not in e.letters),
+            "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
         }
         return {n.upper(): values[n.upper()] for n in names_ if n.upper() in values}
 

@@ -189,7 +189,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN",
-                b"ESEARCH", b"SEARCHRES"]
+                b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE"]
         if self.state == "unauth":
             if self._can_starttls():
                 caps.append(b"STARTTLS")
@@ -244,6 +244,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         if self.state == "select" and cmd.name in (b"SEARCH", b"UID SEARCH"):
             self.do_SEARCH_raw(cmd.tag, cmd.segments, list(cmd.literals), cmd.name != b"SEARCH")
             return True
+        if cmd.name == b"LIST" and self.state in ("auth", "select"):
+            return self.do_LIST_raw(cmd.tag, cmd.segments, list(cmd.literals))
         if cmd.name == b"ID" and self.state != "logout":
             self.do_ID_raw(cmd.tag, cmd.segments, list(cmd.literals))
             return True

@@ -19,11 +19,10 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_parse
+from cgtwist.protocols import imap_list, imap_parse
 
 log = Logger()
 
-_STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
 _ID_FIELDS = 30  # RFC 2971 §3.3
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 
@@ -323,6 +322,73 @@ class MailboxCommands:
         d.addCallback(show)
         d.addErrback(self._fail(tag, cmd.decode()))
 
+    def do_LIST_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> bool:
+        """LIST in the RFC 5258 syntax (selection options, several patterns, RETURN); False
+        for the RFC 3501 form, which Twisted's argument parsers then read."""
+        first = segments[0].split(b" ", 2)
+        try:
+            tokens = imap_parse.tokenize([first[2] if len(first) > 2 else b""] + segments[1:],
+                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            if not imap_list.is_extended(tokens):
+                return False
+            req = imap_list.parse(tokens)
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return True
+        limit = self.settings.current["imap.max_list_pattern"]
+        if len(req.ref) + sum(len(p) for p in req.patterns) > limit:
+            self.log.info("imap: LIST patterns of {n} octets refused for {account} from {ip}",
+                          n=len(req.ref) + sum(len(p) for p in req.patterns),
+                          account=self.account_name, ip=self.peer_ip)
+            self.sendBadResponse(tag, b"Reference and patterns longer than %d octets" % limit)
+            return True
+        lister = getattr(self.account, "list_extended", None)
+        if lister is None:
+            self.sendBadResponse(tag, b"Extended LIST is not available")
+            return True
+        d = defer.maybeDeferred(
+            lister, _decode_name(req.ref), [_decode_name(p) for p in req.patterns if p],
+            subscribed=req.subscribed, recursive=req.recursive, special_use=req.special_use,
+            mark_subscribed=b"SUBSCRIBED" in req.returns)
+
+        def show(rows: list[tuple[str, Any]]) -> defer.Deferred[None]:
+            if b"" in req.patterns and not req.selection:
+                # RFC 3501 §6.3.8's delimiter query, also inside a pattern list.
+                self.sendUntaggedResponse(b'LIST (\\Noselect) "/" ""')
+            return defer.ensureDeferred(self._list_rows(rows, req.status))
+
+        d.addCallback(show)
+        d.addCallback(lambda _: self.sendPositiveResponse(tag, b"LIST completed"))
+        d.addErrback(self._fail(tag, "LIST"))
+        return True
+
+    async def _list_rows(self, rows: list[tuple[str, Any]], items: tuple[bytes, ...]) -> None:
+        """The LIST rows, each selectable one followed by its STATUS when RETURN (STATUS)
+        asked for it (RFC 5819 §2); a mailbox that cannot be opened now (deleted meanwhile)
+        gets no STATUS, which is no error."""
+        wanted = [i.decode() for i in items]
+        for name, info in rows:
+            attrs = info.getFlags()
+            delim = info.getHierarchicalDelimiter()
+            self.sendUntaggedResponse(b"LIST (%s) %s %s%s" % (
+                " ".join(attrs).encode("ascii"), imap4._quote(delim.encode()), _mutf7(name),
+                imap_list.childinfo(getattr(info, "childinfo", None))))
+            if not items or {a.lower() for a in attrs} & {"\\noselect", "\\nonexistent"}:
+                continue
+            try:
+                box = await self._open(name.encode("imap4-utf-7"), False)
+                if box is None:
+                    continue
+                try:
+                    status = await defer.maybeDeferred(box.requestStatus, wanted)
+                finally:
+                    self._close_other(box)
+            except imap4.MailboxException:
+                continue
+            if self._closed:
+                return
+            self.sendUntaggedResponse(b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status)))
+
     auth_LIST = (_list, _astr, _astr, 0, b"LIST")
     auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
     select_LIST, select_LSUB = auth_LIST, auth_LSUB
@@ -330,7 +396,7 @@ class MailboxCommands:
     def do_STATUS(self, tag: bytes, name: bytes, items: list[Any]) -> None:
         wanted = []
         for item in items:
-            if not isinstance(item, bytes) or item.upper() not in _STATUS_ITEMS:
+            if not isinstance(item, bytes) or item.upper() not in imap_list.STATUS_ITEMS:
                 self.sendBadResponse(tag, b"Unknown STATUS item")
                 return
             wanted.append(item.upper().decode())
