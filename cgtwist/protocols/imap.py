@@ -189,7 +189,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN",
-                b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE"]
+                b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE",
+                b"MULTIAPPEND"]
         if self.state == "unauth":
             if self._can_starttls():
                 caps.append(b"STARTTLS")
@@ -246,6 +247,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
             return True
         if cmd.name == b"LIST" and self.state in ("auth", "select"):
             return self.do_LIST_raw(cmd.tag, cmd.segments, list(cmd.literals))
+        if cmd.name == b"APPEND" and self.state in ("auth", "select"):
+            self.do_APPEND_raw(cmd.tag, cmd.segments, list(cmd.literals))
+            return True
         if cmd.name == b"ID" and self.state != "logout":
             self.do_ID_raw(cmd.tag, cmd.segments, list(cmd.literals))
             return True

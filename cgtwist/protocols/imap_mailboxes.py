@@ -19,7 +19,7 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_list, imap_parse
+from cgtwist.protocols import imap_append, imap_esearch, imap_list, imap_parse
 
 log = Logger()
 
@@ -491,43 +491,55 @@ class MailboxCommands:
 
     select_CHECK = (do_CHECK,)
 
-    # -- APPEND --------------------------------------------------------------------------------
-    def do_APPEND(self, tag: bytes, name: bytes, flags: Any, date: Optional[bytes], message: Any) -> None:
+    # -- APPEND (RFC 3501 §6.3.11, MULTIAPPEND RFC 3502, UIDPLUS RFC 4315) -------------------
+    def do_APPEND_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
+        """Store every message of the command in one mailstore operation: all of them or,
+        on any failure, none (RFC 3502 §6.3.11); APPENDUID names the new UIDs in order."""
+        def close_all(result: Any = None) -> Any:
+            for lit in literals:
+                if not isinstance(lit, bytes):
+                    lit.close()
+            return result
+
+        first = segments[0].split(b" ", 2)
         try:
-            flag_list = _flag_list(flags)
-        except imap4.IllegalClientResponse as e:
-            message.close()
-            self.sendBadResponse(tag, str(e).encode())
+            req = imap_append.parse([first[2] if len(first) > 2 else b""] + segments[1:], literals)
+        except imap_parse.ParseError as e:
+            close_all()
+            self.sendBadResponse(tag, str(e)[:200].encode())
             return
-        when: Optional[float] = None
-        if date is not None:
-            try:
-                when = imap_parse.parse_date_time(date)
-            except imap_parse.ParseError as e:
-                message.close()
-                self.sendBadResponse(tag, str(e).encode())
-                return
 
         def got(box: Any) -> Any:
             if box is None:
                 self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
                 return None
-            append = getattr(box, "append", None) or box.addMessage
-            d = defer.maybeDeferred(append, message, flag_list, when)
+            items = [(m.data, m.flags, m.date) for m in req.messages]
+            many = getattr(box, "append_all", None)
+            if many is not None:
+                d = defer.maybeDeferred(many, items)
+            elif len(items) == 1:  # a mailbox without the batch: one message only
+                d = defer.maybeDeferred(box.addMessage, *items[0]).addCallback(lambda uid: [uid])
+            else:
+                raise imap4.MailboxException("[CANNOT] This mailbox takes one message per APPEND")
 
-            def ok(uid: Any) -> None:
+            def ok(uids: Any) -> None:
                 self._close_other(box)
-                if isinstance(uid, int) and uid > 0:
-                    self.sendPositiveResponse(tag, b"[APPENDUID %d %d] APPEND completed"
-                                              % (box.getUIDValidity(), uid))
+                if uids and all(isinstance(u, int) and u > 0 for u in uids):
+                    self.sendPositiveResponse(tag, b"[APPENDUID %d %s] APPEND completed" % (
+                        box.getUIDValidity(), imap_esearch.sequence_set(list(uids))))
                 else:
                     self.sendPositiveResponse(tag, b"APPEND completed")
-            return d.addCallback(ok)
 
-        d = self._open(name, True).addCallback(got)
-        d.addBoth(lambda r: (message.close(), r)[1])
+            def failed(f: Failure) -> Failure:
+                self._close_other(box)
+                return f
+            return d.addCallbacks(ok, failed)
+
+        d = self._open(req.mailbox, True).addCallback(got)
+        d.addBoth(close_all)
         d.addErrback(self._fail(tag, "APPEND"))
 
-    auth_APPEND = (do_APPEND, _astr, opt_plist, imap4.IMAP4Server.opt_datetime,
-                   imap4.IMAP4Server.arg_literal)
+    # APPEND runs from the raw command (CgIMAP4Server._special_command); these entries only
+    # tell the state check that APPEND exists (BAD "not valid in this state" before login).
+    auth_APPEND = (do_APPEND_raw,)
     select_APPEND = auth_APPEND
