@@ -17,8 +17,9 @@ from cgtwist.protocols.imap_parse import Literal, ParseError, Token
 SELECTION = frozenset((b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"))
 # RFC 5258 §3.2, RFC 5819 (STATUS), RFC 6154 §3 (SPECIAL-USE).
 RETURN = frozenset((b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"))
-# RFC 3501 §6.3.10 and RFC 8438 SIZE.
-STATUS_ITEMS = frozenset((b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"SIZE"))
+# RFC 3501 §6.3.10, RFC 8438 SIZE and RFC 7889 APPENDLIMIT.
+STATUS_ITEMS = frozenset((b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"SIZE",
+                          b"APPENDLIMIT"))
 MAX_PATTERNS = 64
 
 

@@ -383,6 +383,7 @@ class MailboxCommands:
                     status = await defer.maybeDeferred(box.requestStatus, wanted)
                 finally:
                     self._close_other(box)
+                status = self._with_appendlimit(status, wanted)
             except imap4.MailboxException:
                 continue
             if self._closed:
@@ -412,12 +413,20 @@ class MailboxCommands:
 
             def show(status: dict[str, int]) -> None:
                 self._close_other(box)
+                status = self._with_appendlimit(status, wanted)
                 body = b" ".join(b"%s %d" % (k.encode(), status[k]) for k in wanted if k in status)
                 self.sendUntaggedResponse(b"STATUS " + imap4._quote(name) + b" (" + body + b")")
                 self.sendPositiveResponse(tag, b"STATUS completed")
             return d.addCallback(show)
 
         self._open(name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
+
+    def _with_appendlimit(self, status: dict[str, int], wanted: list[str]) -> dict[str, int]:
+        """RFC 7889 §4: STATUS APPENDLIMIT is the largest message APPEND takes, the same for
+        every mailbox (imap.max_literal, as CAPABILITY APPENDLIMIT= says)."""
+        if "APPENDLIMIT" in wanted:
+            status = dict(status, APPENDLIMIT=int(self.settings.current["imap.max_literal"]))
+        return status
 
     auth_STATUS = (do_STATUS, _astr, arg_plist)
     select_STATUS = auth_STATUS

@@ -102,3 +102,32 @@ class MultiAppendTests(unittest.TestCase):
         self.assertIn(b"a NO [LIMIT]", out)
         self.assertEqual(out.count(b"+ "), 1)
         self.assertEqual(self.count(), 0)
+
+
+class AppendLimitTests(unittest.TestCase):
+    """APPENDLIMIT (RFC 7889): the advertised cap is the one APPEND enforces, imap.max_literal."""
+
+    def setUp(self) -> None:
+        self.world = World({"imap.max_literal": 1000})
+        self.c = Client(self.world)
+        self.c.login()
+
+    def test_advertised_in_capability_and_status(self) -> None:
+        """CAPABILITY and STATUS (and LIST-STATUS) say the current setting."""
+        self.assertIn(b" APPENDLIMIT=1000", self.c.send(b"c CAPABILITY\r\n"))
+        self.assertIn(b'* STATUS "INBOX" (APPENDLIMIT 1000)', self.c.send(b"s STATUS INBOX (APPENDLIMIT)\r\n"))
+        out = self.c.send(b'l LIST "" INBOX RETURN (STATUS (APPENDLIMIT MESSAGES))\r\n')
+        self.assertIn(b'* STATUS "INBOX" (APPENDLIMIT 1000 MESSAGES 0)', out)
+        self.world.settings.replace(Settings({"imap.max_literal": 2000}))
+        self.assertIn(b" APPENDLIMIT=2000", self.c.send(b"c CAPABILITY\r\n"))
+
+    def test_larger_message_refused_before_it_is_sent(self) -> None:
+        """A message over the limit is NO [TOOBIG] without a continuation; one at the limit
+        is stored."""
+        out = self.c.send(b"a APPEND INBOX {1001}\r\n")
+        self.assertIn(b"a NO [TOOBIG]", out)
+        self.assertNotIn(b"+ ", out)
+        body = b"Subject: x\r\n\r\n" + b"y" * (1000 - 16) + b"\r\n"
+        self.assertEqual(len(body), 1000)
+        self.assertIn(b"+ ", self.c.send(b"b APPEND INBOX {1000}\r\n"))
+        self.assertIn(b"b OK [APPENDUID", self.c.send(body + b"\r\n"))
