@@ -190,7 +190,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, MessageCommands, imap4.IMAP4Server
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
                 b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN",
                 b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE",
-                b"MULTIAPPEND",
+                b"MULTIAPPEND", b"BINARY",
                 # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
                 b"APPENDLIMIT=%d" % int(self.settings.current["imap.max_literal"])]
         if self.state == "unauth":

@@ -19,7 +19,7 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_append, imap_esearch, imap_list, imap_parse
+from cgtwist.protocols import imap_append, imap_binary, imap_esearch, imap_list, imap_parse
 
 log = Logger()
 
@@ -41,6 +41,14 @@ def _decode_name(raw: bytes) -> Any:
         return raw.decode("imap4-utf-7")
     except Exception:
         return raw
+
+
+def _binary_message(data: Any) -> bytes:
+    """(thread) A literal8 APPEND message with its binary parts as base64."""
+    if not isinstance(data, bytes):
+        data.seek(0)
+        data = data.read()
+    return imap_binary.binary_to_base64(data)
 
 
 def _flag_list(raw: Any) -> list[str]:
@@ -176,14 +184,26 @@ class MailboxCommands:
         line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many FETCH items")
-        p = imap4._FetchParser()
-        try:
-            p.parseString(line)
-        except Exception as e:
-            raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
-        if not p.result:
+        text = line.strip()
+        listed = text[:1] == b"(" and text[-1:] == b")"
+        result: list[Any] = []
+        # BINARY items (RFC 3516) are ours; the text between them goes to Twisted's parser
+        # (a parenthesised list of the items there, or the single item or macro as it is).
+        for piece in imap_binary.split_items(text[1:-1] if listed else text):
+            if isinstance(piece, imap_binary.BinaryItem):
+                result.append(piece)
+                continue
+            if not piece.strip():
+                continue
+            p = imap4._FetchParser()
+            try:
+                p.parseString(b"(" + piece.strip() + b")" if listed else piece)
+            except Exception as e:
+                raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
+            result.extend(p.result)
+        if not result:
             raise imap4.IllegalClientResponse("Missing FETCH data items")
-        return p.result, b""
+        return result, b""
 
     # -- helpers -----------------------------------------------------------------------------
     def _fail(self, tag: bytes, what: str) -> Any:
@@ -518,11 +538,11 @@ class MailboxCommands:
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
 
-        def got(box: Any) -> Any:
+        def got(box: Any, datas: list[Any]) -> Any:
             if box is None:
                 self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
                 return None
-            items = [(m.data, m.flags, m.date) for m in req.messages]
+            items = [(data, m.flags, m.date) for data, m in zip(datas, req.messages, strict=True)]
             many = getattr(box, "append_all", None)
             if many is not None:
                 d = defer.maybeDeferred(many, items)
@@ -544,7 +564,14 @@ class MailboxCommands:
                 return f
             return d.addCallbacks(ok, failed)
 
-        d = self._open(req.mailbox, True).addCallback(got)
+        # A literal8 message (RFC 3516 §4.4) may hold binary parts: re-encoded as base64
+        # before it is stored, in a thread (the whole message is read and scanned).
+        runner = getattr(self.account, "run", None) or defer.maybeDeferred
+        prepared = defer.gatherResults(
+            [runner(_binary_message, m.data) if m.binary else defer.succeed(m.data) for m in req.messages],
+            consumeErrors=True)
+        prepared.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        d = prepared.addCallback(lambda datas: self._open(req.mailbox, True).addCallback(got, datas))
         d.addBoth(close_all)
         d.addErrback(self._fail(tag, "APPEND"))
 

@@ -19,7 +19,7 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cgtwist.protocols import imap_esearch, imap_fetch, imap_parse, imap_search
+from cgtwist.protocols import imap_binary, imap_esearch, imap_fetch, imap_parse, imap_search
 from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
@@ -366,6 +366,9 @@ class MessageCommands(MailboxCommands):
         runner = getattr(self.account, "run", None)
         heavy = runner is not None and imap_fetch.needs_parse(query)
         gone: list[int] = []
+        unknown_cte: list[int] = []
+
+        binary = any(item.type in ("binary", "binarysize") for item in query)
 
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
             for seq, msg in rows:
@@ -374,7 +377,15 @@ class MessageCommands(MailboxCommands):
                     # Read and parse a large message in a thread; the streamer waits for it.
                     pre = {}
                     yield runner(imap_fetch.precompute, msg, query).addCallback(pre.update)
-                yield from self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone, pre)
+                elif binary:
+                    # A small message (bounded work): decoded first, so an unknown encoding is
+                    # known before any of its response is written.
+                    pre = imap_fetch.precompute(msg, query)
+                if pre and imap_fetch.unknown_cte(pre):
+                    self.log.info("imap: BINARY of message {seq}: unknown transfer encoding", seq=seq)
+                    unknown_cte.append(seq)
+                    continue
+                yield from self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte)
 
         def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
             if not {item.type for item in query} <= _INDEX_ITEMS:
@@ -387,7 +398,10 @@ class MessageCommands(MailboxCommands):
 
         def done(_: Any) -> None:
             self._streamer = None
-            if gone:
+            if unknown_cte:
+                self.sendNegativeResponse(
+                    tag, b"[UNKNOWN-CTE] Cannot decode the Content-Transfer-Encoding of a part")
+            elif gone:
                 self.sendNegativeResponse(
                     tag, b"[EXPUNGEISSUED] Some of the requested messages no longer exist")
             else:
@@ -409,7 +423,8 @@ class MessageCommands(MailboxCommands):
         d.addCallback(go)
 
     def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool,
-                    gone: list[int], pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
+                    gone: list[int], pre: Optional[dict[Any, Any]] = None,
+                    unknown_cte: Optional[list[int]] = None) -> Iterator[bytes]:
         """One message's response; an error before any of it is written drops just that message,
         and so does its file vanishing (expunged elsewhere, the index not yet told): that
         message goes into ``gone`` rather than out with empty text."""
@@ -428,6 +443,13 @@ class MessageCommands(MailboxCommands):
                     return
                 yield b"".join(held)
                 return
+        except imap_binary.UnknownCTE as e:
+            # RFC 3516 §4.3: the command fails with NO [UNKNOWN-CTE]; the others are answered.
+            self.log.info("imap: BINARY of message {seq}: unknown transfer encoding {cte!r}",
+                          seq=seq, cte=str(e)[:40])
+            if unknown_cte is not None:
+                unknown_cte.append(seq)
+            return
         except Exception:
             self.log.failure("imap: cannot fetch message {seq}", seq=seq)
             return
