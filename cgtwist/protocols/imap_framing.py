@@ -36,7 +36,6 @@ class _Pending:
         self.segments: list[bytes] = [first]
         self.literals: list[Union[bytes, IO[bytes]]] = []
         self.size = len(first)
-        self.message_literal = False  # an APPEND message literal was accepted
         self.messages = 0  # APPEND message literals accepted (imap.max_append_messages)
 
 
@@ -224,11 +223,16 @@ class FramingMixin:
         too_many = message and cmd.messages >= int(self.settings.current["imap.max_append_messages"])
         if spec.size > cap or too_many:
             self._abort_command()
-            self.log.info("imap: literal of {size} octets refused from {ip}", size=spec.size,
-                          ip=self.peer_ip)
+            if too_many:
+                self.log.info("imap: APPEND of more than {n} messages refused from {ip}",
+                              n=cmd.messages, ip=self.peer_ip)
+            else:
+                self.log.info("imap: literal of {size} octets refused from {ip}", size=spec.size,
+                              ip=self.peer_ip)
             if not spec.sync:
                 # RFC 7888 §4: the octets are already on their way; we cannot resynchronise.
-                self.sendBadResponse(cmd.tag, b"[TOOBIG] Literal too large")
+                self.sendBadResponse(cmd.tag, b"[LIMIT] Too many messages in one APPEND" if too_many
+                                     else b"[TOOBIG] Literal too large")
                 self.sendLine(b"* BYE Literal too large")
                 self._closed_by_us()
             elif too_many:
@@ -247,7 +251,6 @@ class FramingMixin:
                 self.sendBadResponse(cmd.tag, problem.encode())
                 return
         if message:
-            cmd.message_literal = True
             cmd.messages += 1
             self._literal_sink = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         else:

@@ -6,6 +6,7 @@ import re
 
 from twisted.trial import unittest
 
+from cgtwist import settings
 from cgtwist.protocols import imap_append
 from cgtwist.protocols.imap_parse import ParseError
 from cgtwist.settings import Settings
@@ -102,6 +103,7 @@ class MultiAppendTests(unittest.TestCase):
         self.assertIn(b"a NO [LIMIT]", out)
         self.assertEqual(out.count(b"+ "), 1)
         self.assertEqual(self.count(), 0)
+        self.assertRaises(ValueError, settings.validate, "imap.max_append_messages", 0)
 
 
 class AppendLimitTests(unittest.TestCase):
