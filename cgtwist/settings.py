@@ -123,7 +123,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "pop3.idle_timeout": (600, "seconds of inactivity before a POP3 session is closed (RFC 1939: >= 10 min)"),
     "imap.idle_timeout": (1800, "seconds of inactivity before an authenticated IMAP session is closed (>= 29 min)"),
     "imap.preauth_timeout": (60, "seconds of inactivity before an unauthenticated IMAP session is closed"),
-    "imap.max_literal": (52428800, "largest APPEND literal in octets"),
+    "imap.max_literal": (52428800, "largest APPEND literal in octets, advertised as APPENDLIMIT"),
+    "imap.max_append_messages": (1000, "messages in one APPEND (MULTIAPPEND, RFC 3502), at least 1; more: NO [LIMIT]"),
     "imap.max_command_length": (65536, "longest IMAP command line in octets"),
     "imap.max_list_pattern": (1024, "longest LIST/LSUB reference plus pattern in octets; longer is BAD"),
     "access.max_connections_per_ip": (20, "concurrent POP3/IMAP connections from one IP to one listener (Client IPs exempt); 0 = no limit"),
@@ -258,6 +259,8 @@ def validate(key: str, value: Any) -> Any:
         if key == "server.shutdown_grace" and value > MAX_SHUTDOWN_GRACE:
             raise ValueError(f"server.shutdown_grace is at most {MAX_SHUTDOWN_GRACE} seconds: an init "
                              "system kills a server that takes longer to stop")
+        if key == "imap.max_append_messages" and value < 1:
+            raise ValueError("imap.max_append_messages is at least 1: APPEND stores one message or more")
         if key == "smtp.workers" and value > MAX_SMTP_WORKERS:
             raise ValueError(f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
                              "(one per CPU core is a good start)")

@@ -152,9 +152,10 @@ class MailboxInfo:
     """A LIST/LSUB row: ``getFlags()`` gives the name attributes (\\HasChildren, \\Noselect,
     \\Sent, ...), unlike a selected mailbox's getFlags (message flags)."""
 
-    def __init__(self, name: str, attributes: list[str]) -> None:
+    def __init__(self, name: str, attributes: list[str], childinfo: Optional[list[str]] = None) -> None:
         self.name = name
         self.attributes = attributes
+        self.childinfo = childinfo or []  # RFC 5258 §3.5 CHILDINFO: why a parent is listed
 
     def getFlags(self) -> list[str]:
         return list(self.attributes)
@@ -274,7 +275,8 @@ class MaildirAccount:
 
     def delete(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
         """DELETE (RFC 3501 §6.3.4): removes the folder and its messages; its sub-folders
-        stay (the parent is then listed \\Noselect). INBOX cannot be deleted."""
+        stay (the parent is then listed \\Noselect) and so does its subscription. INBOX
+        cannot be deleted."""
         canon = self._norm(name)
         if canon == INBOX:
             raise MailboxError("[CANNOT] INBOX cannot be deleted")
@@ -286,10 +288,8 @@ class MaildirAccount:
         def gone(_: object) -> bool:
             self.notifier.forget(self.account, canon)
             self.notifier.run(shutil.rmtree, graveyard, True)
-            subs = self._subscriptions()
-            if canon in subs:
-                subs.discard(canon)
-                self._save_subscriptions()
+            # The subscription stays: RFC 3501 §6.3.9 forbids the server to remove a name
+            # from the list on its own (LIST (SUBSCRIBED) shows it \\NonExistent, RFC 5258).
             self.log.info("{account} deleted folder {folder}", account=self.account, folder=canon)
             return True
 
@@ -453,6 +453,57 @@ class MaildirAccount:
             if su:
                 attrs.append(su)
             out.append((n, MailboxInfo(n, attrs)))
+        return out
+
+    def list_extended(self, ref: Union[str, bytes], patterns: list[Union[str, bytes]], *,
+                      subscribed: bool = False, recursive: bool = False, special_use: bool = False,
+                      mark_subscribed: bool = False) -> list[tuple[str, MailboxInfo]]:
+        """LIST-EXTENDED (RFC 5258): the names matching any of ``patterns``.
+
+        ``subscribed`` selects subscribed names (existing or not: \\NonExistent when no
+        folder or parent has the name) and marks them \\Subscribed, as ``mark_subscribed``
+        does for every selection (RETURN (SUBSCRIBED)); ``recursive`` (RECURSIVEMATCH, §3.5)
+        also lists a matching name with a subscribed descendant that no pattern matches, with
+        CHILDINFO ("SUBSCRIBED"); ``special_use`` (RFC 6154 §3) keeps only special-use
+        folders. \\HasChildren/\\HasNoChildren and special-use attributes are always given."""
+        rxs = [self._pattern(ref, p) for p in patterns]
+
+        def matches(n: str) -> bool:
+            return any(rx.matches(n) for rx in rxs)
+
+        existing = set(self.folder_names())
+        all_names = set(existing)
+        for n in existing:
+            all_names.update(names.parent_names(n))
+        children = {p for n in all_names for p in names.parent_names(n)}
+        subs = set(self._subscriptions())
+        parents_of_unmatched: set[str] = set()
+        if subscribed and recursive:
+            for s in subs:
+                if not matches(s):
+                    parents_of_unmatched.update(names.parent_names(s))
+        candidates = subs | parents_of_unmatched if subscribed else all_names
+        out = []
+        for n in sorted(candidates, key=lambda x: (x != INBOX, x)):
+            if not matches(n):
+                continue
+            info = ["SUBSCRIBED"] if n in parents_of_unmatched else []
+            if subscribed and n not in subs and not info:
+                continue
+            su = SPECIAL_USE.get(n) if n in existing else None
+            if special_use and not su:
+                continue
+            if n in all_names:
+                attrs = ["\\HasChildren" if n in children else "\\HasNoChildren"]
+                if n not in existing:
+                    attrs.insert(0, "\\Noselect")
+            else:
+                attrs = ["\\NonExistent"]  # RFC 5258 §3.4: implies \\Noselect
+            if n in subs and (subscribed or mark_subscribed):
+                attrs.append("\\Subscribed")
+            if su:
+                attrs.append(su)
+            out.append((n, MailboxInfo(n, attrs, info)))
         return out
 
     def listSubscribed(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:

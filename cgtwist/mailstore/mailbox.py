@@ -325,6 +325,13 @@ class MaildirMailbox:
         when = date if isinstance(date, (int, float)) or date is None else parse_imap_date(date)
         return self.folder.add([(data, list(flags), when)], origin=self).addCallback(lambda uids: uids[0])
 
+    def append_all(self, items: list[tuple[Union[bytes, BinaryIO], Iterable[str], Optional[float]]]) -> defer.Deferred[list[int]]:
+        """MULTIAPPEND (RFC 3502): store every (data, flags, epoch or None) in one durable
+        operation, all or none; fires with the new UIDs in order."""
+        if not self.rw:
+            return defer.fail(imap4.ReadOnlyMailbox())
+        return self.folder.add([(data, list(flags), when) for data, flags, when in items], origin=self)
+
     # -- called by the Folder ------------------------------------------------------------------
 
     def _folder_changed(self, ch: Changes, flag_changes: dict[int, frozenset[str]], claimed: set[int]) -> None:
@@ -427,6 +434,7 @@ class MaildirMailbox:
             "MESSAGES": len(f.uids), "RECENT": recent, "UIDNEXT": f.uidnext,
             "UIDVALIDITY": f.uidvalidity,
             "UNSEEN": sum(1 for e in f.entries.values() if "S" not in e.letters),
+            "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
         }
         return {n.upper(): values[n.upper()] for n in names_ if n.upper() in values}
 

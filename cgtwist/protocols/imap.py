@@ -82,6 +82,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._bye_after_command = False
         self._delayed: list[Any] = []
         self.enabled: set[bytes] = set()
+        self.search_saved: list[int] = []
+        self.uid_arguments = False
 
     # -- time -------------------------------------------------------------------------------
     def callLater(self, period: float, func: Callable[..., Any]) -> Any:  # TimeoutMixin hook
@@ -189,7 +191,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     # -- capabilities -----------------------------------------------------------------------
     def listCapabilities(self) -> list[bytes]:
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
-                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN", *_SORT_CAPS]
+                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN", *_SORT_CAPS,
+                b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE",
+                b"MULTIAPPEND", b"BINARY",
+                # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
+                b"APPENDLIMIT=%d" % int(self.settings.current["imap.max_literal"])]
         if self.state == "unauth":
             if self._can_starttls():
                 caps.append(b"STARTTLS")
@@ -249,6 +255,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             return True
         if self.state == "select" and cmd.name in (b"THREAD", b"UID THREAD"):
             self.do_THREAD_raw(cmd.tag, cmd.segments, list(cmd.literals), cmd.name != b"THREAD")
+            return True
+        if cmd.name == b"LIST" and self.state in ("auth", "select"):
+            return self.do_LIST_raw(cmd.tag, cmd.segments, list(cmd.literals))
+        if cmd.name == b"APPEND" and self.state in ("auth", "select"):
+            self.do_APPEND_raw(cmd.tag, cmd.segments, list(cmd.literals))
             return True
         if cmd.name == b"ID" and self.state != "logout":
             self.do_ID_raw(cmd.tag, cmd.segments, list(cmd.literals))

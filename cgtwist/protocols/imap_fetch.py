@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator, Optional
 from twisted.mail import imap4
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_sections, imap_structure
+from cgtwist.protocols import imap_binary, imap_sections, imap_structure
 
 log = Logger()
 
@@ -171,8 +171,8 @@ def section_name(part: Any) -> bytes:
     return b"BODY[" + spec + b"]"
 
 
-def _literal_stream(f: IO[bytes], start: int, length: int) -> Iterator[bytes]:
-    yield b"{%d}\r\n" % length
+def _literal_stream(f: IO[bytes], start: int, length: int, binary: bool = False) -> Iterator[bytes]:
+    yield (b"~{%d}\r\n" if binary else b"{%d}\r\n") % length
     f.seek(start)
     left = length
     while left > 0:
@@ -231,8 +231,46 @@ def _is_structure(item: Any) -> bool:
 
 def needs_parse(query: list[Any]) -> bool:
     """Whether these items may mean reading and parsing a whole message: BODY[<part>...],
-    BODYSTRUCTURE or BODY of a multipart. Worth doing in a thread for a large message."""
-    return any(_is_structure(i) or (i.type == "body" and i.part) for i in query)
+    BODYSTRUCTURE or BODY of a multipart, any BINARY item. Worth doing in a thread for a
+    large message."""
+    return any(_is_structure(i) or (i.type == "body" and i.part) or i.type in _BINARY for i in query)
+
+
+_BINARY = ("binary", "binarysize")
+
+
+def _binary_section(raw: bytes, item: Any) -> Any:
+    """BINARY data of ``item``: bytes, None (no such part) or the UnknownCTE to raise."""
+    try:
+        return imap_binary.section(raw, item.part)
+    except imap_binary.UnknownCTE as e:
+        return e
+
+
+def unknown_cte(pre: dict[Any, Any]) -> bool:
+    """Whether ``precompute`` found a BINARY part whose encoding it cannot undo."""
+    return any(isinstance(v, imap_binary.UnknownCTE) for v in pre.values())
+
+
+def binary_item(msg: Any, item: Any, pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
+    """``BINARY[part]<partial>`` or ``BINARY.SIZE[part]`` (RFC 3516 §4.2): the decoded part,
+    as a literal8 when it holds NUL octets; UnknownCTE when its encoding is unknown."""
+    if pre is not None and ("binary", id(item)) in pre:
+        data = pre[("binary", id(item))]
+    else:
+        data = _binary_section(read_raw(msg), item)
+    if isinstance(data, imap_binary.UnknownCTE):
+        raise data
+    name = item.name()
+    if data is None:
+        yield name + b" NIL"
+        return
+    if item.size:
+        yield name + b" %d" % len(data)
+        return
+    suffix, start, length = _partial(item, len(data))
+    yield name + suffix + b" "
+    yield from _literal_stream(io.BytesIO(data), start, length, b"\x00" in data[start:start + length])
 
 
 def precompute(msg: Any, query: list[Any]) -> dict[Any, Any]:
@@ -253,6 +291,9 @@ def precompute(msg: Any, query: list[Any]) -> dict[Any, Any]:
             elif item.type == "body" and item.part:
                 raw = read_raw(msg) if raw is None else raw
                 out[("section", id(item))] = _section_bytes(raw, item)
+            elif item.type in _BINARY:
+                raw = read_raw(msg) if raw is None else raw
+                out[("binary", id(item))] = _binary_section(raw, item)
     except Exception:
         return {}
     return out
@@ -301,8 +342,8 @@ def sets_seen(query: list[Any]) -> bool:
         if item.type == "body" and not item.peek and (
                 item.empty or item.header or item.text or item.mime):
             return True
-        if item.type in ("rfc822", "rfc822text"):
-            return True
+        if item.type in ("rfc822", "rfc822text") or (item.type == "binary" and not item.peek):
+            return True  # RFC 3516 §4.2: BINARY[] sets \\Seen as BODY[] does
     return False
 
 
@@ -342,6 +383,8 @@ def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
             yield from _whole(msg, b"RFC822.HEADER", "header")
         elif t == "rfc822text":
             yield from _whole(msg, b"RFC822.TEXT", "text")
+        elif t in _BINARY:
+            yield from binary_item(msg, item, pre)
         elif t == "body":
             if item.empty or item.header or item.text or item.mime:
                 yield from body_item(msg, item, pre)

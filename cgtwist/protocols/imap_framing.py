@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.mail import imap4
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_parse
+from cgtwist.protocols import imap_append, imap_parse
 
 # RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">
 _TAG_RE = re.compile(rb"\A[^\x00-\x20\x7f-\xff(){%*\"\\+]{1,64}\Z")
@@ -36,13 +36,14 @@ class _Pending:
         self.segments: list[bytes] = [first]
         self.literals: list[Union[bytes, IO[bytes]]] = []
         self.size = len(first)
-        self.message_literal = False  # an APPEND message literal was accepted
+        self.messages = 0  # APPEND message literals accepted (imap.max_append_messages)
 
 
 def _append_arguments_problem(cmd: _Pending, before: bytes) -> Optional[str]:
     """What is wrong with APPEND's flags and date (``before``: the line up to the message
     literal), or None. The mailbox comes first: in this line after tag and command, or as an
     earlier literal, in which case the line holds only what follows it."""
+    before, _binary = imap_append.strip_literal8(before)
     try:
         tokens = imap_parse.tokenize([before], [])
         args = tokens[3:] if len(cmd.segments) == 1 else tokens
@@ -207,7 +208,8 @@ class FramingMixin:
 
     def _literal_cap(self, cmd: _Pending, spec: imap_parse.LiteralSpec, line: bytes) -> tuple[int, bool]:
         """(largest acceptable size, is this APPEND's message literal)."""
-        if cmd.name == b"APPEND" and self.state in ("auth", "select") and not cmd.message_literal:
+        if cmd.name == b"APPEND" and self.state in ("auth", "select"):
+            # After the mailbox, every literal of APPEND is a message (RFC 3502 MULTIAPPEND).
             before = line[: spec.start]
             if len(cmd.segments) > 1 or before.split(b" ", 2)[2:] != [b""]:
                 return int(self.settings.current["imap.max_literal"]), True
@@ -218,15 +220,23 @@ class FramingMixin:
         small_total = sum(len(x) for x in cmd.literals if isinstance(x, bytes))
         if not message:
             cap = min(cap, int(self.settings.current["imap.max_command_length"]) - small_total)
-        if spec.size > cap:
+        too_many = message and cmd.messages >= int(self.settings.current["imap.max_append_messages"])
+        if spec.size > cap or too_many:
             self._abort_command()
-            self.log.info("imap: literal of {size} octets refused from {ip}", size=spec.size,
-                          ip=self.peer_ip)
+            if too_many:
+                self.log.info("imap: APPEND of more than {n} messages refused from {ip}",
+                              n=cmd.messages, ip=self.peer_ip)
+            else:
+                self.log.info("imap: literal of {size} octets refused from {ip}", size=spec.size,
+                              ip=self.peer_ip)
             if not spec.sync:
                 # RFC 7888 §4: the octets are already on their way; we cannot resynchronise.
-                self.sendBadResponse(cmd.tag, b"[TOOBIG] Literal too large")
+                self.sendBadResponse(cmd.tag, b"[LIMIT] Too many messages in one APPEND" if too_many
+                                     else b"[TOOBIG] Literal too large")
                 self.sendLine(b"* BYE Literal too large")
                 self._closed_by_us()
+            elif too_many:
+                self.sendNegativeResponse(cmd.tag, b"[LIMIT] Too many messages in one APPEND")
             elif message:
                 self.sendNegativeResponse(cmd.tag, b"[TOOBIG] Message too large")
             else:
@@ -241,7 +251,7 @@ class FramingMixin:
                 self.sendBadResponse(cmd.tag, problem.encode())
                 return
         if message:
-            cmd.message_literal = True
+            cmd.messages += 1
             self._literal_sink = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         else:
             self._literal_sink = tempfile.SpooledTemporaryFile(max_size=imap_parse.SMALL_LITERAL_MAX + 1)

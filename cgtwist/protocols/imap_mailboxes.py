@@ -19,11 +19,10 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_parse
+from cgtwist.protocols import imap_append, imap_binary, imap_esearch, imap_list, imap_parse
 
 log = Logger()
 
-_STATUS_ITEMS = {b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN"}
 _ID_FIELDS = 30  # RFC 2971 §3.3
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 
@@ -42,6 +41,14 @@ def _decode_name(raw: bytes) -> Any:
         return raw.decode("imap4-utf-7")
     except Exception:
         return raw
+
+
+def _binary_message(data: Any) -> bytes:
+    """(thread) A literal8 APPEND message with its binary parts as base64."""
+    if not isinstance(data, bytes):
+        data.seek(0)
+        data = data.read()
+    return imap_binary.binary_to_base64(data)
 
 
 def _flag_list(raw: Any) -> list[str]:
@@ -66,6 +73,8 @@ class MailboxCommands:
     clock: Any
     transport: Any
     enabled: set[bytes]
+    search_saved: list[int]
+    uid_arguments: bool
     peer_ip: str
     _idle_tag: Optional[bytes]
     _closed: bool
@@ -120,6 +129,8 @@ class MailboxCommands:
         """sequence-set (RFC 3501 §9) parsed in linear time into Twisted's MessageSet."""
         line = line or b""  # Twisted passes None when the line ran out
         spec, _, rest = line.partition(b" ")
+        if spec == b"$":
+            return self._saved_set(), rest
         try:
             ranges = imap_parse.parse_sequence_set(spec)
         except imap_parse.ParseError as e:
@@ -128,6 +139,22 @@ class MailboxCommands:
         spans = [(a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
                  for a, b in ranges]
         return imap4.MessageSet(spans), rest
+
+    def _saved_set(self) -> imap4.MessageSet:
+        """``$`` (RFC 5182 §2.1): the saved UIDs, or for a command taking sequence numbers
+        their numbers now (a message expunged since drops out); empty is allowed."""
+        numbers = sorted(self.search_saved)
+        if not self.uid_arguments:
+            seq_of = getattr(self.mbox, "seq_of", None)
+            numbers = [] if seq_of is None else sorted(
+                s for s in (seq_of(u) for u in numbers) if s is not None)
+        runs: list[tuple[int, int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], n)
+            else:
+                runs.append((n, n))
+        return imap4.MessageSet(runs) if runs else imap4.MessageSet()
 
     # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
     # stalls the reactor for a third of a second, so the item count is capped first.
@@ -157,14 +184,26 @@ class MailboxCommands:
         line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many FETCH items")
-        p = imap4._FetchParser()
-        try:
-            p.parseString(line)
-        except Exception as e:
-            raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
-        if not p.result:
+        text = line.strip()
+        listed = text[:1] == b"(" and text[-1:] == b")"
+        result: list[Any] = []
+        # BINARY items (RFC 3516) are ours; the text between them goes to Twisted's parser
+        # (a parenthesised list of the items there, or the single item or macro as it is).
+        for piece in imap_binary.split_items(text[1:-1] if listed else text):
+            if isinstance(piece, imap_binary.BinaryItem):
+                result.append(piece)
+                continue
+            if not piece.strip():
+                continue
+            p = imap4._FetchParser()
+            try:
+                p.parseString(b"(" + piece.strip() + b")" if listed else piece)
+            except Exception as e:
+                raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
+            result.extend(p.result)
+        if not result:
             raise imap4.IllegalClientResponse("Missing FETCH data items")
-        return p.result, b""
+        return result, b""
 
     # -- helpers -----------------------------------------------------------------------------
     def _fail(self, tag: bytes, what: str) -> Any:
@@ -303,6 +342,74 @@ class MailboxCommands:
         d.addCallback(show)
         d.addErrback(self._fail(tag, cmd.decode()))
 
+    def do_LIST_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> bool:
+        """LIST in the RFC 5258 syntax (selection options, several patterns, RETURN); False
+        for the RFC 3501 form, which Twisted's argument parsers then read."""
+        first = segments[0].split(b" ", 2)
+        try:
+            tokens = imap_parse.tokenize([first[2] if len(first) > 2 else b""] + segments[1:],
+                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            if not imap_list.is_extended(tokens):
+                return False
+            req = imap_list.parse(tokens)
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return True
+        limit = self.settings.current["imap.max_list_pattern"]
+        if len(req.ref) + sum(len(p) for p in req.patterns) > limit:
+            self.log.info("imap: LIST patterns of {n} octets refused for {account} from {ip}",
+                          n=len(req.ref) + sum(len(p) for p in req.patterns),
+                          account=self.account_name, ip=self.peer_ip)
+            self.sendBadResponse(tag, b"Reference and patterns longer than %d octets" % limit)
+            return True
+        lister = getattr(self.account, "list_extended", None)
+        if lister is None:
+            self.sendBadResponse(tag, b"Extended LIST is not available")
+            return True
+        d = defer.maybeDeferred(
+            lister, _decode_name(req.ref), [_decode_name(p) for p in req.patterns if p],
+            subscribed=req.subscribed, recursive=req.recursive, special_use=req.special_use,
+            mark_subscribed=b"SUBSCRIBED" in req.returns)
+
+        def show(rows: list[tuple[str, Any]]) -> defer.Deferred[None]:
+            if b"" in req.patterns and not req.selection:
+                # RFC 3501 §6.3.8's delimiter query, also inside a pattern list.
+                self.sendUntaggedResponse(b'LIST (\\Noselect) "/" ""')
+            return defer.ensureDeferred(self._list_rows(rows, req.status))
+
+        d.addCallback(show)
+        d.addCallback(lambda _: self.sendPositiveResponse(tag, b"LIST completed"))
+        d.addErrback(self._fail(tag, "LIST"))
+        return True
+
+    async def _list_rows(self, rows: list[tuple[str, Any]], items: tuple[bytes, ...]) -> None:
+        """The LIST rows, each selectable one followed by its STATUS when RETURN (STATUS)
+        asked for it (RFC 5819 §2); a mailbox that cannot be opened now (deleted meanwhile)
+        gets no STATUS, which is no error."""
+        wanted = [i.decode() for i in items]
+        for name, info in rows:
+            attrs = info.getFlags()
+            delim = info.getHierarchicalDelimiter()
+            self.sendUntaggedResponse(b"LIST (%s) %s %s%s" % (
+                " ".join(attrs).encode("ascii"), imap4._quote(delim.encode()), _mutf7(name),
+                imap_list.childinfo(getattr(info, "childinfo", None))))
+            if not items or {a.lower() for a in attrs} & {"\\noselect", "\\nonexistent"}:
+                continue
+            try:
+                box = await self._open(name.encode("imap4-utf-7"), False)
+                if box is None:
+                    continue
+                try:
+                    status = await defer.maybeDeferred(box.requestStatus, wanted)
+                finally:
+                    self._close_other(box)
+                status = self._with_appendlimit(status, wanted)
+            except imap4.MailboxException:
+                continue
+            if self._closed:
+                return
+            self.sendUntaggedResponse(b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status)))
+
     auth_LIST = (_list, _astr, _astr, 0, b"LIST")
     auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
     select_LIST, select_LSUB = auth_LIST, auth_LSUB
@@ -310,7 +417,7 @@ class MailboxCommands:
     def do_STATUS(self, tag: bytes, name: bytes, items: list[Any]) -> None:
         wanted = []
         for item in items:
-            if not isinstance(item, bytes) or item.upper() not in _STATUS_ITEMS:
+            if not isinstance(item, bytes) or item.upper() not in imap_list.STATUS_ITEMS:
                 self.sendBadResponse(tag, b"Unknown STATUS item")
                 return
             wanted.append(item.upper().decode())
@@ -326,12 +433,20 @@ class MailboxCommands:
 
             def show(status: dict[str, int]) -> None:
                 self._close_other(box)
+                status = self._with_appendlimit(status, wanted)
                 body = b" ".join(b"%s %d" % (k.encode(), status[k]) for k in wanted if k in status)
                 self.sendUntaggedResponse(b"STATUS " + imap4._quote(name) + b" (" + body + b")")
                 self.sendPositiveResponse(tag, b"STATUS completed")
             return d.addCallback(show)
 
         self._open(name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
+
+    def _with_appendlimit(self, status: dict[str, int], wanted: list[str]) -> dict[str, int]:
+        """RFC 7889 §4: STATUS APPENDLIMIT is the largest message APPEND takes, the same for
+        every mailbox (imap.max_literal, as CAPABILITY APPENDLIMIT= says)."""
+        if "APPENDLIMIT" in wanted:
+            status = dict(status, APPENDLIMIT=int(self.settings.current["imap.max_literal"]))
+        return status
 
     auth_STATUS = (do_STATUS, _astr, arg_plist)
     select_STATUS = auth_STATUS
@@ -341,6 +456,7 @@ class MailboxCommands:
         self._release_mailbox()
         self._unsolicited.clear()  # updates of the mailbox we leave are moot
         self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+        self.search_saved = []  # RFC 5182 §2.1: SELECT and EXAMINE empty ``$``
 
         def got(box: Any) -> None:
             if box is None:
@@ -404,43 +520,62 @@ class MailboxCommands:
 
     select_CHECK = (do_CHECK,)
 
-    # -- APPEND --------------------------------------------------------------------------------
-    def do_APPEND(self, tag: bytes, name: bytes, flags: Any, date: Optional[bytes], message: Any) -> None:
-        try:
-            flag_list = _flag_list(flags)
-        except imap4.IllegalClientResponse as e:
-            message.close()
-            self.sendBadResponse(tag, str(e).encode())
-            return
-        when: Optional[float] = None
-        if date is not None:
-            try:
-                when = imap_parse.parse_date_time(date)
-            except imap_parse.ParseError as e:
-                message.close()
-                self.sendBadResponse(tag, str(e).encode())
-                return
+    # -- APPEND (RFC 3501 §6.3.11, MULTIAPPEND RFC 3502, UIDPLUS RFC 4315) -------------------
+    def do_APPEND_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
+        """Store every message of the command in one mailstore operation: all of them or,
+        on any failure, none (RFC 3502 §6.3.11); APPENDUID names the new UIDs in order."""
+        def close_all(result: Any = None) -> Any:
+            for lit in literals:
+                if not isinstance(lit, bytes):
+                    lit.close()
+            return result
 
-        def got(box: Any) -> Any:
+        first = segments[0].split(b" ", 2)
+        try:
+            req = imap_append.parse([first[2] if len(first) > 2 else b""] + segments[1:], literals)
+        except imap_parse.ParseError as e:
+            close_all()
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return
+
+        def got(box: Any, datas: list[Any]) -> Any:
             if box is None:
                 self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
                 return None
-            append = getattr(box, "append", None) or box.addMessage
-            d = defer.maybeDeferred(append, message, flag_list, when)
+            items = [(data, m.flags, m.date) for data, m in zip(datas, req.messages, strict=True)]
+            many = getattr(box, "append_all", None)
+            if many is not None:
+                d = defer.maybeDeferred(many, items)
+            elif len(items) == 1:  # a mailbox without the batch: one message only
+                d = defer.maybeDeferred(box.addMessage, *items[0]).addCallback(lambda uid: [uid])
+            else:
+                raise imap4.MailboxException("[CANNOT] This mailbox takes one message per APPEND")
 
-            def ok(uid: Any) -> None:
+            def ok(uids: Any) -> None:
                 self._close_other(box)
-                if isinstance(uid, int) and uid > 0:
-                    self.sendPositiveResponse(tag, b"[APPENDUID %d %d] APPEND completed"
-                                              % (box.getUIDValidity(), uid))
+                if uids and all(isinstance(u, int) and u > 0 for u in uids):
+                    self.sendPositiveResponse(tag, b"[APPENDUID %d %s] APPEND completed" % (
+                        box.getUIDValidity(), imap_esearch.sequence_set(list(uids))))
                 else:
                     self.sendPositiveResponse(tag, b"APPEND completed")
-            return d.addCallback(ok)
 
-        d = self._open(name, True).addCallback(got)
-        d.addBoth(lambda r: (message.close(), r)[1])
+            def failed(f: Failure) -> Failure:
+                self._close_other(box)
+                return f
+            return d.addCallbacks(ok, failed)
+
+        # A literal8 message (RFC 3516 §4.4) may hold binary parts: re-encoded as base64
+        # before it is stored, in a thread (the whole message is read and scanned).
+        runner = getattr(self.account, "run", None) or defer.maybeDeferred
+        prepared = defer.gatherResults(
+            [runner(_binary_message, m.data) if m.binary else defer.succeed(m.data) for m in req.messages],
+            consumeErrors=True)
+        prepared.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        d = prepared.addCallback(lambda datas: self._open(req.mailbox, True).addCallback(got, datas))
+        d.addBoth(close_all)
         d.addErrback(self._fail(tag, "APPEND"))
 
-    auth_APPEND = (do_APPEND, _astr, opt_plist, imap4.IMAP4Server.opt_datetime,
-                   imap4.IMAP4Server.arg_literal)
+    # APPEND runs from the raw command (CgIMAP4Server._special_command); these entries only
+    # tell the state check that APPEND exists (BAD "not valid in this state" before login).
+    auth_APPEND = (do_APPEND_raw,)
     select_APPEND = auth_APPEND

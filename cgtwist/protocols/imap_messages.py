@@ -19,7 +19,7 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cgtwist.protocols import imap_fetch, imap_parse, imap_search
+from cgtwist.protocols import imap_binary, imap_esearch, imap_fetch, imap_parse, imap_search
 from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
@@ -40,17 +40,6 @@ _TURN = 0.01  # seconds of FETCH or SEARCH work in one reactor turn before yield
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
 _FETCH_OFFLOAD = 1 << 20
-
-
-def _uid_set(uids: list[int]) -> bytes:
-    """Compact sequence-set for COPYUID/APPENDUID (RFC 4315 §3): ``1:3,7`` (order kept)."""
-    runs: list[list[int]] = []
-    for u in uids:
-        if runs and u == runs[-1][1] + 1:
-            runs[-1][1] = u
-        else:
-            runs.append([u, u])
-    return b",".join(b"%d" % a if a == b else b"%d:%d" % (a, b) for a, b in runs)
 
 
 @implementer(interfaces.IPushProducer)
@@ -133,6 +122,7 @@ class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
     _streamer: Optional[_Streamer] = None
+    search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
     _astr = MailboxCommands.arg_astring
 
     # -- EXPUNGE ------------------------------------------------------------------------------
@@ -168,15 +158,21 @@ class MessageCommands(MailboxCommands):
     # -- UID dispatch ---------------------------------------------------------------------------
     def do_UID(self, tag: bytes, command: bytes, line: bytes) -> None:
         command = command.upper()
-        if command == b"EXPUNGE":
-            seqset, rest = self.arg_seqset(line)
-            if rest:
-                raise imap4.IllegalClientResponse("Too many arguments")
-            self.do_UID_EXPUNGE(tag, seqset)
-            return
-        if command not in (b"COPY", b"FETCH", b"STORE", b"MOVE"):
-            raise imap4.IllegalClientResponse("Unknown UID command")
-        self.dispatchCommand(tag, command, line, uid=1)
+        # The sequence-set parser reads ``$`` (RFC 5182) as UIDs while a UID command's
+        # arguments are parsed (Twisted parses the set before anything can wait).
+        self.uid_arguments = True
+        try:
+            if command == b"EXPUNGE":
+                seqset, rest = self.arg_seqset(line)
+                if rest:
+                    raise imap4.IllegalClientResponse("Too many arguments")
+                self.do_UID_EXPUNGE(tag, seqset)
+                return
+            if command not in (b"COPY", b"FETCH", b"STORE", b"MOVE"):
+                raise imap4.IllegalClientResponse("Unknown UID command")
+            self.dispatchCommand(tag, command, line, uid=1)
+        finally:
+            self.uid_arguments = False
 
     select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
 
@@ -235,7 +231,7 @@ class MessageCommands(MailboxCommands):
                 src, new = list(result[0]), list(result[1])
                 code = b""
                 if src:
-                    code = b"[COPYUID %d %s %s] " % (dest.getUIDValidity(), _uid_set(src), _uid_set(new))
+                    code = b"[COPYUID %d %s %s] " % (dest.getUIDValidity(), imap_esearch.sequence_set(src), imap_esearch.sequence_set(new))
                 if move:
                     if code:  # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs
                         self.sendPositiveResponse(None, code + b"Moved")
@@ -260,27 +256,32 @@ class MessageCommands(MailboxCommands):
     def do_SEARCH_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
         head = segments[0].split(b" ", 3 if uid else 2)
         first = head[-1] if len(head) == (4 if uid else 3) else b""
+        ret: Optional[imap_esearch.Return] = None
         try:
             tokens = imap_parse.tokenize([first] + segments[1:],
                                          [x if isinstance(x, bytes) else b"" for x in literals])
-            _charset, pred = imap_search.compile_search(tokens)
+            ret, tokens = imap_esearch.split_return(tokens)
+            _charset, pred = imap_search.compile_search(tokens, saved=frozenset(self.search_saved))
             texts = imap_search.text_needed(tokens)
         except imap_search.BadCharset:
+            self._search_failed(ret)
             self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
             return
         except imap_parse.ParseError as e:
+            self._search_failed(ret)
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
         box = self.mbox
         runner = getattr(self.account, "run", None)
         d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
 
-        def run(rows: Any) -> defer.Deferred[list[int]]:
+        def run(rows: Any) -> defer.Deferred[tuple[list[int], list[int]]]:
             rows = list(rows)
             count = box.getMessageCount()
             top_uid = rows[-1][1].getUID() if rows else 0
             found: list[int] = []
-            done: defer.Deferred[list[int]] = defer.Deferred()
+            found_uids: list[int] = []
+            done: defer.Deferred[tuple[list[int], list[int]]] = defer.Deferred()
 
             def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
                 i, read = start, 0
@@ -302,7 +303,8 @@ class MessageCommands(MailboxCommands):
                         ctx.seq = seq
                         ctx.uid = msg.getUID()
                         if pred(text, ctx):
-                            found.append(ctx.uid if uid else seq)
+                            found.append(seq)
+                            found_uids.append(ctx.uid)
                         read += text.bytes_read
                 except Exception:
                     done.errback()
@@ -312,15 +314,34 @@ class MessageCommands(MailboxCommands):
                         return
                     self.clock.callLater(0, batch, i)
                 else:
-                    done.callback(found)
+                    done.callback((found, found_uids))
             batch(0)
             return done
 
-        def show(found: list[int]) -> None:
-            self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in found))
-            self.sendPositiveResponse(tag, b"SEARCH completed")
+        def show(result: tuple[list[int], list[int]]) -> None:
+            seqs, uids = result
+            numbers = uids if uid else seqs
+            if ret is None:
+                self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
+                self.sendPositiveResponse(tag, b"SEARCH completed")
+                return
+            if ret.save:
+                # RFC 5182 §2.1: ``$`` names messages, whatever numbers the search returned.
+                self.search_saved = ret.saved(uids)
+            if ret.answers:
+                self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers))
+            self.sendPositiveResponse(tag, b"SEARCH completed" + (b", result saved" if ret.save else b""))
 
-        d.addCallback(run).addCallback(show).addErrback(self._fail(tag, "SEARCH"))
+        def failed(f: Failure) -> None:
+            self._search_failed(ret)
+            self._fail(tag, "SEARCH")(f)
+
+        d.addCallback(run).addCallback(show).addErrback(failed)
+
+    def _search_failed(self, ret: Optional[imap_esearch.Return]) -> None:
+        """RFC 5182 §2.1: a failed SEARCH that was to save its result leaves ``$`` empty."""
+        if ret is not None and ret.save:
+            self.search_saved = []
 
     # -- FETCH --------------------------------------------------------------------------------------
     def do_FETCH(self, tag: bytes, messages: imap4.MessageSet, query: list[Any], uid: int = 0) -> None:
@@ -345,6 +366,9 @@ class MessageCommands(MailboxCommands):
         runner = getattr(self.account, "run", None)
         heavy = runner is not None and imap_fetch.needs_parse(query)
         gone: list[int] = []
+        unknown_cte: list[int] = []
+
+        binary = any(item.type in ("binary", "binarysize") for item in query)
 
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
             for seq, msg in rows:
@@ -353,7 +377,15 @@ class MessageCommands(MailboxCommands):
                     # Read and parse a large message in a thread; the streamer waits for it.
                     pre = {}
                     yield runner(imap_fetch.precompute, msg, query).addCallback(pre.update)
-                yield from self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone, pre)
+                elif binary:
+                    # A small message (bounded work): decoded first, so an unknown encoding is
+                    # known before any of its response is written.
+                    pre = imap_fetch.precompute(msg, query)
+                if pre and imap_fetch.unknown_cte(pre):
+                    self.log.info("imap: BINARY of message {seq}: unknown transfer encoding", seq=seq)
+                    unknown_cte.append(seq)
+                    continue
+                yield from self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte)
 
         def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
             if not {item.type for item in query} <= _INDEX_ITEMS:
@@ -366,7 +398,10 @@ class MessageCommands(MailboxCommands):
 
         def done(_: Any) -> None:
             self._streamer = None
-            if gone:
+            if unknown_cte:
+                self.sendNegativeResponse(
+                    tag, b"[UNKNOWN-CTE] Cannot decode the Content-Transfer-Encoding of a part")
+            elif gone:
                 self.sendNegativeResponse(
                     tag, b"[EXPUNGEISSUED] Some of the requested messages no longer exist")
             else:
@@ -388,7 +423,8 @@ class MessageCommands(MailboxCommands):
         d.addCallback(go)
 
     def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool,
-                    gone: list[int], pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
+                    gone: list[int], pre: Optional[dict[Any, Any]] = None,
+                    unknown_cte: Optional[list[int]] = None) -> Iterator[bytes]:
         """One message's response; an error before any of it is written drops just that message,
         and so does its file vanishing (expunged elsewhere, the index not yet told): that
         message goes into ``gone`` rather than out with empty text."""
@@ -407,6 +443,13 @@ class MessageCommands(MailboxCommands):
                     return
                 yield b"".join(held)
                 return
+        except imap_binary.UnknownCTE as e:
+            # RFC 3516 §4.3: the command fails with NO [UNKNOWN-CTE]; the others are answered.
+            self.log.info("imap: BINARY of message {seq}: unknown transfer encoding {cte!r}",
+                          seq=seq, cte=str(e)[:40])
+            if unknown_cte is not None:
+                unknown_cte.append(seq)
+            return
         except Exception:
             self.log.failure("imap: cannot fetch message {seq}", seq=seq)
             return

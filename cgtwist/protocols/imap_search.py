@@ -359,12 +359,14 @@ Predicate = Callable[[MessageText, Context], bool]
 
 
 class _Compiler:
-    def __init__(self, tokens: list[Token], max_terms: int, max_depth: int) -> None:
+    def __init__(self, tokens: list[Token], max_terms: int, max_depth: int,
+                 saved: frozenset[int] = frozenset()) -> None:
         self.tokens = tokens
         self.pos = 0
         self.terms = 0
         self.max_terms = max_terms
         self.max_depth = max_depth
+        self.saved = saved  # UIDs of the SEARCHRES ``$`` (RFC 5182)
 
     def string(self) -> bytes:
         if self.pos >= len(self.tokens):
@@ -392,7 +394,7 @@ class _Compiler:
         tok = self.tokens[self.pos]
         self.pos += 1
         if isinstance(tok, list):
-            sub = _Compiler(tok, self.max_terms, self.max_depth)
+            sub = _Compiler(tok, self.max_terms, self.max_depth, self.saved)
             sub.terms = self.terms
             preds = sub.all(depth + 1)
             self.terms = sub.terms
@@ -452,6 +454,11 @@ class _Compiler:
             a = self.key(depth + 1)
             b = self.key(depth + 1)
             return lambda m, c: a(m, c) or b(m, c)
+        if word == b"$" or (word == b"UID" and self.tokens[self.pos:self.pos + 1] == [b"$"]):
+            # RFC 5182 §2.1: the messages the last SEARCH ... RETURN (SAVE) saved.
+            self.pos += word == b"UID"
+            saved = self.saved
+            return lambda m, c: c.uid in saved
         if word == b"UID":
             try:
                 return _set_matcher(self.string(), "uid")
@@ -488,10 +495,12 @@ def text_needed(tokens: list[Token]) -> set[str]:
     return out
 
 
-def compile_search(tokens: list[Token], max_terms: int = 1000, max_depth: int = 64) -> tuple[Optional[str], Predicate]:
+def compile_search(tokens: list[Token], max_terms: int = 1000, max_depth: int = 64,
+                   saved: frozenset[int] = frozenset()) -> tuple[Optional[str], Predicate]:
     """Compile ``[CHARSET name] key...`` into (charset, predicate); raise SearchError/BadCharset.
 
-    ``max_terms`` bounds the work per message; ``max_depth`` bounds recursion (OR/NOT/parens).
+    ``max_terms`` bounds the work per message; ``max_depth`` bounds recursion (OR/NOT/parens);
+    ``saved`` is what ``$`` stands for (UIDs).
     """
     charset = None
     if len(tokens) >= 2 and isinstance(tokens[0], bytes) and not isinstance(tokens[0], Literal) \
@@ -503,7 +512,7 @@ def compile_search(tokens: list[Token], max_terms: int = 1000, max_depth: int = 
         if charset not in ("US-ASCII", "UTF-8"):
             raise BadCharset(charset)
         tokens = tokens[2:]
-    comp = _Compiler(tokens, max_terms, max_depth)
+    comp = _Compiler(tokens, max_terms, max_depth, saved)
     preds = comp.all(0)
     if len(preds) == 1:
         return charset, preds[0]

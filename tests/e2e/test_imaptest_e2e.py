@@ -41,6 +41,8 @@ PASSING = frozenset({
     "append", "atoms", "close", "copy", "expunge", "expunge2", "fetch", "fetch-body",
     "fetch-body-message-rfc822", "fetch-body-message-rfc822-mime", "fetch-body-message-rfc822-x2",
     "fetch-body-mime", "fetch-bodystructure", "fetch-envelope", "id", "list", "logout", "move",
+    "esearch", "listext", "multiappend", "append-binary", "fetch-binary-mime", "fetch-binary-mime-base64",
+    "fetch-binary-mime-qp",
     "mutf7", "nil", "pipeline", "search-addresses", "search-body", "search-date", "search-flags",
     "search-header", "search-sets", "search-size", "select", "store", "subscribe", "uidplus",
     "uidvalidity", "uidvalidity-rename",
