@@ -119,7 +119,8 @@ def fsck(image: str) -> Fsck:
     return Fsck(r.returncode, tuple(repairs))
 
 
-_ROUTINE = ("bitmap differences", "Free blocks count", "Free inodes count", "Padding at end")
+_ROUTINE = ("bitmap differences", "Free blocks count", "Free inodes count", "Padding at end",
+            "could be shorter", "could be narrower")
 
 
 class LoopImage:

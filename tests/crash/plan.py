@@ -15,8 +15,8 @@ from typing import Callable, Iterator, Optional, Sequence
 from tests.crash.scenarios import SCENARIOS, Scenario
 
 FILESYSTEMS = {"nojournal": False, "journal": True}
-CI_SIZES = {"smtp": 3, "smtp-workers": 3, "imap": 1, "recovery": 1}
-FULL_SIZES = {"smtp": 10, "smtp-workers": 10, "imap": 3, "recovery": 1}
+CI_SIZES = {"smtp": 3, "smtp-workers": 3, "imap": 1, "recovery": 1, "account": 1}
+FULL_SIZES = {"smtp": 10, "smtp-workers": 10, "imap": 3, "recovery": 1, "account": 3}
 
 
 @dataclass(frozen=True)

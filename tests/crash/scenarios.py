@@ -158,12 +158,36 @@ class Verdict:
 
 
 # -- clients ------------------------------------------------------------------------------------
-def smtp_send(server: Server, tag: str, ledger: Ledger) -> None:
-    """One message in one session; the 250 after DATA is the acknowledgement."""
+def smtp_send(server: Server, tag: str, ledger: Ledger, rcpts: tuple[str, ...] = (ADDRESS,)) -> None:
+    """One message in one session; the 250 after DATA is the acknowledgement (for every
+    recipient: all of them were accepted, or sendmail raised)."""
     ledger.add("begin-smtp", tag)
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=600) as s:
-        s.sendmail("sender@elsewhere.test", [ADDRESS], message(tag))
-    ledger.add("smtp", tag)
+        s.sendmail("sender@elsewhere.test", list(rcpts), message(tag))
+    ledger.add("smtp", tag, rcpts=rcpts)
+
+
+def undelivered(server: Server, acks: tuple[Ack, ...]) -> tuple[list[str], list[str], list[str]]:
+    """For the messages acknowledged by SMTP (not counting those there before the scenario):
+    (recipient copies missing, recipient copies duplicated, broken files), from every
+    recipient's INBOX."""
+    before = set(keys(acks, "present"))
+    found: dict[str, Census] = {}
+    missing, dups = [], []
+    for a in acks:
+        if a.kind != "smtp" or a.key in before:
+            continue
+        for rcpt in a.get("rcpts") or (ADDRESS,):
+            account = rcpt.split("@")[0]
+            if account not in found:
+                found[account] = census(server.maildir(account))
+            n = found[account].counts.get(a.key, 0)
+            if n == 0:
+                missing.append(f"{a.key} for {account}")
+            elif n > 1:
+                dups.append(f"{a.key} for {account} x{n}")
+    broken = [f"{account}/{b}" for account, c in found.items() for b in c.broken]
+    return missing, dups, broken
 
 
 def imap_connect(server: Server) -> imaplib.IMAP4_SSL:
@@ -228,51 +252,64 @@ class Scenario:
     def drive(self, server: Server, ledger: Ledger) -> None:
         """The operations under test; record every acknowledgement in ``ledger``."""
 
-    def settled(self, server: Server, ledger: Ledger) -> bool:
-        """The live server finished the work the scenario gave it."""
-        return not spool_files(server.base)
-
     def check(self, server: Server, acks: tuple[Ack, ...]) -> Verdict:
         raise NotImplementedError
 
     def _inbox(self, server: Server) -> str:
         return server.maildir(ACCOUNT)
 
-    def _delivered(self, server: Server, acks: tuple[Ack, ...], verdict: Verdict,
-                   found: Census, kinds: tuple[str, ...] = ("smtp",)) -> None:
-        """Each acknowledged message of ``kinds`` is in ``found`` (messages that were there
-        before the scenario began, "present", are the scenario's own business)."""
-        before = set(keys(acks, "present"))
-        for kind in kinds:
-            for tag in keys(acks, kind):
-                if tag in before:
-                    continue
-                n = found.counts.get(tag, 0)
-                if n == 0:
-                    verdict.violations.append(f"LOST: {kind} {tag} was acknowledged, not delivered")
-                elif n > 1:
-                    verdict.notes.append(f"duplicate: {kind} {tag} delivered {n} times")
+    def _delivered(self, server: Server, acks: tuple[Ack, ...], verdict: Verdict) -> None:
+        """Each message acknowledged by SMTP is in each recipient's INBOX, complete."""
+        missing, dups, broken = undelivered(server, acks)
+        verdict.violations += [f"LOST: acknowledged by SMTP, not delivered: {m}" for m in missing]
+        verdict.violations += [f"HALF-DELIVERED: {b}" for b in broken]
+        verdict.notes += [f"duplicate: {d}" for d in dups]
+
+    def settled(self, server: Server, ledger: Ledger) -> bool:
+        """The live server finished the work the scenario gave it."""
+        return not spool_files(server.base) and not undelivered(server, ledger.snapshot())[0]
 
 
 class SmtpReceive(Scenario):
-    """SMTP receive and LOCAL delivery: ``size`` messages, one session each."""
+    """SMTP receive and LOCAL delivery: ``size`` messages, one session each, each to two
+    accounts (so the spool journals per-recipient states)."""
 
     name = "smtp"
+    OTHER = "bob@example.test"
+
+    def prepare(self, server: Server) -> None:
+        super().prepare(server)
+        server.admin("account", "add", self.OTHER, "--password", PASSWORD)
 
     def drive(self, server: Server, ledger: Ledger) -> None:
         for i in range(self.size):
-            smtp_send(server, new_tag(f"s{i}"), ledger)
-
-    def settled(self, server: Server, ledger: Ledger) -> bool:
-        found = census(self._inbox(server))
-        return super().settled(server, ledger) and all(
-            t in found.counts for t in keys(ledger.snapshot(), "smtp"))
+            smtp_send(server, new_tag(f"s{i}"), ledger, rcpts=(ADDRESS, self.OTHER))
 
     def check(self, server: Server, acks: tuple[Ack, ...]) -> Verdict:
         v = Verdict()
-        found = census(self._inbox(server))
-        v.violations += [f"HALF-DELIVERED: INBOX/{b}" for b in found.broken]
-        self._delivered(server, acks, v, found)
+        self._delivered(server, acks, v)
+        return v
+
+
+class NewAccount(Scenario):
+    """An account is created (cgtwist-admin writes the store) and mail to it is accepted:
+    the account must survive with the mail, or the message has nowhere to go."""
+
+    name = "account"
+
+    def drive(self, server: Server, ledger: Ledger) -> None:
+        for i in range(self.size):
+            address = f"new{i}-{uuid.uuid4().hex[:6]}@example.test"
+            server.admin("account", "add", address, "--password", PASSWORD)
+            ledger.add("account", address)
+            smtp_send(server, new_tag(f"n{i}"), ledger, rcpts=(address,))
+
+    def check(self, server: Server, acks: tuple[Ack, ...]) -> Verdict:
+        v = Verdict()
+        self._delivered(server, acks, v)
+        listed = server.admin("account", "list", check=False).stdout
+        v.violations += [f"ACCOUNT GONE: {a} was created (and mailed) before the cut"
+                         for a in keys(acks, "account") if a.split("@")[0] not in listed]
         return v
 
 
@@ -303,16 +340,9 @@ class SpoolRecovery(Scenario):
         server.proc = None
         assert spool_files(server.base), "the crash point left nothing queued"
 
-    def settled(self, server: Server, ledger: Ledger) -> bool:
-        found = census(self._inbox(server))
-        return super().settled(server, ledger) and all(
-            t in found.counts for t in keys(ledger.snapshot(), "smtp"))
-
     def check(self, server: Server, acks: tuple[Ack, ...]) -> Verdict:
         v = Verdict()
-        found = census(self._inbox(server))
-        v.violations += [f"HALF-DELIVERED: INBOX/{b}" for b in found.broken]
-        self._delivered(server, acks, v, found)
+        self._delivered(server, acks, v)
         return v
 
 
@@ -383,12 +413,6 @@ class ImapMailbox(Scenario):
             except Exception:
                 pass
 
-    def settled(self, server: Server, ledger: Ledger) -> bool:
-        found = census(self._inbox(server))
-        return super().settled(server, ledger) and all(
-            t in found.counts for t in keys(ledger.snapshot(), "smtp")
-            if not first(ledger.snapshot(), "move", t) and not first(ledger.snapshot(), "expunge", t))
-
     def _listing(self, server: Server, folder: str) -> tuple[int, dict[str, list[int]]]:
         m = imap_connect(server)
         try:
@@ -405,7 +429,6 @@ class ImapMailbox(Scenario):
         inbox_dir = self._inbox(server)
         inbox = census(inbox_dir)
         archive = census(os.path.join(inbox_dir, "." + self.FOLDER))
-        v.violations += [f"HALF-DELIVERED: INBOX/{b}" for b in inbox.broken]
         v.violations += [f"HALF-DELIVERED: {self.FOLDER}/{b}" for b in archive.broken]
         for tag in keys(acks, "present"):
             n_in, n_ar = inbox.counts.get(tag, 0), archive.counts.get(tag, 0)
@@ -429,7 +452,10 @@ class ImapMailbox(Scenario):
                     v.violations.append(f"LOST: copy of {tag} is not in {self.FOLDER}")
             if n_in > 1 or n_ar > 1:
                 v.notes.append(f"duplicate: {tag} INBOX x{n_in}, {self.FOLDER} x{n_ar}")
-        self._delivered(server, acks, v, inbox, kinds=("smtp", "append"))
+        self._delivered(server, acks, v)  # and INBOX's broken files
+        for tag in keys(acks, "append"):
+            if inbox.counts.get(tag, 0) == 0:
+                v.violations.append(f"LOST: APPEND of {tag} was acknowledged, not in INBOX")
         # UIDs (RFC 3501 §2.3.1.1): under one UIDVALIDITY a UID the client saw names the same
         # message for ever, and a message keeps its UID.
         try:
@@ -457,5 +483,5 @@ class ImapMailbox(Scenario):
 
 
 SCENARIOS: dict[str, type[Scenario]] = {
-    cls.name: cls for cls in (SmtpReceive, SmtpWorkers, ImapMailbox, SpoolRecovery)
+    cls.name: cls for cls in (SmtpReceive, SmtpWorkers, ImapMailbox, SpoolRecovery, NewAccount)
 }

@@ -23,9 +23,11 @@ class TracedServer(Server):
 
     def start_traced(self, armed: bool = False, extra_env: Optional[dict[str, str]] = None,
                      workers: int = 0, ready_timeout: float = 180.0) -> FsyncTracer:
-        """Start ``twistd cgtwist`` under strace; fsyncs are numbered from the start when
-        ``armed``. Returns once the server logged 'cgtwist ready' and ``workers`` SMTP worker
-        processes run (ptrace makes every system call slower: the deadline is generous)."""
+        """Start ``twistd cgtwist`` under strace. Unarmed, return once the server logged
+        'cgtwist ready' and ``workers`` SMTP worker processes run (ptrace makes every system
+        call slower: the deadline is generous). ``armed``: fsyncs are numbered from the start
+        and the tree stops at the first: return at once (the caller cuts its way through the
+        start-up)."""
         env = self.env
         env.update(extra_env or {})
         text = self.log_text()
@@ -42,6 +44,8 @@ class TracedServer(Server):
             env=env, cwd=self.base, log_path=os.path.join(self.base, "..", "twistd.out"),
             armed=armed)
         tracer = self.tracer
+        if armed:
+            return tracer
 
         def ready() -> bool:
             if not tracer.alive():

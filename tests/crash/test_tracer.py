@@ -43,8 +43,9 @@ def _log(path: str) -> list[str]:
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("strace") is None,
                     reason="needs root and strace")
 def test_cut_stops_after_the_fsync_and_resume_goes_on(tmp_path: str) -> None:
-    """Cut at fsync 2 (made in another thread): the program has done fsync 2 but not what
-    follows it; each resume brings it to the next cut; three fsyncs are numbered in all."""
+    """Armed from the start, the program stops after fsync 1; cut at fsync 2 (made in another
+    thread): the program has done fsync 2 but not what follows it; each resume brings it to
+    the next cut; three fsyncs are numbered in all."""
     work = str(tmp_path)
     prog = os.path.join(work, "prog.py")
     with open(prog, "w") as f:
@@ -52,7 +53,9 @@ def test_cut_stops_after_the_fsync_and_resume_goes_on(tmp_path: str) -> None:
     tracer = FsyncTracer([sys.executable, prog, work], dict(os.environ), work,
                          os.path.join(work, "out"), armed=True)
     try:
-        assert tracer.wait_cut(2, timeout=60)
+        assert tracer.wait_cut(1, timeout=60)  # armed: it stops at the first fsync anyway
+        assert _log(work) == [] and [s.n for s in tracer.syncs] == [1]
+        assert tracer.wait_cut(2, timeout=60)  # resumes from the first cut
         assert [s.n for s in tracer.syncs] == [1, 2]
         assert tracer.syncs[1].target.endswith("/f1") and tracer.syncs[1].result == 0
         assert tracer.syncs[1].pid == tracer.syncs[0].pid != tracer.syncs[1].tid

@@ -84,7 +84,9 @@ def _threads(pid: int) -> set[int]:
 
 class FsyncTracer:
     """``FsyncTracer(argv, env, cwd, log)``: ``argv`` under strace. Unarmed, every fsync is
-    continued and not counted; ``arm()`` starts the numbering at 1."""
+    continued and not counted; ``arm()`` starts the numbering at 1. ``armed`` numbers from
+    the start, and then the tree stops after the first fsync (``resume``, then ``wait_cut``
+    for the next), so that not even a program's start-up runs past a cut."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str, log_path: str,
                  armed: bool = False) -> None:
@@ -100,7 +102,7 @@ class FsyncTracer:
         self.armed = armed
         self.count = 0
         self.syncs: list[Sync] = []
-        self._cut_at: Optional[int] = None  # stop the tree once count reaches this
+        self._cut_at: Optional[int] = 1 if armed else None  # stop the tree once count reaches this
         self._cutting = False
         self._stopped: set[int] = set()  # threads seen stopped since the last resume
         self._pending: dict[int, tuple[str, str]] = {}
@@ -163,11 +165,15 @@ class FsyncTracer:
 
     def wait_cut(self, n: int, timeout: float) -> bool:
         """Ask to stop the tree once fsync number ``n`` completed; True when it did (the
-        tree is then stopped, see ``stopped``), False after ``timeout`` seconds without it
-        (the request is withdrawn)."""
+        tree is then stopped), False after ``timeout`` seconds without it (the request is
+        withdrawn; the tree runs on). A tree stopped at an earlier cut is resumed first."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            stale = self._cutting and self.count < n
             self._cut_at = n
+        if stale:
+            self._continue_all()
+        with self._cond:
             if self.count >= n:
                 self._cutting = True
             while not self._cutting:
@@ -198,8 +204,12 @@ class FsyncTracer:
     def resume(self) -> None:
         """Continue the tree after a cut."""
         with self._cond:
-            self._cutting = False
             self._cut_at = None
+        self._continue_all()
+
+    def _continue_all(self) -> None:
+        with self._cond:
+            self._cutting = False
             self._stopped.clear()
         for pid in self.processes():
             try:
