@@ -214,8 +214,7 @@ def replay(scenario: Scenario, state: CrashState, workdir: str) -> Outcome:
         except Exception as e:  # noqa: BLE001 - a server that cannot start is a finding
             verdict.violations.append(f"RESTART FAILED: {e}"[:600])
         finally:
-            server.stop()
-            server.close()
+            server.close()  # SIGKILL: nothing of this state is kept
     finally:
         copy.close()
     return outcome

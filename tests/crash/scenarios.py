@@ -172,7 +172,7 @@ def undelivered(server: Server, acks: tuple[Ack, ...]) -> tuple[list[str], list[
     (recipient copies missing, recipient copies duplicated, broken files), from every
     recipient's INBOX."""
     before = set(keys(acks, "present"))
-    found: dict[str, Census] = {}
+    found = {ACCOUNT: census(server.maildir(ACCOUNT))}  # its broken files count in any case
     missing, dups = [], []
     for a in acks:
         if a.kind != "smtp" or a.key in before:
@@ -383,7 +383,12 @@ class ImapMailbox(Scenario):
                 uids = imap_uids(m)
                 ledger.add("uids", "INBOX", uidvalidity=uidvalidity,
                            map=tuple((t, u[0]) for t, u in sorted(uids.items())))
-                smtp_send(server, new_tag(f"d{r}"), ledger)  # fsyncs new/ after SELECT's moves
+                # Mail arrives after SELECT moved new/ to cur/: its delivery fsyncs new/. Wait
+                # for it, so that it comes before APPEND's fsync of cur/ in every run.
+                arrived = new_tag(f"d{r}")
+                smtp_send(server, arrived, ledger)
+                wait_for(lambda tag=arrived: tag in census(self._inbox(server)).counts,  # type: ignore[misc]
+                         120, "the delivery after SELECT")
                 appended = new_tag(f"a{r}")
                 ledger.add("begin-append", appended)
                 typ, data = m.append("INBOX", "", imaplib.Time2Internaldate(0), message(appended))
