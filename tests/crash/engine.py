@@ -178,8 +178,13 @@ def record(scenario: Scenario, workdir: str, journal: bool, max_states: int,
 
 def replay(scenario: Scenario, state: CrashState, workdir: str) -> Outcome:
     """Phase 2 for one state: fsck, mount, restart, let it recover, check."""
-    copy = MountedCopy(state.image, os.path.join(workdir, f"replay-{state.n:04d}"))
     verdict = Verdict()
+    try:
+        copy = MountedCopy(state.image, os.path.join(workdir, f"replay-{state.n:04d}"))
+    except Exception as e:  # noqa: BLE001 - e2fsck could not make it mountable: a finding
+        verdict.violations.append(f"NOT MOUNTABLE after e2fsck -fy: {e}"[:600])
+        os.unlink(state.image)
+        return Outcome(state, verdict)
     outcome = Outcome(state, verdict, copy.fsck.status, copy.fsck.repairs)
     try:
         found = copy.lost_and_found()
