@@ -20,6 +20,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
@@ -44,6 +45,13 @@ def unavailable() -> Optional[str]:
             return f"{tool} is not installed"
     if not os.path.exists("/dev/loop-control"):
         return "no /dev/loop-control: loop devices are unavailable"
+    with tempfile.NamedTemporaryFile(prefix="cgtwist-loop-probe-") as probe:
+        probe.truncate(1 << 20)
+        probe.flush()
+        r = _run("losetup", "-f", "--show", probe.name, check=False)
+        if r.returncode != 0:
+            return f"cannot attach a loop device here: {r.stderr.strip()}"
+        _run("losetup", "-d", r.stdout.strip(), check=False)
     return None
 
 
