@@ -141,29 +141,25 @@ def record(scenario: Scenario, workdir: str, journal: bool, max_states: int,
             path = os.path.join(workdir, f"state-{len(run.states):04d}.img")
             acks = ledger.snapshot()  # the tree is stopped: every ack here was made before
             image.copy(path)
-            run.states.append(CrashState(sync.n if sync else 0, _label(sync, image.mountpoint), path, acks,
-                                         time.monotonic() - began))
+            run.states.append(CrashState(sync.n if sync else 0, _label(sync, image.mountpoint),
+                                         path, acks, time.monotonic() - began))
 
         target = 1
-        while True:
+        while len(run.states) < max_states:
             if time.monotonic() - began > deadline:
                 raise AssertionError(f"{scenario.name}: not done after {deadline}s")
-            if len(run.states) >= max_states:
-                run.truncated = True
-                break
-            if tracer.wait_cut(target, timeout=1.0):
-                sync = tracer.syncs[-1]
-                take(sync)
-                tracer.resume()
-                target = sync.n + 1
-            elif not client.is_alive() and scenario.settled(server, ledger):
-                if tracer.wait_cut(target, timeout=1.0):  # one more fsync came: go on
-                    sync = tracer.syncs[-1]
-                    take(sync)
-                    tracer.resume()
-                    target = sync.n + 1
+            if not tracer.wait_cut(target, timeout=1.0):
+                # No fsync for a second: done if the client is and the server has settled,
+                # and no fsync comes in one more second (a removal may still be under way).
+                if client.is_alive() or not scenario.settled(server, ledger):
                     continue
-                break
+                if not tracer.wait_cut(target, timeout=1.0):
+                    break
+            sync = tracer.syncs[-1]  # fsyncs that were in flight with ``target`` included
+            take(sync)
+            tracer.resume()
+            target = sync.n + 1
+        run.truncated = len(run.states) >= max_states
         if not run.truncated:
             tracer.wait_cut(1, timeout=0)  # everything done: stop the tree for the last copy
             take(None)

@@ -375,7 +375,7 @@ class ImapMailbox(Scenario):
     def drive(self, server: Server, ledger: Ledger) -> None:
         m = imap_connect(server)
         try:
-            for r, (keep, moved, gone, rest) in enumerate(self.rounds):
+            for r, (keep, moved, gone, _untouched) in enumerate(self.rounds):
                 typ, _ = m.select("INBOX")
                 assert typ == "OK"
                 ledger.add("select", f"round {r}")
@@ -411,7 +411,6 @@ class ImapMailbox(Scenario):
                 assert typ == "OK", data
                 ledger.add("expunge", gone)
                 smtp_send(server, new_tag(f"e{r}"), ledger)
-                del rest
         finally:
             try:
                 m.logout()
