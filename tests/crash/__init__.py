@@ -1,0 +1,1 @@
+"""Power-loss crash-state harness: fsync boundaries cut on loop-mounted ext4 (see README.md)."""
