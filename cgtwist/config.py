@@ -20,7 +20,8 @@ from cgtwist.errors import ConfigError
 ENV_CONFIG = "CGTWIST_CONFIG"
 
 _KNOWN: dict[str, dict[str, type]] = {
-    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool},
+    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool,
+               "node": str},
     "database": {"url": str, "pool_min": int, "pool_max": int},
     "tls": {"certificate": str, "key": str},
     "log": {"level": str},
@@ -28,6 +29,21 @@ _KNOWN: dict[str, dict[str, type]] = {
 }
 
 _LEVELS = ("debug", "info", "warn", "error", "critical")
+
+# The node a server is when its bootstrap file names none: a single server keeps working
+# unchanged, its node settings (listeners) migrated to this node (docs/CLUSTER.md).
+DEFAULT_NODE = "default"
+# A node name: a DNS label, so it can double as a host name part and is safe in SQL rows,
+# log lines and NOTIFY payloads.
+_NODE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def check_node(name: str) -> str:
+    """Validate a node name (lower-case letters, digits and inner hyphens, at most 63)."""
+    if not _NODE_RE.match(name):
+        raise ValueError(f"invalid node name {name!r} (want lower-case letters, digits and "
+                         "inner hyphens, at most 63)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class BootstrapConfig:
     pool_max: int = 4
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
+    node: str = DEFAULT_NODE  # which node's settings (listeners...) this server uses
 
     @property
     def queue_dir(self) -> str:
@@ -151,11 +168,16 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     if not (1 <= pmin <= pmax):
         raise _fail(source, text, "database", "pool_max", "need 1 <= pool_min <= pool_max")
     unpriv = get("server", "unprivileged_ports", None)
+    node = get("server", "node", DEFAULT_NODE)
+    try:
+        node = check_node(node)
+    except ValueError as e:
+        raise _fail(source, text, "server", "node", str(e)) from None
     return BootstrapConfig(
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
-        pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit,
+        pool_min=pmin, pool_max=pmax, source=source, main_domain_explicit=explicit, node=node,
     )
 
 
