@@ -27,6 +27,12 @@ from cgtwist.logs import Logger
 CHANNEL = "cgtwist_changes"
 # Seconds between attempts to get the listening connection back; the last value repeats.
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# TCP keepalive of the listening connection, unless the database URL sets its own: it only
+# ever reads, so a database host that vanished without a reset (power cut, network partition)
+# would otherwise go unnoticed for the kernel's default two hours, with every change missed.
+# About a minute here. libpq ignores these on Unix sockets.
+KEEPALIVE = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+             "keepalives_count": "3"}
 
 SCOPE_CLUSTER = "cluster"
 SCOPE_NODE = "node"
@@ -134,7 +140,6 @@ class ChangeListener:
         self._timer: Any = None
         self._failures = 0
         self._stopped = False
-        self.connected: defer.Deferred[None] = defer.Deferred()  # fires at the first LISTEN
 
     @property
     def listening(self) -> bool:
@@ -180,12 +185,10 @@ class ChangeListener:
         if self._failures:
             self.log.info("listening for changes again on {channel}", channel=self.channel)
         self._failures = 0
-        self._reader = _Reader(self, conn)
-        self.reactor.addReader(self._reader)
-        if not self.connected.called:
-            self.connected.callback(None)
-        self._deliver(RESYNC)
-        self._readable(self._reader)  # anything that arrived with the LISTEN reply
+        self._reader = reader = _Reader(self, conn)
+        self.reactor.addReader(reader)
+        self._deliver(RESYNC)  # may stop() us
+        self._readable(reader)  # anything that arrived with the LISTEN reply
 
     def _failed(self, failure: Any) -> None:
         if self._stopped:
@@ -248,9 +251,15 @@ def listener_for(db: Any, reactor: Any, on_change: Callable[[Change], None]
     if not engine.announces:
         return None
     args, kwargs = engine.connect_args()
+    given = set(kwargs)
+    if args and isinstance(args[0], str):
+        from psycopg2.extensions import parse_dsn
+
+        given |= set(parse_dsn(args[0]))
+    options = {k: v for k, v in KEEPALIVE.items() if k not in given}
 
     def connect() -> Any:
-        return db.dbapi.connect(*args, **kwargs)
+        return db.dbapi.connect(*args, **kwargs, **options)
 
     return ChangeListener(connect, reactor, on_change)
 

@@ -176,6 +176,14 @@ class PostgresAnnouncementTests(DatabaseCase):
         await waiting
         self.flushLoggedErrors()
 
+    async def test_listening_connection_has_tcp_keepalive(self) -> None:
+        """The listening connection only reads: TCP keepalive (unless the URL sets its own)
+        is what notices a database host that vanished without a reset."""
+        _store, _seen, listener = await self.listening()
+        assert listener._reader is not None
+        params = listener._reader.conn.get_dsn_parameters()
+        self.assertEqual((params.get("keepalives"), params.get("keepalives_idle")), ("1", "30"))
+
     async def test_unreachable_database_is_retried(self) -> None:
         """Listening starts when the database answers, however long after start that is."""
         attempts: list[int] = []
