@@ -326,6 +326,10 @@ async def node_list(ctx: Context, args: argparse.Namespace) -> None:
             ctx.out.write(f"  {key} = {json.dumps(node['settings'][key])}\n")
 
 
+async def node_remove(ctx: Context, args: argparse.Namespace) -> None:
+    await ctx.accounts.remove_node(args.name)
+
+
 # ---- the parser -----------------------------------------------------------------------------
 
 
@@ -445,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", metavar="ACTION", required=True)
     g.add_parser("list", help="list nodes and their node settings").set_defaults(
         handler=node_list)
+    p = g.add_parser("remove", help="forget a node that left the cluster (and its settings)")
+    p.add_argument("name")
+    p.set_defaults(handler=node_remove)
 
     for module_name in PLUGINS:
         try:

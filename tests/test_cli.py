@@ -320,6 +320,12 @@ class NodeSettingsTests(CLITestCase):
         await self.cli("settings", "unset", "listeners", "--node", "mx2")
         out, _ = await self.cli("settings", "show", "listeners", "--node", "mx2")
         self.assertIn("(default)", out)
+        await self.cli("settings", "set", "smtp.workers", "2", "--node", "mx3")
+        await self.cli("node", "remove", "mx3")
+        out, _ = await self.cli("node", "list")
+        self.assertNotIn("mx3", out)
+        self.assertIn("does not exist", await self.error("node", "remove", "mx3"))
+        self.assertIn("own node", await self.error("node", "remove", "default"))
 
     async def test_cluster_setting_with_node_is_refused(self) -> None:
         """A cluster-wide setting cannot be set for one node: one line says why."""

@@ -538,6 +538,17 @@ class AccountStore:
                           int(self._now()), announce=False)
 
     @_deferred
+    async def remove_node(self, name: str) -> None:
+        """Forget a node that left the cluster: its record and its node settings. Never this
+        store's own node (its server would fall back to the built-in listeners)."""
+        n = self._node(name)
+        if n == self.node:
+            raise StoreError(f"{n} is this configuration's own node ([server] node); remove it "
+                             "with the configuration of another node")
+        await self._write("remove_node", tables.remove_node_txn, n, node=n)
+        self._log.info("node {node} removed", node=n)
+
+    @_deferred
     async def list_nodes(self) -> list[dict[str, Any]]:
         """Fire with every node that started or has settings: {name, hostname, started,
         settings}, sorted by name."""

@@ -299,3 +299,11 @@ def list_nodes_txn(cur: Cursor) -> list[dict[str, Any]]:
                                         "settings": {}})
         entry["settings"][key] = json.loads(value)
     return [nodes[k] for k in sorted(nodes)]
+
+
+def remove_node_txn(cur: Cursor, node: str) -> None:
+    cur.execute("DELETE FROM node_settings WHERE node = ?", (node,))
+    settings = cur.rowcount
+    cur.execute("DELETE FROM nodes WHERE name = ?", (node,))
+    if not settings and not cur.rowcount:
+        raise NotFound(f"node {node} does not exist")

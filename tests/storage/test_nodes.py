@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from cgtwist.config import DEFAULT_NODE
+from cgtwist.errors import NotFound, StoreError
 from cgtwist.storage.migrate import deltas
 from cgtwist.storage.store import AccountStore, InvalidValue
 from tests.storage.dbcase import DatabaseCase, fast_hasher
@@ -80,6 +81,20 @@ class NodeTestsMixin:
         self.assertGreater(nodes["n1"]["started"], time.time() - 3600)
         self.assertEqual(nodes["n3"]["settings"], {"listeners": N2})
         self.assertIsNone(nodes["n3"]["started"])
+
+    async def test_remove_node(self: Any) -> None:
+        """A node that left is forgotten with its settings; never the store's own node, and
+        an unknown name is NotFound."""
+        n1, n2 = await self.two_nodes()
+        await n2.register_node("mx2.example.com")
+        await n2.set_setting("listeners", N2)
+        await n1.remove_node("n2")
+        self.assertEqual(await n1.list_nodes(), [])
+        self.assertNotIn("listeners", await n2.get_settings())
+        with self.assertRaises(NotFound):
+            await n1.remove_node("n2")
+        with self.assertRaises(StoreError):
+            await n1.remove_node("n1")
 
     async def test_upgrade_moves_node_settings_to_the_default_node(self: Any) -> None:
         """A single server upgraded to schema 2 keeps its listeners: they move to the node
