@@ -72,7 +72,7 @@ class Components:
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
         self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
                                               cfg.pool_min, cfg.pool_max,
-                                              timeout=cfg.database_timeout)
+                                              timeout=cfg.database_timeout, node=cfg.node)
         if self.link is not None:  # the server settled the main domain and made the accounts
             await self.reload_settings()
             self._build_reception(store, settings)
@@ -81,6 +81,7 @@ class Components:
         if main != cfg.main_domain:
             self.cfg = cfg = dataclasses.replace(cfg, main_domain=main)
         password = await store.bootstrap()
+        await store.register_node(cfg.hostname)
         if password:
             # Printed once, on first start only: the administrator must record it.
             log.warn("first start: created postmaster@{domain} with password {password} "

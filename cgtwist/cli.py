@@ -43,6 +43,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
@@ -331,7 +332,8 @@ async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
         for key in sorted(values):
             ctx.out.write(f"{key} = {json.dumps(values[key])}\n")
         return
-    overrides = await store.get_settings()
+    node = args.node or ctx.config.node
+    overrides = await store.get_settings(node)
     keys = sorted(dynamic.DEFAULTS)
     if args.key is not None:
         if args.key not in dynamic.DEFAULTS:
@@ -340,6 +342,8 @@ async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
     for key in keys:
         value = overrides.get(key, dynamic.DEFAULTS[key][0])
         mark = "" if key in overrides else "  (default)"
+        if dynamic.is_node_setting(key):
+            mark += f"  (node {node})"
         ctx.out.write(f"{key} = {json.dumps(value)}{mark}\n")
         if args.key is not None:
             ctx.out.write(f"  {dynamic.DEFAULTS[key][1]}\n")
@@ -352,7 +356,7 @@ async def settings_set(ctx: Context, args: argparse.Namespace) -> None:
     elif args.domain:
         await ctx.accounts.set_domain_setting(args.domain, args.key, value)
     else:
-        await ctx.accounts.set_setting(args.key, value)
+        await ctx.accounts.set_setting(args.key, value, node=args.node)
     ctx.notify("reload", what="settings")
 
 
@@ -362,8 +366,26 @@ async def settings_unset(ctx: Context, args: argparse.Namespace) -> None:
     elif args.domain:
         await ctx.accounts.unset_domain_setting(args.domain, args.key)
     else:
-        await ctx.accounts.unset_setting(args.key)
+        await ctx.accounts.unset_setting(args.key, node=args.node)
     ctx.notify("reload", what="settings")
+
+
+# ---- nodes ----------------------------------------------------------------------------------
+
+
+async def node_list(ctx: Context, args: argparse.Namespace) -> None:
+    """Every node that started on this database or has settings, with its node settings."""
+    for node in await ctx.accounts.list_nodes():
+        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(node["started"]))
+                   if node["started"] else "never started")
+        mark = "  (this node)" if node["name"] == ctx.config.node else ""
+        ctx.out.write(f"{node['name']}  {node['hostname'] or '-'}  {started}{mark}\n")
+        for key in sorted(node["settings"]):
+            ctx.out.write(f"  {key} = {json.dumps(node['settings'][key])}\n")
+
+
+async def node_remove(ctx: Context, args: argparse.Namespace) -> None:
+    await ctx.accounts.remove_node(args.name)
 
 
 # ---- the parser -----------------------------------------------------------------------------
@@ -484,7 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
         t = p.add_mutually_exclusive_group()
         t.add_argument("--domain", help="a domain's settings instead of the server's")
         t.add_argument("--account", help="an account's settings instead of the server's")
+        t.add_argument("--node", help="the settings of node NODE instead of this server's "
+                       "([server] node); only node settings (" + ", ".join(sorted(
+                           dynamic.NODE_SETTINGS)) + ") differ between nodes")
         p.set_defaults(handler=fn)
+
+    g = groups.add_parser("node", help="nodes sharing the database").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    g.add_parser("list", help="list nodes and their node settings").set_defaults(
+        handler=node_list)
+    p = g.add_parser("remove", help="forget a node that left the cluster (and its settings)")
+    p.add_argument("name")
+    p.set_defaults(handler=node_remove)
 
     for module_name in PLUGINS:
         try:
@@ -514,7 +547,7 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
                                f"'{PROG} init' creates one)")
             store = await open_store(config.database_url, config.main_domain, reactor,
                                      1, max(1, config.pool_max), hasher,
-                                     timeout=config.database_timeout)
+                                     timeout=config.database_timeout, node=config.node)
             main = await store.settle_main_domain(config.main_domain, config.main_domain_explicit)
             config = dataclasses.replace(config, main_domain=main)
             generated = await store.bootstrap()

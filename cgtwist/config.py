@@ -21,7 +21,7 @@ ENV_CONFIG = "CGTWIST_CONFIG"
 
 _KNOWN: dict[str, dict[str, type]] = {
     "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool,
-               "umask": str},
+               "umask": str, "node": str},
     "database": {"url": str, "pool_min": int, "pool_max": int, "timeout": float},
     "tls": {"certificate": str, "key": str},
     "log": {"level": str, "max_size": int, "keep": int, "daily": bool},
@@ -29,6 +29,21 @@ _KNOWN: dict[str, dict[str, type]] = {
 }
 
 _LEVELS = ("debug", "info", "warn", "error", "critical")
+
+# The node a server is when its bootstrap file names none: a single server keeps working
+# unchanged, its node settings (listeners) migrated to this node (docs/CLUSTER.md).
+DEFAULT_NODE = "default"
+# A node name: a DNS label, so it can double as a host name part and is safe in SQL rows,
+# log lines and NOTIFY payloads.
+_NODE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def check_node(name: str) -> str:
+    """Validate a node name (lower-case letters, digits and inner hyphens, at most 63)."""
+    if not _NODE_RE.match(name):
+        raise ValueError(f"invalid node name {name!r} (want lower-case letters, digits and "
+                         "inner hyphens, at most 63)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class BootstrapConfig:
     database_timeout: float = 10.0  # seconds one store call may take (cgtwist.storage.database)
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
+    node: str = DEFAULT_NODE  # which node's settings (listeners...) this server uses
 
     @property
     def queue_dir(self) -> str:
@@ -184,13 +200,18 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
         raise _fail(source, text, "log", "max_size", "must be 0 (no size limit) or at least 65536 bytes")
     if not 1 <= keep <= 1000:
         raise _fail(source, text, "log", "keep", "must be 1..1000 (rotated files kept)")
+    node = get("server", "node", DEFAULT_NODE)
+    try:
+        node = check_node(node)
+    except ValueError as e:
+        raise _fail(source, text, "server", "node", str(e)) from None
     return BootstrapConfig(
         base_dir=base, main_domain=main, hostname=hostname, database_url=url,
         certificate=cert, key=key, generated_certificate=generated, log_level=level,
         unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
         pool_min=pmin, pool_max=pmax, database_timeout=db_timeout, source=source,
         main_domain_explicit=explicit, umask=int(umask_text, 8), log_max_size=max_size,
-        log_keep=keep, log_daily=get("log", "daily", False),
+        log_keep=keep, log_daily=get("log", "daily", False), node=node,
     )
 
 

@@ -71,6 +71,7 @@ class CgtwistService(MultiService):
         self.listeners = ListenerManager(reactor, {p: self._maker for p in ("smtp", "pop3", "imap")},
                                          self.tls, state_file=os.path.join(cfg.base_dir, "cgtwist.ports"))
         self._control_port: Any = None
+        self.changes: Any = None  # cgtwist.storage.notify.ChangeListener (PostgreSQL only)
         self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
         self.ready: defer.Deferred[None] = defer.Deferred()
         self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
@@ -118,7 +119,8 @@ class CgtwistService(MultiService):
         os.makedirs(self.cfg.base_dir, exist_ok=True)
         self._take_over_log_file()
         try:
-            early = read_server_settings(self.cfg.database_url, self.cfg.database_timeout)
+            early = read_server_settings(self.cfg.database_url, self.cfg.database_timeout,
+                                         self.cfg.node)
         except Exception as e:
             log.critical("cgtwist failed to start: {err}", err=str(e))
             raise
@@ -274,6 +276,7 @@ class CgtwistService(MultiService):
             d.addErrback(lambda f: log.failure("applying the listener settings failed", f))
 
         self.settings.subscribe(rebind)
+        self._listen_for_changes()
         self.listeners.resume()
         self.listeners._write_state()
         log.info("cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",
@@ -339,6 +342,26 @@ class CgtwistService(MultiService):
         await self.listeners.settled()
         return {"listeners": self.listeners.describe()}
 
+    def _listen_for_changes(self) -> None:
+        """On PostgreSQL, reload settings (and so drop every cache of store facts) whenever a
+        node announces a change that concerns this node (docs/CLUSTER.md)."""
+        from cgtwist.storage.notify import Coalesced, listener_for
+
+        self._reloads = Coalesced(self.reload_settings, "reloading settings after a change")
+        self.changes = listener_for(self.app.store.db, self.reactor, self._changed)
+        if self.changes is not None:
+            self.changes.start()
+
+    def _changed(self, change: Any) -> None:
+        if not change.concerns(self.cfg.node):
+            log.debug("node {node} changed its {what}: nothing to do here", node=change.node,
+                      what=change.what)
+            return
+        if not change.resync:
+            log.info("{what} by node {origin}: reloading settings and caches",
+                     what=change.what, origin=change.origin)
+        self._reloads.kick()
+
     def _install_signals(self) -> None:
         def hup(signum: int, frame: Any) -> None:
             self.reactor.callFromThread(self._sighup)
@@ -360,6 +383,8 @@ class CgtwistService(MultiService):
     async def _stop(self) -> None:
         log.info("cgtwist stopping: no new connections, finishing transactions in flight")
         self.listeners.pause()
+        if self.changes is not None:
+            self.changes.stop()
         workers = self.workers.stop() if self.workers is not None else defer.succeed(None)
         if self.app is not None:
             try:

@@ -155,6 +155,19 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
 }
 
 
+# Node settings (docs/CLUSTER.md): what belongs to one server process and its machine rather
+# than to the mail system, kept per node (``[server] node`` in the bootstrap file) in the store.
+# Every other setting is cluster-wide: every node sharing the database uses the same value.
+# ``listeners``: addresses are the machine's own; ``smtp.workers``: processes per machine's
+# cores; ``pipe.app_dir``: a directory on the machine's file system.
+NODE_SETTINGS = frozenset({"listeners", "smtp.workers", "pipe.app_dir"})
+
+
+def is_node_setting(key: str) -> bool:
+    """True for a setting kept per node, False for a cluster-wide one."""
+    return key in NODE_SETTINGS
+
+
 class Settings(Mapping[str, Any]):
     """An immutable view: administrator overrides merged over DEFAULTS."""
 

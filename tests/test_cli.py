@@ -382,6 +382,44 @@ class DomainAliasSettingsTests(CLITestCase):
         self.assertIn("(default)", (await self.cli("settings", "show", "listeners"))[0])
 
 
+class NodeSettingsTests(CLITestCase):
+    """Node settings (docs/CLUSTER.md): this node's by default, another's with --node."""
+
+    async def test_listeners_per_node(self) -> None:
+        """listeners set without --node are this node's ("default" here); --node reaches
+        another node's row, shown by 'settings show --node' and 'node list'."""
+        mine = '[{"protocol": "smtp", "address": "127.0.0.2", "port": 2525}]'
+        theirs = '[{"protocol": "imap", "address": "127.0.0.3", "port": 2143}]'
+        await self.cli("settings", "set", "listeners", mine)
+        await self.cli("settings", "set", "listeners", theirs, "--node", "mx2")
+        out, _ = await self.cli("settings", "show", "listeners")
+        self.assertIn('"127.0.0.2"', out.splitlines()[0])
+        self.assertIn("(node default)", out.splitlines()[0])
+        out, _ = await self.cli("settings", "show", "listeners", "--node", "mx2")
+        self.assertIn('"127.0.0.3"', out.splitlines()[0])
+        self.assertIn("(node mx2)", out.splitlines()[0])
+        out, _ = await self.cli("node", "list")
+        self.assertEqual([line.split()[0] for line in out.splitlines()
+                          if not line.startswith(" ")], ["default", "mx2"])
+        self.assertIn("(this node)", out.splitlines()[0])
+        await self.cli("settings", "unset", "listeners", "--node", "mx2")
+        out, _ = await self.cli("settings", "show", "listeners", "--node", "mx2")
+        self.assertIn("(default)", out)
+        await self.cli("settings", "set", "smtp.workers", "2", "--node", "mx3")
+        await self.cli("node", "remove", "mx3")
+        out, _ = await self.cli("node", "list")
+        self.assertNotIn("mx3", out)
+        self.assertIn("does not exist", await self.error("node", "remove", "mx3"))
+        self.assertIn("own node", await self.error("node", "remove", "default"))
+
+    async def test_cluster_setting_with_node_is_refused(self) -> None:
+        """A cluster-wide setting cannot be set for one node: one line says why."""
+        self.assertIn("cluster-wide", await self.error(
+            "settings", "set", "smtp.max_recipients", "5", "--node", "mx2"))
+        self.assertIn("invalid node name", await self.error(
+            "settings", "set", "listeners", "[]", "--node", "MX 2"))
+
+
 class NotifyTests(CLITestCase):
     """With a server listening on the control socket, each change is announced at once.
 

@@ -84,6 +84,19 @@ class ConfigTests(unittest.TestCase):
         e = self.assertRaises(ConfigError, config.parse, '[server]\nmain_domain = "../etc"\n', "c.conf", "/")
         self.assertIn("server.main_domain", str(e))
 
+    def test_node_names_this_server_in_a_cluster(self) -> None:
+        """``[server] node`` picks the node settings; without it a server is node "default"."""
+        self.assertEqual(config.parse("", "<defaults>", "/srv").node, config.DEFAULT_NODE)
+        cfg = config.parse('[server]\nnode = "mx-2"\n', "c.conf", "/srv")
+        self.assertEqual(cfg.node, "mx-2")
+
+    def test_bad_node_name_is_refused(self) -> None:
+        """A node name that is not a DNS label is one line naming file, line and key."""
+        for bad in ("MX1", "-mx", "mx_1", "", "a" * 64, "mx 1"):
+            with self.assertRaises(ConfigError) as cm:
+                config.parse(f'[server]\nnode = "{bad}"\n', "c.conf", "/srv")
+            self.assertIn("c.conf:2: server.node", str(cm.exception))
+
     def test_overrides_win_over_the_file(self) -> None:
         cfg = config.parse('[server]\nbase_dir = "a"\n', "c.conf", "/x", {"base_dir": "/b"})
         self.assertEqual(cfg.base_dir, "/b")

@@ -280,11 +280,13 @@ class LocalDelivery:
         # Maildir paths already checked (cgtwist.paths resolves real paths: ~20 stat calls)
         # and known to exist, for as long as the account itself is remembered.
         self._paths: dict[tuple[str, str], tuple[float, str]] = {}
+        self._generation = 0  # bumped by forget(): a lookup begun before is not remembered
 
     def forget(self) -> None:
         """Drop the remembered accounts and Maildir paths (accounts were changed)."""
         self._accounts.clear()
         self._paths.clear()
+        self._generation += 1
 
     def _write(self, domain: str, name: str, chunks: list[bytes],
                known: Optional[str]) -> tuple[str, str]:
@@ -303,9 +305,11 @@ class LocalDelivery:
         hit = self._accounts.get(key)
         if hit is not None and hit[0] > now:
             return defer.succeed(hit[1])
+        generation = self._generation
 
         def found(account: Optional[Account]) -> Optional[Account]:
-            if account is not None:
+            # A lookup that overlapped forget() may have read the store before the change.
+            if account is not None and generation == self._generation:
                 if len(self._accounts) >= self.ACCOUNT_CACHE_MAX:
                     self._accounts.clear()
                 self._accounts[key] = (now + self.ACCOUNT_TTL, account)

@@ -60,6 +60,14 @@ class Engine:
     def lock_schema(self, cursor: Any) -> None:
         """Serialise concurrent migrations (two processes opening a fresh database)."""
 
+    # Whether a committed change can be announced to other processes through the database
+    # (cgtwist.storage.notify); without it, cgtwist-admin uses the control socket.
+    announces = False
+
+    def announce(self, cursor: Any, channel: str, payload: str) -> None:
+        """On a ``database.Cursor``: queue ``payload`` for every listener on ``channel``,
+        delivered when this transaction commits and never if it rolls back."""
+
     def render_schema(self, sql: str) -> str:
         """Substitute ``{serial}`` and ``{bigint}`` in a migration statement."""
         return sql.replace("{serial}", self.serial).replace("{bigint}", self.bigint)
@@ -209,6 +217,11 @@ class PostgresEngine(Engine):
 
     def lock_schema(self, cursor: Any) -> None:
         cursor.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+
+    announces = True
+
+    def announce(self, cursor: Any, channel: str, payload: str) -> None:
+        cursor.execute("SELECT pg_notify(?, ?)", (channel, payload))  # a database.Cursor
 
     def describe(self) -> str:
         return f"postgresql:{self.where}"

@@ -30,11 +30,12 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from cgtwist import settings as dynamic
+from cgtwist.config import DEFAULT_NODE, check_node
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.interfaces import IAccountStore
 from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
-from cgtwist.storage import tables
+from cgtwist.storage import notify, tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
 from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
@@ -113,17 +114,21 @@ class AccountStore:
     """Domains, accounts, aliases and settings in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
-    passwords off the reactor; ``now`` gives the creation timestamps.
+    passwords off the reactor; ``now`` gives the creation timestamps. ``node`` is the node
+    this store speaks for (``[server] node``): whose node settings ``get_settings`` merges in
+    and where ``set_setting`` puts one (docs/CLUSTER.md). On PostgreSQL every change is
+    announced to the other nodes (cgtwist.storage.notify) in the transaction that makes it.
     """
 
     _log = Logger()
 
     def __init__(self, db: Database, main_domain: str, hasher: PasswordHasher,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, node: str = DEFAULT_NODE) -> None:
         self._db = db
         self.main_domain = check_domain(main_domain)
         self._hasher = hasher
         self._now = now
+        self.node = check_node(node)
 
     @property
     def db(self) -> Database:
@@ -440,7 +445,8 @@ class AccountStore:
     async def _rehash(self, n: str, d: str, old: str, password: Union[str, bytes]) -> None:
         try:
             phc = await self._hasher.hash(password)
-            await self._write("rehash_password", tables.set_password_txn, n, d, phc, old)
+            await self._write("rehash_password", tables.set_password_txn, n, d, phc, old,
+                              announce=False)  # the same password: nothing to tell
         except Exception:
             self._log.failure("could not upgrade the password hash of {account}",
                               account=f"{n}@{d}")
@@ -482,30 +488,84 @@ class AccountStore:
     # ---- settings ------------------------------------------------------------------------
 
     @_deferred
-    async def get_settings(self) -> dict[str, Any]:
-        """Fire with the server settings an administrator changed (merge over DEFAULTS)."""
-        rows = await self._db.run_interaction(
-            "get_settings", lambda cur: cur.query("SELECT name, value FROM server_settings"),
-            readonly=True)
+    async def get_settings(self, node: Optional[str] = None) -> dict[str, Any]:
+        """Fire with the settings an administrator changed (merge over DEFAULTS): the
+        cluster-wide ones and this node's (or ``node``'s) own."""
+        rows = await self._db.run_interaction("get_settings", tables.settings_txn,
+                                              self._node(node), readonly=True)
         return {k: json.loads(v) for k, v in rows}
 
     @_deferred
-    async def set_setting(self, key: str, value: Any) -> None:
-        """Store one server setting after ``cgtwist.settings.validate``."""
+    async def set_setting(self, key: str, value: Any, node: Optional[str] = None) -> None:
+        """Store one setting after ``cgtwist.settings.validate``: a node setting for this node
+        (or ``node``), any other for the whole cluster."""
         try:
             dynamic.validate(key, value)
         except ValueError as e:
             raise InvalidValue(str(e)) from None
-        await self._write("set_setting", tables.upsert_setting_txn, key, json.dumps(value))
-        self._log.info("setting {key} changed", key=key)
+        target = self._scope(key, node)
+        if target is None:
+            await self._write("set_setting", tables.upsert_setting_txn, key, json.dumps(value))
+            self._log.info("setting {key} changed", key=key)
+        else:
+            await self._write("set_node_setting", tables.upsert_node_setting_txn, target, key,
+                              json.dumps(value), node=target)
+            self._log.info("setting {key} of node {node} changed", key=key, node=target)
 
     @_deferred
-    async def unset_setting(self, key: str) -> None:
-        """Return a server setting to its default."""
+    async def unset_setting(self, key: str, node: Optional[str] = None) -> None:
+        """Return a setting (this node's or ``node``'s, for a node setting) to its default."""
         if key not in dynamic.DEFAULTS:
             raise InvalidValue(f"unknown setting {key!r}")
-        await self._write("unset_setting", lambda cur: cur.execute(
-            "DELETE FROM server_settings WHERE name = ?", (key,)))
+        target = self._scope(key, node)
+        if target is None:
+            await self._write("unset_setting", lambda cur: cur.execute(
+                "DELETE FROM server_settings WHERE name = ?", (key,)))
+        else:
+            await self._write("unset_node_setting", lambda cur: cur.execute(
+                "DELETE FROM node_settings WHERE node = ? AND name = ?", (target, key)),
+                node=target)
+
+    def _node(self, node: Optional[str]) -> str:
+        try:
+            return check_node(node) if node is not None else self.node
+        except ValueError as e:
+            raise InvalidValue(str(e)) from None
+
+    def _scope(self, key: str, node: Optional[str]) -> Optional[str]:
+        """The node whose row holds ``key``, or None for a cluster-wide setting."""
+        if dynamic.is_node_setting(key):
+            return self._node(node)
+        if node is not None:
+            raise InvalidValue(f"{key} is a cluster-wide setting: every node uses the same "
+                               f"value (node settings: {', '.join(sorted(dynamic.NODE_SETTINGS))})")
+        return None
+
+    # ---- nodes ---------------------------------------------------------------------------
+
+    @_deferred
+    async def register_node(self, hostname: str) -> None:
+        """Record that this node started now on ``hostname`` (for ``node list``)."""
+        await self._write("register_node", tables.register_node_txn, self.node, hostname,
+                          int(self._now()), announce=False)
+
+    @_deferred
+    async def remove_node(self, name: str) -> None:
+        """Forget a node that left the cluster: its record and its node settings. Never this
+        store's own node (its server would fall back to the built-in listeners)."""
+        n = self._node(name)
+        if n == self.node:
+            raise StoreError(f"{n} is this configuration's own node ([server] node); remove it "
+                             "with the configuration of another node")
+        await self._write("remove_node", tables.remove_node_txn, n, node=n)
+        self._log.info("node {node} removed", node=n)
+
+    @_deferred
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        """Fire with every node that started or has settings: {name, hostname, started,
+        settings}, sorted by name."""
+        return await self._db.run_interaction("list_nodes", tables.list_nodes_txn,
+                                              readonly=True)
 
     @_deferred
     async def get_domain_settings(self, domain: str) -> dict[str, Any]:
@@ -555,10 +615,27 @@ class AccountStore:
 
     # ---- plumbing ------------------------------------------------------------------------
 
-    async def _write(self, desc: str, fn: Callable[..., T], *args: Any) -> T:
-        """A write transaction; a UNIQUE violation from a concurrent writer is AlreadyExists."""
+    async def _write(self, desc: str, fn: Callable[..., T], *args: Any,
+                     node: Optional[str] = None, announce: bool = True) -> T:
+        """A write transaction; a UNIQUE violation from a concurrent writer is AlreadyExists.
+
+        Where the engine can, the change is announced to every node in the same transaction
+        (delivered at commit): ``node`` names the node whose settings alone changed, None a
+        cluster-wide change. ``announce`` False: nothing another node must know about.
+        """
+        if announce and self._db.engine.announces:
+            payload = notify.encode(desc, self.node, node)
+
+            def announced(cur: Cursor, *a: Any) -> T:
+                result = fn(cur, *a)
+                cur.engine.announce(cur, notify.CHANNEL, payload)
+                return result
+
+            call: Callable[..., T] = announced
+        else:
+            call = fn
         try:
-            return await self._db.run_interaction(desc, fn, *args)
+            return await self._db.run_interaction(desc, call, *args)
         except Exception as e:
             if self._db.is_integrity_error(e):
                 raise AlreadyExists(f"{desc}: already exists") from None
@@ -567,8 +644,9 @@ class AccountStore:
 
 def open_store(url: str, main_domain: str, reactor: Any, pool_min: int = 1, pool_max: int = 4,
                hasher: Optional[PasswordHasher] = None,
-               timeout: float = DEFAULT_TIMEOUT) -> Deferred[AccountStore]:
-    """Open the database at ``url``, apply migrations, fire with an AccountStore on it.
+               timeout: float = DEFAULT_TIMEOUT, node: str = DEFAULT_NODE) -> Deferred[AccountStore]:
+    """Open the database at ``url``, apply migrations, fire with an AccountStore on it
+    speaking for ``node``.
 
     The reactor must be running (or about to run): adbapi starts its threads then.
     ``timeout``: each store call's deadline in seconds (``[database] timeout``).
@@ -581,6 +659,6 @@ def open_store(url: str, main_domain: str, reactor: Any, pool_min: int = 1, pool
         except BaseException:
             db.close()
             raise
-        return AccountStore(db, main_domain, hasher or PasswordHasher(reactor))
+        return AccountStore(db, main_domain, hasher or PasswordHasher(reactor), node=node)
 
     return Deferred.fromCoroutine(opening())

@@ -272,3 +272,39 @@ def change_settings_txn(cur: Cursor, table: str, where: str, args: tuple[Any, ..
         values[key] = value
     cur.execute(f"UPDATE {table} SET settings = ? WHERE id = ?",
                 (json.dumps(values, sort_keys=True), row[0]))
+
+
+def settings_txn(cur: Cursor, node: str) -> list[tuple[str, str]]:
+    """(name, JSON) of the cluster-wide settings, then of ``node``'s own (they win)."""
+    return (cur.query("SELECT name, value FROM server_settings ORDER BY name")
+            + cur.query("SELECT name, value FROM node_settings WHERE node = ? ORDER BY name",
+                        (node,)))
+
+
+def upsert_node_setting_txn(cur: Cursor, node: str, key: str, value: str) -> None:
+    cur.execute(cur.engine.upsert("node_settings", ("node", "name"), ("value",)),
+                (node, key, value))
+
+
+def register_node_txn(cur: Cursor, node: str, hostname: str, started: int) -> None:
+    cur.execute(cur.engine.upsert("nodes", ("name",), ("hostname", "started")),
+                (node, hostname, started))
+
+
+def list_nodes_txn(cur: Cursor) -> list[dict[str, Any]]:
+    nodes: dict[str, dict[str, Any]] = {}
+    for name, hostname, started in cur.query("SELECT name, hostname, started FROM nodes"):
+        nodes[name] = {"name": name, "hostname": hostname, "started": started, "settings": {}}
+    for node, key, value in cur.query("SELECT node, name, value FROM node_settings"):
+        entry = nodes.setdefault(node, {"name": node, "hostname": "", "started": None,
+                                        "settings": {}})
+        entry["settings"][key] = json.loads(value)
+    return [nodes[k] for k in sorted(nodes)]
+
+
+def remove_node_txn(cur: Cursor, node: str) -> None:
+    cur.execute("DELETE FROM node_settings WHERE node = ?", (node,))
+    settings = cur.rowcount
+    cur.execute("DELETE FROM nodes WHERE name = ?", (node,))
+    if not settings and not cur.rowcount:
+        raise NotFound(f"node {node} does not exist")

@@ -185,6 +185,29 @@ class LocalDeliveryTests(unittest.TestCase):
         self.assertEqual(len(self.files()), 3)
 
     @defer.inlineCallbacks
+    def test_lookup_overlapping_a_change_is_not_remembered(self) -> None:
+        """An account lookup that began before accounts changed (forget(): a change announced
+        by another node) may have read the old row; it answers its delivery but is not kept,
+        so the next message asks the store again and sees the change."""
+        answer: defer.Deferred[Any] = defer.Deferred()
+        asked: list[str] = []
+        real = self.store.get_account
+
+        def slow(name: str, domain: str) -> Any:
+            asked.append(name)
+            return answer if len(asked) == 1 else real(name, domain)
+
+        self.patch(self.store, "get_account", slow)
+        first = self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.agent.forget()  # the account was removed meanwhile
+        answer.callback(real("bob", "example.com").result)
+        yield first
+        self.store.accounts.discard("bob@example.com")
+        rs = yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(asked, ["bob", "bob"])
+        self.assertEqual(rs[0].state, "pending")
+
+    @defer.inlineCallbacks
     def test_missing_account_retries(self) -> None:
         """Mail for an account deleted after acceptance stays pending (retried, not dropped)."""
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("gone@example.com")])

@@ -103,7 +103,10 @@ class Server:
     def __init__(self, base: str, main_domain: str = "example.test",
                  extra_config: str = "", env: Optional[dict[str, str]] = None,
                  dns_records: Optional[dict[str, list[str]]] = None,
-                 dns_behaviours: Optional[dict[str, Any]] = None) -> None:
+                 dns_behaviours: Optional[dict[str, Any]] = None,
+                 server_config: str = "") -> None:
+        """``server_config``: more lines for the ``[server]`` section (``node = "n1"``);
+        ``extra_config``: more sections after ``[dns]``."""
         self.base = base
         self.main_domain = main_domain
         self.conf = os.path.join(base, "cgtwist.conf")
@@ -117,7 +120,7 @@ class Server:
         with open(self.conf, "w") as f:
             f.write(
                 f'[server]\nbase_dir = "{base}"\nmain_domain = "{main_domain}"\n'
-                f'hostname = "mail.{main_domain}"\nunprivileged_ports = true\n'
+                f'hostname = "mail.{main_domain}"\nunprivileged_ports = true\n{server_config}'
                 f'[dns]\nnameservers = ["{self.dns.address}"]\ntimeout = 5.0\n{extra_config}'
             )
 
