@@ -129,8 +129,11 @@ def test_invalid_stored_listeners_bind_nothing(tmp_path) -> None:  # type: ignor
     try:
         srv.set_listeners(ALL_LISTENERS[:1])
         with sqlite3.connect(os.path.join(srv.base, "cgtwist.db")) as db:
-            db.execute("UPDATE server_settings SET value = ? WHERE name = 'listeners'",
-                       (json.dumps([{"protocol": "smtp", "port": "twenty-five"}]),))
+            bad = json.dumps([{"protocol": "smtp", "port": "twenty-five"}])
+            # listeners are a node's setting (docs/CLUSTER.md): the default node's row
+            changed = db.execute("UPDATE node_settings SET value = ? WHERE name = 'listeners'",
+                                 (bad,)).rowcount
+            assert changed == 1
         code, out = srv.run_to_exit()
         assert code != 0, out
         assert "invalid listeners setting" in out
