@@ -10,6 +10,8 @@ REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 HERE="$REPO/bench"
 PY="${PY:-$REPO/.venv/bin/python}"
 SHARED="${SHARED:-$(cd "$REPO/../shared/bench" 2>/dev/null && pwd || true)}"
+# In a git worktree elsewhere, ../shared is beside the main checkout.
+[ -n "$SHARED" ] || SHARED="$(cd "$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)/../../shared/bench" 2>/dev/null && pwd || true)"
 export PYTHONPATH="$REPO"
 cd "$REPO"
 
@@ -185,15 +187,18 @@ bench_abba() {
 # SYSUSER's password hash (argon2id unless BENCH_HASH=plain: the same cost per login as
 # cgtwist's), uid and gid, each its own home ~SYSUSER/accounts/PREFIX<n> (mail in its Maildir).
 # Dovecot rereads the file when it changes; setup-peers.sh install rewrites it without them.
+# "fresh" as the 4th argument empties their Maildirs (mail and Dovecot's index): a benchmark
+# that compares mailboxes must start both servers from the same ones, and cgtwist's are new.
 # Prints the directory that holds the homes.
 dovecot_users() {
-  local prefix=$1 count=$2 sys=$3 file=/etc/dovecot/bench-users line hash uid gid home n
+  local prefix=$1 count=$2 sys=$3 fresh=${4:-} file=/etc/dovecot/bench-users line hash uid gid home n
   line=$(grep "^$sys:" "$file") || { echo "no $sys in $file (run setup-peers.sh)" >&2; exit 1; }
   hash=$(cut -d: -f2 <<< "$line"); uid=$(id -u "$sys"); gid=$(id -g "$sys")
   home=$(getent passwd "$sys" | cut -d: -f6)/accounts
   install -d -o "$sys" -g "$sys" -m 700 "$home"
   { grep -vE "^$prefix[0-9]+:" "$file" || true
     for n in $(seq "$count"); do
+      [ -z "$fresh" ] || rm -rf "${home:?}/$prefix$n/Maildir"
       install -d -o "$sys" -g "$sys" -m 700 "$home/$prefix$n" "$home/$prefix$n/Maildir"
       echo "$prefix$n:$hash:$uid:$gid::$home/$prefix$n::"
     done; } > "$file.new"
