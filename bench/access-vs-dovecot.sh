@@ -98,12 +98,17 @@ runs_for() {  # C: runs per half
   local r=$(( (MIN_SESSIONS + $1 - 1) / $1 )); [ "$r" -ge "$RUNS" ] || r=$RUNS
   echo $(( (r + 1) / 2 ))
 }
+# Before each Dovecot half: anyone's setup-peers.sh install rewrites the passwd-file without
+# the accounts added here (dovecot_users without "fresh" keeps the mail).
+dv_users() { [ "$1" != dovecot ] || { dovecot_users imapbench 1 imapbench; dovecot_users popbench "$POP_MAX" popbench; } >/dev/null; }
 imap() {  # server concurrency half runs
+  dv_users "$1"
   "$PY" "$SHARED/imap-bench.py" --host 127.0.0.1 --port "$(port imap "$1")" --user imapbench1 --password benchpass \
     --messages "$MESSAGES" --populate maildir --maildir "$(imap_maildir "$1")" --concurrency "$2" --runs "$4" \
     --json "$OUTDIR/imap-$1-c$2-h$3.json" > "$OUTDIR/imap-$1-c$2-h$3.txt"
 }
 pop() {  # server concurrency half runs
+  dv_users "$1"
   "$PY" "$HERE/pop_multi.py" --shared "$SHARED" --host 127.0.0.1 --port "$(port pop "$1")" --user popbench \
     --password benchpass --messages "$POP_MESSAGES" --maildir "$(pop_maildir "$1")" --concurrency "$2" \
     --runs "$4" --json "$OUTDIR/pop-$1-c$2-h$3.json" > "$OUTDIR/pop-$1-c$2-h$3.txt"
@@ -113,6 +118,7 @@ ORDER=$(bench_abba dovecot cgtwist)
 echo "order (ABBA) for every protocol and concurrency: $ORDER   (first: ${ORDER%% *})"
 # Warm-up, untimed: populate every mailbox and read it once on both servers.
 for who in dovecot cgtwist; do
+  dv_users "$who"
   "$PY" "$SHARED/imap-bench.py" --host 127.0.0.1 --port "$(port imap "$who")" --user imapbench1 \
     --password benchpass --messages "$MESSAGES" --populate maildir --maildir "$(imap_maildir "$who")" \
     --concurrency 1 --runs 1 --warmup 1 > "$OUTDIR/warm-imap-$who.txt"
