@@ -10,6 +10,8 @@ REPO="${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 HERE="$REPO/bench"
 PY="${PY:-$REPO/.venv/bin/python}"
 SHARED="${SHARED:-$(cd "$REPO/../shared/bench" 2>/dev/null && pwd || true)}"
+# In a git worktree elsewhere, ../shared is beside the main checkout.
+[ -n "$SHARED" ] || SHARED="$(cd "$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)/../../shared/bench" 2>/dev/null && pwd || true)"
 export PYTHONPATH="$REPO"
 cd "$REPO"
 
@@ -143,4 +145,63 @@ cg_smtp_server() {
   cg_start "$BASE"
   cg_wait_workers "${2:-0}"
   CG_MAILDIR="$BASE/base/Domains/example.test/smtpbench/Maildir"
+}
+
+# ---- fairness: load check and the order the servers ran in ----------------------------------
+# bench_load_check NAME: print the load average and refuse to run when the 1-minute load is
+# above BENCH_MAX_LOAD (default 1.0): on 2 shared cores someone else's test run halves either
+# server's share of the CPU for a while, and the ratio measures that, not the servers.
+# BENCH_IGNORE_LOAD=1 runs anyway with a loud warning (the result says so too).
+bench_load_check() {
+  local load max=${BENCH_MAX_LOAD:-1.0}
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  echo "$1: load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+  if awk -v l="$load" -v m="$max" 'BEGIN { exit !(l > m) }'; then
+    if [ -n "${BENCH_IGNORE_LOAD:-}" ]; then
+      echo "WARNING: 1-minute load $load > $max before the start; running anyway (BENCH_IGNORE_LOAD)." >&2
+      echo "WARNING: the numbers of this run are NOT comparable: other work shared the CPU." >&2
+      BENCH_LOADED=1
+    else
+      echo "$1: refusing to run: 1-minute load $load > $max (BENCH_MAX_LOAD). Wait for a quiet" >&2
+      echo "machine, or set BENCH_IGNORE_LOAD=1 for a trial run whose numbers mean little." >&2
+      exit 3
+    fi
+  fi
+}
+
+# bench_load_after NAME: the load average after the run, and the warning again if it was loaded.
+bench_load_after() {
+  echo "$1: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  [ -z "${BENCH_LOADED:-}" ] || echo "$1: WARNING: started above the load limit (BENCH_IGNORE_LOAD): noisy numbers"
+}
+
+# bench_abba A B: the ABBA order of two labels ("A B B A"), so that a drift in machine load,
+# page cache or file-system state during the run is charged to both servers alike. ABBA_FIRST=B
+# starts with the second label instead (BAAB).
+bench_abba() {
+  if [ "${ABBA_FIRST:-}" = "$2" ]; then echo "$2 $1 $1 $2"; else echo "$1 $2 $2 $1"; fi
+}
+
+# dovecot_users PREFIX COUNT SYSUSER: accounts PREFIX1..PREFIX<COUNT> in the bench Dovecot's
+# passwd-file (/etc/dovecot/bench-users, written by ../shared/bench/setup-peers.sh), with
+# SYSUSER's password hash (argon2id unless BENCH_HASH=plain: the same cost per login as
+# cgtwist's), uid and gid, each its own home ~SYSUSER/accounts/PREFIX<n> (mail in its Maildir).
+# Dovecot rereads the file when it changes; setup-peers.sh install rewrites it without them.
+# "fresh" as the 4th argument empties their Maildirs (mail and Dovecot's index): a benchmark
+# that compares mailboxes must start both servers from the same ones, and cgtwist's are new.
+# Prints the directory that holds the homes.
+dovecot_users() {
+  local prefix=$1 count=$2 sys=$3 fresh=${4:-} file=/etc/dovecot/bench-users line hash uid gid home n
+  line=$(grep "^$sys:" "$file") || { echo "no $sys in $file (run setup-peers.sh)" >&2; exit 1; }
+  hash=$(cut -d: -f2 <<< "$line"); uid=$(id -u "$sys"); gid=$(id -g "$sys")
+  home=$(getent passwd "$sys" | cut -d: -f6)/accounts
+  install -d -o "$sys" -g "$sys" -m 700 "$home"
+  { grep -vE "^$prefix[0-9]+:" "$file" || true
+    for n in $(seq "$count"); do
+      [ -z "$fresh" ] || rm -rf "${home:?}/$prefix$n/Maildir"
+      install -d -o "$sys" -g "$sys" -m 700 "$home/$prefix$n" "$home/$prefix$n/Maildir"
+      echo "$prefix$n:$hash:$uid:$gid::$home/$prefix$n::"
+    done; } > "$file.new"
+  chown root:dovecot "$file.new"; chmod 640 "$file.new"; mv "$file.new" "$file"
+  echo "$home"
 }

@@ -1,9 +1,18 @@
 """Watch an MTA's queue drain for the outbound benchmark and report the delivery rate.
 
 Counts queue files (cgtwist: ``Queue/*.msg``; Postfix: every file under incoming, active,
-deferred) twice a second from ``t0`` until only the stalled destinations' messages remain,
-then prints one CSV row: label, healthy messages, seconds, msgs/s overall and msgs/s between
-10 % and 90 % delivered (the steady rate), plus how many messages are still queued.
+deferred, maildrop) every ``INTERVAL`` seconds (default 0.1: a coarser sample would round a
+drain of a few seconds by a large fraction) from ``t0`` until only the stalled destinations'
+messages remain, then prints one CSV row:
+
+    label, healthy messages, delivered, seconds, msgs/s over the whole drain (start-up
+    included), first_s (the first sample that saw a message gone), msgs/s from that first
+    delivery (start-up excluded, the same way for both servers), steady msgs/s (10 % to 90 %
+    of the healthy messages delivered), still queued, ok|timeout
+
+t0 is taken before the server's start command, for both servers: "whole drain" includes the
+start-up of either (Python's import time, Postfix's postfix-script checks), "from first
+delivery" excludes it for both by the same criterion, measured by this same sampler.
 
     python bench/outbound_watch.py LABEL T0 TOTAL STALLED TIMEOUT cgtwist|postfix DIR
 """
@@ -28,6 +37,7 @@ def count(kind: str, root: str) -> int:
 
 def main() -> None:
     label, t0, total, stalled, timeout, kind, root = sys.argv[1:8]
+    interval = float(os.environ.get("INTERVAL", "0.1"))
     start, n_total, n_stalled = float(t0), int(total), int(stalled)
     healthy = n_total - n_stalled
     series: list[tuple[float, int]] = []
@@ -39,7 +49,8 @@ def main() -> None:
         series.append((now - start, done))
         if left <= n_stalled or now > deadline:
             break
-        time.sleep(0.5)
+        # Sample on a fixed grid, not "interval after the count": the count itself takes time.
+        time.sleep(max(0.0, interval - (time.time() - now)))
     elapsed, done = series[-1]
 
     def at(fraction: float) -> float:
@@ -48,8 +59,11 @@ def main() -> None:
 
     t10, t90 = at(0.1), at(0.9)
     steady = 0.8 * healthy / (t90 - t10) if t90 > t10 else float("nan")
-    print(f"{label},{healthy},{done},{elapsed:.2f},{done / elapsed:.1f},{steady:.1f},"
-          f"{n_total - done},{'ok' if done >= healthy else 'timeout'}", flush=True)
+    # The last sample at which nothing had gone yet: delivery began after it.
+    first = max((t for t, d in series if d <= 0), default=0.0)
+    from_first = done / (elapsed - first) if elapsed > first else float("nan")
+    print(f"{label},{healthy},{done},{elapsed:.2f},{done / elapsed:.1f},{first:.2f},{from_first:.1f},"
+          f"{steady:.1f},{n_total - done},{'ok' if done >= healthy else 'timeout'}", flush=True)
     with open(os.environ.get("SERIES_OUT", os.devnull), "a") as f:
         for t, d in series:
             f.write(f"{label},{t:.2f},{d}\n")

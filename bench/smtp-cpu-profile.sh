@@ -5,6 +5,9 @@
 #   S=10 M=1500 bench/smtp-cpu-profile.sh    (PROFILE=1: py-spy record to /tmp/cgtwist-prof.txt)
 set -u
 . "$(dirname "$0")/lib.sh"
+# CPU per message grows when other work thrashes the caches: not above a 1-minute load of 1.0
+# (BENCH_MAX_LOAD; BENCH_IGNORE_LOAD=1 runs anyway).
+bench_load_check smtp-cpu-profile
 # SETTINGS="key value;key value": more settings to try (e.g. "queue.destination_concurrency 10")
 CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} CG_SETTINGS="${SETTINGS:-}" cg_smtp_server cgcpu "${WORKERS:-}"
 PID=$CG_PID
@@ -34,4 +37,5 @@ python3 -c "print('msg/s', round(${M:-1000}/($t1-$t0),1))"
 grep -c "" $BASE/cgtwist.log*
 [ -n "${STRACE:-}" ] && { kill -INT $SPID; sleep 1; }
 [ -n "${KEEPLOG:-}" ] && cp $BASE/cgtwist.log /tmp/cgd/last.log
+bench_load_after smtp-cpu-profile
 exit 0  # the EXIT trap (cg_begin) stops the servers

@@ -7,8 +7,10 @@
 # Postfix listens on 127.0.0.1:2525 (../shared/bench/setup-peers.sh), cgtwist on 127.0.0.1:2625,
 # both delivering to smtpbench@example.test's Maildir. The two servers take turns run by run
 # (ABBA, see below) so that both see the same machine load and the same file-system state.
+# Refuses to start above a 1-minute load of 1.0 (BENCH_MAX_LOAD; BENCH_IGNORE_LOAD=1 runs anyway).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+bench_load_check smtp-vs-postfix
 export MSGS=${MSGS:-2000} SIZE=${SIZE:-5120} RUNS=${RUNS:-3}
 SESSIONS_LIST=${SESSIONS:-"1 10 50"}
 OUTDIR="${RESULTS_DIR:-/tmp/cgtwist-bench}"
@@ -32,9 +34,11 @@ cg() { SESSIONS=$1 RUNS=1 COUNT_DIR="$CG_MAILDIR" CLEAN=1 OUT="$CSV" bash "$SHAR
 # group here, so the run after a Postfix run walks past thousands of inodes freed seconds ago
 # (`recently_deleted`) for each file it creates; cgtwist recycles its spool files and leaves
 # no such trail. A fixed order would charge that to whichever server always came second.
+echo "order (ABBA): postfix first in odd runs, cgtwist first in even ones (first: postfix)"
 for s in $SESSIONS_LIST; do
   for r in $(seq "$RUNS"); do
     if [ $((r % 2)) = 1 ]; then pf "$s"; cg "$s"; else cg "$s"; pf "$s"; fi
   done
 done
 "$PY" "$HERE/ratios.py" "$CSV" cgtwist postfix
+bench_load_after smtp-vs-postfix
