@@ -9,6 +9,7 @@ errors to the SMTP replies the spool gives (RFC 5321 §4.2.5: 452 4.3.1 / 451 4.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import threading
 import time
@@ -117,6 +118,9 @@ class DirSync:
             raise batch.error
 
 
+_reserve_counter = itertools.count()
+
+
 class Recycler:
     """Finished spool files kept in a pool directory and reused for new messages.
 
@@ -132,6 +136,15 @@ class Recycler:
     A file bigger than ``keep_bytes`` is emptied as it enters the pool, so the pool never
     holds more than ``limit`` x ``keep_bytes`` of disk (64 MiB by default).
 
+    That pool fsync would sit between a message's data and its 250, so each process keeps a
+    small *reserve* instead (``refill``, run after a store, off the reply's path): pool files
+    moved into the writer's own directory as ``<time>-<pid>-<n>.rsv`` and, in one shared fsync,
+    durably out of the pool before any is handed out. ``take`` prefers the reserve: a rename in
+    the directory the message is committed in, whose one fsync (the commit's) makes the
+    reserve name's removal durable with the ``.msg`` name, so no extra fsync. A power cut may
+    orphan a reserve file (lost+found: a lost pool file, never a message) or leave one beside
+    nothing: recovery deletes ``.rsv`` files.
+
     Safe between processes (an SMTP worker takes what the server gives): a file is claimed by
     the rename that moves it out of the pool, which only one caller wins. The pool keeps at
     most ``limit`` files; beyond that finished files are deleted as before. Pool files hold
@@ -139,11 +152,15 @@ class Recycler:
     """
 
     RESCAN = 1.0  # seconds between directory listings when the pool looked empty or full
+    RESERVE = 16  # pool files a process keeps ready in its own directory
 
-    def __init__(self, path: str, limit: int = 1024, keep_bytes: int = 64 << 10) -> None:
+    def __init__(self, path: str, limit: int = 1024, keep_bytes: int = 64 << 10,
+                 reserve_dir: Optional[str] = None) -> None:
         self.path = path
         self.limit = limit
         self.keep_bytes = keep_bytes
+        self.reserve_dir = reserve_dir
+        self._reserve: list[str] = []  # names in reserve_dir, durably out of the pool
         self._lock = threading.Lock()
         self._names: list[str] = []
         self._empty_until = 0.0
@@ -152,9 +169,50 @@ class Recycler:
         make_dirs(path)
         self._taken = DirSync(path)
 
-    def take(self, dest: str) -> bool:
-        """Thread: move a pooled file to ``dest`` (which must not exist); False if the pool
-        is empty, and the caller creates a new file."""
+    def take(self, dest: str) -> Optional[str]:
+        """Thread: move a reserved or pooled file to ``dest`` (which must not exist): "reserve"
+        (nothing more to do: ``dest`` must be in ``reserve_dir``), "pool" (call ``taken``
+        before the file becomes a ``.msg``), or None if both are empty, and the caller creates
+        a new file."""
+        while self.reserve_dir is not None and os.path.dirname(dest) == self.reserve_dir:
+            with self._lock:
+                if not self._reserve:
+                    break
+                name = self._reserve.pop()
+            try:
+                os.rename(os.path.join(self.reserve_dir, name), dest)
+                return "reserve"
+            except FileNotFoundError:
+                continue  # removed meanwhile (a sweep): take the next
+        return "pool" if self._take_pooled(dest) else None
+
+    def wants_refill(self) -> bool:
+        """Whether ``refill`` has work: the reserve below half and the pool not known empty."""
+        with self._lock:
+            return (self.reserve_dir is not None and len(self._reserve) < self.RESERVE // 2
+                    and time.monotonic() >= self._empty_until)
+
+    def refill(self) -> int:
+        """Thread: move pool files into ``reserve_dir`` until the reserve is full, make their
+        pool names durably gone (one fsync of the pool directory), then offer them to
+        ``take``; returns how many were added."""
+        if self.reserve_dir is None:
+            return 0
+        with self._lock:
+            want = self.RESERVE - len(self._reserve)
+        moved = []
+        for _ in range(max(0, want)):
+            name = f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_reserve_counter)}.rsv"
+            if not self._take_pooled(os.path.join(self.reserve_dir, name)):
+                break
+            moved.append(name)
+        if moved:
+            self._taken.sync()  # raises: the files stay unoffered; recovery deletes them
+            with self._lock:
+                self._reserve.extend(moved)
+        return len(moved)
+
+    def _take_pooled(self, dest: str) -> bool:
         while True:
             with self._lock:
                 if not self._names:
@@ -225,6 +283,7 @@ class Recycler:
             return False
         with self._lock:
             self._names.append(name)  # this process's next take needs no listing
+            self._empty_until = 0.0
         return True
 
 

@@ -138,7 +138,8 @@ class Spool:
         self._created = time.time() - 1.0  # file system timestamps may be coarse
         make_dirs(self.corrupt_dir)
         make_dirs(self.incoming_dir)
-        self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR))
+        self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR), reserve_dir=self.dir)
+        self._refilling = False
         self._done = DoneLog(self.dir)
         # adopt's and remove's small file moves, made durable by each job's commit; these
         # lists are the current job's, touched only in its thread (one job at a time)
@@ -192,6 +193,7 @@ class Spool:
             self._count += 1
             self._recorded[msg_id] = states
             self._no_journal.add(msg_id)
+            self._refill()
             return msg_id
 
         def failed(f: Failure) -> Failure:
@@ -207,6 +209,21 @@ class Spool:
             return f
 
         return self._in_thread(self._commit, env_json, data).addCallbacks(durable, failed)
+
+    def _refill(self) -> None:
+        """Top up the recycler's reserve in a thread job of its own, after the reply: its pool
+        fsync never waits between a message and its 250 (``Recycler``)."""
+        if self._refilling or not self._recycler.wants_refill():
+            return
+        self._refilling = True
+
+        def done(result: Any) -> None:
+            self._refilling = False
+            if isinstance(result, Failure):
+                self.log.warn("spool: refilling the file reserve failed: {err}",
+                              err=result.getErrorMessage())
+
+        self._in_thread(self._recycler.refill).addBoth(done)
 
     def _commit(self, env_json: bytes, data: bytes) -> str:
         """Thread: ``_write``, then the (shared) directory fsync; a message whose directory
@@ -248,7 +265,7 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if reused:  # its pool name durably gone before the inode is named a .msg
+            if reused == "pool":  # its pool name durably gone before the inode is a .msg
                 self._recycler.taken()
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
             os.rename(tmp, self._path(msg_id, ".msg"))
@@ -407,7 +424,7 @@ class Spool:
             for name in os.listdir(self.incoming_dir):
                 if name.endswith(".msg") and fmt.valid_id(name[:-4]):
                     ids.append(name[:-4])
-                elif name.endswith(".tmp"):
+                elif name.endswith((".tmp", ".rsv")):
                     pid = _writer_pid(name)
                     if pid is not None and pid not in live_pids:
                         unlink_quiet(os.path.join(self.incoming_dir, name))
@@ -558,6 +575,9 @@ class Spool:
                         continue  # being written by this process right now (SMTP is up)
                     unlink_quiet(full)
                     removed.append(name)
+                elif name.endswith(".rsv"):
+                    unlink_quiet(full)  # a reserve left by a process gone (Recycler); a
+                    # concurrent refill's loses a file or two: take skips a vanished name
                 elif name.endswith(".jrn") and name[:-4] not in msgs:
                     unlink_quiet(full)
                     removed.append(name)
@@ -627,6 +647,8 @@ class Spool:
             elif name.endswith(".tmp"):
                 unlink_quiet(full)
                 removed.append(os.path.join("incoming", name))
+            elif name.endswith(".rsv"):
+                unlink_quiet(full)  # a worker's reserve (Recycler)
         if linked:
             self._dirsync.sync()
             for full in linked:

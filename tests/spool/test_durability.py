@@ -89,6 +89,64 @@ class DurabilityTests(SpoolTestBase):
                 self.assertFalse(pool and msgs, f"after {rec.ops[i] if i >= 0 else 'start'}: "
                                  f"pool name {pool} and {msgs} on one inode")
 
+    def test_a_reserved_pool_file_costs_no_pool_fsync_before_the_250(self) -> None:
+        """After a store, the spool moves pool files into a reserve in Queue/ and fsyncs the
+        pool directory then, off the reply's path; the next message reuses a reserved file
+        with no fsync of free/ between its data and its 250, and still no crash state names
+        the inode in free/ beside a .msg, while every state after the commit names the .msg."""
+        a = self.successResultOf(self.server.store(envelope(1), DATA))
+        b = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.successResultOf(self.server.remove(a))
+        self.successResultOf(self.server.remove(b))
+        self.assertEqual(len(os.listdir(self.free)), 2)
+        self.successResultOf(self.server.store(envelope(1), DATA))  # takes one, reserves one
+        reserve = [n for n in os.listdir(self.qdir) if n.endswith(".rsv")]
+        self.assertEqual((len(reserve), os.listdir(self.free)), (1, []))
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        token = rec.token(os.path.join(self.qdir, reserve[0]))
+        new = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.assertEqual(rec.token(os.path.join(self.qdir, new + ".msg")), token)  # reused
+        self.assertEqual([op for op in rec.ops if op[0] == "fsync" and op[1] == self.free], [])
+        commit = rec.index("fsync", self.qdir)
+        for i in range(-1, len(rec.ops)):
+            for state in rec.crash_states(i):
+                pool = [n for n, t in state[self.free].items() if t == token]
+                msgs = [n for n, t in state[self.qdir].items() if t == token and n.endswith(".msg")]
+                self.assertFalse(pool and msgs, f"after {rec.ops[i] if i >= 0 else 'start'}")
+                if i >= commit:
+                    self.assertEqual(msgs, [new + ".msg"], f"after {rec.ops[i]}: {state}")
+
+    def test_a_refill_offers_nothing_whose_pool_name_may_survive(self) -> None:
+        """Reserved files are offered only after the pool directory's fsync: when it fails,
+        none is used and the next message gets a file of its own."""
+        a = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.successResultOf(self.server.remove(a))
+        recycler = self.server._recycler
+
+        def broken() -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(recycler._taken, "sync", broken)
+        self.assertRaises(OSError, recycler.refill)
+        self.assertEqual(recycler._reserve, [])
+        self.assertEqual(recycler.take(os.path.join(self.qdir, "x.tmp")), None)  # pool: empty
+
+    def test_recovery_deletes_reserved_files(self) -> None:
+        """Reserve files (pool files a process moved into its directory) are nobody's mail:
+        at start the server deletes them in Queue/ and Queue/incoming/, and a sweep deletes
+        those of a worker that ended."""
+        names = [os.path.join(self.qdir, "0000000000000001-1-1.rsv"),
+                 os.path.join(self.incoming, "0000000000000001-2-1.rsv")]
+        for n in names:
+            with open(n, "wb") as f:
+                f.write(DATA)
+        self.assertEqual(self.successResultOf(sync_spool(self.base).recover()), [])
+        self.assertEqual([os.path.exists(n) for n in names], [False, False])
+        with open(names[1], "wb") as f:
+            f.write(DATA)
+        self.assertEqual(self.successResultOf(self.server.incoming(frozenset({os.getpid()}))), [])
+        self.assertFalse(os.path.exists(names[1]))
+
     def test_recovery_drops_a_pool_name_that_shares_a_messages_inode(self) -> None:
         """After a cut that kept both names of an inode (e2fsck: "ref count is 1, should be
         2"), recovery deletes the pool name, so the next message does not overwrite the
