@@ -19,24 +19,22 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cgtwist.protocols import imap_binary, imap_esearch, imap_fetch, imap_parse, imap_search
+from cgtwist.protocols import (
+    imap_binary,
+    imap_esearch,
+    imap_fetch,
+    imap_parse,
+    imap_scan,
+    imap_search,
+)
 from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
-# SEARCH works on the reactor in batches, letting other sessions in between: at most this
-# many messages, and no more message text read than _SEARCH_BATCH_BYTES (BODY and TEXT read and
-# parse each file, so a batch of large messages would otherwise hold the reactor for long).
-# Matching in I/O threads instead was measured ten times slower with four searching clients
-# (GIL hand-offs at every file read).
-_SEARCH_BATCH = 200
-_SEARCH_BATCH_BYTES = 4 << 20
-# A message larger than this is read and decoded for BODY/TEXT in an I/O thread (one at a
-# time per SEARCH), so no single message holds the reactor for the length of its text.
-_SEARCH_OFFLOAD = 1 << 20
+# SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.
 _STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
 # FETCH items answered from the index: an expunged message still has them (RFC 2180 §4.1.2).
 _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size"))
-_TURN = 0.01  # seconds of FETCH or SEARCH work in one reactor turn before yielding
+_TURN = 0.01  # seconds of FETCH work in one reactor turn before yielding
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
 _FETCH_OFFLOAD = 1 << 20
@@ -271,55 +269,11 @@ class MessageCommands(MailboxCommands):
             self._search_failed(ret)
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
-        box = self.mbox
-        runner = getattr(self.account, "run", None)
-        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+        d = imap_scan.collect(self.mbox, getattr(self.account, "run", None), self.clock,
+                              lambda: self._closed, pred, texts, lambda _text, seq, u: (seq, u))
 
-        def run(rows: Any) -> defer.Deferred[tuple[list[int], list[int]]]:
-            rows = list(rows)
-            count = box.getMessageCount()
-            top_uid = rows[-1][1].getUID() if rows else 0
-            found: list[int] = []
-            found_uids: list[int] = []
-            done: defer.Deferred[tuple[list[int], list[int]]] = defer.Deferred()
-
-            def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
-                i, read = start, 0
-                end = min(len(rows), start + _SEARCH_BATCH)
-                try:
-                    ctx = imap_search.Context(0, 0, count, top_uid)
-                    deadline = self.clock.seconds() + _TURN
-                    while i < end and read < _SEARCH_BATCH_BYTES and self.clock.seconds() <= deadline:
-                        seq, msg = rows[i]
-                        text = prepared or imap_search.MessageText(msg, lambda m=msg: imap_fetch.read_raw(m))
-                        if prepared is None and texts and runner is not None and msg.getSize() > _SEARCH_OFFLOAD:
-                            # Reading and decoding a large message would hold the reactor:
-                            # do it in a thread, then match it here from the start of a turn.
-                            d = runner(text.prepare, texts)
-                            d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
-                            return
-                        prepared = None
-                        i += 1
-                        ctx.seq = seq
-                        ctx.uid = msg.getUID()
-                        if pred(text, ctx):
-                            found.append(seq)
-                            found_uids.append(ctx.uid)
-                        read += text.bytes_read
-                except Exception:
-                    done.errback()
-                    return
-                if i < len(rows):
-                    if self._closed:  # the client went away: stop working for it
-                        return
-                    self.clock.callLater(0, batch, i)
-                else:
-                    done.callback((found, found_uids))
-            batch(0)
-            return done
-
-        def show(result: tuple[list[int], list[int]]) -> None:
-            seqs, uids = result
+        def show(result: list[tuple[int, int]]) -> None:
+            seqs, uids = [s for s, _u in result], [u for _s, u in result]
             numbers = uids if uid else seqs
             if ret is None:
                 self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
@@ -336,7 +290,7 @@ class MessageCommands(MailboxCommands):
             self._search_failed(ret)
             self._fail(tag, "SEARCH")(f)
 
-        d.addCallback(run).addCallback(show).addErrback(failed)
+        d.addCallback(show).addErrback(failed)
 
     def _search_failed(self, ret: Optional[imap_esearch.Return]) -> None:
         """RFC 5182 §2.1: a failed SEARCH that was to save its result leaves ``$`` empty."""

@@ -3,8 +3,8 @@ mixin of the selected state.
 
 Owns the command's course: arguments through cgtwist.protocols.imap_sort, the search part
 through imap_search's compiled predicate, then matching and key collection on the reactor in
-bounded batches (like SEARCH: at most _BATCH messages or _TURN seconds a turn, large messages
-read in the mailstore's threads when BODY/TEXT needs them; keys come from the cached headers),
+bounded batches (cgtwist.protocols.imap_scan, as SEARCH: large messages read in the
+mailstore's threads when BODY/TEXT needs them; keys come from the cached headers),
 and the final sort or threading in a mailstore thread when the folder is large. The orders
 themselves are imap_sort's and imap_thread's pure functions.
 """
@@ -14,22 +14,13 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
-from twisted.mail import imap4
 
-from cgtwist.protocols import imap_fetch, imap_parse, imap_search, imap_sort, imap_thread
+from cgtwist.protocols import imap_parse, imap_scan, imap_search, imap_sort, imap_thread
 
 T = TypeVar("T")
-_BATCH = 200  # messages matched and keyed in one reactor turn at most
-_BATCH_BYTES = 4 << 20  # message text read for BODY/TEXT in one turn at most
-_TURN = 0.01  # seconds of work in one reactor turn before yielding
-_OFFLOAD = 1 << 20  # a message this large is read for BODY/TEXT in a thread
 # Above this many messages the final sort or threading runs in a mailstore thread: sorting
 # 10,000 keys costs ~10 ms, threading them ~100 ms, too long for the reactor.
 _ORDER_IN_THREAD = 1000
-
-
-def _reader(msg: Any) -> Callable[[], bytes]:
-    return lambda: imap_fetch.read_raw(msg)
 
 
 class SortCommands:
@@ -150,49 +141,7 @@ class SortCommands:
     def _collect(self, pred: imap_search.Predicate, texts: set[str], uid: bool,
                  key: Callable[[imap_search.MessageText, int, int], T]) -> defer.Deferred[list[T]]:
         """``key(text, seq, number)`` of every message the predicate matches, in mailbox
-        order, a bounded batch per reactor turn (``number`` is the UID for UID SORT/THREAD)."""
-        box = self.mbox
-        runner = getattr(self.account, "run", None)
-        done: defer.Deferred[list[T]] = defer.Deferred()
-        found: list[T] = []
-
-        def run(rows: Any) -> None:
-            rows = list(rows)
-            count = box.getMessageCount()
-            top_uid = rows[-1][1].getUID() if rows else 0
-
-            def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
-                i, read = start, 0
-                end = min(len(rows), start + _BATCH)
-                try:
-                    ctx = imap_search.Context(0, 0, count, top_uid)
-                    deadline = self.clock.seconds() + _TURN
-                    while i < end and read < _BATCH_BYTES and self.clock.seconds() <= deadline:
-                        seq, msg = rows[i]
-                        text = prepared or imap_search.MessageText(msg, _reader(msg))
-                        if prepared is None and texts and runner is not None and msg.getSize() > _OFFLOAD:
-                            # Reading and decoding a large message would hold the reactor.
-                            d = runner(text.prepare, texts)
-                            d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
-                            return
-                        prepared = None
-                        i += 1
-                        ctx.seq = seq
-                        ctx.uid = msg.getUID()
-                        if pred(text, ctx):
-                            found.append(key(text, seq, ctx.uid if uid else seq))
-                        read += text.bytes_read
-                except Exception:
-                    done.errback()
-                    return
-                if i < len(rows):
-                    if self._closed:  # the client went away: stop working for it
-                        return
-                    self.clock.callLater(0, batch, i)
-                else:
-                    done.callback(found)
-            batch(0)
-
-        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
-        d.addCallbacks(run, done.errback)
-        return done
+        order, in SEARCH's bounded batches (``number`` is the UID for UID SORT/THREAD)."""
+        return imap_scan.collect(
+            self.mbox, getattr(self.account, "run", None), self.clock, lambda: self._closed,
+            pred, texts, lambda text, seq, u: key(text, seq, u if uid else seq))

@@ -242,9 +242,9 @@ class SearchTests(Base):
         """A BODY search stops its batch once it has read the batch's budget of message text
         and goes on in a later reactor turn (other sessions are served in between); flag
         searches read nothing and finish in one turn. The answer is the same."""
-        from cgtwist.protocols import imap_messages
+        from cgtwist.protocols import imap_scan
 
-        self.patch(imap_messages, "_SEARCH_BATCH_BYTES", 1)
+        self.patch(imap_scan, "BATCH_BYTES", 1)
         out = self.c.send(b's SEARCH BODY "part two"\r\n')
         self.assertNotIn(b"* SEARCH", out)
         other = Client(self.world)

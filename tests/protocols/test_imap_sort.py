@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_sort, imap_sortcmds
+from cgtwist.protocols import imap_scan, imap_sort, imap_sortcmds
 from cgtwist.protocols.imap_parse import ParseError, tokenize
 from cgtwist.protocols.imap_search import BadCharset, MessageText
 from tests.protocols.test_imap_support import Client, World
@@ -197,7 +197,7 @@ class CommandTests(unittest.TestCase):
     def test_keys_are_collected_in_bounded_batches(self) -> None:
         """Matching and key collection stop after a batch and go on in a later reactor turn,
         other sessions being served in between; the answer is the same."""
-        self.patch(imap_sortcmds, "_BATCH", 1)
+        self.patch(imap_scan, "BATCH", 1)
         out = self.c.send(b"s SORT (DATE) UTF-8 ALL\r\n")
         self.assertNotIn(b"* SORT", out)
         other = Client(self.world)

@@ -1,0 +1,78 @@
+"""Matching a search predicate over the selected mailbox without holding the reactor.
+
+Owns the one loop SEARCH, SORT and THREAD share: the messages in mailbox order, at most
+``BATCH`` messages, ``BATCH_BYTES`` of message text or ``TURN`` seconds per reactor turn; a
+message larger than ``OFFLOAD`` whose BODY/TEXT must be decoded is read and decoded in the
+mailstore's threads first and matched on the reactor at the start of a turn (matching in I/O
+threads was measured ten times slower with four searching clients: GIL hand-offs at every file
+read). It never parses commands and never writes responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, TypeVar
+
+from twisted.internet import defer
+from twisted.mail import imap4
+
+from cgtwist.protocols import imap_fetch, imap_search
+
+T = TypeVar("T")
+BATCH = 200  # messages matched in one reactor turn at most
+BATCH_BYTES = 4 << 20  # message text read for BODY/TEXT in one turn at most
+TURN = 0.01  # seconds of matching in one reactor turn before yielding
+OFFLOAD = 1 << 20  # a message this large is read and decoded for BODY/TEXT in a thread
+
+
+def _reader(msg: Any) -> Callable[[], bytes]:
+    return lambda: imap_fetch.read_raw(msg)
+
+
+def collect(box: Any, runner: Optional[Callable[..., defer.Deferred[Any]]], clock: Any,
+            gone: Callable[[], bool], pred: imap_search.Predicate, texts: set[str],
+            key: Callable[[imap_search.MessageText, int, int], T]) -> defer.Deferred[list[T]]:
+    """``key(text, seq, uid)`` of every message of ``box`` that ``pred`` matches, in mailbox
+    order. ``runner`` runs blocking work in a thread (None: never offload); ``gone()`` true
+    stops the work (the client went away); ``texts`` names the BODY/TEXT parts needed."""
+    done: defer.Deferred[list[T]] = defer.Deferred()
+    found: list[T] = []
+
+    def run(rows: Any) -> None:
+        rows = list(rows)
+        count = box.getMessageCount()
+        top_uid = rows[-1][1].getUID() if rows else 0
+
+        def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
+            i, read = start, 0
+            end = min(len(rows), start + BATCH)
+            try:
+                ctx = imap_search.Context(0, 0, count, top_uid)
+                deadline = clock.seconds() + TURN
+                while i < end and read < BATCH_BYTES and clock.seconds() <= deadline:
+                    seq, msg = rows[i]
+                    text = prepared or imap_search.MessageText(msg, _reader(msg))
+                    if prepared is None and texts and runner is not None and msg.getSize() > OFFLOAD:
+                        d = runner(text.prepare, texts)
+                        d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
+                        return
+                    prepared = None
+                    i += 1
+                    ctx.seq = seq
+                    ctx.uid = msg.getUID()
+                    if pred(text, ctx):
+                        found.append(key(text, seq, ctx.uid))
+                    read += text.bytes_read
+            except Exception:
+                done.errback()
+                return
+            if i < len(rows):
+                if gone():
+                    return
+                clock.callLater(0, batch, i)
+            else:
+                done.callback(found)
+        batch(0)
+
+    d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+    d.addCallbacks(run, done.errback)
+    return done
