@@ -152,13 +152,16 @@ class TurnBufferedFile:
     line: each system call on the reactor thread releases the GIL, and getting it back from
     busy worker threads cost more than the write. Lines from other threads are written at
     once, after what is gathered. A process killed with SIGKILL loses at most the lines of
-    the turn it was in; an orderly stop flushes (``flush_now``)."""
+    the turn it was in; an orderly stop flushes and stops gathering (``unbuffer``, after the
+    reactor's shutdown): the reactor's own last line ("Main loop terminated.") and twistd's
+    after it are written once no turn would ever come to flush them."""
 
     def __init__(self, target: Any, reactor: Any) -> None:
         self.target = target
         self.reactor = reactor
         self._buf: list[Any] = []
         self._scheduled = False
+        self._direct = False  # set by unbuffer: every line written at once
         # Reentrant: a signal handler runs on the reactor thread between any two bytecodes,
         # also inside write or flush_now, and Twisted's logs ("Received SIGTERM"); with a
         # plain Lock that line waited for ever on the lock its own thread held.
@@ -166,7 +169,7 @@ class TurnBufferedFile:
         self._thread = threading.get_ident()  # built on the reactor thread
 
     def write(self, data: Any) -> None:
-        if threading.get_ident() != self._thread:
+        if self._direct or threading.get_ident() != self._thread:
             with self._lock:
                 self._write_out(self._take() + [data])
             return
@@ -186,6 +189,13 @@ class TurnBufferedFile:
         self._scheduled = False
         with self._lock:
             self._write_out(self._take())
+
+    def unbuffer(self) -> None:
+        """Write what is gathered and every later line at once: for the reactor's
+        ``after shutdown``, when no turn is left to flush them."""
+        with self._lock:
+            self._direct = True
+        self.flush_now()
 
     def _take(self) -> list[Any]:
         buf, self._buf = self._buf, []

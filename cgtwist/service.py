@@ -147,7 +147,7 @@ class CgtwistService(MultiService):
                 if out is not None and not isinstance(out, TurnBufferedFile):
                     buffered = TurnBufferedFile(out, self.reactor)
                     observer._outFile = buffered  # type: ignore[assignment]
-                    self.reactor.addSystemEventTrigger("after", "shutdown", buffered.flush_now)
+                    self.reactor.addSystemEventTrigger("after", "shutdown", buffered.unbuffer)
         if self.cfg.log_level != "debug":
             level = LogLevel.levelWithName(self.cfg.log_level)
             set_level(level)

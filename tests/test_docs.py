@@ -49,7 +49,7 @@ class ReadmeTests(unittest.TestCase):
         """The unit's ExecStart and the README's daemon example name the twistd inside the
         virtual environment the README's install commands create, not /usr/local/bin."""
         unit = read("etc", "cgtwist.service")
-        exec_start = re.search(r"^ExecStart=(\S+)", unit, re.M)
+        exec_start = re.search(r"^ExecStart=\+?(\S+)", unit, re.M)
         assert exec_start is not None
         venv = os.path.dirname(os.path.dirname(exec_start.group(1)))
         readme = read("README.md")
