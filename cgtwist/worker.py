@@ -211,7 +211,7 @@ def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
     from cgtwist.logs import LevelFilter, TurnBufferedFile, plain_text, set_level
 
     out = TurnBufferedFile(sys.stderr, reactor)
-    reactor.addSystemEventTrigger("after", "shutdown", out.flush_now)
+    reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # lines after it, too
 
     @implementer(ILogObserver)
     def observer(event: Any) -> None:
