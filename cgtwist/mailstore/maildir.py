@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Mapping, Optional, Union
+from typing import BinaryIO, Iterable, Iterator, Mapping, Optional, Union
 
 SUBDIRS = ("cur", "new", "tmp")
 
@@ -416,34 +416,39 @@ def _body_start(data: bytes) -> Optional[int]:
     return min(cands) if cands else None
 
 
-def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[str, str]:
-    """Header block -> {lower-case name: value}; the first occurrence wins, folding kept.
-
-    Values are decoded latin-1 so every octet round-trips (``.encode("latin-1")``).
-    """
-    out: dict[str, str] = {}
+def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
+    """(lower-case name, value) of every field of a header block, in order, up to its blank
+    line; folded lines joined with CRLF, outer white space stripped. Values are decoded
+    latin-1 so every octet round-trips (``.encode("latin-1")``); lines that are not a field
+    (no colon, a name with white space around it) are skipped with their continuations."""
     name: Optional[str] = None
     value: list[str] = []
-
-    def flush() -> None:
-        if name is not None and (only is None or name in only) and name not in out:
-            out[sys.intern(name)] = "\r\n".join(value).strip()
-
     for raw in block.split(b"\n"):
         line = raw.rstrip(b"\r").decode("latin-1")
         if not line:
-            continue
+            break
         if line[0] in " \t":
             if name is not None:
                 value.append(line)
             continue
-        flush()
+        if name is not None:
+            yield name, "\r\n".join(value).strip()
         n, sep, v = line.partition(":")
         if not sep or not n or n != n.strip():
             name, value = None, []
             continue
         name, value = n.lower(), [v.lstrip()]
-    flush()
+    if name is not None:
+        yield name, "\r\n".join(value).strip()
+
+
+def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[str, str]:
+    """Header block -> {lower-case name: value} (``header_fields``); the first occurrence
+    wins; ``only`` keeps just those names."""
+    out: dict[str, str] = {}
+    for name, value in header_fields(block):
+        if (only is None or name in only) and name not in out:
+            out[sys.intern(name)] = value
     return out
 
 

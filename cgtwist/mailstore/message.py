@@ -203,27 +203,9 @@ class MaildirMessage:
 
 
 def header_instances(block: bytes, name: str) -> list[str]:
-    """All values of the field ``name`` (lower-case) in a header block, decoded latin-1 so
-    each octet round-trips, folded lines joined with CRLF."""
-    out: list[str] = []
-    current: Optional[list[str]] = None
-    for raw in block.split(b"\n"):
-        line = raw.rstrip(b"\r").decode("latin-1")
-        if not line:
-            break
-        if line[0] in " \t":
-            if current is not None:
-                current.append(line)
-            continue
-        if current is not None:
-            out.append("\r\n".join(current).strip())
-            current = None
-        field, sep, value = line.partition(":")
-        if sep and field.lower() == name:
-            current = [value.lstrip()]
-    if current is not None:
-        out.append("\r\n".join(current).strip())
-    return out
+    """All values of the field ``name`` (lower-case) in a header block, in order
+    (``maildir.header_fields``: latin-1, folded lines joined with CRLF)."""
+    return [value for field, value in maildir.header_fields(block) if field == name]
 
 
 class _Tail:

@@ -128,3 +128,16 @@ class DurableDirectoryTests(unittest.TestCase):
         for i, e in made:
             self.assertTrue(log.name_durable_at(i, log.at("done")), e)
         self.assertFalse(maildir.ensure(inbox))
+
+
+class HeaderFieldTests(unittest.TestCase):
+    def test_one_parser_for_first_and_every_instance(self) -> None:
+        """parse_headers (cached metadata: first instance) and header_instances (SEARCH HEADER:
+        every instance) read a header block the same way: folding kept, bad lines skipped."""
+        from cgtwist.mailstore.message import header_instances
+
+        block = (b"Received: a\r\n\tfolded\r\nX-Bad line\r\n continued\r\nSubject : no\r\n"
+                 b"received: b\r\nSubject: hi\r\n\r\nbody: not a field\r\n")
+        self.assertEqual(maildir.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "hi"})
+        self.assertEqual(header_instances(block, "received"), ["a\r\n\tfolded", "b"])
+        self.assertEqual(header_instances(block, "body"), [])
