@@ -94,13 +94,17 @@ def imaptest() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def imap_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with one implicit-TLS IMAP listener and a test account. All of imaptest's
-    connections come from 127.0.0.1: the per-IP caps on connections and concurrent logins
+    connections come from 127.0.0.1 as one user: the per-IP and per-user-and-IP caps
     (protection for a real server) would refuse its parallel sessions."""
     srv = Server(os.path.join(str(tmp_path_factory.mktemp("imaptest")), "base"))
     srv.set_listeners([{"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
                        {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"}])
     srv.admin("settings", "set", "access.max_connections_per_ip", "0")
     srv.admin("settings", "set", "auth.max_concurrent_per_ip", "0")
+    # imaptest logs in one user many times from one address: the per-account-and-IP session
+    # cap (10, Dovecot's mail_max_userip_connections) would refuse a client reconnecting
+    # while its previous session is still closing
+    srv.admin("settings", "set", "auth.max_userip_connections", "0")
     with srv.running():
         srv.admin("account", "add", USER, "--password", PASSWORD)
         yield srv
