@@ -18,8 +18,17 @@ import statistics
 import sys
 from typing import Any
 
-IMAP_PHASES = ["login", "select", "fetch_all", "fetch_bodies", "store", "store_reset", "search",
-               "search_body", "logout"]
+IMAP_PHASES = [
+    "login",
+    "select",
+    "fetch_all",
+    "fetch_bodies",
+    "store",
+    "store_reset",
+    "search",
+    "search_body",
+    "logout",
+]
 POP_PHASES = ["login", "stat", "list", "retr_all", "quit"]
 
 
@@ -42,10 +51,15 @@ def load(directory: str, proto: str) -> dict[tuple[str, int], dict[str, Any]]:
             "sessions": sum(int(r.get("sessions", 0)) for r in rs),
             "runs": len(rs),
             "size": sorted({r.get("exists", r.get("count")) for r in rs}, key=str),
-            "phase_median_ms": {ph: statistics.median(r["phase_median_ms"][ph] for r in rs)
-                                for ph in rs[0]["phase_median_ms"]},
-            **{rate: statistics.median(r[rate] for r in rs)
-               for rate in ("commands_per_s", "retr_per_s") if rate in rs[0]},
+            "phase_median_ms": {
+                ph: statistics.median(r["phase_median_ms"][ph] for r in rs)
+                for ph in rs[0]["phase_median_ms"]
+            },
+            **{
+                rate: statistics.median(r[rate] for r in rs)
+                for rate in ("commands_per_s", "retr_per_s")
+                if rate in rs[0]
+            },
         }
     return out
 
@@ -66,7 +80,10 @@ def table(title: str, rows: list[list[str]]) -> str:
 
 def report(directory: str) -> str:
     parts = []
-    for proto, phases, rate in (("imap", IMAP_PHASES, "commands_per_s"), ("pop", POP_PHASES, "retr_per_s")):
+    for proto, phases, rate in (
+        ("imap", IMAP_PHASES, "commands_per_s"),
+        ("pop", POP_PHASES, "retr_per_s"),
+    ):
         data = load(directory, proto)
         concs = sorted({c for (_, c) in data})
         rows: list[list[str]] = []
@@ -84,12 +101,31 @@ def report(directory: str) -> str:
                 a, b = cg["phase_median_ms"][ph], dv["phase_median_ms"][ph]
                 rows.append([ph, str(c), f"{a:.1f}", f"{b:.1f}", flag or ratio(b, a)])
             a, b = cg[rate], dv[rate]
-            rows.append([rate.replace("_per_s", "/s"), str(c), f"{a:.1f}", f"{b:.1f}",
-                         flag or ratio(1 / b if b else 0, 1 / a if a else 0)])
-            rows.append(["sessions", str(c), f"{cg['sessions']} in {cg['runs']} runs",
-                         f"{dv['sessions']} in {dv['runs']} runs", ""])
-        parts.append(table(f"{proto.upper()} (median per session; ratio = Dovecot time / cgtwist time; "
-                           f"last row per c is a rate, ratio = cgtwist / Dovecot)", rows))
+            rows.append(
+                [
+                    rate.replace("_per_s", "/s"),
+                    str(c),
+                    f"{a:.1f}",
+                    f"{b:.1f}",
+                    flag or ratio(1 / b if b else 0, 1 / a if a else 0),
+                ]
+            )
+            rows.append(
+                [
+                    "sessions",
+                    str(c),
+                    f"{cg['sessions']} in {cg['runs']} runs",
+                    f"{dv['sessions']} in {dv['runs']} runs",
+                    "",
+                ]
+            )
+        parts.append(
+            table(
+                f"{proto.upper()} (median per session; ratio = Dovecot time / cgtwist time; "
+                f"last row per c is a rate, ratio = cgtwist / Dovecot)",
+                rows,
+            )
+        )
     return "\n\n".join(parts)
 
 

@@ -25,13 +25,18 @@ def read(path: str) -> dict[tuple[str, str], tuple[int, int]]:
     return snap
 
 
-def split(before: dict[tuple[str, str], tuple[int, int]], after: dict[tuple[str, str], tuple[int, int]],
-          server: str) -> dict[str, list[int]]:
+def split(
+    before: dict[tuple[str, str], tuple[int, int]],
+    after: dict[tuple[str, str], tuple[int, int]],
+    server: str,
+) -> dict[str, list[int]]:
     """Ticks used between the snapshots, by role; a thread that started in between counts whole."""
     roles: dict[str, list[int]] = {}
     for (pid, tid), (u1, s1) in after.items():
         u0, s0 = before.get((pid, tid), (0, 0))
-        role = ("server" if pid == server else "workers") + (" reactor" if pid == tid else " threads")
+        role = ("server" if pid == server else "workers") + (
+            " reactor" if pid == tid else " threads"
+        )
         acc = roles.setdefault(role, [0, 0])
         acc[0] += u1 - u0
         acc[1] += s1 - s0
@@ -47,10 +52,14 @@ def main() -> None:
         u, s = roles.get(role, [0, 0])
         total[0] += u
         total[1] += s
-        print(f"{role:16} user {u * us_per_tick / messages:6.0f}us sys {s * us_per_tick / messages:6.0f}us per message")
+        print(
+            f"{role:16} user {u * us_per_tick / messages:6.0f}us sys {s * us_per_tick / messages:6.0f}us per message"
+        )
     u, s = total
-    print(f"{'all':16} user {u * us_per_tick / messages:6.0f}us sys {s * us_per_tick / messages:6.0f}us "
-          f"per message: server cpu ms/msg {(u + s) * us_per_tick / messages / 1000:.2f}")
+    print(
+        f"{'all':16} user {u * us_per_tick / messages:6.0f}us sys {s * us_per_tick / messages:6.0f}us "
+        f"per message: server cpu ms/msg {(u + s) * us_per_tick / messages / 1000:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class Conn:
             if line.startswith(b"* ") and line.rstrip().endswith(b" EXISTS"):
                 self.exists = int(line.split()[1])
             if line.startswith(tag + b" "):
-                if not line[len(tag) + 1:].startswith(b"OK"):
+                if not line[len(tag) + 1 :].startswith(b"OK"):
                     raise ConnectionError(f"connection {self.index}: {line!r}")
                 return
 
@@ -136,8 +136,10 @@ class Conn:
             self.writer.close()
 
 
-MESSAGE = ("From: <idle@{domain}>\r\nTo: <{to}>\r\nSubject: idle push {n}\r\n"
-           "Message-ID: <idle.{stamp}.{n}@{domain}>\r\n\r\nOne delivery per account.\r\n")
+MESSAGE = (
+    "From: <idle@{domain}>\r\nTo: <{to}>\r\nSubject: idle push {n}\r\n"
+    "Message-ID: <idle.{stamp}.{n}@{domain}>\r\n\r\nOne delivery per account.\r\n"
+)
 
 
 class MaildirDelivery:
@@ -245,7 +247,9 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
 
     settled = memory(a.root_pid)["processes"]
     warm = [Conn(i, i % a.accounts + 1) for i in range(a.warm)]
-    await asyncio.wait_for(asyncio.gather(*(open_one(c) for c in warm)), deadline - time.monotonic())
+    await asyncio.wait_for(
+        asyncio.gather(*(open_one(c) for c in warm)), deadline - time.monotonic()
+    )
     for c in warm:
         c.close()
     # Dovecot's imap processes exit after their client left: wait until they have.
@@ -255,9 +259,13 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     conns = [Conn(i, i % a.accounts + 1) for i in range(a.conns)]
     half = a.conns // 2
     t_open = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(open_one(c) for c in conns[:half])), deadline - time.monotonic())
+    await asyncio.wait_for(
+        asyncio.gather(*(open_one(c) for c in conns[:half])), deadline - time.monotonic()
+    )
     at_half = memory(a.root_pid)
-    await asyncio.wait_for(asyncio.gather(*(open_one(c) for c in conns[half:])), deadline - time.monotonic())
+    await asyncio.wait_for(
+        asyncio.gather(*(open_one(c) for c in conns[half:])), deadline - time.monotonic()
+    )
     open_s = time.monotonic() - t_open
     idling = memory(a.root_pid)
     watchers = [asyncio.ensure_future(c.watch()) for c in conns]
@@ -266,7 +274,9 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     for n in range(1, a.accounts + 1):
         await asyncio.sleep(max(0.0, start + (n - 1) * a.gap - time.monotonic()))
         to = f"{a.user}{n}@{a.domain}" if kind == "smtp" else f"{a.user}{n}"
-        delivered[n] = await asyncio.wait_for(delivery.deliver(n, to, a.domain), deadline - time.monotonic())
+        delivered[n] = await asyncio.wait_for(
+            delivery.deliver(n, to, a.domain), deadline - time.monotonic()
+        )
     await delivery.close()
     push_deadline = min(deadline, time.monotonic() + a.push_timeout)
     while any(c.pushed is None for c in conns) and time.monotonic() < push_deadline:
@@ -279,46 +289,66 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     delays = [1000 * (c.pushed - delivered[c.account]) for c in conns if c.pushed is not None]
     accept = [1000 * s for s in delivery.accept_s]
     return {
-        "label": a.label, "conns": a.conns, "accounts": a.accounts, "deliver": kind, "gap_s": a.gap,
-        "open_s": open_s, "memory_before": before, "memory_half": at_half, "memory_idling": idling,
+        "label": a.label,
+        "conns": a.conns,
+        "accounts": a.accounts,
+        "deliver": kind,
+        "gap_s": a.gap,
+        "open_s": open_s,
+        "memory_before": before,
+        "memory_half": at_half,
+        "memory_idling": idling,
         "memory_after_push": after,
         "rss_kb_per_conn": (idling["rss_kb"] - before["rss_kb"]) / a.conns,
         "pss_kb_per_conn": (idling["pss_kb"] - before["pss_kb"]) / a.conns,
         "rss_kb_marginal": (idling["rss_kb"] - at_half["rss_kb"]) / (a.conns - half),
         "pss_kb_marginal": (idling["pss_kb"] - at_half["pss_kb"]) / (a.conns - half),
-        "pushed": len(delays), "missed": a.conns - len(delays),
+        "pushed": len(delays),
+        "missed": a.conns - len(delays),
         "push_ms": delays,
-        "push_p50_ms": percentile(delays, 50), "push_p99_ms": percentile(delays, 99),
+        "push_p50_ms": percentile(delays, 50),
+        "push_p99_ms": percentile(delays, 99),
         "push_max_ms": max(delays, default=float("nan")),
         "smtp_accept_p50_ms": statistics.median(accept) if accept else None,
     }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--label", required=True)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--user", default="idlebench", help="account prefix: idlebench1 ... idlebench<accounts>")
+    ap.add_argument(
+        "--user", default="idlebench", help="account prefix: idlebench1 ... idlebench<accounts>"
+    )
     ap.add_argument("--password", default="benchpass")
     ap.add_argument("--domain", default="example.test")
     ap.add_argument("--accounts", type=int, default=100)
     ap.add_argument("--conns", type=int, default=100)
     ap.add_argument("--root-pid", type=int, required=True, help="the server's top process")
     ap.add_argument("--deliver", required=True, help="maildir:PATTERN-with-{n} or smtp:HOST:PORT")
-    ap.add_argument("--gap", type=float, default=0.05, help="seconds between two accounts' deliveries")
-    ap.add_argument("--warm", type=int, default=10, help="warm-up connections, opened and closed first")
+    ap.add_argument(
+        "--gap", type=float, default=0.05, help="seconds between two accounts' deliveries"
+    )
+    ap.add_argument(
+        "--warm", type=int, default=10, help="warm-up connections, opened and closed first"
+    )
     ap.add_argument("--open-parallel", type=int, default=10, help="logins in flight at once")
     ap.add_argument("--push-timeout", type=float, default=60.0)
     ap.add_argument("--timeout", type=float, default=600.0, help="the whole round")
     ap.add_argument("--json")
     a = ap.parse_args()
     r = asyncio.run(run(a))
-    print(f"{r['label']}: {r['conns']} conns of {r['accounts']} accounts opened in {r['open_s']:.1f} s; "
-          f"per conn RSS {r['rss_kb_per_conn']:.0f} kB PSS {r['pss_kb_per_conn']:.0f} kB "
-          f"(marginal RSS {r['rss_kb_marginal']:.0f} kB PSS {r['pss_kb_marginal']:.0f} kB); "
-          f"push p50 {r['push_p50_ms']:.1f} ms p99 {r['push_p99_ms']:.1f} ms max {r['push_max_ms']:.1f} ms; "
-          f"missed {r['missed']}", flush=True)
+    print(
+        f"{r['label']}: {r['conns']} conns of {r['accounts']} accounts opened in {r['open_s']:.1f} s; "
+        f"per conn RSS {r['rss_kb_per_conn']:.0f} kB PSS {r['pss_kb_per_conn']:.0f} kB "
+        f"(marginal RSS {r['rss_kb_marginal']:.0f} kB PSS {r['pss_kb_marginal']:.0f} kB); "
+        f"push p50 {r['push_p50_ms']:.1f} ms p99 {r['push_p99_ms']:.1f} ms max {r['push_max_ms']:.1f} ms; "
+        f"missed {r['missed']}",
+        flush=True,
+    )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(r, f, indent=1)

@@ -35,18 +35,22 @@ def large_message(size: int, seed: int) -> bytes:
     rnd = random.Random(seed)
     blob = base64.encodebytes(rnd.randbytes(size * 3 // 4)).replace(b"\n", b"\r\n")
     text = b"".join(b"line %d of some ordinary text words here\r\n" % i for i in range(size // 400))
-    return (b"From: big@example.test\r\nTo: stall@example.test\r\nSubject: large %d\r\n"
-            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n'
-            b"--b%d\r\nContent-Type: text/plain\r\n\r\n%s\r\n"
-            b"--b%d\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-            b"%s\r\n--b%d--\r\n") % (seed, seed, seed, text, seed, blob, seed)
+    return (
+        b"From: big@example.test\r\nTo: stall@example.test\r\nSubject: large %d\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n'
+        b"--b%d\r\nContent-Type: text/plain\r\n\r\n%s\r\n"
+        b"--b%d\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"%s\r\n--b%d--\r\n"
+    ) % (seed, seed, seed, text, seed, blob, seed)
 
 
 def imap(srv: Server) -> imaplib.IMAP4_SSL:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    c = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imap", tls="implicit"), ssl_context=ctx, timeout=600)
+    c = imaplib.IMAP4_SSL(
+        "127.0.0.1", srv.port("imap", tls="implicit"), ssl_context=ctx, timeout=600
+    )
     c.login(USER, PASSWORD)
     return c
 
@@ -106,11 +110,17 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=20)
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--secs", type=float, default=30)
-    ap.add_argument("--only", default=",".join(COMMANDS), help="comma-separated: " + ", ".join(COMMANDS))
+    ap.add_argument(
+        "--only", default=",".join(COMMANDS), help="comma-separated: " + ", ".join(COMMANDS)
+    )
     a = ap.parse_args()
     srv = Server(os.path.join(tempfile.mkdtemp(prefix="imapstall-", dir="/var/tmp"), "base"))
-    srv.set_listeners([{"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
-                       {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"}])
+    srv.set_listeners(
+        [
+            {"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
+            {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
+        ]
+    )
     srv.admin("settings", "set", "access.max_connections_per_ip", "0")
     srv.admin("settings", "set", "auth.max_concurrent_per_ip", "0")
     with srv.running():
@@ -119,12 +129,20 @@ def main() -> None:
         for i in range(a.large):
             c.append("INBOX", None, None, large_message(a.size_mb << 20, i))
         for i in range(200):
-            c.append("INBOX", None, None, b"From: a@example.test\r\nSubject: small %d\r\n\r\nhello\r\n" % i)
+            c.append(
+                "INBOX",
+                None,
+                None,
+                b"From: a@example.test\r\nSubject: small %d\r\n\r\nhello\r\n" % i,
+            )
         c.logout()
         print("idle:   ", summary(probe(srv, 5)))
         stop = threading.Event()
         counts: list[int] = []
-        threads = [threading.Thread(target=load, args=(srv, stop, counts, a.only.split(","))) for _ in range(a.clients)]
+        threads = [
+            threading.Thread(target=load, args=(srv, stop, counts, a.only.split(",")))
+            for _ in range(a.clients)
+        ]
         for t in threads:
             t.start()
         rtts = probe(srv, a.secs)

@@ -27,9 +27,15 @@ from twisted.internet import defer  # noqa: E402
 from cgtwist.protocols import imap_sortcmds  # noqa: E402
 from tests.protocols.test_imap_support import Client, World  # noqa: E402
 
-COMMANDS = (b"SEARCH ALL", b"SORT (DATE) UTF-8 ALL", b"SORT (REVERSE SUBJECT FROM) UTF-8 ALL",
-            b"SORT (DISPLAYFROM) UTF-8 ALL", b"THREAD REFERENCES UTF-8 ALL",
-            b"THREAD ORDEREDSUBJECT UTF-8 ALL", b"SORT (ARRIVAL) UTF-8 BODY topic")
+COMMANDS = (
+    b"SEARCH ALL",
+    b"SORT (DATE) UTF-8 ALL",
+    b"SORT (REVERSE SUBJECT FROM) UTF-8 ALL",
+    b"SORT (DISPLAYFROM) UTF-8 ALL",
+    b"THREAD REFERENCES UTF-8 ALL",
+    b"THREAD ORDEREDSUBJECT UTF-8 ALL",
+    b"SORT (ARRIVAL) UTF-8 BODY topic",
+)
 
 
 def fill(cur: str, n: int) -> None:
@@ -38,10 +44,12 @@ def fill(cur: str, n: int) -> None:
         parent = rnd.randrange(i) if i and rnd.random() < 0.6 else None
         refs = f"References: <m{parent}@x>\r\n" if parent is not None else ""
         subject = ("Re: " if parent is not None else "") + f"topic {rnd.randrange(max(1, n // 5))}"
-        msg = (f"From: User {rnd.randrange(500)} <u{rnd.randrange(500)}@example.com>\r\n"
-               f"To: t{i % 97}@example.com\r\nSubject: {subject}\r\n"
-               f"Date: Mon, {1 + i % 28:02d} Mar 2026 {i % 24:02d}:{i % 60:02d}:00 +0000\r\n"
-               f"Message-ID: <m{i}@x>\r\n{refs}\r\nbody {i}\r\n").encode()
+        msg = (
+            f"From: User {rnd.randrange(500)} <u{rnd.randrange(500)}@example.com>\r\n"
+            f"To: t{i % 97}@example.com\r\nSubject: {subject}\r\n"
+            f"Date: Mon, {1 + i % 28:02d} Mar 2026 {i % 24:02d}:{i % 60:02d}:00 +0000\r\n"
+            f"Message-ID: <m{i}@x>\r\n{refs}\r\nbody {i}\r\n"
+        ).encode()
         with open(os.path.join(cur, f"{1700000000 + i}.M{i}P1.host:2,"), "wb") as f:
             f.write(msg)
 
@@ -65,7 +73,9 @@ def main() -> None:
                 return fn(*a, **kw)
             finally:
                 turns.append(time.perf_counter() - t0)
+
         return later(delay, run, *a, **kw)
+
     clock.callLater = timed_later
 
     ordering: list[float] = []
@@ -75,6 +85,7 @@ def main() -> None:
         result = fn(*args)
         ordering.append(time.perf_counter() - t0)
         return defer.succeed(result)
+
     imap_sortcmds.SortCommands._off_reactor = off_reactor  # type: ignore[method-assign]
 
     c = Client(world)
@@ -95,10 +106,12 @@ def main() -> None:
             out += c.take()
         total = time.perf_counter() - t0
         work = sorted(turns) or [0.0]
-        print(f"{command.decode():40s} total {total * 1000:5.0f} ms, {len(turns) + 1:3d} turns: "
-              f"first {first * 1000:5.1f} ms, then longest {work[-1] * 1000:5.1f} ms, "
-              f"median {work[len(work) // 2] * 1000:4.1f} ms (ordering {sum(ordering) * 1000:4.0f} ms "
-              f"of it, off the reactor on a server); reply {len(out)} octets")
+        print(
+            f"{command.decode():40s} total {total * 1000:5.0f} ms, {len(turns) + 1:3d} turns: "
+            f"first {first * 1000:5.1f} ms, then longest {work[-1] * 1000:5.1f} ms, "
+            f"median {work[len(work) // 2] * 1000:4.1f} ms (ordering {sum(ordering) * 1000:4.0f} ms "
+            f"of it, off the reactor on a server); reply {len(out)} octets"
+        )
 
 
 if __name__ == "__main__":

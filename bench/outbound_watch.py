@@ -62,8 +62,11 @@ def main() -> None:
     # The last sample at which nothing had gone yet: delivery began after it.
     first = max((t for t, d in series if d <= 0), default=0.0)
     from_first = done / (elapsed - first) if elapsed > first else float("nan")
-    print(f"{label},{healthy},{done},{elapsed:.2f},{done / elapsed:.1f},{first:.2f},{from_first:.1f},"
-          f"{steady:.1f},{n_total - done},{'ok' if done >= healthy else 'timeout'}", flush=True)
+    print(
+        f"{label},{healthy},{done},{elapsed:.2f},{done / elapsed:.1f},{first:.2f},{from_first:.1f},"
+        f"{steady:.1f},{n_total - done},{'ok' if done >= healthy else 'timeout'}",
+        flush=True,
+    )
     with open(os.environ.get("SERIES_OUT", os.devnull), "a") as f:
         for t, d in series:
             f.write(f"{label},{t:.2f},{d}\n")

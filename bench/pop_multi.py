@@ -51,7 +51,9 @@ def run_once(pb: Any, a: argparse.Namespace, conc: int) -> dict[str, Any]:
     """pop-bench.py's run_once, with client w on account w+1."""
     barrier = mp.Barrier(conc + 1)
     q: Any = mp.Queue()
-    procs = [mp.Process(target=pb.worker, args=(account(a, w + 1), w, barrier, q)) for w in range(conc)]
+    procs = [
+        mp.Process(target=pb.worker, args=(account(a, w + 1), w, barrier, q)) for w in range(conc)
+    ]
     for p in procs:
         p.start()
     barrier.wait()
@@ -67,18 +69,25 @@ def run_once(pb: Any, a: argparse.Namespace, conc: int) -> dict[str, Any]:
     for p in procs:
         p.join()
     med = pb.benchlib.med
-    return {"concurrency": conc, "sessions": len(results), "wall_s": wall, "errors": errors,
-            "sessions_per_s": len(results) / wall,
-            "commands_per_s": sum(sum(r["n"].values()) for r in results) / wall,
-            "retr_per_s": sum(r["n"]["retr_all"] for r in results) / wall,
-            "mbytes_per_s": sum(r["bytes"] for r in results) / wall / 1e6,
-            "phase_median_ms": {ph: 1000 * med([r["t"][ph] for r in results]) for ph in pb.PHASES},
-            "phase_cmds": {ph: (results[0]["n"][ph] if results else 0) for ph in pb.PHASES},
-            "count": results[0]["count"] if results else None}
+    return {
+        "concurrency": conc,
+        "sessions": len(results),
+        "wall_s": wall,
+        "errors": errors,
+        "sessions_per_s": len(results) / wall,
+        "commands_per_s": sum(sum(r["n"].values()) for r in results) / wall,
+        "retr_per_s": sum(r["n"]["retr_all"] for r in results) / wall,
+        "mbytes_per_s": sum(r["bytes"] for r in results) / wall / 1e6,
+        "phase_median_ms": {ph: 1000 * med([r["t"][ph] for r in results]) for ph in pb.PHASES},
+        "phase_cmds": {ph: (results[0]["n"][ph] if results else 0) for ph in pb.PHASES},
+        "count": results[0]["count"] if results else None,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--shared", required=True, help="the directory of pop-bench.py and benchlib.py")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
@@ -111,18 +120,28 @@ def main() -> None:
             res["run"] = r + 1
             runs.append(res)
             all_runs.append(res)
-            print(f"c={conc} run={r + 1} wall={res['wall_s']:.3f}s RETR/s={res['retr_per_s']:.0f} "
-                  f"errors={len(res['errors'])}", flush=True)
+            print(
+                f"c={conc} run={r + 1} wall={res['wall_s']:.3f}s RETR/s={res['retr_per_s']:.0f} "
+                f"errors={len(res['errors'])}",
+                flush=True,
+            )
             for e in res["errors"][:3]:
                 print("   error:", e, flush=True)
         med = pb.benchlib.med
-        summary.append({"concurrency": conc, "count": runs[0]["count"],
-                        "wall_s": med([x["wall_s"] for x in runs]),
-                        "sessions_per_s": med([x["sessions_per_s"] for x in runs]),
-                        "retr_per_s": med([x["retr_per_s"] for x in runs]),
-                        "mbytes_per_s": med([x["mbytes_per_s"] for x in runs]),
-                        "phase_median_ms": {ph: med([x["phase_median_ms"][ph] for x in runs]) for ph in pb.PHASES},
-                        "phase_cmds": runs[0]["phase_cmds"]})
+        summary.append(
+            {
+                "concurrency": conc,
+                "count": runs[0]["count"],
+                "wall_s": med([x["wall_s"] for x in runs]),
+                "sessions_per_s": med([x["sessions_per_s"] for x in runs]),
+                "retr_per_s": med([x["retr_per_s"] for x in runs]),
+                "mbytes_per_s": med([x["mbytes_per_s"] for x in runs]),
+                "phase_median_ms": {
+                    ph: med([x["phase_median_ms"][ph] for x in runs]) for ph in pb.PHASES
+                },
+                "phase_cmds": runs[0]["phase_cmds"],
+            }
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "summary": summary, "runs": all_runs}, f, indent=1)

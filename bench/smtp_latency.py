@@ -33,10 +33,14 @@ def _reply(s: socket.socket) -> bytes:
 def main() -> None:
     host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     label = sys.argv[4] if len(sys.argv) > 4 else f"{host}:{port}"
-    steps = (("ehlo", b"EHLO loadgen.example.test\r\n"),
-             ("mail", b"MAIL FROM:<loadgen@example.test>\r\n"),
-             ("rcpt", b"RCPT TO:<smtpbench@example.test>\r\n"), ("data", b"DATA\r\n"),
-             ("eod", BODY + b".\r\n"), ("quit", b"QUIT\r\n"))
+    steps = (
+        ("ehlo", b"EHLO loadgen.example.test\r\n"),
+        ("mail", b"MAIL FROM:<loadgen@example.test>\r\n"),
+        ("rcpt", b"RCPT TO:<smtpbench@example.test>\r\n"),
+        ("data", b"DATA\r\n"),
+        ("eod", BODY + b".\r\n"),
+        ("quit", b"QUIT\r\n"),
+    )
     times: dict[str, list[float]] = {k: [] for k in ("banner", *(s for s, _ in steps), "total")}
     for _ in range(n):
         t0 = time.perf_counter()
@@ -52,8 +56,10 @@ def main() -> None:
                 if name == "eod" and not reply.startswith(b"250"):
                     raise SystemExit(f"{label}: message refused: {reply!r}")
         times["total"].append(time.perf_counter() - t0)
-    print(f"{label:>8} " + " ".join(f"{k}={statistics.median(v) * 1000:.2f}ms"
-                                    for k, v in times.items()))
+    print(
+        f"{label:>8} "
+        + " ".join(f"{k}={statistics.median(v) * 1000:.2f}ms" for k, v in times.items())
+    )
 
 
 if __name__ == "__main__":

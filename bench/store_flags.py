@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-ONE = r'''
+ONE = r"""
 import imaplib, os, ssl, sys, tempfile, time
 tree, rounds = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, tree)
@@ -45,11 +45,13 @@ with srv.running():
         print(time.perf_counter() - t0, flush=True)
         m.uid("STORE", b"1:*", "-FLAGS.SILENT", f"({flag})")
     m.logout()
-'''
+"""
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("trees", nargs="+")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=5)
@@ -57,14 +59,24 @@ def main() -> None:
     results: dict[str, list[float]] = {t: [] for t in a.trees}
     for run in range(a.runs):
         for tree in a.trees:
-            out = subprocess.run([sys.executable, "-c", ONE, os.path.abspath(tree), str(a.rounds)],
-                                 capture_output=True, text=True, check=True, timeout=600).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", ONE, os.path.abspath(tree), str(a.rounds)],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            ).stdout
             times = [float(x) for x in out.split()]
             results[tree] += times
-            print(f"run {run} {tree}: mean {statistics.mean(times) * 1000:.1f} ms per 100 STOREs", flush=True)
+            print(
+                f"run {run} {tree}: mean {statistics.mean(times) * 1000:.1f} ms per 100 STOREs",
+                flush=True,
+            )
     for tree, times in results.items():
-        print(f"{tree}: mean {statistics.mean(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms "
-              f"per 100 STOREs ({100 / statistics.mean(times):.0f} STORE/s)")
+        print(
+            f"{tree}: mean {statistics.mean(times) * 1000:.1f} ms, median {statistics.median(times) * 1000:.1f} ms "
+            f"per 100 STOREs ({100 / statistics.mean(times):.0f} STORE/s)"
+        )
 
 
 if __name__ == "__main__":

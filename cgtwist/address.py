@@ -285,7 +285,11 @@ def parse_params(text: str, kind: str) -> dict[str, str]:
         if not item:
             continue
         key, eq, value = item.partition("=")
-        if not key or not (key[0].isascii() and key[0].isalnum()) or any(c not in _KEYWORD for c in key):
+        if (
+            not key
+            or not (key[0].isascii() and key[0].isalnum())
+            or any(c not in _KEYWORD for c in key)
+        ):
             raise MailError(501, "5.5.4", "Syntax error in parameters")
         key = key.upper()
         if eq and (not value or any(not 33 <= ord(c) <= 126 or c == "=" for c in value)):
@@ -326,7 +330,11 @@ def _check_param(key: str, value: Optional[str]) -> str:
         parts = [p.upper() for p in value.split(",")]
         if parts == ["NEVER"]:
             return "NEVER"
-        if not parts or len(set(parts)) != len(parts) or any(p not in ("SUCCESS", "FAILURE", "DELAY") for p in parts):
+        if (
+            not parts
+            or len(set(parts)) != len(parts)
+            or any(p not in ("SUCCESS", "FAILURE", "DELAY") for p in parts)
+        ):
             raise bad()
         return ",".join(parts)
     if key == "ORCPT":  # RFC 3461 §4.2: addr-type ";" xtext

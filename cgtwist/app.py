@@ -35,8 +35,14 @@ def shutdown_grace(settings: Any) -> float:
 class Components:
     """Every long-lived object of one server, built from the bootstrap config."""
 
-    def __init__(self, cfg: BootstrapConfig, reactor: Any, settings: SettingsHolder, tls: Any,
-                 link: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: BootstrapConfig,
+        reactor: Any,
+        settings: SettingsHolder,
+        tls: Any,
+        link: Any = None,
+    ) -> None:
         """``link``: set in an SMTP worker process (cgtwist.worker), the pipe to the server that
         takes each stored message (``enqueue``); such a process builds only what receiving
         needs (no queue, no delivery) and stores into ``Queue/incoming/``."""
@@ -70,9 +76,15 @@ class Components:
         from cgtwist.storage.store import open_store
 
         cfg, reactor, settings = self.cfg, self.reactor, self.settings
-        self.store = store = await open_store(cfg.database_url, cfg.main_domain, reactor,
-                                              cfg.pool_min, cfg.pool_max,
-                                              timeout=cfg.database_timeout, node=cfg.node)
+        self.store = store = await open_store(
+            cfg.database_url,
+            cfg.main_domain,
+            reactor,
+            cfg.pool_min,
+            cfg.pool_max,
+            timeout=cfg.database_timeout,
+            node=cfg.node,
+        )
         if self.link is not None:  # the server settled the main domain and made the accounts
             await self.reload_settings()
             self._build_reception(store, settings)
@@ -84,9 +96,12 @@ class Components:
         await store.register_node(cfg.hostname)
         if password:
             # Printed once, on first start only: the administrator must record it.
-            log.warn("first start: created postmaster@{domain} with password {password} "
-                     "(change it with: cgtwist-admin account passwd postmaster@{domain})",
-                     domain=cfg.main_domain, password=password)
+            log.warn(
+                "first start: created postmaster@{domain} with password {password} "
+                "(change it with: cgtwist-admin account passwd postmaster@{domain})",
+                domain=cfg.main_domain,
+                password=password,
+            )
         await self.reload_settings()
         self._build_reception(store, settings)
         self._build_delivery(store, settings)
@@ -116,23 +131,41 @@ class Components:
 
         cfg, reactor = self.cfg, self.reactor
         nameservers = list(cfg.nameservers) or system_nameservers()
-        self.resolver = Resolver(nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor)
+        self.resolver = Resolver(
+            nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor
+        )
         self.routing = Routing(store, settings, cfg.main_domain)
-        self.policy = ProtectedPolicy(BasicPolicy(self.routing, settings, accounts=store),
-                                      self.resolver, settings,
-                                      reactor, reactor=reactor, hostname=cfg.hostname,
-                                      threadpool=self._pool("cgtwist-spf", 8))
+        self.policy = ProtectedPolicy(
+            BasicPolicy(self.routing, settings, accounts=store),
+            self.resolver,
+            settings,
+            reactor,
+            reactor=reactor,
+            hostname=cfg.hostname,
+            threadpool=self._pool("cgtwist-spf", 8),
+        )
         self.policy.is_local_domain = self.routing.is_local_domain
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
-        self.spool = Spool(cfg.base_dir, reactor, threadpool=io_pool, incoming=self.link is not None,
-                           remove_linger=REMOVE_LINGER)
+        self.spool = Spool(
+            cfg.base_dir,
+            reactor,
+            threadpool=io_pool,
+            incoming=self.link is not None,
+            remove_linger=REMOVE_LINGER,
+        )
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.submission = Submission(self.spool, self.link, settings, reactor)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
         # One per-account failure budget behind the one checker every login goes through.
         self.account_guard = AccountGuard(reactor, settings)
-        self.portal = Portal(self.realm, [AccountChecker(store, is_client_ip=self.policy.is_client_ip,
-                                                         guard=self.account_guard)])
+        self.portal = Portal(
+            self.realm,
+            [
+                AccountChecker(
+                    store, is_client_ip=self.policy.is_client_ip, guard=self.account_guard
+                )
+            ],
+        )
         self.user_sessions = UserIPSessions(settings)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
@@ -147,8 +180,14 @@ class Components:
 
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         self.smtp_out = SMTPDelivery(self.resolver, settings, cfg.hostname, reactor)
-        local = LocalDelivery(cfg.base_dir, store, self.notifier, reactor=reactor,
-                              threadpool=io_pool, hostname=cfg.hostname)
+        local = LocalDelivery(
+            cfg.base_dir,
+            store,
+            self.notifier,
+            reactor=reactor,
+            threadpool=io_pool,
+            hostname=cfg.hostname,
+        )
         settings.subscribe(lambda _s: local.forget())  # accounts changed: cgtwist-admin reloads
         agents = {
             "LOCAL": local,
@@ -162,14 +201,25 @@ class Components:
         self.manager.bouncer = self.bouncer.bounce
         self.manager.delay_warning = self.bouncer.delay_warning
         self.manager.on_delivered = self.bouncer.delivered
-        self.pickup = SubmittedPickup(cfg.base_dir, self.submission, reactor, settings,
-                                      threadpool=io_pool, hostname=cfg.hostname)
+        self.pickup = SubmittedPickup(
+            cfg.base_dir,
+            self.submission,
+            reactor,
+            settings,
+            threadpool=io_pool,
+            hostname=cfg.hostname,
+        )
 
     def factory_for(self, spec: ListenerSpec) -> Factory:
         """A new protocol factory for one listener socket."""
-        common: dict[str, Any] = dict(settings=self.settings, portal=self.portal, tls=self.tls,
-                                      hostname=self.cfg.hostname, clock=self.reactor,
-                                      penalty=self.policy.auth_penalty)
+        common: dict[str, Any] = dict(
+            settings=self.settings,
+            portal=self.portal,
+            tls=self.tls,
+            hostname=self.cfg.hostname,
+            clock=self.reactor,
+            penalty=self.policy.auth_penalty,
+        )
         factory: Any
         if spec.protocol == "smtp":
             from cgtwist.protocols.smtp import SMTPFactory
@@ -218,8 +268,9 @@ class Components:
             timer.cancel()
             return
         n = self.abort_sessions()
-        log.warn("shutdown: {n} session(s) still open after {grace}s; aborted them",
-                 n=n, grace=grace)
+        log.warn(
+            "shutdown: {n} session(s) still open after {grace}s; aborted them", n=n, grace=grace
+        )
 
     def abort_sessions(self) -> int:
         """Cut every client session now (no reply); returns how many there were."""
@@ -242,7 +293,9 @@ class Components:
             await self.manager.stop()
         notifier = getattr(self, "notifier", None)
         if notifier is not None:
-            await notifier.flush()  # names replaced by IMAP flag changes, while the disk threads run
+            await (
+                notifier.flush()
+            )  # names replaced by IMAP flag changes, while the disk threads run
         stop = getattr(getattr(self, "resolver", None), "stop", None)
         if stop is not None:
             await defer.maybeDeferred(stop)
@@ -250,5 +303,3 @@ class Components:
             pool.stop()
         if self.store is not None:
             self.store.close()
-
-

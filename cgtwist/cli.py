@@ -102,19 +102,27 @@ class Context:
         try:
             reply = self.call(cmd, **args)
         except ServerDown:
-            self.err.write(f"{PROG}: note: the server is not running; "
-                           "the change applies when it starts\n")
+            self.err.write(
+                f"{PROG}: note: the server is not running; the change applies when it starts\n"
+            )
             return None
         except CLIError as e:
             raise CLIError(f"changed in the store, but {e}") from None
-        unbound = [entry for entry in reply.get("listeners") or ()
-                   if isinstance(entry, dict) and entry.get("bound") is False]
+        unbound = [
+            entry
+            for entry in reply.get("listeners") or ()
+            if isinstance(entry, dict) and entry.get("bound") is False
+        ]
         for entry in unbound:
-            self.err.write(f"{PROG}: listener {entry.get('name', '?')} is not bound: "
-                           f"{entry.get('error', 'no reason given')}\n")
+            self.err.write(
+                f"{PROG}: listener {entry.get('name', '?')} is not bound: "
+                f"{entry.get('error', 'no reason given')}\n"
+            )
         if unbound and args.get("what") == "settings":
-            raise CLIError(f"changed in the store, but {len(unbound)} listener(s) could not "
-                           "be bound (see above)")
+            raise CLIError(
+                f"changed in the store, but {len(unbound)} listener(s) could not "
+                "be bound (see above)"
+            )
         return reply
 
     def address(self, text: str) -> tuple[str, str]:
@@ -165,11 +173,14 @@ async def init(ctx: Context, args: argparse.Namespace) -> None:
     else:
         ctx.err.write(f"{PROG}: the store at {where} exists already\n")
     if ctx.postmaster_password is not None:  # a new store, or a new main domain
-        ctx.out.write(f"created postmaster@{main} (administrator) with password: "
-                      f"{ctx.postmaster_password}\n")
+        ctx.out.write(
+            f"created postmaster@{main} (administrator) with password: {ctx.postmaster_password}\n"
+        )
     elif ctx.created:
-        ctx.out.write(f"created postmaster@{main} (administrator) with the password in "
-                      "$CGTWIST_POSTMASTER_PASSWORD\n")
+        ctx.out.write(
+            f"created postmaster@{main} (administrator) with the password in "
+            "$CGTWIST_POSTMASTER_PASSWORD\n"
+        )
 
 
 async def store_exists(config: BootstrapConfig, reactor: Any) -> bool:
@@ -184,9 +195,13 @@ async def store_exists(config: BootstrapConfig, reactor: Any) -> bool:
     db = Database(config.database_url, reactor, 1, 1)
     try:
         rows = await db.run_interaction(
-            "store_exists", lambda cur: cur.query(
+            "store_exists",
+            lambda cur: cur.query(
                 "SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_version' "
-                "AND table_schema = current_schema()"), readonly=True)
+                "AND table_schema = current_schema()"
+            ),
+            readonly=True,
+        )
     finally:
         db.close()
     return bool(rows)
@@ -219,8 +234,9 @@ async def domain_show(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def domain_set(ctx: Context, args: argparse.Namespace) -> None:
-    await ctx.accounts.update_domain(args.name, services=_services(args.services),
-                                     enabled=args.enabled)
+    await ctx.accounts.update_domain(
+        args.name, services=_services(args.services), enabled=args.enabled
+    )
     ctx.notify("reload", what="domain")
 
 
@@ -243,9 +259,15 @@ async def account_add(ctx: Context, args: argparse.Namespace) -> None:
     if args.password_hash is None:
         password, generated = _password(ctx, args)
     await ctx.accounts.add_account(
-        name, domain, password, real_name=args.real_name or "",
-        services=_services(args.services), settings={"admin": True} if args.admin else None,
-        enabled=not args.disabled, password_hash=args.password_hash)
+        name,
+        domain,
+        password,
+        real_name=args.real_name or "",
+        services=_services(args.services),
+        settings={"admin": True} if args.admin else None,
+        enabled=not args.disabled,
+        password_hash=args.password_hash,
+    )
     if generated:
         ctx.out.write(f"password for {name}@{domain}: {password}\n")
     ctx.notify("reload", what="account")
@@ -253,9 +275,15 @@ async def account_add(ctx: Context, args: argparse.Namespace) -> None:
 
 async def account_list(ctx: Context, args: argparse.Namespace) -> None:
     for info in await ctx.accounts.list_account_info(args.domain or ctx.config.main_domain):
-        flags = [f for f, on in (("disabled", not info["enabled"]),
-                                 ("service", info["kind"] != "user"),
-                                 ("admin", bool(info["settings"].get("admin")))) if on]
+        flags = [
+            f
+            for f, on in (
+                ("disabled", not info["enabled"]),
+                ("service", info["kind"] != "user"),
+                ("admin", bool(info["settings"].get("admin"))),
+            )
+            if on
+        ]
         tail = f"  [{', '.join(flags)}]" if flags else ""
         real = f"  {info['real_name']}" if info["real_name"] else ""
         ctx.out.write(f"{info['address']}{real}{tail}\n")
@@ -290,8 +318,13 @@ async def account_passwd(ctx: Context, args: argparse.Namespace) -> None:
 
 async def account_set(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    await ctx.accounts.update_account(name, domain, real_name=args.real_name,
-                                      services=_services(args.services), enabled=args.enabled)
+    await ctx.accounts.update_account(
+        name,
+        domain,
+        real_name=args.real_name,
+        services=_services(args.services),
+        enabled=args.enabled,
+    )
     ctx.notify("reload", what="account")
 
 
@@ -376,8 +409,11 @@ async def settings_unset(ctx: Context, args: argparse.Namespace) -> None:
 async def node_list(ctx: Context, args: argparse.Namespace) -> None:
     """Every node that started on this database or has settings, with its node settings."""
     for node in await ctx.accounts.list_nodes():
-        started = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(node["started"]))
-                   if node["started"] else "never started")
+        started = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(node["started"]))
+            if node["started"]
+            else "never started"
+        )
         mark = "  (this node)" if node["name"] == ctx.config.node else ""
         ctx.out.write(f"{node['name']}  {node['hostname'] or '-'}  {started}{mark}\n")
         for key in sorted(node["settings"]):
@@ -394,11 +430,17 @@ async def node_remove(ctx: Context, args: argparse.Namespace) -> None:
 def _add_password_options(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--password", help="the password (visible in the process list: prefer stdin)")
-    g.add_argument("--password-stdin", action="store_true",
-                   help="read the password from the first line of standard input")
-    g.add_argument("--password-hash", metavar="HASH",
-                   help="import a hash from another server: $argon2id$... or "
-                        "{SHA512-CRYPT}$6$... (upgraded to argon2id at the next login)")
+    g.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    g.add_argument(
+        "--password-hash",
+        metavar="HASH",
+        help="import a hash from another server: $argon2id$... or "
+        "{SHA512-CRYPT}$6$... (upgraded to argon2id at the next login)",
+    )
 
 
 def _add_enable_options(p: argparse.ArgumentParser) -> None:
@@ -410,26 +452,32 @@ def _add_enable_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, including groups registered by plugin modules that exist."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Administer a cgtwist mail server (changes apply at once).")
-    parser.add_argument("--config", metavar="FILE",
-                        help="bootstrap configuration (default: $CGTWIST_CONFIG)")
+        prog=PROG, description="Administer a cgtwist mail server (changes apply at once)."
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="bootstrap configuration (default: $CGTWIST_CONFIG)"
+    )
     parser.add_argument("--base-dir", metavar="DIR", help="base directory (overrides the file)")
-    parser.add_argument("--main-domain", metavar="NAME",
-                        help="main domain (overrides the file; default: the one recorded at "
-                             "the first start)")
+    parser.add_argument(
+        "--main-domain",
+        metavar="NAME",
+        help="main domain (overrides the file; default: the one recorded at the first start)",
+    )
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
     svc = f"comma-separated services out of {','.join(SERVICES)}"
 
     groups.add_parser(
-        "init", help="create the store (database, main domain, postmaster) if there is none",
+        "init",
+        help="create the store (database, main domain, postmaster) if there is none",
         description="Create the store: the database schema, the main domain with postmaster "
-                    "(administrator, password from $CGTWIST_POSTMASTER_PASSWORD or generated "
-                    "and printed once) and pbx. Every other command needs an existing store; "
-                    "the server's first start also creates one.",
+        "(administrator, password from $CGTWIST_POSTMASTER_PASSWORD or generated "
+        "and printed once) and pbx. Every other command needs an existing store; "
+        "the server's first start also creates one.",
     ).set_defaults(handler=init, creates_store=True)
 
     g = groups.add_parser("domain", help="domains").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = g.add_parser("add", help="create a domain")
     p.add_argument("name")
     p.add_argument("--services", help=svc + " (default: all)")
@@ -450,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=domain_remove)
 
     g = groups.add_parser("account", help="accounts").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = g.add_parser("add", help="create an account (password generated unless given)")
     p.add_argument("address", help="name@domain, name%%domain or name (main domain)")
     _add_password_options(p)
@@ -480,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=account_set)
 
     g = groups.add_parser("alias", help="account aliases").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = g.add_parser("add", help="make ALIAS deliver to TARGET")
     p.add_argument("alias")
     p.add_argument("target", help="an address; a bare name is in the alias's domain")
@@ -493,9 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=alias_list)
 
     g = groups.add_parser("settings", help="dynamic settings").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
-    for action, fn, extra in (("show", settings_show, "?"), ("set", settings_set, "value"),
-                              ("unset", settings_unset, None)):
+        dest="action", metavar="ACTION", required=True
+    )
+    for action, fn, extra in (
+        ("show", settings_show, "?"),
+        ("set", settings_set, "value"),
+        ("unset", settings_unset, None),
+    ):
         p = g.add_parser(action, help=f"{action} server (or --domain/--account) settings")
         if extra == "?":
             p.add_argument("key", nargs="?")
@@ -506,15 +560,19 @@ def build_parser() -> argparse.ArgumentParser:
         t = p.add_mutually_exclusive_group()
         t.add_argument("--domain", help="a domain's settings instead of the server's")
         t.add_argument("--account", help="an account's settings instead of the server's")
-        t.add_argument("--node", help="the settings of node NODE instead of this server's "
-                       "([server] node); only node settings (" + ", ".join(sorted(
-                           dynamic.NODE_SETTINGS)) + ") differ between nodes")
+        t.add_argument(
+            "--node",
+            help="the settings of node NODE instead of this server's "
+            "([server] node); only node settings ("
+            + ", ".join(sorted(dynamic.NODE_SETTINGS))
+            + ") differ between nodes",
+        )
         p.set_defaults(handler=fn)
 
     g = groups.add_parser("node", help="nodes sharing the database").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
-    g.add_parser("list", help="list nodes and their node settings").set_defaults(
-        handler=node_list)
+        dest="action", metavar="ACTION", required=True
+    )
+    g.add_parser("list", help="list nodes and their node settings").set_defaults(handler=node_list)
     p = g.add_parser("remove", help="forget a node that left the cluster (and its settings)")
     p.add_argument("name")
     p.set_defaults(handler=node_remove)
@@ -530,9 +588,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, out: TextIO,
-              err: TextIO, stdin: Optional[TextIO] = None,
-              hasher: Optional[PasswordHasher] = None) -> int:
+async def run(
+    reactor: Any,
+    args: argparse.Namespace,
+    config: BootstrapConfig,
+    out: TextIO,
+    err: TextIO,
+    stdin: Optional[TextIO] = None,
+    hasher: Optional[PasswordHasher] = None,
+) -> int:
     """Open the store when the handler needs it, run the handler, close; return the status."""
     store: Optional[AccountStore] = None
     created = False
@@ -543,19 +607,36 @@ async def run(reactor: Any, args: argparse.Namespace, config: BootstrapConfig, o
             created = not await store_exists(config, reactor)
             if created and not creating:
                 where = engine_for_url(config.database_url).describe()
-                raise CLIError(f"no store at {where} (wrong --config or --base-dir? "
-                               f"'{PROG} init' creates one)")
-            store = await open_store(config.database_url, config.main_domain, reactor,
-                                     1, max(1, config.pool_max), hasher,
-                                     timeout=config.database_timeout, node=config.node)
+                raise CLIError(
+                    f"no store at {where} (wrong --config or --base-dir? '{PROG} init' creates one)"
+                )
+            store = await open_store(
+                config.database_url,
+                config.main_domain,
+                reactor,
+                1,
+                max(1, config.pool_max),
+                hasher,
+                timeout=config.database_timeout,
+                node=config.node,
+            )
             main = await store.settle_main_domain(config.main_domain, config.main_domain_explicit)
             config = dataclasses.replace(config, main_domain=main)
             generated = await store.bootstrap()
             if generated and not creating:  # a new main domain given with --main-domain
-                err.write(f"{PROG}: created postmaster@{config.main_domain} "
-                          f"with password: {generated}\n")
-        ctx = Context(config=config, store=store, reactor=reactor, out=out, err=err,
-                      stdin=stdin or sys.stdin, created=created, postmaster_password=generated)
+                err.write(
+                    f"{PROG}: created postmaster@{config.main_domain} with password: {generated}\n"
+                )
+        ctx = Context(
+            config=config,
+            store=store,
+            reactor=reactor,
+            out=out,
+            err=err,
+            stdin=stdin or sys.stdin,
+            created=created,
+            postmaster_password=generated,
+        )
         result = await args.handler(ctx, args)
         return int(result or 0)
     finally:
@@ -611,9 +692,15 @@ def _one_line(e: BaseException) -> str:
     return text.splitlines()[0]
 
 
-async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
-                  stdin: Optional[TextIO] = None,
-                  hasher: Optional[PasswordHasher] = None, set_umask: bool = False) -> int:
+async def execute(
+    reactor: Any,
+    argv: Sequence[str],
+    out: TextIO,
+    err: TextIO,
+    stdin: Optional[TextIO] = None,
+    hasher: Optional[PasswordHasher] = None,
+    set_umask: bool = False,
+) -> int:
     """The whole command: parse ``argv``, load the config, run; return the exit status.
 
     Usage errors print argparse's message (to stderr) and give 2; every other failure is one
@@ -631,8 +718,9 @@ async def execute(reactor: Any, argv: Sequence[str], out: TextIO, err: TextIO,
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
         return int(e.code or 0)
     try:
-        overrides = {k: v for k, v in (("base_dir", args.base_dir),
-                                          ("main_domain", args.main_domain)) if v}
+        overrides = {
+            k: v for k, v in (("base_dir", args.base_dir), ("main_domain", args.main_domain)) if v
+        }
         config = load(args.config, overrides or None)
     except ConfigError as e:  # FILE:LINE: KEY: problem, as twistd cgtwist prints it
         err.write(f"{e}\n")

@@ -88,11 +88,12 @@ def _recipient_line(r: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]],
             parts.append("routing")
     detail = str(r.get("detail") or "")
     line = "  ".join(p for p in parts if p)
-    return f"{line}  \"{detail}\"" if detail else line
+    return f'{line}  "{detail}"' if detail else line
 
 
-def format_list(reply: Mapping[str, Any], now: float,
-                sizes: Optional[Callable[[str], Optional[int]]] = None) -> str:
+def format_list(
+    reply: Mapping[str, Any], now: float, sizes: Optional[Callable[[str], Optional[int]]] = None
+) -> str:
     """The ``queue list`` table: one header line per message (id, age, size, sender, flags),
     then one indented line per recipient (address, state, queue, attempts, next attempt, last
     reply), then a summary line."""
@@ -105,8 +106,9 @@ def format_list(reply: Mapping[str, Any], now: float,
         size = sizes(msg_id) if sizes is not None else None
         sender = info.get("sender") or "<>"
         flags = "  HELD" if info.get("held") else ""
-        lines.append(f"{msg_id:<30} {duration(info.get('age')):>7} {size_text(size):>7}  "
-                     f"{sender}{flags}")
+        lines.append(
+            f"{msg_id:<30} {duration(info.get('age')):>7} {size_text(size):>7}  {sender}{flags}"
+        )
         jobs = _jobs_by_queue(info)
         for r in info.get("recipients") or []:
             lines.append("    " + _recipient_line(r, jobs, now))
@@ -126,14 +128,14 @@ def _history_line(h: Mapping[str, Any]) -> str:
         ip = str(h.get("ip") or "")
         where = f"{host} [{ip}]" if ip and ip != host else host
         tls = h.get("tls") or "no TLS"
-        return f"{when}  {where}  {tls}  \"{h.get('reply', '')}\""
+        return f'{when}  {where}  {tls}  "{h.get("reply", "")}"'
     if h.get("res") == "warned":
         return f"{when}  delay warning sent to the sender"
     queue = str(h.get("q") or "")
     results = []
     for rec in h.get("r") or []:
         address, state, detail = (list(rec) + ["", "", ""])[:3]
-        results.append(f"{address} {state}" + (f" \"{detail}\"" if detail else ""))
+        results.append(f"{address} {state}" + (f' "{detail}"' if detail else ""))
     return f"{when}  {queue}  {'; '.join(results)}".rstrip()
 
 
@@ -160,8 +162,10 @@ def format_show(info: Mapping[str, Any], now: float, size: Optional[int] = None)
         lines.append("Queues:")
         for name, job in jobs.items():
             nxt = _next(job, now)
-            lines.append(f"  {name}  {job.get('state', '?')}  attempts {job.get('attempts', 0)}"
-                         + (f"  {nxt}" if nxt and nxt != job.get("state") else ""))
+            lines.append(
+                f"  {name}  {job.get('state', '?')}  attempts {job.get('attempts', 0)}"
+                + (f"  {nxt}" if nxt and nxt != job.get("state") else "")
+            )
     history = list(info.get("history") or [])
     lines.append("History:" if history else "History: no delivery attempts yet")
     for h in sorted(history, key=lambda x: float(x.get("t") or 0)):
@@ -174,6 +178,7 @@ def format_show(info: Mapping[str, Any], now: float, size: Optional[int] = None)
 
 def spool_size(base_dir: str) -> Callable[[str], Optional[int]]:
     """Size of a spooled message's data, read from its spool header (None if unreadable)."""
+
     def size(msg_id: str) -> Optional[int]:
         if not _ID_RE.match(msg_id):
             return None
@@ -195,8 +200,10 @@ def _call(ctx: Context, cmd: str, **args: Any) -> dict[str, Any]:
     try:
         return ctx.call(cmd, **args)
     except ServerDown:
-        raise CLIError("the server is not running (no answer on "
-                       f"{ctx.config.control_socket}); queue commands need a running server") from None
+        raise CLIError(
+            "the server is not running (no answer on "
+            f"{ctx.config.control_socket}); queue commands need a running server"
+        ) from None
     except CLIError as e:
         # KeyError texts arrive quoted: "the server refused queue-show: 'no such message: x'"
         raise CLIError(re.sub(r"'(no such message[^']*)'", r"\1", str(e))) from None
@@ -209,9 +216,15 @@ def _check_id(ctx: Context, msg_id: str) -> str:
 
 
 async def queue_list(ctx: Context, args: argparse.Namespace) -> None:
-    filters = {"queue": args.queue, "sender": args.sender, "recipient": args.recipient,
-               "min_age": args.older_than, "max_age": args.newer_than,
-               "held": True if args.held else None, "limit": args.limit}
+    filters = {
+        "queue": args.queue,
+        "sender": args.sender,
+        "recipient": args.recipient,
+        "min_age": args.older_than,
+        "max_age": args.newer_than,
+        "held": True if args.held else None,
+        "limit": args.limit,
+    }
     reply = _call(ctx, "queue-list", **{k: v for k, v in filters.items() if v is not None})
     ctx.out.write(format_list(reply, time.time(), spool_size(ctx.config.base_dir)))
 
@@ -222,11 +235,15 @@ async def queue_queues(ctx: Context, args: argparse.Namespace) -> None:
     for q in reply.get("queues") or []:
         extra = ""
         if q.get("resume_at") is not None:
-            extra = f"  until {timestamp(q['resume_at'])} (in {duration(float(q['resume_at']) - now)})"
-        err = f"  \"{q['last_error']}\"" if q.get("last_error") else ""
-        ctx.out.write(f"{q.get('queue')}  {q.get('state')}  due {q.get('due', 0)}  waiting "
-                      f"{q.get('waiting', 0)}  active {q.get('active', 0)}  failures "
-                      f"{q.get('failures', 0)}{extra}{err}\n")
+            extra = (
+                f"  until {timestamp(q['resume_at'])} (in {duration(float(q['resume_at']) - now)})"
+            )
+        err = f'  "{q["last_error"]}"' if q.get("last_error") else ""
+        ctx.out.write(
+            f"{q.get('queue')}  {q.get('state')}  due {q.get('due', 0)}  waiting "
+            f"{q.get('waiting', 0)}  active {q.get('active', 0)}  failures "
+            f"{q.get('failures', 0)}{extra}{err}\n"
+        )
     if not reply.get("queues"):
         ctx.out.write("no logical queues\n")
 
@@ -248,7 +265,11 @@ async def queue_retry(ctx: Context, args: argparse.Namespace) -> None:
 def _simple(cmd: str, done: str) -> Callable[[Context, argparse.Namespace], Any]:
     async def handler(ctx: Context, args: argparse.Namespace) -> None:
         reply = _call(ctx, cmd, id=_check_id(ctx, args.id))
-        extra = f" ({reply['bounced']} recipient(s) failed, sender notified)" if "bounced" in reply else ""
+        extra = (
+            f" ({reply['bounced']} recipient(s) failed, sender notified)"
+            if "bounced" in reply
+            else ""
+        )
         ctx.out.write(f"{args.id} {done}{extra}\n")
 
     handler.__name__ = "queue_" + cmd.split("-", 1)[1]
@@ -264,7 +285,8 @@ queue_bounce = _simple("queue-bounce", "returned to the sender")
 def register(subparsers: Any) -> None:
     """Add the ``queue`` group to cgtwist-admin (called by cgtwist.cli.build_parser)."""
     g = subparsers.add_parser("queue", help="the mail queue of the running server").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     p = g.add_parser("list", help="list queued messages (filters combine)")
     p.add_argument("--queue", metavar="Q", help="logical queue, e.g. SMTP(example.com) (substring)")
     p.add_argument("--sender", metavar="S", help="sender address (substring)")
@@ -272,10 +294,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--older-than", metavar="SECONDS", type=float, help="queued at least this long")
     p.add_argument("--newer-than", metavar="SECONDS", type=float, help="queued at most this long")
     p.add_argument("--held", action="store_true", help="only held messages")
-    p.add_argument("--limit", type=int, default=None, help="at most this many (server default 1000)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="at most this many (server default 1000)"
+    )
     p.set_defaults(handler=queue_list, needs_store=False)
     g.add_parser("queues", help="logical queues with their state").set_defaults(
-        handler=queue_queues, needs_store=False)
+        handler=queue_queues, needs_store=False
+    )
     p = g.add_parser("show", help="envelope, recipient states and delivery history of ID")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=queue_show, needs_store=False)

@@ -57,8 +57,10 @@ async def router_set(ctx: Context, args: argparse.Namespace) -> None:
     text = _read(ctx, args.file)
     table = _parse(ctx, args.file, text)
     for record in table.relay_records():
-        ctx.err.write(f"{PROG}: warning: {args.file}:{record.line}: {record.relay}: record is "
-                      f"dangerous: relays regardless of source: {record.render()}\n")
+        ctx.err.write(
+            f"{PROG}: warning: {args.file}:{record.line}: {record.relay}: record is "
+            f"dangerous: relays regardless of source: {record.render()}\n"
+        )
     await ctx.accounts.set_setting(SETTING, text)
     ctx.out.write(f"router table stored: {len(table.records)} record(s)\n")
     ctx.notify("reload", what="router")
@@ -71,18 +73,28 @@ async def router_test(ctx: Context, args: argparse.Namespace) -> int:
         text = _read(ctx, args.table)
         _parse(ctx, args.table, text)
         overrides[SETTING] = text
-    routing = Routing(cast(Any, ctx.accounts), SettingsHolder(Settings(overrides)), ctx.config.main_domain)
+    routing = Routing(
+        cast(Any, ctx.accounts), SettingsHolder(Settings(overrides)), ctx.config.main_domain
+    )
     kind = "access" if args.access else "mail"
     try:
         result = await routing.explain(args.address, kind)
     except MailError as e:
-        ctx.fail(f"cannot route {args.address}: {e.reply()}" + (f" ({e.detail})" if e.detail else ""))
+        ctx.fail(
+            f"cannot route {args.address}: {e.reply()}" + (f" ({e.detail})" if e.detail else "")
+        )
     ctx.out.write(f"routing {args.address} ({kind})\n")
     for step in result.steps:
         ctx.out.write(f"  {step}\n")
     route = result.route
-    notes = [n for n, on in (("relay: a Relay: record matched", route.relay),
-                             (f"error: {route.error}", bool(route.error))) if on]
+    notes = [
+        n
+        for n, on in (
+            ("relay: a Relay: record matched", route.relay),
+            (f"error: {route.error}", bool(route.error)),
+        )
+        if on
+    ]
     ctx.out.write(f"{route}" + "".join(f"  [{n}]" for n in notes) + "\n")
     return 0
 
@@ -90,13 +102,16 @@ async def router_test(ctx: Context, args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add the ``router`` group to cgtwist-admin (called by cgtwist.cli.build_parser)."""
     g = subparsers.add_parser("router", help="the Router table").add_subparsers(
-        dest="action", metavar="ACTION", required=True)
+        dest="action", metavar="ACTION", required=True
+    )
     g.add_parser("show", help="print the stored Router table").set_defaults(handler=router_show)
     p = g.add_parser("set", help="validate FILE and make it the Router table ('-' = stdin)")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(handler=router_set)
     p = g.add_parser("test", help="show how ADDRESS is routed: records, hops, final route")
     p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--access", action="store_true", help="route it as a login name (Access: records)")
+    p.add_argument(
+        "--access", action="store_true", help="route it as a login name (Access: records)"
+    )
     p.add_argument("--table", metavar="FILE", help="try this table file instead of the stored one")
     p.set_defaults(handler=router_test)

@@ -20,8 +20,14 @@ from cgtwist.errors import ConfigError
 ENV_CONFIG = "CGTWIST_CONFIG"
 
 _KNOWN: dict[str, dict[str, type]] = {
-    "server": {"base_dir": str, "main_domain": str, "hostname": str, "unprivileged_ports": bool,
-               "umask": str, "node": str},
+    "server": {
+        "base_dir": str,
+        "main_domain": str,
+        "hostname": str,
+        "unprivileged_ports": bool,
+        "umask": str,
+        "node": str,
+    },
     "database": {"url": str, "pool_min": int, "pool_max": int, "timeout": float},
     "tls": {"certificate": str, "key": str},
     "log": {"level": str, "max_size": int, "keep": int, "daily": bool},
@@ -41,8 +47,10 @@ _NODE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 def check_node(name: str) -> str:
     """Validate a node name (lower-case letters, digits and inner hyphens, at most 63)."""
     if not _NODE_RE.match(name):
-        raise ValueError(f"invalid node name {name!r} (want lower-case letters, digits and "
-                         "inner hyphens, at most 63)")
+        raise ValueError(
+            f"invalid node name {name!r} (want lower-case letters, digits and "
+            "inner hyphens, at most 63)"
+        )
     return name
 
 
@@ -110,16 +118,24 @@ def _syntax_error(source: str, e: tomllib.TOMLDecodeError) -> ConfigError:
     m = re.search(r"\s*\(at line (\d+), column \d+\)$", text)
     if m is None:
         return ConfigError(f"{source}: {text}")
-    return ConfigError(f"{source}:{m.group(1)}: {text[:m.start()]}")
+    return ConfigError(f"{source}:{m.group(1)}: {text[: m.start()]}")
 
 
 def _default_hostname() -> str:
     name = socket.getfqdn()
-    return name if name and name != "localhost" and "." in name else socket.gethostname() or "localhost"
+    return (
+        name
+        if name and name != "localhost" and "." in name
+        else socket.gethostname() or "localhost"
+    )
 
 
-def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] = None,
-          overrides: Optional[Mapping[str, str]] = None) -> BootstrapConfig:
+def parse(
+    text: str,
+    source: str = "<string>",
+    base_for_relative: Optional[str] = None,
+    overrides: Optional[Mapping[str, str]] = None,
+) -> BootstrapConfig:
     """Parse TOML text into a BootstrapConfig; ``overrides`` (e.g. --base-dir) win over the file."""
     try:
         data: dict[str, Any] = tomllib.loads(text) if text else {}
@@ -151,21 +167,31 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     if overrides.get("base_dir"):
         base = os.path.abspath(os.path.expanduser(overrides["base_dir"]))
     else:
-        base = os.path.abspath(os.path.join(rel, os.path.expanduser(get("server", "base_dir", "spool"))))
+        base = os.path.abspath(
+            os.path.join(rel, os.path.expanduser(get("server", "base_dir", "spool")))
+        )
     hostname = get("server", "hostname", "") or _default_hostname()
     explicit = bool(overrides.get("main_domain") or get("server", "main_domain", ""))
     main = overrides.get("main_domain") or get("server", "main_domain", "") or hostname
     try:
         main = paths.check_domain(main)
     except ValueError:
-        raise _fail(source, text, "server", "main_domain", f"invalid domain name {main!r}") from None
+        raise _fail(
+            source, text, "server", "main_domain", f"invalid domain name {main!r}"
+        ) from None
     url = get("database", "url", "") or "sqlite:///" + os.path.join(base, paths.DB_FILE)
-    if not (url.startswith("sqlite:///") or url.startswith("postgresql://") or url.startswith("postgres://")):
+    if not (
+        url.startswith("sqlite:///")
+        or url.startswith("postgresql://")
+        or url.startswith("postgres://")
+    ):
         raise _fail(source, text, "database", "url", "must start with sqlite:/// or postgresql://")
     cert = get("tls", "certificate", "")
     key = get("tls", "key", "")
     if bool(cert) != bool(key):
-        raise _fail(source, text, "tls", "key" if cert else "certificate", "certificate and key go together")
+        raise _fail(
+            source, text, "tls", "key" if cert else "certificate", "certificate and key go together"
+        )
     generated = not cert
     if generated:
         cert = os.path.join(base, paths.TLS_DIR, "cert.pem")
@@ -179,7 +205,9 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     ns = get("dns", "nameservers", [])
     for entry in ns:
         if not isinstance(entry, str) or not re.match(r"^[0-9a-fA-F:.\[\]]+(:\d+)?$", entry):
-            raise _fail(source, text, "dns", "nameservers", f"bad entry {entry!r} (want ip or ip:port)")
+            raise _fail(
+                source, text, "dns", "nameservers", f"bad entry {entry!r} (want ip or ip:port)"
+            )
     timeout = float(get("dns", "timeout", 5.0))
     if timeout <= 0:
         raise _fail(source, text, "dns", "timeout", "must be positive")
@@ -192,12 +220,19 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     unpriv = get("server", "unprivileged_ports", None)
     umask_text = get("server", "umask", "0077")
     if not re.fullmatch(r"0?[0-7]{3}", umask_text) or not int(umask_text, 8) & 0o002:
-        raise _fail(source, text, "server", "umask",
-                    f"must be an octal mask such as 0077 or 0027 that removes write access for "
-                    f"others, not {umask_text!r}")
+        raise _fail(
+            source,
+            text,
+            "server",
+            "umask",
+            f"must be an octal mask such as 0077 or 0027 that removes write access for "
+            f"others, not {umask_text!r}",
+        )
     max_size, keep = get("log", "max_size", 10 * 1024 * 1024), get("log", "keep", 10)
     if max_size != 0 and max_size < 65536:
-        raise _fail(source, text, "log", "max_size", "must be 0 (no size limit) or at least 65536 bytes")
+        raise _fail(
+            source, text, "log", "max_size", "must be 0 (no size limit) or at least 65536 bytes"
+        )
     if not 1 <= keep <= 1000:
         raise _fail(source, text, "log", "keep", "must be 1..1000 (rotated files kept)")
     node = get("server", "node", DEFAULT_NODE)
@@ -206,16 +241,33 @@ def parse(text: str, source: str = "<string>", base_for_relative: Optional[str] 
     except ValueError as e:
         raise _fail(source, text, "server", "node", str(e)) from None
     return BootstrapConfig(
-        base_dir=base, main_domain=main, hostname=hostname, database_url=url,
-        certificate=cert, key=key, generated_certificate=generated, log_level=level,
-        unprivileged_ports=unpriv, nameservers=tuple(ns), dns_timeout=timeout,
-        pool_min=pmin, pool_max=pmax, database_timeout=db_timeout, source=source,
-        main_domain_explicit=explicit, umask=int(umask_text, 8), log_max_size=max_size,
-        log_keep=keep, log_daily=get("log", "daily", False), node=node,
+        base_dir=base,
+        main_domain=main,
+        hostname=hostname,
+        database_url=url,
+        certificate=cert,
+        key=key,
+        generated_certificate=generated,
+        log_level=level,
+        unprivileged_ports=unpriv,
+        nameservers=tuple(ns),
+        dns_timeout=timeout,
+        pool_min=pmin,
+        pool_max=pmax,
+        database_timeout=db_timeout,
+        source=source,
+        main_domain_explicit=explicit,
+        umask=int(umask_text, 8),
+        log_max_size=max_size,
+        log_keep=keep,
+        log_daily=get("log", "daily", False),
+        node=node,
     )
 
 
-def load(path: Optional[str] = None, overrides: Optional[Mapping[str, str]] = None) -> BootstrapConfig:
+def load(
+    path: Optional[str] = None, overrides: Optional[Mapping[str, str]] = None
+) -> BootstrapConfig:
     """Read the bootstrap file. ``path`` None: $CGTWIST_CONFIG, else defaults with no file.
 
     Relative paths inside the file are relative to the file's directory; a relative

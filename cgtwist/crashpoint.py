@@ -23,8 +23,13 @@ LOCAL_BEFORE_RENAME = "local-before-rename"
 # LOCAL delivery: the message is in new/ (and new/ fsynced), not yet recorded in the journal.
 LOCAL_AFTER_RENAME = "local-after-rename"
 
-ALL = (SPOOL_BEFORE_FSYNC, SPOOL_BEFORE_RENAME, SPOOL_AFTER_RENAME, LOCAL_BEFORE_RENAME,
-       LOCAL_AFTER_RENAME)
+ALL = (
+    SPOOL_BEFORE_FSYNC,
+    SPOOL_BEFORE_RENAME,
+    SPOOL_AFTER_RENAME,
+    LOCAL_BEFORE_RENAME,
+    LOCAL_AFTER_RENAME,
+)
 
 
 def crashpoint(name: str) -> None:

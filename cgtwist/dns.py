@@ -129,9 +129,16 @@ class Resolver:
     ``cache_size`` 0 disables caching; positive answers are kept for their TTL (capped).
     """
 
-    def __init__(self, nameservers: Sequence[str], timeout: float = 5.0, max_concurrency: int = 100,
-                 reactor: Any = None, cache_size: int = 10000, max_cache_ttl: float = 3600.0,
-                 negative_ttl: float = 60.0) -> None:
+    def __init__(
+        self,
+        nameservers: Sequence[str],
+        timeout: float = 5.0,
+        max_concurrency: int = 100,
+        reactor: Any = None,
+        cache_size: int = 10000,
+        max_cache_ttl: float = 3600.0,
+        negative_ttl: float = 60.0,
+    ) -> None:
         if reactor is None:
             raise TypeError("Resolver needs the reactor passed in")
         self.reactor = reactor
@@ -143,8 +150,9 @@ class Resolver:
         self._client: Optional[client.Resolver] = None
         if self.servers:
             # resolv=None: twisted never reads /etc/resolv.conf (client.Resolver.maybeParseConfig).
-            self._client = client.Resolver(servers=self.servers, timeout=self._retransmits(),
-                                           reactor=reactor)
+            self._client = client.Resolver(
+                servers=self.servers, timeout=self._retransmits(), reactor=reactor
+            )
         self.negative_ttl = negative_ttl
         self.in_flight = 0
         self._inflight: dict[tuple[str, int], _Waiters] = {}
@@ -170,20 +178,24 @@ class Resolver:
     # -- IResolver
     def lookup_mx(self, domain: str) -> defer.Deferred[list[tuple[int, str]]]:
         """[(preference, host)] sorted; a null MX (RFC 7505) appears as host ``""``."""
+
         def conv(records: list[Any]) -> list[tuple[int, str]]:
             return sorted((r.preference, _name(r.name)) for r in records)
+
         return self._query(domain, tdns.MX, conv)
 
     def lookup_a(self, host: str) -> defer.Deferred[list[str]]:
         return self._query(host, tdns.A, lambda rs: [r.dottedQuad() for r in rs])
 
     def lookup_aaaa(self, host: str) -> defer.Deferred[list[str]]:
-        return self._query(host, tdns.AAAA,
-                           lambda rs: [str(ipaddress.IPv6Address(r.address)) for r in rs])
+        return self._query(
+            host, tdns.AAAA, lambda rs: [str(ipaddress.IPv6Address(r.address)) for r in rs]
+        )
 
     def lookup_txt(self, name: str) -> defer.Deferred[list[str]]:
         def conv(records: list[Any]) -> list[str]:
             return [b"".join(r.data).decode("utf-8", "replace") for r in records]
+
         return self._query(name, tdns.TXT, conv)
 
     def lookup_ptr(self, ip: str) -> defer.Deferred[list[str]]:
@@ -194,7 +206,9 @@ class Resolver:
         return self._query(name, tdns.PTR, lambda rs: [_name(r.name) for r in rs])
 
     # -- machinery
-    def _query(self, name: str, qtype: int, conv: Callable[[list[Any]], Any]) -> defer.Deferred[Any]:
+    def _query(
+        self, name: str, qtype: int, conv: Callable[[list[Any]], Any]
+    ) -> defer.Deferred[Any]:
         name = name.strip().rstrip(".").lower()
         if not name.isascii():
             try:
@@ -243,6 +257,7 @@ class Resolver:
             except Exception:  # garbage rdata
                 log.failure("dns answer conversion failed name={name}", name=name)
                 raise DNSTemporaryError(f"malformed answer for {name}") from None
+
         return result.addCallback(convert)
 
     def _start(self, name: str, qtype: int, key: tuple[str, int], waiters: _Waiters) -> None:
@@ -254,7 +269,9 @@ class Resolver:
         def run(_: Any) -> defer.Deferred[Any]:
             self.in_flight += 1
             if self.reactor.seconds() - started >= self.timeout:
-                d: defer.Deferred[Any] = defer.fail(DNSTemporaryError(f"timeout waiting to look up {name}"))
+                d: defer.Deferred[Any] = defer.fail(
+                    DNSTemporaryError(f"timeout waiting to look up {name}")
+                )
             else:
                 d = defer.maybeDeferred(self._resolve, name, qtype, 0)
 
@@ -262,6 +279,7 @@ class Resolver:
                 self.in_flight -= 1
                 self._sem.release()
                 return r
+
             return d.addBoth(release)
 
         def done(r: Any) -> None:
@@ -287,9 +305,13 @@ class Resolver:
 
         acquire.addCallback(run).addBoth(done)
 
-    def _resolve(self, name: str, qtype: int, depth: int) -> defer.Deferred[tuple[list[Any], float]]:
+    def _resolve(
+        self, name: str, qtype: int, depth: int
+    ) -> defer.Deferred[tuple[list[Any], float]]:
         assert self._client is not None
-        d = self._client.query(tdns.Query(name.encode("ascii"), qtype, tdns.IN), self._retransmits())
+        d = self._client.query(
+            tdns.Query(name.encode("ascii"), qtype, tdns.IN), self._retransmits()
+        )
 
         def got(sections: tuple[list[Any], list[Any], list[Any]]) -> Any:
             answers = sections[0]
@@ -303,6 +325,7 @@ class Resolver:
             if cnames:
                 raise DNSTemporaryError(f"CNAME chain too long at {name}")
             return [], 0  # NODATA
+
         return d.addCallback(got)
 
 
@@ -329,11 +352,17 @@ def _map_failure(f: Failure, name: str, qtype: int) -> Exception:
         return DNSPermanentError(f"{name}: no such domain")
     if f.check(terror.DNSServerError, terror.DNSQueryRefusedError):
         reason = "server failure" if f.check(terror.DNSServerError) else "refused"
-        log.info("dns {reason} name={name} type={qtype}", reason=reason, name=name, qtype=_tname(qtype))
+        log.info(
+            "dns {reason} name={name} type={qtype}", reason=reason, name=name, qtype=_tname(qtype)
+        )
         return DNSTemporaryError(f"{name}: {reason}")
     if f.check(defer.TimeoutError, tdns.DNSQueryTimeoutError, defer.CancelledError):
         log.info("dns timeout name={name} type={qtype}", name=name, qtype=_tname(qtype))
         return DNSTemporaryError(f"{name}: timeout")
-    log.warn("dns error name={name} type={qtype}: {error}", name=name, qtype=_tname(qtype),
-             error=f.getErrorMessage())
+    log.warn(
+        "dns error name={name} type={qtype}: {error}",
+        name=name,
+        qtype=_tname(qtype),
+        error=f.getErrorMessage(),
+    )
     return DNSTemporaryError(f"{name}: {f.getErrorMessage()}")

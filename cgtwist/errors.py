@@ -31,7 +31,9 @@ class MailError(Exception):
         return f"{self.code} {self.enhanced} {self.text}"
 
 
-def temporary(text: str = "Temporary local problem, try again later", detail: str = "") -> MailError:
+def temporary(
+    text: str = "Temporary local problem, try again later", detail: str = ""
+) -> MailError:
     """451 4.3.0: the generic temporary failure used for unexpected internal errors."""
     return MailError(451, "4.3.0", text, detail)
 

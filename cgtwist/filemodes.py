@@ -19,10 +19,20 @@ from cgtwist import paths
 
 # Base-directory entries with something private in them, besides Domains/<domain>/<account>.
 _PRIVATE = (
-    paths.DB_FILE, paths.DB_FILE + "-wal", paths.DB_FILE + "-shm", paths.DB_FILE + "-journal",
-    "cgtwist.ports", paths.TLS_DIR, os.path.join(paths.TLS_DIR, "cert.pem"),
-    os.path.join(paths.TLS_DIR, "key.pem"), paths.QUEUE_DIR, paths.INCOMING_DIR,
-    paths.CORRUPT_DIR, paths.FREE_DIR, paths.SUBMITTED_DIR, paths.DOMAINS_DIR,
+    paths.DB_FILE,
+    paths.DB_FILE + "-wal",
+    paths.DB_FILE + "-shm",
+    paths.DB_FILE + "-journal",
+    "cgtwist.ports",
+    paths.TLS_DIR,
+    os.path.join(paths.TLS_DIR, "cert.pem"),
+    os.path.join(paths.TLS_DIR, "key.pem"),
+    paths.QUEUE_DIR,
+    paths.INCOMING_DIR,
+    paths.CORRUPT_DIR,
+    paths.FREE_DIR,
+    paths.SUBMITTED_DIR,
+    paths.DOMAINS_DIR,
 )
 
 Change = tuple[str, int, int]  # path, old mode, new mode

@@ -26,11 +26,11 @@ FactoryMaker = Callable[[ListenerSpec], Factory]
 
 _HINTS = {
     errno.EACCES: "permission denied: ports below 1024 need root (start as root with "
-                  "twistd --uid/--gid to drop privileges after binding) or use ports above 1024 "
-                  "(see README, 'Running unprivileged')",
+    "twistd --uid/--gid to drop privileges after binding) or use ports above 1024 "
+    "(see README, 'Running unprivileged')",
     errno.EADDRINUSE: "address already in use: another server (Postfix? Dovecot? a second "
-                      "cgtwist?) holds this port; stop it or change the listener with "
-                      "'cgtwist-admin settings set listeners ...'",
+    "cgtwist?) holds this port; stop it or change the listener with "
+    "'cgtwist-admin settings set listeners ...'",
     errno.EADDRNOTAVAIL: "this machine has no such address; fix the listener's address",
 }
 
@@ -40,8 +40,13 @@ class ListenerManager:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, makers: Mapping[str, FactoryMaker], tls: Any,
-                 state_file: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        makers: Mapping[str, FactoryMaker],
+        tls: Any,
+        state_file: Optional[str] = None,
+    ) -> None:
         self.reactor = reactor
         self.makers = makers
         self.tls = tls
@@ -58,8 +63,11 @@ class ListenerManager:
     def _bind(self, spec: ListenerSpec) -> None:
         maker = self.makers.get(spec.protocol)
         if maker is None:
-            self.log.warn("listener {listener}: no {protocol} service in this build; skipped",
-                          listener=spec.name, protocol=spec.protocol)
+            self.log.warn(
+                "listener {listener}: no {protocol} service in this build; skipped",
+                listener=spec.name,
+                protocol=spec.protocol,
+            )
             return
         factory: Any = maker(spec)
         if spec.tls == "implicit":
@@ -67,8 +75,10 @@ class ListenerManager:
             # socket is bound anyway: it accepts nothing until resume(), after TLS is ready.
             if self.tls is None or (self.tls_ready and not self.tls.available):
                 self.failed[spec] = "implicit TLS needs a certificate"
-                self.log.error("listener {listener}: implicit TLS needs a certificate; not bound",
-                               listener=spec.name)
+                self.log.error(
+                    "listener {listener}: implicit TLS needs a certificate; not bound",
+                    listener=spec.name,
+                )
                 return
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
         try:
@@ -83,9 +93,13 @@ class ListenerManager:
             port.stopReading()
         self.ports[spec] = port
         self.failed.pop(spec, None)
-        self.log.info("listener {listener} bound on port {port} (tls={tls}{sub})",
-                      listener=spec.name, port=port.getHost().port, tls=spec.tls,
-                      sub=", submission" if spec.submission else "")
+        self.log.info(
+            "listener {listener} bound on port {port} (tls={tls}{sub})",
+            listener=spec.name,
+            port=port.getHost().port,
+            tls=spec.tls,
+            sub=", submission" if spec.submission else "",
+        )
 
     def bind_all(self, specs: Iterable[ListenerSpec]) -> None:
         for spec in specs:
@@ -159,8 +173,11 @@ class ListenerManager:
 
     def sockets(self, protocol: str) -> list[tuple[int, ListenerSpec]]:
         """(file descriptor, listener) of each bound socket of ``protocol``, to hand on."""
-        return [(port.fileno(), spec) for spec, port in self.ports.items()  # type: ignore[attr-defined]
-                if spec.protocol == protocol]
+        return [
+            (port.fileno(), spec)  # type: ignore[attr-defined]
+            for spec, port in self.ports.items()
+            if spec.protocol == protocol
+        ]
 
     def stop(self) -> defer.Deferred[Any]:
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports.values()]
@@ -170,13 +187,32 @@ class ListenerManager:
     def describe(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for spec, port in self.ports.items():
-            out.append({"name": spec.name, "protocol": spec.protocol, "address": spec.address,
-                        "port": getattr(port.getHost(), "port", None), "configured_port": spec.port,
-                        "tls": spec.tls, "submission": spec.submission, "bound": True})
+            out.append(
+                {
+                    "name": spec.name,
+                    "protocol": spec.protocol,
+                    "address": spec.address,
+                    "port": getattr(port.getHost(), "port", None),
+                    "configured_port": spec.port,
+                    "tls": spec.tls,
+                    "submission": spec.submission,
+                    "bound": True,
+                }
+            )
         for spec, why in self.failed.items():
-            out.append({"name": spec.name, "protocol": spec.protocol, "address": spec.address,
-                        "port": None, "configured_port": spec.port, "tls": spec.tls,
-                        "submission": spec.submission, "bound": False, "error": why})
+            out.append(
+                {
+                    "name": spec.name,
+                    "protocol": spec.protocol,
+                    "address": spec.address,
+                    "port": None,
+                    "configured_port": spec.port,
+                    "tls": spec.tls,
+                    "submission": spec.submission,
+                    "bound": False,
+                    "error": why,
+                }
+            )
         return out
 
     def _write_state(self) -> None:

@@ -24,8 +24,13 @@ from zope.interface import implementer
 _time_cache: dict[int, str] = {}
 
 # Levels as numbers: comparing two of Twisted's LogLevel constants walks the constants.
-_RANK = {LogLevel.debug: 0, LogLevel.info: 1, LogLevel.warn: 2, LogLevel.error: 3,
-         LogLevel.critical: 4}
+_RANK = {
+    LogLevel.debug: 0,
+    LogLevel.info: 1,
+    LogLevel.warn: 2,
+    LogLevel.error: 3,
+    LogLevel.critical: 4,
+}
 # The least level any of this process's log outputs keeps (set_level); 0 until then, so
 # that tests and tools that observe every event see them all.
 _threshold = [0]
@@ -60,8 +65,9 @@ class Logger(_TwistedLogger):
         assert owner is not None
         cached = owner.__dict__.get("_cgtwist_logger")
         if cached is None or cached.observer is not self.observer:
-            cached = self.__class__(".".join([owner.__module__, owner.__name__]), owner,
-                                    observer=self.observer)
+            cached = self.__class__(
+                ".".join([owner.__module__, owner.__name__]), owner, observer=self.observer
+            )
             type.__setattr__(owner, "_cgtwist_logger", cached)
         return cached  # type: ignore[no-any-return]
 
@@ -72,8 +78,14 @@ class Logger(_TwistedLogger):
             return
         if rank < _threshold[0]:
             return
-        kwargs.update(log_logger=self, log_level=level, log_namespace=self.namespace,
-                      log_source=self.source, log_format=format, log_time=time.time())
+        kwargs.update(
+            log_logger=self,
+            log_level=level,
+            log_namespace=self.namespace,
+            log_source=self.source,
+            log_format=format,
+            log_time=time.time(),
+        )
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
         self.observer(kwargs)
@@ -228,13 +240,25 @@ class RotatingLogFile(LogFile):
 
     synchronized = ["write"]  # rotate is LogFile's, synchronized there
 
-    def __init__(self, path: str, max_size: int, keep: int, daily: bool, mode: int,
-                 today: Callable[[Optional[float]], tuple[int, int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        max_size: int,
+        keep: int,
+        daily: bool,
+        mode: int,
+        today: Callable[[Optional[float]], tuple[int, int, int]] | None = None,
+    ) -> None:
         self._today = today or _local_date
         self.daily = daily
         path = os.path.abspath(path)
-        super().__init__(os.path.basename(path), os.path.dirname(path), rotateLength=max_size,
-                         defaultMode=mode, maxRotatedFiles=keep)
+        super().__init__(
+            os.path.basename(path),
+            os.path.dirname(path),
+            rotateLength=max_size,
+            defaultMode=mode,
+            maxRotatedFiles=keep,
+        )
 
     def _openFile(self) -> None:
         super()._openFile()

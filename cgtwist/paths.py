@@ -13,7 +13,9 @@ import re
 from cgtwist.errors import InvalidName
 
 # RFC 1035-style host names, lower-cased; no leading/trailing dot or hyphen per label.
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 # Account names: a conservative dot-atom subset, no leading dot, at most 64 octets.
 _ACCOUNT_RE = re.compile(r"^[a-z0-9_+=-][a-z0-9._+=-]{0,63}$")
 

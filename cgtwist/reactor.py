@@ -54,7 +54,9 @@ def streamline(reactor: Any) -> bool:
     True if it was switched. Safe to call more than once."""
     if type(reactor) is not EPollReactor:
         return False
-    if not hasattr(reactor, "_poller") or not isinstance(getattr(reactor, "_selectables", None), dict):
+    if not hasattr(reactor, "_poller") or not isinstance(
+        getattr(reactor, "_selectables", None), dict
+    ):
         return False  # not the internals this was written against: keep Twisted's
     poll = types.MethodType(_do_poll, reactor)
     setattr(reactor, "doPoll", poll)  # noqa: B010  (an instance attribute over the method)

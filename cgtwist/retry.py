@@ -18,7 +18,9 @@ def retry_delay(schedule: Sequence[float], failures: int) -> float:
 
     An empty or invalid schedule falls back to DEFAULT_SCHEDULE; negative values count as 0.
     """
-    sched = [max(0.0, float(x)) for x in schedule if isinstance(x, (int, float))] or list(DEFAULT_SCHEDULE)
+    sched = [max(0.0, float(x)) for x in schedule if isinstance(x, (int, float))] or list(
+        DEFAULT_SCHEDULE
+    )
     n = max(1, failures)
     return sched[min(n, len(sched)) - 1]
 
@@ -28,8 +30,9 @@ def expired(queued: float, now: float, max_lifetime: float) -> bool:
     return now - queued >= max_lifetime
 
 
-def next_attempt(queued: float, now: float, failures: int, schedule: Sequence[float],
-                 max_lifetime: float) -> Optional[float]:
+def next_attempt(
+    queued: float, now: float, failures: int, schedule: Sequence[float], max_lifetime: float
+) -> Optional[float]:
     """When to try again after the ``failures``-th failure at ``now``; None = give up now.
 
     The last attempt is placed exactly at the end of the lifetime, so a message is tried once more

@@ -35,7 +35,9 @@ _PREFIX_RE = re.compile(r"([A-Za-z]+)\s*:\s*")
 _ENHANCED_RE = re.compile(r"^[45]\.\d{1,3}\.\d{1,3}(\s|$)")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # LDH labels (RFC 1035 §2.3.1) plus "_", which real host names carry and cgtwist.address accepts.
-_LABEL_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$")
+_LABEL_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
+)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # route() calls per resolution: bounds NoRelay back-tracking, restarts and the generator depth.
 _MAX_WORK = 200
@@ -292,18 +294,27 @@ def parse_record(text: str, line: int = 1) -> Record:
     while not rest.startswith("<"):
         m = _PREFIX_RE.match(rest)
         if m is None:
-            raise RouterParseError(line, "expected [prefix:]<left-address> = right, e.g. <*@old.dom> = *@new.dom")
+            raise RouterParseError(
+                line, "expected [prefix:]<left-address> = right, e.g. <*@old.dom> = *@new.dom"
+            )
         word = m.group(1).lower()
         if word in _RELAY_PREFIXES and not relay and not kind:
             relay = _RELAY_PREFIXES[word]
         elif word in _KIND_PREFIXES and not kind:
             kind = _KIND_PREFIXES[word]
         elif word in _RELAY_PREFIXES and kind:
-            raise RouterParseError(line, f"the relay prefix {m.group(1)}: must come before the type prefix")
+            raise RouterParseError(
+                line, f"the relay prefix {m.group(1)}: must come before the type prefix"
+            )
         elif word in _RELAY_PREFIXES or word in _KIND_PREFIXES:
-            raise RouterParseError(line, f"more than one {'relay' if word in _RELAY_PREFIXES else 'type'} prefix")
+            raise RouterParseError(
+                line, f"more than one {'relay' if word in _RELAY_PREFIXES else 'type'} prefix"
+            )
         else:
-            raise RouterParseError(line, f"unknown prefix {m.group(1)}: (want Relay:, RelayAll:, NoRelay:, Mail:, Access:, Signal:)")
+            raise RouterParseError(
+                line,
+                f"unknown prefix {m.group(1)}: (want Relay:, RelayAll:, NoRelay:, Mail:, Access:, Signal:)",
+            )
         rest = rest[m.end() :]
     close = rest.find(">")
     if close < 0:
@@ -444,7 +455,9 @@ class _Resolver:
         self.work = 0
 
     def _done(self, steps: list[RouteStep], route: Route, hops: int, address: str) -> Resolution:
-        steps.append(RouteStep("route", address, str(route) + (f" {route.error}" if route.error else "")))
+        steps.append(
+            RouteStep("route", address, str(route) + (f" {route.error}" if route.error else ""))
+        )
         return Resolution(route, tuple(steps), hops)
 
     def route(self, text: str, hops: int, trusted: bool) -> RouteGen:
@@ -479,14 +492,22 @@ class _Resolver:
                 step = replace(step, result=new)
                 sub = yield from self.route(new, hops + 1, trusted=True)
             if rec.norelay and sub.route.module == "SMTP":  # NoRelay: only if the result is local
-                steps.append(replace(step, action="skipped", result=str(sub.route), note="NoRelay: result not local"))
+                steps.append(
+                    replace(
+                        step,
+                        action="skipped",
+                        result=str(sub.route),
+                        note="NoRelay: result not local",
+                    )
+                )
                 continue
             route = replace(sub.route, relay=True) if rec.relays else sub.route
             return Resolution(route, (*steps, step, *sub.steps), sub.hops)
         return (yield from self._analyse(local, domain, hops, trusted, steps))
 
-    def _analyse(self, local: str, domain: str, hops: int, trusted: bool,
-                 steps: list[RouteStep]) -> RouteGen:
+    def _analyse(
+        self, local: str, domain: str, hops: int, trusted: bool, steps: list[RouteStep]
+    ) -> RouteGen:
         """No record matched: main-domain restart, special domains, then the store's facts."""
         address = f"{local}@{domain}"
         if domain == self.main:  # main-domain restart on a complex local part (a.1)
@@ -519,8 +540,13 @@ class _Resolver:
         return Resolution(sub.route, (*steps, *sub.steps), sub.hops)
 
 
-def resolve(table: Table, address: str, main_domain: str, kind: str = "mail",
-            max_hops: int = DEFAULT_MAX_HOPS) -> RouteGen:
+def resolve(
+    table: Table,
+    address: str,
+    main_domain: str,
+    kind: str = "mail",
+    max_hops: int = DEFAULT_MAX_HOPS,
+) -> RouteGen:
     """Route ``address``: a generator that yields Queries and returns a Resolution.
 
     The driver sends each query's answer back in (see ``resolve_with``). Records are tried top
@@ -530,10 +556,14 @@ def resolve(table: Table, address: str, main_domain: str, kind: str = "mail",
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    result = yield from _Resolver(table, main_domain, kind, max_hops).route(address, 0, trusted=False)
+    result = yield from _Resolver(table, main_domain, kind, max_hops).route(
+        address, 0, trusted=False
+    )
     if kind == "access" and result.route.module not in ("LOCAL", "ERROR"):
         route = error_route(result.route.address, NOT_LOCAL)
-        step = RouteStep("access", result.route.address, str(route), note="login names route only to accounts")
+        step = RouteStep(
+            "access", result.route.address, str(route), note="login names route only to accounts"
+        )
         return Resolution(route, (*result.steps, step), result.hops)
     return result
 
@@ -555,8 +585,14 @@ class StaticFacts:
         return self.aliases.get(key)
 
 
-def resolve_with(facts: StaticFacts, table: Table, address: str, main_domain: str,
-                 kind: str = "mail", max_hops: int = DEFAULT_MAX_HOPS) -> Resolution:
+def resolve_with(
+    facts: StaticFacts,
+    table: Table,
+    address: str,
+    main_domain: str,
+    kind: str = "mail",
+    max_hops: int = DEFAULT_MAX_HOPS,
+) -> Resolution:
     """Drive ``resolve`` synchronously with ``facts`` (tests, dry runs)."""
     gen = resolve(table, address, main_domain, kind, max_hops)
     answer: Any = None

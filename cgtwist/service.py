@@ -65,11 +65,17 @@ class CgtwistService(MultiService):
         self.reactor = reactor
         self.settings = SettingsHolder()
         self.tls = ServerTLS(cfg.certificate, cfg.key)
-        self.privileged = (os.geteuid() == 0) if cfg.unprivileged_ports is None else not cfg.unprivileged_ports
+        self.privileged = (
+            (os.geteuid() == 0) if cfg.unprivileged_ports is None else not cfg.unprivileged_ports
+        )
         self._late: list[tuple[ListenerSpec, LateFactory]] = []
         self.app: Any = None  # cgtwist.app.Components once started
-        self.listeners = ListenerManager(reactor, {p: self._maker for p in ("smtp", "pop3", "imap")},
-                                         self.tls, state_file=os.path.join(cfg.base_dir, "cgtwist.ports"))
+        self.listeners = ListenerManager(
+            reactor,
+            {p: self._maker for p in ("smtp", "pop3", "imap")},
+            self.tls,
+            state_file=os.path.join(cfg.base_dir, "cgtwist.ports"),
+        )
         self._control_port: Any = None
         self.changes: Any = None  # cgtwist.storage.notify.ChangeListener (PostgreSQL only)
         self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
@@ -94,8 +100,11 @@ class CgtwistService(MultiService):
         try:
             return settings.listeners(self.privileged)
         except (ValueError, TypeError, AttributeError) as e:
-            log.error("invalid listeners setting ({err}); listeners left as they are (fix it "
-                      "with: cgtwist-admin settings set listeners ...)", err=str(e))
+            log.error(
+                "invalid listeners setting ({err}); listeners left as they are (fix it "
+                "with: cgtwist-admin settings set listeners ...)",
+                err=str(e),
+            )
             return None
 
     def _apply_listeners(self, settings: Settings) -> defer.Deferred[None]:
@@ -119,8 +128,9 @@ class CgtwistService(MultiService):
         os.makedirs(self.cfg.base_dir, exist_ok=True)
         self._take_over_log_file()
         try:
-            early = read_server_settings(self.cfg.database_url, self.cfg.database_timeout,
-                                         self.cfg.node)
+            early = read_server_settings(
+                self.cfg.database_url, self.cfg.database_timeout, self.cfg.node
+            )
         except Exception as e:
             log.critical("cgtwist failed to start: {err}", err=str(e))
             raise
@@ -180,8 +190,9 @@ class CgtwistService(MultiService):
         twistd_file.close()
         log_files = filemodes.log_paths(twistd_file.path)
         changed = filemodes.tighten(log_files, cfg.umask)
-        rotating = RotatingLogFile(twistd_file.path, cfg.log_max_size, cfg.log_keep,
-                                   cfg.log_daily, 0o666 & ~cfg.umask)
+        rotating = RotatingLogFile(
+            twistd_file.path, cfg.log_max_size, cfg.log_keep, cfg.log_daily, 0o666 & ~cfg.umask
+        )
         if os.geteuid() == 0:
             owner = os.stat(cfg.base_dir)
             if owner.st_uid != 0:
@@ -199,23 +210,37 @@ class CgtwistService(MultiService):
     def _report_log_file(self, logfile: RotatingLogFile, changed: list[filemodes.Change]) -> None:
         self._log_mode_changes(changed)
         cfg = self.cfg
-        log.info("log file {path}: rotated at {size} bytes{daily}, {keep} old files kept",
-                 path=logfile.path, size=cfg.log_max_size or "no size limit",
-                 daily=" and daily" if cfg.log_daily else "", keep=cfg.log_keep)
+        log.info(
+            "log file {path}: rotated at {size} bytes{daily}, {keep} old files kept",
+            path=logfile.path,
+            size=cfg.log_max_size or "no size limit",
+            daily=" and daily" if cfg.log_daily else "",
+            keep=cfg.log_keep,
+        )
         if not (os.access(logfile.directory, os.W_OK) and os.access(logfile.path, os.W_OK)):
-            log.error("log file {path} cannot be rotated: user {uid} may not write it or its "
-                      "folder {folder}; make both belong to the server's user",
-                      path=logfile.path, uid=os.geteuid(), folder=logfile.directory)
+            log.error(
+                "log file {path} cannot be rotated: user {uid} may not write it or its "
+                "folder {folder}; make both belong to the server's user",
+                path=logfile.path,
+                uid=os.geteuid(),
+                folder=logfile.directory,
+            )
 
     @staticmethod
     def _log_mode_changes(changed: list[filemodes.Change], limit: int = 20) -> None:
         """One line per tightened path (the first ``limit``), then how many more."""
         for path, old, new in changed[:limit]:
-            log.warn("file mode of {path} tightened from {old:04o} to {new:04o}", path=path,
-                     old=old, new=new)
+            log.warn(
+                "file mode of {path} tightened from {old:04o} to {new:04o}",
+                path=path,
+                old=old,
+                new=new,
+            )
         if len(changed) > limit:
-            log.warn("file modes of {n} more paths tightened (domain and account directories)",
-                     n=len(changed) - limit)
+            log.warn(
+                "file modes of {n} more paths tightened (domain and account directories)",
+                n=len(changed) - limit,
+            )
 
     def startService(self) -> None:
         self._apply_log_level()
@@ -244,8 +269,9 @@ class CgtwistService(MultiService):
             os.makedirs(os.path.join(cfg.base_dir, sub), exist_ok=True)
         # Files made by an older version, or before the umask was set, lose the bits the
         # umask forbids (the store holds password hashes; account directories list accounts).
-        self._log_mode_changes(await self._in_thread(filemodes.tighten_base, cfg.base_dir,
-                                                     cfg.umask))
+        self._log_mode_changes(
+            await self._in_thread(filemodes.tighten_base, cfg.base_dir, cfg.umask)
+        )
         if cfg.generated_certificate:
             names = [cfg.hostname, cfg.main_domain, "localhost"]
             await self._in_thread(ensure_certificate, cfg.certificate, cfg.key, names)
@@ -265,9 +291,14 @@ class CgtwistService(MultiService):
         from cgtwist.app import shutdown_grace
         from cgtwist.workers import SMTPWorkers
 
-        self.workers = SMTPWorkers(self.reactor, cfg, adopt=self.app.manager.adopt,
-                                   sweep=self.app.spool.incoming, count=self.app.spool.message_count,
-                                   grace=lambda: shutdown_grace(self.settings.current))
+        self.workers = SMTPWorkers(
+            self.reactor,
+            cfg,
+            adopt=self.app.manager.adopt,
+            sweep=self.app.spool.incoming,
+            count=self.app.spool.message_count,
+            grace=lambda: shutdown_grace(self.settings.current),
+        )
         await self._configure_workers(self.settings.current)
 
         def rebind(settings: Settings) -> None:
@@ -279,8 +310,12 @@ class CgtwistService(MultiService):
         self._listen_for_changes()
         self.listeners.resume()
         self.listeners._write_state()
-        log.info("cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",
-                 domain=cfg.main_domain, base=cfg.base_dir, n=len(self.listeners.ports))
+        log.info(
+            "cgtwist ready: main domain {domain}, base {base}, {n} listener(s)",
+            domain=cfg.main_domain,
+            base=cfg.base_dir,
+            n=len(self.listeners.ports),
+        )
         self.ready.callback(None)
 
     def _log_setting_changes(self) -> None:
@@ -324,9 +359,11 @@ class CgtwistService(MultiService):
         handlers["reload"] = lambda req: defer.ensureDeferred(self._control_reload(req))
         handlers["status"] = lambda req: {"listeners": self.listeners.describe()}
         if len(os.fsencode(sock)) > 100:  # sockaddr_un.sun_path is 108 bytes on Linux
-            log.error("control socket {path} is too long a path for a UNIX socket; cgtwist-admin "
-                      "changes will apply on SIGHUP or restart (use a shorter base directory)",
-                      path=sock)
+            log.error(
+                "control socket {path} is too long a path for a UNIX socket; cgtwist-admin "
+                "changes will apply on SIGHUP or restart (use a shorter base directory)",
+                path=sock,
+            )
             return
         old = os.umask(0o077)
         try:
@@ -354,12 +391,18 @@ class CgtwistService(MultiService):
 
     def _changed(self, change: Any) -> None:
         if not change.concerns(self.cfg.node):
-            log.debug("node {node} changed its {what}: nothing to do here", node=change.node,
-                      what=change.what)
+            log.debug(
+                "node {node} changed its {what}: nothing to do here",
+                node=change.node,
+                what=change.what,
+            )
             return
         if not change.resync:
-            log.info("{what} by node {origin}: reloading settings and caches",
-                     what=change.what, origin=change.origin)
+            log.info(
+                "{what} by node {origin}: reloading settings and caches",
+                what=change.what,
+                origin=change.origin,
+            )
         self._reloads.kick()
 
     def _install_signals(self) -> None:
@@ -375,7 +418,8 @@ class CgtwistService(MultiService):
         log.info("SIGHUP: reloading TLS certificate and settings")
         self.tls.reload()
         defer.ensureDeferred(self.reload_settings()).addErrback(
-            lambda f: log.failure("settings reload failed", f))
+            lambda f: log.failure("settings reload failed", f)
+        )
 
     def stopService(self) -> defer.Deferred[Any]:
         return defer.ensureDeferred(self._stop())

@@ -22,8 +22,12 @@ SPF_ACTIONS = ("reject", "tempfail", "tag", "accept")
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 # RFC 5321 §4.2.2/§3.1: codes that make sense for refusing a listed client at connect.
 RBL_CODES = (421, 450, 451, 550, 554)
-ADDRESS_LIST_KEYS = ("clients.ips", "protection.whitehole.ips", "protection.blacklist.ips",
-                     "auth.trusted_ips")
+ADDRESS_LIST_KEYS = (
+    "clients.ips",
+    "protection.whitehole.ips",
+    "protection.blacklist.ips",
+    "auth.trusted_ips",
+)
 
 _SENDER_ITEM = re.compile(r"^(\*\.|\.|@)?[^\s@\x00-\x1f\x7f]+(@[^\s@\x00-\x1f\x7f]+)?$")
 _ZONE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
@@ -64,16 +68,22 @@ def _sender_list(key: str, value: Any) -> None:
         for item in line.split(","):
             item = item.strip()
             if item and not _SENDER_ITEM.match(item):
-                raise ValueError(f"{key}: line {no}: not an address, domain, @domain or *.domain: {item!r}")
+                raise ValueError(
+                    f"{key}: line {no}: not an address, domain, @domain or *.domain: {item!r}"
+                )
 
 
 # smtp.send_as: an address, or a pattern with * (cgtwist.core.senders.wildcard_match).
-_SEND_AS_ITEM = re.compile(r"^[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+@[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+$")
+_SEND_AS_ITEM = re.compile(
+    r"^[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+@[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+$"
+)
 MAX_SEND_AS = 1000
 
 
 def _send_as(key: str, value: Any) -> None:
-    items = [item.strip() for line in _lines(value, key) for item in line.split(",") if item.strip()]
+    items = [
+        item.strip() for line in _lines(value, key) for item in line.split(",") if item.strip()
+    ]
     if len(items) > MAX_SEND_AS:
         raise ValueError(f"{key}: at most {MAX_SEND_AS} addresses or patterns")
     for item in items:
@@ -89,7 +99,9 @@ def _mode_map(key: str, value: Any) -> None:
             raise ValueError(f"{key}[{listener}] must be an object {{check: mode}}")
         for check, mode in modes.items():
             if check not in CHECKS:
-                raise ValueError(f"{key}[{listener}]: unknown check {check!r} (want {', '.join(CHECKS)})")
+                raise ValueError(
+                    f"{key}[{listener}]: unknown check {check!r} (want {', '.join(CHECKS)})"
+                )
             if mode not in MODES:
                 raise ValueError(f"{key}[{listener}][{check}] must be one of {', '.join(MODES)}")
 
@@ -99,7 +111,9 @@ def _spf_actions(key: str, value: Any) -> None:
         raise ValueError(f"{key} must be an object {{result: action}}")
     for result, action in value.items():
         if result not in SPF_RESULTS:
-            raise ValueError(f"{key}: unknown SPF result {result!r} (want {', '.join(SPF_RESULTS)})")
+            raise ValueError(
+                f"{key}: unknown SPF result {result!r} (want {', '.join(SPF_RESULTS)})"
+            )
         if action not in SPF_ACTIONS:
             raise ValueError(f"{key}: action for {result} must be one of {', '.join(SPF_ACTIONS)}")
 
@@ -134,7 +148,9 @@ def _delays(key: str, value: Any) -> None:
         raise ValueError(f"{key} must be a non-empty list of seconds")
     for d in value:
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d <= 300:
-            raise ValueError(f"{key}: each delay must be a number of seconds from 0 to 300, not {d!r}")
+            raise ValueError(
+                f"{key}: each delay must be a number of seconds from 0 to 300, not {d!r}"
+            )
 
 
 def _positive_number(key: str, value: Any) -> None:

@@ -46,15 +46,20 @@ class StopSignals:
         # Nothing here may log or take a lock: only note the signal and wake the reactor.
         if not self._noted:
             self._noted = True
-            self.reactor._exitSignal = signum  # twistd exits with it (_ISupportsExitSignalCapturing)
+            self.reactor._exitSignal = (
+                signum  # twistd exits with it (_ISupportsExitSignalCapturing)
+            )
         self.reactor.callFromThread(self.received, signum)
 
     def received(self, signum: int) -> None:
         """On the reactor thread: the first stop signal stops the reactor; others are noted."""
         name = signal.Signals(signum).name
         if self.first is not None:
-            log.info("Received {signal} again: already stopping since {first}",
-                     signal=name, first=signal.Signals(self.first).name)
+            log.info(
+                "Received {signal} again: already stopping since {first}",
+                signal=name,
+                first=signal.Signals(self.first).name,
+            )
             return
         self.first = signum
         log.info("Received {signal}, shutting down.", signal=name)

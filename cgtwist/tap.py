@@ -32,15 +32,29 @@ class Options(usage.Options):
         "the TLS certificate and the dynamic settings; SIGUSR1 rotates the --logfile."
     )
     optParameters = [
-        ["config", "c", None, "Bootstrap configuration file (TOML). Default: $CGTWIST_CONFIG, "
-                              "else built-in defaults (base directory ./spool)."],
-        ["base-dir", "d", None, "Base directory (spool, Queue/, Domains/, database, "
-                                "certificate). Overrides [server] base_dir."],
+        [
+            "config",
+            "c",
+            None,
+            "Bootstrap configuration file (TOML). Default: $CGTWIST_CONFIG, "
+            "else built-in defaults (base directory ./spool).",
+        ],
+        [
+            "base-dir",
+            "d",
+            None,
+            "Base directory (spool, Queue/, Domains/, database, "
+            "certificate). Overrides [server] base_dir.",
+        ],
         ["main-domain", "m", None, "Main domain name. Overrides [server] main_domain."],
     ]
     optFlags = [
-        ["unprivileged-ports", "u", "Default listeners on 2525, 2587, ... on 127.0.0.1 even as "
-                                    "root. Overrides [server] unprivileged_ports."],
+        [
+            "unprivileged-ports",
+            "u",
+            "Default listeners on 2525, 2587, ... on 127.0.0.1 even as "
+            "root. Overrides [server] unprivileged_ports.",
+        ],
     ]
 
     def postOptions(self) -> None:

@@ -32,19 +32,27 @@ log = Logger()
 
 # Mozilla server-side TLS "intermediate" profile (v5): TLS 1.2 suites; TLS 1.3 suites are
 # OpenSSL's defaults, which are exactly the intermediate list.
-INTERMEDIATE_CIPHERS = ":".join([
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384",
-])
+INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+    ]
+)
 # Key-exchange groups of the same profile, for TLS 1.2 ECDHE and TLS 1.3 alike. OpenSSL's
 # default list also offers X448, secp521r1 and the FFDHE groups; a client limited to those is
 # refused (handshake failure), as by a server configured per Mozilla.
 INTERMEDIATE_GROUPS = "X25519:P-256:P-384"
 
 
-def generate_self_signed(cert_path: str, key_path: str, names: Iterable[str], days: int = 825) -> None:
+def generate_self_signed(
+    cert_path: str, key_path: str, names: Iterable[str], days: int = 825
+) -> None:
     """Write a self-signed RSA-2048 certificate whose SANs are ``names`` (and 127.0.0.1, ::1).
 
     The key is written with mode 0600 before any data goes into it.
@@ -58,24 +66,36 @@ def generate_self_signed(cert_path: str, key_path: str, names: Iterable[str], da
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, uniq[0] if uniq else "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in uniq]
-    san += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    san += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     for p in (cert_path, key_path):
         os.makedirs(os.path.dirname(p), mode=0o700, exist_ok=True)
     fd = os.open(key_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         f.flush()
         os.fsync(f.fileno())
     with open(cert_path + ".tmp", "wb") as f:
@@ -91,8 +111,11 @@ def ensure_certificate(cert_path: str, key_path: str, names: Iterable[str]) -> b
     if os.path.exists(cert_path) and os.path.exists(key_path):
         return False
     generate_self_signed(cert_path, key_path, names)
-    log.info("generated self-signed TLS certificate {path} for {names}", path=cert_path,
-             names=",".join(names))
+    log.info(
+        "generated self-signed TLS certificate {path} for {names}",
+        path=cert_path,
+        names=",".join(names),
+    )
     return True
 
 
@@ -187,7 +210,9 @@ class ServerTLS:
         return self if self.available else None
 
 
-def client_options(hostname: str, verify: bool, ca_file: Optional[str] = None) -> IOpenSSLClientConnectionCreator:
+def client_options(
+    hostname: str, verify: bool, ca_file: Optional[str] = None
+) -> IOpenSSLClientConnectionCreator:
     """Outbound TLS with our floor (TLS 1.2), never Twisted's legacy default (twisted #7770).
 
     ``verify`` False is opportunistic STARTTLS to an MX (RFC 3207 practice): encrypted, not
@@ -196,8 +221,10 @@ def client_options(hostname: str, verify: bool, ca_file: Optional[str] = None) -
     if verify:
         trust = ssl.Certificate.loadPEM(open(ca_file, "rb").read()) if ca_file else None
         return ssl.optionsForClientTLS(  # type: ignore[no-any-return]
-            hostname, trustRoot=trust,  # type: ignore[arg-type]
-            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
+            hostname,
+            trustRoot=trust,  # type: ignore[arg-type]
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+        )
     return _UnverifiedClientTLS(hostname)
 
 
@@ -221,4 +248,3 @@ class _UnverifiedClientTLS:
 
     def getContext(self) -> SSL.Context:
         return self._options.getContext()
-

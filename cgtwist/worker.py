@@ -73,7 +73,9 @@ class MasterLink(LineOnlyReceiver):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
-    def enqueue(self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None) -> defer.Deferred[None]:
+    def enqueue(
+        self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None
+    ) -> defer.Deferred[None]:
         """The message is durable in Queue/incoming/: tell the server to take it."""
         if self.transport is not None:
             write_pipe_now(self.transport, b"Q " + msg_id.encode("ascii") + b"\n")
@@ -110,8 +112,13 @@ class Worker:
     they are ready, never read from half-built components.
     """
 
-    def __init__(self, cfg: BootstrapConfig, listeners: list[tuple[int, ListenerSpec]],
-                 index: int, reactor: Any) -> None:
+    def __init__(
+        self,
+        cfg: BootstrapConfig,
+        listeners: list[tuple[int, ListenerSpec]],
+        index: int,
+        reactor: Any,
+    ) -> None:
         self.cfg = cfg
         self.listeners = listeners
         self.index = index
@@ -158,8 +165,12 @@ class Worker:
             family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
             self.ports.append(self.reactor.adoptStreamPort(fd, family, factory))
             os.close(fd)  # adoptStreamPort works on a duplicate
-        log.info("smtp worker {index} ready (pid {pid}), {n} listener(s)",
-                 index=self.index, pid=os.getpid(), n=len(self.ports))
+        log.info(
+            "smtp worker {index} ready (pid {pid}), {n} listener(s)",
+            index=self.index,
+            pid=os.getpid(),
+            n=len(self.ports),
+        )
 
     def reload(self) -> None:
         self.tls.reload()
@@ -167,7 +178,8 @@ class Worker:
             self._reload_wanted = True
             return
         defer.ensureDeferred(self.app.reload_settings()).addErrback(
-            lambda f: log.failure("worker: settings reload failed", f))
+            lambda f: log.failure("worker: settings reload failed", f)
+        )
 
     def set_count(self, count: int) -> None:
         if self.ready:
@@ -199,8 +211,9 @@ class Worker:
         if self.app is not None:  # start() ran: wait until it has finished or failed
             await self._started
         ports, self.ports = self.ports, []
-        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports],
-                                  consumeErrors=True)
+        await defer.gatherResults(
+            [defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True
+        )
         if self.app is not None:
             await self.app.drain()
             await self.app.close()
@@ -220,7 +233,9 @@ def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
         if failure is not None:
             text += "\n" + failure.getTraceback()
         try:
-            out.write(json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n")
+            out.write(
+                json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n"
+            )
         except Exception:  # never let logging kill the worker
             pass
 
@@ -245,7 +260,8 @@ def main() -> None:
     reactor.callWhenRunning(StopSignals(reactor).install)  # type: ignore[attr-defined]
     reactor.callWhenRunning(lambda: worker.start().addErrback(failed))  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "before", "shutdown", lambda: defer.ensureDeferred(worker.stop()))
+        "before", "shutdown", lambda: defer.ensureDeferred(worker.stop())
+    )
     reactor.run()  # type: ignore[attr-defined]
 
 

@@ -58,8 +58,11 @@ class _WorkerProcess(ProcessProtocol):
             if line.startswith(b"Q "):
                 self.owner.adopt(line[2:].decode("ascii", "replace"))
             elif line:
-                self.owner.log.warn("smtp worker {index}: unexpected output {line!r}",
-                                    index=self.index, line=line[:200])
+                self.owner.log.warn(
+                    "smtp worker {index}: unexpected output {line!r}",
+                    index=self.index,
+                    line=line[:200],
+                )
         if len(self._out) > 4096:
             self._out = b""
 
@@ -99,11 +102,16 @@ class SMTPWorkers:
 
     log = Logger(namespace="cgtwist.workers")
 
-    def __init__(self, reactor: Any, cfg: BootstrapConfig,
-                 adopt: Callable[[str], defer.Deferred[Any]],
-                 sweep: Callable[[frozenset[int]], defer.Deferred[list[str]]],
-                 count: Callable[[], int], grace: Callable[[], float] = lambda: 30.0,
-                 executable: str = sys.executable) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        cfg: BootstrapConfig,
+        adopt: Callable[[str], defer.Deferred[Any]],
+        sweep: Callable[[frozenset[int]], defer.Deferred[list[str]]],
+        count: Callable[[], int],
+        grace: Callable[[], float] = lambda: 30.0,
+        executable: str = sys.executable,
+    ) -> None:
         self.reactor = reactor
         self.cfg = cfg
         self._adopt = adopt
@@ -158,15 +166,17 @@ class SMTPWorkers:
         for child_fd, (fd, spec) in enumerate(self.sockets, start=3):
             fds[child_fd] = fd
             listeners.append(dict(dataclasses.asdict(spec), fd=child_fd))
-        spec_json = json.dumps({"config": dataclasses.asdict(self.cfg), "listeners": listeners,
-                                "index": index})
+        spec_json = json.dumps(
+            {"config": dataclasses.asdict(self.cfg), "listeners": listeners, "index": index}
+        )
         env = dict(os.environ)
         env["CGTWIST_WORKER"] = spec_json
         proto = _WorkerProcess(self, index)
         self.procs[index] = proto
         self._last_count = None  # the new worker hears the queue size at the next tick
-        self.reactor.spawnProcess(proto, self.executable, [self.executable, "-m", "cgtwist.worker"],
-                                  env=env, childFDs=fds)
+        self.reactor.spawnProcess(
+            proto, self.executable, [self.executable, "-m", "cgtwist.worker"], env=env, childFDs=fds
+        )
         self.log.info("smtp worker {index} started (pid {pid})", index=index, pid=proto.pid)
 
     def ended(self, proto: _WorkerProcess, reason: Any) -> None:
@@ -174,10 +184,15 @@ class SMTPWorkers:
             del self.procs[proto.index]
         status = reason.value
         clean = isinstance(status, error.ProcessDone)
-        how = "exited" if clean else f"ended ({getattr(status, 'exitCode', None)}, signal {getattr(status, 'signal', None)})"
+        how = (
+            "exited"
+            if clean
+            else f"ended ({getattr(status, 'exitCode', None)}, signal {getattr(status, 'signal', None)})"
+        )
         planned = self.stopping or proto.index > self.wanted or proto.retired
         (self.log.info if planned else self.log.error)(
-            "smtp worker {index} (pid {pid}) {how}", index=proto.index, pid=proto.os_pid, how=how)
+            "smtp worker {index} (pid {pid}) {how}", index=proto.index, pid=proto.os_pid, how=how
+        )
         self.sweep()
         if planned:
             return
@@ -216,19 +231,30 @@ class SMTPWorkers:
         done: defer.Deferred[None] = defer.Deferred()
 
         def kill() -> None:
-            self.log.warn("smtp worker {index} (pid {pid}) still running {s:.0f}s after SIGTERM; "
-                          "killing it", index=p.index, pid=p.os_pid, s=kill_after)
+            self.log.warn(
+                "smtp worker {index} (pid {pid}) still running {s:.0f}s after SIGTERM; killing it",
+                index=p.index,
+                pid=p.os_pid,
+                s=kill_after,
+            )
             self._signal(p, signal.SIGKILL)
 
         def give_up() -> None:
-            self.log.error("smtp worker {index} (pid {pid}) not seen to end {s:.0f}s after "
-                           "SIGKILL; not waiting for it", index=p.index, pid=p.os_pid, s=KILL_WAIT)
+            self.log.error(
+                "smtp worker {index} (pid {pid}) not seen to end {s:.0f}s after "
+                "SIGKILL; not waiting for it",
+                index=p.index,
+                pid=p.os_pid,
+                s=KILL_WAIT,
+            )
             if self.procs.get(p.index) is p:  # its index may be started again (configure)
                 del self.procs[p.index]
             done.callback(None)
 
-        timers = [self.reactor.callLater(kill_after, kill),
-                  self.reactor.callLater(kill_after + KILL_WAIT, give_up)]
+        timers = [
+            self.reactor.callLater(kill_after, kill),
+            self.reactor.callLater(kill_after + KILL_WAIT, give_up),
+        ]
 
         def ended(result: Any) -> Any:
             for t in timers:
@@ -261,9 +287,13 @@ class SMTPWorkers:
     # -- messages ---------------------------------------------------------------------------
     def adopt(self, msg_id: str) -> None:
         d = defer.maybeDeferred(self._adopt, msg_id)
-        d.addErrback(lambda f: self.log.failure(
-            "adopting {msg_id} from Queue/incoming failed; the next sweep tries again", f,
-            msg_id=msg_id))
+        d.addErrback(
+            lambda f: self.log.failure(
+                "adopting {msg_id} from Queue/incoming failed; the next sweep tries again",
+                f,
+                msg_id=msg_id,
+            )
+        )
 
     def sweep(self) -> defer.Deferred[None]:
         """Adopt whatever waits in Queue/incoming/ (a notice lost with its worker)."""
@@ -296,7 +326,8 @@ class SMTPWorkers:
             loop = LoopingCall(fn)
             loop.clock = self.reactor
             loop.start(every, now=False).addErrback(
-                lambda f: self.log.failure("smtp worker timer failed", f))
+                lambda f: self.log.failure("smtp worker timer failed", f)
+            )
             self._timers.append(loop)
 
     # -- logs -------------------------------------------------------------------------------
@@ -306,8 +337,13 @@ class SMTPWorkers:
             level_name, namespace, text = json.loads(line)
             level = LogLevel.levelWithName(level_name)
         except Exception:
-            level, namespace, text = LogLevel.warn, "cgtwist.worker", line.decode("utf-8", "replace")
+            level, namespace, text = (
+                LogLevel.warn,
+                "cgtwist.worker",
+                line.decode("utf-8", "replace"),
+            )
         if not text:
             return
-        self.log.emit(level, "{text}", text=text, log_namespace=namespace,
-                      log_system=f"smtp-worker-{index}")
+        self.log.emit(
+            level, "{text}", text=text, log_namespace=namespace, log_system=f"smtp-worker-{index}"
+        )

@@ -82,12 +82,14 @@ def make_record(spec: RecordSpec, origin: str = "") -> tuple[int, dns.IEncodable
         return dns.AAAA, dns.Record_AAAA(str(parts[0]), ttl)
     if rtype == "MX":
         exchange = str(parts[1])
-        return dns.MX, dns.Record_MX(int(parts[0]), b"" if exchange == "." else host(exchange).encode(), ttl)
+        return dns.MX, dns.Record_MX(
+            int(parts[0]), b"" if exchange == "." else host(exchange).encode(), ttl
+        )
     if rtype in ("TXT", "SPF"):
         chunks: list[bytes] = []
         for s in parts:
             b = s if isinstance(s, bytes) else str(s).encode("utf-8")
-            chunks.extend(b[i:i + 255] for i in range(0, max(len(b), 1), 255))
+            chunks.extend(b[i : i + 255] for i in range(0, max(len(b), 1), 255))
         cls = dns.Record_TXT if rtype == "TXT" else dns.Record_SPF
         return (dns.TXT if rtype == "TXT" else dns.SPF), cls(*chunks, ttl=ttl)
     if rtype == "PTR":
@@ -169,15 +171,23 @@ class _Authority(ResolverBase):
         cname = None
         for rtype, rec in recs:
             if rtype == type or type == dns.ALL_RECORDS:
-                answers.append(dns.RRHeader(name, rtype, dns.IN, rec.ttl or DEFAULT_TTL, rec, auth=True))
+                answers.append(
+                    dns.RRHeader(name, rtype, dns.IN, rec.ttl or DEFAULT_TTL, rec, auth=True)
+                )
             elif rtype == dns.CNAME:
                 cname = rec
         if not answers and cname is not None:
-            answers.append(dns.RRHeader(name, dns.CNAME, dns.IN, cname.ttl or DEFAULT_TTL, cname, auth=True))
+            answers.append(
+                dns.RRHeader(name, dns.CNAME, dns.IN, cname.ttl or DEFAULT_TTL, cname, auth=True)
+            )
             target = _norm(cname.name.name.decode())
             for rtype, rec in self.records.get(target, []):
                 if rtype == type:
-                    answers.append(dns.RRHeader(cname.name.name, rtype, dns.IN, rec.ttl or DEFAULT_TTL, rec, auth=True))
+                    answers.append(
+                        dns.RRHeader(
+                            cname.name.name, rtype, dns.IN, rec.ttl or DEFAULT_TTL, rec, auth=True
+                        )
+                    )
         authority: list[dns.RRHeader] = []
         if not answers:
             authority.append(dns.RRHeader(b"test", dns.SOA, dns.IN, 60, self.soa, auth=True))
@@ -202,11 +212,17 @@ class _Factory(server.DNSServerFactory):
             self.owner.dropped += 1
             return None
         if behaviour in ("servfail", "refused", "nxdomain"):
-            code = {"servfail": dns.ESERVER, "refused": dns.EREFUSED, "nxdomain": dns.ENAME}[behaviour]
-            self.sendReply(protocol, self._responseFromMessage(message=message, rCode=code), address)
+            code = {"servfail": dns.ESERVER, "refused": dns.EREFUSED, "nxdomain": dns.ENAME}[
+                behaviour
+            ]
+            self.sendReply(
+                protocol, self._responseFromMessage(message=message, rCode=code), address
+            )
             return None
         if isinstance(behaviour, tuple) and behaviour[0] == "delay":
-            call = self.owner.clock.callLater(float(behaviour[1]), super().handleQuery, message, protocol, address)
+            call = self.owner.clock.callLater(
+                float(behaviour[1]), super().handleQuery, message, protocol, address
+            )
             self.owner.delayed.append(call)
             return None
         if isinstance(behaviour, tuple) and behaviour[0] == "raw":
@@ -231,12 +247,18 @@ class _Factory(server.DNSServerFactory):
                 message.trunc = 1
         super().sendReply(protocol, message, address)
 
-    def gotResolverError(self, failure: failure.Failure, protocol: Any, message: Any, address: Any) -> None:
+    def gotResolverError(
+        self, failure: failure.Failure, protocol: Any, message: Any, address: Any
+    ) -> None:
         # Quiet NXDOMAIN handling (the base class logs non-domain errors as test failures).
         if failure.check(dns.DomainError, dns.AuthoritativeDomainError, error.DomainError):
-            self.sendReply(protocol, self._responseFromMessage(message=message, rCode=dns.ENAME), address)
+            self.sendReply(
+                protocol, self._responseFromMessage(message=message, rCode=dns.ENAME), address
+            )
         else:
-            self.sendReply(protocol, self._responseFromMessage(message=message, rCode=dns.ESERVER), address)
+            self.sendReply(
+                protocol, self._responseFromMessage(message=message, rCode=dns.ESERVER), address
+            )
 
 
 class DNSTestServer:
@@ -246,7 +268,9 @@ class DNSTestServer:
     ``queries`` logs every (name, type) asked, so tests can assert caching and probe counts.
     """
 
-    def __init__(self, records: Optional[Records] = None, zone_text: str = "", origin: str = "") -> None:
+    def __init__(
+        self, records: Optional[Records] = None, zone_text: str = "", origin: str = ""
+    ) -> None:
         self.authority = _Authority()
         self.queries: list[tuple[str, str]] = []
         self.dropped = 0
@@ -336,11 +360,21 @@ def raw_reply(fn: Callable[[int], bytes]) -> Behaviour:
 def main(argv: Optional[list[str]] = None) -> None:
     """Serve zone files / JSON records on loopback until killed; print the address first."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zone", action="append", default=[],
-                        help="zone file; origin from $ORIGIN or the file name minus .zone")
-    parser.add_argument("--json", action="append", default=[], help='JSON {"name": ["A 127.0.0.1"]}')
-    parser.add_argument("--behaviours", action="append", default=[],
-                        help='JSON {"name": "servfail", "name/TXT": "timeout", "n": ["delay", 2]}')
+    parser.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        help="zone file; origin from $ORIGIN or the file name minus .zone",
+    )
+    parser.add_argument(
+        "--json", action="append", default=[], help='JSON {"name": ["A 127.0.0.1"]}'
+    )
+    parser.add_argument(
+        "--behaviours",
+        action="append",
+        default=[],
+        help='JSON {"name": "servfail", "name/TXT": "timeout", "n": ["delay", 2]}',
+    )
     parser.add_argument("--interface", default="127.0.0.1")
     args = parser.parse_args(argv)
     from twisted.internet import reactor
@@ -348,6 +382,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     srv = DNSTestServer()
     for path in args.zone:
         import os
+
         base = os.path.basename(path)
         origin = base[:-5] if base.endswith(".zone") else base
         with open(path, encoding="utf-8") as f:
@@ -359,8 +394,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         with open(path, encoding="utf-8") as f:
             for key, behaviour in json.load(f).items():
                 name, _, qtype = key.partition("/")
-                srv.set_behaviour(name, tuple(behaviour) if isinstance(behaviour, list) else behaviour,
-                                  qtype or None)
+                srv.set_behaviour(
+                    name,
+                    tuple(behaviour) if isinstance(behaviour, list) else behaviour,
+                    qtype or None,
+                )
     address = srv.listen(reactor, args.interface)
     sys.stdout.write(address + "\n")
     sys.stdout.flush()

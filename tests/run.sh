@@ -2,8 +2,9 @@
 # The whole test suite, exactly as CI runs it (.ci/run calls this after installing the Debian
 # packages the end-to-end tests drive; README.md's test command does the same):
 #   a virtual environment in .venv with cgtwist and its test and PostgreSQL extras, the static
-#   checks (ruff, mypy with the zope plugin, the import-linter layering contracts), a throw-away
-#   PostgreSQL cluster on a Unix socket so the store tests run on both databases, then pytest.
+#   checks (ruff check, ruff format --check, mypy with the zope plugin, the import-linter
+#   layering contracts), a throw-away PostgreSQL cluster on a Unix socket so the store tests run
+#   on both databases, then pytest.
 # Arguments go to pytest (tests/run.sh tests/test_cli.py -x). Exits non-zero on any failure;
 # pytest's closing line is the last line it prints.
 set -euo pipefail
@@ -12,6 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q '.[test,postgres]'
 .venv/bin/ruff check cgtwist tests
+.venv/bin/ruff format --check cgtwist tests bench
 .venv/bin/mypy
 .venv/bin/lint-imports
 eval "$(sh tests/storage/pg_throwaway.sh start)"

@@ -28,31 +28,81 @@ GOOD_RCPT = [
 # Issue 4 part 3: every relay trick parses, and the Router sees the hop it must judge.
 RELAY_FORMS = [
     ("<user@ext.example>", "user", "ext.example", (), "user@ext.example"),
-    ("<user%ext.example@ours.example>", "user%ext.example", "ours.example", (), "user%ext.example@ours.example"),
-    ("<@ours.example:user@ext.example>", "user", "ext.example", ("ours.example",), "user%ext.example@ours.example"),
-    ('<"user@ext.example"@ours.example>', "user@ext.example", "ours.example", (), '"user@ext.example"@ours.example'),
-    ("<ext.example!user@ours.example>", "ext.example!user", "ours.example", (), "ext.example!user@ours.example"),
+    (
+        "<user%ext.example@ours.example>",
+        "user%ext.example",
+        "ours.example",
+        (),
+        "user%ext.example@ours.example",
+    ),
+    (
+        "<@ours.example:user@ext.example>",
+        "user",
+        "ext.example",
+        ("ours.example",),
+        "user%ext.example@ours.example",
+    ),
+    (
+        '<"user@ext.example"@ours.example>',
+        "user@ext.example",
+        "ours.example",
+        (),
+        '"user@ext.example"@ours.example',
+    ),
+    (
+        "<ext.example!user@ours.example>",
+        "ext.example!user",
+        "ours.example",
+        (),
+        "ext.example!user@ours.example",
+    ),
     ("<user@[1.2.3.4]>", "user", "[1.2.3.4]", (), "user@[1.2.3.4]"),
     ("<user@ext.example.>", "user", "ext.example", (), "user@ext.example"),
     ("<USER@EXT.EXAMPLE>", "USER", "ext.example", (), "USER@ext.example"),
-    ("<@a.example,@b.example:user@c.example>", "user", "c.example", ("a.example", "b.example"),
-     "user%c.example%b.example@a.example"),
+    (
+        "<@a.example,@b.example:user@c.example>",
+        "user",
+        "c.example",
+        ("a.example", "b.example"),
+        "user%c.example%b.example@a.example",
+    ),
 ]
 
 BAD = [
-    ("", 501), ("<", 501), ("<bob@example.com", 501), ("<bob@example.com>x", 501),
-    ("<bob>", 501), ("<@>", 501), ("<bob@>", 501), ("<@example.com>", 501),
-    ("<bob@@example.com>", 501), ("<bob@exa mple.com>", 501), ("<.bob@example.com>", 501),
-    ("<bob.@example.com>", 501), ("<bo..b@example.com>", 501), ("<bob@-example.com>", 501),
-    ("<bob@example..com>", 501), ("<bob@[300.1.1.1]>", 501), ("<bob@[IPv6:zz::1]>", 501),
-    ("<bob@[1.2.3.4>", 501), ('<"unterminated@example.com>', 501), ("<b\rob@example.com>", 501),
-    ("<b\nob@example.com>", 501), ("<b\0ob@example.com>", 501), ('<"a\rb"@example.com>', 501),
-    ("<>", 501), ("<@a.example:postmaster>", 501),
-    ("<" + "a" * 65 + "@example.com>", 501), ("<a@" + "b" * 64 + ".com>", 501),
+    ("", 501),
+    ("<", 501),
+    ("<bob@example.com", 501),
+    ("<bob@example.com>x", 501),
+    ("<bob>", 501),
+    ("<@>", 501),
+    ("<bob@>", 501),
+    ("<@example.com>", 501),
+    ("<bob@@example.com>", 501),
+    ("<bob@exa mple.com>", 501),
+    ("<.bob@example.com>", 501),
+    ("<bob.@example.com>", 501),
+    ("<bo..b@example.com>", 501),
+    ("<bob@-example.com>", 501),
+    ("<bob@example..com>", 501),
+    ("<bob@[300.1.1.1]>", 501),
+    ("<bob@[IPv6:zz::1]>", 501),
+    ("<bob@[1.2.3.4>", 501),
+    ('<"unterminated@example.com>', 501),
+    ("<b\rob@example.com>", 501),
+    ("<b\nob@example.com>", 501),
+    ("<b\0ob@example.com>", 501),
+    ('<"a\rb"@example.com>', 501),
+    ("<>", 501),
+    ("<@a.example:postmaster>", 501),
+    ("<" + "a" * 65 + "@example.com>", 501),
+    ("<a@" + "b" * 64 + ".com>", 501),
     ("<a@" + ".".join(["b" * 60] * 5) + ">", 501),
-    ("<bob@example.com> NOTIFY=BOGUS", 501), ("<bob@example.com> SIZE=10", 555),
-    ("<bob@example.com> FOO=bar", 555), ("<bob@example.com> NOTIFY=NEVER NOTIFY=NEVER", 501),
-    ("<bob@example.com> NOTIFY=NEVER,SUCCESS", 501), ("<bob@example.com> ORCPT=rfc822", 501),
+    ("<bob@example.com> NOTIFY=BOGUS", 501),
+    ("<bob@example.com> SIZE=10", 555),
+    ("<bob@example.com> FOO=bar", 555),
+    ("<bob@example.com> NOTIFY=NEVER NOTIFY=NEVER", 501),
+    ("<bob@example.com> NOTIFY=NEVER,SUCCESS", 501),
+    ("<bob@example.com> ORCPT=rfc822", 501),
     ("<bob@exämple.com>", 553),
 ]
 
@@ -69,8 +119,11 @@ class ParsePathTests(unittest.TestCase):
         for text, local, domain, route, router in RELAY_FORMS:
             p = parse_path(text, "rcpt")
             assert p.mailbox is not None
-            self.assertEqual((p.mailbox.local, p.mailbox.domain, p.route, p.router_address),
-                             (local, domain, route, router), text)
+            self.assertEqual(
+                (p.mailbox.local, p.mailbox.domain, p.route, p.router_address),
+                (local, domain, route, router),
+                text,
+            )
 
     def test_bad_paths(self) -> None:
         """Malformed paths get the RFC reply (501, 553 for 8-bit, 555 for unknown parameters)."""
@@ -90,10 +143,21 @@ class ParsePathTests(unittest.TestCase):
     def test_mail_parameters(self) -> None:
         """DSN and size parameters on MAIL are parsed and validated (RFC 1870, 3461, 6152)."""
         p = parse_path("<a@example.com> size=0123 ret=hdrs ENVID=abc+2Bdef AUTH=<>", "mail")
-        self.assertEqual(dict(p.params), {"SIZE": "123", "RET": "HDRS", "ENVID": "abc+2Bdef", "AUTH": "<>"})
-        for bad, code in [("SIZE=-1", 501), ("SIZE=abc", 501), ("SIZE", 501), ("SIZE=" + "9" * 21, 501),
-                          ("BODY=BINARYMIME", 555), ("RET=ALL", 501), ("ENVID=a+zz", 501),
-                          ("ENVID=" + "a" * 101, 501), ("NOTIFY=NEVER", 555), ("=x", 501)]:
+        self.assertEqual(
+            dict(p.params), {"SIZE": "123", "RET": "HDRS", "ENVID": "abc+2Bdef", "AUTH": "<>"}
+        )
+        for bad, code in [
+            ("SIZE=-1", 501),
+            ("SIZE=abc", 501),
+            ("SIZE", 501),
+            ("SIZE=" + "9" * 21, 501),
+            ("BODY=BINARYMIME", 555),
+            ("RET=ALL", 501),
+            ("ENVID=a+zz", 501),
+            ("ENVID=" + "a" * 101, 501),
+            ("NOTIFY=NEVER", 555),
+            ("=x", 501),
+        ]:
             with self.assertRaises(MailError, msg=bad) as cm:
                 parse_path("<a@example.com> " + bad, "mail")
             self.assertEqual(cm.exception.code, code, bad)
@@ -101,7 +165,9 @@ class ParsePathTests(unittest.TestCase):
     def test_rcpt_parameters(self) -> None:
         """NOTIFY and ORCPT on RCPT are kept for DSNs (RFC 3461 §4.1, §4.2)."""
         p = parse_path("<b@example.com> NOTIFY=failure,delay ORCPT=rfc822;b+40example.com", "rcpt")
-        self.assertEqual(dict(p.params), {"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;b+40example.com"})
+        self.assertEqual(
+            dict(p.params), {"NOTIFY": "FAILURE,DELAY", "ORCPT": "rfc822;b+40example.com"}
+        )
 
     def test_sender_without_domain_refused(self) -> None:
         """MAIL FROM needs a domain (only RCPT TO:<postmaster> may omit it), with 5.1.7."""
@@ -135,13 +201,20 @@ class ParsePathTests(unittest.TestCase):
         Checked structurally: the parser's work is capped by the length check, so a 100 KB input
         costs the same as a 1.3 KB one (no timing assertion).
         """
-        for shape in ['"' + "\\" * 5000, "<" + "a." * 50000, "<" + '"a' * 50000, "<@" + "a," * 50000,
-                      "<a@" + "[" * 50000]:
+        for shape in [
+            '"' + "\\" * 5000,
+            "<" + "a." * 50000,
+            "<" + '"a' * 50000,
+            "<@" + "a," * 50000,
+            "<a@" + "[" * 50000,
+        ]:
             with self.assertRaises(MailError):
                 parse_path(shape, "rcpt")
 
 
-ALPHABET = st.sampled_from(list('<>@"\\.,:[]% !=+-;aZ09\r\n\0\t') + ["IPv6:", "SIZE=", "NOTIFY=", "é"])
+ALPHABET = st.sampled_from(
+    list('<>@"\\.,:[]% !=+-;aZ09\r\n\0\t') + ["IPv6:", "SIZE=", "NOTIFY=", "é"]
+)
 
 
 class ParsePathPropertyTests(unittest.TestCase):
@@ -160,8 +233,10 @@ class ParsePathPropertyTests(unittest.TestCase):
             self.assertNotIn(ch, p.router_address)
 
     @settings(max_examples=300, deadline=None)
-    @given(st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9+_-]{1,10}){0,3}", fullmatch=True),
-           st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,3}", fullmatch=True))
+    @given(
+        st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9+_-]{1,10}){0,3}", fullmatch=True),
+        st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,3}", fullmatch=True),
+    )
     def test_round_trip(self, local: str, domain: str) -> None:
         """A parsed address spelled out again parses to the same mailbox."""
         p = parse_path(f"<{local}@{domain}>", "rcpt")
@@ -170,7 +245,11 @@ class ParsePathPropertyTests(unittest.TestCase):
 
 class QuotingPropertyTests(unittest.TestCase):
     @settings(max_examples=300, deadline=None)
-    @given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=60))
+    @given(
+        st.text(
+            alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=60
+        )
+    )
     def test_quoted_local_round_trip(self, local: str) -> None:
         """Any printable local part survives quoting and parsing unchanged (the spool and DSNs
         can spell back exactly the mailbox the client gave)."""

@@ -29,11 +29,27 @@ class ParseTests(unittest.TestCase):
 
     def test_single_cidr_range(self) -> None:
         """Single addresses, networks and ranges all match what an administrator meant."""
-        for ip in ("10.1.2.3", "192.0.2.10", "192.0.2.15", "192.0.2.20", "198.51.100.9",
-                   "203.0.113.7", "2001:db8:1::5", "::1"):
+        for ip in (
+            "10.1.2.3",
+            "192.0.2.10",
+            "192.0.2.15",
+            "192.0.2.20",
+            "198.51.100.9",
+            "203.0.113.7",
+            "2001:db8:1::5",
+            "::1",
+        ):
             self.assertTrue(self.lst.contains(ip), ip)
-        for ip in ("11.0.0.1", "192.0.2.9", "192.0.2.21", "198.51.100.10", "203.0.113.8",
-                   "2001:db9::1", "::2", "127.0.0.1"):
+        for ip in (
+            "11.0.0.1",
+            "192.0.2.9",
+            "192.0.2.21",
+            "198.51.100.10",
+            "203.0.113.8",
+            "2001:db9::1",
+            "::2",
+            "127.0.0.1",
+        ):
             self.assertFalse(self.lst.contains(ip), ip)
 
     def test_ipv4_mapped_peer(self) -> None:
@@ -56,8 +72,13 @@ class ParseTests(unittest.TestCase):
 
     def test_errors_name_the_line(self) -> None:
         """A typo is refused with its line number, so the administrator can find it."""
-        for text, line in (("10.0.0.1\nexample.com\n", 2), ("\n\n1.2.3.4-1.2.3.1", 3),
-                           ("1.2.3.4-::1", 1), ("10.0.0.0/33", 1), ("1.2.3.4-300", 1)):
+        for text, line in (
+            ("10.0.0.1\nexample.com\n", 2),
+            ("\n\n1.2.3.4-1.2.3.1", 3),
+            ("1.2.3.4-::1", 1),
+            ("10.0.0.0/33", 1),
+            ("1.2.3.4-300", 1),
+        ):
             with self.assertRaises(AddressListError) as cm:
                 AddressList.parse(text)
             self.assertEqual(cm.exception.line_no, line, text)
@@ -87,8 +108,10 @@ class PropertyTests(unittest.TestCase):
         self.assertTrue(lst.contains(str(ip)))
         self.assertEqual(lst.contains(str(probe)), probe in net)
 
-    @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 4096)), max_size=20),
-           st.integers(0, 2**32 - 1))
+    @given(
+        st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 4096)), max_size=20),
+        st.integers(0, 2**32 - 1),
+    )
     def test_ranges_merge(self, ranges: list[tuple[int, int]], probe: int) -> None:
         """Overlapping and adjacent ranges merge without losing or adding addresses."""
         lines = []
@@ -104,6 +127,7 @@ class HostKeyTests(unittest.TestCase):
     def test_ipv6_per_64(self) -> None:
         """Per-host limits treat a whole IPv6 /64 as one host, IPv4 per address."""
         from cgtwist.addresslist import host_key
+
         self.assertEqual(host_key("2001:db8:1:2:aaaa::1"), host_key("2001:db8:1:2:bbbb::9"))
         self.assertNotEqual(host_key("2001:db8:1:2::1"), host_key("2001:db8:1:3::1"))
         self.assertEqual(host_key("::ffff:192.0.2.1"), "192.0.2.1")

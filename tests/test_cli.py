@@ -35,10 +35,15 @@ class CLITestCase(unittest.TestCase):
         self.base = temp_dir(self)
         self.conf = os.path.join(self.base, "cgtwist.conf")
         with open(self.conf, "w") as f:
-            f.write('[server]\nbase_dir = "."\nmain_domain = "example.com"\n'
-                    'hostname = "mail.example.com"\n')
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("CGTWIST_CONFIG", ENV_POSTMASTER_PASSWORD)}
+            f.write(
+                '[server]\nbase_dir = "."\nmain_domain = "example.com"\n'
+                'hostname = "mail.example.com"\n'
+            )
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("CGTWIST_CONFIG", ENV_POSTMASTER_PASSWORD)
+        }
         self.env["PYTHONPATH"] = ROOT + os.pathsep + self.env.get("PYTHONPATH", "")
         if self.postmaster_password is not None:
             self.env[ENV_POSTMASTER_PASSWORD] = self.postmaster_password
@@ -55,8 +60,9 @@ class CLITestCase(unittest.TestCase):
     async def cli(self, *args: str, stdin: str = "", code: int = 0) -> tuple[str, str]:
         """Run cgtwist-admin in-process; check the exit status and that no traceback shows."""
         out, err = io.StringIO(), io.StringIO()
-        rc = await cli.execute(reactor, ["--config", self.conf, *args], out, err,
-                               io.StringIO(stdin), self.hasher)
+        rc = await cli.execute(
+            reactor, ["--config", self.conf, *args], out, err, io.StringIO(stdin), self.hasher
+        )
         self.assertNotIn("Traceback", err.getvalue())
         self.assertEqual(rc, code, f"{args}: {out.getvalue()!r} {err.getvalue()!r}")
         return out.getvalue(), err.getvalue()
@@ -71,16 +77,27 @@ class CLITestCase(unittest.TestCase):
 
     def run_cli(self, *args: str, code: int = 0) -> tuple[str, str]:
         """Run the real cgtwist-admin process; check its status and that no traceback shows."""
-        p = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
-                           cwd=self.base, timeout=60, stdin=subprocess.DEVNULL)
+        p = subprocess.run(
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.base,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         self.assertNotIn("Traceback", p.stderr)
         self.assertEqual(p.returncode, code, f"{args}: {p.stdout!r} {p.stderr!r}")
         return p.stdout, p.stderr
 
     async def verify(self, address: str, password: str) -> Optional[str]:
         """Log in through the store, as the running server would, after the CLI's change."""
-        store = await open_store("sqlite:///" + os.path.join(self.base, "cgtwist.db"),
-                                 "example.com", reactor, hasher=self.hasher)
+        store = await open_store(
+            "sqlite:///" + os.path.join(self.base, "cgtwist.db"),
+            "example.com",
+            reactor,
+            hasher=self.hasher,
+        )
         try:
             name, _, domain = address.partition("@")
             account = await store.verify_password(name, domain, password)
@@ -100,7 +117,7 @@ def _one_error_line(case: unittest.TestCase, err: str) -> str:
     lines = err.splitlines()
     case.assertEqual(len(lines), 1, err)
     case.assertTrue(lines[0].startswith("cgtwist-admin: error: "), err)
-    return lines[0][len("cgtwist-admin: error: "):]
+    return lines[0][len("cgtwist-admin: error: ") :]
 
 
 class ProcessTests(CLITestCase):
@@ -118,8 +135,9 @@ class ProcessTests(CLITestCase):
         self.assertIn("main domain: example.com\n", out)
         self.assertIn("created postmaster@example.com (administrator) with password: ", out)
         password = out.split("with password: ")[1].split()[0]
-        self.assertEqual(await self.verify("postmaster@example.com", password),
-                         "postmaster@example.com")
+        self.assertEqual(
+            await self.verify("postmaster@example.com", password), "postmaster@example.com"
+        )
         out2, err2 = self.run_cli("init")
         self.assertEqual(out2, "")
         self.assertEqual(err2, f"cgtwist-admin: the store at sqlite:{db} exists already\n")
@@ -134,12 +152,14 @@ class ProcessTests(CLITestCase):
         says "no store at PATH" and exits 1; it does not create a store with a random
         postmaster password nobody saw."""
         before = sorted(os.listdir(self.base))
-        for args in (("domain", "list"), ("account", "add", "alice", "--password", "x"),
-                     ("settings", "show")):
+        for args in (
+            ("domain", "list"),
+            ("account", "add", "alice", "--password", "x"),
+            ("settings", "show"),
+        ):
             _, err = self.run_cli(*args, code=1)
             db = os.path.join(self.base, "cgtwist.db")
-            self.assertTrue(_one_error_line(self, err).startswith(f"no store at sqlite:{db} "),
-                            err)
+            self.assertTrue(_one_error_line(self, err).startswith(f"no store at sqlite:{db} "), err)
             self.assertIn("init", err)
         self.assertEqual(sorted(os.listdir(self.base)), before)
 
@@ -147,15 +167,26 @@ class ProcessTests(CLITestCase):
         """Run from a shell with umask 022, cgtwist-admin creates the store 0600 ([server]
         umask); a store an older version left 0644 is tightened, saying so."""
         env = dict(self.env)
-        p = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", *self.argv("init")],
-                           capture_output=True, text=True, env=env, cwd=self.base, timeout=60)
+        p = subprocess.run(
+            ["sh", "-c", 'umask 022 && exec "$@"', "sh", *self.argv("init")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.base,
+            timeout=60,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         db = os.path.join(self.base, "cgtwist.db")
         self.assertEqual(os.stat(db).st_mode & 0o777, 0o600)
         os.chmod(db, 0o644)
-        p = subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh",
-                            *self.argv("domain", "list")],
-                           capture_output=True, text=True, env=env, cwd=self.base, timeout=60)
+        p = subprocess.run(
+            ["sh", "-c", 'umask 022 && exec "$@"', "sh", *self.argv("domain", "list")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.base,
+            timeout=60,
+        )
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn(f"cgtwist-admin: file mode of {db} tightened from 0644 to 0600", p.stderr)
         self.assertEqual(os.stat(db).st_mode & 0o777, 0o600)
@@ -181,26 +212,32 @@ class BootstrapTests(CLITestCase):
         out, err = await self.cli("init")
         self.assertIn("with the password in $CGTWIST_POSTMASTER_PASSWORD", out)
         self.assertNotIn("pm", (out + err).replace("postmaster", "").replace("cgtwist-admin", ""))
-        self.assertEqual(await self.verify("postmaster@example.com", "pm"),
-                         "postmaster@example.com")
+        self.assertEqual(
+            await self.verify("postmaster@example.com", "pm"), "postmaster@example.com"
+        )
 
 
 class AccountTests(CLITestCase):
     async def test_account_lifecycle(self) -> None:
         """add (given, stdin, generated), list, show, passwd, remove: each visible to logins."""
-        await self.cli("account", "add", "alice", "--password", "alice-pw",
-                       "--real-name", "Alice Liddell")
+        await self.cli(
+            "account", "add", "alice", "--password", "alice-pw", "--real-name", "Alice Liddell"
+        )
         await self.cli("domain", "add", "Example.ORG")
-        await self.cli("account", "add", "bob%example.org", "--password-stdin", "--admin",
-                       stdin="bob-pw\n")
+        await self.cli(
+            "account", "add", "bob%example.org", "--password-stdin", "--admin", stdin="bob-pw\n"
+        )
         out, _ = await self.cli("account", "add", "carol@example.org", "--services", "mail,imap")
         self.assertTrue(out.startswith("password for carol@example.org: "), out)
         carol_pw = out.split(": ", 1)[1].strip()
         self.assertGreaterEqual(len(carol_pw), 12)
 
         out, _ = await self.cli("account", "list")
-        self.assertEqual(out, "alice@example.com  Alice Liddell\npbx@example.com  PBX  [service]\n"
-                              "postmaster@example.com  Postmaster  [admin]\n")
+        self.assertEqual(
+            out,
+            "alice@example.com  Alice Liddell\npbx@example.com  PBX  [service]\n"
+            "postmaster@example.com  Postmaster  [admin]\n",
+        )
         out, _ = await self.cli("account", "list", "example.org")
         self.assertEqual(out, "bob@example.org  [admin]\ncarol@example.org\n")
         info = json.loads((await self.cli("account", "show", "carol@example.org"))[0])
@@ -226,41 +263,54 @@ class AccountTests(CLITestCase):
 
     async def test_import_password_hash(self) -> None:
         """--password-hash imports a Dovecot SHA512-CRYPT hash; logins work with it."""
-        stored = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIF"
-                  "NjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")
+        stored = (
+            "{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIF"
+            "NjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+        )
         out, _ = await self.cli("account", "add", "alice", "--password-hash", stored)
         self.assertEqual(out, "")
-        self.assertEqual(await self.verify("alice@example.com", "Hello world!"),
-                         "alice@example.com")
+        self.assertEqual(
+            await self.verify("alice@example.com", "Hello world!"), "alice@example.com"
+        )
         await self.cli("account", "passwd", "alice", "--password", "x")
         await self.cli("account", "passwd", "alice", "--password-hash", stored)
-        self.assertEqual(await self.verify("alice@example.com", "Hello world!"),
-                         "alice@example.com")
-        self.assertIn("unsupported password hash",
-                      await self.error("account", "add", "bob", "--password-hash", "plain"))
+        self.assertEqual(
+            await self.verify("alice@example.com", "Hello world!"), "alice@example.com"
+        )
+        self.assertIn(
+            "unsupported password hash",
+            await self.error("account", "add", "bob", "--password-hash", "plain"),
+        )
 
     async def test_errors(self) -> None:
         """Bad input is one clear line on stderr and exit status 1, never a traceback."""
         await self.cli("account", "add", "alice", "--password", "x")
-        self.assertEqual(await self.error("account", "add", "alice", "--password", "y"),
-                         "account alice@example.com already exists")
-        self.assertEqual(await self.error("account", "add", "bob@nowhere.org", "--password", "y"),
-                         "domain nowhere.org does not exist")
+        self.assertEqual(
+            await self.error("account", "add", "alice", "--password", "y"),
+            "account alice@example.com already exists",
+        )
+        self.assertEqual(
+            await self.error("account", "add", "bob@nowhere.org", "--password", "y"),
+            "domain nowhere.org does not exist",
+        )
         self.assertIn("invalid account name", await self.error("account", "add", "../x"))
         self.assertIn("invalid", await self.error("account", "add", "a/b@example.com"))
         self.assertIn("invalid", await self.error("domain", "add", "../etc"))
-        self.assertIn("unknown service",
-                      await self.error("account", "add", "z", "--services", "ftp"))
+        self.assertIn(
+            "unknown service", await self.error("account", "add", "z", "--services", "ftp")
+        )
         self.assertIn("does not exist", await self.error("account", "remove", "ghost"))
-        self.assertIn("does not exist",
-                      await self.error("account", "passwd", "ghost", "--password", "x"))
-        self.assertIn("main domain",
-                      await self.error("domain", "remove", "example.com", "--force"))
+        self.assertIn(
+            "does not exist", await self.error("account", "passwd", "ghost", "--password", "x")
+        )
+        self.assertIn("main domain", await self.error("domain", "remove", "example.com", "--force"))
         self.assertIn("administrator", await self.error("account", "remove", "postmaster"))
-        self.assertIn("no password",
-                      await self.error("account", "passwd", "alice", "--password-stdin"))
-        self.assertIn("must not be empty",
-                      await self.error("account", "passwd", "alice", "--password", ""))
+        self.assertIn(
+            "no password", await self.error("account", "passwd", "alice", "--password-stdin")
+        )
+        self.assertIn(
+            "must not be empty", await self.error("account", "passwd", "alice", "--password", "")
+        )
 
     async def test_database_owned_by_base_dir_owner(self) -> None:
         """Run as root, the database it creates belongs to the base directory's owner, so a
@@ -283,8 +333,13 @@ class AccountTests(CLITestCase):
 
     async def test_usage_errors_exit_2(self) -> None:
         """Unknown groups, actions or missing arguments are usage errors (exit status 2)."""
-        for args in (("bogus",), ("account",), ("account", "frobnicate"), ("alias", "add", "x"),
-                     ("account", "add", "a", "--password", "x", "--password-stdin")):
+        for args in (
+            ("bogus",),
+            ("account",),
+            ("account", "frobnicate"),
+            ("alias", "add", "x"),
+            ("account", "add", "a", "--password", "x", "--password-stdin"),
+        ):
             _, err = await self.cli(*args, code=2)
             self.assertIn("usage:", err)
 
@@ -313,14 +368,18 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("alias", "add", "info", "alice")
         await self.cli("alias", "add", "sales@example.com", "someone@elsewhere.org")
         out, _ = await self.cli("alias", "list")
-        self.assertEqual(out, "info@example.com -> alice@example.com\n"
-                              "sales@example.com -> someone@elsewhere.org\n")
+        self.assertEqual(
+            out,
+            "info@example.com -> alice@example.com\nsales@example.com -> someone@elsewhere.org\n",
+        )
         self.assertIn("is an account", await self.error("alias", "add", "alice", "x@y.org"))
         self.assertIn("invalid alias target", await self.error("alias", "add", "a", "b c@d.org"))
         await self.cli("alias", "remove", "info")
         self.assertIn("does not exist", await self.error("alias", "remove", "info"))
-        self.assertEqual((await self.cli("alias", "list", "example.com"))[0],
-                         "sales@example.com -> someone@elsewhere.org\n")
+        self.assertEqual(
+            (await self.cli("alias", "list", "example.com"))[0],
+            "sales@example.com -> someone@elsewhere.org\n",
+        )
 
     async def test_settings(self) -> None:
         """settings show/set/unset validate values (JSON) and report defaults."""
@@ -330,8 +389,10 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("settings", "set", "queue.retry_schedule", "[10, 20]")
         out, _ = await self.cli("settings", "show", "smtp.max_recipients")
         self.assertTrue(out.startswith("smtp.max_recipients = 5\n"), out)
-        self.assertIn("non-negative integer",
-                      await self.error("settings", "set", "smtp.max_recipients", "lots"))
+        self.assertIn(
+            "non-negative integer",
+            await self.error("settings", "set", "smtp.max_recipients", "lots"),
+        )
         self.assertIn("unknown setting", await self.error("settings", "set", "no.such", "1"))
         self.assertIn("unknown setting", await self.error("settings", "show", "no.such"))
         await self.cli("settings", "unset", "smtp.max_recipients")
@@ -345,19 +406,30 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("account", "add", "alice", "--password", "x")
         self.assertEqual(
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
-            "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)")
+            "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)",
+        )
         self.assertEqual(
-            await self.error("settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"),
-            "unknown domain setting 'MaxAccountSize' (domains have none yet)")
-        self.assertIn("a server setting: set it without --domain/--account", await self.error(
-            "settings", "set", "smtp.max_message_size", "1000", "--domain", "example.com"))
-        self.assertIn("must be true or false",
-                      await self.error("settings", "set", "admin", '"yes"', "--account", "alice"))
+            await self.error(
+                "settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"
+            ),
+            "unknown domain setting 'MaxAccountSize' (domains have none yet)",
+        )
+        self.assertIn(
+            "a server setting: set it without --domain/--account",
+            await self.error(
+                "settings", "set", "smtp.max_message_size", "1000", "--domain", "example.com"
+            ),
+        )
+        self.assertIn(
+            "must be true or false",
+            await self.error("settings", "set", "admin", '"yes"', "--account", "alice"),
+        )
         self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
         self.assertEqual((await self.cli("settings", "show", "--domain", "example.com"))[0], "")
         await self.cli("settings", "set", "admin", "true", "--account", "alice")
-        self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0],
-                         "admin = true\n")
+        self.assertEqual(
+            (await self.cli("settings", "show", "--account", "alice"))[0], "admin = true\n"
+        )
         self.assertIn("alice@example.com  [admin]", (await self.cli("account", "list"))[0])
         await self.cli("settings", "unset", "admin", "--account", "alice")
         self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
@@ -367,18 +439,27 @@ class DomainAliasSettingsTests(CLITestCase):
         they are refused with one line saying what is allowed, as is a listener key nothing
         reads."""
         self.assertEqual(
-            await self.error("account", "add", "bob", "--password", "x", "--services", "mail,webmail"),
-            "unknown service 'webmail' (known: mail, pop, imap, relay, roaming)")
-        self.assertIn("unknown service 'webmail'",
-                      await self.error("domain", "set", "example.com", "--services", "webmail"))
+            await self.error(
+                "account", "add", "bob", "--password", "x", "--services", "mail,webmail"
+            ),
+            "unknown service 'webmail' (known: mail, pop, imap, relay, roaming)",
+        )
+        self.assertIn(
+            "unknown service 'webmail'",
+            await self.error("domain", "set", "example.com", "--services", "webmail"),
+        )
         http = '[{"protocol": "http", "address": "127.0.0.1", "port": 8080}]'
-        self.assertEqual(await self.error("settings", "set", "listeners", http),
-                         "listener protocol must be smtp, pop3 or imap, not 'http' "
-                         "(cgtwist has no web interface yet)")
+        self.assertEqual(
+            await self.error("settings", "set", "listeners", http),
+            "listener protocol must be smtp, pop3 or imap, not 'http' "
+            "(cgtwist has no web interface yet)",
+        )
         typo = '[{"protocol": "smtp", "adress": "127.0.0.1", "port": 2525}]'
-        self.assertEqual(await self.error("settings", "set", "listeners", typo),
-                         "unknown listener key 'adress' (known: protocol, address, port, tls, "
-                         "submission, allow_plain_auth)")
+        self.assertEqual(
+            await self.error("settings", "set", "listeners", typo),
+            "unknown listener key 'adress' (known: protocol, address, port, tls, "
+            "submission, allow_plain_auth)",
+        )
         self.assertIn("(default)", (await self.cli("settings", "show", "listeners"))[0])
 
 
@@ -399,8 +480,10 @@ class NodeSettingsTests(CLITestCase):
         self.assertIn('"127.0.0.3"', out.splitlines()[0])
         self.assertIn("(node mx2)", out.splitlines()[0])
         out, _ = await self.cli("node", "list")
-        self.assertEqual([line.split()[0] for line in out.splitlines()
-                          if not line.startswith(" ")], ["default", "mx2"])
+        self.assertEqual(
+            [line.split()[0] for line in out.splitlines() if not line.startswith(" ")],
+            ["default", "mx2"],
+        )
         self.assertIn("(this node)", out.splitlines()[0])
         await self.cli("settings", "unset", "listeners", "--node", "mx2")
         out, _ = await self.cli("settings", "show", "listeners", "--node", "mx2")
@@ -414,10 +497,14 @@ class NodeSettingsTests(CLITestCase):
 
     async def test_cluster_setting_with_node_is_refused(self) -> None:
         """A cluster-wide setting cannot be set for one node: one line says why."""
-        self.assertIn("cluster-wide", await self.error(
-            "settings", "set", "smtp.max_recipients", "5", "--node", "mx2"))
-        self.assertIn("invalid node name", await self.error(
-            "settings", "set", "listeners", "[]", "--node", "MX 2"))
+        self.assertIn(
+            "cluster-wide",
+            await self.error("settings", "set", "smtp.max_recipients", "5", "--node", "mx2"),
+        )
+        self.assertIn(
+            "invalid node name",
+            await self.error("settings", "set", "listeners", "[]", "--node", "MX 2"),
+        )
 
 
 class NotifyTests(CLITestCase):
@@ -446,7 +533,8 @@ class NotifyTests(CLITestCase):
 
     async def run_async(self, *args: str) -> tuple[bytes, bytes, int]:
         return await getProcessOutputAndValue(
-            sys.executable, self.argv(*args)[1:], env=self.env, path=self.base)
+            sys.executable, self.argv(*args)[1:], env=self.env, path=self.base
+        )
 
     async def test_reload_sent(self) -> None:
         """Each change sends reload naming its group, and no "not running" note appears."""
@@ -455,20 +543,23 @@ class NotifyTests(CLITestCase):
         self.assertNotIn(b"not running", err)
         await self.run_async("account", "add", "a@example.org", "--password", "x")
         await self.run_async("settings", "set", "smtp.max_recipients", "7")
-        self.assertEqual(self.requests, [{"cmd": "reload", "what": "domain"},
-                                         {"cmd": "reload", "what": "account"},
-                                         {"cmd": "reload", "what": "settings"}])
+        self.assertEqual(
+            self.requests,
+            [
+                {"cmd": "reload", "what": "domain"},
+                {"cmd": "reload", "what": "account"},
+                {"cmd": "reload", "what": "settings"},
+            ],
+        )
 
     async def test_server_refusal(self) -> None:
         """A server that fails to apply the change makes the command fail, saying so."""
         self.reply = {"error": "listener busy"}
         out, err, code = await self.run_async("settings", "set", "smtp.max_recipients", "7")
         self.assertEqual(code, 1)
-        self.assertIn(b"changed in the store, but the server refused reload: listener busy",
-                      err)
+        self.assertIn(b"changed in the store, but the server refused reload: listener busy", err)
         self.assertNotIn(b"Traceback", err)
         self.flushLoggedErrors(RuntimeError)
-
 
     async def test_unbound_listener_reported(self) -> None:
         """A reload answer naming a listener that could not bind is printed; after a settings
@@ -476,15 +567,31 @@ class NotifyTests(CLITestCase):
         (issue 20, item 5: it printed nothing and exited 0)."""
         self.listeners = [
             {"name": "smtp:127.0.0.1:2525", "protocol": "smtp", "bound": True, "port": 2525},
-            {"name": "imap:127.0.0.1:643", "protocol": "imap", "bound": False, "port": None,
-             "error": "permission denied: ports below 1024 need root"},
+            {
+                "name": "imap:127.0.0.1:643",
+                "protocol": "imap",
+                "bound": False,
+                "port": None,
+                "error": "permission denied: ports below 1024 need root",
+            },
         ]
-        out, err, code = await self.run_async("settings", "set", "listeners", json.dumps([
-            {"protocol": "smtp", "address": "127.0.0.1", "port": 2525},
-            {"protocol": "imap", "address": "127.0.0.1", "port": 643}]))
+        out, err, code = await self.run_async(
+            "settings",
+            "set",
+            "listeners",
+            json.dumps(
+                [
+                    {"protocol": "smtp", "address": "127.0.0.1", "port": 2525},
+                    {"protocol": "imap", "address": "127.0.0.1", "port": 643},
+                ]
+            ),
+        )
         self.assertEqual(code, 1, err)
-        self.assertIn(b"listener imap:127.0.0.1:643 is not bound: permission denied: ports "
-                      b"below 1024 need root", err)
+        self.assertIn(
+            b"listener imap:127.0.0.1:643 is not bound: permission denied: ports "
+            b"below 1024 need root",
+            err,
+        )
         self.assertIn(b"1 listener(s) could not be bound", err)
         self.assertNotIn(b"smtp:127.0.0.1:2525", err)
         out, err, code = await self.run_async("domain", "add", "example.org")
@@ -522,13 +629,16 @@ class StoreExistsMixin:
     async def test_no_store_then_init(self: Any) -> None:
         conf = os.path.join(temp_dir(self), "cgtwist.conf")
         with open(conf, "w") as f:
-            f.write(f'[server]\nbase_dir = "{os.path.dirname(conf)}"\nmain_domain = "example.com"\n'
-                    f'[database]\nurl = "{self.url}"\n')
+            f.write(
+                f'[server]\nbase_dir = "{os.path.dirname(conf)}"\nmain_domain = "example.com"\n'
+                f'[database]\nurl = "{self.url}"\n'
+            )
 
         async def admin(*args: str) -> tuple[int, str, str]:
             out, err = io.StringIO(), io.StringIO()
-            rc = await cli.execute(reactor, ["--config", conf, *args], out, err,
-                                   io.StringIO(), fast_hasher())
+            rc = await cli.execute(
+                reactor, ["--config", conf, *args], out, err, io.StringIO(), fast_hasher()
+            )
             return rc, out.getvalue(), err.getvalue()
 
         rc, _, err = await admin("domain", "list")

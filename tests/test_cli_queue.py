@@ -21,15 +21,35 @@ NOW = 1_800_000_000.0
 
 
 def _listing(**over: Any) -> dict[str, Any]:
-    info = {"id": "1800000000000000-1-1", "sender": "alice@example.org", "queued": NOW - 330,
-            "age": 330.0, "held": False,
-            "recipients": [
-                {"address": "x@one.example", "state": "pending", "route": "SMTP(one.example)",
-                 "detail": "451 4.4.1 no answer"},
-                {"address": "y@two.example", "state": "delivered", "route": "SMTP(two.example)",
-                 "detail": "250 2.0.0 ok"}],
-            "queues": [{"queue": "SMTP(one.example)", "state": "waiting", "attempts": 2,
-                        "next_attempt": NOW + 125}]}
+    info = {
+        "id": "1800000000000000-1-1",
+        "sender": "alice@example.org",
+        "queued": NOW - 330,
+        "age": 330.0,
+        "held": False,
+        "recipients": [
+            {
+                "address": "x@one.example",
+                "state": "pending",
+                "route": "SMTP(one.example)",
+                "detail": "451 4.4.1 no answer",
+            },
+            {
+                "address": "y@two.example",
+                "state": "delivered",
+                "route": "SMTP(two.example)",
+                "detail": "250 2.0.0 ok",
+            },
+        ],
+        "queues": [
+            {
+                "queue": "SMTP(one.example)",
+                "state": "waiting",
+                "attempts": 2,
+                "next_attempt": NOW + 125,
+            }
+        ],
+    }
     info.update(over)
     return info
 
@@ -39,44 +59,74 @@ class FormatTests(unittest.TestCase):
 
     def test_durations(self) -> None:
         """Ages read at a glance: seconds, minutes, hours, days."""
-        self.assertEqual([duration(x) for x in (5, 185, 7440, 273600, None)],
-                         ["5s", "3m05s", "2h04m", "3d04h", "-"])
+        self.assertEqual(
+            [duration(x) for x in (5, 185, 7440, 273600, None)],
+            ["5s", "3m05s", "2h04m", "3d04h", "-"],
+        )
 
     def test_list_table(self) -> None:
         """Each message shows id, age, size and sender; each recipient its state, queue,
         attempts, next attempt and last reply; a summary counts the backlog."""
-        reply = {"messages": [_listing(), _listing(id="1800000000000000-1-2", sender="",
-                                                   held=True, queues=[])],
-                 "active": 2, "backlog": 7}
+        reply = {
+            "messages": [
+                _listing(),
+                _listing(id="1800000000000000-1-2", sender="", held=True, queues=[]),
+            ],
+            "active": 2,
+            "backlog": 7,
+        }
         text = format_list(reply, NOW, lambda i: 2048 if i.endswith("-1") else None)
         lines = text.splitlines()
         self.assertIn("ID", lines[0])
         self.assertRegex(lines[1], r"^1800000000000000-1-1 +5m30s +2\.0K  alice@example\.org$")
-        self.assertIn('x@one.example  pending  SMTP(one.example)  attempts 2  next ', lines[2])
+        self.assertIn("x@one.example  pending  SMTP(one.example)  attempts 2  next ", lines[2])
         self.assertIn("(in 2m05s)", lines[2])
         self.assertTrue(lines[2].endswith('"451 4.4.1 no answer"'))
         self.assertIn("y@two.example  delivered  SMTP(two.example)", lines[3])
         self.assertNotIn("next", lines[3])
         self.assertRegex(lines[4], r"-1-2 .* -  <>  HELD$")
-        self.assertEqual(lines[-1], "2 message(s) shown; 2 in the active queue, "
-                                    "7 more in the backlog (not listed)")
+        self.assertEqual(
+            lines[-1],
+            "2 message(s) shown; 2 in the active queue, 7 more in the backlog (not listed)",
+        )
 
     def test_list_empty(self) -> None:
         """An empty queue says so in one line, without a header."""
-        self.assertEqual(format_list({"messages": [], "active": 0, "backlog": 0}, NOW),
-                         "0 message(s) shown; 0 in the active queue\n")
+        self.assertEqual(
+            format_list({"messages": [], "active": 0, "backlog": 0}, NOW),
+            "0 message(s) shown; 0 in the active queue\n",
+        )
 
     def test_show_history(self) -> None:
         """show prints the envelope, submit info, states and the attempts oldest first with
         host, IP, TLS and reply, plus the queue's per-recipient results."""
-        info = _listing(submit={"peer": "192.0.2.1", "account": "alice@example.org"},
-                        history=[
-                            {"k": "a", "t": NOW - 60, "q": "SMTP(one.example)",
-                             "r": [["x@one.example", "pending", "451 4.4.1 no answer"]]},
-                            {"k": "a", "t": NOW - 61, "host": "mx.one.example", "ip": "192.0.2.7",
-                             "reply": "451 4.4.1 no answer", "tls": "TLSv1.3"},
-                            {"k": "a", "t": NOW - 30, "host": "mx2.one.example", "ip": "192.0.2.8",
-                             "reply": "421 busy", "tls": None}])
+        info = _listing(
+            submit={"peer": "192.0.2.1", "account": "alice@example.org"},
+            history=[
+                {
+                    "k": "a",
+                    "t": NOW - 60,
+                    "q": "SMTP(one.example)",
+                    "r": [["x@one.example", "pending", "451 4.4.1 no answer"]],
+                },
+                {
+                    "k": "a",
+                    "t": NOW - 61,
+                    "host": "mx.one.example",
+                    "ip": "192.0.2.7",
+                    "reply": "451 4.4.1 no answer",
+                    "tls": "TLSv1.3",
+                },
+                {
+                    "k": "a",
+                    "t": NOW - 30,
+                    "host": "mx2.one.example",
+                    "ip": "192.0.2.8",
+                    "reply": "421 busy",
+                    "tls": None,
+                },
+            ],
+        )
         text = format_show(info, NOW, 1234)
         self.assertIn("  sender:   alice@example.org", text)
         self.assertIn("  size:     1.2K", text)
@@ -109,8 +159,11 @@ class NotRunningTests(unittest.TestCase):
         """Without a running server every queue command fails with one clear line, status 1."""
         base = self.mktemp()
         os.makedirs(base)
-        for argv in (["queue", "list"], ["queue", "retry", "--all"],
-                     ["queue", "hold", "1800000000000000-1-1"]):
+        for argv in (
+            ["queue", "list"],
+            ["queue", "retry", "--all"],
+            ["queue", "hold", "1800000000000000-1-1"],
+        ):
             out, err = io.StringIO(), io.StringIO()
             rc = await cli.execute(reactor, ["--base-dir", base, *argv], out, err)
             self.assertEqual(rc, 1)
@@ -123,12 +176,14 @@ class NotRunningTests(unittest.TestCase):
         base = self.mktemp()
         os.makedirs(base)
         out, err = io.StringIO(), io.StringIO()
-        self.assertEqual(await cli.execute(reactor, ["--base-dir", base, "queue", "show",
-                                                     "../x"], out, err), 1)
+        self.assertEqual(
+            await cli.execute(reactor, ["--base-dir", base, "queue", "show", "../x"], out, err), 1
+        )
         self.assertIn("not a message id", err.getvalue())
         err = io.StringIO()
-        self.assertEqual(await cli.execute(reactor, ["--base-dir", base, "queue", "retry"],
-                                           out, err), 1)
+        self.assertEqual(
+            await cli.execute(reactor, ["--base-dir", base, "queue", "retry"], out, err), 1
+        )
         self.assertIn("needs a message id or --all", err.getvalue())
 
 
@@ -151,8 +206,11 @@ class LiveTests(QueueTestCase):
 
     async def admin(self, *args: str, code: int = 0) -> tuple[str, str]:
         out, err, rc = await getProcessOutputAndValue(
-            sys.executable, ["-m", "cgtwist.cli", "--config", self.conf, "queue", *args],
-            env=self.env, path=self.base)
+            sys.executable,
+            ["-m", "cgtwist.cli", "--config", self.conf, "queue", *args],
+            env=self.env,
+            path=self.base,
+        )
         self.assertNotIn(b"Traceback", err)
         self.assertEqual(rc, code, (args, out, err))
         return out.decode(), err.decode()
@@ -165,14 +223,20 @@ class LiveTests(QueueTestCase):
         self.pump()
 
         class Attempt:
-            time, host, ip, reply, tls = NOW, "mx.one.example", "192.0.2.7", "451 4.4.1 no answer", "TLSv1.3"
+            time, host, ip, reply, tls = (
+                NOW,
+                "mx.one.example",
+                "192.0.2.7",
+                "451 4.4.1 no answer",
+                "TLSv1.3",
+            )
 
         self.manager.note_attempt(a, Attempt())
         out, _ = await self.admin("list")
         self.assertIn(a, out)
         self.assertIn(b, out)
         self.assertRegex(out, a + r" +0s +2\.9K  alice@example\.org")
-        self.assertIn('x@one.example  pending  SMTP(one.example)  attempts 1  next ', out)
+        self.assertIn("x@one.example  pending  SMTP(one.example)  attempts 1  next ", out)
         out, _ = await self.admin("list", "--recipient", "y@two", "--sender", "other")
         self.assertNotIn(a, out)
         self.assertIn(b, out)
@@ -211,6 +275,9 @@ class LiveTests(QueueTestCase):
     async def test_unknown_id(self) -> None:
         """An id the server does not know is one readable line and status 1."""
         _, err = await self.admin("show", "1800000000000000-9-9", code=1)
-        self.assertEqual(err.strip(), "cgtwist-admin: error: the server refused queue-show: "
-                                      "no such message: 1800000000000000-9-9")
+        self.assertEqual(
+            err.strip(),
+            "cgtwist-admin: error: the server refused queue-show: "
+            "no such message: 1800000000000000-9-9",
+        )
         self.flushLoggedErrors(KeyError)

@@ -22,15 +22,23 @@ class ConfigTests(unittest.TestCase):
 
     def test_relative_paths_are_relative_to_the_file(self) -> None:
         """An admin's relative base_dir in /etc/cgtwist/cgtwist.conf means /etc/cgtwist/..."""
-        cfg = config.parse('[server]\nbase_dir = "../spool"\n', "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist")
+        cfg = config.parse(
+            '[server]\nbase_dir = "../spool"\n', "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist"
+        )
         self.assertEqual(cfg.base_dir, "/etc/spool")
 
-    def test_relative_base_dir_on_the_command_line_is_relative_to_the_current_directory(self) -> None:
+    def test_relative_base_dir_on_the_command_line_is_relative_to_the_current_directory(
+        self,
+    ) -> None:
         """``--config /etc/cgtwist/cgtwist.conf --base-dir spool`` run in /srv means /srv/spool:
         a path typed on the command line is read where it was typed, not in /etc/cgtwist."""
         here = os.getcwd()
-        cfg = config.parse('[server]\nbase_dir = "../x"\n', "/etc/cgtwist/cgtwist.conf",
-                           "/etc/cgtwist", {"base_dir": "spool"})
+        cfg = config.parse(
+            '[server]\nbase_dir = "../x"\n',
+            "/etc/cgtwist/cgtwist.conf",
+            "/etc/cgtwist",
+            {"base_dir": "spool"},
+        )
         self.assertEqual(cfg.base_dir, os.path.join(here, "spool"))
         self.assertEqual(cfg.database_url, "sqlite:///" + os.path.join(here, "spool", "cgtwist.db"))
 
@@ -46,7 +54,7 @@ class ConfigTests(unittest.TestCase):
 
     def test_syntax_error_gives_file_and_line(self) -> None:
         """A TOML syntax error reads ``FILE:LINE: problem``, like every other config error."""
-        e = self.assertRaises(ConfigError, config.parse, '[server]\nbase_dir = \n', "c.conf", "/")
+        e = self.assertRaises(ConfigError, config.parse, "[server]\nbase_dir = \n", "c.conf", "/")
         self.assertRegex(str(e), r"^c\.conf:2: \S")
         self.assertNotIn("column", str(e))
 
@@ -57,7 +65,7 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual(str(e), "/etc/c.conf:3: server.main_domian: unknown key")
 
     def test_wrong_type_is_reported(self) -> None:
-        text = "[database]\npool_max = \"four\"\n"
+        text = '[database]\npool_max = "four"\n'
         e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
         self.assertIn("c.conf:2: database.pool_max: must be a int", str(e))
 
@@ -65,11 +73,13 @@ class ConfigTests(unittest.TestCase):
         """[database] timeout is each store call's deadline: 10 s by default, a positive number
         of seconds up to an hour, anything else refused naming the key."""
         self.assertEqual(config.parse("", "c.conf", "/").database_timeout, 10.0)
-        self.assertEqual(config.parse("[database]\ntimeout = 2.5\n", "c.conf", "/").database_timeout,
-                         2.5)
+        self.assertEqual(
+            config.parse("[database]\ntimeout = 2.5\n", "c.conf", "/").database_timeout, 2.5
+        )
         for bad in ("0", "-1", "7200", '"soon"'):
-            e = self.assertRaises(ConfigError, config.parse, f"[database]\ntimeout = {bad}\n",
-                                  "c.conf", "/")
+            e = self.assertRaises(
+                ConfigError, config.parse, f"[database]\ntimeout = {bad}\n", "c.conf", "/"
+            )
             self.assertIn("database.timeout", str(e))
 
     def test_syntax_error_names_the_file(self) -> None:
@@ -77,11 +87,15 @@ class ConfigTests(unittest.TestCase):
         self.assertTrue(str(e).startswith("c.conf:1: "), str(e))
 
     def test_certificate_without_key_is_refused(self) -> None:
-        e = self.assertRaises(ConfigError, config.parse, '[tls]\ncertificate = "c.pem"\n', "c.conf", "/")
+        e = self.assertRaises(
+            ConfigError, config.parse, '[tls]\ncertificate = "c.pem"\n', "c.conf", "/"
+        )
         self.assertIn("tls.key", str(e))
 
     def test_bad_main_domain_is_refused(self) -> None:
-        e = self.assertRaises(ConfigError, config.parse, '[server]\nmain_domain = "../etc"\n', "c.conf", "/")
+        e = self.assertRaises(
+            ConfigError, config.parse, '[server]\nmain_domain = "../etc"\n', "c.conf", "/"
+        )
         self.assertIn("server.main_domain", str(e))
 
     def test_node_names_this_server_in_a_cluster(self) -> None:
@@ -113,7 +127,9 @@ class ConfigTests(unittest.TestCase):
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(here, "etc", "cgtwist.conf")) as f:
             text = f.read()
-        cfg = config.parse(text, "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist", {"main_domain": "example.com"})
+        cfg = config.parse(
+            text, "/etc/cgtwist/cgtwist.conf", "/etc/cgtwist", {"main_domain": "example.com"}
+        )
         self.assertEqual(cfg.base_dir, "/var/spool/cgtwist")
 
     def test_unreadable_file(self) -> None:
@@ -124,16 +140,21 @@ class ConfigTests(unittest.TestCase):
         """[server] umask (default 0077) and [log] max_size/keep/daily are read and checked:
         a mask that lets others write, a tiny size or keeping no file is refused."""
         cfg = config.parse("", "<defaults>", "/srv")
-        self.assertEqual((cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily),
-                         (0o077, 10485760, 10, False))
-        cfg = config.parse('[server]\numask = "027"\n[log]\nmax_size = 0\nkeep = 3\ndaily = true\n',
-                           "c.conf", "/")
-        self.assertEqual((cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily),
-                         (0o027, 0, 3, True))
-        for text, where in (('[server]\numask = "0020"\n', "c.conf:2: server.umask: "),
-                            ('[server]\numask = "77"\n', "c.conf:2: server.umask: "),
-                            ("[log]\nmax_size = 100\n", "c.conf:2: log.max_size: "),
-                            ("[log]\nkeep = 0\n", "c.conf:2: log.keep: ")):
+        self.assertEqual(
+            (cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily), (0o077, 10485760, 10, False)
+        )
+        cfg = config.parse(
+            '[server]\numask = "027"\n[log]\nmax_size = 0\nkeep = 3\ndaily = true\n', "c.conf", "/"
+        )
+        self.assertEqual(
+            (cfg.umask, cfg.log_max_size, cfg.log_keep, cfg.log_daily), (0o027, 0, 3, True)
+        )
+        for text, where in (
+            ('[server]\numask = "0020"\n', "c.conf:2: server.umask: "),
+            ('[server]\numask = "77"\n', "c.conf:2: server.umask: "),
+            ("[log]\nmax_size = 100\n", "c.conf:2: log.max_size: "),
+            ("[log]\nkeep = 0\n", "c.conf:2: log.keep: "),
+        ):
             e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
             self.assertTrue(str(e).startswith(where), str(e))
 

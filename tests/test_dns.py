@@ -33,11 +33,13 @@ class ResolverTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.server = DNSTestServer(zone_text=ZONE)
-        self.server.add_records({
-            "1.0.0.127.in-addr.arpa": ["PTR mx1.example.com"],
-            "nullmx.test": ["MX 0 ."],
-            "long.test": [("TXT", "x" * 600)],
-        })
+        self.server.add_records(
+            {
+                "1.0.0.127.in-addr.arpa": ["PTR mx1.example.com"],
+                "nullmx.test": ["MX 0 ."],
+                "long.test": [("TXT", "x" * 600)],
+            }
+        )
         address = self.server.listen(reactor)
         self.addCleanup(self.server.stop)
         self.resolver = Resolver([address], timeout=0.6, max_concurrency=10, reactor=reactor)
@@ -58,8 +60,12 @@ class ResolverTests(unittest.TestCase):
         """A, AAAA, TXT and PTR records come back as plain strings."""
         self.assertEqual((yield self.resolver.lookup_a("mx1.example.com")), ["127.0.0.1"])
         self.assertEqual((yield self.resolver.lookup_aaaa("mx1.example.com")), ["::1"])
-        self.assertEqual((yield self.resolver.lookup_txt("example.com")), ["v=spf1 ip4:127.0.0.1 -all"])
-        self.assertEqual((yield self.resolver.lookup_txt("nomx.example.com")), ["only textand more"])
+        self.assertEqual(
+            (yield self.resolver.lookup_txt("example.com")), ["v=spf1 ip4:127.0.0.1 -all"]
+        )
+        self.assertEqual(
+            (yield self.resolver.lookup_txt("nomx.example.com")), ["only textand more"]
+        )
         self.assertEqual((yield self.resolver.lookup_ptr("127.0.0.1")), ["mx1.example.com"])
 
     @defer.inlineCallbacks
@@ -90,10 +96,12 @@ class ResolverTests(unittest.TestCase):
         """SERVFAIL and REFUSED are temporary: never a reason to bounce."""
         self.server.set_behaviour("sf.example.com", "servfail")
         self.server.set_behaviour("rf.example.com", "refused")
-        return defer.gatherResults([
-            self.assertFailure(self.resolver.lookup_a("sf.example.com"), DNSTemporaryError),
-            self.assertFailure(self.resolver.lookup_mx("rf.example.com"), DNSTemporaryError),
-        ])
+        return defer.gatherResults(
+            [
+                self.assertFailure(self.resolver.lookup_a("sf.example.com"), DNSTemporaryError),
+                self.assertFailure(self.resolver.lookup_mx("rf.example.com"), DNSTemporaryError),
+            ]
+        )
 
     @defer.inlineCallbacks
     def test_timeout_does_not_block_others(self) -> None:
@@ -128,11 +136,17 @@ class ResolverTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_compression_loop_answer(self) -> None:
         """A compression-pointer loop in an answer (CVE-2026-42304 shape) is an error, no hang."""
+
         def loop(message: object) -> bytes:
             mid = message.id  # type: ignore[attr-defined]
             header = mid.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00"
             question = b"\xc0\x0c\x00\x01\x00\x01"  # name points at itself
-            return header + question + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x7f\x00\x00\x01"
+            return (
+                header
+                + question
+                + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x7f\x00\x00\x01"
+            )
+
         self.server.set_behaviour("loop.example.com", ("raw", loop))
         r = Resolver([self.server.address], timeout=0.3, max_concurrency=2, reactor=reactor)
         yield self.assertFailure(r.lookup_a("loop.example.com"), DNSTemporaryError)
@@ -158,6 +172,7 @@ class ConcurrencyTests(unittest.TestCase):
             d: defer.Deferred[object] = defer.Deferred()
             pending.append(d)
             return d
+
         r._resolve = fake  # type: ignore[method-assign]
         ds = [r.lookup_a(f"h{i}.test") for i in range(5)]
         self.assertEqual(len(pending), 2)
@@ -196,7 +211,9 @@ class HelperTests(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "resolv.conf")
             with open(path, "w") as f:
-                f.write("# c\nsearch x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n")
+                f.write(
+                    "# c\nsearch x\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver bogus\n"
+                )
             self.assertEqual(system_nameservers(path), ["192.0.2.53:53", "[fe80::1]:53"])
             self.assertEqual(system_nameservers(os.path.join(tmp, "missing")), [])
 
@@ -212,13 +229,16 @@ class HostileAnswerTests(unittest.TestCase):
 
     def setUp(self) -> None:
         records: dict[str, list[object]] = {
-            f"c{i}.test": [f"CNAME c{i + 1}.test"] for i in range(20)}
+            f"c{i}.test": [f"CNAME c{i + 1}.test"] for i in range(20)
+        }
         records["c20.test"] = ["A 127.0.0.1"]
         records["big.test"] = [("TXT", "y" * 20000)]
         self.server = DNSTestServer(records)  # type: ignore[arg-type]
         self.server.listen(reactor)
         self.addCleanup(self.server.stop)
-        self.resolver = Resolver([self.server.address], timeout=2, max_concurrency=4, reactor=reactor)
+        self.resolver = Resolver(
+            [self.server.address], timeout=2, max_concurrency=4, reactor=reactor
+        )
         self.addCleanup(self.resolver.stop)
 
     def test_long_cname_chain(self) -> None:
@@ -244,6 +264,7 @@ class SharedQueryTests(unittest.TestCase):
             d: defer.Deferred[object] = defer.Deferred()
             wire.append((name, d))
             return d
+
         r._resolve = fake  # type: ignore[method-assign]
         same = [r.lookup_a("2.0.0.127.rbl.test") for _ in range(1000)]
         other = r.lookup_a("mx.example.com")
@@ -267,6 +288,7 @@ class IDNTests(unittest.TestCase):
         def fake(name: str, qtype: int, depth: int) -> defer.Deferred[object]:
             asked.append(name)
             return defer.succeed(([], 0))
+
         r._resolve = fake  # type: ignore[method-assign]
         self.successResultOf(r.lookup_mx("bücher.example"))
         self.assertEqual(asked, ["xn--bcher-kva.example"])
@@ -280,7 +302,9 @@ class NegativeCacheTests(unittest.TestCase):
     def test_nxdomain_and_nodata_cached_briefly(self) -> None:
         """Repeated questions for a missing name are answered locally for a short while only."""
         clock = Clock()
-        r = Resolver(["127.0.0.1:5353"], timeout=1, max_concurrency=1, reactor=clock, negative_ttl=60)
+        r = Resolver(
+            ["127.0.0.1:5353"], timeout=1, max_concurrency=1, reactor=clock, negative_ttl=60
+        )
         asked: list[str] = []
 
         def fake(name: str, qtype: int, depth: int) -> defer.Deferred[object]:
@@ -288,6 +312,7 @@ class NegativeCacheTests(unittest.TestCase):
             if name.startswith("nx"):
                 return defer.fail(DNSPermanentError(name))
             return defer.succeed(([], 0))
+
         r._resolve = fake  # type: ignore[method-assign]
         for _ in range(3):
             self.failureResultOf(r.lookup_a("nx.test"), DNSPermanentError)

@@ -34,9 +34,14 @@ class ReadmeTests(unittest.TestCase):
         self.assertEqual(ci_packages.group(1).split(), readme_packages.group(1).split())
         self.assertIn("exec tests/run.sh", ci)
         script = read("tests", "run.sh")
-        for step in (".venv/bin/pip install -q '.[test,postgres]'", ".venv/bin/ruff check cgtwist tests",
-                     ".venv/bin/mypy", ".venv/bin/lint-imports", "pg_throwaway.sh start",
-                     ".venv/bin/python -m pytest"):
+        for step in (
+            ".venv/bin/pip install -q '.[test,postgres]'",
+            ".venv/bin/ruff check cgtwist tests",
+            ".venv/bin/mypy",
+            ".venv/bin/lint-imports",
+            "pg_throwaway.sh start",
+            ".venv/bin/python -m pytest",
+        ):
             self.assertIn(step, script)
         self.assertTrue(os.access(os.path.join(ROOT, "tests", "run.sh"), os.X_OK))
 

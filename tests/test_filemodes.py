@@ -19,8 +19,12 @@ class TightenTests(unittest.TestCase):
         self.base = os.path.abspath(self.mktemp())
         for d in ("Domains/example.test/alice/Maildir/new", "Queue/incoming", "tls"):
             os.makedirs(os.path.join(self.base, d))
-        for f in ("cgtwist.db", "cgtwist.db-wal", "tls/key.pem",
-                  "Domains/example.test/alice/Maildir/new/1.msg"):
+        for f in (
+            "cgtwist.db",
+            "cgtwist.db-wal",
+            "tls/key.pem",
+            "Domains/example.test/alice/Maildir/new/1.msg",
+        ):
             with open(os.path.join(self.base, f), "w") as out:
                 out.write("x")
         for root, dirs, files in os.walk(self.base):
@@ -38,8 +42,15 @@ class TightenTests(unittest.TestCase):
         j = lambda *p: os.path.join(self.base, *p)  # noqa: E731
         for path in (j("cgtwist.db"), j("cgtwist.db-wal"), j("tls", "key.pem")):
             self.assertEqual(mode(path), 0o600, path)
-        for path in (self.base, j("tls"), j("Queue"), j("Queue", "incoming"), j("Domains"),
-                     j("Domains", "example.test"), j("Domains", "example.test", "alice")):
+        for path in (
+            self.base,
+            j("tls"),
+            j("Queue"),
+            j("Queue", "incoming"),
+            j("Domains"),
+            j("Domains", "example.test"),
+            j("Domains", "example.test", "alice"),
+        ):
             self.assertEqual(mode(path), 0o700, path)
         self.assertIn((j("cgtwist.db"), 0o644, 0o600), changed)
         self.assertIn((j("Domains", "example.test", "alice"), 0o755, 0o700), changed)

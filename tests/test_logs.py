@@ -28,20 +28,31 @@ from cgtwist.logs import (
 
 
 def event(**kw: Any) -> dict[str, Any]:
-    e: dict[str, Any] = dict(log_time=time.time(), log_level=LogLevel.info, log_namespace="cgtwist.queue")
+    e: dict[str, Any] = dict(
+        log_time=time.time(), log_level=LogLevel.info, log_namespace="cgtwist.queue"
+    )
     e.update(kw)
     return e
 
 
 class FormatTests(unittest.TestCase):
     def same(self, e: dict[str, Any]) -> None:
-        self.assertEqual(fast_text_format(e), formatEventAsClassicLogText(e, formatTime=cached_time))
+        self.assertEqual(
+            fast_text_format(e), formatEventAsClassicLogText(e, formatTime=cached_time)
+        )
 
     def test_lines_are_those_twisted_would_write(self) -> None:
         """The fast path writes exactly the classic twistd line, for plain templates, format
         specs and conversions, a log_system, and multi-line text (continuations indented)."""
-        self.same(event(log_format="queue: {msg_id} <{rcpt}> {n:03d} {r!r}", msg_id="1-2-3",
-                        rcpt="a@b.test", n=7, r=b"x"))
+        self.same(
+            event(
+                log_format="queue: {msg_id} <{rcpt}> {n:03d} {r!r}",
+                msg_id="1-2-3",
+                rcpt="a@b.test",
+                n=7,
+                r=b"x",
+            )
+        )
         self.same(event(log_format="{text}", text="relayed", log_system="smtp-worker-1"))
         self.same(event(log_format="two\nlines {x}", x="here"))
         self.same(event(log_format="{x.real}", x=3))
@@ -60,8 +71,12 @@ class FormatTests(unittest.TestCase):
         template, "" (the caller then asks Twisted) where only Twisted can format it."""
         from twisted.logger import formatEvent
 
-        e = event(log_format="accepted msg_id={msg_id} recipients={rcpt} size={n}",
-                  msg_id="1-2-3", rcpt=["a@b.test"], n=5280)
+        e = event(
+            log_format="accepted msg_id={msg_id} recipients={rcpt} size={n}",
+            msg_id="1-2-3",
+            rcpt=["a@b.test"],
+            n=5280,
+        )
         self.assertEqual(plain_text(e), formatEvent(e))
         self.assertEqual(plain_text(event(log_format="{f()}", f=lambda: "called")), "")
         self.assertEqual(plain_text(event(log_format="x", log_failure=Failure(ValueError()))), "")
@@ -110,7 +125,6 @@ class TurnBufferTests(unittest.TestCase):
         out.write(b"last words\n")
         out.flush_now()
         self.assertEqual(target.getvalue(), b"last words\n")
-
 
     def test_a_signal_handler_logging_during_a_write_does_not_deadlock(self) -> None:
         """Twisted's SIGTERM handler logs ("Received SIGTERM") on the reactor thread at any

@@ -14,8 +14,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def admin(base: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop("CGTWIST_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "cgtwist.cli", "--base-dir", base, *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cgtwist.cli", "--base-dir", base, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 class MainDomainTests(unittest.TestCase):

@@ -23,12 +23,26 @@ MAIN = "company.com"
 
 FACTS = StaticFacts(
     domains=frozenset({"company.com", "client2.com", "new.dom", "other.dom"}),
-    accounts=frozenset({"alice@company.com", "bob@company.com", "joe@new.dom", "info@client2.com",
-                        "user@other.dom", "x@company.com"}),
-    aliases={"al@company.com": "alice", "chain1@company.com": "chain2@company.com",
-             "chain2@company.com": "bob@company.com", "ext@company.com": "friend@far.dom",
-             "loopa@company.com": "loopb", "loopb@company.com": "loopa",
-             "prog@company.com": '"filter --x"@pipe', "evil@company.com": '"../bin/sh"@pipe'},
+    accounts=frozenset(
+        {
+            "alice@company.com",
+            "bob@company.com",
+            "joe@new.dom",
+            "info@client2.com",
+            "user@other.dom",
+            "x@company.com",
+        }
+    ),
+    aliases={
+        "al@company.com": "alice",
+        "chain1@company.com": "chain2@company.com",
+        "chain2@company.com": "bob@company.com",
+        "ext@company.com": "friend@far.dom",
+        "loopa@company.com": "loopb",
+        "loopb@company.com": "loopa",
+        "prog@company.com": '"filter --x"@pipe',
+        "evil@company.com": '"../bin/sh"@pipe',
+    },
 )
 
 TABLE = """\
@@ -57,7 +71,9 @@ Signal:<sig@company.com> = bob
 """
 
 
-def route(address: str, kind: str = "mail", table: str = TABLE, max_hops: int = 10) -> router.Resolution:
+def route(
+    address: str, kind: str = "mail", table: str = TABLE, max_hops: int = 10
+) -> router.Resolution:
     return resolve_with(FACTS, parse_table(table), address, MAIN, kind, max_hops)
 
 
@@ -80,7 +96,13 @@ class RouteTableTests(unittest.TestCase):
         ("keep@company.com", "mail", "LOCAL(x@company.com)x@company.com", False, ""),
         ("bad@company.com", "mail", "ERROR()bad@company.com", False, "5.1.1 address rejected"),
         ("worse@company.com", "mail", "ERROR()worse@company.com", False, "5.7.1 go away"),
-        ("plain-Joe@company.com", "mail", "ERROR()plain-Joe@company.com", False, "5.1.1 no mail for Joe"),
+        (
+            "plain-Joe@company.com",
+            "mail",
+            "ERROR()plain-Joe@company.com",
+            False,
+            "5.1.1 no mail for Joe",
+        ),
         ("trash", "mail", "NULL()trash@company.com", False, ""),
         ("trash@COMPANY.com", "mail", "NULL()trash@company.com", False, ""),
         ("run-a1@company.com", "mail", 'PIPE(prog)"prog a1"@pipe', False, ""),
@@ -109,7 +131,13 @@ class RouteTableTests(unittest.TestCase):
         ("postmaster", "mail", "LOCAL(alice@company.com)alice@company.com", False, ""),
         ("PostMaster@company.com", "mail", "LOCAL(alice@company.com)alice@company.com", False, ""),
         ("mailonly@company.com", "mail", "LOCAL(bob@company.com)bob@company.com", False, ""),
-        ("mailonly@company.com", "access", "ERROR()mailonly@company.com", False, router.UNKNOWN_USER),
+        (
+            "mailonly@company.com",
+            "access",
+            "ERROR()mailonly@company.com",
+            False,
+            router.UNKNOWN_USER,
+        ),
         ("sig@company.com", "signal", "LOCAL(bob@company.com)bob@company.com", False, ""),
         ("sig@company.com", "mail", "ERROR()sig@company.com", False, router.UNKNOWN_USER),
         # Access: login names, aliases and % (COMMUNIGATE.md a.1)
@@ -125,10 +153,22 @@ class RouteTableTests(unittest.TestCase):
         ("user%far.dom", "mail", "SMTP(far.dom)user@far.dom", False, ""),
         ("user%far.dom%company.com@company.com", "mail", "SMTP(far.dom)user@far.dom", False, ""),
         ("user%far.dom@relay.net", "mail", "SMTP(relay.net)user%far.dom@relay.net", False, ""),
-        ("user%far.dom@other.dom", "mail", "ERROR()user%far.dom@other.dom", False, router.UNKNOWN_USER),
+        (
+            "user%far.dom@other.dom",
+            "mail",
+            "ERROR()user%far.dom@other.dom",
+            False,
+            router.UNKNOWN_USER,
+        ),
         ("<@company.com:user@far.dom>", "mail", "SMTP(far.dom)user@far.dom", False, ""),
         ("<@hop.net:user@far.dom>", "mail", "SMTP(hop.net)user%far.dom@hop.net", False, ""),
-        ("<@hop1.net,@hop2.net:user@far.dom>", "mail", "SMTP(hop1.net)user%far.dom%hop2.net@hop1.net", False, ""),
+        (
+            "<@hop1.net,@hop2.net:user@far.dom>",
+            "mail",
+            "SMTP(hop1.net)user%far.dom%hop2.net@hop1.net",
+            False,
+            "",
+        ),
         ("far.dom!user", "mail", "SMTP(far.dom)user@far.dom", False, ""),
         ("hop.net!far.dom!user", "mail", "SMTP(hop.net)user%far.dom@hop.net", False, ""),
         ("far.dom!user@company.com", "mail", "SMTP(far.dom)user@far.dom", False, ""),
@@ -183,7 +223,9 @@ class TableSemanticsTests(unittest.TestCase):
 
     def test_loop_limit_is_exact_and_configurable(self) -> None:
         """A chain of exactly max_hops rewrites is delivered; one more is a loop."""
-        chain = "".join(f"<c{i}@x.dom> = c{i + 1}@x.dom\n" for i in range(12)) + "<c12@x.dom> = bob\n"
+        chain = (
+            "".join(f"<c{i}@x.dom> = c{i + 1}@x.dom\n" for i in range(12)) + "<c12@x.dom> = bob\n"
+        )
         self.assertEqual(route("c3@x.dom", table=chain).route.module, "LOCAL")  # 10 rewrites
         self.assertEqual(route("c2@x.dom", table=chain).route.error, router.LOOP)  # 11
         self.assertEqual(route("c10@x.dom", table=chain, max_hops=3).route.module, "LOCAL")
@@ -192,8 +234,10 @@ class TableSemanticsTests(unittest.TestCase):
     def test_wildcard_substitution_keeps_case(self) -> None:
         """The text the left '*' matched is put into the right side as the sender wrote it."""
         table = "<*@Old.DOM> = *@remote.net\n"
-        self.assertEqual(str(route("Joe.Smith@old.dom", table=table).route),
-                         "SMTP(remote.net)Joe.Smith@remote.net")
+        self.assertEqual(
+            str(route("Joe.Smith@old.dom", table=table).route),
+            "SMTP(remote.net)Joe.Smith@remote.net",
+        )
 
     def test_wildcard_in_the_middle_and_empty(self) -> None:
         """'*' may stand in the middle and may match nothing."""
@@ -201,7 +245,9 @@ class TableSemanticsTests(unittest.TestCase):
         self.assertEqual(route("abcz@x.dom", table=table).route.address, "bc@remote.net")
         self.assertEqual(route("az@x.dom", table=table).route.address, "@remote.net")
         self.assertEqual(route("az@x.dom", table=table).route.module, "ERROR")
-        self.assertEqual(route("a@x.dom", table=table).route.module, "SMTP")  # 'a' < 'a'+'z': no match
+        self.assertEqual(
+            route("a@x.dom", table=table).route.module, "SMTP"
+        )  # 'a' < 'a'+'z': no match
 
     def test_percent_form_via_relay_host(self) -> None:
         """'*%domain@relayhost' sends the mail to the relay host with the final domain kept in '%'."""
@@ -231,15 +277,22 @@ class TableSemanticsTests(unittest.TestCase):
     def test_relay_flag_survives_aliases(self) -> None:
         """A Relay: record that leads to an alias pointing off-site still marks the route."""
         result = route("v@company.com", table="Relay:<v@company.com> = ext@company.com\n")
-        self.assertEqual((str(result.route), result.route.relay), ("SMTP(far.dom)friend@far.dom", True))
+        self.assertEqual(
+            (str(result.route), result.route.relay), ("SMTP(far.dom)friend@far.dom", True)
+        )
 
     def test_trace_lists_every_record_and_hop(self) -> None:
         """The trace names each matched record's line, each alias hop and ends with the route."""
         table = "<*@old.dom> = al@company.com ; moved\n"
         steps = route("Joe@old.dom", table=table).steps
         self.assertEqual([s.action for s in steps], ["record", "alias", "qualify", "route"])
-        self.assertEqual(str(steps[0]), "line 1: <*@old.dom> = al@company.com ; moved: Joe@old.dom -> al@company.com")
-        self.assertEqual(str(steps[-1]), "route: alice@company.com -> LOCAL(alice@company.com)alice@company.com")
+        self.assertEqual(
+            str(steps[0]),
+            "line 1: <*@old.dom> = al@company.com ; moved: Joe@old.dom -> al@company.com",
+        )
+        self.assertEqual(
+            str(steps[-1]), "route: alice@company.com -> LOCAL(alice@company.com)alice@company.com"
+        )
 
     def test_facts_asked_in_order(self) -> None:
         """The generator asks for the domain, then the account, then the alias, nothing more."""
@@ -256,7 +309,9 @@ class TableSemanticsTests(unittest.TestCase):
         facts = StaticFacts(accounts=frozenset({"alice@company.com"}))
         result = resolve_with(facts, parse_table(""), "alice@company.com", MAIN)
         self.assertEqual(result.route.module, "LOCAL")
-        self.assertEqual(resolve_with(facts, parse_table(""), "bob", MAIN).route.error, router.UNKNOWN_USER)
+        self.assertEqual(
+            resolve_with(facts, parse_table(""), "bob", MAIN).route.error, router.UNKNOWN_USER
+        )
 
     def test_hostile_long_names_end_quickly(self) -> None:
         """Huge or deeply nested names (e.g. an IMAP login) get an answer, not a hang or a crash."""
@@ -264,7 +319,9 @@ class TableSemanticsTests(unittest.TestCase):
         self.assertEqual(route(nested).route.error, router.UNKNOWN_USER)
         deeper = "x" + "%company.com" * 300 + "@company.com"
         self.assertIn(route(deeper).route.error, (router.LOOP, router.BAD_SYNTAX))
-        self.assertEqual(route("a@" * 40000 + "company.com", "access").route.error, router.BAD_SYNTAX)
+        self.assertEqual(
+            route("a@" * 40000 + "company.com", "access").route.error, router.BAD_SYNTAX
+        )
         self.assertEqual(route("a" * 2000 + "@far.dom").route.error, router.BAD_SYNTAX)
 
     def test_bad_kind(self) -> None:
@@ -293,8 +350,14 @@ class SplitAddressTests(unittest.TestCase):
 
     def test_pipe_command(self) -> None:
         """PIPE addresses give argv without a shell; unsafe program names are refused."""
-        self.assertEqual(router.pipe_command('"prog -a \'b c\'"@pipe'), ["prog", "-a", "b c"])
-        for bad in ('"/bin/sh"@pipe', '".hidden"@pipe', '"a\\\\b"@pipe', '"x ../y"@pipe', '""@pipe'):
+        self.assertEqual(router.pipe_command("\"prog -a 'b c'\"@pipe"), ["prog", "-a", "b c"])
+        for bad in (
+            '"/bin/sh"@pipe',
+            '".hidden"@pipe',
+            '"a\\\\b"@pipe',
+            '"x ../y"@pipe',
+            '""@pipe',
+        ):
             self.assertRaises(ValueError, router.pipe_command, bad)
 
 
@@ -305,16 +368,28 @@ class ParseTests(unittest.TestCase):
         """Every relay and type prefix is recognised, in any letter case, with or without spaces."""
         table = parse_table(
             "Relay:<a> = b\nRELAYALL: <a> = b\nnorelay:mail:<a> = b\nAccess:<a> = b\n"
-            "Signal : <a> = b\nRelay:Signal:<a> = b\n<a>=b;c\n")
+            "Signal : <a> = b\nRelay:Signal:<a> = b\n<a>=b;c\n"
+        )
         got = [(r.relay, r.kind, r.line, r.comment) for r in table.records]
-        self.assertEqual(got, [("Relay", "", 1, ""), ("RelayAll", "", 2, ""), ("NoRelay", "Mail", 3, ""),
-                               ("", "Access", 4, ""), ("", "Signal", 5, ""), ("Relay", "Signal", 6, ""),
-                               ("", "", 7, "c")])
-        self.assertEqual([r.relays for r in table.records], [True, True, False, False, False, True, False])
+        self.assertEqual(
+            got,
+            [
+                ("Relay", "", 1, ""),
+                ("RelayAll", "", 2, ""),
+                ("NoRelay", "Mail", 3, ""),
+                ("", "Access", 4, ""),
+                ("", "Signal", 5, ""),
+                ("Relay", "Signal", 6, ""),
+                ("", "", 7, "c"),
+            ],
+        )
+        self.assertEqual(
+            [r.relays for r in table.records], [True, True, False, False, False, True, False]
+        )
 
     def test_comments_and_blank_lines(self) -> None:
         """Blank lines and ';' or '#' comment lines are skipped but still counted for line numbers."""
-        table = parse_table("; header\n\n# note\r\n  <a@b.c> = \"x;y\"@pipe ; why\r\n")
+        table = parse_table('; header\n\n# note\r\n  <a@b.c> = "x;y"@pipe ; why\r\n')
         (record,) = table.records
         self.assertEqual((record.line, record.right, record.comment), (4, '"x;y"@pipe', "why"))
 
@@ -335,10 +410,10 @@ class ParseTests(unittest.TestCase):
             ("<*a*> = b", 1, "more than one '*' on the left"),
             ("<*a> = *b*", 1, "more than one '*' on the right"),
             ("<a> = *@b.c", 1, "none on the left"),
-            ("<a> = \"open", 1, "unbalanced"),
+            ('<a> = "open', 1, "unbalanced"),
             ("<a> = b c", 1, "bad right address"),
             ("<a> = b@bad..dom", 1, "bad right address"),
-            ("<a> = \"/bin/sh\"@pipe", 1, "bad right address"),
+            ('<a> = "/bin/sh"@pipe', 1, "bad right address"),
             ("<a> = b\x00", 1, "control character"),
         ]
         for text, line, reason in cases:
@@ -357,21 +432,49 @@ class ParseTests(unittest.TestCase):
 
 # --- Hypothesis properties ------------------------------------------------------------------
 
-_atom = st.text(alphabet="abcxyz019-.*%!@\"", min_size=1, max_size=12)
+_atom = st.text(alphabet='abcxyz019-.*%!@"', min_size=1, max_size=12)
 _prefix = st.sampled_from(["", "Relay:", "RelayAll:", "NoRelay:"])
 _kind = st.sampled_from(["", "Mail:", "Access:", "Signal:"])
 _right = st.one_of(
-    st.sampled_from(["error", "error:5.7.1 no", "null", "alice", "bob@company.com", "x@far.dom",
-                     "@new.dom", '"prog"@pipe', "*@far.dom", "*", "*@company.com", "*%far.dom", "u@[10.1.2.3]"]),
+    st.sampled_from(
+        [
+            "error",
+            "error:5.7.1 no",
+            "null",
+            "alice",
+            "bob@company.com",
+            "x@far.dom",
+            "@new.dom",
+            '"prog"@pipe',
+            "*@far.dom",
+            "*",
+            "*@company.com",
+            "*%far.dom",
+            "u@[10.1.2.3]",
+        ]
+    ),
     _atom,
 )
-_comment = st.one_of(st.just(""), st.text(alphabet="abc xyz;<>=\"", max_size=10))
+_comment = st.one_of(st.just(""), st.text(alphabet='abc xyz;<>="', max_size=10))
 
 
 @st.composite
 def _line(draw: st.DrawFn) -> str:
-    left = draw(st.sampled_from(["*@old.dom", "*", "a@company.com", "*@company.com", "*@x.dom", "a*",
-                                 "loop@x.dom", "*%*"]) | _atom)
+    left = draw(
+        st.sampled_from(
+            [
+                "*@old.dom",
+                "*",
+                "a@company.com",
+                "*@company.com",
+                "*@x.dom",
+                "a*",
+                "loop@x.dom",
+                "*%*",
+            ]
+        )
+        | _atom
+    )
     comment = draw(_comment)
     text = f"{draw(_prefix)}{draw(_kind)}<{left}> = {draw(_right)}"
     return f"{text} ; {comment}" if comment else text
@@ -405,9 +508,25 @@ class PropertyTests(unittest.TestCase):
             self.assertEqual(parse_table(record.render()).records, (record,))
 
     @settings(max_examples=200, deadline=None)
-    @given(_tables, st.sampled_from(["joe@old.dom", "a@company.com", "x%far.dom@company.com", "a",
-                                     "loop@x.dom", "al", "u@x.dom", "@a:b@c", "a!b!c"]) | _atom,
-           st.sampled_from(router.KINDS), st.integers(min_value=0, max_value=12))
+    @given(
+        _tables,
+        st.sampled_from(
+            [
+                "joe@old.dom",
+                "a@company.com",
+                "x%far.dom@company.com",
+                "a",
+                "loop@x.dom",
+                "al",
+                "u@x.dom",
+                "@a:b@c",
+                "a!b!c",
+            ]
+        )
+        | _atom,
+        st.sampled_from(router.KINDS),
+        st.integers(min_value=0, max_value=12),
+    )
     def test_routing_terminates(self, text: str, address: str, kind: str, max_hops: int) -> None:
         """Any table and any address end in one route within the hop limit, never an exception."""
         try:

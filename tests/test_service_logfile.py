@@ -18,9 +18,12 @@ class LogFileTakeOverTests(unittest.TestCase):
     def setUp(self) -> None:
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(self.dir, "base"))
-        self.cfg = config.parse('[log]\nmax_size = 65536\nkeep = 3\n', "c.conf", self.dir,
-                                {"base_dir": os.path.join(self.dir, "base"),
-                                 "main_domain": "example.test"})
+        self.cfg = config.parse(
+            "[log]\nmax_size = 65536\nkeep = 3\n",
+            "c.conf",
+            self.dir,
+            {"base_dir": os.path.join(self.dir, "base"), "main_domain": "example.test"},
+        )
         self.path = os.path.join(self.dir, "cgtwist.log")
 
     def take_over(self) -> RotatingLogFile:

@@ -39,7 +39,7 @@ def option(argv: list[str], name: str) -> str:
 def section(readme: str, title: str) -> str:
     start = readme.index(title)
     end = readme.find("\n## ", start + len(title))
-    return readme[start:end if end != -1 else None]
+    return readme[start : end if end != -1 else None]
 
 
 def test_exec_start_is_the_twistd_readme_installs() -> None:

@@ -32,9 +32,15 @@ class SettingsTests(unittest.TestCase):
         self.assertRaises(ValueError, settings.validate, "smtp.max_recipients", -1)
         self.assertRaises(ValueError, settings.validate, "smtp.max_recipients", "ten")
         self.assertRaises(ValueError, settings.validate, "auth.allow_plaintext", 1)
-        self.assertRaises(ValueError, settings.validate, "listeners", [{"protocol": "ftp", "port": 21}])
-        self.assertRaises(ValueError, settings.validate, "listeners",
-                          [{"protocol": "smtp", "port": 25}, {"protocol": "imap", "port": 25}])
+        self.assertRaises(
+            ValueError, settings.validate, "listeners", [{"protocol": "ftp", "port": 21}]
+        )
+        self.assertRaises(
+            ValueError,
+            settings.validate,
+            "listeners",
+            [{"protocol": "smtp", "port": 25}, {"protocol": "imap", "port": 25}],
+        )
         self.assertEqual(settings.validate("smtp.max_recipients", 7), 7)
         # A typo must not fork a thousand processes.
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
@@ -64,25 +70,42 @@ class SettingsTests(unittest.TestCase):
         """Only keys in ACCOUNT_SETTINGS / DOMAIN_SETTINGS are accepted, with their type."""
         self.assertIs(settings.validate_scoped("account", "admin", True), True)
         e = self.assertRaises(ValueError, settings.validate_scoped, "account", "nonsense.key", 1)
-        self.assertEqual(str(e), "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)")
+        self.assertEqual(
+            str(e), "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)"
+        )
         self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
         # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is
-        self.assertEqual(settings.validate_scoped("account", "smtp.send_as", "*@lists.example.com"),
-                         "*@lists.example.com")
-        self.assertRaises(ValueError, settings.validate_scoped, "account", "smtp.send_as", "not an address")
-        e = self.assertRaises(ValueError, settings.validate_scoped, "domain", "smtp.max_recipients", 5)
+        self.assertEqual(
+            settings.validate_scoped("account", "smtp.send_as", "*@lists.example.com"),
+            "*@lists.example.com",
+        )
+        self.assertRaises(
+            ValueError, settings.validate_scoped, "account", "smtp.send_as", "not an address"
+        )
+        e = self.assertRaises(
+            ValueError, settings.validate_scoped, "domain", "smtp.max_recipients", 5
+        )
         self.assertIn("a server setting", str(e))
 
     def test_describe_changes_names_each_changed_key_and_hides_secrets(self) -> None:
         """What the server logs when it applies a reload: changed keys only, secrets hidden,
         long values cut."""
         old = settings.Settings({"smtp.max_recipients": 5, "router.table": "x" * 500})
-        new = settings.Settings({"smtp.max_recipients": 7, "router.table": "x" * 500,
-                                 "smtp.relayhost_auth": {"user": "u", "password": "hunter2"}})
+        new = settings.Settings(
+            {
+                "smtp.max_recipients": 7,
+                "router.table": "x" * 500,
+                "smtp.relayhost_auth": {"user": "u", "password": "hunter2"},
+            }
+        )
         changes = settings.describe_changes(old, new)
-        self.assertEqual(changes, [("smtp.max_recipients", "5", "7"),
-                                   ("smtp.relayhost_auth", "null", "(hidden)")])
-        cut = settings.describe_changes(settings.Settings(), new.__class__({"router.table": "y" * 500}))
+        self.assertEqual(
+            changes,
+            [("smtp.max_recipients", "5", "7"), ("smtp.relayhost_auth", "null", "(hidden)")],
+        )
+        cut = settings.describe_changes(
+            settings.Settings(), new.__class__({"router.table": "y" * 500})
+        )
         self.assertEqual(len(cut[0][2]), 120)
         self.assertTrue(cut[0][2].endswith("..."))
 

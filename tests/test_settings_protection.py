@@ -19,25 +19,37 @@ class ValidateTests(unittest.TestCase):
         text = "10.0.0.0/8   ; office\n192.0.2.1-192.0.2.9\n10.0.0.300\n"
         self.assertIn("line 3", self.refused("clients.ips", text))
         self.assertIn("line 2", self.refused("protection.blacklist.ips", ["127.0.0.1", "nonsense"]))
-        self.assertEqual(settings.validate("clients.ips", "10.0.0.0/8 ; office\n::1"), "10.0.0.0/8 ; office\n::1")
+        self.assertEqual(
+            settings.validate("clients.ips", "10.0.0.0/8 ; office\n::1"), "10.0.0.0/8 ; office\n::1"
+        )
         self.assertIn("must be text", self.refused("auth.trusted_ips", 5))
 
     def test_sender_blacklist(self) -> None:
         """Sender blacklist entries must be addresses or domains; a bad line is named."""
-        self.assertEqual(settings.validate("protection.blacklist.senders", "spam.test\n*.bad.test, x@y.test"),
-                         "spam.test\n*.bad.test, x@y.test")
-        self.assertIn("line 2", self.refused("protection.blacklist.senders", "ok.test\nwith space.test"))
+        self.assertEqual(
+            settings.validate("protection.blacklist.senders", "spam.test\n*.bad.test, x@y.test"),
+            "spam.test\n*.bad.test, x@y.test",
+        )
+        self.assertIn(
+            "line 2", self.refused("protection.blacklist.senders", "ok.test\nwith space.test")
+        )
 
     def test_modes_actions_zones(self) -> None:
         """Modes, SPF actions, RBL zones and listener overrides only take known words."""
         self.assertIn("nonclients", self.refused("protection.spf.mode", "sometimes"))
-        self.assertIn("unknown SPF result", self.refused("protection.spf.actions", {"bogus": "tag"}))
+        self.assertIn(
+            "unknown SPF result", self.refused("protection.spf.actions", {"bogus": "tag"})
+        )
         self.assertIn("action for fail", self.refused("protection.spf.actions", {"fail": "drop"}))
         self.assertIn("entry 2", self.refused("protection.rbl.zones", ["zen.test", "bad zone"]))
         self.assertIn("return codes", self.refused("protection.rbl.zones", ["zen.test=127.0.0.x"]))
-        self.assertEqual(validate("protection.rbl.zones", ["zen.test=127.0.0.2-127.0.0.9"]),
-                         ["zen.test=127.0.0.2-127.0.0.9"])
-        self.assertIn("unknown check", self.refused("protection.listeners", {"25": {"dkim": "all"}}))
+        self.assertEqual(
+            validate("protection.rbl.zones", ["zen.test=127.0.0.2-127.0.0.9"]),
+            ["zen.test=127.0.0.2-127.0.0.9"],
+        )
+        self.assertIn(
+            "unknown check", self.refused("protection.listeners", {"25": {"dkim": "all"}})
+        )
         self.assertIn("554", self.refused("protection.rbl.code", 250))
 
     def test_timeouts_and_delays(self) -> None:
@@ -63,7 +75,10 @@ class ValidateTests(unittest.TestCase):
         """A broken Router table is refused with the line of the bad record."""
         good = "; comment\n<postmaster@*> = postmaster\n"
         self.assertEqual(settings.validate("router.table", good), good)
-        self.assertIn("router.table: line 3", self.refused("router.table", "; c\n<a@b> = c\nthis is not a record\n"))
+        self.assertIn(
+            "router.table: line 3",
+            self.refused("router.table", "; c\n<a@b> = c\nthis is not a record\n"),
+        )
         self.assertIn("table text", self.refused("router.table", 5))
 
     def test_spf_results_shared(self) -> None:

@@ -29,12 +29,21 @@ class TLSTests(unittest.TestCase):
 
     def test_generated_certificate_names_and_key_mode(self) -> None:
         """Clients that check names can be pointed at localhost or the main domain."""
-        self.assertTrue(tls.ensure_certificate(self.cert, self.key, ["mail.example.test", "example.test", "localhost"]))
-        self.assertFalse(tls.ensure_certificate(self.cert, self.key, ["other"]))  # kept, not regenerated
+        self.assertTrue(
+            tls.ensure_certificate(
+                self.cert, self.key, ["mail.example.test", "example.test", "localhost"]
+            )
+        )
+        self.assertFalse(
+            tls.ensure_certificate(self.cert, self.key, ["other"])
+        )  # kept, not regenerated
         with open(self.cert, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        self.assertEqual(san.get_values_for_type(x509.DNSName), ["mail.example.test", "example.test", "localhost"])
+        self.assertEqual(
+            san.get_values_for_type(x509.DNSName),
+            ["mail.example.test", "example.test", "localhost"],
+        )
         self.assertEqual(os.stat(self.key).st_mode & 0o777, 0o600)
 
     def _serve(self, server: tls.ServerTLS) -> int:
@@ -44,7 +53,9 @@ class TLSTests(unittest.TestCase):
         return port.getHost().port  # type: ignore[no-any-return]
 
     @staticmethod
-    def _client(port: int, cafile: str, maximum: stdlib_ssl.TLSVersion | None = None) -> tuple[str, bytes]:
+    def _client(
+        port: int, cafile: str, maximum: stdlib_ssl.TLSVersion | None = None
+    ) -> tuple[str, bytes]:
         ctx = stdlib_ssl.create_default_context(cafile=cafile)
         if maximum is not None:
             ctx.minimum_version = stdlib_ssl.TLSVersion.TLSv1
@@ -88,7 +99,6 @@ class TLSTests(unittest.TestCase):
         self.assertTrue(server.available)
 
 
-
 class GroupTests(unittest.TestCase):
     """Key exchange only over the Mozilla intermediate groups X25519, P-256 and P-384."""
 
@@ -99,8 +109,11 @@ class GroupTests(unittest.TestCase):
         self.key = os.path.join(d, "tls", "key.pem")
         tls.ensure_certificate(self.cert, self.key, ["localhost"])
         f = protocol.Factory.forProtocol(Echo)
-        port = reactor.listenTCP(0, TLSMemoryBIOFactory(tls.ServerTLS(self.cert, self.key), False, f),
-                                 interface="127.0.0.1")
+        port = reactor.listenTCP(
+            0,
+            TLSMemoryBIOFactory(tls.ServerTLS(self.cert, self.key), False, f),
+            interface="127.0.0.1",
+        )
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
 

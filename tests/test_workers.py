@@ -27,9 +27,15 @@ class SweepTests(unittest.TestCase):
         self.clock = Clock()
         self.adopted: list[str] = []
         self.waiting: list[str] = []
-        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
-                              hostname="mx.example.test", database_url="sqlite:",
-                              certificate="", key="", generated_certificate=True)
+        cfg = BootstrapConfig(
+            base_dir="/nonexistent",
+            main_domain="example.test",
+            hostname="mx.example.test",
+            database_url="sqlite:",
+            certificate="",
+            key="",
+            generated_certificate=True,
+        )
         self.workers = SMTPWorkers(self.clock, cfg, self.adopt, self.sweep, lambda: 0)
 
     def adopt(self, msg_id: str) -> defer.Deferred[Any]:
@@ -62,11 +68,23 @@ class StopTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
-                              hostname="mx.example.test", database_url="sqlite:",
-                              certificate="", key="", generated_certificate=True)
-        self.workers = SMTPWorkers(self.clock, cfg, lambda m: defer.succeed(True),
-                                   lambda live: defer.succeed([]), lambda: 0, grace=lambda: 2.0)
+        cfg = BootstrapConfig(
+            base_dir="/nonexistent",
+            main_domain="example.test",
+            hostname="mx.example.test",
+            database_url="sqlite:",
+            certificate="",
+            key="",
+            generated_certificate=True,
+        )
+        self.workers = SMTPWorkers(
+            self.clock,
+            cfg,
+            lambda m: defer.succeed(True),
+            lambda live: defer.succeed([]),
+            lambda: 0,
+            grace=lambda: 2.0,
+        )
         self.proc = _WorkerProcess(self.workers, 1)
         self.transport = _SignalledTransport()
         self.proc.makeConnection(self.transport)  # type: ignore[arg-type]
@@ -150,9 +168,15 @@ class WorkerStartTests(unittest.TestCase):
         FakeComponents.built = []
         self.patch(app, "Components", FakeComponents)
         self.reactor = MemoryReactor()
-        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
-                              hostname="mx.example.test", database_url="sqlite:",
-                              certificate="", key="", generated_certificate=True)
+        cfg = BootstrapConfig(
+            base_dir="/nonexistent",
+            main_domain="example.test",
+            hostname="mx.example.test",
+            database_url="sqlite:",
+            certificate="",
+            key="",
+            generated_certificate=True,
+        )
         sock = socket.socket()
         self.addCleanup(sock.close)
         spec = ListenerSpec(protocol="smtp", address="127.0.0.1", port=0, tls="starttls")
@@ -200,8 +224,14 @@ class WorkerStartTests(unittest.TestCase):
     def test_sigterm_before_start_ran_does_not_wait(self) -> None:
         """A worker told to stop before its start ran (the reactor stopping during start-up)
         stops at once instead of waiting for a start that never comes."""
-        cfg = BootstrapConfig(base_dir="/nonexistent", main_domain="example.test",
-                              hostname="mx.example.test", database_url="sqlite:",
-                              certificate="", key="", generated_certificate=True)
+        cfg = BootstrapConfig(
+            base_dir="/nonexistent",
+            main_domain="example.test",
+            hostname="mx.example.test",
+            database_url="sqlite:",
+            certificate="",
+            key="",
+            generated_certificate=True,
+        )
         worker = Worker(cfg, [], 2, MemoryReactor())
         self.successResultOf(defer.ensureDeferred(worker.stop()))

@@ -67,8 +67,9 @@ class Load:
         self.refused = 0  # connections refused or cut (the server was down or died)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(clients)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)
+        ]
         for t in self.threads:
             t.start()
 
@@ -88,10 +89,13 @@ class Load:
                         msg_id = self._next()
                         if msg_id is None:
                             return
-                        data = (f"From: soak{n}@elsewhere.test\r\nTo: alice@example.test\r\n"
-                                f"Subject: soak {msg_id}\r\nX-Soak-Id: {msg_id}\r\n\r\n").encode()
-                        s.sendmail(f"soak{n}@elsewhere.test", ["alice@example.test"],
-                                   data + body + b"\r\n")
+                        data = (
+                            f"From: soak{n}@elsewhere.test\r\nTo: alice@example.test\r\n"
+                            f"Subject: soak {msg_id}\r\nX-Soak-Id: {msg_id}\r\n\r\n"
+                        ).encode()
+                        s.sendmail(
+                            f"soak{n}@elsewhere.test", ["alice@example.test"], data + body + b"\r\n"
+                        )
                         with self.lock:  # the 250 to the final dot came back
                             self.acked[msg_id] = self.epoch
             except (OSError, smtplib.SMTPException):
@@ -172,8 +176,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--workers", type=int, default=0, help="smtp.workers (0: the server receives)")
-    ap.add_argument("--kill-workers", action="store_true",
-                    help="with --workers: half of the kills hit a worker instead of the server")
+    ap.add_argument(
+        "--kill-workers",
+        action="store_true",
+        help="with --workers: half of the kills hit a worker instead of the server",
+    )
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--max-messages", type=int, default=20000, help="messages tried in all")
     ap.add_argument("--max-seconds", type=float, default=900, help="bound on the kill phase")
@@ -185,12 +192,17 @@ def main() -> int:
     top = tempfile.mkdtemp(prefix="cgtwist-soak-")
     server = Server(os.path.join(top, "base"))
     port = free_port()
-    server.set_listeners([{"protocol": "smtp", "address": "127.0.0.1", "port": port, "tls": "starttls"}])
+    server.set_listeners(
+        [{"protocol": "smtp", "address": "127.0.0.1", "port": port, "tls": "starttls"}]
+    )
     server.admin("settings", "set", "smtp.workers", str(args.workers))
     server.admin("account", "add", "alice@example.test", "--password", "alice-soak-secret")
-    print(f"soak: seed {seed}, {args.kills} kills, smtp.workers {args.workers}"
-          f"{' (workers killed too)' if args.kill_workers else ''}, {args.clients} clients, "
-          f"base {server.base}", flush=True)
+    print(
+        f"soak: seed {seed}, {args.kills} kills, smtp.workers {args.workers}"
+        f"{' (workers killed too)' if args.kill_workers else ''}, {args.clients} clients, "
+        f"base {server.base}",
+        flush=True,
+    )
     server.start()
     if args.workers:
         wait_for(lambda: len(worker_pids(server)) == args.workers, 60, "the workers")
@@ -213,20 +225,30 @@ def main() -> int:
                     os.kill(pid, signal.SIGKILL)
                     load.epoch += 1
                 target = f"worker {pid}"
-                wait_for(lambda p=pid: p not in worker_pids(server)
-                         and len(worker_pids(server)) == args.workers, 120, "the worker's successor")
+                wait_for(
+                    lambda p=pid: (
+                        p not in worker_pids(server) and len(worker_pids(server)) == args.workers
+                    ),
+                    120,
+                    "the worker's successor",
+                )
             else:
                 with load.lock:
                     server.kill()
                     load.epoch += 1
                 target = "server"
-                wait_for(lambda gone=live: not [p for p in gone if alive(p)], 60,
-                         "the workers to follow the server")
+                wait_for(
+                    lambda gone=live: not [p for p in gone if alive(p)],
+                    60,
+                    "the workers to follow the server",
+                )
                 server.start(ready_timeout=120)
                 if args.workers:
                     wait_for(lambda: len(worker_pids(server)) == args.workers, 120, "the workers")
             kills.append((target, len(corrupt_files(server))))
-            print(f"soak: kill {i + 1}: {target}; {len(load.acked)} acknowledged so far", flush=True)
+            print(
+                f"soak: kill {i + 1}: {target}; {len(load.acked)} acknowledged so far", flush=True
+            )
     except BaseException:
         load.stop()
         server.close()
@@ -243,7 +265,9 @@ def main() -> int:
         by_epoch: dict[int, list[str]] = {}
         for msg_id, epoch in load.acked.items():
             by_epoch.setdefault(epoch, []).append(msg_id)
-        print(f"\n{'kill':>4} {'target':<16} {'acked':>6} {'missing':>7} {'dupes':>6} {'corrupt':>7}")
+        print(
+            f"\n{'kill':>4} {'target':<16} {'acked':>6} {'missing':>7} {'dupes':>6} {'corrupt':>7}"
+        )
         corrupt_before = 0
         total_missing = total_dupes = 0
         for epoch in range(len(kills) + 1):
@@ -258,15 +282,21 @@ def main() -> int:
                 corrupt_before = corrupt_after
             else:
                 label, corrupt = "(after the last)", len(corrupt_files(server)) - corrupt_before
-            print(f"{epoch + 1 if epoch < len(kills) else '-':>4} {label:<16} {len(ids):>6} "
-                  f"{missing:>7} {dupes:>6} {corrupt:>7}")
+            print(
+                f"{epoch + 1 if epoch < len(kills) else '-':>4} {label:<16} {len(ids):>6} "
+                f"{missing:>7} {dupes:>6} {corrupt:>7}"
+            )
         unacked = sum(1 for m in copies if m not in load.acked)
         n = max(1, len(kills))
-        print(f"\nsoak: {len(kills)} kills in {time.monotonic() - t0:.0f}s; {load.attempts} messages "
-              f"tried, {len(load.acked)} acknowledged, {unacked} delivered without an ack "
-              f"(cut before the 250: allowed)")
-        print(f"soak: missing {total_missing}, duplicates {total_dupes} ({total_dupes / n:.2f} "
-              f"per kill), corrupt {len(corrupt_files(server))}, queue drained: {drained}")
+        print(
+            f"\nsoak: {len(kills)} kills in {time.monotonic() - t0:.0f}s; {load.attempts} messages "
+            f"tried, {len(load.acked)} acknowledged, {unacked} delivered without an ack "
+            f"(cut before the 250: allowed)"
+        )
+        print(
+            f"soak: missing {total_missing}, duplicates {total_dupes} ({total_dupes / n:.2f} "
+            f"per kill), corrupt {len(corrupt_files(server))}, queue drained: {drained}"
+        )
         ok = total_missing == 0 and drained
     finally:
         server.stop()

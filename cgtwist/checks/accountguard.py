@@ -61,8 +61,11 @@ class AccountGuard:
     def _state(self, account: str, create: bool) -> _AccountState | None:
         now = self.clock.seconds()
         st = self._accounts.get(account)
-        if st is not None and now >= st.locked_until and \
-                now - st.last >= float(self._get("auth.account_lock_time")):
+        if (
+            st is not None
+            and now >= st.locked_until
+            and now - st.last >= float(self._get("auth.account_lock_time"))
+        ):
             del self._accounts[account]
             st = None
         if st is None and create:
@@ -98,7 +101,9 @@ class AccountGuard:
             delay *= growth
         return min(delay, ceiling)
 
-    def failed(self, account: str, ip: str, secret: Union[bytes, str, None] = None) -> defer.Deferred[float]:
+    def failed(
+        self, account: str, ip: str, secret: Union[bytes, str, None] = None
+    ) -> defer.Deferred[float]:
         """Count a wrong password for ``account`` from ``ip`` (not a Client IP: the caller
         does not count those); fires with the delay once it has passed on the clock."""
         budget = int(self._get("auth.account_max_failures"))
@@ -110,8 +115,9 @@ class AccountGuard:
         digest = None
         if secret is not None:
             raw = secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
-            digest = hmac.new(self._key, account.encode("utf-8", "surrogateescape") + b"\0" + raw,
-                              hashlib.sha256).digest()[:12]
+            digest = hmac.new(
+                self._key, account.encode("utf-8", "surrogateescape") + b"\0" + raw, hashlib.sha256
+            ).digest()[:12]
         if digest is None or digest not in st.secrets:
             st.failures += 1
             if digest is not None:
@@ -120,16 +126,24 @@ class AccountGuard:
                 lock = float(self._get("auth.account_lock_time"))
                 st.locked_until = now + lock
                 # One line per lock, for the administrator and fail2ban alike.
-                log.warn("auth account locked: account={account} ip={ip} failures={failures} "
-                         "seconds={seconds}", account=_field(account), ip=_field(ip),
-                         failures=st.failures, seconds=f"{lock:g}")
+                log.warn(
+                    "auth account locked: account={account} ip={ip} failures={failures} "
+                    "seconds={seconds}",
+                    account=_field(account),
+                    ip=_field(ip),
+                    failures=st.failures,
+                    seconds=f"{lock:g}",
+                )
         return self._wait(self.delay_for_count(st.failures))
 
     def refused(self, account: str, ip: str) -> defer.Deferred[float]:
         """A login to a locked account: one log line, and the longest delay before the caller
         answers as for a wrong password."""
-        log.info("auth refused: account={account} ip={ip} reason=locked",
-                 account=_field(account), ip=_field(ip))
+        log.info(
+            "auth refused: account={account} ip={ip} reason=locked",
+            account=_field(account),
+            ip=_field(ip),
+        )
         return self._wait(float(self._get("auth.account_max_delay")))
 
     def _wait(self, delay: float) -> defer.Deferred[float]:

@@ -48,9 +48,14 @@ class AuthPenalty:
     plus ``auth.trusted_ips``); ``on_failure(ip)``: told of each failure (the auto-blacklist).
     """
 
-    def __init__(self, clock: Any, settings: SettingsHolder,
-                 is_trusted: Optional[Callable[[str], bool]] = None,
-                 on_failure: Optional[Callable[[str], Any]] = None, max_hosts: int = 100000) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        settings: SettingsHolder,
+        is_trusted: Optional[Callable[[str], bool]] = None,
+        on_failure: Optional[Callable[[str], Any]] = None,
+        max_hosts: int = 100000,
+    ) -> None:
         self.clock = clock
         self.settings = settings
         self.is_trusted = is_trusted or (lambda ip: False)
@@ -132,8 +137,9 @@ class AuthPenalty:
         else:
             self._active.pop(key, None)
 
-    def failed(self, ip: str, login: str, protocol: str,
-               secret: Union[bytes, str, None] = None) -> defer.Deferred[float]:
+    def failed(
+        self, ip: str, login: str, protocol: str, secret: Union[bytes, str, None] = None
+    ) -> defer.Deferred[float]:
         """Record a failed login; fires with the delay after waiting it (on the clock).
 
         The caller sends the failure reply when this fires, and the same reply whether the
@@ -148,7 +154,9 @@ class AuthPenalty:
             st.last = self.clock.seconds()
             digest = None
             if secret is not None:
-                raw = secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
+                raw = (
+                    secret.encode("utf-8", "surrogateescape") if isinstance(secret, str) else secret
+                )
                 digest = hmac.new(self._key, raw, hashlib.sha256).digest()[:12]
             if digest is None or digest not in st.secrets:
                 st.failures += 1
@@ -157,9 +165,14 @@ class AuthPenalty:
             failures = st.failures
             delay = self.delay_for_count(failures)
         # RELIABILITY.md b-G 39: one line per failure, fixed prefix, ip first, for fail2ban.
-        log.info("auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
-                 ip=clean(ip, 64).replace(" ", "?"), login=clean(login, 100).replace(" ", "?") or "-",
-                 protocol=clean(protocol, 16), failures=failures, delay=f"{delay:g}")
+        log.info(
+            "auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
+            ip=clean(ip, 64).replace(" ", "?"),
+            login=clean(login, 100).replace(" ", "?") or "-",
+            protocol=clean(protocol, 16),
+            failures=failures,
+            delay=f"{delay:g}",
+        )
         if self.on_failure is not None and not trusted:
             try:
                 self.on_failure(ip)

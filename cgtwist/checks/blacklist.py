@@ -79,8 +79,15 @@ class AutoBlacklist:
     ``.window`` and ``.duration`` are read at each use (0 threshold = disabled).
     """
 
-    def __init__(self, clock: Any, settings: Optional[SettingsHolder] = None, threshold: int = 10,
-                 window: float = 600.0, duration: float = 1800.0, max_hosts: int = 100000) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        settings: Optional[SettingsHolder] = None,
+        threshold: int = 10,
+        window: float = 600.0,
+        duration: float = 1800.0,
+        max_hosts: int = 100000,
+    ) -> None:
         self.clock = clock
         self.settings = settings
         self._defaults = (threshold, window, duration)
@@ -93,9 +100,11 @@ class AutoBlacklist:
             return self._defaults
         s = self.settings.current
         t, w, d = self._defaults
-        return (int(s.get("protection.autoblacklist.threshold", t)),
-                float(s.get("protection.autoblacklist.window", w)),
-                float(s.get("protection.autoblacklist.duration", d)))
+        return (
+            int(s.get("protection.autoblacklist.threshold", t)),
+            float(s.get("protection.autoblacklist.window", w)),
+            float(s.get("protection.autoblacklist.duration", d)),
+        )
 
     def offence(self, ip: str, kind: str = "error") -> bool:
         """Count one offence; True when this one got the host blacklisted."""
@@ -116,8 +125,13 @@ class AutoBlacklist:
         if len(q) >= threshold and not self.is_blocked(ip):
             self._blocked[key] = now + duration
             q.clear()
-            log.warn("auto-blacklisted ip={ip} key={key} kind={kind} for={duration}s",
-                     ip=ip, key=key, kind=kind, duration=int(duration))
+            log.warn(
+                "auto-blacklisted ip={ip} key={key} kind={kind} for={duration}s",
+                ip=ip,
+                key=key,
+                kind=kind,
+                duration=int(duration),
+            )
             self._prune(now)
             return True
         return False
@@ -152,7 +166,9 @@ class AutoBlacklist:
             del self._blocked[k]
 
 
-def check_ip(ip: str, static: AddressList, auto: Optional[AutoBlacklist], clock: Any) -> CheckResult:
+def check_ip(
+    ip: str, static: AddressList, auto: Optional[AutoBlacklist], clock: Any
+) -> CheckResult:
     """CheckResult("blacklist", listed|pass) for a connecting IP (static list, then auto)."""
     if static.contains(ip):
         return CheckResult("blacklist", LISTED, "blacklisted IP address", 0.0, {"list": "static"})
@@ -160,8 +176,13 @@ def check_ip(ip: str, static: AddressList, auto: Optional[AutoBlacklist], clock:
         until = auto.blocked_until(ip)
         if until is not None:
             left = int(until - clock.seconds())
-            return CheckResult("blacklist", LISTED, f"temporarily blacklisted ({left}s left)", 0.0,
-                               {"list": "auto"})
+            return CheckResult(
+                "blacklist",
+                LISTED,
+                f"temporarily blacklisted ({left}s left)",
+                0.0,
+                {"list": "auto"},
+            )
     return CheckResult("blacklist", PASS, "not blacklisted")
 
 

@@ -76,7 +76,9 @@ class RBLChecker:
             try:
                 zone, codes = parse_zone(entry)
             except ValueError as e:
-                log.error("bad RBL zone entry {entry!r}: {error}; skipped", entry=entry, error=str(e))
+                log.error(
+                    "bad RBL zone entry {entry!r}: {error}; skipped", entry=entry, error=str(e)
+                )
                 continue
             if zone:
                 parsed.append((zone, codes))
@@ -92,23 +94,35 @@ class RBLChecker:
             took = self.clock.seconds() - started
             for outcome, zone, code, reason in results:
                 if outcome == LISTED:
-                    return CheckResult("rbl", LISTED, f"listed in {zone} ({code})", took,
-                                       {"zone": zone, "code": code, "text": reason})
+                    return CheckResult(
+                        "rbl",
+                        LISTED,
+                        f"listed in {zone} ({code})",
+                        took,
+                        {"zone": zone, "code": code, "text": reason},
+                    )
             errs = [f"{z}: {r}" for o, z, _c, r in results if o == ERROR]
             if errs:
                 return CheckResult("rbl", ERROR, "; ".join(errs), took)
             return CheckResult("rbl", PASS, "not listed", took)
+
         return defer.gatherResults(ds).addCallback(combine)
 
-    def _one(self, ip: str, zone: str, codes: Optional[AddressList] = None) -> defer.Deferred[tuple[str, str, str, str]]:
+    def _one(
+        self, ip: str, zone: str, codes: Optional[AddressList] = None
+    ) -> defer.Deferred[tuple[str, str, str, str]]:
         name = query_name(ip, zone)
         d = self.resolver.lookup_a(name)
 
         def got(addresses: list[str]) -> Any:
             outcome, code = classify(addresses, codes)
             if outcome == ERROR:
-                log.warn("rbl zone {zone} answered error code {code} for {ip}: treated as not listed",
-                         zone=zone, code=code, ip=ip)
+                log.warn(
+                    "rbl zone {zone} answered error code {code} for {ip}: treated as not listed",
+                    zone=zone,
+                    code=code,
+                    ip=ip,
+                )
                 return ERROR, zone, code, f"error code {code}"
             if outcome == LISTED:
                 # The zone's TXT usually carries a URL; fetch it for the log, never wait long on it.
@@ -124,7 +138,12 @@ class RBLChecker:
             if not f.check(DNSTemporaryError):
                 log.failure("rbl lookup {name} crashed", f, name=name)
             else:
-                log.warn("rbl zone {zone} lookup failed for {ip}: {err}; treated as not listed",
-                         zone=zone, ip=ip, err=f.getErrorMessage())
+                log.warn(
+                    "rbl zone {zone} lookup failed for {ip}: {err}; treated as not listed",
+                    zone=zone,
+                    ip=ip,
+                    err=f.getErrorMessage(),
+                )
             return ERROR, zone, "", "lookup failed"
+
         return d.addCallbacks(got, failed)

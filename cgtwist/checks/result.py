@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 # Outcome words shared by the checks (each check documents the subset it uses).
-PASS = "pass"          # checked, nothing against the peer
-FAIL = "fail"          # checked, the peer failed (meaning depends on the check)
-LISTED = "listed"      # RBL/blacklist: the peer is listed
+PASS = "pass"  # checked, nothing against the peer
+FAIL = "fail"  # checked, the peer failed (meaning depends on the check)
+LISTED = "listed"  # RBL/blacklist: the peer is listed
 TEMPERROR = "temperror"  # could not decide now (DNS failure, timeout): fail open or 4xx
-SKIPPED = "skipped"    # not run (off, client, authenticated, white-holed)
-ERROR = "error"        # a broken data source (e.g. RBL 127.255.255.x): treated as not listed
+SKIPPED = "skipped"  # not run (off, client, authenticated, white-holed)
+ERROR = "error"  # a broken data source (e.g. RBL 127.255.255.x): treated as not listed
 
 _UNSAFE = re.compile(r"[^\x21-\x7e ]")
 

@@ -43,8 +43,9 @@ def check_return_path(resolver: IResolver, sender: str, clock: Any) -> Any:
     dns: Any = resolver  # an IResolver
 
     def result(outcome: str, reason: str) -> CheckResult:
-        return CheckResult("returnpath", outcome, reason, clock.seconds() - started,
-                           {"domain": domain})
+        return CheckResult(
+            "returnpath", outcome, reason, clock.seconds() - started, {"domain": domain}
+        )
 
     domain = sender_domain(sender)
     if not sender:

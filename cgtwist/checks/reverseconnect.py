@@ -32,7 +32,7 @@ log = Logger()
 Connector = Callable[[str, int], Any]  # (ip, port) -> IStreamClientEndpoint
 
 # What may go into RCPT TO:<...> on the wire: printable ASCII, no <> or spaces outside quotes.
-_SAFE_PATH = re.compile(r'^[\x21-\x3b\x3d\x3f-\x7e]{1,254}$')  # no controls, space, < or >
+_SAFE_PATH = re.compile(r"^[\x21-\x3b\x3d\x3f-\x7e]{1,254}$")  # no controls, space, < or >
 _MAX_ADDRESSES = 3  # TCP connect attempts per probe (a refused connect sends nothing)
 
 
@@ -40,10 +40,10 @@ _MAX_ADDRESSES = 3  # TCP connect attempts per probe (a refused connect sends no
 class ReverseConnectConfig:
     """Tunables, read by the caller from settings at use time."""
 
-    timeout: float = 30.0        # the whole probe, DNS included
+    timeout: float = 30.0  # the whole probe, DNS included
     positive_ttl: float = 86400.0
     negative_ttl: float = 3600.0
-    rate_limit: int = 10         # probes per domain per rate_window (0 = unlimited)
+    rate_limit: int = 10  # probes per domain per rate_window (0 = unlimited)
     rate_window: float = 60.0
     max_concurrency: int = 10
     helo: str = "localhost"
@@ -52,10 +52,12 @@ class ReverseConnectConfig:
 
 def default_connector(reactor: Any, connect_timeout: float = 30.0) -> Connector:
     """Plain TCP to the MX address (IPv4 or IPv6)."""
+
     def connect(ip: str, port: int) -> Any:
         if ":" in ip:
             return TCP6ClientEndpoint(reactor, ip, port, timeout=connect_timeout)
         return TCP4ClientEndpoint(reactor, ip, port, timeout=connect_timeout)
+
     return connect
 
 
@@ -164,9 +166,14 @@ class ReverseConnect:
     ``config`` is a ReverseConnectConfig or a callable returning the current one (settings).
     """
 
-    def __init__(self, resolver: IResolver, connector: Connector, clock: Any,
-                 config: ReverseConnectConfig | Callable[[], ReverseConnectConfig] = ReverseConnectConfig(),
-                 max_cache: int = 50000) -> None:
+    def __init__(
+        self,
+        resolver: IResolver,
+        connector: Connector,
+        clock: Any,
+        config: ReverseConnectConfig | Callable[[], ReverseConnectConfig] = ReverseConnectConfig(),
+        max_cache: int = 50000,
+    ) -> None:
         self.resolver: Any = resolver
         self.connector = connector
         self.clock = clock
@@ -194,14 +201,23 @@ class ReverseConnect:
         started = self.clock.seconds()
         key = sender.strip().lower()
         domain = key.rpartition("@")[2].rstrip(".")
-        if not key or "@" not in key or not domain or domain.startswith("[") or not _SAFE_PATH.match(sender):
+        if (
+            not key
+            or "@" not in key
+            or not domain
+            or domain.startswith("[")
+            or not _SAFE_PATH.match(sender)
+        ):
             return defer.succeed(CheckResult("reverse-connect", SKIPPED, "nothing to verify"))
         cached = self._cache.get(key)
         if cached is not None:
             expiry, outcome, reason = cached
             if expiry > self.clock.seconds():
-                return defer.succeed(CheckResult("reverse-connect", outcome, reason, 0.0,
-                                                 {"cached": "yes", "domain": domain}))
+                return defer.succeed(
+                    CheckResult(
+                        "reverse-connect", outcome, reason, 0.0, {"cached": "yes", "domain": domain}
+                    )
+                )
             del self._cache[key]
         result: defer.Deferred[CheckResult] = defer.Deferred()
         if key in self._pending:
@@ -210,8 +226,9 @@ class ReverseConnect:
         cfg = self.config()
         if not self._rate_ok(domain, cfg):
             log.info("reverse-connect rate limit for domain={domain}", domain=domain)
-            return defer.succeed(CheckResult("reverse-connect", TEMPERROR, "rate limited", 0.0,
-                                             {"domain": domain}))
+            return defer.succeed(
+                CheckResult("reverse-connect", TEMPERROR, "rate limited", 0.0, {"domain": domain})
+            )
         self._pending[key] = [result]
         self._run(sender, key, domain, cfg, started)
         return result
@@ -227,11 +244,15 @@ class ReverseConnect:
             return False
         q.append(now)
         if len(self._rate) > self.max_cache:
-            for d in [d for d, qq in self._rate.items() if not qq or qq[-1] <= now - cfg.rate_window]:
+            for d in [
+                d for d, qq in self._rate.items() if not qq or qq[-1] <= now - cfg.rate_window
+            ]:
                 del self._rate[d]
         return True
 
-    def _run(self, sender: str, key: str, domain: str, cfg: ReverseConnectConfig, started: float) -> None:
+    def _run(
+        self, sender: str, key: str, domain: str, cfg: ReverseConnectConfig, started: float
+    ) -> None:
         state: dict[str, Any] = {"probe": None, "finished": False, "slot": False, "queued": None}
 
         def finish(outcome: str, reason: str) -> None:
@@ -254,8 +275,13 @@ class ReverseConnect:
                 self._cache.move_to_end(key)
                 while len(self._cache) > self.max_cache:
                     self._cache.popitem(last=False)
-            log.info("reverse-connect sender={sender} outcome={outcome} reason={reason} took={took:.3f}",
-                     sender=clean(sender), outcome=outcome, reason=reason, took=took)
+            log.info(
+                "reverse-connect sender={sender} outcome={outcome} reason={reason} took={took:.3f}",
+                sender=clean(sender),
+                outcome=outcome,
+                reason=reason,
+                took=took,
+            )
             res = CheckResult("reverse-connect", outcome, reason, took, {"domain": domain})
             for d in self._pending.pop(key, []):
                 d.callback(res)
@@ -280,6 +306,7 @@ class ReverseConnect:
             def crashed(f: Any) -> None:
                 log.failure("reverse-connect crashed", f)
                 finish(TEMPERROR, "internal error")
+
             d.addErrback(crashed)
 
         if self._active < max(1, cfg.max_concurrency):
@@ -296,8 +323,9 @@ class ReverseConnect:
         else:
             self._active -= 1
 
-    async def _probe(self, sender: str, domain: str, cfg: ReverseConnectConfig,
-                     state: dict[str, Any]) -> tuple[str, str]:
+    async def _probe(
+        self, sender: str, domain: str, cfg: ReverseConnectConfig, state: dict[str, Any]
+    ) -> tuple[str, str]:
         try:
             mx = await self.resolver.lookup_mx(domain)
         except DNSPermanentError:
@@ -322,7 +350,9 @@ class ReverseConnect:
         for ip in addresses[:_MAX_ADDRESSES]:
             if state["finished"]:
                 return TEMPERROR, "timeout"
-            probe = _Probe(cfg.helo if re.match(r"^[A-Za-z0-9.-]{1,253}$", cfg.helo) else "localhost", sender)
+            probe = _Probe(
+                cfg.helo if re.match(r"^[A-Za-z0-9.-]{1,253}$", cfg.helo) else "localhost", sender
+            )
             try:
                 endpoint: Any = self.connector(ip, cfg.port)
                 await endpoint.connect(_OneShot(probe))

@@ -29,7 +29,9 @@ from cgtwist.settings_protection import SPF_RESULTS as RESULTS  # RFC 7208 §2.6
 
 log = Logger()
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})?)*\.?$"
+)
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`{|}~-]+$")  # RFC 2045 token (no tspecials)
 
@@ -44,7 +46,9 @@ def make_dns_lookup(nameservers: Sequence[str], timeout: float) -> DNSLookupFn:
     """
     servers = [parse_nameserver(s) for s in nameservers]
 
-    def lookup(name: str, qtype: str, strict: Any = True, timeout_: Optional[float] = None) -> list[tuple[tuple[str, str], Any]]:
+    def lookup(
+        name: str, qtype: str, strict: Any = True, timeout_: Optional[float] = None
+    ) -> list[tuple[tuple[str, str], Any]]:
         if not servers:
             raise pyspf.TempError("DNS: no nameservers configured")
         t = min(timeout, timeout_) if timeout_ and timeout_ > 0 else timeout
@@ -89,8 +93,9 @@ def _query_class(lookup: DNSLookupFn) -> type:
     original = pyspf.query.dns
     g = dict(vars(pyspf))
     g["DNSLookup"] = lookup
-    method = types.FunctionType(original.__code__, g, original.__name__, original.__defaults__,
-                                original.__closure__)
+    method = types.FunctionType(
+        original.__code__, g, original.__name__, original.__defaults__, original.__closure__
+    )
     return type("CgtwistSPFQuery", (pyspf.query,), {"dns": method})
 
 
@@ -105,8 +110,15 @@ class SPFChecker:
     suggests at least 20 s); ``receiver``: our host name, for the Received-SPF text.
     """
 
-    def __init__(self, nameservers: Sequence[str], reactor: Any, threadpool: Any = None,
-                 timeout: float = 5.0, query_time: float = 20.0, receiver: str = "localhost") -> None:
+    def __init__(
+        self,
+        nameservers: Sequence[str],
+        reactor: Any,
+        threadpool: Any = None,
+        timeout: float = 5.0,
+        query_time: float = 20.0,
+        receiver: str = "localhost",
+    ) -> None:
         self.reactor = reactor
         self.threadpool = threadpool
         self.timeout = timeout
@@ -118,8 +130,14 @@ class SPFChecker:
         """SPF for MAIL FROM ``sender`` (``""`` for ``<>``: the HELO identity, RFC 7208 §2.4)."""
         started = self.reactor.seconds()
         identity = "mailfrom" if sender else "helo"
-        data = {"identity": identity, "client_ip": ip, "sender": sender, "helo": helo,
-                "domain": _domain_of(sender) if sender else helo, "receiver": self.receiver}
+        data = {
+            "identity": identity,
+            "client_ip": ip,
+            "sender": sender,
+            "helo": helo,
+            "domain": _domain_of(sender) if sender else helo,
+            "receiver": self.receiver,
+        }
         if not sender and not _DOMAIN.match(helo or ""):
             # RFC 7208 §2.3: a HELO that is not a domain name cannot be checked.
             return defer.succeed(CheckResult("spf", "none", "HELO is not a domain name", 0.0, data))
@@ -132,14 +150,23 @@ class SPFChecker:
 
         def failed(f: Any) -> CheckResult:
             log.failure("spf evaluation crashed for {sender}", f, sender=clean(sender))
-            return CheckResult("spf", "temperror", "internal error", self.reactor.seconds() - started, data)
+            return CheckResult(
+                "spf", "temperror", "internal error", self.reactor.seconds() - started, data
+            )
+
         return d.addCallbacks(done, failed)
 
     def _evaluate(self, ip: str, sender: str, helo: str) -> tuple[str, str]:
         """Runs in a worker thread: pyspf's answer as (result, short reason)."""
         try:
-            q = self._query(i=ip, s=sender, h=helo, receiver=self.receiver,
-                            timeout=self.timeout, querytime=self.query_time)
+            q = self._query(
+                i=ip,
+                s=sender,
+                h=helo,
+                receiver=self.receiver,
+                timeout=self.timeout,
+                querytime=self.query_time,
+            )
             result, _code, explanation = q.check()
         except pyspf.TempError as e:
             return "temperror", clean(e)
@@ -155,6 +182,7 @@ class SPFChecker:
 
 
 # -- header text (RFC 7208 §9.1, RFC 8601) ------------------------------------------------
+
 
 def _quoted(s: str) -> str:
     s = clean(s, 254).replace("\\", "\\\\").replace('"', '\\"')
@@ -191,10 +219,15 @@ def received_spf(result: CheckResult) -> str:
         "temperror": f"error in processing during lookup of {domain}",
         "permerror": f"permanent error in processing domain of {domain}",
     }[outcome]
-    parts = [f"client-ip={ip}" if re.match(r"^[0-9A-Fa-f:.]+$", ip) else "client-ip=unknown",
-             f"envelope-from={_address_value(d.get('sender', ''))}" if d.get("sender") else 'envelope-from=""',
-             f"helo={d['helo'] if _DOMAIN.match(d.get('helo', '')) else _quoted(d.get('helo', ''))}",
-             f"receiver={receiver}", f"identity={ident}"]
+    parts = [
+        f"client-ip={ip}" if re.match(r"^[0-9A-Fa-f:.]+$", ip) else "client-ip=unknown",
+        f"envelope-from={_address_value(d.get('sender', ''))}"
+        if d.get("sender")
+        else 'envelope-from=""',
+        f"helo={d['helo'] if _DOMAIN.match(d.get('helo', '')) else _quoted(d.get('helo', ''))}",
+        f"receiver={receiver}",
+        f"identity={ident}",
+    ]
     return f"{outcome} ({receiver}: {_comment(explain)}) " + "; ".join(parts) + ";"
 
 
@@ -208,5 +241,9 @@ def authentication_results_part(result: CheckResult) -> str:
     else:
         sender = d.get("sender", "")
         prop = f"smtp.mailfrom={_address_value(sender)}"
-    reason = f" ({_comment(result.reason)})" if result.reason and outcome in ("temperror", "permerror") else ""
+    reason = (
+        f" ({_comment(result.reason)})"
+        if result.reason and outcome in ("temperror", "permerror")
+        else ""
+    )
     return f"spf={outcome}{reason} {prop}"

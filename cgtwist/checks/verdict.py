@@ -61,12 +61,17 @@ class Verdict:
         """``verdict session=... peer=... sender=... action=... checks=spf=pass(12ms) ...``"""
         checks = " ".join(r.log_text() for r in self.results) or "-"
         sender = "-" if self.sender is None else (clean(self.sender, 254) or "<>")
-        line = (f"verdict session={clean(self.session_id, 64)} peer={clean(self.peer, 64)} "
-                f"sender={sender} action={self.action} checks={checks}")
+        line = (
+            f"verdict session={clean(self.session_id, 64)} peer={clean(self.peer, 64)} "
+            f"sender={sender} action={self.action} checks={checks}"
+        )
         if self.decided_by:
             line += f" by={self.decided_by} reply={clean(self.reply, 200)!r}"
-        reasons = "; ".join(f"{r.check}: {clean(r.reason, 120)}" for r in self.results
-                            if r.reason and r.outcome not in ("pass", "skipped"))
+        reasons = "; ".join(
+            f"{r.check}: {clean(r.reason, 120)}"
+            for r in self.results
+            if r.reason and r.outcome not in ("pass", "skipped")
+        )
         if reasons:
             line += f" reasons={reasons!r}"
         return line
@@ -88,8 +93,10 @@ class Verdict:
         spf = self.get("spf")
         if spf is not None and "spf" in self.tagged and spf.outcome != "skipped":
             out.append(b"Received-SPF: " + received_spf(spf).encode("ascii", "replace"))
-            out.append(b"Authentication-Results: " +
-                       self.authentication_results(authserv_id).encode("ascii", "replace"))
+            out.append(
+                b"Authentication-Results: "
+                + self.authentication_results(authserv_id).encode("ascii", "replace")
+            )
         return out
 
 
@@ -102,4 +109,6 @@ def claims_our_authserv_id(value: str | bytes, authserv_id: str) -> bool:
     text = value.decode("latin-1") if isinstance(value, bytes) else value
     text = re.sub(r"\([^()]*\)", " ", text.replace("\r", " ").replace("\n", " "))
     words = text.strip().split(";", 1)[0].split()
-    return bool(words) and words[0].strip('"').lower().rstrip(".") == authserv_id.lower().rstrip(".")
+    return bool(words) and words[0].strip('"').lower().rstrip(".") == authserv_id.lower().rstrip(
+        "."
+    )

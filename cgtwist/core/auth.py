@@ -67,7 +67,9 @@ class IAccountGuard(Protocol):
     def locked(self, account: str) -> bool:
         """True while logins to ``account`` are refused (Client IPs' correct passwords pass)."""
 
-    def failed(self, account: str, ip: str, secret: Union[bytes, str, None] = None) -> Deferred[float]:
+    def failed(
+        self, account: str, ip: str, secret: Union[bytes, str, None] = None
+    ) -> Deferred[float]:
         """Count a wrong password from a non-Client IP; fires once its delay has passed."""
 
     def refused(self, account: str, ip: str) -> Deferred[float]:
@@ -93,20 +95,30 @@ class AccountChecker:
     credentialInterfaces = (IUsernamePassword,)
     _log = Logger()
 
-    def __init__(self, store: IAccountStore, service: Optional[str] = None,
-                 is_client_ip: Optional[Callable[[str], bool]] = None,
-                 guard: Optional[IAccountGuard] = None) -> None:
+    def __init__(
+        self,
+        store: IAccountStore,
+        service: Optional[str] = None,
+        is_client_ip: Optional[Callable[[str], bool]] = None,
+        guard: Optional[IAccountGuard] = None,
+    ) -> None:
         self._store: Any = store  # zope interface methods have no ``self`` for mypy
         self._service = service
         self._is_client_ip = is_client_ip
         self._guard = guard
 
     def requestAvatarId(self, credentials: Any) -> Deferred[str]:  # type: ignore[override]  # str avatar ids, as everywhere here
-        return Deferred.fromCoroutine(self._check(credentials.username, credentials.password,
-                                                  str(getattr(credentials, "peer_ip", "") or "")))
+        return Deferred.fromCoroutine(
+            self._check(
+                credentials.username,
+                credentials.password,
+                str(getattr(credentials, "peer_ip", "") or ""),
+            )
+        )
 
-    async def _check(self, username: Union[str, bytes], password: Union[str, bytes],
-                     peer_ip: str = "") -> str:
+    async def _check(
+        self, username: Union[str, bytes], password: Union[str, bytes], peer_ip: str = ""
+    ) -> str:
         try:
             name, domain = parse_login(_text(username), self._store.main_domain)
         except (InvalidName, UnicodeDecodeError):
@@ -121,8 +133,9 @@ class AccountChecker:
         try:
             account = await self._store.verify_password(name, domain, password)
         except StoreUnavailable as e:  # the store logged why
-            self._log.warn("login of {account} not checked: {err}", account=f"{name}@{domain}",
-                           err=str(e))
+            self._log.warn(
+                "login of {account} not checked: {err}", account=f"{name}@{domain}", err=str(e)
+            )
             raise AuthUnavailable(str(e)) from None
         except Exception as e:
             self._log.failure("account store failed during login of {account}", account=login)
@@ -135,10 +148,17 @@ class AccountChecker:
             raise UnauthorizedLogin()
         # CommuniGate's Roaming service: without it the account may connect only from the
         # Client IPs. Same refusal as a wrong password, one line for the administrator.
-        if "roaming" not in account.services and peer_ip and self._is_client_ip is not None \
-                and not is_client:
-            self._log.info("login refused: {account} has no Roaming and {ip} is not a Client IP",
-                           account=account.address, ip=peer_ip)
+        if (
+            "roaming" not in account.services
+            and peer_ip
+            and self._is_client_ip is not None
+            and not is_client
+        ):
+            self._log.info(
+                "login refused: {account} has no Roaming and {ip} is not a Client IP",
+                account=account.address,
+                ip=peer_ip,
+            )
             raise UnauthorizedLogin()
         return str(account.address).lower()
 

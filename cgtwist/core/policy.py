@@ -36,8 +36,9 @@ class BasicPolicy:
 
     log = Logger()
 
-    def __init__(self, router: IRouter, settings: SettingsHolder,
-                 accounts: Optional[IAccountStore] = None) -> None:
+    def __init__(
+        self, router: IRouter, settings: SettingsHolder, accounts: Optional[IAccountStore] = None
+    ) -> None:
         self.router: Any = router  # Any: zope interfaces are not mypy protocols
         self.settings = settings
         # Where an account's services come from. Without one (unit tests with a bare router),
@@ -51,13 +52,17 @@ class BasicPolicy:
     def helo(self, session: SessionInfo, name: str) -> defer.Deferred[Optional[SessionInfo]]:
         return defer.succeed(None)
 
-    def mail_from(self, session: SessionInfo, sender: str, params: Mapping[str, str]) -> defer.Deferred[None]:
+    def mail_from(
+        self, session: SessionInfo, sender: str, params: Mapping[str, str]
+    ) -> defer.Deferred[None]:
         # The null sender stays allowed: DSNs (RFC 5321 §4.5.5).
         if not session.account or not sender or not self.settings.current["smtp.restrict_sender"]:
             return defer.succeed(None)
         return defer.ensureDeferred(self._owned(session, sender, "MAIL FROM"))
 
-    def check_message(self, session: SessionInfo, envelope: Envelope, message: bytes) -> defer.Deferred[None]:
+    def check_message(
+        self, session: SessionInfo, envelope: Envelope, message: bytes
+    ) -> defer.Deferred[None]:
         """After DATA, before the message is queued: the From: check (``smtp.check_from_header``)."""
         if not session.account or not self.settings.current["smtp.check_from_header"]:
             return defer.succeed(None)
@@ -66,9 +71,14 @@ class BasicPolicy:
     async def _from_owned(self, session: SessionInfo, message: bytes) -> None:
         addresses = header_from_addresses(message)
         if addresses is None:
-            self.log.info("message refused: From: field unreadable: peer={peer} account={account}",
-                          peer=session.peer_ip, account=session.account)
-            raise MailError(550, "5.7.1", "Message refused: the From: header field cannot be checked")
+            self.log.info(
+                "message refused: From: field unreadable: peer={peer} account={account}",
+                peer=session.peer_ip,
+                account=session.account,
+            )
+            raise MailError(
+                550, "5.7.1", "Message refused: the From: header field cannot be checked"
+            )
         for address in addresses:
             await self._owned(session, address, "From:")
 
@@ -79,26 +89,42 @@ class BasicPolicy:
             reason = await self.senders.refusal(account, address)
         except MailError as e:
             if e.temporary:  # the Router or the store cannot answer now
-                raise MailError(451, "4.3.0", "Temporary local problem, try again later", e.detail) from None
+                raise MailError(
+                    451, "4.3.0", "Temporary local problem, try again later", e.detail
+                ) from None
             reason = f"unroutable ({e.enhanced} {e.text})"
         except Exception:
-            self.log.failure("sender check: {account} as {address} failed", account=account, address=address)
+            self.log.failure(
+                "sender check: {account} as {address} failed", account=account, address=address
+            )
             raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
         if not reason:
             return
-        self.log.info("sender not owned: peer={peer} account={account} {where} <{address}> reason={reason}",
-                      peer=session.peer_ip, account=account, where=where, address=address, reason=reason)
+        self.log.info(
+            "sender not owned: peer={peer} account={account} {where} <{address}> reason={reason}",
+            peer=session.peer_ip,
+            account=account,
+            where=where,
+            address=address,
+            reason=reason,
+        )
         if where == "From:":
             raise MailError(550, "5.7.1", f"From: header address rejected: not owned by {account}")
         # RFC 5321 §4.2.2 553: mailbox name not allowed; RFC 3463 5.7.1: delivery not authorized.
-        raise MailError(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by {account}")
+        raise MailError(
+            553, "5.7.1", f"<{address}>: Sender address rejected: not owned by {account}"
+        )
 
     def rcpt_to(
         self, session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]
     ) -> defer.Deferred[str]:
         d = defer.maybeDeferred(self.router.route, recipient, "mail")
-        d.addCallbacks(self._routed, self._route_failed,
-                       callbackArgs=(session, recipient), errbackArgs=(session, recipient))
+        d.addCallbacks(
+            self._routed,
+            self._route_failed,
+            callbackArgs=(session, recipient),
+            errbackArgs=(session, recipient),
+        )
         return d
 
     def _routed(self, route: Route, session: SessionInfo, recipient: str) -> Any:
@@ -134,7 +160,9 @@ class BasicPolicy:
             return "Roaming disabled and the peer is not a Client IP"
         return ""
 
-    def _account_checked(self, refusal: str, session: SessionInfo, recipient: str, route: Route) -> str:
+    def _account_checked(
+        self, refusal: str, session: SessionInfo, recipient: str, route: Route
+    ) -> str:
         if not refusal:
             return recipient
         return self._deny(session, recipient, route, refusal)
@@ -142,7 +170,10 @@ class BasicPolicy:
     def _deny(self, session: SessionInfo, recipient: str, route: Route, reason: str) -> NoReturn:
         self.log.info(
             "relaying denied: peer={peer} account={account} rcpt={rcpt} route={route} reason={reason}",
-            peer=session.peer_ip, account=session.account or "-", rcpt=recipient, route=str(route),
+            peer=session.peer_ip,
+            account=session.account or "-",
+            rcpt=recipient,
+            route=str(route),
             reason=reason,
         )
         raise MailError(554, "5.7.1", "Relaying denied")
@@ -151,10 +182,14 @@ class BasicPolicy:
         if f.check(MailError):
             err: MailError = f.value  # type: ignore[assignment]
             if err.temporary:
-                raise MailError(451, "4.3.0", "Temporary routing failure, try again later", err.detail)
+                raise MailError(
+                    451, "4.3.0", "Temporary routing failure, try again later", err.detail
+                )
             return f
         self.log.failure("routing {rcpt} failed", f, rcpt=recipient, peer=session.peer_ip)
         raise MailError(451, "4.3.0", "Temporary routing failure, try again later")
 
-    def trace_headers(self, session: SessionInfo, envelope: Envelope) -> defer.Deferred[list[bytes]]:
+    def trace_headers(
+        self, session: SessionInfo, envelope: Envelope
+    ) -> defer.Deferred[list[bytes]]:
         return defer.succeed([])

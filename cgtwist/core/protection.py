@@ -64,11 +64,22 @@ class ProtectedPolicy:
     sharing), otherwise they are built here. ``hostname`` is our authserv-id / HELO name.
     """
 
-    def __init__(self, inner: IPolicy, resolver: IResolver, settings: SettingsHolder, clock: Any,
-                 reactor: Any = None, hostname: str = "localhost", threadpool: Any = None,
-                 spf: Optional[SPFChecker] = None, reverse_connect: Optional[ReverseConnect] = None,
-                 connector: Optional[Connector] = None, auto_blacklist: Optional[AutoBlacklist] = None,
-                 auth_penalty: Optional[AuthPenalty] = None, max_sessions: int = 20000) -> None:
+    def __init__(
+        self,
+        inner: IPolicy,
+        resolver: IResolver,
+        settings: SettingsHolder,
+        clock: Any,
+        reactor: Any = None,
+        hostname: str = "localhost",
+        threadpool: Any = None,
+        spf: Optional[SPFChecker] = None,
+        reverse_connect: Optional[ReverseConnect] = None,
+        connector: Optional[Connector] = None,
+        auto_blacklist: Optional[AutoBlacklist] = None,
+        auth_penalty: Optional[AuthPenalty] = None,
+        max_sessions: int = 20000,
+    ) -> None:
         self.inner: Any = inner
         # Our own domains need no DNS to prove they exist (Return-path check); an optional
         # callable domain -> Deferred[bool], e.g. Routing.is_local_domain.
@@ -80,18 +91,34 @@ class ProtectedPolicy:
         self._lists = AddressListCache(size=32)
         self._bad_lists: set[tuple[str, str]] = set()
         self.rbl = RBLChecker(resolver, clock)
-        if spf is None and reactor is not None and getattr(resolver, "nameservers", None) is not None:
-            spf = SPFChecker(resolver.nameservers, reactor, threadpool,  # type: ignore[attr-defined]
-                             timeout=float(getattr(resolver, "timeout", 5.0)), receiver=hostname)
+        if (
+            spf is None
+            and reactor is not None
+            and getattr(resolver, "nameservers", None) is not None
+        ):
+            spf = SPFChecker(
+                resolver.nameservers,  # type: ignore[attr-defined]
+                reactor,
+                threadpool,
+                timeout=float(getattr(resolver, "timeout", 5.0)),
+                receiver=hostname,
+            )
         self.spf = spf
         if reverse_connect is None and (connector is not None or reactor is not None):
-            reverse_connect = ReverseConnect(resolver, connector or default_connector(reactor), clock,
-                                             self._reverse_connect_config)
+            reverse_connect = ReverseConnect(
+                resolver,
+                connector or default_connector(reactor),
+                clock,
+                self._reverse_connect_config,
+            )
         self.reverse_connect = reverse_connect
         self.auto_blacklist = auto_blacklist or AutoBlacklist(clock, settings)
         self.auth_penalty = auth_penalty or AuthPenalty(
-            clock, settings, is_trusted=self.is_auth_trusted,
-            on_failure=lambda ip: self.auto_blacklist.offence(ip, "auth"))
+            clock,
+            settings,
+            is_trusted=self.is_auth_trusted,
+            on_failure=lambda ip: self.auto_blacklist.offence(ip, "auth"),
+        )
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
         self._listener_cache: tuple[Any, frozenset[str]] = (object(), frozenset())
@@ -110,8 +137,11 @@ class ProtectedPolicy:
             marker = (key, str(text))
             if marker not in self._bad_lists:
                 self._bad_lists.add(marker)
-                log.error("setting {key} is not a valid address list ({error}); treated as empty",
-                          key=key, error=str(e))
+                log.error(
+                    "setting {key} is not a valid address list ({error}); treated as empty",
+                    key=key,
+                    error=str(e),
+                )
             return AddressList()
 
     def is_client_ip(self, ip: str) -> bool:
@@ -130,14 +160,17 @@ class ProtectedPolicy:
         raw = self._setting("listeners")
         if raw is not self._listener_cache[0]:
             names: dict[str, set[bool]] = {}
-            for entry in (raw or default_listeners(True) + default_listeners(False)):
+            for entry in raw or default_listeners(True) + default_listeners(False):
                 try:
                     spec = parse_listener(entry)
                 except (ValueError, TypeError, AttributeError):
                     continue
                 names.setdefault(spec.name, set()).add(spec.submission)
             # A name shared by both kinds (port 0 sockets) is ambiguous: not lenient.
-            self._listener_cache = (raw, frozenset(n for n, kinds in names.items() if kinds == {True}))
+            self._listener_cache = (
+                raw,
+                frozenset(n for n, kinds in names.items() if kinds == {True}),
+            )
         return listener in self._listener_cache[1]
 
     def mode(self, check: str, session: SessionInfo) -> str:
@@ -150,7 +183,9 @@ class ProtectedPolicy:
         overrides = self._setting("protection.listeners") or {}
         mode: Any = None
         if isinstance(overrides, dict):  # JSON from the store: a dict or nothing usable
-            submission = "submission" if session.listener and self._is_submission(session.listener) else ""
+            submission = (
+                "submission" if session.listener and self._is_submission(session.listener) else ""
+            )
             for key in (session.listener, str(session.local_port), submission):
                 per = overrides.get(key) if key else None
                 if isinstance(per, dict) and check in per:
@@ -160,8 +195,12 @@ class ProtectedPolicy:
             mode = self._setting(f"protection.{check}.mode")
         if mode not in MODES:
             default = DEFAULTS[f"protection.{check}.mode"][0]
-            log.warn("bad mode {mode!r} for check {check}; using {default}", mode=mode, check=check,
-                     default=default)
+            log.warn(
+                "bad mode {mode!r} for check {check}; using {default}",
+                mode=mode,
+                check=check,
+                default=default,
+            )
             mode = default
         return str(mode)
 
@@ -208,12 +247,19 @@ class ProtectedPolicy:
             return False
         return self.auto_blacklist.offence(ip, kind)
 
-    def _refuse(self, session: SessionInfo, verdict: Verdict, check: str, err: MailError,
-                reason: str) -> MailError:
+    def _refuse(
+        self, session: SessionInfo, verdict: Verdict, check: str, err: MailError, reason: str
+    ) -> MailError:
         verdict.refuse(check, err.reply(), err.temporary)
-        log.info("protection refused: check={check} peer={peer} session={session} reason={reason} "
-                 "reply={reply}", check=check, peer=session.peer_ip, session=session.session_id,
-                 reason=clean(reason), reply=err.reply())
+        log.info(
+            "protection refused: check={check} peer={peer} session={session} reason={reason} "
+            "reply={reply}",
+            check=check,
+            peer=session.peer_ip,
+            session=session.session_id,
+            reason=clean(reason),
+            reply=err.reply(),
+        )
         log.info("{line}", line=verdict.log_line())
         err.detail = f"{check}: {clean(reason)}"
         return err
@@ -241,8 +287,13 @@ class ProtectedPolicy:
             st.connect_results.append(verdict.add(r))
             if r.outcome == LISTED:
                 # RFC 5321 §3.1: 554 as the greeting means "no SMTP service here" for this peer.
-                raise self._refuse(session, verdict, "blacklist",
-                                   MailError(554, "5.7.1", "Access denied"), r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "blacklist",
+                    MailError(554, "5.7.1", "Access denied"),
+                    r.reason,
+                )
         if self.applies("rbl", session, client):
             zones = self._setting("protection.rbl.zones") or []
             if isinstance(zones, str):
@@ -254,9 +305,17 @@ class ProtectedPolicy:
                 code = code if code in RBL_CODES else 554
                 enhanced = "4.7.1" if code < 500 else "5.7.1"
                 zone = clean(r.data.get("zone", ""), 100)
-                raise self._refuse(session, verdict, "rbl", MailError(
-                    code, enhanced, f"Service unavailable; client host [{ip}] blocked using {zone}"),
-                    r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "rbl",
+                    MailError(
+                        code,
+                        enhanced,
+                        f"Service unavailable; client host [{ip}] blocked using {zone}",
+                    ),
+                    r.reason,
+                )
         return inner_result
 
     def helo(self, session: SessionInfo, name: str) -> defer.Deferred[Any]:
@@ -265,12 +324,17 @@ class ProtectedPolicy:
         def remember(result: Any) -> Any:
             self._state(session).helo = name  # the SPF HELO identity if the session lacks it
             return result
+
         return d.addCallback(remember)
 
-    def mail_from(self, session: SessionInfo, sender: str, params: Mapping[str, str]) -> defer.Deferred[None]:
+    def mail_from(
+        self, session: SessionInfo, sender: str, params: Mapping[str, str]
+    ) -> defer.Deferred[None]:
         return defer.ensureDeferred(self._mail_from(session, sender, params))
 
-    async def _mail_from(self, session: SessionInfo, sender: str, params: Mapping[str, str]) -> None:
+    async def _mail_from(
+        self, session: SessionInfo, sender: str, params: Mapping[str, str]
+    ) -> None:
         await defer.maybeDeferred(self.inner.mail_from, session, sender, params)
         st = self._state(session)
         verdict = Verdict(session.session_id, session.peer_ip, sender)
@@ -279,18 +343,36 @@ class ProtectedPolicy:
         # At MAIL FROM authenticated sessions count as clients (never probe or SPF-reject them).
         client = self._is_client(session) or bool(session.account)
 
-        if sender and self.applies("blacklist", session, client) and not self.is_whiteholed(session.peer_ip):
-            r = verdict.add(check_sender(sender, SenderBlacklist.parse(self._setting("protection.blacklist.senders"))))
+        if (
+            sender
+            and self.applies("blacklist", session, client)
+            and not self.is_whiteholed(session.peer_ip)
+        ):
+            r = verdict.add(
+                check_sender(
+                    sender, SenderBlacklist.parse(self._setting("protection.blacklist.senders"))
+                )
+            )
             if r.outcome == LISTED:
-                raise self._refuse(session, verdict, "sender-blacklist",
-                                   MailError(550, "5.7.1", "Sender address rejected: access denied"), r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "sender-blacklist",
+                    MailError(550, "5.7.1", "Sender address rejected: access denied"),
+                    r.reason,
+                )
 
         if sender and self.applies("returnpath", session, client) and not await self._ours(sender):
             r = verdict.add(await check_return_path(self.resolver, sender, self.clock))
             err = RETURNPATH_REPLIES.get(r.outcome)
             if err is not None:
-                raise self._refuse(session, verdict, "returnpath",
-                                   MailError(err.code, err.enhanced, err.text), r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "returnpath",
+                    MailError(err.code, err.enhanced, err.text),
+                    r.reason,
+                )
 
         if self.spf is not None and self.applies("spf", session, client):
             self.spf.query_time = float(self._setting("protection.spf.timeout"))
@@ -300,22 +382,46 @@ class ProtectedPolicy:
             verdict.add(r, tag=action in ("tag", "reject", "tempfail"))
             if action == "reject":
                 enhanced = "5.7.24" if r.outcome in ("permerror", "temperror") else "5.7.23"
-                raise self._refuse(session, verdict, "spf", MailError(
-                    550, enhanced, f"SPF check failed ({r.outcome})"), r.reason)  # RFC 7372 §3.2
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "spf",
+                    MailError(550, enhanced, f"SPF check failed ({r.outcome})"),
+                    r.reason,
+                )  # RFC 7372 §3.2
             if action == "tempfail":
                 enhanced = "4.4.3" if r.outcome == "temperror" else "4.7.23"
-                raise self._refuse(session, verdict, "spf", MailError(
-                    451, enhanced, "SPF check could not be completed, try again later"), r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "spf",
+                    MailError(451, enhanced, "SPF check could not be completed, try again later"),
+                    r.reason,
+                )
 
-        if sender and self.reverse_connect is not None and self.applies("reverse_connect", session, client):
+        if (
+            sender
+            and self.reverse_connect is not None
+            and self.applies("reverse_connect", session, client)
+        ):
             # One probe at most per transaction: this hook runs once per MAIL FROM.
             r = verdict.add(await self.reverse_connect.verify(sender))
             if r.outcome == FAIL:
-                raise self._refuse(session, verdict, "reverse-connect", MailError(
-                    550, "5.1.7", "Sender address rejected: undeliverable address"), r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "reverse-connect",
+                    MailError(550, "5.1.7", "Sender address rejected: undeliverable address"),
+                    r.reason,
+                )
             if r.outcome == TEMPERROR and not self._setting("protection.reverse_connect.fail_open"):
-                raise self._refuse(session, verdict, "reverse-connect", MailError(
-                    451, "4.1.7", "Sender address verification failed, try again later"), r.reason)
+                raise self._refuse(
+                    session,
+                    verdict,
+                    "reverse-connect",
+                    MailError(451, "4.1.7", "Sender address verification failed, try again later"),
+                    r.reason,
+                )
         return None
 
     def _spf_action(self, outcome: str) -> str:
@@ -335,18 +441,23 @@ class ProtectedPolicy:
         except Exception:
             return False  # fall back to the DNS check
 
-    def rcpt_to(self, session: SessionInfo, sender: str, recipient: str,
-                params: Mapping[str, str]) -> defer.Deferred[str]:
+    def rcpt_to(
+        self, session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]
+    ) -> defer.Deferred[str]:
         return defer.maybeDeferred(self.inner.rcpt_to, session, sender, recipient, params)
 
-    def check_message(self, session: SessionInfo, envelope: Envelope, message: bytes) -> defer.Deferred[None]:
+    def check_message(
+        self, session: SessionInfo, envelope: Envelope, message: bytes
+    ) -> defer.Deferred[None]:
         """The inner policy's check of the message itself (the From: check), when it has one."""
         check = getattr(self.inner, "check_message", None)
         if check is None:
             return defer.succeed(None)
         return defer.maybeDeferred(check, session, envelope, message)
 
-    def trace_headers(self, session: SessionInfo, envelope: Envelope) -> defer.Deferred[list[bytes]]:
+    def trace_headers(
+        self, session: SessionInfo, envelope: Envelope
+    ) -> defer.Deferred[list[bytes]]:
         """Received-SPF and Authentication-Results (when SPF is tagged), then the inner headers.
 
         Also writes the transaction's verdict line (action=accept).
@@ -366,6 +477,7 @@ class ProtectedPolicy:
             elif logs.enabled(LogLevel.debug):  # each Client IP message: not built to be dropped
                 log.debug("{line}", line=verdict.log_line())
             return verdict.trace_headers(self.hostname) + list(inner_headers)
+
         return d.addCallback(add)
 
 

@@ -52,9 +52,14 @@ class Routing:
     FACT_TTL = 5.0
     FACT_CACHE_MAX = 10000
 
-    def __init__(self, store: IAccountStore, settings: SettingsHolder, main_domain: str,
-                 max_hops: int = router.DEFAULT_MAX_HOPS,
-                 now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: IAccountStore,
+        settings: SettingsHolder,
+        main_domain: str,
+        max_hops: int = router.DEFAULT_MAX_HOPS,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store: Any = store  # Any: zope interfaces are not mypy protocols
         self.settings = settings
         self.main_domain = main_domain
@@ -98,10 +103,12 @@ class Routing:
 
     def is_local_domain(self, domain: str) -> defer.Deferred[bool]:
         """Is ``domain`` one of ours (or the main domain)? Answered from the fact cache."""
+
         async def ask() -> bool:
             if domain.lower().rstrip(".") == self.main_domain:
                 return True
             return bool(await self._answer(router.DomainQuery(domain.lower().rstrip("."))))
+
         return defer.ensureDeferred(ask())
 
     def explain(self, address: str, kind: str = "mail") -> defer.Deferred[router.Resolution]:
@@ -112,8 +119,12 @@ class Routing:
         """IRouter.route: fire with the Route; errback MailError (451) on store trouble."""
         key = (address, kind)
         hit = self._routes.get(key)
-        if hit is not None and hit[0] > self._now() and \
-                hit[1] is self.settings.current.get("router.table", "") and hit[2] == self._max_hops():
+        if (
+            hit is not None
+            and hit[0] > self._now()
+            and hit[1] is self.settings.current.get("router.table", "")
+            and hit[2] == self._max_hops()
+        ):
             return defer.succeed(hit[3])
         return defer.ensureDeferred(self._route(address, kind))
 
@@ -128,8 +139,9 @@ class Routing:
             self._routes[(address, kind)] = (min(expiries), text, hops, route)
         return route
 
-    async def _resolve(self, address: str, kind: str,
-                       expiries: Optional[list[float]] = None) -> router.Resolution:
+    async def _resolve(
+        self, address: str, kind: str, expiries: Optional[list[float]] = None
+    ) -> router.Resolution:
         """Run the Router; the expiry of every fact it used is appended to ``expiries``."""
         gen = router.resolve(self.table(), address, self.main_domain, kind, self._max_hops())
         answer: Any = None
@@ -147,11 +159,18 @@ class Routing:
                 self.log.warn("routing {address}: {err}", address=address, err=str(e))
                 raise temporary(detail=f"routing {address!r}") from None
             except Exception:
-                self.log.failure("routing {address}: store lookup {query} failed",
-                                 address=address, query=repr(query))
+                self.log.failure(
+                    "routing {address}: store lookup {query} failed",
+                    address=address,
+                    query=repr(query),
+                )
                 raise temporary(detail=f"routing {address!r}") from None
-        self.log.debug("routed {address} ({kind}) to {route}", address=address, kind=kind,
-                       route=str(result.route))
+        self.log.debug(
+            "routed {address} ({kind}) to {route}",
+            address=address,
+            kind=kind,
+            route=str(result.route),
+        )
         return result
 
     async def _answer(self, query: router.Query, expiries: Optional[list[float]] = None) -> Any:

@@ -36,7 +36,9 @@ def parse_patterns(value: Union[str, Iterable[str], None]) -> list[str]:
     """An ``smtp.send_as`` value (text: one per line or comma; or a list) -> lower-case patterns."""
     if not value:
         return []
-    items = value.replace(",", "\n").splitlines() if isinstance(value, str) else [str(x) for x in value]
+    items = (
+        value.replace(",", "\n").splitlines() if isinstance(value, str) else [str(x) for x in value]
+    )
     return [item.strip().lower() for item in items if item.strip()]
 
 

@@ -40,8 +40,9 @@ class Submission:
 
     log = Logger()
 
-    def __init__(self, spool: Any, manager: Any, settings_holder: SettingsHolder,
-                 clock: Any = None) -> None:
+    def __init__(
+        self, spool: Any, manager: Any, settings_holder: SettingsHolder, clock: Any = None
+    ) -> None:
         self.spool = spool
         self.manager = manager
         self.settings = settings_holder
@@ -74,15 +75,21 @@ class Submission:
         limit = int(self._get("queue.max_messages"))
         count = int(self.spool.message_count())
         if limit and count >= limit:
-            self.log.warn("submission: refused, {count} messages queued (limit {limit})",
-                          count=count, limit=limit)
+            self.log.warn(
+                "submission: refused, {count} messages queued (limit {limit})",
+                count=count,
+                limit=limit,
+            )
             return defer.fail(insufficient_storage(f"queue full: {count} >= {limit}"))
         need = int(MINFREE_FACTOR * int(self._get("smtp.max_message_size"))) + max(0, size)
 
         def check(free: int) -> None:
             if free < need:
-                self.log.warn("submission: refused, {free} octets free under the spool, "
-                              "{need} needed", free=free, need=need)
+                self.log.warn(
+                    "submission: refused, {free} octets free under the spool, {need} needed",
+                    free=free,
+                    need=need,
+                )
                 raise insufficient_storage(f"free space {free} < {need}")
 
         def unknown(f: Failure) -> None:
@@ -98,9 +105,13 @@ class Submission:
         d.addCallback(lambda _: self.spool.store(envelope, data))
 
         def stored(msg_id: str) -> str:
-            self.log.debug("submission: {msg_id} from <{sender}> to {n} recipient(s) via {proto}",
-                          msg_id=msg_id, sender=envelope.sender, n=len(envelope.recipients),
-                          proto=envelope.submit.get("protocol", "?"))
+            self.log.debug(
+                "submission: {msg_id} from <{sender}> to {n} recipient(s) via {proto}",
+                msg_id=msg_id,
+                sender=envelope.sender,
+                n=len(envelope.recipients),
+                proto=envelope.submit.get("protocol", "?"),
+            )
             try:
                 q = defer.maybeDeferred(self.manager.enqueue, msg_id, envelope, data)
             except Exception:  # maybeDeferred catches; this is belt and braces
@@ -108,8 +119,9 @@ class Submission:
 
             def enqueue_failed(f: Failure) -> None:
                 # The message is durable: it will be found by recover() at the next start.
-                self.log.failure("submission: enqueue of {msg_id} failed; stays in the spool",
-                                 f, msg_id=msg_id)
+                self.log.failure(
+                    "submission: enqueue of {msg_id} failed; stays in the spool", f, msg_id=msg_id
+                )
 
             q.addErrback(enqueue_failed)
             return msg_id

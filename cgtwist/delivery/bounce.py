@@ -34,12 +34,15 @@ _ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _REMOTE = re.compile(r"^remote (?P<host>[^\s\[\]]*)\[(?P<ip>[^\]]*)\]: (?P<reply>.*)$", re.S)
-_REPLY = re.compile(r"^(?P<code>[245]\d\d)[ -](?:(?P<enh>[245]\.\d{1,3}\.\d{1,3}) )?(?P<text>.*)$", re.S)
+_REPLY = re.compile(
+    r"^(?P<code>[245]\d\d)[ -](?:(?P<enh>[245]\.\d{1,3}\.\d{1,3}) )?(?P<text>.*)$", re.S
+)
 _PLAIN_MAILBOX = re.compile(r'^[^\s<>(),;:\\"\[\]@]+@[^\s<>(),;:\\"\[\]@]+$')
 _STATUS_ONLY = re.compile(r"^(?P<enh>[245]\.\d{1,3}\.\d{1,3})(?: (?P<text>.*))?$", re.S)
 
 
 # --- the Recipient.detail format shared with the delivery agents ------------------------------
+
 
 def one_line(text: str, limit: int = 900) -> str:
     """Printable ASCII on one line: CR, LF, controls and non-ASCII become spaces or '?'.
@@ -98,8 +101,12 @@ def parse_detail(detail: str, action: str) -> Diagnosis:
         return Diagnosis(_status_for(enh, action, default), f"smtp; {body}", remote, body)
     s = _STATUS_ONLY.match(body)
     if s:
-        return Diagnosis(_status_for(s.group("enh"), action, default), f"x-cgtwist; {body}", remote, body)
-    return Diagnosis(default, f"x-cgtwist; {body}" if body else "", remote, body or "no further detail")
+        return Diagnosis(
+            _status_for(s.group("enh"), action, default), f"x-cgtwist; {body}", remote, body
+        )
+    return Diagnosis(
+        default, f"x-cgtwist; {body}" if body else "", remote, body or "no further detail"
+    )
 
 
 def _status_for(enh: str, action: str, default: str) -> str:
@@ -112,8 +119,10 @@ def _status_for(enh: str, action: str, default: str) -> str:
 
 # --- DSN parameters (RFC 3461) ------------------------------------------------------------------
 
+
 def xtext_decode(value: str) -> str:
     """RFC 3461 §4: ``+XX`` hex escapes; malformed escapes are kept literally."""
+
     def rep(m: re.Match[str]) -> str:
         return chr(int(m.group(1), 16))
 
@@ -150,6 +159,7 @@ def _original_recipient(orcpt: str) -> str:
 
 
 # --- building the report ------------------------------------------------------------------------
+
 
 def _header_split(data: bytes) -> bytes:
     """The original's header block (everything before the first empty line), CRLF-terminated."""
@@ -196,9 +206,9 @@ _SUBJECTS = {
 
 _INTRO = {
     "failed": "Your message could not be delivered to one or more recipients.\r\n"
-              "It has been returned (or its headers have) in the attachment.",
+    "It has been returned (or its headers have) in the attachment.",
     "delayed": "Your message has not been delivered yet to one or more recipients.\r\n"
-               "The server keeps trying; you do not need to send it again.",
+    "The server keeps trying; you do not need to send it again.",
     "delivered": "Your message was delivered to the recipients listed below.",
     "relayed": "Your message was relayed to a system that does not return delivery reports.",
     "expanded": "Your message was delivered to a list and expanded to its members.",
@@ -294,26 +304,35 @@ def build_dsn(
         "Auto-Submitted: auto-replied",  # RFC 3834 §5
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="{boundary}"',
-        "Content-Transfer-Encoding: 8bit" if _has_8bit(returned) else "Content-Transfer-Encoding: 7bit",
+        "Content-Transfer-Encoding: 8bit"
+        if _has_8bit(returned)
+        else "Content-Transfer-Encoding: 7bit",
     ]
     b = boundary.encode()
     parts = [
-        "\r\n".join(head).encode() + b"\r\n\r\nThis is a MIME-encapsulated delivery status report.\r\n",
+        "\r\n".join(head).encode()
+        + b"\r\n\r\nThis is a MIME-encapsulated delivery status report.\r\n",
         b"--" + b + b"\r\nContent-Description: Notification\r\n"
         b"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + human_text.encode(),
         b"--" + b + b"\r\nContent-Description: Delivery report\r\n"
         b"Content-Type: message/delivery-status\r\n\r\n" + status_text.encode(),
     ]
     if full:
-        parts.append(b"--" + b + b"\r\nContent-Description: Undelivered Message\r\n"
-                     b"Content-Type: message/rfc822\r\n"
-                     + (b"Content-Transfer-Encoding: 8bit\r\n" if _has_8bit(returned) else b"")
-                     + b"\r\n" + returned)
+        parts.append(
+            b"--" + b + b"\r\nContent-Description: Undelivered Message\r\n"
+            b"Content-Type: message/rfc822\r\n"
+            + (b"Content-Transfer-Encoding: 8bit\r\n" if _has_8bit(returned) else b"")
+            + b"\r\n"
+            + returned
+        )
     else:
-        parts.append(b"--" + b + b"\r\nContent-Description: Message Headers\r\n"
-                     b"Content-Type: text/rfc822-headers\r\n"
-                     + (b"Content-Transfer-Encoding: 8bit\r\n" if _has_8bit(returned) else b"")
-                     + b"\r\n" + returned)
+        parts.append(
+            b"--" + b + b"\r\nContent-Description: Message Headers\r\n"
+            b"Content-Type: text/rfc822-headers\r\n"
+            + (b"Content-Transfer-Encoding: 8bit\r\n" if _has_8bit(returned) else b"")
+            + b"\r\n"
+            + returned
+        )
     parts.append(b"--" + b + b"--\r\n")
     return b"".join(p if p.endswith(b"\r\n") else p + b"\r\n" for p in parts)
 
@@ -330,26 +349,43 @@ class Bouncer:
     the DSN's message id, or None when no report was due.
     """
 
-    def __init__(self, submission: ISubmission, hostname: str, clock: Any,
-                 settings: SettingsHolder | None = None) -> None:
+    def __init__(
+        self,
+        submission: ISubmission,
+        hostname: str,
+        clock: Any,
+        settings: SettingsHolder | None = None,
+    ) -> None:
         self.submission: Any = submission
         self.hostname = hostname
         self.clock = clock
         self.settings = settings
 
-    def bounce(self, msg_id: str, envelope: Envelope, data: bytes,
-               failed_recipients: list[Recipient]) -> defer.Deferred[Optional[str]]:
+    def bounce(
+        self, msg_id: str, envelope: Envelope, data: bytes, failed_recipients: list[Recipient]
+    ) -> defer.Deferred[Optional[str]]:
         """Report a permanent failure (Action: failed) to the envelope sender."""
         return self._report(msg_id, envelope, data, failed_recipients, "failed", None)
 
-    def delay_warning(self, msg_id: str, envelope: Envelope, data: bytes,
-                      delayed_recipients: list[Recipient],
-                      retry_until: Optional[float] = None) -> defer.Deferred[Optional[str]]:
+    def delay_warning(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        delayed_recipients: list[Recipient],
+        retry_until: Optional[float] = None,
+    ) -> defer.Deferred[Optional[str]]:
         """Report that delivery is still being retried (Action: delayed, RFC 3464 §2.3.3)."""
         return self._report(msg_id, envelope, data, delayed_recipients, "delayed", retry_until)
 
-    def delivered(self, msg_id: str, envelope: Envelope, data: bytes,
-                  recipients: list[Recipient], action: str = "delivered") -> defer.Deferred[Optional[str]]:
+    def delivered(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        action: str = "delivered",
+    ) -> defer.Deferred[Optional[str]]:
         """Report success to recipients that asked for NOTIFY=SUCCESS (RFC 3461 §6.2.2).
 
         Recipients handed by SMTP to a next hop that speaks DSN get no report from us (that hop
@@ -368,40 +404,70 @@ class Bouncer:
             ds.append(self._report(msg_id, envelope, data, relayed, "relayed", None))
         if not ds:
             return defer.succeed(None)
+
         def first(ids: list[Optional[str]]) -> Optional[str]:
             return next((i for i in ids if i), None)
 
         return defer.gatherResults(ds, consumeErrors=True).addCallback(first)
 
-    def _report(self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient],
-                action: str, retry_until: Optional[float]) -> defer.Deferred[Optional[str]]:
+    def _report(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        action: str,
+        retry_until: Optional[float],
+    ) -> defer.Deferred[Optional[str]]:
         if not envelope.sender:
             # RFC 5321 §6.1: never send a notification about a message from <>.
             log.info("{msg_id}: no {action} DSN: null reverse-path", msg_id=msg_id, action=action)
             return defer.succeed(None)
-        wanted = [r for r in recipients if notify_wants(r, "delivered" if action in ("relayed", "expanded") else action)]
+        wanted = [
+            r
+            for r in recipients
+            if notify_wants(r, "delivered" if action in ("relayed", "expanded") else action)
+        ]
         if not wanted:
-            log.info("{msg_id}: no {action} DSN: NOTIFY does not ask for one", msg_id=msg_id, action=action)
+            log.info(
+                "{msg_id}: no {action} DSN: NOTIFY does not ask for one",
+                msg_id=msg_id,
+                action=action,
+            )
             return defer.succeed(None)
         max_full = DEFAULT_MAX_FULL
         if self.settings is not None:
             max_full = int(self.settings.current.get("dsn.max_full_size", DEFAULT_MAX_FULL))
         try:
-            dsn = build_dsn(hostname=self.hostname, envelope=envelope, data=data, recipients=wanted,
-                            action=action, now=self.clock.seconds(), msg_id=msg_id,
-                            max_full=max_full, retry_until=retry_until)
+            dsn = build_dsn(
+                hostname=self.hostname,
+                envelope=envelope,
+                data=data,
+                recipients=wanted,
+                action=action,
+                now=self.clock.seconds(),
+                msg_id=msg_id,
+                max_full=max_full,
+                retry_until=retry_until,
+            )
         except Exception:
             log.failure("{msg_id}: cannot build {action} DSN", msg_id=msg_id, action=action)
             return defer.fail()
         rcpt = Recipient(address=envelope.sender)
-        dsn_env = Envelope(sender="", recipients=[rcpt],
-                           submit={"protocol": "DSN", "origin": str(msg_id)})
+        dsn_env = Envelope(
+            sender="", recipients=[rcpt], submit={"protocol": "DSN", "origin": str(msg_id)}
+        )
         d = defer.maybeDeferred(self.submission.submit, dsn_env, dsn)
 
         def done(new_id: Any) -> Any:
-            log.info("{msg_id}: {action} DSN to <{sender}> for {count} recipient(s) queued as {dsn_id}",
-                     msg_id=msg_id, action=action, sender=one_line(envelope.sender, 200),
-                     count=len(wanted), dsn_id=new_id)
+            log.info(
+                "{msg_id}: {action} DSN to <{sender}> for {count} recipient(s) queued as {dsn_id}",
+                msg_id=msg_id,
+                action=action,
+                sender=one_line(envelope.sender, 200),
+                count=len(wanted),
+                dsn_id=new_id,
+            )
             return new_id
 
         d.addCallback(done)

@@ -41,19 +41,32 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 def _eol(data: bytes) -> bytes:
     """The message's own line ending, so the prepended header lines match it."""
     nl = data.find(b"\n")
-    return b"\n" if nl > 0 and data[nl - 1:nl] != b"\r" else b"\r\n"
+    return b"\n" if nl > 0 and data[nl - 1 : nl] != b"\r" else b"\r\n"
 
 
 def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
     """``Return-Path:`` (RFC 5321 §4.4) and ``Delivered-To:``, control characters removed."""
     s = _UNSAFE.sub("", sender)
     a = _UNSAFE.sub("", account)
-    return b"Return-Path: <" + s.encode("utf-8", "replace") + b">" + eol + \
-        b"Delivered-To: " + a.encode("utf-8", "replace") + eol
+    return (
+        b"Return-Path: <"
+        + s.encode("utf-8", "replace")
+        + b">"
+        + eol
+        + b"Delivered-To: "
+        + a.encode("utf-8", "replace")
+        + eol
+    )
 
 
-def write_account(base_dir: str, domain: str, account: str, chunks: list[bytes],
-                  hostname: Optional[str] = None, sync_new: Any = True) -> tuple[str, str]:
+def write_account(
+    base_dir: str,
+    domain: str,
+    account: str,
+    chunks: list[bytes],
+    hostname: Optional[str] = None,
+    sync_new: Any = True,
+) -> tuple[str, str]:
     """Blocking: the account's INBOX path via cgtwist.paths (its containment check resolves
     real paths: disk access, so it runs here in the thread too), then ``write_maildir``.
     Returns (Maildir path, file name in ``new/``). ``sync_new`` may be a callable taking the
@@ -62,8 +75,13 @@ def write_account(base_dir: str, domain: str, account: str, chunks: list[bytes],
     return path, write_maildir(path, chunks, hostname, sync_new)
 
 
-def write_maildir(path: str, chunks: list[bytes], hostname: Optional[str] = None,
-                  sync_new: Any = True, ensure: bool = True) -> str:
+def write_maildir(
+    path: str,
+    chunks: list[bytes],
+    hostname: Optional[str] = None,
+    sync_new: Any = True,
+    ensure: bool = True,
+) -> str:
     """Blocking: deliver ``chunks`` into Maildir ``path`` (created if missing); return the name
     in ``new/``: ``<secs>.M<usec>P<pid>Q<n>.<host>,S=<size>``. With ``sync_new`` False the
     caller fsyncs ``new/`` itself before it may count the message delivered; a callable is
@@ -157,8 +175,9 @@ def _proc_fd_dir() -> int:
         return _proc_fd[1]
 
 
-def _write_unnamed(path: str, chunks: list[bytes], size: int,
-                   hostname: Optional[str]) -> Optional[str]:
+def _write_unnamed(
+    path: str, chunks: list[bytes], size: int, hostname: Optional[str]
+) -> Optional[str]:
     """Blocking: the O_TMPFILE delivery; the name in new/, or None when the file system cannot
     do it (nothing was written: the caller uses tmp/ + rename)."""
     global _unnamed_ok
@@ -182,8 +201,9 @@ def _write_unnamed(path: str, chunks: list[bytes], size: int,
             except FileExistsError:
                 continue
             except OSError as e:
-                if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and \
-                        os.path.isdir(os.path.join(path, "new")):
+                if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and os.path.isdir(
+                    os.path.join(path, "new")
+                ):
                     _unnamed_ok = False  # no usable /proc link: the classic way from now on
                     return None
                 raise
@@ -241,7 +261,7 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
         return
     rest = memoryview(b"".join(chunks))[n:]
     while rest:
-        rest = rest[os.write(fd, rest):]
+        rest = rest[os.write(fd, rest) :]
 
 
 @implementer(IDeliveryAgent)
@@ -265,8 +285,16 @@ class LocalDelivery:
     ACCOUNT_TTL = 5.0
     ACCOUNT_CACHE_MAX = 10000
 
-    def __init__(self, base_dir: str, store: Any, notifier: Any = None, *, reactor: Any,
-                 threadpool: Any = None, hostname: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        base_dir: str,
+        store: Any,
+        notifier: Any = None,
+        *,
+        reactor: Any,
+        threadpool: Any = None,
+        hostname: Optional[str] = None,
+    ) -> None:
         self.base_dir = base_dir
         self.store = store
         self.notifier = notifier
@@ -288,8 +316,9 @@ class LocalDelivery:
         self._paths.clear()
         self._generation += 1
 
-    def _write(self, domain: str, name: str, chunks: list[bytes],
-               known: Optional[str]) -> tuple[str, str]:
+    def _write(
+        self, domain: str, name: str, chunks: list[bytes], known: Optional[str]
+    ) -> tuple[str, str]:
         """Thread: deliver into the account's Maildir; ``known`` is its path from an earlier
         delivery (checked then), used as is unless it has disappeared since."""
         if known is not None:
@@ -317,13 +346,15 @@ class LocalDelivery:
 
         return defer.maybeDeferred(self.store.get_account, name, domain).addCallback(found)
 
-    def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
+    def deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> defer.Deferred[list[Recipient]]:
         """One copy into the queue's account for all ``recipients``; fires with them updated."""
         return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
 
-    async def _deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                       recipients: list[Recipient]) -> list[Recipient]:
+    async def _deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> list[Recipient]:
         if not recipients:
             return recipients
         m = _QUEUE_RE.match(recipients[0].route or "")
@@ -332,26 +363,35 @@ class LocalDelivery:
         try:
             account: Optional[Account] = await self._account(name, domain)
         except Exception as e:
-            self.log.error("local: {msg_id} account lookup for {account} failed: {error}",
-                           msg_id=msg_id, account=target, error=str(e) or type(e).__name__)
+            self.log.error(
+                "local: {msg_id} account lookup for {account} failed: {error}",
+                msg_id=msg_id,
+                account=target,
+                error=str(e) or type(e).__name__,
+            )
             return _all(recipients, "pending", "451 4.3.0 account store unavailable")
         if account is None:
             # Deleted after acceptance (or not yet created): keep the mail, retry (issue 2 §9).
-            self.log.warn("local: {msg_id} no account {account}; will retry", msg_id=msg_id,
-                          account=target)
+            self.log.warn(
+                "local: {msg_id} no account {account}; will retry", msg_id=msg_id, account=target
+            )
             return _all(recipients, "pending", "451 4.2.1 mailbox unavailable: no such account")
         address = account.address
         decision = await self._decide(msg_id, account, envelope, data)
         if decision.discard:
-            self.log.info("local: {msg_id} to {account} discarded by rules", msg_id=msg_id,
-                          account=address)
+            self.log.info(
+                "local: {msg_id} to {account} discarded by rules", msg_id=msg_id, account=address
+            )
             return _all(recipients, "delivered", "250 2.0.0 discarded by rules")
         if decision.reject:
             text = " ".join(decision.reject.split())[:200] or "rejected by rules"
             return _all(recipients, "failed", f"550 5.7.1 {text}")
         eol = _eol(data)
-        extra = b"".join(h.encode("utf-8", "replace") + eol for h in decision.add_headers
-                         if h and "\r" not in h and "\n" not in h and ":" in h)
+        extra = b"".join(
+            h.encode("utf-8", "replace") + eol
+            for h in decision.add_headers
+            if h and "\r" not in h and "\n" not in h and ":" in h
+        )
         chunks = [trace_headers(envelope.sender, address, eol) + extra, data]
         if decision.folder.upper() != "INBOX":
             return await self._deliver_folder(msg_id, account, decision.folder, chunks, recipients)
@@ -363,42 +403,61 @@ class LocalDelivery:
         try:
             # One thread job: write, fsync, rename, and the fsync of new/ that concurrent
             # deliveries into the same Maildir share (group commit among the threads).
-            path, fname = await deferToThreadPool(self.reactor, pool, self._write, account.domain,
-                                                  account.name, chunks, known)
+            path, fname = await deferToThreadPool(
+                self.reactor, pool, self._write, account.domain, account.name, chunks, known
+            )
             if known is None:  # checked just now: good for one TTL
                 if len(self._paths) >= self.ACCOUNT_CACHE_MAX:
                     self._paths.clear()
                 self._paths[key] = (now + self.ACCOUNT_TTL, path)
         except InvalidName:
-            self.log.error("local: {msg_id} unsafe account name {account}", msg_id=msg_id,
-                           account=address)
+            self.log.error(
+                "local: {msg_id} unsafe account name {account}", msg_id=msg_id, account=address
+            )
             return _all(recipients, "failed", "550 5.1.3 bad mailbox name")
         except OSError as e:
             nospace = e.errno in (errno.ENOSPC, errno.EDQUOT)
-            detail = "452 4.3.1 insufficient system storage" if nospace else \
-                f"451 4.3.0 local delivery failed ({errno.errorcode.get(e.errno or 0, 'error')})"
+            detail = (
+                "452 4.3.1 insufficient system storage"
+                if nospace
+                else f"451 4.3.0 local delivery failed ({errno.errorcode.get(e.errno or 0, 'error')})"
+            )
             self._log_failure(msg_id, address, "INBOX", e)
             return _all(recipients, "pending", detail)
-        self.log.debug("local: {msg_id} delivered to {account} as {file}", msg_id=msg_id,
-                      account=address, file=fname)
+        self.log.debug(
+            "local: {msg_id} delivered to {account} as {file}",
+            msg_id=msg_id,
+            account=address,
+            file=fname,
+        )
         self._notify(address)
         return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
 
-    async def _decide(self, msg_id: str, account: Account, envelope: Envelope,
-                      data: bytes) -> LocalDecision:
+    async def _decide(
+        self, msg_id: str, account: Account, envelope: Envelope, data: bytes
+    ) -> LocalDecision:
         if self.rules is None:
             return LocalDecision()
         try:
             decision = await defer.maybeDeferred(self.rules, account, envelope, data)
         except Exception:
-            self.log.failure("local: {msg_id} rules for {account} failed; stored in INBOX",
-                             msg_id=msg_id, account=account.address)
+            self.log.failure(
+                "local: {msg_id} rules for {account} failed; stored in INBOX",
+                msg_id=msg_id,
+                account=account.address,
+            )
             return LocalDecision()
         return decision if isinstance(decision, LocalDecision) else LocalDecision()
 
-    async def _deliver_folder(self, msg_id: str, account: Account, folder: str,
-                              chunks: list[bytes], recipients: list[Recipient]) -> list[Recipient]:
-        """"Store in" a folder other than INBOX; an unusable name falls back to INBOX."""
+    async def _deliver_folder(
+        self,
+        msg_id: str,
+        account: Account,
+        folder: str,
+        chunks: list[bytes],
+        recipients: list[Recipient],
+    ) -> list[Recipient]:
+        """ "Store in" a folder other than INBOX; an unusable name falls back to INBOX."""
         from cgtwist.mailstore.names import MailboxNameError, folder_path
 
         pool = self.threadpool or self.reactor.getThreadPool()
@@ -416,28 +475,50 @@ class LocalDelivery:
         except OSError as e:
             self._log_failure(msg_id, account.address, folder, e)
             return _all(recipients, "pending", "451 4.3.0 local delivery failed")
-        self.log.debug("local: {msg_id} stored in {folder} of {account} as {file}", msg_id=msg_id,
-                       folder=folder, account=account.address, file=fname)
+        self.log.debug(
+            "local: {msg_id} stored in {folder} of {account} as {file}",
+            msg_id=msg_id,
+            folder=folder,
+            account=account.address,
+            file=fname,
+        )
         if self.notifier is not None:
             defer.maybeDeferred(self.notifier.mailbox_changed, account.address, folder).addErrback(
-                lambda f: self.log.failure("local: notifier failed", f))
+                lambda f: self.log.failure("local: notifier failed", f)
+            )
         return _all(recipients, "delivered", f"250 2.0.0 delivered to {folder}")
 
     def _log_failure(self, msg_id: str, address: str, folder: str, e: OSError) -> None:
         """One line per failed delivery; a failed commit says what became of the copy."""
         error = e.strerror or str(e)
         if not isinstance(e, CommitFailed):
-            self.log.error("local: {msg_id} to {account} deferred: {error}", msg_id=msg_id,
-                           account=address, error=error)
+            self.log.error(
+                "local: {msg_id} to {account} deferred: {error}",
+                msg_id=msg_id,
+                account=address,
+                error=error,
+            )
         elif e.withdrawn:
-            self.log.error("local: {msg_id} to {account} {folder} deferred: commit failed "
-                           "({error}); {file} withdrawn, will retry", msg_id=msg_id,
-                           account=address, folder=folder, error=error, file=e.filename)
+            self.log.error(
+                "local: {msg_id} to {account} {folder} deferred: commit failed "
+                "({error}); {file} withdrawn, will retry",
+                msg_id=msg_id,
+                account=address,
+                folder=folder,
+                error=error,
+                file=e.filename,
+            )
         else:
-            self.log.error("local: {msg_id} to {account} {folder} deferred: commit failed "
-                           "({error}) and {file} could not be withdrawn: the retry may deliver "
-                           "it twice", msg_id=msg_id, account=address, folder=folder, error=error,
-                           file=e.filename)
+            self.log.error(
+                "local: {msg_id} to {account} {folder} deferred: commit failed "
+                "({error}) and {file} could not be withdrawn: the retry may deliver "
+                "it twice",
+                msg_id=msg_id,
+                account=address,
+                folder=folder,
+                error=error,
+                file=e.filename,
+            )
 
     def _sync_new(self, new_dir: str) -> None:
         """Thread: fsync ``new_dir`` shared with the other threads delivering into it."""

@@ -64,8 +64,10 @@ def parse_command(command: str) -> list[str]:
         raise InvalidName("empty PIPE command")
     name = argv[0]
     raw = command.strip().split(None, 1)[0] if command.strip() else ""
-    if any("/" in n or "\\" in n or n.startswith(".") or not n.strip() for n in (name, raw)) \
-            or "\0" in command:
+    if (
+        any("/" in n or "\\" in n or n.startswith(".") or not n.strip() for n in (name, raw))
+        or "\0" in command
+    ):
         raise InvalidName(f"PIPE program name not allowed: {name!r}")
     if any(ord(c) < 0x20 for c in command):
         raise InvalidName("control characters in PIPE command")
@@ -138,22 +140,31 @@ class PipeDelivery:
         except KeyError:
             return DEFAULTS[key][0]
 
-    def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
+    def deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> defer.Deferred[list[Recipient]]:
         return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
 
-    async def _deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                       recipients: list[Recipient]) -> list[Recipient]:
+    async def _deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> list[Recipient]:
         # Programs read native line endings, as mail delivered to a Unix mailbox has.
         native = re.sub(rb"\r\n", b"\n", data)
         for r in recipients:
             try:
                 await self._one(msg_id, envelope, native, r)
             except Exception:
-                log.failure("{msg_id}: PIPE delivery to {rcpt} crashed", msg_id=msg_id, rcpt=r.address)
+                log.failure(
+                    "{msg_id}: PIPE delivery to {rcpt} crashed", msg_id=msg_id, rcpt=r.address
+                )
                 r.state, r.detail = "pending", "4.3.0 internal error running the PIPE program"
-            log.info("{msg_id}: to=<{rcpt}> module=PIPE status={state} {detail}", msg_id=msg_id,
-                     rcpt=r.address, state=r.state, detail=r.detail)
+            log.info(
+                "{msg_id}: to=<{rcpt}> module=PIPE status={state} {detail}",
+                msg_id=msg_id,
+                rcpt=r.address,
+                state=r.state,
+                detail=r.detail,
+            )
         return recipients
 
     async def _one(self, msg_id: str, envelope: Envelope, data: bytes, r: Recipient) -> None:
@@ -182,8 +193,9 @@ class PipeDelivery:
         run = _Run(data)
         timeout = float(self._get("pipe.timeout"))
         try:
-            proc = self.reactor.spawnProcess(run, program, [program] + argv[1:], env=env,
-                                             path=os.path.realpath(app_dir))
+            proc = self.reactor.spawnProcess(
+                run, program, [program] + argv[1:], env=env, path=os.path.realpath(app_dir)
+            )
         except OSError as e:
             r.state, r.detail = "pending", f"4.3.0 cannot start PIPE program: {e.strerror}"
             return
@@ -205,7 +217,10 @@ class PipeDelivery:
         elif status == 0:
             r.state, r.detail = "delivered", "2.0.0 PIPE program exited 0"
         elif status == EX_TEMPFAIL:
-            r.state, r.detail = "pending", f"4.3.0 {diag or 'PIPE program asked to retry (exit 75)'}"
+            r.state, r.detail = (
+                "pending",
+                f"4.3.0 {diag or 'PIPE program asked to retry (exit 75)'}",
+            )
         elif status is None and sig is not None:
             name = _signal_name(sig)
             r.state, r.detail = "pending", f"4.3.0 PIPE program killed by {name}"

@@ -71,7 +71,8 @@ def default_verified_tls(hostname: str, ca_file: str = "") -> Any:
         with open(ca_file, "rb") as f:
             trust = ssl.Certificate.loadPEM(f.read())
     return ssl.optionsForClientTLS(
-        hostname, trustRoot=trust,  # type: ignore[arg-type]
+        hostname,
+        trustRoot=trust,  # type: ignore[arg-type]
         extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
     )
 
@@ -88,12 +89,19 @@ class SMTPDelivery:
 
     module = "SMTP"
 
-    def __init__(self, resolver: IResolver, settings: SettingsHolder, hostname: str, reactor: Any,
-                 tls_client_options: Optional[TLSFactory] = None, port: int = 25,
-                 connect: Optional[Connect] = None,
-                 tls_verified_options: Optional[TLSFactory] = None,
-                 on_attempt: Optional[Callable[[str, Attempt], None]] = None,
-                 rng: Optional[random.Random] = None) -> None:
+    def __init__(
+        self,
+        resolver: IResolver,
+        settings: SettingsHolder,
+        hostname: str,
+        reactor: Any,
+        tls_client_options: Optional[TLSFactory] = None,
+        port: int = 25,
+        connect: Optional[Connect] = None,
+        tls_verified_options: Optional[TLSFactory] = None,
+        on_attempt: Optional[Callable[[str, Attempt], None]] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
         self.resolver: Any = resolver
         self.settings = settings
         self.hostname = hostname
@@ -119,11 +127,15 @@ class SMTPDelivery:
 
     def _timeouts(self) -> Timeouts:
         g = self._get
-        return Timeouts(greeting=float(g("smtp.timeout_greeting")), command=float(g("smtp.timeout_command")),
-                        mail=float(g("smtp.timeout_mail")), rcpt=float(g("smtp.timeout_rcpt")),
-                        data_init=float(g("smtp.timeout_data_init")),
-                        data_block=float(g("smtp.timeout_data_block")),
-                        data_end=float(g("smtp.timeout_data_end")))
+        return Timeouts(
+            greeting=float(g("smtp.timeout_greeting")),
+            command=float(g("smtp.timeout_command")),
+            mail=float(g("smtp.timeout_mail")),
+            rcpt=float(g("smtp.timeout_rcpt")),
+            data_init=float(g("smtp.timeout_data_init")),
+            data_block=float(g("smtp.timeout_data_block")),
+            data_end=float(g("smtp.timeout_data_end")),
+        )
 
     def _remote_port(self) -> int:
         overrides = getattr(self.settings.current, "overrides", {})
@@ -141,13 +153,15 @@ class SMTPDelivery:
 
     # --- IDeliveryAgent ----------------------------------------------------------------------
 
-    def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
+    def deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> defer.Deferred[list[Recipient]]:
         """One attempt for ``recipients`` (one logical queue); fires with them, states set."""
         return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
 
-    async def _deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                       recipients: list[Recipient]) -> list[Recipient]:
+    async def _deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> list[Recipient]:
         if not recipients:
             return recipients
         queue = _queue_of(recipients[0])
@@ -155,11 +169,14 @@ class SMTPDelivery:
             return await self._attempt(msg_id, queue, envelope, data, recipients)
         except Exception as e:  # never let a bug lose the recipients: retry later
             log.failure("{msg_id}: SMTP({queue}) delivery crashed", msg_id=msg_id, queue=queue)
-            _set_all(recipients, "pending", f"4.3.0 internal error during delivery ({type(e).__name__})")
+            _set_all(
+                recipients, "pending", f"4.3.0 internal error during delivery ({type(e).__name__})"
+            )
             return recipients
 
-    async def _attempt(self, msg_id: str, queue: str, envelope: Envelope, data: bytes,
-                       recipients: list[Recipient]) -> list[Recipient]:
+    async def _attempt(
+        self, msg_id: str, queue: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> list[Recipient]:
         if self._stopping:
             _set_all(recipients, "pending", "4.3.2 server shutting down")
             return recipients
@@ -196,15 +213,37 @@ class SMTPDelivery:
                         break
                     tried += 1
                     opportunistic = not verified and bool(self._get("smtp.opportunistic_tls"))
-                    outcome = await self._session(msg_id, key, target, ip, port, envelope, data,
-                                                  recipients, verified, opportunistic, auth)
+                    outcome = await self._session(
+                        msg_id,
+                        key,
+                        target,
+                        ip,
+                        port,
+                        envelope,
+                        data,
+                        recipients,
+                        verified,
+                        opportunistic,
+                        auth,
+                    )
                     if outcome is None:
                         return recipients
                     if outcome == "tls" and opportunistic:
                         # A broken TLS stack must not make a domain unreachable: RFC 3207 §4.1
                         # lets the client go on in plaintext; try this address once without TLS.
-                        outcome = await self._session(msg_id, key, target, ip, port, envelope, data,
-                                                      recipients, verified, False, auth)
+                        outcome = await self._session(
+                            msg_id,
+                            key,
+                            target,
+                            ip,
+                            port,
+                            envelope,
+                            data,
+                            recipients,
+                            verified,
+                            False,
+                            auth,
+                        )
                         if outcome is None:
                             return recipients
                     if outcome == "tls":
@@ -213,40 +252,81 @@ class SMTPDelivery:
         except DestinationError as e:
             state = "failed" if e.permanent else "pending"
             _set_all(recipients, state, f"{e.enhanced} {e.text}")
-            log.info("{msg_id}: SMTP({queue}) {state}: {enhanced} {text}", msg_id=msg_id,
-                     queue=queue, state=state, enhanced=e.enhanced, text=e.text)
+            log.info(
+                "{msg_id}: SMTP({queue}) {state}: {enhanced} {text}",
+                msg_id=msg_id,
+                queue=queue,
+                state=state,
+                enhanced=e.enhanced,
+                text=e.text,
+            )
             return recipients
         _set_all(recipients, "pending", last)
-        log.info("{msg_id}: SMTP({queue}) deferred: {detail}", msg_id=msg_id, queue=queue, detail=last)
+        log.info(
+            "{msg_id}: SMTP({queue}) deferred: {detail}", msg_id=msg_id, queue=queue, detail=last
+        )
         return recipients
 
-    async def _session(self, msg_id: str, key: tuple[str, str, int], target: Target, ip: str,
-                       port: int, envelope: Envelope, data: bytes, recipients: list[Recipient],
-                       verified: bool, use_tls: bool, auth: Optional[tuple[str, str]]) -> Optional[str]:
+    async def _session(
+        self,
+        msg_id: str,
+        key: tuple[str, str, int],
+        target: Target,
+        ip: str,
+        port: int,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        verified: bool,
+        use_tls: bool,
+        auth: Optional[tuple[str, str]],
+    ) -> Optional[str]:
         """Connect to one address and deliver. None when results were recorded; otherwise the
         reason to try the next address (``"tls"`` when only TLS failed)."""
         tls: Optional[TLSFactory] = None
         if verified:
             tls = self.tls_verified_options or (
-                lambda h: default_verified_tls(h, str(self._get("smtp.relayhost_ca_file") or "")))
+                lambda h: default_verified_tls(h, str(self._get("smtp.relayhost_ca_file") or ""))
+            )
         elif use_tls:
             tls = self.tls_client_options
-        client = SMTPClient(self.reactor, self.hostname, target.host, self._timeouts(), tls=tls,
-                            require_tls=verified and auth is not None, auth=auth)
+        client = SMTPClient(
+            self.reactor,
+            self.hostname,
+            target.host,
+            self._timeouts(),
+            tls=tls,
+            require_tls=verified and auth is not None,
+            auth=auth,
+        )
         self._clients.add(client)
         try:
             await self._connect(ip, port, client)
         except Exception as e:
-            log.info("{msg_id}: cannot connect to {host}[{ip}]:{port}: {err}", msg_id=msg_id,
-                     host=target.host, ip=ip, port=port, err=str(e) or type(e).__name__)
+            log.info(
+                "{msg_id}: cannot connect to {host}[{ip}]:{port}: {err}",
+                msg_id=msg_id,
+                host=target.host,
+                ip=ip,
+                port=port,
+                err=str(e) or type(e).__name__,
+            )
             return f"4.4.1 connection to {target.host}[{ip}] failed"
         try:
             await client.start()
         except SessionError as e:
             client.abort(e)
-            self._record(msg_id, target.host, ip, str(e.reply) if e.reply else e.text, client.tls_version)
-            log.info("{msg_id}: {host}[{ip}] session failed during {during}: {err}", msg_id=msg_id,
-                     host=target.host, ip=ip, during=e.during, err=e.text)
+            self._record(
+                msg_id, target.host, ip, str(e.reply) if e.reply else e.text, client.tls_version
+            )
+            log.info(
+                "{msg_id}: {host}[{ip}] session failed during {during}: {err}",
+                msg_id=msg_id,
+                host=target.host,
+                ip=ip,
+                during=e.during,
+                err=e.text,
+            )
             if e.during == "tls":
                 return "tls"
             if e.reply is not None:
@@ -255,8 +335,9 @@ class SMTPDelivery:
         await self._run(msg_id, key, client, envelope, data, recipients, target.host, ip)
         return None
 
-    async def _transaction(self, client: SMTPClient, envelope: Envelope, data: bytes,
-                           recipients: list[Recipient]) -> TransactionResult:
+    async def _transaction(
+        self, client: SMTPClient, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> TransactionResult:
         limit = client.size_limit()
         if limit and len(data) > limit:
             # RFC 1870 §6.1: do not send what the server said it will not take.
@@ -264,8 +345,9 @@ class SMTPDelivery:
             return TransactionResult(mail=too_big, rcpts=[None] * len(recipients))
         return await client.transaction(*self._tx_args(client, envelope, data, recipients))
 
-    def _tx_args(self, client: SMTPClient, envelope: Envelope, data: bytes,
-                 recipients: list[Recipient]) -> tuple[str, list[tuple[str, str]], str, bytes]:
+    def _tx_args(
+        self, client: SMTPClient, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> tuple[str, list[tuple[str, str]], str, bytes]:
         eight_bit = not data.isascii()  # C speed: a Python loop per byte was 15 % of outbound CPU
         utf8 = not (envelope.sender.isascii() and all(r.address.isascii() for r in recipients))
         params = client.mail_params(len(data), dict(envelope.params), eight_bit, utf8)
@@ -274,8 +356,9 @@ class SMTPDelivery:
 
     # --- results -----------------------------------------------------------------------------
 
-    def _precheck(self, client: SMTPClient, envelope: Envelope,
-                  recipients: list[Recipient]) -> list[Recipient]:
+    def _precheck(
+        self, client: SMTPClient, envelope: Envelope, recipients: list[Recipient]
+    ) -> list[Recipient]:
         """Fail what must not go on the wire; return the recipients to send."""
         if envelope.sender and not _safe_path(envelope.sender):
             _set_all(recipients, "failed", "5.1.7 unusable sender address")
@@ -289,14 +372,26 @@ class SMTPDelivery:
         utf8 = not (envelope.sender.isascii() and all(r.address.isascii() for r in todo))
         if todo and utf8 and "SMTPUTF8" not in client.extensions:
             # RFC 6531 §3.2: without SMTPUTF8 at the next hop the message cannot be sent.
-            _set_all(todo, "failed", "5.6.7 the receiving server does not accept "
-                                     "internationalised addresses (SMTPUTF8)")
+            _set_all(
+                todo,
+                "failed",
+                "5.6.7 the receiving server does not accept internationalised addresses (SMTPUTF8)",
+            )
             return []
         return todo
 
-    async def _run(self, msg_id: str, key: tuple[str, str, int], client: SMTPClient,
-                   envelope: Envelope, data: bytes, recipients: list[Recipient], host: str = "",
-                   ip: str = "", reused: bool = False) -> bool:
+    async def _run(
+        self,
+        msg_id: str,
+        key: tuple[str, str, int],
+        client: SMTPClient,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        host: str = "",
+        ip: str = "",
+        reused: bool = False,
+    ) -> bool:
         """Send the message on an open session and record per-recipient results.
 
         Recipients refused with 452 (too many recipients, RFC 5321 §4.5.3.1.10) go again in a
@@ -322,19 +417,43 @@ class SMTPDelivery:
             if result.error is not None and result.data is not None and result.data.code == 354:
                 # RFC 5321 §6.1 / RFC 1047: the peer may have the message already; we retry
                 # anyway (at-least-once) and say so in the log.
-                log.warn("{msg_id}: {host}[{ip}] lost the session after DATA ({err}); retrying "
-                         "may duplicate the message", msg_id=msg_id, host=host, ip=ip,
-                         err=result.error.text)
-            again = [r for i, r in enumerate(todo) if r.state == "pending" and i < len(result.rcpts)
-                     and result.rcpts[i] is not None and result.rcpts[i].code == 452]  # type: ignore[union-attr]
+                log.warn(
+                    "{msg_id}: {host}[{ip}] lost the session after DATA ({err}); retrying "
+                    "may duplicate the message",
+                    msg_id=msg_id,
+                    host=host,
+                    ip=ip,
+                    err=result.error.text,
+                )
+            again = [
+                r
+                for i, r in enumerate(todo)
+                if r.state == "pending"
+                and i < len(result.rcpts)
+                and result.rcpts[i] is not None
+                and result.rcpts[i].code == 452  # type: ignore[union-attr]
+            ]
             progressed = any(r.state == "delivered" for r in todo)
-            if result.error is not None or not again or not progressed or not client.alive or rounds >= 100:
+            if (
+                result.error is not None
+                or not again
+                or not progressed
+                or not client.alive
+                or rounds >= 100
+            ):
                 break
             todo = again
         for r in recipients:
-            log.info("{msg_id}: to=<{rcpt}> relay={host}[{ip}] tls={tls} status={state} {detail}",
-                     msg_id=msg_id, rcpt=r.address, host=host, ip=ip, tls=client.tls_version or "none",
-                     state=r.state, detail=r.detail)
+            log.info(
+                "{msg_id}: to=<{rcpt}> relay={host}[{ip}] tls={tls} status={state} {detail}",
+                msg_id=msg_id,
+                rcpt=r.address,
+                host=host,
+                ip=ip,
+                tls=client.tls_version or "none",
+                state=r.state,
+                detail=r.detail,
+            )
         if (result is None or result.error is None) and client.alive:
             self._keep_idle(key, client)
         else:
@@ -396,8 +515,10 @@ class SMTPDelivery:
                 client.quit()
         self._idle.clear()
 
-def apply_result(result: TransactionResult, recipients: list[Recipient], host: str, ip: str,
-                 dsn: bool = False) -> None:
+
+def apply_result(
+    result: TransactionResult, recipients: list[Recipient], host: str, ip: str, dsn: bool = False
+) -> None:
     """Per-recipient states from one transaction (RFC 5321 §4.2.1: 2yz ok, 4yz retry, 5yz fail).
 
     ``dsn``: the server offered DSN, so NOTIFY went on with the recipient and a success report

@@ -131,7 +131,7 @@ class _DataProducer:
     def resumeProducing(self) -> None:
         if self.stopped or self.done.called:
             return
-        chunk = self.payload[self.offset:self.offset + _CHUNK]
+        chunk = self.payload[self.offset : self.offset + _CHUNK]
         self.offset += len(chunk)
         self.client._arm(self.client.timeouts.data_block, "data")
         transport: Any = self.client.transport
@@ -158,9 +158,16 @@ class SMTPClient(LineReceiver):
     MAX_LENGTH = 4096  # RFC 5321 §4.5.3.1.5: 512 octets per reply line; we allow slack
     MAX_REPLY_LINES = 200
 
-    def __init__(self, clock: IReactorTime, helo_name: str, peer_name: str, timeouts: Timeouts,
-                 tls: Optional[Callable[[str], Any]] = None, require_tls: bool = False,
-                 auth: Optional[tuple[str, str]] = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        helo_name: str,
+        peer_name: str,
+        timeouts: Timeouts,
+        tls: Optional[Callable[[str], Any]] = None,
+        require_tls: bool = False,
+        auth: Optional[tuple[str, str]] = None,
+    ) -> None:
         self.clock: Any = clock
         self.helo_name = helo_name
         self.peer_name = peer_name
@@ -186,7 +193,9 @@ class SMTPClient(LineReceiver):
         self._arm(self.timeouts.greeting, "greeting")
 
     def connectionLost(self, reason: Failure = Failure(Exception("closed"))) -> None:
-        during = "tls" if self.tls_started and self.tls_version is None else self._timer_what or "idle"
+        during = (
+            "tls" if self.tls_started and self.tls_version is None else self._timer_what or "idle"
+        )
         why = reason.getErrorMessage() if reason is not None else "closed"
         self._lost = self._lost or SessionError(f"connection lost ({why})", during)
         self._disarm()
@@ -375,8 +384,9 @@ class SMTPClient(LineReceiver):
         raw = self.extensions.get("SIZE", "")
         return int(raw) if raw.isdigit() else 0
 
-    async def transaction(self, sender: str, rcpts: list[tuple[str, str]], mail_params: str,
-                          data: bytes) -> TransactionResult:
+    async def transaction(
+        self, sender: str, rcpts: list[tuple[str, str]], mail_params: str, data: bytes
+    ) -> TransactionResult:
         """One message: MAIL, RCPT per recipient, DATA, the data, the final reply.
 
         Never raises for server replies; a broken session is returned in ``result.error`` with
@@ -392,8 +402,14 @@ class SMTPClient(LineReceiver):
             self.busy = False
         return result
 
-    async def _transaction(self, sender: str, rcpts: list[tuple[str, str]], mail_params: str,
-                           data: bytes, result: TransactionResult) -> None:
+    async def _transaction(
+        self,
+        sender: str,
+        rcpts: list[tuple[str, str]],
+        mail_params: str,
+        data: bytes,
+        result: TransactionResult,
+    ) -> None:
         pipelining = "PIPELINING" in self.extensions
         t = self.timeouts
         if pipelining:
@@ -408,7 +424,9 @@ class SMTPClient(LineReceiver):
             for i in range(len(rcpts)):
                 result.rcpts[i] = await self.read_reply(t.rcpt, "rcpt")
             result.data = await self.read_reply(t.data_init, "data")
-            accepted = result.mail.code == 250 and any(r is not None and r.positive for r in result.rcpts)
+            accepted = result.mail.code == 250 and any(
+                r is not None and r.positive for r in result.rcpts
+            )
             if result.data.code != 354:
                 if result.mail.code == 250:
                     await self._rset()

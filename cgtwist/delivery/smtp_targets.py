@@ -81,8 +81,9 @@ async def mx_targets(resolver: Any, queue: str, rng: random.Random) -> AsyncIter
     except DNSPermanentError:
         raise DestinationError("5.1.2", f"domain {domain} does not exist", True) from None
     except DNSTemporaryError as e:
-        raise DestinationError("4.4.3", f"DNS lookup of MX for {domain} failed ({e or 'temporary'})",
-                                False) from None
+        raise DestinationError(
+            "4.4.3", f"DNS lookup of MX for {domain} failed ({e or 'temporary'})", False
+        ) from None
     hosts = [(int(pref), str(h).lower().rstrip(".")) for pref, h in mx]
     if len(hosts) == 1 and hosts[0][1] == "":
         # RFC 7505 §3: a null MX ("MX 0 .") says the domain accepts no mail.
@@ -105,7 +106,9 @@ async def mx_targets(resolver: Any, queue: str, rng: random.Random) -> AsyncIter
             if implicit:
                 raise
             temp = temp or not e.permanent
-            log.info("MX host {host} of {domain} unusable: {err}", host=host, domain=domain, err=str(e))
+            log.info(
+                "MX host {host} of {domain} unusable: {err}", host=host, domain=domain, err=str(e)
+            )
             continue
         if ips:
             resolved_any = True
@@ -113,8 +116,11 @@ async def mx_targets(resolver: Any, queue: str, rng: random.Random) -> AsyncIter
     if not resolved_any:
         if implicit:
             raise DestinationError("5.4.4", f"domain {domain} has no MX and no address", True)
-        raise DestinationError("4.4.4" if not temp else "4.4.3",
-                                f"no usable address for the MX hosts of {domain}", False)
+        raise DestinationError(
+            "4.4.4" if not temp else "4.4.3",
+            f"no usable address for the MX hosts of {domain}",
+            False,
+        )
 
 
 async def addresses(resolver: Any, host: str, implicit: bool) -> list[str]:

@@ -37,7 +37,9 @@ log = Logger(namespace="cgtwist.delivery.submitted")
 T = TypeVar("T")
 
 MAX_FILE = 50 * 1024 * 1024
-_ADDR_OK = re.compile(r"^[^\s<>()\[\],;:\\\"\x00-\x1f\x7f]+(@[A-Za-z0-9.\-\[\]:]+)?$|^\"[^\"\r\n]*\"@[A-Za-z0-9.\-]+$")
+_ADDR_OK = re.compile(
+    r"^[^\s<>()\[\],;:\\\"\x00-\x1f\x7f]+(@[A-Za-z0-9.\-\[\]:]+)?$|^\"[^\"\r\n]*\"@[A-Za-z0-9.\-]+$"
+)
 _REMOVED = ("bcc", "envelope-to", "envelope-ignore", "return-path")
 
 
@@ -103,7 +105,7 @@ def parse_submitted(raw: bytes, hostname: str = "localhost", now: Optional[float
     if data.startswith(b"\r\n"):
         raise BadSubmission("no header section")
     if m:
-        head, body = data[: m.start() + 2], data[m.end():]
+        head, body = data[: m.start() + 2], data[m.end() :]
     else:
         head, body = data if data.endswith(b"\r\n") else data + b"\r\n", b""
     fields = _fields(head)
@@ -135,10 +137,15 @@ def parse_submitted(raw: bytes, hostname: str = "localhost", now: Optional[float
     if "date" not in by_name:
         kept.append(f"Date: {email.utils.formatdate(t, localtime=False, usegmt=True)}\r\n".encode())
     if "message-id" not in by_name:
-        kept.append(f"Message-ID: <{int(t)}.{os.urandom(6).hex()}@{one_line(hostname, 200)}>\r\n".encode())
+        kept.append(
+            f"Message-ID: <{int(t)}.{os.urandom(6).hex()}@{one_line(hostname, 200)}>\r\n".encode()
+        )
     message = b"".join(kept) + b"\r\n" + body
-    env = Envelope(sender=sender, recipients=recipients,
-                   submit={"protocol": "PIPE", "trusted": "1", "source": "Submitted"})
+    env = Envelope(
+        sender=sender,
+        recipients=recipients,
+        submit={"protocol": "PIPE", "trusted": "1", "source": "Submitted"},
+    )
     return Parsed(env, message)
 
 
@@ -150,9 +157,16 @@ class SubmittedPickup(service.Service):
 
     name = "submitted"
 
-    def __init__(self, base_dir: str, submission: ISubmission, reactor: Any,
-                 settings: Optional[SettingsHolder] = None, threadpool: Any = None,
-                 hostname: str = "localhost", use_inotify: bool = True) -> None:
+    def __init__(
+        self,
+        base_dir: str,
+        submission: ISubmission,
+        reactor: Any,
+        settings: Optional[SettingsHolder] = None,
+        threadpool: Any = None,
+        hostname: str = "localhost",
+        use_inotify: bool = True,
+    ) -> None:
         self.dir = os.path.join(base_dir, paths.SUBMITTED_DIR)
         self.submission: Any = submission
         self.reactor = reactor
@@ -181,7 +195,9 @@ class SubmittedPickup(service.Service):
             self._scanner = task.LoopingCall(self.scan)
             self._scanner.clock = self.reactor
             self._scanner.start(interval, now=False)
-            log.info("scanning {dir} every {interval}s (no inotify)", dir=self.dir, interval=interval)
+            log.info(
+                "scanning {dir} every {interval}s (no inotify)", dir=self.dir, interval=interval
+            )
         self.scan()
 
     def stopService(self) -> Any:
@@ -215,8 +231,11 @@ class SubmittedPickup(service.Service):
         try:
             notifier = inotify.INotify(reactor=self.reactor)
             notifier.startReading()
-            notifier.watch(FilePath(self.dir), mask=inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
-                           callbacks=[self._notified])
+            notifier.watch(
+                FilePath(self.dir),
+                mask=inotify.IN_MOVED_TO | inotify.IN_CLOSE_WRITE,
+                callbacks=[self._notified],
+            )
         except Exception as e:
             log.warn("inotify unavailable for {dir}: {err}", dir=self.dir, err=str(e))
             return False
@@ -305,8 +324,11 @@ class SubmittedPickup(service.Service):
             msg_id = await defer.maybeDeferred(self.submission.submit, parsed.envelope, parsed.data)
         except MailError as e:
             if e.temporary:
-                log.warn("Submitted/{name}: queue refused temporarily ({reply}); will retry",
-                         name=name, reply=e.reply())
+                log.warn(
+                    "Submitted/{name}: queue refused temporarily ({reply}); will retry",
+                    name=name,
+                    reply=e.reply(),
+                )
                 self._schedule_retry()
                 return
             await self._bad(path, name, e.reply())
@@ -319,35 +341,53 @@ class SubmittedPickup(service.Service):
         try:
             await self._io(os.unlink, path)
         except OSError as e:
-            log.error("Submitted/{name}: submitted as {msg_id} but cannot delete: {err}",
-                      name=name, msg_id=msg_id, err=e.strerror)
+            log.error(
+                "Submitted/{name}: submitted as {msg_id} but cannot delete: {err}",
+                name=name,
+                msg_id=msg_id,
+                err=e.strerror,
+            )
             return
-        log.info("Submitted/{name}: queued as {msg_id} from <{sender}> to {count} recipient(s)",
-                 name=name, msg_id=msg_id, sender=parsed.envelope.sender,
-                 count=len(parsed.envelope.recipients))
+        log.info(
+            "Submitted/{name}: queued as {msg_id} from <{sender}> to {count} recipient(s)",
+            name=name,
+            msg_id=msg_id,
+            sender=parsed.envelope.sender,
+            count=len(parsed.envelope.recipients),
+        )
 
     async def _bad(self, path: str, name: str, why: str) -> None:
         bad = path[: -len(".sub")] + ".bad"
         try:
             await self._io(os.replace, path, bad)
         except OSError as e:
-            log.error("Submitted/{name}: rejected ({why}) and cannot rename: {err}",
-                      name=name, why=why, err=e.strerror)
+            log.error(
+                "Submitted/{name}: rejected ({why}) and cannot rename: {err}",
+                name=name,
+                why=why,
+                err=e.strerror,
+            )
             return
-        log.error("Submitted/{name}: rejected, renamed .bad: {why}", name=name, why=one_line(why, 300))
+        log.error(
+            "Submitted/{name}: rejected, renamed .bad: {why}", name=name, why=one_line(why, 300)
+        )
 
     def _schedule_retry(self) -> None:
         if self._retry is not None and self._retry.active():
             return
         if not self.running:
             return
-        self._retry = self.reactor.callLater(float(self._get("pipe.submitted_scan_interval")), self.scan)
+        self._retry = self.reactor.callLater(
+            float(self._get("pipe.submitted_scan_interval")), self.scan
+        )
 
 
 def _read(path: str) -> bytes:
     """Read a regular file, never through a symlink (a link to /etc/shadow must not be mailed)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise BadSubmission("symbolic links are not accepted") from None

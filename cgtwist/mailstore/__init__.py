@@ -21,7 +21,15 @@ from cgtwist.mailstore.names import MailboxNameError
 from cgtwist.mailstore.notifier import MailboxNotifier
 
 __all__ = [
-    "SPECIAL_USE", "MailboxError", "MailboxInfo", "MaildirAccount", "MaildirMailbox",
-    "MaildirMessage", "MailboxNameError", "MailboxNotifier", "MessagePart", "parse_imap_date",
+    "SPECIAL_USE",
+    "MailboxError",
+    "MailboxInfo",
+    "MaildirAccount",
+    "MaildirMailbox",
+    "MaildirMessage",
+    "MailboxNameError",
+    "MailboxNotifier",
+    "MessagePart",
+    "parse_imap_date",
     "provision",
 ]

@@ -61,8 +61,9 @@ def _ensure_all(dirs: list[str]) -> None:
         maildir.ensure(d)
 
 
-def _rename_all(parent: str, moves: list[tuple[str, str]],
-                done: Optional[list[tuple[str, str]]] = None) -> None:
+def _rename_all(
+    parent: str, moves: list[tuple[str, str]], done: Optional[list[tuple[str, str]]] = None
+) -> None:
     """(blocking) Rename each (old, new) path within ``parent`` (Maildir++ folders are all
     entries of the account's Maildir), then fsync ``parent`` once, also when one failed, so
     the renames made are durable; ``done`` collects them."""
@@ -152,7 +153,9 @@ class MailboxInfo:
     """A LIST/LSUB row: ``getFlags()`` gives the name attributes (\\HasChildren, \\Noselect,
     \\Sent, ...), unlike a selected mailbox's getFlags (message flags)."""
 
-    def __init__(self, name: str, attributes: list[str], childinfo: Optional[list[str]] = None) -> None:
+    def __init__(
+        self, name: str, attributes: list[str], childinfo: Optional[list[str]] = None
+    ) -> None:
         self.name = name
         self.attributes = attributes
         self.childinfo = childinfo or []  # RFC 5258 §3.5 CHILDINFO: why a parent is listed
@@ -249,7 +252,9 @@ class MaildirAccount:
         canon = self._norm(pathspec)
         if canon == INBOX or self.exists(canon):
             raise MailboxError("[ALREADYEXISTS] Mailbox already exists")
-        dirs = [self._dir(p) for p in names.parent_names(canon) if p != INBOX and not self.exists(p)]
+        dirs = [
+            self._dir(p) for p in names.parent_names(canon) if p != INBOX and not self.exists(p)
+        ]
         dirs.append(self._dir(canon))
 
         def made(_: object) -> bool:
@@ -258,7 +263,9 @@ class MaildirAccount:
 
         return self.notifier.run(_ensure_all, dirs).addCallback(made)
 
-    def select(self, name: Union[str, bytes], rw: bool = True) -> defer.Deferred[Optional[MaildirMailbox]]:
+    def select(
+        self, name: Union[str, bytes], rw: bool = True
+    ) -> defer.Deferred[Optional[MaildirMailbox]]:
         """SELECT/EXAMINE/STATUS/APPEND target: fires with a MaildirMailbox, or None when the
         name is invalid or no such folder exists (RFC 3501 §6.3.1)."""
         try:
@@ -297,7 +304,9 @@ class MaildirAccount:
         # leisure: a cut never brings back a folder whose DELETE was answered.
         return self.notifier.run(_rename_all, self.path, [(path, graveyard)]).addCallback(gone)
 
-    def rename(self, oldname: Union[str, bytes], newname: Union[str, bytes]) -> defer.Deferred[bool]:
+    def rename(
+        self, oldname: Union[str, bytes], newname: Union[str, bytes]
+    ) -> defer.Deferred[bool]:
         """RENAME (RFC 3501 §6.3.5), sub-folders included; UIDVALIDITY moves with the folder.
         Fires once the new names are durable (the renames run in a thread).
 
@@ -305,7 +314,11 @@ class MaildirAccount:
         """
         old = self._norm(oldname)
         new = self._norm(newname)
-        if new == INBOX or (new + names.DELIMITER).startswith(INBOX + names.DELIMITER) and old == INBOX:
+        if (
+            new == INBOX
+            or (new + names.DELIMITER).startswith(INBOX + names.DELIMITER)
+            and old == INBOX
+        ):
             raise MailboxError("[CANNOT] Cannot rename a mailbox to INBOX")
         if old == INBOX:
             return self._rename_inbox(new)
@@ -318,12 +331,14 @@ class MaildirAccount:
         moves = []
         for n in self.folder_names():
             if n == old or n.startswith(old + names.DELIMITER):
-                target = new + n[len(old):]
+                target = new + n[len(old) :]
                 moves.append((n, self._dir(n), target, self._dir(target)))
         for _n, _p, _target, tpath in moves:
             if os.path.exists(tpath):
                 raise MailboxError("[ALREADYEXISTS] Target mailbox already exists")
-        parents = [self._dir(p) for p in names.parent_names(new) if p != INBOX and not self.exists(p)]
+        parents = [
+            self._dir(p) for p in names.parent_names(new) if p != INBOX and not self.exists(p)
+        ]
         done: list[tuple[str, str]] = []
 
         def work() -> None:
@@ -347,7 +362,9 @@ class MaildirAccount:
             return result
 
         def renamed(_: object) -> bool:
-            self.log.info("{account} renamed folder {old} to {new}", account=self.account, old=old, new=new)
+            self.log.info(
+                "{account} renamed folder {old} to {new}", account=self.account, old=old, new=new
+            )
             return True
 
         return self.notifier.run(work).addBoth(moved).addCallback(renamed)
@@ -375,8 +392,9 @@ class MaildirAccount:
     def _subscriptions(self) -> set[str]:
         """The account's subscriptions, one set shared by all its sessions in this process."""
         if self._subs is None:
-            self._subs = self.notifier.shared_set(("subscriptions", self.path),
-                                                  lambda: _read_subscriptions(self.path))
+            self._subs = self.notifier.shared_set(
+                ("subscriptions", self.path), lambda: _read_subscriptions(self.path)
+            )
         return self._subs
 
     def _save_subscriptions(self, wait: bool = False) -> defer.Deferred[bool]:
@@ -385,7 +403,8 @@ class MaildirAccount:
         by the notifier) is consumed here."""
         d = self.notifier.write_serialised(
             ("subscriptions", self.path),
-            lambda: (_write_subscriptions, self.path, set(self._subscriptions())))
+            lambda: (_write_subscriptions, self.path, set(self._subscriptions())),
+        )
         d.addCallback(lambda _: True)
         if not wait:
             d.addErrback(lambda _: False)
@@ -432,7 +451,9 @@ class MaildirAccount:
             pattern = INBOX + pattern[5:]
         return WildcardPattern(pattern)
 
-    def listMailboxes(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:
+    def listMailboxes(
+        self, ref: Union[str, bytes], wildcard: Union[str, bytes]
+    ) -> list[tuple[str, MailboxInfo]]:
         """LIST (RFC 3501 §6.3.8): ``ref`` + ``wildcard``; attributes \\HasChildren /
         \\HasNoChildren (RFC 3348), \\Noselect for parents that are not folders, and the
         special-use attribute (RFC 6154). INBOX matches case-insensitively."""
@@ -455,9 +476,16 @@ class MaildirAccount:
             out.append((n, MailboxInfo(n, attrs)))
         return out
 
-    def list_extended(self, ref: Union[str, bytes], patterns: list[Union[str, bytes]], *,
-                      subscribed: bool = False, recursive: bool = False, special_use: bool = False,
-                      mark_subscribed: bool = False) -> list[tuple[str, MailboxInfo]]:
+    def list_extended(
+        self,
+        ref: Union[str, bytes],
+        patterns: list[Union[str, bytes]],
+        *,
+        subscribed: bool = False,
+        recursive: bool = False,
+        special_use: bool = False,
+        mark_subscribed: bool = False,
+    ) -> list[tuple[str, MailboxInfo]]:
         """LIST-EXTENDED (RFC 5258): the names matching any of ``patterns``.
 
         ``subscribed`` selects subscribed names (existing or not: \\NonExistent when no
@@ -506,7 +534,9 @@ class MaildirAccount:
             out.append((n, MailboxInfo(n, attrs, info)))
         return out
 
-    def listSubscribed(self, ref: Union[str, bytes], wildcard: Union[str, bytes]) -> list[tuple[str, MailboxInfo]]:
+    def listSubscribed(
+        self, ref: Union[str, bytes], wildcard: Union[str, bytes]
+    ) -> list[tuple[str, MailboxInfo]]:
         """LSUB (RFC 3501 §6.3.9): the subscribed names matching ``ref`` + ``wildcard``, whether
         or not they exist (a subscription outlives its folder). When a ``%`` stops at a level
         above a subscribed name, the unsubscribed parent it reaches is listed \\Noselect, so a

@@ -52,16 +52,25 @@ class Changes:
 
     added: list[Entry] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
-    moved: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # uid -> (sub, fname, letters)
+    moved: dict[int, tuple[str, str, str]] = field(
+        default_factory=dict
+    )  # uid -> (sub, fname, letters)
     recent: set[int] = field(default_factory=set)
     mtimes: Optional[tuple[int, int]] = None
-    suspect: tuple[bool, bool] = (False, False)  # (new/, cur/) looked at within _MTIME_TRUST of its change
+    suspect: tuple[bool, bool] = (
+        False,
+        False,
+    )  # (new/, cur/) looked at within _MTIME_TRUST of its change
     keywords: Optional[dict[int, str]] = None
     origin: Any = None  # the view whose command caused this, if any
     rescan: bool = False  # found on disk: others' doing, even when ``origin`` asked for the look
     removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
-    stale: dict[str, str] = field(default_factory=dict)  # cur/ name -> key: replaced, unlink after an fsync
-    unstale: set[str] = field(default_factory=set)  # cur/ names no longer waiting (reused or removed)
+    stale: dict[str, str] = field(
+        default_factory=dict
+    )  # cur/ name -> key: replaced, unlink after an fsync
+    unstale: set[str] = field(
+        default_factory=set
+    )  # cur/ names no longer waiting (reused or removed)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.moved)
@@ -77,10 +86,19 @@ class Folder:
 
     log = Logger()
 
-    def __init__(self, path: str, account: str, name: str, runner: Runner,
-                 hostname: Optional[str] = None, clock: Callable[[], float] = time.time,
-                 uidvalidity: Optional[Callable[[], int]] = None, timer: Any = None,
-                 stale_linger: float = STALE_LINGER, stale_batch: int = STALE_BATCH) -> None:
+    def __init__(
+        self,
+        path: str,
+        account: str,
+        name: str,
+        runner: Runner,
+        hostname: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+        uidvalidity: Optional[Callable[[], int]] = None,
+        timer: Any = None,
+        stale_linger: float = STALE_LINGER,
+        stale_batch: int = STALE_BATCH,
+    ) -> None:
         self.path = path
         self._uidvalidity_source = uidvalidity
         self.account = account
@@ -207,7 +225,9 @@ class Folder:
 
         return self.lock.run(lambda: defer.succeed(None).addCallback(go))
 
-    def _own_change(self, fn: Callable[[], tuple[Changes, Any]]) -> Callable[[], tuple[Changes, Any]]:
+    def _own_change(
+        self, fn: Callable[[], tuple[Changes, Any]]
+    ) -> Callable[[], tuple[Changes, Any]]:
         """(thread) Wrap an operation so that, when nobody else touched the folder since the
         last look and new/ stayed as it was, the directory times after it are trusted: the next
         command needs no rescan for a change we made ourselves (STORE, EXPUNGE, APPEND)."""
@@ -216,7 +236,9 @@ class Folder:
             pre = self._raw_mtimes()
             result = fn()
             post = self._raw_mtimes()
-            trusted = pre is not None and pre == self._mtimes and post is not None and post[0] == pre[0]
+            trusted = (
+                pre is not None and pre == self._mtimes and post is not None and post[0] == pre[0]
+            )
             result[0].mtimes = post if trusted else None
             # new/ is as it was at the last look, so is whether that look needs confirming.
             result[0].suspect = self._suspect
@@ -226,18 +248,26 @@ class Folder:
 
     def _raw_mtimes(self) -> Optional[tuple[int, int]]:
         try:
-            return (os.stat(os.path.join(self.path, "new")).st_mtime_ns,
-                    os.stat(os.path.join(self.path, "cur")).st_mtime_ns)
+            return (
+                os.stat(os.path.join(self.path, "new")).st_mtime_ns,
+                os.stat(os.path.join(self.path, "cur")).st_mtime_ns,
+            )
         except OSError:
             return None
 
     def _apply_result(self, result: Any) -> Any:
-        ch = result[0] if isinstance(result, tuple) and result and isinstance(result[0], Changes) else result
+        ch = (
+            result[0]
+            if isinstance(result, tuple) and result and isinstance(result[0], Changes)
+            else result
+        )
         if isinstance(ch, Changes):
             self._apply(ch)
         return result
 
-    def refresh(self, force: bool = False, origin: Optional[MaildirMailbox] = None) -> defer.Deferred[Changes]:
+    def refresh(
+        self, force: bool = False, origin: Optional[MaildirMailbox] = None
+    ) -> defer.Deferred[Changes]:
         """Bring the index in step with the disk; cheap (two stat calls) when nothing changed.
 
         Loads the uidlist on first use (rebuilding it, with a new UIDVALIDITY, if lost). New mail
@@ -272,7 +302,9 @@ class Folder:
             return True
         if self._suspect[0] or self._suspect[1]:
             now = self._clock()
-            return any(s and now - t / 1e9 >= _MTIME_TRUST for s, t in zip(self._suspect, m, strict=True))
+            return any(
+                s and now - t / 1e9 >= _MTIME_TRUST for s, t in zip(self._suspect, m, strict=True)
+            )
         return False
 
     def _stat_mtimes(self) -> tuple[Optional[tuple[int, int]], tuple[bool, bool]]:
@@ -295,19 +327,31 @@ class Folder:
             ul = uidlist.load(self.path)
             cache, cached_uv = uidlist.load_cache(self.path)
             ch.keywords = maildir.read_keywords(self.path)
-            if ul is None and not cache and not os.path.exists(os.path.join(self.path, uidlist.CACHE_FILE)):
+            if (
+                ul is None
+                and not cache
+                and not os.path.exists(os.path.join(self.path, uidlist.CACHE_FILE))
+            ):
                 ul = uidlist.load_dovecot(self.path)
                 if ul is not None:
-                    self.log.info("adopted dovecot-uidlist of {account} {folder}: UIDVALIDITY {uv}",
-                                  account=self.account, folder=self.name, uv=ul.uidvalidity)
+                    self.log.info(
+                        "adopted dovecot-uidlist of {account} {folder}: UIDVALIDITY {uv}",
+                        account=self.account,
+                        folder=self.name,
+                        uv=ul.uidvalidity,
+                    )
                     dirty = True
             if ul is None:
                 uv = self._new_uidvalidity()
                 if uv <= cached_uv:
                     uv = cached_uv + 1
                 ul = uidlist.UidList(uidvalidity=uv & 0xFFFFFFFF or 1)
-                self.log.info("rebuilding UID list of {account} {folder}: UIDVALIDITY {uv}",
-                              account=self.account, folder=self.name, uv=ul.uidvalidity)
+                self.log.info(
+                    "rebuilding UID list of {account} {folder}: UIDVALIDITY {uv}",
+                    account=self.account,
+                    folder=self.name,
+                    uv=ul.uidvalidity,
+                )
                 dirty = True
             self._ul = ul
         else:
@@ -317,10 +361,14 @@ class Folder:
         listed: dict[str, set[str]] = {}
         for sub in ("new", "cur"):
             try:
-                listed[sub] = {n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")}
+                listed[sub] = {
+                    n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")
+                }
             except FileNotFoundError:
                 listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
-        arrived = {k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys}
+        arrived = {
+            k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys
+        }
         if move_new and listed["new"]:
             # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
             # in one batch: one fsync of cur/ and one of new/ for all of them.
@@ -358,7 +406,11 @@ class Folder:
                     continue
                 if e.key in files:
                     nsub, nfname = files[e.key]
-                    ch.moved[uid] = (nsub, nfname, maildir.split_name(nfname)[1] if nsub == "cur" else "")
+                    ch.moved[uid] = (
+                        nsub,
+                        nfname,
+                        maildir.split_name(nfname)[1] if nsub == "cur" else "",
+                    )
                 else:
                     ch.removed.append(uid)
                     ul.uids.pop(e.key, None)
@@ -405,8 +457,9 @@ class Folder:
             self._unsaved = 0
         return ch
 
-    def _cur_name(self, key: str, cur: set[str], files: dict[str, tuple[str, str]],
-                  newest: dict[str, str]) -> Optional[str]:
+    def _cur_name(
+        self, key: str, cur: set[str], files: dict[str, tuple[str, str]], newest: dict[str, str]
+    ) -> Optional[str]:
         """(thread, locked) The cur/ name kept for ``key`` in a scan: the index's, if it is
         still there, else the one the last flag change made (maildir.FLAG_LOG), else the
         first one the scan met."""
@@ -426,7 +479,9 @@ class Folder:
         file is another program's mistake, logged and left alone (as maildir.move_to_cur)."""
         cur = os.path.join(self.path, "cur")
         try:
-            same = os.path.samestat(os.lstat(os.path.join(cur, fname)), os.lstat(os.path.join(cur, kept)))
+            same = os.path.samestat(
+                os.lstat(os.path.join(cur, fname)), os.lstat(os.path.join(cur, kept))
+            )
         except FileNotFoundError:
             return  # gone meanwhile: the next scan sees what is left
         if same:
@@ -448,13 +503,20 @@ class Folder:
             except OSError as err:
                 self.log.warn("cannot remove cur/{file}: {err}", file=fname, err=err)
                 continue
-            self.log.info("{account} {folder}: removed cur/{file}, a second name of a message's file",
-                          account=self.account, folder=self.name, file=fname)
+            self.log.info(
+                "{account} {folder}: removed cur/{file}, a second name of a message's file",
+                account=self.account,
+                folder=self.name,
+                file=fname,
+            )
 
     def _save_cache_blocking(self) -> None:
         if self._ul is not None:
-            uidlist.save_cache(self.path, {e.key: e.meta for e in list(self.entries.values())},
-                               self._ul.uidvalidity)
+            uidlist.save_cache(
+                self.path,
+                {e.key: e.meta for e in list(self.entries.values())},
+                self._ul.uidvalidity,
+            )
         self._unsaved = 0
 
     def _new_uidvalidity(self) -> int:
@@ -498,7 +560,11 @@ class Folder:
             self._names[e.sub].add(e.fname)
             self._in_new += e.sub == "new"
             self.uids.append(e.uid)
-        if ch.added and len(self.uids) > 1 and self.uids[-len(ch.added) - 1:] != sorted(self.uids[-len(ch.added) - 1:]):
+        if (
+            ch.added
+            and len(self.uids) > 1
+            and self.uids[-len(ch.added) - 1 :] != sorted(self.uids[-len(ch.added) - 1 :])
+        ):
             self.uids.sort()
         self.unclaimed_recent |= ch.recent
         for fname in ch.unstale:
@@ -527,9 +593,14 @@ class Folder:
 
     def _flush_logged(self) -> None:
         """flush, for callers that do not wait: a failure is logged (the names stay)."""
-        self.flush().addErrback(lambda f: self.log.failure(
-            "removing replaced names in {account} {folder} failed", f,
-            account=self.account, folder=self.name))
+        self.flush().addErrback(
+            lambda f: self.log.failure(
+                "removing replaced names in {account} {folder} failed",
+                f,
+                account=self.account,
+                folder=self.name,
+            )
+        )
 
     def flush(self) -> defer.Deferred[None]:
         """Make the names of every flag change so far durable (one fsync of cur/) and then
@@ -587,8 +658,9 @@ class Folder:
 
     # -- operations (each serialised; each returns after the index is updated) -----------------
 
-    def set_flags(self, uids: Iterable[int], flags: Iterable[str], mode: int,
-                  origin: Any = None) -> defer.Deferred[dict[int, frozenset[str]]]:
+    def set_flags(
+        self, uids: Iterable[int], flags: Iterable[str], mode: int, origin: Any = None
+    ) -> defer.Deferred[dict[int, frozenset[str]]]:
         """STORE: mode 1 adds, -1 removes, 0 replaces ``flags`` on ``uids``; fires with
         {uid: new flags} for the messages that still exist. \\Recent is ignored (RFC 3501 §2.3.2)."""
         wanted = [maildir.canonical_flag(f) for f in flags if f.lower() != "\\recent"]
@@ -658,9 +730,13 @@ class Folder:
             return ch, done
 
         d = self._locked(self._own_change(work))
-        return d.addCallback(lambda r: {u: self.flags_of(self.entries[u]) for u in r[1] if u in self.entries})
+        return d.addCallback(
+            lambda r: {u: self.flags_of(self.entries[u]) for u in r[1] if u in self.entries}
+        )
 
-    def _letters_blocking(self, flags: Iterable[str], ch: Changes, allocate: bool) -> tuple[set[str], dict[int, str]]:
+    def _letters_blocking(
+        self, flags: Iterable[str], ch: Changes, allocate: bool
+    ) -> tuple[set[str], dict[int, str]]:
         """(thread, locked) Maildir letters for ``flags``: system flags map to capitals,
         keywords to Dovecot's a..z, allocating letters (and rewriting dovecot-keywords) when
         ``allocate``. Keywords beyond 26 are dropped (PERMANENTFLAGS then lacks ``\\*``)."""
@@ -725,8 +801,11 @@ class Folder:
 
         return self._locked(self._own_change(work)).addCallback(lambda r: r[1])
 
-    def add(self, sources: list[tuple[Union[bytes, BinaryIO, str], Iterable[str], Optional[float]]],
-            origin: Any = None) -> defer.Deferred[list[int]]:
+    def add(
+        self,
+        sources: list[tuple[Union[bytes, BinaryIO, str], Iterable[str], Optional[float]]],
+        origin: Any = None,
+    ) -> defer.Deferred[list[int]]:
         """APPEND/COPY into this folder: each source is (bytes | binary file | path to link,
         flags, internal date as epoch or None). Durable before it fires with the new UIDs.
         The new messages are \\Recent for the first read-write session (RFC 3501 §6.3.11)."""
@@ -737,8 +816,13 @@ class Folder:
             stored: list[tuple[str, str]] = []  # (key, name in cur/)
             try:
                 for source, flags, date in sources:
-                    letters = "".join(sorted(self._letters_blocking(
-                        [f for f in flags if f.lower() != "\\recent"], ch, allocate=True)[0]))
+                    letters = "".join(
+                        sorted(
+                            self._letters_blocking(
+                                [f for f in flags if f.lower() != "\\recent"], ch, allocate=True
+                            )[0]
+                        )
+                    )
                     stored.append(self._deliver_blocking(source, letters, date))
                 # One fsync of cur/ for the batch: the new names are durable before any UID
                 # is saved or reported (the tagged OK of APPEND, COPY, MOVE).
@@ -765,25 +849,34 @@ class Folder:
 
         return self.refresh().addCallback(first_load).addCallback(lambda r: r[1])
 
-    def _deliver_blocking(self, source: Union[bytes, BinaryIO, str], letters: str,
-                          date: Optional[float]) -> tuple[str, str]:
+    def _deliver_blocking(
+        self, source: Union[bytes, BinaryIO, str], letters: str, date: Optional[float]
+    ) -> tuple[str, str]:
         """(thread, locked) One message into cur/, its directory not yet fsynced."""
         try:
-            return maildir.deliver(self.path, source, letters, date, hostname=self._hostname, sync=False)
+            return maildir.deliver(
+                self.path, source, letters, date, hostname=self._hostname, sync=False
+            )
         except FileNotFoundError:
             # COPY source renamed by a flag change meanwhile: find it by its key.
             moved = maildir.find_key(source) if isinstance(source, str) else None
             if moved is None:
                 raise
-            return maildir.deliver(self.path, moved, letters, date, hostname=self._hostname, sync=False)
+            return maildir.deliver(
+                self.path, moved, letters, date, hostname=self._hostname, sync=False
+            )
 
     def _conflict(self, fname: str) -> None:
         """(thread, locked) Log, once per name, a cur/ file that is another file's key."""
         if fname not in self._conflicts and len(self._conflicts) < 10_000:
             self._conflicts.add(fname)
-            self.log.warn("{account} {folder}: cur/{file} is a different file with the key of "
-                          "another message; left alone", account=self.account, folder=self.name,
-                          file=fname)
+            self.log.warn(
+                "{account} {folder}: cur/{file} is a different file with the key of "
+                "another message; left alone",
+                account=self.account,
+                folder=self.name,
+                file=fname,
+            )
 
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)

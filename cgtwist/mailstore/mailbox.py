@@ -49,9 +49,15 @@ from cgtwist.mailstore.message import MaildirMessage
 if TYPE_CHECKING:
     from cgtwist.mailstore.account import MaildirAccount
 
-_MONTHS = {m: i for i, m in enumerate(
-    ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)}
-_DATE_RE = re.compile(r"^\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$")
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
+    )
+}
+_DATE_RE = re.compile(
+    r"^\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
+)
 
 
 def parse_imap_date(value: Union[bytes, str, None]) -> Optional[float]:
@@ -92,8 +98,9 @@ class Updates:
     fetch_flags: list[tuple[int, list[str]]] = field(default_factory=list)  # (seq, flags now)
 
     def __bool__(self) -> bool:
-        return bool(self.expunged or self.flags is not None or self.exists is not None
-                    or self.fetch_flags)
+        return bool(
+            self.expunged or self.flags is not None or self.exists is not None or self.fetch_flags
+        )
 
 
 @implementer(imap4.IMailbox, imap4.IMailboxInfo, imap4.IMessageCopier, imap4.ICloseableMailbox)
@@ -280,8 +287,11 @@ class MaildirMailbox:
             return defer.fail(imap4.ReadOnlyMailbox())
         wanted = set(uids)
         entries = self.folder.entries
-        doomed = [u for u in self._seq[:self._announced] if u in wanted and u not in self._pending
-                  and u in entries and "T" in entries[u].letters]
+        doomed = [
+            u
+            for u in self._seq[: self._announced]
+            if u in wanted and u not in self._pending and u in entries and "T" in entries[u].letters
+        ]
         return self._expunge(doomed)
 
     def _expunge(self, doomed: list[int]) -> defer.Deferred[list[int]]:
@@ -290,7 +300,9 @@ class MaildirMailbox:
         d = self.folder.expunge(doomed, origin=self)
         return d.addCallback(lambda _: self._take_expunges())
 
-    def copy_uids(self, uids: Iterable[int], dest: MaildirMailbox) -> defer.Deferred[tuple[list[int], list[int]]]:
+    def copy_uids(
+        self, uids: Iterable[int], dest: MaildirMailbox
+    ) -> defer.Deferred[tuple[list[int], list[int]]]:
         """COPY/UID COPY: fires with (source UIDs, new UIDs) in matching order for COPYUID
         (RFC 4315 §3). Files are hard-linked where possible; flags are kept, \\Recent is new."""
         src: list[int] = []
@@ -306,35 +318,51 @@ class MaildirMailbox:
         d = dest.folder.add(sources, origin=dest)
         return d.addCallback(lambda new: (src, new))
 
-    def move_uids(self, uids: Iterable[int], dest: MaildirMailbox) -> defer.Deferred[tuple[list[int], list[int], list[int]]]:
+    def move_uids(
+        self, uids: Iterable[int], dest: MaildirMailbox
+    ) -> defer.Deferred[tuple[list[int], list[int], list[int]]]:
         """MOVE/UID MOVE (RFC 6851): copy, then expunge the originals; fires with
         (source UIDs, new UIDs, expunged sequence numbers to report)."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
         d = self.copy_uids(uids, dest)
 
-        def expunge(r: tuple[list[int], list[int]]) -> defer.Deferred[tuple[list[int], list[int], list[int]]]:
+        def expunge(
+            r: tuple[list[int], list[int]],
+        ) -> defer.Deferred[tuple[list[int], list[int], list[int]]]:
             return self._expunge(r[0]).addCallback(lambda seqs: (r[0], r[1], seqs))
 
         return d.addCallback(expunge)
 
-    def append(self, data: Union[bytes, BinaryIO], flags: Iterable[str] = (),
-               date: Union[bytes, str, float, None] = None) -> defer.Deferred[int]:
+    def append(
+        self,
+        data: Union[bytes, BinaryIO],
+        flags: Iterable[str] = (),
+        date: Union[bytes, str, float, None] = None,
+    ) -> defer.Deferred[int]:
         """APPEND: store ``data`` durably with ``flags`` and internal ``date`` (IMAP date-time
         string or epoch); fires with the new UID (RFC 4315 APPENDUID)."""
         when = date if isinstance(date, (int, float)) or date is None else parse_imap_date(date)
-        return self.folder.add([(data, list(flags), when)], origin=self).addCallback(lambda uids: uids[0])
+        return self.folder.add([(data, list(flags), when)], origin=self).addCallback(
+            lambda uids: uids[0]
+        )
 
-    def append_all(self, items: list[tuple[Union[bytes, BinaryIO], Iterable[str], Optional[float]]]) -> defer.Deferred[list[int]]:
+    def append_all(
+        self, items: list[tuple[Union[bytes, BinaryIO], Iterable[str], Optional[float]]]
+    ) -> defer.Deferred[list[int]]:
         """MULTIAPPEND (RFC 3502): store every (data, flags, epoch or None) in one durable
         operation, all or none; fires with the new UIDs in order."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
-        return self.folder.add([(data, list(flags), when) for data, flags, when in items], origin=self)
+        return self.folder.add(
+            [(data, list(flags), when) for data, flags, when in items], origin=self
+        )
 
     # -- called by the Folder ------------------------------------------------------------------
 
-    def _folder_changed(self, ch: Changes, flag_changes: dict[int, frozenset[str]], claimed: set[int]) -> None:
+    def _folder_changed(
+        self, ch: Changes, flag_changes: dict[int, frozenset[str]], claimed: set[int]
+    ) -> None:
         # Record only; the client hears of it at the next sync. Work in proportion to the
         # change, not to the folder (every session, every change).
         own = ch.origin is self and not ch.rescan  # this view's command: it syncs at its end
@@ -350,11 +378,11 @@ class MaildirMailbox:
         if added:
             news = True
             self._seq.extend(added)
-            tail = self._seq[-len(added) - 1:]
+            tail = self._seq[-len(added) - 1 :]
             if tail != sorted(tail):
                 # UIDs only grow, so new ones belong after every announced one; sort the
                 # unannounced tail only, never moving a sequence number the client knows.
-                self._seq[self._announced:] = sorted(self._seq[self._announced:])
+                self._seq[self._announced :] = sorted(self._seq[self._announced :])
         if claimed:
             self._recent |= self._present(claimed)
             news = True
@@ -406,12 +434,15 @@ class MaildirMailbox:
         return len(self._recent)
 
     def getUnseenCount(self) -> int:
-        return sum(1 for u in self._seq[:self._announced] if u in self.folder.entries
-                   and "S" not in self.folder.entries[u].letters)
+        return sum(
+            1
+            for u in self._seq[: self._announced]
+            if u in self.folder.entries and "S" not in self.folder.entries[u].letters
+        )
 
     def first_unseen(self) -> Optional[int]:
         """Sequence number of the first message without \\Seen (the SELECT ``UNSEEN`` code)."""
-        for i, u in enumerate(self._seq[:self._announced]):
+        for i, u in enumerate(self._seq[: self._announced]):
             e = self.folder.entries.get(u)
             if e is not None and "S" not in e.letters:
                 return i + 1
@@ -431,7 +462,9 @@ class MaildirMailbox:
         # append/select). Messages claimed by an open session are that session's alone.
         recent = len(f.unclaimed_recent)
         values = {
-            "MESSAGES": len(f.uids), "RECENT": recent, "UIDNEXT": f.uidnext,
+            "MESSAGES": len(f.uids),
+            "RECENT": recent,
+            "UIDNEXT": f.uidnext,
             "UIDVALIDITY": f.uidvalidity,
             "UNSEEN": sum(1 for e in f.entries.values() if "S" not in e.letters),
             "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
@@ -449,7 +482,9 @@ class MaildirMailbox:
         if not self.listeners:
             self.close()
 
-    def addMessage(self, message: Union[bytes, BinaryIO], flags: Iterable[str], date: Any = None) -> defer.Deferred[int]:
+    def addMessage(
+        self, message: Union[bytes, BinaryIO], flags: Iterable[str], date: Any = None
+    ) -> defer.Deferred[int]:
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
         return self.append(message, flags, date)
@@ -458,15 +493,21 @@ class MaildirMailbox:
         """Remove every message with \\Deleted; fires with the sequence numbers to report."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
-        doomed = [u for u in self._seq[:self._announced] if u in self.folder.entries and u not in self._pending
-                  and "T" in self.folder.entries[u].letters]
+        doomed = [
+            u
+            for u in self._seq[: self._announced]
+            if u in self.folder.entries
+            and u not in self._pending
+            and "T" in self.folder.entries[u].letters
+        ]
         return self._expunge(doomed)
 
     def fetch(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, MaildirMessage]]:
         return [(seq, self.message(seq)) for seq, _u in self.resolve(messages, uid)]
 
-    def store(self, messages: imap4.MessageSet, flags: Iterable[str], mode: int,
-              uid: bool) -> defer.Deferred[dict[int, list[str]]]:
+    def store(
+        self, messages: imap4.MessageSet, flags: Iterable[str], mode: int, uid: bool
+    ) -> defer.Deferred[dict[int, list[str]]]:
         """Change flags; fires with {seq: flags now} (\\Recent included for this session)."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())

@@ -40,12 +40,33 @@ FLAG_LOG = "cgtwist-flaglog"  # "old<TAB>new" cur/ names of flag changes whose o
 MAX_KEYWORDS = 26
 
 # Headers kept in the metadata cache: enough for ENVELOPE and BODYSTRUCTURE of the top level.
-CACHED_HEADERS = frozenset({
-    "date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to",
-    "message-id", "references", "content-type", "content-transfer-encoding",
-    "content-disposition", "content-language", "content-location", "content-id",
-    "content-description", "content-md5", "mime-version", "list-id", "x-priority", "importance",
-})
+CACHED_HEADERS = frozenset(
+    {
+        "date",
+        "subject",
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "in-reply-to",
+        "message-id",
+        "references",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "content-language",
+        "content-location",
+        "content-id",
+        "content-description",
+        "content-md5",
+        "mime-version",
+        "list-id",
+        "x-priority",
+        "importance",
+    }
+)
 
 _counter = itertools.count()
 
@@ -74,7 +95,11 @@ def join_name(key: str, letters: Iterable[str]) -> str:
 def unique_key(hostname: Optional[str] = None) -> str:
     """A new unique Maildir base name: ``<secs>.M<usec>P<pid>Q<n>.<host>`` (maildir(5))."""
     now = time.time()
-    host = (hostname or socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
+    host = (
+        (hostname or socket.gethostname() or "localhost")
+        .replace("/", "\\057")
+        .replace(":", "\\072")
+    )
     return f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{next(_counter)}.{host}"
 
 
@@ -181,9 +206,15 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
         fsync_dir(os.path.dirname(path) or ".")
 
 
-def deliver(path: str, source: Union[bytes, BinaryIO, str], letters: str = "",
-            mtime: Optional[float] = None, to_new: bool = False,
-            hostname: Optional[str] = None, sync: bool = True) -> tuple[str, str]:
+def deliver(
+    path: str,
+    source: Union[bytes, BinaryIO, str],
+    letters: str = "",
+    mtime: Optional[float] = None,
+    to_new: bool = False,
+    hostname: Optional[str] = None,
+    sync: bool = True,
+) -> tuple[str, str]:
     """Durably add one message to the Maildir at ``path``; return (key, file name in ``cur``/``new``).
 
     ``source`` is the message bytes, a binary file, or the path of an existing message file to
@@ -247,8 +278,9 @@ def _write_source(fd: int, source: Union[bytes, bytearray, memoryview, BinaryIO]
                 out.write(chunk)
 
 
-def move_to_cur(path: str, fnames: Iterable[str], cur_names: Iterable[str]
-                ) -> tuple[dict[str, str], dict[str, OSError]]:
+def move_to_cur(
+    path: str, fnames: Iterable[str], cur_names: Iterable[str]
+) -> tuple[dict[str, str], dict[str, OSError]]:
     """Move the messages ``fnames`` of ``new/`` into ``cur/`` (info ``:2,``) so that no power
     cut loses one: link each into cur/, fsync cur/ once, then unlink the new/ names and fsync
     new/ once. A rename would be one step, but the removal from new/ can reach the disk before
@@ -281,7 +313,8 @@ def move_to_cur(path: str, fnames: Iterable[str], cur_names: Iterable[str]
                 else:
                     if not same:
                         failed[fname] = FileExistsError(
-                            errno.EEXIST, "another message has this key in cur/", dest)
+                            errno.EEXIST, "another message has this key in cur/", dest
+                        )
                         continue
             if dest is None:
                 dest = join_name(key, "")
@@ -314,7 +347,7 @@ def note_renames(path: str, pairs: Iterable[tuple[str, str]]) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -380,8 +413,16 @@ class Meta:
     extra: dict[str, str] = field(default_factory=dict)  # derived values, see MaildirMessage.cached
 
     def to_json(self) -> list[object]:
-        return [self.size, self.date, int(self.crlf), self.body_offset, self.body_size,
-                self.body_lines, self.headers, dict(self.extra)]
+        return [
+            self.size,
+            self.date,
+            int(self.crlf),
+            self.body_offset,
+            self.body_size,
+            self.body_lines,
+            self.headers,
+            dict(self.extra),
+        ]
 
     @classmethod
     def from_json(cls, v: list[object]) -> Meta:
@@ -394,9 +435,16 @@ class Meta:
             if not isinstance(x, (int, float)):
                 raise ValueError("bad cached numbers")
             nums.append(x)
-        return cls(int(nums[0]), float(nums[1]), bool(crlf), int(nums[2]), int(nums[3]),
-                   int(nums[4]), {sys.intern(str(k)): str(x) for k, x in headers.items()},
-                   {str(k): str(x) for k, x in extra.items()})
+        return cls(
+            int(nums[0]),
+            float(nums[1]),
+            bool(crlf),
+            int(nums[2]),
+            int(nums[3]),
+            int(nums[4]),
+            {sys.intern(str(k)): str(x) for k, x in headers.items()},
+            {str(k): str(x) for k, x in extra.items()},
+        )
 
 
 def split_header(data: bytes) -> int:
@@ -499,8 +547,12 @@ def measure(fpath: str, chunk_size: int = 1 << 20) -> Meta:
     if off is None:
         off = len(head)
     return Meta(
-        size=whole.served, date=st.st_mtime, crlf=whole.lf == whole.crlf, body_offset=off,
-        body_size=body.served, body_lines=body.lf + (1 if body.octets and body.last != b"\n" else 0),
+        size=whole.served,
+        date=st.st_mtime,
+        crlf=whole.lf == whole.crlf,
+        body_offset=off,
+        body_size=body.served,
+        body_lines=body.lf + (1 if body.octets and body.last != b"\n" else 0),
         headers=parse_headers(head, CACHED_HEADERS),
     )
 

@@ -195,7 +195,9 @@ class MaildirMessage:
         if not self.isMultipart():
             raise TypeError("not a multipart message")
         if self._parsed is None:
-            self._parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self.read_bytes())
+            self._parsed = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+                self.read_bytes()
+            )
         return MessagePart(self._parsed).getSubPart(part)
 
     def __repr__(self) -> str:
@@ -254,7 +256,9 @@ class MessagePart:
 
     def _raw(self) -> bytes:
         if self._bytes is None:
-            self._bytes = maildir.to_crlf(self.part.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n")))
+            self._bytes = maildir.to_crlf(
+                self.part.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
+            )
         return self._bytes
 
     def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
@@ -269,7 +273,7 @@ class MessagePart:
 
     def getBodyFile(self) -> BinaryIO:
         raw = self._raw()
-        return io.BytesIO(raw[maildir.split_header(raw):])
+        return io.BytesIO(raw[maildir.split_header(raw) :])
 
     def getSize(self) -> int:
         raw = self._raw()

@@ -145,7 +145,13 @@ def normalize(name: Union[str, bytes]) -> str:
             raise MailboxNameError("mailbox name component may not start with '.' or '~'")
         for ch in part:
             o = ord(ch)
-            if o < 0x20 or o == 0x7F or ch in "*%\\" or 0xD800 <= o <= 0xDFFF or o in (0xFEFF, 0xFFFE):
+            if (
+                o < 0x20
+                or o == 0x7F
+                or ch in "*%\\"
+                or 0xD800 <= o <= 0xDFFF
+                or o in (0xFEFF, 0xFFFE)
+            ):
                 raise MailboxNameError("forbidden character in mailbox name")
         if part != part.strip():
             raise MailboxNameError("mailbox name component may not begin or end with a space")

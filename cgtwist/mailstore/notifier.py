@@ -35,15 +35,23 @@ class MailboxNotifier:
     KEEP = 128  # recently used folders kept loaded after their last session left...
     KEEP_MESSAGES = 100_000  # ...as long as they hold no more messages than this (~1.5 KB each)
 
-    def __init__(self, reactor: Any = None, threadpool: Any = None, hostname: Optional[str] = None,
-                 clock: Callable[[], float] = time.time, timer: Any = None) -> None:
+    def __init__(
+        self,
+        reactor: Any = None,
+        threadpool: Any = None,
+        hostname: Optional[str] = None,
+        clock: Callable[[], float] = time.time,
+        timer: Any = None,
+    ) -> None:
         self._reactor = reactor
         self._timer = timer if timer is not None else reactor
         self._pool = threadpool
         self._hostname = hostname
         self._clock = clock
         self._last_uidvalidity = 0
-        self._folders: weakref.WeakValueDictionary[tuple[str, str], Folder] = weakref.WeakValueDictionary()
+        self._folders: weakref.WeakValueDictionary[tuple[str, str], Folder] = (
+            weakref.WeakValueDictionary()
+        )
         self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
         self._shared: dict[Hashable, set[str]] = {}
         self._write_locks: dict[Hashable, defer.DeferredLock] = {}
@@ -63,7 +71,9 @@ class MailboxNotifier:
             s = self._shared[key] = load()
         return s
 
-    def write_serialised(self, key: Hashable, job: Callable[[], tuple[Any, ...]]) -> defer.Deferred[Any]:
+    def write_serialised(
+        self, key: Hashable, job: Callable[[], tuple[Any, ...]]
+    ) -> defer.Deferred[Any]:
         """Run ``fn(*args)`` from ``job()`` off the reactor, one at a time per ``key``; ``job`` is
         called when the turn comes, so each write takes the then-current state. Fires when the
         write is done; a failure is logged and passed on (a caller that does not wait must
@@ -92,14 +102,25 @@ class MailboxNotifier:
         key = (account.lower(), name)
         f = self._folders.get(key)
         if f is None or f.path != path:
-            f = Folder(path, account.lower(), name, self.run, hostname=self._hostname,
-                       clock=self._clock, uidvalidity=self.next_uidvalidity, timer=self._timer)
+            f = Folder(
+                path,
+                account.lower(),
+                name,
+                self.run,
+                hostname=self._hostname,
+                clock=self._clock,
+                uidvalidity=self.next_uidvalidity,
+                timer=self._timer,
+            )
             self._folders[key] = f
         self._keep[key] = f
         self._keep.move_to_end(key)
         while len(self._keep) > self.KEEP:
             self._keep.popitem(last=False)
-        while len(self._keep) > 1 and sum(len(x.entries) for x in self._keep.values()) > self.KEEP_MESSAGES:
+        while (
+            len(self._keep) > 1
+            and sum(len(x.entries) for x in self._keep.values()) > self.KEEP_MESSAGES
+        ):
             self._keep.popitem(last=False)
         return f
 
@@ -108,7 +129,8 @@ class MailboxNotifier:
         (at shutdown, before the disk threads stop); fires when all are done."""
         ds = [f.flush() for f in list(self._folders.values())]
         return defer.gatherResults(ds, consumeErrors=True).addCallbacks(
-            lambda _: None, lambda f: self.log.failure("flushing folders failed", f))
+            lambda _: None, lambda f: self.log.failure("flushing folders failed", f)
+        )
 
     def forget(self, account: str, name: str) -> None:
         """The folder was deleted: sessions keep their stale views, new ones start afresh."""
@@ -131,8 +153,11 @@ class MailboxNotifier:
         try:
             canon = names.normalize(folder)
         except names.MailboxNameError:
-            self.log.warn("mailbox_changed for bad folder {folder!r} of {account}",
-                          folder=folder, account=account)
+            self.log.warn(
+                "mailbox_changed for bad folder {folder!r} of {account}",
+                folder=folder,
+                account=account,
+            )
             return defer.succeed(None)
         f = self._folders.get((account.lower(), canon))
         if f is None or not f.loaded or not os.path.isdir(f.path):
@@ -140,6 +165,8 @@ class MailboxNotifier:
         d = f.refresh(force=True)
 
         def failed(fail: Any) -> None:
-            self.log.failure("rescan of {account} {folder} failed", fail, account=account, folder=canon)
+            self.log.failure(
+                "rescan of {account} {folder} failed", fail, account=account, folder=canon
+            )
 
         return d.addCallbacks(lambda _: None, failed)

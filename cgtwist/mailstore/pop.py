@@ -68,6 +68,7 @@ class PopMailbox:
 
         The lock is taken in a thread, as all the mailbox's file work is: at a first login it
         creates the lock file, and the server's reactor serves every other session."""
+
         def locked(fd: int) -> defer.Deferred[PopMailbox]:
             def opened(box: Optional[MaildirMailbox]) -> PopMailbox:
                 assert box is not None, "INBOX always exists"

@@ -109,8 +109,13 @@ def load_dovecot(folder: str) -> Optional[UidList]:
 def save(folder: str, ul: UidList) -> None:
     """Durably replace the folder's uidlist."""
     out = [f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"]
-    out.extend(f"{uid} {quote(key, safe=',=')}" for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1]))
-    maildir.write_atomic(os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii"))
+    out.extend(
+        f"{uid} {quote(key, safe=',=')}"
+        for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1])
+    )
+    maildir.write_atomic(
+        os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii")
+    )
 
 
 def load_cache(folder: str) -> tuple[dict[str, Meta], int]:
@@ -135,8 +140,10 @@ def load_cache(folder: str) -> tuple[dict[str, Meta], int]:
 
 
 def save_cache(folder: str, metas: dict[str, Meta], uidvalidity: int) -> None:
-    data = json.dumps({"v": 1, "uv": uidvalidity, "m": {k: m.to_json() for k, m in metas.items()}},
-                      separators=(",", ":"))
+    data = json.dumps(
+        {"v": 1, "uv": uidvalidity, "m": {k: m.to_json() for k, m in metas.items()}},
+        separators=(",", ":"),
+    )
     try:
         if os.path.isdir(folder):
             maildir.write_atomic(os.path.join(folder, CACHE_FILE), data.encode("utf-8"), sync=False)

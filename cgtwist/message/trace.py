@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 MAX_TOKEN = 255  # a HELO name or address longer than a domain name is truncated
 # Everything but printable ASCII (33..126) without comment and clause delimiters.
-_UNSAFE_RE = re.compile(r'[^!#-\'*-:=?-Z\^-~]')
+_UNSAFE_RE = re.compile(r"[^!#-\'*-:=?-Z\^-~]")
 _FOLD = b"\r\n\t"
 
 

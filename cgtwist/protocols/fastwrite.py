@@ -48,11 +48,13 @@ def write_pipe_now(transport: Any, data: bytes) -> None:
 def _idle(descriptor: Any) -> bool:
     """Connected, not closing, and nothing queued in Twisted's buffers: a direct write now
     cannot overtake earlier output."""
-    return (getattr(descriptor, "connected", False)
-            and not getattr(descriptor, "disconnecting", True)
-            and not getattr(descriptor, "_writeDisconnected", True)
-            and not getattr(descriptor, "_tempDataBuffer", True)
-            and not getattr(descriptor, "dataBuffer", True))
+    return (
+        getattr(descriptor, "connected", False)
+        and not getattr(descriptor, "disconnecting", True)
+        and not getattr(descriptor, "_writeDisconnected", True)
+        and not getattr(descriptor, "_tempDataBuffer", True)
+        and not getattr(descriptor, "dataBuffer", True)
+    )
 
 
 def _send_some(send: Callable[[bytes], int], data: bytes) -> bytes:

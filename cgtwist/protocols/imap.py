@@ -49,9 +49,16 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     log = Logger()
     factory: Optional[IMAPFactory] = None
 
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any,
-                 penalty: Optional[IPenalty] = None) -> None:
+    def __init__(
+        self,
+        listener: ListenerSpec,
+        settings: SettingsHolder,
+        portal: Any,
+        tls: Callable[[], Any],
+        hostname: str,
+        clock: Any,
+        penalty: Optional[IPenalty] = None,
+    ) -> None:
         super().__init__(chal={}, contextFactory=None, scheduler=None)
         self.listener = listener
         self.settings = settings
@@ -103,8 +110,10 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self.tags = {}
         peer = self.transport.getPeer()
         self.peer_ip = getattr(peer, "host", "") or ""
-        self.secure = self.listener.tls == "implicit" or \
-            interfaces.ISSLTransport(self.transport, None) is not None
+        self.secure = (
+            self.listener.tls == "implicit"
+            or interfaces.ISSLTransport(self.transport, None) is not None
+        )
         self.canStartTLS = interfaces.ITLSTransport(self.transport, None) is not None
         # Replies are small and strictly request/response: without TCP_NODELAY, Nagle's
         # algorithm plus the client's delayed ACK can hold a reply back for ~40 ms.
@@ -127,8 +136,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             return
         self.setTimeout(self.settings.current["imap.preauth_timeout"])
         # RFC 3501 §7.1.1 greeting; never PREAUTH (RELIABILITY b-E 31).
-        self.sendPositiveResponse(message=b"[CAPABILITY " + b" ".join(self.listCapabilities())
-                                  + b"] " + self.IDENT)
+        self.sendPositiveResponse(
+            message=b"[CAPABILITY " + b" ".join(self.listCapabilities()) + b"] " + self.IDENT
+        )
 
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self._closed = True
@@ -166,8 +176,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._closed_by_us()
 
     def timeoutConnection(self) -> None:
-        self.log.info("imap: idle timeout for {ip} {account}", ip=self.peer_ip,
-                      account=self.account_name)
+        self.log.info(
+            "imap: idle timeout for {ip} {account}", ip=self.peer_ip, account=self.account_name
+        )
         self.sendLine(b"* BYE Autologout; idle for too long")
         self._release_mailbox()
         self.state = "timeout"
@@ -186,16 +197,35 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             closeable = cast(Any, imap4.ICloseableMailbox(mbox, None))
             if closeable is not None:
                 defer.maybeDeferred(closeable.close).addErrback(
-                    lambda f: self.log.failure("closing mailbox failed", f))
+                    lambda f: self.log.failure("closing mailbox failed", f)
+                )
 
     # -- capabilities -----------------------------------------------------------------------
     def listCapabilities(self) -> list[bytes]:
-        caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
-                b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN", *_SORT_CAPS,
-                b"ESEARCH", b"SEARCHRES", b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE",
-                b"MULTIAPPEND", b"BINARY",
-                # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
-                b"APPENDLIMIT=%d" % int(self.settings.current["imap.max_literal"])]
+        caps = [
+            b"IMAP4rev1",
+            b"LITERAL+",
+            b"SASL-IR",
+            b"ID",
+            b"ENABLE",
+            b"IDLE",
+            b"NAMESPACE",
+            b"UIDPLUS",
+            b"MOVE",
+            b"UNSELECT",
+            b"SPECIAL-USE",
+            b"CHILDREN",
+            *_SORT_CAPS,
+            b"ESEARCH",
+            b"SEARCHRES",
+            b"LIST-EXTENDED",
+            b"LIST-STATUS",
+            b"STATUS=SIZE",
+            b"MULTIAPPEND",
+            b"BINARY",
+            # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
+            b"APPENDLIMIT=%d" % int(self.settings.current["imap.max_literal"]),
+        ]
         if self.state == "unauth":
             if self._can_starttls():
                 caps.append(b"STARTTLS")
@@ -277,11 +307,15 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         except imap4.IllegalClientResponse as e:
             self.sendBadResponse(tag, b"Illegal syntax: " + str(e)[:200].encode("utf-8", "replace"))
         except imap4.IllegalOperation as e:
-            self.sendNegativeResponse(tag, b"Illegal operation: " + str(e)[:200].encode("utf-8", "replace"))
+            self.sendNegativeResponse(
+                tag, b"Illegal operation: " + str(e)[:200].encode("utf-8", "replace")
+            )
         except imap4.IllegalMailboxEncoding:
             self.sendNegativeResponse(tag, b"Illegal mailbox name")
 
-    def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None:
+    def dispatchCommand(
+        self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None
+    ) -> None:
         if not _COMMAND_RE.match(cmd):
             self.sendBadResponse(tag, b"Unknown command")
             return
@@ -300,7 +334,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None:
         """Argument-parser errors: BAD for syntax, NO [SERVERBUG] for our own bugs."""
         if failure.check(imap4.IllegalClientResponse):
-            self.sendBadResponse(tag, b"Illegal syntax: " + str(failure.value)[:200].encode("utf-8", "replace"))
+            self.sendBadResponse(
+                tag, b"Illegal syntax: " + str(failure.value)[:200].encode("utf-8", "replace")
+            )
         elif failure.check(imap4.IllegalOperation):
             self.sendNegativeResponse(tag, b"Illegal operation")
         elif failure.check(imap4.IllegalMailboxEncoding):
@@ -385,7 +421,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     def _send_flags(self, flags: list[str], permanent: Optional[list[str]]) -> None:
         self.sendLine(b"* FLAGS (%s)" % b" ".join(f.encode() for f in flags))
         if permanent is not None:
-            self.sendLine(b"* OK [PERMANENTFLAGS (%s)] Limited" % b" ".join(f.encode() for f in permanent))
+            self.sendLine(
+                b"* OK [PERMANENTFLAGS (%s)] Limited" % b" ".join(f.encode() for f in permanent)
+            )
 
     def _announce_keywords(self) -> None:
         """A new FLAGS list if keywords were added since the client's last one."""
@@ -447,8 +485,15 @@ class IMAPFactory(AccessFactory):
     live: set[CgIMAP4Server]
 
     def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]
-        p = CgIMAP4Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
-                          self.clock, self.penalty)
+        p = CgIMAP4Server(
+            self.listener,
+            self.settings,
+            self.portal,
+            self.tls,
+            self.hostname,
+            self.clock,
+            self.penalty,
+        )
         p.factory = self
         self.live.add(p)
         return p

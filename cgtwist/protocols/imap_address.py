@@ -107,14 +107,14 @@ def _mailbox(toks: list[_Tok]) -> Optional[Address]:
     if "<" in kinds:
         lt = kinds.index("<")
         gt = kinds.index(">", lt) if ">" in kinds[lt:] else len(toks)
-        name = _phrase(toks[:lt]) or _comment(toks[:lt] + toks[gt + 1:])
-        inner = [t for t in toks[lt + 1:gt] if t.kind != "comment"]
+        name = _phrase(toks[:lt]) or _comment(toks[:lt] + toks[gt + 1 :])
+        inner = [t for t in toks[lt + 1 : gt] if t.kind != "comment"]
         adl = None
         ikinds = [t.kind for t in inner]
         if inner and inner[0].kind == "@" and ":" in ikinds:
             colon = ikinds.index(":")
             adl = "".join(t.text for t in inner[:colon]) or None
-            inner = inner[colon + 1:]
+            inner = inner[colon + 1 :]
         spec = inner
     else:
         name = _comment(toks)
@@ -123,7 +123,7 @@ def _mailbox(toks: list[_Tok]) -> Optional[Address]:
     skinds = [t.kind for t in spec]
     if "@" in skinds:
         at = len(skinds) - 1 - skinds[::-1].index("@")
-        local, host = _joined(spec[:at]), _joined(spec[at + 1:])
+        local, host = _joined(spec[:at]), _joined(spec[at + 1 :])
     else:
         local, host = _joined(spec), ""
     if not local and not host and not name:
@@ -149,8 +149,10 @@ def parse(value: Optional[str]) -> list[Address]:
                 angle = True
             elif k == ">":
                 angle = False
-            elif not angle and (k in (",", ";") or (k == ":" and not in_group and "<" not in
-                                                     [t.kind for t in toks[i:j]])):
+            elif not angle and (
+                k in (",", ";")
+                or (k == ":" and not in_group and "<" not in [t.kind for t in toks[i:j]])
+            ):
                 break
             j += 1
         piece = toks[i:j]

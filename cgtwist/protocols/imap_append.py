@@ -54,7 +54,7 @@ def parse(pieces: list[bytes], literals: list[Any]) -> AppendRequest:
             spec = literal_at_end(text)
             if spec is None:
                 raise ParseError("Literal mismatch")
-            text, binary = strip_literal8(text[:spec.start])
+            text, binary = strip_literal8(text[: spec.start])
         tokens = tokenize([text], [])
         if mailbox is None:
             if tokens:

@@ -18,9 +18,14 @@ from cgtwist.protocols import imap_sections
 
 # BINARY[section-binary]<partial>, BINARY.PEEK[...], BINARY.SIZE[...] (RFC 3516 §4.2, §6):
 # section-binary is only part numbers, no HEADER/TEXT/MIME.
-_ITEM = re.compile(rb"BINARY(\.PEEK|\.SIZE)?\[((?:[1-9][0-9]{0,8})(?:\.[1-9][0-9]{0,8})*)?\]"
-                   rb"(?:<([0-9]{1,10})\.([0-9]{1,10})>)?(?=[ )]|\Z)", re.I)
-_CTE_FIELD = re.compile(rb"^content-transfer-encoding[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*", re.I | re.M)
+_ITEM = re.compile(
+    rb"BINARY(\.PEEK|\.SIZE)?\[((?:[1-9][0-9]{0,8})(?:\.[1-9][0-9]{0,8})*)?\]"
+    rb"(?:<([0-9]{1,10})\.([0-9]{1,10})>)?(?=[ )]|\Z)",
+    re.I,
+)
+_CTE_FIELD = re.compile(
+    rb"^content-transfer-encoding[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*", re.I | re.M
+)
 _IDENTITY = ("", "7bit", "8bit", "binary")
 
 
@@ -56,12 +61,12 @@ def split_items(line: bytes) -> list[Union[bytes, BinaryItem]]:
     out: list[Union[bytes, BinaryItem]] = []
     pos = 0
     for m in _ITEM.finditer(line):
-        if m.start() > 0 and line[m.start() - 1:m.start()] not in (b" ", b"("):
+        if m.start() > 0 and line[m.start() - 1 : m.start()] not in (b" ", b"("):
             continue
         kind = (m.group(1) or b"").upper()
         if kind == b".SIZE" and m.group(3) is not None:
             continue
-        out.append(line[pos:m.start()])
+        out.append(line[pos : m.start()])
         part = [int(p) - 1 for p in m.group(2).split(b".")] if m.group(2) else []
         item = BinaryItem(part, kind == b".PEEK", kind == b".SIZE")
         if m.group(3) is not None:
@@ -90,7 +95,7 @@ def decode_qp(body: bytes) -> bytes:
                 out += line[j:]
                 break
             out += line[j:k]
-            pair = line[k + 1:k + 3]
+            pair = line[k + 1 : k + 3]
             try:
                 if len(pair) != 2:
                     raise ValueError
@@ -128,7 +133,7 @@ def section(raw: bytes, part: list[int]) -> Optional[bytes]:
     node = imap_sections.resolve(imap_sections.parse(raw), [p + 1 for p in part])
     if node is None:
         return None
-    body = raw[node.body:node.end]
+    body = raw[node.body : node.end]
     if node.children or node.message is not None:
         return body
     return decode(body, str(node.header.get("content-transfer-encoding", "")))
@@ -149,13 +154,13 @@ def binary_to_base64(raw: bytes) -> bytes:
         if node.message is not None:
             stack.append(node.message)
             continue
-        body = raw[node.body:node.end]
+        body = raw[node.body : node.end]
         cte = str(node.header.get("content-transfer-encoding", "")).strip().lower()
         if cte != "binary" and b"\x00" not in body:
             continue
         if cte not in _IDENTITY:
             continue  # already encoded in some way: leave it
-        header = raw[node.start:node.body]
+        header = raw[node.start : node.body]
         if not header.endswith(b"\n"):
             continue  # no blank line ends this header: nothing safe to rewrite
         if _CTE_FIELD.search(header):

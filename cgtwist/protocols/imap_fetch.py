@@ -105,8 +105,10 @@ def internal_date(msg: Any) -> bytes:
     off = t[9] or 0
     sign = "+" if off >= 0 else "-"
     off = abs(off)
-    text = (f"{t[2]:02d}-{_MONTHS[t[1] - 1]}-{t[0]:04d} {t[3]:02d}:{t[4]:02d}:{t[5]:02d} "
-            f"{sign}{off // 3600:02d}{(off % 3600) // 60:02d}")
+    text = (
+        f"{t[2]:02d}-{_MONTHS[t[1] - 1]}-{t[0]:04d} {t[3]:02d}:{t[4]:02d}:{t[5]:02d} "
+        f"{sign}{off // 3600:02d}{(off % 3600) // 60:02d}"
+    )
     return b'"' + text.encode("ascii") + b'"'
 
 
@@ -114,7 +116,9 @@ def _flags(msg: Any, extra: Optional[str]) -> bytes:
     flags = list(msg.getFlags())
     if extra and extra not in flags:
         flags.append(extra)
-    return b"FLAGS (" + b" ".join(f.encode("utf-8") if isinstance(f, str) else f for f in flags) + b")"
+    return (
+        b"FLAGS (" + b" ".join(f.encode("utf-8") if isinstance(f, str) else f for f in flags) + b")"
+    )
 
 
 def _structure_name(extended: bool) -> str:
@@ -138,7 +142,9 @@ def body_structure(msg: Any, extended: bool, pre: Optional[dict[Any, Any]] = Non
         if pre is not None and ("structure", extended) in pre:
             return bytes(pre[("structure", extended)])
         cached = imap_structure.cached_structure(msg, extended)
-        return cached if cached is not None else imap_structure.body_structure(read_raw(msg), extended)
+        return (
+            cached if cached is not None else imap_structure.body_structure(read_raw(msg), extended)
+        )
 
     try:
         cheap = not _structure_needs_file(msg)
@@ -210,30 +216,34 @@ def _section_bytes(raw: bytes, part: Any) -> Optional[bytes]:
     if node is None:
         return None
     if part.mime is not None:
-        return raw[node.start:node.body]
+        return raw[node.start : node.body]
     if part.header is None and part.text is None:
-        return raw[node.body:node.end]
+        return raw[node.body : node.end]
     inner = imap_sections.message_of(root, node, path)
     if inner is None:
         return None
     if part.text is not None:
-        return raw[inner.body:inner.end]
-    header = raw[inner.start:inner.body]
+        return raw[inner.body : inner.end]
+    header = raw[inner.start : inner.body]
     if part.header.fields:
         return filter_header_lines(header, list(part.header.fields), part.header.negate)
     return header
 
 
 def _is_structure(item: Any) -> bool:
-    return bool(item.type == "bodystructure" or (
-        item.type == "body" and not (item.empty or item.header or item.text or item.mime)))
+    return bool(
+        item.type == "bodystructure"
+        or (item.type == "body" and not (item.empty or item.header or item.text or item.mime))
+    )
 
 
 def needs_parse(query: list[Any]) -> bool:
     """Whether these items may mean reading and parsing a whole message: BODY[<part>...],
     BODYSTRUCTURE or BODY of a multipart, any BINARY item. Worth doing in a thread for a
     large message."""
-    return any(_is_structure(i) or (i.type == "body" and i.part) or i.type in _BINARY for i in query)
+    return any(
+        _is_structure(i) or (i.type == "body" and i.part) or i.type in _BINARY for i in query
+    )
 
 
 _BINARY = ("binary", "binarysize")
@@ -270,7 +280,9 @@ def binary_item(msg: Any, item: Any, pre: Optional[dict[Any, Any]] = None) -> It
         return
     suffix, start, length = _partial(item, len(data))
     yield name + suffix + b" "
-    yield from _literal_stream(io.BytesIO(data), start, length, b"\x00" in data[start:start + length])
+    yield from _literal_stream(
+        io.BytesIO(data), start, length, b"\x00" in data[start : start + length]
+    )
 
 
 def precompute(msg: Any, query: list[Any]) -> dict[Any, Any]:
@@ -284,7 +296,11 @@ def precompute(msg: Any, query: list[Any]) -> dict[Any, Any]:
             if _is_structure(item):
                 ext = item.type == "bodystructure"
                 extra = getattr(getattr(msg, "meta", None), "extra", {})
-                if ("structure", ext) in out or _structure_name(ext) in extra or not _structure_needs_file(msg):
+                if (
+                    ("structure", ext) in out
+                    or _structure_name(ext) in extra
+                    or not _structure_needs_file(msg)
+                ):
                     continue
                 raw = read_raw(msg) if raw is None else raw
                 out[("structure", ext)] = imap_structure.body_structure(raw, ext)
@@ -339,16 +355,25 @@ def body_item(msg: Any, part: Any, pre: Optional[dict[Any, Any]] = None) -> Iter
 def sets_seen(query: list[Any]) -> bool:
     """Whether fetching these items sets \\Seen (RFC 3501 §6.4.5: BODY[...] and RFC822[.TEXT])."""
     for item in query:
-        if item.type == "body" and not item.peek and (
-                item.empty or item.header or item.text or item.mime):
+        if (
+            item.type == "body"
+            and not item.peek
+            and (item.empty or item.header or item.text or item.mime)
+        ):
             return True
         if item.type in ("rfc822", "rfc822text") or (item.type == "binary" and not item.peek):
             return True  # RFC 3516 §4.2: BINARY[] sets \\Seen as BODY[] does
     return False
 
 
-def fetch_response(seq: int, msg: Any, query: list[Any], want_uid: bool,
-                   seen_added: bool = False, pre: Optional[dict[Any, Any]] = None) -> Iterator[bytes]:
+def fetch_response(
+    seq: int,
+    msg: Any,
+    query: list[Any],
+    want_uid: bool,
+    seen_added: bool = False,
+    pre: Optional[dict[Any, Any]] = None,
+) -> Iterator[bytes]:
     """Yield the chunks of one ``* seq FETCH (...)`` response (``pre``: what ``precompute``
     built in a thread)."""
     yield b"* %d FETCH (" % seq
@@ -408,4 +433,3 @@ def _whole(msg: Any, name: bytes, which: str) -> Iterator[bytes]:
             yield from _literal_stream(f, head_len, size - head_len)
     finally:
         f.close()
-

@@ -79,6 +79,7 @@ class FramingMixin:
     peer_ip: str
 
     if TYPE_CHECKING:
+
         def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
         def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None: ...
         def sendContinuationRequest(self, msg: Optional[bytes] = b"") -> None: ...
@@ -125,7 +126,7 @@ class FramingMixin:
                     self._discard_tail = (self._discard_tail + bytes(self._inbuf[-_TAIL:]))[-_TAIL:]
                     self._inbuf.clear()
                     return
-                tail = (self._discard_tail + bytes(self._inbuf[max(0, nl - _TAIL):nl]))[-_TAIL:]
+                tail = (self._discard_tail + bytes(self._inbuf[max(0, nl - _TAIL) : nl]))[-_TAIL:]
                 del self._inbuf[: nl + 1]
                 self._discarding = False
                 self._discard_tail = b""
@@ -206,7 +207,9 @@ class FramingMixin:
             return
         self._start_literal(cmd, spec, line)
 
-    def _literal_cap(self, cmd: _Pending, spec: imap_parse.LiteralSpec, line: bytes) -> tuple[int, bool]:
+    def _literal_cap(
+        self, cmd: _Pending, spec: imap_parse.LiteralSpec, line: bytes
+    ) -> tuple[int, bool]:
         """(largest acceptable size, is this APPEND's message literal)."""
         if cmd.name == b"APPEND" and self.state in ("auth", "select"):
             # After the mailbox, every literal of APPEND is a message (RFC 3502 MULTIAPPEND).
@@ -220,19 +223,31 @@ class FramingMixin:
         small_total = sum(len(x) for x in cmd.literals if isinstance(x, bytes))
         if not message:
             cap = min(cap, int(self.settings.current["imap.max_command_length"]) - small_total)
-        too_many = message and cmd.messages >= int(self.settings.current["imap.max_append_messages"])
+        too_many = message and cmd.messages >= int(
+            self.settings.current["imap.max_append_messages"]
+        )
         if spec.size > cap or too_many:
             self._abort_command()
             if too_many:
-                self.log.info("imap: APPEND of more than {n} messages refused from {ip}",
-                              n=cmd.messages, ip=self.peer_ip)
+                self.log.info(
+                    "imap: APPEND of more than {n} messages refused from {ip}",
+                    n=cmd.messages,
+                    ip=self.peer_ip,
+                )
             else:
-                self.log.info("imap: literal of {size} octets refused from {ip}", size=spec.size,
-                              ip=self.peer_ip)
+                self.log.info(
+                    "imap: literal of {size} octets refused from {ip}",
+                    size=spec.size,
+                    ip=self.peer_ip,
+                )
             if not spec.sync:
                 # RFC 7888 §4: the octets are already on their way; we cannot resynchronise.
-                self.sendBadResponse(cmd.tag, b"[LIMIT] Too many messages in one APPEND" if too_many
-                                     else b"[TOOBIG] Literal too large")
+                self.sendBadResponse(
+                    cmd.tag,
+                    b"[LIMIT] Too many messages in one APPEND"
+                    if too_many
+                    else b"[TOOBIG] Literal too large",
+                )
                 self.sendLine(b"* BYE Literal too large")
                 self._closed_by_us()
             elif too_many:
@@ -247,14 +262,18 @@ class FramingMixin:
             problem = _append_arguments_problem(cmd, line[: spec.start])
             if problem is not None:
                 self._abort_command()
-                self.log.info("imap: APPEND refused from {ip}: {problem}", ip=self.peer_ip, problem=problem)
+                self.log.info(
+                    "imap: APPEND refused from {ip}: {problem}", ip=self.peer_ip, problem=problem
+                )
                 self.sendBadResponse(cmd.tag, problem.encode())
                 return
         if message:
             cmd.messages += 1
             self._literal_sink = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         else:
-            self._literal_sink = tempfile.SpooledTemporaryFile(max_size=imap_parse.SMALL_LITERAL_MAX + 1)
+            self._literal_sink = tempfile.SpooledTemporaryFile(
+                max_size=imap_parse.SMALL_LITERAL_MAX + 1
+            )
         self._literal_message = message
         self._literal_left = spec.size
         if spec.sync:

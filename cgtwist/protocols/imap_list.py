@@ -18,8 +18,9 @@ SELECTION = frozenset((b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-US
 # RFC 5258 §3.2, RFC 5819 (STATUS), RFC 6154 §3 (SPECIAL-USE).
 RETURN = frozenset((b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"))
 # RFC 3501 §6.3.10, RFC 8438 SIZE and RFC 7889 APPENDLIMIT.
-STATUS_ITEMS = frozenset((b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"SIZE",
-                          b"APPENDLIMIT"))
+STATUS_ITEMS = frozenset(
+    (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"SIZE", b"APPENDLIMIT")
+)
 MAX_PATTERNS = 64
 
 
@@ -49,8 +50,9 @@ class ListRequest:
 def is_extended(tokens: list[Token]) -> bool:
     """Whether LIST's arguments use the RFC 5258 syntax: a selection list first, a list of
     patterns, or anything after the pattern (RETURN)."""
-    return bool(tokens) and (isinstance(tokens[0], list) or len(tokens) != 2
-                             or isinstance(tokens[1], list))
+    return bool(tokens) and (
+        isinstance(tokens[0], list) or len(tokens) != 2 or isinstance(tokens[1], list)
+    )
 
 
 def _string(tok: Token, what: str) -> bytes:
@@ -97,14 +99,21 @@ def parse(tokens: list[Token]) -> ListRequest:
         raise ParseError("LIST needs a reference and a pattern")
     ref = _string(rest.pop(0), "a reference name")
     pat = rest.pop(0)
-    patterns = tuple(_string(p, "a pattern") for p in pat) if isinstance(pat, list) else (bytes(pat),)
+    patterns = (
+        tuple(_string(p, "a pattern") for p in pat) if isinstance(pat, list) else (bytes(pat),)
+    )
     if not patterns or len(patterns) > MAX_PATTERNS:
         raise ParseError(f"LIST needs one to {MAX_PATTERNS} patterns")
     returns: set[bytes] = set()
     status: tuple[bytes, ...] = ()
     if rest:
         word = rest.pop(0)
-        if isinstance(word, list) or isinstance(word, Literal) or word.upper() != b"RETURN" or len(rest) != 1:
+        if (
+            isinstance(word, list)
+            or isinstance(word, Literal)
+            or word.upper() != b"RETURN"
+            or len(rest) != 1
+        ):
             raise ParseError("Invalid LIST arguments")
         opts = _words(rest[0], RETURN, "return option")
         i = 0

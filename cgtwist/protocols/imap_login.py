@@ -48,9 +48,12 @@ class LoginMixin:
     factory: Any
 
     if TYPE_CHECKING:
+
         def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
         def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None: ...
-        def sendPositiveResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+        def sendPositiveResponse(
+            self, tag: Optional[bytes] = None, message: bytes = b""
+        ) -> None: ...
         def sendLine(self, line: bytes) -> None: ...
         def setTimeout(self, period: Optional[float]) -> Any: ...
         def listCapabilities(self) -> list[bytes]: ...
@@ -62,8 +65,11 @@ class LoginMixin:
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or settings allow it (RFC 3501 §6.2.3)."""
-        return self.secure or self.listener.allow_plain_auth or \
-            bool(self.settings.current["auth.allow_plaintext"])
+        return (
+            self.secure
+            or self.listener.allow_plain_auth
+            or bool(self.settings.current["auth.allow_plaintext"])
+        )
 
     def _can_starttls(self) -> bool:
         return not self.secure and self.canStartTLS and self._tls() is not None
@@ -79,8 +85,11 @@ class LoginMixin:
             return
         if self._inbuf:
             # CVE-2011-0411: never run commands that were sent before the handshake.
-            self.log.warn("imap: discarded {n} octets pipelined after STARTTLS from {ip}",
-                          n=len(self._inbuf), ip=self.peer_ip)
+            self.log.warn(
+                "imap: discarded {n} octets pipelined after STARTTLS from {ip}",
+                n=len(self._inbuf),
+                ip=self.peer_ip,
+            )
             self._inbuf.clear()
         self.secure = True
         self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
@@ -143,12 +152,14 @@ class LoginMixin:
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many concurrent logins, try later")
             return
         portal: Any = self.portal
-        d = defer.maybeDeferred(portal.login, PeerCredentials(user, passwd, self.peer_ip),
-                                None, imap4.IAccount)
+        d = defer.maybeDeferred(
+            portal.login, PeerCredentials(user, passwd, self.peer_ip), None, imap4.IAccount
+        )
         if acquire is not None:
             d.addBoth(self._login_release)
-        d.addCallbacks(self._login_ok, self._login_failed, callbackArgs=(tag, name),
-                       errbackArgs=(tag, name))
+        d.addCallbacks(
+            self._login_ok, self._login_failed, callbackArgs=(tag, name), errbackArgs=(tag, name)
+        )
         d.addErrback(self._login_bug, tag)
 
     def _login_release(self, result: Any) -> Any:
@@ -171,10 +182,12 @@ class LoginMixin:
         held = logout if sessions is None else sessions.admit(account, self.peer_ip, logout)
         if held is None:
             logout()
-            self.log.warn("imap: {account} has too many sessions from {ip}",
-                          account=account, ip=self.peer_ip)
-            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Maximum number of connections "
-                                      b"from user+IP exceeded")
+            self.log.warn(
+                "imap: {account} has too many sessions from {ip}", account=account, ip=self.peer_ip
+            )
+            self.sendNegativeResponse(
+                tag, b"[UNAVAILABLE] Maximum number of connections from user+IP exceeded"
+            )
             return
         logout = held
         self.account = avatar
@@ -185,16 +198,18 @@ class LoginMixin:
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
         # RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.
         self.setTimeout(max(int(self.settings.current["imap.idle_timeout"]), 1800))
-        self.sendPositiveResponse(tag, b"[CAPABILITY " + b" ".join(self.listCapabilities())
-                                  + b"] Logged in")
+        self.sendPositiveResponse(
+            tag, b"[CAPABILITY " + b" ".join(self.listCapabilities()) + b"] Logged in"
+        )
 
     def _login_failed(self, failure: Failure, tag: bytes, name: str) -> None:
         if not failure.check(UnauthorizedLogin, UnhandledCredentials):
             if failure.check(AuthUnavailable):  # the checker logged why
                 self.log.warn("imap: authentication unavailable for {ip}", ip=self.peer_ip)
             else:
-                self.log.failure("imap: authentication backend failed for {ip}", failure,
-                                 ip=self.peer_ip)
+                self.log.failure(
+                    "imap: authentication backend failed for {ip}", failure, ip=self.peer_ip
+                )
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
             return
         delay = self.penalty.delay_for(self.peer_ip)

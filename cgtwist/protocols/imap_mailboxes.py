@@ -32,8 +32,6 @@ def _mutf7(name: str) -> bytes:
     return imap4._quote(name.encode("imap4-utf-7"))
 
 
-
-
 def _decode_name(raw: bytes) -> Any:
     """A mailbox name or pattern from the wire as str; undecodable input is passed on as is
     (the account then refuses it)."""
@@ -81,7 +79,10 @@ class MailboxCommands:
     _unsolicited: list[bytes]
 
     if TYPE_CHECKING:
-        def sendPositiveResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
+
+        def sendPositiveResponse(
+            self, tag: Optional[bytes] = None, message: bytes = b""
+        ) -> None: ...
         def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None: ...
         def sendBadResponse(self, tag: Optional[bytes] = None, message: bytes = b"") -> None: ...
         def sendUntaggedResponse(self, message: bytes, isAsync: Optional[bool] = None) -> None: ...
@@ -89,7 +90,9 @@ class MailboxCommands:
         def _release_mailbox(self) -> None: ...
         def _announce_keywords(self) -> None: ...
         def _stringLiteral(self, size: int) -> Any: ...
-        def dispatchCommand(self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None) -> None: ...
+        def dispatchCommand(
+            self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None
+        ) -> None: ...
 
     # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
     def arg_astring(self, line: Optional[bytes]) -> Any:
@@ -107,7 +110,7 @@ class MailboxCommands:
                     out.append(line[i + 1])
                     i += 2
                 elif c == 0x22:
-                    rest = line[i + 1:]
+                    rest = line[i + 1 :]
                     if rest and rest[:1] != b" ":
                         raise imap4.IllegalClientResponse("Junk after quoted string")
                     return bytes(out), rest[1:]
@@ -136,8 +139,10 @@ class MailboxCommands:
         except imap_parse.ParseError as e:
             raise imap4.IllegalClientResponse(str(e)) from None
         big = float("inf")
-        spans = [(a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
-                 for a, b in ranges]
+        spans = [
+            (a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
+            for a, b in ranges
+        ]
         return imap4.MessageSet(spans), rest
 
     def _saved_set(self) -> imap4.MessageSet:
@@ -146,8 +151,11 @@ class MailboxCommands:
         numbers = sorted(self.search_saved)
         if not self.uid_arguments:
             seq_of = getattr(self.mbox, "seq_of", None)
-            numbers = [] if seq_of is None else sorted(
-                s for s in (seq_of(u) for u in numbers) if s is not None)
+            numbers = (
+                []
+                if seq_of is None
+                else sorted(s for s in (seq_of(u) for u in numbers) if s is not None)
+            )
         runs: list[tuple[int, int]] = []
         for n in numbers:
             if runs and n == runs[-1][1] + 1:
@@ -208,6 +216,7 @@ class MailboxCommands:
     # -- helpers -----------------------------------------------------------------------------
     def _fail(self, tag: bytes, what: str) -> Any:
         """An errback: NO with the mailstore's text for refusals, NO [SERVERBUG] for bugs."""
+
         def eb(failure: Failure) -> None:
             if failure.check(imap4.ReadOnlyMailbox):
                 self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
@@ -216,6 +225,7 @@ class MailboxCommands:
             else:
                 self.log.failure("imap: {what} failed", failure, what=what)
                 self._server_bug(tag)
+
         return eb
 
     def _open(self, name: bytes, rw: bool = True) -> defer.Deferred[Any]:
@@ -227,7 +237,8 @@ class MailboxCommands:
             closeable = cast(Any, imap4.ICloseableMailbox(box, None))
             if closeable is not None:
                 defer.maybeDeferred(closeable.close).addErrback(
-                    lambda f: self.log.failure("closing mailbox failed", f))
+                    lambda f: self.log.failure("closing mailbox failed", f)
+                )
 
     def _send_expunges(self, seqs: list[int]) -> None:
         for seq in seqs:
@@ -237,8 +248,10 @@ class MailboxCommands:
     def do_ID_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
         first = segments[0].split(b" ", 2)
         try:
-            tokens = imap_parse.tokenize([first[2] if len(first) > 2 else b""] + segments[1:],
-                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            tokens = imap_parse.tokenize(
+                [first[2] if len(first) > 2 else b""] + segments[1:],
+                [x if isinstance(x, bytes) else b"" for x in literals],
+            )
         except imap_parse.ParseError as e:
             self.sendBadResponse(tag, str(e).encode())
             return
@@ -246,12 +259,18 @@ class MailboxCommands:
             self.sendBadResponse(tag, b"ID takes a parenthesised list or NIL")
             return
         fields = tokens[0] if isinstance(tokens[0], list) else []
-        if len(fields) % 2 or len(fields) > 2 * _ID_FIELDS or any(isinstance(x, list) for x in fields):
+        if (
+            len(fields) % 2
+            or len(fields) > 2 * _ID_FIELDS
+            or any(isinstance(x, list) for x in fields)
+        ):
             self.sendBadResponse(tag, b"Invalid ID parameter list")
             return
         words = [cast(bytes, f) for f in fields]
-        client = {words[i].decode("utf-8", "replace")[:30]: words[i + 1].decode("utf-8", "replace")[:1024]
-                  for i in range(0, len(words), 2)}
+        client = {
+            words[i].decode("utf-8", "replace")[:30]: words[i + 1].decode("utf-8", "replace")[:1024]
+            for i in range(0, len(words), 2)
+        }
         if client:
             self.log.info("imap: client id {client} from {ip}", client=client, ip=self.peer_ip)
         self.sendUntaggedResponse(b'ID ("name" "cgtwist" "vendor" "cgtwist")')
@@ -276,7 +295,9 @@ class MailboxCommands:
             other = np.getUserNamespaces()
             shared = np.getSharedNamespaces()
         # RFC 2342 §5: personal, other users', shared (Twisted sends shared twice).
-        self.sendUntaggedResponse(b"NAMESPACE " + imap4.collapseNestedLists([personal, other, shared]))
+        self.sendUntaggedResponse(
+            b"NAMESPACE " + imap4.collapseNestedLists([personal, other, shared])
+        )
         self.sendPositiveResponse(tag, b"NAMESPACE completed")
 
     auth_NAMESPACE = (do_NAMESPACE,)
@@ -301,7 +322,9 @@ class MailboxCommands:
         self._account_call(tag, "SUBSCRIBE", b"SUBSCRIBE completed", self.account.subscribe, name)
 
     def do_UNSUBSCRIBE(self, tag: bytes, name: bytes) -> None:
-        self._account_call(tag, "UNSUBSCRIBE", b"UNSUBSCRIBE completed", self.account.unsubscribe, name)
+        self._account_call(
+            tag, "UNSUBSCRIBE", b"UNSUBSCRIBE completed", self.account.unsubscribe, name
+        )
 
     _astr = arg_astring
     auth_CREATE = (do_CREATE, _astr)
@@ -320,9 +343,13 @@ class MailboxCommands:
             return
         limit = self.settings.current["imap.max_list_pattern"]
         if len(ref) + len(pattern) > limit:
-            self.log.info("imap: {cmd} pattern of {n} octets refused for {account} from {ip}",
-                          cmd=cmd.decode(), n=len(ref) + len(pattern), account=self.account_name,
-                          ip=self.peer_ip)
+            self.log.info(
+                "imap: {cmd} pattern of {n} octets refused for {account} from {ip}",
+                cmd=cmd.decode(),
+                n=len(ref) + len(pattern),
+                account=self.account_name,
+                ip=self.peer_ip,
+            )
             self.sendBadResponse(tag, b"Reference and pattern longer than %d octets" % limit)
             return
         # The wire form is modified UTF-7 (RFC 3501 §5.1.3); the account matches decoded names.
@@ -335,8 +362,15 @@ class MailboxCommands:
                 if sub:  # RFC 3501 §6.3.9: LSUB carries no CHILDREN/SPECIAL-USE semantics
                     attrs = [a for a in attrs if a.lower() == "\\noselect"]
                 delim = info.getHierarchicalDelimiter()
-                self.sendUntaggedResponse(b"%s (%s) %s %s" % (
-                    cmd, " ".join(attrs).encode("ascii"), imap4._quote(delim.encode()), _mutf7(name)))
+                self.sendUntaggedResponse(
+                    b"%s (%s) %s %s"
+                    % (
+                        cmd,
+                        " ".join(attrs).encode("ascii"),
+                        imap4._quote(delim.encode()),
+                        _mutf7(name),
+                    )
+                )
             self.sendPositiveResponse(tag, cmd + b" completed")
 
         d.addCallback(show)
@@ -347,8 +381,10 @@ class MailboxCommands:
         for the RFC 3501 form, which Twisted's argument parsers then read."""
         first = segments[0].split(b" ", 2)
         try:
-            tokens = imap_parse.tokenize([first[2] if len(first) > 2 else b""] + segments[1:],
-                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            tokens = imap_parse.tokenize(
+                [first[2] if len(first) > 2 else b""] + segments[1:],
+                [x if isinstance(x, bytes) else b"" for x in literals],
+            )
             if not imap_list.is_extended(tokens):
                 return False
             req = imap_list.parse(tokens)
@@ -357,9 +393,12 @@ class MailboxCommands:
             return True
         limit = self.settings.current["imap.max_list_pattern"]
         if len(req.ref) + sum(len(p) for p in req.patterns) > limit:
-            self.log.info("imap: LIST patterns of {n} octets refused for {account} from {ip}",
-                          n=len(req.ref) + sum(len(p) for p in req.patterns),
-                          account=self.account_name, ip=self.peer_ip)
+            self.log.info(
+                "imap: LIST patterns of {n} octets refused for {account} from {ip}",
+                n=len(req.ref) + sum(len(p) for p in req.patterns),
+                account=self.account_name,
+                ip=self.peer_ip,
+            )
             self.sendBadResponse(tag, b"Reference and patterns longer than %d octets" % limit)
             return True
         lister = getattr(self.account, "list_extended", None)
@@ -367,9 +406,14 @@ class MailboxCommands:
             self.sendBadResponse(tag, b"Extended LIST is not available")
             return True
         d = defer.maybeDeferred(
-            lister, _decode_name(req.ref), [_decode_name(p) for p in req.patterns if p],
-            subscribed=req.subscribed, recursive=req.recursive, special_use=req.special_use,
-            mark_subscribed=b"SUBSCRIBED" in req.returns)
+            lister,
+            _decode_name(req.ref),
+            [_decode_name(p) for p in req.patterns if p],
+            subscribed=req.subscribed,
+            recursive=req.recursive,
+            special_use=req.special_use,
+            mark_subscribed=b"SUBSCRIBED" in req.returns,
+        )
 
         def show(rows: list[tuple[str, Any]]) -> defer.Deferred[None]:
             if b"" in req.patterns and not req.selection:
@@ -390,9 +434,15 @@ class MailboxCommands:
         for name, info in rows:
             attrs = info.getFlags()
             delim = info.getHierarchicalDelimiter()
-            self.sendUntaggedResponse(b"LIST (%s) %s %s%s" % (
-                " ".join(attrs).encode("ascii"), imap4._quote(delim.encode()), _mutf7(name),
-                imap_list.childinfo(getattr(info, "childinfo", None))))
+            self.sendUntaggedResponse(
+                b"LIST (%s) %s %s%s"
+                % (
+                    " ".join(attrs).encode("ascii"),
+                    imap4._quote(delim.encode()),
+                    _mutf7(name),
+                    imap_list.childinfo(getattr(info, "childinfo", None)),
+                )
+            )
             if not items or {a.lower() for a in attrs} & {"\\noselect", "\\nonexistent"}:
                 continue
             try:
@@ -408,7 +458,9 @@ class MailboxCommands:
                 continue
             if self._closed:
                 return
-            self.sendUntaggedResponse(b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status)))
+            self.sendUntaggedResponse(
+                b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status))
+            )
 
     auth_LIST = (_list, _astr, _astr, 0, b"LIST")
     auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
@@ -437,6 +489,7 @@ class MailboxCommands:
                 body = b" ".join(b"%s %d" % (k.encode(), status[k]) for k in wanted if k in status)
                 self.sendUntaggedResponse(b"STATUS " + imap4._quote(name) + b" (" + body + b")")
                 self.sendPositiveResponse(tag, b"STATUS completed")
+
             return d.addCallback(show)
 
         self._open(name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
@@ -478,13 +531,15 @@ class MailboxCommands:
             writable = box.isWriteable()
             perm = getattr(box, "permanent_flags", None)
             permanent = perm() if (perm and writable) else []
-            self.sendPositiveResponse(None, b"[PERMANENTFLAGS (%s)] Limited" %
-                                      b" ".join(f.encode() for f in permanent))
+            self.sendPositiveResponse(
+                None, b"[PERMANENTFLAGS (%s)] Limited" % b" ".join(f.encode() for f in permanent)
+            )
             box.addListener(self)
             self.mbox = box
             self.state = "select"
-            self.sendPositiveResponse(tag, b"[%s] %s completed" % (
-                b"READ-WRITE" if writable else b"READ-ONLY", cmd))
+            self.sendPositiveResponse(
+                tag, b"[%s] %s completed" % (b"READ-WRITE" if writable else b"READ-ONLY", cmd)
+            )
 
         self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
 
@@ -502,6 +557,7 @@ class MailboxCommands:
             self._unsolicited.clear()
             self.state = "auth"
             self.sendPositiveResponse(tag, b"CLOSE completed")
+
         d.addCallback(done).addErrback(self._fail(tag, "CLOSE"))
 
     select_CLOSE = (do_CLOSE,)
@@ -524,6 +580,7 @@ class MailboxCommands:
     def do_APPEND_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
         """Store every message of the command in one mailstore operation: all of them or,
         on any failure, none (RFC 3502 §6.3.11); APPENDUID names the new UIDs in order."""
+
         def close_all(result: Any = None) -> Any:
             for lit in literals:
                 if not isinstance(lit, bytes):
@@ -554,24 +611,36 @@ class MailboxCommands:
             def ok(uids: Any) -> None:
                 self._close_other(box)
                 if uids and all(isinstance(u, int) and u > 0 for u in uids):
-                    self.sendPositiveResponse(tag, b"[APPENDUID %d %s] APPEND completed" % (
-                        box.getUIDValidity(), imap_esearch.sequence_set(list(uids))))
+                    self.sendPositiveResponse(
+                        tag,
+                        b"[APPENDUID %d %s] APPEND completed"
+                        % (box.getUIDValidity(), imap_esearch.sequence_set(list(uids))),
+                    )
                 else:
                     self.sendPositiveResponse(tag, b"APPEND completed")
 
             def failed(f: Failure) -> Failure:
                 self._close_other(box)
                 return f
+
             return d.addCallbacks(ok, failed)
 
         # A literal8 message (RFC 3516 §4.4) may hold binary parts: re-encoded as base64
         # before it is stored, in a thread (the whole message is read and scanned).
         runner = getattr(self.account, "run", None) or defer.maybeDeferred
         prepared = defer.gatherResults(
-            [runner(_binary_message, m.data) if m.binary else defer.succeed(m.data) for m in req.messages],
-            consumeErrors=True)
-        prepared.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
-        d = prepared.addCallback(lambda datas: self._open(req.mailbox, True).addCallback(got, datas))
+            [
+                runner(_binary_message, m.data) if m.binary else defer.succeed(m.data)
+                for m in req.messages
+            ],
+            consumeErrors=True,
+        )
+        prepared.addErrback(
+            lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f
+        )
+        d = prepared.addCallback(
+            lambda datas: self._open(req.mailbox, True).addCallback(got, datas)
+        )
         d.addBoth(close_all)
         d.addErrback(self._fail(tag, "APPEND"))
 

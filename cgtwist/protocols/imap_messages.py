@@ -115,7 +115,6 @@ class _Streamer:
         self.chunks = iter(())
 
 
-
 class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
@@ -175,8 +174,9 @@ class MessageCommands(MailboxCommands):
     select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
 
     # -- STORE ----------------------------------------------------------------------------------
-    def do_STORE(self, tag: bytes, messages: imap4.MessageSet, mode: bytes, flags: list[bytes],
-                 uid: int = 0) -> None:
+    def do_STORE(
+        self, tag: bytes, messages: imap4.MessageSet, mode: bytes, flags: list[bytes], uid: int = 0
+    ) -> None:
         mode = mode.upper()
         silent = mode.endswith(b".SILENT")
         base = mode[:-7] if silent else mode
@@ -191,7 +191,9 @@ class MessageCommands(MailboxCommands):
         if not self.mbox.isWriteable():
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
-        d = defer.maybeDeferred(self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid))
+        d = defer.maybeDeferred(
+            self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid)
+        )
 
         def done(result: dict[int, list[str]]) -> None:
             self._announce_keywords()  # a keyword this STORE created, before any FETCH shows it
@@ -204,11 +206,17 @@ class MessageCommands(MailboxCommands):
 
         d.addCallback(done).addErrback(self._fail(tag, "STORE"))
 
-    select_STORE = (do_STORE, MailboxCommands.arg_seqset, imap4.IMAP4Server.arg_atom,
-                    MailboxCommands.arg_flaglist)
+    select_STORE = (
+        do_STORE,
+        MailboxCommands.arg_seqset,
+        imap4.IMAP4Server.arg_atom,
+        MailboxCommands.arg_flaglist,
+    )
 
     # -- COPY / MOVE (RFC 4315 COPYUID, RFC 6851) ------------------------------------------------
-    def _transfer(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int, move: bool) -> None:
+    def _transfer(
+        self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int, move: bool
+    ) -> None:
         what = b"MOVE" if move else b"COPY"
         if move and not self.mbox.isWriteable():
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
@@ -229,7 +237,11 @@ class MessageCommands(MailboxCommands):
                 src, new = list(result[0]), list(result[1])
                 code = b""
                 if src:
-                    code = b"[COPYUID %d %s %s] " % (dest.getUIDValidity(), imap_esearch.sequence_set(src), imap_esearch.sequence_set(new))
+                    code = b"[COPYUID %d %s %s] " % (
+                        dest.getUIDValidity(),
+                        imap_esearch.sequence_set(src),
+                        imap_esearch.sequence_set(new),
+                    )
                 if move:
                     if code:  # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs
                         self.sendPositiveResponse(None, code + b"Moved")
@@ -237,6 +249,7 @@ class MessageCommands(MailboxCommands):
                     self.sendPositiveResponse(tag, what + b" completed")
                 else:
                     self.sendPositiveResponse(tag, code + what + b" completed")
+
             return d.addCallback(done)
 
         self._open(name, True).addCallback(got).addErrback(self._fail(tag, what.decode()))
@@ -251,13 +264,16 @@ class MessageCommands(MailboxCommands):
     select_MOVE = (do_MOVE, MailboxCommands.arg_seqset, _astr)
 
     # -- SEARCH -----------------------------------------------------------------------------------
-    def do_SEARCH_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+    def do_SEARCH_raw(
+        self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
+    ) -> None:
         head = segments[0].split(b" ", 3 if uid else 2)
         first = head[-1] if len(head) == (4 if uid else 3) else b""
         ret: Optional[imap_esearch.Return] = None
         try:
-            tokens = imap_parse.tokenize([first] + segments[1:],
-                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            tokens = imap_parse.tokenize(
+                [first] + segments[1:], [x if isinstance(x, bytes) else b"" for x in literals]
+            )
             ret, tokens = imap_esearch.split_return(tokens)
             _charset, pred = imap_search.compile_search(tokens, saved=frozenset(self.search_saved))
             texts = imap_search.text_needed(tokens)
@@ -269,8 +285,15 @@ class MessageCommands(MailboxCommands):
             self._search_failed(ret)
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
-        d = imap_scan.collect(self.mbox, getattr(self.account, "run", None), self.clock,
-                              lambda: self._closed, pred, texts, lambda _text, seq, u: (seq, u))
+        d = imap_scan.collect(
+            self.mbox,
+            getattr(self.account, "run", None),
+            self.clock,
+            lambda: self._closed,
+            pred,
+            texts,
+            lambda _text, seq, u: (seq, u),
+        )
 
         def show(result: list[tuple[int, int]]) -> None:
             seqs, uids = [s for s, _u in result], [u for _s, u in result]
@@ -284,7 +307,9 @@ class MessageCommands(MailboxCommands):
                 self.search_saved = ret.saved(uids)
             if ret.answers:
                 self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers))
-            self.sendPositiveResponse(tag, b"SEARCH completed" + (b", result saved" if ret.save else b""))
+            self.sendPositiveResponse(
+                tag, b"SEARCH completed" + (b", result saved" if ret.save else b"")
+            )
 
         def failed(f: Failure) -> None:
             self._search_failed(ret)
@@ -298,7 +323,9 @@ class MessageCommands(MailboxCommands):
             self.search_saved = []
 
     # -- FETCH --------------------------------------------------------------------------------------
-    def do_FETCH(self, tag: bytes, messages: imap4.MessageSet, query: list[Any], uid: int = 0) -> None:
+    def do_FETCH(
+        self, tag: bytes, messages: imap4.MessageSet, query: list[Any], uid: int = 0
+    ) -> None:
         if not query:
             self.sendBadResponse(tag, b"FETCH needs data items")
             return
@@ -336,10 +363,14 @@ class MessageCommands(MailboxCommands):
                     # known before any of its response is written.
                     pre = imap_fetch.precompute(msg, query)
                 if pre and imap_fetch.unknown_cte(pre):
-                    self.log.info("imap: BINARY of message {seq}: unknown transfer encoding", seq=seq)
+                    self.log.info(
+                        "imap: BINARY of message {seq}: unknown transfer encoding", seq=seq
+                    )
                     unknown_cte.append(seq)
                     continue
-                yield from self._safe_fetch(seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte)
+                yield from self._safe_fetch(
+                    seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte
+                )
 
         def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
             if not {item.type for item in query} <= _INDEX_ITEMS:
@@ -354,10 +385,12 @@ class MessageCommands(MailboxCommands):
             self._streamer = None
             if unknown_cte:
                 self.sendNegativeResponse(
-                    tag, b"[UNKNOWN-CTE] Cannot decode the Content-Transfer-Encoding of a part")
+                    tag, b"[UNKNOWN-CTE] Cannot decode the Content-Transfer-Encoding of a part"
+                )
             elif gone:
                 self.sendNegativeResponse(
-                    tag, b"[EXPUNGEISSUED] Some of the requested messages no longer exist")
+                    tag, b"[EXPUNGEISSUED] Some of the requested messages no longer exist"
+                )
             else:
                 self.sendPositiveResponse(tag, b"FETCH completed")
 
@@ -374,11 +407,20 @@ class MessageCommands(MailboxCommands):
             if rows is None:
                 return
             stream(rows).addCallbacks(done, broken)
+
         d.addCallback(go)
 
-    def _safe_fetch(self, seq: int, msg: Any, query: list[Any], uid: bool, seen: bool,
-                    gone: list[int], pre: Optional[dict[Any, Any]] = None,
-                    unknown_cte: Optional[list[int]] = None) -> Iterator[bytes]:
+    def _safe_fetch(
+        self,
+        seq: int,
+        msg: Any,
+        query: list[Any],
+        uid: bool,
+        seen: bool,
+        gone: list[int],
+        pre: Optional[dict[Any, Any]] = None,
+        unknown_cte: Optional[list[int]] = None,
+    ) -> Iterator[bytes]:
         """One message's response; an error before any of it is written drops just that message,
         and so does its file vanishing (expunged elsewhere, the index not yet told): that
         message goes into ``gone`` rather than out with empty text."""
@@ -399,8 +441,11 @@ class MessageCommands(MailboxCommands):
                 return
         except imap_binary.UnknownCTE as e:
             # RFC 3516 §4.3: the command fails with NO [UNKNOWN-CTE]; the others are answered.
-            self.log.info("imap: BINARY of message {seq}: unknown transfer encoding {cte!r}",
-                          seq=seq, cte=str(e)[:40])
+            self.log.info(
+                "imap: BINARY of message {seq}: unknown transfer encoding {cte!r}",
+                seq=seq,
+                cte=str(e)[:40],
+            )
             if unknown_cte is not None:
                 unknown_cte.append(seq)
             return

@@ -107,8 +107,12 @@ class Literal(bytes):
 Token = Union[bytes, "list[Token]"]
 
 
-def tokenize(pieces: list[bytes], literals: list[bytes], max_depth: int = MAX_DEPTH,
-             max_tokens: int = MAX_SEARCH_TERMS * 4) -> list[Token]:
+def tokenize(
+    pieces: list[bytes],
+    literals: list[bytes],
+    max_depth: int = MAX_DEPTH,
+    max_tokens: int = MAX_SEARCH_TERMS * 4,
+) -> list[Token]:
     """Tokenise command text into atoms, strings and nested lists.
 
     ``pieces`` are the text segments between literals (``len(pieces) == len(literals) + 1``);
@@ -205,8 +209,12 @@ class SequenceSet:
     """A sequence-set resolved against the highest number in use: membership by bisection."""
 
     def __init__(self, ranges: list[Range], highest: int) -> None:
-        spans = sorted((min(x, y), max(x, y)) for x, y in (
-            (highest if a is None else a, highest if b is None else b) for a, b in ranges))
+        spans = sorted(
+            (min(x, y), max(x, y))
+            for x, y in (
+                (highest if a is None else a, highest if b is None else b) for a, b in ranges
+            )
+        )
         self.starts: list[int] = []
         self.ends: list[int] = []
         for lo, hi in spans:
@@ -227,7 +235,8 @@ _FLAG_RE = re.compile(rb"\A\\?[!#$&'+-.0-9:<-Z^-z|~]+\Z")  # atom chars minus ] 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # RFC 3501 §9 date-time: DQUOTE date-day-fixed "-" date-month "-" date-year SP time SP zone DQUOTE
 _DATE_TIME_RE = re.compile(
-    rb"\A([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z")
+    rb"\A([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\Z"
+)
 
 
 def check_flag(flag: object) -> str:
@@ -254,8 +263,15 @@ def parse_date_time(value: bytes) -> float:
     if mon.lower().decode() not in _MONTHS:
         raise ParseError("Invalid month in date-time")
     try:
-        when = datetime.datetime(int(year), _MONTHS.index(mon.lower().decode()) + 1, int(day.strip() or b"0"),
-                                 int(hh), int(mm), int(ss), tzinfo=datetime.UTC)
+        when = datetime.datetime(
+            int(year),
+            _MONTHS.index(mon.lower().decode()) + 1,
+            int(day.strip() or b"0"),
+            int(hh),
+            int(mm),
+            int(ss),
+            tzinfo=datetime.UTC,
+        )
     except ValueError:
         raise ParseError("Invalid date-time: no such date or time") from None
     if int(zh) > 23 or int(zm) > 59:

@@ -28,9 +28,15 @@ def _reader(msg: Any) -> Callable[[], bytes]:
     return lambda: imap_fetch.read_raw(msg)
 
 
-def collect(box: Any, runner: Optional[Callable[..., defer.Deferred[Any]]], clock: Any,
-            gone: Callable[[], bool], pred: imap_search.Predicate, texts: set[str],
-            key: Callable[[imap_search.MessageText, int, int], T]) -> defer.Deferred[list[T]]:
+def collect(
+    box: Any,
+    runner: Optional[Callable[..., defer.Deferred[Any]]],
+    clock: Any,
+    gone: Callable[[], bool],
+    pred: imap_search.Predicate,
+    texts: set[str],
+    key: Callable[[imap_search.MessageText, int, int], T],
+) -> defer.Deferred[list[T]]:
     """``key(text, seq, uid)`` of every message of ``box`` that ``pred`` matches, in mailbox
     order. ``runner`` runs blocking work in a thread (None: never offload); ``gone()`` true
     stops the work (the client went away); ``texts`` names the BODY/TEXT parts needed."""
@@ -51,7 +57,12 @@ def collect(box: Any, runner: Optional[Callable[..., defer.Deferred[Any]]], cloc
                 while i < end and read < BATCH_BYTES and clock.seconds() <= deadline:
                     seq, msg = rows[i]
                     text = prepared or imap_search.MessageText(msg, _reader(msg))
-                    if prepared is None and texts and runner is not None and msg.getSize() > OFFLOAD:
+                    if (
+                        prepared is None
+                        and texts
+                        and runner is not None
+                        and msg.getSize() > OFFLOAD
+                    ):
                         d = runner(text.prepare, texts)
                         d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
                         return
@@ -71,6 +82,7 @@ def collect(box: Any, runner: Optional[Callable[..., defer.Deferred[Any]]], cloc
                 clock.callLater(0, batch, i)
             else:
                 done.callback(found)
+
         batch(0)
 
     d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)

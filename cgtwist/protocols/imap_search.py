@@ -26,12 +26,18 @@ _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
 _DATE_RE = re.compile(r"\A(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
 
 _FLAG_KEYS = {
-    b"ANSWERED": ("\\Answered", True), b"UNANSWERED": ("\\Answered", False),
-    b"DELETED": ("\\Deleted", True), b"UNDELETED": ("\\Deleted", False),
-    b"DRAFT": ("\\Draft", True), b"UNDRAFT": ("\\Draft", False),
-    b"FLAGGED": ("\\Flagged", True), b"UNFLAGGED": ("\\Flagged", False),
-    b"SEEN": ("\\Seen", True), b"UNSEEN": ("\\Seen", False),
-    b"RECENT": ("\\Recent", True), b"OLD": ("\\Recent", False),
+    b"ANSWERED": ("\\Answered", True),
+    b"UNANSWERED": ("\\Answered", False),
+    b"DELETED": ("\\Deleted", True),
+    b"UNDELETED": ("\\Deleted", False),
+    b"DRAFT": ("\\Draft", True),
+    b"UNDRAFT": ("\\Draft", False),
+    b"FLAGGED": ("\\Flagged", True),
+    b"UNFLAGGED": ("\\Flagged", False),
+    b"SEEN": ("\\Seen", True),
+    b"UNSEEN": ("\\Seen", False),
+    b"RECENT": ("\\Recent", True),
+    b"OLD": ("\\Recent", False),
 }
 _ADDRESS_HEADERS = {b"BCC": "bcc", b"CC": "cc", b"FROM": "from", b"TO": "to"}
 _FOLD_SLICE = 256 * 1024
@@ -136,7 +142,9 @@ class MessageText:
         """``body_text()`` or ``full_text()`` (``which``), case-folded, computed once."""
         hit = self._folded.get(which)
         if hit is None:
-            hit = self._folded[which] = fold(self.body_text() if which == "body" else self.full_text())
+            hit = self._folded[which] = fold(
+                self.body_text() if which == "body" else self.full_text()
+            )
         return hit
 
     def prepare(self, which: set[str]) -> None:
@@ -191,7 +199,9 @@ def parse_date(token: bytes) -> datetime.date:
     if not m or m.group(2).lower() not in _MONTHS:
         raise SearchError("Bad date")
     try:
-        return datetime.date(int(m.group(3)), _MONTHS.index(m.group(2).lower()) + 1, int(m.group(1)))
+        return datetime.date(
+            int(m.group(3)), _MONTHS.index(m.group(2).lower()) + 1, int(m.group(1))
+        )
     except ValueError:
         raise SearchError("Bad date") from None
 
@@ -272,9 +282,13 @@ def _single_part_text(raw: bytes, end: int) -> Optional[str]:
         return payload.decode("utf-8", "replace")
 
 
-_FIELD_RE = re.compile(rb"^(content-type|content-transfer-encoding)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)",
-                       re.I | re.M)
-_SIMPLE_CT_RE = re.compile(rb'\A\s*text/[a-z0-9.+-]+\s*(?:;\s*charset\s*=\s*("?)([a-z0-9_.:+-]+)\1\s*)?;?\s*\Z')
+_FIELD_RE = re.compile(
+    rb"^(content-type|content-transfer-encoding)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)",
+    re.I | re.M,
+)
+_SIMPLE_CT_RE = re.compile(
+    rb'\A\s*text/[a-z0-9.+-]+\s*(?:;\s*charset\s*=\s*("?)([a-z0-9_.:+-]+)\1\s*)?;?\s*\Z'
+)
 
 
 def _simple_text_charset(head: bytes) -> Optional[str]:
@@ -310,7 +324,7 @@ def _parsed_body(raw: bytes) -> str:
             continue
         if node.header.get_content_maintype() not in ("text", "message"):
             continue
-        payload = _decode_transfer(raw[node.body:node.end], node.header)
+        payload = _decode_transfer(raw[node.body : node.end], node.header)
         charset = node.header.get_content_charset() or "utf-8"
         try:
             out.append(payload.decode(charset, "replace"))
@@ -338,7 +352,7 @@ def fold(text: str) -> str:
     (and the reactor thread waiting for it) for its whole length."""
     if len(text) <= _FOLD_SLICE:
         return text.casefold()
-    return "".join(text[i:i + _FOLD_SLICE].casefold() for i in range(0, len(text), _FOLD_SLICE))
+    return "".join(text[i : i + _FOLD_SLICE].casefold() for i in range(0, len(text), _FOLD_SLICE))
 
 
 def _set_matcher(spec: bytes, which: str) -> Predicate:
@@ -352,6 +366,7 @@ def _set_matcher(spec: bytes, which: str) -> Predicate:
             cache.clear()
             cache[highest] = SequenceSet(ranges, highest)
         return value in cache[highest]
+
     return pred
 
 
@@ -359,8 +374,13 @@ Predicate = Callable[[MessageText, Context], bool]
 
 
 class _Compiler:
-    def __init__(self, tokens: list[Token], max_terms: int, max_depth: int,
-                 saved: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        tokens: list[Token],
+        max_terms: int,
+        max_depth: int,
+        saved: frozenset[int] = frozenset(),
+    ) -> None:
         self.tokens = tokens
         self.pos = 0
         self.terms = 0
@@ -440,7 +460,11 @@ class _Compiler:
             return lambda m, c: m.msg.getSize() < n
         if word in _DATE_KEYS:
             day = parse_date(self.string())
-            get = (lambda m: m.sent_date()) if word.startswith(b"SENT") else (lambda m: m.internal_date())
+            get = (
+                (lambda m: m.sent_date())
+                if word.startswith(b"SENT")
+                else (lambda m: m.internal_date())
+            )
             op = word[4:] if word.startswith(b"SENT") else word
             if op == b"BEFORE":
                 return lambda m, c: (d := get(m)) is not None and d < day
@@ -454,7 +478,7 @@ class _Compiler:
             a = self.key(depth + 1)
             b = self.key(depth + 1)
             return lambda m, c: a(m, c) or b(m, c)
-        if word == b"$" or (word == b"UID" and self.tokens[self.pos:self.pos + 1] == [b"$"]):
+        if word == b"$" or (word == b"UID" and self.tokens[self.pos : self.pos + 1] == [b"$"]):
             # RFC 5182 §2.1: the messages the last SEARCH ... RETURN (SAVE) saved.
             self.pos += word == b"UID"
             saved = self.saved
@@ -495,16 +519,24 @@ def text_needed(tokens: list[Token]) -> set[str]:
     return out
 
 
-def compile_search(tokens: list[Token], max_terms: int = 1000, max_depth: int = 64,
-                   saved: frozenset[int] = frozenset()) -> tuple[Optional[str], Predicate]:
+def compile_search(
+    tokens: list[Token],
+    max_terms: int = 1000,
+    max_depth: int = 64,
+    saved: frozenset[int] = frozenset(),
+) -> tuple[Optional[str], Predicate]:
     """Compile ``[CHARSET name] key...`` into (charset, predicate); raise SearchError/BadCharset.
 
     ``max_terms`` bounds the work per message; ``max_depth`` bounds recursion (OR/NOT/parens);
     ``saved`` is what ``$`` stands for (UIDs).
     """
     charset = None
-    if len(tokens) >= 2 and isinstance(tokens[0], bytes) and not isinstance(tokens[0], Literal) \
-            and tokens[0].upper() == b"CHARSET":
+    if (
+        len(tokens) >= 2
+        and isinstance(tokens[0], bytes)
+        and not isinstance(tokens[0], Literal)
+        and tokens[0].upper() == b"CHARSET"
+    ):
         cs = tokens[1]
         if isinstance(cs, list):
             raise SearchError("Bad charset")

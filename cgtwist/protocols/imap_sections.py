@@ -112,7 +112,9 @@ def _parse(raw: bytes, start: int, end: int, default: str, depth: int, budget: _
     if maintype == "multipart":
         boundary = header.get_boundary()
         if boundary:
-            child_default = "message/rfc822" if header.get_content_subtype() == "digest" else "text/plain"
+            child_default = (
+                "message/rfc822" if header.get_content_subtype() == "digest" else "text/plain"
+            )
             for s, e in _split(raw, body, end, boundary.encode("latin-1", "replace")):
                 if budget.parts >= MAX_PARTS:
                     break
@@ -134,7 +136,7 @@ def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int,
         if i < 0:
             break
         pos = i + len(marker)
-        if i != start and raw[i - 1:i] != b"\n":
+        if i != start and raw[i - 1 : i] != b"\n":
             continue  # not at the start of a line
         eol = _find(raw, b"\n", pos, end)
         line_end = end if eol < 0 else eol + 1
@@ -144,8 +146,8 @@ def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int,
             continue  # "--boundaryX": some other line
         if current is not None:
             stop = i
-            if stop > current and raw[stop - 1:stop] == b"\n":
-                stop -= 2 if stop - 2 >= current and raw[stop - 2:stop] == b"\r\n" else 1
+            if stop > current and raw[stop - 1 : stop] == b"\n":
+                stop -= 2 if stop - 2 >= current and raw[stop - 2 : stop] == b"\r\n" else 1
             ranges.append((current, stop))
         if closing:
             return ranges

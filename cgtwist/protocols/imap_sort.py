@@ -16,8 +16,9 @@ from cgtwist.protocols.imap_parse import Literal, ParseError, Token
 from cgtwist.protocols.imap_search import BadCharset, MessageText, header_text
 
 # RFC 5256 §3 sort-key, plus RFC 5957 §3 DISPLAYFROM and DISPLAYTO.
-KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
-                  "DISPLAYTO"})
+KEYS = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
 ALGORITHMS = ("REFERENCES", "ORDEREDSUBJECT")
 CHARSETS = ("US-ASCII", "UTF-8")
 
@@ -159,5 +160,6 @@ def thread_message(text: MessageText, number: int, seq: int) -> imap_thread.Thre
     if not refs:
         refs = imap_thread.message_ids(text.raw_header("in-reply-to"))[:1]
     ids = imap_thread.message_ids(text.raw_header("message-id"))
-    return imap_thread.ThreadMessage(number, seq, sent_date(text), ids[0] if ids else None,
-                                     refs, text.header("subject"))
+    return imap_thread.ThreadMessage(
+        number, seq, sent_date(text), ids[0] if ids else None, refs, text.header("subject")
+    )

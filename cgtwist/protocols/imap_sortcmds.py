@@ -42,7 +42,9 @@ class SortCommands:
     # command in another state is "not valid in this state", not "unknown".
     select_SORT = select_THREAD = (None,)
 
-    def do_SORT_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+    def do_SORT_raw(
+        self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
+    ) -> None:
         """RFC 5256 §3: SORT (criteria) charset search-key..."""
         tokens = self._sort_tokens(tag, segments, literals, uid)
         if tokens is None:
@@ -68,7 +70,9 @@ class SortCommands:
         d = self._collect(pred, texts, uid, key)
         d.addCallback(order).addCallback(show).addErrback(self._fail(tag, "SORT"))
 
-    def do_THREAD_raw(self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool) -> None:
+    def do_THREAD_raw(
+        self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
+    ) -> None:
         """RFC 5256 §3: THREAD algorithm charset search-key..."""
         tokens = self._sort_tokens(tag, segments, literals, uid)
         if tokens is None:
@@ -99,15 +103,17 @@ class SortCommands:
         d.addCallback(order).addCallback(show).addErrback(self._fail(tag, "THREAD"))
 
     # -- the shared course --------------------------------------------------------------------
-    def _sort_tokens(self, tag: bytes, segments: list[bytes], literals: list[Any],
-                     uid: bool) -> Optional[list[imap_parse.Token]]:
+    def _sort_tokens(
+        self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
+    ) -> Optional[list[imap_parse.Token]]:
         """The arguments after the command name as tokens; BAD (and None) when there are
         fewer than three or they do not parse."""
         head = segments[0].split(b" ", 3 if uid else 2)
         first = head[-1] if len(head) == (4 if uid else 3) else b""
         try:
-            tokens = imap_parse.tokenize([first] + segments[1:],
-                                         [x if isinstance(x, bytes) else b"" for x in literals])
+            tokens = imap_parse.tokenize(
+                [first] + segments[1:], [x if isinstance(x, bytes) else b"" for x in literals]
+            )
         except imap_parse.ParseError as e:
             self._refuse(tag, e)
             return None
@@ -119,8 +125,12 @@ class SortCommands:
     def _refuse(self, tag: bytes, e: imap_parse.ParseError) -> None:
         """BAD for arguments that do not parse, NO [BADCHARSET] for an unknown charset
         (RFC 5256 §3); one log line either way, so an administrator sees what a client sent."""
-        self.log.info("imap: SORT/THREAD refused for {account} from {ip}: {why}",
-                      account=self.account_name, ip=self.peer_ip, why=str(e)[:200])
+        self.log.info(
+            "imap: SORT/THREAD refused for {account} from {ip}: {why}",
+            account=self.account_name,
+            ip=self.peer_ip,
+            why=str(e)[:200],
+        )
         if isinstance(e, imap_search.BadCharset):
             self.sendNegativeResponse(tag, b"[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
         else:
@@ -138,10 +148,21 @@ class SortCommands:
             return runner(fn, *args)  # type: ignore[no-any-return]
         return defer.maybeDeferred(fn, *args)
 
-    def _collect(self, pred: imap_search.Predicate, texts: set[str], uid: bool,
-                 key: Callable[[imap_search.MessageText, int, int], T]) -> defer.Deferred[list[T]]:
+    def _collect(
+        self,
+        pred: imap_search.Predicate,
+        texts: set[str],
+        uid: bool,
+        key: Callable[[imap_search.MessageText, int, int], T],
+    ) -> defer.Deferred[list[T]]:
         """``key(text, seq, number)`` of every message the predicate matches, in mailbox
         order, in SEARCH's bounded batches (``number`` is the UID for UID SORT/THREAD)."""
         return imap_scan.collect(
-            self.mbox, getattr(self.account, "run", None), self.clock, lambda: self._closed,
-            pred, texts, lambda text, seq, u: key(text, seq, u if uid else seq))
+            self.mbox,
+            getattr(self.account, "run", None),
+            self.clock,
+            lambda: self._closed,
+            pred,
+            texts,
+            lambda text, seq, u: key(text, seq, u if uid else seq),
+        )

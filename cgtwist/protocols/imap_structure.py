@@ -16,8 +16,18 @@ from typing import Any, Optional
 
 from cgtwist.protocols import imap_address, imap_sections
 
-_ENVELOPE_HEADERS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
-                     "in-reply-to", "message-id")
+_ENVELOPE_HEADERS = (
+    "date",
+    "subject",
+    "from",
+    "sender",
+    "reply-to",
+    "to",
+    "cc",
+    "bcc",
+    "in-reply-to",
+    "message-id",
+)
 
 
 def _b(value: Optional[str]) -> Optional[bytes]:
@@ -39,16 +49,23 @@ def _addresses(value: Optional[str]) -> Optional[list[list[Optional[bytes]]]]:
 
 def envelope(headers: dict[str, str]) -> list[Any]:
     """The ENVELOPE structure from lower-cased header names (sender/reply-to default to from)."""
+
     def h(name: str) -> Optional[str]:
         v = headers.get(name)
         return " ".join(v.split()) if v is not None else None
 
     frm = _addresses(h("from"))
     return [
-        _b(h("date")), _b(h("subject")), frm,
-        _addresses(h("sender")) or frm, _addresses(h("reply-to")) or frm,
-        _addresses(h("to")), _addresses(h("cc")), _addresses(h("bcc")),
-        _b(h("in-reply-to")), _b(h("message-id")),
+        _b(h("date")),
+        _b(h("subject")),
+        frm,
+        _addresses(h("sender")) or frm,
+        _addresses(h("reply-to")) or frm,
+        _addresses(h("to")),
+        _addresses(h("cc")),
+        _addresses(h("bcc")),
+        _b(h("in-reply-to")),
+        _b(h("message-id")),
     ]
 
 
@@ -112,24 +129,36 @@ def _lines(body: bytes) -> int:
     return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
 
 
-def structure(part: Message, extended: bool, raw: bytes = b"", node: Optional[imap_sections.Part] = None) -> list[Any]:
+def structure(
+    part: Message, extended: bool, raw: bytes = b"", node: Optional[imap_sections.Part] = None
+) -> list[Any]:
     """BODYSTRUCTURE (``extended``) or BODY of one MIME part: ``part`` is its header, ``node``
     where it lies in ``raw`` (None: a header alone, sizes left 0 for the caller to fill)."""
     if node is not None and node.children:
         kids = [structure(c.header, extended, raw, c) for c in node.children]
         out: list[Any] = kids + [_b(part.get_content_subtype())]
         if extended:
-            out += [_params(part, "content-type"), _disposition(part),
-                    _header(part, "content-language"), _header(part, "content-location")]
+            out += [
+                _params(part, "content-type"),
+                _disposition(part),
+                _header(part, "content-language"),
+                _header(part, "content-location"),
+            ]
         return out
     maintype, subtype = part.get_content_maintype(), part.get_content_subtype()
     params = _params(part, "content-type")
     if maintype == "text" and not (params and b"charset" in [p.lower() for p in params[::2]]):
         params = (params or []) + [b"charset", b"us-ascii"]  # RFC 2045 §5.2 default
-    body = raw[node.body:node.end] if node is not None else b""
-    out = [_b(maintype), _b(subtype), params, _header(part, "content-id"),
-           _header(part, "content-description"),
-           _b(str(part.get("content-transfer-encoding", "7bit")).strip().lower()) or b"7bit", len(body)]
+    body = raw[node.body : node.end] if node is not None else b""
+    out = [
+        _b(maintype),
+        _b(subtype),
+        params,
+        _header(part, "content-id"),
+        _header(part, "content-description"),
+        _b(str(part.get("content-transfer-encoding", "7bit")).strip().lower()) or b"7bit",
+        len(body),
+    ]
     if node is not None and node.message is not None:
         inner = node.message
         heads = {k.lower(): str(v) for k, v in inner.header.items()}
@@ -137,8 +166,12 @@ def structure(part: Message, extended: bool, raw: bytes = b"", node: Optional[im
     elif maintype == "text":
         out.append(_lines(body))
     if extended:
-        out += [_header(part, "content-md5"), _disposition(part),
-                _header(part, "content-language"), _header(part, "content-location")]
+        out += [
+            _header(part, "content-md5"),
+            _disposition(part),
+            _header(part, "content-language"),
+            _header(part, "content-location"),
+        ]
     return out
 
 
@@ -149,8 +182,16 @@ def body_structure(raw: bytes, extended: bool) -> bytes:
     return wire(structure(root.header, extended, raw, root))
 
 
-_MIME_HEADERS = ("content-type", "content-transfer-encoding", "content-id", "content-description",
-                 "content-md5", "content-disposition", "content-language", "content-location")
+_MIME_HEADERS = (
+    "content-type",
+    "content-transfer-encoding",
+    "content-id",
+    "content-description",
+    "content-md5",
+    "content-disposition",
+    "content-language",
+    "content-location",
+)
 
 
 def cached_structure(msg: Any, extended: bool) -> Optional[bytes]:
@@ -164,10 +205,10 @@ def cached_structure(msg: Any, extended: bool) -> Optional[bytes]:
     if ctype.startswith(("multipart/", "message/")):
         return None
     part = email.parser.HeaderParser(policy=imap_sections.UNFOLDING).parsestr(
-        "".join(f"{k}: {v}\r\n" for k, v in heads.items()) + "\r\n")
+        "".join(f"{k}: {v}\r\n" for k, v in heads.items()) + "\r\n"
+    )
     out = structure(part, extended)
     out[6] = int(meta.body_size)
     if part.get_content_maintype() == "text":
         out[7] = int(meta.body_lines)
     return wire(out)
-

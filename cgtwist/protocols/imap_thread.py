@@ -37,7 +37,7 @@ def base_subject(subject: str) -> tuple[str, bool]:
         while hi > lo:
             if s[hi - 1] == " ":
                 hi -= 1
-            elif hi - lo >= 5 and s[hi - 5:hi].lower() == "(fwd)":
+            elif hi - lo >= 5 and s[hi - 5 : hi].lower() == "(fwd)":
                 hi -= 5
                 reply = True
             else:
@@ -60,7 +60,7 @@ def base_subject(subject: str) -> tuple[str, bool]:
             if not changed:
                 break
         # Step 6: subj-fwd-hdr "[fwd:" ... subj-fwd-trl "]", then again from step 2.
-        if hi - lo >= 6 and s[lo:lo + 5].lower() == "[fwd:" and s[hi - 1] == "]":
+        if hi - lo >= 6 and s[lo : lo + 5].lower() == "[fwd:" and s[hi - 1] == "]":
             lo += 5
             hi -= 1
             reply = True
@@ -223,8 +223,12 @@ def references(msgs: list[ThreadMessage]) -> list[Node]:
             # (1.A) An existing link stays; none that would make a loop. A node without
             # children can only loop onto itself: no walk up the tree for the new dummies
             # of a long References list.
-            if prev is not None and cur.parent is None and cur is not prev and (
-                    not cur.children or not _is_ancestor(cur, prev)):
+            if (
+                prev is not None
+                and cur.parent is None
+                and cur is not prev
+                and (not cur.children or not _is_ancestor(cur, prev))
+            ):
                 _attach(prev, cur)
             prev = cur
         # (1.B) The message's own last reference wins over a link other messages made.
@@ -272,8 +276,9 @@ def references(msgs: list[ThreadMessage]) -> list[Node]:
         if key is None:
             continue
         old = subjects.get(key)
-        if old is None or (old.msg is not None and (
-                r.msg is None or (old.msg.reply and not r.msg.reply))):
+        if old is None or (
+            old.msg is not None and (r.msg is None or (old.msg.reply and not r.msg.reply))
+        ):
             subjects[key] = r
     merged: list[Node] = []
     for r in pruned:

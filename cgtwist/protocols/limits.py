@@ -28,8 +28,12 @@ class PerIPConnections:
     changes while they are open.
     """
 
-    def __init__(self, settings: SettingsHolder, key: str = "access.max_connections_per_ip",
-                 exempt: Optional[Callable[[str], bool]] = None) -> None:
+    def __init__(
+        self,
+        settings: SettingsHolder,
+        key: str = "access.max_connections_per_ip",
+        exempt: Optional[Callable[[str], bool]] = None,
+    ) -> None:
         self.settings = settings
         self.key = key
         self.exempt = exempt
@@ -68,8 +72,9 @@ class UserIPSessions:
         self.settings = settings
         self.counts: dict[tuple[str, str], int] = {}
 
-    def admit(self, account: str, ip: str,
-              logout: Callable[[], None]) -> Optional[Callable[[], None]]:
+    def admit(
+        self, account: str, ip: str, logout: Callable[[], None]
+    ) -> Optional[Callable[[], None]]:
         """Count a new session of ``account`` from ``ip``; None (not counted) when it would go
         over the limit (0 = no limit). Otherwise the session's logout, which now also gives
         its place back (once, however often it is called)."""
@@ -150,10 +155,18 @@ class AccessFactory(ServerFactory, SessionDrain):
     ``sessions`` is the server's shared UserIPSessions (without one, the factory's own).
     """
 
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any = None,
-                 penalty: Any = None, is_client_ip: Optional[Callable[[str], bool]] = None,
-                 sessions: Optional[UserIPSessions] = None) -> None:
+    def __init__(
+        self,
+        listener: ListenerSpec,
+        settings: SettingsHolder,
+        portal: Any,
+        tls: Callable[[], Any],
+        hostname: str,
+        clock: Any = None,
+        penalty: Any = None,
+        is_client_ip: Optional[Callable[[str], bool]] = None,
+        sessions: Optional[UserIPSessions] = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # composition default only
         self.listener = listener

@@ -61,8 +61,16 @@ class POP3Server(pop3.POP3):
     factory: Any
     portal: Any
 
-    def __init__(self, listener: ListenerSpec, settings: SettingsHolder, portal: Any,
-                 tls: Callable[[], Any], hostname: str, clock: Any, penalty: Any) -> None:
+    def __init__(
+        self,
+        listener: ListenerSpec,
+        settings: SettingsHolder,
+        portal: Any,
+        tls: Callable[[], Any],
+        hostname: str,
+        clock: Any,
+        penalty: Any,
+    ) -> None:
         self.listener = listener
         self.settings = settings
         self.portal = portal
@@ -150,8 +158,11 @@ class POP3Server(pop3.POP3):
         self._shutdown_now()
 
     def _shutdown_now(self) -> None:
-        self.log.info("pop3: server shutting down, closing {ip} {account}", ip=self.peer_ip,
-                      account=self.account)
+        self.log.info(
+            "pop3: server shutting down, closing {ip} {account}",
+            ip=self.peer_ip,
+            account=self.account,
+        )
         self.setTimeout(None)  # no idle-timeout -ERR after this one while the client reads
         self._queue.clear()  # pipelined commands are not run: that could include a QUIT's UPDATE
         self.sendLine(SHUTDOWN_LINE)
@@ -167,7 +178,9 @@ class POP3Server(pop3.POP3):
 
     def timeoutConnection(self) -> None:
         """Idle too long (RFC 1939 §3: >= 10 minutes): close without entering UPDATE."""
-        self.log.info("pop3: idle timeout for {ip} {account}", ip=self.peer_ip, account=self.account)
+        self.log.info(
+            "pop3: idle timeout for {ip} {account}", ip=self.peer_ip, account=self.account
+        )
         self.sendLine(b"-ERR Idle timeout, closing connection")
         self.transport.loseConnection()
 
@@ -182,13 +195,19 @@ class POP3Server(pop3.POP3):
 
     @property
     def secure(self) -> bool:
-        return (self._tls_started or self.listener.tls == "implicit"
-                or interfaces.ISSLTransport.providedBy(self.transport))
+        return (
+            self._tls_started
+            or self.listener.tls == "implicit"
+            or interfaces.ISSLTransport.providedBy(self.transport)
+        )
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or auth.allow_plaintext allows it."""
-        return (self.secure or self.listener.allow_plain_auth
-                or bool(self.settings.current["auth.allow_plaintext"]))
+        return (
+            self.secure
+            or self.listener.allow_plain_auth
+            or bool(self.settings.current["auth.allow_plaintext"])
+        )
 
     def stls_available(self) -> bool:
         return self.state == "AUTHORIZATION" and not self.secure and self.tls() is not None
@@ -392,7 +411,9 @@ class POP3Server(pop3.POP3):
         d = defer.maybeDeferred(self.portal.login, creds, None, pop3.IMailbox)
         if acquire is not None:
             d.addBoth(self._login_release)
-        d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,))
+        d.addCallbacks(
+            self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,)
+        )
         return d
 
     def _login_release(self, result: Any) -> Any:
@@ -409,8 +430,9 @@ class POP3Server(pop3.POP3):
         held = logout if sessions is None else sessions.admit(account, self.peer_ip, logout)
         if held is None:
             logout()
-            self.log.warn("pop3: {account} has too many sessions from {ip}", account=account,
-                          ip=self.peer_ip)
+            self.log.warn(
+                "pop3: {account} has too many sessions from {ip}", account=account, ip=self.peer_ip
+            )
             self.err("[IN-USE] Maximum number of connections from user+IP exceeded")
             return
         logout = held
@@ -420,8 +442,12 @@ class POP3Server(pop3.POP3):
         self.state = "TRANSACTION"
         self.penalty.record_success(self.peer_ip, user)
         count, size = avatar.count_and_size()
-        self.log.info("pop3: login {account} from {ip}: {count} messages", account=self.account,
-                      ip=self.peer_ip, count=count)
+        self.log.info(
+            "pop3: login {account} from {ip}: {count} messages",
+            account=self.account,
+            ip=self.peer_ip,
+            count=count,
+        )
         self.ok(f"Logged in, {count} messages ({size} octets)")
 
     def _login_failed(self, f: Failure, user: str) -> Optional[defer.Deferred[None]]:
@@ -430,7 +456,9 @@ class POP3Server(pop3.POP3):
             self.err("[IN-USE] Mailbox is locked by another POP3 session")
             return None
         if f.check(MailError):
-            self.log.warn("pop3: authentication unavailable for {user}: {err}", user=user, err=f.value)
+            self.log.warn(
+                "pop3: authentication unavailable for {user}: {err}", user=user, err=f.value
+            )
             self.err("[SYS/TEMP] Temporary authentication failure, try again later")
             return None
         if not f.check(UnauthorizedLogin, LoginFailed, LoginDenied):
@@ -441,8 +469,12 @@ class POP3Server(pop3.POP3):
         delay = self.penalty.delay_for(self.peer_ip)
         self.penalty.record_failure(self.peer_ip, user)
         # RELIABILITY.md b-G 39: the same fail2ban-readable line as SMTP and IMAP.
-        self.log.info("auth failed: proto=pop3 ip={ip} user={user} failures={n}", ip=self.peer_ip,
-                      user=user, n=self._failures)
+        self.log.info(
+            "auth failed: proto=pop3 ip={ip} user={user} failures={n}",
+            ip=self.peer_ip,
+            user=user,
+            n=self._failures,
+        )
         limit = int(self.settings.current["auth.max_failures"])
 
         def reply() -> None:
@@ -494,8 +526,11 @@ class POP3Server(pop3.POP3):
                 self.ok(f"{i + 1} {value(i)}")
             return
         self.ok(title)
-        lines = [f"{i + 1} {value(i)}".encode() for i in range(len(self.mbox.entries))
-                 if i not in self.mbox.deleted]
+        lines = [
+            f"{i + 1} {value(i)}".encode()
+            for i in range(len(self.mbox.entries))
+            if i not in self.mbox.deleted
+        ]
         self.transport.writeSequence([b"\r\n".join(lines + [b"."]) + b"\r\n"])
 
     def transaction_LIST(self, rest: str) -> None:
@@ -575,8 +610,11 @@ class POP3Server(pop3.POP3):
 
         def failed(fail: Failure) -> None:
             f.close()
-            self.log.info("pop3: sending a message to {ip} stopped: {why}", ip=self.peer_ip,
-                          why=fail.getErrorMessage())
+            self.log.info(
+                "pop3: sending a message to {ip} stopped: {why}",
+                ip=self.peer_ip,
+                why=fail.getErrorMessage(),
+            )
             if self.transport is not None:
                 self.transport.loseConnection()
 
@@ -610,8 +648,15 @@ class POP3Factory(AccessFactory):
     live: set[POP3Server]
 
     def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
-        p = POP3Server(self.listener, self.settings, self.portal, self.tls, self.hostname,
-                       self.clock, self.penalty)
+        p = POP3Server(
+            self.listener,
+            self.settings,
+            self.portal,
+            self.tls,
+            self.hostname,
+            self.clock,
+            self.penalty,
+        )
         p.factory = self
         self.live.add(p)
         return p

@@ -45,22 +45,29 @@ class MailRealm:
     log = Logger()
     SERVICES = {pop3.IMailbox: "pop", imap4.IAccount: "imap"}
 
-    def __init__(self, base_dir: str, store: Any, notifier: MailboxNotifier,
-                 main_domain: str) -> None:
+    def __init__(
+        self, base_dir: str, store: Any, notifier: MailboxNotifier, main_domain: str
+    ) -> None:
         self.base_dir = base_dir
         self.store = store
         self.notifier = notifier
         self.main_domain = main_domain
         self._provisioned: set[str] = set()
 
-    def requestAvatar(self, avatarId: Union[str, bytes], mind: Any, *interfaces: Any) -> defer.Deferred[tuple[Any, Any, Callable[[], None]]]:  # type: ignore[override]
+    def requestAvatar(  # type: ignore[override]
+        self, avatarId: Union[str, bytes], mind: Any, *interfaces: Any
+    ) -> defer.Deferred[tuple[Any, Any, Callable[[], None]]]:
         return defer.ensureDeferred(self._request(avatarId, interfaces))
 
-    async def _request(self, avatarId: Union[str, bytes], interfaces: tuple[Any, ...]) -> tuple[Any, Any, Callable[[], None]]:
+    async def _request(
+        self, avatarId: Union[str, bytes], interfaces: tuple[Any, ...]
+    ) -> tuple[Any, Any, Callable[[], None]]:
         iface = next((i for i in interfaces if i in self.SERVICES), None)
         if iface is None:
             raise NotImplementedError("MailRealm serves only pop3.IMailbox and imap4.IAccount")
-        ident = avatarId.decode("utf-8", "replace") if isinstance(avatarId, bytes) else str(avatarId)
+        ident = (
+            avatarId.decode("utf-8", "replace") if isinstance(avatarId, bytes) else str(avatarId)
+        )
         name, _, domain = ident.rpartition("@")
         try:
             name = paths.check_account(name)
@@ -74,8 +81,11 @@ class MailRealm:
             raise UnauthorizedLogin("no such account")
         service = self.SERVICES[iface]
         if service not in account.services:
-            self.log.info("realm: {service} not enabled for {account}", service=service,
-                          account=f"{name}@{domain}")
+            self.log.info(
+                "realm: {service} not enabled for {account}",
+                service=service,
+                account=f"{name}@{domain}",
+            )
             raise ServiceDisabled(f"{service} is not enabled for this account")
         if path not in self._provisioned:
             created = await self.notifier.run(provision, path)

@@ -71,8 +71,14 @@ class CgSMTP(AuthCommands):
                 return
             # DSN (RFC 3461): RET/ENVID/NOTIFY/ORCPT are kept with the envelope, honoured by
             # the bounce generator and passed on to next hops that offer DSN.
-            lines = [greeting, "PIPELINING", f"SIZE {int(self._setting('smtp.max_message_size'))}",
-                     "8BITMIME", "ENHANCEDSTATUSCODES", "DSN"]
+            lines = [
+                greeting,
+                "PIPELINING",
+                f"SIZE {int(self._setting('smtp.max_message_size'))}",
+                "8BITMIME",
+                "ENHANCEDSTATUSCODES",
+                "DSN",
+            ]
             if self._tls_context() is not None:
                 lines.append("STARTTLS")
             if self._auth_allowed() and not self.session.account:
@@ -82,8 +88,11 @@ class CgSMTP(AuthCommands):
         def refused(f: Failure) -> None:
             self._reply_error(self._error_of(f, "helo"))
 
-        self._start(defer.maybeDeferred(self.factory.policy.helo, self.session, name)
-                    .addCallbacks(ok, refused))
+        self._start(
+            defer.maybeDeferred(self.factory.policy.helo, self.session, name).addCallbacks(
+                ok, refused
+            )
+        )
 
     def _parse_path(self, text: bytes, kind: str) -> Any:
         """The MAIL/RCPT path and parameters, or None after replying with the error."""
@@ -129,16 +138,23 @@ class CgSMTP(AuthCommands):
 
         def refused(f: Failure) -> None:
             err = self._error_of(f, "mail_from")
-            self.log.info("sender refused: peer={peer} sender={sender} reply={reply}",
-                          peer=self._peer(), sender=sender, reply=err.reply())
+            self.log.info(
+                "sender refused: peer={peer} sender={sender} reply={reply}",
+                peer=self._peer(),
+                sender=sender,
+                reply=err.reply(),
+            )
             self._reply_error(err)
 
         session, params = self.session, dict(path.params)
         # Refuse at MAIL FROM when the spool is full (RELIABILITY.md b-B 11: 452 4.3.1), as
         # Postfix does, when the submission offers the check.
         capacity = getattr(self.factory.submission, "check_capacity", None)
-        d = (defer.maybeDeferred(capacity, int(params.get("SIZE", "0"))) if capacity is not None
-             else defer.succeed(None))
+        d = (
+            defer.maybeDeferred(capacity, int(params.get("SIZE", "0")))
+            if capacity is not None
+            else defer.succeed(None)
+        )
         d.addCallback(lambda _: self.factory.policy.mail_from(session, sender, params))
         self._start(d.addCallbacks(ok, refused))
 
@@ -166,19 +182,31 @@ class CgSMTP(AuthCommands):
             final = str(normalised or address)
             # The same recipient twice gets one copy (the reply is still 250).
             if all(r.address.lower() != final.lower() for r in self._recipients):
-                self._recipients.append(Recipient(
-                    address=final, orcpt=path.params.get("ORCPT", ""),
-                    notify=path.params.get("NOTIFY", "")))
+                self._recipients.append(
+                    Recipient(
+                        address=final,
+                        orcpt=path.params.get("ORCPT", ""),
+                        notify=path.params.get("NOTIFY", ""),
+                    )
+                )
             self._reply(250, "2.1.5", "Recipient OK")
 
         def refused(f: Failure) -> None:
             err = self._error_of(f, "rcpt_to")
-            self.log.info("recipient refused: peer={peer} sender={sender} rcpt={rcpt} reply={reply}",
-                          peer=self._peer(), sender=sender, rcpt=address, reply=err.reply())
+            self.log.info(
+                "recipient refused: peer={peer} sender={sender} rcpt={rcpt} reply={reply}",
+                peer=self._peer(),
+                sender=sender,
+                rcpt=address,
+                reply=err.reply(),
+            )
             self._reply_error(err)
 
-        self._start(defer.maybeDeferred(self.factory.policy.rcpt_to, self.session, sender, address,
-                                        dict(path.params)).addCallbacks(ok, refused))
+        self._start(
+            defer.maybeDeferred(
+                self.factory.policy.rcpt_to, self.session, sender, address, dict(path.params)
+            ).addCallbacks(ok, refused)
+        )
 
     def smtp_data(self, arg: bytes) -> None:
         if arg:
@@ -212,25 +240,42 @@ class CgSMTP(AuthCommands):
         if isinstance(result, MailError):
             self.log.info(
                 "message refused: peer={peer} sender={sender} recipients={recipients} size={size} reply={reply}",
-                peer=session.peer_ip, sender=sender, recipients=rcpt_list, size=reader.size,
-                reply=result.reply())
+                peer=session.peer_ip,
+                sender=sender,
+                recipients=rcpt_list,
+                size=reader.size,
+                reply=result.reply(),
+            )
             self._reply_error(result)
             return
         self._messages += 1
         local_id = f"{session.session_id}.{self._messages}"
-        protocol = with_protocol(self._esmtp, session.tls is not None or self._tls, bool(session.account))
+        protocol = with_protocol(
+            self._esmtp, session.tls is not None or self._tls, bool(session.account)
+        )
         envelope = Envelope(
-            sender=sender, recipients=recipients, params=params,
+            sender=sender,
+            recipients=recipients,
+            params=params,
             submit={
-                "peer": session.peer_ip, "helo": session.helo, "protocol": protocol,
-                "account": session.account or "", "tls": session.tls or "",
-                "listener": session.listener, "session": local_id,
+                "peer": session.peer_ip,
+                "helo": session.helo,
+                "protocol": protocol,
+                "account": session.account or "",
+                "tls": session.tls or "",
+                "listener": session.listener,
+                "session": local_id,
             },
         )
         header = received_header(
-            helo=session.helo, peer_ip=session.peer_ip, hostname=self.factory.hostname,
-            protocol=protocol, msg_id=local_id, when=self.factory.clock.seconds(),
-            recipients=rcpt_list, tls_version=session.tls,
+            helo=session.helo,
+            peer_ip=session.peer_ip,
+            hostname=self.factory.hostname,
+            protocol=protocol,
+            msg_id=local_id,
+            when=self.factory.clock.seconds(),
+            recipients=rcpt_list,
+            tls_version=session.tls,
         )
 
         def assemble(lines: Any) -> Any:
@@ -249,16 +294,25 @@ class CgSMTP(AuthCommands):
             self._errors = 0
             self.log.info(
                 "accepted msg_id={msg_id} peer={peer} sender={sender} recipients={recipients} size={size}",
-                msg_id=msg_id, peer=session.peer_ip, sender=sender, recipients=rcpt_list,
-                size=len(result), session=local_id)
+                msg_id=msg_id,
+                peer=session.peer_ip,
+                sender=sender,
+                recipients=rcpt_list,
+                size=len(result),
+                session=local_id,
+            )
             self._reply(250, "2.0.0", f"Ok: queued as {msg_id}")
 
         def failed(f: Failure) -> None:
             err = self._error_of(f, "submit")
             self.log.info(
                 "message refused: peer={peer} sender={sender} recipients={recipients} size={size} reply={reply}",
-                peer=session.peer_ip, sender=sender, recipients=rcpt_list, size=len(result),
-                reply=err.reply())
+                peer=session.peer_ip,
+                sender=sender,
+                recipients=rcpt_list,
+                size=len(result),
+                reply=err.reply(),
+            )
             self._reply_error(err)
 
         # A policy may look at the message before it is queued (the From: check); then the
@@ -284,7 +338,11 @@ class CgSMTP(AuthCommands):
         self._close()
 
     def smtp_help(self, arg: bytes) -> None:
-        self._reply(214, "2.0.0", "See RFC 5321 (commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH)")
+        self._reply(
+            214,
+            "2.0.0",
+            "See RFC 5321 (commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY STARTTLS AUTH)",
+        )
 
     def smtp_vrfy(self, arg: bytes) -> None:
         if not arg:
@@ -355,8 +413,9 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
         self.connections = 0
-        self.per_ip = PerIPConnections(settings, "smtp.max_connections_per_ip",
-                                       exempt=getattr(policy, "is_client_ip", None))
+        self.per_ip = PerIPConnections(
+            settings, "smtp.max_connections_per_ip", exempt=getattr(policy, "is_client_ip", None)
+        )
         SessionDrain.__init__(self)
         self.live: set[CgSMTP]
         self._prefix = secrets.token_hex(3)

@@ -34,11 +34,15 @@ class ISMTPLogin(Interface):
 class AvatarIdRealm:
     """A realm whose avatar is the avatarId itself: SMTP only needs to know who logged in."""
 
-    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Callable[[], None]]:
+    def requestAvatar(
+        self, avatarId: Any, mind: Any, *interfaces: Any
+    ) -> tuple[Any, Any, Callable[[], None]]:
         return interfaces[0], avatarId, lambda: None
 
 
-def login(portal: Portal, username: bytes, password: bytes, peer_ip: str = "") -> defer.Deferred[str]:
+def login(
+    portal: Portal, username: bytes, password: bytes, peer_ip: str = ""
+) -> defer.Deferred[str]:
     """Check ``username``/``password`` with ``portal``'s checkers; fire with "name@domain".
 
     Uses the checkers of the shared Portal (the same AccountChecker as POP3 and IMAP) with a
@@ -110,8 +114,11 @@ class AuthCommands(SMTPWire):
 
     def _auth_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or the settings allow plaintext."""
-        return bool(self._tls or self.factory.listener.allow_plain_auth
-                    or self._setting("auth.allow_plaintext"))
+        return bool(
+            self._tls
+            or self.factory.listener.allow_plain_auth
+            or self._setting("auth.allow_plaintext")
+        )
 
     def smtp_auth(self, arg: bytes) -> None:
         assert self.session is not None
@@ -185,28 +192,38 @@ class AuthCommands(SMTPWire):
         assert self.session is not None
         self.session = replace(self.session, account=account)
         self.factory.penalty.succeeded(self._peer())
-        self.log.info("auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account)
+        self.log.info(
+            "auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account
+        )
         self._reply(235, "2.7.0", "Authentication successful")
 
-    def _auth_error(self, f: Failure, username: bytes, password: bytes) -> Optional[defer.Deferred[None]]:
+    def _auth_error(
+        self, f: Failure, username: bytes, password: bytes
+    ) -> Optional[defer.Deferred[None]]:
         if f.check(UnauthorizedLogin):
             return self._auth_failed(username, password)
         # The store could not answer (AuthUnavailable, already logged by the checker) or a
         # bug: retry later, never 535 (RFC 4954 §6: 454 4.7.0).
         if f.check(MailError) and f.value.temporary:  # type: ignore[union-attr]
-            self.log.info("auth unavailable: peer={peer} reason={reason}", peer=self._peer(),
-                          reason=f.getErrorMessage())
+            self.log.info(
+                "auth unavailable: peer={peer} reason={reason}",
+                peer=self._peer(),
+                reason=f.getErrorMessage(),
+            )
         else:
             self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
         self._reply(454, "4.7.0", "Temporary authentication failure")
         return None
 
-    def _auth_failed(self, username: bytes, password: Optional[bytes] = None) -> defer.Deferred[None]:
+    def _auth_failed(
+        self, username: bytes, password: Optional[bytes] = None
+    ) -> defer.Deferred[None]:
         """535 once the penalty's delay has passed; 421 and close after too many here."""
         self._auth_failures += 1
         login_name = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
-        d = defer.maybeDeferred(self.factory.penalty.failed, self._peer(), login_name, "smtp",
-                                secret=password)
+        d = defer.maybeDeferred(
+            self.factory.penalty.failed, self._peer(), login_name, "smtp", secret=password
+        )
 
         def answer(_: Any) -> None:
             self._reply(535, "5.7.8", "Authentication credentials invalid")

@@ -37,10 +37,22 @@ if TYPE_CHECKING:
 MAX_PENDING = 256 * 1024
 
 COMMANDS = {
-    b"HELO": "helo", b"EHLO": "ehlo", b"MAIL": "mail", b"RCPT": "rcpt", b"DATA": "data",
-    b"RSET": "rset", b"NOOP": "noop", b"QUIT": "quit", b"HELP": "help", b"VRFY": "vrfy",
-    b"EXPN": "expn", b"STARTTLS": "starttls", b"AUTH": "auth", b"BDAT": "not_offered",
-    b"ETRN": "not_offered", b"TURN": "not_offered",
+    b"HELO": "helo",
+    b"EHLO": "ehlo",
+    b"MAIL": "mail",
+    b"RCPT": "rcpt",
+    b"DATA": "data",
+    b"RSET": "rset",
+    b"NOOP": "noop",
+    b"QUIT": "quit",
+    b"HELP": "help",
+    b"VRFY": "vrfy",
+    b"EXPN": "expn",
+    b"STARTTLS": "starttls",
+    b"AUTH": "auth",
+    b"BDAT": "not_offered",
+    b"ETRN": "not_offered",
+    b"TURN": "not_offered",
 }
 
 # Replies that mean "the client said something wrong": each gets a log line.
@@ -123,8 +135,10 @@ class SMTPWire(ESMTP):
         peer_ip = _plain_ip(str(getattr(peer, "host", peer)))
         self.session = SessionInfo(
             session_id=self.factory.new_session_id(),
-            peer_ip=peer_ip, peer_port=int(getattr(peer, "port", 0)),
-            local_ip=str(getattr(host, "host", host)), local_port=int(getattr(host, "port", 0)),
+            peer_ip=peer_ip,
+            peer_port=int(getattr(peer, "port", 0)),
+            local_ip=str(getattr(host, "host", host)),
+            local_port=int(getattr(host, "port", 0)),
             listener=self.factory.listener.name,
             is_client_ip=bool(self._policy_hook("is_client_ip", peer_ip)),
         )
@@ -133,7 +147,11 @@ class SMTPWire(ESMTP):
         self._tls = bool(ISSLTransport.providedBy(t) or isinstance(t, TLSMemoryBIOProtocol))
         refusal = self.factory.register(self)
         if refusal is not None:
-            self.log.info("connection refused: {reason} peer={peer}", reason=refusal, peer=self.session.peer_ip)
+            self.log.info(
+                "connection refused: {reason} peer={peer}",
+                reason=refusal,
+                peer=self.session.peer_ip,
+            )
             enhanced = "4.3.2" if self.factory.stopping else "4.7.0"
             self._send(f"421 {enhanced} {self.factory.hostname} {refusal}, try again later")
             self._close()
@@ -142,10 +160,14 @@ class SMTPWire(ESMTP):
         if self._tls:
             self._arm_handshake_timer()
         self._set_timeout("smtp.idle_timeout")
-        self._deadlines.arm("session", float(self._setting("smtp.session_deadline")),
-                            self._session_expired)
-        self._start(defer.maybeDeferred(self.factory.policy.connect, self.session)
-                    .addCallbacks(self._connect_ok, self._connect_refused))
+        self._deadlines.arm(
+            "session", float(self._setting("smtp.session_deadline")), self._session_expired
+        )
+        self._start(
+            defer.maybeDeferred(self.factory.policy.connect, self.session).addCallbacks(
+                self._connect_ok, self._connect_refused
+            )
+        )
 
     def _connect_ok(self, result: Any) -> None:
         if isinstance(result, SessionInfo):
@@ -178,8 +200,11 @@ class SMTPWire(ESMTP):
 
     def _connect_refused(self, f: Failure) -> None:
         err = self._error_of(f, "connect")
-        self.log.info("connection refused by policy: peer={peer} reply={reply}",
-                      peer=self._peer(), reply=err.reply())
+        self.log.info(
+            "connection refused by policy: peer={peer} reply={reply}",
+            peer=self._peer(),
+            reply=err.reply(),
+        )
         # RFC 5321 §3.1: a server that will not talk answers 554 (or 421 for "later").
         self._send(err.reply() if err.code in (421, 554) else f"554 {err.enhanced} {err.text}")
         self._close()
@@ -212,8 +237,11 @@ class SMTPWire(ESMTP):
         """Switch to TLS after our 220: drop buffered plaintext, forget the session's state."""
         if len(self._buf) > self._pos:
             # CVE-2011-0411: bytes sent after STARTTLS, before the handshake, are not trusted.
-            self.log.info("discarded {n} bytes pipelined after STARTTLS: peer={peer}",
-                          n=len(self._buf) - self._pos, peer=self._peer())
+            self.log.info(
+                "discarded {n} bytes pipelined after STARTTLS: peer={peer}",
+                n=len(self._buf) - self._pos,
+                peer=self._peer(),
+            )
         self._buf, self._pos = b"", 0
         # RFC 3207 §4.2: discard any knowledge obtained from the client before TLS.
         assert self.session is not None
@@ -256,12 +284,20 @@ class SMTPWire(ESMTP):
         """A command line has ``smtp.command_deadline`` seconds from its first byte to its
         CRLF. Armed while part of a line waits for the rest and the server is not busy (bytes
         waiting behind an outstanding reply are ours to handle, not the client's)."""
-        if self._closed or self._busy or self._reader is not None or not (self._buf or self._discarding):
+        if (
+            self._closed
+            or self._busy
+            or self._reader is not None
+            or not (self._buf or self._discarding)
+        ):
             if self._deadlines.armed("line"):
                 self._deadlines.cancel("line")
         elif not self._deadlines.armed("line"):
-            self._deadlines.arm("line", float(self._setting("smtp.command_deadline")),
-                                lambda: self._timed_out("command deadline exceeded"))
+            self._deadlines.arm(
+                "line",
+                float(self._setting("smtp.command_deadline")),
+                lambda: self._timed_out("command deadline exceeded"),
+            )
 
     def _arm_data_deadline(self) -> None:
         """DATA may take ``smtp.data_deadline`` seconds plus the time its octets take at
@@ -273,8 +309,11 @@ class SMTPWire(ESMTP):
         reader = self._reader
         if reader is None:
             return
-        allowed = transfer_allowance(float(self._setting("smtp.data_deadline")),
-                                     float(self._setting("smtp.data_min_rate")), reader.size)
+        allowed = transfer_allowance(
+            float(self._setting("smtp.data_deadline")),
+            float(self._setting("smtp.data_min_rate")),
+            reader.size,
+        )
         left = self._data_started + allowed - self.factory.clock.seconds()
         if left >= 1.0:  # the octets so far earned more time: look again then
             self._deadlines.arm("data", left, self._data_deadline)
@@ -285,7 +324,9 @@ class SMTPWire(ESMTP):
         """``smtp.session_deadline``: 421 now, or after the reply being worked on (a message
         in DATA is read to its end, under its own deadline, and submitted first)."""
         self.log.info("session deadline exceeded: peer={peer}", peer=self._peer())
-        self._close_after_reply(f"421 4.4.2 {self.factory.hostname} Error: session time limit exceeded")
+        self._close_after_reply(
+            f"421 4.4.2 {self.factory.hostname} Error: session time limit exceeded"
+        )
 
     def _policy_hook(self, name: str, *args: Any) -> Any:
         """Call an optional extra of the policy (the protection policy has them); never raise."""
@@ -338,8 +379,9 @@ class SMTPWire(ESMTP):
         """A multi-line reply in one write: one system call and one TCP segment, not one per
         line (the client reads until the last line anyway)."""
         if not self._closed and lines:
-            write_now(self.transport, "".join(f"{line}\r\n" for line in lines)
-                      .encode("ascii", "replace"))
+            write_now(
+                self.transport, "".join(f"{line}\r\n" for line in lines).encode("ascii", "replace")
+            )
 
     def _reply(self, code: int, enhanced: str, text: str) -> None:
         """One reply with its RFC 3463 enhanced code; the client's errors count towards the
@@ -354,8 +396,13 @@ class SMTPWire(ESMTP):
         if code >= 500 and code != 535:
             self._errors += 1
         if code in _PROTOCOL_ERRORS:
-            self.log.info("protocol error: peer={peer} reply={code} {enhanced} {text}",
-                          peer=self._peer(), code=code, enhanced=enhanced, text=text)
+            self.log.info(
+                "protocol error: peer={peer} reply={code} {enhanced} {text}",
+                peer=self._peer(),
+                code=code,
+                enhanced=enhanced,
+                text=text,
+            )
         self._send(f"{code} {enhanced} {text}")
 
     def _reply_error(self, err: MailError) -> None:
@@ -433,7 +480,11 @@ class SMTPWire(ESMTP):
             return
         self._in_loop = True
         try:
-            while not self._busy and not self._closed and (len(self._buf) > self._pos or self._shutting_down):
+            while (
+                not self._busy
+                and not self._closed
+                and (len(self._buf) > self._pos or self._shutting_down)
+            ):
                 if self._shutting_down and self._reader is None:
                     self._shutdown_now()
                     break
@@ -500,11 +551,17 @@ class SMTPWire(ESMTP):
         self._check_errors()
 
     def _check_errors(self) -> None:
-        if not self._busy and not self._closed and self._errors >= int(self._setting("smtp.max_errors")):
+        if (
+            not self._busy
+            and not self._closed
+            and self._errors >= int(self._setting("smtp.max_errors"))
+        ):
             self._too_many_errors()
 
     def _too_many_errors(self) -> None:
-        self.log.info("too many errors: peer={peer} errors={errors}", peer=self._peer(), errors=self._errors)
+        self.log.info(
+            "too many errors: peer={peer} errors={errors}", peer=self._peer(), errors=self._errors
+        )
         self._policy_hook("report_offence", self._peer(), "errors")
         self._send(f"421 4.7.0 {self.factory.hostname} Error: too many errors")
         self._close()

@@ -33,22 +33,46 @@ class QueueAdmin:
         jobs = []
         for qn, job in m.jobs.items():
             lq = self_._queues.get(qn)
-            state = "running" if job.running else "held" if m.held else \
-                "due" if lq is not None and m.msg_id in lq.due else "waiting"
-            jobs.append({"queue": str(qn), "state": state, "attempts": job.failures,
-                         "next_attempt": job.due if state == "waiting" else None})
+            state = (
+                "running"
+                if job.running
+                else "held"
+                if m.held
+                else "due"
+                if lq is not None and m.msg_id in lq.due
+                else "waiting"
+            )
+            jobs.append(
+                {
+                    "queue": str(qn),
+                    "state": state,
+                    "attempts": job.failures,
+                    "next_attempt": job.due if state == "waiting" else None,
+                }
+            )
         return {
-            "id": m.msg_id, "sender": m.envelope.sender, "queued": m.queued,
-            "age": max(0.0, now - m.queued), "held": m.held,
-            "recipients": [{"address": r.address, "state": r.state, "route": r.route,
-                            "detail": r.detail} for r in m.envelope.recipients],
+            "id": m.msg_id,
+            "sender": m.envelope.sender,
+            "queued": m.queued,
+            "age": max(0.0, now - m.queued),
+            "held": m.held,
+            "recipients": [
+                {"address": r.address, "state": r.state, "route": r.route, "detail": r.detail}
+                for r in m.envelope.recipients
+            ],
             "queues": jobs,
         }
 
-    def list(self, queue: Optional[str] = None, sender: Optional[str] = None,
-             recipient: Optional[str] = None, min_age: Optional[float] = None,
-             max_age: Optional[float] = None, held: Optional[bool] = None,
-             limit: int = 1000) -> defer.Deferred[dict[str, Any]]:
+    def list(
+        self,
+        queue: Optional[str] = None,
+        sender: Optional[str] = None,
+        recipient: Optional[str] = None,
+        min_age: Optional[float] = None,
+        max_age: Optional[float] = None,
+        held: Optional[bool] = None,
+        limit: int = 1000,
+    ) -> defer.Deferred[dict[str, Any]]:
         """Messages in the active window matching every filter given (substring matches,
         case-insensitive; ages in seconds). The backlog beyond the window is only counted."""
         self_: Any = self
@@ -59,8 +83,9 @@ class QueueAdmin:
                 continue
             if sender is not None and sender.lower() not in m.envelope.sender.lower():
                 continue
-            if recipient and not any(recipient.lower() in r.address.lower()
-                                     for r in m.envelope.recipients):
+            if recipient and not any(
+                recipient.lower() in r.address.lower() for r in m.envelope.recipients
+            ):
                 continue
             age = now - m.queued
             if (min_age is not None and age < min_age) or (max_age is not None and age > max_age):
@@ -70,8 +95,9 @@ class QueueAdmin:
             out.append(self.describe(m, now))
             if len(out) >= limit:
                 break
-        return defer.succeed({"messages": out, "backlog": len(self_._backlog),
-                              "active": len(self_._msgs)})
+        return defer.succeed(
+            {"messages": out, "backlog": len(self_._backlog), "active": len(self_._msgs)}
+        )
 
     def queues(self) -> defer.Deferred[dict[str, Any]]:
         """Every logical queue with its state (ready/throttled/suspended/no-agent) and counts."""
@@ -86,11 +112,26 @@ class QueueAdmin:
 
         def shown(entry: Any) -> dict[str, Any]:
             m = self_._msgs.get(msg_id)
-            info = self.describe(m, self_.clock.seconds()) if m is not None else {
-                "id": msg_id, "sender": entry.envelope.sender, "queued": entry.queued,
-                "held": entry.held, "state": "backlog",
-                "recipients": [{"address": r.address, "state": r.state, "route": r.route,
-                                "detail": r.detail} for r in entry.envelope.recipients]}
+            info = (
+                self.describe(m, self_.clock.seconds())
+                if m is not None
+                else {
+                    "id": msg_id,
+                    "sender": entry.envelope.sender,
+                    "queued": entry.queued,
+                    "held": entry.held,
+                    "state": "backlog",
+                    "recipients": [
+                        {
+                            "address": r.address,
+                            "state": r.state,
+                            "route": r.route,
+                            "detail": r.detail,
+                        }
+                        for r in entry.envelope.recipients
+                    ],
+                }
+            )
             info["submit"] = dict(entry.envelope.submit)
             info["history"] = entry.history + (list(m.attempts) if m is not None else [])
             return info
@@ -101,9 +142,14 @@ class QueueAdmin:
         """Keep one host-level attempt (time, host, ip, reply, TLS) in the message's history;
         fits SMTPDelivery's ``on_attempt`` hook."""
         self_: Any = self
-        rec = {"k": "a", "t": getattr(attempt, "time", self_.clock.seconds()),
-               "host": str(getattr(attempt, "host", "")), "ip": str(getattr(attempt, "ip", "")),
-               "reply": str(getattr(attempt, "reply", "")), "tls": getattr(attempt, "tls", None)}
+        rec = {
+            "k": "a",
+            "t": getattr(attempt, "time", self_.clock.seconds()),
+            "host": str(getattr(attempt, "host", "")),
+            "ip": str(getattr(attempt, "ip", "")),
+            "reply": str(getattr(attempt, "reply", "")),
+            "tls": getattr(attempt, "tls", None),
+        }
         m = self_._msgs.get(msg_id)
         if m is not None and not m.removing:
             # Journaled with the attempt's result (one fsync), or dropped with the message
@@ -112,8 +158,13 @@ class QueueAdmin:
             m.attempts.append(rec)
             return
         d = self_.spool.record(msg_id, [rec])
-        d.addErrback(lambda f: _log.warn("queue: history for {msg_id} not kept: {error}",
-                                         msg_id=msg_id, error=f.getErrorMessage()))
+        d.addErrback(
+            lambda f: _log.warn(
+                "queue: history for {msg_id} not kept: {error}",
+                msg_id=msg_id,
+                error=f.getErrorMessage(),
+            )
+        )
 
     # -- actions ----------------------------------------------------------------------------
     def _targets(self, msg_id: str) -> builtins.list[Msg]:
@@ -163,7 +214,9 @@ class QueueAdmin:
         if m is None:
             # In the backlog (or unknown): journal it; it applies when the message is loaded.
             d = self_.spool.record(msg_id, [{"k": "h", "v": held}])
-            return d.addCallback(lambda _: {"id": msg_id, "held": held}).addErrback(_no_such, msg_id)
+            return d.addCallback(lambda _: {"id": msg_id, "held": held}).addErrback(
+                _no_such, msg_id
+            )
         m.held = held
         for job in m.jobs.values():
             lq = self_._queues.get(job.queue)
@@ -172,8 +225,11 @@ class QueueAdmin:
             elif not held and not job.running:
                 self_._make_due(m, job)
         self_._kick()
-        _log.info("queue: {msg_id} {what} by the administrator", msg_id=msg_id,
-                  what="held" if held else "released")
+        _log.info(
+            "queue: {msg_id} {what} by the administrator",
+            msg_id=msg_id,
+            what="held" if held else "released",
+        )
         d = self_.spool.record(msg_id, [{"k": "h", "v": held}])
         return d.addCallback(lambda _: {"id": msg_id, "held": held})
 
@@ -187,7 +243,9 @@ class QueueAdmin:
                 self_._backlog.remove(msg_id)
             d = self_.spool.load_entry(msg_id, with_data=False)
             d.addCallback(lambda _: self_.spool.remove(msg_id))
-            return d.addCallback(lambda _: {"id": msg_id, "dropped": True}).addErrback(_no_such, msg_id)
+            return d.addCallback(lambda _: {"id": msg_id, "dropped": True}).addErrback(
+                _no_such, msg_id
+            )
         m.dropped = True
         for qn in list(m.jobs):
             self_.scheduler.discard(qn, msg_id)
@@ -240,6 +298,7 @@ class QueueAdmin:
         """Handlers for cgtwist.control: ``queue-list`` (filters: queue, sender, recipient,
         min_age, max_age, held), ``queue-queues``, ``queue-show``/``-retry``/``-hold``/
         ``-release``/``-drop``/``-bounce`` (``id``; retry also takes ``"all"``)."""
+
         def filters(req: Mapping[str, Any]) -> dict[str, Any]:
             keys = ("queue", "sender", "recipient", "min_age", "max_age", "held", "limit")
             return {k: copy.copy(req[k]) for k in keys if req.get(k) is not None}

@@ -79,7 +79,13 @@ class LogicalQueue:
         self.due.pop(msg_id, None)
 
     def describe(self) -> dict[str, Any]:
-        return {"queue": str(self.name), "state": "no-agent" if self.no_agent else self.state,
-                "due": len(self.due), "waiting": len(self.waiting), "active": self.active,
-                "failures": self.failures, "resume_at": self.resume_at if self.state == SUSPENDED else None,
-                "last_error": self.last_error}
+        return {
+            "queue": str(self.name),
+            "state": "no-agent" if self.no_agent else self.state,
+            "due": len(self.due),
+            "waiting": len(self.waiting),
+            "active": self.active,
+            "failures": self.failures,
+            "resume_at": self.resume_at if self.state == SUSPENDED else None,
+            "last_error": self.last_error,
+        }

@@ -55,13 +55,20 @@ class QueueManager(QueueReports, QueueAdmin):
 
     log = Logger()
 
-    def __init__(self, spool: Any, router: Any, agents: Mapping[str, Any], settings: SettingsHolder,
-                 clock: Any, bouncer: Optional[Bouncer] = None,
-                 cooperator: Optional[Cooperator] = None,
-                 delay_warning: Optional[Callable[..., Any]] = None,
-                 on_delivered: Optional[Bouncer] = None,
-                 server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None,
-                 data_cache: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        spool: Any,
+        router: Any,
+        agents: Mapping[str, Any],
+        settings: SettingsHolder,
+        clock: Any,
+        bouncer: Optional[Bouncer] = None,
+        cooperator: Optional[Cooperator] = None,
+        delay_warning: Optional[Callable[..., Any]] = None,
+        on_delivered: Optional[Bouncer] = None,
+        server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None,
+        data_cache: int = 64 << 20,
+    ) -> None:
         self.spool = spool
         self.router = router
         self.agents: dict[str, Any] = dict(agents)
@@ -73,9 +80,15 @@ class QueueManager(QueueReports, QueueAdmin):
         self.server_rules = server_rules
         self.data_cache = data_cache  # octets of message data kept in memory at most (roughly)
         self._cached = 0
-        self.scheduler = Scheduler(clock, self._try_start, self._on_event, self._per_queue,
-                                   self._module_limit, lambda module: module in self.agents,
-                                   cooperator)
+        self.scheduler = Scheduler(
+            clock,
+            self._try_start,
+            self._on_event,
+            self._per_queue,
+            self._module_limit,
+            lambda module: module in self.agents,
+            cooperator,
+        )
         self._queues = self.scheduler.queues
         self._msgs: dict[str, Msg] = {}
         self._backlog: deque[str] = deque()
@@ -152,15 +165,21 @@ class QueueManager(QueueReports, QueueAdmin):
         return d.addBoth(untrack)
 
     # -- entry ------------------------------------------------------------------------------
-    def enqueue(self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None) -> defer.Deferred[None]:
+    def enqueue(
+        self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None
+    ) -> defer.Deferred[None]:
         """Take a newly spooled message (``data`` saves reading it back for the first try)."""
         if msg_id in self._msgs:
             return defer.succeed(None)
         if len(self._msgs) + self._loading >= self._window():
             self._backlog.append(msg_id)
             return defer.succeed(None)
-        own = Envelope(envelope.sender, [replace(r) for r in envelope.recipients],
-                       dict(envelope.submit), dict(envelope.params))
+        own = Envelope(
+            envelope.sender,
+            [replace(r) for r in envelope.recipients],
+            dict(envelope.submit),
+            dict(envelope.params),
+        )
         m = Msg(msg_id, own, self.clock.seconds())
         self._keep(m, data)
         if self.server_rules is None:
@@ -172,8 +191,11 @@ class QueueManager(QueueReports, QueueAdmin):
 
         def ruled(result: Any) -> defer.Deferred[None]:
             if isinstance(result, Failure):
-                self.log.failure("queue: server rules failed for {msg_id}; delivering as is",
-                                 result, msg_id=msg_id)
+                self.log.failure(
+                    "queue: server rules failed for {msg_id}; delivering as is",
+                    result,
+                    msg_id=msg_id,
+                )
             return self._activate(m)
 
         return d.addBoth(ruled)
@@ -217,8 +239,12 @@ class QueueManager(QueueReports, QueueAdmin):
             self._refilling = False
 
     def _refill_loop(self) -> None:
-        while self._backlog and self._loading < _LOADERS and \
-                len(self._msgs) + self._loading < self._window() and not self._stopped:
+        while (
+            self._backlog
+            and self._loading < _LOADERS
+            and len(self._msgs) + self._loading < self._window()
+            and not self._stopped
+        ):
             msg_id = self._backlog.popleft()
             if msg_id in self._msgs:
                 continue
@@ -240,8 +266,11 @@ class QueueManager(QueueReports, QueueAdmin):
     def _load_failed(self, f: Failure, msg_id: str) -> None:
         self._loading -= 1
         if f.check(SpoolCorrupt, KeyError):
-            self.log.warn("queue: {msg_id} could not be loaded ({why}); skipped",
-                          msg_id=msg_id, why=f.getErrorMessage())
+            self.log.warn(
+                "queue: {msg_id} could not be loaded ({why}); skipped",
+                msg_id=msg_id,
+                why=f.getErrorMessage(),
+            )
         else:
             self.log.failure("queue: loading {msg_id} failed", f, msg_id=msg_id)
         self._refill()
@@ -274,8 +303,12 @@ class QueueManager(QueueReports, QueueAdmin):
                 else:
                     temp_error = value.getErrorMessage() if not ok else "router returned no route"
                     if not ok and not value.check(MailError):
-                        self.log.failure("queue: routing {rcpt} of {msg_id} failed", value,
-                                         rcpt=r.address, msg_id=m.msg_id)
+                        self.log.failure(
+                            "queue: routing {rcpt} of {msg_id} failed",
+                            value,
+                            rcpt=r.address,
+                            msg_id=m.msg_id,
+                        )
             if temp_error:
                 self._route_later(m, temp_error)
             return self.spool.update(m.msg_id, m.envelope)
@@ -283,8 +316,11 @@ class QueueManager(QueueReports, QueueAdmin):
         def done(result: Any) -> None:
             m.running -= 1
             if isinstance(result, Failure):
-                self.log.error("queue: journal write for {msg_id} failed: {error}",
-                               msg_id=m.msg_id, error=result.getErrorMessage())
+                self.log.error(
+                    "queue: journal write for {msg_id} failed: {error}",
+                    msg_id=m.msg_id,
+                    error=result.getErrorMessage(),
+                )
             self._place(m)
 
         return self._track(d.addCallback(routed).addBoth(done))
@@ -292,7 +328,9 @@ class QueueManager(QueueReports, QueueAdmin):
     def _route_later(self, m: Msg, error: str) -> None:
         m.route_failures += 1
         now = self.clock.seconds()
-        when = retry.next_attempt(m.queued, now, m.route_failures, self._schedule_list(), self._lifetime())
+        when = retry.next_attempt(
+            m.queued, now, m.route_failures, self._schedule_list(), self._lifetime()
+        )
         if when is None:
             for i, r in enumerate(m.envelope.recipients):
                 if r.state == PENDING and i not in m.routes:
@@ -306,8 +344,14 @@ class QueueManager(QueueReports, QueueAdmin):
         r = m.envelope.recipients[i]
         r.state, r.detail = state, detail
         m.routes.pop(i, None)
-        self.log.info("queue: {msg_id} <{rcpt}> {state} {how}: {detail}", msg_id=m.msg_id,
-                      rcpt=r.address, state=state, how=how or r.route, detail=detail)
+        self.log.info(
+            "queue: {msg_id} <{rcpt}> {state} {how}: {detail}",
+            msg_id=m.msg_id,
+            rcpt=r.address,
+            state=state,
+            how=how or r.route,
+            detail=detail,
+        )
 
     def _place(self, m: Msg) -> None:
         """Put the routed pending recipients into their logical queues' jobs."""
@@ -350,15 +394,22 @@ class QueueManager(QueueReports, QueueAdmin):
             self._start(lq, m, job)
         except Exception:
             # A bug must not stop the scheduler nor spin it: park the job for a retry.
-            self.log.failure("queue: cannot start {queue} for {msg_id}", queue=str(lq.name),
-                             msg_id=msg_id)
+            self.log.failure(
+                "queue: cannot start {queue} for {msg_id}", queue=str(lq.name), msg_id=msg_id
+            )
             self._wait(m, job, self.clock.seconds() + retry.retry_delay(self._schedule_list(), 1))
 
     def _start(self, lq: LogicalQueue, m: Msg, job: Job) -> None:
         module = lq.name.module
         rcpts = m.envelope.recipients
-        copies = [replace(rcpts[i], address=m.routes[i].address if i in m.routes else rcpts[i].address,
-                          state=PENDING) for i in job.indexes]
+        copies = [
+            replace(
+                rcpts[i],
+                address=m.routes[i].address if i in m.routes else rcpts[i].address,
+                state=PENDING,
+            )
+            for i in job.indexes
+        ]
         agent = self.agents[module]
         job.running = True
         m.running += 1
@@ -403,22 +454,33 @@ class QueueManager(QueueReports, QueueAdmin):
         self.spool.load(m.msg_id).addBoth(fire)
         return d
 
-    def _delivered(self, result: Any, lq: LogicalQueue, m: Msg, job: Job,
-                   copies: list[Recipient]) -> defer.Deferred[None]:
+    def _delivered(
+        self, result: Any, lq: LogicalQueue, m: Msg, job: Job, copies: list[Recipient]
+    ) -> defer.Deferred[None]:
         now = self.clock.seconds()
         if isinstance(result, Failure):
             if result.check(SpoolCorrupt, KeyError):
-                self.log.error("queue: {msg_id} vanished from the spool ({why}); forgotten",
-                               msg_id=m.msg_id, why=result.getErrorMessage())
+                self.log.error(
+                    "queue: {msg_id} vanished from the spool ({why}); forgotten",
+                    msg_id=m.msg_id,
+                    why=result.getErrorMessage(),
+                )
                 m.dropped = True
             else:
-                self.log.failure("queue: {queue} delivery of {msg_id} failed", result,
-                                 queue=str(lq.name), msg_id=m.msg_id)
+                self.log.failure(
+                    "queue: {queue} delivery of {msg_id} failed",
+                    result,
+                    queue=str(lq.name),
+                    msg_id=m.msg_id,
+                )
             for c in copies:
                 if c.state != DELIVERED:
                     c.state, c.detail = PENDING, "4.3.0 internal error during delivery"
-        elif isinstance(result, list) and len(result) == len(copies) and \
-                all(isinstance(r, Recipient) for r in result):
+        elif (
+            isinstance(result, list)
+            and len(result) == len(copies)
+            and all(isinstance(r, Recipient) for r in result)
+        ):
             copies = result  # an agent that answered with new objects instead of updating ours
         rcpts = m.envelope.recipients
         pending: list[int] = []
@@ -430,8 +492,14 @@ class QueueManager(QueueReports, QueueAdmin):
             if state == DELIVERED:
                 delivered += 1
             rcpts[i].state, rcpts[i].detail = state, c.detail
-            self.log.info("queue: {msg_id} <{rcpt}> {queue} {state}: {detail}", msg_id=m.msg_id,
-                          rcpt=rcpts[i].address, queue=str(lq.name), state=state, detail=c.detail)
+            self.log.info(
+                "queue: {msg_id} <{rcpt}> {queue} {state}: {detail}",
+                msg_id=m.msg_id,
+                rcpt=rcpts[i].address,
+                queue=str(lq.name),
+                state=state,
+                detail=c.detail,
+            )
             if state == PENDING:
                 pending.append(i)
             else:
@@ -439,32 +507,58 @@ class QueueManager(QueueReports, QueueAdmin):
         when: Optional[float] = None
         if pending:
             job.failures += 1
-            when = retry.next_attempt(m.queued, now, job.failures, self._schedule_list(), self._lifetime())
+            when = retry.next_attempt(
+                m.queued, now, job.failures, self._schedule_list(), self._lifetime()
+            )
             if when is None:
                 for i in pending:
                     last = rcpts[i].detail
-                    self._set(m, i, FAILED, f"4.4.7 message expired after {int(now - m.queued)}s; "
-                              f"last error: {last}", str(lq.name))
+                    self._set(
+                        m,
+                        i,
+                        FAILED,
+                        f"4.4.7 message expired after {int(now - m.queued)}s; last error: {last}",
+                        str(lq.name),
+                    )
                 pending = []
         if delivered or not pending:
             lq.succeeded()
-        elif lq.failed(now, int(self._get("queue.suspend_after") or 3),
-                       retry.retry_delay(self._schedule_list(), lq.failures + 1), rcpts[pending[0]].detail):
-            self.log.warn("queue: {queue} suspended until {until} after {n} failures: {error}",
-                          queue=str(lq.name), until=lq.resume_at, n=lq.failures, error=lq.last_error)
+        elif lq.failed(
+            now,
+            int(self._get("queue.suspend_after") or 3),
+            retry.retry_delay(self._schedule_list(), lq.failures + 1),
+            rcpts[pending[0]].detail,
+        ):
+            self.log.warn(
+                "queue: {queue} suspended until {until} after {n} failures: {error}",
+                queue=str(lq.name),
+                until=lq.resume_at,
+                n=lq.failures,
+                error=lq.last_error,
+            )
             self.scheduler.suspend(lq)
-        history = {"k": "a", "t": now, "q": str(lq.name),
-                   "r": [[rcpts[i].address, rcpts[i].state, rcpts[i].detail] for i in job.indexes]}
+        history = {
+            "k": "a",
+            "t": now,
+            "q": str(lq.name),
+            "r": [[rcpts[i].address, rcpts[i].state, rcpts[i].detail] for i in job.indexes],
+        }
 
         def journaled(res: Any) -> None:
             if isinstance(res, Failure):
-                self.log.error("queue: journal write for {msg_id} failed: {error}",
-                               msg_id=m.msg_id, error=res.getErrorMessage())
+                self.log.error(
+                    "queue: journal write for {msg_id} failed: {error}",
+                    msg_id=m.msg_id,
+                    error=res.getErrorMessage(),
+                )
             job.running = False
             m.running -= 1
             # Recipients routed into this queue while the attempt ran join the job too.
-            idx = sorted(i for i, r in m.routes.items()
-                         if r.queue_name == lq.name and rcpts[i].state == PENDING)
+            idx = sorted(
+                i
+                for i, r in m.routes.items()
+                if r.queue_name == lq.name and rcpts[i].state == PENDING
+            )
             if idx and not m.dropped:
                 job.indexes = idx
                 if pending:
@@ -474,12 +568,16 @@ class QueueManager(QueueReports, QueueAdmin):
             else:
                 m.jobs.pop(lq.name, None)
             self.scheduler.finished(lq)
-            wanted = [copy.copy(rcpts[i]) for i in job.indexes if rcpts[i].state == DELIVERED
-                      and "SUCCESS" in (rcpts[i].notify or "").upper()]
+            wanted = [
+                copy.copy(rcpts[i])
+                for i in job.indexes
+                if rcpts[i].state == DELIVERED and "SUCCESS" in (rcpts[i].notify or "").upper()
+            ]
             if wanted and self.on_delivered is not None and not m.dropped:
                 self._notify_success(m, wanted)
-            if m.running == 0 and not any(m.msg_id in q.due for q in
-                                          (self._queues.get(j.queue) for j in m.jobs.values()) if q):
+            if m.running == 0 and not any(
+                m.msg_id in q.due for q in (self._queues.get(j.queue) for j in m.jobs.values()) if q
+            ):
                 self._drop(m)  # keep memory bounded: read back from the spool at the next try
             self._check_done(m)
             self._kick()

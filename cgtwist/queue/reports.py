@@ -35,8 +35,11 @@ class QueueReports:
         def done(result: Any) -> None:
             m.running -= 1
             if isinstance(result, Failure):
-                _log.error("queue: success report for {msg_id} failed: {error}",
-                           msg_id=m.msg_id, error=result.getErrorMessage())
+                _log.error(
+                    "queue: success report for {msg_id} failed: {error}",
+                    msg_id=m.msg_id,
+                    error=result.getErrorMessage(),
+                )
             self._check_done(m)
 
         self._track(d.addBoth(done))
@@ -65,22 +68,34 @@ class QueueReports:
         m.reporting = True
         rcpts = m.envelope.recipients
         if self.bouncer is None:
-            _log.warn("queue: {msg_id} failed for {rcpts}; no bouncer configured",
-                      msg_id=m.msg_id, rcpts=", ".join(rcpts[i].address for i in failed))
+            _log.warn(
+                "queue: {msg_id} failed for {rcpts}; no bouncer configured",
+                msg_id=m.msg_id,
+                rcpts=", ".join(rcpts[i].address for i in failed),
+            )
             d: defer.Deferred[Any] = defer.succeed(None)
         else:
             bouncer = self.bouncer
             d = self._data(m).addCallback(
-                lambda data: bouncer(m.msg_id, m.envelope, data, [copy.copy(rcpts[i]) for i in failed]))
+                lambda data: bouncer(
+                    m.msg_id, m.envelope, data, [copy.copy(rcpts[i]) for i in failed]
+                )
+            )
         d.addCallback(lambda _: self.spool.record(m.msg_id, [{"k": "b", "i": failed}]))
 
         def done(result: Any) -> None:
             m.reporting = False
             if isinstance(result, Failure):
                 m.report_failures += 1
-                when = self.clock.seconds() + retry.retry_delay(self._schedule_list(), m.report_failures)
-                _log.error("queue: reporting failures of {msg_id} failed ({error}); retry at {when}",
-                           msg_id=m.msg_id, error=result.getErrorMessage(), when=when)
+                when = self.clock.seconds() + retry.retry_delay(
+                    self._schedule_list(), m.report_failures
+                )
+                _log.error(
+                    "queue: reporting failures of {msg_id} failed ({error}); retry at {when}",
+                    msg_id=m.msg_id,
+                    error=result.getErrorMessage(),
+                    when=when,
+                )
                 m.report_due = when
                 self.scheduler.at(when, "report", m.msg_id)
                 return
@@ -93,7 +108,9 @@ class QueueReports:
         after = float(self._get("queue.delay_warning") or 0)
         if not after or self.delay_warning is None:
             return False
-        return self.clock.seconds() - m.queued >= after and any(r.state == PENDING for r in m.envelope.recipients)
+        return self.clock.seconds() - m.queued >= after and any(
+            r.state == PENDING for r in m.envelope.recipients
+        )
 
     def _warn(self: Any, m: Msg) -> None:
         m.reporting = True
@@ -101,16 +118,24 @@ class QueueReports:
         warner = self.delay_warning
         assert warner is not None
         until = m.queued + self._lifetime()
-        d = self._data(m).addCallback(lambda data: warner(m.msg_id, m.envelope, data, pending, until))
-        d.addCallback(lambda _: self.spool.record(m.msg_id, [{"k": "a", "t": self.clock.seconds(),
-                                                              "q": "", "res": "warned"}]))
+        d = self._data(m).addCallback(
+            lambda data: warner(m.msg_id, m.envelope, data, pending, until)
+        )
+        d.addCallback(
+            lambda _: self.spool.record(
+                m.msg_id, [{"k": "a", "t": self.clock.seconds(), "q": "", "res": "warned"}]
+            )
+        )
 
         def done(result: Any) -> None:
             m.reporting = False
             m.warned = True  # at most one warning per run, even if sending it failed
             if isinstance(result, Failure):
-                _log.error("queue: delay warning for {msg_id} failed: {error}",
-                           msg_id=m.msg_id, error=result.getErrorMessage())
+                _log.error(
+                    "queue: delay warning for {msg_id} failed: {error}",
+                    msg_id=m.msg_id,
+                    error=result.getErrorMessage(),
+                )
             self._check_done(m)
 
         self._track(d.addBoth(done))
@@ -122,8 +147,11 @@ class QueueReports:
 
         def gone(result: Any) -> None:
             if isinstance(result, Failure):
-                _log.error("queue: removing {msg_id} failed: {error}", msg_id=m.msg_id,
-                           error=result.getErrorMessage())
+                _log.error(
+                    "queue: removing {msg_id} failed: {error}",
+                    msg_id=m.msg_id,
+                    error=result.getErrorMessage(),
+                )
             self._msgs.pop(m.msg_id, None)
             self._drop(m)
             _log.info("queue: {msg_id} left the queue ({why})", msg_id=m.msg_id, why=why)

@@ -35,10 +35,16 @@ class Scheduler:
 
     log = Logger()
 
-    def __init__(self, clock: Any, start: Callable[[LogicalQueue, str], None],
-                 on_event: Callable[[str, Any, float], None], per_queue: Callable[[str], int],
-                 module_limit: Callable[[str], int], has_agent: Callable[[str], bool],
-                 cooperator: Optional[Cooperator] = None) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        start: Callable[[LogicalQueue, str], None],
+        on_event: Callable[[str, Any, float], None],
+        per_queue: Callable[[str], int],
+        module_limit: Callable[[str], int],
+        has_agent: Callable[[str], bool],
+        cooperator: Optional[Cooperator] = None,
+    ) -> None:
         self.clock = clock
         self._start = start
         self._on_event = on_event
@@ -74,8 +80,10 @@ class Scheduler:
                 lq.no_agent = True
                 if qn.module not in self._warned_modules:
                     self._warned_modules.add(qn.module)
-                    self.log.warn("queue: no delivery agent for module {module}; its recipients "
-                                  "stay queued", module=qn.module)
+                    self.log.warn(
+                        "queue: no delivery agent for module {module}; its recipients stay queued",
+                        module=qn.module,
+                    )
         return lq
 
     def agent_added(self, module: str) -> None:

@@ -75,7 +75,7 @@ class DoneLog:
             if n != len(payload):  # a short write (a full disk): the rest, or its error
                 view = memoryview(payload)[n:]
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             os.fdatasync(fd)
         finally:
             os.close(fd)

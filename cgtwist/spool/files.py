@@ -59,7 +59,7 @@ def write_all(fd: int, chunks: list[bytes]) -> None:
         return
     view = memoryview(b"".join(chunks))[n:]
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class _Batch:
@@ -154,8 +154,13 @@ class Recycler:
     RESCAN = 1.0  # seconds between directory listings when the pool looked empty or full
     RESERVE = 16  # pool files a process keeps ready in its own directory
 
-    def __init__(self, path: str, limit: int = 1024, keep_bytes: int = 64 << 10,
-                 reserve_dir: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        limit: int = 1024,
+        keep_bytes: int = 64 << 10,
+        reserve_dir: Optional[str] = None,
+    ) -> None:
         self.path = path
         self.limit = limit
         self.keep_bytes = keep_bytes
@@ -189,8 +194,11 @@ class Recycler:
     def wants_refill(self) -> bool:
         """Whether ``refill`` has work: the reserve below half and the pool not known empty."""
         with self._lock:
-            return (self.reserve_dir is not None and len(self._reserve) < self.RESERVE // 2
-                    and time.monotonic() >= self._empty_until)
+            return (
+                self.reserve_dir is not None
+                and len(self._reserve) < self.RESERVE // 2
+                and time.monotonic() >= self._empty_until
+            )
 
     def refill(self) -> int:
         """Thread: move pool files into ``reserve_dir`` until the reserve is full, make their

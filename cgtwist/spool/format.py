@@ -82,11 +82,16 @@ def envelope_json(envelope: Envelope, queued: float) -> bytes:
 
 def parse_envelope(raw: bytes) -> tuple[Envelope, float]:
     obj = json.loads(raw)
-    rcpts = [Recipient(**{k: str(v) for k, v in r.items() if k in _RCPT_FIELDS})
-             for r in obj["recipients"]]
-    env = Envelope(sender=str(obj["sender"]), recipients=rcpts,
-                   submit={str(k): str(v) for k, v in obj.get("submit", {}).items()},
-                   params={str(k): str(v) for k, v in obj.get("params", {}).items()})
+    rcpts = [
+        Recipient(**{k: str(v) for k, v in r.items() if k in _RCPT_FIELDS})
+        for r in obj["recipients"]
+    ]
+    env = Envelope(
+        sender=str(obj["sender"]),
+        recipients=rcpts,
+        submit={str(k): str(v) for k, v in obj.get("submit", {}).items()},
+        params={str(k): str(v) for k, v in obj.get("params", {}).items()},
+    )
     return env, float(obj["queued"])
 
 
@@ -96,7 +101,13 @@ _RCPT_FIELDS = frozenset(_RCPT_FIELD_ORDER)
 
 def encode(msg_id: str, env_json: bytes, data: bytes) -> tuple[list[bytes], int]:
     """The chunks of a message file (header, envelope, data, trailer) and its total size."""
-    header = b"%s %d %s %d %d\n" % (MAGIC, VERSION, msg_id.encode("ascii"), len(env_json), len(data))
+    header = b"%s %d %s %d %d\n" % (
+        MAGIC,
+        VERSION,
+        msg_id.encode("ascii"),
+        len(env_json),
+        len(data),
+    )
     h = hashlib.sha256(header)
     h.update(env_json)
     h.update(data)
@@ -135,13 +146,13 @@ def decode(msg_id: str, raw: bytes) -> tuple[Envelope, float, bytes]:
     hlen, elen, dlen = check_structure(msg_id, raw[:MAX_HEADER], len(raw), raw[-TRAILER_LEN:])
     body_end = hlen + elen + dlen
     digest = hashlib.sha256(memoryview(raw)[:body_end]).hexdigest().encode("ascii")
-    if raw[body_end + 5:body_end + 5 + 64] != digest:
+    if raw[body_end + 5 : body_end + 5 + 64] != digest:
         raise SpoolCorrupt(msg_id, "checksum mismatch")
     try:
-        env, queued = parse_envelope(raw[hlen:hlen + elen])
+        env, queued = parse_envelope(raw[hlen : hlen + elen])
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise SpoolCorrupt(msg_id, f"bad envelope: {e.__class__.__name__}") from None
-    return env, queued, raw[hlen + elen:body_end]
+    return env, queued, raw[hlen + elen : body_end]
 
 
 def journal_line(record: dict[str, Any]) -> bytes:

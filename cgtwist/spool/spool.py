@@ -118,8 +118,14 @@ class Spool:
 
     log = Logger()
 
-    def __init__(self, base_dir: str, reactor: Any, threadpool: Optional[ThreadPool] = None,
-                 incoming: bool = False, remove_linger: float = 0.0) -> None:
+    def __init__(
+        self,
+        base_dir: str,
+        reactor: Any,
+        threadpool: Optional[ThreadPool] = None,
+        incoming: bool = False,
+        remove_linger: float = 0.0,
+    ) -> None:
         self.base_dir = base_dir
         self.queue_dir = os.path.join(base_dir, paths.QUEUE_DIR)
         self.incoming_dir = os.path.join(base_dir, paths.INCOMING_DIR)
@@ -174,9 +180,11 @@ class Spool:
 
     def free_space(self) -> defer.Deferred[int]:
         """Octets available to us on the spool's file system (statvfs, in a thread)."""
+
         def stat() -> int:
             st = os.statvfs(self.dir)
             return st.f_bavail * st.f_frsize
+
         return self._in_thread(stat)
 
     # -- store ------------------------------------------------------------------------------
@@ -199,10 +207,16 @@ class Spool:
         def failed(f: Failure) -> Failure:
             if isinstance(f.value, _Unsynced):
                 e = f.value.error
-                self.log.error("spool: directory fsync failed for {msg_id}: {error}",
-                               msg_id=f.value.msg_id, error=str(e))
-                return Failure(storage_error(e, "directory fsync") if isinstance(e, OSError) else
-                               MailError(451, "4.3.0", "Temporary local problem, try again later"))
+                self.log.error(
+                    "spool: directory fsync failed for {msg_id}: {error}",
+                    msg_id=f.value.msg_id,
+                    error=str(e),
+                )
+                return Failure(
+                    storage_error(e, "directory fsync")
+                    if isinstance(e, OSError)
+                    else MailError(451, "4.3.0", "Temporary local problem, try again later")
+                )
             if not f.check(MailError):
                 self.log.failure("spool: unexpected error while storing", f)
                 return Failure(MailError(451, "4.3.0", "Temporary local problem, try again later"))
@@ -220,8 +234,9 @@ class Spool:
         def done(result: Any) -> None:
             self._refilling = False
             if isinstance(result, Failure):
-                self.log.warn("spool: refilling the file reserve failed: {err}",
-                              err=result.getErrorMessage())
+                self.log.warn(
+                    "spool: refilling the file reserve failed: {err}", err=result.getErrorMessage()
+                )
 
         self._in_thread(self._recycler.refill).addBoth(done)
 
@@ -308,9 +323,14 @@ class Spool:
         def loaded(result: tuple[SpoolEntry, int]) -> SpoolEntry:
             entry, bad = result
             if bad:
-                self.log.warn("spool: {msg_id} journal had {bad} damaged line(s), ignored",
-                              msg_id=msg_id, bad=bad)
-            self._recorded[msg_id] = [(r.state, r.route, r.detail) for r in entry.envelope.recipients]
+                self.log.warn(
+                    "spool: {msg_id} journal had {bad} damaged line(s), ignored",
+                    msg_id=msg_id,
+                    bad=bad,
+                )
+            self._recorded[msg_id] = [
+                (r.state, r.route, r.detail) for r in entry.envelope.recipients
+            ]
             return entry
 
         def corrupt(f: Failure) -> Any:
@@ -366,7 +386,9 @@ class Spool:
         def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
             if entry is not None:
                 self._count += 1
-                self._recorded[msg_id] = [(r.state, r.route, r.detail) for r in entry.envelope.recipients]
+                self._recorded[msg_id] = [
+                    (r.state, r.route, r.detail) for r in entry.envelope.recipients
+                ]
                 self._no_journal.add(msg_id)
             return entry
 
@@ -374,7 +396,8 @@ class Spool:
             f.trap(SpoolCorrupt)
             self._count += 1  # quarantine counts it out again
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
-                lambda _: None)
+                lambda _: None
+            )
 
         return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
 
@@ -401,7 +424,9 @@ class Spool:
                 self._dirsync.sync()
             except OSError as e:
                 for msg_id, _, ticket in linked:
-                    ticket.error = storage_error(e, f"fsync of {self.dir} for {msg_id}: {e.strerror}")
+                    ticket.error = storage_error(
+                        e, f"fsync of {self.dir} for {msg_id}: {e.strerror}"
+                    )
             else:
                 for _, src, _ in linked:
                     try:
@@ -419,6 +444,7 @@ class Spool:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
         ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
         mid-DATA, which never answered 250 for them)."""
+
         def scan() -> list[str]:
             ids = []
             for name in os.listdir(self.incoming_dir):
@@ -430,11 +456,13 @@ class Spool:
                         unlink_quiet(os.path.join(self.incoming_dir, name))
             ids.sort()
             return ids
+
         return self._in_thread(scan)
 
     # -- journal ----------------------------------------------------------------------------
-    def update(self, msg_id: str, envelope: Envelope,
-               extra: Optional[list[dict[str, Any]]] = None) -> defer.Deferred[None]:
+    def update(
+        self, msg_id: str, envelope: Envelope, extra: Optional[list[dict[str, Any]]] = None
+    ) -> defer.Deferred[None]:
         """Durably journal every recipient whose state or detail changed (a route alone is not
         worth an fsync: it is computed again after a restart), plus ``extra`` records, with one
         append and one fsync."""
@@ -443,7 +471,11 @@ class Spool:
         records = []
         states = [(r.state, r.route, r.detail) for r in envelope.recipients]
         for i, r in enumerate(envelope.recipients):
-            if known is None or i >= len(known) or (known[i][0], known[i][2]) != (r.state, r.detail):
+            if (
+                known is None
+                or i >= len(known)
+                or (known[i][0], known[i][2]) != (r.state, r.detail)
+            ):
                 records.append(fmt.recipient_record(i, r, now))
         d = self.record(msg_id, records + list(extra or []))
 
@@ -496,8 +528,11 @@ class Spool:
 
         def done(ticket: _Ticket) -> None:
             if ticket.warning:
-                self.log.warn("spool: {msg_id}: {warning}; a crash now could deliver it again",
-                              msg_id=msg_id, warning=ticket.warning)
+                self.log.warn(
+                    "spool: {msg_id}: {warning}; a crash now could deliver it again",
+                    msg_id=msg_id,
+                    warning=ticket.warning,
+                )
             if ticket.settle():
                 self._count = max(0, self._count - 1)
             self._forget(msg_id)
@@ -525,15 +560,23 @@ class Spool:
 
     def quarantine(self, msg_id: str, reason: str) -> defer.Deferred[None]:
         """Move a damaged message (and its journal) to Queue/corrupt/ with a log line."""
+
         def move() -> bool:
-            return self._move_corrupt(msg_id + ".msg") and (self._move_corrupt(msg_id + ".jrn") or True)
+            return self._move_corrupt(msg_id + ".msg") and (
+                self._move_corrupt(msg_id + ".jrn") or True
+            )
 
         def done(moved: bool) -> None:
             if moved:
                 self._count = max(0, self._count - 1)
             self._forget(msg_id)
-            self.log.error("spool: {msg_id} is corrupt ({reason}); moved to {dir}",
-                           msg_id=msg_id, reason=reason, dir=self.corrupt_dir)
+            self.log.error(
+                "spool: {msg_id} is corrupt ({reason}); moved to {dir}",
+                msg_id=msg_id,
+                reason=reason,
+                dir=self.corrupt_dir,
+            )
+
         return self._in_thread(move).addCallback(done)
 
     def _move_corrupt(self, name: str) -> bool:
@@ -559,6 +602,7 @@ class Spool:
         remove the messages the done log names, stale .tmp and orphan .jrn files, quarantine
         corrupt .msg; fire with the valid ids in time order. ``deep`` verifies each checksum
         (else only the structure; load still verifies before delivery)."""
+
         def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
             ids: list[str] = []
             bad: list[tuple[str, str]] = []
@@ -611,12 +655,20 @@ class Spool:
             for name in removed:
                 self.log.info("spool: removed stale {name}", name=name)
             for name, reason in bad:
-                self.log.error("spool: {name} is corrupt ({reason}); moved to {dir}",
-                               name=name, reason=reason, dir=self.corrupt_dir)
+                self.log.error(
+                    "spool: {name} is corrupt ({reason}); moved to {dir}",
+                    name=name,
+                    reason=reason,
+                    dir=self.corrupt_dir,
+                )
             self._count = len(ids)
-            self.log.info("spool: recovered {n} message(s), {bad} quarantined, {finished} "
-                          "finished before the restart removed", n=len(ids), bad=len(bad),
-                          finished=finished)
+            self.log.info(
+                "spool: recovered {n} message(s), {bad} quarantined, {finished} "
+                "finished before the restart removed",
+                n=len(ids),
+                bad=len(bad),
+                finished=finished,
+            )
             return ids
 
         return self._in_thread(scan).addCallback(scanned)

@@ -23,8 +23,11 @@ from typing import Any, Callable, Optional
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-_Job = Optional[tuple[Optional[Callable[[bool, Any], None]], Callable[..., Any], tuple[Any, ...],
-                      dict[str, Any]]]
+_Job = Optional[
+    tuple[
+        Optional[Callable[[bool, Any], None]], Callable[..., Any], tuple[Any, ...], dict[str, Any]
+    ]
+]
 
 
 class WorkerPool:
@@ -63,8 +66,13 @@ class WorkerPool:
             t.join()
         self._threads = []
 
-    def callInThreadWithCallback(self, onResult: Optional[Callable[[bool, Any], None]],
-                                 func: Callable[..., Any], *args: Any, **kw: Any) -> None:
+    def callInThreadWithCallback(
+        self,
+        onResult: Optional[Callable[[bool, Any], None]],
+        func: Callable[..., Any],
+        *args: Any,
+        **kw: Any,
+    ) -> None:
         """Run ``func(*args, **kw)`` in a worker; then ``onResult(True, result)`` or
         ``onResult(False, Failure)``, in that worker thread."""
         self._put((onResult, func, args, kw))
@@ -149,9 +157,13 @@ class JobBatch:
 
     MAX_BATCH = 32
 
-    def __init__(self, in_thread: Callable[[Callable[[], list[tuple[bool, Any]]]], Any],
-                 commit: Optional[Callable[[], None]] = None, clock: Any = None,
-                 linger: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_thread: Callable[[Callable[[], list[tuple[bool, Any]]]], Any],
+        commit: Optional[Callable[[], None]] = None,
+        clock: Any = None,
+        linger: float = 0.0,
+    ) -> None:
         self._in_thread = in_thread
         self._commit = commit
         self._clock = clock if linger > 0 else None  # None: every operation is urgent
@@ -193,7 +205,7 @@ class JobBatch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._waiting = self._waiting[:self.MAX_BATCH], self._waiting[self.MAX_BATCH:]
+        batch, self._waiting = self._waiting[: self.MAX_BATCH], self._waiting[self.MAX_BATCH :]
         self._urgent = bool(self._waiting)  # what is left over goes as soon as this job ends
         self._running = True
         self.jobs += 1

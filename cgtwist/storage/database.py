@@ -110,9 +110,15 @@ class Database:
 
     _log = Logger()
 
-    def __init__(self, url: str, reactor: Any, pool_min: int = 1,
-                 pool_max: int = 4, busy_timeout_ms: Optional[int] = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        reactor: Any,
+        pool_min: int = 1,
+        pool_max: int = 4,
+        busy_timeout_ms: Optional[int] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("the database timeout must be positive")
         self.engine = engine_for_url(url, timeout)
@@ -124,8 +130,14 @@ class Database:
         args, kwargs = self.engine.connect_args()
         self._reactor = reactor
         self.pool = adbapi.ConnectionPool(
-            self.engine.dbapi_name, *args, cp_min=pool_min, cp_max=pool_max,
-            cp_reactor=reactor, cp_openfun=self.engine.on_connect, cp_noisy=False, **kwargs,
+            self.engine.dbapi_name,
+            *args,
+            cp_min=pool_min,
+            cp_max=pool_max,
+            cp_reactor=reactor,
+            cp_openfun=self.engine.on_connect,
+            cp_noisy=False,
+            **kwargs,
         )
         self.dbapi = self.pool.dbapi
         self._calls: set[_Call] = set()
@@ -134,8 +146,14 @@ class Database:
         """A UNIQUE/foreign-key violation (both drivers expose dbapi.IntegrityError)."""
         return isinstance(exc, self.dbapi.IntegrityError)
 
-    def run_interaction(self, desc: str, fn: Callable[..., T], *args: Any,
-                        readonly: bool = False, deadline: bool = True) -> Deferred[T]:
+    def run_interaction(
+        self,
+        desc: str,
+        fn: Callable[..., T],
+        *args: Any,
+        readonly: bool = False,
+        deadline: bool = True,
+    ) -> Deferred[T]:
         """Run ``fn(cursor, *args)`` in one transaction on a pool thread; fire with its result.
 
         ``desc`` names the caller in log lines. Writers (the default) take the write lock at
@@ -144,8 +162,9 @@ class Database:
         """
         call = _Call(desc)
         self._calls.add(call)
-        d: Deferred[T] = deferToThreadPool(self._reactor, self.pool.threadpool, self._run,
-                                           call, fn, args, readonly, deadline)
+        d: Deferred[T] = deferToThreadPool(
+            self._reactor, self.pool.threadpool, self._run, call, fn, args, readonly, deadline
+        )
         if not deadline:
             d.addBoth(self._forget, call)
             return d
@@ -153,10 +172,15 @@ class Database:
 
         def expire() -> None:
             call.abandon(self.engine)
-            self._log.error("db {desc}: no answer from {where} within {timeout:g} s; call abandoned",
-                            desc=desc, where=self.engine.describe(), timeout=self.timeout)
-            result.errback(StoreUnavailable(
-                f"the database did not answer within {self.timeout:g} s ({desc})"))
+            self._log.error(
+                "db {desc}: no answer from {where} within {timeout:g} s; call abandoned",
+                desc=desc,
+                where=self.engine.describe(),
+                timeout=self.timeout,
+            )
+            result.errback(
+                StoreUnavailable(f"the database did not answer within {self.timeout:g} s ({desc})")
+            )
 
         timer = self._reactor.callLater(self.timeout, expire)
 
@@ -183,8 +207,9 @@ class Database:
         self._calls.discard(call)
         return outcome
 
-    def _run(self, call: _Call, fn: Callable[..., T], args: Sequence[Any], readonly: bool,
-             deadline: bool) -> T:
+    def _run(
+        self, call: _Call, fn: Callable[..., T], args: Sequence[Any], readonly: bool, deadline: bool
+    ) -> T:
         """On a pool thread: one transaction, tried again once on a fresh connection when the
         pooled one turns out dead (PostgreSQL restarted since it was opened).
 
@@ -200,8 +225,9 @@ class Database:
             try:
                 conn = self.pool.connect()
             except self.dbapi.OperationalError as e:
-                raise StoreUnavailable(f"cannot connect to the database at "
-                                       f"{engine.describe()}: {str(e).strip()}") from e
+                raise StoreUnavailable(
+                    f"cannot connect to the database at {engine.describe()}: {str(e).strip()}"
+                ) from e
             committing = False
             try:
                 with call.using(conn):
@@ -227,17 +253,21 @@ class Database:
                         conn.rollback()
                     except Exception:
                         self.pool.disconnect(conn)
-                if (attempt == 1 and dead and not call.abandoned
-                        and (readonly or not committing)):
-                    self._log.warn("db {desc}: connection to {where} lost ({err}); "
-                                   "reconnecting and trying once more", desc=call.desc,
-                                   where=engine.describe(), err=str(e).strip())
+                if attempt == 1 and dead and not call.abandoned and (readonly or not committing):
+                    self._log.warn(
+                        "db {desc}: connection to {where} lost ({err}); "
+                        "reconnecting and trying once more",
+                        desc=call.desc,
+                        where=engine.describe(),
+                        err=str(e).strip(),
+                    )
                     continue
                 if call.abandoned:
                     raise StoreUnavailable(f"database call {call.desc} abandoned") from e
                 if dead:
                     raise StoreUnavailable(
-                        f"lost the connection to the database ({str(e).strip()})") from e
+                        f"lost the connection to the database ({str(e).strip()})"
+                    ) from e
                 raise
         raise AssertionError("not reached")
 
@@ -250,8 +280,11 @@ class Database:
         d = self.run_interaction("migrate", migrate_txn, deadline=False)
 
         def done(version: int) -> int:
-            self._log.info("database {where} at schema version {version}",
-                           where=self.engine.describe(), version=version)
+            self._log.info(
+                "database {where} at schema version {version}",
+                where=self.engine.describe(),
+                version=version,
+            )
             return version
 
         return d.addCallback(done)

@@ -77,7 +77,8 @@ def _read_postgres(engine: PostgresEngine, node: str) -> list[tuple[Any, ...]]:
         con = psycopg2.connect(*args, **kwargs)
     except psycopg2.Error as e:
         raise StoreUnavailable(
-            f"cannot connect to postgresql:{engine.where}: {str(e).strip()}") from None
+            f"cannot connect to postgresql:{engine.where}: {str(e).strip()}"
+        ) from None
     try:
         engine.on_connect(con)  # statement_timeout: a stuck lock must not hang the start
         cur = con.cursor()
@@ -95,6 +96,7 @@ def _read_postgres(engine: PostgresEngine, node: str) -> list[tuple[Any, ...]]:
         return rows
     except psycopg2.Error as e:
         raise StoreUnavailable(
-            f"cannot read the settings from postgresql:{engine.where}: {str(e).strip()}") from None
+            f"cannot read the settings from postgresql:{engine.where}: {str(e).strip()}"
+        ) from None
     finally:
         con.close()

@@ -185,8 +185,9 @@ class PostgresEngine(Engine):
         import psycopg2
 
         # psycopg2 marks the connection closed (2: broken) when libpq lost it.
-        return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and \
-            bool(getattr(conn, "closed", 0))
+        return isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)) and bool(
+            getattr(conn, "closed", 0)
+        )
 
     def abort(self, conn: Any) -> None:
         try:
@@ -234,7 +235,7 @@ def engine_for_url(url: str, timeout: float = 10.0) -> Engine:
     if url.startswith("sqlite:///"):
         # Both spellings of an absolute path: sqlite:///srv/x.db and (SQLAlchemy's, as
         # cgtwist.config builds it) sqlite:////srv/x.db.
-        rest = unquote(url[len("sqlite:///"):])
+        rest = unquote(url[len("sqlite:///") :])
         path = os.path.normpath(rest if rest.startswith("/") else "/" + rest)
         if not rest or rest.endswith("/"):
             raise ConfigError(f"database url {url!r} names no SQLite file")

@@ -54,7 +54,9 @@ def migrate_txn(cur: Cursor) -> int:
             continue
         for sql in statements:
             cur.execute(cur.engine.render_schema(sql))
-        cur.execute("INSERT INTO schema_version (version, applied) VALUES (?, ?)",
-                    (version, int(time.time())))
+        cur.execute(
+            "INSERT INTO schema_version (version, applied) VALUES (?, ?)",
+            (version, int(time.time())),
+        )
         current = version
     return current

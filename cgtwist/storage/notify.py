@@ -31,8 +31,12 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 # ever reads, so a database host that vanished without a reset (power cut, network partition)
 # would otherwise go unnoticed for the kernel's default two hours, with every change missed.
 # About a minute here. libpq ignores these on Unix sockets.
-KEEPALIVE = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
-             "keepalives_count": "3"}
+KEEPALIVE = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
 
 SCOPE_CLUSTER = "cluster"
 SCOPE_NODE = "node"
@@ -128,9 +132,14 @@ class ChangeListener:
 
     log = Logger()
 
-    def __init__(self, connect: Callable[[], Any], reactor: Any,
-                 on_change: Callable[[Change], None], channel: str = CHANNEL,
-                 delays: Sequence[float] = RECONNECT_DELAYS) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        reactor: Any,
+        on_change: Callable[[Change], None],
+        channel: str = CHANNEL,
+        delays: Sequence[float] = RECONNECT_DELAYS,
+    ) -> None:
         self._connect_fn = connect
         self.reactor = reactor
         self.on_change = on_change
@@ -198,10 +207,13 @@ class ChangeListener:
     def _retry(self, why: str) -> None:
         delay = self.delays[min(self._failures, len(self.delays) - 1)]
         if self._failures == 0:
-            self.log.warn("not listening for changes on {channel} ({why}); changes made on other "
-                          "nodes apply when it is back (retrying every {delay}s and more)",
-                          channel=self.channel, why=why.splitlines()[0] if why else "?",
-                          delay=delay)
+            self.log.warn(
+                "not listening for changes on {channel} ({why}); changes made on other "
+                "nodes apply when it is back (retrying every {delay}s and more)",
+                channel=self.channel,
+                why=why.splitlines()[0] if why else "?",
+                delay=delay,
+            )
         self._failures += 1
         self._timer = self.reactor.callLater(delay, self._attempt)
 
@@ -243,8 +255,9 @@ def _close(conn: Any) -> None:
         pass
 
 
-def listener_for(db: Any, reactor: Any, on_change: Callable[[Change], None]
-                 ) -> Optional[ChangeListener]:
+def listener_for(
+    db: Any, reactor: Any, on_change: Callable[[Change], None]
+) -> Optional[ChangeListener]:
     """A ChangeListener on ``db``'s database (a storage.database.Database), or None when its
     engine has no announcements (SQLite)."""
     engine = db.engine

@@ -46,14 +46,25 @@ class PasswordHasher:
     OWASP values, and hashes weaker than those are reported by ``needs_rehash``.
     """
 
-    def __init__(self, reactor: Any, threadpool: Optional[ThreadPool] = None,
-                 concurrency: Optional[int] = None, memory_kib: int = MEMORY_KIB,
-                 time_cost: int = TIME_COST) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        threadpool: Optional[ThreadPool] = None,
+        concurrency: Optional[int] = None,
+        memory_kib: int = MEMORY_KIB,
+        time_cost: int = TIME_COST,
+    ) -> None:
         self._reactor = reactor
         self._threadpool = threadpool
         self._sem = DeferredSemaphore(concurrency or 2 * (os.cpu_count() or 1))
-        self._hasher = _Argon2(time_cost=time_cost, memory_cost=memory_kib,
-                               parallelism=PARALLELISM, hash_len=32, salt_len=16, type=Type.ID)
+        self._hasher = _Argon2(
+            time_cost=time_cost,
+            memory_cost=memory_kib,
+            parallelism=PARALLELISM,
+            hash_len=32,
+            salt_len=16,
+            type=Type.ID,
+        )
         self._dummy: Optional[str] = None
 
     # The synchronous core; each runs on a pool thread.

@@ -95,7 +95,7 @@ def check_scoped_settings(scope: str, values: Optional[Mapping[str, Any]]) -> di
 def check_target(target: str, domain: str) -> str:
     """Validate an alias target address; a bare name means that name in the alias's domain."""
     t = target.strip()
-    if not t or len(t) > 320 or any(c.isspace() or c in "<>\"(),;:\\[]" or ord(c) < 32 for c in t):
+    if not t or len(t) > 320 or any(c.isspace() or c in '<>"(),;:\\[]' or ord(c) < 32 for c in t):
         raise InvalidValue(f"invalid alias target {target!r}")
     local, sep, dom = t.rpartition("@")
     if not sep:
@@ -122,8 +122,14 @@ class AccountStore:
 
     _log = Logger()
 
-    def __init__(self, db: Database, main_domain: str, hasher: PasswordHasher,
-                 now: Callable[[], float] = time.time, node: str = DEFAULT_NODE) -> None:
+    def __init__(
+        self,
+        db: Database,
+        main_domain: str,
+        hasher: PasswordHasher,
+        now: Callable[[], float] = time.time,
+        node: str = DEFAULT_NODE,
+    ) -> None:
         self._db = db
         self.main_domain = check_domain(main_domain)
         self._hasher = hasher
@@ -149,8 +155,9 @@ class AccountStore:
         and a restart without ``--main-domain`` must not invent a second main domain. An
         explicit, different name is taken and recorded (the administrator renamed it).
         """
-        recorded = await self._db.run_interaction("main_domain_get", tables.meta_get_txn,
-                                                  "main_domain", readonly=True)
+        recorded = await self._db.run_interaction(
+            "main_domain_get", tables.meta_get_txn, "main_domain", readonly=True
+        )
         chosen = configured if (explicit or not recorded) else str(recorded)
         if chosen != recorded:
             await self._write("main_domain_set", self._set_meta_txn, "main_domain", chosen)
@@ -171,18 +178,20 @@ class AccountStore:
         """
         env = os.environ if environ is None else environ
         marker = f"bootstrap:{self.main_domain}"
-        if await self._db.run_interaction("bootstrap_check", tables.meta_get_txn, marker,
-                                          readonly=True):
+        if await self._db.run_interaction(
+            "bootstrap_check", tables.meta_get_txn, marker, readonly=True
+        ):
             return None
         given = env.get(ENV_POSTMASTER_PASSWORD) or None
         password = given or generate_password()
         phc = await self._hasher.hash(password)
-        created = await self._db.run_interaction(
-            "bootstrap", self._bootstrap_txn, marker, phc)
+        created = await self._db.run_interaction("bootstrap", self._bootstrap_txn, marker, phc)
         if created:
-            self._log.info("created {account} (administrator) and {pbx} in the main domain",
-                           account=f"{POSTMASTER}@{self.main_domain}",
-                           pbx=f"{PBX}@{self.main_domain}")
+            self._log.info(
+                "created {account} (administrator) and {pbx} in the main domain",
+                account=f"{POSTMASTER}@{self.main_domain}",
+                pbx=f"{PBX}@{self.main_domain}",
+            )
         return password if created and not given else None
 
     def _bootstrap_txn(self, cur: Cursor, marker: str, phc: str) -> bool:
@@ -194,11 +203,14 @@ class AccountStore:
         assert did is not None
         created = False
         if tables.account_row_txn(cur, did, POSTMASTER) is None:
-            self._insert_account_txn(cur, did, POSTMASTER, phc, "Postmaster", KIND_USER, True,
-                                     None, {"admin": True})
+            self._insert_account_txn(
+                cur, did, POSTMASTER, phc, "Postmaster", KIND_USER, True, None, {"admin": True}
+            )
             created = True
-        if (tables.account_row_txn(cur, did, PBX) is None
-                and tables.alias_target_txn(cur, did, PBX) is None):
+        if (
+            tables.account_row_txn(cur, did, PBX) is None
+            and tables.alias_target_txn(cur, did, PBX) is None
+        ):
             self._insert_account_txn(cur, did, PBX, None, "PBX", KIND_SERVICE, True, None, {})
         cur.execute(cur.engine.upsert("meta", ("name",), ("value",)), (marker, "1"))
         return created
@@ -206,8 +218,12 @@ class AccountStore:
     # ---- domains -------------------------------------------------------------------------
 
     @_deferred
-    async def add_domain(self, name: str, services: Optional[Iterable[str]] = None,
-                         settings: Optional[Mapping[str, Any]] = None) -> None:
+    async def add_domain(
+        self,
+        name: str,
+        services: Optional[Iterable[str]] = None,
+        settings: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         """Create a domain; AlreadyExists when it (or a domain alias of that name) exists."""
         d = check_domain(name)
         svc = check_services(services)
@@ -215,24 +231,30 @@ class AccountStore:
         await self._write("add_domain", self._add_domain_txn, d, svc, values)
         self._log.info("domain {domain} created", domain=d)
 
-    def _add_domain_txn(self, cur: Cursor, d: str, svc: Optional[frozenset[str]],
-                        values: Mapping[str, Any]) -> None:
+    def _add_domain_txn(
+        self, cur: Cursor, d: str, svc: Optional[frozenset[str]], values: Mapping[str, Any]
+    ) -> None:
         if tables.domain_id_txn(cur, d) is not None or tables.domain_alias_txn(cur, d) is not None:
             raise AlreadyExists(f"domain {d} already exists")
         self._insert_domain_txn(cur, d, svc, values)
 
-    def _insert_domain_txn(self, cur: Cursor, d: str, svc: Optional[frozenset[str]],
-                           values: Mapping[str, Any]) -> None:
-        cur.execute("INSERT INTO domains (name, enabled, services, settings, created) "
-                    "VALUES (?, 1, ?, ?, ?)",
-                    (d, tables.services_json(svc), json.dumps(dict(values)), int(self._now())))
+    def _insert_domain_txn(
+        self, cur: Cursor, d: str, svc: Optional[frozenset[str]], values: Mapping[str, Any]
+    ) -> None:
+        cur.execute(
+            "INSERT INTO domains (name, enabled, services, settings, created) "
+            "VALUES (?, 1, ?, ?, ?)",
+            (d, tables.services_json(svc), json.dumps(dict(values)), int(self._now())),
+        )
 
     @_deferred
     async def list_domains(self) -> list[str]:
         """Fire with every domain name, sorted."""
         rows = await self._db.run_interaction(
-            "list_domains", lambda cur: cur.query("SELECT name FROM domains ORDER BY name"),
-            readonly=True)
+            "list_domains",
+            lambda cur: cur.query("SELECT name FROM domains ORDER BY name"),
+            readonly=True,
+        )
         return [r[0] for r in rows]
 
     @_deferred
@@ -260,13 +282,15 @@ class AccountStore:
             d = check_domain(name)
         except InvalidName:
             return False
-        did = await self._db.run_interaction("is_local_domain", tables.resolve_domain_txn, d,
-                                             readonly=True)
+        did = await self._db.run_interaction(
+            "is_local_domain", tables.resolve_domain_txn, d, readonly=True
+        )
         return did is not None
 
     @_deferred
-    async def update_domain(self, name: str, services: Optional[Iterable[str]] = None,
-                            enabled: Optional[bool] = None) -> None:
+    async def update_domain(
+        self, name: str, services: Optional[Iterable[str]] = None, enabled: Optional[bool] = None
+    ) -> None:
         """Change a domain's enabled services (a list; [] = none) or enabled flag."""
         d = check_domain(name)
         svc = check_services(services)
@@ -281,18 +305,28 @@ class AccountStore:
     @_deferred
     async def remove_domain_alias(self, alias: str) -> None:
         a = check_domain(alias)
-        await self._write("remove_domain_alias", tables.delete_one_txn,
-                          "DELETE FROM domain_aliases WHERE name = ?", (a,),
-                          f"domain alias {a} does not exist")
+        await self._write(
+            "remove_domain_alias",
+            tables.delete_one_txn,
+            "DELETE FROM domain_aliases WHERE name = ?",
+            (a,),
+            f"domain alias {a} does not exist",
+        )
 
     # ---- accounts ------------------------------------------------------------------------
 
     @_deferred
-    async def add_account(self, name: str, domain: str, password: Optional[str] = None,
-                          real_name: str = "", services: Optional[Iterable[str]] = None,
-                          settings: Optional[Mapping[str, Any]] = None,
-                          enabled: bool = True,
-                          password_hash: Optional[str] = None) -> Account:
+    async def add_account(
+        self,
+        name: str,
+        domain: str,
+        password: Optional[str] = None,
+        real_name: str = "",
+        services: Optional[Iterable[str]] = None,
+        settings: Optional[Mapping[str, Any]] = None,
+        enabled: bool = True,
+        password_hash: Optional[str] = None,
+    ) -> Account:
         """Create an account (no password: it cannot log in until one is set).
 
         ``password_hash`` instead of ``password`` imports a hash (see set_password_hash).
@@ -306,16 +340,25 @@ class AccountStore:
             phc: Optional[str] = self._imported_hash(password_hash)
         else:
             phc = await self._hasher.hash(password) if password is not None else None
-        await self._write("add_account", self._add_account_txn, n, d, phc, real_name.strip(),
-                          svc, values, enabled)
+        await self._write(
+            "add_account", self._add_account_txn, n, d, phc, real_name.strip(), svc, values, enabled
+        )
         self._log.info("account {account} created", account=f"{n}@{d}")
         account = await self.get_account(n, d)
         assert account is not None
         return account
 
-    def _add_account_txn(self, cur: Cursor, n: str, d: str, phc: Optional[str], real: str,
-                         svc: Optional[frozenset[str]], values: Mapping[str, Any],
-                         enabled: bool) -> None:
+    def _add_account_txn(
+        self,
+        cur: Cursor,
+        n: str,
+        d: str,
+        phc: Optional[str],
+        real: str,
+        svc: Optional[frozenset[str]],
+        values: Mapping[str, Any],
+        enabled: bool,
+    ) -> None:
         did = tables.resolve_domain_txn(cur, d)
         if did is None:
             raise NotFound(f"domain {d} does not exist")
@@ -325,14 +368,33 @@ class AccountStore:
             raise AlreadyExists(f"{n}@{d} is an alias")
         self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
 
-    def _insert_account_txn(self, cur: Cursor, did: int, n: str, phc: Optional[str], real: str,
-                            kind: str, enabled: bool, svc: Optional[frozenset[str]],
-                            values: Mapping[str, Any]) -> None:
+    def _insert_account_txn(
+        self,
+        cur: Cursor,
+        did: int,
+        n: str,
+        phc: Optional[str],
+        real: str,
+        kind: str,
+        enabled: bool,
+        svc: Optional[frozenset[str]],
+        values: Mapping[str, Any],
+    ) -> None:
         cur.execute(
             "INSERT INTO accounts (domain_id, name, password, real_name, kind, enabled, services,"
             " settings, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (did, n, phc, real, kind, 1 if enabled else 0, tables.services_json(svc),
-             json.dumps(dict(values)), int(self._now())))
+            (
+                did,
+                n,
+                phc,
+                real,
+                kind,
+                1 if enabled else 0,
+                tables.services_json(svc),
+                json.dumps(dict(values)),
+                int(self._now()),
+            ),
+        )
 
     @_deferred
     async def get_account(self, name: str, domain: str) -> Optional[Account]:
@@ -341,16 +403,18 @@ class AccountStore:
             n, d = check_account(name), check_domain(domain)
         except InvalidName:
             return None
-        row = await self._db.run_interaction("get_account", tables.account_full_txn, n, d,
-                                             readonly=True)
+        row = await self._db.run_interaction(
+            "get_account", tables.account_full_txn, n, d, readonly=True
+        )
         return tables.account_of(row) if row else None
 
     @_deferred
     async def get_account_info(self, name: str, domain: str) -> dict[str, Any]:
         """Fire with everything an administrator may see of an account (never the hash)."""
         n, d = check_account(name), check_domain(domain)
-        row = await self._db.run_interaction("get_account_info", tables.account_full_txn, n, d,
-                                             readonly=True)
+        row = await self._db.run_interaction(
+            "get_account_info", tables.account_full_txn, n, d, readonly=True
+        )
         if row is None:
             raise NotFound(f"account {n}@{d} does not exist")
         return tables.info_of(row)
@@ -359,16 +423,18 @@ class AccountStore:
     async def list_account_info(self, domain: str) -> list[dict[str, Any]]:
         """Fire with ``get_account_info`` of every account of a domain, sorted by name."""
         d = check_domain(domain)
-        rows = await self._db.run_interaction("list_account_info", tables.list_accounts_txn, d,
-                                              readonly=True)
+        rows = await self._db.run_interaction(
+            "list_account_info", tables.list_accounts_txn, d, readonly=True
+        )
         return [tables.info_of(r) for r in rows]
 
     @_deferred
     async def list_accounts(self, domain: str) -> list[Account]:
         """Fire with the domain's accounts sorted by name; NotFound for an unknown domain."""
         d = check_domain(domain)
-        rows = await self._db.run_interaction("list_accounts", tables.list_accounts_txn, d,
-                                              readonly=True)
+        rows = await self._db.run_interaction(
+            "list_accounts", tables.list_accounts_txn, d, readonly=True
+        )
         return [tables.account_of(r) for r in rows]
 
     @_deferred
@@ -402,23 +468,37 @@ class AccountStore:
     def _imported_hash(self, stored: str) -> str:
         phc = stored.strip()
         if not self._hasher.is_supported_hash(phc):
-            raise InvalidValue("unsupported password hash (want $argon2id$... or "
-                               "{SHA512-CRYPT}$6$...)")
+            raise InvalidValue(
+                "unsupported password hash (want $argon2id$... or {SHA512-CRYPT}$6$...)"
+            )
         return phc
 
     @_deferred
-    async def update_account(self, name: str, domain: str, real_name: Optional[str] = None,
-                             services: Optional[Iterable[str]] = None,
-                             enabled: Optional[bool] = None) -> None:
+    async def update_account(
+        self,
+        name: str,
+        domain: str,
+        real_name: Optional[str] = None,
+        services: Optional[Iterable[str]] = None,
+        enabled: Optional[bool] = None,
+    ) -> None:
         """Change the real name, enabled services or the enabled flag of an account."""
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
-        await self._write("update_account", tables.update_account_txn, n, d,
-                          None if real_name is None else real_name.strip(), svc, enabled)
+        await self._write(
+            "update_account",
+            tables.update_account_txn,
+            n,
+            d,
+            None if real_name is None else real_name.strip(),
+            svc,
+            enabled,
+        )
 
     @_deferred
-    async def verify_password(self, name: str, domain: str,
-                              password: Union[str, bytes]) -> Optional[Account]:
+    async def verify_password(
+        self, name: str, domain: str, password: Union[str, bytes]
+    ) -> Optional[Account]:
         """Fire with the Account when the password matches and it may log in, else None.
 
         Runs exactly one hash verification whatever the outcome (unknown domain, unknown user,
@@ -431,12 +511,14 @@ class AccountStore:
         except InvalidName:
             await self._hasher.verify(None, password)
             return None
-        row = await self._db.run_interaction("verify_password", tables.login_row_txn, n, d,
-                                             readonly=True)
+        row = await self._db.run_interaction(
+            "verify_password", tables.login_row_txn, n, d, readonly=True
+        )
         stored = row["password"] if row else None
         ok = await self._hasher.verify(stored, password)
-        if not (ok and row and row["enabled"] and row["domain_enabled"]
-                and row["kind"] == KIND_USER):
+        if not (
+            ok and row and row["enabled"] and row["domain_enabled"] and row["kind"] == KIND_USER
+        ):
             return None
         if stored and self._hasher.needs_rehash(stored):
             await self._rehash(row["name"], row["domain"], stored, password)
@@ -445,11 +527,13 @@ class AccountStore:
     async def _rehash(self, n: str, d: str, old: str, password: Union[str, bytes]) -> None:
         try:
             phc = await self._hasher.hash(password)
-            await self._write("rehash_password", tables.set_password_txn, n, d, phc, old,
-                              announce=False)  # the same password: nothing to tell
+            await self._write(
+                "rehash_password", tables.set_password_txn, n, d, phc, old, announce=False
+            )  # the same password: nothing to tell
         except Exception:
-            self._log.failure("could not upgrade the password hash of {account}",
-                              account=f"{n}@{d}")
+            self._log.failure(
+                "could not upgrade the password hash of {account}", account=f"{n}@{d}"
+            )
 
     # ---- aliases -------------------------------------------------------------------------
 
@@ -472,8 +556,9 @@ class AccountStore:
     async def list_aliases(self, domain: Optional[str] = None) -> list[tuple[str, str]]:
         """Fire with [(alias address, target), ...] of one domain or of all, sorted."""
         d = check_domain(domain) if domain else None
-        return await self._db.run_interaction("list_aliases", tables.list_aliases_txn, d,
-                                              readonly=True)
+        return await self._db.run_interaction(
+            "list_aliases", tables.list_aliases_txn, d, readonly=True
+        )
 
     @_deferred
     async def resolve_alias(self, name: str, domain: str) -> Optional[str]:
@@ -482,8 +567,9 @@ class AccountStore:
             n, d = check_account(name), check_domain(domain)
         except InvalidName:
             return None
-        return await self._db.run_interaction("resolve_alias", tables.resolve_alias_txn, n, d,
-                                              readonly=True)
+        return await self._db.run_interaction(
+            "resolve_alias", tables.resolve_alias_txn, n, d, readonly=True
+        )
 
     # ---- settings ------------------------------------------------------------------------
 
@@ -491,8 +577,9 @@ class AccountStore:
     async def get_settings(self, node: Optional[str] = None) -> dict[str, Any]:
         """Fire with the settings an administrator changed (merge over DEFAULTS): the
         cluster-wide ones and this node's (or ``node``'s) own."""
-        rows = await self._db.run_interaction("get_settings", tables.settings_txn,
-                                              self._node(node), readonly=True)
+        rows = await self._db.run_interaction(
+            "get_settings", tables.settings_txn, self._node(node), readonly=True
+        )
         return {k: json.loads(v) for k, v in rows}
 
     @_deferred
@@ -508,8 +595,14 @@ class AccountStore:
             await self._write("set_setting", tables.upsert_setting_txn, key, json.dumps(value))
             self._log.info("setting {key} changed", key=key)
         else:
-            await self._write("set_node_setting", tables.upsert_node_setting_txn, target, key,
-                              json.dumps(value), node=target)
+            await self._write(
+                "set_node_setting",
+                tables.upsert_node_setting_txn,
+                target,
+                key,
+                json.dumps(value),
+                node=target,
+            )
             self._log.info("setting {key} of node {node} changed", key=key, node=target)
 
     @_deferred
@@ -519,12 +612,18 @@ class AccountStore:
             raise InvalidValue(f"unknown setting {key!r}")
         target = self._scope(key, node)
         if target is None:
-            await self._write("unset_setting", lambda cur: cur.execute(
-                "DELETE FROM server_settings WHERE name = ?", (key,)))
+            await self._write(
+                "unset_setting",
+                lambda cur: cur.execute("DELETE FROM server_settings WHERE name = ?", (key,)),
+            )
         else:
-            await self._write("unset_node_setting", lambda cur: cur.execute(
-                "DELETE FROM node_settings WHERE node = ? AND name = ?", (target, key)),
-                node=target)
+            await self._write(
+                "unset_node_setting",
+                lambda cur: cur.execute(
+                    "DELETE FROM node_settings WHERE node = ? AND name = ?", (target, key)
+                ),
+                node=target,
+            )
 
     def _node(self, node: Optional[str]) -> str:
         try:
@@ -537,8 +636,10 @@ class AccountStore:
         if dynamic.is_node_setting(key):
             return self._node(node)
         if node is not None:
-            raise InvalidValue(f"{key} is a cluster-wide setting: every node uses the same "
-                               f"value (node settings: {', '.join(sorted(dynamic.NODE_SETTINGS))})")
+            raise InvalidValue(
+                f"{key} is a cluster-wide setting: every node uses the same "
+                f"value (node settings: {', '.join(sorted(dynamic.NODE_SETTINGS))})"
+            )
         return None
 
     # ---- nodes ---------------------------------------------------------------------------
@@ -546,8 +647,14 @@ class AccountStore:
     @_deferred
     async def register_node(self, hostname: str) -> None:
         """Record that this node started now on ``hostname`` (for ``node list``)."""
-        await self._write("register_node", tables.register_node_txn, self.node, hostname,
-                          int(self._now()), announce=False)
+        await self._write(
+            "register_node",
+            tables.register_node_txn,
+            self.node,
+            hostname,
+            int(self._now()),
+            announce=False,
+        )
 
     @_deferred
     async def remove_node(self, name: str) -> None:
@@ -555,8 +662,10 @@ class AccountStore:
         store's own node (its server would fall back to the built-in listeners)."""
         n = self._node(name)
         if n == self.node:
-            raise StoreError(f"{n} is this configuration's own node ([server] node); remove it "
-                             "with the configuration of another node")
+            raise StoreError(
+                f"{n} is this configuration's own node ([server] node); remove it "
+                "with the configuration of another node"
+            )
         await self._write("remove_node", tables.remove_node_txn, n, node=n)
         self._log.info("node {node} removed", node=n)
 
@@ -564,8 +673,7 @@ class AccountStore:
     async def list_nodes(self) -> list[dict[str, Any]]:
         """Fire with every node that started or has settings: {name, hostname, started,
         settings}, sorted by name."""
-        return await self._db.run_interaction("list_nodes", tables.list_nodes_txn,
-                                              readonly=True)
+        return await self._db.run_interaction("list_nodes", tables.list_nodes_txn, readonly=True)
 
     @_deferred
     async def get_domain_settings(self, domain: str) -> dict[str, Any]:
@@ -576,13 +684,21 @@ class AccountStore:
 
     @_deferred
     async def set_domain_setting(self, domain: str, key: str, value: Any) -> None:
-        await self._change_settings("domains", "name = ?", (check_domain(domain),),
-                                    f"domain {domain}", key, value, False)
+        await self._change_settings(
+            "domains", "name = ?", (check_domain(domain),), f"domain {domain}", key, value, False
+        )
 
     @_deferred
     async def unset_domain_setting(self, domain: str, key: str) -> None:
-        await self._change_settings("domains", "name = ?", (check_domain(domain),),
-                                    f"domain {domain}", check_setting_name(key), None, True)
+        await self._change_settings(
+            "domains",
+            "name = ?",
+            (check_domain(domain),),
+            f"domain {domain}",
+            check_setting_name(key),
+            None,
+            True,
+        )
 
     @_deferred
     async def get_account_settings(self, name: str, domain: str) -> dict[str, Any]:
@@ -593,30 +709,70 @@ class AccountStore:
     async def set_account_setting(self, name: str, domain: str, key: str, value: Any) -> None:
         n, d = check_account(name), check_domain(domain)
         await self._change_settings(
-            "accounts", "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d), f"account {n}@{d}", key, value, False)
+            "accounts",
+            "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
+            (n, d),
+            f"account {n}@{d}",
+            key,
+            value,
+            False,
+        )
 
     @_deferred
     async def unset_account_setting(self, name: str, domain: str, key: str) -> None:
         n, d = check_account(name), check_domain(domain)
         await self._change_settings(
-            "accounts", "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d), f"account {n}@{d}", check_setting_name(key), None, True)
+            "accounts",
+            "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
+            (n, d),
+            f"account {n}@{d}",
+            check_setting_name(key),
+            None,
+            True,
+        )
 
-    async def _change_settings(self, table: str, where: str, args: tuple[Any, ...], what: str,
-                               key: str, value: Any, unset: bool) -> None:
+    async def _change_settings(
+        self,
+        table: str,
+        where: str,
+        args: tuple[Any, ...],
+        what: str,
+        key: str,
+        value: Any,
+        unset: bool,
+    ) -> None:
         # Setting a key nothing reads is refused; unsetting any key is allowed, so that one
         # stored before the check existed can be removed.
         if not unset:
-            key = next(iter(check_scoped_settings("domain" if table == "domains" else "account",
-                                                  {key: value})))
-        await self._write(f"change_{table}_settings", tables.change_settings_txn, table, where, args,
-                          what, key, value, unset)
+            key = next(
+                iter(
+                    check_scoped_settings(
+                        "domain" if table == "domains" else "account", {key: value}
+                    )
+                )
+            )
+        await self._write(
+            f"change_{table}_settings",
+            tables.change_settings_txn,
+            table,
+            where,
+            args,
+            what,
+            key,
+            value,
+            unset,
+        )
 
     # ---- plumbing ------------------------------------------------------------------------
 
-    async def _write(self, desc: str, fn: Callable[..., T], *args: Any,
-                     node: Optional[str] = None, announce: bool = True) -> T:
+    async def _write(
+        self,
+        desc: str,
+        fn: Callable[..., T],
+        *args: Any,
+        node: Optional[str] = None,
+        announce: bool = True,
+    ) -> T:
         """A write transaction; a UNIQUE violation from a concurrent writer is AlreadyExists.
 
         Where the engine can, the change is announced to every node in the same transaction
@@ -642,9 +798,16 @@ class AccountStore:
             raise
 
 
-def open_store(url: str, main_domain: str, reactor: Any, pool_min: int = 1, pool_max: int = 4,
-               hasher: Optional[PasswordHasher] = None,
-               timeout: float = DEFAULT_TIMEOUT, node: str = DEFAULT_NODE) -> Deferred[AccountStore]:
+def open_store(
+    url: str,
+    main_domain: str,
+    reactor: Any,
+    pool_min: int = 1,
+    pool_max: int = 4,
+    hasher: Optional[PasswordHasher] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    node: str = DEFAULT_NODE,
+) -> Deferred[AccountStore]:
     """Open the database at ``url``, apply migrations, fire with an AccountStore on it
     speaking for ``node``.
 

@@ -64,23 +64,32 @@ def alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
 
 
 def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
-    row = cur.query_one("SELECT id, name, enabled, services, settings FROM domains "
-                        "WHERE name = ?", (d,))
+    row = cur.query_one(
+        "SELECT id, name, enabled, services, settings FROM domains WHERE name = ?", (d,)
+    )
     if row is None:
         return None
     did = row[0]
-    aliases = [r[0] for r in cur.query(
-        "SELECT name FROM domain_aliases WHERE domain_id = ? ORDER BY name", (did,))]
+    aliases = [
+        r[0]
+        for r in cur.query(
+            "SELECT name FROM domain_aliases WHERE domain_id = ? ORDER BY name", (did,)
+        )
+    ]
     count = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
     return {
-        "name": row[1], "enabled": bool(row[2]), "services": sorted(services_of(row[3])),
-        "settings": json.loads(row[4]), "aliases": aliases,
+        "name": row[1],
+        "enabled": bool(row[2]),
+        "services": sorted(services_of(row[3])),
+        "settings": json.loads(row[4]),
+        "aliases": aliases,
         "accounts": int(count[0]) if count else 0,
     }
 
 
-def update_domain_txn(cur: Cursor, d: str, svc: Optional[frozenset[str]],
-                       enabled: Optional[bool]) -> None:
+def update_domain_txn(
+    cur: Cursor, d: str, svc: Optional[frozenset[str]], enabled: Optional[bool]
+) -> None:
     if domain_id_txn(cur, d) is None:
         raise NotFound(f"domain {d} does not exist")
     if svc is not None:
@@ -106,8 +115,9 @@ def remove_domain_txn(cur: Cursor, d: str, force: bool) -> None:
     aliases = cur.query_one("SELECT COUNT(*) FROM aliases WHERE domain_id = ?", (did,))
     na, nl = (int(accounts[0]) if accounts else 0), (int(aliases[0]) if aliases else 0)
     if (na or nl) and not force:
-        raise StoreError(f"domain {d} has {na} account(s) and {nl} alias(es); "
-                         "remove them first or force")
+        raise StoreError(
+            f"domain {d} has {na} account(s) and {nl} alias(es); remove them first or force"
+        )
     for table in ("accounts", "aliases", "domain_aliases"):
         cur.execute(f"DELETE FROM {table} WHERE domain_id = ?", (did,))
     cur.execute("DELETE FROM domains WHERE id = ?", (did,))
@@ -121,29 +131,44 @@ _ACCOUNT_COLUMNS = (
 
 def row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
-        "name": row[0], "domain": row[1], "real_name": row[2], "kind": row[3],
+        "name": row[0],
+        "domain": row[1],
+        "real_name": row[2],
+        "kind": row[3],
         "enabled": bool(row[4]),
         "own_services": None if row[5] is None else services_of(row[5]),
         "services": services_of(row[5]) & services_of(row[7]),
-        "settings": json.loads(row[6]), "domain_enabled": bool(row[8]),
-        "password": row[9], "has_password": bool(row[9]), "created": row[10],
+        "settings": json.loads(row[6]),
+        "domain_enabled": bool(row[8]),
+        "password": row[9],
+        "has_password": bool(row[9]),
+        "created": row[10],
     }
 
 
 def account_of(row: Mapping[str, Any]) -> Account:
-    return Account(name=row["name"], domain=row["domain"], real_name=row["real_name"],
-                   services=frozenset(row["services"]), settings=row["settings"])
+    return Account(
+        name=row["name"],
+        domain=row["domain"],
+        real_name=row["real_name"],
+        services=frozenset(row["services"]),
+        settings=row["settings"],
+    )
 
 
 def info_of(row: Mapping[str, Any]) -> dict[str, Any]:
     """What an administrator may see of an account row (never the hash)."""
     account = account_of(row)
     return {
-        "address": account.address, "real_name": account.real_name,
-        "kind": row["kind"], "enabled": row["enabled"], "has_password": row["has_password"],
+        "address": account.address,
+        "real_name": account.real_name,
+        "kind": row["kind"],
+        "enabled": row["enabled"],
+        "has_password": row["has_password"],
         "services": sorted(row["own_services"]) if row["own_services"] is not None else None,
         "effective_services": sorted(account.services),
-        "settings": dict(account.settings), "created": row["created"],
+        "settings": dict(account.settings),
+        "created": row["created"],
     }
 
 
@@ -191,15 +216,24 @@ def set_password_txn(cur: Cursor, n: str, d: str, phc: str, old: Optional[str]) 
     if did is None or account_row_txn(cur, did, n) is None:
         raise NotFound(f"account {n}@{d} does not exist")
     if old is None:
-        cur.execute("UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ?",
-                    (phc, did, n))
+        cur.execute(
+            "UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ?", (phc, did, n)
+        )
     else:  # a rehash: only if nobody changed the password meanwhile
-        cur.execute("UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ? "
-                    "AND password = ?", (phc, did, n, old))
+        cur.execute(
+            "UPDATE accounts SET password = ? WHERE domain_id = ? AND name = ? AND password = ?",
+            (phc, did, n, old),
+        )
 
 
-def update_account_txn(cur: Cursor, n: str, d: str, real: Optional[str],
-                        svc: Optional[frozenset[str]], enabled: Optional[bool]) -> None:
+def update_account_txn(
+    cur: Cursor,
+    n: str,
+    d: str,
+    real: Optional[str],
+    svc: Optional[frozenset[str]],
+    enabled: Optional[bool],
+) -> None:
     did = resolve_domain_txn(cur, d)
     if did is None or account_row_txn(cur, did, n) is None:
         raise NotFound(f"account {n}@{d} does not exist")
@@ -220,8 +254,7 @@ def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
         raise AlreadyExists(f"{n}@{d} is an account")
     if alias_target_txn(cur, did, n) is not None:
         raise AlreadyExists(f"alias {n}@{d} already exists")
-    cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)",
-                (did, n, target))
+    cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 
 def remove_alias_txn(cur: Cursor, n: str, d: str) -> None:
@@ -258,8 +291,16 @@ def upsert_setting_txn(cur: Cursor, key: str, value: str) -> None:
     cur.execute(cur.engine.upsert("server_settings", ("name",), ("value",)), (key, value))
 
 
-def change_settings_txn(cur: Cursor, table: str, where: str, args: tuple[Any, ...], what: str,
-                         key: str, value: Any, unset: bool) -> None:
+def change_settings_txn(
+    cur: Cursor,
+    table: str,
+    where: str,
+    args: tuple[Any, ...],
+    what: str,
+    key: str,
+    value: Any,
+    unset: bool,
+) -> None:
     row = cur.query_one(f"SELECT id, settings FROM {table} WHERE {where}", args)
     if row is None:
         raise NotFound(f"{what} does not exist")
@@ -270,25 +311,29 @@ def change_settings_txn(cur: Cursor, table: str, where: str, args: tuple[Any, ..
         del values[key]
     else:
         values[key] = value
-    cur.execute(f"UPDATE {table} SET settings = ? WHERE id = ?",
-                (json.dumps(values, sort_keys=True), row[0]))
+    cur.execute(
+        f"UPDATE {table} SET settings = ? WHERE id = ?",
+        (json.dumps(values, sort_keys=True), row[0]),
+    )
 
 
 def settings_txn(cur: Cursor, node: str) -> list[tuple[str, str]]:
     """(name, JSON) of the cluster-wide settings, then of ``node``'s own (they win)."""
-    return (cur.query("SELECT name, value FROM server_settings ORDER BY name")
-            + cur.query("SELECT name, value FROM node_settings WHERE node = ? ORDER BY name",
-                        (node,)))
+    return cur.query("SELECT name, value FROM server_settings ORDER BY name") + cur.query(
+        "SELECT name, value FROM node_settings WHERE node = ? ORDER BY name", (node,)
+    )
 
 
 def upsert_node_setting_txn(cur: Cursor, node: str, key: str, value: str) -> None:
-    cur.execute(cur.engine.upsert("node_settings", ("node", "name"), ("value",)),
-                (node, key, value))
+    cur.execute(
+        cur.engine.upsert("node_settings", ("node", "name"), ("value",)), (node, key, value)
+    )
 
 
 def register_node_txn(cur: Cursor, node: str, hostname: str, started: int) -> None:
-    cur.execute(cur.engine.upsert("nodes", ("name",), ("hostname", "started")),
-                (node, hostname, started))
+    cur.execute(
+        cur.engine.upsert("nodes", ("name",), ("hostname", "started")), (node, hostname, started)
+    )
 
 
 def list_nodes_txn(cur: Cursor) -> list[dict[str, Any]]:
@@ -296,8 +341,9 @@ def list_nodes_txn(cur: Cursor) -> list[dict[str, Any]]:
     for name, hostname, started in cur.query("SELECT name, hostname, started FROM nodes"):
         nodes[name] = {"name": name, "hostname": hostname, "started": started, "settings": {}}
     for node, key, value in cur.query("SELECT node, name, value FROM node_settings"):
-        entry = nodes.setdefault(node, {"name": node, "hostname": "", "started": None,
-                                        "settings": {}})
+        entry = nodes.setdefault(
+            node, {"name": node, "hostname": "", "started": None, "settings": {}}
+        )
         entry["settings"][key] = json.loads(value)
     return [nodes[k] for k in sorted(nodes)]
 

@@ -55,8 +55,10 @@ class _MX(LineOnlyReceiver):
         elif verb == "MAIL":
             self.sendLine(b"250 2.1.0 ok")
         elif verb == "RCPT":
-            reply = {"reject": b"550 5.1.1 no such user\r\nX-Inject: 1",
-                     "tempfail": b"450 4.2.0 try later"}.get(mode, b"250 2.1.5 ok")
+            reply = {
+                "reject": b"550 5.1.1 no such user\r\nX-Inject: 1",
+                "tempfail": b"450 4.2.0 try later",
+            }.get(mode, b"250 2.1.5 ok")
             self.sendLine(reply)
         elif verb == "QUIT":
             self.sendLine(b"221 bye")
@@ -74,7 +76,9 @@ class FakeMX:
         self._listening: Any = None
 
     def listen(self, reactor: Any) -> int:
-        self._listening = reactor.listenTCP(0, Factory.forProtocol(lambda: _MX(self)), interface="127.0.0.1")
+        self._listening = reactor.listenTCP(
+            0, Factory.forProtocol(lambda: _MX(self)), interface="127.0.0.1"
+        )
         self.port = self._listening.getHost().port
         return self.port
 

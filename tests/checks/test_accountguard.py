@@ -31,7 +31,9 @@ class Store:
     def verify_password(self, name: str, domain: str, password: Any) -> defer.Deferred[Any]:
         self.checks += 1
         ok = (name, domain) == ("alice", "example.com") and password in (b"right", "right")
-        return defer.succeed(Account("alice", "example.com", services=frozenset({"roaming"})) if ok else None)
+        return defer.succeed(
+            Account("alice", "example.com", services=frozenset({"roaming"})) if ok else None
+        )
 
 
 class GuardTests(unittest.TestCase):
@@ -59,7 +61,9 @@ class GuardTests(unittest.TestCase):
 
     def test_lock_expires(self) -> None:
         """After auth.account_lock_time the account is open again and starts from scratch."""
-        self.holder.replace(Settings({"auth.account_max_failures": 2, "auth.account_lock_time": 60}))
+        self.holder.replace(
+            Settings({"auth.account_max_failures": 2, "auth.account_lock_time": 60})
+        )
         self.fail("a")
         self.fail("b")
         self.assertTrue(self.guard.locked("alice@example.com"))
@@ -95,8 +99,11 @@ class CheckerTests(unittest.TestCase):
         self.clock = Clock()
         self.holder = SettingsHolder(Settings())
         self.store = Store()
-        self.checker = AccountChecker(self.store, is_client_ip=lambda ip: ip == CLIENT,  # type: ignore[arg-type]
-                                      guard=AccountGuard(self.clock, self.holder))
+        self.checker = AccountChecker(
+            self.store,
+            is_client_ip=lambda ip: ip == CLIENT,  # type: ignore[arg-type]
+            guard=AccountGuard(self.clock, self.holder),
+        )
         self.events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)

@@ -19,6 +19,7 @@ def capture_logs(testcase: unittest.TestCase) -> list[str]:
 
     def observer(event: LogEvent) -> None:
         lines.append(formatEvent(event))
+
     globalLogPublisher.addObserver(observer)
     testcase.addCleanup(globalLogPublisher.removeObserver, observer)
     return lines
@@ -81,9 +82,12 @@ class AuthPenaltyTests(unittest.TestCase):
         self.clock = Clock()
         self.holder = SettingsHolder(Settings())
         self.offenders: list[str] = []
-        self.penalty = AuthPenalty(self.clock, self.holder,
-                                   is_trusted=lambda ip: ip.startswith("10."),
-                                   on_failure=self.offenders.append)
+        self.penalty = AuthPenalty(
+            self.clock,
+            self.holder,
+            is_trusted=lambda ip: ip.startswith("10."),
+            on_failure=self.offenders.append,
+        )
         self.logs = capture_logs(self)
 
     def fail(self, ip: str, password: str) -> float:
@@ -180,17 +184,32 @@ class VerdictTests(unittest.TestCase):
         """The verdict lists every check with timing, and renders the SPF headers when tagged."""
         v = Verdict("S1", "192.0.2.1", "alice@example.com")
         v.add(CheckResult("rbl", "pass", "not listed", 0.012))
-        spf = CheckResult("spf", "softfail", "x", 0.034, {
-            "identity": "mailfrom", "client_ip": "192.0.2.1", "sender": "alice@example.com",
-            "helo": "h.example.com", "domain": "example.com", "receiver": "mx.ours.test"})
+        spf = CheckResult(
+            "spf",
+            "softfail",
+            "x",
+            0.034,
+            {
+                "identity": "mailfrom",
+                "client_ip": "192.0.2.1",
+                "sender": "alice@example.com",
+                "helo": "h.example.com",
+                "domain": "example.com",
+                "receiver": "mx.ours.test",
+            },
+        )
         v.add(spf, tag=True)
         line = v.log_line()
         self.assertIn("action=accept checks=rbl=pass(12ms) spf=softfail(34ms)", line)
-        self.assertEqual(v.authentication_results("mx.ours.test"),
-                         "mx.ours.test; spf=softfail smtp.mailfrom=alice@example.com")
+        self.assertEqual(
+            v.authentication_results("mx.ours.test"),
+            "mx.ours.test; spf=softfail smtp.mailfrom=alice@example.com",
+        )
         headers = v.trace_headers("mx.ours.test")
         self.assertTrue(headers[0].startswith(b"Received-SPF: softfail (mx.ours.test: "))
-        self.assertTrue(headers[1].startswith(b"Authentication-Results: mx.ours.test; spf=softfail"))
+        self.assertTrue(
+            headers[1].startswith(b"Authentication-Results: mx.ours.test; spf=softfail")
+        )
 
     def test_untagged_and_refused(self) -> None:
         """An untagged result adds no header; a refusal is recorded with its check and reply."""
@@ -225,7 +244,10 @@ class ForgedHeaderTests(unittest.TestCase):
     def test_forged_authentication_results_detected(self) -> None:
         """An incoming Authentication-Results claiming to be ours is recognised (RFC 8601 §5)."""
         from cgtwist.checks.verdict import claims_our_authserv_id
-        self.assertTrue(claims_our_authserv_id(b"MX.Ours.Test; spf=pass smtp.mailfrom=a@b", "mx.ours.test"))
+
+        self.assertTrue(
+            claims_our_authserv_id(b"MX.Ours.Test; spf=pass smtp.mailfrom=a@b", "mx.ours.test")
+        )
         self.assertTrue(claims_our_authserv_id("(c)\r\n mx.ours.test 1; none", "mx.ours.test"))
         self.assertFalse(claims_our_authserv_id("mx.other.test; spf=pass", "mx.ours.test"))
         self.assertFalse(claims_our_authserv_id("", "mx.ours.test"))

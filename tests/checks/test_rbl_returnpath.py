@@ -35,15 +35,19 @@ class RBLTests(unittest.TestCase):
         self.server = DNSTestServer(RECORDS)
         self.server.listen(reactor)
         self.addCleanup(self.server.stop)
-        self.resolver = Resolver([self.server.address], timeout=0.4, max_concurrency=20, reactor=reactor)
+        self.resolver = Resolver(
+            [self.server.address], timeout=0.4, max_concurrency=20, reactor=reactor
+        )
         self.rbl = RBLChecker(self.resolver, reactor)
 
     def test_query_name(self) -> None:
         """Zones are asked for reversed octets (IPv4) or reversed nibbles (IPv6), RFC 5782."""
         self.assertEqual(query_name("192.0.2.1", "zen.example."), "1.2.0.192.zen.example")
         self.assertEqual(query_name("::ffff:192.0.2.1", "z"), "1.2.0.192.z")
-        self.assertEqual(query_name("2001:db8::1", "z"),
-                         "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.z")
+        self.assertEqual(
+            query_name("2001:db8::1", "z"),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.z",
+        )
 
     def test_classify(self) -> None:
         """127.0.0.x lists; 127.255.255.x and non-loopback answers are errors, not listings."""
@@ -119,7 +123,9 @@ class ReturnPathTests(unittest.TestCase):
         self.server = DNSTestServer(RECORDS)
         self.server.listen(reactor)
         self.addCleanup(self.server.stop)
-        self.resolver = Resolver([self.server.address], timeout=0.4, max_concurrency=20, reactor=reactor)
+        self.resolver = Resolver(
+            [self.server.address], timeout=0.4, max_concurrency=20, reactor=reactor
+        )
 
     @defer.inlineCallbacks
     def test_matrix(self) -> None:
@@ -127,10 +133,18 @@ class ReturnPathTests(unittest.TestCase):
         self.server.set_behaviour("broken.test", "servfail")
         self.server.set_behaviour("hung.test", "timeout")
         cases = {
-            "a@mx.test": "pass", "a@aonly.test": "pass", "a@aaaaonly.test": "pass",
-            "a@AONLY.TEST.": "pass", "a@txtonly.test": "fail", "a@nx.test": "fail",
-            "a@nullmx.test": "nullmx", "a@broken.test": "temperror", "a@hung.test": "temperror",
-            "": "skipped", "a@[192.0.2.1]": "skipped", "nodomain": "fail",
+            "a@mx.test": "pass",
+            "a@aonly.test": "pass",
+            "a@aaaaonly.test": "pass",
+            "a@AONLY.TEST.": "pass",
+            "a@txtonly.test": "fail",
+            "a@nx.test": "fail",
+            "a@nullmx.test": "nullmx",
+            "a@broken.test": "temperror",
+            "a@hung.test": "temperror",
+            "": "skipped",
+            "a@[192.0.2.1]": "skipped",
+            "nodomain": "fail",
         }
         for sender, outcome in cases.items():
             r = yield check_return_path(self.resolver, sender, reactor)
@@ -138,6 +152,8 @@ class ReturnPathTests(unittest.TestCase):
 
     def test_replies(self) -> None:
         """NXDOMAIN-like outcomes are permanent 5xx, DNS failures temporary 4xx."""
-        self.assertEqual(REPLIES["fail"].reply(), "550 5.1.8 Sender address rejected: domain not found")
+        self.assertEqual(
+            REPLIES["fail"].reply(), "550 5.1.8 Sender address rejected: domain not found"
+        )
         self.assertTrue(REPLIES["temperror"].temporary)
         self.assertEqual(REPLIES["nullmx"].enhanced, "5.7.27")

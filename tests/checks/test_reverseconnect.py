@@ -33,7 +33,9 @@ class ReverseConnectTests(unittest.TestCase):
         self.mx = FakeMX()
         self.mx.listen(reactor)
         self.addCleanup(self.mx.stop)
-        self.resolver = Resolver([self.dns.address], timeout=0.5, max_concurrency=10, reactor=reactor)
+        self.resolver = Resolver(
+            [self.dns.address], timeout=0.5, max_concurrency=10, reactor=reactor
+        )
         self.connected: list[tuple[str, int]] = []
 
     def connector(self, ip: str, port: int) -> Any:
@@ -51,8 +53,10 @@ class ReverseConnectTests(unittest.TestCase):
         rc = self.make()
         r = yield rc.verify("alice@sender.test")
         self.assertEqual(r.outcome, "pass")
-        self.assertEqual(self.mx.sessions[0][:3],
-                         ["EHLO mx.ours.test", "MAIL FROM:<>", "RCPT TO:<alice@sender.test>"])
+        self.assertEqual(
+            self.mx.sessions[0][:3],
+            ["EHLO mx.ours.test", "MAIL FROM:<>", "RCPT TO:<alice@sender.test>"],
+        )
         self.assertEqual(self.connected, [("127.0.0.1", 25)])
 
     @defer.inlineCallbacks
@@ -147,7 +151,14 @@ class ReverseConnectTests(unittest.TestCase):
     def test_nothing_to_verify(self) -> None:
         """<>, address literals and unsafe addresses are never probed."""
         rc = ReverseConnect(self.resolver, self.connector, Clock())
-        for sender in ("", "nodomain", "a@[127.0.0.1]", "a b@sender.test", "a>\r\n@x.test", "a>b@sender.test"):
+        for sender in (
+            "",
+            "nodomain",
+            "a@[127.0.0.1]",
+            "a b@sender.test",
+            "a>\r\n@x.test",
+            "a>b@sender.test",
+        ):
             r = self.successResultOf(rc.verify(sender))
             self.assertEqual(r.outcome, "skipped", sender)
         self.assertEqual(self.connected, [])

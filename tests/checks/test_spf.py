@@ -37,7 +37,7 @@ def pairs(text: str) -> list[tuple[str, str]]:
         c = text[i]
         if state == "quoted":
             if c == "\\":
-                val += text[i:i + 2]
+                val += text[i : i + 2]
                 i += 2
                 continue
             if c == '"':
@@ -85,20 +85,34 @@ class SPFResultTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.server = start_spf_server(self)
-        self.spf = SPFChecker([self.server.address], reactor, make_pool(self),
-                              timeout=0.5, query_time=3, receiver="mx.ours.test")
+        self.spf = SPFChecker(
+            [self.server.address],
+            reactor,
+            make_pool(self),
+            timeout=0.5,
+            query_time=3,
+            receiver="mx.ours.test",
+        )
 
     @defer.inlineCallbacks
     def test_matrix(self) -> None:
         """Each sender domain yields the SPF result its record says, for MAIL FROM."""
         expected = {
-            "pass.test": "pass", "fail.test": "fail", "softfail.test": "softfail",
-            "neutral.test": "neutral", "none.test": "none", "nx.test": "none",
-            "permerror.test": "permerror", "temperror.test": "temperror",
-            "loop.test": "permerror", "many.test": "permerror", "amx.test": "pass",
+            "pass.test": "pass",
+            "fail.test": "fail",
+            "softfail.test": "softfail",
+            "neutral.test": "neutral",
+            "none.test": "none",
+            "nx.test": "none",
+            "permerror.test": "permerror",
+            "temperror.test": "temperror",
+            "loop.test": "permerror",
+            "many.test": "permerror",
+            "amx.test": "pass",
         }
-        results = yield defer.gatherResults([
-            self.spf.check("127.0.0.1", f"alice@{dom}", "client.test") for dom in expected])
+        results = yield defer.gatherResults(
+            [self.spf.check("127.0.0.1", f"alice@{dom}", "client.test") for dom in expected]
+        )
         got = {r.data["domain"]: r.outcome for r in results}
         self.assertEqual(got, expected)
         for r in results:
@@ -149,25 +163,44 @@ class SPFResultTests(unittest.TestCase):
 class HeaderTests(unittest.TestCase):
     """Header text for known results (no DNS)."""
 
-    def result(self, outcome: str, sender: str = "alice@example.com", helo: str = "mail.example.com") -> CheckResult:
-        return CheckResult("spf", outcome, "why", 0.0, {
-            "identity": "mailfrom" if sender else "helo", "client_ip": "192.0.2.1",
-            "sender": sender, "helo": helo, "domain": "example.com", "receiver": "mx.ours.test"})
+    def result(
+        self, outcome: str, sender: str = "alice@example.com", helo: str = "mail.example.com"
+    ) -> CheckResult:
+        return CheckResult(
+            "spf",
+            outcome,
+            "why",
+            0.0,
+            {
+                "identity": "mailfrom" if sender else "helo",
+                "client_ip": "192.0.2.1",
+                "sender": sender,
+                "helo": helo,
+                "domain": "example.com",
+                "receiver": "mx.ours.test",
+            },
+        )
 
     def test_received_spf(self) -> None:
         """Received-SPF follows RFC 7208 §9.1: result, comment, key=value pairs."""
         v = received_spf(self.result("pass"))
         self.assertEqual(
-            v, "pass (mx.ours.test: domain of alice@example.com designates 192.0.2.1 as permitted "
-               "sender) client-ip=192.0.2.1; envelope-from=alice@example.com; helo=mail.example.com; "
-               "receiver=mx.ours.test; identity=mailfrom;")
+            v,
+            "pass (mx.ours.test: domain of alice@example.com designates 192.0.2.1 as permitted "
+            "sender) client-ip=192.0.2.1; envelope-from=alice@example.com; helo=mail.example.com; "
+            "receiver=mx.ours.test; identity=mailfrom;",
+        )
 
     def test_authentication_results(self) -> None:
         """Authentication-Results uses smtp.mailfrom, or smtp.helo for <> (RFC 8601 §2.7.2)."""
-        self.assertEqual(authentication_results_part(self.result("fail")),
-                         "spf=fail smtp.mailfrom=alice@example.com")
-        self.assertEqual(authentication_results_part(self.result("pass", sender="")),
-                         "spf=pass smtp.helo=mail.example.com")
+        self.assertEqual(
+            authentication_results_part(self.result("fail")),
+            "spf=fail smtp.mailfrom=alice@example.com",
+        )
+        self.assertEqual(
+            authentication_results_part(self.result("pass", sender="")),
+            "spf=pass smtp.helo=mail.example.com",
+        )
 
     def test_odd_sender_is_quoted(self) -> None:
         """A quoted local part is rendered as a quoted-string, escaped."""

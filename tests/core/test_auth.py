@@ -37,10 +37,25 @@ class ParseLoginTests(unittest.TestCase):
 
     def test_invalid(self) -> None:
         """Empty, malformed, path-like, injected or oversized names are refused."""
-        for login in ("", "@", "@example.org", "alice@", "a b", "alice@exa mple.org",
-                      "../x", "a/b@example.org", "alice%", "%example.org", "alice%x@other.org",
-                      "' OR 1=1--", "x\x00y", "a\r\nb", "a" * 65, "a@" + "b" * 300,
-                      "alice@../etc"):
+        for login in (
+            "",
+            "@",
+            "@example.org",
+            "alice@",
+            "a b",
+            "alice@exa mple.org",
+            "../x",
+            "a/b@example.org",
+            "alice%",
+            "%example.org",
+            "alice%x@other.org",
+            "' OR 1=1--",
+            "x\x00y",
+            "a\r\nb",
+            "a" * 65,
+            "a@" + "b" * 300,
+            "alice@../etc",
+        ):
             self.assertRaises(InvalidName, parse_login, login, MAIN)
 
 
@@ -81,8 +96,9 @@ class AccountCheckerTests(DatabaseCase):
             self.assertEqual(await self._login(checker, user, "alice-pw"), "alice@example.com")
         for user in ("bob@example.org", "bob%example.org", "Bob%Example.org@example.com"):
             self.assertEqual(await self._login(checker, user, "bob-pw"), "bob@example.org")
-        self.assertEqual(await self._login(checker, "postmaster", "pm-pass"),
-                         "postmaster@example.com")
+        self.assertEqual(
+            await self._login(checker, "postmaster", "pm-pass"), "postmaster@example.com"
+        )
 
     async def test_bytes_credentials(self) -> None:
         """Protocols hand over bytes (SMTP AUTH, IMAP LOGIN); they work like text."""
@@ -102,9 +118,16 @@ class AccountCheckerTests(DatabaseCase):
         spy = SpyArgon2(store._hasher)
         checker = AccountChecker(store)
         replies = set()
-        for user, password in (("alice", "wrong"), ("ghost", "alice-pw"),
-                               ("alice@nowhere.org", "alice-pw"), ("off", "off-pw"),
-                               ("pbx", ""), ("pbx", "x"), ("../x", "y"), ("", "")):
+        for user, password in (
+            ("alice", "wrong"),
+            ("ghost", "alice-pw"),
+            ("alice@nowhere.org", "alice-pw"),
+            ("off", "off-pw"),
+            ("pbx", ""),
+            ("pbx", "x"),
+            ("../x", "y"),
+            ("", ""),
+        ):
             before = len(spy.verified)
             replies.add(await self._refused(checker, user, password))
             self.assertEqual(len(spy.verified) - before, 1, user)
@@ -113,8 +136,10 @@ class AccountCheckerTests(DatabaseCase):
     async def test_service_restriction(self) -> None:
         """A checker for one service refuses accounts without that service enabled."""
         store = await self.setUpStore()
-        self.assertEqual(await self._login(AccountChecker(store, "imap"), "bob@example.org",
-                                           "bob-pw"), "bob@example.org")
+        self.assertEqual(
+            await self._login(AccountChecker(store, "imap"), "bob@example.org", "bob-pw"),
+            "bob@example.org",
+        )
         await self._refused(AccountChecker(store, "pop"), "bob@example.org", "bob-pw")
 
     async def test_roaming_off_restricts_logins_to_client_ips(self) -> None:
@@ -125,16 +150,19 @@ class AccountCheckerTests(DatabaseCase):
         store = await self.setUpStore()
         checker = AccountChecker(store, is_client_ip=lambda ip: ip == "192.0.2.7")
         login = checker.requestAvatarId
-        self.assertEqual(await login(PeerCredentials(b"bob@example.org", b"bob-pw", "192.0.2.7")),
-                         "bob@example.org")
+        self.assertEqual(
+            await login(PeerCredentials(b"bob@example.org", b"bob-pw", "192.0.2.7")),
+            "bob@example.org",
+        )
         try:
             await login(PeerCredentials(b"bob@example.org", b"bob-pw", "198.51.100.1"))
         except UnauthorizedLogin:
             pass
         else:
             self.fail("bob logged in from outside the Client IPs")
-        self.assertEqual(await login(PeerCredentials(b"alice", b"alice-pw", "198.51.100.1")),
-                         "alice@example.com")
+        self.assertEqual(
+            await login(PeerCredentials(b"alice", b"alice-pw", "198.51.100.1")), "alice@example.com"
+        )
 
     async def test_store_failure_is_temporary(self) -> None:
         """A store that cannot answer gives AuthUnavailable (454 4.7.0), never a refusal."""

@@ -35,7 +35,9 @@ ROUTES = {
     "prog@pipe": Route("PIPE", "prog", "prog"),
     "null@ours.example": Route("NULL", "", ""),
     "ghost@ours.example": Route("ERROR", "", "ghost@ours.example", error="5.1.1 unknown user"),
-    "loop@ours.example": Route("ERROR", "", "loop@ours.example", error="5.4.6 routing loop detected"),
+    "loop@ours.example": Route(
+        "ERROR", "", "loop@ours.example", error="5.4.6 routing loop detected"
+    ),
     "bob@ext.example": Route("SMTP", "ext.example", "bob@ext.example"),
     "bob@partner.example": Route("SMTP", "partner.example", "bob@partner.example", relay=True),
     "tmp@ours.example": MailError(451, "4.3.5", "router table broken"),
@@ -45,8 +47,14 @@ ROUTES = {
 
 
 def session(**kw: Any) -> SessionInfo:
-    return SessionInfo(session_id="s1", peer_ip="203.0.113.9", peer_port=1, local_ip="198.51.100.1",
-                       local_port=25, **kw)
+    return SessionInfo(
+        session_id="s1",
+        peer_ip="203.0.113.9",
+        peer_port=1,
+        local_ip="198.51.100.1",
+        local_port=25,
+        **kw,
+    )
 
 
 class BasicPolicyTests(unittest.TestCase):
@@ -58,7 +66,9 @@ class BasicPolicyTests(unittest.TestCase):
         return self.successResultOf(self.policy.rcpt_to(session(**kw), "s@x.example", address, {}))
 
     def refused(self, address: str, **kw: Any) -> MailError:
-        f = self.failureResultOf(self.policy.rcpt_to(session(**kw), "s@x.example", address, {}), MailError)
+        f = self.failureResultOf(
+            self.policy.rcpt_to(session(**kw), "s@x.example", address, {}), MailError
+        )
         return f.value  # type: ignore[return-value]
 
     def test_local_routes_accepted(self) -> None:
@@ -79,7 +89,9 @@ class BasicPolicyTests(unittest.TestCase):
 
     def test_relay_allowed(self) -> None:
         """Authenticated users, Client IPs and Relay: records may send to other domains."""
-        self.assertEqual(self.rcpt("bob@ext.example", account="alice@ours.example"), "bob@ext.example")
+        self.assertEqual(
+            self.rcpt("bob@ext.example", account="alice@ours.example"), "bob@ext.example"
+        )
         self.assertEqual(self.rcpt("bob@ext.example", is_client_ip=True), "bob@ext.example")
         self.assertEqual(self.rcpt("bob@partner.example"), "bob@partner.example")
 
@@ -97,7 +109,9 @@ class BasicPolicyTests(unittest.TestCase):
         self.assertIsNone(self.successResultOf(self.policy.connect(s)))
         self.assertIsNone(self.successResultOf(self.policy.helo(s, "x")))
         self.assertIsNone(self.successResultOf(self.policy.mail_from(s, "", {})))
-        self.assertEqual(self.successResultOf(self.policy.trace_headers(s, Envelope(sender=""))), [])
+        self.assertEqual(
+            self.successResultOf(self.policy.trace_headers(s, Envelope(sender=""))), []
+        )
 
 
 class InterfaceTests(unittest.TestCase):
@@ -129,16 +143,20 @@ class AccountRelayTests(unittest.TestCase):
     """The Relay and Roaming services (COMMUNIGATE.md a.6) decide authenticated relaying."""
 
     def setUp(self) -> None:
-        self.accounts = FakeAccounts({
-            "full@ours.example": {"mail", "relay", "roaming"},
-            "norelay@ours.example": {"mail", "roaming"},
-            "home@ours.example": {"mail", "relay"},
-            "broken@ours.example": RuntimeError("db down"),
-        })
+        self.accounts = FakeAccounts(
+            {
+                "full@ours.example": {"mail", "relay", "roaming"},
+                "norelay@ours.example": {"mail", "roaming"},
+                "home@ours.example": {"mail", "relay"},
+                "broken@ours.example": RuntimeError("db down"),
+            }
+        )
         self.policy = BasicPolicy(FakeRouter(ROUTES), SettingsHolder(), accounts=self.accounts)  # type: ignore[arg-type]
 
     def result(self, account: str, client: bool = False, rcpt: str = "bob@ext.example") -> Any:
-        d = self.policy.rcpt_to(session(account=account, is_client_ip=client), "s@x.example", rcpt, {})
+        d = self.policy.rcpt_to(
+            session(account=account, is_client_ip=client), "s@x.example", rcpt, {}
+        )
         out: list[Any] = []
         d.addBoth(out.append)
         return out[0]
@@ -146,8 +164,12 @@ class AccountRelayTests(unittest.TestCase):
     def test_relay_service_required(self) -> None:
         """A user whose Relay service is off cannot send to other domains, but still locally."""
         self.assertEqual(self.result("full@ours.example"), "bob@ext.example")
-        self.assertEqual(self.result("norelay@ours.example").value.reply(), "554 5.7.1 Relaying denied")
-        self.assertEqual(self.result("norelay@ours.example", rcpt="alice@ours.example"), "alice@ours.example")
+        self.assertEqual(
+            self.result("norelay@ours.example").value.reply(), "554 5.7.1 Relaying denied"
+        )
+        self.assertEqual(
+            self.result("norelay@ours.example", rcpt="alice@ours.example"), "alice@ours.example"
+        )
 
     def test_roaming_off_restricts_to_client_ips(self) -> None:
         """Roaming off: the account relays from a Client IP only."""

@@ -60,7 +60,9 @@ class InnerPolicy:
             return defer.fail(MailError(550, "5.1.0", "Sender rejected by router"))
         return defer.succeed(None)
 
-    def rcpt_to(self, session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]) -> Any:
+    def rcpt_to(
+        self, session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]
+    ) -> Any:
         self.calls.append("rcpt")
         return defer.succeed(recipient)
 
@@ -68,10 +70,24 @@ class InnerPolicy:
         return defer.succeed([b"X-Inner: 1"])
 
 
-def session(ip: str = "192.0.2.1", port: int = 25, sid: str = "S1", helo: str = "client.test",
-            account: str | None = None, listener: str = "") -> SessionInfo:
-    return SessionInfo(sid, ip, 40000, "127.0.0.1", port, listener=listener or f"smtp:0.0.0.0:{port}",
-                       helo=helo, account=account)
+def session(
+    ip: str = "192.0.2.1",
+    port: int = 25,
+    sid: str = "S1",
+    helo: str = "client.test",
+    account: str | None = None,
+    listener: str = "",
+) -> SessionInfo:
+    return SessionInfo(
+        sid,
+        ip,
+        40000,
+        "127.0.0.1",
+        port,
+        listener=listener or f"smtp:0.0.0.0:{port}",
+        helo=helo,
+        account=account,
+    )
 
 
 class Base(unittest.TestCase):
@@ -89,14 +105,25 @@ class Base(unittest.TestCase):
         pool = ThreadPool(minthreads=0, maxthreads=4, name="protection-test")
         pool.start()
         self.addCleanup(pool.stop)
-        self.resolver = Resolver([self.dns.address], timeout=0.5, max_concurrency=20, reactor=reactor)
-        self.holder = SettingsHolder(Settings({"protection.rbl.zones": ["rbl.test"],
-                                               "protection.reverse_connect.timeout": 1}))
+        self.resolver = Resolver(
+            [self.dns.address], timeout=0.5, max_concurrency=20, reactor=reactor
+        )
+        self.holder = SettingsHolder(
+            Settings(
+                {"protection.rbl.zones": ["rbl.test"], "protection.reverse_connect.timeout": 1}
+            )
+        )
         self.inner = InnerPolicy()
         self.policy = ProtectedPolicy(
-            self.inner, self.resolver, self.holder, reactor, reactor=reactor, hostname="mx.ours.test",
+            self.inner,
+            self.resolver,
+            self.holder,
+            reactor,
+            reactor=reactor,
+            hostname="mx.ours.test",
             threadpool=pool,
-            connector=lambda ip, port: TCP4ClientEndpoint(reactor, ip, self.mx.port, timeout=2))
+            connector=lambda ip, port: TCP4ClientEndpoint(reactor, ip, self.mx.port, timeout=2),
+        )
         self.logs = capture_logs(self)
 
     def set(self, **values: Any) -> None:
@@ -118,7 +145,10 @@ class SPFActionMatrixTests(Base):
     """RELIABILITY.md b-H 46: every SPF result x every action."""
 
     EXPECTED = {  # action -> (reply code or None, headers added)
-        "reject": (550, True), "tempfail": (451, True), "tag": (None, True), "accept": (None, False),
+        "reject": (550, True),
+        "tempfail": (451, True),
+        "tag": (None, True),
+        "accept": (None, False),
     }
 
     @defer.inlineCallbacks
@@ -126,15 +156,21 @@ class SPFActionMatrixTests(Base):
         """Each result, under each configured action, gives the configured reply and headers."""
         for result in ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"):
             for action, (code, tagged) in self.EXPECTED.items():
-                self.set(protection__spf__actions={result: action}, protection__returnpath__mode="off")
+                self.set(
+                    protection__spf__actions={result: action}, protection__returnpath__mode="off"
+                )
                 s = session(sid=f"{result}-{action}")
                 d = self.policy.mail_from(s, f"alice@{result}.test", {})
                 if code is None:
                     yield d
-                    headers = yield self.policy.trace_headers(s, Envelope(sender=f"alice@{result}.test"))
+                    headers = yield self.policy.trace_headers(
+                        s, Envelope(sender=f"alice@{result}.test")
+                    )
                     self.assertEqual(headers[-1], b"X-Inner: 1")
                     if tagged:
-                        self.assertTrue(headers[0].startswith(f"Received-SPF: {result} ".encode()), headers)
+                        self.assertTrue(
+                            headers[0].startswith(f"Received-SPF: {result} ".encode()), headers
+                        )
                         self.assertIn(f"spf={result}".encode(), headers[1])
                     else:
                         self.assertEqual(headers, [b"X-Inner: 1"])
@@ -158,7 +194,9 @@ class SPFActionMatrixTests(Base):
         err = yield self.refused(self.policy.mail_from(session(), "a@temperror.test", {}))
         self.assertEqual(err.reply()[:9], "451 4.4.3")
         yield self.policy.mail_from(session(), "a@softfail.test", {})
-        line = [x for x in self.logs if x.startswith("protection refused: check=spf peer=192.0.2.1")]
+        line = [
+            x for x in self.logs if x.startswith("protection refused: check=spf peer=192.0.2.1")
+        ]
         self.assertEqual(len(line), 2)
 
     @defer.inlineCallbacks
@@ -178,7 +216,9 @@ class SPFActionMatrixTests(Base):
         self.set(clients__ips="")
         yield self.policy.mail_from(session(account="alice@ours.test"), "a@fail.test", {})
         self.set(protection__spf__mode="all")
-        yield self.refused(self.policy.mail_from(session(account="alice@ours.test"), "a@fail.test", {}))
+        yield self.refused(
+            self.policy.mail_from(session(account="alice@ours.test"), "a@fail.test", {})
+        )
 
 
 class ConnectTests(Base):
@@ -188,8 +228,13 @@ class ConnectTests(Base):
     def test_rbl_listed_refused(self) -> None:
         """An RBL-listed peer gets 554 at connect, naming the zone, and the refusal is logged."""
         err = yield self.refused(self.policy.connect(session("192.0.2.66")))
-        self.assertEqual(err.reply(), "554 5.7.1 Service unavailable; client host [192.0.2.66] blocked using rbl.test")
-        self.assertTrue(any(x.startswith("protection refused: check=rbl peer=192.0.2.66") for x in self.logs))
+        self.assertEqual(
+            err.reply(),
+            "554 5.7.1 Service unavailable; client host [192.0.2.66] blocked using rbl.test",
+        )
+        self.assertTrue(
+            any(x.startswith("protection refused: check=rbl peer=192.0.2.66") for x in self.logs)
+        )
         self.assertTrue(any(x.startswith("verdict session=S1 peer=192.0.2.66") for x in self.logs))
 
     @defer.inlineCallbacks
@@ -230,16 +275,20 @@ class ConnectTests(Base):
     def test_submission_lenient_on_any_port(self) -> None:
         """Every AUTH-required listener skips the RBL by default, whatever its port, so roaming
         users on residential (policy-listed) IPs can still submit; port 25 stays strict."""
-        self.set(listeners=[
-            {"protocol": "smtp", "address": "0.0.0.0", "port": 25},
-            {"protocol": "smtp", "address": "0.0.0.0", "port": 10587, "submission": True},
-            {"protocol": "smtp", "address": "127.0.0.1", "port": 0},
-            {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "submission": True},
-        ])
+        self.set(
+            listeners=[
+                {"protocol": "smtp", "address": "0.0.0.0", "port": 25},
+                {"protocol": "smtp", "address": "0.0.0.0", "port": 10587, "submission": True},
+                {"protocol": "smtp", "address": "127.0.0.1", "port": 0},
+                {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "submission": True},
+            ]
+        )
         yield self.policy.connect(session("192.0.2.66", port=10587))
         yield self.refused(self.policy.connect(session("192.0.2.66", port=25)))
         # Two sockets on port 0 share one name: ambiguous, so the strict mode applies.
-        yield self.refused(self.policy.connect(session("192.0.2.66", port=40001, listener="smtp:127.0.0.1:0")))
+        yield self.refused(
+            self.policy.connect(session("192.0.2.66", port=40001, listener="smtp:127.0.0.1:0"))
+        )
 
     @defer.inlineCallbacks
     def test_static_blacklist_and_bad_setting(self) -> None:
@@ -249,7 +298,9 @@ class ConnectTests(Base):
         self.assertEqual(err.reply(), "554 5.7.1 Access denied")
         self.set(protection__blacklist__ips="203.0.113.0/24\nnot-an-ip")
         yield self.policy.connect(session("203.0.113.5"))
-        self.assertTrue(any("protection.blacklist.ips is not a valid address list" in x for x in self.logs))
+        self.assertTrue(
+            any("protection.blacklist.ips is not a valid address list" in x for x in self.logs)
+        )
 
     @defer.inlineCallbacks
     def test_auth_failures_blacklist_offender(self) -> None:
@@ -266,8 +317,11 @@ class ConnectTests(Base):
         """A Client IP is never refused by the automatic blacklist, even with the blacklist
         in mode 'all' and even when it was listed before it joined clients.ips; the static
         list still applies to it in mode 'all'."""
-        self.set(protection__autoblacklist__threshold=2, protection__blacklist__mode="all",
-                 protection__rbl__mode="off")
+        self.set(
+            protection__autoblacklist__threshold=2,
+            protection__blacklist__mode="all",
+            protection__rbl__mode="off",
+        )
         ip = "198.51.100.20"
         for _ in range(2):
             self.policy.report_offence(ip, "errors")
@@ -345,8 +399,7 @@ class MailFromTests(Base):
     @defer.inlineCallbacks
     def test_reverse_connect_stall_fail_open_or_not(self) -> None:
         """A stalling MX: accepted when failing open, 451 4.1.7 otherwise."""
-        self.set(protection__reverse_connect__mode="all",
-                 protection__reverse_connect__timeout=0.3)
+        self.set(protection__reverse_connect__mode="all", protection__reverse_connect__timeout=0.3)
         self.mx.mode = "stall"
         yield self.policy.mail_from(session(), "a@pass.test", {})
         self.set(protection__reverse_connect__fail_open=False)
@@ -370,7 +423,9 @@ class UnitTests(unittest.TestCase):
     def test_bad_mode_falls_back_to_default(self) -> None:
         """A typo in a mode setting falls back to the safe default instead of disabling checks."""
         holder = SettingsHolder(Settings({"protection.rbl.mode": "sometimes"}))
-        policy = ProtectedPolicy(InnerPolicy(), Resolver([], 1, 1, reactor=Clock()), holder, Clock())
+        policy = ProtectedPolicy(
+            InnerPolicy(), Resolver([], 1, 1, reactor=Clock()), holder, Clock()
+        )
         self.assertEqual(policy.mode("rbl", session()), "nonclients")
         self.assertEqual(policy.mode("reverse_connect", session()), "off")
         self.assertIsNone(policy.spf)
@@ -392,13 +447,21 @@ class WrapsBasicPolicyTests(unittest.TestCase):
                     return defer.succeed(Route("LOCAL", address, address))
                 return defer.succeed(Route("SMTP", address.split("@")[1], address))
 
-        holder = SettingsHolder(Settings({"protection.returnpath.mode": "off", "protection.spf.mode": "off"}))
-        policy = ProtectedPolicy(BasicPolicy(Router(), holder), Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
-                                 holder, Clock())
+        holder = SettingsHolder(
+            Settings({"protection.returnpath.mode": "off", "protection.spf.mode": "off"})
+        )
+        policy = ProtectedPolicy(
+            BasicPolicy(Router(), holder),
+            Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
+            holder,
+            Clock(),
+        )
         s = session()
         yield policy.connect(s)
         yield policy.mail_from(s, "a@example.org", {})
-        self.assertEqual((yield policy.rcpt_to(s, "a@example.org", "bob@ours.test", {})), "bob@ours.test")
+        self.assertEqual(
+            (yield policy.rcpt_to(s, "a@example.org", "bob@ours.test", {})), "bob@ours.test"
+        )
         try:
             yield policy.rcpt_to(s, "a@example.org", "x@elsewhere.test", {})
         except MailError as e:
@@ -407,7 +470,6 @@ class WrapsBasicPolicyTests(unittest.TestCase):
             self.fail("relay accepted")
         holder.replace(Settings({"clients.ips": "192.0.2.0/24"}))
         self.assertTrue(policy.is_client_ip(s.peer_ip))
-
 
     @defer.inlineCallbacks
     def test_sender_ownership_passes_through(self) -> None:
@@ -422,16 +484,33 @@ class WrapsBasicPolicyTests(unittest.TestCase):
             def route(self, address: str, kind: str = "mail") -> Any:
                 return defer.succeed(Route("LOCAL", address, address))
 
-        holder = SettingsHolder(Settings({"protection.returnpath.mode": "off", "protection.spf.mode": "off",
-                                          "smtp.check_from_header": True}))
-        policy = ProtectedPolicy(BasicPolicy(Router(), holder), Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
-                                 holder, Clock())
+        holder = SettingsHolder(
+            Settings(
+                {
+                    "protection.returnpath.mode": "off",
+                    "protection.spf.mode": "off",
+                    "smtp.check_from_header": True,
+                }
+            )
+        )
+        policy = ProtectedPolicy(
+            BasicPolicy(Router(), holder),
+            Resolver([], 1, 1, reactor=Clock()),  # type: ignore[arg-type]
+            holder,
+            Clock(),
+        )
         s = replace(session(), account="alice@ours.test")
         yield policy.connect(s)
         yield policy.mail_from(s, "alice@ours.test", {})
-        for call, code in [(lambda: policy.mail_from(s, "bob@ours.test", {}), 553),
-                           (lambda: policy.check_message(s, Envelope(sender="alice@ours.test"),
-                                                         b"From: bob@ours.test\r\n\r\nx\r\n"), 550)]:
+        for call, code in [
+            (lambda: policy.mail_from(s, "bob@ours.test", {}), 553),
+            (
+                lambda: policy.check_message(
+                    s, Envelope(sender="alice@ours.test"), b"From: bob@ours.test\r\n\r\nx\r\n"
+                ),
+                550,
+            ),
+        ]:
             try:
                 yield call()
             except MailError as e:
@@ -444,14 +523,19 @@ class ValidateSettingTests(unittest.TestCase):
     def test_rejects_typos_before_they_are_stored(self) -> None:
         """cgtwist-admin can refuse a bad protection setting with a reason naming the problem."""
         from cgtwist.core.protection import validate_setting
+
         self.assertEqual(validate_setting("clients.ips", "10.0.0.0/8\n::1"), "10.0.0.0/8\n::1")
         with self.assertRaises(ValueError) as cm:
             validate_setting("clients.ips", "10.0.0.0/8\n10.0.0.300")
         self.assertIn("line 2", str(cm.exception))
-        for key, bad in (("protection.rbl.mode", "sometimes"), ("protection.spf.actions", {"fail": "bounce"}),
-                         ("protection.spf.actions", {"failed": "reject"}), ("protection.rbl.zones", "zen"),
-                         ("protection.rbl.zones", ["zen.test=127.0.0.x"]),
-                         ("protection.listeners", {"587": {"spf": "never"}}),
-                         ("protection.listeners", {"587": {"dkim": "off"}})):
+        for key, bad in (
+            ("protection.rbl.mode", "sometimes"),
+            ("protection.spf.actions", {"fail": "bounce"}),
+            ("protection.spf.actions", {"failed": "reject"}),
+            ("protection.rbl.zones", "zen"),
+            ("protection.rbl.zones", ["zen.test=127.0.0.x"]),
+            ("protection.listeners", {"587": {"spf": "never"}}),
+            ("protection.listeners", {"587": {"dkim": "off"}}),
+        ):
             self.assertRaises(ValueError, validate_setting, key, bad)
         self.assertEqual(validate_setting("smtp.max_recipients", 5), 5)

@@ -25,12 +25,19 @@ class FakeStore:
     main_domain = MAIN
 
     def __init__(self) -> None:
-        self.domains = {"company.com": "company.com", "other.dom": "other.dom",
-                        "alias.dom": "other.dom"}
+        self.domains = {
+            "company.com": "company.com",
+            "other.dom": "other.dom",
+            "alias.dom": "other.dom",
+        }
         self.accounts = {"alice@company.com", "bob@company.com", "carol@other.dom"}
-        self.aliases = {"al@company.com": "alice@company.com", "a1@company.com": "a2@company.com",
-                        "a2@company.com": "carol@alias.dom", "away@company.com": "friend@far.dom",
-                        "boss@company.com": "al@company.com"}
+        self.aliases = {
+            "al@company.com": "alice@company.com",
+            "a1@company.com": "a2@company.com",
+            "a2@company.com": "carol@alias.dom",
+            "away@company.com": "friend@far.dom",
+            "boss@company.com": "al@company.com",
+        }
         self.settings: dict[str, Any] = {}
         self.broken = False
         self.queries: list[str] = []
@@ -80,14 +87,20 @@ class RoutingTests(unittest.TestCase):
     def test_local_account(self) -> None:
         """Mail to an existing account goes to its LOCAL queue, whatever the letter case."""
         routing, _store, _h = make()
-        self.assertEqual(self.route(routing, "Alice@COMPANY.com"),
-                         Route("LOCAL", "alice@company.com", "alice@company.com"))
-        self.assertEqual(str(self.route(routing, "alice")), "LOCAL(alice@company.com)alice@company.com")
+        self.assertEqual(
+            self.route(routing, "Alice@COMPANY.com"),
+            Route("LOCAL", "alice@company.com", "alice@company.com"),
+        )
+        self.assertEqual(
+            str(self.route(routing, "alice")), "LOCAL(alice@company.com)alice@company.com"
+        )
 
     def test_domain_alias(self) -> None:
         """An account reached through a domain alias is delivered under its real domain."""
         routing, _store, _h = make()
-        self.assertEqual(str(self.route(routing, "carol@alias.dom")), "LOCAL(carol@other.dom)carol@other.dom")
+        self.assertEqual(
+            str(self.route(routing, "carol@alias.dom")), "LOCAL(carol@other.dom)carol@other.dom"
+        )
 
     def test_alias_chains(self) -> None:
         """Aliases are followed, alias after alias, to the account at the end."""
@@ -99,8 +112,10 @@ class RoutingTests(unittest.TestCase):
     def test_alias_off_site_is_not_relay(self) -> None:
         """An alias that forwards off-site gives an SMTP route without the relay mark."""
         routing, _store, _h = make()
-        self.assertEqual(self.route(routing, "away@company.com"),
-                         Route("SMTP", "far.dom", "friend@far.dom", relay=False))
+        self.assertEqual(
+            self.route(routing, "away@company.com"),
+            Route("SMTP", "far.dom", "friend@far.dom", relay=False),
+        )
 
     def test_unknown_user_is_a_route_not_an_exception(self) -> None:
         """An unknown local user gives an ERROR route with 5.1.1, which replies 550."""
@@ -113,21 +128,30 @@ class RoutingTests(unittest.TestCase):
     def test_non_local(self) -> None:
         """Mail for another domain goes to that domain's SMTP queue, unmarked."""
         routing, store, _h = make()
-        self.assertEqual(self.route(routing, "joe@Far.Dom"), Route("SMTP", "far.dom", "joe@far.dom"))
+        self.assertEqual(
+            self.route(routing, "joe@Far.Dom"), Route("SMTP", "far.dom", "joe@far.dom")
+        )
         self.assertEqual(store.queries, ["domain far.dom"])
 
     def test_relay_record(self) -> None:
         """A Relay: record marks the route so it is relayed from any source; plain records do not."""
-        routing, _store, _h = make("Relay:<report-*@company.com> = *@partner.com\n"
-                                   "<fwd-*@company.com> = *@partner.com\n")
-        self.assertEqual(self.route(routing, "report-x@company.com"),
-                         Route("SMTP", "partner.com", "x@partner.com", relay=True))
-        self.assertEqual(self.route(routing, "fwd-x@company.com"),
-                         Route("SMTP", "partner.com", "x@partner.com", relay=False))
+        routing, _store, _h = make(
+            "Relay:<report-*@company.com> = *@partner.com\n<fwd-*@company.com> = *@partner.com\n"
+        )
+        self.assertEqual(
+            self.route(routing, "report-x@company.com"),
+            Route("SMTP", "partner.com", "x@partner.com", relay=True),
+        )
+        self.assertEqual(
+            self.route(routing, "fwd-x@company.com"),
+            Route("SMTP", "partner.com", "x@partner.com", relay=False),
+        )
 
     def test_norelay_record(self) -> None:
         """A NoRelay: record applies when it leads to a local account and is skipped otherwise."""
-        routing, _store, _h = make("NoRelay:<*@old.dom> = *@company.com\nNoRelay:<*@gone.dom> = *@far.dom\n")
+        routing, _store, _h = make(
+            "NoRelay:<*@old.dom> = *@company.com\nNoRelay:<*@gone.dom> = *@far.dom\n"
+        )
         self.assertEqual(self.route(routing, "bob@old.dom").queue, "bob@company.com")
         self.assertEqual(str(self.route(routing, "bob@gone.dom")), "SMTP(gone.dom)bob@gone.dom")
 
@@ -145,12 +169,18 @@ class RoutingTests(unittest.TestCase):
     def test_main_domain_restart(self) -> None:
         """user%other.dom@company.com routes as user@other.dom."""
         routing, _store, _h = make()
-        self.assertEqual(self.route(routing, "carol%other.dom@company.com").queue, "carol@other.dom")
-        self.assertEqual(self.route(routing, "x%far.dom@company.com"), Route("SMTP", "far.dom", "x@far.dom"))
+        self.assertEqual(
+            self.route(routing, "carol%other.dom@company.com").queue, "carol@other.dom"
+        )
+        self.assertEqual(
+            self.route(routing, "x%far.dom@company.com"), Route("SMTP", "far.dom", "x@far.dom")
+        )
 
     def test_loop_gives_5_4_6_and_554(self) -> None:
         """A routing loop ends in ERROR 5.4.6, answered 554, instead of hanging."""
-        routing, _store, _h = make("<l1@company.com> = l2@company.com\n<l2@company.com> = l1@company.com\n")
+        routing, _store, _h = make(
+            "<l1@company.com> = l2@company.com\n<l2@company.com> = l1@company.com\n"
+        )
         route = self.route(routing, "l1@company.com")
         self.assertEqual(route.error, "5.4.6 routing loop detected")
         self.assertEqual(route_error(route).code, 554)
@@ -194,9 +224,15 @@ class RoutingTests(unittest.TestCase):
 
     def test_route_error_mapping(self) -> None:
         """ERROR routes turn into the reply a client sees: 5.x.x -> 550, 4.x.x -> 451."""
-        self.assertEqual(route_error(Route("ERROR", "", "a", error="5.7.1 go away")).reply(), "550 5.7.1 go away")
-        self.assertEqual(route_error(Route("ERROR", "", "a", error="4.2.1 later")).reply(), "451 4.2.1 later")
-        self.assertEqual(route_error(Route("ERROR", "", "a", error="nope")).reply(), "550 5.1.1 nope")
+        self.assertEqual(
+            route_error(Route("ERROR", "", "a", error="5.7.1 go away")).reply(), "550 5.7.1 go away"
+        )
+        self.assertEqual(
+            route_error(Route("ERROR", "", "a", error="4.2.1 later")).reply(), "451 4.2.1 later"
+        )
+        self.assertEqual(
+            route_error(Route("ERROR", "", "a", error="nope")).reply(), "550 5.1.1 nope"
+        )
 
 
 class RealStoreTests(DatabaseCase):
@@ -204,6 +240,7 @@ class RealStoreTests(DatabaseCase):
 
     def test_routing_over_sqlite(self) -> None:
         """Accounts, aliases, domain aliases and unknown users route as with the fake store."""
+
         async def go() -> None:
             store = await self.open_store(MAIN)
             await store.add_domain(MAIN)
@@ -215,15 +252,30 @@ class RealStoreTests(DatabaseCase):
             await store.set_setting("router.table", "<*@old.dom> = al\n")
             holder = SettingsHolder(Settings(await store.get_settings()))
             routing = Routing(store, holder, MAIN)
-            got = [str(await routing.route(a)) for a in
-                   ("Alice@company.com", "carol@alias.dom", "x@old.dom", "nobody@company.com",
-                    "joe@far.dom", "bad/name@company.com")]
-            self.assertEqual(got, ["LOCAL(alice@company.com)alice@company.com",
-                                   "LOCAL(carol@other.dom)carol@other.dom",
-                                   "LOCAL(carol@other.dom)carol@other.dom",
-                                   "ERROR()nobody@company.com", "SMTP(far.dom)joe@far.dom",
-                                   "ERROR()bad/name@company.com"])
+            got = [
+                str(await routing.route(a))
+                for a in (
+                    "Alice@company.com",
+                    "carol@alias.dom",
+                    "x@old.dom",
+                    "nobody@company.com",
+                    "joe@far.dom",
+                    "bad/name@company.com",
+                )
+            ]
+            self.assertEqual(
+                got,
+                [
+                    "LOCAL(alice@company.com)alice@company.com",
+                    "LOCAL(carol@other.dom)carol@other.dom",
+                    "LOCAL(carol@other.dom)carol@other.dom",
+                    "ERROR()nobody@company.com",
+                    "SMTP(far.dom)joe@far.dom",
+                    "ERROR()bad/name@company.com",
+                ],
+            )
             self.assertEqual((await routing.route("al", "access")).queue, "carol@other.dom")
+
         return defer.ensureDeferred(go())  # type: ignore[return-value]
 
 
@@ -240,10 +292,17 @@ class RouterCLITests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.store = FakeStore()
-        cfg = config.parse('[server]\nmain_domain = "company.com"\nhostname = "mx.company.com"\n',
-                           overrides={"base_dir": self.mktemp()})
-        self.ctx = RecordingContext(config=cfg, store=self.store, reactor=None,  # type: ignore[arg-type]
-                                    out=io.StringIO(), err=io.StringIO())
+        cfg = config.parse(
+            '[server]\nmain_domain = "company.com"\nhostname = "mx.company.com"\n',
+            overrides={"base_dir": self.mktemp()},
+        )
+        self.ctx = RecordingContext(
+            config=cfg,
+            store=self.store,
+            reactor=None,  # type: ignore[arg-type]
+            out=io.StringIO(),
+            err=io.StringIO(),
+        )
         self.ctx.notified = []
         self.parser = cli.build_parser()
 
@@ -268,11 +327,15 @@ class RouterCLITests(unittest.TestCase):
 
     def test_set_warns_about_relay_records(self) -> None:
         """Relay: and RelayAll: records are stored but each draws a 'dangerous' warning."""
-        path = self.write("<a> = b\nRelay:<x@company.com> = y@far.dom\nRelayAll:<z@company.com> = y@far.dom\n")
+        path = self.write(
+            "<a> = b\nRelay:<x@company.com> = y@far.dom\nRelayAll:<z@company.com> = y@far.dom\n"
+        )
         self.run_cli("set", path)
         warnings = self.ctx.err.getvalue().splitlines()
         self.assertEqual(len(warnings), 2)
-        self.assertIn(f"{path}:2: Relay: record is dangerous: relays regardless of source", warnings[0])
+        self.assertIn(
+            f"{path}:2: Relay: record is dangerous: relays regardless of source", warnings[0]
+        )
         self.assertIn(f"{path}:3: RelayAll:", warnings[1])
         self.assertIn("router.table", self.store.settings)
 
@@ -281,15 +344,22 @@ class RouterCLITests(unittest.TestCase):
         self.store.settings["router.table"] = "<old> = bob\n"
         path = self.write("<a> = b\n\nBogus:<c> = d\n")
         args = self.parser.parse_args(["router", "set", path])
-        failure = self.failureResultOf(defer.ensureDeferred(args.handler(self.ctx, args)), cli.CLIError)
-        self.assertEqual(str(failure.value), f"{path}:3: unknown prefix Bogus: (want Relay:, RelayAll:, NoRelay:, Mail:, Access:, Signal:)")
+        failure = self.failureResultOf(
+            defer.ensureDeferred(args.handler(self.ctx, args)), cli.CLIError
+        )
+        self.assertEqual(
+            str(failure.value),
+            f"{path}:3: unknown prefix Bogus: (want Relay:, RelayAll:, NoRelay:, Mail:, Access:, Signal:)",
+        )
         self.assertEqual(self.store.settings["router.table"], "<old> = bob\n")
         self.assertEqual(self.ctx.notified, [])
 
     def test_set_missing_file(self) -> None:
         """A file that cannot be read is a one-line error."""
         args = self.parser.parse_args(["router", "set", os.path.join(self.mktemp(), "nope")])
-        failure = self.failureResultOf(defer.ensureDeferred(args.handler(self.ctx, args)), cli.CLIError)
+        failure = self.failureResultOf(
+            defer.ensureDeferred(args.handler(self.ctx, args)), cli.CLIError
+        )
         self.assertIn("cannot read", str(failure.value))
 
     def test_show(self) -> None:
@@ -305,13 +375,16 @@ class RouterCLITests(unittest.TestCase):
         self.store.settings["router.table"] = "<*@old.dom> = al@company.com ; moved\n"
         self.run_cli("test", "Joe@old.dom")
         out = self.ctx.out.getvalue().splitlines()
-        self.assertEqual(out, [
-            "routing Joe@old.dom (mail)",
-            "  line 1: <*@old.dom> = al@company.com ; moved: Joe@old.dom -> al@company.com",
-            "  alias: al@company.com -> alice@company.com",
-            "  route: alice@company.com -> LOCAL(alice@company.com)alice@company.com",
-            "LOCAL(alice@company.com)alice@company.com",
-        ])
+        self.assertEqual(
+            out,
+            [
+                "routing Joe@old.dom (mail)",
+                "  line 1: <*@old.dom> = al@company.com ; moved: Joe@old.dom -> al@company.com",
+                "  alias: al@company.com -> alice@company.com",
+                "  route: alice@company.com -> LOCAL(alice@company.com)alice@company.com",
+                "LOCAL(alice@company.com)alice@company.com",
+            ],
+        )
 
     def test_test_access_and_trial_table(self) -> None:
         """--access routes a login name; --table tries a table file before it is stored."""
@@ -322,6 +395,13 @@ class RouterCLITests(unittest.TestCase):
         self.assertIn("5.7.8 not a local account", out.splitlines()[-1])
         self.assertNotIn("router.table", self.store.settings)
         self.ctx.out = io.StringIO()
-        self.run_cli("test", "report@company.com", "--table", self.write("Relay:<report@company.com> = x@far.dom\n"))
-        self.assertEqual(self.ctx.out.getvalue().splitlines()[-1],
-                         "SMTP(far.dom)x@far.dom  [relay: a Relay: record matched]")
+        self.run_cli(
+            "test",
+            "report@company.com",
+            "--table",
+            self.write("Relay:<report@company.com> = x@far.dom\n"),
+        )
+        self.assertEqual(
+            self.ctx.out.getvalue().splitlines()[-1],
+            "SMTP(far.dom)x@far.dom  [relay: a Relay: record matched]",
+        )

@@ -34,14 +34,24 @@ class SettingsStore(FakeStore):
         def with_settings(account: Optional[Account]) -> Optional[Account]:
             if account is None:
                 return None
-            return Account(account.name, account.domain,
-                           settings=self.account_settings.get(account.address, {}))
+            return Account(
+                account.name,
+                account.domain,
+                settings=self.account_settings.get(account.address, {}),
+            )
+
         return d.addCallback(with_settings)
 
 
 def session(account: Optional[str]) -> SessionInfo:
-    return SessionInfo(session_id="s1", peer_ip="203.0.113.9", peer_port=1, local_ip="198.51.100.1",
-                       local_port=587, account=account)
+    return SessionInfo(
+        session_id="s1",
+        peer_ip="203.0.113.9",
+        peer_port=1,
+        local_ip="198.51.100.1",
+        local_port=587,
+        account=account,
+    )
 
 
 MESSAGE = b"From: %s\r\nTo: x@far.dom\r\nSubject: hi\r\n\r\nFrom: body@far.dom\r\n"
@@ -51,7 +61,9 @@ class SenderOwnershipTests(unittest.TestCase):
     def make(self, table: str = "", **overrides: Any) -> BasicPolicy:
         self.store = SettingsStore()
         self.settings = SettingsHolder(Settings(dict(overrides, **{"router.table": table})))
-        return BasicPolicy(Routing(self.store, self.settings, MAIN), self.settings, accounts=self.store)  # type: ignore[arg-type]
+        return BasicPolicy(
+            Routing(self.store, self.settings, MAIN), self.settings, accounts=self.store
+        )  # type: ignore[arg-type]
 
     def mail(self, policy: BasicPolicy, account: Optional[str], sender: str) -> Any:
         out: list[Any] = []
@@ -60,22 +72,34 @@ class SenderOwnershipTests(unittest.TestCase):
 
     def refused(self, policy: BasicPolicy, account: str, sender: str) -> str:
         result = self.mail(policy, account, sender)
-        self.assertTrue(getattr(result, "check", None) and result.check(MailError), (sender, result))
+        self.assertTrue(
+            getattr(result, "check", None) and result.check(MailError), (sender, result)
+        )
         return str(result.value.reply())
 
     def test_foreign_sender_refused(self) -> None:
         """alice, authenticated, may not use bob's address (or anyone else's): 553 5.7.1."""
         policy = self.make()
-        self.assertEqual(self.refused(policy, "alice@company.com", "bob@company.com"),
-                         "553 5.7.1 <bob@company.com>: Sender address rejected: not owned by alice@company.com")
+        self.assertEqual(
+            self.refused(policy, "alice@company.com", "bob@company.com"),
+            "553 5.7.1 <bob@company.com>: Sender address rejected: not owned by alice@company.com",
+        )
         self.assertEqual(self.refused(policy, "alice@company.com", "ceo@far.dom")[:9], "553 5.7.1")
-        self.assertEqual(self.refused(policy, "alice@company.com", "nobody@company.com")[:9], "553 5.7.1")
+        self.assertEqual(
+            self.refused(policy, "alice@company.com", "nobody@company.com")[:9], "553 5.7.1"
+        )
 
     def test_own_addresses_allowed(self) -> None:
         """Its own address (any case), its aliases (chains too), its domain's aliases and the
         null sender are the account's."""
         policy = self.make()
-        for sender in ["alice@company.com", "Alice@Company.COM", "al@company.com", "boss@company.com", ""]:
+        for sender in [
+            "alice@company.com",
+            "Alice@Company.COM",
+            "al@company.com",
+            "boss@company.com",
+            "",
+        ]:
             self.assertIsNone(self.mail(policy, "alice@company.com", sender), sender)
         self.assertIsNone(self.mail(policy, "carol@other.dom", "carol@alias.dom"))
 
@@ -99,7 +123,9 @@ class SenderOwnershipTests(unittest.TestCase):
         policy = self.make()
         for sender in ["bob@company.com", "no-reply@company.com"]:
             self.assertIsNone(self.mail(policy, "postmaster@company.com", sender), sender)
-        self.assertEqual(self.refused(policy, "postmaster@company.com", "carol@other.dom")[:3], "553")
+        self.assertEqual(
+            self.refused(policy, "postmaster@company.com", "carol@other.dom")[:3], "553"
+        )
 
     def test_unauthenticated_and_switched_off(self) -> None:
         """Unauthenticated sessions are not asked (relaying rules cover them); with
@@ -123,7 +149,9 @@ class FromHeaderTests(unittest.TestCase):
         settings = SettingsHolder(Settings({"smtp.check_from_header": on}))
         return BasicPolicy(Routing(self.store, settings, MAIN), settings, accounts=self.store)  # type: ignore[arg-type]
 
-    def check(self, policy: BasicPolicy, message: bytes, account: Optional[str] = "alice@company.com") -> Any:
+    def check(
+        self, policy: BasicPolicy, message: bytes, account: Optional[str] = "alice@company.com"
+    ) -> Any:
         out: list[Any] = []
         policy.check_message(session(account), Envelope(sender=""), message).addBoth(out.append)
         return out[0]
@@ -137,12 +165,18 @@ class FromHeaderTests(unittest.TestCase):
     def test_foreign_from_refused(self) -> None:
         """With the check on, a From: the account does not own gets 550 5.7.1."""
         result = self.check(self.make(), MESSAGE % b'"Bob" <bob@company.com>')
-        self.assertEqual(result.value.reply(),
-                         "550 5.7.1 From: header address rejected: not owned by alice@company.com")
+        self.assertEqual(
+            result.value.reply(),
+            "550 5.7.1 From: header address rejected: not owned by alice@company.com",
+        )
 
     def test_own_from_allowed(self) -> None:
         policy = self.make()
-        for value in [b"alice@company.com", b'"Alice A." <Alice@company.com>', b"Al\r\n <al@company.com>"]:
+        for value in [
+            b"alice@company.com",
+            b'"Alice A." <Alice@company.com>',
+            b"Al\r\n <al@company.com>",
+        ]:
             self.assertIsNone(self.check(policy, MESSAGE % value), value)
         self.assertIsNone(self.check(policy, b"Subject: no from\r\n\r\nbody\r\n"))
         self.assertIsNone(self.check(policy, MESSAGE % b"bob@company.com", account=None))
@@ -155,14 +189,18 @@ class FromHeaderTests(unittest.TestCase):
         obsolete = b"From: alice@company.com\r\nfrom \t: bob@company.com\r\n\r\nx\r\n"
         self.assertEqual(self.check(policy, obsolete).value.code, 550)
         self.assertEqual(self.check(policy, b"FROM : bob@company.com\r\n\r\nx\r\n").value.code, 550)
-        self.assertEqual(self.check(policy, MESSAGE % b"alice@company.com, bob@company.com").value.code, 550)
+        self.assertEqual(
+            self.check(policy, MESSAGE % b"alice@company.com, bob@company.com").value.code, 550
+        )
 
 
 class ParsingTests(unittest.TestCase):
     def test_header_from_addresses(self) -> None:
         self.assertEqual(header_from_addresses(b"From: A <a@x.example>\r\n\r\n"), ["a@x.example"])
-        self.assertEqual(header_from_addresses(b"from:\r\n\tB <b@x.example>,\r\n c@y.example\r\n\r\n"),
-                         ["b@x.example", "c@y.example"])
+        self.assertEqual(
+            header_from_addresses(b"from:\r\n\tB <b@x.example>,\r\n c@y.example\r\n\r\n"),
+            ["b@x.example", "c@y.example"],
+        )
         self.assertEqual(header_from_addresses(b"Subject: x\r\n\r\nFrom: a@b.example\r\n"), [])
         self.assertIsNone(header_from_addresses(b"From: undisclosed\r\n\r\n"))
         self.assertIsNone(header_from_addresses(b"X: " + b"y" * 300000 + b"\r\n\r\n"))
@@ -184,7 +222,9 @@ class ParsingTests(unittest.TestCase):
 
     def test_send_as_setting_is_validated(self) -> None:
         """A value the rule could not use is refused before it is stored."""
-        self.assertEqual(validate("smtp.send_as", "*@x.example, bob@y.example"), "*@x.example, bob@y.example")
+        self.assertEqual(
+            validate("smtp.send_as", "*@x.example, bob@y.example"), "*@x.example, bob@y.example"
+        )
         for bad in ["bob", "<bob@x.example>", "a b@x.example", 42]:
             with self.assertRaises(ValueError):
                 validate("smtp.send_as", bad)

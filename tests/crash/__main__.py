@@ -20,8 +20,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.crash", description=__doc__)
     p.add_argument("--full", action="store_true", help="the larger run (as CGTWIST_CRASH_FULL=1)")
     p.add_argument("--scenario", action="append", help="scenario name (repeatable)")
-    p.add_argument("--fs", action="append", choices=sorted(FILESYSTEMS), help="file system (repeatable)")
-    p.add_argument("--workdir", default=None, help="where images go (default: a temporary directory)")
+    p.add_argument(
+        "--fs", action="append", choices=sorted(FILESYSTEMS), help="file system (repeatable)"
+    )
+    p.add_argument(
+        "--workdir", default=None, help="where images go (default: a temporary directory)"
+    )
     args = p.parse_args(argv)
     why = unavailable()
     if why:
@@ -31,8 +35,9 @@ def main(argv: list[str]) -> int:
     total = 0
     with tempfile.TemporaryDirectory(prefix="cgtwist-crash-", dir=args.workdir) as tmp:
         try:
-            for item in plan(args.full or bool(os.environ.get("CGTWIST_CRASH_FULL")),
-                             args.scenario, args.fs):
+            for item in plan(
+                args.full or bool(os.environ.get("CGTWIST_CRASH_FULL")), args.scenario, args.fs
+            ):
                 work = os.path.join(tmp, item.id)
                 os.makedirs(work)
                 run = run_scenario(item.scenario(), work, item.journal, item.max_states)

@@ -79,11 +79,13 @@ class Run:
 
     def report(self) -> str:
         fs = "ext4 with journal" if self.journal else "ext4 without journal"
-        lines = [f"== {self.scenario} on {fs}: {len(self.syncs)} fsyncs recorded, "
-                 f"{len(self.states)} crash states, {len(self.outcomes)} replayed "
-                 f"({len(self.states) - len(self.outcomes)} identical to a later one), "
-                 f"{sum(1 for o in self.outcomes if o.verdict.violations)} with violations"
-                 + (" [stopped at the state limit]" if self.truncated else "")]
+        lines = [
+            f"== {self.scenario} on {fs}: {len(self.syncs)} fsyncs recorded, "
+            f"{len(self.states)} crash states, {len(self.outcomes)} replayed "
+            f"({len(self.states) - len(self.outcomes)} identical to a later one), "
+            f"{sum(1 for o in self.outcomes if o.verdict.violations)} with violations"
+            + (" [stopped at the state limit]" if self.truncated else "")
+        ]
         if self.client_error:
             lines.append(f"   client: {self.client_error}")
         for o in self.outcomes:
@@ -91,7 +93,9 @@ class Run:
             flag = "FAIL" if o.verdict.violations else "ok  "
             late = " (after the writeback horizon)" if s.elapsed > WRITEBACK_HORIZON else ""
             fsck = "" if o.fsck_status == 0 else f" fsck={o.fsck_status}"
-            lines.append(f"   {flag} {s.label}{late}{fsck} acks={sum(1 for a in s.acks if not a.kind.startswith('begin'))}")
+            lines.append(
+                f"   {flag} {s.label}{late}{fsck} acks={sum(1 for a in s.acks if not a.kind.startswith('begin'))}"
+            )
             for v in o.verdict.violations:
                 lines.append(f"        ! {v}")
             for note in o.verdict.notes:
@@ -108,8 +112,9 @@ def _label(sync: Optional[Sync], root: str) -> str:
     return f"after fsync #{sync.n} {sync.call}({target}) pid {sync.pid}"
 
 
-def record(scenario: Scenario, workdir: str, journal: bool, max_states: int,
-           deadline: float = 900.0) -> Run:
+def record(
+    scenario: Scenario, workdir: str, journal: bool, max_states: int, deadline: float = 900.0
+) -> Run:
     """Phase 1 (see the module doc); the copies are left in ``workdir`` for ``replay``."""
     run = Run(scenario.name, journal)
     ledger = Ledger()
@@ -141,8 +146,15 @@ def record(scenario: Scenario, workdir: str, journal: bool, max_states: int,
             path = os.path.join(workdir, f"state-{len(run.states):04d}.img")
             acks = ledger.snapshot()  # the tree is stopped: every ack here was made before
             image.copy(path)
-            run.states.append(CrashState(sync.n if sync else 0, _label(sync, image.mountpoint),
-                                         path, acks, time.monotonic() - began))
+            run.states.append(
+                CrashState(
+                    sync.n if sync else 0,
+                    _label(sync, image.mountpoint),
+                    path,
+                    acks,
+                    time.monotonic() - began,
+                )
+            )
 
         target = 1
         while len(run.states) < max_states:
@@ -214,7 +226,9 @@ def replay(scenario: Scenario, state: CrashState, workdir: str) -> Outcome:
             if stuck:
                 verdict.violations.append(f"NOT DELIVERED after restart: still queued {stuck}")
             if left - crashed:
-                verdict.notes.append(f"queued by the restarted server, pending: {sorted(left - crashed)}")
+                verdict.notes.append(
+                    f"queued by the restarted server, pending: {sorted(left - crashed)}"
+                )
             bad = quarantined(base)
             if bad:
                 verdict.violations.append(f"QUARANTINED in Queue/corrupt/: {bad}")
@@ -241,7 +255,9 @@ def _clear_run_files(base: str) -> list[str]:
             if name.endswith(".pid"):
                 with open(path, "rb") as f:
                     if not f.read().strip().isdigit():
-                        notes.append(f"{name} is empty or torn on the disk (twistd would not start)")
+                        notes.append(
+                            f"{name} is empty or torn on the disk (twistd would not start)"
+                        )
             os.unlink(path)
         except FileNotFoundError:
             pass

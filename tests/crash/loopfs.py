@@ -28,7 +28,9 @@ _MOUNTS: list[str] = []  # mount points, newest last
 _LOOPS: list[str] = []  # loop devices attached with losetup
 
 
-def _run(*argv: str, check: bool = True, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def _run(
+    *argv: str, check: bool = True, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -127,8 +129,14 @@ def fsck(image: str) -> Fsck:
     return Fsck(r.returncode, tuple(repairs))
 
 
-_ROUTINE = ("bitmap differences", "Free blocks count", "Free inodes count", "Padding at end",
-            "could be shorter", "could be narrower")
+_ROUTINE = (
+    "bitmap differences",
+    "Free blocks count",
+    "Free inodes count",
+    "Padding at end",
+    "could be shorter",
+    "could be narrower",
+)
 
 
 class LoopImage:
@@ -146,8 +154,15 @@ class LoopImage:
         features = [] if journal else ["-O", "^has_journal"]
         # nodiscard: mkfs need not trim a sparse file; lazy init off so the inode tables are
         # written now, not by a kernel thread in the middle of a crash state.
-        _run("mkfs.ext4", "-q", "-F", *features, "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
-             self.image)
+        _run(
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            *features,
+            "-E",
+            "nodiscard,lazy_itable_init=0,lazy_journal_init=0",
+            self.image,
+        )
         self.dev: Optional[str] = mount_image(self.image, self.mountpoint)
 
     def syncfs(self) -> None:

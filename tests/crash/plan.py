@@ -27,12 +27,17 @@ class Item:
     max_states: int
 
 
-def plan(full: bool, names: Optional[Sequence[str]] = None,
-         filesystems: Optional[Sequence[str]] = None) -> Iterator[Item]:
+def plan(
+    full: bool, names: Optional[Sequence[str]] = None, filesystems: Optional[Sequence[str]] = None
+) -> Iterator[Item]:
     sizes = FULL_SIZES if full else CI_SIZES
     for name in names or list(SCENARIOS):
         cls = SCENARIOS[name]
         for fs in filesystems or list(FILESYSTEMS):
             size = sizes[name]
-            yield Item(f"{name}-{fs}", lambda cls=cls, size=size: cls(size),  # type: ignore[misc]
-                       FILESYSTEMS[fs], 1000 if full else 120)
+            yield Item(
+                f"{name}-{fs}",
+                lambda cls=cls, size=size: cls(size),  # type: ignore[misc]
+                FILESYSTEMS[fs],
+                1000 if full else 120,
+            )

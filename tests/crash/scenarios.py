@@ -40,13 +40,22 @@ _SUBJECT = re.compile(rb"^Subject: (crash-[0-9a-z-]+)\r?$", re.M)
 
 # -- messages ---------------------------------------------------------------------------------
 def body(tag: str, lines: int = 40) -> bytes:
-    return b"".join(b"line %d of %s: the quick brown fox jumps over the lazy dog\r\n"
-                    % (i, tag.encode()) for i in range(lines)) + b"END " + tag.encode() + b"\r\n"
+    return (
+        b"".join(
+            b"line %d of %s: the quick brown fox jumps over the lazy dog\r\n" % (i, tag.encode())
+            for i in range(lines)
+        )
+        + b"END "
+        + tag.encode()
+        + b"\r\n"
+    )
 
 
 def message(tag: str) -> bytes:
-    return (f"From: sender@elsewhere.test\r\nTo: {ADDRESS}\r\nSubject: {tag}\r\n"
-            f"Message-ID: <{tag}@crash.test>\r\n\r\n").encode() + body(tag)
+    return (
+        f"From: sender@elsewhere.test\r\nTo: {ADDRESS}\r\nSubject: {tag}\r\n"
+        f"Message-ID: <{tag}@crash.test>\r\n\r\n"
+    ).encode() + body(tag)
 
 
 def new_tag(label: str) -> str:
@@ -137,8 +146,11 @@ def spool_files(base: str) -> list[str]:
     out = []
     for sub in ("Queue", os.path.join("Queue", "incoming")):
         try:
-            out += [os.path.join(sub, n) for n in os.listdir(os.path.join(base, sub))
-                    if n.endswith(".msg")]
+            out += [
+                os.path.join(sub, n)
+                for n in os.listdir(os.path.join(base, sub))
+                if n.endswith(".msg")
+            ]
         except FileNotFoundError:
             pass
     return out
@@ -158,7 +170,9 @@ class Verdict:
 
 
 # -- clients ------------------------------------------------------------------------------------
-def smtp_send(server: Server, tag: str, ledger: Ledger, rcpts: tuple[str, ...] = (ADDRESS,)) -> None:
+def smtp_send(
+    server: Server, tag: str, ledger: Ledger, rcpts: tuple[str, ...] = (ADDRESS,)
+) -> None:
     """One message in one session; the 250 after DATA is the acknowledgement (for every
     recipient: all of them were accepted, or sendmail raised)."""
     ledger.add("begin-smtp", tag)
@@ -194,8 +208,9 @@ def imap_connect(server: Server) -> imaplib.IMAP4_SSL:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    m = imaplib.IMAP4_SSL("127.0.0.1", server.port("imap", tls="implicit"), ssl_context=ctx,
-                          timeout=600)
+    m = imaplib.IMAP4_SSL(
+        "127.0.0.1", server.port("imap", tls="implicit"), ssl_context=ctx, timeout=600
+    )
     m.login(ADDRESS, PASSWORD)
     return m
 
@@ -308,8 +323,11 @@ class NewAccount(Scenario):
         v = Verdict()
         self._delivered(server, acks, v)
         listed = server.admin("account", "list", check=False).stdout
-        v.violations += [f"ACCOUNT GONE: {a} was created (and mailed) before the cut"
-                         for a in keys(acks, "account") if a.split("@")[0] not in listed]
+        v.violations += [
+            f"ACCOUNT GONE: {a} was created (and mailed) before the cut"
+            for a in keys(acks, "account")
+            if a.split("@")[0] not in listed
+        ]
         return v
 
 
@@ -361,8 +379,13 @@ class ImapMailbox(Scenario):
             self.rounds.append(tags)
             for tag in tags:
                 smtp_send(server, tag, ledger)
-        wait_for(lambda: all(t in census(self._inbox(server)).counts
-                             for round_ in self.rounds for t in round_), 120, "the setup mail")
+        wait_for(
+            lambda: all(
+                t in census(self._inbox(server)).counts for round_ in self.rounds for t in round_
+            ),
+            120,
+            "the setup mail",
+        )
         m = imap_connect(server)
         try:
             typ, _ = m.create(self.FOLDER)
@@ -381,21 +404,32 @@ class ImapMailbox(Scenario):
                 ledger.add("select", f"round {r}")
                 uidvalidity = int(m.response("UIDVALIDITY")[1][0] or 0)
                 uids = imap_uids(m)
-                ledger.add("uids", "INBOX", uidvalidity=uidvalidity,
-                           map=tuple((t, u[0]) for t, u in sorted(uids.items())))
+                ledger.add(
+                    "uids",
+                    "INBOX",
+                    uidvalidity=uidvalidity,
+                    map=tuple((t, u[0]) for t, u in sorted(uids.items())),
+                )
                 # Mail arrives after SELECT moved new/ to cur/: its delivery fsyncs new/. Wait
                 # for it, so that it comes before APPEND's fsync of cur/ in every run.
                 arrived = new_tag(f"d{r}")
                 smtp_send(server, arrived, ledger)
-                wait_for(lambda tag=arrived: tag in census(self._inbox(server)).counts,  # type: ignore[misc]
-                         120, "the delivery after SELECT")
+                wait_for(
+                    lambda tag=arrived: tag in census(self._inbox(server)).counts,  # type: ignore[misc]
+                    120,
+                    "the delivery after SELECT",
+                )
                 appended = new_tag(f"a{r}")
                 ledger.add("begin-append", appended)
                 typ, data = m.append("INBOX", "", imaplib.Time2Internaldate(0), message(appended))
                 assert typ == "OK", data
                 code = _code(data, b"APPENDUID")
-                ledger.add("append", appended, uidvalidity=int(code[0]) if code else 0,
-                           uid=int(code[1]) if code else 0)
+                ledger.add(
+                    "append",
+                    appended,
+                    uidvalidity=int(code[0]) if code else 0,
+                    uid=int(code[1]) if code else 0,
+                )
                 ledger.add("begin-copy", keep)
                 typ, data = m.uid("COPY", str(uids[keep][0]), self.FOLDER)
                 assert typ == "OK", data
@@ -480,8 +514,9 @@ class ImapMailbox(Scenario):
                 v.violations.append(f"UID REUSED: INBOX UID {uid} was {tag}, is now {other}")
             elif other is None and tag in now:
                 v.violations.append(f"UID CHANGED: {tag} had UID {uid}, now {now[tag]}")
-        if seen and not any(a.kind in ("uids", "append") and a.get("uidvalidity") == validity
-                            for a in acks):
+        if seen and not any(
+            a.kind in ("uids", "append") and a.get("uidvalidity") == validity for a in acks
+        ):
             v.notes.append(f"INBOX UIDVALIDITY changed to {validity}")
         return v
 

@@ -21,8 +21,13 @@ class TracedServer(Server):
 
     tracer: Optional[FsyncTracer] = None
 
-    def start_traced(self, armed: bool = False, extra_env: Optional[dict[str, str]] = None,
-                     workers: int = 0, ready_timeout: float = 180.0) -> FsyncTracer:
+    def start_traced(
+        self,
+        armed: bool = False,
+        extra_env: Optional[dict[str, str]] = None,
+        workers: int = 0,
+        ready_timeout: float = 180.0,
+    ) -> FsyncTracer:
         """Start ``twistd cgtwist`` under strace. Unarmed, return once the server logged
         'cgtwist ready' and ``workers`` SMTP worker processes run (ptrace makes every system
         call slower: the deadline is generous). ``armed``: fsyncs are numbered from the start
@@ -39,10 +44,22 @@ class TracedServer(Server):
             except FileNotFoundError:
                 pass
         self.tracer = FsyncTracer(
-            [os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
-             self.logfile, "cgtwist", "--config", self.conf],
-            env=env, cwd=self.base, log_path=os.path.join(self.base, "..", "twistd.out"),
-            armed=armed)
+            [
+                os.path.join(BIN, "twistd"),
+                "-n",
+                "--pidfile",
+                self.pidfile,
+                "--logfile",
+                self.logfile,
+                "cgtwist",
+                "--config",
+                self.conf,
+            ],
+            env=env,
+            cwd=self.base,
+            log_path=os.path.join(self.base, "..", "twistd.out"),
+            armed=armed,
+        )
         tracer = self.tracer
         if armed:
             return tracer
@@ -51,8 +68,10 @@ class TracedServer(Server):
             if not tracer.alive():
                 raise AssertionError(f"traced server exited: {self.log_text()[-4000:]}")
             log = self.log_text()
-            return (log.count("cgtwist ready") > marker
-                    and len(re.findall(r"smtp worker \d+ started", log)) >= started + workers)
+            return (
+                log.count("cgtwist ready") > marker
+                and len(re.findall(r"smtp worker \d+ started", log)) >= started + workers
+            )
 
         wait_for(ready, ready_timeout, "the traced server to be ready")
         return tracer

@@ -12,8 +12,13 @@ def test_census_counts_complete_copies_and_names_broken_files(tmp_path: str) -> 
     for sub in ("new", "cur"):
         os.makedirs(os.path.join(folder, sub))
     whole = b"Return-Path: <a@b>\r\nDelivered-To: x\r\n" + message("crash-t-1")
-    files = {"new/1": whole, "cur/2:2,S": whole, "new/3": whole[:-7], "new/4": b"",
-             "cur/5": message("crash-t-2")}
+    files = {
+        "new/1": whole,
+        "cur/2:2,S": whole,
+        "new/3": whole[:-7],
+        "new/4": b"",
+        "cur/5": message("crash-t-2"),
+    }
     for name, data in files.items():
         with open(os.path.join(folder, name), "wb") as f:
             f.write(data)

@@ -40,8 +40,9 @@ def _log(path: str) -> list[str]:
         return []
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("strace") is None,
-                    reason="needs root and strace")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("strace") is None, reason="needs root and strace"
+)
 def test_cut_stops_after_the_fsync_and_resume_goes_on(tmp_path: str) -> None:
     """Armed from the start, the program stops after fsync 1; cut at fsync 2 (made in another
     thread): the program has done fsync 2 but not what follows it; each resume brings it to
@@ -50,8 +51,9 @@ def test_cut_stops_after_the_fsync_and_resume_goes_on(tmp_path: str) -> None:
     prog = os.path.join(work, "prog.py")
     with open(prog, "w") as f:
         f.write(PROGRAM)
-    tracer = FsyncTracer([sys.executable, prog, work], dict(os.environ), work,
-                         os.path.join(work, "out"), armed=True)
+    tracer = FsyncTracer(
+        [sys.executable, prog, work], dict(os.environ), work, os.path.join(work, "out"), armed=True
+    )
     try:
         assert tracer.wait_cut(1, timeout=60)  # armed: it stops at the first fsync anyway
         assert _log(work) == [] and [s.n for s in tracer.syncs] == [1]
@@ -72,16 +74,18 @@ def test_cut_stops_after_the_fsync_and_resume_goes_on(tmp_path: str) -> None:
         tracer.kill()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("strace") is None,
-                    reason="needs root and strace")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("strace") is None, reason="needs root and strace"
+)
 def test_unarmed_tracer_continues_every_fsync(tmp_path: str) -> None:
     """Unarmed (a server starting up), no fsync is counted and none leaves the program stopped."""
     work = str(tmp_path)
     prog = os.path.join(work, "prog.py")
     with open(prog, "w") as f:
         f.write(PROGRAM)
-    tracer = FsyncTracer([sys.executable, prog, work], dict(os.environ), work,
-                         os.path.join(work, "out"))
+    tracer = FsyncTracer(
+        [sys.executable, prog, work], dict(os.environ), work, os.path.join(work, "out")
+    )
     try:
         wait_for(lambda: not tracer.alive(), 60, "the program to finish")
         assert len(_log(work)) == 3 and tracer.syncs == []

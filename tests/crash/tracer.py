@@ -88,14 +88,33 @@ class FsyncTracer:
     the start, and then the tree stops after the first fsync (``resume``, then ``wait_cut``
     for the next), so that not even a program's start-up runs past a cut."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str, log_path: str,
-                 armed: bool = False) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], cwd: str, log_path: str, armed: bool = False
+    ) -> None:
         read_end, write_end = os.pipe()
         self._out = open(log_path, "ab")  # the traced program's own stdout/stderr
         self.proc = subprocess.Popen(
-            ["strace", "-f", "-qq", "-y", "-e", f"trace={SYNC_CALLS}", "-e", "signal=SIGSTOP",
-             "-e", f"inject={SYNC_CALLS}:signal=SIGSTOP", "-o", f"/dev/fd/{write_end}", *argv],
-            env=env, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT, pass_fds=(write_end,))
+            [
+                "strace",
+                "-f",
+                "-qq",
+                "-y",
+                "-e",
+                f"trace={SYNC_CALLS}",
+                "-e",
+                "signal=SIGSTOP",
+                "-e",
+                f"inject={SYNC_CALLS}:signal=SIGSTOP",
+                "-o",
+                f"/dev/fd/{write_end}",
+                *argv,
+            ],
+            env=env,
+            cwd=cwd,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_end,),
+        )
         os.close(write_end)
         self._lines = os.fdopen(read_end, "r", errors="replace")
         self._cond = threading.Condition()
@@ -128,12 +147,21 @@ class FsyncTracer:
                 call, args = self._pending.pop(tid, (m.group(2), ""))
             else:
                 call, args = m.group(4), m.group(5)
-            target = args[args.find("<") + 1:args.rfind(">")] if "<" in args else args
+            target = args[args.find("<") + 1 : args.rfind(">")] if "<" in args else args
             with self._cond:
                 if self.armed:
                     self.count += 1
-                    self.syncs.append(Sync(self.count, tid, _tgid(tid), call, target,
-                                           int(m.group(6)), time.monotonic()))
+                    self.syncs.append(
+                        Sync(
+                            self.count,
+                            tid,
+                            _tgid(tid),
+                            call,
+                            target,
+                            int(m.group(6)),
+                            time.monotonic(),
+                        )
+                    )
                     if self._cut_at is not None and self.count >= self._cut_at:
                         self._cutting = True
                     self._cond.notify_all()

@@ -66,8 +66,9 @@ class LocalDeliveryTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.base, True)
         self.store = FakeStore("bob@example.com", "carol@example.com")
         self.notifier = FakeNotifier()
-        self.agent = LocalDelivery(self.base, self.store, self.notifier, reactor=reactor,
-                                   hostname="mx.example")
+        self.agent = LocalDelivery(
+            self.base, self.store, self.notifier, reactor=reactor, hostname="mx.example"
+        )
         self.env = Envelope(sender="alice@example.org", recipients=[])
 
     def maildir(self, account: str = "bob") -> str:
@@ -106,7 +107,9 @@ class LocalDeliveryTests(unittest.TestCase):
         env = Envelope(sender="", recipients=[])
         yield self.agent.deliver("m1", env, b"Subject: x\n\nbody\n", [rcpt("bob@example.com")])
         with open(os.path.join(self.maildir(), "new", self.files()[0]), "rb") as f:
-            self.assertEqual(f.read(), b"Return-Path: <>\nDelivered-To: bob@example.com\nSubject: x\n\nbody\n")
+            self.assertEqual(
+                f.read(), b"Return-Path: <>\nDelivered-To: bob@example.com\nSubject: x\n\nbody\n"
+            )
 
     @defer.inlineCallbacks
     def test_header_injection_impossible(self) -> None:
@@ -123,6 +126,7 @@ class LocalDeliveryTests(unittest.TestCase):
         """Many deliveries at once each get their own file; none overwrites another; they share
         the fsyncs of new/ instead of paying one each."""
         from cgtwist.spool import files as files_mod
+
         synced: list[str] = []
         real = files_mod.fsync_dir
 
@@ -131,8 +135,10 @@ class LocalDeliveryTests(unittest.TestCase):
             real(path)
 
         self.patch(files_mod, "fsync_dir", counting)
-        ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
-              for i in range(30)]
+        ds = [
+            self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
+            for i in range(30)
+        ]
         yield defer.gatherResults(ds)
         names = self.files()
         self.assertEqual(len(names), 30)
@@ -148,8 +154,12 @@ class LocalDeliveryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_several_recipients_one_copy(self) -> None:
         """Two recipients routed to the same account get one copy, both marked delivered."""
-        rs = yield self.agent.deliver("m1", self.env, DATA, [
-            rcpt("bob@example.com"), rcpt("bob@example.com", "alias@example.com")])
+        rs = yield self.agent.deliver(
+            "m1",
+            self.env,
+            DATA,
+            [rcpt("bob@example.com"), rcpt("bob@example.com", "alias@example.com")],
+        )
         self.assertEqual([r.state for r in rs], ["delivered", "delivered"])
         self.assertEqual(len(self.files()), 1)
 
@@ -246,6 +256,7 @@ class LocalDeliveryTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_permission_error_retries(self) -> None:
         """A permission problem on the Maildir defers (4.3.0) instead of bouncing."""
+
         def deny(*a: Any, **kw: Any) -> Any:
             raise OSError(errno.EACCES, "Permission denied")
 
@@ -286,11 +297,11 @@ class LocalDeliveryTests(unittest.TestCase):
         named = [i for i, c in enumerate(calls) if c[0] in ("link", "rename")]
         self.assertEqual([calls[i][2] for i in named], ["new"])
         op, ino, _ = calls[named[0]]
-        self.assertIn(("fsync", ino, "file"), calls[:named[0]])
+        self.assertIn(("fsync", ino, "file"), calls[: named[0]])
         new_ino = os.stat(os.path.join(self.maildir(), "new")).st_ino
-        self.assertIn(("fsync", new_ino, "dir"), calls[named[0] + 1:done])
+        self.assertIn(("fsync", new_ino, "dir"), calls[named[0] + 1 : done])
         if op == "link":
-            self.assertIn(("fsync", ino, "file"), calls[named[0] + 1:done])
+            self.assertIn(("fsync", ino, "file"), calls[named[0] + 1 : done])
 
     @defer.inlineCallbacks
     def test_first_delivery_durable_with_its_directories(self) -> None:
@@ -303,8 +314,10 @@ class LocalDeliveryTests(unittest.TestCase):
         self.assertEqual(rs[0].state, "delivered")
         end = log.at("delivered")
         made = [(i, e) for i, e in log.names_made(end) if e[3] != "tmp" or e[1] == "mkdir"]
-        self.assertIn(os.path.join(self.maildir(), "new", self.files()[0]),
-                      [os.path.join(self.maildir(), "new", e[3]) for _, e in made])
+        self.assertIn(
+            os.path.join(self.maildir(), "new", self.files()[0]),
+            [os.path.join(self.maildir(), "new", e[3]) for _, e in made],
+        )
         for i, e in made:
             if e[1] == "mkdir" or e[3] == self.files()[0]:
                 self.assertTrue(log.name_durable_at(i, end), e)
@@ -315,6 +328,7 @@ class LocalDeliveryTests(unittest.TestCase):
         its name again and stays pending, so the retry stores each message once, not twice
         (issue 21 item 4), and says so in the log."""
         from cgtwist.spool import files as files_mod
+
         real = files_mod.fsync_dir
         failing = [True]
 
@@ -325,18 +339,23 @@ class LocalDeliveryTests(unittest.TestCase):
 
         self.patch(files_mod, "fsync_dir", eio)
         events = _capture_log(self)
-        ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
-              for i in range(8)]
+        ds = [
+            self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
+            for i in range(8)
+        ]
         results = yield defer.gatherResults(ds)
-        self.assertEqual({(rs[0].state, rs[0].detail[:9]) for rs in results},
-                         {("pending", "451 4.3.0")})
+        self.assertEqual(
+            {(rs[0].state, rs[0].detail[:9]) for rs in results}, {("pending", "451 4.3.0")}
+        )
         self.assertEqual(self.files(), [])
         self.assertEqual(self.files(sub="tmp"), [])
         self.assertEqual(self.notifier.calls, [])
         self.assertEqual(sum("withdrawn, will retry" in e for e in events), 8)
         failing[0] = False
-        ds = [self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
-              for i in range(8)]
+        ds = [
+            self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
+            for i in range(8)
+        ]
         results = yield defer.gatherResults(ds)
         self.assertEqual({rs[0].state for rs in results}, {"delivered"})
         self.assertEqual(len(self.files()), 8)
@@ -457,17 +476,27 @@ class LocalCrashpointTests(unittest.TestCase):
         import sys
 
         from cgtwist import crashpoint
+
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from cgtwist.delivery import local
+
         # An unnamed (O_TMPFILE) file vanishes with the process; the classic tmp/ file stays.
         before = 0 if local._unnamed_ok else 1
-        for point, tmp_n, new_n in ((crashpoint.LOCAL_BEFORE_RENAME, before, 0),
-                                    (crashpoint.LOCAL_AFTER_RENAME, 0, 1)):
+        for point, tmp_n, new_n in (
+            (crashpoint.LOCAL_BEFORE_RENAME, before, 0),
+            (crashpoint.LOCAL_AFTER_RENAME, 0, 1),
+        ):
             base = tempfile.mkdtemp(prefix="cgtwist-lcrash-")
             self.addCleanup(shutil.rmtree, base, True)
             env = dict(os.environ, PYTHONPATH=root, **{crashpoint.ENV: point})
-            p = subprocess.run([sys.executable, "-c", LOCAL_SCRIPT, base], env=env,
-                               capture_output=True, text=True, timeout=60, cwd=root)
+            p = subprocess.run(
+                [sys.executable, "-c", LOCAL_SCRIPT, base],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=root,
+            )
             self.assertEqual(p.returncode, -signal.SIGKILL, p.stderr)
             self.assertNotIn("DONE", p.stdout)
             md = os.path.join(base, "Domains", "example.com", "bob", "Maildir")

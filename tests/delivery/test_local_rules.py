@@ -74,6 +74,7 @@ class LocalRulesTests(LocalDeliveryTests):
     @defer.inlineCallbacks
     def test_broken_rules_never_lose_mail(self):  # type: ignore[no-untyped-def]
         """A hook that raises is logged and the message is stored in INBOX."""
+
         def broken(account, envelope, data):  # type: ignore[no-untyped-def]
             raise RuntimeError("rule engine bug")
 

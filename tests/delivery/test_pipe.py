@@ -30,7 +30,9 @@ class PipeTests(unittest.TestCase):
         self.app = os.path.join(top, "apps")
         os.makedirs(self.app)
         self.out = os.path.join(top, "out")
-        self.script("save", f"""
+        self.script(
+            "save",
+            f"""
 import os, sys
 data = sys.stdin.buffer.read()
 with open({self.out!r}, "wb") as f:
@@ -38,9 +40,12 @@ with open({self.out!r}, "wb") as f:
 with open({self.out!r} + ".env", "w") as f:
     f.write(os.environ.get("SENDER", "") + "\\n" + os.environ.get("RECIPIENT", "") + "\\n")
     f.write(" ".join(sys.argv[1:]))
-""")
+""",
+        )
         self.script("tempfail", "import sys\nsys.stderr.write('disk busy\\n')\nsys.exit(75)\n")
-        self.script("fail", "import sys\nsys.stderr.write('\\nno such list: x\\nmore\\n')\nsys.exit(1)\n")
+        self.script(
+            "fail", "import sys\nsys.stderr.write('\\nno such list: x\\nmore\\n')\nsys.exit(1)\n"
+        )
         self.script("sleepy", "import time\ntime.sleep(60)\n")
         self.script("noread", "import sys\nsys.exit(0)\n")
 
@@ -77,7 +82,9 @@ with open({self.out!r} + ".env", "w") as f:
 
     async def test_exit_75_is_pending(self) -> None:
         """EX_TEMPFAIL (75) means try again later, with the program's complaint as detail."""
-        rs = await self.agent().deliver("p2", Envelope("a@src.test"), MESSAGE, [self.rcpt("tempfail")])
+        rs = await self.agent().deliver(
+            "p2", Envelope("a@src.test"), MESSAGE, [self.rcpt("tempfail")]
+        )
         self.assertEqual(rs[0].state, "pending")
         self.assertIn("disk busy", rs[0].detail)
 
@@ -91,14 +98,16 @@ with open({self.out!r} + ".env", "w") as f:
     async def test_program_not_reading_stdin_still_counts(self) -> None:
         """A program that exits 0 without reading a large message is still a delivery; the
         server does not hang or crash on the closed pipe."""
-        rs = await self.agent().deliver("p4", Envelope("a@src.test"), MESSAGE * 50000,
-                                        [self.rcpt("noread")])
+        rs = await self.agent().deliver(
+            "p4", Envelope("a@src.test"), MESSAGE * 50000, [self.rcpt("noread")]
+        )
         self.assertEqual(rs[0].state, "delivered")
 
     async def test_timeout_kills_and_retries(self) -> None:
         """A program running past pipe.timeout is killed and the delivery is retried later."""
-        d = self.agent(**{"pipe.timeout": 7}).deliver("p5", Envelope("a@src.test"), MESSAGE,
-                                                       [self.rcpt("sleepy")])
+        d = self.agent(**{"pipe.timeout": 7}).deliver(
+            "p5", Envelope("a@src.test"), MESSAGE, [self.rcpt("sleepy")]
+        )
         self.clock.advance(6)
         self.assertFalse(d.called)
         self.clock.advance(1)
@@ -117,14 +126,19 @@ with open({self.out!r} + ".env", "w") as f:
 
     async def test_symlink_placed_by_admin_runs(self) -> None:
         """An administrator may link a system program into the application directory."""
-        os.symlink(os.path.abspath(os.path.join(self.app, "save")), os.path.join(self.app, "linked"))
-        rs = await self.agent().deliver("p9", Envelope("a@src.test"), MESSAGE, [self.rcpt("linked")])
+        os.symlink(
+            os.path.abspath(os.path.join(self.app, "save")), os.path.join(self.app, "linked")
+        )
+        rs = await self.agent().deliver(
+            "p9", Envelope("a@src.test"), MESSAGE, [self.rcpt("linked")]
+        )
         self.assertEqual(rs[0].state, "delivered")
 
     async def test_not_configured_is_pending(self) -> None:
         """Without pipe.app_dir PIPE mail waits (an administrator can still configure it)."""
         rs = await self.agent(**{"pipe.app_dir": ""}).deliver(
-            "p7", Envelope("a@src.test"), MESSAGE, [self.rcpt("save")])
+            "p7", Envelope("a@src.test"), MESSAGE, [self.rcpt("save")]
+        )
         self.assertEqual(rs[0].state, "pending")
 
     async def test_no_shell_interpretation(self) -> None:
@@ -141,8 +155,9 @@ class CommandParsing(unittest.TestCase):
     def test_quoted_local_part(self) -> None:
         """The quoted local part of "prog arg"@pipe is the command, arguments included, even
         though the queue is named after the program alone."""
-        self.assertEqual(command_of(Recipient(address='"prog a\\"b"@pipe', route="PIPE(prog)")),
-                         'prog a"b')
+        self.assertEqual(
+            command_of(Recipient(address='"prog a\\"b"@pipe', route="PIPE(prog)")), 'prog a"b'
+        )
 
     def test_parse_refuses_bad_names(self) -> None:
         """parse_command refuses separators, dot names and unbalanced quotes."""
@@ -150,5 +165,3 @@ class CommandParsing(unittest.TestCase):
             with self.assertRaises(InvalidName):
                 parse_command(bad)
         self.assertEqual(parse_command("prog 'a b' c"), ["prog", "a b", "c"])
-
-

@@ -52,11 +52,20 @@ class _Base(unittest.TestCase):
         values = {"smtp.connection_reuse_time": 0}
         values.update(settings)
         holder = SettingsHolder(Settings(values))
-        return SMTPDelivery(resolver, holder, "out.test", self.clock, connect=self.net.connect,
-                            on_attempt=lambda m, a: self.attempts.append(a), rng=random.Random(7))
+        return SMTPDelivery(
+            resolver,
+            holder,
+            "out.test",
+            self.clock,
+            connect=self.net.connect,
+            on_attempt=lambda m, a: self.attempts.append(a),
+            rng=random.Random(7),
+        )
 
     def resolver(self, **mx_hosts: str) -> FakeResolver:
-        return FakeResolver(mx={"dst.test": [(10, "mx.dst.test")]}, a={"mx.dst.test": ["127.0.0.1"]})
+        return FakeResolver(
+            mx={"dst.test": [(10, "mx.dst.test")]}, a={"mx.dst.test": ["127.0.0.1"]}
+        )
 
 
 class PerRecipientResults(_Base):
@@ -64,8 +73,9 @@ class PerRecipientResults(_Base):
         """Two recipients at one domain are delivered in one transaction and both marked
         delivered with the server's reply as detail."""
         f = self.sink()
-        rs = await self.agent(self.resolver()).deliver("m1", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test", "y@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m1", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test", "y@dst.test")
+        )
         self.assertEqual([r.state for r in rs], ["delivered", "delivered"])
         self.assertIn("250 2.0.0 Ok: queued", rs[0].detail)
         self.assertIn("mx.dst.test[127.0.0.1]", rs[0].detail)
@@ -78,10 +88,17 @@ class PerRecipientResults(_Base):
     async def test_rcpt_4xx_pending_5xx_failed_others_delivered(self) -> None:
         """A 450 at RCPT leaves that recipient for retry, a 550 fails it, and the message still
         reaches the accepted recipient."""
-        replies = {"soft@dst.test": "450 4.2.1 Try later", "hard@dst.test": "550 5.1.1 No such user"}
+        replies = {
+            "soft@dst.test": "450 4.2.1 Try later",
+            "hard@dst.test": "550 5.1.1 No such user",
+        }
         f = self.sink(rcpt=lambda a: replies.get(a, "250 2.1.5 Ok"))
         rs = await self.agent(self.resolver()).deliver(
-            "m2", Envelope("a@src.test"), MESSAGE, rcpts("soft@dst.test", "hard@dst.test", "ok@dst.test"))
+            "m2",
+            Envelope("a@src.test"),
+            MESSAGE,
+            rcpts("soft@dst.test", "hard@dst.test", "ok@dst.test"),
+        )
         self.assertEqual([r.state for r in rs], ["pending", "failed", "delivered"])
         self.assertIn("550 5.1.1 No such user", rs[1].detail)
         self.assertIn("450 4.2.1", rs[0].detail)
@@ -90,8 +107,9 @@ class PerRecipientResults(_Base):
     async def test_all_rcpts_refused_sends_no_data(self) -> None:
         """When every recipient is refused no DATA is sent and the session is reset."""
         f = self.sink(rcpt=lambda a: "550 5.1.1 No such user")
-        rs = await self.agent(self.resolver()).deliver("m3", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m3", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertNotIn("DATA", f.log.commands)
         self.assertEqual(f.log.messages, [])
@@ -99,17 +117,21 @@ class PerRecipientResults(_Base):
     async def test_data_end_4xx_is_pending(self) -> None:
         """A 451 after the final dot means retry later, for every accepted recipient."""
         self.sink(data_end="451 4.3.0 Local error")
-        rs = await self.agent(self.resolver()).deliver("m4", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test", "y@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m4", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test", "y@dst.test")
+        )
         self.assertEqual([r.state for r in rs], ["pending", "pending"])
         self.assertIn("451 4.3.0", rs[0].detail)
 
     async def test_data_end_5xx_is_failed(self) -> None:
         """A 554 after the final dot is a permanent failure for the accepted recipients only."""
-        self.sink(data_end="554 5.6.0 Content rejected",
-                  rcpt=lambda a: "550 5.1.1 unknown" if a.startswith("no") else "250 Ok")
-        rs = await self.agent(self.resolver()).deliver("m5", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test", "no@dst.test"))
+        self.sink(
+            data_end="554 5.6.0 Content rejected",
+            rcpt=lambda a: "550 5.1.1 unknown" if a.startswith("no") else "250 Ok",
+        )
+        rs = await self.agent(self.resolver()).deliver(
+            "m5", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test", "no@dst.test")
+        )
         self.assertEqual([r.state for r in rs], ["failed", "failed"])
         self.assertIn("554 5.6.0", rs[0].detail)
         self.assertIn("550 5.1.1", rs[1].detail)
@@ -118,8 +140,9 @@ class PerRecipientResults(_Base):
         """A server that drops the connection after the final dot has not taken the message:
         the recipients stay pending (a possible duplicate is accepted, RFC 5321 §6.1)."""
         f = self.sink(disconnect_after_dot=True)
-        rs = await self.agent(self.resolver()).deliver("m6", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m6", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "pending")
         self.assertEqual(len(f.log.messages), 1)
         self.assertIn("connection lost", rs[0].detail)
@@ -127,29 +150,33 @@ class PerRecipientResults(_Base):
     async def test_pipelining_gives_the_same_per_recipient_results(self) -> None:
         """With PIPELINING offered the commands go in one group and the results per recipient
         are the same as without it."""
-        f = self.sink(extensions=("PIPELINING", "8BITMIME"),
-                      rcpt=lambda a: "550 5.1.1 unknown" if a.startswith("no") else "250 Ok")
-        rs = await self.agent(self.resolver()).deliver("m7", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("no@dst.test", "x@dst.test"))
+        f = self.sink(
+            extensions=("PIPELINING", "8BITMIME"),
+            rcpt=lambda a: "550 5.1.1 unknown" if a.startswith("no") else "250 Ok",
+        )
+        rs = await self.agent(self.resolver()).deliver(
+            "m7", Envelope("a@src.test"), MESSAGE, rcpts("no@dst.test", "x@dst.test")
+        )
         self.assertEqual([r.state for r in rs], ["failed", "delivered"])
         self.assertEqual(f.log.messages, [MESSAGE])
 
     async def test_pipelining_with_every_rcpt_refused_sends_no_message(self) -> None:
         """Pipelined DATA after only refused recipients never transmits the message."""
         f = self.sink(extensions=("PIPELINING",), rcpt=lambda a: "550 5.1.1 unknown")
-        rs = await self.agent(self.resolver()).deliver("m8", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m8", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertTrue(all(m.strip() == b"" for m in f.log.messages))
-
 
     async def test_too_many_recipients_continue_in_next_transaction(self) -> None:
         """A server taking only 2 recipients per message gets the rest in further transactions
         on the same connection (RFC 5321 §4.5.3.1.10), so nobody waits for a retry."""
         f = self.sink(max_rcpts=2)
         addrs = [f"u{i}@dst.test" for i in range(5)]
-        rs = await self.agent(self.resolver()).deliver("m31", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts(*addrs))
+        rs = await self.agent(self.resolver()).deliver(
+            "m31", Envelope("a@src.test"), MESSAGE, rcpts(*addrs)
+        )
         self.assertEqual([r.state for r in rs], ["delivered"] * 5)
         self.assertEqual(f.log.connections, 1)
         self.assertEqual(len(f.log.messages), 3)
@@ -160,7 +187,8 @@ class PerRecipientResults(_Base):
         f = self.sink()
         bad = Recipient("x@dst.test>\r\nRCPT TO:<evil@dst.test", route="SMTP(dst.test)")
         rs = await self.agent(self.resolver()).deliver(
-            "m32", Envelope("a@src.test"), MESSAGE, [bad, *rcpts("ok@dst.test")])
+            "m32", Envelope("a@src.test"), MESSAGE, [bad, *rcpts("ok@dst.test")]
+        )
         self.assertEqual([r.state for r in rs], ["failed", "delivered"])
         self.assertFalse(any("evil" in c for c in f.log.commands))
 
@@ -168,14 +196,19 @@ class PerRecipientResults(_Base):
         """An internationalised address fails with 5.6.7 when the next hop lacks SMTPUTF8, and
         is sent with the SMTPUTF8 parameter when it has it."""
         f = self.sink(extensions=("8BITMIME",))
-        rs = await self.agent(self.resolver()).deliver("m33", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("jürgen@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m33", Envelope("a@src.test"), MESSAGE, rcpts("jürgen@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertTrue(rs[0].detail.startswith("5.6.7"))
         self.assertEqual(f.log.messages, [])
         f2 = self.sink("127.0.0.7", extensions=("SMTPUTF8", "8BITMIME"))
-        res = FakeResolver(mx={"dst.test": [(10, "mx2.dst.test")]}, a={"mx2.dst.test": ["127.0.0.7"]})
-        rs = await self.agent(res).deliver("m34", Envelope("a@src.test"), MESSAGE, rcpts("jürgen@dst.test"))
+        res = FakeResolver(
+            mx={"dst.test": [(10, "mx2.dst.test")]}, a={"mx2.dst.test": ["127.0.0.7"]}
+        )
+        rs = await self.agent(res).deliver(
+            "m34", Envelope("a@src.test"), MESSAGE, rcpts("jürgen@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertIn("SMTPUTF8", [c for c in f2.log.commands if c.startswith("MAIL")][0])
 
@@ -186,18 +219,25 @@ class WireFormat(_Base):
         body line '.' can never end the message early."""
         f = self.sink()
         body = b"Subject: dots\n\n.\n.leading dot\nmiddle . dot\n..two\nlast"
-        rs = await self.agent(self.resolver()).deliver("m9", Envelope("a@src.test"), body,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m9", Envelope("a@src.test"), body, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
-        self.assertEqual(f.log.messages[0],
-                         b"Subject: dots\r\n\r\n..\r\n..leading dot\r\nmiddle . dot\r\n...two\r\nlast\r\n")
+        self.assertEqual(
+            f.log.messages[0],
+            b"Subject: dots\r\n\r\n..\r\n..leading dot\r\nmiddle . dot\r\n...two\r\nlast\r\n",
+        )
 
     async def test_size_and_dsn_parameters_sent_when_offered(self) -> None:
         """SIZE, RET, ENVID, NOTIFY and ORCPT are passed on when the server offers SIZE and DSN."""
         f = self.sink(extensions=("SIZE 100000", "DSN"))
         env = Envelope("a@src.test", params={"RET": "HDRS", "ENVID": "abc+2Bdef"})
-        r = Recipient("x@dst.test", route="SMTP(dst.test)", notify="FAILURE,DELAY",
-                      orcpt="rfc822;x+40orig.test")
+        r = Recipient(
+            "x@dst.test",
+            route="SMTP(dst.test)",
+            notify="FAILURE,DELAY",
+            orcpt="rfc822;x+40orig.test",
+        )
         await self.agent(self.resolver()).deliver("m10", env, MESSAGE, [r])
         mail = [c for c in f.log.commands if c.startswith("MAIL")][0]
         self.assertIn(f"SIZE={len(MESSAGE)}", mail)
@@ -234,8 +274,9 @@ class WireFormat(_Base):
     async def test_message_larger_than_advertised_size_fails_without_sending(self) -> None:
         """A message over the server's SIZE limit fails at once with 5.3.4 and is not sent."""
         f = self.sink(extensions=("SIZE 10",))
-        rs = await self.agent(self.resolver()).deliver("m12", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m12", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertIn("5.3.4", rs[0].detail)
         self.assertFalse(any(c.startswith("MAIL") for c in f.log.commands))
@@ -249,7 +290,8 @@ class Timeouts(_Base):
         dot: defer.Deferred[None] = defer.Deferred()
         f.log.dot_seen.append(dot)
         d = self.agent(self.resolver(), **{"smtp.timeout_data_end": 42}).deliver(
-            "m13", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+            "m13", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         await dot
         # Let the client read anything in flight, then move the clock to just before the limit.
         self.clock.advance(41)
@@ -281,11 +323,14 @@ class Timeouts(_Base):
         the next MX gets the message."""
         self.sink("127.0.0.2", greeting="")
         good = self.sink("127.0.0.1")
-        res = FakeResolver(mx={"dst.test": [(10, "slow.dst.test"), (20, "mx.dst.test")]},
-                           a={"slow.dst.test": ["127.0.0.2"], "mx.dst.test": ["127.0.0.1"]})
+        res = FakeResolver(
+            mx={"dst.test": [(10, "slow.dst.test"), (20, "mx.dst.test")]},
+            a={"slow.dst.test": ["127.0.0.2"], "mx.dst.test": ["127.0.0.1"]},
+        )
         stalled = self.factories[0]
         d = self.agent(res, **{"smtp.timeout_greeting": 30}).deliver(
-            "m14", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+            "m14", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         # Wait until the client is connected and waiting for the greeting (its timer is set).
         while stalled.log.connections == 0 or not self.clock.getDelayedCalls():
             await task.deferLater(self.reactor, 0.01, lambda: None)
@@ -305,8 +350,15 @@ class MXSelection(_Base):
         good = self.sink("127.0.0.1")
         res = FakeResolver(
             mx={"dst.test": [(30, "c.dst.test"), (10, "a.dst.test"), (20, "b.dst.test")]},
-            a={"a.dst.test": ["127.0.0.2"], "b.dst.test": ["127.0.0.3"], "c.dst.test": ["127.0.0.1"]})
-        rs = await self.agent(res).deliver("m15", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+            a={
+                "a.dst.test": ["127.0.0.2"],
+                "b.dst.test": ["127.0.0.3"],
+                "c.dst.test": ["127.0.0.1"],
+            },
+        )
+        rs = await self.agent(res).deliver(
+            "m15", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(self.net.connects, ["127.0.0.2", "127.0.0.3", "127.0.0.1"])
         self.assertEqual(len(good.log.messages), 1)
@@ -315,15 +367,19 @@ class MXSelection(_Base):
     async def test_all_hosts_down_is_pending(self) -> None:
         """When no MX host answers, the recipients are kept for a later retry."""
         res = FakeResolver(mx={"dst.test": [(10, "a.dst.test")]}, a={"a.dst.test": ["127.0.0.2"]})
-        rs = await self.agent(res).deliver("m16", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(res).deliver(
+            "m16", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "pending")
         self.assertIn("4.4.1", rs[0].detail)
 
     async def test_equal_preference_is_randomised(self) -> None:
         """Hosts of equal preference are tried in varying order, but never before a host of
         lower preference (RFC 5321 §5.1)."""
-        res = FakeResolver(mx={"dst.test": [(10, "a"), (10, "b"), (10, "c"), (5, "first")]},
-                           a={h: ["127.0.0.9"] for h in ("a", "b", "c", "first")})
+        res = FakeResolver(
+            mx={"dst.test": [(10, "a"), (10, "b"), (10, "c"), (5, "first")]},
+            a={h: ["127.0.0.9"] for h in ("a", "b", "c", "first")},
+        )
         orders = set()
         for seed in range(12):
             hosts = [t.host async for t in mx_targets(res, "dst.test", random.Random(seed))]
@@ -335,36 +391,49 @@ class MXSelection(_Base):
     async def test_nxdomain_is_permanent(self) -> None:
         """A recipient domain that does not exist fails at once with 5.1.2."""
         res = FakeResolver(mx={"dst.test": DNSPermanentError})
-        rs = await self.agent(res).deliver("m17", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(res).deliver(
+            "m17", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertTrue(rs[0].detail.startswith("5.1.2"))
 
     async def test_servfail_is_temporary(self) -> None:
         """A DNS failure (SERVFAIL/timeout) never bounces: the recipient stays pending."""
         res = FakeResolver(mx={"dst.test": DNSTemporaryError})
-        rs = await self.agent(res).deliver("m18", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(res).deliver(
+            "m18", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "pending")
         self.assertTrue(rs[0].detail.startswith("4.4.3"))
 
     async def test_mx_host_address_servfail_is_temporary(self) -> None:
         """When the only MX host's address cannot be looked up now, the delivery is deferred."""
-        res = FakeResolver(mx={"dst.test": [(10, "mx.dst.test")]},
-                           a={"mx.dst.test": DNSTemporaryError}, aaaa={"mx.dst.test": DNSTemporaryError})
-        rs = await self.agent(res).deliver("m19", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        res = FakeResolver(
+            mx={"dst.test": [(10, "mx.dst.test")]},
+            a={"mx.dst.test": DNSTemporaryError},
+            aaaa={"mx.dst.test": DNSTemporaryError},
+        )
+        rs = await self.agent(res).deliver(
+            "m19", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "pending")
 
     async def test_implicit_mx_uses_the_domain_address(self) -> None:
         """A domain without MX records gets mail at its own A record (RFC 5321 §5.1)."""
         f = self.sink()
         res = FakeResolver(mx={"dst.test": []}, a={"dst.test": ["127.0.0.1"]})
-        rs = await self.agent(res).deliver("m20", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(res).deliver(
+            "m20", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(len(f.log.messages), 1)
 
     async def test_no_mx_and_no_address_is_permanent(self) -> None:
         """A domain with neither MX nor address records cannot receive mail: 5.4.4."""
         res = FakeResolver(mx={"dst.test": []}, a={"dst.test": []})
-        rs = await self.agent(res).deliver("m21", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(res).deliver(
+            "m21", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertTrue(rs[0].detail.startswith("5.4.4"))
 
@@ -373,20 +442,28 @@ class MXSelection(_Base):
         only IPv6 addresses is reached over IPv6."""
         self.sink("127.0.0.1")
         self.sink("2001:db8::25")
-        res = FakeResolver(mx={"dst.test": [(10, "v4"), (20, "v6")], "other.test": [(10, "v6")]},
-                           a={"v4": ["127.0.0.1"], "v6": []}, aaaa={"v6": ["2001:db8::25"]})
-        rs = await self.agent(res).deliver("m38", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        res = FakeResolver(
+            mx={"dst.test": [(10, "v4"), (20, "v6")], "other.test": [(10, "v6")]},
+            a={"v4": ["127.0.0.1"], "v6": []},
+            aaaa={"v6": ["2001:db8::25"]},
+        )
+        rs = await self.agent(res).deliver(
+            "m38", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertNotIn(("AAAA", "v4"), res.queries)
-        rs = await self.agent(res).deliver("m39", Envelope("a@src.test"), MESSAGE,
-                                           rcpts("x@other.test", domain="other.test"))
+        rs = await self.agent(res).deliver(
+            "m39", Envelope("a@src.test"), MESSAGE, rcpts("x@other.test", domain="other.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(self.net.connects, ["127.0.0.1", "2001:db8::25"])
 
     async def test_null_mx_is_permanent(self) -> None:
         """A null MX (RFC 7505) fails the recipient at once with 5.1.10."""
         res = FakeResolver(mx={"dst.test": [(0, ".")]})
-        rs = await self.agent(res).deliver("m22", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(res).deliver(
+            "m22", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "failed")
         self.assertTrue(rs[0].detail.startswith("5.1.10"))
 
@@ -406,8 +483,9 @@ class TLSAndRelay(_Base):
         """When the MX offers STARTTLS the message travels encrypted (TLS 1.2 or newer) even
         with a self-signed certificate (opportunistic, RFC 3207), and the attempt records it."""
         f = self.sink(extensions=("STARTTLS", "PIPELINING"), tls=server_tls())
-        rs = await self.agent(self.resolver()).deliver("m24", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m24", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(f.log.tls_messages, 1)
         self.assertIn("STARTTLS", f.log.commands)
@@ -418,10 +496,12 @@ class TLSAndRelay(_Base):
         """A 3 MB message with dot lines arrives intact over STARTTLS (written in blocks as the
         connection drains)."""
         f = self.sink(extensions=("STARTTLS",), tls=server_tls())
-        body = b"Subject: big\r\n\r\n" + b"".join(b".%07d ............................\r\n" % i
-                                                 for i in range(80000))
-        rs = await self.agent(self.resolver()).deliver("m35", Envelope("a@src.test"), body,
-                                                       rcpts("x@dst.test"))
+        body = b"Subject: big\r\n\r\n" + b"".join(
+            b".%07d ............................\r\n" % i for i in range(80000)
+        )
+        rs = await self.agent(self.resolver()).deliver(
+            "m35", Envelope("a@src.test"), body, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered", rs[0].detail)
         self.assertEqual(f.log.tls_messages, 1)
         wire = f.log.messages[0]
@@ -431,8 +511,9 @@ class TLSAndRelay(_Base):
         """An MX whose TLS is broken still gets the mail: the client retries that address once
         without STARTTLS (opportunistic TLS must not make a domain unreachable)."""
         f = self.sink(extensions=("STARTTLS",), tls_garbage=True)
-        rs = await self.agent(self.resolver()).deliver("m29", Envelope("a@src.test"), MESSAGE,
-                                                       rcpts("x@dst.test"))
+        rs = await self.agent(self.resolver()).deliver(
+            "m29", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(f.log.connections, 2)
         self.assertEqual(f.log.commands.count("STARTTLS"), 1)
@@ -442,7 +523,8 @@ class TLSAndRelay(_Base):
         """With opportunistic TLS switched off the client never sends STARTTLS."""
         f = self.sink(extensions=("STARTTLS",), tls=server_tls())
         rs = await self.agent(self.resolver(), **{"smtp.opportunistic_tls": False}).deliver(
-            "m25", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+            "m25", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
+        )
         self.assertEqual(rs[0].state, "delivered")
         self.assertNotIn("STARTTLS", f.log.commands)
 
@@ -450,10 +532,13 @@ class TLSAndRelay(_Base):
         """A smarthost with a login that does not offer STARTTLS never receives the password;
         the delivery is deferred."""
         f = self.sink("127.0.0.5", extensions=("AUTH PLAIN",))
-        rs = await self.agent(FakeResolver(), **{
-            "smtp.relayhost": "[127.0.0.5]:2525",
-            "smtp.relayhost_auth": {"user": "u", "password": "secret"},
-        }).deliver("m26", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        rs = await self.agent(
+            FakeResolver(),
+            **{
+                "smtp.relayhost": "[127.0.0.5]:2525",
+                "smtp.relayhost_auth": {"user": "u", "password": "secret"},
+            },
+        ).deliver("m26", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
         self.assertEqual(rs[0].state, "pending")
         self.assertFalse(any(c.startswith("AUTH") for c in f.log.commands))
 
@@ -463,12 +548,20 @@ class TLSAndRelay(_Base):
         from twisted.internet import ssl
 
         cert, _key = self_signed("relay.test")
-        f = self.sink("127.0.0.6", extensions=("STARTTLS", "AUTH PLAIN LOGIN"), tls=server_tls("relay.test"))
+        f = self.sink(
+            "127.0.0.6", extensions=("STARTTLS", "AUTH PLAIN LOGIN"), tls=server_tls("relay.test")
+        )
         res = FakeResolver(a={"relay.test": ["127.0.0.6"]})
-        agent = self.agent(res, **{"smtp.relayhost": "relay.test:587",
-                                   "smtp.relayhost_auth": {"user": "u", "password": "pw"}})
+        agent = self.agent(
+            res,
+            **{
+                "smtp.relayhost": "relay.test:587",
+                "smtp.relayhost_auth": {"user": "u", "password": "pw"},
+            },
+        )
         agent.tls_verified_options = lambda host: ssl.optionsForClientTLS(
-            host, trustRoot=ssl.Certificate.loadPEM(cert))
+            host, trustRoot=ssl.Certificate.loadPEM(cert)
+        )
         rs = await agent.deliver("m27", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
         self.assertEqual(rs[0].state, "delivered")
         self.assertEqual(f.log.tls_messages, 1)
@@ -478,15 +571,23 @@ class TLSAndRelay(_Base):
 
     async def test_relayhost_untrusted_certificate_is_refused(self) -> None:
         """A smarthost whose certificate does not verify never gets the login or the message."""
-        f = self.sink("127.0.0.6", extensions=("STARTTLS", "AUTH PLAIN"), tls=server_tls("relay.test"))
+        f = self.sink(
+            "127.0.0.6", extensions=("STARTTLS", "AUTH PLAIN"), tls=server_tls("relay.test")
+        )
         res = FakeResolver(a={"relay.test": ["127.0.0.6"]})
         other, _ = self_signed("other.test")
         from twisted.internet import ssl
 
-        agent = self.agent(res, **{"smtp.relayhost": "relay.test:587",
-                                   "smtp.relayhost_auth": {"user": "u", "password": "pw"}})
+        agent = self.agent(
+            res,
+            **{
+                "smtp.relayhost": "relay.test:587",
+                "smtp.relayhost_auth": {"user": "u", "password": "pw"},
+            },
+        )
         agent.tls_verified_options = lambda host: ssl.optionsForClientTLS(
-            host, trustRoot=ssl.Certificate.loadPEM(other))
+            host, trustRoot=ssl.Certificate.loadPEM(other)
+        )
         rs = await agent.deliver("m28", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
         self.assertEqual(rs[0].state, "pending")
         self.assertFalse(any(c.startswith("AUTH") for c in f.log.commands))
@@ -499,7 +600,9 @@ class ConnectionReuse(_Base):
         f = self.sink()
         agent = self.agent(self.resolver(), **{"smtp.connection_reuse_time": 30})
         rs1 = await agent.deliver("r1", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
-        rs2 = await agent.deliver("r2", Envelope("b@src.test"), MESSAGE + b"2\r\n", rcpts("y@dst.test"))
+        rs2 = await agent.deliver(
+            "r2", Envelope("b@src.test"), MESSAGE + b"2\r\n", rcpts("y@dst.test")
+        )
         self.assertEqual([rs1[0].state, rs2[0].state], ["delivered", "delivered"])
         self.assertEqual(f.log.connections, 1)
         self.assertEqual(len(f.log.messages), 2)
@@ -536,8 +639,9 @@ class RemotePort(_Base):
         f = SinkFactory(Behaviour())
         port = self.reactor.listenTCP(0, f, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        holder = SettingsHolder(Settings({"smtp.remote_port": port.getHost().port,
-                                          "smtp.connection_reuse_time": 0}))
+        holder = SettingsHolder(
+            Settings({"smtp.remote_port": port.getHost().port, "smtp.connection_reuse_time": 0})
+        )
         agent = SMTPDelivery(self.resolver(), holder, "out.test", self.reactor)
         rs = await agent.deliver("p1", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
         self.assertEqual(rs[0].state, "delivered")

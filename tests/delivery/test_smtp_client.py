@@ -24,10 +24,19 @@ class TLSRecordingTransport(StringTransport):
         self.tls_started.append(ctx)
 
 
-def make(tls: Any = None, auth: Any = None, require_tls: bool = False) -> tuple[SMTPClient, TLSRecordingTransport, task.Clock]:
+def make(
+    tls: Any = None, auth: Any = None, require_tls: bool = False
+) -> tuple[SMTPClient, TLSRecordingTransport, task.Clock]:
     clock = task.Clock()
-    c = SMTPClient(clock, "out.test", "mx.test", Timeouts(greeting=30, command=20), tls=tls,
-                   require_tls=require_tls, auth=auth)
+    c = SMTPClient(
+        clock,
+        "out.test",
+        "mx.test",
+        Timeouts(greeting=30, command=20),
+        tls=tls,
+        require_tls=require_tls,
+        auth=auth,
+    )
     t = TLSRecordingTransport()
     c.makeConnection(t)
     return c, t, clock
@@ -97,6 +106,7 @@ class Session(unittest.TestCase):
     def test_tls_setup_error_is_a_session_error(self) -> None:
         """A TLS configuration that cannot be built (say, an unreadable CA file) fails this
         session as a TLS failure instead of crashing the delivery."""
+
         def broken(host: str) -> Any:
             raise OSError("no such CA file")
 
@@ -163,8 +173,12 @@ class Session(unittest.TestCase):
 
 class Encoding(unittest.TestCase):
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.sampled_from([b".", b"..", b"a", b".a", b"\r\n", b"\n", b"\r", b" ", b"x.y"]),
-                    max_size=40))
+    @given(
+        st.lists(
+            st.sampled_from([b".", b"..", b"a", b".a", b"\r\n", b"\n", b"\r", b" ", b"x.y"]),
+            max_size=40,
+        )
+    )
     def test_encoding_round_trips_and_never_ends_early(self, pieces: list[bytes]) -> None:
         """Whatever the line endings and dots, the wire form has CRLF lines only, its first
         lone '.' line is the terminator, and removing the stuffing gives the CRLF message back."""

@@ -20,12 +20,14 @@ class RealResolver(unittest.TestCase):
         from twisted.internet import reactor
 
         self.reactor = reactor
-        self.dns = DNSTestServer({
-            "dst.test": ["MX 10 mx.dst.test"],
-            "mx.dst.test": ["A 127.0.0.1"],
-            "bare.test": ["A 127.0.0.1"],
-            "broken.test": ["MX 10 mx.dst.test"],
-        })
+        self.dns = DNSTestServer(
+            {
+                "dst.test": ["MX 10 mx.dst.test"],
+                "mx.dst.test": ["A 127.0.0.1"],
+                "bare.test": ["A 127.0.0.1"],
+                "broken.test": ["MX 10 mx.dst.test"],
+            }
+        )
         self.dns.set_behaviour("broken.test", "servfail")
         address = self.dns.listen(reactor)
         self.addCleanup(self.dns.stop)
@@ -34,8 +36,9 @@ class RealResolver(unittest.TestCase):
         self.sink = SinkFactory(Behaviour())
         port = reactor.listenTCP(0, self.sink, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        holder = SettingsHolder(Settings({"smtp.remote_port": port.getHost().port,
-                                          "smtp.connection_reuse_time": 0}))
+        holder = SettingsHolder(
+            Settings({"smtp.remote_port": port.getHost().port, "smtp.connection_reuse_time": 0})
+        )
         self.agent = SMTPDelivery(self.resolver, holder, "out.test", reactor)
 
     async def wait_closed(self) -> None:
@@ -72,5 +75,3 @@ class RealResolver(unittest.TestCase):
         r = await self.deliver("broken.test")
         self.assertEqual(r.state, "pending")
         self.assertTrue(r.detail.startswith("4.4.3"), r.detail)
-
-

@@ -28,8 +28,11 @@ def self_signed(name: str = "mx.test") -> tuple[bytes, bytes]:
         subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(subj).issuer_name(subj)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            x509.CertificateBuilder()
+            .subject_name(subj)
+            .issuer_name(subj)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=2))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
@@ -38,8 +41,11 @@ def self_signed(name: str = "mx.test") -> tuple[bytes, bytes]:
         )
         _CERT[name] = (
             cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()),
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
         )
     return _CERT[name]
 
@@ -47,8 +53,11 @@ def self_signed(name: str = "mx.test") -> tuple[bytes, bytes]:
 def server_tls(name: str = "mx.test") -> ssl.CertificateOptions:
     cert, key = self_signed(name)
     pc = ssl.PrivateCertificate.loadPEM(cert + key)
-    return ssl.CertificateOptions(privateKey=pc.privateKey.original, certificate=pc.original,
-                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+    return ssl.CertificateOptions(
+        privateKey=pc.privateKey.original,
+        certificate=pc.original,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
 
 
 @dataclass
@@ -70,7 +79,9 @@ class Behaviour:
 @dataclass
 class SinkLog:
     commands: list[str] = field(default_factory=list)
-    messages: list[bytes] = field(default_factory=list)  # raw DATA as on the wire, dot line excluded
+    messages: list[bytes] = field(
+        default_factory=list
+    )  # raw DATA as on the wire, dot line excluded
     connections: int = 0
     tls_messages: int = 0
     dot_seen: list[defer.Deferred[None]] = field(default_factory=list)
@@ -182,8 +193,12 @@ class SinkFactory(Factory):
 class FakeResolver:
     """IResolver from dicts; a value that is an exception class is raised."""
 
-    def __init__(self, mx: dict[str, Any] | None = None, a: dict[str, Any] | None = None,
-                 aaaa: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        mx: dict[str, Any] | None = None,
+        a: dict[str, Any] | None = None,
+        aaaa: dict[str, Any] | None = None,
+    ) -> None:
         self.mx = mx or {}
         self.a = a or {}
         self.aaaa = aaaa or {}
@@ -236,6 +251,7 @@ class Net:
     async def start(self) -> None:
         """Find a port with nothing listening (connection refused)."""
         from twisted.internet.protocol import ServerFactory
+
         p = self.reactor.listenTCP(0, ServerFactory(), interface="127.0.0.1")
         self.closed_port = p.getHost().port
         await p.stopListening()
@@ -252,7 +268,9 @@ class Net:
 
         proto.connectionLost = connection_lost
         self.clients.append((proto, lost))
-        ep = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.ports.get(ip, self.closed_port), timeout=5)
+        ep = TCP4ClientEndpoint(
+            self.reactor, "127.0.0.1", self.ports.get(ip, self.closed_port), timeout=5
+        )
         d = connectProtocol(ep, proto)
 
         def failed(f: Any) -> Any:

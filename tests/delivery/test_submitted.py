@@ -34,11 +34,15 @@ class Parsing(unittest.TestCase):
     def test_recipients_from_to_cc_bcc_and_bcc_removed(self) -> None:
         """Without Envelope-To the recipients are To, Cc and Bcc; Bcc vanishes from the
         message; native LF line endings become CRLF; the sender is the From address."""
-        raw = (b"From: Alice <alice@src.test>\nTo: bob@dst.test, Carol <carol@dst.test>\n"
-               b"Cc: dave@dst.test\nBcc: secret@dst.test\nSubject: hi\n\nbody\n.\nend\n")
+        raw = (
+            b"From: Alice <alice@src.test>\nTo: bob@dst.test, Carol <carol@dst.test>\n"
+            b"Cc: dave@dst.test\nBcc: secret@dst.test\nSubject: hi\n\nbody\n.\nend\n"
+        )
         p = parse_submitted(raw, "h.test", now=1700000000)
-        self.assertEqual([r.address for r in p.envelope.recipients],
-                         ["bob@dst.test", "carol@dst.test", "dave@dst.test", "secret@dst.test"])
+        self.assertEqual(
+            [r.address for r in p.envelope.recipients],
+            ["bob@dst.test", "carol@dst.test", "dave@dst.test", "secret@dst.test"],
+        )
         self.assertEqual(p.envelope.sender, "alice@src.test")
         self.assertEqual(p.envelope.submit["trusted"], "1")
         self.assertNotIn(b"Bcc", p.data)
@@ -51,11 +55,15 @@ class Parsing(unittest.TestCase):
     def test_envelope_to_overrides_and_is_removed(self) -> None:
         """Envelope-To headers alone give the recipients and are removed; Envelope-Ignore
         excludes addresses; a folded header is read whole."""
-        raw = (b"From: a@src.test\r\nTo: visible@dst.test\r\nEnvelope-To: one@dst.test,\r\n"
-               b"  two@dst.test\r\nEnvelope-To: three@dst.test\r\nEnvelope-Ignore: two@dst.test\r\n"
-               b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n\r\nx\r\n")
+        raw = (
+            b"From: a@src.test\r\nTo: visible@dst.test\r\nEnvelope-To: one@dst.test,\r\n"
+            b"  two@dst.test\r\nEnvelope-To: three@dst.test\r\nEnvelope-Ignore: two@dst.test\r\n"
+            b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n\r\nx\r\n"
+        )
         p = parse_submitted(raw)
-        self.assertEqual([r.address for r in p.envelope.recipients], ["one@dst.test", "three@dst.test"])
+        self.assertEqual(
+            [r.address for r in p.envelope.recipients], ["one@dst.test", "three@dst.test"]
+        )
         self.assertNotIn(b"Envelope-", p.data)
         self.assertIn(b"To: visible@dst.test", p.data)
         self.assertEqual(p.data.count(b"Date:"), 1)
@@ -68,11 +76,13 @@ class Parsing(unittest.TestCase):
 
     def test_bad_files(self) -> None:
         """No recipients, a malformed header line or a bad address make the file bad."""
-        for raw in (b"From: a@src.test\nSubject: none\n\nx\n",
-                    b"From: a@src.test\nnot a header\nTo: b@dst.test\n\nx\n",
-                    b"To: <b@dst.test\r\n>\n\nx",
-                    b"\nTo: b@dst.test\n",
-                    b"To: \"x\" <a b@c>\n\nx"):
+        for raw in (
+            b"From: a@src.test\nSubject: none\n\nx\n",
+            b"From: a@src.test\nnot a header\nTo: b@dst.test\n\nx\n",
+            b"To: <b@dst.test\r\n>\n\nx",
+            b"\nTo: b@dst.test\n",
+            b'To: "x" <a b@c>\n\nx',
+        ):
             with self.assertRaises(BadSubmission, msg=raw):
                 parse_submitted(raw)
 

@@ -26,8 +26,12 @@ def require(program: str) -> str:
     return path
 
 
-def run_in_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 60.0,
-               stuck: Sequence[bytes] = ()) -> tuple[int, bytes]:
+def run_in_pty(
+    argv: Sequence[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    stuck: Sequence[bytes] = (),
+) -> tuple[int, bytes]:
     """Run ``argv`` under a pseudo-terminal until it exits; return (status, screen bytes).
 
     ``stuck``: screen texts after which the program only waits for a person (an error that
@@ -52,7 +56,9 @@ def run_in_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: 
                 screen += data
                 for text in stuck:
                     if text in screen:
-                        raise AssertionError(f"{argv[0]} is stuck at {text!r}; screen: {screen[-2000:]!r}")
+                        raise AssertionError(
+                            f"{argv[0]} is stuck at {text!r}; screen: {screen[-2000:]!r}"
+                        )
             done, st = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = os.waitstatus_to_exitcode(st)
@@ -67,15 +73,32 @@ def run_in_pty(argv: Sequence[str], env: dict[str, str] | None = None, timeout: 
     return status, screen
 
 
-def mutt_pipe_first_message(folder: str, out: str, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> bytes:
+def mutt_pipe_first_message(
+    folder: str, out: str, extra: Sequence[str] = (), env: dict[str, str] | None = None
+) -> bytes:
     """Open ``folder`` in mutt, pipe the first message to ``out``, quit; return what was piped."""
     mutt = require("mutt")
-    argv = [mutt, "-n", "-F", "/dev/null", "-R", "-f", folder, "-e", "set wait_key=no",
-            *extra, "-e", f'push "<pipe-message>cat > {out}<enter><quit>"']
+    argv = [
+        mutt,
+        "-n",
+        "-F",
+        "/dev/null",
+        "-R",
+        "-f",
+        folder,
+        "-e",
+        "set wait_key=no",
+        *extra,
+        "-e",
+        f'push "<pipe-message>cat > {out}<enter><quit>"',
+    ]
     # An error such as "There are no messages." makes mutt discard the keys still pushed (the
     # <quit> too), and it would wait for a person until the deadline.
-    status, screen = run_in_pty(argv, env=env, stuck=(b"There are no messages.",
-                                                      b"is not a mailbox", b"No visible messages"))
+    status, screen = run_in_pty(
+        argv,
+        env=env,
+        stuck=(b"There are no messages.", b"is not a mailbox", b"No visible messages"),
+    )
     if not os.path.exists(out):
         raise AssertionError(f"mutt piped nothing (exit {status}); screen: {screen[-2000:]!r}")
     with open(out, "rb") as f:

@@ -57,8 +57,12 @@ def _stop_leftovers() -> None:
 class DNSServer:
     """``python -m tests.dnsserver`` in a subprocess, serving zones on 127.0.0.1."""
 
-    def __init__(self, records: dict[str, list[str]], workdir: str,
-                 behaviours: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        records: dict[str, list[str]],
+        workdir: str,
+        behaviours: Optional[dict[str, Any]] = None,
+    ) -> None:
         path = os.path.join(workdir, "zone.json")
         with open(path, "w") as f:
             json.dump(records, f)
@@ -69,8 +73,13 @@ class DNSServer:
                 json.dump(behaviours, f)
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.dnsserver", "--json", path, *faults],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.dnsserver", "--json", path, *faults],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
+        )
         assert self.proc.stdout is not None
         _RUNNING.add(self)
         self.address = self.proc.stdout.readline().decode().strip()
@@ -100,11 +109,16 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
 class Server:
     """One cgtwist server process under test."""
 
-    def __init__(self, base: str, main_domain: str = "example.test",
-                 extra_config: str = "", env: Optional[dict[str, str]] = None,
-                 dns_records: Optional[dict[str, list[str]]] = None,
-                 dns_behaviours: Optional[dict[str, Any]] = None,
-                 server_config: str = "") -> None:
+    def __init__(
+        self,
+        base: str,
+        main_domain: str = "example.test",
+        extra_config: str = "",
+        env: Optional[dict[str, str]] = None,
+        dns_records: Optional[dict[str, list[str]]] = None,
+        dns_behaviours: Optional[dict[str, Any]] = None,
+        server_config: str = "",
+    ) -> None:
         """``server_config``: more lines for the ``[server]`` section (``node = "n1"``);
         ``extra_config``: more sections after ``[dns]``."""
         self.base = base
@@ -116,7 +130,9 @@ class Server:
         self.extra_env = env or {}
         os.makedirs(base, exist_ok=True)
         # dns_behaviours: faults per name, e.g. {"x.test/TXT": "servfail", "y.test": "timeout"}
-        self.dns = DNSServer(DEFAULT_ZONE if dns_records is None else dns_records, base, dns_behaviours)
+        self.dns = DNSServer(
+            DEFAULT_ZONE if dns_records is None else dns_records, base, dns_behaviours
+        )
         with open(self.conf, "w") as f:
             f.write(
                 f'[server]\nbase_dir = "{base}"\nmain_domain = "{main_domain}"\n'
@@ -133,13 +149,21 @@ class Server:
         env.update(self.extra_env)
         return env
 
-    def admin(self, *args: str, stdin: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def admin(
+        self, *args: str, stdin: Optional[str] = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``cgtwist-admin`` with this server's config; before the server's first start,
         ``cgtwist-admin init`` first (no other command creates the store)."""
         if args[:1] != ("init",) and not os.path.exists(os.path.join(self.base, "cgtwist.db")):
             self.admin("init")
-        r = subprocess.run([sys.executable, "-m", "cgtwist.cli", "--config", self.conf, *args],
-                           input=stdin, capture_output=True, text=True, env=self.env, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "cgtwist.cli", "--config", self.conf, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"cgtwist-admin {' '.join(args)} failed: {r.stderr}{r.stdout}")
         return r
@@ -153,9 +177,14 @@ class Server:
         (a worker's 'started' line, 'cgtwist ready') because it moved into a rotated file."""
         folder, name = os.path.split(self.logfile)
         try:
-            rotated = sorted((int(n[len(name) + 1:]) for n in os.listdir(folder)
-                              if n.startswith(name + ".") and n[len(name) + 1:].isdigit()),
-                             reverse=True)
+            rotated = sorted(
+                (
+                    int(n[len(name) + 1 :])
+                    for n in os.listdir(folder)
+                    if n.startswith(name + ".") and n[len(name) + 1 :].isdigit()
+                ),
+                reverse=True,
+            )
         except FileNotFoundError:
             return ""
         parts = []
@@ -167,23 +196,44 @@ class Server:
                 continue
         return "".join(parts)
 
-    def start(self, ready_timeout: float = 120.0, extra_env: Optional[dict[str, str]] = None,
-              twistd_args: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()) -> None:
+    def start(
+        self,
+        ready_timeout: float = 120.0,
+        extra_env: Optional[dict[str, str]] = None,
+        twistd_args: tuple[str, ...] = (),
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         """``twistd_args``: more twistd options, e.g. ``("--uid", "65534")``; ``wrapper``: a
         command that runs twistd (its argv follows), e.g. ``unshare``."""
         env = self.env
         env.update(extra_env or {})
         marker = self.log_text().count("cgtwist ready")
         self.proc = subprocess.Popen(
-            [*wrapper, os.path.join(BIN, "twistd"), "-n", "--pidfile", self.pidfile, "--logfile",
-             self.logfile, *twistd_args, "cgtwist", "--config", self.conf],
-            env=env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                *wrapper,
+                os.path.join(BIN, "twistd"),
+                "-n",
+                "--pidfile",
+                self.pidfile,
+                "--logfile",
+                self.logfile,
+                *twistd_args,
+                "cgtwist",
+                "--config",
+                self.conf,
+            ],
+            env=env,
+            cwd=self.base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
-                raise AssertionError(f"server exited with {self.proc.returncode}: {out}\n{self.log_text()[-4000:]}")
+                raise AssertionError(
+                    f"server exited with {self.proc.returncode}: {out}\n{self.log_text()[-4000:]}"
+                )
             return self.log_text().count("cgtwist ready") > marker
 
         wait_for(ready, ready_timeout, "the server to log 'cgtwist ready'")
@@ -193,9 +243,21 @@ class Server:
         by its log. ``daemon``: without ``-n``; the status is then the daemonizing parent's,
         which reports the outcome of binding (``privilegedStartService``)."""
         proc = subprocess.Popen(
-            [os.path.join(BIN, "twistd"), *(() if daemon else ("-n",)), "--pidfile",
-             self.pidfile, "--logfile", self.logfile, "cgtwist", "--config", self.conf],
-            env=self.env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                os.path.join(BIN, "twistd"),
+                *(() if daemon else ("-n",)),
+                "--pidfile",
+                self.pidfile,
+                "--logfile",
+                self.logfile,
+                "cgtwist",
+                "--config",
+                self.conf,
+            ],
+            env=self.env,
+            cwd=self.base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -212,7 +274,12 @@ class Server:
 
     def port(self, protocol: str, tls: str = "starttls", submission: bool = False) -> int:
         for p in self.ports():
-            if p["protocol"] == protocol and p["tls"] == tls and bool(p["submission"]) == submission and p["bound"]:
+            if (
+                p["protocol"] == protocol
+                and p["tls"] == tls
+                and bool(p["submission"]) == submission
+                and p["bound"]
+            ):
                 return int(p["port"])
         raise AssertionError(f"no bound {protocol} listener tls={tls} submission={submission}")
 
@@ -270,5 +337,8 @@ class Server:
         return out
 
     def wait_messages(self, account: str, count: int, timeout: float = 60.0) -> list[bytes]:
-        return wait_for(lambda: (m := self.messages(account)) and len(m) >= count and m,  # type: ignore[return-value]
-                        timeout, f"{count} message(s) in {account}'s Maildir")
+        return wait_for(
+            lambda: (m := self.messages(account)) and len(m) >= count and m,  # type: ignore[return-value]
+            timeout,
+            f"{count} message(s) in {account}'s Maildir",
+        )

@@ -38,7 +38,7 @@ class _State:
 def _path(arg: str) -> str:
     """The address inside ``<...>`` of a MAIL/RCPT argument, parameters dropped."""
     start, end = arg.find("<"), arg.find(">")
-    return arg[start + 1:end] if 0 <= start < end else arg.split()[0] if arg.split() else ""
+    return arg[start + 1 : end] if 0 <= start < end else arg.split()[0] if arg.split() else ""
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -65,8 +65,11 @@ class _Handler(socketserver.StreamRequestHandler):
                 verb = verb.upper()
                 if verb in ("EHLO", "HELO"):
                     helo = arg.strip()
-                    self._send("250-sink.test\r\n250-8BITMIME\r\n250 PIPELINING" if verb == "EHLO"
-                               else "250 sink.test")
+                    self._send(
+                        "250-sink.test\r\n250-8BITMIME\r\n250 PIPELINING"
+                        if verb == "EHLO"
+                        else "250 sink.test"
+                    )
                 elif verb == "MAIL":
                     sender, rcpts = _path(arg.partition(":")[2]), []
                     self._send("250 2.1.0 OK")

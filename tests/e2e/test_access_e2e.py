@@ -40,14 +40,18 @@ def add_account(server: Server, name: str) -> str:
 def deliver(server: Server, rcpt: str, subject: str, body: str = "Hello.\r\n") -> bytes:
     """Send one message over SMTP (port 25) and return the bytes the client sent."""
     mid = uuid.uuid4().hex
-    msg = (f"From: someone@elsewhere.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
-           f"Message-ID: <{mid}@test>\r\n\r\n{body}").encode()
+    msg = (
+        f"From: someone@elsewhere.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{mid}@test>\r\n\r\n{body}"
+    ).encode()
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.sendmail("someone@elsewhere.test", [rcpt], msg)
     return msg
 
 
-def deliver_and_wait(server: Server, account: str, subjects: list[str], total: int = 0) -> list[bytes]:
+def deliver_and_wait(
+    server: Server, account: str, subjects: list[str], total: int = 0
+) -> list[bytes]:
     """Deliver and wait until the INBOX holds ``total`` (default: len(subjects)) message files."""
     sent = [deliver(server, f"{account}@example.test", s) for s in subjects]
     server.wait_messages(account, total or len(subjects))
@@ -205,7 +209,12 @@ def test_imap_read_flag_move_delete_and_file(server: Server, ctx: ssl.SSLContext
     try:
         ok(m.login("organiser@example.test", pw))
         boxes = folders(m)
-        for name, use in (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk")):
+        for name, use in (
+            ("Sent", "\\Sent"),
+            ("Drafts", "\\Drafts"),
+            ("Trash", "\\Trash"),
+            ("Junk", "\\Junk"),
+        ):
             assert use in boxes[name], boxes
         assert ok(m.select("INBOX")) == [b"3"]
         # Read: the body is what the sender sent, after our trace headers; reading marks \Seen.
@@ -241,7 +250,9 @@ def test_imap_read_flag_move_delete_and_file(server: Server, ctx: ssl.SSLContext
     assert len(server.messages("organiser")) == 1
     sub = [d for d in os.listdir(md) if d.startswith(".Projects") and "2026" in d]
     assert len(sub) == 1, os.listdir(md)
-    files = os.listdir(os.path.join(md, sub[0], "cur")) + os.listdir(os.path.join(md, sub[0], "new"))
+    files = os.listdir(os.path.join(md, sub[0], "cur")) + os.listdir(
+        os.path.join(md, sub[0], "new")
+    )
     assert len(files) == 1 and "F" in files[0].rsplit(":2,", 1)[1], files
 
 
@@ -255,7 +266,14 @@ def test_second_session_sees_changes(server: Server, ctx: ssl.SSLContext) -> Non
         ok(b.login("twosessions", pw))
         ok(a.select("INBOX"))
         ok(b.select("INBOX"))
-        ok(a.append("INBOX", "(\\Seen)", None, b"From: a@example.test\r\nSubject: appended\r\n\r\nhi\r\n"))
+        ok(
+            a.append(
+                "INBOX",
+                "(\\Seen)",
+                None,
+                b"From: a@example.test\r\nSubject: appended\r\n\r\nhi\r\n",
+            )
+        )
         ok(b.noop())
         assert b"1" in b.untagged_responses.get("EXISTS", [])
         ok(a.select("INBOX"))
@@ -372,8 +390,9 @@ def snapshot(server: Server, ctx: ssl.SSLContext, pw: str) -> dict[str, object]:
     return {"folders": boxes, "boxes": per_box, "uidl": uidl}
 
 
-def test_restart_keeps_uids_flags_folders_and_uidl(server: Server, ctx: ssl.SSLContext,
-                                                    restart_account: tuple[str, str]) -> None:
+def test_restart_keeps_uids_flags_folders_and_uidl(
+    server: Server, ctx: ssl.SSLContext, restart_account: tuple[str, str]
+) -> None:
     """After a graceful restart and after a crash (SIGKILL) a client finds the same UIDVALIDITY,
     UIDs, flags, folders and POP3 UIDLs, so it does not download everything again."""
     _, pw = restart_account
@@ -481,7 +500,14 @@ def test_folder_rename_delete_subscribe(server: Server, ctx: ssl.SSLContext) -> 
         assert status(m, "Archive/2025")["MESSAGES"] == 1
         before = tree_outside(server, "folderer")
         # "&AC4ALgAv-" is "../" spelled in modified UTF-7 (RFC 3501 §5.1.3 forbids that spelling).
-        for evil in ("../folderer2", "../../folderer2/Maildir", "a/../../x", "&AC4ALgAv-x", "..", "INBOX/../.."):
+        for evil in (
+            "../folderer2",
+            "../../folderer2/Maildir",
+            "a/../../x",
+            "&AC4ALgAv-x",
+            "..",
+            "INBOX/../..",
+        ):
             typ, _ = m.create(evil)
             assert typ == "NO", evil
         assert tree_outside(server, "folderer") == before
@@ -489,6 +515,8 @@ def test_folder_rename_delete_subscribe(server: Server, ctx: ssl.SSLContext) -> 
         m.logout()
     md = server.maildir("folderer")
     subfolders = sorted(d for d in os.listdir(md) if d.startswith("."))
-    assert ".Archive.2025" in subfolders and ".Old" not in subfolders and ".Scratch" not in subfolders, subfolders
+    assert (
+        ".Archive.2025" in subfolders and ".Old" not in subfolders and ".Scratch" not in subfolders
+    ), subfolders
     assert not [d for d in subfolders if ".." in d[1:] or "x" in d], subfolders
     assert os.listdir(os.path.dirname(md)) == ["Maildir"]

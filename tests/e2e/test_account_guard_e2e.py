@@ -25,9 +25,14 @@ CLIENT_IP = "127.0.0.5"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(os.path.join(str(tmp_path_factory.mktemp("cgtwist")), "base"))
     srv.set_listeners(ALL_LISTENERS)
-    for key, value in (("clients.ips", CLIENT_IP), ("auth.allow_plaintext", True),
-                       ("auth.fail_delays", [0]), ("auth.account_max_failures", 3),
-                       ("auth.account_delay", 0.1), ("auth.account_max_delay", 0.2)):
+    for key, value in (
+        ("clients.ips", CLIENT_IP),
+        ("auth.allow_plaintext", True),
+        ("auth.fail_delays", [0]),
+        ("auth.account_max_failures", 3),
+        ("auth.account_delay", 0.1),
+        ("auth.account_max_delay", 0.2),
+    ):
         srv.admin("settings", "set", key, json.dumps(value))
     with srv.running():
         srv.admin("account", "add", "carol@example.test", "--password", "carol-secret")
@@ -42,8 +47,9 @@ class SourcedIMAP(imaplib.IMAP4):
         super().__init__("127.0.0.1", port, timeout=30)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout,
-                                        source_address=(self.source, 0))
+        return socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self.source, 0)
+        )
 
 
 def imap_login(server: Server, source: str, password: str) -> str:
@@ -58,8 +64,9 @@ def imap_login(server: Server, source: str, password: str) -> str:
 
 
 def pop3_login(server: Server, source: str, password: str) -> str:
-    sock = socket.create_connection(("127.0.0.1", server.port("pop3")), timeout=30,
-                                    source_address=(source, 0))
+    sock = socket.create_connection(
+        ("127.0.0.1", server.port("pop3")), timeout=30, source_address=(source, 0)
+    )
     f = sock.makefile("rb")
     try:
         f.readline()
@@ -72,8 +79,9 @@ def pop3_login(server: Server, source: str, password: str) -> str:
 
 
 def smtp_login(server: Server, source: str, password: str) -> int:
-    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30,
-                      source_address=(source, 0)) as s:
+    with smtplib.SMTP(
+        "127.0.0.1", server.port("smtp"), timeout=30, source_address=(source, 0)
+    ) as s:
         s.ehlo("client.example.test")
         try:
             s.login("carol@example.test", password)
@@ -91,12 +99,21 @@ def test_guessing_from_many_addresses_locks_the_account(server: Server) -> None:
     assert smtp_login(server, "127.0.0.11", "guess-2") == 535
     wrong_pop = pop3_login(server, "127.0.0.13", "guess-3")
     assert wrong_pop.startswith("-ERR [AUTH]")
-    wait_for(lambda: "auth account locked: account=carol@example.test" in server.log_text(),
-             30, "the lock's log line")
+    wait_for(
+        lambda: "auth account locked: account=carol@example.test" in server.log_text(),
+        30,
+        "the lock's log line",
+    )
     assert imap_login(server, "127.0.0.14", "carol-secret") == wrong_imap
     assert pop3_login(server, "127.0.0.15", "carol-secret") == wrong_pop
     assert smtp_login(server, "127.0.0.16", "carol-secret") == 535
-    wait_for(lambda: "auth refused: account=carol@example.test ip=127.0.0.14 reason=locked"
-             in server.log_text(), 30, "the refusal's log line")
+    wait_for(
+        lambda: (
+            "auth refused: account=carol@example.test ip=127.0.0.14 reason=locked"
+            in server.log_text()
+        ),
+        30,
+        "the refusal's log line",
+    )
     assert imap_login(server, CLIENT_IP, "carol-secret") == "OK"
     assert smtp_login(server, CLIENT_IP, "carol-secret") == 235

@@ -35,8 +35,10 @@ def deliver(server: Server, account: str, subjects: list[str]) -> list[bytes]:
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         for subject in subjects:
             mid = uuid.uuid4().hex
-            msg = (f"From: someone@elsewhere.test\r\nTo: {account}@example.test\r\nSubject: {subject}\r\n"
-                   f"Message-ID: <{mid}@test>\r\n\r\nBody of {subject}.\r\n.leading dot\r\n").encode()
+            msg = (
+                f"From: someone@elsewhere.test\r\nTo: {account}@example.test\r\nSubject: {subject}\r\n"
+                f"Message-ID: <{mid}@test>\r\n\r\nBody of {subject}.\r\n.leading dot\r\n"
+            ).encode()
             s.sendmail("someone@elsewhere.test", [f"{account}@example.test"], msg)
             sent.append(msg)
     server.wait_messages(account, len(subjects))
@@ -56,8 +58,12 @@ def read_dir(path: str) -> list[bytes]:
 
 
 def maildir_files(md: str) -> list[str]:
-    return [os.path.join(md, sub, n) for sub in ("new", "cur") if os.path.isdir(os.path.join(md, sub))
-            for n in os.listdir(os.path.join(md, sub))]
+    return [
+        os.path.join(md, sub, n)
+        for sub in ("new", "cur")
+        if os.path.isdir(os.path.join(md, sub))
+        for n in os.listdir(os.path.join(md, sub))
+    ]
 
 
 def imap_login(server: Server, user: str, pw: str, ctx: ssl.SSLContext) -> imaplib.IMAP4_SSL:
@@ -75,16 +81,24 @@ def run_fetchmail(tmp: str, poll: str, user: str, pw: str, server: Server, keep:
     os.makedirs(out, exist_ok=True)
     rc = os.path.join(home, "fetchmailrc")
     with open(rc, "w") as f:
-        f.write("set no syslog\n"
-                f"{poll}\n"
-                f'  user "{user}" there with password "{pw}" is "root" here\n'
-                f'  sslproto "tls1.2+" sslcertck sslcertfile "{cert(server)}" sslcommonname "localhost"\n'
-                f"  mda \"/bin/sh -c 'cat > {out}/msg.$$'\"\n"
-                f"  {keep}\n")
+        f.write(
+            "set no syslog\n"
+            f"{poll}\n"
+            f'  user "{user}" there with password "{pw}" is "root" here\n'
+            f'  sslproto "tls1.2+" sslcertck sslcertfile "{cert(server)}" sslcommonname "localhost"\n'
+            f"  mda \"/bin/sh -c 'cat > {out}/msg.$$'\"\n"
+            f"  {keep}\n"
+        )
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=home, FETCHMAILHOME=home)
-    r = subprocess.run([fetchmail, "-f", rc, "-v", "--nodetach"], env=env, capture_output=True,
-                       text=True, timeout=120, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [fetchmail, "-f", rc, "-v", "--nodetach"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     # 0: mail fetched; 1: no mail. Anything else is a failure.
     assert r.returncode in (0, 1), r.stdout + r.stderr
     return r.stdout + r.stderr
@@ -95,8 +109,14 @@ def test_fetchmail_pop3_stls_downloads_and_deletes(server: Server, tmp_path) -> 
     unchanged (dot-stuffing undone) and deletes them on the server."""
     pw = add_account(server, "fmpop")
     sent = deliver(server, "fmpop", ["fm one", "fm two"])
-    log = run_fetchmail(str(tmp_path), f"poll localhost via 127.0.0.1 with proto POP3 port {server.port('pop3')} uidl",
-                        "fmpop%example.test", pw, server, "nokeep fetchall")
+    log = run_fetchmail(
+        str(tmp_path),
+        f"poll localhost via 127.0.0.1 with proto POP3 port {server.port('pop3')} uidl",
+        "fmpop%example.test",
+        pw,
+        server,
+        "nokeep fetchall",
+    )
     assert "STLS" in log
     got = read_dir(str(tmp_path / "out"))
     assert len(got) == 2, log
@@ -106,13 +126,18 @@ def test_fetchmail_pop3_stls_downloads_and_deletes(server: Server, tmp_path) -> 
     wait_for(lambda: not maildir_files(server.maildir("fmpop")), 30, "fetchmail's deletions")
 
 
-def test_fetchmail_imap_implicit_tls_keeps_and_marks_seen(server: Server, tmp_path,  # type: ignore[no-untyped-def]
-                                                          tls_context: ssl.SSLContext) -> None:
+def test_fetchmail_imap_implicit_tls_keeps_and_marks_seen(
+    server: Server,
+    tmp_path,  # type: ignore[no-untyped-def]
+    tls_context: ssl.SSLContext,
+) -> None:
     """fetchmail over IMAPS (993-style) fetches new mail, leaves it on the server marked \\Seen and
     on the next run fetches nothing again."""
     pw = add_account(server, "fmimap")
     deliver(server, "fmimap", ["imap one", "imap two", "imap three"])
-    poll = f"poll localhost via 127.0.0.1 with proto IMAP port {server.port('imap', tls='implicit')}"
+    poll = (
+        f"poll localhost via 127.0.0.1 with proto IMAP port {server.port('imap', tls='implicit')}"
+    )
     run_fetchmail(str(tmp_path / "a"), poll, "fmimap@example.test", pw, server, "ssl keep")
     assert len(read_dir(str(tmp_path / "a" / "out"))) == 3
     m = imap_login(server, "fmimap", pw, tls_context)
@@ -159,14 +184,23 @@ Sync All
 Expunge None
 SyncState *
 """)
-    r = subprocess.run([mbsync, "-c", rc, "-V", "cg"], capture_output=True, text=True, timeout=120,
-                       stdin=subprocess.DEVNULL, env=dict(os.environ, HOME=tmp))
+    r = subprocess.run(
+        [mbsync, "-c", rc, "-V", "cg"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env=dict(os.environ, HOME=tmp),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return local
 
 
-def test_mbsync_syncs_folders_and_flags_both_ways(server: Server, tmp_path,  # type: ignore[no-untyped-def]
-                                                  tls_context: ssl.SSLContext) -> None:
+def test_mbsync_syncs_folders_and_flags_both_ways(
+    server: Server,
+    tmp_path,  # type: ignore[no-untyped-def]
+    tls_context: ssl.SSLContext,
+) -> None:
     """mbsync copies INBOX and a filed folder to a local Maildir; a flag set locally and a folder
     created locally reach the server on the next sync."""
     pw = add_account(server, "syncer")
@@ -241,8 +275,14 @@ verbose = 1
 """)
 
     def run() -> str:
-        r = subprocess.run([getmail, f"--getmaildir={gdir}", "--rcfile=getmailrc"], capture_output=True,
-                           text=True, timeout=120, stdin=subprocess.DEVNULL, env=dict(os.environ, HOME=str(tmp_path)))
+        r = subprocess.run(
+            [getmail, f"--getmaildir={gdir}", "--rcfile=getmailrc"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ, HOME=str(tmp_path)),
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         return r.stdout
 
@@ -253,8 +293,11 @@ verbose = 1
         # getmail adds headers (some after ours) and keeps CRLF only in places: compare the
         # sender's header lines and body, line ends normalised.
         head, body = msg.replace(b"\r\n", b"\n").split(b"\n\n", 1)
-        assert any(g.replace(b"\r\n", b"\n").endswith(b"\n\n" + body)
-                   and all(h in g.replace(b"\r\n", b"\n") for h in head.split(b"\n")) for g in got), got
+        assert any(
+            g.replace(b"\r\n", b"\n").endswith(b"\n\n" + body)
+            and all(h in g.replace(b"\r\n", b"\n") for h in head.split(b"\n"))
+            for g in got
+        ), got
     out = run()
     assert len(read_dir(str(dest))) == 2, out
 
@@ -266,12 +309,24 @@ def test_mutt_reads_over_imaps(server: Server, tmp_path) -> None:  # type: ignor
     pw = add_account(server, "muttimap")
     deliver(server, "muttimap", ["read with mutt over imaps"])
     folder = f"imaps://{HOST}:{server.port('imap', tls='implicit')}/INBOX"
-    shown = mutt_pipe_first_message(folder, str(tmp_path / "piped"), extra=[
-        "-e", f"set ssl_ca_certificates_file={cert(server)}",
-        "-e", "set imap_user=muttimap@example.test", "-e", f"set imap_pass={pw}",
-        "-e", "set ssl_force_tls=yes", "-e", f"set certificate_file={tmp_path}/certs",
-        "-e", f"set folder={tmp_path}",
-    ])
+    shown = mutt_pipe_first_message(
+        folder,
+        str(tmp_path / "piped"),
+        extra=[
+            "-e",
+            f"set ssl_ca_certificates_file={cert(server)}",
+            "-e",
+            "set imap_user=muttimap@example.test",
+            "-e",
+            f"set imap_pass={pw}",
+            "-e",
+            "set ssl_force_tls=yes",
+            "-e",
+            f"set certificate_file={tmp_path}/certs",
+            "-e",
+            f"set folder={tmp_path}",
+        ],
+    )
     assert b"Subject: read with mutt over imaps" in shown
     assert b"Body of read with mutt over imaps." in shown
 

@@ -33,8 +33,13 @@ DEADLINE = 4.0
 def listeners(address: str, *extra: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"protocol": "smtp", "address": address, "port": 0, "tls": "starttls"},
-        {"protocol": "imap", "address": address, "port": 0, "tls": "starttls",
-         "allow_plain_auth": True},
+        {
+            "protocol": "imap",
+            "address": address,
+            "port": 0,
+            "tls": "starttls",
+            "allow_plain_auth": True,
+        },
         *extra,
     ]
 
@@ -55,8 +60,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     servers: dict[str, Server] = {}
     try:
         for node, address in NODES.items():
-            srv = Server(os.path.join(root, node), server_config=f'node = "{node}"\n',
-                         extra_config=f'[database]\nurl = "{PG_URL}"\n')
+            srv = Server(
+                os.path.join(root, node),
+                server_config=f'node = "{node}"\n',
+                extra_config=f'[database]\nurl = "{PG_URL}"\n',
+            )
             servers[node] = srv
             srv.set_listeners(listeners(address))  # this node's own row
         for srv in servers.values():
@@ -135,8 +143,11 @@ def test_account_created_on_one_node_works_on_every_node(cluster: dict[str, Serv
     cluster["n1"].admin("account", "add", "dave@example.test", "--password", "dave-pw")
     assert bound(cluster["n1"]) == mine  # the reload after an unrelated change keeps them
     measure("new account accepted by RCPT", others, lambda s: rcpt(s, "dave@example.test") == 250)
-    measure("new account logs in (IMAP)", list(cluster.values()),
-            lambda s: login(s, "dave@example.test", "dave-pw"))
+    measure(
+        "new account logs in (IMAP)",
+        list(cluster.values()),
+        lambda s: login(s, "dave@example.test", "dave-pw"),
+    )
 
 
 def test_account_removed_on_one_node_is_refused_on_every_node(cluster: dict[str, Server]) -> None:
@@ -146,15 +157,19 @@ def test_account_removed_on_one_node_is_refused_on_every_node(cluster: dict[str,
     for srv in others:
         wait_for(lambda s=srv: rcpt(s, "erin@example.test") == 250, DEADLINE, "erin accepted")
     cluster["n2"].admin("account", "remove", "erin@example.test")
-    measure("removed account refused by RCPT", others,
-            lambda s: rcpt(s, "erin@example.test") == 550)
+    measure(
+        "removed account refused by RCPT", others, lambda s: rcpt(s, "erin@example.test") == 550
+    )
 
 
 def test_setting_changed_on_one_node_applies_on_all(cluster: dict[str, Server]) -> None:
     """A cluster-wide setting (the SIZE limit) set through one node applies on every node."""
     cluster["n3"].admin("settings", "set", "smtp.max_message_size", "7654321")
-    measure("smtp.max_message_size in EHLO SIZE", list(cluster.values()),
-            lambda s: max_size(s) == 7654321)
+    measure(
+        "smtp.max_message_size in EHLO SIZE",
+        list(cluster.values()),
+        lambda s: max_size(s) == 7654321,
+    )
 
 
 def test_a_nodes_listeners_never_change_when_anothers_do(cluster: dict[str, Server]) -> None:
@@ -163,15 +178,27 @@ def test_a_nodes_listeners_never_change_when_anothers_do(cluster: dict[str, Serv
     arrive in order, so they had seen n2's)."""
     before = {node: bound(cluster[node]) for node in ("n1", "n3")}
     pop3 = {"protocol": "pop3", "address": NODES["n2"], "port": 0, "tls": "starttls"}
-    cluster["n1"].admin("settings", "set", "listeners",
-                        json.dumps(listeners(NODES["n2"], pop3)), "--node", "n2")
-    measure("n2's new POP3 listener bound", [cluster["n2"]],
-            lambda s: any(p == "pop3" for p, _a, _port in bound(s)))
+    cluster["n1"].admin(
+        "settings", "set", "listeners", json.dumps(listeners(NODES["n2"], pop3)), "--node", "n2"
+    )
+    measure(
+        "n2's new POP3 listener bound",
+        [cluster["n2"]],
+        lambda s: any(p == "pop3" for p, _a, _port in bound(s)),
+    )
     cluster["n2"].admin("settings", "set", "smtp.max_message_size", "1234567")
-    measure("a later cluster-wide change", [cluster["n1"], cluster["n3"]],
-            lambda s: max_size(s) == 1234567)
+    measure(
+        "a later cluster-wide change",
+        [cluster["n1"], cluster["n3"]],
+        lambda s: max_size(s) == 1234567,
+    )
     for node in ("n1", "n3"):
         assert bound(cluster[node]) == before[node], node
-    shown = json.loads(cluster["n1"].admin("settings", "show", "listeners", "--node", "n2")
-                       .stdout.splitlines()[0].split(" = ", 1)[1].split("  (")[0])
+    shown = json.loads(
+        cluster["n1"]
+        .admin("settings", "show", "listeners", "--node", "n2")
+        .stdout.splitlines()[0]
+        .split(" = ", 1)[1]
+        .split("  (")[0]
+    )
     assert pop3 in shown

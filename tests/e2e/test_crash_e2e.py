@@ -34,7 +34,9 @@ def message(tag: str) -> bytes:
 
 def queue_files(server: Server) -> list[str]:
     q = os.path.join(server.base, "Queue")
-    return sorted(n for n in os.listdir(q) if n.endswith((".msg", ".tmp"))) if os.path.isdir(q) else []
+    return (
+        sorted(n for n in os.listdir(q) if n.endswith((".msg", ".tmp"))) if os.path.isdir(q) else []
+    )
 
 
 def count(server: Server, tag: str) -> int:
@@ -78,7 +80,12 @@ def test_kill_mid_data_delivers_nothing(server: Server) -> None:
     sock = socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30)
     f = sock.makefile("rb")
     f.readline()
-    for cmd in (b"EHLO c.test", b"MAIL FROM:<a@elsewhere.test>", b"RCPT TO:<alice@example.test>", b"DATA"):
+    for cmd in (
+        b"EHLO c.test",
+        b"MAIL FROM:<a@elsewhere.test>",
+        b"RCPT TO:<alice@example.test>",
+        b"DATA",
+    ):
         sock.sendall(cmd + b"\r\n")
         line = f.readline()
         while line[3:4] == b"-":

@@ -34,9 +34,23 @@ def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path, request) -> None: 
     srv = Server(str(tmp_path / "base"))
     request.addfinalizer(srv.dns.stop)
     srv.set_listeners(ALL_LISTENERS[:1])
-    r = subprocess.run([os.path.join(BIN, "twistd"), "--pidfile", srv.pidfile, "--logfile", srv.logfile,
-                        "cgtwist", "--config", srv.conf], env=srv.env, cwd=srv.base,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            os.path.join(BIN, "twistd"),
+            "--pidfile",
+            srv.pidfile,
+            "--logfile",
+            srv.logfile,
+            "cgtwist",
+            "--config",
+            srv.conf,
+        ],
+        env=srv.env,
+        cwd=srv.base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     wait_for(lambda: "cgtwist ready" in srv.log_text(), 60, "the daemon to be ready")
     pid = int(open(srv.pidfile).read().strip())
@@ -54,7 +68,10 @@ def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path, request) -> None: 
     assert not os.path.exists(srv.pidfile)
     assert "cgtwist stopped" in srv.log_text()
     last = srv.log_text().splitlines()[-2:]
-    assert [line.split("] ", 1)[1] for line in last] == ["Main loop terminated.", "Server Shut Down."], last
+    assert [line.split("] ", 1)[1] for line in last] == [
+        "Main loop terminated.",
+        "Server Shut Down.",
+    ], last
 
 
 @pytest.mark.parametrize("program", ["twistd", "cgtwist-admin"])
@@ -84,16 +101,25 @@ def test_settings_changes_are_logged_when_applied(tmp_path) -> None:  # type: ig
         srv.set_listeners(ALL_LISTENERS[:1])
         with srv.running():
             srv.admin("settings", "set", "smtp.max_recipients", "50")
-            wait_for(lambda: "setting smtp.max_recipients applied: 100 -> 50" in srv.log_text(),
-                     60, "the change to be logged")
-            r = srv.admin("settings", "set", "nonsense.key", "1", "--account", "postmaster",
-                          check=False)
+            wait_for(
+                lambda: "setting smtp.max_recipients applied: 100 -> 50" in srv.log_text(),
+                60,
+                "the change to be logged",
+            )
+            r = srv.admin(
+                "settings", "set", "nonsense.key", "1", "--account", "postmaster", check=False
+            )
             assert r.returncode == 1
-            assert r.stderr == ("cgtwist-admin: error: unknown account setting 'nonsense.key' "
-                                "(known: admin, smtp.send_as)\n")
+            assert r.stderr == (
+                "cgtwist-admin: error: unknown account setting 'nonsense.key' "
+                "(known: admin, smtp.send_as)\n"
+            )
             srv.admin("settings", "unset", "smtp.max_recipients")
-            wait_for(lambda: "setting smtp.max_recipients applied: 50 -> 100" in srv.log_text(),
-                     60, "the second change to be logged")
+            wait_for(
+                lambda: "setting smtp.max_recipients applied: 50 -> 100" in srv.log_text(),
+                60,
+                "the second change to be logged",
+            )
             assert "nonsense" not in srv.log_text()
     finally:
         srv.close()
@@ -124,8 +150,11 @@ def test_files_are_private_and_the_log_is_rotated_with_a_bound(tmp_path) -> None
         srv.set_listeners(ALL_LISTENERS[:1])
         with srv.running():
             with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as s:
-                s.sendmail("carol@example.test", ["alice@example.test"],
-                           b"Subject: private\r\n\r\nhello\r\n")
+                s.sendmail(
+                    "carol@example.test",
+                    ["alice@example.test"],
+                    b"Subject: private\r\n\r\nhello\r\n",
+                )
             srv.wait_messages("alice", 1)
             j = lambda *p: os.path.join(base, *p)  # noqa: E731
             for path in (j("cgtwist.db"), j("tls", "key.pem"), srv.logfile, srv.logfile + ".1"):
@@ -134,8 +163,14 @@ def test_files_are_private_and_the_log_is_rotated_with_a_bound(tmp_path) -> None
                 if os.path.exists(j("cgtwist.db" + suffix)):
                     assert _mode(j("cgtwist.db" + suffix)) == 0o600
             assert _mode(j("cgtwist.ctl")) & 0o077 == 0
-            for path in (base, j("Domains"), j("Domains", "example.test"), leftover,
-                         j("Domains", "example.test", "alice"), j("Queue")):
+            for path in (
+                base,
+                j("Domains"),
+                j("Domains", "example.test"),
+                leftover,
+                j("Domains", "example.test", "alice"),
+                j("Queue"),
+            ):
                 assert _mode(path) == 0o700, (path, oct(_mode(path)))
             maildir = srv.maildir("alice")
             for sub in ("new", "cur"):
@@ -147,8 +182,11 @@ def test_files_are_private_and_the_log_is_rotated_with_a_bound(tmp_path) -> None
             assert "an older run's line" in open(srv.logfile + ".1").read()
             assert srv.proc is not None
             os.kill(srv.proc.pid, signal.SIGUSR1)
-            wait_for(lambda: "cgtwist ready" in open(srv.logfile + ".1").read(), 60,
-                     "SIGUSR1 to rotate the log")
+            wait_for(
+                lambda: "cgtwist ready" in open(srv.logfile + ".1").read(),
+                60,
+                "SIGUSR1 to rotate the log",
+            )
             assert sorted(n for n in os.listdir(base) if n.startswith("cgtwist.log.")) == rotated
     finally:
         os.umask(old_umask)
@@ -179,8 +217,10 @@ def test_pidfile_after_sigterm_when_started_as_root_with_uid(folder_owner: str) 
             for name in dirs + files:
                 os.lchown(os.path.join(root, name), NOBODY, NOBODY)
         os.chown(server.base, NOBODY, NOBODY)
-        server.start(twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
-                     wrapper=as_nobody_wrapper(work))
+        server.start(
+            twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
+            wrapper=as_nobody_wrapper(work),
+        )
         assert os.stat(server.pidfile).st_uid == 0  # written before the drop
         server.stop()
         log = server.log_text()

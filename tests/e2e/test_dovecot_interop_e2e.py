@@ -63,13 +63,21 @@ def dovecot(md: str, script: bytes) -> str:
         for root, dirs, files in os.walk(os.path.dirname(md)):
             for n in [root] + [os.path.join(root, x) for x in dirs + files]:
                 os.chown(n, nobody.pw_uid, nobody.pw_gid)
-        cmd = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups", *cmd]
+        cmd = [
+            "setpriv",
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+            *cmd,
+        ]
         env["USER"] = "nobody"
     else:
         env["USER"] = pwd.getpwuid(os.geteuid()).pw_name
     proc = subprocess.run(cmd, input=script, env=env, capture_output=True, timeout=60)
     out = proc.stdout.decode("utf-8", "replace")
-    assert not re.search(r"^[a-z] (NO|BAD) ", out, re.M), out + proc.stderr.decode("utf-8", "replace")
+    assert not re.search(r"^[a-z] (NO|BAD) ", out, re.M), out + proc.stderr.decode(
+        "utf-8", "replace"
+    )
     return out
 
 
@@ -79,7 +87,7 @@ def dovecot_messages(out: str) -> dict[int, tuple[set[str], bytes]]:
     found: dict[int, tuple[set[str], bytes]] = {}
     for mo in re.finditer(rb"\* (\d+) FETCH \(FLAGS \(([^)]*)\) BODY\[\] \{(\d+)\}\r\n", raw):
         size = int(mo.group(3))
-        body = raw[mo.end(): mo.end() + size]
+        body = raw[mo.end() : mo.end() + size]
         found[int(mo.group(1))] = (set(mo.group(2).decode().split()) - {"\\Recent"}, body)
     return found
 
@@ -107,11 +115,15 @@ def test_dovecot_and_cgtwist_share_one_maildir(server: Server, tls_context: ssl.
     server.admin("account", "add", "shared@example.test", "--password", "shared-secret")
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         for subject in ("one", "two", "three", "four"):
-            msg = (f"From: someone@elsewhere.test\r\nTo: shared@example.test\r\nSubject: {subject}\r\n"
-                   f"Message-ID: <{uuid.uuid4().hex}@test>\r\n\r\nBody {subject}\r\n").encode()
+            msg = (
+                f"From: someone@elsewhere.test\r\nTo: shared@example.test\r\nSubject: {subject}\r\n"
+                f"Message-ID: <{uuid.uuid4().hex}@test>\r\n\r\nBody {subject}\r\n"
+            ).encode()
             s.sendmail("someone@elsewhere.test", ["shared@example.test"], msg)
     server.wait_messages("shared", 4)
-    m = imaplib.IMAP4_SSL("localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30)
+    m = imaplib.IMAP4_SSL(
+        "localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30
+    )
     try:
         m.login("shared@example.test", "shared-secret")
         assert m.create("Work")[0] == "OK"
@@ -128,9 +140,12 @@ def test_dovecot_and_cgtwist_share_one_maildir(server: Server, tls_context: ssl.
     assert list(inbox) == [1, 2, 3] and len(work) == 1
 
     md = server.maildir("shared")
-    out = dovecot(md, b'a LIST "" "*"\r\nb EXAMINE INBOX\r\nc FETCH 1:* (FLAGS BODY[])\r\n'
-                      b"d EXAMINE Work\r\ne FETCH 1:* (FLAGS BODY[])\r\n"
-                      b'f STATUS "Caf&AOk-" (MESSAGES)\r\ng LOGOUT\r\n')
+    out = dovecot(
+        md,
+        b'a LIST "" "*"\r\nb EXAMINE INBOX\r\nc FETCH 1:* (FLAGS BODY[])\r\n'
+        b"d EXAMINE Work\r\ne FETCH 1:* (FLAGS BODY[])\r\n"
+        b'f STATUS "Caf&AOk-" (MESSAGES)\r\ng LOGOUT\r\n',
+    )
     for name in ("INBOX", "Work", "Caf&AOk-", "Sent", "Drafts", "Trash", "Junk"):
         assert re.search(rf'\* LIST \([^)]*\) "[./]" "?{re.escape(name)}"?\r\n', out), (name, out)
     assert re.search(r'\* STATUS "?Caf&AOk-"? \(MESSAGES 1\)', out), out
@@ -140,9 +155,15 @@ def test_dovecot_and_cgtwist_share_one_maildir(server: Server, tls_context: ssl.
 
     # Now Dovecot writes: answer message 1, expunge message 3, append to Work.
     appended = b"From: dovecot@example.test\r\nSubject: from dovecot\r\n\r\nwritten by Dovecot\r\n"
-    dovecot(md, b"a SELECT INBOX\r\nb STORE 1 +FLAGS (\\Answered)\r\nc STORE 3 +FLAGS (\\Deleted)\r\n"
-                b"d EXPUNGE\r\ne APPEND Work (\\Seen) {%d}\r\n%s\r\nf LOGOUT\r\n" % (len(appended), appended))
-    m = imaplib.IMAP4_SSL("localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30)
+    dovecot(
+        md,
+        b"a SELECT INBOX\r\nb STORE 1 +FLAGS (\\Answered)\r\nc STORE 3 +FLAGS (\\Deleted)\r\n"
+        b"d EXPUNGE\r\ne APPEND Work (\\Seen) {%d}\r\n%s\r\nf LOGOUT\r\n"
+        % (len(appended), appended),
+    )
+    m = imaplib.IMAP4_SSL(
+        "localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30
+    )
     try:
         m.login("shared@example.test", "shared-secret")
         after = cg_messages(m, "INBOX")

@@ -37,7 +37,11 @@ def test_listener_change_rebinds_without_restart(server: Server) -> None:
     assert banner(smtp_port).startswith(b"220")
     pop = {"protocol": "pop3", "address": "127.0.0.1", "port": 0, "tls": "starttls"}
     server.set_listeners([pop])
-    wait_for(lambda: any(p["protocol"] == "pop3" and p["bound"] for p in server.ports()), 30, "POP3 bound")
+    wait_for(
+        lambda: any(p["protocol"] == "pop3" and p["bound"] for p in server.ports()),
+        30,
+        "POP3 bound",
+    )
     assert banner(server.port("pop3")).startswith(b"+OK")
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", smtp_port), timeout=5).close()
@@ -53,15 +57,25 @@ def test_port_in_use_is_a_clear_log_line(server: Server) -> None:
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        listeners = [ALL_LISTENERS[0], {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"}]
+        listeners = [
+            ALL_LISTENERS[0],
+            {"protocol": "imap", "address": "127.0.0.1", "port": port, "tls": "starttls"},
+        ]
         r = server.admin("settings", "set", "listeners", json.dumps(listeners), check=False)
         assert r.returncode == 1, r.stderr
         assert f"listener imap:127.0.0.1:{port} is not bound: address already in use" in r.stderr
         assert "smtp:" not in r.stderr  # the bound one is not reported as a problem
-        wait_for(lambda: f"imap:127.0.0.1:{port} cannot bind: address already in use" in server.log_text(),
-                 30, "the bind error in the log")
+        wait_for(
+            lambda: (
+                f"imap:127.0.0.1:{port} cannot bind: address already in use" in server.log_text()
+            ),
+            30,
+            "the bind error in the log",
+        )
         states = {p["protocol"]: p for p in server.ports()}
-        assert states["imap"]["bound"] is False and "address already in use" in states["imap"]["error"]
+        assert (
+            states["imap"]["bound"] is False and "address already in use" in states["imap"]["error"]
+        )
         assert banner(server.port("smtp")).startswith(b"220")
     finally:
         taken.close()
@@ -102,8 +116,6 @@ def test_sighup_reloads_the_certificate(server: Server) -> None:
     assert "renewed.example.test" in names.get_values_for_type(x509.DNSName)
 
 
-
-
 def test_reload_answer_waits_for_the_listener_change(server: Server) -> None:
     """When a change both closes a listener and adds one that cannot bind, the reload answer
     comes after the new one was tried (closing a socket takes a reactor turn), so
@@ -131,8 +143,9 @@ def test_invalid_stored_listeners_bind_nothing(tmp_path) -> None:  # type: ignor
         with sqlite3.connect(os.path.join(srv.base, "cgtwist.db")) as db:
             bad = json.dumps([{"protocol": "smtp", "port": "twenty-five"}])
             # listeners are a node's setting (docs/CLUSTER.md): the default node's row
-            changed = db.execute("UPDATE node_settings SET value = ? WHERE name = 'listeners'",
-                                 (bad,)).rowcount
+            changed = db.execute(
+                "UPDATE node_settings SET value = ? WHERE name = 'listeners'", (bad,)
+            ).rowcount
             assert changed == 1
         code, out = srv.run_to_exit()
         assert code != 0, out

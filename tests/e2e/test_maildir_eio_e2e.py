@@ -66,18 +66,42 @@ def test_eio_on_fsync_of_new_delivers_once_after_retry(server: Server) -> None:
     assert server.proc is not None
     new_dir = os.path.join(server.maildir("alice"), "new")
     strace = subprocess.Popen(
-        ["strace", "-f", "-qq", "-o", os.devnull, "-p", str(server.proc.pid), "-P", new_dir,
-         "-e", "trace=fsync", "-e", "inject=fsync:error=EIO"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            os.devnull,
+            "-p",
+            str(server.proc.pid),
+            "-P",
+            new_dir,
+            "-e",
+            "trace=fsync",
+            "-e",
+            "inject=fsync:error=EIO",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_for(lambda: traced(server.proc.pid) or strace.poll() is not None, 30,  # type: ignore[union-attr]
-                 "strace attached to every thread")
+        wait_for(
+            lambda: traced(server.proc.pid) or strace.poll() is not None,
+            30,  # type: ignore[union-attr]
+            "strace attached to every thread",
+        )
         if strace.poll() is not None:
             pytest.skip(f"strace cannot attach here: {strace.stderr.read().decode()[:200]}")  # type: ignore[union-attr]
         tag = uuid.uuid4().hex
         send(server, tag)  # 250: it is in the spool
-        wait_for(lambda: any("deferred:" in line and "Input/output error" in line
-                             for line in server.log_text().splitlines()), 60, "the failed delivery")
+        wait_for(
+            lambda: any(
+                "deferred:" in line and "Input/output error" in line
+                for line in server.log_text().splitlines()
+            ),
+            60,
+            "the failed delivery",
+        )
         assert count(server, tag) == 0  # no copy left behind to become a duplicate
         assert "withdrawn, will retry" in server.log_text()
     finally:

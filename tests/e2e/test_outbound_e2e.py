@@ -32,8 +32,18 @@ from tests.e2e.harness import DEFAULT_ZONE, Server, wait_for
 pytestmark = pytest.mark.e2e
 
 ID_RE = re.compile(r"^([0-9]{16}-[0-9]{1,10}-[0-9]{1,12}) ", re.M)
-SINK_DOMAINS = ("ok.test", "reject.test", "defer.test", "later.test", "fast.test", "slow.test",
-                "hold.test", "drop.test", "bounce.test", "other.test")
+SINK_DOMAINS = (
+    "ok.test",
+    "reject.test",
+    "defer.test",
+    "later.test",
+    "fast.test",
+    "slow.test",
+    "hold.test",
+    "drop.test",
+    "bounce.test",
+    "other.test",
+)
 LISTENERS = [
     {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
     {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls", "submission": True},
@@ -99,8 +109,11 @@ class Sink:
             return [r for r in self.received if marker in r.data]
 
     def wait(self, marker: bytes, count: int = 1, timeout: float = 60) -> list[Received]:
-        return wait_for(lambda: len(self.messages(marker)) >= count and self.messages(marker),  # type: ignore[no-any-return]
-                        timeout, f"{count} message(s) {marker!r} at the sink")
+        return wait_for(
+            lambda: len(self.messages(marker)) >= count and self.messages(marker),  # type: ignore[no-any-return]
+            timeout,
+            f"{count} message(s) {marker!r} at the sink",
+        )
 
     def _session(self, h: socketserver.StreamRequestHandler) -> None:
         rfile, wfile, tls = h.rfile, h.wfile, False
@@ -121,8 +134,12 @@ class Sink:
                 ext = ["8BITMIME", "SIZE 104857600", "ENHANCEDSTATUSCODES"]
                 if self.tls is not None and not tls:
                     ext.append("STARTTLS")
-                reply("250-sink.test\r\n" + "\r\n".join(
-                    ("250 " if i == len(ext) - 1 else "250-") + e for i, e in enumerate(ext)))
+                reply(
+                    "250-sink.test\r\n"
+                    + "\r\n".join(
+                        ("250 " if i == len(ext) - 1 else "250-") + e for i, e in enumerate(ext)
+                    )
+                )
             elif cmd.upper() == "STARTTLS" and self.tls is not None and not tls:
                 reply("220 2.0.0 go ahead")
                 conn = self.tls.wrap_socket(h.connection, server_side=True)
@@ -212,7 +229,9 @@ def make_server(base: str, sink: Sink, accounts: tuple[str, ...] = ("alice", "bo
     return srv
 
 
-def send(server: Server, rcpts: list[str], message: bytes, sender: str = "alice@example.test") -> None:
+def send(
+    server: Server, rcpts: list[str], message: bytes, sender: str = "alice@example.test"
+) -> None:
     """Submit as the authenticated ``sender`` on the submission port (STARTTLS, AUTH)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -226,11 +245,15 @@ def send(server: Server, rcpts: list[str], message: bytes, sender: str = "alice@
         assert not refused, refused
 
 
-def make_message(rcpts: list[str], body: str = "Hello.\r\n", sender: str = "alice@example.test") -> tuple[bytes, bytes]:
+def make_message(
+    rcpts: list[str], body: str = "Hello.\r\n", sender: str = "alice@example.test"
+) -> tuple[bytes, bytes]:
     """(message, marker): the marker is a unique Message-ID to find it again."""
     tag = uuid.uuid4().hex
-    msg = (f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: outbound {tag}\r\n"
-           f"Message-ID: <{tag}@client.test>\r\n\r\n{body}").encode()
+    msg = (
+        f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\nSubject: outbound {tag}\r\n"
+        f"Message-ID: <{tag}@client.test>\r\n\r\n{body}"
+    ).encode()
     return msg, tag.encode()
 
 
@@ -241,7 +264,9 @@ def queued_ids(server: Server, *filters: str) -> list[str]:
 
 def queue_files(server: Server) -> list[str]:
     q = os.path.join(server.base, "Queue")
-    return sorted(n for n in os.listdir(q) if n.endswith((".msg", ".jrn"))) if os.path.isdir(q) else []
+    return (
+        sorted(n for n in os.listdir(q) if n.endswith((".msg", ".jrn"))) if os.path.isdir(q) else []
+    )
 
 
 def dsns(server: Server, marker: bytes, account: str = "alice") -> list[email.message.EmailMessage]:
@@ -337,7 +362,9 @@ def test_4xx_stays_queued_with_history_then_retry_delivers(server: Server, sink:
     show = server.admin("queue", "show", msg_id).stdout
     assert "sender:   alice@example.test" in show
     assert "account:  alice@example.test" in show
-    assert re.search(r"sink\.test \[127\.0\.0\.1\]  (no TLS|TLSv1\.[23])  \"451 4\.3\.0", show), show
+    assert re.search(r"sink\.test \[127\.0\.0\.1\]  (no TLS|TLSv1\.[23])  \"451 4\.3\.0", show), (
+        show
+    )
     assert re.search(r"SMTP\(defer\.test\)  frank@defer\.test pending \"[^\"]*451", show), show
 
     sink.modes["defer.test"] = "accept"
@@ -361,7 +388,9 @@ def test_pipe_delivery_through_a_router_record(server: Server, tmp_path: Any) ->
     table = tmp_path / "router.txt"
     table.write_text('<robot@example.test> = "save robot-arg"@pipe ; mail to a program\n')
     server.admin("router", "set", str(table))
-    msg, marker = make_message(["robot@example.test"], "for the program\r\n", sender="bob@example.test")
+    msg, marker = make_message(
+        ["robot@example.test"], "for the program\r\n", sender="bob@example.test"
+    )
     send(server, ["robot@example.test"], msg, sender="bob@example.test")
     target = out / "robot-arg.eml"
     wait_for(target.exists, 60, "the PIPE program's output")
@@ -374,8 +403,10 @@ def test_submitted_file_is_delivered(server: Server, sink: Sink) -> None:
     """A message file written into Submitted/ (as .tmp, renamed .sub) is picked up, delivered
     to its Envelope-To recipients and deleted."""
     tag = uuid.uuid4().hex
-    text = (f"From: app@example.test\nEnvelope-To: gina@ok.test\nTo: someone@ok.test\n"
-            f"Subject: submitted {tag}\n\nfrom a program\n")
+    text = (
+        f"From: app@example.test\nEnvelope-To: gina@ok.test\nTo: someone@ok.test\n"
+        f"Subject: submitted {tag}\n\nfrom a program\n"
+    )
     sub = os.path.join(server.base, "Submitted")
     tmp = os.path.join(sub, f"{tag}.tmp")
     with open(tmp, "w") as f:
@@ -402,7 +433,9 @@ def _journal_says_delivered(server: Server, msg_id: str, address: str) -> bool:
             rec = json.loads(body)
         except ValueError:
             continue
-        if rec.get("k") == "a" and any(r[0] == address and r[1] == "delivered" for r in rec.get("r", [])):
+        if rec.get("k") == "a" and any(
+            r[0] == address and r[1] == "delivered" for r in rec.get("r", [])
+        ):
             return True
     return False
 
@@ -420,8 +453,11 @@ def test_kill_mid_delivery_resumes_only_unfinished_recipients(tmp_path: Any) -> 
         sink.wait(marker)
         wait_for(sink.stalled.is_set, 60, "the slow destination to be mid-delivery")
         (msg_id,) = queued_ids(srv)
-        wait_for(lambda: _journal_says_delivered(srv, msg_id, "hank@fast.test"), 60,
-                 "the fast recipient's result in the journal")
+        wait_for(
+            lambda: _journal_says_delivered(srv, msg_id, "hank@fast.test"),
+            60,
+            "the fast recipient's result in the journal",
+        )
         srv.kill()
         assert msg_id + ".msg" in queue_files(srv)
         assert [r.recipients for r in sink.messages(marker)] == [["hank@fast.test"]]
@@ -430,7 +466,9 @@ def test_kill_mid_delivery_resumes_only_unfinished_recipients(tmp_path: Any) -> 
         sink.unstalled.set()
         srv.start()
         sink.wait(marker, 2)
-        wait_for(lambda: msg_id + ".msg" not in queue_files(srv), 60, "the message to leave the queue")
+        wait_for(
+            lambda: msg_id + ".msg" not in queue_files(srv), 60, "the message to leave the queue"
+        )
         got = sorted(tuple(r.recipients) for r in sink.messages(marker))
         assert got == [("hank@fast.test",), ("ivy@slow.test",)], got
         assert not dsns(srv, marker)

@@ -27,8 +27,12 @@ USERS = [f"nat{i}" for i in range(10)]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(os.path.join(str(tmp_path_factory.mktemp("cgtwist")), "base"))
     srv.set_listeners(ALL_LISTENERS)
-    for key, value in (("clients.ips", CLIENT_IP), ("smtp.max_connections_per_ip", 3),
-                       ("access.max_connections_per_ip", 12), ("auth.allow_plaintext", True)):
+    for key, value in (
+        ("clients.ips", CLIENT_IP),
+        ("smtp.max_connections_per_ip", 3),
+        ("access.max_connections_per_ip", 12),
+        ("auth.allow_plaintext", True),
+    ):
         srv.admin("settings", "set", key, json.dumps(value))
     with srv.running():
         for user in USERS:
@@ -38,8 +42,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def connect(server: Server, proto: str, source: str) -> tuple[socket.socket, bytes]:
     """A plain connection from ``source`` and the server's first line."""
-    s = socket.create_connection(("127.0.0.1", server.port(proto)), timeout=30,
-                                 source_address=(source, 0))
+    s = socket.create_connection(
+        ("127.0.0.1", server.port(proto)), timeout=30, source_address=(source, 0)
+    )
     return s, s.makefile("rb").readline()
 
 
@@ -69,7 +74,9 @@ def test_client_ip_is_exempt_from_connection_caps(server: Server, proto: str, ca
     assert not lines[cap].startswith(GOOD[proto]), lines
 
 
-def imap_sessions(server: Server, source: str, users: list[str]) -> tuple[list[socket.socket], list[bytes]]:
+def imap_sessions(
+    server: Server, source: str, users: list[str]
+) -> tuple[list[socket.socket], list[bytes]]:
     """Open one IMAP connection per user from ``source``, send every LOGIN before reading any
     reply (so they run at once, as a NAT's users or a client's parallel connections do)."""
     socks = [connect(server, "imap", source)[0] for _ in users]

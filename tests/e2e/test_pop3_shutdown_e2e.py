@@ -25,8 +25,10 @@ HOST = "localhost"  # the generated certificate names "localhost"
 @pytest.fixture
 def server(tmp_path):  # type: ignore[no-untyped-def]
     srv = Server(str(tmp_path / "base"))
-    srv.set_listeners([ALL_LISTENERS[0]] + [lst for lst in ALL_LISTENERS
-                                            if lst["protocol"] == "pop3" and lst["tls"] == "implicit"])
+    srv.set_listeners(
+        [ALL_LISTENERS[0]]
+        + [lst for lst in ALL_LISTENERS if lst["protocol"] == "pop3" and lst["tls"] == "implicit"]
+    )
     with srv.running():
         srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
         yield srv
@@ -42,13 +44,18 @@ def pop(server: Server) -> Iterator[poplib.POP3_SSL]:
         p.close()
 
 
-def test_sigterm_says_err_sys_temp_and_keeps_deleted_mail(server: Server, pop: poplib.POP3_SSL) -> None:
+def test_sigterm_says_err_sys_temp_and_keeps_deleted_mail(
+    server: Server, pop: poplib.POP3_SSL
+) -> None:
     """SIGTERM with a POP3 session open: the client's next read is '-ERR [SYS/TEMP] ...' and then
     a clean end of stream, the message it marked with DELE is still there (no UPDATE without
     QUIT, RFC 1939 §6), and the server stops as soon as the client has gone."""
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
-        s.sendmail("someone@elsewhere.test", ["alice@example.test"],
-                   b"From: someone@elsewhere.test\r\nSubject: keep me\r\n\r\nHello.\r\n")
+        s.sendmail(
+            "someone@elsewhere.test",
+            ["alice@example.test"],
+            b"From: someone@elsewhere.test\r\nSubject: keep me\r\n\r\nHello.\r\n",
+        )
     server.wait_messages("alice", 1)
     pop.user("alice")
     pop.pass_("alice-secret")

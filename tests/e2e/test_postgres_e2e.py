@@ -86,8 +86,10 @@ def as_nobody_wrapper(workdir: str) -> tuple[str, ...]:
     top = "/root/" + python_home.split("/")[2]
     keep = os.path.join(workdir, "root-top")
     os.makedirs(keep)
-    script = (f"mount --bind {top} {keep} && mount -t tmpfs -o mode=755 tmpfs /root && "
-              f"mkdir -p {top} && mount --bind {keep} {top} && exec \"$@\"")
+    script = (
+        f"mount --bind {top} {keep} && mount -t tmpfs -o mode=755 tmpfs /root && "
+        f'mkdir -p {top} && mount --bind {keep} {top} && exec "$@"'
+    )
     return ("unshare", "-m", "sh", "-c", script, "sh")
 
 
@@ -115,8 +117,10 @@ def test_configured_low_port_bound_before_dropping_root(pg_url: str) -> None:
             for name in dirs + files:
                 os.lchown(os.path.join(root, name), NOBODY, NOBODY)
         os.chown(server.base, NOBODY, NOBODY)
-        server.start(twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
-                     wrapper=as_nobody_wrapper(work))
+        server.start(
+            twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
+            wrapper=as_nobody_wrapper(work),
+        )
         assert server.proc is not None
         with open(f"/proc/{server.proc.pid}/status") as f:
             uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
@@ -196,8 +200,9 @@ def test_database_restart_is_invisible(pg_server: Server) -> None:
     ctx = ssl.create_default_context(cafile=os.path.join(pg_server.base, "tls", "cert.pem"))
     for n in range(3):
         assert terminate_backends(pg_url_of(pg_server)) >= 1
-        r = pg_server.admin("account", "add", f"user{n}@example.test", "--password", "pw-secret",
-                            check=False)
+        r = pg_server.admin(
+            "account", "add", f"user{n}@example.test", "--password", "pw-secret", check=False
+        )
         assert r.returncode == 0, r.stderr
         assert terminate_backends(pg_url_of(pg_server)) >= 1
         imap = imaplib.IMAP4(HOST, pg_server.port("imap"), timeout=60)

@@ -34,26 +34,29 @@ pytestmark = pytest.mark.e2e
 
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 _MX = "MX 10 mail.example.test"
-ZONE: dict[str, list[str]] = dict(DEFAULT_ZONE, **{
-    "spf-pass.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
-    "spf-fail.test": [_MX, 'TXT "v=spf1 -all"'],
-    "spf-softfail.test": [_MX, 'TXT "v=spf1 ~all"'],
-    "spf-neutral.test": [_MX, 'TXT "v=spf1 ?all"'],
-    "spf-none.test": [_MX],
-    "spf-permerror.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 bogus:example.test -all"'],
-    "spf-temperror.test": [_MX],  # its TXT lookup answers SERVFAIL (below)
-    "helo-fail.test": ["A 127.0.0.1", 'TXT "v=spf1 -all"'],
-    "1.0.0.127.listed.rbl.test": ["A 127.0.0.2", 'TXT "listed: see http://rbl.test/lookup"'],
-    "1.0.0.127.error.rbl.test": ["A 127.255.255.254"],
-    "1.0.0.127.slow.rbl.test": ["A 127.0.0.2"],  # never answered (below)
-    "rp-servfail.test": [_MX],
-    "rp-timeout.test": [_MX],  # never answered (below)
-    "rc-ok.test": ["MX 10 mx.rc.test"],
-    "rc-bad.test": ["MX 10 mx.rc.test"],
-    "rc-stall.test": ["MX 10 mx.rc.test"],
-    "rc-rate.test": ["MX 10 mx.rc.test"],
-    "mx.rc.test": ["A 127.0.0.1"],
-})
+ZONE: dict[str, list[str]] = dict(
+    DEFAULT_ZONE,
+    **{
+        "spf-pass.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
+        "spf-fail.test": [_MX, 'TXT "v=spf1 -all"'],
+        "spf-softfail.test": [_MX, 'TXT "v=spf1 ~all"'],
+        "spf-neutral.test": [_MX, 'TXT "v=spf1 ?all"'],
+        "spf-none.test": [_MX],
+        "spf-permerror.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 bogus:example.test -all"'],
+        "spf-temperror.test": [_MX],  # its TXT lookup answers SERVFAIL (below)
+        "helo-fail.test": ["A 127.0.0.1", 'TXT "v=spf1 -all"'],
+        "1.0.0.127.listed.rbl.test": ["A 127.0.0.2", 'TXT "listed: see http://rbl.test/lookup"'],
+        "1.0.0.127.error.rbl.test": ["A 127.255.255.254"],
+        "1.0.0.127.slow.rbl.test": ["A 127.0.0.2"],  # never answered (below)
+        "rp-servfail.test": [_MX],
+        "rp-timeout.test": [_MX],  # never answered (below)
+        "rc-ok.test": ["MX 10 mx.rc.test"],
+        "rc-bad.test": ["MX 10 mx.rc.test"],
+        "rc-stall.test": ["MX 10 mx.rc.test"],
+        "rc-rate.test": ["MX 10 mx.rc.test"],
+        "mx.rc.test": ["A 127.0.0.1"],
+    },
+)
 FAULTS = {
     "spf-temperror.test/TXT": "servfail",
     "rp-servfail.test": "servfail",
@@ -102,23 +105,36 @@ def settings(server: Server, **values: Any) -> Iterator[None]:
             server.admin("settings", "unset", key)
 
 
-def smtp(server: Server, source: Optional[str] = None, submission: bool = False,
-         helo: str = "client.elsewhere.test") -> smtplib.SMTP:
-    s = smtplib.SMTP("127.0.0.1", server.port("smtp", submission=submission), timeout=30,
-                     source_address=(source, 0) if source else None)
+def smtp(
+    server: Server,
+    source: Optional[str] = None,
+    submission: bool = False,
+    helo: str = "client.elsewhere.test",
+) -> smtplib.SMTP:
+    s = smtplib.SMTP(
+        "127.0.0.1",
+        server.port("smtp", submission=submission),
+        timeout=30,
+        source_address=(source, 0) if source else None,
+    )
     s.ehlo(helo)
     return s
 
 
 def starttls(server: Server, s: smtplib.SMTP) -> None:
     s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
-    s.starttls(context=ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem")))
+    s.starttls(
+        context=ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
+    )
     s.ehlo("client.elsewhere.test")
 
 
-def raw_connect(server: Server, source: str = "127.0.0.1", port: Optional[int] = None) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port or server.port("smtp")), timeout=30,
-                                    source_address=(source, 0))
+def raw_connect(
+    server: Server, source: str = "127.0.0.1", port: Optional[int] = None
+) -> socket.socket:
+    sock = socket.create_connection(
+        ("127.0.0.1", port or server.port("smtp")), timeout=30, source_address=(source, 0)
+    )
     return sock
 
 
@@ -149,12 +165,15 @@ def greeting(server: Server, source: str = "127.0.0.1", port: Optional[int] = No
 
 
 def message(sender: str, marker: str) -> bytes:
-    return (f"From: <{sender}>\r\nTo: <alice@example.test>\r\nSubject: {marker}\r\n"
-            f"Message-ID: <{marker}@test>\r\n\r\n{marker}\r\n").encode()
+    return (
+        f"From: <{sender}>\r\nTo: <alice@example.test>\r\nSubject: {marker}\r\n"
+        f"Message-ID: <{marker}@test>\r\n\r\n{marker}\r\n"
+    ).encode()
 
 
 def delivered_trace(server: Server, marker: str, original: bytes) -> bytes:
     """The header block the server put in front of ``original`` in alice's mailbox."""
+
     def find() -> list[bytes]:
         return [m for m in server.messages("alice") if marker.encode() in m]
 
@@ -181,6 +200,7 @@ def header_fields(trace: bytes) -> list[tuple[str, str]]:
 
 # -- SPF ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("action", ["reject", "tempfail", "tag", "accept"])
 def test_spf_results_by_action(server: Server, action: str) -> None:
     """Every SPF result gets the reply its configured action says, and accepted mail carries
@@ -195,7 +215,7 @@ def test_spf_results_by_action(server: Server, action: str) -> None:
                     assert (code, text[:6]) == (550, enhanced), (result, code, text)
                 elif action == "tempfail":
                     enhanced = b"4.4.3" if result == "temperror" else b"4.7.23"
-                    assert (code, text[:len(enhanced)]) == (451, enhanced), (result, code, text)
+                    assert (code, text[: len(enhanced)]) == (451, enhanced), (result, code, text)
                 else:
                     assert code == 250, (result, code, text)
                     marker = uuid.uuid4().hex
@@ -209,7 +229,9 @@ def test_spf_results_by_action(server: Server, action: str) -> None:
                         assert fields["Authentication-Results"].startswith("mail.example.test;")
                         assert f"smtp.mailfrom={sender}" in fields["Authentication-Results"]
                     else:
-                        assert "Received-SPF" not in fields and "Authentication-Results" not in fields
+                        assert (
+                            "Received-SPF" not in fields and "Authentication-Results" not in fields
+                        )
                 s.rset()
     if action in ("reject", "tempfail"):
         assert "protection refused: check=spf peer=127.0.0.1" in server.log_text()
@@ -217,8 +239,13 @@ def test_spf_results_by_action(server: Server, action: str) -> None:
     verdicts = [line for line in server.log_text().splitlines() if "verdict session=" in line]
     expected = "action=accept" if action in ("tag", "accept") else f"action={action}"
     for result in SPF_RESULTS:
-        assert [v for v in verdicts if f"sender=probe@spf-{result}.test" in v and expected in v
-                and re.search(rf"returnpath=pass\(\d+ms\) spf={result}\(\d+ms\)", v)], (result, action)
+        assert [
+            v
+            for v in verdicts
+            if f"sender=probe@spf-{result}.test" in v
+            and expected in v
+            and re.search(rf"returnpath=pass\(\d+ms\) spf={result}\(\d+ms\)", v)
+        ], (result, action)
 
 
 def test_spf_helo_identity_for_null_sender(server: Server) -> None:
@@ -272,7 +299,11 @@ def test_spf_header_injection(server: Server) -> None:
             sock.sendall(b"EHLO evil.test" + junk + b"X-Injected: 1\r\n")
             if not read_reply(sock).startswith(b"250"):
                 continue  # refusing the line is fine
-            for line in (b"MAIL FROM:<someone@elsewhere.test>", b"RCPT TO:<alice@example.test>", b"DATA"):
+            for line in (
+                b"MAIL FROM:<someone@elsewhere.test>",
+                b"RCPT TO:<alice@example.test>",
+                b"DATA",
+            ):
                 sock.sendall(line + b"\r\n")
                 assert read_reply(sock)[:1] in (b"2", b"3")
             sock.sendall(original + b".\r\n")
@@ -283,12 +314,16 @@ def test_spf_header_injection(server: Server) -> None:
 
 # -- RBL ---------------------------------------------------------------------------------------
 
+
 def test_rbl_listed_refused_at_connect(server: Server) -> None:
     """A client listed in a DNSBL gets 554 instead of a greeting (logged with check and peer);
     a listener made lenient (the submission port) still greets it."""
     submission = server.port("smtp", submission=True)
-    with settings(server, protection__rbl__zones=["listed.rbl.test"],
-                  protection__listeners={str(submission): {"rbl": "off"}}):
+    with settings(
+        server,
+        protection__rbl__zones=["listed.rbl.test"],
+        protection__listeners={str(submission): {"rbl": "off"}},
+    ):
         reply = greeting(server)
         assert reply.startswith(b"554 5.7.1") and b"listed.rbl.test" in reply, reply
         assert greeting(server, port=submission).startswith(b"220 ")
@@ -318,8 +353,11 @@ def test_rbl_timeout_fails_open_and_others_are_served(server: Server) -> None:
         with raw_connect(server) as hanging:
             marker = uuid.uuid4().hex
             with smtp(server, source="127.0.0.2") as s:
-                s.sendmail("someone@elsewhere.test", ["alice@example.test"],
-                           message("someone@elsewhere.test", marker))
+                s.sendmail(
+                    "someone@elsewhere.test",
+                    ["alice@example.test"],
+                    message("someone@elsewhere.test", marker),
+                )
             assert time.monotonic() - started < DNS_TIMEOUT
             ready, _, _ = select.select([hanging], [], [], 0)
             assert not ready, "the hanging client was greeted before its lookup ended"
@@ -330,6 +368,7 @@ def test_rbl_timeout_fails_open_and_others_are_served(server: Server) -> None:
 
 
 # -- Return-path DNS and Reverse Connect ------------------------------------------------------
+
 
 def test_return_path_dns(server: Server) -> None:
     """A sender domain that does not exist gets 550 5.1.8; a DNS failure 451 4.4.3 (retry)."""
@@ -357,8 +396,11 @@ def test_return_path_dns_timeout_keeps_others_served(server: Server) -> None:
         hanging.sendall(b"MAIL FROM:<someone@rp-timeout.test>\r\n")
         marker = uuid.uuid4().hex
         with smtp(server, source="127.0.0.2") as s:
-            s.sendmail("someone@elsewhere.test", ["alice@example.test"],
-                       message("someone@elsewhere.test", marker))
+            s.sendmail(
+                "someone@elsewhere.test",
+                ["alice@example.test"],
+                message("someone@elsewhere.test", marker),
+            )
         assert time.monotonic() - started < DNS_TIMEOUT
         ready, _, _ = select.select([hanging], [], [], 0)
         assert not ready, "the MAIL FROM was answered before its lookup ended"
@@ -371,8 +413,11 @@ def test_reverse_connect(server: Server, sink: Sink) -> None:
     """Callback verification asks the sender's MX (MAIL FROM:<>, RCPT TO:<sender>): accepted
     senders pass (and are cached), refused ones get 550 5.1.7, a stalling MX fails open or
     answers 451 4.1.7 as configured; authenticated senders are never probed."""
-    with settings(server, protection__reverse_connect__mode="nonclients",
-                  protection__reverse_connect__timeout=1):
+    with settings(
+        server,
+        protection__reverse_connect__mode="nonclients",
+        protection__reverse_connect__timeout=1,
+    ):
         with smtp(server) as s:
             assert s.mail("good@rc-ok.test")[0] == 250
             s.rset()
@@ -391,7 +436,10 @@ def test_reverse_connect(server: Server, sink: Sink) -> None:
             with smtp(server) as s:
                 code, text = s.mail("slower@rc-stall.test")
                 assert (code, text[:5]) == (451, b"4.1.7"), (code, text)
-        with settings(server, smtp__send_as="other@rc-bad.test"), smtp(server, submission=True) as s:
+        with (
+            settings(server, smtp__send_as="other@rc-bad.test"),
+            smtp(server, submission=True) as s,
+        ):
             starttls(server, s)
             s.login("alice@example.test", "alice-secret")
             assert s.mail("other@rc-bad.test")[0] == 250  # alice may send as it (smtp.send_as)
@@ -402,8 +450,11 @@ def test_reverse_connect(server: Server, sink: Sink) -> None:
 def test_reverse_connect_rate_limit(server: Server, sink: Sink) -> None:
     """Probes per sender domain are rate-limited: past the limit a new sender is not probed
     (the MX is not hammered) and the check fails open."""
-    with settings(server, protection__reverse_connect__mode="nonclients",
-                  protection__reverse_connect__rate_limit=1):
+    with settings(
+        server,
+        protection__reverse_connect__mode="nonclients",
+        protection__reverse_connect__rate_limit=1,
+    ):
         with smtp(server) as s:
             assert s.mail("first@rc-rate.test")[0] == 250
             s.rset()
@@ -415,14 +466,18 @@ def test_reverse_connect_rate_limit(server: Server, sink: Sink) -> None:
 
 # -- AUTH brute force --------------------------------------------------------------------------
 
+
 def auth_plain(s: smtplib.SMTP, user: str, password: str) -> tuple[int, bytes]:
     token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
     return s.docmd("AUTH", f"PLAIN {token}")
 
 
 def failure_lines(server: Server, ip: str) -> list[str]:
-    return [line for line in server.log_text().splitlines()
-            if "auth failed:" in line and re.search(rf"\bip={re.escape(ip)}\b", line)]
+    return [
+        line
+        for line in server.log_text().splitlines()
+        if "auth failed:" in line and re.search(rf"\bip={re.escape(ip)}\b", line)
+    ]
 
 
 def test_auth_brute_force(server: Server) -> None:
@@ -445,7 +500,9 @@ def test_auth_brute_force(server: Server) -> None:
             assert (code, text[:5]) == (421, b"4.7.0"), (code, text)
             with pytest.raises(smtplib.SMTPServerDisconnected):
                 s.noop()
-        lines = wait_for(lambda: len(failure_lines(server, ip)) >= 3 and failure_lines(server, ip), 60, "log")
+        lines = wait_for(
+            lambda: len(failure_lines(server, ip)) >= 3 and failure_lines(server, ip), 60, "log"
+        )
         assert len(lines) == 3, lines
         assert "login=nobody@example.test" in lines[1] and "protocol=smtp" in lines[1]
         assert "failures=1 delay=0.2" in lines[0] and "failures=2 delay=0.4" in lines[1], lines
@@ -464,7 +521,9 @@ def test_auth_penalty_shared_with_imap_and_pop3(server: Server) -> None:
         imap = imaplib.IMAP4("localhost", server.port("imap"), timeout=30)
         try:
             imap.sock.close()  # reconnect from the chosen source address
-            imap.sock = socket.create_connection(("127.0.0.1", server.port("imap")), 30, source_address=(ip, 0))
+            imap.sock = socket.create_connection(
+                ("127.0.0.1", server.port("imap")), 30, source_address=(ip, 0)
+            )
             imap.file = imap.sock.makefile("rb")
             imap._get_response()  # the new greeting
             imap.starttls(ssl_context=ctx)
@@ -474,7 +533,9 @@ def test_auth_penalty_shared_with_imap_and_pop3(server: Server) -> None:
         finally:
             with contextlib.suppress(Exception):
                 imap.logout()
-        with socket.create_connection(("127.0.0.1", server.port("pop3")), 30, source_address=(ip, 0)) as raw:
+        with socket.create_connection(
+            ("127.0.0.1", server.port("pop3")), 30, source_address=(ip, 0)
+        ) as raw:
             pop = raw.makefile("rb")
             assert pop.readline().startswith(b"+OK")
             raw.sendall(b"STLS\r\n")
@@ -488,7 +549,9 @@ def test_auth_penalty_shared_with_imap_and_pop3(server: Server) -> None:
         with smtp(server, source=ip, submission=True) as s:
             starttls(server, s)
             assert auth_plain(s, "alice@example.test", "wrong-2")[0] == 535
-        lines = wait_for(lambda: len(failure_lines(server, ip)) >= 4 and failure_lines(server, ip), 60, "log")
+        lines = wait_for(
+            lambda: len(failure_lines(server, ip)) >= 4 and failure_lines(server, ip), 60, "log"
+        )
         assert sum("proto=imap" in line for line in lines) == 2, lines
         assert sum("proto=pop3" in line for line in lines) == 1, lines
         assert "failures=4" in lines[-1], lines
@@ -497,15 +560,24 @@ def test_auth_penalty_shared_with_imap_and_pop3(server: Server) -> None:
 def test_auto_blacklist_expires(server: Server) -> None:
     """Enough failed logins blacklist the host for a while (554 at connect), never for good."""
     ip = "127.0.0.11"
-    with settings(server, auth__fail_delays=[0], auth__max_failures=10,
-                  protection__autoblacklist__threshold=3, protection__autoblacklist__duration=3):
+    with settings(
+        server,
+        auth__fail_delays=[0],
+        auth__max_failures=10,
+        protection__autoblacklist__threshold=3,
+        protection__autoblacklist__duration=3,
+    ):
         with smtp(server, source=ip, submission=True) as s:
             starttls(server, s)
             for n in range(3):
                 assert auth_plain(s, "alice@example.test", f"wrong-{n}")[0] == 535
         assert greeting(server, source=ip).startswith(b"554 5.7.1")
         assert greeting(server, source="127.0.0.12").startswith(b"220 ")  # others unaffected
-        wait_for(lambda: greeting(server, source=ip).startswith(b"220 "), 60, "the blacklisting to expire")
+        wait_for(
+            lambda: greeting(server, source=ip).startswith(b"220 "),
+            60,
+            "the blacklisting to expire",
+        )
         with smtp(server, source=ip, submission=True) as s:
             starttls(server, s)
             assert auth_plain(s, "alice@example.test", "alice-secret")[0] == 235
@@ -517,8 +589,12 @@ def test_full_disk_does_not_blacklist_the_client(server: Server) -> None:
     a client gets, it is never cut off with 421 nor auto-blacklisted, and once there is space
     again its mail goes through. A client that sends junk still is (Client IPs never)."""
     ip = "127.0.0.21"
-    with settings(server, smtp__max_errors=3, protection__autoblacklist__threshold=2,
-                  protection__autoblacklist__duration=1800):
+    with settings(
+        server,
+        smtp__max_errors=3,
+        protection__autoblacklist__threshold=2,
+        protection__autoblacklist__duration=1800,
+    ):
         # More free space than the disk has: every MAIL FROM finds the disk "nearly full".
         with settings(server, smtp__max_message_size=10**15):
             for _session in range(3):
@@ -531,9 +607,16 @@ def test_full_disk_does_not_blacklist_the_client(server: Server) -> None:
         assert greeting(server, source=ip).startswith(b"220 ")
         marker = "full-disk-then-free"
         with smtp(server, source=ip) as s:
-            s.sendmail("someone@elsewhere.test", ["alice@example.test"], message("someone@elsewhere.test", marker))
-        wait_for(lambda: any(marker.encode() in m for m in server.messages("alice")), 30,
-                 "the message sent once there is space")
+            s.sendmail(
+                "someone@elsewhere.test",
+                ["alice@example.test"],
+                message("someone@elsewhere.test", marker),
+            )
+        wait_for(
+            lambda: any(marker.encode() in m for m in server.messages("alice")),
+            30,
+            "the message sent once there is space",
+        )
         # The client's own errors still count: junk twice -> auto-blacklisted ...
         junk = "127.0.0.22"
         for _ in range(2):
@@ -555,6 +638,7 @@ def test_full_disk_does_not_blacklist_the_client(server: Server) -> None:
 
 # -- Static blacklists, changed at run time ----------------------------------------------------
 
+
 def test_blacklisted_ip_refused_at_connect(server: Server) -> None:
     """A blacklisted IP gets 554 at connect; the change and its removal need no restart."""
     ip = "127.0.0.6"
@@ -568,7 +652,9 @@ def test_blacklisted_ip_refused_at_connect(server: Server) -> None:
 
 def test_blacklisted_sender_refused_at_mail_from(server: Server) -> None:
     """A blacklisted sender address or domain gets 550 5.7.1 at MAIL FROM; others are served."""
-    with settings(server, protection__blacklist__senders="spammer@elsewhere.test\n*.spam.test, bad.test"):
+    with settings(
+        server, protection__blacklist__senders="spammer@elsewhere.test\n*.spam.test, bad.test"
+    ):
         with smtp(server) as s:
             code, text = s.mail("spammer@elsewhere.test")
             assert (code, text[:5]) == (550, b"5.7.1"), (code, text)
@@ -586,10 +672,13 @@ def test_blacklisted_sender_refused_at_mail_from(server: Server) -> None:
 
 # -- Administration ----------------------------------------------------------------------------
 
+
 def test_settings_set_refuses_bad_values(server: Server) -> None:
     """cgtwist-admin refuses a bad protection or Router setting and names the line; the
     running server keeps its previous value."""
-    r = server.admin("settings", "set", "protection.blacklist.ips", "10.0.0.1\n10.0.0.0/33\n", check=False)
+    r = server.admin(
+        "settings", "set", "protection.blacklist.ips", "10.0.0.1\n10.0.0.0/33\n", check=False
+    )
     assert r.returncode != 0 and "line 2" in r.stderr, (r.returncode, r.stderr)
     r = server.admin("settings", "set", "protection.spf.mode", "sometimes", check=False)
     assert r.returncode != 0 and "nonclients" in r.stderr

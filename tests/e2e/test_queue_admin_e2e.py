@@ -36,7 +36,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
         yield srv
 
 
-def deferred(server: Server, sink: Sink, domain: str, rcpt: str, sender: str = "alice@example.test") -> tuple[str, bytes]:
+def deferred(
+    server: Server, sink: Sink, domain: str, rcpt: str, sender: str = "alice@example.test"
+) -> tuple[str, bytes]:
     """Send to ``rcpt`` at a domain the sink answers 451; return (queue id, marker) once the
     first attempt has failed."""
     sink.modes[domain] = "data-4xx"

@@ -25,10 +25,13 @@ from tests.e2e.sink import Sink
 pytestmark = pytest.mark.e2e
 
 EXT = "ext.test"
-ZONE = dict(DEFAULT_ZONE, **{
-    EXT: ["MX 10 mx.ext.test"],
-    "mx.ext.test": ["A 127.0.0.1"],
-})
+ZONE = dict(
+    DEFAULT_ZONE,
+    **{
+        EXT: ["MX 10 mx.ext.test"],
+        "mx.ext.test": ["A 127.0.0.1"],
+    },
+)
 CLIENT_IP = "127.0.0.5"  # made a Client IP below
 LITERAL_IP = "127.0.0.9"  # the sink listens here too, for user@[127.0.0.9]
 
@@ -70,10 +73,24 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
     srv.admin("settings", "set", "queue.retry_schedule", "[1]")
     with srv.running():
         srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
-        srv.admin("account", "add", "home@example.test", "--password", "home-secret",
-                  "--services", "mail,pop,imap,relay")
-        srv.admin("account", "add", "norelay@example.test", "--password", "norelay-secret",
-                  "--services", "mail,pop,imap,roaming")
+        srv.admin(
+            "account",
+            "add",
+            "home@example.test",
+            "--password",
+            "home-secret",
+            "--services",
+            "mail,pop,imap,relay",
+        )
+        srv.admin(
+            "account",
+            "add",
+            "norelay@example.test",
+            "--password",
+            "norelay-secret",
+            "--services",
+            "mail,pop,imap,roaming",
+        )
         yield srv
 
 
@@ -82,8 +99,7 @@ def tls_context(server: Server) -> ssl.SSLContext:
 
 
 def connect(server: Server, port: int, source: Optional[str] = None) -> smtplib.SMTP:
-    s = smtplib.SMTP("127.0.0.1", port, timeout=30,
-                     source_address=(source, 0) if source else None)
+    s = smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0) if source else None)
     s.ehlo("client.elsewhere.test")
     return s
 
@@ -102,7 +118,9 @@ def rcpt(s: smtplib.SMTP, address: str) -> tuple[int, bytes]:
     return s.docmd(f"RCPT TO:<{address}>")
 
 
-def send_raw(s: smtplib.SMTP, sender: str, recipients: list[str], marker: str) -> list[tuple[int, bytes]]:
+def send_raw(
+    s: smtplib.SMTP, sender: str, recipients: list[str], marker: str
+) -> list[tuple[int, bytes]]:
     """One transaction; returns the RCPT replies. DATA only when a recipient was accepted."""
     code, text = s.docmd(f"MAIL FROM:<{sender}>")
     assert code == 250, (code, text)
@@ -117,6 +135,7 @@ def send_raw(s: smtplib.SMTP, sender: str, recipients: list[str], marker: str) -
 
 def delivered(sink: Sink, marker: str, done: Callable[[list[str]], bool] = bool) -> list[str]:
     """The recipients the remote MX got for messages carrying ``marker``, once ``done`` says so."""
+
     def recipients() -> list[str]:
         return sorted(r for m in sink.find(marker.encode()) for r in m.recipients)
 
@@ -132,7 +151,7 @@ def test_unauthenticated_relay_refused_in_every_form(server: Server, sink: Sink)
     for i in range(0, len(RELAY_FORMS), 5):
         with connect(server, server.port("smtp")) as s:
             s.docmd("MAIL FROM:<probe@elsewhere.test>")
-            for form in RELAY_FORMS[i:i + 5]:
+            for form in RELAY_FORMS[i : i + 5]:
                 code, text = rcpt(s, form)
                 assert (code, text[:5]) == (554, b"5.7.1"), (form, code, text)
             code, _ = s.docmd("DATA")
@@ -141,12 +160,22 @@ def test_unauthenticated_relay_refused_in_every_form(server: Server, sink: Sink)
             # A local recipient in the same session still works: the refusals were per address.
             replies = send_raw(s, "probe@elsewhere.test", ["alice@example.test"], marker)
             assert replies[0][0] == 250
-    wait_for(lambda: len([m for m in server.messages("alice") if marker.encode() in m]) == 3, 30,
-             "the local messages")
-    accepted = [line for line in server.log_text().splitlines()
-                if " accepted msg_id=" in line and "sender=probe@elsewhere.test" in line]
-    assert accepted and not [line for line in accepted if "victim" in line], "a relay attempt was queued"
-    assert len(sink.messages()) == before, "the remote MX received mail from an unauthenticated relay"
+    wait_for(
+        lambda: len([m for m in server.messages("alice") if marker.encode() in m]) == 3,
+        30,
+        "the local messages",
+    )
+    accepted = [
+        line
+        for line in server.log_text().splitlines()
+        if " accepted msg_id=" in line and "sender=probe@elsewhere.test" in line
+    ]
+    assert accepted and not [line for line in accepted if "victim" in line], (
+        "a relay attempt was queued"
+    )
+    assert len(sink.messages()) == before, (
+        "the remote MX received mail from an unauthenticated relay"
+    )
     assert "relaying denied" in server.log_text()
 
 
@@ -162,7 +191,9 @@ def test_authenticated_relay_delivers_every_real_remote_form(server: Server, sin
     for form, (code, text) in zip(forms, replies, strict=True):
         assert code == 250, (form, code, text)
     # Each destination gets its own delivery: wait for both the domain and the literal.
-    got = delivered(sink, marker, lambda rs: f"victim@{EXT}" in rs and f"victim@[{LITERAL_IP}]" in rs)
+    got = delivered(
+        sink, marker, lambda rs: f"victim@{EXT}" in rs and f"victim@[{LITERAL_IP}]" in rs
+    )
     assert set(got) == {f"victim@{EXT}", f"victim@[{LITERAL_IP}]"}, got
 
 
@@ -213,7 +244,9 @@ def test_relay_service_disabled_refuses_relaying(server: Server) -> None:
         code, text = rcpt(s, f"victim@{EXT}")
         assert (code, text[:5]) == (554, b"5.7.1"), (code, text)
         assert rcpt(s, "alice@example.test")[0] == 250
-    server.admin("account", "set", "norelay@example.test", "--services", "mail,pop,imap,roaming,relay")
+    server.admin(
+        "account", "set", "norelay@example.test", "--services", "mail,pop,imap,roaming,relay"
+    )
     with login(server, "norelay@example.test", "norelay-secret") as s:
         s.docmd("MAIL FROM:<norelay@example.test>")
         assert rcpt(s, f"victim@{EXT}")[0] == 250
@@ -226,16 +259,50 @@ def test_swaks_open_relay_check(server: Server, sink: Sink) -> None:
     swaks = shutil.which("swaks")
     if swaks is None:
         pytest.skip("swaks is not installed")
-    r = subprocess.run([swaks, "--server", f"127.0.0.1:{server.port('smtp')}", "--from", "probe@elsewhere.test",
-                        "--to", f"victim@{EXT}", "--helo", "client.elsewhere.test", "--quit-after", "RCPT"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            swaks,
+            "--server",
+            f"127.0.0.1:{server.port('smtp')}",
+            "--from",
+            "probe@elsewhere.test",
+            "--to",
+            f"victim@{EXT}",
+            "--helo",
+            "client.elsewhere.test",
+            "--quit-after",
+            "RCPT",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "<** 554 5.7.1" in r.stdout, r.stdout
     marker = uuid.uuid4().hex
-    r = subprocess.run([swaks, "--server", f"127.0.0.1:{server.port('smtp', submission=True)}",
-                        "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test",
-                        "--auth-password", "alice-secret", "--from", "alice@example.test",
-                        "--to", f"victim@{EXT}", "--helo", "client.elsewhere.test",
-                        "--header", f"Subject: {marker}"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            swaks,
+            "--server",
+            f"127.0.0.1:{server.port('smtp', submission=True)}",
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "alice@example.test",
+            "--auth-password",
+            "alice-secret",
+            "--from",
+            "alice@example.test",
+            "--to",
+            f"victim@{EXT}",
+            "--helo",
+            "client.elsewhere.test",
+            "--header",
+            f"Subject: {marker}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert delivered(sink, marker) == [f"victim@{EXT}"]

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.e2e
 
 def make_message(sender: str, rcpt: str, body: str = "Hello.\r\n") -> bytes:
     mid = uuid.uuid4().hex
-    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: test {mid}\r\nMessage-ID: <{mid}@test>\r\n"
-            f"\r\n{body}").encode()
+    return (
+        f"From: {sender}\r\nTo: {rcpt}\r\nSubject: test {mid}\r\nMessage-ID: <{mid}@test>\r\n"
+        f"\r\n{body}"
+    ).encode()
 
 
 def split_trace(delivered: bytes, original: bytes) -> bytes:
@@ -40,12 +42,15 @@ def find(server: Server, account: str, marker: bytes, count: int = 1) -> list[by
         return [m for m in server.messages(account) if marker in m]
 
     from tests.e2e.harness import wait_for
+
     return wait_for(lambda: len(matching()) >= count and matching(), 30, f"message {marker!r}")
 
 
 def test_port_25_plain_delivers_byte_exact(server: Server) -> None:
     """Inbound mail without TLS is accepted for a local account and lands in Maildir new/."""
-    msg = make_message("someone@elsewhere.test", "alice@example.test", "Line one.\r\n.dot line\r\n\r\nend\r\n")
+    msg = make_message(
+        "someone@elsewhere.test", "alice@example.test", "Line one.\r\n.dot line\r\n\r\nend\r\n"
+    )
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.ehlo("client.elsewhere.test")
         s.sendmail("someone@elsewhere.test", ["alice@example.test"], msg)
@@ -99,8 +104,12 @@ def test_submission_requires_auth(server: Server, tls_context: ssl.SSLContext) -
 def test_smtps_implicit_tls_with_percent_login(server: Server, tls_context: ssl.SSLContext) -> None:
     """465 speaks TLS from the first byte; 'user%domain' logins work for clients that cut at '@'."""
     msg = make_message("bob@example.test", "alice@example.test")
-    with smtplib.SMTP_SSL("localhost", server.port("smtp", tls="implicit", submission=True),
-                          context=tls_context, timeout=30) as s:
+    with smtplib.SMTP_SSL(
+        "localhost",
+        server.port("smtp", tls="implicit", submission=True),
+        context=tls_context,
+        timeout=30,
+    ) as s:
         s.ehlo("client.test")
         s.login("bob%example.test", "bob-secret")
         s.sendmail("bob@example.test", ["alice@example.test"], msg)
@@ -143,9 +152,13 @@ def test_settings_change_applies_without_restart(server: Server) -> None:
 
 def test_twistd_help_lists_cgtwist() -> None:
     """After install, 'twistd --help' shows the cgtwist plugin."""
-    out = subprocess.run([f"{BIN}/twistd", "--help"], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [f"{BIN}/twistd", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert "cgtwist" in out
-    out = subprocess.run([f"{BIN}/twistd", "cgtwist", "--help"], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [f"{BIN}/twistd", "cgtwist", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert "--base-dir" in out and "--config" in out
 
 
@@ -153,13 +166,15 @@ def test_bad_config_is_one_line_and_nonzero(tmp_path) -> None:  # type: ignore[n
     """A typo in the bootstrap file stops twistd with file, line and key, not a traceback."""
     conf = tmp_path / "bad.conf"
     conf.write_text('[server]\nbase_dir = "x"\nbogus = 1\n')
-    r = subprocess.run([f"{BIN}/twistd", "-n", "cgtwist", "--config", str(conf)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [f"{BIN}/twistd", "-n", "cgtwist", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
     assert f"{conf}:3: server.bogus: unknown key" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
-
-
 
 
 def test_delivered_mail_is_readable_by_mutt(server: Server, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -167,7 +182,9 @@ def test_delivered_mail_is_readable_by_mutt(server: Server, tmp_path) -> None:  
     from tests.e2e.clients import mutt_pipe_first_message
 
     server.admin("account", "add", "muttreader@example.test", "--password", "m-secret")
-    msg = make_message("someone@elsewhere.test", "muttreader@example.test", "Read me with mutt.\r\n")
+    msg = make_message(
+        "someone@elsewhere.test", "muttreader@example.test", "Read me with mutt.\r\n"
+    )
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.sendmail("someone@elsewhere.test", ["muttreader@example.test"], msg)
     server.wait_messages("muttreader", 1)
@@ -191,8 +208,13 @@ def test_dsn_success_notification(server: Server, tls_context: ssl.SSLContext) -
         s.starttls(context=tls_context)
         s.ehlo("client.test")
         s.login("dsnsender@example.test", "dsn-secret")
-        s.sendmail("dsnsender@example.test", ["dsnrcpt@example.test"], msg,
-                   mail_options=["RET=HDRS", "ENVID=env-42"], rcpt_options=["NOTIFY=SUCCESS"])
+        s.sendmail(
+            "dsnsender@example.test",
+            ["dsnrcpt@example.test"],
+            msg,
+            mail_options=["RET=HDRS", "ENVID=env-42"],
+            rcpt_options=["NOTIFY=SUCCESS"],
+        )
     server.wait_messages("dsnrcpt", 1)
     (report,) = server.wait_messages("dsnsender", 1)
     parsed = email.message_from_bytes(report)
@@ -234,8 +256,10 @@ def test_early_talker_gets_554(server: Server) -> None:
     pause and sends as usual."""
     with settings(server, smtp__greeting_delay=2):
         with socket.create_connection(("127.0.0.1", server.port("smtp")), timeout=30) as sock:
-            sock.sendall(b"EHLO bot.example\r\nMAIL FROM:<bot@elsewhere.test>\r\n"
-                         b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+            sock.sendall(
+                b"EHLO bot.example\r\nMAIL FROM:<bot@elsewhere.test>\r\n"
+                b"RCPT TO:<alice@example.test>\r\nDATA\r\n"
+            )
             assert read_all(sock) == b"554 5.5.1 Protocol error: talked before the greeting\r\n"
         msg = make_message("someone@elsewhere.test", "alice@example.test")
         with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
@@ -268,8 +292,11 @@ def test_trickling_client_is_dropped(server: Server) -> None:
             assert time.monotonic() - started < 20
         with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
             assert s.noop()[0] == 250
-    wait_for(lambda: "command deadline exceeded: peer=127.0.0.1" in server.log_text(), 10,
-             "the deadline's log line")
+    wait_for(
+        lambda: "command deadline exceeded: peer=127.0.0.1" in server.log_text(),
+        10,
+        "the deadline's log line",
+    )
 
 
 def test_trickled_data_is_dropped(server: Server) -> None:
@@ -304,7 +331,9 @@ def test_trickled_data_is_dropped(server: Server) -> None:
     assert not any(b"trickled-data-marker" in m for m in server.messages("bob"))
 
 
-def submission(server: Server, tls_context: ssl.SSLContext, user: str, password: str) -> smtplib.SMTP:
+def submission(
+    server: Server, tls_context: ssl.SSLContext, user: str, password: str
+) -> smtplib.SMTP:
     s = smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=30)
     s.ehlo("client.test")
     s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
@@ -321,8 +350,10 @@ def test_sender_ownership_on_submission(server: Server, tls_context: ssl.SSLCont
     server.admin("alias", "add", "ally@example.test", "alice@example.test")
     with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
         code, text = s.mail("bob@example.test")
-        assert (code, text) == (553, b"5.7.1 <bob@example.test>: Sender address rejected: "
-                                     b"not owned by alice@example.test")
+        assert (code, text) == (
+            553,
+            b"5.7.1 <bob@example.test>: Sender address rejected: not owned by alice@example.test",
+        )
         code, _ = s.mail("ceo@elsewhere.test")
         assert code == 553
         for own in ["alice@example.test", "ally@example.test", ""]:
@@ -331,16 +362,24 @@ def test_sender_ownership_on_submission(server: Server, tls_context: ssl.SSLCont
         msg = make_message("ally@example.test", "bob@example.test")
         s.sendmail("ally@example.test", ["bob@example.test"], msg)
     find(server, "bob", msg.split(b"Message-ID: ")[1].split(b"\r\n")[0])
-    server.admin("settings", "set", "--account", "alice@example.test", "smtp.send_as",
-                 json.dumps("*@lists.example.test"))
+    server.admin(
+        "settings",
+        "set",
+        "--account",
+        "alice@example.test",
+        "smtp.send_as",
+        json.dumps("*@lists.example.test"),
+    )
     with submission(server, tls_context, "alice@example.test", "alice-secret") as s:
         assert s.mail("dev@lists.example.test")[0] == 250
     with submission(server, tls_context, "postmaster@example.test", POSTMASTER_PASSWORD) as s:
         assert s.mail("bob@example.test")[0] == 250
         s.rset()
         assert s.mail("someone@elsewhere.test")[0] == 553
-    assert "sender not owned: peer=127.0.0.1 account=alice@example.test MAIL FROM <bob@example.test>" \
+    assert (
+        "sender not owned: peer=127.0.0.1 account=alice@example.test MAIL FROM <bob@example.test>"
         in server.log_text()
+    )
 
 
 def test_from_header_check(server: Server, tls_context: ssl.SSLContext) -> None:

@@ -27,8 +27,9 @@ LISTENERS = [
 ]
 
 
-def handshake(server: Server, proto: str, tls: str, submission: bool, starttls: str | None,
-              group: str) -> tuple[bool, str]:
+def handshake(
+    server: Server, proto: str, tls: str, submission: bool, starttls: str | None, group: str
+) -> tuple[bool, str]:
     """(handshake completed, s_client output) for a client offering only ``group``."""
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -43,8 +44,9 @@ def handshake(server: Server, proto: str, tls: str, submission: bool, starttls: 
 
 
 @pytest.mark.parametrize("proto,tls,submission,starttls", LISTENERS)
-def test_x25519_is_accepted(server: Server, proto: str, tls: str, submission: bool,
-                            starttls: str | None) -> None:
+def test_x25519_is_accepted(
+    server: Server, proto: str, tls: str, submission: bool, starttls: str | None
+) -> None:
     """A client offering X25519 (or P-256, P-384) completes the handshake."""
     for group in ("X25519", "P-256", "P-384"):
         ok, text = handshake(server, proto, tls, submission, starttls, group)
@@ -52,8 +54,9 @@ def test_x25519_is_accepted(server: Server, proto: str, tls: str, submission: bo
 
 
 @pytest.mark.parametrize("proto,tls,submission,starttls", LISTENERS)
-def test_x448_and_p521_are_refused(server: Server, proto: str, tls: str, submission: bool,
-                                   starttls: str | None) -> None:
+def test_x448_and_p521_are_refused(
+    server: Server, proto: str, tls: str, submission: bool, starttls: str | None
+) -> None:
     """A client offering only X448 or secp521r1 gets no TLS session."""
     for group in ("X448", "P-521"):
         ok, text = handshake(server, proto, tls, submission, starttls, group)

@@ -43,8 +43,9 @@ def server(tmp_path) -> Server:  # type: ignore[no-untyped-def]
 
 
 def message(tag: str) -> bytes:
-    return (f"From: a@elsewhere.test\r\nTo: alice@example.test\r\nSubject: {tag}\r\n\r\n"
-            f"body {tag}\r\n").encode()
+    return (
+        f"From: a@elsewhere.test\r\nTo: alice@example.test\r\nSubject: {tag}\r\n\r\nbody {tag}\r\n"
+    ).encode()
 
 
 def count(server: Server, tag: str) -> int:
@@ -61,7 +62,11 @@ def worker_pids(server: Server, ready: bool = False) -> list[int]:
     """Pids of the workers the server says it started (``ready``: that have also said they
     accept), still alive (and not zombies)."""
     pids = []
-    pattern = r"smtp worker \d+ ready \(pid (\d+)\)" if ready else r"smtp worker \d+ started \(pid (\d+)\)"
+    pattern = (
+        r"smtp worker \d+ ready \(pid (\d+)\)"
+        if ready
+        else r"smtp worker \d+ started \(pid (\d+)\)"
+    )
     for pid in map(int, re.findall(pattern, server.log_text())):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -77,6 +82,7 @@ def wait_for_workers(server: Server, n: int) -> list[int]:
     """Wait until exactly ``n`` workers run and accept; their pids. A worker that is only
     started may still open the store: on a busy machine that outlasts a client's 30 s
     timeout, so the clients of a test wait for the workers' 'ready' instead."""
+
     def ready() -> bool:
         live = set(worker_pids(server))
         return len(live) == n and set(worker_pids(server, ready=True)) >= live
@@ -95,7 +101,9 @@ def queue_files(server: Server) -> list[str]:
     out = []
     for sub in ("Queue", os.path.join("Queue", "incoming")):
         d = os.path.join(server.base, sub)
-        out += [n for n in os.listdir(d) if n.endswith((".msg", ".tmp"))] if os.path.isdir(d) else []
+        out += (
+            [n for n in os.listdir(d) if n.endswith((".msg", ".tmp"))] if os.path.isdir(d) else []
+        )
     return out
 
 
@@ -117,8 +125,9 @@ def test_every_smtp_listener_delivers_through_workers(server: Server) -> None:
         s.starttls(context=ctx)
         s.login("alice@example.test", "alice-secret")
         s.sendmail("alice@example.test", ["alice@example.test"], message(tags[2]))
-    with smtplib.SMTP_SSL("127.0.0.1", server.port("smtp", tls="implicit", submission=True),
-                          timeout=30, context=ctx) as s:
+    with smtplib.SMTP_SSL(
+        "127.0.0.1", server.port("smtp", tls="implicit", submission=True), timeout=30, context=ctx
+    ) as s:
         s.login("alice@example.test", "alice-secret")
         s.sendmail("alice@example.test", ["alice@example.test"], message(tags[3]))
     for tag in tags:
@@ -165,8 +174,11 @@ def test_server_killed_takes_workers_and_successor_delivers(server: Server) -> N
     with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
         s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
         server.kill()
-    wait_for(lambda: not [p for p in pids if p in worker_pids(server)], 60,
-             "the workers to exit with the server")
+    wait_for(
+        lambda: not [p for p in pids if p in worker_pids(server)],
+        60,
+        "the workers to exit with the server",
+    )
     server.start()  # binds the same ports again: the old workers released them
     wait_for(lambda: count(server, tag) == 1, 30, "the accepted message after restart")
     tag2 = uuid.uuid4().hex
@@ -277,5 +289,8 @@ def test_sigterm_under_load_stops_within_the_grace(server: Server) -> None:
     assert not [p for p in pids if p in worker_pids(server)]
     server.start()
     acked = set(load.acked)
-    wait_for(lambda: acked <= subjects(server), 120,
-             f"all {len(acked)} acknowledged messages after the restart")
+    wait_for(
+        lambda: acked <= subjects(server),
+        120,
+        f"all {len(acked)} acknowledged messages after the restart",
+    )

@@ -51,23 +51,36 @@ class SMTPDriver:
 
         store = FakeStore()
         store.add("alice", "secret", frozenset({"mail", "roaming"}))
-        listener = ListenerSpec("smtp", 587, submission=state == "authenticated",
-                                allow_plain_auth=True)
+        listener = ListenerSpec(
+            "smtp", 587, submission=state == "authenticated", allow_plain_auth=True
+        )
         self.watch = watch
-        self.h = Harness(listener=listener, portal=make_portal(AccountChecker(store)),  # type: ignore[arg-type]
-                         overrides={"smtp.max_errors": 1000, "auth.max_failures": 1000})
+        self.h = Harness(
+            listener=listener,
+            portal=make_portal(AccountChecker(store)),  # type: ignore[arg-type]
+            overrides={"smtp.max_errors": 1000, "auth.max_failures": 1000},
+        )
         self.in_data = False
         self.transcript: list[tuple[bytes, list[bytes]]] = []
-        setup = {"fresh": [],
-                 "transaction": [b"EHLO c.example", b"MAIL FROM:<a@b.example>", b"RCPT TO:<alice@example.com>"],
-                 "authenticated": [b"EHLO c.example", b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHNlY3JldA=="]}[state]
+        setup = {
+            "fresh": [],
+            "transaction": [
+                b"EHLO c.example",
+                b"MAIL FROM:<a@b.example>",
+                b"RCPT TO:<alice@example.com>",
+            ],
+            "authenticated": [
+                b"EHLO c.example",
+                b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHNlY3JldA==",
+            ],
+        }[state]
         self._seen = len(self.h.transport.value())
         for line in setup:
             replies = self.send(line)
             assert replies[-1][:1] in b"23", (line, replies)
 
     def _replies(self) -> list[bytes]:
-        out = self.h.transport.value()[self._seen:]
+        out = self.h.transport.value()[self._seen :]
         self._seen += len(out)
         return [x for x in out.split(b"\r\n") if x]
 
@@ -135,8 +148,14 @@ class IMAPDriver:
         from tests.protocols.test_imap_support import MULTIPART, Client, World
 
         self.watch = watch
-        self.world = World({"auth.fail_delays": [1], "auth.max_failures": 1000,
-                            "imap.max_command_length": 8192, "imap.max_literal": 1024 * 1024})
+        self.world = World(
+            {
+                "auth.fail_delays": [1],
+                "auth.max_failures": 1000,
+                "imap.max_command_length": 8192,
+                "imap.max_literal": 1024 * 1024,
+            }
+        )
         self.world.deliver("alice@example.com")
         self.world.deliver("alice@example.com", MULTIPART)
         self.client = Client(self.world, factory=self.world.factory(allow_plain=True))
@@ -199,18 +218,22 @@ class IMAPDriver:
     def check(self, tag: bytes, lines: list[bytes]) -> None:
         finals = []
         for line in lines:
-            assert b"SERVERBUG" not in line, f"server bug answering {self.transcript[-1][0]!r}: {line!r}"
+            assert b"SERVERBUG" not in line, (
+                f"server bug answering {self.transcript[-1][0]!r}: {line!r}"
+            )
             if line.startswith((b"* ", b"+ ")) or line == b"+":
                 continue
             t, _, rest = line.partition(b" ")
-            assert t == tag and rest[:3] in (b"OK ", b"NO ", b"BAD") , \
+            assert t == tag and rest[:3] in (b"OK ", b"NO ", b"BAD"), (
                 f"stray line {line!r} answering {self.transcript[-1][0]!r}"
+            )
             finals.append(line)
         untagged_bad = [x for x in lines if x.startswith(b"* BAD")]
         if self.closed:
             assert len(finals) <= 1, lines
-            assert finals or any(x.startswith(b"* BYE") for x in lines) or untagged_bad, \
+            assert finals or any(x.startswith(b"* BYE") for x in lines) or untagged_bad, (
                 f"connection closed without a word after {self.transcript[-1][0]!r}: {lines!r}"
+            )
         elif not finals:
             # A line the server cannot even take a tag from is answered "* BAD" (RFC 3501 §7.1.5).
             assert untagged_bad, f"no reply to {self.transcript[-1][0]!r}: {lines!r}"
@@ -246,8 +269,15 @@ class POP3Driver:
         self.clock = task.Clock()
         settings = SettingsHolder(Settings({"auth.fail_delays": [1], "auth.max_failures": 1000}))
         listener = ListenerSpec("pop3", 110, "127.0.0.1", "starttls", allow_plain_auth=True)
-        self.factory = POP3Factory(listener, settings, portal, lambda: None, "mail.example.com",
-                                   clock=self.clock, penalty=AuthPenalty(self.clock, settings))
+        self.factory = POP3Factory(
+            listener,
+            settings,
+            portal,
+            lambda: None,
+            "mail.example.com",
+            clock=self.clock,
+            penalty=AuthPenalty(self.clock, settings),
+        )
         deliver(base, "alice", b"Subject: one\r\n\r\nline\r\n.dot\r\n")
         deliver(base, "alice", b"Subject: two\n\nbare lf\n")
         self.proto = self.factory.buildProtocol(None)
@@ -286,10 +316,12 @@ class POP3Driver:
         if rest:
             # Only a multi-line answer may follow, ended by "." (RFC 1939 §3).
             verb = line.split(b" ", 1)[0].upper()
-            assert first.startswith(b"+OK") and rest.endswith(b".\r\n"), \
+            assert first.startswith(b"+OK") and rest.endswith(b".\r\n"), (
                 f"more than one reply to {line[:80]!r}: {out[:300]!r}"
-            assert verb in (b"CAPA", b"LIST", b"UIDL", b"RETR", b"TOP", b"AUTH"), \
+            )
+            assert verb in (b"CAPA", b"LIST", b"UIDL", b"RETR", b"TOP", b"AUTH"), (
                 f"multi-line answer to {line[:80]!r}"
+            )
             body = rest[:-3].split(b"\r\n")
             assert not any(x == b"." for x in body), f"unstuffed '.' line in {out[:300]!r}"
         if self.tr.disconnecting:

@@ -21,9 +21,15 @@ from tests.fuzz.grammar import POP3_COMMAND, SMTP_COMMAND, imap_commands
 from tests.fuzz.watch import Watch
 
 # CGTWIST_FUZZ_EXAMPLES=2000 for a longer hunt on a quiet machine; CI keeps the default.
-FUZZ = settings(max_examples=int(os.environ.get("CGTWIST_FUZZ_EXAMPLES", "40")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=int(os.environ.get("CGTWIST_FUZZ_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 def drive(make: Any, state: str, units: list[Any]) -> None:

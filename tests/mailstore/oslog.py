@@ -22,7 +22,9 @@ Event = tuple[Any, ...]
 class OsLog:
     def __init__(self, testcase: unittest.TestCase) -> None:
         self.events: list[Event] = []
-        real = {n: getattr(os, n) for n in ("mkdir", "link", "rename", "replace", "unlink", "fsync")}
+        real = {
+            n: getattr(os, n) for n in ("mkdir", "link", "rename", "replace", "unlink", "fsync")
+        }
 
         def dir_ino(path: str, dir_fd: Optional[int] = None) -> int:
             parent = os.path.dirname(path) or "."
@@ -30,13 +32,27 @@ class OsLog:
 
         def mkdir(path: str, mode: int = 0o777, *, dir_fd: Optional[int] = None) -> None:
             real["mkdir"](path, mode, dir_fd=dir_fd)
-            self.events.append(("name", "mkdir", dir_ino(path, dir_fd), os.path.basename(path),
-                                os.stat(path, dir_fd=dir_fd).st_ino))
+            self.events.append(
+                (
+                    "name",
+                    "mkdir",
+                    dir_ino(path, dir_fd),
+                    os.path.basename(path),
+                    os.stat(path, dir_fd=dir_fd).st_ino,
+                )
+            )
 
         def link(src: Any, dst: str, **kw: Any) -> None:
             real["link"](src, dst, **kw)
-            self.events.append(("name", "link", dir_ino(dst, kw.get("dst_dir_fd")),
-                                os.path.basename(dst), os.stat(dst).st_ino))
+            self.events.append(
+                (
+                    "name",
+                    "link",
+                    dir_ino(dst, kw.get("dst_dir_fd")),
+                    os.path.basename(dst),
+                    os.stat(dst).st_ino,
+                )
+            )
 
         def renamer(op: str) -> Any:
             def rename(src: str, dst: str, **kw: Any) -> None:
@@ -45,6 +61,7 @@ class OsLog:
                 real[op](src, dst, **kw)
                 self.events.append(("unname", op, src_dir, os.path.basename(src), ino))
                 self.events.append(("name", op, dir_ino(dst), os.path.basename(dst), ino))
+
             return rename
 
         def unlink(path: str, *, dir_fd: Optional[int] = None) -> None:
@@ -76,7 +93,7 @@ class OsLog:
         return self.events.index(("mark", label))
 
     def _synced(self, ino: int, start: int, end: int) -> bool:
-        return any(e[0] == "fsync" and e[2] == ino for e in self.events[start + 1:end])
+        return any(e[0] == "fsync" and e[2] == ino for e in self.events[start + 1 : end])
 
     def last_name(self, path: str, end: Optional[int] = None) -> int:
         """Index of the event that last made the name ``path`` before ``end``."""

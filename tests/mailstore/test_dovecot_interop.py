@@ -49,7 +49,12 @@ class DovecotInteropTests(unittest.TestCase):
             for root, dirs, files in os.walk(os.path.dirname(md)):
                 for n in [root] + [os.path.join(root, x) for x in dirs + files]:
                     os.chown(n, nobody.pw_uid, nobody.pw_gid)
-            cmd = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"] + cmd
+            cmd = [
+                "setpriv",
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+            ] + cmd
             env["USER"] = "nobody"
         else:
             env["USER"] = pwd.getpwuid(os.geteuid()).pw_name
@@ -71,14 +76,24 @@ class DovecotInteropTests(unittest.TestCase):
         [box] = boxes
         box.store(imap4.MessageSet(1), ["\\Seen", "$Junk"], 1, False)
         box.store(imap4.MessageSet(2), ["\\Answered", "\\Flagged"], 1, False)
-        out = self.dovecot(md, b'a LIST "" "*"\r\nb SELECT INBOX\r\n'
-                               b"c FETCH 1:* (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n"
-                               b"d LOGOUT\r\n")
+        out = self.dovecot(
+            md,
+            b'a LIST "" "*"\r\nb SELECT INBOX\r\n'
+            b"c FETCH 1:* (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n"
+            b"d LOGOUT\r\n",
+        )
         self.assertIn("Caf&AOk-", out)
-        self.assertIn("\\Sent) \".\" Sent", out)
+        self.assertIn('\\Sent) "." Sent', out)
         self.assertIn("* 2 EXISTS", out)
-        lines = {ln.split(" ")[1]: ln for ln in out.split("\r\n") if ln.startswith("* ") and " FETCH " in ln}
-        flags = {n: set(ln.split("FLAGS (")[1].split(")")[0].split()) - {"\\Recent"} for n, ln in lines.items()}
+        lines = {
+            ln.split(" ")[1]: ln
+            for ln in out.split("\r\n")
+            if ln.startswith("* ") and " FETCH " in ln
+        }
+        flags = {
+            n: set(ln.split("FLAGS (")[1].split(")")[0].split()) - {"\\Recent"}
+            for n, ln in lines.items()
+        }
         self.assertEqual(flags, {"1": {"\\Seen", "$Junk"}, "2": {"\\Answered", "\\Flagged"}})
         self.assertIn("Subject: first", out)
         crlf_size = len(b"Subject: second\r\nX: lf\r\n\r\ntwo\r\n")  # the file has bare LF
@@ -90,10 +105,13 @@ class DovecotInteropTests(unittest.TestCase):
         home = os.path.abspath(self.mktemp())
         md = os.path.join(home, "Maildir")
         os.makedirs(md)
-        out = self.dovecot(md, b"a CREATE Work\r\n"
-                               b"b APPEND INBOX (\\Seen $Label1) {21}\r\nSubject: one\r\n\r\nbody\r\n"
-                               b"c APPEND INBOX (\\Flagged) {21}\r\nSubject: two\r\n\r\nbody\r\n"
-                               b"d SELECT INBOX\r\ne LOGOUT\r\n")
+        out = self.dovecot(
+            md,
+            b"a CREATE Work\r\n"
+            b"b APPEND INBOX (\\Seen $Label1) {21}\r\nSubject: one\r\n\r\nbody\r\n"
+            b"c APPEND INBOX (\\Flagged) {21}\r\nSubject: two\r\n\r\nbody\r\n"
+            b"d SELECT INBOX\r\ne LOGOUT\r\n",
+        )
         self.assertIn("b OK", out)
         uidvalidity = int(out.split("[UIDVALIDITY ")[1].split("]")[0])
         account = MaildirAccount(md, "a@example.com", MailboxNotifier())

@@ -51,8 +51,10 @@ class SelectMoveTests(StoreTestBase):
             made = log.last_name(os.path.join(self.md, "cur", name))
             ino = log.events[made][4]
             removed = next(i for i, e in gone if e[4] == ino)
-            self.assertTrue(any(e == ("fsync", "dir", cur_ino) for e in log.events[made:removed]),
-                            f"{name} left new/ before its cur/ name was durable")
+            self.assertTrue(
+                any(e == ("fsync", "dir", cur_ino) for e in log.events[made:removed]),
+                f"{name} left new/ before its cur/ name was durable",
+            )
         last_removal = max(i for i, _ in gone)
         self.assertIn(("fsync", "dir", new_ino), log.events[last_removal:end])
         syncs = [e for e in log.events[:end] if e[0] == "fsync" and e[2] in (new_ino, cur_ino)]
@@ -89,12 +91,16 @@ class SelectMoveTests(StoreTestBase):
         log = OsLog(self)
         self.select()
         log.mark("selected")
-        self.assertTrue(log.durable_by(os.path.join(self.md, uidlist.UIDLIST_FILE), log.at("selected")))
+        self.assertTrue(
+            log.durable_by(os.path.join(self.md, uidlist.UIDLIST_FILE), log.at("selected"))
+        )
 
 
 class WriterTests(StoreTestBase):
     def cur(self, folder: str = "INBOX") -> str:
-        return os.path.join(self.md if folder == "INBOX" else os.path.join(self.md, "." + folder), "cur")
+        return os.path.join(
+            self.md if folder == "INBOX" else os.path.join(self.md, "." + folder), "cur"
+        )
 
     def assert_cur_durable(self, log: OsLog, folder: str, end: int) -> None:
         for name in os.listdir(self.cur(folder)):
@@ -107,7 +113,11 @@ class WriterTests(StoreTestBase):
         log = OsLog(self)
         times: list[tuple[str, object]] = []
         real_utime = os.utime
-        self.patch(os, "utime", lambda p, t=None, **kw: (times.append(("utime", p)), real_utime(p, t, **kw))[1])
+        self.patch(
+            os,
+            "utime",
+            lambda p, t=None, **kw: (times.append(("utime", p)), real_utime(p, t, **kw))[1],
+        )
         os_fsync = os.fsync  # OsLog's, which calls the real one
         self.patch(os, "fsync", lambda fd: (times.append(("fsync", fd)), os_fsync(fd))[1])
         result(box.append(msg("a"), ["\\Seen"], "17-Jul-1996 02:44:25 -0700"))
@@ -141,7 +151,9 @@ class WriterTests(StoreTestBase):
         log = OsLog(self)
         result(box.move_uids([1, 2], trash))
         inbox_cur = os.stat(self.cur()).st_ino
-        first_unlink = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == inbox_cur)
+        first_unlink = next(
+            i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == inbox_cur
+        )
         self.assertTrue(log.links_counted(first_unlink))
         self.assert_cur_durable(log, "Trash", first_unlink)
 
@@ -178,7 +190,7 @@ class WriterTests(StoreTestBase):
         # (The link count, 2 until the unlink, need not be: see maildir.move_to_cur.)
         self.assertTrue(log.durable_by(os.path.join(self.cur(), name), gone, count=False))
         self.assertLess(made, gone)
-        self.assertIn(("fsync", "dir", new_ino), log.events[gone:log.at("ok")])
+        self.assertIn(("fsync", "dir", new_ino), log.events[gone : log.at("ok")])
 
     def test_expunge_never_resurrects_under_a_new_uid(self) -> None:
         """EXPUNGE makes each removal durable (in new/ as in cur/) before the uidlist forgets
@@ -224,8 +236,15 @@ class FlagTestBase(StoreTestBase):
         for u, e in enumerate(log.events):
             if e[0] != "unname" or e[2] != cur_ino:
                 continue
-            made = max((i for i, x in enumerate(log.events[:u]) if x[0] == "name" and x[4] == e[4]), default=-1)
-            self.assertIn(("fsync", "dir", cur_ino), log.events[made + 1:u], f"{e[3]} went before its twin was durable")
+            made = max(
+                (i for i, x in enumerate(log.events[:u]) if x[0] == "name" and x[4] == e[4]),
+                default=-1,
+            )
+            self.assertIn(
+                ("fsync", "dir", cur_ino),
+                log.events[made + 1 : u],
+                f"{e[3]} went before its twin was durable",
+            )
 
 
 class StoreFlagTests(FlagTestBase):
@@ -241,8 +260,10 @@ class StoreFlagTests(FlagTestBase):
         log = OsLog(self)
         got = result(box.store(imap4.MessageSet(1, 3), ["\\Seen", "\\Flagged"], 1, False))
         log.mark("ok")
-        self.assertEqual({m: set(f) for m, f in got.items()}, {i: {"\\Seen", "\\Flagged"} for i in (1, 2, 3)})
-        self.assertEqual([e for e in log.events[:log.at("ok")] if e[0] in ("fsync", "unname")], [])
+        self.assertEqual(
+            {m: set(f) for m, f in got.items()}, {i: {"\\Seen", "\\Flagged"} for i in (1, 2, 3)}
+        )
+        self.assertEqual([e for e in log.events[: log.at("ok")] if e[0] in ("fsync", "unname")], [])
         self.assertEqual(len(self.listing()), 6)
         self.assertTrue(set(before) <= set(self.listing()))
         self.clock.advance(folder.STALE_LINGER)
@@ -304,9 +325,13 @@ class StoreFlagTests(FlagTestBase):
         self.assertEqual(len(self.listing()), 1)
         # Every name of the message is gone durably at the OK.
         cur_ino = os.stat(self.cur()).st_ino
-        gone = [i for i, e in enumerate(log.events[:log.at("ok")]) if e[0] == "unname" and e[2] == cur_ino]
+        gone = [
+            i
+            for i, e in enumerate(log.events[: log.at("ok")])
+            if e[0] == "unname" and e[2] == cur_ino
+        ]
         self.assertEqual(len(gone), 2)
-        self.assertIn(("fsync", "dir", cur_ino), log.events[max(gone):log.at("ok")])
+        self.assertIn(("fsync", "dir", cur_ino), log.events[max(gone) : log.at("ok")])
 
     def test_close_and_shutdown_run_the_batch(self) -> None:
         """The last session leaving a folder, and the notifier's flush at shutdown, remove
@@ -409,7 +434,11 @@ class DuplicateNameTests(FlagTestBase):
             self.assertEqual((self.uids(box), set(box.message(1).getFlags())), ([1], set()))
             result(box.folder.refresh(force=True))
         self.assertEqual(self.listing(), sorted([name, other]))
-        warned = [e for e in events if other in str(e.get("file")) and "different file" in e.get("log_format", "")]
+        warned = [
+            e
+            for e in events
+            if other in str(e.get("file")) and "different file" in e.get("log_format", "")
+        ]
         self.assertEqual(len(warned), 2)  # once per process (each restart here is one)
 
 
@@ -510,10 +539,9 @@ class FolderOperationTests(StoreTestBase):
         log.mark("ok")
         md_ino = os.stat(self.md).st_ino
         gone = next(i for i, e in enumerate(log.events) if e[0] == "unname" and e[2] == md_ino)
-        self.assertIn(("fsync", "dir", md_ino), log.events[gone:log.at("ok")])
+        self.assertIn(("fsync", "dir", md_ino), log.events[gone : log.at("ok")])
         self.assertEqual(self.outside, [])
         self.assertFalse(self.account.exists("Old"))
-
 
 
 class QueuedNotifier(MailboxNotifier):
@@ -557,6 +585,7 @@ class SubscriptionTests(StoreTestBase):
     def test_failed_write_fails_subscribe(self) -> None:
         """A subscriptions file that cannot be made durable (EIO) fails SUBSCRIBE instead of
         answering OK for a change a restart would not know."""
+
         def eio(path: str) -> None:
             raise OSError(5, "Input/output error")
 

@@ -58,7 +58,9 @@ class WildcardPatternTests(unittest.TestCase):
                 assert acct.listMailboxes("", pattern) == [], pattern
             print("done")
         """)
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
         self.assertEqual(out.stdout.strip(), "done", out.stderr)
 
 
@@ -79,9 +81,13 @@ class ListSubscribedTests(unittest.TestCase):
         self.account.subscribe("T/a")
         self.account.subscribe("T/b/c")
         self.account.subscribe("T/d/e")
-        self.assertEqual(self.lsub("T/%"), {"T/a": [], "T/b": ["\\Noselect"], "T/d": ["\\Noselect"]})
-        self.assertEqual(self.lsub("*"), {n: [] for n in ("INBOX", "Sent", "Drafts", "Trash", "Junk",
-                                                         "T/a", "T/b/c", "T/d/e")})
+        self.assertEqual(
+            self.lsub("T/%"), {"T/a": [], "T/b": ["\\Noselect"], "T/d": ["\\Noselect"]}
+        )
+        self.assertEqual(
+            self.lsub("*"),
+            {n: [] for n in ("INBOX", "Sent", "Drafts", "Trash", "Junk", "T/a", "T/b/c", "T/d/e")},
+        )
 
     def test_subscribed_parent_is_plain_and_gone_folders_stay(self) -> None:
         """A subscribed parent is listed as itself; a subscription outlives its folder."""

@@ -38,4 +38,6 @@ class LocalContractTests(unittest.TestCase):
         notifier.mailbox_changed("A@example.com", "INBOX")
         self.assertEqual(seen, [1])
         [(_seq, m)] = box.fetch(imap4.MessageSet(1), False)
-        self.assertEqual((m.getSize(), m.open().read(), m.getFlags()), (len(data), data, ["\\Recent"]))
+        self.assertEqual(
+            (m.getSize(), m.open().read(), m.getFlags()), (len(data), data, ["\\Recent"])
+        )

@@ -13,9 +13,16 @@ from tests.mailstore.oslog import OsLog
 
 
 class FileNameTests(unittest.TestCase):
-    @given(st.text(alphabet=st.characters(blacklist_characters=":/\x00", min_codepoint=33, max_codepoint=126),
-                   min_size=1, max_size=40),
-           st.sets(st.sampled_from("DFPRSTabcz")))
+    @given(
+        st.text(
+            alphabet=st.characters(
+                blacklist_characters=":/\x00", min_codepoint=33, max_codepoint=126
+            ),
+            min_size=1,
+            max_size=40,
+        ),
+        st.sets(st.sampled_from("DFPRSTabcz")),
+    )
     def test_flags_roundtrip(self, key: str, letters: set[str]) -> None:
         """Any key with any set of info letters reads back as written, letters sorted (maildir(5))."""
         name = maildir.join_name(key, letters)
@@ -29,8 +36,10 @@ class FileNameTests(unittest.TestCase):
 
     def test_dovecot_names(self) -> None:
         """Dovecot's S=/W= fields stay in the key; its extra info fields are not flags."""
-        self.assertEqual(maildir.split_name("1035478339.27041_118.foo.org,S=1000,W=1030:2,S"),
-                         ("1035478339.27041_118.foo.org,S=1000,W=1030", "S"))
+        self.assertEqual(
+            maildir.split_name("1035478339.27041_118.foo.org,S=1000,W=1030:2,S"),
+            ("1035478339.27041_118.foo.org,S=1000,W=1030", "S"),
+        )
         self.assertEqual(maildir.split_name("k:2,FS,xyz"), ("k", "FS"))
         self.assertEqual(maildir.split_name("k:1,experimental"), ("k", ""))
 
@@ -52,8 +61,10 @@ class MeasureTests(unittest.TestCase):
         """A CRLF message: size is the file size, body offset after the blank line."""
         data = b"Subject: x\r\nFrom: a@b\r\n\r\nbody\r\nmore\r\n"
         m = maildir.measure(self.write(data))
-        self.assertEqual((m.size, m.crlf, m.body_offset, m.body_size, m.body_lines),
-                         (len(data), True, data.index(b"body"), 12, 2))
+        self.assertEqual(
+            (m.size, m.crlf, m.body_offset, m.body_size, m.body_lines),
+            (len(data), True, data.index(b"body"), 12, 2),
+        )
         self.assertEqual(m.headers, {"subject": "x", "from": "a@b"})
 
     def test_mixed_and_folded(self) -> None:
@@ -70,7 +81,7 @@ class MeasureTests(unittest.TestCase):
         path = self.write(data)
         m = maildir.measure(path)
         self.assertEqual(m.size, len(maildir.to_crlf(data)))
-        body = maildir.to_crlf(data[maildir.split_header(data):])
+        body = maildir.to_crlf(data[maildir.split_header(data) :])
         self.assertEqual(m.body_size, len(body))
         lines = 0 if not body else len(body.split(b"\r\n")) - (1 if body.endswith(b"\r\n") else 0)
         self.assertEqual(m.body_lines, lines)
@@ -136,8 +147,12 @@ class HeaderFieldTests(unittest.TestCase):
         every instance) read a header block the same way: folding kept, bad lines skipped."""
         from cgtwist.mailstore.message import header_instances
 
-        block = (b"Received: a\r\n\tfolded\r\nX-Bad line\r\n continued\r\nSubject : no\r\n"
-                 b"received: b\r\nSubject: hi\r\n\r\nbody: not a field\r\n")
-        self.assertEqual(maildir.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "hi"})
+        block = (
+            b"Received: a\r\n\tfolded\r\nX-Bad line\r\n continued\r\nSubject : no\r\n"
+            b"received: b\r\nSubject: hi\r\n\r\nbody: not a field\r\n"
+        )
+        self.assertEqual(
+            maildir.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "hi"}
+        )
         self.assertEqual(header_instances(block, "received"), ["a\r\n\tfolded", "b"])
         self.assertEqual(header_instances(block, "body"), [])

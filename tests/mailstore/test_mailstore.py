@@ -16,7 +16,9 @@ from cgtwist.mailstore.uidlist import UIDLIST_FILE
 
 
 def msg(subject: str, body: str = "hello") -> bytes:
-    return f"From: a@example.com\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
+    return (
+        f"From: a@example.com\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
+    )
 
 
 def deliver(md: str, data: bytes) -> str:
@@ -72,7 +74,9 @@ class StoreTestBase(unittest.TestCase):
         self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
         return self.account
 
-    def select(self, name: str = "INBOX", rw: bool = True, account: MaildirAccount | None = None) -> MaildirMailbox:
+    def select(
+        self, name: str = "INBOX", rw: bool = True, account: MaildirAccount | None = None
+    ) -> MaildirMailbox:
         box = result((account or self.account).select(name, rw))
         assert box is not None
         return box
@@ -123,8 +127,10 @@ class UIDTests(StoreTestBase):
         a = deliver(self.md, msg("a"))
         b = deliver(self.md, msg("b"))
         with open(os.path.join(self.md, "dovecot-uidlist"), "w") as f:
-            f.write(f"3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n"
-                    f"25006 :{a}:2,S\n25017 W2481 :{b}\n")
+            f.write(
+                f"3 V1275660208 N25022 G3085f01b7f11094c501100008c4a11c1\n"
+                f"25006 :{a}:2,S\n25017 W2481 :{b}\n"
+            )
         box = self.select()
         self.assertEqual(box.getUIDValidity(), 1275660208)
         self.assertEqual(self.uids(box), [25006, 25017])
@@ -231,7 +237,9 @@ class FlagTests(StoreTestBase):
         deliver(self.md, msg("x"))
         box = self.select(rw=False)
         self.assertEqual(len(os.listdir(os.path.join(self.md, "new"))), 1)
-        self.assertRaises(imap4.ReadOnlyMailbox, result, box.store(imap4.MessageSet(1), ["\\Seen"], 1, False))
+        self.assertRaises(
+            imap4.ReadOnlyMailbox, result, box.store(imap4.MessageSet(1), ["\\Seen"], 1, False)
+        )
 
 
 class ConcurrencyTests(StoreTestBase):
@@ -406,8 +414,10 @@ class ConcurrencyTests(StoreTestBase):
         deliver(self.md, msg("b"))
         box = self.select(rw=False)
         st = box.requestStatus(["MESSAGES", "UNSEEN", "UIDNEXT", "RECENT", "UIDVALIDITY", "bogus"])
-        self.assertEqual({k: v for k, v in st.items() if k != "UIDVALIDITY"},
-                         {"MESSAGES": 2, "UNSEEN": 2, "UIDNEXT": 3, "RECENT": 2})
+        self.assertEqual(
+            {k: v for k, v in st.items() if k != "UIDVALIDITY"},
+            {"MESSAGES": 2, "UNSEEN": 2, "UIDNEXT": 3, "RECENT": 2},
+        )
 
     def test_idle_folders_kept_within_bounds(self) -> None:
         """Folders nobody has open stay loaded for the next session, but only up to a bound."""
@@ -474,7 +484,9 @@ class ThreadedConsistencyTests(StoreTestBase):
             self.assertEqual(len(appended), len(set(appended)))
             mine = {u: folder.flags_of(e) for u, e in folder.entries.items()}
             fresh = self.select(account=self.reopen())
-            self.assertEqual({u: fresh.folder.flags_of(e) for u, e in fresh.folder.entries.items()}, mine)
+            self.assertEqual(
+                {u: fresh.folder.flags_of(e) for u, e in fresh.folder.entries.items()}, mine
+            )
             self.assertEqual(fresh.getUIDNext(), folder.uidnext)
             for b in boxes:
                 b.sync(True)
@@ -514,14 +526,18 @@ class MessageTests(StoreTestBase):
 
     def test_multipart(self) -> None:
         """MIME parts are reachable for BODY[1] and BODYSTRUCTURE."""
-        raw = (b"Subject: mp\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
-               b"--XX\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--XX\r\nContent-Type: text/html\r\n\r\n<b>2</b>\r\n--XX--\r\n")
+        raw = (
+            b"Subject: mp\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+            b"--XX\r\nContent-Type: text/plain\r\n\r\nfirst\r\n--XX\r\nContent-Type: text/html\r\n\r\n<b>2</b>\r\n--XX--\r\n"
+        )
         deliver(self.md, raw)
         box = self.select()
         [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
         self.assertTrue(m.isMultipart())
         self.assertEqual(m.getSubPart(1).getBodyFile().read(), b"<b>2</b>")
-        self.assertEqual(m.getSubPart(0).getHeaders(False, "content-type"), {"content-type": "text/plain"})
+        self.assertEqual(
+            m.getSubPart(0).getHeaders(False, "content-type"), {"content-type": "text/plain"}
+        )
         self.assertRaises(IndexError, m.getSubPart, 5)
 
     def test_copy_follows_renamed_source(self) -> None:
@@ -696,8 +712,19 @@ class FolderTests(StoreTestBase):
         adm = os.path.join(self.base, "Domains", "example.com", "adm", "Maildir")
         provision(adm)
         before = sorted(os.listdir(os.path.dirname(self.md)))
-        tricks = ["..", "../adm", "../../adm/Maildir", "/etc", ".hidden", "a\x00b",
-                  b"&AC4-&AC4-", b"&AC8-etc", "INBOX/../../adm", "~root", "a//b"]
+        tricks = [
+            "..",
+            "../adm",
+            "../../adm/Maildir",
+            "/etc",
+            ".hidden",
+            "a\x00b",
+            b"&AC4-&AC4-",
+            b"&AC8-etc",
+            "INBOX/../../adm",
+            "~root",
+            "a//b",
+        ]
         for t in tricks:
             self.assertIsNone(result(self.account.select(t)), t)
             self.assertRaises(MailboxError, self.account.create, t)

@@ -54,9 +54,28 @@ class FolderPathTests(unittest.TestCase):
     def test_traversal_refused(self) -> None:
         """Names that try to leave the Maildir are refused: '..', '../other', '/etc', '.hidden',
         NUL, CR/LF, wildcards, '~root', empty levels, decoded '.'/'..' components."""
-        for bad in ["..", "../other", "a/../../b", "/etc", "/abs", ".hidden", "a/.hidden", ".",
-                    "INBOX/../../etc", "~root", "a\x00b", "a\r\nb", "%", "*", "a//b", "",
-                    "x" * 300, "../adm/Maildir", "a/..", "\\..\\x"]:
+        for bad in [
+            "..",
+            "../other",
+            "a/../../b",
+            "/etc",
+            "/abs",
+            ".hidden",
+            "a/.hidden",
+            ".",
+            "INBOX/../../etc",
+            "~root",
+            "a\x00b",
+            "a\r\nb",
+            "%",
+            "*",
+            "a//b",
+            "",
+            "x" * 300,
+            "../adm/Maildir",
+            "a/..",
+            "\\..\\x",
+        ]:
             self.assertRaises(MailboxNameError, names.folder_path, self.md, bad)
         # the same through the wire form
         for bad in [b"&AC4-", b"&AC4AL-", b"..", b"&AC8-etc"]:

@@ -16,9 +16,12 @@ class StockServerTests(unittest.TestCase):
     def setUp(self) -> None:
         self.md = os.path.join(os.path.abspath(self.mktemp()), "Maildir")
         provision(self.md)
-        maildir.deliver(self.md, b"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\n"
-                                 b"Subject: hello\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nHi Bob\r\n",
-                        to_new=True)
+        maildir.deliver(
+            self.md,
+            b"From: Ann <ann@example.com>\r\nTo: bob@example.com\r\n"
+            b"Subject: hello\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nHi Bob\r\n",
+            to_new=True,
+        )
         self.account = MaildirAccount(self.md, "bob@example.com", MailboxNotifier())
         self.server = imap4.IMAP4Server()
         self.clock = task.Clock()
@@ -57,8 +60,13 @@ class StockServerTests(unittest.TestCase):
         self.assertIn(b"b OK", out)
         self.assertIn(b"FLAGS (\\Seen \\Recent)", self.cmd(b"c STORE 1 +FLAGS (\\Seen)"))
         self.assertIn(b"d OK", self.cmd(b"d COPY 1 Trash"))
-        self.assertIn(b"* 1 EXPUNGE", self.cmd(b"e STORE 1 +FLAGS.SILENT (\\Deleted)") + self.cmd(b"f EXPUNGE"))
+        self.assertIn(
+            b"* 1 EXPUNGE",
+            self.cmd(b"e STORE 1 +FLAGS.SILENT (\\Deleted)") + self.cmd(b"f EXPUNGE"),
+        )
         self.assertIn(b'(\\HasNoChildren \\Trash) "/" "Trash"', self.cmd(b'g LIST "" *'))
-        self.assertIn(b"STATUS Trash (MESSAGES 1 UNSEEN 0)", self.cmd(b"h STATUS Trash (MESSAGES UNSEEN)"))
+        self.assertIn(
+            b"STATUS Trash (MESSAGES 1 UNSEEN 0)", self.cmd(b"h STATUS Trash (MESSAGES UNSEEN)")
+        )
         self.assertIn(b"i OK", self.cmd(b"i CREATE Work/Projects"))
         self.assertIn(b"Work/Projects", self.cmd(b'j LIST "" Work/*'))

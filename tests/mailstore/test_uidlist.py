@@ -21,8 +21,13 @@ class UidListTests(unittest.TestCase):
         with open(os.path.join(self.dir, uidlist.UIDLIST_FILE), "w") as f:
             f.write(text)
 
-    @given(st.dictionaries(st.text(min_size=1, max_size=30).filter(lambda k: "\x00" not in k),
-                           st.integers(1, 1000), max_size=20))
+    @given(
+        st.dictionaries(
+            st.text(min_size=1, max_size=30).filter(lambda k: "\x00" not in k),
+            st.integers(1, 1000),
+            max_size=20,
+        )
+    )
     def test_roundtrip(self, mapping: dict[str, int]) -> None:
         """Any file names (spaces, newlines, '%') and UIDs read back exactly as saved."""
         uids = {k: i + 1 for i, k in enumerate(mapping)}
@@ -34,9 +39,16 @@ class UidListTests(unittest.TestCase):
     def test_untrustworthy_files(self) -> None:
         """Missing, garbled, or inconsistent lists (UID twice, UID >= UIDNEXT) mean: rebuild."""
         self.assertIsNone(uidlist.load(self.dir))
-        for text in ["", "garbage", "cgtwist-uidlist 1 V0 N1\n", "cgtwist-uidlist 1 V5 N3\n3 a\n",
-                     "cgtwist-uidlist 1 V5 N9\n1 a\n1 b\n", "cgtwist-uidlist 1 V5 N9\nx a\n",
-                     "cgtwist-uidlist 1 N9\n", "cgtwist-uidlist 2 V5 N9\n"]:
+        for text in [
+            "",
+            "garbage",
+            "cgtwist-uidlist 1 V0 N1\n",
+            "cgtwist-uidlist 1 V5 N3\n3 a\n",
+            "cgtwist-uidlist 1 V5 N9\n1 a\n1 b\n",
+            "cgtwist-uidlist 1 V5 N9\nx a\n",
+            "cgtwist-uidlist 1 N9\n",
+            "cgtwist-uidlist 2 V5 N9\n",
+        ]:
             self.write(text)
             self.assertIsNone(uidlist.load(self.dir), text)
 

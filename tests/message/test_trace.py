@@ -12,9 +12,19 @@ from twisted.trial import unittest
 from cgtwist.message.trace import received_header, safe_header_line, sanitize, with_protocol
 
 
-def _header(helo: str = "client.example", rcpts: tuple[str, ...] = ("bob@example.com",), **kw: object) -> bytes:
-    args: dict = dict(helo=helo, peer_ip="192.0.2.1", hostname="mx.example.com", protocol="ESMTPS",
-                      msg_id="abc.1", when=1_800_000_000.0, recipients=rcpts, tls_version="TLSv1.3")
+def _header(
+    helo: str = "client.example", rcpts: tuple[str, ...] = ("bob@example.com",), **kw: object
+) -> bytes:
+    args: dict = dict(
+        helo=helo,
+        peer_ip="192.0.2.1",
+        hostname="mx.example.com",
+        protocol="ESMTPS",
+        msg_id="abc.1",
+        when=1_800_000_000.0,
+        recipients=rcpts,
+        tls_version="TLSv1.3",
+    )
     args.update(kw)
     return received_header(**args)
 
@@ -35,16 +45,29 @@ class ReceivedHeaderTests(unittest.TestCase):
 
     def test_protocol_names(self) -> None:
         """RFC 3848 protocol names tell readers whether TLS and AUTH were used."""
-        self.assertEqual([with_protocol(False, False, False), with_protocol(True, False, False),
-                          with_protocol(True, True, False), with_protocol(True, False, True),
-                          with_protocol(True, True, True)],
-                         ["SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"])
+        self.assertEqual(
+            [
+                with_protocol(False, False, False),
+                with_protocol(True, False, False),
+                with_protocol(True, True, False),
+                with_protocol(True, False, True),
+                with_protocol(True, True, True),
+            ],
+            ["SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"],
+        )
 
     def test_injection_attempts(self) -> None:
         """A hostile HELO cannot add a header line, close the comment or fake the date."""
-        for helo in ["x\r\nBcc: victim@example.com", "x\nX-Injected: 1", "x\rX-Injected: 1",
-                     "a) (b; Mon, 1 Jan 2001", 'q"\\', "é\x00\x7f", "x" * 2000,
-                     "=?UTF-8?Q?=0A?=Bcc: x"]:
+        for helo in [
+            "x\r\nBcc: victim@example.com",
+            "x\nX-Injected: 1",
+            "x\rX-Injected: 1",
+            "a) (b; Mon, 1 Jan 2001",
+            'q"\\',
+            "é\x00\x7f",
+            "x" * 2000,
+            "=?UTF-8?Q?=0A?=Bcc: x",
+        ]:
             h = _header(helo=helo)
             self.assertEqual(h.count(b"\r\n"), 4, helo)  # exactly our own folds and the end
             self.assertEqual(h.count(b"\n"), 4)
@@ -73,14 +96,27 @@ class SafeHeaderLineTests(unittest.TestCase):
     def test_safe_header_line(self) -> None:
         """Trace lines from other checks are passed only when they are exactly one header line."""
         self.assertEqual(safe_header_line(b"Received-SPF: pass (x)"), b"Received-SPF: pass (x)\r\n")
-        for bad in [b"", b"no colon", b"A: b\r\nBcc: c", b"A: b\nc", b": empty name", b"Bad Name: x",
-                    b"A: \x00"]:
+        for bad in [
+            b"",
+            b"no colon",
+            b"A: b\r\nBcc: c",
+            b"A: b\nc",
+            b": empty name",
+            b"Bad Name: x",
+            b"A: \x00",
+        ]:
             self.assertIsNone(safe_header_line(bad), bad)
 
 
 class IPv6Tests(unittest.TestCase):
     def test_ipv6_peer(self) -> None:
         """An IPv6 client is written as an RFC 5321 IPv6 address literal."""
-        h = received_header(helo="c.example", peer_ip="2001:db8::1", hostname="mx.example.com",
-                            protocol="ESMTP", msg_id="x", when=0.0)
+        h = received_header(
+            helo="c.example",
+            peer_ip="2001:db8::1",
+            hostname="mx.example.com",
+            protocol="ESMTP",
+            msg_id="x",
+            when=0.0,
+        )
         self.assertTrue(h.startswith(b"Received: from c.example ([IPv6:2001:db8::1])\r\n"))

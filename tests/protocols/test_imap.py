@@ -36,8 +36,20 @@ class CapabilityTests(unittest.TestCase):
         c = Client(self.world)
         out = c.send(b"a CAPABILITY\r\n")
         line = out.split(b"\r\n")[0].split()
-        for cap in (b"IMAP4rev1", b"LITERAL+", b"SASL-IR", b"ID", b"ENABLE", b"IDLE", b"NAMESPACE",
-                    b"UIDPLUS", b"MOVE", b"UNSELECT", b"SPECIAL-USE", b"CHILDREN"):
+        for cap in (
+            b"IMAP4rev1",
+            b"LITERAL+",
+            b"SASL-IR",
+            b"ID",
+            b"ENABLE",
+            b"IDLE",
+            b"NAMESPACE",
+            b"UIDPLUS",
+            b"MOVE",
+            b"UNSELECT",
+            b"SPECIAL-USE",
+            b"CHILDREN",
+        ):
             self.assertIn(cap, line)
         for absent in (b"CONDSTORE", b"QRESYNC", b"QUOTA", b"COMPRESS=DEFLATE", b"AUTH=LOGIN"):
             self.assertNotIn(absent, line)
@@ -101,8 +113,10 @@ class LoginPolicyTests(unittest.TestCase):
         c = Client(self.world)
         self.assertIn(b"a NO [PRIVACYREQUIRED]", c.send(b"a LOGIN alice@example.com secret\r\n"))
         self.assertEqual(c.proto.state, "unauth")
-        self.assertIn(b"b NO [PRIVACYREQUIRED]", c.send(b"b AUTHENTICATE PLAIN " +
-                                                        _plain(b"alice@example.com", b"secret") + b"\r\n"))
+        self.assertIn(
+            b"b NO [PRIVACYREQUIRED]",
+            c.send(b"b AUTHENTICATE PLAIN " + _plain(b"alice@example.com", b"secret") + b"\r\n"),
+        )
 
     def test_listener_may_allow_plaintext(self) -> None:
         """A listener configured with allow_plain_auth accepts LOGIN without TLS."""
@@ -121,7 +135,9 @@ class LoginPolicyTests(unittest.TestCase):
         self.assertTrue(_has_continuation(c.send(b"a LOGIN {17}\r\n")))
         self.assertIn(b"a OK", c.send(b'alice@example.com "secret"\r\n'))
         c2 = Client(self.world, tls="implicit")
-        self.assertIn(b"a NO", c2.send(b'a LOGIN "alice@example.com" "sec\\"ret"\r\n') + self._advance(c2))
+        self.assertIn(
+            b"a NO", c2.send(b'a LOGIN "alice@example.com" "sec\\"ret"\r\n') + self._advance(c2)
+        )
 
     def _advance(self, c: Client) -> bytes:
         self.world.clock.advance(30)
@@ -130,7 +146,10 @@ class LoginPolicyTests(unittest.TestCase):
     def test_authenticate_plain_with_and_without_initial_response(self) -> None:
         """SASL PLAIN works with SASL-IR and with a continuation; '*' cancels with BAD."""
         c = Client(self.world, tls="implicit")
-        self.assertIn(b"a OK", c.send(b"a AUTHENTICATE PLAIN " + _plain(b"alice@example.com", b"secret") + b"\r\n"))
+        self.assertIn(
+            b"a OK",
+            c.send(b"a AUTHENTICATE PLAIN " + _plain(b"alice@example.com", b"secret") + b"\r\n"),
+        )
         c2 = Client(self.world, tls="implicit")
         self.assertEqual(c2.send(b"b AUTHENTICATE PLAIN\r\n"), b"+ \r\n")
         self.assertIn(b"b OK", c2.send(_plain(b"bob@example.com", b"hunter2") + b"\r\n"))
@@ -188,6 +207,7 @@ class LoginPolicyTests(unittest.TestCase):
         def spy(creds: object, mind: object, *ifaces: object) -> object:
             seen.append(creds.username)  # type: ignore[attr-defined]
             return login(creds, mind, *ifaces)  # type: ignore[arg-type]
+
         self.world.portal.login = spy  # type: ignore[method-assign]
         c = Client(self.world, tls="implicit")
         self.assertIn(b"a OK", c.send(b"a LOGIN bob@example.com hunter2\r\n"))
@@ -197,7 +217,9 @@ class LoginPolicyTests(unittest.TestCase):
             c2.send(b"x%d LOGIN %s secret\r\n" % (n, name))
         c3 = Client(self.world, tls="implicit")
         c3.send(b"y AUTHENTICATE PLAIN " + _plain(b"Alice%Example.COM", b"pw") + b"\r\n")
-        self.assertEqual(seen, [b"bob@example.com", b"alice%example.com", b"alice", b"Alice%Example.COM"])
+        self.assertEqual(
+            seen, [b"bob@example.com", b"alice%example.com", b"alice", b"Alice%Example.COM"]
+        )
 
 
 class LiteralAndLimitTests(unittest.TestCase):
@@ -250,6 +272,7 @@ class LiteralAndLimitTests(unittest.TestCase):
         self.assertTrue(_has_continuation(self.c.send(b"a APPEND INBOX {20000}\r\n")))
         self.c.send(b"x" * 20000 + b"\r\n")
         from cgtwist.settings import Settings
+
         self.world.settings.replace(Settings({"imap.max_literal": 10000}))
         out = self.c.send(b"b APPEND INBOX {20000}\r\n")
         self.assertEqual(out, b"b NO [TOOBIG] Message too large\r\n")
@@ -358,13 +381,56 @@ class TimeoutTests(unittest.TestCase):
 
 
 _FUZZ_WORLD = World()
-_UNAUTH_COMMANDS = [c.encode() for c in ("LOGIN", "AUTHENTICATE PLAIN", "AUTHENTICATE", "STARTTLS",
-                                          "CAPABILITY", "ID", "NOOP", "SELECT", "LOGIN {5}")]
-_COMMANDS = [c.encode() for c in (
-    "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH", "SORT", "UID SORT", "THREAD",
-    "UID THREAD", "COPY", "UID COPY", "MOVE",
-    "UID MOVE", "UID EXPUNGE", "STATUS", "LIST", "LSUB", "SELECT", "EXAMINE", "CREATE", "RENAME",
-    "SUBSCRIBE", "APPEND", "ID", "ENABLE", "NAMESPACE", "CHECK", "EXPUNGE", "UNSELECT", "CLOSE")]
+_UNAUTH_COMMANDS = [
+    c.encode()
+    for c in (
+        "LOGIN",
+        "AUTHENTICATE PLAIN",
+        "AUTHENTICATE",
+        "STARTTLS",
+        "CAPABILITY",
+        "ID",
+        "NOOP",
+        "SELECT",
+        "LOGIN {5}",
+    )
+]
+_COMMANDS = [
+    c.encode()
+    for c in (
+        "FETCH",
+        "UID FETCH",
+        "STORE",
+        "UID STORE",
+        "SEARCH",
+        "UID SEARCH",
+        "SORT",
+        "UID SORT",
+        "THREAD",
+        "UID THREAD",
+        "COPY",
+        "UID COPY",
+        "MOVE",
+        "UID MOVE",
+        "UID EXPUNGE",
+        "STATUS",
+        "LIST",
+        "LSUB",
+        "SELECT",
+        "EXAMINE",
+        "CREATE",
+        "RENAME",
+        "SUBSCRIBE",
+        "APPEND",
+        "ID",
+        "ENABLE",
+        "NAMESPACE",
+        "CHECK",
+        "EXPUNGE",
+        "UNSELECT",
+        "CLOSE",
+    )
+]
 _FUZZ_WORLD.deliver("alice@example.com")
 
 
@@ -403,6 +469,7 @@ class RobustnessTests(unittest.TestCase):
 
         def broken(ref: bytes, pattern: bytes) -> None:
             raise RuntimeError("disk on fire")
+
         c.proto.account.listMailboxes = broken
         out = c.send(b'l LIST "" *\r\n')
         self.assertEqual(out, b"l NO [SERVERBUG] Internal error, try again later\r\n")
@@ -411,11 +478,22 @@ class RobustnessTests(unittest.TestCase):
         self.assertIn(b"n OK", c.send(b"n NOOP\r\n"))
 
     @settings(max_examples=400, deadline=None)
-    @given(st.lists(st.one_of(
-        st.binary(max_size=80).filter(lambda b: b"\n" not in b and b"\r" not in b),
-        st.builds(lambda c, a: c + b" " + a.encode(), st.sampled_from(_COMMANDS),
-                  st.text(alphabet='()[]<>."\\*%:,0123456789 ABCDEFHIKLMNOPRSTUVXYZ$', max_size=60))),
-        min_size=1, max_size=4))
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=80).filter(lambda b: b"\n" not in b and b"\r" not in b),
+                st.builds(
+                    lambda c, a: c + b" " + a.encode(),
+                    st.sampled_from(_COMMANDS),
+                    st.text(
+                        alphabet='()[]<>."\\*%:,0123456789 ABCDEFHIKLMNOPRSTUVXYZ$', max_size=60
+                    ),
+                ),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
     def test_random_commands_never_break_the_session(self, lines: list[bytes]) -> None:
         """Random command lines in the selected state never leak errors or wedge the session."""
         c = Client(_FUZZ_WORLD)
@@ -436,9 +514,17 @@ class RobustnessTests(unittest.TestCase):
         c.close()
 
     @settings(max_examples=300, deadline=None)
-    @given(st.lists(st.builds(lambda c, a: c + b" " + a.encode(), st.sampled_from(_UNAUTH_COMMANDS),
-                              st.text(alphabet='()"\\{}+*%0123456789 =ABCDLNPTaeilx@.', max_size=40)),
-                    min_size=1, max_size=4))
+    @given(
+        st.lists(
+            st.builds(
+                lambda c, a: c + b" " + a.encode(),
+                st.sampled_from(_UNAUTH_COMMANDS),
+                st.text(alphabet='()"\\{}+*%0123456789 =ABCDLNPTaeilx@.', max_size=40),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
     def test_random_commands_before_login(self, lines: list[bytes]) -> None:
         """Random pre-login commands (literal markers included) get tagged answers, never a hang."""
         c = Client(_FUZZ_WORLD, tls="implicit")
@@ -460,8 +546,6 @@ class RobustnessTests(unittest.TestCase):
         c.close()
 
 
-
-
 class LogoutTests(unittest.TestCase):
     def test_nothing_runs_after_logout(self) -> None:
         """Commands pipelined after LOGOUT are not executed; the server says BYE and closes."""
@@ -481,8 +565,15 @@ class SharedPenaltyTests(unittest.TestCase):
 
         world = World({"auth.fail_delays": [3]})
         penalty = AuthPenalty(world.clock, world.settings)
-        f = IMAPFactory(ListenerSpec("imap", 993, tls="implicit"), world.settings, world.portal,
-                        lambda: None, "mail.example.com", world.clock, penalty=penalty)
+        f = IMAPFactory(
+            ListenerSpec("imap", 993, tls="implicit"),
+            world.settings,
+            world.portal,
+            lambda: None,
+            "mail.example.com",
+            world.clock,
+            penalty=penalty,
+        )
         c = _Client(world, factory=f)
         self.assertEqual(c.send(b"a LOGIN alice@example.com nope\r\n"), b"")
         world.clock.advance(3)

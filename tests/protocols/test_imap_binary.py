@@ -13,14 +13,16 @@ from tests.protocols.test_imap_support import Client, World
 PAYLOAD = b"\x00\x01binary\r\nbytes\xff\x00"
 QP_TEXT = b"caf=C3=A9 =\r\nand more  \r\nline=3D2\r\n"
 
-MIME = (b"From: a@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
-        b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(PAYLOAD).replace(b"\n", b"\r\n") +
-        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-        + QP_TEXT +
-        b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n"
-        b"--b--\r\n")
+MIME = (
+    b"From: a@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.encodebytes(PAYLOAD).replace(b"\n", b"\r\n")
+    + b"--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    + QP_TEXT
+    + b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n"
+    b"--b--\r\n"
+)
 
 
 class DecodeTests(unittest.TestCase):
@@ -42,15 +44,19 @@ class DecodeTests(unittest.TestCase):
         BINARY.SIZE or a HEADER section is left for the parser to refuse."""
         pieces = imap_binary.split_items(b"UID BINARY.PEEK[1.2]<5.10> BINARY.SIZE[3] FLAGS")
         items = [p for p in pieces if isinstance(p, imap_binary.BinaryItem)]
-        self.assertEqual([(i.part, i.peek, i.size, i.partialBegin, i.partialLength) for i in items],
-                         [([0, 1], True, False, 5, 10), ([2], False, True, None, None)])
+        self.assertEqual(
+            [(i.part, i.peek, i.size, i.partialBegin, i.partialLength) for i in items],
+            [([0, 1], True, False, 5, 10), ([2], False, True, None, None)],
+        )
         for bad in (b"BINARY.SIZE[1]<0.5>", b"BINARY[1.HEADER]", b"BINARY[0]"):
             self.assertEqual(imap_binary.split_items(bad), [bad])
 
     def test_literal8_append_becomes_base64(self) -> None:
         """A binary part is stored as base64 and decodes back to the same octets."""
-        msg = (b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
-               b"Content-Transfer-Encoding: binary\r\n\r\n" + PAYLOAD)
+        msg = (
+            b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: binary\r\n\r\n" + PAYLOAD
+        )
         stored = imap_binary.binary_to_base64(msg)
         self.assertNotIn(b"\x00", stored)
         self.assertIn(b"Content-Transfer-Encoding: base64\r\n", stored)
@@ -74,7 +80,9 @@ class BinaryFetchTests(unittest.TestCase):
         """BINARY.PEEK gives the decoded octets as a literal8 (they hold NUL), BINARY.SIZE
         their count, partials cut the decoded data; none of it sets \\Seen."""
         out = self.c.send(b"f FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BINARY.PEEK[2]<0.4>)\r\n")
-        self.assertIn(b"BINARY.SIZE[1] %d BINARY[1] ~{%d}\r\n" % (len(PAYLOAD), len(PAYLOAD)) + PAYLOAD, out)
+        self.assertIn(
+            b"BINARY.SIZE[1] %d BINARY[1] ~{%d}\r\n" % (len(PAYLOAD), len(PAYLOAD)) + PAYLOAD, out
+        )
         self.assertIn(b"BINARY[2]<0> {4}\r\ncaf\xc3", out)
         self.assertIn(b"f OK", out)
         self.assertNotIn(b"\\Seen", self.c.send(b"g FETCH 1 FLAGS\r\n"))
@@ -116,15 +124,17 @@ class BinaryFetchTests(unittest.TestCase):
     def test_append_literal8(self) -> None:
         """APPEND with a literal8 ``~{n}``: BODY[1] gives base64 (no NUL), BINARY[1] the
         octets sent."""
-        msg = (b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
-               b"Content-Transfer-Encoding: binary\r\n\r\n" + PAYLOAD)
+        msg = (
+            b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: binary\r\n\r\n" + PAYLOAD
+        )
         self.assertIn(b"+ ", self.c.send(b"a APPEND INBOX ~{%d}\r\n" % len(msg)))
         self.assertIn(b"a OK [APPENDUID", self.c.send(msg + b"\r\n"))
         self.c.send(b"n NOOP\r\n")
         out = self.c.send(b"f FETCH 2 (BODY.PEEK[1] BINARY.PEEK[1])\r\n")
         m = re.search(rb"BODY\[1\] \{(\d+)\}\r\n", out)
         assert m is not None, out
-        body = out[m.end():m.end() + int(m.group(1))]
+        body = out[m.end() : m.end() + int(m.group(1))]
         self.assertNotIn(b"\x00", body)
         self.assertEqual(base64.b64decode(body), PAYLOAD)
         self.assertIn(b"BINARY[1] ~{%d}\r\n" % len(PAYLOAD) + PAYLOAD, out)

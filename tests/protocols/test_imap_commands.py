@@ -32,8 +32,14 @@ class SelectAndListTests(Base):
     def test_select_reports_counts_and_codes(self) -> None:
         """SELECT gives EXISTS, FLAGS, UIDVALIDITY, UIDNEXT, PERMANENTFLAGS and READ-WRITE."""
         out = self.c.select()
-        for part in (b"* 2 EXISTS", b"* FLAGS (", b"[UIDVALIDITY ", b"[UIDNEXT 3]", b"[PERMANENTFLAGS (",
-                     b"S1 OK [READ-WRITE]"):
+        for part in (
+            b"* 2 EXISTS",
+            b"* FLAGS (",
+            b"[UIDVALIDITY ",
+            b"[UIDNEXT 3]",
+            b"[PERMANENTFLAGS (",
+            b"S1 OK [READ-WRITE]",
+        ):
             self.assertIn(part, out)
 
     def test_examine_is_read_only(self) -> None:
@@ -100,7 +106,7 @@ class SelectAndListTests(Base):
         out = self.c.send(b'i ID ("name" "imaplib" "version" "3.11")\r\n')
         self.assertIn(b'* ID ("name" "cgtwist"', out)
         self.assertIn(b"i OK", out)
-        self.assertIn(b"j BAD", self.c.send(b"j ID (\"odd\")\r\n"))
+        self.assertIn(b"j BAD", self.c.send(b'j ID ("odd")\r\n'))
         out = self.c.send(b"e ENABLE CONDSTORE\r\n")
         self.assertIn(b"* ENABLED\r\n", out)
 
@@ -112,13 +118,22 @@ class FetchTests(Base):
 
     def test_fetch_all_simple_items(self) -> None:
         """FLAGS, UID, RFC822.SIZE, INTERNALDATE, ENVELOPE and BODYSTRUCTURE come back for each message."""
-        out = self.c.send(b"f FETCH 1:* (FLAGS UID RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)\r\n")
+        out = self.c.send(
+            b"f FETCH 1:* (FLAGS UID RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)\r\n"
+        )
         self.assertEqual(out.count(b" FETCH ("), 2)
-        self.assertIn(b'ENVELOPE ("Mon, 02 Mar 2026 10:00:00 +0000" "Hello there" (("Alice Example" NIL "alice" "example.com"))', out)
-        self.assertIn(b'BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 37 2', out)
+        self.assertIn(
+            b'ENVELOPE ("Mon, 02 Mar 2026 10:00:00 +0000" "Hello there" (("Alice Example" NIL "alice" "example.com"))',
+            out,
+        )
+        self.assertIn(
+            b'BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 37 2', out
+        )
         self.assertIn(b'"mixed" ("boundary" "XX")', out)
         self.assertIn(b"RFC822.SIZE %d" % len(MESSAGE), out)
-        self.assertRegex(out.decode(), r'INTERNALDATE "\d\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d [+-]\d{4}"')
+        self.assertRegex(
+            out.decode(), r'INTERNALDATE "\d\d-[A-Z][a-z]{2}-\d{4} \d\d:\d\d:\d\d [+-]\d{4}"'
+        )
 
     def test_body_sections_and_partial(self) -> None:
         """BODY[HEADER]+BODY[TEXT] equals BODY[]; partials echo their origin; PEEK keeps unseen."""
@@ -211,16 +226,42 @@ class SearchTests(Base):
         """Every RFC 3501 search key family matches the right messages."""
         self.c.send(b"f STORE 2 +FLAGS (\\Flagged $Work)\r\n")
         cases = {
-            b"ALL": [1, 2], b"SUBJECT hello": [1], b"FROM carol": [2], b"TO bob": [1, 2],
-            b"HEADER Message-ID m1": [1], b'BODY "part two"': [2], b"TEXT Alice": [1],
-            b"TEXT first": [1], b"FLAGGED": [2], b"UNFLAGGED": [1], b"KEYWORD $Work": [2],
-            b"UNKEYWORD $Work": [1], b"NOT FLAGGED": [1], b"OR SUBJECT hello FROM carol": [1, 2],
-            b"SENTON 3-Mar-2026": [2], b"SENTBEFORE 3-Mar-2026": [1], b"SENTSINCE 3-Mar-2026": [2],
-            b"SINCE 1-Jan-2026": [1, 2], b"BEFORE 1-Jan-2026": [], b"LARGER 200": [2],
-            b"SMALLER 200": [1], b"2": [2], b"1:*": [1, 2], b"UID 2": [2], b"(SEEN)": [],
-            b"UNSEEN DELETED": [], b"UNDELETED ANSWERED": [], b"NEW": [1, 2], b"CHARSET UTF-8 ALL": [1, 2],
-            b"CC nobody": [], b"BCC nobody": [], b"DRAFT": [], b"UNDRAFT": [1, 2], b"OLD": [],
-            b"UNANSWERED RECENT": [1, 2], b'HEADER X-Missing ""': [],
+            b"ALL": [1, 2],
+            b"SUBJECT hello": [1],
+            b"FROM carol": [2],
+            b"TO bob": [1, 2],
+            b"HEADER Message-ID m1": [1],
+            b'BODY "part two"': [2],
+            b"TEXT Alice": [1],
+            b"TEXT first": [1],
+            b"FLAGGED": [2],
+            b"UNFLAGGED": [1],
+            b"KEYWORD $Work": [2],
+            b"UNKEYWORD $Work": [1],
+            b"NOT FLAGGED": [1],
+            b"OR SUBJECT hello FROM carol": [1, 2],
+            b"SENTON 3-Mar-2026": [2],
+            b"SENTBEFORE 3-Mar-2026": [1],
+            b"SENTSINCE 3-Mar-2026": [2],
+            b"SINCE 1-Jan-2026": [1, 2],
+            b"BEFORE 1-Jan-2026": [],
+            b"LARGER 200": [2],
+            b"SMALLER 200": [1],
+            b"2": [2],
+            b"1:*": [1, 2],
+            b"UID 2": [2],
+            b"(SEEN)": [],
+            b"UNSEEN DELETED": [],
+            b"UNDELETED ANSWERED": [],
+            b"NEW": [1, 2],
+            b"CHARSET UTF-8 ALL": [1, 2],
+            b"CC nobody": [],
+            b"BCC nobody": [],
+            b"DRAFT": [],
+            b"UNDRAFT": [1, 2],
+            b"OLD": [],
+            b"UNANSWERED RECENT": [1, 2],
+            b'HEADER X-Missing ""': [],
         }
         for crit, want in cases.items():
             self.assertEqual(self.search(crit), want, crit)
@@ -264,7 +305,9 @@ class StoreCopyMoveTests(Base):
 
     def test_store_modes(self) -> None:
         """FLAGS, +FLAGS, -FLAGS and .SILENT change flags as asked; bad modes are BAD."""
-        self.assertIn(b"* 1 FETCH (FLAGS (\\Flagged", self.c.send(b"a STORE 1 +FLAGS (\\Flagged)\r\n"))
+        self.assertIn(
+            b"* 1 FETCH (FLAGS (\\Flagged", self.c.send(b"a STORE 1 +FLAGS (\\Flagged)\r\n")
+        )
         out = self.c.send(b"b STORE 1 +FLAGS.SILENT (\\Answered)\r\n")
         self.assertEqual(out, b"b OK STORE completed\r\n")
         out = self.c.send(b"c STORE 1 -FLAGS (\\Flagged)\r\n")
@@ -287,7 +330,9 @@ class StoreCopyMoveTests(Base):
         """MOVE copies, reports COPYUID untagged, then EXPUNGEs the source (RFC 6851)."""
         out = self.c.send(b"m UID MOVE 1 Junk\r\n")
         lines = _lines(out)
-        self.assertTrue(lines[0].startswith(b"* OK [COPYUID %d 1 1]" % self.uidvalidity(b"Junk")), lines)
+        self.assertTrue(
+            lines[0].startswith(b"* OK [COPYUID %d 1 1]" % self.uidvalidity(b"Junk")), lines
+        )
         self.assertEqual(lines[1], b"* 1 EXPUNGE")
         self.assertTrue(lines[2].startswith(b"m OK"))
         self.assertIn(b"* SEARCH 1\r\n", self.c.send(b"s SEARCH ALL\r\n"))
@@ -313,7 +358,9 @@ class StoreCopyMoveTests(Base):
     def test_append_with_flags_date_and_appenduid(self) -> None:
         """APPEND stores flags and the internal date and answers [APPENDUID] (RFC 4315)."""
         msg = b"Subject: drafted\r\n\r\nhello\r\n"
-        self.c.send(b'a APPEND Drafts (\\Draft \\Seen) "05-Jan-2026 08:00:00 +0100" {%d}\r\n' % len(msg))
+        self.c.send(
+            b'a APPEND Drafts (\\Draft \\Seen) "05-Jan-2026 08:00:00 +0100" {%d}\r\n' % len(msg)
+        )
         out = self.c.send(msg + b"\r\n")
         self.assertIn(b"a OK [APPENDUID %d 1]" % self.uidvalidity(b"Drafts"), out)
         self.c.send(b"x EXAMINE Drafts\r\n")
@@ -396,9 +443,13 @@ class BodyStructureCacheTests(Base):
     def test_cached_structure_equals_parsed(self) -> None:
         """The BODYSTRUCTURE built from cached headers matches a full parse of the file."""
         from cgtwist.protocols import imap_fetch, imap_structure
-        self.world.deliver("alice@example.com", b"Subject: q\r\nContent-Type: text/html; charset=\"ISO-8859-1\"\r\n"
-                                                b"Content-Transfer-Encoding: quoted-printable\r\n"
-                                                b"Content-Disposition: inline\r\n\r\n<p>caf=E9</p>\r\nline\r\n")
+
+        self.world.deliver(
+            "alice@example.com",
+            b'Subject: q\r\nContent-Type: text/html; charset="ISO-8859-1"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\n"
+            b"Content-Disposition: inline\r\n\r\n<p>caf=E9</p>\r\nline\r\n",
+        )
         self.c.select()
         box = self.c.proto.mbox
         for seq in (1, 3):
@@ -412,6 +463,7 @@ class BodyStructureCacheTests(Base):
         """A second FETCH of BODYSTRUCTURE and ENVELOPE answers the same without reading or
         parsing the message again (the multipart one is kept in the store's cache)."""
         from cgtwist.protocols import imap_fetch
+
         self.c.select()
         first = self.c.send(b"a FETCH 1:2 (BODYSTRUCTURE ENVELOPE BODY)\r\n")
         self.assertIn(b'"mixed" ("boundary" "XX")', first)

@@ -34,13 +34,21 @@ def server_tls() -> ssl.CertificateOptions:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=30))
-                .sign(key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .sign(key, hashes.SHA256())
+        )
         pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         _CERT = ssl.PrivateCertificate.loadPEM(pem)
     return _CERT.options()
 
@@ -64,6 +72,7 @@ class TrackingFactory(IMAPFactory):
         def connection_lost(reason: Any) -> None:
             lost(reason)
             gone.callback(None)
+
         p.connectionLost = connection_lost  # type: ignore[method-assign]
         return p
 
@@ -79,10 +88,12 @@ class Harness(unittest.TestCase):
 
     def listen(self, tls: str) -> int:
         from cgtwist.types import ListenerSpec
+
         spec = ListenerSpec("imap", 0, address="127.0.0.1", tls=tls)
         ctx = server_tls()
-        f = TrackingFactory(spec, self.world.settings, self.world.portal, lambda: ctx,
-                            "localhost", reactor)
+        f = TrackingFactory(
+            spec, self.world.settings, self.world.portal, lambda: ctx, "localhost", reactor
+        )
         f.gone = []
         self.factory = f
         wrapped = TLSMemoryBIOFactory(ctx, False, f) if tls == "implicit" else f
@@ -95,7 +106,6 @@ class Harness(unittest.TestCase):
         result = yield threads.deferToThread(fn)
         yield defer.DeferredList(self.factory.gone)
         return result
-
 
 
 class ImaplibTests(Harness):
@@ -177,8 +187,13 @@ class ImaplibTests(Harness):
             f = s.makefile("rb")
             f.readline()
             replies = []
-            for attack in (b"a1 LOGIN {400000000}\r\n", b"a2 LOGIN {-1}\r\n", b"a3 SEARCH {-100}zzz\r\n",
-                           b"a4 LOGIN {9999999999}\r\n", b"a5 LOGIN {}\r\n"):
+            for attack in (
+                b"a1 LOGIN {400000000}\r\n",
+                b"a2 LOGIN {-1}\r\n",
+                b"a3 SEARCH {-100}zzz\r\n",
+                b"a4 LOGIN {9999999999}\r\n",
+                b"a5 LOGIN {}\r\n",
+            ):
                 s.sendall(attack)
                 replies.append(f.readline())
             other = imaplib.IMAP4("127.0.0.1", port)
@@ -208,16 +223,23 @@ class FetchmailTests(Harness):
         out = os.path.join(home, "out.mbox")
         rc = os.path.join(home, "fetchmailrc")
         with open(rc, "w") as f:
-            f.write(f'set no syslog\npoll 127.0.0.1 protocol IMAP port {port} auth password\n'
-                    f'  user "alice@example.com" password "secret" is "x" here\n'
-                    f'  {ssl_line} no sslcertck keep\n'
-                    f'  mda "/bin/sh -c \'cat >> {out}\'"\n')
+            f.write(
+                f"set no syslog\npoll 127.0.0.1 protocol IMAP port {port} auth password\n"
+                f'  user "alice@example.com" password "secret" is "x" here\n'
+                f"  {ssl_line} no sslcertck keep\n"
+                f"  mda \"/bin/sh -c 'cat >> {out}'\"\n"
+            )
         os.chmod(rc, 0o600)
         env = dict(os.environ, FETCHMAILHOME=home, HOME=home)
-        proc = subprocess.run(["fetchmail", "-f", rc, "--nodetach", "-v"], env=env,
-                              capture_output=True, timeout=30)
+        proc = subprocess.run(
+            ["fetchmail", "-f", rc, "--nodetach", "-v"], env=env, capture_output=True, timeout=30
+        )
         data = open(out, "rb").read() if os.path.exists(out) else b""
-        return proc.returncode, data, proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace")
+        return (
+            proc.returncode,
+            data,
+            proc.stderr.decode(errors="replace") + proc.stdout.decode(errors="replace"),
+        )
 
     @defer.inlineCallbacks
     def test_fetchmail_implicit_tls(self) -> Any:
@@ -231,7 +253,9 @@ class FetchmailTests(Harness):
     def test_fetchmail_starttls(self) -> Any:
         """fetchmail upgrades with STARTTLS (LOGINDISABLED before it) and retrieves the message."""
         port = self.listen("starttls")
-        code, data, log_text = yield self.in_thread(lambda: self.run_fetchmail(port, "sslproto 'TLS1.2+'"))
+        code, data, log_text = yield self.in_thread(
+            lambda: self.run_fetchmail(port, "sslproto 'TLS1.2+'")
+        )
         self.assertEqual(code, 0, log_text)
         self.assertIn(b"Subject: Hello there", data)
         self.assertIn("STARTTLS", log_text)

@@ -27,14 +27,20 @@ class ReturnOptionTests(unittest.TestCase):
         self.assertRaises(ParseError, imap_esearch.split_return, [b"RETURN", [b"FOO"], b"ALL"])
         self.assertRaises(ParseError, imap_esearch.split_return, [b"RETURN", b"ALL"])
         every = imap_esearch.Return(frozenset((b"MIN", b"MAX", b"ALL", b"COUNT")))
-        self.assertEqual(imap_esearch.response(b"a1", True, every, [2, 3, 4, 9]),
-                         b'ESEARCH (TAG "a1") UID MIN 2 MAX 9 ALL 2:4,9 COUNT 4')
-        self.assertEqual(imap_esearch.response(b"a1", False, every, []), b'ESEARCH (TAG "a1") COUNT 0')
+        self.assertEqual(
+            imap_esearch.response(b"a1", True, every, [2, 3, 4, 9]),
+            b'ESEARCH (TAG "a1") UID MIN 2 MAX 9 ALL 2:4,9 COUNT 4',
+        )
+        self.assertEqual(
+            imap_esearch.response(b"a1", False, every, []), b'ESEARCH (TAG "a1") COUNT 0'
+        )
 
     def test_what_save_keeps(self) -> None:
         """RFC 5182 §2.4: SAVE with MIN and/or MAX alone keeps only those; otherwise all."""
+
         def saved(*opts: bytes) -> list[int]:
             return imap_esearch.Return(frozenset(opts)).saved([3, 5, 8])
+
         self.assertEqual(saved(b"SAVE"), [3, 5, 8])
         self.assertEqual(saved(b"SAVE", b"MIN"), [3])
         self.assertEqual(saved(b"SAVE", b"MAX"), [8])
@@ -82,8 +88,10 @@ class ESearchSessionTests(unittest.TestCase):
         self.assertNotIn(b"ESEARCH", out)
         self.assertIn(b"s OK", out)
         out = self.c.send(b"f FETCH $ (UID)\r\n")
-        self.assertEqual([x for x in out.split(b"\r\n") if x.startswith(b"*")],
-                         [b"* 2 FETCH (UID 2)", b"* 4 FETCH (UID 4)", b"* 6 FETCH (UID 6)"])
+        self.assertEqual(
+            [x for x in out.split(b"\r\n") if x.startswith(b"*")],
+            [b"* 2 FETCH (UID 2)", b"* 4 FETCH (UID 4)", b"* 6 FETCH (UID 6)"],
+        )
         self.c.send(b"d STORE 1 +FLAGS (\\Deleted)\r\n")
         self.c.send(b"e EXPUNGE\r\n")
         out = self.c.send(b"g FETCH $ (UID)\r\n")

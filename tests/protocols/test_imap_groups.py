@@ -44,14 +44,19 @@ class ListTests(unittest.TestCase):
         for name in (b"box/test", b"box/test2/test", b"box/test3/test3"):
             self.assertIn(b"s OK", self.c.send(b"s SUBSCRIBE " + name + b"\r\n"))
         out = self.c.send(b'l LSUB "" box/%\r\n')
-        self.assertEqual(sorted(_lines(out)[:-1]), [
-            b'* LSUB () "/" "box/test"',
-            b'* LSUB (\\Noselect) "/" "box/test2"',
-            b'* LSUB (\\Noselect) "/" "box/test3"',
-        ])
+        self.assertEqual(
+            sorted(_lines(out)[:-1]),
+            [
+                b'* LSUB () "/" "box/test"',
+                b'* LSUB (\\Noselect) "/" "box/test2"',
+                b'* LSUB (\\Noselect) "/" "box/test3"',
+            ],
+        )
         out = self.c.send(b'l LSUB "" *test\r\n')
-        self.assertEqual(sorted(_lines(out)[:-1]), [
-            b'* LSUB () "/" "box/test"', b'* LSUB () "/" "box/test2/test"'])
+        self.assertEqual(
+            sorted(_lines(out)[:-1]),
+            [b'* LSUB () "/" "box/test"', b'* LSUB () "/" "box/test2/test"'],
+        )
 
 
 class AppendArgumentTests(unittest.TestCase):
@@ -85,9 +90,14 @@ class AppendArgumentTests(unittest.TestCase):
     def test_impossible_dates_are_bad(self) -> None:
         """Fuzzing: APPEND stored 30-Feb-2021 24:00:00 +2500 and 99-Jan-2020 as some other
         date. They are BAD before the literal (or after a LITERAL+ one), and nothing is stored."""
-        for date in (b"30-Feb-2021 24:00:00 +2500", b"99-Jan-2020 10:00:00 +0000",
-                     b"29-Feb-2021 10:00:00 +0000", b"01-Jan-2021 10:60:00 +0000",
-                     b"01-Jan-2021 10:00:00 +0075", b"01-Foo-2021 10:00:00 +0000"):
+        for date in (
+            b"30-Feb-2021 24:00:00 +2500",
+            b"99-Jan-2020 10:00:00 +0000",
+            b"29-Feb-2021 10:00:00 +0000",
+            b"01-Jan-2021 10:60:00 +0000",
+            b"01-Jan-2021 10:00:00 +0075",
+            b"01-Foo-2021 10:00:00 +0000",
+        ):
             out = self.c.send(b'a APPEND INBOX (\\Seen) "' + date + b'" {5}\r\n')
             self.assertTrue(out.startswith(b"a BAD"), (date, out))
             out = self.c.send(b'b APPEND INBOX "' + date + b'" {5+}\r\nhello\r\n')
@@ -111,17 +121,23 @@ class AppendArgumentTests(unittest.TestCase):
         self.assertIn(b"$Work", got[0])
 
 
-INNER = (b"From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\n"
-         b"Hello world\r\n")
-RFC822_TOP = (b"From: user@domain.org\r\nMime-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n" + INNER)
-NESTED = (b"From: user@domain.org\r\nMime-Version: 1.0\r\n"
-          b'Content-Type: multipart/mixed; boundary="foo\r\n bar"\r\n\r\nprologue\r\n'
-          b"--foo bar\r\nContent-Type: text/x-myown; charset=us-ascii\r\n\r\nhello\r\n\r\n"
-          b"--foo bar\r\nContent-Type: message/rfc822\r\n\r\n"
-          b'From: sub@domain.org\r\nContent-Type: multipart/alternative; boundary="sub1"\r\n\r\n'
-          b"--sub1\r\nContent-Type: text/html\r\n\r\n<p>Hello</p>\r\n"
-          b"--sub1\r\nContent-Type: text/plain\r\n\r\nHello another world\r\n--sub1--\r\n"
-          b"\r\n--foo bar--\r\nepilogue\r\n")
+INNER = (
+    b"From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\n"
+    b"Hello world\r\n"
+)
+RFC822_TOP = (
+    b"From: user@domain.org\r\nMime-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n" + INNER
+)
+NESTED = (
+    b"From: user@domain.org\r\nMime-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="foo\r\n bar"\r\n\r\nprologue\r\n'
+    b"--foo bar\r\nContent-Type: text/x-myown; charset=us-ascii\r\n\r\nhello\r\n\r\n"
+    b"--foo bar\r\nContent-Type: message/rfc822\r\n\r\n"
+    b'From: sub@domain.org\r\nContent-Type: multipart/alternative; boundary="sub1"\r\n\r\n'
+    b"--sub1\r\nContent-Type: text/html\r\n\r\n<p>Hello</p>\r\n"
+    b"--sub1\r\nContent-Type: text/plain\r\n\r\nHello another world\r\n--sub1--\r\n"
+    b"\r\n--foo bar--\r\nepilogue\r\n"
+)
 
 
 class SectionTests(unittest.TestCase):
@@ -149,9 +165,13 @@ class SectionTests(unittest.TestCase):
         BODY[1] is the inner message, 1.1 its body, 1.HEADER and 1.TEXT its parts."""
         self.assertEqual(self.literal(1, b"BODY.PEEK[1]"), INNER)
         self.assertEqual(self.literal(1, b"BODY.PEEK[1.1]"), b"Hello world\r\n")
-        self.assertEqual(self.literal(1, b"BODY.PEEK[1.HEADER]"), INNER.split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+        self.assertEqual(
+            self.literal(1, b"BODY.PEEK[1.HEADER]"), INNER.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        )
         self.assertEqual(self.literal(1, b"BODY.PEEK[1.TEXT]"), b"Hello world\r\n")
-        self.assertEqual(self.literal(1, b"BODY.PEEK[1.HEADER.FIELDS (SUBJECT)]"), b"Subject: submsg\r\n\r\n")
+        self.assertEqual(
+            self.literal(1, b"BODY.PEEK[1.HEADER.FIELDS (SUBJECT)]"), b"Subject: submsg\r\n\r\n"
+        )
         self.assertIn(b"BODY[1.2] NIL", self.fetch(1, b"BODY.PEEK[1.2]"))
 
     def test_nested_parts_and_folded_boundary(self) -> None:
@@ -159,25 +179,43 @@ class SectionTests(unittest.TestCase):
         two lines is unfolded; the parts of a multipart inside a message/rfc822 part are
         2.1 and 2.2, with their MIME headers, and sizes in BODYSTRUCTURE match the octets."""
         self.assertEqual(self.literal(2, b"BODY.PEEK[1]"), b"hello\r\n")
-        self.assertEqual(self.literal(2, b"BODY.PEEK[1.MIME]"),
-                         b"Content-Type: text/x-myown; charset=us-ascii\r\n\r\n")
-        self.assertEqual(self.literal(2, b"BODY.PEEK[2.MIME]"), b"Content-Type: message/rfc822\r\n\r\n")
+        self.assertEqual(
+            self.literal(2, b"BODY.PEEK[1.MIME]"),
+            b"Content-Type: text/x-myown; charset=us-ascii\r\n\r\n",
+        )
+        self.assertEqual(
+            self.literal(2, b"BODY.PEEK[2.MIME]"), b"Content-Type: message/rfc822\r\n\r\n"
+        )
         self.assertEqual(self.literal(2, b"BODY.PEEK[2.1]"), b"<p>Hello</p>")
         self.assertEqual(self.literal(2, b"BODY.PEEK[2.2]"), b"Hello another world")
-        self.assertEqual(self.literal(2, b"BODY.PEEK[2.2.MIME]"), b"Content-Type: text/plain\r\n\r\n")
-        self.assertEqual(self.literal(2, b"BODY.PEEK[2.HEADER.FIELDS (FROM)]"), b"From: sub@domain.org\r\n\r\n")
+        self.assertEqual(
+            self.literal(2, b"BODY.PEEK[2.2.MIME]"), b"Content-Type: text/plain\r\n\r\n"
+        )
+        self.assertEqual(
+            self.literal(2, b"BODY.PEEK[2.HEADER.FIELDS (FROM)]"), b"From: sub@domain.org\r\n\r\n"
+        )
         out = self.fetch(2, b"BODY")
-        self.assertIn(b'(("text" "x-myown" ("charset" "us-ascii") NIL NIL "7bit" 7 1) '
-                      b'("message" "rfc822" NIL NIL NIL "7bit" ', out)
-        self.assertIn(b'(("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 12 1) '
-                      b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 19 1) "alternative")', out)
+        self.assertIn(
+            b'(("text" "x-myown" ("charset" "us-ascii") NIL NIL "7bit" 7 1) '
+            b'("message" "rfc822" NIL NIL NIL "7bit" ',
+            out,
+        )
+        self.assertIn(
+            b'(("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 12 1) '
+            b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 19 1) "alternative")',
+            out,
+        )
         self.assertTrue(out.endswith(b' "mixed"))'), out)
 
 
-GROUPS = (b"From: user@domain (Real Name)\r\nTo: group: g1@d1.org, g2@d2.org;,\r\n group2: g3@d3.org;\r\n"
-          b"Cc: group:;, group2: (foo) ;\r\nSubject: groups\r\n\r\nbody\r\n")
-COMMENTS = (b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <@route:user@domain>\r\n"
-            b"X-Extra: hello beautiful header\r\nX-Extra: another one\r\nSubject: c\r\n\r\nbody\r\n")
+GROUPS = (
+    b"From: user@domain (Real Name)\r\nTo: group: g1@d1.org, g2@d2.org;,\r\n group2: g3@d3.org;\r\n"
+    b"Cc: group:;, group2: (foo) ;\r\nSubject: groups\r\n\r\nbody\r\n"
+)
+COMMENTS = (
+    b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <@route:user@domain>\r\n"
+    b"X-Extra: hello beautiful header\r\nX-Extra: another one\r\nSubject: c\r\n\r\nbody\r\n"
+)
 
 
 class AddressTests(unittest.TestCase):
@@ -199,13 +237,19 @@ class AddressTests(unittest.TestCase):
         and one holding only a comment too), a trailing comment names the sender and a
         source route is the at-domain-list."""
         out = self.c.send(b"f FETCH 1:2 ENVELOPE\r\n")
-        self.assertIn(b'(("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) '
-                      b'(("Real Name" NIL "user" "domain")) ((NIL NIL "group" NIL) (NIL NIL "g1" "d1.org") '
-                      b'(NIL NIL "g2" "d2.org") (NIL NIL NIL NIL) (NIL NIL "group2" NIL) '
-                      b'(NIL NIL "g3" "d3.org") (NIL NIL NIL NIL)) ((NIL NIL "group" NIL) (NIL NIL NIL NIL) '
-                      b'(NIL NIL "group2" NIL) (NIL NIL NIL NIL)) NIL NIL NIL)', out)
-        self.assertIn(b'((NIL NIL "user-from" "domain.org")) ((NIL NIL "user-from" "domain.org")) '
-                      b'((NIL NIL "user-from" "domain.org")) ((NIL "@route" "user" "domain"))', out)
+        self.assertIn(
+            b'(("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) '
+            b'(("Real Name" NIL "user" "domain")) ((NIL NIL "group" NIL) (NIL NIL "g1" "d1.org") '
+            b'(NIL NIL "g2" "d2.org") (NIL NIL NIL NIL) (NIL NIL "group2" NIL) '
+            b'(NIL NIL "g3" "d3.org") (NIL NIL NIL NIL)) ((NIL NIL "group" NIL) (NIL NIL NIL NIL) '
+            b'(NIL NIL "group2" NIL) (NIL NIL NIL NIL)) NIL NIL NIL)',
+            out,
+        )
+        self.assertIn(
+            b'((NIL NIL "user-from" "domain.org")) ((NIL NIL "user-from" "domain.org")) '
+            b'((NIL NIL "user-from" "domain.org")) ((NIL "@route" "user" "domain"))',
+            out,
+        )
 
     def test_search_reads_addresses_not_their_comments(self) -> None:
         """imaptest search-addresses: FROM user-from@domain.org finds the address written with
@@ -213,7 +257,7 @@ class AddressTests(unittest.TestCase):
         self.assertEqual(self.search(b"FROM user-from@domain.org"), b"* SEARCH 2")
         self.assertEqual(self.search(b"TO group2"), b"* SEARCH 1")
         self.assertEqual(self.search(b"TO g3@d3.org"), b"* SEARCH 1")
-        self.assertEqual(self.search(b"FROM \"real name\""), b"* SEARCH 1")
+        self.assertEqual(self.search(b'FROM "real name"'), b"* SEARCH 1")
         self.assertEqual(self.search(b"TO user@domain"), b"* SEARCH 2")
 
     def test_search_header_sees_every_instance(self) -> None:
@@ -231,7 +275,11 @@ class AddressParserTests(unittest.TestCase):
         """Whatever a header holds, ENVELOPE and SEARCH get address structures, never an
         exception, and every group start has its end marker."""
         out = imap_address.parse(value)
-        starts = sum(1 for a in out if a.host is None and a.name is None and a.adl is None and a.mailbox is not None)
+        starts = sum(
+            1
+            for a in out
+            if a.host is None and a.name is None and a.adl is None and a.mailbox is not None
+        )
         ends = sum(1 for a in out if a == imap_address.GROUP_END)
         self.assertGreaterEqual(starts, ends)
         imap_address.search_text(value)
@@ -290,16 +338,21 @@ class MoveTests(unittest.TestCase):
         self.assertNotIn(b"* 4 EXISTS", out)
         self.assertEqual(out[-1], b"m OK MOVE completed")
         out = c.send(b"f FETCH 1:* UID\r\n")
-        self.assertEqual(_lines(out)[:-1], [b"* 1 FETCH (UID 2)", b"* 2 FETCH (UID 3)", b"* 3 FETCH (UID 4)"])
+        self.assertEqual(
+            _lines(out)[:-1], [b"* 1 FETCH (UID 2)", b"* 2 FETCH (UID 3)", b"* 3 FETCH (UID 4)"]
+        )
 
 
 def _large(size: int) -> bytes:
     blob = (b"QUJD" * 19 + b"\r\n") * (size // 78)
-    return (b"From: big@example.com\r\nSubject: large\r\nMIME-Version: 1.0\r\n"
-            b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
-            b"--B\r\nContent-Type: text/plain\r\n\r\nthe needle is here\r\n"
-            b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-            + blob + b"--B--\r\n")
+    return (
+        b"From: big@example.com\r\nSubject: large\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nthe needle is here\r\n"
+        b"--B\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + blob
+        + b"--B--\r\n"
+    )
 
 
 class OffReactorTests(unittest.TestCase):
@@ -322,6 +375,7 @@ class OffReactorTests(unittest.TestCase):
         def run(fn, *args):  # type: ignore[no-untyped-def]
             self.jobs.append(getattr(fn, "__name__", repr(fn)))
             return inline(fn, *args)
+
         account.run = run
 
     def send(self, data: bytes) -> bytes:
@@ -350,7 +404,9 @@ class OffReactorTests(unittest.TestCase):
         and answer the same as for a small one; the structure is then cached."""
         out = self.send(b"f FETCH 1 (BODY.PEEK[1] BODYSTRUCTURE)\r\n")
         self.assertIn(b"BODY[1] {18}\r\nthe needle is here BODYSTRUCTURE", out)
-        self.assertIn(b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 18 1 NIL NIL NIL NIL)', out)
+        self.assertIn(
+            b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 18 1 NIL NIL NIL NIL)', out
+        )
         self.assertIn(b'("application" "octet-stream" NIL NIL NIL "base64" ', out)
         self.assertTrue(out.endswith(b"f OK FETCH completed\r\n"), out[-200:])
         self.assertEqual(self.jobs, ["precompute"])

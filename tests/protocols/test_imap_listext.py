@@ -20,14 +20,26 @@ class ParseTests(unittest.TestCase):
     def test_arguments(self) -> None:
         """Selection options, a pattern list and RETURN with STATUS items are read; unknown
         options, RECURSIVEMATCH alone and unknown STATUS items are syntax errors."""
-        req = imap_list.parse([[b"SUBSCRIBED", b"RECURSIVEMATCH"], b"", [b"a*", b"b"],
-                               b"RETURN", [b"CHILDREN", b"STATUS", [b"MESSAGES", b"SIZE"]]])
+        req = imap_list.parse(
+            [
+                [b"SUBSCRIBED", b"RECURSIVEMATCH"],
+                b"",
+                [b"a*", b"b"],
+                b"RETURN",
+                [b"CHILDREN", b"STATUS", [b"MESSAGES", b"SIZE"]],
+            ]
+        )
         self.assertTrue(req.subscribed and req.recursive)
         self.assertEqual(req.patterns, (b"a*", b"b"))
         self.assertEqual(req.status, (b"MESSAGES", b"SIZE"))
-        for bad in ([[b"IMAPTEST"], b"", b"*"], [[b"RECURSIVEMATCH"], b"", b"*"],
-                    [[b"RECURSIVEMATCH", b"REMOTE"], b"", b"*"], [b"", b"*", b"RETURN", [b"FOO"]],
-                    [b"", b"*", b"RETURN", [b"STATUS", [b"BOGUS"]]], [b"", b"*", b"RETURN"]):
+        for bad in (
+            [[b"IMAPTEST"], b"", b"*"],
+            [[b"RECURSIVEMATCH"], b"", b"*"],
+            [[b"RECURSIVEMATCH", b"REMOTE"], b"", b"*"],
+            [b"", b"*", b"RETURN", [b"FOO"]],
+            [b"", b"*", b"RETURN", [b"STATUS", [b"BOGUS"]]],
+            [b"", b"*", b"RETURN"],
+        ):
             self.assertRaises(ParseError, imap_list.parse, bad)
         self.assertFalse(imap_list.is_extended([b"", b"*"]))
         self.assertTrue(imap_list.is_extended([b"", [b"*"]]))
@@ -68,19 +80,27 @@ class ListExtendedTests(unittest.TestCase):
         subscribed ones and gives the children attributes."""
         out = self.c.send(b'l LIST "" (P/% P/b/* P/a) RETURN (SUBSCRIBED CHILDREN)\r\n')
         rows = _rows(out)
-        self.assertEqual(rows, [
-            b'* LIST (\\HasNoChildren \\Subscribed) "/" "P/a"',
-            b'* LIST (\\Noselect \\HasChildren) "/" "P/b"',
-            b'* LIST (\\HasNoChildren \\Subscribed) "/" "P/b/c"',
-            b'* LIST (\\Noselect \\HasChildren \\Subscribed) "/" "P/e"',
-        ])
+        self.assertEqual(
+            rows,
+            [
+                b'* LIST (\\HasNoChildren \\Subscribed) "/" "P/a"',
+                b'* LIST (\\Noselect \\HasChildren) "/" "P/b"',
+                b'* LIST (\\HasNoChildren \\Subscribed) "/" "P/b/c"',
+                b'* LIST (\\Noselect \\HasChildren \\Subscribed) "/" "P/e"',
+            ],
+        )
 
     def test_recursivematch_childinfo(self) -> None:
         """RECURSIVEMATCH lists a parent whose subscribed child no pattern matches, with
         CHILDINFO; a parent whose subscribed children are all listed gets none."""
         out = self.c.send(b'l LIST (SUBSCRIBED RECURSIVEMATCH) "" P/%\r\n')
-        self.assertIn(b'* LIST (\\Noselect \\HasChildren) "/" "P/b" ("CHILDINFO" ("SUBSCRIBED"))', out)
-        self.assertIn(b'* LIST (\\Noselect \\HasChildren \\Subscribed) "/" "P/e" ("CHILDINFO" ("SUBSCRIBED"))', out)
+        self.assertIn(
+            b'* LIST (\\Noselect \\HasChildren) "/" "P/b" ("CHILDINFO" ("SUBSCRIBED"))', out
+        )
+        self.assertIn(
+            b'* LIST (\\Noselect \\HasChildren \\Subscribed) "/" "P/e" ("CHILDINFO" ("SUBSCRIBED"))',
+            out,
+        )
         out = self.c.send(b'm LIST (SUBSCRIBED RECURSIVEMATCH) "" (P/b P/b/c)\r\n')
         self.assertEqual(_rows(out), [b'* LIST (\\HasNoChildren \\Subscribed) "/" "P/b/c"'])
         self.assertIn(b"n BAD", self.c.send(b'n LIST (RECURSIVEMATCH) "" *\r\n'))
@@ -91,7 +111,10 @@ class ListExtendedTests(unittest.TestCase):
         """LIST (SPECIAL-USE) lists only the folders with a special use."""
         rows = _rows(self.c.send(b'l LIST (SPECIAL-USE) "" *\r\n'))
         self.assertTrue(rows)
-        self.assertTrue(all(re.search(rb"\\(Sent|Trash|Drafts|Junk|Archive|All|Flagged)\b", r) for r in rows), rows)
+        self.assertTrue(
+            all(re.search(rb"\\(Sent|Trash|Drafts|Junk|Archive|All|Flagged)\b", r) for r in rows),
+            rows,
+        )
         self.assertIn(b'"Sent"', b"".join(rows))
 
     def test_list_status_and_size(self) -> None:

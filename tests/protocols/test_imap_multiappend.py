@@ -20,11 +20,14 @@ class ParseTests(unittest.TestCase):
     def test_messages_and_arguments(self) -> None:
         """Each message has its own flags and date; the mailbox may be a literal; a literal8
         is marked binary; junk after the last message and no message at all are BAD."""
-        req = imap_append.parse([b"Box (\\Seen) {3}", b' "01-Jan-2026 10:00:00 +0000" ~{2}', b""],
-                                [b"abc", b"de"])
+        req = imap_append.parse(
+            [b"Box (\\Seen) {3}", b' "01-Jan-2026 10:00:00 +0000" ~{2}', b""], [b"abc", b"de"]
+        )
         self.assertEqual(req.mailbox, b"Box")
-        self.assertEqual([(m.flags, m.data, m.binary) for m in req.messages],
-                         [(["\\Seen"], b"abc", False), ([], b"de", True)])
+        self.assertEqual(
+            [(m.flags, m.data, m.binary) for m in req.messages],
+            [(["\\Seen"], b"abc", False), ([], b"de", True)],
+        )
         self.assertIsNotNone(req.messages[1].date)
         req = imap_append.parse([b"{3}", b" {1}", b""], [b"Box", b"x"])
         self.assertEqual((req.mailbox, len(req.messages)), (b"Box", 1))
@@ -56,8 +59,11 @@ class MultiAppendTests(unittest.TestCase):
 
     def test_two_messages_one_appenduid(self) -> None:
         """Both messages are stored with their own flags; APPENDUID names both UIDs."""
-        out = self.append(b"a APPEND INBOX (\\Seen) {%d}" % len(M1),
-                          M1 + b" (\\Flagged) {%d}\r\n" % len(M2), M2 + b"\r\n")
+        out = self.append(
+            b"a APPEND INBOX (\\Seen) {%d}" % len(M1),
+            M1 + b" (\\Flagged) {%d}\r\n" % len(M2),
+            M2 + b"\r\n",
+        )
         self.assertEqual(out.count(b"+ "), 2)
         self.assertRegex(out, rb"a OK \[APPENDUID \d+ 1:2\] APPEND completed")
         self.c.select()
@@ -89,7 +95,9 @@ class MultiAppendTests(unittest.TestCase):
             return real(self, *args)  # type: ignore[arg-type]
 
         self.patch(folder_mod.Folder, "_deliver_blocking", fail_second)
-        out = self.append(b"a APPEND INBOX {%d}" % len(M1), M1 + b" {%d}\r\n" % len(M2), M2 + b"\r\n")
+        out = self.append(
+            b"a APPEND INBOX {%d}" % len(M1), M1 + b" {%d}\r\n" % len(M2), M2 + b"\r\n"
+        )
         self.assertIn(b"a NO", out)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual(len(calls), 2)
@@ -117,7 +125,9 @@ class AppendLimitTests(unittest.TestCase):
     def test_advertised_in_capability_and_status(self) -> None:
         """CAPABILITY and STATUS (and LIST-STATUS) say the current setting."""
         self.assertIn(b" APPENDLIMIT=1000", self.c.send(b"c CAPABILITY\r\n"))
-        self.assertIn(b'* STATUS "INBOX" (APPENDLIMIT 1000)', self.c.send(b"s STATUS INBOX (APPENDLIMIT)\r\n"))
+        self.assertIn(
+            b'* STATUS "INBOX" (APPENDLIMIT 1000)', self.c.send(b"s STATUS INBOX (APPENDLIMIT)\r\n")
+        )
         out = self.c.send(b'l LIST "" INBOX RETURN (STATUS (APPENDLIMIT MESSAGES))\r\n')
         self.assertIn(b'* STATUS "INBOX" (APPENDLIMIT 1000 MESSAGES 0)', out)
         self.world.settings.replace(Settings({"imap.max_literal": 2000}))

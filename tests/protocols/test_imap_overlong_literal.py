@@ -31,5 +31,10 @@ class OverlongLiteralTests(unittest.TestCase):
 
     def test_overlong_line_with_nonsync_literal_in_pieces(self) -> None:
         """The line arrives in pieces, the first already over the limit (discarded as it comes)."""
-        self.check([b"A1 APPEND INBOX " + b"x" * 2000, b"x" * 2000,
-                    b" {%d+}\r\n" % len(INJECTED) + INJECTED])
+        self.check(
+            [
+                b"A1 APPEND INBOX " + b"x" * 2000,
+                b"x" * 2000,
+                b" {%d+}\r\n" % len(INJECTED) + INJECTED,
+            ]
+        )

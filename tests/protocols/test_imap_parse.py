@@ -68,7 +68,9 @@ class TokenizeTests(unittest.TestCase):
 
     def test_split_command_and_nesting(self) -> None:
         """UID sub-commands are folded into the name; nesting ignores quoted parentheses."""
-        self.assertEqual(imap_parse.split_command(b"t uid fetch 1 FLAGS"), (b"t", b"UID FETCH", b"fetch 1 FLAGS"))
+        self.assertEqual(
+            imap_parse.split_command(b"t uid fetch 1 FLAGS"), (b"t", b"UID FETCH", b"fetch 1 FLAGS")
+        )
         self.assertEqual(imap_parse.nesting_depth(b'((a) "((((" (b))'), 2)
 
 
@@ -97,7 +99,9 @@ class SearchCompileTests(unittest.TestCase):
     def match(self, query: bytes, flags: list[str] = (), seq: int = 1, uid: int = 10) -> bool:  # type: ignore[assignment]
         _cs, pred = imap_search.compile_search(imap_parse.tokenize([query], []))
         msg = _Msg(self.RAW, list(flags), "Thu, 05 Mar 2026 04:30:00 +0000", len(self.RAW))
-        return pred(imap_search.MessageText(msg, lambda: self.RAW), imap_search.Context(seq, uid, 3, 12))
+        return pred(
+            imap_search.MessageText(msg, lambda: self.RAW), imap_search.Context(seq, uid, 3, 12)
+        )
 
     def test_dates_use_their_own_zone(self) -> None:
         """SENTON compares the Date header's own calendar day (RFC 3501 §6.4.4)."""
@@ -134,8 +138,10 @@ class StructureTests(unittest.TestCase):
 
     def test_message_rfc822_part(self) -> None:
         """An attached message/rfc822 part carries the inner ENVELOPE and BODYSTRUCTURE."""
-        raw = (b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n'
-               b"Subject: inner\r\nFrom: x@y.z\r\n\r\ninner body\r\n--B--\r\n")
+        raw = (
+            b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n'
+            b"Subject: inner\r\nFrom: x@y.z\r\n\r\ninner body\r\n--B--\r\n"
+        )
         out = imap_structure.body_structure(raw, True)
         self.assertIn(b'("message" "rfc822" NIL NIL NIL "7bit"', out)
         self.assertIn(b'"inner"', out)
@@ -143,7 +149,9 @@ class StructureTests(unittest.TestCase):
 
     def test_envelope_odd_addresses(self) -> None:
         """Addresses without '@' and 8-bit names do not break ENVELOPE."""
-        env = imap_structure.envelope({"from": "undisclosed", "to": "J\xf6rg <j@x.de>", "subject": "caf\xe9"})
+        env = imap_structure.envelope(
+            {"from": "undisclosed", "to": "J\xf6rg <j@x.de>", "subject": "caf\xe9"}
+        )
         self.assertEqual(env[2], [[None, None, b"undisclosed", None]])
         self.assertEqual(env[5], [[b"J\xf6rg", None, b"j", b"x.de"]])
         self.assertEqual(env[1], b"caf\xe9")
@@ -153,6 +161,7 @@ class SaslTests(unittest.TestCase):
     def test_decode_plain(self) -> None:
         """SASL PLAIN splits authzid, authcid and password; junk is a SaslError."""
         import base64
+
         self.assertEqual(decode_plain(base64.b64encode(b"\0bob\0pw")), (b"", b"bob", b"pw"))
         for bad in (b"!!!", base64.b64encode(b"nonul"), base64.b64encode(b"\0\0pw"), b""):
             with self.assertRaises(SaslError):
@@ -181,9 +190,12 @@ class SearchTextTests(unittest.TestCase):
     def test_base64_body_and_text_covers_headers(self) -> None:
         """BODY finds words inside a base64 text part; TEXT also searches the header."""
         import base64
+
         body = base64.b64encode("Grüße aus Berlin".encode())
-        raw = (b"Subject: hi\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
-               b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"\r\n")
+        raw = (
+            b"Subject: hi\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"\r\n"
+        )
         self.assertTrue(self.match(raw, "BODY grüße".encode()))
         self.assertFalse(self.match(raw, b"BODY hi"))
         self.assertTrue(self.match(raw, b"TEXT hi"))
@@ -195,7 +207,10 @@ class SequenceSetTests(unittest.TestCase):
         """'*' resolves to the highest number, reversed ranges work, zero and junk are refused."""
         ranges = imap_parse.parse_sequence_set(b"1,3:4,*:9,20:*")
         s = imap_parse.SequenceSet(ranges, 25)
-        self.assertEqual([n for n in range(1, 27) if n in s], [1, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25])
+        self.assertEqual(
+            [n for n in range(1, 27) if n in s],
+            [1, 3, 4, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25],
+        )
         for bad in (b"", b"0", b"1:0", b"a", b"1,,2", b"4294967296", b"-1"):
             with self.assertRaises(imap_parse.ParseError, msg=bad):
                 imap_parse.parse_sequence_set(bad)
@@ -210,25 +225,44 @@ class SequenceSetTests(unittest.TestCase):
 
 
 _BODY_HEADS = [
-    b"Content-Type: text/plain; charset=us-ascii", b'Content-Type: text/plain; charset="ISO-8859-1"',
-    b"Content-Type: text/html", b"Content-Type: TEXT/Plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit",
-    b"Content-Type: text/plain; charset=bogus-cs", b"Content-Type: application/pdf",
-    b"Content-Transfer-Encoding: 7bit", b"Content-Type: text/plain;\r\n charset=utf-8",
+    b"Content-Type: text/plain; charset=us-ascii",
+    b'Content-Type: text/plain; charset="ISO-8859-1"',
+    b"Content-Type: text/html",
+    b"Content-Type: TEXT/Plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit",
+    b"Content-Type: text/plain; charset=bogus-cs",
+    b"Content-Type: application/pdf",
+    b"Content-Transfer-Encoding: 7bit",
+    b"Content-Type: text/plain;\r\n charset=utf-8",
     b"Content-type: text/plain; charset*=utf-8''x",
     b"Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: quoted-printable",
-    b"Content-Type: text/plain; format=flowed; charset=utf-8", b'Content-Type: text/plain; charset="utf-8',
+    b"Content-Type: text/plain; format=flowed; charset=utf-8",
+    b'Content-Type: text/plain; charset="utf-8',
     b"Content-Type: text/plain\r\nContent-Type: text/html; charset=latin-1",
-    b"Content-Type:text/plain;charset=latin-1;", b"Content-Transfer-Encoding: BASE64\r\nContent-Type: text/plain",
+    b"Content-Type:text/plain;charset=latin-1;",
+    b"Content-Transfer-Encoding: BASE64\r\nContent-Type: text/plain",
     b"Content-Type: message/rfc822",
 ]
-_BODIES = [b"hello\r\nworld\r\n", "caf\u00e9 na\u00efve\r\n".encode(), "caf\u00e9\r\n".encode("latin-1"), b"",
-           b"a\r\n\r\nb\r\n.\r\n", b"Y2Fm6Q==\r\n", b"caf=C3=A9\r\n"]
+_BODIES = [
+    b"hello\r\nworld\r\n",
+    "caf\u00e9 na\u00efve\r\n".encode(),
+    "caf\u00e9\r\n".encode("latin-1"),
+    b"",
+    b"a\r\n\r\nb\r\n.\r\n",
+    b"Y2Fm6Q==\r\n",
+    b"caf=C3=A9\r\n",
+]
 
 
 class SearchBodyTests(unittest.TestCase):
     @settings(max_examples=150, deadline=None)
-    @given(st.sampled_from(_BODY_HEADS), st.sampled_from(_BODY_HEADS + [b"X-A: b"]), st.sampled_from(_BODIES))
-    def test_quick_body_decoding_matches_full_parse(self, h1: bytes, h2: bytes, body: bytes) -> None:
+    @given(
+        st.sampled_from(_BODY_HEADS),
+        st.sampled_from(_BODY_HEADS + [b"X-A: b"]),
+        st.sampled_from(_BODIES),
+    )
+    def test_quick_body_decoding_matches_full_parse(
+        self, h1: bytes, h2: bytes, body: bytes
+    ) -> None:
         """SEARCH BODY finds the same text whether a message is decoded by the quick single-part
         path or by the full MIME parse (charsets, transfer encodings, odd headers)."""
         for head in (h1, h1 + b"\r\n" + h2):
@@ -237,6 +271,10 @@ class SearchBodyTests(unittest.TestCase):
 
     def test_quick_path_taken_for_plain_text(self) -> None:
         """An everyday text/plain message is searched without parsing its body line by line."""
-        self.assertEqual(imap_search._simple_text_charset(b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"),
-                         "us-ascii")
-        self.assertIsNone(imap_search._simple_text_charset(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"))
+        self.assertEqual(
+            imap_search._simple_text_charset(b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"),
+            "us-ascii",
+        )
+        self.assertIsNone(
+            imap_search._simple_text_charset(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n")
+        )

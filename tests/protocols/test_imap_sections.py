@@ -10,7 +10,9 @@ from twisted.trial import unittest
 
 from cgtwist.protocols import imap_sections
 
-_TEXT = st.text(alphabet="abc xyz-\r\n", max_size=40).map(lambda s: s.replace("\r", "").replace("\n", "\r\n"))
+_TEXT = st.text(alphabet="abc xyz-\r\n", max_size=40).map(
+    lambda s: s.replace("\r", "").replace("\n", "\r\n")
+)
 
 
 @st.composite
@@ -23,12 +25,19 @@ def _entity(draw: Any, depth: int = 0, name: str = "b") -> tuple[bytes, bytes, A
         return b"Content-Type: text/plain\r\n", body, body
     if kind == "message":
         h, b, e = draw(_entity(depth + 1, name + "m"))
-        return b"Content-Type: message/rfc822\r\n", b"Subject: inner\r\n" + h + b"\r\n" + b, ("msg", e)
+        return (
+            b"Content-Type: message/rfc822\r\n",
+            b"Subject: inner\r\n" + h + b"\r\n" + b,
+            ("msg", e),
+        )
     boundary = f"{name}{depth}".encode()
     kids = draw(st.lists(_entity(depth + 1, name + str(depth)), min_size=1, max_size=3))
     folded = draw(st.booleans())
-    header = b'Content-Type: multipart/mixed;\r\n boundary="' + boundary + b'"\r\n' if folded else \
-        b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n'
+    header = (
+        b'Content-Type: multipart/mixed;\r\n boundary="' + boundary + b'"\r\n'
+        if folded
+        else b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n'
+    )
     body = b"preamble\r\n"
     for h, b, _e in kids:
         body += b"--" + boundary + b"\r\n" + h + b"\r\n" + b + b"\r\n"
@@ -46,7 +55,7 @@ class SectionTreeTests(unittest.TestCase):
             assert node.message is not None
             self.check(raw, node.message, expected[1])
         else:
-            self.assertEqual(raw[node.body:node.end], expected)
+            self.assertEqual(raw[node.body : node.end], expected)
 
     @settings(max_examples=300, deadline=None)
     @given(_entity())
@@ -61,15 +70,17 @@ class SectionTreeTests(unittest.TestCase):
 
     def test_resolve(self) -> None:
         """Numbers go into a message/rfc822 part's message; a missing part is None."""
-        raw = (b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n--x\r\n\r\none\r\n'
-               b"--x\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ninner\r\n--x--\r\n")
+        raw = (
+            b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n--x\r\n\r\none\r\n'
+            b"--x\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ninner\r\n--x--\r\n"
+        )
         root = imap_sections.parse(raw)
         one = imap_sections.resolve(root, [1])
         assert one is not None
-        self.assertEqual(raw[one.body:one.end], b"one")
+        self.assertEqual(raw[one.body : one.end], b"one")
         inner = imap_sections.resolve(root, [2, 1])
         assert inner is not None
-        self.assertEqual(raw[inner.body:inner.end], b"inner")
+        self.assertEqual(raw[inner.body : inner.end], b"inner")
         self.assertIsNone(imap_sections.resolve(root, [3]))
         self.assertIsNone(imap_sections.resolve(root, [2, 2]))
 

@@ -45,9 +45,18 @@ class ArgumentTests(unittest.TestCase):
     def test_criteria(self) -> None:
         """REVERSE applies to the key after it; unknown keys, a trailing or doubled REVERSE
         and an empty or missing list are refused (BAD)."""
-        self.assertEqual(imap_sort.parse_criteria(_tok(b"(reverse Subject DATE displayfrom)")),
-                         [("SUBJECT", True), ("DATE", False), ("DISPLAYFROM", False)])
-        for bad in (b"()", b"(REVERSE)", b"(REVERSE REVERSE DATE)", b"(BOGUS)", b"DATE", b"((DATE))"):
+        self.assertEqual(
+            imap_sort.parse_criteria(_tok(b"(reverse Subject DATE displayfrom)")),
+            [("SUBJECT", True), ("DATE", False), ("DISPLAYFROM", False)],
+        )
+        for bad in (
+            b"()",
+            b"(REVERSE)",
+            b"(REVERSE REVERSE DATE)",
+            b"(BOGUS)",
+            b"DATE",
+            b"((DATE))",
+        ):
             self.assertRaises(ParseError, imap_sort.parse_criteria, _tok(bad))
 
     def test_charset_and_algorithm(self) -> None:
@@ -62,12 +71,16 @@ class KeyTests(unittest.TestCase):
         """FROM/TO/CC sort by the first address's mailbox (a group's name when the field
         starts with a group, as imaptest's sort-addresses expects), ASCII case folded."""
         self.assertEqual(imap_sort.address_key(_text(cc="user2: blah@domain1.org;"), "cc"), "USER2")
-        self.assertEqual(imap_sort.address_key(_text(to="foo bar <User1@d.org>, x@y"), "to"), "USER1")
+        self.assertEqual(
+            imap_sort.address_key(_text(to="foo bar <User1@d.org>, x@y"), "to"), "USER1"
+        )
         self.assertEqual(imap_sort.address_key(_text(), "from"), "")
 
     def test_display_keys(self) -> None:
         """RFC 5957: the display name decoded, else the addr-spec, else a group's name."""
-        self.assertEqual(imap_sort.display_key(_text(to="=?iso-8859-1?q?foo_aar?= <e@f.g>"), "to"), "FOO AAR")
+        self.assertEqual(
+            imap_sort.display_key(_text(to="=?iso-8859-1?q?foo_aar?= <e@f.g>"), "to"), "FOO AAR"
+        )
         self.assertEqual(imap_sort.display_key(_text(to="b@c.d"), "to"), "B@C.D")
         self.assertEqual(imap_sort.display_key(_text(to="a: xx@xx.org, yy@yy.org;"), "to"), "A")
         self.assertEqual(imap_sort.display_key(_text(to="d"), "to"), "D")
@@ -75,10 +88,16 @@ class KeyTests(unittest.TestCase):
     def test_dates(self) -> None:
         """DATE is the Date: header as an instant (zones count), INTERNALDATE when it is
         missing or unparsable; ARRIVAL is always INTERNALDATE."""
-        self.assertEqual(imap_sort.sent_date(_text(date="Fri, 22 Feb 2008 02:00:00 +0200")), 1203638400.0)
-        self.assertEqual(imap_sort.sent_date(MessageText(_Msg({"date": "garbage"}, date=5.0), lambda: b"")), 5.0)
-        keys = imap_sort.sort_keys(MessageText(_Msg({"subject": "Re: [list] x"}, date=7.0), lambda: b""),
-                                   [("ARRIVAL", False), ("SUBJECT", True), ("SIZE", False)])
+        self.assertEqual(
+            imap_sort.sent_date(_text(date="Fri, 22 Feb 2008 02:00:00 +0200")), 1203638400.0
+        )
+        self.assertEqual(
+            imap_sort.sent_date(MessageText(_Msg({"date": "garbage"}, date=5.0), lambda: b"")), 5.0
+        )
+        keys = imap_sort.sort_keys(
+            MessageText(_Msg({"subject": "Re: [list] x"}, date=7.0), lambda: b""),
+            [("ARRIVAL", False), ("SUBJECT", True), ("SIZE", False)],
+        )
         self.assertEqual(keys, (7.0, "X", 100))
 
     def test_reverse_keeps_mailbox_order_for_ties(self) -> None:
@@ -89,9 +108,13 @@ class KeyTests(unittest.TestCase):
         self.assertEqual(imap_sort.ordered(rows, [("ARRIVAL", True)]), [2, 4, 5, 3, 1])
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.tuples(st.integers(0, 3), st.text("ab", max_size=2)), max_size=20),
-           st.lists(st.booleans(), min_size=2, max_size=2))
-    def test_ordered_matches_a_comparator(self, keys: list[tuple[int, str]], rev: list[bool]) -> None:
+    @given(
+        st.lists(st.tuples(st.integers(0, 3), st.text("ab", max_size=2)), max_size=20),
+        st.lists(st.booleans(), min_size=2, max_size=2),
+    )
+    def test_ordered_matches_a_comparator(
+        self, keys: list[tuple[int, str]], rev: list[bool]
+    ) -> None:
         """The stable multi-pass sort equals a comparison of the criteria in turn, then of
         the sequence number."""
         rows = [(i + 1, k) for i, k in enumerate(keys)]
@@ -103,13 +126,16 @@ class KeyTests(unittest.TestCase):
                     less = a[1][i] < b[1][i]
                     return (1 if less else -1) if r else (-1 if less else 1)
             return a[0] - b[0]
+
         want = [n for n, _ in sorted(rows, key=functools.cmp_to_key(cmp))]
         self.assertEqual(imap_sort.ordered(rows, criteria), want)
 
 
 def _message(subject: str, frm: str, date: str, extra: str = "", body: str = "body") -> bytes:
-    return (f"From: {frm}\r\nTo: bob@example.com\r\nSubject: {subject}\r\nDate: {date}\r\n"
-            f"{extra}\r\n{body}\r\n").encode()
+    return (
+        f"From: {frm}\r\nTo: bob@example.com\r\nSubject: {subject}\r\nDate: {date}\r\n"
+        f"{extra}\r\n{body}\r\n"
+    ).encode()
 
 
 class CommandTests(unittest.TestCase):
@@ -120,16 +146,30 @@ class CommandTests(unittest.TestCase):
         self.c = Client(self.world)
         self.c.login()
         msgs = [
-            _message("Plan", "Zed <zed@example.com>", "Mon, 02 Mar 2026 10:00:00 +0000",
-                     "Message-ID: <p1@x>\r\n"),
-            _message("Re: plan", "amy@example.com", "Mon, 02 Mar 2026 12:00:00 +0000",
-                     "Message-ID: <p2@x>\r\nIn-Reply-To: <p1@x>\r\n", "a longer body " * 20),
-            _message("Other", "Bob <bob@example.com>", "Mon, 02 Mar 2026 11:00:00 +0000",
-                     "Message-ID: <o1@x>\r\n"),
+            _message(
+                "Plan",
+                "Zed <zed@example.com>",
+                "Mon, 02 Mar 2026 10:00:00 +0000",
+                "Message-ID: <p1@x>\r\n",
+            ),
+            _message(
+                "Re: plan",
+                "amy@example.com",
+                "Mon, 02 Mar 2026 12:00:00 +0000",
+                "Message-ID: <p2@x>\r\nIn-Reply-To: <p1@x>\r\n",
+                "a longer body " * 20,
+            ),
+            _message(
+                "Other",
+                "Bob <bob@example.com>",
+                "Mon, 02 Mar 2026 11:00:00 +0000",
+                "Message-ID: <o1@x>\r\n",
+            ),
         ]
         for i, m in enumerate(msgs):
-            out = self.c.send(b'a APPEND INBOX "0%d-Mar-2026 09:00:00 +0000" {%d+}\r\n%s\r\n'
-                              % (i + 1, len(m), m))
+            out = self.c.send(
+                b'a APPEND INBOX "0%d-Mar-2026 09:00:00 +0000" {%d+}\r\n%s\r\n' % (i + 1, len(m), m)
+            )
             self.assertIn(b"a OK", out)
         self.c.select()
         self.c.send(b"d STORE 2 +FLAGS (\\Deleted)\r\n")
@@ -145,7 +185,12 @@ class CommandTests(unittest.TestCase):
     def test_capabilities(self) -> None:
         """SORT, SORT=DISPLAY and both THREAD algorithms are advertised."""
         out = self.c.send(b"c CAPABILITY\r\n")
-        for cap in (b" SORT ", b" SORT=DISPLAY ", b" THREAD=REFERENCES ", b" THREAD=ORDEREDSUBJECT"):
+        for cap in (
+            b" SORT ",
+            b" SORT=DISPLAY ",
+            b" THREAD=REFERENCES ",
+            b" THREAD=ORDEREDSUBJECT",
+        ):
             self.assertIn(cap, out)
 
     def test_sort(self) -> None:
@@ -164,7 +209,9 @@ class CommandTests(unittest.TestCase):
         """REFERENCES links the reply under its parent; ORDEREDSUBJECT groups by subject."""
         self.assertEqual(self.answer(b"THREAD REFERENCES UTF-8 ALL", b"THREAD"), b"(1 2)(3)")
         self.assertEqual(self.answer(b"THREAD ORDEREDSUBJECT UTF-8 ALL", b"THREAD"), b"(1 2)(3)")
-        self.assertEqual(self.answer(b"UID THREAD REFERENCES UTF-8 NOT DELETED", b"THREAD"), b"(1)(3)")
+        self.assertEqual(
+            self.answer(b"UID THREAD REFERENCES UTF-8 NOT DELETED", b"THREAD"), b"(1)(3)"
+        )
         self.assertEqual(self.answer(b"THREAD REFERENCES UTF-8 SUBJECT nothing", b"THREAD"), b"")
 
     def test_errors(self) -> None:
@@ -173,11 +220,20 @@ class CommandTests(unittest.TestCase):
         logged with the account and address."""
         events: list[dict[str, Any]] = []
         self.c.proto.log = Logger(observer=events.append)
-        for bad in (b"SORT DATE UTF-8 ALL", b"SORT (BOGUS) UTF-8 ALL", b"SORT (DATE) UTF-8",
-                    b"SORT (DATE)", b"THREAD JWZ UTF-8 ALL", b"THREAD REFERENCES UTF-8 FROBNICATE",
-                    b"SORT (DATE) UTF-8 ALL )", b"UID THREAD"):
+        for bad in (
+            b"SORT DATE UTF-8 ALL",
+            b"SORT (BOGUS) UTF-8 ALL",
+            b"SORT (DATE) UTF-8",
+            b"SORT (DATE)",
+            b"THREAD JWZ UTF-8 ALL",
+            b"THREAD REFERENCES UTF-8 FROBNICATE",
+            b"SORT (DATE) UTF-8 ALL )",
+            b"UID THREAD",
+        ):
             self.assertIn(b"x BAD", self.c.send(b"x " + bad + b"\r\n"), bad)
-        self.assertIn(b"y NO [BADCHARSET (US-ASCII UTF-8)]", self.c.send(b"y SORT (DATE) KOI8-R ALL\r\n"))
+        self.assertIn(
+            b"y NO [BADCHARSET (US-ASCII UTF-8)]", self.c.send(b"y SORT (DATE) KOI8-R ALL\r\n")
+        )
         self.assertIn(b"y NO [BADCHARSET", self.c.send(b"y THREAD REFERENCES KOI8-R ALL\r\n"))
         refused = [e for e in events if "refused" in e.get("log_format", "")]
         self.assertEqual(len(refused), 10)
@@ -185,8 +241,9 @@ class CommandTests(unittest.TestCase):
         self.assertEqual(refused[-1]["why"], "KOI8-R")
         other = Client(self.world)
         other.login()
-        self.assertIn(b"z BAD Command not valid in this state",
-                      other.send(b"z SORT (DATE) UTF-8 ALL\r\n"))
+        self.assertIn(
+            b"z BAD Command not valid in this state", other.send(b"z SORT (DATE) UTF-8 ALL\r\n")
+        )
         self.assertEqual(self.answer(b"SORT (DATE) UTF-8 ALL"), b"1 3 2")
 
     def test_charset_and_search_string_as_literals(self) -> None:
@@ -220,6 +277,7 @@ class CommandTests(unittest.TestCase):
         def run(fn: Any, *args: Any) -> Any:
             ran.append(fn.__name__)
             return real(fn, *args)
+
         self.patch(account, "run", run)
         self.assertEqual(self.answer(b"SORT (DATE) UTF-8 ALL"), b"1 3 2")
         self.assertEqual(self.answer(b"THREAD REFERENCES UTF-8 ALL", b"THREAD"), b"(1 2)(3)")

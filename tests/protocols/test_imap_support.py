@@ -28,15 +28,19 @@ from cgtwist.types import ListenerSpec
 _BASE = tempfile.mkdtemp(prefix="cgimap-tests-")
 atexit.register(shutil.rmtree, _BASE, True)
 
-MESSAGE = (b"From: Alice Example <alice@example.com>\r\nTo: bob@example.com\r\n"
-           b"Subject: Hello there\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
-           b"Message-ID: <m1@example.com>\r\n\r\nFirst line of the body\r\nsecond line\r\n")
+MESSAGE = (
+    b"From: Alice Example <alice@example.com>\r\nTo: bob@example.com\r\n"
+    b"Subject: Hello there\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <m1@example.com>\r\n\r\nFirst line of the body\r\nsecond line\r\n"
+)
 
-MULTIPART = (b"From: carol@example.com\r\nTo: bob@example.com\r\nSubject: Parts\r\n"
-             b"Date: Tue, 03 Mar 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n"
-             b'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n'
-             b"preamble\r\n--XX\r\nContent-Type: text/plain\r\n\r\npart one text\r\n"
-             b"--XX\r\nContent-Type: text/html\r\n\r\n<p>part two</p>\r\n--XX--\r\n")
+MULTIPART = (
+    b"From: carol@example.com\r\nTo: bob@example.com\r\nSubject: Parts\r\n"
+    b"Date: Tue, 03 Mar 2026 11:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+    b"preamble\r\n--XX\r\nContent-Type: text/plain\r\n\r\npart one text\r\n"
+    b"--XX\r\nContent-Type: text/html\r\n\r\n<p>part two</p>\r\n--XX--\r\n"
+)
 
 
 @implementer(interfaces.ITLSTransport)
@@ -83,16 +87,19 @@ class World:
         self.notifier = MailboxNotifier(reactor)
         self.realm = AccountRealm(self.tmp, self.notifier)
         checker = InMemoryUsernamePasswordDatabaseDontUse(
-            **{"alice@example.com": b"secret", "bob@example.com": b"hunter2"})
+            **{"alice@example.com": b"secret", "bob@example.com": b"hunter2"}
+        )
         self.portal = Portal(self.realm, [checker])
         self.settings = SettingsHolder(Settings(overrides or {}))
         self.clock = task.Clock()
 
-    def factory(self, tls: str = "starttls", allow_plain: bool = False, ctx: Any = "ctx",
-                clock: Any = None) -> IMAPFactory:
+    def factory(
+        self, tls: str = "starttls", allow_plain: bool = False, ctx: Any = "ctx", clock: Any = None
+    ) -> IMAPFactory:
         spec = ListenerSpec("imap", 143, address="127.0.0.1", tls=tls, allow_plain_auth=allow_plain)
-        return IMAPFactory(spec, self.settings, self.portal, lambda: ctx, "mail.example.com",
-                           clock or self.clock)
+        return IMAPFactory(
+            spec, self.settings, self.portal, lambda: ctx, "mail.example.com", clock or self.clock
+        )
 
     def deliver(self, name: str, data: bytes = MESSAGE, folder: str = "INBOX") -> None:
         """Put a message into a folder as LOCAL delivery would, and push the change."""
@@ -109,8 +116,9 @@ class World:
 class Client:
     """A CgIMAP4Server on a StringTransport; ``send`` returns what the server wrote."""
 
-    def __init__(self, world: World, ip: str = "192.0.2.10", factory: Optional[IMAPFactory] = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, world: World, ip: str = "192.0.2.10", factory: Optional[IMAPFactory] = None, **kw: Any
+    ) -> None:
         self.world = world
         self.factory = factory or world.factory(**kw)
         self.proto: CgIMAP4Server = self.factory.buildProtocol(address.IPv4Address("TCP", ip, 5555))

@@ -21,8 +21,13 @@ from cgtwist.protocols.imap_thread import (
 )
 
 
-def msg(n: int, date: float = 0.0, mid: Optional[str] = None, refs: tuple[str, ...] = (),
-        subject: str = "") -> ThreadMessage:
+def msg(
+    n: int,
+    date: float = 0.0,
+    mid: Optional[str] = None,
+    refs: tuple[str, ...] = (),
+    subject: str = "",
+) -> ThreadMessage:
     return ThreadMessage(n, n, date, mid, list(refs), subject)
 
 
@@ -44,14 +49,21 @@ class BaseSubjectTests(unittest.TestCase):
         each says whether a reply or forward marker was removed (which THREAD's subject
         merging uses)."""
         cases = {
-            "a": ("a", False), "_": ("_", False), "b (a)": ("b (a)", False),
+            "a": ("a", False),
+            "_": ("_", False),
+            "b (a)": ("b (a)", False),
             "[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)": ("b", True),
-            "Re: [FWD: c]": ("c", True), "[xyz]": ("[xyz]", False), "": ("", False),
-            " ": ("", False), "RE: C": ("C", True),
+            "Re: [FWD: c]": ("c", True),
+            "[xyz]": ("[xyz]", False),
+            "": ("", False),
+            " ": ("", False),
+            "RE: C": ("C", True),
             "Ad: Re: Ad: Re: Ad: x": ("Ad: Re: Ad: Re: Ad: x", False),
             "re: [fwd: [fwd: re: [fwd: babylon]]]": ("babylon", True),
-            "[list] meeting": ("meeting", False), "Re:Re:  re\t: x": ("x", True),
-            "x (fwd)": ("x", True), "[a] [b]": ("[b]", False),
+            "[list] meeting": ("meeting", False),
+            "Re:Re:  re\t: x": ("x", True),
+            "x (fwd)": ("x", True),
+            "[a] [b]": ("[b]", False),
         }
         for subject, want in cases.items():
             self.assertEqual(base_subject(subject), want, subject)
@@ -95,59 +107,107 @@ class ReferencesTests(unittest.TestCase):
         5256 §3): a message's own last reference beats a link another message's References
         made (step 1.B), dummies at the top with one child are promoted, with more kept,
         duplicate and missing Message-IDs get unique ones, subjects merge threads."""
-        self.assertEqual(self.thread(msg(1, 17, "a@b"), msg(2, 15, "b@b", ("a@b", "c@b")),
-                                     msg(3, 16, "c@b", ("b@b",))), b"(3 2)(1)")
+        self.assertEqual(
+            self.thread(
+                msg(1, 17, "a@b"), msg(2, 15, "b@b", ("a@b", "c@b")), msg(3, 16, "c@b", ("b@b",))
+            ),
+            b"(3 2)(1)",
+        )
         self.assertEqual(self.thread(msg(1, 1, "a@b"), msg(2, 1, "a@b")), b"(1)(2)")
-        self.assertEqual(self.thread(msg(1, 1, "a@b", subject="foo"),
-                                     msg(2, 2, "a@b", subject="Re: foo")), b"(1 2)")
-        self.assertEqual(self.thread(msg(1, 1, "a@b", subject="foo"),
-                                     msg(2, 2, "b@b", ("c@b",), "Re: foo")), b"(1 2)")
-        self.assertEqual(self.thread(msg(1, 17, "1@b"), msg(2, 15, "2@b", ("1@b",)),
-                                     msg(3, 15, "3@b", ("1@b",)), msg(4, 15, "4@b", ("2@b",))),
-                         b"(1 (2 4)(3))")
-        self.assertEqual(self.thread(msg(1, 1, "3@b", ("1@b",)), msg(2, 1, "4@b", ("2@b",)),
-                                     msg(3, 1, "5@b", ("2@b",))), b"(1)((2)(3))")
-        self.assertEqual(self.thread(msg(1, 1, None, ("a@b",)), msg(2, 2, None, ("a@b",))),
-                         b"((1)(2))")
-        self.assertEqual(self.thread(msg(1, 1, "a@b"), msg(2, 1, "b@b", ("a@b",)),
-                                     msg(3, 1, "c@b", ("b@b",)), msg(4, 1, "b@b", ("a@b",))),
-                         b"(1 (2 3)(4))")
-        self.assertEqual(self.thread(msg(1, 1, "a@b"), msg(2, 1, "c@b", ("b@b",)),
-                                     msg(3, 1, "b@b", ("a@b",))), b"(1 3 2)")
+        self.assertEqual(
+            self.thread(msg(1, 1, "a@b", subject="foo"), msg(2, 2, "a@b", subject="Re: foo")),
+            b"(1 2)",
+        )
+        self.assertEqual(
+            self.thread(msg(1, 1, "a@b", subject="foo"), msg(2, 2, "b@b", ("c@b",), "Re: foo")),
+            b"(1 2)",
+        )
+        self.assertEqual(
+            self.thread(
+                msg(1, 17, "1@b"),
+                msg(2, 15, "2@b", ("1@b",)),
+                msg(3, 15, "3@b", ("1@b",)),
+                msg(4, 15, "4@b", ("2@b",)),
+            ),
+            b"(1 (2 4)(3))",
+        )
+        self.assertEqual(
+            self.thread(
+                msg(1, 1, "3@b", ("1@b",)), msg(2, 1, "4@b", ("2@b",)), msg(3, 1, "5@b", ("2@b",))
+            ),
+            b"(1)((2)(3))",
+        )
+        self.assertEqual(
+            self.thread(msg(1, 1, None, ("a@b",)), msg(2, 2, None, ("a@b",))), b"((1)(2))"
+        )
+        self.assertEqual(
+            self.thread(
+                msg(1, 1, "a@b"),
+                msg(2, 1, "b@b", ("a@b",)),
+                msg(3, 1, "c@b", ("b@b",)),
+                msg(4, 1, "b@b", ("a@b",)),
+            ),
+            b"(1 (2 3)(4))",
+        )
+        self.assertEqual(
+            self.thread(msg(1, 1, "a@b"), msg(2, 1, "c@b", ("b@b",)), msg(3, 1, "b@b", ("a@b",))),
+            b"(1 3 2)",
+        )
 
     def test_subject_merging(self) -> None:
         """Step 5: two non-reply threads with one subject go under a new dummy; a reply goes
         under the original; threads with an empty subject are never merged."""
-        self.assertEqual(self.thread(msg(1, 1, "x@y", subject="Plan"),
-                                     msg(2, 2, "z@y", subject="plan")), b"((1)(2))")
-        self.assertEqual(self.thread(msg(1, 2, "x@y", subject="Re: Plan"),
-                                     msg(2, 1, "z@y", subject="Plan"),
-                                     msg(3, 3, "w@y", subject="Fwd: plan")), b"(2 (1)(3))")
+        self.assertEqual(
+            self.thread(msg(1, 1, "x@y", subject="Plan"), msg(2, 2, "z@y", subject="plan")),
+            b"((1)(2))",
+        )
+        self.assertEqual(
+            self.thread(
+                msg(1, 2, "x@y", subject="Re: Plan"),
+                msg(2, 1, "z@y", subject="Plan"),
+                msg(3, 3, "w@y", subject="Fwd: plan"),
+            ),
+            b"(2 (1)(3))",
+        )
         self.assertEqual(self.thread(msg(1, 1, "x@y"), msg(2, 2, "z@y")), b"(1)(2)")
 
     def test_reference_loops_are_ignored(self) -> None:
         """References that would make a loop create no link; every message still appears."""
-        out = self.thread(msg(1, 1, "a@x", ("b@x",)), msg(2, 2, "b@x", ("a@x",)),
-                          msg(3, 3, "c@x", ("c@x",)))
+        out = self.thread(
+            msg(1, 1, "a@x", ("b@x",)), msg(2, 2, "b@x", ("a@x",)), msg(3, 3, "c@x", ("c@x",))
+        )
         self.assertEqual(sorted(int(n) for n in re.findall(rb"\d+", out)), [1, 2, 3])
 
     def test_long_chain_is_not_recursive(self) -> None:
         """A 5,000-message chain of replies threads and renders without recursion."""
-        msgs = [msg(1, 0, "m1@x")] + [msg(i, i, f"m{i}@x", (f"m{i - 1}@x",)) for i in range(2, 5001)]
+        msgs = [msg(1, 0, "m1@x")] + [
+            msg(i, i, f"m{i}@x", (f"m{i - 1}@x",)) for i in range(2, 5001)
+        ]
         out = self.thread(*msgs)
         self.assertEqual(out, b"(" + b" ".join(b"%d" % i for i in range(1, 5001)) + b")")
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.tuples(st.sampled_from([None, "a", "b", "c", "d", "e"]),
-                              st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), max_size=4),
-                              st.integers(0, 3), st.sampled_from(["", "s", "Re: s", "t", "Fwd: t"])),
-                    max_size=12))
-    def test_every_message_once_in_a_valid_forest(self, spec: list[tuple[Optional[str], list[str], int, str]]) -> None:
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([None, "a", "b", "c", "d", "e"]),
+                st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), max_size=4),
+                st.integers(0, 3),
+                st.sampled_from(["", "s", "Re: s", "t", "Fwd: t"]),
+            ),
+            max_size=12,
+        )
+    )
+    def test_every_message_once_in_a_valid_forest(
+        self, spec: list[tuple[Optional[str], list[str], int, str]]
+    ) -> None:
         """Whatever the references (loops, duplicates, dummies), each message appears exactly
         once, no dummy is left without children or at a lower level with a single child,
         and the response is balanced thread lists."""
-        msgs = [msg(i + 1, date, f"{mid}@x" if mid else None, tuple(f"{r}@x" for r in refs), subj)
-                for i, (mid, refs, date, subj) in enumerate(spec)]
+        msgs = [
+            msg(i + 1, date, f"{mid}@x" if mid else None, tuple(f"{r}@x" for r in refs), subj)
+            for i, (mid, refs, date, subj) in enumerate(spec)
+        ]
         threads = references(msgs)
         self.assertEqual(sorted(numbers(threads)), list(range(1, len(msgs) + 1)))
         stack = [(t, 0) for t in threads]
@@ -170,13 +230,29 @@ class OrderedSubjectTests(unittest.TestCase):
         """imaptest's thread-orderedsubject groups: one thread per base subject (case folded),
         the earliest message on top, threads by their first message's date, ties by
         sequence number."""
-        subjects = ["a", "C", "b", "_", "[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)", "b (a)",
-                    "Re: [FWD: c]", "[xyz]", "", " ", "Re: b", "RE: C", "Re: c",
-                    "Ad: Re: Ad: Re: Ad: x", "re: [fwd: [fwd: re: [fwd: babylon]]]"]
+        subjects = [
+            "a",
+            "C",
+            "b",
+            "_",
+            "[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)",
+            "b (a)",
+            "Re: [FWD: c]",
+            "[xyz]",
+            "",
+            " ",
+            "Re: b",
+            "RE: C",
+            "Re: c",
+            "Ad: Re: Ad: Re: Ad: x",
+            "re: [fwd: [fwd: re: [fwd: babylon]]]",
+        ]
         out = render(ordered_subject([msg(i + 1, 0, subject=s) for i, s in enumerate(subjects)]))
         self.assertEqual(out, b"(1)(2 (7)(12)(13))(3 (5)(11))(4)(6)(8)(9 10)(14)(15)")
         dates = [10, 9, 8, 7, 30, 29, 28, 27]
-        out = render(ordered_subject([msg(i + 1, d, subject="ab"[i % 2]) for i, d in enumerate(dates)]))
+        out = render(
+            ordered_subject([msg(i + 1, d, subject="ab"[i % 2]) for i, d in enumerate(dates)])
+        )
         self.assertEqual(out, b"(4 (2)(8)(6))(3 (1)(7)(5))")
 
     def test_empty(self) -> None:

@@ -154,10 +154,14 @@ class ViewMachine(RuleBasedStateMachine):
     def deliver(self) -> None:
         self.world.deliver(_ACCOUNT, MESSAGE)
 
-    @rule(i=st.integers(0, 1), pick=st.integers(0, 50),
-          flag=st.sampled_from([b"\\Seen", b"\\Deleted", b"\\Flagged", b"$Label1", b"$Label2",
-                                b"$Label3", b"Work"]),
-          mode=st.sampled_from([b"+FLAGS", b"-FLAGS", b"FLAGS", b"+FLAGS.SILENT"]))
+    @rule(
+        i=st.integers(0, 1),
+        pick=st.integers(0, 50),
+        flag=st.sampled_from(
+            [b"\\Seen", b"\\Deleted", b"\\Flagged", b"$Label1", b"$Label2", b"$Label3", b"Work"]
+        ),
+        mode=st.sampled_from([b"+FLAGS", b"-FLAGS", b"FLAGS", b"+FLAGS.SILENT"]),
+    )
     def store(self, i: int, pick: int, flag: bytes, mode: bytes) -> None:
         s = self._session(i)
         if not s.idle and s.count():
@@ -181,7 +185,11 @@ class ViewMachine(RuleBasedStateMachine):
         s = self._session(i)
         if not s.idle and s.count():
             where = b" INBOX" if into_self else b" Trash"
-            s.run((b"UID MOVE " if uid else b"MOVE ") + (b"1:*" if uid else self._seq(s, pick)) + where)
+            s.run(
+                (b"UID MOVE " if uid else b"MOVE ")
+                + (b"1:*" if uid else self._seq(s, pick))
+                + where
+            )
 
     @rule(i=st.integers(0, 1), pick=st.integers(0, 50))
     def copy_into_inbox(self, i: int, pick: int) -> None:
@@ -253,8 +261,12 @@ class ViewMachine(RuleBasedStateMachine):
 
 
 TestViewMachine = ViewMachine.TestCase
-TestViewMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
-                                    suppress_health_check=[HealthCheck.too_slow])
+TestViewMachine.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 class LogoutTests(unittest.TestCase):

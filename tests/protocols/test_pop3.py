@@ -47,11 +47,18 @@ class POP3TestBase(unittest.TestCase):
         self.portal, self.realm = make_portal(self.base, self.store)
         self.clock = task.Clock()
         self.settings = SettingsHolder(Settings({"auth.fail_delays": [0, 2]}))
-        self.listener = ListenerSpec("pop3", 110, "127.0.0.1", "starttls", allow_plain_auth=self.plain_ok)
+        self.listener = ListenerSpec(
+            "pop3", 110, "127.0.0.1", "starttls", allow_plain_auth=self.plain_ok
+        )
         self.ctx = object()
-        self.factory = POP3Factory(self.listener, self.settings, self.portal,
-                                   lambda: self.ctx if self.tls_available else None, "mail.example.com",
-                                   clock=self.clock)
+        self.factory = POP3Factory(
+            self.listener,
+            self.settings,
+            self.portal,
+            lambda: self.ctx if self.tls_available else None,
+            "mail.example.com",
+            clock=self.clock,
+        )
         self.md = paths.maildir(self.base, "example.com", "alice")
         deliver(self.base, "alice", MSG1)
         deliver(self.base, "alice", MSG2)
@@ -81,7 +88,9 @@ class POP3TestBase(unittest.TestCase):
             self.send(proto, tr, b"STLS")
             proto._tls_started = True
         self.assertTrue(self.send(proto, tr, b"USER alice@example.com").startswith(b"+OK"))
-        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"+OK Logged in, 2 messages"))
+        self.assertTrue(
+            self.send(proto, tr, b"PASS secret").startswith(b"+OK Logged in, 2 messages")
+        )
 
     def close(self, proto: POP3Server, tr: StringTransport) -> None:
         if not tr.disconnecting:
@@ -89,17 +98,25 @@ class POP3TestBase(unittest.TestCase):
             proto.connectionLost()
 
     def files(self) -> list[str]:
-        return sorted(os.listdir(os.path.join(self.md, "cur")) + os.listdir(os.path.join(self.md, "new")))
+        return sorted(
+            os.listdir(os.path.join(self.md, "cur")) + os.listdir(os.path.join(self.md, "new"))
+        )
 
 
 class PlaintextPolicyTests(POP3TestBase):
     def test_user_pass_refused_before_stls(self) -> None:
         """On port 110 without TLS, passwords are refused with [AUTH] until STLS (RFC 2595)."""
         proto, tr = self.connect()
-        self.assertEqual(self.send(proto, tr, b"USER alice"),
-                         b"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections; use STLS\r\n")
+        self.assertEqual(
+            self.send(proto, tr, b"USER alice"),
+            b"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections; use STLS\r\n",
+        )
         self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"-ERR [AUTH]"))
-        self.assertTrue(self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret")).startswith(b"-ERR [AUTH]"))
+        self.assertTrue(
+            self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret")).startswith(
+                b"-ERR [AUTH]"
+            )
+        )
         capa = self.send(proto, tr, b"CAPA")
         self.assertIn(b"\r\nSTLS\r\n", capa)
         self.assertNotIn(b"USER", capa)
@@ -146,7 +163,9 @@ class PlaintextPolicyTests(POP3TestBase):
         tr = TLSStringTransport()
         proto.makeConnection(tr)
         self.assertEqual(tr.value(), b"+OK cgtwist POP3 server ready\r\n")
-        self.assertTrue(self.send(proto, tr, b"APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR"))
+        self.assertTrue(
+            self.send(proto, tr, b"APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR")
+        )
         self.close(proto, tr)
 
 
@@ -156,7 +175,9 @@ class AuthTests(POP3TestBase):
     def test_auth_plain_initial_response(self) -> None:
         """AUTH PLAIN with an initial response logs in (RFC 5034)."""
         proto, tr = self.connect()
-        out = self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.com\0secret"))
+        out = self.send(
+            proto, tr, b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.com\0secret")
+        )
         self.assertTrue(out.startswith(b"+OK Logged in"), out)
         self.close(proto, tr)
 
@@ -168,7 +189,9 @@ class AuthTests(POP3TestBase):
         self.assertEqual(self.send(proto, tr, b"AUTH PLAIN"), b"+ \r\n")
         self.assertEqual(self.send(proto, tr, b"not base64!"), b"-ERR Invalid SASL response\r\n")
         self.assertEqual(self.send(proto, tr, b"AUTH PLAIN"), b"+ \r\n")
-        self.assertTrue(self.send(proto, tr, base64.b64encode(b"\0alice\0secret")).startswith(b"+OK"))
+        self.assertTrue(
+            self.send(proto, tr, base64.b64encode(b"\0alice\0secret")).startswith(b"+OK")
+        )
         self.close(proto, tr)
 
     def test_utf8_password(self) -> None:
@@ -176,10 +199,14 @@ class AuthTests(POP3TestBase):
         self.store.add("utf", "p\u00e4ss w\u00f6rd")
         proto, tr = self.connect()
         self.send(proto, tr, b"USER utf")
-        self.assertTrue(self.send(proto, tr, "PASS p\u00e4ss w\u00f6rd".encode()).startswith(b"+OK"))
+        self.assertTrue(
+            self.send(proto, tr, "PASS p\u00e4ss w\u00f6rd".encode()).startswith(b"+OK")
+        )
         self.close(proto, tr)
         proto, tr = self.connect()
-        out = self.send(proto, tr, b"AUTH PLAIN " + base64.b64encode("\0utf\0p\u00e4ss w\u00f6rd".encode()))
+        out = self.send(
+            proto, tr, b"AUTH PLAIN " + base64.b64encode("\0utf\0p\u00e4ss w\u00f6rd".encode())
+        )
         self.assertTrue(out.startswith(b"+OK"), out)
         self.close(proto, tr)
 
@@ -187,15 +214,21 @@ class AuthTests(POP3TestBase):
         """A non-ASCII initial response is a bad SASL response, not an internal error (the
         fuzz suite found a traceback and -ERR [SYS/TEMP] here)."""
         proto, tr = self.connect()
-        self.assertEqual(self.send(proto, tr, "AUTH PLAIN Eç".encode()), b"-ERR Invalid SASL response\r\n")
+        self.assertEqual(
+            self.send(proto, tr, "AUTH PLAIN Eç".encode()), b"-ERR Invalid SASL response\r\n"
+        )
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertTrue(self.send(proto, tr, b"NOOP").startswith(b"-ERR"))  # still talking
 
     def test_auth_other_mechanism(self) -> None:
         """Only PLAIN is offered; CRAM-MD5 and friends are refused."""
         proto, tr = self.connect()
-        self.assertEqual(self.send(proto, tr, b"AUTH"), b"+OK Supported SASL mechanisms follow\r\nPLAIN\r\n.\r\n")
-        self.assertEqual(self.send(proto, tr, b"AUTH CRAM-MD5"), b"-ERR Unsupported SASL mechanism\r\n")
+        self.assertEqual(
+            self.send(proto, tr, b"AUTH"), b"+OK Supported SASL mechanisms follow\r\nPLAIN\r\n.\r\n"
+        )
+        self.assertEqual(
+            self.send(proto, tr, b"AUTH CRAM-MD5"), b"-ERR Unsupported SASL mechanism\r\n"
+        )
 
     def test_wrong_password_delayed_then_disconnect(self) -> None:
         """Each wrong password is answered only after its auth.fail_delays entry; the
@@ -263,7 +296,9 @@ class AuthTests(POP3TestBase):
         """An account without the POP service cannot log in."""
         proto, tr = self.connect()
         self.send(proto, tr, b"USER nopop")
-        self.assertEqual(self.send(proto, tr, b"PASS secret"), b"-ERR [AUTH] Authentication failed\r\n")
+        self.assertEqual(
+            self.send(proto, tr, b"PASS secret"), b"-ERR [AUTH] Authentication failed\r\n"
+        )
 
     def test_store_down(self) -> None:
         """A failing account store gives a temporary error, never 'wrong password'."""
@@ -279,8 +314,10 @@ class AuthTests(POP3TestBase):
         self.login(p1, t1)
         p2, t2 = self.connect()
         self.send(p2, t2, b"USER alice")
-        self.assertEqual(self.send(p2, t2, b"PASS secret"),
-                         b"-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n")
+        self.assertEqual(
+            self.send(p2, t2, b"PASS secret"),
+            b"-ERR [IN-USE] Mailbox is locked by another POP3 session\r\n",
+        )
         self.close(p1, t1)
         self.send(p2, t2, b"USER alice")
         self.assertTrue(self.send(p2, t2, b"PASS secret").startswith(b"+OK"))
@@ -318,7 +355,9 @@ class TransactionTests(POP3TestBase):
         """STAT, LIST and UIDL describe the maildrop; sizes count CRLF line ends."""
         s1, s2 = self.sizes()
         self.assertEqual(self.cmd(b"STAT"), b"+OK 2 %d\r\n" % (s1 + s2))
-        self.assertEqual(self.cmd(b"LIST"), b"+OK Scan list follows\r\n1 %d\r\n2 %d\r\n.\r\n" % (s1, s2))
+        self.assertEqual(
+            self.cmd(b"LIST"), b"+OK Scan list follows\r\n1 %d\r\n2 %d\r\n.\r\n" % (s1, s2)
+        )
         self.assertEqual(self.cmd(b"LIST 2"), b"+OK 2 %d\r\n" % s2)
         uidl = self.cmd(b"UIDL").split(b"\r\n")
         self.assertEqual(uidl[0], b"+OK Unique-ID list follows")
@@ -340,9 +379,14 @@ class TransactionTests(POP3TestBase):
     def test_retr_dot_stuffing_and_crlf(self) -> None:
         """RETR sends the message dot-stuffed with CRLF line ends and the final '.'."""
         out = self.cmd(b"RETR 1")
-        self.assertEqual(out, b"+OK %d octets\r\n" % len(MSG1) + MSG1.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        self.assertEqual(
+            out, b"+OK %d octets\r\n" % len(MSG1) + MSG1.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+        )
         out = self.cmd(b"RETR 2")
-        self.assertEqual(out, b"+OK %d octets\r\nSubject: two\r\nX: y\r\n\r\nbare lf body\r\n.\r\n" % self.sizes()[1])
+        self.assertEqual(
+            out,
+            b"+OK %d octets\r\nSubject: two\r\nX: y\r\n\r\nbare lf body\r\n.\r\n" % self.sizes()[1],
+        )
 
     def test_retr_streamed(self) -> None:
         """Large messages are streamed with back-pressure and arrive byte-identical, stuffed."""
@@ -352,9 +396,18 @@ class TransactionTests(POP3TestBase):
 
     def test_top(self) -> None:
         """TOP n k sends the header and k body lines; TOP n 0 the header only."""
-        self.assertEqual(self.cmd(b"TOP 1 1"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n.\r\n")
-        self.assertEqual(self.cmd(b"TOP 1 0"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\n.\r\n")
-        self.assertEqual(self.cmd(b"TOP 1 2"), b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n..dotted\r\n.\r\n")
+        self.assertEqual(
+            self.cmd(b"TOP 1 1"),
+            b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n.\r\n",
+        )
+        self.assertEqual(
+            self.cmd(b"TOP 1 0"),
+            b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\n.\r\n",
+        )
+        self.assertEqual(
+            self.cmd(b"TOP 1 2"),
+            b"+OK Top of message follows\r\nFrom: a@example.com\r\nSubject: one\r\n\r\nline1\r\n..dotted\r\n.\r\n",
+        )
         self.assertTrue(self.cmd(b"TOP 1 99").endswith(b"line3\r\n.\r\n"))
 
     def test_dele_applied_only_at_quit(self) -> None:
@@ -404,9 +457,24 @@ class TransactionTests(POP3TestBase):
     def test_noop_and_bad_commands(self) -> None:
         """Every bad command or argument gets -ERR and the session goes on."""
         self.assertEqual(self.cmd(b"NOOP"), b"+OK\r\n")
-        for line in [b"RETR 0", b"RETR 999999", b"RETR -1", b"RETR abc", b"LIST abc", b"LIST 1 2",
-                     b"TOP 1 -1", b"TOP 1", b"TOP x 1", b"DELE", b"XYZZY", b"USER bob", b"STLS",
-                     b"\xff\xfe", b"", b"RETR 99999999999999999999"]:
+        for line in [
+            b"RETR 0",
+            b"RETR 999999",
+            b"RETR -1",
+            b"RETR abc",
+            b"LIST abc",
+            b"LIST 1 2",
+            b"TOP 1 -1",
+            b"TOP 1",
+            b"TOP x 1",
+            b"DELE",
+            b"XYZZY",
+            b"USER bob",
+            b"STLS",
+            b"\xff\xfe",
+            b"",
+            b"RETR 99999999999999999999",
+        ]:
             out = self.cmd(line)
             self.assertTrue(out.startswith(b"-ERR "), (line, out))
             self.assertNotIn(b"Traceback", out)
@@ -460,7 +528,9 @@ class TransactionTests(POP3TestBase):
 
     def login_any(self, proto: POP3Server, tr: StringTransport, n: int) -> None:
         self.send(proto, tr, b"USER alice")
-        self.assertTrue(self.send(proto, tr, b"PASS secret").startswith(b"+OK Logged in, %d messages" % n))
+        self.assertTrue(
+            self.send(proto, tr, b"PASS secret").startswith(b"+OK Logged in, %d messages" % n)
+        )
         self.close(proto, tr)
 
     def test_capa_in_transaction(self) -> None:
@@ -479,8 +549,12 @@ class FuzzTests(POP3TestBase):
     plain_ok = True
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.lists(st.binary(max_size=60).filter(lambda b: b"\n" not in b and b"\r" not in b), max_size=6),
-           st.booleans())
+    @given(
+        st.lists(
+            st.binary(max_size=60).filter(lambda b: b"\n" not in b and b"\r" not in b), max_size=6
+        ),
+        st.booleans(),
+    )
     def test_garbage_in_every_state(self, lines: list[bytes], logged_in: bool) -> None:
         """Random command lines in either state never raise, never leak a traceback, and every
         reply line is a status, a listing line or a continuation (Mox-style protocol fuzz)."""
@@ -550,8 +624,14 @@ class ShutdownTests(POP3TestBase):
         proto.connectionLost()
         self.successResultOf(done)
         self.assertEqual(len(self.files()), 2)
-        other = POP3Factory(self.listener, self.settings, self.portal, lambda: None,
-                            "mail.example.com", clock=self.clock)
+        other = POP3Factory(
+            self.listener,
+            self.settings,
+            self.portal,
+            lambda: None,
+            "mail.example.com",
+            clock=self.clock,
+        )
         self.factory = other
         p2, t2 = self.connect()
         self.login(p2, t2)  # not -ERR [IN-USE]: the lock went with the session
@@ -576,7 +656,9 @@ class ShutdownTests(POP3TestBase):
         self.assertFalse(tr.disconnecting)
         self.pump(tr)
         stuffed = MSG1.replace(b"\r\n.", b"\r\n..")
-        self.assertEqual(tr.value(), b"+OK %d octets\r\n" % len(MSG1) + stuffed + b".\r\n" + self.BYE)
+        self.assertEqual(
+            tr.value(), b"+OK %d octets\r\n" % len(MSG1) + stuffed + b".\r\n" + self.BYE
+        )
         self.assertTrue(tr.disconnecting)
         proto.connectionLost()
         self.successResultOf(done)

@@ -32,13 +32,19 @@ def make_cert(directory: str) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     os.makedirs(directory, exist_ok=True)
@@ -46,8 +52,13 @@ def make_cert(directory: str) -> tuple[str, str]:
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     return cert_path, key_path
 
 
@@ -62,11 +73,15 @@ class POP3EndToEndTests(unittest.TestCase):
         self.tls = ServerTLS(cert, key)
         self.settings = SettingsHolder()
         for i in range(3):
-            deliver(self.base, "alice", b"Subject: m%d\r\n\r\nbody %d\r\n.starts with dot\r\n" % (i, i))
+            deliver(
+                self.base, "alice", b"Subject: m%d\r\n\r\nbody %d\r\n.starts with dot\r\n" % (i, i)
+            )
 
     def listen(self, tls_mode: str) -> int:
         spec = ListenerSpec("pop3", 0, "127.0.0.1", tls_mode)
-        factory: Any = POP3Factory(spec, self.settings, self.portal, self.tls, "localhost", clock=reactor)
+        factory: Any = POP3Factory(
+            spec, self.settings, self.portal, self.tls, "localhost", clock=reactor
+        )
         if tls_mode == "implicit":
             factory = TLSMemoryBIOFactory(self.tls, False, factory)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")

@@ -24,15 +24,22 @@ class FakeStore:
         self.accounts: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
         self.fail = False
 
-    def add(self, name: str, password: str, services: frozenset[str] = frozenset({"pop", "imap", "mail"}),
-            domain: str = "example.com") -> None:
+    def add(
+        self,
+        name: str,
+        password: str,
+        services: frozenset[str] = frozenset({"pop", "imap", "mail"}),
+        domain: str = "example.com",
+    ) -> None:
         self.accounts[(name, domain)] = (password, services)
 
     def get_account(self, name: str, domain: str) -> defer.Deferred[Optional[Account]]:
         entry = self.accounts.get((name, domain))
         return defer.succeed(Account(name, domain, services=entry[1]) if entry else None)
 
-    def verify_password(self, name: str, domain: str, password: Any) -> defer.Deferred[Optional[Account]]:
+    def verify_password(
+        self, name: str, domain: str, password: Any
+    ) -> defer.Deferred[Optional[Account]]:
         if self.fail:
             return defer.fail(RuntimeError("database down"))
         if isinstance(password, bytes):
@@ -43,7 +50,9 @@ class FakeStore:
         return defer.succeed(Account(name, domain, services=entry[1]))
 
 
-def make_portal(base: str, store: FakeStore, notifier: Optional[MailboxNotifier] = None) -> tuple[Portal, MailRealm]:
+def make_portal(
+    base: str, store: FakeStore, notifier: Optional[MailboxNotifier] = None
+) -> tuple[Portal, MailRealm]:
     realm = MailRealm(base, store, notifier or MailboxNotifier(), store.main_domain)
     return Portal(realm, [AccountChecker(store)]), realm
 

@@ -32,13 +32,23 @@ class FetchmailTests(unittest.TestCase):
         store.add("alice", "secret")
         self.portal, _realm = make_portal(self.base, store, MailboxNotifier(reactor))
         self.cert, key = make_cert(os.path.join(self.base, "tls"))
-        factory = POP3Factory(ListenerSpec("pop3", 0, "127.0.0.1", "starttls"), SettingsHolder(),
-                              self.portal, ServerTLS(self.cert, key), "localhost", clock=reactor)
+        factory = POP3Factory(
+            ListenerSpec("pop3", 0, "127.0.0.1", "starttls"),
+            SettingsHolder(),
+            self.portal,
+            ServerTLS(self.cert, key),
+            "localhost",
+            clock=reactor,
+        )
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
         for i in range(3):
-            deliver(self.base, "alice", b"From: x@example.org\r\nSubject: fm %d\r\n\r\nline\r\n.dot\r\n" % i)
+            deliver(
+                self.base,
+                "alice",
+                b"From: x@example.org\r\nSubject: fm %d\r\n\r\nline\r\n.dot\r\n" % i,
+            )
 
     def run_fetchmail(self) -> subprocess.CompletedProcess[str]:
         home = os.path.join(self.base, "home")
@@ -49,7 +59,7 @@ class FetchmailTests(unittest.TestCase):
         with open(rc, "w") as f:
             f.write(
                 "set no syslog\n"
-                f'poll localhost via 127.0.0.1 with proto POP3 port {self.port} uidl\n'
+                f"poll localhost via 127.0.0.1 with proto POP3 port {self.port} uidl\n"
                 '  user "alice@example.com" there with password "secret" is "root" here\n'
                 f'  sslproto "tls1.2+" sslcertck sslcertfile "{self.cert}" sslcommonname "localhost"\n'
                 f"  mda \"/bin/sh -c 'cat > {out}/msg.$$'\"\n"
@@ -58,8 +68,14 @@ class FetchmailTests(unittest.TestCase):
         os.chmod(rc, 0o600)
         env = dict(os.environ, HOME=home, FETCHMAILHOME=home)
         assert FETCHMAIL is not None
-        return subprocess.run([FETCHMAIL, "-f", rc, "-v", "--nodetach"], env=env, capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [FETCHMAIL, "-f", rc, "-v", "--nodetach"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     def test_fetchmail_downloads_and_deletes(self) -> None:
         """fetchmail upgrades with STLS, verifies our certificate, fetches all three messages
@@ -78,6 +94,8 @@ class FetchmailTests(unittest.TestCase):
                 self.assertIn(b"\n.dot", body)
                 self.assertNotIn(b"..dot", body)
             md = paths.maildir(self.base, "example.com", "alice")
-            self.assertEqual(os.listdir(os.path.join(md, "cur")) + os.listdir(os.path.join(md, "new")), [])
+            self.assertEqual(
+                os.listdir(os.path.join(md, "cur")) + os.listdir(os.path.join(md, "new")), []
+            )
 
         return threads.deferToThread(self.run_fetchmail).addCallback(check)

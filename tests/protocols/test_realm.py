@@ -28,12 +28,16 @@ class RealmTests(unittest.TestCase):
         self.portal, self.realm = make_portal(self.base, self.store)
 
     def login(self, user: str, iface: object) -> object:
-        return self.portal.login(credentials.UsernamePassword(user.encode(), b"secret"), None, iface)
+        return self.portal.login(
+            credentials.UsernamePassword(user.encode(), b"secret"), None, iface
+        )
 
     def test_imap_avatar_and_first_login_setup(self) -> None:
         """An IMAP login gets the account's folders; the Maildir with Sent/Drafts/Trash/Junk
         exists after the first login."""
-        iface, avatar, logout = self.successResultOf(self.login("alice@example.com", imap4.IAccount))
+        iface, avatar, logout = self.successResultOf(
+            self.login("alice@example.com", imap4.IAccount)
+        )
         self.assertIs(iface, imap4.IAccount)
         self.assertIsInstance(avatar, MaildirAccount)
         md = paths.maildir(self.base, "example.com", "alice")
@@ -80,6 +84,12 @@ class RealmTests(unittest.TestCase):
 
     def test_unknown_avatar(self) -> None:
         """An avatar id for an account that vanished or is malformed is refused."""
-        self.failureResultOf(self.realm.requestAvatar("ghost@example.com", None, imap4.IAccount), UnauthorizedLogin)
-        self.failureResultOf(self.realm.requestAvatar("../x@example.com", None, imap4.IAccount), UnauthorizedLogin)
-        self.failureResultOf(self.realm.requestAvatar(b"a@..", None, imap4.IAccount), UnauthorizedLogin)
+        self.failureResultOf(
+            self.realm.requestAvatar("ghost@example.com", None, imap4.IAccount), UnauthorizedLogin
+        )
+        self.failureResultOf(
+            self.realm.requestAvatar("../x@example.com", None, imap4.IAccount), UnauthorizedLogin
+        )
+        self.failureResultOf(
+            self.realm.requestAvatar(b"a@..", None, imap4.IAccount), UnauthorizedLogin
+        )

@@ -20,9 +20,17 @@ class GreetingAndEhloTests(unittest.TestCase):
     def test_ehlo_plain(self) -> None:
         """Without TLS available EHLO advertises exactly the implemented extensions, no AUTH."""
         h = Harness()
-        self.assertEqual(h.cmd("EHLO client.example"), [
-            "250-mx.example.com Hello [192.0.2.10]", "250-PIPELINING", "250-SIZE 10485760",
-            "250-8BITMIME", "250-ENHANCEDSTATUSCODES", "250 DSN"])
+        self.assertEqual(
+            h.cmd("EHLO client.example"),
+            [
+                "250-mx.example.com Hello [192.0.2.10]",
+                "250-PIPELINING",
+                "250-SIZE 10485760",
+                "250-8BITMIME",
+                "250-ENHANCEDSTATUSCODES",
+                "250 DSN",
+            ],
+        )
 
     def test_ehlo_reply_is_one_write(self) -> None:
         """The multi-line EHLO reply goes out in one write (one segment for the client to
@@ -114,14 +122,20 @@ class TransactionTests(unittest.TestCase):
     def test_full_transaction(self) -> None:
         """A message is accepted with 250 only after submission, byte-exact after our headers."""
         h = self.h
-        self.assertEqual(h.cmd("MAIL FROM:<alice@example.org> SIZE=100 BODY=8BITMIME"), ["250 2.1.0 Sender OK"])
-        self.assertEqual(h.cmd("RCPT TO:<bob@example.com> NOTIFY=FAILURE"), ["250 2.1.5 Recipient OK"])
+        self.assertEqual(
+            h.cmd("MAIL FROM:<alice@example.org> SIZE=100 BODY=8BITMIME"), ["250 2.1.0 Sender OK"]
+        )
+        self.assertEqual(
+            h.cmd("RCPT TO:<bob@example.com> NOTIFY=FAILURE"), ["250 2.1.5 Recipient OK"]
+        )
         self.assertEqual(h.cmd("RCPT TO:<carol@example.com>"), ["250 2.1.5 Recipient OK"])
         self.assertEqual(h.cmd("DATA"), ["354 End data with <CR><LF>.<CR><LF>"])
         self.assertEqual(h.send(BODY + b".\r\n"), ["250 2.0.0 Ok: queued as Q1"])
         envelope, data = h.submission.messages[0]
         self.assertEqual(envelope.sender, "alice@example.org")
-        self.assertEqual([r.address for r in envelope.recipients], ["bob@example.com", "carol@example.com"])
+        self.assertEqual(
+            [r.address for r in envelope.recipients], ["bob@example.com", "carol@example.com"]
+        )
         self.assertEqual(envelope.recipients[0].notify, "FAILURE")
         self.assertEqual(dict(envelope.params), {"SIZE": "100", "BODY": "8BITMIME"})
         self.assertEqual(envelope.submit["protocol"], "ESMTP")
@@ -133,11 +147,16 @@ class TransactionTests(unittest.TestCase):
     def test_trace_headers_from_policy(self) -> None:
         """Header lines a check adds (SPF) follow our Received:; unsafe ones are dropped."""
         h = self.h
-        h.policy.trace = [b"Received-SPF: pass (mx.example.com: domain of a@example.org)",
-                          b"X-Evil: a\r\nBcc: victim@example.com"]
+        h.policy.trace = [
+            b"Received-SPF: pass (mx.example.com: domain of a@example.org)",
+            b"X-Evil: a\r\nBcc: victim@example.com",
+        ]
         h.transaction()
         data = h.submission.messages[0][1]
-        self.assertIn(b";\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\nReceived-SPF: pass (mx.example.com: domain of a@example.org)\r\nSubject: hi", data)
+        self.assertIn(
+            b";\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\nReceived-SPF: pass (mx.example.com: domain of a@example.org)\r\nSubject: hi",
+            data,
+        )
         self.assertNotIn(b"Bcc", data)
 
     def test_null_sender(self) -> None:
@@ -149,7 +168,9 @@ class TransactionTests(unittest.TestCase):
     def test_sequence_errors(self) -> None:
         """Commands out of order get 503 5.5.1 and change nothing (RFC 5321 §4.1.4)."""
         h = Harness()
-        self.assertEqual(h.cmd("MAIL FROM:<a@b.example>"), ["503 5.5.1 Error: send HELO/EHLO first"])
+        self.assertEqual(
+            h.cmd("MAIL FROM:<a@b.example>"), ["503 5.5.1 Error: send HELO/EHLO first"]
+        )
         h.cmd("EHLO c.example")
         self.assertEqual(h.cmd("RCPT TO:<a@b.example>"), ["503 5.5.1 Error: need MAIL command"])
         self.assertEqual(h.cmd("DATA"), ["503 5.5.1 Error: need MAIL command"])
@@ -179,13 +200,17 @@ class TransactionTests(unittest.TestCase):
         self.assertEqual(h.cmd("RCPT TO:<ghost@example.com>"), ["550 5.1.1 unknown user"])
         self.assertEqual(h.cmd("RCPT TO:<bob@example.com>"), ["250 2.1.5 Recipient OK"])
         h.send(b"DATA\r\nx\r\n.\r\n")
-        self.assertEqual([r.address for r in h.submission.messages[0][0].recipients], ["bob@example.com"])
+        self.assertEqual(
+            [r.address for r in h.submission.messages[0][0].recipients], ["bob@example.com"]
+        )
 
     def test_policy_crash_is_451(self) -> None:
         """A bug in a policy check is logged and answered 451 4.3.0, never a dropped connection."""
         h = self.h
         h.policy.crash.add("mail_from")
-        self.assertEqual(h.cmd("MAIL FROM:<a@b.example>"), ["451 4.3.0 Temporary local problem, try again later"])
+        self.assertEqual(
+            h.cmd("MAIL FROM:<a@b.example>"), ["451 4.3.0 Temporary local problem, try again later"]
+        )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertFalse(h.closed)
 
@@ -245,8 +270,10 @@ class PipeliningTests(unittest.TestCase):
         h.cmd("EHLO c.example")
         h.policy.hold.add("mail_from")
         h.policy.hold.add("rcpt_to")
-        out = h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nRCPT TO:<z@y.example>\r\n"
-                     b"DATA\r\nhello\r\n.\r\nNOOP\r\n")
+        out = h.send(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nRCPT TO:<z@y.example>\r\n"
+            b"DATA\r\nhello\r\n.\r\nNOOP\r\n"
+        )
         self.assertEqual(out, [])
         self.assertEqual(h.transport.producerState, "paused")
         self.assertEqual(len(h.policy.pending), 1)  # only MAIL has been looked at
@@ -321,8 +348,10 @@ class LimitTests(unittest.TestCase):
         """An over-long command gets 500 5.5.2 and the session continues (no disconnect)."""
         h = Harness(overrides={"smtp.max_command_length": 512})
         h.cmd("EHLO c.example")
-        self.assertEqual(h.send(b"NOOP " + b"x" * 600 + b"\r\nNOOP\r\n"),
-                         ["500 5.5.2 Line too long", "250 2.0.0 Ok"])
+        self.assertEqual(
+            h.send(b"NOOP " + b"x" * 600 + b"\r\nNOOP\r\n"),
+            ["500 5.5.2 Line too long", "250 2.0.0 Ok"],
+        )
         # Arriving in pieces without a line end: answered once, then discarded with bounded memory.
         out = []
         for _ in range(50):
@@ -343,8 +372,10 @@ class LimitTests(unittest.TestCase):
         """MAIL FROM with SIZE= above the limit gets 552 5.3.4 at once (RFC 1870)."""
         h = Harness(overrides={"smtp.max_message_size": 1000})
         h.cmd("EHLO c.example")
-        self.assertEqual(h.cmd("MAIL FROM:<a@b.example> SIZE=1001"),
-                         ["552 5.3.4 Message size exceeds fixed maximum message size"])
+        self.assertEqual(
+            h.cmd("MAIL FROM:<a@b.example> SIZE=1001"),
+            ["552 5.3.4 Message size exceeds fixed maximum message size"],
+        )
         self.assertEqual(h.cmd("MAIL FROM:<a@b.example> SIZE=1000")[0][:3], "250")
 
     def test_size_during_data(self) -> None:
@@ -357,8 +388,10 @@ class LimitTests(unittest.TestCase):
             out += h.send(b"x" * 70 + b"\r\n")
         self.assertEqual(out, [])
         self.assertLess(sum(len(p) for p in h.proto._reader._parts), 1100)
-        self.assertEqual(h.send(b".\r\nNOOP\r\n"),
-                         ["552 5.3.4 Message size exceeds fixed maximum message size", "250 2.0.0 Ok"])
+        self.assertEqual(
+            h.send(b".\r\nNOOP\r\n"),
+            ["552 5.3.4 Message size exceeds fixed maximum message size", "250 2.0.0 Ok"],
+        )
         self.assertEqual(h.submission.messages, [])
 
     def test_data_line_too_long(self) -> None:
@@ -384,7 +417,11 @@ class LimitTests(unittest.TestCase):
         """After too many errors the server answers 421 and closes (a hard error limit)."""
         h = Harness(overrides={"smtp.max_errors": 3})
         out = h.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
-        self.assertEqual(out, ["500 5.5.1 Command unrecognized"] * 3 + ["421 4.7.0 mx.example.com Error: too many errors"])
+        self.assertEqual(
+            out,
+            ["500 5.5.1 Command unrecognized"] * 3
+            + ["421 4.7.0 mx.example.com Error: too many errors"],
+        )
         self.assertTrue(h.closed)
 
     def test_idle_timeout(self) -> None:
@@ -415,7 +452,12 @@ class LimitTests(unittest.TestCase):
         second = Harness(factory=f, greet=False)
         self.assertEqual(second.connect()[0][:3], "220")
         third = Harness(factory=f, greet=False)
-        self.assertEqual(third.connect(), ["421 4.7.0 mx.example.com Error: too many connections from your address, try again later"])
+        self.assertEqual(
+            third.connect(),
+            [
+                "421 4.7.0 mx.example.com Error: too many connections from your address, try again later"
+            ],
+        )
         self.assertTrue(third.closed)
         other = Harness(factory=f, greet=False, peer="192.0.2.99")
         self.assertEqual(other.connect()[0][:3], "220")
@@ -467,8 +509,12 @@ class MoreLimitTests(unittest.TestCase):
         """After STARTTLS nothing from before counts: MAIL needs a new EHLO, STARTTLS again is 503."""
         h = Harness(tls_ctx=object())
         h.cmd("EHLO c.example")
-        self.assertEqual(h.send(b"STARTTLS\r\nMAIL FROM:<a@b.example>\r\n"), ["220 2.0.0 Ready to start TLS"])
-        self.assertEqual(h.cmd("MAIL FROM:<a@b.example>"), ["503 5.5.1 Error: send HELO/EHLO first"])
+        self.assertEqual(
+            h.send(b"STARTTLS\r\nMAIL FROM:<a@b.example>\r\n"), ["220 2.0.0 Ready to start TLS"]
+        )
+        self.assertEqual(
+            h.cmd("MAIL FROM:<a@b.example>"), ["503 5.5.1 Error: send HELO/EHLO first"]
+        )
         self.assertEqual(h.cmd("STARTTLS"), ["503 5.5.1 TLS already active"])
         self.assertNotIn("250-STARTTLS", h.cmd("EHLO c.example"))
 
@@ -508,7 +554,9 @@ class PolicyExtrasTests(unittest.TestCase):
         h.send(b"FOO\r\nBAR\r\n")
         self.assertTrue(h.closed)
         h.proto.connectionLost(None)
-        self.assertEqual(policy.events, [("offence", "192.0.2.10"), ("closed", h.proto.session.session_id)])
+        self.assertEqual(
+            policy.events, [("offence", "192.0.2.10"), ("closed", h.proto.session.session_id)]
+        )
 
 
 class CapacityTests(unittest.TestCase):
@@ -525,12 +573,13 @@ class CapacityTests(unittest.TestCase):
 
         h.submission.check_capacity = check_capacity  # type: ignore[attr-defined]
         h.cmd("EHLO c.example")
-        self.assertEqual(h.cmd("MAIL FROM:<a@b.example> SIZE=500"), ["452 4.3.1 Insufficient system storage"])
+        self.assertEqual(
+            h.cmd("MAIL FROM:<a@b.example> SIZE=500"), ["452 4.3.1 Insufficient system storage"]
+        )
         self.assertEqual(asked, [500])
         self.assertEqual([c for c in h.policy.calls if c[0] == "mail_from"], [])
         self.assertEqual(h.cmd("RSET"), ["250 2.0.0 Ok"])
         self.assertEqual(h.cmd("QUIT"), ["221 2.0.0 Bye"])
-
 
     def test_full_spool_is_not_the_clients_error(self) -> None:
         """The server's own 452 4.3.1 (disk nearly full) never counts towards the error limit:
@@ -551,7 +600,9 @@ class CapacityTests(unittest.TestCase):
         h.submission.check_capacity = check_capacity  # type: ignore[attr-defined]
         h.cmd("EHLO c.example")
         for _ in range(10):
-            self.assertEqual(h.cmd("MAIL FROM:<a@b.example>"), ["452 4.3.1 Insufficient system storage"])
+            self.assertEqual(
+                h.cmd("MAIL FROM:<a@b.example>"), ["452 4.3.1 Insufficient system storage"]
+            )
         self.assertFalse(h.closed)
         self.assertEqual(offences, [])
         full[0] = False
@@ -564,7 +615,9 @@ class CapacityTests(unittest.TestCase):
             h.policy.refuse[f"rcpt:u{i}@example.com"] = MailError(550, "5.1.1", "Unknown user")
         h.cmd("EHLO c.example")
         h.cmd("MAIL FROM:<a@b.example>")
-        out = h.send(b"RCPT TO:<u0@example.com>\r\nRCPT TO:<u1@example.com>\r\nRCPT TO:<u2@example.com>\r\n")
+        out = h.send(
+            b"RCPT TO:<u0@example.com>\r\nRCPT TO:<u1@example.com>\r\nRCPT TO:<u2@example.com>\r\n"
+        )
         self.assertEqual(out[-1], "421 4.7.0 mx.example.com Error: too many errors")
         self.assertTrue(h.closed)
 
@@ -584,8 +637,10 @@ class ShutdownTests(unittest.TestCase):
         self.assertFalse(sending.closed)
         late = Harness(factory=f, greet=False, peer="192.0.2.12")
         self.assertEqual(late.connect()[0][:9], "421 4.3.2")
-        self.assertEqual(sending.send(b"\r\nbody\r\n.\r\nNOOP\r\n"),
-                         ["250 2.0.0 Ok: queued as Q1", "421 4.3.2 mx.example.com Service shutting down"])
+        self.assertEqual(
+            sending.send(b"\r\nbody\r\n.\r\nNOOP\r\n"),
+            ["250 2.0.0 Ok: queued as Q1", "421 4.3.2 mx.example.com Service shutting down"],
+        )
         self.assertNoResult(done)
         idle.proto.connectionLost(None)
         sending.proto.connectionLost(None)
@@ -597,10 +652,14 @@ class DuplicateRecipientTests(unittest.TestCase):
         """RCPT TO the same address twice (any case) is accepted but delivered once."""
         h = Harness()
         h.cmd("EHLO c.example")
-        out = h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<BOB@EXAMPLE.COM>\r\n"
-                     b"DATA\r\nx\r\n.\r\n")
+        out = h.send(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<BOB@EXAMPLE.COM>\r\n"
+            b"DATA\r\nx\r\n.\r\n"
+        )
         self.assertEqual([x[:3] for x in out], ["250", "250", "250", "354", "250"])
-        self.assertEqual([r.address for r in h.submission.messages[0][0].recipients], ["bob@example.com"])
+        self.assertEqual(
+            [r.address for r in h.submission.messages[0][0].recipients], ["bob@example.com"]
+        )
 
 
 class BulkPipelineTests(unittest.TestCase):
@@ -621,8 +680,12 @@ class TraceThroughProtocolTests(unittest.TestCase):
         from email import message_from_bytes
         from email.policy import default
 
-        for helo in [b"x) (y; Mon, 1 Jan 2001", b"a\x01b\x7fc\xff", b"=?UTF-8?Q?=0A?=Bcc: victim@example.com",
-                     b"x" * 255]:
+        for helo in [
+            b"x) (y; Mon, 1 Jan 2001",
+            b"a\x01b\x7fc\xff",
+            b"=?UTF-8?Q?=0A?=Bcc: victim@example.com",
+            b"x" * 255,
+        ]:
             h = Harness()
             h.send(b"EHLO " + helo + b"\r\n")
             h.transaction(b"Subject: s\r\n\r\nbody\r\n")
@@ -640,8 +703,10 @@ class TraceThroughProtocolTests(unittest.TestCase):
         from tests.protocols.test_smtp_fakes import TLSStringTransport
 
         h = Harness(greet=False)
-        h.transport = TLSStringTransport(hostAddress=IPv6Address("TCP", "::", 25),
-                                         peerAddress=IPv6Address("TCP", "::ffff:192.0.2.5", 4000))
+        h.transport = TLSStringTransport(
+            hostAddress=IPv6Address("TCP", "::", 25),
+            peerAddress=IPv6Address("TCP", "::ffff:192.0.2.5", 4000),
+        )
         h.connect()
         self.assertEqual(h.proto.session.peer_ip, "192.0.2.5")
         self.assertEqual(h.factory.per_ip.counts, {"192.0.2.5": 1})

@@ -20,15 +20,20 @@ def b64(s: bytes) -> str:
 class AuthTests(unittest.TestCase):
     def setUp(self) -> None:
         self.checker = FormsChecker()
-        self.h = Harness(listener=SUBMISSION, portal=make_portal(self.checker),
-                         overrides={"auth.fail_delays": [2, 4], "auth.max_failures": 3})
+        self.h = Harness(
+            listener=SUBMISSION,
+            portal=make_portal(self.checker),
+            overrides={"auth.fail_delays": [2, 4], "auth.max_failures": 3},
+        )
         self.h.cmd("EHLO c.example")
 
     def test_plain_with_initial_response(self) -> None:
         """AUTH PLAIN with the right password gives 235 2.7.0 and lets the user send on 587."""
         h = self.h
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice@example.com\0secret")),
-                         ["235 2.7.0 Authentication successful"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"\0alice@example.com\0secret")),
+            ["235 2.7.0 Authentication successful"],
+        )
         self.assertEqual(h.proto.session.account, "alice@example.com")
         h.transaction(rcpt="bob@ext.example")
         envelope, data = h.submission.messages[0]
@@ -43,8 +48,10 @@ class AuthTests(unittest.TestCase):
         """AUTH PLAIN without initial response gets an empty 334 challenge first."""
         h = self.h
         self.assertEqual(h.cmd("AUTH PLAIN"), ["334 "])
-        self.assertEqual(h.cmd(b64(b"alice@example.com\0alice@example.com\0secret")),
-                         ["235 2.7.0 Authentication successful"])
+        self.assertEqual(
+            h.cmd(b64(b"alice@example.com\0alice@example.com\0secret")),
+            ["235 2.7.0 Authentication successful"],
+        )
 
     def test_login_mechanism(self) -> None:
         """AUTH LOGIN asks for Username: and Password: (base64) and accepts the right pair."""
@@ -54,7 +61,9 @@ class AuthTests(unittest.TestCase):
         self.assertEqual(h.cmd(b64(b"secret")), ["235 2.7.0 Authentication successful"])
         h2 = Harness(listener=SUBMISSION)
         h2.cmd("EHLO c.example")
-        self.assertEqual(h2.cmd("AUTH LOGIN " + b64(b"alice%example.com")), ["334 " + b64(b"Password:")])
+        self.assertEqual(
+            h2.cmd("AUTH LOGIN " + b64(b"alice%example.com")), ["334 " + b64(b"Password:")]
+        )
         self.assertEqual(h2.cmd(b64(b"secret"))[0][:3], "235")
 
     def test_login_forms_passed_through(self) -> None:
@@ -62,7 +71,9 @@ class AuthTests(unittest.TestCase):
         for name in [b"alice@example.com", b"alice%example.com", b"alice"]:
             h = Harness(listener=SUBMISSION, portal=make_portal(self.checker))
             h.cmd("EHLO c.example")
-            self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0" + name + b"\0secret"))[0][:3], "235", name)
+            self.assertEqual(
+                h.cmd("AUTH PLAIN " + b64(b"\0" + name + b"\0secret"))[0][:3], "235", name
+            )
         self.assertEqual(self.checker.seen, [b"alice@example.com", b"alice%example.com", b"alice"])
 
     def test_wrong_password_delayed_then_disconnect(self) -> None:
@@ -78,8 +89,13 @@ class AuthTests(unittest.TestCase):
         self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid"])
         h.cmd("AUTH PLAIN " + b64(b"\0alice\0again"))
         h.clock.advance(4)
-        self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid",
-                                       "421 4.7.0 Too many authentication failures"])
+        self.assertEqual(
+            h.replies(),
+            [
+                "535 5.7.8 Authentication credentials invalid",
+                "421 4.7.0 Too many authentication failures",
+            ],
+        )
         self.assertTrue(h.closed)
         # Reading resumes, so the transport notices the peer's close (a paused TLS connection
         # never did, and the server then hung at shutdown waiting for this session).
@@ -88,24 +104,32 @@ class AuthTests(unittest.TestCase):
     def test_pipelined_command_waits_for_delayed_failure(self) -> None:
         """A command pipelined after a failing AUTH is answered after the 535, in order."""
         h = self.h
-        self.assertEqual(h.send(b"AUTH PLAIN " + b64(b"\0alice\0wrong").encode() + b"\r\nNOOP\r\n"), [])
+        self.assertEqual(
+            h.send(b"AUTH PLAIN " + b64(b"\0alice\0wrong").encode() + b"\r\nNOOP\r\n"), []
+        )
         h.clock.advance(2)
-        self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid", "250 2.0.0 Ok"])
+        self.assertEqual(
+            h.replies(), ["535 5.7.8 Authentication credentials invalid", "250 2.0.0 Ok"]
+        )
 
     def test_store_down_is_454(self) -> None:
         """When the account store cannot answer, AUTH gets 454 4.7.0 (retry), never 535."""
         h = Harness(listener=SUBMISSION, portal=make_portal(BrokenChecker()))
         h.cmd("EHLO c.example")
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
-                         ["454 4.7.0 Temporary authentication failure"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+            ["454 4.7.0 Temporary authentication failure"],
+        )
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_auth_needs_tls(self) -> None:
         """Without TLS (and no plaintext permission) AUTH is refused 538 5.7.11."""
         h = Harness(listener=ListenerSpec("smtp", 587, submission=True))
         h.cmd("EHLO c.example")
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
-                         ["538 5.7.11 Encryption required for requested authentication mechanism"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+            ["538 5.7.11 Encryption required for requested authentication mechanism"],
+        )
 
     def test_bad_exchanges(self) -> None:
         """Aborts, bad base64, unknown mechanisms and repeated AUTH get the RFC 4954 replies."""
@@ -114,12 +138,17 @@ class AuthTests(unittest.TestCase):
         h.cmd("AUTH LOGIN")
         self.assertEqual(h.cmd("*"), ["501 5.7.0 Authentication aborted"])
         self.assertEqual(h.cmd("AUTH PLAIN !!!notbase64"), ["501 5.5.2 Cannot decode response"])
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"no-nul-here")), ["501 5.5.2 Malformed PLAIN response"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"no-nul-here")), ["501 5.5.2 Malformed PLAIN response"]
+        )
         h.cmd("AUTH PLAIN " + b64(b"bob\0alice\0secret"))  # acting for someone else
         h.clock.advance(2)
         self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid"])
         h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret"))
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), ["503 5.5.1 Error: already authenticated"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+            ["503 5.5.1 Error: already authenticated"],
+        )
         # The EHLO after AUTH no longer offers AUTH.
         self.assertFalse(any("AUTH" in x for x in h.cmd("EHLO c.example")))
 
@@ -173,9 +202,17 @@ class SharedPenaltyTests(unittest.TestCase):
 
         clock = Clock()
         settings = SettingsHolder(Settings(dict(overrides)))
-        factory = SMTPFactory(SUBMISSION, settings, FakePolicy(), FakeSubmission(),
-                              make_portal(checker), lambda: None, "mx.example.com", clock=clock,
-                              penalty=AuthPenalty(clock, settings))
+        factory = SMTPFactory(
+            SUBMISSION,
+            settings,
+            FakePolicy(),
+            FakeSubmission(),
+            make_portal(checker),
+            lambda: None,
+            "mx.example.com",
+            clock=clock,
+            penalty=AuthPenalty(clock, settings),
+        )
         self.factory = factory
         h = Harness(factory=factory)
         h.cmd("EHLO c.example")
@@ -189,7 +226,9 @@ class SharedPenaltyTests(unittest.TestCase):
         self.assertEqual(h.replies(), [])
         h.clock.advance(0.1)
         self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid"])
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), ["235 2.7.0 Authentication successful"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), ["235 2.7.0 Authentication successful"]
+        )
         self.assertEqual(self.factory.penalty.failures("192.0.2.10"), 0)
 
     def test_concurrency_cap(self) -> None:
@@ -212,8 +251,10 @@ class SharedPenaltyTests(unittest.TestCase):
         self.assertEqual(first.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])
         second = Harness(factory=self.factory)
         second.cmd("EHLO c.example")
-        self.assertEqual(second.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
-                         ["454 4.7.0 Too many authentications in progress, try again later"])
+        self.assertEqual(
+            second.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+            ["454 4.7.0 Too many authentications in progress, try again later"],
+        )
         checker.pending.pop().callback("alice@example.com")
         self.assertEqual(first.replies(), ["235 2.7.0 Authentication successful"])
         self.assertEqual(second.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])  # slot free again
@@ -234,7 +275,10 @@ class RealCheckerTests(unittest.TestCase):
             def verify_password(self, name: str, domain: str, password: Any) -> Any:
                 if fail:
                     return defer.fail(OSError("database is locked"))
-                ok = (name, domain) == ("alice", "example.com") and password in (b"secret", "secret")
+                ok = (name, domain) == ("alice", "example.com") and password in (
+                    b"secret",
+                    "secret",
+                )
                 return defer.succeed(Account("alice", "example.com") if ok else None)
 
         h = Harness(listener=SUBMISSION, portal=make_portal(AccountChecker(Store())))  # type: ignore[arg-type]
@@ -245,8 +289,11 @@ class RealCheckerTests(unittest.TestCase):
         """user@domain, user%domain and a bare name in the main domain all log in as alice."""
         for login in [b"alice@example.com", b"alice%example.com", b"ALICE", b"alice@EXAMPLE.COM"]:
             h = self.make()
-            self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0" + login + b"\0secret")),
-                             ["235 2.7.0 Authentication successful"], login)
+            self.assertEqual(
+                h.cmd("AUTH PLAIN " + b64(b"\0" + login + b"\0secret")),
+                ["235 2.7.0 Authentication successful"],
+                login,
+            )
             self.assertEqual(h.proto.session.account, "alice@example.com")
 
     def test_wrong_and_unknown_alike(self) -> None:
@@ -257,6 +304,8 @@ class RealCheckerTests(unittest.TestCase):
             h.clock.advance(30)
             self.assertEqual(h.replies(), ["535 5.7.8 Authentication credentials invalid"], login)
         h = self.make(fail=True)
-        self.assertEqual(h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
-                         ["454 4.7.0 Temporary authentication failure"])
+        self.assertEqual(
+            h.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")),
+            ["454 4.7.0 Temporary authentication failure"],
+        )
         self.flushLoggedErrors()

@@ -12,8 +12,10 @@ from tests.protocols.test_smtp_fakes import Harness
 
 # Hanno Böck's smtpsmug endings (RELIABILITY.md a8), each followed by a smuggled transaction.
 VECTORS = [b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r"]
-SMUGGLED = (b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
-            b"Subject: smuggled\r\n\r\npay now\r\n")
+SMUGGLED = (
+    b"MAIL FROM:<ceo@bank.example>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
+    b"Subject: smuggled\r\n\r\npay now\r\n"
+)
 
 
 def feed_all(reader: DataReader, data: bytes, step: int) -> bytes | None:
@@ -31,15 +33,27 @@ class SmugglingTests(unittest.TestCase):
         for vector in VECTORS:
             h = Harness()
             h.cmd("EHLO c.example")
-            out = h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
-                         b"Subject: one\r\n\r\nfirst" + vector + SMUGGLED + b".\r\nNOOP\r\n")
-            self.assertEqual(out, ["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK",
-                                   "354 End data with <CR><LF>.<CR><LF>",
-                                   "554 5.6.0 Message refused: bare CR or LF in message data",
-                                   "250 2.0.0 Ok"], repr(vector))
+            out = h.send(
+                b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+                b"Subject: one\r\n\r\nfirst" + vector + SMUGGLED + b".\r\nNOOP\r\n"
+            )
+            self.assertEqual(
+                out,
+                [
+                    "250 2.1.0 Sender OK",
+                    "250 2.1.5 Recipient OK",
+                    "354 End data with <CR><LF>.<CR><LF>",
+                    "554 5.6.0 Message refused: bare CR or LF in message data",
+                    "250 2.0.0 Ok",
+                ],
+                repr(vector),
+            )
             self.assertEqual(h.submission.messages, [], repr(vector))
-            self.assertEqual([c for c in h.policy.calls if c[0] == "mail_from"],
-                             [("mail_from", ("a@b.example", {}))], repr(vector))
+            self.assertEqual(
+                [c for c in h.policy.calls if c[0] == "mail_from"],
+                [("mail_from", ("a@b.example", {}))],
+                repr(vector),
+            )
 
     def test_vectors_split_across_packets(self) -> None:
         """The same holds however the bytes are cut into TCP segments."""
@@ -85,9 +99,13 @@ class SmugglingTests(unittest.TestCase):
         self.assertIsInstance(r.result(), MailError)
 
     @settings(max_examples=400, deadline=None)
-    @given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.\r\n", b"..", b"\x00"]),
-                    max_size=40).map(b"".join),
-           st.integers(min_value=1, max_value=9))
+    @given(
+        st.lists(
+            st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.\r\n", b"..", b"\x00"]),
+            max_size=40,
+        ).map(b"".join),
+        st.integers(min_value=1, max_value=9),
+    )
     def test_segmentation_does_not_matter(self, data: bytes, step: int) -> None:
         """Where the message ends and what is stored never depends on how TCP cut the bytes."""
         whole = DataReader(10**6, 1000, 100)

@@ -27,8 +27,10 @@ class GreetingPauseTests(unittest.TestCase):
         self.assertEqual(h.replies(), [])
         h.clock.advance(0.2)
         self.assertEqual(h.replies(), ["220 mx.example.com ESMTP cgtwist"])
-        out = h.codes(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n"
-                      b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        out = h.codes(
+            b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n"
+            b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+        )
         self.assertEqual(out, ["250", "250", "250", "354", "250", "221"])
 
     def test_early_talker_gets_554_at_once(self) -> None:
@@ -56,8 +58,11 @@ class GreetingPauseTests(unittest.TestCase):
         h = Harness(greet=False, overrides={"smtp.greeting_delay": 2})
         h.factory.policy = Clients()
         self.assertEqual(h.connect(), ["220 mx.example.com ESMTP cgtwist"])
-        h = Harness(greet=False, overrides={"smtp.greeting_delay": 2},
-                    listener=ListenerSpec("smtp", 587, submission=True))
+        h = Harness(
+            greet=False,
+            overrides={"smtp.greeting_delay": 2},
+            listener=ListenerSpec("smtp", 587, submission=True),
+        )
         self.assertEqual(h.connect(), ["220 mx.example.com ESMTP cgtwist"])
 
     def test_shutdown_during_the_pause(self) -> None:
@@ -109,8 +114,13 @@ class CommandDeadlineTests(unittest.TestCase):
         self.assertEqual(h.send(b".example>\r\n"), ["250 2.1.5 Recipient OK"])
 
     def test_zero_means_none(self) -> None:
-        h = Harness(overrides={"smtp.command_deadline": 0, "smtp.idle_timeout": 0,
-                               "smtp.session_deadline": 0})
+        h = Harness(
+            overrides={
+                "smtp.command_deadline": 0,
+                "smtp.idle_timeout": 0,
+                "smtp.session_deadline": 0,
+            }
+        )
         h.send(b"NO")
         h.clock.advance(100000)
         self.assertFalse(h.closed)
@@ -122,8 +132,10 @@ class DataDeadlineTests(unittest.TestCase):
         settings.update(overrides)
         h = Harness(overrides=settings)
         h.cmd("EHLO c.example")
-        self.assertEqual(h.codes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nDATA\r\n"),
-                         ["250", "250", "354"])
+        self.assertEqual(
+            h.codes(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nDATA\r\n"),
+            ["250", "250", "354"],
+        )
         return h
 
     def test_trickled_data_is_dropped(self) -> None:
@@ -168,7 +180,9 @@ class SessionDeadlineTests(unittest.TestCase):
         while not h.closed and h.clock.seconds() < 1000:
             h.cmd("NOOP")
             h.clock.advance(30)
-        self.assertEqual(h.replies(), ["421 4.4.2 mx.example.com Error: session time limit exceeded"])
+        self.assertEqual(
+            h.replies(), ["421 4.4.2 mx.example.com Error: session time limit exceeded"]
+        )
         self.assertTrue(100 <= h.clock.seconds() <= 130, h.clock.seconds())
 
     def test_message_in_data_is_finished_first(self) -> None:
@@ -178,8 +192,13 @@ class SessionDeadlineTests(unittest.TestCase):
         h.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\nDATA\r\nSubject: x\r\n\r\n")
         h.clock.advance(150)
         self.assertFalse(h.closed)
-        self.assertEqual(h.send(b"body\r\n.\r\n"), [
-            "250 2.0.0 Ok: queued as Q1", "421 4.4.2 mx.example.com Error: session time limit exceeded"])
+        self.assertEqual(
+            h.send(b"body\r\n.\r\n"),
+            [
+                "250 2.0.0 Ok: queued as Q1",
+                "421 4.4.2 mx.example.com Error: session time limit exceeded",
+            ],
+        )
         self.assertTrue(h.closed)
 
 

@@ -62,7 +62,11 @@ class FakePolicy:
 
     def rcpt_to(self, session: Any, sender: str, recipient: str, params: Any) -> Any:
         self.calls.append(("rcpt_to", (session, recipient, dict(params))))
-        return self._answer("rcpt_to", recipient, "rcpt:" + recipient if "rcpt:" + recipient in self.refuse else "rcpt_to")
+        return self._answer(
+            "rcpt_to",
+            recipient,
+            "rcpt:" + recipient if "rcpt:" + recipient in self.refuse else "rcpt_to",
+        )
 
     def trace_headers(self, session: Any, envelope: Any) -> Any:
         self.calls.append(("trace_headers", envelope))
@@ -153,9 +157,16 @@ class TLSStringTransport(StringTransport):
 class Harness:
     """One CgSMTP on a StringTransport with a Clock; ``send`` returns the new reply lines."""
 
-    def __init__(self, listener: Optional[ListenerSpec] = None, overrides: Optional[dict[str, Any]] = None,
-                 tls_ctx: Any = None, portal: Optional[Portal] = None, peer: str = "192.0.2.10",
-                 factory: Optional[SMTPFactory] = None, greet: bool = True) -> None:
+    def __init__(
+        self,
+        listener: Optional[ListenerSpec] = None,
+        overrides: Optional[dict[str, Any]] = None,
+        tls_ctx: Any = None,
+        portal: Optional[Portal] = None,
+        peer: str = "192.0.2.10",
+        factory: Optional[SMTPFactory] = None,
+        greet: bool = True,
+    ) -> None:
         from twisted.internet.interfaces import ITLSTransport
         from zope.interface import directlyProvides
 
@@ -164,15 +175,23 @@ class Harness:
         self.submission = FakeSubmission()
         self.settings = SettingsHolder(Settings(overrides or {}))
         self.factory = factory or SMTPFactory(
-            listener or ListenerSpec("smtp", 25), self.settings, self.policy, self.submission,
-            portal or make_portal(), lambda: tls_ctx, "mx.example.com", clock=self.clock)
+            listener or ListenerSpec("smtp", 25),
+            self.settings,
+            self.policy,
+            self.submission,
+            portal or make_portal(),
+            lambda: tls_ctx,
+            "mx.example.com",
+            clock=self.clock,
+        )
         if factory is not None:
             self.policy = factory.policy  # type: ignore[assignment]
             self.submission = factory.submission  # type: ignore[assignment]
             self.clock = factory.clock  # type: ignore[assignment]
         self.transport = TLSStringTransport(
             hostAddress=IPv4Address("TCP", "198.51.100.1", 25),
-            peerAddress=IPv4Address("TCP", peer, 40000))
+            peerAddress=IPv4Address("TCP", peer, 40000),
+        )
         if tls_ctx is not None:
             directlyProvides(self.transport, ITLSTransport)
         self.proto: CgSMTP = self.factory.buildProtocol(None)
@@ -185,7 +204,7 @@ class Harness:
         return self.replies()
 
     def replies(self) -> list[str]:
-        out = self.transport.value()[self._seen:]
+        out = self.transport.value()[self._seen :]
         self._seen += len(out)
         return [x for x in out.decode("ascii").split("\r\n") if x]
 
@@ -204,6 +223,13 @@ class Harness:
     def closed(self) -> bool:
         return bool(self.transport.disconnecting)
 
-    def transaction(self, body: bytes = b"Subject: hi\r\n\r\nhello\r\n", rcpt: str = "bob@example.com") -> list[str]:
-        return self.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<" + rcpt.encode() + b">\r\nDATA\r\n"
-                         + body + b".\r\n")
+    def transaction(
+        self, body: bytes = b"Subject: hi\r\n\r\nhello\r\n", rcpt: str = "bob@example.com"
+    ) -> list[str]:
+        return self.send(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<"
+            + rcpt.encode()
+            + b">\r\nDATA\r\n"
+            + body
+            + b".\r\n"
+        )

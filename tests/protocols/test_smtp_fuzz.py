@@ -11,11 +11,44 @@ from twisted.trial import unittest
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import Harness
 
-WORDS = [b"EHLO x", b"HELO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP", b"QUIT",
-         b"VRFY", b"EXPN", b"HELP", b"STARTTLS", b"AUTH PLAIN", b"AUTH LOGIN", b"BDAT 1",
-         b"<>", b"<a@b.example>", b"<\"q\\\"x\"@[1.2.3.4]>", b" SIZE=", b" BODY=8BITMIME",
-         b" NOTIFY=NEVER", b"AGFsaWNlAHNlY3JldA==", b"*", b"=", b"\r\n", b"\n", b"\r", b"\0",
-         b".", b"\r\n.\r\n", b"\n.\n", b"..", b"\xff\xfe", b" ", b"x" * 300, b"9" * 25]
+WORDS = [
+    b"EHLO x",
+    b"HELO",
+    b"MAIL FROM:",
+    b"RCPT TO:",
+    b"DATA",
+    b"RSET",
+    b"NOOP",
+    b"QUIT",
+    b"VRFY",
+    b"EXPN",
+    b"HELP",
+    b"STARTTLS",
+    b"AUTH PLAIN",
+    b"AUTH LOGIN",
+    b"BDAT 1",
+    b"<>",
+    b"<a@b.example>",
+    b'<"q\\"x"@[1.2.3.4]>',
+    b" SIZE=",
+    b" BODY=8BITMIME",
+    b" NOTIFY=NEVER",
+    b"AGFsaWNlAHNlY3JldA==",
+    b"*",
+    b"=",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\0",
+    b".",
+    b"\r\n.\r\n",
+    b"\n.\n",
+    b"..",
+    b"\xff\xfe",
+    b" ",
+    b"x" * 300,
+    b"9" * 25,
+]
 CHUNKS = st.lists(st.lists(st.sampled_from(WORDS), max_size=12).map(b"".join), max_size=8)
 
 STATES = {
@@ -35,8 +68,10 @@ class FuzzTests(unittest.TestCase):
     def test_any_input_in_any_state(self, state: str, chunks: list[bytes]) -> None:
         """Whatever bytes arrive in whatever state, the client gets well-formed replies, the
         server never crashes, and a silent client is disconnected at the idle timeout."""
-        h = Harness(listener=ListenerSpec("smtp", 587, allow_plain_auth=True),
-                    overrides={"smtp.max_errors": 50, "smtp.max_command_length": 512})
+        h = Harness(
+            listener=ListenerSpec("smtp", 587, allow_plain_auth=True),
+            overrides={"smtp.max_errors": 50, "smtp.max_command_length": 512},
+        )
         lines = h.send(STATES[state])
         for chunk in chunks:
             lines += h.send(chunk)

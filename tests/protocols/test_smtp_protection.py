@@ -18,13 +18,17 @@ from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import FakeSubmission, Harness, make_portal
 
-FACTS = router.StaticFacts(domains=frozenset({"ours.example"}), accounts=frozenset({"alice@ours.example"}))
+FACTS = router.StaticFacts(
+    domains=frozenset({"ours.example"}), accounts=frozenset({"alice@ours.example"})
+)
 
 
 @implementer(IRouter)
 class TableRouter:
     def route(self, address: str, kind: str = "mail") -> Any:
-        return defer.succeed(router.resolve_with(FACTS, router.Table(), address, "ours.example", kind).route)
+        return defer.succeed(
+            router.resolve_with(FACTS, router.Table(), address, "ours.example", kind).route
+        )
 
 
 class NoDNS:
@@ -35,19 +39,37 @@ class NoDNS:
 
 
 SETTINGS = {
-    "protection.rbl.mode": "off", "protection.returnpath.mode": "off", "protection.spf.mode": "off",
-    "protection.reverse_connect.mode": "off", "protection.blacklist.mode": "all",
-    "protection.blacklist.ips": "203.0.113.0/24", "clients.ips": "192.0.2.0/28",
+    "protection.rbl.mode": "off",
+    "protection.returnpath.mode": "off",
+    "protection.spf.mode": "off",
+    "protection.reverse_connect.mode": "off",
+    "protection.blacklist.mode": "all",
+    "protection.blacklist.ips": "203.0.113.0/24",
+    "clients.ips": "192.0.2.0/28",
 }
 
 
 def harness(peer: str) -> Harness:
     clock = Clock()
     settings = SettingsHolder(Settings(SETTINGS))
-    policy = ProtectedPolicy(BasicPolicy(TableRouter(), settings), NoDNS(), settings, clock,  # type: ignore[arg-type]
-                             hostname="mx.ours.example")
-    factory = SMTPFactory(ListenerSpec("smtp", 25), settings, policy, FakeSubmission(), make_portal(),
-                          lambda: None, "mx.ours.example", clock=clock, penalty=policy.auth_penalty)
+    policy = ProtectedPolicy(
+        BasicPolicy(TableRouter(), settings),
+        NoDNS(),
+        settings,
+        clock,  # type: ignore[arg-type]
+        hostname="mx.ours.example",
+    )
+    factory = SMTPFactory(
+        ListenerSpec("smtp", 25),
+        settings,
+        policy,
+        FakeSubmission(),
+        make_portal(),
+        lambda: None,
+        "mx.ours.example",
+        clock=clock,
+        penalty=policy.auth_penalty,
+    )
     return Harness(factory=factory, greet=False, peer=peer)
 
 

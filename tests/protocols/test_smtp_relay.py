@@ -18,27 +18,53 @@ from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import FakeSubmission, Harness, make_portal
 
-FACTS = router.StaticFacts(domains=frozenset({"ours.example"}),
-                           accounts=frozenset({"alice@ours.example", "postmaster@ours.example"}))
+FACTS = router.StaticFacts(
+    domains=frozenset({"ours.example"}),
+    accounts=frozenset({"alice@ours.example", "postmaster@ours.example"}),
+)
 
 # Issue 4 part 3 / RELIABILITY.md b-H 43: every spelling of "somewhere else".
-EXTERNAL = ["user@ext.example", "user%ext.example@ours.example", "@ours.example:user@ext.example",
-            '"user@ext.example"@ours.example', "ext.example!user@ours.example", "user@[127.0.0.2]",
-            "user@ext.example.", "USER@EXT.EXAMPLE", "@ext.example:alice@ours.example"]
-LOCAL = ["alice@ours.example", "ALICE@OURS.EXAMPLE", "alice@ours.example.", '"alice"@ours.example',
-         "postmaster", "alice%ours.example@ours.example"]
+EXTERNAL = [
+    "user@ext.example",
+    "user%ext.example@ours.example",
+    "@ours.example:user@ext.example",
+    '"user@ext.example"@ours.example',
+    "ext.example!user@ours.example",
+    "user@[127.0.0.2]",
+    "user@ext.example.",
+    "USER@EXT.EXAMPLE",
+    "@ext.example:alice@ours.example",
+]
+LOCAL = [
+    "alice@ours.example",
+    "ALICE@OURS.EXAMPLE",
+    "alice@ours.example.",
+    '"alice"@ours.example',
+    "postmaster",
+    "alice%ours.example@ours.example",
+]
 
 
 @implementer(IRouter)
 class TableRouter:
     def route(self, address: str, kind: str = "mail") -> Any:
-        return defer.succeed(router.resolve_with(FACTS, router.Table(), address, "ours.example", kind).route)
+        return defer.succeed(
+            router.resolve_with(FACTS, router.Table(), address, "ours.example", kind).route
+        )
 
 
 def harness(listener: ListenerSpec, **overrides: Any) -> Harness:
     settings = SettingsHolder(Settings(dict(overrides, **{"smtp.max_errors": 100})))
-    factory = SMTPFactory(listener, settings, BasicPolicy(TableRouter(), settings), FakeSubmission(),
-                          make_portal(), lambda: None, "mx.ours.example", clock=Clock())
+    factory = SMTPFactory(
+        listener,
+        settings,
+        BasicPolicy(TableRouter(), settings),
+        FakeSubmission(),
+        make_portal(),
+        lambda: None,
+        "mx.ours.example",
+        clock=Clock(),
+    )
     h = Harness(factory=factory, peer="203.0.113.50")
     h.cmd("EHLO client.example")
     return h
@@ -51,8 +77,12 @@ class SenderOwnershipTests(unittest.TestCase):
         h = harness(ListenerSpec("smtp", 587, submission=True, allow_plain_auth=True))
         creds = base64.b64encode(b"\0alice@example.com\0secret").decode()
         self.assertEqual(h.cmd("AUTH PLAIN " + creds)[0][:3], "235")
-        self.assertEqual(h.cmd("MAIL FROM:<bob@example.com>"), [
-            "553 5.7.1 <bob@example.com>: Sender address rejected: not owned by alice@example.com"])
+        self.assertEqual(
+            h.cmd("MAIL FROM:<bob@example.com>"),
+            [
+                "553 5.7.1 <bob@example.com>: Sender address rejected: not owned by alice@example.com"
+            ],
+        )
         self.assertEqual(h.cmd("MAIL FROM:<postmaster@ours.example>")[0][:9], "553 5.7.1")
         self.assertEqual(h.cmd("MAIL FROM:<>"), ["250 2.1.0 Sender OK"])
         h.cmd("RSET")
@@ -61,13 +91,17 @@ class SenderOwnershipTests(unittest.TestCase):
     def test_foreign_from_header_refused_after_data(self) -> None:
         """With smtp.check_from_header on, a message whose From: is not alice's gets 550 5.7.1
         after DATA and is not queued; her own From: goes through."""
-        h = harness(ListenerSpec("smtp", 587, submission=True, allow_plain_auth=True),
-                    **{"smtp.check_from_header": True})
+        h = harness(
+            ListenerSpec("smtp", 587, submission=True, allow_plain_auth=True),
+            **{"smtp.check_from_header": True},
+        )
         creds = base64.b64encode(b"\0alice@example.com\0secret").decode()
         h.cmd("AUTH PLAIN " + creds)
         envelope = b"MAIL FROM:<alice@example.com>\r\nRCPT TO:<user@ext.example>\r\nDATA\r\n"
         out = h.send(envelope + b"From: Bob <bob@example.com>\r\n\r\nhi\r\n.\r\n")
-        self.assertEqual(out[-1], "550 5.7.1 From: header address rejected: not owned by alice@example.com")
+        self.assertEqual(
+            out[-1], "550 5.7.1 From: header address rejected: not owned by alice@example.com"
+        )
         self.assertEqual(h.submission.messages, [])
         out = h.send(envelope + b"From: Alice <alice@example.com>\r\n\r\nhi\r\n.\r\n")
         self.assertEqual(out[-1][:9], "250 2.0.0")

@@ -17,8 +17,10 @@ from cgtwist.spool.spool import Spool
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import FakePolicy, make_portal
 
-BODY = (b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: spool test\r\n\r\n"
-        b"line one\r\n.leading dot\r\n\r\n" + b"x" * 3000 + b"\r\nlast line\r\n")
+BODY = (
+    b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: spool test\r\n\r\n"
+    b"line one\r\n.leading dot\r\n\r\n" + b"x" * 3000 + b"\r\nlast line\r\n"
+)
 
 
 class Manager:
@@ -37,8 +39,16 @@ class SpoolPathTests(unittest.TestCase):
         self.spool = Spool(self.base, reactor)
         self.manager = Manager()
         submission = Submission(self.spool, self.manager, self.settings)
-        factory = SMTPFactory(ListenerSpec("smtp", 25), self.settings, FakePolicy(), submission,
-                              make_portal(), lambda: None, "mx.example.com", clock=reactor)
+        factory = SMTPFactory(
+            ListenerSpec("smtp", 25),
+            self.settings,
+            FakePolicy(),
+            submission,
+            make_portal(),
+            lambda: None,
+            "mx.example.com",
+            clock=reactor,
+        )
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
@@ -46,10 +56,13 @@ class SpoolPathTests(unittest.TestCase):
     def test_message_is_durable_before_250(self) -> None:
         """When smtplib gets its 250 the message is already in Queue/ as .msg, byte-exact
         after our Received: header (smtplib dot-stuffs, we unstuff)."""
+
         def client() -> Any:
             with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
                 s.ehlo("client.example")
-                return s.sendmail("alice@example.org", ["bob@example.com", "carol@example.com"], BODY)
+                return s.sendmail(
+                    "alice@example.org", ["bob@example.com", "carol@example.com"], BODY
+                )
 
         @defer.inlineCallbacks
         def check(refused: Any) -> Any:
@@ -59,7 +72,9 @@ class SpoolPathTests(unittest.TestCase):
             self.assertTrue(os.path.exists(os.path.join(self.base, "Queue", msg_id + ".msg")))
             envelope, data = yield self.spool.load(msg_id)
             self.assertEqual(envelope.sender, "alice@example.org")
-            self.assertEqual([r.address for r in envelope.recipients], ["bob@example.com", "carol@example.com"])
+            self.assertEqual(
+                [r.address for r in envelope.recipients], ["bob@example.com", "carol@example.com"]
+            )
             self.assertTrue(data.startswith(b"Received: from client.example ([127.0.0.1])\r\n"))
             self.assertTrue(data.endswith(b"\r\n" + BODY))
             self.assertNotIn(b" for <", data.split(b"\r\nFrom:")[0])  # two recipients: no "for"

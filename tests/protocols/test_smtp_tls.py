@@ -28,15 +28,21 @@ def make_context() -> ssl.CertificateOptions:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     pkey = crypto.PKey.from_cryptography_key(key)
     xcert = crypto.X509.from_cryptography(cert)
-    return ssl.CertificateOptions(privateKey=pkey, certificate=xcert,
-                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+    return ssl.CertificateOptions(
+        privateKey=pkey, certificate=xcert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2
+    )
 
 
 def client_context() -> pyssl.SSLContext:
@@ -50,8 +56,16 @@ class TLSTests(unittest.TestCase):
     def start(self, listener: ListenerSpec, implicit: bool = False) -> tuple[int, FakeSubmission]:
         self.ctx = make_context()
         submission = FakeSubmission()
-        factory: Any = SMTPFactory(listener, SettingsHolder(Settings()), FakePolicy(), submission,
-                                   make_portal(), lambda: self.ctx, "mx.example.com", clock=reactor)
+        factory: Any = SMTPFactory(
+            listener,
+            SettingsHolder(Settings()),
+            FakePolicy(),
+            submission,
+            make_portal(),
+            lambda: self.ctx,
+            "mx.example.com",
+            clock=reactor,
+        )
         if implicit:
             factory = TLSMemoryBIOFactory(self.ctx, False, factory)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -107,15 +121,22 @@ class TLSTests(unittest.TestCase):
 
         def check(lines: list[bytes]) -> None:
             # No 214 for the injected HELP; MAIL is refused because EHLO state was reset.
-            self.assertEqual(lines, [b"250 2.0.0 Ok\r\n", b"503 5.5.1 Error: send HELO/EHLO first\r\n",
-                                     b"221 2.0.0 Bye\r\n"])
+            self.assertEqual(
+                lines,
+                [
+                    b"250 2.0.0 Ok\r\n",
+                    b"503 5.5.1 Error: send HELO/EHLO first\r\n",
+                    b"221 2.0.0 Bye\r\n",
+                ],
+            )
 
         return deferToThread(client).addCallback(check)
 
     def test_implicit_tls(self) -> None:
         """On an implicit-TLS listener (465) STARTTLS is not offered and the TLS version is kept."""
-        port, submission = self.start(ListenerSpec("smtp", 465, tls="implicit", submission=True),
-                                      implicit=True)
+        port, submission = self.start(
+            ListenerSpec("smtp", 465, tls="implicit", submission=True), implicit=True
+        )
 
         def client() -> Any:
             with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=client_context()) as s:

@@ -20,8 +20,9 @@ from cgtwist.types import Envelope, Recipient, Route
 class SyncPool:
     """Runs 'thread' work at once, so the real Spool is synchronous under a Clock."""
 
-    def callInThreadWithCallback(self, onResult: Callable[..., None], func: Callable[..., Any],
-                                 *args: Any, **kw: Any) -> None:
+    def callInThreadWithCallback(
+        self, onResult: Callable[..., None], func: Callable[..., Any], *args: Any, **kw: Any
+    ) -> None:
         try:
             result = func(*args, **kw)
         except BaseException:
@@ -48,6 +49,7 @@ class FakeRouter:
 
     def route(self, address: str, kind: str = "mail") -> defer.Deferred[Route]:
         from cgtwist.errors import MailError
+
         self.calls.append(address)
         local, _, domain = address.partition("@")
         if address in self.temp:
@@ -69,16 +71,21 @@ class Agent:
     """A scripted IDeliveryAgent: ``behaviour(queue, recipient) -> (state, detail)`` or None to
     leave the attempt hanging (a stalled destination) until ``release`` is called."""
 
-    def __init__(self, module: str, clock: Clock,
-                 behaviour: Optional[Callable[[str, Recipient], Optional[tuple[str, str]]]] = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        clock: Clock,
+        behaviour: Optional[Callable[[str, Recipient], Optional[tuple[str, str]]]] = None,
+    ) -> None:
         self.module = module
         self.clock = clock
         self.behaviour = behaviour or (lambda q, r: ("delivered", "250 ok"))
         self.calls: list[tuple[float, str, str, list[str]]] = []
         self.hanging: list[tuple[defer.Deferred[Any], list[Recipient]]] = []
 
-    def deliver(self, msg_id: str, envelope: Envelope, data: bytes,
-                recipients: list[Recipient]) -> defer.Deferred[list[Recipient]]:
+    def deliver(
+        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+    ) -> defer.Deferred[list[Recipient]]:
         queue = recipients[0].route
         self.calls.append((self.clock.seconds(), msg_id, queue, [r.address for r in recipients]))
         results = [self.behaviour(queue, r) for r in recipients]
@@ -100,8 +107,11 @@ class Agent:
 
 
 def env(*rcpts: str, sender: str = "alice@example.org") -> Envelope:
-    return Envelope(sender=sender, recipients=[Recipient(a) for a in rcpts],
-                    submit={"peer": "192.0.2.1", "protocol": "ESMTP"})
+    return Envelope(
+        sender=sender,
+        recipients=[Recipient(a) for a in rcpts],
+        submit={"peer": "192.0.2.1", "protocol": "ESMTP"},
+    )
 
 
 class QueueTestCase(unittest.TestCase):
@@ -123,17 +133,27 @@ class QueueTestCase(unittest.TestCase):
         self.manager = self.make_manager()
 
     def make_manager(self, spool: Optional[Spool] = None) -> QueueManager:
-        return QueueManager(spool or self.spool, self.router,
-                            {"LOCAL": self.local, "SMTP": self.smtp}, self.settings, self.clock,
-                            bouncer=self.bounce)
+        return QueueManager(
+            spool or self.spool,
+            self.router,
+            {"LOCAL": self.local, "SMTP": self.smtp},
+            self.settings,
+            self.clock,
+            bouncer=self.bounce,
+        )
 
-    def bounce(self, msg_id: str, envelope: Envelope, data: bytes,
-               failed: list[Recipient]) -> defer.Deferred[None]:
+    def bounce(
+        self, msg_id: str, envelope: Envelope, data: bytes, failed: list[Recipient]
+    ) -> defer.Deferred[None]:
         self.bounced.append((msg_id, [(r.address, r.detail) for r in failed]))
         return defer.succeed(None)
 
-    def submit(self, envelope: Envelope, data: bytes = b"Subject: t\r\n\r\nhello\r\n",
-               manager: Optional[QueueManager] = None) -> str:
+    def submit(
+        self,
+        envelope: Envelope,
+        data: bytes = b"Subject: t\r\n\r\nhello\r\n",
+        manager: Optional[QueueManager] = None,
+    ) -> str:
         msg_id = self.successResultOf(self.spool.store(envelope, data))
         (manager or self.manager).enqueue(msg_id, envelope, data)
         return msg_id
@@ -149,4 +169,5 @@ class QueueTestCase(unittest.TestCase):
 
     def spooled(self) -> list[str]:
         import os
+
         return sorted(n for n in os.listdir(os.path.join(self.base, "Queue")) if "." in n)

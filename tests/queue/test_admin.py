@@ -24,7 +24,10 @@ class AdminTests(QueueTestCase):
         self.clock.advance(100)
         b = self.submit(env("y@two.example", sender="s2@example.org"))
         self.pump()
-        ids = lambda **kw: [m["id"] for m in self.successResultOf(self.manager.list(**kw))["messages"]]  # noqa: E731
+
+        def ids(**kw):
+            return [m["id"] for m in self.successResultOf(self.manager.list(**kw))["messages"]]
+
         self.assertEqual(ids(), [a, b])
         self.assertEqual(ids(queue="SMTP(one.example)"), [a])
         self.assertEqual(ids(sender="s2@"), [b])
@@ -78,6 +81,7 @@ class AdminTests(QueueTestCase):
         self.assertEqual(len(self.smtp.calls), 1)
         from cgtwist.spool.spool import Spool
         from tests.queue.helpers import SyncPool
+
         entry = self.successResultOf(Spool(self.base, self.clock, SyncPool()).load_entry(msg_id))  # type: ignore[arg-type]
         self.assertTrue(entry.held)
         self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
@@ -104,7 +108,9 @@ class AdminTests(QueueTestCase):
         self.assertEqual(res["bounced"], 2)
         self.pump()
         self.assertEqual(len(self.bounced), 1)
-        self.assertEqual(sorted(a for a, _ in self.bounced[0][1]), ["x@one.example", "y@two.example"])
+        self.assertEqual(
+            sorted(a for a, _ in self.bounced[0][1]), ["x@one.example", "y@two.example"]
+        )
         self.assertEqual(self.spooled(), [])
 
     def test_bounce_while_delivery_runs(self) -> None:
@@ -121,10 +127,13 @@ class AdminTests(QueueTestCase):
     def test_control_handlers(self) -> None:
         """The control-channel handlers answer JSON-ready dicts."""
         import json
+
         msg_id = self.submit(env("x@one.example"))
         self.pump()
         h = self.manager.control_handlers()
-        out = self.successResultOf(defer.maybeDeferred(h["queue-list"], {"cmd": "queue-list", "queue": "one"}))
+        out = self.successResultOf(
+            defer.maybeDeferred(h["queue-list"], {"cmd": "queue-list", "queue": "one"})
+        )
         self.assertEqual(out["messages"][0]["id"], msg_id)
         json.dumps(out)
         json.dumps(self.successResultOf(h["queue-queues"]({})))
@@ -132,15 +141,19 @@ class AdminTests(QueueTestCase):
 
 
 class DelayWarningTests(QueueTestCase):
-    overrides = {"queue.retry_schedule": [600], "queue.delay_warning": 1000,
-                 "queue.suspend_after": 100}
+    overrides = {
+        "queue.retry_schedule": [600],
+        "queue.delay_warning": 1000,
+        "queue.suspend_after": 100,
+    }
 
     def test_one_delay_warning(self) -> None:
         """After queue.delay_warning seconds still undelivered, the sender is warned once."""
         warned: list[Any] = []
 
-        def warn(msg_id: str, envelope: Envelope, data: bytes, rcpts: list[Recipient],
-                 until: float) -> None:
+        def warn(
+            msg_id: str, envelope: Envelope, data: bytes, rcpts: list[Recipient], until: float
+        ) -> None:
             warned.append((msg_id, [r.address for r in rcpts], until))
 
         self.manager.delay_warning = warn

@@ -28,8 +28,13 @@ class MailPathTests(QueueTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.store = Store("bob@example.com", "carol@example.com")
-        self.local = LocalDelivery(self.base, self.store, reactor=self.clock,  # type: ignore[assignment]
-                                   threadpool=SyncPool(), hostname="mx")
+        self.local = LocalDelivery(
+            self.base,
+            self.store,
+            reactor=self.clock,  # type: ignore[assignment]
+            threadpool=SyncPool(),
+            hostname="mx",
+        )
         self.manager = self.make_manager()
         self.submission = Submission(self.spool, self.manager, self.settings, clock=self.clock)
 
@@ -46,8 +51,11 @@ class MailPathTests(QueueTestCase):
     def test_submitted_mail_reaches_maildir(self) -> None:
         """Accepted mail ends up byte-exact in each recipient's Maildir and the spool empties."""
         data = b"Subject: hello\r\n\r\nbody\r\n"
-        msg_id = self.successResultOf(self.submission.submit(
-            env("bob@example.com", "carol@example.com", "alias@example.com"), data))
+        msg_id = self.successResultOf(
+            self.submission.submit(
+                env("bob@example.com", "carol@example.com", "alias@example.com"), data
+            )
+        )
         self.pump()
         self.assertTrue(msg_id)
         bob = self.inbox("bob")
@@ -72,10 +80,14 @@ class MailPathTests(QueueTestCase):
     def test_restart_delivers_spooled_mail(self) -> None:
         """Mail spooled before a crash (never delivered) is delivered after the restart."""
         self.manager.stop()
-        ids = [self.successResultOf(self.spool.store(env("bob@example.com"), b"m%d\r\n" % i))
-               for i in range(3)]
+        ids = [
+            self.successResultOf(self.spool.store(env("bob@example.com"), b"m%d\r\n" % i))
+            for i in range(3)
+        ]
         spool2 = Spool(self.base, self.clock, threadpool=SyncPool())  # type: ignore[arg-type]
-        manager2 = QueueManager(spool2, self.router, {"LOCAL": self.local}, self.settings, self.clock)
+        manager2 = QueueManager(
+            spool2, self.router, {"LOCAL": self.local}, self.settings, self.clock
+        )
         self.assertEqual(self.successResultOf(manager2.start()), 3)
         self.pump()
         self.assertEqual(len(self.inbox("bob")), 3)

@@ -14,13 +14,17 @@ class DeliveryTests(QueueTestCase):
     def test_delivered_to_each_queue_then_removed(self) -> None:
         """A message to two local accounts and a remote domain is delivered once per logical
         queue and then leaves the spool."""
-        msg_id = self.submit(env("a@example.com", "b@example.com", "c@remote.example",
-                                 "d@remote.example"))
+        msg_id = self.submit(
+            env("a@example.com", "b@example.com", "c@remote.example", "d@remote.example")
+        )
         self.pump()
-        self.assertEqual(sorted(c[2] for c in self.local.calls),
-                         ["LOCAL(a@example.com)", "LOCAL(b@example.com)"])
-        self.assertEqual([(c[2], c[3]) for c in self.smtp.calls],
-                         [("SMTP(remote.example)", ["c@remote.example", "d@remote.example"])])
+        self.assertEqual(
+            sorted(c[2] for c in self.local.calls), ["LOCAL(a@example.com)", "LOCAL(b@example.com)"]
+        )
+        self.assertEqual(
+            [(c[2], c[3]) for c in self.smtp.calls],
+            [("SMTP(remote.example)", ["c@remote.example", "d@remote.example"])],
+        )
         self.assertEqual(self.spooled(), [])
         self.assertNotIn(msg_id, self.manager._msgs)
 
@@ -78,8 +82,10 @@ class DeliveryTests(QueueTestCase):
 
     def test_router_permanent_mailerror(self) -> None:
         """A permanent MailError from the Router fails the recipient with its reply."""
+
         def route(address: str, kind: str = "mail") -> object:
             raise MailError(554, "5.4.6", "routing loop")
+
         self.router.route = route  # type: ignore[method-assign]
         msg_id = self.submit(env("a@example.com"))
         self.pump()
@@ -87,8 +93,11 @@ class DeliveryTests(QueueTestCase):
 
 
 class RetryTests(QueueTestCase):
-    overrides = {"queue.retry_schedule": [60, 300, 900], "queue.max_lifetime": 3000,
-                 "queue.suspend_after": 100}
+    overrides = {
+        "queue.retry_schedule": [60, 300, 900],
+        "queue.max_lifetime": 3000,
+        "queue.suspend_after": 100,
+    }
 
     def test_retries_follow_schedule_and_expire(self) -> None:
         """A deferred recipient is retried after 60, 300, 900, 900... seconds; at the lifetime
@@ -123,12 +132,20 @@ class RetryTests(QueueTestCase):
     def test_settings_read_at_use_time(self) -> None:
         """A retry schedule changed while mail waits applies to the next deferral."""
         from cgtwist.settings import Settings
+
         self.smtp.behaviour = lambda q, r: ("pending", "451 later")
         t0 = self.clock.seconds()
         self.submit(env("x@remote.example"))
         self.pump()
-        self.settings.replace(Settings({"queue.retry_schedule": [10], "queue.max_lifetime": 3000,
-                                        "queue.suspend_after": 100}))
+        self.settings.replace(
+            Settings(
+                {
+                    "queue.retry_schedule": [10],
+                    "queue.max_lifetime": 3000,
+                    "queue.suspend_after": 100,
+                }
+            )
+        )
         self.pump(60)
         self.pump(10)
         self.assertEqual([c[0] - t0 for c in self.smtp.calls], [0, 60, 70])
@@ -151,8 +168,10 @@ class ConcurrencyTests(QueueTestCase):
         """``queue.local_destination_concurrency`` sets the per-account limit, read at use
         time; ``queue.local_concurrency`` still caps LOCAL as a whole."""
         from cgtwist.settings import Settings
-        self.settings.replace(Settings({"queue.local_destination_concurrency": 3,
-                                        "queue.local_concurrency": 4}))
+
+        self.settings.replace(
+            Settings({"queue.local_destination_concurrency": 3, "queue.local_concurrency": 4})
+        )
         self.local.behaviour = lambda q, r: None
         for _ in range(10):
             self.submit(env("a@example.com"))
@@ -180,7 +199,7 @@ class FairnessTests(QueueTestCase):
         healthy = [c for c in self.smtp.calls if "healthy" in c[2]]
         self.assertEqual(len(stalled), 2)
         self.assertEqual(len(healthy), 10)
-        self.assertEqual(len([n for n in self.spooled() if n.endswith('.msg')]), 10)
+        self.assertEqual(len([n for n in self.spooled() if n.endswith(".msg")]), 10)
         self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
         self.smtp.release()
         self.pump()
@@ -201,8 +220,16 @@ class FairnessTests(QueueTestCase):
         """After repeated failures a destination is suspended (no attempts) until its next
         retry time, then gets a single probe; a success makes it ready again."""
         from cgtwist.settings import Settings
-        self.settings.replace(Settings({"queue.destination_concurrency": 5, "queue.suspend_after": 2,
-                                        "queue.retry_schedule": [60]}))
+
+        self.settings.replace(
+            Settings(
+                {
+                    "queue.destination_concurrency": 5,
+                    "queue.suspend_after": 2,
+                    "queue.retry_schedule": [60],
+                }
+            )
+        )
         self.smtp.behaviour = lambda q, r: ("pending", "421 4.4.2 down")
         for i in range(6):
             self.submit(env(f"u{i}@down.example"))
@@ -239,19 +266,24 @@ class WindowTests(QueueTestCase):
 class RecoveryTests(QueueTestCase):
     def test_restart_resumes_only_unfinished_recipients(self) -> None:
         """After a crash mid-way, recipients already delivered are not delivered again."""
-        self.local.behaviour = lambda q, r: ("delivered", "250 ok") if r.address.startswith("a") else None
+        self.local.behaviour = lambda q, r: (
+            ("delivered", "250 ok") if r.address.startswith("a") else None
+        )
         msg_id = self.submit(env("a@example.com", "b@example.com", "c@example.com"))
         self.pump()
         self.assertEqual(len(self.local.calls), 3)
         # Crash: the hanging deliveries never finish; a new manager starts over the same spool.
         from cgtwist.spool.spool import Spool
         from tests.queue.helpers import SyncPool
+
         spool2 = Spool(self.base, self.clock, threadpool=SyncPool())  # type: ignore[arg-type]
         self.local = Agent("LOCAL", self.clock)
         manager2 = self.make_manager(spool2)
         self.assertEqual(self.successResultOf(manager2.start()), 1)
         self.pump()
-        self.assertEqual(sorted(c[3][0] for c in self.local.calls), ["b@example.com", "c@example.com"])
+        self.assertEqual(
+            sorted(c[3][0] for c in self.local.calls), ["b@example.com", "c@example.com"]
+        )
         self.assertTrue(all(c[1] == msg_id for c in self.local.calls))
         self.assertEqual(self.spooled(), [])
 
@@ -306,6 +338,7 @@ class ServerRulesTests(QueueTestCase):
 class RobustnessTests(QueueTestCase):
     def test_agent_exception_defers(self) -> None:
         """An agent that raises does not lose or bounce the mail: it is retried later."""
+
         def boom(q: str, r: object) -> None:
             raise RuntimeError("agent bug")
 
@@ -347,15 +380,21 @@ class CorruptAtStartTests(QueueTestCase):
         """A spooled message damaged while the server was down is never delivered: it goes to
         Queue/corrupt/; the good messages beside it are delivered."""
         import os
+
         self.manager.stop()
-        bad = self.successResultOf(self.spool.store(env("a@example.com"), b"Subject: x\r\n\r\nbad\r\n"))
-        good = self.successResultOf(self.spool.store(env("b@example.com"), b"Subject: y\r\n\r\ngood\r\n"))
+        bad = self.successResultOf(
+            self.spool.store(env("a@example.com"), b"Subject: x\r\n\r\nbad\r\n")
+        )
+        good = self.successResultOf(
+            self.spool.store(env("b@example.com"), b"Subject: y\r\n\r\ngood\r\n")
+        )
         path = os.path.join(self.base, "Queue", bad + ".msg")
         with open(path, "r+b") as f:
             f.seek(os.path.getsize(path) - 90)
             f.write(b"X")
         from cgtwist.spool.spool import Spool
         from tests.queue.helpers import SyncPool
+
         manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=SyncPool()))  # type: ignore[arg-type]
         self.assertEqual(self.successResultOf(manager2.start()), 2)
         self.pump()
@@ -397,13 +436,17 @@ class AdoptionTests(QueueTestCase):
 
     def worker_store(self, envelope: Envelope) -> str:
         worker = Spool(self.base, self.clock, threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
-        msg_id: str = self.successResultOf(worker.store(envelope, b"Subject: w\r\n\r\nfrom a worker\r\n"))
+        msg_id: str = self.successResultOf(
+            worker.store(envelope, b"Subject: w\r\n\r\nfrom a worker\r\n")
+        )
         return msg_id
 
     def test_adopted_message_is_delivered_once(self) -> None:
         msg_id = self.worker_store(env("bob@example.com"))
         self.assertTrue(self.successResultOf(self.manager.adopt(msg_id)))
-        self.assertFalse(self.successResultOf(self.manager.adopt(msg_id)))  # a sweep after the notice
+        self.assertFalse(
+            self.successResultOf(self.manager.adopt(msg_id))
+        )  # a sweep after the notice
         self.pump()
         self.assertEqual([c[2] for c in self.local.calls], ["LOCAL(bob@example.com)"])
         self.assertEqual(self.spooled(), [])

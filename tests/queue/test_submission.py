@@ -19,7 +19,7 @@ from cgtwist.types import Envelope, Recipient
 class FakeSpool:
     def __init__(self) -> None:
         self.count = 0
-        self.free = 10 ** 12
+        self.free = 10**12
         self.stored: list[tuple[Envelope, bytes]] = []
         self.statvfs_calls = 0
         self.pending: list[defer.Deferred[str]] = []
@@ -61,8 +61,9 @@ class SubmissionTests(unittest.TestCase):
     def setUp(self) -> None:
         self.spool = FakeSpool()
         self.manager = FakeManager()
-        self.settings = SettingsHolder(Settings({"queue.max_messages": 5,
-                                                 "smtp.max_message_size": 1000}))
+        self.settings = SettingsHolder(
+            Settings({"queue.max_messages": 5, "smtp.max_message_size": 1000})
+        )
         self.clock = Clock()
         self.sub = Submission(self.spool, self.manager, self.settings, clock=self.clock)
 

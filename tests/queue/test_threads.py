@@ -36,6 +36,7 @@ class CountingSpool(Spool):
             self.removed += 1
             if self.removed == self.expect:
                 self.all_removed.callback(None)
+
         return super().remove(msg_id).addCallback(counted)
 
 
@@ -56,8 +57,13 @@ class RealThreadsTests(unittest.TestCase):
         self.addCleanup(manager.stop)
         yield manager.start()
         sub = Submission(spool, manager, settings, clock=reactor)
-        ds = [sub.submit(Envelope("a@example.org", [Recipient(f"u{i % 4}@example.com")]),
-                         b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i)) for i in range(n)]
+        ds = [
+            sub.submit(
+                Envelope("a@example.org", [Recipient(f"u{i % 4}@example.com")]),
+                b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i),
+            )
+            for i in range(n)
+        ]
         ids = yield defer.gatherResults(ds)
         self.assertEqual(len(set(ids)), n)
         yield spool.all_removed
@@ -68,4 +74,6 @@ class RealThreadsTests(unittest.TestCase):
                 with open(os.path.join(new, name), "rb") as f:
                     bodies.append(f.read().split(b"\r\n\r\n", 1)[1])
         self.assertEqual(sorted(bodies), sorted(b"body %d\r\n" % i for i in range(n)))
-        self.assertEqual(sorted(os.listdir(os.path.join(base, "Queue"))), ["corrupt", "done", "free", "incoming"])
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(base, "Queue"))), ["corrupt", "done", "free", "incoming"]
+        )

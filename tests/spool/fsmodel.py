@@ -30,9 +30,21 @@ class FsRecorder:
         self.dirs = [os.path.abspath(d) for d in dirs]
         self.ops: list[tuple[str, ...]] = []
         self._fds: dict[int, str] = {}
-        self._real = {n: getattr(os, n) for n in (
-            "open", "close", "link", "rename", "unlink", "mkdir", "truncate", "ftruncate",
-            "fsync", "fdatasync")}
+        self._real = {
+            n: getattr(os, n)
+            for n in (
+                "open",
+                "close",
+                "link",
+                "rename",
+                "unlink",
+                "mkdir",
+                "truncate",
+                "ftruncate",
+                "fsync",
+                "fdatasync",
+            )
+        }
         self._tokens = itertools.count(1)
         self.start: dict[str, Entries] = {}
         self._live: dict[str, Entries] = {}

@@ -37,8 +37,14 @@ def run(script: str, base: str, point: str) -> subprocess.CompletedProcess[str]:
         env[crashpoint.ENV] = point
     else:
         env.pop(crashpoint.ENV, None)
-    return subprocess.run([sys.executable, "-c", script, base], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", script, base],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 class CrashpointTests(unittest.TestCase):
@@ -53,6 +59,7 @@ class CrashpointTests(unittest.TestCase):
     def recover(self) -> list[str]:
         from cgtwist.spool.spool import Spool
         from tests.queue.helpers import SyncClock, SyncPool
+
         spool = Spool(self.base, SyncClock(), threadpool=SyncPool())  # type: ignore[arg-type]
         return self.successResultOf(spool.recover())
 

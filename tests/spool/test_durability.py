@@ -39,10 +39,17 @@ class DurabilityTests(SpoolTestBase):
         as a ``.msg`` (it was answered 250 before the first recorded call)."""
         for i in range(-1, len(rec.ops)):
             for state in rec.crash_states(i):
-                names = [n for entries in state.values() for n, t in entries.items()
-                         if t == token and n.endswith(".msg")]
-                self.assertTrue(names, f"a power cut after {rec.ops[i] if i >= 0 else 'start'} "
-                                f"can leave the message in no directory: {state}")
+                names = [
+                    n
+                    for entries in state.values()
+                    for n, t in entries.items()
+                    if t == token and n.endswith(".msg")
+                ]
+                self.assertTrue(
+                    names,
+                    f"a power cut after {rec.ops[i] if i >= 0 else 'start'} "
+                    f"can leave the message in no directory: {state}",
+                )
 
     def test_an_adopted_message_is_named_in_some_directory_at_every_cut(self) -> None:
         """Adopting a worker's message (answered 250 already) never leaves a crash state
@@ -68,8 +75,10 @@ class DurabilityTests(SpoolTestBase):
         self.assertEqual(self.successResultOf(restarted.recover()), [msg_id])
         self.successResultOf(self.worker.store(envelope(1), DATA))  # a worker starts, stores
         self.assert_always_named(rec, token)
-        self.assertEqual(os.listdir(self.incoming), [n for n in os.listdir(self.incoming)
-                                                     if not n.startswith(msg_id)])
+        self.assertEqual(
+            os.listdir(self.incoming),
+            [n for n in os.listdir(self.incoming) if not n.startswith(msg_id)],
+        )
 
     def test_a_recycled_file_never_keeps_its_pool_name_beside_a_msg(self) -> None:
         """A new message written over a pool file: after its 250, no crash state names the
@@ -86,8 +95,11 @@ class DurabilityTests(SpoolTestBase):
             for state in rec.crash_states(i):
                 pool = [n for n, t in state[self.free].items() if t == token]
                 msgs = [n for n, t in state[self.qdir].items() if t == token and n.endswith(".msg")]
-                self.assertFalse(pool and msgs, f"after {rec.ops[i] if i >= 0 else 'start'}: "
-                                 f"pool name {pool} and {msgs} on one inode")
+                self.assertFalse(
+                    pool and msgs,
+                    f"after {rec.ops[i] if i >= 0 else 'start'}: "
+                    f"pool name {pool} and {msgs} on one inode",
+                )
 
     def test_a_reserved_pool_file_costs_no_pool_fsync_before_the_250(self) -> None:
         """After a store, the spool moves pool files into a reserve in Queue/ and fsyncs the
@@ -135,8 +147,10 @@ class DurabilityTests(SpoolTestBase):
         """Reserve files (pool files a process moved into its directory) are nobody's mail:
         at start the server deletes them in Queue/ and Queue/incoming/, and a sweep deletes
         those of a worker that ended."""
-        names = [os.path.join(self.qdir, "0000000000000001-1-1.rsv"),
-                 os.path.join(self.incoming, "0000000000000001-2-1.rsv")]
+        names = [
+            os.path.join(self.qdir, "0000000000000001-1-1.rsv"),
+            os.path.join(self.incoming, "0000000000000001-2-1.rsv"),
+        ]
         for n in names:
             with open(n, "wb") as f:
                 f.write(DATA)
@@ -152,7 +166,9 @@ class DurabilityTests(SpoolTestBase):
         2"), recovery deletes the pool name, so the next message does not overwrite the
         spooled one, which is delivered intact."""
         kept = self.successResultOf(self.server.store(envelope(1), DATA))
-        os.link(os.path.join(self.qdir, kept + ".msg"), os.path.join(self.free, "0000000000000001-1-1"))
+        os.link(
+            os.path.join(self.qdir, kept + ".msg"), os.path.join(self.free, "0000000000000001-1-1")
+        )
         restarted = sync_spool(self.base)
         self.assertEqual(self.successResultOf(restarted.recover()), [kept])
         self.successResultOf(restarted.store(envelope(2), b"Subject: other\r\n\r\nother\r\n"))
@@ -169,8 +185,10 @@ class DurabilityTests(SpoolTestBase):
         rec = FsRecorder(self, [])
         sync_spool(fresh)
         made = [op[1] for op in rec.ops if op[0] == "mkdir"]
-        self.assertEqual(sorted(os.path.relpath(d, fresh) for d in made),
-                         ["Queue", "Queue/corrupt", "Queue/free", "Queue/incoming"])
+        self.assertEqual(
+            sorted(os.path.relpath(d, fresh) for d in made),
+            ["Queue", "Queue/corrupt", "Queue/free", "Queue/incoming"],
+        )
         for d in made:
             rec.index("fsync", os.path.dirname(d), start=rec.index("mkdir", d))
 
@@ -181,8 +199,11 @@ class DurabilityTests(SpoolTestBase):
         rec = FsRecorder(self, [self.qdir, self.free])
         self.successResultOf(self.server.remove(msg_id))
         msg = os.path.join(self.qdir, msg_id + ".msg")
-        first_change = min(i for i, op in enumerate(rec.ops)
-                           if op[0] in ("rename", "unlink", "truncate") and op[1] == msg)
+        first_change = min(
+            i
+            for i, op in enumerate(rec.ops)
+            if op[0] in ("rename", "unlink", "truncate") and op[1] == msg
+        )
         synced = rec.index("fsync", os.path.join(self.qdir, donelog.NAME))
         self.assertLess(synced, first_change, rec.ops)
 
@@ -251,6 +272,7 @@ class DoneLogTests(SpoolTestBase):
         """The log does not grow without end: after DONE_LOG_CLEAR lines, a commit fsyncs
         Queue/ and empties it; a restart then recovers only what is left."""
         from cgtwist.spool import spool as spool_mod
+
         self.patch(spool_mod, "DONE_LOG_CLEAR", 3)
         server = sync_spool(self.base)
         ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]

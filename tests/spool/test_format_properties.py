@@ -12,11 +12,25 @@ from cgtwist.types import Envelope, Recipient
 
 MID = "1700000000000000-42-7"
 text = st.text(max_size=40)
-recipients = st.lists(st.builds(Recipient, address=text, state=st.sampled_from(["pending", "delivered", "failed"]),
-                                route=text, orcpt=text, notify=text, detail=text), max_size=5)
-envelopes = st.builds(Envelope, sender=text, recipients=recipients,
-                      submit=st.dictionaries(text, text, max_size=4),
-                      params=st.dictionaries(text, text, max_size=4))
+recipients = st.lists(
+    st.builds(
+        Recipient,
+        address=text,
+        state=st.sampled_from(["pending", "delivered", "failed"]),
+        route=text,
+        orcpt=text,
+        notify=text,
+        detail=text,
+    ),
+    max_size=5,
+)
+envelopes = st.builds(
+    Envelope,
+    sender=text,
+    recipients=recipients,
+    submit=st.dictionaries(text, text, max_size=4),
+    params=st.dictionaries(text, text, max_size=4),
+)
 
 
 class FormatProperties(unittest.TestCase):

@@ -70,7 +70,9 @@ class IncomingTests(SpoolTestBase):
         big_data = b"Subject: big\r\n\r\n" + b"x" * (INLINE_READ_MAX + 10) + b"\r\n"
         big = self.successResultOf(worker.store(envelope(1), big_data))
         adopted = [server.adopt(i) for i in ids]
-        self.assertEqual(sorted(os.listdir(self.incoming)), sorted([i + ".msg" for i in ids + [big]]))
+        self.assertEqual(
+            sorted(os.listdir(self.incoming)), sorted([i + ".msg" for i in ids + [big]])
+        )
         self.assertEqual(len(pool.jobs), 1)
         pool.run_all()
         self.assertEqual(pool.done, 2)  # the first adoption, then the other two together
@@ -178,6 +180,7 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(server.message_count(), 1)
 
         from cgtwist.spool import spool as spool_mod
+
         unreadable = self.successResultOf(worker.store(envelope(1), DATA))
 
         def eio(path: str, limit: Any) -> Any:

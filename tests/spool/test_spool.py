@@ -22,8 +22,13 @@ def envelope(n: int = 2) -> Envelope:
     return Envelope(
         sender="alice@example.com",
         recipients=[Recipient(f"u{i}@example.org") for i in range(n)],
-        submit={"peer": "192.0.2.1", "helo": "client.example", "protocol": "ESMTP",
-                "account": "", "tls": "TLSv1.3"},
+        submit={
+            "peer": "192.0.2.1",
+            "helo": "client.example",
+            "protocol": "ESMTP",
+            "account": "",
+            "tls": "TLSv1.3",
+        },
         params={"BODY": "8BITMIME"},
     )
 
@@ -44,6 +49,7 @@ class SpoolTestBase(unittest.TestCase):
 
 def _rmtree(path: str) -> None:
     import shutil
+
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -68,7 +74,7 @@ class FormatTests(unittest.TestCase):
         flipped[len(raw) // 2] ^= 0x01
         cases = {
             "truncated": raw[:-10],
-            "no trailer": raw[:-fmt.TRAILER_LEN],
+            "no trailer": raw[: -fmt.TRAILER_LEN],
             "bad checksum": bytes(flipped),
             "zero": b"",
             "garbage": os.urandom(300),
@@ -100,6 +106,7 @@ class StoreTests(SpoolTestBase):
         from zope.interface.verify import verifyObject
 
         from cgtwist.interfaces import ISpool
+
         self.assertTrue(verifyObject(ISpool, self.spool))
 
     @defer.inlineCallbacks
@@ -108,7 +115,9 @@ class StoreTests(SpoolTestBase):
         env = envelope()
         msg_id = yield self.spool.store(env, DATA)
         self.assertTrue(fmt.valid_id(msg_id))
-        self.assertEqual(sorted(os.listdir(self.qdir)), [msg_id + ".msg", "corrupt", "free", "incoming"])
+        self.assertEqual(
+            sorted(os.listdir(self.qdir)), [msg_id + ".msg", "corrupt", "free", "incoming"]
+        )
         env2, data = yield self.spool.load(msg_id)
         self.assertEqual(data, DATA)
         self.assertEqual(env2.sender, env.sender)
@@ -144,8 +153,15 @@ class StoreTests(SpoolTestBase):
         msg_id = yield self.spool.store(envelope(), DATA)
         calls.append(("fired", msg_id))
         kinds = [(k, os.path.basename(v) if k != "fired" else v) for k, v in calls]
-        self.assertEqual(kinds, [("fsync", msg_id + ".tmp"), ("rename", msg_id + ".msg"),
-                                 ("fsync", "Queue"), ("fired", msg_id)])
+        self.assertEqual(
+            kinds,
+            [
+                ("fsync", msg_id + ".tmp"),
+                ("rename", msg_id + ".msg"),
+                ("fsync", "Queue"),
+                ("fired", msg_id),
+            ],
+        )
 
     @defer.inlineCallbacks
     def test_group_commit(self) -> None:
@@ -179,6 +195,7 @@ class StoreTests(SpoolTestBase):
     @defer.inlineCallbacks
     def test_eio_on_fsync(self) -> None:
         """An I/O error at fsync answers 451 4.3.0 and leaves no file behind."""
+
         def fsync(fd: int) -> None:
             raise OSError(errno.EIO, "I/O error")
 
@@ -191,6 +208,7 @@ class StoreTests(SpoolTestBase):
     @defer.inlineCallbacks
     def test_directory_fsync_failure_withdraws_message(self) -> None:
         """If the directory cannot be synced the client gets 451 and the file is withdrawn."""
+
         def bad(path: str) -> None:
             raise OSError(errno.EIO, "I/O error")
 
@@ -236,8 +254,9 @@ class JournalTests(SpoolTestBase):
         ids = yield spool2.recover()
         self.assertEqual(ids, [msg_id])
         entry = yield spool2.load_entry(msg_id)
-        self.assertEqual([r.state for r in entry.envelope.recipients],
-                         ["delivered", "pending", "failed"])
+        self.assertEqual(
+            [r.state for r in entry.envelope.recipients], ["delivered", "pending", "failed"]
+        )
         self.assertEqual(entry.envelope.recipients[2].detail, "550 5.1.1 unknown")
         self.assertEqual(len(entry.history), 1)
 
@@ -281,9 +300,13 @@ class RecoverTests(SpoolTestBase):
         ids = yield spool2.recover()
         self.assertEqual(ids, [good])
         self.assertEqual(spool2.message_count(), 1)
-        self.assertEqual(sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt", "done", "free", "incoming"])
-        self.assertEqual(sorted(os.listdir(os.path.join(self.qdir, "corrupt"))),
-                         sorted([m + ".msg" for m in planted] + ["not-an-id.msg"]))
+        self.assertEqual(
+            sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt", "done", "free", "incoming"]
+        )
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(self.qdir, "corrupt"))),
+            sorted([m + ".msg" for m in planted] + ["not-an-id.msg"]),
+        )
         logged = [e for e in self.events if "is corrupt" in e.get("log_format", "")]
         self.assertEqual(len(logged), 5)
 

@@ -31,13 +31,15 @@ class WorkerPoolTests(unittest.TestCase):
             return x * 2
 
         results = yield defer.gatherResults(
-            [deferToThreadPool(reactor, self.pool, job, i) for i in range(20)])
+            [deferToThreadPool(reactor, self.pool, job, i) for i in range(20)]
+        )
         self.assertEqual(results, [i * 2 for i in range(20)])
         self.assertNotIn(main, seen)
 
     @defer.inlineCallbacks
     def test_errors_become_failures(self) -> None:
         """An exception in the work (a full disk) errbacks with it; the pool keeps working."""
+
         def bad() -> None:
             raise OSError(28, "No space left on device")
 
@@ -128,9 +130,11 @@ class JobBatchTests(unittest.TestCase):
         first = batch.run(lambda: done.append("a") or "A")
         self.assertEqual(len(held.jobs), 1)
         self.assertEqual(done, [])  # nothing ran here: the job is in the (held) thread
-        rest = [batch.run(lambda: done.append("b") or "B"),
-                batch.run(lambda: 1 / 0),
-                batch.run(lambda: done.append("d") or "D")]
+        rest = [
+            batch.run(lambda: done.append("b") or "B"),
+            batch.run(lambda: 1 / 0),
+            batch.run(lambda: done.append("d") or "D"),
+        ]
         self.assertEqual(len(held.jobs), 1)  # they wait for the job in flight
         held.run_next()
         self.assertEqual(self.successResultOf(first), "A")
@@ -212,7 +216,9 @@ class JobBatchTests(unittest.TestCase):
         soon = batch.run(lambda: order.append("adopt") or "adopted")
         self.assertEqual(len(held.jobs), 1)
         held.run_next()
-        self.assertEqual((self.successResultOf(late), self.successResultOf(soon)), ("removed", "adopted"))
+        self.assertEqual(
+            (self.successResultOf(late), self.successResultOf(soon)), ("removed", "adopted")
+        )
         self.assertEqual(order, ["remove", "adopt"])
         self.assertEqual(clock.getDelayedCalls(), [])
 

@@ -140,8 +140,10 @@ def terminate_backends(url: str) -> int:
     try:
         conn.autocommit = True
         cur = conn.cursor()
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE pid <> pg_backend_pid() AND datname = current_database()")
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+        )
         return len(cur.fetchall())
     finally:
         conn.close()

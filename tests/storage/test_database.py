@@ -39,8 +39,10 @@ class EngineTests(unittest.TestCase):
     def test_postgres_paramstyle(self) -> None:
         """The same ``?`` SQL runs on psycopg2, whose paramstyle is %s (a literal % doubled)."""
         engine = PostgresEngine("postgresql://u@h/db", "h:5432/db")
-        self.assertEqual(engine.convert("SELECT '5%' FROM t WHERE a = ? AND b = ?"),
-                         "SELECT '5%%' FROM t WHERE a = %s AND b = %s")
+        self.assertEqual(
+            engine.convert("SELECT '5%' FROM t WHERE a = ? AND b = ?"),
+            "SELECT '5%%' FROM t WHERE a = %s AND b = %s",
+        )
 
     def test_postgres_url_described_as_libpq_reads_it(self) -> None:
         """A Unix-socket URL is logged with its socket directory, not as localhost:5432; a TCP
@@ -50,12 +52,9 @@ class EngineTests(unittest.TestCase):
         except ImportError:
             raise unittest.SkipTest("psycopg2 is not installed") from None
         cases = {
-            "postgresql://mail@/cgtwist?host=/run/postgresql":
-                "postgresql:unix socket /run/postgresql/.s.PGSQL.5432, database cgtwist",
-            "postgresql://%2Fvar%2Frun%2Fpostgresql:5433/mail":
-                "postgresql:unix socket /var/run/postgresql/.s.PGSQL.5433, database mail",
-            "postgresql://u:secret@db.example:6543/mail":
-                "postgresql:db.example:6543, database mail",
+            "postgresql://mail@/cgtwist?host=/run/postgresql": "postgresql:unix socket /run/postgresql/.s.PGSQL.5432, database cgtwist",
+            "postgresql://%2Fvar%2Frun%2Fpostgresql:5433/mail": "postgresql:unix socket /var/run/postgresql/.s.PGSQL.5433, database mail",
+            "postgresql://u:secret@db.example:6543/mail": "postgresql:db.example:6543, database mail",
             "postgresql://u@[::1]/mail": "postgresql:[::1]:5432, database mail",
         }
         for url, where in cases.items():
@@ -70,24 +69,30 @@ class EngineTests(unittest.TestCase):
         except ImportError:
             raise unittest.SkipTest("psycopg2 is not installed") from None
         _, kw = engine_for_url("postgresql://u@db.example/mail", 6).connect_args()
-        self.assertEqual((kw["connect_timeout"], kw["keepalives"], kw["tcp_user_timeout"]),
-                         (6, 1, 6000))
-        _, kw = engine_for_url("postgresql://u@db.example/mail?connect_timeout=30", 0.5) \
-            .connect_args()
+        self.assertEqual(
+            (kw["connect_timeout"], kw["keepalives"], kw["tcp_user_timeout"]), (6, 1, 6000)
+        )
+        _, kw = engine_for_url(
+            "postgresql://u@db.example/mail?connect_timeout=30", 0.5
+        ).connect_args()
         self.assertNotIn("connect_timeout", kw)  # the URL's 30 stays
         self.assertEqual(kw["keepalives_idle"], 2)
 
     def test_schema_placeholders(self) -> None:
         """Auto-increment keys are spelled per engine in migrations."""
         self.assertIn("AUTOINCREMENT", SqliteEngine("/x").render_schema("id {serial}"))
-        self.assertEqual(PostgresEngine("", "").render_schema("id {serial}"),
-                         "id SERIAL PRIMARY KEY")
+        self.assertEqual(
+            PostgresEngine("", "").render_schema("id {serial}"), "id SERIAL PRIMARY KEY"
+        )
 
     def test_upsert_sql(self) -> None:
         """Upsert is one portable INSERT ... ON CONFLICT statement."""
         sql = SqliteEngine("/x").upsert("meta", ("name",), ("value",))
-        self.assertEqual(sql, "INSERT INTO meta (name, value) VALUES (?, ?) "
-                              "ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+        self.assertEqual(
+            sql,
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
 
     def test_deltas_numbered(self) -> None:
         """Schema deltas are found in order, starting at 1, without gaps."""
@@ -103,15 +108,20 @@ class DatabaseTests(DatabaseCase):
         self.assertEqual(first, deltas()[-1][0])
         self.assertEqual(await db.migrate(), first)
         rows = await db.run_interaction(
-            "versions", lambda cur: cur.query("SELECT version FROM schema_version"))
+            "versions", lambda cur: cur.query("SELECT version FROM schema_version")
+        )
         self.assertEqual(len(rows), first)
 
     async def test_newer_schema_refused(self) -> None:
         """A database from a newer cgtwist is refused instead of being misread."""
         db = self.open_db()
         await db.migrate()
-        await db.run_interaction("bump", lambda cur: cur.execute(
-            "INSERT INTO schema_version (version, applied) VALUES (999, 0)"))
+        await db.run_interaction(
+            "bump",
+            lambda cur: cur.execute(
+                "INSERT INTO schema_version (version, applied) VALUES (999, 0)"
+            ),
+        )
         try:
             await db.migrate()
         except RuntimeError as e:
@@ -130,8 +140,9 @@ class DatabaseTests(DatabaseCase):
 
         with self.assertRaises(ValueError):
             await db.run_interaction("half", half_txn)
-        rows = await db.run_interaction("read", lambda cur: cur.query("SELECT * FROM meta"),
-                                        readonly=True)
+        rows = await db.run_interaction(
+            "read", lambda cur: cur.query("SELECT * FROM meta"), readonly=True
+        )
         self.assertEqual(rows, [])
 
     async def test_concurrent_writers_two_pools(self) -> None:
@@ -144,8 +155,9 @@ class DatabaseTests(DatabaseCase):
         server, cli = self.open_db(), self.open_db()
         await server.migrate()
         await cli.migrate()
-        await server.run_interaction("init", lambda cur: cur.execute(
-            "INSERT INTO meta (name, value) VALUES ('n', '0')"))
+        await server.run_interaction(
+            "init", lambda cur: cur.execute("INSERT INTO meta (name, value) VALUES ('n', '0')")
+        )
 
         def incr_txn(cur: Cursor) -> None:
             row = cur.query_one("SELECT value FROM meta WHERE name = 'n'")
@@ -155,8 +167,10 @@ class DatabaseTests(DatabaseCase):
         ds = [db.run_interaction("incr", incr_txn) for _ in range(40) for db in (server, cli)]
         await defer.gatherResults(ds, consumeErrors=True)
         row = await cli.run_interaction(
-            "read", lambda cur: cur.query_one("SELECT value FROM meta WHERE name = 'n'"),
-            readonly=True)
+            "read",
+            lambda cur: cur.query_one("SELECT value FROM meta WHERE name = 'n'"),
+            readonly=True,
+        )
         self.assertEqual(row, ("80",))
 
     async def test_sqlite_wal(self) -> None:
@@ -171,17 +185,21 @@ class DatabaseTests(DatabaseCase):
         finally:
             conn.close()
 
-
     async def test_sqlite_commit_survives_power_loss(self) -> None:
         """Every connection of the pool commits with ``synchronous = FULL`` (2): in WAL mode
         NORMAL (1) skips the WAL fsync at commit, so a change cgtwist-admin reported done
         could roll back on power loss."""
         db = self.open_db()
         await db.migrate()
-        rows = await defer.gatherResults([
-            db.run_interaction("sync", lambda cur: cur.query_one("PRAGMA synchronous"),
-                               readonly=ro)
-            for ro in (True, False) for _ in range(4)])
+        rows = await defer.gatherResults(
+            [
+                db.run_interaction(
+                    "sync", lambda cur: cur.query_one("PRAGMA synchronous"), readonly=ro
+                )
+                for ro in (True, False)
+                for _ in range(4)
+            ]
+        )
         self.assertEqual({r[0] for r in rows}, {2})
 
 
@@ -198,7 +216,8 @@ class PostgresDatabaseTests(DatabaseTests):
 
     def _read(self, db: Database) -> defer.Deferred[Any]:
         return db.run_interaction(
-            "read", lambda cur: cur.query("SELECT name FROM meta ORDER BY name"), readonly=True)
+            "read", lambda cur: cur.query("SELECT name FROM meta ORDER BY name"), readonly=True
+        )
 
     async def test_stale_connections_reconnect_transparently(self) -> None:
         """After a PostgreSQL restart every pooled connection is dead; each call, read or
@@ -212,8 +231,9 @@ class PostgresDatabaseTests(DatabaseTests):
         reads = await defer.gatherResults([self._read(db) for _ in range(4)])
         self.assertEqual(reads, [[]] * 4)
         terminate_backends(self.url)
-        await db.run_interaction("write", lambda cur: cur.execute(
-            "INSERT INTO meta (name, value) VALUES ('w', '1')"))
+        await db.run_interaction(
+            "write", lambda cur: cur.execute("INSERT INTO meta (name, value) VALUES ('w', '1')")
+        )
         self.assertEqual(await self._read(db), [("w",)])
 
     async def test_frozen_server_times_out_and_frees_the_pool(self) -> None:
@@ -225,8 +245,12 @@ class PostgresDatabaseTests(DatabaseTests):
         await defer.gatherResults([self._read(db) for _ in range(2)])  # two live connections
         with frozen_postgres(self.url):
             calls = [self._read(db) for _ in range(3)]
-            calls.append(db.run_interaction("write", lambda cur: cur.execute(
-                "INSERT INTO meta (name, value) VALUES ('x', '1')")))
+            calls.append(
+                db.run_interaction(
+                    "write",
+                    lambda cur: cur.execute("INSERT INTO meta (name, value) VALUES ('x', '1')"),
+                )
+            )
             for call in calls:
                 with self.assertRaises(StoreUnavailable):
                     await call

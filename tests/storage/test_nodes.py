@@ -103,23 +103,27 @@ class NodeTestsMixin:
         schema1 = dict(deltas())[1]
 
         def at_version_1(cur: Any) -> None:
-            cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, "
-                        f"applied {cur.engine.bigint} NOT NULL)")
+            cur.execute(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL PRIMARY KEY, "
+                f"applied {cur.engine.bigint} NOT NULL)"
+            )
             for sql in schema1:
                 cur.execute(cur.engine.render_schema(sql))
             cur.execute("INSERT INTO schema_version (version, applied) VALUES (1, 0)")
-            for key, value in (("listeners", N1), ("smtp.workers", 2),
-                               ("smtp.max_recipients", 9)):
-                cur.execute("INSERT INTO server_settings (name, value) VALUES (?, ?)",
-                            (key, json.dumps(value)))
+            for key, value in (("listeners", N1), ("smtp.workers", 2), ("smtp.max_recipients", 9)):
+                cur.execute(
+                    "INSERT INTO server_settings (name, value) VALUES (?, ?)",
+                    (key, json.dumps(value)),
+                )
 
         await db.run_interaction("schema1", at_version_1)
         self.assertGreaterEqual(await db.migrate(), 2)
         single = AccountStore(db, "example.com", fast_hasher())
         self.assertEqual(single.node, DEFAULT_NODE)
         values = await single.get_settings()
-        self.assertEqual((values["listeners"], values["smtp.workers"],
-                          values["smtp.max_recipients"]), (N1, 2, 9))
+        self.assertEqual(
+            (values["listeners"], values["smtp.workers"], values["smtp.max_recipients"]), (N1, 2, 9)
+        )
         other = AccountStore(db, "example.com", fast_hasher(), node="n2")
         self.assertEqual(await other.get_settings(), {"smtp.max_recipients": 9})
 

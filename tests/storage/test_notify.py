@@ -47,7 +47,9 @@ class WireTests(unittest.TestCase):
     def test_round_trip(self) -> None:
         """A cluster change and a node change keep what a node needs to decide."""
         c = notify.decode(notify.encode("add_account", "n1"))
-        self.assertEqual((c.scope, c.what, c.origin, c.node), ("cluster", "add_account", "n1", None))
+        self.assertEqual(
+            (c.scope, c.what, c.origin, c.node), ("cluster", "add_account", "n1", None)
+        )
         self.assertTrue(c.concerns("n2"))
         n = notify.decode(notify.encode("set_node_setting", "n1", "n2"))
         self.assertEqual((n.scope, n.node), ("node", "n2"))
@@ -154,8 +156,9 @@ class PostgresAnnouncementTests(DatabaseCase):
         await store.set_setting("smtp.max_recipients", 5)
         change = await waiting
         self.assertEqual(change.what, "set_setting")
-        self.assertEqual([c.what for c in seen.changes if not c.resync],
-                         ["add_domain", "set_setting"])
+        self.assertEqual(
+            [c.what for c in seen.changes if not c.resync], ["add_domain", "set_setting"]
+        )
 
     async def test_a_lost_connection_comes_back_and_resyncs(self) -> None:
         """PostgreSQL restarted or the connection cut: the listener reconnects, reports a

@@ -17,8 +17,9 @@ class FakeThreadPool:
     def __init__(self) -> None:
         self.jobs: list[tuple[Callable[..., Any], Callable[..., Any], tuple[Any, ...]]] = []
 
-    def callInThreadWithCallback(self, on_result: Callable[..., Any], fn: Callable[..., Any],
-                                 *args: Any) -> None:
+    def callInThreadWithCallback(
+        self, on_result: Callable[..., Any], fn: Callable[..., Any], *args: Any
+    ) -> None:
         self.jobs.append((on_result, fn, args))
 
     def callFromThread(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -65,8 +66,10 @@ class PasswordHasherTests(unittest.TestCase):
 
     async def test_sha512_crypt_costs_an_argon2_verification(self) -> None:
         """Imported SHA512-CRYPT hashes verify, are flagged for upgrade, and cost argon2 work."""
-        stored = ("{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIF"
-                  "NjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")
+        stored = (
+            "{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIF"
+            "NjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+        )
         spy = SpyArgon2(self.hasher)
         self.assertTrue(await self.hasher.verify(stored, "Hello world!"))
         self.assertFalse(await self.hasher.verify(stored, "hello world!"))
@@ -91,8 +94,10 @@ class PasswordHasherTests(unittest.TestCase):
         (RELIABILITY b-G 42): a call scheduled after them runs while they are still running."""
         phc = await self.hasher.hash("right")
         done: list[bool] = []
-        checks = [self.hasher.verify(phc, "right" if i % 2 else "wrong").addCallback(done.append)
-                  for i in range(50)]
+        checks = [
+            self.hasher.verify(phc, "right" if i % 2 else "wrong").addCallback(done.append)
+            for i in range(50)
+        ]
         seen: list[int] = []
         await task.deferLater(reactor, 0, lambda: seen.append(len(done)))
         await defer.gatherResults(checks)
@@ -102,8 +107,13 @@ class PasswordHasherTests(unittest.TestCase):
     def test_runs_in_pool_with_a_limit(self) -> None:
         """Hashing is handed to the thread pool, at most ``concurrency`` jobs at a time."""
         pool = FakeThreadPool()
-        hasher = PasswordHasher(pool, threadpool=pool, concurrency=2,  # type: ignore[arg-type]
-                                memory_kib=1024, time_cost=1)
+        hasher = PasswordHasher(
+            pool,
+            threadpool=pool,
+            concurrency=2,  # type: ignore[arg-type]
+            memory_kib=1024,
+            time_cost=1,
+        )
         ds = [hasher.hash(f"pw{i}") for i in range(5)]
         self.assertEqual(len(pool.jobs), 2)
         pool.run_one()

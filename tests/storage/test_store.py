@@ -15,8 +15,10 @@ from cgtwist.storage.passwords import PasswordHasher
 from cgtwist.storage.store import ENV_POSTMASTER_PASSWORD, SERVICES, AccountStore, InvalidValue
 from tests.storage.dbcase import DatabaseCase, SpyArgon2
 
-SHA6 = ("$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFd"
-        "cbYEdFCoEOfaS35inz1")  # "Hello world!"
+SHA6 = (
+    "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFd"
+    "cbYEdFCoEOfaS35inz1"
+)  # "Hello world!"
 
 
 class StoreTestsMixin:
@@ -61,8 +63,7 @@ class StoreTestsMixin:
         """A postmaster password in the environment is used and not printed again."""
         store = await self.open_store()
         self.assertIsNone(await store.bootstrap({ENV_POSTMASTER_PASSWORD: "s3cret-pm"}))
-        self.assertIsNotNone(await store.verify_password("postmaster", "example.com",
-                                                         "s3cret-pm"))
+        self.assertIsNotNone(await store.verify_password("postmaster", "example.com", "s3cret-pm"))
 
     async def test_bootstrap_after_restart_with_removed_pbx(self: Any) -> None:
         """Bootstrap runs once per main domain: a restart never recreates or resets accounts."""
@@ -125,14 +126,21 @@ class StoreTestsMixin:
         """Accounts are created with their fields, found case-insensitively, and removed."""
         store = await self.open_store()
         await store.add_domain("example.com")
-        account = await store.add_account("Alice", "EXAMPLE.com", "pw", real_name=" Alice A ",
-                                          services=["mail", "imap"], settings={"admin": True})
+        account = await store.add_account(
+            "Alice",
+            "EXAMPLE.com",
+            "pw",
+            real_name=" Alice A ",
+            services=["mail", "imap"],
+            settings={"admin": True},
+        )
         self.assertEqual(account.address, "alice@example.com")
         self.assertEqual(account.real_name, "Alice A")
         self.assertEqual(account.services, frozenset({"mail", "imap"}))
         self.assertEqual(account.settings, {"admin": True})
-        await self._failure(store.add_account("bob", "example.com", "pw",
-                                              settings={"quota": 10}), InvalidValue)
+        await self._failure(
+            store.add_account("bob", "example.com", "pw", settings={"quota": 10}), InvalidValue
+        )
         self.assertEqual(await store.get_account("ALICE", "example.COM"), account)
         await self._failure(store.add_account("alice", "example.com", "x"), AlreadyExists)
         await self._failure(store.add_account("bob", "nowhere.com", "x"), NotFound)
@@ -155,8 +163,7 @@ class StoreTestsMixin:
         await store.add_domain("example.com")
         for bad in ("../x", "a/b", "..", ".hidden", "a..b", "' OR 1=1--", "", "a b", "x\x00"):
             await self._failure(store.add_account(bad, "example.com", "pw"), InvalidName)
-            await self._failure(store.add_alias(bad, "example.com", "x@example.org"),
-                                InvalidName)
+            await self._failure(store.add_alias(bad, "example.com", "x@example.org"), InvalidName)
             self.assertIsNone(await store.get_account(bad, "example.com"))
             self.assertIsNone(await store.verify_password(bad, "example.com", "pw"))
         for bad in ("../etc", "a/b", "exa mple.com", "-x.com", "' OR 1=1--"):
@@ -173,10 +180,12 @@ class StoreTestsMixin:
         default = await store.add_account("b", "example.com", "pw")
         self.assertEqual(default.services, frozenset({"mail", "pop", "relay"}))
         await store.update_domain("example.com", services=list(SERVICES))
-        self.assertEqual((await store.get_account("a", "example.com")).services,
-                         frozenset({"mail", "imap"}))
-        await self._failure(store.add_account("c", "example.com", "pw", services=["ftp"]),
-                            InvalidValue)
+        self.assertEqual(
+            (await store.get_account("a", "example.com")).services, frozenset({"mail", "imap"})
+        )
+        await self._failure(
+            store.add_account("c", "example.com", "pw", services=["ftp"]), InvalidValue
+        )
 
     async def test_password_verification(self: Any) -> None:
         """Right password: the account; wrong, unknown, disabled or passwordless: None."""
@@ -207,7 +216,8 @@ class StoreTestsMixin:
         self.assertIsNone(await store.verify_password("alice", "example.com", "old"))
         self.assertIsNotNone(await store.verify_password("alice", "example.com", "new"))
         rows = await store.db.run_interaction(
-            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True)
+            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True
+        )
         self.assertTrue(rows[0][0].startswith("$argon2id$"))
         self.assertNotIn("new", rows[0][0].split("$")[-1])
         await self._failure(store.set_password("ghost", "example.com", "x"), NotFound)
@@ -219,15 +229,18 @@ class StoreTestsMixin:
         old = await self.open_store(hasher=PasswordHasher(reactor, memory_kib=64, time_cost=1))
         await old.add_domain("example.com")
         await old.add_account("alice", "example.com", "pw")
-        new = AccountStore(old.db, "example.com",
-                           PasswordHasher(reactor, memory_kib=128, time_cost=1))
+        new = AccountStore(
+            old.db, "example.com", PasswordHasher(reactor, memory_kib=128, time_cost=1)
+        )
         self.assertIsNone(await new.verify_password("alice", "example.com", "wrong"))
         rows = await old.db.run_interaction(
-            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True)
+            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True
+        )
         self.assertIn("m=64,", rows[0][0])
         self.assertIsNotNone(await new.verify_password("alice", "example.com", "pw"))
         rows = await old.db.run_interaction(
-            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True)
+            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True
+        )
         self.assertIn("m=128,", rows[0][0])
         self.assertIsNotNone(await new.verify_password("alice", "example.com", "pw"))
 
@@ -239,16 +252,17 @@ class StoreTestsMixin:
         self.assertIsNone(await store.verify_password("alice", "example.com", "wrong"))
         self.assertIsNotNone(await store.verify_password("alice", "example.com", "Hello world!"))
         rows = await store.db.run_interaction(
-            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True)
+            "dump", lambda cur: cur.query("SELECT password FROM accounts"), readonly=True
+        )
         self.assertTrue(rows[0][0].startswith("$argon2id$"), rows[0][0])
         self.assertIsNotNone(await store.verify_password("alice", "example.com", "Hello world!"))
         await store.set_password_hash("alice", "example.com", SHA6)
         self.assertIsNotNone(await store.verify_password("alice", "example.com", "Hello world!"))
         for bad in ("plaintext", "$1$md5$crypt", "$argon2id$nonsense"):
-            await self._failure(store.set_password_hash("alice", "example.com", bad),
-                                InvalidValue)
-            await self._failure(store.add_account("bob", "example.com", password_hash=bad),
-                                InvalidValue)
+            await self._failure(store.set_password_hash("alice", "example.com", bad), InvalidValue)
+            await self._failure(
+                store.add_account("bob", "example.com", password_hash=bad), InvalidValue
+            )
         self.assertIsNone(await store.get_account("bob", "example.com"))
 
     async def test_one_verification_per_login(self: Any) -> None:
@@ -258,9 +272,13 @@ class StoreTestsMixin:
         await store.add_domain("example.com")
         await store.add_account("alice", "example.com", "pw")
         await store.add_account("nopw", "example.com")
-        for name, domain in (("alice", "example.com"), ("ghost", "example.com"),
-                             ("alice", "nowhere.org"), ("../x", "example.com"),
-                             ("nopw", "example.com")):
+        for name, domain in (
+            ("alice", "example.com"),
+            ("ghost", "example.com"),
+            ("alice", "nowhere.org"),
+            ("../x", "example.com"),
+            ("nopw", "example.com"),
+        ):
             before = len(spy.verified)
             self.assertIsNone(await store.verify_password(name, domain, "wrong"))
             self.assertEqual(len(spy.verified) - before, 1, (name, domain))
@@ -292,15 +310,18 @@ class StoreTestsMixin:
         await store.add_alias("Info", "example.com", "alice")
         await store.add_alias("ext", "example.com", "Someone@Elsewhere.ORG")
         self.assertEqual(await store.resolve_alias("INFO", "example.com"), "alice@example.com")
-        self.assertEqual(await store.resolve_alias("ext", "example.com"),
-                         "Someone@elsewhere.org")
+        self.assertEqual(await store.resolve_alias("ext", "example.com"), "Someone@elsewhere.org")
         self.assertIsNone(await store.resolve_alias("alice", "example.com"))
         logged = await store.verify_password("info", "example.com", "pw")
         self.assertEqual(logged.address, "alice@example.com")
         self.assertIsNone(await store.verify_password("ext", "example.com", "pw"))
-        self.assertEqual(await store.list_aliases("example.com"),
-                         [("ext@example.com", "Someone@elsewhere.org"),
-                          ("info@example.com", "alice@example.com")])
+        self.assertEqual(
+            await store.list_aliases("example.com"),
+            [
+                ("ext@example.com", "Someone@elsewhere.org"),
+                ("info@example.com", "alice@example.com"),
+            ],
+        )
         await self._failure(store.add_alias("alice", "example.com", "x@y.org"), AlreadyExists)
         await self._failure(store.add_account("info", "example.com", "pw"), AlreadyExists)
         await self._failure(store.add_alias("info", "example.com", "x@y.org"), AlreadyExists)
@@ -318,13 +339,13 @@ class StoreTestsMixin:
         await store.set_setting("smtp.max_recipients", 5)
         await store.set_setting("queue.retry_schedule", [10, 20])
         await store.set_setting("smtp.max_recipients", 7)
-        self.assertEqual(await store.get_settings(),
-                         {"smtp.max_recipients": 7, "queue.retry_schedule": [10, 20]})
+        self.assertEqual(
+            await store.get_settings(), {"smtp.max_recipients": 7, "queue.retry_schedule": [10, 20]}
+        )
         await self._failure(store.set_setting("smtp.max_recipients", "many"), InvalidValue)
         await self._failure(store.set_setting("smtp.max_recipients", -1), InvalidValue)
         await self._failure(store.set_setting("no.such", 1), InvalidValue)
-        await self._failure(store.set_setting("listeners", [{"protocol": "gopher"}]),
-                            InvalidValue)
+        await self._failure(store.set_setting("listeners", [{"protocol": "gopher"}]), InvalidValue)
         await store.unset_setting("smtp.max_recipients")
         self.assertEqual(await store.get_settings(), {"queue.retry_schedule": [10, 20]})
 
@@ -335,24 +356,29 @@ class StoreTestsMixin:
         await store.add_domain("example.com")
         await store.add_account("alice", "example.com", "pw")
         await store.set_account_setting("alice", "example.com", "admin", True)
-        self.assertEqual((await store.get_account("alice", "example.com")).settings,
-                         {"admin": True})
+        self.assertEqual(
+            (await store.get_account("alice", "example.com")).settings, {"admin": True}
+        )
         await self._failure(
-            store.set_domain_setting("example.com", "smtp.max_message_size", 1000), InvalidValue)
+            store.set_domain_setting("example.com", "smtp.max_message_size", 1000), InvalidValue
+        )
         await self._failure(
-            store.set_account_setting("alice", "example.com", "MaxAccountSize", "10M"), InvalidValue)
-        await self._failure(store.set_account_setting("alice", "example.com", "admin", "yes"),
-                            InvalidValue)
+            store.set_account_setting("alice", "example.com", "MaxAccountSize", "10M"), InvalidValue
+        )
+        await self._failure(
+            store.set_account_setting("alice", "example.com", "admin", "yes"), InvalidValue
+        )
         await self._failure(store.add_domain("example.org", settings={"x": 1}), InvalidValue)
         self.assertEqual(await store.get_domain_settings("example.com"), {})
-        await self._failure(store.set_account_setting("alice", "example.com", "a b", 1),
-                            InvalidValue)
-        await self._failure(store.set_account_setting("ghost", "example.com", "admin", True),
-                            NotFound)
+        await self._failure(
+            store.set_account_setting("alice", "example.com", "a b", 1), InvalidValue
+        )
+        await self._failure(
+            store.set_account_setting("ghost", "example.com", "admin", True), NotFound
+        )
         await store.unset_account_setting("alice", "example.com", "admin")
         self.assertEqual(await store.get_account_settings("alice", "example.com"), {})
-        await self._failure(
-            store.unset_account_setting("alice", "example.com", "admin"), NotFound)
+        await self._failure(store.unset_account_setting("alice", "example.com", "admin"), NotFound)
 
 
 def _dump_txn(cur: Any) -> list[Any]:
