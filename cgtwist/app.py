@@ -4,21 +4,49 @@ Part of the composition root with cgtwist.service (which owns the process lifecy
 listeners and signals): this module only constructs and connects the concrete components —
 store, Router, resolver, protection policy, spool, queue manager and delivery agents, mail
 store, cred portal and the protocol factories — and closes them in reverse order.
+
+Wiring runs one way: every collaborator arrives through a constructor, built before the object
+that uses it. New mail reaches the queue through the spool's subscription (``Spool.subscribe``),
+never through a reference from the receiving side to the queue: the queue manager subscribes
+here, in the server; an SMTP worker process (cgtwist.worker) opens only the receiving half and
+subscribes its link to the server instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.python.threadpool import ThreadPool
 
+from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
+from cgtwist.core.auth import AccountChecker
+from cgtwist.core.policy import BasicPolicy
+from cgtwist.core.protection import ProtectedPolicy
+from cgtwist.core.routing import Routing
+from cgtwist.core.submission import Submission
+from cgtwist.delivery.bounce import Bouncer
+from cgtwist.delivery.local import LocalDelivery
+from cgtwist.delivery.pipe import PipeDelivery
+from cgtwist.delivery.smtp import SMTPDelivery
+from cgtwist.delivery.submitted import SubmittedPickup
+from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.logs import Logger
-from cgtwist.settings import SettingsHolder
+from cgtwist.mailstore.notifier import MailboxNotifier
+from cgtwist.protocols.imap import IMAPFactory
+from cgtwist.protocols.limits import UserIPSessions
+from cgtwist.protocols.pop3 import POP3Factory
+from cgtwist.protocols.realm import MailRealm
+from cgtwist.protocols.smtp import SMTPFactory
+from cgtwist.queue.manager import QueueManager
+from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.spool.spool import REMOVE_LINGER, Spool
+from cgtwist.spool.workers import WorkerPool
+from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
 
 log = Logger(namespace="cgtwist")
@@ -33,27 +61,31 @@ def shutdown_grace(settings: Any) -> float:
 
 
 class Components:
-    """Every long-lived object of one server, built from the bootstrap config."""
+    """Every long-lived object of one server, built from the bootstrap config.
+
+    ``open()`` builds the whole server; ``open_reception()`` only what receiving needs, for an
+    SMTP worker process (cgtwist.worker), whose spool stores into ``Queue/incoming/`` and
+    announces to the subscriber the worker gives it (its link to the server). The parts of the
+    half not built stay None.
+    """
 
     def __init__(
-        self,
-        cfg: BootstrapConfig,
-        reactor: Any,
-        settings: SettingsHolder,
-        tls: Any,
-        link: Any = None,
+        self, cfg: BootstrapConfig, reactor: Any, settings: SettingsHolder, tls: Any
     ) -> None:
-        """``link``: set in an SMTP worker process (cgtwist.worker), the pipe to the server that
-        takes each stored message (``enqueue``); such a process builds only what receiving
-        needs (no queue, no delivery) and stores into ``Queue/incoming/``."""
         self.cfg = cfg
         self.reactor = reactor
         self.settings = settings
         self.tls = tls
-        self.link = link
         self.store: Any = None
         self.factories: list[Any] = []
         self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
+        # the receiving half (server and worker)
+        self.resolver: Optional[Resolver] = None
+        self.notifier: Optional[MailboxNotifier] = None
+        # the delivering half (server only)
+        self.manager: Optional[QueueManager] = None
+        self.smtp_out: Optional[SMTPDelivery] = None
+        self.pickup: Optional[SubmittedPickup] = None
 
     def _pool(self, name: str, maximum: int) -> ThreadPool:
         pool = ThreadPool(0, maximum, name)
@@ -61,34 +93,32 @@ class Components:
         self._pools.append(pool)
         return pool
 
-    def _workers(self, name: str, size: int) -> Any:
+    def _workers(self, name: str, size: int) -> WorkerPool:
         """Threads for blocking file work on the mail path (spool, Maildir): a lean pool,
         one queue put per job instead of ThreadPool's lock hand-offs on the reactor."""
-        from cgtwist.spool.workers import WorkerPool
-
         pool = WorkerPool(size, name)
         pool.start()
         self._pools.append(pool)
         return pool
 
-    async def open(self) -> None:
-        """Open the store (migrations, first-start accounts), then build everything on it."""
-        from cgtwist.storage.store import open_store
-
-        cfg, reactor, settings = self.cfg, self.reactor, self.settings
-        self.store = store = await open_store(
+    async def _open_store(self) -> Any:
+        cfg = self.cfg
+        self.store = await open_store(
             cfg.database_url,
             cfg.main_domain,
-            reactor,
+            self.reactor,
             cfg.pool_min,
             cfg.pool_max,
             timeout=cfg.database_timeout,
             node=cfg.node,
         )
-        if self.link is not None:  # the server settled the main domain and made the accounts
-            await self.reload_settings()
-            self._build_reception(store, settings)
-            return
+        return self.store
+
+    async def open(self) -> None:
+        """The server: open the store (migrations, first-start accounts), then build
+        everything on it, the queue manager subscribed to the spool."""
+        store = await self._open_store()
+        cfg = self.cfg
         main = await store.settle_main_domain(cfg.main_domain, cfg.main_domain_explicit)
         if main != cfg.main_domain:
             self.cfg = cfg = dataclasses.replace(cfg, main_domain=main)
@@ -103,32 +133,26 @@ class Components:
                 password=password,
             )
         await self.reload_settings()
-        self._build_reception(store, settings)
-        self._build_delivery(store, settings)
+        self._build_reception(store, self.settings, incoming=False)
+        self._build_delivery(store, self.settings)
+
+    async def open_reception(self) -> None:
+        """An SMTP worker process: open the store (the server settled the main domain and
+        made the accounts) and build only the receiving half over ``Queue/incoming/``."""
+        store = await self._open_store()
+        await self.reload_settings()
+        self._build_reception(store, self.settings, incoming=True)
 
     async def reload_settings(self) -> None:
         """Read the dynamic settings from the store into the shared holder; every part reads
         them from there at use, so they apply at once (start, SIGHUP, cgtwist-admin, and the
         server's ``R`` to an SMTP worker)."""
-        from cgtwist.settings import Settings
-
         self.settings.replace(Settings(await self.store.get_settings()))
 
-    def _build_reception(self, store: Any, settings: SettingsHolder) -> None:
+    def _build_reception(self, store: Any, settings: SettingsHolder, incoming: bool) -> None:
         """Resolver, Router, protection policy, spool, submission and cred portal: what SMTP
-        receiving needs, in the server and in each SMTP worker process."""
-        from cgtwist.checks.accountguard import AccountGuard
-        from cgtwist.core.auth import AccountChecker
-        from cgtwist.core.policy import BasicPolicy
-        from cgtwist.core.protection import ProtectedPolicy
-        from cgtwist.core.routing import Routing
-        from cgtwist.core.submission import Submission
-        from cgtwist.dns import Resolver, system_nameservers
-        from cgtwist.mailstore.notifier import MailboxNotifier
-        from cgtwist.protocols.limits import UserIPSessions
-        from cgtwist.protocols.realm import MailRealm
-        from cgtwist.spool.spool import REMOVE_LINGER, Spool
-
+        receiving needs, in the server and in each SMTP worker process (``incoming``: the
+        spool stores into ``Queue/incoming/``, which the server adopts from)."""
         cfg, reactor = self.cfg, self.reactor
         nameservers = list(cfg.nameservers) or system_nameservers()
         self.resolver = Resolver(
@@ -143,18 +167,18 @@ class Components:
             reactor=reactor,
             hostname=cfg.hostname,
             threadpool=self._pool("cgtwist-spf", 8),
+            is_local_domain=self.routing.is_local_domain,
         )
-        self.policy.is_local_domain = self.routing.is_local_domain
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
         self.spool = Spool(
             cfg.base_dir,
             reactor,
-            threadpool=io_pool,
-            incoming=self.link is not None,
+            threadpool=io_pool,  # type: ignore[arg-type]
+            incoming=incoming,
             remove_linger=REMOVE_LINGER,
         )
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
-        self.submission = Submission(self.spool, self.link, settings, reactor)
+        self.submission = Submission(self.spool, settings, reactor)
         self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
         # One per-account failure budget behind the one checker every login goes through.
         self.account_guard = AccountGuard(reactor, settings)
@@ -170,16 +194,13 @@ class Components:
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
         """The queue manager, delivery agents, bounces and the Submitted/ pickup: the server's
-        own half, never built in an SMTP worker process."""
-        from cgtwist.delivery.bounce import Bouncer
-        from cgtwist.delivery.local import LocalDelivery
-        from cgtwist.delivery.pipe import PipeDelivery
-        from cgtwist.delivery.smtp import SMTPDelivery
-        from cgtwist.delivery.submitted import SubmittedPickup
-        from cgtwist.queue.manager import QueueManager
+        own half, never built in an SMTP worker process.
 
+        Built bottom up, so each part gets its collaborators in its constructor: bounces go
+        back in through the submission; the queue manager takes the agents and the bouncer's
+        three reports, then subscribes to the spool. The SMTP agent's attempt history is the
+        manager's: that agent is added once the manager exists (``set_agent``)."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
-        self.smtp_out = SMTPDelivery(self.resolver, settings, cfg.hostname, reactor)
         local = LocalDelivery(
             cfg.base_dir,
             store,
@@ -189,18 +210,26 @@ class Components:
             hostname=cfg.hostname,
         )
         settings.subscribe(lambda _s: local.forget())  # accounts changed: cgtwist-admin reloads
-        agents = {
-            "LOCAL": local,
-            "SMTP": self.smtp_out,
-            "PIPE": PipeDelivery(settings, reactor),
-        }
-        self.manager = QueueManager(self.spool, self.routing, agents, settings, reactor)
-        self.smtp_out.on_attempt = self.manager.note_attempt
-        self.submission.manager = self.manager
         self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
-        self.manager.bouncer = self.bouncer.bounce
-        self.manager.delay_warning = self.bouncer.delay_warning
-        self.manager.on_delivered = self.bouncer.delivered
+        self.manager = manager = QueueManager(
+            self.spool,
+            self.routing,
+            {"LOCAL": local, "PIPE": PipeDelivery(settings, reactor)},
+            settings,
+            reactor,
+            bouncer=self.bouncer.bounce,
+            delay_warning=self.bouncer.delay_warning,
+            on_delivered=self.bouncer.delivered,
+        )
+        self.smtp_out = SMTPDelivery(
+            self.resolver,  # type: ignore[arg-type]
+            settings,
+            cfg.hostname,
+            reactor,
+            on_attempt=manager.note_attempt,
+        )
+        manager.set_agent("SMTP", self.smtp_out)
+        self.spool.subscribe(manager.enqueue)
         self.pickup = SubmittedPickup(
             cfg.base_dir,
             self.submission,
@@ -222,16 +251,10 @@ class Components:
         )
         factory: Any
         if spec.protocol == "smtp":
-            from cgtwist.protocols.smtp import SMTPFactory
-
             factory = SMTPFactory(spec, policy=self.policy, submission=self.submission, **common)
         elif spec.protocol == "pop3":
-            from cgtwist.protocols.pop3 import POP3Factory
-
             factory = POP3Factory(spec, **common, **self._access())
         elif spec.protocol == "imap":
-            from cgtwist.protocols.imap import IMAPFactory
-
             factory = IMAPFactory(spec, **common, **self._access())
         else:
             raise ValueError(f"no {spec.protocol} service")
@@ -244,13 +267,15 @@ class Components:
         return {"is_client_ip": self.policy.is_client_ip, "sessions": self.user_sessions}
 
     async def start(self) -> None:
-        """Recover the spool and start delivering; pick up PIPE submissions."""
+        """Recover the spool and start delivering; pick up PIPE submissions (server only)."""
+        assert self.manager is not None and self.pickup is not None, "open() builds them"
         count = await self.manager.start()
         log.info("queue started: {count} message(s) recovered from the spool", count=count)
         self.pickup.startService()
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
-        return self.manager.control_handlers()  # type: ignore[no-any-return]
+        assert self.manager is not None, "open() builds it"
+        return self.manager.control_handlers()
 
     async def drain(self) -> None:
         """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE.
@@ -284,21 +309,20 @@ class Components:
     async def close(self) -> None:
         """Stop the queue and pickup, then the resolver, thread pools and store.
 
-        Also after an ``open`` that failed half-way (an SMTP worker stopped while starting):
-        only what was built is closed."""
-        if self.link is None:
+        Also after an ``open`` that failed half-way (an SMTP worker stopped while starting),
+        and in a worker, which builds no delivering half: only what was built is closed."""
+        if self.pickup is not None:
             await defer.maybeDeferred(self.pickup.stopService)
+        if self.smtp_out is not None:
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
+        if self.manager is not None:
             await self.manager.stop()
-        notifier = getattr(self, "notifier", None)
-        if notifier is not None:
-            await (
-                notifier.flush()
-            )  # names replaced by IMAP flag changes, while the disk threads run
-        stop = getattr(getattr(self, "resolver", None), "stop", None)
-        if stop is not None:
-            await defer.maybeDeferred(stop)
+        if self.notifier is not None:
+            # names replaced by IMAP flag changes, while the disk threads run
+            await self.notifier.flush()
+        if self.resolver is not None:
+            await defer.maybeDeferred(self.resolver.stop)
         for pool in self._pools:
             pool.stop()
         if self.store is not None:

@@ -65,12 +65,45 @@ class ISpool(Interface):
     def recover():  # type: ignore[no-untyped-def]
         """On start: delete stale .tmp, quarantine corrupt files, fire with the .msg ids."""
 
+    def subscribe(on_stored):  # type: ignore[no-untyped-def]
+        """Call ``on_stored(msg_id, envelope, data)`` for each message ``store`` made durable,
+        before ``store``'s Deferred fires. The spool's one way to announce new mail: it never
+        knows the queue manager (in the server) nor the link to the server (in a worker)."""
+
+
+class IQueue(Interface):
+    """The queue manager as the rest of the server sees it (cgtwist.queue.manager).
+
+    It takes every message the spool holds, routes its recipients into logical queues and has
+    the delivery agents work them; the spool's subscription feeds it.
+    """
+
+    def start():  # type: ignore[no-untyped-def]
+        """Recover the spool and queue every message found; fire with their number."""
+
+    def stop():  # type: ignore[no-untyped-def]
+        """Start nothing new; fire when the deliveries in flight have finished."""
+
+    def enqueue(msg_id, envelope, data=None):  # type: ignore[no-untyped-def]
+        """Take a message the spool made durable (fits ``ISpool.subscribe``)."""
+
+    def adopt(msg_id):  # type: ignore[no-untyped-def]
+        """Take a message an SMTP worker process stored in ``Queue/incoming/``; fire True if
+        it was adopted now, False if it was not there or the queue is stopping."""
+
+    def note_attempt(msg_id, attempt):  # type: ignore[no-untyped-def]
+        """Keep one host-level delivery attempt in the message's history."""
+
 
 class ISubmission(Interface):
     """The single way into the queue (cgtwist.core.submission)."""
 
+    def check_capacity(size=0):  # type: ignore[no-untyped-def]
+        """Fire None if a message of ``size`` octets may be accepted now, else errback
+        MailError (452 4.3.1 when the queue or the disk is full). SMTP asks at MAIL FROM."""
+
     def submit(envelope, data):  # type: ignore[no-untyped-def]
-        """Spool the message and schedule its delivery; fire with the message id.
+        """Spool the message (which schedules its delivery); fire with the message id.
 
         Fires only once the message is durable, so the caller can reply 250.
         """
@@ -96,6 +129,64 @@ class IPolicy(Interface):
 
     def trace_headers(session, envelope):  # type: ignore[no-untyped-def]
         """Fire with a list of extra header lines (bytes, CRLF-free) to prepend, e.g. SPF results."""
+
+
+# What a policy may offer beyond IPolicy. A caller asks ``I....providedBy(policy)`` and
+# calls the method, rather than probing for a name: the seam is written down here.
+
+
+class IClientAccess(Interface):
+    """The Client IPs test of a policy (cgtwist.core.protection)."""
+
+    def is_client_ip(ip):  # type: ignore[no-untyped-def]
+        """True when ``ip`` (str) is one of the Client IPs (exempt from per-IP caps)."""
+
+
+class ISessionWatch(Interface):
+    """A policy that keeps per-session and per-peer state (cgtwist.core.protection)."""
+
+    def session_closed(session):  # type: ignore[no-untyped-def]
+        """The SMTP session ``session`` ended: forget what was kept for it."""
+
+    def report_offence(ip, kind="errors"):  # type: ignore[no-untyped-def]
+        """The peer ``ip`` misbehaved (``pregreet``, ``errors``); True if it is now blacklisted."""
+
+
+class IMessageCheck(Interface):
+    """A policy that looks at the message after DATA, before it is queued."""
+
+    def check_message(session, envelope, message):  # type: ignore[no-untyped-def]
+        """Fire None to accept ``message`` (bytes), or errback MailError to refuse it."""
+
+
+class IAuthPenalty(Interface):
+    """Per-IP login failure pacing (cgtwist.checks.authpenalty): SMTP AUTH, POP3 and IMAP
+    logins all ask the same object, so a guesser is slowed down across protocols."""
+
+    def acquire(ip):  # type: ignore[no-untyped-def]
+        """Start a login attempt; False when ``ip`` (with failures on record) has too many
+        running. Call ``release`` afterwards only when this returned True."""
+
+    def release(ip):  # type: ignore[no-untyped-def]
+        """End an attempt started by ``acquire``."""
+
+    def failed(ip, login, protocol, secret=None):  # type: ignore[no-untyped-def]
+        """Record a failed login (one log line); fire with the delay after waiting it."""
+
+    def succeeded(ip):  # type: ignore[no-untyped-def]
+        """A login from ``ip`` succeeded: its penalty is cleared."""
+
+    def should_disconnect(connection_failures):  # type: ignore[no-untyped-def]
+        """True when one connection has failed often enough to be closed (421 / BYE)."""
+
+    def delay_for(ip):  # type: ignore[no-untyped-def]
+        """Seconds to hold the reply to the next failure from ``ip``."""
+
+    def record_failure(ip, user):  # type: ignore[no-untyped-def]
+        """Count a failure without the log line (the caller writes its own)."""
+
+    def record_success(ip, user):  # type: ignore[no-untyped-def]
+        """Same as ``succeeded``, for the callers that name the user."""
 
 
 class IDeliveryAgent(Interface):

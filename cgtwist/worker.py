@@ -6,9 +6,10 @@ sockets (the kernel hands each new connection to one of them), the store and the
 Python work of receiving (SMTP dialogue, checks, spool writing) then runs on other CPU cores
 than the queue and delivery: Postfix's smtpd/qmgr split, for the same reason.
 
-A worker builds only the receiving half of the server (cgtwist.app with a ``link``): it stores
-each accepted message durably into ``Queue/incoming/`` before its 250, then names it to the
-server on standard output (``Q <id>``); the server moves it into ``Queue/`` and delivers it.
+A worker builds only the receiving half of the server (cgtwist.app's ``open_reception``): it
+stores each accepted message durably into ``Queue/incoming/`` before its 250; the spool
+announces it to the worker's link to the server (``Spool.subscribe``), which names it on
+standard output (``Q <id>``); the server moves it into ``Queue/`` and delivers it.
 From the server on standard input: ``R`` reload settings and TLS certificate, ``C <n>`` the
 queue size (for ``queue.max_messages``). End of standard input means the server is gone: the
 worker closes its sockets and exits at once, so that a restarted server can bind them; what it
@@ -65,7 +66,8 @@ def decode_spec(raw: str) -> tuple[BootstrapConfig, list[tuple[int, ListenerSpec
 
 
 class MasterLink(LineOnlyReceiver):
-    """Standard input/output to the server: the ``manager`` of this process's Submission."""
+    """Standard input/output to the server: subscribed to this process's spool, it names each
+    stored message to the server, which adopts it."""
 
     delimiter = b"\n"
     MAX_LENGTH = 4096
@@ -73,13 +75,11 @@ class MasterLink(LineOnlyReceiver):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
-    def enqueue(
-        self, msg_id: str, envelope: Envelope, data: Optional[bytes] = None
-    ) -> defer.Deferred[None]:
-        """The message is durable in Queue/incoming/: tell the server to take it."""
+    def stored(self, msg_id: str, envelope: Envelope, data: bytes) -> None:
+        """The message is durable in Queue/incoming/: tell the server to take it (fits
+        ``Spool.subscribe``)."""
         if self.transport is not None:
             write_pipe_now(self.transport, b"Q " + msg_id.encode("ascii") + b"\n")
-        return defer.succeed(None)
 
     def lineReceived(self, line: bytes) -> None:
         # An exception here would make Twisted drop standard input, which the worker takes
@@ -148,8 +148,9 @@ class Worker:
         from cgtwist.app import Components
 
         self.tls.reload()
-        self.app = Components(self.cfg, self.reactor, self.settings, self.tls, link=self.link)
-        await self.app.open()
+        self.app = Components(self.cfg, self.reactor, self.settings, self.tls)
+        await self.app.open_reception()
+        self.app.spool.subscribe(self.link.stored)
         self.ready = True
         if self._count is not None:
             self.app.spool.set_count(self._count)

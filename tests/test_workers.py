@@ -119,8 +119,13 @@ class FakeSpool:
     def __init__(self) -> None:
         self.count: Optional[int] = None
 
+        self.subscribers: list[Any] = []
+
     def set_count(self, count: int) -> None:
         self.count = count
+
+    def subscribe(self, on_stored: Any) -> None:
+        self.subscribers.append(on_stored)
 
 
 class FakeComponents:
@@ -129,14 +134,14 @@ class FakeComponents:
 
     built: list[FakeComponents] = []
 
-    def __init__(self, cfg: Any, reactor: Any, settings: Any, tls: Any, link: Any = None) -> None:
+    def __init__(self, cfg: Any, reactor: Any, settings: Any, tls: Any) -> None:
         self.gate: defer.Deferred[None] = defer.Deferred()
         self.opened = False
         self.reloads = 0
         self.events: list[str] = []
         FakeComponents.built.append(self)
 
-    async def open(self) -> None:
+    async def open_reception(self) -> None:
         await self.gate
         self.spool = FakeSpool()
         self.opened = True
@@ -201,6 +206,15 @@ class WorkerStartTests(unittest.TestCase):
         self.assertEqual(len(self.reactor.adoptedPorts), 1)
         self.link.dataReceived(b"C 9\n")
         self.assertEqual(self.components().spool.count, 9)
+
+    def test_stored_mail_is_named_to_the_server(self) -> None:
+        """The worker opens only the receiving half and subscribes its link to the spool: a
+        message the spool made durable is named to the server on the pipe (``Q <id>``)."""
+        self.components().gate.callback(None)
+        self.successResultOf(self.started)
+        [on_stored] = self.components().spool.subscribers
+        on_stored("0000000000000001-1-1", None, b"")
+        self.assertEqual(self.link.transport.value(), b"Q 0000000000000001-1-1\n")  # type: ignore[union-attr]
 
     def test_reload_before_open_is_done_once_open(self) -> None:
         """``R`` while opening is not tried on half-built components (a logged failure) but

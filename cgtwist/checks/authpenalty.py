@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer, task
+from zope.interface import implementer
 
 from cgtwist.addresslist import host_key
 from cgtwist.checks.result import clean
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 
@@ -41,6 +43,7 @@ class _HostState:
     secrets: list[bytes] = field(default_factory=list)
 
 
+@implementer(IAuthPenalty)
 class AuthPenalty:
     """One per server, shared by every protocol.
 

@@ -22,7 +22,7 @@ from zope.interface import implementer
 from cgtwist.core.routing import route_error
 from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IAccountStore, IPolicy, IRouter
+from cgtwist.interfaces import IAccountStore, IMessageCheck, IPolicy, IRouter
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
@@ -30,7 +30,7 @@ from cgtwist.types import Envelope, Route, SessionInfo
 LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL"})
 
 
-@implementer(IPolicy)
+@implementer(IPolicy, IMessageCheck)
 class BasicPolicy:
     """IPolicy for the spine. Small on purpose: protection policies wrap it."""
 

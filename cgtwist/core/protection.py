@@ -36,7 +36,7 @@ from cgtwist.checks.reverseconnect import (
 from cgtwist.checks.spf import SPFChecker
 from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IPolicy, IResolver
+from cgtwist.interfaces import IClientAccess, IMessageCheck, IPolicy, IResolver, ISessionWatch
 from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder, default_listeners, parse_listener
 from cgtwist.settings_protection import CHECKS, MODES, RBL_CODES, SPF_ACTIONS, SPF_RESULTS
@@ -55,13 +55,15 @@ class _SessionState:
     helo: str = ""
 
 
-@implementer(IPolicy)
+@implementer(IPolicy, IClientAccess, ISessionWatch, IMessageCheck)
 class ProtectedPolicy:
     """IPolicy wrapping ``inner`` (the BasicPolicy) with the receiving-protection checks.
 
     ``reactor`` supplies threads for SPF and the default Reverse Connect connector; ``spf``,
     ``reverse_connect``, ``auto_blacklist`` and ``auth_penalty`` may be passed in (tests,
     sharing), otherwise they are built here. ``hostname`` is our authserv-id / HELO name.
+    ``is_local_domain(domain) -> Deferred[bool]`` (e.g. ``Routing.is_local_domain``): our own
+    domains need no DNS to prove they exist (the Return-path check).
     """
 
     def __init__(
@@ -79,11 +81,10 @@ class ProtectedPolicy:
         auto_blacklist: Optional[AutoBlacklist] = None,
         auth_penalty: Optional[AuthPenalty] = None,
         max_sessions: int = 20000,
+        is_local_domain: Optional[Callable[[str], Any]] = None,
     ) -> None:
         self.inner: Any = inner
-        # Our own domains need no DNS to prove they exist (Return-path check); an optional
-        # callable domain -> Deferred[bool], e.g. Routing.is_local_domain.
-        self.is_local_domain: Optional[Callable[[str], Any]] = None
+        self.is_local_domain = is_local_domain
         self.resolver: Any = resolver
         self.settings = settings
         self.clock = clock
@@ -450,10 +451,9 @@ class ProtectedPolicy:
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> defer.Deferred[None]:
         """The inner policy's check of the message itself (the From: check), when it has one."""
-        check = getattr(self.inner, "check_message", None)
-        if check is None:
+        if not IMessageCheck.providedBy(self.inner):
             return defer.succeed(None)
-        return defer.maybeDeferred(check, session, envelope, message)
+        return defer.maybeDeferred(self.inner.check_message, session, envelope, message)
 
     def trace_headers(
         self, session: SessionInfo, envelope: Envelope

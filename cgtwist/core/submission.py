@@ -1,10 +1,12 @@
-"""The single way into the queue: admission checks, durable spooling, then scheduling.
+"""The single way into the queue: admission checks, then durable spooling.
 
 Owns the decision whether new mail may enter at all (CommuniGate's queue limit: 452 4.3.1 when
 ``queue.max_messages`` are queued; Postfix's ``queue_minfree``: 452 4.3.1 when free space under
 the spool is below 1.5 x ``smtp.max_message_size``), and the order store-then-enqueue: the
 Deferred fires with the message id only once the spool made the message durable, so the caller
-may answer 250 then (RFC 5321 §6.1). It never delivers and never talks to a client.
+may answer 250 then (RFC 5321 §6.1). Scheduling is not its business: the spool announces each
+stored message to its subscriber (the queue manager in the server, the link to the server in an
+SMTP worker process). It never delivers and never talks to a client.
 """
 
 from __future__ import annotations
@@ -31,20 +33,16 @@ def insufficient_storage(detail: str) -> MailError:
 
 @implementer(ISubmission)
 class Submission:
-    """``Submission(spool, manager, settings_holder, clock=None)``.
+    """``Submission(spool, settings_holder, clock=None)``.
 
-    ``spool`` needs ``store``, ``message_count()`` and ``free_space()`` (cgtwist.spool.Spool);
-    ``manager`` needs ``enqueue(msg_id, envelope, data)`` (cgtwist.queue.QueueManager).
+    ``spool`` needs ``store``, ``message_count()`` and ``free_space()`` (cgtwist.spool.Spool).
     ``clock`` (seconds()) paces the free-space check; without one it runs for every message.
     """
 
     log = Logger()
 
-    def __init__(
-        self, spool: Any, manager: Any, settings_holder: SettingsHolder, clock: Any = None
-    ) -> None:
+    def __init__(self, spool: Any, settings_holder: SettingsHolder, clock: Any = None) -> None:
         self.spool = spool
-        self.manager = manager
         self.settings = settings_holder
         self.clock = clock
         self._space: Optional[int] = None
@@ -100,7 +98,8 @@ class Submission:
         return self._free_space().addCallbacks(check, unknown)
 
     def submit(self, envelope: Envelope, data: bytes) -> defer.Deferred[str]:
-        """Spool the message and schedule its delivery; fire with the id once durable."""
+        """Spool the message (the spool announces it to the queue); fire with the id once
+        durable."""
         d: defer.Deferred[Any] = self.check_capacity(len(data))
         d.addCallback(lambda _: self.spool.store(envelope, data))
 
@@ -112,18 +111,6 @@ class Submission:
                 n=len(envelope.recipients),
                 proto=envelope.submit.get("protocol", "?"),
             )
-            try:
-                q = defer.maybeDeferred(self.manager.enqueue, msg_id, envelope, data)
-            except Exception:  # maybeDeferred catches; this is belt and braces
-                q = defer.fail()
-
-            def enqueue_failed(f: Failure) -> None:
-                # The message is durable: it will be found by recover() at the next start.
-                self.log.failure(
-                    "submission: enqueue of {msg_id} failed; stays in the spool", f, msg_id=msg_id
-                )
-
-            q.addErrback(enqueue_failed)
             return msg_id
 
         return d.addCallback(stored)

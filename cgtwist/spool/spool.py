@@ -57,6 +57,8 @@ from cgtwist.spool.workers import JobBatch
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
+# Told of each message ``store`` made durable: ``on_stored(msg_id, envelope, data)``.
+OnStored = Callable[[str, Envelope, bytes], Any]
 # Spool files up to this size are read by ``adopt`` within its shared job (a page-cache copy
 # of tens of microseconds); a bigger one is read in a job of its own.
 INLINE_READ_MAX = 256 << 10
@@ -113,7 +115,8 @@ class Spool:
 
     ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
     ``threadpool`` defaults to the reactor's. ``recover`` runs before the first ``remove`` (it
-    reads and clears the done log).
+    reads and clears the done log). ``subscribe`` names who hears of each stored message (the
+    queue manager in the server, the link to the server in an SMTP worker process).
     """
 
     log = Logger()
@@ -153,6 +156,27 @@ class Spool:
         self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
         # (with ``remove_linger``, the server gives REMOVE_LINGER, removals pace their jobs)
         self._moves = JobBatch(self._in_thread, self._commit_moves, reactor, remove_linger)
+        self._subscribers: list[OnStored] = []
+
+    def subscribe(self, on_stored: OnStored) -> None:
+        """Call ``on_stored(msg_id, envelope, data)`` for each message ``store`` makes durable,
+        before its Deferred fires (so before the 250), as Postfix's cleanup triggers qmgr.
+
+        Mail flows one way: receivers store, the spool announces, whoever schedules delivery
+        listens; the spool never knows who that is. A subscriber that raises or whose Deferred
+        fails is logged and the message stays in the spool: the next start's ``recover`` finds
+        it (the store still succeeds: the message is durable)."""
+        self._subscribers.append(on_stored)
+
+    def _announce(self, msg_id: str, envelope: Envelope, data: bytes) -> None:
+        for on_stored in self._subscribers:
+            d = defer.maybeDeferred(on_stored, msg_id, envelope, data)
+            d.addErrback(self._announce_failed, msg_id)
+
+    def _announce_failed(self, f: Failure, msg_id: str) -> None:
+        self.log.failure(
+            "spool: announcing {msg_id} failed; it stays in the spool", f, msg_id=msg_id
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -202,6 +226,7 @@ class Spool:
             self._recorded[msg_id] = states
             self._no_journal.add(msg_id)
             self._refill()
+            self._announce(msg_id, envelope, data)
             return msg_id
 
         def failed(f: Failure) -> Failure:

@@ -38,7 +38,8 @@ class SpoolPathTests(unittest.TestCase):
         self.settings = SettingsHolder(Settings())
         self.spool = Spool(self.base, reactor)
         self.manager = Manager()
-        submission = Submission(self.spool, self.manager, self.settings)
+        self.spool.subscribe(self.manager.enqueue)
+        submission = Submission(self.spool, self.settings)
         factory = SMTPFactory(
             ListenerSpec("smtp", 25),
             self.settings,

@@ -36,7 +36,8 @@ class MailPathTests(QueueTestCase):
             hostname="mx",
         )
         self.manager = self.make_manager()
-        self.submission = Submission(self.spool, self.manager, self.settings, clock=self.clock)
+        self.submission = Submission(self.spool, self.settings, clock=self.clock)
+        self.spool.subscribe(self.manager.enqueue)
 
     def inbox(self, account: str) -> list[bytes]:
         new = os.path.join(self.base, "Domains", "example.com", account, "Maildir", "new")

@@ -1,8 +1,8 @@
-"""Tests for cgtwist.core.submission: admission limits, then durable store, then enqueue."""
+"""Tests for cgtwist.core.submission: admission limits, then durable store.
+
+The announcement to the queue is the spool's (tests/spool/test_subscribe.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -41,18 +41,6 @@ class FakeSpool:
         return defer.succeed(f"id{len(self.stored)}")
 
 
-class FakeManager:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-        self.fail = False
-
-    def enqueue(self, msg_id: str, envelope: Envelope, data: Any = None) -> defer.Deferred[None]:
-        if self.fail:
-            raise RuntimeError("boom")
-        self.enqueued.append(msg_id)
-        return defer.succeed(None)
-
-
 def env() -> Envelope:
     return Envelope("a@example.org", [Recipient("b@example.com")], {"protocol": "ESMTP"})
 
@@ -60,27 +48,23 @@ def env() -> Envelope:
 class SubmissionTests(unittest.TestCase):
     def setUp(self) -> None:
         self.spool = FakeSpool()
-        self.manager = FakeManager()
         self.settings = SettingsHolder(
             Settings({"queue.max_messages": 5, "smtp.max_message_size": 1000})
         )
         self.clock = Clock()
-        self.sub = Submission(self.spool, self.manager, self.settings, clock=self.clock)
+        self.sub = Submission(self.spool, self.settings, clock=self.clock)
 
     def test_interface(self) -> None:
         """Submission provides ISubmission."""
         self.assertTrue(verifyObject(ISubmission, self.sub))
 
     def test_fires_only_after_store(self) -> None:
-        """The id (and so the 250) comes only after the spool made the message durable; the
-        message is scheduled right after."""
+        """The id (and so the 250) comes only after the spool made the message durable."""
         self.spool.hold = True
         d = self.sub.submit(env(), b"data")
         self.assertNoResult(d)
-        self.assertEqual(self.manager.enqueued, [])
         self.spool.pending[0].callback("id1")
         self.assertEqual(self.successResultOf(d), "id1")
-        self.assertEqual(self.manager.enqueued, ["id1"])
 
     def test_queue_full_refused(self) -> None:
         """At queue.max_messages new mail gets 452 4.3.1 and nothing is written."""
@@ -113,10 +97,3 @@ class SubmissionTests(unittest.TestCase):
         self.clock.advance(1.5)
         self.successResultOf(self.sub.submit(env(), b"x"))
         self.assertEqual(self.spool.statvfs_calls, 2)
-
-    def test_enqueue_failure_still_accepted(self) -> None:
-        """A scheduler failure after the message is durable still answers with the id (the
-        message is recovered from the spool at the next start)."""
-        self.manager.fail = True
-        self.assertEqual(self.successResultOf(self.sub.submit(env(), b"x")), "id1")
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

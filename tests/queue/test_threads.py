@@ -56,7 +56,8 @@ class RealThreadsTests(unittest.TestCase):
         manager = QueueManager(spool, FakeRouter(), {"LOCAL": local}, settings, reactor)
         self.addCleanup(manager.stop)
         yield manager.start()
-        sub = Submission(spool, manager, settings, clock=reactor)
+        spool.subscribe(manager.enqueue)
+        sub = Submission(spool, settings, clock=reactor)
         ds = [
             sub.submit(
                 Envelope("a@example.org", [Recipient(f"u{i % 4}@example.com")]),
