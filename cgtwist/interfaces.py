@@ -194,9 +194,12 @@ class IDeliveryAgent(Interface):
 
     module = Attribute("The module name this agent serves, e.g. 'LOCAL'.")
 
-    def deliver(msg_id, envelope, data, recipients):  # type: ignore[no-untyped-def]
+    def deliver(msg_id, envelope, data, recipients, queue=None):  # type: ignore[no-untyped-def]
         """Deliver ``data`` to ``recipients`` (list of Recipient of one logical queue).
 
+        ``queue`` is that logical queue, a parsed ``cgtwist.types.QueueName`` (LOCAL: the
+        account, SMTP: the domain, PIPE: the program); the queue manager always gives it.
+        Without one, it is read from the first recipient's ``route`` (``QueueName.parse``).
         Fires with the same Recipient objects, each with ``state`` set to delivered, failed or
         pending (pending = temporary failure, retry later) and ``detail`` set to the reason.
         """

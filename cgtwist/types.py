@@ -6,6 +6,7 @@ Pure data, no I/O. Protocol code builds these; core, queue and delivery consume 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -95,13 +96,28 @@ class Envelope:
 
 @dataclass(frozen=True)
 class QueueName:
-    """A CommuniGate logical queue: module plus queue, e.g. LOCAL(alice@example.com)."""
+    """A CommuniGate logical queue: module plus queue, e.g. LOCAL(alice@example.com).
+
+    The queue manager hands it to the delivery agent with each attempt, so no agent reads its
+    queue back out of the text of ``Recipient.route``; ``parse`` is the one reader of that
+    text, for a route kept in the spool or given by hand.
+    """
 
     module: str  # LOCAL | SMTP | PIPE | LIST
-    queue: str
+    queue: str  # LOCAL: the account, SMTP: the domain or [ip], PIPE: the program
 
     def __str__(self) -> str:
         return f"{self.module}({self.queue})"
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> Optional[QueueName]:
+        """``"LOCAL(alice@example.com)"`` -> QueueName("LOCAL", "alice@example.com"); None
+        when ``text`` is empty or not of the form ``MODULE(queue)``."""
+        m = _QUEUE_NAME.match(text or "")
+        return cls(m.group(1), m.group(2)) if m else None
+
+
+_QUEUE_NAME = re.compile(r"^([A-Za-z]+)\((.*)\)$", re.S)
 
 
 @dataclass(frozen=True)

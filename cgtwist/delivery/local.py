@@ -32,9 +32,8 @@ from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir as md
 from cgtwist.spool.files import DirSync
-from cgtwist.types import Account, Envelope, LocalDecision, Recipient
+from cgtwist.types import Account, Envelope, LocalDecision, QueueName, Recipient
 
-_QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -347,18 +346,36 @@ class LocalDelivery:
         return defer.maybeDeferred(self.store.get_account, name, domain).addCallback(found)
 
     def deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
     ) -> defer.Deferred[list[Recipient]]:
-        """One copy into the queue's account for all ``recipients``; fires with them updated."""
-        return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
+        """One copy into the queue's account for all ``recipients``; fires with them updated.
+
+        ``queue`` is ``LOCAL(account)`` (read from the first recipient's route without one)."""
+        if queue is None and recipients:
+            queue = QueueName.parse(recipients[0].route)
+        return defer.Deferred.fromCoroutine(
+            self._deliver(msg_id, envelope, data, recipients, queue)
+        )
 
     async def _deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName],
     ) -> list[Recipient]:
         if not recipients:
             return recipients
-        m = _QUEUE_RE.match(recipients[0].route or "")
-        target = m.group(1) if m else recipients[0].address
+        if queue is not None and queue.module == "LOCAL" and queue.queue:
+            target = queue.queue
+        else:
+            target = recipients[0].address
         name, _, domain = target.rpartition("@")
         try:
             account: Optional[Account] = await self._account(name, domain)

@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 import signal
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet import defer, error, protocol
 from twisted.protocols.basic import FileSender
@@ -27,7 +27,7 @@ from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
-from cgtwist.types import Envelope, Recipient
+from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.pipe")
 
@@ -35,19 +35,20 @@ EX_TEMPFAIL = 75  # sysexits.h
 _STDERR_KEEP = 4096
 
 
-def command_of(recipient: Recipient) -> str:
+def command_of(recipient: Recipient, queue: Optional[QueueName] = None) -> str:
     """The command line of a PIPE recipient: the quoted local part of ``"prog args"@pipe``.
 
     The Router names the logical queue after the program only (``PIPE(prog)``), so the
-    arguments come from the address; the route is the fallback for other address forms.
+    arguments come from the address; the queue (``queue``, else the one named by the route)
+    is the fallback for other address forms.
     """
     local, at, domain = recipient.address.rpartition("@")
     if at and domain.lower() == "pipe":
         if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
             local = re.sub(r"\\(.)", r"\1", local[1:-1])  # RFC 5321 §4.1.2 quoted-string
         return local
-    m = re.match(r"^PIPE\((.*)\)", recipient.route or "", re.S)
-    return m.group(1) if m else recipient.address
+    queue = queue or QueueName.parse(recipient.route)
+    return queue.queue if queue is not None and queue.module == "PIPE" else recipient.address
 
 
 def parse_command(command: str) -> list[str]:
@@ -141,18 +142,31 @@ class PipeDelivery:
             return DEFAULTS[key][0]
 
     def deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
     ) -> defer.Deferred[list[Recipient]]:
-        return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
+        """Run ``PIPE(program)`` once per recipient; fires with them, states set."""
+        return defer.Deferred.fromCoroutine(
+            self._deliver(msg_id, envelope, data, recipients, queue)
+        )
 
     async def _deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName],
     ) -> list[Recipient]:
         # Programs read native line endings, as mail delivered to a Unix mailbox has.
         native = re.sub(rb"\r\n", b"\n", data)
         for r in recipients:
             try:
-                await self._one(msg_id, envelope, native, r)
+                await self._one(msg_id, envelope, native, r, queue)
             except Exception:
                 log.failure(
                     "{msg_id}: PIPE delivery to {rcpt} crashed", msg_id=msg_id, rcpt=r.address
@@ -167,13 +181,20 @@ class PipeDelivery:
             )
         return recipients
 
-    async def _one(self, msg_id: str, envelope: Envelope, data: bytes, r: Recipient) -> None:
+    async def _one(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        r: Recipient,
+        queue: Optional[QueueName],
+    ) -> None:
         app_dir = str(self._get("pipe.app_dir") or "")
         if not app_dir:
             r.state, r.detail = "pending", "4.3.5 PIPE delivery is not configured (pipe.app_dir)"
             return
         try:
-            argv = parse_command(command_of(r))
+            argv = parse_command(command_of(r, queue))
         except InvalidName as e:
             r.state, r.detail = "failed", f"5.1.3 {one_line(str(e), 200)}"
             return

@@ -10,7 +10,6 @@ timing belongs to the queue manager; the wire belongs to ``cgtwist.delivery.smtp
 from __future__ import annotations
 
 import random
-import re
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -37,7 +36,7 @@ from cgtwist.delivery.smtp_targets import (
 from cgtwist.interfaces import IDeliveryAgent, IResolver
 from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
-from cgtwist.types import Envelope, Recipient
+from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.smtp")
 
@@ -154,17 +153,26 @@ class SMTPDelivery:
     # --- IDeliveryAgent ----------------------------------------------------------------------
 
     def deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
     ) -> defer.Deferred[list[Recipient]]:
-        """One attempt for ``recipients`` (one logical queue); fires with them, states set."""
-        return defer.Deferred.fromCoroutine(self._deliver(msg_id, envelope, data, recipients))
+        """One attempt for ``recipients`` (one logical queue); fires with them, states set.
+
+        ``queue`` is ``SMTP(domain)`` (read from the first recipient's route without one)."""
+        if not recipients:
+            return defer.succeed(recipients)
+        domain = _domain_of(queue or QueueName.parse(recipients[0].route), recipients[0])
+        return defer.Deferred.fromCoroutine(
+            self._deliver(msg_id, domain, envelope, data, recipients)
+        )
 
     async def _deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self, msg_id: str, queue: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
     ) -> list[Recipient]:
-        if not recipients:
-            return recipients
-        queue = _queue_of(recipients[0])
         try:
             return await self._attempt(msg_id, queue, envelope, data, recipients)
         except Exception as e:  # never let a bug lose the recipients: retry later
@@ -572,10 +580,10 @@ def _set_all(recipients: list[Recipient], state: str, detail: str) -> None:
         r.detail = detail
 
 
-def _queue_of(r: Recipient) -> str:
-    m = re.match(r"^SMTP\((.*)\)$", r.route or "")
-    if m and m.group(1):
-        return m.group(1)
+def _domain_of(queue: Optional[QueueName], r: Recipient) -> str:
+    """The queue's destination (domain or ``[ip]``); the recipient's domain without one."""
+    if queue is not None and queue.module == "SMTP" and queue.queue:
+        return queue.queue
     return r.address.rpartition("@")[2].lower()
 
 

@@ -415,7 +415,7 @@ class QueueManager(QueueReports, QueueAdmin):
         m.running += 1
         self.scheduler.started(lq)
         d = self._data(m)
-        d.addCallback(lambda data: agent.deliver(m.msg_id, m.envelope, data, copies))
+        d.addCallback(lambda data: agent.deliver(m.msg_id, m.envelope, data, copies, queue=lq.name))
         d.addBoth(self._delivered, lq, m, job, copies)
         self._track(d)
 

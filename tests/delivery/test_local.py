@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 from cgtwist.delivery import local as local_mod
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.interfaces import IDeliveryAgent
-from cgtwist.types import Account, Envelope, Recipient
+from cgtwist.types import Account, Envelope, QueueName, Recipient
 from tests.mailstore.oslog import OsLog
 
 DATA = b"From: a@example.org\r\nSubject: t\r\n\r\nline 1\r\n.line\r\n\x00\xff bytes\r\nno eol"
@@ -100,6 +100,16 @@ class LocalDeliveryTests(unittest.TestCase):
         self.assertEqual(self.files(sub="tmp"), [])
         self.assertEqual(self.files(sub="cur"), [])
         self.assertEqual(self.notifier.calls, [("bob@example.com", "INBOX")])
+
+    @defer.inlineCallbacks
+    def test_queue_given_names_the_account(self) -> None:
+        """The queue the manager gives (``LOCAL(account)``) names the account, whatever the
+        recipient's route text says: the agent does not parse the route when it has one."""
+        r = Recipient("postmaster@example.com", route="")
+        queue = QueueName("LOCAL", "carol@example.com")
+        rs = yield self.agent.deliver("m1", self.env, DATA, [r], queue=queue)
+        self.assertEqual([r.state for r in rs], ["delivered"])
+        self.assertEqual((len(self.files("carol")), self.files("bob")), (1, []))
 
     @defer.inlineCallbacks
     def test_lf_message_gets_lf_headers_and_null_sender(self) -> None:
@@ -451,7 +461,7 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from cgtwist.delivery.local import LocalDelivery
-from cgtwist.types import Account, Envelope, Recipient
+from cgtwist.types import Account, Envelope, QueueName, Recipient
 class Store:
     def get_account(self, n, d):
         return defer.succeed(Account(n, d))

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from cgtwist.queue.manager import QueueManager
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import Spool
-from cgtwist.types import Envelope, Recipient, Route
+from cgtwist.types import Envelope, QueueName, Recipient, Route
 
 
 class SyncPool:
@@ -82,13 +82,20 @@ class Agent:
         self.behaviour = behaviour or (lambda q, r: ("delivered", "250 ok"))
         self.calls: list[tuple[float, str, str, list[str]]] = []
         self.hanging: list[tuple[defer.Deferred[Any], list[Recipient]]] = []
+        self.queues: list[Optional[QueueName]] = []  # the queue given with each attempt
 
     def deliver(
-        self, msg_id: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
     ) -> defer.Deferred[list[Recipient]]:
-        queue = recipients[0].route
-        self.calls.append((self.clock.seconds(), msg_id, queue, [r.address for r in recipients]))
-        results = [self.behaviour(queue, r) for r in recipients]
+        self.queues.append(queue)
+        name = str(queue) if queue is not None else recipients[0].route
+        self.calls.append((self.clock.seconds(), msg_id, name, [r.address for r in recipients]))
+        results = [self.behaviour(name, r) for r in recipients]
         if any(x is None for x in results):
             d: defer.Deferred[list[Recipient]] = defer.Deferred()
             self.hanging.append((d, recipients))

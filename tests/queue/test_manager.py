@@ -3,10 +3,12 @@ retries on the schedule, fairness, suspension, expiry, the active window and no 
 
 from __future__ import annotations
 
+from typing import Any
+
 from cgtwist.errors import MailError
 from cgtwist.queue.logical import SUSPENDED
 from cgtwist.spool.spool import Spool
-from cgtwist.types import Envelope
+from cgtwist.types import Envelope, QueueName
 from tests.queue.helpers import Agent, QueueTestCase, SyncPool, env
 
 
@@ -27,6 +29,14 @@ class DeliveryTests(QueueTestCase):
         )
         self.assertEqual(self.spooled(), [])
         self.assertNotIn(msg_id, self.manager._msgs)
+
+    def test_agent_is_given_its_parsed_queue(self) -> None:
+        """Each attempt names its logical queue as a QueueName (module + queue), so no agent
+        parses it out of the recipients' route text."""
+        self.submit(env("alias@example.com", "c@remote.example"))
+        self.pump()
+        self.assertEqual(self.local.queues, [QueueName("LOCAL", "bob@example.com")])
+        self.assertEqual(self.smtp.queues, [QueueName("SMTP", "remote.example")])
 
     def test_router_rewrites_address_for_agent(self) -> None:
         """The agent sees the Router's final address (an alias becomes its target)."""
@@ -412,9 +422,9 @@ class MemoryTests(QueueTestCase):
         seen: dict[str, bytes] = {}
         real_deliver = self.local.deliver
 
-        def deliver(msg_id: str, envelope: object, data: bytes, rcpts: object) -> object:
+        def deliver(msg_id: str, envelope: object, data: bytes, rcpts: object, **kw: Any) -> object:
             seen[msg_id] = data
-            return real_deliver(msg_id, envelope, data, rcpts)  # type: ignore[arg-type]
+            return real_deliver(msg_id, envelope, data, rcpts, **kw)  # type: ignore[arg-type]
 
         self.local.deliver = deliver  # type: ignore[method-assign]
         bodies = {}
