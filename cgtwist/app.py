@@ -42,6 +42,7 @@ from cgtwist.protocols.limits import UserIPSessions
 from cgtwist.protocols.pop3 import POP3Factory
 from cgtwist.protocols.realm import MailRealm
 from cgtwist.protocols.smtp import SMTPFactory
+from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.manager import QueueManager
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
@@ -84,6 +85,7 @@ class Components:
         self.notifier: Optional[MailboxNotifier] = None
         # the delivering half (server only)
         self.manager: Optional[QueueManager] = None
+        self.admin: Optional[QueueAdmin] = None
         self.smtp_out: Optional[SMTPDelivery] = None
         self.pickup: Optional[SubmittedPickup] = None
 
@@ -230,6 +232,7 @@ class Components:
         )
         manager.set_agent("SMTP", self.smtp_out)
         self.spool.subscribe(manager.enqueue)
+        self.admin = QueueAdmin(manager)
         self.pickup = SubmittedPickup(
             cfg.base_dir,
             self.submission,
@@ -274,8 +277,8 @@ class Components:
         self.pickup.startService()
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
-        assert self.manager is not None, "open() builds it"
-        return self.manager.control_handlers()
+        assert self.admin is not None, "open() builds it"
+        return self.admin.control_handlers()
 
     async def drain(self) -> None:
         """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE.

@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from cgtwist import cli, control
 from cgtwist.cli_queue import duration, format_list, format_show, spool_size
+from cgtwist.queue.admin import QueueAdmin
 from tests.queue.helpers import QueueTestCase, env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +201,9 @@ class LiveTests(QueueTestCase):
         with open(self.conf, "w") as f:
             f.write(f'[server]\nbase_dir = "{self.base}"\nmain_domain = "example.com"\n')
         sock = os.path.join(self.base, "cgtwist.ctl")
-        port = reactor.listenUNIX(sock, control.ControlFactory(self.manager.control_handlers()))  # type: ignore[attr-defined]
+        port = reactor.listenUNIX(
+            sock, control.ControlFactory(QueueAdmin(self.manager).control_handlers())
+        )  # type: ignore[attr-defined]
         self.addCleanup(port.stopListening)
         self.env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 

@@ -2,13 +2,15 @@
 
 Owns the in-memory view of the spool (a bounded active window, the rest in a backlog of ids),
 routing each pending recipient through the injected IRouter (CommuniGate's Enqueuer), grouping
-recipients into logical queues (one spool file, many queues), the scheduler (one
-``task.Cooperator`` that starts deliveries round-robin across ready queues, driven by ONE timer
-to the next due event plus a kick on new mail; never polling), retries by ``cgtwist.retry``,
-expiry, and handing failed recipients to the bouncer. A message leaves the spool only when every
-recipient is delivered or failed and every failure was reported. It never talks to a client and
-never delivers by itself: agents (``IDeliveryAgent`` per module) do. Admin operations live in
-``cgtwist.queue.admin``.
+recipients into logical queues (one spool file, many queues), starting deliveries when the
+scheduler (``cgtwist.queue.scheduler``: one timer plus a kick on new mail, never polling) picks
+them, and feeding each attempt's outcome back: results and retry or expiry are recorded
+(``cgtwist.queue.outcome``), journaled, the job rescheduled, and ``cgtwist.queue.reports``
+asked whether the message is complete (it owns "a message leaves the spool only when every
+failure was reported"). New mail arrives through the spool's subscription (``enqueue``). It
+never talks to a client and never delivers by itself: agents (``IDeliveryAgent`` per module)
+do. Its public operations (list, retry, hold, release, bounce, drop) are what
+``cgtwist.queue.admin`` offers the administrator.
 """
 
 from __future__ import annotations
@@ -21,36 +23,40 @@ from typing import Any, Callable, Mapping, Optional
 from twisted.internet import defer
 from twisted.internet.task import Cooperator
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from cgtwist import retry
 from cgtwist.errors import MailError
+from cgtwist.interfaces import IQueue
 from cgtwist.logs import Logger
-from cgtwist.queue.admin import QueueAdmin
+from cgtwist.queue.config import QueueSettings
+from cgtwist.queue.data import MessageData
 from cgtwist.queue.logical import LogicalQueue
-from cgtwist.queue.reports import QueueReports
+from cgtwist.queue.outcome import outcome, record, retry_or_expire, settle
+from cgtwist.queue.reports import Report, Reports
 from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, Msg
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope, QueueName, Recipient, Route
 
-Bouncer = Callable[[str, Envelope, bytes, list[Recipient]], Any]
 _LOADERS = 8  # spool reads in flight while filling the active window
 
 
-class QueueManager(QueueReports, QueueAdmin):
+@implementer(IQueue)
+class QueueManager:
     """``QueueManager(spool, router, agents, settings, clock, bouncer=None, cooperator=None,
     delay_warning=None, on_delivered=None, server_rules=None, data_cache=64 MiB)``.
 
     ``spool`` is a ``cgtwist.spool.Spool``; ``agents`` maps module name -> IDeliveryAgent (more
-    can be added with ``set_agent``); ``bouncer(msg_id, envelope, data, failed_recipients)``
-    and ``delay_warning(msg_id, envelope, data, recipients, retry_until)`` return Deferreds;
-    ``on_delivered(msg_id, envelope, data, recipients)`` gets delivered recipients that asked
-    for NOTIFY=SUCCESS (fits ``Bouncer.delivered``). ``server_rules(msg_id, envelope, data)``
+    can be added with ``set_agent``); ``bouncer``, ``delay_warning`` and ``on_delivered`` are
+    the reports (``cgtwist.queue.reports.Reports``). ``server_rules(msg_id, envelope, data)``
     is the Server Rules hook, run once per new message before routing; it may set recipient
     states on the envelope it is given (the queue's own copy).
-    Call ``start()`` once (recovers the spool), ``enqueue`` for each new message, ``stop()`` at
-    shutdown.
+    Call ``start()`` once (recovers the spool), ``enqueue`` for each new message (the spool's
+    subscription does), ``stop()`` at shutdown. ``messages``, ``retry``, ``hold``,
+    ``release``, ``bounce`` and ``drop`` are the operations ``cgtwist.queue.admin`` offers
+    the administrator.
     """
 
     log = Logger()
@@ -62,32 +68,41 @@ class QueueManager(QueueReports, QueueAdmin):
         agents: Mapping[str, Any],
         settings: SettingsHolder,
         clock: Any,
-        bouncer: Optional[Bouncer] = None,
+        bouncer: Optional[Report] = None,
         cooperator: Optional[Cooperator] = None,
         delay_warning: Optional[Callable[..., Any]] = None,
-        on_delivered: Optional[Bouncer] = None,
+        on_delivered: Optional[Report] = None,
         server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None,
         data_cache: int = 64 << 20,
     ) -> None:
         self.spool = spool
         self.router = router
         self.agents: dict[str, Any] = dict(agents)
-        self.settings = settings
+        self.settings = QueueSettings(settings)
         self.clock = clock
-        self.bouncer = bouncer
-        self.delay_warning = delay_warning
-        self.on_delivered = on_delivered
         self.server_rules = server_rules
-        self.data_cache = data_cache  # octets of message data kept in memory at most (roughly)
-        self._cached = 0
+        self.data = MessageData(spool, data_cache)
         self.scheduler = Scheduler(
             clock,
             self._try_start,
             self._on_event,
-            self._per_queue,
-            self._module_limit,
+            self.settings.per_queue,
+            self.settings.module_limit,
             lambda module: module in self.agents,
             cooperator,
+        )
+        self.reports = Reports(
+            spool,
+            clock,
+            self.scheduler,
+            self.settings,
+            self.data,
+            self._track,
+            lambda m: self._msgs.get(m.msg_id) is m,
+            self._removed,
+            bouncer=bouncer,
+            delay_warning=delay_warning,
+            on_delivered=on_delivered,
         )
         self._queues = self.scheduler.queues
         self._msgs: dict[str, Msg] = {}
@@ -96,35 +111,6 @@ class QueueManager(QueueReports, QueueAdmin):
         self._inflight: set[defer.Deferred[Any]] = set()
         self._stopped = False
         self._refilling = False
-
-    # -- settings (read at use time) --------------------------------------------------------
-    def _get(self, key: str) -> Any:
-        try:
-            return self.settings.current[key]
-        except KeyError:
-            return DEFAULTS[key][0] if key in DEFAULTS else None
-
-    def _per_queue(self, module: str) -> int:
-        """Deliveries at once in one logical queue of ``module``: the module's own
-        ``queue.<module>_destination_concurrency`` when the settings declare one (LOCAL: an
-        account's Maildir takes many writers, where a remote domain wants few connections),
-        else the general ``queue.destination_concurrency``."""
-        v = self._get(f"queue.{module.lower()}_destination_concurrency")
-        if v is None:
-            v = self._get("queue.destination_concurrency") or 5
-        return max(1, int(v))
-
-    def _module_limit(self, module: str) -> int:
-        v = self._get(f"queue.{module.lower()}_concurrency")
-        if v is None:
-            v = self._get("queue.default_concurrency") or 10
-        return max(1, int(v))
-
-    def _schedule_list(self) -> list[float]:
-        return list(self._get("queue.retry_schedule") or retry.DEFAULT_SCHEDULE)
-
-    def _lifetime(self) -> float:
-        return float(self._get("queue.max_lifetime"))
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> defer.Deferred[int]:
@@ -171,7 +157,7 @@ class QueueManager(QueueReports, QueueAdmin):
         """Take a newly spooled message (``data`` saves reading it back for the first try)."""
         if msg_id in self._msgs:
             return defer.succeed(None)
-        if len(self._msgs) + self._loading >= self._window():
+        if len(self._msgs) + self._loading >= self.settings.window():
             self._backlog.append(msg_id)
             return defer.succeed(None)
         own = Envelope(
@@ -181,7 +167,7 @@ class QueueManager(QueueReports, QueueAdmin):
             dict(envelope.params),
         )
         m = Msg(msg_id, own, self.clock.seconds())
-        self._keep(m, data)
+        self.data.keep(m, data)
         if self.server_rules is None:
             return self._activate(m)
         # CommuniGate's order: Server Rules before the logical queues. They may settle
@@ -217,9 +203,6 @@ class QueueManager(QueueReports, QueueAdmin):
 
         return d.addCallback(adopted)
 
-    def _window(self) -> int:
-        return max(1, int(self._get("queue.active_window")))
-
     def _activate(self, m: Msg) -> defer.Deferred[None]:
         submit = dict(m.envelope.submit)
         if not any(k in submit for k in ("arrival", "time", "received")):
@@ -242,7 +225,7 @@ class QueueManager(QueueReports, QueueAdmin):
         while (
             self._backlog
             and self._loading < _LOADERS
-            and len(self._msgs) + self._loading < self._window()
+            and len(self._msgs) + self._loading < self.settings.window()
             and not self._stopped
         ):
             msg_id = self._backlog.popleft()
@@ -292,14 +275,14 @@ class QueueManager(QueueReports, QueueAdmin):
                 r = rcpts[i]
                 if ok and isinstance(value, Route):
                     if value.module == "ERROR":
-                        self._set(m, i, FAILED, value.error or "5.1.1 address rejected", "ERROR")
+                        settle(m, i, FAILED, value.error or "5.1.1 address rejected", "ERROR")
                     elif value.module == "NULL":
-                        self._set(m, i, DELIVERED, "2.0.0 discarded by the Router (NULL)", "NULL")
+                        settle(m, i, DELIVERED, "2.0.0 discarded by the Router (NULL)", "NULL")
                     else:
                         m.routes[i] = value
                         r.route = str(value.queue_name)
                 elif not ok and value.check(MailError) and not value.value.temporary:
-                    self._set(m, i, FAILED, value.value.reply(), "")
+                    settle(m, i, FAILED, value.value.reply(), "")
                 else:
                     temp_error = value.getErrorMessage() if not ok else "router returned no route"
                     if not ok and not value.check(MailError):
@@ -329,29 +312,16 @@ class QueueManager(QueueReports, QueueAdmin):
         m.route_failures += 1
         now = self.clock.seconds()
         when = retry.next_attempt(
-            m.queued, now, m.route_failures, self._schedule_list(), self._lifetime()
+            m.queued, now, m.route_failures, self.settings.schedule(), self.settings.lifetime()
         )
         if when is None:
             for i, r in enumerate(m.envelope.recipients):
                 if r.state == PENDING and i not in m.routes:
-                    self._set(m, i, FAILED, f"4.4.7 message expired; routing failed: {error}", "")
+                    settle(m, i, FAILED, f"4.4.7 message expired; routing failed: {error}", "")
             return
         self.log.warn("queue: {msg_id} routing deferred: {error}", msg_id=m.msg_id, error=error)
         m.route_due = when
         self.scheduler.at(when, "route", m.msg_id)
-
-    def _set(self, m: Msg, i: int, state: str, detail: str, how: str) -> None:
-        r = m.envelope.recipients[i]
-        r.state, r.detail = state, detail
-        m.routes.pop(i, None)
-        self.log.info(
-            "queue: {msg_id} <{rcpt}> {state} {how}: {detail}",
-            msg_id=m.msg_id,
-            rcpt=r.address,
-            state=state,
-            how=how or r.route,
-            detail=detail,
-        )
 
     def _place(self, m: Msg) -> None:
         """Put the routed pending recipients into their logical queues' jobs."""
@@ -366,7 +336,7 @@ class QueueManager(QueueReports, QueueAdmin):
                 self._make_due(m, job)
             elif not job.running:
                 job.indexes = idx
-        self._check_done(m)
+        self.reports.check_done(m)
         self._kick()
 
     def _queue(self, qn: QueueName) -> LogicalQueue:
@@ -397,7 +367,8 @@ class QueueManager(QueueReports, QueueAdmin):
             self.log.failure(
                 "queue: cannot start {queue} for {msg_id}", queue=str(lq.name), msg_id=msg_id
             )
-            self._wait(m, job, self.clock.seconds() + retry.retry_delay(self._schedule_list(), 1))
+            delay = retry.retry_delay(self.settings.schedule(), 1)
+            self._wait(m, job, self.clock.seconds() + delay)
 
     def _start(self, lq: LogicalQueue, m: Msg, job: Job) -> None:
         module = lq.name.module
@@ -414,120 +385,200 @@ class QueueManager(QueueReports, QueueAdmin):
         job.running = True
         m.running += 1
         self.scheduler.started(lq)
-        d = self._data(m)
+        d = self.data.load(m)
         d.addCallback(lambda data: agent.deliver(m.msg_id, m.envelope, data, copies, queue=lq.name))
         d.addBoth(self._delivered, lq, m, job, copies)
         self._track(d)
 
-    def _keep(self, m: Msg, data: Optional[bytes]) -> None:
-        """Keep a new message's bytes for its first attempt while the memory budget allows
-        (a burst of large messages is read back from the spool instead)."""
-        if data is not None and self._cached + len(data) <= self.data_cache:
-            m.data = data
-            self._cached += len(data)
+    # -- what the administrator may see and do (cgtwist.queue.admin) ------------------------
+    def messages(self) -> list[Msg]:
+        """The messages of the active window, by id (read them, do not change them)."""
+        return sorted(self._msgs.values(), key=lambda x: x.msg_id)
 
-    def _drop(self, m: Msg) -> None:
-        if m.data is not None:
-            self._cached -= len(m.data)
-            m.data = None
+    def find(self, msg_id: str) -> Optional[Msg]:
+        return self._msgs.get(msg_id)
 
-    def _data(self, m: Msg) -> defer.Deferred[bytes]:
-        if m.data is not None:
-            return defer.succeed(m.data)
-        d: defer.Deferred[bytes] = defer.Deferred()
-        if m.waiters is not None:
-            m.waiters.append(d)
-            return d
-        m.waiters = [d]
+    def backlog_size(self) -> int:
+        """Messages beyond the active window, waiting as ids."""
+        return len(self._backlog)
 
-        def fire(result: Any) -> None:
-            waiters, m.waiters = m.waiters or [], None
-            if not isinstance(result, Failure) and m.data is None:
-                m.data = result[1]
-                self._cached += len(result[1])
-            for w in waiters:
-                if isinstance(result, Failure):
-                    w.errback(result)
-                else:
-                    w.callback(result[1])
+    def logical_queues(self) -> list[LogicalQueue]:
+        return sorted(self._queues.values(), key=lambda q: str(q.name))
 
-        self.spool.load(m.msg_id).addBoth(fire)
+    def is_due(self, m: Msg, job: Job) -> bool:
+        """The job waits in its queue's due list (starts when the queue has room)."""
+        lq = self._queues.get(job.queue)
+        return lq is not None and m.msg_id in lq.due
+
+    def entry(self, msg_id: str) -> defer.Deferred[SpoolEntry]:
+        """The spooled envelope and history of ``msg_id`` (KeyError if there is none)."""
+        d: defer.Deferred[SpoolEntry] = self.spool.load_entry(msg_id, with_data=False)
         return d
 
+    def _targets(self, msg_id: str) -> list[Msg]:
+        if msg_id == "all":
+            return list(self._msgs.values())
+        m = self._msgs.get(msg_id)
+        if m is None:
+            raise KeyError(f"no such message in the active queue: {msg_id}")
+        return [m]
+
+    def retry(self, msg_id: str) -> int:
+        """Try now: every waiting delivery of the message (or of ``all``) becomes due, and its
+        suspended queues get one probe; returns how many deliveries were made due. KeyError
+        for a message not in the active window."""
+        n = 0
+        for m in self._targets(msg_id):
+            for job in m.jobs.values():
+                if job.running or m.held:
+                    continue
+                job.due = 0.0
+                self._make_due(m, job)
+                self.scheduler.probe(self._queue(job.queue))
+                n += 1
+            if m.route_due is not None:
+                m.route_due = None
+                self._route(m)
+        self._kick()
+        return n
+
+    def hold(self, msg_id: str) -> defer.Deferred[None]:
+        """Stop starting deliveries of this message until release (running ones finish)."""
+        return self._set_hold(msg_id, True)
+
+    def release(self, msg_id: str) -> defer.Deferred[None]:
+        """Undo hold: the message's deliveries are due at once."""
+        return self._set_hold(msg_id, False)
+
+    def _set_hold(self, msg_id: str, held: bool) -> defer.Deferred[None]:
+        """Journaled, so it outlives a restart; for a message in the backlog (or unknown:
+        KeyError) only journaled, and it applies when the message is loaded."""
+        m = self._msgs.get(msg_id)
+        if m is not None:
+            m.held = held
+            for job in m.jobs.values():
+                lq = self._queues.get(job.queue)
+                if held and lq is not None:
+                    lq.due.pop(m.msg_id, None)
+                elif not held and not job.running:
+                    self._make_due(m, job)
+            self._kick()
+        d: defer.Deferred[None] = self.spool.record(msg_id, [{"k": "h", "v": held}])
+        return d
+
+    def drop(self, msg_id: str) -> defer.Deferred[None]:
+        """Delete the message without any notification (after running deliveries finish);
+        KeyError if there is no such message."""
+        m = self._msgs.get(msg_id)
+        if m is None:
+            if msg_id in self._backlog:
+                self._backlog.remove(msg_id)
+            d = self.entry(msg_id)
+            return d.addCallback(lambda _: self.spool.remove(msg_id))
+        m.dropped = True
+        for qn in list(m.jobs):
+            self.scheduler.discard(qn, msg_id)
+        self.reports.check_done(m)
+        return defer.succeed(None)
+
+    def bounce(self, msg_id: str, reason: str) -> defer.Deferred[int]:
+        """Fail every undelivered recipient now with ``reason`` and report them to the sender
+        (a DSN); fires with how many were failed (running attempts' recipients fail when they
+        come back). A message in the backlog is loaded first; KeyError if there is none."""
+        d = self._ensure_active(msg_id)
+
+        def got(m: Msg) -> int:
+            m.bounce_all = reason
+            n = 0
+            for qn, job in list(m.jobs.items()):
+                if job.running:
+                    continue  # its result is turned into a failure when it comes back
+                self.scheduler.discard(qn, msg_id)
+                for i in job.indexes:
+                    settle(m, i, FAILED, reason, "admin")
+                    n += 1
+                del m.jobs[qn]
+            for i, r in enumerate(m.envelope.recipients):
+                if r.state == PENDING and i not in m.routes:
+                    settle(m, i, FAILED, reason, "admin")
+                    n += 1
+            m.route_due = None
+            upd = self.spool.update(m.msg_id, m.envelope)
+            upd.addBoth(lambda _: self.reports.check_done(m))
+            return n
+
+        return d.addCallback(got)
+
+    def _ensure_active(self, msg_id: str) -> defer.Deferred[Msg]:
+        m = self._msgs.get(msg_id)
+        if m is not None:
+            return defer.succeed(m)
+        if msg_id in self._backlog:
+            self._backlog.remove(msg_id)
+
+        def loaded(entry: SpoolEntry) -> Any:
+            m2 = self._from_entry(entry)
+            return self._activate(m2).addCallback(lambda _: m2)
+
+        return self.entry(msg_id).addCallback(loaded)
+
+    def note_attempt(self, msg_id: str, attempt: Any) -> None:
+        """Keep one host-level attempt (time, host, ip, reply, TLS) in the message's history;
+        fits SMTPDelivery's ``on_attempt`` hook."""
+        rec = {
+            "k": "a",
+            "t": getattr(attempt, "time", self.clock.seconds()),
+            "host": str(getattr(attempt, "host", "")),
+            "ip": str(getattr(attempt, "ip", "")),
+            "reply": str(getattr(attempt, "reply", "")),
+            "tls": getattr(attempt, "tls", None),
+        }
+        m = self._msgs.get(msg_id)
+        if m is not None and not m.removing:
+            # Journaled with the attempt's result (one fsync), or dropped with the message
+            # once every recipient is delivered: an fsync per delivered message was the
+            # outbound bottleneck (bench/outbound-vs-postfix.sh).
+            m.attempts.append(rec)
+            return
+        d = self.spool.record(msg_id, [rec])
+        d.addErrback(
+            lambda f: self.log.warn(
+                "queue: history for {msg_id} not kept: {error}",
+                msg_id=msg_id,
+                error=f.getErrorMessage(),
+            )
+        )
+
+    # -- outcomes: record results -> retry/expiry -> feed back (Postfix's qmgr_deliver and
+    # qmgr_defer) ------------------------------------------------------------------------------
     def _delivered(
         self, result: Any, lq: LogicalQueue, m: Msg, job: Job, copies: list[Recipient]
     ) -> defer.Deferred[None]:
+        """An attempt of ``job`` in ``lq`` came back: record each recipient's result, decide
+        the retry (or expiry) of the rest, journal it, then feed the outcome back."""
         now = self.clock.seconds()
-        if isinstance(result, Failure):
-            if result.check(SpoolCorrupt, KeyError):
-                self.log.error(
-                    "queue: {msg_id} vanished from the spool ({why}); forgotten",
-                    msg_id=m.msg_id,
-                    why=result.getErrorMessage(),
-                )
-                m.dropped = True
-            else:
-                self.log.failure(
-                    "queue: {queue} delivery of {msg_id} failed",
-                    result,
-                    queue=str(lq.name),
-                    msg_id=m.msg_id,
-                )
-            for c in copies:
-                if c.state != DELIVERED:
-                    c.state, c.detail = PENDING, "4.3.0 internal error during delivery"
-        elif (
-            isinstance(result, list)
-            and len(result) == len(copies)
-            and all(isinstance(r, Recipient) for r in result)
-        ):
-            copies = result  # an agent that answered with new objects instead of updating ours
-        rcpts = m.envelope.recipients
-        pending: list[int] = []
-        delivered = 0
-        for i, c in zip(job.indexes, copies, strict=True):
-            state = c.state if c.state in (DELIVERED, FAILED) else PENDING
-            if state == PENDING and m.bounce_all:
-                state, c.detail = FAILED, m.bounce_all
-            if state == DELIVERED:
-                delivered += 1
-            rcpts[i].state, rcpts[i].detail = state, c.detail
-            self.log.info(
-                "queue: {msg_id} <{rcpt}> {queue} {state}: {detail}",
-                msg_id=m.msg_id,
-                rcpt=rcpts[i].address,
-                queue=str(lq.name),
-                state=state,
-                detail=c.detail,
-            )
-            if state == PENDING:
-                pending.append(i)
-            else:
-                m.routes.pop(i, None)
-        when: Optional[float] = None
-        if pending:
-            job.failures += 1
-            when = retry.next_attempt(
-                m.queued, now, job.failures, self._schedule_list(), self._lifetime()
-            )
-            if when is None:
-                for i in pending:
-                    last = rcpts[i].detail
-                    self._set(
-                        m,
-                        i,
-                        FAILED,
-                        f"4.4.7 message expired after {int(now - m.queued)}s; last error: {last}",
-                        str(lq.name),
-                    )
-                pending = []
+        copies = outcome(result, lq.name, m, copies)
+        pending, delivered = record(lq.name, m, job, copies)
+        when = retry_or_expire(self.settings, lq.name, m, job, pending, now)
+        if when is None:
+            pending = []
+        self._queue_health(lq, m, pending, delivered, now)
+        return self._journal(lq, m, job, now).addBoth(
+            lambda res: self._feed_back(res, lq, m, job, bool(pending), when, now)
+        )
+
+    def _queue_health(
+        self, lq: LogicalQueue, m: Msg, pending: list[int], delivered: int, now: float
+    ) -> None:
+        """A queue that delivered (or has nothing left to retry) is healthy; one that only
+        failed counts towards its suspension (``queue.suspend_after``)."""
         if delivered or not pending:
             lq.succeeded()
         elif lq.failed(
             now,
-            int(self._get("queue.suspend_after") or 3),
-            retry.retry_delay(self._schedule_list(), lq.failures + 1),
-            rcpts[pending[0]].detail,
+            self.settings.suspend_after(),
+            retry.retry_delay(self.settings.schedule(), lq.failures + 1),
+            m.envelope.recipients[pending[0]].detail,
         ):
             self.log.warn(
                 "queue: {queue} suspended until {until} after {n} failures: {error}",
@@ -537,59 +588,75 @@ class QueueManager(QueueReports, QueueAdmin):
                 error=lq.last_error,
             )
             self.scheduler.suspend(lq)
+
+    def _journal(self, lq: LogicalQueue, m: Msg, job: Job, now: float) -> defer.Deferred[None]:
+        """Write the attempt's results (and the host attempts kept meanwhile) to the journal."""
+        rcpts = m.envelope.recipients
+        if m.dropped or all(r.state == DELIVERED for r in rcpts):
+            # Nothing left to remember: the message is removed next, and the removal names it
+            # durably in the spool's done log first (Spool.remove, a group commit), so a crash
+            # after that does not deliver it again; one before it does, as at-least-once allows.
+            m.attempts.clear()
+            return defer.succeed(None)
         history = {
             "k": "a",
             "t": now,
             "q": str(lq.name),
             "r": [[rcpts[i].address, rcpts[i].state, rcpts[i].detail] for i in job.indexes],
         }
-
-        def journaled(res: Any) -> None:
-            if isinstance(res, Failure):
-                self.log.error(
-                    "queue: journal write for {msg_id} failed: {error}",
-                    msg_id=m.msg_id,
-                    error=res.getErrorMessage(),
-                )
-            job.running = False
-            m.running -= 1
-            # Recipients routed into this queue while the attempt ran join the job too.
-            idx = sorted(
-                i
-                for i, r in m.routes.items()
-                if r.queue_name == lq.name and rcpts[i].state == PENDING
-            )
-            if idx and not m.dropped:
-                job.indexes = idx
-                if pending:
-                    self._wait(m, job, when if when is not None else now)
-                else:
-                    self._make_due(m, job)
-            else:
-                m.jobs.pop(lq.name, None)
-            self.scheduler.finished(lq)
-            wanted = [
-                copy.copy(rcpts[i])
-                for i in job.indexes
-                if rcpts[i].state == DELIVERED and "SUCCESS" in (rcpts[i].notify or "").upper()
-            ]
-            if wanted and self.on_delivered is not None and not m.dropped:
-                self._notify_success(m, wanted)
-            if m.running == 0 and not any(
-                m.msg_id in q.due for q in (self._queues.get(j.queue) for j in m.jobs.values()) if q
-            ):
-                self._drop(m)  # keep memory bounded: read back from the spool at the next try
-            self._check_done(m)
-            self._kick()
-
-        if m.dropped or all(r.state == DELIVERED for r in rcpts):
-            # Nothing left to remember: the message is removed next, and the removal names it
-            # durably in the spool's done log first (Spool.remove, a group commit), so a crash
-            # after that does not deliver it again; one before it does, as at-least-once allows.
-            m.attempts.clear()
-            return defer.succeed(None).addBoth(journaled)
         extra, m.attempts = m.attempts + [history], []
-        return self.spool.update(m.msg_id, m.envelope, extra).addBoth(journaled)
+        d: defer.Deferred[None] = self.spool.update(m.msg_id, m.envelope, extra)
+        return d
+
+    def _feed_back(
+        self,
+        res: Any,
+        lq: LogicalQueue,
+        m: Msg,
+        job: Job,
+        pending: bool,
+        when: Optional[float],
+        now: float,
+    ) -> None:
+        """The attempt is journaled: the job waits for its retry or is done, the queue may
+        start another delivery, success reports go out, and the message may be complete."""
+        if isinstance(res, Failure):
+            self.log.error(
+                "queue: journal write for {msg_id} failed: {error}",
+                msg_id=m.msg_id,
+                error=res.getErrorMessage(),
+            )
+        rcpts = m.envelope.recipients
+        job.running = False
+        m.running -= 1
+        # Recipients routed into this queue while the attempt ran join the job too.
+        idx = sorted(
+            i for i, r in m.routes.items() if r.queue_name == lq.name and rcpts[i].state == PENDING
+        )
+        if idx and not m.dropped:
+            job.indexes = idx
+            if pending:
+                self._wait(m, job, when if when is not None else now)
+            else:
+                self._make_due(m, job)
+        else:
+            m.jobs.pop(lq.name, None)
+        self.scheduler.finished(lq)
+        if not m.dropped:
+            self.reports.notify_success(
+                m,
+                [
+                    copy.copy(rcpts[i])
+                    for i in job.indexes
+                    if rcpts[i].state == DELIVERED and "SUCCESS" in (rcpts[i].notify or "").upper()
+                ],
+            )
+        if m.running == 0 and not any(
+            m.msg_id in q.due for q in (self._queues.get(j.queue) for j in m.jobs.values()) if q
+        ):
+            self.data.drop(m)  # keep memory bounded: read back from the spool at the next try
+        self.reports.check_done(m)
+        self._kick()
 
     def _on_event(self, kind: str, key: Any, when: float) -> None:
         """Timer events from the scheduler (stale ones are recognised and ignored)."""
@@ -606,6 +673,11 @@ class QueueManager(QueueReports, QueueAdmin):
         if kind == "route" and m.route_due == when:
             m.route_due = None
             self._route(m)
-        elif kind == "report" and m.report_due == when:
-            m.report_due = None
-            self._check_done(m)
+        elif kind == "report":
+            self.reports.due(m, when)
+
+    def _removed(self, m: Msg) -> None:
+        """``m`` left the spool (Reports): forget it and take the next from the backlog."""
+        self._msgs.pop(m.msg_id, None)
+        self.data.drop(m)
+        self._refill()

@@ -3,34 +3,78 @@ and removing a message from the spool once every recipient is done and reported.
 
 Owns the rule "a message leaves the spool only when every recipient is delivered or failed and
 every failure was handed to the bouncer"; a report that cannot be sent is retried on the
-scheduler's timer, never dropped. A mixin of QueueManager, whose state it uses.
+scheduler's timer, never dropped. It reads the manager's per-message records (``Msg``) and
+tells the manager, through the callables it was built with, when a message is gone.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cgtwist import retry
 from cgtwist.logs import Logger
+from cgtwist.queue.config import QueueSettings
+from cgtwist.queue.data import MessageData
+from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import FAILED, PENDING, Msg
-from cgtwist.types import Recipient
+from cgtwist.types import Envelope, Recipient
 
 _log = Logger(namespace="cgtwist.queue.manager.QueueManager")
 
+# bouncer(msg_id, envelope, data, failed) and on_delivered(msg_id, envelope, data, delivered)
+Report = Callable[[str, Envelope, bytes, list[Recipient]], Any]
 
-class QueueReports:
-    """Mixin: ``_check_done`` and what it sets in motion."""
 
-    def _notify_success(self: Any, m: Msg, recipients: list[Recipient]) -> None:
+class Reports:
+    """``Reports(spool, clock, scheduler, settings, data, track, current, removed,
+    bouncer=None, delay_warning=None, on_delivered=None)``.
+
+    ``bouncer(msg_id, envelope, data, failed_recipients)`` and ``delay_warning(msg_id,
+    envelope, data, recipients, retry_until)`` return Deferreds; ``on_delivered(msg_id,
+    envelope, data, recipients)`` gets delivered recipients that asked for NOTIFY=SUCCESS
+    (these three fit ``cgtwist.delivery.bounce.Bouncer``). From the manager: ``track(d)`` keeps
+    a Deferred in flight until it fires (for ``stop``), ``current(m)`` says whether ``m`` is
+    still the manager's record of its id, ``removed(m)`` is told once ``m`` left the spool.
+    """
+
+    def __init__(
+        self,
+        spool: Any,
+        clock: Any,
+        scheduler: Scheduler,
+        settings: QueueSettings,
+        data: MessageData,
+        track: Callable[[defer.Deferred[Any]], Any],
+        current: Callable[[Msg], bool],
+        removed: Callable[[Msg], None],
+        bouncer: Optional[Report] = None,
+        delay_warning: Optional[Callable[..., Any]] = None,
+        on_delivered: Optional[Report] = None,
+    ) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.scheduler = scheduler
+        self.settings = settings
+        self.data = data
+        self.track = track
+        self.current = current
+        self.removed = removed
+        self.bouncer = bouncer
+        self.delay_warning = delay_warning
+        self.on_delivered = on_delivered
+
+    def notify_success(self, m: Msg, recipients: list[Recipient]) -> None:
         """NOTIFY=SUCCESS (RFC 3461 §4.1): best effort, the message stays until it is sent."""
         notifier = self.on_delivered
-        assert notifier is not None
+        if notifier is None or not recipients:
+            return
         m.running += 1
-        d = self._data(m).addCallback(lambda data: notifier(m.msg_id, m.envelope, data, recipients))
+        d = self.data.load(m)
+        d.addCallback(lambda data: notifier(m.msg_id, m.envelope, data, recipients))
 
         def done(result: Any) -> None:
             m.running -= 1
@@ -40,14 +84,14 @@ class QueueReports:
                     msg_id=m.msg_id,
                     error=result.getErrorMessage(),
                 )
-            self._check_done(m)
+            self.check_done(m)
 
-        self._track(d.addBoth(done))
+        self.track(d.addBoth(done))
 
     # -- completion -------------------------------------------------------------------------
-    def _check_done(self: Any, m: Msg) -> None:
+    def check_done(self, m: Msg) -> None:
         """Report new failures (and a due delay warning); remove the message once all is done."""
-        if m.running or m.reporting or m.removing or self._msgs.get(m.msg_id) is not m:
+        if m.running or m.reporting or m.removing or not self.current(m):
             return
         if m.dropped:
             self._remove(m, "dropped")
@@ -64,7 +108,13 @@ class QueueReports:
         if all(r.state != PENDING for r in rcpts) and not m.jobs and m.report_due is None:
             self._remove(m, "done")
 
-    def _report(self: Any, m: Msg, failed: list[int]) -> None:
+    def due(self, m: Msg, when: float) -> None:
+        """The scheduler's ``report`` timer of ``m`` (stale ones are ignored)."""
+        if m.report_due == when:
+            m.report_due = None
+            self.check_done(m)
+
+    def _report(self, m: Msg, failed: list[int]) -> None:
         m.reporting = True
         rcpts = m.envelope.recipients
         if self.bouncer is None:
@@ -76,7 +126,7 @@ class QueueReports:
             d: defer.Deferred[Any] = defer.succeed(None)
         else:
             bouncer = self.bouncer
-            d = self._data(m).addCallback(
+            d = self.data.load(m).addCallback(
                 lambda data: bouncer(
                     m.msg_id, m.envelope, data, [copy.copy(rcpts[i]) for i in failed]
                 )
@@ -88,7 +138,7 @@ class QueueReports:
             if isinstance(result, Failure):
                 m.report_failures += 1
                 when = self.clock.seconds() + retry.retry_delay(
-                    self._schedule_list(), m.report_failures
+                    self.settings.schedule(), m.report_failures
                 )
                 _log.error(
                     "queue: reporting failures of {msg_id} failed ({error}); retry at {when}",
@@ -100,25 +150,25 @@ class QueueReports:
                 self.scheduler.at(when, "report", m.msg_id)
                 return
             m.bounced.update(failed)
-            self._check_done(m)
+            self.check_done(m)
 
-        self._track(d.addBoth(done))
+        self.track(d.addBoth(done))
 
-    def _warn_due(self: Any, m: Msg) -> bool:
-        after = float(self._get("queue.delay_warning") or 0)
+    def _warn_due(self, m: Msg) -> bool:
+        after = self.settings.delay_warning()
         if not after or self.delay_warning is None:
             return False
         return self.clock.seconds() - m.queued >= after and any(
             r.state == PENDING for r in m.envelope.recipients
         )
 
-    def _warn(self: Any, m: Msg) -> None:
+    def _warn(self, m: Msg) -> None:
         m.reporting = True
         pending = [copy.copy(r) for r in m.envelope.recipients if r.state == PENDING]
         warner = self.delay_warning
         assert warner is not None
-        until = m.queued + self._lifetime()
-        d = self._data(m).addCallback(
+        until = m.queued + self.settings.lifetime()
+        d = self.data.load(m).addCallback(
             lambda data: warner(m.msg_id, m.envelope, data, pending, until)
         )
         d.addCallback(
@@ -136,11 +186,11 @@ class QueueReports:
                     msg_id=m.msg_id,
                     error=result.getErrorMessage(),
                 )
-            self._check_done(m)
+            self.check_done(m)
 
-        self._track(d.addBoth(done))
+        self.track(d.addBoth(done))
 
-    def _remove(self: Any, m: Msg, why: str) -> None:
+    def _remove(self, m: Msg, why: str) -> None:
         m.removing = True
         for qn in list(m.jobs):
             self.scheduler.discard(qn, m.msg_id)
@@ -152,9 +202,7 @@ class QueueReports:
                     msg_id=m.msg_id,
                     error=result.getErrorMessage(),
                 )
-            self._msgs.pop(m.msg_id, None)
-            self._drop(m)
             _log.info("queue: {msg_id} left the queue ({why})", msg_id=m.msg_id, why=why)
-            self._refill()
+            self.removed(m)
 
-        self._track(self.spool.remove(m.msg_id).addBoth(gone))
+        self.track(self.spool.remove(m.msg_id).addBoth(gone))

@@ -139,14 +139,16 @@ class QueueTestCase(unittest.TestCase):
         self.spool = Spool(self.base, self.clock, threadpool=SyncPool())  # type: ignore[arg-type]
         self.manager = self.make_manager()
 
-    def make_manager(self, spool: Optional[Spool] = None) -> QueueManager:
+    def make_manager(self, spool: Optional[Spool] = None, **kw: Any) -> QueueManager:
+        """A manager over the fakes; ``kw`` are more of its constructor's arguments."""
+        kw.setdefault("bouncer", self.bounce)
         return QueueManager(
             spool or self.spool,
             self.router,
             {"LOCAL": self.local, "SMTP": self.smtp},
             self.settings,
             self.clock,
-            bouncer=self.bounce,
+            **kw,
         )
 
     def bounce(

@@ -7,6 +7,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from cgtwist.queue.admin import QueueAdmin
 from cgtwist.types import Envelope, Recipient
 from tests.queue.helpers import QueueTestCase, env
 
@@ -17,6 +18,7 @@ class AdminTests(QueueTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.smtp.behaviour = lambda q, r: ("pending", "451 4.4.1 no answer")
+        self.admin = QueueAdmin(self.manager)
 
     def test_list_filters(self) -> None:
         """Queued messages can be listed and filtered by queue, sender, recipient and age."""
@@ -26,14 +28,14 @@ class AdminTests(QueueTestCase):
         self.pump()
 
         def ids(**kw):
-            return [m["id"] for m in self.successResultOf(self.manager.list(**kw))["messages"]]
+            return [m["id"] for m in self.successResultOf(self.admin.list(**kw))["messages"]]
 
         self.assertEqual(ids(), [a, b])
         self.assertEqual(ids(queue="SMTP(one.example)"), [a])
         self.assertEqual(ids(sender="s2@"), [b])
         self.assertEqual(ids(recipient="y@two"), [b])
         self.assertEqual(ids(min_age=50), [a])
-        info = self.successResultOf(self.manager.list(queue="two"))["messages"][0]
+        info = self.successResultOf(self.admin.list(queue="two"))["messages"][0]
         self.assertEqual(info["recipients"][0]["detail"], "451 4.4.1 no answer")
         self.assertEqual(info["queues"][0]["state"], "waiting")
 
@@ -47,7 +49,7 @@ class AdminTests(QueueTestCase):
             time, host, ip, reply, tls = 5.0, "mx.one.example", "192.0.2.7", "451 busy", "TLSv1.3"
 
         self.manager.note_attempt(msg_id, Attempt())
-        info = self.successResultOf(self.manager.show(msg_id))
+        info = self.successResultOf(self.admin.show(msg_id))
         attempts = [h for h in info["history"] if h.get("q") == "SMTP(one.example)"]
         self.assertEqual(len(attempts), 2)
         self.assertEqual(attempts[0]["r"], [["x@one.example", "pending", "451 4.4.1 no answer"]])
@@ -56,18 +58,18 @@ class AdminTests(QueueTestCase):
 
     def test_show_unknown(self) -> None:
         """An unknown or malformed id is a clear error, never a path."""
-        self.failureResultOf(self.manager.show("0000000000000001-1-1"), KeyError)
-        self.failureResultOf(self.manager.show("../../etc/passwd"), KeyError)
+        self.failureResultOf(self.admin.show("0000000000000001-1-1"), KeyError)
+        self.failureResultOf(self.admin.show("../../etc/passwd"), KeyError)
 
     def test_retry_now(self) -> None:
         """retry makes a waiting message due at once instead of at its retry time."""
         msg_id = self.submit(env("x@one.example"))
         self.pump()
         self.assertEqual(len(self.smtp.calls), 1)
-        self.assertEqual(self.successResultOf(self.manager.retry(msg_id))["retried"], 1)
+        self.assertEqual(self.successResultOf(self.admin.retry(msg_id))["retried"], 1)
         self.pump()
         self.assertEqual(len(self.smtp.calls), 2)
-        self.successResultOf(self.manager.retry("all"))
+        self.successResultOf(self.admin.retry("all"))
         self.pump()
         self.assertEqual(len(self.smtp.calls), 3)
 
@@ -76,7 +78,7 @@ class AdminTests(QueueTestCase):
         survives a restart."""
         msg_id = self.submit(env("x@one.example"))
         self.pump()
-        self.successResultOf(self.manager.hold(msg_id))
+        self.successResultOf(self.admin.hold(msg_id))
         self.pump(1200)
         self.assertEqual(len(self.smtp.calls), 1)
         from cgtwist.spool.spool import Spool
@@ -85,7 +87,7 @@ class AdminTests(QueueTestCase):
         entry = self.successResultOf(Spool(self.base, self.clock, SyncPool()).load_entry(msg_id))  # type: ignore[arg-type]
         self.assertTrue(entry.held)
         self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
-        self.successResultOf(self.manager.release(msg_id))
+        self.successResultOf(self.admin.release(msg_id))
         self.pump()
         self.assertEqual(len(self.smtp.calls), 2)
         self.assertEqual(self.spooled(), [])
@@ -94,7 +96,7 @@ class AdminTests(QueueTestCase):
         """drop deletes the message without a bounce."""
         msg_id = self.submit(env("x@one.example"))
         self.pump()
-        self.successResultOf(self.manager.drop(msg_id))
+        self.successResultOf(self.admin.drop(msg_id))
         self.pump(1200)
         self.assertEqual(self.spooled(), [])
         self.assertEqual(self.bounced, [])
@@ -104,7 +106,7 @@ class AdminTests(QueueTestCase):
         """bounce fails every undelivered recipient, reports them once and removes the message."""
         msg_id = self.submit(env("x@one.example", "y@two.example", "a@example.com"))
         self.pump()
-        res = self.successResultOf(self.manager.bounce(msg_id))
+        res = self.successResultOf(self.admin.bounce(msg_id))
         self.assertEqual(res["bounced"], 2)
         self.pump()
         self.assertEqual(len(self.bounced), 1)
@@ -118,7 +120,7 @@ class AdminTests(QueueTestCase):
         self.smtp.behaviour = lambda q, r: None
         msg_id = self.submit(env("x@one.example"))
         self.pump()
-        self.successResultOf(self.manager.bounce(msg_id))
+        self.successResultOf(self.admin.bounce(msg_id))
         self.smtp.release("pending", "451 later")
         self.pump()
         self.assertEqual(len(self.bounced), 1)
@@ -130,7 +132,7 @@ class AdminTests(QueueTestCase):
 
         msg_id = self.submit(env("x@one.example"))
         self.pump()
-        h = self.manager.control_handlers()
+        h = self.admin.control_handlers()
         out = self.successResultOf(
             defer.maybeDeferred(h["queue-list"], {"cmd": "queue-list", "queue": "one"})
         )
@@ -156,7 +158,7 @@ class DelayWarningTests(QueueTestCase):
         ) -> None:
             warned.append((msg_id, [r.address for r in rcpts], until))
 
-        self.manager.delay_warning = warn
+        self.manager = self.make_manager(delay_warning=warn)
         self.smtp.behaviour = lambda q, r: ("pending", "451 later")
         msg_id = self.submit(env("x@one.example"))
         t0 = self.clock.seconds()
@@ -171,7 +173,9 @@ class SuccessNotifyTests(QueueTestCase):
     def test_notify_success_reported(self) -> None:
         """Recipients that asked for NOTIFY=SUCCESS are reported once delivered; others not."""
         got: list[Any] = []
-        self.manager.on_delivered = lambda i, e, d, rs: got.append((i, [r.address for r in rs], d))
+        self.manager = self.make_manager(
+            on_delivered=lambda i, e, d, rs: got.append((i, [r.address for r in rs], d))
+        )
         e = env("a@example.com", "b@example.com")
         e.recipients[0].notify = "SUCCESS,FAILURE"
         msg_id = self.submit(e, b"data\r\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cgtwist.errors import MailError
+from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.logical import SUSPENDED
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName
@@ -246,7 +247,7 @@ class FairnessTests(QueueTestCase):
         self.pump()
         first = len(self.smtp.calls)
         self.assertLessEqual(first, 2)  # suspended after the 2nd failure, the rest wait
-        qinfo = self.successResultOf(self.manager.queues())["queues"]
+        qinfo = self.successResultOf(QueueAdmin(self.manager).queues())["queues"]
         self.assertEqual(qinfo[0]["state"], SUSPENDED)
         self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
         self.pump(60)
@@ -307,7 +308,7 @@ class RecoveryTests(QueueTestCase):
                 raise MailError(452, "4.3.1", "disk full")
             return None
 
-        self.manager.bouncer = bad_bouncer
+        self.manager = self.make_manager(bouncer=bad_bouncer)
         msg_id = self.submit(env("error@example.com"))
         self.pump()
         self.assertEqual(len(calls), 1)
@@ -417,7 +418,7 @@ class MemoryTests(QueueTestCase):
     def test_data_cache_bounded(self) -> None:
         """A burst of mail is not all held in memory: beyond the budget, message bytes are read
         back from the spool at delivery, and every byte arrives intact either way."""
-        self.manager.data_cache = 250
+        self.manager.data.budget = 250
         self.local.behaviour = lambda q, r: None
         seen: dict[str, bytes] = {}
         real_deliver = self.local.deliver
@@ -431,14 +432,14 @@ class MemoryTests(QueueTestCase):
         for i in range(6):
             body = b"Subject: %d\r\n\r\n" % i + b"x" * 100
             bodies[self.submit(env(f"u{i}@example.com"), body)] = body
-        self.assertLessEqual(self.manager._cached, 250)
+        self.assertLessEqual(self.manager.data.cached, 250)
         self.pump()
         self.assertEqual(seen, bodies)
         self.local.behaviour = lambda q, r: ("delivered", "250 ok")
         self.local.release()
         self.pump()
         self.assertEqual(self.spooled(), [])
-        self.assertEqual(self.manager._cached, 0)
+        self.assertEqual(self.manager.data.cached, 0)
 
 
 class AdoptionTests(QueueTestCase):
