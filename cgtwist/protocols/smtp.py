@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from cgtwist.address import parse_path
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IPolicy, ISubmission
+from cgtwist.interfaces import IClientAccess, IMessageCheck, IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
@@ -148,12 +148,9 @@ class CgSMTP(AuthCommands):
 
         session, params = self.session, dict(path.params)
         # Refuse at MAIL FROM when the spool is full (RELIABILITY.md b-B 11: 452 4.3.1), as
-        # Postfix does, when the submission offers the check.
-        capacity = getattr(self.factory.submission, "check_capacity", None)
-        d = (
-            defer.maybeDeferred(capacity, int(params.get("SIZE", "0")))
-            if capacity is not None
-            else defer.succeed(None)
+        # Postfix does (ISubmission.check_capacity).
+        d = defer.maybeDeferred(
+            self.factory.submission.check_capacity, int(params.get("SIZE", "0"))
         )
         d.addCallback(lambda _: self.factory.policy.mail_from(session, sender, params))
         self._start(d.addCallbacks(ok, refused))
@@ -317,8 +314,8 @@ class CgSMTP(AuthCommands):
 
         # A policy may look at the message before it is queued (the From: check); then the
         # trace headers it wants added.
-        check = getattr(self.factory.policy, "check_message", None)
         policy = self.factory.policy
+        check = policy.check_message if IMessageCheck.providedBy(policy) else None
         if check is not None:
             d = defer.maybeDeferred(check, session, envelope, result)
             d.addCallback(lambda _: policy.trace_headers(session, envelope))
@@ -414,7 +411,9 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.clock: Any = clock  # IReactorTime
         self.connections = 0
         self.per_ip = PerIPConnections(
-            settings, "smtp.max_connections_per_ip", exempt=getattr(policy, "is_client_ip", None)
+            settings,
+            "smtp.max_connections_per_ip",
+            exempt=policy.is_client_ip if IClientAccess.providedBy(policy) else None,
         )
         SessionDrain.__init__(self)
         self.live: set[CgSMTP]

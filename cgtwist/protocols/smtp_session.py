@@ -13,7 +13,7 @@ The commands themselves live in cgtwist.protocols.smtp (and AUTH in smtp_auth).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
+from cgtwist.interfaces import IClientAccess, ISessionWatch
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.fastwrite import write_now
@@ -140,7 +141,7 @@ class SMTPWire(ESMTP):
             local_ip=str(getattr(host, "host", host)),
             local_port=int(getattr(host, "port", 0)),
             listener=self.factory.listener.name,
-            is_client_ip=bool(self._policy_hook("is_client_ip", peer_ip)),
+            is_client_ip=bool(self._policy_hook(IClientAccess, lambda p: p.is_client_ip(peer_ip))),
         )
         # Implicit TLS (465): the integrator wraps the factory in TLSMemoryBIOFactory.
         t = self.transport
@@ -194,7 +195,7 @@ class SMTPWire(ESMTP):
     def _pregreet(self) -> None:
         # RFC 5321 §3.1: the client must wait for the greeting (Postfix "pregreet").
         self.log.info("pregreet traffic from peer={peer}", peer=self._peer())
-        self._policy_hook("report_offence", self._peer(), "pregreet")
+        self._policy_hook(ISessionWatch, lambda p: p.report_offence(self._peer(), "pregreet"))
         self._send("554 5.5.1 Protocol error: talked before the greeting")
         self._close()
 
@@ -262,7 +263,7 @@ class SMTPWire(ESMTP):
         if self._registered:
             self._registered = False
             self.factory.unregister(self)
-            self._policy_hook("session_closed", self.session)
+            self._policy_hook(ISessionWatch, lambda p: p.session_closed(self.session))
         if self._reader is not None:
             self.log.info("connection lost during DATA: peer={peer}", peer=self._peer())
         self._reader = None
@@ -328,15 +329,18 @@ class SMTPWire(ESMTP):
             f"421 4.4.2 {self.factory.hostname} Error: session time limit exceeded"
         )
 
-    def _policy_hook(self, name: str, *args: Any) -> Any:
-        """Call an optional extra of the policy (the protection policy has them); never raise."""
-        fn = getattr(self.factory.policy, name, None)
-        if fn is None:
+    def _policy_hook(self, iface: Any, call: Callable[[Any], Any]) -> Any:
+        """``call(policy)`` when the policy provides ``iface`` (IClientAccess, ISessionWatch:
+        the protection policy does), else None; never raise."""
+        policy = self.factory.policy
+        if not iface.providedBy(policy):
             return None
         try:
-            return fn(*args)
+            return call(policy)
         except Exception:
-            self.log.failure("policy hook {name} failed: peer={peer}", name=name, peer=self._peer())
+            self.log.failure(
+                "policy hook {name} failed: peer={peer}", name=iface.__name__, peer=self._peer()
+            )
             return None
 
     def _peer(self) -> str:
@@ -562,7 +566,7 @@ class SMTPWire(ESMTP):
         self.log.info(
             "too many errors: peer={peer} errors={errors}", peer=self._peer(), errors=self._errors
         )
-        self._policy_hook("report_offence", self._peer(), "errors")
+        self._policy_hook(ISessionWatch, lambda p: p.report_offence(self._peer(), "errors"))
         self._send(f"421 4.7.0 {self.factory.hostname} Error: too many errors")
         self._close()
 

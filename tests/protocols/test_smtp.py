@@ -529,8 +529,12 @@ class MoreLimitTests(unittest.TestCase):
 class PolicyExtrasTests(unittest.TestCase):
     def test_protection_hooks(self) -> None:
         """A policy with Client IPs, per-session state and offences is told what it needs."""
+        from zope.interface import implementer
+
+        from cgtwist.interfaces import IClientAccess, ISessionWatch
         from tests.protocols.test_smtp_fakes import FakePolicy
 
+        @implementer(IClientAccess, ISessionWatch)
         class Protected(FakePolicy):
             def __init__(self) -> None:
                 super().__init__()
@@ -589,6 +593,11 @@ class CapacityTests(unittest.TestCase):
 
         offences: list[str] = []
         h = Harness(overrides={"smtp.max_errors": 3})
+        from zope.interface import alsoProvides
+
+        from cgtwist.interfaces import ISessionWatch
+
+        alsoProvides(h.policy, ISessionWatch)
         h.policy.report_offence = lambda ip, kind: offences.append(kind)  # type: ignore[attr-defined]
         full = [True]
 

@@ -4,7 +4,9 @@ talkers, and the command, DATA and session deadlines (StringTransport, task.Cloc
 from __future__ import annotations
 
 from twisted.trial import unittest
+from zope.interface import alsoProvides, implementer
 
+from cgtwist.interfaces import IClientAccess, ISessionWatch
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import FakePolicy, Harness
@@ -38,6 +40,7 @@ class GreetingPauseTests(unittest.TestCase):
         offence is reported (a bot, as postscreen's pregreet test finds them)."""
         offences: list[tuple[str, str]] = []
         h = Harness(greet=False, overrides={"smtp.greeting_delay": 2})
+        alsoProvides(h.policy, ISessionWatch)
         h.policy.report_offence = lambda ip, kind: offences.append((ip, kind))  # type: ignore[attr-defined]
         h.connect()
         out = h.send(b"EHLO bot\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<v@example.com>\r\n")
@@ -51,6 +54,7 @@ class GreetingPauseTests(unittest.TestCase):
     def test_client_ips_and_submission_are_not_paused(self) -> None:
         """Client IPs and submission listeners (MUAs of roaming users) get the banner at once."""
 
+        @implementer(IClientAccess)
         class Clients(FakePolicy):
             def is_client_ip(self, ip: str) -> bool:
                 return True

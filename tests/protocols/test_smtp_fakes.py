@@ -86,6 +86,9 @@ class FakeSubmission:
         self.hold = False
         self.pending: list[defer.Deferred[str]] = []
 
+    def check_capacity(self, size: int = 0) -> Any:
+        return defer.succeed(None)
+
     def submit(self, envelope: Any, data: bytes) -> Any:
         if self.error is not None:
             return defer.fail(self.error)
