@@ -43,6 +43,7 @@ from cgtwist.protocols.pop3 import POP3Factory
 from cgtwist.protocols.realm import MailRealm
 from cgtwist.protocols.smtp import SMTPFactory
 from cgtwist.queue.admin import QueueAdmin
+from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.manager import QueueManager
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
@@ -199,9 +200,9 @@ class Components:
         own half, never built in an SMTP worker process.
 
         Built bottom up, so each part gets its collaborators in its constructor: bounces go
-        back in through the submission; the queue manager takes the agents and the bouncer's
-        three reports, then subscribes to the spool. The SMTP agent's attempt history is the
-        manager's: that agent is added once the manager exists (``set_agent``)."""
+        back in through the submission; the SMTP agent notes its host-level attempts in an
+        AttemptLog the queue manager journals from; the manager takes the agents, that log and
+        the bouncer's three reports, then subscribes to the spool."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         local = LocalDelivery(
             cfg.base_dir,
@@ -212,25 +213,26 @@ class Components:
             hostname=cfg.hostname,
         )
         settings.subscribe(lambda _s: local.forget())  # accounts changed: cgtwist-admin reloads
-        self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
-        self.manager = manager = QueueManager(
-            self.spool,
-            self.routing,
-            {"LOCAL": local, "PIPE": PipeDelivery(settings, reactor)},
-            settings,
-            reactor,
-            bouncer=self.bouncer.bounce,
-            delay_warning=self.bouncer.delay_warning,
-            on_delivered=self.bouncer.delivered,
-        )
+        attempts = AttemptLog(self.spool, reactor)
         self.smtp_out = SMTPDelivery(
             self.resolver,  # type: ignore[arg-type]
             settings,
             cfg.hostname,
             reactor,
-            on_attempt=manager.note_attempt,
+            on_attempt=attempts.note,
         )
-        manager.set_agent("SMTP", self.smtp_out)
+        self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
+        self.manager = manager = QueueManager(
+            self.spool,
+            self.routing,
+            {"LOCAL": local, "SMTP": self.smtp_out, "PIPE": PipeDelivery(settings, reactor)},
+            settings,
+            reactor,
+            bouncer=self.bouncer.bounce,
+            delay_warning=self.bouncer.delay_warning,
+            on_delivered=self.bouncer.delivered,
+            attempts=attempts,
+        )
         self.spool.subscribe(manager.enqueue)
         self.admin = QueueAdmin(manager)
         self.pickup = SubmittedPickup(

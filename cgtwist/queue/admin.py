@@ -131,7 +131,7 @@ class QueueAdmin:
                 }
             )
             info["submit"] = dict(entry.envelope.submit)
-            info["history"] = entry.history + (list(m.attempts) if m is not None else [])
+            info["history"] = entry.history + self.manager.attempts.kept(msg_id)
             return info
 
         return d.addCallback(shown).addErrback(_no_such, msg_id)

@@ -29,6 +29,7 @@ from cgtwist import retry
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IQueue
 from cgtwist.logs import Logger
+from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.config import QueueSettings
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.logical import LogicalQueue
@@ -49,7 +50,8 @@ class QueueManager:
     delay_warning=None, on_delivered=None, server_rules=None, data_cache=64 MiB)``.
 
     ``spool`` is a ``cgtwist.spool.Spool``; ``agents`` maps module name -> IDeliveryAgent (more
-    can be added with ``set_agent``); ``bouncer``, ``delay_warning`` and ``on_delivered`` are
+    can be added with ``set_agent``); ``attempts`` is the AttemptLog the SMTP agent notes its
+    host-level attempts in (``on_attempt=attempts.note``); ``bouncer``, ``delay_warning`` and ``on_delivered`` are
     the reports (``cgtwist.queue.reports.Reports``). ``server_rules(msg_id, envelope, data)``
     is the Server Rules hook, run once per new message before routing; it may set recipient
     states on the envelope it is given (the queue's own copy).
@@ -74,6 +76,7 @@ class QueueManager:
         on_delivered: Optional[Report] = None,
         server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None,
         data_cache: int = 64 << 20,
+        attempts: Optional[AttemptLog] = None,
     ) -> None:
         self.spool = spool
         self.router = router
@@ -82,6 +85,8 @@ class QueueManager:
         self.clock = clock
         self.server_rules = server_rules
         self.data = MessageData(spool, data_cache)
+        # host-level attempts (SMTPDelivery's on_attempt): shared with that agent when given
+        self.attempts = attempts or AttemptLog(spool, clock)
         self.scheduler = Scheduler(
             clock,
             self._try_start,
@@ -209,6 +214,7 @@ class QueueManager:
             submit["arrival"] = repr(m.queued)
         m.envelope.submit = submit
         self._msgs[m.msg_id] = m
+        self.attempts.open(m.msg_id)
         return self._route(m)
 
     def _refill(self) -> None:
@@ -523,31 +529,8 @@ class QueueManager:
         return self.entry(msg_id).addCallback(loaded)
 
     def note_attempt(self, msg_id: str, attempt: Any) -> None:
-        """Keep one host-level attempt (time, host, ip, reply, TLS) in the message's history;
-        fits SMTPDelivery's ``on_attempt`` hook."""
-        rec = {
-            "k": "a",
-            "t": getattr(attempt, "time", self.clock.seconds()),
-            "host": str(getattr(attempt, "host", "")),
-            "ip": str(getattr(attempt, "ip", "")),
-            "reply": str(getattr(attempt, "reply", "")),
-            "tls": getattr(attempt, "tls", None),
-        }
-        m = self._msgs.get(msg_id)
-        if m is not None and not m.removing:
-            # Journaled with the attempt's result (one fsync), or dropped with the message
-            # once every recipient is delivered: an fsync per delivered message was the
-            # outbound bottleneck (bench/outbound-vs-postfix.sh).
-            m.attempts.append(rec)
-            return
-        d = self.spool.record(msg_id, [rec])
-        d.addErrback(
-            lambda f: self.log.warn(
-                "queue: history for {msg_id} not kept: {error}",
-                msg_id=msg_id,
-                error=f.getErrorMessage(),
-            )
-        )
+        """Keep one host-level attempt in the message's history (``AttemptLog.note``)."""
+        self.attempts.note(msg_id, attempt)
 
     # -- outcomes: record results -> retry/expiry -> feed back (Postfix's qmgr_deliver and
     # qmgr_defer) ------------------------------------------------------------------------------
@@ -596,7 +579,7 @@ class QueueManager:
             # Nothing left to remember: the message is removed next, and the removal names it
             # durably in the spool's done log first (Spool.remove, a group commit), so a crash
             # after that does not deliver it again; one before it does, as at-least-once allows.
-            m.attempts.clear()
+            self.attempts.take(m.msg_id)
             return defer.succeed(None)
         history = {
             "k": "a",
@@ -604,7 +587,7 @@ class QueueManager:
             "q": str(lq.name),
             "r": [[rcpts[i].address, rcpts[i].state, rcpts[i].detail] for i in job.indexes],
         }
-        extra, m.attempts = m.attempts + [history], []
+        extra = self.attempts.take(m.msg_id) + [history]
         d: defer.Deferred[None] = self.spool.update(m.msg_id, m.envelope, extra)
         return d
 
@@ -679,5 +662,6 @@ class QueueManager:
     def _removed(self, m: Msg) -> None:
         """``m`` left the spool (Reports): forget it and take the next from the backlog."""
         self._msgs.pop(m.msg_id, None)
+        self.attempts.close(m.msg_id)
         self.data.drop(m)
         self._refill()

@@ -6,7 +6,7 @@ Pure data shared by the manager, its reports and its admin operations; no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet import defer
 
@@ -47,6 +47,3 @@ class Msg:
     bounce_all: str = ""
     removing: bool = False
     waiters: Optional[list[defer.Deferred[bytes]]] = None
-    # Host-level attempts not yet journaled: written with the next journal update, or never
-    # when the message is delivered and removed (history nobody can ask for costs no fsync).
-    attempts: list[dict[str, Any]] = field(default_factory=list)
