@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from zope.interface.verify import verifyObject
+
 from cgtwist.errors import MailError
+from cgtwist.interfaces import IQueue
 from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.logical import SUSPENDED
 from cgtwist.spool.spool import Spool
@@ -14,6 +17,11 @@ from tests.queue.helpers import Agent, QueueTestCase, SyncPool, env
 
 
 class DeliveryTests(QueueTestCase):
+    def test_interface(self) -> None:
+        """The manager provides IQueue, the seam the spool's subscription and the worker
+        supervisor (adopt) use."""
+        self.assertTrue(verifyObject(IQueue, self.manager))
+
     def test_delivered_to_each_queue_then_removed(self) -> None:
         """A message to two local accounts and a remote domain is delivered once per logical
         queue and then leaves the spool."""
