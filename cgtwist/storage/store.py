@@ -608,7 +608,7 @@ class AccountStore:
     @_deferred
     async def unset_setting(self, key: str, node: Optional[str] = None) -> None:
         """Return a setting (this node's or ``node``'s, for a node setting) to its default."""
-        if key not in dynamic.DEFAULTS:
+        if key not in dynamic.SPECS:
             raise InvalidValue(f"unknown setting {key!r}")
         target = self._scope(key, node)
         if target is None:
