@@ -226,7 +226,7 @@ class SmtpSettings:
         "",
         "smarthost as host:port or [host]:port; empty = deliver by MX",
     )
-    relayhost_auth: Optional[dict[str, Any]] = setting(
+    relayhost_auth: Union[None, dict[str, str], list[str], str] = setting(
         None,
         'smarthost login as {"user": ..., "password": ...}; needs verified TLS',
         secret=True,

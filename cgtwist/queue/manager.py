@@ -30,7 +30,7 @@ from cgtwist.queue.logical import LogicalQueue
 from cgtwist.queue.reports import QueueReports
 from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, Msg
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.types import Envelope, QueueName, Recipient, Route
 
@@ -98,33 +98,21 @@ class QueueManager(QueueReports, QueueAdmin):
         self._refilling = False
 
     # -- settings (read at use time) --------------------------------------------------------
-    def _get(self, key: str) -> Any:
-        try:
-            return self.settings.current[key]
-        except KeyError:
-            return DEFAULTS[key][0] if key in DEFAULTS else None
-
     def _per_queue(self, module: str) -> int:
         """Deliveries at once in one logical queue of ``module``: the module's own
         ``queue.<module>_destination_concurrency`` when the settings declare one (LOCAL: an
         account's Maildir takes many writers, where a remote domain wants few connections),
         else the general ``queue.destination_concurrency``."""
-        v = self._get(f"queue.{module.lower()}_destination_concurrency")
-        if v is None:
-            v = self._get("queue.destination_concurrency") or 5
-        return max(1, int(v))
+        return max(1, self.settings.current.queue.destination_concurrency_of(module))
 
     def _module_limit(self, module: str) -> int:
-        v = self._get(f"queue.{module.lower()}_concurrency")
-        if v is None:
-            v = self._get("queue.default_concurrency") or 10
-        return max(1, int(v))
+        return max(1, self.settings.current.queue.concurrency(module))
 
     def _schedule_list(self) -> list[float]:
-        return list(self._get("queue.retry_schedule") or retry.DEFAULT_SCHEDULE)
+        return list(self.settings.current.queue.retry_schedule or retry.DEFAULT_SCHEDULE)
 
     def _lifetime(self) -> float:
-        return float(self._get("queue.max_lifetime"))
+        return float(self.settings.current.queue.max_lifetime)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> defer.Deferred[int]:
@@ -218,7 +206,7 @@ class QueueManager(QueueReports, QueueAdmin):
         return d.addCallback(adopted)
 
     def _window(self) -> int:
-        return max(1, int(self._get("queue.active_window")))
+        return max(1, self.settings.current.queue.active_window)
 
     def _activate(self, m: Msg) -> defer.Deferred[None]:
         submit = dict(m.envelope.submit)
@@ -525,7 +513,7 @@ class QueueManager(QueueReports, QueueAdmin):
             lq.succeeded()
         elif lq.failed(
             now,
-            int(self._get("queue.suspend_after") or 3),
+            self.settings.current.queue.suspend_after or 3,
             retry.retry_delay(self._schedule_list(), lq.failures + 1),
             rcpts[pending[0]].detail,
         ):

@@ -105,7 +105,7 @@ class QueueReports:
         self._track(d.addBoth(done))
 
     def _warn_due(self: Any, m: Msg) -> bool:
-        after = float(self._get("queue.delay_warning") or 0)
+        after = float(self.settings.current.queue.delay_warning)
         if not after or self.delay_warning is None:
             return False
         return self.clock.seconds() - m.queued >= after and any(
