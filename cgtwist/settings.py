@@ -104,7 +104,7 @@ MAX_SMTP_WORKERS = 64
 MAX_SHUTDOWN_GRACE = 600
 
 
-def check_listeners(key: str, value: Any) -> None:
+def check_listeners(key: str, value: object) -> None:
     """The ``listeners`` setting: null (the built-in defaults) or a list of listener
     entries, no two on one address and port."""
     if value is None:
@@ -822,7 +822,7 @@ def is_node_setting(key: str) -> bool:
     return key in NODE_SETTINGS
 
 
-def validate(key: str, value: Any) -> Any:
+def validate(key: str, value: object) -> object:
     """Check a value for ``key`` before it is stored; returns it or raises ValueError."""
     spec = SPECS.get(key)
     if spec is None:
@@ -873,7 +873,7 @@ ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
 DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {}
 
 
-def validate_scoped(scope: str, key: str, value: Any) -> Any:
+def validate_scoped(scope: str, key: str, value: object) -> object:
     """Check an account (``scope`` "account") or domain ("domain") setting before it is
     stored; returns the value or raises ValueError naming the key and what is allowed."""
     known = ACCOUNT_SETTINGS if scope == "account" else DOMAIN_SETTINGS

@@ -14,12 +14,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeGuard, TypeVar
 
 T = TypeVar("T")
 
 # A field's own rule: called with (name, value), raises ValueError with the reason.
-Check = Callable[[str, Any], None]
+Check = Callable[[str, object], None]
 
 
 def setting(
@@ -99,7 +99,7 @@ def _base(kind: Any) -> Any:
     return origin or kind
 
 
-def check_value(spec: Spec, value: Any) -> Any:
+def check_value(spec: Spec, value: object) -> Any:
     """Check ``value`` for ``spec``: the field's own check, then its type's rule (the messages
     ``cgtwist-admin settings set`` has always printed). Returns the value or raises ValueError."""
     key = spec.name
@@ -123,7 +123,7 @@ def check_value(spec: Spec, value: Any) -> Any:
     return value
 
 
-def is_count(value: Any) -> bool:
+def is_count(value: object) -> TypeGuard[int]:
     """A value the generic integer rule accepts (range checks act only on these)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -131,7 +131,7 @@ def is_count(value: Any) -> bool:
 def at_most(high: int, why: str) -> Check:
     """A check refusing a count above ``high`` with ``why`` as the message."""
 
-    def check(key: str, value: Any) -> None:
+    def check(key: str, value: object) -> None:
         if is_count(value) and value > high:
             raise ValueError(why)
 
@@ -141,7 +141,7 @@ def at_most(high: int, why: str) -> Check:
 def at_least(low: int, why: str) -> Check:
     """A check refusing a count below ``low`` with ``why`` as the message."""
 
-    def check(key: str, value: Any) -> None:
+    def check(key: str, value: object) -> None:
         if is_count(value) and value < low:
             raise ValueError(why)
 

@@ -46,7 +46,7 @@ def _lines(value: Any, key: str) -> list[str]:
     raise ValueError(f"{key} must be text (one entry per line) or a list of strings")
 
 
-def address_list(key: str, value: Any) -> None:
+def address_list(key: str, value: object) -> None:
     lines = _lines(value, key)
     try:
         AddressList.parse(lines)
@@ -54,7 +54,7 @@ def address_list(key: str, value: Any) -> None:
         raise ValueError(f"{key}: {e}") from None
 
 
-def sender_list(key: str, value: Any) -> None:
+def sender_list(key: str, value: object) -> None:
     for no, raw in enumerate(_lines(value, key), 1):
         line = raw
         for mark in ("#", ";"):
@@ -74,7 +74,7 @@ _SEND_AS_ITEM = re.compile(
 MAX_SEND_AS = 1000
 
 
-def send_as(key: str, value: Any) -> None:
+def send_as(key: str, value: object) -> None:
     items = [
         item.strip() for line in _lines(value, key) for item in line.split(",") if item.strip()
     ]
@@ -85,7 +85,7 @@ def send_as(key: str, value: Any) -> None:
             raise ValueError(f"{key}: not an address or pattern such as *@example.com: {item!r}")
 
 
-def mode_map(key: str, value: Any) -> None:
+def mode_map(key: str, value: object) -> None:
     if not isinstance(value, Mapping):
         raise ValueError(f"{key} must be an object {{listener or port: {{check: mode}}}}")
     for listener, modes in value.items():
@@ -100,7 +100,7 @@ def mode_map(key: str, value: Any) -> None:
                 raise ValueError(f"{key}[{listener}][{check}] must be one of {', '.join(MODES)}")
 
 
-def spf_actions(key: str, value: Any) -> None:
+def spf_actions(key: str, value: object) -> None:
     if not isinstance(value, Mapping):
         raise ValueError(f"{key} must be an object {{result: action}}")
     for result, action in value.items():
@@ -112,7 +112,7 @@ def spf_actions(key: str, value: Any) -> None:
             raise ValueError(f"{key}: action for {result} must be one of {', '.join(SPF_ACTIONS)}")
 
 
-def rbl_zones(key: str, value: Any) -> None:
+def rbl_zones(key: str, value: object) -> None:
     if not isinstance(value, list):
         raise ValueError(f"{key} must be a list of zone names (zone or zone=codes)")
     for no, entry in enumerate(value, 1):
@@ -126,7 +126,7 @@ def rbl_zones(key: str, value: Any) -> None:
             raise ValueError(f"{key}: entry {no}: not a DNS zone name: {entry!r}")
 
 
-def router_table(key: str, value: Any) -> None:
+def router_table(key: str, value: object) -> None:
     from cgtwist import router  # pure, but large: only loaded when the table changes
 
     if not isinstance(value, str):
@@ -137,7 +137,7 @@ def router_table(key: str, value: Any) -> None:
         raise ValueError(f"{key}: line {e.line}: {e.reason}") from None
 
 
-def delays(key: str, value: Any) -> None:
+def delays(key: str, value: object) -> None:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{key} must be a non-empty list of seconds")
     for d in value:
@@ -147,15 +147,15 @@ def delays(key: str, value: Any) -> None:
             )
 
 
-def positive_number(key: str, value: Any) -> None:
+def positive_number(key: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{key} must be a positive number of seconds")
 
 
-def number(low: float, high: float) -> Callable[[str, Any], None]:
+def number(low: float, high: float) -> Callable[[str, object], None]:
     """A check for a number of seconds (or a factor) from ``low`` to ``high``."""
 
-    def check(key: str, value: Any) -> None:
+    def check(key: str, value: object) -> None:
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
@@ -166,11 +166,11 @@ def number(low: float, high: float) -> Callable[[str, Any], None]:
     return check
 
 
-def mode(key: str, value: Any) -> None:
+def mode(key: str, value: object) -> None:
     if value not in MODES:
         raise ValueError(f"{key} must be one of {', '.join(MODES)}, not {value!r}")
 
 
-def rbl_code(key: str, value: Any) -> None:
+def rbl_code(key: str, value: object) -> None:
     if value not in RBL_CODES or isinstance(value, bool):
         raise ValueError(f"{key} must be one of {', '.join(map(str, RBL_CODES))}")
