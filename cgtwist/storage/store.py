@@ -40,6 +40,19 @@ from cgtwist.types import Account
 
 ENV_POSTMASTER_PASSWORD = "CGTWIST_POSTMASTER_PASSWORD"
 
+# SERVICES (cgtwist.storage.tables) and InvalidValue (storebase) are part of this interface.
+__all__ = [
+    "ENV_POSTMASTER_PASSWORD",
+    "SERVICES",
+    "AccountStore",
+    "InvalidValue",
+    "check_scoped_settings",
+    "check_services",
+    "check_setting_name",
+    "check_target",
+    "open_store",
+]
+
 
 def check_services(services: Optional[Iterable[str]]) -> Optional[frozenset[str]]:
     """Validate a set of service names; None stays None ("all services")."""
