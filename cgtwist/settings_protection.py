@@ -14,6 +14,7 @@ import re
 from typing import Any, Callable, Mapping, Optional
 
 from cgtwist.addresslist import AddressList, AddressListError
+from cgtwist.router_table import RouterParseError, parse_table
 
 MODES = ("off", "nonclients", "all")
 CHECKS = ("blacklist", "rbl", "returnpath", "spf", "reverse_connect")
@@ -127,13 +128,11 @@ def rbl_zones(key: str, value: object) -> None:
 
 
 def router_table(key: str, value: object) -> None:
-    from cgtwist import router  # pure, but large: only loaded when the table changes
-
     if not isinstance(value, str):
         raise ValueError(f"{key} must be the table text")
     try:
-        router.parse_table(value)
-    except router.RouterParseError as e:
+        parse_table(value)
+    except RouterParseError as e:
         raise ValueError(f"{key}: line {e.line}: {e.reason}") from None
 
 
