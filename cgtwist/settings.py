@@ -52,71 +52,8 @@ def default_listeners(privileged: bool) -> list[dict[str, Any]]:
     ]
 
 
-# What a listener entry may hold; anything else is refused, so a typo ("adress") is not
-# silently replaced by a default. HTTP waits for the web interface (WebAdmin) to exist.
-LISTENER_PROTOCOLS = ("smtp", "pop3", "imap")
-LISTENER_KEYS = ("protocol", "address", "port", "tls", "submission", "allow_plain_auth")
-
-
-def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
-    """Validate one listener dict; raises ValueError with a readable reason."""
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"a listener is an object {{{', '.join(LISTENER_KEYS)}}}, not {raw!r}")
-    unknown = sorted(set(raw) - set(LISTENER_KEYS))
-    if unknown:
-        raise ValueError(f"unknown listener key {unknown[0]!r} (known: {', '.join(LISTENER_KEYS)})")
-    proto = str(raw.get("protocol", "")).lower()
-    if proto not in LISTENER_PROTOCOLS:
-        raise ValueError(
-            f"listener protocol must be {', '.join(LISTENER_PROTOCOLS[:-1])} or "
-            f"{LISTENER_PROTOCOLS[-1]}, not {proto!r}"
-            + (" (cgtwist has no web interface yet)" if proto in ("http", "https") else "")
-        )
-    port = raw.get("port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-        raise ValueError(f"listener port must be 1..65535 (0: any free port), not {port!r}")
-    tls = str(raw.get("tls", "starttls")).lower()
-    if tls not in ("none", "starttls", "implicit"):
-        raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
-    address = raw.get("address", "0.0.0.0")
-    try:
-        ipaddress.ip_address(address if isinstance(address, str) else "")
-    except ValueError:
-        raise ValueError(
-            f"listener address must be an IP address (0.0.0.0 or :: for all), not {address!r}"
-        ) from None
-    for flag in ("submission", "allow_plain_auth"):
-        if not isinstance(raw.get(flag, False), bool):
-            raise ValueError(f"listener {flag} must be true or false, not {raw[flag]!r}")
-    if raw.get("submission") and proto != "smtp":
-        raise ValueError(f"listener submission applies to smtp listeners only, not {proto}")
-    return ListenerSpec(
-        protocol=proto,
-        port=port,
-        address=address,
-        tls=tls,
-        submission=bool(raw.get("submission", False)),
-        allow_plain_auth=bool(raw.get("allow_plain_auth", False)),
-    )
-
-
 MAX_SMTP_WORKERS = 64
 MAX_SHUTDOWN_GRACE = 600
-
-
-def check_listeners(key: str, value: object) -> None:
-    """The ``listeners`` setting: null (the built-in defaults) or a list of listener
-    entries, no two on one address and port."""
-    if value is None:
-        return
-    if not isinstance(value, list):
-        raise ValueError("listeners must be a list")
-    specs = [parse_listener(x) for x in value]
-    seen = set()
-    for s in specs:
-        if s.port and (s.address, s.port) in seen:
-            raise ValueError(f"two listeners on {s.address}:{s.port}")
-        seen.add((s.address, s.port))
 
 
 # Every dynamic setting with its default and a one-line description, section by section.
@@ -696,6 +633,69 @@ class RouterSettings:
         10,
         "re-routings of one address before it fails with 5.4.6 routing loop",
     )
+
+
+# What a listener entry may hold; anything else is refused, so a typo ("adress") is not
+# silently replaced by a default. HTTP waits for the web interface (WebAdmin) to exist.
+LISTENER_PROTOCOLS = ("smtp", "pop3", "imap")
+LISTENER_KEYS = ("protocol", "address", "port", "tls", "submission", "allow_plain_auth")
+
+
+def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
+    """Validate one listener dict; raises ValueError with a readable reason."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"a listener is an object {{{', '.join(LISTENER_KEYS)}}}, not {raw!r}")
+    unknown = sorted(set(raw) - set(LISTENER_KEYS))
+    if unknown:
+        raise ValueError(f"unknown listener key {unknown[0]!r} (known: {', '.join(LISTENER_KEYS)})")
+    proto = str(raw.get("protocol", "")).lower()
+    if proto not in LISTENER_PROTOCOLS:
+        raise ValueError(
+            f"listener protocol must be {', '.join(LISTENER_PROTOCOLS[:-1])} or "
+            f"{LISTENER_PROTOCOLS[-1]}, not {proto!r}"
+            + (" (cgtwist has no web interface yet)" if proto in ("http", "https") else "")
+        )
+    port = raw.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ValueError(f"listener port must be 1..65535 (0: any free port), not {port!r}")
+    tls = str(raw.get("tls", "starttls")).lower()
+    if tls not in ("none", "starttls", "implicit"):
+        raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
+    address = raw.get("address", "0.0.0.0")
+    try:
+        ipaddress.ip_address(address if isinstance(address, str) else "")
+    except ValueError:
+        raise ValueError(
+            f"listener address must be an IP address (0.0.0.0 or :: for all), not {address!r}"
+        ) from None
+    for flag in ("submission", "allow_plain_auth"):
+        if not isinstance(raw.get(flag, False), bool):
+            raise ValueError(f"listener {flag} must be true or false, not {raw[flag]!r}")
+    if raw.get("submission") and proto != "smtp":
+        raise ValueError(f"listener submission applies to smtp listeners only, not {proto}")
+    return ListenerSpec(
+        protocol=proto,
+        port=port,
+        address=address,
+        tls=tls,
+        submission=bool(raw.get("submission", False)),
+        allow_plain_auth=bool(raw.get("allow_plain_auth", False)),
+    )
+
+
+def check_listeners(key: str, value: object) -> None:
+    """The ``listeners`` setting: null (the built-in defaults) or a list of listener
+    entries, no two on one address and port."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise ValueError("listeners must be a list")
+    specs = [parse_listener(x) for x in value]
+    seen = set()
+    for s in specs:
+        if s.port and (s.address, s.port) in seen:
+            raise ValueError(f"two listeners on {s.address}:{s.port}")
+        seen.add((s.address, s.port))
 
 
 @dataclass(frozen=True, init=False, eq=False)
