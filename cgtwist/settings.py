@@ -25,7 +25,16 @@ from dataclasses import fields as dataclasses_fields
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 from cgtwist import settings_protection
-from cgtwist.settings_fields import Spec, at_least, at_most, check_value, is_section, setting, walk
+from cgtwist.settings_fields import (
+    Spec,
+    at_least,
+    at_most,
+    check_value,
+    is_section,
+    seconds_list,
+    setting,
+    walk,
+)
 from cgtwist.types import ListenerSpec
 
 # Listener defaults; ports are shifted when running unprivileged (see default_listeners).
@@ -481,6 +490,7 @@ class QueueSettings:
     retry_schedule: list[float] = setting(
         [60, 300, 900, 1800, 3600],
         "seconds between attempts; the last value repeats",
+        check=seconds_list,
     )
     max_lifetime: int = setting(
         432000,

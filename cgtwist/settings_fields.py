@@ -138,6 +138,14 @@ def at_most(high: int, why: str) -> Check:
     return check
 
 
+def seconds_list(key: str, value: object) -> None:
+    """A check refusing a list with an entry that is not a number of seconds (>= 0)."""
+    if isinstance(value, list):
+        for entry in value:
+            if isinstance(entry, bool) or not isinstance(entry, (int, float)) or entry < 0:
+                raise ValueError(f"{key}: each entry must be a number of seconds, not {entry!r}")
+
+
 def at_least(low: int, why: str) -> Check:
     """A check refusing a count below ``low`` with ``why`` as the message."""
 

@@ -50,6 +50,22 @@ class SettingsTests(unittest.TestCase):
         self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 1.5)
         self.assertEqual(settings.validate("server.shutdown_grace", 0), 0)
 
+    def test_retry_schedule_entries_are_seconds(self) -> None:
+        """A retry schedule entry that is not a number of seconds is refused when set: the
+        queue would skip it without a word, so the schedule would not be the one typed."""
+        e = self.assertRaises(ValueError, settings.validate, "queue.retry_schedule", [60, "1h"])
+        self.assertEqual(
+            str(e), "queue.retry_schedule: each entry must be a number of seconds, not '1h'"
+        )
+        self.assertRaises(ValueError, settings.validate, "queue.retry_schedule", [60, -5])
+        self.assertEqual(settings.validate("queue.retry_schedule", [30, 90.5]), [30, 90.5])
+
+    def test_text_settings_must_be_text(self) -> None:
+        """A number where a host name, a path or the Router table is expected is refused."""
+        for key in ("smtp.relayhost", "smtp.relayhost_ca_file", "pipe.app_dir"):
+            e = self.assertRaises(ValueError, settings.validate, key, 5)
+            self.assertEqual(str(e), f"{key} must be a string")
+
     def test_listener_entries_are_checked_key_by_key(self) -> None:
         """A listener entry with a key nothing reads, an http protocol (no web interface),
         a non-IP address, a string for a flag or submission on IMAP is refused, naming it."""
