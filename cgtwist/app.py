@@ -54,12 +54,9 @@ from cgtwist.types import ListenerSpec
 log = Logger(namespace="cgtwist")
 
 
-def shutdown_grace(settings: Any) -> float:
-    """``server.shutdown_grace`` in seconds (a stored value is validated; be safe anyway)."""
-    try:
-        return max(0.0, float(settings["server.shutdown_grace"]))
-    except (KeyError, TypeError, ValueError):
-        return 30.0
+def shutdown_grace(settings: Settings) -> float:
+    """``server.shutdown_grace`` in seconds."""
+    return float(settings.server.shutdown_grace)
 
 
 class Components:

@@ -1,4 +1,4 @@
-"""The Router: parse the routing table, analyse addresses, and decide each address's route.
+"""The Router: decide each address's route from the table and the store's facts.
 
 Pure: no I/O, no twisted.internet. Facts that live in the store (is this domain ours, is there
 such an account or alias) are asked for by *yielding* a query from the ``resolve`` generator;
@@ -8,368 +8,71 @@ Semantics follow COMMUNIGATE.md a.1 and a.2; the points marked [D] there are our
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import shlex
 from dataclasses import dataclass, field, replace
-from typing import Any, Generator, Iterator, Mapping, Optional, Union
+from typing import Any, Generator, Mapping, Union
 
+from cgtwist.router_address import (
+    BAD_DOMAIN,
+    BAD_PROGRAM,
+    BAD_SYNTAX,
+    LOOP,
+    MAX_ADDRESS,
+    NOT_LOCAL,
+    PIPE_DOMAIN,
+    REJECTED,
+    UNKNOWN_USER,
+    AddressError,
+    _complex_inner,
+    _lower,
+    _unquote,
+    normalize_domain,
+    pipe_command,
+    split_address,
+)
+from cgtwist.router_table import Record, RouterParseError, Table, parse_record, parse_table
 from cgtwist.types import Route
 
 KINDS = ("mail", "access", "signal")
 DEFAULT_MAX_HOPS = 10
-PIPE_DOMAIN = "pipe"
-
-# The error texts of ERROR routes: RFC 3463 enhanced code, then generic text.
-LOOP = "5.4.6 routing loop detected"
-UNKNOWN_USER = "5.1.1 unknown user"
-REJECTED = "5.1.1 address rejected"
-BAD_SYNTAX = "5.1.3 bad address syntax"
-BAD_DOMAIN = "5.1.2 bad destination domain"
-BAD_PROGRAM = "5.1.3 invalid PIPE program name"
-NOT_LOCAL = "5.7.8 not a local account"
-
-_RELAY_PREFIXES = {"relay": "Relay", "relayall": "RelayAll", "norelay": "NoRelay"}
-_KIND_PREFIXES = {"mail": "Mail", "access": "Access", "signal": "Signal"}
-_PREFIX_RE = re.compile(r"([A-Za-z]+)\s*:\s*")
 _ENHANCED_RE = re.compile(r"^[45]\.\d{1,3}\.\d{1,3}(\s|$)")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# LDH labels (RFC 1035 §2.3.1) plus "_", which real host names carry and cgtwist.address accepts.
-_LABEL_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
-)
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # route() calls per resolution: bounds NoRelay back-tracking, restarts and the generator depth.
 _MAX_WORK = 200
-# Longest address analysed: RFC 5321 §4.5.3.1.3 allows 256 octets in a path; login names and
-# rewritten addresses get some room, attacker-sized strings none.
-MAX_ADDRESS = 1024
 
-
-def _lower(text: str) -> str:
-    """ASCII-only lower-casing: keeps the length, so wildcard offsets stay valid."""
-    return text.translate(_ASCII_LOWER)
-
-
-class RouterParseError(ValueError):
-    """A bad Router table; ``line`` is the 1-based line number, ``reason`` the problem."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
-        self.line = line
-        self.reason = reason
-
-
-class AddressError(ValueError):
-    """An address the Router cannot analyse; ``status`` is the ERROR route text to use."""
-
-    def __init__(self, reason: str, status: str = BAD_SYNTAX) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
-# --- address analysis (COMMUNIGATE.md a.1) -------------------------------------------------
-
-
-def _scan(text: str) -> Iterator[tuple[int, str]]:
-    """Yield (index, char) of the characters outside double quotes (RFC 5321 §4.1.2)."""
-    quoted = escaped = False
-    for i, c in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted and c == "\\":
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif not quoted:
-            yield i, c
-    if quoted or escaped:
-        raise AddressError("unbalanced quotes")
-
-
-def _unquote(local: str) -> str:
-    """``"a b"`` -> ``a b`` (quoted-pairs undone); other strings unchanged."""
-    if len(local) >= 2 and local[0] == '"' and local[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", local[1:-1])
-    return local
-
-
-def normalize_domain(domain: str) -> str:
-    """Lower-case, strip one trailing dot, IDNA-encode, check LDH syntax or an IP literal."""
-    d = _lower(domain.strip())
-    d = d[:-1] if d.endswith(".") and not d.startswith("[") else d
-    if d.startswith("[") and d.endswith("]"):  # RFC 5321 §4.1.3 address literals
-        inner = d[1:-1]
-        try:
-            if inner.startswith("ipv6:"):
-                return f"[IPv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
-            return f"[{ipaddress.IPv4Address(inner)}]"
-        except ValueError:
-            raise AddressError(f"bad address literal {domain!r}", BAD_DOMAIN) from None
-    if not d.isascii():
-        try:
-            d = d.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise AddressError(f"bad domain {domain!r}", BAD_DOMAIN) from None
-    if not _LABEL_RE.match(d):
-        raise AddressError(f"bad domain {domain!r}", BAD_DOMAIN)
-    return d
-
-
-def split_address(text: str) -> tuple[str, str]:
-    """Split an address into (local, domain), the domain being the next hop.
-
-    Accepts ``local@domain``, the source route ``<@zzzz,@www:xxxx@yyyyy>``, the UUCP path
-    ``zzzz!yyyyy!xxxx``, and ``xxxx%yyyyy`` with no ``@``. A complex local part is returned in
-    the canonical ``%`` form: ``xxxx%yyyyy@zzzz`` gives ("xxxx%yyyyy", "zzzz"). No domain at all
-    gives ("name", ""). Raises AddressError on syntax the Router cannot route.
-    """
-    s = text.strip()
-    if s.startswith("<") and s.endswith(">"):
-        s = s[1:-1].strip()
-    if not s:
-        raise AddressError("empty address")
-    if len(s) > MAX_ADDRESS:
-        raise AddressError("address too long")
-    if _CONTROL_RE.search(s):
-        raise AddressError("control character in address")
-    plain = list(_scan(s))  # also checks the quotes
-    if any(c.isspace() for _i, c in plain):
-        raise AddressError("white space in address")
-    if s.startswith("@"):  # RFC 5321 §4.1.2 A-d-l, §C: source routes are flattened with "%"
-        colon = next((i for i, c in plain if c == ":"), -1)
-        if colon < 0:
-            raise AddressError("source route without ':'")
-        hops = s[:colon].split(",")
-        if any(len(h) < 2 or not h.startswith("@") for h in hops):
-            raise AddressError("bad source route")
-        local, domain = split_address(s[colon + 1 :])
-        if not domain:
-            raise AddressError("source route to an address without domain")
-        tail = "".join("%" + h[1:] for h in reversed(hops[1:]))
-        return f"{local}%{domain}{tail}", normalize_domain(hops[0][1:])
-    ats = [i for i, c in plain if c == "@"]
-    if ats:
-        local, domain = s[: ats[-1]], s[ats[-1] + 1 :]
-        if not local or not domain:
-            raise AddressError("empty local part or domain")
-        if len(ats) > 1:  # a@b@c: the canonical complex local part is a%b
-            chars = list(local)
-            for i in ats[:-1]:
-                chars[i] = "%"
-            local = "".join(chars)
-        return local, normalize_domain(domain)
-    pct = [i for i, c in plain if c == "%"]
-    if pct:
-        local, domain = s[: pct[-1]], s[pct[-1] + 1 :]
-        if not local or not domain:
-            raise AddressError("empty local part or domain")
-        return local, normalize_domain(domain)
-    bangs = [i for i, c in plain if c == "!"]
-    if bangs:
-        cuts = [-1, *bangs, len(s)]
-        parts = [s[a + 1 : b] for a, b in zip(cuts, cuts[1:], strict=False)]
-        if not all(parts):
-            raise AddressError("empty element in '!' path")
-        hosts, user = parts[:-1], parts[-1]
-        return user + "".join("%" + h for h in reversed(hosts[1:])), normalize_domain(hosts[0])
-    return s, ""
-
-
-def _complex_inner(local: str) -> Optional[str]:
-    """The address inside a complex local part (``user%other.dom``), or None for a plain name."""
-    inner = _unquote(local)
-    try:
-        _l, domain = split_address(inner)
-    except AddressError:
-        return None
-    return inner if domain else None
-
-
-def pipe_command(address: str) -> list[str]:
-    """The program and arguments of a ``"prog args"@pipe`` address; ValueError if unsafe.
-
-    PIPE name rules (COMMUNIGATE.md a.5): no ``/`` or ``\\`` and no leading ``.``; never a shell.
-    """
-    local, _domain = split_address(address)
-    command = _unquote(local)
-    if "/" in command or "\\" in command or command.startswith("."):
-        raise ValueError(f"program name may not contain / or \\ or start with '.': {command!r}")
-    try:
-        argv = shlex.split(command)
-    except ValueError as e:
-        raise ValueError(f"bad PIPE command {command!r}: {e}") from None
-    if not argv or argv[0].startswith("."):
-        raise ValueError(f"bad PIPE command {command!r}")
-    return argv
-
-
-# --- the table (COMMUNIGATE.md a.2) -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    """One table line: ``[relay:][type:]<left> = right [; comment]``; ``left`` is lower-cased."""
-
-    left: str
-    right: str
-    relay: str = ""  # "", "Relay", "RelayAll" or "NoRelay"
-    kind: str = ""  # "", "Mail", "Access" or "Signal"
-    comment: str = ""
-    line: int = field(default=0, compare=False)
-
-    @property
-    def relays(self) -> bool:
-        """Relay:/RelayAll: relay the message regardless of its source (dangerous)."""
-        return self.relay in ("Relay", "RelayAll")
-
-    @property
-    def norelay(self) -> bool:
-        return self.relay == "NoRelay"
-
-    @property
-    def target(self) -> str:
-        """What the right side is: "error", "null", "domain" (``@domain``) or "address"."""
-        low = _lower(self.right)
-        if low == "error" or low.startswith("error:"):
-            return "error"
-        if low == "null":
-            return "null"
-        if self.right.startswith("@") and ":" not in self.right:
-            return "domain"
-        return "address"
-
-    def applies_to(self, kind: str) -> bool:
-        return not self.kind or self.kind.lower() == kind
-
-    def match(self, address: str, main_domain: str) -> Optional[str]:
-        """The right side with ``*`` substituted if ``address`` matches the left, else None.
-
-        Case-insensitive; a left side without ``@`` means a name in the main domain [D].
-        """
-        pattern = self.left if "@" in self.left else f"{self.left}@{main_domain}"
-        low = _lower(address)
-        if "*" not in pattern:
-            return self.right if low == pattern else None
-        pre, post = pattern.split("*")
-        if len(low) < len(pre) + len(post) or not (low.startswith(pre) and low.endswith(post)):
-            return None
-        return self.right.replace("*", address[len(pre) : len(address) - len(post)], 1)
-
-    def render(self) -> str:
-        prefix = "".join(p + ":" for p in (self.relay, self.kind) if p)
-        text = f"{prefix}<{self.left}> = {self.right}"
-        return f"{text} ; {self.comment}" if self.comment else text
-
-
-@dataclass(frozen=True)
-class Table:
-    """The parsed Router table: records tried top to bottom, the first match wins."""
-
-    records: tuple[Record, ...] = ()
-
-    def render(self) -> str:
-        return "".join(r.render() + "\n" for r in self.records)
-
-    def relay_records(self) -> list[Record]:
-        return [r for r in self.records if r.relays]
-
-
-def _split_comment(text: str, line: int) -> tuple[str, str]:
-    try:
-        for i, c in _scan(text):
-            if c == ";":
-                return text[:i], text[i + 1 :]
-    except AddressError:
-        raise RouterParseError(line, "unbalanced quotes on the right side") from None
-    return text, ""
-
-
-def parse_record(text: str, line: int = 1) -> Record:
-    """Parse one non-empty, non-comment line; raises RouterParseError naming ``line``."""
-    rest = text.strip()
-    if _CONTROL_RE.search(rest):
-        raise RouterParseError(line, "control character in record")
-    relay = kind = ""
-    while not rest.startswith("<"):
-        m = _PREFIX_RE.match(rest)
-        if m is None:
-            raise RouterParseError(
-                line, "expected [prefix:]<left-address> = right, e.g. <*@old.dom> = *@new.dom"
-            )
-        word = m.group(1).lower()
-        if word in _RELAY_PREFIXES and not relay and not kind:
-            relay = _RELAY_PREFIXES[word]
-        elif word in _KIND_PREFIXES and not kind:
-            kind = _KIND_PREFIXES[word]
-        elif word in _RELAY_PREFIXES and kind:
-            raise RouterParseError(
-                line, f"the relay prefix {m.group(1)}: must come before the type prefix"
-            )
-        elif word in _RELAY_PREFIXES or word in _KIND_PREFIXES:
-            raise RouterParseError(
-                line, f"more than one {'relay' if word in _RELAY_PREFIXES else 'type'} prefix"
-            )
-        else:
-            raise RouterParseError(
-                line,
-                f"unknown prefix {m.group(1)}: (want Relay:, RelayAll:, NoRelay:, Mail:, Access:, Signal:)",
-            )
-        rest = rest[m.end() :]
-    close = rest.find(">")
-    if close < 0:
-        raise RouterParseError(line, "missing '>' after the left address")
-    left = _lower(rest[1:close].strip())
-    if not left:
-        raise RouterParseError(line, "empty left address")
-    if any(c.isspace() or c == "<" for c in left):
-        raise RouterParseError(line, "white space or '<' in the left address")
-    if left.count("*") > 1:
-        raise RouterParseError(line, "more than one '*' on the left side")
-    rest = rest[close + 1 :].lstrip()
-    if not rest.startswith("="):
-        raise RouterParseError(line, "expected '=' after <left-address>")
-    right, comment = _split_comment(rest[1:], line)
-    right, comment = right.strip(), comment.strip()
-    record = Record(left=left, right=right, relay=relay, kind=kind, comment=comment, line=line)
-    _check_right(record, line)
-    return record
-
-
-def _check_right(record: Record, line: int) -> None:
-    right = record.right
-    if not right:
-        raise RouterParseError(line, "empty right side")
-    stars = right.count("*")
-    if stars > 1:
-        raise RouterParseError(line, "more than one '*' on the right side")
-    if stars and "*" not in record.left:
-        raise RouterParseError(line, "'*' on the right side but none on the left")
-    if record.target in ("error", "null"):
-        return
-    sample = right.replace("*", "x")
-    if record.target == "domain":
-        sample = "x" + sample
-    try:
-        local, domain = split_address(sample)
-        if domain == PIPE_DOMAIN:
-            pipe_command(sample)
-    except ValueError as e:
-        raise RouterParseError(line, f"bad right address {right!r}: {e}") from None
-
-
-def parse_table(text: str) -> Table:
-    """Parse the whole table; blank lines and lines starting with ``;`` or ``#`` are ignored.
-
-    Raises RouterParseError for the first bad line (line numbers count ``\\n``-separated lines).
-    """
-    records = []
-    for no, raw in enumerate(text.split("\n"), 1):
-        line = raw.strip()
-        if line and line[0] not in ";#":
-            records.append(parse_record(line, no))
-    return Table(tuple(records))
-
+# The table parser and the address analysis live in cgtwist.router_table and
+# cgtwist.router_address; their names are part of this module's interface too.
+__all__ = [
+    "BAD_DOMAIN",
+    "BAD_PROGRAM",
+    "BAD_SYNTAX",
+    "DEFAULT_MAX_HOPS",
+    "KINDS",
+    "LOOP",
+    "MAX_ADDRESS",
+    "NOT_LOCAL",
+    "PIPE_DOMAIN",
+    "REJECTED",
+    "UNKNOWN_USER",
+    "AccountQuery",
+    "AddressError",
+    "AliasQuery",
+    "DomainQuery",
+    "Query",
+    "Record",
+    "Resolution",
+    "RouteStep",
+    "RouterParseError",
+    "StaticFacts",
+    "Table",
+    "error_route",
+    "normalize_domain",
+    "parse_record",
+    "parse_table",
+    "pipe_command",
+    "resolve",
+    "resolve_with",
+    "split_address",
+]
 
 # --- routing --------------------------------------------------------------------------------
 

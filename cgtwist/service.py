@@ -97,15 +97,15 @@ class CgtwistService(MultiService):
         the administrator did not configure. The store validates the setting when it is set, so
         this takes a database edited by hand or by another version.
         """
-        try:
-            return settings.listeners(self.privileged)
-        except (ValueError, TypeError, AttributeError) as e:
+        problem = settings.problems.get("listeners")
+        if problem is not None:
             log.error(
                 "invalid listeners setting ({err}); listeners left as they are (fix it "
                 "with: cgtwist-admin settings set listeners ...)",
-                err=str(e),
+                err=problem,
             )
             return None
+        return settings.listeners(self.privileged)
 
     def _apply_listeners(self, settings: Settings) -> defer.Deferred[None]:
         specs = self._specs(settings)
@@ -322,21 +322,32 @@ class CgtwistService(MultiService):
         """Log each setting whose value a reload changed (cgtwist-admin, SIGHUP), one line per
         key with the old and new value, so the log shows when a change took effect."""
         last = [self.settings.current]
+        self._log_setting_problems(last[0])
 
         def changed(new: Settings) -> None:
             for key, old, value in describe_changes(last[0], new):
                 log.info("setting {key} applied: {old} -> {new}", key=key, old=old, new=value)
+            self._log_setting_problems(new)
             last[0] = new
 
         self.settings.subscribe(changed)
 
+    @staticmethod
+    def _log_setting_problems(settings: Settings) -> None:
+        """One error line per stored setting that failed its check when loaded (a database
+        edited by hand or by another version): that setting keeps its default until fixed."""
+        for key, problem in sorted(settings.problems.items()):
+            log.error(
+                "setting {key} in the store is not used: {problem} (fix it with: "
+                "cgtwist-admin settings set|reset {key})",
+                key=key,
+                problem=problem,
+            )
+
     def _configure_workers(self, settings: Settings) -> defer.Deferred[None]:
         """Hand the SMTP sockets to ``smtp.workers`` worker processes (0: accept here)."""
         assert self.workers is not None
-        try:
-            n = max(0, int(settings["smtp.workers"]))
-        except (KeyError, TypeError, ValueError):
-            n = 0
+        n = settings.smtp.workers
         self.listeners.delegate(frozenset({"smtp"}) if n else frozenset())
         return self.workers.configure(n, self.listeners.sockets("smtp") if n else [])
 

@@ -1,18 +1,40 @@
-"""Dynamic server settings: their names, defaults, validation, and the live holder.
+"""Dynamic server settings: one frozen dataclass per section, their validation, the live holder.
 
 Pure apart from the holder's observer list. The store keeps only the values an administrator
-changed (key -> JSON); ``Settings`` merges them over ``DEFAULTS``. Components read the current
-``Settings`` from a ``SettingsHolder`` at the moment they need a value, so a change made with
-``cgtwist-admin settings set`` applies at once (new connections, next check, next queue run).
+changed (name -> JSON, e.g. ``smtp.max_recipients``); ``Settings`` checks them once, when it is
+built, and lays them over the defaults declared here, so components read typed values as
+attributes (``settings.current.smtp.max_recipients``) with no cast and no fallback. Components
+read the current ``Settings`` from a ``SettingsHolder`` at the moment they need a value, so a
+change made with ``cgtwist-admin settings set`` applies at once (new connections, next check,
+next queue run).
+
+Adding a setting: a field in its section below, ``setting(default, description, check=...)``;
+its name is the section path and the field name. ``settings show`` lists it, ``settings set``
+checks it and the store keeps it, with nothing else to edit.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import ipaddress
 import json
-from typing import Any, Callable, Iterator, Mapping
+import typing
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclasses_fields
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 from cgtwist import settings_protection
+from cgtwist.settings_fields import (
+    Spec,
+    at_least,
+    at_most,
+    check_value,
+    is_section,
+    seconds_list,
+    setting,
+    walk,
+)
 from cgtwist.types import ListenerSpec
 
 # Listener defaults; ports are shifted when running unprivileged (see default_listeners).
@@ -39,177 +61,350 @@ def default_listeners(privileged: bool) -> list[dict[str, Any]]:
     ]
 
 
-# Every dynamic setting with its default and a one-line description. Limits follow RFC 5321
-# §4.5.3.1 minimums and Postfix's defaults (RELIABILITY.md a2).
-DEFAULTS: dict[str, tuple[Any, str]] = {
-    "listeners": (
-        None,
-        "list of sockets: {protocol, address, port, tls: none|starttls|implicit, submission, allow_plain_auth}; null = built-in defaults",
-    ),
-    # SMTP receiving
-    "smtp.max_command_length": (
+MAX_SMTP_WORKERS = 64
+MAX_SHUTDOWN_GRACE = 600
+
+
+# Every dynamic setting with its default and a one-line description, section by section.
+# Limits follow RFC 5321 §4.5.3.1 minimums and Postfix's defaults (RELIABILITY.md a2).
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """SMTP: receiving (limits, timeouts, deadlines, senders) and sending (outbound timeouts, smarthost)."""
+
+    max_command_length: int = setting(
         2048,
         "longest SMTP command line in octets (RFC 5321 minimum 512); longer: 500 5.5.2",
-    ),
-    "smtp.max_data_line_length": (
+    )
+    max_data_line_length: int = setting(
         10000,
         "longest line inside DATA; longer: 552 5.3.4 after the final dot",
-    ),
-    "smtp.max_message_size": (
+    )
+    max_message_size: int = setting(
         10485760,
         "largest message in octets, advertised as SIZE; larger: 552 5.3.4",
-    ),
-    "smtp.max_recipients": (100, "recipients per message; more: 452 4.5.3"),
-    "smtp.max_errors": (10, "protocol errors before the server answers 421 and disconnects"),
-    "smtp.idle_timeout": (
+    )
+    max_recipients: int = setting(
+        100,
+        "recipients per message; more: 452 4.5.3",
+    )
+    max_errors: int = setting(
+        10,
+        "protocol errors before the server answers 421 and disconnects",
+    )
+    idle_timeout: int = setting(
         300,
         "seconds without a command before 421 and disconnect (RFC 5321 §4.5.3.2.7)",
-    ),
-    "smtp.data_timeout": (
+    )
+    data_timeout: int = setting(
         180,
         "seconds without data during DATA before the transaction is dropped",
-    ),
-    "smtp.max_connections": (
+    )
+    max_connections: int = setting(
         500,
         "concurrent SMTP connections in total; more: 421 4.7.0; 0 = no limit",
-    ),
-    "smtp.max_connections_per_ip": (
+    )
+    max_connections_per_ip: int = setting(
         20,
         "concurrent SMTP connections from one IP (Client IPs exempt); more: 421 4.7.0; 0 = no limit",
-    ),
-    "smtp.workers": (
+    )
+    workers: int = setting(
         0,
         "SMTP worker processes that accept on the SMTP listeners (receiving on other CPU cores than delivery); 0 = the server process itself. Connection, penalty and protection counters are then kept per process",
-    ),
-    "smtp.max_received_headers": (
+        check=at_most(
+            MAX_SMTP_WORKERS,
+            f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
+            "(one per CPU core is a good start)",
+        ),
+        node=True,
+    )
+    max_received_headers: int = setting(
         100,
         "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)",
-    ),
-    "smtp.tls_handshake_timeout": (30, "seconds allowed for a TLS handshake"),
+    )
+    tls_handshake_timeout: int = setting(
+        30,
+        "seconds allowed for a TLS handshake",
+    )
     # Slow clients (RELIABILITY.md #54): deadlines count progress, not bytes, so a client
     # trickling one byte every few seconds is dropped (421 4.4.2) where the idle timer is not.
-    "smtp.command_deadline": (
+    command_deadline: int = setting(
         60,
         "seconds a command line may take from its first octet to its CRLF; slower: 421 4.4.2; 0 = none",
-    ),
-    "smtp.data_deadline": (
+    )
+    data_deadline: int = setting(
         600,
         "seconds DATA may take, plus smtp.data_min_rate's allowance for the octets sent; slower: 421 4.4.2 and the message is discarded; 0 = none",
-    ),
-    "smtp.data_min_rate": (
+    )
+    data_min_rate: int = setting(
         1024,
         "octets per second that earn DATA more time: n octets may take smtp.data_deadline + n / rate seconds; 0 = a fixed smtp.data_deadline",
-    ),
-    "smtp.session_deadline": (
+    )
+    session_deadline: int = setting(
         3600,
         "seconds one SMTP connection may last; then 421 4.4.2 after the reply being worked on (a message in DATA is finished first); 0 = none",
-    ),
-    "smtp.greeting_delay": (
+    )
+    greeting_delay: int = setting(
         0,
         "seconds the 220 banner waits for clients that are not Client IPs on non-submission listeners; input before the banner: 554 and close (Postfix pregreet test); 0 = off, 2 suggested",
-    ),
+    )
     # Sender addresses of authenticated sessions (RELIABILITY.md #44; cgtwist.core.senders)
-    "smtp.restrict_sender": (
+    restrict_sender: bool = setting(
         True,
         "an authenticated session's MAIL FROM must be its own address, an alias or Router address that routes to it, a smtp.send_as entry, or (accounts with the admin flag) any address of its domain; else 553 5.7.1; <> is always allowed",
-    ),
-    "smtp.check_from_header": (
+    )
+    check_from_header: bool = setting(
         False,
         "authenticated sessions: every From: header address must pass the smtp.restrict_sender rule, else 550 5.7.1 after DATA",
-    ),
-    "smtp.send_as": (
+    )
+    send_as: Union[str, list[str]] = setting(
         "",
         "addresses authenticated accounts may also send as: user@domain or a pattern with * (e.g. *@lists.example.com), one per line or comma; set on the server (every account) or on an account (cgtwist-admin settings set --account)",
-    ),
-    # Stopping
-    "server.shutdown_grace": (
+        check=settings_protection.send_as,
+    )
+    # Outbound SMTP (RFC 5321 §4.5.3.2 timeouts, seconds)
+    remote_port: int = setting(
+        25,
+        "TCP port of remote MX hosts (tests point it at loopback sinks)",
+    )
+    relayhost: str = setting(
+        "",
+        "smarthost as host:port or [host]:port; empty = deliver by MX",
+    )
+    relayhost_auth: Union[None, dict[str, str], list[str], str] = setting(
+        None,
+        'smarthost login as {"user": ..., "password": ...}; needs verified TLS',
+        secret=True,
+    )
+    relayhost_ca_file: str = setting(
+        "",
+        "PEM file of CAs trusted for the smarthost; empty = system roots",
+    )
+    opportunistic_tls: bool = setting(
+        True,
+        "use STARTTLS to MX hosts when offered (not verified, RFC 3207)",
+    )
+    timeout_connect: int = setting(
+        30,
+        "seconds to establish the TCP connection to a remote host",
+    )
+    timeout_greeting: int = setting(
+        300,
+        "seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1)",
+    )
+    timeout_command: int = setting(
+        300,
+        "seconds to wait for EHLO/STARTTLS/AUTH/RSET/QUIT replies",
+    )
+    timeout_mail: int = setting(
+        300,
+        "seconds to wait for the MAIL reply (RFC 5321 §4.5.3.2.2)",
+    )
+    timeout_rcpt: int = setting(
+        300,
+        "seconds to wait for each RCPT reply (RFC 5321 §4.5.3.2.3)",
+    )
+    timeout_data_init: int = setting(
+        120,
+        "seconds to wait for the 354 reply to DATA (RFC 5321 §4.5.3.2.4)",
+    )
+    timeout_data_block: int = setting(
+        180,
+        "seconds a block of message data may take to send (§4.5.3.2.5)",
+    )
+    timeout_data_end: int = setting(
+        600,
+        "seconds to wait for the reply to the final dot (§4.5.3.2.6)",
+    )
+    max_addresses: int = setting(
+        5,
+        "remote addresses (MX hosts x IPs) tried per delivery attempt",
+    )
+    connection_reuse_time: int = setting(
+        2,
+        "seconds an idle outbound connection is kept for the next message to the same destination (0 = never reuse)",
+    )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server process as a whole."""
+
+    shutdown_grace: int = setting(
         30,
         "seconds SMTP transactions, POP3 and IMAP sessions (and SMTP worker processes) get to finish after SIGTERM before they are cut; keep it under the init system's stop timeout minus 15 (systemd TimeoutStopSec=60)",
-    ),
-    # Authentication (shared by SMTP AUTH, POP3 and IMAP)
-    "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
-    "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
-    "auth.fail_delays": (
+        check=at_most(
+            MAX_SHUTDOWN_GRACE,
+            f"server.shutdown_grace is at most {MAX_SHUTDOWN_GRACE} seconds: an init "
+            "system kills a server that takes longer to stop",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Authentication, shared by SMTP AUTH, POP3 and IMAP: plaintext, penalties, budgets."""
+
+    allow_plaintext: bool = setting(
+        False,
+        "allow passwords on unencrypted links on every listener",
+    )
+    max_failures: int = setting(
+        5,
+        "failed AUTH attempts on one connection before disconnect",
+    )
+    fail_delays: list[float] = setting(
         [2, 4, 8, 15],
         "seconds to delay the reply to the n-th failure from an IP",
-    ),
-    "auth.penalty_expiry": (
+        check=settings_protection.delays,
+    )
+    penalty_expiry: int = setting(
         900,
         "seconds without a failure after which an IP's AUTH penalty is forgotten (no permanent lock-out)",
-    ),
-    "auth.max_concurrent_per_ip": (
+    )
+    max_concurrent_per_ip: int = setting(
         3,
         "AUTH attempts running at once from one IP (IPv6: per /64) that has failed logins on record; more: 454 4.7.0 / NO [UNAVAILABLE] / -ERR [SYS/TEMP]; 0 = no cap",
-    ),
-    "auth.max_userip_connections": (
+    )
+    max_userip_connections: int = setting(
         10,
         "logged-in POP3/IMAP sessions of one account from one IP (Dovecot mail_max_userip_connections); more: NO [UNAVAILABLE] / -ERR [IN-USE]; 0 = no limit",
-    ),
-    "auth.trusted_ips": (
+    )
+    trusted_ips: Union[str, list[str]] = setting(
         "",
         "address list never delayed or capped by the AUTH penalty (Client IPs are trusted too)",
-    ),
+        check=settings_protection.address_list,
+    )
     # Per-account failure budget (guessing one account from many IPs), shared by every login.
-    "auth.account_max_failures": (
+    account_max_failures: int = setting(
         10,
         "wrong passwords for one account (from any non-Client IP) that lock it for auth.account_lock_time; locked: every login fails like a wrong password except a correct one from a Client IP; 0 = off",
-    ),
-    "auth.account_delay": (
+    )
+    account_delay: float = setting(
         1.0,
         "seconds the reply to an account's first counted wrong password is held",
-    ),
-    "auth.account_delay_growth": (
+        check=settings_protection.number(0, 300),
+    )
+    account_delay_growth: float = setting(
         2.0,
         "factor the per-account delay grows by with each further wrong password (1 = constant)",
-    ),
-    "auth.account_max_delay": (
+        check=settings_protection.number(1, 10),
+    )
+    account_max_delay: float = setting(
         16.0,
         "longest per-account delay in seconds; logins to a locked account wait this long",
-    ),
-    "auth.account_lock_time": (
+        check=settings_protection.number(0, 300),
+    )
+    account_lock_time: int = setting(
         900,
         "seconds an account stays locked; also how long its failures are remembered after the last one",
-    ),
-    # Receiving protection (issue 4). Modes: off | nonclients | all. "Clients" are Client IPs and,
-    # at MAIL FROM, authenticated sessions.
-    "clients.ips": (
+    )
+
+
+@dataclass(frozen=True)
+class ClientsSettings:
+    """Client IPs: the trusted networks."""
+
+    ips: Union[str, list[str]] = setting(
         "",
         "Client IPs (address list: IPs, CIDR, a-b ranges, ; or # comments): trusted networks that may relay and skip RBL/blacklists",
-    ),
-    "protection.whitehole.ips": (
+        check=settings_protection.address_list,
+    )
+
+
+@dataclass(frozen=True)
+class WhiteholeSettings:
+    """White-holed IPs."""
+
+    ips: Union[str, list[str]] = setting(
         "",
         "white-holed IPs (address list): never checked against RBLs or blacklists",
-    ),
-    "protection.blacklist.mode": (
+        check=settings_protection.address_list,
+    )
+
+
+@dataclass(frozen=True)
+class BlacklistSettings:
+    """Blacklisted IPs (at connect) and senders (at MAIL FROM)."""
+
+    mode: str = setting(
         "nonclients",
         "off | nonclients | all: blacklisted IPs (at connect) and senders (at MAIL FROM)",
-    ),
-    "protection.blacklist.ips": ("", "blacklisted IPs (address list): 554 5.7.1 at connect"),
-    "protection.blacklist.senders": (
+        check=settings_protection.mode,
+    )
+    ips: Union[str, list[str]] = setting(
+        "",
+        "blacklisted IPs (address list): 554 5.7.1 at connect",
+        check=settings_protection.address_list,
+    )
+    senders: Union[str, list[str]] = setting(
         "",
         "blacklisted senders: user@domain, domain (or @domain), *.domain; 550 5.7.1 at MAIL FROM",
-    ),
-    "protection.autoblacklist.threshold": (
+        check=settings_protection.sender_list,
+    )
+
+
+@dataclass(frozen=True)
+class AutoBlacklistSettings:
+    """Temporary blacklisting of offending IPs."""
+
+    threshold: int = setting(
         20,
         "offences (failed AUTHs, disconnects for too many of the client's own 5xx errors, talking before the greeting) within the window that blacklist an IP temporarily (never a Client IP); 0 = off",
-    ),
-    "protection.autoblacklist.window": (600, "seconds over which offences are counted"),
-    "protection.autoblacklist.duration": (1800, "seconds an offender stays blacklisted"),
-    "protection.rbl.mode": ("nonclients", "off | nonclients | all: DNSBL check at connect"),
-    "protection.rbl.zones": (
+    )
+    window: int = setting(
+        600,
+        "seconds over which offences are counted",
+    )
+    duration: int = setting(
+        1800,
+        "seconds an offender stays blacklisted",
+    )
+
+
+@dataclass(frozen=True)
+class RblSettings:
+    """DNSBL check at connect."""
+
+    mode: str = setting(
+        "nonclients",
+        "off | nonclients | all: DNSBL check at connect",
+        check=settings_protection.mode,
+    )
+    zones: list[str] = setting(
         [],
         "DNSBL zones asked as reversed-ip.zone (zone=127.0.0.2-127.0.0.9 acts on those codes only); 127.255.255.x answers and timeouts count as not listed",
-    ),
-    "protection.rbl.code": (554, "reply code for an RBL-listed IP (554; 4xx to defer instead)"),
-    "protection.returnpath.mode": (
+        check=settings_protection.rbl_zones,
+    )
+    code: int = setting(
+        554,
+        "reply code for an RBL-listed IP (554; 4xx to defer instead)",
+        check=settings_protection.rbl_code,
+    )
+
+
+@dataclass(frozen=True)
+class ReturnPathSettings:
+    """MAIL FROM domain must resolve."""
+
+    mode: str = setting(
         "nonclients",
         "off | nonclients | all: MAIL FROM domain must have MX or A/AAAA (NXDOMAIN 550 5.1.8, DNS failure 451 4.4.3)",
-    ),
-    "protection.spf.mode": (
+        check=settings_protection.mode,
+    )
+
+
+@dataclass(frozen=True)
+class SpfSettings:
+    """SPF (RFC 7208) at MAIL FROM."""
+
+    mode: str = setting(
         "nonclients",
         "off | nonclients | all: SPF (RFC 7208) at MAIL FROM, HELO identity for <>",
-    ),
-    "protection.spf.actions": (
+        check=settings_protection.mode,
+    )
+    actions: dict[str, str] = setting(
         {
             "pass": "tag",
             "fail": "reject",
@@ -220,189 +415,234 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
             "permerror": "tag",
         },
         "SPF result -> reject (550 5.7.23) | tempfail (451 4.4.3) | tag (accept + Received-SPF/Authentication-Results) | accept (log only)",
-    ),
-    "protection.spf.timeout": (20, "seconds for one whole SPF evaluation (RFC 7208 §4.6.4)"),
-    "protection.reverse_connect.mode": (
+        check=settings_protection.spf_actions,
+    )
+    timeout: float = setting(
+        20,
+        "seconds for one whole SPF evaluation (RFC 7208 §4.6.4)",
+        check=settings_protection.positive_number,
+    )
+
+
+@dataclass(frozen=True)
+class ReverseConnectSettings:
+    """Callback verification of the sender at its MX."""
+
+    mode: str = setting(
         "off",
         "off | nonclients | all: callback verification of the sender at its MX (never for authenticated sessions or <>)",
-    ),
-    "protection.reverse_connect.timeout": (30, "seconds for one whole callback probe"),
-    "protection.reverse_connect.fail_open": (
+        check=settings_protection.mode,
+    )
+    timeout: float = setting(
+        30,
+        "seconds for one whole callback probe",
+        check=settings_protection.positive_number,
+    )
+    fail_open: bool = setting(
         True,
         "on timeout or 4xx from the sender's MX: accept (true) or answer 451 4.1.7 (false)",
-    ),
-    "protection.reverse_connect.positive_ttl": (86400, "seconds a verified sender is cached"),
-    "protection.reverse_connect.negative_ttl": (3600, "seconds a rejected sender is cached"),
-    "protection.reverse_connect.rate_limit": (
+    )
+    positive_ttl: int = setting(
+        86400,
+        "seconds a verified sender is cached",
+    )
+    negative_ttl: int = setting(
+        3600,
+        "seconds a rejected sender is cached",
+    )
+    rate_limit: int = setting(
         10,
         "callback probes per sender domain per minute; more fail open/4xx",
-    ),
-    "protection.reverse_connect.max_concurrency": (10, "callback probes running at once"),
-    "protection.listeners": (
+    )
+    max_concurrency: int = setting(
+        10,
+        "callback probes running at once",
+    )
+
+
+@dataclass(frozen=True)
+class ProtectionSettings:
+    """Receiving protection (issue 4), one section per check. Modes: off | nonclients | all.
+    "Clients" are Client IPs and, at MAIL FROM, authenticated sessions."""
+
+    whitehole: WhiteholeSettings = field(default_factory=WhiteholeSettings)
+    blacklist: BlacklistSettings = field(default_factory=BlacklistSettings)
+    autoblacklist: AutoBlacklistSettings = field(default_factory=AutoBlacklistSettings)
+    rbl: RblSettings = field(default_factory=RblSettings)
+    returnpath: ReturnPathSettings = field(default_factory=ReturnPathSettings)
+    spf: SpfSettings = field(default_factory=SpfSettings)
+    reverse_connect: ReverseConnectSettings = field(default_factory=ReverseConnectSettings)
+    listeners: dict[str, dict[str, str]] = setting(
         {"submission": {"rbl": "off"}},
         'per-listener mode overrides {listener name, port or "submission" (every AUTH-required listener): {blacklist|rbl|returnpath|spf|reverse_connect: mode}}',
-    ),
-    # Queue and delivery
-    "queue.retry_schedule": (
+        check=settings_protection.mode_map,
+    )
+
+    def mode(self, check: str) -> str:
+        """The server-wide mode of ``check`` (one of settings_protection.CHECKS)."""
+        return str(getattr(self, check).mode)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The queue: retries, lifetime, capacity and concurrency."""
+
+    retry_schedule: list[float] = setting(
         [60, 300, 900, 1800, 3600],
         "seconds between attempts; the last value repeats",
-    ),
-    "queue.max_lifetime": (432000, "seconds a message may stay queued before it bounces (5 days)"),
-    "queue.delay_warning": (14400, "seconds before a delay warning DSN is sent (0 = never)"),
-    "queue.max_messages": (
+        check=seconds_list,
+    )
+    max_lifetime: int = setting(
+        432000,
+        "seconds a message may stay queued before it bounces (5 days)",
+    )
+    delay_warning: int = setting(
+        14400,
+        "seconds before a delay warning DSN is sent (0 = never)",
+    )
+    max_messages: int = setting(
         100000,
         "messages in the spool before new mail is refused with 452 4.3.1",
-    ),
-    "queue.local_concurrency": (32, "LOCAL deliveries running at once (all accounts)"),
-    "queue.active_window": (10000, "messages held in memory by the queue manager at once"),
-    "queue.destination_concurrency": (
+    )
+    local_concurrency: int = setting(
+        32,
+        "LOCAL deliveries running at once (all accounts)",
+    )
+    active_window: int = setting(
+        10000,
+        "messages held in memory by the queue manager at once",
+    )
+    destination_concurrency: int = setting(
         5,
         "deliveries running at once per logical queue: one remote domain, one pipe (LOCAL accounts: queue.local_destination_concurrency)",
-    ),
-    "queue.local_destination_concurrency": (
+    )
+    local_destination_concurrency: int = setting(
         20,
         "LOCAL deliveries running at once into one account (Maildir takes concurrent writers; each waits mostly for its fsyncs)",
-    ),
-    "queue.smtp_concurrency": (
+    )
+    smtp_concurrency: int = setting(
         100,
         "outbound SMTP deliveries running at once (all domains; Postfix default_process_limit)",
-    ),
-    "queue.default_concurrency": (
+    )
+    default_concurrency: int = setting(
         10,
         "deliveries running at once per module without its own queue.<module>_concurrency",
-    ),
-    "queue.suspend_after": (
+    )
+    suspend_after: int = setting(
         3,
         "consecutive failed attempts before a logical queue is suspended until its next retry",
-    ),
-    # Mail access
-    "pop3.idle_timeout": (
+    )
+
+    def concurrency(self, module: str) -> int:
+        """Deliveries at once of ``module`` (all its logical queues): its own
+        ``queue.<module>_concurrency`` where one is declared, else ``default_concurrency``."""
+        own = getattr(self, f"{module.lower()}_concurrency", None)
+        return own if isinstance(own, int) else self.default_concurrency
+
+    def destination_concurrency_of(self, module: str) -> int:
+        """Deliveries at once in one logical queue of ``module``: its own
+        ``queue.<module>_destination_concurrency`` where one is declared (LOCAL: an account's
+        Maildir takes many writers, where a remote domain wants few connections), else
+        ``destination_concurrency``."""
+        own = getattr(self, f"{module.lower()}_destination_concurrency", None)
+        return own if isinstance(own, int) else self.destination_concurrency
+
+
+@dataclass(frozen=True)
+class Pop3Settings:
+    """POP3 sessions."""
+
+    idle_timeout: int = setting(
         600,
         "seconds of inactivity before a POP3 session is closed (RFC 1939: >= 10 min)",
-    ),
-    "imap.idle_timeout": (
+    )
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """IMAP sessions."""
+
+    idle_timeout: int = setting(
         1800,
         "seconds of inactivity before an authenticated IMAP session is closed (>= 29 min)",
-    ),
-    "imap.preauth_timeout": (
+    )
+    preauth_timeout: int = setting(
         60,
         "seconds of inactivity before an unauthenticated IMAP session is closed",
-    ),
-    "imap.max_literal": (52428800, "largest APPEND literal in octets, advertised as APPENDLIMIT"),
-    "imap.max_append_messages": (
+    )
+    max_literal: int = setting(
+        52428800,
+        "largest APPEND literal in octets, advertised as APPENDLIMIT",
+    )
+    max_append_messages: int = setting(
         1000,
         "messages in one APPEND (MULTIAPPEND, RFC 3502), at least 1; more: NO [LIMIT]",
-    ),
-    "imap.max_command_length": (65536, "longest IMAP command line in octets"),
-    "imap.max_list_pattern": (
+        check=at_least(
+            1, "imap.max_append_messages is at least 1: APPEND stores one message or more"
+        ),
+    )
+    max_command_length: int = setting(
+        65536,
+        "longest IMAP command line in octets",
+    )
+    max_list_pattern: int = setting(
         1024,
         "longest LIST/LSUB reference plus pattern in octets; longer is BAD",
-    ),
-    "access.max_connections_per_ip": (
+    )
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """POP3 and IMAP connections."""
+
+    max_connections_per_ip: int = setting(
         20,
         "concurrent POP3/IMAP connections from one IP to one listener (Client IPs exempt); 0 = no limit",
-    ),
-    # Outbound SMTP (RFC 5321 §4.5.3.2 timeouts, seconds)
-    "smtp.remote_port": (25, "TCP port of remote MX hosts (tests point it at loopback sinks)"),
-    "smtp.relayhost": ("", "smarthost as host:port or [host]:port; empty = deliver by MX"),
-    "smtp.relayhost_auth": (
-        None,
-        'smarthost login as {"user": ..., "password": ...}; needs verified TLS',
-    ),
-    "smtp.relayhost_ca_file": (
-        "",
-        "PEM file of CAs trusted for the smarthost; empty = system roots",
-    ),
-    "smtp.opportunistic_tls": (
-        True,
-        "use STARTTLS to MX hosts when offered (not verified, RFC 3207)",
-    ),
-    "smtp.timeout_connect": (30, "seconds to establish the TCP connection to a remote host"),
-    "smtp.timeout_greeting": (300, "seconds to wait for the 220 greeting (RFC 5321 §4.5.3.2.1)"),
-    "smtp.timeout_command": (300, "seconds to wait for EHLO/STARTTLS/AUTH/RSET/QUIT replies"),
-    "smtp.timeout_mail": (300, "seconds to wait for the MAIL reply (RFC 5321 §4.5.3.2.2)"),
-    "smtp.timeout_rcpt": (300, "seconds to wait for each RCPT reply (RFC 5321 §4.5.3.2.3)"),
-    "smtp.timeout_data_init": (
-        120,
-        "seconds to wait for the 354 reply to DATA (RFC 5321 §4.5.3.2.4)",
-    ),
-    "smtp.timeout_data_block": (
-        180,
-        "seconds a block of message data may take to send (§4.5.3.2.5)",
-    ),
-    "smtp.timeout_data_end": (600, "seconds to wait for the reply to the final dot (§4.5.3.2.6)"),
-    "smtp.max_addresses": (5, "remote addresses (MX hosts x IPs) tried per delivery attempt"),
-    "smtp.connection_reuse_time": (
-        2,
-        "seconds an idle outbound connection is kept for the next message to the same destination (0 = never reuse)",
-    ),
-    "dsn.max_full_size": (
+    )
+
+
+@dataclass(frozen=True)
+class DsnSettings:
+    """Delivery status notifications (bounces)."""
+
+    max_full_size: int = setting(
         1048576,
         "messages larger than this are returned as headers only in bounces unless RET=FULL",
-    ),
-    # PIPE module
-    "pipe.app_dir": (
+    )
+
+
+@dataclass(frozen=True)
+class PipeSettings:
+    """The PIPE module and the Submitted/ folder."""
+
+    app_dir: str = setting(
         "",
         'directory of programs that "program args"@pipe may run; empty = PIPE delivery disabled',
-    ),
-    "pipe.timeout": (
+        node=True,
+    )
+    timeout: int = setting(
         600,
         "seconds a PIPE program may run before it is killed and the delivery retried",
-    ),
-    "pipe.submitted_scan_interval": (
+    )
+    submitted_scan_interval: int = setting(
         60,
         "seconds between scans of Submitted/ where inotify is unavailable",
-    ),
-    # Router
-    "router.table": (
+    )
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """The Router table."""
+
+    table: str = setting(
         "",
         "the Router table text, one record per line: [Relay:|NoRelay:][Mail:|Access:|Signal:]<left> = right [; comment]",
-    ),
-    "router.max_hops": (10, "re-routings of one address before it fails with 5.4.6 routing loop"),
-}
-
-
-# Node settings (docs/CLUSTER.md): what belongs to one server process and its machine rather
-# than to the mail system, kept per node (``[server] node`` in the bootstrap file) in the store.
-# Every other setting is cluster-wide: every node sharing the database uses the same value.
-# ``listeners``: addresses are the machine's own; ``smtp.workers``: processes per machine's
-# cores; ``pipe.app_dir``: a directory on the machine's file system.
-NODE_SETTINGS = frozenset({"listeners", "smtp.workers", "pipe.app_dir"})
-
-
-def is_node_setting(key: str) -> bool:
-    """True for a setting kept per node, False for a cluster-wide one."""
-    return key in NODE_SETTINGS
-
-
-class Settings(Mapping[str, Any]):
-    """An immutable view: administrator overrides merged over DEFAULTS."""
-
-    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
-        self._values = {k: v for k, (v, _doc) in DEFAULTS.items()}
-        self._values.update(overrides or {})
-        self.overrides = dict(overrides or {})
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    # Mapping's mixins go through __getitem__ and a KeyError; these are read for every
-    # command of every session, so they ask the dict directly.
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._values.get(key, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def listeners(self, privileged: bool) -> list[ListenerSpec]:
-        raw = self._values.get("listeners") or default_listeners(privileged)
-        return [parse_listener(x) for x in raw]
+        check=settings_protection.router_table,
+    )
+    max_hops: int = setting(
+        10,
+        "re-routings of one address before it fails with 5.4.6 routing loop",
+    )
 
 
 # What a listener entry may hold; anything else is refused, so a typo ("adress") is not
@@ -453,53 +693,151 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
     )
 
 
-MAX_SMTP_WORKERS = 64
-MAX_SHUTDOWN_GRACE = 600
+def check_listeners(key: str, value: object) -> None:
+    """The ``listeners`` setting: null (the built-in defaults) or a list of listener
+    entries, no two on one address and port."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise ValueError("listeners must be a list")
+    specs = [parse_listener(x) for x in value]
+    seen = set()
+    for s in specs:
+        if s.port and (s.address, s.port) in seen:
+            raise ValueError(f"two listeners on {s.address}:{s.port}")
+        seen.add((s.address, s.port))
 
 
-def validate(key: str, value: Any) -> Any:
+@dataclass(frozen=True, init=False, eq=False)
+class Settings(Mapping[str, Any]):
+    """The settings in force: administrator overrides checked and laid over the defaults.
+
+    Read typed values as attributes (``settings.smtp.max_recipients``). As a mapping it
+    answers by name (``settings["smtp.max_recipients"]``), for the CLI and the logs. An
+    override that fails its check (a database edited by hand or written by another version)
+    is not used: the default stands in and ``problems`` says why, by name, for the log; where
+    the default would do harm (listeners, the Router table) the reader consults ``problems``.
+    """
+
+    listener_entries: Optional[list[dict[str, Any]]] = setting(
+        None,
+        "list of sockets: {protocol, address, port, tls: none|starttls|implicit, submission, allow_plain_auth}; null = built-in defaults",
+        check=check_listeners,
+        name="listeners",
+        node=True,
+    )
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    clients: ClientsSettings = field(default_factory=ClientsSettings)
+    protection: ProtectionSettings = field(default_factory=ProtectionSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    dsn: DsnSettings = field(default_factory=DsnSettings)
+    pipe: PipeSettings = field(default_factory=PipeSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    # What the administrator changed (name -> value, as stored) and why any was not used.
+    overrides: dict[str, Any] = field(default_factory=dict, repr=False)
+    problems: dict[str, str] = field(default_factory=dict, repr=False)
+    _values: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __init__(self, overrides: Optional[Mapping[str, Any]] = None) -> None:
+        given = dict(overrides or {})
+        accepted: dict[tuple[str, ...], Any] = {}
+        problems: dict[str, str] = {}
+        for key, value in given.items():
+            spec = SPECS.get(key)
+            if spec is None:
+                problems[key] = f"unknown setting {key!r}; ignored"
+                continue
+            try:
+                accepted[spec.path] = check_value(spec, value)
+            except ValueError as e:
+                problems[key] = str(e)
+        values = _fields_of(type(self), (), accepted)
+        values.update(overrides=given, problems=problems)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_values", {k: self._at(s.path) for k, s in SPECS.items()})
+
+    def _at(self, path: tuple[str, ...]) -> Any:
+        obj: Any = self
+        for name in path:
+            obj = getattr(obj, name)
+        return obj
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SPECS)
+
+    def __len__(self) -> int:
+        return len(SPECS)
+
+    def listeners(self, privileged: bool) -> list[ListenerSpec]:
+        raw = self.listener_entries or default_listeners(privileged)
+        return [parse_listener(x) for x in raw]
+
+
+@functools.cache
+def _layout(cls: type) -> tuple[tuple[str, Optional[type]], ...]:
+    """(attribute, section class or None for a setting) for each field of ``cls`` that is a
+    section or a setting, computed once per class."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, Optional[type]]] = []
+    for f in dataclasses_fields(cls):
+        kind = hints[f.name]
+        if is_section(kind):
+            out.append((f.name, kind))
+        elif "doc" in f.metadata:
+            out.append((f.name, None))
+    return tuple(out)
+
+
+def _fields_of(
+    cls: type, path: tuple[str, ...], accepted: Mapping[tuple[str, ...], Any]
+) -> dict[str, Any]:
+    """Every setting and section of ``cls`` at ``path``: accepted overrides, else defaults."""
+    out: dict[str, Any] = {}
+    for name, section in _layout(cls):
+        here = path + (name,)
+        if section is not None:
+            out[name] = section(**_fields_of(section, here, accepted))
+        elif here in accepted:
+            out[name] = accepted[here]
+        else:
+            out[name] = copy.deepcopy(_BY_PATH[here].default)
+    return out
+
+
+# The catalogue: every setting by name, from the dataclasses above (the one source).
+SPECS: dict[str, Spec] = {s.name: s for s in walk(Settings)}
+_BY_PATH: dict[tuple[str, ...], Spec] = {s.path: s for s in SPECS.values()}
+# name -> (default, description), as the catalogue was once written: kept for readers by name.
+DEFAULTS: dict[str, tuple[Any, str]] = {k: (s.default, s.doc) for k, s in SPECS.items()}
+
+# Node settings (docs/CLUSTER.md): what belongs to one server process and its machine rather
+# than to the mail system, kept per node (``[server] node`` in the bootstrap file) in the store.
+# Every other setting is cluster-wide: every node sharing the database uses the same value.
+# ``listeners``: addresses are the machine's own; ``smtp.workers``: processes per machine's
+# cores; ``pipe.app_dir``: a directory on the machine's file system.
+NODE_SETTINGS = frozenset(k for k, s in SPECS.items() if s.node)
+
+
+def is_node_setting(key: str) -> bool:
+    """True for a setting kept per node, False for a cluster-wide one."""
+    return key in NODE_SETTINGS
+
+
+def validate(key: str, value: object) -> object:
     """Check a value for ``key`` before it is stored; returns it or raises ValueError."""
-    if key not in DEFAULTS:
+    spec = SPECS.get(key)
+    if spec is None:
         raise ValueError(f"unknown setting {key!r} ('cgtwist-admin settings show' lists them)")
-    default = DEFAULTS[key][0]
-    if key == "listeners":
-        if value is not None:
-            if not isinstance(value, list):
-                raise ValueError("listeners must be a list")
-            specs = [parse_listener(x) for x in value]
-            seen = set()
-            for s in specs:
-                if s.port and (s.address, s.port) in seen:
-                    raise ValueError(f"two listeners on {s.address}:{s.port}")
-                seen.add((s.address, s.port))
-        return value
-    settings_protection.validate(key, value)  # protection, AUTH penalty, Router table
-    if key in settings_protection.FRACTIONAL_KEYS:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{key} must be a non-negative integer")
-        if key == "server.shutdown_grace" and value > MAX_SHUTDOWN_GRACE:
-            raise ValueError(
-                f"server.shutdown_grace is at most {MAX_SHUTDOWN_GRACE} seconds: an init "
-                "system kills a server that takes longer to stop"
-            )
-        if key == "imap.max_append_messages" and value < 1:
-            raise ValueError(
-                "imap.max_append_messages is at least 1: APPEND stores one message or more"
-            )
-        if key == "smtp.workers" and value > MAX_SMTP_WORKERS:
-            raise ValueError(
-                f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
-                "(one per CPU core is a good start)"
-            )
-    elif isinstance(default, list):
-        if not isinstance(value, list):
-            raise ValueError(f"{key} must be a list")
-    return value
+    return check_value(spec, value)
 
 
 def parse_cli_value(text: str) -> Any:
@@ -545,7 +883,7 @@ ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
 DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {}
 
 
-def validate_scoped(scope: str, key: str, value: Any) -> Any:
+def validate_scoped(scope: str, key: str, value: object) -> object:
     """Check an account (``scope`` "account") or domain ("domain") setting before it is
     stored; returns the value or raises ValueError naming the key and what is allowed."""
     known = ACCOUNT_SETTINGS if scope == "account" else DOMAIN_SETTINGS
@@ -566,7 +904,7 @@ def validate_scoped(scope: str, key: str, value: Any) -> Any:
 
 
 # Values never written to the log (they hold a password).
-SECRET_SETTINGS = frozenset({"smtp.relayhost_auth"})
+SECRET_SETTINGS = frozenset(k for k, s in SPECS.items() if s.secret)
 
 
 def describe_changes(old: Settings, new: Settings, width: int = 120) -> list[tuple[str, str, str]]:

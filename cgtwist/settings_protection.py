@@ -1,19 +1,20 @@
 """Validation of the receiving-protection, AUTH-penalty, send-as and Router settings before they
 are stored.
 
-Pure: no I/O, no twisted. ``cgtwist.settings.validate`` calls ``validate`` for every key, so
-``cgtwist-admin settings set`` (server, domain or account level) refuses a value the running
-server could not use, with a readable reason; address lists, sender lists and the Router table
-name the offending line. Also owns the vocabulary the checks share (modes, check names, SPF
+Pure: no I/O, no twisted. Each function here is the ``check`` of one or more fields declared in
+``cgtwist.settings``, so ``cgtwist-admin settings set`` (server, domain or account level)
+refuses a value the running server could not use, with a readable reason; address lists,
+sender lists and the Router table name the offending line. Also owns the vocabulary the checks share (modes, check names, SPF
 results and actions) so cgtwist.core.protection and this module cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from cgtwist.addresslist import AddressList, AddressListError
+from cgtwist.router_table import RouterParseError, parse_table
 
 MODES = ("off", "nonclients", "all")
 CHECKS = ("blacklist", "rbl", "returnpath", "spf", "reverse_connect")
@@ -22,12 +23,6 @@ SPF_ACTIONS = ("reject", "tempfail", "tag", "accept")
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 # RFC 5321 §4.2.2/§3.1: codes that make sense for refusing a listed client at connect.
 RBL_CODES = (421, 450, 451, 550, 554)
-ADDRESS_LIST_KEYS = (
-    "clients.ips",
-    "protection.whitehole.ips",
-    "protection.blacklist.ips",
-    "auth.trusted_ips",
-)
 
 _SENDER_ITEM = re.compile(r"^(\*\.|\.|@)?[^\s@\x00-\x1f\x7f]+(@[^\s@\x00-\x1f\x7f]+)?$")
 _ZONE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
@@ -52,7 +47,7 @@ def _lines(value: Any, key: str) -> list[str]:
     raise ValueError(f"{key} must be text (one entry per line) or a list of strings")
 
 
-def _address_list(key: str, value: Any) -> None:
+def address_list(key: str, value: object) -> None:
     lines = _lines(value, key)
     try:
         AddressList.parse(lines)
@@ -60,7 +55,7 @@ def _address_list(key: str, value: Any) -> None:
         raise ValueError(f"{key}: {e}") from None
 
 
-def _sender_list(key: str, value: Any) -> None:
+def sender_list(key: str, value: object) -> None:
     for no, raw in enumerate(_lines(value, key), 1):
         line = raw
         for mark in ("#", ";"):
@@ -80,7 +75,7 @@ _SEND_AS_ITEM = re.compile(
 MAX_SEND_AS = 1000
 
 
-def _send_as(key: str, value: Any) -> None:
+def send_as(key: str, value: object) -> None:
     items = [
         item.strip() for line in _lines(value, key) for item in line.split(",") if item.strip()
     ]
@@ -91,7 +86,7 @@ def _send_as(key: str, value: Any) -> None:
             raise ValueError(f"{key}: not an address or pattern such as *@example.com: {item!r}")
 
 
-def _mode_map(key: str, value: Any) -> None:
+def mode_map(key: str, value: object) -> None:
     if not isinstance(value, Mapping):
         raise ValueError(f"{key} must be an object {{listener or port: {{check: mode}}}}")
     for listener, modes in value.items():
@@ -106,7 +101,7 @@ def _mode_map(key: str, value: Any) -> None:
                 raise ValueError(f"{key}[{listener}][{check}] must be one of {', '.join(MODES)}")
 
 
-def _spf_actions(key: str, value: Any) -> None:
+def spf_actions(key: str, value: object) -> None:
     if not isinstance(value, Mapping):
         raise ValueError(f"{key} must be an object {{result: action}}")
     for result, action in value.items():
@@ -118,7 +113,7 @@ def _spf_actions(key: str, value: Any) -> None:
             raise ValueError(f"{key}: action for {result} must be one of {', '.join(SPF_ACTIONS)}")
 
 
-def _rbl_zones(key: str, value: Any) -> None:
+def rbl_zones(key: str, value: object) -> None:
     if not isinstance(value, list):
         raise ValueError(f"{key} must be a list of zone names (zone or zone=codes)")
     for no, entry in enumerate(value, 1):
@@ -132,18 +127,16 @@ def _rbl_zones(key: str, value: Any) -> None:
             raise ValueError(f"{key}: entry {no}: not a DNS zone name: {entry!r}")
 
 
-def _router_table(key: str, value: Any) -> None:
-    from cgtwist import router  # pure, but large: only loaded when the table changes
-
+def router_table(key: str, value: object) -> None:
     if not isinstance(value, str):
         raise ValueError(f"{key} must be the table text")
     try:
-        router.parse_table(value)
-    except router.RouterParseError as e:
+        parse_table(value)
+    except RouterParseError as e:
         raise ValueError(f"{key}: line {e.line}: {e.reason}") from None
 
 
-def _delays(key: str, value: Any) -> None:
+def delays(key: str, value: object) -> None:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{key} must be a non-empty list of seconds")
     for d in value:
@@ -153,49 +146,30 @@ def _delays(key: str, value: Any) -> None:
             )
 
 
-def _positive_number(key: str, value: Any) -> None:
+def positive_number(key: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{key} must be a positive number of seconds")
 
 
-def _number(key: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{key} must be a number from {low:g} to {high:g}, not {value!r}")
+def number(low: float, high: float) -> Callable[[str, object], None]:
+    """A check for a number of seconds (or a factor) from ``low`` to ``high``."""
+
+    def check(key: str, value: object) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low <= value <= high
+        ):
+            raise ValueError(f"{key} must be a number from {low:g} to {high:g}, not {value!r}")
+
+    return check
 
 
-# Timeouts that may be fractions of a second (tests, fast networks); the generic integer check
-# in cgtwist.settings.validate is skipped for them.
-FRACTIONAL_KEYS = ("protection.spf.timeout", "protection.reverse_connect.timeout")
+def mode(key: str, value: object) -> None:
+    if value not in MODES:
+        raise ValueError(f"{key} must be one of {', '.join(MODES)}, not {value!r}")
 
 
-def validate(key: str, value: Any) -> Any:
-    """Check a value for ``key``; returns it or raises ValueError. Keys not ours pass unchecked."""
-    if key in ADDRESS_LIST_KEYS:
-        _address_list(key, value)
-    elif key == "protection.blacklist.senders":
-        _sender_list(key, value)
-    elif key.startswith("protection.") and key.endswith(".mode"):
-        if value not in MODES:
-            raise ValueError(f"{key} must be one of {', '.join(MODES)}, not {value!r}")
-    elif key == "protection.listeners":
-        _mode_map(key, value)
-    elif key == "protection.spf.actions":
-        _spf_actions(key, value)
-    elif key == "protection.rbl.zones":
-        _rbl_zones(key, value)
-    elif key == "protection.rbl.code":
-        if value not in RBL_CODES or isinstance(value, bool):
-            raise ValueError(f"{key} must be one of {', '.join(map(str, RBL_CODES))}")
-    elif key in FRACTIONAL_KEYS:
-        _positive_number(key, value)
-    elif key == "auth.fail_delays":
-        _delays(key, value)
-    elif key == "smtp.send_as":
-        _send_as(key, value)
-    elif key in ("auth.account_delay", "auth.account_max_delay"):
-        _number(key, value, 0, 300)
-    elif key == "auth.account_delay_growth":
-        _number(key, value, 1, 10)
-    elif key == "router.table":
-        _router_table(key, value)
-    return value
+def rbl_code(key: str, value: object) -> None:
+    if value not in RBL_CODES or isinstance(value, bool):
+        raise ValueError(f"{key} must be one of {', '.join(map(str, RBL_CODES))}")

@@ -50,6 +50,22 @@ class SettingsTests(unittest.TestCase):
         self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 1.5)
         self.assertEqual(settings.validate("server.shutdown_grace", 0), 0)
 
+    def test_retry_schedule_entries_are_seconds(self) -> None:
+        """A retry schedule entry that is not a number of seconds is refused when set: the
+        queue would skip it without a word, so the schedule would not be the one typed."""
+        e = self.assertRaises(ValueError, settings.validate, "queue.retry_schedule", [60, "1h"])
+        self.assertEqual(
+            str(e), "queue.retry_schedule: each entry must be a number of seconds, not '1h'"
+        )
+        self.assertRaises(ValueError, settings.validate, "queue.retry_schedule", [60, -5])
+        self.assertEqual(settings.validate("queue.retry_schedule", [30, 90.5]), [30, 90.5])
+
+    def test_text_settings_must_be_text(self) -> None:
+        """A number where a host name, a path or the Router table is expected is refused."""
+        for key in ("smtp.relayhost", "smtp.relayhost_ca_file", "pipe.app_dir"):
+            e = self.assertRaises(ValueError, settings.validate, key, 5)
+            self.assertEqual(str(e), f"{key} must be a string")
+
     def test_listener_entries_are_checked_key_by_key(self) -> None:
         """A listener entry with a key nothing reads, an http protocol (no web interface),
         a non-IP address, a string for a flag or submission on IMAP is refused, naming it."""
@@ -90,11 +106,11 @@ class SettingsTests(unittest.TestCase):
     def test_describe_changes_names_each_changed_key_and_hides_secrets(self) -> None:
         """What the server logs when it applies a reload: changed keys only, secrets hidden,
         long values cut."""
-        old = settings.Settings({"smtp.max_recipients": 5, "router.table": "x" * 500})
+        old = settings.Settings({"smtp.max_recipients": 5, "router.table": "; " + "x" * 500})
         new = settings.Settings(
             {
                 "smtp.max_recipients": 7,
-                "router.table": "x" * 500,
+                "router.table": "; " + "x" * 500,
                 "smtp.relayhost_auth": {"user": "u", "password": "hunter2"},
             }
         )
@@ -104,7 +120,7 @@ class SettingsTests(unittest.TestCase):
             [("smtp.max_recipients", "5", "7"), ("smtp.relayhost_auth", "null", "(hidden)")],
         )
         cut = settings.describe_changes(
-            settings.Settings(), new.__class__({"router.table": "y" * 500})
+            settings.Settings(), new.__class__({"router.table": "; " + "y" * 500})
         )
         self.assertEqual(len(cut[0][2]), 120)
         self.assertTrue(cut[0][2].endswith("..."))
@@ -122,3 +138,59 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual(settings.parse_cli_value("10"), 10)
         self.assertEqual(settings.parse_cli_value("true"), True)
         self.assertEqual(settings.parse_cli_value("hello"), "hello")
+
+
+class TypedSettingsTests(unittest.TestCase):
+    """One frozen dataclass per section, checked once when built, read as attributes."""
+
+    def test_sections_are_read_as_typed_attributes(self) -> None:
+        """An override reaches the attribute the code reads; the rest keep their defaults."""
+        s = settings.Settings({"smtp.max_recipients": 5, "protection.rbl.code": 450})
+        self.assertEqual(s.smtp.max_recipients, 5)
+        self.assertEqual(s.protection.rbl.code, 450)
+        self.assertEqual(s.smtp.max_errors, 10)
+        self.assertEqual(s.protection.mode("spf"), "nonclients")
+        self.assertEqual(s.queue.concurrency("LOCAL"), 32)
+        self.assertEqual(s.queue.concurrency("PIPE"), 10)  # queue.default_concurrency
+        self.assertEqual(s.queue.destination_concurrency_of("LOCAL"), 20)
+        self.assertEqual(s.queue.destination_concurrency_of("SMTP"), 5)
+        self.assertRaises(AttributeError, setattr, s.smtp, "max_recipients", 6)
+
+    def test_names_come_from_the_fields(self) -> None:
+        """Every name the store and the CLI use maps to a field, with its default and
+        description; node and secret settings are marked on their fields."""
+        self.assertEqual(
+            settings.NODE_SETTINGS, frozenset({"listeners", "smtp.workers", "pipe.app_dir"})
+        )
+        self.assertEqual(settings.SECRET_SETTINGS, frozenset({"smtp.relayhost_auth"}))
+        s = settings.Settings()
+        for name, spec in settings.SPECS.items():
+            self.assertEqual(s[name], spec.default, name)
+            self.assertTrue(spec.doc, name)
+            self.assertEqual(settings.DEFAULTS[name], (spec.default, spec.doc))
+        self.assertEqual(
+            settings.SPECS["protection.reverse_connect.timeout"].path[:2],
+            ("protection", "reverse_connect"),
+        )
+        self.assertEqual(len(s), len(settings.SPECS))
+
+    def test_a_bad_stored_value_is_not_used_and_named(self) -> None:
+        """A value that fails its check (a database edited by hand, an older version) or an
+        unknown name is not used: the default stands in and ``problems`` gives the reason."""
+        s = settings.Settings(
+            {"smtp.max_recipients": "ten", "protection.rbl.mode": "sometimes", "no.such": 1}
+        )
+        self.assertEqual(s.smtp.max_recipients, 100)
+        self.assertEqual(s.protection.rbl.mode, "nonclients")
+        self.assertEqual(
+            s.problems["smtp.max_recipients"], "smtp.max_recipients must be a non-negative integer"
+        )
+        self.assertIn("sometimes", s.problems["protection.rbl.mode"])
+        self.assertIn("unknown setting 'no.such'", s.problems["no.such"])
+        self.assertEqual(s.overrides["smtp.max_recipients"], "ten")
+
+    def test_defaults_are_not_shared(self) -> None:
+        """A list read from one Settings and changed does not change another's default."""
+        a, b = settings.Settings(), settings.Settings()
+        a.queue.retry_schedule.append(1)
+        self.assertEqual(b.queue.retry_schedule, [60, 300, 900, 1800, 3600])

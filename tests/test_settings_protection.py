@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from cgtwist import settings
-from cgtwist.settings_protection import validate
+from cgtwist.settings import validate
 
 
 class ValidateTests(unittest.TestCase):

@@ -55,16 +55,13 @@ class AccountGuard:
         self._accounts: OrderedDict[str, _AccountState] = OrderedDict()
         self._key = os.urandom(16)
 
-    def _get(self, key: str) -> Any:
-        return self.settings.current[key]
-
     def _state(self, account: str, create: bool) -> _AccountState | None:
         now = self.clock.seconds()
         st = self._accounts.get(account)
         if (
             st is not None
             and now >= st.locked_until
-            and now - st.last >= float(self._get("auth.account_lock_time"))
+            and now - st.last >= self.settings.current.auth.account_lock_time
         ):
             del self._accounts[account]
             st = None
@@ -90,9 +87,9 @@ class AccountGuard:
         """Seconds to hold the reply to the ``failures``-th counted failure (0 for none)."""
         if failures <= 0:
             return 0.0
-        base = float(self._get("auth.account_delay"))
-        growth = float(self._get("auth.account_delay_growth"))
-        ceiling = float(self._get("auth.account_max_delay"))
+        base = self.settings.current.auth.account_delay
+        growth = self.settings.current.auth.account_delay_growth
+        ceiling = self.settings.current.auth.account_max_delay
         # growth ** n overflows a float long before any budget is that big: stop early.
         delay = base
         for _ in range(failures - 1):
@@ -106,7 +103,7 @@ class AccountGuard:
     ) -> defer.Deferred[float]:
         """Count a wrong password for ``account`` from ``ip`` (not a Client IP: the caller
         does not count those); fires with the delay once it has passed on the clock."""
-        budget = int(self._get("auth.account_max_failures"))
+        budget = self.settings.current.auth.account_max_failures
         if budget <= 0:
             return defer.succeed(0.0)
         st = self._state(account, create=True)
@@ -123,7 +120,7 @@ class AccountGuard:
             if digest is not None:
                 st.secrets = (st.secrets + [digest])[-_SECRETS_KEPT:]
             if st.failures >= budget and now >= st.locked_until:
-                lock = float(self._get("auth.account_lock_time"))
+                lock = self.settings.current.auth.account_lock_time
                 st.locked_until = now + lock
                 # One line per lock, for the administrator and fail2ban alike.
                 log.warn(
@@ -144,7 +141,7 @@ class AccountGuard:
             account=_field(account),
             ip=_field(ip),
         )
-        return self._wait(float(self._get("auth.account_max_delay")))
+        return self._wait(self.settings.current.auth.account_max_delay)
 
     def _wait(self, delay: float) -> defer.Deferred[float]:
         if delay <= 0:

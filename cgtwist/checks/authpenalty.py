@@ -69,22 +69,15 @@ class AuthPenalty:
         self._key = os.urandom(16)
 
     # -- settings
-    def _get(self, key: str, default: Any) -> Any:
-        return self.settings.current.get(key, default)
-
     def _delays(self) -> list[float]:
-        raw = self._get("auth.fail_delays", [2, 4, 8, 15])
-        try:
-            return [max(0.0, float(x)) for x in raw] or [0.0]
-        except (TypeError, ValueError):
-            return [2.0, 4.0, 8.0, 15.0]
+        return [float(x) for x in self.settings.current.auth.fail_delays]
 
     # -- state
     def _state(self, ip: str, create: bool) -> Optional[_HostState]:
         key = host_key(ip)
         st = self._hosts.get(key)
         now = self.clock.seconds()
-        expiry = float(self._get("auth.penalty_expiry", 900))
+        expiry = self.settings.current.auth.penalty_expiry
         if st is not None and now - st.last >= expiry:
             del self._hosts[key]
             st = None
@@ -122,7 +115,7 @@ class AuthPenalty:
         if self.is_trusted(ip):
             return True
         key = host_key(ip)
-        cap = int(self._get("auth.max_concurrent_per_ip", 3))
+        cap = self.settings.current.auth.max_concurrent_per_ip
         active = self._active.get(key, 0)
         if cap and active >= cap and self.failures(ip) > 0:
             log.info("auth concurrency cap: ip={ip} active={active}", ip=ip, active=active)
@@ -215,5 +208,5 @@ class AuthPenalty:
 
     def should_disconnect(self, connection_failures: int) -> bool:
         """True when one connection has failed ``auth.max_failures`` times: reply 421 / BYE."""
-        limit = int(self._get("auth.max_failures", 5))
+        limit = self.settings.current.auth.max_failures
         return limit > 0 and connection_failures >= limit

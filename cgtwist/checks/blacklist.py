@@ -98,13 +98,8 @@ class AutoBlacklist:
     def _params(self) -> tuple[int, float, float]:
         if self.settings is None:
             return self._defaults
-        s = self.settings.current
-        t, w, d = self._defaults
-        return (
-            int(s.get("protection.autoblacklist.threshold", t)),
-            float(s.get("protection.autoblacklist.window", w)),
-            float(s.get("protection.autoblacklist.duration", d)),
-        )
+        auto = self.settings.current.protection.autoblacklist
+        return auto.threshold, float(auto.window), float(auto.duration)
 
     def offence(self, ip: str, kind: str = "error") -> bool:
         """Count one offence; True when this one got the host blacklisted."""

@@ -56,7 +56,7 @@ class BasicPolicy:
         self, session: SessionInfo, sender: str, params: Mapping[str, str]
     ) -> defer.Deferred[None]:
         # The null sender stays allowed: DSNs (RFC 5321 §4.5.5).
-        if not session.account or not sender or not self.settings.current["smtp.restrict_sender"]:
+        if not session.account or not sender or not self.settings.current.smtp.restrict_sender:
             return defer.succeed(None)
         return defer.ensureDeferred(self._owned(session, sender, "MAIL FROM"))
 
@@ -64,7 +64,7 @@ class BasicPolicy:
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> defer.Deferred[None]:
         """After DATA, before the message is queued: the From: check (``smtp.check_from_header``)."""
-        if not session.account or not self.settings.current["smtp.check_from_header"]:
+        if not session.account or not self.settings.current.smtp.check_from_header:
             return defer.succeed(None)
         return defer.ensureDeferred(self._from_owned(session, message))
 

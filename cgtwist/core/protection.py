@@ -19,8 +19,8 @@ from twisted.internet import defer
 from twisted.logger import LogLevel
 from zope.interface import implementer
 
-from cgtwist import logs, settings_protection
-from cgtwist.addresslist import AddressList, AddressListCache, AddressListError
+from cgtwist import logs
+from cgtwist.addresslist import AddressList, AddressListCache
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.checks.blacklist import AutoBlacklist, SenderBlacklist, check_ip, check_sender
 from cgtwist.checks.rbl import RBLChecker
@@ -38,12 +38,19 @@ from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IClientAccess, IMessageCheck, IPolicy, IResolver, ISessionWatch
 from cgtwist.logs import Logger
-from cgtwist.settings import DEFAULTS, SettingsHolder, default_listeners, parse_listener
-from cgtwist.settings_protection import CHECKS, MODES, RBL_CODES, SPF_ACTIONS, SPF_RESULTS
+from cgtwist.settings import (
+    SettingsHolder,
+    SpfSettings,
+    default_listeners,
+    parse_listener,
+    validate,
+)
+from cgtwist.settings_protection import CHECKS, MODES, SPF_ACTIONS
 from cgtwist.types import Envelope, SessionInfo
 
 log = Logger()
-_MISSING = object()
+# The built-in action of each SPF result, for the results an administrator's map leaves out.
+_DEFAULT_SPF_ACTIONS = SpfSettings().actions
 
 __all__ = ["CHECKS", "MODES", "SPF_ACTIONS", "ProtectedPolicy", "validate_setting"]
 
@@ -90,7 +97,6 @@ class ProtectedPolicy:
         self.clock = clock
         self.hostname = hostname
         self._lists = AddressListCache(size=32)
-        self._bad_lists: set[tuple[str, str]] = set()
         self.rbl = RBLChecker(resolver, clock)
         if (
             spf is None
@@ -125,40 +131,26 @@ class ProtectedPolicy:
         self._listener_cache: tuple[Any, frozenset[str]] = (object(), frozenset())
 
     # -- settings helpers ---------------------------------------------------------------
-    def _setting(self, key: str) -> Any:
-        s = self.settings.current
-        value = s.get(key, _MISSING)
-        return DEFAULTS[key][0] if value is _MISSING else value
-
-    def _address_list(self, key: str) -> AddressList:
-        text = self._setting(key)
-        try:
-            return self._lists.get(text)
-        except AddressListError as e:
-            marker = (key, str(text))
-            if marker not in self._bad_lists:
-                self._bad_lists.add(marker)
-                log.error(
-                    "setting {key} is not a valid address list ({error}); treated as empty",
-                    key=key,
-                    error=str(e),
-                )
-            return AddressList()
+    def _address_list(self, text: str | list[str]) -> AddressList:
+        """The parsed address list (cached by text; the setting was checked when loaded)."""
+        return self._lists.get(text)
 
     def is_client_ip(self, ip: str) -> bool:
         """CommuniGate "Client IPs": the SMTP layer sets SessionInfo.is_client_ip from this."""
-        return self._address_list("clients.ips").contains(ip)
+        return self._address_list(self.settings.current.clients.ips).contains(ip)
 
     def is_whiteholed(self, ip: str) -> bool:
-        return self._address_list("protection.whitehole.ips").contains(ip)
+        return self._address_list(self.settings.current.protection.whitehole.ips).contains(ip)
 
     def is_auth_trusted(self, ip: str) -> bool:
         """Trusted networks for the AUTH penalty: Client IPs plus ``auth.trusted_ips``."""
-        return self.is_client_ip(ip) or self._address_list("auth.trusted_ips").contains(ip)
+        return self.is_client_ip(ip) or self._address_list(
+            self.settings.current.auth.trusted_ips
+        ).contains(ip)
 
     def _is_submission(self, listener: str) -> bool:
         """True when the configured listener named ``listener`` requires AUTH (587/465)."""
-        raw = self._setting("listeners")
+        raw = self.settings.current.listener_entries
         if raw is not self._listener_cache[0]:
             names: dict[str, set[bool]] = {}
             for entry in raw or default_listeners(True) + default_listeners(False):
@@ -181,29 +173,15 @@ class ProtectedPolicy:
         ``"submission"`` for listeners that require AUTH (lenient RBL for roaming users whose
         home IPs are on policy block lists, wherever the port is).
         """
-        overrides = self._setting("protection.listeners") or {}
-        mode: Any = None
-        if isinstance(overrides, dict):  # JSON from the store: a dict or nothing usable
-            submission = (
-                "submission" if session.listener and self._is_submission(session.listener) else ""
-            )
-            for key in (session.listener, str(session.local_port), submission):
-                per = overrides.get(key) if key else None
-                if isinstance(per, dict) and check in per:
-                    mode = per[check]
-                    break
-        if mode is None:
-            mode = self._setting(f"protection.{check}.mode")
-        if mode not in MODES:
-            default = DEFAULTS[f"protection.{check}.mode"][0]
-            log.warn(
-                "bad mode {mode!r} for check {check}; using {default}",
-                mode=mode,
-                check=check,
-                default=default,
-            )
-            mode = default
-        return str(mode)
+        protection = self.settings.current.protection
+        submission = (
+            "submission" if session.listener and self._is_submission(session.listener) else ""
+        )
+        for key in (session.listener, str(session.local_port), submission):
+            per = protection.listeners.get(key) if key else None
+            if per is not None and check in per:
+                return per[check]
+        return protection.mode(check)
 
     def applies(self, check: str, session: SessionInfo, client: bool) -> bool:
         mode = self.mode(check, session)
@@ -213,15 +191,16 @@ class ProtectedPolicy:
         return session.is_client_ip or self.is_client_ip(session.peer_ip)
 
     def _reverse_connect_config(self) -> ReverseConnectConfig:
-        g = self._setting
+        current = self.settings.current
+        rc = current.protection.reverse_connect
         return ReverseConnectConfig(
-            timeout=float(g("protection.reverse_connect.timeout")),
-            positive_ttl=float(g("protection.reverse_connect.positive_ttl")),
-            negative_ttl=float(g("protection.reverse_connect.negative_ttl")),
-            rate_limit=int(g("protection.reverse_connect.rate_limit")),
-            max_concurrency=int(g("protection.reverse_connect.max_concurrency")),
+            timeout=rc.timeout,
+            positive_ttl=rc.positive_ttl,
+            negative_ttl=rc.negative_ttl,
+            rate_limit=rc.rate_limit,
+            max_concurrency=rc.max_concurrency,
             helo=self.hostname,
-            port=int(self.settings.current.get("smtp.remote_port", 25)),
+            port=current.smtp.remote_port,
         )
 
     # -- session state ------------------------------------------------------------------
@@ -284,7 +263,12 @@ class ProtectedPolicy:
             # Client IPs are never auto-blacklisted (nor refused for a listing from before
             # they joined clients.ips): only the administrator's static list applies to them.
             auto = None if client else self.auto_blacklist
-            r = check_ip(ip, self._address_list("protection.blacklist.ips"), auto, self.clock)
+            r = check_ip(
+                ip,
+                self._address_list(self.settings.current.protection.blacklist.ips),
+                auto,
+                self.clock,
+            )
             st.connect_results.append(verdict.add(r))
             if r.outcome == LISTED:
                 # RFC 5321 §3.1: 554 as the greeting means "no SMTP service here" for this peer.
@@ -296,14 +280,11 @@ class ProtectedPolicy:
                     r.reason,
                 )
         if self.applies("rbl", session, client):
-            zones = self._setting("protection.rbl.zones") or []
-            if isinstance(zones, str):
-                zones = [z for z in zones.replace(",", " ").split() if z]
-            r = await self.rbl.check(ip, list(zones))
+            rbl = self.settings.current.protection.rbl
+            r = await self.rbl.check(ip, list(rbl.zones))
             st.connect_results.append(verdict.add(r))
             if r.outcome == LISTED:
-                code = int(self._setting("protection.rbl.code"))
-                code = code if code in RBL_CODES else 554
+                code = rbl.code
                 enhanced = "4.7.1" if code < 500 else "5.7.1"
                 zone = clean(r.data.get("zone", ""), 100)
                 raise self._refuse(
@@ -351,7 +332,8 @@ class ProtectedPolicy:
         ):
             r = verdict.add(
                 check_sender(
-                    sender, SenderBlacklist.parse(self._setting("protection.blacklist.senders"))
+                    sender,
+                    SenderBlacklist.parse(self.settings.current.protection.blacklist.senders),
                 )
             )
             if r.outcome == LISTED:
@@ -376,7 +358,7 @@ class ProtectedPolicy:
                 )
 
         if self.spf is not None and self.applies("spf", session, client):
-            self.spf.query_time = float(self._setting("protection.spf.timeout"))
+            self.spf.query_time = float(self.settings.current.protection.spf.timeout)
             helo = session.helo or st.helo
             r = await self.spf.check(session.peer_ip, sender, helo)
             action = self._spf_action(r.outcome)
@@ -415,7 +397,10 @@ class ProtectedPolicy:
                     MailError(550, "5.1.7", "Sender address rejected: undeliverable address"),
                     r.reason,
                 )
-            if r.outcome == TEMPERROR and not self._setting("protection.reverse_connect.fail_open"):
+            if (
+                r.outcome == TEMPERROR
+                and not self.settings.current.protection.reverse_connect.fail_open
+            ):
                 raise self._refuse(
                     session,
                     verdict,
@@ -426,12 +411,10 @@ class ProtectedPolicy:
         return None
 
     def _spf_action(self, outcome: str) -> str:
-        actions = self._setting("protection.spf.actions")
-        default = DEFAULTS["protection.spf.actions"][0]
-        action = actions.get(outcome) if isinstance(actions, Mapping) else None
-        if action not in SPF_ACTIONS:
-            action = default.get(outcome, "tag") if outcome in SPF_RESULTS else "tag"
-        return str(action)
+        action = self.settings.current.protection.spf.actions.get(outcome)
+        if action is None:
+            action = _DEFAULT_SPF_ACTIONS.get(outcome, "tag")
+        return action
 
     async def _ours(self, sender: str) -> bool:
         if self.is_local_domain is None:
@@ -485,7 +468,7 @@ def validate_setting(key: str, value: Any) -> Any:
     """Check a protection setting before it is stored (for ``cgtwist-admin settings set``).
 
     Returns ``value`` or raises ValueError with a readable reason (address lists name the line).
-    Keys this module does not own are returned unchecked. The rules live in the pure
-    cgtwist.settings_protection, which cgtwist.settings.validate calls for every key.
+    Every setting is checked by its field in cgtwist.settings (unknown names are refused); the
+    protection rules live in the pure cgtwist.settings_protection, which those fields name.
     """
-    return settings_protection.validate(key, value)
+    return validate(key, value)

@@ -81,9 +81,12 @@ class Routing:
 
     def table(self) -> router.Table:
         """The current table, parsed once per distinct text; raises MailError 451 if bad."""
-        text = self.settings.current.get("router.table", "") or ""
-        if not isinstance(text, str):
-            text = str(text)
+        current = self.settings.current
+        problem = current.problems.get("router.table")
+        if problem is not None:
+            # The stored table does not parse: routing without it could send mail wrongly.
+            raise MailError(451, "4.3.5", "Routing temporarily unavailable", problem)
+        text = current.router.table
         if text != self._parsed[0]:
             try:
                 self._parsed = (text, router.parse_table(text), "")
@@ -97,9 +100,7 @@ class Routing:
 
     def _max_hops(self) -> int:
         current = self.settings.current
-        overrides = getattr(current, "overrides", {})
-        value = overrides.get("router.max_hops", self.max_hops)
-        return value if isinstance(value, int) and value >= 0 else self.max_hops
+        return current.router.max_hops if "router.max_hops" in current.overrides else self.max_hops
 
     def is_local_domain(self, domain: str) -> defer.Deferred[bool]:
         """Is ``domain`` one of ours (or the main domain)? Answered from the fact cache."""
@@ -122,14 +123,14 @@ class Routing:
         if (
             hit is not None
             and hit[0] > self._now()
-            and hit[1] is self.settings.current.get("router.table", "")
+            and hit[1] is self.settings.current.router.table
             and hit[2] == self._max_hops()
         ):
             return defer.succeed(hit[3])
         return defer.ensureDeferred(self._route(address, kind))
 
     async def _route(self, address: str, kind: str) -> Route:
-        text = self.settings.current.get("router.table", "")
+        text = self.settings.current.router.table
         hops, generation = self._max_hops(), self._generation
         expiries: list[float] = [self._now() + self.FACT_TTL]
         route = (await self._resolve(address, kind, expiries)).route

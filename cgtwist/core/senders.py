@@ -130,7 +130,7 @@ class SenderRule:
         own, addr = account.lower(), address.lower().rstrip(".")
         if addr == own:
             return ""
-        if matches_any(parse_patterns(self.settings.current.get("smtp.send_as")), addr):
+        if matches_any(parse_patterns(self.settings.current.smtp.send_as), addr):
             return ""
         route = await self.router.route(address, "mail")
         local = route.module.upper() == "LOCAL"

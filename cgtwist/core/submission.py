@@ -20,7 +20,7 @@ from zope.interface import implementer
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISubmission
 from cgtwist.logs import Logger
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope
 
 MINFREE_FACTOR = 1.5  # Postfix queue_minfree: 1.5 x message_size_limit
@@ -48,12 +48,6 @@ class Submission:
         self._space: Optional[int] = None
         self._space_at = float("-inf")
 
-    def _get(self, key: str) -> Any:
-        try:
-            return self.settings.current[key]
-        except KeyError:
-            return DEFAULTS[key][0]
-
     def _free_space(self) -> defer.Deferred[int]:
         now = self.clock.seconds() if self.clock is not None else None
         if now is not None and self._space is not None and now - self._space_at < _SPACE_TTL:
@@ -70,7 +64,7 @@ class Submission:
     def check_capacity(self, size: int = 0) -> defer.Deferred[None]:
         """Fire None if a message of ``size`` octets may be accepted now, else errback
         MailError 452 4.3.1. SMTP may call it at MAIL FROM (Postfix does) as well."""
-        limit = int(self._get("queue.max_messages"))
+        limit = self.settings.current.queue.max_messages
         count = int(self.spool.message_count())
         if limit and count >= limit:
             self.log.warn(
@@ -79,7 +73,7 @@ class Submission:
                 limit=limit,
             )
             return defer.fail(insufficient_storage(f"queue full: {count} >= {limit}"))
-        need = int(MINFREE_FACTOR * int(self._get("smtp.max_message_size"))) + max(0, size)
+        need = int(MINFREE_FACTOR * self.settings.current.smtp.max_message_size) + max(0, size)
 
         def check(free: int) -> None:
             if free < need:

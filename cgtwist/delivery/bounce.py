@@ -359,7 +359,7 @@ class Bouncer:
         self.submission: Any = submission
         self.hostname = hostname
         self.clock = clock
-        self.settings = settings
+        self.settings = settings or SettingsHolder()
 
     def bounce(
         self, msg_id: str, envelope: Envelope, data: bytes, failed_recipients: list[Recipient]
@@ -435,9 +435,7 @@ class Bouncer:
                 action=action,
             )
             return defer.succeed(None)
-        max_full = DEFAULT_MAX_FULL
-        if self.settings is not None:
-            max_full = int(self.settings.current.get("dsn.max_full_size", DEFAULT_MAX_FULL))
+        max_full = self.settings.current.dsn.max_full_size
         try:
             dsn = build_dsn(
                 hostname=self.hostname,

@@ -26,7 +26,7 @@ from cgtwist.delivery.bounce import one_line
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.pipe")
@@ -135,12 +135,6 @@ class PipeDelivery:
         self.reactor = reactor
         self.clock = clock or reactor
 
-    def _get(self, key: str) -> Any:
-        try:
-            return self.settings.current[key]
-        except KeyError:
-            return DEFAULTS[key][0]
-
     def deliver(
         self,
         msg_id: str,
@@ -189,7 +183,7 @@ class PipeDelivery:
         r: Recipient,
         queue: Optional[QueueName],
     ) -> None:
-        app_dir = str(self._get("pipe.app_dir") or "")
+        app_dir = self.settings.current.pipe.app_dir
         if not app_dir:
             r.state, r.detail = "pending", "4.3.5 PIPE delivery is not configured (pipe.app_dir)"
             return
@@ -212,7 +206,7 @@ class PipeDelivery:
             "LANG": "C",
         }
         run = _Run(data)
-        timeout = float(self._get("pipe.timeout"))
+        timeout = float(self.settings.current.pipe.timeout)
         try:
             proc = self.reactor.spawnProcess(
                 run, program, [program] + argv[1:], env=env, path=os.path.realpath(app_dir)

@@ -35,7 +35,7 @@ from cgtwist.delivery.smtp_targets import (
 )
 from cgtwist.interfaces import IDeliveryAgent, IResolver
 from cgtwist.logs import Logger
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.smtp")
@@ -117,33 +117,25 @@ class SMTPDelivery:
 
     # --- settings ---------------------------------------------------------------------------
 
-    def _get(self, key: str) -> Any:
-        current = self.settings.current
-        try:
-            return current[key]
-        except KeyError:
-            return DEFAULTS[key][0]
-
     def _timeouts(self) -> Timeouts:
-        g = self._get
+        smtp = self.settings.current.smtp
         return Timeouts(
-            greeting=float(g("smtp.timeout_greeting")),
-            command=float(g("smtp.timeout_command")),
-            mail=float(g("smtp.timeout_mail")),
-            rcpt=float(g("smtp.timeout_rcpt")),
-            data_init=float(g("smtp.timeout_data_init")),
-            data_block=float(g("smtp.timeout_data_block")),
-            data_end=float(g("smtp.timeout_data_end")),
+            greeting=float(smtp.timeout_greeting),
+            command=float(smtp.timeout_command),
+            mail=float(smtp.timeout_mail),
+            rcpt=float(smtp.timeout_rcpt),
+            data_init=float(smtp.timeout_data_init),
+            data_block=float(smtp.timeout_data_block),
+            data_end=float(smtp.timeout_data_end),
         )
 
     def _remote_port(self) -> int:
-        overrides = getattr(self.settings.current, "overrides", {})
-        if "smtp.remote_port" in overrides:
-            return int(overrides["smtp.remote_port"])
-        return self.port
+        """``smtp.remote_port`` when the administrator set it, else the port given here."""
+        current = self.settings.current
+        return current.smtp.remote_port if "smtp.remote_port" in current.overrides else self.port
 
     def _tcp_connect(self, ip: str, port: int, proto: SMTPClient) -> defer.Deferred[Any]:
-        timeout = float(self._get("smtp.timeout_connect"))
+        timeout = float(self.settings.current.smtp.timeout_connect)
         if ":" in ip:
             ep: Any = TCP6ClientEndpoint(self.reactor, ip, port, timeout=timeout)
         else:
@@ -188,14 +180,14 @@ class SMTPDelivery:
         if self._stopping:
             _set_all(recipients, "pending", "4.3.2 server shutting down")
             return recipients
-        relay = str(self._get("smtp.relayhost") or "").strip()
+        relay = self.settings.current.smtp.relayhost.strip()
         port = self._remote_port()
         auth: Optional[tuple[str, str]] = None
         verified = False
         if relay:
             host, port, _bracketed = parse_hostport(relay, port)
             key = (f"relay:{relay}", host, port)
-            auth = _auth_pair(self._get("smtp.relayhost_auth"))
+            auth = _auth_pair(self.settings.current.smtp.relayhost_auth)
             verified = True
             targets = relay_targets(self.resolver, host)
         else:
@@ -211,7 +203,7 @@ class SMTPDelivery:
 
         last = "4.4.1 no answer from any host"
         tried = 0
-        limit = max(1, int(self._get("smtp.max_addresses")))
+        limit = max(1, self.settings.current.smtp.max_addresses)
         try:
             async for target in targets:
                 if tried >= limit:
@@ -220,7 +212,7 @@ class SMTPDelivery:
                     if tried >= limit:
                         break
                     tried += 1
-                    opportunistic = not verified and bool(self._get("smtp.opportunistic_tls"))
+                    opportunistic = not verified and self.settings.current.smtp.opportunistic_tls
                     outcome = await self._session(
                         msg_id,
                         key,
@@ -294,7 +286,7 @@ class SMTPDelivery:
         tls: Optional[TLSFactory] = None
         if verified:
             tls = self.tls_verified_options or (
-                lambda h: default_verified_tls(h, str(self._get("smtp.relayhost_ca_file") or ""))
+                lambda h: default_verified_tls(h, self.settings.current.smtp.relayhost_ca_file)
             )
         elif use_tls:
             tls = self.tls_client_options
@@ -478,7 +470,7 @@ class SMTPDelivery:
     # --- connection reuse ----------------------------------------------------------------------
 
     def _keep_idle(self, key: tuple[str, str, int], client: SMTPClient) -> None:
-        keep = float(self._get("smtp.connection_reuse_time"))
+        keep = float(self.settings.current.smtp.connection_reuse_time)
         if keep <= 0:
             client.quit()
             return

@@ -29,7 +29,7 @@ from cgtwist.delivery.bounce import one_line
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISubmission
 from cgtwist.logs import Logger
-from cgtwist.settings import DEFAULTS, SettingsHolder
+from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Recipient
 
 log = Logger(namespace="cgtwist.delivery.submitted")
@@ -170,7 +170,7 @@ class SubmittedPickup(service.Service):
         self.dir = os.path.join(base_dir, paths.SUBMITTED_DIR)
         self.submission: Any = submission
         self.reactor = reactor
-        self.settings = settings
+        self.settings = settings or SettingsHolder()
         self.threadpool = threadpool
         self.hostname = hostname
         self.use_inotify = use_inotify
@@ -191,7 +191,7 @@ class SubmittedPickup(service.Service):
         if self.use_inotify and self._start_inotify():
             log.info("watching {dir} with inotify", dir=self.dir)
         else:
-            interval = float(self._get("pipe.submitted_scan_interval"))
+            interval = float(self.settings.current.pipe.submitted_scan_interval)
             self._scanner = task.LoopingCall(self.scan)
             self._scanner.clock = self.reactor
             self._scanner.start(interval, now=False)
@@ -214,14 +214,6 @@ class SubmittedPickup(service.Service):
         if self._working:
             return self.when_idle()
         return None
-
-    def _get(self, key: str) -> Any:
-        if self.settings is not None:
-            try:
-                return self.settings.current[key]
-            except KeyError:
-                pass
-        return DEFAULTS[key][0]
 
     def _start_inotify(self) -> bool:
         try:
@@ -378,7 +370,7 @@ class SubmittedPickup(service.Service):
         if not self.running:
             return
         self._retry = self.reactor.callLater(
-            float(self._get("pipe.submitted_scan_interval")), self.scan
+            float(self.settings.current.pipe.submitted_scan_interval), self.scan
         )
 
 

@@ -134,7 +134,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             self._closed = True
             self.transport.loseConnection()
             return
-        self.setTimeout(self.settings.current["imap.preauth_timeout"])
+        self.setTimeout(self.settings.current.imap.preauth_timeout)
         # RFC 3501 §7.1.1 greeting; never PREAUTH (RELIABILITY b-E 31).
         self.sendPositiveResponse(
             message=b"[CAPABILITY " + b" ".join(self.listCapabilities()) + b"] " + self.IDENT
@@ -224,7 +224,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             b"MULTIAPPEND",
             b"BINARY",
             # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
-            b"APPENDLIMIT=%d" % int(self.settings.current["imap.max_literal"]),
+            b"APPENDLIMIT=%d" % self.settings.current.imap.max_literal,
         ]
         if self.state == "unauth":
             if self._can_starttls():

@@ -108,7 +108,7 @@ class FramingMixin:
             self._in_loop = False
 
     def _process(self) -> None:
-        limit = int(self.settings.current["imap.max_command_length"])
+        limit = self.settings.current.imap.max_command_length
         while self._inbuf and not self._paused and not self._closed:
             if self._literal_left > 0:
                 chunk = bytes(self._inbuf[: self._literal_left])
@@ -190,7 +190,7 @@ class FramingMixin:
             self._cmd.segments.append(line)
             self._cmd.size += len(line)
         cmd = self._cmd
-        if cmd.size > int(self.settings.current["imap.max_command_length"]):
+        if cmd.size > self.settings.current.imap.max_command_length:
             self._abort_command()
             self.sendBadResponse(cmd.tag, b"[TOOBIG] Command too long")
             return
@@ -215,17 +215,15 @@ class FramingMixin:
             # After the mailbox, every literal of APPEND is a message (RFC 3502 MULTIAPPEND).
             before = line[: spec.start]
             if len(cmd.segments) > 1 or before.split(b" ", 2)[2:] != [b""]:
-                return int(self.settings.current["imap.max_literal"]), True
+                return self.settings.current.imap.max_literal, True
         return imap_parse.SMALL_LITERAL_MAX, False
 
     def _start_literal(self, cmd: _Pending, spec: imap_parse.LiteralSpec, line: bytes) -> None:
         cap, message = self._literal_cap(cmd, spec, line)
         small_total = sum(len(x) for x in cmd.literals if isinstance(x, bytes))
         if not message:
-            cap = min(cap, int(self.settings.current["imap.max_command_length"]) - small_total)
-        too_many = message and cmd.messages >= int(
-            self.settings.current["imap.max_append_messages"]
-        )
+            cap = min(cap, self.settings.current.imap.max_command_length - small_total)
+        too_many = message and cmd.messages >= self.settings.current.imap.max_append_messages
         if spec.size > cap or too_many:
             self._abort_command()
             if too_many:

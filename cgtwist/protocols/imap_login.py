@@ -68,7 +68,7 @@ class LoginMixin:
         return (
             self.secure
             or self.listener.allow_plain_auth
-            or bool(self.settings.current["auth.allow_plaintext"])
+            or self.settings.current.auth.allow_plaintext
         )
 
     def _can_starttls(self) -> bool:
@@ -197,7 +197,7 @@ class LoginMixin:
         self.penalty.record_success(self.peer_ip, name)
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
         # RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.
-        self.setTimeout(max(int(self.settings.current["imap.idle_timeout"]), 1800))
+        self.setTimeout(max(self.settings.current.imap.idle_timeout, 1800))
         self.sendPositiveResponse(
             tag, b"[CAPABILITY " + b" ".join(self.listCapabilities()) + b"] Logged in"
         )
@@ -220,6 +220,6 @@ class LoginMixin:
 
     def _login_refused(self, tag: bytes) -> None:
         self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
-        if self._failures >= int(self.settings.current["auth.max_failures"]):
+        if self._failures >= self.settings.current.auth.max_failures:
             self.sendLine(b"* BYE Too many authentication failures")
             self._closed_by_us()

@@ -341,7 +341,7 @@ class MailboxCommands:
             self.sendUntaggedResponse(cmd + b' (\\Noselect) "/" ""')
             self.sendPositiveResponse(tag, cmd + b" completed")
             return
-        limit = self.settings.current["imap.max_list_pattern"]
+        limit = self.settings.current.imap.max_list_pattern
         if len(ref) + len(pattern) > limit:
             self.log.info(
                 "imap: {cmd} pattern of {n} octets refused for {account} from {ip}",
@@ -391,7 +391,7 @@ class MailboxCommands:
         except imap_parse.ParseError as e:
             self.sendBadResponse(tag, str(e)[:200].encode())
             return True
-        limit = self.settings.current["imap.max_list_pattern"]
+        limit = self.settings.current.imap.max_list_pattern
         if len(req.ref) + sum(len(p) for p in req.patterns) > limit:
             self.log.info(
                 "imap: LIST patterns of {n} octets refused for {account} from {ip}",
@@ -498,7 +498,7 @@ class MailboxCommands:
         """RFC 7889 §4: STATUS APPENDLIMIT is the largest message APPEND takes, the same for
         every mailbox (imap.max_literal, as CAPABILITY APPENDLIMIT= says)."""
         if "APPENDLIMIT" in wanted:
-            status = dict(status, APPENDLIMIT=int(self.settings.current["imap.max_literal"]))
+            status = dict(status, APPENDLIMIT=self.settings.current.imap.max_literal)
         return status
 
     auth_STATUS = (do_STATUS, _astr, arg_plist)

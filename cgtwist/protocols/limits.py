@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
 from cgtwist.checks.authpenalty import AuthPenalty
-from cgtwist.settings import SettingsHolder
+from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 
 
@@ -31,11 +31,11 @@ class PerIPConnections:
     def __init__(
         self,
         settings: SettingsHolder,
-        key: str = "access.max_connections_per_ip",
+        limit: Callable[[Settings], int] = lambda s: s.access.max_connections_per_ip,
         exempt: Optional[Callable[[str], bool]] = None,
     ) -> None:
         self.settings = settings
-        self.key = key
+        self.limit = limit
         self.exempt = exempt
         self.counts: dict[str, int] = {}
 
@@ -46,7 +46,7 @@ class PerIPConnections:
         """
         n = self.counts.get(ip, 0) + 1
         self.counts[ip] = n
-        limit = int(self.settings.current[self.key])
+        limit = self.limit(self.settings.current)
         if limit <= 0 or n <= limit:
             return True
         return self.exempt is not None and self.exempt(ip)
@@ -80,7 +80,7 @@ class UserIPSessions:
         its place back (once, however often it is called)."""
         key = (account.lower(), ip)
         n = self.counts.get(key, 0)
-        limit = int(self.settings.current["auth.max_userip_connections"])
+        limit = self.settings.current.auth.max_userip_connections
         if limit > 0 and n >= limit:
             return None
         self.counts[key] = n + 1

@@ -121,7 +121,7 @@ class POP3Server(pop3.POP3):
                 nodelay(True)  # replies are written in pieces; Nagle + delayed ACK costs 40 ms
             except Exception:
                 pass
-        self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
+        self.setTimeout(self.settings.current.pop3.idle_timeout)
         self.sendLine(b"+OK cgtwist POP3 server ready")
 
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
@@ -206,7 +206,7 @@ class POP3Server(pop3.POP3):
         return (
             self.secure
             or self.listener.allow_plain_auth
-            or bool(self.settings.current["auth.allow_plaintext"])
+            or self.settings.current.auth.allow_plaintext
         )
 
     def stls_available(self) -> bool:
@@ -263,7 +263,7 @@ class POP3Server(pop3.POP3):
         if self._bye_after_command:
             self._shutdown_now()
             return
-        self.setTimeout(int(self.settings.current["pop3.idle_timeout"]))
+        self.setTimeout(self.settings.current.pop3.idle_timeout)
         while self._queue and not self._busy and not self.transport.disconnecting:
             self._run(self._queue.pop(0))
         if self._paused and not self._queue and not self.transport.disconnecting:
@@ -475,7 +475,7 @@ class POP3Server(pop3.POP3):
             user=user,
             n=self._failures,
         )
-        limit = int(self.settings.current["auth.max_failures"])
+        limit = self.settings.current.auth.max_failures
 
         def reply() -> None:
             if self.transport is None or self.transport.disconnecting:

@@ -39,7 +39,7 @@ class CgSMTP(AuthCommands):
 
     def _max_size(self) -> int:
         """RFC 1870: SIZE 0 means no fixed limit."""
-        return int(self._setting("smtp.max_message_size")) or sys.maxsize
+        return self._settings().smtp.max_message_size or sys.maxsize
 
     def _tls_context(self) -> Optional[IOpenSSLContextFactory]:
         if self._tls or not ITLSTransport.providedBy(self.transport):
@@ -74,7 +74,7 @@ class CgSMTP(AuthCommands):
             lines = [
                 greeting,
                 "PIPELINING",
-                f"SIZE {int(self._setting('smtp.max_message_size'))}",
+                f"SIZE {self._settings().smtp.max_message_size}",
                 "8BITMIME",
                 "ENHANCEDSTATUSCODES",
                 "DSN",
@@ -163,7 +163,7 @@ class CgSMTP(AuthCommands):
         if arg[:3].upper() != b"TO:":
             self._reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
             return
-        if len(self._recipients) >= int(self._setting("smtp.max_recipients")):
+        if len(self._recipients) >= self._settings().smtp.max_recipients:
             # RFC 5321 §4.5.3.1.8
             self._reply(452, "4.5.3", "Error: too many recipients")
             return
@@ -217,10 +217,10 @@ class CgSMTP(AuthCommands):
             return
         self._reader = DataReader(
             max_size=self._max_size(),
-            max_line=int(self._setting("smtp.max_data_line_length")),
-            max_received=int(self._setting("smtp.max_received_headers")),
+            max_line=self._settings().smtp.max_data_line_length,
+            max_received=self._settings().smtp.max_received_headers,
         )
-        self._set_timeout("smtp.data_timeout")
+        self._set_timeout(self._settings().smtp.data_timeout)
         self._arm_data_deadline()
         self._send("354 End data with <CR><LF>.<CR><LF>")
 
@@ -228,7 +228,7 @@ class CgSMTP(AuthCommands):
         reader, self._reader = self._reader, None
         assert reader is not None and self.session is not None
         self._deadlines.cancel("data")
-        self._set_timeout("smtp.idle_timeout")
+        self._set_timeout(self._settings().smtp.idle_timeout)
         session, sender, recipients = self.session, self._sender or "", self._recipients
         params = self._mail_params
         self._reset_transaction()
@@ -412,7 +412,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.connections = 0
         self.per_ip = PerIPConnections(
             settings,
-            "smtp.max_connections_per_ip",
+            lambda s: s.smtp.max_connections_per_ip,
             exempt=policy.is_client_ip if IClientAccess.providedBy(policy) else None,
         )
         SessionDrain.__init__(self)
@@ -434,7 +434,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         s = self.settings.current
         if self.stopping:
             return "Service shutting down"
-        limit = int(s["smtp.max_connections"])
+        limit = s.smtp.max_connections
         if limit and self.connections >= limit:
             return "Error: too many connections"
         if not self.per_ip.opened(ip):

@@ -117,7 +117,7 @@ class AuthCommands(SMTPWire):
         return bool(
             self._tls
             or self.factory.listener.allow_plain_auth
-            or self._setting("auth.allow_plaintext")
+            or self._settings().auth.allow_plaintext
         )
 
     def smtp_auth(self, arg: bytes) -> None:

@@ -32,6 +32,7 @@ from cgtwist.types import Recipient, SessionInfo
 
 if TYPE_CHECKING:
     from cgtwist.protocols.smtp import SMTPFactory
+    from cgtwist.settings import Settings
 
 # Bytes we keep buffered while a reply is outstanding (pipelined commands are small; RFC 2920
 # forbids sending message content before 354).
@@ -108,12 +109,11 @@ class SMTPWire(ESMTP):
         self._reader: Optional[DataReader] = None
         self._reset_transaction()
 
-    def _setting(self, key: str) -> Any:
-        return self.factory.settings.current[key]
+    def _settings(self) -> Settings:
+        return self.factory.settings.current
 
-    def _set_timeout(self, key: str) -> None:
+    def _set_timeout(self, seconds: float) -> None:
         """(Re)arm the inactivity timer from a setting read now; 0 switches it off."""
-        seconds = float(self._setting(key))
         self.setTimeout(seconds if seconds > 0 else None)
 
     def _reset_transaction(self) -> None:
@@ -160,9 +160,9 @@ class SMTPWire(ESMTP):
         self._registered = True
         if self._tls:
             self._arm_handshake_timer()
-        self._set_timeout("smtp.idle_timeout")
+        self._set_timeout(self._settings().smtp.idle_timeout)
         self._deadlines.arm(
-            "session", float(self._setting("smtp.session_deadline")), self._session_expired
+            "session", self._settings().smtp.session_deadline, self._session_expired
         )
         self._start(
             defer.maybeDeferred(self.factory.policy.connect, self.session).addCallbacks(
@@ -176,7 +176,7 @@ class SMTPWire(ESMTP):
         if self._early_talker:
             self._pregreet()
             return
-        delay = float(self._setting("smtp.greeting_delay"))
+        delay = self._settings().smtp.greeting_delay
         client = self.session is not None and self.session.is_client_ip
         if delay > 0 and not client and not self.factory.listener.submission:
             # Postfix postscreen's greet test: a bot that does not wait for the banner talks
@@ -211,7 +211,7 @@ class SMTPWire(ESMTP):
         self._close()
 
     def _arm_handshake_timer(self) -> None:
-        seconds = float(self._setting("smtp.tls_handshake_timeout"))
+        seconds = self._settings().smtp.tls_handshake_timeout
         if seconds > 0:
             self._handshake_timer = self.factory.clock.callLater(seconds, self._handshake_timeout)
 
@@ -296,7 +296,7 @@ class SMTPWire(ESMTP):
         elif not self._deadlines.armed("line"):
             self._deadlines.arm(
                 "line",
-                float(self._setting("smtp.command_deadline")),
+                self._settings().smtp.command_deadline,
                 lambda: self._timed_out("command deadline exceeded"),
             )
 
@@ -304,15 +304,15 @@ class SMTPWire(ESMTP):
         """DATA may take ``smtp.data_deadline`` seconds plus the time its octets take at
         ``smtp.data_min_rate`` (a large message on a slow link gets through; a trickle not)."""
         self._data_started = self.factory.clock.seconds()
-        self._deadlines.arm("data", float(self._setting("smtp.data_deadline")), self._data_deadline)
+        self._deadlines.arm("data", self._settings().smtp.data_deadline, self._data_deadline)
 
     def _data_deadline(self) -> None:
         reader = self._reader
         if reader is None:
             return
         allowed = transfer_allowance(
-            float(self._setting("smtp.data_deadline")),
-            float(self._setting("smtp.data_min_rate")),
+            self._settings().smtp.data_deadline,
+            self._settings().smtp.data_min_rate,
             reader.size,
         )
         left = self._data_started + allowed - self.factory.clock.seconds()
@@ -502,7 +502,7 @@ class SMTPWire(ESMTP):
                     self._end_of_data()
                     continue
                 nl = self._buf.find(b"\n", self._pos)
-                limit = int(self._setting("smtp.max_command_length"))
+                limit = self._settings().smtp.max_command_length
                 if nl < 0:
                     if len(self._buf) - self._pos >= limit:  # its LF would make it longer
                         self._buf, self._pos = b"", 0
@@ -543,7 +543,7 @@ class SMTPWire(ESMTP):
             self._reply(500, "5.5.2", "Syntax error: invalid character in command")
             self._check_errors()
             return
-        if self._errors >= int(self._setting("smtp.max_errors")):
+        if self._errors >= self._settings().smtp.max_errors:
             self._too_many_errors()
             return
         verb, _, arg = line.strip(b" ").partition(b" ")
@@ -555,11 +555,7 @@ class SMTPWire(ESMTP):
         self._check_errors()
 
     def _check_errors(self) -> None:
-        if (
-            not self._busy
-            and not self._closed
-            and self._errors >= int(self._setting("smtp.max_errors"))
-        ):
+        if not self._busy and not self._closed and self._errors >= self._settings().smtp.max_errors:
             self._too_many_errors()
 
     def _too_many_errors(self) -> None:

@@ -30,7 +30,7 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import IQueue
 from cgtwist.logs import Logger
 from cgtwist.queue.attempts import AttemptLog
-from cgtwist.queue.config import QueueSettings
+from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.logical import LogicalQueue
 from cgtwist.queue.outcome import outcome, record, retry_or_expire, settle
@@ -81,7 +81,7 @@ class QueueManager:
         self.spool = spool
         self.router = router
         self.agents: dict[str, Any] = dict(agents)
-        self.settings = QueueSettings(settings)
+        self.settings = QueueConfig(settings)
         self.clock = clock
         self.server_rules = server_rules
         self.data = MessageData(spool, data_cache)

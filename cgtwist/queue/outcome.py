@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from cgtwist import retry
 from cgtwist.logs import Logger
-from cgtwist.queue.config import QueueSettings
+from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, Msg
 from cgtwist.spool.format import SpoolCorrupt
 from cgtwist.types import QueueName, Recipient
@@ -98,7 +98,7 @@ def record(queue: QueueName, m: Msg, job: Job, copies: list[Recipient]) -> tuple
 
 
 def retry_or_expire(
-    settings: QueueSettings, queue: QueueName, m: Msg, job: Job, pending: list[int], now: float
+    settings: QueueConfig, queue: QueueName, m: Msg, job: Job, pending: list[int], now: float
 ) -> Optional[float]:
     """When to try the pending recipients again; None (and they fail) once the message
     is past ``queue.max_lifetime``, or when nothing is pending."""

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from cgtwist import retry
 from cgtwist.logs import Logger
-from cgtwist.queue.config import QueueSettings
+from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import FAILED, PENDING, Msg
@@ -46,7 +46,7 @@ class Reports:
         spool: Any,
         clock: Any,
         scheduler: Scheduler,
-        settings: QueueSettings,
+        settings: QueueConfig,
         data: MessageData,
         track: Callable[[defer.Deferred[Any]], Any],
         current: Callable[[Msg], bool],

@@ -10,19 +10,15 @@ reactor thread.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
 from typing import (
     Any,
     Callable,
-    Coroutine,
     Iterable,
     Mapping,
     Optional,
-    ParamSpec,
-    TypeVar,
     Union,
 )
 
@@ -30,35 +26,32 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from cgtwist import settings as dynamic
-from cgtwist.config import DEFAULT_NODE, check_node
+from cgtwist.config import DEFAULT_NODE
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.interfaces import IAccountStore
-from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
-from cgtwist.storage import notify, tables
+from cgtwist.storage import tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
 from cgtwist.storage.passwords import PasswordHasher, generate_password
+from cgtwist.storage.settings_store import SettingsStore
+from cgtwist.storage.storebase import InvalidValue, _deferred
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
 ENV_POSTMASTER_PASSWORD = "CGTWIST_POSTMASTER_PASSWORD"
 
-
-class InvalidValue(StoreError, ValueError):
-    """A setting value, service name or alias target that is not acceptable."""
-
-
-def _deferred(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
-    """Expose an ``async def`` method as a Deferred-returning one (the IAccountStore contract)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        return Deferred.fromCoroutine(fn(*args, **kwargs))
-
-    return wrapper
+# SERVICES (cgtwist.storage.tables) and InvalidValue (storebase) are part of this interface.
+__all__ = [
+    "ENV_POSTMASTER_PASSWORD",
+    "SERVICES",
+    "AccountStore",
+    "InvalidValue",
+    "check_scoped_settings",
+    "check_services",
+    "check_setting_name",
+    "check_target",
+    "open_store",
+]
 
 
 def check_services(services: Optional[Iterable[str]]) -> Optional[frozenset[str]]:
@@ -110,7 +103,7 @@ def check_target(target: str, domain: str) -> str:
 
 
 @implementer(IAccountStore)
-class AccountStore:
+class AccountStore(SettingsStore):
     """Domains, accounts, aliases and settings in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
@@ -120,8 +113,6 @@ class AccountStore:
     announced to the other nodes (cgtwist.storage.notify) in the transaction that makes it.
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         db: Database,
@@ -130,19 +121,9 @@ class AccountStore:
         now: Callable[[], float] = time.time,
         node: str = DEFAULT_NODE,
     ) -> None:
-        self._db = db
+        super().__init__(db, now, node)
         self.main_domain = check_domain(main_domain)
         self._hasher = hasher
-        self._now = now
-        self.node = check_node(node)
-
-    @property
-    def db(self) -> Database:
-        return self._db
-
-    def close(self) -> None:
-        """Close the database pool (the service calls this from stopService)."""
-        self._db.close()
 
     # ---- first start ---------------------------------------------------------------------
 
@@ -571,109 +552,7 @@ class AccountStore:
             "resolve_alias", tables.resolve_alias_txn, n, d, readonly=True
         )
 
-    # ---- settings ------------------------------------------------------------------------
-
-    @_deferred
-    async def get_settings(self, node: Optional[str] = None) -> dict[str, Any]:
-        """Fire with the settings an administrator changed (merge over DEFAULTS): the
-        cluster-wide ones and this node's (or ``node``'s) own."""
-        rows = await self._db.run_interaction(
-            "get_settings", tables.settings_txn, self._node(node), readonly=True
-        )
-        return {k: json.loads(v) for k, v in rows}
-
-    @_deferred
-    async def set_setting(self, key: str, value: Any, node: Optional[str] = None) -> None:
-        """Store one setting after ``cgtwist.settings.validate``: a node setting for this node
-        (or ``node``), any other for the whole cluster."""
-        try:
-            dynamic.validate(key, value)
-        except ValueError as e:
-            raise InvalidValue(str(e)) from None
-        target = self._scope(key, node)
-        if target is None:
-            await self._write("set_setting", tables.upsert_setting_txn, key, json.dumps(value))
-            self._log.info("setting {key} changed", key=key)
-        else:
-            await self._write(
-                "set_node_setting",
-                tables.upsert_node_setting_txn,
-                target,
-                key,
-                json.dumps(value),
-                node=target,
-            )
-            self._log.info("setting {key} of node {node} changed", key=key, node=target)
-
-    @_deferred
-    async def unset_setting(self, key: str, node: Optional[str] = None) -> None:
-        """Return a setting (this node's or ``node``'s, for a node setting) to its default."""
-        if key not in dynamic.DEFAULTS:
-            raise InvalidValue(f"unknown setting {key!r}")
-        target = self._scope(key, node)
-        if target is None:
-            await self._write(
-                "unset_setting",
-                lambda cur: cur.execute("DELETE FROM server_settings WHERE name = ?", (key,)),
-            )
-        else:
-            await self._write(
-                "unset_node_setting",
-                lambda cur: cur.execute(
-                    "DELETE FROM node_settings WHERE node = ? AND name = ?", (target, key)
-                ),
-                node=target,
-            )
-
-    def _node(self, node: Optional[str]) -> str:
-        try:
-            return check_node(node) if node is not None else self.node
-        except ValueError as e:
-            raise InvalidValue(str(e)) from None
-
-    def _scope(self, key: str, node: Optional[str]) -> Optional[str]:
-        """The node whose row holds ``key``, or None for a cluster-wide setting."""
-        if dynamic.is_node_setting(key):
-            return self._node(node)
-        if node is not None:
-            raise InvalidValue(
-                f"{key} is a cluster-wide setting: every node uses the same "
-                f"value (node settings: {', '.join(sorted(dynamic.NODE_SETTINGS))})"
-            )
-        return None
-
-    # ---- nodes ---------------------------------------------------------------------------
-
-    @_deferred
-    async def register_node(self, hostname: str) -> None:
-        """Record that this node started now on ``hostname`` (for ``node list``)."""
-        await self._write(
-            "register_node",
-            tables.register_node_txn,
-            self.node,
-            hostname,
-            int(self._now()),
-            announce=False,
-        )
-
-    @_deferred
-    async def remove_node(self, name: str) -> None:
-        """Forget a node that left the cluster: its record and its node settings. Never this
-        store's own node (its server would fall back to the built-in listeners)."""
-        n = self._node(name)
-        if n == self.node:
-            raise StoreError(
-                f"{n} is this configuration's own node ([server] node); remove it "
-                "with the configuration of another node"
-            )
-        await self._write("remove_node", tables.remove_node_txn, n, node=n)
-        self._log.info("node {node} removed", node=n)
-
-    @_deferred
-    async def list_nodes(self) -> list[dict[str, Any]]:
-        """Fire with every node that started or has settings: {name, hostname, started,
-        settings}, sorted by name."""
-        return await self._db.run_interaction("list_nodes", tables.list_nodes_txn, readonly=True)
+    # ---- domain and account settings ----------------------------------------------------
 
     @_deferred
     async def get_domain_settings(self, domain: str) -> dict[str, Any]:
@@ -762,40 +641,6 @@ class AccountStore:
             value,
             unset,
         )
-
-    # ---- plumbing ------------------------------------------------------------------------
-
-    async def _write(
-        self,
-        desc: str,
-        fn: Callable[..., T],
-        *args: Any,
-        node: Optional[str] = None,
-        announce: bool = True,
-    ) -> T:
-        """A write transaction; a UNIQUE violation from a concurrent writer is AlreadyExists.
-
-        Where the engine can, the change is announced to every node in the same transaction
-        (delivered at commit): ``node`` names the node whose settings alone changed, None a
-        cluster-wide change. ``announce`` False: nothing another node must know about.
-        """
-        if announce and self._db.engine.announces:
-            payload = notify.encode(desc, self.node, node)
-
-            def announced(cur: Cursor, *a: Any) -> T:
-                result = fn(cur, *a)
-                cur.engine.announce(cur, notify.CHANNEL, payload)
-                return result
-
-            call: Callable[..., T] = announced
-        else:
-            call = fn
-        try:
-            return await self._db.run_interaction(desc, call, *args)
-        except Exception as e:
-            if self._db.is_integrity_error(e):
-                raise AlreadyExists(f"{desc}: already exists") from None
-            raise
 
 
 def open_store(

@@ -234,3 +234,30 @@ def test_pidfile_after_sigterm_when_started_as_root_with_uid(folder_owner: str) 
     finally:
         server.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_a_bad_stored_setting_is_named_in_the_log_and_not_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A setting the store holds but that fails its check (edited by hand, another version)
+    does not stop the server: the log names it and why, and its default applies (SIZE
+    advertises the default smtp.max_message_size instead of a word)."""
+    import json
+    import sqlite3
+
+    srv = Server(str(tmp_path / "base"))
+    try:
+        srv.set_listeners(ALL_LISTENERS[:1])
+        with sqlite3.connect(os.path.join(srv.base, "cgtwist.db")) as db:
+            db.execute(
+                "INSERT INTO server_settings (name, value) VALUES (?, ?)",
+                ("smtp.max_message_size", json.dumps("ten megabytes")),
+            )
+        with srv.running():
+            assert (
+                "setting smtp.max_message_size in the store is not used: "
+                "smtp.max_message_size must be a non-negative integer"
+            ) in srv.log_text()
+            with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=60) as c:
+                c.ehlo("client.test")
+                assert c.esmtp_features["size"] == "10485760"
+    finally:
+        srv.close()

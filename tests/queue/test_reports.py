@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from cgtwist.queue.config import QueueSettings
+from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.reports import Reports
 from cgtwist.queue.scheduler import Scheduler
@@ -39,7 +39,7 @@ class ReportsTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.spool = FakeSpool()
-        settings = QueueSettings(SettingsHolder(Settings({"queue.retry_schedule": [60]})))
+        settings = QueueConfig(SettingsHolder(Settings({"queue.retry_schedule": [60]})))
         self.events: list[tuple[str, Any, float]] = []
         scheduler = Scheduler(
             self.clock,

@@ -1,0 +1,156 @@
+"""How a dynamic setting is declared and checked: one dataclass field per setting.
+
+Pure: no I/O, no twisted. ``cgtwist.settings`` declares every section as a frozen dataclass
+whose fields are made with ``setting(default, doc, ...)``; this module walks those classes into
+one catalogue of ``Spec`` (the dotted name an administrator types, the path of attributes the
+code reads, the type, default, description and extra check) and checks a value against its
+spec. The catalogue is the one source for validation, ``settings show`` and the store's names.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, TypeGuard, TypeVar
+
+T = TypeVar("T")
+
+# A field's own rule: called with (name, value), raises ValueError with the reason.
+Check = Callable[[str, object], None]
+
+
+def setting(
+    default: T,
+    doc: str,
+    *,
+    check: Optional[Check] = None,
+    name: str = "",
+    node: bool = False,
+    secret: bool = False,
+) -> T:
+    """One setting: its default, the one-line description ``settings show KEY`` prints, an
+    optional ``check`` run before the type's own rule, the dotted ``name`` when it is not the
+    attribute's (the top-level ``listeners``), whether it is kept per ``node``
+    (docs/CLUSTER.md) and whether its value is ``secret`` (never logged)."""
+    meta = {"doc": doc, "check": check, "name": name, "node": node, "secret": secret}
+    if isinstance(default, (list, dict)):
+        # A fresh copy per instance: a caller that mutates what it read cannot change the default.
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting as the catalogue knows it."""
+
+    name: str  # "smtp.max_recipients": what the store, the CLI and the logs use
+    path: tuple[str, ...]  # ("smtp", "max_recipients"): the attributes the code reads
+    kind: Any  # the field's type: bool, int, float, str, list[...], dict[...], Optional[...]
+    default: Any
+    doc: str
+    check: Optional[Check]
+    node: bool
+    secret: bool
+
+
+def is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def walk(cls: type, prefix: str = "", path: tuple[str, ...] = ()) -> Iterator[Spec]:
+    """Every setting under the dataclass ``cls``: sections nest, their names join with dots."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if is_section(kind):
+            yield from walk(kind, f"{prefix}{f.name}.", path + (f.name,))
+            continue
+        if "doc" not in f.metadata:  # not a setting (e.g. the overrides kept beside them)
+            continue
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = f.default
+        yield Spec(
+            name=f.metadata["name"] or prefix + f.name,
+            path=path + (f.name,),
+            kind=kind,
+            default=default,
+            doc=f.metadata["doc"],
+            check=f.metadata["check"],
+            node=f.metadata["node"],
+            secret=f.metadata["secret"],
+        )
+
+
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def _base(kind: Any) -> Any:
+    """The outer type a JSON value must have: list for list[int], dict for dict[...], and the
+    non-None member of Optional[X] (None itself is then allowed)."""
+    origin = typing.get_origin(kind)
+    if origin in _UNIONS:
+        members = [a for a in typing.get_args(kind) if a is not type(None)]
+        return _base(members[0]) if len(members) == 1 else Any
+    return origin or kind
+
+
+def check_value(spec: Spec, value: object) -> Any:
+    """Check ``value`` for ``spec``: the field's own check, then its type's rule (the messages
+    ``cgtwist-admin settings set`` has always printed). Returns the value or raises ValueError."""
+    key = spec.name
+    if spec.check is not None:
+        spec.check(key, value)
+    if value is None and typing.get_origin(spec.kind) in _UNIONS:
+        return value
+    base = _base(spec.kind)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a non-negative integer")
+    elif base is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{key} must be a list")
+    elif base is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+    return value
+
+
+def is_count(value: object) -> TypeGuard[int]:
+    """A value the generic integer rule accepts (range checks act only on these)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def at_most(high: int, why: str) -> Check:
+    """A check refusing a count above ``high`` with ``why`` as the message."""
+
+    def check(key: str, value: object) -> None:
+        if is_count(value) and value > high:
+            raise ValueError(why)
+
+    return check
+
+
+def seconds_list(key: str, value: object) -> None:
+    """A check refusing a list with an entry that is not a number of seconds (>= 0)."""
+    if isinstance(value, list):
+        for entry in value:
+            if isinstance(entry, bool) or not isinstance(entry, (int, float)) or entry < 0:
+                raise ValueError(f"{key}: each entry must be a number of seconds, not {entry!r}")
+
+
+def at_least(low: int, why: str) -> Check:
+    """A check refusing a count below ``low`` with ``why`` as the message."""
+
+    def check(key: str, value: object) -> None:
+        if is_count(value) and value < low:
+            raise ValueError(why)
+
+    return check
