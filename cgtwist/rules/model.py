@@ -233,7 +233,6 @@ class ActionSpec:
 
 ACTIONS: dict[str, ActionSpec] = {
     "Store in": ActionSpec(P_FOLDER, ALLOWED_FILTER, server=False),
-    "Mark": ActionSpec(P_FLAGS, ALLOWED_FILTER, server=False),
     "Add Header": ActionSpec(P_HEADER, ALLOWED_FILTER),
     "Tag Subject": ActionSpec(P_TEXT, ALLOWED_FILTER),
     "Reject with": ActionSpec(P_TEXT, ALLOWED_FILTER),

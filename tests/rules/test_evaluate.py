@@ -186,14 +186,14 @@ rule "mid"
     def test_rules_allowed_after_downgrade_and_execute(self) -> None:
         """A stored Redirect is skipped when the account's RulesAllowed no longer permits it;
         Execute runs only when the administrator allows it."""
-        text = 'rule "r"\n do Redirect to "x@y.example"\n do Mark "Seen"\n do Execute "filter"\n'
+        text = 'rule "r"\n do Redirect to "x@y.example"\n do Add Header "X-Seen: 1"\n do Execute "filter"\n'
         self.assertEqual(
             fired(text, facts(), allowed="Filter Only"),
-            ["Mark Seen"],
+            ["Add Header X-Seen: 1"],
         )
         self.assertEqual(
             fired(text, facts(), allowed="Any", execute=True),
-            ["Redirect to x@y.example", "Mark Seen", "Execute filter"],
+            ["Redirect to x@y.example", "Add Header X-Seen: 1", "Execute filter"],
         )
         out = evaluate(
             parse_rules("version 1\n" + text), facts(), server=False, allowed="No Redirect"

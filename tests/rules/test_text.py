@@ -165,7 +165,6 @@ def _condition() -> st.SearchStrategy[Condition]:
 
 _ACTION_PARAMS = {
     "Store in": ["Lists", "Junk/Spam"],
-    "Mark": ["Seen, Flagged", "$Label1"],
     "Add Header": ["X-Rule: hit", "X-A:"],
     "Redirect to": ["a@b.example", "a@b.example, c@d.example"],
     "Forward to": ["a@b.example"],
