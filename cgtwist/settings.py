@@ -359,6 +359,21 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "the Router table text, one record per line: [Relay:|NoRelay:][Mail:|Access:|Signal:]<left> = right [; comment]",
     ),
     "router.max_hops": (10, "re-routings of one address before it fails with 5.4.6 routing loop"),
+    # Rules (cgtwist.rules; docs/RULES.md)
+    "rules.allowed": (
+        "Any",
+        "RulesAllowed of accounts that set none (nor their domain): None | Filter Only | "
+        "No Redirect | Any (CommuniGate's classes)",
+    ),
+    "rules.execute": (False, "whether the Execute rule action may run programs (PIPE folder)"),
+    "rules.reply_interval": (
+        604800,
+        "seconds before a Reply with answers the same sender again (RFC 3834 §2; 7 days)",
+    ),
+    "rules.max_hops": (
+        10,
+        "Delivered-To hop markers a message may carry before LOCAL fails it with 5.4.6",
+    ),
 }
 
 
@@ -454,6 +469,7 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
 
 
 MAX_SMTP_WORKERS = 64
+RULES_ALLOWED = ("None", "Filter Only", "No Redirect", "Any")  # cgtwist.rules.model
 MAX_SHUTDOWN_GRACE = 600
 
 
@@ -472,6 +488,10 @@ def validate(key: str, value: Any) -> Any:
                 if s.port and (s.address, s.port) in seen:
                     raise ValueError(f"two listeners on {s.address}:{s.port}")
                 seen.add((s.address, s.port))
+        return value
+    if key == "rules.allowed":
+        if value not in RULES_ALLOWED:
+            raise ValueError(f"rules.allowed is one of {', '.join(RULES_ALLOWED)}")
         return value
     settings_protection.validate(key, value)  # protection, AUTH penalty, Router table
     if key in settings_protection.FRACTIONAL_KEYS:
@@ -541,8 +561,11 @@ ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
         "addresses and * patterns this account may also send as "
         "(cgtwist.core.senders), validated as the server setting",
     ),
+    "rules.allowed": (object, "which Rule actions this account may use (RulesAllowed)"),
 }
-DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {}
+DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {
+    "rules.allowed": (object, "RulesAllowed of this domain's accounts that set none"),
+}
 
 
 def validate_scoped(scope: str, key: str, value: Any) -> Any:
