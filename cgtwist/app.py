@@ -201,6 +201,7 @@ class Components:
         self.manager.bouncer = self.bouncer.bounce
         self.manager.delay_warning = self.bouncer.delay_warning
         self.manager.on_delivered = self.bouncer.delivered
+        self._build_rules(store, settings, local)
         self.pickup = SubmittedPickup(
             cfg.base_dir,
             self.submission,
@@ -209,6 +210,28 @@ class Components:
             threadpool=io_pool,
             hostname=cfg.hostname,
         )
+
+    def _build_rules(self, store: Any, settings: SettingsHolder, local: Any) -> None:
+        """Server Rules on the queue manager's hook, Domain and Account Rules on LOCAL's."""
+        from cgtwist.core.rules import RulesRunner, existing_mailboxes
+        from cgtwist.storage.rules import RuleStore
+
+        cfg = self.cfg
+        self.rule_store = RuleStore(store.db, cfg.node)
+        self.rules = RulesRunner(
+            self.rule_store,
+            store,
+            settings,
+            clock=self.reactor,
+            hostname=cfg.hostname,
+            submission=self.submission,
+            route=self.routing.route,
+            is_client_ip=self.policy.is_client_ip,
+            mailboxes=existing_mailboxes(cfg.base_dir, self.reactor, self.io_pool),
+        )
+        settings.subscribe(lambda _s: self.rules.forget())  # cgtwist-admin rules set reloads
+        self.manager.server_rules = self.rules.server_rules
+        local.rules = self.rules.local_rules
 
     def factory_for(self, spec: ListenerSpec) -> Factory:
         """A new protocol factory for one listener socket."""

@@ -36,6 +36,7 @@ from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
 _QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_STATUS_RE = re.compile(r"^5\.\d{1,3}\.\d{1,3} ")  # a rule's reject text with its own status
 
 
 def _eol(data: bytes) -> bytes:
@@ -385,7 +386,10 @@ class LocalDelivery:
             return _all(recipients, "delivered", "250 2.0.0 discarded by rules")
         if decision.reject:
             text = " ".join(decision.reject.split())[:200] or "rejected by rules"
-            return _all(recipients, "failed", f"550 5.7.1 {text}")
+            status = "" if _STATUS_RE.match(text) else "5.7.1 "
+            return _all(recipients, "failed", f"550 {status}{text}")
+        if decision.data is not None:
+            data = decision.data
         eol = _eol(data)
         extra = b"".join(
             h.encode("utf-8", "replace") + eol
