@@ -413,18 +413,18 @@ class RulesRunner:
             if not t.fired:
                 continue
             self.log.info(
-                "rules: {msg_id} {level} rule {rule!r}{for_account} fired: {actions}",
+                "rules: {msg_id} {scope} rule {rule!r}{for_account} fired: {actions}",
                 msg_id=msg_id,
-                level=level,
+                scope=level,
                 rule=t.rule.name,
                 for_account=f" for {account}" if account else "",
                 actions="; ".join(f"{a.name} {a.param}".strip() for a in t.actions) or "-",
             )
             for a, why in t.skipped:
                 self.log.warn(
-                    "rules: {msg_id} {level} rule {rule!r}{for_account}: {action} skipped: {why}",
+                    "rules: {msg_id} {scope} rule {rule!r}{for_account}: {action} skipped: {why}",
                     msg_id=msg_id,
-                    level=level,
+                    scope=level,
                     rule=t.rule.name,
                     for_account=f" for {account}" if account else "",
                     action=a.name,
