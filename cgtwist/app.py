@@ -228,6 +228,7 @@ class Components:
             route=self.routing.route,
             is_client_ip=self.policy.is_client_ip,
             mailboxes=existing_mailboxes(cfg.base_dir, self.reactor, self.io_pool),
+            execute=self.manager.agents["PIPE"].deliver,
         )
         settings.subscribe(lambda _s: self.rules.forget())  # cgtwist-admin rules set reloads
         self.manager.server_rules = self.rules.server_rules

@@ -50,8 +50,10 @@ class RulesRunner:
     ``accounts`` answers ``get_account_settings``/``get_domain_settings`` (RulesAllowed);
     ``route(address)`` fires with the Router's Route (Any/Each Route); ``is_client_ip(ip)``
     tells Client IPs; ``mailboxes(account, names)`` fires with the names among ``names`` that
-    exist in the account (Existing Mailbox). ``hostname`` is our authserv-id: only our own
-    ``Authentication-Results`` feeds ``SPF Result``.
+    exist in the account (Existing Mailbox); ``execute(msg_id, envelope, data, [recipient])``
+    runs a program as the PIPE module does (a recipient routed ``PIPE(program args)``).
+    ``hostname`` is our authserv-id: only our own ``Authentication-Results`` feeds
+    ``SPF Result``.
     """
 
     log = Logger()
@@ -69,6 +71,7 @@ class RulesRunner:
         route: Optional[Callable[[str], Any]] = None,
         is_client_ip: Optional[Callable[[str], bool]] = None,
         mailboxes: Optional[Callable[[Account, list[str]], Any]] = None,
+        execute: Optional[Callable[[str, Envelope, bytes, list[Recipient]], Any]] = None,
     ) -> None:
         self.store = rule_store
         self.accounts = accounts
@@ -79,6 +82,7 @@ class RulesRunner:
         self.route = route
         self.is_client_ip = is_client_ip
         self.mailboxes = mailboxes
+        self.execute = execute
         self._cache: dict[tuple[str, str], _Cached] = {}
 
     def forget(self) -> None:
@@ -238,7 +242,7 @@ class RulesRunner:
             )
         if mirror:
             await self._submit(envelope.sender, [Recipient(a) for a in mirror], copy_submit, edited)
-        await self._side_effects(msg_id, "", self._postmaster(), facts, outcome)
+        await self._side_effects(msg_id, "", self._postmaster(), facts, outcome, envelope, data)
         if settle is not None:
             for r in pending:
                 r.state, r.detail = settle
@@ -295,7 +299,7 @@ class RulesRunner:
         if not acts:
             return LocalDecision()
         merged = Outcome(tuple(acts), tuple(t for o in outcomes for t in o.trace))
-        await self._side_effects(msg_id, address, address, facts, merged, envelope, data)
+        await self._side_effects(msg_id, address, address, facts, merged, envelope, data, True)
         reject = next((a.param for a in acts if a.name == "Reject with"), None)
         folder = next((a.param for a in acts if a.name == "Store in"), "INBOX")
         headers = tuple(a.param for a in acts if a.name == "Add Header")
@@ -316,11 +320,12 @@ class RulesRunner:
         account: str,
         facts: MessageFacts,
         outcome: Outcome,
-        envelope: Optional[Envelope] = None,
-        data: Optional[bytes] = None,
+        envelope: Envelope,
+        data: bytes,
+        local: bool = False,
     ) -> None:
-        """Replies and remembered addresses (both levels); redirect, forward and mirror copies
-        (LOCAL: the server level settles recipients instead)."""
+        """Replies, remembered addresses and Execute (both levels); redirect, forward and
+        mirror copies (LOCAL: the server level settles recipients instead)."""
         now = self._now()
         for a in outcome.actions:
             if a.name == "Remember 'From' in":
@@ -330,16 +335,9 @@ class RulesRunner:
                 await self._reply(
                     msg_id, account, facts, a.param, a.name == "Reply to All with", now
                 )
-            elif (
-                envelope is not None
-                and data is not None
-                and a.name
-                in (
-                    "Redirect to",
-                    "Mirror to",
-                    "Forward to",
-                )
-            ):
+            elif a.name == "Execute":
+                self._execute(msg_id, account, a.param, envelope, data)
+            elif local and a.name in ("Redirect to", "Mirror to", "Forward to"):
                 targets = [x for x in a.addresses() if x.lower() != account.lower()]
                 if not targets:
                     continue
@@ -359,6 +357,36 @@ class RulesRunner:
                     account=account,
                     new_id=new_id,
                 )
+
+    def _execute(
+        self, msg_id: str, account: str, program: str, envelope: Envelope, data: bytes
+    ) -> None:
+        """Start ``program`` from the PIPE folder with the message on its input; the delivery
+        goes on without waiting, the program's outcome is logged (CommuniGate's Execute
+        without [wait])."""
+        if self.execute is None:
+            self.log.warn(
+                "rules: {msg_id} Execute {program}: no PIPE module", msg_id=msg_id, program=program
+            )
+            return
+        r = Recipient(account, route=f"PIPE({program})")
+        d = defer.maybeDeferred(self.execute, msg_id, envelope, data, [r])
+
+        def done(_: Any) -> None:
+            self.log.info(
+                "rules: {msg_id} Execute {program} for {account}: {state} {detail}",
+                msg_id=msg_id,
+                program=program,
+                account=account,
+                state=r.state,
+                detail=r.detail,
+            )
+
+        d.addCallback(done).addErrback(
+            lambda f: self.log.failure(
+                "rules: {msg_id} Execute {program} failed", f, msg_id=msg_id, program=program
+            )
+        )
 
     async def _reply(
         self, msg_id: str, account: str, facts: MessageFacts, text: str, to_all: bool, now: datetime
