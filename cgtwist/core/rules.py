@@ -26,7 +26,8 @@ from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.facts import MessageFacts, message_facts
-from cgtwist.rules.model import MAILBOX, ROUTE, RuleError, RuleSet, check_level
+from cgtwist.rules.model import ADDRESS, IN, MAILBOX, NOT_IN, ROUTE, RuleError, RuleSet, check_level
+from cgtwist.rules.pictures import split_list
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleStore
@@ -165,6 +166,13 @@ class RulesRunner:
         names = sorted({c.param.strip() for c in conditions if c.kind == MAILBOX})
         if names and account is not None and self.mailboxes is not None:
             mailboxes = list(await self.mailboxes(account, names))
+        lists: dict[str, list[str]] = {}
+        owner = account.address if account is not None else ""
+        for c in conditions:
+            if c.kind == ADDRESS and c.op in (IN, NOT_IN):
+                for item in split_list(c.param):
+                    if item.startswith("#") and item[1:] not in lists:
+                        lists[item[1:]] = await self.store.remembered(owner, item[1:])
         peer = envelope.submit.get("peer", "")
         return message_facts(
             envelope.sender,
@@ -176,6 +184,7 @@ class RulesRunner:
             routes=routes,
             client_ip=bool(peer and self.is_client_ip and self.is_client_ip(peer)),
             mailboxes=mailboxes,
+            lists=lists,
         )
 
     # -- Server Rules -----------------------------------------------------------------------------

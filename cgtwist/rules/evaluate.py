@@ -158,13 +158,24 @@ def check(c: Condition, facts: MessageFacts) -> tuple[bool, str]:
         pictures = [header_param(c.param)[1]]
     else:
         pictures = split_list(c.param) if c.op in (IN, NOT_IN) else [c.param.strip()]
-    if c.subject in EACH:
-        positive = bool(values) and all(matches_any(pictures, v) for v in values)
+    named = [facts.lists.get(p[1:], frozenset()) for p in pictures if p.startswith("#")]
+    if named and kind == ADDRESS:
+        pictures = [p for p in pictures if not p.startswith("#")]
+
+        def fits(v: str) -> bool:
+            return matches_any(pictures, v) or any(v.lower() in n for n in named)
     else:
-        positive = any(matches_any(pictures, v) for v in values)
+
+        def fits(v: str) -> bool:
+            return matches_any(pictures, v)
+
+    if c.subject in EACH:
+        positive = bool(values) and all(fits(v) for v in values)
+    else:
+        positive = any(fits(v) for v in values)
     met = not positive if c.op in NEGATIVE else positive
     if c.subject in EACH and c.op in NEGATIVE:
-        met = not any(matches_any(pictures, v) for v in values)
+        met = not any(fits(v) for v in values)
     return met, _show(values)
 
 

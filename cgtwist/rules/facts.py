@@ -26,7 +26,8 @@ _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
 class MessageFacts:
     """Everything a condition can look at. ``headers`` keeps (name, unfolded value) in order;
     ``mailboxes`` the casefolded names of the account's mailboxes that a condition asked
-    about and that exist (LOCAL only)."""
+    about and that exist (LOCAL only); ``lists`` the remembered address lists (``#Name`` in
+    an ``in`` condition) the conditions name, lower-cased."""
 
     sender: str
     recipients: tuple[str, ...]
@@ -39,6 +40,7 @@ class MessageFacts:
     submit: str = "smtp"
     spf: str = "none"
     mailboxes: frozenset[str] = frozenset()
+    lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime(1970, 1, 1))
 
     def fields(self, name: str) -> list[str]:
@@ -140,6 +142,7 @@ def message_facts(
     routes: Iterable[str] = (),
     client_ip: bool = False,
     mailboxes: Iterable[str] = (),
+    lists: Optional[Mapping[str, Iterable[str]]] = None,
     size: Optional[int] = None,
 ) -> MessageFacts:
     """The facts of one message. ``submit`` is the envelope's submit record (peer,
@@ -174,5 +177,6 @@ def message_facts(
         submit=tag,
         spf=spf_result(headers, authserv_id),
         mailboxes=frozenset(m.casefold() for m in mailboxes),
+        lists={k: frozenset(a.lower() for a in v) for k, v in (lists or {}).items()},
         now=now,
     )

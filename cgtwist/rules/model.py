@@ -113,7 +113,6 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _FIELD_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §3.6.8 ftext
 _LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_KEYWORD_RE = re.compile(r"^\$?[A-Za-z0-9_.-]{1,64}$")  # an IMAP atom, no wildcards
 _ADDRESS_RE = re.compile(r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _PROGRAM_RE = re.compile(r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]{0,255}$")  # PIPE rules (no path)
 MAX_PARAM = 4096
@@ -168,6 +167,10 @@ def check_condition(c: Condition) -> None:
     if not c.param.strip() and kind not in (ADDRESS, TEXT, HEADER):
         raise RuleError(f"{c.subject} needs a parameter")
     values = split_list(c.param) if c.op in (IN, NOT_IN) else [c.param.strip()]
+    if kind == ADDRESS and c.op in (IN, NOT_IN):
+        for v in values:
+            if v.startswith("#") and not _LIST_RE.match(v[1:]):
+                raise RuleError(f"{c.subject} {v!r}: '#' names a remembered list (letters, digits)")
     if kind == NUMBER:
         size_value(c.param)
     elif kind == HEADER:
@@ -209,11 +212,10 @@ ALLOWED_NONE, ALLOWED_FILTER, ALLOWED_NO_REDIRECT, ALLOWED_ANY = (
 ALLOWED_LEVELS = (ALLOWED_NONE, ALLOWED_FILTER, ALLOWED_NO_REDIRECT, ALLOWED_ANY)
 
 # Parameter kinds of actions.
-P_NONE, P_TEXT, P_FOLDER, P_FLAGS, P_HEADER, P_ADDRESSES, P_LIST, P_PROGRAM = (
+P_NONE, P_TEXT, P_FOLDER, P_HEADER, P_ADDRESSES, P_LIST, P_PROGRAM = (
     "none",
     "text",
     "folder",
-    "flags",
     "header",
     "addresses",
     "list",
@@ -246,16 +248,6 @@ ACTIONS: dict[str, ActionSpec] = {
     "Mirror to": ActionSpec(P_ADDRESSES, ALLOWED_ANY),
     "Execute": ActionSpec(P_PROGRAM, ALLOWED_ANY),
 }
-# IMAP system flags "Mark" knows by CommuniGate's names; anything else is a keyword.
-MARK_FLAGS = {
-    "seen": "\\Seen",
-    "read": "\\Seen",
-    "flagged": "\\Flagged",
-    "answered": "\\Answered",
-    "deleted": "\\Deleted",
-    "draft": "\\Draft",
-    "junk": "$Junk",
-}
 
 
 @dataclass(frozen=True)
@@ -274,9 +266,6 @@ class Action:
 
     def addresses(self) -> list[str]:
         return split_list(self.param)
-
-    def flags(self) -> list[str]:
-        return [MARK_FLAGS.get(f.lower(), f) for f in split_list(self.param)]
 
 
 def check_action(a: Action) -> None:
@@ -300,10 +289,6 @@ def check_action(a: Action) -> None:
             or "%" in p
         ):
             raise RuleError(f"{a.name} {p!r}: not a usable mailbox name")
-    elif spec.param == P_FLAGS:
-        for f in split_list(p):
-            if f.lower() not in MARK_FLAGS and not _KEYWORD_RE.match(f):
-                raise RuleError(f"{a.name} {f!r}: not a flag or keyword")
     elif spec.param == P_HEADER:
         name, sep, _value = p.partition(":")
         if not sep or not _FIELD_RE.match(name.strip()) or name != name.strip():

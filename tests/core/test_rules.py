@@ -43,6 +43,9 @@ class FakeRuleStore:
     async def remember(self, owner: str, name: str, address: str) -> None:
         self.lists.setdefault((owner, name), set()).add(address)
 
+    async def remembered(self, owner: str, name: str) -> list[str]:
+        return sorted(self.lists.get((owner, name), ()))
+
 
 class FakeAccounts:
     main_domain = "example.com"

@@ -123,6 +123,14 @@ class ConditionTests(unittest.TestCase):
         no = b"From: a@b.example\r\nAuto-Submitted: no\r\n\r\nx"
         self.assertTrue(one("Human Generated", facts(no, "a@b.example")))
 
+    def test_remembered_lists(self) -> None:
+        """``#Name`` in an in/not in list is a remembered address list, beside pictures."""
+        f = facts(lists={"Friends": ["BOB@spam.example"]})
+        self.assertTrue(one('From in "#Friends"', f))
+        self.assertFalse(one('From not in "#Friends, x@y.example"', f))
+        self.assertTrue(one('From not in "#Others"', f))
+        self.assertTrue(one('To in "#Friends, carol@*"', f))
+
     def test_clock_routes_mailboxes(self) -> None:
         """Date, day and time come from the clock passed in; routes and mailboxes as given."""
         f = facts(routes=["LOCAL(alice@example.com)"], mailboxes=["Lists"])

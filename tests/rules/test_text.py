@@ -98,6 +98,7 @@ class TextFormTests(unittest.TestCase):
         self.assertLineError(head + ' if Message Size greater than "ten"\n do Discard\n', 3, "size")
         self.assertLineError(head + ' if Source is "friends"\n do Discard\n', 3, "never matches")
         self.assertLineError(head + ' do Redirect to "nobody"\n', 3, "not an address")
+        self.assertLineError(head + ' if From in "#bad list"\n do Discard\n', 3, "remembered list")
         self.assertLineError(head + ' do Discard "now"\n', 3, "takes no parameter")
         self.assertLineError(head + ' do Store in "../etc"\n', 3, "mailbox name")
         self.assertLineError(head + " do Explode\n", 3, "unknown action")
