@@ -180,7 +180,7 @@ async def rules_explain(ctx: Context, args: argparse.Namespace) -> int:
     facts = await runner.facts(envelope, data, [args.to], [server_rules])
     actions: list[str] = []
     if server_rules.rules:
-        out = evaluate(server_rules, facts, server=True, execute=execute)
+        out = evaluate(server_rules, facts, server=True, execute=execute, explain=True)
         _explain(ctx, "Server Rules", out)
         actions += [f"server: {a.name} {a.param}".strip() for a in out.actions]
     else:
@@ -201,7 +201,11 @@ async def rules_explain(ctx: Context, args: argparse.Namespace) -> int:
         acct = await runner.rules(ACCOUNT, account.address)
         allowed = await runner.allowed(account)
         lfacts = await runner.facts(envelope, data, [account.address], [dom, acct], account)
-        first = evaluate(dom, lfacts, server=False, execute=execute) if dom.rules else None
+        first = (
+            evaluate(dom, lfacts, server=False, execute=execute, explain=True)
+            if dom.rules
+            else None
+        )
         _explain(ctx, f"Domain Rules of {domain}", first)
         if first is not None:
             actions += [f"domain: {a.name} {a.param}".strip() for a in first.actions]
@@ -210,7 +214,9 @@ async def rules_explain(ctx: Context, args: argparse.Namespace) -> int:
         elif allowed == "None":
             ctx.out.write(f"Account Rules of {account.address}: not applied (RulesAllowed None)\n")
         elif acct.rules:
-            second = evaluate(acct, lfacts, server=False, allowed=allowed, execute=execute)
+            second = evaluate(
+                acct, lfacts, server=False, allowed=allowed, execute=execute, explain=True
+            )
             _explain(ctx, f"Account Rules of {account.address}", second, f"RulesAllowed {allowed}")
             actions += [f"account: {a.name} {a.param}".strip() for a in second.actions]
         else:

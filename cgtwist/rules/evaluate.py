@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cgtwist.rules.facts import MessageFacts, decode, machine_generated
+from cgtwist.rules.facts import MessageFacts, machine_generated
 from cgtwist.rules.model import (
     ADDRESS,
     DATE,
@@ -23,12 +23,10 @@ from cgtwist.rules.model import (
     FLAG,
     GREATER,
     HEADER,
-    IN,
     IS,
     LESS,
     MAILBOX,
     NEGATIVE,
-    NOT_IN,
     NUMBER,
     ROUTE,
     TAGS,
@@ -38,20 +36,31 @@ from cgtwist.rules.model import (
     Condition,
     Rule,
     RuleSet,
-    header_param,
     refusal,
     size_value,
 )
-from cgtwist.rules.pictures import matches_any, split_list
+from cgtwist.rules.pictures import fits
 
 REPLIES = ("Reply with", "Reply to All with")
 
 
 @dataclass(frozen=True)
 class ConditionTrace:
+    """One condition checked: whether it held and what it looked at. ``values`` are kept
+    and only rendered (``seen``) when an explanation is printed: no formatting per message."""
+
     condition: Condition
     met: bool
-    seen: str  # the values the condition looked at, shortened, for the explanation
+    values: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def seen(self) -> str:
+        if self.note:
+            return self.note
+        shown = ", ".join(repr(v[:60]) for v in self.values[:5])
+        more = f" and {len(self.values) - 5} more" if len(self.values) > 5 else ""
+        return f"[{shown}{more}]"
 
 
 @dataclass(frozen=True)
@@ -86,22 +95,28 @@ def evaluate(
     server: bool,
     allowed: Optional[str] = None,
     execute: bool = False,
+    explain: bool = False,
 ) -> Outcome:
     """Apply ``rules`` to ``facts``. ``server``: Server Rules; ``allowed``: the account's
-    RulesAllowed (None for server and domain rules); ``execute``: ``rules.execute``."""
+    RulesAllowed (None for server and domain rules); ``execute``: ``rules.execute``.
+    ``explain``: trace every rule and condition checked (``rules explain``); otherwise only
+    the rules that fired are in the trace, which is what delivery logs."""
     actions: list[Action] = []
     trace: list[RuleTrace] = []
     for rule in rules.ordered():
         checked: list[ConditionTrace] = []
-        fired = True
-        for c in rule.conditions:
-            met, seen = check(c, facts)
-            checked.append(ConditionTrace(c, met, seen))
-            if not met:
-                fired = False
-                break
+        if explain:
+            fired = True
+            for c in rule.conditions:
+                checked.append(check(c, facts))
+                if not checked[-1].met:
+                    fired = False
+                    break
+        else:
+            fired = all(holds(c, facts) for c in rule.conditions)
         if not fired:
-            trace.append(RuleTrace(rule, tuple(checked), False))
+            if explain:
+                trace.append(RuleTrace(rule, tuple(checked), False))
             continue
         run: list[Action] = []
         skipped: list[tuple[Action, str]] = []
@@ -127,56 +142,63 @@ def evaluate(
     return Outcome(tuple(actions), tuple(trace))
 
 
-def _show(values: list[str]) -> str:
-    shown = ", ".join(repr(v[:60]) for v in values[:5])
-    more = f" and {len(values) - 5} more" if len(values) > 5 else ""
-    return f"[{shown}{more}]"
-
-
-def check(c: Condition, facts: MessageFacts) -> tuple[bool, str]:
+def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
     """Whether ``c`` holds for ``facts``, and the values it looked at."""
     kind = c.kind
     if kind == FLAG:
         human = facts.human_generated
         why = "" if human else f" ({machine_generated(facts)})"
-        return (human if c.op == IS else not human), f"{'yes' if human else 'no'}{why}"
+        met = human if c.op == IS else not human
+        return ConditionTrace(c, met, note=f"{'yes' if human else 'no'}{why}")
     if kind == NUMBER:
         limit = size_value(c.param)
         met = facts.size > limit if c.op == GREATER else facts.size < limit
-        return met, f"{facts.size} bytes"
+        return ConditionTrace(c, met, note=f"{facts.size} bytes")
     if kind == MAILBOX:
         exists = c.param.strip().casefold() in facts.mailboxes or (
             c.param.strip().upper() == "INBOX"
         )
-        return (exists if c.op == IS else not exists), "exists" if exists else "missing"
+        met = exists if c.op == IS else not exists
+        return ConditionTrace(c, met, note="exists" if exists else "missing")
     if kind in (DATE, TIME) and c.op in (GREATER, LESS):
         value = facts.now.strftime("%Y-%m-%d" if kind == DATE else "%H:%M")
         bound = c.param.strip()
-        return (value > bound if c.op == GREATER else value < bound), value
+        return ConditionTrace(c, value > bound if c.op == GREATER else value < bound, (value,))
+    return ConditionTrace(c, _picture_met(c, facts), tuple(_values(c, facts)))
+
+
+_PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY})
+
+
+def holds(c: Condition, facts: MessageFacts) -> bool:
+    """``check`` without the explanation: what runs for every message."""
+    kind = c.kind
+    if kind in _PICTURE_KINDS or (kind in (DATE, TIME) and c.op not in (GREATER, LESS)):
+        return _picture_met(c, facts)
+    return check(c, facts).met
+
+
+def _picture_met(c: Condition, facts: MessageFacts) -> bool:
+    pictures, lists, name = c.plan
+    values, folded = facts.memo((c.subject, name), lambda: _folded(c, facts))
+    if len(pictures) == 1:
+        only = pictures[0]
+        hits = [fits(only, t) for t in folded]
+    else:
+        hits = [any(fits(p, t) for p in pictures) for t in folded]
+    if lists:
+        named = [facts.lists.get(n, frozenset()) for n in lists]
+        hits = [h or any(v.lower() in n for n in named) for h, v in zip(hits, values, strict=True)]
+    if c.subject in EACH and c.op not in NEGATIVE:
+        return bool(hits) and all(hits)
+    return any(hits) != (c.op in NEGATIVE)
+
+
+def _folded(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
+    """The values a condition's subject offers, and casefolded: the same field serves many
+    conditions, so once per message (MessageFacts.memo)."""
     values = _values(c, facts)
-    if kind == HEADER:
-        pictures = [header_param(c.param)[1]]
-    else:
-        pictures = split_list(c.param) if c.op in (IN, NOT_IN) else [c.param.strip()]
-    named = [facts.lists.get(p[1:], frozenset()) for p in pictures if p.startswith("#")]
-    if named and kind == ADDRESS:
-        pictures = [p for p in pictures if not p.startswith("#")]
-
-        def fits(v: str) -> bool:
-            return matches_any(pictures, v) or any(v.lower() in n for n in named)
-    else:
-
-        def fits(v: str) -> bool:
-            return matches_any(pictures, v)
-
-    if c.subject in EACH:
-        positive = bool(values) and all(fits(v) for v in values)
-    else:
-        positive = any(fits(v) for v in values)
-    met = not positive if c.op in NEGATIVE else positive
-    if c.subject in EACH and c.op in NEGATIVE:
-        met = not any(fits(v) for v in values)
-    return met, _show(values)
+    return values, [v.casefold() for v in values]
 
 
 def _values(c: Condition, facts: MessageFacts) -> list[str]:
@@ -192,11 +214,9 @@ def _values(c: Condition, facts: MessageFacts) -> list[str]:
     if kind == TEXT:
         if s == "From Name":
             return facts.display_names("From")
-        found = [decode(v) for v in facts.fields(s)]
-        return found or [""]
+        return facts.decoded(s) or [""]
     if kind == HEADER:
-        name = header_param(c.param)[0]
-        return [decode(v) for v in facts.fields(name)]
+        return facts.decoded(c.plan[2])
     if kind == ROUTE:
         return list(facts.routes)
     if kind == TAGS:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import decode_header, make_header
 from email.utils import getaddresses
-from typing import Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
+T = TypeVar("T")
+_MISSING = object()
 MAX_HEADER_BYTES = 256 * 1024
 MAX_VALUES = 1000
 _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
@@ -43,17 +45,45 @@ class MessageFacts:
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime(1970, 1, 1))
 
+    # Parsed once per message, however many conditions ask (the dict itself is not frozen).
+    _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: Any, make: Callable[[], T]) -> T:
+        """``make()`` once per message and key: what many conditions read is derived once."""
+        hit = self._memo.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = self._memo[key] = make()
+        return hit  # type: ignore[no-any-return]
+
     def fields(self, name: str) -> list[str]:
-        low = name.lower()
-        return [v for n, v in self.headers if n.lower() == low]
+        index = self._memo.get("fields")
+        if index is None:
+            index = {}
+            for n, v in self.headers:
+                index.setdefault(n.lower(), []).append(v)
+            self._memo["fields"] = index
+        return list(index.get(name.lower(), ()))
+
+    def _parsed(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
+        key = ("addr", names)
+        hit = self._memo.get(key)
+        if hit is None:
+            raw = [v for n in names for v in self.fields(n)]
+            hit = self._memo[key] = getaddresses(raw)[:MAX_VALUES]
+        return hit  # type: ignore[no-any-return]
 
     def addresses(self, *names: str) -> list[str]:
-        raw = [v for n in names for v in self.fields(n)]
-        out = [a for _name, a in getaddresses(raw) if a][:MAX_VALUES]
-        return out
+        return [a for _name, a in self._parsed(names) if a]
 
     def display_names(self, name: str) -> list[str]:
-        return [decode(n) for n, _a in getaddresses(self.fields(name)) if n][:MAX_VALUES]
+        return [decode(n) for n, _a in self._parsed((name,)) if n]
+
+    def decoded(self, name: str) -> list[str]:
+        key = ("decoded", name.lower())
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = [decode(v) for v in self.fields(name)]
+        return list(hit)
 
     @property
     def human_generated(self) -> bool:

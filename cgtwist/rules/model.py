@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from cgtwist.rules.pictures import matches, split_list
+from cgtwist.rules.pictures import matches, pieces, split_list
 
 FORMAT_VERSION = 1
 MAX_PRIORITY = 10  # CommuniGate: 0 (disabled) .. 10, higher runs first
@@ -142,13 +142,32 @@ class Condition:
     subject: str
     op: str
     param: str = ""
+    # Compiled once (pictures split at "*" and casefolded, remembered lists named, the header
+    # field name): evaluation does no parsing per message.
+    plan: tuple[tuple[tuple[str, ...], ...], tuple[str, ...], str] = field(
+        init=False, compare=False, repr=False, hash=False, default=((), (), "")
+    )
 
     def __post_init__(self) -> None:
         check_condition(self)
+        object.__setattr__(self, "plan", _compile(self))
 
     @property
     def kind(self) -> str:
         return CONDITIONS[self.subject]
+
+
+def _compile(c: Condition) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], str]:
+    name = ""
+    if c.kind == HEADER:
+        name, picture = header_param(c.param)
+        items = [picture]
+    else:
+        items = split_list(c.param) if c.op in (IN, NOT_IN) else [c.param.strip()]
+    lists = tuple(p[1:] for p in items if p.startswith("#")) if c.kind == ADDRESS else ()
+    if lists:
+        items = [p for p in items if not p.startswith("#")]
+    return tuple(pieces(p) for p in items), lists, name
 
 
 def check_condition(c: Condition) -> None:
@@ -339,6 +358,7 @@ class RuleSet:
     written, which keeps equal priorities in the administrator's order)."""
 
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    _ordered: tuple[Rule, ...] = field(init=False, compare=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -346,9 +366,11 @@ class RuleSet:
             if r.name.casefold() in seen:
                 raise RuleError(f"two rules named {r.name!r}")
             seen.add(r.name.casefold())
+        ordered = sorted((r for r in self.rules if r.enabled), key=lambda r: -r.priority)
+        object.__setattr__(self, "_ordered", tuple(ordered))
 
-    def ordered(self) -> list[Rule]:
-        return sorted((r for r in self.rules if r.enabled), key=lambda r: -r.priority)
+    def ordered(self) -> tuple[Rule, ...]:
+        return self._ordered
 
 
 def check_level(rules: RuleSet, server: bool, allowed: Optional[str] = None) -> None:

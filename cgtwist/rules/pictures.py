@@ -12,27 +12,31 @@ from functools import lru_cache
 
 
 @lru_cache(maxsize=4096)
-def _pieces(picture: str) -> tuple[str, ...]:
+def pieces(picture: str) -> tuple[str, ...]:
+    """A picture compiled for ``fits``: casefolded and split at ``*``."""
     return tuple(picture.casefold().split("*"))
 
 
 def matches(picture: str, value: str) -> bool:
-    """True when ``value`` fits ``picture`` (``*`` = zero or more characters, any case).
+    """True when ``value`` fits ``picture`` (``*`` = zero or more characters, any case)."""
+    return fits(pieces(picture), value.casefold())
+
+
+def fits(compiled: tuple[str, ...], text: str) -> bool:
+    """``matches`` for a compiled picture and a casefolded value.
 
     Leftmost placement of each middle piece is always safe for ``*``-only patterns: a later
     piece can only gain room by an earlier piece matching as early as possible.
     """
-    pieces = _pieces(picture)
-    text = value.casefold()
-    if len(pieces) == 1:
-        return text == pieces[0]
-    first, last = pieces[0], pieces[-1]
+    if len(compiled) == 1:
+        return text == compiled[0]
+    first, last = compiled[0], compiled[-1]
     if len(text) < len(first) + len(last):
         return False
     if not text.startswith(first) or not text.endswith(last):
         return False
     pos, end = len(first), len(text) - len(last)
-    for piece in pieces[1:-1]:
+    for piece in compiled[1:-1]:
         if not piece:
             continue
         found = text.find(piece, pos, end)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from cgtwist.rules.evaluate import evaluate
 from cgtwist.rules.facts import message_facts
 from cgtwist.rules.text import parse_rules
+from tests.rules.test_text import rule_sets
 
 AUTHSERV = "mx.example.com"
 NOW = datetime(2026, 12, 5, 14, 30)  # a Saturday
@@ -167,7 +171,9 @@ rule "mid"
         self.assertEqual(
             fired(self.RULES, facts(ok)), ["Add Header X-Mid: 1", "Add Header X-Low: 1"]
         )
-        out = evaluate(parse_rules("version 1\n" + self.RULES), facts(ok), server=True)
+        out = evaluate(
+            parse_rules("version 1\n" + self.RULES), facts(ok), server=True, explain=True
+        )
         junk = out.trace[0]
         self.assertFalse(junk.fired)
         self.assertFalse(junk.conditions[0].met)
@@ -178,7 +184,7 @@ rule "mid"
         rs = parse_rules(
             'version 1\nrule "r"\n if From is "x@y.example"\n if To is "*"\n do Discard\n'
         )
-        out = evaluate(rs, facts(), server=False)
+        out = evaluate(rs, facts(), server=False, explain=True)
         self.assertEqual(len(out.trace[0].conditions), 1)
 
     def test_reply_never_to_automatic_mail(self) -> None:
@@ -217,3 +223,16 @@ rule "mid"
         self.assertEqual(
             fired('rule "r"\n do Store in "X"\n do Discard\n', facts(), server=True), ["Discard"]
         )
+
+
+class FastPathTests(unittest.TestCase):
+    """Delivery evaluates without building the explanation; both must decide alike."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(rule_sets(), st.sampled_from([PLAIN, LIST, b"Subject: x\r\n\r\n", b""]))
+    def test_explain_and_fast_path_agree(self, rs: Any, data: bytes) -> None:
+        f = facts(data, routes=["LOCAL(alice@example.com)"], mailboxes=["Lists"])
+        fast = evaluate(rs, f, server=False, allowed="Any", execute=True)
+        full = evaluate(rs, f, server=False, allowed="Any", execute=True, explain=True)
+        self.assertEqual(fast.actions, full.actions)
+        self.assertEqual([t.rule for t in fast.trace], [t.rule for t in full.trace if t.fired])

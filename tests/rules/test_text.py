@@ -75,7 +75,7 @@ class TextFormTests(unittest.TestCase):
         """Priority 0 keeps the rule in the text but never runs it."""
         rs = parse_rules('version 1\nrule "off"\n priority 0\n do Discard\n')
         self.assertEqual(len(rs.rules), 1)
-        self.assertEqual(rs.ordered(), [])
+        self.assertEqual(rs.ordered(), ())
 
     def assertLineError(self, text: str, line: int, words: str) -> None:
         with self.assertRaises(RuleSyntaxError) as cm:
@@ -202,7 +202,7 @@ _names = st.text(
 
 
 @st.composite
-def _rulesets(draw: st.DrawFn) -> RuleSet:
+def rule_sets(draw: st.DrawFn) -> RuleSet:
     names = draw(st.lists(_names, max_size=5, unique_by=str.casefold))
     rules = tuple(
         Rule(
@@ -218,7 +218,7 @@ def _rulesets(draw: st.DrawFn) -> RuleSet:
 
 class RoundTripTests(unittest.TestCase):
     @settings(max_examples=300, deadline=None)
-    @given(_rulesets())
+    @given(rule_sets())
     def test_print_then_parse_is_identity(self, rs: RuleSet) -> None:
         """Whatever a rule set holds, its text form reads back as the same rule set."""
         text = format_rules(rs)
