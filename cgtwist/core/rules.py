@@ -272,15 +272,7 @@ class RulesRunner:
         as one LocalDecision; redirects, forwards and replies are submitted here."""
         address = account.address
         msg_id = envelope.submit.get("session", "") or "-"
-        facts0 = message_facts(
-            envelope.sender,
-            [address],
-            envelope.submit,
-            data,
-            authserv_id=self.hostname,
-            now=self._now(),
-        )
-        hops = compose.delivered_to(facts0)
+        hops = compose.delivered_to_fields(data)
         if address.lower() in hops:
             self.log.warn(
                 "rules: mail loop: message from <{sender}> was delivered to {account} before",

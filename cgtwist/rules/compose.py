@@ -16,7 +16,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from typing import Iterable
 
-from cgtwist.rules.facts import MessageFacts, decode
+from cgtwist.rules.facts import MAX_HEADER_BYTES, MessageFacts, decode, parse_headers
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SUBJECT = 200
@@ -135,6 +135,15 @@ def reply_targets(facts: MessageFacts, account: str, to_all: bool) -> list[str]:
     return result[:50]
 
 
-def delivered_to(facts: MessageFacts) -> list[str]:
-    """The hop markers already on the message, lower-cased."""
-    return [v.strip().strip("<>").lower() for v in facts.fields("Delivered-To")]
+_DELIVERED_TO = re.compile(rb"(?im)^delivered-to:")
+
+
+def delivered_to_fields(data: bytes) -> list[str]:
+    """The hop markers already on the message, lower-cased. Every LOCAL delivery asks, so
+    the header section is parsed only when one of its lines starts with the field name."""
+    head = data[: _header_end(data[:MAX_HEADER_BYTES])]
+    if not _DELIVERED_TO.search(head):
+        return []
+    return [
+        v.strip().strip("<>").lower() for n, v in parse_headers(head) if n.lower() == "delivered-to"
+    ]
