@@ -119,6 +119,15 @@ async def rules_set(ctx: Context, args: argparse.Namespace) -> None:
     ctx.notify("reload", what="rules")
 
 
+async def rules_delete(ctx: Context, args: argparse.Namespace) -> None:
+    """Remove a stored rule set and tell the server."""
+    scope, owner, what = await _scope(ctx, args)
+    if not await (await _runner(ctx)).store.delete(scope, owner):
+        ctx.fail(f"{what}: none set")
+    ctx.out.write(f"{what} removed\n")
+    ctx.notify("reload", what="rules")
+
+
 async def rules_test(ctx: Context, args: argparse.Namespace) -> None:
     """Check FILE without storing it; print the rules in the order they would run."""
     scope, owner, what = await _scope(ctx, args)
@@ -255,6 +264,9 @@ def register(subparsers: Any) -> None:
         help="refuse if the stored rule set is no longer revision N (0: none stored)",
     )
     p.set_defaults(handler=rules_set)
+    p = g.add_parser("delete", help="remove a stored rule set")
+    _scope_args(p)
+    p.set_defaults(handler=rules_delete)
     p = g.add_parser("test", help="check FILE as that rule set without storing it")
     _scope_args(p)
     p.add_argument("file", metavar="FILE")

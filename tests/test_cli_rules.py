@@ -64,6 +64,11 @@ class RulesCLITests(CLITestCase):
         self.assertEqual(out, ACCOUNT)
         _, err = await self.cli("rules", "show", "--domain", "example.com")
         self.assertIn("none set", err)
+        out, _ = await self.cli("rules", "delete", "--server")
+        self.assertIn("the Server Rules removed", out)
+        _, err = await self.cli("rules", "show", "--server")
+        self.assertIn("none set", err)
+        self.assertIn("none set", await self.error("rules", "delete", "--server"))
 
     async def test_errors_name_file_and_line(self) -> None:
         """A bad rule set is refused with FILE:line: problem and nothing is stored."""
