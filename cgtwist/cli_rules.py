@@ -19,6 +19,8 @@ from cgtwist.core.rules import RulesRunner, mailbox_names_present
 from cgtwist.errors import MailError
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.model import FLAG, IS_NOT, Condition
+from cgtwist.rules.sieve import SieveError, compile_sieve
+from cgtwist.rules.text import format_rules
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RulesConflict, RuleStore
 from cgtwist.types import Account, Envelope, Recipient
@@ -125,6 +127,29 @@ async def rules_delete(ctx: Context, args: argparse.Namespace) -> None:
     if not await (await _runner(ctx)).store.delete(scope, owner):
         ctx.fail(f"{what}: none set")
     ctx.out.write(f"{what} removed\n")
+    ctx.notify("reload", what="rules")
+
+
+async def rules_import_sieve(ctx: Context, args: argparse.Namespace) -> None:
+    """Compile a Sieve script into a rule set; print it (--dry-run) or store it like set."""
+    scope, owner, what = await _scope(ctx, args)
+    try:
+        rules, warnings = compile_sieve(_read(ctx, args.file))
+    except SieveError as e:
+        ctx.fail(f"{args.file}:{e.line}: {e.problem}")
+    for w in warnings:
+        ctx.err.write(f"{PROG}: warning: {args.file}: {w}\n")
+    text = format_rules(rules)
+    if args.dry_run:
+        ctx.out.write(text)
+        return
+    runner = await _runner(ctx)
+    try:
+        await runner.check_text(scope, owner, text)
+        revision = await runner.store.set(scope, owner, text)
+    except InvalidRules as e:
+        ctx.fail(f"{args.file}: {e}")
+    ctx.out.write(f"{what} stored from Sieve: {len(rules.rules)} rule(s), revision {revision}\n")
     ctx.notify("reload", what="rules")
 
 
@@ -264,6 +289,13 @@ def register(subparsers: Any) -> None:
         help="refuse if the stored rule set is no longer revision N (0: none stored)",
     )
     p.set_defaults(handler=rules_set)
+    p = g.add_parser(
+        "import-sieve", help="compile a Sieve script (RFC 5228) into the rule set and store it"
+    )
+    _scope_args(p)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--dry-run", action="store_true", help="print the rules, store nothing")
+    p.set_defaults(handler=rules_import_sieve)
     p = g.add_parser("delete", help="remove a stored rule set")
     _scope_args(p)
     p.set_defaults(handler=rules_delete)

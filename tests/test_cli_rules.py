@@ -149,3 +149,25 @@ class RulesCLITests(CLITestCase):
         self.assertFalse(
             os.path.exists(os.path.join(self.base, "Accounts", "example.com", "bob", "new"))
         )
+
+    async def test_import_sieve(self) -> None:
+        """A Sieve script becomes the account's rules; --dry-run prints them; a script with no
+        exact equivalent is refused with FILE:line."""
+        await self.cli("account", "add", "bob@example.com", "--password", "pw1")
+        script = self.write(
+            "f.sieve",
+            'require "fileinto";\nif header :contains "List-Id" "dev" {\n  fileinto "Lists";\n}\n',
+        )
+        out, _ = await self.cli(
+            "rules", "import-sieve", "--account", "bob@example.com", script, "--dry-run"
+        )
+        self.assertIn('if Header Field is "List-Id: *dev*"', out)
+        _, err = await self.cli("rules", "show", "--account", "bob@example.com")
+        self.assertIn("none set", err)
+        out, _ = await self.cli("rules", "import-sieve", "--account", "bob@example.com", script)
+        self.assertIn("stored from Sieve: 1 rule(s), revision 1", out)
+        out, _ = await self.cli("rules", "show", "--account", "bob@example.com")
+        self.assertIn('do Store in "Lists"', out)
+        bad = self.write("bad.sieve", 'require "fileinto";\n\nif body :contains "x" { discard; }\n')
+        err = await self.error("rules", "import-sieve", "--account", "bob@example.com", bad)
+        self.assertIn("bad.sieve:3: test 'body' is not supported", err)
