@@ -85,10 +85,12 @@ class RulesRunner:
         self.mailboxes = mailboxes
         self.execute = execute
         self._cache: dict[tuple[str, str], _Cached] = {}
+        self._allowed: dict[tuple[str, str], tuple[float, str]] = {}
 
     def forget(self) -> None:
-        """Drop the parsed rule sets (rules or settings changed)."""
+        """Drop the parsed rule sets and RulesAllowed values (rules or settings changed)."""
         self._cache.clear()
+        self._allowed.clear()
 
     def _get(self, key: str) -> Any:
         return self.settings.current[key]
@@ -121,14 +123,23 @@ class RulesRunner:
         return rules
 
     async def allowed(self, account: Account) -> str:
-        """The account's RulesAllowed: its own, else its domain's, else the server's."""
+        """The account's RulesAllowed: its own, else its domain's, else the server's (kept
+        like the rule sets: a burst of mail to one account asks the store once)."""
+        key = ("allowed", account.address.lower())
+        now = self.clock.seconds()
+        hit = self._allowed.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
         own = await self.accounts.get_account_settings(account.name, account.domain)
         if "rules.allowed" in own:
-            return str(own["rules.allowed"])
-        dom = await self.accounts.get_domain_settings(account.domain)
-        if "rules.allowed" in dom:
-            return str(dom["rules.allowed"])
-        return str(self._get("rules.allowed"))
+            value = str(own["rules.allowed"])
+        else:
+            dom = await self.accounts.get_domain_settings(account.domain)
+            value = str(dom.get("rules.allowed", self._get("rules.allowed")))
+        if len(self._allowed) > 10000:
+            self._allowed.clear()
+        self._allowed[key] = (now + self.TTL, value)
+        return value
 
     async def check_text(self, scope: str, owner: str, text: str) -> RuleSet:
         """What ``rules set`` checks before storing: the text parses, its actions fit the

@@ -224,6 +224,7 @@ class LocalRulesTests(RunnerCase):
         self.assertFalse(self.local(rules(rule("a", "do Discard"))).discard)
         self.accounts.account = {}
         self.accounts.domain = {"rules.allowed": "Filter Only"}
+        self.runner.forget()  # as a settings reload does (cgtwist-admin settings set)
         d = self.local(rules(rule("a", 'do Redirect to "x@y.example"', "do Discard")))
         self.assertTrue(d.discard)
         self.assertEqual(self.submission.sent, [])
