@@ -133,7 +133,8 @@ class LocalDecision:
     queue): ``discard`` drops the copy, ``reject`` fails the recipient with that text (a DSN
     goes to the sender), ``folder`` is the IMAP name to store into ("Store in"), and
     ``add_headers`` are complete header lines (no CR/LF inside) prepended to the message;
-    ``data``, when set, is the message as the rules edited it (Tag Subject) to store instead.
+    ``data``, when set, is the message as the rules edited it (Tag Subject) to store instead;
+    ``flags`` are IMAP system flags (``\\Seen``...) the stored message gets ("Mark").
     A ``reject`` text that starts with an enhanced status (``5.4.6 ...``) keeps it.
     """
 
@@ -142,6 +143,7 @@ class LocalDecision:
     folder: str = "INBOX"
     add_headers: tuple[str, ...] = ()
     data: Optional[bytes] = None
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

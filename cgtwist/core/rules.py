@@ -322,6 +322,7 @@ class RulesRunner:
             folder=folder,
             add_headers=headers,
             data=compose.tag_subject(data, tags) if tags else None,
+            flags=tuple(dict.fromkeys(f for a in acts if a.name == "Mark" for f in a.flags())),
         )
 
     # -- actions that make messages ----------------------------------------------------------------

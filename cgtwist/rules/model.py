@@ -231,10 +231,11 @@ ALLOWED_NONE, ALLOWED_FILTER, ALLOWED_NO_REDIRECT, ALLOWED_ANY = (
 ALLOWED_LEVELS = (ALLOWED_NONE, ALLOWED_FILTER, ALLOWED_NO_REDIRECT, ALLOWED_ANY)
 
 # Parameter kinds of actions.
-P_NONE, P_TEXT, P_FOLDER, P_HEADER, P_ADDRESSES, P_LIST, P_PROGRAM = (
+P_NONE, P_TEXT, P_FOLDER, P_FLAGS, P_HEADER, P_ADDRESSES, P_LIST, P_PROGRAM = (
     "none",
     "text",
     "folder",
+    "flags",
     "header",
     "addresses",
     "list",
@@ -254,6 +255,7 @@ class ActionSpec:
 
 ACTIONS: dict[str, ActionSpec] = {
     "Store in": ActionSpec(P_FOLDER, ALLOWED_FILTER, server=False),
+    "Mark": ActionSpec(P_FLAGS, ALLOWED_FILTER, server=False),
     "Add Header": ActionSpec(P_HEADER, ALLOWED_FILTER),
     "Tag Subject": ActionSpec(P_TEXT, ALLOWED_FILTER),
     "Reject with": ActionSpec(P_TEXT, ALLOWED_FILTER),
@@ -266,6 +268,19 @@ ACTIONS: dict[str, ActionSpec] = {
     "Forward to": ActionSpec(P_ADDRESSES, ALLOWED_ANY),
     "Mirror to": ActionSpec(P_ADDRESSES, ALLOWED_ANY),
     "Execute": ActionSpec(P_PROGRAM, ALLOWED_ANY),
+}
+
+
+# What "Mark" sets, by CommuniGate's and IMAP's names: the system flags a Maildir file name
+# carries (maildir(5) info letters). Keywords (Junk, $Label1) need the mailbox's keyword map,
+# which LOCAL does not write: refused.
+MARK_FLAGS = {
+    "read": "\\Seen",
+    "seen": "\\Seen",
+    "flagged": "\\Flagged",
+    "answered": "\\Answered",
+    "deleted": "\\Deleted",
+    "draft": "\\Draft",
 }
 
 
@@ -285,6 +300,10 @@ class Action:
 
     def addresses(self) -> list[str]:
         return split_list(self.param)
+
+    def flags(self) -> list[str]:
+        """Mark's IMAP system flags (``\\Seen``, ...)."""
+        return [MARK_FLAGS[f.lstrip("\\").lower()] for f in split_list(self.param)]
 
 
 def check_action(a: Action) -> None:
@@ -308,6 +327,13 @@ def check_action(a: Action) -> None:
             or "%" in p
         ):
             raise RuleError(f"{a.name} {p!r}: not a usable mailbox name")
+    elif spec.param == P_FLAGS:
+        for f in split_list(p):
+            if f.lstrip("\\").lower() not in MARK_FLAGS:
+                raise RuleError(
+                    f"{a.name} {f!r}: one of Read, Flagged, Answered, Deleted, Draft "
+                    "(keywords are not stored by LOCAL)"
+                )
     elif spec.param == P_HEADER:
         name, sep, _value = p.partition(":")
         if not sep or not _FIELD_RE.match(name.strip()) or name != name.strip():

@@ -202,10 +202,11 @@ class LocalRulesTests(RunnerCase):
     def test_decision_from_domain_then_account(self) -> None:
         """Domain Rules run first; Store in, Add Header and Tag Subject make one decision."""
         d = self.local(
-            rules(rule("a", 'do Store in "Junk"', 'do Add Header "X-Acct: 1"')),
+            rules(rule("a", 'do Store in "Junk"', 'do Add Header "X-Acct: 1"', 'do Mark "Read"')),
             domain=rules(rule("d", 'do Tag Subject "[D]"')),
         )
         self.assertEqual(d.folder, "Junk")
+        self.assertEqual(d.flags, ("\\Seen",))
         self.assertEqual(d.add_headers, ("X-Acct: 1",))
         self.assertIn(b"Subject: [D] offer", d.data)
 

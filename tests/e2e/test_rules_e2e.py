@@ -8,8 +8,10 @@ redirecting to each other end with one DSN (5.4.6), not a storm. Every rule set 
 
 from __future__ import annotations
 
+import imaplib
 import os
 import smtplib
+import ssl
 import uuid
 from typing import Iterator
 
@@ -44,6 +46,7 @@ rule "Lists to folder"
   priority 5
   if Header Field is "List-Id: *"
   do Store in "Lists"
+  do Mark "Read"
 """
 VACATION = """version 1
 
@@ -99,13 +102,18 @@ def mail(sender: str, to: str, marker: str, extra: str = "") -> bytes:
 
 
 def folder_messages(server: Server, account: str, folder: str) -> list[bytes]:
+    return [data for _name, data in folder_files(server, account, folder)]
+
+
+def folder_files(server: Server, account: str, folder: str) -> list[tuple[str, bytes]]:
+    """(sub/name, content) of every message in the account's folder."""
     out = []
     for sub in ("new", "cur"):
         d = os.path.join(server.maildir(account), f".{folder}", sub)
         if os.path.isdir(d):
             for name in sorted(os.listdir(d)):
                 with open(os.path.join(d, name), "rb") as f:
-                    out.append(f.read())
+                    out.append((f"{sub}/{name}", f.read()))
     return out
 
 
@@ -151,7 +159,8 @@ def test_server_rule_tags_spam_by_spf(server: Server) -> None:
 
 
 def test_domain_rule_files_list_mail(server: Server) -> None:
-    """List mail goes to the Lists folder (created on first use), other mail to INBOX."""
+    """List mail goes to the Lists folder (created on first use), marked read; other mail to
+    INBOX."""
     rules(server, ["--domain", "example.test"], DOMAIN_RULES)
     try:
         listed, direct = f"list-{uuid.uuid4().hex[:8]}", f"direct-{uuid.uuid4().hex[:8]}"
@@ -169,7 +178,17 @@ def test_domain_rule_files_list_mail(server: Server) -> None:
         )
         wait_for(lambda: folder_messages(server, "erin", "Lists"), 60, "list mail in erin's Lists")
         server.wait_messages("erin", 1)
-        assert any(listed.encode() in m for m in folder_messages(server, "erin", "Lists"))
+        (filed,) = [n for n, m in folder_files(server, "erin", "Lists") if listed.encode() in m]
+        assert filed.startswith("cur/") and filed.endswith(":2,S"), filed  # Mark "Read"
+        tls = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
+        tls.check_hostname = False
+        with imaplib.IMAP4_SSL(
+            "127.0.0.1", server.port("imap", "implicit"), ssl_context=tls
+        ) as imap:
+            imap.login("erin@example.test", "erin-secret")
+            imap.select("Lists", readonly=True)
+            typ, data = imap.search(None, "SEEN", "HEADER", "List-Id", "dev.lists.test")
+            assert typ == "OK" and data[0].split(), data
         assert not any(listed.encode() in m for m in server.messages("erin"))
         assert any(direct.encode() in m for m in server.messages("erin"))
     finally:
