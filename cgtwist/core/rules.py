@@ -36,6 +36,7 @@ from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 SERVER_DONE = "server"  # submit["rules"] of a copy Server Rules made: not ruled again
 _STATUS = re.compile(r"^[45]\.\d{1,3}\.\d{1,3} ")
+_SENDS = ("Redirect to", "Forward to", "Mirror to")
 
 
 @dataclass
@@ -310,6 +311,17 @@ class RulesRunner:
         acts = [a for o in outcomes for a in o.actions]
         if not acts:
             return LocalDecision()
+        sends = {x.lower() for a in acts if a.name in _SENDS for x in a.addresses()}
+        back = sorted(sends & set(hops))
+        if back:  # never send a message back to an address it already went through
+            self.log.warn(
+                "rules: mail loop: {account} would send the message from <{sender}> back to "
+                "{target}, which had it before",
+                account=address,
+                sender=envelope.sender,
+                target=back[0],
+            )
+            return LocalDecision(reject=f"5.4.6 mail loop: {back[0]} had this message before")
         merged = Outcome(tuple(acts), tuple(t for o in outcomes for t in o.trace))
         await self._side_effects(msg_id, address, address, facts, merged, envelope, data, True)
         reject = next((a.param for a in acts if a.name == "Reject with"), None)

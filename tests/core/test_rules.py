@@ -239,6 +239,16 @@ class LocalRulesTests(RunnerCase):
         hops = b"".join(b"Delivered-To: u%d@example.com\r\n" % i for i in range(11)) + MSG
         self.assertIn("hops", self.local(data=hops).reject)
 
+    def test_never_redirects_back_to_an_address_that_had_it(self) -> None:
+        """A redirect to an address in the hop markers fails the copy with 5.4.6 (a DSN to the
+        sender) instead of sending it round again; nothing is submitted."""
+        looped = b"Delivered-To: Dave@example.com\r\n" + MSG
+        d = self.local(
+            rules(rule("a", 'do Redirect to "dave@example.com"', "do Discard")), data=looped
+        )
+        self.assertEqual(d.reject, "5.4.6 mail loop: dave@example.com had this message before")
+        self.assertEqual(self.submission.sent, [])
+
     def test_redirect_forward_carry_the_hop_marker(self) -> None:
         """Redirect keeps the envelope sender; Forward resends from the account with Resent-*."""
         self.local(rules(rule("a", 'do Redirect to "x@y.example"', 'do Forward to "z@y.example"')))

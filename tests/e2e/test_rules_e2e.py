@@ -234,8 +234,8 @@ def test_vacation_replies_once_per_sender_never_to_lists(server: Server, sink: S
 
 
 def test_redirect_loop_ends_with_one_dsn(server: Server, sink: Sink) -> None:
-    """dave redirects to frank, frank back to dave: the message comes back to dave once,
-    fails there with 5.4.6, and the sender gets one DSN; nothing keeps circling."""
+    """dave redirects to frank, frank back to dave: frank's copy is never sent back (dave is
+    in its Delivered-To), it fails with 5.4.6 and the sender gets one DSN; nothing circles."""
     rules(server, ["--account", "dave@example.test"], redirect_to("frank@example.test"))
     rules(server, ["--account", "frank@example.test"], redirect_to("dave@example.test"))
     tag = uuid.uuid4().hex[:8]
