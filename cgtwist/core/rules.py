@@ -26,7 +26,17 @@ from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.facts import MessageFacts, message_facts
-from cgtwist.rules.model import ADDRESS, IN, MAILBOX, NOT_IN, ROUTE, RuleError, RuleSet, check_level
+from cgtwist.rules.model import (
+    ADDRESS,
+    IN,
+    MAILBOX,
+    NOT_IN,
+    ROUTE,
+    Action,
+    RuleError,
+    RuleSet,
+    check_level,
+)
 from cgtwist.rules.pictures import split_list
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
@@ -311,17 +321,18 @@ class RulesRunner:
         acts = [a for o in outcomes for a in o.actions]
         if not acts:
             return LocalDecision()
-        sends = {x.lower() for a in acts if a.name in _SENDS for x in a.addresses()}
-        back = sorted(sends & set(hops))
+        acts, back = _without_targets(acts, set(hops))
         if back:  # never send a message back to an address it already went through
             self.log.warn(
-                "rules: mail loop: {account} would send the message from <{sender}> back to "
-                "{target}, which had it before",
+                "rules: mail loop: {account} does not send the message from <{sender}> back "
+                "to {targets}, which had it before",
                 account=address,
                 sender=envelope.sender,
-                target=back[0],
+                targets=", ".join(back),
             )
-            return LocalDecision(reject=f"5.4.6 mail loop: {back[0]} had this message before")
+            if any(a.name == "Discard" for a in acts) and not any(a.name in _SENDS for a in acts):
+                # Kept nowhere and sent nowhere: fail it, so the sender learns (one DSN).
+                return LocalDecision(reject=f"5.4.6 mail loop: {back[0]} had this message before")
         merged = Outcome(tuple(acts), tuple(t for o in outcomes for t in o.trace))
         await self._side_effects(msg_id, address, address, facts, merged, envelope, data, True)
         reject = next((a.param for a in acts if a.name == "Reject with"), None)
@@ -483,6 +494,22 @@ class RulesRunner:
                     action=a.name,
                     why=why,
                 )
+
+
+def _without_targets(acts: list[Action], had: set[str]) -> tuple[list[Action], list[str]]:
+    """``acts`` with the addresses in ``had`` taken out of Redirect/Forward/Mirror (an action
+    left with none goes), and the addresses taken out."""
+    out: list[Action] = []
+    removed: list[str] = []
+    for a in acts:
+        if a.name not in _SENDS:
+            out.append(a)
+            continue
+        keep = [x for x in a.addresses() if x.lower() not in had]
+        removed += [x for x in a.addresses() if x.lower() in had]
+        if keep:
+            out.append(a if len(keep) == len(a.addresses()) else Action(a.name, ", ".join(keep)))
+    return out, removed
 
 
 def mailbox_names_present(base_dir: str, account: Account, names: list[str]) -> list[str]:
