@@ -28,6 +28,7 @@ from cgtwist.core.auth import AccountChecker
 from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.core.routing import Routing
+from cgtwist.core.rules import RulesRunner, existing_mailboxes
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
 from cgtwist.delivery.local import LocalDelivery
@@ -48,6 +49,7 @@ from cgtwist.queue.manager import QueueManager
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
 from cgtwist.spool.workers import WorkerPool
+from cgtwist.storage.rules import RuleStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
 
@@ -193,14 +195,31 @@ class Components:
         self.user_sessions = UserIPSessions(settings)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
-        """The queue manager, delivery agents, bounces and the Submitted/ pickup: the server's
-        own half, never built in an SMTP worker process.
+        """The queue manager, delivery agents, Rules, bounces and the Submitted/ pickup: the
+        server's own half, never built in an SMTP worker process.
 
         Built bottom up, so each part gets its collaborators in its constructor: bounces go
         back in through the submission; the SMTP agent notes its host-level attempts in an
-        AttemptLog the queue manager journals from; the manager takes the agents, that log and
-        the bouncer's three reports, then subscribes to the spool."""
+        AttemptLog the queue manager journals from; the Rules runner (Server Rules for the
+        manager, Domain and Account Rules for LOCAL) comes before both; the manager takes the
+        agents, that log, the rules and the bouncer's three reports, then subscribes to the
+        spool."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
+        pipe = PipeDelivery(settings, reactor)
+        self.rule_store = RuleStore(store.db, cfg.node)
+        self.rules = RulesRunner(
+            self.rule_store,
+            store,
+            settings,
+            clock=reactor,
+            hostname=cfg.hostname,
+            submission=self.submission,
+            route=self.routing.route,
+            is_client_ip=self.policy.is_client_ip,
+            mailboxes=existing_mailboxes(cfg.base_dir, reactor, io_pool),
+            execute=pipe.deliver,
+        )
+        settings.subscribe(lambda _s: self.rules.forget())  # cgtwist-admin rules set reloads
         local = LocalDelivery(
             cfg.base_dir,
             store,
@@ -208,6 +227,7 @@ class Components:
             reactor=reactor,
             threadpool=io_pool,
             hostname=cfg.hostname,
+            rules=self.rules.local_rules,
         )
         settings.subscribe(lambda _s: local.forget())  # accounts changed: cgtwist-admin reloads
         attempts = AttemptLog(self.spool, reactor)
@@ -222,13 +242,14 @@ class Components:
         self.manager = manager = QueueManager(
             self.spool,
             self.routing,
-            {"LOCAL": local, "SMTP": self.smtp_out, "PIPE": PipeDelivery(settings, reactor)},
+            {"LOCAL": local, "SMTP": self.smtp_out, "PIPE": pipe},
             settings,
             reactor,
             bouncer=self.bouncer.bounce,
             delay_warning=self.bouncer.delay_warning,
             on_delivered=self.bouncer.delivered,
             attempts=attempts,
+            server_rules=self.rules.server_rules,
         )
         self.spool.subscribe(manager.enqueue)
         self.admin = QueueAdmin(manager)

@@ -645,6 +645,38 @@ class RouterSettings:
     )
 
 
+RULES_ALLOWED = ("None", "Filter Only", "No Redirect", "Any")  # cgtwist.rules.model
+
+
+def _rules_allowed(key: str, value: object) -> None:
+    if value not in RULES_ALLOWED:
+        raise ValueError(f"{key} is one of {', '.join(RULES_ALLOWED)}")
+
+
+@dataclass(frozen=True)
+class RulesSettings:
+    """Rules (cgtwist.rules; docs/RULES.md)."""
+
+    allowed: str = setting(
+        "Any",
+        "RulesAllowed of accounts that set none (nor their domain): None | Filter Only | "
+        "No Redirect | Any (CommuniGate's classes)",
+        check=_rules_allowed,
+    )
+    execute: bool = setting(
+        False,
+        "whether the Execute rule action may run programs (PIPE folder)",
+    )
+    reply_interval: int = setting(
+        604800,
+        "seconds before a Reply with answers the same sender again (RFC 3834 §2; 7 days)",
+    )
+    max_hops: int = setting(
+        10,
+        "Delivered-To hop markers a message may carry before LOCAL fails it with 5.4.6",
+    )
+
+
 # What a listener entry may hold; anything else is refused, so a typo ("adress") is not
 # silently replaced by a default. HTTP waits for the web interface (WebAdmin) to exist.
 LISTENER_PROTOCOLS = ("smtp", "pop3", "imap")
@@ -738,6 +770,7 @@ class Settings(Mapping[str, Any]):
     dsn: DsnSettings = field(default_factory=DsnSettings)
     pipe: PipeSettings = field(default_factory=PipeSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
+    rules: RulesSettings = field(default_factory=RulesSettings)
     # What the administrator changed (name -> value, as stored) and why any was not used.
     overrides: dict[str, Any] = field(default_factory=dict, repr=False)
     problems: dict[str, str] = field(default_factory=dict, repr=False)
@@ -879,8 +912,11 @@ ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
         "addresses and * patterns this account may also send as "
         "(cgtwist.core.senders), validated as the server setting",
     ),
+    "rules.allowed": (object, "which Rule actions this account may use (RulesAllowed)"),
 }
-DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {}
+DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {
+    "rules.allowed": (object, "RulesAllowed of this domain's accounts that set none"),
+}
 
 
 def validate_scoped(scope: str, key: str, value: object) -> object:

@@ -148,13 +148,18 @@ class LocalDecision:
     CommuniGate applies the domain's Rules, then the account's, in Local Delivery (after the
     queue): ``discard`` drops the copy, ``reject`` fails the recipient with that text (a DSN
     goes to the sender), ``folder`` is the IMAP name to store into ("Store in"), and
-    ``add_headers`` are complete header lines (no CR/LF inside) prepended to the message.
+    ``add_headers`` are complete header lines (no CR/LF inside) prepended to the message;
+    ``data``, when set, is the message as the rules edited it (Tag Subject) to store instead;
+    ``flags`` are IMAP system flags (``\\Seen``...) the stored message gets ("Mark").
+    A ``reject`` text that starts with an enhanced status (``5.4.6 ...``) keeps it.
     """
 
     discard: bool = False
     reject: str = ""
     folder: str = "INBOX"
     add_headers: tuple[str, ...] = ()
+    data: Optional[bytes] = None
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

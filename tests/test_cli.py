@@ -406,13 +406,13 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("account", "add", "alice", "--password", "x")
         self.assertEqual(
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
-            "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)",
+            "unknown account setting 'nonsense.key' (known: admin, rules.allowed, smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
                 "settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"
             ),
-            "unknown domain setting 'MaxAccountSize' (domains have none yet)",
+            "unknown domain setting 'MaxAccountSize' (known: rules.allowed)",
         )
         self.assertIn(
             "a server setting: set it without --domain/--account",

@@ -87,7 +87,8 @@ class SettingsTests(unittest.TestCase):
         self.assertIs(settings.validate_scoped("account", "admin", True), True)
         e = self.assertRaises(ValueError, settings.validate_scoped, "account", "nonsense.key", 1)
         self.assertEqual(
-            str(e), "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)"
+            str(e),
+            "unknown account setting 'nonsense.key' (known: admin, rules.allowed, smtp.send_as)",
         )
         self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
         # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is

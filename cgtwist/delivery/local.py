@@ -13,12 +13,13 @@ runs in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import socket
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -35,6 +36,7 @@ from cgtwist.spool.files import DirSync
 from cgtwist.types import Account, Envelope, LocalDecision, QueueName, Recipient
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_STATUS_RE = re.compile(r"^5\.\d{1,3}\.\d{1,3} ")  # a rule's reject text with its own status
 
 
 def _eol(data: bytes) -> bytes:
@@ -293,6 +295,7 @@ class LocalDelivery:
         reactor: Any,
         threadpool: Any = None,
         hostname: Optional[str] = None,
+        rules: Optional[Callable[..., Any]] = None,
     ) -> None:
         self.base_dir = base_dir
         self.store = store
@@ -300,7 +303,7 @@ class LocalDelivery:
         self.reactor = reactor
         self.threadpool = threadpool
         self.hostname = hostname or socket.gethostname() or "localhost"
-        self.rules: Any = None
+        self.rules = rules
         self._syncs: dict[str, DirSync] = {}
         self._syncs_lock = threading.Lock()
         self._accounts: dict[tuple[str, str], tuple[float, Account]] = {}
@@ -402,7 +405,10 @@ class LocalDelivery:
             return _all(recipients, "delivered", "250 2.0.0 discarded by rules")
         if decision.reject:
             text = " ".join(decision.reject.split())[:200] or "rejected by rules"
-            return _all(recipients, "failed", f"550 5.7.1 {text}")
+            status = "" if _STATUS_RE.match(text) else "5.7.1 "
+            return _all(recipients, "failed", f"550 {status}{text}")
+        if decision.data is not None:
+            data = decision.data
         eol = _eol(data)
         extra = b"".join(
             h.encode("utf-8", "replace") + eol
@@ -410,8 +416,10 @@ class LocalDelivery:
             if h and "\r" not in h and "\n" not in h and ":" in h
         )
         chunks = [trace_headers(envelope.sender, address, eol) + extra, data]
-        if decision.folder.upper() != "INBOX":
-            return await self._deliver_folder(msg_id, account, decision.folder, chunks, recipients)
+        if decision.folder.upper() != "INBOX" or decision.flags:
+            return await self._deliver_folder(
+                msg_id, account, decision.folder, chunks, recipients, decision.flags
+            )
         pool = self.threadpool or self.reactor.getThreadPool()
         key = (account.domain, account.name)
         now = self.reactor.seconds()
@@ -473,8 +481,10 @@ class LocalDelivery:
         folder: str,
         chunks: list[bytes],
         recipients: list[Recipient],
+        flags: tuple[str, ...] = (),
     ) -> list[Recipient]:
-        """ "Store in" a folder other than INBOX; an unusable name falls back to INBOX."""
+        """ "Store in" a folder other than INBOX, and "Mark": with ``flags`` the message
+        goes on into cur/ under a name carrying them; an unusable name falls back to INBOX."""
         from cgtwist.mailstore.names import MailboxNameError, folder_path
 
         pool = self.threadpool or self.reactor.getThreadPool()
@@ -485,7 +495,8 @@ class LocalDelivery:
                 target = folder_path(inbox, folder)
             except (MailboxNameError, ValueError):
                 target = inbox
-            return write_maildir(target, chunks, self.hostname, self._sync_new)
+            fname = write_maildir(target, chunks, self.hostname, self._sync_new)
+            return mark_new(target, fname, flags) if flags else fname
 
         try:
             fname = await deferToThreadPool(self.reactor, pool, write)
@@ -560,6 +571,30 @@ class LocalDelivery:
             self.log.failure("local: notifier failed for {account}", f, account=address)
 
         d.addErrback(failed)
+
+
+def mark_new(path: str, fname: str, flags: tuple[str, ...]) -> str:
+    """Blocking: give a message just delivered into ``new/`` the system ``flags`` (a rule's
+    "Mark"): it moves to ``cur/`` under its key with the info letters (maildir(5)), linked
+    there and made durable before its ``new/`` name goes, as ``md.move_to_cur`` does. A
+    failure leaves it in ``new/`` unflagged, never lost; returns its name."""
+    letters = "".join(md.FLAG_TO_LETTER[f] for f in flags if f in md.FLAG_TO_LETTER)
+    new, cur = os.path.join(path, "new"), os.path.join(path, "cur")
+    dest = md.join_name(md.split_name(fname)[0], letters)
+    linked = False
+    try:
+        os.link(os.path.join(new, fname), os.path.join(cur, dest))
+        linked = True
+        md.fsync_dir(cur)
+        os.unlink(os.path.join(new, fname))
+    except OSError:  # gone from new/ meanwhile (an IMAP scan moved it), or cur/ unusable
+        if linked:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(cur, dest))
+        return fname
+    with contextlib.suppress(OSError):
+        md.fsync_dir(new)
+    return dest
 
 
 def _all(recipients: list[Recipient], state: str, detail: str) -> list[Recipient]:

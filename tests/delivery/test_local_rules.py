@@ -1,85 +1,71 @@
-"""The domain/account Rules hook on LOCAL delivery: discard, reject, "Store in", add header."""
+"""LOCAL delivery carrying out a Rules decision: Mark, the edited message, a reject status."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
 
-from cgtwist.types import LocalDecision
-from tests.delivery.test_local import DATA, LocalDeliveryTests, rcpt
+from cgtwist.delivery.local import LocalDelivery
+from cgtwist.mailstore import maildir as md
+from cgtwist.types import Account, Envelope, LocalDecision
+from tests.delivery.test_local import DATA, FakeNotifier, FakeStore, rcpt
 
 
-class LocalRulesTests(LocalDeliveryTests):
-    """Runs the plain LOCAL tests again with a hook that decides nothing, plus these."""
-
+class LocalRulesTests(unittest.TestCase):
     def setUp(self) -> None:
-        super().setUp()
-        self.decision: object = None
-        self.seen: list[tuple[str, str]] = []
+        self.base = tempfile.mkdtemp(prefix="cgtwist-local-rules-")
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.agent = LocalDelivery(
+            self.base, FakeStore("bob@example.com"), FakeNotifier(), reactor=reactor, hostname="mx"
+        )
+        self.env = Envelope(sender="alice@example.org", recipients=[])
+        self.decision = LocalDecision()
 
-        def rules(account, envelope, data):  # type: ignore[no-untyped-def]
-            self.seen.append((account.address, envelope.sender))
+        def rules(account: Account, envelope: Envelope, data: bytes) -> LocalDecision:
             return self.decision
 
         self.agent.rules = rules
 
-    def folder_files(self, folder_dir: str) -> list[str]:
-        path = os.path.join(self.maildir(), folder_dir, "new")
+    def listing(self, folder: str = "", sub: str = "new") -> list[str]:
+        path = os.path.join(self.base, "Domains", "example.com", "bob", "Maildir", folder, sub)
         return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
+    def read(self, folder: str, sub: str, name: str) -> bytes:
+        path = os.path.join(self.base, "Domains", "example.com", "bob", "Maildir", folder, sub)
+        with open(os.path.join(path, name), "rb") as f:
+            return f.read()
+
     @defer.inlineCallbacks
-    def test_store_in_folder(self):  # type: ignore[no-untyped-def]
-        """A rule's "Store in Lists/Twisted" files the message into that Maildir++ folder."""
-        self.decision = LocalDecision(folder="Lists/Twisted")
-        rs = yield self.agent.deliver("r1", self.env, DATA, [rcpt("bob@example.com")])
+    def test_mark_stores_the_flags_in_cur(self) -> None:
+        """Mark Read and Flagged: the message is in cur/ as key:2,FS, nothing left in new/."""
+        self.decision = LocalDecision(flags=("\\Seen", "\\Flagged"))
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         self.assertEqual(rs[0].state, "delivered")
-        self.assertEqual(self.files(), [])
-        (name,) = self.folder_files(".Lists.Twisted")
-        with open(os.path.join(self.maildir(), ".Lists.Twisted", "new", name), "rb") as f:
-            self.assertTrue(f.read().endswith(DATA))
-        self.assertEqual(self.seen, [("bob@example.com", "alice@example.org")])
+        self.assertEqual(self.listing(), [])
+        (name,) = self.listing(sub="cur")
+        self.assertEqual(md.split_name(name)[1], "FS")
+        self.assertTrue(self.read("", "cur", name).endswith(DATA))
 
     @defer.inlineCallbacks
-    def test_unsafe_folder_falls_back_to_inbox(self):  # type: ignore[no-untyped-def]
-        """A folder name that would escape the account never does: the mail goes to INBOX."""
-        self.decision = LocalDecision(folder="../../carol/Maildir")
-        rs = yield self.agent.deliver("r2", self.env, DATA, [rcpt("bob@example.com")])
-        self.assertEqual(rs[0].state, "delivered")
-        self.assertEqual(len(self.files()), 1)
-        self.assertEqual(self.files("carol"), [])
+    def test_mark_in_a_folder_with_the_edited_message(self) -> None:
+        """Store in plus Mark plus Tag Subject: the edited bytes land flagged in the folder."""
+        edited = DATA.replace(b"Subject: t", b"Subject: [X] t")
+        self.decision = LocalDecision(folder="Lists", flags=("\\Seen",), data=edited)
+        yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        (name,) = self.listing(".Lists", "cur")
+        self.assertTrue(name.endswith(":2,S"))
+        self.assertTrue(self.read(".Lists", "cur", name).endswith(edited))
 
     @defer.inlineCallbacks
-    def test_discard_and_reject(self):  # type: ignore[no-untyped-def]
-        """Discard drops the copy (done, nothing stored); Reject fails it so a DSN goes out."""
-        self.decision = LocalDecision(discard=True)
-        rs = yield self.agent.deliver("r3", self.env, DATA, [rcpt("bob@example.com")])
-        self.assertEqual((rs[0].state, self.files()), ("delivered", []))
-        self.decision = LocalDecision(reject="Go away\r\nBcc: x")
-        rs = yield self.agent.deliver("r4", self.env, DATA, [rcpt("bob@example.com")])
-        self.assertEqual(rs[0].state, "failed")
-        self.assertEqual(rs[0].detail, "550 5.7.1 Go away Bcc: x")
-
-    @defer.inlineCallbacks
-    def test_added_header_and_injection(self):  # type: ignore[no-untyped-def]
-        """Added header lines are prepended; one carrying CR/LF is dropped, never split."""
-        self.decision = LocalDecision(add_headers=("X-Rule: vip", "X-Bad: a\r\nBcc: evil"))
-        yield self.agent.deliver("r5", self.env, DATA, [rcpt("bob@example.com")])
-        (name,) = self.files()
-        with open(os.path.join(self.maildir(), "new", name), "rb") as f:
-            content = f.read()
-        self.assertIn(b"X-Rule: vip\r\n", content)
-        self.assertNotIn(b"Bcc: evil", content)
-
-    @defer.inlineCallbacks
-    def test_broken_rules_never_lose_mail(self):  # type: ignore[no-untyped-def]
-        """A hook that raises is logged and the message is stored in INBOX."""
-
-        def broken(account, envelope, data):  # type: ignore[no-untyped-def]
-            raise RuntimeError("rule engine bug")
-
-        self.agent.rules = broken
-        rs = yield self.agent.deliver("r6", self.env, DATA, [rcpt("bob@example.com")])
-        self.assertEqual(rs[0].state, "delivered")
-        self.assertEqual(len(self.files()), 1)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+    def test_reject_keeps_its_own_status(self) -> None:
+        """A loop reject says 5.4.6; a plain text gets 5.7.1."""
+        self.decision = LocalDecision(reject="5.4.6 mail loop: already delivered to bob")
+        rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual((rs[0].state, rs[0].detail[:9]), ("failed", "550 5.4.6"))
+        self.decision = LocalDecision(reject="go away")
+        rs = yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(rs[0].detail, "550 5.7.1 go away")

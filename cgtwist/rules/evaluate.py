@@ -1,0 +1,236 @@
+"""Evaluation: which rules fire for a message, which actions run, and why (the trace).
+
+Owns applying a RuleSet to MessageFacts: rules by priority, conditions in order until one
+fails (CommuniGate's order), the actions of each rule that fired, ``Stop Processing``, the
+level and ``RulesAllowed`` limits for rules stored before a downgrade, ``Execute`` only when
+the administrator allows it, and RFC 3834's "never answer automatic mail" for the reply
+actions. The result is data: the actions to run in order and a trace of every condition
+checked, for ``rules explain``. It must not run the actions: cgtwist.core.rules does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from cgtwist.rules.facts import MessageFacts, machine_generated
+from cgtwist.rules.model import (
+    ADDRESS,
+    DATE,
+    DAY,
+    DAYS,
+    EACH,
+    FLAG,
+    GREATER,
+    HEADER,
+    IS,
+    LESS,
+    MAILBOX,
+    NEGATIVE,
+    NUMBER,
+    ROUTE,
+    TAGS,
+    TEXT,
+    TIME,
+    Action,
+    Condition,
+    Rule,
+    RuleSet,
+    refusal,
+    size_value,
+)
+from cgtwist.rules.pictures import fits
+
+REPLIES = ("Reply with", "Reply to All with")
+
+
+@dataclass(frozen=True)
+class ConditionTrace:
+    """One condition checked: whether it held and what it looked at. ``values`` are kept
+    and only rendered (``seen``) when an explanation is printed: no formatting per message."""
+
+    condition: Condition
+    met: bool
+    values: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def seen(self) -> str:
+        if self.note:
+            return self.note
+        shown = ", ".join(repr(v[:60]) for v in self.values[:5])
+        more = f" and {len(self.values) - 5} more" if len(self.values) > 5 else ""
+        return f"[{shown}{more}]"
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    rule: Rule
+    conditions: tuple[ConditionTrace, ...]
+    fired: bool
+    actions: tuple[Action, ...] = ()  # the actions that run
+    skipped: tuple[tuple[Action, str], ...] = ()  # actions that do not run, and why
+    stopped: bool = False  # Stop Processing: no lower rule was looked at
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The actions to run, in order, and the explanation of how they were chosen."""
+
+    actions: tuple[Action, ...]
+    trace: tuple[RuleTrace, ...]
+
+    @property
+    def skipped(self) -> list[tuple[Rule, Action, str]]:
+        return [(t.rule, a, why) for t in self.trace for a, why in t.skipped]
+
+    def has(self, name: str) -> bool:
+        return any(a.name == name for a in self.actions)
+
+
+def evaluate(
+    rules: RuleSet,
+    facts: MessageFacts,
+    *,
+    server: bool,
+    allowed: Optional[str] = None,
+    execute: bool = False,
+    explain: bool = False,
+) -> Outcome:
+    """Apply ``rules`` to ``facts``. ``server``: Server Rules; ``allowed``: the account's
+    RulesAllowed (None for server and domain rules); ``execute``: ``rules.execute``.
+    ``explain``: trace every rule and condition checked (``rules explain``); otherwise only
+    the rules that fired are in the trace, which is what delivery logs."""
+    actions: list[Action] = []
+    trace: list[RuleTrace] = []
+    for rule in rules.ordered():
+        checked: list[ConditionTrace] = []
+        if explain:
+            fired = True
+            for c in rule.conditions:
+                checked.append(check(c, facts))
+                if not checked[-1].met:
+                    fired = False
+                    break
+        else:
+            fired = all(holds(c, facts) for c in rule.conditions)
+        if not fired:
+            if explain:
+                trace.append(RuleTrace(rule, tuple(checked), False))
+            continue
+        run: list[Action] = []
+        skipped: list[tuple[Action, str]] = []
+        stop = False
+        for a in rule.actions:
+            why = refusal(a, server, allowed)
+            if not why and a.name == "Execute" and not execute:
+                why = "Execute is off (server setting rules.execute)"
+            if not why and a.name in REPLIES:
+                robot = machine_generated(facts)
+                if robot:
+                    why = f"no automatic reply to automatic mail (RFC 3834): {robot}"
+            if why:
+                skipped.append((a, why))
+                continue
+            if a.name == "Stop Processing":
+                stop = True
+            run.append(a)
+        actions.extend(run)
+        trace.append(RuleTrace(rule, tuple(checked), True, tuple(run), tuple(skipped), stop))
+        if stop:
+            break
+    return Outcome(tuple(actions), tuple(trace))
+
+
+def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
+    """Whether ``c`` holds for ``facts``, and the values it looked at."""
+    kind = c.kind
+    if kind == FLAG:
+        human = facts.human_generated
+        why = "" if human else f" ({machine_generated(facts)})"
+        met = human if c.op == IS else not human
+        return ConditionTrace(c, met, note=f"{'yes' if human else 'no'}{why}")
+    if kind == NUMBER:
+        limit = size_value(c.param)
+        met = facts.size > limit if c.op == GREATER else facts.size < limit
+        return ConditionTrace(c, met, note=f"{facts.size} bytes")
+    if kind == MAILBOX:
+        exists = c.param.strip().casefold() in facts.mailboxes or (
+            c.param.strip().upper() == "INBOX"
+        )
+        met = exists if c.op == IS else not exists
+        return ConditionTrace(c, met, note="exists" if exists else "missing")
+    if kind in (DATE, TIME) and c.op in (GREATER, LESS):
+        value = facts.now.strftime("%Y-%m-%d" if kind == DATE else "%H:%M")
+        bound = c.param.strip()
+        return ConditionTrace(c, value > bound if c.op == GREATER else value < bound, (value,))
+    return ConditionTrace(c, _picture_met(c, facts), tuple(_values(c, facts)))
+
+
+_PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY})
+
+
+def holds(c: Condition, facts: MessageFacts) -> bool:
+    """``check`` without the explanation: what runs for every message."""
+    kind = c.kind
+    if kind in _PICTURE_KINDS or (kind in (DATE, TIME) and c.op not in (GREATER, LESS)):
+        return _picture_met(c, facts)
+    return check(c, facts).met
+
+
+def _picture_met(c: Condition, facts: MessageFacts) -> bool:
+    pictures, lists, name = c.plan
+    values, folded = facts.memo((c.subject, name), lambda: _folded(c, facts))
+    if len(pictures) == 1:
+        only = pictures[0]
+        hits = [fits(only, t) for t in folded]
+    else:
+        hits = [any(fits(p, t) for p in pictures) for t in folded]
+    if lists:
+        named = [facts.lists.get(n, frozenset()) for n in lists]
+        hits = [h or any(v.lower() in n for n in named) for h, v in zip(hits, values, strict=True)]
+    if c.subject in EACH and c.op not in NEGATIVE:
+        return bool(hits) and all(hits)
+    return any(hits) != (c.op in NEGATIVE)
+
+
+def _folded(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
+    """The values a condition's subject offers, and casefolded: the same field serves many
+    conditions, so once per message (MessageFacts.memo)."""
+    values = _values(c, facts)
+    return values, [v.casefold() for v in values]
+
+
+def _values(c: Condition, facts: MessageFacts) -> list[str]:
+    kind, s = c.kind, c.subject
+    if kind == ADDRESS:
+        if s == "Return-Path":
+            return [facts.sender] if facts.sender else []
+        if s in ("Any To or Cc", "Each To or Cc"):
+            return facts.addresses("To", "Cc")
+        if s in ("Any Recipient", "Each Recipient"):
+            return list(facts.recipients)
+        return facts.addresses(s)
+    if kind == TEXT:
+        if s == "From Name":
+            return facts.display_names("From")
+        return facts.decoded(s) or [""]
+    if kind == HEADER:
+        return facts.decoded(c.plan[2])
+    if kind == ROUTE:
+        return list(facts.routes)
+    if kind == TAGS:
+        if s == "Source":
+            return sorted(facts.source) + ([facts.client_ip] if facts.client_ip else [])
+        if s == "Security":
+            return sorted(facts.security)
+        if s == "Submit Address":
+            return [facts.submit]
+        return [facts.spf]
+    if kind == DATE:
+        return [facts.now.strftime("%Y-%m-%d")]
+    if kind == DAY:
+        return [DAYS[facts.now.weekday()]]
+    if kind == TIME:
+        return [facts.now.strftime("%H:%M")]
+    return []

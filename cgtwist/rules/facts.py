@@ -1,0 +1,212 @@
+"""The facts a message offers to rule conditions, read from its envelope and header section.
+
+Owns turning (envelope, message bytes, what the server knows about the source) into plain
+values: header fields, addresses, size, routes, source and security words, the SPF result
+our own ``Authentication-Results`` recorded, whether a human sent it (RFC 3834), existing
+mailboxes and the clock. Reading is bounded (only the header section, at most
+``MAX_HEADER_BYTES``, at most ``MAX_VALUES`` addresses per field) so a hostile message costs
+little. No I/O: the caller passes what it looked up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.header import decode_header, make_header
+from email.utils import getaddresses
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
+
+T = TypeVar("T")
+_MISSING = object()
+MAX_HEADER_BYTES = 256 * 1024
+MAX_VALUES = 1000
+_SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """Everything a condition can look at. ``headers`` keeps (name, unfolded value) in order;
+    ``mailboxes`` the casefolded names of the account's mailboxes that a condition asked
+    about and that exist (LOCAL only); ``lists`` the remembered address lists (``#Name`` in
+    an ``in`` condition) the conditions name, lower-cased."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...] = ()
+    size: int = 0
+    routes: tuple[str, ...] = ()
+    source: frozenset[str] = frozenset()
+    client_ip: str = ""
+    security: frozenset[str] = frozenset()
+    submit: str = "smtp"
+    spf: str = "none"
+    mailboxes: frozenset[str] = frozenset()
+    lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    now: datetime = field(default_factory=lambda: datetime(1970, 1, 1))
+
+    # Parsed once per message, however many conditions ask (the dict itself is not frozen).
+    _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: Any, make: Callable[[], T]) -> T:
+        """``make()`` once per message and key: what many conditions read is derived once."""
+        hit = self._memo.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = self._memo[key] = make()
+        return hit  # type: ignore[no-any-return]
+
+    def fields(self, name: str) -> list[str]:
+        index = self._memo.get("fields")
+        if index is None:
+            index = {}
+            for n, v in self.headers:
+                index.setdefault(n.lower(), []).append(v)
+            self._memo["fields"] = index
+        return list(index.get(name.lower(), ()))
+
+    def _parsed(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
+        key = ("addr", names)
+        hit = self._memo.get(key)
+        if hit is None:
+            raw = [v for n in names for v in self.fields(n)]
+            hit = self._memo[key] = getaddresses(raw)[:MAX_VALUES]
+        return hit  # type: ignore[no-any-return]
+
+    def addresses(self, *names: str) -> list[str]:
+        return [a for _name, a in self._parsed(names) if a]
+
+    def display_names(self, name: str) -> list[str]:
+        return [decode(n) for n, _a in self._parsed((name,)) if n]
+
+    def decoded(self, name: str) -> list[str]:
+        key = ("decoded", name.lower())
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = [decode(v) for v in self.fields(name)]
+        return list(hit)
+
+    @property
+    def human_generated(self) -> bool:
+        return not machine_generated(self)
+
+
+def machine_generated(facts: MessageFacts) -> str:
+    """Why the message is automatic (RFC 3834 §2 and §3.1.8, RFC 2369 lists), or ""."""
+    if not facts.sender:
+        return "empty return-path"
+    local = facts.sender.rpartition("@")[0].lower()
+    if (
+        local in ("mailer-daemon", "postmaster", "listserv", "majordomo")
+        or local.startswith("owner-")
+        or local.endswith("-request")
+    ):
+        return f"sender {facts.sender} is a robot address"
+    for value in facts.fields("Auto-Submitted"):
+        if value.strip().split(";")[0].strip().lower() != "no":
+            return f"Auto-Submitted: {value.strip()[:40]}"
+    for value in facts.fields("Precedence"):
+        if value.strip().lower() in ("bulk", "list", "junk"):
+            return f"Precedence: {value.strip()}"
+    for n, _v in facts.headers:
+        if n.lower().startswith("list-"):
+            return f"{n} present (a mailing list)"
+    return ""
+
+
+def decode(value: str) -> str:
+    """RFC 2047 encoded words decoded; undecodable text is kept as it came."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def parse_headers(data: bytes) -> tuple[tuple[str, str], ...]:
+    """(name, unfolded value) for each field of the header section (up to the first empty
+    line or ``MAX_HEADER_BYTES``); lines that are not fields are skipped."""
+    end = data.find(b"\n\r\n", 0, MAX_HEADER_BYTES)
+    end2 = data.find(b"\n\n", 0, MAX_HEADER_BYTES)
+    cut = min(e for e in (end, end2, MAX_HEADER_BYTES, len(data)) if e >= 0)
+    text = data[:cut].decode("utf-8", "replace")
+    out: list[tuple[str, str]] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t"):
+            if out:
+                n, v = out[-1]
+                out[-1] = (n, v + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if sep and name and name == name.rstrip() and " " not in name:
+            out.append((name, value.strip()))
+    return tuple(out)
+
+
+def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:
+    """The SPF result our own ``Authentication-Results`` (RFC 8601) recorded, or "none".
+
+    Only the field naming ``authserv_id`` counts: the SMTP receiver removes forged ones
+    (RFC 8601 §5) before adding its own, so a sender cannot claim a pass.
+    """
+    want = authserv_id.lower().rstrip(".")
+    for name, value in headers:
+        if name.lower() != "authentication-results":
+            continue
+        server = value.split(";", 1)[0].strip().split()
+        if not server or server[0].strip('"').lower().rstrip(".") != want:
+            continue
+        m = _SPF_RE.search(value)
+        return m.group(1).lower() if m else "none"
+    return "none"
+
+
+def message_facts(
+    sender: str,
+    recipients: Iterable[str],
+    submit: Mapping[str, str],
+    data: bytes,
+    *,
+    authserv_id: str,
+    now: datetime,
+    routes: Iterable[str] = (),
+    client_ip: bool = False,
+    mailboxes: Iterable[str] = (),
+    lists: Optional[Mapping[str, Iterable[str]]] = None,
+    size: Optional[int] = None,
+) -> MessageFacts:
+    """The facts of one message. ``submit`` is the envelope's submit record (peer,
+    protocol, account, tls); ``client_ip`` whether the peer is one of the Client IPs."""
+    headers = parse_headers(data)
+    protocol = (submit.get("protocol") or "").upper()
+    authenticated = bool(submit.get("account")) or protocol.endswith("A")
+    local = protocol in ("PIPE", "DSN", "RULE", "LOCAL") or bool(submit.get("trusted"))
+    source = {"local" if local else "remote"}
+    if authenticated:
+        source.add("authenticated")
+    if client_ip:
+        source.add("client")
+    if authenticated or client_ip or local:
+        source.add("trusted")
+    security = {"tls" if submit.get("tls") else "cleartext"}
+    if authenticated:
+        security.add("authenticated")
+    if protocol in ("PIPE", "DSN", "RULE", "LOCAL"):
+        tag = protocol.lower()
+    else:
+        tag = "smtp"
+    return MessageFacts(
+        sender=sender,
+        recipients=tuple(recipients),
+        headers=headers,
+        size=len(data) if size is None else size,
+        routes=tuple(routes),
+        source=frozenset(source),
+        client_ip=submit.get("peer", "") or "",
+        security=frozenset(security),
+        submit=tag,
+        spf=spf_result(headers, authserv_id),
+        mailboxes=frozenset(m.casefold() for m in mailboxes),
+        lists={k: frozenset(a.lower() for a in v) for k, v in (lists or {}).items()},
+        now=now,
+    )

@@ -1,0 +1,251 @@
+"""Rules end to end: a real twistd, real SMTP, the loopback DNS server and an outbound sink.
+
+A Server Rule tags spam by the SPF result the receiver recorded; a Domain Rule files list mail
+into a folder; an Account vacation answers each sender once and never list mail; two accounts
+redirecting to each other end with one DSN (5.4.6), not a storm. Every rule set is stored with
+``cgtwist-admin rules set`` while the server runs.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import smtplib
+import ssl
+import uuid
+from typing import Iterator
+
+import pytest
+
+from tests.e2e.harness import ALL_LISTENERS, DEFAULT_ZONE, Server, wait_for
+from tests.e2e.sink import Sink
+
+pytestmark = pytest.mark.e2e
+
+_MX = "MX 10 mail.example.test"
+ZONE = dict(
+    DEFAULT_ZONE,
+    **{
+        "spf-pass.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
+        "spf-softfail.test": [_MX, 'TXT "v=spf1 ~all"'],
+        "lists.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
+    },
+)
+
+SERVER_RULES = """version 1
+
+rule "Junk by SPF"
+  priority 8
+  if SPF Result in "fail, softfail"
+  do Tag Subject "[SPAM]"
+  do Add Header "X-Spam-Flag: YES"
+"""
+DOMAIN_RULES = """version 1
+
+rule "Lists to folder"
+  priority 5
+  if Header Field is "List-Id: *"
+  do Store in "Lists"
+  do Mark "Read"
+"""
+VACATION = """version 1
+
+rule "Vacation"
+  priority 5
+  do Reply with "I am away until Monday."
+"""
+
+
+def redirect_to(target: str) -> str:
+    return f'version 1\n\nrule "Away"\n  priority 5\n  do Redirect to "{target}"\n  do Discard\n'
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Server]:
+    base = str(tmp_path_factory.mktemp("rules"))
+    srv = Server(os.path.join(base, "base"), dns_records=ZONE)
+    srv.set_listeners(ALL_LISTENERS)
+    srv.admin("settings", "set", "smtp.remote_port", str(sink.port))
+    with srv.running():
+        for name in ("alice", "bob", "dave", "erin", "frank"):
+            srv.admin("account", "add", f"{name}@example.test", "--password", f"{name}-secret")
+        yield srv
+
+
+def rules(server: Server, flag: list[str], text: str) -> None:
+    path = os.path.join(server.base, f"rules-{uuid.uuid4().hex}.txt")
+    with open(path, "w") as f:
+        f.write(text)
+    server.admin("rules", "set", *flag, path)
+
+
+def send(server: Server, sender: str, rcpt: str, body: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.elsewhere.test")
+        s.sendmail(sender, [rcpt], body)
+
+
+def mail(sender: str, to: str, marker: str, extra: str = "") -> bytes:
+    return (
+        f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {marker}\r\n"
+        f"Message-ID: <{marker}@test>\r\n{extra}\r\n{marker} body\r\n"
+    ).encode()
+
+
+def folder_messages(server: Server, account: str, folder: str) -> list[bytes]:
+    return [data for _name, data in folder_files(server, account, folder)]
+
+
+def folder_files(server: Server, account: str, folder: str) -> list[tuple[str, bytes]]:
+    """(sub/name, content) of every message in the account's folder."""
+    out = []
+    for sub in ("new", "cur"):
+        d = os.path.join(server.maildir(account), f".{folder}", sub)
+        if os.path.isdir(d):
+            for name in sorted(os.listdir(d)):
+                with open(os.path.join(d, name), "rb") as f:
+                    out.append((f"{sub}/{name}", f.read()))
+    return out
+
+
+def queue_empty(server: Server) -> bool:
+    """Nothing left in the queue: no copy, reply or DSN still on its way."""
+    out = server.admin("queue", "list").stdout
+    return out.startswith("0 message(s) shown; 0 in the active queue")
+
+
+def test_server_rule_tags_spam_by_spf(server: Server) -> None:
+    """A softfail sender's message arrives once, its Subject tagged and flagged; a pass
+    sender's message arrives untouched."""
+    rules(server, ["--server"], SERVER_RULES)
+    try:
+        spam, ham = f"spam-{uuid.uuid4().hex[:8]}", f"ham-{uuid.uuid4().hex[:8]}"
+        send(
+            server,
+            "x@spf-softfail.test",
+            "alice@example.test",
+            mail("x@spf-softfail.test", "alice@example.test", spam),
+        )
+        send(
+            server,
+            "y@spf-pass.test",
+            "alice@example.test",
+            mail("y@spf-pass.test", "alice@example.test", ham),
+        )
+
+        def both() -> list[bytes]:
+            found = [m for m in server.messages("alice") if spam.encode() in m or ham.encode() in m]
+            return found if len(found) >= 2 else []
+
+        got = wait_for(both, 60, "both messages in alice's INBOX")
+        (tagged,) = [m for m in got if spam.encode() in m]
+        (clean,) = [m for m in got if ham.encode() in m]
+        assert f"Subject: [SPAM] {spam}\r\n".encode() in tagged
+        assert b"X-Spam-Flag: YES\r\n" in tagged
+        assert b"spf=softfail" in tagged
+        assert f"Subject: {ham}\r\n".encode() in clean
+        assert b"X-Spam-Flag" not in clean
+    finally:
+        server.admin("rules", "delete", "--server")
+
+
+def test_domain_rule_files_list_mail(server: Server) -> None:
+    """List mail goes to the Lists folder (created on first use), marked read; other mail to
+    INBOX."""
+    rules(server, ["--domain", "example.test"], DOMAIN_RULES)
+    try:
+        listed, direct = f"list-{uuid.uuid4().hex[:8]}", f"direct-{uuid.uuid4().hex[:8]}"
+        send(
+            server,
+            "dev@lists.test",
+            "erin@example.test",
+            mail("dev@lists.test", "erin@example.test", listed, "List-Id: <dev.lists.test>\r\n"),
+        )
+        send(
+            server,
+            "y@spf-pass.test",
+            "erin@example.test",
+            mail("y@spf-pass.test", "erin@example.test", direct),
+        )
+        wait_for(lambda: folder_messages(server, "erin", "Lists"), 60, "list mail in erin's Lists")
+        server.wait_messages("erin", 1)
+        (filed,) = [n for n, m in folder_files(server, "erin", "Lists") if listed.encode() in m]
+        assert filed.startswith("cur/") and filed.endswith(":2,S"), filed  # Mark "Read"
+        tls = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
+        tls.check_hostname = False
+        with imaplib.IMAP4_SSL(
+            "127.0.0.1", server.port("imap", "implicit"), ssl_context=tls
+        ) as imap:
+            imap.login("erin@example.test", "erin-secret")
+            imap.select("Lists", readonly=True)
+            typ, data = imap.search(None, "SEEN", "HEADER", "List-Id", "dev.lists.test")
+            assert typ == "OK" and data[0].split(), data
+        assert not any(listed.encode() in m for m in server.messages("erin"))
+        assert any(direct.encode() in m for m in server.messages("erin"))
+    finally:
+        server.admin("rules", "delete", "--domain", "example.test")
+
+
+def test_vacation_replies_once_per_sender_never_to_lists(server: Server, sink: Sink) -> None:
+    """Two messages from one sender get one reply (Auto-Submitted, null sender); list mail
+    gets none; both are stored."""
+    rules(server, ["--account", "bob@example.test"], VACATION)
+    tag = uuid.uuid4().hex[:8]
+    sender = f"carol-{tag}@elsewhere.test"
+    for i in range(2):
+        send(server, sender, "bob@example.test", mail(sender, "bob@example.test", f"v{i}-{tag}"))
+    send(
+        server,
+        f"dev-{tag}@elsewhere.test",
+        "bob@example.test",
+        mail(
+            f"dev-{tag}@elsewhere.test",
+            "bob@example.test",
+            f"vl-{tag}",
+            "List-Id: <x.elsewhere.test>\r\nPrecedence: list\r\n",
+        ),
+    )
+    wait_for(
+        lambda: len([m for m in server.messages("bob") if tag.encode() in m]) >= 3,
+        60,
+        "3 messages for bob",
+    )
+    replies = wait_for(
+        lambda: [m for m in sink.messages() if sender in m.recipients], 60, "the reply"
+    )
+    wait_for(lambda: queue_empty(server), 60, "an empty queue")
+    replies = [m for m in sink.messages() if tag in " ".join(m.recipients)]
+    assert len(replies) == 1, [r.recipients for r in replies]
+    (reply,) = replies
+    assert reply.sender == ""
+    assert reply.recipients == [sender]
+    assert b"Auto-Submitted: auto-replied" in reply.data
+    assert b"I am away until Monday." in reply.data
+    assert f"In-Reply-To: <v0-{tag}@test>".encode() in reply.data
+
+
+def test_redirect_loop_ends_with_one_dsn(server: Server, sink: Sink) -> None:
+    """dave redirects to frank, frank back to dave: frank's copy is never sent back (dave is
+    in its Delivered-To), it fails with 5.4.6 and the sender gets one DSN; nothing circles."""
+    rules(server, ["--account", "dave@example.test"], redirect_to("frank@example.test"))
+    rules(server, ["--account", "frank@example.test"], redirect_to("dave@example.test"))
+    tag = uuid.uuid4().hex[:8]
+    sender = f"loop-{tag}@elsewhere.test"
+    send(server, sender, "dave@example.test", mail(sender, "dave@example.test", f"loop-{tag}"))
+    dsns = wait_for(lambda: [m for m in sink.messages() if sender in m.recipients], 60, "the DSN")
+    wait_for(lambda: queue_empty(server), 60, "an empty queue")
+    dsns = [m for m in sink.messages() if sender in m.recipients]
+    assert len(dsns) == 1
+    assert dsns[0].sender == ""
+    assert b"5.4.6" in dsns[0].data
+    assert server.messages("dave") == [] and server.messages("frank") == []
+    assert "mail loop" in server.log_text()
