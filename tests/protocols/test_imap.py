@@ -559,7 +559,7 @@ class SharedPenaltyTests(unittest.TestCase):
     def test_shared_auth_penalty_object(self) -> None:
         """The project's AuthPenalty plugs in: delays apply and its concurrency cap is honoured."""
         from cgtwist.checks.authpenalty import AuthPenalty
-        from cgtwist.protocols.imap import IMAPFactory
+        from cgtwist.protocols.imap.server import IMAPFactory
         from cgtwist.types import ListenerSpec
         from tests.protocols.test_imap_support import Client as _Client
 

@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_parse, imap_search, imap_structure
-from cgtwist.protocols.imap_auth import SaslError, decode_plain
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import structure as imap_structure
+from cgtwist.protocols.imap.auth import SaslError, decode_plain
 
 
 class LiteralSpecTests(unittest.TestCase):

@@ -15,8 +15,8 @@ from twisted.trial import unittest
 
 from cgtwist import paths
 from cgtwist.mailstore import maildir
-from cgtwist.protocols import pop3 as pop3_module
-from cgtwist.protocols.pop3 import POP3Factory, POP3Server
+from cgtwist.protocols.pop3 import server as pop3_module
+from cgtwist.protocols.pop3.server import POP3Factory, POP3Server
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_pop3_fakes import FakeStore, deliver, make_portal

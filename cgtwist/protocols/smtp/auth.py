@@ -21,7 +21,7 @@ from zope.interface import Interface, implementer
 
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
-from cgtwist.protocols.smtp_session import SMTPWire
+from cgtwist.protocols.smtp.wire import SMTPWire
 
 MECHANISMS = ("PLAIN", "LOGIN")
 

@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 
 from cgtwist.core.auth import AuthUnavailable, PeerCredentials
 from cgtwist.logs import Logger
-from cgtwist.protocols.imap_auth import IPenalty, SaslError, decode_plain
-from cgtwist.protocols.imap_mailboxes import MailboxCommands
+from cgtwist.protocols.imap.auth import IPenalty, SaslError, decode_plain
+from cgtwist.protocols.imap.mailboxes import MailboxCommands
 
 
 class LoginMixin:

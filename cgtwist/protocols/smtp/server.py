@@ -3,8 +3,8 @@ messages to submission, and the factory that enforces connection limits.
 
 Protocol code translates, it never decides (STYLE.md): senders, recipients and relaying go to an
 ``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. The wire
-(input, reply order, timeouts, limits) is cgtwist.protocols.smtp_session; AUTH is smtp_auth;
-the DATA parser is smtp_data. Limits come from ``cgtwist.settings`` and are read at use time.
+(input, reply order, timeouts, limits) is cgtwist.protocols.smtp.wire; AUTH is cgtwist.protocols.smtp.auth;
+the DATA parser is cgtwist.protocols.smtp.data. Limits come from ``cgtwist.settings`` and are read at use time.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
-from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
-from cgtwist.protocols.smtp_data import DataReader
+from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
+from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, ListenerSpec, Recipient, SessionInfo
 

@@ -4,7 +4,7 @@ Owns the authenticated-state commands as a mixin for CgIMAP4Server: SELECT/EXAMI
 codes, LIST with CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, APPEND (APPENDUID),
 CREATE/DELETE/RENAME/(UN)SUBSCRIBE through the account, CLOSE/UNSELECT/CHECK, ID, ENABLE and
 NAMESPACE, plus the argument parsers Twisted gets wrong. Message-level commands live in
-cgtwist.protocols.imap_messages; connection handling in cgtwist.protocols.imap.
+cgtwist.protocols.imap.messages; connection handling in cgtwist.protocols.imap.
 """
 
 # mypy: disable-error-code="assignment,misc"
@@ -19,7 +19,11 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_append, imap_binary, imap_esearch, imap_list, imap_parse
+from cgtwist.protocols.imap import append as imap_append
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import list as imap_list
+from cgtwist.protocols.imap import parse as imap_parse
 
 log = Logger()
 

@@ -3,7 +3,7 @@ and EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
 
 Owns the selected-state commands as a mixin (RFC 3501 §6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE):
 the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids`` and ``move_uids`` (what
-others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap); the response wire form comes from cgtwist.protocols.imap_fetch and the
+others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap.server); the response wire form comes from cgtwist.protocols.imap.fetch and the
 search predicate from cgtwist.protocols.imap_search.
 """
 
@@ -19,15 +19,13 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cgtwist.protocols import (
-    imap_binary,
-    imap_esearch,
-    imap_fetch,
-    imap_parse,
-    imap_scan,
-    imap_search,
-)
-from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import fetch as imap_fetch
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import scan as imap_scan
+from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap.mailboxes import MailboxCommands, _flag_list
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.

@@ -4,8 +4,8 @@ Owns one connection's life: greeting and capabilities (never advertising what is
 implemented), one command at a time with input paused while it runs, NO [SERVERBUG] instead of
 tracebacks, timeouts on the passed-in clock (imap.preauth_timeout, imap.idle_timeout also
 during IDLE), IDLE (RFC 2177) and the ordering of unsolicited responses (RFC 3501 §7.4.1), and
-connections per IP. The parts: imap_framing (lines and literals under limits), imap_login
-(STARTTLS and authentication), imap_mailboxes, imap_messages and imap_sortcmds (commands). It never decides
+connections per IP. The parts: framing (lines and literals under limits), login
+(STARTTLS and authentication), mailboxes, messages and sortcmds (commands). It never decides
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 
@@ -24,13 +24,13 @@ from twisted.python.failure import Failure
 
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_parse
 from cgtwist.protocols.fastwrite import write_now
-from cgtwist.protocols.imap_auth import IPenalty
-from cgtwist.protocols.imap_framing import FramingMixin, _Pending
-from cgtwist.protocols.imap_login import LoginMixin
-from cgtwist.protocols.imap_messages import MessageCommands
-from cgtwist.protocols.imap_sortcmds import SortCommands
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap.auth import IPenalty
+from cgtwist.protocols.imap.framing import FramingMixin, _Pending
+from cgtwist.protocols.imap.login import LoginMixin
+from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
@@ -38,7 +38,7 @@ from cgtwist.types import ListenerSpec
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 # RFC 3501 §7.4.1: no EXPUNGE response while these run (their UID forms may have one).
 _HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
-# RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap_sortcmds).
+# RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
 
 

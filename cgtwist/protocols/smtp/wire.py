@@ -7,7 +7,7 @@ pipelined replies keep their order: RFC 2920, twisted #8126), DATA bytes into th
 the error limit, the greeting pause and its early talkers, idle/DATA/TLS-handshake timeouts and
 the command-line, DATA and session deadlines (cgtwist.protocols.deadlines) on the passed-in
 clock, and TLS detection.
-The commands themselves live in cgtwist.protocols.smtp (and AUTH in smtp_auth).
+The commands themselves live in cgtwist.protocols.smtp.server (and AUTH in cgtwist.protocols.smtp.auth).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from cgtwist.errors import MailError
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.fastwrite import write_now
-from cgtwist.protocols.smtp_data import DataReader
+from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.types import Recipient, SessionInfo
 
 if TYPE_CHECKING:
-    from cgtwist.protocols.smtp import SMTPFactory
+    from cgtwist.protocols.smtp.server import SMTPFactory
 
 # Bytes we keep buffered while a reply is outstanding (pipelined commands are small; RFC 2920
 # forbids sending message content before 354).
