@@ -154,3 +154,26 @@ class IResolver(Interface):
 
     def lookup_ptr(ip):  # type: ignore[no-untyped-def]
         """Fire with a list of host names for an IPv4/IPv6 address."""
+
+
+class IAuthPenalty(Interface):
+    """The brute-force brake every login passes (cgtwist.checks.authpenalty.AuthPenalty), as
+    ``cgtwist.protocols.login.LoginAttempt`` uses it: one object shared by SMTP, POP3 and IMAP,
+    so a host's failures count across protocols and connections."""
+
+    def acquire(ip):  # type: ignore[no-untyped-def]
+        """Start an attempt from ``ip``: False when too many run at once from a host with
+        failures on record (then the caller answers a temporary error and never releases)."""
+
+    def release(ip):  # type: ignore[no-untyped-def]
+        """End an attempt that ``acquire`` allowed."""
+
+    def failed(ip, login, protocol, secret=None):  # type: ignore[no-untyped-def]
+        """Count a failed login and write its log line; fire with the delay once it has
+        passed, when the failure may be answered."""
+
+    def succeeded(ip):  # type: ignore[no-untyped-def]
+        """A correct password from ``ip``: forget its failures."""
+
+    def should_disconnect(connection_failures):  # type: ignore[no-untyped-def]
+        """True when one connection has failed often enough to be closed (auth.max_failures)."""

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer, task
+from zope.interface import implementer
 
 from cgtwist.addresslist import host_key
 from cgtwist.checks.result import clean
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 
@@ -41,6 +43,7 @@ class _HostState:
     secrets: list[bytes] = field(default_factory=list)
 
 
+@implementer(IAuthPenalty)
 class AuthPenalty:
     """One per server, shared by every protocol.
 
@@ -181,30 +184,6 @@ class AuthPenalty:
         if delay <= 0:
             return defer.succeed(0.0)
         return task.deferLater(self.clock, delay, lambda: delay)
-
-    # -- the three-method interface the IMAP and POP3 servers take (imap_auth.IPenalty) ------
-    def delay_for(self, ip: str) -> float:
-        """Seconds to hold the reply to the next failure from ``ip`` (0 for trusted networks)."""
-        if self.is_trusted(ip):
-            return 0.0
-        return self.delay_for_count(self.failures(ip) + 1)
-
-    def record_failure(self, ip: str, user: str) -> None:
-        """Count a failure without the log line (the IMAP/POP3 server writes its own)."""
-        if self.is_trusted(ip):
-            return
-        st = self._state(ip, create=True)
-        assert st is not None
-        st.failures += 1
-        st.last = self.clock.seconds()
-        if self.on_failure is not None:
-            try:
-                self.on_failure(ip)
-            except Exception:
-                log.failure("auth failure hook failed")
-
-    def record_success(self, ip: str, user: str) -> None:
-        self.succeeded(ip)
 
     def succeeded(self, ip: str) -> None:
         """A successful login clears the host's penalty (Dovecot does the same)."""

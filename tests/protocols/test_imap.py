@@ -186,6 +186,38 @@ class LoginPolicyTests(unittest.TestCase):
         self.world.clock.advance(0.2)
         self.assertIn(b"x NO", other.take())
 
+    def test_same_wrong_password_does_not_escalate(self) -> None:
+        """A client retrying one stale password is not slowed down further (RELIABILITY.md
+        b-G 39, as SMTP AUTH): the delay grows with new guesses only, and each failure is
+        one fail2ban line naming the protocol."""
+        from twisted.logger import globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict[str, object]) -> None:
+            from twisted.logger import formatEvent
+
+            text = formatEvent(event)
+            if text.startswith("auth failed:"):
+                lines.append(text)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        c = Client(self.world, tls="implicit")
+        for tag in (b"a", b"b"):
+            self.assertEqual(c.send(tag + b" LOGIN alice@example.com stale\r\n"), b"")
+            self.world.clock.advance(1.9)
+            self.assertEqual(c.take(), b"")
+            self.world.clock.advance(0.2)
+            self.assertIn(tag + b" NO [AUTHENTICATIONFAILED]", c.take())
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(
+            all(
+                x.startswith("auth failed: ip=192.0.2.10 ") and "protocol=imap" in x for x in lines
+            ),
+            lines,
+        )
+
     def test_too_many_failures_disconnect(self) -> None:
         """After auth.max_failures wrong passwords on one connection the server says BYE."""
         c = Client(World({"auth.max_failures": 2, "auth.fail_delays": [0]}), tls="implicit")

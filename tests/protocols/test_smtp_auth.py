@@ -247,7 +247,7 @@ class SharedPenaltyTests(unittest.TestCase):
 
         checker = SlowChecker()
         first = self.make(checker, **{"auth.max_concurrent_per_ip": 1})
-        self.factory.penalty.record_failure("192.0.2.10", "alice")
+        self.factory.penalty.failed("192.0.2.10", "alice", "smtp")
         self.assertEqual(first.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])
         second = Harness(factory=self.factory)
         second.cmd("EHLO c.example")

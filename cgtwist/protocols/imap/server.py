@@ -23,10 +23,10 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.checks.authpenalty import AuthPenalty
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.imap import parse as imap_parse
-from cgtwist.protocols.imap.auth import IPenalty
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.messages import MessageCommands
@@ -57,7 +57,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         tls: Callable[[], Any],
         hostname: str,
         clock: Any,
-        penalty: Optional[IPenalty] = None,
+        penalty: Optional[IAuthPenalty] = None,
     ) -> None:
         super().__init__(chal={}, contextFactory=None, scheduler=None)
         self.listener = listener
@@ -66,7 +66,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._tls = tls
         self.hostname = hostname
         self.clock = clock
-        self.penalty: IPenalty = penalty if penalty is not None else AuthPenalty(clock, settings)
+        self.penalty: IAuthPenalty = (
+            penalty if penalty is not None else AuthPenalty(clock, settings)
+        )
         self.peer_ip = ""
         self.secure = False
         self.account_name = ""
@@ -481,7 +483,7 @@ class IMAPFactory(AccessFactory):
     §7.1.5)."""
 
     protocol = CgIMAP4Server  # type: ignore[assignment]
-    penalty: IPenalty
+    penalty: IAuthPenalty
     live: set[CgIMAP4Server]
 
     def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]

@@ -9,21 +9,28 @@ Never touches files itself.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Callable, Optional
 
-from twisted.cred.error import LoginDenied, LoginFailed, UnauthorizedLogin
-from twisted.internet import defer, interfaces, task
+from twisted.internet import defer, interfaces
 from twisted.mail import pop3
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
-from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
 from cgtwist.protocols.limits import AccessFactory
+from cgtwist.protocols.login import (
+    Busy,
+    LoggedIn,
+    LoginAttempt,
+    LoginOutcome,
+    Refused,
+    SaslError,
+    decode_response,
+    parse_plain,
+)
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -69,7 +76,7 @@ class POP3Server(pop3.POP3):
         tls: Callable[[], Any],
         hostname: str,
         clock: Any,
-        penalty: Any,
+        penalty: IAuthPenalty,
     ) -> None:
         self.listener = listener
         self.settings = settings
@@ -387,41 +394,42 @@ class POP3Server(pop3.POP3):
             self.err("Authentication cancelled")
             return None
         try:
-            raw = b"" if data == b"=" else base64.b64decode(data, validate=True)
-            authz, authc, password = raw.split(b"\0")
+            authc, password = parse_plain(decode_response(data))
             user = authc.decode("utf-8")
-            if authz and authz != authc:
-                raise ValueError("authorization identity differs")
             secret = password.decode("utf-8")
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except (SaslError, UnicodeDecodeError):
             self.err("Invalid SASL response")
             return None
-        if not user or len(user) > MAX_USER:
+        if len(user) > MAX_USER:
             self.err("Invalid SASL response")
             return None
         return self._login(user, secret)
 
     def _login(self, user: str, password: str) -> Optional[defer.Deferred[Any]]:
-        # The shared penalty caps logins running at once from a host that has failed before.
-        acquire = getattr(self.penalty, "acquire", None)
-        if acquire is not None and not acquire(self.peer_ip):
-            self.err("[SYS/TEMP] Too many logins in progress from your address, try later")
-            return None
-        creds = PeerCredentials(user.encode("utf-8"), password.encode("utf-8"), self.peer_ip)
-        d = defer.maybeDeferred(self.portal.login, creds, None, pop3.IMailbox)
-        if acquire is not None:
-            d.addBoth(self._login_release)
-        d.addCallbacks(
-            self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,)
+        attempt = LoginAttempt(
+            self.portal, self.penalty, "pop3", pop3.IMailbox, self.peer_ip, self._failures
         )
-        return d
+        d = attempt.run(user.encode("utf-8"), password.encode("utf-8"))
+        return d.addCallback(self._login_outcome, user)
 
-    def _login_release(self, result: Any) -> Any:
-        self.penalty.release(self.peer_ip)
-        return result
+    def _login_outcome(self, outcome: LoginOutcome, user: str) -> None:
+        if isinstance(outcome, LoggedIn):
+            self._logged_in(outcome, user)
+        elif isinstance(outcome, Refused):
+            self._failures = outcome.failures
+            if self.transport is None or self.transport.disconnecting:
+                return
+            self.err("[AUTH] Authentication failed")
+            if outcome.disconnect:
+                self.transport.loseConnection()
+        elif isinstance(outcome, Busy):
+            # The shared penalty caps logins running at once from a host that has failed before.
+            self.err("[SYS/TEMP] Too many logins in progress from your address, try later")
+        else:
+            self._unavailable(outcome.failure, user)
 
-    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], user: str) -> None:
-        _iface, avatar, logout = result
+    def _logged_in(self, outcome: LoggedIn, user: str) -> None:
+        avatar, logout = outcome.avatar, outcome.logout
         if self.transport is None or self.transport.disconnecting:
             logout()
             return
@@ -435,12 +443,10 @@ class POP3Server(pop3.POP3):
             )
             self.err("[IN-USE] Maximum number of connections from user+IP exceeded")
             return
-        logout = held
         self.mbox = avatar
-        self._onLogout = logout
+        self._onLogout = held
         self.account = account
         self.state = "TRANSACTION"
-        self.penalty.record_success(self.peer_ip, user)
         count, size = avatar.count_and_size()
         self.log.info(
             "pop3: login {account} from {ip}: {count} messages",
@@ -450,44 +456,18 @@ class POP3Server(pop3.POP3):
         )
         self.ok(f"Logged in, {count} messages ({size} octets)")
 
-    def _login_failed(self, f: Failure, user: str) -> Optional[defer.Deferred[None]]:
+    def _unavailable(self, f: Failure, user: str) -> None:
         if f.check(MailboxInUse):
             self.log.info("pop3: maildrop of {user} in use ({ip})", user=user, ip=self.peer_ip)
             self.err("[IN-USE] Mailbox is locked by another POP3 session")
-            return None
-        if f.check(MailError):
+        elif f.check(MailError):
             self.log.warn(
                 "pop3: authentication unavailable for {user}: {err}", user=user, err=f.value
             )
             self.err("[SYS/TEMP] Temporary authentication failure, try again later")
-            return None
-        if not f.check(UnauthorizedLogin, LoginFailed, LoginDenied):
+        else:
             self.log.failure("pop3: login error for {user}", f, user=user)
             self.err("[SYS/TEMP] Temporary authentication failure, try again later")
-            return None
-        self._failures += 1
-        delay = self.penalty.delay_for(self.peer_ip)
-        self.penalty.record_failure(self.peer_ip, user)
-        # RELIABILITY.md b-G 39: the same fail2ban-readable line as SMTP and IMAP.
-        self.log.info(
-            "auth failed: proto=pop3 ip={ip} user={user} failures={n}",
-            ip=self.peer_ip,
-            user=user,
-            n=self._failures,
-        )
-        limit = int(self.settings.current["auth.max_failures"])
-
-        def reply() -> None:
-            if self.transport is None or self.transport.disconnecting:
-                return
-            self.err("[AUTH] Authentication failed")
-            if self._failures >= limit:
-                self.transport.loseConnection()
-
-        if delay <= 0:
-            reply()
-            return None
-        return task.deferLater(self.clock, delay, reply)
 
     # -- TRANSACTION ---------------------------------------------------------------------------
 

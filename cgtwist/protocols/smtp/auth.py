@@ -1,29 +1,37 @@
-"""SMTP AUTH (RFC 4954): the AUTH command, SASL PLAIN (RFC 4616) and LOGIN, and the cred glue.
+"""SMTP AUTH (RFC 4954): the AUTH command and its replies.
 
-Owns decoding the client's SASL responses into a username and password, logging in through the
-checkers of the shared cred Portal, failure delays and the per-connection failure limit. It
-never decides what a login means for relaying: that is the policy's job, from
-``SessionInfo.account``.
+Owns the AUTH dialogue: when AUTH may be used (after EHLO, outside a transaction, over TLS
+unless plaintext is allowed), the 334 challenges, and the replies to each login outcome. The
+SASL decoding and the login itself (penalty, portal, delay, failure count) are
+``cgtwist.protocols.login``'s. It never decides what a login means for relaying: that is the
+policy's job, from ``SessionInfo.account``.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import replace
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet import defer
-from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from cgtwist.core.auth import PeerCredentials
-from cgtwist.errors import MailError
+from cgtwist.protocols.login import (
+    AuthzDenied,
+    BadBase64,
+    Busy,
+    LoggedIn,
+    LoginAttempt,
+    LoginOutcome,
+    Refused,
+    SaslError,
+    SaslExchange,
+    Unavailable,
+    decode_response,
+)
 from cgtwist.protocols.smtp.wire import SMTPWire
 
-MECHANISMS = ("PLAIN", "LOGIN")
+MECHANISMS = SaslExchange.MECHANISMS
 
 
 class ISMTPLogin(Interface):
@@ -40,76 +48,22 @@ class AvatarIdRealm:
         return interfaces[0], avatarId, lambda: None
 
 
-def login(
-    portal: Portal, username: bytes, password: bytes, peer_ip: str = ""
-) -> defer.Deferred[str]:
-    """Check ``username``/``password`` with ``portal``'s checkers; fire with "name@domain".
-
-    Uses the checkers of the shared Portal (the same AccountChecker as POP3 and IMAP) with a
-    realm of our own, so SMTP needs nothing from the mail-access realm. The login name is passed
-    through as typed (``user@domain``, ``user%domain`` or bare): the checker knows the forms.
-    """
+def smtp_portal(portal: Portal) -> Portal:
+    """A Portal over the checkers of the shared one (the same AccountChecker as POP3 and IMAP)
+    with a realm of our own, so SMTP needs nothing from the mail-access realm."""
     checkers = {id(c): c for c in portal.checkers.values()}.values()
     realm: Any = AvatarIdRealm()
-    creds: Any = PeerCredentials(username, password, peer_ip)
-    own = Portal(realm, list(checkers))
-    d = own.login(creds, None, ISMTPLogin)
-
-    def avatar(result: tuple[Any, Any, Callable[[], None]]) -> str:
-        avatar_id = result[1]
-        if isinstance(avatar_id, bytes):
-            avatar_id = avatar_id.decode("utf-8", "replace")
-        return str(avatar_id)
-
-    return d.addCallback(avatar)
-
-
-def b64decode(line: bytes) -> bytes:
-    """Decode one SASL response; RFC 4954 §4: '=' is an empty initial response."""
-    if line == b"=":
-        return b""
-    try:
-        return base64.b64decode(line, validate=True)
-    except (binascii.Error, ValueError):
-        raise MailError(501, "5.5.2", "Cannot decode response") from None
+    return Portal(realm, list(checkers))
 
 
 def b64(text: bytes) -> bytes:
     return base64.b64encode(text)
 
 
-class SASLExchange:
-    """One AUTH exchange. ``step`` takes a decoded response and returns the next challenge
-    (bytes to send after ``334``) or a (username, password) tuple when finished."""
-
-    def __init__(self, mechanism: str) -> None:
-        self.mechanism = mechanism
-        self._username: Optional[bytes] = None
-
-    def first_challenge(self) -> bytes:
-        return b"" if self.mechanism == "PLAIN" else b"Username:"
-
-    def step(self, response: bytes) -> Union[bytes, tuple[bytes, bytes]]:
-        if self.mechanism == "PLAIN":
-            # RFC 4616 §2: [authzid] NUL authcid NUL passwd
-            parts = response.split(b"\0")
-            if len(parts) != 3 or not parts[1]:
-                raise MailError(501, "5.5.2", "Malformed PLAIN response")
-            authzid, authcid, passwd = parts
-            if authzid and authzid != authcid:
-                # We do not let one account act for another.
-                raise MailError(535, "5.7.8", "Authentication credentials invalid")
-            return authcid, passwd
-        if self._username is None:
-            self._username = response
-            return b"Password:"
-        return self._username, response
-
-
 class AuthCommands(SMTPWire):
     """The AUTH command on top of the wire (RFC 4954)."""
 
-    _sasl: Optional[SASLExchange] = None
+    _sasl: Optional[SaslExchange] = None
     _auth_failures = 0
 
     def _auth_allowed(self) -> bool:
@@ -141,7 +95,7 @@ class AuthCommands(SMTPWire):
         if mechanism not in MECHANISMS:
             self._reply(504, "5.5.4", "Unrecognized authentication type")
             return
-        self._sasl = SASLExchange(mechanism)
+        self._sasl = SaslExchange(mechanism)
         if initial.strip():
             self._auth_response(initial.strip())
         else:
@@ -153,6 +107,16 @@ class AuthCommands(SMTPWire):
         self._auth_response(line)
         return True
 
+    def _attempt(self) -> LoginAttempt:
+        return LoginAttempt(
+            smtp_portal(self.factory.portal),
+            self.factory.penalty,
+            "smtp",
+            ISMTPLogin,
+            self._peer(),
+            self._auth_failures,
+        )
+
     def _auth_response(self, line: bytes) -> None:
         sasl = self._sasl
         assert sasl is not None
@@ -161,74 +125,58 @@ class AuthCommands(SMTPWire):
             self._reply(501, "5.7.0", "Authentication aborted")
             return
         try:
-            step = sasl.step(b64decode(line))
-        except MailError as e:
+            step = sasl.step(decode_response(line))
+        except AuthzDenied:
+            # We do not let one account act for another: a failure like a wrong password.
             self._sasl = None
-            if e.code == 535:
-                self._start(self._auth_failed(b""))
-            else:
-                self._reply_error(e)
+            self._start(self._attempt().refuse(b"").addCallback(self._auth_outcome))
+            return
+        except SaslError as e:
+            self._sasl = None
+            text = (
+                "Cannot decode response" if isinstance(e, BadBase64) else "Malformed PLAIN response"
+            )
+            self._reply(501, "5.5.2", text)
             return
         if isinstance(step, bytes):
             self._send("334 " + b64(step).decode())
             return
         self._sasl = None
         username, password = step
-        ip = self._peer()
-        penalty = self.factory.penalty
-        if not penalty.acquire(ip):
+        self._start(self._attempt().run(username, password).addCallback(self._auth_outcome))
+
+    def _auth_outcome(self, outcome: LoginOutcome) -> None:
+        if isinstance(outcome, LoggedIn):
+            assert self.session is not None
+            avatar_id = outcome.avatar
+            if isinstance(avatar_id, bytes):
+                avatar_id = avatar_id.decode("utf-8", "replace")
+            account = str(avatar_id)
+            self.session = replace(self.session, account=account)
+            self.log.info(
+                "auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account
+            )
+            self._reply(235, "2.7.0", "Authentication successful")
+        elif isinstance(outcome, Refused):
+            self._auth_failures = outcome.failures
+            self._reply(535, "5.7.8", "Authentication credentials invalid")
+            if outcome.disconnect:
+                self._send("421 4.7.0 Too many authentication failures")
+                self._close()
+        elif isinstance(outcome, Busy):
             self._reply(454, "4.7.0", "Too many authentications in progress, try again later")
-            return
+        else:
+            self._unavailable(outcome)
 
-        def release(result: Any) -> Any:
-            penalty.release(ip)
-            return result
-
-        d = login(self.factory.portal, username, password, ip).addBoth(release)
-        d.addCallbacks(self._auth_ok, self._auth_error, errbackArgs=(username, password))
-        self._start(d)
-
-    def _auth_ok(self, account: str) -> None:
-        assert self.session is not None
-        self.session = replace(self.session, account=account)
-        self.factory.penalty.succeeded(self._peer())
-        self.log.info(
-            "auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account
-        )
-        self._reply(235, "2.7.0", "Authentication successful")
-
-    def _auth_error(
-        self, f: Failure, username: bytes, password: bytes
-    ) -> Optional[defer.Deferred[None]]:
-        if f.check(UnauthorizedLogin):
-            return self._auth_failed(username, password)
+    def _unavailable(self, outcome: Unavailable) -> None:
         # The store could not answer (AuthUnavailable, already logged by the checker) or a
         # bug: retry later, never 535 (RFC 4954 §6: 454 4.7.0).
-        if f.check(MailError) and f.value.temporary:  # type: ignore[union-attr]
+        if outcome.temporary:
             self.log.info(
                 "auth unavailable: peer={peer} reason={reason}",
                 peer=self._peer(),
-                reason=f.getErrorMessage(),
+                reason=outcome.failure.getErrorMessage(),
             )
         else:
-            self.log.failure("auth unavailable: peer={peer}", f, peer=self._peer())
+            self.log.failure("auth unavailable: peer={peer}", outcome.failure, peer=self._peer())
         self._reply(454, "4.7.0", "Temporary authentication failure")
-        return None
-
-    def _auth_failed(
-        self, username: bytes, password: Optional[bytes] = None
-    ) -> defer.Deferred[None]:
-        """535 once the penalty's delay has passed; 421 and close after too many here."""
-        self._auth_failures += 1
-        login_name = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
-        d = defer.maybeDeferred(
-            self.factory.penalty.failed, self._peer(), login_name, "smtp", secret=password
-        )
-
-        def answer(_: Any) -> None:
-            self._reply(535, "5.7.8", "Authentication credentials invalid")
-            if self.factory.penalty.should_disconnect(self._auth_failures):
-                self._send("421 4.7.0 Too many authentication failures")
-                self._close()
-
-        return d.addCallback(answer)

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from cgtwist.address import parse_path
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IPolicy, ISubmission
+from cgtwist.interfaces import IAuthPenalty, IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
@@ -400,7 +400,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         tls: Callable[[], Optional[IOpenSSLContextFactory]],
         hostname: str,
         clock: Optional[IReactorTime] = None,
-        penalty: Any = None,
+        penalty: Optional[IAuthPenalty] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -420,7 +420,9 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.live: set[CgSMTP]
         self._prefix = secrets.token_hex(3)
         self._counter = 0
-        self.penalty: Any = penalty if penalty is not None else AuthPenalty(self.clock, settings)
+        self.penalty: IAuthPenalty = (
+            penalty if penalty is not None else AuthPenalty(self.clock, settings)
+        )
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         return CgSMTP(self)
