@@ -82,7 +82,7 @@ class AuthCommands(SMTPWire):
         if self.session.account:
             self._reply(503, "5.5.1", "Error: already authenticated")
             return
-        if self._sender is not None:
+        if self.transaction is not None:
             # RFC 4954 §4: AUTH is not permitted during a mail transaction.
             self._reply(503, "5.5.1", "Error: AUTH not permitted during a mail transaction")
             return

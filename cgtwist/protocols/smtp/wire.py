@@ -27,7 +27,8 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp.data import DataReader
-from cgtwist.types import Recipient, SessionInfo
+from cgtwist.protocols.smtp.transaction import Transaction
+from cgtwist.types import SessionInfo
 
 if TYPE_CHECKING:
     from cgtwist.protocols.smtp.server import SMTPFactory
@@ -116,9 +117,8 @@ class SMTPWire(ESMTP):
         self.setTimeout(seconds if seconds > 0 else None)
 
     def _reset_transaction(self) -> None:
-        self._sender: Optional[str] = None  # None: no transaction; "" is the null path
-        self._mail_params: dict[str, str] = {}
-        self._recipients: list[Recipient] = []
+        """Forget the mail transaction (RSET, HELO/EHLO, STARTTLS, the end of DATA)."""
+        self.transaction: Optional[Transaction] = None
 
     # -- connection -------------------------------------------------------------------------
 
