@@ -6,9 +6,6 @@ discards pipelined plaintext (CVE-2011-0411), and the IMAP replies to each outco
 login path (cgtwist.protocols.login: portal, penalty, delays, disconnect after auth.max_failures).
 """
 
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
-
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -19,6 +16,7 @@ from twisted.python.failure import Failure
 from cgtwist.core.auth import AuthUnavailable
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
+from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.login import (
     AuthzDenied,
@@ -36,6 +34,7 @@ from cgtwist.protocols.login import (
 class LoginMixin:
     """STARTTLS, LOGIN and AUTHENTICATE for the not-authenticated state."""
 
+    login_commands = CommandTable()
     log = Logger()
     secure: bool
     canStartTLS: bool
@@ -104,7 +103,7 @@ class LoginMixin:
         self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
         self.transport.startTLS(ctx)
 
-    unauth_STARTTLS = (do_STARTTLS,)
+    login_commands.add("unauth", "STARTTLS", do_STARTTLS)
 
     # -- login ------------------------------------------------------------------------------
     def do_LOGIN(self, tag: bytes, user: bytes, passwd: bytes) -> None:
@@ -113,7 +112,9 @@ class LoginMixin:
             return
         self._login(tag, user, passwd)
 
-    unauth_LOGIN = (do_LOGIN, MailboxCommands.arg_astring, MailboxCommands.arg_astring)
+    login_commands.add(
+        "unauth", "LOGIN", do_LOGIN, MailboxCommands.arg_astring, MailboxCommands.arg_astring
+    )
 
     def do_AUTHENTICATE(self, tag: bytes, args: bytes) -> None:
         mech, _, initial = args.strip().partition(b" ")
@@ -130,7 +131,7 @@ class LoginMixin:
         self.sendLine(b"+ ")
         self._resume()
 
-    unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
+    login_commands.add("unauth", "AUTHENTICATE", do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
 
     def _sasl_line(self, line: bytes) -> None:
         tag, self._sasl_tag = self._sasl_tag, None

@@ -7,9 +7,6 @@ NAMESPACE, plus the argument parsers Twisted gets wrong. Message-level commands 
 cgtwist.protocols.imap.messages; connection handling in cgtwist.protocols.imap.
 """
 
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
-
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional, cast
@@ -24,6 +21,7 @@ from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap.commands import CommandTable
 
 log = Logger()
 
@@ -64,6 +62,7 @@ def _flag_list(raw: Any) -> list[str]:
 class MailboxCommands:
     """Mailbox-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
+    mailbox_commands = CommandTable()
     log = log
 
     # Provided by the protocol class.
@@ -99,8 +98,11 @@ class MailboxCommands:
         ) -> None: ...
 
     # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
-    def arg_astring(self, line: Optional[bytes]) -> Any:
-        """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred."""
+    def arg_astring(self, line: Optional[bytes], final: bool = False) -> Any:
+        """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred.
+
+        ``final`` is in Twisted's signature only: an empty literal is read like any other.
+        """
         line = line or b""  # Twisted passes None when the line ran out
         line = line.lstrip(b" ")
         if not line:
@@ -289,7 +291,7 @@ class MailboxCommands:
         self.sendUntaggedResponse(b"ENABLED")
         self.sendPositiveResponse(tag, b"ENABLE completed")
 
-    auth_ENABLE = (do_ENABLE, imap4.IMAP4Server.arg_line)
+    mailbox_commands.add("auth", "ENABLE", do_ENABLE, imap4.IMAP4Server.arg_line)
 
     def do_NAMESPACE(self, tag: bytes) -> None:
         personal = other = shared = None
@@ -304,8 +306,7 @@ class MailboxCommands:
         )
         self.sendPositiveResponse(tag, b"NAMESPACE completed")
 
-    auth_NAMESPACE = (do_NAMESPACE,)
-    select_NAMESPACE = auth_NAMESPACE
+    mailbox_commands.add("auth select", "NAMESPACE", do_NAMESPACE)
 
     # -- mailbox management -------------------------------------------------------------------
     def _account_call(self, tag: bytes, what: str, ok: bytes, fn: Any, *args: Any) -> None:
@@ -331,13 +332,11 @@ class MailboxCommands:
         )
 
     _astr = arg_astring
-    auth_CREATE = (do_CREATE, _astr)
-    auth_DELETE = (do_DELETE, _astr)
-    auth_RENAME = (do_RENAME, _astr, _astr)
-    auth_SUBSCRIBE = (do_SUBSCRIBE, _astr)
-    auth_UNSUBSCRIBE = (do_UNSUBSCRIBE, _astr)
-    select_CREATE, select_DELETE, select_RENAME = auth_CREATE, auth_DELETE, auth_RENAME
-    select_SUBSCRIBE, select_UNSUBSCRIBE = auth_SUBSCRIBE, auth_UNSUBSCRIBE
+    mailbox_commands.add("auth select", "CREATE", do_CREATE, _astr)
+    mailbox_commands.add("auth select", "DELETE", do_DELETE, _astr)
+    mailbox_commands.add("auth select", "RENAME", do_RENAME, _astr, _astr)
+    mailbox_commands.add("auth select", "SUBSCRIBE", do_SUBSCRIBE, _astr)
+    mailbox_commands.add("auth select", "UNSUBSCRIBE", do_UNSUBSCRIBE, _astr)
 
     def _list(self, tag: bytes, ref: bytes, pattern: bytes, sub: int, cmd: bytes) -> None:
         if not pattern:
@@ -466,9 +465,8 @@ class MailboxCommands:
                 b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status))
             )
 
-    auth_LIST = (_list, _astr, _astr, 0, b"LIST")
-    auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
-    select_LIST, select_LSUB = auth_LIST, auth_LSUB
+    mailbox_commands.add("auth select", "LIST", _list, _astr, _astr, 0, b"LIST")
+    mailbox_commands.add("auth select", "LSUB", _list, _astr, _astr, 1, b"LSUB")
 
     def do_STATUS(self, tag: bytes, name: bytes, items: list[Any]) -> None:
         wanted = []
@@ -505,8 +503,7 @@ class MailboxCommands:
             status = dict(status, APPENDLIMIT=int(self.settings.current["imap.max_literal"]))
         return status
 
-    auth_STATUS = (do_STATUS, _astr, arg_plist)
-    select_STATUS = auth_STATUS
+    mailbox_commands.add("auth select", "STATUS", do_STATUS, _astr, arg_plist)
 
     # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
     def _select(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
@@ -547,9 +544,8 @@ class MailboxCommands:
 
         self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
 
-    auth_SELECT = (_select, _astr, 1, b"SELECT")
-    auth_EXAMINE = (_select, _astr, 0, b"EXAMINE")
-    select_SELECT, select_EXAMINE = auth_SELECT, auth_EXAMINE
+    mailbox_commands.add("auth select", "SELECT", _select, _astr, 1, b"SELECT")
+    mailbox_commands.add("auth select", "EXAMINE", _select, _astr, 0, b"EXAMINE")
 
     def do_CLOSE(self, tag: bytes) -> None:
         """CLOSE (RFC 3501 §6.4.2): silent expunge when writable, then leave the mailbox."""
@@ -564,7 +560,7 @@ class MailboxCommands:
 
         d.addCallback(done).addErrback(self._fail(tag, "CLOSE"))
 
-    select_CLOSE = (do_CLOSE,)
+    mailbox_commands.add("select", "CLOSE", do_CLOSE)
 
     def do_UNSELECT(self, tag: bytes) -> None:
         """UNSELECT (RFC 3691): leave the mailbox without expunging."""
@@ -573,12 +569,12 @@ class MailboxCommands:
         self.state = "auth"
         self.sendPositiveResponse(tag, b"UNSELECT completed")
 
-    select_UNSELECT = (do_UNSELECT,)
+    mailbox_commands.add("select", "UNSELECT", do_UNSELECT)
 
     def do_CHECK(self, tag: bytes) -> None:
         self.sendPositiveResponse(tag, b"CHECK completed")
 
-    select_CHECK = (do_CHECK,)
+    mailbox_commands.add("select", "CHECK", do_CHECK)
 
     # -- APPEND (RFC 3501 §6.3.11, MULTIAPPEND RFC 3502, UIDPLUS RFC 4315) -------------------
     def do_APPEND_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
@@ -650,5 +646,4 @@ class MailboxCommands:
 
     # APPEND runs from the raw command (CgIMAP4Server._special_command); these entries only
     # tell the state check that APPEND exists (BAD "not valid in this state" before login).
-    auth_APPEND = (do_APPEND_raw,)
-    select_APPEND = auth_APPEND
+    mailbox_commands.add("auth select", "APPEND", do_APPEND_raw)

@@ -7,9 +7,6 @@ others changed reaches the client through the view's ``sync``, cgtwist.protocols
 search predicate from cgtwist.protocols.imap_search.
 """
 
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
-
 from __future__ import annotations
 
 from typing import Any, Iterator, Optional
@@ -25,6 +22,7 @@ from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands, _flag_list
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
@@ -119,6 +117,7 @@ class MessageCommands(MailboxCommands):
     _streamer: Optional[_Streamer] = None
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
     _astr = MailboxCommands.arg_astring
+    message_commands = CommandTable()
 
     # -- EXPUNGE ------------------------------------------------------------------------------
     def do_EXPUNGE(self, tag: bytes) -> None:
@@ -133,7 +132,7 @@ class MessageCommands(MailboxCommands):
         self._send_expunges(seqs)
         self.sendPositiveResponse(tag, text)
 
-    select_EXPUNGE = (do_EXPUNGE,)
+    message_commands.add("select", "EXPUNGE", do_EXPUNGE)
 
     def _uids_of(self, messages: imap4.MessageSet, uid: bool) -> list[int]:
         resolve = getattr(self.mbox, "resolve", None)
@@ -169,7 +168,9 @@ class MessageCommands(MailboxCommands):
         finally:
             self.uid_arguments = False
 
-    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+    message_commands.add(
+        "select", "UID", do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line
+    )
 
     # -- STORE ----------------------------------------------------------------------------------
     def do_STORE(
@@ -204,7 +205,9 @@ class MessageCommands(MailboxCommands):
 
         d.addCallback(done).addErrback(self._fail(tag, "STORE"))
 
-    select_STORE = (
+    message_commands.add(
+        "select",
+        "STORE",
         do_STORE,
         MailboxCommands.arg_seqset,
         imap4.IMAP4Server.arg_atom,
@@ -258,8 +261,8 @@ class MessageCommands(MailboxCommands):
     def do_MOVE(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
         self._transfer(tag, messages, name, uid, True)
 
-    select_COPY = (do_COPY, MailboxCommands.arg_seqset, _astr)
-    select_MOVE = (do_MOVE, MailboxCommands.arg_seqset, _astr)
+    message_commands.add("select", "COPY", do_COPY, MailboxCommands.arg_seqset, _astr)
+    message_commands.add("select", "MOVE", do_MOVE, MailboxCommands.arg_seqset, _astr)
 
     # -- SEARCH -----------------------------------------------------------------------------------
     def do_SEARCH_raw(
@@ -352,7 +355,7 @@ class MessageCommands(MailboxCommands):
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
             for seq, msg in rows:
                 pre: Optional[dict[Any, Any]] = None
-                if heavy and msg.getSize() > _FETCH_OFFLOAD:
+                if heavy and runner is not None and msg.getSize() > _FETCH_OFFLOAD:
                     # Read and parse a large message in a thread; the streamer waits for it.
                     pre = {}
                     yield runner(imap_fetch.precompute, msg, query).addCallback(pre.update)
@@ -453,7 +456,9 @@ class MessageCommands(MailboxCommands):
         yield b"".join(held)
         yield from gen
 
-    select_FETCH = (do_FETCH, MailboxCommands.arg_seqset, MailboxCommands.arg_fetchatt)
+    message_commands.add(
+        "select", "FETCH", do_FETCH, MailboxCommands.arg_seqset, MailboxCommands.arg_fetchatt
+    )
 
     def _stop_streaming(self) -> None:
         if self._streamer is not None:

@@ -9,9 +9,6 @@ connections per IP. The parts: framing (lines and literals under limits), login
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
-
 from __future__ import annotations
 
 import re
@@ -27,8 +24,10 @@ from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
+from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
 from cgtwist.protocols.imap.sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
@@ -48,6 +47,13 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     IDENT = b"cgtwist IMAP4rev1 server ready"
     log = Logger()
     factory: Optional[IMAPFactory] = None
+    # Every part's commands; a later table wins, as the parts' attributes would in the MRO.
+    commands = CommandTable(
+        MailboxCommands.mailbox_commands,
+        MessageCommands.message_commands,
+        SortCommands.sort_commands,
+        LoginMixin.login_commands,
+    )
 
     def __init__(
         self,
@@ -331,7 +337,19 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
 
     def lookupCommandAnyState(self, cmd: bytes) -> bool:
         name = cmd.decode("ascii", "replace").upper()
-        return any(getattr(self, f"{s}_{name}", None) for s in ("unauth", "auth", "select"))
+        return any(
+            self.commands.lookup(s, name) or getattr(self, f"{s}_{name}", None)
+            for s in ("unauth", "auth", "select")
+        )
+
+    def lookupCommand(self, cmd: bytes) -> Optional[CommandEntry]:
+        """Our command table first, then Twisted's ``<state>_<COMMAND>`` attributes."""
+        name = cmd.decode("ascii", "replace").upper()
+        entry = self.commands.lookup(self.state, name)
+        if entry is not None:
+            return entry
+        inherited: Optional[CommandEntry] = super().lookupCommand(cmd)
+        return inherited
 
     def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None:
         """Argument-parser errors: BAD for syntax, NO [SERVERBUG] for our own bugs."""
@@ -444,8 +462,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self.sendPositiveResponse(tag, b"LOGOUT completed")
         self._closed_by_us()
 
-    unauth_LOGOUT = (do_LOGOUT,)
-    auth_LOGOUT = select_LOGOUT = logout_LOGOUT = unauth_LOGOUT
+    commands.add("unauth auth select logout", "LOGOUT", do_LOGOUT)
 
     # -- IDLE (RFC 2177) ----------------------------------------------------------------------
     def do_IDLE(self, tag: bytes) -> None:
@@ -454,8 +471,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._flush_unsolicited()
         self._resume()
 
-    auth_IDLE = (do_IDLE,)
-    select_IDLE = auth_IDLE
+    commands.add("auth select", "IDLE", do_IDLE)
 
     def _idle_line(self, line: bytes) -> None:
         tag, self._idle_tag = self._idle_tag, None

@@ -20,6 +20,7 @@ from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap import thread as imap_thread
+from cgtwist.protocols.imap.commands import CommandTable
 
 T = TypeVar("T")
 # Above this many messages the final sort or threading runs in a mailstore thread: sorting
@@ -44,7 +45,9 @@ class SortCommands:
     _fail: Callable[[bytes, str], Any]
     # Run by CgIMAP4Server._special_command in the selected state; named here so that the
     # command in another state is "not valid in this state", not "unknown".
-    select_SORT = select_THREAD = (None,)
+    sort_commands = CommandTable()
+    sort_commands.add("select", "SORT", None)
+    sort_commands.add("select", "THREAD", None)
 
     def do_SORT_raw(
         self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
