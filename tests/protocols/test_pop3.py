@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from cgtwist import paths
 from cgtwist.mailstore import maildir
-from cgtwist.protocols.pop3 import server as pop3_module
+from cgtwist.protocols.pop3 import maildrop as pop3_module
 from cgtwist.protocols.pop3.server import POP3Factory, POP3Server
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
