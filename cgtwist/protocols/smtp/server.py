@@ -31,6 +31,7 @@ from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
+from cgtwist.protocols.smtp.wire import SMTPWire
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec, Recipient, SessionInfo
 
@@ -413,7 +414,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
             settings, "smtp.max_connections_per_ip", exempt=getattr(policy, "is_client_ip", None)
         )
         SessionDrain.__init__(self)
-        self.live: set[CgSMTP]
+        self.live: set[SMTPWire]
         self._prefix = secrets.token_hex(3)
         self._counter = 0
         self.penalty: IAuthPenalty = (
@@ -427,7 +428,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self._counter += 1
         return f"{self._prefix}{self._counter:06x}"
 
-    def register(self, proto: CgSMTP) -> Optional[str]:
+    def register(self, proto: SMTPWire) -> Optional[str]:
         """Count a new connection; return why it is refused when over a limit (then not counted)."""
         ip = proto._peer()
         s = self.settings.current
@@ -443,7 +444,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.live.add(proto)
         return None
 
-    def unregister(self, proto: CgSMTP) -> None:
+    def unregister(self, proto: SMTPWire) -> None:
         self.connections -= 1
         self.per_ip.closed(proto._peer())
         self.forget(proto)

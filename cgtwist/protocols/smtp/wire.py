@@ -13,25 +13,25 @@ The commands themselves live in cgtwist.protocols.smtp.server (and AUTH in cgtwi
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
+from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory, ISSLTransport
 from twisted.mail.smtp import ESMTP
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
+from cgtwist.interfaces import IAuthPenalty, IPolicy, ISubmission
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
-from cgtwist.types import SessionInfo
-
-if TYPE_CHECKING:
-    from cgtwist.protocols.smtp.server import SMTPFactory
+from cgtwist.settings import SettingsHolder
+from cgtwist.types import ListenerSpec, SessionInfo
 
 # Bytes we keep buffered while a reply is outstanding (pipelined commands are small; RFC 2920
 # forbids sending message content before 354).
@@ -68,6 +68,27 @@ def _plain_ip(ip: str) -> str:
     return ip
 
 
+class SMTPServices(Protocol):
+    """What one SMTP connection takes from its listener's factory (``SMTPFactory``): the
+    collaborators, the settings and the connection accounting. Declared here, where it is
+    used, so the wire does not import the commands module that builds on it."""
+
+    listener: ListenerSpec
+    settings: SettingsHolder
+    policy: IPolicy
+    submission: ISubmission
+    portal: Portal
+    penalty: IAuthPenalty
+    tls: Callable[[], Optional[IOpenSSLContextFactory]]
+    hostname: str
+    clock: Any  # IReactorTime
+    stopping: bool
+
+    def new_session_id(self) -> str: ...
+    def register(self, proto: SMTPWire) -> Optional[str]: ...
+    def unregister(self, proto: SMTPWire) -> None: ...
+
+
 @implementer(IHandshakeListener)
 class SMTPWire(ESMTP):
     """Connection handling shared by the SMTP commands; see the module docstring.
@@ -80,7 +101,7 @@ class SMTPWire(ESMTP):
     log = Logger()
     transport: Any  # a TCP/TLS transport: ITransport plus producer and TLS methods
 
-    def __init__(self, factory: SMTPFactory) -> None:
+    def __init__(self, factory: SMTPServices) -> None:
         super().__init__(chal={}, contextFactory=None)
         self.factory = factory
         self.host = factory.hostname.encode("ascii", "replace")
