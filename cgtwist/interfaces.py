@@ -168,9 +168,10 @@ class IAuthPenalty(Interface):
     def release(ip):  # type: ignore[no-untyped-def]
         """End an attempt that ``acquire`` allowed."""
 
-    def failed(ip, login, protocol, secret=None):  # type: ignore[no-untyped-def]
-        """Count a failed login and write its log line; fire with the delay once it has
-        passed, when the failure may be answered."""
+    def failed(ip, login, protocol, secret=None, log_line=True):  # type: ignore[no-untyped-def]
+        """Count a failed login (a repeated ``secret`` only once) and, unless ``log_line`` is
+        False, write its log line; fire with the delay once it has passed, when the failure
+        may be answered."""
 
     def succeeded(ip):  # type: ignore[no-untyped-def]
         """A correct password from ``ip``: forget its failures."""

@@ -141,12 +141,18 @@ class AuthPenalty:
             self._active.pop(key, None)
 
     def failed(
-        self, ip: str, login: str, protocol: str, secret: Union[bytes, str, None] = None
+        self,
+        ip: str,
+        login: str,
+        protocol: str,
+        secret: Union[bytes, str, None] = None,
+        log_line: bool = True,
     ) -> defer.Deferred[float]:
         """Record a failed login; fires with the delay after waiting it (on the clock).
 
         The caller sends the failure reply when this fires, and the same reply whether the
-        account exists or not.
+        account exists or not. ``log_line=False``: the caller writes the failure's line itself
+        (IMAP and POP3 keep their ``auth failed: proto=`` lines).
         """
         trusted = self.is_trusted(ip)
         delay = 0.0
@@ -168,14 +174,15 @@ class AuthPenalty:
             failures = st.failures
             delay = self.delay_for_count(failures)
         # RELIABILITY.md b-G 39: one line per failure, fixed prefix, ip first, for fail2ban.
-        log.info(
-            "auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
-            ip=clean(ip, 64).replace(" ", "?"),
-            login=clean(login, 100).replace(" ", "?") or "-",
-            protocol=clean(protocol, 16),
-            failures=failures,
-            delay=f"{delay:g}",
-        )
+        if log_line:
+            log.info(
+                "auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
+                ip=clean(ip, 64).replace(" ", "?"),
+                login=clean(login, 100).replace(" ", "?") or "-",
+                protocol=clean(protocol, 16),
+                failures=failures,
+                delay=f"{delay:g}",
+            )
         if self.on_failure is not None and not trusted:
             try:
                 self.on_failure(ip)

@@ -153,6 +153,8 @@ class LoginAttempt:
 
     ``protocol`` names the protocol in the penalty's log line; ``interface`` is the avatar
     interface asked of ``portal``; ``failures`` is the connection's count before this attempt.
+    ``penalty_logs``: the penalty writes each failure's line (SMTP); IMAP and POP3 write
+    their own ``auth failed: proto=`` lines when they render ``Refused``.
     """
 
     portal: Portal
@@ -161,6 +163,7 @@ class LoginAttempt:
     interface: type[Interface]
     peer_ip: str
     failures: int = 0
+    penalty_logs: bool = True
 
     def run(self, username: bytes, password: bytes) -> defer.Deferred[LoginOutcome]:
         """Log in as given (``user@domain``, ``user%domain`` or bare: the checker knows the
@@ -201,7 +204,12 @@ class LoginAttempt:
         failures = self.failures + 1
         login = username.decode("utf-8", "replace").encode("unicode_escape").decode("ascii")
         d = defer.maybeDeferred(
-            self.penalty.failed, self.peer_ip, login, self.protocol, secret=password
+            self.penalty.failed,
+            self.peer_ip,
+            login,
+            self.protocol,
+            secret=password,
+            log_line=self.penalty_logs,
         )
         return d.addCallback(
             lambda _: Refused(failures, bool(self.penalty.should_disconnect(failures)))

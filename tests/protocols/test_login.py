@@ -132,6 +132,29 @@ class LoginAttemptTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(d), Refused(failures=2, disconnect=True))
         self.assertEqual(self.penalty.failures("192.0.2.1"), 2)
 
+    def test_failure_log_line_by_the_penalty_or_the_protocol(self) -> None:
+        """By default the penalty writes the fail2ban line (SMTP); with ``penalty_logs=False``
+        the protocol writes its own (IMAP, POP3) and the penalty still counts."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if formatEvent(event).startswith("auth failed:"):
+                lines.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.attempt().run(b"bob", b"wrong")
+        self.clock.advance(2)
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].startswith("auth failed: ip=192.0.2.1 login=bob protocol=imap"))
+        quiet = LoginAttempt(self.portal, self.penalty, "imap", IThing, "192.0.2.1", 0, False)
+        d = quiet.run(b"bob", b"wrong-again")
+        self.clock.advance(4)
+        self.assertEqual(self.successResultOf(d), Refused(failures=1, disconnect=False))
+        self.assertEqual((len(lines), self.penalty.failures("192.0.2.1")), (1, 2))
+
     def test_refuse_counts_a_failure_found_before_the_portal(self) -> None:
         """``refuse`` (an SMTP authzid for another user) costs like a wrong password."""
         d = self.attempt().refuse(b"")

@@ -157,7 +157,13 @@ class LoginMixin:
         """Log in through the portal as given (user@domain, user%domain or bare)."""
         name = user.decode("utf-8", "replace")
         attempt = LoginAttempt(
-            self.portal, self.penalty, "imap", imap4.IAccount, self.peer_ip, self._failures
+            self.portal,
+            self.penalty,
+            "imap",
+            imap4.IAccount,
+            self.peer_ip,
+            self._failures,
+            penalty_logs=False,
         )
         d = attempt.run(user, passwd)
         d.addCallback(self._login_outcome, tag, name)
@@ -172,6 +178,7 @@ class LoginMixin:
             self._login_ok(outcome, tag, name)
         elif isinstance(outcome, Refused):
             self._failures = outcome.failures
+            self.log.warn("auth failed: proto=imap ip={ip} user={user}", ip=self.peer_ip, user=name)
             # The penalty's delay has passed; answered on the next turn of the clock, as ever
             # (never while the command is still being dispatched), and only if still connected.
             self._later(0, self._login_refused, tag, outcome.disconnect)

@@ -396,7 +396,13 @@ class POP3Server(pop3.POP3):
 
     def _login(self, user: str, password: str) -> Optional[defer.Deferred[Any]]:
         attempt = LoginAttempt(
-            self.portal, self.penalty, "pop3", pop3.IMailbox, self.peer_ip, self._failures
+            self.portal,
+            self.penalty,
+            "pop3",
+            pop3.IMailbox,
+            self.peer_ip,
+            self._failures,
+            penalty_logs=False,
         )
         d = attempt.run(user.encode("utf-8"), password.encode("utf-8"))
         return d.addCallback(self._login_outcome, user)
@@ -406,6 +412,13 @@ class POP3Server(pop3.POP3):
             self._logged_in(outcome, user)
         elif isinstance(outcome, Refused):
             self._failures = outcome.failures
+            # RELIABILITY.md b-G 39: the fail2ban-readable line, as ever for POP3.
+            self.log.info(
+                "auth failed: proto=pop3 ip={ip} user={user} failures={n}",
+                ip=self.peer_ip,
+                user=user,
+                n=self._failures,
+            )
             if self.transport is None or self.transport.disconnecting:
                 return
             self.err("[AUTH] Authentication failed")
