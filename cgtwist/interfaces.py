@@ -6,7 +6,12 @@ refusals are raised (or errback) as ``cgtwist.errors.MailError``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Union
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class IAccountStore(Interface):
@@ -161,20 +166,26 @@ class IAuthPenalty(Interface):
     ``cgtwist.protocols.login.LoginAttempt`` uses it: one object shared by SMTP, POP3 and IMAP,
     so a host's failures count across protocols and connections."""
 
-    def acquire(ip):  # type: ignore[no-untyped-def]
+    def acquire(ip: str) -> bool:
         """Start an attempt from ``ip``: False when too many run at once from a host with
         failures on record (then the caller answers a temporary error and never releases)."""
 
-    def release(ip):  # type: ignore[no-untyped-def]
+    def release(ip: str) -> None:
         """End an attempt that ``acquire`` allowed."""
 
-    def failed(ip, login, protocol, secret=None, log_line=True):  # type: ignore[no-untyped-def]
+    def failed(
+        ip: str,
+        login: str,
+        protocol: str,
+        secret: Union[bytes, str, None] = None,
+        log_line: bool = True,
+    ) -> Deferred[float]:
         """Count a failed login (a repeated ``secret`` only once) and, unless ``log_line`` is
         False, write its log line; fire with the delay once it has passed, when the failure
         may be answered."""
 
-    def succeeded(ip):  # type: ignore[no-untyped-def]
+    def succeeded(ip: str) -> None:
         """A correct password from ``ip``: forget its failures."""
 
-    def should_disconnect(connection_failures):  # type: ignore[no-untyped-def]
+    def should_disconnect(connection_failures: int) -> bool:
         """True when one connection has failed often enough to be closed (auth.max_failures)."""
