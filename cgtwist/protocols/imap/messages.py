@@ -22,8 +22,9 @@ from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandTable
-from cgtwist.protocols.imap.mailboxes import MailboxCommands, _flag_list
+from cgtwist.protocols.imap.mailboxes import MailboxCommands
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.
@@ -183,7 +184,7 @@ class MessageCommands(MailboxCommands):
             self.sendBadResponse(tag, b"Invalid STORE data item")
             return
         try:
-            flag_list = _flag_list(flags)
+            flags_checked = flag_list(flags)
         except imap4.IllegalClientResponse as e:
             self.sendBadResponse(tag, str(e).encode())
             return
@@ -191,7 +192,7 @@ class MessageCommands(MailboxCommands):
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
         d = defer.maybeDeferred(
-            self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid)
+            self.mbox.store, messages, flags_checked, _STORE_MODES[base], uid=bool(uid)
         )
 
         def done(result: dict[int, list[str]]) -> None:
