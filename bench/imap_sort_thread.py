@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer  # noqa: E402
 
-from cgtwist.protocols import imap_sortcmds  # noqa: E402
+from cgtwist.protocols.imap import sortcmds as imap_sortcmds  # noqa: E402
 from tests.protocols.test_imap_support import Client, World  # noqa: E402
 
 COMMANDS = (

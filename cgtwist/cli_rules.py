@@ -50,7 +50,7 @@ def _read(ctx: Context, path: str, binary: bool = False) -> Any:
 async def _runner(ctx: Context) -> RulesRunner:
     store = ctx.accounts
     settings = SettingsHolder(Settings(await store.get_settings()))
-    clients = settings.current.get("clients.ips")
+    clients = settings.current.clients.ips
     try:
         client_list = AddressList.parse(clients)
     except AddressListError:

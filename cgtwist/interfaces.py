@@ -6,7 +6,12 @@ refusals are raised (or errback) as ``cgtwist.errors.MailError``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Union
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 
 class IAccountStore(Interface):
@@ -159,36 +164,6 @@ class IMessageCheck(Interface):
         """Fire None to accept ``message`` (bytes), or errback MailError to refuse it."""
 
 
-class IAuthPenalty(Interface):
-    """Per-IP login failure pacing (cgtwist.checks.authpenalty): SMTP AUTH, POP3 and IMAP
-    logins all ask the same object, so a guesser is slowed down across protocols."""
-
-    def acquire(ip):  # type: ignore[no-untyped-def]
-        """Start a login attempt; False when ``ip`` (with failures on record) has too many
-        running. Call ``release`` afterwards only when this returned True."""
-
-    def release(ip):  # type: ignore[no-untyped-def]
-        """End an attempt started by ``acquire``."""
-
-    def failed(ip, login, protocol, secret=None):  # type: ignore[no-untyped-def]
-        """Record a failed login (one log line); fire with the delay after waiting it."""
-
-    def succeeded(ip):  # type: ignore[no-untyped-def]
-        """A login from ``ip`` succeeded: its penalty is cleared."""
-
-    def should_disconnect(connection_failures):  # type: ignore[no-untyped-def]
-        """True when one connection has failed often enough to be closed (421 / BYE)."""
-
-    def delay_for(ip):  # type: ignore[no-untyped-def]
-        """Seconds to hold the reply to the next failure from ``ip``."""
-
-    def record_failure(ip, user):  # type: ignore[no-untyped-def]
-        """Count a failure without the log line (the caller writes its own)."""
-
-    def record_success(ip, user):  # type: ignore[no-untyped-def]
-        """Same as ``succeeded``, for the callers that name the user."""
-
-
 class IDeliveryAgent(Interface):
     """A delivery module: LOCAL, SMTP, PIPE, LIST (cgtwist.delivery)."""
 
@@ -248,3 +223,33 @@ class IResolver(Interface):
 
     def lookup_ptr(ip):  # type: ignore[no-untyped-def]
         """Fire with a list of host names for an IPv4/IPv6 address."""
+
+
+class IAuthPenalty(Interface):
+    """The brute-force brake every login passes (cgtwist.checks.authpenalty.AuthPenalty), as
+    ``cgtwist.protocols.login.LoginAttempt`` uses it: one object shared by SMTP, POP3 and IMAP,
+    so a host's failures count across protocols and connections."""
+
+    def acquire(ip: str) -> bool:
+        """Start an attempt from ``ip``: False when too many run at once from a host with
+        failures on record (then the caller answers a temporary error and never releases)."""
+
+    def release(ip: str) -> None:
+        """End an attempt that ``acquire`` allowed."""
+
+    def failed(
+        ip: str,
+        login: str,
+        protocol: str,
+        secret: Union[bytes, str, None] = None,
+        log_line: bool = True,
+    ) -> Deferred[float]:
+        """Count a failed login (a repeated ``secret`` only once) and, unless ``log_line`` is
+        False, write its log line; fire with the delay once it has passed, when the failure
+        may be answered."""
+
+    def succeeded(ip: str) -> None:
+        """A correct password from ``ip``: forget its failures."""
+
+    def should_disconnect(connection_failures: int) -> bool:
+        """True when one connection has failed often enough to be closed (auth.max_failures)."""

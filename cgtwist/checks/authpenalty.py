@@ -134,12 +134,18 @@ class AuthPenalty:
             self._active.pop(key, None)
 
     def failed(
-        self, ip: str, login: str, protocol: str, secret: Union[bytes, str, None] = None
+        self,
+        ip: str,
+        login: str,
+        protocol: str,
+        secret: Union[bytes, str, None] = None,
+        log_line: bool = True,
     ) -> defer.Deferred[float]:
         """Record a failed login; fires with the delay after waiting it (on the clock).
 
         The caller sends the failure reply when this fires, and the same reply whether the
-        account exists or not.
+        account exists or not. ``log_line=False``: the caller writes the failure's line itself
+        (IMAP and POP3 keep their ``auth failed: proto=`` lines).
         """
         trusted = self.is_trusted(ip)
         delay = 0.0
@@ -161,14 +167,15 @@ class AuthPenalty:
             failures = st.failures
             delay = self.delay_for_count(failures)
         # RELIABILITY.md b-G 39: one line per failure, fixed prefix, ip first, for fail2ban.
-        log.info(
-            "auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
-            ip=clean(ip, 64).replace(" ", "?"),
-            login=clean(login, 100).replace(" ", "?") or "-",
-            protocol=clean(protocol, 16),
-            failures=failures,
-            delay=f"{delay:g}",
-        )
+        if log_line:
+            log.info(
+                "auth failed: ip={ip} login={login} protocol={protocol} failures={failures} delay={delay}",
+                ip=clean(ip, 64).replace(" ", "?"),
+                login=clean(login, 100).replace(" ", "?") or "-",
+                protocol=clean(protocol, 16),
+                failures=failures,
+                delay=f"{delay:g}",
+            )
         if self.on_failure is not None and not trusted:
             try:
                 self.on_failure(ip)
@@ -177,30 +184,6 @@ class AuthPenalty:
         if delay <= 0:
             return defer.succeed(0.0)
         return task.deferLater(self.clock, delay, lambda: delay)
-
-    # -- the three-method interface the IMAP and POP3 servers take (imap_auth.IPenalty) ------
-    def delay_for(self, ip: str) -> float:
-        """Seconds to hold the reply to the next failure from ``ip`` (0 for trusted networks)."""
-        if self.is_trusted(ip):
-            return 0.0
-        return self.delay_for_count(self.failures(ip) + 1)
-
-    def record_failure(self, ip: str, user: str) -> None:
-        """Count a failure without the log line (the IMAP/POP3 server writes its own)."""
-        if self.is_trusted(ip):
-            return
-        st = self._state(ip, create=True)
-        assert st is not None
-        st.failures += 1
-        st.last = self.clock.seconds()
-        if self.on_failure is not None:
-            try:
-                self.on_failure(ip)
-            except Exception:
-                log.failure("auth failure hook failed")
-
-    def record_success(self, ip: str, user: str) -> None:
-        self.succeeded(ip)
 
     def succeeded(self, ip: str) -> None:
         """A successful login clears the host's penalty (Dovecot does the same)."""

@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
 from cgtwist.checks.authpenalty import AuthPenalty
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -163,7 +164,7 @@ class AccessFactory(ServerFactory, SessionDrain):
         tls: Callable[[], Any],
         hostname: str,
         clock: Any = None,
-        penalty: Any = None,
+        penalty: Optional[IAuthPenalty] = None,
         is_client_ip: Optional[Callable[[str], bool]] = None,
         sessions: Optional[UserIPSessions] = None,
     ) -> None:
@@ -175,7 +176,9 @@ class AccessFactory(ServerFactory, SessionDrain):
         self.tls = tls
         self.hostname = hostname
         self.clock = clock
-        self.penalty = penalty if penalty is not None else AuthPenalty(clock, settings)
+        self.penalty: IAuthPenalty = (
+            penalty if penalty is not None else AuthPenalty(clock, settings)
+        )
         self.per_ip = PerIPConnections(settings, exempt=is_client_ip)
         self.sessions = sessions if sessions is not None else UserIPSessions(settings)
         SessionDrain.__init__(self)

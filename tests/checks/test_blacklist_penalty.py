@@ -223,21 +223,24 @@ class VerdictTests(unittest.TestCase):
 
 
 class SharedPenaltyTests(unittest.TestCase):
-    def test_imap_pop3_interface_shares_counts(self) -> None:
-        """IMAP/POP3 (delay_for/record_failure) and SMTP (failed) escalate one shared counter."""
+    def test_protocols_share_one_counter(self) -> None:
+        """Failures from IMAP, POP3 and SMTP escalate one counter per host (the one login path
+        reports them all through ``failed``); a success from any of them clears it."""
+        from cgtwist.interfaces import IAuthPenalty
+
         clock = Clock()
         offenders: list[str] = []
         p = AuthPenalty(clock, SettingsHolder(Settings()), on_failure=offenders.append)
-        self.assertEqual(p.delay_for("192.0.2.1"), 2)
-        p.record_failure("192.0.2.1", "alice")
-        self.assertEqual(p.delay_for("192.0.2.1"), 4)
-        d = p.failed("192.0.2.1", "alice", "smtp", "pw")
-        clock.advance(4)
-        self.assertEqual(self.successResultOf(d), 4)
-        self.assertEqual(p.delay_for("192.0.2.1"), 8)
-        p.record_success("192.0.2.1", "alice")
-        self.assertEqual(p.delay_for("192.0.2.1"), 2)
-        self.assertEqual(offenders, ["192.0.2.1", "192.0.2.1"])
+        self.assertTrue(IAuthPenalty.providedBy(p))
+        delays = []
+        for protocol, secret in (("imap", "a"), ("pop3", "b"), ("smtp", "c")):
+            d = p.failed("192.0.2.1", "alice", protocol, secret)
+            clock.advance(15)
+            delays.append(self.successResultOf(d))
+        self.assertEqual(delays, [2, 4, 8])
+        p.succeeded("192.0.2.1")
+        self.assertEqual(p.failures("192.0.2.1"), 0)
+        self.assertEqual(offenders, ["192.0.2.1"] * 3)
 
 
 class ForgedHeaderTests(unittest.TestCase):

@@ -258,7 +258,7 @@ class POP3Driver:
     STATES = ("authorization", "transaction")
 
     def __init__(self, state: str, watch: Watch) -> None:
-        from cgtwist.protocols.pop3 import POP3Factory
+        from cgtwist.protocols.pop3.server import POP3Factory
         from tests.protocols.test_pop3_fakes import FakeStore, deliver, make_portal
 
         self.watch = watch

@@ -186,6 +186,34 @@ class LoginPolicyTests(unittest.TestCase):
         self.world.clock.advance(0.2)
         self.assertIn(b"x NO", other.take())
 
+    def test_same_wrong_password_does_not_escalate(self) -> None:
+        """A client retrying one stale password is not slowed down further (RELIABILITY.md
+        b-G 39, as SMTP AUTH): the delay grows with new guesses only, and each failure is
+        one fail2ban line, IMAP's own."""
+        from twisted.logger import globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict[str, object]) -> None:
+            from twisted.logger import formatEvent
+
+            text = formatEvent(event)
+            if text.startswith("auth failed:"):
+                lines.append(text)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        c = Client(self.world, tls="implicit")
+        for tag in (b"a", b"b"):
+            self.assertEqual(c.send(tag + b" LOGIN alice@example.com stale\r\n"), b"")
+            self.world.clock.advance(1.9)
+            self.assertEqual(c.take(), b"")
+            self.world.clock.advance(0.2)
+            self.assertIn(tag + b" NO [AUTHENTICATIONFAILED]", c.take())
+        self.assertEqual(
+            lines, ["auth failed: proto=imap ip=192.0.2.10 user=alice@example.com"] * 2
+        )
+
     def test_too_many_failures_disconnect(self) -> None:
         """After auth.max_failures wrong passwords on one connection the server says BYE."""
         c = Client(World({"auth.max_failures": 2, "auth.fail_delays": [0]}), tls="implicit")
@@ -559,7 +587,7 @@ class SharedPenaltyTests(unittest.TestCase):
     def test_shared_auth_penalty_object(self) -> None:
         """The project's AuthPenalty plugs in: delays apply and its concurrency cap is honoured."""
         from cgtwist.checks.authpenalty import AuthPenalty
-        from cgtwist.protocols.imap import IMAPFactory
+        from cgtwist.protocols.imap.server import IMAPFactory
         from cgtwist.types import ListenerSpec
         from tests.protocols.test_imap_support import Client as _Client
 

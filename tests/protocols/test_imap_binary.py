@@ -7,7 +7,8 @@ import re
 
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_binary, imap_messages
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import messages as imap_messages
 from tests.protocols.test_imap_support import Client, World
 
 PAYLOAD = b"\x00\x01binary\r\nbytes\xff\x00"

@@ -283,7 +283,7 @@ class SearchTests(Base):
         """A BODY search stops its batch once it has read the batch's budget of message text
         and goes on in a later reactor turn (other sessions are served in between); flag
         searches read nothing and finish in one turn. The answer is the same."""
-        from cgtwist.protocols import imap_scan
+        from cgtwist.protocols.imap import scan as imap_scan
 
         self.patch(imap_scan, "BATCH_BYTES", 1)
         out = self.c.send(b's SEARCH BODY "part two"\r\n')
@@ -442,7 +442,8 @@ class BigSetTests(Base):
 class BodyStructureCacheTests(Base):
     def test_cached_structure_equals_parsed(self) -> None:
         """The BODYSTRUCTURE built from cached headers matches a full parse of the file."""
-        from cgtwist.protocols import imap_fetch, imap_structure
+        from cgtwist.protocols.imap import fetch as imap_fetch
+        from cgtwist.protocols.imap import structure as imap_structure
 
         self.world.deliver(
             "alice@example.com",
@@ -462,7 +463,7 @@ class BodyStructureCacheTests(Base):
     def test_multipart_structure_and_envelope_not_rebuilt(self) -> None:
         """A second FETCH of BODYSTRUCTURE and ENVELOPE answers the same without reading or
         parsing the message again (the multipart one is kept in the store's cache)."""
-        from cgtwist.protocols import imap_fetch
+        from cgtwist.protocols.imap import fetch as imap_fetch
 
         self.c.select()
         first = self.c.send(b"a FETCH 1:2 (BODYSTRUCTURE ENVELOPE BODY)\r\n")

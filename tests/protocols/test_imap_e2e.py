@@ -21,7 +21,7 @@ from twisted.internet import defer, reactor, ssl, threads
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 
-from cgtwist.protocols.imap import IMAPFactory
+from cgtwist.protocols.imap.server import IMAPFactory
 from tests.protocols.test_imap_support import MESSAGE, World
 
 _CERT: Any = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_esearch
-from cgtwist.protocols.imap_parse import ParseError
+from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap.parse import ParseError
 from tests.protocols.test_imap_support import MESSAGE, MULTIPART, Client, World
 
 

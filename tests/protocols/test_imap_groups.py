@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_address
+from cgtwist.protocols.imap import address as imap_address
 from tests.protocols.test_imap_support import Client, World
 
 

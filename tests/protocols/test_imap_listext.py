@@ -7,8 +7,8 @@ import re
 
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_list
-from cgtwist.protocols.imap_parse import ParseError
+from cgtwist.protocols.imap import list as imap_list
+from cgtwist.protocols.imap.parse import ParseError
 from tests.protocols.test_imap_support import MESSAGE, MULTIPART, Client, World
 
 

@@ -7,8 +7,8 @@ import re
 from twisted.trial import unittest
 
 from cgtwist import settings
-from cgtwist.protocols import imap_append
-from cgtwist.protocols.imap_parse import ParseError
+from cgtwist.protocols.imap import append as imap_append
+from cgtwist.protocols.imap.parse import ParseError
 from cgtwist.settings import Settings
 from tests.protocols.test_imap_support import Client, World
 

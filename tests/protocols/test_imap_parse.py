@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_parse, imap_search, imap_structure
-from cgtwist.protocols.imap_auth import SaslError, decode_plain
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import structure as imap_structure
 
 
 class LiteralSpecTests(unittest.TestCase):
@@ -155,17 +156,6 @@ class StructureTests(unittest.TestCase):
         self.assertEqual(env[2], [[None, None, b"undisclosed", None]])
         self.assertEqual(env[5], [[b"J\xf6rg", None, b"j", b"x.de"]])
         self.assertEqual(env[1], b"caf\xe9")
-
-
-class SaslTests(unittest.TestCase):
-    def test_decode_plain(self) -> None:
-        """SASL PLAIN splits authzid, authcid and password; junk is a SaslError."""
-        import base64
-
-        self.assertEqual(decode_plain(base64.b64encode(b"\0bob\0pw")), (b"", b"bob", b"pw"))
-        for bad in (b"!!!", base64.b64encode(b"nonul"), base64.b64encode(b"\0\0pw"), b""):
-            with self.assertRaises(SaslError):
-                decode_plain(bad)
 
 
 _ = datetime  # keep the import for date helpers in future tests

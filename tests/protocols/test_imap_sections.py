@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from cgtwist.protocols import imap_sections
+from cgtwist.protocols.imap import sections as imap_sections
 
 _TEXT = st.text(alphabet="abc xyz-\r\n", max_size=40).map(
     lambda s: s.replace("\r", "").replace("\n", "\r\n")

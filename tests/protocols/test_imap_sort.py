@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_scan, imap_sort, imap_sortcmds
-from cgtwist.protocols.imap_parse import ParseError, tokenize
-from cgtwist.protocols.imap_search import BadCharset, MessageText
+from cgtwist.protocols.imap import scan as imap_scan
+from cgtwist.protocols.imap import sort as imap_sort
+from cgtwist.protocols.imap import sortcmds as imap_sortcmds
+from cgtwist.protocols.imap.parse import ParseError, tokenize
+from cgtwist.protocols.imap.search import BadCharset, MessageText
 from tests.protocols.test_imap_support import Client, World
 
 

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from cgtwist.mailstore.account import MaildirAccount, provision
 from cgtwist.mailstore.notifier import MailboxNotifier
-from cgtwist.protocols.imap import CgIMAP4Server, IMAPFactory
+from cgtwist.protocols.imap.server import CgIMAP4Server, IMAPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 

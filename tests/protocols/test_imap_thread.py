@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from cgtwist.protocols.imap_thread import (
+from cgtwist.protocols.imap.thread import (
     Node,
     ThreadMessage,
     base_subject,

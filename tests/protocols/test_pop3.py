@@ -15,8 +15,8 @@ from twisted.trial import unittest
 
 from cgtwist import paths
 from cgtwist.mailstore import maildir
-from cgtwist.protocols import pop3 as pop3_module
-from cgtwist.protocols.pop3 import POP3Factory, POP3Server
+from cgtwist.protocols.pop3 import maildrop as pop3_module
+from cgtwist.protocols.pop3.server import POP3Factory, POP3Server
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_pop3_fakes import FakeStore, deliver, make_portal
@@ -250,6 +250,21 @@ class AuthTests(POP3TestBase):
         self.clock.advance(0.1)
         self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n")
         self.assertTrue(tr.disconnecting)
+        proto.connectionLost()
+
+    def test_same_wrong_password_does_not_escalate(self) -> None:
+        """A client retrying one stale password is not slowed down further (RELIABILITY.md
+        b-G 39, as SMTP AUTH); a new guess is."""
+        self.settings.replace(Settings({"auth.fail_delays": [2, 4, 8]}))
+        proto, tr = self.connect()
+        for password, delay in ((b"stale", 2.0), (b"stale", 2.0), (b"new", 4.0)):
+            self.send(proto, tr, b"USER alice")
+            self.assertEqual(self.send(proto, tr, b"PASS " + password), b"")
+            self.clock.advance(delay - 0.1)
+            self.assertEqual(tr.value(), b"")
+            self.clock.advance(0.1)
+            self.assertEqual(tr.value(), b"-ERR [AUTH] Authentication failed\r\n")
+            tr.clear()
         proto.connectionLost()
 
     def test_pipelined_after_delayed_failure_waits_for_it(self) -> None:

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from cgtwist import paths
 from cgtwist.mailstore import MailboxNotifier
-from cgtwist.protocols.pop3 import POP3Factory
+from cgtwist.protocols.pop3.server import POP3Factory
 from cgtwist.settings import SettingsHolder
 from cgtwist.tls import ServerTLS
 from cgtwist.types import ListenerSpec

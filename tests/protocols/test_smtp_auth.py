@@ -196,7 +196,7 @@ class SharedPenaltyTests(unittest.TestCase):
         from twisted.internet.task import Clock
 
         from cgtwist.checks.authpenalty import AuthPenalty
-        from cgtwist.protocols.smtp import SMTPFactory
+        from cgtwist.protocols.smtp.server import SMTPFactory
         from cgtwist.settings import Settings, SettingsHolder
         from tests.protocols.test_smtp_fakes import FakePolicy, FakeSubmission
 
@@ -247,7 +247,7 @@ class SharedPenaltyTests(unittest.TestCase):
 
         checker = SlowChecker()
         first = self.make(checker, **{"auth.max_concurrent_per_ip": 1})
-        self.factory.penalty.record_failure("192.0.2.10", "alice")
+        self.factory.penalty.failed("192.0.2.10", "alice", "smtp")
         self.assertEqual(first.cmd("AUTH PLAIN " + b64(b"\0alice\0secret")), [])
         second = Harness(factory=self.factory)
         second.cmd("EHLO c.example")

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from cgtwist.errors import MailError
-from cgtwist.protocols.smtp_data import DataReader
+from cgtwist.protocols.smtp.data import DataReader
 from tests.protocols.test_smtp_fakes import Harness
 
 # Hanno Böck's smtpsmug endings (RELIABILITY.md a8), each followed by a smuggled transaction.

@@ -2,9 +2,11 @@
 messages to submission, and the factory that enforces connection limits.
 
 Protocol code translates, it never decides (STYLE.md): senders, recipients and relaying go to an
-``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. The wire
-(input, reply order, timeouts, limits) is cgtwist.protocols.smtp_session; AUTH is smtp_auth;
-the DATA parser is smtp_data. Limits come from ``cgtwist.settings`` and are read at use time.
+``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. The mail
+transaction in progress is one ``Transaction`` (``smtp.transaction``) that MAIL FROM makes and
+RSET, HELO/EHLO, STARTTLS and the end of DATA drop. The wire (input, reply order, timeouts,
+limits) is ``smtp.wire``; AUTH is ``smtp.auth``; the DATA parser is ``smtp.data``. Limits come
+from ``cgtwist.settings`` and are read at use time.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from twisted.python.failure import Failure
 from cgtwist.address import parse_path
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IClientAccess, IMessageCheck, IPolicy, ISubmission
+from cgtwist.interfaces import IAuthPenalty, IClientAccess, IMessageCheck, IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
-from cgtwist.protocols.smtp_auth import MECHANISMS, AuthCommands
-from cgtwist.protocols.smtp_data import DataReader
+from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
+from cgtwist.protocols.smtp.data import DataReader
+from cgtwist.protocols.smtp.transaction import Transaction
+from cgtwist.protocols.smtp.wire import SMTPWire
 from cgtwist.settings import SettingsHolder
-from cgtwist.types import Envelope, ListenerSpec, Recipient, SessionInfo
+from cgtwist.types import ListenerSpec, Recipient, SessionInfo
 
 
 class CgSMTP(AuthCommands):
@@ -111,7 +115,7 @@ class CgSMTP(AuthCommands):
         if not self.session.helo:
             self._reply(503, "5.5.1", "Error: send HELO/EHLO first")
             return
-        if self._sender is not None:
+        if self.transaction is not None:
             self._reply(503, "5.5.1", "Error: nested MAIL command")
             return
         if self.factory.listener.submission and not self.session.account:
@@ -124,16 +128,15 @@ class CgSMTP(AuthCommands):
         path = self._parse_path(arg[5:], "mail")
         if path is None:
             return
-        if int(path.params.get("SIZE", "0")) > self._max_size():
+        transaction = Transaction(path.address, dict(path.params))
+        if transaction.declared_size > self._max_size():
             # RFC 1870 §6.1
             self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
             return
-        sender = path.address
+        sender = transaction.sender
 
         def ok(_: Any) -> None:
-            self._sender = sender
-            self._mail_params = dict(path.params)
-            self._recipients = []
+            self.transaction = transaction
             self._reply(250, "2.1.0", "Sender OK")
 
         def refused(f: Failure) -> None:
@@ -149,21 +152,20 @@ class CgSMTP(AuthCommands):
         session, params = self.session, dict(path.params)
         # Refuse at MAIL FROM when the spool is full (RELIABILITY.md b-B 11: 452 4.3.1), as
         # Postfix does (ISubmission.check_capacity).
-        d = defer.maybeDeferred(
-            self.factory.submission.check_capacity, int(params.get("SIZE", "0"))
-        )
+        d = defer.maybeDeferred(self.factory.submission.check_capacity, transaction.declared_size)
         d.addCallback(lambda _: self.factory.policy.mail_from(session, sender, params))
         self._start(d.addCallbacks(ok, refused))
 
     def smtp_rcpt(self, arg: bytes) -> None:
         assert self.session is not None
-        if self._sender is None:
+        transaction = self.transaction
+        if transaction is None:
             self._reply(503, "5.5.1", "Error: need MAIL command")
             return
         if arg[:3].upper() != b"TO:":
             self._reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
             return
-        if len(self._recipients) >= self._settings().smtp.max_recipients:
+        if len(transaction.recipients) >= self._settings().smtp.max_recipients:
             # RFC 5321 §4.5.3.1.8
             self._reply(452, "4.5.3", "Error: too many recipients")
             return
@@ -171,21 +173,17 @@ class CgSMTP(AuthCommands):
         if path is None:
             return
         address = path.router_address
-        sender = self._sender
+        sender = transaction.sender
 
         def ok(normalised: Any) -> None:
-            if self._sender is None:  # pragma: no cover - RSET cannot overtake: input is paused
-                return
-            final = str(normalised or address)
-            # The same recipient twice gets one copy (the reply is still 250).
-            if all(r.address.lower() != final.lower() for r in self._recipients):
-                self._recipients.append(
-                    Recipient(
-                        address=final,
-                        orcpt=path.params.get("ORCPT", ""),
-                        notify=path.params.get("NOTIFY", ""),
-                    )
+            # RSET cannot overtake the policy's answer: input is paused while it works.
+            transaction.add_recipient(
+                Recipient(
+                    address=str(normalised or address),
+                    orcpt=path.params.get("ORCPT", ""),
+                    notify=path.params.get("NOTIFY", ""),
                 )
+            )
             self._reply(250, "2.1.5", "Recipient OK")
 
         def refused(f: Failure) -> None:
@@ -209,10 +207,10 @@ class CgSMTP(AuthCommands):
         if arg:
             self._reply(501, "5.5.4", "Syntax: DATA takes no arguments")
             return
-        if self._sender is None:
+        if self.transaction is None:
             self._reply(503, "5.5.1", "Error: need MAIL command")
             return
-        if not self._recipients:
+        if not self.transaction.recipients:
             self._reply(503, "5.5.1", "Error: no valid recipients")
             return
         self._reader = DataReader(
@@ -226,14 +224,14 @@ class CgSMTP(AuthCommands):
 
     def _end_of_data(self) -> None:
         reader, self._reader = self._reader, None
-        assert reader is not None and self.session is not None
+        transaction = self.transaction
+        assert reader is not None and self.session is not None and transaction is not None
         self._deadlines.cancel("data")
         self._set_timeout(self._settings().smtp.idle_timeout)
-        session, sender, recipients = self.session, self._sender or "", self._recipients
-        params = self._mail_params
+        session, sender = self.session, transaction.sender
         self._reset_transaction()
         result = reader.result()
-        rcpt_list = [r.address for r in recipients]
+        rcpt_list = [r.address for r in transaction.recipients]
         if isinstance(result, MailError):
             self.log.info(
                 "message refused: peer={peer} sender={sender} recipients={recipients} size={size} reply={reply}",
@@ -250,11 +248,8 @@ class CgSMTP(AuthCommands):
         protocol = with_protocol(
             self._esmtp, session.tls is not None or self._tls, bool(session.account)
         )
-        envelope = Envelope(
-            sender=sender,
-            recipients=recipients,
-            params=params,
-            submit={
+        envelope = transaction.envelope(
+            {
                 "peer": session.peer_ip,
                 "helo": session.helo,
                 "protocol": protocol,
@@ -262,7 +257,7 @@ class CgSMTP(AuthCommands):
                 "tls": session.tls or "",
                 "listener": session.listener,
                 "session": local_id,
-            },
+            }
         )
         header = received_header(
             helo=session.helo,
@@ -397,7 +392,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         tls: Callable[[], Optional[IOpenSSLContextFactory]],
         hostname: str,
         clock: Optional[IReactorTime] = None,
-        penalty: Any = None,
+        penalty: Optional[IAuthPenalty] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -416,10 +411,12 @@ class SMTPFactory(ServerFactory, SessionDrain):
             exempt=policy.is_client_ip if IClientAccess.providedBy(policy) else None,
         )
         SessionDrain.__init__(self)
-        self.live: set[CgSMTP]
+        self.live: set[SMTPWire]
         self._prefix = secrets.token_hex(3)
         self._counter = 0
-        self.penalty: Any = penalty if penalty is not None else AuthPenalty(self.clock, settings)
+        self.penalty: IAuthPenalty = (
+            penalty if penalty is not None else AuthPenalty(self.clock, settings)
+        )
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         return CgSMTP(self)
@@ -428,7 +425,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self._counter += 1
         return f"{self._prefix}{self._counter:06x}"
 
-    def register(self, proto: CgSMTP) -> Optional[str]:
+    def register(self, proto: SMTPWire) -> Optional[str]:
         """Count a new connection; return why it is refused when over a limit (then not counted)."""
         ip = proto._peer()
         s = self.settings.current
@@ -444,7 +441,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.live.add(proto)
         return None
 
-    def unregister(self, proto: CgSMTP) -> None:
+    def unregister(self, proto: SMTPWire) -> None:
         self.connections -= 1
         self.per_ip.closed(proto._peer())
         self.forget(proto)

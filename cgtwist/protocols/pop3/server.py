@@ -1,54 +1,44 @@
 """The POP3 listener: Twisted's POP3 with STLS, SASL PLAIN, the plaintext policy and limits.
 
 Owns the POP3 dialogue (RFC 1939, CAPA/RESP-CODES RFC 2449, STLS RFC 2595, AUTH RFC 5034):
-states, command parsing, replies, dot-stuffing, idle timeout, failed-login delays, the
-per-IP connection cap, the goodbye at server shutdown. Logins go through the shared Portal;
-the maildrop (lock, snapshot, UIDLs, deletions at QUIT) is ``cgtwist.mailstore.pop.PopMailbox``.
-Never touches files itself.
+states, command parsing and pipelining, replies, idle timeout, the AUTHORIZATION state and the
+replies to each login outcome (the login itself is ``cgtwist.protocols.login``'s), the per-IP
+connection cap, the goodbye at server shutdown. Once logged in, the TRANSACTION-state
+commands are ``cgtwist.protocols.pop3.maildrop.Maildrop``'s. Never touches files itself.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Callable, Optional
 
-from twisted.cred.error import LoginDenied, LoginFailed, UnauthorizedLogin
-from twisted.internet import defer, interfaces, task
+from twisted.internet import defer, interfaces
 from twisted.mail import pop3
-from twisted.protocols import basic
 from twisted.python.failure import Failure
 
-from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.mailstore.pop import MailboxInUse, PopMailbox
 from cgtwist.protocols.limits import AccessFactory
+from cgtwist.protocols.login import (
+    Busy,
+    LoggedIn,
+    LoginAttempt,
+    LoginOutcome,
+    Refused,
+    SaslError,
+    decode_response,
+    parse_plain,
+)
+from cgtwist.protocols.pop3.maildrop import Maildrop
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
 MAX_LINE = 1024  # RFC 2449 §4 allows 255 for commands; SASL responses may be longer
 MAX_USER = 320
 MAX_QUEUED = 32  # pipelined commands held while one runs, before reading pauses
-SMALL_MESSAGE = 256 * 1024  # RETR sends messages up to this size in one write, bigger ones stream
 # RFC 2449 §8.1.2 / RFC 3206 §4: SYS/TEMP tells the client to try again later, not to give up.
 SHUTDOWN_LINE = b"-ERR [SYS/TEMP] server shutting down"
-
-
-def _stuffer() -> Callable[[bytes], bytes]:
-    """Dot-stuffing (RFC 1939 §3) across chunk boundaries; input already has CRLF line ends."""
-    state = {"bol": True}
-
-    def transform(chunk: bytes) -> bytes:
-        if not chunk:
-            return chunk
-        out = chunk.replace(b"\n.", b"\n..")
-        if state["bol"] and chunk[:1] == b".":
-            out = b"." + out
-        state["bol"] = chunk.endswith(b"\n")
-        return out
-
-    return transform
 
 
 class POP3Server(pop3.POP3):
@@ -69,7 +59,7 @@ class POP3Server(pop3.POP3):
         tls: Callable[[], Any],
         hostname: str,
         clock: Any,
-        penalty: Any,
+        penalty: IAuthPenalty,
     ) -> None:
         self.listener = listener
         self.settings = settings
@@ -81,7 +71,7 @@ class POP3Server(pop3.POP3):
         self.state = "AUTHORIZATION"
         self.peer_ip = "?"
         self.account = ""
-        self.mbox: Optional[PopMailbox] = None  # type: ignore[assignment]
+        self.maildrop: Optional[Maildrop] = None  # the TRANSACTION state, once logged in
         self._user: Optional[str] = None
         self._sasl: Optional[str] = None  # mechanism awaiting a continuation
         self._busy = False
@@ -168,7 +158,7 @@ class POP3Server(pop3.POP3):
         self.sendLine(SHUTDOWN_LINE)
         # The lock goes now, as at connectionLost: a client slow to read must not hold it.
         self._logout()
-        self.mbox = None
+        self.maildrop = None
         if self._paused:
             # Reading was paused for a pipelined backlog: resume it, or the transport never
             # sees the peer's close (TLS waits for it) and the session is never released.
@@ -285,8 +275,14 @@ class POP3Server(pop3.POP3):
             self.err("Unknown command")
             return None
         handler = getattr(self, f"{self.state.lower()}_{cmd}", None)
+        if handler is None and self.state == "TRANSACTION" and self.maildrop is not None:
+            handler = self.maildrop.handler(cmd)
         if handler is None:
-            known = hasattr(self, f"authorization_{cmd}") or hasattr(self, f"transaction_{cmd}")
+            known = (
+                hasattr(self, f"authorization_{cmd}")
+                or hasattr(self, f"transaction_{cmd}")
+                or cmd in Maildrop.COMMANDS
+            )
             self.err("Command not valid in this state" if known else "Unknown command")
             return None
         result: Optional[defer.Deferred[Any]] = handler(rest)
@@ -387,41 +383,55 @@ class POP3Server(pop3.POP3):
             self.err("Authentication cancelled")
             return None
         try:
-            raw = b"" if data == b"=" else base64.b64decode(data, validate=True)
-            authz, authc, password = raw.split(b"\0")
+            authc, password = parse_plain(decode_response(data))
             user = authc.decode("utf-8")
-            if authz and authz != authc:
-                raise ValueError("authorization identity differs")
             secret = password.decode("utf-8")
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        except (SaslError, UnicodeDecodeError):
             self.err("Invalid SASL response")
             return None
-        if not user or len(user) > MAX_USER:
+        if len(user) > MAX_USER:
             self.err("Invalid SASL response")
             return None
         return self._login(user, secret)
 
     def _login(self, user: str, password: str) -> Optional[defer.Deferred[Any]]:
-        # The shared penalty caps logins running at once from a host that has failed before.
-        acquire = getattr(self.penalty, "acquire", None)
-        if acquire is not None and not acquire(self.peer_ip):
-            self.err("[SYS/TEMP] Too many logins in progress from your address, try later")
-            return None
-        creds = PeerCredentials(user.encode("utf-8"), password.encode("utf-8"), self.peer_ip)
-        d = defer.maybeDeferred(self.portal.login, creds, None, pop3.IMailbox)
-        if acquire is not None:
-            d.addBoth(self._login_release)
-        d.addCallbacks(
-            self._logged_in, self._login_failed, callbackArgs=(user,), errbackArgs=(user,)
+        attempt = LoginAttempt(
+            self.portal,
+            self.penalty,
+            "pop3",
+            pop3.IMailbox,
+            self.peer_ip,
+            self._failures,
+            penalty_logs=False,
         )
-        return d
+        d = attempt.run(user.encode("utf-8"), password.encode("utf-8"))
+        return d.addCallback(self._login_outcome, user)
 
-    def _login_release(self, result: Any) -> Any:
-        self.penalty.release(self.peer_ip)
-        return result
+    def _login_outcome(self, outcome: LoginOutcome, user: str) -> None:
+        if isinstance(outcome, LoggedIn):
+            self._logged_in(outcome, user)
+        elif isinstance(outcome, Refused):
+            self._failures = outcome.failures
+            # RELIABILITY.md b-G 39: the fail2ban-readable line, as ever for POP3.
+            self.log.info(
+                "auth failed: proto=pop3 ip={ip} user={user} failures={n}",
+                ip=self.peer_ip,
+                user=user,
+                n=self._failures,
+            )
+            if self.transport is None or self.transport.disconnecting:
+                return
+            self.err("[AUTH] Authentication failed")
+            if outcome.disconnect:
+                self.transport.loseConnection()
+        elif isinstance(outcome, Busy):
+            # The shared penalty caps logins running at once from a host that has failed before.
+            self.err("[SYS/TEMP] Too many logins in progress from your address, try later")
+        else:
+            self._unavailable(outcome.failure, user)
 
-    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], user: str) -> None:
-        _iface, avatar, logout = result
+    def _logged_in(self, outcome: LoggedIn, user: str) -> None:
+        avatar, logout = outcome.avatar, outcome.logout
         if self.transport is None or self.transport.disconnecting:
             logout()
             return
@@ -435,12 +445,10 @@ class POP3Server(pop3.POP3):
             )
             self.err("[IN-USE] Maximum number of connections from user+IP exceeded")
             return
-        logout = held
-        self.mbox = avatar
-        self._onLogout = logout
+        self.maildrop = Maildrop(self, avatar)
+        self._onLogout = held
         self.account = account
         self.state = "TRANSACTION"
-        self.penalty.record_success(self.peer_ip, user)
         count, size = avatar.count_and_size()
         self.log.info(
             "pop3: login {account} from {ip}: {count} messages",
@@ -450,193 +458,18 @@ class POP3Server(pop3.POP3):
         )
         self.ok(f"Logged in, {count} messages ({size} octets)")
 
-    def _login_failed(self, f: Failure, user: str) -> Optional[defer.Deferred[None]]:
+    def _unavailable(self, f: Failure, user: str) -> None:
         if f.check(MailboxInUse):
             self.log.info("pop3: maildrop of {user} in use ({ip})", user=user, ip=self.peer_ip)
             self.err("[IN-USE] Mailbox is locked by another POP3 session")
-            return None
-        if f.check(MailError):
+        elif f.check(MailError):
             self.log.warn(
                 "pop3: authentication unavailable for {user}: {err}", user=user, err=f.value
             )
             self.err("[SYS/TEMP] Temporary authentication failure, try again later")
-            return None
-        if not f.check(UnauthorizedLogin, LoginFailed, LoginDenied):
+        else:
             self.log.failure("pop3: login error for {user}", f, user=user)
             self.err("[SYS/TEMP] Temporary authentication failure, try again later")
-            return None
-        self._failures += 1
-        delay = self.penalty.delay_for(self.peer_ip)
-        self.penalty.record_failure(self.peer_ip, user)
-        # RELIABILITY.md b-G 39: the same fail2ban-readable line as SMTP and IMAP.
-        self.log.info(
-            "auth failed: proto=pop3 ip={ip} user={user} failures={n}",
-            ip=self.peer_ip,
-            user=user,
-            n=self._failures,
-        )
-        limit = self.settings.current.auth.max_failures
-
-        def reply() -> None:
-            if self.transport is None or self.transport.disconnecting:
-                return
-            self.err("[AUTH] Authentication failed")
-            if self._failures >= limit:
-                self.transport.loseConnection()
-
-        if delay <= 0:
-            reply()
-            return None
-        return task.deferLater(self.clock, delay, reply)
-
-    # -- TRANSACTION ---------------------------------------------------------------------------
-
-    def _msg(self, arg: str, allow_deleted: bool = False) -> Optional[int]:
-        """A 1-based message number -> 0-based index, or None after sending -ERR."""
-        assert self.mbox is not None
-        if not arg.isdigit() or len(arg) > 9:
-            self.err("Invalid message number")
-            return None
-        n = int(arg)
-        if not 1 <= n <= len(self.mbox.entries):
-            self.err(f"There is no message {n}")
-            return None
-        if not allow_deleted and self.mbox.is_deleted(n - 1):
-            self.err(f"Message {n} is deleted")
-            return None
-        return n - 1
-
-    def transaction_NOOP(self, rest: str) -> None:
-        self.ok()
-
-    def transaction_STAT(self, rest: str) -> None:
-        assert self.mbox is not None
-        count, size = self.mbox.count_and_size()
-        self.ok(f"{count} {size}")
-
-    def _listing(self, rest: str, value: Callable[[int], str], title: str) -> None:
-        assert self.mbox is not None
-        args = rest.split()
-        if len(args) > 1:
-            self.err("Too many arguments")
-            return
-        if args:
-            i = self._msg(args[0])
-            if i is not None:
-                self.ok(f"{i + 1} {value(i)}")
-            return
-        self.ok(title)
-        lines = [
-            f"{i + 1} {value(i)}".encode()
-            for i in range(len(self.mbox.entries))
-            if i not in self.mbox.deleted
-        ]
-        self.transport.writeSequence([b"\r\n".join(lines + [b"."]) + b"\r\n"])
-
-    def transaction_LIST(self, rest: str) -> None:
-        assert self.mbox is not None
-        mbox = self.mbox
-        self._listing(rest, lambda i: str(mbox.entries[i].meta.size), "Scan list follows")
-
-    def transaction_UIDL(self, rest: str) -> None:
-        assert self.mbox is not None
-        self._listing(rest, self.mbox.getUidl, "Unique-ID list follows")
-
-    def transaction_DELE(self, rest: str) -> None:
-        assert self.mbox is not None
-        i = self._msg(rest.strip())
-        if i is not None:
-            self.mbox.deleteMessage(i)
-            self.ok(f"Message {i + 1} marked for deletion")
-
-    def transaction_RSET(self, rest: str) -> None:
-        assert self.mbox is not None
-        self.mbox.undeleteMessages()
-        self.ok()
-
-    def transaction_RETR(self, rest: str) -> Optional[defer.Deferred[Any]]:
-        assert self.mbox is not None
-        i = self._msg(rest.strip())
-        if i is None:
-            return None
-        try:
-            f = self.mbox.message_file(i)
-        except LookupError:
-            self.err(f"Message {i + 1} was removed by another session")
-            return None
-        size = self.mbox.entries[i].meta.size
-        if size <= SMALL_MESSAGE:
-            # One write for the reply, the message and the terminator.
-            with f:
-                data = f.read()
-            end = b".\r\n" if not data or data.endswith(b"\n") else b"\r\n.\r\n"
-            self.transport.write(b"+OK %d octets\r\n" % size + _stuffer()(data) + end)
-            return None
-        self.ok(f"{size} octets")
-        return self._send_file(f)
-
-    def transaction_TOP(self, rest: str) -> Optional[defer.Deferred[Any]]:
-        assert self.mbox is not None
-        args = rest.split()
-        if len(args) != 2:
-            self.err("Usage: TOP msg lines")
-            return None
-        if not args[1].isdigit() or len(args[1]) > 9:
-            self.err("Invalid line count")
-            return None
-        i = self._msg(args[0])
-        if i is None:
-            return None
-        try:
-            data = self.mbox.top(i, int(args[1]))
-        except LookupError:
-            self.err(f"Message {i + 1} was removed by another session")
-            return None
-        self.ok("Top of message follows")
-        stuff = _stuffer()
-        out = stuff(data)
-        self.transport.write(out + (b".\r\n" if not data or data.endswith(b"\n") else b"\r\n.\r\n"))
-        return None
-
-    def _send_file(self, f: Any) -> defer.Deferred[Any]:
-        """Stream the message with back-pressure (a pull producer), dot-stuffed, then '.'."""
-        sender = basic.FileSender()
-        d = sender.beginFileTransfer(f, self.transport, _stuffer())
-
-        def finish(last: bytes) -> None:
-            f.close()
-            if self.transport is not None and not self.transport.disconnecting:
-                self.transport.write(b".\r\n" if not last or last == b"\n" else b"\r\n.\r\n")
-
-        def failed(fail: Failure) -> None:
-            f.close()
-            self.log.info(
-                "pop3: sending a message to {ip} stopped: {why}",
-                ip=self.peer_ip,
-                why=fail.getErrorMessage(),
-            )
-            if self.transport is not None:
-                self.transport.loseConnection()
-
-        return d.addCallbacks(finish, failed)
-
-    def transaction_QUIT(self, rest: str) -> defer.Deferred[Any]:
-        """RFC 1939 §6: UPDATE state: deletions happen now, and only now."""
-        assert self.mbox is not None
-        self.state = "UPDATE"
-        d = self.mbox.sync()
-
-        def done(n: int) -> None:
-            self.log.info("pop3: logout {account}: {n} deleted", account=self.account, n=n)
-            self.ok(f"Logging out, {n} messages deleted")
-            self.transport.loseConnection()
-
-        def failed(f: Failure) -> None:
-            self.log.failure("pop3: UPDATE failed for {account}", f, account=self.account)
-            self.err("[SYS/TEMP] Some deleted messages were not removed")
-            self.transport.loseConnection()
-
-        return d.addCallbacks(done, failed)
 
 
 class POP3Factory(AccessFactory):

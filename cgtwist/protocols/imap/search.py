@@ -1,6 +1,6 @@
 """IMAP SEARCH: compile search keys into a predicate and evaluate it against one message.
 
-Pure: works on tokens from cgtwist.protocols.imap_parse and on duck-typed Twisted IMessage
+Pure: works on tokens from cgtwist.protocols.imap.parse and on duck-typed Twisted IMessage
 objects; never imports twisted.internet. Replaces Twisted's evaluator, which loses headers in
 TEXT, answers KEYWORD with False, compares dates of different types and recurses without bound
 (RFC 3501 §6.4.4 lists the keys implemented here).
@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from cgtwist.protocols import imap_address, imap_sections
-from cgtwist.protocols.imap_parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
+from cgtwist.protocols.imap import address as imap_address
+from cgtwist.protocols.imap import sections as imap_sections
+from cgtwist.protocols.imap.parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DATE_RE = re.compile(r"\A(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")

@@ -4,13 +4,10 @@ Owns one connection's life: greeting and capabilities (never advertising what is
 implemented), one command at a time with input paused while it runs, NO [SERVERBUG] instead of
 tracebacks, timeouts on the passed-in clock (imap.preauth_timeout, imap.idle_timeout also
 during IDLE), IDLE (RFC 2177) and the ordering of unsolicited responses (RFC 3501 §7.4.1), and
-connections per IP. The parts: imap_framing (lines and literals under limits), imap_login
-(STARTTLS and authentication), imap_mailboxes, imap_messages and imap_sortcmds (commands). It never decides
+connections per IP. The parts: framing (lines and literals under limits), login
+(STARTTLS and authentication), mailboxes, messages and sortcmds (commands). It never decides
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
-
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
 
 from __future__ import annotations
 
@@ -23,14 +20,16 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.checks.authpenalty import AuthPenalty
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_parse
 from cgtwist.protocols.fastwrite import write_now
-from cgtwist.protocols.imap_auth import IPenalty
-from cgtwist.protocols.imap_framing import FramingMixin, _Pending
-from cgtwist.protocols.imap_login import LoginMixin
-from cgtwist.protocols.imap_messages import MessageCommands
-from cgtwist.protocols.imap_sortcmds import SortCommands
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
+from cgtwist.protocols.imap.framing import FramingMixin, _Pending
+from cgtwist.protocols.imap.login import LoginMixin
+from cgtwist.protocols.imap.mailboxes import MailboxCommands
+from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
@@ -38,7 +37,7 @@ from cgtwist.types import ListenerSpec
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 # RFC 3501 §7.4.1: no EXPUNGE response while these run (their UID forms may have one).
 _HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
-# RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap_sortcmds).
+# RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
 
 
@@ -48,6 +47,13 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     IDENT = b"cgtwist IMAP4rev1 server ready"
     log = Logger()
     factory: Optional[IMAPFactory] = None
+    # Every part's commands; a later table wins, as the parts' attributes would in the MRO.
+    commands = CommandTable(
+        MailboxCommands.mailbox_commands,
+        MessageCommands.message_commands,
+        SortCommands.sort_commands,
+        LoginMixin.login_commands,
+    )
 
     def __init__(
         self,
@@ -57,7 +63,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         tls: Callable[[], Any],
         hostname: str,
         clock: Any,
-        penalty: Optional[IPenalty] = None,
+        penalty: Optional[IAuthPenalty] = None,
     ) -> None:
         super().__init__(chal={}, contextFactory=None, scheduler=None)
         self.listener = listener
@@ -66,7 +72,9 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._tls = tls
         self.hostname = hostname
         self.clock = clock
-        self.penalty: IPenalty = penalty if penalty is not None else AuthPenalty(clock, settings)
+        self.penalty: IAuthPenalty = (
+            penalty if penalty is not None else AuthPenalty(clock, settings)
+        )
         self.peer_ip = ""
         self.secure = False
         self.account_name = ""
@@ -329,7 +337,19 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
 
     def lookupCommandAnyState(self, cmd: bytes) -> bool:
         name = cmd.decode("ascii", "replace").upper()
-        return any(getattr(self, f"{s}_{name}", None) for s in ("unauth", "auth", "select"))
+        return any(
+            self.commands.lookup(s, name) or getattr(self, f"{s}_{name}", None)
+            for s in ("unauth", "auth", "select")
+        )
+
+    def lookupCommand(self, cmd: bytes) -> Optional[CommandEntry]:
+        """Our command table first, then Twisted's ``<state>_<COMMAND>`` attributes."""
+        name = cmd.decode("ascii", "replace").upper()
+        entry = self.commands.lookup(self.state, name)
+        if entry is not None:
+            return entry
+        inherited: Optional[CommandEntry] = super().lookupCommand(cmd)
+        return inherited
 
     def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None:
         """Argument-parser errors: BAD for syntax, NO [SERVERBUG] for our own bugs."""
@@ -442,8 +462,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self.sendPositiveResponse(tag, b"LOGOUT completed")
         self._closed_by_us()
 
-    unauth_LOGOUT = (do_LOGOUT,)
-    auth_LOGOUT = select_LOGOUT = logout_LOGOUT = unauth_LOGOUT
+    commands.add("unauth auth select logout", "LOGOUT", do_LOGOUT)
 
     # -- IDLE (RFC 2177) ----------------------------------------------------------------------
     def do_IDLE(self, tag: bytes) -> None:
@@ -452,8 +471,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._flush_unsolicited()
         self._resume()
 
-    auth_IDLE = (do_IDLE,)
-    select_IDLE = auth_IDLE
+    commands.add("auth select", "IDLE", do_IDLE)
 
     def _idle_line(self, line: bytes) -> None:
         tag, self._idle_tag = self._idle_tag, None
@@ -481,7 +499,7 @@ class IMAPFactory(AccessFactory):
     §7.1.5)."""
 
     protocol = CgIMAP4Server  # type: ignore[assignment]
-    penalty: IPenalty
+    penalty: IAuthPenalty
     live: set[CgIMAP4Server]
 
     def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]

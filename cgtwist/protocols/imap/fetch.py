@@ -15,7 +15,9 @@ from typing import IO, Any, Iterator, Optional
 from twisted.mail import imap4
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_binary, imap_sections, imap_structure
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import sections as imap_sections
+from cgtwist.protocols.imap import structure as imap_structure
 
 log = Logger()
 

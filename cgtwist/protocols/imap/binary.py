@@ -2,8 +2,8 @@
 binary content APPENDed as a literal8 made storable as base64.
 
 Pure: bytes in, bytes out; never reads a file or touches a transport. Parts are found with
-cgtwist.protocols.imap_sections; the FETCH response is rendered by
-cgtwist.protocols.imap_fetch, which runs these functions in a thread for a large message.
+cgtwist.protocols.imap.sections; the FETCH response is rendered by
+cgtwist.protocols.imap.fetch, which runs these functions in a thread for a large message.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from cgtwist.protocols import imap_sections
+from cgtwist.protocols.imap import sections as imap_sections
 
 # BINARY[section-binary]<partial>, BINARY.PEEK[...], BINARY.SIZE[...] (RFC 3516 §4.2, §6):
 # section-binary is only part numbers, no HEADER/TEXT/MIME.

@@ -1,6 +1,6 @@
 """IMAP SORT and THREAD arguments and keys (RFC 5256, RFC 5957 SORT=DISPLAY).
 
-Pure: tokens from cgtwist.protocols.imap_parse in, criteria out; one message's sort keys or
+Pure: tokens from cgtwist.protocols.imap.parse in, criteria out; one message's sort keys or
 ``ThreadMessage`` from its cached headers (through imap_search's ``MessageText``: the
 mailstore keeps Date, Subject, From, To, Cc, Message-ID, References and In-Reply-To in its
 metadata, so no message file is read); the final ordering. Never imports twisted.internet.
@@ -11,9 +11,10 @@ from __future__ import annotations
 import email.utils
 from typing import Any, Optional
 
-from cgtwist.protocols import imap_address, imap_thread
-from cgtwist.protocols.imap_parse import Literal, ParseError, Token
-from cgtwist.protocols.imap_search import BadCharset, MessageText, header_text
+from cgtwist.protocols.imap import address as imap_address
+from cgtwist.protocols.imap import thread as imap_thread
+from cgtwist.protocols.imap.parse import Literal, ParseError, Token
+from cgtwist.protocols.imap.search import BadCharset, MessageText, header_text
 
 # RFC 5256 §3 sort-key, plus RFC 5957 §3 DISPLAYFROM and DISPLAYTO.
 KEYS = frozenset(

@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional, TypeVar
 from twisted.internet import defer
 from twisted.mail import imap4
 
-from cgtwist.protocols import imap_fetch, imap_search
+from cgtwist.protocols.imap import fetch as imap_fetch
+from cgtwist.protocols.imap import search as imap_search
 
 T = TypeVar("T")
 BATCH = 200  # messages matched in one reactor turn at most

@@ -1,9 +1,9 @@
 """IMAP SORT and THREAD commands (RFC 5256, RFC 5957 SORT=DISPLAY) and their UID forms, as a
 mixin of the selected state.
 
-Owns the command's course: arguments through cgtwist.protocols.imap_sort, the search part
+Owns the command's course: arguments through cgtwist.protocols.imap.sort, the search part
 through imap_search's compiled predicate, then matching and key collection on the reactor in
-bounded batches (cgtwist.protocols.imap_scan, as SEARCH: large messages read in the
+bounded batches (cgtwist.protocols.imap.scan, as SEARCH: large messages read in the
 mailstore's threads when BODY/TEXT needs them; keys come from the cached headers),
 and the final sort or threading in a mailstore thread when the folder is large. The orders
 themselves are imap_sort's and imap_thread's pure functions.
@@ -15,7 +15,12 @@ from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
 
-from cgtwist.protocols import imap_parse, imap_scan, imap_search, imap_sort, imap_thread
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import scan as imap_scan
+from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import sort as imap_sort
+from cgtwist.protocols.imap import thread as imap_thread
+from cgtwist.protocols.imap.commands import CommandTable
 
 T = TypeVar("T")
 # Above this many messages the final sort or threading runs in a mailstore thread: sorting
@@ -40,7 +45,9 @@ class SortCommands:
     _fail: Callable[[bytes, str], Any]
     # Run by CgIMAP4Server._special_command in the selected state; named here so that the
     # command in another state is "not valid in this state", not "unknown".
-    select_SORT = select_THREAD = (None,)
+    sort_commands = CommandTable()
+    sort_commands.add("select", "SORT", None)
+    sort_commands.add("select", "THREAD", None)
 
     def do_SORT_raw(
         self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool

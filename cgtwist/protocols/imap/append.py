@@ -2,8 +2,8 @@
 flags and date, sent as a literal or a literal8 (BINARY, RFC 3516 §4.4).
 
 Pure: the command's text segments and literals in, an ``AppendRequest`` or ``ParseError``
-(BAD) out. The literals were read and capped by cgtwist.protocols.imap_framing; storing the
-messages is the mailstore's job, answering the client cgtwist.protocols.imap_mailboxes'.
+(BAD) out. The literals were read and capped by cgtwist.protocols.imap.framing; storing the
+messages is the mailstore's job, answering the client cgtwist.protocols.imap.mailboxes'.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from cgtwist.protocols.imap_parse import ParseError, append_arguments, literal_at_end, tokenize
+from cgtwist.protocols.imap.parse import ParseError, append_arguments, literal_at_end, tokenize
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from twisted.internet import defer
 from twisted.mail import imap4
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_append, imap_parse
+from cgtwist.protocols.imap import append as imap_append
+from cgtwist.protocols.imap import parse as imap_parse
 
 # RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">
 _TAG_RE = re.compile(rb"\A[^\x00-\x20\x7f-\xff(){%*\"\\+]{1,64}\Z")

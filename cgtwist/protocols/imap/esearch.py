@@ -1,8 +1,8 @@
 """SEARCH RETURN options: ESEARCH (RFC 4731) results and the SEARCHRES ``$`` (RFC 5182).
 
 Pure: splits ``RETURN (...)`` off the search tokens, decides what a search saves in ``$`` and
-renders the ``* ESEARCH`` line. Matching is cgtwist.protocols.imap_search's job, running the
-search and keeping ``$`` is the protocol's (cgtwist.protocols.imap_messages).
+renders the ``* ESEARCH`` line. Matching is cgtwist.protocols.imap.search's job, running the
+search and keeping ``$`` is the protocol's (cgtwist.protocols.imap.messages).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cgtwist.protocols.imap_parse import Literal, ParseError, Token
+from cgtwist.protocols.imap.parse import Literal, ParseError, Token
 
 # RFC 4731 §3.1 search-return-opt; RFC 5182 §2 adds SAVE.
 OPTIONS = frozenset((b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE"))

@@ -7,31 +7,33 @@ pipelined replies keep their order: RFC 2920, twisted #8126), DATA bytes into th
 the error limit, the greeting pause and its early talkers, idle/DATA/TLS-handshake timeouts and
 the command-line, DATA and session deadlines (cgtwist.protocols.deadlines) on the passed-in
 clock, and TLS detection.
-The commands themselves live in cgtwist.protocols.smtp (and AUTH in smtp_auth).
+The commands themselves live in cgtwist.protocols.smtp.server (and AUTH in cgtwist.protocols.smtp.auth).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
+from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLContextFactory, ISSLTransport
 from twisted.mail.smtp import ESMTP
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IClientAccess, ISessionWatch
+from cgtwist.interfaces import IAuthPenalty, IClientAccess, IPolicy, ISessionWatch, ISubmission
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.fastwrite import write_now
-from cgtwist.protocols.smtp_data import DataReader
-from cgtwist.types import Recipient, SessionInfo
+from cgtwist.protocols.smtp.data import DataReader
+from cgtwist.protocols.smtp.transaction import Transaction
+from cgtwist.settings import SettingsHolder
+from cgtwist.types import ListenerSpec, SessionInfo
 
 if TYPE_CHECKING:
-    from cgtwist.protocols.smtp import SMTPFactory
     from cgtwist.settings import Settings
 
 # Bytes we keep buffered while a reply is outstanding (pipelined commands are small; RFC 2920
@@ -69,6 +71,27 @@ def _plain_ip(ip: str) -> str:
     return ip
 
 
+class SMTPServices(Protocol):
+    """What one SMTP connection takes from its listener's factory (``SMTPFactory``): the
+    collaborators, the settings and the connection accounting. Declared here, where it is
+    used, so the wire does not import the commands module that builds on it."""
+
+    listener: ListenerSpec
+    settings: SettingsHolder
+    policy: IPolicy
+    submission: ISubmission
+    portal: Portal
+    penalty: IAuthPenalty
+    tls: Callable[[], Optional[IOpenSSLContextFactory]]
+    hostname: str
+    clock: Any  # IReactorTime
+    stopping: bool
+
+    def new_session_id(self) -> str: ...
+    def register(self, proto: SMTPWire) -> Optional[str]: ...
+    def unregister(self, proto: SMTPWire) -> None: ...
+
+
 @implementer(IHandshakeListener)
 class SMTPWire(ESMTP):
     """Connection handling shared by the SMTP commands; see the module docstring.
@@ -81,7 +104,7 @@ class SMTPWire(ESMTP):
     log = Logger()
     transport: Any  # a TCP/TLS transport: ITransport plus producer and TLS methods
 
-    def __init__(self, factory: SMTPFactory) -> None:
+    def __init__(self, factory: SMTPServices) -> None:
         super().__init__(chal={}, contextFactory=None)
         self.factory = factory
         self.host = factory.hostname.encode("ascii", "replace")
@@ -117,9 +140,8 @@ class SMTPWire(ESMTP):
         self.setTimeout(seconds if seconds > 0 else None)
 
     def _reset_transaction(self) -> None:
-        self._sender: Optional[str] = None  # None: no transaction; "" is the null path
-        self._mail_params: dict[str, str] = {}
-        self._recipients: list[Recipient] = []
+        """Forget the mail transaction (RSET, HELO/EHLO, STARTTLS, the end of DATA)."""
+        self.transaction: Optional[Transaction] = None
 
     # -- connection -------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import re
 from email.message import Message
 from typing import Any, Optional
 
-from cgtwist.protocols import imap_address, imap_sections
+from cgtwist.protocols.imap import address as imap_address
+from cgtwist.protocols.imap import sections as imap_sections
 
 _ENVELOPE_HEADERS = (
     "date",

@@ -3,12 +3,9 @@ and EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
 
 Owns the selected-state commands as a mixin (RFC 3501 §6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE):
 the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids`` and ``move_uids`` (what
-others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap); the response wire form comes from cgtwist.protocols.imap_fetch and the
-search predicate from cgtwist.protocols.imap_search.
+others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap.server); the response wire form comes from cgtwist.protocols.imap.fetch and the
+search predicate from cgtwist.protocols.imap.search.
 """
-
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
 
 from __future__ import annotations
 
@@ -19,15 +16,15 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cgtwist.protocols import (
-    imap_binary,
-    imap_esearch,
-    imap_fetch,
-    imap_parse,
-    imap_scan,
-    imap_search,
-)
-from cgtwist.protocols.imap_mailboxes import MailboxCommands, _flag_list
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import fetch as imap_fetch
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import scan as imap_scan
+from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap.arguments import flag_list
+from cgtwist.protocols.imap.commands import CommandTable
+from cgtwist.protocols.imap.mailboxes import MailboxCommands
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.
@@ -121,6 +118,7 @@ class MessageCommands(MailboxCommands):
     _streamer: Optional[_Streamer] = None
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
     _astr = MailboxCommands.arg_astring
+    message_commands = CommandTable()
 
     # -- EXPUNGE ------------------------------------------------------------------------------
     def do_EXPUNGE(self, tag: bytes) -> None:
@@ -135,7 +133,7 @@ class MessageCommands(MailboxCommands):
         self._send_expunges(seqs)
         self.sendPositiveResponse(tag, text)
 
-    select_EXPUNGE = (do_EXPUNGE,)
+    message_commands.add("select", "EXPUNGE", do_EXPUNGE)
 
     def _uids_of(self, messages: imap4.MessageSet, uid: bool) -> list[int]:
         resolve = getattr(self.mbox, "resolve", None)
@@ -171,7 +169,9 @@ class MessageCommands(MailboxCommands):
         finally:
             self.uid_arguments = False
 
-    select_UID = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+    message_commands.add(
+        "select", "UID", do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line
+    )
 
     # -- STORE ----------------------------------------------------------------------------------
     def do_STORE(
@@ -184,7 +184,7 @@ class MessageCommands(MailboxCommands):
             self.sendBadResponse(tag, b"Invalid STORE data item")
             return
         try:
-            flag_list = _flag_list(flags)
+            flags_checked = flag_list(flags)
         except imap4.IllegalClientResponse as e:
             self.sendBadResponse(tag, str(e).encode())
             return
@@ -192,7 +192,7 @@ class MessageCommands(MailboxCommands):
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
         d = defer.maybeDeferred(
-            self.mbox.store, messages, flag_list, _STORE_MODES[base], uid=bool(uid)
+            self.mbox.store, messages, flags_checked, _STORE_MODES[base], uid=bool(uid)
         )
 
         def done(result: dict[int, list[str]]) -> None:
@@ -206,7 +206,9 @@ class MessageCommands(MailboxCommands):
 
         d.addCallback(done).addErrback(self._fail(tag, "STORE"))
 
-    select_STORE = (
+    message_commands.add(
+        "select",
+        "STORE",
         do_STORE,
         MailboxCommands.arg_seqset,
         imap4.IMAP4Server.arg_atom,
@@ -260,8 +262,8 @@ class MessageCommands(MailboxCommands):
     def do_MOVE(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
         self._transfer(tag, messages, name, uid, True)
 
-    select_COPY = (do_COPY, MailboxCommands.arg_seqset, _astr)
-    select_MOVE = (do_MOVE, MailboxCommands.arg_seqset, _astr)
+    message_commands.add("select", "COPY", do_COPY, MailboxCommands.arg_seqset, _astr)
+    message_commands.add("select", "MOVE", do_MOVE, MailboxCommands.arg_seqset, _astr)
 
     # -- SEARCH -----------------------------------------------------------------------------------
     def do_SEARCH_raw(
@@ -354,7 +356,7 @@ class MessageCommands(MailboxCommands):
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
             for seq, msg in rows:
                 pre: Optional[dict[Any, Any]] = None
-                if heavy and msg.getSize() > _FETCH_OFFLOAD:
+                if heavy and runner is not None and msg.getSize() > _FETCH_OFFLOAD:
                     # Read and parse a large message in a thread; the streamer waits for it.
                     pre = {}
                     yield runner(imap_fetch.precompute, msg, query).addCallback(pre.update)
@@ -455,7 +457,9 @@ class MessageCommands(MailboxCommands):
         yield b"".join(held)
         yield from gen
 
-    select_FETCH = (do_FETCH, MailboxCommands.arg_seqset, MailboxCommands.arg_fetchatt)
+    message_commands.add(
+        "select", "FETCH", do_FETCH, MailboxCommands.arg_seqset, MailboxCommands.arg_fetchatt
+    )
 
     def _stop_streaming(self) -> None:
         if self._streamer is not None:

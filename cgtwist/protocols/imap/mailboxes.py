@@ -3,12 +3,9 @@
 Owns the authenticated-state commands as a mixin for CgIMAP4Server: SELECT/EXAMINE response
 codes, LIST with CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, APPEND (APPENDUID),
 CREATE/DELETE/RENAME/(UN)SUBSCRIBE through the account, CLOSE/UNSELECT/CHECK, ID, ENABLE and
-NAMESPACE, plus the argument parsers Twisted gets wrong. Message-level commands live in
-cgtwist.protocols.imap_messages; connection handling in cgtwist.protocols.imap.
+NAMESPACE. The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
+cgtwist.protocols.imap.messages', connection handling cgtwist.protocols.imap.server's.
 """
-
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
 
 from __future__ import annotations
 
@@ -19,12 +16,17 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols import imap_append, imap_binary, imap_esearch, imap_list, imap_parse
+from cgtwist.protocols.imap import append as imap_append
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import list as imap_list
+from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap.arguments import ArgumentParsers
+from cgtwist.protocols.imap.commands import CommandTable
 
 log = Logger()
 
 _ID_FIELDS = 30  # RFC 2971 §3.3
-_MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 
 
 def _mutf7(name: str) -> bytes:
@@ -49,17 +51,10 @@ def _binary_message(data: Any) -> bytes:
     return imap_binary.binary_to_base64(data)
 
 
-def _flag_list(raw: Any) -> list[str]:
-    """Validate a flag list from APPEND/STORE: system flags or keyword atoms; no \\Recent."""
-    try:
-        return [imap_parse.check_flag(f) for f in raw or []]
-    except imap_parse.ParseError as e:
-        raise imap4.IllegalClientResponse(str(e)) from None
-
-
-class MailboxCommands:
+class MailboxCommands(ArgumentParsers):
     """Mailbox-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
+    mailbox_commands = CommandTable()
     log = log
 
     # Provided by the protocol class.
@@ -89,129 +84,9 @@ class MailboxCommands:
         def _server_bug(self, tag: bytes) -> None: ...
         def _release_mailbox(self) -> None: ...
         def _announce_keywords(self) -> None: ...
-        def _stringLiteral(self, size: int) -> Any: ...
         def dispatchCommand(
             self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None
         ) -> None: ...
-
-    # -- argument parsers (Twisted's ignore quoted-string escapes and raise bare Exceptions) --
-    def arg_astring(self, line: Optional[bytes]) -> Any:
-        """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred."""
-        line = line or b""  # Twisted passes None when the line ran out
-        line = line.lstrip(b" ")
-        if not line:
-            raise imap4.IllegalClientResponse("Missing argument")
-        if line[:1] == b'"':
-            out = bytearray()
-            i = 1
-            while i < len(line):
-                c = line[i]
-                if c == 0x5C and i + 1 < len(line) and line[i + 1] in (0x5C, 0x22):
-                    out.append(line[i + 1])
-                    i += 2
-                elif c == 0x22:
-                    rest = line[i + 1 :]
-                    if rest and rest[:1] != b" ":
-                        raise imap4.IllegalClientResponse("Junk after quoted string")
-                    return bytes(out), rest[1:]
-                else:
-                    out.append(c)
-                    i += 1
-            raise imap4.IllegalClientResponse("Unmatched quotes")
-        if line[:1] == b"{":
-            spec = imap_parse.literal_at_end(line)
-            if spec is None or spec.start != 0:
-                raise imap4.IllegalClientResponse("Malformed literal")
-            return self._stringLiteral(spec.size)
-        arg, _, rest = line.partition(b" ")
-        if any(c in b'(){"\\' or c < 0x21 or c == 0x7F for c in arg):
-            raise imap4.IllegalClientResponse("Invalid atom")
-        return arg, rest
-
-    def arg_seqset(self, line: Optional[bytes]) -> tuple[imap4.MessageSet, bytes]:
-        """sequence-set (RFC 3501 §9) parsed in linear time into Twisted's MessageSet."""
-        line = line or b""  # Twisted passes None when the line ran out
-        spec, _, rest = line.partition(b" ")
-        if spec == b"$":
-            return self._saved_set(), rest
-        try:
-            ranges = imap_parse.parse_sequence_set(spec)
-        except imap_parse.ParseError as e:
-            raise imap4.IllegalClientResponse(str(e)) from None
-        big = float("inf")
-        spans = [
-            (a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
-            for a, b in ranges
-        ]
-        return imap4.MessageSet(spans), rest
-
-    def _saved_set(self) -> imap4.MessageSet:
-        """``$`` (RFC 5182 §2.1): the saved UIDs, or for a command taking sequence numbers
-        their numbers now (a message expunged since drops out); empty is allowed."""
-        numbers = sorted(self.search_saved)
-        if not self.uid_arguments:
-            seq_of = getattr(self.mbox, "seq_of", None)
-            numbers = (
-                []
-                if seq_of is None
-                else sorted(s for s in (seq_of(u) for u in numbers) if s is not None)
-            )
-        runs: list[tuple[int, int]] = []
-        for n in numbers:
-            if runs and n == runs[-1][1] + 1:
-                runs[-1] = (runs[-1][0], n)
-            else:
-                runs.append((n, n))
-        return imap4.MessageSet(runs) if runs else imap4.MessageSet()
-
-    # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
-    # stalls the reactor for a third of a second, so the item count is capped first.
-    def arg_plist(self, line: Optional[bytes]) -> Any:
-        line = line or b""  # Twisted passes None when the line ran out
-        if line.count(b" ") > _MAX_LIST_ITEMS:
-            raise imap4.IllegalClientResponse("Too many list items")
-        try:
-            return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
-        except imap4.MismatchedNesting:
-            # ``(((\\Seen)))``: Twisted cuts at the first ")" and fails on what is left.
-            raise imap4.IllegalClientResponse("Mismatched parentheses") from None
-
-    def opt_plist(self, line: Optional[bytes]) -> Any:
-        line = line or b""  # Twisted passes None when the line ran out
-        if line.startswith(b"("):
-            return self.arg_plist(line)
-        return None, line
-
-    def arg_flaglist(self, line: Optional[bytes]) -> Any:
-        line = line or b""  # Twisted passes None when the line ran out
-        if line.count(b" ") > _MAX_LIST_ITEMS:
-            raise imap4.IllegalClientResponse("Too many flags")
-        return imap4.IMAP4Server.arg_flaglist(self, line)  # type: ignore[arg-type]
-
-    def arg_fetchatt(self, line: Optional[bytes]) -> tuple[list[Any], bytes]:
-        line = line or b""  # Twisted passes None when the line ran out
-        if line.count(b" ") > _MAX_LIST_ITEMS:
-            raise imap4.IllegalClientResponse("Too many FETCH items")
-        text = line.strip()
-        listed = text[:1] == b"(" and text[-1:] == b")"
-        result: list[Any] = []
-        # BINARY items (RFC 3516) are ours; the text between them goes to Twisted's parser
-        # (a parenthesised list of the items there, or the single item or macro as it is).
-        for piece in imap_binary.split_items(text[1:-1] if listed else text):
-            if isinstance(piece, imap_binary.BinaryItem):
-                result.append(piece)
-                continue
-            if not piece.strip():
-                continue
-            p = imap4._FetchParser()
-            try:
-                p.parseString(b"(" + piece.strip() + b")" if listed else piece)
-            except Exception as e:
-                raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
-            result.extend(p.result)
-        if not result:
-            raise imap4.IllegalClientResponse("Missing FETCH data items")
-        return result, b""
 
     # -- helpers -----------------------------------------------------------------------------
     def _fail(self, tag: bytes, what: str) -> Any:
@@ -285,7 +160,7 @@ class MailboxCommands:
         self.sendUntaggedResponse(b"ENABLED")
         self.sendPositiveResponse(tag, b"ENABLE completed")
 
-    auth_ENABLE = (do_ENABLE, imap4.IMAP4Server.arg_line)
+    mailbox_commands.add("auth", "ENABLE", do_ENABLE, imap4.IMAP4Server.arg_line)
 
     def do_NAMESPACE(self, tag: bytes) -> None:
         personal = other = shared = None
@@ -300,8 +175,7 @@ class MailboxCommands:
         )
         self.sendPositiveResponse(tag, b"NAMESPACE completed")
 
-    auth_NAMESPACE = (do_NAMESPACE,)
-    select_NAMESPACE = auth_NAMESPACE
+    mailbox_commands.add("auth select", "NAMESPACE", do_NAMESPACE)
 
     # -- mailbox management -------------------------------------------------------------------
     def _account_call(self, tag: bytes, what: str, ok: bytes, fn: Any, *args: Any) -> None:
@@ -326,14 +200,12 @@ class MailboxCommands:
             tag, "UNSUBSCRIBE", b"UNSUBSCRIBE completed", self.account.unsubscribe, name
         )
 
-    _astr = arg_astring
-    auth_CREATE = (do_CREATE, _astr)
-    auth_DELETE = (do_DELETE, _astr)
-    auth_RENAME = (do_RENAME, _astr, _astr)
-    auth_SUBSCRIBE = (do_SUBSCRIBE, _astr)
-    auth_UNSUBSCRIBE = (do_UNSUBSCRIBE, _astr)
-    select_CREATE, select_DELETE, select_RENAME = auth_CREATE, auth_DELETE, auth_RENAME
-    select_SUBSCRIBE, select_UNSUBSCRIBE = auth_SUBSCRIBE, auth_UNSUBSCRIBE
+    _astr = ArgumentParsers.arg_astring
+    mailbox_commands.add("auth select", "CREATE", do_CREATE, _astr)
+    mailbox_commands.add("auth select", "DELETE", do_DELETE, _astr)
+    mailbox_commands.add("auth select", "RENAME", do_RENAME, _astr, _astr)
+    mailbox_commands.add("auth select", "SUBSCRIBE", do_SUBSCRIBE, _astr)
+    mailbox_commands.add("auth select", "UNSUBSCRIBE", do_UNSUBSCRIBE, _astr)
 
     def _list(self, tag: bytes, ref: bytes, pattern: bytes, sub: int, cmd: bytes) -> None:
         if not pattern:
@@ -462,9 +334,8 @@ class MailboxCommands:
                 b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status))
             )
 
-    auth_LIST = (_list, _astr, _astr, 0, b"LIST")
-    auth_LSUB = (_list, _astr, _astr, 1, b"LSUB")
-    select_LIST, select_LSUB = auth_LIST, auth_LSUB
+    mailbox_commands.add("auth select", "LIST", _list, _astr, _astr, 0, b"LIST")
+    mailbox_commands.add("auth select", "LSUB", _list, _astr, _astr, 1, b"LSUB")
 
     def do_STATUS(self, tag: bytes, name: bytes, items: list[Any]) -> None:
         wanted = []
@@ -501,8 +372,7 @@ class MailboxCommands:
             status = dict(status, APPENDLIMIT=self.settings.current.imap.max_literal)
         return status
 
-    auth_STATUS = (do_STATUS, _astr, arg_plist)
-    select_STATUS = auth_STATUS
+    mailbox_commands.add("auth select", "STATUS", do_STATUS, _astr, ArgumentParsers.arg_plist)
 
     # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
     def _select(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
@@ -543,9 +413,8 @@ class MailboxCommands:
 
         self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
 
-    auth_SELECT = (_select, _astr, 1, b"SELECT")
-    auth_EXAMINE = (_select, _astr, 0, b"EXAMINE")
-    select_SELECT, select_EXAMINE = auth_SELECT, auth_EXAMINE
+    mailbox_commands.add("auth select", "SELECT", _select, _astr, 1, b"SELECT")
+    mailbox_commands.add("auth select", "EXAMINE", _select, _astr, 0, b"EXAMINE")
 
     def do_CLOSE(self, tag: bytes) -> None:
         """CLOSE (RFC 3501 §6.4.2): silent expunge when writable, then leave the mailbox."""
@@ -560,7 +429,7 @@ class MailboxCommands:
 
         d.addCallback(done).addErrback(self._fail(tag, "CLOSE"))
 
-    select_CLOSE = (do_CLOSE,)
+    mailbox_commands.add("select", "CLOSE", do_CLOSE)
 
     def do_UNSELECT(self, tag: bytes) -> None:
         """UNSELECT (RFC 3691): leave the mailbox without expunging."""
@@ -569,12 +438,12 @@ class MailboxCommands:
         self.state = "auth"
         self.sendPositiveResponse(tag, b"UNSELECT completed")
 
-    select_UNSELECT = (do_UNSELECT,)
+    mailbox_commands.add("select", "UNSELECT", do_UNSELECT)
 
     def do_CHECK(self, tag: bytes) -> None:
         self.sendPositiveResponse(tag, b"CHECK completed")
 
-    select_CHECK = (do_CHECK,)
+    mailbox_commands.add("select", "CHECK", do_CHECK)
 
     # -- APPEND (RFC 3501 §6.3.11, MULTIAPPEND RFC 3502, UIDPLUS RFC 4315) -------------------
     def do_APPEND_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
@@ -646,5 +515,4 @@ class MailboxCommands:
 
     # APPEND runs from the raw command (CgIMAP4Server._special_command); these entries only
     # tell the state check that APPEND exists (BAD "not valid in this state" before login).
-    auth_APPEND = (do_APPEND_raw,)
-    select_APPEND = auth_APPEND
+    mailbox_commands.add("auth select", "APPEND", do_APPEND_raw)

@@ -1,9 +1,9 @@
 """The arguments of an extended LIST: LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819) and the
 SPECIAL-USE selection option (RFC 6154 §3).
 
-Pure: tokens from cgtwist.protocols.imap_parse in, a ``ListRequest`` or ``ParseError`` (BAD)
+Pure: tokens from cgtwist.protocols.imap.parse in, a ``ListRequest`` or ``ParseError`` (BAD)
 out. Which mailboxes a request selects is the account's business
-(``MaildirAccount.list_extended``); running it is cgtwist.protocols.imap_mailboxes'.
+(``MaildirAccount.list_extended``); running it is cgtwist.protocols.imap.mailboxes'.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from cgtwist.protocols.imap_parse import Literal, ParseError, Token
+from cgtwist.protocols.imap.parse import Literal, ParseError, Token
 
 # RFC 5258 §3.1 (REMOTE: we have no remote mailboxes, so it changes nothing), RFC 6154 §3.
 SELECTION = frozenset((b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"))

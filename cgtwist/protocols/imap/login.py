@@ -2,38 +2,46 @@
 
 Owns how a CgIMAP4Server session becomes authenticated: passwords only over TLS unless the
 listener or auth.allow_plaintext allow it (RFC 3501 §6.2.3, LOGINDISABLED), STARTTLS that
-discards pipelined plaintext (CVE-2011-0411), one cred portal login for every form of name,
-failed-login delays through the penalty object and disconnect after auth.max_failures.
+discards pipelined plaintext (CVE-2011-0411), and the IMAP replies to each outcome of the one
+login path (cgtwist.protocols.login: portal, penalty, delays, disconnect after auth.max_failures).
 """
-
-# mypy: disable-error-code="assignment,misc"
-# (Twisted types its command tables per class; ours are re-bound on purpose.)
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
-from twisted.internet import defer
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
-from cgtwist.core.auth import AuthUnavailable, PeerCredentials
+from cgtwist.core.auth import AuthUnavailable
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
-from cgtwist.protocols.imap_auth import IPenalty, SaslError, decode_plain
-from cgtwist.protocols.imap_mailboxes import MailboxCommands
+from cgtwist.protocols.imap.commands import CommandTable
+from cgtwist.protocols.imap.mailboxes import MailboxCommands
+from cgtwist.protocols.login import (
+    AuthzDenied,
+    Busy,
+    LoggedIn,
+    LoginAttempt,
+    LoginOutcome,
+    Refused,
+    SaslError,
+    decode_response,
+    parse_plain,
+)
 
 
 class LoginMixin:
     """STARTTLS, LOGIN and AUTHENTICATE for the not-authenticated state."""
 
+    login_commands = CommandTable()
     log = Logger()
     secure: bool
     canStartTLS: bool
     listener: Any
     settings: Any
     portal: Any
-    penalty: IPenalty
+    penalty: IAuthPenalty
     peer_ip: str
     account: Any
     account_name: str
@@ -58,10 +66,10 @@ class LoginMixin:
         def setTimeout(self, period: Optional[float]) -> Any: ...
         def listCapabilities(self) -> list[bytes]: ...
         def _server_bug(self, tag: bytes) -> None: ...
-        def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
         def _pause(self) -> None: ...
         def _resume(self) -> None: ...
         def _closed_by_us(self) -> None: ...
+        def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or settings allow it (RFC 3501 §6.2.3)."""
@@ -95,7 +103,7 @@ class LoginMixin:
         self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
         self.transport.startTLS(ctx)
 
-    unauth_STARTTLS = (do_STARTTLS,)
+    login_commands.add("unauth", "STARTTLS", do_STARTTLS)
 
     # -- login ------------------------------------------------------------------------------
     def do_LOGIN(self, tag: bytes, user: bytes, passwd: bytes) -> None:
@@ -104,7 +112,9 @@ class LoginMixin:
             return
         self._login(tag, user, passwd)
 
-    unauth_LOGIN = (do_LOGIN, MailboxCommands.arg_astring, MailboxCommands.arg_astring)
+    login_commands.add(
+        "unauth", "LOGIN", do_LOGIN, MailboxCommands.arg_astring, MailboxCommands.arg_astring
+    )
 
     def do_AUTHENTICATE(self, tag: bytes, args: bytes) -> None:
         mech, _, initial = args.strip().partition(b" ")
@@ -115,13 +125,13 @@ class LoginMixin:
             self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] Use STARTTLS first")
             return
         if initial:  # RFC 4959 SASL-IR; "=" is an empty initial response
-            self._sasl_response(tag, b"" if initial == b"=" else initial)
+            self._sasl_response(tag, initial)
             return
         self._sasl_tag = tag
         self.sendLine(b"+ ")
         self._resume()
 
-    unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
+    login_commands.add("unauth", "AUTHENTICATE", do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
 
     def _sasl_line(self, line: bytes) -> None:
         tag, self._sasl_tag = self._sasl_tag, None
@@ -134,46 +144,64 @@ class LoginMixin:
 
     def _sasl_response(self, tag: bytes, b64: bytes) -> None:
         try:
-            authz, user, passwd = decode_plain(b64)
+            user, passwd = parse_plain(decode_response(b64.strip()))
+        except AuthzDenied:
+            self.sendNegativeResponse(tag, b"[AUTHORIZATIONFAILED] Cannot act as another user")
+            return
         except SaslError as e:
             self.sendBadResponse(tag, str(e).encode())
-            return
-        if authz and authz != user:
-            self.sendNegativeResponse(tag, b"[AUTHORIZATIONFAILED] Cannot act as another user")
             return
         self._login(tag, user, passwd)
 
     def _login(self, tag: bytes, user: bytes, passwd: bytes) -> None:
         """Log in through the portal as given (user@domain, user%domain or bare)."""
         name = user.decode("utf-8", "replace")
-        # A shared penalty object may also cap concurrent logins per IP (RELIABILITY §c).
-        acquire = getattr(self.penalty, "acquire", None)
-        if acquire is not None and not acquire(self.peer_ip):
-            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many concurrent logins, try later")
-            return
-        portal: Any = self.portal
-        d = defer.maybeDeferred(
-            portal.login, PeerCredentials(user, passwd, self.peer_ip), None, imap4.IAccount
+        attempt = LoginAttempt(
+            self.portal,
+            self.penalty,
+            "imap",
+            imap4.IAccount,
+            self.peer_ip,
+            self._failures,
+            penalty_logs=False,
         )
-        if acquire is not None:
-            d.addBoth(self._login_release)
-        d.addCallbacks(
-            self._login_ok, self._login_failed, callbackArgs=(tag, name), errbackArgs=(tag, name)
-        )
+        d = attempt.run(user, passwd)
+        d.addCallback(self._login_outcome, tag, name)
         d.addErrback(self._login_bug, tag)
-
-    def _login_release(self, result: Any) -> Any:
-        release = getattr(self.penalty, "release", None)
-        if release is not None:
-            release(self.peer_ip)
-        return result
 
     def _login_bug(self, failure: Failure, tag: bytes) -> None:
         self.log.failure("imap: login handling failed", failure)
         self._server_bug(tag)
 
-    def _login_ok(self, result: tuple[Any, Any, Callable[[], None]], tag: bytes, name: str) -> None:
-        iface, avatar, logout = result
+    def _login_outcome(self, outcome: LoginOutcome, tag: bytes, name: str) -> None:
+        if isinstance(outcome, LoggedIn):
+            self._login_ok(outcome, tag, name)
+        elif isinstance(outcome, Refused):
+            self._failures = outcome.failures
+            self.log.warn("auth failed: proto=imap ip={ip} user={user}", ip=self.peer_ip, user=name)
+            # The penalty's delay has passed; answered on the next turn of the clock, as ever
+            # (never while the command is still being dispatched), and only if still connected.
+            self._later(0, self._login_refused, tag, outcome.disconnect)
+        elif isinstance(outcome, Busy):
+            # A shared penalty caps concurrent logins per IP (RELIABILITY §c).
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many concurrent logins, try later")
+        elif outcome.failure.check(AuthUnavailable):  # the checker logged why
+            self.log.warn("imap: authentication unavailable for {ip}", ip=self.peer_ip)
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
+        else:
+            self.log.failure(
+                "imap: authentication backend failed for {ip}", outcome.failure, ip=self.peer_ip
+            )
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
+
+    def _login_refused(self, tag: bytes, disconnect: bool) -> None:
+        self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
+        if disconnect:
+            self.sendLine(b"* BYE Too many authentication failures")
+            self._closed_by_us()
+
+    def _login_ok(self, outcome: LoggedIn, tag: bytes, name: str) -> None:
+        avatar, logout = outcome.avatar, outcome.logout
         if self._closed:
             logout()
             return
@@ -189,37 +217,13 @@ class LoginMixin:
                 tag, b"[UNAVAILABLE] Maximum number of connections from user+IP exceeded"
             )
             return
-        logout = held
         self.account = avatar
-        self._onLogout = logout
+        self._onLogout = held
         self.account_name = account
         self.state = "auth"
-        self.penalty.record_success(self.peer_ip, name)
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
         # RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.
         self.setTimeout(max(self.settings.current.imap.idle_timeout, 1800))
         self.sendPositiveResponse(
             tag, b"[CAPABILITY " + b" ".join(self.listCapabilities()) + b"] Logged in"
         )
-
-    def _login_failed(self, failure: Failure, tag: bytes, name: str) -> None:
-        if not failure.check(UnauthorizedLogin, UnhandledCredentials):
-            if failure.check(AuthUnavailable):  # the checker logged why
-                self.log.warn("imap: authentication unavailable for {ip}", ip=self.peer_ip)
-            else:
-                self.log.failure(
-                    "imap: authentication backend failed for {ip}", failure, ip=self.peer_ip
-                )
-            self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
-            return
-        delay = self.penalty.delay_for(self.peer_ip)
-        self.penalty.record_failure(self.peer_ip, name)
-        self._failures += 1
-        self.log.warn("auth failed: proto=imap ip={ip} user={user}", ip=self.peer_ip, user=name)
-        self._later(delay, self._login_refused, tag)
-
-    def _login_refused(self, tag: bytes) -> None:
-        self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Authentication failed")
-        if self._failures >= self.settings.current.auth.max_failures:
-            self.sendLine(b"* BYE Too many authentication failures")
-            self._closed_by_us()

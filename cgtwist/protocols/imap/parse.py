@@ -1,7 +1,7 @@
 """IMAP command assembly and tokenising under hard limits: literals, line length, nesting.
 
 Pure: bytes in, values or ``ParseError`` out; never touches a transport or a reactor. The
-protocol (cgtwist.protocols.imap) asks this module, before it sends any ``+`` continuation,
+protocol (cgtwist.protocols.imap.server) asks this module, before it sends any ``+`` continuation,
 whether a literal announced at the end of a line is acceptable (RELIABILITY.md a8: twisted
 #12763 negative literal hang, greenmail #1038 ``{400000000}`` before login).
 """

@@ -1,0 +1,161 @@
+"""IMAP command arguments as Twisted's dispatcher asks for them, parsed right and bounded.
+
+Owns the argument parsers CgIMAP4Server's command tables name (``arg_astring``,
+``arg_seqset`` with SEARCHRES ``$``, ``arg_plist``, ``opt_plist``, ``arg_flaglist``,
+``arg_fetchatt`` with BINARY items) where Twisted's ignore quoted-string escapes, raise bare
+Exceptions or copy the line per list item (quadratic), and the check of a flag list. Each
+returns (value, rest of the line) or a Deferred for a literal, or raises
+``imap4.IllegalClientResponse`` (BAD). No command logic.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from twisted.mail import imap4
+
+from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import parse as imap_parse
+
+_MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
+
+
+def flag_list(raw: Any) -> list[str]:
+    """Validate a flag list from APPEND/STORE: system flags or keyword atoms; no \\Recent."""
+    try:
+        return [imap_parse.check_flag(f) for f in raw or []]
+    except imap_parse.ParseError as e:
+        raise imap4.IllegalClientResponse(str(e)) from None
+
+
+class ArgumentParsers:
+    """The parsers, a base of the command mixins; the server provides what is declared here."""
+
+    mbox: Any
+    search_saved: list[int]
+    uid_arguments: bool
+
+    if TYPE_CHECKING:
+
+        def _stringLiteral(self, size: int) -> Any: ...
+
+    def arg_astring(self, line: Optional[bytes], final: bool = False) -> Any:
+        """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred.
+
+        ``final`` is in Twisted's signature only: an empty literal is read like any other.
+        """
+        line = line or b""  # Twisted passes None when the line ran out
+        line = line.lstrip(b" ")
+        if not line:
+            raise imap4.IllegalClientResponse("Missing argument")
+        if line[:1] == b'"':
+            out = bytearray()
+            i = 1
+            while i < len(line):
+                c = line[i]
+                if c == 0x5C and i + 1 < len(line) and line[i + 1] in (0x5C, 0x22):
+                    out.append(line[i + 1])
+                    i += 2
+                elif c == 0x22:
+                    rest = line[i + 1 :]
+                    if rest and rest[:1] != b" ":
+                        raise imap4.IllegalClientResponse("Junk after quoted string")
+                    return bytes(out), rest[1:]
+                else:
+                    out.append(c)
+                    i += 1
+            raise imap4.IllegalClientResponse("Unmatched quotes")
+        if line[:1] == b"{":
+            spec = imap_parse.literal_at_end(line)
+            if spec is None or spec.start != 0:
+                raise imap4.IllegalClientResponse("Malformed literal")
+            return self._stringLiteral(spec.size)
+        arg, _, rest = line.partition(b" ")
+        if any(c in b'(){"\\' or c < 0x21 or c == 0x7F for c in arg):
+            raise imap4.IllegalClientResponse("Invalid atom")
+        return arg, rest
+
+    def arg_seqset(self, line: Optional[bytes]) -> tuple[imap4.MessageSet, bytes]:
+        """sequence-set (RFC 3501 §9) parsed in linear time into Twisted's MessageSet."""
+        line = line or b""  # Twisted passes None when the line ran out
+        spec, _, rest = line.partition(b" ")
+        if spec == b"$":
+            return self._saved_set(), rest
+        try:
+            ranges = imap_parse.parse_sequence_set(spec)
+        except imap_parse.ParseError as e:
+            raise imap4.IllegalClientResponse(str(e)) from None
+        big = float("inf")
+        spans = [
+            (a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
+            for a, b in ranges
+        ]
+        return imap4.MessageSet(spans), rest
+
+    def _saved_set(self) -> imap4.MessageSet:
+        """``$`` (RFC 5182 §2.1): the saved UIDs, or for a command taking sequence numbers
+        their numbers now (a message expunged since drops out); empty is allowed."""
+        numbers = sorted(self.search_saved)
+        if not self.uid_arguments:
+            seq_of = getattr(self.mbox, "seq_of", None)
+            numbers = (
+                []
+                if seq_of is None
+                else sorted(s for s in (seq_of(u) for u in numbers) if s is not None)
+            )
+        runs: list[tuple[int, int]] = []
+        for n in numbers:
+            if runs and n == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], n)
+            else:
+                runs.append((n, n))
+        return imap4.MessageSet(runs) if runs else imap4.MessageSet()
+
+    # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
+    # stalls the reactor for a third of a second, so the item count is capped first.
+    def arg_plist(self, line: Optional[bytes]) -> Any:
+        line = line or b""  # Twisted passes None when the line ran out
+        if line.count(b" ") > _MAX_LIST_ITEMS:
+            raise imap4.IllegalClientResponse("Too many list items")
+        try:
+            return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
+        except imap4.MismatchedNesting:
+            # ``(((\\Seen)))``: Twisted cuts at the first ")" and fails on what is left.
+            raise imap4.IllegalClientResponse("Mismatched parentheses") from None
+
+    def opt_plist(self, line: Optional[bytes]) -> Any:
+        line = line or b""  # Twisted passes None when the line ran out
+        if line.startswith(b"("):
+            return self.arg_plist(line)
+        return None, line
+
+    def arg_flaglist(self, line: Optional[bytes]) -> Any:
+        line = line or b""  # Twisted passes None when the line ran out
+        if line.count(b" ") > _MAX_LIST_ITEMS:
+            raise imap4.IllegalClientResponse("Too many flags")
+        return imap4.IMAP4Server.arg_flaglist(self, line)  # type: ignore[arg-type]
+
+    def arg_fetchatt(self, line: Optional[bytes]) -> tuple[list[Any], bytes]:
+        line = line or b""  # Twisted passes None when the line ran out
+        if line.count(b" ") > _MAX_LIST_ITEMS:
+            raise imap4.IllegalClientResponse("Too many FETCH items")
+        text = line.strip()
+        listed = text[:1] == b"(" and text[-1:] == b")"
+        result: list[Any] = []
+        # BINARY items (RFC 3516) are ours; the text between them goes to Twisted's parser
+        # (a parenthesised list of the items there, or the single item or macro as it is).
+        for piece in imap_binary.split_items(text[1:-1] if listed else text):
+            if isinstance(piece, imap_binary.BinaryItem):
+                result.append(piece)
+                continue
+            if not piece.strip():
+                continue
+            p = imap4._FetchParser()
+            try:
+                p.parseString(b"(" + piece.strip() + b")" if listed else piece)
+            except Exception as e:
+                raise imap4.IllegalClientResponse("Invalid FETCH data item") from e
+            result.extend(p.result)
+        if not result:
+            raise imap4.IllegalClientResponse("Missing FETCH data items")
+        return result, b""
