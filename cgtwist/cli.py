@@ -1,7 +1,9 @@
 """``cgtwist-admin``: the administrator's command line. Change the store, then tell the server.
 
 Usage: ``cgtwist-admin [--config FILE] [--base-dir DIR] GROUP ACTION ...`` with ``init`` and
-the groups ``domain``, ``account``, ``alias`` and ``settings`` defined here. It reads the bootstrap config
+the groups ``domain``, ``account``, ``alias``, ``settings`` and ``node`` defined here. This module
+is only argument parsing and printing: every operation is a method of ``cgtwist.admin.Admin``
+(``ctx.admin``), which WebAdmin calls too. It reads the bootstrap config
 (``--config``, else ``$CGTWIST_CONFIG``, else defaults), opens the store (applying migrations),
 makes the change and sends ``reload`` over the control socket so the running server applies it at
 once; with no server running the change applies at its next start. Only ``init`` (and the
@@ -27,6 +29,8 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
   (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
 * ``ctx.fail(text)`` raises CLIError(text);
+* ``ctx.admin``: the ``cgtwist.admin.Admin`` operations on the store; what they change is told
+  to the server (``reload``) after the handler returns;
 * ``ctx.created`` / ``ctx.postmaster_password``: for ``init`` (``creates_store=True``), whether
   this command created the store and the postmaster password it generated (None when given
   in ``$CGTWIST_POSTMASTER_PASSWORD`` or nothing was created).
@@ -49,16 +53,29 @@ from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
 from cgtwist import control, filemodes
 from cgtwist import settings as dynamic
+from cgtwist.admin import Admin, AdminError
+from cgtwist.admin import ServerDown as AdminServerDown
+from cgtwist.admin.operations import services_list
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
 from cgtwist.storage.database import Database, StoreUnavailable
 from cgtwist.storage.engines import SqliteEngine, engine_for_url
-from cgtwist.storage.passwords import PasswordHasher, generate_password
+from cgtwist.storage.passwords import PasswordHasher
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
 
 PROG = "cgtwist-admin"
 PLUGINS = ("cgtwist.cli_router", "cgtwist.cli_queue")
+
+
+def _user() -> str:
+    """Who runs this command, for the log line of each change."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
 
 
 class CLIError(Exception):
@@ -81,6 +98,9 @@ class Context:
     stdin: TextIO = sys.stdin
     created: bool = False
     postmaster_password: Optional[str] = None
+    # What the handler's operations changed, told to the server once the handler returns
+    # (after it printed a generated password, which a refused reload must not swallow).
+    changed: list[str] = dataclasses.field(default_factory=list)
 
     def fail(self, text: str) -> NoReturn:
         raise CLIError(text)
@@ -135,31 +155,47 @@ class Context:
             raise CLIError("internal: this command has no store")
         return self.store
 
+    @property
+    def admin(self) -> Admin:
+        """The operations (cgtwist.admin) on this store, logged as made by this user."""
+        return Admin(
+            self.accounts,
+            self.config.main_domain,
+            self.config.node,
+            changed=self.changed.append,
+            call=self._call_async,
+            actor=f"cgtwist-admin ({_user()})",
+        )
+
+    async def _call_async(self, cmd: str, **args: Any) -> dict[str, Any]:
+        try:
+            return self.call(cmd, **args)
+        except ServerDown as e:
+            raise AdminServerDown(str(e)) from None
+
+    def tell_server(self) -> None:
+        """Send one ``reload`` for each kind of change the handler's operations made."""
+        for what in dict.fromkeys(self.changed):
+            self.notify("reload", what=what)
+        self.changed.clear()
+
 
 Handler = Callable[[Context, argparse.Namespace], Any]
 
 
-def _services(text: Optional[str]) -> Optional[list[str]]:
-    if text is None:
-        return None
-    return [s for s in text.replace(" ", ",").split(",") if s]
-
-
-def _password(ctx: Context, args: argparse.Namespace) -> tuple[str, bool]:
-    """(password, generated): from --password, --password-stdin, or generated.
-
-    The caller prints a generated password once the change succeeded.
-    """
+def _password(ctx: Context, args: argparse.Namespace) -> Optional[str]:
+    """The password from --password or --password-stdin; None: generate one (the operation
+    returns it and the handler prints it once the change succeeded)."""
     if args.password is not None:
         if not args.password:
             ctx.fail("the password must not be empty")
-        return str(args.password), False
+        return str(args.password)
     if args.password_stdin:
         line = ctx.stdin.readline().rstrip("\r\n")
         if not line:
             ctx.fail("no password on standard input")
-        return line, False
-    return generate_password(), True
+        return line
+    return None
 
 
 # ---- init -----------------------------------------------------------------------------------
@@ -211,19 +247,16 @@ async def store_exists(config: BootstrapConfig, reactor: Any) -> bool:
 
 
 async def domain_add(ctx: Context, args: argparse.Namespace) -> None:
-    if args.alias_of:
-        await ctx.accounts.add_domain_alias(args.name, args.alias_of)
-    else:
-        await ctx.accounts.add_domain(args.name, services=_services(args.services))
-    ctx.notify("reload", what="domain")
+    await ctx.admin.add_domain(
+        args.name, services=services_list(args.services), alias_of=args.alias_of
+    )
 
 
 async def domain_list(ctx: Context, args: argparse.Namespace) -> None:
-    for name in await ctx.accounts.list_domains():
-        info = await ctx.accounts.get_domain(name)
-        extra = f"  (aliases: {', '.join(info['aliases'])})" if info and info["aliases"] else ""
-        main = "  [main]" if name == ctx.config.main_domain else ""
-        ctx.out.write(f"{name}{main}{extra}\n")
+    for info in await ctx.admin.domains():
+        extra = f"  (aliases: {', '.join(info['aliases'])})" if info["aliases"] else ""
+        main = "  [main]" if info["main"] else ""
+        ctx.out.write(f"{info['name']}{main}{extra}\n")
 
 
 async def domain_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -234,19 +267,13 @@ async def domain_show(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def domain_set(ctx: Context, args: argparse.Namespace) -> None:
-    await ctx.accounts.update_domain(
-        args.name, services=_services(args.services), enabled=args.enabled
+    await ctx.admin.set_domain(
+        args.name, services=services_list(args.services), enabled=args.enabled
     )
-    ctx.notify("reload", what="domain")
 
 
 async def domain_remove(ctx: Context, args: argparse.Namespace) -> None:
-    store = ctx.accounts
-    if await store.get_domain(args.name) is None and await store.is_local_domain(args.name):
-        await store.remove_domain_alias(args.name)
-    else:
-        await store.remove_domain(args.name, force=args.force)
-    ctx.notify("reload", what="domain")
+    await ctx.admin.remove_domain(args.name, force=args.force)
 
 
 # ---- account --------------------------------------------------------------------------------
@@ -254,27 +281,23 @@ async def domain_remove(ctx: Context, args: argparse.Namespace) -> None:
 
 async def account_add(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    password: Optional[str] = None
-    generated = False
-    if args.password_hash is None:
-        password, generated = _password(ctx, args)
-    await ctx.accounts.add_account(
+    password = _password(ctx, args) if args.password_hash is None else None
+    generated = await ctx.admin.add_account(
         name,
         domain,
         password,
-        real_name=args.real_name or "",
-        services=_services(args.services),
-        settings={"admin": True} if args.admin else None,
-        enabled=not args.disabled,
         password_hash=args.password_hash,
+        real_name=args.real_name or "",
+        services=services_list(args.services),
+        admin=args.admin,
+        enabled=not args.disabled,
     )
     if generated:
-        ctx.out.write(f"password for {name}@{domain}: {password}\n")
-    ctx.notify("reload", what="account")
+        ctx.out.write(f"password for {name}@{domain}: {generated}\n")
 
 
 async def account_list(ctx: Context, args: argparse.Namespace) -> None:
-    for info in await ctx.accounts.list_account_info(args.domain or ctx.config.main_domain):
+    for info in await ctx.admin.accounts(args.domain):
         flags = [
             f
             for f, on in (
@@ -290,74 +313,65 @@ async def account_list(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def account_show(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    info = await ctx.accounts.get_account_info(name, domain)
+    info = await ctx.admin.account(*ctx.address(args.address))
     ctx.out.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 async def account_remove(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.remove_account(name, domain)
-    ctx.notify("reload", what="account")
+    await ctx.admin.remove_account(*ctx.address(args.address))
 
 
 async def account_passwd(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    if await ctx.accounts.get_account(name, domain) is None:
-        ctx.fail(f"account {name}@{domain} does not exist")
-    if args.password_hash is not None:
-        await ctx.accounts.set_password_hash(name, domain, args.password_hash)
-        ctx.notify("reload", what="account")
-        return
-    password, generated = _password(ctx, args)
-    await ctx.accounts.set_password(name, domain, password)
+    password = _password(ctx, args) if args.password_hash is None else None
+    generated = await ctx.admin.set_password(
+        name, domain, password, password_hash=args.password_hash
+    )
     if generated:
-        ctx.out.write(f"password for {name}@{domain}: {password}\n")
-    ctx.notify("reload", what="account")
+        ctx.out.write(f"password for {name}@{domain}: {generated}\n")
 
 
 async def account_set(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.update_account(
-        name,
-        domain,
+    await ctx.admin.set_account(
+        *ctx.address(args.address),
         real_name=args.real_name,
-        services=_services(args.services),
+        services=services_list(args.services),
         enabled=args.enabled,
     )
-    ctx.notify("reload", what="account")
 
 
 # ---- alias ----------------------------------------------------------------------------------
 
 
 async def alias_add(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.alias)
-    await ctx.accounts.add_alias(name, domain, args.target)
-    ctx.notify("reload", what="alias")
+    await ctx.admin.add_alias(*ctx.address(args.alias), args.target)
 
 
 async def alias_remove(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.alias)
-    await ctx.accounts.remove_alias(name, domain)
-    ctx.notify("reload", what="alias")
+    await ctx.admin.remove_alias(*ctx.address(args.alias))
 
 
 async def alias_list(ctx: Context, args: argparse.Namespace) -> None:
-    for alias, target in await ctx.accounts.list_aliases(args.domain):
+    for alias, target in await ctx.admin.aliases(args.domain):
         ctx.out.write(f"{alias} -> {target}\n")
 
 
 # ---- settings -------------------------------------------------------------------------------
 
 
+def _scope(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+    """The --account/--domain/--node target as keyword arguments of the settings operations."""
+    if getattr(args, "account", None):
+        return {"account": ctx.address(args.account)}
+    if getattr(args, "domain", None):
+        return {"domain": args.domain}
+    return {"node": getattr(args, "node", None)}
+
+
 async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
-    store = ctx.accounts
     if args.domain or args.account:
-        if args.account:
-            values = await store.get_account_settings(*ctx.address(args.account))
-        else:
-            values = await store.get_domain_settings(args.domain)
+        scope = _scope(ctx, args)
+        values = await ctx.admin.scoped_settings(scope.get("domain"), scope.get("account"))
         if args.key is not None:
             if args.key not in values:
                 ctx.fail(f"no setting {args.key}")
@@ -365,42 +379,22 @@ async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
         for key in sorted(values):
             ctx.out.write(f"{key} = {json.dumps(values[key])}\n")
         return
-    node = args.node or ctx.config.node
-    overrides = await store.get_settings(node)
-    keys = sorted(dynamic.DEFAULTS)
-    if args.key is not None:
-        if args.key not in dynamic.DEFAULTS:
-            ctx.fail(f"unknown setting {args.key!r}")
-        keys = [args.key]
-    for key in keys:
-        value = overrides.get(key, dynamic.DEFAULTS[key][0])
-        mark = "" if key in overrides else "  (default)"
-        if dynamic.is_node_setting(key):
-            mark += f"  (node {node})"
-        ctx.out.write(f"{key} = {json.dumps(value)}{mark}\n")
+    for view in await ctx.admin.server_settings(args.node or ctx.config.node, args.key):
+        mark = "  (default)" if view.default else ""
+        if view.node is not None:
+            mark += f"  (node {view.node})"
+        ctx.out.write(f"{view.key} = {json.dumps(view.value)}{mark}\n")
         if args.key is not None:
-            ctx.out.write(f"  {dynamic.DEFAULTS[key][1]}\n")
+            ctx.out.write(f"  {view.doc}\n")
 
 
 async def settings_set(ctx: Context, args: argparse.Namespace) -> None:
     value = dynamic.parse_cli_value(args.value)
-    if args.account:
-        await ctx.accounts.set_account_setting(*ctx.address(args.account), args.key, value)
-    elif args.domain:
-        await ctx.accounts.set_domain_setting(args.domain, args.key, value)
-    else:
-        await ctx.accounts.set_setting(args.key, value, node=args.node)
-    ctx.notify("reload", what="settings")
+    await ctx.admin.set_setting(args.key, value, **_scope(ctx, args))
 
 
 async def settings_unset(ctx: Context, args: argparse.Namespace) -> None:
-    if args.account:
-        await ctx.accounts.unset_account_setting(*ctx.address(args.account), args.key)
-    elif args.domain:
-        await ctx.accounts.unset_domain_setting(args.domain, args.key)
-    else:
-        await ctx.accounts.unset_setting(args.key, node=args.node)
-    ctx.notify("reload", what="settings")
+    await ctx.admin.unset_setting(args.key, **_scope(ctx, args))
 
 
 # ---- nodes ----------------------------------------------------------------------------------
@@ -408,7 +402,7 @@ async def settings_unset(ctx: Context, args: argparse.Namespace) -> None:
 
 async def node_list(ctx: Context, args: argparse.Namespace) -> None:
     """Every node that started on this database or has settings, with its node settings."""
-    for node in await ctx.accounts.list_nodes():
+    for node in await ctx.admin.nodes():
         started = (
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(node["started"]))
             if node["started"]
@@ -421,7 +415,7 @@ async def node_list(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def node_remove(ctx: Context, args: argparse.Namespace) -> None:
-    await ctx.accounts.remove_node(args.name)
+    await ctx.admin.remove_node(args.name)
 
 
 # ---- the parser -----------------------------------------------------------------------------
@@ -638,6 +632,7 @@ async def run(
             postmaster_password=generated,
         )
         result = await args.handler(ctx, args)
+        ctx.tell_server()
         return int(result or 0)
     finally:
         if store is not None:
@@ -683,7 +678,7 @@ def _tighten_store_files(config: BootstrapConfig, err: TextIO) -> None:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, StoreUnavailable):
         text = f"database unavailable: {e}"  # down, frozen, or gone for the second time
-    elif isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
+    elif isinstance(e, (CLIError, AdminError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
     elif type(e).__name__ in ("OperationalError", "DatabaseError", "InterfaceError"):
         text = f"database unavailable: {e}"  # locked, read-only, or PostgreSQL down

@@ -307,8 +307,11 @@ class RouterCLITests(unittest.TestCase):
         self.parser = cli.build_parser()
 
     def run_cli(self, *argv: str) -> Any:
+        """The handler, then the reloads its changes call for, as ``cli.run`` does."""
         args = self.parser.parse_args(["router", *argv])
-        return self.successResultOf(defer.ensureDeferred(args.handler(self.ctx, args)))
+        result = self.successResultOf(defer.ensureDeferred(args.handler(self.ctx, args)))
+        self.ctx.tell_server()
+        return result
 
     def write(self, text: str) -> str:
         path = self.mktemp()
