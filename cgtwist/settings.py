@@ -126,6 +126,31 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         30,
         "seconds SMTP transactions, POP3 and IMAP sessions (and SMTP worker processes) get to finish after SIGTERM before they are cut; keep it under the init system's stop timeout minus 15 (systemd TimeoutStopSec=60)",
     ),
+    # Web (WebAdmin under /admin/, WebUser under /; cgtwist.web)
+    "web.session_idle": (
+        1800,
+        "seconds a web session lives without a request before it ends (at least 1)",
+    ),
+    "web.session_lifetime": (
+        43200,
+        "seconds a web session lives at most, however busy (at least 1)",
+    ),
+    "web.max_sessions": (
+        10000,
+        "web sessions kept at once; a new login beyond it ends the least recently used (at least 1)",
+    ),
+    "web.max_request_size": (
+        1048576,
+        "octets of a web form (Router table, address lists); larger: 413 (at least 1024)",
+    ),
+    "web.idle_timeout": (
+        60,
+        "seconds an HTTP connection may sit idle before it is closed (at least 1)",
+    ),
+    "web.min_password_length": (
+        8,
+        "shortest password WebUser accepts when an account changes its own",
+    ),
     # Authentication (shared by SMTP AUTH, POP3 and IMAP)
     "auth.allow_plaintext": (False, "allow passwords on unencrypted links on every listener"),
     "auth.max_failures": (5, "failed AUTH attempts on one connection before disconnect"),
@@ -406,8 +431,8 @@ class Settings(Mapping[str, Any]):
 
 
 # What a listener entry may hold; anything else is refused, so a typo ("adress") is not
-# silently replaced by a default. HTTP waits for the web interface (WebAdmin) to exist.
-LISTENER_PROTOCOLS = ("smtp", "pop3", "imap")
+# silently replaced by a default. ``http`` serves WebAdmin and WebUser (tls none or implicit).
+LISTENER_PROTOCOLS = ("smtp", "pop3", "imap", "http")
 LISTENER_KEYS = ("protocol", "address", "port", "tls", "submission", "allow_plain_auth")
 
 
@@ -423,14 +448,16 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
         raise ValueError(
             f"listener protocol must be {', '.join(LISTENER_PROTOCOLS[:-1])} or "
             f"{LISTENER_PROTOCOLS[-1]}, not {proto!r}"
-            + (" (cgtwist has no web interface yet)" if proto in ("http", "https") else "")
+            + (" (HTTPS is http with tls implicit)" if proto == "https" else "")
         )
     port = raw.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"listener port must be 1..65535 (0: any free port), not {port!r}")
-    tls = str(raw.get("tls", "starttls")).lower()
+    tls = str(raw.get("tls", "none" if proto == "http" else "starttls")).lower()
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
+    if proto == "http" and tls == "starttls":
+        raise ValueError("an http listener's tls is none or implicit (HTTP has no STARTTLS)")
     address = raw.get("address", "0.0.0.0")
     try:
         ipaddress.ip_address(address if isinstance(address, str) else "")
@@ -454,6 +481,13 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
 
 
 MAX_SMTP_WORKERS = 64
+_AT_LEAST = {
+    "web.session_idle": 1,
+    "web.session_lifetime": 1,
+    "web.max_sessions": 1,
+    "web.max_request_size": 1024,
+    "web.idle_timeout": 1,
+}
 MAX_SHUTDOWN_GRACE = 600
 
 
@@ -487,6 +521,8 @@ def validate(key: str, value: Any) -> Any:
                 f"server.shutdown_grace is at most {MAX_SHUTDOWN_GRACE} seconds: an init "
                 "system kills a server that takes longer to stop"
             )
+        if key in _AT_LEAST and value < _AT_LEAST[key]:
+            raise ValueError(f"{key} is at least {_AT_LEAST[key]}")
         if key == "imap.max_append_messages" and value < 1:
             raise ValueError(
                 "imap.max_append_messages is at least 1: APPEND stores one message or more"
@@ -535,6 +571,10 @@ ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
         bool,
         "a server administrator: shown as [admin] by 'account list', may send as any "
         "address of its domain; postmaster has it from the first start",
+    ),
+    "domain_admin": (
+        bool,
+        "a domain administrator: manages its own domain's accounts in WebAdmin",
     ),
     "smtp.send_as": (
         object,

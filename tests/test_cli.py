@@ -406,7 +406,7 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("account", "add", "alice", "--password", "x")
         self.assertEqual(
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
-            "unknown account setting 'nonsense.key' (known: admin, smtp.send_as)",
+            "unknown account setting 'nonsense.key' (known: admin, domain_admin, smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
@@ -435,9 +435,9 @@ class DomainAliasSettingsTests(CLITestCase):
         self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
 
     async def test_unsupported_services_and_listeners_are_refused(self) -> None:
-        """The webmail service and an http listener do nothing in cgtwist (no web interface):
-        they are refused with one line saying what is allowed, as is a listener key nothing
-        reads."""
+        """The webmail service and an https listener protocol do nothing in cgtwist (HTTPS is
+        http with tls implicit): they are refused with one line saying what is allowed, as is
+        a listener key nothing reads."""
         self.assertEqual(
             await self.error(
                 "account", "add", "bob", "--password", "x", "--services", "mail,webmail"
@@ -448,11 +448,11 @@ class DomainAliasSettingsTests(CLITestCase):
             "unknown service 'webmail'",
             await self.error("domain", "set", "example.com", "--services", "webmail"),
         )
-        http = '[{"protocol": "http", "address": "127.0.0.1", "port": 8080}]'
+        https = '[{"protocol": "https", "address": "127.0.0.1", "port": 9010}]'
         self.assertEqual(
-            await self.error("settings", "set", "listeners", http),
-            "listener protocol must be smtp, pop3 or imap, not 'http' "
-            "(cgtwist has no web interface yet)",
+            await self.error("settings", "set", "listeners", https),
+            "listener protocol must be smtp, pop3, imap or http, not 'https' "
+            "(HTTPS is http with tls implicit)",
         )
         typo = '[{"protocol": "smtp", "adress": "127.0.0.1", "port": 2525}]'
         self.assertEqual(
