@@ -72,7 +72,7 @@ class CgtwistService(MultiService):
         self.app: Any = None  # cgtwist.app.Components once started
         self.listeners = ListenerManager(
             reactor,
-            {p: self._maker for p in ("smtp", "pop3", "imap")},
+            {p: self._maker for p in ("smtp", "pop3", "imap", "http")},
             self.tls,
             state_file=os.path.join(cfg.base_dir, "cgtwist.ports"),
         )
@@ -277,7 +277,9 @@ class CgtwistService(MultiService):
             await self._in_thread(ensure_certificate, cfg.certificate, cfg.key, names)
         self.tls.reload()
         self.listeners.tls_ready = True
-        self.app = Components(cfg, self.reactor, self.settings, self.tls)
+        self.app = Components(
+            cfg, self.reactor, self.settings, self.tls, listening=self.listeners.describe
+        )
         await self.app.open()
         self._log_setting_changes()
         self.cfg = cfg = self.app.cfg  # the main domain may come from the store

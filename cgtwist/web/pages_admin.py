@@ -1,0 +1,305 @@
+"""WebAdmin: Users -> Domains and Accounts, Settings -> Network -> Client IPs, the Router
+table and the Queue monitor, under ``/admin/``.
+
+Owns these pages' forms and what they show; every change is a cgtwist.admin operation made
+as the session's account (logged with it). Rights: server administrators see everything;
+a domain administrator sees its own domains' accounts and nothing server-wide, and never
+touches a server administrator's account. It must not talk SQL or the control socket.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Any
+
+from cgtwist.admin import AdminError
+from cgtwist.admin.router import TableError
+from cgtwist.storage.tables import SERVICES
+from cgtwist.web import forms
+from cgtwist.web.render import Reply, redirect
+from cgtwist.web.site import Forbidden, Req, Route
+
+PAGE_SIZE = 50
+CLIENT_IPS = "clients.ips"
+
+
+def _q(text: str) -> str:
+    return urllib.parse.quote(text, safe="@")
+
+
+def _accounts_url(domain: str) -> str:
+    return f"/admin/domains/{_q(domain)}/accounts"
+
+
+def _account_url(domain: str, name: str) -> str:
+    return f"{_accounts_url(domain)}/{_q(name)}"
+
+
+async def index(req: Req) -> Reply:
+    return redirect("/admin/domains")
+
+
+# ---- Users -> Domains -----------------------------------------------------------------------
+
+
+async def domains(req: Req) -> Reply:
+    assert req.session is not None
+    rights = req.session.rights
+    listed = [d for d in await req.panel.admin.domains() if rights.may_admin(d["name"])]
+    return req.page("domains.html", domains=listed, form_name="")
+
+
+async def domain_create(req: Req) -> Reply:
+    name = forms.field(req.form, "name", limit=253).strip().lower()
+    if not name:
+        raise forms.FormError("Enter the name of the new domain.")
+    await req.panel.acting(req.account).add_domain(name)
+    req.note(f"Domain {name} created.")
+    return redirect(_accounts_url(name))
+
+
+async def domain_remove(req: Req) -> Reply:
+    name = forms.field(req.form, "name", limit=253).strip().lower()
+    await req.panel.acting(req.account).remove_domain(name, force=forms.flag(req.form, "force"))
+    req.note(f"Domain {name} removed.")
+    return redirect("/admin/domains")
+
+
+# ---- a domain's Accounts --------------------------------------------------------------------
+
+
+async def accounts(req: Req, domain: str) -> Reply:
+    req.require_domain(domain)
+    search = forms.field(req.query, "q", limit=100)
+    after = req.query.get("after") or None
+    before = req.query.get("before") or None
+    page = await req.panel.admin.account_page(
+        domain, search=search, limit=PAGE_SIZE, after=after, before=before
+    )
+    base = _accounts_url(domain) + ("?q=" + urllib.parse.quote(search) + "&" if search else "?")
+    return req.page(
+        "accounts.html",
+        domain=domain,
+        page=page,
+        search=search,
+        next_url=base + "after=" + _q(page.last) if page.has_next and page.last else "",
+        previous_url=base + "before=" + _q(page.first) if page.has_previous and page.first else "",
+        accounts_url=_accounts_url(domain),
+    )
+
+
+async def account_create(req: Req, domain: str) -> Reply:
+    req.require_domain(domain)
+    name = forms.field(req.form, "name", limit=64).strip().lower()
+    password = forms.field(req.form, "password", limit=1024)
+    if not name:
+        raise forms.FormError("Enter the name of the new account.")
+    if not password:
+        raise forms.FormError("Enter a password for the new account.")
+    await req.panel.acting(req.account).add_account(
+        name, domain, password, real_name=forms.field(req.form, "real_name", limit=200).strip()
+    )
+    req.note(f"Account {name}@{domain} created.")
+    return redirect(_accounts_url(domain))
+
+
+async def _target(req: Req, domain: str, name: str) -> dict[str, Any]:
+    """The account a form acts on, after the rights check: a domain administrator never acts
+    on a server administrator (it could take over the server by setting its password)."""
+    req.require_domain(domain)
+    info = await req.panel.admin.account(name, domain)
+    assert req.session is not None
+    if not req.session.rights.server_admin and (
+        info["settings"].get("admin") or (name == "postmaster" and domain == req.panel.main_domain)
+    ):
+        raise Forbidden("Only a server administrator may change a server administrator.")
+    return info
+
+
+async def account_remove(req: Req, domain: str, name: str) -> Reply:
+    await _target(req, domain, name)
+    await req.panel.acting(req.account).remove_account(name, domain)
+    ended = req.panel.sessions.end_account(f"{name}@{domain}")
+    req.note(f"Account {name}@{domain} removed." + (f" {ended} session(s) ended." if ended else ""))
+    return redirect(_accounts_url(domain))
+
+
+async def account_enable(req: Req, domain: str, name: str) -> Reply:
+    await _target(req, domain, name)
+    enabled = req.form.get("enabled") == "1"
+    await req.panel.acting(req.account).set_account(name, domain, enabled=enabled)
+    if not enabled:
+        req.panel.sessions.end_account(f"{name}@{domain}")
+    req.note(f"Account {name}@{domain} {'enabled' if enabled else 'disabled'}.")
+    back = forms.field(req.form, "back", limit=1000)
+    return redirect(back if back.startswith(_accounts_url(domain)) else _accounts_url(domain))
+
+
+async def account(req: Req, domain: str, name: str) -> Reply:
+    info = await _target(req, domain, name)
+    return req.page(
+        "account.html",
+        domain=domain,
+        name=name,
+        info=info,
+        services=SERVICES,
+        accounts_url=_accounts_url(domain),
+        account_url=_account_url(domain, name),
+    )
+
+
+async def account_settings(req: Req, domain: str, name: str) -> Reply:
+    await _target(req, domain, name)
+    await req.panel.acting(req.account).set_account(
+        name,
+        domain,
+        real_name=forms.field(req.form, "real_name", limit=200).strip(),
+        services=forms.services(req.form, SERVICES),
+        enabled=forms.flag(req.form, "enabled"),
+    )
+    if not forms.flag(req.form, "enabled"):
+        req.panel.sessions.end_account(f"{name}@{domain}")
+    req.note("Settings saved.")
+    return redirect(_account_url(domain, name))
+
+
+async def account_password(req: Req, domain: str, name: str) -> Reply:
+    await _target(req, domain, name)
+    password = forms.field(req.form, "password", limit=1024)
+    if not password:
+        raise forms.FormError("Enter the new password.")
+    await req.panel.acting(req.account).set_password(name, domain, password)
+    ended = req.panel.sessions.end_account(f"{name}@{domain}")
+    if f"{name}@{domain}" == req.account:
+        reply = redirect("/login?changed=1")
+        reply.cookies["session"] = None
+        return reply
+    req.note(
+        f"Password of {name}@{domain} changed." + (f" {ended} session(s) ended." if ended else "")
+    )
+    return redirect(_account_url(domain, name))
+
+
+# ---- Settings -> Network -> Client IPs ------------------------------------------------------
+
+
+async def client_ips(req: Req) -> Reply:
+    text = await req.panel.admin.setting(CLIENT_IPS)
+    value = text if isinstance(text, str) else "\n".join(text or ())
+    return req.page("clientips.html", value=value, errors=[])
+
+
+async def client_ips_save(req: Req) -> Reply:
+    text = forms.field(req.form, "ips", limit=forms.MAX_FIELD).replace("\r\n", "\n")
+    errors = forms.line_errors(text)
+    if errors:
+        return req.page("clientips.html", status=400, value=text, errors=errors)
+    await req.panel.acting(req.account).set_setting(CLIENT_IPS, text)
+    req.note("Client IPs saved.")
+    return redirect("/admin/settings/network/clientips")
+
+
+# ---- Router ---------------------------------------------------------------------------------
+
+
+async def router(req: Req) -> Reply:
+    table = await req.panel.admin.router.table()
+    return req.page("router.html", table=table, error=None, result=None, test_error="", address="")
+
+
+async def router_save(req: Req) -> Reply:
+    text = forms.field(req.form, "table", limit=forms.MAX_FIELD).replace("\r\n", "\n")
+    try:
+        stored = await req.panel.acting(req.account).router.set_table(text)
+    except TableError as e:
+        return req.page(
+            "router.html", status=400, table=text, error=e, result=None, test_error="", address=""
+        )
+    req.note(f"Router table saved: {stored.records} record(s).")
+    for line, warning in stored.warnings:
+        req.note(f"Warning, line {line}: {warning}")
+    return redirect("/admin/router")
+
+
+async def router_test(req: Req) -> Reply:
+    text = forms.field(req.form, "table", limit=forms.MAX_FIELD).replace("\r\n", "\n")
+    address = forms.field(req.form, "address", limit=320).strip()
+    error = None
+    result = None
+    test_error = ""
+    try:
+        result = await req.panel.admin.router.test(
+            address, access=forms.flag(req.form, "access"), text=text
+        )
+    except TableError as e:
+        error = e
+    except AdminError as e:
+        test_error = str(e)
+    return req.page(
+        "router.html",
+        table=text,
+        error=error,
+        result=result,
+        test_error=test_error,
+        address=address,
+    )
+
+
+# ---- Queue ----------------------------------------------------------------------------------
+
+
+async def queue(req: Req) -> Reply:
+    held = {"held": True, "active": False}.get(req.query.get("show", ""))
+    listing = await req.panel.admin.queue.messages(
+        held=held, recipient=req.query.get("rcpt") or None, limit=200
+    )
+    queues = await req.panel.admin.queue.queues()
+    return req.page(
+        "queue.html",
+        messages=listing.get("messages") or [],
+        active=listing.get("active", 0),
+        backlog=listing.get("backlog", 0),
+        queues=queues,
+        show=req.query.get("show", ""),
+        rcpt=req.query.get("rcpt", ""),
+        now=req.panel.clock.seconds(),
+    )
+
+
+async def queue_act(req: Req, action: str) -> Reply:
+    msg_id = forms.field(req.form, "id", limit=64)
+    await req.panel.acting(req.account).queue.act(action, msg_id)
+    req.note(f"Message {msg_id}: {action} done.")
+    return redirect("/admin/queue")
+
+
+def routes() -> list[Route]:
+    d = r"(?P<domain>[^/]+)"
+    a = r"(?P<name>[^/]+)"
+    acc = rf"/admin/domains/{d}/accounts"
+    return [
+        Route("GET", re.compile(r"/admin/?"), index, "admin"),
+        Route("GET", re.compile(r"/admin/domains"), domains, "admin"),
+        Route("POST", re.compile(r"/admin/domains"), domain_create, "server"),
+        Route("POST", re.compile(r"/admin/domains/remove"), domain_remove, "server"),
+        Route("GET", re.compile(acc), accounts, "admin"),
+        Route("POST", re.compile(acc), account_create, "admin"),
+        Route("GET", re.compile(rf"{acc}/{a}"), account, "admin"),
+        Route("POST", re.compile(rf"{acc}/{a}"), account_settings, "admin"),
+        Route("POST", re.compile(rf"{acc}/{a}/remove"), account_remove, "admin"),
+        Route("POST", re.compile(rf"{acc}/{a}/enable"), account_enable, "admin"),
+        Route("POST", re.compile(rf"{acc}/{a}/password"), account_password, "admin"),
+        Route("GET", re.compile(r"/admin/settings/network/clientips"), client_ips, "server"),
+        Route("POST", re.compile(r"/admin/settings/network/clientips"), client_ips_save, "server"),
+        Route("GET", re.compile(r"/admin/router"), router, "server"),
+        Route("POST", re.compile(r"/admin/router"), router_save, "server"),
+        Route("POST", re.compile(r"/admin/router/test"), router_test, "server"),
+        Route("GET", re.compile(r"/admin/queue"), queue, "server"),
+        Route(
+            "POST",
+            re.compile(r"/admin/queue/(?P<action>hold|release|retry|drop|bounce)"),
+            queue_act,
+            "server",
+        ),
+    ]
