@@ -101,7 +101,7 @@ async def account_create(req: Req, domain: str) -> Reply:
         name, domain, password, real_name=forms.field(req.form, "real_name", limit=200).strip()
     )
     req.note(f"Account {name}@{domain} created.")
-    return redirect(_accounts_url(domain))
+    return redirect(_account_url(domain, name))  # its settings next, as CommuniGate does
 
 
 async def _target(req: Req, domain: str, name: str) -> dict[str, Any]:

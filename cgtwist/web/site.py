@@ -168,6 +168,11 @@ class WebSite(server.Site):
     def body_limit(self) -> int:
         return self.panel.body_limit()
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN: HTTP/1.1 only, the protocol whose request limits this module enforces (Site
+        would offer h2 too when the h2 package happens to be installed)."""
+        return [b"http/1.1"]
+
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         if channel is not None:
