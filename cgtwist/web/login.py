@@ -17,6 +17,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 from cgtwist.core.auth import AuthUnavailable, PeerCredentials, parse_login
 from cgtwist.errors import InvalidName, MailError
+from cgtwist.storage import tables
 
 MAX_LOGIN = 320
 MAX_PASSWORD = 1024
@@ -45,8 +46,30 @@ class Login:
     def form_token_ok(self, pre: str, token: str) -> bool:
         return bool(pre) and hmac.compare_digest(self.form_token(pre), token)
 
-    async def check(self, login: str, password: str, peer: str) -> Any:
-        """The ``cgtwist.types.Account`` for a right name and password; LoginRefused
+    def _fingerprint(self, row: dict[str, Any]) -> str:
+        """A keyed digest of the stored password hash: a session remembers it, never the hash,
+        and ends when it changes (a new password, whoever set it)."""
+        stored = str(row.get("password") or "").encode()
+        return hmac.new(self._key, b"pw:" + stored, hashlib.sha256).hexdigest()
+
+    async def current(self, address: str) -> tuple[Any, str] | None:
+        """(Account, password fingerprint) of an account that may still log in, or None
+        (removed, disabled, its domain disabled, or a service account)."""
+        name, _, domain = address.partition("@")
+        row = await self.store.db.run_interaction(
+            "web_session", tables.account_full_txn, name, domain, readonly=True
+        )
+        if (
+            row is None
+            or not row["enabled"]
+            or not row["domain_enabled"]
+            or row["kind"] != tables.KIND_USER
+        ):
+            return None
+        return tables.account_of(row), self._fingerprint(row)
+
+    async def check(self, login: str, password: str, peer: str) -> tuple[Any, str]:
+        """(Account, password fingerprint) for a right name and password; LoginRefused
         otherwise, after the penalty's delay for this host."""
         login = login.strip()
         if not login or len(login) > MAX_LOGIN or len(password) > MAX_PASSWORD:
@@ -71,11 +94,11 @@ class Login:
             name, domain = parse_login(str(avatar_id), self.main_domain)
         except InvalidName:
             raise LoginRefused("Wrong name or password.") from None
-        account = await self.store.get_account(name, domain)
-        if account is None:  # removed between the check and now
+        found = await self.current(f"{name}@{domain}")
+        if found is None:  # removed or disabled between the check and now
             raise LoginRefused("Wrong name or password.")
         self.penalty.succeeded(peer)
-        return account
+        return found
 
     async def verify(self, account: str, password: str, peer: str) -> bool:
         """Whether ``password`` is the account's current one (a password change asks); a wrong

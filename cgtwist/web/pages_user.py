@@ -58,13 +58,13 @@ async def login(req: Req) -> Reply:
         return _login_page(req, "The login form expired; please try again.", 403)
     name = req.form.get("name", "")
     try:
-        account = await panel.login.check(name, req.form.get("password", ""), req.peer)
+        account, fingerprint = await panel.login.check(name, req.form.get("password", ""), req.peer)
     except LoginRefused as e:
         return _login_page(req, str(e), 401, name=name[:320])
     rights = Rights.of(account, panel.main_domain)
     if req.session is not None:  # a new login replaces the old session (no fixation)
         panel.sessions.end(req.session.id)
-    session = panel.sessions.create(account.address, rights, req.peer)
+    session = panel.sessions.create(account.address, rights, req.peer, fingerprint)
     log.info(
         "web: login {account} from {peer} ({role})",
         account=account.address,

@@ -12,13 +12,17 @@ import os
 from typing import Any, Callable, Optional
 
 from cgtwist.admin import Admin
+from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 from cgtwist.web import pages_admin, pages_user
 from cgtwist.web.login import Login
 from cgtwist.web.render import STATIC, Reply, Templates
-from cgtwist.web.sessions import SessionStore
+from cgtwist.web.rights import Rights
+from cgtwist.web.sessions import Session, SessionStore
 from cgtwist.web.site import Route, WebSite
+
+log = Logger(namespace="cgtwist.web")
 
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".png": "image/png"}
 
@@ -76,6 +80,24 @@ class WebPanel:
             return Reply(status=404, body=b"not found", content_type="text/plain")
         body, kind = found
         return Reply(body=body, content_type=kind, headers={"Cache-Control": "max-age=3600"})
+
+    async def session(self, session_id: str) -> Optional[Session]:
+        """The live session for a cookie, checked against the store on every request: it ends
+        when its account was removed or disabled or got a new password (also by
+        cgtwist-admin), and its rights follow the account's current flags."""
+        session = self.sessions.get(session_id) if session_id else None
+        if session is None:
+            return None
+        found = await self.login.current(session.account)
+        if found is None or found[1] != session.password:
+            self.sessions.end_account(session.account)
+            log.info(
+                "web: sessions of {account} ended: account removed, disabled or password changed",
+                account=session.account,
+            )
+            return None
+        session.rights = Rights.of(found[0], self.main_domain)
+        return session
 
     def site(self, spec: ListenerSpec) -> WebSite:
         """A factory for one ``http`` listener socket."""

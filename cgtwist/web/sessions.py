@@ -28,6 +28,7 @@ class Session:
     created: float
     seen: float
     peer: str
+    password: str = ""  # fingerprint of the stored hash at login (cgtwist.web.login)
     notes: list[str] = field(default_factory=list)  # one-shot messages for the next page
 
     def csrf_ok(self, token: str) -> bool:
@@ -46,7 +47,7 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, account: str, rights: Rights, peer: str) -> Session:
+    def create(self, account: str, rights: Rights, peer: str, password: str = "") -> Session:
         now = self.clock.seconds()
         _idle, _life, maximum = self.limits()
         while self._sessions and len(self._sessions) >= max(1, maximum):
@@ -59,6 +60,7 @@ class SessionStore:
             created=now,
             seen=now,
             peer=peer,
+            password=password,
         )
         self._sessions[session.id] = session
         return session

@@ -273,7 +273,7 @@ class WebResource(Resource):
             return _error(panel, 400, "The request is not valid UTF-8.")
         if path.startswith("/static/") and method in ("GET", "HEAD"):
             return panel.static(path[len("/static/") :])
-        session = panel.sessions.get(cookies.get(session_cookie(secure), ""))
+        session = await panel.session(cookies.get(session_cookie(secure), ""))
         req = Req(method, path, query, form, peer, secure, host, session, panel, cookies)
         for route in panel.routes:
             match = route.pattern.fullmatch(path)

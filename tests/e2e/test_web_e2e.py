@@ -37,6 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.admin("settings", "set", "--account", "boss@other.test", "domain_admin", "true")
     srv.admin("account", "add", "root@other.test", "--password", "root-secret-1", "--admin")
     srv.admin("account", "add", "staff@other.test", "--password", "staff-secret-1")
+    srv.admin("account", "add", "ops@example.test", "--password", "ops-secret-1", "--admin")
     with srv.running():
         yield srv
 
@@ -190,6 +191,24 @@ def test_sessions_end_at_logout_password_change_and_idle_time(server: Server) ->
         wait_for(lambda: busy.get("/").status == 303, 30, "the session to reach its lifetime")
     finally:
         server.admin("settings", "unset", "web.session_lifetime")
+
+
+def test_sessions_follow_changes_made_with_cgtwist_admin(server: Server) -> None:
+    """Rights follow the account's flags at each request, and a password set (or a disable)
+    with cgtwist-admin while the server runs ends the account's web sessions too."""
+    ops = https(server)
+    assert ops.login("ops@example.test", "ops-secret-1").location == "/admin/"
+    assert ops.get("/admin/router").status == 200
+    server.admin("settings", "unset", "admin", "--account", "ops@example.test")
+    assert ops.get("/admin/router").status == 403
+    assert ops.get("/").status == 200
+    server.admin("account", "passwd", "ops@example.test", "--password", "ops-secret-2")
+    r = ops.get("/")
+    assert r.status == 303 and r.location.startswith("/login")
+    assert ops.login("ops@example.test", "ops-secret-2").location == "/"
+    server.admin("account", "set", "ops@example.test", "--disable")
+    assert ops.get("/").status == 303
+    assert "sessions of ops@example.test ended" in server.log_text()
 
 
 def test_failed_logins_throttle_across_protocols(server: Server) -> None:
