@@ -323,6 +323,7 @@ class WebResource(Resource):
     def _write(self, request: Any, reply: Reply) -> None:
         secure = self.spec.tls == "implicit"
         request.setResponseCode(reply.status)
+        request.setHeader("Server", "cgtwist")  # not Twisted's name and version
         for name, value in SECURITY_HEADERS.items():
             request.setHeader(name, value)
         if secure:

@@ -240,6 +240,31 @@ def test_failed_logins_throttle_across_protocols(server: Server) -> None:
     assert c.login(PM, POSTMASTER_PASSWORD).status == 303  # a success clears the host
 
 
+def test_http_listeners_rebind_live(server: Server) -> None:
+    """An http listener added to the listeners setting serves at once, and one removed stops
+    accepting, without a restart."""
+    extra = {"protocol": "http", "address": "127.0.0.2", "port": 0, "tls": "implicit"}
+    server.set_listeners(LISTENERS + [extra])
+    try:
+        entry = wait_for(
+            lambda: [p for p in server.ports() if p["address"] == "127.0.0.2" and p["bound"]],
+            30,
+            "the new http listener",
+        )[0]
+        page = WebClient(int(entry["port"]), host="127.0.0.2").get("/login")
+        assert page.status == 200 and "Log in" in page.body
+        assert page.header("Server") == "cgtwist"
+    finally:
+        server.set_listeners(LISTENERS)
+    wait_for(
+        lambda: not [p for p in server.ports() if p["address"] == "127.0.0.2"],
+        30,
+        "the removed listener to go",
+    )
+    with pytest.raises(OSError):
+        WebClient(int(entry["port"]), host="127.0.0.2").get("/login")
+
+
 def test_oversized_form_is_refused(server: Server) -> None:
     c = admin_client(server)
     token = c.get("/admin/router").csrf()
