@@ -113,7 +113,9 @@ async def _target(req: Req, domain: str, name: str) -> dict[str, Any]:
     if not req.session.rights.server_admin and (
         info["settings"].get("admin") or (name == "postmaster" and domain == req.panel.main_domain)
     ):
-        raise Forbidden("Only a server administrator may change a server administrator.")
+        raise Forbidden(
+            "Only a server administrator may change a server administrator.", req.account
+        )
     return info
 
 

@@ -21,6 +21,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from cgtwist.admin import user_message
+from cgtwist.errors import StoreUnavailable
 from cgtwist.logs import Logger
 from cgtwist.types import ListenerSpec
 from cgtwist.web.forms import FormError
@@ -56,6 +57,10 @@ def session_cookie(secure: bool) -> str:
 class Forbidden(Exception):
     """The session's account may not see this page or act on this object."""
 
+    def __init__(self, why: str, account: str = "") -> None:
+        super().__init__(why)
+        self.account = account
+
 
 @dataclass
 class Req:
@@ -84,7 +89,9 @@ class Req:
 
     def require_domain(self, domain: str) -> None:
         if self.session is None or not self.session.rights.may_admin(domain):
-            raise Forbidden(f"you do not administer {domain}")
+            raise Forbidden(
+                f"You do not administer {domain}.", self.session.account if self.session else ""
+            )
 
     def page(self, template: str, /, status: int = 200, **values: Any) -> Reply:
         session = self.session
@@ -216,9 +223,17 @@ class WebResource(Resource):
         try:
             return await self._dispatch(request, peer, secure)
         except Forbidden as e:
-            return panel.templates.page(
-                "error.html", status=403, session=None, csrf="", notes=[], path="", message=str(e)
+            log.info(
+                "web: {path} refused to {who} from {peer}: {why}",
+                path=request.path.decode("latin-1")[:200],
+                who=getattr(e, "account", "") or "-",
+                peer=peer,
+                why=str(e),
             )
+            return _error(panel, 403, str(e))
+        except StoreUnavailable as e:  # the store logged why; no traceback for an outage
+            log.warn("web: database unavailable for {peer}: {err}", peer=peer, err=str(e))
+            return _error(panel, 503, "The database is unavailable; try again in a minute.")
         except Exception:
             log.failure(
                 "web: {method} {path} from {peer} failed",
@@ -226,31 +241,19 @@ class WebResource(Resource):
                 path=request.path.decode("latin-1")[:200],
                 peer=peer,
             )
-            return panel.templates.page(
-                "error.html",
-                status=500,
-                session=None,
-                csrf="",
-                notes=[],
-                path="",
-                message="Internal error; the server log has the details.",
-            )
+            return _error(panel, 500, "Internal error; the server log has the details.")
 
     def _plain_http_redirect(self, request: Any, host: str) -> Reply:
         port = self.panel.https_port()
         if port is None:
-            return self.panel.templates.page(
-                "error.html",
-                status=403,
-                session=None,
-                csrf="",
-                notes=[],
-                path="",
-                message="This server answers plain HTTP only to its Client IPs and has no "
-                "HTTPS listener configured.",
+            return _error(
+                self.panel,
+                403,
+                "This server answers plain HTTP only to its Client IPs and has no HTTPS "
+                "listener configured.",
             )
         target = f"https://{host}" + ("" if port == 443 else f":{port}")
-        return Reply(status=301, location=target + (request.path.decode("latin-1") or "/"))
+        return Reply(status=301, location=target + (request.uri.decode("latin-1") or "/"))
 
     async def _dispatch(self, request: Any, peer: str, secure: bool) -> Reply:
         panel = self.panel
@@ -293,9 +296,12 @@ class WebResource(Resource):
                 target = urllib.parse.quote(req.path, safe="/")
                 return redirect(f"/login?next={target}")
             if route.access == "admin" and not session.rights.any_admin:
-                raise Forbidden("WebAdmin is for administrators; your account has WebUser only.")
+                raise Forbidden(
+                    "WebAdmin is for administrators; your account has WebUser only.",
+                    session.account,
+                )
             if route.access == "server" and not session.rights.server_admin:
-                raise Forbidden("This page is for server administrators.")
+                raise Forbidden("This page is for server administrators.", session.account)
             if (
                 req.method == "POST"
                 and route.csrf

@@ -69,7 +69,8 @@ def test_plain_http_redirects_to_https_except_for_client_ips(server: Server) -> 
     plain = WebClient(server.port("http", tls="none"), secure=False)
     r = plain.get("/admin/domains?x=1")
     assert r.status == 301
-    assert r.location == f"https://127.0.0.1:{server.port('http', tls='implicit')}/admin/domains"
+    port = server.port("http", tls="implicit")
+    assert r.location == f"https://127.0.0.1:{port}/admin/domains?x=1"
     assert r.body.count("<form") == 0
     server.admin("settings", "set", "clients.ips", "127.0.0.1")
     try:
