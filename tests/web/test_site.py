@@ -1,0 +1,86 @@
+"""The web panel in-process on a real socket and a real SQLite store: the failure paths an
+end-to-end server cannot easily reach (the database going away under a logged-in session)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+
+from cgtwist.admin import Admin
+from cgtwist.checks.authpenalty import AuthPenalty
+from cgtwist.core.auth import AccountChecker
+from cgtwist.errors import StoreUnavailable
+from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.types import ListenerSpec
+from cgtwist.web.panel import WebPanel
+from tests.e2e.webclient import WebClient
+from tests.storage.dbcase import DatabaseCase
+
+PASSWORD = "pm-web-secret"
+
+
+class SiteCase(DatabaseCase):
+    async def serve(self) -> WebClient:
+        self.store = store = await self.open_store("example.com")
+        await store.bootstrap({"CGTWIST_POSTMASTER_PASSWORD": PASSWORD})
+        settings = SettingsHolder(Settings({}))
+        panel = WebPanel(
+            store=store,
+            admin=Admin(store, "example.com", "default", changed=lambda what: None),
+            settings=settings,
+            clock=reactor,
+            checker=AccountChecker(store),
+            penalty=AuthPenalty(reactor, settings),
+            is_client_ip=lambda ip: True,  # plain HTTP allowed from here
+            listening=list,
+            main_domain="example.com",
+            hostname="mail.example.com",
+        )
+        site = panel.site(ListenerSpec("http", 0, "127.0.0.1", "none"))
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        return WebClient(port.getHost().port, secure=False)
+
+
+class DatabaseOutageTests(SiteCase):
+    async def test_outage_under_a_session_is_a_503_without_traceback(self) -> None:
+        """With the store down, a logged-in page answers 503 "try again" and the log has one
+        warning, not a traceback; when it is back the session still works."""
+        client = await self.serve()
+        r = await deferToThread(client.login, "postmaster", PASSWORD)
+        self.assertEqual(r.status, 303)
+        db = self.store.db
+        real = db.run_interaction
+
+        def down(*args: Any, **kw: Any) -> Any:
+            raise StoreUnavailable("database frozen (test)")
+
+        db.run_interaction = down  # type: ignore[method-assign]
+        try:
+            r = await deferToThread(client.get, "/admin/domains")
+        finally:
+            db.run_interaction = real  # type: ignore[method-assign]
+        self.assertEqual(r.status, 503)
+        self.assertIn("database is unavailable", r.body)
+        self.assertFalse([e for e in self.events if "log_failure" in e])
+        self.assertTrue(
+            [e for e in self.events if "database unavailable" in str(e.get("log_format", ""))]
+        )
+        r = await deferToThread(client.get, "/admin/domains")
+        self.assertEqual(r.status, 200)
+
+    async def test_bad_utf8_and_unknown_paths(self) -> None:
+        """A path that is not UTF-8 is a 400 and an unknown one a 404, both as pages."""
+        client = await self.serve()
+        r = await deferToThread(client.get, "/admin/%ff%fe")
+        self.assertEqual(r.status, 400)
+        r = await deferToThread(client.get, "/nowhere")
+        self.assertEqual(r.status, 404)
+        self.assertIn("No such page", r.body)
+        self.assertFalse([e for e in self.events if "log_failure" in e])
