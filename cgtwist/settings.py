@@ -147,6 +147,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         60,
         "seconds an HTTP connection may sit idle before it is closed (at least 1)",
     ),
+    "web.max_connections_per_ip": (
+        20,
+        "HTTP connections one address may hold open at once (Client IPs exempt); more are closed at once; 0 = no limit",
+    ),
     "web.min_password_length": (
         8,
         "shortest password WebUser accepts when an account changes its own",

@@ -20,7 +20,7 @@ from cgtwist.web.login import Login
 from cgtwist.web.render import STATIC, Reply, Templates
 from cgtwist.web.rights import Rights
 from cgtwist.web.sessions import Session, SessionStore
-from cgtwist.web.site import Route, WebSite
+from cgtwist.web.site import PeerLimit, Route, WebSite
 
 log = Logger(namespace="cgtwist.web")
 
@@ -63,6 +63,7 @@ class WebPanel:
         self.login = Login(checker, penalty, store, main_domain)
         self.routes: list[Route] = pages_user.routes() + pages_admin.routes()
         self._static = self._load_static()
+        self.open_connections: dict[str, int] = {}  # per peer address, every listener
 
     @staticmethod
     def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -99,9 +100,9 @@ class WebPanel:
         session.rights = Rights.of(found[0], self.main_domain)
         return session
 
-    def site(self, spec: ListenerSpec) -> WebSite:
+    def site(self, spec: ListenerSpec) -> PeerLimit:
         """A factory for one ``http`` listener socket."""
-        return WebSite(self, spec)
+        return PeerLimit(WebSite(self, spec))
 
     def acting(self, account: str) -> Admin:
         """The admin operations, logged as made by ``account`` through the web."""
@@ -123,6 +124,9 @@ class WebPanel:
 
     def connection_timeout(self) -> float:
         return float(self._setting("web.idle_timeout"))
+
+    def connections_per_ip(self) -> int:
+        return int(self._setting("web.max_connections_per_ip"))
 
     def min_password(self) -> int:
         return int(self._setting("web.min_password_length"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 from twisted.internet import defer
+from twisted.protocols import policies
 from twisted.web import server
 from twisted.web.resource import Resource
 
@@ -188,6 +189,54 @@ class WebSite(server.Site):
 
     def log(self, request: Any) -> None:
         """No access log through the legacy logger: page actions log themselves."""
+
+
+class _Counted(policies.ProtocolWrapper):
+    """A connection counted against its address (PeerLimit)."""
+
+    peer_ip: Optional[str] = None
+
+
+class PeerLimit(policies.WrappingFactory):
+    """At most ``web.max_connections_per_ip`` open connections per address (Client IPs
+    exempt), counted across every http listener of the panel; one more is closed at once and
+    logged. Keeps one host from holding every connection slot with idle keep-alives."""
+
+    noisy = False
+    protocol = _Counted
+
+    def __init__(self, site: WebSite) -> None:
+        super().__init__(site)
+        self.panel = site.panel
+
+    def buildProtocol(self, addr: Any) -> Any:
+        ip = str(getattr(addr, "host", "") or "")
+        panel = self.panel
+        count = panel.open_connections.get(ip, 0)
+        limit = panel.connections_per_ip()
+        if limit and count >= limit and not panel.is_client_ip(ip):
+            log.info(
+                "web: connection from {ip} refused: {n} already open (web.max_connections_per_ip)",
+                ip=ip,
+                n=count,
+            )
+            return None
+        wrapper: Any = super().buildProtocol(addr)
+        if wrapper is not None:
+            panel.open_connections[ip] = count + 1
+            wrapper.peer_ip = ip
+        return wrapper
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        ip = getattr(p, "peer_ip", None)
+        if ip is None:
+            return
+        left = self.panel.open_connections.get(ip, 1) - 1
+        if left > 0:
+            self.panel.open_connections[ip] = left
+        else:
+            self.panel.open_connections.pop(ip, None)
 
 
 def _text(value: bytes) -> str:

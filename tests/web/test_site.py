@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
@@ -23,10 +23,10 @@ PASSWORD = "pm-web-secret"
 
 
 class SiteCase(DatabaseCase):
-    async def serve(self) -> WebClient:
+    async def serve(self, clients: bool = True, **overrides: Any) -> WebClient:
         self.store = store = await self.open_store("example.com")
         await store.bootstrap({"CGTWIST_POSTMASTER_PASSWORD": PASSWORD})
-        settings = SettingsHolder(Settings({}))
+        settings = SettingsHolder(Settings(overrides))
         panel = WebPanel(
             store=store,
             admin=Admin(store, "example.com", "default", changed=lambda what: None),
@@ -34,14 +34,16 @@ class SiteCase(DatabaseCase):
             clock=reactor,
             checker=AccountChecker(store),
             penalty=AuthPenalty(reactor, settings),
-            is_client_ip=lambda ip: True,  # plain HTTP allowed from here
+            is_client_ip=lambda ip: clients,  # plain HTTP served, no connection cap
             listening=list,
             main_domain="example.com",
             hostname="mail.example.com",
         )
+        self.panel = panel
         site = panel.site(ListenerSpec("http", 0, "127.0.0.1", "none"))
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
         self.events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
@@ -84,3 +86,53 @@ class DatabaseOutageTests(SiteCase):
         self.assertEqual(r.status, 404)
         self.assertIn("No such page", r.body)
         self.assertFalse([e for e in self.events if "log_failure" in e])
+
+
+def hold_connections(port: int, count: int) -> list[bool]:
+    """Open ``count`` connections and tell for each whether the server closed it. The last
+    one asks for a page (waiting up to 10 s for the answer or the close), which shows the
+    server has accepted them all; the others, idle, are then open unless already closed."""
+    import socket
+
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    try:
+        last = socks[-1]
+        try:
+            last.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            last_closed = last.recv(1) == b""
+        except ConnectionError:
+            last_closed = True
+        closed = []
+        for s in socks[:-1]:
+            s.setblocking(False)
+            try:
+                closed.append(s.recv(1) == b"")
+            except BlockingIOError:
+                closed.append(False)
+        return closed + [last_closed]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class ConnectionLimitTests(SiteCase):
+    async def test_one_address_holds_at_most_the_limit(self) -> None:
+        """With web.max_connections_per_ip 2, a third connection from one address is closed
+        at once and logged; closing one frees its slot."""
+        await self.serve(clients=False, **{"web.max_connections_per_ip": 2})
+        closed = await deferToThread(hold_connections, self.port, 3)
+        self.assertEqual(closed, [False, False, True])
+        self.assertTrue(
+            [e for e in self.events if "web.max_connections_per_ip" in str(e.get("log_format"))]
+        )
+        deadline = reactor.seconds() + 30
+        while self.panel.open_connections and reactor.seconds() < deadline:
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.panel.open_connections, {})  # every close was counted
+        closed = await deferToThread(hold_connections, self.port, 2)
+        self.assertEqual(closed, [False, False])
+
+    async def test_client_ips_are_not_capped(self) -> None:
+        await self.serve(clients=True, **{"web.max_connections_per_ip": 2})
+        closed = await deferToThread(hold_connections, self.port, 4)
+        self.assertEqual(closed, [False, False, False, False])
