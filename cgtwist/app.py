@@ -259,7 +259,7 @@ class Components:
                 self.store,
                 cfg.main_domain,
                 cfg.node,
-                changed=lambda _what: defer.ensureDeferred(self.reload_settings()),
+                changed=lambda _what, _change: defer.ensureDeferred(self.reload_settings()),
                 call=self._control_call,
                 actor="web",
             )

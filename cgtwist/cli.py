@@ -98,9 +98,10 @@ class Context:
     stdin: TextIO = sys.stdin
     created: bool = False
     postmaster_password: Optional[str] = None
-    # What the handler's operations changed, told to the server once the handler returns
-    # (after it printed a generated password, which a refused reload must not swallow).
-    changed: list[str] = dataclasses.field(default_factory=list)
+    # What the handler's operations changed (kind, log text), told to the server once the
+    # handler returns (after it printed a generated password, which a refused reload must
+    # not swallow); the server logs each change with who made it.
+    changed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def fail(self, text: str) -> NoReturn:
         raise CLIError(text)
@@ -162,10 +163,15 @@ class Context:
             self.accounts,
             self.config.main_domain,
             self.config.node,
-            changed=self.changed.append,
+            changed=lambda what, change: self.changed.append((what, change)),
             call=self._call_async,
-            actor=f"cgtwist-admin ({_user()})",
+            actor=self.actor,
         )
+
+    @property
+    def actor(self) -> str:
+        """Who makes the changes, for the log lines: this program and the Unix user."""
+        return f"{PROG} ({_user()})"
 
     async def _call_async(self, cmd: str, **args: Any) -> dict[str, Any]:
         try:
@@ -175,9 +181,12 @@ class Context:
 
     def tell_server(self) -> None:
         """Send one ``reload`` for each kind of change the handler's operations made."""
-        for what in dict.fromkeys(self.changed):
-            self.notify("reload", what=what)
+        kinds: dict[str, list[str]] = {}
+        for what, change in self.changed:
+            kinds.setdefault(what, []).append(change)
         self.changed.clear()
+        for what, changes in kinds.items():
+            self.notify("reload", what=what, by=self.actor, changes=changes)
 
 
 Handler = Callable[[Context, argparse.Namespace], Any]

@@ -376,7 +376,15 @@ class CgtwistService(MultiService):
     async def _control_reload(self, req: Any) -> dict[str, Any]:
         """Re-read the store; answer with each listener's outcome once the listener change
         the new settings started has been applied (bound, or why not), so cgtwist-admin can
-        report a port it could not bind instead of the log alone."""
+        report a port it could not bind instead of the log alone. The changes it names are
+        logged here with who made them (the command's own process has no log)."""
+        changes = req.get("changes")
+        for change in changes[:100] if isinstance(changes, list) else ():
+            log.info(
+                "change by {actor}: {change}",
+                actor=str(req.get("by") or "cgtwist-admin")[:100],
+                change=str(change)[:300],
+            )
         await self.reload_settings()
         await self.listeners.settled()
         return {"listeners": self.listeners.describe()}

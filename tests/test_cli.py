@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import pwd
 import subprocess
 import sys
 import types
@@ -537,18 +538,35 @@ class NotifyTests(CLITestCase):
         )
 
     async def test_reload_sent(self) -> None:
-        """Each change sends reload naming its group, and no "not running" note appears."""
+        """Each change sends reload naming its group, who made it and what it was (for the
+        server's log), and no "not running" note appears."""
         out, err, code = await self.run_async("domain", "add", "example.org")
         self.assertEqual(code, 0, err)
         self.assertNotIn(b"not running", err)
         await self.run_async("account", "add", "a@example.org", "--password", "x")
         await self.run_async("settings", "set", "smtp.max_recipients", "7")
+        by = f"cgtwist-admin ({pwd.getpwuid(os.geteuid()).pw_name})"
         self.assertEqual(
             self.requests,
             [
-                {"cmd": "reload", "what": "domain"},
-                {"cmd": "reload", "what": "account"},
-                {"cmd": "reload", "what": "settings"},
+                {
+                    "cmd": "reload",
+                    "what": "domain",
+                    "by": by,
+                    "changes": ["domain example.org created"],
+                },
+                {
+                    "cmd": "reload",
+                    "what": "account",
+                    "by": by,
+                    "changes": ["account a@example.org created"],
+                },
+                {
+                    "cmd": "reload",
+                    "what": "settings",
+                    "by": by,
+                    "changes": ["setting smtp.max_recipients set to 7"],
+                },
             ],
         )
 

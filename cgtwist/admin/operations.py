@@ -26,8 +26,9 @@ from cgtwist.storage.passwords import generate_password
 log = Logger(namespace="cgtwist.admin")
 
 # Told after each change with what changed ("domain", "account", "alias", "settings",
-# "router"); returns the server's reply (listeners it could not bind) or None.
-Changed = Callable[[str], Union[Awaitable[Optional[dict[str, Any]]], Optional[dict[str, Any]]]]
+# "router") and the change's log text; returns the server's reply (listeners it could not
+# bind) or None.
+Changed = Callable[[str, str], Union[Awaitable[Optional[dict[str, Any]]], Optional[dict[str, Any]]]]
 
 __all__ = ["AccountPage", "Admin", "SettingView"]
 
@@ -84,7 +85,7 @@ class Admin:
 
     async def _change(self, what: str, change: str) -> Optional[dict[str, Any]]:
         self._log_change(change)
-        reply = self._changed(what)
+        reply = self._changed(what, change)
         if inspect.isawaitable(reply):
             reply = await reply
         return reply

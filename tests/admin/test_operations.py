@@ -19,7 +19,7 @@ class AdminCase(DatabaseCase):
         await self.store.bootstrap({"CGTWIST_POSTMASTER_PASSWORD": "pm-secret"})
         self.changed: list[str] = []
 
-        def changed(what: str) -> Optional[dict[str, Any]]:
+        def changed(what: str, change: str) -> Optional[dict[str, Any]]:
             self.changed.append(what)
             return None
 

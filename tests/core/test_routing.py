@@ -324,7 +324,10 @@ class RouterCLITests(unittest.TestCase):
         text = "; our table\n<*@old.dom> = *@company.com\n"
         self.run_cli("set", self.write(text))
         self.assertEqual(self.store.settings["router.table"], text)
-        self.assertEqual(self.ctx.notified, [("reload", {"what": "router"})])
+        (notified,) = self.ctx.notified
+        self.assertEqual(notified[0], "reload")
+        self.assertEqual(notified[1]["what"], "router")
+        self.assertEqual(notified[1]["changes"], ["Router table set: 1 record(s)"])
         self.assertIn("1 record", self.ctx.out.getvalue())
         self.assertEqual(self.ctx.err.getvalue(), "")
 

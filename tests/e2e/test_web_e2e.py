@@ -209,7 +209,10 @@ def test_sessions_follow_changes_made_with_cgtwist_admin(server: Server) -> None
     assert ops.login("ops@example.test", "ops-secret-2").location == "/"
     server.admin("account", "set", "ops@example.test", "--disable")
     assert ops.get("/").status == 303
-    assert "sessions of ops@example.test ended" in server.log_text()
+    log = server.log_text()
+    assert "sessions of ops@example.test ended" in log
+    # cgtwist-admin's changes are in the server's log too, with the Unix user.
+    assert re.search(r"change by cgtwist-admin \(\w+\): password of ops@example\.test changed", log)
 
 
 def test_failed_logins_throttle_across_protocols(server: Server) -> None:

@@ -29,7 +29,7 @@ class SiteCase(DatabaseCase):
         settings = SettingsHolder(Settings(overrides))
         panel = WebPanel(
             store=store,
-            admin=Admin(store, "example.com", "default", changed=lambda what: None),
+            admin=Admin(store, "example.com", "default", changed=lambda what, change: None),
             settings=settings,
             clock=reactor,
             checker=AccountChecker(store),
