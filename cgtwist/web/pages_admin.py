@@ -21,7 +21,6 @@ from cgtwist.web.render import Reply, redirect
 from cgtwist.web.site import Forbidden, Req, Route
 
 PAGE_SIZE = 50
-CLIENT_IPS = "clients.ips"
 
 
 def _q(text: str) -> str:
@@ -183,23 +182,71 @@ async def account_password(req: Req, domain: str, name: str) -> Reply:
     return redirect(_account_url(domain, name))
 
 
-# ---- Settings -> Network -> Client IPs ------------------------------------------------------
+# ---- Settings -> Network: the address lists -------------------------------------------------
+
+# page name -> (setting, title, what the list does)
+ADDRESS_LISTS = {
+    "clientips": (
+        "clients.ips",
+        "Client IPs",
+        "Networks of your own users: they may relay, skip RBL and blacklist checks and use "
+        "plain HTTP here.",
+    ),
+    "blacklisted": (
+        "protection.blacklist.ips",
+        "Blacklisted IPs",
+        "Hosts refused at connect (554 5.7.1) when blacklisting is on.",
+    ),
+    "whitehole": (
+        "protection.whitehole.ips",
+        "White-hole IPs",
+        "Hosts never blacklisted or checked against RBLs (partners, backup MX).",
+    ),
+    "trusted": (
+        "auth.trusted_ips",
+        "Login-trusted IPs",
+        "Hosts whose failed logins are never delayed or capped (besides Client IPs).",
+    ),
+}
 
 
-async def client_ips(req: Req) -> Reply:
-    text = await req.panel.admin.setting(CLIENT_IPS)
-    value = text if isinstance(text, str) else "\n".join(text or ())
-    return req.page("clientips.html", value=value, errors=[])
+def _address_list(name: str) -> tuple[str, str, str]:
+    found = ADDRESS_LISTS.get(name)
+    if found is None:
+        raise forms.FormError(f"no address list {name!r}")
+    return found
 
 
-async def client_ips_save(req: Req) -> Reply:
+def _list_page(req: Req, name: str, value: str, errors: list[Any], status: int = 200) -> Reply:
+    _key, title, hint = _address_list(name)
+    return req.page(
+        "addresslist.html",
+        status=status,
+        name=name,
+        title=title,
+        hint=hint,
+        lists=[(n, t) for n, (_k, t, _h) in ADDRESS_LISTS.items()],
+        value=value,
+        errors=errors,
+    )
+
+
+async def address_list(req: Req, name: str) -> Reply:
+    key, _title, _hint = _address_list(name)
+    stored = await req.panel.admin.setting(key)
+    value = stored if isinstance(stored, str) else "\n".join(stored or ())
+    return _list_page(req, name, value, [])
+
+
+async def address_list_save(req: Req, name: str) -> Reply:
+    key, title, _hint = _address_list(name)
     text = forms.field(req.form, "ips", limit=forms.MAX_FIELD).replace("\r\n", "\n")
     errors = forms.line_errors(text)
     if errors:
-        return req.page("clientips.html", status=400, value=text, errors=errors)
-    await req.panel.acting(req.account).set_setting(CLIENT_IPS, text)
-    req.note("Client IPs saved.")
-    return redirect("/admin/settings/network/clientips")
+        return _list_page(req, name, text, errors, status=400)
+    await req.panel.acting(req.account).set_setting(key, text)
+    req.note(f"{title} saved.")
+    return redirect(f"/admin/settings/network/{name}")
 
 
 # ---- Router ---------------------------------------------------------------------------------
@@ -292,8 +339,13 @@ def routes() -> list[Route]:
         Route("POST", re.compile(rf"{acc}/{a}/remove"), account_remove, "admin"),
         Route("POST", re.compile(rf"{acc}/{a}/enable"), account_enable, "admin"),
         Route("POST", re.compile(rf"{acc}/{a}/password"), account_password, "admin"),
-        Route("GET", re.compile(r"/admin/settings/network/clientips"), client_ips, "server"),
-        Route("POST", re.compile(r"/admin/settings/network/clientips"), client_ips_save, "server"),
+        Route("GET", re.compile(r"/admin/settings/network/(?P<name>\w+)"), address_list, "server"),
+        Route(
+            "POST",
+            re.compile(r"/admin/settings/network/(?P<name>\w+)"),
+            address_list_save,
+            "server",
+        ),
         Route("GET", re.compile(r"/admin/router"), router, "server"),
         Route("POST", re.compile(r"/admin/router"), router_save, "server"),
         Route("POST", re.compile(r"/admin/router/test"), router_test, "server"),

@@ -269,6 +269,24 @@ def test_http_listeners_rebind_live(server: Server) -> None:
         WebClient(int(entry["port"]), host="127.0.0.2").get("/login")
 
 
+def test_blacklisted_ips_page_stores_the_setting(server: Server) -> None:
+    """Settings -> Network has the other address lists too; each saves its own setting."""
+    c = admin_client(server)
+    r = c.submit(
+        "/admin/settings/network/blacklisted",
+        "/admin/settings/network/blacklisted",
+        {"ips": "203.0.113.0/24 ; abuse"},
+    )
+    assert r.status == 303
+    try:
+        shown = server.admin("settings", "show", "protection.blacklist.ips").stdout
+        assert "203.0.113.0/24" in shown
+        assert "Blacklisted IPs saved." in c.get(r.location).body
+        assert c.get("/admin/settings/network/nonsense").status == 400
+    finally:
+        server.admin("settings", "unset", "protection.blacklist.ips")
+
+
 def test_oversized_form_is_refused(server: Server) -> None:
     c = admin_client(server)
     token = c.get("/admin/router").csrf()
@@ -288,6 +306,7 @@ def test_every_page_is_valid_html_and_shows_no_hash(server: Server) -> None:
         c.get("/admin/domains/example.test/accounts?q=post"),
         c.get("/admin/domains/example.test/accounts/user"),
         c.get("/admin/settings/network/clientips"),
+        c.get("/admin/settings/network/blacklisted"),
         c.submit(
             "/admin/settings/network/clientips",
             "/admin/settings/network/clientips",
@@ -307,8 +326,8 @@ def test_every_page_is_valid_html_and_shows_no_hash(server: Server) -> None:
     for page in pages:
         strict_html(page)
         assert "$argon2" not in page.body
-    invalid = pages[7]
+    invalid = pages[8]
     assert invalid.status == 400
     assert "line 2: <code>not-an-ip</code>" in invalid.body
     assert "line 3: <code>192.0.2.1-192.0.2.0</code>: range ends before it starts" in invalid.body
-    assert "Route: <strong>" in pages[9].body and "x@example.test" in pages[9].body
+    assert "Route: <strong>" in pages[10].body and "x@example.test" in pages[10].body
