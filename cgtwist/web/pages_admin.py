@@ -249,6 +249,101 @@ async def address_list_save(req: Req, name: str) -> Reply:
     return redirect(f"/admin/settings/network/{name}")
 
 
+# ---- Settings -> Listeners ------------------------------------------------------------------
+
+LISTENER_FIELDS = ("protocol", "address", "port", "tls", "submission")
+
+
+def _listener_key(entry: dict[str, Any]) -> tuple[str, str, int, str, bool]:
+    return (
+        str(entry.get("protocol", "")),
+        str(entry.get("address", "0.0.0.0")),
+        int(entry.get("port") or 0),
+        str(entry.get("tls", "none" if entry.get("protocol") == "http" else "starttls")),
+        bool(entry.get("submission", False)),
+    )
+
+
+async def _listeners(req: Req) -> list[dict[str, Any]]:
+    """The configured listeners; when the setting was never changed, the ones running (the
+    built-in defaults), so the first edit turns them into an explicit list."""
+    stored = await req.panel.admin.setting("listeners")
+    if stored is not None:
+        return [dict(x) for x in stored]
+    return [
+        {
+            "protocol": e["protocol"],
+            "address": e["address"],
+            "port": e["configured_port"],
+            "tls": e["tls"],
+            **({"submission": True} if e.get("submission") else {}),
+        }
+        for e in req.panel.listening()
+    ]
+
+
+def _listeners_page(req: Req, configured: list[dict[str, Any]], error: str = "") -> Reply:
+    state = {_listener_key({**e, "port": e["configured_port"]}): e for e in req.panel.listening()}
+    rows = [(entry, state.get(_listener_key(entry))) for entry in configured]
+    return req.page(
+        "listeners.html",
+        status=400 if error else 200,
+        rows=rows,
+        error=error,
+        lists=[(n, t) for n, (_k, t, _h) in ADDRESS_LISTS.items()],
+    )
+
+
+async def listeners(req: Req) -> Reply:
+    return _listeners_page(req, await _listeners(req))
+
+
+async def _store_listeners(req: Req, configured: list[dict[str, Any]], note: str) -> Reply:
+    try:
+        await req.panel.acting(req.account).set_setting("listeners", configured)
+    except ValueError as e:
+        return _listeners_page(req, await _listeners(req), str(e))
+    req.note(note)
+    return redirect("/admin/settings/listeners")
+
+
+async def listener_add(req: Req) -> Reply:
+    raw_port = forms.field(req.form, "port", limit=10).strip()
+    if not raw_port.isdigit():
+        return _listeners_page(req, await _listeners(req), "The port is a number (1-65535).")
+    entry: dict[str, Any] = {
+        "protocol": forms.field(req.form, "protocol", limit=10),
+        "address": forms.field(req.form, "address", limit=64).strip() or "0.0.0.0",
+        "port": int(raw_port),
+        "tls": forms.field(req.form, "tls", limit=10),
+    }
+    if forms.flag(req.form, "submission"):
+        entry["submission"] = True
+    configured = await _listeners(req)
+    return await _store_listeners(
+        req,
+        configured + [entry],
+        f"Listener {entry['protocol']} {entry['address']}:{entry['port']} added.",
+    )
+
+
+async def listener_remove(req: Req) -> Reply:
+    target = (
+        forms.field(req.form, "protocol", limit=10),
+        forms.field(req.form, "address", limit=64),
+        int(forms.field(req.form, "port", limit=10) or 0),
+        forms.field(req.form, "tls", limit=10),
+        forms.field(req.form, "submission", limit=5) == "1",
+    )
+    configured = await _listeners(req)
+    kept = [e for e in configured if _listener_key(e) != target]
+    if len(kept) == len(configured):
+        return _listeners_page(req, configured, "That listener is not configured (any more).")
+    return await _store_listeners(
+        req, kept, f"Listener {target[0]} {target[1]}:{target[2]} removed."
+    )
+
+
 # ---- Router ---------------------------------------------------------------------------------
 
 
@@ -346,6 +441,9 @@ def routes() -> list[Route]:
             address_list_save,
             "server",
         ),
+        Route("GET", re.compile(r"/admin/settings/listeners"), listeners, "server"),
+        Route("POST", re.compile(r"/admin/settings/listeners"), listener_add, "server"),
+        Route("POST", re.compile(r"/admin/settings/listeners/remove"), listener_remove, "server"),
         Route("GET", re.compile(r"/admin/router"), router, "server"),
         Route("POST", re.compile(r"/admin/router"), router_save, "server"),
         Route("POST", re.compile(r"/admin/router/test"), router_test, "server"),

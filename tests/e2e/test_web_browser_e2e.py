@@ -1,6 +1,6 @@
 """The seed's story in a real browser (Debian's chromium through chromedriver and Selenium):
-postmaster creates a domain and an account, sets Client IPs, edits the Router and tests an
-address, holds and releases a queued message; the new user changes its password in WebUser
+postmaster creates a domain and an account, sets Client IPs, adds a listener, edits the Router
+and tests an address, holds and releases a queued message; the new user changes its password in WebUser
 and then uses it over SMTP and IMAP. One browser session; a screenshot of each page goes to
 the test's temporary directory."""
 
@@ -32,6 +32,7 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
     pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver")
 By = pytest.importorskip("selenium.webdriver.common.by").By
+Select = pytest.importorskip("selenium.webdriver.support.select").Select
 StaleElementReferenceException = pytest.importorskip(
     "selenium.common.exceptions"
 ).StaleElementReferenceException
@@ -181,6 +182,23 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
     assert "192.0.2.0/24" in server.admin("settings", "show", "clients.ips").stdout
     s.shot("clientips")
 
+    # Settings -> Listeners: add a POP3 listener with implicit TLS; it serves at once.
+    s.link("Listeners")
+    Select(browser.find_element(By.ID, "protocol")).select_by_value("pop3")
+    s.fill("address", "127.0.0.1")
+    s.fill("port", "0")
+    Select(browser.find_element(By.ID, "tls")).select_by_value("implicit")
+    s.click("Add listener")
+    assert "Listener pop3 127.0.0.1:0 added." in s.text
+    pop3 = wait_for(
+        lambda: [p["port"] for p in server.ports() if p["protocol"] == "pop3" and p["bound"]],
+        30,
+        "the new POP3 listener",
+    )[0]
+    s.open("/admin/settings/listeners")
+    assert f"listening on {pop3}" in s.text
+    s.shot("listeners")
+
     # Router: save a record, then test an address with it.
     s.link("Router")
     s.fill("table", "<*@old.story.test> = *@story.test\n")
@@ -244,4 +262,4 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
         wait_for(arrived, 60, "the message in carol's INBOX over IMAP")
     finally:
         imap.logout()
-    assert len(os.listdir(shots)) >= 12
+    assert len(os.listdir(shots)) >= 13

@@ -287,6 +287,50 @@ def test_blacklisted_ips_page_stores_the_setting(server: Server) -> None:
         server.admin("settings", "unset", "protection.blacklist.ips")
 
 
+def test_listeners_page_adds_and_removes_a_listener(server: Server) -> None:
+    """Settings -> Listeners adds a socket that serves at once and removes it again; a wrong
+    entry is refused with the reason and nothing changes."""
+    c = admin_client(server)
+    page = "/admin/settings/listeners"
+    r = c.submit(
+        page, page, {"protocol": "http", "address": "127.0.0.3", "port": "0", "tls": "implicit"}
+    )
+    assert r.status == 303
+    try:
+        entry = wait_for(
+            lambda: [p for p in server.ports() if p["address"] == "127.0.0.3" and p["bound"]],
+            30,
+            "the listener added on the page",
+        )[0]
+        assert WebClient(int(entry["port"]), host="127.0.0.3").get("/login").status == 200
+        listing = c.get(page)
+        strict_html(listing)
+        assert f"listening on {entry['port']}" in listing.body
+        bad = c.submit(
+            page, page, {"protocol": "http", "address": "127.0.0.3", "port": "1", "tls": "starttls"}
+        )
+        assert bad.status == 400 and "HTTP has no STARTTLS" in bad.body
+    finally:
+        r = c.submit(
+            page,
+            page + "/remove",
+            {
+                "protocol": "http",
+                "address": "127.0.0.3",
+                "port": "0",
+                "tls": "implicit",
+                "submission": "0",
+            },
+        )
+    assert r.status == 303
+    wait_for(
+        lambda: not [p for p in server.ports() if p["address"] == "127.0.0.3"],
+        30,
+        "the listener removed on the page to go",
+    )
+    assert "change by web postmaster@example.test: setting listeners set to" in server.log_text()
+
+
 def test_oversized_form_is_refused(server: Server) -> None:
     c = admin_client(server)
     token = c.get("/admin/router").csrf()
