@@ -250,6 +250,7 @@ class Components:
         the admin operations, applied here at once (a reload, as cgtwist-admin asks for)."""
         if self.web is None:
             from twisted.cred.credentials import IUsernamePassword
+            from twisted.internet.threads import deferToThreadPool
 
             from cgtwist.admin import Admin
             from cgtwist.web.panel import WebPanel
@@ -274,6 +275,9 @@ class Components:
                 listening=self.listening,
                 main_domain=cfg.main_domain,
                 hostname=cfg.hostname,
+                in_thread=lambda fn, *args: deferToThreadPool(
+                    self.reactor, self.reactor.getThreadPool(), fn, *args
+                ),
             )
         return self.web
 

@@ -241,7 +241,7 @@ async def address_list(req: Req, name: str) -> Reply:
 async def address_list_save(req: Req, name: str) -> Reply:
     key, title, _hint = _address_list(name)
     text = forms.field(req.form, "ips", limit=forms.MAX_FIELD).replace("\r\n", "\n")
-    errors = forms.line_errors(text)
+    errors = await req.panel.in_thread(forms.line_errors, text)
     if errors:
         return _list_page(req, name, text, errors, status=400)
     await req.panel.acting(req.account).set_setting(key, text)

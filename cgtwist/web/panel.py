@@ -9,7 +9,7 @@ static files, and the limits read from the settings at use. The composition root
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from cgtwist.admin import Admin
 from cgtwist.logs import Logger
@@ -33,7 +33,9 @@ class WebPanel:
     ``admin``: the administration operations (changes are logged with the session's account
     as their actor); ``checker``/``penalty``: the logins of the mail protocols and their
     shared throttle; ``is_client_ip``: who may use plain HTTP; ``listening``: the bound
-    listeners (cgtwist.listeners.ListenerManager.describe), for the HTTPS redirect.
+    listeners (cgtwist.listeners.ListenerManager.describe), for the HTTPS redirect;
+    ``in_thread(fn, *args)``: runs CPU-heavy form checks (a pasted 100,000-line address
+    list) off the reactor, which also serves SMTP, POP3 and IMAP.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class WebPanel:
         listening: Callable[[], list[dict[str, Any]]],
         main_domain: str,
         hostname: str,
+        in_thread: Callable[..., Awaitable[Any]],
     ) -> None:
         self.store = store
         self.admin = admin
@@ -58,6 +61,7 @@ class WebPanel:
         self.listening = listening
         self.main_domain = main_domain
         self.hostname = hostname
+        self.in_thread = in_thread
         self.templates = Templates()
         self.sessions = SessionStore(clock, self.session_limits)
         self.login = Login(checker, penalty, store, main_domain)
