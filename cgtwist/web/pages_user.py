@@ -36,6 +36,7 @@ def _login_page(req: Req, error: str = "", status: int = 200, name: str = "") ->
         "login.html",
         status=status,
         error=error,
+        changed=req.query.get("changed") == "1",
         name=name,
         login_token=req.panel.login.form_token(pre),
         next=_safe_next(req.query.get("next", "") or req.form.get("next", "")),

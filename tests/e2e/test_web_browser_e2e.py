@@ -235,6 +235,7 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
     s.fill("again", "carol-second-pw")
     s.click("Change password")
     assert browser.current_url.startswith(s.base + "/login")
+    assert "The password was changed." in s.text
     s.shot("password-changed")
 
     # The new password works for mail, the old one no longer does.
