@@ -51,9 +51,13 @@ async def domains(req: Req) -> Reply:
 
 async def domain_create(req: Req) -> Reply:
     name = forms.field(req.form, "name", limit=253).strip().lower()
+    alias_of = forms.field(req.form, "alias_of", limit=253).strip().lower()
     if not name:
         raise forms.FormError("Enter the name of the new domain.")
-    await req.panel.acting(req.account).add_domain(name)
+    await req.panel.acting(req.account).add_domain(name, alias_of=alias_of or None)
+    if alias_of:
+        req.note(f"{name} is now another name of {alias_of}.")
+        return redirect("/admin/domains")
     req.note(f"Domain {name} created.")
     return redirect(_accounts_url(name))
 
@@ -61,7 +65,7 @@ async def domain_create(req: Req) -> Reply:
 async def domain_remove(req: Req) -> Reply:
     name = forms.field(req.form, "name", limit=253).strip().lower()
     await req.panel.acting(req.account).remove_domain(name, force=forms.flag(req.form, "force"))
-    req.note(f"Domain {name} removed.")
+    req.note(f"{name} removed.")
     return redirect("/admin/domains")
 
 

@@ -287,6 +287,22 @@ def test_blacklisted_ips_page_stores_the_setting(server: Server) -> None:
         server.admin("settings", "unset", "protection.blacklist.ips")
 
 
+def test_domain_aliases(server: Server) -> None:
+    """A domain alias is created and removed on the Domains page."""
+    c = admin_client(server)
+    r = c.submit(
+        "/admin/domains", "/admin/domains", {"name": "alias.test", "alias_of": "other.test"}
+    )
+    assert r.status == 303
+    assert "(aliases: alias.test)" in domains(server)
+    page = c.get("/admin/domains")
+    strict_html(page)
+    assert "alias.test is now another name of other.test." in page.body
+    r = c.post("/admin/domains/remove", {"csrf": page.csrf(), "name": "alias.test"})
+    assert r.status == 303
+    assert "alias.test" not in domains(server)
+
+
 def test_listeners_page_adds_and_removes_a_listener(server: Server) -> None:
     """Settings -> Listeners adds a socket that serves at once and removes it again; a wrong
     entry is refused with the reason and nothing changes."""
