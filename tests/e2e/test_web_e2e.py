@@ -134,7 +134,11 @@ def test_rights(server: Server) -> None:
     assert boss.login("boss@other.test", "boss-secret-1").location == "/admin/"
     listing = boss.get("/admin/domains").body
     assert "other.test" in listing and "example.test" not in listing
-    assert boss.get("/admin/domains/other.test/accounts").status == 200
+    own = boss.get("/admin/domains/other.test/accounts")
+    assert own.status == 200
+    strict_html(own)
+    assert "/accounts/root/remove" not in own.body  # no buttons that could only fail
+    assert "/accounts/staff/remove" in own.body
     assert boss.get("/admin/domains/example.test/accounts").status == 403
     token = boss.get("/admin/domains/other.test/accounts").csrf()
     r = boss.post(
