@@ -143,6 +143,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         1048576,
         "octets of a web form (Router table, address lists); larger: 413 (at least 1024)",
     ),
+    "web.max_text_size": (
+        200000,
+        "characters of a Router table or an address list edited in WebAdmin (they are parsed on the server's event loop: about 0.1 s per 100,000); cgtwist-admin takes any size",
+    ),
     "web.idle_timeout": (
         60,
         "seconds an HTTP connection may sit idle before it is closed (at least 1)",
@@ -490,6 +494,7 @@ _AT_LEAST = {
     "web.session_lifetime": 1,
     "web.max_sessions": 1,
     "web.max_request_size": 1024,
+    "web.max_text_size": 1,
     "web.idle_timeout": 1,
 }
 MAX_SHUTDOWN_GRACE = 600

@@ -15,9 +15,6 @@ class FormError(ValueError):
     """A field's value is not acceptable; the message names the field."""
 
 
-MAX_FIELD = 100_000  # a Router table or an address list; names are far shorter
-
-
 def field(form: Mapping[str, str], name: str, default: str = "", limit: int = 1000) -> str:
     value = form.get(name, default)
     if len(value) > limit:

@@ -244,7 +244,7 @@ async def address_list(req: Req, name: str) -> Reply:
 
 async def address_list_save(req: Req, name: str) -> Reply:
     key, title, _hint = _address_list(name)
-    text = forms.field(req.form, "ips", limit=forms.MAX_FIELD).replace("\r\n", "\n")
+    text = forms.field(req.form, "ips", limit=req.panel.max_text()).replace("\r\n", "\n")
     errors = await req.panel.in_thread(forms.line_errors, text)
     if errors:
         return _list_page(req, name, text, errors, status=400)
@@ -357,7 +357,7 @@ async def router(req: Req) -> Reply:
 
 
 async def router_save(req: Req) -> Reply:
-    text = forms.field(req.form, "table", limit=forms.MAX_FIELD).replace("\r\n", "\n")
+    text = forms.field(req.form, "table", limit=req.panel.max_text()).replace("\r\n", "\n")
     try:
         stored = await req.panel.acting(req.account).router.set_table(text)
     except TableError as e:
@@ -371,7 +371,7 @@ async def router_save(req: Req) -> Reply:
 
 
 async def router_test(req: Req) -> Reply:
-    text = forms.field(req.form, "table", limit=forms.MAX_FIELD).replace("\r\n", "\n")
+    text = forms.field(req.form, "table", limit=req.panel.max_text()).replace("\r\n", "\n")
     address = forms.field(req.form, "address", limit=320).strip()
     error = None
     result = None

@@ -129,6 +129,12 @@ class WebPanel:
     def connection_timeout(self) -> float:
         return float(self._setting("web.idle_timeout"))
 
+    def max_text(self) -> int:
+        """The longest Router table or address list a form takes: parsing and checking them
+        runs on the reactor (the store validates a setting there), so their size bounds that
+        CPU."""
+        return int(self._setting("web.max_text_size"))
+
     def connections_per_ip(self) -> int:
         return int(self._setting("web.max_connections_per_ip"))
 

@@ -155,3 +155,16 @@ class AddressListTests(SiteCase):
         self.assertEqual(r.status, 400)
         self.assertIn("line 2001: <code>bad-line</code>", r.body)
         self.assertIn("line_errors", self.threaded)
+
+
+class TextLimitTests(SiteCase):
+    async def test_a_router_table_over_web_max_text_size_is_refused(self) -> None:
+        """A Router table longer than web.max_text_size is refused with the limit, and the
+        stored table is left alone."""
+        client = await self.serve(**{"web.max_text_size": 100})
+        await deferToThread(client.login, "postmaster", PASSWORD)
+        table = "".join(f"<u{i}@old.test> = u{i}@new.test\n" for i in range(10))
+        r = await deferToThread(client.submit, "/admin/router", "/admin/router", {"table": table})
+        self.assertEqual(r.status, 400)
+        self.assertIn("table is longer than 100 characters", r.body)
+        self.assertEqual(await self.panel.admin.router.table(), "")
