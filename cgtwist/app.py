@@ -71,12 +71,21 @@ class Components:
     """
 
     def __init__(
-        self, cfg: BootstrapConfig, reactor: Any, settings: SettingsHolder, tls: Any
+        self,
+        cfg: BootstrapConfig,
+        reactor: Any,
+        settings: SettingsHolder,
+        tls: Any,
+        listening: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
+        """``listening``: the bound listeners (cgtwist.listeners.ListenerManager.describe),
+        for the web panel."""
         self.cfg = cfg
         self.reactor = reactor
         self.settings = settings
         self.tls = tls
+        self.listening = listening
+        self.web: Any = None  # cgtwist.web.panel.WebPanel, built for the first http listener
         self.store: Any = None
         self.factories: list[Any] = []
         self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
@@ -279,10 +288,62 @@ class Components:
             factory = POP3Factory(spec, **common, **self._access())
         elif spec.protocol == "imap":
             factory = IMAPFactory(spec, **common, **self._access())
+        elif spec.protocol == "http":
+            return self._web_panel().site(spec)  # type: ignore[no-any-return]
         else:
             raise ValueError(f"no {spec.protocol} service")
         self.factories.append(factory)
         return factory  # type: ignore[no-any-return]
+
+    def _web_panel(self) -> Any:
+        """WebAdmin and WebUser (cgtwist.web), one for every http listener: sessions work on
+        each. Logins go through the mail protocols' checker and AuthPenalty; changes through
+        the admin operations, applied here at once (a reload, as cgtwist-admin asks for)."""
+        if self.web is None:
+            from twisted.cred.credentials import IUsernamePassword
+            from twisted.internet.threads import deferToThreadPool
+
+            from cgtwist.admin import Admin
+            from cgtwist.web.panel import WebPanel
+
+            cfg = self.cfg
+            admin = Admin(
+                self.store,
+                cfg.main_domain,
+                cfg.node,
+                changed=lambda _what, _change: defer.ensureDeferred(self.reload_settings()),
+                call=self._control_call,
+                actor="web",
+            )
+            self.web = WebPanel(
+                store=self.store,
+                admin=admin,
+                settings=self.settings,
+                clock=self.reactor,
+                checker=self.portal.checkers[IUsernamePassword],
+                penalty=self.policy.auth_penalty,
+                is_client_ip=self.policy.is_client_ip,
+                listening=self.listening,
+                main_domain=cfg.main_domain,
+                hostname=cfg.hostname,
+                in_thread=lambda fn, *args: deferToThreadPool(
+                    self.reactor, self.reactor.getThreadPool(), fn, *args
+                ),
+            )
+        return self.web
+
+    async def _control_call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """A control command (cgtwist.control) run in this process, for the web's queue page."""
+        from cgtwist.admin import AdminError
+
+        handler = self.control_handlers().get(cmd)
+        if handler is None:
+            raise AdminError(f"unknown command {cmd}")
+        try:
+            result = await defer.maybeDeferred(handler, args)
+        except KeyError as e:  # no such message
+            raise AdminError(str(e.args[0]) if e.args else "no such message") from None
+        return dict(result or {})
 
     def _access(self) -> dict[str, Any]:
         """What every POP3 and IMAP factory shares beyond ``common``: the Client IP test (they

@@ -1,7 +1,10 @@
 """``cgtwist-admin``: the administrator's command line. Change the store, then tell the server.
 
-Usage: ``cgtwist-admin [--config FILE] [--base-dir DIR] GROUP ACTION ...`` with ``init`` and
-the groups ``domain``, ``account``, ``alias`` and ``settings`` defined here. It reads the bootstrap config
+Usage: ``cgtwist-admin [--config FILE] [--base-dir DIR] GROUP ACTION ...``. This module is the
+framework and ``init``; the groups are modules (``domain``, ``account``, ``alias``, ``settings``
+and ``node`` in cgtwist.cli_users, always loaded; ``router``, ``queue`` and others as plugins),
+which only parse arguments and print: every operation is a method of ``cgtwist.admin.Admin``
+(``ctx.admin``), which WebAdmin calls too. It reads the bootstrap config
 (``--config``, else ``$CGTWIST_CONFIG``, else defaults), opens the store (applying migrations),
 makes the change and sends ``reload`` over the control socket so the running server applies it at
 once; with no server running the change applies at its next start. Only ``init`` (and the
@@ -27,6 +30,8 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
   (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
 * ``ctx.fail(text)`` raises CLIError(text);
+* ``ctx.admin``: the ``cgtwist.admin.Admin`` operations on the store; what they change is told
+  to the server (``reload``) after the handler returns;
 * ``ctx.created`` / ``ctx.postmaster_password``: for ``init`` (``creates_store=True``), whether
   this command created the store and the postmaster password it generated (None when given
   in ``$CGTWIST_POSTMASTER_PASSWORD`` or nothing was created).
@@ -40,25 +45,35 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
 from cgtwist import control, filemodes
-from cgtwist import settings as dynamic
+from cgtwist.admin import Admin, AdminError
+from cgtwist.admin import ServerDown as AdminServerDown
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.errors import ConfigError, StoreError
 from cgtwist.storage.database import Database, StoreUnavailable
 from cgtwist.storage.engines import SqliteEngine, engine_for_url
-from cgtwist.storage.passwords import PasswordHasher, generate_password
-from cgtwist.storage.store import SERVICES, AccountStore, open_store
+from cgtwist.storage.passwords import PasswordHasher
+from cgtwist.storage.store import AccountStore, open_store
 
 PROG = "cgtwist-admin"
 PLUGINS = ("cgtwist.cli_router", "cgtwist.cli_queue", "cgtwist.cli_rules")
+BUILTIN = ("cgtwist.cli_users",)  # domain, account, alias, settings, node: always present
+
+
+def _user() -> str:
+    """Who runs this command, for the log line of each change."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
 
 
 class CLIError(Exception):
@@ -81,6 +96,10 @@ class Context:
     stdin: TextIO = sys.stdin
     created: bool = False
     postmaster_password: Optional[str] = None
+    # What the handler's operations changed (kind, log text), told to the server once the
+    # handler returns (after it printed a generated password, which a refused reload must
+    # not swallow); the server logs each change with who made it.
+    changed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def fail(self, text: str) -> NoReturn:
         raise CLIError(text)
@@ -135,31 +154,40 @@ class Context:
             raise CLIError("internal: this command has no store")
         return self.store
 
+    @property
+    def admin(self) -> Admin:
+        """The operations (cgtwist.admin) on this store, logged as made by this user."""
+        return Admin(
+            self.accounts,
+            self.config.main_domain,
+            self.config.node,
+            changed=lambda what, change: self.changed.append((what, change)),
+            call=self._call_async,
+            actor=self.actor,
+        )
+
+    @property
+    def actor(self) -> str:
+        """Who makes the changes, for the log lines: this program and the Unix user."""
+        return f"{PROG} ({_user()})"
+
+    async def _call_async(self, cmd: str, **args: Any) -> dict[str, Any]:
+        try:
+            return self.call(cmd, **args)
+        except ServerDown as e:
+            raise AdminServerDown(str(e)) from None
+
+    def tell_server(self) -> None:
+        """Send one ``reload`` for each kind of change the handler's operations made."""
+        kinds: dict[str, list[str]] = {}
+        for what, change in self.changed:
+            kinds.setdefault(what, []).append(change)
+        self.changed.clear()
+        for what, changes in kinds.items():
+            self.notify("reload", what=what, by=self.actor, changes=changes)
+
 
 Handler = Callable[[Context, argparse.Namespace], Any]
-
-
-def _services(text: Optional[str]) -> Optional[list[str]]:
-    if text is None:
-        return None
-    return [s for s in text.replace(" ", ",").split(",") if s]
-
-
-def _password(ctx: Context, args: argparse.Namespace) -> tuple[str, bool]:
-    """(password, generated): from --password, --password-stdin, or generated.
-
-    The caller prints a generated password once the change succeeded.
-    """
-    if args.password is not None:
-        if not args.password:
-            ctx.fail("the password must not be empty")
-        return str(args.password), False
-    if args.password_stdin:
-        line = ctx.stdin.readline().rstrip("\r\n")
-        if not line:
-            ctx.fail("no password on standard input")
-        return line, False
-    return generate_password(), True
 
 
 # ---- init -----------------------------------------------------------------------------------
@@ -207,246 +235,7 @@ async def store_exists(config: BootstrapConfig, reactor: Any) -> bool:
     return bool(rows)
 
 
-# ---- domain ---------------------------------------------------------------------------------
-
-
-async def domain_add(ctx: Context, args: argparse.Namespace) -> None:
-    if args.alias_of:
-        await ctx.accounts.add_domain_alias(args.name, args.alias_of)
-    else:
-        await ctx.accounts.add_domain(args.name, services=_services(args.services))
-    ctx.notify("reload", what="domain")
-
-
-async def domain_list(ctx: Context, args: argparse.Namespace) -> None:
-    for name in await ctx.accounts.list_domains():
-        info = await ctx.accounts.get_domain(name)
-        extra = f"  (aliases: {', '.join(info['aliases'])})" if info and info["aliases"] else ""
-        main = "  [main]" if name == ctx.config.main_domain else ""
-        ctx.out.write(f"{name}{main}{extra}\n")
-
-
-async def domain_show(ctx: Context, args: argparse.Namespace) -> None:
-    info = await ctx.accounts.get_domain(args.name)
-    if info is None:
-        ctx.fail(f"domain {args.name} does not exist")
-    ctx.out.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-async def domain_set(ctx: Context, args: argparse.Namespace) -> None:
-    await ctx.accounts.update_domain(
-        args.name, services=_services(args.services), enabled=args.enabled
-    )
-    ctx.notify("reload", what="domain")
-
-
-async def domain_remove(ctx: Context, args: argparse.Namespace) -> None:
-    store = ctx.accounts
-    if await store.get_domain(args.name) is None and await store.is_local_domain(args.name):
-        await store.remove_domain_alias(args.name)
-    else:
-        await store.remove_domain(args.name, force=args.force)
-    ctx.notify("reload", what="domain")
-
-
-# ---- account --------------------------------------------------------------------------------
-
-
-async def account_add(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    password: Optional[str] = None
-    generated = False
-    if args.password_hash is None:
-        password, generated = _password(ctx, args)
-    await ctx.accounts.add_account(
-        name,
-        domain,
-        password,
-        real_name=args.real_name or "",
-        services=_services(args.services),
-        settings={"admin": True} if args.admin else None,
-        enabled=not args.disabled,
-        password_hash=args.password_hash,
-    )
-    if generated:
-        ctx.out.write(f"password for {name}@{domain}: {password}\n")
-    ctx.notify("reload", what="account")
-
-
-async def account_list(ctx: Context, args: argparse.Namespace) -> None:
-    for info in await ctx.accounts.list_account_info(args.domain or ctx.config.main_domain):
-        flags = [
-            f
-            for f, on in (
-                ("disabled", not info["enabled"]),
-                ("service", info["kind"] != "user"),
-                ("admin", bool(info["settings"].get("admin"))),
-            )
-            if on
-        ]
-        tail = f"  [{', '.join(flags)}]" if flags else ""
-        real = f"  {info['real_name']}" if info["real_name"] else ""
-        ctx.out.write(f"{info['address']}{real}{tail}\n")
-
-
-async def account_show(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    info = await ctx.accounts.get_account_info(name, domain)
-    ctx.out.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-async def account_remove(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.remove_account(name, domain)
-    ctx.notify("reload", what="account")
-
-
-async def account_passwd(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    if await ctx.accounts.get_account(name, domain) is None:
-        ctx.fail(f"account {name}@{domain} does not exist")
-    if args.password_hash is not None:
-        await ctx.accounts.set_password_hash(name, domain, args.password_hash)
-        ctx.notify("reload", what="account")
-        return
-    password, generated = _password(ctx, args)
-    await ctx.accounts.set_password(name, domain, password)
-    if generated:
-        ctx.out.write(f"password for {name}@{domain}: {password}\n")
-    ctx.notify("reload", what="account")
-
-
-async def account_set(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.update_account(
-        name,
-        domain,
-        real_name=args.real_name,
-        services=_services(args.services),
-        enabled=args.enabled,
-    )
-    ctx.notify("reload", what="account")
-
-
-# ---- alias ----------------------------------------------------------------------------------
-
-
-async def alias_add(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.alias)
-    await ctx.accounts.add_alias(name, domain, args.target)
-    ctx.notify("reload", what="alias")
-
-
-async def alias_remove(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.alias)
-    await ctx.accounts.remove_alias(name, domain)
-    ctx.notify("reload", what="alias")
-
-
-async def alias_list(ctx: Context, args: argparse.Namespace) -> None:
-    for alias, target in await ctx.accounts.list_aliases(args.domain):
-        ctx.out.write(f"{alias} -> {target}\n")
-
-
-# ---- settings -------------------------------------------------------------------------------
-
-
-async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
-    store = ctx.accounts
-    if args.domain or args.account:
-        if args.account:
-            values = await store.get_account_settings(*ctx.address(args.account))
-        else:
-            values = await store.get_domain_settings(args.domain)
-        if args.key is not None:
-            if args.key not in values:
-                ctx.fail(f"no setting {args.key}")
-            values = {args.key: values[args.key]}
-        for key in sorted(values):
-            ctx.out.write(f"{key} = {json.dumps(values[key])}\n")
-        return
-    node = args.node or ctx.config.node
-    overrides = await store.get_settings(node)
-    keys = sorted(dynamic.DEFAULTS)
-    if args.key is not None:
-        if args.key not in dynamic.DEFAULTS:
-            ctx.fail(f"unknown setting {args.key!r}")
-        keys = [args.key]
-    for key in keys:
-        value = overrides.get(key, dynamic.DEFAULTS[key][0])
-        mark = "" if key in overrides else "  (default)"
-        if dynamic.is_node_setting(key):
-            mark += f"  (node {node})"
-        ctx.out.write(f"{key} = {json.dumps(value)}{mark}\n")
-        if args.key is not None:
-            ctx.out.write(f"  {dynamic.DEFAULTS[key][1]}\n")
-
-
-async def settings_set(ctx: Context, args: argparse.Namespace) -> None:
-    value = dynamic.parse_cli_value(args.value)
-    if args.account:
-        await ctx.accounts.set_account_setting(*ctx.address(args.account), args.key, value)
-    elif args.domain:
-        await ctx.accounts.set_domain_setting(args.domain, args.key, value)
-    else:
-        await ctx.accounts.set_setting(args.key, value, node=args.node)
-    ctx.notify("reload", what="settings")
-
-
-async def settings_unset(ctx: Context, args: argparse.Namespace) -> None:
-    if args.account:
-        await ctx.accounts.unset_account_setting(*ctx.address(args.account), args.key)
-    elif args.domain:
-        await ctx.accounts.unset_domain_setting(args.domain, args.key)
-    else:
-        await ctx.accounts.unset_setting(args.key, node=args.node)
-    ctx.notify("reload", what="settings")
-
-
-# ---- nodes ----------------------------------------------------------------------------------
-
-
-async def node_list(ctx: Context, args: argparse.Namespace) -> None:
-    """Every node that started on this database or has settings, with its node settings."""
-    for node in await ctx.accounts.list_nodes():
-        started = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(node["started"]))
-            if node["started"]
-            else "never started"
-        )
-        mark = "  (this node)" if node["name"] == ctx.config.node else ""
-        ctx.out.write(f"{node['name']}  {node['hostname'] or '-'}  {started}{mark}\n")
-        for key in sorted(node["settings"]):
-            ctx.out.write(f"  {key} = {json.dumps(node['settings'][key])}\n")
-
-
-async def node_remove(ctx: Context, args: argparse.Namespace) -> None:
-    await ctx.accounts.remove_node(args.name)
-
-
 # ---- the parser -----------------------------------------------------------------------------
-
-
-def _add_password_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--password", help="the password (visible in the process list: prefer stdin)")
-    g.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of standard input",
-    )
-    g.add_argument(
-        "--password-hash",
-        metavar="HASH",
-        help="import a hash from another server: $argon2id$... or "
-        "{SHA512-CRYPT}$6$... (upgraded to argon2id at the next login)",
-    )
-
-
-def _add_enable_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
-    g.add_argument("--disable", dest="enabled", action="store_const", const=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -464,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="main domain (overrides the file; default: the one recorded at the first start)",
     )
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
-    svc = f"comma-separated services out of {','.join(SERVICES)}"
 
     groups.add_parser(
         "init",
@@ -475,109 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the server's first start also creates one.",
     ).set_defaults(handler=init, creates_store=True)
 
-    g = groups.add_parser("domain", help="domains").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    p = g.add_parser("add", help="create a domain")
-    p.add_argument("name")
-    p.add_argument("--services", help=svc + " (default: all)")
-    p.add_argument("--alias-of", metavar="DOMAIN", help="make NAME another name of DOMAIN")
-    p.set_defaults(handler=domain_add)
-    g.add_parser("list", help="list domains").set_defaults(handler=domain_list)
-    p = g.add_parser("show", help="show a domain")
-    p.add_argument("name")
-    p.set_defaults(handler=domain_show)
-    p = g.add_parser("set", help="change a domain's services or enabled flag")
-    p.add_argument("name")
-    p.add_argument("--services", help=svc)
-    _add_enable_options(p)
-    p.set_defaults(handler=domain_set)
-    p = g.add_parser("remove", help="remove a domain (or a domain alias)")
-    p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="also remove its accounts and aliases")
-    p.set_defaults(handler=domain_remove)
-
-    g = groups.add_parser("account", help="accounts").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    p = g.add_parser("add", help="create an account (password generated unless given)")
-    p.add_argument("address", help="name@domain, name%%domain or name (main domain)")
-    _add_password_options(p)
-    p.add_argument("--real-name", default="")
-    p.add_argument("--services", help=svc + " (default: all)")
-    p.add_argument("--disabled", action="store_true", help="create it unable to log in")
-    p.add_argument("--admin", action="store_true", help="make it a server administrator")
-    p.set_defaults(handler=account_add)
-    p = g.add_parser("list", help="list a domain's accounts")
-    p.add_argument("domain", nargs="?", help="default: the main domain")
-    p.set_defaults(handler=account_list)
-    p = g.add_parser("show", help="show an account")
-    p.add_argument("address")
-    p.set_defaults(handler=account_show)
-    p = g.add_parser("remove", help="remove an account (its mail stays on disk)")
-    p.add_argument("address")
-    p.set_defaults(handler=account_remove)
-    p = g.add_parser("passwd", help="set an account's password (generated unless given)")
-    p.add_argument("address")
-    _add_password_options(p)
-    p.set_defaults(handler=account_passwd)
-    p = g.add_parser("set", help="change real name, services or enabled flag")
-    p.add_argument("address")
-    p.add_argument("--real-name")
-    p.add_argument("--services", help=svc)
-    _add_enable_options(p)
-    p.set_defaults(handler=account_set)
-
-    g = groups.add_parser("alias", help="account aliases").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    p = g.add_parser("add", help="make ALIAS deliver to TARGET")
-    p.add_argument("alias")
-    p.add_argument("target", help="an address; a bare name is in the alias's domain")
-    p.set_defaults(handler=alias_add)
-    p = g.add_parser("remove", help="remove an alias")
-    p.add_argument("alias")
-    p.set_defaults(handler=alias_remove)
-    p = g.add_parser("list", help="list aliases")
-    p.add_argument("domain", nargs="?", help="default: every domain")
-    p.set_defaults(handler=alias_list)
-
-    g = groups.add_parser("settings", help="dynamic settings").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    for action, fn, extra in (
-        ("show", settings_show, "?"),
-        ("set", settings_set, "value"),
-        ("unset", settings_unset, None),
-    ):
-        p = g.add_parser(action, help=f"{action} server (or --domain/--account) settings")
-        if extra == "?":
-            p.add_argument("key", nargs="?")
-        else:
-            p.add_argument("key")
-        if extra == "value":
-            p.add_argument("value", help="JSON (bare words are strings)")
-        t = p.add_mutually_exclusive_group()
-        t.add_argument("--domain", help="a domain's settings instead of the server's")
-        t.add_argument("--account", help="an account's settings instead of the server's")
-        t.add_argument(
-            "--node",
-            help="the settings of node NODE instead of this server's "
-            "([server] node); only node settings ("
-            + ", ".join(sorted(dynamic.NODE_SETTINGS))
-            + ") differ between nodes",
-        )
-        p.set_defaults(handler=fn)
-
-    g = groups.add_parser("node", help="nodes sharing the database").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
-    g.add_parser("list", help="list nodes and their node settings").set_defaults(handler=node_list)
-    p = g.add_parser("remove", help="forget a node that left the cluster (and its settings)")
-    p.add_argument("name")
-    p.set_defaults(handler=node_remove)
-
-    for module_name in PLUGINS:
+    for module_name in BUILTIN + PLUGINS:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
@@ -638,6 +324,7 @@ async def run(
             postmaster_password=generated,
         )
         result = await args.handler(ctx, args)
+        ctx.tell_server()
         return int(result or 0)
     finally:
         if store is not None:
@@ -683,7 +370,7 @@ def _tighten_store_files(config: BootstrapConfig, err: TextIO) -> None:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, StoreUnavailable):
         text = f"database unavailable: {e}"  # down, frozen, or gone for the second time
-    elif isinstance(e, (CLIError, StoreError, ValueError, ConfigError)):
+    elif isinstance(e, (CLIError, AdminError, StoreError, ValueError, ConfigError)):
         text = str(e) or type(e).__name__
     elif type(e).__name__ in ("OperationalError", "DatabaseError", "InterfaceError"):
         text = f"database unavailable: {e}"  # locked, read-only, or PostgreSQL down

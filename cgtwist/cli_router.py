@@ -1,23 +1,19 @@
 """``cgtwist-admin router``: show, replace and test the Router table kept in the store.
 
-Owns only the command-line edge of the Router: reading the table file, validating it with
-cgtwist.router (line-numbered errors), warning about Relay: records, storing it as the dynamic
-setting ``router.table`` and telling the running server. Routing itself is cgtwist.core.routing.
+Owns only the command-line edge of the Router: reading the table file and printing. Validating,
+the Relay: warnings, storing and testing are cgtwist.admin.router (WebAdmin's Router page calls
+the same); routing itself is cgtwist.core.routing.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from cgtwist import router
-from cgtwist.core.routing import Routing
-from cgtwist.errors import MailError
-from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.admin.router import TableError
 
 PROG = "cgtwist-admin"
-SETTING = "router.table"
 
 if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
     from cgtwist.cli import Context
@@ -36,16 +32,9 @@ def _read(ctx: Context, path: str) -> str:
         ctx.fail(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
 
 
-def _parse(ctx: Context, path: str, text: str) -> router.Table:
-    try:
-        return router.parse_table(text)
-    except router.RouterParseError as e:
-        ctx.fail(f"{path}:{e.line}: {e.reason}")
-
-
 async def router_show(ctx: Context, args: argparse.Namespace) -> None:
     """Print the stored table exactly as it was set (comments included)."""
-    text = (await ctx.accounts.get_settings()).get(SETTING, "") or ""
+    text = await ctx.admin.router.table()
     if not text.strip():
         ctx.err.write(f"{PROG}: the Router table is empty\n")
         return
@@ -55,47 +44,28 @@ async def router_show(ctx: Context, args: argparse.Namespace) -> None:
 async def router_set(ctx: Context, args: argparse.Namespace) -> None:
     """Validate FILE, warn about Relay: records, store it and tell the server."""
     text = _read(ctx, args.file)
-    table = _parse(ctx, args.file, text)
-    for record in table.relay_records():
-        ctx.err.write(
-            f"{PROG}: warning: {args.file}:{record.line}: {record.relay}: record is "
-            f"dangerous: relays regardless of source: {record.render()}\n"
-        )
-    await ctx.accounts.set_setting(SETTING, text)
-    ctx.out.write(f"router table stored: {len(table.records)} record(s)\n")
-    ctx.notify("reload", what="router")
+    try:
+        stored = await ctx.admin.router.set_table(text)
+    except TableError as e:
+        ctx.fail(f"{args.file}:{e.line}: {e.reason}")
+    for line, warning in stored.warnings:
+        ctx.err.write(f"{PROG}: warning: {args.file}:{line}: {warning}\n")
+    ctx.out.write(f"router table stored: {stored.records} record(s)\n")
 
 
 async def router_test(ctx: Context, args: argparse.Namespace) -> int:
     """Route ADDRESS as the server would and print every matched record, hop and the route."""
-    overrides = dict(await ctx.accounts.get_settings())
+    text = None
     if args.table:
         text = _read(ctx, args.table)
-        _parse(ctx, args.table, text)
-        overrides[SETTING] = text
-    routing = Routing(
-        cast(Any, ctx.accounts), SettingsHolder(Settings(overrides)), ctx.config.main_domain
-    )
-    kind = "access" if args.access else "mail"
     try:
-        result = await routing.explain(args.address, kind)
-    except MailError as e:
-        ctx.fail(
-            f"cannot route {args.address}: {e.reply()}" + (f" ({e.detail})" if e.detail else "")
-        )
-    ctx.out.write(f"routing {args.address} ({kind})\n")
+        result = await ctx.admin.router.test(args.address, access=args.access, text=text)
+    except TableError as e:
+        ctx.fail(f"{args.table}:{e.line}: {e.reason}")
+    ctx.out.write(f"routing {args.address} ({result.kind})\n")
     for step in result.steps:
         ctx.out.write(f"  {step}\n")
-    route = result.route
-    notes = [
-        n
-        for n, on in (
-            ("relay: a Relay: record matched", route.relay),
-            (f"error: {route.error}", bool(route.error)),
-        )
-        if on
-    ]
-    ctx.out.write(f"{route}" + "".join(f"  [{n}]" for n in notes) + "\n")
+    ctx.out.write(f"{result.route}" + "".join(f"  [{n}]" for n in result.notes) + "\n")
     return 0
 
 

@@ -72,7 +72,7 @@ class CgtwistService(MultiService):
         self.app: Any = None  # cgtwist.app.Components once started
         self.listeners = ListenerManager(
             reactor,
-            {p: self._maker for p in ("smtp", "pop3", "imap")},
+            {p: self._maker for p in ("smtp", "pop3", "imap", "http")},
             self.tls,
             state_file=os.path.join(cfg.base_dir, "cgtwist.ports"),
         )
@@ -277,7 +277,9 @@ class CgtwistService(MultiService):
             await self._in_thread(ensure_certificate, cfg.certificate, cfg.key, names)
         self.tls.reload()
         self.listeners.tls_ready = True
-        self.app = Components(cfg, self.reactor, self.settings, self.tls)
+        self.app = Components(
+            cfg, self.reactor, self.settings, self.tls, listening=self.listeners.describe
+        )
         await self.app.open()
         self._log_setting_changes()
         self.cfg = cfg = self.app.cfg  # the main domain may come from the store
@@ -385,7 +387,15 @@ class CgtwistService(MultiService):
     async def _control_reload(self, req: Any) -> dict[str, Any]:
         """Re-read the store; answer with each listener's outcome once the listener change
         the new settings started has been applied (bound, or why not), so cgtwist-admin can
-        report a port it could not bind instead of the log alone."""
+        report a port it could not bind instead of the log alone. The changes it names are
+        logged here with who made them (the command's own process has no log)."""
+        changes = req.get("changes")
+        for change in changes[:100] if isinstance(changes, list) else ():
+            log.info(
+                "change by {actor}: {change}",
+                actor=str(req.get("by") or "cgtwist-admin")[:100],
+                change=str(change)[:300],
+            )
         await self.reload_settings()
         await self.listeners.settled()
         return {"listeners": self.listeners.describe()}

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 from cgtwist import settings_protection
 from cgtwist.settings_fields import (
+    Check,
     Spec,
     at_least,
     at_most,
@@ -645,6 +646,54 @@ class RouterSettings:
     )
 
 
+def _web_floor(low: int, key: str) -> Check:
+    return at_least(low, f"web.{key} is at least {low}")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """WebAdmin under /admin/ and WebUser under / (cgtwist.web)."""
+
+    session_idle: int = setting(
+        1800,
+        "seconds a web session lives without a request before it ends (at least 1)",
+        check=_web_floor(1, "session_idle"),
+    )
+    session_lifetime: int = setting(
+        43200,
+        "seconds a web session lives at most, however busy (at least 1)",
+        check=_web_floor(1, "session_lifetime"),
+    )
+    max_sessions: int = setting(
+        10000,
+        "web sessions kept at once; a new login beyond it ends the least recently used (at least 1)",
+        check=_web_floor(1, "max_sessions"),
+    )
+    max_request_size: int = setting(
+        1048576,
+        "octets of a web form (Router table, address lists); larger: 413 (at least 1024)",
+        check=_web_floor(1024, "max_request_size"),
+    )
+    max_text_size: int = setting(
+        200000,
+        "characters of a Router table or an address list edited in WebAdmin (they are parsed on the server's event loop: about 0.1 s per 100,000); cgtwist-admin takes any size",
+        check=_web_floor(1, "max_text_size"),
+    )
+    idle_timeout: int = setting(
+        60,
+        "seconds an HTTP connection may sit idle before it is closed (at least 1)",
+        check=_web_floor(1, "idle_timeout"),
+    )
+    max_connections_per_ip: int = setting(
+        20,
+        "HTTP connections one address may hold open at once (Client IPs exempt); more are closed at once; 0 = no limit",
+    )
+    min_password_length: int = setting(
+        8,
+        "shortest password WebUser accepts when an account changes its own",
+    )
+
+
 RULES_ALLOWED = ("None", "Filter Only", "No Redirect", "Any")  # cgtwist.rules.model
 
 
@@ -678,8 +727,8 @@ class RulesSettings:
 
 
 # What a listener entry may hold; anything else is refused, so a typo ("adress") is not
-# silently replaced by a default. HTTP waits for the web interface (WebAdmin) to exist.
-LISTENER_PROTOCOLS = ("smtp", "pop3", "imap")
+# silently replaced by a default. ``http`` serves WebAdmin and WebUser (tls none or implicit).
+LISTENER_PROTOCOLS = ("smtp", "pop3", "imap", "http")
 LISTENER_KEYS = ("protocol", "address", "port", "tls", "submission", "allow_plain_auth")
 
 
@@ -695,14 +744,16 @@ def parse_listener(raw: Mapping[str, Any]) -> ListenerSpec:
         raise ValueError(
             f"listener protocol must be {', '.join(LISTENER_PROTOCOLS[:-1])} or "
             f"{LISTENER_PROTOCOLS[-1]}, not {proto!r}"
-            + (" (cgtwist has no web interface yet)" if proto in ("http", "https") else "")
+            + (" (HTTPS is http with tls implicit)" if proto == "https" else "")
         )
     port = raw.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"listener port must be 1..65535 (0: any free port), not {port!r}")
-    tls = str(raw.get("tls", "starttls")).lower()
+    tls = str(raw.get("tls", "none" if proto == "http" else "starttls")).lower()
     if tls not in ("none", "starttls", "implicit"):
         raise ValueError(f"listener tls must be none, starttls or implicit, not {tls!r}")
+    if proto == "http" and tls == "starttls":
+        raise ValueError("an http listener's tls is none or implicit (HTTP has no STARTTLS)")
     address = raw.get("address", "0.0.0.0")
     try:
         ipaddress.ip_address(address if isinstance(address, str) else "")
@@ -771,6 +822,7 @@ class Settings(Mapping[str, Any]):
     pipe: PipeSettings = field(default_factory=PipeSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     # What the administrator changed (name -> value, as stored) and why any was not used.
     overrides: dict[str, Any] = field(default_factory=dict, repr=False)
     problems: dict[str, str] = field(default_factory=dict, repr=False)
@@ -906,6 +958,10 @@ ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
         bool,
         "a server administrator: shown as [admin] by 'account list', may send as any "
         "address of its domain; postmaster has it from the first start",
+    ),
+    "domain_admin": (
+        bool,
+        "a domain administrator: manages its own domain's accounts in WebAdmin",
     ),
     "smtp.send_as": (
         object,

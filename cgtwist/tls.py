@@ -23,6 +23,7 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IProtocolNegotiationFactory,
 )
 from zope.interface import implementer
 
@@ -131,7 +132,25 @@ class _IntermediateOptions(ssl.CertificateOptions):
         ctx = super()._makeContext(skipCiphers)
         if not _ossl.SSL_CTX_set1_curves_list(ctx._context, INTERMEDIATE_GROUPS.encode()):  # type: ignore[attr-defined]
             raise SSL.Error(f"OpenSSL refused the group list {INTERMEDIATE_GROUPS}")
+        ctx.set_alpn_select_callback(_alpn_select)  # in place of Twisted's (see there)
         return ctx
+
+
+def _alpn_select(
+    connection: SSL.Connection, offered: list[bytes]
+) -> bytes | SSL._NoOverlappingProtocols:
+    """Choose the first protocol the listener's factory speaks among those the client offers
+    (RFC 7301 §3.2); with none in common (a mail protocol has no ALPN name to offer) go on
+    without ALPN. Twisted's own callback answers b"" then, which pyOpenSSL 24+ turns into
+    an internal-error alert: every browser and some IMAP clients offer ALPN."""
+    tls_protocol = connection.get_app_data()
+    wrapped = getattr(getattr(tls_protocol, "factory", None), "wrappedFactory", None)
+    negotiation = IProtocolNegotiationFactory(wrapped, None)
+    ours = list(negotiation.acceptableProtocols()) if negotiation is not None else []
+    for name in ours:
+        if name in offered:
+            return name
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
@@ -202,8 +221,14 @@ class ServerTLS:
         return self._options.getContext()
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        """IOpenSSLServerConnectionCreator: a connection on the current context."""
-        return SSL.Connection(self.getContext(), None)
+        """IOpenSSLServerConnectionCreator: a connection on the current context.
+
+        Its app data is the TLS protocol, as Twisted's own creators set it: the ALPN callback
+        Twisted installs on every context looks the protocol up there, and without it any
+        client offering ALPN (browsers, some IMAP clients) got an internal-error alert."""
+        connection = SSL.Connection(self.getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        return connection
 
     def __call__(self) -> Optional[ServerTLS]:
         """Protocol factories take a ``tls`` callable returning a context factory or None."""

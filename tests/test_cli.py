@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import pwd
 import subprocess
 import sys
 import types
@@ -406,7 +407,8 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("account", "add", "alice", "--password", "x")
         self.assertEqual(
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
-            "unknown account setting 'nonsense.key' (known: admin, rules.allowed, smtp.send_as)",
+            "unknown account setting 'nonsense.key' "
+            "(known: admin, domain_admin, rules.allowed, smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
@@ -435,9 +437,9 @@ class DomainAliasSettingsTests(CLITestCase):
         self.assertEqual((await self.cli("settings", "show", "--account", "alice"))[0], "")
 
     async def test_unsupported_services_and_listeners_are_refused(self) -> None:
-        """The webmail service and an http listener do nothing in cgtwist (no web interface):
-        they are refused with one line saying what is allowed, as is a listener key nothing
-        reads."""
+        """The webmail service and an https listener protocol do nothing in cgtwist (HTTPS is
+        http with tls implicit): they are refused with one line saying what is allowed, as is
+        a listener key nothing reads."""
         self.assertEqual(
             await self.error(
                 "account", "add", "bob", "--password", "x", "--services", "mail,webmail"
@@ -448,11 +450,11 @@ class DomainAliasSettingsTests(CLITestCase):
             "unknown service 'webmail'",
             await self.error("domain", "set", "example.com", "--services", "webmail"),
         )
-        http = '[{"protocol": "http", "address": "127.0.0.1", "port": 8080}]'
+        https = '[{"protocol": "https", "address": "127.0.0.1", "port": 9010}]'
         self.assertEqual(
-            await self.error("settings", "set", "listeners", http),
-            "listener protocol must be smtp, pop3 or imap, not 'http' "
-            "(cgtwist has no web interface yet)",
+            await self.error("settings", "set", "listeners", https),
+            "listener protocol must be smtp, pop3, imap or http, not 'https' "
+            "(HTTPS is http with tls implicit)",
         )
         typo = '[{"protocol": "smtp", "adress": "127.0.0.1", "port": 2525}]'
         self.assertEqual(
@@ -537,18 +539,35 @@ class NotifyTests(CLITestCase):
         )
 
     async def test_reload_sent(self) -> None:
-        """Each change sends reload naming its group, and no "not running" note appears."""
+        """Each change sends reload naming its group, who made it and what it was (for the
+        server's log), and no "not running" note appears."""
         out, err, code = await self.run_async("domain", "add", "example.org")
         self.assertEqual(code, 0, err)
         self.assertNotIn(b"not running", err)
         await self.run_async("account", "add", "a@example.org", "--password", "x")
         await self.run_async("settings", "set", "smtp.max_recipients", "7")
+        by = f"cgtwist-admin ({pwd.getpwuid(os.geteuid()).pw_name})"
         self.assertEqual(
             self.requests,
             [
-                {"cmd": "reload", "what": "domain"},
-                {"cmd": "reload", "what": "account"},
-                {"cmd": "reload", "what": "settings"},
+                {
+                    "cmd": "reload",
+                    "what": "domain",
+                    "by": by,
+                    "changes": ["domain example.org created"],
+                },
+                {
+                    "cmd": "reload",
+                    "what": "account",
+                    "by": by,
+                    "changes": ["account a@example.org created"],
+                },
+                {
+                    "cmd": "reload",
+                    "what": "settings",
+                    "by": by,
+                    "changes": ["setting smtp.max_recipients set to 7"],
+                },
             ],
         )
 

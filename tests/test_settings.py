@@ -67,12 +67,14 @@ class SettingsTests(unittest.TestCase):
             self.assertEqual(str(e), f"{key} must be a string")
 
     def test_listener_entries_are_checked_key_by_key(self) -> None:
-        """A listener entry with a key nothing reads, an http protocol (no web interface),
-        a non-IP address, a string for a flag or submission on IMAP is refused, naming it."""
+        """A listener entry with a key nothing reads, an https protocol (http with tls
+        implicit is HTTPS), an http listener with STARTTLS, a non-IP address, a string for a
+        flag or submission on IMAP is refused, naming it."""
         ok = {"protocol": "smtp", "address": "127.0.0.1", "port": 2525}
         self.assertEqual(settings.validate("listeners", [ok]), [ok])
         for bad, why in (
-            (dict(ok, protocol="http"), "no web interface"),
+            (dict(ok, protocol="https"), "HTTPS is http with tls implicit"),
+            (dict(ok, protocol="http", tls="starttls"), "HTTP has no STARTTLS"),
             (dict(ok, adress="::1"), "unknown listener key 'adress'"),
             (dict(ok, address="localhost"), "must be an IP address"),
             (dict(ok, submission="false"), "submission must be true or false"),
@@ -88,7 +90,8 @@ class SettingsTests(unittest.TestCase):
         e = self.assertRaises(ValueError, settings.validate_scoped, "account", "nonsense.key", 1)
         self.assertEqual(
             str(e),
-            "unknown account setting 'nonsense.key' (known: admin, rules.allowed, smtp.send_as)",
+            "unknown account setting 'nonsense.key' "
+            "(known: admin, domain_admin, rules.allowed, smtp.send_as)",
         )
         self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
         # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is

@@ -54,9 +54,14 @@ class TLSTests(unittest.TestCase):
 
     @staticmethod
     def _client(
-        port: int, cafile: str, maximum: stdlib_ssl.TLSVersion | None = None
+        port: int,
+        cafile: str,
+        maximum: stdlib_ssl.TLSVersion | None = None,
+        alpn: list[str] | None = None,
     ) -> tuple[str, bytes]:
         ctx = stdlib_ssl.create_default_context(cafile=cafile)
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
         if maximum is not None:
             ctx.minimum_version = stdlib_ssl.TLSVersion.TLSv1
             ctx.maximum_version = maximum
@@ -74,6 +79,18 @@ class TLSTests(unittest.TestCase):
         version, echo = yield deferToThread(self._client, port, self.cert)
         self.assertEqual(echo, b"ping")
         self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
+
+    @defer.inlineCallbacks
+    def test_client_offering_alpn_connects(self):  # type: ignore[no-untyped-def]
+        """A client that offers ALPN (every browser; some mail clients offer "imap") completes
+        the handshake on an implicit-TLS listener instead of getting an internal-error alert:
+        Twisted's ALPN callback finds the TLS protocol through the connection's app data."""
+        tls.ensure_certificate(self.cert, self.key, ["localhost"])
+        port = self._serve(tls.ServerTLS(self.cert, self.key))
+        version, echo = yield deferToThread(
+            self._client, port, self.cert, None, ["h2", "http/1.1", "imap"]
+        )
+        self.assertEqual(echo, b"ping")
 
     @defer.inlineCallbacks
     def test_tls11_is_refused(self):  # type: ignore[no-untyped-def]

@@ -354,3 +354,7 @@ def remove_node_txn(cur: Cursor, node: str) -> None:
     cur.execute("DELETE FROM nodes WHERE name = ?", (node,))
     if not settings and not cur.rowcount:
         raise NotFound(f"node {node} does not exist")
+
+
+# The column list of an account row (``row_dict``), for the other modules that page accounts.
+ACCOUNT_COLUMNS = _ACCOUNT_COLUMNS

@@ -307,8 +307,11 @@ class RouterCLITests(unittest.TestCase):
         self.parser = cli.build_parser()
 
     def run_cli(self, *argv: str) -> Any:
+        """The handler, then the reloads its changes call for, as ``cli.run`` does."""
         args = self.parser.parse_args(["router", *argv])
-        return self.successResultOf(defer.ensureDeferred(args.handler(self.ctx, args)))
+        result = self.successResultOf(defer.ensureDeferred(args.handler(self.ctx, args)))
+        self.ctx.tell_server()
+        return result
 
     def write(self, text: str) -> str:
         path = self.mktemp()
@@ -321,7 +324,10 @@ class RouterCLITests(unittest.TestCase):
         text = "; our table\n<*@old.dom> = *@company.com\n"
         self.run_cli("set", self.write(text))
         self.assertEqual(self.store.settings["router.table"], text)
-        self.assertEqual(self.ctx.notified, [("reload", {"what": "router"})])
+        (notified,) = self.ctx.notified
+        self.assertEqual(notified[0], "reload")
+        self.assertEqual(notified[1]["what"], "router")
+        self.assertEqual(notified[1]["changes"], ["Router table set: 1 record(s)"])
         self.assertIn("1 record", self.ctx.out.getvalue())
         self.assertEqual(self.ctx.err.getvalue(), "")
 

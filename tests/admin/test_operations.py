@@ -1,0 +1,174 @@
+"""The admin service layer (cgtwist.admin) on a real SQLite store: what the CLI and the web
+pages both rely on."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.logger import globalLogPublisher
+
+from cgtwist.admin import Admin, AdminError, ServerDown
+from cgtwist.admin.router import TableError
+from cgtwist.storage import directory
+from tests.storage.dbcase import DatabaseCase
+
+
+class AdminCase(DatabaseCase):
+    async def admin(self, actor: str = "tester") -> Admin:
+        self.store = await self.open_store("example.com")
+        await self.store.bootstrap({"CGTWIST_POSTMASTER_PASSWORD": "pm-secret"})
+        self.changed: list[str] = []
+
+        def changed(what: str, change: str) -> Optional[dict[str, Any]]:
+            self.changed.append(what)
+            return None
+
+        return Admin(self.store, "example.com", "default", changed, actor=actor)
+
+    def add_many(self, domain: str, count: int) -> Any:
+        """``count`` accounts u000000.. in one transaction (faster than add_account)."""
+
+        def txn(cur: Any) -> None:
+            did = cur.query_one("SELECT id FROM domains WHERE name = ?", (domain,))[0]
+            for i in range(count):
+                cur.execute(
+                    "INSERT INTO accounts (domain_id, name, real_name, created) VALUES (?, ?, ?, 0)",
+                    (did, f"u{i:06d}", f"User Number {i}"),
+                )
+
+        return self.store.db.run_interaction("add_many", txn)
+
+
+class OperationsTests(AdminCase):
+    async def test_change_is_logged_with_its_actor_and_told_to_the_server(self) -> None:
+        """Every change names who made it in the log and tells the server what changed."""
+        admin = await self.admin("web postmaster@example.com")
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "cgtwist.admin":
+                lines.append(event["log_format"].format(**event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        await admin.add_domain("new.test")
+        generated = await admin.add_account("bob", "new.test", "s3cret!pw")
+        self.assertIsNone(generated)
+        self.assertEqual(self.changed, ["domain", "account"])
+        self.assertEqual(
+            lines,
+            [
+                "change by web postmaster@example.com: domain new.test created",
+                "change by web postmaster@example.com: account bob@new.test created",
+            ],
+        )
+
+    async def test_add_account_without_password_returns_a_generated_one(self) -> None:
+        admin = await self.admin()
+        password = await admin.add_account("carol", "example.com")
+        self.assertTrue(password)
+        assert password is not None
+        self.assertIsNotNone(await self.store.verify_password("carol", "example.com", password))
+
+    async def test_account_info_never_holds_the_hash(self) -> None:
+        """No operation hands a password hash to an edge (the web would show it)."""
+        admin = await self.admin()
+        await admin.add_account("dave", "example.com", "pw-dave-1")
+        info = await admin.account("dave", "example.com")
+        page = await admin.account_page("example.com")
+        for row in [info, *page.accounts]:
+            self.assertNotIn("password", row)
+            self.assertNotIn("$argon2", repr(row))
+
+    async def test_errors_carry_a_message(self) -> None:
+        admin = await self.admin()
+        with self.assertRaisesRegex(AdminError, "domain nowhere.test does not exist"):
+            await admin.domain("nowhere.test")
+        with self.assertRaisesRegex(AdminError, "account nobody@example.com does not exist"):
+            await admin.set_password("nobody", "example.com", "x")
+
+    async def test_queue_needs_the_server(self) -> None:
+        admin = await self.admin()
+        with self.assertRaises(ServerDown):
+            await admin.queue.messages()
+        with self.assertRaisesRegex(AdminError, "not a message id"):
+            await admin.queue.act("hold", "../etc")
+
+    async def test_router_table_errors_name_the_line(self) -> None:
+        admin = await self.admin()
+        with self.assertRaises(TableError) as caught:
+            await admin.router.set_table("<a> = b\nthis is not a record\n")
+        self.assertEqual(caught.exception.line, 2)
+        stored = await admin.router.set_table("<*@old.test> = *@example.com\n")
+        self.assertEqual(stored.records, 1)
+        result = await admin.router.test("someone@old.test")
+        self.assertIn("someone@example.com", str(result.route))
+        self.assertEqual(self.changed, ["router"])
+
+
+class AccountPageTests(AdminCase):
+    async def test_pages_forward_and_back(self) -> None:
+        """Pages follow each other by name; the previous page of page 2 is page 1."""
+        admin = await self.admin()
+        await self.add_many("example.com", 25)
+        first = await admin.account_page("example.com", limit=10)
+        self.assertEqual(first.total, 27)  # with postmaster and pbx
+        self.assertEqual(first.accounts[0]["name"], "pbx")
+        self.assertTrue(first.has_next)
+        self.assertFalse(first.has_previous)
+        second = await admin.account_page("example.com", limit=10, after=first.last)
+        self.assertEqual(second.accounts[0]["name"], "u000008")
+        self.assertTrue(second.has_previous)
+        back = await admin.account_page("example.com", limit=10, before=second.first)
+        self.assertEqual(back.accounts, first.accounts)
+        self.assertFalse(back.has_previous)
+        last = await admin.account_page("example.com", limit=10, after="u000016")
+        self.assertEqual(len(last.accounts), 8)
+        self.assertFalse(last.has_next)
+
+    async def test_search_matches_name_or_real_name_literally(self) -> None:
+        """Search is a substring of the name or (any case) the real name; % and _ are text."""
+        admin = await self.admin()
+        await self.add_many("example.com", 30)
+        page = await admin.account_page("example.com", search="NUMBER 2")
+        names = [a["name"] for a in page.accounts]
+        self.assertEqual(names, ["u000002", *[f"u0000{i}" for i in range(20, 30)]])
+        self.assertEqual(page.total, 11)
+        self.assertEqual((await admin.account_page("example.com", search="u%0")).total, 0)
+        self.assertEqual((await admin.account_page("example.com", search="_")).total, 0)
+
+    async def test_paging_walks_the_index_not_the_table(self) -> None:
+        """The page query is a range on the (domain, name) index: its cost does not grow with
+        the page number (no OFFSET), so page 2,000 of 100,000 accounts is as cheap as page 1."""
+        await self.admin()
+        await self.add_many("example.com", 10)
+
+        def plan(cur: Any) -> list[str]:
+            sql = (
+                directory.tables.ACCOUNT_COLUMNS
+                + "WHERE a.domain_id = ? AND a.name > ? ORDER BY a.name LIMIT ?"
+            )
+            return [str(r[-1]) for r in cur.query("EXPLAIN QUERY PLAN " + sql, (1, "u", 51))]
+
+        steps = await self.store.db.run_interaction("plan", plan, readonly=True)
+        self.assertTrue(any("USING INDEX" in s and "name>?" in s for s in steps), steps)
+        self.assertFalse(any("TEMP B-TREE" in s for s in steps), steps)  # no sort step
+
+    async def test_unknown_domain(self) -> None:
+        admin = await self.admin()
+        with self.assertRaisesRegex(Exception, "domain none.test does not exist"):
+            await admin.account_page("none.test")
+
+
+class OperationsPostgresTests(OperationsTests):
+    engine = "postgresql"
+
+
+class AccountPagePostgresTests(AccountPageTests):
+    """The same paging and search SQL on PostgreSQL (LIKE is case-sensitive there: the
+    real name is compared lower-cased)."""
+
+    engine = "postgresql"
+
+    async def test_paging_walks_the_index_not_the_table(self) -> None:
+        """SQLite's plan check; PostgreSQL plans by statistics."""
