@@ -26,9 +26,9 @@ from cgtwist.config import BootstrapConfig
 from cgtwist.errors import ConfigError
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger, RotatingLogFile
-from cgtwist.reactor import streamline
+from cgtwist.runtime.reactor import streamline
+from cgtwist.runtime.stopsignals import StopSignals
 from cgtwist.settings import Settings, SettingsHolder, describe_changes
-from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
 
@@ -244,9 +244,9 @@ class CgtwistService(MultiService):
 
     def startService(self) -> None:
         self._apply_log_level()
-        streamline(self.reactor)  # no log context per I/O event (cgtwist.reactor)
+        streamline(self.reactor)  # no log context per I/O event (cgtwist.runtime.reactor)
         # After Twisted installs its own handlers (during startup), replace them with ones
-        # that do nothing in the handler but wake the reactor (cgtwist.stopsignals).
+        # that do nothing in the handler but wake the reactor (cgtwist.runtime.stopsignals).
         self.reactor.callWhenRunning(StopSignals(self.reactor).install)
         super().startService()
         d = defer.ensureDeferred(self._start())

@@ -38,10 +38,10 @@ from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
-from cgtwist.protocols.fastwrite import write_pipe_now
-from cgtwist.reactor import streamline
+from cgtwist.runtime.fastwrite import write_pipe_now
+from cgtwist.runtime.reactor import streamline
+from cgtwist.runtime.stopsignals import StopSignals
 from cgtwist.settings import SettingsHolder
-from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
 
@@ -247,7 +247,7 @@ def main() -> None:
     from twisted.internet import reactor, stdio
 
     cfg, listeners, index = decode_spec(os.environ[ENV])
-    streamline(reactor)  # no log context per I/O event (cgtwist.reactor)
+    streamline(reactor)  # no log context per I/O event (cgtwist.runtime.reactor)
     _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor)
     worker = Worker(cfg, listeners, index, reactor)
     stdio.StandardIO(worker.link, reactor=reactor)

@@ -25,13 +25,13 @@ from twisted.python.failure import Failure
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.protocols import imap_parse
-from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.imap_auth import IPenalty
 from cgtwist.protocols.imap_framing import FramingMixin, _Pending
 from cgtwist.protocols.imap_login import LoginMixin
 from cgtwist.protocols.imap_messages import MessageCommands
 from cgtwist.protocols.imap_sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -353,7 +353,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     # -- responses --------------------------------------------------------------------------
     def sendLine(self, line: bytes) -> None:
         """Straight to the socket when nothing is queued before it (plain TCP; cgtwist.
-        protocols.fastwrite), else through the transport: saves two epoll_ctl calls and a
+        runtime.fastwrite), else through the transport: saves two epoll_ctl calls and a
         reactor turn per response line on a connection without TLS."""
         write_now(self.transport, line + self.delimiter)
 

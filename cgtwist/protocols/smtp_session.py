@@ -25,8 +25,8 @@ from zope.interface import implementer
 from cgtwist.errors import MailError
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
-from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp_data import DataReader
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.types import Recipient, SessionInfo
 
 if TYPE_CHECKING:

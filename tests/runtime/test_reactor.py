@@ -1,4 +1,4 @@
-"""cgtwist.reactor: the epoll reactor's direct dispatch still moves bytes over real sockets,
+"""cgtwist.runtime.reactor: the epoll reactor's direct dispatch still moves bytes over real sockets,
 still cuts off (and logs) a protocol that raises, and leaves other reactors alone."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import globalLogPublisher
 
-from cgtwist.reactor import streamline
+from cgtwist.runtime.reactor import streamline
 
 
 class _Echo(Protocol):

@@ -1,4 +1,4 @@
-"""cgtwist.stopsignals: what the server and its workers do on SIGTERM and SIGINT."""
+"""cgtwist.runtime.stopsignals: what the server and its workers do on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet import error
 from twisted.trial import unittest
 
-from cgtwist.stopsignals import StopSignals
+from cgtwist.runtime.stopsignals import StopSignals
 
 
 class _Reactor:

@@ -1,4 +1,4 @@
-"""cgtwist.protocols.fastwrite: a line to the server goes straight into the pipe when nothing
+"""cgtwist.runtime.fastwrite: a line to the server goes straight into the pipe when nothing
 is queued before it, and never overtakes what is."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from twisted.internet.process import ProcessWriter
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
-from cgtwist.protocols.fastwrite import write_pipe_now
+from cgtwist.runtime.fastwrite import write_pipe_now
 
 
 class _Proc:

@@ -1,0 +1,1 @@
+"""Code that relies on Twisted's private internals (charter to follow)."""
