@@ -43,7 +43,7 @@ class Components:
         tls: Any,
         link: Any = None,
     ) -> None:
-        """``link``: set in an SMTP worker process (cgtwist.worker), the pipe to the server that
+        """``link``: set in an SMTP worker process (cgtwist.smtpworker.child), the pipe to the server that
         takes each stored message (``enqueue``); such a process builds only what receiving
         needs (no queue, no delivery) and stores into ``Queue/incoming/``."""
         self.cfg = cfg

@@ -78,7 +78,7 @@ class CgtwistService(MultiService):
         )
         self._control_port: Any = None
         self.changes: Any = None  # cgtwist.storage.notify.ChangeListener (PostgreSQL only)
-        self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
+        self.workers: Any = None  # cgtwist.smtpworker.supervisor.SMTPWorkers once started
         self.ready: defer.Deferred[None] = defer.Deferred()
         self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
 
@@ -289,7 +289,7 @@ class CgtwistService(MultiService):
         self._install_signals()
         await self._apply_listeners(self.settings.current)
         from cgtwist.app import shutdown_grace
-        from cgtwist.workers import SMTPWorkers
+        from cgtwist.smtpworker.supervisor import SMTPWorkers
 
         self.workers = SMTPWorkers(
             self.reactor,

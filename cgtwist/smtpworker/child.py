@@ -1,4 +1,4 @@
-"""An SMTP worker process: ``python -m cgtwist.worker``, started by the server, never by hand.
+"""An SMTP worker process: ``python -m cgtwist.smtpworker.child``, started by the server, never by hand.
 
 With ``smtp.workers`` = N the server (cgtwist.service) binds the SMTP listening sockets as
 before, stops accepting on them itself and starts N of these processes, which share the
