@@ -64,7 +64,7 @@ class Components:
     def _workers(self, name: str, size: int) -> Any:
         """Threads for blocking file work on the mail path (spool, Maildir): a lean pool,
         one queue put per job instead of ThreadPool's lock hand-offs on the reactor."""
-        from cgtwist.spool.workers import WorkerPool
+        from cgtwist.runtime.threadpool import WorkerPool
 
         pool = WorkerPool(size, name)
         pool.start()
