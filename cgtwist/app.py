@@ -63,10 +63,11 @@ class Components:
 
     def _workers(self, name: str, size: int) -> Any:
         """Threads for blocking file work on the mail path (spool, Maildir): a lean pool,
-        one queue put per job instead of ThreadPool's lock hand-offs on the reactor."""
-        from cgtwist.runtime.threadpool import WorkerPool
+        one queue put per job instead of ThreadPool's lock hand-offs on the reactor
+        (Twisted's ThreadPool with ``[server] runtime = plain``)."""
+        from cgtwist.runtime.threadpool import file_pool
 
-        pool = WorkerPool(size, name)
+        pool = file_pool(size, name, tuned=self.cfg.runtime == "tuned")
         pool.start()
         self._pools.append(pool)
         return pool

@@ -11,6 +11,10 @@ which finds nothing and sleeps again, and under a busy reactor that wasted wake-
 traffic too: 8% of the server's CPU per message, 9% of its throughput, on the SMTP path.)
 It never touches the reactor itself: ``twisted.internet.threads.deferToThreadPool`` passes an
 ``onResult`` that uses ``reactor.callFromThread``.
+
+``file_pool`` makes the server's file-work pool: this one when ``[server] runtime`` is
+``tuned`` and ``deferToThreadPool`` still hands jobs over through the one method it
+implements (``missing``), else Twisted's own ThreadPool.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import collections
 import threading
 from typing import Any, Callable, Optional
 
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 _Job = Optional[
     tuple[
@@ -119,3 +125,21 @@ class WorkerPool:
                 except BaseException:  # never lose the thread (deferToThreadPool's cannot fail)
                     pass
             del result, on_result
+
+
+def missing(defer_to_pool: Optional[Callable[..., Any]] = None) -> Optional[str]:
+    """What WorkerPool relies on that this Twisted lacks (a sentence for the log), or None:
+    ``deferToThreadPool`` must hand its job over by ``callInThreadWithCallback``, the part of
+    ThreadPool's interface WorkerPool implements."""
+    code = getattr(defer_to_pool or deferToThreadPool, "__code__", None)
+    if code is None or "callInThreadWithCallback" not in code.co_names:
+        return "deferToThreadPool no longer calls callInThreadWithCallback"
+    return None
+
+
+def file_pool(size: int, name: str, tuned: bool) -> WorkerPool | ThreadPool:
+    """The pool for blocking file work, not yet started: a WorkerPool when ``tuned`` (and
+    ``missing`` finds nothing), else Twisted's ThreadPool of the same size."""
+    if tuned and missing() is None:
+        return WorkerPool(size, name)
+    return ThreadPool(0, max(1, size), name)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from unittest.mock import patch
 
 from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 
-from cgtwist.runtime.threadpool import WorkerPool
+from cgtwist.runtime import threadpool
+from cgtwist.runtime.threadpool import WorkerPool, file_pool, missing
 
 
 class WorkerPoolTests(unittest.TestCase):
@@ -100,3 +103,36 @@ class WorkerPoolTests(unittest.TestCase):
         gate.set()
         pool.stop()
         self.assertEqual(done, [0, 1, 2, 3, 4])
+
+
+class FilePoolTests(unittest.TestCase):
+    def test_tuned_is_the_lean_pool_plain_is_twisteds(self) -> None:
+        """``runtime = tuned`` gives WorkerPool, ``plain`` Twisted's ThreadPool of the same
+        size; both run deferToThreadPool work."""
+        self.assertIsInstance(file_pool(4, "t", tuned=True), WorkerPool)
+        plain = file_pool(4, "p", tuned=False)
+        self.assertIsInstance(plain, ThreadPool)
+        self.assertEqual(plain.max, 4)
+
+    @defer.inlineCallbacks
+    def test_plain_pool_runs_work(self) -> None:
+        pool = file_pool(2, "plain", tuned=False)
+        pool.start()
+        self.addCleanup(pool.stop)
+        self.assertEqual((yield deferToThreadPool(reactor, pool, lambda: 7)), 7)
+
+    def test_this_twisted_has_what_it_needs(self) -> None:
+        """deferToThreadPool of the installed Twisted hands jobs over the way WorkerPool
+        takes them."""
+        self.assertIsNone(missing())
+
+    def test_a_changed_hand_over_falls_back_to_twisteds_pool(self) -> None:
+        """A deferToThreadPool that no longer calls callInThreadWithCallback (another
+        Twisted) is refused: file_pool then gives Twisted's ThreadPool even when tuned."""
+
+        def other(reactor: object, pool: object, f: object) -> None:
+            pool.submit(f)  # type: ignore[attr-defined]
+
+        self.assertIn("callInThreadWithCallback", missing(other) or "")
+        with patch.object(threadpool, "deferToThreadPool", other):
+            self.assertIsInstance(file_pool(4, "t", tuned=True), ThreadPool)
