@@ -29,7 +29,9 @@ so an upgrade costs speed, never correctness.
   under mail load (19f31ac, 25357b6, 55f5f55). The level filter and the rotating log file
   reach twistd's observers the same way, in both modes.
 * ``stopsignals``: SIGTERM/SIGINT handlers that only wake the reactor, recording the signal
-  in the reactor's ``_exitSignal`` for twistd; not a speed piece, so it has no fallback.
+  in the reactor's ``_exitSignal`` for twistd. A fix (logging inside Twisted's handler hung
+  a loaded server), not a speed piece, so it runs in both modes; without ``_exitSignal`` it
+  warns that the exit status will not carry the signal.
 
 Nothing here imports from above ``cgtwist.logs`` (the layers contract in .importlinter).
 """

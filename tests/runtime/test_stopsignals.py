@@ -6,6 +6,7 @@ import signal
 from typing import Any
 
 from twisted.internet import error
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from cgtwist.runtime.stopsignals import StopSignals
@@ -62,3 +63,19 @@ class StopSignalTests(unittest.TestCase):
         self.reactor.stops = 1
         self.signals.received(signal.SIGTERM)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ExitSignalCheckTests(unittest.TestCase):
+    def test_a_reactor_without_exit_signal_is_reported(self) -> None:
+        """A Twisted whose reactor no longer records the exit signal (private
+        ``_exitSignal``): the handlers still stop the reactor, and the log says the exit
+        status will not carry the signal."""
+        reactor = _Reactor()
+        del reactor._exitSignal
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, sig, signal.getsignal(sig))
+        StopSignals(reactor).install()
+        self.assertTrue(any("_exitSignal" in (e.get("log_format") or "") for e in events))
