@@ -46,12 +46,7 @@ PRIVATE = {
 # (path relative to cgtwist/, private name): why it may stay. Not found by these patterns:
 # a Twisted subclass's own ``self._name`` (protocols/pop3.py clears LineOnlyReceiver's
 # ``self._buffer`` at STLS, CVE-2011-0411), which reads like the class's own attribute.
-KNOWN = {
-    ("delivery/smtp_client.py", "_buffer"): (
-        "bytes after the server's 220 to STARTTLS are an injection (CVE-2011-0411); "
-        "LineReceiver.clearLineBuffer() is the public way to read them"
-    ),
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def uses_outside_the_fence() -> list[str]:
