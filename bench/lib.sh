@@ -74,8 +74,9 @@ cg_dns() {
 }
 
 # cg_conf DIR MAIN_DOMAIN [LOG_LEVEL]: write DIR/cgtwist.conf (base directory DIR/base,
-# nameserver $DNS), export CGTWIST_CONFIG for cgtwist-admin and twistd, and create the store
-# (cgtwist-admin init: no other command creates one).
+# nameserver $DNS, [server] runtime $CG_RUNTIME: tuned by default, plain for stock Twisted),
+# export CGTWIST_CONFIG for cgtwist-admin and twistd, and create the store (cgtwist-admin
+# init: no other command creates one).
 cg_conf() {
   cat > "$1/cgtwist.conf" <<CONF
 [server]
@@ -83,6 +84,7 @@ base_dir = "$1/base"
 main_domain = "$2"
 hostname = "bench.$2"
 unprivileged_ports = true
+runtime = "${CG_RUNTIME:-tuned}"
 [log]
 level = "${3:-info}"
 [dns]

@@ -3,6 +3,7 @@
 # Postfix's smtp-source (../shared/bench/smtp-load.sh), reported as cgtwist/Postfix ratios.
 #
 #   bench/smtp-vs-postfix.sh            MSGS=2000 SIZE=5120 SESSIONS="1 10 50" RUNS=3 CG_WORKERS=$(nproc)
+#   CG_RUNTIME=plain bench/smtp-vs-postfix.sh   the same on stock Twisted ([server] runtime = plain)
 #
 # Postfix listens on 127.0.0.1:2525 (../shared/bench/setup-peers.sh), cgtwist on 127.0.0.1:2625,
 # both delivering to smtpbench@example.test's Maildir. The two servers take turns run by run

@@ -8,7 +8,7 @@ store, cred portal and the protocol factories — and closes them in reverse ord
 Wiring runs one way: every collaborator arrives through a constructor, built before the object
 that uses it. New mail reaches the queue through the spool's subscription (``Spool.subscribe``),
 never through a reference from the receiving side to the queue: the queue manager subscribes
-here, in the server; an SMTP worker process (cgtwist.worker) opens only the receiving half and
+here, in the server; an SMTP worker process (cgtwist.smtpworker.child) opens only the receiving half and
 subscribes its link to the server instead.
 """
 
@@ -46,9 +46,9 @@ from cgtwist.protocols.smtp import SMTPFactory
 from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.manager import QueueManager
+from cgtwist.runtime.threadpool import WorkerPool, file_pool
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
-from cgtwist.spool.workers import WorkerPool
 from cgtwist.storage.rules import RuleStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
@@ -65,7 +65,7 @@ class Components:
     """Every long-lived object of one server, built from the bootstrap config.
 
     ``open()`` builds the whole server; ``open_reception()`` only what receiving needs, for an
-    SMTP worker process (cgtwist.worker), whose spool stores into ``Queue/incoming/`` and
+    SMTP worker process (cgtwist.smtpworker.child), whose spool stores into ``Queue/incoming/`` and
     announces to the subscriber the worker gives it (its link to the server). The parts of the
     half not built stay None.
     """
@@ -104,10 +104,11 @@ class Components:
         self._pools.append(pool)
         return pool
 
-    def _workers(self, name: str, size: int) -> WorkerPool:
+    def _workers(self, name: str, size: int) -> WorkerPool | ThreadPool:
         """Threads for blocking file work on the mail path (spool, Maildir): a lean pool,
-        one queue put per job instead of ThreadPool's lock hand-offs on the reactor."""
-        pool = WorkerPool(size, name)
+        one queue put per job instead of ThreadPool's lock hand-offs on the reactor
+        (Twisted's ThreadPool with ``[server] runtime = plain``)."""
+        pool = file_pool(size, name, tuned=self.cfg.runtime == "tuned")
         pool.start()
         self._pools.append(pool)
         return pool

@@ -27,6 +27,7 @@ _KNOWN: dict[str, dict[str, type]] = {
         "unprivileged_ports": bool,
         "umask": str,
         "node": str,
+        "runtime": str,
     },
     "database": {"url": str, "pool_min": int, "pool_max": int, "timeout": float},
     "tls": {"certificate": str, "key": str},
@@ -35,6 +36,9 @@ _KNOWN: dict[str, dict[str, type]] = {
 }
 
 _LEVELS = ("debug", "info", "warn", "error", "critical")
+# [server] runtime: the measured shortcuts through Twisted's internals, or stock Twisted
+# (cgtwist.runtime).
+RUNTIMES = ("tuned", "plain")
 
 # The node a server is when its bootstrap file names none: a single server keeps working
 # unchanged, its node settings (listeners) migrated to this node (docs/CLUSTER.md).
@@ -79,6 +83,7 @@ class BootstrapConfig:
     source: str = ""  # the file it was read from, for messages
     main_domain_explicit: bool = True  # False: defaulted to the host name (the store's wins)
     node: str = DEFAULT_NODE  # which node's settings (listeners...) this server uses
+    runtime: str = "tuned"  # "plain": stock Twisted instead of cgtwist.runtime's pieces
 
     @property
     def queue_dir(self) -> str:
@@ -240,6 +245,15 @@ def parse(
         node = check_node(node)
     except ValueError as e:
         raise _fail(source, text, "server", "node", str(e)) from None
+    runtime = get("server", "runtime", "tuned")
+    if runtime not in RUNTIMES:
+        raise _fail(
+            source,
+            text,
+            "server",
+            "runtime",
+            f"must be one of {', '.join(RUNTIMES)}, not {runtime!r}",
+        )
     return BootstrapConfig(
         base_dir=base,
         main_domain=main,
@@ -262,6 +276,7 @@ def parse(
         log_keep=keep,
         log_daily=get("log", "daily", False),
         node=node,
+        runtime=runtime,
     )
 
 

@@ -55,7 +55,7 @@ class ListenerManager:
         self.failed: dict[ListenerSpec, str] = {}
         self.paused = False
         # Protocols whose sockets this process binds but does not accept on: SMTP worker
-        # processes (cgtwist.workers) accept on them instead.
+        # processes (cgtwist.smtpworker.child) accept on them instead.
         self.delegated: frozenset[str] = frozenset()
         self.tls_ready = True  # False while the service binds before loading certificates
         self._applying: list[defer.Deferred[None]] = []  # apply() calls not finished yet

@@ -26,9 +26,10 @@ from cgtwist.config import BootstrapConfig
 from cgtwist.errors import ConfigError
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger, RotatingLogFile
-from cgtwist.reactor import streamline
+from cgtwist.runtime import logobservers
+from cgtwist.runtime.mode import Runtime
+from cgtwist.runtime.stopsignals import StopSignals
 from cgtwist.settings import Settings, SettingsHolder, describe_changes
-from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS, ensure_certificate
 from cgtwist.types import ListenerSpec
 
@@ -78,9 +79,10 @@ class CgtwistService(MultiService):
         )
         self._control_port: Any = None
         self.changes: Any = None  # cgtwist.storage.notify.ChangeListener (PostgreSQL only)
-        self.workers: Any = None  # cgtwist.workers.SMTPWorkers once started
+        self.workers: Any = None  # cgtwist.smtpworker.supervisor.SMTPWorkers once started
         self.ready: defer.Deferred[None] = defer.Deferred()
         self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
+        self.runtime: Optional[Runtime] = None  # [server] runtime's pieces, once started
 
     # -- listeners ---------------------------------------------------------------------------
     def _maker(self, spec: ListenerSpec) -> Factory:
@@ -143,28 +145,13 @@ class CgtwistService(MultiService):
         super().privilegedStartService()
 
     # -- start / stop ------------------------------------------------------------------------
-    def _apply_log_level(self) -> None:
-        """Filter events below [log] level on twistd's observers (file, syslog or stdout)."""
-        from twisted.logger import FileLogObserver, LogLevel, globalLogPublisher
+    def _start_runtime(self) -> None:
+        """[server] runtime for this process (cgtwist.runtime): the reactor, direct writes,
+        file threads, and twistd's observers with [log] level, then the log file's report."""
+        from twisted.logger import globalLogPublisher
 
-        from cgtwist.logs import LevelFilter, TurnBufferedFile, fast_text_format, set_level
-
-        observers = list(getattr(globalLogPublisher, "_observers", []))
-        for observer in observers:
-            if isinstance(observer, FileLogObserver):
-                observer.formatEvent = fast_text_format
-                out = getattr(observer, "_outFile", None)
-                if out is not None and not isinstance(out, TurnBufferedFile):
-                    buffered = TurnBufferedFile(out, self.reactor)
-                    observer._outFile = buffered  # type: ignore[assignment]
-                    self.reactor.addSystemEventTrigger("after", "shutdown", buffered.unbuffer)
-        if self.cfg.log_level != "debug":
-            level = LogLevel.levelWithName(self.cfg.log_level)
-            set_level(level)
-            # twistd installs its observers before startService; wrap each in a level filter.
-            for observer in observers:
-                globalLogPublisher.removeObserver(observer)
-                globalLogPublisher.addObserver(LevelFilter(observer, level))
+        self.runtime = Runtime(self.cfg.runtime, self.reactor)
+        self.runtime.start_server(globalLogPublisher, self.cfg.log_level)
         if self._logfile is not None:
             self._report_log_file(*self._logfile)
 
@@ -174,14 +161,18 @@ class CgtwistService(MultiService):
         twistd opened the file as root, so it is reopened before root is dropped, and given,
         with its rotated copies, to the base directory's owner (the --uid user, who must
         rotate it later). The lines about it are logged by startService."""
-        from twisted.logger import FileLogObserver, globalLogPublisher
+        from twisted.logger import globalLogPublisher
 
-        for observer in list(getattr(globalLogPublisher, "_observers", [])):
-            out = getattr(observer, "_outFile", None)
-            if isinstance(observer, FileLogObserver) and type(out) is LogFile:
-                rotating, changed = self._rotating(out)
-                observer._outFile = rotating  # type: ignore[assignment]
-                self._logfile = (rotating, changed)
+        changed: list[filemodes.Change] = []
+
+        def rotating(twistd_file: LogFile) -> RotatingLogFile:
+            new, changes = self._rotating(twistd_file)
+            changed.extend(changes)
+            return new
+
+        taken = logobservers.replace_log_file(globalLogPublisher, rotating)
+        if taken is not None:
+            self._logfile = (taken, changed)
 
     def _rotating(self, twistd_file: LogFile) -> tuple[RotatingLogFile, list[filemodes.Change]]:
         """A RotatingLogFile at twistd's path; existing log files lose the bits the umask
@@ -243,10 +234,9 @@ class CgtwistService(MultiService):
             )
 
     def startService(self) -> None:
-        self._apply_log_level()
-        streamline(self.reactor)  # no log context per I/O event (cgtwist.reactor)
+        self._start_runtime()
         # After Twisted installs its own handlers (during startup), replace them with ones
-        # that do nothing in the handler but wake the reactor (cgtwist.stopsignals).
+        # that do nothing in the handler but wake the reactor (cgtwist.runtime.stopsignals).
         self.reactor.callWhenRunning(StopSignals(self.reactor).install)
         super().startService()
         d = defer.ensureDeferred(self._start())
@@ -291,7 +281,7 @@ class CgtwistService(MultiService):
         self._install_signals()
         await self._apply_listeners(self.settings.current)
         from cgtwist.app import shutdown_grace
-        from cgtwist.workers import SMTPWorkers
+        from cgtwist.smtpworker.supervisor import SMTPWorkers
 
         self.workers = SMTPWorkers(
             self.reactor,

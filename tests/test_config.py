@@ -158,6 +158,17 @@ class ConfigTests(unittest.TestCase):
             e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
             self.assertTrue(str(e).startswith(where), str(e))
 
+    def test_runtime_setting(self) -> None:
+        """[server] runtime is tuned by default, may be plain, and anything else is refused
+        with a one-line error naming the file, line and key."""
+        self.assertEqual(config.parse("", "<defaults>", "/srv").runtime, "tuned")
+        cfg = config.parse('[server]\nruntime = "plain"\n', "c.conf", "/")
+        self.assertEqual(cfg.runtime, "plain")
+        for text in ('[server]\nruntime = "fast"\n', "[server]\nruntime = 1\n"):
+            e = self.assertRaises(ConfigError, config.parse, text, "c.conf", "/")
+            self.assertTrue(str(e).startswith("c.conf:2: server.runtime: "), str(e))
+            self.assertNotIn("\n", str(e))
+
 
 class TapOptionsTests(unittest.TestCase):
     def test_unprivileged_ports_flag(self) -> None:

@@ -1,5 +1,5 @@
 """SMTP worker processes without processes: the server's side (SMTPWorkers' sweep of
-Queue/incoming/) and the worker's start (cgtwist.worker.Worker on a fake reactor)."""
+Queue/incoming/) and the worker's start (cgtwist.smtpworker.child.Worker on a fake reactor)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from twisted.trial import unittest
 
 from cgtwist import app
 from cgtwist.config import BootstrapConfig
+from cgtwist.smtpworker.child import Worker
+from cgtwist.smtpworker.supervisor import KILL_WAIT, STOP_MARGIN, SMTPWorkers, _WorkerProcess
 from cgtwist.types import ListenerSpec
-from cgtwist.worker import Worker
-from cgtwist.workers import KILL_WAIT, STOP_MARGIN, SMTPWorkers, _WorkerProcess
 
 
 class SweepTests(unittest.TestCase):

@@ -111,7 +111,7 @@ class Load:
 
 
 def worker_pids(server: Server) -> list[int]:
-    """Live (not zombie) children of the server running cgtwist.worker, from /proc (the
+    """Live (not zombie) children of the server running cgtwist.smtpworker.child, from /proc (the
     server's log rotates at 1 MB under this load, so its 'started' lines cannot be relied on)."""
     if server.proc is None:
         return []
@@ -127,7 +127,7 @@ def worker_pids(server: Server) -> list[int]:
                 cmd = f.read()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[1]) == parent and b"cgtwist.worker" in cmd:
+        if fields[0] != "Z" and int(fields[1]) == parent and b"cgtwist.smtpworker.child" in cmd:
             pids.append(int(name))
     return pids
 

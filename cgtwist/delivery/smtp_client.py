@@ -295,7 +295,10 @@ class SMTPClient(LineReceiver):
             reply = await self.command("STARTTLS", self.timeouts.command, "starttls")
             if reply.code == 220:
                 # RFC 3207 §4.2 / CVE-2011-0411: nothing may follow the 220 in plaintext.
-                if self._replies or self._partial or getattr(self, "_buffer", None):
+                # clearLineBuffer: LineReceiver's public way to the bytes not yet read as
+                # lines (its private _buffer, read here before, would read as empty if a
+                # Twisted renamed it, and the check would pass).
+                if self._replies or self._partial or self.clearLineBuffer():
                     raise self._fatal(SessionError("plaintext injected after STARTTLS", "starttls"))
                 self.tls_started = True
                 transport: Any = self.transport

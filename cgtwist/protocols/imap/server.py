@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
-from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
@@ -31,6 +30,7 @@ from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
 from cgtwist.protocols.imap.sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -373,7 +373,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     # -- responses --------------------------------------------------------------------------
     def sendLine(self, line: bytes) -> None:
         """Straight to the socket when nothing is queued before it (plain TCP; cgtwist.
-        protocols.fastwrite), else through the transport: saves two epoll_ctl calls and a
+        runtime.fastwrite), else through the transport: saves two epoll_ctl calls and a
         reactor turn per response line on a connection without TLS."""
         write_now(self.transport, line + self.delimiter)
 

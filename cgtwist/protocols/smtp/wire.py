@@ -27,9 +27,9 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import IAuthPenalty, IClientAccess, IPolicy, ISessionWatch, ISubmission
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
-from cgtwist.protocols.fastwrite import write_now
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec, SessionInfo
 

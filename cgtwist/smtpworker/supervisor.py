@@ -1,6 +1,6 @@
 """The server's side of SMTP worker processes (``smtp.workers``): start, watch, restart, stop.
 
-Owns the child processes of cgtwist.worker and the pipes to them: it gives each the SMTP
+Owns the child processes of cgtwist.smtpworker.child and the pipes to them: it gives each the SMTP
 listening sockets (``childFDs``), adopts every message a worker names (``Q <id>``) through the
 queue manager, relays the worker's log lines into the server's log, forwards reloads (``R``)
 and the queue size (``C <n>``), and sweeps ``Queue/incoming/`` whenever a worker ends (a
@@ -175,7 +175,11 @@ class SMTPWorkers:
         self.procs[index] = proto
         self._last_count = None  # the new worker hears the queue size at the next tick
         self.reactor.spawnProcess(
-            proto, self.executable, [self.executable, "-m", "cgtwist.worker"], env=env, childFDs=fds
+            proto,
+            self.executable,
+            [self.executable, "-m", "cgtwist.smtpworker.child"],
+            env=env,
+            childFDs=fds,
         )
         self.log.info("smtp worker {index} started (pid {pid})", index=index, pid=proto.pid)
 

@@ -1,4 +1,4 @@
-"""cgtwist.stopsignals: what the server and its workers do on SIGTERM and SIGINT."""
+"""cgtwist.runtime.stopsignals: what the server and its workers do on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import signal
 from typing import Any
 
 from twisted.internet import error
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
-from cgtwist.stopsignals import StopSignals
+from cgtwist.runtime.stopsignals import StopSignals
 
 
 class _Reactor:
@@ -62,3 +63,19 @@ class StopSignalTests(unittest.TestCase):
         self.reactor.stops = 1
         self.signals.received(signal.SIGTERM)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class ExitSignalCheckTests(unittest.TestCase):
+    def test_a_reactor_without_exit_signal_is_reported(self) -> None:
+        """A Twisted whose reactor no longer records the exit signal (private
+        ``_exitSignal``): the handlers still stop the reactor, and the log says the exit
+        status will not carry the signal."""
+        reactor = _Reactor()
+        del reactor._exitSignal
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.addCleanup(signal.signal, sig, signal.getsignal(sig))
+        StopSignals(reactor).install()
+        self.assertTrue(any("_exitSignal" in (e.get("log_format") or "") for e in events))

@@ -1,4 +1,4 @@
-"""An SMTP worker process: ``python -m cgtwist.worker``, started by the server, never by hand.
+"""An SMTP worker process: ``python -m cgtwist.smtpworker.child``, started by the server, never by hand.
 
 With ``smtp.workers`` = N the server (cgtwist.service) binds the SMTP listening sockets as
 before, stops accepting on them itself and starts N of these processes, which share the
@@ -39,10 +39,10 @@ from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
-from cgtwist.protocols.fastwrite import write_pipe_now
-from cgtwist.reactor import streamline
+from cgtwist.runtime.fastwrite import write_pipe_now
+from cgtwist.runtime.mode import Runtime
+from cgtwist.runtime.stopsignals import StopSignals
 from cgtwist.settings import SettingsHolder
-from cgtwist.stopsignals import StopSignals
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
 
@@ -220,12 +220,15 @@ class Worker:
             await self.app.close()
 
 
-def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
-    """JSON lines on standard error, gathered per reactor turn (TurnBufferedFile)."""
+def _log_to_stderr(level: LogLevel, reactor: Any, batched: bool) -> None:
+    """JSON lines on standard error; ``batched`` (``[server] runtime = tuned``): gathered
+    per reactor turn (TurnBufferedFile), else written line by line."""
     from cgtwist.logs import LevelFilter, TurnBufferedFile, plain_text, set_level
 
-    out = TurnBufferedFile(sys.stderr, reactor)
-    reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # lines after it, too
+    out: Any = sys.stderr
+    if batched:
+        out = TurnBufferedFile(sys.stderr, reactor)
+        reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # lines after it, too
 
     @implementer(ILogObserver)
     def observer(event: Any) -> None:
@@ -237,6 +240,8 @@ def _log_to_stderr(level: LogLevel, reactor: Any) -> None:
             out.write(
                 json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n"
             )
+            if not batched:
+                out.flush()
         except Exception:  # never let logging kill the worker
             pass
 
@@ -248,10 +253,11 @@ def main() -> None:
     from twisted.internet import reactor, stdio
 
     cfg, listeners, index = decode_spec(os.environ[ENV])
-    streamline(reactor)  # no log context per I/O event (cgtwist.reactor)
-    _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor)
+    runtime = Runtime(cfg.runtime, reactor)
+    _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor, runtime.wanted)
+    runtime.start_worker()  # cgtwist.runtime: reactor, direct writes, file threads
     worker = Worker(cfg, listeners, index, reactor)
-    stdio.StandardIO(worker.link, reactor=reactor)
+    runtime.start_pipe(stdio.StandardIO(worker.link, reactor=reactor))
 
     def failed(f: Any) -> None:
         log.failure("smtp worker {index} failed to start", f, index=index)

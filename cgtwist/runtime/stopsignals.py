@@ -34,6 +34,11 @@ class StopSignals:
         self._noted = False  # a handler has recorded the exit signal
 
     def install(self) -> None:
+        if not hasattr(self.reactor, "_exitSignal"):  # another Twisted: stopping still works
+            log.warn(
+                "the reactor has no _exitSignal (another Twisted): after a stop signal the "
+                "process exits with status 0, not the signal's"
+            )
         for sig in STOP_SIGNALS:
             if signal.getsignal(sig) in (signal.SIG_IGN, None):
                 continue  # ignored on purpose (a background job of a script): keep it so

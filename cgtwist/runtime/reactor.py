@@ -12,7 +12,8 @@ about one quarter of a millisecond per message.
 ``streamline(reactor)`` gives one reactor instance a ``doPoll`` that dispatches directly and
 is otherwise Twisted's own: the same poll, the same ``_doReadOrWrite`` (which already logs
 and disconnects on an application error), and a last-resort log line if dispatching itself
-raises, as ``callWithLogger`` would. Any other reactor type is left alone.
+raises, as ``callWithLogger`` would. Any other reactor type, or an EPollReactor whose
+internals are not the ones this was written against (``missing``), is left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import errno
 import types
 from typing import Any, Optional
 
+from twisted.internet.base import ReactorBase
 from twisted.internet.epollreactor import EPollReactor
 from twisted.python import log
 
@@ -49,14 +51,32 @@ def _do_poll(self: Any, timeout: Optional[float]) -> None:
             log.err(None, "dispatching an I/O event")
 
 
-def streamline(reactor: Any) -> bool:
-    """Switch ``reactor`` (if it is exactly Twisted's EPollReactor) to the direct dispatch;
-    True if it was switched. Safe to call more than once."""
+def missing(reactor: Any) -> Optional[str]:
+    """What of Twisted's epoll reactor the direct dispatch relies on is not there (a
+    sentence for the log), or None when it may replace ``doPoll``.
+
+    The replacement must still be what the main loop calls (``doIteration``), and it uses
+    the reactor's poller, its fd -> selectable dict and its per-event ``_doReadOrWrite``.
+    A Twisted that renamed any of them would make the replacement either unused or broken,
+    so the server keeps Twisted's own loop instead (slower, never wrong)."""
     if type(reactor) is not EPollReactor:
-        return False
-    if not hasattr(reactor, "_poller") or not isinstance(
-        getattr(reactor, "_selectables", None), dict
-    ):
+        return f"the reactor is {type(reactor).__name__}, not Twisted's EPollReactor"
+    if "doIteration" not in ReactorBase.mainLoop.__code__.co_names:
+        return "ReactorBase.mainLoop no longer calls doIteration"
+    if not callable(getattr(getattr(reactor, "_poller", None), "poll", None)):
+        return "EPollReactor._poller.poll is gone"
+    if not isinstance(getattr(reactor, "_selectables", None), dict):
+        return "EPollReactor._selectables is no longer a dict"
+    if not callable(getattr(reactor, "_doReadOrWrite", None)):
+        return "EPollReactor._doReadOrWrite is gone"
+    return None
+
+
+def streamline(reactor: Any) -> bool:
+    """Switch ``reactor`` (if it is exactly Twisted's EPollReactor with the internals
+    ``missing`` checks) to the direct dispatch; True if it was switched. Safe to call more
+    than once."""
+    if missing(reactor) is not None:
         return False  # not the internals this was written against: keep Twisted's
     poll = types.MethodType(_do_poll, reactor)
     setattr(reactor, "doPoll", poll)  # noqa: B010  (an instance attribute over the method)

@@ -1,16 +1,17 @@
-"""cgtwist.reactor: the epoll reactor's direct dispatch still moves bytes over real sockets,
+"""cgtwist.runtime.reactor: the epoll reactor's direct dispatch still moves bytes over real sockets,
 still cuts off (and logs) a protocol that raises, and leaves other reactors alone."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.base import ReactorBase
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import globalLogPublisher
 
-from cgtwist.reactor import streamline
+from cgtwist.runtime.reactor import missing, streamline
 
 
 class _Echo(Protocol):
@@ -78,3 +79,36 @@ def test_other_reactors_left_alone() -> None:
     memory = MemoryReactor()
     assert streamline(memory) is False
     assert "doIteration" not in vars(memory)
+
+
+def test_this_twisted_has_what_it_needs() -> None:
+    """The installed Twisted's epoll reactor passes the check (a failure here means an
+    upgrade changed its internals: the server would keep Twisted's loop, and say so)."""
+    assert missing(EPollReactor()) is None
+
+
+def test_a_reactor_without_the_internals_keeps_its_own_loop() -> None:
+    """An EPollReactor whose private poller or selectables are not what the direct
+    dispatch uses (another Twisted) is left alone, and ``missing`` says what is gone."""
+    reactor = EPollReactor()
+    reactor._selectables = None  # type: ignore[assignment]
+    assert "_selectables" in (missing(reactor) or "")
+    assert streamline(reactor) is False
+    assert "doIteration" not in vars(reactor)
+    other = EPollReactor()
+    del other._poller
+    assert "_poller" in (missing(other) or "")
+    assert streamline(other) is False
+
+
+def test_a_main_loop_that_no_longer_calls_do_iteration_is_refused(monkeypatch: Any) -> None:
+    """If Twisted's main loop stopped calling doIteration the replacement would never run:
+    the check refuses it instead of replacing a method nobody calls."""
+
+    def main_loop(self: Any) -> None:
+        self.runUntilCurrent()
+
+    monkeypatch.setattr(ReactorBase, "mainLoop", main_loop)
+    reactor = EPollReactor()
+    assert "doIteration" in (missing(reactor) or "")
+    assert streamline(reactor) is False

@@ -1,0 +1,169 @@
+"""cgtwist.runtime.fastwrite: a line to the server goes straight into the pipe when nothing
+is queued before it, and never overtakes what is; a reply goes straight into an idle socket;
+neither happens unless turned on, nor when Twisted's buffers are not where they were."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.process import ProcessWriter
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import MemoryReactor
+from twisted.trial import unittest
+
+from cgtwist.runtime import fastwrite
+from cgtwist.runtime.fastwrite import write_now, write_pipe_now
+
+
+class _Proc:
+    def childConnectionLost(self, name: Any) -> None:
+        pass
+
+
+class _Transport:
+    """StandardIO's shape: ``_writer`` and ``write``."""
+
+    def __init__(self, writer: ProcessWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+
+class WritePipeNowTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.r, w = os.pipe()
+        self.addCleanup(os.close, self.r)
+        self.writer = ProcessWriter(MemoryReactor(), _Proc(), "write", w)
+        self.writer.connected = 1
+        self.addCleanup(os.close, w)
+        os.set_blocking(self.r, False)
+        self.assertIsNone(fastwrite.enable_pipe(True, _Transport(self.writer)))
+        self.addCleanup(fastwrite.enable_pipe, False)
+
+    def test_straight_into_the_pipe(self) -> None:
+        """With nothing buffered the line is in the pipe at once (no reactor turn)."""
+        write_pipe_now(_Transport(self.writer), b"Q 1\n")
+        self.assertEqual(os.read(self.r, 100), b"Q 1\n")
+        self.assertFalse(self.writer.dataBuffer or self.writer._tempDataBuffer)
+
+    def test_never_overtakes_buffered_output(self) -> None:
+        """Output already waiting in the writer keeps its place: the new line queues after it."""
+        self.writer.write(b"R\n")  # buffered: MemoryReactor never makes it writable
+        write_pipe_now(_Transport(self.writer), b"Q 2\n")
+        with self.assertRaises(BlockingIOError):
+            os.read(self.r, 100)
+        self.writer.doWrite()
+        self.assertEqual(os.read(self.r, 100), b"R\nQ 2\n")
+
+    def test_plain_goes_through_the_transport(self) -> None:
+        """Turned off (``runtime = plain``), the line waits in the writer's buffer for the
+        reactor, as Twisted's StandardIO does it."""
+        fastwrite.enable_pipe(False)
+        write_pipe_now(_Transport(self.writer), b"Q 3\n")
+        with self.assertRaises(BlockingIOError):
+            os.read(self.r, 100)
+        self.writer.doWrite()
+        self.assertEqual(os.read(self.r, 100), b"Q 3\n")
+
+    def test_a_transport_without_the_writer_stays_plain(self) -> None:
+        """A StandardIO whose private ``_writer`` is gone (another Twisted) is refused, with
+        the reason, and its lines go through the transport."""
+        why = fastwrite.enable_pipe(True, object())
+        self.assertIn("_writer", why or "")
+        self.assertFalse(fastwrite._direct["pipe"])
+
+
+class _Peer(Protocol):
+    def __init__(self, got: list[bytes]) -> None:
+        self.got = got
+
+    def dataReceived(self, data: bytes) -> None:
+        self.got.append(data)
+
+
+class WriteNowTests(unittest.SynchronousTestCase):
+    """Over a real loopback connection of a private epoll reactor, turned by the test."""
+
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.got: list[bytes] = []
+        self.server: list[Protocol] = []
+
+        def build(addr: Any) -> Protocol:
+            p = _Peer(self.got)
+            self.server.append(p)
+            return p
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        client = Protocol()
+        self.reactor.connectTCP("127.0.0.1", self.port.getHost().port, _Once(client))
+        self._turn_until(lambda: bool(self.server) and client.transport is not None)
+        self.client = client
+        self.addCleanup(self._close)
+        self.addCleanup(fastwrite.enable, False)
+
+    def _close(self) -> None:
+        self.client.transport.abortConnection()
+        self.port.stopListening()
+        for _ in range(3):
+            self.reactor.iterate(0)
+
+    def _turn_until(self, cond: Callable[[], bool]) -> None:
+        for _ in range(10000):
+            if cond():
+                return
+            self.reactor.iterate(0.01)
+        self.fail("condition not met")
+
+    def test_tuned_reply_is_sent_before_the_next_turn(self) -> None:
+        """With direct writes on, the reply is in the socket at once: the transport's
+        buffer stays empty and the peer reads it on the next turn."""
+        self.assertIsNone(fastwrite.enable(True))
+        write_now(self.client.transport, b"250 ok\r\n")
+        transport: Any = self.client.transport
+        self.assertFalse(transport._tempDataBuffer or transport.dataBuffer)
+        self._turn_until(lambda: b"".join(self.got) == b"250 ok\r\n")
+
+    def test_plain_reply_goes_through_the_transport(self) -> None:
+        """Off (``runtime = plain``), write_now is the transport's write: the reply waits in
+        Twisted's buffer for the reactor and still arrives."""
+        fastwrite.enable(False)
+        write_now(self.client.transport, b"250 ok\r\n")
+        transport: Any = self.client.transport
+        self.assertTrue(transport._tempDataBuffer or transport.dataBuffer)
+        self._turn_until(lambda: b"".join(self.got) == b"250 ok\r\n")
+
+    def test_missing_buffers_keep_writes_plain(self) -> None:
+        """A Twisted whose descriptors lack the buffers write_now must see empty is refused:
+        enable says why and write_now stays the transport's write."""
+
+        class Renamed:
+            connected = 1
+            disconnecting = 0
+            _writeDisconnected = False
+            dataBuffer = b""
+            _pendingData: list[bytes] = []  # was _tempDataBuffer
+
+        why = fastwrite.enable(True, probe=Renamed())
+        self.assertIn("_tempDataBuffer", why or "")
+        write_now(self.client.transport, b"250 ok\r\n")
+        transport: Any = self.client.transport
+        self.assertTrue(transport._tempDataBuffer or transport.dataBuffer)
+
+    def test_this_twisted_has_what_it_needs(self) -> None:
+        """The installed Twisted passes the check (a failure here means an upgrade changed
+        the internals: the server would run these writes plain, and say so)."""
+        self.assertIsNone(fastwrite.missing())
+
+
+class _Once(ClientFactory):
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self.protocol_
