@@ -2,7 +2,8 @@
 
 Part of the composition root with cgtwist.service (which owns the process lifecycle,
 listeners and signals): this module only constructs and connects the concrete components —
-store, Router, resolver, protection policy, spool, queue manager and delivery agents, mail
+store, Router, resolver, protection policy, spool, queue manager and delivery agents (LIST
+with its timer among them), mail
 store, cred portal and the protocol factories — and closes them in reverse order.
 
 Wiring runs one way: every collaborator arrives through a constructor, built before the object
@@ -30,6 +31,8 @@ from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.core.routing import Routing
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
+from cgtwist.delivery.listagent import ListAgent, load_secret
+from cgtwist.delivery.listtimer import ListTimer
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.delivery.pipe import PipeDelivery
 from cgtwist.delivery.smtp import SMTPDelivery
@@ -48,6 +51,7 @@ from cgtwist.queue.manager import QueueManager
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
 from cgtwist.spool.workers import WorkerPool
+from cgtwist.storage.lists import ListStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
 
@@ -89,6 +93,7 @@ class Components:
         self.admin: Optional[QueueAdmin] = None
         self.smtp_out: Optional[SMTPDelivery] = None
         self.pickup: Optional[SubmittedPickup] = None
+        self.list_timer: Optional[ListTimer] = None
 
     def _pool(self, name: str, maximum: int) -> ThreadPool:
         pool = ThreadPool(0, maximum, name)
@@ -161,7 +166,8 @@ class Components:
         self.resolver = Resolver(
             nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor
         )
-        self.routing = Routing(store, settings, cfg.main_domain)
+        self.lists = ListStore(store.db)
+        self.routing = Routing(store, settings, cfg.main_domain, lists=self.lists)
         self.policy = ProtectedPolicy(
             BasicPolicy(self.routing, settings, accounts=store),
             self.resolver,
@@ -222,10 +228,25 @@ class Components:
             on_attempt=attempts.note,
         )
         self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
+        self.list_agent = ListAgent(
+            self.lists,
+            self.submission,
+            settings,
+            load_secret(cfg.base_dir),
+            cfg.hostname,
+            reactor,
+            archive=local.store_in,
+        )
+        self.list_timer = ListTimer(self.lists, self.list_agent, settings, reactor)
         self.manager = manager = QueueManager(
             self.spool,
             self.routing,
-            {"LOCAL": local, "SMTP": self.smtp_out, "PIPE": PipeDelivery(settings, reactor)},
+            {
+                "LOCAL": local,
+                "SMTP": self.smtp_out,
+                "PIPE": PipeDelivery(settings, reactor),
+                "LIST": self.list_agent,
+            },
             settings,
             reactor,
             bouncer=self.bouncer.bounce,
@@ -277,6 +298,8 @@ class Components:
         count = await self.manager.start()
         log.info("queue started: {count} message(s) recovered from the spool", count=count)
         self.pickup.startService()
+        if self.list_timer is not None:
+            self.list_timer.start()
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         assert self.admin is not None, "open() builds it"
@@ -321,6 +344,8 @@ class Components:
         if self.smtp_out is not None:
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
+        if self.list_timer is not None:
+            await self.list_timer.stop()
         if self.manager is not None:
             await self.manager.stop()
         if self.notifier is not None:

@@ -15,6 +15,7 @@ from cgtwist import router
 from cgtwist.core.routing import Routing
 from cgtwist.errors import MailError
 from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.storage.lists import ListStore
 
 PROG = "cgtwist-admin"
 SETTING = "router.table"
@@ -74,7 +75,10 @@ async def router_test(ctx: Context, args: argparse.Namespace) -> int:
         _parse(ctx, args.table, text)
         overrides[SETTING] = text
     routing = Routing(
-        cast(Any, ctx.accounts), SettingsHolder(Settings(overrides)), ctx.config.main_domain
+        cast(Any, ctx.accounts),
+        SettingsHolder(Settings(overrides)),
+        ctx.config.main_domain,
+        lists=ListStore(db) if (db := getattr(ctx.accounts, "db", None)) is not None else None,
     )
     kind = "access" if args.access else "mail"
     try:

@@ -353,6 +353,33 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         60,
         "seconds between scans of Submitted/ where inotify is unavailable",
     ),
+    # LIST module (cgtwist.delivery.listagent, cgtwist.delivery.listtimer)
+    "lists.bounce_limit": (
+        5,
+        "bounces of a list subscriber within lists.bounce_window that suspend it (0 = never)",
+    ),
+    "lists.bounce_window": (604800, "seconds over which a list subscriber's bounces count"),
+    "lists.remove_after": (
+        604800,
+        "seconds a subscriber suspended for bounces stays before it is removed",
+    ),
+    "lists.moderation_timeout": (
+        604800,
+        "seconds a post held for moderation waits for a decision before it is rejected",
+    ),
+    "lists.confirm_timeout": (
+        259200,
+        "seconds a subscribe or unsubscribe confirmation token stays valid",
+    ),
+    "lists.sweep_interval": (
+        60,
+        "seconds between the list timer's rounds (digests, moderation timeouts, removals)",
+    ),
+    "lists.unsubscribe_url": (
+        "",
+        "https:// base URL of the web service answering RFC 8058 one-click unsubscribe "
+        "(personalised lists only; empty = mailto: only)",
+    ),
     # Router
     "router.table": (
         "",
@@ -491,6 +518,8 @@ def validate(key: str, value: Any) -> Any:
             raise ValueError(
                 "imap.max_append_messages is at least 1: APPEND stores one message or more"
             )
+        if key == "lists.sweep_interval" and value < 1:
+            raise ValueError("lists.sweep_interval is at least 1 second")
         if key == "smtp.workers" and value > MAX_SMTP_WORKERS:
             raise ValueError(
                 f"smtp.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
@@ -499,6 +528,11 @@ def validate(key: str, value: Any) -> Any:
     elif isinstance(default, list):
         if not isinstance(value, list):
             raise ValueError(f"{key} must be a list")
+    elif key == "lists.unsubscribe_url":
+        if not isinstance(value, str) or (value and not value.startswith("https://")):
+            raise ValueError("lists.unsubscribe_url must be empty or an https:// URL (RFC 8058)")
+        if any(c.isspace() or c in '<>"' for c in value):
+            raise ValueError("lists.unsubscribe_url must not contain spaces, quotes or <>")
     return value
 
 

@@ -1,7 +1,7 @@
 """The routing service: runs the pure Router (cgtwist.router) with facts from the account store.
 
-Owns answering the Router's questions (is the domain ours, does the account or alias exist) from
-an IAccountStore, and reading the table from the live settings at each call, so a table stored
+Owns answering the Router's questions (is the domain ours, does the account, list or alias
+exist) from an IAccountStore and the list store, and reading the table from the live settings at each call, so a table stored
 with ``cgtwist-admin router set`` applies to the next address. It decides nothing itself.
 """
 
@@ -59,8 +59,10 @@ class Routing:
         main_domain: str,
         max_hops: int = router.DEFAULT_MAX_HOPS,
         now: Callable[[], float] = time.monotonic,
+        lists: Any = None,
     ) -> None:
         self.store: Any = store  # Any: zope interfaces are not mypy protocols
+        self.lists: Any = lists  # cgtwist.storage.lists.ListStore; None: no lists
         self.settings = settings
         self.main_domain = main_domain
         self.max_hops = max_hops
@@ -195,6 +197,10 @@ class Routing:
             if isinstance(query, router.AccountQuery):
                 account = await self.store.get_account(query.local, query.domain)
                 return account.address if account is not None else None
+            if isinstance(query, router.ListQuery):
+                if self.lists is None:
+                    return None
+                return await self.lists.find_list(query.local, query.domain)
             target = await self.store.resolve_alias(query.local, query.domain)
             return target or None
         except (InvalidName, NotFound):  # a name the store cannot hold is no account
