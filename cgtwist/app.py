@@ -303,7 +303,22 @@ class Components:
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         assert self.admin is not None, "open() builds it"
-        return self.admin.control_handlers()
+        handlers = dict(self.admin.control_handlers())
+        handlers["list-decide"] = lambda req: defer.ensureDeferred(self._list_decide(req))
+        return handlers
+
+    async def _list_decide(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        """``cgtwist-admin list approve|reject``: the server's LIST agent distributes an
+        approved post (through the spool) or tells the poster of a rejected one."""
+        lst = await self.lists.get_list(str(req["list"]))
+        if lst is None:
+            raise ValueError(f"no such list: {req['list']}")
+        decided = await self.list_agent.decide(
+            lst, str(req["id"]), bool(req.get("approve")), str(req.get("reason") or "")
+        )
+        if not decided:
+            raise ValueError(f"no held message {req['id']} on {lst.address}")
+        return {}
 
     async def drain(self) -> None:
         """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE.
