@@ -124,8 +124,8 @@ def check_field(key: str, value: Any) -> Any:
     if want is int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"list setting {key} must be a non-negative integer")
-        if key == "digest_interval" and value < 60:
-            raise ValueError("list setting digest_interval is at least 60 seconds")
+        if key == "digest_interval" and value < 1:
+            raise ValueError("list setting digest_interval is at least 1 second")
         return value
     if not isinstance(value, str):
         raise ValueError(f"list setting {key} must be a string")

@@ -149,7 +149,7 @@ class ModelTests(unittest.TestCase):
         for key, value in [
             ("policy", "all"),
             ("size_limit", -1),
-            ("digest_interval", 5),
+            ("digest_interval", 0),
             ("subject_tag", "a\nb"),
             ("owner", "nobody"),
             ("personalize", "yes"),
