@@ -230,9 +230,6 @@ class ListAgent:
         subs: list[Subscriber] = await self.lists.subscribers(lst.address)
         feed = [s.address for s in subs if s.receives == "feed"]
         copy = distribution_copy(data, lst)  # shared: no subscriber to name in one-click
-        if any(s.receives in ("digest", "index") for s in subs):
-            subject = field_value(split_message(copy)[0], "Subject") or ""
-            await self.lists.keep(lst.address, DIGEST, "", subject, copy)
         if feed and lst.personalize:
             for address in feed:
                 token = self.token("unsubscribe", lst, address)
@@ -240,6 +237,11 @@ class ListAgent:
                 await self._submit(addresses.bounce_address(lst.address, address), [address], one)
         elif feed:
             await self._submit(addresses.bounce_address(lst.address), feed, copy)
+        # after the copies: a submission refused for now (disk full) retries the whole post,
+        # which must not put it into the digest twice
+        if any(s.receives in ("digest", "index") for s in subs):
+            subject = field_value(split_message(copy)[0], "Subject") or ""
+            await self.lists.keep(lst.address, DIGEST, "", subject, copy)
         await self._archive(msg_id, lst, copy)
         log.info(
             "{msg_id}: list {list} distributed to {n} subscriber(s)",
@@ -323,7 +325,13 @@ class ListAgent:
         requester = envelope.sender.lower()
         if not requester:  # RFC 3834 §2: never answer a bounce
             raise Outcome("delivered", "250 2.0.0 null sender: command ignored")
-        subject, body = _plain(data)
+        fields, body = split_message(data)
+        if commands.automatic(
+            field_value(fields, "Auto-Submitted"), field_value(fields, "Precedence")
+        ):
+            # RFC 3834 §2: an autoresponder's reply to a notice must not start a ping-pong
+            raise Outcome("delivered", "250 2.0.0 automatic message: command ignored")
+        subject = field_value(fields, "Subject") or ""
         cmd = commands.parse(role, subject, body)
         now = self.clock.seconds()
         token = tokens.find(self.secret, cmd.text, lst.address, now)

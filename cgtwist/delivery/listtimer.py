@@ -93,7 +93,7 @@ class ListTimer:
             if now - held.created >= timeout:
                 await self.agent.decide(lst, held.id, False, "no moderator decided in time")
         remove_after = float(self._get("lists.remove_after"))
-        for sub in await self.lists.subscribers(lst.address):
+        for sub in await self.lists.subscribers(lst.address, state="suspended"):
             if bounces.due_for_removal(sub, now, remove_after):
                 await self.lists.remove_subscriber(lst.address, sub.address)
                 log.info(

@@ -8,6 +8,7 @@ confirmation or to a moderation notice keeps it in the Subject). It decides noth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from cgtwist.lists.addresses import OFF, ON
 
@@ -38,6 +39,14 @@ def _word(line: str) -> str:
         return ""
     w = words[0].lower().strip(":.,;")
     return _ALIASES.get(w, w)
+
+
+def automatic(auto_submitted: Optional[str], precedence: Optional[str]) -> bool:
+    """Is a message automatic (RFC 3834 ``Auto-Submitted`` other than ``no``, or
+    ``Precedence: bulk/list/junk``)? A list answers no such message: two robots would
+    answer each other for ever."""
+    auto = (auto_submitted or "no").split(";")[0].strip().lower()
+    return auto != "no" or (precedence or "").strip().lower() in ("bulk", "list", "junk")
 
 
 def parse(role: str, subject: str, body: bytes) -> Command:

@@ -227,16 +227,21 @@ class ListStore:
     # ---- subscribers ---------------------------------------------------------------------
 
     @_deferred
-    async def subscribers(self, address: str, mode: Optional[str] = None) -> list[Subscriber]:
-        """Every subscriber of the list (of ``mode`` when given), by address."""
+    async def subscribers(
+        self, address: str, mode: Optional[str] = None, state: Optional[str] = None
+    ) -> list[Subscriber]:
+        """Every subscriber of the list (of ``mode`` and ``state`` when given), by address."""
         name, domain = split_list_address(address)
 
         def txn(cur: Cursor) -> list[tuple[Any, ...]]:
             lid = _list_id_txn(cur, name, domain)
             sql = f"SELECT {_SUB_COLS} FROM list_subscribers WHERE list_id = ?"
-            if mode is None:
-                return cur.query(sql + " ORDER BY address", (lid,))
-            return cur.query(sql + " AND mode = ? ORDER BY address", (lid, mode))
+            args: list[Any] = [lid]
+            for column, value in (("mode", mode), ("state", state)):
+                if value is not None:
+                    sql += f" AND {column} = ?"
+                    args.append(value)
+            return cur.query(sql + " ORDER BY address", args)
 
         return [_sub_of(r) for r in await self._read("subscribers", txn)]
 

@@ -192,6 +192,43 @@ class ListAgentTests(DatabaseCase):
         )
         self.assertIsNone(await self.lists.get_subscriber(LIST, "new@example.net"))
 
+    async def test_automatic_messages_get_no_answer(self) -> None:
+        """An autoresponder's message to -request (Auto-Submitted, or Precedence: bulk) gets
+        no help reply: two robots must not answer each other for ever (RFC 3834 §2)."""
+        await self.build()
+        for extra in ("Auto-Submitted: auto-replied\r\n", "Precedence: bulk\r\n"):
+            data = (
+                extra + "From: robot@example.net\r\nSubject: Out of office\r\n\r\nx\r\n"
+            ).encode()
+            r = await self.deliver("dev-request@example.org", data, "robot@example.net")
+            self.assertEqual(r.state, "delivered")
+        self.assertEqual(self.sub.sent, [])
+        await self.deliver(
+            "dev-request@example.org", post("human@example.net", "what?"), "human@example.net"
+        )
+        self.assertEqual(len(self.sub.to("human@example.net")), 1)
+
+    async def test_refused_submission_retries_without_a_second_digest_entry(self) -> None:
+        """When the spool refuses the copy for now (452 4.3.1), the post stays pending and is
+        not kept for the digest until its copy is out, so a retry does not digest it twice."""
+        await self.build()
+        refuse = [True]
+        real = self.sub.submit
+
+        def submit(envelope: Envelope, data: bytes) -> defer.Deferred[str]:
+            if refuse[0]:
+                from cgtwist.errors import MailError
+
+                return defer.fail(MailError(452, "4.3.1", "Insufficient system storage"))
+            return real(envelope, data)
+
+        self.sub.submit = submit  # type: ignore[method-assign]
+        r = await self.deliver(LIST, post())
+        self.assertEqual((r.state, r.detail[:9]), ("pending", "452 4.3.1"))
+        refuse[0] = False
+        self.assertEqual((await self.deliver(LIST, post())).state, "delivered")
+        self.assertEqual(len(await self.lists.kept(LIST, DIGEST)), 1)
+
     async def test_bounces_suspend_then_remove(self) -> None:
         """VERP and DSN bounces count against the subscriber; at lists.bounce_limit it is
         suspended (gets nothing, the owner is told), and removed lists.remove_after later."""
