@@ -502,12 +502,20 @@ class Spool:
                 or (known[i][0], known[i][2]) != (r.state, r.detail)
             ):
                 records.append(fmt.recipient_record(i, r, now))
+        # Appends to one message are written in call order (``record``), so the next update
+        # need only journal what changed since this one, even before this one is on disk:
+        # diffing against the last write that finished made every update of a message with
+        # many deliveries in flight (a list's 10,000 recipients over 100 domains) journal
+        # all recipients changed since, quadratic in records and in JSON work on the reactor.
+        self._recorded[msg_id] = states
         d = self.record(msg_id, records + list(extra or []))
 
-        def written(_: None) -> None:
-            self._recorded[msg_id] = states
+        def failed(f: Failure) -> Failure:
+            # Not known what reached the disk: the next update journals every recipient.
+            self._recorded.pop(msg_id, None)
+            return f
 
-        return d.addCallback(written)
+        return d.addErrback(failed)
 
     def record(self, msg_id: str, records: list[dict[str, Any]]) -> defer.Deferred[None]:
         """Append journal records (history ``a``, hold ``h``, bounced ``b``, recipient ``r``)
