@@ -37,7 +37,7 @@ cleanup() {
   postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$WORK" "$PF_DIR"
+  [ -n "${KEEP_WORK:-}" ] && echo "work directory kept: $WORK" >&2 || rm -rf "$WORK"; rm -rf "$PF_DIR"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
@@ -160,7 +160,7 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1])) as s:
 }
 
 postfix -c "$PF_DIR/etc" start >/dev/null 2>&1
-cg_start "$WORK"
+cg_start "$WORK" ${CG_PROFILE:+--profile "$CG_PROFILE" --profiler cprofile --savestats}
 echo "label,seconds,delivered" > "$CSV"
 ORDER=$(bench_abba postfix cgtwist)
 log "order: $ORDER ($SUBS recipients over $DOMAINS domains, ${SIZE}B)"
