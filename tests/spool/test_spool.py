@@ -304,6 +304,30 @@ class JournalTests(SpoolTestBase):
             again, _ = fmt.parse_journal(f.read())
         self.assertEqual(len(again), 200)
 
+    @defer.inlineCallbacks
+    def test_update_of_named_recipients_compares_only_them(self) -> None:
+        """Told which recipients one delivery changed, an update journals those that did
+        change without comparing the whole envelope (a list post's 10,000 recipients after
+        each of 100 deliveries), and a later full update still sees what it was not told."""
+        msg_id = yield self.spool.store(envelope(50), DATA)
+        env, _ = yield self.spool.load(msg_id)
+        for r in env.recipients[10:20]:
+            r.state, r.detail = "delivered", "250 ok"
+        env.recipients[30].state = "failed"  # changed, but not named: not compared now
+        compared: list[int] = []
+        real = fmt.recipient_record
+        self.patch(fmt, "recipient_record", lambda i, r, t: compared.append(i) or real(i, r, t))
+        yield self.spool.update(msg_id, env, changed=list(range(5, 20)))
+        self.assertEqual(compared, list(range(10, 20)))
+        yield self.spool.update(msg_id, env)
+        self.assertEqual(compared[10:], [30])
+        spool2 = Spool(self.base, reactor)
+        yield spool2.recover()
+        entry = yield spool2.load_entry(msg_id)
+        states = [r.state for r in entry.envelope.recipients]
+        self.assertEqual(states.count("delivered"), 10)
+        self.assertEqual(states[30], "failed")
+
 
 class RecoverTests(SpoolTestBase):
     @defer.inlineCallbacks
