@@ -211,7 +211,9 @@ class ListAgent:
             raise Outcome("failed", "550 5.7.1 you may not post to this list")
         if lst.policy == "subscribers" and (poster is None or not poster.may_post):
             raise Outcome("failed", "550 5.7.1 only subscribers may post to this list")
-        owner = envelope.sender.lower() == lst.owner
+        # Only the owner logged in (SMTP AUTH) skips moderation: an envelope sender is
+        # anyone's to write.
+        owner = bool(lst.owner) and envelope.submit.get("account", "").lower() == lst.owner
         if lst.policy == "moderated" and not owner:
             await self._hold(msg_id, lst, envelope.sender, data)
             raise Outcome("delivered", "250 2.0.0 held for moderation")
@@ -255,15 +257,23 @@ class ListAgent:
         account = lst.archive or lst.owner
         if not lst.archive_folder or not account or self.archive is None:
             return
-        if not await self.archive(msg_id, account, lst.archive_folder, copy):
-            log.warn(
+        # The copies are out: failing the post now would send them all again on its retry,
+        # so a lost archive copy is only logged.
+        try:
+            stored = await self.archive(msg_id, account, lst.archive_folder, copy)
+        except Exception:
+            log.failure(
+                "{msg_id}: list {list} archive copy failed", msg_id=msg_id, list=lst.address
+            )
+            return
+        if not stored:
+            log.error(
                 "{msg_id}: list {list} archive copy to {account} {folder} failed",
                 msg_id=msg_id,
                 list=lst.address,
                 account=account,
                 folder=lst.archive_folder,
             )
-            raise Outcome("pending", "451 4.3.0 list archive unavailable")
 
     async def _hold(self, msg_id: str, lst: MailingList, sender: str, data: bytes) -> None:
         subject, _body = _plain(data)

@@ -84,9 +84,12 @@ class ListAgentTests(DatabaseCase):
         self.timer = ListTimer(self.lists, self.agent, self.settings, self.clock)
         return self.agent
 
-    async def deliver(self, rcpt: str, data: bytes, sender: str = "bob@example.net") -> Recipient:
+    async def deliver(
+        self, rcpt: str, data: bytes, sender: str = "bob@example.net", account: str = ""
+    ) -> Recipient:
         r = Recipient(rcpt, route=str(QUEUE))
-        [out] = await self.agent.deliver("m1", Envelope(sender, [r]), data, [r], QUEUE)
+        env = Envelope(sender, [r], submit={"account": account} if account else {})
+        [out] = await self.agent.deliver("m1", env, data, [r], QUEUE)
         return out
 
     def token_in(self, msg: email.message.Message) -> str:
@@ -228,6 +231,28 @@ class ListAgentTests(DatabaseCase):
         refuse[0] = False
         self.assertEqual((await self.deliver(LIST, post())).state, "delivered")
         self.assertEqual(len(await self.lists.kept(LIST, DIGEST)), 1)
+
+    async def test_only_the_logged_in_owner_skips_moderation(self) -> None:
+        """On a moderated list a post with the owner's address as envelope sender is held
+        like any other (anyone can write that address); the owner logged in is not held."""
+        await self.build(policy="moderated")
+        r = await self.deliver(LIST, post("alice@example.org"), "alice@example.org")
+        self.assertEqual(r.detail, "250 2.0.0 held for moderation")
+        self.assertEqual(self.sub.to("bob@example.net"), [])
+        r = await self.deliver(
+            LIST, post("alice@example.org"), "alice@example.org", "alice@example.org"
+        )
+        self.assertEqual(r.detail, "250 2.0.0 accepted by list dev@example.org")
+        self.assertEqual(len(self.sub.to("bob@example.net")), 1)
+
+    async def test_a_failed_archive_copy_does_not_send_the_post_again(self) -> None:
+        """The copies are out when the archive copy fails: the post is done (logged), since
+        a retry would send every subscriber the post a second time."""
+        await self.build(archive_folder="Lists/dev")
+        self.agent.archive = lambda *a: defer.succeed(False)
+        r = await self.deliver(LIST, post())
+        self.assertEqual(r.state, "delivered")
+        self.assertEqual(len(self.sub.sent), 1)
 
     async def test_bounces_suspend_then_remove(self) -> None:
         """VERP and DSN bounces count against the subscriber; at lists.bounce_limit it is
