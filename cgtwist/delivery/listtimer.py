@@ -18,7 +18,7 @@ from cgtwist.lists import bounces, digest
 from cgtwist.lists.model import MailingList
 from cgtwist.logs import Logger
 from cgtwist.settings import DEFAULTS, SettingsHolder
-from cgtwist.storage.lists import HELD
+from cgtwist.storage.lists import DIGEST, HELD
 
 log = Logger(namespace="cgtwist.delivery.list")
 
@@ -110,12 +110,16 @@ class ListTimer:
 
     async def send_digest(self, lst: MailingList) -> int:
         """Send the digest and index of the posts since the last one; fires with the number
-        of posts (0: nothing was sent, the time is still noted)."""
-        number, posts = await self.lists.take_digest(lst.address)
-        if not posts:
+        of posts (0: nothing was sent, the time is still noted). The posts are forgotten only
+        once both are submitted: a refusal (disk full) keeps them for the next round, and a
+        crash in between sends that issue twice rather than never."""
+        kept = await self.lists.kept(lst.address, DIGEST, with_data=True)
+        if not kept:
+            await self.lists.finish_digest(lst.address, [])
             return 0
+        number = lst.digest_number + 1
         subs = await self.lists.subscribers(lst.address)
-        parsed = [digest.post_of(p) for p in posts]
+        parsed = [digest.post_of(p.data) for p in kept]
         date = email.utils.formatdate(self.clock.seconds())
         for mode in ("digest", "index"):
             to = [s.address for s in subs if s.receives == mode]
@@ -129,7 +133,8 @@ class ListTimer:
                 list=lst.address,
                 mode=mode,
                 number=number,
-                n=len(posts),
+                n=len(kept),
                 m=len(to),
             )
-        return len(posts)
+        await self.lists.finish_digest(lst.address, [p.id for p in kept])
+        return len(kept)

@@ -75,6 +75,7 @@ class MailingList:
     personalize: bool = False
     confirm_subscribe: bool = True
     last_digest: float = 0.0
+    digest_number: int = 0  # issues sent so far
 
     @property
     def address(self) -> str:

@@ -70,7 +70,13 @@ def _list_of(row: tuple[Any, ...]) -> MailingList:
     name, domain, raw, last_digest = row[0], row[1], row[2], row[3]
     fields = dict(DEFAULT_FIELDS)
     fields.update({k: v for k, v in json.loads(raw or "{}").items() if k in FIELDS})
-    return MailingList(name=name, domain=domain, last_digest=float(last_digest), **fields)
+    return MailingList(
+        name=name,
+        domain=domain,
+        last_digest=float(last_digest),
+        digest_number=int(row[4]),
+        **fields,
+    )
 
 
 _LIST_COLS = "l.name, d.name, l.settings, l.last_digest, l.digest_number, l.id"
@@ -387,32 +393,27 @@ class ListStore:
         return StoredMessage(row[0], row[1], row[2], float(row[3]), base64.b64decode(row[4]))
 
     @_deferred
-    async def take_digest(self, address: str) -> tuple[int, list[bytes]]:
-        """Take every post waiting for the digest and mark the digest sent now; fires with
-        the new issue number and the posts (none: nothing to send, the time is still noted)."""
+    async def finish_digest(self, address: str, ids: Iterable[str]) -> int:
+        """The digest of the posts ``ids`` is out: forget them, note the time, and fire with
+        the issue number (one more than before when there were posts)."""
         name, domain = split_list_address(address)
+        taken = list(ids)
         now = int(self._now())
 
-        def txn(cur: Cursor) -> tuple[int, list[str]]:
+        def txn(cur: Cursor) -> int:
             row = _list_row_txn(cur, name, domain)
             if row is None:
                 raise NotFound(f"list {name}@{domain} does not exist")
-            lid, number = int(row[5]), int(row[4])
-            posts = cur.query(
-                "SELECT id, data FROM list_messages WHERE list_id = ? AND kind = ? "
-                "ORDER BY created, id",
-                (lid, DIGEST),
-            )
-            if posts:
-                number += 1
+            lid, number = int(row[5]), int(row[4]) + (1 if taken else 0)
+            for msg_id in taken:
                 cur.execute(
-                    "DELETE FROM list_messages WHERE list_id = ? AND kind = ?", (lid, DIGEST)
+                    "DELETE FROM list_messages WHERE list_id = ? AND kind = ? AND id = ?",
+                    (lid, DIGEST, msg_id),
                 )
             cur.execute(
                 "UPDATE lists SET last_digest = ?, digest_number = ? WHERE id = ?",
                 (now, number, lid),
             )
-            return number, [p[1] for p in posts]
+            return number
 
-        number, posts = await self._write("take_digest", txn)
-        return number, [base64.b64decode(p) for p in posts]
+        return await self._write("finish_digest", txn)

@@ -300,6 +300,30 @@ class ListAgentTests(DatabaseCase):
         await self.timer.sweep()
         self.assertEqual(self.sub.sent, [])
 
+    async def test_a_refused_digest_keeps_its_posts_for_the_next_round(self) -> None:
+        """When the spool refuses the digest for now (452), its posts stay for the next
+        round instead of being lost; the issue number counts digests actually sent."""
+        await self.build(digest_interval=3600)
+        await self.deliver(LIST, post(subject="kept"))
+        real = self.sub.submit
+
+        def refuse(envelope: Envelope, data: bytes) -> defer.Deferred[str]:
+            from cgtwist.errors import MailError
+
+            return defer.fail(MailError(452, "4.3.1", "Insufficient system storage"))
+
+        self.sub.submit = refuse  # type: ignore[method-assign]
+        self.clock.advance(3600)
+        await self.timer.sweep()
+        self.flushLoggedErrors()
+        self.sub.submit = real  # type: ignore[method-assign]
+        self.sub.sent.clear()
+        self.clock.advance(3600)
+        await self.timer.sweep()
+        [dig] = self.sub.to("dave@example.org")
+        self.assertIn("kept", dig.get_payload()[0].get_payload())
+        self.assertIn("Digest #1", dig["Subject"])
+
     async def test_timer_runs_on_its_clock_and_rejects_stale_held_posts(self) -> None:
         """Started, the timer runs every lists.sweep_interval on the given clock; a held post
         past lists.moderation_timeout is rejected and its poster told."""

@@ -105,9 +105,13 @@ class ListStoreTestsMixin:
         await lists.keep("dev@example.org", DIGEST, "a@x.org", "one", b"1")
         self.clock[0] += 1
         await lists.keep("dev@example.org", DIGEST, "a@x.org", "two", b"2")
-        self.assertEqual(await lists.take_digest("dev@example.org"), (1, [b"1", b"2"]))
-        self.assertEqual(await lists.take_digest("dev@example.org"), (1, []))
-        self.assertEqual((await lists.get_list("dev@example.org")).last_digest, 1001.0)
+        posts = await lists.kept("dev@example.org", DIGEST, with_data=True)
+        self.assertEqual([p.data for p in posts], [b"1", b"2"])
+        self.assertEqual(await lists.finish_digest("dev@example.org", [p.id for p in posts]), 1)
+        self.assertEqual(await lists.kept("dev@example.org", DIGEST), [])
+        self.assertEqual(await lists.finish_digest("dev@example.org", []), 1)
+        lst = await lists.get_list("dev@example.org")
+        self.assertEqual((lst.last_digest, lst.digest_number), (1001.0, 1))
 
     async def test_domain_removal_removes_its_lists(self: Any) -> None:
         """A list is an object of its domain: removing the domain removes the list."""
