@@ -2,7 +2,8 @@
 
 Part of the composition root with cgtwist.service (which owns the process lifecycle,
 listeners and signals): this module only constructs and connects the concrete components —
-store, Router, resolver, protection policy, spool, queue manager and delivery agents, mail
+store, Router, resolver, protection policy, spool, queue manager and delivery agents (LIST
+with its timer among them), mail
 store, cred portal and the protocol factories — and closes them in reverse order.
 
 Wiring runs one way: every collaborator arrives through a constructor, built before the object
@@ -31,6 +32,8 @@ from cgtwist.core.routing import Routing
 from cgtwist.core.rules import RulesRunner, existing_mailboxes
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
+from cgtwist.delivery.listagent import ListAgent, load_secret
+from cgtwist.delivery.listtimer import ListTimer
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.delivery.pipe import PipeDelivery
 from cgtwist.delivery.smtp import SMTPDelivery
@@ -49,6 +52,7 @@ from cgtwist.queue.manager import QueueManager
 from cgtwist.runtime.threadpool import WorkerPool, file_pool
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
+from cgtwist.storage.lists import ListStore
 from cgtwist.storage.rules import RuleStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
@@ -97,6 +101,7 @@ class Components:
         self.admin: Optional[QueueAdmin] = None
         self.smtp_out: Optional[SMTPDelivery] = None
         self.pickup: Optional[SubmittedPickup] = None
+        self.list_timer: Optional[ListTimer] = None
 
     def _pool(self, name: str, maximum: int) -> ThreadPool:
         pool = ThreadPool(0, maximum, name)
@@ -170,7 +175,8 @@ class Components:
         self.resolver = Resolver(
             nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor
         )
-        self.routing = Routing(store, settings, cfg.main_domain)
+        self.lists = ListStore(store.db)
+        self.routing = Routing(store, settings, cfg.main_domain, lists=self.lists)
         self.policy = ProtectedPolicy(
             BasicPolicy(self.routing, settings, accounts=store),
             self.resolver,
@@ -249,10 +255,25 @@ class Components:
             on_attempt=attempts.note,
         )
         self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
+        self.list_agent = ListAgent(
+            self.lists,
+            self.submission,
+            settings,
+            load_secret(cfg.base_dir),
+            cfg.hostname,
+            reactor,
+            archive=local.store_in,
+        )
+        self.list_timer = ListTimer(self.lists, self.list_agent, settings, reactor)
         self.manager = manager = QueueManager(
             self.spool,
             self.routing,
-            {"LOCAL": local, "SMTP": self.smtp_out, "PIPE": pipe},
+            {
+                "LOCAL": local,
+                "SMTP": self.smtp_out,
+                "PIPE": pipe,
+                "LIST": self.list_agent,
+            },
             settings,
             reactor,
             bouncer=self.bouncer.bounce,
@@ -357,10 +378,27 @@ class Components:
         count = await self.manager.start()
         log.info("queue started: {count} message(s) recovered from the spool", count=count)
         self.pickup.startService()
+        if self.list_timer is not None:
+            self.list_timer.start()
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         assert self.admin is not None, "open() builds it"
-        return self.admin.control_handlers()
+        handlers = dict(self.admin.control_handlers())
+        handlers["list-decide"] = lambda req: defer.ensureDeferred(self._list_decide(req))
+        return handlers
+
+    async def _list_decide(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        """``cgtwist-admin list approve|reject``: the server's LIST agent distributes an
+        approved post (through the spool) or tells the poster of a rejected one."""
+        lst = await self.lists.get_list(str(req["list"]))
+        if lst is None:
+            raise ValueError(f"no such list: {req['list']}")
+        decided = await self.list_agent.decide(
+            lst, str(req["id"]), bool(req.get("approve")), str(req.get("reason") or "")
+        )
+        if not decided:
+            raise ValueError(f"no held message {req['id']} on {lst.address}")
+        return {}
 
     async def drain(self) -> None:
         """Stop sessions: SMTP transactions in flight finish, idle sessions get 421/BYE.
@@ -401,6 +439,8 @@ class Components:
         if self.smtp_out is not None:
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
+        if self.list_timer is not None:
+            await self.list_timer.stop()
         if self.manager is not None:
             await self.manager.stop()
         if self.notifier is not None:

@@ -100,7 +100,16 @@ class AliasQuery:
     domain: str
 
 
-Query = Union[DomainQuery, AccountQuery, AliasQuery]
+@dataclass(frozen=True)
+class ListQuery:
+    """Ask: is ``local@domain`` an address of a mailing list (the list itself or one of its
+    role addresses, cgtwist.lists.addresses)? Answer: the list's ``name@domain`` or None."""
+
+    local: str
+    domain: str
+
+
+Query = Union[DomainQuery, AccountQuery, AliasQuery, ListQuery]
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,9 @@ class _Resolver:
         account = yield AccountQuery(_unquote(local), domain)
         if account:
             return self._done(steps, Route("LOCAL", account, account), hops, address)
+        mailing_list = yield ListQuery(_unquote(local), domain)
+        if mailing_list:  # LIST(list@domain); the address keeps the role (-on, -bounce+...)
+            return self._done(steps, Route("LIST", mailing_list, address), hops, address)
         target = yield AliasQuery(_unquote(local), domain)
         if not target:
             return self._done(steps, error_route(address, UNKNOWN_USER), hops, address)
@@ -278,6 +290,7 @@ class StaticFacts:
     domains: frozenset[str] = frozenset()
     accounts: frozenset[str] = frozenset()  # "name@domain", lower-case
     aliases: Mapping[str, str] = field(default_factory=dict)  # "name@domain" -> target
+    lists: Mapping[str, str] = field(default_factory=dict)  # "name-on@domain" -> list address
 
     def answer(self, query: Query) -> Any:
         if isinstance(query, DomainQuery):
@@ -285,6 +298,8 @@ class StaticFacts:
         key = f"{_lower(query.local)}@{query.domain}"
         if isinstance(query, AccountQuery):
             return key if key in self.accounts else None
+        if isinstance(query, ListQuery):
+            return self.lists.get(key)
         return self.aliases.get(key)
 
 

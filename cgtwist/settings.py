@@ -646,6 +646,50 @@ class RouterSettings:
     )
 
 
+def _https_url(key: str, value: object) -> None:
+    if not isinstance(value, str) or (value and not value.startswith("https://")):
+        raise ValueError(f"{key} must be empty or an https:// URL (RFC 8058)")
+    if any(c.isspace() or c in '<>"' for c in value):
+        raise ValueError(f"{key} must not contain spaces, quotes or <>")
+
+
+@dataclass(frozen=True)
+class ListsSettings:
+    """The LIST module (cgtwist.delivery.listagent, cgtwist.delivery.listtimer)."""
+
+    bounce_limit: int = setting(
+        5,
+        "bounces of a list subscriber within lists.bounce_window that suspend it (0 = never)",
+    )
+    bounce_window: int = setting(
+        604800,
+        "seconds over which a list subscriber's bounces count",
+    )
+    remove_after: int = setting(
+        604800,
+        "seconds a subscriber suspended for bounces stays before it is removed",
+    )
+    moderation_timeout: int = setting(
+        604800,
+        "seconds a post held for moderation waits for a decision before it is rejected",
+    )
+    confirm_timeout: int = setting(
+        259200,
+        "seconds a subscribe or unsubscribe confirmation token stays valid",
+    )
+    sweep_interval: int = setting(
+        60,
+        "seconds between the list timer's rounds (digests, moderation timeouts, removals)",
+        check=at_least(1, "lists.sweep_interval is at least 1 second"),
+    )
+    unsubscribe_url: str = setting(
+        "",
+        "https:// base URL of the web service answering RFC 8058 one-click unsubscribe "
+        "(personalised lists only; empty = mailto: only)",
+        check=_https_url,
+    )
+
+
 def _web_floor(low: int, key: str) -> Check:
     return at_least(low, f"web.{key} is at least {low}")
 
@@ -823,6 +867,7 @@ class Settings(Mapping[str, Any]):
     router: RouterSettings = field(default_factory=RouterSettings)
     rules: RulesSettings = field(default_factory=RulesSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    lists: ListsSettings = field(default_factory=ListsSettings)
     # What the administrator changed (name -> value, as stored) and why any was not used.
     overrides: dict[str, Any] = field(default_factory=dict, repr=False)
     problems: dict[str, str] = field(default_factory=dict, repr=False)

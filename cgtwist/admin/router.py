@@ -15,6 +15,7 @@ from cgtwist.admin.errors import AdminError
 from cgtwist.core.routing import Routing
 from cgtwist.errors import MailError
 from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.storage.lists import ListStore
 
 SETTING = "router.table"
 
@@ -97,8 +98,12 @@ class RouterAdmin:
         if text is not None:
             parse(text)
             overrides[SETTING] = text
+        db = getattr(self.store, "db", None)
         routing = Routing(
-            cast(Any, self.store), SettingsHolder(Settings(overrides)), self.main_domain
+            cast(Any, self.store),
+            SettingsHolder(Settings(overrides)),
+            self.main_domain,
+            lists=ListStore(db) if db is not None else None,
         )
         kind = "access" if access else "mail"
         try:

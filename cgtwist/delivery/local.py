@@ -458,6 +458,20 @@ class LocalDelivery:
         self._notify(address)
         return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
 
+    def store_in(self, msg_id: str, address: str, folder: str, data: bytes) -> defer.Deferred[bool]:
+        """Store ``data`` in ``folder`` of account ``address``, no Rules (the LIST module's
+        archive copy); fires True once it is durable, False when it could not be stored."""
+
+        async def store() -> bool:
+            name, _at, domain = address.rpartition("@")
+            account = await self._account(name, domain)
+            if account is None:
+                return False
+            done = await self._deliver_folder(msg_id, account, folder, [data], [Recipient(address)])
+            return done[0].state == "delivered"
+
+        return defer.Deferred.fromCoroutine(store())
+
     async def _decide(
         self, msg_id: str, account: Account, envelope: Envelope, data: bytes
     ) -> LocalDecision:

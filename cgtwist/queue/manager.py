@@ -588,7 +588,9 @@ class QueueManager:
             "r": [[rcpts[i].address, rcpts[i].state, rcpts[i].detail] for i in job.indexes],
         }
         extra = self.attempts.take(m.msg_id) + [history]
-        d: defer.Deferred[None] = self.spool.update(m.msg_id, m.envelope, extra)
+        d: defer.Deferred[None] = self.spool.update(
+            m.msg_id, m.envelope, extra, changed=job.indexes
+        )
         return d
 
     def _feed_back(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -486,28 +486,52 @@ class Spool:
 
     # -- journal ----------------------------------------------------------------------------
     def update(
-        self, msg_id: str, envelope: Envelope, extra: Optional[list[dict[str, Any]]] = None
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        extra: Optional[list[dict[str, Any]]] = None,
+        changed: Optional[Sequence[int]] = None,
     ) -> defer.Deferred[None]:
         """Durably journal every recipient whose state or detail changed (a route alone is not
         worth an fsync: it is computed again after a restart), plus ``extra`` records, with one
-        append and one fsync."""
+        append and one fsync. ``changed``: the only recipients that may have changed since
+        the previous update (one delivery's), so a message of 10,000 recipients is not
+        compared whole after each of its 100 deliveries."""
         now = self._reactor.seconds()
+        rcpts = envelope.recipients
         known = self._recorded.get(msg_id)
         records = []
-        states = [(r.state, r.route, r.detail) for r in envelope.recipients]
-        for i, r in enumerate(envelope.recipients):
-            if (
-                known is None
-                or i >= len(known)
-                or (known[i][0], known[i][2]) != (r.state, r.detail)
-            ):
-                records.append(fmt.recipient_record(i, r, now))
+        if known is not None and len(known) == len(rcpts) and changed is not None:
+            states = known
+            for i in changed:
+                r = rcpts[i]
+                if (known[i][0], known[i][2]) != (r.state, r.detail):
+                    records.append(fmt.recipient_record(i, r, now))
+                states[i] = (r.state, r.route, r.detail)
+            records.sort(key=lambda rec: int(rec["i"]))
+        else:
+            states = [(r.state, r.route, r.detail) for r in rcpts]
+            for i, r in enumerate(rcpts):
+                if (
+                    known is None
+                    or i >= len(known)
+                    or (known[i][0], known[i][2]) != (r.state, r.detail)
+                ):
+                    records.append(fmt.recipient_record(i, r, now))
+        # Appends to one message are written in call order (``record``), so the next update
+        # need only journal what changed since this one, even before this one is on disk:
+        # diffing against the last write that finished made every update of a message with
+        # many deliveries in flight (a list's 10,000 recipients over 100 domains) journal
+        # all recipients changed since, quadratic in records and in JSON work on the reactor.
+        self._recorded[msg_id] = states
         d = self.record(msg_id, records + list(extra or []))
 
-        def written(_: None) -> None:
-            self._recorded[msg_id] = states
+        def failed(f: Failure) -> Failure:
+            # Not known what reached the disk: the next update journals every recipient.
+            self._recorded.pop(msg_id, None)
+            return f
 
-        return d.addCallback(written)
+        return d.addErrback(failed)
 
     def record(self, msg_id: str, records: list[dict[str, Any]]) -> defer.Deferred[None]:
         """Append journal records (history ``a``, hold ``h``, bounced ``b``, recipient ``r``)

@@ -6,6 +6,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from cgtwist.core.routing import Routing
+from cgtwist.errors import MailError
 from cgtwist.settings import Settings, SettingsHolder
 from tests.core.test_routing import FakeStore
 
@@ -38,6 +39,33 @@ class RoutingCacheTests(unittest.TestCase):
         self.now += Routing.FACT_TTL + 1
         yield self.routing.route("alice@company.com")
         self.assertEqual(self.store.calls, 2)
+
+    @defer.inlineCallbacks
+    def test_concurrent_lookups_share_one_store_question(self):  # type: ignore[no-untyped-def]
+        """Many recipients routed at once (a list's distribution) ask the store each fact
+        once, not once per recipient before the first answer is cached; a failed question
+        fails every waiter with it (and is asked again next time)."""
+        slow: defer.Deferred[object] = defer.Deferred()
+        real = self.store.get_account
+        asked: list[str] = []
+
+        def get_account(n, d):  # type: ignore[no-untyped-def]
+            asked.append(n)
+            return slow
+
+        self.store.get_account = get_account  # type: ignore[method-assign]
+        ds = [self.routing.route("alice@company.com", kind) for kind in ("mail",) * 50]
+        self.assertEqual(asked, ["alice"])
+        slow.callback(real("alice", "company.com").result)
+        routes = yield defer.gatherResults(ds)
+        self.assertEqual({str(r) for r in routes}, {"LOCAL(alice@company.com)alice@company.com"})
+        failing: defer.Deferred[object] = defer.Deferred()
+        self.store.get_account = lambda n, d: failing  # type: ignore[method-assign]
+        ds = [self.routing.route("bob@company.com") for _ in range(3)]
+        failing.errback(RuntimeError("store down"))
+        for d in ds:
+            self.failureResultOf(d, MailError)  # 451, as for one lookup
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 3)
 
     @defer.inlineCallbacks
     def test_settings_reload_forgets_facts(self):  # type: ignore[no-untyped-def]

@@ -271,6 +271,63 @@ class JournalTests(SpoolTestBase):
             records, _ = fmt.parse_journal(f.read())
         self.assertEqual([r["i"] for r in records], [7])
 
+    @defer.inlineCallbacks
+    def test_concurrent_updates_journal_each_change_once(self) -> None:
+        """Many deliveries of one message finishing while earlier journal writes are still
+        queued (a list post's 100 domains) journal each recipient's change once, not again
+        with every later update; a failed write makes the next update journal everyone."""
+        msg_id = yield self.spool.store(envelope(200), DATA)
+        env, _ = yield self.spool.load(msg_id)
+        updates = []
+        for k in range(20):
+            for r in env.recipients[k * 10 : (k + 1) * 10]:
+                r.state, r.detail = "delivered", "250 ok"
+            updates.append(self.spool.update(msg_id, env))
+        yield defer.gatherResults(updates)
+        path = os.path.join(self.qdir, msg_id + ".jrn")
+        with open(path, "rb") as f:
+            records, _ = fmt.parse_journal(f.read())
+        self.assertEqual(sorted(r["i"] for r in records), list(range(200)))
+
+        def eio(fd: int) -> None:
+            raise OSError(errno.EIO, "I/O error")
+
+        env2, _ = yield self.spool.load(msg_id)
+        self.patch(os, "fsync", eio)
+        with self.assertRaises(OSError):
+            yield self.spool.update(msg_id, env2, [{"k": "a", "t": 1.0, "q": "x", "r": []}])
+        self.patch(os, "fsync", lambda fd: None)
+        size = os.path.getsize(path)
+        yield self.spool.update(msg_id, env2)
+        with open(path, "rb") as f:
+            f.seek(size)
+            again, _ = fmt.parse_journal(f.read())
+        self.assertEqual(len(again), 200)
+
+    @defer.inlineCallbacks
+    def test_update_of_named_recipients_compares_only_them(self) -> None:
+        """Told which recipients one delivery changed, an update journals those that did
+        change without comparing the whole envelope (a list post's 10,000 recipients after
+        each of 100 deliveries), and a later full update still sees what it was not told."""
+        msg_id = yield self.spool.store(envelope(50), DATA)
+        env, _ = yield self.spool.load(msg_id)
+        for r in env.recipients[10:20]:
+            r.state, r.detail = "delivered", "250 ok"
+        env.recipients[30].state = "failed"  # changed, but not named: not compared now
+        compared: list[int] = []
+        real = fmt.recipient_record
+        self.patch(fmt, "recipient_record", lambda i, r, t: compared.append(i) or real(i, r, t))
+        yield self.spool.update(msg_id, env, changed=list(range(5, 20)))
+        self.assertEqual(compared, list(range(10, 20)))
+        yield self.spool.update(msg_id, env)
+        self.assertEqual(compared[10:], [30])
+        spool2 = Spool(self.base, reactor)
+        yield spool2.recover()
+        entry = yield spool2.load_entry(msg_id)
+        states = [r.state for r in entry.envelope.recipients]
+        self.assertEqual(states.count("delivered"), 10)
+        self.assertEqual(states[30], "failed")
+
 
 class RecoverTests(SpoolTestBase):
     @defer.inlineCallbacks

@@ -1,0 +1,182 @@
+"""The copy a list distributes: RFC 2369 headers, Precedence, subject tag, Reply-To, footer.
+
+Owns turning a post (the octets as received, CRLF) into the copy every subscriber gets, and
+reading the few header fields the LIST agent decides on (From, Subject, List-Id for loops).
+Works on the header block as octets, field by field, so the body is passed through untouched
+(a footer is added to a plain-text body only: appended to a MIME multipart or an encoded body it
+would corrupt it).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from typing import Iterable, Optional
+
+from cgtwist.lists.addresses import OFF, ON, REQUEST, role_address
+from cgtwist.lists.model import MailingList
+
+# Fields a list replaces on its copies (RFC 2369 §3, RFC 2919, RFC 8058); Return-Path is the
+# final MTA's to add.
+_REPLACED = {
+    b"list-id",
+    b"list-post",
+    b"list-help",
+    b"list-subscribe",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"list-owner",
+    b"list-archive",
+    b"precedence",
+    b"return-path",
+}
+_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: bytes  # lower-case
+    raw: bytes  # the whole field with its folded lines, ending in CRLF
+
+
+def split_message(data: bytes) -> tuple[list[Field], bytes]:
+    """Header fields and the body (without the empty line) of a CRLF message."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        head, body = data if data.endswith(b"\r\n") else data + b"\r\n", b""
+    else:
+        head, body = data[: end + 2], data[end + 4 :]
+    fields: list[Field] = []
+    for line in head.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t") and fields:
+            last = fields[-1]
+            fields[-1] = Field(last.name, last.raw + line + b"\r\n")
+            continue
+        m = _NAME.match(line)
+        name = m.group(1).lower() if m else b""
+        fields.append(Field(name, line + b"\r\n"))
+    return fields, body
+
+
+def field_value(fields: Iterable[Field], name: str) -> Optional[str]:
+    """The unfolded value of the first field ``name``, decoded (RFC 2047), or None."""
+    key = name.lower().encode("ascii")
+    for f in fields:
+        if f.name == key:
+            raw = f.raw.split(b":", 1)[1].decode("utf-8", "replace")
+            value = re.sub(r"\r\n[ \t]", " ", raw).strip()
+            try:
+                return str(make_header(decode_header(value)))
+            except Exception:
+                return value
+    return None
+
+
+def sender_of(fields: Iterable[Field]) -> str:
+    """The From: address, lower-case domain ("" when there is none)."""
+    value = field_value(fields, "From") or ""
+    _name, addr = email.utils.parseaddr(value)
+    local, at, domain = addr.rpartition("@")
+    return f"{local}@{domain.lower()}" if at else ""
+
+
+def list_id(lst: MailingList) -> str:
+    """RFC 2919 §3: ``"description" <name.domain>``."""
+    ident = f"<{lst.name}.{lst.domain}>"
+    desc = lst.description.replace('"', "'")
+    return f'"{desc}" {ident}' if desc else ident
+
+
+def rfc2369_fields(lst: MailingList, one_click: str = "", unsubscribe_token: str = "") -> bytes:
+    """List-Id, the RFC 2369 fields and Precedence; RFC 8058 one-click when a URL is given."""
+    post = f"<mailto:{lst.address}>"
+    req = role_address(lst.address, REQUEST)
+    unsub_subject = "unsubscribe" + (f"%20{unsubscribe_token}" if unsubscribe_token else "")
+    unsub = f"<mailto:{role_address(lst.address, OFF)}?subject={unsub_subject}>"
+    if one_click:
+        unsub = f"<{one_click}>, {unsub}"
+    lines = [
+        f"List-Id: {list_id(lst)}",
+        f"List-Post: {post}",
+        f"List-Help: <mailto:{req}?subject=help>",
+        f"List-Subscribe: <mailto:{role_address(lst.address, ON)}?subject=subscribe>",
+        f"List-Unsubscribe: {unsub}",
+    ]
+    if one_click:
+        lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")  # RFC 8058 §3.1
+    if lst.owner:
+        lines.append(f"List-Owner: <mailto:{role_address(lst.address, 'owner')}>")
+    lines.append("Precedence: list")
+    return "".join(line + "\r\n" for line in lines).encode("utf-8")
+
+
+def is_our_copy(fields: Iterable[Field], lst: MailingList) -> bool:
+    """Does the message already carry this list's List-Id (a loop back into the list)?"""
+    value = field_value(fields, "List-Id") or ""
+    return f"<{lst.name}.{lst.domain}>" in value.lower()
+
+
+def _tagged_subject(raw: bytes, tag: str) -> bytes:
+    name, _colon, value = raw.partition(b":")
+    text = value.decode("utf-8", "replace")
+    flat = re.sub(r"\r\n[ \t]", " ", text).strip()
+    try:
+        decoded = str(make_header(decode_header(flat)))
+    except Exception:
+        decoded = flat
+    if tag.lower() in decoded.lower():
+        return raw
+    return name + b": " + f"{tag} ".encode() + value.lstrip(b" \t")
+
+
+def _footer_fits(fields: list[Field]) -> bool:
+    ctype = (field_value(fields, "Content-Type") or "text/plain").lower()
+    cte = (field_value(fields, "Content-Transfer-Encoding") or "7bit").lower().strip()
+    return ctype.startswith("text/plain") and cte in ("7bit", "8bit")
+
+
+def distribution_copy(
+    data: bytes,
+    lst: MailingList,
+    one_click: str = "",
+    unsubscribe_token: str = "",
+) -> bytes:
+    """The copy of ``data`` the subscribers of ``lst`` receive."""
+    fields, body = split_message(data)
+    out = [f for f in fields if f.name not in _REPLACED]
+    if lst.subject_tag:
+        tagged = False
+        for i, f in enumerate(out):
+            if f.name == b"subject":
+                out[i] = Field(f.name, _tagged_subject(f.raw, lst.subject_tag))
+                tagged = True
+                break
+        if not tagged:
+            out.append(Field(b"subject", f"Subject: {lst.subject_tag}\r\n".encode()))
+    if lst.reply_to != "none":
+        who = lst.address if lst.reply_to == "list" else sender_of(fields)
+        out = [f for f in out if f.name != b"reply-to"]
+        if who:
+            out.append(Field(b"reply-to", f"Reply-To: <{who}>\r\n".encode()))
+    if lst.footer and _footer_fits(fields):
+        text = lst.footer.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+        sep = b"" if not body or body.endswith(b"\r\n") else b"\r\n"
+        body = body + sep + b"-- \r\n" + text + (b"" if text.endswith(b"\r\n") else b"\r\n")
+    head = rfc2369_fields(lst, one_click, unsubscribe_token) + b"".join(f.raw for f in out)
+    return head + b"\r\n" + body
+
+
+def notice(
+    sender: str, to: str, subject: str, text: str, date: str, msg_id: str, extra: str = ""
+) -> bytes:
+    """A short text/plain message from the list (confirmations, owner notices, replies)."""
+    body = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    head = (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n"
+        f"Message-ID: {msg_id}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+        "Auto-Submitted: auto-replied\r\nPrecedence: list\r\n" + extra
+    )
+    return (head + "\r\n" + body + ("" if body.endswith("\r\n") else "\r\n")).encode("utf-8")
