@@ -14,9 +14,10 @@ import weakref
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import maildir, uidlist
+from cgtwist.mailstore import index, maildir, uidlist
 from cgtwist.mailstore.scan import _CACHE_SAVE_EVERY, Changes, DiskScan, Entry, _same_file
 
 if TYPE_CHECKING:
@@ -70,8 +71,12 @@ class Folder(DiskScan):
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
         self._suspect: tuple[bool, bool] = (False, False)
-        self._unsaved = 0
+        self._meta_dirty: set[int] = set()  # messages whose derived values grew, not yet logged
         self._saving = False
+        self._compacting = False
+        self._index = index.FolderIndex(path)
+        self._modseq: Optional[index.ModseqAllocator] = None  # from the first look on
+        self.highest_modseq = 0  # HIGHESTMODSEQ (RFC 7162) as applied; set by the first look
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
         self._timer = timer
         self._stale_linger = stale_linger
@@ -128,17 +133,57 @@ class Folder(DiskScan):
                     out.add(kw)
         return frozenset(out)
 
-    def cache_changed(self) -> None:
-        """A message's cached facts grew (MaildirMessage.cached); saved in batches."""
-        self._unsaved += 1
-        if self._unsaved >= _CACHE_SAVE_EVERY and not self._saving and self.loaded:
-            self._saving = True
+    def cache_changed(self, uid: int, soon: bool = True) -> None:
+        """Message ``uid``'s cached facts grew (MaildirMessage.cached, or .memo with ``soon``
+        False): its record goes to the index log in a batch of ``_CACHE_SAVE_EVERY``, or with
+        the next such batch, when the last session leaves, or at shutdown."""
+        self._meta_dirty.add(uid)
+        if soon and len(self._meta_dirty) >= _CACHE_SAVE_EVERY:
+            self._save_metas()
 
-            def done(result: object) -> object:
-                self._saving = False
-                return result
+    def _save_metas(self) -> defer.Deferred[None]:
+        """(reactor) Log the records of ``_meta_dirty`` in the folder's disk work."""
+        if not self._meta_dirty or self._saving or not self.loaded:
+            return defer.succeed(None)
+        self._saving = True
+        uids, self._meta_dirty = self._meta_dirty, set()
 
-            self._locked(self._save_cache_blocking).addBoth(done)
+        def done(result: object) -> None:
+            self._saving = False
+            if isinstance(result, Failure):
+                self.log.failure(
+                    "saving the index of {account} {folder} failed",
+                    result,
+                    account=self.account,
+                    folder=self.name,
+                )
+
+        return self._locked(self._save_metas_blocking, uids).addBoth(done)
+
+    def _compact_if_due(self) -> None:
+        """(reactor) Start a compaction of the index when its log has grown enough."""
+        if self._compacting or not self._index.due(len(self.entries)):
+            return
+        self._compacting = True
+
+        def done(result: object) -> None:
+            self._compacting = False
+            if isinstance(result, Failure):
+                self.log.failure(
+                    "compacting the index of {account} {folder} failed",
+                    result,
+                    account=self.account,
+                    folder=self.name,
+                )
+
+        self._locked(self._compact_blocking).addBoth(done)
+
+    def renamed(self, name: str, path: str) -> None:
+        """The folder was renamed (RENAME): its files, index included, are now at ``path``."""
+        self.name, self.path = name, path
+        self._index.path = path
+        if self._modseq is not None:
+            self._modseq.folder = path
 
     def views(self) -> list[MaildirMailbox]:
         alive = []
@@ -158,8 +203,8 @@ class Folder(DiskScan):
         if not self._views:
             if self._stale:
                 self._flush_logged()
-            if self._unsaved:
-                self._locked(self._save_cache_blocking)
+            if self._meta_dirty:
+                self._save_metas()
 
     def _wants_new_moved(self) -> bool:
         return any(v.isWriteable() for v in self.views())
@@ -265,6 +310,12 @@ class Folder(DiskScan):
             after = self.flags_of(e)
             if after != before:
                 flag_changes[uid] = after
+        for uid, modseq in ch.modseqs.items():
+            e = self.entries.get(uid)
+            if e is not None:
+                e.modseq = modseq
+        if ch.highest is not None:
+            self.highest_modseq = ch.highest
         for e in ch.added:
             self.entries[e.uid] = e
             self.keys[e.key] = e.uid
@@ -292,6 +343,7 @@ class Folder(DiskScan):
             claimed, self.unclaimed_recent = self.unclaimed_recent, set()
         for v in views:
             v._folder_changed(ch, flag_changes, claimed if v is claimer else set())
+        self._compact_if_due()
 
     # -- replaced names: one fsync of cur/ for a burst of flag changes -------------------------
 
@@ -339,7 +391,8 @@ class Folder(DiskScan):
 
             return d.addCallback(done)
 
-        return self.lock.run(go)
+        # Derived values not yet logged go too (shutdown calls this).
+        return self.lock.run(go).addCallback(lambda _: self._save_metas())
 
     def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:
         """(thread, locked) fsync cur/, then unlink ``names``: every name a flag change made is
@@ -438,6 +491,19 @@ class Folder(DiskScan):
                     except FileNotFoundError:
                         pass
                 maildir.fsync_dir(os.path.join(self.path, "new"))
+            # One MODSEQ for the messages whose flags this STORE changed (RFC 7162 §3.1.3:
+            # one that changed nothing keeps its MODSEQ).
+            changed = [
+                (uid, self.entries[uid].key, letters)
+                for uid, (_sub, _fname, letters) in ch.moved.items()
+                if set(letters) != set(self.entries[uid].letters)
+            ]
+            if changed:
+                assert self._modseq is not None
+                m = self._modseq.next()
+                ch.modseqs.update((uid, m) for uid, _k, _l in changed)
+                self._index.append([index.flags_line(m, [(k, ls) for _u, k, ls in changed])])
+                ch.highest = m
             return ch, done
 
         d = self._locked(self._own_change(work))
@@ -507,7 +573,13 @@ class Folder(DiskScan):
                 # unlink a cut undid would otherwise come back under a new UID.
                 for sub in sorted(touched):
                     maildir.fsync_dir(os.path.join(self.path, sub))
+                assert self._modseq is not None
+                m = self._modseq.next()
                 uidlist.save(self.path, self._ul)
+                self._index.append(
+                    [index.expunge_line(m, [self.entries[uid].key for uid in ch.removed])]
+                )
+                ch.highest = m
             return ch, ch.removed
 
         return self._locked(self._own_change(work)).addCallback(lambda r: r[1])
@@ -546,13 +618,19 @@ class Folder(DiskScan):
                     except OSError:
                         pass
                 raise
+            assert self._modseq is not None
+            m = self._modseq.next()
+            lines = []
             for key, fname in stored:
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
                 uid = self._ul.assign(key)
-                ch.added.append(Entry(uid, key, "cur", fname, maildir.split_name(fname)[1], meta))
+                letters = maildir.split_name(fname)[1]
+                ch.added.append(Entry(uid, key, "cur", fname, letters, meta, m))
                 ch.recent.add(uid)
-                self._unsaved += 1
+                lines.append(index.record_line(key, uid, m, letters, meta))
             uidlist.save(self.path, self._ul)
+            self._index.append(lines)
+            ch.highest = m
             return ch, [e.uid for e in ch.added]
 
         def first_load(_: object) -> defer.Deferred[Any]:

@@ -137,6 +137,17 @@ class MaildirMailbox:
         return self.folder.uidnext
 
     @property
+    def highest_modseq(self) -> int:
+        """HIGHESTMODSEQ (RFC 7162 §3.1.1): at least every message's MODSEQ and every value
+        handed out before in this UIDVALIDITY; raised by flag changes, expunges and new mail."""
+        return self.folder.highest_modseq
+
+    def modseq_of(self, uid: int) -> Optional[int]:
+        """MODSEQ of message ``uid`` (an expunge not yet reported included); None if unknown."""
+        e = self.folder.entries.get(uid) or self._ghosts.get(uid)
+        return e.modseq if e is not None else None
+
+    @property
     def pending_expunges(self) -> bool:
         return bool(self._pending)
 

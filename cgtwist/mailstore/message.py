@@ -60,6 +60,12 @@ class MaildirMessage:
         return self.entry.uid
 
     @property
+    def modseq(self) -> int:
+        """RFC 7162 MODSEQ: raised by every change of this message's flags; persisted in the
+        folder's index and never lower after a restart, a crash or a rebuilt index."""
+        return self.entry.modseq
+
+    @property
     def meta(self) -> maildir.Meta:
         """Cached facts: size, date, body size/lines, envelope and Content-* headers."""
         return self.entry.meta
@@ -97,8 +103,7 @@ class MaildirMessage:
         # Only for a message still in the folder, and a few values per message at most.
         if self.folder.entries.get(self.entry.uid) is self.entry and len(extra) < 16:
             extra[name] = value.decode("latin-1")
-            if save:
-                self.folder.cache_changed()
+            self.folder.cache_changed(self.entry.uid, soon=save)
         return value
 
     def read_bytes(self) -> bytes:

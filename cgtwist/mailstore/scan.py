@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import maildir, uidlist
+from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore.index import FolderIndex, ModseqAllocator, Record
 from cgtwist.mailstore.maildir import Meta
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
 
-_CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewritten
+_CACHE_SAVE_EVERY = 100  # messages whose derived values grew before they go to the index log
 _MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
 
 
@@ -35,6 +36,7 @@ class Entry:
     fname: str
     letters: str  # Maildir info letters as on disk
     meta: Meta
+    modseq: int = 0  # RFC 7162 MODSEQ: raised by every change of its flags; kept in the index
 
     def path(self, folder: str) -> str:
         return os.path.join(folder, self.sub, self.fname)
@@ -65,6 +67,8 @@ class Changes:
     unstale: set[str] = field(
         default_factory=set
     )  # cur/ names no longer waiting (reused or removed)
+    modseqs: dict[int, int] = field(default_factory=dict)  # uid -> its new MODSEQ
+    highest: Optional[int] = None  # the folder's HIGHESTMODSEQ after this change
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.moved)
@@ -83,7 +87,9 @@ class DiskScan:
     _ul: Optional[uidlist.UidList]
     _mtimes: Optional[tuple[int, int]]
     _suspect: tuple[bool, bool]
-    _unsaved: int
+    _meta_dirty: set[int]
+    _index: FolderIndex
+    _modseq: Optional[ModseqAllocator]
     _stale: dict[str, str]
     _conflicts: set[str]
     _clock: Callable[[], float]
@@ -128,15 +134,24 @@ class DiskScan:
         ch = Changes(origin=origin, rescan=True)
         first = self._ul is None
         cache: dict[str, Meta] = {}
+        records: dict[str, Record] = {}  # the index's, on the first look
+        rebuild = False  # the first look writes a whole new index
         dirty = False
         if first:
             maildir.ensure(self.path)
             ul = uidlist.load(self.path)
-            cache, cached_uv = uidlist.load_cache(self.path)
+            loaded = self._index.load()
+            if loaded.found:
+                cache = {k: r.meta for k, r in loaded.records.items()}
+                cached_uv = loaded.uidvalidity
+            else:
+                # No index yet: the metadata cache of before the index spares re-reading.
+                cache, cached_uv = uidlist.load_cache(self.path)
             ch.keywords = maildir.read_keywords(self.path)
             if (
                 ul is None
                 and not cache
+                and not loaded.found
                 and not os.path.exists(os.path.join(self.path, uidlist.CACHE_FILE))
             ):
                 ul = uidlist.load_dovecot(self.path)
@@ -161,9 +176,28 @@ class DiskScan:
                 )
                 dirty = True
             self._ul = ul
+            if loaded.found and loaded.uidvalidity == ul.uidvalidity:
+                records = loaded.records
+                self._modseq = ModseqAllocator(self.path, ul, loaded.highest)
+            else:
+                # MODSEQ belongs to a UIDVALIDITY (RFC 7162 §3.1.1): under another, or with
+                # no index, every message starts afresh above the reservation.
+                self._modseq = ModseqAllocator(self.path, ul, 0)
+            rebuild = not loaded.found or loaded.damaged or loaded.uidvalidity != ul.uidvalidity
         else:
             ul = self._ul
         assert ul is not None
+        modseqs = self._modseq
+        assert modseqs is not None
+        lines: list[list[Any]] = []  # for the index log
+        this_modseq = 0  # one MODSEQ for everything this look found changed
+
+        def bump() -> int:
+            nonlocal this_modseq
+            if not this_modseq:
+                this_modseq = modseqs.next()
+            return this_modseq
+
         mtimes, suspect = self._stat_mtimes()
         listed: dict[str, set[str]] = {}
         for sub in ("new", "cur"):
@@ -235,7 +269,6 @@ class DiskScan:
                 except OSError as err:
                     self.log.warn("cannot read {file}: {err}", file=fname, err=err)
                     continue
-                self._unsaved += 1
             metas[key] = meta
         # Keys already in the uidlist keep their UID; the rest get new ones in arrival order.
         fresh = sorted((k for k in metas if k not in ul.uids), key=lambda k: (metas[k].date, k))
@@ -249,19 +282,45 @@ class DiskScan:
         for key, meta in metas.items():
             sub, fname = files[key]
             letters = maildir.split_name(fname)[1] if sub == "cur" else ""
-            ch.added.append(Entry(ul.uids[key], key, sub, fname, letters, meta))
+            e = Entry(ul.uids[key], key, sub, fname, letters, meta)
+            r = records.get(key)
+            if index.fresh_modseq(r, letters):
+                e.modseq = bump()
+                lines.append(index.record_line(key, e.uid, e.modseq, letters, meta))
+            elif r is not None:
+                e.modseq = r.modseq
+            ch.added.append(e)
             if key in arrived:
                 ch.recent.add(ul.uids[key])
         ch.added.sort(key=lambda e: e.uid)
+        # Flags changed on disk by someone else (another program, or our own change that the
+        # index never heard of before a crash), and messages gone: a new MODSEQ for each.
+        flagged = [
+            (uid, self.entries[uid].key, letters)
+            for uid, (_sub, _fname, letters) in ch.moved.items()
+            if set(letters) != set(self.entries[uid].letters)
+        ]
+        if flagged:
+            m = bump()
+            ch.modseqs.update((uid, m) for uid, _k, _l in flagged)
+            lines.append(index.flags_line(m, [(k, letters) for _u, k, letters in flagged]))
+        if ch.removed:
+            gone = [self.entries[uid].key for uid in ch.removed]
+            lines.append(index.expunge_line(bump(), gone))
+        if first and records.keys() - metas.keys():
+            rebuild = True  # messages the index knew are gone: start from what is there
         if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes
         ch.suspect = suspect
-        if first and self._unsaved or self._unsaved >= _CACHE_SAVE_EVERY:
-            all_metas = {e.key: e.meta for e in self.entries.values() if e.uid not in ch.removed}
-            all_metas.update((e.key, e.meta) for e in ch.added)
-            uidlist.save_cache(self.path, all_metas, ul.uidvalidity)
-            self._unsaved = 0
+        ch.highest = modseqs.last
+        if first and (rebuild or lines):
+            self._index.compact(
+                ((e.key, _record(e)) for e in ch.added), modseqs.last, ul.uidvalidity
+            )
+            _drop_old_cache(self.path)
+        else:
+            self._index.append(lines)
         return ch
 
     def _cur_name(
@@ -317,14 +376,29 @@ class DiskScan:
                 file=fname,
             )
 
-    def _save_cache_blocking(self) -> None:
-        if self._ul is not None:
-            uidlist.save_cache(
-                self.path,
-                {e.key: e.meta for e in list(self.entries.values())},
-                self._ul.uidvalidity,
-            )
-        self._unsaved = 0
+    def _save_metas_blocking(self, uids: set[int]) -> None:
+        """(thread, locked) The records of messages whose derived values grew, to the index
+        log; or, when the log has grown enough, the whole index anew."""
+        if self._ul is None:
+            return
+        if self._index.due(len(self.entries)) or 2 * len(uids) > len(self.entries):
+            self._compact_blocking()
+            return
+        lines = []
+        for uid in uids:
+            e = self.entries.get(uid)
+            if e is not None:
+                lines.append(index.record_line(e.key, e.uid, e.modseq, e.letters, e.meta))
+        self._index.append(lines)
+
+    def _compact_blocking(self) -> None:
+        """(thread, locked) Write the whole index as a new snapshot and empty its log."""
+        if self._ul is None or self._modseq is None:
+            return
+        entries = list(self.entries.values())
+        self._index.compact(
+            ((e.key, _record(e)) for e in entries), self._modseq.last, self._ul.uidvalidity
+        )
 
     def _new_uidvalidity(self) -> int:
         if self._uidvalidity_source is not None:
@@ -342,6 +416,18 @@ class DiskScan:
                 folder=self.name,
                 file=fname,
             )
+
+
+def _record(e: Entry) -> Record:
+    return Record(e.uid, e.modseq, e.letters, e.meta)
+
+
+def _drop_old_cache(path: str) -> None:
+    """(thread) The index holds what ``cgtwist-cache`` held; one copy is enough."""
+    try:
+        os.unlink(os.path.join(path, uidlist.CACHE_FILE))
+    except OSError:
+        pass
 
 
 def _same_file(a: str, b: str) -> bool:
