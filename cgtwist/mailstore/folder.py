@@ -65,6 +65,7 @@ class Folder(DiskScan):
         self.uids: list[int] = []  # ascending
         self.keywords: dict[int, str] = {}
         self._flag_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
+        self._lower_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
         self.unclaimed_recent: set[int] = set()
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
@@ -118,6 +119,18 @@ class Folder(DiskScan):
         hit = memo[1].get(entry.letters)
         if hit is None:
             hit = self._flags_from(entry.letters)
+            if len(memo[1]) < 4096:
+                memo[1][entry.letters] = hit
+        return hit
+
+    def lower_flags_of(self, entry: Entry) -> frozenset[str]:
+        """``flags_of`` lower-cased (SEARCH compares flags without case), remembered alike."""
+        memo = self._lower_memo
+        if memo[0] is not self.keywords:
+            memo = self._lower_memo = (self.keywords, {})
+        hit = memo[1].get(entry.letters)
+        if hit is None:
+            hit = frozenset(f.lower() for f in self.flags_of(entry))
             if len(memo[1]) < 4096:
                 memo[1][entry.letters] = hit
         return hit

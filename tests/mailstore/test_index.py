@@ -10,7 +10,7 @@ from twisted.mail import imap4
 
 from cgtwist.mailstore import index, maildir, uidlist
 from cgtwist.mailstore.mailbox import MaildirMailbox
-from tests.mailstore.test_mailstore import StoreTestBase, deliver, msg, result
+from tests.mailstore.test_mailstore import Recorder, StoreTestBase, deliver, msg, result
 
 
 class IndexTestBase(StoreTestBase):
@@ -271,3 +271,116 @@ class IndexFileTests(IndexTestBase):
         self.assertEqual(measured, [])
         self.assertFalse(os.path.exists(self.index_path(uidlist.CACHE_FILE)))
         self.assertTrue(os.path.exists(self.index_path()))
+
+
+MULTIPART = (
+    b"From: Alice <alice@example.com>\r\nTo: b@example.com\r\nCc: c@example.com\r\n"
+    b"Subject: quarterly report\r\nDate: Mon, 06 Jan 2025 10:00:00 +0000\r\n"
+    b"Message-ID: <q1@example.com>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+    b"--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b1\r\n"
+    b"Content-Type: application/octet-stream\r\n\r\nxxxx\r\n--b1--\r\n"
+)
+
+
+class WarmIndexTests(IndexTestBase):
+    """SEARCH on flags, dates, sizes and the cached header fields, and FETCH of FLAGS,
+    INTERNALDATE, RFC822.SIZE, ENVELOPE and BODYSTRUCTURE, never open a message file once
+    the index is warm, also after a restart."""
+
+    QUERY = b"(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"
+    SEARCHES = [
+        b"UNSEEN",
+        b"FLAGGED",
+        b'FROM "alice"',
+        b'SUBJECT "quarterly"',
+        b"SINCE 1-Jan-2025",
+        b"BEFORE 1-Jan-2100",
+        b"LARGER 100",
+        b'HEADER Message-ID "q1@"',
+        b'OR TO "b@example" CC "nobody"',
+        b"KEYWORD $label1",
+    ]
+
+    def fetch_all(self, box: MaildirMailbox) -> list[bytes]:
+        from cgtwist.protocols import imap_fetch
+
+        parser = imap4._FetchParser()
+        parser.parseString(self.QUERY)
+        return [
+            b"".join(imap_fetch.fetch_response(seq, m, parser.result, True))
+            for seq, m in box.fetch(imap4.MessageSet(1, None), False)
+        ]
+
+    def search(self, box: MaildirMailbox, spec: bytes) -> list[int]:
+        from twisted.internet import task
+
+        from cgtwist.protocols import imap_parse, imap_scan, imap_search
+
+        _cs, pred = imap_search.compile_search(imap_parse.tokenize([spec], []))
+        clock = task.Clock()
+        d = imap_scan.collect(box, None, clock, lambda: False, pred, set(), lambda t, s, u: u)
+        out: list[object] = []
+        d.addBoth(out.append)
+        while not out:
+            clock.advance(0)
+        assert isinstance(out[0], list), out[0]
+        return out[0]
+
+    def test_no_file_opened(self) -> None:
+        from cgtwist.mailstore import message
+
+        deliver(self.md, MULTIPART)
+        deliver(self.md, msg("other"))
+        box = self.select()
+        self.store(box, 1, ["\\Flagged", "$Label1"])
+        fetched = self.fetch_all(box)
+        found = [self.search(box, s) for s in self.SEARCHES]
+        self.assertEqual(found[0], [1, 2])
+        self.assertEqual(found[1:4], [[1], [1], [1]])
+        self.assertEqual(found[4:], [[1, 2], [1, 2], [1], [1], [1, 2], [1]])
+        result(box.folder.flush())
+        box.close()
+
+        box = self.select(account=self.reopen())
+        opened: list[object] = []
+
+        def no_open(*a: object) -> None:
+            opened.append(a)
+            raise AssertionError("a message file was opened")
+
+        self.patch(message, "_open_entry", no_open)
+        self.assertEqual(self.fetch_all(box), fetched)
+        self.assertEqual([self.search(box, s) for s in self.SEARCHES], found)
+        self.assertEqual(opened, [])
+
+
+class SearchAccessTests(IndexTestBase):
+    def test_message_rows_match_fetch(self) -> None:
+        """message_rows (SEARCH's walk) gives what FETCH 1:* gives, flags and \\Recent too."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        box = self.select()
+        self.store(box, 2, ["\\Seen"])
+        rows = [(s, m.getUID(), m.getFlags()) for s, m in box.message_rows()]
+        every = [
+            (s, m.getUID(), m.getFlags()) for s, m in box.fetch(imap4.MessageSet(1, None), False)
+        ]
+        self.assertEqual(rows, every)
+        self.assertEqual(rows[-1], box.message_rows()[-1][:1] + rows[-1][1:])
+
+    def test_internal_day_and_search_flags(self) -> None:
+        """The day SEARCH compares is INTERNALDATE's UTC day; flags come lower-cased with
+        \\Recent for the session that has it."""
+        import datetime
+        import email.utils
+
+        deliver(self.md, msg("x"))
+        box = self.select()
+        Recorder().on(box)
+        self.store(box, 1, ["\\Flagged"])
+        [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
+        t = email.utils.parsedate_tz(m.getInternalDate())
+        assert t is not None
+        self.assertEqual(m.internal_day(), datetime.date(t[0], t[1], t[2]))
+        self.assertEqual(m.search_flags(), {"\\flagged", "\\recent"})
