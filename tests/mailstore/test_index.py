@@ -384,3 +384,39 @@ class SearchAccessTests(IndexTestBase):
         assert t is not None
         self.assertEqual(m.internal_day(), datetime.date(t[0], t[1], t[2]))
         self.assertEqual(m.search_flags(), {"\\flagged", "\\recent"})
+
+
+class AllocatorTests(IndexTestBase):
+    def test_reserves_a_block_durably_before_handing_out(self) -> None:
+        """A MODSEQ beyond the reservation is only returned once the uidlist on disk
+        reserves it; within the block no file is written."""
+        ul = uidlist.UidList(uidvalidity=7)
+        uidlist.save(self.md, ul)
+        alloc = index.ModseqAllocator(self.md, ul, 0)
+        saved: list[int] = []
+        real = uidlist.save
+
+        def spy(folder: str, u: uidlist.UidList) -> None:
+            real(folder, u)
+            on_disk = uidlist.load(folder)
+            assert on_disk is not None
+            saved.append(on_disk.modseq_reserved)
+
+        self.patch(uidlist, "save", spy)
+        got = [alloc.next() for _ in range(index.MODSEQ_BLOCK + 1)]
+        self.assertEqual(got, list(range(1, index.MODSEQ_BLOCK + 2)))
+        self.assertEqual(saved, [index.MODSEQ_BLOCK, 2 * index.MODSEQ_BLOCK])
+        # A new process starts above everything reserved, whatever the index says.
+        again = uidlist.load(self.md)
+        assert again is not None
+        self.assertEqual(
+            index.ModseqAllocator(self.md, again, 3).next(), 2 * index.MODSEQ_BLOCK + 1
+        )
+
+    def test_old_uidlist_without_reservation_is_read(self) -> None:
+        """A uidlist written before MODSEQ existed (no M field) loads, reserving nothing."""
+        with open(os.path.join(self.md, uidlist.UIDLIST_FILE), "w") as f:
+            f.write("cgtwist-uidlist 1 V5 N3\n1 a\n2 b\n")
+        ul = uidlist.load(self.md)
+        assert ul is not None
+        self.assertEqual((ul.uidvalidity, ul.uidnext, ul.modseq_reserved), (5, 3, 0))
