@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, uidlist
@@ -37,6 +37,7 @@ COMPACT_MIN = 2000  # log lines before a compaction is due, at least...
 COMPACT_FACTOR = 1  # ...or this many per message of the folder, whichever is larger
 
 log = Logger()
+Line = list[object]  # one line of the snapshot or the log, as JSON
 
 
 @dataclass(slots=True)
@@ -61,17 +62,17 @@ class Loaded:
     found: bool = False  # a snapshot or log was there at all
 
 
-def record_line(key: str, uid: int, modseq: int, letters: str, meta: Meta) -> list[Any]:
+def record_line(key: str, uid: int, modseq: int, letters: str, meta: Meta) -> Line:
     """The ``a`` line: a message's whole record (new, or its cached facts grew)."""
     return ["a", key, uid, modseq, letters, meta.to_json()]
 
 
-def flags_line(modseq: int, changed: Iterable[tuple[str, str]]) -> list[Any]:
+def flags_line(modseq: int, changed: Iterable[tuple[str, str]]) -> Line:
     """The ``f`` line: (key, letters) whose flags one operation changed, at ``modseq``."""
     return ["f", modseq, [[k, letters] for k, letters in changed]]
 
 
-def expunge_line(modseq: int, keys: Iterable[str]) -> list[Any]:
+def expunge_line(modseq: int, keys: Iterable[str]) -> Line:
     """The ``x`` line: messages gone (expunged, or found gone by a scan) at ``modseq``."""
     return ["x", modseq, list(keys)]
 
@@ -194,7 +195,7 @@ class FolderIndex:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, lines: list[list[Any]]) -> None:
+    def append(self, lines: list[Line]) -> None:
         """Add change lines to the log (one ``write``); a failure is logged, never raised:
         the next compaction writes the state anyway."""
         if not lines:
@@ -253,7 +254,9 @@ class FolderIndex:
             self._log_ready = False
 
 
-def _apply_line(v: Any, out: Loaded) -> None:
+def _apply_line(v: object, out: Loaded) -> None:
+    if not isinstance(v, list) or not v:
+        raise ValueError("not a line")
     kind = v[0]
     if kind == "a":
         _, key, uid, modseq, letters, meta = v

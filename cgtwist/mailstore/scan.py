@@ -189,7 +189,7 @@ class DiskScan:
         assert ul is not None
         modseqs = self._modseq
         assert modseqs is not None
-        lines: list[list[Any]] = []  # for the index log
+        lines: list[index.Line] = []  # for the index log
         this_modseq = 0  # one MODSEQ for everything this look found changed
 
         def bump() -> int:
