@@ -125,9 +125,10 @@ class MailboxNotifier:
         return f
 
     def flush(self) -> defer.Deferred[None]:
-        """Finish every open folder's pending removals of names replaced by flag changes
-        (at shutdown, before the disk threads stop); fires when all are done."""
-        ds = [f.flush() for f in list(self._folders.values())]
+        """Finish every open folder's pending removals of names replaced by flag changes and
+        close its index cleanly (at shutdown, before the disk threads stop); fires when all
+        are done."""
+        ds = [f.flush(final=True) for f in list(self._folders.values())]
         return defer.gatherResults(ds, consumeErrors=True).addCallbacks(
             lambda _: None, lambda f: self.log.failure("flushing folders failed", f)
         )
@@ -141,7 +142,7 @@ class MailboxNotifier:
         f = self._folders.pop((account.lower(), old), None)
         self._keep.pop((account.lower(), old), None)
         if f is not None:
-            f.name, f.path = new, path
+            f.renamed(new, path)
             self._folders[(account.lower(), new)] = f
 
     def open_folders(self, account: str) -> list[Folder]:
