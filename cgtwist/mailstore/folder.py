@@ -11,72 +11,25 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import maildir, uidlist
-from cgtwist.mailstore.maildir import Meta
+from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore.scan import _CACHE_SAVE_EVERY, Changes, DiskScan, Entry, _same_file
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
 
 Runner = Callable[..., "defer.Deferred[Any]"]
 
-_CACHE_SAVE_EVERY = 100  # newly measured messages before the cache file is rewritten
-_MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
 STALE_LINGER = 0.2  # seconds a cur/ name replaced by a flag change waits for its batch's fsync...
 STALE_BATCH = 256  # ...unless this many are waiting already
 
 
-@dataclass(slots=True)
-class Entry:
-    """One message: UID, Maildir key, where its file is, its flags and cached facts."""
-
-    uid: int
-    key: str
-    sub: str  # "new" or "cur"
-    fname: str
-    letters: str  # Maildir info letters as on disk
-    meta: Meta
-
-    def path(self, folder: str) -> str:
-        return os.path.join(folder, self.sub, self.fname)
-
-
-@dataclass
-class Changes:
-    """What one disk operation or rescan changed, applied to the index in the reactor thread."""
-
-    added: list[Entry] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    moved: dict[int, tuple[str, str, str]] = field(
-        default_factory=dict
-    )  # uid -> (sub, fname, letters)
-    recent: set[int] = field(default_factory=set)
-    mtimes: Optional[tuple[int, int]] = None
-    suspect: tuple[bool, bool] = (
-        False,
-        False,
-    )  # (new/, cur/) looked at within _MTIME_TRUST of its change
-    keywords: Optional[dict[int, str]] = None
-    origin: Any = None  # the view whose command caused this, if any
-    rescan: bool = False  # found on disk: others' doing, even when ``origin`` asked for the look
-    removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
-    stale: dict[str, str] = field(
-        default_factory=dict
-    )  # cur/ name -> key: replaced, unlink after an fsync
-    unstale: set[str] = field(
-        default_factory=set
-    )  # cur/ names no longer waiting (reused or removed)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.moved)
-
-
-class Folder:
+class Folder(DiskScan):
     """The shared index of one Maildir folder; get it from ``MailboxNotifier.folder``.
 
     ``timer`` (an IReactorTime: the reactor, or a task.Clock in tests) delays the batched
@@ -112,14 +65,19 @@ class Folder:
         self.uids: list[int] = []  # ascending
         self.keywords: dict[int, str] = {}
         self._flag_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
+        self._lower_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
         self.unclaimed_recent: set[int] = set()
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
         self._mtimes: Optional[tuple[int, int]] = None
         self._suspect: tuple[bool, bool] = (False, False)
-        self._unsaved = 0
+        self._meta_dirty: set[int] = set()  # messages whose derived values grew, not yet logged
         self._saving = False
+        self._compacting = False
+        self._index = index.FolderIndex(path)
+        self._modseq: Optional[index.ModseqAllocator] = None  # from the first look on
+        self.highest_modseq = 0  # HIGHESTMODSEQ (RFC 7162) as applied; set by the first look
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
         self._timer = timer
         self._stale_linger = stale_linger
@@ -165,6 +123,18 @@ class Folder:
                 memo[1][entry.letters] = hit
         return hit
 
+    def lower_flags_of(self, entry: Entry) -> frozenset[str]:
+        """``flags_of`` lower-cased (SEARCH compares flags without case), remembered alike."""
+        memo = self._lower_memo
+        if memo[0] is not self.keywords:
+            memo = self._lower_memo = (self.keywords, {})
+        hit = memo[1].get(entry.letters)
+        if hit is None:
+            hit = frozenset(f.lower() for f in self.flags_of(entry))
+            if len(memo[1]) < 4096:
+                memo[1][entry.letters] = hit
+        return hit
+
     def _flags_from(self, letters: str) -> frozenset[str]:
         out = set()
         for ch in letters:
@@ -176,17 +146,57 @@ class Folder:
                     out.add(kw)
         return frozenset(out)
 
-    def cache_changed(self) -> None:
-        """A message's cached facts grew (MaildirMessage.cached); saved in batches."""
-        self._unsaved += 1
-        if self._unsaved >= _CACHE_SAVE_EVERY and not self._saving and self.loaded:
-            self._saving = True
+    def cache_changed(self, uid: int, soon: bool = True) -> None:
+        """Message ``uid``'s cached facts grew (MaildirMessage.cached, or .memo with ``soon``
+        False): its record goes to the index log in a batch of ``_CACHE_SAVE_EVERY``, or with
+        the next such batch, when the last session leaves, or at shutdown."""
+        self._meta_dirty.add(uid)
+        if soon and len(self._meta_dirty) >= _CACHE_SAVE_EVERY:
+            self._save_metas()
 
-            def done(result: object) -> object:
-                self._saving = False
-                return result
+    def _save_metas(self) -> defer.Deferred[None]:
+        """(reactor) Log the records of ``_meta_dirty`` in the folder's disk work."""
+        if not self._meta_dirty or self._saving or not self.loaded:
+            return defer.succeed(None)
+        self._saving = True
+        uids, self._meta_dirty = self._meta_dirty, set()
 
-            self._locked(self._save_cache_blocking).addBoth(done)
+        def done(result: object) -> None:
+            self._saving = False
+            if isinstance(result, Failure):
+                self.log.failure(
+                    "saving the index of {account} {folder} failed",
+                    result,
+                    account=self.account,
+                    folder=self.name,
+                )
+
+        return self._locked(self._save_metas_blocking, uids).addBoth(done)
+
+    def _compact_if_due(self) -> None:
+        """(reactor) Start a compaction of the index when its log has grown enough."""
+        if self._compacting or not self._index.due(len(self.entries)):
+            return
+        self._compacting = True
+
+        def done(result: object) -> None:
+            self._compacting = False
+            if isinstance(result, Failure):
+                self.log.failure(
+                    "compacting the index of {account} {folder} failed",
+                    result,
+                    account=self.account,
+                    folder=self.name,
+                )
+
+        self._locked(self._compact_blocking).addBoth(done)
+
+    def renamed(self, name: str, path: str) -> None:
+        """The folder was renamed (RENAME): its files, index included, are now at ``path``."""
+        self.name, self.path = name, path
+        self._index.path = path
+        if self._modseq is not None:
+            self._modseq.folder = path
 
     def views(self) -> list[MaildirMailbox]:
         alive = []
@@ -206,8 +216,8 @@ class Folder:
         if not self._views:
             if self._stale:
                 self._flush_logged()
-            if self._unsaved:
-                self._locked(self._save_cache_blocking)
+            if self._meta_dirty:
+                self._save_metas()
 
     def _wants_new_moved(self) -> bool:
         return any(v.isWriteable() for v in self.views())
@@ -246,15 +256,6 @@ class Folder:
 
         return tracked
 
-    def _raw_mtimes(self) -> Optional[tuple[int, int]]:
-        try:
-            return (
-                os.stat(os.path.join(self.path, "new")).st_mtime_ns,
-                os.stat(os.path.join(self.path, "cur")).st_mtime_ns,
-            )
-        except OSError:
-            return None
-
     def _apply_result(self, result: Any) -> Any:
         ch = (
             result[0]
@@ -292,238 +293,6 @@ class Folder:
         d = self._run(self._scan_blocking, self._wants_new_moved(), origin)
         return d.addCallback(self._apply_result)
 
-    def _dirs_changed(self) -> bool:
-        """Whether a rescan is due: a directory time moved, or a look made within the same
-        timestamp tick as a change (which a later change in that tick would not move) has not
-        been confirmed yet by one look after the trust window. Within the window the index is
-        trusted, so sessions busy changing the folder do not each relist it per command."""
-        m = self._raw_mtimes()
-        if m is None or m != self._mtimes:
-            return True
-        if self._suspect[0] or self._suspect[1]:
-            now = self._clock()
-            return any(
-                s and now - t / 1e9 >= _MTIME_TRUST for s, t in zip(self._suspect, m, strict=True)
-            )
-        return False
-
-    def _stat_mtimes(self) -> tuple[Optional[tuple[int, int]], tuple[bool, bool]]:
-        """(thread) Directory times before a listing, and which of them are too fresh to
-        vouch for the listing (same-tick changes could be missed: confirm later)."""
-        m = self._raw_mtimes()
-        if m is None:
-            return None, (False, False)
-        now = self._clock()
-        return m, (now - m[0] / 1e9 < _MTIME_TRUST, now - m[1] / 1e9 < _MTIME_TRUST)
-
-    def _scan_blocking(self, move_new: bool, origin: Any = None) -> Changes:
-        """(thread) List new/ and cur/, reconcile with the index, assign UIDs, save the uidlist."""
-        ch = Changes(origin=origin, rescan=True)
-        first = self._ul is None
-        cache: dict[str, Meta] = {}
-        dirty = False
-        if first:
-            maildir.ensure(self.path)
-            ul = uidlist.load(self.path)
-            cache, cached_uv = uidlist.load_cache(self.path)
-            ch.keywords = maildir.read_keywords(self.path)
-            if (
-                ul is None
-                and not cache
-                and not os.path.exists(os.path.join(self.path, uidlist.CACHE_FILE))
-            ):
-                ul = uidlist.load_dovecot(self.path)
-                if ul is not None:
-                    self.log.info(
-                        "adopted dovecot-uidlist of {account} {folder}: UIDVALIDITY {uv}",
-                        account=self.account,
-                        folder=self.name,
-                        uv=ul.uidvalidity,
-                    )
-                    dirty = True
-            if ul is None:
-                uv = self._new_uidvalidity()
-                if uv <= cached_uv:
-                    uv = cached_uv + 1
-                ul = uidlist.UidList(uidvalidity=uv & 0xFFFFFFFF or 1)
-                self.log.info(
-                    "rebuilding UID list of {account} {folder}: UIDVALIDITY {uv}",
-                    account=self.account,
-                    folder=self.name,
-                    uv=ul.uidvalidity,
-                )
-                dirty = True
-            self._ul = ul
-        else:
-            ul = self._ul
-        assert ul is not None
-        mtimes, suspect = self._stat_mtimes()
-        listed: dict[str, set[str]] = {}
-        for sub in ("new", "cur"):
-            try:
-                listed[sub] = {
-                    n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")
-                }
-            except FileNotFoundError:
-                listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
-        arrived = {
-            k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys
-        }
-        if move_new and listed["new"]:
-            # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
-            # in one batch: one fsync of cur/ and one of new/ for all of them.
-            moved, failed = maildir.move_to_cur(self.path, sorted(listed["new"]), listed["cur"])
-            for fname, err in failed.items():
-                self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
-            listed["new"] = {n for n in listed["new"] if n in failed}
-            listed["cur"].update(moved.values())
-        # Only names that appeared or vanished since the last look need any work.
-        files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
-        known = self.keys
-        twins: list[str] = []  # second cur/ names of a message's file, to remove
-        # After a restart, which of two names of a file a flag change made last.
-        newest = maildir.newest_names(self.path) if first else {}
-        for sub in ("new", "cur"):
-            for fname in sorted(listed[sub] - self._names[sub]):
-                if sub == "cur" and fname in self._stale:
-                    continue  # replaced by a flag change: flush removes it
-                key = maildir.split_name(fname)[0]
-                if sub == "cur":
-                    kept = self._cur_name(key, listed["cur"], files, newest)
-                    if kept is not None and kept != fname:
-                        self._twin_or_conflict(fname, kept, twins)
-                        continue
-                files[key] = (sub, fname)
-        if twins:
-            self._remove_twins(twins)
-        for sub in ("new", "cur"):
-            for fname in self._names[sub] - listed[sub]:
-                uid = known.get(maildir.split_name(fname)[0])
-                if uid is None:
-                    continue
-                e = self.entries[uid]
-                if (e.sub, e.fname) != (sub, fname):
-                    continue
-                if e.key in files:
-                    nsub, nfname = files[e.key]
-                    ch.moved[uid] = (
-                        nsub,
-                        nfname,
-                        maildir.split_name(nfname)[1] if nsub == "cur" else "",
-                    )
-                else:
-                    ch.removed.append(uid)
-                    ul.uids.pop(e.key, None)
-                    dirty = True
-        new_keys = [k for k in files if k not in known]
-        metas: dict[str, Meta] = {}
-        for key in new_keys:
-            sub, fname = files[key]
-            meta = cache.get(key)
-            if meta is None:
-                try:
-                    meta = maildir.measure(os.path.join(self.path, sub, fname))
-                except FileNotFoundError:
-                    continue
-                except OSError as err:
-                    self.log.warn("cannot read {file}: {err}", file=fname, err=err)
-                    continue
-                self._unsaved += 1
-            metas[key] = meta
-        # Keys already in the uidlist keep their UID; the rest get new ones in arrival order.
-        fresh = sorted((k for k in metas if k not in ul.uids), key=lambda k: (metas[k].date, k))
-        for key in fresh:
-            ul.assign(key)
-            dirty = True
-        if first:
-            for key in [k for k in ul.uids if k not in metas]:
-                del ul.uids[key]
-                dirty = True
-        for key, meta in metas.items():
-            sub, fname = files[key]
-            letters = maildir.split_name(fname)[1] if sub == "cur" else ""
-            ch.added.append(Entry(ul.uids[key], key, sub, fname, letters, meta))
-            if key in arrived:
-                ch.recent.add(ul.uids[key])
-        ch.added.sort(key=lambda e: e.uid)
-        if dirty and os.path.isdir(self.path):
-            uidlist.save(self.path, ul)
-        ch.mtimes = mtimes
-        ch.suspect = suspect
-        if first and self._unsaved or self._unsaved >= _CACHE_SAVE_EVERY:
-            all_metas = {e.key: e.meta for e in self.entries.values() if e.uid not in ch.removed}
-            all_metas.update((e.key, e.meta) for e in ch.added)
-            uidlist.save_cache(self.path, all_metas, ul.uidvalidity)
-            self._unsaved = 0
-        return ch
-
-    def _cur_name(
-        self, key: str, cur: set[str], files: dict[str, tuple[str, str]], newest: dict[str, str]
-    ) -> Optional[str]:
-        """(thread, locked) The cur/ name kept for ``key`` in a scan: the index's, if it is
-        still there, else the one the last flag change made (maildir.FLAG_LOG), else the
-        first one the scan met."""
-        uid = self.keys.get(key)
-        if uid is not None:
-            e = self.entries[uid]
-            if e.sub == "cur" and e.fname in cur:
-                return e.fname
-        if newest.get(key) in cur:
-            return newest[key]
-        where = files.get(key)
-        return where[1] if where is not None and where[0] == "cur" else None
-
-    def _twin_or_conflict(self, fname: str, kept: str, twins: list[str]) -> None:
-        """(thread, locked) A second cur/ name for the key of ``kept``: the same file (a flag
-        change or a removal cut short) is one message, whose extra name goes; a different
-        file is another program's mistake, logged and left alone (as maildir.move_to_cur)."""
-        cur = os.path.join(self.path, "cur")
-        try:
-            same = os.path.samestat(
-                os.lstat(os.path.join(cur, fname)), os.lstat(os.path.join(cur, kept))
-            )
-        except FileNotFoundError:
-            return  # gone meanwhile: the next scan sees what is left
-        if same:
-            twins.append(fname)
-        else:
-            self._conflict(fname)
-
-    def _remove_twins(self, twins: list[str]) -> None:
-        """(thread, locked) Unlink extra names of messages' files, once the names kept are
-        durable (one fsync of cur/ first): an EXPUNGE of the message must not leave one
-        behind to come back under a new UID."""
-        cur = os.path.join(self.path, "cur")
-        maildir.fsync_dir(cur)
-        for fname in twins:
-            try:
-                os.unlink(os.path.join(cur, fname))
-            except FileNotFoundError:
-                continue
-            except OSError as err:
-                self.log.warn("cannot remove cur/{file}: {err}", file=fname, err=err)
-                continue
-            self.log.info(
-                "{account} {folder}: removed cur/{file}, a second name of a message's file",
-                account=self.account,
-                folder=self.name,
-                file=fname,
-            )
-
-    def _save_cache_blocking(self) -> None:
-        if self._ul is not None:
-            uidlist.save_cache(
-                self.path,
-                {e.key: e.meta for e in list(self.entries.values())},
-                self._ul.uidvalidity,
-            )
-        self._unsaved = 0
-
-    def _new_uidvalidity(self) -> int:
-        if self._uidvalidity_source is not None:
-            return self._uidvalidity_source()
-        return max(1, int(self._clock()) & 0xFFFFFFFF)
-
     def _apply(self, ch: Changes) -> None:
         """(reactor) Apply Changes to the index and tell every open view."""
         if ch.keywords is not None:
@@ -554,6 +323,12 @@ class Folder:
             after = self.flags_of(e)
             if after != before:
                 flag_changes[uid] = after
+        for uid, modseq in ch.modseqs.items():
+            e = self.entries.get(uid)
+            if e is not None:
+                e.modseq = modseq
+        if ch.highest is not None:
+            self.highest_modseq = ch.highest
         for e in ch.added:
             self.entries[e.uid] = e
             self.keys[e.key] = e.uid
@@ -581,6 +356,7 @@ class Folder:
             claimed, self.unclaimed_recent = self.unclaimed_recent, set()
         for v in views:
             v._folder_changed(ch, flag_changes, claimed if v is claimer else set())
+        self._compact_if_due()
 
     # -- replaced names: one fsync of cur/ for a burst of flag changes -------------------------
 
@@ -628,7 +404,8 @@ class Folder:
 
             return d.addCallback(done)
 
-        return self.lock.run(go)
+        # Derived values not yet logged go too (shutdown calls this).
+        return self.lock.run(go).addCallback(lambda _: self._save_metas())
 
     def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:
         """(thread, locked) fsync cur/, then unlink ``names``: every name a flag change made is
@@ -727,6 +504,19 @@ class Folder:
                     except FileNotFoundError:
                         pass
                 maildir.fsync_dir(os.path.join(self.path, "new"))
+            # One MODSEQ for the messages whose flags this STORE changed (RFC 7162 §3.1.3:
+            # one that changed nothing keeps its MODSEQ).
+            changed = [
+                (uid, self.entries[uid].key, letters)
+                for uid, (_sub, _fname, letters) in ch.moved.items()
+                if set(letters) != set(self.entries[uid].letters)
+            ]
+            if changed:
+                assert self._modseq is not None
+                m = self._modseq.next()
+                ch.modseqs.update((uid, m) for uid, _k, _l in changed)
+                self._index.append([index.flags_line(m, [(k, ls) for _u, k, ls in changed])])
+                ch.highest = m
             return ch, done
 
         d = self._locked(self._own_change(work))
@@ -796,7 +586,13 @@ class Folder:
                 # unlink a cut undid would otherwise come back under a new UID.
                 for sub in sorted(touched):
                     maildir.fsync_dir(os.path.join(self.path, sub))
+                assert self._modseq is not None
+                m = self._modseq.next()
                 uidlist.save(self.path, self._ul)
+                self._index.append(
+                    [index.expunge_line(m, [self.entries[uid].key for uid in ch.removed])]
+                )
+                ch.highest = m
             return ch, ch.removed
 
         return self._locked(self._own_change(work)).addCallback(lambda r: r[1])
@@ -835,13 +631,19 @@ class Folder:
                     except OSError:
                         pass
                 raise
+            assert self._modseq is not None
+            m = self._modseq.next()
+            lines = []
             for key, fname in stored:
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
                 uid = self._ul.assign(key)
-                ch.added.append(Entry(uid, key, "cur", fname, maildir.split_name(fname)[1], meta))
+                letters = maildir.split_name(fname)[1]
+                ch.added.append(Entry(uid, key, "cur", fname, letters, meta, m))
                 ch.recent.add(uid)
-                self._unsaved += 1
+                lines.append(index.record_line(key, uid, m, letters, meta))
             uidlist.save(self.path, self._ul)
+            self._index.append(lines)
+            ch.highest = m
             return ch, [e.uid for e in ch.added]
 
         def first_load(_: object) -> defer.Deferred[Any]:
@@ -866,29 +668,9 @@ class Folder:
                 self.path, moved, letters, date, hostname=self._hostname, sync=False
             )
 
-    def _conflict(self, fname: str) -> None:
-        """(thread, locked) Log, once per name, a cur/ file that is another file's key."""
-        if fname not in self._conflicts and len(self._conflicts) < 10_000:
-            self._conflicts.add(fname)
-            self.log.warn(
-                "{account} {folder}: cur/{file} is a different file with the key of "
-                "another message; left alone",
-                account=self.account,
-                folder=self.name,
-                file=fname,
-            )
-
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)
         return e.path(self.path) if e is not None else None
-
-
-def _same_file(a: str, b: str) -> bool:
-    """Whether the paths ``a`` and ``b`` name one inode (False when either is gone)."""
-    try:
-        return os.path.samestat(os.lstat(a), os.lstat(b))
-    except FileNotFoundError:
-        return False
 
 
 def _valid_keyword(flag: str) -> bool:

@@ -35,7 +35,7 @@ import calendar
 import email.utils
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Optional, Sequence, Union, overload
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -103,6 +103,41 @@ class Updates:
         )
 
 
+class MessageRows(Sequence[tuple[int, MaildirMessage]]):
+    """A view's messages in sequence order, as (seq, message) made on access; the messages
+    are those of the moment it was made (``MaildirMailbox.message_rows``)."""
+
+    def __init__(self, view: MaildirMailbox, entries: list[Entry]) -> None:
+        self._view = view
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, MaildirMessage]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, MaildirMessage]]: ...
+
+    def __getitem__(
+        self, i: Union[int, slice]
+    ) -> Union[tuple[int, MaildirMessage], list[tuple[int, MaildirMessage]]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self._entries)))]
+        if i < 0:
+            i += len(self._entries)
+        e = self._entries[i]  # IndexError ends iteration
+        folder = self._view.folder
+        return i + 1, MaildirMessage(folder, e, folder.flags_of(e), self._view._is_recent(e.uid))
+
+
+def _is_everything(messages: imap4.MessageSet) -> bool:
+    """Whether the set is ``1:*`` (every message), so nothing needs resolving."""
+    ranges = messages.ranges
+    return len(ranges) == 1 and ranges[0][0] == 1 and ranges[0][1] in (None, float("inf"))
+
+
 @implementer(imap4.IMailbox, imap4.IMailboxInfo, imap4.IMessageCopier, imap4.ICloseableMailbox)
 class MaildirMailbox:
     """A selected (or examined) Maildir folder for one session; built by MaildirAccount.select."""
@@ -135,6 +170,17 @@ class MaildirMailbox:
     @property
     def uid_next(self) -> int:
         return self.folder.uidnext
+
+    @property
+    def highest_modseq(self) -> int:
+        """HIGHESTMODSEQ (RFC 7162 §3.1.1): at least every message's MODSEQ and every value
+        handed out before in this UIDVALIDITY; raised by flag changes, expunges and new mail."""
+        return self.folder.highest_modseq
+
+    def modseq_of(self, uid: int) -> Optional[int]:
+        """MODSEQ of message ``uid`` (an expunge not yet reported included); None if unknown."""
+        e = self.folder.entries.get(uid) or self._ghosts.get(uid)
+        return e.modseq if e is not None else None
 
     @property
     def pending_expunges(self) -> bool:
@@ -503,7 +549,36 @@ class MaildirMailbox:
         return self._expunge(doomed)
 
     def fetch(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, MaildirMessage]]:
+        if not uid and _is_everything(messages):
+            try:
+                messages.last = self._announced  # as resolve() does: ``*`` is the last message
+            except ValueError:
+                pass
+            return self.every_message()
         return [(seq, self.message(seq)) for seq, _u in self.resolve(messages, uid)]
+
+    def message_rows(self) -> MessageRows:
+        """(seq, message) of every message the client knows, each message made when asked
+        for: SEARCH, SORT and THREAD walk a large folder without holding an object per
+        message for the whole walk (which the garbage collector would traverse again and
+        again)."""
+        entries, ghosts = self.folder.entries, self._ghosts
+        return MessageRows(
+            self, [entries.get(u) or ghosts[u] for u in self._seq[: self._announced]]
+        )
+
+    def every_message(self) -> list[tuple[int, MaildirMessage]]:
+        """(seq, message) of every message the client knows (``FETCH 1:*``; SEARCH, SORT and
+        THREAD go through it for every message of a large folder: one pass, no set)."""
+        entries, ghosts, flags_of = self.folder.entries, self._ghosts, self.folder.flags_of
+        recent = self._recent
+        if not self.rw and self.folder.unclaimed_recent:
+            recent = recent | self.folder.unclaimed_recent
+        out = []
+        for i, uid in enumerate(self._seq[: self._announced]):
+            e = entries.get(uid) or ghosts[uid]
+            out.append((i + 1, MaildirMessage(self.folder, e, flags_of(e), uid in recent)))
+        return out
 
     def store(
         self, messages: imap4.MessageSet, flags: Iterable[str], mode: int, uid: bool

@@ -7,6 +7,7 @@ octets agree; MIME sub-parts parsed on demand with the standard email parser. Ne
 
 from __future__ import annotations
 
+import datetime
 import email.parser
 import email.policy
 import io
@@ -19,6 +20,9 @@ from zope.interface import implementer
 
 from cgtwist.mailstore import maildir
 from cgtwist.mailstore.folder import Entry, Folder
+
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_RECENT = frozenset({"\\recent"})
 
 
 def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
@@ -45,6 +49,9 @@ class MaildirMessage:
     internal date, headers and body. ``getHeaders`` values are str decoded latin-1 so each
     octet round-trips; ``open()`` gives the whole message with CRLF line ends."""
 
+    # SEARCH makes one per message per command: slots keep that cheap.
+    __slots__ = ("folder", "entry", "vanished", "flags", "recent", "_parsed")
+
     def __init__(self, folder: Folder, entry: Entry, flags: frozenset[str], recent: bool) -> None:
         self.folder = folder
         self.entry = entry
@@ -58,6 +65,12 @@ class MaildirMessage:
     @property
     def uid(self) -> int:
         return self.entry.uid
+
+    @property
+    def modseq(self) -> int:
+        """RFC 7162 MODSEQ: raised by every change of this message's flags; persisted in the
+        folder's index and never lower after a restart, a crash or a rebuilt index."""
+        return self.entry.modseq
 
     @property
     def meta(self) -> maildir.Meta:
@@ -88,6 +101,34 @@ class MaildirMessage:
         only with its next save, so a first FETCH of a large folder causes no rewrites."""
         return self._remember(name, compute, save=False)
 
+    def memo_text(self, name: str, compute: Callable[[], str]) -> str:
+        """``memo`` for text: a value SEARCH derives from the cached header fields (an
+        address field's searchable text, say), kept with the message's facts in the index
+        so every later SEARCH finds it ready."""
+        extra = self.entry.meta.extra
+        hit = extra.get(name)
+        if hit is not None:
+            return hit
+        value = compute()
+        if self.folder.entries.get(self.entry.uid) is self.entry and len(extra) < 16:
+            extra[name] = value
+            self.folder.cache_changed(self.entry.uid, soon=False)
+        return value
+
+    def internal_day(self) -> datetime.date:
+        """The UTC day of INTERNALDATE, as ``getInternalDate()`` states it (SEARCH BEFORE,
+        ON, SINCE), straight from the index's epoch seconds."""
+        try:
+            return datetime.date.fromordinal(_EPOCH_ORDINAL + int(self.entry.meta.date // 86400))
+        except (ValueError, OverflowError):
+            return datetime.date(1970, 1, 1)
+
+    def search_flags(self) -> frozenset[str]:
+        """Flags lower-cased, \\Recent included for this session: what SEARCH's flag keys
+        test, shared by every message with the same flags (no list per message)."""
+        low = self.folder.lower_flags_of(self.entry)
+        return low | _RECENT if self.recent else low
+
     def _remember(self, name: str, compute: Callable[[], bytes], save: bool) -> bytes:
         extra = self.entry.meta.extra
         hit = extra.get(name)
@@ -97,8 +138,7 @@ class MaildirMessage:
         # Only for a message still in the folder, and a few values per message at most.
         if self.folder.entries.get(self.entry.uid) is self.entry and len(extra) < 16:
             extra[name] = value.decode("latin-1")
-            if save:
-                self.folder.cache_changed()
+            self.folder.cache_changed(self.entry.uid, soon=save)
         return value
 
     def read_bytes(self) -> bytes:

@@ -141,7 +141,7 @@ class MailboxNotifier:
         f = self._folders.pop((account.lower(), old), None)
         self._keep.pop((account.lower(), old), None)
         if f is not None:
-            f.name, f.path = new, path
+            f.renamed(new, path)
             self._folders[(account.lower(), new)] = f
 
     def open_folders(self, account: str) -> list[Folder]:

@@ -3,8 +3,10 @@
 ``cgtwist-uidlist`` (like ``dovecot-uidlist``) maps Maildir base names to IMAP UIDs and holds
 UIDVALIDITY and UIDNEXT; it is written atomically (tmp, fsync, rename, fsync dir) before any UID
 reaches a client, so UIDs are stable across restarts and never reused (RFC 3501 §2.3.1.1).
-``cgtwist-cache`` holds sizes, dates and parsed headers; it is a cache, written without fsync,
-and rebuilt from the messages when missing or damaged. Blocking; callers use threads.
+``cgtwist-cache`` held sizes, dates and parsed headers before the index (``index.py``) took
+them over; it is still read once to fill a folder's new index without re-reading its messages.
+The uidlist also holds the MODSEQ reservation (``M``; see ``index.ModseqAllocator``).
+Blocking; callers use threads.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class UidList:
     uidvalidity: int
     uidnext: int = 1
     uids: dict[str, int] = field(default_factory=dict)
+    # MODSEQ values up to this one may have been handed out (index.ModseqAllocator): kept
+    # here, in the file that is fsynced before a UID or MODSEQ reaches a client.
+    modseq_reserved: int = 0
 
     def assign(self, key: str) -> int:
         uid = self.uidnext
@@ -54,8 +59,10 @@ def load(folder: str) -> Optional[UidList]:
         if " ".join(head[:2]) != _MAGIC:
             return None
         fields = {h[0]: int(h[1:]) for h in head[2:] if h}
-        ul = UidList(uidvalidity=fields["V"], uidnext=fields["N"])
-        if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1):
+        ul = UidList(
+            uidvalidity=fields["V"], uidnext=fields["N"], modseq_reserved=fields.get("M", 0)
+        )
+        if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1 and ul.modseq_reserved >= 0):
             return None
         used: set[int] = set()
         for line in lines[1:]:
@@ -108,7 +115,10 @@ def load_dovecot(folder: str) -> Optional[UidList]:
 
 def save(folder: str, ul: UidList) -> None:
     """Durably replace the folder's uidlist."""
-    out = [f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"]
+    out = [
+        f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"
+        + (f" M{ul.modseq_reserved}" if ul.modseq_reserved else "")
+    ]
     out.extend(
         f"{uid} {quote(key, safe=',=')}"
         for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1])

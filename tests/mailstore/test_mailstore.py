@@ -556,8 +556,12 @@ class MessageTests(StoreTestBase):
         """Parsed facts are cached beside the folder so a restart does not re-read messages."""
         deliver(self.md, msg("cached"))
         self.select()
-        self.assertTrue(os.path.exists(os.path.join(self.md, "cgtwist-cache")))
+        self.assertTrue(os.path.exists(os.path.join(self.md, "cgtwist-index")))
+        measured: list[str] = []
+        real = maildir.measure
+        self.patch(maildir, "measure", lambda p, *a: measured.append(p) or real(p, *a))
         box = self.select(account=self.reopen())
+        self.assertEqual(measured, [])
         [(_s, m)] = box.fetch(imap4.MessageSet(1), False)
         self.assertEqual(m.meta.headers["subject"], "cached")
 

@@ -10,7 +10,7 @@ read). It never parses commands and never writes responses.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -45,7 +45,8 @@ def collect(
     found: list[T] = []
 
     def run(rows: Any) -> None:
-        rows = list(rows)
+        if not isinstance(rows, Sequence):
+            rows = list(rows)
         count = box.getMessageCount()
         top_uid = rows[-1][1].getUID() if rows else 0
 
@@ -86,6 +87,10 @@ def collect(
 
         batch(0)
 
-    d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+    rows = getattr(box, "message_rows", None)  # the mailstore's: one message at a time
+    if rows is not None:
+        d = defer.maybeDeferred(rows)
+    else:
+        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
     d.addCallbacks(run, done.errback)
     return done

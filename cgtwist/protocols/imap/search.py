@@ -17,7 +17,7 @@ import email.policy
 import email.utils
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import AbstractSet, Any, Callable, Optional
 
 from cgtwist.protocols.imap import address as imap_address
 from cgtwist.protocols.imap import sections as imap_sections
@@ -74,11 +74,12 @@ class MessageText:
         self._headers: Optional[dict[str, Optional[str]]] = None
         self._body: Optional[str] = None
         self._folded: dict[str, str] = {}
-        self._flags: Optional[set[str]] = None
+        self._flags: Optional[AbstractSet[str]] = None
 
-    def flags(self) -> set[str]:
+    def flags(self) -> AbstractSet[str]:
         if self._flags is None:
-            self._flags = {f.lower() for f in self.msg.getFlags()}
+            quick = getattr(self.msg, "search_flags", None)  # the mailstore's, shared
+            self._flags = quick() if quick is not None else {f.lower() for f in self.msg.getFlags()}
         return self._flags
 
     def raw(self) -> bytes:
@@ -131,7 +132,12 @@ class MessageText:
         raw = self._lookup(name)
         if not raw:
             return ""
-        return _header_text(raw) + "\n" + _header_text(imap_address.search_text(raw))
+        memo = getattr(self.msg, "memo_text", None)  # kept in the mailstore's index
+
+        def build() -> str:
+            return _header_text(raw) + "\n" + _header_text(imap_address.search_text(raw))
+
+        return build() if memo is None else str(memo("search-" + name + "-1", build))
 
     def body_text(self) -> str:
         """The body as text: MIME text parts decoded (base64, quoted-printable, charset)."""
@@ -161,6 +167,10 @@ class MessageText:
         return _header_text(head.decode("latin-1")) + "\n" + self.body_text()
 
     def internal_date(self) -> Optional[datetime.date]:
+        quick = getattr(self.msg, "internal_day", None)  # from the mailstore's index
+        if quick is not None:
+            day: datetime.date = quick()
+            return day
         meta = getattr(self.msg, "meta", None)
         when = getattr(meta, "date", None)
         if isinstance(when, (int, float)):
@@ -232,6 +242,8 @@ def header_text(value: str) -> str:
 def _header_text(value: str) -> str:
     """Header octets (kept as latin-1 code points by the store) as text: raw 8-bit read as
     UTF-8, then RFC 2047 encoded words decoded."""
+    if value.isascii() and "=?" not in value:
+        return value  # the common case: nothing to decode
     try:
         value = value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):

@@ -1,0 +1,314 @@
+"""The per-folder index file: each message's UID, flags, MODSEQ and cached facts, on disk.
+
+Owns the format of ``cgtwist-index`` (a snapshot) and ``cgtwist-index.log`` (the changes made
+since, appended one line each) beside a Maildir folder, as Dovecot's ``dovecot.index`` and its
+transaction log: a record per message (Maildir key, UID, MODSEQ, info letters, and the
+``Meta`` with size, INTERNALDATE, the cached header fields and the derived ENVELOPE and
+BODYSTRUCTURE) and the folder's HIGHESTMODSEQ. A change appends a line (``write`` to an
+``O_APPEND`` file: it survives a ``kill -9``; no fsync, so a power cut may cost the last
+lines); ``compact`` writes a new snapshot (tmp, fsync, rename) and starts an empty log, so no
+change rewrites the whole file. A torn or damaged line ends the replay there, a damaged
+snapshot is dropped: the index is a cache, rebuilt from the Maildir, whose files stay the
+truth for which messages exist and their flags.
+
+MODSEQ is the exception: a value a client saw must never be handed out again within the
+UIDVALIDITY (RFC 7162 §3.1.1). ``ModseqAllocator`` reserves values in blocks in the durable
+uidlist (``UidList.modseq_reserved``, fsynced before a value of a new block is used) and starts
+above the reservation after every load, so neither a lost log tail nor a deleted index can make
+MODSEQ go backwards. Blocking; called in the folder's runner thread under its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from cgtwist.logs import Logger
+from cgtwist.mailstore import maildir, uidlist
+from cgtwist.mailstore.maildir import Meta
+
+INDEX_FILE = "cgtwist-index"
+LOG_FILE = "cgtwist-index.log"
+_VERSION = 1
+MODSEQ_BLOCK = 1024  # MODSEQ values reserved (one uidlist write and fsync) at a time
+COMPACT_MIN = 2000  # log lines before a compaction is due, at least...
+COMPACT_FACTOR = 1  # ...or this many per message of the folder, whichever is larger
+
+log = Logger()
+Line = list[object]  # one line of the snapshot or the log, as JSON
+
+
+@dataclass(slots=True)
+class Record:
+    """One message as the index last knew it."""
+
+    uid: int
+    modseq: int
+    letters: str
+    meta: Meta
+
+
+@dataclass
+class Loaded:
+    """What ``FolderIndex.load`` found: records by Maildir key, the highest MODSEQ in them,
+    the UIDVALIDITY the index was written under (0 if none) and whether anything was lost."""
+
+    records: dict[str, Record] = field(default_factory=dict)
+    highest: int = 0
+    uidvalidity: int = 0
+    damaged: bool = False
+    found: bool = False  # a snapshot or log was there at all
+
+
+def record_line(key: str, uid: int, modseq: int, letters: str, meta: Meta) -> Line:
+    """The ``a`` line: a message's whole record (new, or its cached facts grew)."""
+    return ["a", key, uid, modseq, letters, meta.to_json()]
+
+
+def flags_line(modseq: int, changed: Iterable[tuple[str, str]]) -> Line:
+    """The ``f`` line: (key, letters) whose flags one operation changed, at ``modseq``."""
+    return ["f", modseq, [[k, letters] for k, letters in changed]]
+
+
+def expunge_line(modseq: int, keys: Iterable[str]) -> Line:
+    """The ``x`` line: messages gone (expunged, or found gone by a scan) at ``modseq``."""
+    return ["x", modseq, list(keys)]
+
+
+class FolderIndex:
+    """The index files of one folder: load, append changes, compact."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._gen = 0  # generation of the snapshot; the log names it in its first line
+        self._log_ready = False  # the log on disk belongs to this generation and ends cleanly
+        self.pending = 0  # lines in the log since the snapshot
+
+    @property
+    def index_path(self) -> str:
+        return os.path.join(self.path, INDEX_FILE)
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.path, LOG_FILE)
+
+    def due(self, messages: int) -> bool:
+        """Whether the log has grown enough that a compaction pays."""
+        return self.pending >= max(COMPACT_MIN, COMPACT_FACTOR * messages)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def load(self) -> Loaded:
+        """Read the snapshot and replay the log over it; never raises for bad content."""
+        out = Loaded()
+        self._gen = 0
+        self._log_ready = False
+        self.pending = 0
+        try:
+            with open(self.index_path, "rb") as f:
+                data = f.read()
+            out.found = True
+        except FileNotFoundError:
+            data = b""
+        except OSError as err:
+            log.warn("cannot read {file}: {err}; rebuilding", file=self.index_path, err=err)
+            data = b""
+            out.damaged = True
+        if data:
+            if not self._read_snapshot(data, out):
+                log.warn("{file} is damaged; rebuilding it from the Maildir", file=self.index_path)
+                out.records.clear()
+                out.highest = 0
+                out.damaged = True
+                self._gen = 0
+        try:
+            with open(self.log_path, "rb") as f:
+                tail = f.read()
+            out.found = True
+        except FileNotFoundError:
+            tail = b""
+        except OSError as err:
+            log.warn("cannot read {file}: {err}", file=self.log_path, err=err)
+            tail = b""
+            out.damaged = True
+        if tail:
+            self._replay(tail, out)
+        return out
+
+    def _read_snapshot(self, data: bytes, out: Loaded) -> bool:
+        lines = data.split(b"\n")
+        try:
+            head = json.loads(lines[0])
+            if not isinstance(head, dict) or head.get("v") != _VERSION:
+                return False
+            self._gen = int(head["gen"])
+            out.uidvalidity = int(head.get("uv", 0))
+            out.highest = int(head.get("hm", 0))
+        except (ValueError, KeyError, TypeError):
+            return False
+        if not lines[-1] == b"":
+            return False  # written whole or not at all (rename): a missing end is damage
+        for line in lines[1:-1]:
+            try:
+                _apply_line(json.loads(line), out)
+            except (ValueError, KeyError, TypeError, IndexError):
+                return False
+        return True
+
+    def _replay(self, tail: bytes, out: Loaded) -> None:
+        """Apply the log's lines in order up to the first bad one (a write cut short, or
+        damage); a log of another generation is left over from before a compaction."""
+        lines = tail.split(b"\n")
+        try:
+            head = json.loads(lines[0])
+            gen = int(head["gen"]) if isinstance(head, dict) else -1
+        except (ValueError, KeyError, TypeError):
+            gen = -1
+        if gen != self._gen:
+            return  # stale (its changes are in the snapshot) or unreadable: started anew
+        good = len(lines[0]) + 1
+        ended = True
+        for line in lines[1:-1]:
+            try:
+                _apply_line(json.loads(line), out)
+            except (ValueError, KeyError, TypeError, IndexError):
+                ended = False
+                break
+            good += len(line) + 1
+            self.pending += 1
+        if lines[-1] != b"":
+            ended = False  # the last line has no end: cut short
+        if not ended:
+            log.warn(
+                "{file}: a damaged or unfinished line after {n} changes; the rest is dropped",
+                file=self.log_path,
+                n=self.pending,
+            )
+            out.damaged = True
+            try:
+                os.truncate(self.log_path, good)  # appends continue after the last good line
+            except OSError:
+                return
+        self._log_ready = True
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(self, lines: list[Line]) -> None:
+        """Add change lines to the log (one ``write``); a failure is logged, never raised:
+        the next compaction writes the state anyway."""
+        if not lines:
+            return
+        data = b"".join(
+            json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n" for line in lines
+        )
+        try:
+            if not self._log_ready:
+                self._new_log()
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            self._log_ready = False  # the folder went (deleted or renamed meanwhile)
+            return
+        except OSError as err:
+            log.warn("cannot append to {file}: {err}", file=self.log_path, err=err)
+            self._log_ready = False
+            return
+        self.pending += len(lines)
+
+    def _new_log(self) -> None:
+        header = json.dumps({"v": _VERSION, "gen": self._gen}).encode("ascii") + b"\n"
+        maildir.write_atomic(self.log_path, header, sync=False)
+        self._log_ready = True
+        self.pending = 0
+
+    def compact(self, rows: Iterable[tuple[str, Record]], highest: int, uidvalidity: int) -> None:
+        """Write the whole index as a new snapshot (tmp, fsync, rename) and start an empty
+        log of the new generation; a crash between the two leaves a log the next load
+        recognises as older and ignores."""
+        gen = self._gen + 1
+        parts = [
+            json.dumps({"v": _VERSION, "gen": gen, "uv": uidvalidity, "hm": highest}).encode(
+                "ascii"
+            )
+        ]
+        for key, r in rows:
+            parts.append(
+                json.dumps(
+                    record_line(key, r.uid, r.modseq, r.letters, r.meta), separators=(",", ":")
+                ).encode("utf-8")
+            )
+        parts.append(b"")
+        try:
+            if not os.path.isdir(self.path):
+                return
+            maildir.write_atomic(self.index_path, b"\n".join(parts))
+            self._gen = gen
+            self._new_log()
+        except OSError as err:
+            log.warn("cannot write {file}: {err}", file=self.index_path, err=err)
+            self._log_ready = False
+
+
+def _apply_line(v: object, out: Loaded) -> None:
+    if not isinstance(v, list) or not v:
+        raise ValueError("not a line")
+    kind = v[0]
+    if kind == "a":
+        _, key, uid, modseq, letters, meta = v
+        if not (isinstance(key, str) and isinstance(letters, str)):
+            raise ValueError("bad record")
+        out.records[key] = Record(int(uid), int(modseq), letters, Meta.from_json(meta))
+        out.highest = max(out.highest, int(modseq))
+    elif kind == "f":
+        modseq = int(v[1])
+        for key, letters in v[2]:
+            r = out.records.get(key)
+            if r is not None and isinstance(letters, str):
+                r.letters = letters
+                r.modseq = modseq
+        out.highest = max(out.highest, modseq)
+    elif kind == "x":
+        modseq = int(v[1])
+        for key in v[2]:
+            out.records.pop(key, None)
+        out.highest = max(out.highest, modseq)
+    else:
+        raise ValueError("unknown line")
+
+
+class ModseqAllocator:
+    """Hands out MODSEQ values that only grow, within the folder's UIDVALIDITY, across
+    restarts, crashes and lost index files (see the module docstring)."""
+
+    def __init__(self, folder: str, ul: uidlist.UidList, floor: int) -> None:
+        self.folder = folder
+        self._ul = ul
+        # Above everything that may have been handed out: the whole reservation, which
+        # covers values a lost log tail held; and anything the index holds.
+        self.last = max(ul.modseq_reserved, floor)
+
+    def next(self) -> int:
+        """A new MODSEQ, durable as reserved before it is returned."""
+        n = self.last + 1
+        if n > self._ul.modseq_reserved:
+            self._ul.modseq_reserved = n + MODSEQ_BLOCK - 1
+            uidlist.save(self.folder, self._ul)
+        self.last = n
+        return n
+
+    def rebase(self, ul: uidlist.UidList) -> None:
+        """The uidlist object was replaced (a rebuild): reserve above what it says."""
+        self._ul = ul
+        self.last = max(self.last, ul.modseq_reserved)
+
+
+def fresh_modseq(r: Optional[Record], letters: str) -> bool:
+    """Whether a message found on disk needs a new MODSEQ: unknown to the index, or its
+    flags on disk are not what the index recorded (changed by another program, or a change
+    the index never heard of)."""
+    return r is None or r.modseq <= 0 or r.letters != letters

@@ -1,0 +1,438 @@
+"""The on-disk side of one Maildir folder's index: listing new/ and cur/ and reconciling.
+
+Owns what a look at the disk finds: which messages appeared, moved or vanished since the last
+look (``Changes``), the UIDs and facts of new ones (``Entry``), whether the directories changed
+at all (two stat calls), and extra names a flag change cut short left behind. Runs in the
+folder's runner thread under its lock (``Folder`` is the only user, as a mixin); never touches
+views or the reactor, never speaks IMAP.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from cgtwist.logs import Logger
+from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore.index import FolderIndex, ModseqAllocator, Record
+from cgtwist.mailstore.maildir import Meta
+
+if TYPE_CHECKING:
+    from cgtwist.mailstore.mailbox import MaildirMailbox
+
+_CACHE_SAVE_EVERY = 100  # messages whose derived values grew before they go to the index log
+_MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One message: UID, Maildir key, where its file is, its flags and cached facts."""
+
+    uid: int
+    key: str
+    sub: str  # "new" or "cur"
+    fname: str
+    letters: str  # Maildir info letters as on disk
+    meta: Meta
+    modseq: int = 0  # RFC 7162 MODSEQ: raised by every change of its flags; kept in the index
+
+    def path(self, folder: str) -> str:
+        return os.path.join(folder, self.sub, self.fname)
+
+
+@dataclass
+class Changes:
+    """What one disk operation or rescan changed, applied to the index in the reactor thread."""
+
+    added: list[Entry] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    moved: dict[int, tuple[str, str, str]] = field(
+        default_factory=dict
+    )  # uid -> (sub, fname, letters)
+    recent: set[int] = field(default_factory=set)
+    mtimes: Optional[tuple[int, int]] = None
+    suspect: tuple[bool, bool] = (
+        False,
+        False,
+    )  # (new/, cur/) looked at within _MTIME_TRUST of its change
+    keywords: Optional[dict[int, str]] = None
+    origin: Any = None  # the view whose command caused this, if any
+    rescan: bool = False  # found on disk: others' doing, even when ``origin`` asked for the look
+    removed_entries: dict[int, Entry] = field(default_factory=dict)  # filled in by _apply
+    stale: dict[str, str] = field(
+        default_factory=dict
+    )  # cur/ name -> key: replaced, unlink after an fsync
+    unstale: set[str] = field(
+        default_factory=set
+    )  # cur/ names no longer waiting (reused or removed)
+    modseqs: dict[int, int] = field(default_factory=dict)  # uid -> its new MODSEQ
+    highest: Optional[int] = None  # the folder's HIGHESTMODSEQ after this change
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.moved)
+
+
+class DiskScan:
+    """The scan half of ``Folder``: the attributes below are set by ``Folder.__init__``."""
+
+    log = Logger()
+    path: str
+    account: str
+    name: str
+    entries: dict[int, Entry]
+    keys: dict[str, int]
+    _names: dict[str, set[str]]
+    _ul: Optional[uidlist.UidList]
+    _mtimes: Optional[tuple[int, int]]
+    _suspect: tuple[bool, bool]
+    _meta_dirty: set[int]
+    _index: FolderIndex
+    _modseq: Optional[ModseqAllocator]
+    _stale: dict[str, str]
+    _conflicts: set[str]
+    _clock: Callable[[], float]
+    _uidvalidity_source: Optional[Callable[[], int]]
+    _views: list[weakref.ReferenceType[MaildirMailbox]]
+
+    def _raw_mtimes(self) -> Optional[tuple[int, int]]:
+        try:
+            return (
+                os.stat(os.path.join(self.path, "new")).st_mtime_ns,
+                os.stat(os.path.join(self.path, "cur")).st_mtime_ns,
+            )
+        except OSError:
+            return None
+
+    def _dirs_changed(self) -> bool:
+        """Whether a rescan is due: a directory time moved, or a look made within the same
+        timestamp tick as a change (which a later change in that tick would not move) has not
+        been confirmed yet by one look after the trust window. Within the window the index is
+        trusted, so sessions busy changing the folder do not each relist it per command."""
+        m = self._raw_mtimes()
+        if m is None or m != self._mtimes:
+            return True
+        if self._suspect[0] or self._suspect[1]:
+            now = self._clock()
+            return any(
+                s and now - t / 1e9 >= _MTIME_TRUST for s, t in zip(self._suspect, m, strict=True)
+            )
+        return False
+
+    def _stat_mtimes(self) -> tuple[Optional[tuple[int, int]], tuple[bool, bool]]:
+        """(thread) Directory times before a listing, and which of them are too fresh to
+        vouch for the listing (same-tick changes could be missed: confirm later)."""
+        m = self._raw_mtimes()
+        if m is None:
+            return None, (False, False)
+        now = self._clock()
+        return m, (now - m[0] / 1e9 < _MTIME_TRUST, now - m[1] / 1e9 < _MTIME_TRUST)
+
+    def _scan_blocking(self, move_new: bool, origin: Any = None) -> Changes:
+        """(thread) List new/ and cur/, reconcile with the index, assign UIDs, save the uidlist."""
+        ch = Changes(origin=origin, rescan=True)
+        first = self._ul is None
+        cache: dict[str, Meta] = {}
+        records: dict[str, Record] = {}  # the index's, on the first look
+        rebuild = False  # the first look writes a whole new index
+        dirty = False
+        if first:
+            maildir.ensure(self.path)
+            ul = uidlist.load(self.path)
+            loaded = self._index.load()
+            if loaded.found:
+                cache = {k: r.meta for k, r in loaded.records.items()}
+                cached_uv = loaded.uidvalidity
+            else:
+                # No index yet: the metadata cache of before the index spares re-reading.
+                cache, cached_uv = uidlist.load_cache(self.path)
+            ch.keywords = maildir.read_keywords(self.path)
+            if (
+                ul is None
+                and not cache
+                and not loaded.found
+                and not os.path.exists(os.path.join(self.path, uidlist.CACHE_FILE))
+            ):
+                ul = uidlist.load_dovecot(self.path)
+                if ul is not None:
+                    self.log.info(
+                        "adopted dovecot-uidlist of {account} {folder}: UIDVALIDITY {uv}",
+                        account=self.account,
+                        folder=self.name,
+                        uv=ul.uidvalidity,
+                    )
+                    dirty = True
+            if ul is None:
+                uv = self._new_uidvalidity()
+                if uv <= cached_uv:
+                    uv = cached_uv + 1
+                ul = uidlist.UidList(uidvalidity=uv & 0xFFFFFFFF or 1)
+                self.log.info(
+                    "rebuilding UID list of {account} {folder}: UIDVALIDITY {uv}",
+                    account=self.account,
+                    folder=self.name,
+                    uv=ul.uidvalidity,
+                )
+                dirty = True
+            self._ul = ul
+            if loaded.found and loaded.uidvalidity == ul.uidvalidity:
+                records = loaded.records
+                self._modseq = ModseqAllocator(self.path, ul, loaded.highest)
+            else:
+                # MODSEQ belongs to a UIDVALIDITY (RFC 7162 §3.1.1): under another, or with
+                # no index, every message starts afresh above the reservation.
+                self._modseq = ModseqAllocator(self.path, ul, 0)
+            rebuild = not loaded.found or loaded.damaged or loaded.uidvalidity != ul.uidvalidity
+        else:
+            ul = self._ul
+        assert ul is not None
+        modseqs = self._modseq
+        assert modseqs is not None
+        lines: list[index.Line] = []  # for the index log
+        this_modseq = 0  # one MODSEQ for everything this look found changed
+
+        def bump() -> int:
+            nonlocal this_modseq
+            if not this_modseq:
+                this_modseq = modseqs.next()
+            return this_modseq
+
+        mtimes, suspect = self._stat_mtimes()
+        listed: dict[str, set[str]] = {}
+        for sub in ("new", "cur"):
+            try:
+                listed[sub] = {
+                    n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")
+                }
+            except FileNotFoundError:
+                listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
+        arrived = {
+            k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys
+        }
+        if move_new and listed["new"]:
+            # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
+            # in one batch: one fsync of cur/ and one of new/ for all of them.
+            moved, failed = maildir.move_to_cur(self.path, sorted(listed["new"]), listed["cur"])
+            for fname, err in failed.items():
+                self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
+            listed["new"] = {n for n in listed["new"] if n in failed}
+            listed["cur"].update(moved.values())
+        # Only names that appeared or vanished since the last look need any work.
+        files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
+        known = self.keys
+        twins: list[str] = []  # second cur/ names of a message's file, to remove
+        # After a restart, which of two names of a file a flag change made last.
+        newest = maildir.newest_names(self.path) if first else {}
+        for sub in ("new", "cur"):
+            for fname in sorted(listed[sub] - self._names[sub]):
+                if sub == "cur" and fname in self._stale:
+                    continue  # replaced by a flag change: flush removes it
+                key = maildir.split_name(fname)[0]
+                if sub == "cur":
+                    kept = self._cur_name(key, listed["cur"], files, newest)
+                    if kept is not None and kept != fname:
+                        self._twin_or_conflict(fname, kept, twins)
+                        continue
+                files[key] = (sub, fname)
+        if twins:
+            self._remove_twins(twins)
+        for sub in ("new", "cur"):
+            for fname in self._names[sub] - listed[sub]:
+                uid = known.get(maildir.split_name(fname)[0])
+                if uid is None:
+                    continue
+                e = self.entries[uid]
+                if (e.sub, e.fname) != (sub, fname):
+                    continue
+                if e.key in files:
+                    nsub, nfname = files[e.key]
+                    ch.moved[uid] = (
+                        nsub,
+                        nfname,
+                        maildir.split_name(nfname)[1] if nsub == "cur" else "",
+                    )
+                else:
+                    ch.removed.append(uid)
+                    ul.uids.pop(e.key, None)
+                    dirty = True
+        new_keys = [k for k in files if k not in known]
+        metas: dict[str, Meta] = {}
+        for key in new_keys:
+            sub, fname = files[key]
+            meta = cache.get(key)
+            if meta is None:
+                try:
+                    meta = maildir.measure(os.path.join(self.path, sub, fname))
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    self.log.warn("cannot read {file}: {err}", file=fname, err=err)
+                    continue
+            metas[key] = meta
+        # Keys already in the uidlist keep their UID; the rest get new ones in arrival order.
+        fresh = sorted((k for k in metas if k not in ul.uids), key=lambda k: (metas[k].date, k))
+        for key in fresh:
+            ul.assign(key)
+            dirty = True
+        if first:
+            for key in [k for k in ul.uids if k not in metas]:
+                del ul.uids[key]
+                dirty = True
+        for key, meta in metas.items():
+            sub, fname = files[key]
+            letters = maildir.split_name(fname)[1] if sub == "cur" else ""
+            e = Entry(ul.uids[key], key, sub, fname, letters, meta)
+            r = records.get(key)
+            if index.fresh_modseq(r, letters):
+                e.modseq = bump()
+                lines.append(index.record_line(key, e.uid, e.modseq, letters, meta))
+            elif r is not None:
+                e.modseq = r.modseq
+            ch.added.append(e)
+            if key in arrived:
+                ch.recent.add(ul.uids[key])
+        ch.added.sort(key=lambda e: e.uid)
+        # Flags changed on disk by someone else (another program, or our own change that the
+        # index never heard of before a crash), and messages gone: a new MODSEQ for each.
+        flagged = [
+            (uid, self.entries[uid].key, letters)
+            for uid, (_sub, _fname, letters) in ch.moved.items()
+            if set(letters) != set(self.entries[uid].letters)
+        ]
+        if flagged:
+            m = bump()
+            ch.modseqs.update((uid, m) for uid, _k, _l in flagged)
+            lines.append(index.flags_line(m, [(k, letters) for _u, k, letters in flagged]))
+        if ch.removed:
+            gone = [self.entries[uid].key for uid in ch.removed]
+            lines.append(index.expunge_line(bump(), gone))
+        if first and records.keys() - metas.keys():
+            rebuild = True  # messages the index knew are gone: start from what is there
+        if dirty and os.path.isdir(self.path):
+            uidlist.save(self.path, ul)
+        ch.mtimes = mtimes
+        ch.suspect = suspect
+        ch.highest = modseqs.last
+        if first and (rebuild or lines):
+            self._index.compact(
+                ((e.key, _record(e)) for e in ch.added), modseqs.last, ul.uidvalidity
+            )
+            _drop_old_cache(self.path)
+        else:
+            self._index.append(lines)
+        return ch
+
+    def _cur_name(
+        self, key: str, cur: set[str], files: dict[str, tuple[str, str]], newest: dict[str, str]
+    ) -> Optional[str]:
+        """(thread, locked) The cur/ name kept for ``key`` in a scan: the index's, if it is
+        still there, else the one the last flag change made (maildir.FLAG_LOG), else the
+        first one the scan met."""
+        uid = self.keys.get(key)
+        if uid is not None:
+            e = self.entries[uid]
+            if e.sub == "cur" and e.fname in cur:
+                return e.fname
+        if newest.get(key) in cur:
+            return newest[key]
+        where = files.get(key)
+        return where[1] if where is not None and where[0] == "cur" else None
+
+    def _twin_or_conflict(self, fname: str, kept: str, twins: list[str]) -> None:
+        """(thread, locked) A second cur/ name for the key of ``kept``: the same file (a flag
+        change or a removal cut short) is one message, whose extra name goes; a different
+        file is another program's mistake, logged and left alone (as maildir.move_to_cur)."""
+        cur = os.path.join(self.path, "cur")
+        try:
+            same = os.path.samestat(
+                os.lstat(os.path.join(cur, fname)), os.lstat(os.path.join(cur, kept))
+            )
+        except FileNotFoundError:
+            return  # gone meanwhile: the next scan sees what is left
+        if same:
+            twins.append(fname)
+        else:
+            self._conflict(fname)
+
+    def _remove_twins(self, twins: list[str]) -> None:
+        """(thread, locked) Unlink extra names of messages' files, once the names kept are
+        durable (one fsync of cur/ first): an EXPUNGE of the message must not leave one
+        behind to come back under a new UID."""
+        cur = os.path.join(self.path, "cur")
+        maildir.fsync_dir(cur)
+        for fname in twins:
+            try:
+                os.unlink(os.path.join(cur, fname))
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                self.log.warn("cannot remove cur/{file}: {err}", file=fname, err=err)
+                continue
+            self.log.info(
+                "{account} {folder}: removed cur/{file}, a second name of a message's file",
+                account=self.account,
+                folder=self.name,
+                file=fname,
+            )
+
+    def _save_metas_blocking(self, uids: set[int]) -> None:
+        """(thread, locked) The records of messages whose derived values grew, to the index
+        log; or, when the log has grown enough, the whole index anew."""
+        if self._ul is None:
+            return
+        if self._index.due(len(self.entries)) or 2 * len(uids) > len(self.entries):
+            self._compact_blocking()
+            return
+        lines = []
+        for uid in uids:
+            e = self.entries.get(uid)
+            if e is not None:
+                lines.append(index.record_line(e.key, e.uid, e.modseq, e.letters, e.meta))
+        self._index.append(lines)
+
+    def _compact_blocking(self) -> None:
+        """(thread, locked) Write the whole index as a new snapshot and empty its log."""
+        if self._ul is None or self._modseq is None:
+            return
+        entries = list(self.entries.values())
+        self._index.compact(
+            ((e.key, _record(e)) for e in entries), self._modseq.last, self._ul.uidvalidity
+        )
+
+    def _new_uidvalidity(self) -> int:
+        if self._uidvalidity_source is not None:
+            return self._uidvalidity_source()
+        return max(1, int(self._clock()) & 0xFFFFFFFF)
+
+    def _conflict(self, fname: str) -> None:
+        """(thread, locked) Log, once per name, a cur/ file that is another file's key."""
+        if fname not in self._conflicts and len(self._conflicts) < 10_000:
+            self._conflicts.add(fname)
+            self.log.warn(
+                "{account} {folder}: cur/{file} is a different file with the key of "
+                "another message; left alone",
+                account=self.account,
+                folder=self.name,
+                file=fname,
+            )
+
+
+def _record(e: Entry) -> Record:
+    return Record(e.uid, e.modseq, e.letters, e.meta)
+
+
+def _drop_old_cache(path: str) -> None:
+    """(thread) The index holds what ``cgtwist-cache`` held; one copy is enough."""
+    try:
+        os.unlink(os.path.join(path, uidlist.CACHE_FILE))
+    except OSError:
+        pass
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one inode (False when either is gone)."""
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except FileNotFoundError:
+        return False
