@@ -303,7 +303,7 @@ class WarmIndexTests(IndexTestBase):
     ]
 
     def fetch_all(self, box: MaildirMailbox) -> list[bytes]:
-        from cgtwist.protocols import imap_fetch
+        from cgtwist.protocols.imap import fetch as imap_fetch
 
         parser = imap4._FetchParser()
         parser.parseString(self.QUERY)
@@ -315,7 +315,9 @@ class WarmIndexTests(IndexTestBase):
     def search(self, box: MaildirMailbox, spec: bytes) -> list[int]:
         from twisted.internet import task
 
-        from cgtwist.protocols import imap_parse, imap_scan, imap_search
+        from cgtwist.protocols.imap import parse as imap_parse
+        from cgtwist.protocols.imap import scan as imap_scan
+        from cgtwist.protocols.imap import search as imap_search
 
         _cs, pred = imap_search.compile_search(imap_parse.tokenize([spec], []))
         clock = task.Clock()
