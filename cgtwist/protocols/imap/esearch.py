@@ -71,9 +71,13 @@ def sequence_set(numbers: list[int]) -> bytes:
     return b",".join(b"%d" % a if a == b else b"%d:%d" % (a, b) for a, b in runs)
 
 
-def response(tag: bytes, uid: bool, ret: Return, found: list[int]) -> bytes:
+def response(
+    tag: bytes, uid: bool, ret: Return, found: list[int], modseqs: Optional[list[int]] = None
+) -> bytes:
     """The untagged ``ESEARCH`` line (without ``* ``), RFC 4731 §3.1: MIN, MAX and ALL are
-    left out when nothing matched; COUNT is always given when asked for."""
+    left out when nothing matched; COUNT is always given when asked for. ``modseqs`` (the
+    MODSEQ of each match, when the search had a MODSEQ key) adds ``MODSEQ``: the highest of
+    the messages returned (RFC 7162 §3.1.5, RFC 4731 §3.2)."""
     quoted = b'"' + tag.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     out = [b"ESEARCH (TAG " + quoted + b")"]
     if uid:
@@ -88,4 +92,12 @@ def response(tag: bytes, uid: bool, ret: Return, found: list[int]) -> bytes:
             out.append(b"ALL " + sequence_set(found))
     if b"COUNT" in opts:
         out.append(b"COUNT %d" % len(found))
+    if modseqs and found:
+        if opts & {b"ALL", b"COUNT"}:
+            out.append(b"MODSEQ %d" % max(modseqs))
+        elif opts & {b"MIN", b"MAX"}:
+            ends = ([modseqs[0]] if b"MIN" in opts else []) + (
+                [modseqs[-1]] if b"MAX" in opts else []
+            )
+            out.append(b"MODSEQ %d" % max(ends))
     return b" ".join(out)

@@ -23,6 +23,7 @@ from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.protocols.fastwrite import write_now
+from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
@@ -231,6 +232,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             b"STATUS=SIZE",
             b"MULTIAPPEND",
             b"BINARY",
+            b"CONDSTORE",  # RFC 7162 §3.1
+            b"QRESYNC",  # RFC 7162 §3.2
             # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
             b"APPENDLIMIT=%d" % self.settings.current.imap.max_literal,
         ]
@@ -421,22 +424,45 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         if self.state == "select" and self.mbox is not None:
             sync = getattr(self.mbox, "sync", None)
             if sync is not None:
-                self._send_updates(sync(self._busy_name not in _HOLD_EXPUNGE))
+                allowed = self._busy_name not in _HOLD_EXPUNGE
+                before = (
+                    self._uids_now()
+                    if allowed and getattr(self.mbox, "pending_expunges", False)
+                    else None
+                )
+                self._send_updates(sync(allowed), before)
         while self._unsolicited:
             self.sendLine(b"* " + self._unsolicited.pop(0))
 
-    def _send_updates(self, up: Any) -> None:
-        """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order."""
-        for seq in up.expunged:
-            self.sendLine(b"* %d EXPUNGE" % seq)
+    def _send_updates(self, up: Any, before: Optional[list[int]] = None) -> None:
+        """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order; with
+        QRESYNC on, expunges as one VANISHED of their UIDs (``before``: the view's UIDs
+        before them, RFC 7162 §3.2.10), and with CONDSTORE on each FETCH carries MODSEQ
+        (RFC 7162 §3.1: every unsolicited FETCH) and, with QRESYNC, the UID."""
+        if self.qresync_on and before is not None:
+            if up.expunged:
+                self.sendLine(
+                    b"* " + imap_condstore.vanished([before[s - 1] for s in up.expunged], False)
+                )
+        else:
+            for seq in up.expunged:
+                self.sendLine(b"* %d EXPUNGE" % seq)
         if up.flags is not None:
             self._send_flags(up.flags, up.permanent)
         if up.exists is not None:
             self.sendLine(b"* %d EXISTS" % up.exists)
             if up.recent is not None:
                 self.sendLine(b"* %d RECENT" % up.recent)
+        modseq_of = getattr(self.mbox, "modseq_of", None) if self.condstore_on else None
         for seq, flags in up.fetch_flags:
-            self.sendLine(b"* %d FETCH (FLAGS (%s))" % (seq, b" ".join(f.encode() for f in flags)))
+            words = b" ".join(f.encode() for f in flags)
+            extra = b""
+            if modseq_of is not None:
+                u = self.mbox.getUID(seq)
+                if self.qresync_on:
+                    extra += b" UID %d" % u
+                extra += b" MODSEQ (%d)" % (modseq_of(u) or 0)
+            self.sendLine(b"* %d FETCH (FLAGS (%s)%s)" % (seq, words, extra))
 
     def _send_flags(self, flags: list[str], permanent: Optional[list[str]]) -> None:
         self.sendLine(b"* FLAGS (%s)" % b" ".join(f.encode() for f in flags))
