@@ -58,6 +58,7 @@ PASSING = frozenset(
         "logout",
         "move",
         "esearch",
+        "esearch-condstore",  # CONDSTORE (RFC 7162)
         "listext",
         "multiappend",
         "append-binary",
