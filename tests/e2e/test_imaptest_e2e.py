@@ -82,6 +82,7 @@ PASSING = frozenset(
         "uidvalidity",
         "uidvalidity-rename",
         # SORT, SORT=DISPLAY and THREAD (RFC 5256, RFC 5957); sort-partial needs CONTEXT=SORT.
+        "esort",  # RFC 5267 SORT RETURN
         "sort-addresses",
         "sort-arrival",
         "sort-date",

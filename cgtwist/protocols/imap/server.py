@@ -40,6 +40,8 @@ _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 _HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
 # RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
+# RFC 5267 ESORT (SORT RETURN) and RFC 9394 PARTIAL (SEARCH and SORT RETURN (PARTIAL n:m)).
+_RESULT_CAPS = [b"ESORT", b"PARTIAL"]
 
 
 class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, imap4.IMAP4Server):
@@ -227,6 +229,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             *_SORT_CAPS,
             b"ESEARCH",
             b"SEARCHRES",
+            *_RESULT_CAPS,
             b"LIST-EXTENDED",
             b"LIST-STATUS",
             b"STATUS=SIZE",

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
 
+from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
@@ -52,11 +53,18 @@ class SortCommands:
     def do_SORT_raw(
         self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
     ) -> None:
-        """RFC 5256 §3: SORT (criteria) charset search-key..."""
+        """RFC 5256 §3: SORT [RETURN (options)] (criteria) charset search-key... ; with RETURN
+        the answer is an ESEARCH (ESORT, RFC 5267 §4.2: MIN and MAX are the first and last
+        in sort order, ALL is in sort order) or a PARTIAL range of it (RFC 9394)."""
         tokens = self._sort_tokens(tag, segments, literals, uid)
         if tokens is None:
             return
         try:
+            ret, tokens = imap_esearch.split_return(tokens)
+            if ret is not None and ret.save:
+                raise imap_parse.ParseError("SAVE is not offered with SORT")
+            if len(tokens) < 3:
+                raise imap_parse.ParseError("Missing arguments")
             criteria = imap_sort.parse_criteria(tokens[0])
             imap_sort.check_charset(tokens[1])
             pred, texts = self._sort_search(tokens[2:])
@@ -71,7 +79,10 @@ class SortCommands:
             return self._off_reactor(len(rows), imap_sort.ordered, rows, criteria)
 
         def show(numbers: list[int]) -> None:
-            self.sendUntaggedResponse(b"SORT" + b"".join(b" %d" % n for n in numbers))
+            if ret is not None:
+                self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers))
+            else:
+                self.sendUntaggedResponse(b"SORT" + b"".join(b" %d" % n for n in numbers))
             self.sendPositiveResponse(tag, b"SORT completed")
 
         d = self._collect(pred, texts, uid, key)
