@@ -372,10 +372,9 @@ class Folder(DiskScan):
         for uid in uids:
             self.vanished.pop(uid, None)
             self.vanished[uid] = modseq
-        excess = len(self.vanished) - index.TOMBSTONES_KEPT
-        if excess > 0:
-            for uid in list(self.vanished)[:excess]:
-                self.vanished_floor = max(self.vanished_floor, self.vanished.pop(uid))
+        while len(self.vanished) > index.TOMBSTONES_KEPT:
+            oldest = next(iter(self.vanished))
+            self.vanished_floor = max(self.vanished_floor, self.vanished.pop(oldest))
 
     def vanished_since(self, modseq: int) -> Optional[list[int]]:
         """UIDs expunged after ``modseq``, ascending; None when that is before what the
