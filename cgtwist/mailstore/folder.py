@@ -403,7 +403,7 @@ class Folder(DiskScan):
             )
         )
 
-    def flush(self) -> defer.Deferred[None]:
+    def flush(self, final: bool = False) -> defer.Deferred[None]:
         """Make the names of every flag change so far durable (one fsync of cur/) and then
         remove the names they replaced; queued behind the folder's disk work, never on the
         reactor. Called after ``STALE_LINGER`` or ``STALE_BATCH`` names, when the last session
@@ -429,8 +429,12 @@ class Folder(DiskScan):
 
             return d.addCallback(done)
 
-        # Derived values not yet logged go too (shutdown calls this).
-        return self.lock.run(go).addCallback(lambda _: self._save_metas())
+        # Derived values not yet logged go too; at shutdown (``final``) the index log is then
+        # closed cleanly, so its MODSEQs are trusted after a restart of the machine.
+        d = self.lock.run(go).addCallback(lambda _: self._save_metas())
+        if final:
+            d.addCallback(lambda _: self._locked(self._index.close) if self.loaded else None)
+        return d
 
     def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:
         """(thread, locked) fsync cur/, then unlink ``names``: every name a flag change made is

@@ -66,6 +66,9 @@ class Loaded:
     found: bool = False  # a snapshot or log was there at all
     vanished: dict[int, int] = field(default_factory=dict)  # expunged UID -> MODSEQ
     vanished_floor: Optional[int] = None  # expunges above this MODSEQ are all in ``vanished``
+    # Whether the MODSEQs can be used: nothing written since the snapshot can have been lost
+    # (same boot as the writer, so the page cache kept every line; or a clean close).
+    trusted: bool = False
 
 
 def record_line(key: str, uid: int, modseq: int, letters: str, meta: Meta) -> Line:
@@ -91,8 +94,13 @@ def tombstone_line(uid: int, modseq: int) -> Line:
 class FolderIndex:
     """The index files of one folder: load, append changes, compact."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, boot: Optional[str] = None) -> None:
         self.path = path
+        self.boot = current_boot() if boot is None else boot
+        self.failed = False  # an append failed: the files were dropped, a compaction is due
+        self._snap_boot = ""  # the boot that wrote the snapshot
+        self._log_boot: Optional[str] = None  # ...and its log (None: no log of its generation)
+        self._clean = False  # the log's last line says it was closed cleanly
         self._gen = 0  # generation of the snapshot; the log names it in its first line
         self._log_ready = False  # the log on disk belongs to this generation and ends cleanly
         self.pending = 0  # lines in the log since the snapshot
@@ -106,14 +114,16 @@ class FolderIndex:
         return os.path.join(self.path, LOG_FILE)
 
     def due(self, messages: int) -> bool:
-        """Whether the log has grown enough that a compaction pays."""
-        return self.pending >= max(COMPACT_MIN, COMPACT_FACTOR * messages)
+        """Whether the log has grown enough that a compaction pays (or an append failed)."""
+        return self.failed or self.pending >= max(COMPACT_MIN, COMPACT_FACTOR * messages)
 
     # -- reading -------------------------------------------------------------------------------
 
     def load(self) -> Loaded:
         """Read the snapshot and replay the log over it; never raises for bad content."""
         out = Loaded()
+        self._snap_boot = ""
+        self.failed = False
         self._gen = 0
         self._log_ready = False
         self.pending = 0
@@ -146,8 +156,26 @@ class FolderIndex:
             log.warn("cannot read {file}: {err}", file=self.log_path, err=err)
             tail = b""
             out.damaged = True
+        self._log_boot = None
+        self._clean = False
         if tail:
             self._replay(tail, out)
+        same_boot = (
+            bool(self.boot)
+            and (self._log_boot if self._log_boot is not None else self._snap_boot) == self.boot
+        )
+        if self._log_boot is not None:
+            out.trusted = same_boot or self._clean
+        else:
+            # No log of this generation: lines appended to one that a power cut took with it
+            # cannot be ruled out unless this is still the boot that wrote the snapshot.
+            out.trusted = bool(data) and same_boot
+        if out.found and not out.trusted:
+            log.info(
+                "{file}: written before a restart of the machine without a clean close; "
+                "every message gets a new MODSEQ",
+                file=self.index_path,
+            )
         return out
 
     def _read_snapshot(self, data: bytes, out: Loaded) -> bool:
@@ -157,6 +185,7 @@ class FolderIndex:
             if not isinstance(head, dict) or head.get("v") != _VERSION:
                 return False
             self._gen = int(head["gen"])
+            self._snap_boot = str(head.get("boot", ""))
             out.uidvalidity = int(head.get("uv", 0))
             out.highest = int(head.get("hm", 0))
             # A snapshot without tombstones knows no expunge before its HIGHESTMODSEQ.
@@ -183,14 +212,17 @@ class FolderIndex:
             gen = -1
         if gen != self._gen:
             return  # stale (its changes are in the snapshot) or unreadable: started anew
+        self._log_boot = str(head.get("boot", ""))
         good = len(lines[0]) + 1
         ended = True
         for line in lines[1:-1]:
             try:
-                _apply_line(json.loads(line), out)
+                v = json.loads(line)
+                _apply_line(v, out)
             except (ValueError, KeyError, TypeError, IndexError):
                 ended = False
                 break
+            self._clean = v == ["c"]
             good += len(line) + 1
             self.pending += 1
         if lines[-1] != b"":
@@ -213,8 +245,8 @@ class FolderIndex:
     def append(self, lines: list[Line]) -> None:
         """Add change lines to the log (one ``write``); a failure is logged, never raised:
         the next compaction writes the state anyway."""
-        if not lines:
-            return
+        if not lines or self.failed:
+            return  # after a failure nothing is appended until a compaction wrote it all
         data = b"".join(
             json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n" for line in lines
         )
@@ -230,13 +262,48 @@ class FolderIndex:
             self._log_ready = False  # the folder went (deleted or renamed meanwhile)
             return
         except OSError as err:
-            log.warn("cannot append to {file}: {err}", file=self.log_path, err=err)
-            self._log_ready = False
+            # The log now lacks a change: dropped with the snapshot, so no load can take the
+            # older state for the current one; the next compaction writes both anew.
+            log.warn(
+                "cannot append to {file}: {err}; the index is dropped until it can be "
+                "written whole",
+                file=self.log_path,
+                err=err,
+            )
+            self._drop()
             return
         self.pending += len(lines)
 
+    def _drop(self) -> None:
+        self.failed = True
+        self._log_ready = False
+        for p in (self.index_path, self.log_path):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                log.warn("cannot remove {file}: {err}", file=p, err=err)
+
+    def close(self) -> None:
+        """Mark the log closed cleanly and make it durable (at shutdown): its MODSEQs are
+        then trusted after a restart of the machine too."""
+        if self.failed or not self._log_ready:
+            return
+        self.append([["c"]])
+        try:
+            fd = os.open(self.log_path, os.O_WRONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            log.warn("cannot fsync {file}: {err}", file=self.log_path, err=err)
+
     def _new_log(self) -> None:
-        header = json.dumps({"v": _VERSION, "gen": self._gen}).encode("ascii") + b"\n"
+        header = (
+            json.dumps({"v": _VERSION, "gen": self._gen, "boot": self.boot}).encode("ascii") + b"\n"
+        )
         maildir.write_atomic(self.log_path, header, sync=False)
         self._log_ready = True
         self.pending = 0
@@ -254,8 +321,14 @@ class FolderIndex:
         recognises as older and ignores. ``vanished`` (UID -> MODSEQ of its expunge) are
         the tombstones kept, complete above ``vanished_floor`` (default: ``highest``)."""
         gen = self._gen + 1
-        head = {"v": _VERSION, "gen": gen, "uv": uidvalidity, "hm": highest}
-        head["tf"] = highest if vanished_floor is None else vanished_floor
+        head: dict[str, object] = {
+            "v": _VERSION,
+            "gen": gen,
+            "uv": uidvalidity,
+            "hm": highest,
+            "boot": self.boot,
+            "tf": highest if vanished_floor is None else vanished_floor,
+        }
         parts = [json.dumps(head).encode("ascii")]
         for uid, modseq in (vanished or {}).items():
             parts.append(json.dumps(tombstone_line(uid, modseq)).encode("ascii"))
@@ -272,6 +345,7 @@ class FolderIndex:
             maildir.write_atomic(self.index_path, b"\n".join(parts))
             self._gen = gen
             self._new_log()
+            self.failed = False
         except OSError as err:
             log.warn("cannot write {file}: {err}", file=self.index_path, err=err)
             self._log_ready = False
@@ -295,6 +369,8 @@ def _apply_line(v: object, out: Loaded) -> None:
                 r.letters = letters
                 r.modseq = modseq
         out.highest = max(out.highest, modseq)
+    elif kind == "c":
+        pass  # closed cleanly (FolderIndex.close); more lines may follow after a restart
     elif kind == "x":
         modseq = int(v[1])
         for key in v[2]:
@@ -332,6 +408,16 @@ class ModseqAllocator:
         """The uidlist object was replaced (a rebuild): reserve above what it says."""
         self._ul = ul
         self.last = max(self.last, ul.modseq_reserved)
+
+
+def current_boot() -> str:
+    """This boot of the machine (Linux's boot_id): a log written in the same boot lost
+    nothing to a process crash, the page cache kept it. "" when unknown (never trusted)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def fresh_modseq(r: Optional[Record], letters: str) -> bool:

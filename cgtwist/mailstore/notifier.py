@@ -125,9 +125,10 @@ class MailboxNotifier:
         return f
 
     def flush(self) -> defer.Deferred[None]:
-        """Finish every open folder's pending removals of names replaced by flag changes
-        (at shutdown, before the disk threads stop); fires when all are done."""
-        ds = [f.flush() for f in list(self._folders.values())]
+        """Finish every open folder's pending removals of names replaced by flag changes and
+        close its index cleanly (at shutdown, before the disk threads stop); fires when all
+        are done."""
+        ds = [f.flush(final=True) for f in list(self._folders.values())]
         return defer.gatherResults(ds, consumeErrors=True).addCallbacks(
             lambda _: None, lambda f: self.log.failure("flushing folders failed", f)
         )

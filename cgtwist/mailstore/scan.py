@@ -184,16 +184,19 @@ class DiskScan:
                 )
                 dirty = True
             self._ul = ul
-            if loaded.found and loaded.uidvalidity == ul.uidvalidity:
+            usable = loaded.found and loaded.trusted and loaded.uidvalidity == ul.uidvalidity
+            if usable:
                 records = loaded.records
                 vanished = loaded.vanished
                 floor = loaded.vanished_floor
                 self._modseq = ModseqAllocator(self.path, ul, loaded.highest)
             else:
-                # MODSEQ belongs to a UIDVALIDITY (RFC 7162 §3.1.1): under another, or with
-                # no index, every message starts afresh above the reservation.
+                # MODSEQ belongs to a UIDVALIDITY (RFC 7162 §3.1.1): under another, with no
+                # index, or with one that a power cut may have robbed of changes (a flag set
+                # and cleared again would look unchanged), every message starts afresh above
+                # the reservation: clients resync, none misses a change.
                 self._modseq = ModseqAllocator(self.path, ul, 0)
-            rebuild = not loaded.found or loaded.damaged or loaded.uidvalidity != ul.uidvalidity
+            rebuild = not usable or loaded.damaged
         else:
             ul = self._ul
         assert ul is not None
