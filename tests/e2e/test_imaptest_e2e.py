@@ -59,6 +59,11 @@ PASSING = frozenset(
         "move",
         "esearch",
         "esearch-condstore",  # CONDSTORE (RFC 7162)
+        # CONTEXT=SEARCH (RFC 5267) and PARTIAL (RFC 9394)
+        "search-context-update",
+        "search-context-update2",
+        "search-context-update3",
+        "search-partial",
         "listext",
         "multiappend",
         "append-binary",

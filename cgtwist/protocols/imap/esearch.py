@@ -12,8 +12,9 @@ from typing import Optional
 
 from cgtwist.protocols.imap.parse import Literal, ParseError, Token
 
-# RFC 4731 §3.1 search-return-opt; RFC 5182 §2 adds SAVE, RFC 9394 §3 PARTIAL.
-OPTIONS = frozenset((b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL"))
+# RFC 4731 §3.1 search-return-opt; RFC 5182 §2 adds SAVE, RFC 9394 §3 PARTIAL, RFC 5267 §4
+# UPDATE (CONTEXT=SEARCH).
+OPTIONS = frozenset((b"MIN", b"MAX", b"ALL", b"COUNT", b"SAVE", b"PARTIAL", b"UPDATE"))
 _MAX_POSITION = 4294967295  # RFC 9394 §3.1 partial-range: nz-number (or its negative)
 
 
@@ -28,6 +29,11 @@ class Return:
     @property
     def save(self) -> bool:
         return b"SAVE" in self.options
+
+    @property
+    def update(self) -> bool:
+        """RFC 5267 §4.2: keep the result up to date (ADDTO/REMOVEFROM) until CANCELUPDATE."""
+        return b"UPDATE" in self.options
 
     @property
     def answers(self) -> bool:
@@ -72,6 +78,8 @@ def split_return(tokens: list[Token]) -> tuple[Optional[Return], list[Token]]:
         opts.add(t.upper())
     if partial is not None and b"ALL" in opts:
         raise ParseError("PARTIAL and ALL exclude each other")  # RFC 9394 §3.1
+    if b"UPDATE" in opts and (partial is not None or b"SAVE" in opts):
+        raise ParseError("UPDATE is not offered with PARTIAL or SAVE")
     return Return(frozenset(opts) or frozenset((b"ALL",)), partial), tokens[2:]
 
 

@@ -19,6 +19,7 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.imap import append as imap_append
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
@@ -70,6 +71,7 @@ class MailboxCommands(ArgumentParsers):
     transport: Any
     enabled: set[bytes]
     search_saved: list[int]
+    search_contexts: dict[bytes, imap_context.SearchContext]
     uid_arguments: bool
     peer_ip: str
     _idle_tag: Optional[bytes]
@@ -122,6 +124,8 @@ class MailboxCommands(ArgumentParsers):
         """EXPUNGE responses for ``seqs`` (each valid in turn: highest first, so every one is
         also a number of the view before them); with QRESYNC enabled one ``VANISHED`` of
         their UIDs instead (RFC 7162 §3.2.10), ``uids_before`` being the view's UIDs then."""
+        if uids_before is not None:
+            self._contexts_expunged(seqs, uids_before)
         if self.qresync_on and uids_before is not None:
             if seqs:
                 uids = [uids_before[s - 1] for s in seqs]
@@ -131,8 +135,20 @@ class MailboxCommands(ArgumentParsers):
             self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
 
     def _uids_now(self) -> Optional[list[int]]:
-        """The view's UIDs in sequence order when QRESYNC will need them to name expunges."""
-        return list(self.mbox.uids) if self.qresync_on and self.mbox is not None else None
+        """The view's UIDs in sequence order when QRESYNC or an updating search will need
+        them to name expunges."""
+        wanted = self.qresync_on or self.search_contexts
+        return list(self.mbox.uids) if wanted and self.mbox is not None else None
+
+    def _contexts_expunged(self, seqs: list[int], before: list[int]) -> None:
+        """REMOVEFROM for updating searches that held messages about to be reported
+        expunged, numbered as before (RFC 5267 §4.3)."""
+        if not self.search_contexts or not seqs:
+            return
+        seq_of = {before[s - 1]: s for s in seqs}
+        for ctx in self.search_contexts.values():
+            for line in ctx.expunged(seq_of, seq_of.get, self.mbox.seq_of):
+                self.sendUntaggedResponse(line)
 
     # -- CONDSTORE / QRESYNC state (RFC 7162 §3.1, §3.2.3) ---------------------------------------
     @property

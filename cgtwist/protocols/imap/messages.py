@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
@@ -359,6 +360,8 @@ class MessageCommands(MailboxCommands):
         with_modseq = b"MODSEQ" in used
         if with_modseq:
             self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
+        # An updating search is brought up to date from the MODSEQ it started at.
+        start_modseq = getattr(self.mbox, "highest_modseq", None)
 
         def show(result: list[tuple[int, int, int]]) -> None:
             seqs, uids = [r[0] for r in result], [r[1] for r in result]
@@ -375,8 +378,11 @@ class MessageCommands(MailboxCommands):
                 self.search_saved = ret.saved(uids)
             if ret.answers:
                 self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers, modseqs))
+            code = b""
+            if ret.update:
+                code = self._keep_updated(tag, uid, ret, pred, start_modseq, uids)
             self.sendPositiveResponse(
-                tag, b"SEARCH completed" + (b", result saved" if ret.save else b"")
+                tag, code + b"SEARCH completed" + (b", result saved" if ret.save else b"")
             )
 
         def failed(f: Failure) -> None:
@@ -384,6 +390,50 @@ class MessageCommands(MailboxCommands):
             self._fail(tag, "SEARCH")(f)
 
         d.addCallback(show).addErrback(failed)
+
+    def _keep_updated(
+        self,
+        tag: bytes,
+        uid: bool,
+        ret: imap_esearch.Return,
+        pred: imap_search.Predicate,
+        modseq: Optional[int],
+        uids: list[int],
+    ) -> bytes:
+        """Keep the result of ``SEARCH RETURN (UPDATE)`` up to date (RFC 5267 §4.2), up to
+        ``imap.max_search_updates`` per session; beyond it, or in a mailbox without MODSEQ
+        to tell changes by, the tagged OK says ``[NOUPDATE "tag"]``."""
+        limit = self.settings.current.imap.max_search_updates
+        contexts = self.search_contexts
+        ctx = imap_context.SearchContext(tag, uid, ret, pred, modseq or 0, set(uids))
+        if modseq is None or (tag not in contexts and len(contexts) >= limit):
+            self.log.info(
+                "imap: SEARCH UPDATE refused for {account} from {ip}: {n} kept already",
+                account=self.account_name,
+                ip=self.peer_ip,
+                n=len(contexts),
+            )
+            return b"[NOUPDATE %s] " % ctx.quoted_tag()
+        contexts[tag] = ctx
+        return b""
+
+    def do_CANCELUPDATE(self, tag: bytes, line: bytes) -> None:
+        """CANCELUPDATE "tag"... (RFC 5267 §4.3): those searches are no longer kept up to
+        date; a tag that names none is no error."""
+        try:
+            tokens = imap_parse.tokenize([line or b""], [])
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return
+        if not tokens or any(isinstance(t, list) for t in tokens):
+            self.sendBadResponse(tag, b"CANCELUPDATE takes search tags")
+            return
+        for t in tokens:
+            assert isinstance(t, bytes)
+            self.search_contexts.pop(bytes(t), None)
+        self.sendPositiveResponse(tag, b"CANCELUPDATE completed")
+
+    message_commands.add("select", "CANCELUPDATE", do_CANCELUPDATE, imap4.IMAP4Server.arg_line)
 
     def _search_failed(self, ret: Optional[imap_esearch.Return]) -> None:
         """RFC 5182 §2.1: a failed SEARCH that was to save its result leaves ``$`` empty."""
