@@ -61,3 +61,30 @@ class UpdateTests(unittest.TestCase):
         self.assertIn(b"c OK SEARCH", self.c.send(b"c SEARCH RETURN (UPDATE) SEEN\r\n"))
         self.assertIn(b"d BAD", self.c.send(b"d SEARCH RETURN (UPDATE PARTIAL 1:2) ALL\r\n"))
         self.assertIn(b"e BAD", self.c.send(b"e SEARCH RETURN (UPDATE SAVE) ALL\r\n"))
+
+
+class SortUpdateTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+        for _ in range(4):
+            self.world.deliver("alice@example.com", MESSAGE)
+        self.c = Client(self.world)
+        self.c.login()
+        self.c.select()
+
+    def test_sorted_result_kept_up_to_date(self) -> None:
+        """SORT RETURN (UPDATE): a message joining the result is added at its position in
+        sort order (RFC 5267 §4.3), one leaving it is removed, COUNT is sent anew."""
+        out = self.c.send(b"s SORT RETURN (UPDATE COUNT) (REVERSE ARRIVAL) UTF-8 SEEN\r\n")
+        self.assertIn(b'* ESEARCH (TAG "s") COUNT 0\r\n', out)
+        out = self.c.send(b"a STORE 1,3 +FLAGS (\\Seen)\r\n")
+        # Reverse arrival: 3 sorts before 1.
+        self.assertIn(b'* ESEARCH (TAG "s") ADDTO (1 3 2 1)\r\n', out)
+        self.assertIn(b'* ESEARCH (TAG "s") COUNT 2\r\n', out)
+        out = self.c.send(b"b STORE 4 +FLAGS (\\Seen)\r\n")
+        self.assertIn(b'* ESEARCH (TAG "s") ADDTO (1 4)\r\n', out)
+        out = self.c.send(b"c STORE 3 -FLAGS (\\Seen)\r\n")
+        self.assertIn(b'* ESEARCH (TAG "s") REMOVEFROM (0 3)\r\n', out)
+        self.assertIn(
+            b"d BAD", self.c.send(b"d SORT RETURN (UPDATE PARTIAL 1:2) (ARRIVAL) UTF-8 ALL\r\n")
+        )

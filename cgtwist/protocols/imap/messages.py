@@ -24,6 +24,7 @@ from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
@@ -399,13 +400,19 @@ class MessageCommands(MailboxCommands):
         pred: imap_search.Predicate,
         modseq: Optional[int],
         uids: list[int],
+        criteria: Optional[list[imap_sort.Criterion]] = None,
+        keys: Optional[dict[int, tuple[imap_sort.Key, ...]]] = None,
     ) -> bytes:
-        """Keep the result of ``SEARCH RETURN (UPDATE)`` up to date (RFC 5267 §4.2), up to
-        ``imap.max_search_updates`` per session; beyond it, or in a mailbox without MODSEQ
-        to tell changes by, the tagged OK says ``[NOUPDATE "tag"]``."""
+        """Keep the result of ``SEARCH`` or ``SORT RETURN (UPDATE)`` up to date (RFC 5267
+        §4.2), up to ``imap.max_search_updates`` per session; beyond it, or in a mailbox
+        without MODSEQ to tell changes by, the tagged OK says ``[NOUPDATE "tag"]``. A SORT
+        brings its ``criteria`` and each UID's sort ``keys``."""
         limit = self.settings.current.imap.max_search_updates
         contexts = self.search_contexts
         ctx = imap_context.SearchContext(tag, uid, ret, pred, modseq or 0, set(uids))
+        if criteria is not None:
+            ctx.criteria, ctx.keys = criteria, dict(keys or {})
+            ctx.order = imap_sort.ordered(sorted(ctx.keys.items()), criteria)
         if modseq is None or (tag not in contexts and len(contexts) >= limit):
             self.log.info(
                 "imap: SEARCH UPDATE refused for {account} from {ip}: {n} kept already",

@@ -44,7 +44,7 @@ _HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
 # RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
 # RFC 5267 ESORT (SORT RETURN) and RFC 9394 PARTIAL (SEARCH and SORT RETURN (PARTIAL n:m)).
-_RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH"]
+_RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 
 
 class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, imap4.IMAP4Server):
