@@ -590,6 +590,11 @@ class ImapSettings:
         1024,
         "longest LIST/LSUB reference plus pattern in octets; longer is BAD",
     )
+    max_search_updates: int = setting(
+        5,
+        "SEARCH RETURN (UPDATE) results one IMAP session keeps up to date (CONTEXT=SEARCH, "
+        "RFC 5267); beyond it a search is answered once, with OK [NOUPDATE]",
+    )
 
 
 @dataclass(frozen=True)

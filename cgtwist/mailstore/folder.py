@@ -78,6 +78,10 @@ class Folder(DiskScan):
         self._index = index.FolderIndex(path)
         self._modseq: Optional[index.ModseqAllocator] = None  # from the first look on
         self.highest_modseq = 0  # HIGHESTMODSEQ (RFC 7162) as applied; set by the first look
+        # Tombstones (QRESYNC, RFC 7162 §3.2.5.1): expunged UID -> MODSEQ of the expunge, at
+        # most index.TOMBSTONES_KEPT, oldest dropped first; complete above vanished_floor.
+        self.vanished: dict[int, int] = {}
+        self.vanished_floor = 0
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
         self._timer = timer
         self._stale_linger = stale_linger
@@ -300,6 +304,10 @@ class Folder(DiskScan):
         self._mtimes = ch.mtimes
         self._suspect = ch.suspect
         flag_changes: dict[int, frozenset[str]] = {}
+        if ch.vanished is not None:
+            self.vanished, self.vanished_floor = ch.vanished, ch.vanished_floor
+        if ch.removed and ch.highest is not None:
+            self._tombstones(ch.removed, ch.highest)
         for uid in ch.removed:
             e = self.entries.pop(uid, None)
             if e is not None:
@@ -357,6 +365,23 @@ class Folder(DiskScan):
         for v in views:
             v._folder_changed(ch, flag_changes, claimed if v is claimer else set())
         self._compact_if_due()
+
+    def _tombstones(self, uids: Iterable[int], modseq: int) -> None:
+        """(reactor) Remember ``uids`` as expunged at ``modseq``; forget the oldest beyond
+        ``index.TOMBSTONES_KEPT``, raising the floor to what they knew."""
+        for uid in uids:
+            self.vanished.pop(uid, None)
+            self.vanished[uid] = modseq
+        while len(self.vanished) > index.TOMBSTONES_KEPT:
+            oldest = next(iter(self.vanished))
+            self.vanished_floor = max(self.vanished_floor, self.vanished.pop(oldest))
+
+    def vanished_since(self, modseq: int) -> Optional[list[int]]:
+        """UIDs expunged after ``modseq``, ascending; None when that is before what the
+        tombstones remember (the caller then reports every UID not in the folder)."""
+        if modseq < self.vanished_floor:
+            return None
+        return sorted(u for u, m in self.vanished.items() if m > modseq)
 
     # -- replaced names: one fsync of cur/ for a burst of flag changes -------------------------
 
@@ -440,10 +465,19 @@ class Folder(DiskScan):
     # -- operations (each serialised; each returns after the index is updated) -----------------
 
     def set_flags(
-        self, uids: Iterable[int], flags: Iterable[str], mode: int, origin: Any = None
+        self,
+        uids: Iterable[int],
+        flags: Iterable[str],
+        mode: int,
+        origin: Any = None,
+        unchanged_since: Optional[int] = None,
+        refused: Optional[set[int]] = None,
     ) -> defer.Deferred[dict[int, frozenset[str]]]:
         """STORE: mode 1 adds, -1 removes, 0 replaces ``flags`` on ``uids``; fires with
-        {uid: new flags} for the messages that still exist. \\Recent is ignored (RFC 3501 §2.3.2)."""
+        {uid: new flags} for the messages that still exist. \\Recent is ignored (RFC 3501 §2.3.2).
+        With ``unchanged_since`` (CONDSTORE, RFC 7162 §3.1.3) a message whose MODSEQ is above
+        it is left alone and added to ``refused``; the test and the change are one step under
+        the folder lock, so no other change slips in between."""
         wanted = [maildir.canonical_flag(f) for f in flags if f.lower() != "\\recent"]
         uids = list(uids)
 
@@ -457,6 +491,10 @@ class Folder(DiskScan):
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
+                    continue
+                if unchanged_since is not None and e.modseq > unchanged_since:
+                    if refused is not None:
+                        refused.add(uid)
                     continue
                 cur = set(e.letters)
                 if mode == 1:

@@ -33,6 +33,10 @@ INDEX_FILE = "cgtwist-index"
 LOG_FILE = "cgtwist-index.log"
 _VERSION = 1
 MODSEQ_BLOCK = 1024  # MODSEQ values reserved (one uidlist write and fsync) at a time
+# Expunged UIDs remembered with the MODSEQ of their expunge (QRESYNC's VANISHED (EARLIER),
+# RFC 7162 §3.2.5.1), the most recent first kept; below the oldest one kept the folder
+# answers for every UID it does not hold (its ``vanished_floor``).
+TOMBSTONES_KEPT = 100_000
 COMPACT_MIN = 2000  # log lines before a compaction is due, at least...
 COMPACT_FACTOR = 1  # ...or this many per message of the folder, whichever is larger
 
@@ -60,6 +64,8 @@ class Loaded:
     uidvalidity: int = 0
     damaged: bool = False
     found: bool = False  # a snapshot or log was there at all
+    vanished: dict[int, int] = field(default_factory=dict)  # expunged UID -> MODSEQ
+    vanished_floor: Optional[int] = None  # expunges above this MODSEQ are all in ``vanished``
     # Whether the MODSEQs can be used: nothing written since the snapshot can have been lost
     # (same boot as the writer, so the page cache kept every line; or a clean close).
     trusted: bool = False
@@ -78,6 +84,11 @@ def flags_line(modseq: int, changed: Iterable[tuple[str, str]]) -> Line:
 def expunge_line(modseq: int, keys: Iterable[str]) -> Line:
     """The ``x`` line: messages gone (expunged, or found gone by a scan) at ``modseq``."""
     return ["x", modseq, list(keys)]
+
+
+def tombstone_line(uid: int, modseq: int) -> Line:
+    """The ``t`` line of a snapshot: message ``uid`` was expunged at ``modseq``."""
+    return ["t", uid, modseq]
 
 
 class FolderIndex:
@@ -130,6 +141,8 @@ class FolderIndex:
             if not self._read_snapshot(data, out):
                 log.warn("{file} is damaged; rebuilding it from the Maildir", file=self.index_path)
                 out.records.clear()
+                out.vanished.clear()
+                out.vanished_floor = None
                 out.highest = 0
                 out.damaged = True
                 self._gen = 0
@@ -175,6 +188,8 @@ class FolderIndex:
             self._snap_boot = str(head.get("boot", ""))
             out.uidvalidity = int(head.get("uv", 0))
             out.highest = int(head.get("hm", 0))
+            # A snapshot without tombstones knows no expunge before its HIGHESTMODSEQ.
+            out.vanished_floor = int(head.get("tf", out.highest))
         except (ValueError, KeyError, TypeError):
             return False
         if not lines[-1] == b"":
@@ -293,16 +308,30 @@ class FolderIndex:
         self._log_ready = True
         self.pending = 0
 
-    def compact(self, rows: Iterable[tuple[str, Record]], highest: int, uidvalidity: int) -> None:
+    def compact(
+        self,
+        rows: Iterable[tuple[str, Record]],
+        highest: int,
+        uidvalidity: int,
+        vanished: Optional[dict[int, int]] = None,
+        vanished_floor: Optional[int] = None,
+    ) -> None:
         """Write the whole index as a new snapshot (tmp, fsync, rename) and start an empty
         log of the new generation; a crash between the two leaves a log the next load
-        recognises as older and ignores."""
+        recognises as older and ignores. ``vanished`` (UID -> MODSEQ of its expunge) are
+        the tombstones kept, complete above ``vanished_floor`` (default: ``highest``)."""
         gen = self._gen + 1
-        parts = [
-            json.dumps(
-                {"v": _VERSION, "gen": gen, "uv": uidvalidity, "hm": highest, "boot": self.boot}
-            ).encode("ascii")
-        ]
+        head: dict[str, object] = {
+            "v": _VERSION,
+            "gen": gen,
+            "uv": uidvalidity,
+            "hm": highest,
+            "boot": self.boot,
+            "tf": highest if vanished_floor is None else vanished_floor,
+        }
+        parts = [json.dumps(head).encode("ascii")]
+        for uid, modseq in (vanished or {}).items():
+            parts.append(json.dumps(tombstone_line(uid, modseq)).encode("ascii"))
         for key, r in rows:
             parts.append(
                 json.dumps(
@@ -345,8 +374,12 @@ def _apply_line(v: object, out: Loaded) -> None:
     elif kind == "x":
         modseq = int(v[1])
         for key in v[2]:
-            out.records.pop(key, None)
+            r = out.records.pop(key, None)
+            if r is not None:
+                out.vanished[r.uid] = modseq
         out.highest = max(out.highest, modseq)
+    elif kind == "t":
+        out.vanished[int(v[1])] = int(v[2])
     else:
         raise ValueError("unknown line")
 

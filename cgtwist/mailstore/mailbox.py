@@ -182,6 +182,11 @@ class MaildirMailbox:
         e = self.folder.entries.get(uid) or self._ghosts.get(uid)
         return e.modseq if e is not None else None
 
+    def vanished_since(self, modseq: int) -> Optional[list[int]]:
+        """UIDs expunged after ``modseq`` (QRESYNC, RFC 7162 §3.2.5.1), or None when the
+        folder no longer remembers that far back (``Folder.vanished_since``)."""
+        return self.folder.vanished_since(modseq)
+
     @property
     def pending_expunges(self) -> bool:
         return bool(self._pending)
@@ -514,6 +519,7 @@ class MaildirMailbox:
             "UIDVALIDITY": f.uidvalidity,
             "UNSEEN": sum(1 for e in f.entries.values() if "S" not in e.letters),
             "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
+            "HIGHESTMODSEQ": f.highest_modseq,  # RFC 7162 §3.1.9
         }
         return {n.upper(): values[n.upper()] for n in names_ if n.upper() in values}
 
@@ -581,13 +587,28 @@ class MaildirMailbox:
         return out
 
     def store(
-        self, messages: imap4.MessageSet, flags: Iterable[str], mode: int, uid: bool
+        self,
+        messages: imap4.MessageSet,
+        flags: Iterable[str],
+        mode: int,
+        uid: bool,
+        unchanged_since: Optional[int] = None,
+        refused: Optional[set[int]] = None,
     ) -> defer.Deferred[dict[int, list[str]]]:
-        """Change flags; fires with {seq: flags now} (\\Recent included for this session)."""
+        """Change flags; fires with {seq: flags now} (\\Recent included for this session).
+        ``unchanged_since``/``refused``: CONDSTORE's conditional STORE (``Folder.set_flags``);
+        ``refused`` gets the UIDs left alone because they changed since."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
         pairs = [(s, u) for s, u in self.resolve(messages, uid) if u not in self._pending]
-        d = self.folder.set_flags([u for _s, u in pairs], flags, mode, origin=self)
+        d = self.folder.set_flags(
+            [u for _s, u in pairs],
+            flags,
+            mode,
+            origin=self,
+            unchanged_since=unchanged_since,
+            refused=refused,
+        )
 
         def done(result: dict[int, frozenset[str]]) -> dict[int, list[str]]:
             return {s: self.flags_of(u) for s, u in pairs if u in result}

@@ -69,6 +69,10 @@ class Changes:
     )  # cur/ names no longer waiting (reused or removed)
     modseqs: dict[int, int] = field(default_factory=dict)  # uid -> its new MODSEQ
     highest: Optional[int] = None  # the folder's HIGHESTMODSEQ after this change
+    # The first look: the tombstones the index kept (expunged UID -> MODSEQ) and the MODSEQ
+    # above which they are complete (QRESYNC, RFC 7162 §3.2.5.1).
+    vanished: Optional[dict[int, int]] = None
+    vanished_floor: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.moved)
@@ -95,6 +99,8 @@ class DiskScan:
     _clock: Callable[[], float]
     _uidvalidity_source: Optional[Callable[[], int]]
     _views: list[weakref.ReferenceType[MaildirMailbox]]
+    vanished: dict[int, int]
+    vanished_floor: int
 
     def _raw_mtimes(self) -> Optional[tuple[int, int]]:
         try:
@@ -135,6 +141,8 @@ class DiskScan:
         first = self._ul is None
         cache: dict[str, Meta] = {}
         records: dict[str, Record] = {}  # the index's, on the first look
+        vanished: dict[int, int] = {}  # the index's tombstones, on the first look
+        floor: Optional[int] = None  # below this MODSEQ expunges are not all known
         rebuild = False  # the first look writes a whole new index
         dirty = False
         if first:
@@ -179,6 +187,8 @@ class DiskScan:
             usable = loaded.found and loaded.trusted and loaded.uidvalidity == ul.uidvalidity
             if usable:
                 records = loaded.records
+                vanished = loaded.vanished
+                floor = loaded.vanished_floor
                 self._modseq = ModseqAllocator(self.path, ul, loaded.highest)
             else:
                 # MODSEQ belongs to a UIDVALIDITY (RFC 7162 §3.1.1): under another, with no
@@ -312,6 +322,9 @@ class DiskScan:
             lines.append(index.expunge_line(bump(), gone))
         if first and records.keys() - metas.keys():
             rebuild = True  # messages the index knew are gone: start from what is there
+        if first:
+            floor = self._first_tombstones(records, metas, vanished, floor, ul, bump)
+            ch.vanished, ch.vanished_floor = vanished, floor
         if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes
@@ -319,12 +332,44 @@ class DiskScan:
         ch.highest = modseqs.last
         if first and (rebuild or lines):
             self._index.compact(
-                ((e.key, _record(e)) for e in ch.added), modseqs.last, ul.uidvalidity
+                ((e.key, _record(e)) for e in ch.added),
+                modseqs.last,
+                ul.uidvalidity,
+                vanished,
+                ch.vanished_floor,
             )
             _drop_old_cache(self.path)
         else:
             self._index.append(lines)
         return ch
+
+    def _first_tombstones(
+        self,
+        records: dict[str, Record],
+        present: dict[str, Meta],
+        vanished: dict[int, int],
+        floor: Optional[int],
+        ul: uidlist.UidList,
+        bump: Callable[[], int],
+    ) -> int:
+        """(thread) The first look's tombstones: those the index kept, plus messages it knew
+        that are gone and UIDs handed out that it never recorded (its log lost a tail);
+        both at this look's MODSEQ, so a client that saw them hears of them. Returns the
+        MODSEQ above which ``vanished`` is complete: without an index, everything until now
+        is unknown."""
+        if floor is None:
+            return self._modseq.last if self._modseq is not None else 0
+        for key in records.keys() - present.keys():
+            vanished[records[key].uid] = bump()
+        top = max((r.uid for r in records.values()), default=0)
+        top = max(top, max(vanished, default=0))
+        if ul.uidnext - top > index.TOMBSTONES_KEPT:
+            return bump()
+        held = set(ul.uids.values())
+        lost = [u for u in range(top + 1, ul.uidnext) if u not in held]
+        for uid in lost:
+            vanished[uid] = bump()
+        return floor
 
     def _cur_name(
         self, key: str, cur: set[str], files: dict[str, tuple[str, str]], newest: dict[str, str]
@@ -400,7 +445,11 @@ class DiskScan:
             return
         entries = list(self.entries.values())
         self._index.compact(
-            ((e.key, _record(e)) for e in entries), self._modseq.last, self._ul.uidvalidity
+            ((e.key, _record(e)) for e in entries),
+            self._modseq.last,
+            self._ul.uidvalidity,
+            self.vanished,
+            self.vanished_floor,
         )
 
     def _new_uidvalidity(self) -> int:

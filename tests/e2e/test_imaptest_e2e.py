@@ -58,6 +58,13 @@ PASSING = frozenset(
         "logout",
         "move",
         "esearch",
+        "esearch-condstore",  # CONDSTORE (RFC 7162)
+        # CONTEXT=SEARCH (RFC 5267) and PARTIAL (RFC 9394)
+        "search-context-update",
+        "search-context-update2",
+        "search-context-update3",
+        "search-partial",
+        "sort-partial",  # CONTEXT=SORT
         "listext",
         "multiappend",
         "append-binary",
@@ -80,7 +87,8 @@ PASSING = frozenset(
         "uidplus",
         "uidvalidity",
         "uidvalidity-rename",
-        # SORT, SORT=DISPLAY and THREAD (RFC 5256, RFC 5957); sort-partial needs CONTEXT=SORT.
+        # SORT, SORT=DISPLAY and THREAD (RFC 5256, RFC 5957).
+        "esort",  # RFC 5267 SORT RETURN
         "sort-addresses",
         "sort-arrival",
         "sort-date",

@@ -424,6 +424,82 @@ class AllocatorTests(IndexTestBase):
         self.assertEqual((ul.uidvalidity, ul.uidnext, ul.modseq_reserved), (5, 3, 0))
 
 
+class TombstoneTests(IndexTestBase):
+    """Expunged UIDs with the MODSEQ of their expunge, for QRESYNC's VANISHED (EARLIER)
+    (RFC 7162 §3.2.5.1): kept across restarts and compactions, bounded, and never missing an
+    expunge a client could have been told of."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        for i in range(6):
+            deliver(self.md, msg(f"m{i}"))
+
+    def expunge(self, box: MaildirMailbox, *uids: int) -> None:
+        for uid in uids:
+            self.store(box, uid, ["\\Deleted"])
+        result(box.expunge())
+
+    def test_expunges_since_a_modseq(self) -> None:
+        box = self.select()
+        start = box.highest_modseq
+        self.expunge(box, 2)
+        middle = box.highest_modseq
+        self.expunge(box, 4, 5)
+        self.assertEqual(box.folder.vanished_since(start), [2, 4, 5])
+        self.assertEqual(box.folder.vanished_since(middle), [4, 5])
+        self.assertEqual(box.folder.vanished_since(box.highest_modseq), [])
+
+    def test_kept_across_restart_and_compaction(self) -> None:
+        box = self.select()
+        start = box.highest_modseq
+        self.expunge(box, 1, 3)
+        box.close()
+        box = self.select(account=self.reopen())
+        self.assertEqual(box.folder.vanished_since(start), [1, 3])
+        result(box.folder.flush())
+        result(box.folder._locked(box.folder._compact_blocking))
+        box.close()
+        box = self.select(account=self.reopen())
+        self.assertEqual(box.folder.vanished_since(start), [1, 3])
+
+    def test_lost_log_tail_still_reports_the_expunge(self) -> None:
+        """A power cut that loses the log's ``x`` line: the message the index still holds
+        is gone from the disk, so the next load tombstones it above every earlier MODSEQ."""
+        box = self.select()
+        result(box.folder._locked(box.folder._compact_blocking))
+        seen = box.highest_modseq
+        self.expunge(box, 6)
+        box.close()
+        with open(self.index_path(index.LOG_FILE), "rb") as f:
+            lines = f.read().split(b"\n")
+        with open(self.index_path(index.LOG_FILE), "wb") as f:
+            f.write(lines[0] + b"\n")
+        box = self.select(account=self.reopen())
+        self.assertEqual(box.folder.vanished_since(seen), [6])
+
+    def test_without_an_index_nothing_earlier_is_claimed(self) -> None:
+        box = self.select()
+        start = box.highest_modseq
+        self.expunge(box, 2)
+        box.close()
+        os.unlink(self.index_path())
+        os.unlink(self.index_path(index.LOG_FILE))
+        box = self.select(account=self.reopen())
+        self.assertIsNone(box.folder.vanished_since(start))
+
+    def test_bounded(self) -> None:
+        box = self.select()
+        start = box.highest_modseq
+        self.patch(index, "TOMBSTONES_KEPT", 2)
+        self.expunge(box, 1)
+        after_first = box.highest_modseq
+        self.expunge(box, 2)
+        self.expunge(box, 3)
+        self.assertEqual(len(box.folder.vanished), 2)
+        self.assertIsNone(box.folder.vanished_since(start))
+        self.assertEqual(box.folder.vanished_since(after_first), [2, 3])
+
+
 class PowerCutTests(IndexTestBase):
     """The log is not fsynced: after the machine restarted without a clean close, lines may
     be missing (a flag set and cleared again would look unchanged with its old MODSEQ), so

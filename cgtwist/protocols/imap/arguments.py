@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from twisted.mail import imap4
 
 from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import parse as imap_parse
 
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
@@ -136,18 +137,24 @@ class ArgumentParsers:
         return imap4.IMAP4Server.arg_flaglist(self, line)  # type: ignore[arg-type]
 
     def arg_fetchatt(self, line: Optional[bytes]) -> tuple[list[Any], bytes]:
+        """The FETCH items; the rest is the modifier list (RFC 4466 §2.4), if any, for
+        ``opt_fetch_modifiers``."""
         line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many FETCH items")
-        text = line.strip()
+        text, modifiers = imap_condstore.split_fetch_modifiers(line.strip())
         listed = text[:1] == b"(" and text[-1:] == b")"
         result: list[Any] = []
-        # BINARY items (RFC 3516) are ours; the text between them goes to Twisted's parser
-        # (a parenthesised list of the items there, or the single item or macro as it is).
+        # BINARY items (RFC 3516) and MODSEQ (RFC 7162) are ours; the text between them goes
+        # to Twisted's parser (a parenthesised list of the items there, or the single item or
+        # macro as it is).
         for piece in imap_binary.split_items(text[1:-1] if listed else text):
             if isinstance(piece, imap_binary.BinaryItem):
                 result.append(piece)
                 continue
+            piece, modseqs = imap_condstore.take_modseq_items(piece)
+            if modseqs and not any(getattr(i, "type", "") == "modseq" for i in result):
+                result.append(imap_condstore.ModseqItem())
             if not piece.strip():
                 continue
             p = imap4._FetchParser()
@@ -158,4 +165,37 @@ class ArgumentParsers:
             result.extend(p.result)
         if not result:
             raise imap4.IllegalClientResponse("Missing FETCH data items")
-        return result, b""
+        return result, modifiers
+
+    def opt_fetch_modifiers(
+        self, line: Optional[bytes]
+    ) -> tuple[Optional[imap_condstore.FetchModifiers], bytes]:
+        """``CHANGEDSINCE n [VANISHED]`` as ``arg_fetchatt`` left it (RFC 7162 §3.1.4)."""
+        if not line:
+            return None, b""
+        try:
+            return imap_condstore.fetch_modifiers(line), b""
+        except imap_parse.ParseError as e:
+            raise imap4.IllegalClientResponse(str(e)) from None
+
+    def opt_store_modifiers(self, line: Optional[bytes]) -> tuple[Optional[int], bytes]:
+        """``(UNCHANGEDSINCE n)`` before the STORE data item (RFC 7162 §3.1.3), or None."""
+        line = line or b""
+        if not line.startswith(b"("):
+            return None, line
+        end = line.find(b")")
+        if end < 0:
+            raise imap4.IllegalClientResponse("Unbalanced parenthesis")
+        try:
+            tokens = imap_parse.tokenize([line[1:end]], [])
+            return imap_condstore.store_modifiers(tokens), line[end + 1 :].lstrip(b" ")
+        except imap_parse.ParseError as e:
+            raise imap4.IllegalClientResponse(str(e)) from None
+
+    def opt_select_params(self, line: Optional[bytes]) -> tuple[imap_condstore.SelectParams, bytes]:
+        """SELECT/EXAMINE parameters (RFC 4466 §2.1): CONDSTORE, QRESYNC (RFC 7162)."""
+        try:
+            tokens = imap_parse.tokenize([line or b""], [])
+            return imap_condstore.select_params(tokens), b""
+        except imap_parse.ParseError as e:
+            raise imap4.IllegalClientResponse(str(e)) from None

@@ -400,6 +400,8 @@ def fetch_response(
             yield b"INTERNALDATE " + internal_date(msg)
         elif t == "rfc822size":
             yield b"RFC822.SIZE %d" % msg.getSize()
+        elif t == "modseq":  # RFC 7162 §3.1.4
+            yield b"MODSEQ (%d)" % (getattr(msg, "modseq", 0) or 0)
         elif t == "envelope":
             yield b"ENVELOPE " + imap_structure.envelope_of(msg)
         elif t == "bodystructure":

@@ -19,7 +19,16 @@ SELECTION = frozenset((b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-US
 RETURN = frozenset((b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"))
 # RFC 3501 §6.3.10, RFC 8438 SIZE and RFC 7889 APPENDLIMIT.
 STATUS_ITEMS = frozenset(
-    (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN", b"SIZE", b"APPENDLIMIT")
+    (
+        b"MESSAGES",
+        b"RECENT",
+        b"UIDNEXT",
+        b"UIDVALIDITY",
+        b"UNSEEN",
+        b"SIZE",
+        b"APPENDLIMIT",
+        b"HIGHESTMODSEQ",  # RFC 7162 §3.1.9
+    )
 )
 MAX_PATTERNS = 64
 

@@ -18,6 +18,8 @@ from twisted.python.failure import Failure
 from cgtwist.logs import Logger
 from cgtwist.protocols.imap import append as imap_append
 from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
@@ -27,6 +29,8 @@ from cgtwist.protocols.imap.commands import CommandTable
 log = Logger()
 
 _ID_FIELDS = 30  # RFC 2971 §3.3
+# RFC 5161 ENABLE: the extensions a session can turn on (QRESYNC implies CONDSTORE).
+_ENABLEABLE = (b"CONDSTORE", b"QRESYNC")
 
 
 def _mutf7(name: str) -> bytes:
@@ -67,6 +71,7 @@ class MailboxCommands(ArgumentParsers):
     transport: Any
     enabled: set[bytes]
     search_saved: list[int]
+    search_contexts: dict[bytes, imap_context.SearchContext]
     uid_arguments: bool
     peer_ip: str
     _idle_tag: Optional[bytes]
@@ -115,9 +120,62 @@ class MailboxCommands(ArgumentParsers):
                     lambda f: self.log.failure("closing mailbox failed", f)
                 )
 
-    def _send_expunges(self, seqs: list[int]) -> None:
+    def _send_expunges(self, seqs: list[int], uids_before: Optional[list[int]] = None) -> None:
+        """EXPUNGE responses for ``seqs`` (each valid in turn: highest first, so every one is
+        also a number of the view before them); with QRESYNC enabled one ``VANISHED`` of
+        their UIDs instead (RFC 7162 §3.2.10), ``uids_before`` being the view's UIDs then."""
+        if uids_before is not None:
+            self._contexts_expunged(seqs, uids_before)
+        if self.qresync_on and uids_before is not None:
+            if seqs:
+                uids = [uids_before[s - 1] for s in seqs]
+                self.sendUntaggedResponse(imap_condstore.vanished(uids, False))
+            return
         for seq in seqs:
             self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+
+    def _uids_now(self) -> Optional[list[int]]:
+        """The view's UIDs in sequence order when QRESYNC or an updating search will need
+        them to name expunges."""
+        wanted = self.qresync_on or self.search_contexts
+        return list(self.mbox.uids) if wanted and self.mbox is not None else None
+
+    def _contexts_expunged(self, seqs: list[int], before: list[int]) -> None:
+        """REMOVEFROM for updating searches that held messages about to be reported
+        expunged, numbered as before (RFC 5267 §4.3)."""
+        if not self.search_contexts or not seqs:
+            return
+        seq_of = {before[s - 1]: s for s in seqs}
+        for ctx in self.search_contexts.values():
+            for line in ctx.expunged(seq_of, seq_of.get, self.mbox.seq_of):
+                self.sendUntaggedResponse(line)
+
+    # -- CONDSTORE / QRESYNC state (RFC 7162 §3.1, §3.2.3) ---------------------------------------
+    @property
+    def condstore_on(self) -> bool:
+        return bool(self.enabled & {b"CONDSTORE", b"QRESYNC"})
+
+    @property
+    def qresync_on(self) -> bool:
+        return b"QRESYNC" in self.enabled
+
+    def _enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on MODSEQ goes with every
+        FETCH of flags; the first one with a mailbox selected is told its HIGHESTMODSEQ."""
+        if self.condstore_on:
+            return
+        self.enabled.add(b"CONDSTORE")
+        if self.state == "select" and self.mbox is not None:
+            self._send_highestmodseq(self.mbox)
+
+    def _send_highestmodseq(self, box: object) -> None:
+        """``OK [HIGHESTMODSEQ n]``, or ``OK [NOMODSEQ]`` for a mailbox without MODSEQ
+        (RFC 7162 §3.1.2.1, §3.1.2.2)."""
+        high = getattr(box, "highest_modseq", None)
+        if high is None:
+            self.sendPositiveResponse(None, b"[NOMODSEQ] No MODSEQ in this mailbox")
+        else:
+            self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % high)
 
     # -- ID (RFC 2971), ENABLE (RFC 5161), NAMESPACE (RFC 2342) -------------------------------
     def do_ID_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
@@ -152,12 +210,19 @@ class MailboxCommands(ArgumentParsers):
         self.sendPositiveResponse(tag, b"ID completed")
 
     def do_ENABLE(self, tag: bytes, line: bytes) -> None:
-        # We implement no ENABLE-able extension (no CONDSTORE, QRESYNC, UTF8=ACCEPT), so the
-        # ENABLED response lists nothing (RFC 5161 §3.1).
-        if not line.strip():
+        """RFC 5161: turn on CONDSTORE and QRESYNC (RFC 7162 §3.2.3: QRESYNC implies
+        CONDSTORE); ENABLED lists those of the names this command turned on, nothing else."""
+        names = line.split()
+        if not names:
             self.sendBadResponse(tag, b"ENABLE needs capability names")
             return
-        self.sendUntaggedResponse(b"ENABLED")
+        turned_on: list[bytes] = []
+        for name in names:
+            word = name.upper()
+            if word in _ENABLEABLE and word not in self.enabled and word not in turned_on:
+                turned_on.append(word)
+        self.enabled.update(turned_on)
+        self.sendUntaggedResponse(b" ".join([b"ENABLED", *turned_on]))
         self.sendPositiveResponse(tag, b"ENABLE completed")
 
     mailbox_commands.add("auth", "ENABLE", do_ENABLE, imap4.IMAP4Server.arg_line)
@@ -347,6 +412,8 @@ class MailboxCommands(ArgumentParsers):
         if not wanted:
             self.sendBadResponse(tag, b"STATUS needs items")
             return
+        if "HIGHESTMODSEQ" in wanted:
+            self._enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
 
         def got(box: Any) -> Any:
             if box is None:
@@ -375,7 +442,24 @@ class MailboxCommands(ArgumentParsers):
     mailbox_commands.add("auth select", "STATUS", do_STATUS, _astr, ArgumentParsers.arg_plist)
 
     # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
-    def _select(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
+    def _select(
+        self,
+        tag: bytes,
+        name: bytes,
+        params: Optional[imap_condstore.SelectParams],
+        rw: int,
+        cmd: bytes,
+    ) -> None:
+        params = params or imap_condstore.SelectParams()
+        if params.qresync is not None and not self.qresync_on:
+            # RFC 7162 §3.2.5: QRESYNC before ENABLE QRESYNC is an error; nothing changes.
+            self.sendBadResponse(tag, b"QRESYNC parameter without ENABLE QRESYNC")
+            return
+        if self.qresync_on and self.state == "select":
+            # RFC 7162 §3.2.11: the client learns where the old mailbox's responses end.
+            self.sendPositiveResponse(None, b"[CLOSED] Previous mailbox closed")
+        if params.condstore:
+            self.enabled.add(b"CONDSTORE")
         self._release_mailbox()
         self._unsolicited.clear()  # updates of the mailbox we leave are moot
         self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
@@ -398,6 +482,7 @@ class MailboxCommands(ArgumentParsers):
                 self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen" % seq)
             self.sendPositiveResponse(None, b"[UIDVALIDITY %d] UIDs valid" % box.getUIDValidity())
             self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % box.getUIDNext())
+            self._send_highestmodseq(box)  # RFC 7162 §3.1.2.1: on every SELECT/EXAMINE
             writable = box.isWriteable()
             perm = getattr(box, "permanent_flags", None)
             permanent = perm() if (perm and writable) else []
@@ -407,19 +492,51 @@ class MailboxCommands(ArgumentParsers):
             box.addListener(self)
             self.mbox = box
             self.state = "select"
+            if params.qresync is not None:
+                self._resync(params.qresync)
             self.sendPositiveResponse(
                 tag, b"[%s] %s completed" % (b"READ-WRITE" if writable else b"READ-ONLY", cmd)
             )
 
         self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
 
-    mailbox_commands.add("auth select", "SELECT", _select, _astr, 1, b"SELECT")
-    mailbox_commands.add("auth select", "EXAMINE", _select, _astr, 0, b"EXAMINE")
+    def _resync(self, q: imap_condstore.Qresync) -> None:
+        """QRESYNC's SELECT (RFC 7162 §3.2.5.1): with the client's UIDVALIDITY, the UIDs
+        expunged since its MODSEQ (``VANISHED (EARLIER)``, from the tombstones, or every UID
+        the mailbox lacks when they do not reach back that far) and a FETCH of each message
+        changed since, all before the tagged OK."""
+        box = self.mbox
+        if q.uidvalidity != box.getUIDValidity():
+            return
+        present = box.uids
+        since = getattr(box, "vanished_since", None)
+        gone = since(q.modseq) if since is not None else None
+        if gone is not None:
+            text = imap_esearch.sequence_set(imap_condstore.uids_in(q.known_uids, gone))
+        else:
+            text = imap_condstore.range_set(
+                imap_condstore.missing(sorted(present), box.getUIDNext(), q.known_uids)
+            )
+        if text:
+            self.sendUntaggedResponse(b"VANISHED (EARLIER) " + text)
+        wanted = set(imap_condstore.uids_in(q.known_uids, present)) if q.known_uids else None
+        for seq, msg in box.message_rows():
+            modseq = getattr(msg, "modseq", 0) or 0
+            if modseq > q.modseq and (wanted is None or msg.getUID() in wanted):
+                self.sendUntaggedResponse(
+                    b"%d FETCH (UID %d FLAGS (%s) MODSEQ (%d))"
+                    % (seq, msg.getUID(), b" ".join(f.encode() for f in msg.getFlags()), modseq)
+                )
+
+    _sel = ArgumentParsers.opt_select_params
+    mailbox_commands.add("auth select", "SELECT", _select, _astr, _sel, 1, b"SELECT")
+    mailbox_commands.add("auth select", "EXAMINE", _select, _astr, _sel, 0, b"EXAMINE")
 
     def do_CLOSE(self, tag: bytes) -> None:
         """CLOSE (RFC 3501 §6.4.2): silent expunge when writable, then leave the mailbox."""
         box = self.mbox
         d = defer.maybeDeferred(box.expunge) if box.isWriteable() else defer.succeed([])
+        # RFC 7162 §3.2.11: no responses (VANISHED or EXPUNGE) for CLOSE's own expunges.
 
         def done(_: Any) -> None:
             self._release_mailbox()

@@ -9,7 +9,7 @@ search predicate from cgtwist.protocols.imap.search.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from twisted.internet import defer, interfaces
 from twisted.mail import imap4
@@ -17,11 +17,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.protocols.imap import binary as imap_binary
+from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
@@ -30,7 +33,7 @@ _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.
 _STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
 # FETCH items answered from the index: an expunged message still has them (RFC 2180 §4.1.2).
-_INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size"))
+_INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"))
 _TURN = 0.01  # seconds of FETCH work in one reactor turn before yielding
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
@@ -125,13 +128,22 @@ class MessageCommands(MailboxCommands):
         if not self.mbox.isWriteable():
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
+        before = self._uids_now()
         d = defer.maybeDeferred(self.mbox.expunge)
-        d.addCallback(self._expunged, tag, b"EXPUNGE completed")
+        d.addCallback(self._expunged, tag, b"EXPUNGE completed", before)
         d.addErrback(self._fail(tag, "EXPUNGE"))
 
-    def _expunged(self, seqs: list[int], tag: bytes, text: bytes) -> None:
-        self._send_expunges(seqs)
-        self.sendPositiveResponse(tag, text)
+    def _expunged(
+        self, seqs: list[int], tag: bytes, text: bytes, before: Optional[list[int]]
+    ) -> None:
+        self._send_expunges(seqs, before)
+        self.sendPositiveResponse(tag, self._modseq_code() + text)
+
+    def _modseq_code(self) -> bytes:
+        """``[HIGHESTMODSEQ n] `` for the tagged OK of a command that expunged, once
+        CONDSTORE is on (RFC 7162 §3.1.10, §3.2.10), else nothing."""
+        high = getattr(self.mbox, "highest_modseq", None) if self.condstore_on else None
+        return b"" if high is None else b"[HIGHESTMODSEQ %d] " % high
 
     message_commands.add("select", "EXPUNGE", do_EXPUNGE)
 
@@ -146,8 +158,9 @@ class MessageCommands(MailboxCommands):
         if not self.mbox.isWriteable():
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
+        before = self._uids_now()
         d = defer.maybeDeferred(self.mbox.expunge_uids, self._uids_of(messages, True))
-        d.addCallback(self._expunged, tag, b"UID EXPUNGE completed")
+        d.addCallback(self._expunged, tag, b"UID EXPUNGE completed", before)
         d.addErrback(self._fail(tag, "UID EXPUNGE"))
 
     # -- UID dispatch ---------------------------------------------------------------------------
@@ -173,9 +186,15 @@ class MessageCommands(MailboxCommands):
         "select", "UID", do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line
     )
 
-    # -- STORE ----------------------------------------------------------------------------------
-    def do_STORE(
-        self, tag: bytes, messages: imap4.MessageSet, mode: bytes, flags: list[bytes], uid: int = 0
+    # -- STORE (RFC 3501 §6.4.6; CONDSTORE's UNCHANGEDSINCE, RFC 7162 §3.1.3) -----------------
+    def store_command(
+        self,
+        tag: bytes,
+        messages: imap4.MessageSet,
+        unchanged_since: Optional[int],
+        mode: bytes,
+        flags: list[bytes],
+        uid: int = 0,
     ) -> None:
         mode = mode.upper()
         silent = mode.endswith(b".SILENT")
@@ -191,17 +210,55 @@ class MessageCommands(MailboxCommands):
         if not self.mbox.isWriteable():
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
-        d = defer.maybeDeferred(
-            self.mbox.store, messages, flags_checked, _STORE_MODES[base], uid=bool(uid)
-        )
+        box = self.mbox
+        if unchanged_since is not None:
+            self._enable_condstore()
+        condstore = self.condstore_on
+        high_before = getattr(box, "highest_modseq", 0) or 0
+        refused: set[int] = set()
+        if unchanged_since is None:
+            d = defer.maybeDeferred(
+                box.store, messages, flags_checked, _STORE_MODES[base], uid=bool(uid)
+            )
+        else:
+            d = defer.maybeDeferred(
+                box.store,
+                messages,
+                flags_checked,
+                _STORE_MODES[base],
+                uid=bool(uid),
+                unchanged_since=unchanged_since,
+                refused=refused,
+            )
 
         def done(result: dict[int, list[str]]) -> None:
             self._announce_keywords()  # a keyword this STORE created, before any FETCH shows it
-            if not silent:
-                for seq, now in sorted(result.items()):
-                    uidpart = b" UID %d" % self.mbox.getUID(seq) if uid else b""
-                    words = b" ".join(f.encode() for f in now)
-                    self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s)%s)" % (seq, words, uidpart))
+            modseq_of = getattr(box, "modseq_of", None) if condstore else None
+            for seq, now in sorted(result.items()):
+                u = box.getUID(seq)
+                modseq = modseq_of(u) if modseq_of is not None else None
+                items = []
+                if not silent:
+                    items.append(b"FLAGS (%s)" % b" ".join(f.encode() for f in now))
+                if uid:
+                    items.append(b"UID %d" % u)
+                # RFC 7162 §3.1.3: with CONDSTORE on, MODSEQ goes with every message this
+                # STORE changed, .SILENT or not.
+                if modseq is not None and (not silent or modseq > high_before):
+                    items.append(b"MODSEQ (%d)" % modseq)
+                if not silent or (modseq is not None and modseq > high_before):
+                    self.sendUntaggedResponse(b"%d FETCH (%s)" % (seq, b" ".join(items)))
+            if refused:
+                numbers = (
+                    sorted(refused)
+                    if uid
+                    else sorted(s for s in (box.seq_of(u) for u in refused) if s is not None)
+                )
+                self.sendPositiveResponse(
+                    tag,
+                    b"[MODIFIED %s] Conditional STORE failed" % imap_esearch.sequence_set(numbers),
+                )
+                return
             self.sendPositiveResponse(tag, b"STORE completed")
 
         d.addCallback(done).addErrback(self._fail(tag, "STORE"))
@@ -209,8 +266,9 @@ class MessageCommands(MailboxCommands):
     message_commands.add(
         "select",
         "STORE",
-        do_STORE,
+        store_command,
         MailboxCommands.arg_seqset,
+        MailboxCommands.opt_store_modifiers,
         imap4.IMAP4Server.arg_atom,
         MailboxCommands.arg_flaglist,
     )
@@ -224,6 +282,7 @@ class MessageCommands(MailboxCommands):
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
         uids = self._uids_of(messages, bool(uid))
+        before = self._uids_now() if move else None
 
         def got(dest: Any) -> Any:
             if dest is None:
@@ -247,8 +306,8 @@ class MessageCommands(MailboxCommands):
                 if move:
                     if code:  # RFC 6851 §4.3: COPYUID goes in an untagged OK before the EXPUNGEs
                         self.sendPositiveResponse(None, code + b"Moved")
-                    self._send_expunges(list(result[2]))
-                    self.sendPositiveResponse(tag, what + b" completed")
+                    self._send_expunges(list(result[2]), before)
+                    self.sendPositiveResponse(tag, self._modseq_code() + what + b" completed")
                 else:
                     self.sendPositiveResponse(tag, code + what + b" completed")
 
@@ -277,7 +336,10 @@ class MessageCommands(MailboxCommands):
                 [first] + segments[1:], [x if isinstance(x, bytes) else b"" for x in literals]
             )
             ret, tokens = imap_esearch.split_return(tokens)
-            _charset, pred = imap_search.compile_search(tokens, saved=frozenset(self.search_saved))
+            used: set[bytes] = set()
+            _charset, pred = imap_search.compile_search(
+                tokens, saved=frozenset(self.search_saved), used=used
+            )
             texts = imap_search.text_needed(tokens)
         except imap_search.BadCharset:
             self._search_failed(ret)
@@ -294,23 +356,34 @@ class MessageCommands(MailboxCommands):
             lambda: self._closed,
             pred,
             texts,
-            lambda _text, seq, u: (seq, u),
+            lambda text, seq, u: (seq, u, getattr(text.msg, "modseq", 0) or 0),
         )
+        with_modseq = b"MODSEQ" in used
+        if with_modseq:
+            self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
+        # An updating search is brought up to date from the MODSEQ it started at.
+        start_modseq = getattr(self.mbox, "highest_modseq", None)
 
-        def show(result: list[tuple[int, int]]) -> None:
-            seqs, uids = [s for s, _u in result], [u for _s, u in result]
+        def show(result: list[tuple[int, int, int]]) -> None:
+            seqs, uids = [r[0] for r in result], [r[1] for r in result]
+            modseqs = [r[2] for r in result] if with_modseq else None
             numbers = uids if uid else seqs
             if ret is None:
-                self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers))
+                # RFC 7162 §3.1.5: the highest MODSEQ of the matches after the numbers.
+                tail = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
+                self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + tail)
                 self.sendPositiveResponse(tag, b"SEARCH completed")
                 return
             if ret.save:
                 # RFC 5182 §2.1: ``$`` names messages, whatever numbers the search returned.
                 self.search_saved = ret.saved(uids)
             if ret.answers:
-                self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers))
+                self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers, modseqs))
+            code = b""
+            if ret.update:
+                code = self._keep_updated(tag, uid, ret, pred, start_modseq, uids)
             self.sendPositiveResponse(
-                tag, b"SEARCH completed" + (b", result saved" if ret.save else b"")
+                tag, code + b"SEARCH completed" + (b", result saved" if ret.save else b"")
             )
 
         def failed(f: Failure) -> None:
@@ -319,20 +392,94 @@ class MessageCommands(MailboxCommands):
 
         d.addCallback(show).addErrback(failed)
 
+    def _keep_updated(
+        self,
+        tag: bytes,
+        uid: bool,
+        ret: imap_esearch.Return,
+        pred: imap_search.Predicate,
+        modseq: Optional[int],
+        uids: list[int],
+        criteria: Optional[list[imap_sort.Criterion]] = None,
+        keys: Optional[dict[int, tuple[imap_sort.Key, ...]]] = None,
+    ) -> bytes:
+        """Keep the result of ``SEARCH`` or ``SORT RETURN (UPDATE)`` up to date (RFC 5267
+        §4.2), up to ``imap.max_search_updates`` per session; beyond it, or in a mailbox
+        without MODSEQ to tell changes by, the tagged OK says ``[NOUPDATE "tag"]``. A SORT
+        brings its ``criteria`` and each UID's sort ``keys``."""
+        limit = self.settings.current.imap.max_search_updates
+        contexts = self.search_contexts
+        ctx = imap_context.SearchContext(tag, uid, ret, pred, modseq or 0, set(uids))
+        if criteria is not None:
+            ctx.criteria, ctx.keys = criteria, dict(keys or {})
+            ctx.order = imap_sort.ordered(sorted(ctx.keys.items()), criteria)
+        if modseq is None or (tag not in contexts and len(contexts) >= limit):
+            self.log.info(
+                "imap: SEARCH UPDATE refused for {account} from {ip}: {n} kept already",
+                account=self.account_name,
+                ip=self.peer_ip,
+                n=len(contexts),
+            )
+            return b"[NOUPDATE %s] " % ctx.quoted_tag()
+        contexts[tag] = ctx
+        return b""
+
+    def do_CANCELUPDATE(self, tag: bytes, line: bytes) -> None:
+        """CANCELUPDATE "tag"... (RFC 5267 §4.3): those searches are no longer kept up to
+        date; a tag that names none is no error."""
+        try:
+            tokens = imap_parse.tokenize([line or b""], [])
+        except imap_parse.ParseError as e:
+            self.sendBadResponse(tag, str(e)[:200].encode())
+            return
+        if not tokens or any(isinstance(t, list) for t in tokens):
+            self.sendBadResponse(tag, b"CANCELUPDATE takes search tags")
+            return
+        for t in tokens:
+            assert isinstance(t, bytes)
+            self.search_contexts.pop(bytes(t), None)
+        self.sendPositiveResponse(tag, b"CANCELUPDATE completed")
+
+    message_commands.add("select", "CANCELUPDATE", do_CANCELUPDATE, imap4.IMAP4Server.arg_line)
+
     def _search_failed(self, ret: Optional[imap_esearch.Return]) -> None:
         """RFC 5182 §2.1: a failed SEARCH that was to save its result leaves ``$`` empty."""
         if ret is not None and ret.save:
             self.search_saved = []
 
     # -- FETCH --------------------------------------------------------------------------------------
-    def do_FETCH(
-        self, tag: bytes, messages: imap4.MessageSet, query: list[Any], uid: int = 0
+    def fetch_command(
+        self,
+        tag: bytes,
+        messages: imap4.MessageSet,
+        query: list[Any],
+        modifiers: Optional[imap_condstore.FetchModifiers] = None,
+        uid: int = 0,
     ) -> None:
         if not query:
             self.sendBadResponse(tag, b"FETCH needs data items")
             return
         box = self.mbox
+        changedsince = modifiers.changedsince if modifiers is not None else None
+        if modifiers is not None and modifiers.vanished and not (uid and self.qresync_on):
+            # RFC 7162 §3.2.6: VANISHED only in UID FETCH, once QRESYNC is enabled.
+            self.sendBadResponse(tag, b"VANISHED needs UID FETCH and ENABLE QRESYNC")
+            return
+        has_modseq = any(item.type == "modseq" for item in query)
+        if has_modseq or changedsince is not None:
+            self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
+            if not has_modseq:
+                query = [*query, imap_condstore.ModseqItem()]  # RFC 7162 §3.1.4.1
+        if modifiers is not None and modifiers.vanished and changedsince is not None:
+            self._send_vanished_earlier(messages, changedsince)
         seen: set[int] = set()
+
+        def changed(rows: Iterable[tuple[int, object]]) -> Iterable[tuple[int, object]]:
+            if changedsince is None:
+                return rows
+            return [
+                (seq, msg) for seq, msg in rows if (getattr(msg, "modseq", 0) or 0) > changedsince
+            ]
 
         def mark_seen(rows: Any) -> Any:
             rows = list(rows)
@@ -402,6 +549,7 @@ class MessageCommands(MailboxCommands):
             self.transport.loseConnection()
 
         d = defer.maybeDeferred(box.fetch, messages, bool(uid))
+        d.addCallback(changed)
         d.addCallback(mark_seen)
         d.addErrback(self._fail(tag, "FETCH"))
 
@@ -458,8 +606,36 @@ class MessageCommands(MailboxCommands):
         yield from gen
 
     message_commands.add(
-        "select", "FETCH", do_FETCH, MailboxCommands.arg_seqset, MailboxCommands.arg_fetchatt
+        "select",
+        "FETCH",
+        fetch_command,
+        MailboxCommands.arg_seqset,
+        MailboxCommands.arg_fetchatt,
+        MailboxCommands.opt_fetch_modifiers,
     )
+
+    def _send_vanished_earlier(self, messages: imap4.MessageSet, since: int) -> None:
+        """``VANISHED (EARLIER)`` for the UIDs of ``messages`` expunged after ``since``
+        (UID FETCH ... (CHANGEDSINCE n VANISHED), RFC 7162 §3.2.6)."""
+        box = self.mbox
+        big = float("inf")
+        ranges: list[imap_parse.Range] = [
+            (
+                None if lo is None or lo == big else int(lo),
+                None if hi is None or hi == big else int(hi),
+            )
+            for lo, hi in messages.ranges
+        ]
+        gone = box.vanished_since(since) if hasattr(box, "vanished_since") else None
+        if gone is not None:
+            text = imap_esearch.sequence_set(imap_condstore.uids_in(ranges, gone))
+        else:
+            present = sorted(box.folder.uids) if hasattr(box, "folder") else sorted(box.uids)
+            text = imap_condstore.range_set(
+                imap_condstore.missing(present, box.getUIDNext(), ranges)
+            )
+        if text:
+            self.sendUntaggedResponse(b"VANISHED (EARLIER) " + text)
 
     def _stop_streaming(self) -> None:
         if self._streamer is not None:

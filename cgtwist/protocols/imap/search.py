@@ -400,6 +400,7 @@ class _Compiler:
         self.max_terms = max_terms
         self.max_depth = max_depth
         self.saved = saved  # UIDs of the SEARCHRES ``$`` (RFC 5182)
+        self.modseq = False  # a MODSEQ key was met (RFC 7162 §3.1.5)
 
     def string(self) -> bytes:
         if self.pos >= len(self.tokens):
@@ -431,6 +432,7 @@ class _Compiler:
             sub.terms = self.terms
             preds = sub.all(depth + 1)
             self.terms = sub.terms
+            self.modseq = self.modseq or sub.modseq
             return lambda m, c: all(p(m, c) for p in preds)
         if isinstance(tok, Literal):
             raise SearchError("Expected a search key")
@@ -484,6 +486,17 @@ class _Compiler:
             if op == b"ON":
                 return lambda m, c: (d := get(m)) is not None and d == day
             return lambda m, c: (d := get(m)) is not None and d >= day  # SINCE: on or after
+        if word == b"MODSEQ":
+            # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] value. Every flag of a
+            # message shares its MODSEQ, so the entry names one of them and changes nothing.
+            if self.pos < len(self.tokens) and isinstance(self.tokens[self.pos], Literal):
+                self.string()
+                kind = self.string().lower()
+                if kind not in (b"priv", b"shared", b"all"):
+                    raise SearchError("Bad MODSEQ entry type")
+            value = self.number()
+            self.modseq = True
+            return lambda m, c: (getattr(m.msg, "modseq", 0) or 0) >= value
         if word == b"NOT":
             inner = self.key(depth + 1)
             return lambda m, c: not inner(m, c)
@@ -537,11 +550,13 @@ def compile_search(
     max_terms: int = 1000,
     max_depth: int = 64,
     saved: frozenset[int] = frozenset(),
+    used: Optional[set[bytes]] = None,
 ) -> tuple[Optional[str], Predicate]:
     """Compile ``[CHARSET name] key...`` into (charset, predicate); raise SearchError/BadCharset.
 
     ``max_terms`` bounds the work per message; ``max_depth`` bounds recursion (OR/NOT/parens);
-    ``saved`` is what ``$`` stands for (UIDs).
+    ``saved`` is what ``$`` stands for (UIDs); ``used`` gets ``b"MODSEQ"`` when a MODSEQ key
+    is in the search (its results then carry a MODSEQ, RFC 7162 §3.1.5).
     """
     charset = None
     if (
@@ -559,6 +574,8 @@ def compile_search(
         tokens = tokens[2:]
     comp = _Compiler(tokens, max_terms, max_depth, saved)
     preds = comp.all(0)
+    if comp.modseq and used is not None:
+        used.add(b"MODSEQ")
     if len(preds) == 1:
         return charset, preds[0]
     return charset, lambda m, c: all(p(m, c) for p in preds)

@@ -22,7 +22,11 @@ from twisted.python.failure import Failure
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
+from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import context as imap_context
+from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
@@ -39,6 +43,8 @@ _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 _HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
 # RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
+# RFC 5267 ESORT (SORT RETURN) and RFC 9394 PARTIAL (SEARCH and SORT RETURN (PARTIAL n:m)).
+_RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 
 
 class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, imap4.IMAP4Server):
@@ -98,6 +104,8 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._delayed: list[Any] = []
         self.enabled: set[bytes] = set()
         self.search_saved: list[int] = []
+        # CONTEXT=SEARCH (RFC 5267): updating searches by tag, for the selected mailbox only.
+        self.search_contexts: dict[bytes, imap_context.SearchContext] = {}
         self.uid_arguments = False
 
     # -- time -------------------------------------------------------------------------------
@@ -196,6 +204,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             self.transport.loseConnection()
 
     def _release_mailbox(self) -> None:
+        self.search_contexts.clear()  # RFC 5267 §4.2: they belong to the mailbox
         if self.mbox is not None:
             mbox, self.mbox = self.mbox, None
             try:
@@ -226,11 +235,14 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             *_SORT_CAPS,
             b"ESEARCH",
             b"SEARCHRES",
+            *_RESULT_CAPS,
             b"LIST-EXTENDED",
             b"LIST-STATUS",
             b"STATUS=SIZE",
             b"MULTIAPPEND",
             b"BINARY",
+            b"CONDSTORE",  # RFC 7162 §3.1
+            b"QRESYNC",  # RFC 7162 §3.2
             # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
             b"APPENDLIMIT=%d" % self.settings.current.imap.max_literal,
         ]
@@ -421,22 +433,71 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         if self.state == "select" and self.mbox is not None:
             sync = getattr(self.mbox, "sync", None)
             if sync is not None:
-                self._send_updates(sync(self._busy_name not in _HOLD_EXPUNGE))
+                allowed = self._busy_name not in _HOLD_EXPUNGE
+                before = (
+                    self._uids_now()
+                    if allowed and getattr(self.mbox, "pending_expunges", False)
+                    else None
+                )
+                self._send_updates(sync(allowed), before)
+                self._update_contexts()
         while self._unsolicited:
             self.sendLine(b"* " + self._unsolicited.pop(0))
 
-    def _send_updates(self, up: Any) -> None:
-        """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order."""
-        for seq in up.expunged:
-            self.sendLine(b"* %d EXPUNGE" % seq)
+    def _send_updates(self, up: Any, before: Optional[list[int]] = None) -> None:
+        """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order; with
+        QRESYNC on, expunges as one VANISHED of their UIDs (``before``: the view's UIDs
+        before them, RFC 7162 §3.2.10), and with CONDSTORE on each FETCH carries MODSEQ
+        (RFC 7162 §3.1: every unsolicited FETCH) and, with QRESYNC, the UID."""
+        if before is not None:
+            self._contexts_expunged(up.expunged, before)
+        if self.qresync_on and before is not None:
+            if up.expunged:
+                self.sendLine(
+                    b"* " + imap_condstore.vanished([before[s - 1] for s in up.expunged], False)
+                )
+        else:
+            for seq in up.expunged:
+                self.sendLine(b"* %d EXPUNGE" % seq)
         if up.flags is not None:
             self._send_flags(up.flags, up.permanent)
         if up.exists is not None:
             self.sendLine(b"* %d EXISTS" % up.exists)
             if up.recent is not None:
                 self.sendLine(b"* %d RECENT" % up.recent)
+        modseq_of = getattr(self.mbox, "modseq_of", None) if self.condstore_on else None
         for seq, flags in up.fetch_flags:
-            self.sendLine(b"* %d FETCH (FLAGS (%s))" % (seq, b" ".join(f.encode() for f in flags)))
+            words = b" ".join(f.encode() for f in flags)
+            extra = b""
+            if modseq_of is not None:
+                u = self.mbox.getUID(seq)
+                if self.qresync_on:
+                    extra += b" UID %d" % u
+                extra += b" MODSEQ (%d)" % (modseq_of(u) or 0)
+            self.sendLine(b"* %d FETCH (FLAGS (%s)%s)" % (seq, words, extra))
+
+    def _update_contexts(self) -> None:
+        """ADDTO/REMOVEFROM for updating searches (RFC 5267 §4.3): the messages whose MODSEQ
+        rose since a search was last brought up to date (flags changed, new mail) are matched
+        again; expunges were handled as they were reported."""
+        box = self.mbox
+        high = getattr(box, "highest_modseq", None)
+        stale = [c for c in self.search_contexts.values() if high is not None and c.modseq < high]
+        if not stale or high is None:
+            return
+        since = min(c.modseq for c in stale)
+        rows = [
+            (seq, msg.getUID(), imap_search.MessageText(msg, _reader(msg)), msg.modseq)
+            for seq, msg in box.message_rows()
+            if (getattr(msg, "modseq", 0) or 0) > since
+        ]
+        count = box.getMessageCount()
+        top = box.getUID(count) if count else 0
+        for ctx in stale:
+            mine = [(s, u, t) for s, u, t, m in rows if m > ctx.modseq]
+            for line in ctx.changed(mine, count, top, box.seq_of):
+                self.sendLine(b"* " + line)
+            ctx.modseq = high
 
     def _send_flags(self, flags: list[str], permanent: Optional[list[str]]) -> None:
         self.sendLine(b"* FLAGS (%s)" % b" ".join(f.encode() for f in flags))
@@ -491,6 +552,10 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
 
     def modeChanged(self, writeable: bool) -> None:
         self.unsolicited(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
+
+
+def _reader(msg: object) -> Callable[[], bytes]:
+    return lambda: imap_fetch.read_raw(msg)
 
 
 class IMAPFactory(AccessFactory):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
 
+from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
@@ -43,6 +44,7 @@ class SortCommands:
     sendNegativeResponse: Callable[..., None]
     sendBadResponse: Callable[..., None]
     _fail: Callable[[bytes, str], Any]
+    _keep_updated: Callable[..., bytes]  # MessageCommands': CONTEXT=SORT (RFC 5267)
     # Run by CgIMAP4Server._special_command in the selected state; named here so that the
     # command in another state is "not valid in this state", not "unknown".
     sort_commands = CommandTable()
@@ -52,11 +54,20 @@ class SortCommands:
     def do_SORT_raw(
         self, tag: bytes, segments: list[bytes], literals: list[Any], uid: bool
     ) -> None:
-        """RFC 5256 §3: SORT (criteria) charset search-key..."""
+        """RFC 5256 §3: SORT [RETURN (options)] (criteria) charset search-key... ; with RETURN
+        the answer is an ESEARCH (ESORT, RFC 5267 §4.2: MIN and MAX are the first and last
+        in sort order, ALL is in sort order) or a PARTIAL range of it (RFC 9394)."""
         tokens = self._sort_tokens(tag, segments, literals, uid)
         if tokens is None:
             return
         try:
+            ret, tokens = imap_esearch.split_return(tokens)
+            if ret is not None and ret.save:
+                raise imap_parse.ParseError("SAVE is not offered with SORT")
+            if ret is not None and ret.update and ret.partial is not None:
+                raise imap_parse.ParseError("UPDATE is not offered with PARTIAL")
+            if len(tokens) < 3:
+                raise imap_parse.ParseError("Missing arguments")
             criteria = imap_sort.parse_criteria(tokens[0])
             imap_sort.check_charset(tokens[1])
             pred, texts = self._sort_search(tokens[2:])
@@ -64,15 +75,32 @@ class SortCommands:
             self._refuse(tag, e)
             return
 
-        def key(text: imap_search.MessageText, seq: int, number: int) -> tuple[int, Any]:
-            return number, imap_sort.sort_keys(text, criteria)
+        def key(
+            text: imap_search.MessageText, seq: int, number: int
+        ) -> tuple[int, tuple[imap_sort.Key, ...], int]:
+            return number, imap_sort.sort_keys(text, criteria), text.msg.getUID()
 
-        def order(rows: list[tuple[int, Any]]) -> Any:
-            return self._off_reactor(len(rows), imap_sort.ordered, rows, criteria)
+        # An updating sort is brought up to date from the MODSEQ it started at.
+        start_modseq = getattr(self.mbox, "highest_modseq", None)
+        by_uid: dict[int, tuple[imap_sort.Key, ...]] = {}
+
+        def order(rows: list[tuple[int, tuple[imap_sort.Key, ...], int]]) -> Any:
+            if ret is not None and ret.update:
+                by_uid.update((u, k) for _n, k, u in rows)
+            pairs = [(n, k) for n, k, _u in rows]
+            return self._off_reactor(len(pairs), imap_sort.ordered, pairs, criteria)
 
         def show(numbers: list[int]) -> None:
-            self.sendUntaggedResponse(b"SORT" + b"".join(b" %d" % n for n in numbers))
-            self.sendPositiveResponse(tag, b"SORT completed")
+            code = b""
+            if ret is not None:
+                self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers))
+                if ret.update:
+                    code = self._keep_updated(
+                        tag, uid, ret, pred, start_modseq, list(by_uid), criteria, by_uid
+                    )
+            else:
+                self.sendUntaggedResponse(b"SORT" + b"".join(b" %d" % n for n in numbers))
+            self.sendPositiveResponse(tag, code + b"SORT completed")
 
         d = self._collect(pred, texts, uid, key)
         d.addCallback(order).addCallback(show).addErrback(self._fail(tag, "SORT"))
