@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
-from cgtwist import control, filemodes
+from cgtwist import cli_accounts, control, filemodes
 from cgtwist import settings as dynamic
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
@@ -267,6 +267,7 @@ async def account_add(ctx: Context, args: argparse.Namespace) -> None:
         settings={"admin": True} if args.admin else None,
         enabled=not args.disabled,
         password_hash=args.password_hash,
+        check_policy=not generated,
     )
     if generated:
         ctx.out.write(f"password for {name}@{domain}: {password}\n")
@@ -310,7 +311,7 @@ async def account_passwd(ctx: Context, args: argparse.Namespace) -> None:
         ctx.notify("reload", what="account")
         return
     password, generated = _password(ctx, args)
-    await ctx.accounts.set_password(name, domain, password)
+    await ctx.accounts.set_password(name, domain, password, check_policy=not generated)
     if generated:
         ctx.out.write(f"password for {name}@{domain}: {password}\n")
     ctx.notify("reload", what="account")
@@ -352,6 +353,8 @@ async def alias_list(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
+    if args.effective:
+        return await cli_accounts.settings_show_effective(ctx, args)
     store = ctx.accounts
     if args.domain or args.account:
         if args.account:
@@ -553,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = g.add_parser(action, help=f"{action} server (or --domain/--account) settings")
         if extra == "?":
             p.add_argument("key", nargs="?")
+            p.add_argument(
+                "--effective",
+                action="store_true",
+                help="with --account or --domain: every account setting in force and where "
+                "it comes from (default, server, domain, account)",
+            )
         else:
             p.add_argument("key")
         if extra == "value":

@@ -25,6 +25,7 @@ from typing import (
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from cgtwist import account_settings
 from cgtwist import settings as dynamic
 from cgtwist.config import DEFAULT_NODE
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
@@ -307,16 +308,22 @@ class AccountStore(SettingsStore):
         settings: Optional[Mapping[str, Any]] = None,
         enabled: bool = True,
         password_hash: Optional[str] = None,
+        check_policy: bool = True,
     ) -> Account:
         """Create an account (no password: it cannot log in until one is set).
 
         ``password_hash`` instead of ``password`` imports a hash (see set_password_hash).
+        A ``password`` must meet the password policy the account will have (its domain's
+        and the server's Account Defaults, and its own ``settings``), else InvalidValue says
+        why; ``check_policy`` False skips that for a generated (random) password.
         """
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
         values = check_scoped_settings("account", settings)
         if password == "":
             raise InvalidValue("the password must not be empty")
+        if password is not None and check_policy:
+            await self._check_password_policy(d, values, password)
         if password_hash is not None:
             phc: Optional[str] = self._imported_hash(password_hash)
         else:
@@ -426,11 +433,16 @@ class AccountStore(SettingsStore):
         self._log.info("account {account} removed", account=f"{n}@{d}")
 
     @_deferred
-    async def set_password(self, name: str, domain: str, password: str) -> None:
-        """Store a new argon2id hash for the account's password."""
+    async def set_password(
+        self, name: str, domain: str, password: str, check_policy: bool = True
+    ) -> None:
+        """Store a new argon2id hash for the account's password, once it meets the account's
+        password policy (InvalidValue says why not; ``check_policy`` False: a generated one)."""
         n, d = check_account(name), check_domain(domain)
         if not password:
             raise InvalidValue("the password must not be empty")
+        if check_policy:
+            await self._check_password_policy(d, await self.get_account_settings(n, d), password)
         phc = await self._hasher.hash(password)
         await self._write("set_password", tables.set_password_txn, n, d, phc, None)
         self._log.info("password of {account} changed", account=f"{n}@{d}")
@@ -553,6 +565,42 @@ class AccountStore(SettingsStore):
         )
 
     # ---- domain and account settings ----------------------------------------------------
+
+    @_deferred
+    async def get_effective_settings(
+        self, name: str, domain: Optional[str] = None
+    ) -> account_settings.Effective:
+        """Fire with the settings in force for account ``name@domain`` (its own over its
+        domain's over the server's Account Defaults, each with its source); with ``domain``
+        None, ``name`` is a domain and the result what its accounts inherit."""
+        if domain is None:
+            own: dict[str, object] = {}
+            dom = await self._inherited(name)
+        else:
+            own = await self.get_account_settings(name, domain)
+            dom = await self._inherited(domain)
+        server = dynamic.Settings(await self.get_settings())
+        return account_settings.effective(server, dom, own)
+
+    async def _inherited(self, domain: str) -> dict[str, object]:
+        """The settings of ``domain`` (or of the domain it is an alias of)."""
+        d = check_domain(domain)
+        values = await self._db.run_interaction(
+            "domain_settings", tables.domain_settings_txn, d, readonly=True
+        )
+        if values is None:
+            raise NotFound(f"domain {d} does not exist")
+        return dict(values)
+
+    async def _check_password_policy(
+        self, domain: str, own: Mapping[str, object], password: str
+    ) -> None:
+        server = dynamic.Settings(await self.get_settings())
+        dom = await self._inherited(domain)
+        policy = account_settings.effective(server, dom, own).values.password
+        reason = account_settings.password_refusal(policy, password)
+        if reason:
+            raise InvalidValue(reason)
 
     @_deferred
     async def get_domain_settings(self, domain: str) -> dict[str, Any]:

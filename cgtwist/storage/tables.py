@@ -87,6 +87,15 @@ def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
     }
 
 
+def domain_settings_txn(cur: Cursor, d: str) -> Optional[dict[str, object]]:
+    """The stored settings of domain ``d`` or of the domain it is an alias of (None: neither)."""
+    did = resolve_domain_txn(cur, d)
+    if did is None:
+        return None
+    row = cur.query_one("SELECT settings FROM domains WHERE id = ?", (did,))
+    return dict(json.loads(row[0])) if row else None
+
+
 def update_domain_txn(
     cur: Cursor, d: str, svc: Optional[frozenset[str]], enabled: Optional[bool]
 ) -> None:
