@@ -24,6 +24,7 @@ from twisted.python.threadpool import ThreadPool
 
 from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
+from cgtwist.core.account_limits import AccountLimits
 from cgtwist.core.auth import AccountChecker
 from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
@@ -162,7 +163,9 @@ class Components:
         )
         self.routing = Routing(store, settings, cfg.main_domain)
         self.policy = ProtectedPolicy(
-            BasicPolicy(self.routing, settings, accounts=store),
+            BasicPolicy(
+                self.routing, settings, accounts=store, limits=AccountLimits(store, settings)
+            ),
             self.resolver,
             settings,
             reactor,

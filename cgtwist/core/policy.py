@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cgtwist.core.account_limits import AccountLimits
 from cgtwist.core.routing import route_error
 from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
@@ -37,10 +38,16 @@ class BasicPolicy:
     log = Logger()
 
     def __init__(
-        self, router: IRouter, settings: SettingsHolder, accounts: Optional[IAccountStore] = None
+        self,
+        router: IRouter,
+        settings: SettingsHolder,
+        accounts: Optional[IAccountStore] = None,
+        limits: Optional[AccountLimits] = None,
     ) -> None:
         self.router: Any = router  # Any: zope interfaces are not mypy protocols
         self.settings = settings
+        # Each local recipient's own limits (mail.max_message_size); None: the server's only.
+        self.limits = limits
         # Where an account's services come from. Without one (unit tests with a bare router),
         # the router's own store is used if it has one, else every authenticated user may relay.
         self.accounts: Any = accounts if accounts is not None else getattr(router, "store", None)
@@ -63,10 +70,45 @@ class BasicPolicy:
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> defer.Deferred[None]:
-        """After DATA, before the message is queued: the From: check (``smtp.check_from_header``)."""
-        if not session.account or not self.settings.current.smtp.check_from_header:
-            return defer.succeed(None)
-        return defer.ensureDeferred(self._from_owned(session, message))
+        """After DATA, before the message is queued: each local recipient's maximum message
+        size (552 5.3.4), then the From: check (``smtp.check_from_header``)."""
+        return defer.ensureDeferred(self._check_message(session, envelope, message))
+
+    async def _check_message(
+        self, session: SessionInfo, envelope: Envelope, message: bytes
+    ) -> None:
+        if self.limits is not None:
+            for rcpt in envelope.recipients:
+                await self._size_fits(session, rcpt.address, len(message))
+        if session.account and self.settings.current.smtp.check_from_header:
+            await self._from_owned(session, message)
+
+    async def _local_fits(self, session: SessionInfo, recipient: str, size: int) -> str:
+        await self._size_fits(session, recipient, size)
+        return recipient
+
+    async def _size_fits(self, session: SessionInfo, recipient: str, size: int) -> None:
+        """Raise 552 5.3.4 when ``recipient`` is a local account that takes less than ``size``
+        octets (RFC 1870 §6.2); a store that cannot answer is a 451, never a silent pass."""
+        assert self.limits is not None
+        route: Route = await self.router.route(recipient, "mail")
+        if route.module.upper() != "LOCAL":
+            return
+        try:
+            refusal = await self.limits.size_refusal(route.address, size)
+        except Exception:
+            self.log.failure("size check: settings of {account} unreadable", account=route.address)
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        if refusal is not None:
+            self.log.info(
+                "message too big for {account}: peer={peer} rcpt={rcpt} size={size} {why}",
+                account=route.address,
+                peer=session.peer_ip,
+                rcpt=recipient,
+                size=size,
+                why=refusal.text,
+            )
+            raise refusal
 
     async def _from_owned(self, session: SessionInfo, message: bytes) -> None:
         addresses = header_from_addresses(message)
@@ -122,13 +164,19 @@ class BasicPolicy:
         d.addCallbacks(
             self._routed,
             self._route_failed,
-            callbackArgs=(session, recipient),
+            callbackArgs=(session, recipient, params),
             errbackArgs=(session, recipient),
         )
         return d
 
-    def _routed(self, route: Route, session: SessionInfo, recipient: str) -> Any:
+    def _routed(
+        self, route: Route, session: SessionInfo, recipient: str, params: Mapping[str, str]
+    ) -> Any:
         module = route.module.upper()
+        declared = params.get("SIZE", "")
+        if module == "LOCAL" and self.limits is not None and declared.isdigit():
+            # RFC 1870 §6.2: a declared SIZE larger than the recipient takes is refused at RCPT.
+            return defer.ensureDeferred(self._local_fits(session, recipient, int(declared)))
         if module in LOCAL_MODULES:
             return recipient
         if module == "ERROR":

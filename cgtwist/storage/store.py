@@ -582,6 +582,20 @@ class AccountStore(SettingsStore):
         server = dynamic.Settings(await self.get_settings())
         return account_settings.effective(server, dom, own)
 
+    @_deferred
+    async def get_scoped_settings(
+        self, name: str, domain: str
+    ) -> Optional[tuple[dict[str, object], dict[str, object]]]:
+        """Fire with (its domain's settings, its own) for account ``name@domain`` in one read,
+        or None when it does not exist (what a server lays over its own Account Defaults)."""
+        try:
+            n, d = check_account(name), check_domain(domain)
+        except InvalidName:
+            return None
+        return await self._db.run_interaction(
+            "get_scoped_settings", tables.scoped_settings_txn, n, d, readonly=True
+        )
+
     async def _inherited(self, domain: str) -> dict[str, object]:
         """The settings of ``domain`` (or of the domain it is an alias of)."""
         d = check_domain(domain)
