@@ -191,7 +191,10 @@ class Components:
             self.realm,
             [
                 AccountChecker(
-                    store, is_client_ip=self.policy.is_client_ip, guard=self.account_guard
+                    store,
+                    is_client_ip=self.policy.is_client_ip,
+                    guard=self.account_guard,
+                    router=self.routing,
                 )
             ],
         )

@@ -1,11 +1,15 @@
 """Account settings that take effect, end to end against a real twistd: a domain's maximum
 message size refuses a larger message (552 5.3.4 at RCPT for a declared SIZE, after DATA
 otherwise) while a smaller one is delivered; ``settings show --effective`` says where each
-value comes from."""
+value comes from; login names go through the Router's ``Access:`` records."""
 
 from __future__ import annotations
 
+import imaplib
+import pathlib
+import poplib
 import smtplib
+import ssl
 
 import pytest
 
@@ -47,3 +51,39 @@ def test_domain_max_message_size_refuses_larger_messages(server: Server) -> None
     wait_for(lambda: len(server.messages("sizer", "small.test")) == 1, what="delivery")
     assert len(server.messages("sizer", "small.test")) == 1
     assert "message too big for sizer@small.test" in server.log_text()
+
+
+def test_login_names_go_through_access_records(
+    server: Server, tls_context: ssl.SSLContext, tmp_path: pathlib.Path
+) -> None:
+    """``router test --access login-alice`` resolves to alice, and logging in with that name
+    over IMAP and POP3 opens alice's mailbox; a name routed elsewhere is refused."""
+    table = tmp_path / "router.txt"
+    table.write_text("Access:<login-*> = *\n<away> = someone@elsewhere.test\n")
+    server.admin("router", "set", str(table))
+    out = server.admin("router", "test", "--access", "login-alice@example.test").stdout
+    assert "alice@example.test" in out
+    m = imaplib.IMAP4_SSL(
+        "localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30
+    )
+    try:
+        assert m.login("login-alice@example.test", "alice-secret")[0] == "OK"
+        assert m.select("INBOX")[0] == "OK"
+    finally:
+        m.logout()
+    p = poplib.POP3_SSL(
+        "localhost", server.port("pop3", tls="implicit"), context=tls_context, timeout=30
+    )
+    try:
+        p.user("login-alice")
+        assert p.pass_("alice-secret").startswith(b"+OK")
+    finally:
+        p.quit()
+    m = imaplib.IMAP4_SSL(
+        "localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30
+    )
+    try:
+        with pytest.raises(imaplib.IMAP4.error):
+            m.login("away", "alice-secret")
+    finally:
+        m.logout()
