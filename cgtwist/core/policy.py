@@ -83,8 +83,27 @@ class BasicPolicy:
         if session.account and self.settings.current.smtp.check_from_header:
             await self._from_owned(session, message)
 
-    async def _local_fits(self, session: SessionInfo, recipient: str, size: int) -> str:
-        await self._size_fits(session, recipient, size)
+    async def _local_fits(
+        self, session: SessionInfo, recipient: str, route: Route, size: int
+    ) -> str:
+        """A local account takes mail (its Mail service) and, RFC 1870 §6.2, a declared SIZE
+        larger than it takes is refused at RCPT."""
+        assert self.limits is not None
+        try:
+            refusal = await self.limits.mail_refusal(route.address)
+        except Exception:
+            self.log.failure("rcpt check: settings of {account} unreadable", account=route.address)
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        if refusal is not None:
+            self.log.info(
+                "recipient refused: Mail service off for {account}: peer={peer} rcpt={rcpt}",
+                account=route.address,
+                peer=session.peer_ip,
+                rcpt=recipient,
+            )
+            raise refusal
+        if size:
+            await self._size_fits(session, recipient, size)
         return recipient
 
     async def _size_fits(self, session: SessionInfo, recipient: str, size: int) -> None:
@@ -173,10 +192,10 @@ class BasicPolicy:
         self, route: Route, session: SessionInfo, recipient: str, params: Mapping[str, str]
     ) -> Any:
         module = route.module.upper()
-        declared = params.get("SIZE", "")
-        if module == "LOCAL" and self.limits is not None and declared.isdigit():
-            # RFC 1870 §6.2: a declared SIZE larger than the recipient takes is refused at RCPT.
-            return defer.ensureDeferred(self._local_fits(session, recipient, int(declared)))
+        if module == "LOCAL" and self.limits is not None:
+            declared = params.get("SIZE", "")
+            size = int(declared) if declared.isdigit() else 0
+            return defer.ensureDeferred(self._local_fits(session, recipient, route, size))
         if module in LOCAL_MODULES:
             return recipient
         if module == "ERROR":

@@ -585,9 +585,10 @@ class AccountStore(SettingsStore):
     @_deferred
     async def get_scoped_settings(
         self, name: str, domain: str
-    ) -> Optional[tuple[dict[str, object], dict[str, object]]]:
-        """Fire with (its domain's settings, its own) for account ``name@domain`` in one read,
-        or None when it does not exist (what a server lays over its own Account Defaults)."""
+    ) -> Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]:
+        """Fire with (its domain's settings, its own, its effective services) for account
+        ``name@domain`` in one read, or None when it does not exist (what a server lays over
+        its own Account Defaults)."""
         try:
             n, d = check_account(name), check_domain(domain)
         except InvalidName:

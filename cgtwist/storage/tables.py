@@ -98,18 +98,21 @@ def domain_settings_txn(cur: Cursor, d: str) -> Optional[dict[str, object]]:
 
 def scoped_settings_txn(
     cur: Cursor, n: str, d: str
-) -> Optional[tuple[dict[str, object], dict[str, object]]]:
-    """(domain settings, account settings) of account ``n@d`` (domain aliases followed), or
-    None when there is no such account."""
+) -> Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]:
+    """(domain settings, account settings, effective services) of account ``n@d`` (domain
+    aliases followed), or None when there is no such account."""
     did = resolve_domain_txn(cur, d)
     if did is None:
         return None
     row = cur.query_one(
-        "SELECT d.settings, a.settings FROM accounts a JOIN domains d ON a.domain_id = d.id "
-        "WHERE a.domain_id = ? AND a.name = ?",
+        "SELECT d.settings, a.settings, a.services, d.services FROM accounts a "
+        "JOIN domains d ON a.domain_id = d.id WHERE a.domain_id = ? AND a.name = ?",
         (did, n),
     )
-    return (dict(json.loads(row[0])), dict(json.loads(row[1]))) if row else None
+    if row is None:
+        return None
+    services = services_of(row[2]) & services_of(row[3])
+    return dict(json.loads(row[0])), dict(json.loads(row[1])), services
 
 
 def update_domain_txn(

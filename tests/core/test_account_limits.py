@@ -25,18 +25,23 @@ class ScopedAccounts:
         self.accounts: dict[str, dict[str, object]] = {"alice@ours.example": {}}
         self.reads = 0
         self.broken = False
+        self.services = frozenset({"mail", "pop", "imap", "relay", "roaming"})
 
     def get_scoped_settings(
         self, name: str, domain: str
-    ) -> defer.Deferred[Optional[tuple[dict[str, object], dict[str, object]]]]:
+    ) -> defer.Deferred[Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]]:
         self.reads += 1
         if self.broken:
             return defer.fail(RuntimeError("db down"))
         own = self.accounts.get(f"{name}@{domain}")
-        return defer.succeed(None if own is None else (self.domains[domain], own))
+        if own is None:
+            return defer.succeed(None)
+        return defer.succeed((self.domains[domain], own, self.services))
 
 
-class SizeTests(unittest.TestCase):
+class PolicyCase(unittest.TestCase):
+    """BasicPolicy with AccountLimits over ScopedAccounts, on a Clock."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.store = ScopedAccounts()
@@ -56,6 +61,8 @@ class SizeTests(unittest.TestCase):
         self.policy.check_message(session(), env, b"x" * size).addBoth(out.append)
         return out[0]
 
+
+class SizeTests(PolicyCase):
     def test_domain_limit_refuses_a_larger_declared_size_at_rcpt(self) -> None:
         self.store.domains["ours.example"]["mail.max_message_size"] = 1000
         self.assertEqual(self.rcpt("alice@ours.example", "1000"), "alice@ours.example")
@@ -98,3 +105,15 @@ class SizeTests(unittest.TestCase):
         self.store.broken = True
         self.assertEqual(self.rcpt("alice@ours.example", "10").value.code, 451)
         self.flushLoggedErrors()
+
+
+class MailServiceTests(PolicyCase):
+    def test_mail_service_off_refuses_the_recipient(self) -> None:
+        """CommuniGate's Mail service: off, the account receives nothing (550 5.2.1)."""
+        self.assertEqual(self.rcpt("alice@ours.example"), "alice@ours.example")
+        self.store.services = frozenset({"imap"})
+        self.settings.replace(Settings())
+        self.assertEqual(
+            self.rcpt("alice@ours.example").value.reply(),
+            "550 5.2.1 <alice@ours.example>: Mailbox disabled, not accepting mail",
+        )

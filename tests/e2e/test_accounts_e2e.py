@@ -87,3 +87,15 @@ def test_login_names_go_through_access_records(
             m.login("away", "alice-secret")
     finally:
         m.logout()
+
+
+def test_mail_service_off_refuses_mail_at_rcpt(server: Server) -> None:
+    """An account whose Mail service is off receives nothing: 550 5.2.1 at RCPT."""
+    server.admin("account", "add", "quiet@example.test", "--password", "Quiet-secret1")
+    server.admin("account", "set", "quiet@example.test", "--services", "imap,pop")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("someone@elsewhere.test")
+        code, text = s.rcpt("quiet@example.test")
+        assert (code, text[:5]) == (550, b"5.2.1"), (code, text)
+        assert s.rcpt("alice@example.test")[0] == 250
