@@ -32,6 +32,7 @@ from cgtwist.core.routing import Routing
 from cgtwist.core.rules import RulesRunner, existing_mailboxes
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
+from cgtwist.delivery.group import GroupDelivery
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.delivery.pipe import PipeDelivery
 from cgtwist.delivery.smtp import SMTPDelivery
@@ -248,7 +249,12 @@ class Components:
         self.manager = manager = QueueManager(
             self.spool,
             self.routing,
-            {"LOCAL": local, "SMTP": self.smtp_out, "PIPE": pipe},
+            {
+                "LOCAL": local,
+                "SMTP": self.smtp_out,
+                "PIPE": pipe,
+                "GROUP": GroupDelivery(store, self.submission),
+            },
             settings,
             reactor,
             bouncer=self.bouncer.bounce,

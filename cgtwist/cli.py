@@ -58,7 +58,7 @@ from cgtwist.storage.passwords import PasswordHasher, generate_password
 from cgtwist.storage.store import SERVICES, AccountStore, open_store
 
 PROG = "cgtwist-admin"
-PLUGINS = ("cgtwist.cli_router", "cgtwist.cli_queue", "cgtwist.cli_rules")
+PLUGINS = ("cgtwist.cli_router", "cgtwist.cli_queue", "cgtwist.cli_rules", "cgtwist.cli_accounts")
 
 
 class CLIError(Exception):

@@ -1,8 +1,11 @@
-"""``cgtwist-admin settings show --effective``: an account's settings in force and their source.
+"""cgtwist-admin's account extras: ``settings show --effective`` and the ``forwarder`` and
+``group`` commands.
 
-Owns only the command-line rendering of ``AccountStore.get_effective_settings`` (the schema and
-its inheritance are cgtwist.account_settings): one line per setting, ``name = value  (source)``,
-the source being where the value comes from (default, server, domain, account).
+Owns only the command line: ``settings show --effective`` renders
+``AccountStore.get_effective_settings`` (the schema and its inheritance are
+cgtwist.account_settings), one line per setting, ``name = value  (source)``; ``forwarder`` and
+``group`` call the store's Forwarder and Group operations (cgtwist.storage.groups) and tell the
+running server.
 """
 
 from __future__ import annotations
@@ -39,3 +42,55 @@ async def settings_show_effective(ctx: Context, args: argparse.Namespace) -> Non
         ctx.out.write(f"{key} = {json.dumps(value)}  ({source})\n")
         if args.key is not None:
             ctx.out.write(f"  {account_settings.SCOPED[key].doc}\n")
+
+
+async def group_add(ctx: Context, args: argparse.Namespace) -> None:
+    name, domain = ctx.address(args.address)
+    await ctx.accounts.add_group(args.kind, name, domain, args.targets)
+    ctx.notify("reload", what=args.kind)
+
+
+async def group_set(ctx: Context, args: argparse.Namespace) -> None:
+    name, domain = ctx.address(args.address)
+    await ctx.accounts.set_group_targets(args.kind, name, domain, args.targets)
+    ctx.notify("reload", what=args.kind)
+
+
+async def group_remove(ctx: Context, args: argparse.Namespace) -> None:
+    name, domain = ctx.address(args.address)
+    await ctx.accounts.remove_group(args.kind, name, domain)
+    ctx.notify("reload", what=args.kind)
+
+
+async def group_list(ctx: Context, args: argparse.Namespace) -> None:
+    for address, targets in await ctx.accounts.list_groups(args.kind, args.domain):
+        ctx.out.write(f"{address} -> {', '.join(targets)}\n")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``forwarder`` and ``group`` groups to cgtwist-admin (cgtwist.cli.build_parser)."""
+    for kind, what, noun in (
+        (
+            "forwarder",
+            "names that forward mail to other addresses, accepted from anyone",
+            "ADDRESS",
+        ),
+        ("group", "names whose mail is delivered to each member", "MEMBER"),
+    ):
+        g = subparsers.add_parser(kind, help=what).add_subparsers(
+            dest="action", metavar="ACTION", required=True
+        )
+        p = g.add_parser("add", help=f"create NAME@DOMAIN sending to each {noun}")
+        p.add_argument("address", metavar="NAME@DOMAIN")
+        p.add_argument("targets", metavar=noun, nargs="+")
+        p.set_defaults(handler=group_add, kind=kind)
+        p = g.add_parser("set", help=f"replace the {noun}s of NAME@DOMAIN")
+        p.add_argument("address", metavar="NAME@DOMAIN")
+        p.add_argument("targets", metavar=noun, nargs="+")
+        p.set_defaults(handler=group_set, kind=kind)
+        p = g.add_parser("remove", help=f"remove the {kind} NAME@DOMAIN")
+        p.add_argument("address", metavar="NAME@DOMAIN")
+        p.set_defaults(handler=group_remove, kind=kind)
+        p = g.add_parser("list", help=f"list {kind}s and their {noun}s")
+        p.add_argument("domain", nargs="?", help="default: every domain")
+        p.set_defaults(handler=group_list, kind=kind)

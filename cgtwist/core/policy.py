@@ -1,7 +1,7 @@
 """The baseline receiving policy: route each recipient and refuse unauthorised relaying.
 
 Owns only the spine's decisions (COMMUNIGATE.md a.6, step 4): a recipient is accepted when the
-Router sends it somewhere local (LOCAL, PIPE, LIST, NULL), refused with the route's text when the
+Router sends it somewhere local (LOCAL, PIPE, LIST, NULL, GROUP), refused with the route's text when the
 Router says ERROR, and accepted for a remote (SMTP) route only from a Client IP, a ``Relay:``
 record, or an authenticated account whose effective services (account and domain) include
 ``relay`` and, away from the Client IPs, ``roaming`` (COMMUNIGATE.md a.6). An authenticated
@@ -28,7 +28,7 @@ from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
 
-LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL"})
+LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL", "GROUP"})
 
 
 @implementer(IPolicy, IMessageCheck)

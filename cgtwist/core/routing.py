@@ -196,6 +196,8 @@ class Routing:
             if isinstance(query, router.AccountQuery):
                 account = await self.store.get_account(query.local, query.domain)
                 return account.address if account is not None else None
+            if isinstance(query, router.GroupQuery):
+                return await self.store.resolve_group(query.local, query.domain)
             target = await self.store.resolve_alias(query.local, query.domain)
             return target or None
         except (InvalidName, NotFound):  # a name the store cannot hold is no account

@@ -33,8 +33,8 @@ from cgtwist.interfaces import IAccountStore
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
+from cgtwist.storage.groups import GroupStore
 from cgtwist.storage.passwords import PasswordHasher, generate_password
-from cgtwist.storage.settings_store import SettingsStore
 from cgtwist.storage.storebase import InvalidValue, _deferred
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
@@ -88,23 +88,11 @@ def check_scoped_settings(scope: str, values: Optional[Mapping[str, Any]]) -> di
 
 def check_target(target: str, domain: str) -> str:
     """Validate an alias target address; a bare name means that name in the alias's domain."""
-    t = target.strip()
-    if not t or len(t) > 320 or any(c.isspace() or c in '<>"(),;:\\[]' or ord(c) < 32 for c in t):
-        raise InvalidValue(f"invalid alias target {target!r}")
-    local, sep, dom = t.rpartition("@")
-    if not sep:
-        local, dom = t, domain
-    if not local or len(local) > 64:
-        raise InvalidValue(f"invalid alias target {target!r}")
-    try:
-        dom = check_domain(dom)
-    except InvalidName:
-        raise InvalidValue(f"invalid alias target {target!r}") from None
-    return f"{local}@{dom}"
+    return tables.check_target_address(target, domain)
 
 
 @implementer(IAccountStore)
-class AccountStore(SettingsStore):
+class AccountStore(GroupStore):
     """Domains, accounts, aliases and settings in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
@@ -354,6 +342,8 @@ class AccountStore(SettingsStore):
             raise AlreadyExists(f"account {n}@{d} already exists")
         if tables.alias_target_txn(cur, did, n) is not None:
             raise AlreadyExists(f"{n}@{d} is an alias")
+        if tables.group_exists_txn(cur, did, n):
+            raise AlreadyExists(f"{n}@{d} is a forwarder or group")
         self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
 
     def _insert_account_txn(

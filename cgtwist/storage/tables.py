@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage.database import Cursor
+from cgtwist.storage.storebase import InvalidValue
 from cgtwist.types import Account
 
 # CommuniGate "Enabled Services" (COMMUNIGATE.md a.1, a.6). The effective set of an account is
@@ -23,6 +24,24 @@ POSTMASTER = "postmaster"
 PBX = "pbx"
 KIND_USER = "user"
 KIND_SERVICE = "service"  # exists for mail routing, can never log in (pbx)
+
+
+def check_target_address(target: str, domain: str) -> str:
+    """Validate an alias, forwarder or group target address; a bare name means that name in
+    the domain of the alias (forwarder, group)."""
+    t = target.strip()
+    if not t or len(t) > 320 or any(c.isspace() or c in '<>"(),;:\\[]' or ord(c) < 32 for c in t):
+        raise InvalidValue(f"invalid alias target {target!r}")
+    local, sep, dom = t.rpartition("@")
+    if not sep:
+        local, dom = t, domain
+    if not local or len(local) > 64:
+        raise InvalidValue(f"invalid alias target {target!r}")
+    try:
+        dom = check_domain(dom)
+    except InvalidName:
+        raise InvalidValue(f"invalid alias target {target!r}") from None
+    return f"{local}@{dom}"
 
 
 def services_json(services: Optional[frozenset[str]]) -> Optional[str]:
@@ -61,6 +80,13 @@ def account_row_txn(cur: Cursor, did: int, n: str) -> Optional[int]:
 def alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
     row = cur.query_one("SELECT target FROM aliases WHERE domain_id = ? AND name = ?", (did, n))
     return row[0] if row else None
+
+
+def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
+    """Is ``n`` a forwarder or group of domain ``did`` (schema delta 005)?"""
+    return (
+        cur.query_one("SELECT 1 FROM groups WHERE domain_id = ? AND name = ?", (did, n)) is not None
+    )
 
 
 def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
@@ -146,7 +172,7 @@ def remove_domain_txn(cur: Cursor, d: str, force: bool) -> None:
         raise StoreError(
             f"domain {d} has {na} account(s) and {nl} alias(es); remove them first or force"
         )
-    for table in ("accounts", "aliases", "domain_aliases"):
+    for table in ("accounts", "aliases", "domain_aliases", "groups"):
         cur.execute(f"DELETE FROM {table} WHERE domain_id = ?", (did,))
     cur.execute("DELETE FROM domains WHERE id = ?", (did,))
 
@@ -282,6 +308,8 @@ def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
         raise AlreadyExists(f"{n}@{d} is an account")
     if alias_target_txn(cur, did, n) is not None:
         raise AlreadyExists(f"alias {n}@{d} already exists")
+    if group_exists_txn(cur, did, n):
+        raise AlreadyExists(f"{n}@{d} is a forwarder or group")
     cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 

@@ -99,3 +99,36 @@ def test_mail_service_off_refuses_mail_at_rcpt(server: Server) -> None:
         code, text = s.rcpt("quiet@example.test")
         assert (code, text[:5]) == (550, b"5.2.1"), (code, text)
         assert s.rcpt("alice@example.test")[0] == 250
+
+
+def test_forwarders_accept_outside_mail_and_groups_deliver_to_each_member(
+    server: Server,
+) -> None:
+    """An alias to an outside address is refused to outside senders (554: relaying), a
+    Forwarder to the same address is accepted from anyone; a Group delivers one copy to each
+    member, with its hop marker."""
+    server.admin("alias", "add", "oldfriend@example.test", "friend@elsewhere.test")
+    server.admin("forwarder", "add", "friend@example.test", "friend@elsewhere.test")
+    server.admin("group", "add", "team@example.test", "alice", "bob@example.test")
+    listed = server.admin("group", "list").stdout
+    assert "team@example.test -> alice@example.test, bob@example.test" in listed
+    before = {a: len(server.messages(a)) for a in ("alice", "bob")}
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("someone@elsewhere.test")
+        assert s.rcpt("oldfriend@example.test")[0] == 554
+        assert s.rcpt("friend@example.test")[0] == 250
+        s.rset()
+        s.sendmail(
+            "someone@elsewhere.test",
+            ["team@example.test"],
+            b"From: someone@elsewhere.test\r\nTo: team@example.test\r\nSubject: team\r\n\r\nhi\r\n",
+        )
+    for account in ("alice", "bob"):
+        wait_for(
+            lambda a=account: len(server.messages(a)) == before[a] + 1,
+            what=f"group copy for {account}",
+        )
+        newest = [m for m in server.messages(account) if b"Subject: team" in m]
+        assert len(newest) == 1
+        assert b"Delivered-To: team@example.test" in newest[0]
