@@ -34,6 +34,17 @@ class MailLimits:
     )
 
 
+@dataclass(frozen=True)
+class QuotaLimits:
+    """What an account may keep (CommuniGate's folder limit)."""
+
+    max_folders: int = setting(
+        0,
+        "mailbox folders the account may have besides INBOX (the special-use ones count); "
+        "IMAP CREATE beyond it answers NO [LIMIT]; read at login; 0 = no limit",
+    )
+
+
 def _classes(key: str, value: object) -> None:
     at_most(4, f"{key}: there are 4 character classes (lower, upper, digit, other)")(key, value)
 
@@ -58,6 +69,7 @@ class AccountDefaults:
     """Every account setting with a default (the server's Account Defaults)."""
 
     mail: MailLimits = field(default_factory=MailLimits)
+    quota: QuotaLimits = field(default_factory=QuotaLimits)
     password: PasswordPolicy = field(default_factory=PasswordPolicy)
 
 
@@ -181,6 +193,7 @@ def _typed(flat: Mapping[tuple[str, ...], object]) -> AccountDefaults:
 
     return AccountDefaults(
         mail=MailLimits(max_message_size=count("mail", "max_message_size")),
+        quota=QuotaLimits(max_folders=count("quota", "max_folders")),
         password=PasswordPolicy(
             min_length=count("password", "min_length"),
             min_classes=count("password", "min_classes"),

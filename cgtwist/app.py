@@ -163,10 +163,9 @@ class Components:
             nameservers, timeout=cfg.dns_timeout, max_concurrency=100, reactor=reactor
         )
         self.routing = Routing(store, settings, cfg.main_domain)
+        self.limits = AccountLimits(store, settings)
         self.policy = ProtectedPolicy(
-            BasicPolicy(
-                self.routing, settings, accounts=store, limits=AccountLimits(store, settings)
-            ),
+            BasicPolicy(self.routing, settings, accounts=store, limits=self.limits),
             self.resolver,
             settings,
             reactor,
@@ -185,7 +184,9 @@ class Components:
         )
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.submission = Submission(self.spool, settings, reactor)
-        self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
+        self.realm = MailRealm(
+            cfg.base_dir, store, self.notifier, cfg.main_domain, limits=self.limits
+        )
         # One per-account failure budget behind the one checker every login goes through.
         self.account_guard = AccountGuard(reactor, settings)
         self.portal = Portal(

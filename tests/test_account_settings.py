@@ -33,6 +33,7 @@ class EffectiveTests(unittest.TestCase):
                 "mail.max_message_size": (1000, "domain"),
                 "password.min_length": (12, "account"),
                 "password.min_classes": (0, "default"),
+                "quota.max_folders": (0, "default"),
             },
         )
 

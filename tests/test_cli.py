@@ -407,14 +407,15 @@ class DomainAliasSettingsTests(CLITestCase):
         self.assertEqual(
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
             "unknown account setting 'nonsense.key' (known: admin, mail.max_message_size, "
-            "password.min_classes, password.min_length, rules.allowed, smtp.send_as)",
+            "password.min_classes, password.min_length, quota.max_folders, rules.allowed, "
+            "smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
                 "settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"
             ),
             "unknown domain setting 'MaxAccountSize' (known: mail.max_message_size, "
-            "password.min_classes, password.min_length, rules.allowed)",
+            "password.min_classes, password.min_length, quota.max_folders, rules.allowed)",
         )
         self.assertIn(
             "a server setting: set it without --domain/--account",
@@ -680,6 +681,7 @@ class EffectiveSettingsTests(CLITestCase):
             "mail.max_message_size = 1000  (domain)\n"
             "password.min_classes = 0  (default)\n"
             "password.min_length = 6  (server)\n"
+            "quota.max_folders = 0  (default)\n"
             'rules.allowed = "No Redirect"  (account)\n'
             'smtp.send_as = ""  (default)\n',
         )

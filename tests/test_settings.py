@@ -89,7 +89,8 @@ class SettingsTests(unittest.TestCase):
         self.assertEqual(
             str(e),
             "unknown account setting 'nonsense.key' (known: admin, mail.max_message_size, "
-            "password.min_classes, password.min_length, rules.allowed, smtp.send_as)",
+            "password.min_classes, password.min_length, quota.max_folders, rules.allowed, "
+            "smtp.send_as)",
         )
         self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
         # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is

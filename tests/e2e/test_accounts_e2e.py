@@ -132,3 +132,32 @@ def test_forwarders_accept_outside_mail_and_groups_deliver_to_each_member(
         newest = [m for m in server.messages(account) if b"Subject: team" in m]
         assert len(newest) == 1
         assert b"Delivered-To: team@example.test" in newest[0]
+
+
+def test_max_folders_refuses_imap_create_with_limit(
+    server: Server, tls_context: ssl.SSLContext
+) -> None:
+    """quota.max_folders (here a domain's Account Default) caps IMAP CREATE: NO [LIMIT]."""
+    server.admin("domain", "add", "folders.test")
+    server.admin("account", "add", "filer@folders.test", "--password", "Filer-secret1")
+
+    def login() -> imaplib.IMAP4_SSL:
+        m = imaplib.IMAP4_SSL(
+            "localhost", server.port("imap", tls="implicit"), ssl_context=tls_context, timeout=30
+        )
+        m.login("filer@folders.test", "Filer-secret1")
+        return m
+
+    m = login()
+    try:
+        have = len(m.list()[1]) - 1  # every folder but INBOX (the special-use ones count)
+    finally:
+        m.logout()
+    server.admin("settings", "set", "quota.max_folders", str(have + 1), "--domain", "folders.test")
+    m = login()
+    try:
+        assert m.create("Projects")[0] == "OK"
+        typ, data = m.create("More")
+        assert typ == "NO" and b"[LIMIT]" in data[0], (typ, data)
+    finally:
+        m.logout()
