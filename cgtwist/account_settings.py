@@ -16,7 +16,7 @@ Three older keys read by other parts keep their names and meaning (``SCOPED``): 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Container, Mapping, Optional
 
 from cgtwist.settings_fields import Spec, at_most, check_value, setting, walk
 
@@ -145,21 +145,22 @@ def effective(
     server: Mapping[str, object],
     domain: Mapping[str, object],
     account: Mapping[str, object],
+    server_set: Container[str] = frozenset(),
     problems: Optional[dict[str, str]] = None,
 ) -> Effective:
     """Lay the account's own settings over its domain's over the server's.
 
-    ``server`` answers server setting names (``cgtwist.settings.Settings`` is such a mapping);
-    ``domain`` and ``account`` are the rows' stored settings. A stored value that fails its
-    check (written by hand or by another version) is passed over, named in ``problems``.
+    ``server`` answers server setting names (``cgtwist.settings.Settings`` is such a mapping)
+    and ``server_set`` names those the administrator set (``Settings.overrides``): a server
+    value's source is "server" for those, "default" for the rest. ``domain`` and ``account``
+    are the rows' stored settings. A stored value that fails its check (written by hand or by
+    another version) is passed over, named in ``problems``.
     """
     sources: dict[str, tuple[object, str]] = {}
     for name, sc in SCOPED.items():
         if sc.server_key and sc.server_key in server:
-            value, source = server[sc.server_key], "server"
-            overrides = getattr(server, "overrides", None)
-            if overrides is not None and sc.server_key not in overrides:
-                source = "default"
+            value = server[sc.server_key]
+            source = "server" if sc.server_key in server_set else "default"
         else:
             value, source = sc.default, "default"
         for scope, values in (("domain", domain), ("account", account)):

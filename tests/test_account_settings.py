@@ -18,6 +18,7 @@ class EffectiveTests(unittest.TestCase):
             server,
             {"mail.max_message_size": 1000, "password.min_length": 8},
             {"password.min_length": 12, "admin": True},
+            server.overrides,
         )
         self.assertEqual(eff.values.mail.max_message_size, 1000)
         self.assertEqual(eff.values.password.min_length, 12)
@@ -39,12 +40,15 @@ class EffectiveTests(unittest.TestCase):
 
     def test_server_account_defaults_apply_when_nobody_below_sets_one(self) -> None:
         server = settings.Settings({"account_defaults.mail.max_message_size": 5000})
-        eff = effective(server, {}, {})
+        eff = effective(server, {}, {}, server.overrides)
         self.assertEqual(eff.sources["mail.max_message_size"], (5000, "server"))
+        self.assertEqual(eff.sources["password.min_length"], (0, "default"))
 
     def test_a_bad_stored_value_is_passed_over_and_named(self) -> None:
         problems: dict[str, str] = {}
-        eff = effective(settings.Settings(), {"mail.max_message_size": "big"}, {}, problems)
+        eff = effective(
+            settings.Settings(), {"mail.max_message_size": "big"}, {}, problems=problems
+        )
         self.assertEqual(eff.sources["mail.max_message_size"], (0, "default"))
         self.assertIn("domain:mail.max_message_size", problems)
 

@@ -83,7 +83,8 @@ class AccountLimits:
         scoped = await self._accounts.get_scoped_settings(name, domain)
         account = None
         if scoped is not None:
-            eff = account_settings.effective(self._settings.current, scoped[0], scoped[1])
+            current = self._settings.current
+            eff = account_settings.effective(current, scoped[0], scoped[1], current.overrides)
             account = Account(eff, scoped[2])
         if len(self._cache) >= self.MAX_CACHED:
             self._cache.clear()

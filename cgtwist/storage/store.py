@@ -570,7 +570,7 @@ class AccountStore(GroupStore):
             own = await self.get_account_settings(name, domain)
             dom = await self._inherited(domain)
         server = dynamic.Settings(await self.get_settings())
-        return account_settings.effective(server, dom, own)
+        return account_settings.effective(server, dom, own, server.overrides)
 
     @_deferred
     async def get_scoped_settings(
@@ -602,7 +602,7 @@ class AccountStore(GroupStore):
     ) -> None:
         server = dynamic.Settings(await self.get_settings())
         dom = await self._inherited(domain)
-        policy = account_settings.effective(server, dom, own).values.password
+        policy = account_settings.effective(server, dom, own, server.overrides).values.password
         reason = account_settings.password_refusal(policy, password)
         if reason:
             raise InvalidValue(reason)
