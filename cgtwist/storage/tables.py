@@ -167,11 +167,14 @@ def remove_domain_txn(cur: Cursor, d: str, force: bool) -> None:
         raise NotFound(f"domain {d} does not exist")
     accounts = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
     aliases = cur.query_one("SELECT COUNT(*) FROM aliases WHERE domain_id = ?", (did,))
+    groups = cur.query_one("SELECT COUNT(*) FROM groups WHERE domain_id = ?", (did,))
     na, nl = (int(accounts[0]) if accounts else 0), (int(aliases[0]) if aliases else 0)
-    if (na or nl) and not force:
-        raise StoreError(
-            f"domain {d} has {na} account(s) and {nl} alias(es); remove them first or force"
-        )
+    ng = int(groups[0]) if groups else 0
+    if (na or nl or ng) and not force:
+        what = f"{na} account(s) and {nl} alias(es)"
+        if ng:
+            what = f"{na} account(s), {nl} alias(es) and {ng} forwarder(s) or group(s)"
+        raise StoreError(f"domain {d} has {what}; remove them first or force")
     for table in ("accounts", "aliases", "domain_aliases", "groups"):
         cur.execute(f"DELETE FROM {table} WHERE domain_id = ?", (did,))
     cur.execute("DELETE FROM domains WHERE id = ?", (did,))
