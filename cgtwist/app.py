@@ -25,6 +25,7 @@ from twisted.python.threadpool import ThreadPool
 
 from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
+from cgtwist.core.account_limits import AccountLimits
 from cgtwist.core.auth import AccountChecker
 from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
@@ -32,6 +33,7 @@ from cgtwist.core.routing import Routing
 from cgtwist.core.rules import RulesRunner, existing_mailboxes
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
+from cgtwist.delivery.group import GroupDelivery
 from cgtwist.delivery.listagent import ListAgent, load_secret
 from cgtwist.delivery.listtimer import ListTimer
 from cgtwist.delivery.local import LocalDelivery
@@ -177,8 +179,9 @@ class Components:
         )
         self.lists = ListStore(store.db)
         self.routing = Routing(store, settings, cfg.main_domain, lists=self.lists)
+        self.limits = AccountLimits(store, settings)
         self.policy = ProtectedPolicy(
-            BasicPolicy(self.routing, settings, accounts=store),
+            BasicPolicy(self.routing, settings, accounts=store, limits=self.limits),
             self.resolver,
             settings,
             reactor,
@@ -197,14 +200,19 @@ class Components:
         )
         self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
         self.submission = Submission(self.spool, settings, reactor)
-        self.realm = MailRealm(cfg.base_dir, store, self.notifier, cfg.main_domain)
+        self.realm = MailRealm(
+            cfg.base_dir, store, self.notifier, cfg.main_domain, limits=self.limits
+        )
         # One per-account failure budget behind the one checker every login goes through.
         self.account_guard = AccountGuard(reactor, settings)
         self.portal = Portal(
             self.realm,
             [
                 AccountChecker(
-                    store, is_client_ip=self.policy.is_client_ip, guard=self.account_guard
+                    store,
+                    is_client_ip=self.policy.is_client_ip,
+                    guard=self.account_guard,
+                    router=self.routing,
                 )
             ],
         )
@@ -273,6 +281,7 @@ class Components:
                 "SMTP": self.smtp_out,
                 "PIPE": pipe,
                 "LIST": self.list_agent,
+                "GROUP": GroupDelivery(store, self.submission),
             },
             settings,
             reactor,

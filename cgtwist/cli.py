@@ -62,7 +62,13 @@ from cgtwist.storage.passwords import PasswordHasher
 from cgtwist.storage.store import AccountStore, open_store
 
 PROG = "cgtwist-admin"
-PLUGINS = ("cgtwist.cli_router", "cgtwist.cli_queue", "cgtwist.cli_rules", "cgtwist.cli_lists")
+PLUGINS = (
+    "cgtwist.cli_router",
+    "cgtwist.cli_queue",
+    "cgtwist.cli_rules",
+    "cgtwist.cli_lists",
+    "cgtwist.cli_accounts",
+)
 BUILTIN = ("cgtwist.cli_users",)  # domain, account, alias, settings, node: always present
 
 

@@ -13,6 +13,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from cgtwist import cli_accounts
 from cgtwist import settings as dynamic
 from cgtwist.admin.operations import services_list
 from cgtwist.storage.store import SERVICES
@@ -162,6 +163,8 @@ def _scope(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def settings_show(ctx: Context, args: argparse.Namespace) -> None:
+    if args.effective:
+        return await cli_accounts.settings_show_effective(ctx, args)
     if args.domain or args.account:
         scope = _scope(ctx, args)
         values = await ctx.admin.scoped_settings(scope.get("domain"), scope.get("account"))
@@ -319,6 +322,12 @@ def register(groups: Any) -> None:
         p = g.add_parser(action, help=f"{action} server (or --domain/--account) settings")
         if extra == "?":
             p.add_argument("key", nargs="?")
+            p.add_argument(
+                "--effective",
+                action="store_true",
+                help="with --account or --domain: every account setting in force and where "
+                "it comes from (default, server, domain, account)",
+            )
         else:
             p.add_argument("key")
         if extra == "value":

@@ -130,7 +130,10 @@ class IPolicy(Interface):
         """Check the reverse-path (str, "" for <>); fire with None or errback MailError."""
 
     def rcpt_to(session, sender, recipient, params):  # type: ignore[no-untyped-def]
-        """Check one recipient; fire with the normalised recipient address (str)."""
+        """Check one recipient; fire with the normalised recipient address (str).
+
+        ``params`` are the RCPT parameters, plus ``SIZE`` as the client declared it at MAIL
+        (RFC 1870) so a recipient's own limit can refuse it here (552 5.3.4)."""
 
     def trace_headers(session, envelope):  # type: ignore[no-untyped-def]
         """Fire with a list of extra header lines (bytes, CRLF-free) to prepend, e.g. SPF results."""

@@ -57,6 +57,9 @@ __all__ = [
     "AddressError",
     "AliasQuery",
     "DomainQuery",
+    "Group",
+    "GroupQuery",
+    "ListQuery",
     "Query",
     "Record",
     "Resolution",
@@ -109,7 +112,24 @@ class ListQuery:
     domain: str
 
 
-Query = Union[DomainQuery, AccountQuery, AliasQuery, ListQuery]
+@dataclass(frozen=True)
+class GroupQuery:
+    """Ask: is ``local@domain`` a Forwarder or a Group? Answer: its ``Group`` or None."""
+
+    local: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """A Forwarder (``kind`` "forwarder": mail goes on to ``targets``, accepted from anyone)
+    or a Group ("group": a copy to each member) as the store keeps it."""
+
+    kind: str
+    targets: tuple[str, ...]
+
+
+Query = Union[DomainQuery, AccountQuery, AliasQuery, ListQuery, GroupQuery]
 
 
 @dataclass(frozen=True)
@@ -217,6 +237,20 @@ class _Resolver:
             return Resolution(route, (*steps, step, *sub.steps), sub.hops)
         return (yield from self._analyse(local, domain, hops, trusted, steps))
 
+    def _group(self, address: str, group: Group, hops: int, steps: list[RouteStep]) -> RouteGen:
+        """A Forwarder with one target is routed on to it, and that route relays whoever sent
+        the message (the name is ours, like an account's); a Group, or a Forwarder with more
+        than one target, is the GROUP module, which sends a copy to each."""
+        if hops >= self.max_hops:
+            return self._done(steps, error_route(address, LOOP), hops, address)
+        if group.kind == "forwarder" and len(group.targets) == 1:
+            steps.append(RouteStep("forwarder", address, group.targets[0]))
+            sub = yield from self.route(group.targets[0], hops + 1, trusted=True)
+            route = replace(sub.route, relay=True) if sub.route.module == "SMTP" else sub.route
+            return Resolution(route, (*steps, *sub.steps), sub.hops)
+        steps.append(RouteStep(group.kind, address, ", ".join(group.targets)))
+        return self._done(steps, Route("GROUP", address, address), hops, address)
+
     def _analyse(
         self, local: str, domain: str, hops: int, trusted: bool, steps: list[RouteStep]
     ) -> RouteGen:
@@ -247,7 +281,10 @@ class _Resolver:
             return self._done(steps, Route("LIST", mailing_list, address), hops, address)
         target = yield AliasQuery(_unquote(local), domain)
         if not target:
-            return self._done(steps, error_route(address, UNKNOWN_USER), hops, address)
+            group = yield GroupQuery(_unquote(local), domain)
+            if not group:
+                return self._done(steps, error_route(address, UNKNOWN_USER), hops, address)
+            return (yield from self._group(address, group, hops, steps))
         if hops >= self.max_hops:
             return self._done(steps, error_route(address, LOOP), hops, address)
         steps.append(RouteStep("alias", address, target))
@@ -291,6 +328,7 @@ class StaticFacts:
     accounts: frozenset[str] = frozenset()  # "name@domain", lower-case
     aliases: Mapping[str, str] = field(default_factory=dict)  # "name@domain" -> target
     lists: Mapping[str, str] = field(default_factory=dict)  # "name-on@domain" -> list address
+    groups: Mapping[str, Group] = field(default_factory=dict)  # "name@domain" -> Group
 
     def answer(self, query: Query) -> Any:
         if isinstance(query, DomainQuery):
@@ -300,6 +338,8 @@ class StaticFacts:
             return key if key in self.accounts else None
         if isinstance(query, ListQuery):
             return self.lists.get(key)
+        if isinstance(query, GroupQuery):
+            return self.groups.get(key)
         return self.aliases.get(key)
 
 

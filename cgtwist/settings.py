@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from dataclasses import fields as dataclasses_fields
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
-from cgtwist import settings_protection
+from cgtwist import account_settings, settings_protection
 from cgtwist.settings_fields import (
     Check,
     Spec,
@@ -873,6 +873,10 @@ class Settings(Mapping[str, Any]):
     rules: RulesSettings = field(default_factory=RulesSettings)
     web: WebSettings = field(default_factory=WebSettings)
     lists: ListsSettings = field(default_factory=ListsSettings)
+    # The server's Account Defaults (cgtwist.account_settings): domains and accounts inherit.
+    account_defaults: account_settings.AccountDefaults = field(
+        default_factory=account_settings.AccountDefaults
+    )
     # What the administrator changed (name -> value, as stored) and why any was not used.
     overrides: dict[str, Any] = field(default_factory=dict, repr=False)
     problems: dict[str, str] = field(default_factory=dict, repr=False)
@@ -1000,48 +1004,41 @@ class SettingsHolder:
 
 
 # Per-account and per-domain settings (``cgtwist-admin settings set --account/--domain``):
-# exactly the keys something reads, with their type and meaning. Anything else is refused
-# rather than stored to do nothing. Server settings (DEFAULTS) do not apply per domain or
-# account. ``admin`` is written by the first start (postmaster) and ``account add --admin``.
-ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = {
-    "admin": (
-        bool,
-        "a server administrator: shown as [admin] by 'account list', may send as any "
-        "address of its domain; postmaster has it from the first start",
-    ),
-    "domain_admin": (
-        bool,
-        "a domain administrator: manages its own domain's accounts in WebAdmin",
-    ),
-    "smtp.send_as": (
-        object,
-        "addresses and * patterns this account may also send as "
-        "(cgtwist.core.senders), validated as the server setting",
-    ),
-    "rules.allowed": (object, "which Rule actions this account may use (RulesAllowed)"),
-}
-DOMAIN_SETTINGS: dict[str, tuple[type, str]] = {
-    "rules.allowed": (object, "RulesAllowed of this domain's accounts that set none"),
-}
+# the one schema of cgtwist.account_settings, by name with its type and meaning. Anything
+# else is refused rather than stored to do nothing. Other server settings do not apply per
+# domain or account. ``admin`` is written by the first start and ``account add --admin``.
+def _scoped_table(scope: str) -> dict[str, tuple[type, str]]:
+    out: dict[str, tuple[type, str]] = {}
+    for name, sc in account_settings.known(scope).items():
+        kind: type = object if sc.spec is None else int
+        out[name] = (bool if name in ("admin", "domain_admin") else kind, sc.doc)
+    return out
+
+
+ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = _scoped_table("account")
+DOMAIN_SETTINGS: dict[str, tuple[type, str]] = _scoped_table("domain")
 
 
 def validate_scoped(scope: str, key: str, value: object) -> object:
     """Check an account (``scope`` "account") or domain ("domain") setting before it is
     stored; returns the value or raises ValueError naming the key and what is allowed."""
-    known = ACCOUNT_SETTINGS if scope == "account" else DOMAIN_SETTINGS
-    if key not in known:
+    known = account_settings.known(scope)
+    sc = known.get(key)
+    if sc is None:
         allowed = f"known: {', '.join(sorted(known))}" if known else f"{scope}s have none yet"
-        hint = " (a server setting: set it without --domain/--account)" if key in DEFAULTS else ""
+        if key.startswith(account_settings.SERVER_PREFIX):
+            hint = f" (the server's default; here: {key[len(account_settings.SERVER_PREFIX) :]})"
+        elif key in DEFAULTS:
+            hint = " (a server setting: set it without --domain/--account)"
+        else:
+            hint = ""
         raise ValueError(f"unknown {scope} setting {key!r} ({allowed}){hint}")
-    want, _doc = known[key]
-    if want is object:  # the same value as the server setting of that name
-        return validate(key, value)
-    if want is bool and not isinstance(value, bool):
+    if sc.spec is not None:
+        return check_value(sc.spec, value)
+    if sc.server_key:  # the same value as the server setting of that name
+        return validate(sc.server_key, value)
+    if not isinstance(value, bool):
         raise ValueError(f"{scope} setting {key} must be true or false")
-    if want is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"{scope} setting {key} must be a non-negative integer")
-    if want is str and not isinstance(value, str):
-        raise ValueError(f"{scope} setting {key} must be a string")
     return value
 
 

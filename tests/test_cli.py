@@ -407,14 +407,16 @@ class DomainAliasSettingsTests(CLITestCase):
         await self.cli("account", "add", "alice", "--password", "x")
         self.assertEqual(
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
-            "unknown account setting 'nonsense.key' "
-            "(known: admin, domain_admin, rules.allowed, smtp.send_as)",
+            "unknown account setting 'nonsense.key' (known: admin, domain_admin, "
+            "mail.max_message_size, password.min_classes, password.min_length, "
+            "quota.max_folders, rules.allowed, smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
                 "settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"
             ),
-            "unknown domain setting 'MaxAccountSize' (known: rules.allowed)",
+            "unknown domain setting 'MaxAccountSize' (known: mail.max_message_size, "
+            "password.min_classes, password.min_length, quota.max_folders, rules.allowed)",
         )
         self.assertIn(
             "a server setting: set it without --domain/--account",
@@ -678,3 +680,58 @@ class SQLiteStoreExistsTests(StoreExistsMixin, DatabaseCase):
 
 class PostgresStoreExistsTests(StoreExistsMixin, DatabaseCase):
     engine = "postgresql"
+
+
+class EffectiveSettingsTests(CLITestCase):
+    async def test_show_effective_says_where_each_value_comes_from(self) -> None:
+        """``settings show --effective --account A``: every account setting, its value and
+        whether it is the default, the server's Account Default, the domain's or its own."""
+        await self.cli("account", "add", "alice", "--password", "x")
+        await self.cli("settings", "set", "account_defaults.password.min_length", "6")
+        await self.cli(
+            "settings", "set", "mail.max_message_size", "1000", "--domain", "example.com"
+        )
+        await self.cli("settings", "set", "rules.allowed", '"No Redirect"', "--account", "alice")
+        out, _ = await self.cli("settings", "show", "--effective", "--account", "alice")
+        self.assertEqual(
+            out,
+            "admin = false  (default)\n"
+            "mail.max_message_size = 1000  (domain)\n"
+            "password.min_classes = 0  (default)\n"
+            "password.min_length = 6  (server)\n"
+            "quota.max_folders = 0  (default)\n"
+            'rules.allowed = "No Redirect"  (account)\n'
+            'smtp.send_as = ""  (default)\n',
+        )
+        out, _ = await self.cli(
+            "settings", "show", "--effective", "--domain", "example.com", "rules.allowed"
+        )
+        self.assertTrue(out.startswith('rules.allowed = "Any"  (default)\n'), out)
+        self.assertIn(
+            "unknown account setting",
+            await self.error("settings", "show", "--effective", "--account", "alice", "quota"),
+        )
+        self.assertIn(
+            "needs --account or --domain", await self.error("settings", "show", "--effective")
+        )
+
+    async def test_password_policy_refuses_with_the_reason(self) -> None:
+        """``account add``/``passwd`` refuse a password the policy (server, domain, account)
+        does not allow, saying why; a generated password is random and always allowed."""
+        await self.cli("settings", "set", "password.min_length", "10", "--domain", "example.com")
+        self.assertEqual(
+            await self.error("account", "add", "alice", "--password", "short"),
+            "the password is too short: at least 10 characters",
+        )
+        self.assertNotIn("alice@", (await self.cli("account", "list"))[0])
+        await self.cli("account", "add", "alice", "--password", "longenough1")
+        await self.cli("settings", "set", "password.min_classes", "3", "--account", "alice")
+        self.assertIn(
+            "too simple: mix at least 3",
+            await self.error("account", "passwd", "alice", "--password", "longenough2"),
+        )
+        self.assertEqual(await self.verify("alice@example.com", "longenough1"), "alice@example.com")
+        await self.cli("account", "passwd", "alice", "--password", "Longenough2")
+        self.assertEqual(await self.verify("alice@example.com", "Longenough2"), "alice@example.com")
+        out, _ = await self.cli("account", "add", "bob")
+        self.assertIn("password for bob@example.com: ", out)

@@ -296,12 +296,14 @@ class TableSemanticsTests(unittest.TestCase):
 
     def test_facts_asked_in_order(self) -> None:
         """The generator asks for the domain, then the account, the mailing list (an object of
-        the domain like an account), then the alias, nothing more."""
+        the domain like an account), then the alias, then the forwarder or group, nothing
+        more."""
         gen = router.resolve(parse_table(""), "Al@Other.DOM", MAIN)
         self.assertEqual(gen.send(None), DomainQuery("other.dom"))
         self.assertEqual(gen.send(True), AccountQuery("Al", "other.dom"))
         self.assertEqual(gen.send(None), router.ListQuery("Al", "other.dom"))
         self.assertEqual(gen.send(None), AliasQuery("Al", "other.dom"))
+        self.assertEqual(gen.send(None), router.GroupQuery("Al", "other.dom"))
         with self.assertRaises(StopIteration) as cm:
             gen.send(None)
         self.assertEqual(cm.exception.value.route.error, router.UNKNOWN_USER)

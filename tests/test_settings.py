@@ -90,8 +90,9 @@ class SettingsTests(unittest.TestCase):
         e = self.assertRaises(ValueError, settings.validate_scoped, "account", "nonsense.key", 1)
         self.assertEqual(
             str(e),
-            "unknown account setting 'nonsense.key' "
-            "(known: admin, domain_admin, rules.allowed, smtp.send_as)",
+            "unknown account setting 'nonsense.key' (known: admin, domain_admin, "
+            "mail.max_message_size, password.min_classes, password.min_length, "
+            "quota.max_folders, rules.allowed, smtp.send_as)",
         )
         self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
         # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is

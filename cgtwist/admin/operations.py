@@ -197,6 +197,7 @@ class Admin:
             settings={"admin": True} if admin else None,
             enabled=enabled,
             password_hash=password_hash,
+            check_policy=generated is None,  # a random password is not held to the policy
         )
         await self._change("account", f"account {name}@{domain} created")
         return generated
@@ -223,7 +224,7 @@ class Admin:
                 password = generated = generate_password()
             if not password:
                 raise AdminError("the password must not be empty")
-            await self.store.set_password(name, domain, password)
+            await self.store.set_password(name, domain, password, check_policy=generated is None)
         await self._change("account", f"password of {name}@{domain} changed")
         return generated
 

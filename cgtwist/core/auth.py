@@ -22,6 +22,7 @@ from cgtwist.errors import InvalidName, MailError, StoreUnavailable
 from cgtwist.interfaces import IAccountStore
 from cgtwist.logs import Logger
 from cgtwist.paths import check_account, check_domain
+from cgtwist.types import Route
 
 MAX_LOGIN_LENGTH = 320  # RFC 5321 §4.5.3.1.1/2: 64 octets local part + "@" + 255 domain
 
@@ -76,6 +77,13 @@ class IAccountGuard(Protocol):
         """A login to a locked account was refused; fires once its delay has passed."""
 
 
+class ILoginRouter(Protocol):
+    """The Router as a login sees it (cgtwist.core.routing.Routing): ``route(login, "access")``."""
+
+    def route(self, address: str, kind: str = "mail") -> Deferred[Route]:
+        """Fire with the Route of ``address`` for ``kind``; MailError when it cannot."""
+
+
 def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -85,7 +93,8 @@ class AccountChecker:
     """Check IUsernamePassword credentials against an IAccountStore.
 
     Fires with the avatar id ``"name@domain"`` (str, lower-case; an alias gives its target
-    account) or fails with UnauthorizedLogin (unknown user, wrong password, disabled account,
+    account; with a ``router``, a login name first goes through its ``Access:`` records and
+    aliases) or fails with UnauthorizedLogin (unknown user, wrong password, disabled account,
     service account such as ``pbx``, ``service`` not enabled for the account, or an account
     ``guard`` has locked), or with AuthUnavailable when the store fails. With a ``guard``,
     wrong passwords from other than Client IPs count against the login's budget and their
@@ -101,11 +110,13 @@ class AccountChecker:
         service: Optional[str] = None,
         is_client_ip: Optional[Callable[[str], bool]] = None,
         guard: Optional[IAccountGuard] = None,
+        router: Optional[ILoginRouter] = None,
     ) -> None:
         self._store: Any = store  # zope interface methods have no ``self`` for mypy
         self._service = service
         self._is_client_ip = is_client_ip
         self._guard = guard
+        self._router = router
 
     def requestAvatarId(self, credentials: Any) -> Deferred[str]:  # type: ignore[override]  # str avatar ids, as everywhere here
         return Deferred.fromCoroutine(
@@ -123,6 +134,8 @@ class AccountChecker:
             name, domain = parse_login(_text(username), self._store.main_domain)
         except (InvalidName, UnicodeDecodeError):
             name, domain = "", self._store.main_domain  # the store does the dummy work
+        if name and self._router is not None:
+            name, domain = await self._access(name, domain)
         guard = self._guard
         login = f"{name}@{domain}"
         is_client = bool(peer_ip) and self._is_client_ip is not None and self._is_client_ip(peer_ip)
@@ -161,6 +174,31 @@ class AccountChecker:
             )
             raise UnauthorizedLogin()
         return str(account.address).lower()
+
+    async def _access(self, name: str, domain: str) -> tuple[str, str]:
+        """The account a login name is (COMMUNIGATE.md a.1): the Router's ``Access:`` records
+        and aliases, as ``router test --access`` shows. A name routed anywhere but to an
+        account is no login ("" name: the store does the dummy work, the answer is the wrong
+        password's); a Router that cannot answer now is a temporary failure."""
+        login = f"{name}@{domain}"
+        assert self._router is not None
+        try:
+            route = await self._router.route(login, "access")
+        except MailError as e:
+            if not e.temporary:
+                return "", domain
+            self._log.warn("login of {account} not routed: {err}", account=login, err=str(e))
+            raise AuthUnavailable(str(e)) from None
+        except Exception as e:
+            self._log.failure("routing the login name {account} failed", account=login)
+            raise AuthUnavailable(f"{type(e).__name__}: {e}") from None
+        if route.module.upper() != "LOCAL":
+            return "", domain
+        local, _, dom = route.address.rpartition("@")
+        try:
+            return check_account(local), check_domain(dom)
+        except InvalidName:
+            return "", domain
 
 
 class PeerCredentials(UsernamePassword):

@@ -1,7 +1,7 @@
 """The baseline receiving policy: route each recipient and refuse unauthorised relaying.
 
 Owns only the spine's decisions (COMMUNIGATE.md a.6, step 4): a recipient is accepted when the
-Router sends it somewhere local (LOCAL, PIPE, LIST, NULL), refused with the route's text when the
+Router sends it somewhere local (LOCAL, PIPE, LIST, NULL, GROUP), refused with the route's text when the
 Router says ERROR, and accepted for a remote (SMTP) route only from a Client IP, a ``Relay:``
 record, or an authenticated account whose effective services (account and domain) include
 ``relay`` and, away from the Client IPs, ``roaming`` (COMMUNIGATE.md a.6). An authenticated
@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cgtwist.core.account_limits import AccountLimits
 from cgtwist.core.routing import route_error
 from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
@@ -27,7 +28,7 @@ from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
 
-LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL"})
+LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL", "GROUP"})
 
 
 @implementer(IPolicy, IMessageCheck)
@@ -37,10 +38,16 @@ class BasicPolicy:
     log = Logger()
 
     def __init__(
-        self, router: IRouter, settings: SettingsHolder, accounts: Optional[IAccountStore] = None
+        self,
+        router: IRouter,
+        settings: SettingsHolder,
+        accounts: Optional[IAccountStore] = None,
+        limits: Optional[AccountLimits] = None,
     ) -> None:
         self.router: Any = router  # Any: zope interfaces are not mypy protocols
         self.settings = settings
+        # Each local recipient's own limits (mail.max_message_size); None: the server's only.
+        self.limits = limits
         # Where an account's services come from. Without one (unit tests with a bare router),
         # the router's own store is used if it has one, else every authenticated user may relay.
         self.accounts: Any = accounts if accounts is not None else getattr(router, "store", None)
@@ -63,10 +70,64 @@ class BasicPolicy:
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> defer.Deferred[None]:
-        """After DATA, before the message is queued: the From: check (``smtp.check_from_header``)."""
-        if not session.account or not self.settings.current.smtp.check_from_header:
-            return defer.succeed(None)
-        return defer.ensureDeferred(self._from_owned(session, message))
+        """After DATA, before the message is queued: each local recipient's maximum message
+        size (552 5.3.4), then the From: check (``smtp.check_from_header``)."""
+        return defer.ensureDeferred(self._check_message(session, envelope, message))
+
+    async def _check_message(
+        self, session: SessionInfo, envelope: Envelope, message: bytes
+    ) -> None:
+        if self.limits is not None:
+            for rcpt in envelope.recipients:
+                await self._size_fits(session, rcpt.address, len(message))
+        if session.account and self.settings.current.smtp.check_from_header:
+            await self._from_owned(session, message)
+
+    async def _local_fits(
+        self, session: SessionInfo, recipient: str, route: Route, size: int
+    ) -> str:
+        """A local account takes mail (its Mail service) and, RFC 1870 §6.2, a declared SIZE
+        larger than it takes is refused at RCPT."""
+        assert self.limits is not None
+        try:
+            refusal = await self.limits.mail_refusal(route.address)
+        except Exception:
+            self.log.failure("rcpt check: settings of {account} unreadable", account=route.address)
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        if refusal is not None:
+            self.log.info(
+                "recipient refused: Mail service off for {account}: peer={peer} rcpt={rcpt}",
+                account=route.address,
+                peer=session.peer_ip,
+                rcpt=recipient,
+            )
+            raise refusal
+        if size:
+            await self._size_fits(session, recipient, size)
+        return recipient
+
+    async def _size_fits(self, session: SessionInfo, recipient: str, size: int) -> None:
+        """Raise 552 5.3.4 when ``recipient`` is a local account that takes less than ``size``
+        octets (RFC 1870 §6.2); a store that cannot answer is a 451, never a silent pass."""
+        assert self.limits is not None
+        route: Route = await self.router.route(recipient, "mail")
+        if route.module.upper() != "LOCAL":
+            return
+        try:
+            refusal = await self.limits.size_refusal(route.address, size)
+        except Exception:
+            self.log.failure("size check: settings of {account} unreadable", account=route.address)
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        if refusal is not None:
+            self.log.info(
+                "message too big for {account}: peer={peer} rcpt={rcpt} size={size} {why}",
+                account=route.address,
+                peer=session.peer_ip,
+                rcpt=recipient,
+                size=size,
+                why=refusal.text,
+            )
+            raise refusal
 
     async def _from_owned(self, session: SessionInfo, message: bytes) -> None:
         addresses = header_from_addresses(message)
@@ -122,13 +183,19 @@ class BasicPolicy:
         d.addCallbacks(
             self._routed,
             self._route_failed,
-            callbackArgs=(session, recipient),
+            callbackArgs=(session, recipient, params),
             errbackArgs=(session, recipient),
         )
         return d
 
-    def _routed(self, route: Route, session: SessionInfo, recipient: str) -> Any:
+    def _routed(
+        self, route: Route, session: SessionInfo, recipient: str, params: Mapping[str, str]
+    ) -> Any:
         module = route.module.upper()
+        if module == "LOCAL" and self.limits is not None:
+            declared = params.get("SIZE", "")
+            size = int(declared) if declared.isdigit() else 0
+            return defer.ensureDeferred(self._local_fits(session, recipient, route, size))
         if module in LOCAL_MODULES:
             return recipient
         if module == "ERROR":

@@ -229,6 +229,8 @@ class Routing:
                 if self.lists is None:
                     return None
                 return await self.lists.find_list(query.local, query.domain)
+            if isinstance(query, router.GroupQuery):
+                return await self.store.resolve_group(query.local, query.domain)
             target = await self.store.resolve_alias(query.local, query.domain)
             return target or None
         except (InvalidName, NotFound):  # a name the store cannot hold is no account

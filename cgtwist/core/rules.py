@@ -331,7 +331,9 @@ class RulesRunner:
                 # Kept nowhere and sent nowhere: fail it, so the sender learns (one DSN).
                 return LocalDecision(reject=f"5.4.6 mail loop: {back[0]} had this message before")
         merged = Outcome(tuple(acts), tuple(t for o in outcomes for t in o.trace))
-        await self._side_effects(msg_id, address, address, facts, merged, envelope, data, True)
+        await self._side_effects(
+            msg_id, address, address, facts, merged, envelope, data, True, account.real_name
+        )
         reject = next((a.param for a in acts if a.name == "Reject with"), None)
         folder = next((a.param for a in acts if a.name == "Store in"), "INBOX")
         headers = tuple(a.param for a in acts if a.name == "Add Header")
@@ -356,9 +358,11 @@ class RulesRunner:
         envelope: Envelope,
         data: bytes,
         local: bool = False,
+        real_name: str = "",
     ) -> None:
         """Replies, remembered addresses and Execute (both levels); redirect, forward and
-        mirror copies (LOCAL: the server level settles recipients instead)."""
+        mirror copies (LOCAL: the server level settles recipients instead). ``real_name``:
+        the account's, shown in the From: of its automatic replies."""
         now = self._now()
         for a in outcome.actions:
             if a.name == "Remember 'From' in":
@@ -366,7 +370,7 @@ class RulesRunner:
                     await self.store.remember(owner or "", a.param, who)
             elif a.name in ("Reply with", "Reply to All with"):
                 await self._reply(
-                    msg_id, account, facts, a.param, a.name == "Reply to All with", now
+                    msg_id, account, facts, a.param, a.name == "Reply to All with", now, real_name
                 )
             elif a.name == "Execute":
                 self._execute(msg_id, account, a.param, envelope, data)
@@ -422,7 +426,14 @@ class RulesRunner:
         )
 
     async def _reply(
-        self, msg_id: str, account: str, facts: MessageFacts, text: str, to_all: bool, now: datetime
+        self,
+        msg_id: str,
+        account: str,
+        facts: MessageFacts,
+        text: str,
+        to_all: bool,
+        now: datetime,
+        real_name: str = "",
     ) -> None:
         to = compose.reply_targets(facts, account, to_all)
         if not to:
@@ -437,7 +448,7 @@ class RulesRunner:
                 days=round(interval / 86400, 1),
             )
             return
-        body = compose.reply(facts, account, text, to, now, self.hostname)
+        body = compose.reply(facts, account, text, to, now, self.hostname, real_name)
         # RFC 3834 §3.3: the null reverse-path, so nothing ever answers the answer.
         new_id = await self._submit("", [Recipient(x) for x in to], {"protocol": "RULE"}, body)
         self.log.info(

@@ -61,6 +61,23 @@ def _ensure_all(dirs: list[str]) -> None:
         maildir.ensure(d)
 
 
+def _ensure_within(path: str, dirs: list[str], limit: int) -> None:
+    """(blocking) ``_ensure_all`` unless the account would then have more than ``limit``
+    folders besides INBOX (``quota.max_folders``): MailboxError ``[LIMIT]`` (RFC 5530)."""
+    have = 0
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        entries = []
+    for entry in entries:
+        full = os.path.join(path, entry)
+        if names.name_from_dir(entry) is not None and maildir.is_maildir(full):
+            have += 1
+    if have + len(dirs) > limit:
+        raise MailboxError(f"[LIMIT] Too many mailboxes: at most {limit} besides INBOX")
+    _ensure_all(dirs)
+
+
 def _rename_all(
     parent: str, moves: list[tuple[str, str]], done: Optional[list[tuple[str, str]]] = None
 ) -> None:
@@ -173,14 +190,18 @@ class MailboxInfo:
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
 class MaildirAccount:
     """The IMAP avatar: ``path`` is the account's Maildir, ``account`` is "name@domain",
-    ``notifier`` the process-wide MailboxNotifier (folder registry, threads, push)."""
+    ``notifier`` the process-wide MailboxNotifier (folder registry, threads, push);
+    ``max_folders`` the account's ``quota.max_folders`` (0 = no limit) when it logged in."""
 
     log = Logger()
 
-    def __init__(self, path: str, account: str, notifier: MailboxNotifier) -> None:
+    def __init__(
+        self, path: str, account: str, notifier: MailboxNotifier, max_folders: int = 0
+    ) -> None:
         self.path = path
         self.account = account
         self.notifier = notifier
+        self.max_folders = max_folders
         self._subs: Optional[set[str]] = None
 
     # -- helpers -------------------------------------------------------------------------------
@@ -261,6 +282,9 @@ class MaildirAccount:
             self.log.info("{account} created folder {folder}", account=self.account, folder=canon)
             return True
 
+        if self.max_folders:
+            d = self.notifier.run(_ensure_within, self.path, dirs, self.max_folders)
+            return d.addCallback(made)
         return self.notifier.run(_ensure_all, dirs).addCallback(made)
 
     def select(

@@ -9,7 +9,7 @@ login. Passwords are not its business: the checker has verified them already.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
@@ -18,6 +18,7 @@ from twisted.mail import imap4, pop3
 from zope.interface import implementer
 
 from cgtwist import paths
+from cgtwist.core.account_limits import AccountLimits
 from cgtwist.errors import InvalidName
 from cgtwist.logs import Logger
 from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
@@ -46,12 +47,19 @@ class MailRealm:
     SERVICES = {pop3.IMailbox: "pop", imap4.IAccount: "imap"}
 
     def __init__(
-        self, base_dir: str, store: Any, notifier: MailboxNotifier, main_domain: str
+        self,
+        base_dir: str,
+        store: Any,
+        notifier: MailboxNotifier,
+        main_domain: str,
+        limits: Optional[AccountLimits] = None,
     ) -> None:
         self.base_dir = base_dir
         self.store = store
         self.notifier = notifier
         self.main_domain = main_domain
+        # The account's settings in force at login (quota.max_folders); None: no limits.
+        self.limits = limits
         self._provisioned: set[str] = set()
 
     def requestAvatar(  # type: ignore[override]
@@ -92,7 +100,11 @@ class MailRealm:
             if created:
                 self.log.info("created Maildir for {account}", account=f"{name}@{domain}")
             self._provisioned.add(path)
-        acct = MaildirAccount(path, f"{name}@{domain}", self.notifier)
+        max_folders = 0
+        if self.limits is not None:
+            eff = await self.limits.effective(f"{name}@{domain}")
+            max_folders = eff.values.quota.max_folders if eff is not None else 0
+        acct = MaildirAccount(path, f"{name}@{domain}", self.notifier, max_folders)
         if iface is imap4.IAccount:
             return imap4.IAccount, acct, _noop
         box = await PopMailbox.open(acct)

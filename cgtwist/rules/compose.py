@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -96,11 +97,19 @@ def forwarded(data: bytes, account: str, to: list[str], now: datetime, hostname:
 
 
 def reply(
-    facts: MessageFacts, account: str, text: str, to: list[str], now: datetime, hostname: str
+    facts: MessageFacts,
+    account: str,
+    text: str,
+    to: list[str],
+    now: datetime,
+    hostname: str,
+    real_name: str = "",
 ) -> bytes:
-    """An automatic reply from ``account`` (RFC 3834 §3): the rule's text as the body."""
+    """An automatic reply from ``account`` (RFC 3834 §3): the rule's text as the body; the
+    account's ``real_name`` (its Real Name setting) is the From: field's display name."""
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = account
+    name = " ".join(_UNSAFE.sub(" ", real_name).split())[:MAX_SUBJECT]
+    msg["From"] = Address(display_name=name, addr_spec=account) if name else account
     msg["To"] = ", ".join(to)
     subject = " ".join(decode(v) for v in facts.fields("Subject")[:1]) or "your message"
     if not subject.lower().startswith("re:"):

@@ -25,6 +25,7 @@ from typing import (
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from cgtwist import account_settings
 from cgtwist import settings as dynamic
 from cgtwist.config import DEFAULT_NODE
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
@@ -32,8 +33,8 @@ from cgtwist.interfaces import IAccountStore
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
+from cgtwist.storage.groups import GroupStore
 from cgtwist.storage.passwords import PasswordHasher, generate_password
-from cgtwist.storage.settings_store import SettingsStore
 from cgtwist.storage.storebase import InvalidValue, _deferred
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
@@ -87,23 +88,11 @@ def check_scoped_settings(scope: str, values: Optional[Mapping[str, Any]]) -> di
 
 def check_target(target: str, domain: str) -> str:
     """Validate an alias target address; a bare name means that name in the alias's domain."""
-    t = target.strip()
-    if not t or len(t) > 320 or any(c.isspace() or c in '<>"(),;:\\[]' or ord(c) < 32 for c in t):
-        raise InvalidValue(f"invalid alias target {target!r}")
-    local, sep, dom = t.rpartition("@")
-    if not sep:
-        local, dom = t, domain
-    if not local or len(local) > 64:
-        raise InvalidValue(f"invalid alias target {target!r}")
-    try:
-        dom = check_domain(dom)
-    except InvalidName:
-        raise InvalidValue(f"invalid alias target {target!r}") from None
-    return f"{local}@{dom}"
+    return tables.check_target_address(target, domain)
 
 
 @implementer(IAccountStore)
-class AccountStore(SettingsStore):
+class AccountStore(GroupStore):
     """Domains, accounts, aliases and settings in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
@@ -307,16 +296,22 @@ class AccountStore(SettingsStore):
         settings: Optional[Mapping[str, Any]] = None,
         enabled: bool = True,
         password_hash: Optional[str] = None,
+        check_policy: bool = True,
     ) -> Account:
         """Create an account (no password: it cannot log in until one is set).
 
         ``password_hash`` instead of ``password`` imports a hash (see set_password_hash).
+        A ``password`` must meet the password policy the account will have (its domain's
+        and the server's Account Defaults, and its own ``settings``), else InvalidValue says
+        why; ``check_policy`` False skips that for a generated (random) password.
         """
         n, d = check_account(name), check_domain(domain)
         svc = check_services(services)
         values = check_scoped_settings("account", settings)
         if password == "":
             raise InvalidValue("the password must not be empty")
+        if password is not None and check_policy:
+            await self._check_password_policy(d, values, password)
         if password_hash is not None:
             phc: Optional[str] = self._imported_hash(password_hash)
         else:
@@ -347,6 +342,8 @@ class AccountStore(SettingsStore):
             raise AlreadyExists(f"account {n}@{d} already exists")
         if tables.alias_target_txn(cur, did, n) is not None:
             raise AlreadyExists(f"{n}@{d} is an alias")
+        if tables.group_exists_txn(cur, did, n):
+            raise AlreadyExists(f"{n}@{d} is a forwarder or group")
         self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
 
     def _insert_account_txn(
@@ -426,11 +423,16 @@ class AccountStore(SettingsStore):
         self._log.info("account {account} removed", account=f"{n}@{d}")
 
     @_deferred
-    async def set_password(self, name: str, domain: str, password: str) -> None:
-        """Store a new argon2id hash for the account's password."""
+    async def set_password(
+        self, name: str, domain: str, password: str, check_policy: bool = True
+    ) -> None:
+        """Store a new argon2id hash for the account's password, once it meets the account's
+        password policy (InvalidValue says why not; ``check_policy`` False: a generated one)."""
         n, d = check_account(name), check_domain(domain)
         if not password:
             raise InvalidValue("the password must not be empty")
+        if check_policy:
+            await self._check_password_policy(d, await self.get_account_settings(n, d), password)
         phc = await self._hasher.hash(password)
         await self._write("set_password", tables.set_password_txn, n, d, phc, None)
         self._log.info("password of {account} changed", account=f"{n}@{d}")
@@ -553,6 +555,57 @@ class AccountStore(SettingsStore):
         )
 
     # ---- domain and account settings ----------------------------------------------------
+
+    @_deferred
+    async def get_effective_settings(
+        self, name: str, domain: Optional[str] = None
+    ) -> account_settings.Effective:
+        """Fire with the settings in force for account ``name@domain`` (its own over its
+        domain's over the server's Account Defaults, each with its source); with ``domain``
+        None, ``name`` is a domain and the result what its accounts inherit."""
+        if domain is None:
+            own: dict[str, object] = {}
+            dom = await self._inherited(name)
+        else:
+            own = await self.get_account_settings(name, domain)
+            dom = await self._inherited(domain)
+        server = dynamic.Settings(await self.get_settings())
+        return account_settings.effective(server, dom, own, server.overrides)
+
+    @_deferred
+    async def get_scoped_settings(
+        self, name: str, domain: str
+    ) -> Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]:
+        """Fire with (its domain's settings, its own, its effective services) for account
+        ``name@domain`` in one read, or None when it does not exist (what a server lays over
+        its own Account Defaults)."""
+        try:
+            n, d = check_account(name), check_domain(domain)
+        except InvalidName:
+            return None
+        return await self._db.run_interaction(
+            "get_scoped_settings", tables.scoped_settings_txn, n, d, readonly=True
+        )
+
+    async def _inherited(self, domain: str) -> dict[str, object]:
+        """The settings of ``domain`` (or of the domain it is an alias of)."""
+        d = check_domain(domain)
+        values = await self._db.run_interaction(
+            "domain_settings", tables.domain_settings_txn, d, readonly=True
+        )
+        if values is None:
+            raise NotFound(f"domain {d} does not exist")
+        return dict(values)
+
+    async def _check_password_policy(
+        self, domain: str, own: Mapping[str, object], password: str
+    ) -> None:
+        server = dynamic.Settings(await self.get_settings())
+        dom = await self._inherited(domain)
+        policy = account_settings.effective(server, dom, own, server.overrides).values.password
+        reason = account_settings.password_refusal(policy, password)
+        if reason:
+            raise InvalidValue(reason)
 
     @_deferred
     async def get_domain_settings(self, domain: str) -> dict[str, Any]:

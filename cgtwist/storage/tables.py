@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage.database import Cursor
+from cgtwist.storage.storebase import InvalidValue
 from cgtwist.types import Account
 
 # CommuniGate "Enabled Services" (COMMUNIGATE.md a.1, a.6). The effective set of an account is
@@ -23,6 +24,24 @@ POSTMASTER = "postmaster"
 PBX = "pbx"
 KIND_USER = "user"
 KIND_SERVICE = "service"  # exists for mail routing, can never log in (pbx)
+
+
+def check_target_address(target: str, domain: str) -> str:
+    """Validate an alias, forwarder or group target address; a bare name means that name in
+    the domain of the alias (forwarder, group)."""
+    t = target.strip()
+    if not t or len(t) > 320 or any(c.isspace() or c in '<>"(),;:\\[]' or ord(c) < 32 for c in t):
+        raise InvalidValue(f"invalid alias target {target!r}")
+    local, sep, dom = t.rpartition("@")
+    if not sep:
+        local, dom = t, domain
+    if not local or len(local) > 64:
+        raise InvalidValue(f"invalid alias target {target!r}")
+    try:
+        dom = check_domain(dom)
+    except InvalidName:
+        raise InvalidValue(f"invalid alias target {target!r}") from None
+    return f"{local}@{dom}"
 
 
 def services_json(services: Optional[frozenset[str]]) -> Optional[str]:
@@ -63,6 +82,13 @@ def alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
     return row[0] if row else None
 
 
+def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
+    """Is ``n`` a forwarder or group of domain ``did`` (schema delta 005)?"""
+    return (
+        cur.query_one("SELECT 1 FROM groups WHERE domain_id = ? AND name = ?", (did, n)) is not None
+    )
+
+
 def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
     row = cur.query_one(
         "SELECT id, name, enabled, services, settings FROM domains WHERE name = ?", (d,)
@@ -85,6 +111,34 @@ def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
         "aliases": aliases,
         "accounts": int(count[0]) if count else 0,
     }
+
+
+def domain_settings_txn(cur: Cursor, d: str) -> Optional[dict[str, object]]:
+    """The stored settings of domain ``d`` or of the domain it is an alias of (None: neither)."""
+    did = resolve_domain_txn(cur, d)
+    if did is None:
+        return None
+    row = cur.query_one("SELECT settings FROM domains WHERE id = ?", (did,))
+    return dict(json.loads(row[0])) if row else None
+
+
+def scoped_settings_txn(
+    cur: Cursor, n: str, d: str
+) -> Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]:
+    """(domain settings, account settings, effective services) of account ``n@d`` (domain
+    aliases followed), or None when there is no such account."""
+    did = resolve_domain_txn(cur, d)
+    if did is None:
+        return None
+    row = cur.query_one(
+        "SELECT d.settings, a.settings, a.services, d.services FROM accounts a "
+        "JOIN domains d ON a.domain_id = d.id WHERE a.domain_id = ? AND a.name = ?",
+        (did, n),
+    )
+    if row is None:
+        return None
+    services = services_of(row[2]) & services_of(row[3])
+    return dict(json.loads(row[0])), dict(json.loads(row[1])), services
 
 
 def update_domain_txn(
@@ -113,12 +167,15 @@ def remove_domain_txn(cur: Cursor, d: str, force: bool) -> None:
         raise NotFound(f"domain {d} does not exist")
     accounts = cur.query_one("SELECT COUNT(*) FROM accounts WHERE domain_id = ?", (did,))
     aliases = cur.query_one("SELECT COUNT(*) FROM aliases WHERE domain_id = ?", (did,))
+    groups = cur.query_one("SELECT COUNT(*) FROM groups WHERE domain_id = ?", (did,))
     na, nl = (int(accounts[0]) if accounts else 0), (int(aliases[0]) if aliases else 0)
-    if (na or nl) and not force:
-        raise StoreError(
-            f"domain {d} has {na} account(s) and {nl} alias(es); remove them first or force"
-        )
-    for table in ("accounts", "aliases", "domain_aliases"):
+    ng = int(groups[0]) if groups else 0
+    if (na or nl or ng) and not force:
+        what = f"{na} account(s) and {nl} alias(es)"
+        if ng:
+            what = f"{na} account(s), {nl} alias(es) and {ng} forwarder(s) or group(s)"
+        raise StoreError(f"domain {d} has {what}; remove them first or force")
+    for table in ("accounts", "aliases", "domain_aliases", "groups"):
         cur.execute(f"DELETE FROM {table} WHERE domain_id = ?", (did,))
     cur.execute("DELETE FROM domains WHERE id = ?", (did,))
 
@@ -254,6 +311,8 @@ def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
         raise AlreadyExists(f"{n}@{d} is an account")
     if alias_target_txn(cur, did, n) is not None:
         raise AlreadyExists(f"alias {n}@{d} already exists")
+    if group_exists_txn(cur, did, n):
+        raise AlreadyExists(f"{n}@{d} is a forwarder or group")
     cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 

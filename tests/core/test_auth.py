@@ -11,7 +11,9 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from cgtwist.core.auth import AccountChecker, AuthUnavailable, parse_login
+from cgtwist.core.routing import Routing
 from cgtwist.errors import InvalidName
+from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.storage.store import AccountStore
 from tests.storage.dbcase import DatabaseCase, SpyArgon2
 
@@ -193,3 +195,43 @@ class AccountCheckerTests(DatabaseCase):
         portal = Portal(Realm(), [AccountChecker(await self.setUpStore())])
         _, avatar, _ = await portal.login(UsernamePassword(b"alice", b"alice-pw"), None, IThing)
         self.assertEqual(avatar, "alice@example.com")
+
+
+class AccessRouteTests(AccountCheckerTests):
+    """Login names go through the Router's ``Access:`` records and aliases (COMMUNIGATE.md
+    a.1), the same resolution ``router test --access`` prints."""
+
+    TABLE = "Access:<login-*> = *\nAccess:<boss@example.com> = bob@example.org\n<fwd> = x@far.dom\n"
+
+    async def checker(self, table: str = TABLE) -> tuple[AccountChecker, Any]:
+        store = await self.setUpStore()
+        routing = Routing(store, SettingsHolder(Settings({"router.table": table})), MAIN)
+        return AccountChecker(store, router=routing), store
+
+    async def test_access_record_names_the_account(self) -> None:
+        checker, _ = await self.checker()
+        self.assertEqual(await self._login(checker, "login-alice", "alice-pw"), "alice@example.com")
+        self.assertEqual(
+            await self._login(checker, "login-alice@example.com", "alice-pw"), "alice@example.com"
+        )
+        self.assertEqual(await self._login(checker, "boss", "bob-pw"), "bob@example.org")
+        # the ordinary forms and aliases still work
+        self.assertEqual(await self._login(checker, "alice", "alice-pw"), "alice@example.com")
+        self.assertEqual(await self._login(checker, "info", "bob-pw"), "bob@example.org")
+
+    async def test_names_routed_elsewhere_are_refused_like_a_wrong_password(self) -> None:
+        checker, store = await self.checker()
+        spy = SpyArgon2(store._hasher)
+        replies = {
+            await self._refused(checker, "fwd", "x"),
+            await self._refused(checker, "login-ghost", "alice-pw"),
+            await self._refused(checker, "login-alice", "wrong"),
+        }
+        self.assertEqual(len(replies), 1)
+        self.assertEqual(len(spy.verified), 3)  # one hash each: the cost reveals nothing
+
+    async def test_a_broken_table_is_a_temporary_failure(self) -> None:
+        checker, _ = await self.checker("this is not a table")
+        with self.assertRaises(AuthUnavailable):
+            await self._login(checker, "alice", "alice-pw")
+        self.flushLoggedErrors()

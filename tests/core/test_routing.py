@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from cgtwist import cli, config
 from cgtwist.core.routing import Routing, route_error
 from cgtwist.errors import InvalidName, MailError
+from cgtwist.router import Group
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Account, Route
 from tests.storage.dbcase import DatabaseCase
@@ -38,6 +39,10 @@ class FakeStore:
             "away@company.com": "friend@far.dom",
             "boss@company.com": "al@company.com",
         }
+        self.groups: dict[str, Group] = {
+            "fwd@company.com": Group("forwarder", ("friend@far.dom",)),
+            "team@company.com": Group("group", ("alice@company.com", "bob@company.com")),
+        }
         self.settings: dict[str, Any] = {}
         self.broken = False
         self.queries: list[str] = []
@@ -62,6 +67,10 @@ class FakeStore:
     def resolve_alias(self, name: str, domain: str) -> defer.Deferred[Optional[str]]:
         self.queries.append(f"alias {name}@{domain}")
         return defer.succeed(self.aliases.get(f"{name.lower()}@{self._domain(domain)}"))
+
+    def resolve_group(self, name: str, domain: str) -> defer.Deferred[Optional[Group]]:
+        self.queries.append(f"group {name}@{domain}")
+        return defer.succeed(self.groups.get(f"{name.lower()}@{self._domain(domain)}"))
 
     def get_settings(self) -> defer.Deferred[dict[str, Any]]:
         return defer.succeed(dict(self.settings))
@@ -124,6 +133,20 @@ class RoutingTests(unittest.TestCase):
         self.assertEqual((route.module, route.error), ("ERROR", "5.1.1 unknown user"))
         self.assertEqual(route_error(route).reply(), "550 5.1.1 unknown user")
         self.assertEqual(self.route(routing, '"a b"@company.com').module, "ERROR")
+
+    def test_forwarders_relay_and_groups_route_to_group(self) -> None:
+        """A Forwarder to one address routes on to it, marked to relay whoever sends (the
+        name is ours); a Group is the GROUP module; neither is a login name."""
+        routing, _store, _h = make()
+        self.assertEqual(
+            self.route(routing, "fwd@company.com"),
+            Route("SMTP", "far.dom", "friend@far.dom", relay=True),
+        )
+        self.assertEqual(
+            self.route(routing, "team@company.com"),
+            Route("GROUP", "team@company.com", "team@company.com"),
+        )
+        self.assertEqual(self.route(routing, "team@company.com", "access").module, "ERROR")
 
     def test_non_local(self) -> None:
         """Mail for another domain goes to that domain's SMTP queue, unmarked."""

@@ -5,6 +5,8 @@ The store, the accounts and the submission are in-memory fakes; the clock is tas
 
 from __future__ import annotations
 
+import email
+import email.policy
 from typing import Any, Optional
 
 from twisted.internet import defer, task
@@ -272,6 +274,23 @@ class LocalRulesTests(RunnerCase):
         self.assertIn(b"Auto-Submitted: auto-replied", data)
         self.assertIn(b"In-Reply-To: <m1@elsewhere.example>", data)
         self.assertIn(b"Subject: Re: offer", data)
+
+    def test_vacation_reply_shows_the_real_name(self) -> None:
+        """The account's Real Name is the display name of its automatic reply's From:
+        (control characters dropped, non-ASCII encoded)."""
+        self.store.texts[("account", "alice@example.com")] = rules(
+            rule("v", 'do Reply with "Away."')
+        )
+        self.store.texts[("domain", "example.com")] = ""
+        self.runner.forget()
+        account = Account("alice", "example.com", real_name="Alice Lidd\u00e9ll\r\nBcc: x@y")
+        self.successResultOf(
+            defer.ensureDeferred(self.runner.local_rules(account, self.envelope(), MSG))
+        )
+        ((_env, data),) = self.submission.sent
+        msg = email.message_from_bytes(data, policy=email.policy.default)
+        self.assertEqual(str(msg["From"]), '"Alice Lidd\u00e9ll Bcc: x@y" <alice@example.com>')
+        self.assertNotIn(b"\r\nBcc:", data)
 
     def test_remember_from(self) -> None:
         self.local(rules(rule("r", "do Remember 'From' in \"Correspondents\"")))

@@ -101,6 +101,12 @@ class StoreTestsMixin:
         await store.add_alias("info", "example.org", "bob")
         e = await self._failure(store.remove_domain("example.org"), StoreError)
         self.assertIn("1 account", str(e))
+        await store.add_domain("groups.org")
+        await store.add_group("group", "team", "groups.org", ["bob@example.org"])
+        e = await self._failure(store.remove_domain("groups.org"), StoreError)
+        self.assertIn("1 forwarder(s) or group(s)", str(e))
+        await store.remove_domain("groups.org", force=True)
+        self.assertEqual(await store.list_groups("group"), [])
         await store.remove_domain("example.org", force=True)
         self.assertIsNone(await store.get_account("bob", "example.org"))
         self.assertEqual(await store.list_aliases(), [])
@@ -384,6 +390,39 @@ class StoreTestsMixin:
 def _dump_txn(cur: Any) -> list[Any]:
     tables = ("domains", "domain_aliases", "accounts", "aliases", "server_settings", "meta")
     return [cur.query(f"SELECT * FROM {t}") for t in tables]
+
+    async def test_forwarders_and_groups(self: Any) -> None:
+        """Forwarders and Groups (schema delta 005): names beside accounts and aliases,
+        never the same name twice, targets checked, changed and removed by kind."""
+        store = await self.open_store()
+        await store.add_domain("example.com")
+        await store.add_account("alice", "example.com", "pw")
+        await store.add_alias("info", "example.com", "alice")
+        await store.add_group("forwarder", "fwd", "example.com", ["x@far.dom", "X@far.dom"])
+        await store.add_group("group", "team", "example.com", ["alice", "bob@other.dom"])
+        group = await store.resolve_group("FWD", "example.com")
+        self.assertEqual((group.kind, group.targets), ("forwarder", ("x@far.dom",)))
+        self.assertEqual(
+            await store.list_groups("group"),
+            [("team@example.com", ("alice@example.com", "bob@other.dom"))],
+        )
+        for name in ("alice", "info", "fwd"):
+            await self._failure(store.add_group("group", name, "example.com", ["a"]), AlreadyExists)
+        await self._failure(store.add_account("team", "example.com", "pw"), AlreadyExists)
+        await self._failure(store.add_alias("team", "example.com", "alice"), AlreadyExists)
+        await self._failure(store.add_group("group", "g", "example.com", []), InvalidValue)
+        await self._failure(store.add_group("group", "g", "example.com", ["a b"]), InvalidValue)
+        await self._failure(store.add_group("group", "g", "example.com", ["g"]), InvalidValue)
+        await self._failure(store.add_group("list", "g", "example.com", ["a"]), InvalidValue)
+        await self._failure(store.add_group("group", "g", "nowhere.dom", ["a"]), NotFound)
+        await store.set_group_targets("group", "team", "example.com", ["carol"])
+        self.assertEqual(
+            (await store.resolve_group("team", "example.com")).targets, ("carol@example.com",)
+        )
+        await self._failure(store.remove_group("forwarder", "team", "example.com"), NotFound)
+        await store.remove_group("group", "team", "example.com")
+        self.assertIsNone(await store.resolve_group("team", "example.com"))
+        self.assertIsNone(await store.resolve_group("a b", "example.com"))
 
 
 class SQLiteStoreTests(StoreTestsMixin, DatabaseCase):

@@ -197,9 +197,13 @@ class CgSMTP(AuthCommands):
             )
             self._reply_error(err)
 
+        # The policy sees the RCPT parameters plus the SIZE declared at MAIL (IPolicy.rcpt_to).
+        params = {k: v for k, v in path.params.items() if k != "SIZE"}
+        if transaction.declared_size:
+            params["SIZE"] = str(transaction.declared_size)
         self._start(
             defer.maybeDeferred(
-                self.factory.policy.rcpt_to, self.session, sender, address, dict(path.params)
+                self.factory.policy.rcpt_to, self.session, sender, address, params
             ).addCallbacks(ok, refused)
         )
 
