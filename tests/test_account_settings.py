@@ -29,6 +29,7 @@ class EffectiveTests(unittest.TestCase):
             eff.sources,
             {
                 "admin": (True, "account"),
+                "domain_admin": (False, "default"),
                 "smtp.send_as": ("", "default"),
                 "rules.allowed": ("Filter Only", "server"),
                 "mail.max_message_size": (1000, "domain"),

@@ -696,6 +696,7 @@ class EffectiveSettingsTests(CLITestCase):
         self.assertEqual(
             out,
             "admin = false  (default)\n"
+            "domain_admin = false  (default)\n"
             "mail.max_message_size = 1000  (domain)\n"
             "password.min_classes = 0  (default)\n"
             "password.min_length = 6  (server)\n"
