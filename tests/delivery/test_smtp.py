@@ -618,6 +618,20 @@ class ConnectionReuse(_Base):
         await f.log.protocols[0].lost
         self.assertIn("QUIT", f.log.commands)
 
+    async def test_idle_connection_outlives_the_reply_deadlines(self) -> None:
+        """A kept connection is not cut by the reply deadlines of the transaction it carried
+        (the longest, 600 s for the final dot, passes while it idles): the next message goes
+        on it, and a reply deadline still applies to that message."""
+        f = self.sink()
+        agent = self.agent(self.resolver(), **{"smtp.connection_reuse_time": 1000})
+        await agent.deliver("r6", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        self.clock.advance(700)
+        rs = await agent.deliver("r7", Envelope("a@src.test"), MESSAGE, rcpts("y@dst.test"))
+        self.assertEqual(rs[0].state, "delivered")
+        self.assertEqual(f.log.connections, 1)
+        self.assertEqual(len(f.log.messages), 2)
+        agent.close_idle()
+
     async def test_dead_idle_connection_falls_back_to_new_one(self) -> None:
         """If the kept connection was closed by the server, the next message opens a new one."""
         f = self.sink()
