@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
@@ -87,7 +88,7 @@ class _OneConnection(Factory):
     def __init__(self, protocol: SMTPClient) -> None:
         self._protocol = protocol
 
-    def buildProtocol(self, addr: Any) -> SMTPClient:
+    def buildProtocol(self, addr: Optional[IAddress]) -> SMTPClient:
         return self._protocol
 
 
