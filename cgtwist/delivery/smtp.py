@@ -10,6 +10,7 @@ timing belongs to the queue manager; the wire belongs to ``cgtwist.delivery.smtp
 from __future__ import annotations
 
 import random
+import re
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -562,12 +563,17 @@ def apply_result(
             r.detail += DSN_PASSED
 
 
+# Controls (CR, LF, NUL...), DEL and angle brackets: a per-character generator here was 1 % of
+# an outbound run's profile.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
 def _safe_path(address: str) -> bool:
     """Fit for ``<...>`` on a command line: no controls, no angle brackets, at most 256 octets
     (RFC 5321 §4.5.3.1.3), spaces only inside a quoted local part."""
     if not address or len(address.encode("utf-8", "replace")) > 256:
         return False
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address) or "<" in address or ">" in address:
+    if _UNSAFE.search(address):
         return False
     return " " not in address or address.startswith('"')
 

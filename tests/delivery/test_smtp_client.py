@@ -217,3 +217,22 @@ class Deadlines(unittest.TestCase):
         self.assertEqual(result.error.during, "mail")  # type: ignore[union-attr]
         self.assertTrue(t.disconnecting)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SafePath(unittest.TestCase):
+    @settings(max_examples=500, deadline=None)
+    @given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=40))
+    def test_same_answer_as_the_character_rule(self, text: str) -> None:
+        """An address is fit for ``<...>`` exactly when it has no control character, DEL or
+        angle bracket (and the length and space rules hold)."""
+        from cgtwist.delivery.smtp import _safe_path
+
+        bad = any(ord(c) < 0x20 or ord(c) == 0x7F for c in text) or "<" in text or ">" in text
+        expected = (
+            bool(text)
+            and len(text.encode("utf-8")) <= 256
+            and not bad
+            and (" " not in text or text.startswith('"'))
+        )
+        self.assertEqual(_safe_path(text), expected)
+        self.assertFalse(_safe_path("a@b\r\nRCPT TO:<x@y>"))
