@@ -16,6 +16,7 @@ subscribes its link to the server instead.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.cred.portal import Portal
@@ -54,7 +55,9 @@ from cgtwist.queue.manager import QueueManager
 from cgtwist.runtime.threadpool import WorkerPool, file_pool
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool
+from cgtwist.storage.credcache import CredentialCache
 from cgtwist.storage.lists import ListStore
+from cgtwist.storage.passwords import PasswordHasher
 from cgtwist.storage.rules import RuleStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
@@ -120,6 +123,19 @@ class Components:
         self._pools.append(pool)
         return pool
 
+    def _hasher(self) -> PasswordHasher:
+        """argon2 on its own pool sized to the cores (more at once only queue in the kernel and
+        hold 19 MiB each), behind the verified-credential cache, emptied on every reload."""
+        cores = os.cpu_count() or 1
+        cache = CredentialCache(self.settings, self.reactor)
+        self.settings.subscribe(lambda _s: cache.clear())
+        return PasswordHasher(
+            self.reactor,
+            threadpool=self._pool("cgtwist-auth", cores),
+            concurrency=cores,
+            cache=cache,
+        )
+
     async def _open_store(self) -> Any:
         cfg = self.cfg
         self.store = await open_store(
@@ -128,6 +144,7 @@ class Components:
             self.reactor,
             cfg.pool_min,
             cfg.pool_max,
+            hasher=self._hasher(),
             timeout=cfg.database_timeout,
             node=cfg.node,
         )

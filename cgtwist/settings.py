@@ -277,6 +277,17 @@ class AuthSettings:
         "address list never delayed or capped by the AUTH penalty (Client IPs are trusted too)",
         check=settings_protection.address_list,
     )
+    # Verified-credential cache (cgtwist.storage.credcache), Dovecot's auth_cache_ttl/size.
+    credential_cache_ttl: int = setting(
+        300,
+        "seconds a successful password check is remembered, so the same password for the same stored hash logs in again without argon2 (a changed password never hits; wrong passwords are never cached; emptied on every reload); 0 = off",
+        check=at_most(86400, "auth.credential_cache_ttl is at most 86400 seconds (one day)"),
+    )
+    credential_cache_size: int = setting(
+        10000,
+        "verified credentials remembered at most (least recently used dropped first, about 100 octets each); 0 = off",
+        check=at_most(1000000, "auth.credential_cache_size is at most 1000000"),
+    )
     # Per-account failure budget (guessing one account from many IPs), shared by every login.
     account_max_failures: int = setting(
         10,

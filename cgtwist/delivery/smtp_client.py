@@ -181,8 +181,10 @@ class SMTPClient(LineReceiver):
         self._replies: collections.deque[Reply] = collections.deque()
         self._partial: list[str] = []
         self._waiting: Optional[defer.Deferred[Reply]] = None
-        self._timer: Any = None  # IDelayedCall
+        self._timer: Any = None  # IDelayedCall: the reply deadline (see _arm)
         self._timer_what = ""
+        self._timer_seconds = 0.0
+        self._armed = False
         self._lost: Optional[SessionError] = None
         self._producer: Optional[_DataProducer] = None
         self.busy = False
@@ -198,7 +200,7 @@ class SMTPClient(LineReceiver):
         )
         why = reason.getErrorMessage() if reason is not None else "closed"
         self._lost = self._lost or SessionError(f"connection lost ({why})", during)
-        self._disarm()
+        self._cancel_timer()
         self._fail_waiters(self._lost)
 
     def _fail_waiters(self, error: SessionError) -> None:
@@ -218,7 +220,7 @@ class SMTPClient(LineReceiver):
         """Drop the connection at once and fail whatever waits for a reply."""
         if self._lost is None:
             self._lost = error
-        self._disarm()
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
         self._fail_waiters(error)
@@ -248,18 +250,35 @@ class SMTPClient(LineReceiver):
     def lineLengthExceeded(self, line: bytes) -> None:
         self.abort(SessionError("reply line too long", self._timer_what or "reply"))
 
+    # One reply deadline per session, moved rather than replaced: a message costs five or six
+    # replies, and a cancel plus a new callLater for each was 3 % of an outbound run's CPU.
+    # Between replies the deadline is disarmed, not cancelled: if it fires then, it does
+    # nothing. A lost or aborted connection cancels it.
+
     def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
         self._timer_what = what
-        self._timer = self.clock.callLater(seconds, self._timed_out, what, seconds)
+        self._timer_seconds = seconds
+        self._armed = True
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self.clock.callLater(seconds, self._timed_out)
 
     def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._armed = False
 
-    def _timed_out(self, what: str, seconds: float) -> None:
+    def _cancel_timer(self) -> None:
+        self._armed = False
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timed_out(self) -> None:
         self._timer = None
+        if not self._armed:
+            return
+        what, seconds = self._timer_what, self._timer_seconds
         self.abort(SessionError(f"timeout after {seconds:g}s waiting for the {what} reply", what))
 
     def read_reply(self, timeout: float, what: str) -> defer.Deferred[Reply]:

@@ -238,12 +238,17 @@ class QueueManager:
             if msg_id in self._msgs:
                 continue
             self._loading += 1
-            d = defer.maybeDeferred(self.spool.load_entry, msg_id, with_data=False)
+            # The whole file is read either way: keep its bytes for the first attempt (within
+            # the data budget) instead of reading the file a second time for it.
+            d = defer.maybeDeferred(self.spool.load_entry, msg_id)
             d.addCallbacks(self._loaded, self._load_failed, errbackArgs=(msg_id,))
 
     def _loaded(self, entry: SpoolEntry) -> Any:
         self._loading -= 1
-        d = self._activate(self._from_entry(entry))
+        m = self._from_entry(entry)
+        if not m.held:  # a held message waits for its release: no bytes held meanwhile
+            self.data.keep(m, entry.data)
+        d = self._activate(m)
         self._refill()
         return d
 

@@ -4,7 +4,9 @@ Owns the hash parameters (OWASP: m=19 MiB, t=2, p=1), hashing, verification (als
 SHA512-CRYPT hashes, cgtwist.storage.shacrypt) and the decision that a stored hash must be
 upgraded. Never logs or returns a plaintext password. Each hash costs
 ~19 MiB and tens of milliseconds of CPU, so at most ``concurrency`` run at once (memory bounded
-at concurrency x 19 MiB), on a thread pool that is passed in.
+at concurrency x 19 MiB), on a thread pool that is passed in. With a ``CredentialCache``
+(cgtwist.storage.credcache) a password that verified against the same stored hash a moment ago
+is accepted without running argon2 again; only successes are remembered.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any, Callable, Optional, TypeVar, Union
 from argon2 import PasswordHasher as _Argon2
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from cgtwist.storage import shacrypt
+from cgtwist.storage.credcache import CredentialCache
 
 T = TypeVar("T")
 
@@ -42,8 +45,10 @@ class PasswordHasher:
     """Hash and verify passwords in threads; every method returns a Deferred.
 
     ``reactor`` and ``threadpool`` are the reactor and the pool to run on (the reactor's own
-    pool by default). ``memory_kib``/``time_cost`` exist for tests only; production uses the
-    OWASP values, and hashes weaker than those are reported by ``needs_rehash``.
+    pool by default); ``concurrency`` caps the hashes running at once (size it to the cores:
+    more only queue up in the kernel). ``cache`` remembers recent successful verifications.
+    ``memory_kib``/``time_cost`` exist for tests only; production uses the OWASP values, and
+    hashes weaker than those are reported by ``needs_rehash``.
     """
 
     def __init__(
@@ -53,8 +58,10 @@ class PasswordHasher:
         concurrency: Optional[int] = None,
         memory_kib: int = MEMORY_KIB,
         time_cost: int = TIME_COST,
+        cache: Optional[CredentialCache] = None,
     ) -> None:
         self._reactor = reactor
+        self._cache = cache
         self._threadpool = threadpool
         self._sem = DeferredSemaphore(concurrency or 2 * (os.cpu_count() or 1))
         self._hasher = _Argon2(
@@ -133,5 +140,17 @@ class PasswordHasher:
         return self._run(self.hash_sync, password)
 
     def verify(self, stored: Optional[str], password: Union[str, bytes]) -> Deferred[bool]:
-        """Fire with True when ``password`` matches ``stored`` (None: dummy work, False)."""
-        return self._run(self.verify_sync, stored, password)
+        """Fire with True when ``password`` matches ``stored`` (None: dummy work, False); from
+        the cache, without a thread, when it verified against ``stored`` within the TTL."""
+        cache = self._cache
+        if cache is None:
+            return self._run(self.verify_sync, stored, password)
+        if cache.verified(stored, password):
+            return succeed(True)
+
+        def remember(ok: bool) -> bool:
+            if ok:
+                cache.add(stored, password)
+            return ok
+
+        return self._run(self.verify_sync, stored, password).addCallback(remember)

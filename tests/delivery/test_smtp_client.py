@@ -193,3 +193,46 @@ class Encoding(unittest.TestCase):
         if normal and not normal.endswith(b"\r\n"):
             normal += b"\r\n"
         self.assertEqual(unstuffed, normal)
+
+
+class Deadlines(unittest.TestCase):
+    def test_each_reply_has_its_own_deadline(self) -> None:
+        """The deadline moves with each command: a reply late for the first command's timeout
+        but in time for its own is taken, and a later silence still ends the session."""
+        c, t, clock = make()
+        d0 = defer.Deferred.fromCoroutine(c.start())
+        clock.advance(25)  # greeting timeout 30
+        c.dataReceived(b"220 mx\r\n")
+        clock.advance(15)  # 40 s from the start, 15 s into EHLO's 20
+        c.dataReceived(b"250 mx\r\n")
+        self.successResultOf(d0)
+        clock.advance(1000)  # idle between transactions: no deadline runs
+        self.assertFalse(t.disconnecting)
+        d = defer.Deferred.fromCoroutine(c.transaction("a@x", [("b@y", "")], "", b"x"))
+        clock.advance(299)
+        self.assertNoResult(d)
+        clock.advance(1)  # the MAIL reply's 300 s
+        result = self.successResultOf(d)
+        self.assertIsNotNone(result.error)
+        self.assertEqual(result.error.during, "mail")  # type: ignore[union-attr]
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SafePath(unittest.TestCase):
+    @settings(max_examples=500, deadline=None)
+    @given(st.text(alphabet=st.characters(max_codepoint=0x2FF), max_size=40))
+    def test_same_answer_as_the_character_rule(self, text: str) -> None:
+        """An address is fit for ``<...>`` exactly when it has no control character, DEL or
+        angle bracket (and the length and space rules hold)."""
+        from cgtwist.delivery.smtp import _safe_path
+
+        bad = any(ord(c) < 0x20 or ord(c) == 0x7F for c in text) or "<" in text or ">" in text
+        expected = (
+            bool(text)
+            and len(text.encode("utf-8")) <= 256
+            and not bad
+            and (" " not in text or text.startswith('"'))
+        )
+        self.assertEqual(_safe_path(text), expected)
+        self.assertFalse(_safe_path("a@b\r\nRCPT TO:<x@y>"))

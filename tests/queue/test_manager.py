@@ -3,6 +3,7 @@ retries on the schedule, fairness, suspension, expiry, the active window and no 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from zope.interface.verify import verifyObject
@@ -305,6 +306,33 @@ class RecoveryTests(QueueTestCase):
         )
         self.assertTrue(all(c[1] == msg_id for c in self.local.calls))
         self.assertEqual(self.spooled(), [])
+
+    def test_recovered_message_read_once(self) -> None:
+        """A message taken from the spool at start (or from the backlog) is read from disk once
+        for its load and first attempt, not once to load and again to deliver (#17 lever 4);
+        a held one keeps no bytes in memory."""
+        import cgtwist.spool.spool as spool_module
+
+        ids = [
+            self.successResultOf(self.spool.store(env(f"u{i}@example.org"), b"Subject: t\r\n\r\nx"))
+            for i in range(3)
+        ]
+        self.successResultOf(self.spool.record(ids[2], [{"k": "h", "v": True}]))
+        reads: list[str] = []
+        real = spool_module.read_whole
+
+        def counting(path: str) -> bytes:
+            if path.endswith(".msg"):
+                reads.append(os.path.basename(path))
+            return real(path)
+
+        self.patch(spool_module, "read_whole", counting)
+        manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=SyncPool()))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager2.start()), 3)
+        self.pump()
+        self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids[:2]))
+        self.assertEqual(sorted(reads), sorted(f"{i}.msg" for i in ids))
+        self.assertIsNone(manager2.find(ids[2]).data)  # type: ignore[union-attr]
 
     def test_bouncer_failure_retried_message_kept(self) -> None:
         """If the failure report cannot be sent, the message stays and the report is retried."""
