@@ -27,11 +27,11 @@ from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
+from cgtwist.durable import DirSync
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir as md
-from cgtwist.spool.files import DirSync
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
 _QUEUE_RE = re.compile(r"^LOCAL\((.+)\)$")

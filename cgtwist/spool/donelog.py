@@ -16,8 +16,8 @@ import os
 import zlib
 from typing import Iterable
 
+from cgtwist.durable import fsync_dir
 from cgtwist.spool import format as fmt
-from cgtwist.spool.files import fsync_dir
 
 NAME = "done"
 

@@ -36,21 +36,19 @@ from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
+from cgtwist.durable import DirSync, fsync_dir, write_all
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
-    DirSync,
     Recycler,
-    fsync_dir,
     make_dirs,
     read_upto,
     read_whole,
     storage_error,
     unlink_quiet,
-    write_all,
 )
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.workers import JobBatch

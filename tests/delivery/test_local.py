@@ -14,6 +14,7 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from cgtwist import durable
 from cgtwist.delivery import local as local_mod
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.interfaces import IDeliveryAgent
@@ -125,16 +126,14 @@ class LocalDeliveryTests(unittest.TestCase):
     def test_concurrent_deliveries_unique_names(self) -> None:
         """Many deliveries at once each get their own file; none overwrites another; they share
         the fsyncs of new/ instead of paying one each."""
-        from cgtwist.spool import files as files_mod
-
         synced: list[str] = []
-        real = files_mod.fsync_dir
+        real = durable.fsync_dir
 
         def counting(path: str) -> None:
             synced.append(path)
             real(path)
 
-        self.patch(files_mod, "fsync_dir", counting)
+        self.patch(durable, "fsync_dir", counting)
         ds = [
             self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
             for i in range(30)
@@ -327,9 +326,7 @@ class LocalDeliveryTests(unittest.TestCase):
         """EIO from the shared fsync of new/ reaches every delivery waiting on it; each removes
         its name again and stays pending, so the retry stores each message once, not twice
         (issue 21 item 4), and says so in the log."""
-        from cgtwist.spool import files as files_mod
-
-        real = files_mod.fsync_dir
+        real = durable.fsync_dir
         failing = [True]
 
         def eio(path: str) -> None:
@@ -337,7 +334,7 @@ class LocalDeliveryTests(unittest.TestCase):
                 raise OSError(errno.EIO, "Input/output error")
             real(path)
 
-        self.patch(files_mod, "fsync_dir", eio)
+        self.patch(durable, "fsync_dir", eio)
         events = _capture_log(self)
         ds = [
             self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])

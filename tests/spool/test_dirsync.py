@@ -1,4 +1,4 @@
-"""Tests for the group commit of directory fsyncs among worker threads (spool.files.DirSync)."""
+"""Tests for the group commit of directory fsyncs among worker threads (cgtwist.durable.DirSync)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 
 from twisted.trial import unittest
 
-from cgtwist.spool.files import DirSync
+from cgtwist.durable import DirSync
 
 
 def wait_until(cond: Callable[[], bool]) -> None:

@@ -11,8 +11,8 @@ from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from cgtwist import durable
 from cgtwist.errors import MailError
-from cgtwist.spool import files as files_mod
 from cgtwist.spool import format as fmt
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, Recipient
@@ -212,7 +212,7 @@ class StoreTests(SpoolTestBase):
         def bad(path: str) -> None:
             raise OSError(errno.EIO, "I/O error")
 
-        self.patch(files_mod, "fsync_dir", bad)
+        self.patch(durable, "fsync_dir", bad)
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual(cm.exception.code, 451)
