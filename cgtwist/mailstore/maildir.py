@@ -18,7 +18,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
+
+from cgtwist import crashpoint as cp
+from cgtwist.durable import DirSyncs, fsync_dir, write_all
 
 SUBDIRS = ("cur", "new", "tmp")
 
@@ -177,14 +180,6 @@ def is_maildir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
     """Replace ``path`` with ``data``: tmp file, fsync, rename, fsync the directory."""
     tmp = f"{path}.{os.getpid()}.{next(_counter)}.tmp"
@@ -206,6 +201,350 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
         fsync_dir(os.path.dirname(path) or ".")
 
 
+class CommitFailed(OSError):
+    """A message was named in its folder but could not be made durable (an fsync failed).
+
+    ``withdrawn`` says its name was removed again, so a retry stores it once; when False the
+    name ``filename`` stayed (removing it failed too) and a retry may store it twice."""
+
+    def __init__(self, error: BaseException, filename: str, withdrawn: bool) -> None:
+        code = getattr(error, "errno", None) or errno.EIO
+        super().__init__(code, getattr(error, "strerror", None) or str(error) or os.strerror(code))
+        self.filename = filename
+        self.withdrawn = withdrawn
+
+
+# O_TMPFILE (Linux 3.11+, on ext4, XFS, btrfs, tmpfs): the message's inode is created with no
+# name, written and fsynced, then linked into new/ in one step. Against maildir(5)'s tmp/ file
+# and rename that saves a directory entry made and removed in tmp/ per message, and creating
+# the inode does not hold tmp/'s directory lock, on which concurrent deliveries into one
+# Maildir queued. A crash before the link leaves nothing behind, not a file in tmp/ for
+# clean_tmp. The price is a second fsync of the file after the link (its link count).
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_UNSUPPORTED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
+
+
+class UnnamedFiles:
+    """Whether this process creates message files with O_TMPFILE, and the /proc/self/fd
+    directory its ``linkat`` goes through: probed when made, turned off for good by the first
+    file system that refuses (``refused``). One per process, made by the writer's owner and
+    passed in (``MaildirWriter``); ``enabled=False`` makes every save use tmp/ + rename."""
+
+    def __init__(self, enabled: Optional[bool] = None) -> None:
+        if enabled is None:
+            enabled = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
+        self.ok = enabled and bool(_O_TMPFILE)
+        self._lock = threading.Lock()
+        self._proc_fd: tuple[int, int] = (0, -1)  # (pid, descriptor of /proc/self/fd)
+
+    def refused(self) -> None:
+        """The file system or /proc cannot do it: the classic way from now on."""
+        self.ok = False
+
+    def proc_fd_dir(self) -> int:
+        """This process's /proc/self/fd directory, opened once (again after a fork). os.link
+        only asks linkat to follow the magic link (AT_SYMLINK_FOLLOW) when given a directory
+        descriptor; plain link(2) would try to link the /proc entry itself (EXDEV)."""
+        pid = os.getpid()
+        with self._lock:
+            if self._proc_fd[0] != pid:
+                self._proc_fd = (pid, os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY))
+            return self._proc_fd[1]
+
+
+Source = Union[bytes, bytearray, memoryview, BinaryIO, list[bytes]]
+
+
+class MessageSave:
+    """One message on its way into the Maildir folder at ``path``: made by ``open`` (or
+    ``MaildirWriter.save``), then ``write`` and/or ``link_from``, then ``commit`` (durable;
+    returns the file name) or ``abort`` (nothing is left). The one save path of LOCAL
+    delivery, APPEND and COPY (as Dovecot's LDA and APPEND share ``mail_save_context``).
+
+    The file goes to ``new/`` (``to_new``) or to ``cur/`` with the info ``letters``; ``sized``
+    puts the size in the name (``<key>,S=<size>``, LOCAL's names, which readers use for
+    RFC822.SIZE without a stat). ``mtime`` becomes the INTERNALDATE. With ``unnamed`` (an
+    ``UnnamedFiles`` that is ``ok``) the file is made with O_TMPFILE and linked into place,
+    else written in ``tmp/`` and renamed. ``points`` are the crash points (before naming,
+    after the commit) of the caller, for tests that kill the process there.
+
+    Every name made is durable when ``commit`` returns (the directory fsynced after it, the
+    inode fsynced after a link), unless the caller syncs the directory itself
+    (``commit(sync=False)``, once for a batch). A failed directory fsync removes the name
+    again (``CommitFailed``), so a retry does not store the message twice."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        to_new: bool = True,
+        letters: str = "",
+        mtime: Optional[float] = None,
+        sized: bool = False,
+        hostname: Optional[str] = None,
+        unnamed: Optional[UnnamedFiles] = None,
+        points: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.path = path
+        self.sub = "new" if to_new else "cur"
+        self.letters = letters
+        self.mtime = mtime
+        self.sized = sized
+        self.hostname = hostname
+        self.points = points
+        self.size = 0
+        self.key = ""
+        self._unnamed = unnamed
+        self._tmp: Optional[str] = None  # tmp/ name, None while unnamed
+        self._fd = -1
+        self._linked = False  # link_from gave the file its tmp/ name: nothing to write
+
+    @classmethod
+    def open(cls, path: str, **kw: Any) -> MessageSave:
+        """A new save with its file created (raises OSError; nothing is left then)."""
+        save = cls(path, **kw)
+        save._create()
+        return save
+
+    def _create(self) -> None:
+        u = self._unnamed
+        if u is not None and u.ok:
+            try:
+                self._fd = os.open(os.path.join(self.path, "tmp"), os.O_RDWR | _O_TMPFILE, 0o600)
+                return
+            except OSError as e:
+                if e.errno not in _UNSUPPORTED:
+                    raise
+                u.refused()
+        while True:
+            key = unique_key(self.hostname)
+            tmp = os.path.join(self.path, "tmp", key)
+            try:
+                self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            self.key, self._tmp = key, tmp
+            return
+
+    def write(self, source: Source) -> None:
+        """Append ``source``: bytes, a list of chunks (one writev) or a binary file, read in
+        64 KiB pieces (a big APPEND is never held twice)."""
+        if isinstance(source, list):
+            write_all(self._fd, source)
+            self.size += sum(len(c) for c in source)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            write_all(self._fd, [bytes(source)])
+            self.size += len(source)
+        else:
+            while True:
+                chunk = source.read(1 << 16)
+                if not chunk:
+                    break
+                write_all(self._fd, [chunk])
+                self.size += len(chunk)
+
+    @classmethod
+    def link_from(cls, path: str, source: str, **kw: Any) -> Optional[MessageSave]:
+        """A save of the existing message file ``source`` (COPY) by a hard link into ``tmp/``,
+        so no byte is copied; None when it cannot be linked (another file system), and the
+        caller copies its bytes with ``open`` + ``write``. Raises FileNotFoundError when
+        ``source`` is gone."""
+        save = cls(path, **kw)
+        while True:
+            key = unique_key(save.hostname)
+            tmp = os.path.join(path, "tmp", key)
+            try:
+                os.link(source, tmp)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                raise
+            except OSError:
+                return None
+            break
+        save.key, save._tmp, save._linked = key, tmp, True
+        # The link raised the file's link count, which no directory fsync writes on every
+        # file system: the fsync in commit writes it, or a cut could leave two names on an
+        # inode counting one, and expunging either would free the other's message.
+        try:
+            save._fd = os.open(tmp, os.O_RDONLY)
+        except BaseException:
+            unlink_quiet(tmp)
+            raise
+        return save
+
+    def abort(self) -> None:
+        """Drop the message: close the file and remove its tmp/ name (an unnamed one goes by
+        itself)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp is not None:
+            unlink_quiet(self._tmp)
+            self._tmp = None
+
+    def _name(self) -> str:
+        base = f"{self.key},S={self.size}" if self.sized else self.key
+        return base if self.sub == "new" else join_name(base, self.letters)
+
+    def commit(self, sync: Union[bool, Callable[[str], None]] = True) -> str:
+        """Make the message durable under its name in ``new/`` or ``cur/``; return the name.
+
+        fsync the file (its data, and the INTERNALDATE), then name it (rename from tmp/, or
+        link the unnamed file and fsync it again for its link count), then fsync the
+        directory: ``sync`` True does it here, a callable is called with the directory to do
+        it (a shared ``DirSync``: group commit among threads), False leaves it to the caller.
+        On any error before the name exists nothing is left; after it, CommitFailed."""
+        before, after = self.points
+        name = ""
+        try:
+            if self.mtime is not None and not self._linked:
+                os.utime(self._fd, (self.mtime, self.mtime))  # before the fsync: durable too
+            os.fsync(self._fd)  # the data, before any name can lead to it
+            if before:
+                cp.crashpoint(before)
+            if self._tmp is None:
+                name = self._link_unnamed()
+            else:
+                name = self._name()
+                os.rename(self._tmp, os.path.join(self.path, self.sub, name))
+                self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        if sync:
+            folder = os.path.join(self.path, self.sub)
+            try:
+                if callable(sync):
+                    sync(folder)
+                else:
+                    fsync_dir(folder)
+            except BaseException as e:
+                raise self._withdraw(name, e) from e
+        if after:
+            cp.crashpoint(after)
+        return name
+
+    def _link_unnamed(self) -> str:
+        """Link the O_TMPFILE file into place under a fresh key, then fsync it again: the link
+        raised its link count from 0 to 1, and fsync of the directory does not write the inode
+        on every file system (ext4 without a journal does not): without this the name can
+        survive a power cut pointing at an inode with no links, which e2fsck frees. Each thread
+        fsyncs its own file, at the same time as the others (the kernel groups concurrent
+        fsyncs); only the directory's fsync is shared."""
+        assert self._unnamed is not None
+        while True:
+            self.key = unique_key(self.hostname)
+            name = self._name()
+            try:
+                # linkat(AT_SYMLINK_FOLLOW) of the /proc link: open(2)'s O_TMPFILE recipe
+                # for an unprivileged process.
+                os.link(
+                    str(self._fd),
+                    os.path.join(self.path, self.sub, name),
+                    src_dir_fd=self._unnamed.proc_fd_dir(),
+                )
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and os.path.isdir(
+                    os.path.join(self.path, self.sub)
+                ):
+                    self._unnamed.refused()  # no usable /proc link: write it again, classic
+                    return self._again_named()
+                raise
+            break
+        try:
+            os.fsync(self._fd)
+        except BaseException as e:
+            raise self._withdraw(name, e) from e
+        return name
+
+    def _again_named(self) -> str:
+        """The unnamed file could not be linked: copy it into a tmp/ file and rename that
+        (read back through its descriptor, opened read-write for this)."""
+        pieces, offset = [], 0
+        while True:
+            chunk = os.pread(self._fd, 1 << 20, offset)
+            if not chunk:
+                break
+            pieces.append(chunk)
+            offset += len(chunk)
+        os.close(self._fd)
+        self._fd = -1
+        self._create()
+        write_all(self._fd, pieces or [b""])
+        os.fsync(self._fd)
+        name = self._name()
+        assert self._tmp is not None
+        os.rename(self._tmp, os.path.join(self.path, self.sub, name))
+        self._tmp = None
+        return name
+
+    def _withdraw(self, name: str, error: BaseException) -> CommitFailed:
+        """Remove ``name`` again after its commit failed (from cur/ where an IMAP session may
+        have moved it meanwhile); the CommitFailed to raise."""
+        where = os.path.join(self.path, self.sub, name)
+        try:
+            try:
+                os.unlink(where)
+            except FileNotFoundError:
+                moved = find_key(where)
+                if moved is None:
+                    return CommitFailed(error, name, True)  # nothing left to remove
+                where = moved
+                os.unlink(where)
+        except OSError:
+            return CommitFailed(error, name, False)
+        try:
+            fsync_dir(os.path.dirname(where))  # best effort: the withdrawal durable too
+        except OSError:
+            pass
+        return CommitFailed(error, name, True)
+
+
+class MaildirWriter:
+    """``MaildirWriter(hostname=None, unnamed=None)``: the Maildir save path of a process that
+    delivers (LOCAL), made once by its owner and passed in: how files are created here
+    (``UnnamedFiles``, probed once) and the group commit of directory fsyncs (one
+    ``DirSync`` per folder, shared by the threads delivering into it)."""
+
+    def __init__(
+        self,
+        hostname: Optional[str] = None,
+        unnamed: Optional[UnnamedFiles] = None,
+        syncs: Optional[DirSyncs] = None,
+        points: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.hostname = hostname
+        self.unnamed = unnamed if unnamed is not None else UnnamedFiles()
+        self.syncs = syncs if syncs is not None else DirSyncs()
+        self.points = points
+
+    def deliver(self, path: str, chunks: list[bytes], ensure_dirs: bool = True) -> str:
+        """Blocking: ``chunks`` durably into ``new/`` of the Maildir ``path`` (created if
+        missing, unless ``ensure_dirs`` is False: a missing ``tmp/`` or ``new/`` then raises
+        FileNotFoundError); the name, ``<key>,S=<size>``. The fsync of ``new/`` is shared
+        with the other threads delivering into it; when it fails the name is removed again
+        (CommitFailed): the recipient stays pending, and every delivery sharing that fsync
+        withdraws its own."""
+        if ensure_dirs:
+            ensure(path)  # fsyncs each directory it makes in its parent (domain, account, ...)
+        save = MessageSave.open(
+            path, sized=True, hostname=self.hostname, unnamed=self.unnamed, points=self.points
+        )
+        try:
+            save.write(chunks)
+        except BaseException:
+            save.abort()
+            raise
+        return save.commit(self.syncs.sync)
+
+
 def deliver(
     path: str,
     source: Union[bytes, BinaryIO, str],
@@ -221,61 +560,29 @@ def deliver(
     hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE. With
     ``sync`` False the caller fsyncs the ``cur``/``new`` directory itself (once for a batch)
     before the message counts as stored; everything else is durable when this returns.
+    A ``MessageSave`` in tmp/ (APPEND and COPY).
     """
-    key = unique_key(hostname)
-    tmp = os.path.join(path, "tmp", key)
-    sub = "new" if to_new else "cur"
-    fname = key if to_new else join_name(key, letters)
-    dest = os.path.join(path, sub, fname)
-    linked = False
-    if isinstance(source, str):
-        try:
-            os.link(source, tmp)
-            linked = True
-        except OSError:
+    kw: dict[str, Any] = dict(to_new=to_new, letters=letters, mtime=mtime, hostname=hostname)
+    save = MessageSave.link_from(path, source, **kw) if isinstance(source, str) else None
+    if save is None:
+        if isinstance(source, str):
             with open(source, "rb") as f:
-                data: Union[bytes, BinaryIO] = f.read()
-            source = data
+                source = f.read()
+        save = MessageSave.open(path, **kw)
+        try:
+            save.write(source)
+        except BaseException:
+            save.abort()
+            raise
+    fname = save.commit(sync)
+    return save.key, fname
+
+
+def unlink_quiet(path: str) -> None:
     try:
-        if linked:
-            # The link raised the file's link count, which no directory fsync writes on every
-            # file system: without this a cut could leave two names on an inode counting one,
-            # and expunging either would free the other's message.
-            fd = os.open(tmp, os.O_RDONLY)
-        else:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if not linked:
-                assert not isinstance(source, str)
-                _write_source(fd, source)
-                if mtime is not None:
-                    os.utime(fd, (mtime, mtime))  # before the fsync, so the date is durable too
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if sync:
-        fsync_dir(os.path.join(path, sub))
-    return key, fname
-
-
-def _write_source(fd: int, source: Union[bytes, bytearray, memoryview, BinaryIO]) -> None:
-    """Write ``source`` to ``fd`` (left open for its fsync), a file in 64 KiB pieces."""
-    with os.fdopen(os.dup(fd), "wb") as out:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            out.write(source)
-        else:
-            while True:
-                chunk = source.read(1 << 16)
-                if not chunk:
-                    break
-                out.write(chunk)
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def move_to_cur(

@@ -15,9 +15,11 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from cgtwist import durable
-from cgtwist.delivery import local as local_mod
+from cgtwist import paths as local_paths
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.mailstore import maildir as md
+from cgtwist.mailstore.maildir import UnnamedFiles
 from cgtwist.types import Account, Envelope, Recipient
 from tests.mailstore.oslog import OsLog
 
@@ -68,9 +70,18 @@ class LocalDeliveryTests(unittest.TestCase):
         self.store = FakeStore("bob@example.com", "carol@example.com")
         self.notifier = FakeNotifier()
         self.agent = LocalDelivery(
-            self.base, self.store, self.notifier, reactor=reactor, hostname="mx.example"
+            self.base,
+            self.store,
+            self.notifier,
+            reactor=reactor,
+            hostname="mx.example",
+            writer=self.writer(),
         )
         self.env = Envelope(sender="alice@example.org", recipients=[])
+
+    def writer(self) -> md.MaildirWriter:
+        """The process's save path: O_TMPFILE where this file system has it."""
+        return md.MaildirWriter("mx.example", md.UnnamedFiles())
 
     def maildir(self, account: str = "bob") -> str:
         return os.path.join(self.base, "Domains", "example.com", account, "Maildir")
@@ -179,13 +190,13 @@ class LocalDeliveryTests(unittest.TestCase):
         costs ~20 stat calls per message), and a settings reload (forget) checks it anew."""
         yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         checked: list[str] = []
-        real = local_mod.paths.maildir
+        real = local_paths.maildir
 
         def counting(*a: Any) -> str:
             checked.append(a[2])
             return real(*a)
 
-        self.patch(local_mod.paths, "maildir", counting)
+        self.patch(local_paths, "maildir", counting)
         yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
         self.assertEqual(checked, [])
         self.agent.forget()
@@ -259,7 +270,7 @@ class LocalDeliveryTests(unittest.TestCase):
         def deny(*a: Any, **kw: Any) -> Any:
             raise OSError(errno.EACCES, "Permission denied")
 
-        self.patch(local_mod.md, "ensure", deny)
+        self.patch(md, "ensure", deny)
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         self.assertEqual((rs[0].state, rs[0].detail[:9]), ("pending", "451 4.3.0"))
 
@@ -360,7 +371,8 @@ class LocalDeliveryTests(unittest.TestCase):
     def test_failed_link_count_fsync_withdraws(self) -> None:
         """EIO from the fsync that makes the unnamed file's link count durable removes the
         name it was linked under, before the failure is reported."""
-        if not local_mod._unnamed_ok:
+        writer = self.writer()
+        if not writer.unnamed.ok:
             raise unittest.SkipTest("no O_TMPFILE here")
         real_fsync = os.fsync
         seen: dict[int, int] = {}
@@ -375,8 +387,8 @@ class LocalDeliveryTests(unittest.TestCase):
 
         self.patch(os, "fsync", fsync)
         path = self.maildir()
-        with self.assertRaises(local_mod.CommitFailed) as cm:
-            local_mod.write_maildir(path, [DATA])
+        with self.assertRaises(md.CommitFailed) as cm:
+            writer.deliver(path, [DATA])
         self.assertTrue(cm.exception.withdrawn)
         self.assertEqual(cm.exception.errno, errno.EIO)
         self.assertEqual(os.listdir(os.path.join(path, "new")), [])
@@ -394,9 +406,8 @@ class LocalDeliveryTests(unittest.TestCase):
 class ClassicTmpDeliveryTests(LocalDeliveryTests):
     """The same, on a file system without O_TMPFILE: a named file in tmp/, then rename."""
 
-    def setUp(self) -> None:
-        super().setUp()
-        self.patch(local_mod, "_unnamed_ok", False)
+    def writer(self) -> md.MaildirWriter:
+        return md.MaildirWriter("mx.example", md.UnnamedFiles(enabled=False))
 
 
 class UnnamedFallbackTests(unittest.TestCase):
@@ -404,7 +415,8 @@ class UnnamedFallbackTests(unittest.TestCase):
         """On a Linux file system with O_TMPFILE the message is linked into new/ without ever
         having a name in tmp/, and the way stays on (no silent fallback, e.g. EXDEV from
         linking the /proc entry itself)."""
-        if not local_mod._unnamed_ok:
+        writer = md.MaildirWriter()
+        if not writer.unnamed.ok:
             raise unittest.SkipTest("no O_TMPFILE here")
         base = tempfile.mkdtemp(prefix="cgtwist-local-")
         self.addCleanup(shutil.rmtree, base, True)
@@ -412,11 +424,11 @@ class UnnamedFallbackTests(unittest.TestCase):
         renamed: list[str] = []
         real_rename = os.rename
         self.patch(os, "rename", lambda a, b: (renamed.append(a), real_rename(a, b)))
-        name = local_mod.write_maildir(path, [b"Subject: a\r\n\r\nx\r\n"])
+        name = writer.deliver(path, [b"Subject: a\r\n\r\nx\r\n"])
         with open(os.path.join(path, "new", name), "rb") as f:
             self.assertEqual(f.read(), b"Subject: a\r\n\r\nx\r\n")
         self.assertEqual(renamed, [])
-        self.assertTrue(local_mod._unnamed_ok)
+        self.assertTrue(writer.unnamed.ok)
 
     def test_unsupported_file_system_falls_back_once(self) -> None:
         """When the file system refuses O_TMPFILE, the message goes through tmp/ + rename and
@@ -428,19 +440,19 @@ class UnnamedFallbackTests(unittest.TestCase):
         tried: list[str] = []
 
         def refusing_open(p: str, flags: int, *a: Any) -> int:
-            if flags & local_mod._O_TMPFILE == local_mod._O_TMPFILE and local_mod._O_TMPFILE:
+            if flags & md._O_TMPFILE == md._O_TMPFILE and md._O_TMPFILE:
                 tried.append(p)
                 raise OSError(errno.EOPNOTSUPP, "Operation not supported")
             return real_open(p, flags, *a)
 
-        self.patch(local_mod, "_unnamed_ok", bool(local_mod._O_TMPFILE))
+        writer = md.MaildirWriter(unnamed=md.UnnamedFiles(enabled=bool(md._O_TMPFILE)))
         self.patch(os, "open", refusing_open)
-        first = local_mod.write_maildir(path, [b"Subject: a\r\n\r\nx\r\n"])
-        second = local_mod.write_maildir(path, [b"Subject: b\r\n\r\ny\r\n"])
+        first = writer.deliver(path, [b"Subject: a\r\n\r\nx\r\n"])
+        second = writer.deliver(path, [b"Subject: b\r\n\r\ny\r\n"])
         self.assertEqual(sorted(os.listdir(os.path.join(path, "new"))), sorted([first, second]))
         self.assertEqual(os.listdir(os.path.join(path, "tmp")), [])
         self.assertLessEqual(len(tried), 1)
-        self.assertFalse(local_mod._unnamed_ok)
+        self.assertFalse(writer.unnamed.ok)
 
 
 LOCAL_SCRIPT = r"""
@@ -475,10 +487,8 @@ class LocalCrashpointTests(unittest.TestCase):
         from cgtwist import crashpoint
 
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from cgtwist.delivery import local
-
         # An unnamed (O_TMPFILE) file vanishes with the process; the classic tmp/ file stays.
-        before = 0 if local._unnamed_ok else 1
+        before = 0 if UnnamedFiles().ok else 1
         for point, tmp_n, new_n in (
             (crashpoint.LOCAL_BEFORE_RENAME, before, 0),
             (crashpoint.LOCAL_AFTER_RENAME, 0, 1),

@@ -1,0 +1,106 @@
+"""Tests for the one Maildir save path (cgtwist.mailstore.maildir.MessageSave, MaildirWriter):
+what LOCAL delivery, APPEND and COPY all go through."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+
+from twisted.trial import unittest
+
+from cgtwist import durable
+from cgtwist.mailstore import maildir as md
+
+
+class MessageSaveTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.path = os.path.join(os.path.abspath(self.mktemp()), "Maildir")
+        md.ensure(self.path)
+
+    def listing(self) -> dict[str, list[str]]:
+        return {s: sorted(os.listdir(os.path.join(self.path, s))) for s in md.SUBDIRS}
+
+    def test_abort_leaves_nothing(self) -> None:
+        """A save given up (the client went away mid-APPEND) leaves no file in any folder."""
+        for unnamed in (md.UnnamedFiles(enabled=False), md.UnnamedFiles()):
+            save = md.MessageSave.open(self.path, unnamed=unnamed)
+            save.write(b"Subject: half\r\n")
+            save.abort()
+        self.assertEqual(self.listing(), {"cur": [], "new": [], "tmp": []})
+
+    def test_commit_names_by_kind(self) -> None:
+        """APPEND names cur/ files with their flags; LOCAL's new/ names carry the size."""
+        save = md.MessageSave.open(self.path, to_new=False, letters="SF")
+        save.write([b"Subject: a\r\n", b"\r\nbody\r\n"])
+        name = save.commit()
+        self.assertEqual(name, md.join_name(save.key, "FS"))
+        sized = md.MessageSave.open(self.path, sized=True)
+        sized.write(b"12345")
+        self.assertEqual(sized.commit(), f"{sized.key},S=5")
+        self.assertEqual(self.listing()["tmp"], [])
+
+    def test_failed_directory_fsync_withdraws(self) -> None:
+        """EIO from the directory fsync removes the name again (CommitFailed, withdrawn), for
+        APPEND's saves as for LOCAL's: a retry stores the message once."""
+
+        def eio(path: str) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        save = md.MessageSave.open(self.path, to_new=False)
+        save.write(b"Subject: x\r\n\r\n")
+        with self.assertRaises(md.CommitFailed) as cm:
+            save.commit(eio)
+        self.assertTrue(cm.exception.withdrawn)
+        self.assertEqual(self.listing(), {"cur": [], "new": [], "tmp": []})
+
+    def test_link_from_keeps_inode_and_fsyncs_it(self) -> None:
+        """COPY links the source file (same inode, no bytes copied) and fsyncs it after the
+        link, so its link count is durable."""
+        src = md.MessageSave.open(self.path, to_new=False)
+        src.write(b"Subject: c\r\n\r\n")
+        src_path = os.path.join(self.path, "cur", src.commit())
+        synced: list[int] = []
+        real = os.fsync
+        self.patch(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd)))
+        key, name = md.deliver(self.path, src_path, "S")
+        copy = os.path.join(self.path, "cur", name)
+        self.assertEqual(os.stat(copy).st_ino, os.stat(src_path).st_ino)
+        self.assertIn(os.stat(copy).st_ino, synced)
+        self.assertTrue(name.startswith(key))
+
+
+class MaildirWriterTests(unittest.TestCase):
+    def test_concurrent_deliveries_share_directory_fsyncs(self) -> None:
+        """Threads delivering into one Maildir at once share the fsyncs of new/ (group
+        commit): fewer directory fsyncs than messages, every message durable and unique."""
+        path = os.path.join(os.path.abspath(self.mktemp()), "Maildir")
+        md.ensure(path)
+        count = [0]
+        real = durable.fsync_dir
+        syncs = durable.DirSyncs()
+        writer = md.MaildirWriter("h", syncs=syncs)
+
+        def slow(p: str) -> None:
+            count[0] += 1
+            if count[0] == 1:  # the first fsync runs until the other 11 wait for the next
+                ds = syncs._syncs[p]
+                deadline = time.monotonic() + 60
+                while ds.waiting < 11 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            real(p)
+
+        self.patch(durable, "fsync_dir", slow)
+        names: list[str] = []
+        threads = [
+            threading.Thread(target=lambda i=i: names.append(writer.deliver(path, [b"%d" % i])))
+            for i in range(12)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(set(names)), 12)
+        self.assertEqual(sorted(os.listdir(os.path.join(path, "new"))), sorted(names))
+        self.assertEqual(count[0], 2)
