@@ -95,7 +95,7 @@ class LocalDelivery:
         self.threadpool = threadpool
         self.hostname = hostname or socket.gethostname() or "localhost"
         self.rules: Any = None
-        # The process's Maildir save path: O_TMPFILE probed once, new/'s fsync group-committed.
+        # The process's Maildir save path: new/'s fsync group-committed among its threads.
         self.writer = writer or MaildirWriter(
             self.hostname, points=(cp.LOCAL_BEFORE_RENAME, cp.LOCAL_AFTER_RENAME)
         )

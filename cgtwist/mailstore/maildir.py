@@ -214,44 +214,6 @@ class CommitFailed(OSError):
         self.withdrawn = withdrawn
 
 
-# O_TMPFILE (Linux 3.11+, on ext4, XFS, btrfs, tmpfs): the message's inode is created with no
-# name, written and fsynced, then linked into new/ in one step. Against maildir(5)'s tmp/ file
-# and rename that saves a directory entry made and removed in tmp/ per message, and creating
-# the inode does not hold tmp/'s directory lock, on which concurrent deliveries into one
-# Maildir queued. A crash before the link leaves nothing behind, not a file in tmp/ for
-# clean_tmp. The price is a second fsync of the file after the link (its link count).
-_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
-_UNSUPPORTED = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
-
-
-class UnnamedFiles:
-    """Whether this process creates message files with O_TMPFILE, and the /proc/self/fd
-    directory its ``linkat`` goes through: probed when made, turned off for good by the first
-    file system that refuses (``refused``). One per process, made by the writer's owner and
-    passed in (``MaildirWriter``); ``enabled=False`` makes every save use tmp/ + rename."""
-
-    def __init__(self, enabled: Optional[bool] = None) -> None:
-        if enabled is None:
-            enabled = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")
-        self.ok = enabled and bool(_O_TMPFILE)
-        self._lock = threading.Lock()
-        self._proc_fd: tuple[int, int] = (0, -1)  # (pid, descriptor of /proc/self/fd)
-
-    def refused(self) -> None:
-        """The file system or /proc cannot do it: the classic way from now on."""
-        self.ok = False
-
-    def proc_fd_dir(self) -> int:
-        """This process's /proc/self/fd directory, opened once (again after a fork). os.link
-        only asks linkat to follow the magic link (AT_SYMLINK_FOLLOW) when given a directory
-        descriptor; plain link(2) would try to link the /proc entry itself (EXDEV)."""
-        pid = os.getpid()
-        with self._lock:
-            if self._proc_fd[0] != pid:
-                self._proc_fd = (pid, os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY))
-            return self._proc_fd[1]
-
-
 Source = Union[bytes, bytearray, memoryview, BinaryIO, list[bytes]]
 
 
@@ -263,15 +225,19 @@ class MessageSave:
 
     The file goes to ``new/`` (``to_new``) or to ``cur/`` with the info ``letters``; ``sized``
     puts the size in the name (``<key>,S=<size>``, LOCAL's names, which readers use for
-    RFC822.SIZE without a stat). ``mtime`` becomes the INTERNALDATE. With ``unnamed`` (an
-    ``UnnamedFiles`` that is ``ok``) the file is made with O_TMPFILE and linked into place,
-    else written in ``tmp/`` and renamed. ``points`` are the crash points (before naming,
-    after the commit) of the caller, for tests that kill the process there.
+    RFC822.SIZE without a stat). ``mtime`` becomes the INTERNALDATE. ``points`` are the crash
+    points (before naming, after the commit) of the caller, for tests that kill the process
+    there.
 
-    Every name made is durable when ``commit`` returns (the directory fsynced after it, the
-    inode fsynced after a link), unless the caller syncs the directory itself
-    (``commit(sync=False)``, once for a batch). A failed directory fsync removes the name
-    again (``CommitFailed``), so a retry does not store the message twice."""
+    maildir(5)'s way: the file is written in ``tmp/``, fsynced, renamed into place and the
+    directory fsynced. A rename leaves the inode's link count alone, so one fsync of the file
+    and one of the directory (shared among threads) make it durable. An O_TMPFILE file linked
+    into ``new/`` saved the tmp/ entry but needed a second fsync of the file after the link
+    (ext4 without a journal does not write the link count with the directory): on the SMTP
+    path at one session that third flush per message cost more than the tmp/ entry (issue 21).
+    Every name made is durable when ``commit`` returns, unless the caller syncs the directory
+    itself (``commit(sync=False)``, once for a batch). A failed directory fsync removes the
+    name again (``CommitFailed``), so a retry does not store the message twice."""
 
     def __init__(
         self,
@@ -282,7 +248,6 @@ class MessageSave:
         mtime: Optional[float] = None,
         sized: bool = False,
         hostname: Optional[str] = None,
-        unnamed: Optional[UnnamedFiles] = None,
         points: tuple[str, str] = ("", ""),
     ) -> None:
         self.path = path
@@ -294,8 +259,7 @@ class MessageSave:
         self.points = points
         self.size = 0
         self.key = ""
-        self._unnamed = unnamed
-        self._tmp: Optional[str] = None  # tmp/ name, None while unnamed
+        self._tmp: Optional[str] = None  # the tmp/ name, until the rename
         self._fd = -1
         self._linked = False  # link_from gave the file its tmp/ name: nothing to write
 
@@ -307,15 +271,6 @@ class MessageSave:
         return save
 
     def _create(self) -> None:
-        u = self._unnamed
-        if u is not None and u.ok:
-            try:
-                self._fd = os.open(os.path.join(self.path, "tmp"), os.O_RDWR | _O_TMPFILE, 0o600)
-                return
-            except OSError as e:
-                if e.errno not in _UNSUPPORTED:
-                    raise
-                u.refused()
         while True:
             key = unique_key(self.hostname)
             tmp = os.path.join(self.path, "tmp", key)
@@ -374,8 +329,7 @@ class MessageSave:
         return save
 
     def abort(self) -> None:
-        """Drop the message: close the file and remove its tmp/ name (an unnamed one goes by
-        itself)."""
+        """Drop the message: close the file and remove its tmp/ name."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -390,9 +344,8 @@ class MessageSave:
     def commit(self, sync: Union[bool, Callable[[str], None]] = True) -> str:
         """Make the message durable under its name in ``new/`` or ``cur/``; return the name.
 
-        fsync the file (its data, and the INTERNALDATE), then name it (rename from tmp/, or
-        link the unnamed file and fsync it again for its link count), then fsync the
-        directory: ``sync`` True does it here, a callable is called with the directory to do
+        fsync the file (its data, and the INTERNALDATE, and the link count a COPY's link
+        raised), rename it from tmp/, then fsync the directory: ``sync`` True does it here, a callable is called with the directory to do
         it (a shared ``DirSync``: group commit among threads), False leaves it to the caller.
         On any error before the name exists nothing is left; after it, CommitFailed."""
         before, after = self.points
@@ -403,12 +356,10 @@ class MessageSave:
             os.fsync(self._fd)  # the data, before any name can lead to it
             if before:
                 cp.crashpoint(before)
-            if self._tmp is None:
-                name = self._link_unnamed()
-            else:
-                name = self._name()
-                os.rename(self._tmp, os.path.join(self.path, self.sub, name))
-                self._tmp = None
+            name = self._name()
+            assert self._tmp is not None
+            os.rename(self._tmp, os.path.join(self.path, self.sub, name))
+            self._tmp = None
         except BaseException:
             self.abort()
             raise
@@ -427,62 +378,6 @@ class MessageSave:
                 raise self._withdraw(name, e) from e
         if after:
             cp.crashpoint(after)
-        return name
-
-    def _link_unnamed(self) -> str:
-        """Link the O_TMPFILE file into place under a fresh key, then fsync it again: the link
-        raised its link count from 0 to 1, and fsync of the directory does not write the inode
-        on every file system (ext4 without a journal does not): without this the name can
-        survive a power cut pointing at an inode with no links, which e2fsck frees. Each thread
-        fsyncs its own file, at the same time as the others (the kernel groups concurrent
-        fsyncs); only the directory's fsync is shared."""
-        assert self._unnamed is not None
-        while True:
-            self.key = unique_key(self.hostname)
-            name = self._name()
-            try:
-                # linkat(AT_SYMLINK_FOLLOW) of the /proc link: open(2)'s O_TMPFILE recipe
-                # for an unprivileged process.
-                os.link(
-                    str(self._fd),
-                    os.path.join(self.path, self.sub, name),
-                    src_dir_fd=self._unnamed.proc_fd_dir(),
-                )
-            except FileExistsError:
-                continue
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM) and os.path.isdir(
-                    os.path.join(self.path, self.sub)
-                ):
-                    self._unnamed.refused()  # no usable /proc link: write it again, classic
-                    return self._again_named()
-                raise
-            break
-        try:
-            os.fsync(self._fd)
-        except BaseException as e:
-            raise self._withdraw(name, e) from e
-        return name
-
-    def _again_named(self) -> str:
-        """The unnamed file could not be linked: copy it into a tmp/ file and rename that
-        (read back through its descriptor, opened read-write for this)."""
-        pieces, offset = [], 0
-        while True:
-            chunk = os.pread(self._fd, 1 << 20, offset)
-            if not chunk:
-                break
-            pieces.append(chunk)
-            offset += len(chunk)
-        os.close(self._fd)
-        self._fd = -1
-        self._create()
-        write_all(self._fd, pieces or [b""])
-        os.fsync(self._fd)
-        name = self._name()
-        assert self._tmp is not None
-        os.rename(self._tmp, os.path.join(self.path, self.sub, name))
-        self._tmp = None
         return name
 
     def _withdraw(self, name: str, error: BaseException) -> CommitFailed:
@@ -508,20 +403,18 @@ class MessageSave:
 
 
 class MaildirWriter:
-    """``MaildirWriter(hostname=None, unnamed=None)``: the Maildir save path of a process that
-    delivers (LOCAL), made once by its owner and passed in: how files are created here
-    (``UnnamedFiles``, probed once) and the group commit of directory fsyncs (one
-    ``DirSync`` per folder, shared by the threads delivering into it)."""
+    """``MaildirWriter(hostname=None, syncs=None, points=("", ""))``: the Maildir save path of
+    a process that delivers (LOCAL), made once by its owner and passed in: the group commit of
+    directory fsyncs (one ``DirSync`` per folder, shared by the threads delivering into it),
+    the host name in file names and the caller's crash points."""
 
     def __init__(
         self,
         hostname: Optional[str] = None,
-        unnamed: Optional[UnnamedFiles] = None,
         syncs: Optional[DirSyncs] = None,
         points: tuple[str, str] = ("", ""),
     ) -> None:
         self.hostname = hostname
-        self.unnamed = unnamed if unnamed is not None else UnnamedFiles()
         self.syncs = syncs if syncs is not None else DirSyncs()
         self.points = points
 
@@ -534,9 +427,7 @@ class MaildirWriter:
         withdraws its own."""
         if ensure_dirs:
             ensure(path)  # fsyncs each directory it makes in its parent (domain, account, ...)
-        save = MessageSave.open(
-            path, sized=True, hostname=self.hostname, unnamed=self.unnamed, points=self.points
-        )
+        save = MessageSave.open(path, sized=True, hostname=self.hostname, points=self.points)
         try:
             save.write(chunks)
         except BaseException:
