@@ -195,8 +195,8 @@ class Recycler:
     def give(self, src: str, name: str) -> Optional[bool]:
         """Thread: move the finished file ``src`` into the pool as ``name`` (``Spool.remove``;
         a file over ``keep_bytes`` is emptied first, while nobody else can take it; the caller
-        has named it in its done log, so a crash that leaves it empty under its old name makes
-        recovery remove it, not quarantine it): True; False if ``src`` does not exist; None if
+        gives it from ``Queue/finished/``, whose names recovery deletes unread, so a crash that
+        leaves it empty there is not quarantined): True; False if ``src`` does not exist; None if
         the pool is full (the caller deletes it)."""
         with self._lock:
             now = time.monotonic()

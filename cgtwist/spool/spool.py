@@ -62,8 +62,9 @@ INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 # Seconds within which a finished message's removal waits for company when a move job has just
 # started (JobBatch ``linger``): under load, removals cost at most one thread job and one
-# fdatasync of Queue/done per this interval; at a lower rate each goes at once. A crash before
-# its done-log line is written delivers the message again (at least once, never lost).
+# fsync of Queue/ (shared with the adoptions of that job) per this interval; at a lower rate
+# each goes at once. A crash before that commit delivers the message again (at least once,
+# never lost).
 REMOVE_LINGER = 0.01
 # Finished messages (in Queue/finished/) given to the pool together, after one fsync of
 # Queue/incoming/: an adopted message's incoming name (unlinked after its adoption, made
@@ -93,7 +94,7 @@ class _Ticket:
     def __init__(self) -> None:
         self.value: Any = None
         self.error: Optional[BaseException] = None
-        self.warning = ""  # something the reactor logs (the done log could not be written)
+        self.warning = ""  # something the reactor logs (a removal could not be made durable)
 
     def settle(self) -> Any:
         if self.error is not None:
@@ -115,7 +116,7 @@ class Spool:
 
     ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
     ``threadpool`` defaults to the reactor's. ``recover`` runs before the first ``remove`` (it
-    reads and clears the done log).
+    empties ``Queue/finished/``).
     """
 
     log = Logger()
