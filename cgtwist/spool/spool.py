@@ -72,6 +72,9 @@ REMOVE_LINGER = 0.01
 # message. One more directory fsync per this many messages, mostly of a clean directory.
 DONE_BATCH = 32
 FINISHED_DIR = "finished"  # in Queue/: finished messages on their way into the pool
+# Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
+# (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
+RECYCLE_AFTER = 1.0
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
@@ -160,6 +163,8 @@ class Spool:
         self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
         # (with ``remove_linger``, the server gives REMOVE_LINGER, removals pace their jobs)
         self._moves = JobBatch(self._in_thread, self._commit_moves, reactor, remove_linger)
+        self._timed = remove_linger > 0  # the reactor's callLater may be used
+        self._recycle_call: Any = None  # IDelayedCall of the RECYCLE_AFTER timer
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
@@ -462,6 +467,8 @@ class Spool:
         by then. If that fsync fails they wait for the next batch (recover deletes them).
         A file whose ``Queue/finished/`` name is not durable yet is only ever lost (its inode
         in lost+found after a cut), never read."""
+        if not self._finished:
+            return
         if self.dir == self.queue_dir:
             try:
                 fsync_dir(self.incoming_dir)
@@ -564,6 +571,8 @@ class Spool:
             return ticket
 
         def done(ticket: _Ticket) -> None:
+            if self._finished and self._timed and self._recycle_call is None:
+                self._recycle_call = self._reactor.callLater(RECYCLE_AFTER, self._recycle_later)
             if ticket.warning:
                 self.log.warn(
                     "spool: {msg_id}: {warning}; a crash now could deliver it again",
@@ -578,6 +587,16 @@ class Spool:
         # Asked for on the reactor, done by the next move job's commit (see the module doc),
         # which need not start at once (REMOVE_LINGER).
         return self._lock(msg_id).run(self._moves.run, finish, False).addCallback(done)
+
+    def _recycle_later(self) -> None:
+        """The RECYCLE_AFTER timer: the waiting finished messages into the pool, in a move
+        job (the only place ``_finished`` is touched)."""
+        self._recycle_call = None
+
+        def failed(f: Failure) -> None:
+            self.log.warn("spool: recycling finished files failed: {err}", err=f.getErrorMessage())
+
+        self._moves.run(self._recycle).addErrback(failed)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)

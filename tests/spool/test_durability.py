@@ -243,6 +243,36 @@ class DurabilityTests(SpoolTestBase):
         )
         self.assertEqual(os.listdir(self.finished), [finished])
 
+    def test_finished_files_reach_the_pool_in_batches_or_after_a_while(self) -> None:
+        """Finished messages wait in Queue/finished/ until DONE_BATCH of them go into the pool
+        together (one fsync of incoming/ for all), or RECYCLE_AFTER seconds have passed: an
+        idle server keeps none for long."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.patch(spool_mod, "DONE_BATCH", 3)
+        clock = SyncClock()
+        server = Spool(self.base, clock, threadpool=SyncPool(), remove_linger=0.01)  # type: ignore[arg-type]
+        ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]
+
+        def remove(*some: str) -> None:
+            removed = [server.remove(msg_id) for msg_id in some]
+            clock.advance(0.01)  # their lingering job
+            for d in removed:
+                self.successResultOf(d)
+
+        remove(ids[0], ids[1])
+        self.assertEqual(sorted(os.listdir(self.finished)), sorted(ids[:2]))
+        self.assertEqual(os.listdir(self.free), [])
+        remove(ids[2])
+        self.assertEqual(os.listdir(self.finished), [])
+        self.assertEqual(sorted(os.listdir(self.free)), sorted(ids[:3]))
+        remove(ids[3])
+        self.assertEqual(os.listdir(self.finished), [ids[3]])
+        clock.advance(spool_mod.RECYCLE_AFTER)
+        self.assertEqual(os.listdir(self.finished), [])
+        self.assertEqual(sorted(os.listdir(self.free)), sorted(ids))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def _crash_on(self, kinds: tuple[str, ...], path: str) -> list[Any]:
         """Until the patches returned are restored, the process 'dies' at any ``kinds`` call
         on ``path``."""
