@@ -218,10 +218,11 @@ Source = Union[bytes, bytearray, memoryview, BinaryIO, list[bytes]]
 
 
 class MessageSave:
-    """One message on its way into the Maildir folder at ``path``: made by ``open`` (or
-    ``MaildirWriter.save``), then ``write`` and/or ``link_from``, then ``commit`` (durable;
-    returns the file name) or ``abort`` (nothing is left). The one save path of LOCAL
-    delivery, APPEND and COPY (as Dovecot's LDA and APPEND share ``mail_save_context``).
+    """One message on its way into the Maildir folder at ``path``: made by ``open`` (a new
+    file in ``tmp/``, then ``write``) or ``link_from`` (COPY: a hard link of the source),
+    then ``commit`` (durable; returns the file name) or ``abort`` (nothing is left). The one
+    save path of LOCAL delivery (``MaildirWriter.deliver``), APPEND and COPY (``deliver``), as
+    Dovecot's LDA and APPEND share ``mail_save_context``.
 
     The file goes to ``new/`` (``to_new``) or to ``cur/`` with the info ``letters``; ``sized``
     puts the size in the name (``<key>,S=<size>``, LOCAL's names, which readers use for
@@ -345,9 +346,10 @@ class MessageSave:
         """Make the message durable under its name in ``new/`` or ``cur/``; return the name.
 
         fsync the file (its data, and the INTERNALDATE, and the link count a COPY's link
-        raised), rename it from tmp/, then fsync the directory: ``sync`` True does it here, a callable is called with the directory to do
-        it (a shared ``DirSync``: group commit among threads), False leaves it to the caller.
-        On any error before the name exists nothing is left; after it, CommitFailed."""
+        raised), rename it from tmp/, then fsync the directory: ``sync`` True does it here, a
+        callable is called with the directory to do it (a shared ``DirSync``: group commit
+        among threads), False leaves it to the caller. On any error before the name exists
+        nothing is left; after it, CommitFailed."""
         before, after = self.points
         name = ""
         try:

@@ -7,11 +7,11 @@ one (group commit, among the worker threads). Per-recipient state and delivery h
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
-small file just written) and ``remove`` (a rename into ``Queue/finished/``), are each cheaper than the
-thread hop that carries them, so they share jobs (``JobBatch``): under load, the moves asked for
-while one job runs go together in the next, and the job's commit makes all of them durable with
-one fsync of ``Queue/``, whatever their number and kind (group commit); a removal asked for less
-than ``REMOVE_LINGER`` after a job started waits for company.
+small file just written) and ``remove`` (a rename into ``Queue/finished/``), are each cheaper
+than the thread hop that carries them, so they share jobs (``JobBatch``): under load, the moves
+asked for while one job runs go together in the next, and the job's commit makes all of them
+durable with one fsync of ``Queue/``, whatever their number and kind (group commit); a removal
+asked for less than ``REMOVE_LINGER`` after a job started waits for company.
 
 No name of a message is removed before the fsync that makes its new name durable: an adopted
 file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
@@ -646,10 +646,10 @@ class Spool:
 
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
         """On start: drop pool names that share an inode, adopt what waits in incoming/,
-        remove finished messages (``Queue/finished/``, and those a done log of an earlier version names),
-        stale .tmp and orphan .jrn files, quarantine corrupt .msg; fire with the valid ids in
-        time order. ``deep`` verifies each checksum
-        (else only the structure; load still verifies before delivery)."""
+        remove finished messages (``Queue/finished/``, and those a done log of an earlier
+        version names), stale .tmp and orphan .jrn files, quarantine corrupt .msg; fire with
+        the valid ids in time order. ``deep`` verifies each checksum (else only the structure;
+        load still verifies before delivery)."""
 
         def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
             ids: list[str] = []
