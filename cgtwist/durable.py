@@ -9,6 +9,7 @@ reactor. No Twisted, no state at module level.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from typing import Callable, Optional
@@ -19,6 +20,27 @@ def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: str) -> None:
+    """syncfs(2) of the file system holding ``path`` (``os.sync`` where there is none): every
+    earlier change on it, each removal among them, is on the disk when this returns.
+
+    Before a directory is created: its inode may be one an earlier unlink or rename freed in a
+    directory nobody fsynced since (a replaced state file, a removed SQLite journal, a tmp/
+    name). After a power cut that old entry can still lead to the inode, now a directory, and
+    e2fsck, finding two entries for one directory, clears one of them: the new Maildir's, and
+    the mail in it with it (tests/crash, the account scenario without a journal)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
     finally:
         os.close(fd)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from cgtwist import crashpoint as cp
-from cgtwist.durable import DirSyncs, fsync_dir, write_all
+from cgtwist.durable import DirSyncs, fsync_dir, sync_filesystem, write_all
 
 SUBDIRS = ("cur", "new", "tmp")
 
@@ -117,11 +117,15 @@ def ensure(path: str, mode: int = 0o700) -> bool:
 
     Each directory made (the Maildir, and any missing parent: domain, account, a ``.Folder``'s
     Maildir) is fsynced in its parent, and the Maildir after its cur/new/tmp: without that a
-    power cut can leave mail delivered into a directory no name leads to (lost+found)."""
+    power cut can leave mail delivered into a directory no name leads to (lost+found). The
+    file system is synced first (``durable.sync_filesystem``: no stale entry can then claim a
+    new directory's inode after a cut); a Maildir is created once, so that costs nothing on
+    the delivery path."""
     with _creating:
         if all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS):
             return False
-        created = makedirs(path, mode)
+        sync_filesystem(_existing(path))
+        created = makedirs(path, mode, synced=True)
         made = False
         for sub in SUBDIRS:
             try:
@@ -134,9 +138,11 @@ def ensure(path: str, mode: int = 0o700) -> bool:
         return created or made
 
 
-def makedirs(path: str, mode: int = 0o700) -> bool:
+def makedirs(path: str, mode: int = 0o700, *, synced: bool = False) -> bool:
     """``os.makedirs`` that fsyncs the parent of each directory it creates (the top one
-    first), so every new name is durable; True when it created anything."""
+    first), so every new name is durable; True when it created anything. Unless the caller
+    did (``synced``), the file system is synced before the first directory is made
+    (``durable.sync_filesystem``)."""
     missing: list[str] = []
     p = os.path.abspath(path)
     while not os.path.isdir(p):
@@ -145,6 +151,8 @@ def makedirs(path: str, mode: int = 0o700) -> bool:
         if parent == p:
             break
         p = parent
+    if missing and not synced:
+        sync_filesystem(p)
     for d in reversed(missing):
         try:
             os.mkdir(d, mode)
@@ -152,6 +160,14 @@ def makedirs(path: str, mode: int = 0o700) -> bool:
             pass  # made meanwhile by someone else; fsync its parent all the same
         fsync_dir(os.path.dirname(d))
     return bool(missing)
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists."""
+    p = os.path.abspath(path)
+    while not os.path.isdir(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
 
 
 def clean_tmp(path: str, now: Optional[float] = None, age: float = 36 * 3600) -> int:

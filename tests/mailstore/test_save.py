@@ -103,3 +103,31 @@ class MaildirWriterTests(unittest.TestCase):
         self.assertEqual(len(set(names)), 12)
         self.assertEqual(sorted(os.listdir(os.path.join(path, "new"))), sorted(names))
         self.assertEqual(count[0], 2)
+
+
+class NewDirectoryTests(unittest.TestCase):
+    def test_the_file_system_is_synced_before_a_new_maildir_is_made(self) -> None:
+        """A new account's Maildir (domain, account, Maildir, cur/new/tmp) is made only after
+        a sync of the file system: an inode freed by an earlier unlink that no directory fsync
+        made durable (a replaced state file) can become the new directory, and after a power
+        cut e2fsck cleared the new account's entry as a second link to it (tests/crash,
+        account scenario). An existing Maildir costs no sync."""
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        calls: list[str] = []
+        real_mkdir = os.mkdir
+        self.patch(md, "sync_filesystem", lambda p: calls.append(f"sync {p}"))
+
+        def mkdir(p: str, *a: object, **kw: object) -> None:
+            calls.append(f"mkdir {os.path.relpath(p, base)}")
+            real_mkdir(p, *a, **kw)  # type: ignore[arg-type]
+
+        self.patch(os, "mkdir", mkdir)
+        path = os.path.join(base, "Domains", "example.com", "bob", "Maildir")
+        self.assertTrue(md.ensure(path))
+        self.assertEqual(calls[0], f"sync {base}")
+        self.assertEqual(sum(c.startswith("sync") for c in calls), 1)
+        self.assertEqual(len(calls), 1 + 4 + 3)
+        del calls[:]
+        self.assertFalse(md.ensure(path))
+        self.assertEqual(calls, [])
