@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Optional
 
-from cgtwist.durable import DirSync, fsync_dir
+from cgtwist.durable import DirSync, fsync_dir, sync_filesystem
 from cgtwist.errors import MailError
 
 _NOSPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -31,12 +31,20 @@ def storage_error(e: OSError, detail: str) -> MailError:
 def make_dirs(path: str) -> None:
     """``os.makedirs(path, 0o700, exist_ok=True)``, durably: each directory created is named
     in a parent that is fsynced before the next step (a directory whose entry is lost after a
-    power cut takes every file renamed into it along)."""
-    parent = os.path.dirname(os.path.abspath(path))
+    power cut takes every file renamed into it along). The file system is synced before the
+    first one is made (``durable.sync_filesystem``: no stale entry of a freed inode can claim
+    it after a cut)."""
     if os.path.isdir(path):
         return
+    _make_dirs(path)
+
+
+def _make_dirs(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
     if parent != path and not os.path.isdir(parent):
-        make_dirs(parent)
+        _make_dirs(parent)
+    else:
+        sync_filesystem(parent)  # the top directory to make: once, before any mkdir
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
