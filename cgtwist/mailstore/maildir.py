@@ -18,7 +18,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
+
+from cgtwist import crashpoint as cp
+from cgtwist.durable import DirSyncs, fsync_dir, sync_filesystem, write_all
 
 SUBDIRS = ("cur", "new", "tmp")
 
@@ -114,11 +117,15 @@ def ensure(path: str, mode: int = 0o700) -> bool:
 
     Each directory made (the Maildir, and any missing parent: domain, account, a ``.Folder``'s
     Maildir) is fsynced in its parent, and the Maildir after its cur/new/tmp: without that a
-    power cut can leave mail delivered into a directory no name leads to (lost+found)."""
+    power cut can leave mail delivered into a directory no name leads to (lost+found). The
+    file system is synced first (``durable.sync_filesystem``: no stale entry can then claim a
+    new directory's inode after a cut); a Maildir is created once, so that costs nothing on
+    the delivery path."""
     with _creating:
         if all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS):
             return False
-        created = makedirs(path, mode)
+        sync_filesystem(_existing(path))
+        created = makedirs(path, mode, synced=True)
         made = False
         for sub in SUBDIRS:
             try:
@@ -131,9 +138,11 @@ def ensure(path: str, mode: int = 0o700) -> bool:
         return created or made
 
 
-def makedirs(path: str, mode: int = 0o700) -> bool:
+def makedirs(path: str, mode: int = 0o700, *, synced: bool = False) -> bool:
     """``os.makedirs`` that fsyncs the parent of each directory it creates (the top one
-    first), so every new name is durable; True when it created anything."""
+    first), so every new name is durable; True when it created anything. Unless the caller
+    did (``synced``), the file system is synced before the first directory is made
+    (``durable.sync_filesystem``)."""
     missing: list[str] = []
     p = os.path.abspath(path)
     while not os.path.isdir(p):
@@ -142,6 +151,8 @@ def makedirs(path: str, mode: int = 0o700) -> bool:
         if parent == p:
             break
         p = parent
+    if missing and not synced:
+        sync_filesystem(p)
     for d in reversed(missing):
         try:
             os.mkdir(d, mode)
@@ -149,6 +160,14 @@ def makedirs(path: str, mode: int = 0o700) -> bool:
             pass  # made meanwhile by someone else; fsync its parent all the same
         fsync_dir(os.path.dirname(d))
     return bool(missing)
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest ancestor that exists."""
+    p = os.path.abspath(path)
+    while not os.path.isdir(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
 
 
 def clean_tmp(path: str, now: Optional[float] = None, age: float = 36 * 3600) -> int:
@@ -177,14 +196,6 @@ def is_maildir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "cur")) and os.path.isdir(os.path.join(path, "new"))
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
     """Replace ``path`` with ``data``: tmp file, fsync, rename, fsync the directory."""
     tmp = f"{path}.{os.getpid()}.{next(_counter)}.tmp"
@@ -206,6 +217,243 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
         fsync_dir(os.path.dirname(path) or ".")
 
 
+class CommitFailed(OSError):
+    """A message was named in its folder but could not be made durable (an fsync failed).
+
+    ``withdrawn`` says its name was removed again, so a retry stores it once; when False the
+    name ``filename`` stayed (removing it failed too) and a retry may store it twice."""
+
+    def __init__(self, error: BaseException, filename: str, withdrawn: bool) -> None:
+        code = getattr(error, "errno", None) or errno.EIO
+        super().__init__(code, getattr(error, "strerror", None) or str(error) or os.strerror(code))
+        self.filename = filename
+        self.withdrawn = withdrawn
+
+
+Source = Union[bytes, bytearray, memoryview, BinaryIO, list[bytes]]
+
+
+class MessageSave:
+    """One message on its way into the Maildir folder at ``path``: made by ``open`` (a new
+    file in ``tmp/``, then ``write``) or ``link_from`` (COPY: a hard link of the source),
+    then ``commit`` (durable; returns the file name) or ``abort`` (nothing is left). The one
+    save path of LOCAL delivery (``MaildirWriter.deliver``), APPEND and COPY (``deliver``), as
+    Dovecot's LDA and APPEND share ``mail_save_context``.
+
+    The file goes to ``new/`` (``to_new``) or to ``cur/`` with the info ``letters``; ``sized``
+    puts the size in the name (``<key>,S=<size>``, LOCAL's names, which readers use for
+    RFC822.SIZE without a stat). ``mtime`` becomes the INTERNALDATE. ``points`` are the crash
+    points (before naming, after the commit) of the caller, for tests that kill the process
+    there.
+
+    maildir(5)'s way: the file is written in ``tmp/``, fsynced, renamed into place and the
+    directory fsynced. A rename leaves the inode's link count alone, so one fsync of the file
+    and one of the directory (shared among threads) make it durable. An O_TMPFILE file linked
+    into ``new/`` saved the tmp/ entry but needed a second fsync of the file after the link
+    (ext4 without a journal does not write the link count with the directory): on the SMTP
+    path at one session that third flush per message cost more than the tmp/ entry (issue 21).
+    Every name made is durable when ``commit`` returns, unless the caller syncs the directory
+    itself (``commit(sync=False)``, once for a batch). A failed directory fsync removes the
+    name again (``CommitFailed``), so a retry does not store the message twice."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        to_new: bool = True,
+        letters: str = "",
+        mtime: Optional[float] = None,
+        sized: bool = False,
+        hostname: Optional[str] = None,
+        points: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.path = path
+        self.sub = "new" if to_new else "cur"
+        self.letters = letters
+        self.mtime = mtime
+        self.sized = sized
+        self.hostname = hostname
+        self.points = points
+        self.size = 0
+        self.key = ""
+        self._tmp: Optional[str] = None  # the tmp/ name, until the rename
+        self._fd = -1
+        self._linked = False  # link_from gave the file its tmp/ name: nothing to write
+
+    @classmethod
+    def open(cls, path: str, **kw: Any) -> MessageSave:
+        """A new save with its file created (raises OSError; nothing is left then)."""
+        save = cls(path, **kw)
+        save._create()
+        return save
+
+    def _create(self) -> None:
+        while True:
+            key = unique_key(self.hostname)
+            tmp = os.path.join(self.path, "tmp", key)
+            try:
+                self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            self.key, self._tmp = key, tmp
+            return
+
+    def write(self, source: Source) -> None:
+        """Append ``source``: bytes, a list of chunks (one writev) or a binary file, read in
+        64 KiB pieces (a big APPEND is never held twice)."""
+        if isinstance(source, list):
+            write_all(self._fd, source)
+            self.size += sum(len(c) for c in source)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            write_all(self._fd, [bytes(source)])
+            self.size += len(source)
+        else:
+            while True:
+                chunk = source.read(1 << 16)
+                if not chunk:
+                    break
+                write_all(self._fd, [chunk])
+                self.size += len(chunk)
+
+    @classmethod
+    def link_from(cls, path: str, source: str, **kw: Any) -> Optional[MessageSave]:
+        """A save of the existing message file ``source`` (COPY) by a hard link into ``tmp/``,
+        so no byte is copied; None when it cannot be linked (another file system), and the
+        caller copies its bytes with ``open`` + ``write``. Raises FileNotFoundError when
+        ``source`` is gone."""
+        save = cls(path, **kw)
+        while True:
+            key = unique_key(save.hostname)
+            tmp = os.path.join(path, "tmp", key)
+            try:
+                os.link(source, tmp)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                raise
+            except OSError:
+                return None
+            break
+        save.key, save._tmp, save._linked = key, tmp, True
+        # The link raised the file's link count, which no directory fsync writes on every
+        # file system: the fsync in commit writes it, or a cut could leave two names on an
+        # inode counting one, and expunging either would free the other's message.
+        try:
+            save._fd = os.open(tmp, os.O_RDONLY)
+        except BaseException:
+            unlink_quiet(tmp)
+            raise
+        return save
+
+    def abort(self) -> None:
+        """Drop the message: close the file and remove its tmp/ name."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp is not None:
+            unlink_quiet(self._tmp)
+            self._tmp = None
+
+    def _name(self) -> str:
+        base = f"{self.key},S={self.size}" if self.sized else self.key
+        return base if self.sub == "new" else join_name(base, self.letters)
+
+    def commit(self, sync: Union[bool, Callable[[str], None]] = True) -> str:
+        """Make the message durable under its name in ``new/`` or ``cur/``; return the name.
+
+        fsync the file (its data, and the INTERNALDATE, and the link count a COPY's link
+        raised), rename it from tmp/, then fsync the directory: ``sync`` True does it here, a
+        callable is called with the directory to do it (a shared ``DirSync``: group commit
+        among threads), False leaves it to the caller. On any error before the name exists
+        nothing is left; after it, CommitFailed."""
+        before, after = self.points
+        name = ""
+        try:
+            if self.mtime is not None and not self._linked:
+                os.utime(self._fd, (self.mtime, self.mtime))  # before the fsync: durable too
+            os.fsync(self._fd)  # the data, before any name can lead to it
+            if before:
+                cp.crashpoint(before)
+            name = self._name()
+            assert self._tmp is not None
+            os.rename(self._tmp, os.path.join(self.path, self.sub, name))
+            self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        if sync:
+            folder = os.path.join(self.path, self.sub)
+            try:
+                if callable(sync):
+                    sync(folder)
+                else:
+                    fsync_dir(folder)
+            except BaseException as e:
+                raise self._withdraw(name, e) from e
+        if after:
+            cp.crashpoint(after)
+        return name
+
+    def _withdraw(self, name: str, error: BaseException) -> CommitFailed:
+        """Remove ``name`` again after its commit failed (from cur/ where an IMAP session may
+        have moved it meanwhile); the CommitFailed to raise."""
+        where = os.path.join(self.path, self.sub, name)
+        try:
+            try:
+                os.unlink(where)
+            except FileNotFoundError:
+                moved = find_key(where)
+                if moved is None:
+                    return CommitFailed(error, name, True)  # nothing left to remove
+                where = moved
+                os.unlink(where)
+        except OSError:
+            return CommitFailed(error, name, False)
+        try:
+            fsync_dir(os.path.dirname(where))  # best effort: the withdrawal durable too
+        except OSError:
+            pass
+        return CommitFailed(error, name, True)
+
+
+class MaildirWriter:
+    """``MaildirWriter(hostname=None, syncs=None, points=("", ""))``: the Maildir save path of
+    a process that delivers (LOCAL), made once by its owner and passed in: the group commit of
+    directory fsyncs (one ``DirSync`` per folder, shared by the threads delivering into it),
+    the host name in file names and the caller's crash points."""
+
+    def __init__(
+        self,
+        hostname: Optional[str] = None,
+        syncs: Optional[DirSyncs] = None,
+        points: tuple[str, str] = ("", ""),
+    ) -> None:
+        self.hostname = hostname
+        self.syncs = syncs if syncs is not None else DirSyncs()
+        self.points = points
+
+    def deliver(self, path: str, chunks: list[bytes], ensure_dirs: bool = True) -> str:
+        """Blocking: ``chunks`` durably into ``new/`` of the Maildir ``path`` (created if
+        missing, unless ``ensure_dirs`` is False: a missing ``tmp/`` or ``new/`` then raises
+        FileNotFoundError); the name, ``<key>,S=<size>``. The fsync of ``new/`` is shared
+        with the other threads delivering into it; when it fails the name is removed again
+        (CommitFailed): the recipient stays pending, and every delivery sharing that fsync
+        withdraws its own."""
+        if ensure_dirs:
+            ensure(path)  # fsyncs each directory it makes in its parent (domain, account, ...)
+        save = MessageSave.open(path, sized=True, hostname=self.hostname, points=self.points)
+        try:
+            save.write(chunks)
+        except BaseException:
+            save.abort()
+            raise
+        return save.commit(self.syncs.sync)
+
+
 def deliver(
     path: str,
     source: Union[bytes, BinaryIO, str],
@@ -221,61 +469,29 @@ def deliver(
     hard-link (copy when linking is impossible). ``mtime`` becomes the INTERNALDATE. With
     ``sync`` False the caller fsyncs the ``cur``/``new`` directory itself (once for a batch)
     before the message counts as stored; everything else is durable when this returns.
+    A ``MessageSave`` in tmp/ (APPEND and COPY).
     """
-    key = unique_key(hostname)
-    tmp = os.path.join(path, "tmp", key)
-    sub = "new" if to_new else "cur"
-    fname = key if to_new else join_name(key, letters)
-    dest = os.path.join(path, sub, fname)
-    linked = False
-    if isinstance(source, str):
-        try:
-            os.link(source, tmp)
-            linked = True
-        except OSError:
+    kw: dict[str, Any] = dict(to_new=to_new, letters=letters, mtime=mtime, hostname=hostname)
+    save = MessageSave.link_from(path, source, **kw) if isinstance(source, str) else None
+    if save is None:
+        if isinstance(source, str):
             with open(source, "rb") as f:
-                data: Union[bytes, BinaryIO] = f.read()
-            source = data
+                source = f.read()
+        save = MessageSave.open(path, **kw)
+        try:
+            save.write(source)
+        except BaseException:
+            save.abort()
+            raise
+    fname = save.commit(sync)
+    return save.key, fname
+
+
+def unlink_quiet(path: str) -> None:
     try:
-        if linked:
-            # The link raised the file's link count, which no directory fsync writes on every
-            # file system: without this a cut could leave two names on an inode counting one,
-            # and expunging either would free the other's message.
-            fd = os.open(tmp, os.O_RDONLY)
-        else:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if not linked:
-                assert not isinstance(source, str)
-                _write_source(fd, source)
-                if mtime is not None:
-                    os.utime(fd, (mtime, mtime))  # before the fsync, so the date is durable too
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if sync:
-        fsync_dir(os.path.join(path, sub))
-    return key, fname
-
-
-def _write_source(fd: int, source: Union[bytes, bytearray, memoryview, BinaryIO]) -> None:
-    """Write ``source`` to ``fd`` (left open for its fsync), a file in 64 KiB pieces."""
-    with os.fdopen(os.dup(fd), "wb") as out:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            out.write(source)
-        else:
-            while True:
-                chunk = source.read(1 << 16)
-                if not chunk:
-                    break
-                out.write(chunk)
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def move_to_cur(

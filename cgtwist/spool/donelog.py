@@ -1,23 +1,20 @@
-"""The spool's log of finished messages (``Queue/done``): which ids recovery must not deliver.
+"""The done log of earlier versions (``Queue/done``): which ids recovery must not deliver.
 
-Owns one append-only file of ``<crc32 hex> <id>\\n`` lines. A message whose every recipient is
-settled is named here, and the line fsynced, before its ``.msg`` is renamed into the pool or
-deleted: a crash between the two (or a removal that never reached the disk) then finds the
-message at start-up and removes it instead of delivering it a second time. The ids of one
-thread job share one ``fdatasync`` (group commit). Lines are checked by their CRC, so a torn
-or zero-filled tail after a power cut never names a message that is not finished (a torn id can
-be another valid id). Blocking: every method runs in a worker thread (``Spool``'s jobs); no
-locking, as the spool calls it from one job at a time.
+Earlier versions named each finished message in this append-only file of
+``<crc32 hex> <id>\\n`` lines, fdatasynced, before its ``.msg`` left ``Queue/``. The spool now
+renames a finished message ``<id>.done`` instead (made durable by the ``Queue/`` fsync that the
+adoptions of the same job need anyway); a log left by an earlier version is still read by
+recovery once, so an upgrade after a power cut does not deliver its messages again, and then
+removed. Lines are checked by their CRC, so a torn or zero-filled tail never names a message
+that is not finished (a torn id can be another valid id). Blocking: runs in a worker thread.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from typing import Iterable
 
 from cgtwist.spool import format as fmt
-from cgtwist.spool.files import fsync_dir
 
 NAME = "done"
 
@@ -43,16 +40,11 @@ def parse(data: bytes) -> set[str]:
 
 
 class DoneLog:
-    """``DoneLog(directory)``: ``read()``, ``append(ids)``, ``clear()`` on ``<directory>/done``.
-
-    ``lines`` counts the lines written since the last ``clear`` (the owner clears the log once
-    the removals it names are durable, so it stays small)."""
+    """``DoneLog(directory)``: ``read()`` and ``remove()`` of ``<directory>/done``."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.path = os.path.join(directory, NAME)
-        self.lines = 0
-        self.syncs = 0  # fdatasyncs made (ids / syncs: what the group commit saved)
 
     def read(self) -> set[str]:
         """Thread: the finished ids the log names (an absent log names none)."""
@@ -62,44 +54,9 @@ class DoneLog:
         except FileNotFoundError:
             return set()
 
-    def append(self, ids: Iterable[str]) -> None:
-        """Thread: name ``ids`` durably, with one write and one fdatasync (raises OSError).
-        Opened for each call (two system calls beside the fdatasync), so no descriptor
-        outlives the job."""
-        payload = b"".join(line(i) for i in ids)
-        if not payload:
-            return
-        fd = self._open()
+    def remove(self) -> None:
+        """Thread: delete the log; the caller made every removal it names durable first."""
         try:
-            n = os.write(fd, payload)
-            if n != len(payload):  # a short write (a full disk): the rest, or its error
-                view = memoryview(payload)[n:]
-                while view:
-                    view = view[os.write(fd, view) :]
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        self.syncs += 1
-        self.lines += payload.count(b"\n")
-
-    def clear(self) -> None:
-        """Thread: empty the log (creating it if need be); the caller has made every removal
-        it names durable first. Not fsynced: if the old lines come back after a crash, they
-        name messages that are gone."""
-        os.close(self._open(truncate=True))
-        self.lines = 0
-
-    def _open(self, truncate: bool = False) -> int:
-        """The log's descriptor (O_APPEND); a log created now has its name made durable before
-        anything is written to it, or its lines could vanish with it."""
-        flags = os.O_WRONLY | os.O_APPEND | (os.O_TRUNC if truncate else 0)
-        try:
-            return os.open(self.path, flags)
+            os.unlink(self.path)
         except FileNotFoundError:
-            fd = os.open(self.path, flags | os.O_CREAT, 0o600)
-            try:
-                fsync_dir(self.directory)
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
+            pass

@@ -1,9 +1,9 @@
-"""File-system primitives of the spool: durable writes, directory fsync, group commit, errors.
+"""File-system primitives of the spool: durable directories, the pool of spool files, reads.
 
-Blocking helpers run in worker threads (``write_all``, ``fsync_dir``, ``unlink_quiet``,
-``DirSync``, which batches directory fsyncs among the threads that wait for one).
-``storage_error`` maps OS
-errors to the SMTP replies the spool gives (RFC 5321 §4.2.5: 452 4.3.1 / 451 4.3.0).
+Blocking helpers run in worker threads (``make_dirs``, ``Recycler``, ``read_upto``,
+``unlink_quiet``); the durability primitives they build on (``fsync_dir``, ``DirSync``) are
+``cgtwist.durable``'s, shared with the mailstore. ``storage_error`` maps OS errors to the SMTP
+replies the spool gives (RFC 5321 §4.2.5: 452 4.3.1 / 451 4.3.0).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import itertools
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
+from cgtwist.durable import DirSync, fsync_dir, sync_filesystem
 from cgtwist.errors import MailError
 
 _NOSPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -27,95 +28,28 @@ def storage_error(e: OSError, detail: str) -> MailError:
     return MailError(451, "4.3.0", "Temporary local problem, try again later", detail)
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_dirs(path: str) -> None:
     """``os.makedirs(path, 0o700, exist_ok=True)``, durably: each directory created is named
     in a parent that is fsynced before the next step (a directory whose entry is lost after a
-    power cut takes every file renamed into it along)."""
-    parent = os.path.dirname(os.path.abspath(path))
+    power cut takes every file renamed into it along). The file system is synced before the
+    first one is made (``durable.sync_filesystem``: no stale entry of a freed inode can claim
+    it after a cut)."""
     if os.path.isdir(path):
         return
+    _make_dirs(path)
+
+
+def _make_dirs(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
     if parent != path and not os.path.isdir(parent):
-        make_dirs(parent)
+        _make_dirs(parent)
+    else:
+        sync_filesystem(parent)  # the top directory to make: once, before any mkdir
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         return  # made by another process meanwhile, which fsyncs its parent itself
     fsync_dir(parent)
-
-
-def write_all(fd: int, chunks: list[bytes]) -> None:
-    """Write every chunk: one writev in the usual case (each system call of a worker thread
-    is a GIL hand-off with the reactor), the rest after a short write."""
-    n = os.writev(fd, chunks)
-    if n == sum(len(c) for c in chunks):
-        return
-    view = memoryview(b"".join(chunks))[n:]
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _Batch:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.error: Optional[BaseException] = None
-
-
-class DirSync:
-    """Group commit for worker threads: ``sync()`` returns once an fsync of the directory that
-    started after the call has completed (or raises that fsync's error).
-
-    Called by the worker right after its rename, in the same thread job: threads that arrive
-    while one fsync runs wait and share the next one, so N concurrent messages cost about two
-    directory fsyncs, and the reactor pays one thread hop per message instead of two.
-    """
-
-    def __init__(self, path: str, fsync: Optional[Callable[[str], None]] = None) -> None:
-        self.path = path
-        self._fsync = fsync
-        self._cond = threading.Condition()
-        self._batch = _Batch()  # the callers the next fsync to start will cover
-        self._running = False
-        self.syncs = 0  # fsyncs started
-        self.waiting = 0  # callers waiting for someone else's fsync now
-
-    def sync(self) -> None:
-        with self._cond:
-            batch = self._batch
-            while not batch.done:
-                if not self._running:
-                    # Lead: every caller that joined ``batch`` renamed before this fsync starts.
-                    self._running = True
-                    self._batch = _Batch()
-                    self.syncs += 1
-                    break
-                self.waiting += 1
-                self._cond.wait()
-                self.waiting -= 1
-            else:
-                if batch.error is not None:
-                    raise batch.error
-                return
-        try:
-            (self._fsync or fsync_dir)(self.path)
-        except BaseException as e:  # whatever it was, the waiters must not think it durable
-            batch.error = e
-        finally:
-            with self._cond:
-                batch.done = True
-                self._running = False
-                self._cond.notify_all()
-        if batch.error is not None:
-            raise batch.error
 
 
 _reserve_counter = itertools.count()
@@ -269,8 +203,8 @@ class Recycler:
     def give(self, src: str, name: str) -> Optional[bool]:
         """Thread: move the finished file ``src`` into the pool as ``name`` (``Spool.remove``;
         a file over ``keep_bytes`` is emptied first, while nobody else can take it; the caller
-        has named it in its done log, so a crash that leaves it empty under its old name makes
-        recovery remove it, not quarantine it): True; False if ``src`` does not exist; None if
+        gives it from ``Queue/finished/``, whose names recovery deletes unread, so a crash that
+        leaves it empty there is not quarantined): True; False if ``src`` does not exist; None if
         the pool is full (the caller deletes it)."""
         with self._lock:
             now = time.monotonic()

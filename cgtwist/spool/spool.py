@@ -7,17 +7,18 @@ one (group commit, among the worker threads). Per-recipient state and delivery h
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
-small file just written) and ``remove`` (a line in the done log, a rename into the pool), are
-each cheaper than the thread hop that carries them, so they share jobs (``JobBatch``): under
-load, the moves asked for while one job runs go together in the next, and the job's commit
-makes them durable with one fsync each of ``Queue/`` and of the done log, whatever their number;
-a removal asked for less than ``REMOVE_LINGER`` after a job started waits for company.
+small file just written) and ``remove`` (a rename into ``Queue/finished/``), are each cheaper
+than the thread hop that carries them, so they share jobs (``JobBatch``): under load, the moves
+asked for while one job runs go together in the next, and the job's commit makes all of them
+durable with one fsync of ``Queue/``, whatever their number and kind (group commit); a removal
+asked for less than ``REMOVE_LINGER`` after a job started waits for company.
 
 No name of a message is removed before the fsync that makes its new name durable: an adopted
 file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
-pool file's old name is fsynced away before it becomes a ``.msg``; a finished message is named
-in ``Queue/done`` (fsynced) before its ``.msg`` goes, so a crash after that does not deliver
-it again.
+pool file's old name is fsynced away before it becomes a ``.msg``; a finished message is
+renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (the commit's
+fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
+it again, and no name of it that can come back leads to a reused file.
 Formats live in ``spool.format``.
 """
 
@@ -36,21 +37,19 @@ from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
+from cgtwist.durable import DirSync, fsync_dir, write_all
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
-    DirSync,
     Recycler,
-    fsync_dir,
     make_dirs,
     read_upto,
     read_whole,
     storage_error,
     unlink_quiet,
-    write_all,
 )
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.workers import JobBatch
@@ -65,12 +64,19 @@ INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 # Seconds within which a finished message's removal waits for company when a move job has just
 # started (JobBatch ``linger``): under load, removals cost at most one thread job and one
-# fdatasync of Queue/done per this interval; at a lower rate each goes at once. A crash before
-# its done-log line is written delivers the message again (at least once, never lost).
+# fsync of Queue/ (shared with the adoptions of that job) per this interval; at a lower rate
+# each goes at once. A crash before that commit delivers the message again (at least once,
+# never lost).
 REMOVE_LINGER = 0.01
-# Lines in Queue/done after which a move job's commit fsyncs Queue/ (making the removals
-# the lines name durable) and empties the log: one more directory fsync per this many messages.
-DONE_LOG_CLEAR = 1024
+# Finished messages (in Queue/finished/) given to the pool together, after one fsync of
+# Queue/incoming/: an adopted message's incoming name (unlinked after its adoption, made
+# durable by a worker's next commit) must be durably gone before its inode holds another
+# message. One more directory fsync per this many messages, mostly of a clean directory.
+DONE_BATCH = 32
+FINISHED_DIR = "finished"  # in Queue/: finished messages on their way into the pool
+# Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
+# (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
+RECYCLE_AFTER = 1.0
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
@@ -93,7 +99,7 @@ class _Ticket:
     def __init__(self) -> None:
         self.value: Any = None
         self.error: Optional[BaseException] = None
-        self.warning = ""  # something the reactor logs (the done log could not be written)
+        self.warning = ""  # something the reactor logs (a removal could not be made durable)
 
     def settle(self) -> Any:
         if self.error is not None:
@@ -115,7 +121,7 @@ class Spool:
 
     ``reactor`` provides callFromThread and seconds() (and callLater, with ``remove_linger``);
     ``threadpool`` defaults to the reactor's. ``recover`` runs before the first ``remove`` (it
-    reads and clears the done log). ``subscribe`` names who hears of each stored message (the
+    empties ``Queue/finished/``). ``subscribe`` names who hears of each stored message (the
     queue manager in the server, the link to the server in an SMTP worker process).
     """
 
@@ -149,13 +155,19 @@ class Spool:
         make_dirs(self.incoming_dir)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR), reserve_dir=self.dir)
         self._refilling = False
-        self._done = DoneLog(self.dir)
+        self._legacy_done = DoneLog(self.dir)  # read once by recover, then removed
+        # Finished messages wait here for the pool; nothing in it is ever read or delivered.
+        self.finished_dir = os.path.join(self.queue_dir, FINISHED_DIR)
+        make_dirs(self.finished_dir)
+        self._finished: list[str] = []  # ids in finished_dir, their .msg durably gone
         # adopt's and remove's small file moves, made durable by each job's commit; these
         # lists are the current job's, touched only in its thread (one job at a time)
         self._linked: list[tuple[str, str, _Ticket]] = []  # (msg_id, incoming name, ticket)
         self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
         # (with ``remove_linger``, the server gives REMOVE_LINGER, removals pace their jobs)
         self._moves = JobBatch(self._in_thread, self._commit_moves, reactor, remove_linger)
+        self._timed = remove_linger > 0  # the reactor's callLater may be used
+        self._recycle_call: Any = None  # IDelayedCall of the RECYCLE_AFTER timer
         self._subscribers: list[OnStored] = []
 
     def subscribe(self, on_stored: OnStored) -> None:
@@ -427,43 +439,74 @@ class Spool:
         return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
 
     def _commit_moves(self) -> None:
-        """Thread, the end of each move job (``JobBatch``'s commit): the finished messages
-        are named in the done log with one fdatasync, then removed; the adopted files' links
-        get one fsync of ``Queue/``, then their incoming names go. Every ``DONE_LOG_CLEAR``
-        lines, ``Queue/`` is fsynced (the removals are durable) and the done log emptied."""
+        """Thread, the end of each move job (``JobBatch``'s commit): the finished messages are
+        renamed into ``Queue/finished/`` and the adopted files are already linked; one fsync of
+        ``Queue/`` makes all of it durable (a removal and an adoption in one job cost one
+        flush, where a done log cost a second); then the adopted files' incoming names go, and
+        the finished messages' journals. Every ``DONE_BATCH`` finished messages, their files
+        go into the pool (``_recycle``)."""
         finishing, self._finishing = self._finishing, []
         linked, self._linked = self._linked, []
-        if finishing:
+        marked = []
+        for msg_id, journal, ticket in finishing:
             try:
-                self._done.append(msg_id for msg_id, _, _ in finishing)
-            except OSError as e:  # removing is still right: the message is done
-                for _, _, ticket in finishing:
-                    ticket.warning = f"done log not written ({e.strerror})"
-            for msg_id, journal, ticket in finishing:
-                try:
-                    ticket.value = self._remove_files(msg_id, journal)
-                except OSError as e:
-                    ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
-        if linked:
-            try:
-                self._dirsync.sync()
+                os.rename(self._path(msg_id, ".msg"), os.path.join(self.finished_dir, msg_id))
+            except FileNotFoundError:
+                ticket.value = False
+                if journal:
+                    unlink_quiet(self._path(msg_id, ".jrn"))
             except OSError as e:
-                for msg_id, _, ticket in linked:
-                    ticket.error = storage_error(
-                        e, f"fsync of {self.dir} for {msg_id}: {e.strerror}"
-                    )
+                ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
             else:
-                for _, src, _ in linked:
-                    try:
-                        unlink_quiet(src)
-                    except OSError:
-                        pass  # both names stay; recover and the sweep take it as adopted
-        if self._done.lines >= DONE_LOG_CLEAR:
+                ticket.value = True
+                marked.append((msg_id, journal, ticket))
+        if not (linked or marked):
+            return
+        try:
+            self._dirsync.sync()
+        except OSError as e:
+            for msg_id, _, ticket in linked:
+                ticket.error = storage_error(e, f"fsync of {self.dir} for {msg_id}: {e.strerror}")
+            for _, _, ticket in marked:  # its .msg may come back: never recycled (recover)
+                ticket.warning = f"fsync of {self.dir} failed ({e.strerror})"
+            return
+        for _, src, _ in linked:
             try:
-                self._dirsync.sync()
-                self._done.clear()
+                unlink_quiet(src)
             except OSError:
-                pass  # the log grows on; the next commit tries again
+                pass  # both names stay; recover and the sweep take it as adopted
+        for msg_id, journal, _ in marked:
+            if journal:
+                try:
+                    unlink_quiet(self._path(msg_id, ".jrn"))
+                except OSError:
+                    pass  # an orphan journal: recover removes it
+            self._finished.append(msg_id)
+        if len(self._finished) >= DONE_BATCH:
+            self._recycle()
+
+    def _recycle(self) -> None:
+        """Thread: the finished messages' files into the pool (or deleted when it is full),
+        after an fsync of ``Queue/incoming/``: their adopted incoming names are then durably
+        gone, and no power cut can bring one back naming an inode that holds another message
+        by then. If that fsync fails they wait for the next batch (recover deletes them).
+        A file whose ``Queue/finished/`` name is not durable yet is only ever lost (its inode
+        in lost+found after a cut), never read."""
+        if not self._finished:
+            return
+        if self.dir == self.queue_dir:
+            try:
+                fsync_dir(self.incoming_dir)
+            except OSError:
+                return
+        finished, self._finished = self._finished, []
+        for msg_id in finished:
+            done = os.path.join(self.finished_dir, msg_id)
+            try:
+                if self._recycler.give(done, msg_id) is None:
+                    unlink_quiet(done)
+            except OSError:
+                pass  # left in finished/: recover deletes it
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
@@ -562,10 +605,11 @@ class Spool:
 
     # -- remove / quarantine ----------------------------------------------------------------
     def remove(self, msg_id: str) -> defer.Deferred[None]:
-        """Delete a finished message: name it in the done log (durably, an fdatasync shared
-        with the other removals of the job), then the .msg goes into the pool (or is deleted),
-        then its journal, so a crash never leaves it without its journal (an orphan .jrn is
-        cleaned up by recover) and never delivers it again."""
+        """Delete a finished message: rename it into ``Queue/finished/`` (its removal from
+        ``Queue/`` durable by the fsync shared with the other moves of the job), then its
+        journal goes, and later its file goes into the pool (``DONE_BATCH``); a crash never
+        leaves it without its journal (an orphan .jrn is cleaned up by recover) and never
+        delivers it again once the job's commit is done."""
         if not fmt.valid_id(msg_id):
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         journal = msg_id not in self._no_journal
@@ -576,6 +620,8 @@ class Spool:
             return ticket
 
         def done(ticket: _Ticket) -> None:
+            if self._finished and self._timed and self._recycle_call is None:
+                self._recycle_call = self._reactor.callLater(RECYCLE_AFTER, self._recycle_later)
             if ticket.warning:
                 self.log.warn(
                     "spool: {msg_id}: {warning}; a crash now could deliver it again",
@@ -591,14 +637,15 @@ class Spool:
         # which need not start at once (REMOVE_LINGER).
         return self._lock(msg_id).run(self._moves.run, finish, False).addCallback(done)
 
-    def _remove_files(self, msg_id: str, journal: bool) -> bool:
-        """Thread: the .msg into the pool (or deleted), then the .jrn; False if it was gone."""
-        msg = self._path(msg_id, ".msg")
-        kept = self._recycler.give(msg, msg_id)
-        existed = unlink_quiet(msg) if kept is None else kept
-        if journal:
-            unlink_quiet(self._path(msg_id, ".jrn"))
-        return existed
+    def _recycle_later(self) -> None:
+        """The RECYCLE_AFTER timer: the waiting finished messages into the pool, in a move
+        job (the only place ``_finished`` is touched)."""
+        self._recycle_call = None
+
+        def failed(f: Failure) -> None:
+            self.log.warn("spool: recycling finished files failed: {err}", err=f.getErrorMessage())
+
+        self._moves.run(self._recycle).addErrback(failed)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)
@@ -648,19 +695,28 @@ class Spool:
 
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
         """On start: drop pool names that share an inode, adopt what waits in incoming/,
-        remove the messages the done log names, stale .tmp and orphan .jrn files, quarantine
-        corrupt .msg; fire with the valid ids in time order. ``deep`` verifies each checksum
-        (else only the structure; load still verifies before delivery)."""
+        remove finished messages (``Queue/finished/``, and those a done log of an earlier
+        version names), stale .tmp and orphan .jrn files, quarantine corrupt .msg; fire with
+        the valid ids in time order. ``deep`` verifies each checksum (else only the structure;
+        load still verifies before delivery)."""
 
         def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
             ids: list[str] = []
             bad: list[tuple[str, str]] = []
             removed = [os.path.join("free", n) for n in self._recycler.drop_shared()]
-            done = self._done.read()
+            done = self._legacy_done.read()
+            legacy = bool(done)
+            self._finished = []
+            marked = set(_listdir(self.finished_dir))
+            finished = len(marked)
+            for name in marked:
+                # finished before the restart (maybe emptied on its way into the pool, or its
+                # inode reused since: never read)
+                unlink_quiet(os.path.join(self.finished_dir, name))
+                done.add(name)
             self._take_incoming(removed, done)
             names = os.listdir(self.dir)
             msgs = {n[:-4] for n in names if n.endswith(".msg")}
-            finished = 0
             for name in names:
                 full = os.path.join(self.dir, name)
                 if name.endswith(".tmp"):
@@ -675,10 +731,11 @@ class Spool:
                     unlink_quiet(full)
                     removed.append(name)
                 elif name.endswith(".msg") and name[:-4] in done:
-                    # finished before the crash (maybe emptied on its way into the pool)
+                    # finished: its Queue/ name came back beside Queue/finished/'s (or a done
+                    # log of an earlier version names it)
                     unlink_quiet(full)
                     unlink_quiet(full[:-4] + ".jrn")
-                    finished += 1
+                    finished += name[:-4] not in marked
                 elif name.endswith(".msg"):
                     msg_id = name[:-4]
                     try:
@@ -693,9 +750,14 @@ class Spool:
                         bad.append((name, f"unreadable: {e.strerror}"))
                         continue
                     ids.append(msg_id)
-            # The removals the done log names are durable before it forgets them.
+            # The removals are durable before the names that mark them finished go.
             self._dirsync.sync()
-            self._done.clear()
+            if done:
+                if self.dir == self.queue_dir:
+                    fsync_dir(self.incoming_dir)
+                fsync_dir(self.finished_dir)
+            if legacy:
+                self._legacy_done.remove()
             ids.sort()
             return ids, bad, removed, finished
 
@@ -754,6 +816,13 @@ class Spool:
             self._dirsync.sync()
             for full in linked:
                 unlink_quiet(full)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def _check_file(msg_id: str, path: str, deep: bool) -> None:

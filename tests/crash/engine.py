@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import threading
 import time
 import traceback
@@ -247,17 +248,25 @@ def replay(scenario: Scenario, state: CrashState, workdir: str) -> Outcome:
 def _clear_run_files(base: str) -> list[str]:
     """Remove what belongs to the dead process, not to the mail (its pid file and control
     socket), as a boot with /run on tmpfs would. An empty or torn pid file is reported: twistd
-    refuses to start with one ("contains non-numeric value")."""
+    refuses to start with one ("contains non-numeric value"); so is a pid file name that e2fsck
+    left leading to another kind of file (on ext4 without a journal the freed inode of an old
+    pid file can be reused by the control socket before the name's removal reached the disk:
+    opening it gave ENXIO)."""
     notes = []
     for name in ("twistd.pid", "cgtwist.ctl"):
         path = os.path.join(base, name)
         try:
             if name.endswith(".pid"):
-                with open(path, "rb") as f:
-                    if not f.read().strip().isdigit():
-                        notes.append(
-                            f"{name} is empty or torn on the disk (twistd would not start)"
-                        )
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    notes.append(
+                        f"{name} is not a regular file on the disk (twistd would not start)"
+                    )
+                else:
+                    with open(path, "rb") as f:
+                        if not f.read().strip().isdigit():
+                            notes.append(
+                                f"{name} is empty or torn on the disk (twistd would not start)"
+                            )
             os.unlink(path)
         except FileNotFoundError:
             pass

@@ -14,9 +14,11 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from cgtwist.delivery import local as local_mod
+from cgtwist import durable
+from cgtwist import paths as local_paths
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.mailstore import maildir as md
 from cgtwist.types import Account, Envelope, QueueName, Recipient
 from tests.mailstore.oslog import OsLog
 
@@ -67,9 +69,18 @@ class LocalDeliveryTests(unittest.TestCase):
         self.store = FakeStore("bob@example.com", "carol@example.com")
         self.notifier = FakeNotifier()
         self.agent = LocalDelivery(
-            self.base, self.store, self.notifier, reactor=reactor, hostname="mx.example"
+            self.base,
+            self.store,
+            self.notifier,
+            reactor=reactor,
+            hostname="mx.example",
+            writer=self.writer(),
         )
         self.env = Envelope(sender="alice@example.org", recipients=[])
+
+    def writer(self) -> md.MaildirWriter:
+        """The process's save path."""
+        return md.MaildirWriter("mx.example")
 
     def maildir(self, account: str = "bob") -> str:
         return os.path.join(self.base, "Domains", "example.com", account, "Maildir")
@@ -135,16 +146,14 @@ class LocalDeliveryTests(unittest.TestCase):
     def test_concurrent_deliveries_unique_names(self) -> None:
         """Many deliveries at once each get their own file; none overwrites another; they share
         the fsyncs of new/ instead of paying one each."""
-        from cgtwist.spool import files as files_mod
-
         synced: list[str] = []
-        real = files_mod.fsync_dir
+        real = durable.fsync_dir
 
         def counting(path: str) -> None:
             synced.append(path)
             real(path)
 
-        self.patch(files_mod, "fsync_dir", counting)
+        self.patch(durable, "fsync_dir", counting)
         ds = [
             self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
             for i in range(30)
@@ -190,13 +199,13 @@ class LocalDeliveryTests(unittest.TestCase):
         costs ~20 stat calls per message), and a settings reload (forget) checks it anew."""
         yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         checked: list[str] = []
-        real = local_mod.paths.maildir
+        real = local_paths.maildir
 
         def counting(*a: Any) -> str:
             checked.append(a[2])
             return real(*a)
 
-        self.patch(local_mod.paths, "maildir", counting)
+        self.patch(local_paths, "maildir", counting)
         yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
         self.assertEqual(checked, [])
         self.agent.forget()
@@ -270,16 +279,16 @@ class LocalDeliveryTests(unittest.TestCase):
         def deny(*a: Any, **kw: Any) -> Any:
             raise OSError(errno.EACCES, "Permission denied")
 
-        self.patch(local_mod.md, "ensure", deny)
+        self.patch(md, "ensure", deny)
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
         self.assertEqual((rs[0].state, rs[0].detail[:9]), ("pending", "451 4.3.0"))
 
     @defer.inlineCallbacks
     def test_fsync_order(self) -> None:
         """Nothing is acknowledged before all that leads to the message is durable: fsync(the
-        file) < its name in new/ < fsync(new/) < delivered, and when the name came from a link
-        (the unnamed file's), which raised the inode's link count, fsync(the file) again after
-        it: fsync(new/) does not write the inode everywhere (issue 21 item 3)."""
+        file) < its rename into new/ < fsync(new/) < delivered; and the file is fsynced once:
+        a rename leaves its link count alone (issue 21: an O_TMPFILE file linked into new/
+        needed a second fsync after the link, a third flush per message)."""
         calls: list[tuple[str, int, str]] = []  # (operation, inode, what)
         real_fsync, real_rename, real_link = os.fsync, os.rename, os.link
 
@@ -307,11 +316,11 @@ class LocalDeliveryTests(unittest.TestCase):
         named = [i for i, c in enumerate(calls) if c[0] in ("link", "rename")]
         self.assertEqual([calls[i][2] for i in named], ["new"])
         op, ino, _ = calls[named[0]]
+        self.assertEqual(op, "rename")
         self.assertIn(("fsync", ino, "file"), calls[: named[0]])
         new_ino = os.stat(os.path.join(self.maildir(), "new")).st_ino
         self.assertIn(("fsync", new_ino, "dir"), calls[named[0] + 1 : done])
-        if op == "link":
-            self.assertIn(("fsync", ino, "file"), calls[named[0] + 1 : done])
+        self.assertEqual([c for c in calls if c[2] == "file"], [("fsync", ino, "file")])
 
     @defer.inlineCallbacks
     def test_first_delivery_durable_with_its_directories(self) -> None:
@@ -337,9 +346,7 @@ class LocalDeliveryTests(unittest.TestCase):
         """EIO from the shared fsync of new/ reaches every delivery waiting on it; each removes
         its name again and stays pending, so the retry stores each message once, not twice
         (issue 21 item 4), and says so in the log."""
-        from cgtwist.spool import files as files_mod
-
-        real = files_mod.fsync_dir
+        real = durable.fsync_dir
         failing = [True]
 
         def eio(path: str) -> None:
@@ -347,7 +354,7 @@ class LocalDeliveryTests(unittest.TestCase):
                 raise OSError(errno.EIO, "Input/output error")
             real(path)
 
-        self.patch(files_mod, "fsync_dir", eio)
+        self.patch(durable, "fsync_dir", eio)
         events = _capture_log(self)
         ds = [
             self.agent.deliver(f"m{i}", self.env, DATA + b"%d" % i, [rcpt("bob@example.com")])
@@ -370,31 +377,6 @@ class LocalDeliveryTests(unittest.TestCase):
         self.assertEqual({rs[0].state for rs in results}, {"delivered"})
         self.assertEqual(len(self.files()), 8)
 
-    def test_failed_link_count_fsync_withdraws(self) -> None:
-        """EIO from the fsync that makes the unnamed file's link count durable removes the
-        name it was linked under, before the failure is reported."""
-        if not local_mod._unnamed_ok:
-            raise unittest.SkipTest("no O_TMPFILE here")
-        real_fsync = os.fsync
-        seen: dict[int, int] = {}
-
-        def fsync(fd: int) -> None:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode):
-                seen[st.st_ino] = seen.get(st.st_ino, 0) + 1
-                if st.st_nlink:  # linked: the second fsync
-                    raise OSError(errno.EIO, "Input/output error")
-            real_fsync(fd)
-
-        self.patch(os, "fsync", fsync)
-        path = self.maildir()
-        with self.assertRaises(local_mod.CommitFailed) as cm:
-            local_mod.write_maildir(path, [DATA])
-        self.assertTrue(cm.exception.withdrawn)
-        self.assertEqual(cm.exception.errno, errno.EIO)
-        self.assertEqual(os.listdir(os.path.join(path, "new")), [])
-        self.assertEqual(list(seen.values()), [2])
-
     @defer.inlineCallbacks
     def test_unsafe_name_never_a_path(self) -> None:
         """An account name that would escape the base directory is refused, nothing written."""
@@ -402,58 +384,6 @@ class LocalDeliveryTests(unittest.TestCase):
         rs = yield self.agent.deliver("m1", self.env, DATA, [rcpt("../../x@example.com")])
         self.assertEqual(rs[0].state, "failed")
         self.assertFalse(os.path.exists(os.path.join(self.base, "x")))
-
-
-class ClassicTmpDeliveryTests(LocalDeliveryTests):
-    """The same, on a file system without O_TMPFILE: a named file in tmp/, then rename."""
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.patch(local_mod, "_unnamed_ok", False)
-
-
-class UnnamedFallbackTests(unittest.TestCase):
-    def test_unnamed_file_used_where_supported(self) -> None:
-        """On a Linux file system with O_TMPFILE the message is linked into new/ without ever
-        having a name in tmp/, and the way stays on (no silent fallback, e.g. EXDEV from
-        linking the /proc entry itself)."""
-        if not local_mod._unnamed_ok:
-            raise unittest.SkipTest("no O_TMPFILE here")
-        base = tempfile.mkdtemp(prefix="cgtwist-local-")
-        self.addCleanup(shutil.rmtree, base, True)
-        path = os.path.join(base, "Maildir")
-        renamed: list[str] = []
-        real_rename = os.rename
-        self.patch(os, "rename", lambda a, b: (renamed.append(a), real_rename(a, b)))
-        name = local_mod.write_maildir(path, [b"Subject: a\r\n\r\nx\r\n"])
-        with open(os.path.join(path, "new", name), "rb") as f:
-            self.assertEqual(f.read(), b"Subject: a\r\n\r\nx\r\n")
-        self.assertEqual(renamed, [])
-        self.assertTrue(local_mod._unnamed_ok)
-
-    def test_unsupported_file_system_falls_back_once(self) -> None:
-        """When the file system refuses O_TMPFILE, the message goes through tmp/ + rename and
-        later deliveries use that way at once."""
-        base = tempfile.mkdtemp(prefix="cgtwist-local-")
-        self.addCleanup(shutil.rmtree, base, True)
-        path = os.path.join(base, "Maildir")
-        real_open = os.open
-        tried: list[str] = []
-
-        def refusing_open(p: str, flags: int, *a: Any) -> int:
-            if flags & local_mod._O_TMPFILE == local_mod._O_TMPFILE and local_mod._O_TMPFILE:
-                tried.append(p)
-                raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-            return real_open(p, flags, *a)
-
-        self.patch(local_mod, "_unnamed_ok", bool(local_mod._O_TMPFILE))
-        self.patch(os, "open", refusing_open)
-        first = local_mod.write_maildir(path, [b"Subject: a\r\n\r\nx\r\n"])
-        second = local_mod.write_maildir(path, [b"Subject: b\r\n\r\ny\r\n"])
-        self.assertEqual(sorted(os.listdir(os.path.join(path, "new"))), sorted([first, second]))
-        self.assertEqual(os.listdir(os.path.join(path, "tmp")), [])
-        self.assertLessEqual(len(tried), 1)
-        self.assertFalse(local_mod._unnamed_ok)
 
 
 LOCAL_SCRIPT = r"""
@@ -488,12 +418,9 @@ class LocalCrashpointTests(unittest.TestCase):
         from cgtwist import crashpoint
 
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from cgtwist.delivery import local
-
-        # An unnamed (O_TMPFILE) file vanishes with the process; the classic tmp/ file stays.
-        before = 0 if local._unnamed_ok else 1
+        # The tmp/ file stays for clean_tmp.
         for point, tmp_n, new_n in (
-            (crashpoint.LOCAL_BEFORE_RENAME, before, 0),
+            (crashpoint.LOCAL_BEFORE_RENAME, 1, 0),
             (crashpoint.LOCAL_AFTER_RENAME, 0, 1),
         ):
             base = tempfile.mkdtemp(prefix="cgtwist-lcrash-")

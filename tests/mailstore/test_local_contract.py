@@ -8,8 +8,8 @@ from typing import Any
 from twisted.mail import imap4
 from twisted.trial import unittest
 
-from cgtwist.delivery.local import write_maildir
 from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
+from cgtwist.mailstore.maildir import MaildirWriter
 
 
 class LocalContractTests(unittest.TestCase):
@@ -33,7 +33,7 @@ class LocalContractTests(unittest.TestCase):
 
         box.addListener(Listener())
         data = b"Return-Path: <s@example.org>\r\nSubject: via LOCAL\r\n\r\nbody\r\n"
-        name = write_maildir(md, [data[:10], data[10:]])
+        name = MaildirWriter().deliver(md, [data[:10], data[10:]])
         self.assertIn(f",S={len(data)}", name)
         notifier.mailbox_changed("A@example.com", "INBOX")
         self.assertEqual(seen, [1])

@@ -76,5 +76,6 @@ class RealThreadsTests(unittest.TestCase):
                     bodies.append(f.read().split(b"\r\n\r\n", 1)[1])
         self.assertEqual(sorted(bodies), sorted(b"body %d\r\n" % i for i in range(n)))
         self.assertEqual(
-            sorted(os.listdir(os.path.join(base, "Queue"))), ["corrupt", "done", "free", "incoming"]
+            sorted(os.listdir(os.path.join(base, "Queue"))),
+            ["corrupt", "finished", "free", "incoming"],
         )

@@ -1,4 +1,4 @@
-"""Tests for the group commit of directory fsyncs among worker threads (spool.files.DirSync)."""
+"""Tests for the group commit of directory fsyncs among worker threads (cgtwist.durable.DirSync)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import errno
 import os
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.trial import unittest
 
-from cgtwist.spool.files import DirSync
+from cgtwist.durable import DirSync
 
 
 def wait_until(cond: Callable[[], bool]) -> None:
@@ -112,3 +112,28 @@ class ReadWholeTests(unittest.TestCase):
 
         with self.assertRaises(FileNotFoundError):
             read_whole(os.path.join(self.mktemp(), "none"))
+
+
+class MakeDirsTests(unittest.TestCase):
+    def test_the_file_system_is_synced_before_a_new_spool_directory(self) -> None:
+        """spool.files.make_dirs syncs the file system once before it makes the first missing
+        directory (a stale entry of an inode freed without a directory fsync must not claim
+        the new directory after a power cut), and not at all when nothing is missing."""
+        from cgtwist.spool import files
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        calls: list[str] = []
+        real_mkdir = os.mkdir
+        self.patch(files, "sync_filesystem", lambda p: calls.append(f"sync {p}"))
+
+        def mkdir(p: str, *a: Any, **kw: Any) -> None:
+            calls.append(f"mkdir {os.path.relpath(p, base)}")
+            real_mkdir(p, *a, **kw)
+
+        self.patch(os, "mkdir", mkdir)
+        files.make_dirs(os.path.join(base, "Queue", "finished"))
+        self.assertEqual(calls, [f"sync {base}", "mkdir Queue", "mkdir Queue/finished"])
+        del calls[:]
+        files.make_dirs(os.path.join(base, "Queue", "finished"))
+        self.assertEqual(calls, [])

@@ -31,6 +31,7 @@ class DurabilityTests(SpoolTestBase):
         super().setUp()
         self.incoming = os.path.join(self.qdir, "incoming")
         self.free = os.path.join(self.qdir, "free")
+        self.finished = os.path.join(self.qdir, "finished")
         self.server = sync_spool(self.base)
         self.worker = sync_spool(self.base, incoming=True)
 
@@ -187,25 +188,90 @@ class DurabilityTests(SpoolTestBase):
         made = [op[1] for op in rec.ops if op[0] == "mkdir"]
         self.assertEqual(
             sorted(os.path.relpath(d, fresh) for d in made),
-            ["Queue", "Queue/corrupt", "Queue/free", "Queue/incoming"],
+            ["Queue", "Queue/corrupt", "Queue/finished", "Queue/free", "Queue/incoming"],
         )
         for d in made:
             rec.index("fsync", os.path.dirname(d), start=rec.index("mkdir", d))
 
     def test_a_finished_message_is_named_durably_before_it_is_removed(self) -> None:
-        """Removing a finished message: its line in Queue/done is fsynced before the .msg
-        is renamed into the pool, deleted or (a big one) emptied."""
+        """Removing a finished message: it is renamed into Queue/finished/ and Queue/ fsynced
+        before its file is renamed into the pool, deleted or (a big one) emptied; and
+        Queue/incoming/ is fsynced before that too (an adopted message's old name)."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.patch(spool_mod, "DONE_BATCH", 1)
         msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
-        rec = FsRecorder(self, [self.qdir, self.free])
+        rec = FsRecorder(self, [self.qdir, self.free, self.incoming, self.finished])
         self.successResultOf(self.server.remove(msg_id))
         msg = os.path.join(self.qdir, msg_id + ".msg")
+        done = os.path.join(self.qdir, "finished", msg_id)
+        marked = rec.index("rename", msg)
+        self.assertEqual(rec.ops[marked][2], done)
         first_change = min(
             i
             for i, op in enumerate(rec.ops)
-            if op[0] in ("rename", "unlink", "truncate") and op[1] == msg
+            if op[0] in ("rename", "unlink", "truncate") and op[1] == done
         )
-        synced = rec.index("fsync", os.path.join(self.qdir, donelog.NAME))
+        synced = rec.index("fsync", self.qdir, start=marked)
         self.assertLess(synced, first_change, rec.ops)
+        self.assertLess(rec.index("fsync", self.incoming, start=marked), first_change, rec.ops)
+        self.assertEqual(os.listdir(self.free), [msg_id])
+
+    def test_a_removal_and_an_adoption_share_one_flush(self) -> None:
+        """A move job that removes a finished message and adopts a new one makes both
+        durable with one fsync of Queue/ and nothing else (issue 21: the done log's
+        fdatasync was a second flush per message on the SMTP path)."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.patch(spool_mod, "DONE_BATCH", 32)
+        server = Spool(self.base, SyncClock(), threadpool=SyncPool(), remove_linger=10.0)  # type: ignore[arg-type]
+        finished = self.successResultOf(server.store(envelope(1), DATA))
+        first, new = (self.successResultOf(self.worker.store(envelope(1), DATA)) for _ in "ab")
+        self.successResultOf(server.adopt(first))  # a job has just started: removals wait
+        synced: list[str] = []
+        real_fsync, real_fdatasync = os.fsync, os.fdatasync
+        self.patch(os, "fsync", lambda fd: (synced.append("fsync"), real_fsync(fd)))
+        self.patch(os, "fdatasync", lambda fd: (synced.append("fdatasync"), real_fdatasync(fd)))
+        removed = server.remove(finished)
+        self.assertNoResult(removed)
+        self.assertIsNotNone(self.successResultOf(server.adopt(new)))
+        self.successResultOf(removed)
+        self.assertEqual(synced, ["fsync"])
+        self.assertEqual(
+            sorted(n for n in os.listdir(self.qdir) if "." in n),
+            sorted([first + ".msg", new + ".msg"]),
+        )
+        self.assertEqual(os.listdir(self.finished), [finished])
+
+    def test_finished_files_reach_the_pool_in_batches_or_after_a_while(self) -> None:
+        """Finished messages wait in Queue/finished/ until DONE_BATCH of them go into the pool
+        together (one fsync of incoming/ for all), or RECYCLE_AFTER seconds have passed: an
+        idle server keeps none for long."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.patch(spool_mod, "DONE_BATCH", 3)
+        clock = SyncClock()
+        server = Spool(self.base, clock, threadpool=SyncPool(), remove_linger=0.01)  # type: ignore[arg-type]
+        ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]
+
+        def remove(*some: str) -> None:
+            removed = [server.remove(msg_id) for msg_id in some]
+            clock.advance(0.01)  # their lingering job
+            for d in removed:
+                self.successResultOf(d)
+
+        remove(ids[0], ids[1])
+        self.assertEqual(sorted(os.listdir(self.finished)), sorted(ids[:2]))
+        self.assertEqual(os.listdir(self.free), [])
+        remove(ids[2])
+        self.assertEqual(os.listdir(self.finished), [])
+        self.assertEqual(sorted(os.listdir(self.free)), sorted(ids[:3]))
+        remove(ids[3])
+        self.assertEqual(os.listdir(self.finished), [ids[3]])
+        clock.advance(spool_mod.RECYCLE_AFTER)
+        self.assertEqual(os.listdir(self.finished), [])
+        self.assertEqual(sorted(os.listdir(self.free)), sorted(ids))
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def _crash_on(self, kinds: tuple[str, ...], path: str) -> list[Any]:
         """Until the patches returned are restored, the process 'dies' at any ``kinds`` call
@@ -224,13 +290,17 @@ class DurabilityTests(SpoolTestBase):
 
     def test_a_message_finished_before_a_crash_is_not_delivered_again(self) -> None:
         """A crash after every recipient was delivered but before the spool file left
-        Queue/: after the restart, recovery removes it (the done log names it) instead of
+        Queue/: after the restart, recovery removes it (it is in Queue/finished/) instead of
         delivering it a second time (fewer duplicates than at-least-once allows)."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.patch(spool_mod, "DONE_BATCH", 1)
         msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
         msg = os.path.join(self.qdir, msg_id + ".msg")
-        crashing = self._crash_on(("rename", "unlink", "truncate"), msg)
+        done = os.path.join(self.qdir, "finished", msg_id)
+        crashing = self._crash_on(("rename", "unlink", "truncate"), done)
         self.failureResultOf(self.server.remove(msg_id), Crash)
-        self.assertTrue(os.path.exists(msg))
+        self.assertTrue(os.path.exists(done))
         for p in crashing:
             p.restore()
         restarted = sync_spool(self.base)
@@ -241,18 +311,23 @@ class DurabilityTests(SpoolTestBase):
     def test_a_big_message_emptied_on_its_way_to_the_pool_is_not_quarantined(self) -> None:
         """A big finished message is emptied before it moves into the pool; a crash between
         the two leaves an empty .msg, which recovery removes as finished, not quarantines."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.patch(spool_mod, "DONE_BATCH", 1)
         big = b"Subject: big\r\n\r\n" + b"x" * (256 << 10) + b"\r\n"
         msg_id = self.successResultOf(self.server.store(envelope(1), big))
         msg = os.path.join(self.qdir, msg_id + ".msg")
-        crashing = self._crash_on(("rename",), msg)
+        done = os.path.join(self.qdir, "finished", msg_id)
+        crashing = self._crash_on(("rename",), done)
         self.failureResultOf(self.server.remove(msg_id), Crash)
-        self.assertEqual(os.path.getsize(msg), 0)
+        self.assertEqual(os.path.getsize(done), 0)
         for p in crashing:
             p.restore()
         restarted = sync_spool(self.base)
         self.assertEqual(self.successResultOf(restarted.recover()), [])
         self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
         self.assertFalse(os.path.exists(msg))
+        self.assertFalse(os.path.exists(done))
 
 
 class DoneLogTests(SpoolTestBase):
@@ -268,19 +343,13 @@ class DoneLogTests(SpoolTestBase):
         self.assertEqual(donelog.parse(good + b"\0" * 4096), {a, b})
         self.assertEqual(donelog.parse(b"zz " + a.encode() + b"\n\xff\n"), set())
 
-    def test_the_log_is_emptied_once_its_removals_are_durable(self) -> None:
-        """The log does not grow without end: after DONE_LOG_CLEAR lines, a commit fsyncs
-        Queue/ and empties it; a restart then recovers only what is left."""
-        from cgtwist.spool import spool as spool_mod
-
-        self.patch(spool_mod, "DONE_LOG_CLEAR", 3)
+    def test_a_log_of_an_earlier_version_is_honoured_once(self) -> None:
+        """A done log left by an earlier version (an upgrade after a power cut) still keeps
+        the messages it names from being delivered again; recovery then deletes it."""
         server = sync_spool(self.base)
-        ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]
-        for i in ids[:3]:
-            self.successResultOf(server.remove(i))
+        ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(2)]
         path = os.path.join(self.qdir, donelog.NAME)
-        self.assertEqual(os.path.getsize(path), 0)
-        self.successResultOf(server.remove(ids[3]))
-        with open(path, "rb") as f:
-            self.assertEqual(donelog.parse(f.read()), {ids[3]})
-        self.assertEqual(self.successResultOf(sync_spool(self.base).recover()), [])
+        with open(path, "wb") as f:
+            f.write(donelog.line(ids[0]))
+        self.assertEqual(self.successResultOf(sync_spool(self.base).recover()), [ids[1]])
+        self.assertFalse(os.path.exists(path))

@@ -11,9 +11,10 @@ from twisted.internet import defer, reactor
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
+from cgtwist import durable
 from cgtwist.errors import MailError
-from cgtwist.spool import files as files_mod
 from cgtwist.spool import format as fmt
+from cgtwist.spool import spool as spool_mod
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, Recipient
 
@@ -38,6 +39,9 @@ DATA = b"Subject: hi\r\n\r\nbody \x00\xff\r\n.dots\r\n"
 
 class SpoolTestBase(unittest.TestCase):
     def setUp(self) -> None:
+        # Finished messages go into the pool at their removal's commit, not in batches, so
+        # the tests see Queue/ settle (the batch has its own test, test_durability).
+        self.patch(spool_mod, "DONE_BATCH", 1)
         self.base = tempfile.mkdtemp(prefix="cgtwist-spool-")
         self.addCleanup(_rmtree, self.base)
         self.spool = Spool(self.base, reactor)
@@ -116,7 +120,8 @@ class StoreTests(SpoolTestBase):
         msg_id = yield self.spool.store(env, DATA)
         self.assertTrue(fmt.valid_id(msg_id))
         self.assertEqual(
-            sorted(os.listdir(self.qdir)), [msg_id + ".msg", "corrupt", "free", "incoming"]
+            sorted(os.listdir(self.qdir)),
+            [msg_id + ".msg", "corrupt", "finished", "free", "incoming"],
         )
         env2, data = yield self.spool.load(msg_id)
         self.assertEqual(data, DATA)
@@ -212,7 +217,7 @@ class StoreTests(SpoolTestBase):
         def bad(path: str) -> None:
             raise OSError(errno.EIO, "I/O error")
 
-        self.patch(files_mod, "fsync_dir", bad)
+        self.patch(durable, "fsync_dir", bad)
         with self.assertRaises(MailError) as cm:
             yield self.spool.store(envelope(), DATA)
         self.assertEqual(cm.exception.code, 451)
@@ -358,7 +363,8 @@ class RecoverTests(SpoolTestBase):
         self.assertEqual(ids, [good])
         self.assertEqual(spool2.message_count(), 1)
         self.assertEqual(
-            sorted(os.listdir(self.qdir)), [good + ".msg", "corrupt", "done", "free", "incoming"]
+            sorted(os.listdir(self.qdir)),
+            [good + ".msg", "corrupt", "finished", "free", "incoming"],
         )
         self.assertEqual(
             sorted(os.listdir(os.path.join(self.qdir, "corrupt"))),
