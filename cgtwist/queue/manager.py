@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -39,6 +40,7 @@ from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, Msg
 from cgtwist.settings import SettingsHolder
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName, Recipient, Route
 
 _LOADERS = 8  # spool reads in flight while filling the active window
@@ -65,11 +67,11 @@ class QueueManager:
 
     def __init__(
         self,
-        spool: Any,
+        spool: Spool,
         router: Any,
         agents: Mapping[str, Any],
         settings: SettingsHolder,
-        clock: Any,
+        clock: IReactorTime,
         bouncer: Optional[Report] = None,
         cooperator: Optional[Cooperator] = None,
         delay_warning: Optional[Callable[..., Any]] = None,
@@ -259,7 +261,7 @@ class QueueManager:
 
     def _load_failed(self, f: Failure, msg_id: str) -> None:
         self._loading -= 1
-        if f.check(SpoolCorrupt, KeyError):
+        if isinstance(f.value, (SpoolCorrupt, KeyError)):
             self.log.warn(
                 "queue: {msg_id} could not be loaded ({why}); skipped",
                 msg_id=msg_id,
