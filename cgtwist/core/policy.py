@@ -245,9 +245,9 @@ class BasicPolicy:
         )
         raise MailError(554, "5.7.1", "Relaying denied")
 
-    def _route_failed(self, f: Failure, session: SessionInfo, recipient: str) -> Any:
-        if f.check(MailError):
-            err: MailError = f.value  # type: ignore[assignment]
+    def _route_failed(self, f: Failure, session: SessionInfo, recipient: str) -> Failure:
+        err = f.value
+        if isinstance(err, MailError):
             if err.temporary:
                 raise MailError(
                     451, "4.3.0", "Temporary routing failure, try again later", err.detail
