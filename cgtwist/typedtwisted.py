@@ -23,6 +23,9 @@ current_failure: Callable[[], Failure] = Failure
 """``Failure()`` inside an ``except`` block: the exception being handled, with its
 traceback."""
 
+failure_of: Callable[[BaseException], Failure] = Failure
+"""``Failure(exc)``: an exception that was not raised (no traceback), as a Failure."""
+
 log_err: Callable[[Optional[object], str], None] = log.err
 """``twisted.python.log.err(stuff, why)``: a legacy error event (``stuff`` None means the
 exception being handled), as Twisted's own last-resort handlers log it."""
