@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogLevel
 from zope.interface import implementer
 
@@ -78,7 +79,7 @@ class ProtectedPolicy:
         inner: IPolicy,
         resolver: IResolver,
         settings: SettingsHolder,
-        clock: Any,
+        clock: IReactorTime,
         reactor: Any = None,
         hostname: str = "localhost",
         threadpool: Any = None,
@@ -90,7 +91,7 @@ class ProtectedPolicy:
         max_sessions: int = 20000,
         is_local_domain: Optional[Callable[[str], Any]] = None,
     ) -> None:
-        self.inner: Any = inner
+        self.inner = inner
         self.is_local_domain = is_local_domain
         self.resolver: Any = resolver
         self.settings = settings
