@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from cgtwist import retry
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IQueue
+from cgtwist.interfaces import IDeliveryAgent, IQueue, IRouter
 from cgtwist.logs import Logger
 from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.config import QueueConfig
@@ -68,8 +68,8 @@ class QueueManager:
     def __init__(
         self,
         spool: Spool,
-        router: Any,
-        agents: Mapping[str, Any],
+        router: IRouter,
+        agents: Mapping[str, IDeliveryAgent],
         settings: SettingsHolder,
         clock: IReactorTime,
         bouncer: Optional[Report] = None,
@@ -82,7 +82,7 @@ class QueueManager:
     ) -> None:
         self.spool = spool
         self.router = router
-        self.agents: dict[str, Any] = dict(agents)
+        self.agents: dict[str, IDeliveryAgent] = dict(agents)
         self.settings = QueueConfig(settings)
         self.clock = clock
         self.server_rules = server_rules
@@ -143,7 +143,7 @@ class QueueManager:
         pending = list(self._inflight)
         return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
-    def set_agent(self, module: str, agent: Any) -> None:
+    def set_agent(self, module: str, agent: IDeliveryAgent) -> None:
         """Add or replace the delivery agent of ``module``; its waiting queues start."""
         self.agents[module] = agent
         self.scheduler.agent_added(module)
