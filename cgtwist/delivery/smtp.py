@@ -452,8 +452,8 @@ class SMTPDelivery:
                 for i, r in enumerate(todo)
                 if r.state == "pending"
                 and i < len(result.rcpts)
-                and result.rcpts[i] is not None
-                and result.rcpts[i].code == 452  # type: ignore[union-attr]
+                and (rcpt_reply := result.rcpts[i]) is not None
+                and rcpt_reply.code == 452
             ]
             progressed = any(r.state == "delivered" for r in todo)
             if (
