@@ -99,13 +99,12 @@ class ProtectedPolicy:
         self.hostname = hostname
         self._lists = AddressListCache(size=32)
         self.rbl = RBLChecker(resolver, clock)
-        if (
-            spf is None
-            and reactor is not None
-            and getattr(resolver, "nameservers", None) is not None
-        ):
+        # cgtwist.dns.Resolver's servers and timeout (not part of IResolver: a test resolver
+        # without them gets no SPF checker)
+        nameservers = getattr(resolver, "nameservers", None)
+        if spf is None and reactor is not None and nameservers is not None:
             spf = SPFChecker(
-                resolver.nameservers,  # type: ignore[attr-defined]
+                nameservers,
                 reactor,
                 threadpool,
                 timeout=float(getattr(resolver, "timeout", 5.0)),
