@@ -99,17 +99,18 @@ class ProtectedPolicy:
         self.hostname = hostname
         self._lists = AddressListCache(size=32)
         self.rbl = RBLChecker(resolver, clock)
-        # cgtwist.dns.Resolver's servers and timeout (not part of IResolver: a test resolver
-        # without them gets no SPF checker)
-        nameservers = getattr(resolver, "nameservers", None)
-        if spf is None and reactor is not None and nameservers is not None:
-            spf = SPFChecker(
-                nameservers,
-                reactor,
-                threadpool,
-                timeout=float(getattr(resolver, "timeout", 5.0)),
-                receiver=hostname,
-            )
+        if spf is None and reactor is not None:
+            # cgtwist.dns.Resolver's servers and timeout (not part of IResolver: a resolver
+            # without them gets no SPF checker); asked only when a checker is to be built
+            nameservers = getattr(resolver, "nameservers", None)
+            if nameservers is not None:
+                spf = SPFChecker(
+                    nameservers,
+                    reactor,
+                    threadpool,
+                    timeout=float(getattr(resolver, "timeout", 5.0)),
+                    receiver=hostname,
+                )
         self.spf = spf
         if reverse_connect is None and (connector is not None or reactor is not None):
             reverse_connect = ReverseConnect(
