@@ -6,12 +6,14 @@ refusals are raised (or errback) as ``cgtwist.errors.MailError``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
 
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+
+    from cgtwist.types import Account, Envelope, QueueName, Recipient, Route, SessionInfo
 
 
 class IAccountStore(Interface):
@@ -23,28 +25,30 @@ class IAccountStore(Interface):
 
     main_domain = Attribute("The main domain name (str), from the bootstrap configuration.")
 
-    def get_domain(name):  # type: ignore[no-untyped-def]
+    def get_domain(name: str) -> Deferred[Optional[dict[str, object]]]:
         """Fire with a dict of the domain's fields and settings, or None."""
 
-    def is_local_domain(name):  # type: ignore[no-untyped-def]
+    def is_local_domain(name: str) -> Deferred[bool]:
         """Fire with True when ``name`` is one of our domains (or a domain alias)."""
 
-    def get_account(name, domain):  # type: ignore[no-untyped-def]
+    def get_account(name: str, domain: str) -> Deferred[Optional[Account]]:
         """Fire with a ``cgtwist.types.Account`` or None."""
 
-    def resolve_alias(name, domain):  # type: ignore[no-untyped-def]
+    def resolve_alias(name: str, domain: str) -> Deferred[Optional[str]]:
         """Fire with the target address (str) of alias ``name@domain``, or None."""
 
-    def verify_password(name, domain, password):  # type: ignore[no-untyped-def]
+    def verify_password(
+        name: str, domain: str, password: Union[str, bytes]
+    ) -> Deferred[Optional[Account]]:
         """Fire with the Account when the password matches and the account is enabled, else None.
 
         Costs the same for unknown accounts as for wrong passwords.
         """
 
-    def get_settings():  # type: ignore[no-untyped-def]
+    def get_settings() -> Deferred[dict[str, object]]:
         """Fire with a dict of every dynamic server setting (key -> decoded JSON value)."""
 
-    def set_setting(key, value):  # type: ignore[no-untyped-def]
+    def set_setting(key: str, value: object) -> Deferred[None]:
         """Store one dynamic setting (value is JSON-serialisable)."""
 
 
@@ -55,22 +59,22 @@ class ISpool(Interface):
     fsynced: the caller may answer 250 then, never before.
     """
 
-    def store(envelope, data):  # type: ignore[no-untyped-def]
+    def store(envelope: Envelope, data: bytes) -> Deferred[str]:
         """Write envelope + message bytes durably; fire with the new message id (str)."""
 
-    def load(msg_id):  # type: ignore[no-untyped-def]
+    def load(msg_id: str) -> Deferred[tuple[Envelope, bytes]]:
         """Fire with (Envelope, message bytes) of a spooled message."""
 
-    def update(msg_id, envelope):  # type: ignore[no-untyped-def]
+    def update(msg_id: str, envelope: Envelope) -> Deferred[None]:
         """Durably record new per-recipient states (the delivery journal)."""
 
-    def remove(msg_id):  # type: ignore[no-untyped-def]
+    def remove(msg_id: str) -> Deferred[None]:
         """Remove a message whose recipients are all done."""
 
-    def recover():  # type: ignore[no-untyped-def]
+    def recover() -> Deferred[list[str]]:
         """On start: delete stale .tmp, quarantine corrupt files, fire with the .msg ids."""
 
-    def subscribe(on_stored):  # type: ignore[no-untyped-def]
+    def subscribe(on_stored: Callable[[str, Envelope, bytes], object]) -> None:
         """Call ``on_stored(msg_id, envelope, data)`` for each message ``store`` made durable,
         before ``store``'s Deferred fires. The spool's one way to announce new mail: it never
         knows the queue manager (in the server) nor the link to the server (in a worker)."""
@@ -83,31 +87,31 @@ class IQueue(Interface):
     the delivery agents work them; the spool's subscription feeds it.
     """
 
-    def start():  # type: ignore[no-untyped-def]
+    def start() -> Deferred[int]:
         """Recover the spool and queue every message found; fire with their number."""
 
-    def stop():  # type: ignore[no-untyped-def]
+    def stop() -> Deferred[None]:
         """Start nothing new; fire when the deliveries in flight have finished."""
 
-    def enqueue(msg_id, envelope, data=None):  # type: ignore[no-untyped-def]
+    def enqueue(msg_id: str, envelope: Envelope, data: Optional[bytes] = None) -> Deferred[None]:
         """Take a message the spool made durable (fits ``ISpool.subscribe``)."""
 
-    def adopt(msg_id):  # type: ignore[no-untyped-def]
+    def adopt(msg_id: str) -> Deferred[bool]:
         """Take a message an SMTP worker process stored in ``Queue/incoming/``; fire True if
         it was adopted now, False if it was not there or the queue is stopping."""
 
-    def note_attempt(msg_id, attempt):  # type: ignore[no-untyped-def]
+    def note_attempt(msg_id: str, attempt: Mapping[str, object]) -> None:
         """Keep one host-level delivery attempt in the message's history."""
 
 
 class ISubmission(Interface):
     """The single way into the queue (cgtwist.core.submission)."""
 
-    def check_capacity(size=0):  # type: ignore[no-untyped-def]
+    def check_capacity(size: int = 0) -> Deferred[None]:
         """Fire None if a message of ``size`` octets may be accepted now, else errback
         MailError (452 4.3.1 when the queue or the disk is full). SMTP asks at MAIL FROM."""
 
-    def submit(envelope, data):  # type: ignore[no-untyped-def]
+    def submit(envelope: Envelope, data: bytes) -> Deferred[str]:
         """Spool the message (which schedules its delivery); fire with the message id.
 
         Fires only once the message is durable, so the caller can reply 250.
@@ -120,22 +124,24 @@ class IPolicy(Interface):
     Each hook fires with a value or errbacks with MailError; protocol code only translates.
     """
 
-    def connect(session):  # type: ignore[no-untyped-def]
+    def connect(session: SessionInfo) -> Deferred[Optional[SessionInfo]]:
         """Decide whether to talk to this peer at all (Client IPs, blacklists, RBL)."""
 
-    def helo(session, name):  # type: ignore[no-untyped-def]
+    def helo(session: SessionInfo, name: str) -> Deferred[Optional[SessionInfo]]:
         """Check the HELO/EHLO name."""
 
-    def mail_from(session, sender, params):  # type: ignore[no-untyped-def]
+    def mail_from(session: SessionInfo, sender: str, params: Mapping[str, str]) -> Deferred[None]:
         """Check the reverse-path (str, "" for <>); fire with None or errback MailError."""
 
-    def rcpt_to(session, sender, recipient, params):  # type: ignore[no-untyped-def]
+    def rcpt_to(
+        session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]
+    ) -> Deferred[str]:
         """Check one recipient; fire with the normalised recipient address (str).
 
         ``params`` are the RCPT parameters, plus ``SIZE`` as the client declared it at MAIL
         (RFC 1870) so a recipient's own limit can refuse it here (552 5.3.4)."""
 
-    def trace_headers(session, envelope):  # type: ignore[no-untyped-def]
+    def trace_headers(session: SessionInfo, envelope: Envelope) -> Deferred[list[bytes]]:
         """Fire with a list of extra header lines (bytes, CRLF-free) to prepend, e.g. SPF results."""
 
 
@@ -146,24 +152,24 @@ class IPolicy(Interface):
 class IClientAccess(Interface):
     """The Client IPs test of a policy (cgtwist.core.protection)."""
 
-    def is_client_ip(ip):  # type: ignore[no-untyped-def]
+    def is_client_ip(ip: str) -> bool:
         """True when ``ip`` (str) is one of the Client IPs (exempt from per-IP caps)."""
 
 
 class ISessionWatch(Interface):
     """A policy that keeps per-session and per-peer state (cgtwist.core.protection)."""
 
-    def session_closed(session):  # type: ignore[no-untyped-def]
+    def session_closed(session: SessionInfo) -> None:
         """The SMTP session ``session`` ended: forget what was kept for it."""
 
-    def report_offence(ip, kind="errors"):  # type: ignore[no-untyped-def]
+    def report_offence(ip: str, kind: str = "errors") -> bool:
         """The peer ``ip`` misbehaved (``pregreet``, ``errors``); True if it is now blacklisted."""
 
 
 class IMessageCheck(Interface):
     """A policy that looks at the message after DATA, before it is queued."""
 
-    def check_message(session, envelope, message):  # type: ignore[no-untyped-def]
+    def check_message(session: SessionInfo, envelope: Envelope, message: bytes) -> Deferred[None]:
         """Fire None to accept ``message`` (bytes), or errback MailError to refuse it."""
 
 
@@ -172,7 +178,13 @@ class IDeliveryAgent(Interface):
 
     module = Attribute("The module name this agent serves, e.g. 'LOCAL'.")
 
-    def deliver(msg_id, envelope, data, recipients, queue=None):  # type: ignore[no-untyped-def]
+    def deliver(
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
+    ) -> Deferred[list[Recipient]]:
         """Deliver ``data`` to ``recipients`` (list of Recipient of one logical queue).
 
         ``queue`` is that logical queue, a parsed ``cgtwist.types.QueueName`` (LOCAL: the
@@ -186,7 +198,7 @@ class IDeliveryAgent(Interface):
 class IMailboxNotifier(Interface):
     """Told when new mail lands in a mailbox, so IMAP IDLE sessions see it at once."""
 
-    def mailbox_changed(account, folder):  # type: ignore[no-untyped-def]
+    def mailbox_changed(account: str, folder: str) -> Deferred[None]:
         """``account`` is "local@domain", ``folder`` the IMAP name ("INBOX")."""
 
 
@@ -196,7 +208,7 @@ class IRouter(Interface):
     ``kind`` is "mail" (envelope addresses) or "access" (login names).
     """
 
-    def route(address, kind="mail"):  # type: ignore[no-untyped-def]
+    def route(address: str, kind: str = "mail") -> Deferred[Route]:
         """Fire with a ``cgtwist.types.Route`` for ``address`` (str) or errback MailError.
 
         Unknown local accounts give Route(module="ERROR", error="5.1.1 ...") rather than an
@@ -212,19 +224,19 @@ class IResolver(Interface):
     with an empty list.
     """
 
-    def lookup_mx(domain):  # type: ignore[no-untyped-def]
+    def lookup_mx(domain: str) -> Deferred[list[tuple[int, str]]]:
         """Fire with [(preference, host), ...] sorted by preference."""
 
-    def lookup_a(host):  # type: ignore[no-untyped-def]
+    def lookup_a(host: str) -> Deferred[list[str]]:
         """Fire with a list of IPv4 address strings."""
 
-    def lookup_aaaa(host):  # type: ignore[no-untyped-def]
+    def lookup_aaaa(host: str) -> Deferred[list[str]]:
         """Fire with a list of IPv6 address strings."""
 
-    def lookup_txt(name):  # type: ignore[no-untyped-def]
+    def lookup_txt(name: str) -> Deferred[list[str]]:
         """Fire with a list of TXT strings (each record's strings joined)."""
 
-    def lookup_ptr(ip):  # type: ignore[no-untyped-def]
+    def lookup_ptr(ip: str) -> Deferred[list[str]]:
         """Fire with a list of host names for an IPv4/IPv6 address."""
 
 

@@ -16,6 +16,7 @@ from cgtwist.core.routing import Routing
 from cgtwist.errors import MailError
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.storage.lists import ListStore
+from cgtwist.types import Route
 
 SETTING = "router.table"
 
@@ -43,8 +44,8 @@ class Explanation:
 
     address: str
     kind: str  # "mail" or "access"
-    steps: list[Any]  # cgtwist.router RouteStep, printable
-    route: Any  # cgtwist.types.Route
+    steps: list[router.RouteStep]  # printable
+    route: Route
     notes: list[str]
 
 

@@ -112,7 +112,7 @@ class AccountChecker:
         guard: Optional[IAccountGuard] = None,
         router: Optional[ILoginRouter] = None,
     ) -> None:
-        self._store: Any = store  # zope interface methods have no ``self`` for mypy
+        self._store = store
         self._service = service
         self._is_client_ip = is_client_ip
         self._guard = guard

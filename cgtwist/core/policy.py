@@ -44,7 +44,7 @@ class BasicPolicy:
         accounts: Optional[IAccountStore] = None,
         limits: Optional[AccountLimits] = None,
     ) -> None:
-        self.router: Any = router  # Any: zope interfaces are not mypy protocols
+        self.router = router
         self.settings = settings
         # Each local recipient's own limits (mail.max_message_size); None: the server's only.
         self.limits = limits
@@ -180,13 +180,12 @@ class BasicPolicy:
         self, session: SessionInfo, sender: str, recipient: str, params: Mapping[str, str]
     ) -> defer.Deferred[str]:
         d = defer.maybeDeferred(self.router.route, recipient, "mail")
-        d.addCallbacks(
+        return d.addCallbacks(
             self._routed,
             self._route_failed,
             callbackArgs=(session, recipient, params),
             errbackArgs=(session, recipient),
         )
-        return d
 
     def _routed(
         self, route: Route, session: SessionInfo, recipient: str, params: Mapping[str, str]
@@ -245,9 +244,9 @@ class BasicPolicy:
         )
         raise MailError(554, "5.7.1", "Relaying denied")
 
-    def _route_failed(self, f: Failure, session: SessionInfo, recipient: str) -> Any:
-        if f.check(MailError):
-            err: MailError = f.value  # type: ignore[assignment]
+    def _route_failed(self, f: Failure, session: SessionInfo, recipient: str) -> Failure:
+        err = f.value
+        if isinstance(err, MailError):
             if err.temporary:
                 raise MailError(
                     451, "4.3.0", "Temporary routing failure, try again later", err.detail

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogLevel
 from zope.interface import implementer
 
@@ -78,7 +79,7 @@ class ProtectedPolicy:
         inner: IPolicy,
         resolver: IResolver,
         settings: SettingsHolder,
-        clock: Any,
+        clock: IReactorTime,
         reactor: Any = None,
         hostname: str = "localhost",
         threadpool: Any = None,
@@ -90,7 +91,7 @@ class ProtectedPolicy:
         max_sessions: int = 20000,
         is_local_domain: Optional[Callable[[str], Any]] = None,
     ) -> None:
-        self.inner: Any = inner
+        self.inner = inner
         self.is_local_domain = is_local_domain
         self.resolver: Any = resolver
         self.settings = settings
@@ -98,18 +99,18 @@ class ProtectedPolicy:
         self.hostname = hostname
         self._lists = AddressListCache(size=32)
         self.rbl = RBLChecker(resolver, clock)
-        if (
-            spf is None
-            and reactor is not None
-            and getattr(resolver, "nameservers", None) is not None
-        ):
-            spf = SPFChecker(
-                resolver.nameservers,  # type: ignore[attr-defined]
-                reactor,
-                threadpool,
-                timeout=float(getattr(resolver, "timeout", 5.0)),
-                receiver=hostname,
-            )
+        if spf is None and reactor is not None:
+            # cgtwist.dns.Resolver's servers and timeout (not part of IResolver: a resolver
+            # without them gets no SPF checker); asked only when a checker is to be built
+            nameservers = getattr(resolver, "nameservers", None)
+            if nameservers is not None:
+                spf = SPFChecker(
+                    nameservers,
+                    reactor,
+                    threadpool,
+                    timeout=float(getattr(resolver, "timeout", 5.0)),
+                    receiver=hostname,
+                )
         self.spf = spf
         if reverse_connect is None and (connector is not None or reactor is not None):
             reverse_connect = ReverseConnect(

@@ -61,7 +61,7 @@ class Routing:
         now: Callable[[], float] = time.monotonic,
         lists: Any = None,
     ) -> None:
-        self.store: Any = store  # Any: zope interfaces are not mypy protocols
+        self.store: Any = store  # Any: it also has resolve_group, which IAccountStore lacks
         self.lists: Any = lists  # cgtwist.storage.lists.ListStore; None: no lists
         self.settings = settings
         self.main_domain = main_domain

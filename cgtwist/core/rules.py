@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 
 from cgtwist import paths
@@ -77,7 +78,7 @@ class RulesRunner:
         accounts: Any,
         settings: SettingsHolder,
         *,
-        clock: Any,
+        clock: IReactorTime,
         hostname: str,
         submission: Any,
         route: Optional[Callable[[str], Any]] = None,

@@ -21,8 +21,9 @@ are free of I/O; the rest run only for an address that is not plainly the accoun
 from __future__ import annotations
 
 from email.utils import getaddresses
-from typing import Any, Iterable, Optional, Union
+from typing import Iterable, Optional, Union
 
+from cgtwist.interfaces import IAccountStore, IRouter
 from cgtwist.settings import SettingsHolder
 
 # From: is looked for in at most this much of the message's header section; a header section
@@ -117,7 +118,9 @@ class SenderRule:
     IAccountStore (None: only the steps without the store apply), ``settings`` the live
     settings (``smtp.send_as``)."""
 
-    def __init__(self, router: Any, accounts: Any, settings: SettingsHolder) -> None:
+    def __init__(
+        self, router: IRouter, accounts: Optional[IAccountStore], settings: SettingsHolder
+    ) -> None:
         self.router = router
         self.accounts = accounts
         self.settings = settings

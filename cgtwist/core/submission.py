@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -41,7 +42,9 @@ class Submission:
 
     log = Logger()
 
-    def __init__(self, spool: Any, settings_holder: SettingsHolder, clock: Any = None) -> None:
+    def __init__(
+        self, spool: Any, settings_holder: SettingsHolder, clock: Optional[IReactorTime] = None
+    ) -> None:
         self.spool = spool
         self.settings = settings_holder
         self.clock = clock
@@ -85,7 +88,8 @@ class Submission:
                 raise insufficient_storage(f"free space {free} < {need}")
 
         def unknown(f: Failure) -> None:
-            f.trap(OSError)
+            if not isinstance(f.value, OSError):
+                f.raiseException()  # what f.trap(OSError) does, typed
             self.log.error("submission: cannot read free space: {error}", error=f.getErrorMessage())
             raise MailError(451, "4.3.0", "Temporary local problem, try again later")
 

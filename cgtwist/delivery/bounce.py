@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
 from cgtwist.interfaces import ISubmission
 from cgtwist.logs import Logger
@@ -353,7 +354,7 @@ class Bouncer:
         self,
         submission: ISubmission,
         hostname: str,
-        clock: Any,
+        clock: IReactorTime,
         settings: SettingsHolder | None = None,
     ) -> None:
         self.submission: Any = submission

@@ -18,6 +18,7 @@ import os
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
@@ -35,7 +36,7 @@ from cgtwist.lists.headers import (
 from cgtwist.lists.model import MailingList, Subscriber
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
-from cgtwist.storage.lists import DIGEST, HELD
+from cgtwist.storage.lists import DIGEST, HELD, ListStore
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.list")
@@ -91,12 +92,12 @@ class ListAgent:
 
     def __init__(
         self,
-        lists: Any,
+        lists: ListStore,
         submission: Any,
         settings: SettingsHolder,
         secret: bytes,
         hostname: str,
-        clock: Any,
+        clock: IReactorTime,
         archive: Optional[Callable[[str, str, str, bytes], defer.Deferred[bool]]] = None,
     ) -> None:
         self.lists = lists
@@ -217,7 +218,7 @@ class ListAgent:
         for who in dict.fromkeys(a for a in (sender.lower(), from_) if a):
             sub = await self.lists.get_subscriber(lst.address, who)
             if sub is not None:
-                return sub  # type: ignore[no-any-return]
+                return sub
         return None
 
     async def distribute(self, msg_id: str, lst: MailingList, data: bytes) -> int:

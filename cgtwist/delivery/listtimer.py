@@ -13,12 +13,14 @@ import email.utils
 from typing import Any, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
+from cgtwist.delivery.listagent import ListAgent
 from cgtwist.lists import bounces, digest
 from cgtwist.lists.model import MailingList
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
-from cgtwist.storage.lists import DIGEST, HELD
+from cgtwist.storage.lists import DIGEST, HELD, ListStore
 
 log = Logger(namespace="cgtwist.delivery.list")
 
@@ -26,7 +28,9 @@ log = Logger(namespace="cgtwist.delivery.list")
 class ListTimer:
     """``ListTimer(lists, agent, settings, clock)``: ``start()``, ``stop()``, ``sweep()``."""
 
-    def __init__(self, lists: Any, agent: Any, settings: SettingsHolder, clock: Any) -> None:
+    def __init__(
+        self, lists: ListStore, agent: ListAgent, settings: SettingsHolder, clock: IReactorTime
+    ) -> None:
         self.lists = lists
         self.agent = agent
         self.settings = settings

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTCP, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
@@ -45,6 +45,10 @@ log = Logger(namespace="cgtwist.delivery.smtp")
 
 Connect = Callable[[str, int, SMTPClient], "defer.Deferred[Any]"]
 TLSFactory = Callable[[str], Any]
+
+# TCP6ClientEndpoint's constructor is unannotated (TCP4ClientEndpoint's is not); this is its
+# signature up to ``timeout`` (positional, as Twisted declares it), so the call is checked.
+_tcp6_endpoint: Callable[[IReactorTCP, str, int, float], TCP6ClientEndpoint] = TCP6ClientEndpoint
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def default_verified_tls(hostname: str, ca_file: str = "") -> Any:
             trust = ssl.Certificate.loadPEM(f.read())
     return ssl.optionsForClientTLS(
         hostname,
-        trustRoot=trust,  # type: ignore[arg-type]
+        trustRoot=trust,
         extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
     )
 
@@ -153,8 +157,9 @@ class SMTPDelivery:
 
     def _tcp_connect(self, ip: str, port: int, proto: SMTPClient) -> defer.Deferred[Any]:
         timeout = float(self.settings.current.smtp.timeout_connect)
+        ep: IStreamClientEndpoint
         if ":" in ip:
-            ep: Any = TCP6ClientEndpoint(self.reactor, ip, port, timeout=timeout)
+            ep = _tcp6_endpoint(self.reactor, ip, port, timeout)
         else:
             ep = TCP4ClientEndpoint(self.reactor, ip, port, timeout=timeout)
         return ep.connect(_OneConnection(proto))
@@ -447,8 +452,8 @@ class SMTPDelivery:
                 for i, r in enumerate(todo)
                 if r.state == "pending"
                 and i < len(result.rcpts)
-                and result.rcpts[i] is not None
-                and result.rcpts[i].code == 452  # type: ignore[union-attr]
+                and (rcpt_reply := result.rcpts[i]) is not None
+                and rcpt_reply.code == 452
             ]
             progressed = any(r.state == "delivered" for r in todo)
             if (

@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, cast
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -31,6 +31,35 @@ from cgtwist.interfaces import ISubmission
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Recipient
+
+if TYPE_CHECKING:
+    from twisted.internet import inotify
+    from twisted.internet.interfaces import IReactorFDSet
+
+    # Service and INotify leave the methods used here unannotated and mypy --strict refuses
+    # an untyped call; for the type checker only, the classes with the signatures this
+    # module relies on, as Twisted documents them (at run time each is Twisted's class).
+    class _Service(service.Service):
+        def startService(self) -> None: ...
+        def stopService(self) -> Optional[defer.Deferred[None]]: ...
+
+    class _INotify(inotify.INotify):
+        def __init__(self, reactor: Optional[IReactorFDSet] = None) -> None: ...
+        def startReading(self) -> None: ...
+        def watch(
+            self,
+            path: FilePath[str],
+            mask: int = ...,
+            autoAdd: bool = False,
+            callbacks: Optional[list[Callable[[object, _Path, int], None]]] = None,
+            recursive: bool = False,
+        ) -> int: ...
+
+else:
+    _Service = service.Service
+
+# What INotify hands a callback: the FilePath of the watched directory's entry.
+_Path = Union[FilePath[str], FilePath[bytes]]
 
 log = Logger(namespace="cgtwist.delivery.submitted")
 
@@ -149,7 +178,7 @@ def parse_submitted(raw: bytes, hostname: str = "localhost", now: Optional[float
     return Parsed(env, message)
 
 
-class SubmittedPickup(service.Service):
+class SubmittedPickup(_Service):
     """Watches ``<base>/Submitted`` and feeds ``.sub`` files to the submission seam one by one.
 
     ``threadpool`` runs the file reads, renames and unlinks (None: inline, for tests).
@@ -200,7 +229,7 @@ class SubmittedPickup(service.Service):
             )
         self.scan()
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Optional[defer.Deferred[None]]:
         super().stopService()
         if self._notifier is not None:
             self._notifier.loseConnection()
@@ -221,7 +250,8 @@ class SubmittedPickup(service.Service):
         except ImportError:
             return False
         try:
-            notifier = inotify.INotify(reactor=self.reactor)
+            # the same class, seen with its signatures (_INotify)
+            notifier = cast("type[_INotify]", inotify.INotify)(reactor=self.reactor)
             notifier.startReading()
             notifier.watch(
                 FilePath(self.dir),
@@ -234,7 +264,7 @@ class SubmittedPickup(service.Service):
         self._notifier = notifier
         return True
 
-    def _notified(self, _watch: Any, path: FilePath, _mask: int) -> None:
+    def _notified(self, _watch: object, path: _Path, _mask: int) -> None:
         name = path.basename()
         if isinstance(name, bytes):
             name = name.decode("utf-8", "surrogateescape")

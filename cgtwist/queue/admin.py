@@ -198,7 +198,7 @@ class QueueAdmin:
         }
 
 
-def _no_such(f: Failure, msg_id: str) -> Any:
-    if f.check(KeyError):
+def _no_such(f: Failure, msg_id: str) -> Failure:
+    if isinstance(f.value, KeyError):
         raise KeyError(f"no such message: {msg_id}")
     return f

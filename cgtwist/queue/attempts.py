@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 from cgtwist.logs import Logger
+from cgtwist.spool.spool import Spool
 
 _log = Logger(namespace="cgtwist.queue.manager.QueueManager")
 
@@ -21,7 +24,7 @@ class AttemptLog:
     """``AttemptLog(spool, clock)``: records per message id, for the messages the manager has
     opened; an attempt of any other message is journaled at once (``spool.record``)."""
 
-    def __init__(self, spool: Any, clock: Any) -> None:
+    def __init__(self, spool: Spool, clock: IReactorTime) -> None:
         self.spool = spool
         self.clock = clock
         self._open: dict[str, list[dict[str, Any]]] = {}

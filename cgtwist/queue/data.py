@@ -13,12 +13,13 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cgtwist.queue.state import Msg
+from cgtwist.spool.spool import Spool
 
 
 class MessageData:
     """``MessageData(spool, budget)``: ``budget`` octets of message data at most (roughly)."""
 
-    def __init__(self, spool: Any, budget: int = 64 << 20) -> None:
+    def __init__(self, spool: Spool, budget: int = 64 << 20) -> None:
         self.spool = spool
         self.budget = budget
         self.cached = 0  # octets held now

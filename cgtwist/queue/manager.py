@@ -21,13 +21,14 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist import retry
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IQueue
+from cgtwist.interfaces import IDeliveryAgent, IQueue, IRouter
 from cgtwist.logs import Logger
 from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.config import QueueConfig
@@ -39,6 +40,7 @@ from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, Msg
 from cgtwist.settings import SettingsHolder
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName, Recipient, Route
 
 _LOADERS = 8  # spool reads in flight while filling the active window
@@ -65,11 +67,11 @@ class QueueManager:
 
     def __init__(
         self,
-        spool: Any,
-        router: Any,
-        agents: Mapping[str, Any],
+        spool: Spool,
+        router: IRouter,
+        agents: Mapping[str, IDeliveryAgent],
         settings: SettingsHolder,
-        clock: Any,
+        clock: IReactorTime,
         bouncer: Optional[Report] = None,
         cooperator: Optional[Cooperator] = None,
         delay_warning: Optional[Callable[..., Any]] = None,
@@ -80,7 +82,7 @@ class QueueManager:
     ) -> None:
         self.spool = spool
         self.router = router
-        self.agents: dict[str, Any] = dict(agents)
+        self.agents: dict[str, IDeliveryAgent] = dict(agents)
         self.settings = QueueConfig(settings)
         self.clock = clock
         self.server_rules = server_rules
@@ -141,7 +143,7 @@ class QueueManager:
         pending = list(self._inflight)
         return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
-    def set_agent(self, module: str, agent: Any) -> None:
+    def set_agent(self, module: str, agent: IDeliveryAgent) -> None:
         """Add or replace the delivery agent of ``module``; its waiting queues start."""
         self.agents[module] = agent
         self.scheduler.agent_added(module)
@@ -259,7 +261,7 @@ class QueueManager:
 
     def _load_failed(self, f: Failure, msg_id: str) -> None:
         self._loading -= 1
-        if f.check(SpoolCorrupt, KeyError):
+        if isinstance(f.value, (SpoolCorrupt, KeyError)):
             self.log.warn(
                 "queue: {msg_id} could not be loaded ({why}); skipped",
                 msg_id=msg_id,

@@ -43,7 +43,7 @@ def outcome(result: Any, queue: QueueName, m: Msg, copies: list[Recipient]) -> l
     """The recipients as the agent left them; after a failure of the attempt itself,
     every undelivered one pending (a message gone from the spool is forgotten)."""
     if isinstance(result, Failure):
-        if result.check(SpoolCorrupt, KeyError):
+        if isinstance(result.value, (SpoolCorrupt, KeyError)):
             log.error(
                 "queue: {msg_id} vanished from the spool ({why}); forgotten",
                 msg_id=m.msg_id,

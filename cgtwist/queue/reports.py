@@ -13,6 +13,7 @@ import copy
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from cgtwist import retry
@@ -21,6 +22,7 @@ from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import FAILED, PENDING, Msg
+from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, Recipient
 
 _log = Logger(namespace="cgtwist.queue.manager.QueueManager")
@@ -43,8 +45,8 @@ class Reports:
 
     def __init__(
         self,
-        spool: Any,
-        clock: Any,
+        spool: Spool,
+        clock: IReactorTime,
         scheduler: Scheduler,
         settings: QueueConfig,
         data: MessageData,

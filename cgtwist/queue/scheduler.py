@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from typing import Any, Callable, Iterator, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Cooperator
 from twisted.python.failure import Failure
 
@@ -37,7 +38,7 @@ class Scheduler:
 
     def __init__(
         self,
-        clock: Any,
+        clock: IReactorTime,
         start: Callable[[LogicalQueue, str], None],
         on_event: Callable[[str, Any, float], None],
         per_queue: Callable[[str], int],
@@ -58,7 +59,7 @@ class Scheduler:
         self._module_active: dict[str, int] = {}
         self._heap: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
-        self._timer: Any = None
+        self._timer: Optional[IDelayedCall] = None
         self._timer_at = 0.0
         self._task: Optional[defer.Deferred[Any]] = None
         self._warned_modules: set[str] = set()

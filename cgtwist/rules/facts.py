@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import decode_header, make_header
 from email.utils import getaddresses
-from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
+from typing import Callable, Hashable, Iterable, Mapping, Optional, TypeVar, cast
 
 T = TypeVar("T")
 _MISSING = object()
@@ -46,31 +46,32 @@ class MessageFacts:
     now: datetime = field(default_factory=lambda: datetime(1970, 1, 1))
 
     # Parsed once per message, however many conditions ask (the dict itself is not frozen).
-    _memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    # A key names what ``make`` builds, so the value under it is always that type (``memo``).
+    _memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
 
-    def memo(self, key: Any, make: Callable[[], T]) -> T:
-        """``make()`` once per message and key: what many conditions read is derived once."""
+    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()`` once per message and key: what many conditions read is derived once.
+        A key is used with one ``make`` (one result type) only."""
         hit = self._memo.get(key, _MISSING)
         if hit is _MISSING:
             hit = self._memo[key] = make()
-        return hit  # type: ignore[no-any-return]
+        return cast(T, hit)
 
     def fields(self, name: str) -> list[str]:
-        index = self._memo.get("fields")
-        if index is None:
-            index = {}
-            for n, v in self.headers:
-                index.setdefault(n.lower(), []).append(v)
-            self._memo["fields"] = index
-        return list(index.get(name.lower(), ()))
+        return list(self.memo("fields", self._field_index).get(name.lower(), ()))
+
+    def _field_index(self) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for n, v in self.headers:
+            index.setdefault(n.lower(), []).append(v)
+        return index
 
     def _parsed(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
-        key = ("addr", names)
-        hit = self._memo.get(key)
-        if hit is None:
+        def parse() -> list[tuple[str, str]]:
             raw = [v for n in names for v in self.fields(n)]
-            hit = self._memo[key] = getaddresses(raw)[:MAX_VALUES]
-        return hit  # type: ignore[no-any-return]
+            return getaddresses(raw)[:MAX_VALUES]
+
+        return self.memo(("addr", names), parse)
 
     def addresses(self, *names: str) -> list[str]:
         return [a for _name, a in self._parsed(names) if a]
@@ -79,10 +80,7 @@ class MessageFacts:
         return [decode(n) for n, _a in self._parsed((name,)) if n]
 
     def decoded(self, name: str) -> list[str]:
-        key = ("decoded", name.lower())
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = [decode(v) for v in self.fields(name)]
+        hit = self.memo(("decoded", name.lower()), lambda: [decode(v) for v in self.fields(name)])
         return list(hit)
 
     @property

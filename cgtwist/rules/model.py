@@ -123,7 +123,7 @@ def size_value(param: str) -> int:
     m = _SIZE_RE.match(param.strip())
     if not m:
         raise RuleError(f"size {param!r}: a number of bytes, optionally with K, M or G")
-    return int(m.group(1)) * 1024 ** " KMG".index((m.group(2) or " ").upper())
+    return int(m.group(1)) << 10 * " KMG".index((m.group(2) or " ").upper())
 
 
 def header_param(param: str) -> tuple[str, str]:

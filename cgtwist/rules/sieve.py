@@ -139,7 +139,7 @@ class _Parser:
             self.i += 1
             cmd = _Command(str(t.value), t.line)
             cmd.args, cmd.tests = self.arguments(depth)
-            if self.peek() is not None and self.peek().value == "{":  # type: ignore[union-attr]
+            if (t := self.peek()) is not None and t.value == "{":
                 self.take("{")
                 cmd.block = self.commands(depth + 1)
                 self.take("}")
@@ -158,7 +158,7 @@ class _Parser:
             elif t.value == "[":
                 self.take("[")
                 items = [str(self.take().value)]
-                while self.peek() is not None and self.peek().value == ",":  # type: ignore[union-attr]
+                while (t := self.peek()) is not None and t.value == ",":
                     self.take(",")
                     items.append(str(self.take().value))
                 self.take("]")
@@ -172,7 +172,7 @@ class _Parser:
         elif t is not None and t.value == "(":
             self.take("(")
             tests = [self.test(depth)]
-            while self.peek() is not None and self.peek().value == ",":  # type: ignore[union-attr]
+            while (t := self.peek()) is not None and t.value == ",":
                 self.take(",")
                 tests.append(self.test(depth))
             self.take(")")

@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 from twisted.internet.base import ReactorBase
 from twisted.internet.epollreactor import EPollReactor
-from twisted.python import log
+
+from cgtwist.typedtwisted import log_err
 
 
 def _do_poll(self: Any, timeout: Optional[float]) -> None:
@@ -48,7 +49,7 @@ def _do_poll(self: Any, timeout: Optional[float]) -> None:
         except KeyboardInterrupt:
             raise
         except BaseException:
-            log.err(None, "dispatching an I/O event")
+            log_err(None, "dispatching an I/O event")
 
 
 def missing(reactor: Any) -> Optional[str]:

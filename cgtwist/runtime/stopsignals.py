@@ -14,6 +14,7 @@ first one is logged and stops the reactor and any later one is logged as already
 from __future__ import annotations
 
 import signal
+from types import FrameType
 from typing import Any, Optional
 
 from twisted.internet import error
@@ -47,7 +48,7 @@ class StopSignals:
             except ValueError:  # not the main thread (tests)
                 return
 
-    def _handler(self, signum: int, frame: Any) -> None:
+    def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
         # Nothing here may log or take a lock: only note the signal and wake the reactor.
         if not self._noted:
             self._noted = True

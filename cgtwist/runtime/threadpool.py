@@ -24,8 +24,9 @@ import threading
 from typing import Any, Callable, Optional
 
 from twisted.internet.threads import deferToThreadPool
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+
+from cgtwist.typedtwisted import current_failure
 
 _Job = Optional[
     tuple[
@@ -117,7 +118,7 @@ class WorkerPool:
                 result = func(*args, **kw)
                 ok = True
             except BaseException:
-                result, ok = Failure(), False
+                result, ok = current_failure(), False
             del job, func, args, kw
             if on_result is not None:
                 try:

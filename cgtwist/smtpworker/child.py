@@ -29,12 +29,14 @@ import json
 import os
 import socket
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IProtocol, IReactorFDSet
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
@@ -99,7 +101,7 @@ class MasterLink(LineOnlyReceiver):
         except Exception:
             log.failure("worker: handling the server's line {line!r} failed", line=line)
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.worker.master_gone()
 
 
@@ -249,6 +251,14 @@ def _log_to_stderr(level: LogLevel, reactor: Any, batched: bool) -> None:
     globalLogBeginner.beginLoggingTo([LevelFilter(observer, level)], redirectStandardIO=False)
 
 
+class _StandardIOClass(Protocol):
+    """``stdio.StandardIO``'s constructor as ``_posixstdio`` declares it. ``stdio`` picks the
+    class by platform at import time and mypy takes the first, untyped, Windows branch; this
+    is the part of the signature both classes share and the worker uses."""
+
+    def __call__(self, proto: IProtocol, *, reactor: IReactorFDSet) -> object: ...
+
+
 def main() -> None:
     from twisted.internet import reactor, stdio
 
@@ -257,19 +267,18 @@ def main() -> None:
     _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor, runtime.wanted)
     runtime.start_worker()  # cgtwist.runtime: reactor, direct writes, file threads
     worker = Worker(cfg, listeners, index, reactor)
-    runtime.start_pipe(stdio.StandardIO(worker.link, reactor=reactor))
+    standard_io: _StandardIOClass = stdio.StandardIO
+    runtime.start_pipe(standard_io(worker.link, reactor=reactor))
 
     def failed(f: Any) -> None:
         log.failure("smtp worker {index} failed to start", f, index=index)
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
+        if reactor.running:
+            reactor.stop()
 
-    reactor.callWhenRunning(StopSignals(reactor).install)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(lambda: worker.start().addErrback(failed))  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
-        "before", "shutdown", lambda: defer.ensureDeferred(worker.stop())
-    )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(StopSignals(reactor).install)
+    reactor.callWhenRunning(lambda: worker.start().addErrback(failed))
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(worker.stop()))
+    reactor.run()
 
 
 if __name__ == "__main__":

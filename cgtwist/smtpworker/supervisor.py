@@ -20,8 +20,11 @@ import sys
 from typing import Any, Callable, Optional
 
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
@@ -82,7 +85,7 @@ class _WorkerProcess(ProcessProtocol):
             except Exception:
                 pass
 
-    def processEnded(self, reason: Any) -> None:
+    def processEnded(self, reason: Failure) -> None:
         if self._err:
             self.owner.relay_log(self.index, self._err)
         self.pid = None
@@ -123,9 +126,9 @@ class SMTPWorkers:
         self.sockets: list[tuple[int, ListenerSpec]] = []
         self.procs: dict[int, _WorkerProcess] = {}
         self._failures: dict[int, int] = {}
-        self._restarts: dict[int, Any] = {}
+        self._restarts: dict[int, IDelayedCall] = {}
         self._last_count: Optional[int] = None
-        self._timers: list[Any] = []
+        self._timers: list[LoopingCall] = []
         self.stopping = False
 
     # -- configuration ----------------------------------------------------------------------
@@ -183,7 +186,7 @@ class SMTPWorkers:
         )
         self.log.info("smtp worker {index} started (pid {pid})", index=index, pid=proto.pid)
 
-    def ended(self, proto: _WorkerProcess, reason: Any) -> None:
+    def ended(self, proto: _WorkerProcess, reason: Failure) -> None:
         if self.procs.get(proto.index) is proto:
             del self.procs[proto.index]
         status = reason.value
@@ -274,7 +277,7 @@ class SMTPWorkers:
     def _signal(self, p: _WorkerProcess, sig: int) -> None:
         try:
             if p.transport is not None and p.pid is not None:
-                p.transport.signalProcess(sig)  # type: ignore[attr-defined]
+                p.transport.signalProcess(sig)
         except (error.ProcessExitedAlready, OSError):
             pass
 
@@ -322,8 +325,6 @@ class SMTPWorkers:
                 p.send(b"C %d" % n)
 
     def _start_timers(self) -> None:
-        from twisted.internet.task import LoopingCall
-
         if self._timers or not self.wanted:
             return
         for fn, every in ((self._send_count, COUNT_INTERVAL), (self.sweep, SWEEP_INTERVAL)):

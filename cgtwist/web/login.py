@@ -17,7 +17,9 @@ from twisted.cred.error import UnauthorizedLogin
 
 from cgtwist.core.auth import AuthUnavailable, PeerCredentials, parse_login
 from cgtwist.errors import InvalidName, MailError
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.storage import tables
+from cgtwist.types import Account
 
 MAX_LOGIN = 320
 MAX_PASSWORD = 1024
@@ -32,7 +34,7 @@ class Login:
     """Checks web logins with ``checker`` (an ICredentialsChecker taking PeerCredentials)
     under ``penalty`` (cgtwist.checks.authpenalty.AuthPenalty, shared with SMTP/POP3/IMAP)."""
 
-    def __init__(self, checker: Any, penalty: Any, store: Any, main_domain: str) -> None:
+    def __init__(self, checker: Any, penalty: IAuthPenalty, store: Any, main_domain: str) -> None:
         self.checker = checker
         self.penalty = penalty
         self.store = store
@@ -52,7 +54,7 @@ class Login:
         stored = str(row.get("password") or "").encode()
         return hmac.new(self._key, b"pw:" + stored, hashlib.sha256).hexdigest()
 
-    async def current(self, address: str) -> tuple[Any, str] | None:
+    async def current(self, address: str) -> tuple[Account, str] | None:
         """(Account, password fingerprint) of an account that may still log in, or None
         (removed, disabled, its domain disabled, or a service account)."""
         name, _, domain = address.partition("@")
@@ -68,7 +70,7 @@ class Login:
             return None
         return tables.account_of(row), self._fingerprint(row)
 
-    async def check(self, login: str, password: str, peer: str) -> tuple[Any, str]:
+    async def check(self, login: str, password: str, peer: str) -> tuple[Account, str]:
         """(Account, password fingerprint) for a right name and password; LoginRefused
         otherwise, after the penalty's delay for this host."""
         login = login.strip()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any, Awaitable, Callable, Optional
 
+from twisted.internet.interfaces import IReactorTime
+
 from cgtwist.admin import Admin
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
@@ -44,9 +47,9 @@ class WebPanel:
         store: Any,
         admin: Admin,
         settings: SettingsHolder,
-        clock: Any,
+        clock: IReactorTime,
         checker: Any,
-        penalty: Any,
+        penalty: IAuthPenalty,
         is_client_ip: Callable[[str], bool],
         listening: Callable[[], list[dict[str, Any]]],
         main_domain: str,

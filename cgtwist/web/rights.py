@@ -9,7 +9,8 @@ only. It must not look anything up: the login gives it the account.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from cgtwist.types import Account
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Rights:
         return self.server_admin or domain in self.domains
 
     @classmethod
-    def of(cls, account: Any, main_domain: str) -> Rights:
+    def of(cls, account: Account, main_domain: str) -> Rights:
         """The rights of a ``cgtwist.types.Account``."""
         settings = account.settings or {}
         server = bool(settings.get("admin")) or (

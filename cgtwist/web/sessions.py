@@ -12,7 +12,9 @@ import hmac
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
+
+from twisted.internet.interfaces import IReactorTime
 
 from cgtwist.web.rights import Rights
 
@@ -39,7 +41,7 @@ class SessionStore:
     """Sessions of one server; ``limits()`` gives (idle seconds, lifetime seconds, maximum)
     from the current settings, so a change applies to the next lookup."""
 
-    def __init__(self, clock: Any, limits: Callable[[], tuple[float, float, int]]) -> None:
+    def __init__(self, clock: IReactorTime, limits: Callable[[], tuple[float, float, int]]) -> None:
         self.clock = clock
         self.limits = limits
         self._sessions: OrderedDict[str, Session] = OrderedDict()

@@ -30,7 +30,38 @@ from cgtwist.web.render import Reply, redirect
 from cgtwist.web.sessions import Session
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IProtocolFactory
+    from twisted.web import http
+
     from cgtwist.web.panel import WebPanel
+
+    # twisted.web and policies leave the methods extended below unannotated, and mypy
+    # --strict refuses an untyped call (each super() call here). For the type checker only,
+    # these are the base classes with the signatures this module relies on, as Twisted
+    # documents them; at run time each name *is* the Twisted class (the else branch).
+    class _Request(server.Request):
+        def gotLength(self, length: Optional[int]) -> None: ...
+        def handleContentChunk(self, data: bytes) -> None: ...
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None: ...
+
+    class _Site(server.Site):
+        def __init__(self, resource: Resource) -> None: ...
+        def buildProtocol(
+            self, addr: Optional[IAddress]
+        ) -> Optional[http._GenericHTTPChannelProtocol]: ...
+
+    class _WrappingFactory(policies.WrappingFactory):
+        def __init__(self, wrappedFactory: IProtocolFactory) -> None: ...
+        def unregisterProtocol(self, p: policies.ProtocolWrapper) -> None: ...
+
+    class _Resource(Resource):
+        def __init__(self) -> None: ...
+
+else:
+    _Request = server.Request
+    _Site = server.Site
+    _WrappingFactory = policies.WrappingFactory
+    _Resource = Resource
 
 log = Logger(namespace="cgtwist.web")
 
@@ -122,7 +153,7 @@ class Route:
     csrf: bool = True  # POST needs the session's token ("public" login checks its own)
 
 
-class LimitedRequest(server.Request):
+class LimitedRequest(_Request):
     """A request whose body is kept up to the site's limit; more marks it ``too_large``
     (answered 413) and the rest is dropped, so a huge POST cannot fill memory or disk."""
 
@@ -160,7 +191,7 @@ class LimitedRequest(server.Request):
         super().requestReceived(command, path, version)
 
 
-class WebSite(server.Site):
+class WebSite(_Site):
     """One ``http`` listener's factory: the panel's resource, our request class, and the
     idle timeout from the settings at each connection."""
 
@@ -181,7 +212,7 @@ class WebSite(server.Site):
         would offer h2 too when the h2 package happens to be installed)."""
         return [b"http/1.1"]
 
-    def buildProtocol(self, addr: Any) -> Any:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[http._GenericHTTPChannelProtocol]:
         channel = super().buildProtocol(addr)
         if channel is not None:
             channel.timeOut = self.panel.connection_timeout()
@@ -197,7 +228,7 @@ class _Counted(policies.ProtocolWrapper):
     peer_ip: Optional[str] = None
 
 
-class PeerLimit(policies.WrappingFactory):
+class PeerLimit(_WrappingFactory):
     """At most ``web.max_connections_per_ip`` open connections per address (Client IPs
     exempt), counted across every http listener of the panel; one more is closed at once and
     logged. Keeps one host from holding every connection slot with idle keep-alives."""
@@ -247,7 +278,7 @@ def _decode_args(args: dict[bytes, list[bytes]]) -> dict[str, str]:
     return {_text(k): _text(v[0]) for k, v in args.items() if v}
 
 
-class WebResource(Resource):
+class WebResource(_Resource):
     """Every path of one listener: dispatch to the panel's routes under the common rules."""
 
     isLeaf = True
