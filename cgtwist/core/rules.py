@@ -38,7 +38,7 @@ from cgtwist.rules.model import (
     RuleSet,
     check_level,
 )
-from cgtwist.rules.pictures import split_list
+from cgtwist.pictures import split_list
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleStore

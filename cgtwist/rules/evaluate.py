@@ -39,7 +39,7 @@ from cgtwist.rules.model import (
     refusal,
     size_value,
 )
-from cgtwist.rules.pictures import fits
+from cgtwist.pictures import fits
 
 REPLIES = ("Reply with", "Reply to All with")
 

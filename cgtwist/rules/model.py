@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from cgtwist.rules.pictures import matches, pieces, split_list
+from cgtwist.pictures import matches, pieces, split_list
 
 FORMAT_VERSION = 1
 MAX_PRIORITY = 10  # CommuniGate: 0 (disabled) .. 10, higher runs first

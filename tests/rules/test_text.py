@@ -20,7 +20,7 @@ from cgtwist.rules.model import (
     RuleSet,
     check_level,
 )
-from cgtwist.rules.pictures import matches
+from cgtwist.pictures import matches
 from cgtwist.rules.text import RuleSyntaxError, format_rules, parse_rules
 
 SAMPLE = """version 1
