@@ -1,14 +1,18 @@
 """CommuniGate "pictures": ``*`` matches any run of characters, case-insensitively.
 
-Owns matching one picture or a comma-separated list of them against a value. The match is
-linear in the value's length (the picture is split at ``*`` and its pieces are found left to
-right with ``str.find``): no regular expression, no backtracking, whatever a sender puts in
-a header. It must not know about messages or rules.
+Owns matching one picture or a list of them against a value, for every place an administrator
+writes one: Rules conditions (cgtwist.rules), the ``smtp.send_as`` patterns of the sender rule
+(cgtwist.core.senders). The match is linear in the value's length (the picture is split at
+``*`` and its pieces are found left to right with ``str.find``): no regular expression, no
+backtracking, whatever a sender puts in a header. Pure: it must not know about messages, rules
+or settings. (The Router table's ``*`` is a capture substituted into the right side, not a
+picture: cgtwist.router_table.)
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Iterable, Union
 
 
 @lru_cache(maxsize=4096)
@@ -46,10 +50,17 @@ def fits(compiled: tuple[str, ...], text: str) -> bool:
     return True
 
 
-def split_list(param: str) -> list[str]:
-    """The pictures of an ``in`` / ``not in`` parameter: comma-separated, blanks trimmed."""
-    return [p.strip() for p in param.split(",") if p.strip()]
+def split_list(value: Union[str, Iterable[str], None]) -> list[str]:
+    """The items of a list an administrator wrote: text separated by commas or line ends (a
+    Rules ``in`` parameter, an ``smtp.send_as`` value), or a list of such texts; blanks
+    trimmed, empty items dropped."""
+    if not value:
+        return []
+    lines = value.splitlines() if isinstance(value, str) else [str(x) for x in value]
+    return [item.strip() for line in lines for item in line.split(",") if item.strip()]
 
 
-def matches_any(pictures: list[str], value: str) -> bool:
-    return any(matches(p, value) for p in pictures)
+def matches_any(pictures: Iterable[str], value: str) -> bool:
+    """True when ``value`` fits at least one of ``pictures``."""
+    text = value.casefold()
+    return any(fits(pieces(p), text) for p in pictures)

@@ -14,6 +14,7 @@ import re
 from typing import Any, Callable, Mapping, Optional
 
 from cgtwist.addresslist import AddressList, AddressListError
+from cgtwist.pictures import split_list
 from cgtwist.router_table import RouterParseError, parse_table
 
 MODES = ("off", "nonclients", "all")
@@ -68,7 +69,7 @@ def sender_list(key: str, value: object) -> None:
                 )
 
 
-# smtp.send_as: an address, or a pattern with * (cgtwist.core.senders.wildcard_match).
+# smtp.send_as: an address, or a pattern with * (a picture: cgtwist.pictures).
 _SEND_AS_ITEM = re.compile(
     r"^[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+@[^\s@<>\"(),;:\\\[\]\x00-\x1f\x7f]+$"
 )
@@ -76,9 +77,7 @@ MAX_SEND_AS = 1000
 
 
 def send_as(key: str, value: object) -> None:
-    items = [
-        item.strip() for line in _lines(value, key) for item in line.split(",") if item.strip()
-    ]
+    items = split_list(_lines(value, key))
     if len(items) > MAX_SEND_AS:
         raise ValueError(f"{key}: at most {MAX_SEND_AS} addresses or patterns")
     for item in items:

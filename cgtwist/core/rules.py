@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from cgtwist import paths
 from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
+from cgtwist.pictures import split_list
 from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.facts import MessageFacts, message_facts
@@ -38,7 +39,6 @@ from cgtwist.rules.model import (
     RuleSet,
     check_level,
 )
-from cgtwist.pictures import split_list
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleStore

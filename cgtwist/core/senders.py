@@ -21,9 +21,10 @@ are free of I/O; the rest run only for an address that is not plainly the accoun
 from __future__ import annotations
 
 from email.utils import getaddresses
-from typing import Iterable, Optional, Union
+from typing import Optional
 
 from cgtwist.interfaces import IAccountStore, IRouter
+from cgtwist.pictures import matches_any, split_list
 from cgtwist.settings import SettingsHolder
 
 # From: is looked for in at most this much of the message's header section; a header section
@@ -31,46 +32,6 @@ from cgtwist.settings import SettingsHolder
 MAX_HEADER_SCAN = 256 * 1024
 # Longest From: field we parse (RFC 5322 §2.1.1: 998 octets a line; folded, a few lines).
 MAX_FROM_FIELD = 8192
-
-
-def parse_patterns(value: Union[str, Iterable[str], None]) -> list[str]:
-    """An ``smtp.send_as`` value (text: one per line or comma; or a list) -> lower-case patterns."""
-    if not value:
-        return []
-    items = (
-        value.replace(",", "\n").splitlines() if isinstance(value, str) else [str(x) for x in value]
-    )
-    return [item.strip().lower() for item in items if item.strip()]
-
-
-def wildcard_match(pattern: str, text: str) -> bool:
-    """``*`` matches any run of characters; no other metacharacter. Case is the caller's.
-
-    Greedy with one backtrack point (the last ``*``): O(len(pattern) * len(text)) at worst,
-    never exponential, whatever an administrator or a client sends.
-    """
-    p = t = 0
-    star, mark = -1, 0
-    while t < len(text):
-        if p < len(pattern) and pattern[p] != "*" and pattern[p] == text[t]:
-            p += 1
-            t += 1
-        elif p < len(pattern) and pattern[p] == "*":
-            star, mark = p, t
-            p += 1
-        elif star >= 0:
-            p, mark = star + 1, mark + 1
-            t = mark
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
-
-
-def matches_any(patterns: Iterable[str], address: str) -> bool:
-    a = address.lower()
-    return any(wildcard_match(p, a) for p in patterns)
 
 
 def _domain(address: str) -> str:
@@ -133,7 +94,7 @@ class SenderRule:
         own, addr = account.lower(), address.lower().rstrip(".")
         if addr == own:
             return ""
-        if matches_any(parse_patterns(self.settings.current.smtp.send_as), addr):
+        if matches_any(split_list(self.settings.current.smtp.send_as), addr):
             return ""
         route = await self.router.route(address, "mail")
         local = route.module.upper() == "LOCAL"
@@ -146,7 +107,7 @@ class SenderRule:
         if info is None:
             return "the account no longer exists"
         settings = info.settings or {}
-        if matches_any(parse_patterns(settings.get("smtp.send_as")), addr):
+        if matches_any(split_list(settings.get("smtp.send_as")), addr):
             return ""
         if settings.get("admin"):
             home = domain.lower()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
 from cgtwist.rules.model import (
     ADDRESS,
@@ -39,7 +40,6 @@ from cgtwist.rules.model import (
     refusal,
     size_value,
 )
-from cgtwist.pictures import fits
 
 REPLIES = ("Reply with", "Reply to All with")
 
