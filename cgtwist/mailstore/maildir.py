@@ -18,10 +18,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
 
 from cgtwist import crashpoint as cp
 from cgtwist.durable import DirSyncs, fsync_dir, sync_filesystem, write_all
+from cgtwist.message.headers import header_fields
 
 SUBDIRS = ("cur", "new", "tmp")
 
@@ -678,32 +679,6 @@ def _body_start(data: bytes) -> Optional[int]:
     b = data.find(b"\n\n")
     cands = [x + 4 for x in (a,) if x >= 0] + [x + 2 for x in (b,) if x >= 0]
     return min(cands) if cands else None
-
-
-def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
-    """(lower-case name, value) of every field of a header block, in order, up to its blank
-    line; folded lines joined with CRLF, outer white space stripped. Values are decoded
-    latin-1 so every octet round-trips (``.encode("latin-1")``); lines that are not a field
-    (no colon, a name with white space around it) are skipped with their continuations."""
-    name: Optional[str] = None
-    value: list[str] = []
-    for raw in block.split(b"\n"):
-        line = raw.rstrip(b"\r").decode("latin-1")
-        if not line:
-            break
-        if line[0] in " \t":
-            if name is not None:
-                value.append(line)
-            continue
-        if name is not None:
-            yield name, "\r\n".join(value).strip()
-        n, sep, v = line.partition(":")
-        if not sep or not n or n != n.strip():
-            name, value = None, []
-            continue
-        name, value = n.lower(), [v.lstrip()]
-    if name is not None:
-        yield name, "\r\n".join(value).strip()
 
 
 def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[str, str]:

@@ -153,6 +153,4 @@ def delivered_to_fields(data: bytes) -> list[str]:
     head = data[: _header_end(data[:MAX_HEADER_BYTES])]
     if not _DELIVERED_TO.search(head):
         return []
-    return [
-        v.strip().strip("<>").lower() for n, v in parse_headers(head) if n.lower() == "delivered-to"
-    ]
+    return [v.strip().strip("<>").lower() for n, v in parse_headers(head) if n == "delivered-to"]

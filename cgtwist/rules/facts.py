@@ -17,6 +17,8 @@ from email.header import decode_header, make_header
 from email.utils import getaddresses
 from typing import Callable, Hashable, Iterable, Mapping, Optional, TypeVar, cast
 
+from cgtwist.message.headers import header_fields
+
 T = TypeVar("T")
 _MISSING = object()
 MAX_HEADER_BYTES = 256 * 1024
@@ -26,10 +28,10 @@ _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
 
 @dataclass(frozen=True)
 class MessageFacts:
-    """Everything a condition can look at. ``headers`` keeps (name, unfolded value) in order;
-    ``mailboxes`` the casefolded names of the account's mailboxes that a condition asked
-    about and that exist (LOCAL only); ``lists`` the remembered address lists (``#Name`` in
-    an ``in`` condition) the conditions name, lower-cased."""
+    """Everything a condition can look at. ``headers`` keeps (lower-case name, unfolded value)
+    in order; ``mailboxes`` the casefolded names of the account's mailboxes that a condition
+    asked about and that exist (LOCAL only); ``lists`` the remembered address lists (``#Name``
+    in an ``in`` condition) the conditions name, lower-cased."""
 
     sender: str
     recipients: tuple[str, ...]
@@ -63,7 +65,7 @@ class MessageFacts:
     def _field_index(self) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
         for n, v in self.headers:
-            index.setdefault(n.lower(), []).append(v)
+            index.setdefault(n, []).append(v)
         return index
 
     def _parsed(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -106,7 +108,7 @@ def machine_generated(facts: MessageFacts) -> str:
         if value.strip().lower() in ("bulk", "list", "junk"):
             return f"Precedence: {value.strip()}"
     for n, _v in facts.headers:
-        if n.lower().startswith("list-"):
+        if n.startswith("list-"):
             return f"{n} present (a mailing list)"
     return ""
 
@@ -122,23 +124,18 @@ def decode(value: str) -> str:
 
 
 def parse_headers(data: bytes) -> tuple[tuple[str, str], ...]:
-    """(name, unfolded value) for each field of the header section (up to the first empty
-    line or ``MAX_HEADER_BYTES``); lines that are not fields are skipped."""
-    end = data.find(b"\n\r\n", 0, MAX_HEADER_BYTES)
-    end2 = data.find(b"\n\n", 0, MAX_HEADER_BYTES)
-    cut = min(e for e in (end, end2, MAX_HEADER_BYTES, len(data)) if e >= 0)
-    text = data[:cut].decode("utf-8", "replace")
-    out: list[tuple[str, str]] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line[:1] in (" ", "\t"):
-            if out:
-                n, v = out[-1]
-                out[-1] = (n, v + " " + line.strip())
-            continue
-        name, sep, value = line.partition(":")
-        if sep and name and name == name.rstrip() and " " not in name:
-            out.append((name, value.strip()))
-    return tuple(out)
+    """(lower-case name, unfolded value) for each field of the header section, up to the first
+    empty line or ``MAX_HEADER_BYTES`` (cgtwist.message.headers reads the fields). Values
+    are UTF-8 (RFC 6532), folding undone: each line's blanks trimmed, lines joined by a space."""
+    return tuple(
+        (name, " ".join(part.strip() for part in _utf8(value).split("\r\n")))
+        for name, value in header_fields(data[:MAX_HEADER_BYTES])
+    )
+
+
+def _utf8(value: str) -> str:
+    """A ``header_fields`` value (latin-1, octet for octet) read as UTF-8."""
+    return value if value.isascii() else value.encode("latin-1").decode("utf-8", "replace")
 
 
 def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:
@@ -149,7 +146,7 @@ def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:
     """
     want = authserv_id.lower().rstrip(".")
     for name, value in headers:
-        if name.lower() != "authentication-results":
+        if name != "authentication-results":
             continue
         server = value.split(";", 1)[0].strip().split()
         if not server or server[0].strip('"').lower().rstrip(".") != want:

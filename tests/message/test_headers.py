@@ -1,0 +1,38 @@
+"""Tests for cgtwist.message.headers, the one header-field parser, and its readers."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from cgtwist.message.headers import header_fields
+from cgtwist.rules.facts import MAX_HEADER_BYTES, parse_headers
+
+BLOCK = (
+    b"Received: a\r\n\tfolded\r\nX-Bad line\r\n continued\r\nSubject : no\r\n"
+    + "Subject: caf\u00e9\r\n".encode()
+)
+
+
+class HeaderFieldTests(unittest.TestCase):
+    def test_fields_in_order_folding_kept(self) -> None:
+        """Names lower-cased, folding kept (CRLF), octets kept (latin-1), lines that are not
+        a field skipped with their continuations, the blank line ends the block."""
+        block = BLOCK + b"\r\nbody: not a field\r\n"
+        self.assertEqual(
+            list(header_fields(block)),
+            [("received", "a\r\n\tfolded"), ("subject", "caf\u00e9".encode().decode("latin-1"))],
+        )
+
+    def test_rules_read_the_same_fields(self) -> None:
+        """The Rules' facts are the same fields, unfolded and read as UTF-8 (RFC 6532)."""
+        self.assertEqual(
+            parse_headers(BLOCK + b"\r\nSubject: in the body\r\n"),
+            (("received", "a folded"), ("subject", "caf\u00e9")),
+        )
+
+    def test_rules_read_a_bounded_header_section(self) -> None:
+        """A header section without its end costs at most MAX_HEADER_BYTES of parsing."""
+        data = b"Subject: x\r\n" + b"X-Pad: " + b"y" * (2 * MAX_HEADER_BYTES)
+        fields = parse_headers(data)
+        self.assertEqual(fields[0], ("subject", "x"))
+        self.assertLess(len(fields[1][1]), MAX_HEADER_BYTES)
