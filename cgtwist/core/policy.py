@@ -13,7 +13,7 @@ does DNS or I/O itself.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NoReturn, Optional
+from typing import Any, Coroutine, Mapping, NoReturn, Optional
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -79,7 +79,9 @@ class BasicPolicy:
     ) -> None:
         if self.limits is not None:
             for rcpt in envelope.recipients:
-                await self._size_fits(session, rcpt.address, len(message))
+                route: Route = await self.router.route(rcpt.address, "mail")
+                if route.module.upper() == "LOCAL":
+                    await self._size_fits(session, rcpt.address, route, len(message))
         if session.account and self.settings.current.smtp.check_from_header:
             await self._from_owned(session, message)
 
@@ -89,11 +91,7 @@ class BasicPolicy:
         """A local account takes mail (its Mail service) and, RFC 1870 §6.2, a declared SIZE
         larger than it takes is refused at RCPT."""
         assert self.limits is not None
-        try:
-            refusal = await self.limits.mail_refusal(route.address)
-        except Exception:
-            self.log.failure("rcpt check: settings of {account} unreadable", account=route.address)
-            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        refusal = await self._limit("rcpt check", route, self.limits.mail_refusal(route.address))
         if refusal is not None:
             self.log.info(
                 "recipient refused: Mail service off for {account}: peer={peer} rcpt={rcpt}",
@@ -103,21 +101,17 @@ class BasicPolicy:
             )
             raise refusal
         if size:
-            await self._size_fits(session, recipient, size)
+            await self._size_fits(session, recipient, route, size)
         return recipient
 
-    async def _size_fits(self, session: SessionInfo, recipient: str, size: int) -> None:
-        """Raise 552 5.3.4 when ``recipient`` is a local account that takes less than ``size``
-        octets (RFC 1870 §6.2); a store that cannot answer is a 451, never a silent pass."""
+    async def _size_fits(
+        self, session: SessionInfo, recipient: str, route: Route, size: int
+    ) -> None:
+        """Raise 552 5.3.4 when the LOCAL account ``route`` leads ``recipient`` to takes less
+        than ``size`` octets (RFC 1870 §6.2)."""
         assert self.limits is not None
-        route: Route = await self.router.route(recipient, "mail")
-        if route.module.upper() != "LOCAL":
-            return
-        try:
-            refusal = await self.limits.size_refusal(route.address, size)
-        except Exception:
-            self.log.failure("size check: settings of {account} unreadable", account=route.address)
-            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+        check = self.limits.size_refusal(route.address, size)
+        refusal = await self._limit("size check", route, check)
         if refusal is not None:
             self.log.info(
                 "message too big for {account}: peer={peer} rcpt={rcpt} size={size} {why}",
@@ -128,6 +122,19 @@ class BasicPolicy:
                 why=refusal.text,
             )
             raise refusal
+
+    async def _limit(
+        self, what: str, route: Route, check: Coroutine[Any, Any, Optional[MailError]]
+    ) -> Optional[MailError]:
+        """The refusal an account limit gives; a store that cannot answer is a 451, never a
+        silent pass."""
+        try:
+            return await check
+        except Exception:
+            self.log.failure(
+                "{what}: settings of {account} unreadable", what=what, account=route.address
+            )
+            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
 
     async def _from_owned(self, session: SessionInfo, message: bytes) -> None:
         addresses = header_from_addresses(message)

@@ -47,7 +47,8 @@ class PolicyCase(unittest.TestCase):
         self.store = ScopedAccounts()
         self.settings = SettingsHolder()
         self.limits = AccountLimits(self.store, self.settings, now=self.clock.seconds)
-        self.policy = BasicPolicy(FakeRouter(ROUTES), self.settings, limits=self.limits)
+        self.router = FakeRouter(ROUTES)
+        self.policy = BasicPolicy(self.router, self.settings, limits=self.limits)
 
     def rcpt(self, rcpt: str, size: str = "") -> Any:
         out: list[Any] = []
@@ -72,6 +73,12 @@ class SizeTests(PolicyCase):
         )
         # other routes are not this account's business
         self.assertEqual(self.rcpt("list@ours.example", "3739"), "list@ours.example")
+
+    def test_a_recipient_is_routed_once_at_rcpt(self) -> None:
+        """The SIZE check uses the route RCPT already has: one Router question a recipient."""
+        self.store.domains["ours.example"]["mail.max_message_size"] = 1000
+        self.assertEqual(self.rcpt("alice@ours.example", "3739").value.code, 552)
+        self.assertEqual(self.router.asked, [("alice@ours.example", "mail")])
 
     def test_without_size_the_limit_applies_after_data(self) -> None:
         self.store.domains["ours.example"]["mail.max_message_size"] = 1000
