@@ -130,6 +130,7 @@ class ProtectedPolicy:
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
         self._listener_cache: tuple[Any, frozenset[str]] = (object(), frozenset())
+        self._senders_cache: tuple[Any, SenderBlacklist] = (object(), SenderBlacklist())
 
     # -- settings helpers ---------------------------------------------------------------
     def _address_list(self, text: str | list[str]) -> AddressList:
@@ -148,6 +149,14 @@ class ProtectedPolicy:
         return self.is_client_ip(ip) or self._address_list(
             self.settings.current.auth.trusted_ips
         ).contains(ip)
+
+    def _sender_blacklist(self) -> SenderBlacklist:
+        """``protection.blacklist.senders`` parsed once per value, not at every MAIL FROM (the
+        value is kept with its parse, so a reload's new value is never mistaken for it)."""
+        raw = self.settings.current.protection.blacklist.senders
+        if raw is not self._senders_cache[0]:
+            self._senders_cache = (raw, SenderBlacklist.parse(raw))
+        return self._senders_cache[1]
 
     def _is_submission(self, listener: str) -> bool:
         """True when the configured listener named ``listener`` requires AUTH (587/465)."""
@@ -331,12 +340,7 @@ class ProtectedPolicy:
             and self.applies("blacklist", session, client)
             and not self.is_whiteholed(session.peer_ip)
         ):
-            r = verdict.add(
-                check_sender(
-                    sender,
-                    SenderBlacklist.parse(self.settings.current.protection.blacklist.senders),
-                )
-            )
+            r = verdict.add(check_sender(sender, self._sender_blacklist()))
             if r.outcome == LISTED:
                 raise self._refuse(
                     session,

@@ -11,6 +11,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 from zope.interface import implementer
 
+from cgtwist.checks.blacklist import SenderBlacklist
 from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.dns import Resolver
 from cgtwist.errors import MailError
@@ -379,6 +380,26 @@ class MailFromTests(Base):
         self.set(protection__blacklist__senders="*.pass.test, pass.test")
         err = yield self.refused(self.policy.mail_from(session(), "x@pass.test", {}))
         self.assertEqual(err.reply(), "550 5.7.1 Sender address rejected: access denied")
+
+    @defer.inlineCallbacks
+    def test_sender_blacklist_is_parsed_once_per_value(self) -> None:
+        """A long sender blacklist is parsed when it changes, not at every MAIL FROM (work on
+        the event loop that grows with the list); a new value applies to the next MAIL FROM."""
+        parsed: list[object] = []
+        real = SenderBlacklist.parse
+
+        def counting(text: Any) -> SenderBlacklist:
+            parsed.append(text)
+            return real(text)
+
+        self.patch(SenderBlacklist, "parse", staticmethod(counting))
+        self.set(protection__blacklist__senders="pass.test")
+        for _ in range(3):
+            yield self.refused(self.policy.mail_from(session(), "x@pass.test", {}))
+        self.assertEqual(parsed, ["pass.test"])
+        self.set(protection__blacklist__senders="other.test")
+        yield self.policy.mail_from(session(), "x@pass.test", {})
+        self.assertEqual(parsed, ["pass.test", "other.test"])
 
     @defer.inlineCallbacks
     def test_reverse_connect(self) -> None:
