@@ -6,7 +6,9 @@ rule that fired and per action skipped, and the actions carried out: recipients 
 replaced (Server Rules), a LocalDecision (LOCAL), and every new message (redirected,
 forwarded, mirrored copies, automatic replies) handed to the one Submission. It never writes
 a mailbox or talks to a client. Parsed rule sets are kept for ``TTL`` seconds and dropped on
-every settings reload (cgtwist-admin asks for one after ``rules set``).
+every settings reload (cgtwist-admin asks for one after ``rules set``); when the TTL runs out
+the stored text is read again but parsed again only if it changed (a large rule set costs
+about 0.1 s of the event loop to parse).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ _SENDS = ("Redirect to", "Forward to", "Mirror to")
 @dataclass
 class _Cached:
     expires: float
+    text: str  # what ``rules`` was parsed from: an unchanged text is not parsed again
     rules: RuleSet
 
 
@@ -116,8 +119,20 @@ class RulesRunner:
         if hit is not None and hit.expires > now:
             return hit.rules
         stored = await self.store.get(scope, owner)
+        hit = self._cache.get(key)  # again: another delivery may have filled it meanwhile
+        if hit is not None and hit.text == stored.text:
+            rules = hit.rules
+        else:
+            rules = self._parse(scope, owner, stored.text)
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[key] = _Cached(now + self.TTL, stored.text, rules)
+        return rules
+
+    def _parse(self, scope: str, owner: str, text: str) -> RuleSet:
+        """A stored text this version cannot read is logged and treated as empty."""
         try:
-            rules = parse_rules(stored.text) if stored.text else RuleSet()
+            return parse_rules(text) if text else RuleSet()
         except RuleError as e:
             self.log.error(
                 "rules: stored {scope} rules {owner} do not parse ({error}); not applied",
@@ -125,11 +140,7 @@ class RulesRunner:
                 owner=owner,
                 error=str(e),
             )
-            rules = RuleSet()
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[key] = _Cached(now + self.TTL, rules)
-        return rules
+            return RuleSet()
 
     async def allowed(self, account: Account) -> str:
         """The account's RulesAllowed: its own, else its domain's, else the server's (kept

@@ -12,7 +12,9 @@ from typing import Any, Optional
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
+from cgtwist.core import rules as core_rules
 from cgtwist.core.rules import SERVER_DONE, RulesRunner
+from cgtwist.rules.text import parse_rules
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.storage.rules import StoredRules
 from cgtwist.types import Account, Envelope, Recipient
@@ -127,6 +129,35 @@ class RunnerCase(unittest.TestCase):
             self.runner.local_rules(Account("alice", "example.com"), env or self.envelope(), data)
         )
         return self.successResultOf(d)
+
+
+class RuleSetCacheTests(RunnerCase):
+    def test_unchanged_text_is_not_parsed_again(self) -> None:
+        """After the TTL the stored text is read again (a change made elsewhere applies), but
+        a large rule set that did not change is not parsed again on the event loop."""
+        parsed: list[str] = []
+
+        def counting(text: str) -> Any:
+            parsed.append(text)
+            return parse_rules(text)
+
+        self.patch(core_rules, "parse_rules", counting)
+        first = rules(rule("a", "do Discard"))
+        self.store.texts[("account", "alice@example.com")] = first
+
+        def get() -> Any:
+            d = defer.ensureDeferred(self.runner.rules("account", "alice@example.com"))
+            return self.successResultOf(d)
+
+        self.assertEqual([r.name for r in get().rules], ["a"])
+        self.clock.advance(RulesRunner.TTL + 1)
+        self.assertEqual([r.name for r in get().rules], ["a"])
+        self.assertEqual(parsed, [first])
+        second = rules(rule("b", "do Discard"))
+        self.store.texts[("account", "alice@example.com")] = second
+        self.clock.advance(RulesRunner.TTL + 1)
+        self.assertEqual([r.name for r in get().rules], ["b"])
+        self.assertEqual(parsed, [first, second])
 
 
 class ServerRulesTests(RunnerCase):
