@@ -1015,21 +1015,10 @@ class SettingsHolder:
 
 
 # Per-account and per-domain settings (``cgtwist-admin settings set --account/--domain``):
-# the one schema of cgtwist.account_settings, by name with its type and meaning. Anything
-# else is refused rather than stored to do nothing. Other server settings do not apply per
-# domain or account. ``admin`` is written by the first start and ``account add --admin``.
-def _scoped_table(scope: str) -> dict[str, tuple[type, str]]:
-    out: dict[str, tuple[type, str]] = {}
-    for name, sc in account_settings.known(scope).items():
-        kind: type = object if sc.spec is None else int
-        out[name] = (bool if name in ("admin", "domain_admin") else kind, sc.doc)
-    return out
-
-
-ACCOUNT_SETTINGS: dict[str, tuple[type, str]] = _scoped_table("account")
-DOMAIN_SETTINGS: dict[str, tuple[type, str]] = _scoped_table("domain")
-
-
+# the one schema of cgtwist.account_settings (``known(scope)``), by name with its type and
+# meaning. Anything else is refused rather than stored to do nothing. Other server settings
+# do not apply per domain or account. ``admin`` is written by the first start and
+# ``account add --admin``.
 def validate_scoped(scope: str, key: str, value: object) -> object:
     """Check an account (``scope`` "account") or domain ("domain") setting before it is
     stored; returns the value or raises ValueError naming the key and what is allowed."""

@@ -85,7 +85,7 @@ class SettingsTests(unittest.TestCase):
             self.assertIn(why, str(e))
 
     def test_account_and_domain_settings_are_exactly_the_known_ones(self) -> None:
-        """Only keys in ACCOUNT_SETTINGS / DOMAIN_SETTINGS are accepted, with their type."""
+        """Only the keys of cgtwist.account_settings.known are accepted, with their type."""
         self.assertIs(settings.validate_scoped("account", "admin", True), True)
         e = self.assertRaises(ValueError, settings.validate_scoped, "account", "nonsense.key", 1)
         self.assertEqual(

@@ -357,7 +357,7 @@ class StoreTestsMixin:
 
     async def test_domain_and_account_settings(self: Any) -> None:
         """Domain and account settings hold JSON values; only keys the server reads are
-        stored (cgtwist.settings.ACCOUNT_SETTINGS / DOMAIN_SETTINGS), with their type."""
+        stored (cgtwist.account_settings.known), with their type."""
         store = await self.open_store()
         await store.add_domain("example.com")
         await store.add_account("alice", "example.com", "pw")
