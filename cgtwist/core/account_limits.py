@@ -5,20 +5,21 @@ size (``mail.max_message_size``: 552 5.3.4).
 Owns asking the store for an account's and its domain's settings and laying them over the
 server's Account Defaults (cgtwist.account_settings.effective) at the moment of use, so a
 ``settings set`` applies to the next RCPT. Answers are kept a few seconds (a burst of mail to
-one account asks once) and dropped at every settings reload, as the Router's facts are. It
-decides nothing about routing and does no I/O but the store's.
+one account asks once, cgtwist.core.expiring) and dropped at every settings reload, as the
+Router's facts are. It decides nothing about routing and does no I/O but the store's.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Optional, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 from cgtwist import account_settings
 from cgtwist.account_settings import Effective
+from cgtwist.core.expiring import Expiring
 from cgtwist.errors import MailError
 from cgtwist.settings import SettingsHolder
 
@@ -51,21 +52,18 @@ class Account:
 
 class AccountLimits:
     """``effective(address)`` and ``size_refusal(address, size)`` for accounts of ``accounts``
-    (an AccountStore with ``get_scoped_settings``), under the server settings of ``settings``."""
+    (an AccountStore with ``get_scoped_settings``), under the server settings of ``settings``,
+    kept ``TTL`` seconds on ``clock``."""
 
     TTL = 5.0
     MAX_CACHED = 10000
 
     def __init__(
-        self,
-        accounts: IScopedSettings,
-        settings: SettingsHolder,
-        now: Callable[[], float] = time.monotonic,
+        self, accounts: IScopedSettings, settings: SettingsHolder, clock: IReactorTime
     ) -> None:
         self._accounts = accounts
         self._settings = settings
-        self._now = now
-        self._cache: dict[str, tuple[float, Optional[Account]]] = {}
+        self._cache: Expiring[str, Optional[Account]] = Expiring(clock, self.TTL, self.MAX_CACHED)
         settings.subscribe(lambda _s: self._cache.clear())
 
     async def effective(self, address: str) -> Optional[Effective]:
@@ -75,21 +73,16 @@ class AccountLimits:
 
     async def _account(self, address: str) -> Optional[Account]:
         key = address.lower()
-        now = self._now()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return await self._cache.fetch(key, lambda: self._read(key))
+
+    async def _read(self, key: str) -> Optional[Account]:
         name, _, domain = key.rpartition("@")
         scoped = await self._accounts.get_scoped_settings(name, domain)
-        account = None
-        if scoped is not None:
-            current = self._settings.current
-            eff = account_settings.effective(current, scoped[0], scoped[1], current.overrides)
-            account = Account(eff, scoped[2])
-        if len(self._cache) >= self.MAX_CACHED:
-            self._cache.clear()
-        self._cache[key] = (now + self.TTL, account)
-        return account
+        if scoped is None:
+            return None
+        current = self._settings.current
+        eff = account_settings.effective(current, scoped[0], scoped[1], current.overrides)
+        return Account(eff, scoped[2])
 
     async def size_refusal(self, address: str, size: int) -> Optional[MailError]:
         """552 5.3.4 when ``size`` octets are more than account ``address`` receives."""

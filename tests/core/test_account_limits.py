@@ -25,6 +25,7 @@ class ScopedAccounts:
         self.accounts: dict[str, dict[str, object]] = {"alice@ours.example": {}}
         self.reads = 0
         self.broken = False
+        self.held: Optional[list[defer.Deferred[Any]]] = None  # answers the test releases
         self.services = frozenset({"mail", "pop", "imap", "relay", "roaming"})
 
     def get_scoped_settings(
@@ -34,9 +35,13 @@ class ScopedAccounts:
         if self.broken:
             return defer.fail(RuntimeError("db down"))
         own = self.accounts.get(f"{name}@{domain}")
-        if own is None:
-            return defer.succeed(None)
-        return defer.succeed((self.domains[domain], own, self.services))
+        answer = None if own is None else (self.domains[domain], own, self.services)
+        if self.held is not None:
+            d: defer.Deferred[Any] = defer.Deferred()
+            self.held.append(d)
+            d.addCallback(lambda _: answer)
+            return d
+        return defer.succeed(answer)
 
 
 class PolicyCase(unittest.TestCase):
@@ -46,7 +51,7 @@ class PolicyCase(unittest.TestCase):
         self.clock = Clock()
         self.store = ScopedAccounts()
         self.settings = SettingsHolder()
-        self.limits = AccountLimits(self.store, self.settings, now=self.clock.seconds)
+        self.limits = AccountLimits(self.store, self.settings, self.clock)
         self.router = FakeRouter(ROUTES)
         self.policy = BasicPolicy(self.router, self.settings, limits=self.limits)
 
@@ -107,6 +112,19 @@ class SizeTests(PolicyCase):
         self.settings.replace(Settings())
         self.rcpt("alice@ours.example", "10")
         self.assertEqual(self.store.reads, 3)
+
+    def test_concurrent_recipients_of_one_account_read_once(self) -> None:
+        """RCPTs to one account from many sessions at once (a burst) wait for the one store
+        read in flight instead of each reading the account's settings."""
+        self.store.held = []
+        out: list[Any] = []
+        for _ in range(3):
+            self.policy.rcpt_to(session(), "s@far.example", "alice@ours.example", {}).addBoth(
+                out.append
+            )
+        self.assertEqual(self.store.reads, 1)
+        self.store.held[0].callback(None)
+        self.assertEqual(out, ["alice@ours.example"] * 3)
 
     def test_a_store_failure_is_a_temporary_refusal(self) -> None:
         self.store.broken = True
