@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 
 from cgtwist import paths
+from cgtwist.core.expiring import Expiring
 from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.pictures import split_list
@@ -52,9 +53,8 @@ _STATUS = re.compile(r"^[45]\.\d{1,3}\.\d{1,3} ")
 _SENDS = ("Redirect to", "Forward to", "Mirror to")
 
 
-@dataclass
-class _Cached:
-    expires: float
+@dataclass(frozen=True)
+class _Parsed:
     text: str  # what ``rules`` was parsed from: an unchanged text is not parsed again
     rules: RuleSet
 
@@ -99,12 +99,12 @@ class RulesRunner:
         self.is_client_ip = is_client_ip
         self.mailboxes = mailboxes
         self.execute = execute
-        self._cache: dict[tuple[str, str], _Cached] = {}
-        self._allowed: dict[tuple[str, str], tuple[float, str]] = {}
+        self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock, self.TTL)
+        self._allowed: Expiring[str, str] = Expiring(clock, self.TTL)
 
     def forget(self) -> None:
         """Drop the parsed rule sets and RulesAllowed values (rules or settings changed)."""
-        self._cache.clear()
+        self._rule_sets.clear()
         self._allowed.clear()
 
     def _now(self) -> datetime:
@@ -114,20 +114,15 @@ class RulesRunner:
         """The parsed rule set of ``scope``/``owner`` (empty when none); a stored text this
         version cannot read is logged and treated as empty, never a failed delivery."""
         key = (scope, owner.lower())
-        now = self.clock.seconds()
-        hit = self._cache.get(key)
-        if hit is not None and hit.expires > now:
-            return hit.rules
+        parsed = await self._rule_sets.fetch(key, lambda: self._load(key, scope, owner))
+        return parsed.rules
+
+    async def _load(self, key: tuple[str, str], scope: str, owner: str) -> _Parsed:
         stored = await self.store.get(scope, owner)
-        hit = self._cache.get(key)  # again: another delivery may have filled it meanwhile
-        if hit is not None and hit.text == stored.text:
-            rules = hit.rules
-        else:
-            rules = self._parse(scope, owner, stored.text)
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[key] = _Cached(now + self.TTL, stored.text, rules)
-        return rules
+        last = self._rule_sets.stale(key)
+        if last is not None and last.text == stored.text:
+            return last
+        return _Parsed(stored.text, self._parse(scope, owner, stored.text))
 
     def _parse(self, scope: str, owner: str, text: str) -> RuleSet:
         """A stored text this version cannot read is logged and treated as empty."""
@@ -145,21 +140,16 @@ class RulesRunner:
     async def allowed(self, account: Account) -> str:
         """The account's RulesAllowed: its own, else its domain's, else the server's (kept
         like the rule sets: a burst of mail to one account asks the store once)."""
-        key = ("allowed", account.address.lower())
-        now = self.clock.seconds()
-        hit = self._allowed.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        return await self._allowed.fetch(
+            account.address.lower(), lambda: self._read_allowed(account)
+        )
+
+    async def _read_allowed(self, account: Account) -> str:
         own = await self.accounts.get_account_settings(account.name, account.domain)
         if "rules.allowed" in own:
-            value = str(own["rules.allowed"])
-        else:
-            dom = await self.accounts.get_domain_settings(account.domain)
-            value = str(dom.get("rules.allowed", self.settings.current.rules.allowed))
-        if len(self._allowed) > 10000:
-            self._allowed.clear()
-        self._allowed[key] = (now + self.TTL, value)
-        return value
+            return str(own["rules.allowed"])
+        dom = await self.accounts.get_domain_settings(account.domain)
+        return str(dom.get("rules.allowed", self.settings.current.rules.allowed))
 
     async def check_text(self, scope: str, owner: str, text: str) -> RuleSet:
         """What ``rules set`` checks before storing: the text parses, its actions fit the
