@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Container, Mapping, Optional
 
-from cgtwist.settings_fields import Spec, at_most, check_value, setting, walk
+from cgtwist.settings_fields import Spec, at_most, check_value, fields_of, setting, walk
 
 SOURCES = ("default", "server", "domain", "account")
 
@@ -182,29 +182,11 @@ def effective(
         sources[name] = (value, source)
     flat = {TYPED[n].path: sources[n][0] for n in TYPED}
     return Effective(
-        values=_typed(flat),
+        values=AccountDefaults(**fields_of(AccountDefaults, flat)),
         admin=bool(sources["admin"][0]),
         send_as=sources["smtp.send_as"][0],
         rules_allowed=str(sources["rules.allowed"][0]),
         sources=sources,
-    )
-
-
-def _typed(flat: Mapping[tuple[str, ...], object]) -> AccountDefaults:
-    """The typed values (each checked: a count is an int) as the schema's classes."""
-
-    def count(*path: str) -> int:
-        value = flat[path]
-        assert isinstance(value, int)
-        return value
-
-    return AccountDefaults(
-        mail=MailLimits(max_message_size=count("mail", "max_message_size")),
-        quota=QuotaLimits(max_folders=count("quota", "max_folders")),
-        password=PasswordPolicy(
-            min_length=count("password", "min_length"),
-            min_classes=count("password", "min_classes"),
-        ),
     )
 
 

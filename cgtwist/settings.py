@@ -15,13 +15,9 @@ checks it and the store keeps it, with nothing else to edit.
 
 from __future__ import annotations
 
-import copy
-import functools
 import ipaddress
 import json
-import typing
 from dataclasses import dataclass, field
-from dataclasses import fields as dataclasses_fields
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 from cgtwist import account_settings, settings_protection
@@ -31,7 +27,7 @@ from cgtwist.settings_fields import (
     at_least,
     at_most,
     check_value,
-    is_section,
+    fields_of,
     seconds_list,
     setting,
     walk,
@@ -906,7 +902,7 @@ class Settings(Mapping[str, Any]):
                 accepted[spec.path] = check_value(spec, value)
             except ValueError as e:
                 problems[key] = str(e)
-        values = _fields_of(type(self), (), accepted)
+        values = fields_of(type(self), accepted)
         values.update(overrides=given, problems=problems)
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -932,40 +928,8 @@ class Settings(Mapping[str, Any]):
         return [parse_listener(x) for x in raw]
 
 
-@functools.cache
-def _layout(cls: type) -> tuple[tuple[str, Optional[type]], ...]:
-    """(attribute, section class or None for a setting) for each field of ``cls`` that is a
-    section or a setting, computed once per class."""
-    hints = typing.get_type_hints(cls)
-    out: list[tuple[str, Optional[type]]] = []
-    for f in dataclasses_fields(cls):
-        kind = hints[f.name]
-        if is_section(kind):
-            out.append((f.name, kind))
-        elif "doc" in f.metadata:
-            out.append((f.name, None))
-    return tuple(out)
-
-
-def _fields_of(
-    cls: type, path: tuple[str, ...], accepted: Mapping[tuple[str, ...], Any]
-) -> dict[str, Any]:
-    """Every setting and section of ``cls`` at ``path``: accepted overrides, else defaults."""
-    out: dict[str, Any] = {}
-    for name, section in _layout(cls):
-        here = path + (name,)
-        if section is not None:
-            out[name] = section(**_fields_of(section, here, accepted))
-        elif here in accepted:
-            out[name] = accepted[here]
-        else:
-            out[name] = copy.deepcopy(_BY_PATH[here].default)
-    return out
-
-
 # The catalogue: every setting by name, from the dataclasses above (the one source).
 SPECS: dict[str, Spec] = {s.name: s for s in walk(Settings)}
-_BY_PATH: dict[tuple[str, ...], Spec] = {s.path: s for s in SPECS.values()}
 # name -> (default, description), as the catalogue was once written: kept for readers by name.
 DEFAULTS: dict[str, tuple[Any, str]] = {k: (s.default, s.doc) for k, s in SPECS.items()}
 

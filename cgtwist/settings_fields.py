@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, TypeGuard, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Optional, TypeGuard, TypeVar
 
 T = TypeVar("T")
 
@@ -58,6 +59,41 @@ class Spec:
 
 def is_section(kind: Any) -> bool:
     return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+@functools.cache
+def _layout(cls: type) -> tuple[tuple[str, Optional[type], Any], ...]:
+    """(attribute, section class or None, dataclass field) for each field of ``cls`` that is
+    a section or a setting, computed once per class."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, Optional[type], Any]] = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if is_section(kind):
+            out.append((f.name, kind, f))
+        elif "doc" in f.metadata:
+            out.append((f.name, None, f))
+    return tuple(out)
+
+
+def fields_of(
+    cls: type, accepted: Mapping[tuple[str, ...], Any], path: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The constructor arguments of the settings class ``cls`` (at ``path`` below the root):
+    each setting's value from ``accepted`` (by attribute path, checked already), else a fresh
+    copy of its default; each section built the same way."""
+    out: dict[str, Any] = {}
+    for name, section, f in _layout(cls):
+        here = path + (name,)
+        if section is not None:
+            out[name] = section(**fields_of(section, accepted, here))
+        elif here in accepted:
+            out[name] = accepted[here]
+        elif f.default_factory is not dataclasses.MISSING:
+            out[name] = f.default_factory()
+        else:
+            out[name] = copy.deepcopy(f.default)
+    return out
 
 
 def walk(cls: type, prefix: str = "", path: tuple[str, ...] = ()) -> Iterator[Spec]:
