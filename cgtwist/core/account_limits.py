@@ -63,7 +63,9 @@ class AccountLimits:
     ) -> None:
         self._accounts = accounts
         self._settings = settings
-        self._cache: Expiring[str, Optional[Account]] = Expiring(clock, self.TTL, self.MAX_CACHED)
+        self._cache: Expiring[str, Optional[Account]] = Expiring(
+            clock.seconds, self.TTL, self.MAX_CACHED
+        )
         settings.subscribe(lambda _s: self._cache.clear())
 
     async def effective(self, address: str) -> Optional[Effective]:

@@ -1,8 +1,9 @@
 """Answers kept a few seconds in front of the store: one question per key at a time.
 
 Owns the short cache the receiving and delivery paths keep so that a burst of mail to one
-account asks the store once (the account limits, RulesAllowed, stored rule sets): an answer
-lives ``ttl`` seconds on the clock it is given; at ``size`` keys the cache starts afresh;
+account asks the store once (the Router's facts, the account limits, RulesAllowed, stored
+rule sets): an answer lives ``ttl`` seconds on the clock it is given (``now``, e.g. the
+reactor's ``seconds``); at ``size`` keys the cache starts afresh;
 ``clear()`` (a settings reload) drops every answer. Concurrent askers of a key that is not
 cached wait for the one question in flight instead of each asking the store; a question begun
 before a ``clear()`` answers its askers but is not kept. A failed question is not kept either.
@@ -14,7 +15,6 @@ from __future__ import annotations
 from typing import Awaitable, Callable, Generic, Hashable, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -23,8 +23,8 @@ V = TypeVar("V")
 class Expiring(Generic[K, V]):
     """``await cache.fetch(key, ask)``: the kept answer for ``key``, else ``await ask()``."""
 
-    def __init__(self, clock: IReactorTime, ttl: float, size: int = 10000) -> None:
-        self._clock = clock
+    def __init__(self, now: Callable[[], float], ttl: float, size: int = 10000) -> None:
+        self._now = now
         self.ttl = ttl
         self.size = size
         self._entries: dict[K, tuple[float, V]] = {}
@@ -43,8 +43,14 @@ class Expiring(Generic[K, V]):
         entry = self._entries.get(key)
         return entry[1] if entry is not None else None
 
+    def expires(self, key: K) -> Optional[float]:
+        """When the answer kept for ``key`` expires (None: none kept), for a caller whose own
+        derived answer must not outlive it."""
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None else None
+
     async def fetch(self, key: K, ask: Callable[[], Awaitable[V]]) -> V:
-        now = self._clock.seconds()
+        now = self._now()
         entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
             return entry[1]

@@ -14,6 +14,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from cgtwist import router
+from cgtwist.core.expiring import Expiring
 from cgtwist.errors import InvalidName, MailError, NotFound, StoreUnavailable, temporary
 from cgtwist.interfaces import IAccountStore, IRouter
 from cgtwist.logs import Logger
@@ -68,13 +69,11 @@ class Routing:
         self.max_hops = max_hops
         self._parsed: tuple[str, Optional[router.Table], str] = ("", router.Table(), "")
         self._now = now
-        self._facts: dict[Any, tuple[float, Any]] = {}
+        self._facts: Expiring[router.Query, Any] = Expiring(now, self.FACT_TTL, self.FACT_CACHE_MAX)
         # Whole routes, valid while every fact they were computed from is: each message is
         # routed at RCPT and again when queued, and a burst goes to the same few addresses.
         self._routes: dict[tuple[str, str], tuple[float, Any, int, Route]] = {}
         self._generation = 0  # bumped by forget(): a resolution begun before is not kept
-        # store questions being asked: (generation, Deferreds of those waiting for it)
-        self._inflight: dict[Any, tuple[int, list[Any]]] = {}
         settings.subscribe(lambda _s: self.forget())
 
     def forget(self) -> None:
@@ -179,44 +178,15 @@ class Routing:
         return result
 
     async def _answer(self, query: router.Query, expiries: Optional[list[float]] = None) -> Any:
-        now = self._now()
-        hit = self._facts.get(query)
-        if hit is not None and hit[0] > now:
-            if expiries is not None:
-                expiries.append(hit[0])
-            return hit[1]
-        generation = self._generation
-        # One store question at a time per fact: a list's 10,000 recipients in 100 domains,
-        # routed together, ask "is d001.bench ours" 100 times each before the first answer
-        # could be cached; they wait for the one question in flight (of this generation:
-        # one begun before a reload is not joined).
-        flight = self._inflight.get(query)
-        if flight is not None and flight[0] == generation:
-            waiter: defer.Deferred[Any] = defer.Deferred()
-            flight[1].append(waiter)
-            answer = await waiter
-        else:
-            flight = (generation, [])
-            self._inflight[query] = flight
-            try:
-                answer = await self._ask_store(query)
-            except BaseException as e:
-                self._land(query, flight)
-                for w in flight[1]:
-                    w.errback(e)
-                raise
-            self._land(query, flight)
-            for w in flight[1]:
-                w.callback(answer)
-        if generation == self._generation:
-            if len(self._facts) >= self.FACT_CACHE_MAX:
-                self._facts.clear()
-            self._facts[query] = (now + self.FACT_TTL, answer)
+        """The store's answer to ``query``, kept FACT_TTL seconds. One store question at a
+        time per fact: a list's 10,000 recipients in 100 domains, routed together, would ask
+        "is d001.bench ours" 100 times each before the first answer could be kept; they wait
+        for the one question in flight (cgtwist.core.expiring)."""
+        answer = await self._facts.fetch(query, lambda: self._ask_store(query))
+        expires = self._facts.expires(query)
+        if expiries is not None and expires is not None:
+            expiries.append(expires)
         return answer
-
-    def _land(self, query: router.Query, flight: tuple[int, list[Any]]) -> None:
-        if self._inflight.get(query) is flight:
-            del self._inflight[query]
 
     async def _ask_store(self, query: router.Query) -> Any:
         if isinstance(query, router.DomainQuery):

@@ -99,8 +99,8 @@ class RulesRunner:
         self.is_client_ip = is_client_ip
         self.mailboxes = mailboxes
         self.execute = execute
-        self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock, self.TTL)
-        self._allowed: Expiring[str, str] = Expiring(clock, self.TTL)
+        self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock.seconds, self.TTL)
+        self._allowed: Expiring[str, str] = Expiring(clock.seconds, self.TTL)
 
     def forget(self) -> None:
         """Drop the parsed rule sets and RulesAllowed values (rules or settings changed)."""

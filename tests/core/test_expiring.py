@@ -27,7 +27,7 @@ class ExpiringTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.store = Store()
-        self.cache: Expiring[str, str] = Expiring(self.clock, ttl=5.0, size=2)
+        self.cache: Expiring[str, str] = Expiring(self.clock.seconds, ttl=5.0, size=2)
 
     def fetch(self, key: str) -> defer.Deferred[Any]:
         return defer.ensureDeferred(self.cache.fetch(key, self.store.ask))
