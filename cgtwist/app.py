@@ -196,7 +196,7 @@ class Components:
         )
         self.lists = ListStore(store.db)
         self.routing = Routing(store, settings, cfg.main_domain, lists=self.lists)
-        self.limits = AccountLimits(store, settings, reactor)
+        self.limits = AccountLimits(store, settings)
         self.policy = ProtectedPolicy(
             BasicPolicy(self.routing, settings, accounts=store, limits=self.limits),
             self.resolver,

@@ -11,11 +11,11 @@ Router's facts are. It decides nothing about routing and does no I/O but the sto
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 
 from cgtwist import account_settings
 from cgtwist.account_settings import Effective
@@ -53,19 +53,21 @@ class Account:
 class AccountLimits:
     """``effective(address)`` and ``size_refusal(address, size)`` for accounts of ``accounts``
     (an AccountStore with ``get_scoped_settings``), under the server settings of ``settings``,
-    kept ``TTL`` seconds on ``clock``."""
+    kept ``TTL`` seconds by ``now`` (monotonic, as the Router's facts: a wall-clock step back
+    must not keep an answer for hours)."""
 
     TTL = 5.0
     MAX_CACHED = 10000
 
     def __init__(
-        self, accounts: IScopedSettings, settings: SettingsHolder, clock: IReactorTime
+        self,
+        accounts: IScopedSettings,
+        settings: SettingsHolder,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._accounts = accounts
         self._settings = settings
-        self._cache: Expiring[str, Optional[Account]] = Expiring(
-            clock.seconds, self.TTL, self.MAX_CACHED
-        )
+        self._cache: Expiring[str, Optional[Account]] = Expiring(now, self.TTL, self.MAX_CACHED)
         settings.subscribe(lambda _s: self._cache.clear())
 
     async def effective(self, address: str) -> Optional[Effective]:

@@ -51,7 +51,7 @@ class PolicyCase(unittest.TestCase):
         self.clock = Clock()
         self.store = ScopedAccounts()
         self.settings = SettingsHolder()
-        self.limits = AccountLimits(self.store, self.settings, self.clock)
+        self.limits = AccountLimits(self.store, self.settings, now=self.clock.seconds)
         self.router = FakeRouter(ROUTES)
         self.policy = BasicPolicy(self.router, self.settings, limits=self.limits)
 
