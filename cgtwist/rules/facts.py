@@ -109,8 +109,13 @@ def machine_generated(facts: MessageFacts) -> str:
             return f"Precedence: {value.strip()}"
     for n, _v in facts.headers:
         if n.startswith("list-"):
-            return f"{n} present (a mailing list)"
+            return f"{_title(n)} present (a mailing list)"
     return ""
+
+
+def _title(name: str) -> str:
+    """A lower-case field name as it is usually written (``list-id`` -> ``List-Id``)."""
+    return "-".join(part.capitalize() for part in name.split("-"))
 
 
 def decode(value: str) -> str:
