@@ -62,11 +62,11 @@ def is_section(kind: Any) -> bool:
 
 
 @functools.cache
-def _layout(cls: type) -> tuple[tuple[str, Optional[type], Any], ...]:
+def _layout(cls: type) -> tuple[tuple[str, Optional[type], dataclasses.Field[object]], ...]:
     """(attribute, section class or None, dataclass field) for each field of ``cls`` that is
     a section or a setting, computed once per class."""
     hints = typing.get_type_hints(cls)
-    out: list[tuple[str, Optional[type], Any]] = []
+    out: list[tuple[str, Optional[type], dataclasses.Field[object]]] = []
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         if is_section(kind):

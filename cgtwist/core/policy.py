@@ -13,7 +13,7 @@ does DNS or I/O itself.
 
 from __future__ import annotations
 
-from typing import Any, Coroutine, Mapping, NoReturn, Optional
+from typing import Any, Awaitable, Mapping, NoReturn, Optional
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -124,7 +124,7 @@ class BasicPolicy:
             raise refusal
 
     async def _limit(
-        self, what: str, route: Route, check: Coroutine[Any, Any, Optional[MailError]]
+        self, what: str, route: Route, check: Awaitable[Optional[MailError]]
     ) -> Optional[MailError]:
         """The refusal an account limit gives; a store that cannot answer is a 451, never a
         silent pass."""
