@@ -16,6 +16,7 @@ from typing import Optional, Protocol
 from twisted.internet import defer
 from zope.interface import implementer
 
+from cgtwist.delivery import agent
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
@@ -42,7 +43,7 @@ class ISubmit(Protocol):
 
 
 @implementer(IDeliveryAgent)
-class GroupDelivery:
+class GroupDelivery(agent.DeliveryAgent):
     """IDeliveryAgent for module "GROUP" over ``groups`` and ``submission`` (ISubmission)."""
 
     module = "GROUP"
@@ -52,32 +53,15 @@ class GroupDelivery:
         self._groups = groups
         self._submission = submission
 
-    def deliver(
+    async def attempt(
         self,
         msg_id: str,
         envelope: Envelope,
         data: bytes,
         recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        if queue is None:
-            queue = QueueName.parse(recipients[0].route) if recipients else None
-        address = queue.queue if queue is not None else ""
-        return defer.ensureDeferred(self._deliver(msg_id, envelope, data, recipients, address))
-
-    async def _deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        address: str,
+        queue: Optional[QueueName],
     ) -> list[Recipient]:
-        def settle(state: str, detail: str) -> list[Recipient]:
-            for r in recipients:
-                r.state, r.detail = state, detail
-            return recipients
-
+        address = queue.queue if queue is not None else ""
         name, _, domain = address.rpartition("@")
         try:
             group = await self._groups.resolve_group(name, domain)
@@ -85,9 +69,13 @@ class GroupDelivery:
             self.log.failure(
                 "group: {msg_id} {group}: store lookup failed", msg_id=msg_id, group=address
             )
-            return settle(PENDING, f"4.3.0 temporary local problem ({type(e).__name__})")
+            return agent.settle(
+                recipients, PENDING, f"4.3.0 temporary local problem ({type(e).__name__})"
+            )
         if group is None:
-            return settle(FAILED, f"5.1.1 <{address}>: no such forwarder or group")
+            return agent.settle(
+                recipients, FAILED, f"5.1.1 <{address}>: no such forwarder or group"
+            )
         if address.lower() in compose.delivered_to_fields(data):
             self.log.warn(
                 "group: {msg_id} mail loop: message from <{sender}> passed {group} before",
@@ -95,7 +83,9 @@ class GroupDelivery:
                 sender=envelope.sender,
                 group=address,
             )
-            return settle(FAILED, f"5.4.6 mail loop: already expanded by {address}")
+            return agent.settle(
+                recipients, FAILED, f"5.4.6 mail loop: already expanded by {address}"
+            )
         copy = compose.prepend(data, [f"Delivered-To: {address}"])
         submit = {"protocol": "GROUP", "group": address, "rules": SERVER_RULES_DONE}
         params = {k: v for k, v in envelope.params.items() if k in ("BODY", "SMTPUTF8")}
@@ -104,12 +94,14 @@ class GroupDelivery:
             new_id = await self._submission.submit(new, copy)
         except MailError as e:
             state = PENDING if e.temporary else FAILED
-            return settle(state, f"{e.enhanced} {e.text}")
+            return agent.settle(recipients, state, f"{e.enhanced} {e.text}")
         except Exception as e:
             self.log.failure(
                 "group: {msg_id} {group}: submission failed", msg_id=msg_id, group=address
             )
-            return settle(PENDING, f"4.3.0 temporary local problem ({type(e).__name__})")
+            return agent.settle(
+                recipients, PENDING, f"4.3.0 temporary local problem ({type(e).__name__})"
+            )
         self.log.info(
             "group: {msg_id} {kind} {group} sent on as {new_id} to {n} address(es)",
             msg_id=msg_id,
@@ -118,4 +110,6 @@ class GroupDelivery:
             new_id=new_id,
             n=len(group.targets),
         )
-        return settle(DELIVERED, f"2.1.5 sent on as {new_id} to {len(group.targets)} address(es)")
+        return agent.settle(
+            recipients, DELIVERED, f"2.1.5 sent on as {new_id} to {len(group.targets)} address(es)"
+        )

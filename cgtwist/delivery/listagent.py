@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from cgtwist.delivery.agent import DeliveryAgent, settle
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.lists import addresses, bounces, commands, tokens
@@ -80,7 +81,7 @@ def _plain(data: bytes) -> tuple[str, bytes]:
 
 
 @implementer(IDeliveryAgent)
-class ListAgent:
+class ListAgent(DeliveryAgent):
     """IDeliveryAgent for module "LIST".
 
     ``lists``: cgtwist.storage.lists.ListStore; ``submission``: ISubmission for the copies
@@ -108,22 +109,7 @@ class ListAgent:
         self.clock = clock
         self.archive = archive
 
-    def deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """Act once per role among ``recipients``; fires with them, states set."""
-        if queue is None and recipients:
-            queue = QueueName.parse(recipients[0].route)
-        return defer.Deferred.fromCoroutine(
-            self._deliver(msg_id, envelope, data, recipients, queue)
-        )
-
-    async def _deliver(
+    async def attempt(
         self,
         msg_id: str,
         envelope: Envelope,
@@ -131,6 +117,7 @@ class ListAgent:
         recipients: list[Recipient],
         queue: Optional[QueueName],
     ) -> list[Recipient]:
+        """Act once per role among ``recipients``; fires with them, states set."""
         list_address = queue.queue if queue is not None else ""
         try:
             lst = await self.lists.get_list(list_address)
@@ -141,9 +128,9 @@ class ListAgent:
                 list=list_address,
                 error=str(e) or type(e).__name__,
             )
-            return _all(recipients, "pending", "451 4.3.0 list store unavailable")
+            return settle(recipients, "pending", "451 4.3.0 list store unavailable")
         if lst is None:
-            return _all(recipients, "failed", "550 5.1.1 no such mailing list")
+            return settle(recipients, "failed", "550 5.1.1 no such mailing list")
         by_role: dict[Role, list[Recipient]] = {}
         for r in recipients:
             by_role.setdefault(addresses.role_of(r.address, lst.address), []).append(r)
@@ -518,9 +505,3 @@ class ListAgent:
             submit={"protocol": "LIST", "peer": "", "helo": self.hostname},
         )
         await self.submission.submit(envelope, data)
-
-
-def _all(recipients: list[Recipient], state: str, detail: str) -> list[Recipient]:
-    for r in recipients:
-        r.state, r.detail = state, detail
-    return recipients
