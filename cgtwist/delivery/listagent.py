@@ -27,10 +27,10 @@ from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.lists import addresses, bounces, commands, tokens
 from cgtwist.lists.addresses import BOUNCE, OFF, ON, OWNER, POST, REQUEST, Role
 from cgtwist.lists.headers import (
-    distribution_copy,
     field_value,
     is_our_copy,
     notice,
+    prepare,
     sender_of,
     split_message,
 )
@@ -72,12 +72,6 @@ class Outcome(Exception):
     def __init__(self, state: str, detail: str) -> None:
         super().__init__(detail)
         self.state, self.detail = state, detail
-
-
-def _plain(data: bytes) -> tuple[str, bytes]:
-    """Subject and body (a plain-text look: the first part is enough for commands)."""
-    fields, body = split_message(data)
-    return field_value(fields, "Subject") or "", body
 
 
 @implementer(IDeliveryAgent)
@@ -197,7 +191,8 @@ class ListAgent(DeliveryAgent):
         # anyone's to write.
         owner = bool(lst.owner) and envelope.submit.get("account", "").lower() == lst.owner
         if lst.policy == "moderated" and not owner:
-            await self._hold(msg_id, lst, envelope.sender, data)
+            subject = field_value(fields, "Subject") or ""
+            await self._hold(msg_id, lst, envelope.sender, subject, data)
             raise Outcome("delivered", "250 2.0.0 held for moderation")
         await self.distribute(msg_id, lst, data)
 
@@ -213,19 +208,19 @@ class ListAgent(DeliveryAgent):
         archive; fires with the number of feed recipients."""
         subs: list[Subscriber] = await self.lists.subscribers(lst.address)
         feed = [s.address for s in subs if s.receives == "feed"]
-        copy = distribution_copy(data, lst)  # shared: no subscriber to name in one-click
+        prepared = prepare(data, lst)  # read once; per subscriber only the List-* block
+        copy = prepared.copy(lst)  # shared: no subscriber to name in one-click
         if feed and lst.personalize:
             for address in feed:
                 token = self.token("unsubscribe", lst, address)
-                one = distribution_copy(data, lst, self._one_click(lst, token), token)
+                one = prepared.copy(lst, self._one_click(lst, token), token)
                 await self._submit(addresses.bounce_address(lst.address, address), [address], one)
         elif feed:
             await self._submit(addresses.bounce_address(lst.address), feed, copy)
         # after the copies: a submission refused for now (disk full) retries the whole post,
         # which must not put it into the digest twice
         if any(s.receives in ("digest", "index") for s in subs):
-            subject = field_value(split_message(copy)[0], "Subject") or ""
-            await self.lists.keep(lst.address, DIGEST, "", subject, copy)
+            await self.lists.keep(lst.address, DIGEST, "", prepared.subject, copy)
         await self._archive(msg_id, lst, copy)
         log.info(
             "{msg_id}: list {list} distributed to {n} subscriber(s)",
@@ -257,8 +252,9 @@ class ListAgent(DeliveryAgent):
                 folder=lst.archive_folder,
             )
 
-    async def _hold(self, msg_id: str, lst: MailingList, sender: str, data: bytes) -> None:
-        subject, _body = _plain(data)
+    async def _hold(
+        self, msg_id: str, lst: MailingList, sender: str, subject: str, data: bytes
+    ) -> None:
         held = await self.lists.keep(lst.address, HELD, sender, subject, data)
         approve = self.token("approve", lst, held, self.settings.current.lists.moderation_timeout)
         reject = self.token("reject", lst, held, self.settings.current.lists.moderation_timeout)
