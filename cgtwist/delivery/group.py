@@ -3,7 +3,9 @@
 Owns one step: for the logical queue ``GROUP(name@domain)``, read the forwarder's or group's
 current targets from the store, refuse a message that already passed through it (its
 ``Delivered-To:`` hop marker, RFC 9228: 5.4.6, a DSN instead of a storm) and submit one new
-message, with the marker added and the envelope sender kept, to every target. The copy goes
+message, with the marker added and the envelope sender kept, to every target the message has
+not passed before (cgtwist.message.loops: a group nested in one of its members does not send
+the members' copies back). The copy goes
 through the queue like any message (Router, logical queues, retries); Server Rules already ran
 on the original, so the copy is marked not to be ruled again. It never delivers to a mailbox
 and never talks to a client.
@@ -20,8 +22,8 @@ from cgtwist.delivery import agent
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
+from cgtwist.message import loops
 from cgtwist.router import Group
-from cgtwist.rules import compose
 from cgtwist.types import Envelope, QueueName, Recipient
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -76,20 +78,34 @@ class GroupDelivery(agent.DeliveryAgent):
             return agent.settle(
                 recipients, FAILED, f"5.1.1 <{address}>: no such forwarder or group"
             )
-        if address.lower() in compose.delivered_to_fields(data):
+        passed = loops.hops(data)
+        loop = loops.refusal(address, passed, done="expanded by")
+        if loop:
             self.log.warn(
                 "group: {msg_id} mail loop: message from <{sender}> passed {group} before",
                 msg_id=msg_id,
                 sender=envelope.sender,
                 group=address,
             )
-            return agent.settle(
-                recipients, FAILED, f"5.4.6 mail loop: already expanded by {address}"
+            return agent.settle(recipients, FAILED, loop)
+        targets, back = loops.never_back(group.targets, passed)
+        if back:  # a member that had it (a group nested in its member) would refuse it
+            self.log.info(
+                "group: {msg_id} {group} does not send the message from <{sender}> back to "
+                "{targets}, which had it before",
+                msg_id=msg_id,
+                group=address,
+                sender=envelope.sender,
+                targets=", ".join(back),
             )
-        copy = compose.prepend(data, [f"Delivered-To: {address}"])
+            if not targets:
+                return agent.settle(
+                    recipients, FAILED, f"5.4.6 mail loop: {back[0]} had this message before"
+                )
+        copy = loops.marked(data, address)
         submit = {"protocol": "GROUP", "group": address, "rules": SERVER_RULES_DONE}
         params = {k: v for k, v in envelope.params.items() if k in ("BODY", "SMTPUTF8")}
-        new = Envelope(envelope.sender, [Recipient(t) for t in group.targets], submit, params)
+        new = Envelope(envelope.sender, [Recipient(t) for t in targets], submit, params)
         try:
             new_id = await self._submission.submit(new, copy)
         except MailError as e:
@@ -108,8 +124,8 @@ class GroupDelivery(agent.DeliveryAgent):
             kind=group.kind,
             group=address,
             new_id=new_id,
-            n=len(group.targets),
+            n=len(targets),
         )
         return agent.settle(
-            recipients, DELIVERED, f"2.1.5 sent on as {new_id} to {len(group.targets)} address(es)"
+            recipients, DELIVERED, f"2.1.5 sent on as {new_id} to {len(targets)} address(es)"
         )
