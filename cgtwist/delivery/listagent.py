@@ -388,18 +388,7 @@ class ListAgent(DeliveryAgent):
         if not lst.confirm_subscribe:
             await self._confirmed(lst, tokens.Token("subscribe", lst.address, who, 0), who)
             return
-        token = self.token("subscribe", lst, who)
-        await self._notice(
-            lst,
-            who,
-            f"confirm {token}",
-            f"Someone asked to subscribe {who} to {lst.address}.\n\n"
-            "To confirm, reply to this message (keep the subject), or send a "
-            f"message to {addresses.role_address(lst.address, REQUEST)} with the "
-            f"subject:\n  confirm {token}\n\nIf you did not ask, ignore this "
-            "message.\n",
-            reply_to=addresses.role_address(lst.address, REQUEST),
-        )
+        await self._ask(lst, "subscribe", who, f"subscribe {who} to {lst.address}")
 
     async def _unsubscribe_request(self, lst: MailingList, who: str) -> None:
         sub = await self.lists.get_subscriber(lst.address, who)
@@ -411,14 +400,22 @@ class ListAgent(DeliveryAgent):
                 f"{who} is not subscribed to {lst.address}.\n",
             )
             return
-        token = self.token("unsubscribe", lst, who)
+        await self._ask(lst, "unsubscribe", who, f"unsubscribe {who} from {lst.address}")
+
+    async def _ask(self, lst: MailingList, action: str, who: str, what: str) -> None:
+        """Ask ``who`` to confirm ``action``: the token rides in the subject, so a plain
+        reply to the ``-request`` address (commands.parse, tokens.find) confirms it."""
+        token = self.token(action, lst, who)
+        request = addresses.role_address(lst.address, REQUEST)
         await self._notice(
             lst,
             who,
             f"confirm {token}",
-            f"Someone asked to unsubscribe {who} from {lst.address}.\n\n"
-            "To confirm, reply to this message (keep the subject).\n",
-            reply_to=addresses.role_address(lst.address, REQUEST),
+            f"Someone asked to {what}.\n\n"
+            "To confirm, reply to this message (keep the subject), or send a message to "
+            f"{request} with the subject:\n  confirm {token}\n\n"
+            "If you did not ask, ignore this message.\n",
+            reply_to=request,
         )
 
     # ---- bounces -------------------------------------------------------------------------
