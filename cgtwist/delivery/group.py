@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from cgtwist.delivery import agent
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.interfaces import IDeliveryAgent, ISubmission
 from cgtwist.logs import Logger
 from cgtwist.message import loops
 from cgtwist.router import Group
@@ -37,13 +37,6 @@ class IGroupSource(Protocol):
         """Fire with the Group named ``name@domain`` or None."""
 
 
-class ISubmit(Protocol):
-    """The one way into the queue (cgtwist.core.submission.Submission)."""
-
-    def submit(self, envelope: Envelope, data: bytes) -> defer.Deferred[str]:
-        """Fire with the new message's id once it is durable."""
-
-
 @implementer(IDeliveryAgent)
 class GroupDelivery(agent.DeliveryAgent):
     """IDeliveryAgent for module "GROUP" over ``groups`` and ``submission`` (ISubmission)."""
@@ -51,7 +44,7 @@ class GroupDelivery(agent.DeliveryAgent):
     module = "GROUP"
     log = Logger()
 
-    def __init__(self, groups: IGroupSource, submission: ISubmit) -> None:
+    def __init__(self, groups: IGroupSource, submission: ISubmission) -> None:
         self._groups = groups
         self._submission = submission
 

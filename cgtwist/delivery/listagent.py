@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from cgtwist.delivery.agent import DeliveryAgent, settle
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.interfaces import IDeliveryAgent, ISubmission
 from cgtwist.lists import addresses, bounces, commands, tokens
 from cgtwist.lists.addresses import BOUNCE, OFF, ON, OWNER, POST, REQUEST, Role
 from cgtwist.lists.headers import (
@@ -88,7 +88,7 @@ class ListAgent(DeliveryAgent):
     def __init__(
         self,
         lists: ListStore,
-        submission: Any,
+        submission: ISubmission,
         settings: SettingsHolder,
         secret: bytes,
         hostname: str,
