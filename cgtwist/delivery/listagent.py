@@ -36,6 +36,7 @@ from cgtwist.lists.headers import (
 )
 from cgtwist.lists.model import MailingList, Subscriber
 from cgtwist.logs import Logger
+from cgtwist.message import loops
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.lists import DIGEST, HELD, ListStore
 from cgtwist.types import Envelope, QueueName, Recipient
@@ -175,7 +176,15 @@ class ListAgent(DeliveryAgent):
 
     async def _post(self, msg_id: str, lst: MailingList, envelope: Envelope, data: bytes) -> None:
         fields, _body = split_message(data)
-        if is_our_copy(fields, lst):  # RFC 2919: our own List-Id came back in: a loop
+        # Our own copy back in: our List-Id (RFC 2919) or, when another list replaced that,
+        # our hop marker (cgtwist.message.loops), which every list keeps.
+        if is_our_copy(fields, lst) or loops.refusal(lst.address, loops.hops(data)):
+            log.warn(
+                "{msg_id}: list {list} mail loop: its own copy came back from <{sender}>",
+                msg_id=msg_id,
+                list=lst.address,
+                sender=envelope.sender,
+            )
             raise Outcome("delivered", "250 2.0.0 loop: the list's own copy dropped")
         if not envelope.sender:  # a bounce sent to the list address: never distributed
             raise Outcome("delivered", "250 2.0.0 null sender: not distributed")
@@ -208,7 +217,9 @@ class ListAgent(DeliveryAgent):
         archive; fires with the number of feed recipients."""
         subs: list[Subscriber] = await self.lists.subscribers(lst.address)
         feed = [s.address for s in subs if s.receives == "feed"]
-        prepared = prepare(data, lst)  # read once; per subscriber only the List-* block
+        # read once; per subscriber only the List-* block differs. The hop marker goes on
+        # every copy, so it comes back in even through a list that replaces our List-Id.
+        prepared = prepare(loops.marked(data, lst.address), lst)
         copy = prepared.copy(lst)  # shared: no subscriber to name in one-click
         if feed and lst.personalize:
             for address in feed:
