@@ -13,6 +13,7 @@ writes a mailbox itself (the archive copy goes through the LOCAL agent's ``store
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 from typing import Any, Callable, Optional
@@ -22,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from cgtwist.delivery.agent import DeliveryAgent, settle
+from cgtwist.durable import fsync_dir, write_all
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IDeliveryAgent, ISubmission
 from cgtwist.lists import addresses, bounces, commands, tokens
@@ -48,18 +50,27 @@ SECRET_FILE = "lists.secret"
 
 def load_secret(base_dir: str) -> bytes:
     """The server's token secret, ``<base>/lists.secret`` (0600), made on first use: 32 random
-    bytes that sign every confirmation, moderation and unsubscribe token."""
+    bytes that sign every confirmation, moderation and unsubscribe token. Blocking: called
+    once while the service is built. The file appears whole or not at all (written aside,
+    fsynced, then linked into place), so an interrupted first start leaves nothing that
+    would refuse the next one."""
     path = os.path.join(base_dir, SECRET_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, os.urandom(32))
-            os.fsync(fd)
+            try:
+                write_all(fd, [os.urandom(32)])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, path)  # never replaces a secret another process made meanwhile
+            fsync_dir(base_dir)
+        except FileExistsError:
+            pass
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     with open(path, "rb") as f:
         secret = f.read()
     if len(secret) < 16:

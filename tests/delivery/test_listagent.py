@@ -396,6 +396,26 @@ class ListAgentTests(DatabaseCase):
         mode = stat.S_IMODE(os.stat(os.path.join(base, "lists.secret")).st_mode)
         self.assertEqual(mode, 0o600)
 
+    def test_a_secret_interrupted_while_made_does_not_stop_the_server(self) -> None:
+        """A first start that fails while writing the secret (disk full, a crash) must not
+        leave an empty lists.secret behind that refuses every later start."""
+        base = temp_dir(self)
+        real = os.write, os.writev
+
+        def full(fd: int, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+        os.write = os.writev = full  # type: ignore[assignment]
+        try:
+            with self.assertRaises(OSError):
+                load_secret(base)
+        finally:
+            os.write, os.writev = real
+        secret = load_secret(base)
+        self.assertEqual(len(secret), 32)
+        self.assertEqual(load_secret(base), secret)
+        self.assertEqual(os.listdir(base), ["lists.secret"])
+
 
 class ListRoutingTests(DatabaseCase):
     def test_router_sends_every_list_address_to_its_queue(self) -> None:
