@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import json
 import secrets
 import time
-from typing import Any, Callable, Coroutine, Iterable, Mapping, Optional, ParamSpec, TypeVar
-
-from twisted.internet.defer import Deferred
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound
 from cgtwist.lists.addresses import candidates
@@ -32,19 +29,11 @@ from cgtwist.lists.model import (
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import Cursor, Database
+from cgtwist.storage.storebase import _deferred
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 HELD, DIGEST = "held", "digest"
-
-
-def _deferred(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        return Deferred.fromCoroutine(fn(*args, **kwargs))
-
-    return wrapper
 
 
 def split_list_address(address: str) -> tuple[str, str]:
