@@ -13,6 +13,7 @@ writes a mailbox itself (the archive copy goes through the LOCAL agent's ``store
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 from typing import Any, Callable, Optional
@@ -21,20 +22,23 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from cgtwist.delivery.agent import DeliveryAgent, settle
+from cgtwist.durable import fsync_dir, write_all
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.interfaces import IDeliveryAgent, ISubmission
 from cgtwist.lists import addresses, bounces, commands, tokens
 from cgtwist.lists.addresses import BOUNCE, OFF, ON, OWNER, POST, REQUEST, Role
 from cgtwist.lists.headers import (
-    distribution_copy,
     field_value,
     is_our_copy,
     notice,
+    prepare,
     sender_of,
     split_message,
 )
 from cgtwist.lists.model import MailingList, Subscriber
 from cgtwist.logs import Logger
+from cgtwist.message import loops
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.lists import DIGEST, HELD, ListStore
 from cgtwist.types import Envelope, QueueName, Recipient
@@ -46,18 +50,27 @@ SECRET_FILE = "lists.secret"
 
 def load_secret(base_dir: str) -> bytes:
     """The server's token secret, ``<base>/lists.secret`` (0600), made on first use: 32 random
-    bytes that sign every confirmation, moderation and unsubscribe token."""
+    bytes that sign every confirmation, moderation and unsubscribe token. Blocking: called
+    once while the service is built. The file appears whole or not at all (written aside,
+    fsynced, then linked into place), so an interrupted first start leaves nothing that
+    would refuse the next one."""
     path = os.path.join(base_dir, SECRET_FILE)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, os.urandom(32))
-            os.fsync(fd)
+            try:
+                write_all(fd, [os.urandom(32)])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, path)  # never replaces a secret another process made meanwhile
+            fsync_dir(base_dir)
+        except FileExistsError:
+            pass
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     with open(path, "rb") as f:
         secret = f.read()
     if len(secret) < 16:
@@ -73,14 +86,8 @@ class Outcome(Exception):
         self.state, self.detail = state, detail
 
 
-def _plain(data: bytes) -> tuple[str, bytes]:
-    """Subject and body (a plain-text look: the first part is enough for commands)."""
-    fields, body = split_message(data)
-    return field_value(fields, "Subject") or "", body
-
-
 @implementer(IDeliveryAgent)
-class ListAgent:
+class ListAgent(DeliveryAgent):
     """IDeliveryAgent for module "LIST".
 
     ``lists``: cgtwist.storage.lists.ListStore; ``submission``: ISubmission for the copies
@@ -93,7 +100,7 @@ class ListAgent:
     def __init__(
         self,
         lists: ListStore,
-        submission: Any,
+        submission: ISubmission,
         settings: SettingsHolder,
         secret: bytes,
         hostname: str,
@@ -108,22 +115,7 @@ class ListAgent:
         self.clock = clock
         self.archive = archive
 
-    def deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """Act once per role among ``recipients``; fires with them, states set."""
-        if queue is None and recipients:
-            queue = QueueName.parse(recipients[0].route)
-        return defer.Deferred.fromCoroutine(
-            self._deliver(msg_id, envelope, data, recipients, queue)
-        )
-
-    async def _deliver(
+    async def attempt(
         self,
         msg_id: str,
         envelope: Envelope,
@@ -131,6 +123,7 @@ class ListAgent:
         recipients: list[Recipient],
         queue: Optional[QueueName],
     ) -> list[Recipient]:
+        """Act once per role among ``recipients``; fires with them, states set."""
         list_address = queue.queue if queue is not None else ""
         try:
             lst = await self.lists.get_list(list_address)
@@ -141,9 +134,9 @@ class ListAgent:
                 list=list_address,
                 error=str(e) or type(e).__name__,
             )
-            return _all(recipients, "pending", "451 4.3.0 list store unavailable")
+            return settle(recipients, "pending", "451 4.3.0 list store unavailable")
         if lst is None:
-            return _all(recipients, "failed", "550 5.1.1 no such mailing list")
+            return settle(recipients, "failed", "550 5.1.1 no such mailing list")
         by_role: dict[Role, list[Recipient]] = {}
         for r in recipients:
             by_role.setdefault(addresses.role_of(r.address, lst.address), []).append(r)
@@ -194,7 +187,15 @@ class ListAgent:
 
     async def _post(self, msg_id: str, lst: MailingList, envelope: Envelope, data: bytes) -> None:
         fields, _body = split_message(data)
-        if is_our_copy(fields, lst):  # RFC 2919: our own List-Id came back in: a loop
+        # Our own copy back in: our List-Id (RFC 2919) or, when another list replaced that,
+        # our hop marker (cgtwist.message.loops), which every list keeps.
+        if is_our_copy(fields, lst) or loops.refusal(lst.address, loops.hops(data)):
+            log.warn(
+                "{msg_id}: list {list} mail loop: its own copy came back from <{sender}>",
+                msg_id=msg_id,
+                list=lst.address,
+                sender=envelope.sender,
+            )
             raise Outcome("delivered", "250 2.0.0 loop: the list's own copy dropped")
         if not envelope.sender:  # a bounce sent to the list address: never distributed
             raise Outcome("delivered", "250 2.0.0 null sender: not distributed")
@@ -210,7 +211,8 @@ class ListAgent:
         # anyone's to write.
         owner = bool(lst.owner) and envelope.submit.get("account", "").lower() == lst.owner
         if lst.policy == "moderated" and not owner:
-            await self._hold(msg_id, lst, envelope.sender, data)
+            subject = field_value(fields, "Subject") or ""
+            await self._hold(msg_id, lst, envelope.sender, subject, data)
             raise Outcome("delivered", "250 2.0.0 held for moderation")
         await self.distribute(msg_id, lst, data)
 
@@ -226,19 +228,21 @@ class ListAgent:
         archive; fires with the number of feed recipients."""
         subs: list[Subscriber] = await self.lists.subscribers(lst.address)
         feed = [s.address for s in subs if s.receives == "feed"]
-        copy = distribution_copy(data, lst)  # shared: no subscriber to name in one-click
+        # read once; per subscriber only the List-* block differs. The hop marker goes on
+        # every copy, so it comes back in even through a list that replaces our List-Id.
+        prepared = prepare(loops.marked(data, lst.address), lst)
+        copy = prepared.copy(lst)  # shared: no subscriber to name in one-click
         if feed and lst.personalize:
             for address in feed:
                 token = self.token("unsubscribe", lst, address)
-                one = distribution_copy(data, lst, self._one_click(lst, token), token)
+                one = prepared.copy(lst, self._one_click(lst, token), token)
                 await self._submit(addresses.bounce_address(lst.address, address), [address], one)
         elif feed:
             await self._submit(addresses.bounce_address(lst.address), feed, copy)
         # after the copies: a submission refused for now (disk full) retries the whole post,
         # which must not put it into the digest twice
         if any(s.receives in ("digest", "index") for s in subs):
-            subject = field_value(split_message(copy)[0], "Subject") or ""
-            await self.lists.keep(lst.address, DIGEST, "", subject, copy)
+            await self.lists.keep(lst.address, DIGEST, "", prepared.subject, copy)
         await self._archive(msg_id, lst, copy)
         log.info(
             "{msg_id}: list {list} distributed to {n} subscriber(s)",
@@ -270,8 +274,9 @@ class ListAgent:
                 folder=lst.archive_folder,
             )
 
-    async def _hold(self, msg_id: str, lst: MailingList, sender: str, data: bytes) -> None:
-        subject, _body = _plain(data)
+    async def _hold(
+        self, msg_id: str, lst: MailingList, sender: str, subject: str, data: bytes
+    ) -> None:
         held = await self.lists.keep(lst.address, HELD, sender, subject, data)
         approve = self.token("approve", lst, held, self.settings.current.lists.moderation_timeout)
         reject = self.token("reject", lst, held, self.settings.current.lists.moderation_timeout)
@@ -405,18 +410,7 @@ class ListAgent:
         if not lst.confirm_subscribe:
             await self._confirmed(lst, tokens.Token("subscribe", lst.address, who, 0), who)
             return
-        token = self.token("subscribe", lst, who)
-        await self._notice(
-            lst,
-            who,
-            f"confirm {token}",
-            f"Someone asked to subscribe {who} to {lst.address}.\n\n"
-            "To confirm, reply to this message (keep the subject), or send a "
-            f"message to {addresses.role_address(lst.address, REQUEST)} with the "
-            f"subject:\n  confirm {token}\n\nIf you did not ask, ignore this "
-            "message.\n",
-            reply_to=addresses.role_address(lst.address, REQUEST),
-        )
+        await self._ask(lst, "subscribe", who, f"subscribe {who} to {lst.address}")
 
     async def _unsubscribe_request(self, lst: MailingList, who: str) -> None:
         sub = await self.lists.get_subscriber(lst.address, who)
@@ -428,14 +422,22 @@ class ListAgent:
                 f"{who} is not subscribed to {lst.address}.\n",
             )
             return
-        token = self.token("unsubscribe", lst, who)
+        await self._ask(lst, "unsubscribe", who, f"unsubscribe {who} from {lst.address}")
+
+    async def _ask(self, lst: MailingList, action: str, who: str, what: str) -> None:
+        """Ask ``who`` to confirm ``action``: the token rides in the subject, so a plain
+        reply to the ``-request`` address (commands.parse, tokens.find) confirms it."""
+        token = self.token(action, lst, who)
+        request = addresses.role_address(lst.address, REQUEST)
         await self._notice(
             lst,
             who,
             f"confirm {token}",
-            f"Someone asked to unsubscribe {who} from {lst.address}.\n\n"
-            "To confirm, reply to this message (keep the subject).\n",
-            reply_to=addresses.role_address(lst.address, REQUEST),
+            f"Someone asked to {what}.\n\n"
+            "To confirm, reply to this message (keep the subject), or send a message to "
+            f"{request} with the subject:\n  confirm {token}\n\n"
+            "If you did not ask, ignore this message.\n",
+            reply_to=request,
         )
 
     # ---- bounces -------------------------------------------------------------------------
@@ -518,9 +520,3 @@ class ListAgent:
             submit={"protocol": "LIST", "peer": "", "helo": self.hostname},
         )
         await self.submission.submit(envelope, data)
-
-
-def _all(recipients: list[Recipient], state: str, detail: str) -> list[Recipient]:
-    for r in recipients:
-        r.state, r.detail = state, detail
-    return recipients

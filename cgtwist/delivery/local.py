@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
+from cgtwist.delivery.agent import DeliveryAgent, settle
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
@@ -60,7 +61,7 @@ def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
 
 
 @implementer(IDeliveryAgent)
-class LocalDelivery:
+class LocalDelivery(DeliveryAgent):
     """``LocalDelivery(base_dir, store, notifier=None, *, reactor, threadpool=None,
     hostname=None)``: IDeliveryAgent for module "LOCAL".
 
@@ -147,24 +148,7 @@ class LocalDelivery:
 
         return defer.maybeDeferred(self.store.get_account, name, domain).addCallback(found)
 
-    def deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """One copy into the queue's account for all ``recipients``; fires with them updated.
-
-        ``queue`` is ``LOCAL(account)`` (read from the first recipient's route without one)."""
-        if queue is None and recipients:
-            queue = QueueName.parse(recipients[0].route)
-        return defer.Deferred.fromCoroutine(
-            self._deliver(msg_id, envelope, data, recipients, queue)
-        )
-
-    async def _deliver(
+    async def attempt(
         self,
         msg_id: str,
         envelope: Envelope,
@@ -172,8 +156,7 @@ class LocalDelivery:
         recipients: list[Recipient],
         queue: Optional[QueueName],
     ) -> list[Recipient]:
-        if not recipients:
-            return recipients
+        """One copy into the queue's account ``LOCAL(account)`` for all ``recipients``."""
         if queue is not None and queue.module == "LOCAL" and queue.queue:
             target = queue.queue
         else:
@@ -188,24 +171,24 @@ class LocalDelivery:
                 account=target,
                 error=str(e) or type(e).__name__,
             )
-            return _all(recipients, "pending", "451 4.3.0 account store unavailable")
+            return settle(recipients, "pending", "451 4.3.0 account store unavailable")
         if account is None:
             # Deleted after acceptance (or not yet created): keep the mail, retry (issue 2 §9).
             self.log.warn(
                 "local: {msg_id} no account {account}; will retry", msg_id=msg_id, account=target
             )
-            return _all(recipients, "pending", "451 4.2.1 mailbox unavailable: no such account")
+            return settle(recipients, "pending", "451 4.2.1 mailbox unavailable: no such account")
         address = account.address
         decision = await self._decide(msg_id, account, envelope, data)
         if decision.discard:
             self.log.info(
                 "local: {msg_id} to {account} discarded by rules", msg_id=msg_id, account=address
             )
-            return _all(recipients, "delivered", "250 2.0.0 discarded by rules")
+            return settle(recipients, "delivered", "250 2.0.0 discarded by rules")
         if decision.reject:
             text = " ".join(decision.reject.split())[:200] or "rejected by rules"
             status = "" if _STATUS_RE.match(text) else "5.7.1 "
-            return _all(recipients, "failed", f"550 {status}{text}")
+            return settle(recipients, "failed", f"550 {status}{text}")
         if decision.data is not None:
             data = decision.data
         eol = _eol(data)
@@ -238,7 +221,7 @@ class LocalDelivery:
             self.log.error(
                 "local: {msg_id} unsafe account name {account}", msg_id=msg_id, account=address
             )
-            return _all(recipients, "failed", "550 5.1.3 bad mailbox name")
+            return settle(recipients, "failed", "550 5.1.3 bad mailbox name")
         except OSError as e:
             nospace = e.errno in (errno.ENOSPC, errno.EDQUOT)
             detail = (
@@ -247,7 +230,7 @@ class LocalDelivery:
                 else f"451 4.3.0 local delivery failed ({errno.errorcode.get(e.errno or 0, 'error')})"
             )
             self._log_failure(msg_id, address, "INBOX", e)
-            return _all(recipients, "pending", detail)
+            return settle(recipients, "pending", detail)
         self.log.debug(
             "local: {msg_id} delivered to {account} as {file}",
             msg_id=msg_id,
@@ -255,7 +238,7 @@ class LocalDelivery:
             file=fname,
         )
         self._notify(address)
-        return _all(recipients, "delivered", "250 2.0.0 delivered to INBOX")
+        return settle(recipients, "delivered", "250 2.0.0 delivered to INBOX")
 
     def store_in(self, msg_id: str, address: str, folder: str, data: bytes) -> defer.Deferred[bool]:
         """Store ``data`` in ``folder`` of account ``address``, no Rules (the LIST module's
@@ -315,7 +298,7 @@ class LocalDelivery:
             fname = await deferToThreadPool(self.reactor, pool, write)
         except OSError as e:
             self._log_failure(msg_id, account.address, folder, e)
-            return _all(recipients, "pending", "451 4.3.0 local delivery failed")
+            return settle(recipients, "pending", "451 4.3.0 local delivery failed")
         self.log.debug(
             "local: {msg_id} stored in {folder} of {account} as {file}",
             msg_id=msg_id,
@@ -327,7 +310,7 @@ class LocalDelivery:
             defer.maybeDeferred(self.notifier.mailbox_changed, account.address, folder).addErrback(
                 lambda f: self.log.failure("local: notifier failed", f)
             )
-        return _all(recipients, "delivered", f"250 2.0.0 delivered to {folder}")
+        return settle(recipients, "delivered", f"250 2.0.0 delivered to {folder}")
 
     def _log_failure(self, msg_id: str, address: str, folder: str, e: OSError) -> None:
         """One line per failed delivery; a failed commit says what became of the copy."""
@@ -398,9 +381,3 @@ def mark_new(path: str, fname: str, flags: tuple[str, ...]) -> str:
     with contextlib.suppress(OSError):
         md.fsync_dir(new)
     return dest
-
-
-def _all(recipients: list[Recipient], state: str, detail: str) -> list[Recipient]:
-    for r in recipients:
-        r.state, r.detail = state, detail
-    return recipients

@@ -22,6 +22,7 @@ from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cgtwist.delivery.agent import DeliveryAgent
 from cgtwist.delivery.bounce import one_line
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
@@ -138,7 +139,7 @@ class _Run(protocol.ProcessProtocol):
 
 
 @implementer(IDeliveryAgent)
-class PipeDelivery:
+class PipeDelivery(DeliveryAgent):
     """IDeliveryAgent for module "PIPE": one run of the program per recipient.
 
     ``reactor`` spawns processes; ``clock`` (default: the reactor) runs the timeout.
@@ -153,20 +154,7 @@ class PipeDelivery:
         self.reactor = reactor
         self.clock = clock or reactor
 
-    def deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """Run ``PIPE(program)`` once per recipient; fires with them, states set."""
-        return defer.Deferred.fromCoroutine(
-            self._deliver(msg_id, envelope, data, recipients, queue)
-        )
-
-    async def _deliver(
+    async def attempt(
         self,
         msg_id: str,
         envelope: Envelope,
@@ -174,6 +162,7 @@ class PipeDelivery:
         recipients: list[Recipient],
         queue: Optional[QueueName],
     ) -> list[Recipient]:
+        """Run ``PIPE(program)`` once per recipient."""
         # Programs read native line endings, as mail delivered to a Unix mailbox has.
         native = re.sub(rb"\r\n", b"\n", data)
         for r in recipients:

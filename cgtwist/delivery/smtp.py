@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IAddress, IReactorTCP, IStreamClientEndp
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from cgtwist.delivery.agent import DeliveryAgent, settle
 from cgtwist.delivery.bounce import DSN_PASSED, remote_detail
 from cgtwist.delivery.smtp_client import (
     Reply,
@@ -98,7 +99,7 @@ class _OneConnection(Factory):
 
 
 @implementer(IDeliveryAgent)
-class SMTPDelivery:
+class SMTPDelivery(DeliveryAgent):
     """IDeliveryAgent for module "SMTP": queue = recipient domain or ``[192.0.2.1]`` literal.
 
     ``tls_client_options(host)`` gives the creator for opportunistic STARTTLS;
@@ -166,42 +167,23 @@ class SMTPDelivery:
 
     # --- IDeliveryAgent ----------------------------------------------------------------------
 
-    def deliver(
+    async def attempt(
         self,
         msg_id: str,
         envelope: Envelope,
         data: bytes,
         recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """One attempt for ``recipients`` (one logical queue); fires with them, states set.
-
-        ``queue`` is ``SMTP(domain)`` (read from the first recipient's route without one)."""
-        if not recipients:
-            return defer.succeed(recipients)
-        domain = _domain_of(queue or QueueName.parse(recipients[0].route), recipients[0])
-        return defer.Deferred.fromCoroutine(
-            self._deliver(msg_id, domain, envelope, data, recipients)
-        )
-
-    async def _deliver(
-        self, msg_id: str, queue: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
+        queue: Optional[QueueName],
     ) -> list[Recipient]:
-        try:
-            return await self._attempt(msg_id, queue, envelope, data, recipients)
-        except Exception as e:  # never let a bug lose the recipients: retry later
-            log.failure("{msg_id}: SMTP({queue}) delivery crashed", msg_id=msg_id, queue=queue)
-            _set_all(
-                recipients, "pending", f"4.3.0 internal error during delivery ({type(e).__name__})"
-            )
-            return recipients
+        """One attempt for ``recipients`` of ``SMTP(domain)``."""
+        domain = _domain_of(queue, recipients[0])
+        return await self._attempt(msg_id, domain, envelope, data, recipients)
 
     async def _attempt(
         self, msg_id: str, queue: str, envelope: Envelope, data: bytes, recipients: list[Recipient]
     ) -> list[Recipient]:
         if self._stopping:
-            _set_all(recipients, "pending", "4.3.2 server shutting down")
-            return recipients
+            return settle(recipients, "pending", "4.3.2 server shutting down")
         relay = self.settings.current.smtp.relayhost.strip()
         port = self._remote_port()
         auth: Optional[tuple[str, str]] = None
@@ -235,24 +217,10 @@ class SMTPDelivery:
                         break
                     tried += 1
                     opportunistic = not verified and self.settings.current.smtp.opportunistic_tls
-                    outcome = await self._session(
-                        msg_id,
-                        key,
-                        target,
-                        ip,
-                        port,
-                        envelope,
-                        data,
-                        recipients,
-                        verified,
-                        opportunistic,
-                        auth,
-                    )
-                    if outcome is None:
-                        return recipients
-                    if outcome == "tls" and opportunistic:
-                        # A broken TLS stack must not make a domain unreachable: RFC 3207 §4.1
-                        # lets the client go on in plaintext; try this address once without TLS.
+                    # A broken TLS stack must not make a domain unreachable: RFC 3207 §4.1
+                    # lets the client go on in plaintext; try this address once without TLS.
+                    outcome: Optional[str] = "tls"
+                    for tls in (True, False) if opportunistic else (False,):
                         outcome = await self._session(
                             msg_id,
                             key,
@@ -263,17 +231,21 @@ class SMTPDelivery:
                             data,
                             recipients,
                             verified,
-                            False,
+                            tls,
                             auth,
                         )
-                        if outcome is None:
-                            return recipients
-                    if outcome == "tls":
-                        outcome = f"4.7.5 TLS with {target.host}[{ip}] failed"
-                    last = outcome
+                        if outcome != "tls":
+                            break
+                    if outcome is None:
+                        return recipients
+                    last = (
+                        f"4.7.5 TLS with {target.host}[{ip}] failed"
+                        if outcome == "tls"
+                        else outcome
+                    )
         except DestinationError as e:
             state = "failed" if e.permanent else "pending"
-            _set_all(recipients, state, f"{e.enhanced} {e.text}")
+            settle(recipients, state, f"{e.enhanced} {e.text}")
             log.info(
                 "{msg_id}: SMTP({queue}) {state}: {enhanced} {text}",
                 msg_id=msg_id,
@@ -283,7 +255,7 @@ class SMTPDelivery:
                 text=e.text,
             )
             return recipients
-        _set_all(recipients, "pending", last)
+        settle(recipients, "pending", last)
         log.info(
             "{msg_id}: SMTP({queue}) deferred: {detail}", msg_id=msg_id, queue=queue, detail=last
         )
@@ -383,7 +355,7 @@ class SMTPDelivery:
     ) -> list[Recipient]:
         """Fail what must not go on the wire; return the recipients to send."""
         if envelope.sender and not _safe_path(envelope.sender):
-            _set_all(recipients, "failed", "5.1.7 unusable sender address")
+            settle(recipients, "failed", "5.1.7 unusable sender address")
             return []
         todo = []
         for r in recipients:
@@ -394,7 +366,7 @@ class SMTPDelivery:
         utf8 = not (envelope.sender.isascii() and all(r.address.isascii() for r in todo))
         if todo and utf8 and "SMTPUTF8" not in client.extensions:
             # RFC 6531 §3.2: without SMTPUTF8 at the next hop the message cannot be sent.
-            _set_all(
+            settle(
                 todo,
                 "failed",
                 "5.6.7 the receiving server does not accept internationalised addresses (SMTPUTF8)",
@@ -591,12 +563,6 @@ def _set(r: Recipient, reply: Any, host: str, ip: str) -> None:
     else:
         r.state = "pending"
     r.detail = remote_detail(host, ip, str(reply))
-
-
-def _set_all(recipients: list[Recipient], state: str, detail: str) -> None:
-    for r in recipients:
-        r.state = state
-        r.detail = detail
 
 
 def _domain_of(queue: Optional[QueueName], r: Recipient) -> str:

@@ -65,13 +65,18 @@ def field_value(fields: Iterable[Field], name: str) -> Optional[str]:
     key = name.lower().encode("ascii")
     for f in fields:
         if f.name == key:
-            raw = f.raw.split(b":", 1)[1].decode("utf-8", "replace")
-            value = re.sub(r"\r\n[ \t]", " ", raw).strip()
-            try:
-                return str(make_header(decode_header(value)))
-            except Exception:
-                return value
+            return _decoded(f.raw.split(b":", 1)[1])
     return None
+
+
+def _decoded(raw: bytes) -> str:
+    """A raw field value unfolded (RFC 5322 §2.2.3) and its encoded words decoded (RFC 2047);
+    undecodable text is kept as it came."""
+    value = re.sub(r"\r\n[ \t]", " ", raw.decode("utf-8", "replace")).strip()
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:
+        return value
 
 
 def sender_of(fields: Iterable[Field]) -> str:
@@ -120,13 +125,7 @@ def is_our_copy(fields: Iterable[Field], lst: MailingList) -> bool:
 
 def _tagged_subject(raw: bytes, tag: str) -> bytes:
     name, _colon, value = raw.partition(b":")
-    text = value.decode("utf-8", "replace")
-    flat = re.sub(r"\r\n[ \t]", " ", text).strip()
-    try:
-        decoded = str(make_header(decode_header(flat)))
-    except Exception:
-        decoded = flat
-    if tag.lower() in decoded.lower():
+    if tag.lower() in _decoded(value).lower():
         return raw
     return name + b": " + f"{tag} ".encode() + value.lstrip(b" \t")
 
@@ -137,13 +136,23 @@ def _footer_fits(fields: list[Field]) -> bool:
     return ctype.startswith("text/plain") and cte in ("7bit", "8bit")
 
 
-def distribution_copy(
-    data: bytes,
-    lst: MailingList,
-    one_click: str = "",
-    unsubscribe_token: str = "",
-) -> bytes:
-    """The copy of ``data`` the subscribers of ``lst`` receive."""
+@dataclass(frozen=True)
+class Prepared:
+    """A post made ready for the subscribers once: every field but the RFC 2369 block, which
+    alone differs between subscribers when the list personalises (their unsubscribe token)."""
+
+    head: bytes  # the post's own fields as the copies carry them
+    body: bytes
+    subject: str  # the copies' Subject (decoded, tagged), for the digest
+
+    def copy(self, lst: MailingList, one_click: str = "", unsubscribe_token: str = "") -> bytes:
+        """One subscriber's copy (or everyone's, without a token)."""
+        return rfc2369_fields(lst, one_click, unsubscribe_token) + self.head + b"\r\n" + self.body
+
+
+def prepare(data: bytes, lst: MailingList) -> Prepared:
+    """Read ``data`` once for its copies: fields the list replaces dropped, the subject
+    tagged, Reply-To set, the footer added to a plain-text body."""
     fields, body = split_message(data)
     out = [f for f in fields if f.name not in _REPLACED]
     if lst.subject_tag:
@@ -164,8 +173,17 @@ def distribution_copy(
         text = lst.footer.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
         sep = b"" if not body or body.endswith(b"\r\n") else b"\r\n"
         body = body + sep + b"-- \r\n" + text + (b"" if text.endswith(b"\r\n") else b"\r\n")
-    head = rfc2369_fields(lst, one_click, unsubscribe_token) + b"".join(f.raw for f in out)
-    return head + b"\r\n" + body
+    return Prepared(b"".join(f.raw for f in out), body, field_value(out, "Subject") or "")
+
+
+def distribution_copy(
+    data: bytes,
+    lst: MailingList,
+    one_click: str = "",
+    unsubscribe_token: str = "",
+) -> bytes:
+    """The copy of ``data`` the subscribers of ``lst`` receive."""
+    return prepare(data, lst).copy(lst, one_click, unsubscribe_token)
 
 
 def notice(

@@ -34,7 +34,7 @@ from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.logical import LogicalQueue
-from cgtwist.queue.outcome import outcome, record, retry_or_expire, settle
+from cgtwist.queue.outcome import crashed, outcome, record, retry_or_expire, settle
 from cgtwist.queue.reports import Report, Reports
 from cgtwist.queue.scheduler import Scheduler
 from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, Msg
@@ -399,7 +399,16 @@ class QueueManager:
         m.running += 1
         self.scheduler.started(lq)
         d = self.data.load(m)
-        d.addCallback(lambda data: agent.deliver(m.msg_id, m.envelope, data, copies, queue=lq.name))
+
+        def attempt(data: bytes) -> defer.Deferred[list[Recipient]]:
+            # The agent's failure is told apart here: only the load above may say the
+            # message is gone (a KeyError raised by an agent's bug is just a failed attempt).
+            run = defer.maybeDeferred(
+                agent.deliver, m.msg_id, m.envelope, data, copies, queue=lq.name
+            )
+            return run.addErrback(crashed, lq.name, m, copies)
+
+        d.addCallback(attempt)
         d.addBoth(self._delivered, lq, m, job, copies)
         self._track(d)
 

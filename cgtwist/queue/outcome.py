@@ -39,24 +39,35 @@ def settle(m: Msg, i: int, state: str, detail: str, how: str) -> None:
     )
 
 
+def crashed(failure: Failure, queue: QueueName, m: Msg, copies: list[Recipient]) -> list[Recipient]:
+    """The attempt itself failed (an agent's bug): its traceback logged, every undelivered
+    recipient pending, so the message is retried, never lost or bounced."""
+    log.failure(
+        "queue: {queue} delivery of {msg_id} failed",
+        failure,
+        queue=str(queue),
+        msg_id=m.msg_id,
+    )
+    for c in copies:
+        if c.state != DELIVERED:
+            c.state, c.detail = PENDING, "4.3.0 internal error during delivery"
+    return copies
+
+
 def outcome(result: Any, queue: QueueName, m: Msg, copies: list[Recipient]) -> list[Recipient]:
-    """The recipients as the agent left them; after a failure of the attempt itself,
-    every undelivered one pending (a message gone from the spool is forgotten)."""
+    """The recipients as the agent left them. ``result`` is a Failure when the message
+    could not be read from the spool (it vanished or is corrupt: forgotten) or the attempt
+    failed otherwise (``crashed``); an agent's own failure reaches here through ``crashed``
+    already, so its exception type never reads as a vanished message."""
     if isinstance(result, Failure):
-        if isinstance(result.value, (SpoolCorrupt, KeyError)):
-            log.error(
-                "queue: {msg_id} vanished from the spool ({why}); forgotten",
-                msg_id=m.msg_id,
-                why=result.getErrorMessage(),
-            )
-            m.dropped = True
-        else:
-            log.failure(
-                "queue: {queue} delivery of {msg_id} failed",
-                result,
-                queue=str(queue),
-                msg_id=m.msg_id,
-            )
+        if not isinstance(result.value, (SpoolCorrupt, KeyError)):
+            return crashed(result, queue, m, copies)
+        log.error(
+            "queue: {msg_id} vanished from the spool ({why}); forgotten",
+            msg_id=m.msg_id,
+            why=result.getErrorMessage(),
+        )
+        m.dropped = True
         for c in copies:
             if c.state != DELIVERED:
                 c.state, c.detail = PENDING, "4.3.0 internal error during delivery"

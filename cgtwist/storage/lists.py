@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import json
 import secrets
 import time
-from typing import Any, Callable, Coroutine, Iterable, Mapping, Optional, ParamSpec, TypeVar
-
-from twisted.internet.defer import Deferred
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound
 from cgtwist.lists.addresses import candidates
@@ -32,19 +29,11 @@ from cgtwist.lists.model import (
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import Cursor, Database
+from cgtwist.storage.storebase import _deferred
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 HELD, DIGEST = "held", "digest"
-
-
-def _deferred(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Deferred[T]]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        return Deferred.fromCoroutine(fn(*args, **kwargs))
-
-    return wrapper
 
 
 def split_list_address(address: str) -> tuple[str, str]:
@@ -131,18 +120,14 @@ class ListStore:
     async def add_list(self, address: str, values: Optional[Mapping[str, Any]] = None) -> None:
         """Create list ``name@domain`` in one of our domains, with ``values`` over the defaults.
 
-        A list shares its domain's name space with accounts and aliases: the caller checks
-        those (cgtwist.cli_lists) since accounts are the account store's."""
+        A list shares its domain's name space with accounts, aliases, forwarders and groups
+        (``tables.claim_name_txn``, in the same transaction)."""
         name, domain = split_list_address(address)
         fields = {k: check_field(k, v) for k, v in (values or {}).items()}
         now = int(self._now())
 
         def txn(cur: Cursor) -> None:
-            did = tables.domain_id_txn(cur, domain)
-            if did is None:
-                raise NotFound(f"domain {domain} does not exist")
-            if cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, name)):
-                raise AlreadyExists(f"list {name}@{domain} already exists")
+            did = tables.claim_name_txn(cur, name, domain, "list", via_alias=False)
             cur.execute(
                 "INSERT INTO lists (domain_id, name, settings, created) VALUES (?, ?, ?, ?)",
                 (did, name, json.dumps(fields, sort_keys=True), now),

@@ -89,6 +89,36 @@ def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
     )
 
 
+def name_taken_txn(cur: Cursor, did: int, n: str) -> str:
+    """What ``n`` already is in domain ``did``: "account", "alias", "forwarder or group",
+    "list", or "" when it is free."""
+    if account_row_txn(cur, did, n) is not None:
+        return "account"
+    if alias_target_txn(cur, did, n) is not None:
+        return "alias"
+    if group_exists_txn(cur, did, n):
+        return "forwarder or group"
+    if cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, n)):
+        return "list"
+    return ""
+
+
+def claim_name_txn(cur: Cursor, n: str, d: str, kind: str, via_alias: bool = True) -> int:
+    """The id of domain ``d`` (or of the domain it is an alias of, with ``via_alias``) where
+    ``n`` is free for a new ``kind``. A domain has one name space: an account, an alias, a
+    forwarder or group and a list may not share a name, since the Router would let one hide
+    the other. Raises NotFound (no such domain) or AlreadyExists (the name is taken)."""
+    did = resolve_domain_txn(cur, d) if via_alias else domain_id_txn(cur, d)
+    if did is None:
+        raise NotFound(f"domain {d} does not exist")
+    taken = name_taken_txn(cur, did, n)
+    if taken == kind:
+        raise AlreadyExists(f"{kind} {n}@{d} already exists")
+    if taken:
+        raise AlreadyExists(f"{n}@{d} is {'an' if taken[0] in 'aeiou' else 'a'} {taken}")
+    return did
+
+
 def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
     row = cur.query_one(
         "SELECT id, name, enabled, services, settings FROM domains WHERE name = ?", (d,)
@@ -304,15 +334,7 @@ def update_account_txn(
 
 
 def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
-    did = resolve_domain_txn(cur, d)
-    if did is None:
-        raise NotFound(f"domain {d} does not exist")
-    if account_row_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} is an account")
-    if alias_target_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"alias {n}@{d} already exists")
-    if group_exists_txn(cur, did, n):
-        raise AlreadyExists(f"{n}@{d} is a forwarder or group")
+    did = claim_name_txn(cur, n, d, "alias")
     cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 

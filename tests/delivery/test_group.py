@@ -72,3 +72,20 @@ class GroupDeliveryTests(unittest.TestCase):
         self.submission.error = MailError(452, "4.3.1", "Insufficient system storage")
         r = self.deliver()
         self.assertEqual((r.state, r.detail), ("pending", "4.3.1 Insufficient system storage"))
+
+    def test_a_nested_group_does_not_send_back_to_its_parent(self) -> None:
+        """Groups that name each other (``all`` holds ``staff``, ``staff`` holds ``all``) give
+        every member one copy and the sender no loop DSN: ``staff`` does not send the copy
+        back to ``all``, which had it (and would fail it with 5.4.6)."""
+        r = self.deliver(data=b"Delivered-To: alice@example.com\r\n" + MESSAGE)
+        self.assertEqual(r.state, "delivered")
+        env, _data = self.submission.sent[0]
+        self.assertEqual([x.address for x in env.recipients], ["x@far.dom"])
+
+    def test_nothing_left_to_send_to_is_a_loop(self) -> None:
+        r = self.deliver(
+            data=b"Delivered-To: x@far.dom\r\nDelivered-To: Alice@example.com\r\n" + MESSAGE
+        )
+        self.assertEqual(r.state, "failed")
+        self.assertIn("5.4.6", r.detail)
+        self.assertEqual(self.submission.sent, [])

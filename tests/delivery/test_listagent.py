@@ -134,6 +134,29 @@ class ListAgentTests(DatabaseCase):
         r = await self.deliver(LIST, copy)
         self.assertEqual((r.state, len(self.sub.sent)), ("delivered", 1))
 
+    async def test_two_lists_subscribed_to_each_other_do_not_loop(self) -> None:
+        """A list subscribed to another list that is subscribed back (ops@ to dev@ and dev@
+        to ops@) must not send a post around for ever: each list replaces the other's
+        List-Id, so the list's own hop marker (Delivered-To, kept by every list) stops the
+        copy that comes back."""
+        await self.build(policy="anyone")
+        await self.lists.add_list("ops@example.org", {"policy": "anyone"})
+        await self.lists.put_subscribers("ops@example.org", [Subscriber(LIST)])
+        await self.lists.put_subscribers(LIST, [Subscriber("ops@example.org")])
+        ops = QueueName("LIST", "ops@example.org")
+        await self.deliver(LIST, post())
+        copy_to_ops = next(d for e, d in self.sub.sent if "ops@example.org" in str(e.recipients))
+        r = Recipient("ops@example.org", route=str(ops))
+        env = Envelope("dev-bounce@example.org", [r])
+        await self.agent.deliver("m2", env, copy_to_ops, [r], ops)
+        self.assertEqual(r.state, "delivered", r.detail)
+        [back] = [d for e, d in self.sub.sent[1:] if LIST in [x.address for x in e.recipients]]
+        sent = len(self.sub.sent)
+        again = await self.deliver(LIST, back, sender="ops-bounce@example.org")
+        self.assertEqual(again.state, "delivered", again.detail)
+        self.assertIn("loop", again.detail)
+        self.assertEqual(len(self.sub.sent), sent)  # nothing distributed a second time
+
     async def test_moderation_approve_by_reply_and_reject(self) -> None:
         """A moderated list holds a post and mails the owner tokens; a reply with the approve
         token distributes it, the reject token tells the poster; a token works once."""
@@ -372,6 +395,26 @@ class ListAgentTests(DatabaseCase):
         self.assertEqual(load_secret(base), first)
         mode = stat.S_IMODE(os.stat(os.path.join(base, "lists.secret")).st_mode)
         self.assertEqual(mode, 0o600)
+
+    def test_a_secret_interrupted_while_made_does_not_stop_the_server(self) -> None:
+        """A first start that fails while writing the secret (disk full, a crash) must not
+        leave an empty lists.secret behind that refuses every later start."""
+        base = temp_dir(self)
+        real = os.write, os.writev
+
+        def full(fd: int, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+        os.write = os.writev = full  # type: ignore[assignment]
+        try:
+            with self.assertRaises(OSError):
+                load_secret(base)
+        finally:
+            os.write, os.writev = real
+        secret = load_secret(base)
+        self.assertEqual(len(secret), 32)
+        self.assertEqual(load_secret(base), secret)
+        self.assertEqual(os.listdir(base), ["lists.secret"])
 
 
 class ListRoutingTests(DatabaseCase):

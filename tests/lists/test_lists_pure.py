@@ -82,6 +82,17 @@ class HeaderTests(unittest.TestCase):
         self.assertTrue(headers.is_our_copy(headers.split_message(copy)[0], lst))
         self.assertFalse(headers.is_our_copy(headers.split_message(POST)[0], lst))
 
+    def test_prepared_once_per_post(self) -> None:
+        """A personalised post is read once: each subscriber's copy differs from the shared
+        one only in its unsubscribe fields, and the digest keeps the copies' tagged subject."""
+        lst = MailingList("dev", "example.org", subject_tag="[dev]", footer="Bye")
+        prepared = headers.prepare(POST, lst)
+        self.assertEqual(prepared.subject, "[dev] Hello")
+        self.assertEqual(prepared.copy(lst), headers.distribution_copy(POST, lst))
+        mine = email.message_from_bytes(prepared.copy(lst, "https://h/u?t=tok", "tok"))
+        self.assertIn("subject=unsubscribe%20tok", mine["List-Unsubscribe"])
+        self.assertEqual(mine["Subject"], "[dev] Hello")
+
     def test_no_footer_on_multipart(self) -> None:
         """A footer is never appended to a MIME multipart body (it would corrupt it)."""
         post = b"From: a@b.org\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x--\r\n"

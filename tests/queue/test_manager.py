@@ -399,6 +399,24 @@ class RobustnessTests(QueueTestCase):
         self.assertEqual(self.spooled(), [])
         self.assertEqual([c[1] for c in self.local.calls], [msg_id, msg_id])
 
+    def test_agent_keyerror_is_not_a_vanished_message(self) -> None:
+        """An agent bug raising KeyError (or a spool error type) is a failed attempt, retried:
+        only the spool's own load failing means the message is gone and may be forgotten."""
+
+        def boom(q: str, r: object) -> None:
+            raise KeyError("agent bug")
+
+        self.local.behaviour = boom  # type: ignore[assignment]
+        msg_id = self.submit(env("a@example.com"))
+        self.pump()
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        self.assertEqual(self.bounced, [])
+        self.assertIn(f"{msg_id}.msg", self.spooled())  # kept, not forgotten
+        self.local.behaviour = lambda q, r: ("delivered", "250 ok")
+        self.pump(60)
+        self.assertEqual(self.spooled(), [])
+        self.assertEqual([c[1] for c in self.local.calls], [msg_id, msg_id])
+
     def test_scheduler_survives_start_bug(self) -> None:
         """A bug while starting a delivery parks that job; the scheduler neither dies nor spins,
         and other mail still flows."""

@@ -46,6 +46,36 @@ class ListStoreTestsMixin:
         await lists.remove_list("dev@example.org")
         self.assertIsNone(await lists.get_list("dev@example.org"))
 
+    async def test_one_name_space_per_domain(self: Any) -> None:
+        """A list, an account, an alias and a forwarder or group never share a name: the
+        Router would silently let one hide the other (a list before a group, an account
+        before a list), so whichever comes second is refused, in either order."""
+        store = await self.open_store()
+        await store.add_domain("example.org")
+        lists = ListStore(store.db)
+        await store.add_group("group", "team", "example.org", ["bob@example.org"])
+        await store.add_account("alice", "example.org", "pw")
+        await store.add_alias("info", "example.org", "alice@example.org")
+        for taken, what in (
+            ("team", "forwarder or group"),
+            ("alice", "account"),
+            ("info", "alias"),
+        ):
+            with self.assertRaises(AlreadyExists) as e:
+                await lists.add_list(f"{taken}@example.org")
+            self.assertIn(
+                f"is an {what}" if what[0] in "aeiou" else f"is a {what}", str(e.exception)
+            )
+        await lists.add_list("dev@example.org")
+        for add in (
+            lambda: store.add_group("group", "dev", "example.org", ["bob@example.org"]),
+            lambda: store.add_account("dev", "example.org", "pw"),
+            lambda: store.add_alias("dev", "example.org", "alice@example.org"),
+        ):
+            with self.assertRaises(AlreadyExists) as e:
+                await add()
+            self.assertIn("dev@example.org is a list", str(e.exception))
+
     async def test_find_list_roles_and_domain_alias(self: Any) -> None:
         """Routing finds the list behind each of its addresses, also through a domain alias;
         a list named like a role address of another list wins for its own name."""

@@ -1,0 +1,87 @@
+"""What every delivery agent shares: the attempt's logical queue, a crash guard, settling.
+
+Owns the part of ``IDeliveryAgent.deliver`` that is the same for LOCAL, SMTP, PIPE, GROUP and
+LIST: an empty attempt answers at once, the logical queue is read from the first recipient's
+route when the caller gave none, the agent's ``attempt`` coroutine runs as a Deferred, and an
+exception escaping it leaves the recipients pending (the queue retries) with one logged
+traceback instead of reaching the queue manager as a failure. It decides nothing about a
+delivery: that is each agent's ``attempt``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet import defer
+
+from cgtwist.logs import Logger
+from cgtwist.types import Envelope, QueueName, Recipient
+
+log = Logger(namespace="cgtwist.delivery")
+
+
+def settle(recipients: list[Recipient], state: str, detail: str) -> list[Recipient]:
+    """Give every one of ``recipients`` ``state`` and ``detail``; returns them (an agent's
+    answer for an attempt decided as a whole)."""
+    for r in recipients:
+        r.state, r.detail = state, detail
+    return recipients
+
+
+class DeliveryAgent:
+    """Base of the IDeliveryAgent implementations: subclasses set ``module`` and write
+    ``attempt``; ``deliver`` is this class's (declare ``@implementer(IDeliveryAgent)`` on the
+    subclass)."""
+
+    module = ""
+
+    def deliver(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
+    ) -> defer.Deferred[list[Recipient]]:
+        """One attempt for ``recipients`` (one logical queue); fires with them, states set.
+
+        ``queue`` is the logical queue (read from the first recipient's route without one)."""
+        if not recipients:
+            return defer.succeed(recipients)
+        if queue is None:
+            queue = QueueName.parse(recipients[0].route)
+        return defer.Deferred.fromCoroutine(
+            self._guarded(msg_id, envelope, data, recipients, queue)
+        )
+
+    async def _guarded(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName],
+    ) -> list[Recipient]:
+        try:
+            return await self.attempt(msg_id, envelope, data, recipients, queue)
+        except Exception as e:  # never let a bug lose the recipients: retry later
+            log.failure(
+                "{msg_id}: {module} delivery to {queue} crashed",
+                msg_id=msg_id,
+                module=self.module,
+                queue=str(queue) if queue is not None else "-",
+            )
+            return settle(
+                recipients, "pending", f"4.3.0 internal error during delivery ({type(e).__name__})"
+            )
+
+    async def attempt(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName],
+    ) -> list[Recipient]:
+        """Deliver to ``recipients`` (never empty) of ``queue``; set each one's state."""
+        raise NotImplementedError

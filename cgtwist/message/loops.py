@@ -1,0 +1,68 @@
+"""Mail loops: the ``Delivered-To:`` hop markers a message carries and what they forbid.
+
+Owns the one rule every place that sends a message on applies (the LOCAL Rules' Redirect,
+Forward and Mirror; the GROUP agent's expansion): each address a message passes adds its
+marker (RFC 9228 §4, as Postfix's local(8) does); an address that finds its own marker
+already there refuses the message (5.4.6, RFC 3463: one DSN instead of a storm); a copy is
+never sent on to an address whose marker it carries (it had the message, and would refuse it);
+and the number of markers is bounded. Pure: reads and writes octets, decides nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Optional
+
+MAX_HEADER_BYTES = 256 * 1024  # the header section read for markers (as cgtwist.rules.facts)
+
+# A marker with its folded continuation lines (RFC 5322 §2.2.3), anywhere in the header.
+_MARKER = re.compile(rb"(?im)^delivered-to:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _header(data: bytes) -> bytes:
+    """The header section of ``data`` (up to its empty line, at most MAX_HEADER_BYTES)."""
+    head = data[:MAX_HEADER_BYTES]
+    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+    return head[: min(ends)] if ends else head
+
+
+def hops(data: bytes) -> list[str]:
+    """The addresses whose marker the message carries, lower-cased, newest first. Every
+    LOCAL delivery asks, so a message without one costs a single scan of its header."""
+    return [
+        b" ".join(m.split()).decode("utf-8", "replace").strip("<>").lower()
+        for m in _MARKER.findall(_header(data))
+    ]
+
+
+def refusal(
+    address: str, passed: Iterable[str], max_hops: Optional[int] = None, done: str = "delivered to"
+) -> str:
+    """The 5.4.6 reason ``address`` must not take a message that passed ``passed`` (its
+    ``hops``; ``done`` names what passing it did), or "" when it may."""
+    seen = [a.lower() for a in passed]
+    if address.lower() in seen:
+        return f"5.4.6 mail loop: already {done} {address}"
+    if max_hops is not None and len(seen) > max_hops:
+        return f"5.4.6 mail loop: {len(seen)} hops (more than {max_hops})"
+    return ""
+
+
+def never_back(targets: Iterable[str], passed: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``targets`` split into those the message may go on to and those it already passed
+    (each such address would refuse it as a loop)."""
+    had = {a.lower() for a in passed}
+    kept: list[str] = []
+    back: list[str] = []
+    for t in targets:
+        (back if t.lower() in had else kept).append(t)
+    return kept, back
+
+
+def marked(data: bytes, address: str) -> bytes:
+    """``data`` with ``address``'s marker in front, in the message's own line ending and
+    with control characters removed (no field can be injected through the address)."""
+    nl = data.find(b"\n")
+    eol = b"\n" if nl > 0 and data[nl - 1 : nl] != b"\r" else b"\r\n"
+    return b"Delivered-To: " + _UNSAFE.sub("", address).encode("utf-8", "replace") + eol + data
