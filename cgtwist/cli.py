@@ -162,9 +162,10 @@ class Context:
 
     @property
     def admin(self) -> Admin:
-        """The operations (cgtwist.admin) on this store, logged as made by this user."""
+        """The operations (cgtwist.admin) on this store, logged as made by this user (with
+        ``needs_store=False``, only ``queue``, which asks the server, is usable)."""
         return Admin(
-            self.accounts,
+            self.store,
             self.config.main_domain,
             self.config.node,
             changed=lambda what, change: self.changed.append((what, change)),
