@@ -2,8 +2,8 @@
 
 Owns each change as one method: validate, change the store, log who made it, tell the running
 server (``changed``). It must not parse command lines, print or render: its callers are
-cgtwist.cli and cgtwist.web. The Router and the queue are ``Admin.router`` and ``Admin.queue``
-(cgtwist.admin.router, cgtwist.admin.queue).
+cgtwist.cli and cgtwist.web. The Router, the queue and the mailing lists are ``Admin.router``,
+``Admin.queue`` and ``Admin.lists`` (cgtwist.admin.router, .queue, .lists).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Iterable, Optional, Union
 
 from cgtwist import settings as dynamic
 from cgtwist.admin.errors import AdminError
+from cgtwist.admin.lists import ListAdmin
 from cgtwist.admin.queue import Call, QueueAdmin
 from cgtwist.admin.router import RouterAdmin
 from cgtwist.core.auth import parse_login
@@ -21,6 +22,7 @@ from cgtwist.logs import Logger
 from cgtwist.paths import check_domain
 from cgtwist.storage import directory
 from cgtwist.storage.directory import AccountPage
+from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import generate_password
 
 log = Logger(namespace="cgtwist.admin")
@@ -75,6 +77,8 @@ class Admin:
         self._call = call
         self.router = RouterAdmin(store, main_domain, self._change)
         self.queue = QueueAdmin(call, self._log_change)
+        lists = ListStore(store.db) if store is not None else None  # None: queue-only CLI
+        self.lists = ListAdmin(lists, store, self._change, self._log_change, call)
 
     def acting_as(self, actor: str) -> Admin:
         """The same operations, logged as made by ``actor`` (a web session's account)."""

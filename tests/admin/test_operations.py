@@ -9,6 +9,7 @@ from twisted.logger import globalLogPublisher
 
 from cgtwist.admin import Admin, AdminError, ServerDown
 from cgtwist.admin.router import TableError
+from cgtwist.errors import StoreError
 from cgtwist.storage import directory
 from tests.storage.dbcase import DatabaseCase
 
@@ -93,6 +94,27 @@ class OperationsTests(AdminCase):
             await admin.queue.messages()
         with self.assertRaisesRegex(AdminError, "not a message id"):
             await admin.queue.act("hold", "../etc")
+
+    async def test_lists_are_managed_here_for_every_edge(self) -> None:
+        """A list is created, subscribed to and removed through Admin.lists; creating and
+        removing it tell the server (its Router caches which names are lists); a name an
+        account holds is refused; approving a held post needs the running server."""
+        admin = await self.admin()
+        with self.assertRaisesRegex(StoreError, "postmaster@example.com is an account"):
+            await admin.lists.add("postmaster@example.com", {})
+        await admin.lists.add("news@example.com", {"description": "News"})
+        await admin.lists.subscribe("news@example.com", "reader@elsewhere.test")
+        self.assertEqual(
+            [s.address for s in await admin.lists.subscribers("news@example.com")],
+            ["reader@elsewhere.test"],
+        )
+        with self.assertRaisesRegex(StoreError, "not subscribed"):
+            await admin.lists.unsubscribe("news@example.com", "other@elsewhere.test")
+        with self.assertRaises(ServerDown):
+            await admin.lists.decide("news@example.com", "1", approve=True)
+        await admin.lists.remove("news@example.com")
+        self.assertEqual(self.changed, ["lists", "lists"])
+        self.assertEqual(await admin.lists.all(), [])
 
     async def test_router_table_errors_name_the_line(self) -> None:
         admin = await self.admin()
