@@ -12,6 +12,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional, Union
 
+from cgtwist import account_settings
 from cgtwist import settings as dynamic
 from cgtwist.admin.errors import AdminError
 from cgtwist.admin.lists import ListAdmin
@@ -264,7 +265,47 @@ class Admin:
     async def aliases(self, domain: Optional[str] = None) -> list[tuple[str, str]]:
         return list(await self.store.list_aliases(domain))
 
+    # ---- forwarders and groups -------------------------------------------------------------
+
+    async def groups(
+        self, kind: str, domain: Optional[str] = None
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """Every forwarder or group (``kind``) of ``domain`` (None: of every domain) with
+        its addresses: [(address, targets), ...]."""
+        return list(await self.store.list_groups(kind, domain))
+
+    async def add_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
+        """Create forwarder or group ``name@domain`` sending on to ``targets``."""
+        t = list(targets)
+        await self.store.add_group(kind, name, domain, t)
+        await self._change(kind, f"{kind} {name}@{domain} -> {', '.join(t)} created")
+
+    async def set_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
+        """Replace the addresses of forwarder or group ``name@domain``."""
+        t = list(targets)
+        await self.store.set_group_targets(kind, name, domain, t)
+        await self._change(kind, f"{kind} {name}@{domain} set to {', '.join(t)}")
+
+    async def remove_group(self, kind: str, name: str, domain: str) -> None:
+        await self.store.remove_group(kind, name, domain)
+        await self._change(kind, f"{kind} {name}@{domain} removed")
+
     # ---- settings ------------------------------------------------------------------------
+
+    async def effective_settings(
+        self, domain: str, account: Optional[str] = None
+    ) -> account_settings.Effective:
+        """The account settings in force for ``account@domain`` (each with its source: the
+        account, its domain or the server's Account Defaults), or with no ``account`` what
+        the accounts of ``domain`` inherit."""
+        eff: account_settings.Effective
+        if account is None:  # NotFound for a domain that does not exist
+            eff = await self.store.get_effective_settings(domain)
+        elif await self.store.get_account(account, domain) is None:
+            raise AdminError(f"account {account}@{domain} does not exist")
+        else:
+            eff = await self.store.get_effective_settings(account, domain)
+        return eff
 
     async def server_settings(
         self, node: Optional[str] = None, key: Optional[str] = None

@@ -116,6 +116,24 @@ class OperationsTests(AdminCase):
         self.assertEqual(self.changed, ["lists", "lists"])
         self.assertEqual(await admin.lists.all(), [])
 
+    async def test_forwarders_groups_and_effective_settings(self) -> None:
+        """Forwarders and groups are changed here and each change tells the server; the
+        effective settings of an account or domain that does not exist are a clear error."""
+        admin = await self.admin()
+        await admin.add_group("forwarder", "sales", "example.com", ["a@elsewhere.test"])
+        await admin.set_group("forwarder", "sales", "example.com", ["b@elsewhere.test"])
+        self.assertEqual(
+            await admin.groups("forwarder"), [("sales@example.com", ("b@elsewhere.test",))]
+        )
+        await admin.remove_group("forwarder", "sales", "example.com")
+        self.assertEqual(self.changed, ["forwarder"] * 3)
+        eff = await admin.effective_settings("example.com", "postmaster")
+        self.assertIn("password.min_length", eff.sources)
+        with self.assertRaisesRegex(AdminError, "account nobody@example.com does not exist"):
+            await admin.effective_settings("example.com", "nobody")
+        with self.assertRaisesRegex(StoreError, "domain nowhere.test does not exist"):
+            await admin.effective_settings("nowhere.test")
+
     async def test_router_table_errors_name_the_line(self) -> None:
         admin = await self.admin()
         with self.assertRaises(TableError) as caught:
