@@ -2,8 +2,9 @@
 
 Owns each change as one method: validate, change the store, log who made it, tell the running
 server (``changed``). It must not parse command lines, print or render: its callers are
-cgtwist.cli and cgtwist.web. The Router, the queue and the mailing lists are ``Admin.router``,
-``Admin.queue`` and ``Admin.lists`` (cgtwist.admin.router, .queue, .lists).
+cgtwist.cli and cgtwist.web. The Router, the queue, the mailing lists and the Rules are
+``Admin.router``, ``.queue``, ``.lists`` and ``.rules`` (cgtwist.admin.router, .queue, .lists,
+.rules).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional, Union
 
+from twisted.internet.interfaces import IReactorTime
+
 from cgtwist import account_settings
 from cgtwist import settings as dynamic
 from cgtwist.admin.errors import AdminError
 from cgtwist.admin.lists import ListAdmin
 from cgtwist.admin.queue import Call, QueueAdmin
 from cgtwist.admin.router import RouterAdmin
+from cgtwist.admin.rules import Mailboxes, RulesAdmin
 from cgtwist.core.auth import parse_login
 from cgtwist.logs import Logger
 from cgtwist.paths import check_domain
@@ -58,7 +62,9 @@ class Admin:
     """Every administration operation on one store, made by ``actor`` (logged with each change).
 
     ``changed``: tells the running server (the CLI: the control socket; the web: a reload in
-    the same process). ``call``: sends a control command for the queue operations.
+    the same process). ``call``: sends a control command for the queue operations. ``clock``,
+    ``hostname`` and ``mailboxes`` (which folders an account has) are what Rules need to be
+    checked and explained as the server runs them.
     """
 
     def __init__(
@@ -69,6 +75,10 @@ class Admin:
         changed: Changed,
         call: Optional[Call] = None,
         actor: str = "cgtwist-admin",
+        *,
+        clock: Optional[IReactorTime] = None,
+        hostname: str = "",
+        mailboxes: Optional[Mailboxes] = None,
     ) -> None:
         self.store = store
         self.main_domain = main_domain
@@ -76,14 +86,27 @@ class Admin:
         self.actor = actor
         self._changed = changed
         self._call = call
+        self._rules_env = (clock, hostname, mailboxes)
         self.router = RouterAdmin(store, main_domain, self._change)
         self.queue = QueueAdmin(call, self._log_change)
         lists = ListStore(store.db) if store is not None else None  # None: queue-only CLI
         self.lists = ListAdmin(lists, store, self._change, self._log_change, call)
+        self.rules = RulesAdmin(store, main_domain, node, self._change, *self._rules_env)
 
     def acting_as(self, actor: str) -> Admin:
         """The same operations, logged as made by ``actor`` (a web session's account)."""
-        return Admin(self.store, self.main_domain, self.node, self._changed, self._call, actor)
+        clock, hostname, mailboxes = self._rules_env
+        return Admin(
+            self.store,
+            self.main_domain,
+            self.node,
+            self._changed,
+            self._call,
+            actor,
+            clock=clock,
+            hostname=hostname,
+            mailboxes=mailboxes,
+        )
 
     def _log_change(self, change: str) -> None:
         log.info("change by {actor}: {change}", actor=self.actor, change=change)

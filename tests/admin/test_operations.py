@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
 from cgtwist.admin import Admin, AdminError, ServerDown
@@ -133,6 +134,36 @@ class OperationsTests(AdminCase):
             await admin.effective_settings("example.com", "nobody")
         with self.assertRaisesRegex(StoreError, "domain nowhere.test does not exist"):
             await admin.effective_settings("nowhere.test")
+
+    async def test_rules_are_scoped_checked_stored_and_told(self) -> None:
+        """A rule set is named by an existing domain or account, checked as the server would
+        run it, stored with a revision and told to the server; explain runs the rules on a
+        message without delivering it."""
+        self.store = await self.open_store("example.com")
+        await self.store.bootstrap({"CGTWIST_POSTMASTER_PASSWORD": "pm-secret"})
+        changed: list[str] = []
+        admin = Admin(
+            self.store,
+            "example.com",
+            "default",
+            lambda what, change: changed.append(what),
+            clock=task.Clock(),
+            hostname="mail.example.com",
+        )
+        with self.assertRaisesRegex(AdminError, "no account nobody@example.com"):
+            await admin.rules.scope(account="nobody")
+        with self.assertRaisesRegex(AdminError, "no domain nowhere.test"):
+            await admin.rules.scope(domain="nowhere.test")
+        server = await admin.rules.scope()
+        with self.assertRaisesRegex(AdminError, "the Server Rules: none set"):
+            await admin.rules.delete(server)
+        text = 'version 1\n\nrule "Big"\n  priority 3\n  if Message Size greater than "1"\n'
+        text += '  do Add Header "X-Big: yes"\n'
+        rules, revision = await admin.rules.set(server, text)
+        self.assertEqual((len(rules.rules), revision, changed), (1, 1, ["rules"]))
+        self.assertEqual((await admin.rules.get(server)).text, text)
+        found = await admin.rules.explain(b"Subject: x\r\n\r\nbody\r\n", "postmaster")
+        self.assertEqual(found.actions, ["server: Add Header X-Big: yes"])
 
     async def test_router_table_errors_name_the_line(self) -> None:
         admin = await self.admin()
