@@ -85,14 +85,7 @@ async def list_unsubscribe(ctx: Context, args: argparse.Namespace) -> None:
 
 
 async def list_import(ctx: Context, args: argparse.Namespace) -> None:
-    try:
-        if args.file == "-":
-            text = ctx.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        ctx.fail(f"{args.file}: cannot read: {e}")
+    text = ctx.read(args.file)
     try:
         n = await ctx.admin.lists.import_csv(args.list, text, args.replace)
     except ValueError as e:
@@ -103,8 +96,11 @@ async def list_import(ctx: Context, args: argparse.Namespace) -> None:
 async def list_export(ctx: Context, args: argparse.Namespace) -> None:
     text = await ctx.admin.lists.export_csv(args.list)
     if args.file and args.file != "-":
-        with open(args.file, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(args.file, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            ctx.fail(f"{args.file}: cannot write: {e.strerror or e}")
     else:
         ctx.out.write(text)
 

@@ -67,7 +67,9 @@ class ListAdmin:
                     raise NotFound(f"{key} {who}: no such account")
 
     async def all(self, domain: Optional[str] = None) -> list[MailingList]:
-        """Every list (of ``domain``), sorted by address."""
+        """Every list (of ``domain``, which must exist), sorted by address."""
+        if domain is not None and await self.accounts.get_domain(domain) is None:
+            raise NotFound(f"domain {domain} does not exist")
         return list(await self.lists.list_lists(domain))
 
     async def get(self, address: str) -> MailingList:

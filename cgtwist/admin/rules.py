@@ -11,11 +11,13 @@ files, parse arguments or print.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Union
 
 from twisted.internet.interfaces import IReactorTime
 
+from cgtwist.address import parse_path
 from cgtwist.addresslist import AddressList, AddressListError
 from cgtwist.admin.errors import AdminError
 from cgtwist.core.auth import parse_login
@@ -28,6 +30,16 @@ from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, StoredRules
 from cgtwist.storage.rules import RuleStore as RuleTable
 from cgtwist.types import Account, Envelope, Recipient
+
+
+def _check_path(text: str, kind: str, what: str) -> None:
+    """An envelope address as the SMTP module would take it (RFC 5321 §4.1.2), or an
+    AdminError naming what is wrong with it."""
+    try:
+        parse_path(f"<{text}>", kind)
+    except MailError as e:
+        raise AdminError(f"not a {what} address: {text!r} ({e.text})") from None
+
 
 # Which of the named folders an account's Maildir has (the Existing Mailbox condition).
 Mailboxes = Callable[[Account, list[str]], Any]
@@ -149,6 +161,14 @@ class RulesAdmin:
         """Run the Server Rules, then the recipient's Domain and Account Rules, on ``data``
         as if it came from ``sender`` (at ``ip``, authenticated with ``auth``) to ``to``;
         every rule, each condition's outcome and the actions. Delivers nothing."""
+        _check_path(to, "rcpt", "recipient")
+        if sender:
+            _check_path(sender, "mail", "sender")
+        if ip:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise AdminError(f"not an IP address: {ip!r}") from None
         runner = await self.runner()
         submit = {
             "peer": ip,
