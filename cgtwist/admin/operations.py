@@ -214,8 +214,6 @@ class Admin:
         generated = None
         if password is None and password_hash is None:
             password = generated = generate_password()
-        if password is not None and not password:
-            raise AdminError("the password must not be empty")
         await self.store.add_account(
             name,
             domain,
@@ -250,8 +248,6 @@ class Admin:
         else:
             if password is None:
                 password = generated = generate_password()
-            if not password:
-                raise AdminError("the password must not be empty")
             await self.store.set_password(name, domain, password, check_policy=generated is None)
         await self._change("account", f"password of {name}@{domain} changed")
         return generated
