@@ -195,3 +195,21 @@ class OwnPasswordTests(SiteCase):
 
         with self.assertRaisesRegex(ValueError, "unknown setting 'web.min_password_length'"):
             settings.validate("web.min_password_length", 8)
+
+
+class FormInputTests(SiteCase):
+    async def test_a_bad_port_or_an_empty_address_is_a_plain_answer(self) -> None:
+        """Removing a listener with a port that is no number says so (not Python's int()
+        message), and testing an empty address in the Router asks for one."""
+        client = await self.serve()
+        await deferToThread(client.login, "postmaster", PASSWORD)
+        page = "/admin/settings/listeners"
+        form = {"protocol": "smtp", "address": "0.0.0.0", "port": "abc", "tls": "none"}
+        r = await deferToThread(client.submit, page, page + "/remove", form)
+        self.assertEqual(r.status, 400)
+        self.assertIn("The port is a number (1-65535).", r.body)
+        self.assertNotIn("invalid literal", r.body)
+        form = {"table": "", "address": " "}
+        r = await deferToThread(client.submit, "/admin/router", "/admin/router/test", form)
+        self.assertIn("Enter an address to test.", r.body)
+        self.assertNotIn("ERROR()", r.body)
