@@ -205,10 +205,13 @@ class Context:
         return f"{PROG} ({_user()})"
 
     async def _call_async(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """``call`` as cgtwist.admin expects it: ServerDown, or AdminError for a refusal."""
         try:
             return self.call(cmd, **args)
         except ServerDown as e:
             raise AdminServerDown(str(e)) from None
+        except CLIError as e:
+            raise AdminError(str(e)) from None
 
     def tell_server(self) -> None:
         """Send one ``reload`` for each kind of change the handler's operations made."""
