@@ -23,7 +23,8 @@ Call = Callable[..., Awaitable[dict[str, Any]]]
 
 
 class ListAdmin:
-    """The list operations over ``lists`` (ListStore) and ``accounts`` (the account store).
+    """The list operations over ``accounts`` (the account store) and the lists kept in its
+    database (a ListStore, made at first use: the queue-only CLI has no store).
 
     ``change(what, text)`` logs a change and tells the server (a list's existence is what its
     Router caches); ``note(text)`` only logs one (settings and subscribers: the LIST agent
@@ -32,13 +33,12 @@ class ListAdmin:
 
     def __init__(
         self,
-        lists: Optional[ListStore],
         accounts: Any,
         change: Callable[[str, str], Awaitable[Any]],
         note: Callable[[str], None],
         call: Optional[Call],
     ) -> None:
-        self._lists = lists
+        self._lists: Optional[ListStore] = None
         self.accounts = accounts
         self._change = change
         self._note = note
@@ -47,7 +47,9 @@ class ListAdmin:
     @property
     def lists(self) -> ListStore:
         if self._lists is None:
-            raise AdminError("internal: no store to manage lists in")
+            if self.accounts is None:
+                raise AdminError("internal: no store to manage lists in")
+            self._lists = ListStore(self.accounts.db)
         return self._lists
 
     async def _free_name(self, address: str) -> None:

@@ -27,7 +27,6 @@ from cgtwist.logs import Logger
 from cgtwist.paths import check_domain
 from cgtwist.storage import directory
 from cgtwist.storage.directory import AccountPage
-from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import generate_password
 
 log = Logger(namespace="cgtwist.admin")
@@ -89,8 +88,7 @@ class Admin:
         self._rules_env = (clock, hostname, mailboxes)
         self.router = RouterAdmin(store, main_domain, self._change)
         self.queue = QueueAdmin(call, self._log_change)
-        lists = ListStore(store.db) if store is not None else None  # None: queue-only CLI
-        self.lists = ListAdmin(lists, store, self._change, self._log_change, call)
+        self.lists = ListAdmin(store, self._change, self._log_change, call)
         self.rules = RulesAdmin(store, main_domain, node, self._change, *self._rules_env)
 
     def acting_as(self, actor: str) -> Admin:
