@@ -82,6 +82,21 @@ class OperationsTests(AdminCase):
             self.assertNotIn("password", row)
             self.assertNotIn("$argon2", repr(row))
 
+    async def test_domains_with_their_aliases_and_counts(self) -> None:
+        """Every domain comes back sorted with its aliases, account count and which is the
+        main one (read in one transaction)."""
+        admin = await self.admin()
+        await admin.add_domain("b.test")
+        await admin.add_domain("a.test")
+        await admin.add_domain("alias.test", alias_of="b.test")
+        await admin.add_account("u", "b.test", "Secret-12345")
+        found = {d["name"]: d for d in await admin.domains()}
+        self.assertEqual(list(found), ["a.test", "b.test", "example.com"])
+        self.assertEqual(
+            (found["b.test"]["aliases"], found["b.test"]["accounts"]), (["alias.test"], 1)
+        )
+        self.assertEqual([n for n, d in found.items() if d["main"]], ["example.com"])
+
     async def test_errors_carry_a_message(self) -> None:
         admin = await self.admin()
         with self.assertRaisesRegex(AdminError, "domain nowhere.test does not exist"):
