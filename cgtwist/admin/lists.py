@@ -1,8 +1,8 @@
 """Mailing lists as an administrator manages them: create, change, remove, subscribers, held
 posts and their approval.
 
-Owns the LIST module's administration once, for cgtwist-admin and the web alike: a list's name
-is free (no account or alias has it), its owner and archive are accounts, a change to the lists
+Owns the LIST module's administration once, for cgtwist-admin and the web alike: its owner
+and archive are accounts (that the name is free, the store checks), a change to the lists
 themselves tells the server (its Router forgets its cached answers), and approving or
 rejecting a held post is done by the running server (``list-decide``: its LIST agent
 distributes through the spool). It must not parse arguments, read files or print.
@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Optional
 
 from cgtwist.admin.errors import AdminError, ServerDown
-from cgtwist.errors import NotFound, StoreError
+from cgtwist.errors import NotFound
 from cgtwist.lists import csvio
 from cgtwist.lists.model import MailingList, Subscriber, check_mode
-from cgtwist.storage.lists import HELD, ListStore, StoredMessage, split_list_address
+from cgtwist.storage.lists import HELD, ListStore, StoredMessage
 
 # Sends one control command to the running server (cgtwist.admin.queue.Call).
 Call = Callable[..., Awaitable[dict[str, Any]]]
@@ -52,14 +52,6 @@ class ListAdmin:
             self._lists = ListStore(self.accounts.db)
         return self._lists
 
-    async def _free_name(self, address: str) -> None:
-        """A list shares its domain's names with accounts and aliases (one object each)."""
-        name, domain = split_list_address(address)
-        if await self.accounts.get_account(name, domain) is not None:
-            raise StoreError(f"{name}@{domain} is an account")
-        if await self.accounts.resolve_alias(name, domain):
-            raise StoreError(f"{name}@{domain} is an alias")
-
     async def _check_accounts(self, values: dict[str, Any]) -> None:
         for key in ("owner", "archive"):
             who = values.get(key)
@@ -81,7 +73,6 @@ class ListAdmin:
         return lst
 
     async def add(self, address: str, values: dict[str, Any]) -> MailingList:
-        await self._free_name(address)
         await self._check_accounts(values)
         await self.lists.add_list(address, values)
         lst = await self.get(address)

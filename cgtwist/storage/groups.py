@@ -62,6 +62,8 @@ def add_group_txn(
         raise AlreadyExists(f"{n}@{d} is an account")
     if tables.alias_target_txn(cur, did, n) is not None:
         raise AlreadyExists(f"{n}@{d} is an alias")
+    if tables.list_exists_txn(cur, did, n):
+        raise AlreadyExists(f"{n}@{d} is a mailing list")
     if group_row_txn(cur, did, n) is not None:
         raise AlreadyExists(f"{n}@{d} already exists")
     cur.execute(

@@ -131,8 +131,8 @@ class ListStore:
     async def add_list(self, address: str, values: Optional[Mapping[str, Any]] = None) -> None:
         """Create list ``name@domain`` in one of our domains, with ``values`` over the defaults.
 
-        A list shares its domain's name space with accounts and aliases: the caller checks
-        those (cgtwist.cli_lists) since accounts are the account store's."""
+        A list shares its domain's names with accounts, aliases, forwarders and groups:
+        none of them may hold ``name`` (checked in the same transaction)."""
         name, domain = split_list_address(address)
         fields = {k: check_field(k, v) for k, v in (values or {}).items()}
         now = int(self._now())
@@ -141,7 +141,13 @@ class ListStore:
             did = tables.domain_id_txn(cur, domain)
             if did is None:
                 raise NotFound(f"domain {domain} does not exist")
-            if cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, name)):
+            if tables.account_row_txn(cur, did, name) is not None:
+                raise AlreadyExists(f"{name}@{domain} is an account")
+            if tables.alias_target_txn(cur, did, name) is not None:
+                raise AlreadyExists(f"{name}@{domain} is an alias")
+            if tables.group_exists_txn(cur, did, name):
+                raise AlreadyExists(f"{name}@{domain} is a forwarder or group")
+            if tables.list_exists_txn(cur, did, name):
                 raise AlreadyExists(f"list {name}@{domain} already exists")
             cur.execute(
                 "INSERT INTO lists (domain_id, name, settings, created) VALUES (?, ?, ?, ?)",

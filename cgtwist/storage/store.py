@@ -344,6 +344,8 @@ class AccountStore(GroupStore):
             raise AlreadyExists(f"{n}@{d} is an alias")
         if tables.group_exists_txn(cur, did, n):
             raise AlreadyExists(f"{n}@{d} is a forwarder or group")
+        if tables.list_exists_txn(cur, did, n):
+            raise AlreadyExists(f"{n}@{d} is a mailing list")
         self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
 
     def _insert_account_txn(

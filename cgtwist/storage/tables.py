@@ -82,6 +82,14 @@ def alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
     return row[0] if row else None
 
 
+def list_exists_txn(cur: Cursor, did: int, n: str) -> bool:
+    """Is ``n`` a mailing list of domain ``did`` (schema delta 004)? Accounts, aliases,
+    forwarders and groups, and lists share their domain's names."""
+    return (
+        cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, n)) is not None
+    )
+
+
 def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
     """Is ``n`` a forwarder or group of domain ``did`` (schema delta 005)?"""
     return (
@@ -313,6 +321,8 @@ def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
         raise AlreadyExists(f"alias {n}@{d} already exists")
     if group_exists_txn(cur, did, n):
         raise AlreadyExists(f"{n}@{d} is a forwarder or group")
+    if list_exists_txn(cur, did, n):
+        raise AlreadyExists(f"{n}@{d} is a mailing list")
     cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 

@@ -111,6 +111,25 @@ class OperationsTests(AdminCase):
         with self.assertRaisesRegex(AdminError, "not a message id"):
             await admin.queue.act("hold", "../etc")
 
+    async def test_a_name_belongs_to_one_object_of_its_domain(self) -> None:
+        """An account, an alias, a forwarder or group and a mailing list share their domain's
+        names: none of them is created over a name another one holds (which would get the
+        mail is otherwise up to the Router's order), whichever is created first."""
+        admin = await self.admin()
+        await admin.lists.add("dev@example.com", {})
+        await admin.add_group("forwarder", "fw", "example.com", ["a@elsewhere.test"])
+        for create in (
+            admin.add_account("dev", "example.com", "Secret-12345"),
+            admin.add_alias("dev", "example.com", "postmaster"),
+            admin.add_group("group", "dev", "example.com", ["a@elsewhere.test"]),
+        ):
+            with self.assertRaisesRegex(StoreError, "dev@example.com is a mailing list"):
+                await create
+        with self.assertRaisesRegex(StoreError, "fw@example.com is a forwarder or group"):
+            await admin.lists.add("fw@example.com", {})
+        with self.assertRaisesRegex(StoreError, "postmaster@example.com is an account"):
+            await admin.lists.add("postmaster@example.com", {})
+
     async def test_lists_are_managed_here_for_every_edge(self) -> None:
         """A list is created, subscribed to and removed through Admin.lists; creating and
         removing it tell the server (its Router caches which names are lists); a name an
