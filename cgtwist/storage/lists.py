@@ -141,14 +141,8 @@ class ListStore:
             did = tables.domain_id_txn(cur, domain)
             if did is None:
                 raise NotFound(f"domain {domain} does not exist")
-            if tables.account_row_txn(cur, did, name) is not None:
-                raise AlreadyExists(f"{name}@{domain} is an account")
-            if tables.alias_target_txn(cur, did, name) is not None:
-                raise AlreadyExists(f"{name}@{domain} is an alias")
-            if tables.group_exists_txn(cur, did, name):
-                raise AlreadyExists(f"{name}@{domain} is a forwarder or group")
-            if tables.list_exists_txn(cur, did, name):
-                raise AlreadyExists(f"list {name}@{domain} already exists")
+            taken = f"list {name}@{domain} already exists"
+            tables.check_name_free_txn(cur, did, name, domain, "list", taken)
             cur.execute(
                 "INSERT INTO lists (domain_id, name, settings, created) VALUES (?, ?, ?, ?)",
                 (did, name, json.dumps(fields, sort_keys=True), now),

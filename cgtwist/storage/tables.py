@@ -8,7 +8,7 @@ anything but the database; no hashing, no Deferreds, no reactor here.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.paths import check_account, check_domain
@@ -95,6 +95,23 @@ def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
     return (
         cur.query_one("SELECT 1 FROM groups WHERE domain_id = ? AND name = ?", (did, n)) is not None
     )
+
+
+def check_name_free_txn(cur: Cursor, did: int, n: str, d: str, creating: str, taken: str) -> None:
+    """AlreadyExists unless ``n`` is free in domain ``did``: an account, an alias, a forwarder
+    or group and a mailing list share their domain's names, so whichever is created second is
+    refused here, in its insert transaction. ``creating`` is the kind being created
+    ("account", "alias", "group" or "list"); ``taken`` is the message when one of that kind
+    holds the name."""
+    holders: tuple[tuple[str, str, Callable[[], bool]], ...] = (
+        ("account", "an account", lambda: account_row_txn(cur, did, n) is not None),
+        ("alias", "an alias", lambda: alias_target_txn(cur, did, n) is not None),
+        ("group", "a forwarder or group", lambda: group_exists_txn(cur, did, n)),
+        ("list", "a mailing list", lambda: list_exists_txn(cur, did, n)),
+    )
+    for kind, noun, held in holders:
+        if held():
+            raise AlreadyExists(taken if kind == creating else f"{n}@{d} is {noun}")
 
 
 def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
@@ -315,14 +332,7 @@ def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
     did = resolve_domain_txn(cur, d)
     if did is None:
         raise NotFound(f"domain {d} does not exist")
-    if account_row_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} is an account")
-    if alias_target_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"alias {n}@{d} already exists")
-    if group_exists_txn(cur, did, n):
-        raise AlreadyExists(f"{n}@{d} is a forwarder or group")
-    if list_exists_txn(cur, did, n):
-        raise AlreadyExists(f"{n}@{d} is a mailing list")
+    check_name_free_txn(cur, did, n, d, "alias", f"alias {n}@{d} already exists")
     cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 
