@@ -30,6 +30,8 @@ A handler is ``async def fn(ctx: Context, args: argparse.Namespace) -> int | Non
   (``ServerDown``, a CLIError);
 * ``ctx.out`` / ``ctx.err`` / ``ctx.stdin``: where to print and read (tests pass StringIO);
 * ``ctx.fail(text)`` raises CLIError(text);
+* ``ctx.read(path, binary=False)``: a file's text or bytes (``-``: ``ctx.stdin``), a file
+  that cannot be read being a one-line error;
 * ``ctx.admin``: the ``cgtwist.admin.Admin`` operations on the store; what they change is told
   to the server (``reload``) after the handler returns;
 * ``ctx.created`` / ``ctx.postmaster_password``: for ``init`` (``creates_store=True``), whether
@@ -55,6 +57,7 @@ from cgtwist.admin import Admin, AdminError
 from cgtwist.admin import ServerDown as AdminServerDown
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
+from cgtwist.core.rules import mailbox_names_present
 from cgtwist.errors import ConfigError, StoreError
 from cgtwist.storage.database import Database, StoreUnavailable
 from cgtwist.storage.engines import SqliteEngine, engine_for_url
@@ -162,15 +165,39 @@ class Context:
 
     @property
     def admin(self) -> Admin:
-        """The operations (cgtwist.admin) on this store, logged as made by this user."""
+        """The operations (cgtwist.admin) on this store, logged as made by this user (with
+        ``needs_store=False``, only ``queue``, which asks the server, is usable)."""
+        base = self.config.base_dir
         return Admin(
-            self.accounts,
+            self.store,
             self.config.main_domain,
             self.config.node,
             changed=lambda what, change: self.changed.append((what, change)),
             call=self._call_async,
             actor=self.actor,
+            clock=self.reactor,
+            hostname=self.config.hostname,
+            mailboxes=lambda account, names: mailbox_names_present(base, account, names),
         )
+
+    def read(self, path: str, binary: bool = False, limit: int = -1) -> Any:
+        """The text (``binary``: the bytes, at most ``limit``) of file ``path`` or, for
+        ``-``, of standard input; unreadable or not UTF-8 is a one-line CLIError."""
+        try:
+            if path == "-":
+                if not binary:
+                    return self.stdin.read()
+                stream = getattr(self.stdin, "buffer", None)
+                return stream.read(limit) if stream is not None else self.stdin.read().encode()
+            if binary:
+                with open(path, "rb") as fb:
+                    return fb.read(limit)
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            self.fail(f"{path}: cannot read: {e.strerror or e}")
+        except UnicodeDecodeError as e:
+            self.fail(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
 
     @property
     def actor(self) -> str:
@@ -178,10 +205,13 @@ class Context:
         return f"{PROG} ({_user()})"
 
     async def _call_async(self, cmd: str, **args: Any) -> dict[str, Any]:
+        """``call`` as cgtwist.admin expects it: ServerDown, or AdminError for a refusal."""
         try:
             return self.call(cmd, **args)
         except ServerDown as e:
             raise AdminServerDown(str(e)) from None
+        except CLIError as e:
+            raise AdminError(str(e)) from None
 
     def tell_server(self) -> None:
         """Send one ``reload`` for each kind of change the handler's operations made."""

@@ -2,10 +2,9 @@
 ``group`` commands.
 
 Owns only the command line: ``settings show --effective`` renders
-``AccountStore.get_effective_settings`` (the schema and its inheritance are
-cgtwist.account_settings), one line per setting, ``name = value  (source)``; ``forwarder`` and
-``group`` call the store's Forwarder and Group operations (cgtwist.storage.groups) and tell the
-running server.
+``Admin.effective_settings`` (the schema and its inheritance are cgtwist.account_settings), one
+line per setting, ``name = value  (source)``; ``forwarder`` and ``group`` call the Forwarder
+and Group operations of cgtwist.admin, which tell the running server.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ async def settings_show_effective(ctx: Context, args: argparse.Namespace) -> Non
     """Print the effective settings of ``--account`` (or what ``--domain``'s accounts inherit)."""
     if args.account:
         name, domain = ctx.address(args.account)
-        if await ctx.accounts.get_account(name, domain) is None:
-            ctx.fail(f"account {name}@{domain} does not exist")
-        eff = await ctx.accounts.get_effective_settings(name, domain)
+        eff = await ctx.admin.effective_settings(domain, name)
     elif args.domain:
-        eff = await ctx.accounts.get_effective_settings(args.domain)
+        eff = await ctx.admin.effective_settings(args.domain)
     else:
         ctx.fail("--effective needs --account or --domain")
     keys = sorted(eff.sources)
@@ -46,24 +43,21 @@ async def settings_show_effective(ctx: Context, args: argparse.Namespace) -> Non
 
 async def group_add(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    await ctx.accounts.add_group(args.kind, name, domain, args.targets)
-    ctx.notify("reload", what=args.kind)
+    await ctx.admin.add_group(args.kind, name, domain, args.targets)
 
 
 async def group_set(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    await ctx.accounts.set_group_targets(args.kind, name, domain, args.targets)
-    ctx.notify("reload", what=args.kind)
+    await ctx.admin.set_group(args.kind, name, domain, args.targets)
 
 
 async def group_remove(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
-    await ctx.accounts.remove_group(args.kind, name, domain)
-    ctx.notify("reload", what=args.kind)
+    await ctx.admin.remove_group(args.kind, name, domain)
 
 
 async def group_list(ctx: Context, args: argparse.Namespace) -> None:
-    for address, targets in await ctx.accounts.list_groups(args.kind, args.domain):
+    for address, targets in await ctx.admin.groups(args.kind, args.domain):
         ctx.out.write(f"{address} -> {', '.join(targets)}\n")
 
 

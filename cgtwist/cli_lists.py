@@ -1,11 +1,9 @@
 """``cgtwist-admin list``: mailing lists, their subscribers and held posts.
 
 Owns the command-line edge of the LIST module: ``add|remove|show|set|subscribers|subscribe|
-unsubscribe|import|export|held|approve|reject``. The operations are ``ListAdmin`` methods over
-the list and account stores, returning data, so a web or admin service layer can call the same
-ones; the handlers below only parse arguments and print. Changes in the store are followed by a
-``reload`` (the Router forgets its cached answers); approve and reject are done by the running
-server (``list-decide``), whose LIST agent distributes through the spool.
+unsubscribe|import|export|held|approve|reject``. The operations are ``ctx.admin.lists``
+(cgtwist.admin.lists, which the web can call too); the handlers below only parse arguments,
+read and write files and print.
 """
 
 from __future__ import annotations
@@ -13,89 +11,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, Optional
 
-from cgtwist.errors import NotFound, StoreError
-from cgtwist.lists import csvio
-from cgtwist.lists.model import FIELDS, MailingList, Subscriber, check_mode
+from cgtwist.lists.model import FIELDS, MailingList
 from cgtwist.settings import parse_cli_value
-from cgtwist.storage.lists import HELD, ListStore, StoredMessage, split_list_address
 
 if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
     from cgtwist.cli import Context
-
-
-class ListAdmin:
-    """The administrator's list operations over ``lists`` (ListStore) and ``accounts``."""
-
-    def __init__(self, lists: ListStore, accounts: Any) -> None:
-        self.lists = lists
-        self.accounts = accounts
-
-    async def _free_name(self, address: str) -> None:
-        """A list shares its domain's names with accounts and aliases (one object each)."""
-        name, domain = split_list_address(address)
-        if await self.accounts.get_account(name, domain) is not None:
-            raise StoreError(f"{name}@{domain} is an account")
-        if await self.accounts.resolve_alias(name, domain):
-            raise StoreError(f"{name}@{domain} is an alias")
-
-    async def _check_accounts(self, values: dict[str, Any]) -> None:
-        for key in ("owner", "archive"):
-            who = values.get(key)
-            if who:
-                name, _at, domain = str(who).rpartition("@")
-                if await self.accounts.get_account(name, domain) is None:
-                    raise NotFound(f"{key} {who}: no such account")
-
-    async def add(self, address: str, values: dict[str, Any]) -> MailingList:
-        await self._free_name(address)
-        await self._check_accounts(values)
-        await self.lists.add_list(address, values)
-        return await self.get(address)
-
-    async def get(self, address: str) -> MailingList:
-        lst = await self.lists.get_list(address)
-        if lst is None:
-            raise NotFound(f"list {address} does not exist")
-        return lst  # type: ignore[no-any-return]
-
-    async def set(self, address: str, values: dict[str, Any]) -> MailingList:
-        await self.get(address)
-        await self._check_accounts(values)
-        return await self.lists.set_list(address, values)  # type: ignore[no-any-return]
-
-    async def subscribe(
-        self, address: str, who: str, mode: str = "feed", real_name: str = ""
-    ) -> Subscriber:
-        """Subscribe (no confirmation: the administrator vouches) or change the mode."""
-        old = await self.lists.get_subscriber(address, who)
-        sub = Subscriber(who, check_mode(mode), real_name=real_name)
-        if old is not None:
-            sub = Subscriber(
-                who,
-                check_mode(mode),
-                old.state,
-                old.bounces,
-                old.first_bounce,
-                old.suspended_at,
-                real_name or old.real_name,
-            )
-        await self.lists.put_subscribers(address, [sub])
-        return sub
-
-    async def import_csv(self, address: str, text: str, replace: bool) -> int:
-        return await self.lists.put_subscribers(  # type: ignore[no-any-return]
-            address, csvio.parse(text), replace=replace
-        )
-
-    async def export_csv(self, address: str) -> str:
-        return csvio.export(await self.lists.subscribers(address))
-
-    async def held(self, address: str) -> list[StoredMessage]:
-        return await self.lists.kept(address, HELD)  # type: ignore[no-any-return]
-
-
-def _admin(ctx: Context) -> ListAdmin:
-    return ListAdmin(ListStore(ctx.accounts.db), ctx.accounts)
 
 
 def _values(ctx: Context, pairs: list[str]) -> dict[str, Any]:
@@ -122,85 +42,77 @@ async def list_add(ctx: Context, args: argparse.Namespace) -> None:
     for key in ("owner", "description", "policy"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    lst = await _admin(ctx).add(args.list, values)
+    lst = await ctx.admin.lists.add(args.list, values)
     ctx.out.write(f"list {lst.address} created\n")
-    ctx.notify("reload", what="lists")
 
 
 async def list_remove(ctx: Context, args: argparse.Namespace) -> None:
-    await ListStore(ctx.accounts.db).remove_list(args.list)
+    await ctx.admin.lists.remove(args.list)
     ctx.out.write(f"list {args.list} removed\n")
-    ctx.notify("reload", what="lists")
 
 
 async def list_show(ctx: Context, args: argparse.Namespace) -> None:
-    admin = _admin(ctx)
+    lists = ctx.admin.lists
     if args.list:
-        lst = await admin.get(args.list)
+        lst = await lists.get(args.list)
         _show(ctx, lst)
-        subs = await admin.lists.subscribers(lst.address)
-        held = await admin.held(lst.address)
+        subs = await lists.subscribers(lst.address)
+        held = await lists.held(lst.address)
         ctx.out.write(f"  subscribers: {len(subs)}\n  held: {len(held)}\n")
         return
-    for lst in await admin.lists.list_lists(args.domain):
+    for lst in await lists.all(args.domain):
         ctx.out.write(f"{lst.address}  {lst.policy}  {lst.description}\n")
 
 
 async def list_set(ctx: Context, args: argparse.Namespace) -> None:
-    _show(ctx, await _admin(ctx).set(args.list, _values(ctx, args.pairs)))
+    _show(ctx, await ctx.admin.lists.set(args.list, _values(ctx, args.pairs)))
 
 
 async def list_subscribers(ctx: Context, args: argparse.Namespace) -> None:
-    for s in await _admin(ctx).lists.subscribers(args.list, args.mode):
+    for s in await ctx.admin.lists.subscribers(args.list, args.mode):
         extra = f"  bounces={s.bounces}" if s.bounces else ""
         ctx.out.write(f"{s.address}  {s.mode}  {s.state}{extra}\n")
 
 
 async def list_subscribe(ctx: Context, args: argparse.Namespace) -> None:
-    sub = await _admin(ctx).subscribe(args.list, args.address, args.mode, args.name or "")
+    sub = await ctx.admin.lists.subscribe(args.list, args.address, args.mode, args.name or "")
     ctx.out.write(f"{sub.address} subscribed to {args.list} ({sub.mode})\n")
 
 
 async def list_unsubscribe(ctx: Context, args: argparse.Namespace) -> None:
-    if not await ListStore(ctx.accounts.db).remove_subscriber(args.list, args.address):
-        ctx.fail(f"{args.address} is not subscribed to {args.list}")
+    await ctx.admin.lists.unsubscribe(args.list, args.address)
     ctx.out.write(f"{args.address} unsubscribed from {args.list}\n")
 
 
 async def list_import(ctx: Context, args: argparse.Namespace) -> None:
+    text = ctx.read(args.file)
     try:
-        if args.file == "-":
-            text = ctx.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        ctx.fail(f"{args.file}: cannot read: {e}")
-    try:
-        n = await _admin(ctx).import_csv(args.list, text, args.replace)
+        n = await ctx.admin.lists.import_csv(args.list, text, args.replace)
     except ValueError as e:
         ctx.fail(f"{args.file}: {e}")
     ctx.out.write(f"{n} subscriber(s) imported into {args.list}\n")
 
 
 async def list_export(ctx: Context, args: argparse.Namespace) -> None:
-    text = await _admin(ctx).export_csv(args.list)
+    text = await ctx.admin.lists.export_csv(args.list)
     if args.file and args.file != "-":
-        with open(args.file, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(args.file, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            ctx.fail(f"{args.file}: cannot write: {e.strerror or e}")
     else:
         ctx.out.write(text)
 
 
 async def list_held(ctx: Context, args: argparse.Namespace) -> None:
-    for m in await _admin(ctx).held(args.list):
+    for m in await ctx.admin.lists.held(args.list):
         ctx.out.write(f"{m.id}  {int(m.created)}  {m.sender}  {m.subject}\n")
 
 
 async def _decide(ctx: Context, args: argparse.Namespace, approve: bool) -> None:
-    await _admin(ctx).get(args.list)
     reason: Optional[str] = getattr(args, "reason", None)
-    ctx.call("list-decide", list=args.list, id=args.id, approve=approve, reason=reason)
+    await ctx.admin.lists.decide(args.list, args.id, approve, reason)
     ctx.out.write(f"{args.id} {'approved' if approve else 'rejected'}\n")
 
 

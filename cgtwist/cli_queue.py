@@ -1,8 +1,8 @@
 """``cgtwist-admin queue``: list, show, retry, hold, release, drop and bounce spooled messages.
 
 Owns only the command-line edge of queue administration (issue 5 part 7): turning arguments into
-control commands for the running server (the handlers are ``QueueAdmin.control_handlers`` in
-cgtwist.queue.admin) and the replies into readable text. It never touches the spool itself
+calls of the queue operations WebAdmin makes too (cgtwist.admin.queue, control commands of the
+running server) and the replies into readable text. It never touches the spool itself
 except to read a message's size from its spool header; every change is made by the server, so
 these commands need it running (otherwise: one line on stderr, exit status 1).
 """
@@ -12,16 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Sequence, TypeVar
 
 from cgtwist import paths
+from cgtwist.admin import AdminError, ServerDown
+from cgtwist.admin.queue import ID_RE
 
 if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
     from cgtwist.cli import Context
 
-_ID_RE = re.compile(r"^[0-9]{16}-[0-9]{1,10}-[0-9]{1,12}$")  # cgtwist.spool.format.ID_RE
+T = TypeVar("T")
+
 _HEADER_RE = re.compile(rb"^CGTWIST-SPOOL [0-9]+ \S+ [0-9]+ ([0-9]+)\n")
 
 
@@ -180,7 +182,7 @@ def spool_size(base_dir: str) -> Callable[[str], Optional[int]]:
     """Size of a spooled message's data, read from its spool header (None if unreadable)."""
 
     def size(msg_id: str) -> Optional[int]:
-        if not _ID_RE.match(msg_id):
+        if not ID_RE.match(msg_id):
             return None
         try:
             with open(os.path.join(base_dir, paths.QUEUE_DIR, msg_id + ".msg"), "rb") as f:
@@ -192,47 +194,37 @@ def spool_size(base_dir: str) -> Callable[[str], Optional[int]]:
     return size
 
 
-def _call(ctx: Context, cmd: str, **args: Any) -> dict[str, Any]:
-    """A queue command for the running server; not running or a refusal: one clear line."""
-    # The classes of the module that made ctx: under ``python -m cgtwist.cli`` it is __main__.
-    cli = sys.modules[type(ctx).__module__]
-    CLIError, ServerDown = cli.CLIError, cli.ServerDown
+async def _ask(ctx: Context, operation: Awaitable[T]) -> T:
+    """One queue operation of the running server; not running: one clear line."""
     try:
-        return ctx.call(cmd, **args)
+        return await operation
     except ServerDown:
-        raise CLIError(
+        raise AdminError(
             "the server is not running (no answer on "
             f"{ctx.config.control_socket}); queue commands need a running server"
         ) from None
-    except CLIError as e:
-        # KeyError texts arrive quoted: "the server refused queue-show: 'no such message: x'"
-        raise CLIError(re.sub(r"'(no such message[^']*)'", r"\1", str(e))) from None
-
-
-def _check_id(ctx: Context, msg_id: str) -> str:
-    if not _ID_RE.match(msg_id):
-        ctx.fail(f"not a message id: {msg_id!r} (ids look like 1764408000123456-123-1)")
-    return msg_id
 
 
 async def queue_list(ctx: Context, args: argparse.Namespace) -> None:
-    filters = {
-        "queue": args.queue,
-        "sender": args.sender,
-        "recipient": args.recipient,
-        "min_age": args.older_than,
-        "max_age": args.newer_than,
-        "held": True if args.held else None,
-        "limit": args.limit,
-    }
-    reply = _call(ctx, "queue-list", **{k: v for k, v in filters.items() if v is not None})
+    reply = await _ask(
+        ctx,
+        ctx.admin.queue.messages(
+            queue=args.queue,
+            sender=args.sender,
+            recipient=args.recipient,
+            min_age=args.older_than,
+            max_age=args.newer_than,
+            held=True if args.held else None,
+            limit=args.limit,
+        ),
+    )
     ctx.out.write(format_list(reply, time.time(), spool_size(ctx.config.base_dir)))
 
 
 async def queue_queues(ctx: Context, args: argparse.Namespace) -> None:
-    reply = _call(ctx, "queue-queues")
+    queues = await _ask(ctx, ctx.admin.queue.queues())
     now = time.time()
-    for q in reply.get("queues") or []:
+    for q in queues:
         extra = ""
         if q.get("resume_at") is not None:
             extra = (
@@ -244,12 +236,12 @@ async def queue_queues(ctx: Context, args: argparse.Namespace) -> None:
             f"{q.get('waiting', 0)}  active {q.get('active', 0)}  failures "
             f"{q.get('failures', 0)}{extra}{err}\n"
         )
-    if not reply.get("queues"):
+    if not queues:
         ctx.out.write("no logical queues\n")
 
 
 async def queue_show(ctx: Context, args: argparse.Namespace) -> None:
-    info = _call(ctx, "queue-show", id=_check_id(ctx, args.id))
+    info = await _ask(ctx, ctx.admin.queue.show(args.id))
     size = spool_size(ctx.config.base_dir)(args.id)
     ctx.out.write(format_show(info, time.time(), size))
 
@@ -257,14 +249,14 @@ async def queue_show(ctx: Context, args: argparse.Namespace) -> None:
 async def queue_retry(ctx: Context, args: argparse.Namespace) -> None:
     if args.all == bool(args.id):
         ctx.fail("queue retry needs a message id or --all")
-    target = "all" if args.all else _check_id(ctx, args.id)
-    reply = _call(ctx, "queue-retry", id=target)
+    target = "all" if args.all else args.id
+    reply = await _ask(ctx, ctx.admin.queue.act("retry", target))
     ctx.out.write(f"{reply.get('retried', 0)} delivery(ies) of {target} made due now\n")
 
 
-def _simple(cmd: str, done: str) -> Callable[[Context, argparse.Namespace], Any]:
+def _simple(action: str, done: str) -> Callable[[Context, argparse.Namespace], Any]:
     async def handler(ctx: Context, args: argparse.Namespace) -> None:
-        reply = _call(ctx, cmd, id=_check_id(ctx, args.id))
+        reply = await _ask(ctx, ctx.admin.queue.act(action, args.id))
         extra = (
             f" ({reply['bounced']} recipient(s) failed, sender notified)"
             if "bounced" in reply
@@ -272,14 +264,14 @@ def _simple(cmd: str, done: str) -> Callable[[Context, argparse.Namespace], Any]
         )
         ctx.out.write(f"{args.id} {done}{extra}\n")
 
-    handler.__name__ = "queue_" + cmd.split("-", 1)[1]
+    handler.__name__ = "queue_" + action
     return handler
 
 
-queue_hold = _simple("queue-hold", "held: no new delivery attempts until released")
-queue_release = _simple("queue-release", "released: deliveries are due now")
-queue_drop = _simple("queue-drop", "dropped without notification")
-queue_bounce = _simple("queue-bounce", "returned to the sender")
+queue_hold = _simple("hold", "held: no new delivery attempts until released")
+queue_release = _simple("release", "released: deliveries are due now")
+queue_drop = _simple("drop", "dropped without notification")
+queue_bounce = _simple("bounce", "returned to the sender")
 
 
 def register(subparsers: Any) -> None:

@@ -8,7 +8,6 @@ the same); routing itself is cgtwist.core.routing.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING, Any
 
 from cgtwist.admin.router import TableError
@@ -17,19 +16,6 @@ PROG = "cgtwist-admin"
 
 if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
     from cgtwist.cli import Context
-
-
-def _read(ctx: Context, path: str) -> str:
-    """The file's text (``-``: standard input); unreadable or not UTF-8 is a one-line error."""
-    try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        ctx.fail(f"{path}: cannot read: {e.strerror or e}")
-    except UnicodeDecodeError as e:
-        ctx.fail(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
 
 
 async def router_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -43,7 +29,7 @@ async def router_show(ctx: Context, args: argparse.Namespace) -> None:
 
 async def router_set(ctx: Context, args: argparse.Namespace) -> None:
     """Validate FILE, warn about Relay: records, store it and tell the server."""
-    text = _read(ctx, args.file)
+    text = ctx.read(args.file)
     try:
         stored = await ctx.admin.router.set_table(text)
     except TableError as e:
@@ -57,7 +43,7 @@ async def router_test(ctx: Context, args: argparse.Namespace) -> int:
     """Route ADDRESS as the server would and print every matched record, hop and the route."""
     text = None
     if args.table:
-        text = _read(ctx, args.table)
+        text = ctx.read(args.table)
     try:
         result = await ctx.admin.router.test(args.address, access=args.access, text=text)
     except TableError as e:

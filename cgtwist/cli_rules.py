@@ -1,29 +1,21 @@
 """``cgtwist-admin rules``: show, set, test and explain Server, Domain and Account Rules.
 
-Owns only the command-line edge of Rules: picking the rule set (``--server``, ``--domain D``,
-``--account A``), reading files, reporting parse errors as ``FILE:line: problem``, storing
-through cgtwist.storage.rules (checked first as the server would: level and RulesAllowed),
-telling the running server, and printing an explanation. Evaluation is cgtwist.rules and
-cgtwist.core.rules; ``explain`` delivers nothing and remembers nothing.
+Owns only the command-line edge of Rules: the scope arguments (``--server``, ``--domain D``,
+``--account A``), reading files, reporting parse errors as ``FILE:line: problem``, and
+printing. The operations (check as the server would run it, store, tell the server, explain)
+are ``ctx.admin.rules`` (cgtwist.admin.rules); ``explain`` delivers and remembers nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from cgtwist.addresslist import AddressList, AddressListError
-from cgtwist.core.routing import Routing
-from cgtwist.core.rules import RulesRunner, mailbox_names_present
-from cgtwist.errors import MailError
-from cgtwist.rules.evaluate import Outcome, evaluate
+from cgtwist.admin.rules import Scope, Section
 from cgtwist.rules.model import FLAG, IS_NOT, Condition
 from cgtwist.rules.sieve import SieveError, compile_sieve
 from cgtwist.rules.text import format_rules
-from cgtwist.settings import Settings, SettingsHolder
-from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RulesConflict, RuleStore
-from cgtwist.types import Account, Envelope, Recipient
+from cgtwist.storage.rules import InvalidRules
 
 PROG = "cgtwist-admin"
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -32,132 +24,79 @@ if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
     from cgtwist.cli import Context
 
 
-def _read(ctx: Context, path: str, binary: bool = False) -> Any:
-    try:
-        if path == "-":
-            return sys.stdin.buffer.read(MAX_MESSAGE) if binary else sys.stdin.read()
-        if binary:
-            with open(path, "rb") as fb:
-                return fb.read(MAX_MESSAGE)
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        ctx.fail(f"{path}: cannot read: {e.strerror or e}")
-    except UnicodeDecodeError as e:
-        ctx.fail(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}")
-
-
-async def _runner(ctx: Context) -> RulesRunner:
-    store = ctx.accounts
-    settings = SettingsHolder(Settings(await store.get_settings()))
-    clients = settings.current.clients.ips
-    try:
-        client_list = AddressList.parse(clients)
-    except AddressListError:
-        client_list = AddressList()
-    base = ctx.config.base_dir
-    return RulesRunner(
-        RuleStore(store.db, ctx.config.node),
-        store,
-        settings,
-        clock=ctx.reactor,
-        hostname=ctx.config.hostname,
-        submission=None,
-        route=Routing(store, settings, ctx.config.main_domain).route,
-        is_client_ip=client_list.contains,
-        mailboxes=lambda account, names: mailbox_names_present(base, account, names),
-    )
-
-
-async def _scope(ctx: Context, args: argparse.Namespace) -> tuple[str, str, str]:
-    """(scope, owner, words for messages) from --server / --domain / --account."""
-    if args.domain:
-        domain = args.domain.strip().lower()
-        if await ctx.accounts.get_domain(domain) is None:
-            ctx.fail(f"no domain {domain}")
-        return DOMAIN, domain, f"the Domain Rules of {domain}"
-    if args.account:
-        name, domain = ctx.address(args.account)
-        if await ctx.accounts.get_account(name, domain) is None:
-            ctx.fail(f"no account {name}@{domain}")
-        return ACCOUNT, f"{name}@{domain}".lower(), f"the Account Rules of {name}@{domain}"
-    return SERVER, "", "the Server Rules"
+async def _scope(ctx: Context, args: argparse.Namespace) -> Scope:
+    """The rule set of --server / --domain / --account."""
+    return await ctx.admin.rules.scope(args.domain, args.account)
 
 
 async def rules_show(ctx: Context, args: argparse.Namespace) -> None:
     """Print the stored text exactly as set; its revision goes to stderr."""
-    scope, owner, what = await _scope(ctx, args)
-    stored = await (await _runner(ctx)).store.get(scope, owner)
+    scope = await _scope(ctx, args)
+    stored = await ctx.admin.rules.get(scope)
     if not stored.text:
-        ctx.err.write(f"{PROG}: {what}: none set\n")
+        ctx.err.write(f"{PROG}: {scope.what}: none set\n")
         return
-    ctx.err.write(f"{PROG}: {what}, revision {stored.revision}\n")
+    ctx.err.write(f"{PROG}: {scope.what}, revision {stored.revision}\n")
     ctx.out.write(stored.text if stored.text.endswith("\n") else stored.text + "\n")
 
 
-async def _checked(ctx: Context, runner: RulesRunner, scope: str, owner: str, path: str) -> Any:
-    text = _read(ctx, path)
-    try:
-        rules = await runner.check_text(scope, owner, text)
-    except InvalidRules as e:
-        msg = str(e)
-        if msg.startswith("line "):
-            line, _, problem = msg[5:].partition(": ")
-            ctx.fail(f"{path}:{line}: {problem}")
-        ctx.fail(f"{path}: {msg}")
-    return text, rules
+def _refused(ctx: Context, path: str, e: InvalidRules) -> NoReturn:
+    """A rule set that does not parse or fit its level, as ``FILE:line: problem``."""
+    msg = str(e)
+    if msg.startswith("line "):
+        line, _, problem = msg[5:].partition(": ")
+        ctx.fail(f"{path}:{line}: {problem}")
+    ctx.fail(f"{path}: {msg}")
 
 
 async def rules_set(ctx: Context, args: argparse.Namespace) -> None:
     """Check FILE as the server would run it, store it and tell the server."""
-    scope, owner, what = await _scope(ctx, args)
-    runner = await _runner(ctx)
-    text, rules = await _checked(ctx, runner, scope, owner, args.file)
+    scope = await _scope(ctx, args)
+    text = ctx.read(args.file)
     try:
-        revision = await runner.store.set(scope, owner, text, expect=args.expect_revision)
-    except (InvalidRules, RulesConflict) as e:
-        ctx.fail(str(e))
-    ctx.out.write(f"{what} stored: {len(rules.rules)} rule(s), revision {revision}\n")
-    ctx.notify("reload", what="rules")
+        rules, revision = await ctx.admin.rules.set(scope, text, expect=args.expect_revision)
+    except InvalidRules as e:
+        _refused(ctx, args.file, e)
+    ctx.out.write(f"{scope.what} stored: {len(rules.rules)} rule(s), revision {revision}\n")
 
 
 async def rules_delete(ctx: Context, args: argparse.Namespace) -> None:
     """Remove a stored rule set and tell the server."""
-    scope, owner, what = await _scope(ctx, args)
-    if not await (await _runner(ctx)).store.delete(scope, owner):
-        ctx.fail(f"{what}: none set")
-    ctx.out.write(f"{what} removed\n")
-    ctx.notify("reload", what="rules")
+    scope = await _scope(ctx, args)
+    await ctx.admin.rules.delete(scope)
+    ctx.out.write(f"{scope.what} removed\n")
 
 
 async def rules_import_sieve(ctx: Context, args: argparse.Namespace) -> None:
     """Compile a Sieve script into a rule set; print it (--dry-run) or store it like set."""
-    scope, owner, what = await _scope(ctx, args)
+    scope = await _scope(ctx, args)
     try:
-        rules, warnings = compile_sieve(_read(ctx, args.file))
+        compiled, warnings = compile_sieve(ctx.read(args.file))
     except SieveError as e:
         ctx.fail(f"{args.file}:{e.line}: {e.problem}")
     for w in warnings:
         ctx.err.write(f"{PROG}: warning: {args.file}: {w}\n")
-    text = format_rules(rules)
+    text = format_rules(compiled)
     if args.dry_run:
         ctx.out.write(text)
         return
-    runner = await _runner(ctx)
     try:
-        await runner.check_text(scope, owner, text)
-        revision = await runner.store.set(scope, owner, text)
+        rules, revision = await ctx.admin.rules.set(scope, text)
     except InvalidRules as e:
         ctx.fail(f"{args.file}: {e}")
-    ctx.out.write(f"{what} stored from Sieve: {len(rules.rules)} rule(s), revision {revision}\n")
-    ctx.notify("reload", what="rules")
+    ctx.out.write(
+        f"{scope.what} stored from Sieve: {len(rules.rules)} rule(s), revision {revision}\n"
+    )
 
 
 async def rules_test(ctx: Context, args: argparse.Namespace) -> None:
     """Check FILE without storing it; print the rules in the order they would run."""
-    scope, owner, what = await _scope(ctx, args)
-    _text, rules = await _checked(ctx, await _runner(ctx), scope, owner, args.file)
-    ctx.out.write(f"{args.file}: valid as {what}: {len(rules.rules)} rule(s)\n")
+    scope = await _scope(ctx, args)
+    try:
+        rules = await ctx.admin.rules.check(scope, ctx.read(args.file))
+    except InvalidRules as e:
+        _refused(ctx, args.file, e)
+    ctx.out.write(f"{args.file}: valid as {scope.what}: {len(rules.rules)} rule(s)\n")
     for r in rules.ordered():
         ctx.out.write(f"  {r.priority:2d} {r.name}\n")
     for r in rules.rules:
@@ -171,8 +110,8 @@ def _cond(c: Condition) -> str:
     return f'if {c.subject} {c.op} "{c.param}"'
 
 
-def _explain(ctx: Context, title: str, outcome: Optional[Outcome], note: str = "") -> None:
-    out = ctx.out
+def _section(ctx: Context, section: Section) -> None:
+    out, outcome, title, note = ctx.out, section.outcome, section.title, section.note
     if outcome is None:
         out.write(f"{title}: {note or 'none'}\n")
         return
@@ -200,67 +139,20 @@ def _explain(ctx: Context, title: str, outcome: Optional[Outcome], note: str = "
 async def rules_explain(ctx: Context, args: argparse.Namespace) -> int:
     """Run the Server Rules, then the recipient's Domain and Account Rules, on MESSAGE_FILE
     and print every rule, each condition's outcome and the actions; delivers nothing."""
-    data = _read(ctx, args.message, binary=True)
-    runner = await _runner(ctx)
-    submit = {
-        "peer": args.ip or "",
-        "protocol": "ESMTPA" if args.auth else "ESMTP",
-        "account": args.sender if args.auth and args.sender else "",
-        "tls": "",
-    }
-    envelope = Envelope(args.sender or "", [Recipient(args.to)], submit)
-    execute = runner.settings.current.rules.execute
-    server_rules = await runner.rules(SERVER, "")
-    facts = await runner.facts(envelope, data, [args.to], [server_rules])
-    actions: list[str] = []
-    if server_rules.rules:
-        out = evaluate(server_rules, facts, server=True, execute=execute, explain=True)
-        _explain(ctx, "Server Rules", out)
-        actions += [f"server: {a.name} {a.param}".strip() for a in out.actions]
-    else:
-        _explain(ctx, "Server Rules", None)
-    try:
-        route = await runner.route(args.to) if runner.route else None
-    except MailError as e:
-        ctx.out.write(f"route of {args.to}: {e.reply()}\n")
-        route = None
-    if route is not None:
-        ctx.out.write(f"route of {args.to}: {route}\n")
-    if route is None or route.module != "LOCAL":
-        ctx.out.write("Domain and Account Rules: not applied (not delivered by LOCAL)\n")
-    else:
-        name, _, domain = route.queue.rpartition("@")
-        account = Account(name, domain)
-        dom = await runner.rules(DOMAIN, domain)
-        acct = await runner.rules(ACCOUNT, account.address)
-        allowed = await runner.allowed(account)
-        lfacts = await runner.facts(envelope, data, [account.address], [dom, acct], account)
-        first = (
-            evaluate(dom, lfacts, server=False, execute=execute, explain=True)
-            if dom.rules
-            else None
-        )
-        _explain(ctx, f"Domain Rules of {domain}", first)
-        if first is not None:
-            actions += [f"domain: {a.name} {a.param}".strip() for a in first.actions]
-        if first is not None and first.has("Stop Processing"):
-            ctx.out.write(f"Account Rules of {account.address}: not reached (Stop Processing)\n")
-        elif allowed == "None":
-            ctx.out.write(f"Account Rules of {account.address}: not applied (RulesAllowed None)\n")
-        elif acct.rules:
-            second = evaluate(
-                acct, lfacts, server=False, allowed=allowed, execute=execute, explain=True
-            )
-            _explain(ctx, f"Account Rules of {account.address}", second, f"RulesAllowed {allowed}")
-            actions += [f"account: {a.name} {a.param}".strip() for a in second.actions]
+    data = ctx.read(args.message, binary=True, limit=MAX_MESSAGE)
+    found = await ctx.admin.rules.explain(
+        data, args.to, sender=args.sender or "", ip=args.ip or "", auth=args.auth
+    )
+    for step in found.steps:
+        if isinstance(step, Section):
+            _section(ctx, step)
         else:
-            _explain(ctx, f"Account Rules of {account.address}", None)
+            ctx.out.write(step + "\n")
     ctx.out.write("actions that would run:\n")
-    for line in actions or ["(none: delivered as is)"]:
+    for line in found.actions or ["(none: delivered as is)"]:
         ctx.out.write(f"  {line}\n")
-    if any("Reply" in a for a in actions):
-        days = round(float(runner.settings.current.rules.reply_interval) / 86400, 1)
-        ctx.out.write(f"  (a reply goes at most once per sender per {days} days)\n")
+    if found.reply_days is not None:
+        ctx.out.write(f"  (a reply goes at most once per sender per {found.reply_days} days)\n")
     return 0
 
 

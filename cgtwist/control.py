@@ -50,10 +50,21 @@ class ControlProtocol(LineOnlyReceiver):
             self._send(out)
 
         def fail(f: Any) -> None:
-            self.log.failure("control command {cmd} failed", f, cmd=cmd)
-            self._send({"ok": False, "error": str(f.value) or f.type.__name__})
+            self._send({"ok": False, "error": self._refusal(cmd, f)})
 
         d.addCallbacks(ok, fail)
+
+    def _refusal(self, cmd: str, f: Any) -> str:
+        """The error text for the client. KeyError ("no such message") and ValueError ("no
+        such list") are how handlers refuse bad input: one log line, no traceback, and the
+        KeyError's text without the quotes ``str(KeyError)`` adds."""
+        e = f.value
+        if isinstance(e, (KeyError, ValueError)):
+            text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            self.log.warn("control command {cmd} refused: {why}", cmd=cmd, why=text)
+            return text or type(e).__name__
+        self.log.failure("control command {cmd} failed", f, cmd=cmd)
+        return str(e) or f.type.__name__
 
     def _send(self, obj: Mapping[str, Any]) -> None:
         if self.transport is not None:

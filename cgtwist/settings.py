@@ -744,10 +744,6 @@ class WebSettings:
         20,
         "HTTP connections one address may hold open at once (Client IPs exempt); more are closed at once; 0 = no limit",
     )
-    min_password_length: int = setting(
-        8,
-        "shortest password WebUser accepts when an account changes its own",
-    )
 
 
 RULES_ALLOWED = ("None", "Filter Only", "No Redirect", "Any")  # cgtwist.rules.model

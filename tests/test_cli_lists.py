@@ -74,6 +74,20 @@ class ListCLITests(CLITestCase):
         out, _ = await self.cli("list", "subscribers", "dev@example.com", "--mode", "digest")
         self.assertEqual(out, "carol@example.net  digest  active\n")
 
+    async def test_files_and_domains_that_do_not_exist(self) -> None:
+        """A CSV file that cannot be read or written, or a domain that does not exist, is one
+        plain line (no errno, no traceback), and nothing changes."""
+        await self.cli("list", "add", "dev@example.com")
+        err = await self.error("list", "import", "dev@example.com", "/nonexistent.csv")
+        self.assertEqual(err, "/nonexistent.csv: cannot read: No such file or directory")
+        err = await self.error("list", "export", "dev@example.com", "/nonexistent/dir/x.csv")
+        self.assertEqual(
+            err,
+            "/nonexistent/dir/x.csv: cannot write: No such file or directory",
+        )
+        err = await self.error("list", "show", "--domain", "nowhere.test")
+        self.assertEqual(err, "domain nowhere.test does not exist")
+
     async def test_approve_needs_the_server(self) -> None:
         """Approve and reject are the running server's (it distributes through the spool):
         with none running they fail with one line; held prints nothing for an empty list."""

@@ -109,6 +109,21 @@ class RulesCLITests(CLITestCase):
         _, err = await self.cli("rules", "show", "--server")
         self.assertIn("none set", err)
 
+    async def test_explain_refuses_what_smtp_would_refuse(self) -> None:
+        """explain with an empty or malformed --to/--from or a --ip that is no address is one
+        clear line, as the SMTP module would refuse it, not a route of "ERROR()"."""
+        mail = self.write("m.eml", LIST_MAIL)
+        err = await self.error("rules", "explain", mail, "--to", "")
+        self.assertIn("not a recipient address: ''", err)
+        err = await self.error("rules", "explain", mail, "--to", "bad address")
+        self.assertIn("not a recipient address: 'bad address'", err)
+        err = await self.error("rules", "explain", mail, "--to", "b@example.com", "--from", "a b")
+        self.assertIn("not a sender address: 'a b'", err)
+        err = await self.error("rules", "explain", mail, "--to", "b@example.com", "--ip", "x")
+        self.assertIn("not an IP address: 'x'", err)
+        err = await self.error("rules", "explain", "/nonexistent.eml", "--to", "b@example.com")
+        self.assertEqual(err, "/nonexistent.eml: cannot read: No such file or directory")
+
     async def test_explain(self) -> None:
         """explain prints each rule, each condition's outcome and the actions; no delivery."""
         await self.cli("account", "add", "bob@example.com", "--password", "pw1")

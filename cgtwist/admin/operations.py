@@ -2,8 +2,9 @@
 
 Owns each change as one method: validate, change the store, log who made it, tell the running
 server (``changed``). It must not parse command lines, print or render: its callers are
-cgtwist.cli and cgtwist.web. The Router and the queue are ``Admin.router`` and ``Admin.queue``
-(cgtwist.admin.router, cgtwist.admin.queue).
+cgtwist.cli and cgtwist.web. The Router, the queue, the mailing lists and the Rules are
+``Admin.router``, ``.queue``, ``.lists`` and ``.rules`` (cgtwist.admin.router, .queue, .lists,
+.rules).
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional, Union
 
+from twisted.internet.interfaces import IReactorTime
+
+from cgtwist import account_settings
 from cgtwist import settings as dynamic
 from cgtwist.admin.errors import AdminError
+from cgtwist.admin.lists import ListAdmin
 from cgtwist.admin.queue import Call, QueueAdmin
 from cgtwist.admin.router import RouterAdmin
+from cgtwist.admin.rules import Mailboxes, RulesAdmin
 from cgtwist.core.auth import parse_login
 from cgtwist.logs import Logger
 from cgtwist.paths import check_domain
@@ -55,7 +61,9 @@ class Admin:
     """Every administration operation on one store, made by ``actor`` (logged with each change).
 
     ``changed``: tells the running server (the CLI: the control socket; the web: a reload in
-    the same process). ``call``: sends a control command for the queue operations.
+    the same process). ``call``: sends a control command for the queue operations. ``clock``,
+    ``hostname`` and ``mailboxes`` (which folders an account has) are what Rules need to be
+    checked and explained as the server runs them.
     """
 
     def __init__(
@@ -66,6 +74,10 @@ class Admin:
         changed: Changed,
         call: Optional[Call] = None,
         actor: str = "cgtwist-admin",
+        *,
+        clock: Optional[IReactorTime] = None,
+        hostname: str = "",
+        mailboxes: Optional[Mailboxes] = None,
     ) -> None:
         self.store = store
         self.main_domain = main_domain
@@ -73,12 +85,26 @@ class Admin:
         self.actor = actor
         self._changed = changed
         self._call = call
+        self._rules_env = (clock, hostname, mailboxes)
         self.router = RouterAdmin(store, main_domain, self._change)
         self.queue = QueueAdmin(call, self._log_change)
+        self.lists = ListAdmin(store, self._change, self._log_change, call)
+        self.rules = RulesAdmin(store, main_domain, node, self._change, *self._rules_env)
 
     def acting_as(self, actor: str) -> Admin:
         """The same operations, logged as made by ``actor`` (a web session's account)."""
-        return Admin(self.store, self.main_domain, self.node, self._changed, self._call, actor)
+        clock, hostname, mailboxes = self._rules_env
+        return Admin(
+            self.store,
+            self.main_domain,
+            self.node,
+            self._changed,
+            self._call,
+            actor,
+            clock=clock,
+            hostname=hostname,
+            mailboxes=mailboxes,
+        )
 
     def _log_change(self, change: str) -> None:
         log.info("change by {actor}: {change}", actor=self.actor, change=change)
@@ -97,13 +123,12 @@ class Admin:
     # ---- domains -------------------------------------------------------------------------
 
     async def domains(self) -> list[dict[str, Any]]:
-        """Every domain with its aliases, services and flags, sorted by name."""
-        out = []
-        for name in await self.store.list_domains():
-            info = await self.store.get_domain(name)
-            if info is not None:
-                out.append(dict(info, name=name, main=name == self.main_domain))
-        return out
+        """Every domain with its aliases, services and flags, sorted by name (one
+        transaction: cgtwist.storage.directory)."""
+        found: list[dict[str, Any]] = await self.store.db.run_interaction(
+            "domains", directory.domains_txn, readonly=True
+        )
+        return [dict(info, main=info["name"] == self.main_domain) for info in found]
 
     async def domain(self, name: str) -> dict[str, Any]:
         info = await self.store.get_domain(name)
@@ -186,8 +211,6 @@ class Admin:
         generated = None
         if password is None and password_hash is None:
             password = generated = generate_password()
-        if password is not None and not password:
-            raise AdminError("the password must not be empty")
         await self.store.add_account(
             name,
             domain,
@@ -222,8 +245,6 @@ class Admin:
         else:
             if password is None:
                 password = generated = generate_password()
-            if not password:
-                raise AdminError("the password must not be empty")
             await self.store.set_password(name, domain, password, check_policy=generated is None)
         await self._change("account", f"password of {name}@{domain} changed")
         return generated
@@ -260,7 +281,47 @@ class Admin:
     async def aliases(self, domain: Optional[str] = None) -> list[tuple[str, str]]:
         return list(await self.store.list_aliases(domain))
 
+    # ---- forwarders and groups -------------------------------------------------------------
+
+    async def groups(
+        self, kind: str, domain: Optional[str] = None
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """Every forwarder or group (``kind``) of ``domain`` (None: of every domain) with
+        its addresses: [(address, targets), ...]."""
+        return list(await self.store.list_groups(kind, domain))
+
+    async def add_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
+        """Create forwarder or group ``name@domain`` sending on to ``targets``."""
+        t = list(targets)
+        await self.store.add_group(kind, name, domain, t)
+        await self._change(kind, f"{kind} {name}@{domain} -> {', '.join(t)} created")
+
+    async def set_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
+        """Replace the addresses of forwarder or group ``name@domain``."""
+        t = list(targets)
+        await self.store.set_group_targets(kind, name, domain, t)
+        await self._change(kind, f"{kind} {name}@{domain} set to {', '.join(t)}")
+
+    async def remove_group(self, kind: str, name: str, domain: str) -> None:
+        await self.store.remove_group(kind, name, domain)
+        await self._change(kind, f"{kind} {name}@{domain} removed")
+
     # ---- settings ------------------------------------------------------------------------
+
+    async def effective_settings(
+        self, domain: str, account: Optional[str] = None
+    ) -> account_settings.Effective:
+        """The account settings in force for ``account@domain`` (each with its source: the
+        account, its domain or the server's Account Defaults), or with no ``account`` what
+        the accounts of ``domain`` inherit."""
+        eff: account_settings.Effective
+        if account is None:  # NotFound for a domain that does not exist
+            eff = await self.store.get_effective_settings(domain)
+        elif await self.store.get_account(account, domain) is None:
+            raise AdminError(f"account {account}@{domain} does not exist")
+        else:
+            eff = await self.store.get_effective_settings(account, domain)
+        return eff
 
     async def server_settings(
         self, node: Optional[str] = None, key: Optional[str] = None

@@ -36,7 +36,7 @@ class QueueAdmin:
     @staticmethod
     def check_id(msg_id: str) -> str:
         if not ID_RE.match(msg_id):
-            raise AdminError(f"not a message id: {msg_id!r}")
+            raise AdminError(f"not a message id: {msg_id!r} (ids look like 1764408000123456-123-1)")
         return msg_id
 
     async def messages(self, **filters: Any) -> dict[str, Any]:

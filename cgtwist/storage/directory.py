@@ -1,4 +1,5 @@
-"""One page of a domain's accounts: keyset paging and search done by the database.
+"""One page of a domain's accounts (keyset paging and search done by the database), and
+every domain in one transaction.
 
 Owns the SQL that lists accounts a page at a time (WebAdmin's Accounts page, which must stay
 fast at 100,000 accounts): ``name > after`` / ``name < before`` on the ``(domain_id, name)``
@@ -85,3 +86,11 @@ def account_page_txn(
     return AccountPage(
         d, search, total, accounts, has_next=len(rows) > limit, has_previous=after is not None
     )
+
+
+def domains_txn(cur: Cursor) -> list[dict[str, Any]]:
+    """Every domain as ``tables.get_domain_txn`` describes it (aliases, services, flags, how
+    many accounts), sorted by name: one transaction for WebAdmin's Domains page and ``domain
+    list``, not a round trip to the database thread per domain."""
+    names = [r[0] for r in cur.query("SELECT name FROM domains ORDER BY name")]
+    return [info for info in (tables.get_domain_txn(cur, n) for n in names) if info is not None]

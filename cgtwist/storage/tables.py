@@ -82,6 +82,14 @@ def alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
     return row[0] if row else None
 
 
+def list_exists_txn(cur: Cursor, did: int, n: str) -> bool:
+    """Is ``n`` a mailing list of domain ``did`` (schema delta 004)? Accounts, aliases,
+    forwarders and groups, and lists share their domain's names."""
+    return (
+        cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, n)) is not None
+    )
+
+
 def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
     """Is ``n`` a forwarder or group of domain ``did`` (schema delta 005)?"""
     return (
@@ -98,7 +106,7 @@ def name_taken_txn(cur: Cursor, did: int, n: str) -> str:
         return "alias"
     if group_exists_txn(cur, did, n):
         return "forwarder or group"
-    if cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, n)):
+    if list_exists_txn(cur, did, n):
         return "list"
     return ""
 
@@ -115,7 +123,8 @@ def claim_name_txn(cur: Cursor, n: str, d: str, kind: str, via_alias: bool = Tru
     if taken == kind:
         raise AlreadyExists(f"{kind} {n}@{d} already exists")
     if taken:
-        raise AlreadyExists(f"{n}@{d} is {'an' if taken[0] in 'aeiou' else 'a'} {taken}")
+        noun = "mailing list" if taken == "list" else taken
+        raise AlreadyExists(f"{n}@{d} is {'an' if noun[0] in 'aeiou' else 'a'} {noun}")
     return did
 
 

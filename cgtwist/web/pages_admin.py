@@ -311,14 +311,22 @@ async def _store_listeners(req: Req, configured: list[dict[str, Any]], note: str
     return redirect("/admin/settings/listeners")
 
 
+def _port(req: Req) -> int:
+    raw = forms.field(req.form, "port", limit=10).strip()
+    if not raw.isdigit():
+        raise forms.FormError("The port is a number (1-65535).")
+    return int(raw)
+
+
 async def listener_add(req: Req) -> Reply:
-    raw_port = forms.field(req.form, "port", limit=10).strip()
-    if not raw_port.isdigit():
-        return _listeners_page(req, await _listeners(req), "The port is a number (1-65535).")
+    try:
+        port = _port(req)
+    except forms.FormError as e:
+        return _listeners_page(req, await _listeners(req), str(e))
     entry: dict[str, Any] = {
         "protocol": forms.field(req.form, "protocol", limit=10),
         "address": forms.field(req.form, "address", limit=64).strip() or "0.0.0.0",
-        "port": int(raw_port),
+        "port": port,
         "tls": forms.field(req.form, "tls", limit=10),
     }
     if forms.flag(req.form, "submission"):
@@ -335,7 +343,7 @@ async def listener_remove(req: Req) -> Reply:
     target = (
         forms.field(req.form, "protocol", limit=10),
         forms.field(req.form, "address", limit=64),
-        int(forms.field(req.form, "port", limit=10) or 0),
+        _port(req),
         forms.field(req.form, "tls", limit=10),
         forms.field(req.form, "submission", limit=5) == "1",
     )
@@ -377,6 +385,8 @@ async def router_test(req: Req) -> Reply:
     result = None
     test_error = ""
     try:
+        if not address:
+            raise AdminError("Enter an address to test.")
         result = await req.panel.admin.router.test(
             address, access=forms.flag(req.form, "access"), text=text
         )

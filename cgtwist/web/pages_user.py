@@ -11,6 +11,7 @@ import re
 import secrets
 
 from cgtwist.logs import Logger
+from cgtwist.storage.storebase import InvalidValue
 from cgtwist.web.login import MAX_PASSWORD, LoginRefused
 from cgtwist.web.render import Reply, redirect
 from cgtwist.web.rights import Rights
@@ -102,6 +103,9 @@ async def home(req: Req) -> Reply:
 
 
 async def change_password(req: Req) -> Reply:
+    """An account's own new password, held to the account password policy
+    (``password.min_length``/``min_classes``: the one the store checks for cgtwist-admin and
+    WebAdmin too); a refusal shows the policy's reason on the account's page."""
     panel = req.panel
     name, _, domain = req.account.partition("@")
     current = req.form.get("current", "")
@@ -109,17 +113,21 @@ async def change_password(req: Req) -> Reply:
     error = ""
     if new != again:
         error = "The new password and its repetition differ."
-    elif len(new) < panel.min_password():
-        error = f"The new password must have at least {panel.min_password()} characters."
+    elif not new:
+        error = "Enter the new password."
     elif len(new) > MAX_PASSWORD:
         error = f"The new password must have at most {MAX_PASSWORD} characters."
     elif not await panel.login.verify(req.account, current, req.peer):
         error = "The current password is wrong."
+    else:
+        try:
+            await panel.acting(req.account).set_password(name, domain, new)
+        except InvalidValue as e:  # the policy's reason ("too short: at least 10 characters")
+            error = str(e).capitalize() + "."
     if error:
         info = await panel.store.get_account_info(name, domain)
         sessions = len(panel.sessions.of_account(req.account))
         return req.page("user.html", status=400, info=info, sessions=sessions, error=error)
-    await panel.acting(req.account).set_password(name, domain, new)
     ended = panel.sessions.end_account(req.account)
     log.info(
         "web: {account} changed its password; {n} web session(s) ended",

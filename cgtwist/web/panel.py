@@ -135,9 +135,6 @@ class WebPanel:
     def connections_per_ip(self) -> int:
         return self.settings.current.web.max_connections_per_ip
 
-    def min_password(self) -> int:
-        return self.settings.current.web.min_password_length
-
     def https_port(self) -> Optional[int]:
         """The port of a bound HTTPS listener, for plain HTTP's redirect."""
         for entry in self.listening():

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet import task
 from twisted.logger import globalLogPublisher
 
 from cgtwist.admin import Admin, AdminError, ServerDown
 from cgtwist.admin.router import TableError
+from cgtwist.errors import StoreError
 from cgtwist.storage import directory
 from tests.storage.dbcase import DatabaseCase
 
@@ -80,6 +82,21 @@ class OperationsTests(AdminCase):
             self.assertNotIn("password", row)
             self.assertNotIn("$argon2", repr(row))
 
+    async def test_domains_with_their_aliases_and_counts(self) -> None:
+        """Every domain comes back sorted with its aliases, account count and which is the
+        main one (read in one transaction)."""
+        admin = await self.admin()
+        await admin.add_domain("b.test")
+        await admin.add_domain("a.test")
+        await admin.add_domain("alias.test", alias_of="b.test")
+        await admin.add_account("u", "b.test", "Secret-12345")
+        found = {d["name"]: d for d in await admin.domains()}
+        self.assertEqual(list(found), ["a.test", "b.test", "example.com"])
+        self.assertEqual(
+            (found["b.test"]["aliases"], found["b.test"]["accounts"]), (["alias.test"], 1)
+        )
+        self.assertEqual([n for n, d in found.items() if d["main"]], ["example.com"])
+
     async def test_errors_carry_a_message(self) -> None:
         admin = await self.admin()
         with self.assertRaisesRegex(AdminError, "domain nowhere.test does not exist"):
@@ -93,6 +110,94 @@ class OperationsTests(AdminCase):
             await admin.queue.messages()
         with self.assertRaisesRegex(AdminError, "not a message id"):
             await admin.queue.act("hold", "../etc")
+
+    async def test_a_name_belongs_to_one_object_of_its_domain(self) -> None:
+        """An account, an alias, a forwarder or group and a mailing list share their domain's
+        names: none of them is created over a name another one holds (which would get the
+        mail is otherwise up to the Router's order), whichever is created first."""
+        admin = await self.admin()
+        await admin.lists.add("dev@example.com", {})
+        await admin.add_group("forwarder", "fw", "example.com", ["a@elsewhere.test"])
+        for create in (
+            admin.add_account("dev", "example.com", "Secret-12345"),
+            admin.add_alias("dev", "example.com", "postmaster"),
+            admin.add_group("group", "dev", "example.com", ["a@elsewhere.test"]),
+        ):
+            with self.assertRaisesRegex(StoreError, "dev@example.com is a mailing list"):
+                await create
+        with self.assertRaisesRegex(StoreError, "fw@example.com is a forwarder or group"):
+            await admin.lists.add("fw@example.com", {})
+        with self.assertRaisesRegex(StoreError, "postmaster@example.com is an account"):
+            await admin.lists.add("postmaster@example.com", {})
+
+    async def test_lists_are_managed_here_for_every_edge(self) -> None:
+        """A list is created, subscribed to and removed through Admin.lists; creating and
+        removing it tell the server (its Router caches which names are lists); a name an
+        account holds is refused; approving a held post needs the running server."""
+        admin = await self.admin()
+        with self.assertRaisesRegex(StoreError, "postmaster@example.com is an account"):
+            await admin.lists.add("postmaster@example.com", {})
+        await admin.lists.add("news@example.com", {"description": "News"})
+        await admin.lists.subscribe("news@example.com", "reader@elsewhere.test")
+        self.assertEqual(
+            [s.address for s in await admin.lists.subscribers("news@example.com")],
+            ["reader@elsewhere.test"],
+        )
+        with self.assertRaisesRegex(StoreError, "not subscribed"):
+            await admin.lists.unsubscribe("news@example.com", "other@elsewhere.test")
+        with self.assertRaises(ServerDown):
+            await admin.lists.decide("news@example.com", "1", approve=True)
+        await admin.lists.remove("news@example.com")
+        self.assertEqual(self.changed, ["lists", "lists"])
+        self.assertEqual(await admin.lists.all(), [])
+
+    async def test_forwarders_groups_and_effective_settings(self) -> None:
+        """Forwarders and groups are changed here and each change tells the server; the
+        effective settings of an account or domain that does not exist are a clear error."""
+        admin = await self.admin()
+        await admin.add_group("forwarder", "sales", "example.com", ["a@elsewhere.test"])
+        await admin.set_group("forwarder", "sales", "example.com", ["b@elsewhere.test"])
+        self.assertEqual(
+            await admin.groups("forwarder"), [("sales@example.com", ("b@elsewhere.test",))]
+        )
+        await admin.remove_group("forwarder", "sales", "example.com")
+        self.assertEqual(self.changed, ["forwarder"] * 3)
+        eff = await admin.effective_settings("example.com", "postmaster")
+        self.assertIn("password.min_length", eff.sources)
+        with self.assertRaisesRegex(AdminError, "account nobody@example.com does not exist"):
+            await admin.effective_settings("example.com", "nobody")
+        with self.assertRaisesRegex(StoreError, "domain nowhere.test does not exist"):
+            await admin.effective_settings("nowhere.test")
+
+    async def test_rules_are_scoped_checked_stored_and_told(self) -> None:
+        """A rule set is named by an existing domain or account, checked as the server would
+        run it, stored with a revision and told to the server; explain runs the rules on a
+        message without delivering it."""
+        self.store = await self.open_store("example.com")
+        await self.store.bootstrap({"CGTWIST_POSTMASTER_PASSWORD": "pm-secret"})
+        changed: list[str] = []
+        admin = Admin(
+            self.store,
+            "example.com",
+            "default",
+            lambda what, change: changed.append(what),
+            clock=task.Clock(),
+            hostname="mail.example.com",
+        )
+        with self.assertRaisesRegex(AdminError, "no account nobody@example.com"):
+            await admin.rules.scope(account="nobody")
+        with self.assertRaisesRegex(AdminError, "no domain nowhere.test"):
+            await admin.rules.scope(domain="nowhere.test")
+        server = await admin.rules.scope()
+        with self.assertRaisesRegex(AdminError, "the Server Rules: none set"):
+            await admin.rules.delete(server)
+        text = 'version 1\n\nrule "Big"\n  priority 3\n  if Message Size greater than "1"\n'
+        text += '  do Add Header "X-Big: yes"\n'
+        rules, revision = await admin.rules.set(server, text)
+        self.assertEqual((len(rules.rules), revision, changed), (1, 1, ["rules"]))
+        self.assertEqual((await admin.rules.get(server)).text, text)
+        found = await admin.rules.explain(b"Subject: x\r\n\r\nbody\r\n", "postmaster")
+        self.assertEqual(found.actions, ["server: Add Header X-Big: yes"])
 
     async def test_router_table_errors_name_the_line(self) -> None:
         admin = await self.admin()

@@ -74,7 +74,7 @@ class ListStoreTestsMixin:
         ):
             with self.assertRaises(AlreadyExists) as e:
                 await add()
-            self.assertIn("dev@example.org is a list", str(e.exception))
+            self.assertIn("dev@example.org is a mailing list", str(e.exception))
 
     async def test_find_list_roles_and_domain_alias(self: Any) -> None:
         """Routing finds the list behind each of its addresses, also through a domain alias;

@@ -168,3 +168,48 @@ class TextLimitTests(SiteCase):
         self.assertEqual(r.status, 400)
         self.assertIn("table is longer than 100 characters", r.body)
         self.assertEqual(await self.panel.admin.router.table(), "")
+
+
+class OwnPasswordTests(SiteCase):
+    async def test_webuser_holds_its_own_password_to_the_account_policy(self) -> None:
+        """An account changing its own password in WebUser meets the same policy as
+        ``account passwd`` (here the domain's password.min_length 12): the page answers 400
+        with the policy's reason, and the old password still logs in."""
+        client = await self.serve()
+        await self.store.add_account("user", "example.com", "user-old-secret")
+        await self.store.set_domain_setting("example.com", "password.min_length", 12)
+        await deferToThread(client.login, "user@example.com", "user-old-secret")
+        form = {"current": "user-old-secret", "new": "short-pw-1", "again": "short-pw-1"}
+        r = await deferToThread(client.submit, "/", "/password", form)
+        self.assertEqual(r.status, 400)
+        self.assertIn("The password is too short: at least 12 characters.", r.body)
+        self.assertIn('name="current"', r.body)  # the account's own page, not an error page
+        self.assertIsNotNone(
+            await self.store.verify_password("user", "example.com", "user-old-secret")
+        )
+
+    def test_the_web_password_setting_is_gone(self) -> None:
+        """WebUser has no password policy of its own: web.min_password_length is refused as
+        unknown, not stored and ignored."""
+        from cgtwist import settings
+
+        with self.assertRaisesRegex(ValueError, "unknown setting 'web.min_password_length'"):
+            settings.validate("web.min_password_length", 8)
+
+
+class FormInputTests(SiteCase):
+    async def test_a_bad_port_or_an_empty_address_is_a_plain_answer(self) -> None:
+        """Removing a listener with a port that is no number says so (not Python's int()
+        message), and testing an empty address in the Router asks for one."""
+        client = await self.serve()
+        await deferToThread(client.login, "postmaster", PASSWORD)
+        page = "/admin/settings/listeners"
+        form = {"protocol": "smtp", "address": "0.0.0.0", "port": "abc", "tls": "none"}
+        r = await deferToThread(client.submit, page, page + "/remove", form)
+        self.assertEqual(r.status, 400)
+        self.assertIn("The port is a number (1-65535).", r.body)
+        self.assertNotIn("invalid literal", r.body)
+        form = {"table": "", "address": " "}
+        r = await deferToThread(client.submit, "/admin/router", "/admin/router/test", form)
+        self.assertIn("Enter an address to test.", r.body)
+        self.assertNotIn("ERROR()", r.body)
