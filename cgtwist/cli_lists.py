@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, Optional
 
-from cgtwist.errors import NotFound, StoreError
+from cgtwist.errors import NotFound
 from cgtwist.lists import csvio
 from cgtwist.lists.model import FIELDS, MailingList, Subscriber, check_mode
 from cgtwist.settings import parse_cli_value
-from cgtwist.storage.lists import HELD, ListStore, StoredMessage, split_list_address
+from cgtwist.storage.lists import HELD, ListStore, StoredMessage
 
 if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
     from cgtwist.cli import Context
@@ -30,14 +30,6 @@ class ListAdmin:
         self.lists = lists
         self.accounts = accounts
 
-    async def _free_name(self, address: str) -> None:
-        """A list shares its domain's names with accounts and aliases (one object each)."""
-        name, domain = split_list_address(address)
-        if await self.accounts.get_account(name, domain) is not None:
-            raise StoreError(f"{name}@{domain} is an account")
-        if await self.accounts.resolve_alias(name, domain):
-            raise StoreError(f"{name}@{domain} is an alias")
-
     async def _check_accounts(self, values: dict[str, Any]) -> None:
         for key in ("owner", "archive"):
             who = values.get(key)
@@ -47,7 +39,6 @@ class ListAdmin:
                     raise NotFound(f"{key} {who}: no such account")
 
     async def add(self, address: str, values: dict[str, Any]) -> MailingList:
-        await self._free_name(address)
         await self._check_accounts(values)
         await self.lists.add_list(address, values)
         return await self.get(address)

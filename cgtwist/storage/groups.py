@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Optional
 
-from cgtwist.errors import AlreadyExists, InvalidName, NotFound
+from cgtwist.errors import InvalidName, NotFound
 from cgtwist.paths import check_account, check_domain
 from cgtwist.router import Group
 from cgtwist.storage import tables
@@ -58,12 +58,7 @@ def add_group_txn(
     did = tables.resolve_domain_txn(cur, d)
     if did is None:
         raise NotFound(f"domain {d} does not exist")
-    if tables.account_row_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} is an account")
-    if tables.alias_target_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} is an alias")
-    if group_row_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} already exists")
+    tables.claim_name_txn(cur, did, n, d, "a forwarder or group")
     cur.execute(
         "INSERT INTO groups (domain_id, name, kind, targets, created) VALUES (?, ?, ?, ?, ?)",
         (did, n, kind, json.dumps(list(targets)), now),

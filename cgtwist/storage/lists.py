@@ -131,8 +131,8 @@ class ListStore:
     async def add_list(self, address: str, values: Optional[Mapping[str, Any]] = None) -> None:
         """Create list ``name@domain`` in one of our domains, with ``values`` over the defaults.
 
-        A list shares its domain's name space with accounts and aliases: the caller checks
-        those (cgtwist.cli_lists) since accounts are the account store's."""
+        A list shares its domain's names with accounts, aliases, forwarders and groups
+        (``tables.claim_name_txn``)."""
         name, domain = split_list_address(address)
         fields = {k: check_field(k, v) for k, v in (values or {}).items()}
         now = int(self._now())
@@ -141,8 +141,7 @@ class ListStore:
             did = tables.domain_id_txn(cur, domain)
             if did is None:
                 raise NotFound(f"domain {domain} does not exist")
-            if cur.query_one("SELECT 1 FROM lists WHERE domain_id = ? AND name = ?", (did, name)):
-                raise AlreadyExists(f"list {name}@{domain} already exists")
+            tables.claim_name_txn(cur, did, name, domain, "a list")
             cur.execute(
                 "INSERT INTO lists (domain_id, name, settings, created) VALUES (?, ?, ?, ?)",
                 (did, name, json.dumps(fields, sort_keys=True), now),

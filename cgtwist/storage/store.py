@@ -338,12 +338,7 @@ class AccountStore(GroupStore):
         did = tables.resolve_domain_txn(cur, d)
         if did is None:
             raise NotFound(f"domain {d} does not exist")
-        if tables.account_row_txn(cur, did, n) is not None:
-            raise AlreadyExists(f"account {n}@{d} already exists")
-        if tables.alias_target_txn(cur, did, n) is not None:
-            raise AlreadyExists(f"{n}@{d} is an alias")
-        if tables.group_exists_txn(cur, did, n):
-            raise AlreadyExists(f"{n}@{d} is a forwarder or group")
+        tables.claim_name_txn(cur, did, n, d, "an account")
         self._insert_account_txn(cur, did, n, phc, real, KIND_USER, enabled, svc, values)
 
     def _insert_account_txn(

@@ -82,11 +82,33 @@ def alias_target_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
     return row[0] if row else None
 
 
-def group_exists_txn(cur: Cursor, did: int, n: str) -> bool:
-    """Is ``n`` a forwarder or group of domain ``did`` (schema delta 005)?"""
-    return (
-        cur.query_one("SELECT 1 FROM groups WHERE domain_id = ? AND name = ?", (did, n)) is not None
-    )
+# The objects that share a domain's names, as in CommuniGate (one name, one object), with the
+# table each lives in. The Router asks for them in its own order, so a name held twice would
+# send one object's mail silently to the other: every add claims the name through
+# ``claim_name_txn``, in the transaction that inserts it.
+NAME_HOLDERS = (
+    ("an account", "accounts"),
+    ("an alias", "aliases"),
+    ("a forwarder or group", "groups"),
+    ("a list", "lists"),
+)
+
+
+def name_holder_txn(cur: Cursor, did: int, n: str) -> Optional[str]:
+    """What holds name ``n`` in domain ``did`` (``"an account"``, ..., see NAME_HOLDERS)."""
+    for what, table in NAME_HOLDERS:
+        if cur.query_one(f"SELECT 1 FROM {table} WHERE domain_id = ? AND name = ?", (did, n)):
+            return what
+    return None
+
+
+def claim_name_txn(cur: Cursor, did: int, n: str, d: str, what: str) -> None:
+    """Refuse a new ``what`` (a NAME_HOLDERS label) named ``n`` when any object holds it."""
+    holder = name_holder_txn(cur, did, n)
+    if holder == what:
+        raise AlreadyExists(f"{what.split(' ', 1)[1]} {n}@{d} already exists")
+    if holder is not None:
+        raise AlreadyExists(f"{n}@{d} is {holder}")
 
 
 def get_domain_txn(cur: Cursor, d: str) -> Optional[dict[str, Any]]:
@@ -307,12 +329,7 @@ def add_alias_txn(cur: Cursor, n: str, d: str, target: str) -> None:
     did = resolve_domain_txn(cur, d)
     if did is None:
         raise NotFound(f"domain {d} does not exist")
-    if account_row_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"{n}@{d} is an account")
-    if alias_target_txn(cur, did, n) is not None:
-        raise AlreadyExists(f"alias {n}@{d} already exists")
-    if group_exists_txn(cur, did, n):
-        raise AlreadyExists(f"{n}@{d} is a forwarder or group")
+    claim_name_txn(cur, did, n, d, "an alias")
     cur.execute("INSERT INTO aliases (domain_id, name, target) VALUES (?, ?, ?)", (did, n, target))
 
 
