@@ -204,9 +204,6 @@ def _call(ctx: Context, cmd: str, **args: Any) -> dict[str, Any]:
             "the server is not running (no answer on "
             f"{ctx.config.control_socket}); queue commands need a running server"
         ) from None
-    except CLIError as e:
-        # KeyError texts arrive quoted: "the server refused queue-show: 'no such message: x'"
-        raise CLIError(re.sub(r"'(no such message[^']*)'", r"\1", str(e))) from None
 
 
 def _check_id(ctx: Context, msg_id: str) -> str:

@@ -3,7 +3,9 @@
 A UNIX socket (``<base>/cgtwist.ctl``, mode 0600) speaking one JSON object per line each way:
 ``{"cmd": "reload"}`` -> ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The CLI
 changes the store directly and then tells the server, which re-reads what changed, so a change
-takes effect at once. Owns the wire format only; handlers are registered by the service.
+takes effect at once. Owns the wire format only; handlers are registered by the service. A
+handler refuses a request (an unknown id) by raising a ``StoreError``: that is answered and
+logged as one line; anything else is a failure, logged with its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from cgtwist.errors import StoreError
 from cgtwist.logs import Logger
 
 Handler = Callable[[Mapping[str, Any]], Union[Any, "defer.Deferred[Any]", Awaitable[Any]]]
@@ -50,7 +53,10 @@ class ControlProtocol(LineOnlyReceiver):
             self._send(out)
 
         def fail(f: Any) -> None:
-            self.log.failure("control command {cmd} failed", f, cmd=cmd)
+            if f.check(StoreError):  # a refusal (no such message, list, held post): one line
+                self.log.info("control command {cmd} refused: {error}", cmd=cmd, error=f.value)
+            else:
+                self.log.failure("control command {cmd} failed", f, cmd=cmd)
             self._send({"ok": False, "error": str(f.value) or f.type.__name__})
 
         d.addCallbacks(ok, fail)
