@@ -378,6 +378,7 @@ class Components:
                 in_thread=lambda fn, *args: deferToThreadPool(
                     self.reactor, self.reactor.getThreadPool(), fn, *args
                 ),
+                unsubscribe=self.list_agent.one_click,
             )
         return self.web
 
