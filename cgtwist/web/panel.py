@@ -2,8 +2,9 @@
 
 Owns the wiring of the web edge: templates, the session table, the login checker, the
 routes of WebUser (cgtwist.web.pages_user), WebAdmin (cgtwist.web.pages_admin) and the
-lists' one-click unsubscribe (cgtwist.web.pages_lists), the static files, and the limits read from the settings at use. The composition root
-(cgtwist.app) builds one and asks it for a factory per listener (``site``).
+lists' one-click unsubscribe (cgtwist.web.pages_lists), the static files, and the limits
+read from the settings at use. The composition root (cgtwist.app) builds one and asks it
+for a factory per listener (``site``).
 """
 
 from __future__ import annotations
