@@ -4,8 +4,8 @@
 Owns only the command line: ``settings show --effective`` renders
 ``AccountStore.get_effective_settings`` (the schema and its inheritance are
 cgtwist.account_settings), one line per setting, ``name = value  (source)``; ``forwarder`` and
-``group`` call the store's Forwarder and Group operations (cgtwist.storage.groups) and tell the
-running server.
+``group`` call the administration operations (cgtwist.admin: the store's Forwarder and Group
+operations, each change logged and told to the running server like any other).
 """
 
 from __future__ import annotations
@@ -45,25 +45,19 @@ async def settings_show_effective(ctx: Context, args: argparse.Namespace) -> Non
 
 
 async def group_add(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.add_group(args.kind, name, domain, args.targets)
-    ctx.notify("reload", what=args.kind)
+    await ctx.admin.add_group(args.kind, *ctx.address(args.address), args.targets)
 
 
 async def group_set(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.set_group_targets(args.kind, name, domain, args.targets)
-    ctx.notify("reload", what=args.kind)
+    await ctx.admin.set_group(args.kind, *ctx.address(args.address), args.targets)
 
 
 async def group_remove(ctx: Context, args: argparse.Namespace) -> None:
-    name, domain = ctx.address(args.address)
-    await ctx.accounts.remove_group(args.kind, name, domain)
-    ctx.notify("reload", what=args.kind)
+    await ctx.admin.remove_group(args.kind, *ctx.address(args.address))
 
 
 async def group_list(ctx: Context, args: argparse.Namespace) -> None:
-    for address, targets in await ctx.accounts.list_groups(args.kind, args.domain):
+    for address, targets in await ctx.admin.groups(args.kind, args.domain):
         ctx.out.write(f"{address} -> {', '.join(targets)}\n")
 
 

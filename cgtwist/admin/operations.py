@@ -21,6 +21,7 @@ from cgtwist.logs import Logger
 from cgtwist.paths import check_domain
 from cgtwist.storage import directory
 from cgtwist.storage.directory import AccountPage
+from cgtwist.storage.groups import check_targets
 from cgtwist.storage.passwords import generate_password
 
 log = Logger(namespace="cgtwist.admin")
@@ -259,6 +260,31 @@ class Admin:
 
     async def aliases(self, domain: Optional[str] = None) -> list[tuple[str, str]]:
         return list(await self.store.list_aliases(domain))
+
+    # ---- forwarders and groups -----------------------------------------------------------
+
+    async def add_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
+        """Create forwarder or group (``kind``) ``name@domain`` sending on to ``targets``."""
+        targets = list(targets)
+        await self.store.add_group(kind, name, domain, targets)
+        members = ", ".join(check_targets(targets, domain))
+        await self._change(kind, f"{kind} {name}@{domain} -> {members} created")
+
+    async def set_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
+        """Replace the targets (members) of forwarder or group ``name@domain``."""
+        targets = list(targets)
+        await self.store.set_group_targets(kind, name, domain, targets)
+        members = ", ".join(check_targets(targets, domain))
+        await self._change(kind, f"{kind} {name}@{domain} -> {members} set")
+
+    async def remove_group(self, kind: str, name: str, domain: str) -> None:
+        await self.store.remove_group(kind, name, domain)
+        await self._change(kind, f"{kind} {name}@{domain} removed")
+
+    async def groups(
+        self, kind: str, domain: Optional[str] = None
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        return list(await self.store.list_groups(kind, domain))
 
     # ---- settings ------------------------------------------------------------------------
 
