@@ -42,6 +42,7 @@ from cgtwist.delivery.pipe import PipeDelivery
 from cgtwist.delivery.smtp import SMTPDelivery
 from cgtwist.delivery.submitted import SubmittedPickup
 from cgtwist.dns import Resolver, system_nameservers
+from cgtwist.errors import NotFound
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
 from cgtwist.protocols.imap import IMAPFactory
@@ -377,6 +378,7 @@ class Components:
                 in_thread=lambda fn, *args: deferToThreadPool(
                     self.reactor, self.reactor.getThreadPool(), fn, *args
                 ),
+                unsubscribe=self.list_agent.one_click,
             )
         return self.web
 
@@ -418,12 +420,12 @@ class Components:
         approved post (through the spool) or tells the poster of a rejected one."""
         lst = await self.lists.get_list(str(req["list"]))
         if lst is None:
-            raise ValueError(f"no such list: {req['list']}")
+            raise NotFound(f"no such list: {req['list']}")
         decided = await self.list_agent.decide(
             lst, str(req["id"]), bool(req.get("approve")), str(req.get("reason") or "")
         )
         if not decided:
-            raise ValueError(f"no held message {req['id']} on {lst.address}")
+            raise NotFound(f"no held message {req['id']} on {lst.address}")
         return {}
 
     async def drain(self) -> None:

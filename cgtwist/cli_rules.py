@@ -12,9 +12,8 @@ import argparse
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cgtwist.admin.rules import Scope, Section
-from cgtwist.rules.model import FLAG, IS_NOT, Condition
 from cgtwist.rules.sieve import SieveError, compile_sieve
-from cgtwist.rules.text import format_rules
+from cgtwist.rules.text import format_action, format_condition, format_rules
 from cgtwist.storage.rules import InvalidRules
 
 PROG = "cgtwist-admin"
@@ -104,12 +103,6 @@ async def rules_test(ctx: Context, args: argparse.Namespace) -> None:
             ctx.out.write(f"   - {r.name} (priority 0: disabled)\n")
 
 
-def _cond(c: Condition) -> str:
-    if c.kind == FLAG:
-        return f"if {'not ' if c.op == IS_NOT else ''}{c.subject}"
-    return f'if {c.subject} {c.op} "{c.param}"'
-
-
 def _section(ctx: Context, section: Section) -> None:
     out, outcome, title, note = ctx.out, section.outcome, section.title, section.note
     if outcome is None:
@@ -124,12 +117,13 @@ def _section(ctx: Context, section: Section) -> None:
             f"{'FIRED' if t.fired else 'not fired'}\n"
         )
         for ct in t.conditions:
-            out.write(f"    {_cond(ct.condition)}: {'yes' if ct.met else 'no'}  {ct.seen}\n")
+            met = "yes" if ct.met else "no"
+            out.write(f"    {format_condition(ct.condition)}: {met}  {ct.seen}\n")
         left = len(t.rule.conditions) - len(t.conditions)
         if left:
             out.write(f"    ({left} more condition(s) not checked)\n")
         for a in t.actions:
-            out.write(f"    do {a.name}" + (f' "{a.param}"' if a.param else "") + "\n")
+            out.write(f"    {format_action(a)}\n")
         for a, why in t.skipped:
             out.write(f"    skip {a.name}: {why}\n")
         if t.stopped:

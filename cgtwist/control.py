@@ -3,7 +3,9 @@
 A UNIX socket (``<base>/cgtwist.ctl``, mode 0600) speaking one JSON object per line each way:
 ``{"cmd": "reload"}`` -> ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. The CLI
 changes the store directly and then tells the server, which re-reads what changed, so a change
-takes effect at once. Owns the wire format only; handlers are registered by the service.
+takes effect at once. Owns the wire format only; handlers are registered by the service. A
+handler refuses a request (an unknown id) by raising a ``StoreError``: that is answered and
+logged as one line; anything else is a failure, logged with its traceback.
 """
 
 from __future__ import annotations

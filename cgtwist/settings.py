@@ -696,8 +696,9 @@ class ListsSettings:
     )
     unsubscribe_url: str = setting(
         "",
-        "https:// base URL of the web service answering RFC 8058 one-click unsubscribe "
-        "(personalised lists only; empty = mailto: only)",
+        "https:// base URL of this server's HTTPS listener (or a proxy to it), whose "
+        "/lists/unsubscribe answers RFC 8058 one-click unsubscribe (personalised lists only; "
+        "empty = mailto: only)",
         check=_https_url,
     )
 

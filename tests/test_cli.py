@@ -573,6 +573,26 @@ class NotifyTests(CLITestCase):
             ],
         )
 
+    async def test_group_changes_name_who_made_them(self) -> None:
+        """Forwarder and group changes reach the server's log as every other change does:
+        each reload names who made it and what it was."""
+        await self.run_async("domain", "add", "example.org")
+        out, err, code = await self.run_async("group", "add", "team@example.org", "a", "b")
+        self.assertEqual(code, 0, err)
+        await self.run_async("group", "set", "team@example.org", "c")
+        await self.run_async("forwarder", "add", "fw@example.org", "x@example.net")
+        await self.run_async("group", "remove", "team@example.org")
+        by = f"cgtwist-admin ({pwd.getpwuid(os.geteuid()).pw_name})"
+        self.assertEqual(
+            [(r["what"], r.get("by"), r.get("changes")) for r in self.requests[1:]],
+            [
+                ("group", by, ["group team@example.org -> a, b created"]),
+                ("group", by, ["group team@example.org set to c"]),
+                ("forwarder", by, ["forwarder fw@example.org -> x@example.net created"]),
+                ("group", by, ["group team@example.org removed"]),
+            ],
+        )
+
     async def test_server_refusal(self) -> None:
         """A server that fails to apply the change makes the command fail, saying so."""
         self.reply = {"error": "listener busy"}

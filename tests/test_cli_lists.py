@@ -45,6 +45,32 @@ class ListCLITests(CLITestCase):
         await self.cli("list", "remove", "dev@example.com")
         self.assertIn("does not exist", await self.error("list", "show", "dev@example.com"))
 
+    async def test_one_name_one_object(self) -> None:
+        """A list shares its domain's names with accounts, aliases, forwarders and groups: each
+        refuses a name another holds, whichever is made first, since the Router would
+        otherwise send the mail of one of them silently to the other."""
+        await self.cli("list", "add", "dev@example.com")
+        await self.cli("group", "add", "team@example.com", "alice")
+        await self.cli("forwarder", "add", "friend@example.com", "x@example.org")
+        await self.cli("alias", "add", "info", "alice@example.com")
+        for command in (
+            ("account", "add", "dev@example.com", "--password", "Secret-pass-1"),
+            ("alias", "add", "dev@example.com", "alice@example.com"),
+            ("group", "add", "dev@example.com", "alice"),
+            ("forwarder", "add", "dev@example.com", "x@example.org"),
+        ):
+            self.assertIn("dev@example.com is a mailing list", await self.error(*command))
+        self.assertIn(
+            "is a forwarder or group", await self.error("list", "add", "team@example.com")
+        )
+        self.assertIn(
+            "is a forwarder or group", await self.error("list", "add", "friend@example.com")
+        )
+        self.assertIn("is an alias", await self.error("list", "add", "info@example.com"))
+        self.assertIn("already exists", await self.error("list", "add", "dev@example.com"))
+        out, _ = await self.cli("router", "test", "team@example.com")
+        self.assertIn("GROUP(team@example.com)", out)
+
     async def test_subscribers_import_export(self) -> None:
         """Subscribe, change the mode, unsubscribe; a CSV export imports back as it was; a
         bad CSV row is reported by line and nothing of it is imported."""

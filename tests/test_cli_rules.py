@@ -165,6 +165,28 @@ class RulesCLITests(CLITestCase):
             os.path.exists(os.path.join(self.base, "Accounts", "example.com", "bob", "new"))
         )
 
+    async def test_explain_prints_rules_in_their_text_form(self) -> None:
+        """explain writes conditions and actions as the text form does (one line each,
+        JSON escapes), so a vacation text of several lines or with quotes stays one line
+        that can be pasted back into a rules file."""
+        await self.cli("account", "add", "bob@example.com", "--password", "pw1")
+        vacation = (
+            'version 1\n\nrule "Away"\n  priority 5\n  if Subject is not "say \\"hi\\""\n'
+            '  do Reply with "Away until Monday.\\nUrgent: call \\"Ops\\"."\n'
+        )
+        await self.cli("rules", "set", "--account", "bob@example.com", self.write("v", vacation))
+        out, _ = await self.cli(
+            "rules",
+            "explain",
+            self.write("m.eml", SPAM),
+            "--to",
+            "bob@example.com",
+            "--from",
+            "x@spam.example",
+        )
+        self.assertIn('    if Subject is not "say \\"hi\\"": yes', out)
+        self.assertIn('    do Reply with "Away until Monday.\\nUrgent: call \\"Ops\\"."\n', out)
+
     async def test_import_sieve(self) -> None:
         """A Sieve script becomes the account's rules; --dry-run prints them; a script with no
         exact equivalent is refused with FILE:line."""

@@ -114,10 +114,13 @@ class RouterAdmin:
                 f"cannot route {address}: {e.reply()}" + (f" ({e.detail})" if e.detail else "")
             ) from None
         route = result.route
+        # Two things make a route relay: a Relay: record, or a forwarder (cgtwist.router)
+        forwarded = any(step.action == "forwarder" for step in result.steps)
+        why = "a forwarder's route relays every sender" if forwarded else "a Relay: record matched"
         notes = [
             n
             for n, on in (
-                ("relay: a Relay: record matched", route.relay),
+                (f"relay: {why}", route.relay),
                 (f"error: {route.error}", bool(route.error)),
             )
             if on

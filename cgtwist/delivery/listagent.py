@@ -376,6 +376,20 @@ class ListAgent(DeliveryAgent):
             f"Posts go to {lst.address}.\n"
         )
 
+    async def one_click(self, list_address: str, text: str) -> bool:
+        """RFC 8058 one-click unsubscribe (the web listener's ``/lists/unsubscribe``): a valid
+        unsubscribe token of the list removes its subscriber at once, as the signed mailto:
+        of the same copy does. False for anything else (no such list, a bad or expired token,
+        a token of another action)."""
+        lst = await self.lists.get_list(list_address)
+        if lst is None:
+            return False
+        token = tokens.check(self.secret, text, lst.address, self.clock.seconds(), "unsubscribe")
+        if token is None:
+            return False
+        await self._confirmed(lst, token, token.subject)
+        return True
+
     async def _confirmed(self, lst: MailingList, token: tokens.Token, requester: str) -> None:
         if token.action == "subscribe":
             await self.lists.put_subscribers(lst.address, [Subscriber(token.subject)])

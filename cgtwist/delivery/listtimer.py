@@ -19,7 +19,7 @@ from cgtwist.delivery.listagent import ListAgent
 from cgtwist.lists import bounces, digest
 from cgtwist.lists.model import MailingList
 from cgtwist.logs import Logger
-from cgtwist.settings import SettingsHolder
+from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.storage.lists import DIGEST, HELD, ListStore
 
 log = Logger(namespace="cgtwist.delivery.list")
@@ -36,8 +36,10 @@ class ListTimer:
         self.settings = settings
         self.clock = clock
         self._call: Any = None
+        self._interval = 0.0  # the lists.sweep_interval self._call was scheduled with
         self._running: Optional[defer.Deferred[None]] = None
         self._stopped = True
+        settings.subscribe(self._settings_changed)
 
     def start(self) -> None:
         self._stopped = False
@@ -45,9 +47,19 @@ class ListTimer:
 
     def _schedule(self) -> None:
         if not self._stopped:
-            self._call = self.clock.callLater(
-                float(self.settings.current.lists.sweep_interval), self._tick
-            )
+            self._interval = float(self.settings.current.lists.sweep_interval)
+            self._call = self.clock.callLater(self._interval, self._tick)
+
+    def _settings_changed(self, settings: Settings) -> None:
+        """A changed ``lists.sweep_interval`` moves the waiting round to the new interval from
+        the last one, at once: an administrator who shortens an hour to a minute should not
+        wait out the hour. (A round in progress schedules the next with the new value.)"""
+        interval = float(settings.lists.sweep_interval)
+        if self._call is None or not self._call.active() or interval == self._interval:
+            return
+        since = self._call.getTime() - self._interval
+        self._interval = interval
+        self._call.reset(max(0.0, since + interval - self.clock.seconds()))
 
     def _tick(self) -> None:
         self._call = None

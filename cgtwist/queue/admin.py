@@ -5,7 +5,8 @@ shape of the answers, the administrator's log lines and the "no such message" er
 queue manager's public operations (``messages``, ``retry``, ``hold``, ``release``, ``drop``,
 ``bounce``). Every operation returns a Deferred firing with a JSON-serialisable dict, so
 ``control_handlers()`` can be registered on the control channel as is. Unknown ids raise
-KeyError("no such message ..."); ids are validated by the spool before they touch a path.
+NoSuchMessage("no such message ..."), a KeyError; ids are validated by the spool before they
+touch a path.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from cgtwist.errors import NotFound
 from cgtwist.logs import Logger
 from cgtwist.queue.state import Msg
 from cgtwist.spool.format import SpoolEntry
@@ -142,8 +144,8 @@ class QueueAdmin:
         suspended queues get one probe."""
         try:
             n = self.manager.retry(msg_id)
-        except KeyError as e:
-            return defer.fail(e)
+        except KeyError:
+            return defer.fail(NoSuchMessage(f"no such message: {msg_id}"))
         _log.info("queue: retry {target}: {n} deliveries due now", target=msg_id, n=n)
         return defer.succeed({"retried": n})
 
@@ -198,7 +200,14 @@ class QueueAdmin:
         }
 
 
+class NoSuchMessage(NotFound, KeyError):
+    """An id the queue does not hold: a KeyError for callers, a refusal (``NotFound``) for the
+    control channel, which answers it without a traceback."""
+
+    __str__ = Exception.__str__  # KeyError's would quote the text
+
+
 def _no_such(f: Failure, msg_id: str) -> Failure:
     if isinstance(f.value, KeyError):
-        raise KeyError(f"no such message: {msg_id}")
+        raise NoSuchMessage(f"no such message: {msg_id}")
     return f

@@ -60,6 +60,18 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).translate(_BREAKS)
 
 
+def format_condition(c: Condition) -> str:
+    """One condition's line of the text form, without its indent (``if ...``)."""
+    if c.kind == FLAG:
+        return f"if {'not ' if c.op == IS_NOT else ''}{c.subject}"
+    return f"if {c.subject} {c.op} {_quote(c.param)}"
+
+
+def format_action(a: Action) -> str:
+    """One action's line of the text form, without its indent (``do ...``)."""
+    return f"do {a.name}" + (f" {_quote(a.param)}" if a.param else "")
+
+
 def format_rules(rules: RuleSet) -> str:
     """The text form of ``rules``, in the order written (not the run order)."""
     out = [f"version {FORMAT_VERSION}"]
@@ -67,13 +79,8 @@ def format_rules(rules: RuleSet) -> str:
         out.append("")
         out.append(f"rule {_quote(r.name)}")
         out.append(f"  priority {r.priority}")
-        for c in r.conditions:
-            if c.kind == FLAG:
-                out.append(f"  if {'not ' if c.op == IS_NOT else ''}{c.subject}")
-            else:
-                out.append(f"  if {c.subject} {c.op} {_quote(c.param)}")
-        for a in r.actions:
-            out.append(f"  do {a.name}" + (f" {_quote(a.param)}" if a.param else ""))
+        out.extend(f"  {format_condition(c)}" for c in r.conditions)
+        out.extend(f"  {format_action(a)}" for a in r.actions)
     return "\n".join(out) + "\n"
 
 

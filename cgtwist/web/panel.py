@@ -1,9 +1,10 @@
 """The web panel of one server: what every ``http`` listener shares.
 
 Owns the wiring of the web edge: templates, the session table, the login checker, the
-routes of WebUser (cgtwist.web.pages_user) and WebAdmin (cgtwist.web.pages_admin), the
-static files, and the limits read from the settings at use. The composition root
-(cgtwist.app) builds one and asks it for a factory per listener (``site``).
+routes of WebUser (cgtwist.web.pages_user), WebAdmin (cgtwist.web.pages_admin) and the
+lists' one-click unsubscribe (cgtwist.web.pages_lists), the static files, and the limits
+read from the settings at use. The composition root (cgtwist.app) builds one and asks it
+for a factory per listener (``site``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
-from cgtwist.web import pages_admin, pages_user
+from cgtwist.web import pages_admin, pages_lists, pages_user
 from cgtwist.web.login import Login
 from cgtwist.web.render import STATIC, Reply, Templates
 from cgtwist.web.rights import Rights
@@ -38,7 +39,8 @@ class WebPanel:
     shared throttle; ``is_client_ip``: who may use plain HTTP; ``listening``: the bound
     listeners (cgtwist.listeners.ListenerManager.describe), for the HTTPS redirect;
     ``in_thread(fn, *args)``: runs CPU-heavy form checks (a pasted 100,000-line address
-    list) off the reactor, which also serves SMTP, POP3 and IMAP.
+    list) off the reactor, which also serves SMTP, POP3 and IMAP; ``unsubscribe(list,
+    token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class WebPanel:
         main_domain: str,
         hostname: str,
         in_thread: Callable[..., Awaitable[Any]],
+        unsubscribe: Callable[[str, str], Awaitable[bool]],
     ) -> None:
         self.store = store
         self.admin = admin
@@ -65,10 +68,11 @@ class WebPanel:
         self.main_domain = main_domain
         self.hostname = hostname
         self.in_thread = in_thread
+        self.unsubscribe = unsubscribe
         self.templates = Templates()
         self.sessions = SessionStore(clock, self.session_limits)
         self.login = Login(checker, penalty, store, main_domain)
-        self.routes: list[Route] = pages_user.routes() + pages_admin.routes()
+        self.routes: list[Route] = pages_user.routes() + pages_admin.routes() + pages_lists.routes()
         self._static = self._load_static()
         self.open_connections: dict[str, int] = {}  # per peer address, every listener
 

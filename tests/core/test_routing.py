@@ -415,6 +415,15 @@ class RouterCLITests(unittest.TestCase):
             ],
         )
 
+    def test_test_names_a_forwarder_as_why_it_relays(self) -> None:
+        """router test of a forwarder to an outside address says the route relays because the
+        name is a forwarder, not a Relay: record the administrator never wrote."""
+        self.run_cli("test", "fwd@company.com")
+        self.assertEqual(
+            self.ctx.out.getvalue().splitlines()[-1],
+            "SMTP(far.dom)friend@far.dom  [relay: a forwarder's route relays every sender]",
+        )
+
     def test_test_access_and_trial_table(self) -> None:
         """--access routes a login name; --table tries a table file before it is stored."""
         path = self.write("Relay:Access:<staff-*> = *@far.dom\n")

@@ -366,6 +366,29 @@ class ListAgentTests(DatabaseCase):
         [note] = self.sub.to("x@y.org")
         self.assertIn("no moderator decided in time", note.get_payload())
 
+    async def test_a_new_sweep_interval_applies_at_once(self) -> None:
+        """Shortening lists.sweep_interval while the server runs takes effect without waiting
+        out the round already scheduled at the old interval (an hour here): the held post is
+        rejected after the new interval."""
+        await self.build(policy="moderated")
+        self.settings.replace(
+            Settings({"lists.moderation_timeout": 5, "lists.sweep_interval": 3600})
+        )
+        await self.deliver(LIST, post("x@y.org"), "x@y.org")
+        self.timer.start()
+        self.addCleanup(self.timer.stop)
+        self.clock.advance(5)
+        self.settings.replace(Settings({"lists.moderation_timeout": 5, "lists.sweep_interval": 10}))
+        self.clock.advance(5)
+        from twisted.internet import reactor
+
+        deadline = reactor.seconds() + 30  # type: ignore[attr-defined]
+        while await self.lists.kept(LIST, HELD):
+            self.assertLess(reactor.seconds(), deadline, "the round at the new interval never ran")  # type: ignore[attr-defined]
+            await task.deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+        [note] = self.sub.to("x@y.org")
+        self.assertIn("no moderator decided in time", note.get_payload())
+
     async def test_personalized_copies_carry_verp_and_one_click(self) -> None:
         """A personalised list sends each subscriber its own copy from its VERP bounce
         address, with a signed RFC 8058 one-click URL and a mailto: that unsubscribes at once."""

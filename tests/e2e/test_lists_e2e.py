@@ -21,6 +21,7 @@ import pytest
 
 from tests.e2e.harness import ALL_LISTENERS, DEFAULT_ZONE, Server, wait_for
 from tests.e2e.sink import Received, Sink
+from tests.e2e.webclient import WebClient
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +35,9 @@ ZONE = dict(
     },
 )
 TOKEN = re.compile(r"(?:subscribe|unsubscribe|approve|reject)\.\d+\.[\w-]+\.[\w-]+")
+
+
+HTTPS = {"protocol": "http", "address": "127.0.0.1", "port": 0, "tls": "implicit"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def sink() -> Iterator[Sink]:
 def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Server]:
     base = str(tmp_path_factory.mktemp("lists"))
     srv = Server(os.path.join(base, "base"), dns_records=ZONE)
-    srv.set_listeners(ALL_LISTENERS)
+    srv.set_listeners(ALL_LISTENERS + [HTTPS])
     srv.admin("settings", "set", "smtp.remote_port", str(sink.port))
     srv.admin("settings", "set", "queue.retry_schedule", "[1]")
     srv.admin("settings", "set", "lists.sweep_interval", "1")
@@ -240,3 +244,30 @@ def test_unsubscribe_by_mail_and_by_personal_mailto(server: Server, sink: Sink) 
     mailto = re.search(r"<mailto:([^?>]+)\?subject=([^>]+)>", msg["List-Unsubscribe"])
     send(server, "erin@ext.test", mailto.group(1), mailto.group(2).replace("%20", " "))
     wait_for(lambda: "erin@ext.test" not in subscribers(server), 60, "erin unsubscribed")
+
+
+def test_one_click_unsubscribe_on_the_servers_own_web_listener(server: Server, sink: Sink) -> None:
+    """With lists.unsubscribe_url naming the server's own HTTPS listener, the RFC 8058
+    one-click POST a mail provider sends removes the subscriber at once; a GET (a link
+    checker) only shows a button, and a token altered or of another list is refused."""
+    port = server.port("http", tls="implicit")
+    server.admin("list", "subscribe", LIST, "frank@ext.test")
+    server.admin("list", "set", LIST, "personalize=true")
+    server.admin("settings", "set", "lists.unsubscribe_url", f"https://127.0.0.1:{port}/")
+    marker = uuid.uuid4().hex
+    send_as(server, "carol@example.test", LIST, f"one-click {marker}")
+    [copy] = at_sink(sink, "frank@ext.test", marker)
+    url = re.search(r"<(https://[^>]+)>", email.message_from_bytes(copy.data)["List-Unsubscribe"])
+    path = url.group(1).split(str(port), 1)[1]
+    web = WebClient(port)
+    page = web.get(path)
+    assert page.status == 200 and 'method="post"' in page.body, page.body
+    assert "frank@ext.test" in subscribers(server)
+    one_click = b"List-Unsubscribe=One-Click"
+    forged = re.sub(r"token=[^.&]+", "token=subscribe", path)
+    assert web.request("POST", forged, body=one_click).status == 400
+    assert web.request("POST", path.replace("dev%40", "other%40"), body=one_click).status == 400
+    assert "frank@ext.test" in subscribers(server)
+    done = web.request("POST", path, body=one_click)
+    assert done.status == 200, done.body
+    assert "frank@ext.test" not in subscribers(server)

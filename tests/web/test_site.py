@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
@@ -43,6 +43,7 @@ class SiteCase(DatabaseCase):
             main_domain="example.com",
             hostname="mail.example.com",
             in_thread=self._in_thread,
+            unsubscribe=lambda address, token: defer.succeed(False),
         )
         self.panel = panel
         site = panel.site(ListenerSpec("http", 0, "127.0.0.1", "none"))
