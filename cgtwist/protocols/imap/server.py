@@ -566,17 +566,3 @@ class IMAPFactory(AccessFactory):
     protocol = CgIMAP4Server  # type: ignore[assignment]
     penalty: IAuthPenalty
     live: set[CgIMAP4Server]
-
-    def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]
-        p = CgIMAP4Server(
-            self.listener,
-            self.settings,
-            self.portal,
-            self.tls,
-            self.hostname,
-            self.clock,
-            self.penalty,
-        )
-        p.factory = self
-        self.live.add(p)
-        return p

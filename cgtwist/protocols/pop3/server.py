@@ -479,17 +479,3 @@ class POP3Factory(AccessFactory):
 
     protocol = POP3Server  # type: ignore[assignment]
     live: set[POP3Server]
-
-    def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
-        p = POP3Server(
-            self.listener,
-            self.settings,
-            self.portal,
-            self.tls,
-            self.hostname,
-            self.clock,
-            self.penalty,
-        )
-        p.factory = self
-        self.live.add(p)
-        return p
