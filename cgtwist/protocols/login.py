@@ -1,6 +1,7 @@
 """One login path for SMTP AUTH, POP3 and IMAP: the SASL decoder and ``LoginAttempt``.
 
-Owns what the three protocols share about a login: decoding SASL responses (PLAIN, RFC 4616;
+Owns what the three protocols share about a login: whether a password may be sent in the
+clear (``plaintext_allowed``), decoding SASL responses (PLAIN, RFC 4616;
 LOGIN where SMTP offers it) into a name and a password, and the course of one attempt: the
 auth penalty's cap on attempts running at once from a host, the shared cred Portal, the
 penalty's accounting and its delay before a failure is answered, and the per-connection
@@ -31,6 +32,17 @@ from zope.interface import Interface
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IAuthPenalty
+from cgtwist.settings import Settings
+from cgtwist.types import ListenerSpec
+
+
+def plaintext_allowed(secure: bool, listener: ListenerSpec, settings: Settings) -> bool:
+    """Whether a password may be sent on this connection: always over TLS; in the clear only
+    where the listener (``allow_plain_auth``) or ``auth.allow_plaintext`` allows it (RFC 3501
+    §6.2.3 LOGINDISABLED, RFC 2595 §2.1, RFC 4954 §4). One rule for SMTP, POP3 and IMAP, read
+    at each use so a changed setting applies to the next command."""
+    return secure or listener.allow_plain_auth or settings.auth.allow_plaintext
+
 
 # -- SASL ------------------------------------------------------------------------------------
 

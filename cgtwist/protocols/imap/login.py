@@ -28,6 +28,7 @@ from cgtwist.protocols.login import (
     SaslError,
     decode_response,
     parse_plain,
+    plaintext_allowed,
 )
 
 
@@ -73,11 +74,7 @@ class LoginMixin:
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or settings allow it (RFC 3501 §6.2.3)."""
-        return (
-            self.secure
-            or self.listener.allow_plain_auth
-            or self.settings.current.auth.allow_plaintext
-        )
+        return plaintext_allowed(self.secure, self.listener, self.settings.current)
 
     def _can_starttls(self) -> bool:
         return not self.secure and self.canStartTLS and self._tls() is not None

@@ -29,6 +29,7 @@ from cgtwist.protocols.login import (
     SaslError,
     decode_response,
     parse_plain,
+    plaintext_allowed,
 )
 from cgtwist.protocols.pop3.maildrop import Maildrop
 from cgtwist.settings import SettingsHolder
@@ -193,11 +194,7 @@ class POP3Server(pop3.POP3):
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or auth.allow_plaintext allows it."""
-        return (
-            self.secure
-            or self.listener.allow_plain_auth
-            or self.settings.current.auth.allow_plaintext
-        )
+        return plaintext_allowed(self.secure, self.listener, self.settings.current)
 
     def stls_available(self) -> bool:
         return self.state == "AUTHORIZATION" and not self.secure and self.tls() is not None
