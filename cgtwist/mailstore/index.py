@@ -35,7 +35,8 @@ _VERSION = 1
 MODSEQ_BLOCK = 1024  # MODSEQ values reserved (one uidlist write and fsync) at a time
 # Expunged UIDs remembered with the MODSEQ of their expunge (QRESYNC's VANISHED (EARLIER),
 # RFC 7162 §3.2.5.1), the most recent first kept; below the oldest one kept the folder
-# answers for every UID it does not hold (its ``vanished_floor``).
+# answers for every UID it does not hold (its ``vanished_floor``). The server's number is the
+# setting imap.tombstones_kept; this is the default of a folder built without settings.
 TOMBSTONES_KEPT = 100_000
 COMPACT_MIN = 2000  # log lines before a compaction is due, at least...
 COMPACT_FACTOR = 1  # ...or this many per message of the folder, whichever is larger

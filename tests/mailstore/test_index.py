@@ -8,8 +8,11 @@ import os
 
 from twisted.mail import imap4
 
+from cgtwist import settings
 from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.mailbox import MaildirMailbox
+from cgtwist.mailstore.notifier import MailboxNotifier
 from tests.mailstore.test_mailstore import Recorder, StoreTestBase, deliver, msg, result
 
 
@@ -487,10 +490,15 @@ class TombstoneTests(IndexTestBase):
         box = self.select(account=self.reopen())
         self.assertIsNone(box.folder.vanished_since(start))
 
-    def test_bounded(self) -> None:
+    def test_bounded_by_the_setting_read_at_each_expunge(self) -> None:
+        """imap.tombstones_kept bounds the tombstones, read at each expunge (the server passes
+        the setting to the notifier), so a changed value applies without a restart."""
+        kept = [100]
+        self.notifier = MailboxNotifier(tombstones_kept=lambda: kept[0])
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
         box = self.select()
         start = box.highest_modseq
-        self.patch(index, "TOMBSTONES_KEPT", 2)
+        kept[0] = 2
         self.expunge(box, 1)
         after_first = box.highest_modseq
         self.expunge(box, 2)
@@ -498,6 +506,7 @@ class TombstoneTests(IndexTestBase):
         self.assertEqual(len(box.folder.vanished), 2)
         self.assertIsNone(box.folder.vanished_since(start))
         self.assertEqual(box.folder.vanished_since(after_first), [2, 3])
+        self.assertRaises(ValueError, settings.validate, "imap.tombstones_kept", 0)
 
 
 class PowerCutTests(IndexTestBase):
