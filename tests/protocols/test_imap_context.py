@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
+from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.settings import Settings
 from tests.protocols.test_imap_support import MESSAGE, Client, World
 
@@ -88,3 +89,21 @@ class SortUpdateTests(unittest.TestCase):
         self.assertIn(
             b"d BAD", self.c.send(b"d SORT RETURN (UPDATE PARTIAL 1:2) (ARRIVAL) UTF-8 ALL\r\n")
         )
+
+    def test_a_change_does_not_sort_the_whole_result_again(self) -> None:
+        """A message joining or leaving a kept SORT result is put in its place (bisect): the
+        result is not sorted anew at each change, which for a large mailbox would be seconds
+        of the reactor per STORE."""
+        self.c.send(b"s SORT RETURN (UPDATE) (ARRIVAL) UTF-8 ALL\r\n")
+
+        def no_full_sort(*args: object) -> list[int]:
+            raise AssertionError("the whole result was sorted again")
+
+        self.patch(imap_sort, "ordered", no_full_sort)
+        self.c.send(b"a STORE 2 +FLAGS (\\Deleted)\r\n")
+        out = self.c.send(b"b EXPUNGE\r\n")
+        self.assertIn(b'* ESEARCH (TAG "s") REMOVEFROM (0 2)\r\n', out)
+        self.world.deliver("alice@example.com", MESSAGE)
+        out = self.c.send(b"c NOOP\r\n")
+        self.assertIn(b'* ESEARCH (TAG "s") ADDTO (4 4)\r\n', out)
+        self.assertIn(b"c OK", out)

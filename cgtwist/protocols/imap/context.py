@@ -8,8 +8,9 @@ out is the protocol's (cgtwist.protocols.imap.server); matching is imap_search's
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import search as imap_search
@@ -30,16 +31,41 @@ class SearchContext:
     pred: imap_search.Predicate
     modseq: int
     result: set[int] = field(default_factory=set)
-    # SORT (CONTEXT=SORT): the criteria, each result UID's sort keys and the UIDs in order.
+    # SORT (CONTEXT=SORT): the criteria, each result UID's sort keys, and the result in sort
+    # order as ranks (imap_sort.rank, ties in UID order as RFC 5256 §3 and Dovecot have them),
+    # kept sorted: a change inserts or removes with bisect, never sorts the whole result anew.
     criteria: Optional[list[imap_sort.Criterion]] = None
     keys: dict[int, tuple[imap_sort.Key, ...]] = field(default_factory=dict)
-    order: list[int] = field(default_factory=list)
+    _ranked: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def _reorder(self) -> None:
-        """(SORT) The result in sort order, ties in mailbox (UID) order (RFC 5256 §3)."""
+    def sorted_by(
+        self, criteria: list[imap_sort.Criterion], keys: dict[int, tuple[imap_sort.Key, ...]]
+    ) -> None:
+        """Make this a SORT's context: ``keys`` are the sort keys of the UIDs in ``result``."""
+        self.criteria, self.keys = criteria, dict(keys)
+        self._ranked = sorted(imap_sort.rank(u, k, criteria) for u, k in self.keys.items())
+
+    @property
+    def order(self) -> list[int]:
+        """(SORT) The result's UIDs in sort order."""
+        return [r[-1] for r in self._ranked]
+
+    def _rank_of(self, uid: int) -> tuple[Any, ...]:
         assert self.criteria is not None
-        rows = [(u, self.keys[u]) for u in sorted(self.result)]
-        self.order = imap_sort.ordered(rows, self.criteria)
+        return imap_sort.rank(uid, self.keys[uid], self.criteria)
+
+    def _add_sorted(self, uid: int, keys: tuple[imap_sort.Key, ...]) -> None:
+        self.keys[uid] = keys
+        bisect.insort(self._ranked, self._rank_of(uid))
+
+    def _remove_sorted(self, uid: int) -> None:
+        if uid not in self.keys:
+            return
+        r = self._rank_of(uid)
+        i = bisect.bisect_left(self._ranked, r)
+        if i < len(self._ranked) and self._ranked[i] == r:
+            del self._ranked[i]
+        del self.keys[uid]
 
     def quoted_tag(self) -> bytes:
         return b'"' + self.tag.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -62,8 +88,7 @@ class SearchContext:
         self.result.difference_update(gone)
         if self.criteria is not None:
             for u in gone:
-                self.keys.pop(u, None)
-            self._reorder()
+                self._remove_sorted(u)
         numbers = sorted(gone) if self.uid else sorted(s for s in map(old_seq, gone) if s)
         lines = [self._head() + b" REMOVEFROM (0 %s)" % imap_esearch.sequence_set(numbers)]
         return lines + self._counts(seq_of)
@@ -89,11 +114,12 @@ class SearchContext:
                 added.append(uid)
                 self.result.add(uid)
                 if self.criteria is not None:
-                    self.keys[uid] = imap_sort.sort_keys(text, self.criteria)
+                    self._add_sorted(uid, imap_sort.sort_keys(text, self.criteria))
             elif not match and uid in self.result:
                 removed.append(number[uid])
                 self.result.discard(uid)
-                self.keys.pop(uid, None)
+                if self.criteria is not None:
+                    self._remove_sorted(uid)
         if self.criteria is not None and (added or removed):
             return self._sorted_lines(added, removed, number, seq_of)
         added = [number[u] for u in added]
@@ -117,15 +143,14 @@ class SearchContext:
     ) -> list[bytes]:
         """(SORT) REMOVEFROM for the messages that left, then ADDTO with the position of each
         new one in the updated order (RFC 5267 §4.3: positions count from 1)."""
-        self._reorder()
         lines = []
         if removed:
             lines.append(
                 self._head() + b" REMOVEFROM (0 %s)" % imap_esearch.sequence_set(sorted(removed))
             )
         if added:
-            new = set(added)
-            pairs = [b"%d %d" % (i + 1, number[u]) for i, u in enumerate(self.order) if u in new]
+            at = sorted((bisect.bisect_left(self._ranked, self._rank_of(u)), u) for u in added)
+            pairs = [b"%d %d" % (i + 1, number[u]) for i, u in at]
             lines.append(self._head() + b" ADDTO (" + b" ".join(pairs) + b")")
         return lines + self._counts(seq_of)
 

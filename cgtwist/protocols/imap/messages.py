@@ -411,8 +411,7 @@ class MessageCommands(MailboxCommands):
         contexts = self.search_contexts
         ctx = imap_context.SearchContext(tag, uid, ret, pred, modseq or 0, set(uids))
         if criteria is not None:
-            ctx.criteria, ctx.keys = criteria, dict(keys or {})
-            ctx.order = imap_sort.ordered(sorted(ctx.keys.items()), criteria)
+            ctx.sorted_by(criteria, keys or {})
         if modseq is None or (tag not in contexts and len(contexts) >= limit):
             self.log.info(
                 "imap: SEARCH UPDATE refused for {account} from {ip}: {n} kept already",
