@@ -2,15 +2,16 @@
 
 Pure: a ``SearchContext`` holds one ``SEARCH`` or ``SORT RETURN (UPDATE ...)``'s predicate and
 result (as UIDs; for SORT also each message's sort keys and the order) and turns what changed
-in the mailbox into the untagged ``ESEARCH`` lines (ADDTO/REMOVEFROM) the client is owed. Which messages changed (MODSEQ above the context's, or expunged) and when the lines go
-out is the protocol's (cgtwist.protocols.imap.server); matching is imap_search's.
+in the mailbox into the untagged ``ESEARCH`` lines (ADDTO/REMOVEFROM) the client is owed.
+Matching the changed messages again is cgtwist.protocols.imap.updates'; when the lines go out
+is the session's (cgtwist.protocols.imap.server).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import search as imap_search
@@ -31,6 +32,7 @@ class SearchContext:
     pred: imap_search.Predicate
     modseq: int
     result: set[int] = field(default_factory=set)
+    texts: frozenset[str] = frozenset()  # the BODY/TEXT parts ``pred`` reads (search.text_needed)
     # SORT (CONTEXT=SORT): the criteria, each result UID's sort keys, and the result in sort
     # order as ranks (imap_sort.rank, ties in UID order as RFC 5256 §3 and Dovecot have them),
     # kept sorted: a change inserts or removes with bisect, never sorts the whole result anew.
@@ -95,27 +97,30 @@ class SearchContext:
 
     def changed(
         self,
-        rows: Iterable[tuple[int, int, imap_search.MessageText]],
-        count: int,
-        top_uid: int,
+        checked: Iterable[int],
+        matched: Mapping[int, Optional[tuple[imap_sort.Key, ...]]],
         seq_of: Callable[[int], Optional[int]],
     ) -> list[bytes]:
-        """ADDTO/REMOVEFROM for messages whose flags changed or that are new: ``rows`` are
-        (seq, uid, text) of those, ``count``/``top_uid`` the mailbox's for ``*``."""
-        ctx = imap_search.Context(0, 0, count, top_uid)
+        """ADDTO/REMOVEFROM for messages whose flags changed or that are new: ``checked`` are
+        the UIDs matched again (cgtwist.protocols.imap.updates), ``matched`` those that match
+        now, with their sort keys for a SORT. A message no longer in the view (``seq_of``
+        None) is left to the expunge that removes it."""
         added: list[int] = []
         removed: list[int] = []
         number: dict[int, int] = {}
-        for seq, uid, text in rows:
-            ctx.seq, ctx.uid = seq, uid
+        for uid in checked:
+            seq = seq_of(uid)
+            if seq is None:
+                continue
             number[uid] = uid if self.uid else seq
-            match = self.pred(text, ctx)
-            if match and uid not in self.result:
+            if uid in matched and uid not in self.result:
                 added.append(uid)
                 self.result.add(uid)
                 if self.criteria is not None:
-                    self._add_sorted(uid, imap_sort.sort_keys(text, self.criteria))
-            elif not match and uid in self.result:
+                    keys = matched[uid]
+                    assert keys is not None
+                    self._add_sorted(uid, keys)
+            elif uid not in matched and uid in self.result:
                 removed.append(number[uid])
                 self.result.discard(uid)
                 if self.criteria is not None:

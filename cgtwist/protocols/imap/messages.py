@@ -381,7 +381,7 @@ class MessageCommands(MailboxCommands):
                 self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers, modseqs))
             code = b""
             if ret.update:
-                code = self._keep_updated(tag, uid, ret, pred, start_modseq, uids)
+                code = self._keep_updated(tag, uid, ret, pred, texts, start_modseq, uids)
             self.sendPositiveResponse(
                 tag, code + b"SEARCH completed" + (b", result saved" if ret.save else b"")
             )
@@ -398,6 +398,7 @@ class MessageCommands(MailboxCommands):
         uid: bool,
         ret: imap_esearch.Return,
         pred: imap_search.Predicate,
+        texts: set[str],
         modseq: Optional[int],
         uids: list[int],
         criteria: Optional[list[imap_sort.Criterion]] = None,
@@ -409,7 +410,9 @@ class MessageCommands(MailboxCommands):
         brings its ``criteria`` and each UID's sort ``keys``."""
         limit = self.settings.current.imap.max_search_updates
         contexts = self.search_contexts
-        ctx = imap_context.SearchContext(tag, uid, ret, pred, modseq or 0, set(uids))
+        ctx = imap_context.SearchContext(
+            tag, uid, ret, pred, modseq or 0, set(uids), texts=frozenset(texts)
+        )
         if criteria is not None:
             ctx.sorted_by(criteria, keys or {})
         if modseq is None or (tag not in contexts and len(contexts) >= limit):
