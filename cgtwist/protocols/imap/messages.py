@@ -41,7 +41,6 @@ _FETCH_OFFLOAD = 1 << 20
 class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
-    _streamer: Optional[Streamer] = None
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
