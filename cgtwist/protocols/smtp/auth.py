@@ -163,6 +163,7 @@ class AuthCommands(SMTPWire):
         elif isinstance(outcome, Busy):
             self._reply(454, "4.7.0", "Too many authentications in progress, try again later")
         else:
+            assert isinstance(outcome, Unavailable)  # SMTP counts no sessions per user+IP
             self._unavailable(outcome)
 
     def _unavailable(self, outcome: Unavailable) -> None:
