@@ -101,8 +101,12 @@ class UpdateTests(unittest.TestCase):
         other.send(b"a STORE 3 +FLAGS (\\Seen)\r\n")
         self.assertEqual(len(calls), 1)
         self.assertNotIn(b"ADDTO", self.c.take())
+        # A change while that match runs is matched after it, still during IDLE.
+        other.send(b"b STORE 4 +FLAGS (\\Seen)\r\n")
         self._run_reads(calls)
-        self.assertIn(b'* ESEARCH (TAG "s") ADDTO (0 3)\r\n', self.c.take())
+        out = self.c.take()
+        self.assertIn(b'* ESEARCH (TAG "s") ADDTO (0 3)\r\n', out)
+        self.assertIn(b'* ESEARCH (TAG "s") ADDTO (0 4)\r\n', out)
         self.assertIn(b"i OK", self.c.send(b"DONE\r\n"))
 
     def test_limit_and_bad_combinations(self) -> None:

@@ -474,9 +474,10 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         return matching
 
     def _idle_results(self) -> None:
-        """During IDLE, the updating searches' lines as soon as they are matched (RFC 2177)."""
+        """During IDLE, the updating searches' lines as soon as they are matched (RFC 2177),
+        and a match of what changed meanwhile (it ends once nothing has)."""
         if self._idle_tag is not None and not self._closed:
-            self._flush_unsolicited(start=False)
+            self._flush_unsolicited()
 
     def _send_updates(self, up: Any, before: Optional[list[int]] = None) -> None:
         """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order; with
