@@ -444,12 +444,15 @@ class DiskScan:
         """(thread, locked) Write the whole index as a new snapshot and empty its log."""
         if self._ul is None or self._modseq is None:
             return
+        # Copies (each one C call, atomic under the GIL): the reactor goes on applying other
+        # changes (new tombstones among them) while this thread writes.
         entries = list(self.entries.values())
+        vanished = dict(self.vanished)
         self._index.compact(
             ((e.key, _record(e)) for e in entries),
             self._modseq.last,
             self._ul.uidvalidity,
-            self.vanished,
+            vanished,
             self.vanished_floor,
         )
 

@@ -465,6 +465,24 @@ class TombstoneTests(IndexTestBase):
         box = self.select(account=self.reopen())
         self.assertEqual(box.folder.vanished_since(start), [1, 3])
 
+    def test_compaction_writes_a_copy_of_the_tombstones(self) -> None:
+        """A compaction runs in the folder's thread while the reactor goes on recording
+        expunges: it writes a copy of the tombstones, never iterates the live ones (that
+        raised 'dictionary changed size during iteration' and lost the compaction)."""
+        box = self.select()
+        self.expunge(box, 1, 2)
+        folder = box.folder
+        line = index.tombstone_line
+
+        def meanwhile(uid: int, modseq: int) -> list[object]:
+            folder._tombstones([100 + uid], modseq)  # as the reactor would, mid-write
+            return line(uid, modseq)
+
+        self.patch(index, "tombstone_line", meanwhile)
+        result(folder._locked(folder._compact_blocking))
+        self.assertFalse(folder._index.failed)
+        self.assertEqual(folder._index.pending, 0)
+
     def test_lost_log_tail_still_reports_the_expunge(self) -> None:
         """A power cut that loses the log's ``x`` line: the message the index still holds
         is gone from the disk, so the next load tombstones it above every earlier MODSEQ."""
