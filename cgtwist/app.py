@@ -216,7 +216,12 @@ class Components:
             incoming=incoming,
             remove_linger=REMOVE_LINGER,
         )
-        self.notifier = MailboxNotifier(reactor=reactor, threadpool=io_pool, hostname=cfg.hostname)
+        self.notifier = MailboxNotifier(
+            reactor=reactor,
+            threadpool=io_pool,
+            hostname=cfg.hostname,
+            tombstones_kept=lambda: settings.current.imap.tombstones_kept,
+        )
         self.submission = Submission(self.spool, settings, reactor)
         self.realm = MailRealm(
             cfg.base_dir, store, self.notifier, cfg.main_domain, limits=self.limits

@@ -602,6 +602,13 @@ class ImapSettings:
         "SEARCH RETURN (UPDATE) results one IMAP session keeps up to date (CONTEXT=SEARCH, "
         "RFC 5267); beyond it a search is answered once, with OK [NOUPDATE]",
     )
+    tombstones_kept: int = setting(
+        100_000,
+        "expunged UIDs each folder remembers with the MODSEQ of their expunge, for QRESYNC's "
+        "VANISHED (EARLIER) (RFC 7162 §3.2.5.1); a client that last synced before the oldest "
+        "kept hears every UID the folder does not hold",
+        check=at_least(1, "imap.tombstones_kept is at least 1: the last expunge is remembered"),
+    )
 
 
 @dataclass(frozen=True)

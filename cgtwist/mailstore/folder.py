@@ -51,6 +51,7 @@ class Folder(DiskScan):
         timer: Any = None,
         stale_linger: float = STALE_LINGER,
         stale_batch: int = STALE_BATCH,
+        tombstones_kept: Callable[[], int] = lambda: index.TOMBSTONES_KEPT,
     ) -> None:
         self.path = path
         self._uidvalidity_source = uidvalidity
@@ -79,13 +80,14 @@ class Folder(DiskScan):
         self._modseq: Optional[index.ModseqAllocator] = None  # from the first look on
         self.highest_modseq = 0  # HIGHESTMODSEQ (RFC 7162) as applied; set by the first look
         # Tombstones (QRESYNC, RFC 7162 §3.2.5.1): expunged UID -> MODSEQ of the expunge, at
-        # most index.TOMBSTONES_KEPT, oldest dropped first; complete above vanished_floor.
+        # most tombstones_kept(), oldest dropped first; complete above vanished_floor.
         self.vanished: dict[int, int] = {}
         self.vanished_floor = 0
         self._views: list[weakref.ReferenceType[MaildirMailbox]] = []
         self._timer = timer
         self._stale_linger = stale_linger
         self._stale_batch = stale_batch
+        self._tombstones_kept = tombstones_kept  # imap.tombstones_kept, read at each use
         # Old cur/ names of flag changes (name -> key), still linked to their message until one
         # fsync of cur/ has made every new name durable (see set_flags and flush).
         self._stale: dict[str, str] = {}
@@ -368,11 +370,12 @@ class Folder(DiskScan):
 
     def _tombstones(self, uids: Iterable[int], modseq: int) -> None:
         """(reactor) Remember ``uids`` as expunged at ``modseq``; forget the oldest beyond
-        ``index.TOMBSTONES_KEPT``, raising the floor to what they knew."""
+        ``tombstones_kept()`` (imap.tombstones_kept), raising the floor to what they knew."""
         for uid in uids:
             self.vanished.pop(uid, None)
             self.vanished[uid] = modseq
-        while len(self.vanished) > index.TOMBSTONES_KEPT:
+        kept = max(1, self._tombstones_kept())
+        while len(self.vanished) > kept:
             oldest = next(iter(self.vanished))
             self.vanished_floor = max(self.vanished_floor, self.vanished.pop(oldest))
 

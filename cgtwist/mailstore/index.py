@@ -35,7 +35,8 @@ _VERSION = 1
 MODSEQ_BLOCK = 1024  # MODSEQ values reserved (one uidlist write and fsync) at a time
 # Expunged UIDs remembered with the MODSEQ of their expunge (QRESYNC's VANISHED (EARLIER),
 # RFC 7162 §3.2.5.1), the most recent first kept; below the oldest one kept the folder
-# answers for every UID it does not hold (its ``vanished_floor``).
+# answers for every UID it does not hold (its ``vanished_floor``). The server's number is the
+# setting imap.tombstones_kept; this is the default of a folder built without settings.
 TOMBSTONES_KEPT = 100_000
 COMPACT_MIN = 2000  # log lines before a compaction is due, at least...
 COMPACT_FACTOR = 1  # ...or this many per message of the folder, whichever is larger
@@ -127,16 +128,7 @@ class FolderIndex:
         self._gen = 0
         self._log_ready = False
         self.pending = 0
-        try:
-            with open(self.index_path, "rb") as f:
-                data = f.read()
-            out.found = True
-        except FileNotFoundError:
-            data = b""
-        except OSError as err:
-            log.warn("cannot read {file}: {err}; rebuilding", file=self.index_path, err=err)
-            data = b""
-            out.damaged = True
+        data = _read(self.index_path, out)
         if data:
             if not self._read_snapshot(data, out):
                 log.warn("{file} is damaged; rebuilding it from the Maildir", file=self.index_path)
@@ -146,16 +138,7 @@ class FolderIndex:
                 out.highest = 0
                 out.damaged = True
                 self._gen = 0
-        try:
-            with open(self.log_path, "rb") as f:
-                tail = f.read()
-            out.found = True
-        except FileNotFoundError:
-            tail = b""
-        except OSError as err:
-            log.warn("cannot read {file}: {err}", file=self.log_path, err=err)
-            tail = b""
-            out.damaged = True
+        tail = _read(self.log_path, out)
         self._log_boot = None
         self._clean = False
         if tail:
@@ -349,6 +332,22 @@ class FolderIndex:
         except OSError as err:
             log.warn("cannot write {file}: {err}", file=self.index_path, err=err)
             self._log_ready = False
+
+
+def _read(path: str, out: Loaded) -> bytes:
+    """One of the index files' contents; b"" when it is missing (``out.found`` says whether
+    any was there) or unreadable (then ``out.damaged``: the index is rebuilt)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return b""
+    except OSError as err:
+        log.warn("cannot read {file}: {err}; rebuilding", file=path, err=err)
+        out.damaged = True
+        return b""
+    out.found = True
+    return data
 
 
 def _apply_line(v: object, out: Loaded) -> None:

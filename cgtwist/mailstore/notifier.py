@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from cgtwist.interfaces import IMailboxNotifier
 from cgtwist.logs import Logger
-from cgtwist.mailstore import names
+from cgtwist.mailstore import index, names
 from cgtwist.mailstore.folder import Folder
 
 
@@ -29,6 +29,8 @@ class MailboxNotifier:
     ``reactor`` None runs disk work inline (tests, command-line tools); otherwise it runs in
     ``threadpool`` (default: the reactor's). ``hostname`` goes into new Maildir file names.
     ``timer`` (an IReactorTime; default the reactor) schedules folders' delayed disk work.
+    ``tombstones_kept`` gives imap.tombstones_kept, read at each expunge (default: the
+    index's constant).
     """
 
     log = Logger()
@@ -42,8 +44,10 @@ class MailboxNotifier:
         hostname: Optional[str] = None,
         clock: Callable[[], float] = time.time,
         timer: Any = None,
+        tombstones_kept: Callable[[], int] = lambda: index.TOMBSTONES_KEPT,
     ) -> None:
         self._reactor = reactor
+        self._tombstones_kept = tombstones_kept
         self._timer = timer if timer is not None else reactor
         self._pool = threadpool
         self._hostname = hostname
@@ -111,6 +115,7 @@ class MailboxNotifier:
                 clock=self._clock,
                 uidvalidity=self.next_uidvalidity,
                 timer=self._timer,
+                tombstones_kept=self._tombstones_kept,
             )
             self._folders[key] = f
         self._keep[key] = f

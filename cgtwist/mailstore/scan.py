@@ -97,6 +97,7 @@ class DiskScan:
     _stale: dict[str, str]
     _conflicts: set[str]
     _clock: Callable[[], float]
+    _tombstones_kept: Callable[[], int]
     _uidvalidity_source: Optional[Callable[[], int]]
     _views: list[weakref.ReferenceType[MaildirMailbox]]
     vanished: dict[int, int]
@@ -363,7 +364,7 @@ class DiskScan:
             vanished[records[key].uid] = bump()
         top = max((r.uid for r in records.values()), default=0)
         top = max(top, max(vanished, default=0))
-        if ul.uidnext - top > index.TOMBSTONES_KEPT:
+        if ul.uidnext - top > self._tombstones_kept():
             return bump()
         held = set(ul.uids.values())
         lost = [u for u in range(top + 1, ul.uidnext) if u not in held]
@@ -443,12 +444,15 @@ class DiskScan:
         """(thread, locked) Write the whole index as a new snapshot and empty its log."""
         if self._ul is None or self._modseq is None:
             return
+        # Copies (each one C call, atomic under the GIL): the reactor goes on applying other
+        # changes (new tombstones among them) while this thread writes.
         entries = list(self.entries.values())
+        vanished = dict(self.vanished)
         self._index.compact(
             ((e.key, _record(e)) for e in entries),
             self._modseq.last,
             self._ul.uidvalidity,
-            self.vanished,
+            vanished,
             self.vanished_floor,
         )
 

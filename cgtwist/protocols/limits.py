@@ -10,7 +10,7 @@ office behind one NAT address is one IP for many users.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
@@ -147,7 +147,10 @@ class SessionDrain:
 class AccessFactory(ServerFactory, SessionDrain):
     """The common part of ``POP3Factory`` and ``IMAPFactory``: one listener's settings, portal,
     TLS, clock and AUTH penalty, its per-IP connection counts, and its live sessions
-    (SessionDrain; a subclass's ``buildProtocol`` adds each to ``live``).
+    (SessionDrain; ``buildProtocol`` adds each to ``live``).
+
+    A subclass names its session class in ``protocol``; a session is built as
+    ``protocol(listener, settings, portal, tls, hostname, clock, penalty)``.
 
     ``tls()`` returns the server context factory or None. ``penalty`` is the server's shared
     AuthPenalty (delays count per IP across SMTP, POP3 and IMAP); without one (tests) the
@@ -182,6 +185,21 @@ class AccessFactory(ServerFactory, SessionDrain):
         self.per_ip = PerIPConnections(settings, exempt=is_client_ip)
         self.sessions = sessions if sessions is not None else UserIPSessions(settings)
         SessionDrain.__init__(self)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A new session of ``protocol`` for this listener, counted among the live ones."""
+        p = cast(Callable[..., Any], self.protocol)(
+            self.listener,
+            self.settings,
+            self.portal,
+            self.tls,
+            self.hostname,
+            self.clock,
+            self.penalty,
+        )
+        p.factory = self
+        self.live.add(p)
+        return p
 
     def connection_opened(self, ip: str) -> bool:
         """Count a new connection; False when the IP is over access.max_connections_per_ip."""

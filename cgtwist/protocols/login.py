@@ -1,13 +1,14 @@
 """One login path for SMTP AUTH, POP3 and IMAP: the SASL decoder and ``LoginAttempt``.
 
-Owns what the three protocols share about a login: decoding SASL responses (PLAIN, RFC 4616;
+Owns what the three protocols share about a login: whether a password may be sent in the
+clear (``plaintext_allowed``), decoding SASL responses (PLAIN, RFC 4616;
 LOGIN where SMTP offers it) into a name and a password, and the course of one attempt: the
 auth penalty's cap on attempts running at once from a host, the shared cred Portal, the
 penalty's accounting and its delay before a failure is answered, and the per-connection
 failure count that ends in a disconnect (RELIABILITY.md b-G 39). The outcome comes back as data
-(``LoggedIn``, ``Refused``, ``Busy``, ``Unavailable``) that each protocol renders in its own
-syntax. It never writes to a transport and never decides who an account is: the portal's
-checker (``cgtwist.core.auth.AccountChecker``) does.
+(``LoggedIn``, ``Refused``, ``Busy``, ``Unavailable``, ``TooManySessions`` where the
+protocol counts sessions per account and IP) that each protocol renders in its own syntax.
+It never writes to a transport and never decides who an account is: the portal's checker (``cgtwist.core.auth.AccountChecker``) does.
 
 twisted.mail's ``PLAINCredentials`` and ``LOGINCredentials`` do not fit: the first drops the
 authorization identity unchecked, the second challenges with ``User Name\\0`` where our SMTP
@@ -31,6 +32,18 @@ from zope.interface import Interface
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IAuthPenalty
+from cgtwist.protocols.limits import UserIPSessions
+from cgtwist.settings import Settings
+from cgtwist.types import ListenerSpec
+
+
+def plaintext_allowed(secure: bool, listener: ListenerSpec, settings: Settings) -> bool:
+    """Whether a password may be sent on this connection: always over TLS; in the clear only
+    where the listener (``allow_plain_auth``) or ``auth.allow_plaintext`` allows it (RFC 3501
+    §6.2.3 LOGINDISABLED, RFC 2595 §2.1, RFC 4954 §4). One rule for SMTP, POP3 and IMAP, read
+    at each use so a changed setting applies to the next command."""
+    return secure or listener.allow_plain_auth or settings.auth.allow_plaintext
+
 
 # -- SASL ------------------------------------------------------------------------------------
 
@@ -107,10 +120,20 @@ class SaslExchange:
 
 @dataclass(frozen=True)
 class LoggedIn:
-    """The password was right: the portal's avatar and the call that logs it out."""
+    """The password was right: the portal's avatar, the call that logs it out (and gives
+    back its place among the account's sessions from this IP), and the account's name."""
 
     avatar: Any
     logout: Callable[[], None]
+    account: str = ""
+
+
+@dataclass(frozen=True)
+class TooManySessions:
+    """The password was right, but ``account`` already has ``auth.max_userip_connections``
+    sessions from this IP (``UserIPSessions``): the avatar has been logged out again."""
+
+    account: str
 
 
 @dataclass(frozen=True)
@@ -144,7 +167,7 @@ class Unavailable:
         return isinstance(value, MailError) and value.temporary
 
 
-LoginOutcome = Union[LoggedIn, Refused, Busy, Unavailable]
+LoginOutcome = Union[LoggedIn, Refused, Busy, Unavailable, TooManySessions]
 
 
 @dataclass(frozen=True)
@@ -154,7 +177,9 @@ class LoginAttempt:
     ``protocol`` names the protocol in the penalty's log line; ``interface`` is the avatar
     interface asked of ``portal``; ``failures`` is the connection's count before this attempt.
     ``penalty_logs``: the penalty writes each failure's line (SMTP); IMAP and POP3 write
-    their own ``auth failed: proto=`` lines when they render ``Refused``.
+    their own ``auth failed: proto=`` lines when they render ``Refused``. ``sessions`` (POP3
+    and IMAP: the server's ``UserIPSessions``) admits the logged-in account, named by
+    ``account_of(avatar)`` or else as the client gave it, or answers ``TooManySessions``.
     """
 
     portal: Portal
@@ -164,6 +189,8 @@ class LoginAttempt:
     peer_ip: str
     failures: int = 0
     penalty_logs: bool = True
+    sessions: Optional[UserIPSessions] = None
+    account_of: Callable[[Any], Optional[str]] = lambda avatar: None
 
     def run(self, username: bytes, password: bytes) -> defer.Deferred[LoginOutcome]:
         """Log in as given (``user@domain``, ``user%domain`` or bare: the checker knows the
@@ -181,13 +208,25 @@ class LoginAttempt:
         )
         d.addBoth(release)
         return d.addCallbacks(
-            self._logged_in, self._not_logged_in, errbackArgs=(username, password)
+            self._logged_in,
+            self._not_logged_in,
+            callbackArgs=(username,),
+            errbackArgs=(username, password),
         )
 
-    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> LoginOutcome:
+    def _logged_in(
+        self, result: tuple[Any, Any, Callable[[], None]], username: bytes
+    ) -> LoginOutcome:
         _interface, avatar, logout = result
         self.penalty.succeeded(self.peer_ip)
-        return LoggedIn(avatar, logout)
+        account = self.account_of(avatar) or username.decode("utf-8", "replace")
+        if self.sessions is not None:
+            held = self.sessions.admit(account, self.peer_ip, logout)
+            if held is None:
+                logout()
+                return TooManySessions(account)
+            logout = held
+        return LoggedIn(avatar, logout, account)
 
     def _not_logged_in(
         self, failure: Failure, username: bytes, password: bytes

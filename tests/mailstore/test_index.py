@@ -8,8 +8,11 @@ import os
 
 from twisted.mail import imap4
 
+from cgtwist import settings
 from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.mailbox import MaildirMailbox
+from cgtwist.mailstore.notifier import MailboxNotifier
 from tests.mailstore.test_mailstore import Recorder, StoreTestBase, deliver, msg, result
 
 
@@ -462,6 +465,24 @@ class TombstoneTests(IndexTestBase):
         box = self.select(account=self.reopen())
         self.assertEqual(box.folder.vanished_since(start), [1, 3])
 
+    def test_compaction_writes_a_copy_of_the_tombstones(self) -> None:
+        """A compaction runs in the folder's thread while the reactor goes on recording
+        expunges: it writes a copy of the tombstones, never iterates the live ones (that
+        raised 'dictionary changed size during iteration' and lost the compaction)."""
+        box = self.select()
+        self.expunge(box, 1, 2)
+        folder = box.folder
+        line = index.tombstone_line
+
+        def meanwhile(uid: int, modseq: int) -> list[object]:
+            folder._tombstones([100 + uid], modseq)  # as the reactor would, mid-write
+            return line(uid, modseq)
+
+        self.patch(index, "tombstone_line", meanwhile)
+        result(folder._locked(folder._compact_blocking))
+        self.assertFalse(folder._index.failed)
+        self.assertEqual(folder._index.pending, 0)
+
     def test_lost_log_tail_still_reports_the_expunge(self) -> None:
         """A power cut that loses the log's ``x`` line: the message the index still holds
         is gone from the disk, so the next load tombstones it above every earlier MODSEQ."""
@@ -487,10 +508,15 @@ class TombstoneTests(IndexTestBase):
         box = self.select(account=self.reopen())
         self.assertIsNone(box.folder.vanished_since(start))
 
-    def test_bounded(self) -> None:
+    def test_bounded_by_the_setting_read_at_each_expunge(self) -> None:
+        """imap.tombstones_kept bounds the tombstones, read at each expunge (the server passes
+        the setting to the notifier), so a changed value applies without a restart."""
+        kept = [100]
+        self.notifier = MailboxNotifier(tombstones_kept=lambda: kept[0])
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
         box = self.select()
         start = box.highest_modseq
-        self.patch(index, "TOMBSTONES_KEPT", 2)
+        kept[0] = 2
         self.expunge(box, 1)
         after_first = box.highest_modseq
         self.expunge(box, 2)
@@ -498,6 +524,7 @@ class TombstoneTests(IndexTestBase):
         self.assertEqual(len(box.folder.vanished), 2)
         self.assertIsNone(box.folder.vanished_since(start))
         self.assertEqual(box.folder.vanished_since(after_first), [2, 3])
+        self.assertRaises(ValueError, settings.validate, "imap.tombstones_kept", 0)
 
 
 class PowerCutTests(IndexTestBase):

@@ -7,6 +7,7 @@ import re
 from twisted.trial import unittest
 
 from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import streamer as imap_streamer
 from cgtwist.protocols.imap.parse import ParseError
 from tests.protocols.test_imap_support import MESSAGE, Client, World
 
@@ -213,6 +214,30 @@ class QresyncSessionTests(unittest.TestCase):
         out = self.c.send(b"w SELECT INBOX (QRESYNC (%d %d))\r\n" % (self.uv + 1, self.seen))
         self.assertNotIn(b"VANISHED", out)
         self.assertEqual(_fetches(out), [])
+
+    def test_select_resync_is_paced_by_the_reader(self) -> None:
+        """The FETCH lines of a QRESYNC SELECT go through the streamer: a client that stops
+        reading (the transport pauses the producer) gets no more of them, and the tagged OK
+        comes once they are all written; nothing is written in one go however many changed."""
+        other = Client(self.world)
+        other.login()
+        other.select()
+        other.send(b"a STORE 1:5 +FLAGS (\\Seen)\r\n")
+        self.patch(imap_streamer, "STREAM_BURST", 1)  # one line per reactor turn
+        out = self.c.send(b"q SELECT INBOX (QRESYNC (%d %d))\r\n" % (self.uv, self.seen))
+        self.assertEqual(len(_fetches(out)), 1, out)
+        self.assertNotIn(b"q OK", out)
+        producer = self.c.transport.producer
+        assert producer is not None
+        producer.pauseProducing()
+        self.world.clock.advance(0)
+        self.assertEqual(self.c.take(), b"")
+        producer.resumeProducing()
+        for _ in range(10):
+            self.world.clock.advance(0)
+            out += self.c.take()
+        self.assertEqual(len(_fetches(out)), 5, out)
+        self.assertIn(b"q OK [READ-WRITE] SELECT completed", out)
 
     def test_uid_fetch_vanished(self) -> None:
         """UID FETCH ... (CHANGEDSINCE n VANISHED) names the UIDs expunged since n within

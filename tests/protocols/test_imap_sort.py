@@ -131,6 +131,9 @@ class KeyTests(unittest.TestCase):
 
         want = [n for n, _ in sorted(rows, key=functools.cmp_to_key(cmp))]
         self.assertEqual(imap_sort.ordered(rows, criteria), want)
+        # An updating SORT keeps its result by rank (bisect): the same order.
+        ranked = sorted(imap_sort.rank(n, k, criteria) for n, k in rows)
+        self.assertEqual([r[-1] for r in ranked], want)
 
 
 def _message(subject: str, frm: str, date: str, extra: str = "", body: str = "body") -> bytes:

@@ -14,6 +14,7 @@ from zope.interface import Interface, implementer
 
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.core.auth import AuthUnavailable
+from cgtwist.protocols.limits import UserIPSessions
 from cgtwist.protocols.login import (
     AuthzDenied,
     BadBase64,
@@ -23,6 +24,7 @@ from cgtwist.protocols.login import (
     MalformedResponse,
     Refused,
     SaslExchange,
+    TooManySessions,
     Unavailable,
     decode_response,
     parse_plain,
@@ -117,6 +119,25 @@ class LoginAttemptTests(unittest.TestCase):
         outcome.logout()
         self.assertEqual(self.realm.logouts, 1)
         self.assertEqual(self.penalty.failures("192.0.2.1"), 0)
+
+    def test_sessions_per_account_and_ip(self) -> None:
+        """With the server's UserIPSessions, a login beyond auth.max_userip_connections is
+        TooManySessions and its avatar is logged out again; a logout gives the place back."""
+        self.settings.replace(Settings({"auth.max_userip_connections": 1}))
+        sessions = UserIPSessions(self.settings)
+
+        def attempt() -> LoginAttempt:
+            return LoginAttempt(
+                self.portal, self.penalty, "imap", IThing, "192.0.2.1", sessions=sessions
+            )
+
+        first = self.successResultOf(attempt().run(b"bob", b"pw"))
+        assert isinstance(first, LoggedIn)
+        self.assertEqual(first.account, "bob")
+        self.assertEqual(self.successResultOf(attempt().run(b"bob", b"pw")), TooManySessions("bob"))
+        self.assertEqual(self.realm.logouts, 1)
+        first.logout()
+        self.assertIsInstance(self.successResultOf(attempt().run(b"bob", b"pw")), LoggedIn)
 
     def test_wrong_password_waits_for_the_delay(self) -> None:
         """A failure is counted and answered only after the penalty's delay; the connection's

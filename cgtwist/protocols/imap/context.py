@@ -2,14 +2,16 @@
 
 Pure: a ``SearchContext`` holds one ``SEARCH`` or ``SORT RETURN (UPDATE ...)``'s predicate and
 result (as UIDs; for SORT also each message's sort keys and the order) and turns what changed
-in the mailbox into the untagged ``ESEARCH`` lines (ADDTO/REMOVEFROM) the client is owed. Which messages changed (MODSEQ above the context's, or expunged) and when the lines go
-out is the protocol's (cgtwist.protocols.imap.server); matching is imap_search's.
+in the mailbox into the untagged ``ESEARCH`` lines (ADDTO/REMOVEFROM) the client is owed.
+Matching the changed messages again is cgtwist.protocols.imap.updates'; when the lines go out
+is the session's (cgtwist.protocols.imap.server).
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import search as imap_search
@@ -30,16 +32,42 @@ class SearchContext:
     pred: imap_search.Predicate
     modseq: int
     result: set[int] = field(default_factory=set)
-    # SORT (CONTEXT=SORT): the criteria, each result UID's sort keys and the UIDs in order.
+    texts: frozenset[str] = frozenset()  # the BODY/TEXT parts ``pred`` reads (search.text_needed)
+    # SORT (CONTEXT=SORT): the criteria, each result UID's sort keys, and the result in sort
+    # order as ranks (imap_sort.rank, ties in UID order as RFC 5256 §3 and Dovecot have them),
+    # kept sorted: a change inserts or removes with bisect, never sorts the whole result anew.
     criteria: Optional[list[imap_sort.Criterion]] = None
     keys: dict[int, tuple[imap_sort.Key, ...]] = field(default_factory=dict)
-    order: list[int] = field(default_factory=list)
+    _ranked: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def _reorder(self) -> None:
-        """(SORT) The result in sort order, ties in mailbox (UID) order (RFC 5256 §3)."""
+    def sorted_by(
+        self, criteria: list[imap_sort.Criterion], keys: dict[int, tuple[imap_sort.Key, ...]]
+    ) -> None:
+        """Make this a SORT's context: ``keys`` are the sort keys of the UIDs in ``result``."""
+        self.criteria, self.keys = criteria, dict(keys)
+        self._ranked = sorted(imap_sort.rank(u, k, criteria) for u, k in self.keys.items())
+
+    @property
+    def order(self) -> list[int]:
+        """(SORT) The result's UIDs in sort order."""
+        return [r[-1] for r in self._ranked]
+
+    def _rank_of(self, uid: int) -> tuple[Any, ...]:
         assert self.criteria is not None
-        rows = [(u, self.keys[u]) for u in sorted(self.result)]
-        self.order = imap_sort.ordered(rows, self.criteria)
+        return imap_sort.rank(uid, self.keys[uid], self.criteria)
+
+    def _add_sorted(self, uid: int, keys: tuple[imap_sort.Key, ...]) -> None:
+        self.keys[uid] = keys
+        bisect.insort(self._ranked, self._rank_of(uid))
+
+    def _remove_sorted(self, uid: int) -> None:
+        if uid not in self.keys:
+            return
+        r = self._rank_of(uid)
+        i = bisect.bisect_left(self._ranked, r)
+        if i < len(self._ranked) and self._ranked[i] == r:
+            del self._ranked[i]
+        del self.keys[uid]
 
     def quoted_tag(self) -> bytes:
         return b'"' + self.tag.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
@@ -62,38 +90,41 @@ class SearchContext:
         self.result.difference_update(gone)
         if self.criteria is not None:
             for u in gone:
-                self.keys.pop(u, None)
-            self._reorder()
+                self._remove_sorted(u)
         numbers = sorted(gone) if self.uid else sorted(s for s in map(old_seq, gone) if s)
         lines = [self._head() + b" REMOVEFROM (0 %s)" % imap_esearch.sequence_set(numbers)]
         return lines + self._counts(seq_of)
 
     def changed(
         self,
-        rows: Iterable[tuple[int, int, imap_search.MessageText]],
-        count: int,
-        top_uid: int,
+        checked: Iterable[int],
+        matched: Mapping[int, Optional[tuple[imap_sort.Key, ...]]],
         seq_of: Callable[[int], Optional[int]],
     ) -> list[bytes]:
-        """ADDTO/REMOVEFROM for messages whose flags changed or that are new: ``rows`` are
-        (seq, uid, text) of those, ``count``/``top_uid`` the mailbox's for ``*``."""
-        ctx = imap_search.Context(0, 0, count, top_uid)
+        """ADDTO/REMOVEFROM for messages whose flags changed or that are new: ``checked`` are
+        the UIDs matched again (cgtwist.protocols.imap.updates), ``matched`` those that match
+        now, with their sort keys for a SORT. A message no longer in the view (``seq_of``
+        None) is left to the expunge that removes it."""
         added: list[int] = []
         removed: list[int] = []
         number: dict[int, int] = {}
-        for seq, uid, text in rows:
-            ctx.seq, ctx.uid = seq, uid
+        for uid in checked:
+            seq = seq_of(uid)
+            if seq is None:
+                continue
             number[uid] = uid if self.uid else seq
-            match = self.pred(text, ctx)
-            if match and uid not in self.result:
+            if uid in matched and uid not in self.result:
                 added.append(uid)
                 self.result.add(uid)
                 if self.criteria is not None:
-                    self.keys[uid] = imap_sort.sort_keys(text, self.criteria)
-            elif not match and uid in self.result:
+                    keys = matched[uid]
+                    assert keys is not None
+                    self._add_sorted(uid, keys)
+            elif uid not in matched and uid in self.result:
                 removed.append(number[uid])
                 self.result.discard(uid)
-                self.keys.pop(uid, None)
+                if self.criteria is not None:
+                    self._remove_sorted(uid)
         if self.criteria is not None and (added or removed):
             return self._sorted_lines(added, removed, number, seq_of)
         added = [number[u] for u in added]
@@ -117,15 +148,14 @@ class SearchContext:
     ) -> list[bytes]:
         """(SORT) REMOVEFROM for the messages that left, then ADDTO with the position of each
         new one in the updated order (RFC 5267 §4.3: positions count from 1)."""
-        self._reorder()
         lines = []
         if removed:
             lines.append(
                 self._head() + b" REMOVEFROM (0 %s)" % imap_esearch.sequence_set(sorted(removed))
             )
         if added:
-            new = set(added)
-            pairs = [b"%d %d" % (i + 1, number[u]) for i, u in enumerate(self.order) if u in new]
+            at = sorted((bisect.bisect_left(self._ranked, self._rank_of(u)), u) for u in added)
+            pairs = [b"%d %d" % (i + 1, number[u]) for i, u in at]
             lines.append(self._head() + b" ADDTO (" + b" ".join(pairs) + b")")
         return lines + self._counts(seq_of)
 

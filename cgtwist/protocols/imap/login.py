@@ -26,8 +26,10 @@ from cgtwist.protocols.login import (
     LoginOutcome,
     Refused,
     SaslError,
+    TooManySessions,
     decode_response,
     parse_plain,
+    plaintext_allowed,
 )
 
 
@@ -73,11 +75,7 @@ class LoginMixin:
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or settings allow it (RFC 3501 §6.2.3)."""
-        return (
-            self.secure
-            or self.listener.allow_plain_auth
-            or self.settings.current.auth.allow_plaintext
-        )
+        return plaintext_allowed(self.secure, self.listener, self.settings.current)
 
     def _can_starttls(self) -> bool:
         return not self.secure and self.canStartTLS and self._tls() is not None
@@ -164,6 +162,8 @@ class LoginMixin:
             self.peer_ip,
             self._failures,
             penalty_logs=False,
+            sessions=getattr(self.factory, "sessions", None),
+            account_of=lambda avatar: getattr(avatar, "account", None),
         )
         d = attempt.run(user, passwd)
         d.addCallback(self._login_outcome, tag, name)
@@ -185,6 +185,15 @@ class LoginMixin:
         elif isinstance(outcome, Busy):
             # A shared penalty caps concurrent logins per IP (RELIABILITY §c).
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Too many concurrent logins, try later")
+        elif isinstance(outcome, TooManySessions):
+            self.log.warn(
+                "imap: {account} has too many sessions from {ip}",
+                account=outcome.account,
+                ip=self.peer_ip,
+            )
+            self.sendNegativeResponse(
+                tag, b"[UNAVAILABLE] Maximum number of connections from user+IP exceeded"
+            )
         elif outcome.failure.check(AuthUnavailable):  # the checker logged why
             self.log.warn("imap: authentication unavailable for {ip}", ip=self.peer_ip)
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
@@ -201,25 +210,12 @@ class LoginMixin:
             self._closed_by_us()
 
     def _login_ok(self, outcome: LoggedIn, tag: bytes, name: str) -> None:
-        avatar, logout = outcome.avatar, outcome.logout
         if self._closed:
-            logout()
+            outcome.logout()
             return
-        account = str(getattr(avatar, "account", "") or name)
-        sessions = getattr(self.factory, "sessions", None)
-        held = logout if sessions is None else sessions.admit(account, self.peer_ip, logout)
-        if held is None:
-            logout()
-            self.log.warn(
-                "imap: {account} has too many sessions from {ip}", account=account, ip=self.peer_ip
-            )
-            self.sendNegativeResponse(
-                tag, b"[UNAVAILABLE] Maximum number of connections from user+IP exceeded"
-            )
-            return
-        self.account = avatar
-        self._onLogout = held
-        self.account_name = account
+        self.account = outcome.avatar
+        self._onLogout = outcome.logout
+        self.account_name = str(outcome.account)
         self.state = "auth"
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
         # RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.

@@ -9,7 +9,7 @@ cgtwist.protocols.imap.messages', connection handling cgtwist.protocols.imap.ser
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Iterator, Optional, cast
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -23,6 +23,7 @@ from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import streamer as imap_streamer
 from cgtwist.protocols.imap.arguments import ArgumentParsers
 from cgtwist.protocols.imap.commands import CommandTable
 
@@ -72,6 +73,7 @@ class MailboxCommands(ArgumentParsers):
     enabled: set[bytes]
     search_saved: list[int]
     search_contexts: dict[bytes, imap_context.SearchContext]
+    _streamer: Optional[imap_streamer.Streamer] = None  # the responses being written, if any
     uid_arguments: bool
     peer_ip: str
     _idle_tag: Optional[bytes]
@@ -492,22 +494,26 @@ class MailboxCommands(ArgumentParsers):
             box.addListener(self)
             self.mbox = box
             self.state = "select"
-            if params.qresync is not None:
-                self._resync(params.qresync)
-            self.sendPositiveResponse(
-                tag, b"[%s] %s completed" % (b"READ-WRITE" if writable else b"READ-ONLY", cmd)
-            )
+            done = b"[%s] %s completed" % (b"READ-WRITE" if writable else b"READ-ONLY", cmd)
+            if params.qresync is None:
+                self.sendPositiveResponse(tag, done)
+                return
+            d = self._resync(params.qresync)
+            d.addCallback(lambda _: self.sendPositiveResponse(tag, done))
+            d.addErrback(self._resync_broken)
 
         self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
 
-    def _resync(self, q: imap_condstore.Qresync) -> None:
+    def _resync(self, q: imap_condstore.Qresync) -> defer.Deferred[None]:
         """QRESYNC's SELECT (RFC 7162 §3.2.5.1): with the client's UIDVALIDITY, the UIDs
         expunged since its MODSEQ (``VANISHED (EARLIER)``, from the tombstones, or every UID
         the mailbox lacks when they do not reach back that far) and a FETCH of each message
-        changed since, all before the tagged OK."""
+        changed since, all before the tagged OK. The FETCH lines, one per message of a large
+        mailbox at worst, go through the streamer: paced by the client's reading, a reactor
+        turn at a time. Fires when they are written."""
         box = self.mbox
         if q.uidvalidity != box.getUIDValidity():
-            return
+            return defer.succeed(None)
         present = box.uids
         since = getattr(box, "vanished_since", None)
         gone = since(q.modseq) if since is not None else None
@@ -520,13 +526,22 @@ class MailboxCommands(ArgumentParsers):
         if text:
             self.sendUntaggedResponse(b"VANISHED (EARLIER) " + text)
         wanted = set(imap_condstore.uids_in(q.known_uids, present)) if q.known_uids else None
-        for seq, msg in box.message_rows():
-            modseq = getattr(msg, "modseq", 0) or 0
-            if modseq > q.modseq and (wanted is None or msg.getUID() in wanted):
-                self.sendUntaggedResponse(
-                    b"%d FETCH (UID %d FLAGS (%s) MODSEQ (%d))"
-                    % (seq, msg.getUID(), b" ".join(f.encode() for f in msg.getFlags()), modseq)
-                )
+        self._streamer = imap_streamer.Streamer(self, _changed_since(box, q.modseq, wanted))
+        d = self._streamer.start()
+
+        def written(_: object) -> None:
+            self._streamer = None
+
+        return d.addCallback(written)
+
+    def _resync_broken(self, failure: Failure) -> None:
+        """The FETCH lines of a QRESYNC SELECT failed midway: the client has half of them, so
+        the connection closes (as a FETCH that fails midway does)."""
+        self._streamer = None
+        self.log.failure(
+            "imap: QRESYNC SELECT failed midway; closing {ip}", failure, ip=self.peer_ip
+        )
+        self.transport.loseConnection()
 
     _sel = ArgumentParsers.opt_select_params
     mailbox_commands.add("auth select", "SELECT", _select, _astr, _sel, 1, b"SELECT")
@@ -633,3 +648,19 @@ class MailboxCommands(ArgumentParsers):
     # APPEND runs from the raw command (CgIMAP4Server._special_command); these entries only
     # tell the state check that APPEND exists (BAD "not valid in this state" before login).
     mailbox_commands.add("auth select", "APPEND", do_APPEND_raw)
+
+
+def _changed_since(box: Any, modseq: int, wanted: Optional[set[int]]) -> Iterator[bytes]:
+    """The FETCH (UID FLAGS MODSEQ) response of each message of ``box`` changed after
+    ``modseq`` (among ``wanted`` UIDs when given), for the streamer; an empty chunk now and
+    then over unchanged messages, so a long mailbox still yields the reactor."""
+    skipped = 0
+    for seq, msg in box.message_rows():
+        m = getattr(msg, "modseq", 0) or 0
+        if m > modseq and (wanted is None or msg.getUID() in wanted):
+            flags = b" ".join(f.encode() for f in msg.getFlags())
+            yield b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, msg.getUID(), flags, m)
+        else:
+            skipped += 1
+            if skipped % 1000 == 0:
+                yield b""

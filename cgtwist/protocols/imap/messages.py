@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Optional
 
-from twisted.internet import defer, interfaces
+from twisted.internet import defer
 from twisted.mail import imap4
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
@@ -28,97 +27,20 @@ from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
+from cgtwist.protocols.imap.streamer import Streamer
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.
-_STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
 # FETCH items answered from the index: an expunged message still has them (RFC 2180 §4.1.2).
 _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"))
-_TURN = 0.01  # seconds of FETCH work in one reactor turn before yielding
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
 _FETCH_OFFLOAD = 1 << 20
 
 
-@implementer(interfaces.IPushProducer)
-class _Streamer:
-    """Writes a chunk iterator to the transport as a push producer: stops while the transport
-    says pause (a slow reader), yields to the reactor after each burst."""
-
-    def __init__(self, proto: Any, chunks: Iterator[bytes]) -> None:
-        self.proto = proto
-        self.chunks = chunks
-        self.paused = False
-        self.stopped = False
-        self.scheduled: Any = None
-        self.waiting = False  # a Deferred from the chunks is being waited for
-        self.done: defer.Deferred[None] = defer.Deferred()
-
-    def start(self) -> defer.Deferred[None]:
-        self.proto.transport.registerProducer(self, True)
-        self._run()
-        return self.done
-
-    def _schedule(self) -> None:
-        if self.scheduled is None and not self.stopped and not self.waiting:
-            self.scheduled = self.proto.clock.callLater(0, self._run)
-
-    def _run(self) -> None:
-        self.scheduled = None
-        written = 0
-        clock = self.proto.clock
-        deadline = clock.seconds() + _TURN
-        try:
-            while not self.paused and not self.stopped:
-                chunk = next(self.chunks, None)
-                if chunk is None:
-                    self._finish(None)
-                    return
-                if isinstance(chunk, defer.Deferred):
-                    # Work done in a thread (a large message parsed): go on when it is ready.
-                    self.waiting = True
-                    chunk.addCallbacks(self._ready, self._finish)
-                    return
-                self.proto.transport.write(chunk)
-                written += len(chunk)
-                if written >= _STREAM_BURST or clock.seconds() > deadline:
-                    self._schedule()
-                    return
-        except Exception:
-            self._finish(Failure())
-
-    def _finish(self, failure: Optional[Failure]) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        self.proto.transport.unregisterProducer()
-        if failure is None:
-            self.done.callback(None)
-        else:
-            self.done.errback(failure)
-
-    def _ready(self, _: object) -> None:
-        self.waiting = False
-        self._schedule()
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self._schedule()
-
-    def stopProducing(self) -> None:
-        self.stopped = True
-        if self.scheduled is not None and self.scheduled.active():
-            self.scheduled.cancel()
-        self.chunks = iter(())
-
-
 class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
-    _streamer: Optional[_Streamer] = None
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
@@ -381,7 +303,7 @@ class MessageCommands(MailboxCommands):
                 self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers, modseqs))
             code = b""
             if ret.update:
-                code = self._keep_updated(tag, uid, ret, pred, start_modseq, uids)
+                code = self._keep_updated(tag, uid, ret, pred, texts, start_modseq, uids)
             self.sendPositiveResponse(
                 tag, code + b"SEARCH completed" + (b", result saved" if ret.save else b"")
             )
@@ -398,6 +320,7 @@ class MessageCommands(MailboxCommands):
         uid: bool,
         ret: imap_esearch.Return,
         pred: imap_search.Predicate,
+        texts: set[str],
         modseq: Optional[int],
         uids: list[int],
         criteria: Optional[list[imap_sort.Criterion]] = None,
@@ -409,10 +332,11 @@ class MessageCommands(MailboxCommands):
         brings its ``criteria`` and each UID's sort ``keys``."""
         limit = self.settings.current.imap.max_search_updates
         contexts = self.search_contexts
-        ctx = imap_context.SearchContext(tag, uid, ret, pred, modseq or 0, set(uids))
+        ctx = imap_context.SearchContext(
+            tag, uid, ret, pred, modseq or 0, set(uids), texts=frozenset(texts)
+        )
         if criteria is not None:
-            ctx.criteria, ctx.keys = criteria, dict(keys or {})
-            ctx.order = imap_sort.ordered(sorted(ctx.keys.items()), criteria)
+            ctx.sorted_by(criteria, keys or {})
         if modseq is None or (tag not in contexts and len(contexts) >= limit):
             self.log.info(
                 "imap: SEARCH UPDATE refused for {account} from {ip}: {n} kept already",
@@ -527,7 +451,7 @@ class MessageCommands(MailboxCommands):
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
-            self._streamer = _Streamer(self, responses(rows))
+            self._streamer = Streamer(self, responses(rows))
             return self._streamer.start()
 
         def done(_: Any) -> None:

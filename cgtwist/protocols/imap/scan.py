@@ -41,56 +41,68 @@ def collect(
     """``key(text, seq, uid)`` of every message of ``box`` that ``pred`` matches, in mailbox
     order. ``runner`` runs blocking work in a thread (None: never offload); ``gone()`` true
     stops the work (the client went away); ``texts`` names the BODY/TEXT parts needed."""
-    done: defer.Deferred[list[T]] = defer.Deferred()
-    found: list[T] = []
 
-    def run(rows: Any) -> None:
+    def run(rows: Any) -> defer.Deferred[list[T]]:
         if not isinstance(rows, Sequence):
             rows = list(rows)
-        count = box.getMessageCount()
         top_uid = rows[-1][1].getUID() if rows else 0
-
-        def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
-            i, read = start, 0
-            end = min(len(rows), start + BATCH)
-            try:
-                ctx = imap_search.Context(0, 0, count, top_uid)
-                deadline = clock.seconds() + TURN
-                while i < end and read < BATCH_BYTES and clock.seconds() <= deadline:
-                    seq, msg = rows[i]
-                    text = prepared or imap_search.MessageText(msg, _reader(msg))
-                    if (
-                        prepared is None
-                        and texts
-                        and runner is not None
-                        and msg.getSize() > OFFLOAD
-                    ):
-                        d = runner(text.prepare, texts)
-                        d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
-                        return
-                    prepared = None
-                    i += 1
-                    ctx.seq = seq
-                    ctx.uid = msg.getUID()
-                    if pred(text, ctx):
-                        found.append(key(text, seq, ctx.uid))
-                    read += text.bytes_read
-            except Exception:
-                done.errback()
-                return
-            if i < len(rows):
-                if gone():
-                    return
-                clock.callLater(0, batch, i)
-            else:
-                done.callback(found)
-
-        batch(0)
+        return match(rows, box.getMessageCount(), top_uid, runner, clock, gone, pred, texts, key)
 
     rows = getattr(box, "message_rows", None)  # the mailstore's: one message at a time
     if rows is not None:
         d = defer.maybeDeferred(rows)
     else:
         d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
-    d.addCallbacks(run, done.errback)
+    return d.addCallback(run)
+
+
+def match(
+    rows: Sequence[tuple[int, Any]],
+    count: int,
+    top_uid: int,
+    runner: Optional[Callable[..., defer.Deferred[Any]]],
+    clock: Any,
+    gone: Callable[[], bool],
+    pred: imap_search.Predicate,
+    texts: set[str] | frozenset[str],
+    key: Callable[[imap_search.MessageText, int, int], T],
+) -> defer.Deferred[list[T]]:
+    """``key(text, seq, uid)`` of each of ``rows`` ((seq, message), in mailbox order) that
+    ``pred`` matches, in bounded batches per reactor turn; ``count`` and ``top_uid`` are the
+    mailbox's, for ``*``. ``collect`` over a whole mailbox, and an updating search (CONTEXT=
+    SEARCH) over the messages that changed."""
+    done: defer.Deferred[list[T]] = defer.Deferred()
+    found: list[T] = []
+
+    def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
+        i, read = start, 0
+        end = min(len(rows), start + BATCH)
+        try:
+            ctx = imap_search.Context(0, 0, count, top_uid)
+            deadline = clock.seconds() + TURN
+            while i < end and read < BATCH_BYTES and clock.seconds() <= deadline:
+                seq, msg = rows[i]
+                text = prepared or imap_search.MessageText(msg, _reader(msg))
+                if prepared is None and texts and runner is not None and msg.getSize() > OFFLOAD:
+                    d = runner(text.prepare, texts)
+                    d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)
+                    return
+                prepared = None
+                i += 1
+                ctx.seq = seq
+                ctx.uid = msg.getUID()
+                if pred(text, ctx):
+                    found.append(key(text, seq, ctx.uid))
+                read += text.bytes_read
+        except Exception:
+            done.errback()
+            return
+        if i < len(rows):
+            if gone():
+                return
+            clock.callLater(0, batch, i)
+        else:
+            done.callback(found)
+
+    batch(0)
     return done

@@ -24,9 +24,8 @@ from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import context as imap_context
-from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
-from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import updates as imap_updates
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
@@ -106,6 +105,12 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self.search_saved: list[int] = []
         # CONTEXT=SEARCH (RFC 5267): updating searches by tag, for the selected mailbox only.
         self.search_contexts: dict[bytes, imap_context.SearchContext] = {}
+        self.context_updates = imap_updates.ContextUpdates(
+            self.search_contexts,
+            lambda: getattr(self.account, "run", None),
+            clock,
+            lambda: self._closed,
+        )
         self.uid_arguments = False
 
     # -- time -------------------------------------------------------------------------------
@@ -393,19 +398,33 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         if self._closed and self.transport is None:
             return
         is_final = tag is not None and tag != b"*" and tag == self._busy_tag
-        if is_final:
-            self._flush_unsolicited()
         if not tag:
             tag = b"*"
         line = b" ".join((tag, state, message)) if message else b" ".join((tag, state))
+        if not is_final:
+            self.sendLine(line)
+            return
+        if self._flush_unsolicited():
+            # Updating searches are being matched (cgtwist.protocols.imap.updates): their
+            # ADDTO/REMOVEFROM go before this reply, which waits (input stays paused).
+            d = self.context_updates.when_ready()
+            d.addCallback(lambda _: self._final_reply(line, flush=True))
+            return
+        self._final_reply(line)
+
+    def _final_reply(self, line: bytes, flush: bool = False) -> None:
+        """The command's tagged reply; then the next command may run."""
+        if self._closed:
+            return
+        if flush:
+            self._flush_unsolicited(start=False)
         self.sendLine(line)
-        if is_final:
-            self._busy_tag = None
-            self._busy_name = b""
-            if self._bye_after_command:
-                self._bye(b"* BYE Server shutting down")
-                return
-            self._resume()
+        self._busy_tag = None
+        self._busy_name = b""
+        if self._bye_after_command:
+            self._bye(b"* BYE Server shutting down")
+            return
+        self._resume()
 
     def sendNegativeResponse(self, tag: Optional[bytes] = None, message: Any = b"") -> None:
         if isinstance(message, str):  # Twisted passes str in a few places
@@ -425,11 +444,15 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         if self._idle_tag is not None:
             self._flush_unsolicited()
 
-    def _flush_unsolicited(self) -> None:
-        """Tell the client what changed: the selected mailbox's view first, then the rest."""
+    def _flush_unsolicited(self, start: bool = True) -> bool:
+        """Tell the client what changed: the selected mailbox's view first, then the updating
+        searches' results found so far, then the rest. With ``start``, begin matching the
+        messages changed since the updating searches were last brought up to date; True
+        while that runs (``context_updates.when_ready``; during IDLE its lines follow)."""
         if self.state == "logout":  # RFC 3501 §7.1.5: nothing after BYE
             self._unsolicited.clear()
-            return
+            return False
+        matching = False
         if self.state == "select" and self.mbox is not None:
             sync = getattr(self.mbox, "sync", None)
             if sync is not None:
@@ -440,9 +463,21 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
                     else None
                 )
                 self._send_updates(sync(allowed), before)
-                self._update_contexts()
+                for line in self.context_updates.lines(self.mbox):
+                    self.sendLine(b"* " + line)
+                if start and self.search_contexts:
+                    matching = self.context_updates.start(self.mbox)
         while self._unsolicited:
             self.sendLine(b"* " + self._unsolicited.pop(0))
+        if matching and self._idle_tag is not None:
+            self.context_updates.when_ready().addCallback(lambda _: self._idle_results())
+        return matching
+
+    def _idle_results(self) -> None:
+        """During IDLE, the updating searches' lines as soon as they are matched (RFC 2177),
+        and a match of what changed meanwhile (it ends once nothing has)."""
+        if self._idle_tag is not None and not self._closed:
+            self._flush_unsolicited()
 
     def _send_updates(self, up: Any, before: Optional[list[int]] = None) -> None:
         """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order; with
@@ -475,29 +510,6 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
                     extra += b" UID %d" % u
                 extra += b" MODSEQ (%d)" % (modseq_of(u) or 0)
             self.sendLine(b"* %d FETCH (FLAGS (%s)%s)" % (seq, words, extra))
-
-    def _update_contexts(self) -> None:
-        """ADDTO/REMOVEFROM for updating searches (RFC 5267 §4.3): the messages whose MODSEQ
-        rose since a search was last brought up to date (flags changed, new mail) are matched
-        again; expunges were handled as they were reported."""
-        box = self.mbox
-        high = getattr(box, "highest_modseq", None)
-        stale = [c for c in self.search_contexts.values() if high is not None and c.modseq < high]
-        if not stale or high is None:
-            return
-        since = min(c.modseq for c in stale)
-        rows = [
-            (seq, msg.getUID(), imap_search.MessageText(msg, _reader(msg)), msg.modseq)
-            for seq, msg in box.message_rows()
-            if (getattr(msg, "modseq", 0) or 0) > since
-        ]
-        count = box.getMessageCount()
-        top = box.getUID(count) if count else 0
-        for ctx in stale:
-            mine = [(s, u, t) for s, u, t, m in rows if m > ctx.modseq]
-            for line in ctx.changed(mine, count, top, box.seq_of):
-                self.sendLine(b"* " + line)
-            ctx.modseq = high
 
     def _send_flags(self, flags: list[str], permanent: Optional[list[str]]) -> None:
         self.sendLine(b"* FLAGS (%s)" % b" ".join(f.encode() for f in flags))
@@ -554,10 +566,6 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self.unsolicited(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
 
 
-def _reader(msg: object) -> Callable[[], bytes]:
-    return lambda: imap_fetch.read_raw(msg)
-
-
 class IMAPFactory(AccessFactory):
     """Builds CgIMAP4Server connections for one listener (set-up, per-IP counts and the
     shutdown drain: AccessFactory; each session says ``* BYE`` at shutdown, RFC 3501
@@ -566,17 +574,3 @@ class IMAPFactory(AccessFactory):
     protocol = CgIMAP4Server  # type: ignore[assignment]
     penalty: IAuthPenalty
     live: set[CgIMAP4Server]
-
-    def buildProtocol(self, addr: Any) -> CgIMAP4Server:  # type: ignore[override]
-        p = CgIMAP4Server(
-            self.listener,
-            self.settings,
-            self.portal,
-            self.tls,
-            self.hostname,
-            self.clock,
-            self.penalty,
-        )
-        p.factory = self
-        self.live.add(p)
-        return p

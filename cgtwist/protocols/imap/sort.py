@@ -9,6 +9,7 @@ metadata, so no message file is read); the final ordering. Never imports twisted
 from __future__ import annotations
 
 import email.utils
+import functools
 from typing import Any, Optional
 
 from cgtwist.protocols.imap import address as imap_address
@@ -142,6 +143,39 @@ def sort_keys(text: MessageText, criteria: list[Criterion]) -> tuple[Key, ...]:
         else:  # DISPLAYFROM, DISPLAYTO
             out.append(display_key(text, key[7:].lower()))
     return tuple(out)
+
+
+@functools.total_ordering
+class _Reversed:
+    """One REVERSE criterion's key in a ``rank``: orders as its key turned around."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reversed) and self.key == other.key
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return bool(other.key < self.key)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+def rank(number: int, keys: tuple[Key, ...], criteria: list[Criterion]) -> tuple[Any, ...]:
+    """One message's place in the sort order as a single comparable value: its keys (those of
+    REVERSE criteria turned around), then its ``number`` (UID or sequence number), so that
+    messages equal on every key stay in mailbox order as ``ordered`` leaves them. Lets an
+    updating SORT (CONTEXT=SORT) insert and remove with bisect instead of sorting anew."""
+    return (
+        *(
+            _Reversed(k) if reverse else k
+            for k, (_name, reverse) in zip(keys, criteria, strict=True)
+        ),
+        number,
+    )
 
 
 def ordered(rows: list[tuple[int, tuple[Key, ...]]], criteria: list[Criterion]) -> list[int]:

@@ -96,7 +96,7 @@ class SortCommands:
                 self.sendUntaggedResponse(imap_esearch.response(tag, uid, ret, numbers))
                 if ret.update:
                     code = self._keep_updated(
-                        tag, uid, ret, pred, start_modseq, list(by_uid), criteria, by_uid
+                        tag, uid, ret, pred, texts, start_modseq, list(by_uid), criteria, by_uid
                     )
             else:
                 self.sendUntaggedResponse(b"SORT" + b"".join(b" %d" % n for n in numbers))

@@ -27,8 +27,10 @@ from cgtwist.protocols.login import (
     LoginOutcome,
     Refused,
     SaslError,
+    TooManySessions,
     decode_response,
     parse_plain,
+    plaintext_allowed,
 )
 from cgtwist.protocols.pop3.maildrop import Maildrop
 from cgtwist.settings import SettingsHolder
@@ -193,11 +195,7 @@ class POP3Server(pop3.POP3):
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or auth.allow_plaintext allows it."""
-        return (
-            self.secure
-            or self.listener.allow_plain_auth
-            or self.settings.current.auth.allow_plaintext
-        )
+        return plaintext_allowed(self.secure, self.listener, self.settings.current)
 
     def stls_available(self) -> bool:
         return self.state == "AUTHORIZATION" and not self.secure and self.tls() is not None
@@ -403,6 +401,8 @@ class POP3Server(pop3.POP3):
             self.peer_ip,
             self._failures,
             penalty_logs=False,
+            sessions=getattr(self.factory, "sessions", None),
+            account_of=_account_of,
         )
         d = attempt.run(user.encode("utf-8"), password.encode("utf-8"))
         return d.addCallback(self._login_outcome, user)
@@ -427,27 +427,24 @@ class POP3Server(pop3.POP3):
         elif isinstance(outcome, Busy):
             # The shared penalty caps logins running at once from a host that has failed before.
             self.err("[SYS/TEMP] Too many logins in progress from your address, try later")
+        elif isinstance(outcome, TooManySessions):
+            self.log.warn(
+                "pop3: {account} has too many sessions from {ip}",
+                account=outcome.account,
+                ip=self.peer_ip,
+            )
+            self.err("[IN-USE] Maximum number of connections from user+IP exceeded")
         else:
             self._unavailable(outcome.failure, user)
 
     def _logged_in(self, outcome: LoggedIn, user: str) -> None:
-        avatar, logout = outcome.avatar, outcome.logout
+        avatar = outcome.avatar
         if self.transport is None or self.transport.disconnecting:
-            logout()
-            return
-        account = avatar.box.folder.account if isinstance(avatar, PopMailbox) else user
-        sessions = getattr(self.factory, "sessions", None)
-        held = logout if sessions is None else sessions.admit(account, self.peer_ip, logout)
-        if held is None:
-            logout()
-            self.log.warn(
-                "pop3: {account} has too many sessions from {ip}", account=account, ip=self.peer_ip
-            )
-            self.err("[IN-USE] Maximum number of connections from user+IP exceeded")
+            outcome.logout()
             return
         self.maildrop = Maildrop(self, avatar)
-        self._onLogout = held
-        self.account = account
+        self._onLogout = outcome.logout
+        self.account = outcome.account
         self.state = "TRANSACTION"
         count, size = avatar.count_and_size()
         self.log.info(
@@ -480,16 +477,7 @@ class POP3Factory(AccessFactory):
     protocol = POP3Server  # type: ignore[assignment]
     live: set[POP3Server]
 
-    def buildProtocol(self, addr: Any) -> POP3Server:  # type: ignore[override]
-        p = POP3Server(
-            self.listener,
-            self.settings,
-            self.portal,
-            self.tls,
-            self.hostname,
-            self.clock,
-            self.penalty,
-        )
-        p.factory = self
-        self.live.add(p)
-        return p
+
+def _account_of(avatar: Any) -> Optional[str]:
+    """The account a POP3 avatar is the maildrop of (its user+IP sessions are counted)."""
+    return avatar.box.folder.account if isinstance(avatar, PopMailbox) else None

@@ -28,6 +28,7 @@ from cgtwist.protocols.login import (
     SaslExchange,
     Unavailable,
     decode_response,
+    plaintext_allowed,
 )
 from cgtwist.protocols.smtp.wire import SMTPWire
 
@@ -68,11 +69,7 @@ class AuthCommands(SMTPWire):
 
     def _auth_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or the settings allow plaintext."""
-        return bool(
-            self._tls
-            or self.factory.listener.allow_plain_auth
-            or self._settings().auth.allow_plaintext
-        )
+        return plaintext_allowed(bool(self._tls), self.factory.listener, self._settings())
 
     def smtp_auth(self, arg: bytes) -> None:
         assert self.session is not None
@@ -166,6 +163,7 @@ class AuthCommands(SMTPWire):
         elif isinstance(outcome, Busy):
             self._reply(454, "4.7.0", "Too many authentications in progress, try again later")
         else:
+            assert isinstance(outcome, Unavailable)  # SMTP counts no sessions per user+IP
             self._unavailable(outcome)
 
     def _unavailable(self, outcome: Unavailable) -> None:
