@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
-from cgtwist.durable import DirSync, fsync_dir, write_all
+from cgtwist.durable import DirSync, fsync_dir, make_dirs, write_all
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
@@ -45,7 +45,6 @@ from cgtwist.spool import format as fmt
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     Recycler,
-    make_dirs,
     read_upto,
     read_whole,
     storage_error,
