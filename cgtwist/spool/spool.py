@@ -85,6 +85,18 @@ def _writer_pid(name: str) -> Optional[int]:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
+def make_layout(base_dir: str) -> None:
+    """(blocking) ``Queue/`` with its corrupt/, incoming/, free/ and finished/ directories,
+    made durably where missing (``durable.make_dirs``: a syncfs before the first one).
+
+    The composition root runs it in a thread before it builds the ``Spool``, whose
+    constructor calls it again and then only finds them (a stat each): neither the syncfs
+    nor the directory fsyncs of a first start run on the reactor."""
+    for d in (paths.CORRUPT_DIR, paths.INCOMING_DIR, paths.FREE_DIR):
+        make_dirs(os.path.join(base_dir, d))
+    make_dirs(os.path.join(base_dir, paths.QUEUE_DIR, FINISHED_DIR))
+
+
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
@@ -150,14 +162,12 @@ class Spool:
         self._locks: dict[str, defer.DeferredLock] = {}
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
-        make_dirs(self.corrupt_dir)
-        make_dirs(self.incoming_dir)
+        make_layout(base_dir)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR), reserve_dir=self.dir)
         self._refilling = False
         self._legacy_done = DoneLog(self.dir)  # read once by recover, then removed
         # Finished messages wait here for the pool; nothing in it is ever read or delivered.
         self.finished_dir = os.path.join(self.queue_dir, FINISHED_DIR)
-        make_dirs(self.finished_dir)
         self._finished: list[str] = []  # ids in finished_dir, their .msg durably gone
         # adopt's and remove's small file moves, made durable by each job's commit; these
         # lists are the current job's, touched only in its thread (one job at a time)
