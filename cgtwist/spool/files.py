@@ -163,7 +163,7 @@ class Recycler:
         cut kept a taken file's pool name; e2fsck counts both links), so that no new message
         overwrites a spooled one; returns the names dropped."""
         dropped = []
-        for name in _listdir(self.path):
+        for name in listdir_quiet(self.path):
             full = os.path.join(self.path, name)
             try:
                 if os.lstat(full).st_nlink > 1 and unlink_quiet(full):
@@ -237,7 +237,8 @@ def read_upto(path: str, limit: Optional[int]) -> Optional[bytes]:
         os.close(fd)
 
 
-def _listdir(path: str) -> list[str]:
+def listdir_quiet(path: str) -> list[str]:
+    """``os.listdir``; a missing directory has no names."""
     try:
         return os.listdir(path)
     except FileNotFoundError:

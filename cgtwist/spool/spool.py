@@ -1,4 +1,4 @@
-"""The durable message spool (CommuniGate's ``Queue/`` folder): file I/O, commit and recovery.
+"""The durable message spool (CommuniGate's ``Queue/`` folder): file I/O and commit.
 
 Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), fsyncs it, renames
 it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
@@ -19,7 +19,8 @@ pool file's old name is fsynced away before it becomes a ``.msg``; a finished me
 renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (the commit's
 fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
 it again, and no name of it that can come back leads to a reused file.
-Formats live in ``spool.format``.
+Formats live in ``spool.format``; the scan at start that puts right what a crash left, in
+``spool.recovery``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
+from cgtwist.spool import recovery
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     Recycler,
@@ -51,6 +53,7 @@ from cgtwist.spool.files import (
     unlink_quiet,
 )
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.spool.recovery import Recovered
 from cgtwist.spool.workers import JobBatch
 from cgtwist.types import Envelope
 
@@ -77,12 +80,6 @@ FINISHED_DIR = "finished"  # in Queue/: finished messages on their way into the 
 # (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
 RECYCLE_AFTER = 1.0
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
-
-
-def _writer_pid(name: str) -> Optional[int]:
-    """The process id in a spool file name (``<time>-<pid>-<n>.ext``), None if not one."""
-    parts = name.rsplit(".", 1)[0].split("-")
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def make_layout(base_dir: str) -> None:
@@ -528,7 +525,7 @@ class Spool:
                 if name.endswith(".msg") and fmt.valid_id(name[:-4]):
                     ids.append(name[:-4])
                 elif name.endswith((".tmp", ".rsv")):
-                    pid = _writer_pid(name)
+                    pid = fmt.writer_pid(name)
                     if pid is not None and pid not in live_pids:
                         unlink_quiet(os.path.join(self.incoming_dir, name))
             ids.sort()
@@ -693,15 +690,6 @@ class Spool:
             return False
 
     # -- recovery ---------------------------------------------------------------------------
-    def _ours_in_progress(self, name: str, full: str) -> bool:
-        """A .tmp named with our pid and written since this Spool was created."""
-        if _writer_pid(name) != os.getpid():
-            return False
-        try:
-            return os.stat(full).st_mtime >= self._created
-        except FileNotFoundError:
-            return True
-
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
         """On start: drop pool names that share an inode, adopt what waits in incoming/,
         remove finished messages (``Queue/finished/``, and those a done log of an earlier
@@ -709,69 +697,23 @@ class Spool:
         the valid ids in time order. ``deep`` verifies each checksum (else only the structure;
         load still verifies before delivery)."""
 
-        def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
-            ids: list[str] = []
-            bad: list[tuple[str, str]] = []
-            removed = [os.path.join("free", n) for n in self._recycler.drop_shared()]
-            done = self._legacy_done.read()
-            legacy = bool(done)
+        def scan() -> Recovered:
             self._finished = []
-            marked = set(_listdir(self.finished_dir))
-            finished = len(marked)
-            for name in marked:
-                # finished before the restart (maybe emptied on its way into the pool, or its
-                # inode reused since: never read)
-                unlink_quiet(os.path.join(self.finished_dir, name))
-                done.add(name)
-            self._take_incoming(removed, done)
-            names = os.listdir(self.dir)
-            msgs = {n[:-4] for n in names if n.endswith(".msg")}
-            for name in names:
-                full = os.path.join(self.dir, name)
-                if name.endswith(".tmp"):
-                    if self._ours_in_progress(name, full):
-                        continue  # being written by this process right now (SMTP is up)
-                    unlink_quiet(full)
-                    removed.append(name)
-                elif name.endswith(".rsv"):
-                    unlink_quiet(full)  # a reserve left by a process gone (Recycler); a
-                    # concurrent refill's loses a file or two: take skips a vanished name
-                elif name.endswith(".jrn") and name[:-4] not in msgs:
-                    unlink_quiet(full)
-                    removed.append(name)
-                elif name.endswith(".msg") and name[:-4] in done:
-                    # finished: its Queue/ name came back beside Queue/finished/'s (or a done
-                    # log of an earlier version names it)
-                    unlink_quiet(full)
-                    unlink_quiet(full[:-4] + ".jrn")
-                    finished += name[:-4] not in marked
-                elif name.endswith(".msg"):
-                    msg_id = name[:-4]
-                    try:
-                        _check_file(msg_id, full, deep)
-                    except SpoolCorrupt as e:
-                        self._move_corrupt(name)
-                        if fmt.valid_id(msg_id):
-                            self._move_corrupt(msg_id + ".jrn")
-                        bad.append((name, e.reason))
-                        continue
-                    except OSError as e:
-                        bad.append((name, f"unreadable: {e.strerror}"))
-                        continue
-                    ids.append(msg_id)
-            # The removals are durable before the names that mark them finished go.
-            self._dirsync.sync()
-            if done:
-                if self.dir == self.queue_dir:
-                    fsync_dir(self.incoming_dir)
-                fsync_dir(self.finished_dir)
-            if legacy:
-                self._legacy_done.remove()
-            ids.sort()
-            return ids, bad, removed, finished
+            return recovery.scan(
+                spool_dir=self.dir,
+                queue_dir=self.queue_dir,
+                incoming_dir=self.incoming_dir,
+                finished_dir=self.finished_dir,
+                recycler=self._recycler,
+                legacy_done=self._legacy_done,
+                dirsync=self._dirsync,
+                created=self._created,
+                move_corrupt=self._move_corrupt,
+                deep=deep,
+            )
 
-        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str], int]) -> list[str]:
-            ids, bad, removed, finished = result
+        def scanned(result: Recovered) -> list[str]:
+            ids, bad, removed, finished = result.ids, result.bad, result.removed, result.finished
             for name in removed:
                 self.log.info("spool: removed stale {name}", name=name)
             for name, reason in bad:
@@ -792,56 +734,3 @@ class Spool:
             return ids
 
         return self._in_thread(scan).addCallback(scanned)
-
-    def _take_incoming(self, removed: list[str], done: set[str]) -> None:
-        """Thread, at start (no SMTP worker runs yet): messages that workers stored but the
-        server had not adopted are linked into Queue/, Queue/ fsynced, then their incoming
-        names go (as ``adopt`` does); so do those of finished messages (``done``: the adoption
-        had not removed them durably) and half-written .tmp files."""
-        if self.dir == self.incoming_dir:
-            return
-        try:
-            names = os.listdir(self.incoming_dir)
-        except FileNotFoundError:
-            return
-        linked = []
-        for name in names:
-            full = os.path.join(self.incoming_dir, name)
-            if name.endswith(".msg") and fmt.valid_id(name[:-4]):
-                if name[:-4] in done:
-                    unlink_quiet(full)
-                    continue
-                try:
-                    os.link(full, os.path.join(self.dir, name))
-                except FileExistsError:
-                    pass  # linked by an adoption cut off before it unlinked this name
-                linked.append(full)
-            elif name.endswith(".tmp"):
-                unlink_quiet(full)
-                removed.append(os.path.join("incoming", name))
-            elif name.endswith(".rsv"):
-                unlink_quiet(full)  # a worker's reserve (Recycler)
-        if linked:
-            self._dirsync.sync()
-            for full in linked:
-                unlink_quiet(full)
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
-
-
-def _check_file(msg_id: str, path: str, deep: bool) -> None:
-    if not fmt.valid_id(msg_id):
-        raise SpoolCorrupt(msg_id, "not a spool file name")
-    with open(path, "rb") as f:
-        if deep:
-            fmt.decode(msg_id, f.read())
-            return
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(fmt.MAX_HEADER)
-        f.seek(max(0, size - fmt.TRAILER_LEN))
-        fmt.check_structure(msg_id, head, size, f.read())
