@@ -15,6 +15,21 @@ from cgtwist.config import BootstrapConfig
 from cgtwist.settings import SettingsHolder
 
 
+def base_config(base: str) -> BootstrapConfig:
+    """A bootstrap config over the new base directory ``base``: its own SQLite store, a
+    certificate that is never made, a nameserver on loopback that is never asked."""
+    return BootstrapConfig(
+        base_dir=base,
+        main_domain="example.test",
+        hostname="mx.example.test",
+        database_url="sqlite:///" + os.path.join(base, "cgtwist.db"),
+        certificate=os.path.join(base, "none.pem"),
+        key=os.path.join(base, "none.key"),
+        generated_certificate=False,
+        nameservers=("127.0.0.1:1",),
+    )
+
+
 class SpoolLayoutTests(unittest.TestCase):
     def test_a_new_spool_is_made_off_the_reactor(self) -> None:
         """On a new base directory the spool's directories (a syncfs of the file system and a
@@ -30,17 +45,7 @@ class SpoolLayoutTests(unittest.TestCase):
             real(path)
 
         self.patch(durable, "sync_filesystem", sync)
-        cfg = BootstrapConfig(
-            base_dir=base,
-            main_domain="example.test",
-            hostname="mx.example.test",
-            database_url="sqlite:///" + os.path.join(base, "cgtwist.db"),
-            certificate="",
-            key="",
-            generated_certificate=True,
-            nameservers=("127.0.0.1:1",),
-        )
-        parts = Components(cfg, reactor, SettingsHolder(), tls=None)
+        parts = Components(base_config(base), reactor, SettingsHolder(), tls=None)
 
         async def build() -> None:
             try:

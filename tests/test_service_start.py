@@ -10,8 +10,8 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from cgtwist import app, durable
-from cgtwist.config import BootstrapConfig
 from cgtwist.service import CgtwistService
+from tests.test_app import base_config
 
 
 class _Stop(Exception):
@@ -38,17 +38,7 @@ class BaseDirectoryTests(unittest.TestCase):
 
         self.patch(durable, "fsync_dir", fsync_dir)
         self.patch(app, "Components", _stop)
-        cfg = BootstrapConfig(
-            base_dir=base,
-            main_domain="example.test",
-            hostname="mx.example.test",
-            database_url="sqlite:///" + os.path.join(base, "cgtwist.db"),
-            certificate=os.path.join(base, "none.pem"),
-            key=os.path.join(base, "none.key"),
-            generated_certificate=False,
-            nameservers=("127.0.0.1:1",),
-        )
-        service = CgtwistService(cfg, reactor)
+        service = CgtwistService(base_config(base), reactor)
         self.patch(service.tls, "reload", lambda: None)
         d = defer.ensureDeferred(service._start())
 
