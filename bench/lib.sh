@@ -64,8 +64,12 @@ cg_begin() {
   cg_dns "$BASE/zone.json" "$BASE"
 }
 
-# cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID.
+# cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID. The
+# address file is emptied first: in a persistent base directory the last run's address would
+# otherwise be read before the background job's redirection truncates it, and the run stopped
+# with "did not start" (or asked a server that is gone).
 cg_dns() {
+  : > "$2/dns.addr"
   PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$1" > "$2/dns.addr" 2>/dev/null &
   CG_DNS_PID=$!
   for _ in $(seq 100); do [ -s "$2/dns.addr" ] && break; sleep 0.1; done
