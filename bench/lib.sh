@@ -64,8 +64,12 @@ cg_begin() {
   cg_dns "$BASE/zone.json" "$BASE"
 }
 
-# cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID.
+# cg_dns ZONE_FILE DIR: serve ZONE_FILE (JSON) on loopback; sets DNS and CG_DNS_PID. The
+# address file is emptied first: in a persistent base directory the last run's address would
+# otherwise be read before the background job's redirection truncates it, and the run stopped
+# with "did not start" (or asked a server that is gone).
 cg_dns() {
+  : > "$2/dns.addr"
   PYTHONPATH="$REPO" "$PY" -m tests.dnsserver --json "$1" > "$2/dns.addr" 2>/dev/null &
   CG_DNS_PID=$!
   for _ in $(seq 100); do [ -s "$2/dns.addr" ] && break; sleep 0.1; done
@@ -206,4 +210,97 @@ dovecot_users() {
     done; } > "$file.new"
   chown root:dovecot "$file.new"; chmod 640 "$file.new"; mv "$file.new" "$file"
   echo "$home"
+}
+
+# ---- loopback sink domains and a second Postfix (outbound-vs-postfix.sh, list-vs-postfix.sh) ----
+# Domain N (d001.bench ...) is served at 127.0.0.(N+1):SINK_PORT; nothing leaves 127.0.0.0/8.
+# The caller sets WORK (its work directory), PF_DIR (the Postfix instance's directory), PIDS=()
+# and CG_PID="", then `trap sink_cleanup EXIT` and `trap 'exit 143' TERM INT`.
+sink_domain() { printf "d%03d.bench" "$1"; }
+sink_ip() { echo "127.0.0.$(($1 + 1))"; }
+
+# sink_cleanup: stop cgtwist, the Postfix instance, the sinks and the DNS server, remove WORK
+# (unless KEEP_WORK) and PF_DIR. Every step may fail: set -e holds in a trap too, and a `wait`
+# for the killed server returns 143; stopping there left Postfix, the sinks and the DNS
+# server running.
+sink_cleanup() {
+  if [ -n "${CG_PID:-}" ]; then kill "$CG_PID" 2>/dev/null || true; wait "$CG_PID" 2>/dev/null || true; fi
+  postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+  rm -rf "$PF_DIR"
+}
+
+# sinks_start COUNT PORT: Postfix's smtp-sink for domains 1..COUNT (PIDS), once all listen.
+sinks_start() {
+  local i
+  for i in $(seq "$1"); do
+    smtp-sink -u postfix -h "sink$i.bench" "$(sink_ip "$i"):$2" 1024 >/dev/null 2>>"$WORK/sink.err" &
+    PIDS+=($!)
+  done
+  for _ in $(seq 100); do
+    [ "$(ss -ltnH "sport = :$2" | wc -l)" -ge "$1" ] && return 0; sleep 0.1
+  done
+  cat "$WORK/sink.err" >&2; echo "sinks did not start" >&2; exit 1
+}
+
+# sinks_dns DOMAINS: the loopback DNS server (cg_dns, PIDS) with an MX for domains 1..DOMAINS
+# and src.test, the sending domain, at 127.0.0.1.
+sinks_dns() {
+  local i d
+  {
+    echo "{"
+    for i in $(seq "$1"); do
+      d=$(sink_domain "$i"); echo "\"$d\": [\"MX 10 mx.$d\"], \"mx.$d\": [\"A $(sink_ip "$i")\"],"
+    done
+    echo "\"src.test\": [\"A 127.0.0.1\"]}"
+  } > "$WORK/zone.json"
+  cg_dns "$WORK/zone.json" "$WORK"
+  PIDS+=("$CG_DNS_PID")
+}
+
+# pf_instance PF_PORT DOMAINS SINK_PORT [MAIN_CF_LINE...]: a second Postfix instance in PF_DIR
+# (the shared one on 2525 is untouched), checked, not started: smtpd on 127.0.0.1:PF_PORT,
+# 127.0.0.0/8 its mynetworks, each sink domain reached through a transport map of
+# [127.0.0.x]:SINK_PORT (no DNS), 100 processes and 5 deliveries per destination to start
+# with; the extra lines are appended to main.cf.
+pf_instance() {
+  local port=$1 domains=$2 sink_port=$3 i; shift 3
+  rm -rf "$PF_DIR"; mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data"
+  chmod 755 "$PF_DIR" "$PF_DIR/etc" "$PF_DIR/spool"; chown postfix "$PF_DIR/data"
+  grep -vE '^[^ #]+[[:space:]]+inet[[:space:]]' /etc/postfix/master.cf > "$PF_DIR/etc/master.cf"
+  echo "127.0.0.1:$port inet n - n - - smtpd" >> "$PF_DIR/etc/master.cf"
+  cat > "$PF_DIR/etc/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $PF_DIR/spool
+data_directory = $PF_DIR/data
+myhostname = postfix.src.test
+mydomain = src.test
+myorigin = src.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+transport_maps = hash:$PF_DIR/etc/transport
+default_transport = error:not a benchmark domain
+relay_transport = error:not a benchmark domain
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file = $PF_DIR/maillog
+default_process_limit = 100
+initial_destination_concurrency = 5
+CONF
+  [ $# -eq 0 ] || printf '%s\n' "$@" >> "$PF_DIR/etc/main.cf"
+  : > "$PF_DIR/etc/transport"
+  for i in $(seq "$domains"); do
+    echo "$(sink_domain "$i") smtp:[$(sink_ip "$i")]:$sink_port" >> "$PF_DIR/etc/transport"
+  done
+  postmap "$PF_DIR/etc/transport"
+  postfix -c "$PF_DIR/etc" check
 }

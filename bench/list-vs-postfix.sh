@@ -32,42 +32,16 @@ CSV="$OUTDIR/list-vs-postfix-$(date +%Y%m%d-%H%M%S).csv"
 WORK="$(mktemp -d /var/tmp/cgtwist-listbench-XXXX)"
 PIDS=()
 CG_PID=""
-cleanup() {
-  # Every step may fail (set -e is on in a trap too: a `wait` for the killed server returns
-  # 143, and stopping there left Postfix, the sinks and the DNS server running).
-  if [ -n "$CG_PID" ]; then kill "$CG_PID" 2>/dev/null || true; wait "$CG_PID" 2>/dev/null || true; fi
-  postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP_WORK:-}" ] && echo "work directory kept: $WORK" >&2 || rm -rf "$WORK"; rm -rf "$PF_DIR"
-}
-trap cleanup EXIT
+trap sink_cleanup EXIT
 trap 'exit 143' TERM INT
-domain() { printf "d%03d.bench" "$1"; }
-ip() { echo "127.0.0.$(($1 + 1))"; }
 log() { echo "[$(date +%T)] $*" >&2; }
 now() { date +%s.%N; }
 
 # ---- sinks, DNS, the recipients --------------------------------------------------------------
+sinks_start "$DOMAINS" "$SINK_PORT"
+sinks_dns "$DOMAINS"
 for i in $(seq "$DOMAINS"); do
-  smtp-sink -u postfix -h "sink$i.bench" "$(ip "$i"):$SINK_PORT" 1024 >/dev/null 2>>"$WORK/sink.err" &
-  PIDS+=($!)
-done
-for _ in $(seq 100); do
-  [ "$(ss -ltnH "sport = :$SINK_PORT" | wc -l)" -ge "$DOMAINS" ] && break; sleep 0.1
-done
-[ "$(ss -ltnH "sport = :$SINK_PORT" | wc -l)" -ge "$DOMAINS" ] || { cat "$WORK/sink.err" >&2; exit 1; }
-{
-  echo "{"
-  for i in $(seq "$DOMAINS"); do
-    d=$(domain "$i"); echo "\"$d\": [\"MX 10 mx.$d\"], \"mx.$d\": [\"A $(ip "$i")\"],"
-  done
-  echo "\"src.test\": [\"A 127.0.0.1\"]}"
-} > "$WORK/zone.json"
-cg_dns "$WORK/zone.json" "$WORK"
-PIDS+=("$CG_DNS_PID")
-for i in $(seq "$DOMAINS"); do
-  for u in $(seq "$PER"); do echo "user$u@$(domain "$i")"; done
+  for u in $(seq "$PER"); do echo "user$u@$(sink_domain "$i")"; done
 done > "$WORK/rcpts"
 { echo "address,mode"; sed 's/$/,feed/' "$WORK/rcpts"; } > "$WORK/subs.csv"
 body() {  # the post: SIZE octets of text
@@ -76,38 +50,7 @@ body() {  # the post: SIZE octets of text
 }
 
 # ---- Postfix: a second instance ---------------------------------------------------------------
-rm -rf "$PF_DIR"; mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data"
-chmod 755 "$PF_DIR" "$PF_DIR/etc" "$PF_DIR/spool"; chown postfix "$PF_DIR/data"
-grep -vE '^[^ #]+[[:space:]]+inet[[:space:]]' /etc/postfix/master.cf > "$PF_DIR/etc/master.cf"
-echo "127.0.0.1:$PF_PORT inet n - n - - smtpd" >> "$PF_DIR/etc/master.cf"
-cat > "$PF_DIR/etc/main.cf" <<CONF
-compatibility_level = 3.6
-queue_directory = $PF_DIR/spool
-data_directory = $PF_DIR/data
-myhostname = postfix.src.test
-mydomain = src.test
-myorigin = src.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-transport_maps = hash:$PF_DIR/etc/transport
-default_transport = error:not a benchmark domain
-relay_transport = error:not a benchmark domain
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-alias_maps =
-alias_database =
-local_recipient_maps =
-maillog_file = $PF_DIR/maillog
-default_process_limit = 100
-initial_destination_concurrency = 5
-CONF
-: > "$PF_DIR/etc/transport"
-for i in $(seq "$DOMAINS"); do echo "$(domain "$i") smtp:[$(ip "$i")]:$SINK_PORT" >> "$PF_DIR/etc/transport"; done
-postmap "$PF_DIR/etc/transport"
-postfix -c "$PF_DIR/etc" check
+pf_instance "$PF_PORT" "$DOMAINS" "$SINK_PORT"
 pf_queued() { find "$PF_DIR/spool/maildrop" "$PF_DIR/spool/incoming" "$PF_DIR/spool/active" "$PF_DIR/spool/deferred" -type f 2>/dev/null | wc -l; }
 
 # ---- cgtwist ----------------------------------------------------------------------------------

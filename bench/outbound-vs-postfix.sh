@@ -46,29 +46,13 @@ CSV="$OUTDIR/outbound-vs-postfix-$STAMP.csv"; export SERIES_OUT="$OUTDIR/outboun
 WORK="$(mktemp -d /var/tmp/cgtwist-outbench-XXXX)"
 PIDS=()
 CG_PID=""
-cleanup() {
-  [ -n "$CG_PID" ] && kill "$CG_PID" 2>/dev/null && wait "$CG_PID" 2>/dev/null
-  postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK" "$PF_DIR"
-}
-trap cleanup EXIT
+trap sink_cleanup EXIT
 trap 'exit 143' TERM INT
-domain() { printf "d%03d.bench" "$1"; }
-ip() { echo "127.0.0.$(($1 + 1))"; }
 log() { echo "[$(date +%T)] $*" >&2; }
 
 # ---- sinks ----------------------------------------------------------------------------------
-for i in $(seq "$HEALTHY"); do
-  smtp-sink -u postfix -h "sink$i.bench" "$(ip "$i"):$SINK_PORT" 1024 >/dev/null 2>>"$WORK/sink.err" &
-  PIDS+=($!)
-done
-for _ in $(seq 100); do
-  [ "$(ss -ltnH "sport = :$SINK_PORT" | wc -l)" -ge "$HEALTHY" ] && break; sleep 0.1
-done
-[ "$(ss -ltnH "sport = :$SINK_PORT" | wc -l)" -ge "$HEALTHY" ] || { cat "$WORK/sink.err" >&2; echo "sinks did not start" >&2; exit 1; }
-stalled_ips=(); for i in $(seq $((HEALTHY + 1)) "$DOMAINS"); do stalled_ips+=("$(ip "$i")"); done
+sinks_start "$HEALTHY" "$SINK_PORT"
+stalled_ips=(); for i in $(seq $((HEALTHY + 1)) "$DOMAINS"); do stalled_ips+=("$(sink_ip "$i")"); done
 if [ "$STALLED" -gt 0 ]; then
   "$PY" "$HERE/outbound_tarpit.py" "$SINK_PORT" "${stalled_ips[@]}" > "$WORK/tarpit.out" &
   PIDS+=($!)
@@ -76,52 +60,13 @@ if [ "$STALLED" -gt 0 ]; then
 fi
 
 # ---- DNS for cgtwist (loopback only), transport map for Postfix -----------------------------
-{
-  echo "{"
-  for i in $(seq "$DOMAINS"); do
-    d=$(domain "$i"); echo "\"$d\": [\"MX 10 mx.$d\"], \"mx.$d\": [\"A $(ip "$i")\"],"
-  done
-  echo "\"src.test\": [\"A 127.0.0.1\"]}"
-} > "$WORK/zone.json"
-cg_dns "$WORK/zone.json" "$WORK"
-PIDS+=("$CG_DNS_PID")
+sinks_dns "$DOMAINS"
 
 # ---- Postfix: a second instance ---------------------------------------------------------------
-rm -rf "$PF_DIR"; mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data"
-chmod 755 "$PF_DIR" "$PF_DIR/etc" "$PF_DIR/spool"; chown postfix "$PF_DIR/data"
-grep -vE '^[^ #]+[[:space:]]+inet[[:space:]]' /etc/postfix/master.cf > "$PF_DIR/etc/master.cf"
-echo "127.0.0.1:$PF_PORT inet n - n - - smtpd" >> "$PF_DIR/etc/master.cf"
-cat > "$PF_DIR/etc/main.cf" <<CONF
-compatibility_level = 3.6
-queue_directory = $PF_DIR/spool
-data_directory = $PF_DIR/data
-myhostname = postfix.src.test
-mydomain = src.test
-myorigin = src.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
-smtpd_peername_lookup = no
-transport_maps = hash:$PF_DIR/etc/transport
-default_transport = error:not a benchmark domain
-relay_transport = error:not a benchmark domain
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-alias_maps =
-alias_database =
-local_recipient_maps =
-maillog_file = $PF_DIR/maillog
-default_process_limit = 100
-initial_destination_concurrency = 5
-defer_transports = smtp
-CONF
-: > "$PF_DIR/etc/transport"
-for i in $(seq "$DOMAINS"); do echo "$(domain "$i") smtp:[$(ip "$i")]:$SINK_PORT" >> "$PF_DIR/etc/transport"; done
-postmap "$PF_DIR/etc/transport"
-postfix -c "$PF_DIR/etc" check
+pf_instance "$PF_PORT" "$DOMAINS" "$SINK_PORT" \
+  "smtpd_recipient_restrictions = permit_mynetworks, reject" \
+  "smtpd_peername_lookup = no" \
+  "defer_transports = smtp"
 
 # ---- cgtwist ----------------------------------------------------------------------------------
 cg_conf "$WORK" src.test info

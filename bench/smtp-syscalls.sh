@@ -17,7 +17,7 @@ mkdir -p "$OUTDIR"
 cg_smtp_server cgtwist-syscalls "${CG_WORKERS:-2}"
 mkdir -p "$CG_MAILDIR/new" "$CG_MAILDIR/cur"
 find "$CG_MAILDIR/new" "$CG_MAILDIR/cur" -maxdepth 1 -type f -delete
-workers=$(pgrep -P "$CG_PID" -f cgtwist.worker | tr '\n' ' ' || true)
+workers=$(pgrep -P "$CG_PID" -f "cgtwist\.(smtp)?worker" | tr '\n' ' ' || true)
 stamp=$(date +%Y%m%d-%H%M%S)
 trace() {  # trace NAME PID...: strace -c of those processes (all threads) until SIGINT
   local name=$1 args=() p; shift

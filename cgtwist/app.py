@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from cgtwist.checks.accountguard import AccountGuard
@@ -55,7 +56,7 @@ from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.manager import QueueManager
 from cgtwist.runtime.threadpool import WorkerPool, file_pool
 from cgtwist.settings import Settings, SettingsHolder
-from cgtwist.spool.spool import REMOVE_LINGER, Spool
+from cgtwist.spool.spool import REMOVE_LINGER, Spool, make_layout
 from cgtwist.storage.credcache import CredentialCache
 from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import PasswordHasher
@@ -170,6 +171,7 @@ class Components:
                 password=password,
             )
         await self.reload_settings()
+        await self._spool_layout()
         self._build_reception(store, self.settings, incoming=False)
         self._build_delivery(store, self.settings)
 
@@ -178,6 +180,7 @@ class Components:
         made the accounts) and build only the receiving half over ``Queue/incoming/``."""
         store = await self._open_store()
         await self.reload_settings()
+        await self._spool_layout()
         self._build_reception(store, self.settings, incoming=True)
 
     async def reload_settings(self) -> None:
@@ -185,6 +188,13 @@ class Components:
         them from there at use, so they apply at once (start, SIGHUP, cgtwist-admin, and the
         server's ``R`` to an SMTP worker)."""
         self.settings.replace(Settings(await self.store.get_settings()))
+
+    async def _spool_layout(self) -> None:
+        """The spool's directories, made in a thread before the Spool is built: on a new base
+        directory that is a syncfs and a directory fsync each, never for the reactor."""
+        await deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), make_layout, self.cfg.base_dir
+        )
 
     def _build_reception(self, store: Any, settings: SettingsHolder, incoming: bool) -> None:
         """Resolver, Router, protection policy, spool, submission and cred portal: what SMTP
@@ -355,7 +365,6 @@ class Components:
         the admin operations, applied here at once (a reload, as cgtwist-admin asks for)."""
         if self.web is None:
             from twisted.cred.credentials import IUsernamePassword
-            from twisted.internet.threads import deferToThreadPool
 
             from cgtwist.admin import Admin
             from cgtwist.web.panel import WebPanel

@@ -45,6 +45,32 @@ def sync_filesystem(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str, mode: int = 0o700, *, synced: bool = False) -> bool:
+    """``os.makedirs(path, mode, exist_ok=True)``, durably; True when it created anything.
+
+    Each directory made is fsynced in its parent before the next step (the top one first): a
+    directory whose entry is lost after a power cut takes every file renamed into it along.
+    Unless the caller did (``synced``), the file system is synced before the first directory
+    is made (``sync_filesystem``); nothing is synced when nothing is missing."""
+    missing: list[str] = []
+    p = os.path.abspath(path)
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if missing and not synced:
+        sync_filesystem(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            pass  # made meanwhile by someone else; fsync its parent all the same
+        fsync_dir(os.path.dirname(d))
+    return bool(missing)
+
+
 def write_all(fd: int, chunks: list[bytes]) -> None:
     """Write every chunk: one writev in the usual case (each system call of a worker thread
     is a GIL hand-off with the reactor), the rest after a short write."""

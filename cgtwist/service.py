@@ -23,6 +23,7 @@ from twisted.python.logfile import LogFile
 
 from cgtwist import filemodes, paths
 from cgtwist.config import BootstrapConfig
+from cgtwist.durable import make_dirs
 from cgtwist.errors import ConfigError
 from cgtwist.listeners import ListenerManager
 from cgtwist.logs import Logger, RotatingLogFile
@@ -255,8 +256,7 @@ class CgtwistService(MultiService):
         from cgtwist.app import Components
 
         cfg = self.cfg
-        for sub in (paths.QUEUE_DIR, paths.DOMAINS_DIR, paths.SUBMITTED_DIR):
-            os.makedirs(os.path.join(cfg.base_dir, sub), exist_ok=True)
+        await self._in_thread(make_base_dirs, cfg.base_dir)
         # Files made by an older version, or before the umask was set, lose the bits the
         # umask forbids (the store holds password hashes; account directories list accounts).
         self._log_mode_changes(
@@ -454,6 +454,15 @@ class CgtwistService(MultiService):
             await self.app.close()
         await defer.maybeDeferred(super().stopService)
         log.info("cgtwist stopped")
+
+
+def make_base_dirs(base_dir: str) -> None:
+    """(blocking) The base directory's Queue/, Domains/ and Submitted/, made durably where
+    missing (``durable.make_dirs``: each new name fsynced in its parent, so a power cut
+    cannot lose a folder with the mail later put in it), in a thread at start. Mode 0o777
+    under the umask (``[server] umask``), as ``os.makedirs`` made them."""
+    for sub in (paths.QUEUE_DIR, paths.DOMAINS_DIR, paths.SUBMITTED_DIR):
+        make_dirs(os.path.join(base_dir, sub), 0o777)
 
 
 def exit_nonzero_at_exit() -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
 
 from cgtwist import crashpoint as cp
-from cgtwist.durable import DirSyncs, fsync_dir, sync_filesystem, write_all
+from cgtwist.durable import DirSyncs, fsync_dir, make_dirs, sync_filesystem, write_all
 from cgtwist.message.headers import header_fields
 
 SUBDIRS = ("cur", "new", "tmp")
@@ -126,7 +126,7 @@ def ensure(path: str, mode: int = 0o700) -> bool:
         if all(os.path.isdir(os.path.join(path, sub)) for sub in SUBDIRS):
             return False
         sync_filesystem(_existing(path))
-        created = makedirs(path, mode, synced=True)
+        created = make_dirs(path, mode, synced=True)
         made = False
         for sub in SUBDIRS:
             try:
@@ -137,30 +137,6 @@ def ensure(path: str, mode: int = 0o700) -> bool:
         if made:
             fsync_dir(path)
         return created or made
-
-
-def makedirs(path: str, mode: int = 0o700, *, synced: bool = False) -> bool:
-    """``os.makedirs`` that fsyncs the parent of each directory it creates (the top one
-    first), so every new name is durable; True when it created anything. Unless the caller
-    did (``synced``), the file system is synced before the first directory is made
-    (``durable.sync_filesystem``)."""
-    missing: list[str] = []
-    p = os.path.abspath(path)
-    while not os.path.isdir(p):
-        missing.append(p)
-        parent = os.path.dirname(p)
-        if parent == p:
-            break
-        p = parent
-    if missing and not synced:
-        sync_filesystem(p)
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, mode)
-        except FileExistsError:
-            pass  # made meanwhile by someone else; fsync its parent all the same
-        fsync_dir(os.path.dirname(d))
-    return bool(missing)
 
 
 def _existing(path: str) -> str:

@@ -592,9 +592,9 @@ class QueueManager:
         """Write the attempt's results (and the host attempts kept meanwhile) to the journal."""
         rcpts = m.envelope.recipients
         if m.dropped or all(r.state == DELIVERED for r in rcpts):
-            # Nothing left to remember: the message is removed next, and the removal names it
-            # durably in the spool's done log first (Spool.remove, a group commit), so a crash
-            # after that does not deliver it again; one before it does, as at-least-once allows.
+            # Nothing left to remember: the message is removed next, its .msg renamed into
+            # Queue/finished/ durably (Spool.remove, a group commit), so a crash after that
+            # does not deliver it again; one before it does, as at-least-once allows.
             self.attempts.take(m.msg_id)
             return defer.succeed(None)
         history = {

@@ -1,7 +1,7 @@
 """File-system primitives of the spool: durable directories, the pool of spool files, reads.
 
-Blocking helpers run in worker threads (``make_dirs``, ``Recycler``, ``read_upto``,
-``unlink_quiet``); the durability primitives they build on (``fsync_dir``, ``DirSync``) are
+Blocking helpers run in worker threads (``Recycler``, ``read_upto``, ``unlink_quiet``); the
+durability primitives they build on (``fsync_dir``, ``DirSync``, ``make_dirs``) are
 ``cgtwist.durable``'s, shared with the mailstore. ``storage_error`` maps OS errors to the SMTP
 replies the spool gives (RFC 5321 §4.2.5: 452 4.3.1 / 451 4.3.0).
 """
@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Optional
 
-from cgtwist.durable import DirSync, fsync_dir, sync_filesystem
+from cgtwist.durable import DirSync, fsync_dir, make_dirs
 from cgtwist.errors import MailError
 
 _NOSPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -26,30 +26,6 @@ def storage_error(e: OSError, detail: str) -> MailError:
     if e.errno in _NOSPACE:
         return MailError(452, "4.3.1", "Insufficient system storage", detail)
     return MailError(451, "4.3.0", "Temporary local problem, try again later", detail)
-
-
-def make_dirs(path: str) -> None:
-    """``os.makedirs(path, 0o700, exist_ok=True)``, durably: each directory created is named
-    in a parent that is fsynced before the next step (a directory whose entry is lost after a
-    power cut takes every file renamed into it along). The file system is synced before the
-    first one is made (``durable.sync_filesystem``: no stale entry of a freed inode can claim
-    it after a cut)."""
-    if os.path.isdir(path):
-        return
-    _make_dirs(path)
-
-
-def _make_dirs(path: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    if parent != path and not os.path.isdir(parent):
-        _make_dirs(parent)
-    else:
-        sync_filesystem(parent)  # the top directory to make: once, before any mkdir
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        return  # made by another process meanwhile, which fsyncs its parent itself
-    fsync_dir(parent)
 
 
 _reserve_counter = itertools.count()
@@ -187,7 +163,7 @@ class Recycler:
         cut kept a taken file's pool name; e2fsck counts both links), so that no new message
         overwrites a spooled one; returns the names dropped."""
         dropped = []
-        for name in _listdir(self.path):
+        for name in listdir_quiet(self.path):
             full = os.path.join(self.path, name)
             try:
                 if os.lstat(full).st_nlink > 1 and unlink_quiet(full):
@@ -261,7 +237,8 @@ def read_upto(path: str, limit: Optional[int]) -> Optional[bytes]:
         os.close(fd)
 
 
-def _listdir(path: str) -> list[str]:
+def listdir_quiet(path: str) -> list[str]:
+    """``os.listdir``; a missing directory has no names."""
     try:
         return os.listdir(path)
     except FileNotFoundError:

@@ -210,3 +210,9 @@ def apply_journal(entry: SpoolEntry, records: Iterable[dict[str, Any]]) -> None:
                 entry.bounced.update(int(i) for i in rec.get("i", []))
         except (KeyError, ValueError, TypeError):
             continue
+
+
+def writer_pid(name: str) -> Optional[int]:
+    """The process id in a spool file name (``<time>-<pid>-<n>.ext``), None if not one."""
+    parts = name.rsplit(".", 1)[0].split("-")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None

@@ -1,4 +1,4 @@
-"""The durable message spool (CommuniGate's ``Queue/`` folder): file I/O, commit and recovery.
+"""The durable message spool (CommuniGate's ``Queue/`` folder): file I/O and commit.
 
 Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), fsyncs it, renames
 it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
@@ -19,7 +19,8 @@ pool file's old name is fsynced away before it becomes a ``.msg``; a finished me
 renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (the commit's
 fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
 it again, and no name of it that can come back leads to a reused file.
-Formats live in ``spool.format``.
+Formats live in ``spool.format``; the scan at start that puts right what a crash left, in
+``spool.recovery``.
 """
 
 from __future__ import annotations
@@ -37,21 +38,22 @@ from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
-from cgtwist.durable import DirSync, fsync_dir, write_all
+from cgtwist.durable import DirSync, fsync_dir, make_dirs, write_all
 from cgtwist.errors import MailError
 from cgtwist.interfaces import ISpool
 from cgtwist.logs import Logger
 from cgtwist.spool import format as fmt
+from cgtwist.spool import recovery
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     Recycler,
-    make_dirs,
     read_upto,
     read_whole,
     storage_error,
     unlink_quiet,
 )
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.spool.recovery import Recovered
 from cgtwist.spool.workers import JobBatch
 from cgtwist.types import Envelope
 
@@ -80,10 +82,16 @@ RECYCLE_AFTER = 1.0
 _BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
-def _writer_pid(name: str) -> Optional[int]:
-    """The process id in a spool file name (``<time>-<pid>-<n>.ext``), None if not one."""
-    parts = name.rsplit(".", 1)[0].split("-")
-    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+def make_layout(base_dir: str) -> None:
+    """(blocking) ``Queue/`` with its corrupt/, incoming/, free/ and finished/ directories,
+    made durably where missing (``durable.make_dirs``: a syncfs before the first one).
+
+    The composition root runs it in a thread before it builds the ``Spool``, whose
+    constructor calls it again and then only finds them (a stat each): neither the syncfs
+    nor the directory fsyncs of a first start run on the reactor."""
+    for d in (paths.CORRUPT_DIR, paths.INCOMING_DIR, paths.FREE_DIR):
+        make_dirs(os.path.join(base_dir, d))
+    make_dirs(os.path.join(base_dir, paths.QUEUE_DIR, FINISHED_DIR))
 
 
 def _new_id() -> str:
@@ -151,14 +159,12 @@ class Spool:
         self._locks: dict[str, defer.DeferredLock] = {}
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
-        make_dirs(self.corrupt_dir)
-        make_dirs(self.incoming_dir)
+        make_layout(base_dir)
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR), reserve_dir=self.dir)
         self._refilling = False
         self._legacy_done = DoneLog(self.dir)  # read once by recover, then removed
         # Finished messages wait here for the pool; nothing in it is ever read or delivered.
         self.finished_dir = os.path.join(self.queue_dir, FINISHED_DIR)
-        make_dirs(self.finished_dir)
         self._finished: list[str] = []  # ids in finished_dir, their .msg durably gone
         # adopt's and remove's small file moves, made durable by each job's commit; these
         # lists are the current job's, touched only in its thread (one job at a time)
@@ -519,7 +525,7 @@ class Spool:
                 if name.endswith(".msg") and fmt.valid_id(name[:-4]):
                     ids.append(name[:-4])
                 elif name.endswith((".tmp", ".rsv")):
-                    pid = _writer_pid(name)
+                    pid = fmt.writer_pid(name)
                     if pid is not None and pid not in live_pids:
                         unlink_quiet(os.path.join(self.incoming_dir, name))
             ids.sort()
@@ -684,15 +690,6 @@ class Spool:
             return False
 
     # -- recovery ---------------------------------------------------------------------------
-    def _ours_in_progress(self, name: str, full: str) -> bool:
-        """A .tmp named with our pid and written since this Spool was created."""
-        if _writer_pid(name) != os.getpid():
-            return False
-        try:
-            return os.stat(full).st_mtime >= self._created
-        except FileNotFoundError:
-            return True
-
     def recover(self, deep: bool = True) -> defer.Deferred[list[str]]:
         """On start: drop pool names that share an inode, adopt what waits in incoming/,
         remove finished messages (``Queue/finished/``, and those a done log of an earlier
@@ -700,69 +697,23 @@ class Spool:
         the valid ids in time order. ``deep`` verifies each checksum (else only the structure;
         load still verifies before delivery)."""
 
-        def scan() -> tuple[list[str], list[tuple[str, str]], list[str], int]:
-            ids: list[str] = []
-            bad: list[tuple[str, str]] = []
-            removed = [os.path.join("free", n) for n in self._recycler.drop_shared()]
-            done = self._legacy_done.read()
-            legacy = bool(done)
+        def scan() -> Recovered:
             self._finished = []
-            marked = set(_listdir(self.finished_dir))
-            finished = len(marked)
-            for name in marked:
-                # finished before the restart (maybe emptied on its way into the pool, or its
-                # inode reused since: never read)
-                unlink_quiet(os.path.join(self.finished_dir, name))
-                done.add(name)
-            self._take_incoming(removed, done)
-            names = os.listdir(self.dir)
-            msgs = {n[:-4] for n in names if n.endswith(".msg")}
-            for name in names:
-                full = os.path.join(self.dir, name)
-                if name.endswith(".tmp"):
-                    if self._ours_in_progress(name, full):
-                        continue  # being written by this process right now (SMTP is up)
-                    unlink_quiet(full)
-                    removed.append(name)
-                elif name.endswith(".rsv"):
-                    unlink_quiet(full)  # a reserve left by a process gone (Recycler); a
-                    # concurrent refill's loses a file or two: take skips a vanished name
-                elif name.endswith(".jrn") and name[:-4] not in msgs:
-                    unlink_quiet(full)
-                    removed.append(name)
-                elif name.endswith(".msg") and name[:-4] in done:
-                    # finished: its Queue/ name came back beside Queue/finished/'s (or a done
-                    # log of an earlier version names it)
-                    unlink_quiet(full)
-                    unlink_quiet(full[:-4] + ".jrn")
-                    finished += name[:-4] not in marked
-                elif name.endswith(".msg"):
-                    msg_id = name[:-4]
-                    try:
-                        _check_file(msg_id, full, deep)
-                    except SpoolCorrupt as e:
-                        self._move_corrupt(name)
-                        if fmt.valid_id(msg_id):
-                            self._move_corrupt(msg_id + ".jrn")
-                        bad.append((name, e.reason))
-                        continue
-                    except OSError as e:
-                        bad.append((name, f"unreadable: {e.strerror}"))
-                        continue
-                    ids.append(msg_id)
-            # The removals are durable before the names that mark them finished go.
-            self._dirsync.sync()
-            if done:
-                if self.dir == self.queue_dir:
-                    fsync_dir(self.incoming_dir)
-                fsync_dir(self.finished_dir)
-            if legacy:
-                self._legacy_done.remove()
-            ids.sort()
-            return ids, bad, removed, finished
+            return recovery.scan(
+                spool_dir=self.dir,
+                queue_dir=self.queue_dir,
+                incoming_dir=self.incoming_dir,
+                finished_dir=self.finished_dir,
+                recycler=self._recycler,
+                legacy_done=self._legacy_done,
+                dirsync=self._dirsync,
+                created=self._created,
+                move_corrupt=self._move_corrupt,
+                deep=deep,
+            )
 
-        def scanned(result: tuple[list[str], list[tuple[str, str]], list[str], int]) -> list[str]:
-            ids, bad, removed, finished = result
+        def scanned(result: Recovered) -> list[str]:
+            ids, bad, removed, finished = result.ids, result.bad, result.removed, result.finished
             for name in removed:
                 self.log.info("spool: removed stale {name}", name=name)
             for name, reason in bad:
@@ -783,56 +734,3 @@ class Spool:
             return ids
 
         return self._in_thread(scan).addCallback(scanned)
-
-    def _take_incoming(self, removed: list[str], done: set[str]) -> None:
-        """Thread, at start (no SMTP worker runs yet): messages that workers stored but the
-        server had not adopted are linked into Queue/, Queue/ fsynced, then their incoming
-        names go (as ``adopt`` does); so do those of finished messages (``done``: the adoption
-        had not removed them durably) and half-written .tmp files."""
-        if self.dir == self.incoming_dir:
-            return
-        try:
-            names = os.listdir(self.incoming_dir)
-        except FileNotFoundError:
-            return
-        linked = []
-        for name in names:
-            full = os.path.join(self.incoming_dir, name)
-            if name.endswith(".msg") and fmt.valid_id(name[:-4]):
-                if name[:-4] in done:
-                    unlink_quiet(full)
-                    continue
-                try:
-                    os.link(full, os.path.join(self.dir, name))
-                except FileExistsError:
-                    pass  # linked by an adoption cut off before it unlinked this name
-                linked.append(full)
-            elif name.endswith(".tmp"):
-                unlink_quiet(full)
-                removed.append(os.path.join("incoming", name))
-            elif name.endswith(".rsv"):
-                unlink_quiet(full)  # a worker's reserve (Recycler)
-        if linked:
-            self._dirsync.sync()
-            for full in linked:
-                unlink_quiet(full)
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
-
-
-def _check_file(msg_id: str, path: str, deep: bool) -> None:
-    if not fmt.valid_id(msg_id):
-        raise SpoolCorrupt(msg_id, "not a spool file name")
-    with open(path, "rb") as f:
-        if deep:
-            fmt.decode(msg_id, f.read())
-            return
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(fmt.MAX_HEADER)
-        f.seek(max(0, size - fmt.TRAILER_LEN))
-        fmt.check_structure(msg_id, head, size, f.read())

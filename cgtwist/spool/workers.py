@@ -20,7 +20,7 @@ class JobBatch:
     ``run(fn)`` returns a Deferred of ``fn()``, run off the reactor. One job is in flight at a
     time; operations asked for while it runs wait for it and then go together, in order, in
     the next job. The server's per-message queue moves (adopt: a link and the read of a small
-    file; remove: a line in the done log and a rename into the pool) are each cheaper than the
+    file; remove: a rename into ``Queue/finished/``) are each cheaper than the
     thread hop that carries them (a queue put, a thread wake-up, a callFromThread), so under
     load several share one hop; on an idle server each still gets its own job at once.
     ``in_thread(f)`` is the owner's deferToThreadPool; an operation that needs long (a big

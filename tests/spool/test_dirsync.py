@@ -116,24 +116,25 @@ class ReadWholeTests(unittest.TestCase):
 
 class MakeDirsTests(unittest.TestCase):
     def test_the_file_system_is_synced_before_a_new_spool_directory(self) -> None:
-        """spool.files.make_dirs syncs the file system once before it makes the first missing
-        directory (a stale entry of an inode freed without a directory fsync must not claim
-        the new directory after a power cut), and not at all when nothing is missing."""
-        from cgtwist.spool import files
+        """durable.make_dirs (the spool's and the Maildirs') syncs the file system once before
+        it makes the first missing directory (a stale entry of an inode freed without a
+        directory fsync must not claim the new directory after a power cut), and not at all
+        when nothing is missing."""
+        from cgtwist import durable
 
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         calls: list[str] = []
         real_mkdir = os.mkdir
-        self.patch(files, "sync_filesystem", lambda p: calls.append(f"sync {p}"))
+        self.patch(durable, "sync_filesystem", lambda p: calls.append(f"sync {p}"))
 
         def mkdir(p: str, *a: Any, **kw: Any) -> None:
             calls.append(f"mkdir {os.path.relpath(p, base)}")
             real_mkdir(p, *a, **kw)
 
         self.patch(os, "mkdir", mkdir)
-        files.make_dirs(os.path.join(base, "Queue", "finished"))
+        durable.make_dirs(os.path.join(base, "Queue", "finished"))
         self.assertEqual(calls, [f"sync {base}", "mkdir Queue", "mkdir Queue/finished"])
         del calls[:]
-        files.make_dirs(os.path.join(base, "Queue", "finished"))
+        durable.make_dirs(os.path.join(base, "Queue", "finished"))
         self.assertEqual(calls, [])
