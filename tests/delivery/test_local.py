@@ -166,9 +166,12 @@ class LocalDeliveryTests(unittest.TestCase):
             with open(os.path.join(self.maildir(), "new", n), "rb") as f:
                 bodies.add(f.read())
         self.assertEqual(len(bodies), 30)
-        self.assertTrue(synced)
-        self.assertTrue(all(p.endswith("/new") for p in synced))
-        self.assertLess(len(synced), 30)
+        # Making the account's Maildir fsyncs its parents once (durable.make_dirs); the
+        # deliveries themselves flush only new/, fewer times than there are messages.
+        new_syncs = [p for p in synced if p.endswith("/new")]
+        self.assertTrue(new_syncs)
+        self.assertLess(len(new_syncs), 30)
+        self.assertLess(len(synced) - len(new_syncs), 10)
 
     @defer.inlineCallbacks
     def test_several_recipients_one_copy(self) -> None:
