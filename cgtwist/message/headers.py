@@ -1,15 +1,22 @@
 """The project's one header-field parser: the fields of a header block, in order.
 
 Owns splitting a header section into (name, value) pairs the way every reader must agree on:
-IMAP's cached metadata and SEARCH HEADER (cgtwist.mailstore), the Rules' message facts and hop
-markers (cgtwist.rules). Pure and linear in the block; a caller that reads untrusted mail
-bounds the block it passes. It must not decode encoded words or parse addresses: callers do
-that with the values it returns.
+IMAP's cached metadata and SEARCH HEADER (cgtwist.mailstore), the Rules' message facts and
+the hop markers (cgtwist.message.loops); and turning a value into text (folding undone,
+UTF-8, RFC 2047 encoded words). Pure and linear in the block; a caller that reads untrusted
+mail bounds the block it passes (``MAX_HEADER_BYTES``). It must not parse addresses: callers
+do that with the values it returns.
 """
 
 from __future__ import annotations
 
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from typing import Iterator, Optional
+
+# The header section a reader of untrusted mail looks at (Postfix header_size_limit is 100k;
+# ours is more generous): a longer one is read only this far.
+MAX_HEADER_BYTES = 256 * 1024
 
 
 def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
@@ -36,3 +43,21 @@ def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
         name, value = n.lower(), [v.lstrip()]
     if name is not None:
         yield name, "\r\n".join(value).strip()
+
+
+def unfolded(value: str) -> str:
+    """A ``header_fields`` value as text: folding undone (each line's blanks trimmed, lines
+    joined by a space, RFC 5322 §2.2.3) and its octets read as UTF-8 (RFC 6532)."""
+    text = " ".join(part.strip() for part in value.split("\r\n"))
+    return text if text.isascii() else text.encode("latin-1").decode("utf-8", "replace")
+
+
+def decoded(value: str) -> str:
+    """RFC 2047 encoded words of an unfolded value decoded; undecodable text (an unknown
+    charset, broken base64: ``HeaderParseError``) is kept as it came."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+        return value

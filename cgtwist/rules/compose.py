@@ -18,7 +18,8 @@ from email.utils import format_datetime, make_msgid
 from typing import Iterable
 
 from cgtwist.message import loops
-from cgtwist.rules.facts import MessageFacts, decode
+from cgtwist.message.headers import decoded
+from cgtwist.rules.facts import MessageFacts
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SUBJECT = 200
@@ -61,7 +62,7 @@ def tag_subject(data: bytes, tags: list[str]) -> bytes:
         head += eol
     m = re.search(rb"(?im)^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)\r?\n", head)
     old = re.sub(rb"\r?\n[ \t]", b" ", m.group(1)).strip() if m else b""
-    text = decode(old.decode("utf-8", "replace"))
+    text = decoded(old.decode("utf-8", "replace"))
     for tag in reversed(tags):
         t = _UNSAFE.sub("", tag).strip()
         if t and not text.startswith(t):
@@ -111,7 +112,7 @@ def reply(
     name = " ".join(_UNSAFE.sub(" ", real_name).split())[:MAX_SUBJECT]
     msg["From"] = Address(display_name=name, addr_spec=account) if name else account
     msg["To"] = ", ".join(to)
-    subject = " ".join(decode(v) for v in facts.fields("Subject")[:1]) or "your message"
+    subject = " ".join(decoded(v) for v in facts.fields("Subject")[:1]) or "your message"
     if not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     msg["Subject"] = _UNSAFE.sub("", subject)[:MAX_SUBJECT]
