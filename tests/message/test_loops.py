@@ -21,6 +21,17 @@ class LoopTests(unittest.TestCase):
         )
         self.assertEqual(loops.hops(MESSAGE), [])
 
+    def test_hops_read_a_bounded_header_section(self) -> None:
+        """Markers are read by the one header parser from at most MAX_HEADER_BYTES: one
+        past a header that long is not read, and a bare-LF header reads like a CRLF one."""
+        pad = b"X-Pad: " + b"y" * loops.MAX_HEADER_BYTES + b"\r\n"
+        self.assertEqual(
+            loops.hops(b"Delivered-To: a@x\r\n" + pad + b"Delivered-To: b@x\r\n"), ["a@x"]
+        )
+        self.assertEqual(
+            loops.hops(b"Delivered-To: <A@x>\nSubject: s\n\nDelivered-To: b@x\n"), ["a@x"]
+        )
+
     def test_marked_keeps_the_line_ending_and_injects_nothing(self) -> None:
         self.assertEqual(loops.marked(b"A: b\n\nx\n", "t@x"), b"Delivered-To: t@x\nA: b\n\nx\n")
         self.assertTrue(
