@@ -1,8 +1,9 @@
 """The project's one header-field parser: the fields of a header block, in order.
 
 Owns splitting a header section into (name, value) pairs the way every reader must agree on:
-IMAP's cached metadata and SEARCH HEADER (cgtwist.mailstore), the Rules' message facts and
-the hop markers (cgtwist.message.loops); and turning a value into text (folding undone,
+IMAP's cached metadata and SEARCH HEADER (cgtwist.mailstore), the Rules' message facts, the
+hop markers (cgtwist.message.loops), the LIST agent's fields (cgtwist.lists) and the From:
+a sender must own (cgtwist.core.senders); and turning a value into text (folding undone,
 UTF-8, RFC 2047 encoded words). Pure and linear in the block; a caller that reads untrusted
 mail bounds the block it passes (``MAX_HEADER_BYTES``). It must not parse addresses: callers
 do that with the values it returns.
@@ -10,6 +11,7 @@ do that with the values it returns.
 
 from __future__ import annotations
 
+import re
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from typing import Iterator, Optional
@@ -18,12 +20,16 @@ from typing import Iterator, Optional
 # ours is more generous): a longer one is read only this far.
 MAX_HEADER_BYTES = 256 * 1024
 
+# RFC 5322 §3.6.8: a field name is printable US-ASCII but the colon; §4.5.3 (obs-optional):
+# white space may stand between it and the colon ("From :"), which a receiver must accept.
+_NAME = re.compile(r"([!-9;-~]+)[ \t]*\Z")
+
 
 def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
     """(lower-case name, value) of every field of a header block, in order, up to its blank
     line; folded lines joined with CRLF, outer white space stripped. Values are decoded
     latin-1 so every octet round-trips (``.encode("latin-1")``); lines that are not a field
-    (no colon, a name with white space around it) are skipped with their continuations."""
+    (no colon, a name that is not one) are skipped with their continuations."""
     name: Optional[str] = None
     value: list[str] = []
     for raw in block.split(b"\n"):
@@ -37,10 +43,11 @@ def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
         if name is not None:
             yield name, "\r\n".join(value).strip()
         n, sep, v = line.partition(":")
-        if not sep or not n or n != n.strip():
+        m = _NAME.match(n) if sep else None
+        if m is None:
             name, value = None, []
             continue
-        name, value = n.lower(), [v.lstrip()]
+        name, value = m.group(1).lower(), [v.lstrip()]
     if name is not None:
         yield name, "\r\n".join(value).strip()
 
