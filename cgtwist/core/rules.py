@@ -331,8 +331,7 @@ class RulesRunner:
                 targets=", ".join(back),
             )
             if any(a.name == "Discard" for a in acts) and not any(a.name in _SENDS for a in acts):
-                # Kept nowhere and sent nowhere: fail it, so the sender learns (one DSN).
-                return LocalDecision(reject=f"5.4.6 mail loop: {back[0]} had this message before")
+                return LocalDecision(reject=loops.nowhere_left(back))  # kept nowhere, sent nowhere
         merged = Outcome(tuple(acts), tuple(t for o in outcomes for t in o.trace))
         await self._side_effects(
             msg_id, address, address, facts, merged, envelope, data, True, account.real_name

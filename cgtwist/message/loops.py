@@ -58,6 +58,12 @@ def never_back(targets: Iterable[str], passed: Iterable[str]) -> tuple[list[str]
     return kept, back
 
 
+def nowhere_left(back: list[str]) -> str:
+    """The 5.4.6 reason for a message whose every target ``never_back`` took out: sent on
+    to none and kept nowhere, it fails, so the sender learns (one DSN)."""
+    return f"5.4.6 mail loop: {back[0]} had this message before"
+
+
 def marked(data: bytes, address: str) -> bytes:
     """``data`` with ``address``'s marker in front, in the message's own line ending and
     with control characters removed (no field can be injected through the address)."""

@@ -46,3 +46,6 @@ class LoopTests(unittest.TestCase):
         self.assertIn("already delivered to A@x", loops.refusal("A@x", passed))
         self.assertIn("3 hops", loops.refusal("c@x", passed + ["d@x"], max_hops=2))
         self.assertEqual(loops.never_back(["B@x", "c@x"], passed), (["c@x"], ["B@x"]))
+        self.assertEqual(
+            loops.nowhere_left(["B@x"]), "5.4.6 mail loop: B@x had this message before"
+        )
