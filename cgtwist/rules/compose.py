@@ -60,7 +60,8 @@ def tag_subject(data: bytes, tags: list[str]) -> bytes:
     head, body = data[:end], data[end:]  # head ends with its last line's line break
     if not head.endswith(b"\n"):
         head += eol
-    m = re.search(rb"(?im)^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)\r?\n", head)
+    # RFC 5322 §4.5.3: blanks may stand before the colon (as cgtwist.message.headers reads).
+    m = re.search(rb"(?im)^subject[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)\r?\n", head)
     old = re.sub(rb"\r?\n[ \t]", b" ", m.group(1)).strip() if m else b""
     text = decoded(old.decode("utf-8", "replace"))
     for tag in reversed(tags):
