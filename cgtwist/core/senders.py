@@ -24,7 +24,7 @@ from email.utils import getaddresses
 from typing import Optional
 
 from cgtwist.interfaces import IAccountStore, IRouter
-from cgtwist.message.headers import MAX_HEADER_BYTES, header_fields, unfolded
+from cgtwist.message.headers import MAX_HEADER_BYTES, header_block, header_fields, unfolded
 from cgtwist.pictures import matches_any, split_list
 from cgtwist.settings import SettingsHolder
 
@@ -42,8 +42,8 @@ def header_from_addresses(message: bytes) -> Optional[list[str]]:
     cannot be told (two From: fields, RFC 5322 §3.6; a field without an address; a header
     section longer than MAX_HEADER_BYTES, Postfix's header_size_limit, or a field too long to
     be a sensible one). Linear in the header section, which is bounded."""
-    head = message[:MAX_HEADER_BYTES]
-    if len(message) > MAX_HEADER_BYTES and b"\r\n\r\n" not in head:
+    head = header_block(message)
+    if len(head) == MAX_HEADER_BYTES:  # no end of the header section within the bound
         return None
     fields = [value for name, value in header_fields(head) if name == "from"]
     if not fields:

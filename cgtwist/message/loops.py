@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-from cgtwist.message.headers import MAX_HEADER_BYTES, header_fields, unfolded
+from cgtwist.message.headers import header_block, header_fields, unfolded
 
 # Only a header section with a line starting with the field's name is parsed for markers.
 _NAMED = re.compile(rb"(?im)^delivered-to[ \t]*:")
@@ -22,9 +22,9 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 def hops(data: bytes) -> list[str]:
     """The addresses whose marker the message carries, lower-cased, newest first, read by
-    the one header parser from at most MAX_HEADER_BYTES. Every LOCAL delivery asks, so a
-    header without the field's name is scanned once and not parsed."""
-    head = data[:MAX_HEADER_BYTES]
+    the one header parser from its header block (at most MAX_HEADER_BYTES). Every LOCAL
+    delivery asks, so a header without the field's name is searched once, not parsed."""
+    head = header_block(data)
     if not _NAMED.search(head):
         return []
     return [

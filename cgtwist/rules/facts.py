@@ -16,7 +16,7 @@ from datetime import datetime
 from email.utils import getaddresses
 from typing import Callable, Hashable, Iterable, Mapping, Optional, TypeVar, cast
 
-from cgtwist.message.headers import MAX_HEADER_BYTES, decoded, header_fields, unfolded
+from cgtwist.message.headers import decoded, header_block, header_fields, unfolded
 
 T = TypeVar("T")
 _MISSING = object()
@@ -120,7 +120,7 @@ def parse_headers(data: bytes) -> tuple[tuple[str, str], ...]:
     """(lower-case name, unfolded value) for each field of the header section, up to the first
     empty line or ``MAX_HEADER_BYTES`` (cgtwist.message.headers reads the fields). Values
     are UTF-8 (RFC 6532), folding undone: each line's blanks trimmed, lines joined by a space."""
-    return tuple((name, unfolded(value)) for name, value in header_fields(data[:MAX_HEADER_BYTES]))
+    return tuple((name, unfolded(value)) for name, value in header_fields(header_block(data)))
 
 
 def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:

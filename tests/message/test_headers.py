@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from cgtwist.message.headers import header_fields
-from cgtwist.rules.facts import MAX_HEADER_BYTES, parse_headers
+from cgtwist.message.headers import MAX_HEADER_BYTES, header_block, header_fields
+from cgtwist.rules.facts import parse_headers
 
 BLOCK = (
     b"Received: a\r\n\tfolded\r\nX-Bad line\r\n continued\r\nSubject : no\r\n"
@@ -47,3 +47,11 @@ class HeaderFieldTests(unittest.TestCase):
         fields = parse_headers(data)
         self.assertEqual(fields[0], ("subject", "x"))
         self.assertLess(len(fields[1][1]), MAX_HEADER_BYTES)
+
+    def test_header_block_stops_at_the_blank_line_and_the_bound(self) -> None:
+        """The header section alone, CRLF or LF, none for a message that starts blank, at
+        most MAX_HEADER_BYTES without its end."""
+        self.assertEqual(header_block(b"A: b\r\nC: d\r\n\r\nE: f\r\n"), b"A: b\r\nC: d\r\n")
+        self.assertEqual(header_block(b"A: b\n\nE: f\n"), b"A: b\n")
+        self.assertEqual(header_block(b"\r\nE: f\r\n"), b"")
+        self.assertEqual(len(header_block(b"A: " + b"b" * 2 * MAX_HEADER_BYTES)), MAX_HEADER_BYTES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from cgtwist.message import loops
+from cgtwist.message.headers import MAX_HEADER_BYTES
 
 MESSAGE = b"From: a@far.dom\r\nSubject: hi\r\n\r\nDelivered-To: body@example.com\r\n"
 
@@ -24,7 +25,7 @@ class LoopTests(unittest.TestCase):
     def test_hops_read_a_bounded_header_section(self) -> None:
         """Markers are read by the one header parser from at most MAX_HEADER_BYTES: one
         past a header that long is not read, and a bare-LF header reads like a CRLF one."""
-        pad = b"X-Pad: " + b"y" * loops.MAX_HEADER_BYTES + b"\r\n"
+        pad = b"X-Pad: " + b"y" * MAX_HEADER_BYTES + b"\r\n"
         self.assertEqual(
             loops.hops(b"Delivered-To: a@x\r\n" + pad + b"Delivered-To: b@x\r\n"), ["a@x"]
         )
