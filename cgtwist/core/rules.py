@@ -27,6 +27,7 @@ from cgtwist import paths
 from cgtwist.core.expiring import Expiring
 from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
+from cgtwist.message import loops
 from cgtwist.pictures import split_list
 from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
@@ -293,16 +294,16 @@ class RulesRunner:
         as one LocalDecision; redirects, forwards and replies are submitted here."""
         address = account.address
         msg_id = envelope.submit.get("session", "") or "-"
-        hops = compose.delivered_to_fields(data)
-        if address.lower() in hops:
+        hops = loops.hops(data)
+        loop = loops.refusal(address, hops, self.settings.current.rules.max_hops)
+        if loop:
             self.log.warn(
-                "rules: mail loop: message from <{sender}> was delivered to {account} before",
+                "rules: mail loop: message from <{sender}> to {account} refused: {reason}",
                 sender=envelope.sender,
                 account=address,
+                reason=loop,
             )
-            return LocalDecision(reject=f"5.4.6 mail loop: already delivered to {address}")
-        if len(hops) > self.settings.current.rules.max_hops:
-            return LocalDecision(reject=f"5.4.6 mail loop: {len(hops)} hops (rules.max_hops)")
+            return LocalDecision(reject=loop)
         domain_rules = await self.rules(DOMAIN, account.domain)
         account_rules = await self.rules(ACCOUNT, address)
         if not domain_rules.rules and not account_rules.rules:
@@ -320,7 +321,7 @@ class RulesRunner:
         acts = [a for o in outcomes for a in o.actions]
         if not acts:
             return LocalDecision()
-        acts, back = _without_targets(acts, set(hops))
+        acts, back = _without_targets(acts, hops)
         if back:  # never send a message back to an address it already went through
             self.log.warn(
                 "rules: mail loop: {account} does not send the message from <{sender}> back "
@@ -330,8 +331,7 @@ class RulesRunner:
                 targets=", ".join(back),
             )
             if any(a.name == "Discard" for a in acts) and not any(a.name in _SENDS for a in acts):
-                # Kept nowhere and sent nowhere: fail it, so the sender learns (one DSN).
-                return LocalDecision(reject=f"5.4.6 mail loop: {back[0]} had this message before")
+                return LocalDecision(reject=loops.nowhere_left(back))  # kept nowhere, sent nowhere
         merged = Outcome(tuple(acts), tuple(t for o in outcomes for t in o.trace))
         await self._side_effects(
             msg_id, address, address, facts, merged, envelope, data, True, account.real_name
@@ -506,17 +506,17 @@ class RulesRunner:
                 )
 
 
-def _without_targets(acts: list[Action], had: set[str]) -> tuple[list[Action], list[str]]:
-    """``acts`` with the addresses in ``had`` taken out of Redirect/Forward/Mirror (an action
-    left with none goes), and the addresses taken out."""
+def _without_targets(acts: list[Action], passed: list[str]) -> tuple[list[Action], list[str]]:
+    """``acts`` with the addresses the message ``passed`` taken out of Redirect/Forward/Mirror
+    (``loops.never_back``; an action left with none goes), and the addresses taken out."""
     out: list[Action] = []
     removed: list[str] = []
     for a in acts:
         if a.name not in _SENDS:
             out.append(a)
             continue
-        keep = [x for x in a.addresses() if x.lower() not in had]
-        removed += [x for x in a.addresses() if x.lower() in had]
+        keep, back = loops.never_back(a.addresses(), passed)
+        removed += back
         if keep:
             out.append(a if len(keep) == len(a.addresses()) else Action(a.name, ", ".join(keep)))
     return out, removed

@@ -24,12 +24,10 @@ from email.utils import getaddresses
 from typing import Optional
 
 from cgtwist.interfaces import IAccountStore, IRouter
+from cgtwist.message.headers import MAX_HEADER_BYTES, header_block, header_fields, unfolded
 from cgtwist.pictures import matches_any, split_list
 from cgtwist.settings import SettingsHolder
 
-# From: is looked for in at most this much of the message's header section; a header section
-# that long without its end is not a message we try to understand (Postfix header_size_limit).
-MAX_HEADER_SCAN = 256 * 1024
 # Longest From: field we parse (RFC 5322 §2.1.1: 998 octets a line; folded, a few lines).
 MAX_FROM_FIELD = 8192
 
@@ -39,36 +37,20 @@ def _domain(address: str) -> str:
 
 
 def header_from_addresses(message: bytes) -> Optional[list[str]]:
-    """The addresses of the message's From: field: [] when it has none, None when they cannot
-    be told (two From: fields, RFC 5322 §3.6; a field without an address; a header section or
-    a field too long to be a sensible one). Linear in the header section, which is bounded."""
-    end = message.find(b"\r\n\r\n", 0, MAX_HEADER_SCAN)
-    if end < 0:
-        if len(message) > MAX_HEADER_SCAN:
-            return None
-        end = len(message)
-    fields: list[list[bytes]] = []
-    current: Optional[list[bytes]] = None
-    for line in message[:end].split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):  # RFC 5322 §2.2.3: a folded continuation
-            if current is not None:
-                current.append(line)
-            continue
-        current = None
-        name, colon, body = line.partition(b":")
-        # RFC 5322 §4.5.3: the obsolete syntax allows blanks before the colon ("From :").
-        if colon and name.rstrip(b" \t").lower() == b"from":
-            current = [body]
-            fields.append(current)
+    """The addresses of the message's From: field (read by cgtwist.message.headers, which
+    accepts the obsolete ``From :``, RFC 5322 §4.5.3): [] when it has none, None when they
+    cannot be told (two From: fields, RFC 5322 §3.6; a field without an address; a header
+    section longer than MAX_HEADER_BYTES, Postfix's header_size_limit, or a field too long to
+    be a sensible one). Linear in the header section, which is bounded."""
+    head = header_block(message)
+    if len(head) == MAX_HEADER_BYTES:  # no end of the header section within the bound
+        return None
+    fields = [value for name, value in header_fields(head) if name == "from"]
     if not fields:
         return []
-    if len(fields) > 1:
+    if len(fields) > 1 or len(fields[0]) > MAX_FROM_FIELD:
         return None
-    raw = b" ".join(part.strip() for part in fields[0])
-    if len(raw) > MAX_FROM_FIELD:
-        return None
-    value = raw.decode("utf-8", "replace")
-    addresses = [addr for _name, addr in getaddresses([value]) if addr]
+    addresses = [addr for _name, addr in getaddresses([unfolded(fields[0])]) if addr]
     if not addresses or any("@" not in a for a in addresses):
         return None
     return addresses

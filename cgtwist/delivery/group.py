@@ -92,9 +92,7 @@ class GroupDelivery(agent.DeliveryAgent):
                 targets=", ".join(back),
             )
             if not targets:
-                return agent.settle(
-                    recipients, FAILED, f"5.4.6 mail loop: {back[0]} had this message before"
-                )
+                return agent.settle(recipients, FAILED, loops.nowhere_left(back))
         copy = loops.marked(data, address)
         submit = {"protocol": "GROUP", "group": address, "rules": SERVER_RULES_DONE}
         params = {k: v for k, v in envelope.params.items() if k in ("BODY", "SMTPUTF8")}

@@ -1,10 +1,10 @@
 """The copy a list distributes: RFC 2369 headers, Precedence, subject tag, Reply-To, footer.
 
 Owns turning a post (the octets as received, CRLF) into the copy every subscriber gets, and
-reading the few header fields the LIST agent decides on (From, Subject, List-Id for loops).
-Works on the header block as octets, field by field, so the body is passed through untouched
-(a footer is added to a plain-text body only: appended to a MIME multipart or an encoded body it
-would corrupt it).
+reading the few header fields the LIST agent decides on (From, Subject, List-Id for loops;
+their values read by cgtwist.message.headers). Works on the header block as octets, field by
+field, so the body is passed through untouched (a footer is added to a plain-text body only:
+appended to a MIME multipart or an encoded body it would corrupt it).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import email.utils
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from typing import Iterable, Optional
 
 from cgtwist.lists.addresses import OFF, ON, REQUEST, role_address
 from cgtwist.lists.model import MailingList
+from cgtwist.message.headers import decoded, header_fields, unfolded
 
 # Fields a list replaces on its copies (RFC 2369 §3, RFC 2919, RFC 8058); Return-Path is the
 # final MTA's to add.
@@ -32,6 +32,7 @@ _REPLACED = {
     b"precedence",
     b"return-path",
 }
+# A field's name as RFC 5322 §3.6.8 and §4.5.3 spell it (cgtwist.message.headers reads the same).
 _NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
@@ -61,22 +62,18 @@ def split_message(data: bytes) -> tuple[list[Field], bytes]:
 
 
 def field_value(fields: Iterable[Field], name: str) -> Optional[str]:
-    """The unfolded value of the first field ``name``, decoded (RFC 2047), or None."""
+    """The value of the first field ``name`` as text, or None."""
     key = name.lower().encode("ascii")
     for f in fields:
         if f.name == key:
-            return _decoded(f.raw.split(b":", 1)[1])
+            return _text(f.raw)
     return None
 
 
-def _decoded(raw: bytes) -> str:
-    """A raw field value unfolded (RFC 5322 §2.2.3) and its encoded words decoded (RFC 2047);
-    undecodable text is kept as it came."""
-    value = re.sub(r"\r\n[ \t]", " ", raw.decode("utf-8", "replace")).strip()
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:
-        return value
+def _text(raw: bytes) -> str:
+    """A raw field's value as cgtwist.message.headers reads it: unfolded (RFC 5322 §2.2.3),
+    UTF-8, encoded words decoded (RFC 2047); undecodable text kept as it came."""
+    return next((decoded(unfolded(value)) for _name, value in header_fields(raw)), "")
 
 
 def sender_of(fields: Iterable[Field]) -> str:
@@ -124,9 +121,9 @@ def is_our_copy(fields: Iterable[Field], lst: MailingList) -> bool:
 
 
 def _tagged_subject(raw: bytes, tag: str) -> bytes:
-    name, _colon, value = raw.partition(b":")
-    if tag.lower() in _decoded(value).lower():
+    if tag.lower() in _text(raw).lower():
         return raw
+    name, _colon, value = raw.partition(b":")
     return name + b": " + f"{tag} ".encode() + value.lstrip(b" \t")
 
 

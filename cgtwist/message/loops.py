@@ -13,26 +13,24 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-MAX_HEADER_BYTES = 256 * 1024  # the header section read for markers (as cgtwist.rules.facts)
+from cgtwist.message.headers import header_block, header_fields, unfolded
 
-# A marker with its folded continuation lines (RFC 5322 §2.2.3), anywhere in the header.
-_MARKER = re.compile(rb"(?im)^delivered-to:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)")
+# Only a header section with a line starting with the field's name is parsed for markers.
+_NAMED = re.compile(rb"(?im)^delivered-to[ \t]*:")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _header(data: bytes) -> bytes:
-    """The header section of ``data`` (up to its empty line, at most MAX_HEADER_BYTES)."""
-    head = data[:MAX_HEADER_BYTES]
-    ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
-    return head[: min(ends)] if ends else head
-
-
 def hops(data: bytes) -> list[str]:
-    """The addresses whose marker the message carries, lower-cased, newest first. Every
-    LOCAL delivery asks, so a message without one costs a single scan of its header."""
+    """The addresses whose marker the message carries, lower-cased, newest first, read by
+    the one header parser from its header block (at most MAX_HEADER_BYTES). Every LOCAL
+    delivery asks, so a header without the field's name is searched once, not parsed."""
+    head = header_block(data)
+    if not _NAMED.search(head):
+        return []
     return [
-        b" ".join(m.split()).decode("utf-8", "replace").strip("<>").lower()
-        for m in _MARKER.findall(_header(data))
+        unfolded(value).strip("<>").lower()
+        for name, value in header_fields(head)
+        if name == "delivered-to"
     ]
 
 
@@ -58,6 +56,12 @@ def never_back(targets: Iterable[str], passed: Iterable[str]) -> tuple[list[str]
     for t in targets:
         (back if t.lower() in had else kept).append(t)
     return kept, back
+
+
+def nowhere_left(back: list[str]) -> str:
+    """The 5.4.6 reason for a message whose every target ``never_back`` took out: sent on
+    to none and kept nowhere, it fails, so the sender learns (one DSN)."""
+    return f"5.4.6 mail loop: {back[0]} had this message before"
 
 
 def marked(data: bytes, address: str) -> bytes:

@@ -1,10 +1,10 @@
 """Messages the rule actions make: edited copies, redirected and forwarded resends, replies.
 
 Owns the bytes: ``Add Header`` and ``Tag Subject`` edits of the header section (the body is
-never touched), the hop marker (``Delivered-To:``, RFC 9228) on every copy a rule sends on,
-``Resent-*`` fields for Forward (RFC 5322 §3.6.6), and automatic replies built as RFC 3834
-asks (``Auto-Submitted: auto-replied``, ``In-Reply-To``/``References``, "Re:" subject). No
-I/O: the caller submits what is built here.
+never touched), the hop marker (``Delivered-To:``, RFC 9228; cgtwist.message.loops writes
+it) on every copy a rule sends on, ``Resent-*`` fields for Forward (RFC 5322 §3.6.6), and
+automatic replies built as RFC 3834 asks (``Auto-Submitted: auto-replied``,
+``In-Reply-To``/``References``, "Re:" subject). No I/O: the caller submits what is built here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from typing import Iterable
 
-from cgtwist.rules.facts import MAX_HEADER_BYTES, MessageFacts, decode, parse_headers
+from cgtwist.message import loops
+from cgtwist.message.headers import decoded
+from cgtwist.rules.facts import MessageFacts
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SUBJECT = 200
@@ -58,9 +60,10 @@ def tag_subject(data: bytes, tags: list[str]) -> bytes:
     head, body = data[:end], data[end:]  # head ends with its last line's line break
     if not head.endswith(b"\n"):
         head += eol
-    m = re.search(rb"(?im)^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)\r?\n", head)
+    # RFC 5322 §4.5.3: blanks may stand before the colon (as cgtwist.message.headers reads).
+    m = re.search(rb"(?im)^subject[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)\r?\n", head)
     old = re.sub(rb"\r?\n[ \t]", b" ", m.group(1)).strip() if m else b""
-    text = decode(old.decode("utf-8", "replace"))
+    text = decoded(old.decode("utf-8", "replace"))
     for tag in reversed(tags):
         t = _UNSAFE.sub("", tag).strip()
         if t and not text.startswith(t):
@@ -79,19 +82,18 @@ def _subject_line(text: str) -> bytes:
 
 def redirected(data: bytes, account: str) -> bytes:
     """A copy for Redirect to / Mirror to: the original with the hop marker."""
-    return prepend(data, [f"Delivered-To: {account}"])
+    return loops.marked(data, account)
 
 
 def forwarded(data: bytes, account: str, to: list[str], now: datetime, hostname: str) -> bytes:
     """A copy for Forward to: Resent-* fields (RFC 5322 §3.6.6) and the hop marker."""
     return prepend(
-        data,
+        loops.marked(data, account),
         [
             f"Resent-From: {account}",
             f"Resent-To: {', '.join(to)}",
             f"Resent-Date: {format_datetime(now)}",
             f"Resent-Message-ID: {make_msgid(domain=hostname)}",
-            f"Delivered-To: {account}",
         ],
     )
 
@@ -111,7 +113,7 @@ def reply(
     name = " ".join(_UNSAFE.sub(" ", real_name).split())[:MAX_SUBJECT]
     msg["From"] = Address(display_name=name, addr_spec=account) if name else account
     msg["To"] = ", ".join(to)
-    subject = " ".join(decode(v) for v in facts.fields("Subject")[:1]) or "your message"
+    subject = " ".join(decoded(v) for v in facts.fields("Subject")[:1]) or "your message"
     if not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
     msg["Subject"] = _UNSAFE.sub("", subject)[:MAX_SUBJECT]
@@ -142,15 +144,3 @@ def reply_targets(facts: MessageFacts, account: str, to_all: bool) -> list[str]:
             seen.add(k)
             result.append(a)
     return result[:50]
-
-
-_DELIVERED_TO = re.compile(rb"(?im)^delivered-to:")
-
-
-def delivered_to_fields(data: bytes) -> list[str]:
-    """The hop markers already on the message, lower-cased. Every LOCAL delivery asks, so
-    the header section is parsed only when one of its lines starts with the field name."""
-    head = data[: _header_end(data[:MAX_HEADER_BYTES])]
-    if not _DELIVERED_TO.search(head):
-        return []
-    return [v.strip().strip("<>").lower() for n, v in parse_headers(head) if n == "delivered-to"]

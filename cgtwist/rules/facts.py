@@ -13,15 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.header import decode_header, make_header
 from email.utils import getaddresses
 from typing import Callable, Hashable, Iterable, Mapping, Optional, TypeVar, cast
 
-from cgtwist.message.headers import header_fields
+from cgtwist.message.headers import decoded, header_block, header_fields, unfolded
 
 T = TypeVar("T")
 _MISSING = object()
-MAX_HEADER_BYTES = 256 * 1024
 MAX_VALUES = 1000
 _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
 
@@ -79,10 +77,10 @@ class MessageFacts:
         return [a for _name, a in self._parsed(names) if a]
 
     def display_names(self, name: str) -> list[str]:
-        return [decode(n) for n, _a in self._parsed((name,)) if n]
+        return [decoded(n) for n, _a in self._parsed((name,)) if n]
 
     def decoded(self, name: str) -> list[str]:
-        hit = self.memo(("decoded", name.lower()), lambda: [decode(v) for v in self.fields(name)])
+        hit = self.memo(("decoded", name.lower()), lambda: [decoded(v) for v in self.fields(name)])
         return list(hit)
 
     @property
@@ -118,29 +116,11 @@ def _title(name: str) -> str:
     return "-".join(part.capitalize() for part in name.split("-"))
 
 
-def decode(value: str) -> str:
-    """RFC 2047 encoded words decoded; undecodable text is kept as it came."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
-
-
 def parse_headers(data: bytes) -> tuple[tuple[str, str], ...]:
     """(lower-case name, unfolded value) for each field of the header section, up to the first
     empty line or ``MAX_HEADER_BYTES`` (cgtwist.message.headers reads the fields). Values
     are UTF-8 (RFC 6532), folding undone: each line's blanks trimmed, lines joined by a space."""
-    return tuple(
-        (name, " ".join(part.strip() for part in _utf8(value).split("\r\n")))
-        for name, value in header_fields(data[:MAX_HEADER_BYTES])
-    )
-
-
-def _utf8(value: str) -> str:
-    """A ``header_fields`` value (latin-1, octet for octet) read as UTF-8."""
-    return value if value.isascii() else value.encode("latin-1").decode("utf-8", "replace")
+    return tuple((name, unfolded(value)) for name, value in header_fields(header_block(data)))
 
 
 def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:

@@ -243,6 +243,14 @@ class LocalRulesTests(RunnerCase):
         self.assertEqual(d.add_headers, ("X-Acct: 1",))
         self.assertIn(b"Subject: [D] offer", d.data)
 
+    def test_tag_subject_edits_an_obsolete_form_subject_in_place(self) -> None:
+        """'Subject : offer' (RFC 5322 §4.5.3) is the message's Subject, as the conditions
+        read it: Tag Subject tags it, it does not add a second Subject field (§3.6)."""
+        data = MSG.replace(b"Subject: offer", b"Subject :  offer")
+        d = self.local(rules(rule("t", 'if Subject is "offer"', 'do Tag Subject "[T]"')), data=data)
+        self.assertEqual(d.data.lower().count(b"\r\nsubject"), 1, d.data)
+        self.assertIn(b"Subject: [T] offer\r\n", d.data)
+
     def test_domain_stop_processing_skips_account_rules(self) -> None:
         d = self.local(
             rules(rule("a", "do Discard")),

@@ -203,6 +203,9 @@ class ParsingTests(unittest.TestCase):
         )
         self.assertEqual(header_from_addresses(b"Subject: x\r\n\r\nFrom: a@b.example\r\n"), [])
         self.assertIsNone(header_from_addresses(b"From: undisclosed\r\n\r\n"))
+        # RFC 5322 §4.5.3: the obsolete 'From :' is a From field; two of them cannot be told.
+        self.assertEqual(header_from_addresses(b"From \t: a@b.example\r\n\r\n"), ["a@b.example"])
+        self.assertIsNone(header_from_addresses(b"From: a@b.example\r\nFROM : c@d.example\r\n\r\n"))
         self.assertIsNone(header_from_addresses(b"X: " + b"y" * 300000 + b"\r\n\r\n"))
         self.assertIsNone(header_from_addresses(b"From: " + b"a" * 9000 + b"@x.example\r\n\r\n"))
 

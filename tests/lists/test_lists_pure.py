@@ -93,6 +93,20 @@ class HeaderTests(unittest.TestCase):
         self.assertIn("subject=unsubscribe%20tok", mine["List-Unsubscribe"])
         self.assertEqual(mine["Subject"], "[dev] Hello")
 
+    def test_fields_read_as_the_one_parser_reads_them(self) -> None:
+        """From, Subject and List-Id are read through cgtwist.message.headers: folded,
+        encoded (RFC 2047, broken words kept as written), the obsolete 'From :' form."""
+        post = (
+            b"From :\r\n Bob <Bob@Example.NET>\r\nSubject: =?utf-8?q?Caf=C3=A9?=\r\n\tnews\r\n"
+            b"List-Id: =?utf-8?b?a?= <dev.example.org>\r\n\r\nbody\r\n"
+        )
+        fields, _body = headers.split_message(post)
+        self.assertEqual(headers.sender_of(fields), "Bob@example.net")
+        self.assertEqual(headers.field_value(fields, "Subject"), "Caf\u00e9 news")
+        self.assertTrue(headers.is_our_copy(fields, LST))
+        lst = MailingList("dev", "example.org", subject_tag="[dev]")
+        self.assertEqual(headers.prepare(post, lst).subject, "[dev] Caf\u00e9 news")
+
     def test_no_footer_on_multipart(self) -> None:
         """A footer is never appended to a MIME multipart body (it would corrupt it)."""
         post = b"From: a@b.org\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x--\r\n"

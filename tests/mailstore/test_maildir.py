@@ -144,7 +144,9 @@ class DurableDirectoryTests(unittest.TestCase):
 class HeaderFieldTests(unittest.TestCase):
     def test_one_parser_for_first_and_every_instance(self) -> None:
         """parse_headers (cached metadata: first instance) and header_instances (SEARCH HEADER:
-        every instance) read a header block the same way: folding kept, bad lines skipped."""
+        every instance) read a header block the same way: folding kept, bad lines skipped,
+        the obsolete 'Subject :' read as Subject (RFC 5322 §4.5.3), as FETCH HEADER.FIELDS
+        and Dovecot read it."""
         from cgtwist.mailstore.message import header_instances
 
         block = (
@@ -152,7 +154,8 @@ class HeaderFieldTests(unittest.TestCase):
             b"received: b\r\nSubject: hi\r\n\r\nbody: not a field\r\n"
         )
         self.assertEqual(
-            maildir.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "hi"}
+            maildir.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "no"}
         )
         self.assertEqual(header_instances(block, "received"), ["a\r\n\tfolded", "b"])
+        self.assertEqual(header_instances(block, "subject"), ["no", "hi"])
         self.assertEqual(header_instances(block, "body"), [])

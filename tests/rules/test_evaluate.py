@@ -78,6 +78,12 @@ class ConditionTests(unittest.TestCase):
         self.assertTrue(one('Sender is not "*"', f))
         self.assertTrue(one('Reply-To not in "a@b.example"', f))
 
+    def test_undecodable_encoded_words_are_compared_as_they_came(self) -> None:
+        """A Subject with broken base64 in an encoded word is matched as written, not a
+        traceback that leaves the message's rules unapplied."""
+        f = facts(b"Subject: =?utf-8?b?a?= sale\r\n\r\nbody\r\n")
+        self.assertTrue(one('Subject is "*?b?a?= sale"', f))
+
     def test_text_header_size(self) -> None:
         """Subject is decoded (RFC 2047), Header Field takes 'Name: picture', sizes compare."""
         f = facts()
