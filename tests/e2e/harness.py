@@ -196,6 +196,23 @@ class Server:
                 continue
         return "".join(parts)
 
+    def twistd_argv(self, *twistd_args: str, daemon: bool = False) -> list[str]:
+        """The command line that runs this server: twistd with its pidfile and logfile in the
+        base directory, ``twistd_args`` (``--uid``, ...) before the plugin name, in the
+        foreground (``-n``) unless ``daemon``."""
+        return [
+            os.path.join(BIN, "twistd"),
+            *(() if daemon else ("-n",)),
+            "--pidfile",
+            self.pidfile,
+            "--logfile",
+            self.logfile,
+            *twistd_args,
+            "cgtwist",
+            "--config",
+            self.conf,
+        ]
+
     def start(
         self,
         ready_timeout: float = 120.0,
@@ -209,19 +226,7 @@ class Server:
         env.update(extra_env or {})
         marker = self.log_text().count("cgtwist ready")
         self.proc = subprocess.Popen(
-            [
-                *wrapper,
-                os.path.join(BIN, "twistd"),
-                "-n",
-                "--pidfile",
-                self.pidfile,
-                "--logfile",
-                self.logfile,
-                *twistd_args,
-                "cgtwist",
-                "--config",
-                self.conf,
-            ],
+            [*wrapper, *self.twistd_argv(*twistd_args)],
             env=env,
             cwd=self.base,
             stdout=subprocess.PIPE,
@@ -243,17 +248,7 @@ class Server:
         by its log. ``daemon``: without ``-n``; the status is then the daemonizing parent's,
         which reports the outcome of binding (``privilegedStartService``)."""
         proc = subprocess.Popen(
-            [
-                os.path.join(BIN, "twistd"),
-                *(() if daemon else ("-n",)),
-                "--pidfile",
-                self.pidfile,
-                "--logfile",
-                self.logfile,
-                "cgtwist",
-                "--config",
-                self.conf,
-            ],
+            self.twistd_argv(daemon=daemon),
             env=self.env,
             cwd=self.base,
             stdout=subprocess.PIPE,

@@ -35,16 +35,7 @@ def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path, request) -> None: 
     request.addfinalizer(srv.dns.stop)
     srv.set_listeners(ALL_LISTENERS[:1])
     r = subprocess.run(
-        [
-            os.path.join(BIN, "twistd"),
-            "--pidfile",
-            srv.pidfile,
-            "--logfile",
-            srv.logfile,
-            "cgtwist",
-            "--config",
-            srv.conf,
-        ],
+        srv.twistd_argv(daemon=True),
         env=srv.env,
         cwd=srv.base,
         capture_output=True,
