@@ -5,17 +5,13 @@ from __future__ import annotations
 from twisted.trial import unittest
 
 from cgtwist.settings import Settings
-from tests.protocols.test_imap_support import MESSAGE, Client, World
+from tests.protocols.test_imap_support import MESSAGE, World, session
 
 
 class UpdateTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(4):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, *[MESSAGE] * 4)
 
     def test_own_changes_add_and_remove(self) -> None:
         """Flags set and cleared by this session, and an expunge, move messages in and out
@@ -39,9 +35,7 @@ class UpdateTests(unittest.TestCase):
         UID searches name UIDs; MIN/MAX/COUNT are sent anew."""
         out = self.c.send(b"s UID SEARCH RETURN (UPDATE COUNT) UNSEEN\r\n")
         self.assertIn(b'* ESEARCH (TAG "s") UID COUNT 4\r\n', out)
-        other = Client(self.world)
-        other.login()
-        other.select()
+        other = session(self.world)
         other.send(b"a STORE 1 +FLAGS (\\Seen)\r\n")
         self.world.deliver("alice@example.com", MESSAGE)
         out = self.c.send(b"n NOOP\r\n")
@@ -66,11 +60,7 @@ class UpdateTests(unittest.TestCase):
 class SortUpdateTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(4):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, *[MESSAGE] * 4)
 
     def test_sorted_result_kept_up_to_date(self) -> None:
         """SORT RETURN (UPDATE): a message joining the result is added at its position in
