@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
 import time
@@ -331,9 +333,51 @@ class Server:
                         out.append(f.read())
         return out
 
-    def wait_messages(self, account: str, count: int, timeout: float = 60.0) -> list[bytes]:
-        return wait_for(
-            lambda: (m := self.messages(account)) and len(m) >= count and m,  # type: ignore[return-value]
+    def wait_messages(
+        self,
+        account: str,
+        count: int,
+        timeout: float = 60.0,
+        containing: bytes = b"",
+        domain: Optional[str] = None,
+    ) -> list[bytes]:
+        """Wait until the account's INBOX holds at least ``count`` messages that contain
+        ``containing`` (any message, by default); return those messages, oldest first."""
+
+        def matching() -> list[bytes]:
+            return [m for m in self.messages(account, domain) if containing in m]
+
+        return wait_for(  # type: ignore[no-any-return]
+            lambda: (m := matching()) and len(m) >= count and m,
             timeout,
-            f"{count} message(s) in {account}'s Maildir",
+            f"{count} message(s) with {containing!r} in {account}'s Maildir",
         )
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that verifies the server's generated certificate, whose name is
+        'localhost' (connect to 127.0.0.1 with ``server_hostname="localhost"``)."""
+        return ssl.create_default_context(cafile=os.path.join(self.base, "tls", "cert.pem"))
+
+    def send(
+        self, sender: str, rcpts: list[str], message: bytes | str, helo: Optional[str] = None
+    ) -> None:
+        """One message from a remote client over port 25 (no TLS, no AUTH); every recipient
+        must be accepted. ``helo``: the EHLO name (smtplib's default: this host's name)."""
+        with smtplib.SMTP("127.0.0.1", self.port("smtp"), timeout=60) as s:
+            if helo is not None:
+                s.ehlo(helo)
+            refused = s.sendmail(sender, rcpts, message)
+        assert not refused, refused
+
+    def submit(
+        self, user: str, rcpts: list[str], message: bytes | str, password: Optional[str] = None
+    ) -> None:
+        """One message from a local account over submission (587: STARTTLS, verified against
+        the generated certificate, then AUTH); ``password`` defaults to the tests'
+        ``<name>-secret``."""
+        with smtplib.SMTP("127.0.0.1", self.port("smtp", submission=True), timeout=60) as s:
+            s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
+            s.starttls(context=self.tls_context())
+            s.login(user, password or user.partition("@")[0] + "-secret")
+            refused = s.sendmail(user, rcpts, message)
+        assert not refused, refused
