@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import smtplib
 import ssl
@@ -20,9 +21,12 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 POSTMASTER_PASSWORD = "postmaster-e2e-secret"
+NOBODY = 65534  # the uid and gid a server started as root drops to (start_as_nobody)
 
 ALL_LISTENERS = [
     {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
@@ -106,6 +110,28 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def as_nobody_wrapper(workdir: str) -> tuple[str, ...]:
+    """Run the server in a private mount namespace where ``nobody`` can read the Python
+    installation: this machine's interpreter lives under /root (mode 0700), and the server
+    imports modules after it dropped root. Nothing changes outside the namespace."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot create a mount namespace here")
+    python_home = os.path.realpath(os.path.join(BIN, "python"))
+    if not python_home.startswith("/root/"):
+        return ()
+    top = "/root/" + python_home.split("/")[2]
+    keep = os.path.join(workdir, "root-top")
+    os.makedirs(keep)
+    script = (
+        f"mount --bind {top} {keep} && mount -t tmpfs -o mode=755 tmpfs /root && "
+        f'mkdir -p {top} && mount --bind {keep} {top} && exec "$@"'
+    )
+    return ("unshare", "-m", "sh", "-c", script, "sh")
 
 
 class Server:
@@ -244,6 +270,19 @@ class Server:
             return self.log_text().count("cgtwist ready") > marker
 
         wait_for(ready, ready_timeout, "the server to log 'cgtwist ready'")
+
+    def start_as_nobody(self, workdir: str) -> None:
+        """Start as root with ``--uid``/``--gid`` ``NOBODY``: the base directory is handed to
+        nobody first, and the server runs in ``as_nobody_wrapper(workdir)``'s namespace.
+        ``workdir`` must be reachable by nobody (mode 0755)."""
+        for root, dirs, files in os.walk(self.base):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), NOBODY, NOBODY)
+        os.chown(self.base, NOBODY, NOBODY)
+        self.start(
+            twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
+            wrapper=as_nobody_wrapper(workdir),
+        )
 
     def run_to_exit(self, timeout: float = 60.0, daemon: bool = False) -> tuple[int, str]:
         """Start the server expecting it to fail: its exit status, and what it printed followed
