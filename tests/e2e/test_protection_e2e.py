@@ -86,6 +86,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
         f.write(conf.replace("timeout = 5.0", f"timeout = {DNS_TIMEOUT}"))
     srv.set_listeners(ALL_LISTENERS)
     srv.admin("settings", "set", "smtp.remote_port", str(sink.port))
+    # The per-IP penalty and blacklist are what this module tests; the per-account delay
+    # (test_account_guard_e2e's subject) would hold alice's wrong passwords here 1, 2, 4, ...
+    # up to 16 s each, adding ~40 s of waiting to this module and showing nothing more.
+    srv.admin("settings", "set", "auth.account_delay", "0.05")
+    srv.admin("settings", "set", "auth.account_max_delay", "0.1")
     with srv.running():
         srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
         yield srv
