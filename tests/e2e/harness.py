@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -339,9 +340,32 @@ class Server:
         self.proc = None
         return rc
 
+    def worker_pids(self, ready: bool = False) -> list[int]:
+        """Pids of the SMTP workers the server says it started (``ready``: that have also said
+        they accept), still alive (and not zombies)."""
+        pids = []
+        pattern = (
+            r"smtp worker \d+ ready \(pid (\d+)\)"
+            if ready
+            else r"smtp worker \d+ started \(pid (\d+)\)"
+        )
+        for pid in map(int, re.findall(pattern, self.log_text())):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                continue
+            if state != "Z":
+                pids.append(pid)
+        return pids
+
     def close(self) -> None:
-        """Kill the server if it still runs, and the DNS server."""
+        """Kill the server if it still runs, its SMTP workers (a server killed with SIGKILL
+        cannot stop them: never leave one behind a failed test), and the DNS server."""
         self.kill()
+        for pid in self.worker_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.dns.stop()
 
     @contextlib.contextmanager
