@@ -21,22 +21,24 @@ from cgtwist.smtpworker.child import Worker
 from cgtwist.smtpworker.supervisor import KILL_WAIT, STOP_MARGIN, SMTPWorkers, _WorkerProcess
 from cgtwist.types import ListenerSpec
 
+# A frozen bootstrap configuration the tests share; nothing here reads base_dir.
+CONFIG = BootstrapConfig(
+    base_dir="/nonexistent",
+    main_domain="example.test",
+    hostname="mx.example.test",
+    database_url="sqlite:",
+    certificate="",
+    key="",
+    generated_certificate=True,
+)
+
 
 class SweepTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.adopted: list[str] = []
         self.waiting: list[str] = []
-        cfg = BootstrapConfig(
-            base_dir="/nonexistent",
-            main_domain="example.test",
-            hostname="mx.example.test",
-            database_url="sqlite:",
-            certificate="",
-            key="",
-            generated_certificate=True,
-        )
-        self.workers = SMTPWorkers(self.clock, cfg, self.adopt, self.sweep, lambda: 0)
+        self.workers = SMTPWorkers(self.clock, CONFIG, self.adopt, self.sweep, lambda: 0)
 
     def adopt(self, msg_id: str) -> defer.Deferred[Any]:
         self.adopted.append(msg_id)
@@ -68,18 +70,9 @@ class StopTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        cfg = BootstrapConfig(
-            base_dir="/nonexistent",
-            main_domain="example.test",
-            hostname="mx.example.test",
-            database_url="sqlite:",
-            certificate="",
-            key="",
-            generated_certificate=True,
-        )
         self.workers = SMTPWorkers(
             self.clock,
-            cfg,
+            CONFIG,
             lambda m: defer.succeed(True),
             lambda live: defer.succeed([]),
             lambda: 0,
@@ -173,19 +166,10 @@ class WorkerStartTests(unittest.TestCase):
         FakeComponents.built = []
         self.patch(app, "Components", FakeComponents)
         self.reactor = MemoryReactor()
-        cfg = BootstrapConfig(
-            base_dir="/nonexistent",
-            main_domain="example.test",
-            hostname="mx.example.test",
-            database_url="sqlite:",
-            certificate="",
-            key="",
-            generated_certificate=True,
-        )
         sock = socket.socket()
         self.addCleanup(sock.close)
         spec = ListenerSpec(protocol="smtp", address="127.0.0.1", port=0, tls="starttls")
-        self.worker = Worker(cfg, [(os.dup(sock.fileno()), spec)], 1, self.reactor)
+        self.worker = Worker(CONFIG, [(os.dup(sock.fileno()), spec)], 1, self.reactor)
         self.patch(self.worker.tls, "reload", lambda: True)
         self.link = self.worker.link
         self.link.makeConnection(StringTransport())
@@ -238,14 +222,5 @@ class WorkerStartTests(unittest.TestCase):
     def test_sigterm_before_start_ran_does_not_wait(self) -> None:
         """A worker told to stop before its start ran (the reactor stopping during start-up)
         stops at once instead of waiting for a start that never comes."""
-        cfg = BootstrapConfig(
-            base_dir="/nonexistent",
-            main_domain="example.test",
-            hostname="mx.example.test",
-            database_url="sqlite:",
-            certificate="",
-            key="",
-            generated_certificate=True,
-        )
-        worker = Worker(cfg, [], 2, MemoryReactor())
+        worker = Worker(CONFIG, [], 2, MemoryReactor())
         self.successResultOf(defer.ensureDeferred(worker.stop()))

@@ -13,7 +13,7 @@ import re
 from typing import Optional
 
 from tests.crash.tracer import FsyncTracer
-from tests.e2e.harness import BIN, Server, wait_for
+from tests.e2e.harness import Server, wait_for
 
 
 class TracedServer(Server):
@@ -44,17 +44,7 @@ class TracedServer(Server):
             except FileNotFoundError:
                 pass
         self.tracer = FsyncTracer(
-            [
-                os.path.join(BIN, "twistd"),
-                "-n",
-                "--pidfile",
-                self.pidfile,
-                "--logfile",
-                self.logfile,
-                "cgtwist",
-                "--config",
-                self.conf,
-            ],
+            self.twistd_argv(),
             env=env,
             cwd=self.base,
             log_path=os.path.join(self.base, "..", "twistd.out"),

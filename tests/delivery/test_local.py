@@ -415,12 +415,10 @@ class LocalCrashpointTests(unittest.TestCase):
         again; an unnamed file leaves nothing at all, a tmp/ file waits for clean_tmp); after
         it, the complete message is in new/."""
         import signal
-        import subprocess
-        import sys
 
         from cgtwist import crashpoint
+        from tests.crashchild import run
 
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         # The tmp/ file stays for clean_tmp.
         for point, tmp_n, new_n in (
             (crashpoint.LOCAL_BEFORE_RENAME, 1, 0),
@@ -428,15 +426,7 @@ class LocalCrashpointTests(unittest.TestCase):
         ):
             base = tempfile.mkdtemp(prefix="cgtwist-lcrash-")
             self.addCleanup(shutil.rmtree, base, True)
-            env = dict(os.environ, PYTHONPATH=root, **{crashpoint.ENV: point})
-            p = subprocess.run(
-                [sys.executable, "-c", LOCAL_SCRIPT, base],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                cwd=root,
-            )
+            p = run(LOCAL_SCRIPT, base, point)
             self.assertEqual(p.returncode, -signal.SIGKILL, p.stderr)
             self.assertNotIn("DONE", p.stdout)
             md = os.path.join(base, "Domains", "example.com", "bob", "Maildir")

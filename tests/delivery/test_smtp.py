@@ -14,13 +14,12 @@ from cgtwist.delivery.smtp_targets import mx_targets
 from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, Recipient
+from tests.certs import self_signed, server_tls
 from tests.delivery.test_smtp_support import (
     Behaviour,
     FakeResolver,
     Net,
     SinkFactory,
-    self_signed,
-    server_tls,
 )
 
 MESSAGE = b"From: a@src.test\r\nTo: b@dst.test\r\nSubject: hi\r\n\r\nHello\r\n"
@@ -482,7 +481,7 @@ class TLSAndRelay(_Base):
     async def test_starttls_used_when_offered(self) -> None:
         """When the MX offers STARTTLS the message travels encrypted (TLS 1.2 or newer) even
         with a self-signed certificate (opportunistic, RFC 3207), and the attempt records it."""
-        f = self.sink(extensions=("STARTTLS", "PIPELINING"), tls=server_tls())
+        f = self.sink(extensions=("STARTTLS", "PIPELINING"), tls=server_tls("mx.test"))
         rs = await self.agent(self.resolver()).deliver(
             "m24", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
         )
@@ -495,7 +494,7 @@ class TLSAndRelay(_Base):
     async def test_large_message_over_tls(self) -> None:
         """A 3 MB message with dot lines arrives intact over STARTTLS (written in blocks as the
         connection drains)."""
-        f = self.sink(extensions=("STARTTLS",), tls=server_tls())
+        f = self.sink(extensions=("STARTTLS",), tls=server_tls("mx.test"))
         body = b"Subject: big\r\n\r\n" + b"".join(
             b".%07d ............................\r\n" % i for i in range(80000)
         )
@@ -521,7 +520,7 @@ class TLSAndRelay(_Base):
 
     async def test_starttls_not_used_when_disabled(self) -> None:
         """With opportunistic TLS switched off the client never sends STARTTLS."""
-        f = self.sink(extensions=("STARTTLS",), tls=server_tls())
+        f = self.sink(extensions=("STARTTLS",), tls=server_tls("mx.test"))
         rs = await self.agent(self.resolver(), **{"smtp.opportunistic_tls": False}).deliver(
             "m25", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test")
         )

@@ -3,61 +3,15 @@ certificate for the outbound SMTP tests (helpers only; no tests here)."""
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
 from cgtwist.errors import DNSPermanentError
-
-_CERT: dict[str, tuple[bytes, bytes]] = {}
-
-
-def self_signed(name: str = "mx.test") -> tuple[bytes, bytes]:
-    """(cert PEM, key PEM) for ``name``, made once per process with an EC key (fast)."""
-    if name not in _CERT:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subj = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subj)
-            .issuer_name(subj)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        _CERT[name] = (
-            cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
-    return _CERT[name]
-
-
-def server_tls(name: str = "mx.test") -> ssl.CertificateOptions:
-    cert, key = self_signed(name)
-    pc = ssl.PrivateCertificate.loadPEM(cert + key)
-    return ssl.CertificateOptions(
-        privateKey=pc.privateKey.original,
-        certificate=pc.original,
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-    )
 
 
 @dataclass

@@ -25,5 +25,4 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def tls_context(server: Server) -> ssl.SSLContext:
     """A client context that verifies the server's generated certificate for 'localhost'."""
-    ctx = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
-    return ctx
+    return server.tls_context()

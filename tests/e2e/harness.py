@@ -12,15 +12,22 @@ import atexit
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 POSTMASTER_PASSWORD = "postmaster-e2e-secret"
+NOBODY = 65534  # the uid and gid a server started as root drops to (start_as_nobody)
 
 ALL_LISTENERS = [
     {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "tls": "starttls"},
@@ -104,6 +111,28 @@ def wait_for(cond: Callable[[], Any], timeout: float = 30.0, what: str = "condit
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def as_nobody_wrapper(workdir: str) -> tuple[str, ...]:
+    """Run the server in a private mount namespace where ``nobody`` can read the Python
+    installation: this machine's interpreter lives under /root (mode 0700), and the server
+    imports modules after it dropped root. Nothing changes outside the namespace."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot create a mount namespace here")
+    python_home = os.path.realpath(os.path.join(BIN, "python"))
+    if not python_home.startswith("/root/"):
+        return ()
+    top = "/root/" + python_home.split("/")[2]
+    keep = os.path.join(workdir, "root-top")
+    os.makedirs(keep)
+    script = (
+        f"mount --bind {top} {keep} && mount -t tmpfs -o mode=755 tmpfs /root && "
+        f'mkdir -p {top} && mount --bind {keep} {top} && exec "$@"'
+    )
+    return ("unshare", "-m", "sh", "-c", script, "sh")
 
 
 class Server:
@@ -196,6 +225,23 @@ class Server:
                 continue
         return "".join(parts)
 
+    def twistd_argv(self, *twistd_args: str, daemon: bool = False) -> list[str]:
+        """The command line that runs this server: twistd with its pidfile and logfile in the
+        base directory, ``twistd_args`` (``--uid``, ...) before the plugin name, in the
+        foreground (``-n``) unless ``daemon``."""
+        return [
+            os.path.join(BIN, "twistd"),
+            *(() if daemon else ("-n",)),
+            "--pidfile",
+            self.pidfile,
+            "--logfile",
+            self.logfile,
+            *twistd_args,
+            "cgtwist",
+            "--config",
+            self.conf,
+        ]
+
     def start(
         self,
         ready_timeout: float = 120.0,
@@ -209,19 +255,7 @@ class Server:
         env.update(extra_env or {})
         marker = self.log_text().count("cgtwist ready")
         self.proc = subprocess.Popen(
-            [
-                *wrapper,
-                os.path.join(BIN, "twistd"),
-                "-n",
-                "--pidfile",
-                self.pidfile,
-                "--logfile",
-                self.logfile,
-                *twistd_args,
-                "cgtwist",
-                "--config",
-                self.conf,
-            ],
+            [*wrapper, *self.twistd_argv(*twistd_args)],
             env=env,
             cwd=self.base,
             stdout=subprocess.PIPE,
@@ -238,22 +272,25 @@ class Server:
 
         wait_for(ready, ready_timeout, "the server to log 'cgtwist ready'")
 
+    def start_as_nobody(self, workdir: str) -> None:
+        """Start as root with ``--uid``/``--gid`` ``NOBODY``: the base directory is handed to
+        nobody first, and the server runs in ``as_nobody_wrapper(workdir)``'s namespace.
+        ``workdir`` must be reachable by nobody (mode 0755)."""
+        for root, dirs, files in os.walk(self.base):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), NOBODY, NOBODY)
+        os.chown(self.base, NOBODY, NOBODY)
+        self.start(
+            twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
+            wrapper=as_nobody_wrapper(workdir),
+        )
+
     def run_to_exit(self, timeout: float = 60.0, daemon: bool = False) -> tuple[int, str]:
         """Start the server expecting it to fail: its exit status, and what it printed followed
         by its log. ``daemon``: without ``-n``; the status is then the daemonizing parent's,
         which reports the outcome of binding (``privilegedStartService``)."""
         proc = subprocess.Popen(
-            [
-                os.path.join(BIN, "twistd"),
-                *(() if daemon else ("-n",)),
-                "--pidfile",
-                self.pidfile,
-                "--logfile",
-                self.logfile,
-                "cgtwist",
-                "--config",
-                self.conf,
-            ],
+            self.twistd_argv(daemon=daemon),
             env=self.env,
             cwd=self.base,
             stdout=subprocess.PIPE,
@@ -303,9 +340,32 @@ class Server:
         self.proc = None
         return rc
 
+    def worker_pids(self, ready: bool = False) -> list[int]:
+        """Pids of the SMTP workers the server says it started (``ready``: that have also said
+        they accept), still alive (and not zombies)."""
+        pids = []
+        pattern = (
+            r"smtp worker \d+ ready \(pid (\d+)\)"
+            if ready
+            else r"smtp worker \d+ started \(pid (\d+)\)"
+        )
+        for pid in map(int, re.findall(pattern, self.log_text())):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                continue
+            if state != "Z":
+                pids.append(pid)
+        return pids
+
     def close(self) -> None:
-        """Kill the server if it still runs, and the DNS server."""
+        """Kill the server if it still runs, its SMTP workers (a server killed with SIGKILL
+        cannot stop them: never leave one behind a failed test), and the DNS server."""
         self.kill()
+        for pid in self.worker_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.dns.stop()
 
     @contextlib.contextmanager
@@ -336,9 +396,51 @@ class Server:
                         out.append(f.read())
         return out
 
-    def wait_messages(self, account: str, count: int, timeout: float = 60.0) -> list[bytes]:
-        return wait_for(
-            lambda: (m := self.messages(account)) and len(m) >= count and m,  # type: ignore[return-value]
+    def wait_messages(
+        self,
+        account: str,
+        count: int,
+        timeout: float = 60.0,
+        containing: bytes = b"",
+        domain: Optional[str] = None,
+    ) -> list[bytes]:
+        """Wait until the account's INBOX holds at least ``count`` messages that contain
+        ``containing`` (any message, by default); return those messages, oldest first."""
+
+        def matching() -> list[bytes]:
+            return [m for m in self.messages(account, domain) if containing in m]
+
+        return wait_for(  # type: ignore[no-any-return]
+            lambda: (m := matching()) and len(m) >= count and m,
             timeout,
-            f"{count} message(s) in {account}'s Maildir",
+            f"{count} message(s) with {containing!r} in {account}'s Maildir",
         )
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that verifies the server's generated certificate, whose name is
+        'localhost' (connect to 127.0.0.1 with ``server_hostname="localhost"``)."""
+        return ssl.create_default_context(cafile=os.path.join(self.base, "tls", "cert.pem"))
+
+    def send(
+        self, sender: str, rcpts: list[str], message: bytes | str, helo: Optional[str] = None
+    ) -> None:
+        """One message from a remote client over port 25 (no TLS, no AUTH); every recipient
+        must be accepted. ``helo``: the EHLO name (smtplib's default: this host's name)."""
+        with smtplib.SMTP("127.0.0.1", self.port("smtp"), timeout=60) as s:
+            if helo is not None:
+                s.ehlo(helo)
+            refused = s.sendmail(sender, rcpts, message)
+        assert not refused, refused
+
+    def submit(
+        self, user: str, rcpts: list[str], message: bytes | str, password: Optional[str] = None
+    ) -> None:
+        """One message from a local account over submission (587: STARTTLS, verified against
+        the generated certificate, then AUTH); ``password`` defaults to the tests'
+        ``<name>-secret``."""
+        with smtplib.SMTP("127.0.0.1", self.port("smtp", submission=True), timeout=60) as s:
+            s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
+            s.starttls(context=self.tls_context())
+            s.login(user, password or user.partition("@")[0] + "-secret")
+            refused = s.sendmail(user, rcpts, message)
+        assert not refused, refused

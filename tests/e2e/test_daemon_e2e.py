@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from tests.e2e.harness import ALL_LISTENERS, BIN, REPO, Server, wait_for
+from tests.e2e.harness import ALL_LISTENERS, BIN, NOBODY, REPO, Server, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,16 +35,7 @@ def test_daemonizes_and_stops_gracefully_on_sigterm(tmp_path, request) -> None: 
     request.addfinalizer(srv.dns.stop)
     srv.set_listeners(ALL_LISTENERS[:1])
     r = subprocess.run(
-        [
-            os.path.join(BIN, "twistd"),
-            "--pidfile",
-            srv.pidfile,
-            "--logfile",
-            srv.logfile,
-            "cgtwist",
-            "--config",
-            srv.conf,
-        ],
+        srv.twistd_argv(daemon=True),
         env=srv.env,
         cwd=srv.base,
         capture_output=True,
@@ -202,7 +193,6 @@ def test_pidfile_after_sigterm_when_started_as_root_with_uid(folder_owner: str) 
     given to cgtwist) it stays, and the log says why: the layout the docs now avoid."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    from tests.e2e.test_postgres_e2e import NOBODY, as_nobody_wrapper
 
     work = tempfile.mkdtemp(prefix="cgtwist-e2e-pid-")
     server = Server(os.path.join(work, "base"))
@@ -214,14 +204,7 @@ def test_pidfile_after_sigterm_when_started_as_root_with_uid(folder_owner: str) 
             os.chown(run, NOBODY, NOBODY)
         server.pidfile = os.path.join(run, "cgtwist.pid")
         server.set_listeners(ALL_LISTENERS[:1])
-        for root, dirs, files in os.walk(server.base):
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), NOBODY, NOBODY)
-        os.chown(server.base, NOBODY, NOBODY)
-        server.start(
-            twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
-            wrapper=as_nobody_wrapper(work),
-        )
+        server.start_as_nobody(work)
         assert os.stat(server.pidfile).st_uid == 0  # written before the drop
         server.stop()
         log = server.log_text()

@@ -13,7 +13,6 @@ import email
 import os
 import re
 import smtplib
-import ssl
 import uuid
 from typing import Iterator
 
@@ -84,23 +83,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
 
 def send(server: Server, sender: str, to: str, subject: str, body: str = "hello") -> None:
     """One message over port 25 from a remote sender (not a relay: the list is ours)."""
-    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
-        s.ehlo("client.elsewhere.test")
-        msg = (
-            f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{uuid.uuid4().hex}@ext.test>\r\n\r\n{body}\r\n"
-        )
-        s.sendmail(sender, [to], msg.encode())
+    msg = (
+        f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@ext.test>\r\n\r\n{body}\r\n"
+    )
+    server.send(sender, [to], msg.encode(), helo="client.elsewhere.test")
 
 
 def send_as(server: Server, user: str, to: str, subject: str) -> None:
     """One message from a local account over submission (587, STARTTLS, AUTH)."""
-    ctx = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
-    with smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=60) as s:
-        s._host = "localhost"  # type: ignore[attr-defined]
-        s.starttls(context=ctx)
-        s.login(user, user.partition("@")[0] + "-secret")
-        s.sendmail(user, [to], f"From: <{user}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\r\nok\r\n")
+    server.submit(user, [to], f"From: <{user}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n\r\nok\r\n")
 
 
 def at_sink(sink: Sink, rcpt: str, marker: str, count: int = 1) -> list[Received]:
@@ -120,15 +112,7 @@ def at_sink(sink: Sink, rcpt: str, marker: str, count: int = 1) -> list[Received
 
 
 def in_maildir(server: Server, account: str, marker: str, count: int = 1) -> list[bytes]:
-    return wait_for(
-        lambda: (
-            (m := [x for x in server.messages(account) if marker.encode() in x])
-            and len(m) >= count
-            and m
-        ),
-        90,
-        f"{count} message(s) with {marker!r} in {account}'s INBOX",
-    )
+    return server.wait_messages(account, count, 90, marker.encode())
 
 
 def subscribers(server: Server) -> str:

@@ -6,11 +6,9 @@ POP3 over implicit TLS, as a mail client would use it.
 
 from __future__ import annotations
 
-import os
 import poplib
 import signal
 import smtplib
-import ssl
 from typing import Iterator
 
 import pytest
@@ -36,7 +34,7 @@ def server(tmp_path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def pop(server: Server) -> Iterator[poplib.POP3_SSL]:
-    ctx = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
+    ctx = server.tls_context()
     p = poplib.POP3_SSL(HOST, server.port("pop3", tls="implicit"), context=ctx, timeout=30)
     try:
         yield p

@@ -16,22 +16,19 @@ import secrets
 import shutil
 import smtplib
 import socket
-import ssl
-import subprocess
 import tempfile
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.e2e.harness import BIN, Server, wait_for
+from tests.e2e.harness import NOBODY, Server, wait_for
 from tests.storage.dbcase import frozen_postgres, terminate_backends
 
 pytestmark = pytest.mark.e2e
 
 PG_URL = os.environ.get("CGTWIST_TEST_PG_URL", "")
 HOST = "127.0.0.1"
-NOBODY = 65534
 
 
 @pytest.fixture
@@ -71,28 +68,6 @@ def free_port_below_1024() -> int:
     pytest.skip("no free port below 1024 on 127.0.0.1")
 
 
-def as_nobody_wrapper(workdir: str) -> tuple[str, ...]:
-    """Run the server in a private mount namespace where ``nobody`` can read the Python
-    installation: this machine's interpreter lives under /root (mode 0700), and the server
-    imports modules after it dropped root. Nothing changes outside the namespace."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("cannot create a mount namespace here")
-    python_home = os.path.realpath(os.path.join(BIN, "python"))
-    if not python_home.startswith("/root/"):
-        return ()
-    top = "/root/" + python_home.split("/")[2]
-    keep = os.path.join(workdir, "root-top")
-    os.makedirs(keep)
-    script = (
-        f"mount --bind {top} {keep} && mount -t tmpfs -o mode=755 tmpfs /root && "
-        f'mkdir -p {top} && mount --bind {keep} {top} && exec "$@"'
-    )
-    return ("unshare", "-m", "sh", "-c", script, "sh")
-
-
 # -- item 1 ------------------------------------------------------------------------------------
 def test_configured_low_port_bound_before_dropping_root(pg_url: str) -> None:
     """Started as root with --uid on a PostgreSQL store whose listeners name 127.0.0.1 on a
@@ -113,14 +88,7 @@ def test_configured_low_port_bound_before_dropping_root(pg_url: str) -> None:
             os.chmod(sockdir, mode | 0o011)  # nobody may reach the socket in it
         port = free_port_below_1024()
         server.set_listeners([listener("smtp", port)])
-        for root, dirs, files in os.walk(server.base):
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), NOBODY, NOBODY)
-        os.chown(server.base, NOBODY, NOBODY)
-        server.start(
-            twistd_args=("--uid", str(NOBODY), "--gid", str(NOBODY)),
-            wrapper=as_nobody_wrapper(work),
-        )
+        server.start_as_nobody(work)
         assert server.proc is not None
         with open(f"/proc/{server.proc.pid}/status") as f:
             uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
@@ -153,7 +121,7 @@ def test_frozen_database_gives_temporary_failures(pg_server: Server) -> None:
     """With PostgreSQL frozen (SIGSTOP), RCPT answers 451 4.3.0, IMAP LOGIN NO [UNAVAILABLE]
     and POP3 PASS -ERR [SYS/TEMP] once the store's deadline passes, instead of hanging until
     the client gives up; after the database runs again, logins work again."""
-    ctx = ssl.create_default_context(cafile=os.path.join(pg_server.base, "tls", "cert.pem"))
+    ctx = pg_server.tls_context()
     with frozen_postgres(PG_URL):
         with smtplib.SMTP(HOST, pg_server.port("smtp"), timeout=60) as smtp:
             smtp.ehlo("client.elsewhere.test")
@@ -197,7 +165,7 @@ def test_database_restart_is_invisible(pg_server: Server) -> None:
     connections are stale: cgtwist-admin's reload and a login each still succeed the first
     time (they failed once per pooled connection: 'server refused reload: server closed the
     connection unexpectedly')."""
-    ctx = ssl.create_default_context(cafile=os.path.join(pg_server.base, "tls", "cert.pem"))
+    ctx = pg_server.tls_context()
     for n in range(3):
         assert terminate_backends(pg_url_of(pg_server)) >= 1
         r = pg_server.admin(

@@ -20,7 +20,6 @@ import re
 import select
 import smtplib
 import socket
-import ssl
 import time
 import uuid
 from typing import Any, Iterator, Optional
@@ -87,6 +86,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
         f.write(conf.replace("timeout = 5.0", f"timeout = {DNS_TIMEOUT}"))
     srv.set_listeners(ALL_LISTENERS)
     srv.admin("settings", "set", "smtp.remote_port", str(sink.port))
+    # The per-IP penalty and blacklist are what this module tests; the per-account delay
+    # (test_account_guard_e2e's subject) would hold alice's wrong passwords here 1, 2, 4, ...
+    # up to 16 s each, adding ~40 s of waiting to this module and showing nothing more.
+    srv.admin("settings", "set", "auth.account_delay", "0.05")
+    srv.admin("settings", "set", "auth.account_max_delay", "0.1")
     with srv.running():
         srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
         yield srv
@@ -123,9 +127,7 @@ def smtp(
 
 def starttls(server: Server, s: smtplib.SMTP) -> None:
     s._host = "localhost"  # type: ignore[attr-defined]  # the certificate's name
-    s.starttls(
-        context=ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
-    )
+    s.starttls(context=server.tls_context())
     s.ehlo("client.elsewhere.test")
 
 
@@ -174,10 +176,7 @@ def message(sender: str, marker: str) -> bytes:
 def delivered_trace(server: Server, marker: str, original: bytes) -> bytes:
     """The header block the server put in front of ``original`` in alice's mailbox."""
 
-    def find() -> list[bytes]:
-        return [m for m in server.messages("alice") if marker.encode() in m]
-
-    (got,) = wait_for(find, 30, f"message {marker} in alice's mailbox")
+    (got,) = server.wait_messages("alice", 1, 30, marker.encode())
     assert got.endswith(original), "message body was altered"
     return got[: len(got) - len(original)]
 
@@ -516,7 +515,7 @@ def test_auth_penalty_shared_with_imap_and_pop3(server: Server) -> None:
     """Failures over IMAP, POP3 and SMTP from one host count together (one penalty per IP), each
     with its own fail2ban line."""
     ip = "127.0.0.8"
-    ctx = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
+    ctx = server.tls_context()
     with settings(server, auth__fail_delays=[0.05, 0.1]):
         imap = imaplib.IMAP4("localhost", server.port("imap"), timeout=30)
         try:

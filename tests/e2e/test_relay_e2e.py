@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import smtplib
-import ssl
 import subprocess
 import uuid
 from typing import Callable, Iterator, Optional
@@ -94,10 +93,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Ser
         yield srv
 
 
-def tls_context(server: Server) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
-
-
 def connect(server: Server, port: int, source: Optional[str] = None) -> smtplib.SMTP:
     s = smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0) if source else None)
     s.ehlo("client.elsewhere.test")
@@ -107,7 +102,7 @@ def connect(server: Server, port: int, source: Optional[str] = None) -> smtplib.
 def login(server: Server, user: str, password: str, source: Optional[str] = None) -> smtplib.SMTP:
     s = connect(server, server.port("smtp", submission=True), source)
     s._host = "localhost"  # type: ignore[attr-defined]  # verify the certificate's name
-    s.starttls(context=tls_context(server))
+    s.starttls(context=server.tls_context())
     s.ehlo("client.elsewhere.test")
     s.login(user, password)
     return s
@@ -219,7 +214,7 @@ def test_roaming_off_allows_only_client_ips(server: Server, sink: Sink) -> None:
     s = connect(server, server.port("smtp", submission=True), None)
     try:
         s._host = "localhost"  # type: ignore[attr-defined]
-        s.starttls(context=tls_context(server))
+        s.starttls(context=server.tls_context())
         s.ehlo("client.elsewhere.test")
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login("home@example.test", "home-secret")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import imaplib
 import os
-import smtplib
-import ssl
 import uuid
 from typing import Iterator
 
@@ -89,9 +87,7 @@ def rules(server: Server, flag: list[str], text: str) -> None:
 
 
 def send(server: Server, sender: str, rcpt: str, body: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
-        s.ehlo("client.elsewhere.test")
-        s.sendmail(sender, [rcpt], body)
+    server.send(sender, [rcpt], body, helo="client.elsewhere.test")
 
 
 def mail(sender: str, to: str, marker: str, extra: str = "") -> bytes:
@@ -180,7 +176,7 @@ def test_domain_rule_files_list_mail(server: Server) -> None:
         server.wait_messages("erin", 1)
         (filed,) = [n for n, m in folder_files(server, "erin", "Lists") if listed.encode() in m]
         assert filed.startswith("cur/") and filed.endswith(":2,S"), filed  # Mark "Read"
-        tls = ssl.create_default_context(cafile=os.path.join(server.base, "tls", "cert.pem"))
+        tls = server.tls_context()
         tls.check_hostname = False
         with imaplib.IMAP4_SSL(
             "127.0.0.1", server.port("imap", "implicit"), ssl_context=tls
@@ -214,11 +210,7 @@ def test_vacation_replies_once_per_sender_never_to_lists(server: Server, sink: S
             "List-Id: <x.elsewhere.test>\r\nPrecedence: list\r\n",
         ),
     )
-    wait_for(
-        lambda: len([m for m in server.messages("bob") if tag.encode() in m]) >= 3,
-        60,
-        "3 messages for bob",
-    )
+    server.wait_messages("bob", 3, 60, tag.encode())
     replies = wait_for(
         lambda: [m for m in sink.messages() if sender in m.recipients], 60, "the reply"
     )

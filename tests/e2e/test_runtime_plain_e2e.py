@@ -10,9 +10,7 @@ the shortcuts falls back to, so it must keep working on its own.
 from __future__ import annotations
 
 import imaplib
-import os
 import re
-import signal
 import smtplib
 import ssl
 import uuid
@@ -36,11 +34,6 @@ def server(tmp_path, request: pytest.FixtureRequest) -> Iterator[Server]:  # typ
     srv.workers = request.param  # type: ignore[attr-defined]
     yield srv
     srv.close()
-    for pid in map(int, re.findall(r"smtp worker \d+ started \(pid (\d+)\)", srv.log_text())):
-        try:  # never leave a worker behind a failed test
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def message(tag: str) -> bytes:

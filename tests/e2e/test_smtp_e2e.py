@@ -38,12 +38,7 @@ def split_trace(delivered: bytes, original: bytes) -> bytes:
 
 
 def find(server: Server, account: str, marker: bytes, count: int = 1) -> list[bytes]:
-    def matching() -> list[bytes]:
-        return [m for m in server.messages(account) if marker in m]
-
-    from tests.e2e.harness import wait_for
-
-    return wait_for(lambda: len(matching()) >= count and matching(), 30, f"message {marker!r}")
+    return server.wait_messages(account, count, 30, marker)
 
 
 def test_port_25_plain_delivers_byte_exact(server: Server) -> None:

@@ -35,11 +35,6 @@ def server(tmp_path) -> Server:  # type: ignore[no-untyped-def]
     srv.admin("account", "add", "alice@example.test", "--password", "alice-secret")
     yield srv
     srv.close()
-    for pid in worker_pids(srv):  # never leave a worker behind a failed test
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def message(tag: str) -> bytes:
@@ -58,37 +53,17 @@ def subjects(server: Server) -> set[str]:
     return {f.group(1).decode() for f in found if f}
 
 
-def worker_pids(server: Server, ready: bool = False) -> list[int]:
-    """Pids of the workers the server says it started (``ready``: that have also said they
-    accept), still alive (and not zombies)."""
-    pids = []
-    pattern = (
-        r"smtp worker \d+ ready \(pid (\d+)\)"
-        if ready
-        else r"smtp worker \d+ started \(pid (\d+)\)"
-    )
-    for pid in map(int, re.findall(pattern, server.log_text())):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            continue
-        if state != "Z":
-            pids.append(pid)
-    return pids
-
-
 def wait_for_workers(server: Server, n: int) -> list[int]:
     """Wait until exactly ``n`` workers run and accept; their pids. A worker that is only
     started may still open the store: on a busy machine that outlasts a client's 30 s
     timeout, so the clients of a test wait for the workers' 'ready' instead."""
 
     def ready() -> bool:
-        live = set(worker_pids(server))
-        return len(live) == n and set(worker_pids(server, ready=True)) >= live
+        live = set(server.worker_pids())
+        return len(live) == n and set(server.worker_pids(ready=True)) >= live
 
     wait_for(ready, 120, f"{n} worker(s) ready")
-    return worker_pids(server)
+    return server.worker_pids()
 
 
 def start_with_workers(server: Server, n: int = 2) -> list[int]:
@@ -148,7 +123,7 @@ def test_worker_killed_after_250_loses_nothing_and_is_replaced(server: Server) -
             os.kill(pid, signal.SIGKILL)
     for tag in tags:
         wait_for(lambda t=tag: count(server, t) == 1, 30, "the accepted message")
-    wait_for(lambda: not set(worker_pids(server)) & before, 60, "the killed workers' successors")
+    wait_for(lambda: not set(server.worker_pids()) & before, 60, "the killed workers' successors")
     wait_for_workers(server, 2)
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)
@@ -175,7 +150,7 @@ def test_server_killed_takes_workers_and_successor_delivers(server: Server) -> N
         s.sendmail("a@elsewhere.test", ["alice@example.test"], message(tag))
         server.kill()
     wait_for(
-        lambda: not [p for p in pids if p in worker_pids(server)],
+        lambda: not [p for p in pids if p in server.worker_pids()],
         60,
         "the workers to exit with the server",
     )
@@ -194,9 +169,9 @@ def test_settings_reach_workers_and_workers_can_be_turned_off(server: Server) ->
         assert s.mail("a@elsewhere.test")[0] == 250
         assert s.rcpt("alice@example.test")[0] == 250
         assert s.rcpt("postmaster@example.test")[0] == 452  # the worker applies the new limit
-    old = worker_pids(server)
+    old = server.worker_pids()
     server.admin("settings", "set", "smtp.workers", "0")
-    wait_for(lambda: not [p for p in old if p in worker_pids(server)], 90, "the workers to stop")
+    wait_for(lambda: not [p for p in old if p in server.worker_pids()], 90, "the workers to stop")
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)  # the server accepts on the sockets itself again
     wait_for(lambda: count(server, tag) == 1, 30, "mail without workers")
@@ -212,7 +187,7 @@ def test_sigterm_stops_server_and_workers(server: Server) -> None:
     tag = uuid.uuid4().hex
     send(server.port("smtp"), tag)
     assert server.stop() in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped on
-    assert not [p for p in pids if p in worker_pids(server)]
+    assert not [p for p in pids if p in server.worker_pids()]
     log = server.log_text()
     assert "cgtwist stopped" in log and "Traceback" not in log
     assert re.search(r"smtp worker 1 \(pid \d+\) exited", log)
@@ -286,7 +261,7 @@ def test_sigterm_under_load_stops_within_the_grace(server: Server) -> None:
     assert rc in (0, -signal.SIGTERM)
     log = server.log_text()
     assert "cgtwist stopped" in log and "Traceback" not in log
-    assert not [p for p in pids if p in worker_pids(server)]
+    assert not [p for p in pids if p in server.worker_pids()]
     server.start()
     acked = set(load.acked)
     wait_for(

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import messages as imap_messages
-from tests.protocols.test_imap_support import Client, World
+from tests.protocols.test_imap_support import World, session
 
 PAYLOAD = b"\x00\x01binary\r\nbytes\xff\x00"
 QP_TEXT = b"caf=C3=A9 =\r\nand more  \r\nline=3D2\r\n"
@@ -69,10 +69,7 @@ class DecodeTests(unittest.TestCase):
 class BinaryFetchTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        self.world.deliver("alice@example.com", MIME)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, MIME)
 
     def test_capability(self) -> None:
         self.assertIn(b" BINARY", self.c.send(b"c CAPABILITY\r\n"))

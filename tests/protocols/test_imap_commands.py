@@ -6,7 +6,7 @@ import re
 
 from twisted.trial import unittest
 
-from tests.protocols.test_imap_support import MESSAGE, MULTIPART, Client, World
+from tests.protocols.test_imap_support import MESSAGE, MULTIPART, Client, World, session
 
 
 def _lines(out: bytes) -> list[bytes]:
@@ -16,10 +16,7 @@ def _lines(out: bytes) -> list[bytes]:
 class Base(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        self.world.deliver("alice@example.com", MESSAGE)
-        self.world.deliver("alice@example.com", MULTIPART)
-        self.c = Client(self.world)
-        self.c.login()
+        self.c = session(self.world, MESSAGE, MULTIPART, select=False)
 
     def uidvalidity(self, name: bytes) -> int:
         out = self.c.send(b"v STATUS " + name + b" (UIDVALIDITY)\r\n")

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import streamer as imap_streamer
 from cgtwist.protocols.imap.parse import ParseError
-from tests.protocols.test_imap_support import MESSAGE, Client, World
+from tests.protocols.test_imap_support import MESSAGE, Client, World, session
 
 
 def _lines(out: bytes, start: bytes) -> list[bytes]:
@@ -82,10 +82,7 @@ class ParserTests(unittest.TestCase):
 class CondstoreSessionTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(4):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
+        self.c = session(self.world, *[MESSAGE] * 4, select=False)
 
     def test_select_reports_highestmodseq_and_status(self) -> None:
         """Every SELECT/EXAMINE says HIGHESTMODSEQ (RFC 7162 §3.1.2.1); STATUS has it too."""
@@ -152,9 +149,7 @@ class CondstoreSessionTests(unittest.TestCase):
         its MODSEQ (RFC 7162 §3.1)."""
         self.c.send(b"e ENABLE CONDSTORE\r\n")
         self.c.select()
-        other = Client(self.world)
-        other.login()
-        other.select()
+        other = session(self.world)
         other.send(b"s STORE 1 +FLAGS (\\Flagged)\r\n")
         out = self.c.send(b"n NOOP\r\n")
         line = _lines(out, b"* 1 FETCH")
@@ -165,19 +160,14 @@ class CondstoreSessionTests(unittest.TestCase):
 class QresyncSessionTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(5):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
+        self.c = session(self.world, *[MESSAGE] * 5, select=False)
         self.c.send(b"e ENABLE QRESYNC\r\n")
         out = self.c.select()
         self.uv = int(re.search(rb"UIDVALIDITY (\d+)", out).group(1))  # type: ignore[union-attr]
         self.seen = _highest(out)
 
     def other_changes(self) -> None:
-        other = Client(self.world)
-        other.login()
-        other.select()
+        other = session(self.world)
         other.send(b"a UID STORE 2,4 +FLAGS (\\Deleted)\r\n")
         other.send(b"b EXPUNGE\r\n")
         other.send(b"c STORE 1 +FLAGS (\\Seen)\r\n")

@@ -10,17 +10,13 @@ from twisted.trial import unittest
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.settings import Settings
-from tests.protocols.test_imap_support import MESSAGE, Client, World
+from tests.protocols.test_imap_support import MESSAGE, World, session
 
 
 class UpdateTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(4):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, *[MESSAGE] * 4)
 
     def test_own_changes_add_and_remove(self) -> None:
         """Flags set and cleared by this session, and an expunge, move messages in and out
@@ -44,9 +40,7 @@ class UpdateTests(unittest.TestCase):
         UID searches name UIDs; MIN/MAX/COUNT are sent anew."""
         out = self.c.send(b"s UID SEARCH RETURN (UPDATE COUNT) UNSEEN\r\n")
         self.assertIn(b'* ESEARCH (TAG "s") UID COUNT 4\r\n', out)
-        other = Client(self.world)
-        other.login()
-        other.select()
+        other = session(self.world)
         other.send(b"a STORE 1 +FLAGS (\\Seen)\r\n")
         self.world.deliver("alice@example.com", MESSAGE)
         out = self.c.send(b"n NOOP\r\n")
@@ -125,11 +119,7 @@ class UpdateTests(unittest.TestCase):
 class SortUpdateTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(4):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, *[MESSAGE] * 4)
 
     def test_sorted_result_kept_up_to_date(self) -> None:
         """SORT RETURN (UPDATE): a message joining the result is added at its position in

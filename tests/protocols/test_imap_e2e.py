@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import imaplib
 import os
 import re
@@ -13,44 +12,13 @@ import subprocess
 import tempfile
 from typing import Any, Callable
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from twisted.internet import defer, reactor, ssl, threads
+from twisted.internet import defer, reactor, threads
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 
 from cgtwist.protocols.imap.server import IMAPFactory
+from tests.certs import server_tls
 from tests.protocols.test_imap_support import MESSAGE, World
-
-_CERT: Any = None
-
-
-def server_tls() -> ssl.CertificateOptions:
-    """A self-signed certificate for 127.0.0.1, generated once per test run."""
-    global _CERT
-    if _CERT is None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, hashes.SHA256())
-        )
-        pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _CERT = ssl.PrivateCertificate.loadPEM(pem)
-    return _CERT.options()
 
 
 def client_tls() -> pyssl.SSLContext:

@@ -6,7 +6,7 @@ from twisted.trial import unittest
 
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap.parse import ParseError
-from tests.protocols.test_imap_support import MESSAGE, MULTIPART, Client, World
+from tests.protocols.test_imap_support import MESSAGE, MULTIPART, World, session
 
 
 def _esearch(out: bytes) -> bytes:
@@ -51,12 +51,7 @@ class ReturnOptionTests(unittest.TestCase):
 class ESearchSessionTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(3):
-            self.world.deliver("alice@example.com", MESSAGE)
-            self.world.deliver("alice@example.com", MULTIPART)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, *[MESSAGE, MULTIPART] * 3)
 
     def test_capabilities(self) -> None:
         """ESEARCH and SEARCHRES are advertised."""

@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap.parse import ParseError
-from tests.protocols.test_imap_support import MESSAGE, MULTIPART, Client, World
+from tests.protocols.test_imap_support import MESSAGE, MULTIPART, World, session
 
 
 def _rows(out: bytes) -> list[bytes]:
@@ -48,10 +48,7 @@ class ParseTests(unittest.TestCase):
 class ListExtendedTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        self.world.deliver("alice@example.com", MESSAGE)
-        self.world.deliver("alice@example.com", MULTIPART)
-        self.c = Client(self.world)
-        self.c.login()
+        self.c = session(self.world, MESSAGE, MULTIPART, select=False)
         for name in (b"P/a", b"P/b/c", b"P/d", b"P/e/f"):
             self.assertIn(b"c OK", self.c.send(b"c CREATE " + name + b"\r\n"))
         for name in (b"P/a", b"P/b/c", b"P/d", b"P/e/f", b"P/e"):

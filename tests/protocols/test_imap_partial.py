@@ -6,7 +6,7 @@ from twisted.trial import unittest
 
 from cgtwist.protocols.imap import esearch as imap_esearch
 from cgtwist.protocols.imap.parse import ParseError
-from tests.protocols.test_imap_support import MESSAGE, Client, World
+from tests.protocols.test_imap_support import MESSAGE, World, session
 
 
 class PartialRangeTests(unittest.TestCase):
@@ -29,11 +29,7 @@ class PartialRangeTests(unittest.TestCase):
 class SessionTests(unittest.TestCase):
     def setUp(self) -> None:
         self.world = World()
-        for _ in range(5):
-            self.world.deliver("alice@example.com", MESSAGE)
-        self.c = Client(self.world)
-        self.c.login()
-        self.c.select()
+        self.c = session(self.world, *[MESSAGE] * 5)
 
     def test_search_partial(self) -> None:
         out = self.c.send(b"a SEARCH RETURN (PARTIAL 4:2) ALL\r\n")

@@ -148,3 +148,16 @@ class Client:
 
     def close(self) -> None:
         self.proto.connectionLost(None)  # type: ignore[arg-type]
+
+
+def session(world: World, *messages: bytes, select: bool = True) -> Client:
+    """The start of most session tests: ``messages`` delivered to alice's INBOX in order, then
+    a client logged in as alice with INBOX selected (not yet, with ``select=False``: to ENABLE
+    or EXAMINE first)."""
+    for data in messages:
+        world.deliver("alice@example.com", data)
+    c = Client(world)
+    c.login()
+    if select:
+        c.select()
+    return c

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import poplib
 import ssl
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import defer, reactor, threads
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
@@ -23,43 +17,8 @@ from cgtwist.protocols.pop3.server import POP3Factory
 from cgtwist.settings import SettingsHolder
 from cgtwist.tls import ServerTLS
 from cgtwist.types import ListenerSpec
+from tests.certs import write_pem
 from tests.protocols.test_pop3_fakes import FakeStore, deliver, make_portal
-
-
-def make_cert(directory: str) -> tuple[str, str]:
-    """A throw-away self-signed certificate for 127.0.0.1 (EC P-256: fast to make)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    os.makedirs(directory, exist_ok=True)
-    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return cert_path, key_path
 
 
 class POP3EndToEndTests(unittest.TestCase):
@@ -68,7 +27,7 @@ class POP3EndToEndTests(unittest.TestCase):
         self.store = FakeStore()
         self.store.add("alice", "secret")
         self.portal, _realm = make_portal(self.base, self.store, MailboxNotifier(reactor))
-        cert, key = make_cert(os.path.join(self.base, "tls"))
+        cert, key = write_pem(os.path.join(self.base, "tls"))
         self.cafile = cert
         self.tls = ServerTLS(cert, key)
         self.settings = SettingsHolder()

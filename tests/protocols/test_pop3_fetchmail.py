@@ -16,7 +16,7 @@ from cgtwist.protocols.pop3.server import POP3Factory
 from cgtwist.settings import SettingsHolder
 from cgtwist.tls import ServerTLS
 from cgtwist.types import ListenerSpec
-from tests.protocols.test_pop3_e2e import make_cert
+from tests.certs import write_pem
 from tests.protocols.test_pop3_fakes import FakeStore, deliver, make_portal
 
 FETCHMAIL = shutil.which("fetchmail")
@@ -31,7 +31,7 @@ class FetchmailTests(unittest.TestCase):
         store = FakeStore()
         store.add("alice", "secret")
         self.portal, _realm = make_portal(self.base, store, MailboxNotifier(reactor))
-        self.cert, key = make_cert(os.path.join(self.base, "tls"))
+        self.cert, key = write_pem(os.path.join(self.base, "tls"))
         factory = POP3Factory(
             ListenerSpec("pop3", 0, "127.0.0.1", "starttls"),
             SettingsHolder(),

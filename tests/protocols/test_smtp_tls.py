@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
 import smtplib
 import socket
 import ssl as pyssl
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from OpenSSL import crypto
-from twisted.internet import reactor, ssl
+from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
@@ -21,28 +15,8 @@ from twisted.trial import unittest
 from cgtwist.protocols.smtp.server import SMTPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
+from tests.certs import server_tls
 from tests.protocols.test_smtp_fakes import FakePolicy, FakeSubmission, make_portal
-
-
-def make_context() -> ssl.CertificateOptions:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pkey = crypto.PKey.from_cryptography_key(key)
-    xcert = crypto.X509.from_cryptography(cert)
-    return ssl.CertificateOptions(
-        privateKey=pkey, certificate=xcert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2
-    )
 
 
 def client_context() -> pyssl.SSLContext:
@@ -54,7 +28,7 @@ def client_context() -> pyssl.SSLContext:
 
 class TLSTests(unittest.TestCase):
     def start(self, listener: ListenerSpec, implicit: bool = False) -> tuple[int, FakeSubmission]:
-        self.ctx = make_context()
+        self.ctx = server_tls()
         submission = FakeSubmission()
         factory: Any = SMTPFactory(
             listener,

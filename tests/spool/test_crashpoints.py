@@ -6,15 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 
 from twisted.trial import unittest
 
 from cgtwist import crashpoint
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.crashchild import run
 
 STORE = r"""
 import sys
@@ -29,22 +26,6 @@ def go():
 reactor.callWhenRunning(go)
 reactor.run()
 """
-
-
-def run(script: str, base: str, point: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    if point:
-        env[crashpoint.ENV] = point
-    else:
-        env.pop(crashpoint.ENV, None)
-    return subprocess.run(
-        [sys.executable, "-c", script, base],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 class CrashpointTests(unittest.TestCase):
