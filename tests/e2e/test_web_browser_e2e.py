@@ -33,9 +33,9 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
 webdriver = pytest.importorskip("selenium.webdriver")
 By = pytest.importorskip("selenium.webdriver.common.by").By
 Select = pytest.importorskip("selenium.webdriver.support.select").Select
-StaleElementReferenceException = pytest.importorskip(
-    "selenium.common.exceptions"
-).StaleElementReferenceException
+_exceptions = pytest.importorskip("selenium.common.exceptions")
+StaleElementReferenceException = _exceptions.StaleElementReferenceException
+WebDriverException = _exceptions.WebDriverException
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,14 @@ class Story:
                 old.is_enabled()  # raises once the old document is gone
                 return False
             except StaleElementReferenceException:
-                return self.d.execute_script("return document.readyState") == "complete"
+                pass
+            except WebDriverException as e:
+                # While the old document is being torn down, chromedriver can answer "Node
+                # with given id does not belong to the document" instead of "stale": the same
+                # fact, seen a moment earlier.
+                if "does not belong to the document" not in str(e):
+                    raise
+            return self.d.execute_script("return document.readyState") == "complete"
 
         wait_for(replaced, 60, "the next page")
 
