@@ -68,7 +68,7 @@ def _next(job: Optional[Mapping[str, Any]], now: float) -> str:
     when = job.get("next_attempt")
     if state == "waiting" and when is not None:
         return f"next {timestamp(when)} (in {duration(float(when) - now)})"
-    return {"due": "next: now", "running": "delivering now", "held": "held"}.get(state, state)
+    return str({"due": "next: now", "running": "delivering now", "held": "held"}.get(state, state))
 
 
 def _jobs_by_queue(info: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -70,13 +70,13 @@ class ControlProtocol(LineOnlyReceiver):
 
     def _send(self, obj: Mapping[str, Any]) -> None:
         if self.transport is not None:
-            self.sendLine(json.dumps(obj).encode())
+            self.transport.write(json.dumps(obj).encode() + self.delimiter)
 
 
 async def _call(handler: Handler, req: Mapping[str, Any]) -> Any:
     result = handler(req)
     if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
-        return await result  # type: ignore[misc]
+        return await result
     return result
 
 

@@ -150,7 +150,7 @@ class Resolver:
         self._client: Optional[client.Resolver] = None
         if self.servers:
             # resolv=None: twisted never reads /etc/resolv.conf (client.Resolver.maybeParseConfig).
-            self._client = client.Resolver(
+            self._client = client.Resolver(  # type: ignore[no-untyped-call]
                 servers=self.servers, timeout=self._retransmits(), reactor=reactor
             )
         self.negative_ttl = negative_ttl
@@ -309,11 +309,12 @@ class Resolver:
         self, name: str, qtype: int, depth: int
     ) -> defer.Deferred[tuple[list[Any], float]]:
         assert self._client is not None
-        d = self._client.query(
+        d: defer.Deferred[_Sections]
+        d = self._client.query(  # type: ignore[no-untyped-call]
             tdns.Query(name.encode("ascii"), qtype, tdns.IN), self._retransmits()
         )
 
-        def got(sections: tuple[list[Any], list[Any], list[Any]]) -> Any:
+        def got(sections: _Sections) -> Any:
             answers = sections[0]
             want = [rr for rr in answers if rr.type == qtype]
             if want:
@@ -327,6 +328,10 @@ class Resolver:
             return [], 0  # NODATA
 
         return d.addCallback(got)
+
+
+_Sections = tuple[list[Any], list[Any], list[Any]]
+"""What twisted.names' query gives: the answer, authority and additional records."""
 
 
 def _name(n: Any) -> str:
@@ -346,17 +351,18 @@ def _valid_name(name: str) -> bool:
 
 def _map_failure(f: Failure, name: str, qtype: int) -> Exception:
     """twisted.names errors -> the two IResolver errors (RFC 1035 §4.1.1 RCODEs)."""
-    if f.check(DNSPermanentError, DNSTemporaryError):
-        return f.value  # type: ignore[return-value]
-    if f.check(terror.DNSNameError):
+    err = f.value
+    if isinstance(err, (DNSPermanentError, DNSTemporaryError)):
+        return err
+    if isinstance(err, terror.DNSNameError):
         return DNSPermanentError(f"{name}: no such domain")
-    if f.check(terror.DNSServerError, terror.DNSQueryRefusedError):
-        reason = "server failure" if f.check(terror.DNSServerError) else "refused"
+    if isinstance(err, (terror.DNSServerError, terror.DNSQueryRefusedError)):
+        reason = "server failure" if isinstance(err, terror.DNSServerError) else "refused"
         log.info(
             "dns {reason} name={name} type={qtype}", reason=reason, name=name, qtype=_tname(qtype)
         )
         return DNSTemporaryError(f"{name}: {reason}")
-    if f.check(defer.TimeoutError, tdns.DNSQueryTimeoutError, defer.CancelledError):
+    if isinstance(err, (defer.TimeoutError, tdns.DNSQueryTimeoutError, defer.CancelledError)):
         log.info("dns timeout name={name} type={qtype}", name=name, qtype=_tname(qtype))
         return DNSTemporaryError(f"{name}: timeout")
     log.warn(

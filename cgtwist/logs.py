@@ -69,7 +69,7 @@ class Logger(_TwistedLogger):
                 ".".join([owner.__module__, owner.__name__]), owner, observer=self.observer
             )
             type.__setattr__(owner, "_cgtwist_logger", cached)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def emit(self, level: LogLevel, format: Optional[str] = None, **kwargs: object) -> None:
         rank = _RANK.get(level)
@@ -252,7 +252,7 @@ class RotatingLogFile(LogFile):
         self._today = today or _local_date
         self.daily = daily
         path = os.path.abspath(path)
-        super().__init__(
+        super().__init__(  # type: ignore[no-untyped-call]
             os.path.basename(path),
             os.path.dirname(path),
             rotateLength=max_size,
@@ -261,7 +261,7 @@ class RotatingLogFile(LogFile):
         )
 
     def _openFile(self) -> None:
-        super()._openFile()
+        super()._openFile()  # type: ignore[no-untyped-call]
         self.day = self._today(os.stat(self.path).st_mtime)
 
     def shouldRotate(self) -> bool:
@@ -270,8 +270,8 @@ class RotatingLogFile(LogFile):
         return bool(self.rotateLength and self.size >= self.rotateLength)
 
     def write(self, data: Any) -> None:
-        super().write(data)
+        super().write(data)  # type: ignore[no-untyped-call]
         self.day = max(self.day, self._today(None))
 
 
-threadable.synchronize(RotatingLogFile)
+threadable.synchronize(RotatingLogFile)  # type: ignore[no-untyped-call]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,6 +21,7 @@ from OpenSSL import SSL
 from OpenSSL._util import lib as _ossl  # the cffi binding; see _IntermediateOptions
 from twisted.internet import ssl
 from twisted.internet.interfaces import (
+    IAcceptableCiphers,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolNegotiationFactory,
@@ -130,7 +131,7 @@ class _IntermediateOptions(ssl.CertificateOptions):
 
     def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:
         ctx = super()._makeContext(skipCiphers)
-        if not _ossl.SSL_CTX_set1_curves_list(ctx._context, INTERMEDIATE_GROUPS.encode()):  # type: ignore[attr-defined]
+        if not _ossl.SSL_CTX_set1_curves_list(ctx._context, INTERMEDIATE_GROUPS.encode()):
             raise SSL.Error(f"OpenSSL refused the group list {INTERMEDIATE_GROUPS}")
         ctx.set_alpn_select_callback(_alpn_select)  # in place of Twisted's (see there)
         return ctx
@@ -153,6 +154,14 @@ def _alpn_select(
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
+# Typed doorways (as in cgtwist.typedtwisted) to the two Twisted constructors used below,
+# which Twisted leaves unannotated.
+_load_private_certificate: Callable[[bytes], ssl.PrivateCertificate] = (
+    ssl.PrivateCertificate.loadPEM
+)
+_ciphers: Callable[[str], IAcceptableCiphers] = ssl.AcceptableCiphers.fromOpenSSLCipherString
+
+
 def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
     """CertificateOptions for the Mozilla intermediate profile: TLS 1.2+, groups X25519, P-256
     and P-384 only, no compression, no renegotiation (OpenSSL 3 default), client cipher order,
@@ -161,7 +170,7 @@ def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
         cert_pem = f.read()
     with open(key_path, "rb") as f:
         key_pem = f.read()
-    cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+    cert = _load_private_certificate(cert_pem + b"\n" + key_pem)
     chain = []
     # Extra certificates after the first in the file form the chain (Let's Encrypt fullchain.pem).
     pems = cert_pem.split(b"-----END CERTIFICATE-----")
@@ -173,7 +182,7 @@ def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
         certificate=cert.original,
         extraCertChain=chain or None,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(INTERMEDIATE_CIPHERS),
+        acceptableCiphers=_ciphers(INTERMEDIATE_CIPHERS),
         enableSessionTickets=False,
     )
 
@@ -245,9 +254,9 @@ def client_options(
     """
     if verify:
         trust = ssl.Certificate.loadPEM(open(ca_file, "rb").read()) if ca_file else None
-        return ssl.optionsForClientTLS(  # type: ignore[no-any-return]
+        return ssl.optionsForClientTLS(
             hostname,
-            trustRoot=trust,  # type: ignore[arg-type]
+            trustRoot=trust,
             extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
         )
     return _UnverifiedClientTLS(hostname)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
@@ -50,12 +51,16 @@ class ReverseConnectConfig:
     port: int = 25
 
 
+# A typed doorway (as in cgtwist.typedtwisted): Twisted leaves TCP6ClientEndpoint unannotated.
+_tcp6_endpoint: Callable[..., IStreamClientEndpoint] = TCP6ClientEndpoint
+
+
 def default_connector(reactor: Any, connect_timeout: float = 30.0) -> Connector:
     """Plain TCP to the MX address (IPv4 or IPv6)."""
 
     def connect(ip: str, port: int) -> Any:
         if ":" in ip:
-            return TCP6ClientEndpoint(reactor, ip, port, timeout=connect_timeout)
+            return _tcp6_endpoint(reactor, ip, port, timeout=connect_timeout)
         return TCP4ClientEndpoint(reactor, ip, port, timeout=connect_timeout)
 
     return connect
@@ -120,7 +125,8 @@ class _Probe(LineOnlyReceiver):
 
     def _send(self, command: str, step: str) -> None:
         self.step = step
-        self.sendLine(command.encode("ascii"))
+        if self.transport is not None:
+            self.transport.write(command.encode("ascii") + self.delimiter)
 
     def _finish(self, outcome: str, reason: str) -> None:
         if self._outcome is not None:

@@ -12,12 +12,14 @@ import contextlib
 import os
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
+from types import ModuleType
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from cgtwist.errors import StoreUnavailable
 from cgtwist.logs import Logger
@@ -33,6 +35,29 @@ __all__ = ["Cursor", "Database", "StoreUnavailable"]  # StoreUnavailable: cgtwis
 DEFAULT_TIMEOUT = 10.0
 
 
+_Connection = Any
+"""A DB-API 2 connection (sqlite3's or psycopg2's): the two modules share no typed base."""
+
+
+class _Pool(Protocol):
+    """The part of ``adbapi.ConnectionPool`` used here, typed (Twisted leaves it unannotated):
+    its thread pool runs our calls, and connections are taken and dropped by hand so that a
+    lost connection can be retried once (see ``_run``)."""
+
+    dbapi: ModuleType
+    threadpool: ThreadPool
+
+    def connect(self) -> _Connection: ...
+
+    def disconnect(self, conn: _Connection) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# A typed doorway (as in cgtwist.typedtwisted) to the unannotated ConnectionPool constructor.
+_connection_pool: Callable[..., _Pool] = adbapi.ConnectionPool
+
+
 class _Call:
     """One store call as its pool thread and its deadline (on the reactor) share it.
 
@@ -43,11 +68,11 @@ class _Call:
     def __init__(self, desc: str) -> None:
         self.desc = desc
         self.lock = threading.Lock()
-        self.conn: Any = None
+        self.conn: Optional[_Connection] = None
         self.abandoned = False
 
     @contextlib.contextmanager
-    def using(self, conn: Any) -> Iterator[None]:
+    def using(self, conn: _Connection) -> Iterator[None]:
         with self.lock:
             if self.abandoned:
                 raise StoreUnavailable(f"database call {self.desc} abandoned")
@@ -129,7 +154,7 @@ class Database:
             os.makedirs(os.path.dirname(self.engine.path), exist_ok=True)
         args, kwargs = self.engine.connect_args()
         self._reactor = reactor
-        self.pool = adbapi.ConnectionPool(
+        self.pool = _connection_pool(
             self.engine.dbapi_name,
             *args,
             cp_min=pool_min,
