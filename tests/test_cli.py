@@ -409,14 +409,16 @@ class DomainAliasSettingsTests(CLITestCase):
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
             "unknown account setting 'nonsense.key' (known: admin, domain_admin, "
             "mail.max_message_size, password.min_classes, password.min_length, "
-            "quota.max_folders, rules.allowed, smtp.send_as)",
+            "quota.grace, quota.max_folders, quota.messages, quota.storage, rules.allowed, "
+            "smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
                 "settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"
             ),
             "unknown domain setting 'MaxAccountSize' (known: mail.max_message_size, "
-            "password.min_classes, password.min_length, quota.max_folders, rules.allowed)",
+            "password.min_classes, password.min_length, quota.grace, quota.max_folders, "
+            "quota.messages, quota.storage, rules.allowed)",
         )
         self.assertIn(
             "a server setting: set it without --domain/--account",
@@ -720,7 +722,10 @@ class EffectiveSettingsTests(CLITestCase):
             "mail.max_message_size = 1000  (domain)\n"
             "password.min_classes = 0  (default)\n"
             "password.min_length = 6  (server)\n"
+            "quota.grace = 86400  (default)\n"
             "quota.max_folders = 0  (default)\n"
+            "quota.messages = 0  (default)\n"
+            "quota.storage = 0  (default)\n"
             'rules.allowed = "No Redirect"  (account)\n'
             'smtp.send_as = ""  (default)\n',
         )
