@@ -243,6 +243,17 @@ class AccountTests(CLITestCase):
         self.assertEqual(out, "bob@example.org  [admin]\ncarol@example.org\n")
         info = json.loads((await self.cli("account", "show", "carol@example.org"))[0])
         self.assertEqual(info["services"], ["imap", "mail"])
+        # usage counted from the Maildir (none yet) beside the quota settings in force
+        self.assertEqual(
+            info["quota"],
+            {
+                "storage_used": 0,
+                "storage_limit": 0,
+                "messages_used": 0,
+                "messages_limit": 0,
+                "grace": 86400,
+            },
+        )
         self.assertNotIn("password", info)
         self.assertNotIn(carol_pw, json.dumps(info))
 
