@@ -17,7 +17,7 @@ from cgtwist.account_settings import Effective
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.delivery.localquota import GraceClock
 from cgtwist.mailstore.quota import Usage, UsageBook, scan_usage
-from cgtwist.types import Envelope, Recipient
+from cgtwist.types import Envelope, LocalDecision, Recipient
 from tests.delivery.test_local import FakeNotifier, FakeStore, _capture_log
 
 DATA = b"From: a@example.org\r\nSubject: q\r\n\r\n" + b"x" * 400 + b"\r\n"
@@ -129,6 +129,19 @@ class LocalQuotaTests(unittest.TestCase):
         self.assertEqual(usage, Usage(SIZE, 1))
         yield self.attempt("m1")
         self.assertEqual(self.usage.known("bob@example.com"), Usage(2 * SIZE, 2))
+
+    @defer.inlineCallbacks
+    def test_rules_store_in_is_limited_and_counted(self) -> None:
+        """A Rule's "Store in" folder is the same account: what fits is stored there and
+        counted, what does not is deferred like INBOX mail."""
+        self.agent.rules = lambda account, envelope, data: LocalDecision(folder="Lists")
+        self.limits.own = {"quota.messages": 1}
+        r = yield self.attempt("m0")
+        self.assertEqual((r.state, r.detail), ("delivered", "250 2.0.0 delivered to Lists"))
+        self.assertEqual(scan_usage(self.maildir()), Usage(SIZE, 1))
+        self.assertEqual(self.usage.known("bob@example.com"), Usage(SIZE, 1))
+        r = yield self.attempt("m1")
+        self.assertEqual((r.state, r.detail[:9]), ("pending", "452 4.2.2"))
 
     @defer.inlineCallbacks
     def test_failed_write_gives_the_room_back(self) -> None:
