@@ -18,7 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Container, Mapping, Optional
 
-from cgtwist.settings_fields import Spec, at_most, check_value, fields_of, setting, walk
+from cgtwist.settings_fields import (
+    Spec,
+    at_most,
+    check_value,
+    fields_of,
+    octets,
+    setting,
+    walk,
+)
 
 SOURCES = ("default", "server", "domain", "account")
 
@@ -36,13 +44,40 @@ class MailLimits:
 
 @dataclass(frozen=True)
 class QuotaLimits:
-    """What an account may keep (CommuniGate's folder limit)."""
+    """What an account may keep (CommuniGate's storage and folder limits)."""
 
     max_folders: int = setting(
         0,
         "mailbox folders the account may have besides INBOX (the special-use ones count); "
         "IMAP CREATE beyond it answers NO [LIMIT]; read at login; 0 = no limit",
     )
+    storage: int = setting(
+        0,
+        "octets of mail the account may keep in all its folders (K, M, G accepted: 500M); "
+        "LOCAL defers a message that does not fit (4.2.2) for quota.grace, then bounces it "
+        "(5.2.2); IMAP APPEND and COPY answer NO [OVERQUOTA]; 0 = no limit",
+        check=octets,
+    )
+    messages: int = setting(
+        0,
+        "messages the account may keep in all its folders, enforced as quota.storage; 0 = no limit",
+    )
+    grace: int = setting(
+        86400,
+        "seconds LOCAL keeps deferring a message that does not fit the quota (4.2.2, "
+        "counted from its first such deferral) before it fails with a DSN (5.2.2)",
+    )
+
+    def exceeded(self, octets: int, messages: int, more_octets: int, more: int) -> str:
+        """The RFC 9208 resource ("STORAGE" or "MESSAGE") that keeping ``more_octets`` in
+        ``more`` messages would take over its limit, with ``octets`` in ``messages`` kept
+        already; "" when they fit. Only an addition is judged: a change that adds nothing
+        (MOVE within the account) fits even when the account is over its limit."""
+        if self.storage and more_octets > 0 and octets + more_octets > self.storage:
+            return "STORAGE"
+        if self.messages and more > 0 and messages + more > self.messages:
+            return "MESSAGE"
+        return ""
 
 
 def _classes(key: str, value: object) -> None:

@@ -285,6 +285,8 @@ class Components:
             threadpool=io_pool,
             hostname=cfg.hostname,
             rules=self.rules.local_rules,
+            limits=self.limits,  # quota.storage/messages/grace, with the IMAP sessions' count:
+            usage=self.notifier.usage if self.notifier is not None else None,
         )
         settings.subscribe(lambda _s: local.forget())  # accounts changed: cgtwist-admin reloads
         attempts = AttemptLog(self.spool, reactor)

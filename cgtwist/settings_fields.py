@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, TypeGuard, TypeVa
 
 T = TypeVar("T")
 
-# A field's own rule: called with (name, value), raises ValueError with the reason.
-Check = Callable[[str, object], None]
+# A field's own rule: called with (name, value), raises ValueError with the reason; a rule
+# that returns something other than None gives the value to keep instead (``octets``: "10M").
+Check = Callable[[str, object], object]
 
 
 def setting(
@@ -140,7 +141,9 @@ def check_value(spec: Spec, value: object) -> Any:
     ``cgtwist-admin settings set`` has always printed). Returns the value or raises ValueError."""
     key = spec.name
     if spec.check is not None:
-        spec.check(key, value)
+        normal = spec.check(key, value)
+        if normal is not None:
+            value = normal
     if value is None and typing.get_origin(spec.kind) in _UNIONS:
         return value
     base = _base(spec.kind)
@@ -180,6 +183,23 @@ def seconds_list(key: str, value: object) -> None:
         for entry in value:
             if isinstance(entry, bool) or not isinstance(entry, (int, float)) or entry < 0:
                 raise ValueError(f"{key}: each entry must be a number of seconds, not {entry!r}")
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def octets(key: str, value: object) -> object:
+    """A check for a size in octets that also takes a text with a K, M, G or T suffix (powers
+    of 1024, as the Rules' ``Message Size``): ``"500M"`` is kept as 524288000. None (keep the
+    value as it is) for anything else, which the type's own rule then judges."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip().upper().removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G", "T") else ""
+    number = text[: len(text) - len(unit)]
+    if not number.isdigit() or len(number) > 15:
+        raise ValueError(f"{key}: a size in octets, optionally with K, M, G or T, not {value!r}")
+    return int(number) * _UNITS[unit]
 
 
 def at_least(low: int, why: str) -> Check:

@@ -36,6 +36,9 @@ class EffectiveTests(unittest.TestCase):
                 "password.min_length": (12, "account"),
                 "password.min_classes": (0, "default"),
                 "quota.max_folders": (0, "default"),
+                "quota.storage": (0, "default"),
+                "quota.messages": (0, "default"),
+                "quota.grace": (86400, "default"),
             },
         )
 
@@ -74,6 +77,34 @@ class EffectiveTests(unittest.TestCase):
         self.assertIn("here: mail.max_message_size", str(e))
         # the server's Account Defaults are ordinary server settings
         self.assertEqual(settings.validate("account_defaults.password.min_length", 10), 10)
+
+    def test_storage_takes_size_suffixes(self) -> None:
+        """quota.storage takes octets or K/M/G/T (powers of 1024), at every level, and keeps
+        the number; anything else is refused with the reason."""
+        self.assertEqual(settings.validate_scoped("account", "quota.storage", "500M"), 500 << 20)
+        self.assertEqual(settings.validate_scoped("domain", "quota.storage", "2g"), 2 << 30)
+        self.assertEqual(settings.validate_scoped("domain", "quota.storage", "512KB"), 512 << 10)
+        self.assertEqual(settings.validate_scoped("domain", "quota.storage", 1000), 1000)
+        server = settings.Settings({"account_defaults.quota.storage": "1G"})
+        self.assertEqual(server.account_defaults.quota.storage, 1 << 30)
+        for bad in ("lots", "1.5G", "-1K", "K", ""):
+            e = self.assertRaises(
+                ValueError, settings.validate_scoped, "account", "quota.storage", bad
+            )
+            self.assertIn("a size in octets", str(e))
+        self.assertRaises(ValueError, settings.validate_scoped, "account", "quota.storage", -5)
+        eff = effective(settings.Settings(), {"quota.storage": "10M"}, {"quota.grace": 60})
+        self.assertEqual(eff.values.quota.storage, 10 << 20)
+        self.assertEqual(eff.values.quota.grace, 60)
+
+    def test_exceeded(self) -> None:
+        """What fits up to the limit exactly; a change that adds nothing always fits."""
+        q = account_settings.QuotaLimits(storage=1000, messages=3)
+        self.assertEqual(q.exceeded(900, 1, 100, 1), "")
+        self.assertEqual(q.exceeded(900, 1, 101, 1), "STORAGE")
+        self.assertEqual(q.exceeded(10, 3, 1, 1), "MESSAGE")
+        self.assertEqual(q.exceeded(5000, 9, 0, 0), "")
+        self.assertEqual(account_settings.QuotaLimits().exceeded(10**15, 10**9, 1, 1), "")
 
     def test_every_typed_key_has_a_server_default_setting(self) -> None:
         for name in account_settings.TYPED:

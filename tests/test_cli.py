@@ -243,6 +243,17 @@ class AccountTests(CLITestCase):
         self.assertEqual(out, "bob@example.org  [admin]\ncarol@example.org\n")
         info = json.loads((await self.cli("account", "show", "carol@example.org"))[0])
         self.assertEqual(info["services"], ["imap", "mail"])
+        # usage counted from the Maildir (none yet) beside the quota settings in force
+        self.assertEqual(
+            info["quota"],
+            {
+                "storage_used": 0,
+                "storage_limit": 0,
+                "messages_used": 0,
+                "messages_limit": 0,
+                "grace": 86400,
+            },
+        )
         self.assertNotIn("password", info)
         self.assertNotIn(carol_pw, json.dumps(info))
 
@@ -409,14 +420,16 @@ class DomainAliasSettingsTests(CLITestCase):
             await self.error("settings", "set", "nonsense.key", "1", "--account", "alice"),
             "unknown account setting 'nonsense.key' (known: admin, domain_admin, "
             "mail.max_message_size, password.min_classes, password.min_length, "
-            "quota.max_folders, rules.allowed, smtp.send_as)",
+            "quota.grace, quota.max_folders, quota.messages, quota.storage, rules.allowed, "
+            "smtp.send_as)",
         )
         self.assertEqual(
             await self.error(
                 "settings", "set", "MaxAccountSize", '"10M"', "--domain", "example.com"
             ),
             "unknown domain setting 'MaxAccountSize' (known: mail.max_message_size, "
-            "password.min_classes, password.min_length, quota.max_folders, rules.allowed)",
+            "password.min_classes, password.min_length, quota.grace, quota.max_folders, "
+            "quota.messages, quota.storage, rules.allowed)",
         )
         self.assertIn(
             "a server setting: set it without --domain/--account",
@@ -720,7 +733,10 @@ class EffectiveSettingsTests(CLITestCase):
             "mail.max_message_size = 1000  (domain)\n"
             "password.min_classes = 0  (default)\n"
             "password.min_length = 6  (server)\n"
+            "quota.grace = 86400  (default)\n"
             "quota.max_folders = 0  (default)\n"
+            "quota.messages = 0  (default)\n"
+            "quota.storage = 0  (default)\n"
             'rules.allowed = "No Redirect"  (account)\n'
             'smtp.send_as = ""  (default)\n',
         )

@@ -92,7 +92,8 @@ class SettingsTests(unittest.TestCase):
             str(e),
             "unknown account setting 'nonsense.key' (known: admin, domain_admin, "
             "mail.max_message_size, password.min_classes, password.min_length, "
-            "quota.max_folders, rules.allowed, smtp.send_as)",
+            "quota.grace, quota.max_folders, quota.messages, quota.storage, rules.allowed, "
+            "smtp.send_as)",
         )
         self.assertRaises(ValueError, settings.validate_scoped, "account", "admin", 1)
         # smtp.send_as (read by cgtwist.core.senders) is checked as the server setting is

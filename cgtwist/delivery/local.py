@@ -18,25 +18,36 @@ import errno
 import os
 import re
 import socket
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist import crashpoint as cp
 from cgtwist import paths
+from cgtwist.account_settings import Effective, QuotaLimits
+from cgtwist.delivery import localquota
 from cgtwist.delivery.agent import DeliveryAgent, settle
 from cgtwist.errors import InvalidName
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir as md
 from cgtwist.mailstore.maildir import CommitFailed, MaildirWriter
+from cgtwist.mailstore.quota import UsageBook
 from cgtwist.types import Account, Envelope, LocalDecision, QueueName, Recipient
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _STATUS_RE = re.compile(r"^5\.\d{1,3}\.\d{1,3} ")  # a rule's reject text with its own status
+
+
+class ISettingsSource(Protocol):
+    """Where LOCAL reads an account's settings in force (cgtwist.core.account_limits)."""
+
+    def effective(self, address: str) -> Awaitable[Optional[Effective]]:
+        """The account's effective settings, None for no such account."""
 
 
 def _eol(data: bytes) -> bytes:
@@ -63,7 +74,8 @@ def trace_headers(sender: str, account: str, eol: bytes) -> bytes:
 @implementer(IDeliveryAgent)
 class LocalDelivery(DeliveryAgent):
     """``LocalDelivery(base_dir, store, notifier=None, *, reactor, threadpool=None,
-    hostname=None)``: IDeliveryAgent for module "LOCAL".
+    hostname=None, rules=None, writer=None, limits=None, usage=None, clock=None)``:
+    IDeliveryAgent for module "LOCAL".
 
     ``store`` is an IAccountStore (``get_account``), ``notifier`` an IMailboxNotifier.
     ``rules`` is the hook for domain and account Rules (CommuniGate applies them here, on
@@ -74,6 +86,12 @@ class LocalDelivery(DeliveryAgent):
     burst of mail to one account asks the store once; call ``forget()`` when accounts change
     (the service does on every settings reload, which cgtwist-admin triggers after a change).
     An account not found is never remembered.
+
+    The storage quota (``quota.storage`` and ``quota.messages`` of the account's settings
+    from ``limits``, its count in ``usage``, the process's ``UsageBook``): a message that
+    fits is counted at once and stored, however near the limit; one that does not is
+    deferred with 4.2.2 and, after ``quota.grace`` seconds, fails with 5.2.2
+    (``cgtwist.delivery.localquota``). Without ``limits`` and ``usage`` nothing is limited.
     """
 
     module = "LOCAL"
@@ -92,6 +110,9 @@ class LocalDelivery(DeliveryAgent):
         hostname: Optional[str] = None,
         rules: Optional[Callable[..., Any]] = None,
         writer: Optional[MaildirWriter] = None,
+        limits: Optional[ISettingsSource] = None,
+        usage: Optional[UsageBook] = None,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         self.base_dir = base_dir
         self.store = store
@@ -109,6 +130,10 @@ class LocalDelivery(DeliveryAgent):
         # and known to exist, for as long as the account itself is remembered.
         self._paths: dict[tuple[str, str], tuple[float, str]] = {}
         self._generation = 0  # bumped by forget(): a lookup begun before is not remembered
+        self.limits = limits
+        self.usage = usage
+        # When each message was first deferred for quota: ``clock`` (default the reactor).
+        self.grace = localquota.GraceClock((clock or reactor).seconds)
 
     def forget(self) -> None:
         """Drop the remembered accounts and Maildir paths (accounts were changed)."""
@@ -198,9 +223,13 @@ class LocalDelivery(DeliveryAgent):
             if h and "\r" not in h and "\n" not in h and ":" in h
         )
         chunks = [trace_headers(envelope.sender, address, eol) + extra, data]
+        octets = sum(len(c) for c in chunks)
+        held = await self._quota_hold(msg_id, account, octets, recipients)
+        if held is not None:
+            return held
         if decision.folder.upper() != "INBOX" or decision.flags:
             return await self._deliver_folder(
-                msg_id, account, decision.folder, chunks, recipients, decision.flags
+                msg_id, account, decision.folder, chunks, recipients, decision.flags, True
             )
         pool = self.threadpool or self.reactor.getThreadPool()
         key = (account.domain, account.name)
@@ -218,11 +247,13 @@ class LocalDelivery(DeliveryAgent):
                     self._paths.clear()
                 self._paths[key] = (now + self.ACCOUNT_TTL, path)
         except InvalidName:
+            self._stored(msg_id, address, octets, reserved=True, ok=False)
             self.log.error(
                 "local: {msg_id} unsafe account name {account}", msg_id=msg_id, account=address
             )
             return settle(recipients, "failed", "550 5.1.3 bad mailbox name")
         except OSError as e:
+            self._stored(msg_id, address, octets, reserved=True, ok=False)
             nospace = e.errno in (errno.ENOSPC, errno.EDQUOT)
             detail = (
                 "452 4.3.1 insufficient system storage"
@@ -237,6 +268,7 @@ class LocalDelivery(DeliveryAgent):
             account=address,
             file=fname,
         )
+        self._stored(msg_id, address, octets, reserved=True, ok=True)
         self._notify(address)
         return settle(recipients, "delivered", "250 2.0.0 delivered to INBOX")
 
@@ -278,9 +310,11 @@ class LocalDelivery(DeliveryAgent):
         chunks: list[bytes],
         recipients: list[Recipient],
         flags: tuple[str, ...] = (),
+        reserved: bool = False,
     ) -> list[Recipient]:
         """ "Store in" a folder other than INBOX, and "Mark": with ``flags`` the message
-        goes on into cur/ under a name carrying them; an unusable name falls back to INBOX."""
+        goes on into cur/ under a name carrying them; an unusable name falls back to INBOX.
+        ``reserved``: the quota count holds the message already (``_quota_hold``)."""
         from cgtwist.mailstore.names import MailboxNameError, folder_path
 
         pool = self.threadpool or self.reactor.getThreadPool()
@@ -294,11 +328,14 @@ class LocalDelivery(DeliveryAgent):
             fname = self.writer.deliver(target, chunks)
             return mark_new(target, fname, flags) if flags else fname
 
+        octets = sum(len(c) for c in chunks)
         try:
             fname = await deferToThreadPool(self.reactor, pool, write)
         except OSError as e:
+            self._stored(msg_id, account.address, octets, reserved, ok=False)
             self._log_failure(msg_id, account.address, folder, e)
             return settle(recipients, "pending", "451 4.3.0 local delivery failed")
+        self._stored(msg_id, account.address, octets, reserved, ok=True)
         self.log.debug(
             "local: {msg_id} stored in {folder} of {account} as {file}",
             msg_id=msg_id,
@@ -311,6 +348,77 @@ class LocalDelivery(DeliveryAgent):
                 lambda f: self.log.failure("local: notifier failed", f)
             )
         return settle(recipients, "delivered", f"250 2.0.0 delivered to {folder}")
+
+    async def _quota_hold(
+        self, msg_id: str, account: Account, octets: int, recipients: list[Recipient]
+    ) -> Optional[list[Recipient]]:
+        """None when the message may be stored (counted in the quota now, so concurrent
+        deliveries see it; ``_stored`` takes it back when it is not); else the recipients
+        deferred (4.2.2) or, after the account's ``quota.grace``, failed (5.2.2). A quota
+        that cannot be read or counted lets the message through (logged): a broken count
+        must not hold mail back."""
+        if self.usage is None:
+            return None
+        address = account.address
+        try:
+            limits = QuotaLimits()
+            if self.limits is not None:
+                eff = await self.limits.effective(address)
+                limits = eff.values.quota if eff is not None else limits
+            if not limits.storage and not limits.messages:
+                self.usage.change(address, octets, 1)  # counted as every delivery is
+                return None
+            over = await self.usage.room(
+                address, self._maildir_of(account), limits, octets, 1, reserve=True
+            )
+        except Exception:
+            self.log.failure(
+                "local: {msg_id} quota of {account} unknown; delivering",
+                msg_id=msg_id,
+                account=address,
+            )
+            self.usage.change(address, octets, 1)
+            return None
+        if not over:
+            return None
+        waited = self.grace.waited(msg_id, address)
+        if waited >= limits.grace:
+            self.grace.done(msg_id, address)
+            self.log.warn(
+                "local: {msg_id} to {account} failed: {resource} quota still reached after "
+                "{waited} s ({octets} octets)",
+                msg_id=msg_id,
+                account=address,
+                resource=over,
+                waited=int(waited),
+                octets=octets,
+            )
+            return settle(recipients, "failed", localquota.failure(over, limits.grace))
+        self.log.info(
+            "local: {msg_id} to {account} deferred: {resource} quota reached "
+            "({octets} octets; failing after {left} s more)",
+            msg_id=msg_id,
+            account=address,
+            resource=over,
+            octets=octets,
+            left=int(limits.grace - waited),
+        )
+        return settle(recipients, "pending", localquota.deferral(over))
+
+    def _maildir_of(self, account: Account) -> Callable[[], str]:
+        """The account's Maildir path, resolved where it is used (a quota scan's thread:
+        ``paths.maildir`` stats the tree)."""
+        return lambda: paths.maildir(self.base_dir, account.domain, account.name)
+
+    def _stored(self, msg_id: str, address: str, octets: int, reserved: bool, ok: bool) -> None:
+        """The quota count after a delivery attempt: a reservation is taken back when the
+        message was not stored, a message stored without one is added."""
+        if ok:
+            self.grace.done(msg_id, address)
+        if self.usage is None or ok == reserved:
+            return
+        sign = 1 if ok else -1
+        self.usage.change(address, sign * octets, sign)
 
     def _log_failure(self, msg_id: str, address: str, folder: str, e: OSError) -> None:
         """One line per failed delivery; a failed commit says what became of the copy."""

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.internet import defer
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from cgtwist.account_settings import QuotaLimits
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, names
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.names import INBOX, MailboxNameError
+from cgtwist.mailstore.quota import Usage
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.notifier import MailboxNotifier
@@ -191,18 +193,61 @@ class MailboxInfo:
 class MaildirAccount:
     """The IMAP avatar: ``path`` is the account's Maildir, ``account`` is "name@domain",
     ``notifier`` the process-wide MailboxNotifier (folder registry, threads, push);
-    ``max_folders`` the account's ``quota.max_folders`` (0 = no limit) when it logged in."""
+    ``max_folders`` the account's ``quota.max_folders`` (0 = no limit) when it logged in;
+    ``quota_limits`` fires with its storage and message limits in force now (read at each
+    APPEND, COPY and GETQUOTA, so a ``settings set`` applies to open sessions; None: no
+    limits)."""
 
     log = Logger()
 
     def __init__(
-        self, path: str, account: str, notifier: MailboxNotifier, max_folders: int = 0
+        self,
+        path: str,
+        account: str,
+        notifier: MailboxNotifier,
+        max_folders: int = 0,
+        quota_limits: Optional[Callable[[], defer.Deferred[QuotaLimits]]] = None,
     ) -> None:
         self.path = path
         self.account = account
         self.notifier = notifier
         self.max_folders = max_folders
+        self._quota_limits = quota_limits
         self._subs: Optional[set[str]] = None
+
+    # -- quota (RFC 9208; the count is cgtwist.mailstore.quota's) ---------------------------
+
+    def quota_limits(self) -> defer.Deferred[QuotaLimits]:
+        """The account's quota limits in force (all 0 without a source)."""
+        if self._quota_limits is None:
+            return defer.succeed(QuotaLimits())
+        return self._quota_limits()
+
+    def quota_usage(self) -> defer.Deferred[Usage]:
+        """What the account keeps now (counted by a scan in a thread when not known)."""
+        return self.notifier.usage.usage(self.account, self.path)
+
+    def check_room(self, octets: int, messages: int) -> defer.Deferred[None]:
+        """Fire when ``octets`` in ``messages`` more fit the account's quota; else fail with
+        MailboxError ``[OVERQUOTA]`` (RFC 9208 §4.3: APPEND and COPY store nothing then),
+        logged. The messages are counted when stored (the folder reports them)."""
+
+        async def check() -> None:
+            limits = await self.quota_limits()
+            over = await self.notifier.usage.room(self.account, self.path, limits, octets, messages)
+            if over:
+                self.log.info(
+                    "quota: {account} refused {messages} messages of {octets} octets: "
+                    "{resource} limit reached",
+                    account=self.account,
+                    messages=messages,
+                    octets=octets,
+                    resource=over,
+                )
+                what = "storage" if over == "STORAGE" else "message count"
+                raise MailboxError(f"[OVERQUOTA] Quota exceeded: mailbox {what} limit reached")
+
+        return defer.ensureDeferred(check())
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -318,6 +363,7 @@ class MaildirAccount:
 
         def gone(_: object) -> bool:
             self.notifier.forget(self.account, canon)
+            self.notifier.usage.forget(self.account)  # its messages went: count again
             self.notifier.run(shutil.rmtree, graveyard, True)
             # The subscription stays: RFC 3501 §6.3.9 forbids the server to remove a name
             # from the list on its own (LIST (SUBSCRIBED) shows it \\NonExistent, RFC 5258).

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore import index, maildir, quota, uidlist
 from cgtwist.mailstore.scan import _CACHE_SAVE_EVERY, Changes, DiskScan, Entry, _same_file
 
 if TYPE_CHECKING:
@@ -34,7 +34,9 @@ class Folder(DiskScan):
 
     ``timer`` (an IReactorTime: the reactor, or a task.Clock in tests) delays the batched
     removal of names replaced by flag changes (``STALE_LINGER``); without one (disk work run
-    inline) they are removed right after each change.
+    inline) they are removed right after each change. ``usage`` is told the octets and
+    messages each ``add`` stores and each ``expunge`` removes (the quota count,
+    ``cgtwist.mailstore.quota``).
     """
 
     log = Logger()
@@ -52,8 +54,10 @@ class Folder(DiskScan):
         stale_linger: float = STALE_LINGER,
         stale_batch: int = STALE_BATCH,
         tombstones_kept: Callable[[], int] = lambda: index.TOMBSTONES_KEPT,
+        usage: Callable[[str, int, int], None] = lambda account, octets, messages: None,
     ) -> None:
         self.path = path
+        self._usage = usage  # (account, octets, messages) added (negative: removed)
         self._uidvalidity_source = uidvalidity
         self.account = account
         self.name = name
@@ -601,6 +605,7 @@ class Folder(DiskScan):
     def expunge(self, uids: Iterable[int], origin: Any = None) -> defer.Deferred[list[int]]:
         """Delete the files of ``uids``; fires with the UIDs removed. UIDs are never reused."""
         uids = list(uids)
+        freed = [0, 0]  # octets, messages: the quota count's change
 
         def work() -> tuple[Changes, list[int]]:
             assert self._ul is not None
@@ -617,10 +622,14 @@ class Folder(DiskScan):
                 if e is None:
                     continue
                 paths = [(e.sub, e.fname)] + [("cur", n) for n in stale_of.get(e.key, ())]
-                for sub, fname in paths:
+                octets = quota.file_octets(e.path(self.path))
+                for i, (sub, fname) in enumerate(paths):
                     try:
                         os.unlink(os.path.join(self.path, sub, fname))
                         touched.add(sub)
+                        if i == 0:
+                            freed[0] += octets
+                            freed[1] += 1
                     except FileNotFoundError:
                         pass
                 ch.unstale.update(stale_of.get(e.key, ()))
@@ -640,7 +649,12 @@ class Folder(DiskScan):
                 ch.highest = m
             return ch, ch.removed
 
-        return self._locked(self._own_change(work)).addCallback(lambda r: r[1])
+        def counted(result: tuple[Changes, list[int]]) -> list[int]:
+            if freed[1]:
+                self._usage(self.account, -freed[0], -freed[1])
+            return result[1]
+
+        return self._locked(self._own_change(work)).addCallback(counted)
 
     def add(
         self,
@@ -650,6 +664,7 @@ class Folder(DiskScan):
         """APPEND/COPY into this folder: each source is (bytes | binary file | path to link,
         flags, internal date as epoch or None). Durable before it fires with the new UIDs.
         The new messages are \\Recent for the first read-write session (RFC 3501 §6.3.11)."""
+        added = [0, 0]  # octets, messages: the quota count's change
 
         def work() -> tuple[Changes, list[int]]:
             assert self._ul is not None
@@ -681,6 +696,8 @@ class Folder(DiskScan):
             lines = []
             for key, fname in stored:
                 meta = maildir.measure(os.path.join(self.path, "cur", fname))
+                added[0] += quota.file_octets(os.path.join(self.path, "cur", fname))
+                added[1] += 1
                 uid = self._ul.assign(key)
                 letters = maildir.split_name(fname)[1]
                 ch.added.append(Entry(uid, key, "cur", fname, letters, meta, m))
@@ -694,7 +711,11 @@ class Folder(DiskScan):
         def first_load(_: object) -> defer.Deferred[Any]:
             return self._locked(self._own_change(work))
 
-        return self.refresh().addCallback(first_load).addCallback(lambda r: r[1])
+        def counted(result: tuple[Changes, list[int]]) -> list[int]:
+            self._usage(self.account, added[0], added[1])
+            return result[1]
+
+        return self.refresh().addCallback(first_load).addCallback(counted)
 
     def _deliver_blocking(
         self, source: Union[bytes, BinaryIO, str], letters: str, date: Optional[float]

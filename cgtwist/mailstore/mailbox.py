@@ -33,9 +33,20 @@ from __future__ import annotations
 import bisect
 import calendar
 import email.utils
+import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Optional, Sequence, Union, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Callable,
+    Iterable,
+    Optional,
+    Sequence,
+    Union,
+    overload,
+)
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -45,6 +56,7 @@ from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, names
 from cgtwist.mailstore.folder import Changes, Entry, Folder
 from cgtwist.mailstore.message import MaildirMessage
+from cgtwist.mailstore.quota import size_in_name
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.account import MaildirAccount
@@ -58,6 +70,45 @@ _MONTHS = {
 _DATE_RE = re.compile(
     r"^\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
 )
+
+
+def _entry_octets(entry: Entry) -> int:
+    """The octets message ``entry`` counts for in the quota: its file size where its name
+    says (``,S=``: LOCAL's), else its size as served (what the index knows without a stat)."""
+    known = size_in_name(entry.fname)
+    return known if known is not None else entry.meta.size
+
+
+def _within_quota(
+    account: Optional[MaildirAccount],
+    octets: int,
+    messages: int,
+    store: Callable[[], defer.Deferred[list[int]]],
+) -> defer.Deferred[list[int]]:
+    """``store()`` once ``octets`` in ``messages`` fit ``account``'s quota (None: no check);
+    otherwise the MailboxError ``[OVERQUOTA]`` and nothing stored (RFC 9208 §4.3)."""
+
+    async def go() -> list[int]:
+        if account is not None:
+            await account.check_room(octets, messages)
+        return await store()
+
+    return defer.ensureDeferred(go())
+
+
+def _length(data: Union[bytes, BinaryIO, str]) -> int:
+    """Octets of an APPEND message (bytes, or a literal spooled to a file)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    if isinstance(data, str):  # a file to link (COPY): not an APPEND's
+        return 0
+    try:
+        return os.fstat(data.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        here = data.tell()
+        end = data.seek(0, os.SEEK_END)
+        data.seek(here)
+        return end
 
 
 def parse_imap_date(value: Union[bytes, str, None]) -> Optional[float]:
@@ -352,10 +403,13 @@ class MaildirMailbox:
         return d.addCallback(lambda _: self._take_expunges())
 
     def copy_uids(
-        self, uids: Iterable[int], dest: MaildirMailbox
+        self, uids: Iterable[int], dest: MaildirMailbox, check: bool = True
     ) -> defer.Deferred[tuple[list[int], list[int]]]:
         """COPY/UID COPY: fires with (source UIDs, new UIDs) in matching order for COPYUID
-        (RFC 4315 §3). Files are hard-linked where possible; flags are kept, \\Recent is new."""
+        (RFC 4315 §3). Files are hard-linked where possible; flags are kept, \\Recent is new.
+        A copy that does not fit the destination account's quota fails with
+        ``[OVERQUOTA]`` and stores nothing (RFC 9208 §4.3); ``check`` False skips that (MOVE
+        within the account, which adds nothing to what it keeps)."""
         src: list[int] = []
         sources: list[tuple[Union[bytes, BinaryIO, str], Iterable[str], Optional[float]]] = []
         for u in uids:
@@ -366,7 +420,13 @@ class MaildirMailbox:
             sources.append((e.path(self.folder.path), self.folder.flags_of(e), e.meta.date))
         if not sources:
             return defer.succeed(([], []))
-        d = dest.folder.add(sources, origin=dest)
+        octets = sum(_entry_octets(self.folder.entries[u]) for u in src) if check else 0
+        d = _within_quota(
+            dest.account if check else None,
+            octets,
+            len(sources),
+            lambda: dest.folder.add(sources, origin=dest),
+        )
         return d.addCallback(lambda new: (src, new))
 
     def move_uids(
@@ -376,7 +436,10 @@ class MaildirMailbox:
         (source UIDs, new UIDs, expunged sequence numbers to report)."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
-        d = self.copy_uids(uids, dest)
+        # Within one account a MOVE changes nothing the quota counts: allowed when over
+        # quota, so that a user can still move mail to Trash (RFC 9208 §4.3 is about
+        # resources that grow).
+        d = self.copy_uids(uids, dest, check=dest.account.account != self.account.account)
 
         def expunge(
             r: tuple[list[int], list[int]],
@@ -394,9 +457,7 @@ class MaildirMailbox:
         """APPEND: store ``data`` durably with ``flags`` and internal ``date`` (IMAP date-time
         string or epoch); fires with the new UID (RFC 4315 APPENDUID)."""
         when = date if isinstance(date, (int, float)) or date is None else parse_imap_date(date)
-        return self.folder.add([(data, list(flags), when)], origin=self).addCallback(
-            lambda uids: uids[0]
-        )
+        return self._add_within_quota([(data, list(flags), when)]).addCallback(lambda uids: uids[0])
 
     def append_all(
         self, items: list[tuple[Union[bytes, BinaryIO], Iterable[str], Optional[float]]]
@@ -405,8 +466,16 @@ class MaildirMailbox:
         operation, all or none; fires with the new UIDs in order."""
         if not self.rw:
             return defer.fail(imap4.ReadOnlyMailbox())
-        return self.folder.add(
-            [(data, list(flags), when) for data, flags, when in items], origin=self
+        return self._add_within_quota([(data, list(flags), when) for data, flags, when in items])
+
+    def _add_within_quota(
+        self, items: list[tuple[Union[bytes, BinaryIO, str], Iterable[str], Optional[float]]]
+    ) -> defer.Deferred[list[int]]:
+        """Store ``items`` when they fit the account's quota; RFC 9208 §4.3: an APPEND over
+        quota is refused (``[OVERQUOTA]``) and stores nothing."""
+        octets = sum(_length(data) for data, _f, _w in items)
+        return _within_quota(
+            self.account, octets, len(items), lambda: self.folder.add(items, origin=self)
         )
 
     # -- called by the Folder ------------------------------------------------------------------
@@ -507,6 +576,7 @@ class MaildirMailbox:
 
     def requestStatus(self, names_: Iterable[str]) -> dict[str, int]:
         """STATUS counts from the shared folder (RFC 3501 §6.3.10)."""
+        names_ = list(names_)
         f = self.folder
         # RFC 3501 §6.3.10 RECENT: what a session selecting the mailbox now would be shown
         # as \\Recent, which is what no session has claimed yet (EXAMINE agrees, imaptest
@@ -521,6 +591,13 @@ class MaildirMailbox:
             "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
             "HIGHESTMODSEQ": f.highest_modseq,  # RFC 7162 §3.1.9
         }
+        wanted = {n.upper() for n in names_}
+        if wanted & {"DELETED", "DELETED-STORAGE"}:
+            # RFC 9208 §4.3 (QUOTA=RES-STORAGE): messages with \\Deleted, and the storage an
+            # EXPUNGE would give back, in the STORAGE resource's units of 1024 octets.
+            doomed = [e for e in f.entries.values() if "T" in e.letters]
+            values["DELETED"] = len(doomed)
+            values["DELETED-STORAGE"] = -(-sum(_entry_octets(e) for e in doomed) // 1024)
         return {n.upper(): values[n.upper()] for n in names_ if n.upper() in values}
 
     def addListener(self, listener: Any) -> None:
@@ -631,7 +708,14 @@ class MaildirMailbox:
             src = imap4.IMessageFile(messageObject).open().read()  # type: ignore[misc]
             flags = frozenset(messageObject.getFlags()) - {"\\Recent"}
             date = parse_imap_date(messageObject.getInternalDate())
-        return self.folder.add([(src, flags, date)], origin=self).addCallback(lambda uids: uids[0])
+        size = messageObject.getSize() if hasattr(messageObject, "getSize") else 0
+        d = _within_quota(
+            self.account,
+            int(size or 0),
+            1,
+            lambda: self.folder.add([(src, flags, date)], origin=self),
+        )
+        return d.addCallback(lambda uids: uids[0])
 
     # -- ICloseableMailbox ---------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from cgtwist.interfaces import IMailboxNotifier
 from cgtwist.logs import Logger
 from cgtwist.mailstore import index, names
 from cgtwist.mailstore.folder import Folder
+from cgtwist.mailstore.quota import UsageBook
 
 
 @implementer(IMailboxNotifier)
@@ -30,7 +31,8 @@ class MailboxNotifier:
     ``threadpool`` (default: the reactor's). ``hostname`` goes into new Maildir file names.
     ``timer`` (an IReactorTime; default the reactor) schedules folders' delayed disk work.
     ``tombstones_kept`` gives imap.tombstones_kept, read at each expunge (default: the
-    index's constant).
+    index's constant). ``usage`` is the process's one quota count (``UsageBook``): its
+    folders report what APPEND, COPY and EXPUNGE add and remove, LOCAL what it delivers.
     """
 
     log = Logger()
@@ -59,6 +61,7 @@ class MailboxNotifier:
         self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
         self._shared: dict[Hashable, set[str]] = {}
         self._write_locks: dict[Hashable, defer.DeferredLock] = {}
+        self.usage = UsageBook(self.run, reactor.seconds if reactor is not None else time.monotonic)
 
     def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         """Run blocking ``fn(*args)`` off the reactor thread; fires with its result."""
@@ -116,6 +119,7 @@ class MailboxNotifier:
                 uidvalidity=self.next_uidvalidity,
                 timer=self._timer,
                 tombstones_kept=self._tombstones_kept,
+                usage=self.usage.change,
             )
             self._folders[key] = f
         self._keep[key] = f

@@ -18,6 +18,7 @@ from twisted.mail import imap4, pop3
 from zope.interface import implementer
 
 from cgtwist import paths
+from cgtwist.account_settings import QuotaLimits
 from cgtwist.core.account_limits import AccountLimits
 from cgtwist.errors import InvalidName
 from cgtwist.logs import Logger
@@ -62,6 +63,14 @@ class MailRealm:
         self.limits = limits
         self._provisioned: set[str] = set()
 
+    async def quota_limits(self, address: str) -> QuotaLimits:
+        """Account ``address``'s quota settings in force now (through the limits' short
+        cache, so a ``settings set`` reaches open IMAP sessions within seconds)."""
+        if self.limits is None:
+            return QuotaLimits()
+        eff = await self.limits.effective(address)
+        return eff.values.quota if eff is not None else QuotaLimits()
+
     def requestAvatar(  # type: ignore[override]
         self, avatarId: Union[str, bytes], mind: Any, *interfaces: Any
     ) -> defer.Deferred[tuple[Any, Any, Callable[[], None]]]:
@@ -100,11 +109,17 @@ class MailRealm:
             if created:
                 self.log.info("created Maildir for {account}", account=f"{name}@{domain}")
             self._provisioned.add(path)
+        address = f"{name}@{domain}"
         max_folders = 0
         if self.limits is not None:
-            eff = await self.limits.effective(f"{name}@{domain}")
-            max_folders = eff.values.quota.max_folders if eff is not None else 0
-        acct = MaildirAccount(path, f"{name}@{domain}", self.notifier, max_folders)
+            max_folders = (await self.quota_limits(address)).max_folders
+        acct = MaildirAccount(
+            path,
+            address,
+            self.notifier,
+            max_folders,
+            quota_limits=lambda: defer.ensureDeferred(self.quota_limits(address)),
+        )
         if iface is imap4.IAccount:
             return imap4.IAccount, acct, _noop
         box = await PopMailbox.open(acct)

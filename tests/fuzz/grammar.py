@@ -252,7 +252,12 @@ _PATTERN = arg(
     b'"%*%*%*%*%*%*%*%*%*%*%*%*%*%*x"',
 )
 _STATUS_ITEMS = arg(
-    b"(MESSAGES UNSEEN UIDNEXT)", b"(UIDVALIDITY RECENT)", b"()", b"(FOO)", b"((MESSAGES))"
+    b"(MESSAGES UNSEEN UIDNEXT)",
+    b"(UIDVALIDITY RECENT)",
+    b"(DELETED DELETED-STORAGE)",
+    b"()",
+    b"(FOO)",
+    b"((MESSAGES))",
 )
 _APPEND_DATE = st.sampled_from(
     [
@@ -313,6 +318,9 @@ def imap_command(draw: st.DrawFn, tag: bytes) -> IMAPCommand:
         join(case(b"UID EXPUNGE"), _SEQ),
         join(case(b"ENABLE"), arg(b"CONDSTORE", b"UTF8=ACCEPT")),
         join(case(b"ID"), arg(b"NIL", b'("name" "x")', b'("a")')),
+        join(case(b"GETQUOTAROOT"), _MAILBOX),  # RFC 9208
+        join(case(b"GETQUOTA"), arg(b'""', b"x", b'"User quota"')),
+        join(case(b"SETQUOTA"), arg(b'""'), arg(b"(STORAGE 1)", b"()", b"(STORAGE)", b"((x))")),
         join(case(b"LOGOUT")),
         MUTATIONS,
     )

@@ -51,9 +51,10 @@ class CapabilityTests(unittest.TestCase):
             b"CHILDREN",
             b"CONDSTORE",
             b"QRESYNC",
+            b"QUOTA",  # RFC 9208 (cgtwist.protocols.imap.quota)
         ):
             self.assertIn(cap, line)
-        for absent in (b"QUOTA", b"COMPRESS=DEFLATE", b"AUTH=LOGIN"):
+        for absent in (b"QUOTASET", b"COMPRESS=DEFLATE", b"AUTH=LOGIN"):
             self.assertNotIn(absent, line)
         self.assertIn(b"a OK", out)
 

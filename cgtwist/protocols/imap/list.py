@@ -28,6 +28,8 @@ STATUS_ITEMS = frozenset(
         b"SIZE",
         b"APPENDLIMIT",
         b"HIGHESTMODSEQ",  # RFC 7162 §3.1.9
+        b"DELETED",  # RFC 9208 §4.3 (QUOTA=RES-STORAGE)
+        b"DELETED-STORAGE",
     )
 )
 MAX_PATTERNS = 64

@@ -25,6 +25,7 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import quota as imap_quota
 from cgtwist.protocols.imap import updates as imap_updates
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
@@ -57,6 +58,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         MailboxCommands.mailbox_commands,
         MessageCommands.message_commands,
         SortCommands.sort_commands,
+        imap_quota.commands,
         LoginMixin.login_commands,
     )
 
@@ -250,6 +252,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             b"QRESYNC",  # RFC 7162 §3.2
             # RFC 7889: the APPEND literal cap, as set now (imap.max_literal).
             b"APPENDLIMIT=%d" % self.settings.current.imap.max_literal,
+            *imap_quota.CAPABILITIES,  # RFC 9208
         ]
         if self.state == "unauth":
             if self._can_starttls():
