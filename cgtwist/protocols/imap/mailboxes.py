@@ -3,7 +3,7 @@
 Owns the authenticated-state commands as a mixin for CgIMAP4Server: SELECT/EXAMINE response
 codes, LIST with CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, APPEND (APPENDUID),
 CREATE/DELETE/RENAME/(UN)SUBSCRIBE through the account, CLOSE/UNSELECT/CHECK, ID, ENABLE and
-NAMESPACE. The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
+NAMESPACE, and what ENABLE IMAP4rev2 changes about them (``rev2``: UTF-8 names, RFC 9051). The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
 cgtwist.protocols.imap.messages', connection handling cgtwist.protocols.imap.server's.
 """
 

@@ -1,4 +1,5 @@
-"""The IMAP4rev1 listener: CgIMAP4Server (a Twisted IMAP4Server) and IMAPFactory.
+"""The IMAP listener: CgIMAP4Server (a Twisted IMAP4Server, IMAP4rev1 and, after ENABLE
+IMAP4rev2, RFC 9051's IMAP4rev2) and IMAPFactory.
 
 Owns one connection's life: greeting and capabilities (never advertising what is not
 implemented), one command at a time with input paused while it runs, NO [SERVERBUG] instead of
