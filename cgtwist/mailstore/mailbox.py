@@ -588,6 +588,7 @@ class MaildirMailbox:
             "UIDNEXT": f.uidnext,
             "UIDVALIDITY": f.uidvalidity,
             "UNSEEN": sum(1 for e in f.entries.values() if "S" not in e.letters),
+            "DELETED": sum(1 for e in f.entries.values() if "T" in e.letters),  # RFC 9051
             "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
             "HIGHESTMODSEQ": f.highest_modseq,  # RFC 7162 §3.1.9
         }

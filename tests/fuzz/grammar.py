@@ -190,8 +190,18 @@ class IMAPCommand:
     verb: bytes = b""
 
 
+# UTF-8 and not-UTF-8 names too: an IMAP4rev2 session reads names as UTF-8 (RFC 9051 §5.1).
 _MAILBOX = arg(
-    b"INBOX", b"Sent", b'"Sent Items"', b"inbox", b'"a/b"', b"Trash", b'"&AKM-"', b'"\\\\"'
+    b"INBOX",
+    b"Sent",
+    b'"Sent Items"',
+    b"inbox",
+    b'"a/b"',
+    b"Trash",
+    b'"&AKM-"',
+    b'"\\\\"',
+    b'"Gr\xc3\xbc\xc3\x9fe"',
+    b'"bad\xff"',
 )
 _SEQ = arg(b"1", b"1:*", b"*", b"1,2", b"2:1", b"0", b"4294967295", b"1:4294967296", b"$")
 _FETCH_ITEMS = arg(
@@ -316,7 +326,7 @@ def imap_command(draw: st.DrawFn, tag: bytes) -> IMAPCommand:
         join(case(b"COPY"), _SEQ, _MAILBOX),
         join(case(b"MOVE"), _SEQ, _MAILBOX),
         join(case(b"UID EXPUNGE"), _SEQ),
-        join(case(b"ENABLE"), arg(b"CONDSTORE", b"UTF8=ACCEPT")),
+        join(case(b"ENABLE"), arg(b"CONDSTORE", b"UTF8=ACCEPT", b"IMAP4rev2")),
         join(case(b"ID"), arg(b"NIL", b'("name" "x")', b'("a")')),
         join(case(b"GETQUOTAROOT"), _MAILBOX),  # RFC 9208
         join(case(b"GETQUOTA"), arg(b'""', b"x", b'"User quota"')),

@@ -219,6 +219,31 @@ class CommandTests(unittest.TestCase):
         )
         self.assertEqual(self.answer(b"THREAD REFERENCES UTF-8 SUBJECT nothing", b"THREAD"), b"")
 
+    def test_keys_are_kept_with_the_message(self) -> None:
+        """Issue 19: a message's sort and thread keys are derived once and kept with it in the
+        folder index, so a later SORT or THREAD parses no Date:, Subject:, address or msg-id
+        again, and answers the same."""
+        commands = [
+            (b"SORT (DATE) UTF-8 ALL", b"SORT"),
+            (b"SORT (SUBJECT FROM) UTF-8 ALL", b"SORT"),
+            (b"SORT (DISPLAYFROM TO CC) UTF-8 ALL", b"SORT"),
+            (b"THREAD REFERENCES UTF-8 ALL", b"THREAD"),
+            (b"THREAD ORDEREDSUBJECT UTF-8 ALL", b"THREAD"),
+        ]
+        first = [self.answer(c, w) for c, w in commands]
+
+        def parsed(*_a: Any) -> Any:
+            raise AssertionError("a key was derived again")
+
+        for module, name in (
+            (imap_sort, "_epoch"),
+            (imap_sort, "_first_address"),
+            (imap_sort.imap_thread, "base_subject"),
+            (imap_sort.imap_thread, "message_ids"),
+        ):
+            self.patch(module, name, parsed)
+        self.assertEqual([self.answer(c, w) for c, w in commands], first)
+
     def test_errors(self) -> None:
         """Bad arguments get BAD, an unknown charset NO [BADCHARSET], and outside the
         selected state the commands are not valid; the session goes on. Each refusal is

@@ -53,6 +53,10 @@ class Return:
         return out
 
 
+ALL = Return(frozenset((b"ALL",)))
+"""What an IMAP4rev2 SEARCH without RETURN asks for (RFC 9051 §6.4.4: ``* ESEARCH ... ALL``)."""
+
+
 def split_return(tokens: list[Token]) -> tuple[Optional[Return], list[Token]]:
     """``RETURN (opts) rest`` -> (Return, rest); without RETURN, (None, tokens) for the
     RFC 3501 ``* SEARCH`` answer. Raises ParseError (BAD) for an unknown option."""

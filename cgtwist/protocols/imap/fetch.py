@@ -114,13 +114,20 @@ def internal_date(msg: Any) -> bytes:
     return b'"' + text.encode("ascii") + b'"'
 
 
-def _flags(msg: Any, extra: Optional[str]) -> bytes:
+def flag_words(flags: Any, recent: bool = True) -> bytes:
+    """A flag list's words, space separated; without ``\\Recent`` unless ``recent`` (an
+    IMAP4rev2 session has no \\Recent, RFC 9051 §2.3.2)."""
+    words = [f.encode("utf-8") if isinstance(f, str) else f for f in flags]
+    if not recent:
+        words = [w for w in words if w.lower() != b"\\recent"]
+    return b" ".join(words)
+
+
+def _flags(msg: Any, extra: Optional[str], recent: bool = True) -> bytes:
     flags = list(msg.getFlags())
     if extra and extra not in flags:
         flags.append(extra)
-    return (
-        b"FLAGS (" + b" ".join(f.encode("utf-8") if isinstance(f, str) else f for f in flags) + b")"
-    )
+    return b"FLAGS (" + flag_words(flags, recent) + b")"
 
 
 def _structure_name(extended: bool) -> str:
@@ -375,9 +382,10 @@ def fetch_response(
     want_uid: bool,
     seen_added: bool = False,
     pre: Optional[dict[Any, Any]] = None,
+    recent: bool = True,
 ) -> Iterator[bytes]:
     """Yield the chunks of one ``* seq FETCH (...)`` response (``pre``: what ``precompute``
-    built in a thread)."""
+    built in a thread; ``recent``: FLAGS may show \\Recent, not in IMAP4rev2)."""
     yield b"* %d FETCH (" % seq
     first = True
     types = {item.type for item in query}
@@ -395,7 +403,7 @@ def fetch_response(
         if t == "uid":
             yield b"UID %d" % msg.getUID()
         elif t == "flags":
-            yield _flags(msg, extra)
+            yield _flags(msg, extra, recent)
         elif t == "internaldate":
             yield b"INTERNALDATE " + internal_date(msg)
         elif t == "rfc822size":

@@ -17,7 +17,7 @@ from cgtwist.protocols.imap.parse import Literal, ParseError, Token
 SELECTION = frozenset((b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"))
 # RFC 5258 §3.2, RFC 5819 (STATUS), RFC 6154 §3 (SPECIAL-USE).
 RETURN = frozenset((b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"))
-# RFC 3501 §6.3.10, RFC 8438 SIZE and RFC 7889 APPENDLIMIT.
+# RFC 3501 §6.3.10, RFC 8438 SIZE, RFC 9051 §6.3.11 DELETED and RFC 7889 APPENDLIMIT.
 STATUS_ITEMS = frozenset(
     (
         b"MESSAGES",
@@ -25,6 +25,7 @@ STATUS_ITEMS = frozenset(
         b"UIDNEXT",
         b"UIDVALIDITY",
         b"UNSEEN",
+        b"DELETED",
         b"SIZE",
         b"APPENDLIMIT",
         b"HIGHESTMODSEQ",  # RFC 7162 §3.1.9

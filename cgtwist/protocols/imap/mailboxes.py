@@ -3,13 +3,13 @@
 Owns the authenticated-state commands as a mixin for CgIMAP4Server: SELECT/EXAMINE response
 codes, LIST with CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, APPEND (APPENDUID),
 CREATE/DELETE/RENAME/(UN)SUBSCRIBE through the account, CLOSE/UNSELECT/CHECK, ID, ENABLE and
-NAMESPACE. The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
+NAMESPACE, and what ENABLE IMAP4rev2 changes about them (``rev2``: UTF-8 names, RFC 9051). The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
 cgtwist.protocols.imap.messages', connection handling cgtwist.protocols.imap.server's.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional, cast
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union, cast
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -21,6 +21,7 @@ from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import streamer as imap_streamer
@@ -30,8 +31,9 @@ from cgtwist.protocols.imap.commands import CommandTable
 log = Logger()
 
 _ID_FIELDS = 30  # RFC 2971 §3.3
-# RFC 5161 ENABLE: the extensions a session can turn on (QRESYNC implies CONDSTORE).
-_ENABLEABLE = (b"CONDSTORE", b"QRESYNC")
+# RFC 5161 ENABLE: what a session can turn on (QRESYNC implies CONDSTORE), as ENABLED names
+# it; IMAP4rev2 switches the session to RFC 9051 (MailboxCommands.rev2).
+_ENABLEABLE = {b"CONDSTORE": b"CONDSTORE", b"QRESYNC": b"QRESYNC", b"IMAP4REV2": b"IMAP4rev2"}
 
 
 def _mutf7(name: str) -> bytes:
@@ -39,11 +41,11 @@ def _mutf7(name: str) -> bytes:
     return imap4._quote(name.encode("imap4-utf-7"))
 
 
-def _decode_name(raw: bytes) -> Any:
-    """A mailbox name or pattern from the wire as str; undecodable input is passed on as is
-    (the account then refuses it)."""
+def _decode_name(raw: bytes, utf8: bool = False) -> Any:
+    """A mailbox name or pattern from the wire as str (modified UTF-7, or UTF-8 once
+    IMAP4rev2 is on); undecodable input is passed on as is (the account then refuses it)."""
     try:
-        return raw.decode("imap4-utf-7")
+        return raw.decode("utf-8") if utf8 else raw.decode("imap4-utf-7")
     except Exception:
         return raw
 
@@ -110,7 +112,7 @@ class MailboxCommands(ArgumentParsers):
 
         return eb
 
-    def _open(self, name: bytes, rw: bool = True) -> defer.Deferred[Any]:
+    def _open(self, name: Union[str, bytes], rw: bool = True) -> defer.Deferred[Any]:
         return defer.maybeDeferred(self.account.select, name, rw)
 
     def _close_other(self, box: Any) -> None:
@@ -160,6 +162,29 @@ class MailboxCommands(ArgumentParsers):
     @property
     def qresync_on(self) -> bool:
         return b"QRESYNC" in self.enabled
+
+    # -- IMAP4rev2 (RFC 9051) ----------------------------------------------------------------
+    @property
+    def rev2(self) -> bool:
+        """``ENABLE IMAP4rev2`` was given: RFC 9051's rules from then on (RFC 9051 §6.3.1);
+        an IMAP4rev1 session never sees any of them."""
+        return b"IMAP4REV2" in self.enabled
+
+    def _mailbox_arg(self, raw: bytes) -> Union[str, bytes]:
+        """A mailbox name from the wire for the account: modified UTF-7 bytes (the account
+        decodes them) for IMAP4rev1, UTF-8 text for IMAP4rev2, where ``&`` is a character
+        like any other (RFC 9051 §5.1). Not UTF-8: ``NO Illegal mailbox name``."""
+        if not self.rev2:
+            return raw
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise imap4.IllegalMailboxEncoding("mailbox name is not UTF-8") from None
+
+    def _mailbox_out(self, name: str) -> bytes:
+        """A mailbox name for a response, quoted: modified UTF-7 for IMAP4rev1 (RFC 3501
+        §5.1.3), UTF-8 for IMAP4rev2 (RFC 9051 §5.1, quoted strings carry UTF-8)."""
+        return imap4._quote(name.encode("utf-8")) if self.rev2 else _mutf7(name)
 
     def _enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on MODSEQ goes with every
@@ -224,7 +249,7 @@ class MailboxCommands(ArgumentParsers):
             if word in _ENABLEABLE and word not in self.enabled and word not in turned_on:
                 turned_on.append(word)
         self.enabled.update(turned_on)
-        self.sendUntaggedResponse(b" ".join([b"ENABLED", *turned_on]))
+        self.sendUntaggedResponse(b" ".join([b"ENABLED", *(_ENABLEABLE[w] for w in turned_on)]))
         self.sendPositiveResponse(tag, b"ENABLE completed")
 
     mailbox_commands.add("auth", "ENABLE", do_ENABLE, imap4.IMAP4Server.arg_line)
@@ -251,20 +276,41 @@ class MailboxCommands(ArgumentParsers):
         d.addErrback(self._fail(tag, what))
 
     def do_CREATE(self, tag: bytes, name: bytes) -> None:
-        self._account_call(tag, "CREATE", b"CREATE completed", self.account.create, name)
+        self._account_call(
+            tag, "CREATE", b"CREATE completed", self.account.create, self._mailbox_arg(name)
+        )
 
     def do_DELETE(self, tag: bytes, name: bytes) -> None:
-        self._account_call(tag, "DELETE", b"DELETE completed", self.account.delete, name)
+        self._account_call(
+            tag, "DELETE", b"DELETE completed", self.account.delete, self._mailbox_arg(name)
+        )
 
     def do_RENAME(self, tag: bytes, old: bytes, new: bytes) -> None:
-        self._account_call(tag, "RENAME", b"RENAME completed", self.account.rename, old, new)
+        self._account_call(
+            tag,
+            "RENAME",
+            b"RENAME completed",
+            self.account.rename,
+            self._mailbox_arg(old),
+            self._mailbox_arg(new),
+        )
 
     def do_SUBSCRIBE(self, tag: bytes, name: bytes) -> None:
-        self._account_call(tag, "SUBSCRIBE", b"SUBSCRIBE completed", self.account.subscribe, name)
+        self._account_call(
+            tag,
+            "SUBSCRIBE",
+            b"SUBSCRIBE completed",
+            self.account.subscribe,
+            self._mailbox_arg(name),
+        )
 
     def do_UNSUBSCRIBE(self, tag: bytes, name: bytes) -> None:
         self._account_call(
-            tag, "UNSUBSCRIBE", b"UNSUBSCRIBE completed", self.account.unsubscribe, name
+            tag,
+            "UNSUBSCRIBE",
+            b"UNSUBSCRIBE completed",
+            self.account.unsubscribe,
+            self._mailbox_arg(name),
         )
 
     _astr = ArgumentParsers.arg_astring
@@ -291,9 +337,12 @@ class MailboxCommands(ArgumentParsers):
             )
             self.sendBadResponse(tag, b"Reference and pattern longer than %d octets" % limit)
             return
-        # The wire form is modified UTF-7 (RFC 3501 §5.1.3); the account matches decoded names.
+        # The wire form is modified UTF-7 (RFC 3501 §5.1.3), UTF-8 for IMAP4rev2 (RFC 9051
+        # §5.1); the account matches decoded names.
         lister = self.account.listSubscribed if sub else self.account.listMailboxes
-        d = defer.maybeDeferred(lister, _decode_name(ref), _decode_name(pattern))
+        d = defer.maybeDeferred(
+            lister, _decode_name(ref, self.rev2), _decode_name(pattern, self.rev2)
+        )
 
         def show(rows: list[tuple[str, Any]]) -> None:
             for name, info in rows:
@@ -307,7 +356,7 @@ class MailboxCommands(ArgumentParsers):
                         cmd,
                         " ".join(attrs).encode("ascii"),
                         imap4._quote(delim.encode()),
-                        _mutf7(name),
+                        self._mailbox_out(name),
                     )
                 )
             self.sendPositiveResponse(tag, cmd + b" completed")
@@ -330,6 +379,9 @@ class MailboxCommands(ArgumentParsers):
         except imap_parse.ParseError as e:
             self.sendBadResponse(tag, str(e)[:200].encode())
             return True
+        if self.rev2 and b"RECENT" in req.status:
+            self.sendBadResponse(tag, b"No STATUS RECENT in IMAP4rev2")  # RFC 9051 §6.3.11
+            return True
         limit = self.settings.current.imap.max_list_pattern
         if len(req.ref) + sum(len(p) for p in req.patterns) > limit:
             self.log.info(
@@ -346,8 +398,8 @@ class MailboxCommands(ArgumentParsers):
             return True
         d = defer.maybeDeferred(
             lister,
-            _decode_name(req.ref),
-            [_decode_name(p) for p in req.patterns if p],
+            _decode_name(req.ref, self.rev2),
+            [_decode_name(p, self.rev2) for p in req.patterns if p],
             subscribed=req.subscribed,
             recursive=req.recursive,
             special_use=req.special_use,
@@ -378,7 +430,7 @@ class MailboxCommands(ArgumentParsers):
                 % (
                     " ".join(attrs).encode("ascii"),
                     imap4._quote(delim.encode()),
-                    _mutf7(name),
+                    self._mailbox_out(name),
                     imap_list.childinfo(getattr(info, "childinfo", None)),
                 )
             )
@@ -398,7 +450,7 @@ class MailboxCommands(ArgumentParsers):
             if self._closed:
                 return
             self.sendUntaggedResponse(
-                b"STATUS %s (%s)" % (_mutf7(name), imap_list.status_body(items, status))
+                b"STATUS %s (%s)" % (self._mailbox_out(name), imap_list.status_body(items, status))
             )
 
     mailbox_commands.add("auth select", "LIST", _list, _astr, _astr, 0, b"LIST")
@@ -414,6 +466,11 @@ class MailboxCommands(ArgumentParsers):
         if not wanted:
             self.sendBadResponse(tag, b"STATUS needs items")
             return
+        if self.rev2 and "RECENT" in wanted:
+            # RFC 9051 §6.3.11: IMAP4rev2 has no \Recent, so no RECENT status item.
+            self.sendBadResponse(tag, b"No STATUS RECENT in IMAP4rev2")
+            return
+        box_name = self._mailbox_arg(name)
         if "HIGHESTMODSEQ" in wanted:
             self._enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
 
@@ -432,7 +489,7 @@ class MailboxCommands(ArgumentParsers):
 
             return d.addCallback(show)
 
-        self._open(name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
+        self._open(box_name, False).addCallback(got).addErrback(self._fail(tag, "STATUS"))
 
     def _with_appendlimit(self, status: dict[str, int], wanted: list[str]) -> dict[str, int]:
         """RFC 7889 §4: STATUS APPENDLIMIT is the largest message APPEND takes, the same for
@@ -457,8 +514,10 @@ class MailboxCommands(ArgumentParsers):
             # RFC 7162 §3.2.5: QRESYNC before ENABLE QRESYNC is an error; nothing changes.
             self.sendBadResponse(tag, b"QRESYNC parameter without ENABLE QRESYNC")
             return
-        if self.qresync_on and self.state == "select":
-            # RFC 7162 §3.2.11: the client learns where the old mailbox's responses end.
+        box_name = self._mailbox_arg(name)
+        if (self.qresync_on or self.rev2) and self.state == "select":
+            # RFC 7162 §3.2.11, RFC 9051 §6.3.2: the client learns where the old mailbox's
+            # responses end.
             self.sendPositiveResponse(None, b"[CLOSED] Previous mailbox closed")
         if params.condstore:
             self.enabled.add(b"CONDSTORE")
@@ -477,11 +536,15 @@ class MailboxCommands(ArgumentParsers):
             flags = b" ".join(f.encode() for f in box.getFlags())
             self.sendUntaggedResponse(b"FLAGS (%s)" % flags)
             self.sendUntaggedResponse(b"%d EXISTS" % box.getMessageCount())
-            self.sendUntaggedResponse(b"%d RECENT" % box.getRecentCount())
-            first_unseen = getattr(box, "first_unseen", None)
-            seq = first_unseen() if first_unseen else None
-            if seq:
-                self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen" % seq)
+            if self.rev2:
+                # RFC 9051 §6.3.2: a LIST of the mailbox instead of RECENT and UNSEEN.
+                self._send_selected_list(box)
+            else:
+                self.sendUntaggedResponse(b"%d RECENT" % box.getRecentCount())
+                first_unseen = getattr(box, "first_unseen", None)
+                seq = first_unseen() if first_unseen else None
+                if seq:
+                    self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen" % seq)
             self.sendPositiveResponse(None, b"[UIDVALIDITY %d] UIDs valid" % box.getUIDValidity())
             self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % box.getUIDNext())
             self._send_highestmodseq(box)  # RFC 7162 §3.1.2.1: on every SELECT/EXAMINE
@@ -502,7 +565,20 @@ class MailboxCommands(ArgumentParsers):
             d.addCallback(lambda _: self.sendPositiveResponse(tag, done))
             d.addErrback(self._resync_broken)
 
-        self._open(name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
+        self._open(box_name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
+
+    def _send_selected_list(self, box: Any) -> None:
+        """RFC 9051 §6.3.2: SELECT/EXAMINE answer a LIST of the mailbox with its attributes,
+        under its name as the server spells it (INBOX in capitals)."""
+        name = getattr(box, "name", None)
+        lister = getattr(self.account, "listMailboxes", None)
+        rows = lister("", name) if isinstance(name, str) and lister is not None else []
+        attrs = " ".join(rows[0][1].getFlags()) if rows else ""
+        delim = rows[0][1].getHierarchicalDelimiter() if rows else "/"
+        self.sendUntaggedResponse(
+            b"LIST (%s) %s %s"
+            % (attrs.encode("ascii"), imap4._quote(delim.encode()), self._mailbox_out(name or ""))
+        )
 
     def _resync(self, q: imap_condstore.Qresync) -> defer.Deferred[None]:
         """QRESYNC's SELECT (RFC 7162 §3.2.5.1): with the client's UIDVALIDITY, the UIDs
@@ -526,7 +602,9 @@ class MailboxCommands(ArgumentParsers):
         if text:
             self.sendUntaggedResponse(b"VANISHED (EARLIER) " + text)
         wanted = set(imap_condstore.uids_in(q.known_uids, present)) if q.known_uids else None
-        self._streamer = imap_streamer.Streamer(self, _changed_since(box, q.modseq, wanted))
+        self._streamer = imap_streamer.Streamer(
+            self, _changed_since(box, q.modseq, wanted, not self.rev2)
+        )
         d = self._streamer.start()
 
         def written(_: object) -> None:
@@ -595,6 +673,12 @@ class MailboxCommands(ArgumentParsers):
             close_all()
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
+        try:
+            target = self._mailbox_arg(req.mailbox)
+        except imap4.IllegalMailboxEncoding:
+            close_all()
+            self.sendNegativeResponse(tag, b"Illegal mailbox name")
+            return
 
         def got(box: Any, datas: list[Any]) -> Any:
             if box is None:
@@ -639,9 +723,7 @@ class MailboxCommands(ArgumentParsers):
         prepared.addErrback(
             lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f
         )
-        d = prepared.addCallback(
-            lambda datas: self._open(req.mailbox, True).addCallback(got, datas)
-        )
+        d = prepared.addCallback(lambda datas: self._open(target, True).addCallback(got, datas))
         d.addBoth(close_all)
         d.addErrback(self._fail(tag, "APPEND"))
 
@@ -650,15 +732,18 @@ class MailboxCommands(ArgumentParsers):
     mailbox_commands.add("auth select", "APPEND", do_APPEND_raw)
 
 
-def _changed_since(box: Any, modseq: int, wanted: Optional[set[int]]) -> Iterator[bytes]:
+def _changed_since(
+    box: Any, modseq: int, wanted: Optional[set[int]], recent: bool = True
+) -> Iterator[bytes]:
     """The FETCH (UID FLAGS MODSEQ) response of each message of ``box`` changed after
     ``modseq`` (among ``wanted`` UIDs when given), for the streamer; an empty chunk now and
-    then over unchanged messages, so a long mailbox still yields the reactor."""
+    then over unchanged messages, so a long mailbox still yields the reactor. \\Recent only
+    with ``recent`` (not for IMAP4rev2)."""
     skipped = 0
     for seq, msg in box.message_rows():
         m = getattr(msg, "modseq", 0) or 0
         if m > modseq and (wanted is None or msg.getUID() in wanted):
-            flags = b" ".join(f.encode() for f in msg.getFlags())
+            flags = imap_fetch.flag_words(msg.getFlags(), recent)
             yield b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, msg.getUID(), flags, m)
         else:
             skipped += 1

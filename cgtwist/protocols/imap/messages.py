@@ -161,7 +161,7 @@ class MessageCommands(MailboxCommands):
                 modseq = modseq_of(u) if modseq_of is not None else None
                 items = []
                 if not silent:
-                    items.append(b"FLAGS (%s)" % b" ".join(f.encode() for f in now))
+                    items.append(b"FLAGS (%s)" % imap_fetch.flag_words(now, not self.rev2))
                 if uid:
                     items.append(b"UID %d" % u)
                 # RFC 7162 §3.1.3: with CONDSTORE on, MODSEQ goes with every message this
@@ -200,6 +200,7 @@ class MessageCommands(MailboxCommands):
         self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int, move: bool
     ) -> None:
         what = b"MOVE" if move else b"COPY"
+        target = self._mailbox_arg(name)  # NO for a name that is not UTF-8 in IMAP4rev2
         if move and not self.mbox.isWriteable():
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
@@ -235,7 +236,7 @@ class MessageCommands(MailboxCommands):
 
             return d.addCallback(done)
 
-        self._open(name, True).addCallback(got).addErrback(self._fail(tag, what.decode()))
+        self._open(target, True).addCallback(got).addErrback(self._fail(tag, what.decode()))
 
     def do_COPY(self, tag: bytes, messages: imap4.MessageSet, name: bytes, uid: int = 0) -> None:
         self._transfer(tag, messages, name, uid, False)
@@ -258,6 +259,8 @@ class MessageCommands(MailboxCommands):
                 [first] + segments[1:], [x if isinstance(x, bytes) else b"" for x in literals]
             )
             ret, tokens = imap_esearch.split_return(tokens)
+            if ret is None and self.rev2:
+                ret = imap_esearch.ALL  # RFC 9051 §6.4.4: answered with ESEARCH, not SEARCH
             used: set[bytes] = set()
             _charset, pred = imap_search.compile_search(
                 tokens, saved=frozenset(self.search_saved), used=used
@@ -498,7 +501,7 @@ class MessageCommands(MailboxCommands):
         """One message's response; an error before any of it is written drops just that message,
         and so does its file vanishing (expunged elsewhere, the index not yet told): that
         message goes into ``gone`` rather than out with empty text."""
-        gen = imap_fetch.fetch_response(seq, msg, query, uid, seen, pre)
+        gen = imap_fetch.fetch_response(seq, msg, query, uid, seen, pre, recent=not self.rev2)
         held: list[bytes] = []
         size = 0
         try:

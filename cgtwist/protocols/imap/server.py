@@ -1,4 +1,5 @@
-"""The IMAP4rev1 listener: CgIMAP4Server (a Twisted IMAP4Server) and IMAPFactory.
+"""The IMAP listener: CgIMAP4Server (a Twisted IMAP4Server, IMAP4rev1 and, after ENABLE
+IMAP4rev2, RFC 9051's IMAP4rev2) and IMAPFactory.
 
 Owns one connection's life: greeting and capabilities (never advertising what is not
 implemented), one command at a time with input paused while it runs, NO [SERVERBUG] instead of
@@ -24,6 +25,7 @@ from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import context as imap_context
+from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import quota as imap_quota
 from cgtwist.protocols.imap import updates as imap_updates
@@ -228,6 +230,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     def listCapabilities(self) -> list[bytes]:
         caps = [
             b"IMAP4rev1",
+            b"IMAP4rev2",  # RFC 9051 §6.3.1: after ENABLE IMAP4rev2 (MailboxCommands.rev2)
             b"LITERAL+",
             b"SASL-IR",
             b"ID",
@@ -501,11 +504,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             self._send_flags(up.flags, up.permanent)
         if up.exists is not None:
             self.sendLine(b"* %d EXISTS" % up.exists)
-            if up.recent is not None:
+            if up.recent is not None and not self.rev2:  # RFC 9051: no RECENT response
                 self.sendLine(b"* %d RECENT" % up.recent)
         modseq_of = getattr(self.mbox, "modseq_of", None) if self.condstore_on else None
         for seq, flags in up.fetch_flags:
-            words = b" ".join(f.encode() for f in flags)
+            words = imap_fetch.flag_words(flags, not self.rev2)
             extra = b""
             if modseq_of is not None:
                 u = self.mbox.getUID(seq)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from cgtwist.protocols.imap import address as imap_address
 from cgtwist.protocols.imap import thread as imap_thread
@@ -92,11 +92,36 @@ def _epoch(value: Any) -> Optional[float]:
         return None
 
 
+def _memo(text: MessageText, name: str, compute: Callable[[], str]) -> str:
+    """A key derived from the message's cached header fields, computed once: the mailstore
+    keeps it with the message's facts in the folder index (``memo_text``), so a later SORT
+    or THREAD of the folder parses no Date:, Subject: or address again (issue 19: parsing
+    them was most of a SORT's time). ``name`` carries a version: change it with ``compute``."""
+    memo = getattr(text.msg, "memo_text", None)
+    return compute() if memo is None else str(memo(name, compute))
+
+
 def sent_date(text: MessageText) -> float:
     """RFC 5256 §2.2: the Date: header as an instant; INTERNALDATE when it is missing or
     cannot be parsed."""
-    when = _epoch(text.header("date"))
-    return internal_date(text) if when is None else when
+
+    def parse() -> str:
+        when = _epoch(text.header("date"))
+        return repr(internal_date(text) if when is None else when)
+
+    return float(_memo(text, "sort-date-1", parse))
+
+
+def subject_key(text: MessageText) -> tuple[str, bool]:
+    """RFC 5256 §2.1: the message's base subject as compared (casemapped), and whether the
+    subject said it is a reply or a forward (THREAD REFERENCES step 5 wants that)."""
+
+    def extract() -> str:
+        base, reply = imap_thread.base_subject(text.header("subject"))
+        return ("R" if reply else "-") + imap_thread.casemap(base)
+
+    value = _memo(text, "sort-subject-1", extract)
+    return value[1:], value[:1] == "R"
 
 
 def _first_address(text: MessageText, name: str) -> Optional[imap_address.Address]:
@@ -107,23 +132,31 @@ def _first_address(text: MessageText, name: str) -> Optional[imap_address.Addres
 def address_key(text: MessageText, name: str) -> str:
     """RFC 5256 §3 FROM/TO/CC: the addr-mailbox of the field's first address (a group's
     name when it starts with a group, as in its ENVELOPE), "" without one."""
-    a = _first_address(text, name)
-    return imap_thread.casemap(header_text(a.mailbox or "")) if a is not None else ""
+
+    def key() -> str:
+        a = _first_address(text, name)
+        return imap_thread.casemap(header_text(a.mailbox or "")) if a is not None else ""
+
+    return _memo(text, f"sort-{name}-1", key)
 
 
 def display_key(text: MessageText, name: str) -> str:
     """RFC 5957 §3 DISPLAYFROM/DISPLAYTO: the first address's display name, decoded; its
     addr-spec when it has none; a group's name for a group."""
-    a = _first_address(text, name)
-    if a is None:
-        return ""
-    if a.name:
-        shown = header_text(a.name)
-    elif a.host:
-        shown = f"{a.mailbox or ''}@{a.host}"
-    else:
-        shown = a.mailbox or ""
-    return imap_thread.casemap(shown)
+
+    def key() -> str:
+        a = _first_address(text, name)
+        if a is None:
+            return ""
+        if a.name:
+            shown = header_text(a.name)
+        elif a.host:
+            shown = f"{a.mailbox or ''}@{a.host}"
+        else:
+            shown = a.mailbox or ""
+        return imap_thread.casemap(shown)
+
+    return _memo(text, f"sort-display{name}-1", key)
 
 
 def sort_keys(text: MessageText, criteria: list[Criterion]) -> tuple[Key, ...]:
@@ -137,7 +170,7 @@ def sort_keys(text: MessageText, criteria: list[Criterion]) -> tuple[Key, ...]:
         elif key == "SIZE":
             out.append(text.msg.getSize())
         elif key == "SUBJECT":
-            out.append(imap_thread.casemap(imap_thread.base_subject(text.header("subject"))[0]))
+            out.append(subject_key(text)[0])
         elif key in ("FROM", "TO", "CC"):
             out.append(address_key(text, key.lower()))
         else:  # DISPLAYFROM, DISPLAYTO
@@ -191,10 +224,15 @@ def ordered(rows: list[tuple[int, tuple[Key, ...]]], criteria: list[Criterion]) 
 def thread_message(text: MessageText, number: int, seq: int) -> imap_thread.ThreadMessage:
     """What THREAD needs of one message (RFC 5256 §3 step 1: References, else the first
     msg-id of In-Reply-To)."""
-    refs = imap_thread.message_ids(text.raw_header("references"))
-    if not refs:
-        refs = imap_thread.message_ids(text.raw_header("in-reply-to"))[:1]
-    ids = imap_thread.message_ids(text.raw_header("message-id"))
+
+    def ids() -> str:  # msg-ids hold no white space: "id\nref ref ..."
+        refs = imap_thread.message_ids(text.raw_header("references"))
+        if not refs:
+            refs = imap_thread.message_ids(text.raw_header("in-reply-to"))[:1]
+        own = imap_thread.message_ids(text.raw_header("message-id"))
+        return (own[0] if own else "") + "\n" + " ".join(refs)
+
+    own, _, refs = _memo(text, "thread-ids-1", ids).partition("\n")
     return imap_thread.ThreadMessage(
-        number, seq, sent_date(text), ids[0] if ids else None, refs, text.header("subject")
+        number, seq, sent_date(text), own or None, refs.split(), "", subject_key(text)
     )

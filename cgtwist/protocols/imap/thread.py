@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Iterator, Optional
 
 _WSP = re.compile(r"[ \t\r\n]+")
@@ -107,13 +107,18 @@ class ThreadMessage:
     message_id: Optional[str]
     references: list[str]
     subject: str
-    base: str = field(init=False)
-    reply: bool = field(init=False)
-    key: str = field(init=False)
+    # (key, reply) when the caller knows them already (cgtwist.protocols.imap.sort keeps them
+    # with the message), else they are derived from ``subject``.
+    known: InitVar[Optional[tuple[str, bool]]] = None
+    key: str = field(init=False)  # the base subject, casemapped
+    reply: bool = field(init=False)  # the subject said Re:/Fwd: (RFC 5256 §2.1)
 
-    def __post_init__(self) -> None:
-        self.base, self.reply = base_subject(self.subject)
-        self.key = casemap(self.base)
+    def __post_init__(self, known: Optional[tuple[str, bool]]) -> None:
+        if known is not None:
+            self.key, self.reply = known
+        else:
+            base, self.reply = base_subject(self.subject)
+            self.key = casemap(base)
 
 
 class Node:
