@@ -588,14 +588,14 @@ class MaildirMailbox:
             "UIDNEXT": f.uidnext,
             "UIDVALIDITY": f.uidvalidity,
             "UNSEEN": sum(1 for e in f.entries.values() if "S" not in e.letters),
-            "DELETED": sum(1 for e in f.entries.values() if "T" in e.letters),  # RFC 9051
             "SIZE": sum(e.meta.size for e in f.entries.values()),  # RFC 8438
             "HIGHESTMODSEQ": f.highest_modseq,  # RFC 7162 §3.1.9
         }
         wanted = {n.upper() for n in names_}
         if wanted & {"DELETED", "DELETED-STORAGE"}:
-            # RFC 9208 §4.3 (QUOTA=RES-STORAGE): messages with \\Deleted, and the storage an
-            # EXPUNGE would give back, in the STORAGE resource's units of 1024 octets.
+            # RFC 9051 §6.3.11 and RFC 9208 §4.3 (QUOTA=RES-STORAGE): messages with \\Deleted,
+            # and the storage an EXPUNGE would give back, in the STORAGE resource's units of
+            # 1024 octets.
             doomed = [e for e in f.entries.values() if "T" in e.letters]
             values["DELETED"] = len(doomed)
             values["DELETED-STORAGE"] = -(-sum(_entry_octets(e) for e in doomed) // 1024)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import io
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterable, Iterator, Optional, Union
 
 from twisted.mail import imap4
 
@@ -114,7 +114,7 @@ def internal_date(msg: Any) -> bytes:
     return b'"' + text.encode("ascii") + b'"'
 
 
-def flag_words(flags: Any, recent: bool = True) -> bytes:
+def flag_words(flags: Iterable[Union[str, bytes]], recent: bool = True) -> bytes:
     """A flag list's words, space separated; without ``\\Recent`` unless ``recent`` (an
     IMAP4rev2 session has no \\Recent, RFC 9051 §2.3.2)."""
     words = [f.encode("utf-8") if isinstance(f, str) else f for f in flags]

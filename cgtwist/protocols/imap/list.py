@@ -17,7 +17,8 @@ from cgtwist.protocols.imap.parse import Literal, ParseError, Token
 SELECTION = frozenset((b"SUBSCRIBED", b"REMOTE", b"RECURSIVEMATCH", b"SPECIAL-USE"))
 # RFC 5258 §3.2, RFC 5819 (STATUS), RFC 6154 §3 (SPECIAL-USE).
 RETURN = frozenset((b"SUBSCRIBED", b"CHILDREN", b"STATUS", b"SPECIAL-USE"))
-# RFC 3501 §6.3.10, RFC 8438 SIZE, RFC 9051 §6.3.11 DELETED and RFC 7889 APPENDLIMIT.
+# RFC 3501 §6.3.10, RFC 8438 SIZE, RFC 9051 §6.3.11 and RFC 9208 §4.3 DELETED, RFC 9208 §4.3
+# DELETED-STORAGE (QUOTA=RES-STORAGE) and RFC 7889 APPENDLIMIT.
 STATUS_ITEMS = frozenset(
     (
         b"MESSAGES",
@@ -29,7 +30,6 @@ STATUS_ITEMS = frozenset(
         b"SIZE",
         b"APPENDLIMIT",
         b"HIGHESTMODSEQ",  # RFC 7162 §3.1.9
-        b"DELETED",  # RFC 9208 §4.3 (QUOTA=RES-STORAGE)
         b"DELETED-STORAGE",
     )
 )

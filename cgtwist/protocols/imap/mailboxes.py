@@ -567,7 +567,7 @@ class MailboxCommands(ArgumentParsers):
 
         self._open(box_name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
 
-    def _send_selected_list(self, box: Any) -> None:
+    def _send_selected_list(self, box: object) -> None:
         """RFC 9051 §6.3.2: SELECT/EXAMINE answer a LIST of the mailbox with its attributes,
         under its name as the server spells it (INBOX in capitals)."""
         name = getattr(box, "name", None)
