@@ -44,6 +44,7 @@ from cgtwist.delivery.smtp import SMTPDelivery
 from cgtwist.delivery.submitted import SubmittedPickup
 from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.errors import NotFound
+from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
 from cgtwist.protocols.imap import IMAPFactory
@@ -57,6 +58,7 @@ from cgtwist.queue.manager import QueueManager
 from cgtwist.runtime.threadpool import WorkerPool, file_pool
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool, make_layout
+from cgtwist.stats import CountedPenalty, Statistics, queue_figures
 from cgtwist.storage.credcache import CredentialCache
 from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import PasswordHasher
@@ -97,6 +99,8 @@ class Components:
         self.tls = tls
         self.listening = listening
         self.web: Any = None  # cgtwist.web.panel.WebPanel, built for the first http listener
+        # the server's counters (an SMTP worker keeps none: its figures stay in its process)
+        self.stats: Optional[Statistics] = None
         self.store: Any = None
         self.factories: list[Any] = []
         self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
@@ -172,6 +176,7 @@ class Components:
             )
         await self.reload_settings()
         await self._spool_layout()
+        self.stats = Statistics(self.reactor, queue=lambda: queue_figures(self.manager))
         self._build_reception(store, self.settings, incoming=False)
         self._build_delivery(store, self.settings)
 
@@ -217,6 +222,13 @@ class Components:
             hostname=cfg.hostname,
             threadpool=self._pool("cgtwist-spf", 8),
             is_local_domain=self.routing.is_local_domain,
+        )
+        # Every login of every protocol (and the web) passes this one brake: failures are
+        # counted there.
+        self.penalty: IAuthPenalty = (
+            CountedPenalty(self.policy.auth_penalty, self.stats)
+            if self.stats is not None
+            else self.policy.auth_penalty
         )
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
         self.spool = Spool(
@@ -323,6 +335,7 @@ class Components:
             on_delivered=self.bouncer.delivered,
             attempts=attempts,
             server_rules=self.rules.server_rules,
+            stats=self.stats,
         )
         self.spool.subscribe(manager.enqueue)
         self.admin = QueueAdmin(manager)
@@ -343,7 +356,8 @@ class Components:
             tls=self.tls,
             hostname=self.cfg.hostname,
             clock=self.reactor,
-            penalty=self.policy.auth_penalty,
+            penalty=self.penalty,
+            stats=self.stats,
         )
         factory: Any
         if spec.protocol == "smtp":
@@ -384,7 +398,7 @@ class Components:
                 settings=self.settings,
                 clock=self.reactor,
                 checker=self.portal.checkers[IUsernamePassword],
-                penalty=self.policy.auth_penalty,
+                penalty=self.penalty,
                 is_client_ip=self.policy.is_client_ip,
                 listening=self.listening,
                 main_domain=cfg.main_domain,
