@@ -407,6 +407,7 @@ class Components:
                     self.reactor, self.reactor.getThreadPool(), fn, *args
                 ),
                 unsubscribe=self.list_agent.one_click,
+                stats=self.stats,
             )
         return self.web
 

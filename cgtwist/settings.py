@@ -752,6 +752,11 @@ class WebSettings:
         20,
         "HTTP connections one address may hold open at once (Client IPs exempt); more are closed at once; 0 = no limit",
     )
+    metrics_token: str = setting(
+        "",
+        "token that lets a Prometheus scraper outside the Client IPs read /metrics (sent as 'Authorization: Bearer <token>', over HTTPS); empty = Client IPs only",
+        secret=True,
+    )
 
 
 RULES_ALLOWED = ("None", "Filter Only", "No Redirect", "Any")  # cgtwist.rules.model

