@@ -23,6 +23,7 @@ from cgtwist.types import ListenerSpec
 from cgtwist.web import (
     pages_admin,
     pages_lists,
+    pages_settings,
     pages_stats,
     pages_user,
 )
@@ -82,7 +83,11 @@ class WebPanel:
         self.sessions = SessionStore(clock, self.session_limits)
         self.login = Login(checker, penalty, store, main_domain)
         self.routes: list[Route] = (
-            pages_user.routes() + pages_admin.routes() + pages_stats.routes() + pages_lists.routes()
+            pages_user.routes()
+            + pages_admin.routes()
+            + pages_settings.routes()
+            + pages_stats.routes()
+            + pages_lists.routes()
         )
         self._static = self._load_static()
         self.open_connections: dict[str, int] = {}  # per peer address, every listener

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import POSTMASTER_PASSWORD, Server, wait_for
-from tests.e2e.webclient import Response, WebClient
+from tests.e2e.webclient import Response, WebClient, form_values
 
 pytestmark = pytest.mark.e2e
 
@@ -154,3 +154,67 @@ def test_counters_follow_the_mail(server: Server) -> None:
         server.admin("settings", "unset", "clients.ips")
     boss = logged_in(server, "boss@other.test", "boss-secret-1")
     assert boss.get("/admin/statistics").status == 403
+
+
+# ---- Settings -> Mail -> SMTP ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["receiving", "relaying", "delivery"])
+def test_settings_page_round_trips_unchanged(server: Server, page: str) -> None:
+    """Each page shows every field with its description, and saving it as shown changes
+    nothing (every value reads back as it was written)."""
+    c = logged_in(server)
+    url = f"/admin/settings/mail/smtp/{page}"
+    shown = c.get(url)
+    assert shown.status == 200
+    strict_html(shown)
+    r = c.post(url, form_values(shown.body, url))
+    assert r.status == 303, r.body
+    assert "Nothing changed." in c.get(url).body
+
+
+def test_settings_are_checked_logged_and_live(server: Server) -> None:
+    """A wrong value is refused with the message on its field and nothing is saved; a right
+    one is stored, logged with who made it, and the next SMTP session obeys it."""
+    c = logged_in(server)
+    url = "/admin/settings/mail/smtp/receiving"
+    form = form_values(c.get(url).body, url)
+    bad = dict(form, **{"smtp.max_recipients": "many", "smtp.max_errors": "3"})
+    r = c.post(url, bad)
+    assert r.status == 400
+    strict_html(r)
+    assert "smtp.max_recipients must be a whole number" in r.body
+    assert 'value="many"' in r.body  # the text as typed stays in its field
+    assert "smtp.max_errors = 10" in server.admin("settings", "show", "smtp.max_errors").stdout
+    r = c.post(url, dict(form, **{"smtp.max_recipients": "2"}))
+    assert r.status == 303
+    try:
+        assert "Receiving saved: smtp.max_recipients." in c.get(url).body
+        assert (
+            "smtp.max_recipients = 2"
+            in server.admin("settings", "show", "smtp.max_recipients").stdout
+        )
+        assert (
+            "change by web postmaster@example.test: setting smtp.max_recipients set to 2"
+            in server.log_text()
+        )
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+            s.ehlo("client.test")
+            s.mail("friend@example.test")
+            assert s.rcpt("user@example.test")[0] == 250
+            assert s.rcpt("friend@example.test")[0] == 250
+            assert s.rcpt("postmaster@example.test")[0] == 452
+    finally:
+        server.admin("settings", "unset", "smtp.max_recipients")
+
+
+def test_settings_pages_are_for_server_administrators(server: Server) -> None:
+    boss = logged_in(server, "boss@other.test", "boss-secret-1")
+    assert boss.get("/admin/settings/mail/smtp/receiving").status == 403
+    token = boss.get("/admin/domains").csrf()
+    r = boss.post("/admin/settings/mail/smtp/relaying", {"csrf": token})
+    assert r.status == 403
+    c = logged_in(server)
+    assert c.get("/admin/settings/mail/smtp/nonsense").status == 400
+    r = c.post("/admin/settings/mail/smtp/receiving", {"smtp.max_recipients": "5"})
+    assert r.status == 403  # no CSRF token
