@@ -391,6 +391,9 @@ class Components:
                 changed=lambda _what, _change: defer.ensureDeferred(self.reload_settings()),
                 call=self._control_call,
                 actor="web",
+                clock=self.reactor,
+                hostname=cfg.hostname,
+                mailboxes=existing_mailboxes(cfg.base_dir, self.reactor, self.io_pool),
             )
             self.web = WebPanel(
                 store=self.store,

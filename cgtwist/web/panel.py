@@ -23,6 +23,7 @@ from cgtwist.types import ListenerSpec
 from cgtwist.web import (
     pages_admin,
     pages_lists,
+    pages_rules,
     pages_settings,
     pages_stats,
     pages_user,
@@ -86,6 +87,7 @@ class WebPanel:
             pages_user.routes()
             + pages_admin.routes()
             + pages_settings.routes()
+            + pages_rules.routes()
             + pages_stats.routes()
             + pages_lists.routes()
         )
