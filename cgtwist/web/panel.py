@@ -22,6 +22,7 @@ from cgtwist.stats import Statistics
 from cgtwist.types import ListenerSpec
 from cgtwist.web import (
     pages_admin,
+    pages_autoreply,
     pages_lists,
     pages_rules,
     pages_settings,
@@ -88,6 +89,7 @@ class WebPanel:
             + pages_admin.routes()
             + pages_settings.routes()
             + pages_rules.routes()
+            + pages_autoreply.routes()
             + pages_stats.routes()
             + pages_lists.routes()
         )

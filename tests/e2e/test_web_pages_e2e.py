@@ -302,3 +302,58 @@ def test_rules_rights(server: Server) -> None:
     finally:
         server.admin("settings", "unset", "--account", "user@example.test", "rules.allowed")
         server.admin("rules", "delete", "--account", "user@example.test")
+
+
+# ---- WebUser: vacation and forwarding --------------------------------------------------------
+
+
+def test_vacation_reply_and_forwarding(server: Server) -> None:
+    """A vacation message set on the page answers mail sent by smtplib; turned off it keeps
+    its text; forwarding without a copy sends the mail on and keeps none."""
+    user = logged_in(server, "user@example.test", "user-secret-1")
+    page = user.get("/autoreply")
+    assert page.status == 200
+    strict_html(page)
+    away = f"Away until Monday {uuid.uuid4().hex}"
+    form = dict(form_values(page.body, "/autoreply"), vacation_on="1", vacation_text=away)
+    form.pop("forward_keep", None)
+    r = user.post("/autoreply", form)
+    assert r.status == 303, r.body
+    assert "Saved: vacation message on." in user.get("/autoreply").body
+    subject = uuid.uuid4().hex
+    server.send(
+        "friend@example.test",
+        ["user@example.test"],
+        message("friend@example.test", "user@example.test", subject),
+    )
+    reply = server.wait_messages("friend", 1, containing=away.encode())[0]
+    assert b"Auto-Submitted: auto-replied" in reply and subject.encode() in reply
+    assert "change by web user@example.test: the Account Rules of user@example.test set" in (
+        server.log_text()
+    )
+
+    page = user.get("/autoreply")
+    form = form_values(page.body, "/autoreply")
+    form.pop("vacation_on")
+    form.update(forward_on="1", forward_to="friend@example.test")
+    form.pop("forward_keep", None)
+    r = user.post("/autoreply", form)
+    assert r.status == 303, r.body
+    shown = user.get("/autoreply")
+    assert away in shown.body  # off, but the text is kept
+    stored = server.admin("rules", "show", "--account", "user@example.test").stdout
+    assert "priority 0" in stored and 'Redirect to "friend@example.test"' in stored
+    assert "Discard" in stored
+    forwarded = uuid.uuid4().hex
+    before = len(server.messages("user"))
+    server.send(
+        "postmaster@example.test",
+        ["user@example.test"],
+        message("postmaster@example.test", "user@example.test", forwarded),
+    )
+    server.wait_messages("friend", 1, containing=forwarded.encode())
+    assert len([m for m in server.messages("user") if forwarded.encode() in m]) == 0
+    assert len(server.messages("user")) == before
+    r = user.post("/autoreply", {"csrf": shown.csrf(), "revision": "0", "forward_to": ""})
+    assert r.status == 409  # the form's revision is old
+    server.admin("rules", "delete", "--account", "user@example.test")
