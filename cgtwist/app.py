@@ -90,14 +90,17 @@ class Components:
         settings: SettingsHolder,
         tls: Any,
         listening: Callable[[], list[dict[str, Any]]] = list,
+        log_file: Optional[str] = None,
     ) -> None:
         """``listening``: the bound listeners (cgtwist.listeners.ListenerManager.describe),
-        for the web panel."""
+        for the web panel; ``log_file``: the server's log file (twistd's ``--logfile``), for
+        its log viewer."""
         self.cfg = cfg
         self.reactor = reactor
         self.settings = settings
         self.tls = tls
         self.listening = listening
+        self.log_file = log_file
         self.web: Any = None  # cgtwist.web.panel.WebPanel, built for the first http listener
         # the server's counters (an SMTP worker keeps none: its figures stay in its process)
         self.stats: Optional[Statistics] = None
@@ -411,6 +414,7 @@ class Components:
                 ),
                 unsubscribe=self.list_agent.one_click,
                 stats=self.stats,
+                log_file=self.log_file,
             )
         return self.web
 

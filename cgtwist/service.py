@@ -268,7 +268,12 @@ class CgtwistService(MultiService):
         self.tls.reload()
         self.listeners.tls_ready = True
         self.app = Components(
-            cfg, self.reactor, self.settings, self.tls, listening=self.listeners.describe
+            cfg,
+            self.reactor,
+            self.settings,
+            self.tls,
+            listening=self.listeners.describe,
+            log_file=self._logfile[0].path if self._logfile is not None else None,
         )
         await self.app.open()
         self._log_setting_changes()

@@ -5,6 +5,7 @@ each page parses as strict HTML5, each change is logged with who made it and app
 from __future__ import annotations
 
 import imaplib
+import re
 import smtplib
 import ssl
 import uuid
@@ -357,3 +358,42 @@ def test_vacation_reply_and_forwarding(server: Server) -> None:
     r = user.post("/autoreply", {"csrf": shown.csrf(), "revision": "0", "forward_to": ""})
     assert r.status == 409  # the form's revision is old
     server.admin("rules", "delete", "--account", "user@example.test")
+
+
+# ---- the log viewer ---------------------------------------------------------------------------
+
+
+def test_log_viewer_filters(server: Server) -> None:
+    """The log viewer shows the newest entries, filtered by level, address, message id and
+    IP; a wrong level is refused; it is for server administrators."""
+    c = logged_in(server)
+    marker = uuid.uuid4().hex
+    server.send(
+        "friend@example.test",
+        ["user@example.test"],
+        message("friend@example.test", "user@example.test", marker),
+    )
+    server.wait_messages("user", 1, containing=marker.encode())
+    msg_id = wait_for(
+        lambda: (
+            (m := re.findall(r"queue: (\S+) <user@example\.test> LOCAL", server.log_text()))
+            and m[-1]
+        ),
+        30,
+        "a delivery's log line",
+    )
+    r = c.get("/admin/logs?level=info&address=friend%40example.test")
+    assert r.status == 200
+    strict_html(r)
+    assert "friend@example.test" in r.body
+    assert "Log in" not in r.body
+    by_id = c.get(f"/admin/logs?level=debug&id={msg_id}")
+    strict_html(by_id)
+    rows = re.findall(r"<tr class=\"level-\w+\">.*?</tr>", by_id.body, re.S)
+    assert rows and all(msg_id in row for row in rows)
+    errors = c.get("/admin/logs?level=error")
+    assert "level-info" not in errors.body
+    assert c.get("/admin/logs?ip=192.0.2.254").body.count('<tr class="level-') == 0
+    assert c.get("/admin/logs?level=loud").status == 400
+    boss = logged_in(server, "boss@other.test", "boss-secret-1")
+    assert boss.get("/admin/logs").status == 403
