@@ -183,6 +183,24 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
     assert "192.0.2.0/24" in server.admin("settings", "show", "clients.ips").stdout
     s.shot("clientips")
 
+    # The new WebAdmin pages fit a phone's width: nothing scrolls sideways.
+    browser.set_window_size(390, 844)
+    for page in (
+        "/admin/settings/mail/smtp/receiving",
+        "/admin/settings/mail/smtp/delivery",
+        "/admin/rules",
+        "/admin/statistics",
+        "/admin/logs",
+    ):
+        s.open(page)
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, (page, overflow)
+        s.shot("phone-" + page.rsplit("/", 1)[1])
+    browser.set_window_size(1200, 900)
+    s.open("/admin/settings/network/clientips")
+
     # Settings -> Listeners: add a POP3 listener with implicit TLS; it serves at once.
     s.link("Listeners")
     Select(browser.find_element(By.ID, "protocol")).select_by_value("pop3")
