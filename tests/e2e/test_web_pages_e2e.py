@@ -397,3 +397,23 @@ def test_log_viewer_filters(server: Server) -> None:
     assert c.get("/admin/logs?level=loud").status == 400
     boss = logged_in(server, "boss@other.test", "boss-secret-1")
     assert boss.get("/admin/logs").status == 403
+
+
+def test_every_new_form_needs_the_csrf_token(server: Server) -> None:
+    """Each POST of these pages without the session's token is refused and changes nothing."""
+    c = logged_in(server)
+    user = logged_in(server, "user@example.test", "user-secret-1")
+    for client, path, form in (
+        (c, "/admin/settings/mail/smtp/delivery", {"smtp.relayhost": "evil.test:25"}),
+        (c, "/admin/rules", {"revision": "0", "text": GOOD_RULES}),
+        (c, "/admin/rules/domain/example.test", {"revision": "0", "text": GOOD_RULES}),
+        (c, "/admin/rules/account/example.test/user", {"revision": "0", "text": GOOD_RULES}),
+        (c, "/admin/rules/explain", {"to": "user@example.test", "message": "x"}),
+        (user, "/rules", {"revision": "0", "text": GOOD_RULES}),
+        (user, "/autoreply", {"revision": "0", "vacation_on": "1", "vacation_text": "x"}),
+    ):
+        r = client.post(path, form)
+        assert r.status == 403 and "stale or forged" in r.body, path
+    assert "none set" in server.admin("rules", "show", "--account", "user@example.test").stderr
+    assert "none set" in server.admin("rules", "show", "--domain", "example.test").stderr
+    assert '"evil.test:25"' not in server.admin("settings", "show", "smtp.relayhost").stdout
