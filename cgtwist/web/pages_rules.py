@@ -24,8 +24,6 @@ from cgtwist.web import forms
 from cgtwist.web.render import Reply, redirect
 from cgtwist.web.site import Forbidden, Req, Route
 
-MAX_MESSAGE_NOTE = "a pasted message is limited by web.max_request_size"
-
 
 @dataclass(frozen=True)
 class LineError:
