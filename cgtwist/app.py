@@ -44,7 +44,7 @@ from cgtwist.delivery.smtp import SMTPDelivery
 from cgtwist.delivery.submitted import SubmittedPickup
 from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.errors import NotFound
-from cgtwist.interfaces import IAuthPenalty
+from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
 from cgtwist.protocols.imap import IMAPFactory
@@ -91,10 +91,12 @@ class Components:
         tls: Any,
         listening: Callable[[], list[dict[str, Any]]] = list,
         log_file: Optional[str] = None,
+        stats: Optional[IStatistics] = None,
     ) -> None:
         """``listening``: the bound listeners (cgtwist.listeners.ListenerManager.describe),
         for the web panel; ``log_file``: the server's log file (twistd's ``--logfile``), for
-        its log viewer."""
+        its log viewer; ``stats``: where an SMTP worker counts (cgtwist.stats.ForwardedCounts;
+        the server makes its own Statistics in ``open``)."""
         self.cfg = cfg
         self.reactor = reactor
         self.settings = settings
@@ -102,8 +104,9 @@ class Components:
         self.listening = listening
         self.log_file = log_file
         self.web: Any = None  # cgtwist.web.panel.WebPanel, built for the first http listener
-        # the server's counters (an SMTP worker keeps none: its figures stay in its process)
-        self.stats: Optional[Statistics] = None
+        # where counting parts count; the server's own figures (for the web) in statistics
+        self.stats: Optional[IStatistics] = stats
+        self.statistics: Optional[Statistics] = None
         self.store: Any = None
         self.factories: list[Any] = []
         self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
@@ -179,7 +182,8 @@ class Components:
             )
         await self.reload_settings()
         await self._spool_layout()
-        self.stats = Statistics(self.reactor, queue=lambda: queue_figures(self.manager))
+        self.statistics = Statistics(self.reactor, queue=lambda: queue_figures(self.manager))
+        self.stats = self.statistics
         self._build_reception(store, self.settings, incoming=False)
         self._build_delivery(store, self.settings)
 
@@ -413,7 +417,7 @@ class Components:
                     self.reactor, self.reactor.getThreadPool(), fn, *args
                 ),
                 unsubscribe=self.list_agent.one_click,
-                stats=self.stats,
+                stats=self.statistics,
                 log_file=self.log_file,
             )
         return self.web

@@ -295,6 +295,7 @@ class CgtwistService(MultiService):
             sweep=self.app.spool.incoming,
             count=self.app.spool.message_count,
             grace=lambda: shutdown_grace(self.settings.current),
+            counted=self.app.statistics.add_forwarded if self.app.statistics else None,
         )
         await self._configure_workers(self.settings.current)
 

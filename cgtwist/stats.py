@@ -8,9 +8,10 @@ module-level state, so two servers in one test process do not share figures). It
 decide anything or do I/O: counting is a dictionary update on the reactor thread, and the
 queue's size is read from the queue manager when someone asks, never polled.
 
-Counted in the server process: with ``smtp.workers`` above 0 the SMTP sessions run in worker
-processes, so their connections, refusals and failed logins are not in these figures (their
-messages are: the server counts each one it adopts into its queue).
+With ``smtp.workers`` above 0 the SMTP sessions run in worker processes: each counts into a
+``ForwardedCounts``, which sends what it counted to the server at most once a second as
+``S`` lines on the worker's link (``forwarded_lines``), and the server adds them
+(``Statistics.add_forwarded``). Messages are counted by the server when it adopts them.
 """
 
 from __future__ import annotations
@@ -172,6 +173,26 @@ class Statistics:
         self._bump("login_failures", 1)
         self._bump(f"login_failures {protocol}", 1)
 
+    def add_forwarded(self, line: str) -> None:
+        """Add what an SMTP worker counted: one ``forwarded_lines`` line (without its
+        ``S``); ValueError for a line that is not one."""
+        kind, name, raw = line.split(" ")
+        count = int(raw)
+        if count <= 0 or count > 1 << 40:
+            raise ValueError(f"bad count {raw!r}")
+        if kind == "m" and name in MESSAGE_EVENTS:
+            self.message(name, count)
+        elif kind == "c" and name in PROTOCOLS:
+            self._connections.labels(name).inc(count)
+            self._bump("connections", count)
+            self._bump(f"connections {name}", count)
+        elif kind == "l" and name in PROTOCOLS:
+            self._login_failures.labels(name).inc(count)
+            self._bump("login_failures", count)
+            self._bump(f"login_failures {name}", count)
+        else:
+            raise ValueError(f"unknown counter {kind} {name}")
+
     def _bump(self, key: str, count: int) -> None:
         self._totals[key] = self._totals.get(key, 0) + count
         minute = int(self.clock.seconds() // 60)
@@ -196,6 +217,51 @@ class Statistics:
     def exposition(self) -> bytes:
         """Every figure in the Prometheus text format (version 0.0.4)."""
         return generate_latest(self.registry)
+
+
+FORWARD_EVERY = 1.0  # seconds: a worker sends what it counted at most this often
+
+
+def forwarded_lines(counts: Mapping[tuple[str, str], int]) -> bytes:
+    """``S <kind> <name> <count>`` lines for an SMTP worker's link (kind: m message event,
+    c connections, l login failures)."""
+    return b"".join(f"S {k} {n} {c}\n".encode() for (k, n), c in sorted(counts.items()) if c)
+
+
+@implementer(IStatistics)
+class ForwardedCounts:
+    """An SMTP worker's counters: gathered, then handed to ``send`` (the link to the server)
+    ``FORWARD_EVERY`` seconds after the first count, so a busy worker writes one line per
+    counter a second, an idle one nothing (one timer while there is something to send)."""
+
+    def __init__(self, clock: IReactorTime, send: Callable[[bytes], None]) -> None:
+        self.clock = clock
+        self.send = send
+        self._counts: dict[tuple[str, str], int] = {}
+        self._timer: Optional[object] = None
+
+    def _add(self, kind: str, name: str, count: int) -> None:
+        if count <= 0:
+            return
+        key = (kind, name)
+        self._counts[key] = self._counts.get(key, 0) + count
+        if self._timer is None:
+            self._timer = self.clock.callLater(FORWARD_EVERY, self.flush)
+
+    def flush(self) -> None:
+        self._timer = None
+        counts, self._counts = self._counts, {}
+        if counts:
+            self.send(forwarded_lines(counts))
+
+    def message(self, event: str, count: int = 1) -> None:
+        self._add("m", event, count)
+
+    def connection(self, protocol: str) -> None:
+        self._add("c", protocol, 1)
+
+    def login_failed(self, protocol: str) -> None:
+        self._add("l", protocol, 1)
 
 
 @implementer(IAuthPenalty)

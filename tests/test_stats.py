@@ -13,7 +13,13 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from cgtwist.interfaces import IAuthPenalty, IStatistics
-from cgtwist.stats import CountedPenalty, Statistics, queue_figures
+from cgtwist.stats import (
+    FORWARD_EVERY,
+    CountedPenalty,
+    ForwardedCounts,
+    Statistics,
+    queue_figures,
+)
 
 
 def sample(stats: Statistics, name: str, **labels: str) -> float:
@@ -148,3 +154,37 @@ class CountedPenaltyTests(unittest.TestCase):
             ],
         )
         self.assertEqual(sample(stats, "cgtwist_login_failures_total", protocol="pop3"), 1)
+
+
+class ForwardedCountsTests(unittest.TestCase):
+    def test_a_worker_sends_its_counts_once_a_second(self) -> None:
+        """Counts gather for FORWARD_EVERY seconds, then go in one write of ``S`` lines that
+        the server's Statistics adds; nothing counted, nothing sent (no timer)."""
+        clock, sent = Clock(), []
+        counts = ForwardedCounts(clock, sent.append)
+        verifyObject(IStatistics, counts)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        counts.connection("smtp")
+        counts.connection("smtp")
+        counts.message("rejected")
+        counts.login_failed("smtp")
+        counts.message("deferred", 0)
+        clock.advance(FORWARD_EVERY - 0.1)
+        self.assertEqual(sent, [])
+        clock.advance(0.1)
+        self.assertEqual(sent, [b"S c smtp 2\nS l smtp 1\nS m rejected 1\n"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        server = Statistics(Clock())
+        for line in sent[0].decode().splitlines():
+            server.add_forwarded(line[2:])
+        self.assertEqual(sample(server, "cgtwist_connections_total", protocol="smtp"), 2)
+        self.assertEqual(sample(server, "cgtwist_login_failures_total", protocol="smtp"), 1)
+        self.assertEqual(sample(server, "cgtwist_messages_total", event="rejected"), 1)
+        self.assertEqual(server.total("connections smtp"), 2)
+
+    def test_bad_lines_are_refused(self) -> None:
+        server = Statistics(Clock())
+        for line in ("c smtp", "c smtp x", "c smtp -1", "x smtp 1", "m nonsense 1", "c ftp 1"):
+            with self.assertRaises(ValueError, msg=line):
+                server.add_forwarded(line)
+        self.assertEqual(server.total("connections"), 0)

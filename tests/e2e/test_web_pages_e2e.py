@@ -157,6 +157,36 @@ def test_counters_follow_the_mail(server: Server) -> None:
     assert boss.get("/admin/statistics").status == 403
 
 
+def test_smtp_workers_counts_reach_the_server(server: Server) -> None:
+    """With smtp.workers the SMTP sessions run in worker processes: their connections and
+    refusals still reach /metrics (sent up the worker's link)."""
+    server.admin("settings", "set", "clients.ips", "127.0.0.1")
+    server.admin("settings", "set", "smtp.workers", "1")
+    try:
+        wait_for(lambda: server.worker_pids(ready=True), 60, "the SMTP worker")
+        before = https(server).get("/metrics").body
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+            s.ehlo("client.test")
+            s.mail("friend@example.test")
+            assert s.rcpt("nobody-here@example.test")[0] >= 500
+
+        def moved() -> bool:
+            after = https(server).get("/metrics").body
+            return all(
+                metric(after, name, **labels) >= metric(before, name, **labels) + 1
+                for name, labels in (
+                    ("cgtwist_messages_total", {"event": "rejected"}),
+                    ("cgtwist_connections_total", {"protocol": "smtp"}),
+                )
+            )
+
+        wait_for(moved, 30, "the worker's counts on /metrics")
+    finally:
+        server.admin("settings", "unset", "smtp.workers")
+        server.admin("settings", "unset", "clients.ips")
+        wait_for(lambda: not server.worker_pids(), 60, "the worker to stop")
+
+
 # ---- Settings -> Mail -> SMTP ---------------------------------------------------------------
 
 
