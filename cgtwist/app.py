@@ -44,6 +44,7 @@ from cgtwist.delivery.smtp import SMTPDelivery
 from cgtwist.delivery.submitted import SubmittedPickup
 from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.errors import NotFound
+from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
 from cgtwist.protocols.imap import IMAPFactory
@@ -57,6 +58,7 @@ from cgtwist.queue.manager import QueueManager
 from cgtwist.runtime.threadpool import WorkerPool, file_pool
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import REMOVE_LINGER, Spool, make_layout
+from cgtwist.stats import CountedPenalty, Statistics, queue_figures
 from cgtwist.storage.credcache import CredentialCache
 from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import PasswordHasher
@@ -88,15 +90,23 @@ class Components:
         settings: SettingsHolder,
         tls: Any,
         listening: Callable[[], list[dict[str, Any]]] = list,
+        log_file: Optional[str] = None,
+        stats: Optional[IStatistics] = None,
     ) -> None:
         """``listening``: the bound listeners (cgtwist.listeners.ListenerManager.describe),
-        for the web panel."""
+        for the web panel; ``log_file``: the server's log file (twistd's ``--logfile``), for
+        its log viewer; ``stats``: where an SMTP worker counts (cgtwist.stats.ForwardedCounts;
+        the server makes its own Statistics in ``open``)."""
         self.cfg = cfg
         self.reactor = reactor
         self.settings = settings
         self.tls = tls
         self.listening = listening
+        self.log_file = log_file
         self.web: Any = None  # cgtwist.web.panel.WebPanel, built for the first http listener
+        # where counting parts count; the server's own figures (for the web) in statistics
+        self.stats: Optional[IStatistics] = stats
+        self.statistics: Optional[Statistics] = None
         self.store: Any = None
         self.factories: list[Any] = []
         self._pools: list[Any] = []  # ThreadPool or WorkerPool: start() and stop()
@@ -172,6 +182,8 @@ class Components:
             )
         await self.reload_settings()
         await self._spool_layout()
+        self.statistics = Statistics(self.reactor, queue=lambda: queue_figures(self.manager))
+        self.stats = self.statistics
         self._build_reception(store, self.settings, incoming=False)
         self._build_delivery(store, self.settings)
 
@@ -217,6 +229,13 @@ class Components:
             hostname=cfg.hostname,
             threadpool=self._pool("cgtwist-spf", 8),
             is_local_domain=self.routing.is_local_domain,
+        )
+        # Every login of every protocol (and the web) passes this one brake: failures are
+        # counted there.
+        self.penalty: IAuthPenalty = (
+            CountedPenalty(self.policy.auth_penalty, self.stats)
+            if self.stats is not None
+            else self.policy.auth_penalty
         )
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
         self.spool = Spool(
@@ -325,6 +344,7 @@ class Components:
             on_delivered=self.bouncer.delivered,
             attempts=attempts,
             server_rules=self.rules.server_rules,
+            stats=self.stats,
         )
         self.spool.subscribe(manager.enqueue)
         self.admin = QueueAdmin(manager)
@@ -345,7 +365,8 @@ class Components:
             tls=self.tls,
             hostname=self.cfg.hostname,
             clock=self.reactor,
-            penalty=self.policy.auth_penalty,
+            penalty=self.penalty,
+            stats=self.stats,
         )
         factory: Any
         if spec.protocol == "smtp":
@@ -379,6 +400,9 @@ class Components:
                 changed=lambda _what, _change: defer.ensureDeferred(self.reload_settings()),
                 call=self._control_call,
                 actor="web",
+                clock=self.reactor,
+                hostname=cfg.hostname,
+                mailboxes=existing_mailboxes(cfg.base_dir, self.reactor, self.io_pool),
             )
             self.web = WebPanel(
                 store=self.store,
@@ -386,7 +410,7 @@ class Components:
                 settings=self.settings,
                 clock=self.reactor,
                 checker=self.portal.checkers[IUsernamePassword],
-                penalty=self.policy.auth_penalty,
+                penalty=self.penalty,
                 is_client_ip=self.policy.is_client_ip,
                 listening=self.listening,
                 main_domain=cfg.main_domain,
@@ -395,6 +419,8 @@ class Components:
                     self.reactor, self.reactor.getThreadPool(), fn, *args
                 ),
                 unsubscribe=self.list_agent.one_click,
+                stats=self.statistics,
+                log_file=self.log_file,
             )
         return self.web
 

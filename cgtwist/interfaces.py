@@ -268,3 +268,21 @@ class IAuthPenalty(Interface):
 
     def should_disconnect(connection_failures: int) -> bool:
         """True when one connection has failed often enough to be closed (auth.max_failures)."""
+
+
+class IStatistics(Interface):
+    """The server's counters (cgtwist.stats.Statistics), counted where each event happens:
+    the queue manager counts messages received and each recipient's outcome, the SMTP wire
+    its refusals, every listener's factory its connections, the login brake its failures.
+    Passed in by constructors, never reached as a global; counting is cheap (no I/O)."""
+
+    def message(event: str, count: int = 1) -> None:
+        """``count`` events of ``event``: ``received`` (a message taken into the queue),
+        ``delivered``/``deferred``/``bounced`` (a recipient's attempt outcome), ``rejected``
+        (a refusal of a connection, sender, recipient or message by SMTP)."""
+
+    def connection(protocol: str) -> None:
+        """A connection accepted on a listener of ``protocol`` (smtp, pop3, imap, http)."""
+
+    def login_failed(protocol: str) -> None:
+        """A failed login (wrong name or password) over ``protocol``."""

@@ -268,7 +268,12 @@ class CgtwistService(MultiService):
         self.tls.reload()
         self.listeners.tls_ready = True
         self.app = Components(
-            cfg, self.reactor, self.settings, self.tls, listening=self.listeners.describe
+            cfg,
+            self.reactor,
+            self.settings,
+            self.tls,
+            listening=self.listeners.describe,
+            log_file=self._logfile[0].path if self._logfile is not None else None,
         )
         await self.app.open()
         self._log_setting_changes()
@@ -290,6 +295,7 @@ class CgtwistService(MultiService):
             sweep=self.app.spool.incoming,
             count=self.app.spool.message_count,
             grace=lambda: shutdown_grace(self.settings.current),
+            counted=self.app.statistics.add_forwarded if self.app.statistics else None,
         )
         await self._configure_workers(self.settings.current)
 

@@ -752,6 +752,21 @@ class WebSettings:
         20,
         "HTTP connections one address may hold open at once (Client IPs exempt); more are closed at once; 0 = no limit",
     )
+    metrics_token: str = setting(
+        "",
+        "token that lets a Prometheus scraper outside the Client IPs read /metrics (sent as 'Authorization: Bearer <token>', over HTTPS); empty = Client IPs only",
+        secret=True,
+    )
+    log_view_bytes: int = setting(
+        1048576,
+        "octets the WebAdmin log viewer reads from the end of the log file per view (at least 4096)",
+        check=_web_floor(4096, "log_view_bytes"),
+    )
+    log_view_lines: int = setting(
+        500,
+        "log lines the WebAdmin log viewer shows at most, newest first (at least 1)",
+        check=_web_floor(1, "log_view_lines"),
+    )
 
 
 RULES_ALLOWED = ("None", "Filter Only", "No Redirect", "Any")  # cgtwist.rules.model

@@ -168,7 +168,9 @@ class TypedSettingsTests(unittest.TestCase):
         self.assertEqual(
             settings.NODE_SETTINGS, frozenset({"listeners", "smtp.workers", "pipe.app_dir"})
         )
-        self.assertEqual(settings.SECRET_SETTINGS, frozenset({"smtp.relayhost_auth"}))
+        self.assertEqual(
+            settings.SECRET_SETTINGS, frozenset({"smtp.relayhost_auth", "web.metrics_token"})
+        )
         s = settings.Settings()
         for name, spec in settings.SPECS.items():
             self.assertEqual(s[name], spec.default, name)

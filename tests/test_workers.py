@@ -127,7 +127,7 @@ class FakeComponents:
 
     built: list[FakeComponents] = []
 
-    def __init__(self, cfg: Any, reactor: Any, settings: Any, tls: Any) -> None:
+    def __init__(self, cfg: Any, reactor: Any, settings: Any, tls: Any, stats: Any = None) -> None:
         self.gate: defer.Deferred[None] = defer.Deferred()
         self.opened = False
         self.reloads = 0

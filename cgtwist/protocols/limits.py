@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
 from cgtwist.checks.authpenalty import AuthPenalty
-from cgtwist.interfaces import IAuthPenalty
+from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 
@@ -157,6 +157,7 @@ class AccessFactory(ServerFactory, SessionDrain):
     factory keeps its own on ``clock`` and ``settings``: the same rules, not shared.
     ``is_client_ip`` exempts the Client IPs from ``access.max_connections_per_ip``;
     ``sessions`` is the server's shared UserIPSessions (without one, the factory's own).
+    ``stats`` counts each connection under the listener's protocol.
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class AccessFactory(ServerFactory, SessionDrain):
         penalty: Optional[IAuthPenalty] = None,
         is_client_ip: Optional[Callable[[str], bool]] = None,
         sessions: Optional[UserIPSessions] = None,
+        stats: Optional[IStatistics] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # composition default only
@@ -184,6 +186,7 @@ class AccessFactory(ServerFactory, SessionDrain):
         )
         self.per_ip = PerIPConnections(settings, exempt=is_client_ip)
         self.sessions = sessions if sessions is not None else UserIPSessions(settings)
+        self.stats = stats
         SessionDrain.__init__(self)
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -199,6 +202,8 @@ class AccessFactory(ServerFactory, SessionDrain):
         )
         p.factory = self
         self.live.add(p)
+        if self.stats is not None:
+            self.stats.connection(self.listener.protocol)
         return p
 
     def connection_opened(self, ip: str) -> bool:

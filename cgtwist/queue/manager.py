@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from cgtwist import retry
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IDeliveryAgent, IQueue, IRouter
+from cgtwist.interfaces import IDeliveryAgent, IQueue, IRouter, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.config import QueueConfig
@@ -56,7 +56,8 @@ class QueueManager:
     host-level attempts in (``on_attempt=attempts.note``); ``bouncer``, ``delay_warning`` and ``on_delivered`` are
     the reports (``cgtwist.queue.reports.Reports``). ``server_rules(msg_id, envelope, data)``
     is the Server Rules hook, run once per new message before routing; it may set recipient
-    states on the envelope it is given (the queue's own copy).
+    states on the envelope it is given (the queue's own copy). ``stats`` counts each new
+    message as received and each recipient's attempt as delivered, deferred or bounced.
     Call ``start()`` once (recovers the spool), ``enqueue`` for each new message (the spool's
     subscription does), ``stop()`` at shutdown. ``messages``, ``retry``, ``hold``,
     ``release``, ``bounce`` and ``drop`` are the operations ``cgtwist.queue.admin`` offers
@@ -79,6 +80,7 @@ class QueueManager:
         server_rules: Optional[Callable[[str, Envelope, Optional[bytes]], Any]] = None,
         data_cache: int = 64 << 20,
         attempts: Optional[AttemptLog] = None,
+        stats: Optional[IStatistics] = None,
     ) -> None:
         self.spool = spool
         self.router = router
@@ -86,6 +88,7 @@ class QueueManager:
         self.settings = QueueConfig(settings)
         self.clock = clock
         self.server_rules = server_rules
+        self.stats = stats
         self.data = MessageData(spool, data_cache)
         # host-level attempts (SMTPDelivery's on_attempt): shared with that agent when given
         self.attempts = attempts or AttemptLog(spool, clock)
@@ -164,6 +167,8 @@ class QueueManager:
         """Take a newly spooled message (``data`` saves reading it back for the first try)."""
         if msg_id in self._msgs:
             return defer.succeed(None)
+        if self.stats is not None:
+            self.stats.message("received")
         if len(self._msgs) + self._loading >= self.settings.window():
             self._backlog.append(msg_id)
             return defer.succeed(None)
@@ -561,10 +566,21 @@ class QueueManager:
         when = retry_or_expire(self.settings, lq.name, m, job, pending, now)
         if when is None:
             pending = []
+        if self.stats is not None:
+            self._count(m, job)
         self._queue_health(lq, m, pending, delivered, now)
         return self._journal(lq, m, job, now).addBoth(
             lambda res: self._feed_back(res, lq, m, job, bool(pending), when, now)
         )
+
+    def _count(self, m: Msg, job: Job) -> None:
+        """Each recipient of the attempt as delivered, deferred or bounced (expired ones
+        are failed by now) in the statistics."""
+        assert self.stats is not None
+        states = [m.envelope.recipients[i].state for i in job.indexes]
+        self.stats.message("delivered", states.count(DELIVERED))
+        self.stats.message("bounced", states.count(FAILED))
+        self.stats.message("deferred", states.count(PENDING))
 
     def _queue_health(
         self, lq: LogicalQueue, m: Msg, pending: list[int], delivered: int, now: float

@@ -45,6 +45,7 @@ from cgtwist.runtime.fastwrite import write_pipe_now
 from cgtwist.runtime.mode import Runtime
 from cgtwist.runtime.stopsignals import StopSignals
 from cgtwist.settings import SettingsHolder
+from cgtwist.stats import ForwardedCounts
 from cgtwist.tls import ServerTLS
 from cgtwist.types import Envelope, ListenerSpec
 
@@ -82,6 +83,12 @@ class MasterLink(LineOnlyReceiver):
         ``Spool.subscribe``)."""
         if self.transport is not None:
             write_pipe_now(self.transport, b"Q " + msg_id.encode("ascii") + b"\n")
+
+    def counted(self, lines: bytes) -> None:
+        """What the worker counted (cgtwist.stats.ForwardedCounts), for the server's
+        statistics."""
+        if self.transport is not None:
+            write_pipe_now(self.transport, lines)
 
     def lineReceived(self, line: bytes) -> None:
         # An exception here would make Twisted drop standard input, which the worker takes
@@ -150,7 +157,13 @@ class Worker:
         from cgtwist.app import Components
 
         self.tls.reload()
-        self.app = Components(self.cfg, self.reactor, self.settings, self.tls)
+        self.app = Components(
+            self.cfg,
+            self.reactor,
+            self.settings,
+            self.tls,
+            stats=ForwardedCounts(self.reactor, self.link.counted),
+        )
         await self.app.open_reception()
         self.app.spool.subscribe(self.link.stored)
         self.ready = True

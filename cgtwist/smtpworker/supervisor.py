@@ -60,6 +60,8 @@ class _WorkerProcess(ProcessProtocol):
         for line in lines:
             if line.startswith(b"Q "):
                 self.owner.adopt(line[2:].decode("ascii", "replace"))
+            elif line.startswith(b"S "):
+                self.owner.counted(self.index, line[2:])
             elif line:
                 self.owner.log.warn(
                     "smtp worker {index}: unexpected output {line!r}",
@@ -99,7 +101,8 @@ class SMTPWorkers:
     ``adopt(msg_id)`` -> Deferred: take one message from Queue/incoming/ (the queue manager);
     ``sweep(live_pids)`` -> Deferred[list of ids] waiting there (the spool); ``count()`` the
     number of queued messages; ``grace()`` the seconds a stopping worker gets to finish its
-    transactions (``server.shutdown_grace``, which the worker reads too).
+    transactions (``server.shutdown_grace``, which the worker reads too); ``counted(text)``
+    adds what a worker counted (its ``S`` lines: cgtwist.stats.Statistics.add_forwarded).
     ``configure(n, sockets)`` starts, restarts or stops workers.
     """
 
@@ -114,8 +117,10 @@ class SMTPWorkers:
         count: Callable[[], int],
         grace: Callable[[], float] = lambda: 30.0,
         executable: str = sys.executable,
+        counted: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.reactor = reactor
+        self._counted = counted
         self.cfg = cfg
         self._adopt = adopt
         self._sweep = sweep
@@ -301,6 +306,17 @@ class SMTPWorkers:
                 msg_id=msg_id,
             )
         )
+
+    def counted(self, index: int, line: bytes) -> None:
+        """A worker's ``S`` line: its counts since the last one, for the server's figures."""
+        if self._counted is None:
+            return
+        try:
+            self._counted(line.decode("ascii"))
+        except ValueError:  # UnicodeDecodeError too
+            self.log.warn(
+                "smtp worker {index}: bad counts line {line!r}", index=index, line=line[:200]
+            )
 
     def sweep(self) -> defer.Deferred[None]:
         """Adopt whatever waits in Queue/incoming/ (a notice lost with its worker)."""

@@ -1,8 +1,10 @@
 """The web panel of one server: what every ``http`` listener shares.
 
 Owns the wiring of the web edge: templates, the session table, the login checker, the
-routes of WebUser (cgtwist.web.pages_user), WebAdmin (cgtwist.web.pages_admin) and the
-lists' one-click unsubscribe (cgtwist.web.pages_lists), the static files, and the limits
+routes of WebUser (cgtwist.web.pages_user, pages_autoreply, pages_rules), WebAdmin
+(cgtwist.web.pages_admin, pages_settings, pages_rules, pages_stats, pages_logs), /metrics
+(pages_stats) and the lists' one-click unsubscribe (cgtwist.web.pages_lists), the static
+files, and the limits
 read from the settings at use. The composition root (cgtwist.app) builds one and asks it
 for a factory per listener (``site``).
 """
@@ -18,8 +20,18 @@ from cgtwist.admin import Admin
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
+from cgtwist.stats import Statistics
 from cgtwist.types import ListenerSpec
-from cgtwist.web import pages_admin, pages_lists, pages_user
+from cgtwist.web import (
+    pages_admin,
+    pages_autoreply,
+    pages_lists,
+    pages_logs,
+    pages_rules,
+    pages_settings,
+    pages_stats,
+    pages_user,
+)
 from cgtwist.web.login import Login
 from cgtwist.web.render import STATIC, Reply, Templates
 from cgtwist.web.rights import Rights
@@ -40,7 +52,9 @@ class WebPanel:
     listeners (cgtwist.listeners.ListenerManager.describe), for the HTTPS redirect;
     ``in_thread(fn, *args)``: runs CPU-heavy form checks (a pasted 100,000-line address
     list) off the reactor, which also serves SMTP, POP3 and IMAP; ``unsubscribe(list,
-    token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists).
+    token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists);
+    ``stats``: the server's counters (cgtwist.stats) for /metrics and the Statistics page;
+    ``log_file``: the server's log file, for the log viewer (None: logging elsewhere).
     """
 
     def __init__(
@@ -58,6 +72,8 @@ class WebPanel:
         hostname: str,
         in_thread: Callable[..., Awaitable[Any]],
         unsubscribe: Callable[[str, str], Awaitable[bool]],
+        stats: Optional[Statistics] = None,
+        log_file: Optional[str] = None,
     ) -> None:
         self.store = store
         self.admin = admin
@@ -69,10 +85,21 @@ class WebPanel:
         self.hostname = hostname
         self.in_thread = in_thread
         self.unsubscribe = unsubscribe
+        self.stats = stats
+        self.log_file = log_file
         self.templates = Templates()
         self.sessions = SessionStore(clock, self.session_limits)
         self.login = Login(checker, penalty, store, main_domain)
-        self.routes: list[Route] = pages_user.routes() + pages_admin.routes() + pages_lists.routes()
+        self.routes: list[Route] = (
+            pages_user.routes()
+            + pages_admin.routes()
+            + pages_settings.routes()
+            + pages_rules.routes()
+            + pages_autoreply.routes()
+            + pages_stats.routes()
+            + pages_logs.routes()
+            + pages_lists.routes()
+        )
         self._static = self._load_static()
         self.open_connections: dict[str, int] = {}  # per peer address, every listener
 

@@ -108,6 +108,7 @@ class Req:
     session: Optional[Session]
     panel: WebPanel
     cookies: dict[str, str] = field(default_factory=dict)
+    authorization: str = ""  # the Authorization header (/metrics' bearer token)
 
     @property
     def account(self) -> str:
@@ -256,6 +257,8 @@ class PeerLimit(_WrappingFactory):
         if wrapper is not None:
             panel.open_connections[ip] = count + 1
             wrapper.peer_ip = ip
+            if panel.stats is not None:
+                panel.stats.connection("http")
         return wrapper
 
     def unregisterProtocol(self, p: Any) -> None:
@@ -352,12 +355,15 @@ class WebResource(_Resource):
             )
             form = _decode_args(request.args) if method == "POST" else {}
             cookies = {_text(k): _text(v) for k, v in _cookies(request.requestHeaders).items()}
+            authorization = _text(request.getHeader(b"authorization") or b"")[:1000]
         except UnicodeDecodeError:
             return _error(panel, 400, "The request is not valid UTF-8.")
         if path.startswith("/static/") and method in ("GET", "HEAD"):
             return panel.static(path[len("/static/") :])
         session = await panel.session(cookies.get(session_cookie(secure), ""))
-        req = Req(method, path, query, form, peer, secure, host, session, panel, cookies)
+        req = Req(
+            method, path, query, form, peer, secure, host, session, panel, cookies, authorization
+        )
         for route in panel.routes:
             match = route.pattern.fullmatch(path)
             if match is None:

@@ -1,7 +1,8 @@
 """The seed's story in a real browser (Debian's chromium through chromedriver and Selenium):
 postmaster creates a domain and an account, sets Client IPs, adds a listener, edits the Router
 and tests an address, holds and releases a queued message; the new user changes its password in WebUser
-and then uses it over SMTP and IMAP. One browser session; a screenshot of each page goes to
+and then uses it over SMTP and IMAP, and sets a vacation message that answers mail sent by
+smtplib. One browser session; a screenshot of each page goes to
 the test's temporary directory."""
 
 from __future__ import annotations
@@ -189,6 +190,24 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
     assert "192.0.2.0/24" in server.admin("settings", "show", "clients.ips").stdout
     s.shot("clientips")
 
+    # The new WebAdmin pages fit a phone's width: nothing scrolls sideways.
+    browser.set_window_size(390, 844)
+    for page in (
+        "/admin/settings/mail/smtp/receiving",
+        "/admin/settings/mail/smtp/delivery",
+        "/admin/rules",
+        "/admin/statistics",
+        "/admin/logs",
+    ):
+        s.open(page)
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - window.innerWidth"
+        )
+        assert overflow <= 0, (page, overflow)
+        s.shot("phone-" + page.rsplit("/", 1)[1])
+    browser.set_window_size(1200, 900)
+    s.open("/admin/settings/network/clientips")
+
     # Settings -> Listeners: add a POP3 listener with implicit TLS; it serves at once.
     s.link("Listeners")
     Select(browser.find_element(By.ID, "protocol")).select_by_value("pop3")
@@ -270,4 +289,23 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
         wait_for(arrived, 60, "the message in carol's INBOX over IMAP")
     finally:
         imap.logout()
-    assert len(os.listdir(shots)) >= 13
+
+    # WebUser: carol sets a vacation message; mail sent to her by smtplib gets the reply.
+    s.open("/")
+    s.login("carol@story.test", "carol-second-pw")
+    s.link("Vacation")
+    away = f"Carol is away until Monday ({tag.decode()[:8]})."
+    browser.find_element(By.NAME, "vacation_on").click()
+    s.fill("vacation_text", away)
+    s.click("Save")
+    assert "Saved: vacation message on." in s.text
+    assert away in server.admin("rules", "show", "--account", "carol@story.test").stdout
+    s.shot("vacation")
+    note, tag2 = make_message(["carol@story.test"], sender="alice@example.test")
+    with smtplib.SMTP("127.0.0.1", server.port("smtp", submission=True), timeout=30) as smtp:
+        smtp.starttls(context=ctx)
+        smtp.login("alice@example.test", "alice-secret")
+        assert not smtp.sendmail("alice@example.test", ["carol@story.test"], note)
+    (reply,) = server.wait_messages("alice", 1, containing=away.encode())
+    assert b"Auto-Submitted: auto-replied" in reply and tag2 in reply
+    assert len(os.listdir(shots)) >= 14

@@ -62,8 +62,9 @@ class WebClient:
         path: str,
         form: Optional[dict[str, str]] = None,
         body: Optional[bytes] = None,
+        headers: Optional[dict[str, str]] = None,
     ) -> Response:
-        headers = {}
+        headers = dict(headers or {})
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if form is not None:
@@ -87,8 +88,8 @@ class WebClient:
                 self.cookies[name] = value
         return response
 
-    def get(self, path: str) -> Response:
-        return self.request("GET", path)
+    def get(self, path: str, headers: Optional[dict[str, str]] = None) -> Response:
+        return self.request("GET", path, headers=headers)
 
     def post(self, path: str, form: dict[str, str]) -> Response:
         return self.request("POST", path, form=form)
@@ -103,3 +104,59 @@ class WebClient:
         return self.post(
             "/login", {"csrf": token, "name": name, "password": password, "next": next_path}
         )
+
+
+def form_values(page: str, action: str) -> dict[str, str]:
+    """What a browser would submit from the form posting to ``action`` as the page shows it:
+    every named input (checked boxes only), textarea and selected option."""
+    from html.parser import HTMLParser
+
+    class Forms(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.inside = False
+            self.values: dict[str, str] = {}
+            self.textarea: Optional[str] = None
+            self.select: Optional[str] = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+            a = {k: v or "" for k, v in attrs}
+            if tag == "form":
+                self.inside = a.get("action") == action
+            if not self.inside or "name" not in a and tag != "option":
+                return
+            if tag == "input":
+                if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                    return
+                self.values[a["name"]] = a.get("value", "")
+            elif tag == "textarea":
+                self.textarea = a["name"]
+                self.values[a["name"]] = ""
+            elif tag == "select":
+                self.select = a["name"]
+            elif tag == "option" and self.select and "selected" in a:
+                self.values[self.select] = a.get("value", "")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "form":
+                self.inside = False
+            elif tag == "textarea":
+                self.textarea = None
+            elif tag == "select":
+                self.select = None
+
+        def handle_data(self, data: str) -> None:
+            if self.inside and self.textarea is not None:
+                self.values[self.textarea] += data
+
+    parser = Forms()
+    parser.feed(page)
+    # HTML drops one newline right after <textarea>, as a browser does
+    return {
+        k: (v[1:] if v.startswith("\n") and k in _textareas(page) else v)
+        for k, v in parser.values.items()
+    }
+
+
+def _textareas(page: str) -> set[str]:
+    return set(re.findall(r'<textarea[^>]*name="([^"]+)"', page))

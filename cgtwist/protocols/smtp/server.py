@@ -25,7 +25,14 @@ from twisted.python.failure import Failure
 from cgtwist.address import parse_path
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IAuthPenalty, IClientAccess, IMessageCheck, IPolicy, ISubmission
+from cgtwist.interfaces import (
+    IAuthPenalty,
+    IClientAccess,
+    IMessageCheck,
+    IPolicy,
+    IStatistics,
+    ISubmission,
+)
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
@@ -375,7 +382,8 @@ class SMTPFactory(ServerFactory, SessionDrain):
     no certificate is available); ``portal`` is the shared cred Portal whose checkers verify
     AUTH. ``clock`` defaults to the global reactor only when the caller passes nothing.
     ``penalty`` is the shared AUTH penalty (cgtwist.checks.authpenalty.AuthPenalty); without
-    one the factory keeps its own AuthPenalty on its clock and settings.
+    one the factory keeps its own AuthPenalty on its clock and settings. ``stats`` counts
+    each connection and each refusal (cgtwist.stats).
 
     When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)``,
     ``report_offence(ip, kind)`` or ``check_message(session, envelope, message)`` (the
@@ -397,6 +405,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         hostname: str,
         clock: Optional[IReactorTime] = None,
         penalty: Optional[IAuthPenalty] = None,
+        stats: Optional[IStatistics] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -408,6 +417,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.tls = tls
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
+        self.stats = stats
         self.connections = 0
         self.per_ip = PerIPConnections(
             settings,
@@ -423,6 +433,8 @@ class SMTPFactory(ServerFactory, SessionDrain):
         )
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
+        if self.stats is not None:
+            self.stats.connection("smtp")
         return CgSMTP(self)
 
     def new_session_id(self) -> str:

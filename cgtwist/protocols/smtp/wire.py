@@ -24,7 +24,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IAuthPenalty, IClientAccess, IPolicy, ISessionWatch, ISubmission
+from cgtwist.interfaces import (
+    IAuthPenalty,
+    IClientAccess,
+    IPolicy,
+    ISessionWatch,
+    IStatistics,
+    ISubmission,
+)
 from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
 from cgtwist.protocols.smtp.data import DataReader
@@ -86,6 +93,7 @@ class SMTPServices(Protocol):
     hostname: str
     clock: Any  # IReactorTime
     stopping: bool
+    stats: Optional[IStatistics]
 
     def new_session_id(self) -> str: ...
     def register(self, proto: SMTPWire) -> Optional[str]: ...
@@ -223,6 +231,7 @@ class SMTPWire(ESMTP):
 
     def _connect_refused(self, f: Failure) -> None:
         err = self._error_of(f, "connect")
+        self._count_refusal()
         self.log.info(
             "connection refused by policy: peer={peer} reply={reply}",
             peer=self._peer(),
@@ -432,7 +441,13 @@ class SMTPWire(ESMTP):
         self._send(f"{code} {enhanced} {text}")
 
     def _reply_error(self, err: MailError) -> None:
+        """A refusal by the policy or the submission (of a sender, recipient or message)."""
+        self._count_refusal()
         self._reply(err.code, err.enhanced, err.text)
+
+    def _count_refusal(self) -> None:
+        if self.factory.stats is not None:
+            self.factory.stats.message("rejected")
 
     def _error_of(self, f: Failure, what: str) -> MailError:
         """MailError from a failed policy/submission call; anything else is logged as 451."""
