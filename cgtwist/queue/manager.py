@@ -349,6 +349,8 @@ class QueueManager:
                 self._make_due(m, job)
             elif not job.running:
                 job.indexes = idx
+            else:  # joins the attempt after the running one (_feed_back)
+                job.routed = idx
         self.reports.check_done(m)
         self._kick()
 
@@ -630,10 +632,14 @@ class QueueManager:
         rcpts = m.envelope.recipients
         job.running = False
         m.running -= 1
-        # Recipients routed into this queue while the attempt ran join the job too.
-        idx = sorted(
-            i for i, r in m.routes.items() if r.queue_name == lq.name and rcpts[i].state == PENDING
-        )
+        # The job's recipients still pending, and those routed into this queue while the
+        # attempt ran (``Job.routed``): only this job's, not every route of the message.
+        routed, job.routed = job.routed, None
+        idx = [
+            i
+            for i in (job.indexes if routed is None else sorted(set(job.indexes).union(routed)))
+            if rcpts[i].state == PENDING and i in m.routes
+        ]
         if idx and not m.dropped:
             job.indexes = idx
             if pending:

@@ -17,13 +17,20 @@ PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 @dataclass(eq=False)
 class Job:
-    """One message in one logical queue: its recipients there and its retry state."""
+    """One message in one logical queue: its recipients there and its retry state.
+
+    ``routed``: while an attempt runs, every recipient routed into this queue (the manager's
+    ``_place`` after routing more of the message), for the attempt after it; None when
+    nothing was routed meanwhile. It saves the manager looking through all of a message's
+    routes when an attempt ends: a list's 10,000 recipients over 100 queues made that a
+    million route comparisons per message."""
 
     queue: QueueName
     indexes: list[int]
     failures: int = 0
     due: float = 0.0
     running: bool = False
+    routed: Optional[list[int]] = None
 
 
 @dataclass(eq=False)

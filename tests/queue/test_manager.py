@@ -100,6 +100,33 @@ class DeliveryTests(QueueTestCase):
         self.assertEqual(len(self.local.calls), 1)
         self.assertEqual(self.spooled(), [])
 
+    def test_recipient_routed_during_an_attempt_joins_the_next(self) -> None:
+        """A recipient whose routing was deferred, routed into a queue while an attempt there
+        runs, goes in that queue's next attempt (after the running one ends), and only the
+        recipients still pending go again."""
+        self.router.temp.add("b@remote.example")
+        self.smtp.behaviour = lambda q, r: None  # the first attempt hangs
+        msg_id = self.submit(env("a@remote.example", "b@remote.example", "c@remote.example"))
+        self.pump()
+        self.assertEqual(
+            [c[3] for c in self.smtp.calls], [["a@remote.example", "c@remote.example"]]
+        )
+        self.router.temp.clear()
+        self.pump(60)  # b is routed into SMTP(remote.example) while a and c are on the wire
+        self.assertEqual(len(self.smtp.calls), 1)
+        self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
+        hanging, self.smtp.hanging = self.smtp.hanging, []
+        ((d, rcpts),) = hanging
+        rcpts[0].state, rcpts[0].detail = "delivered", "250 ok"  # a delivered
+        rcpts[1].state, rcpts[1].detail = "pending", "451 try later"  # c deferred
+        d.callback(rcpts)
+        self.pump(3600)
+        self.assertEqual(
+            [c[3] for c in self.smtp.calls[1:]], [["b@remote.example", "c@remote.example"]]
+        )
+        self.assertEqual(self.spooled(), [])
+        self.assertNotIn(msg_id, self.manager._msgs)
+
     def test_router_permanent_mailerror(self) -> None:
         """A permanent MailError from the Router fails the recipient with its reply."""
 
