@@ -12,6 +12,7 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import IQueue
 from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.logical import SUSPENDED
+from cgtwist.queue.manager import _ROUTE_SLICE
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName
 from tests.queue.helpers import Agent, QueueTestCase, SyncPool, env
@@ -99,6 +100,26 @@ class DeliveryTests(QueueTestCase):
         self.pump(60)
         self.assertEqual(len(self.local.calls), 1)
         self.assertEqual(self.spooled(), [])
+
+    def test_many_recipients_are_routed_a_slice_at_a_time(self) -> None:
+        """A message to many recipients (a list's distribution) is routed a slice per turn
+        of the reactor, not all in one, and then delivered once per destination with every
+        recipient there, as a small one is."""
+        rcpts = [f"u{n}@d{n % 3}.example" for n in range(300)]
+        msg_id = self.submit(env(*rcpts))
+        self.assertEqual(len(self.router.calls), _ROUTE_SLICE)
+        self.assertEqual(self.smtp.calls, [])
+        self.pump()
+        self.assertEqual(sorted(self.router.calls), sorted(rcpts))
+        self.assertEqual(
+            sorted((c[2], sorted(c[3])) for c in self.smtp.calls),
+            [
+                (f"SMTP(d{k}.example)", sorted(a for a in rcpts if a.endswith(f"@d{k}.example")))
+                for k in range(3)
+            ],
+        )
+        self.assertEqual(self.spooled(), [])
+        self.assertNotIn(msg_id, self.manager._msgs)
 
     def test_recipient_routed_during_an_attempt_joins_the_next(self) -> None:
         """A recipient whose routing was deferred, routed into a queue while an attempt there
