@@ -6,7 +6,7 @@ Pure data shared by the manager, its reports and its admin operations; no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.internet import defer
 
@@ -34,6 +34,17 @@ class Job:
 
 
 @dataclass(eq=False)
+class JournalBatch:
+    """The results of a message's attempts that came back while a journal write of it was
+    on its way, written together after it: their recipients, their history records, and
+    the Deferred each of those attempts waits on (fired once they are on disk)."""
+
+    changed: list[int] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    waiters: list[defer.Deferred[None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
 class Msg:
     msg_id: str
     envelope: Envelope
@@ -54,3 +65,4 @@ class Msg:
     bounce_all: str = ""
     removing: bool = False
     waiters: Optional[list[defer.Deferred[bytes]]] = None
+    journal: Optional[JournalBatch] = None  # set while a journal write is on its way

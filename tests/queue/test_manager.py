@@ -101,6 +101,40 @@ class DeliveryTests(QueueTestCase):
         self.assertEqual(len(self.local.calls), 1)
         self.assertEqual(self.spooled(), [])
 
+    def test_attempts_back_during_a_journal_write_are_journaled_together(self) -> None:
+        """The results of a message's attempts that come back while a journal write of it is
+        on its way are written after it with one append, not one each; every attempt is
+        fed back only once its results are on disk, and all of them are there."""
+        held: list[Any] = []
+        pool = SyncPool()
+
+        class HeldPool:
+            def callInThreadWithCallback(self, *args: Any) -> None:
+                held.append(args)
+
+        self.smtp.behaviour = lambda q, r: ("pending", "451 4.3.0 later")
+        msg_id = self.submit(env("a@d1.example", "b@d2.example", "c@d3.example"))
+        self.spool._pool = HeldPool()  # type: ignore[assignment]
+        self.pump()
+        self.assertEqual(len(self.smtp.calls), 3)
+        self.assertEqual(len(held), 1)  # the first attempt's write; the others wait for it
+        appends = 0
+        while held:
+            pool.callInThreadWithCallback(*held.pop(0))
+            appends += 1
+            self.pump()
+        self.assertEqual(appends, 2)
+        m = self.manager.find(msg_id)
+        assert m is not None
+        self.assertTrue(all(job.due > 0 and not job.running for job in m.jobs.values()))
+        self.spool._pool = pool  # type: ignore[assignment]
+        entry = self.successResultOf(self.spool.load_entry(msg_id, with_data=False))
+        self.assertEqual(
+            [(r.state, r.detail) for r in entry.envelope.recipients],
+            [("pending", "451 4.3.0 later")] * 3,
+        )
+        self.assertEqual(sum(1 for h in entry.history if h.get("q")), 3)
+
     def test_many_recipients_are_routed_a_slice_at_a_time(self) -> None:
         """A message to many recipients (a list's distribution) is routed a slice per turn
         of the reactor, not all in one, and then delivered once per destination with every
