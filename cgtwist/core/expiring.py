@@ -49,6 +49,15 @@ class Expiring(Generic[K, V]):
         entry = self._entries.get(key)
         return entry[0] if entry is not None else None
 
+    def fresh(self, key: K) -> tuple[bool, Optional[V]]:
+        """``(True, answer)`` when an answer for ``key`` is kept and not expired, else
+        ``(False, None)``: for a caller that can go on at once, without a Deferred, only
+        when every answer it needs is kept (the Router's facts in a burst of mail)."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self._now():
+            return True, entry[1]
+        return False, None
+
     async def fetch(self, key: K, ask: Callable[[], Awaitable[V]]) -> V:
         now = self._now()
         entry = self._entries.get(key)

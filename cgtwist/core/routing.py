@@ -130,18 +130,67 @@ class Routing:
             and hit[2] == self._max_hops()
         ):
             return defer.succeed(hit[3])
+        route = self._route_now(address, kind)
+        if route is not None:
+            return defer.succeed(route)
         return defer.ensureDeferred(self._route(address, kind))
+
+    def _route_now(self, address: str, kind: str) -> Optional[Route]:
+        """The route at once when every store fact it needs is kept, else None (and the
+        coroutine asks the store). A list's 10,000 subscribers in 100 domains ask the same
+        100 facts: driving the Router without a coroutine, a Deferred and a fact fetch per
+        address made routing them a fraction of its cost. Anything unusual (the table does
+        not parse, a bad ``kind``) also goes the coroutine's way, which reports it."""
+        text = self.settings.current.router.table
+        hops, generation = self._max_hops(), self._generation
+        expires = self._now() + self.FACT_TTL
+        try:
+            gen = router.resolve(self.table(), address, self.main_domain, kind, hops)
+            answer: Any = None
+            while True:
+                query = gen.send(answer)
+                kept, answer = self._facts.fresh(query)
+                if not kept:
+                    gen.close()
+                    return None
+                expires = min(expires, self._facts.expires(query) or expires)
+        except StopIteration as stop:
+            result: router.Resolution = stop.value
+        except Exception:
+            return None
+        self.log.debug(
+            "routed {address} ({kind}) to {route}",
+            address=address,
+            kind=kind,
+            route=str(result.route),
+        )
+        self._keep(address, kind, generation, expires, text, hops, result.route)
+        return result.route
 
     async def _route(self, address: str, kind: str) -> Route:
         text = self.settings.current.router.table
         hops, generation = self._max_hops(), self._generation
         expiries: list[float] = [self._now() + self.FACT_TTL]
         route = (await self._resolve(address, kind, expiries)).route
+        self._keep(address, kind, generation, min(expiries), text, hops, route)
+        return route
+
+    def _keep(
+        self,
+        address: str,
+        kind: str,
+        generation: int,
+        expires: float,
+        text: str,
+        hops: int,
+        route: Route,
+    ) -> None:
+        """Keep a route until its first fact expires, unless the facts were dropped since
+        its resolution began (``forget``)."""
         if generation == self._generation:
             if len(self._routes) >= self.FACT_CACHE_MAX:
                 self._routes.clear()
-            self._routes[(address, kind)] = (min(expiries), text, hops, route)
-        return route
+            self._routes[(address, kind)] = (expires, text, hops, route)
 
     async def _resolve(
         self, address: str, kind: str, expiries: Optional[list[float]] = None

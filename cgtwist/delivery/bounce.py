@@ -45,11 +45,18 @@ _STATUS_ONLY = re.compile(r"^(?P<enh>[245]\.\d{1,3}\.\d{1,3})(?: (?P<text>.*))?$
 # --- the Recipient.detail format shared with the delivery agents ------------------------------
 
 
+_SPACES = re.compile(r" {2,}")
+
+
 def one_line(text: str, limit: int = 900) -> str:
     """Printable ASCII on one line: CR, LF, controls and non-ASCII become spaces or '?'.
 
     Used on everything that reaches a header (RFC 5322 §2.2: no bare CR/LF in a field body).
     """
+    if text.isascii() and text.isprintable():
+        # Nothing to replace (the common case: every remote reply of a delivery), checked
+        # in C: the loop below cost 14 us per recipient of a list's distribution.
+        return _SPACES.sub(" ", text).strip()[:limit]
     out = []
     for ch in text:
         o = ord(ch)
@@ -59,7 +66,7 @@ def one_line(text: str, limit: int = 900) -> str:
             out.append(ch)
         else:
             out.append("?")
-    s = re.sub(r" {2,}", " ", "".join(out)).strip()
+    s = _SPACES.sub(" ", "".join(out)).strip()
     return s[:limit]
 
 

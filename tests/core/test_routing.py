@@ -156,6 +156,39 @@ class RoutingTests(unittest.TestCase):
         )
         self.assertEqual(store.queries, ["domain far.dom"])
 
+    def test_kept_facts_route_as_the_store_answers(self) -> None:
+        """An address whose facts are all kept (another of the same burst asked the store
+        for them) is routed without a store question to the very route the store's answers
+        give, rules, relaying, errors and loops alike."""
+        table = (
+            "Relay:<report-*@company.com> = *@partner.com\n"
+            "NoRelay:<*@gone.dom> = *@far.dom\n"
+            "<l1@company.com> = l2@company.com\n<l2@company.com> = l1@company.com\n"
+        )
+        addresses = [
+            "Alice@COMPANY.com",
+            "carol@alias.dom",
+            "boss@company.com",
+            "fwd@company.com",
+            "team@company.com",
+            "joe@far.dom",
+            "report-x@company.com",
+            "bob@gone.dom",
+            "l1@company.com",
+            "nobody@company.com",
+            "carol%other.dom@company.com",
+            "staff@[192.0.2.1]",
+        ]
+        cold, _store, _h = make(table)
+        expected = [self.route(cold, a) for a in addresses]
+        warm, store, _h = make(table)
+        for a in addresses:
+            self.route(warm, a)
+        asked = list(store.queries)
+        warm._routes.clear()  # the routes, not the facts: each address is resolved again
+        self.assertEqual([self.route(warm, a) for a in addresses], expected)
+        self.assertEqual(store.queries, asked)
+
     def test_relay_record(self) -> None:
         """A Relay: record marks the route so it is relayed from any source; plain records do not."""
         routing, _store, _h = make(

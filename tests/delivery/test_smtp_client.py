@@ -171,6 +171,59 @@ class Session(unittest.TestCase):
         self.assertIsNotNone(result.error)
 
 
+class Pipelined(unittest.TestCase):
+    """RFC 2920: MAIL, the RCPTs and DATA go in one group and their replies are read in order."""
+
+    def start(self) -> tuple[SMTPClient, TLSRecordingTransport, task.Clock]:
+        c, t, clock = make()
+        d0 = defer.Deferred.fromCoroutine(c.start())
+        c.dataReceived(b"220 mx\r\n250-mx\r\n250 PIPELINING\r\n")
+        self.successResultOf(d0)
+        sent(t)
+        return c, t, clock
+
+    def test_replies_in_pieces_each_with_its_deadline(self) -> None:
+        """The RCPT replies may come in any pieces, each within the RCPT timeout of the one
+        before (not of the group's start), and each recipient gets its own."""
+        c, t, clock = self.start()
+        rcpts = [(f"u{n}@y", "") for n in range(4)]
+        d = defer.Deferred.fromCoroutine(c.transaction("a@x", rcpts, "", b"hello\r\n"))
+        self.assertEqual(sent(t)[-1], b"DATA")
+        c.dataReceived(b"250 ok\r\n250 2.1.5 u0\r\n250 2.1")
+        clock.advance(299)
+        c.dataReceived(b".5 u1\r\n550 5.1.1 u2 unknown\r\n")
+        clock.advance(299)  # 598 s after the group: still in time, 299 s after the last reply
+        c.dataReceived(b"250 2.1.5 u3\r\n354 go\r\n")
+        t.producer.resumeProducing()  # the transport pulls the data (a pull producer)
+        self.assertEqual(sent(t), [b"hello", b"."])
+        c.dataReceived(b"250 2.0.0 queued\r\n")
+        result = self.successResultOf(d)
+        self.assertIsNone(result.error)
+        self.assertEqual(
+            [str(r) for r in result.rcpts],
+            ["250 2.1.5 u0", "250 2.1.5 u1", "550 5.1.1 u2 unknown", "250 2.1.5 u3"],
+        )
+        self.assertEqual((str(result.data), str(result.end)), ("354 go", "250 2.0.0 queued"))
+
+    def test_silence_after_some_replies_keeps_them(self) -> None:
+        """A server that stops answering part-way through the RCPT replies: the transaction
+        reports the replies it got and the error, so only the unanswered are retried."""
+        c, t, clock = self.start()
+        rcpts = [("b@y", ""), ("c@y", ""), ("d@y", "")]
+        d = defer.Deferred.fromCoroutine(c.transaction("a@x", rcpts, "", b"x"))
+        c.dataReceived(b"250 ok\r\n250 b\r\n550 5.1.1 c\r\n")
+        clock.advance(299)
+        self.assertNoResult(d)
+        clock.advance(1)
+        result = self.successResultOf(d)
+        self.assertEqual(
+            [str(r) if r else None for r in result.rcpts], ["250 b", "550 5.1.1 c", None]
+        )
+        self.assertEqual(result.error.during, "rcpt")  # type: ignore[union-attr]
+        self.assertTrue(t.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
 class Encoding(unittest.TestCase):
     @settings(max_examples=200, deadline=None)
     @given(

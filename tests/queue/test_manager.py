@@ -12,6 +12,7 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import IQueue
 from cgtwist.queue.admin import QueueAdmin
 from cgtwist.queue.logical import SUSPENDED
+from cgtwist.queue.manager import _ROUTE_SLICE
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName
 from tests.queue.helpers import Agent, QueueTestCase, SyncPool, env
@@ -99,6 +100,87 @@ class DeliveryTests(QueueTestCase):
         self.pump(60)
         self.assertEqual(len(self.local.calls), 1)
         self.assertEqual(self.spooled(), [])
+
+    def test_attempts_back_during_a_journal_write_are_journaled_together(self) -> None:
+        """The results of a message's attempts that come back while a journal write of it is
+        on its way are written after it with one append, not one each; every attempt is
+        fed back only once its results are on disk, and all of them are there."""
+        held: list[Any] = []
+        pool = SyncPool()
+
+        class HeldPool:
+            def callInThreadWithCallback(self, *args: Any) -> None:
+                held.append(args)
+
+        self.smtp.behaviour = lambda q, r: ("pending", "451 4.3.0 later")
+        msg_id = self.submit(env("a@d1.example", "b@d2.example", "c@d3.example"))
+        self.spool._pool = HeldPool()  # type: ignore[assignment]
+        self.pump()
+        self.assertEqual(len(self.smtp.calls), 3)
+        self.assertEqual(len(held), 1)  # the first attempt's write; the others wait for it
+        appends = 0
+        while held:
+            pool.callInThreadWithCallback(*held.pop(0))
+            appends += 1
+            self.pump()
+        self.assertEqual(appends, 2)
+        m = self.manager.find(msg_id)
+        assert m is not None
+        self.assertTrue(all(job.due > 0 and not job.running for job in m.jobs.values()))
+        self.spool._pool = pool  # type: ignore[assignment]
+        entry = self.successResultOf(self.spool.load_entry(msg_id, with_data=False))
+        self.assertEqual(
+            [(r.state, r.detail) for r in entry.envelope.recipients],
+            [("pending", "451 4.3.0 later")] * 3,
+        )
+        self.assertEqual(sum(1 for h in entry.history if h.get("q")), 3)
+
+    def test_many_recipients_are_routed_a_slice_at_a_time(self) -> None:
+        """A message to many recipients (a list's distribution) is routed a slice per turn
+        of the reactor, not all in one, and then delivered once per destination with every
+        recipient there, as a small one is."""
+        rcpts = [f"u{n}@d{n % 3}.example" for n in range(300)]
+        msg_id = self.submit(env(*rcpts))
+        self.assertEqual(len(self.router.calls), _ROUTE_SLICE)
+        self.assertEqual(self.smtp.calls, [])
+        self.pump()
+        self.assertEqual(sorted(self.router.calls), sorted(rcpts))
+        self.assertEqual(
+            sorted((c[2], sorted(c[3])) for c in self.smtp.calls),
+            [
+                (f"SMTP(d{k}.example)", sorted(a for a in rcpts if a.endswith(f"@d{k}.example")))
+                for k in range(3)
+            ],
+        )
+        self.assertEqual(self.spooled(), [])
+        self.assertNotIn(msg_id, self.manager._msgs)
+
+    def test_recipient_routed_during_an_attempt_joins_the_next(self) -> None:
+        """A recipient whose routing was deferred, routed into a queue while an attempt there
+        runs, goes in that queue's next attempt (after the running one ends), and only the
+        recipients still pending go again."""
+        self.router.temp.add("b@remote.example")
+        self.smtp.behaviour = lambda q, r: None  # the first attempt hangs
+        msg_id = self.submit(env("a@remote.example", "b@remote.example", "c@remote.example"))
+        self.pump()
+        self.assertEqual(
+            [c[3] for c in self.smtp.calls], [["a@remote.example", "c@remote.example"]]
+        )
+        self.router.temp.clear()
+        self.pump(60)  # b is routed into SMTP(remote.example) while a and c are on the wire
+        self.assertEqual(len(self.smtp.calls), 1)
+        self.smtp.behaviour = lambda q, r: ("delivered", "250 ok")
+        hanging, self.smtp.hanging = self.smtp.hanging, []
+        ((d, rcpts),) = hanging
+        rcpts[0].state, rcpts[0].detail = "delivered", "250 ok"  # a delivered
+        rcpts[1].state, rcpts[1].detail = "pending", "451 try later"  # c deferred
+        d.callback(rcpts)
+        self.pump(3600)
+        self.assertEqual(
+            [c[3] for c in self.smtp.calls[1:]], [["b@remote.example", "c@remote.example"]]
+        )
+        self.assertEqual(self.spooled(), [])
+        self.assertNotIn(msg_id, self.manager._msgs)
 
     def test_router_permanent_mailerror(self) -> None:
         """A permanent MailError from the Router fails the recipient with its reply."""
