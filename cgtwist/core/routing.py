@@ -146,7 +146,7 @@ class Routing:
         expires = self._now() + self.FACT_TTL
         try:
             gen = router.resolve(self.table(), address, self.main_domain, kind, hops)
-            answer: Any = None
+            answer: object = None
             while True:
                 query = gen.send(answer)
                 kept, answer = self._facts.fresh(query)

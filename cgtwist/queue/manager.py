@@ -37,7 +37,7 @@ from cgtwist.queue.logical import LogicalQueue
 from cgtwist.queue.outcome import crashed, outcome, record, retry_or_expire, settle
 from cgtwist.queue.reports import Report, Reports
 from cgtwist.queue.scheduler import Scheduler
-from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Job, JournalBatch, Msg
+from cgtwist.queue.state import DELIVERED, FAILED, PENDING, HistoryRecord, Job, JournalBatch, Msg
 from cgtwist.settings import SettingsHolder
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.spool import Spool
@@ -293,10 +293,10 @@ class QueueManager:
             self._place(m)
             return defer.succeed(None)
         m.running += 1
-        waiting: list[defer.Deferred[Any]] = []
+        waiting: list[defer.Deferred[None]] = []
         temp: list[tuple[int, str]] = []  # (index, error) of temporary failures
 
-        def apply(value: Any, i: int) -> None:
+        def apply(value: object, i: int) -> None:
             r = rcpts[i]
             if isinstance(value, Route):
                 if value.module == "ERROR":
@@ -311,20 +311,19 @@ class QueueManager:
                     temp.append((i, value.getErrorMessage()))
                 else:
                     settle(m, i, FAILED, value.value.reply(), "")
+            elif isinstance(value, Failure):
+                temp.append((i, value.getErrorMessage()))
+                self.log.failure(
+                    "queue: routing {rcpt} of {msg_id} failed",
+                    value,
+                    rcpt=r.address,
+                    msg_id=m.msg_id,
+                )
             else:
-                failed = isinstance(value, Failure)
-                temp.append((i, value.getErrorMessage() if failed else "router returned no route"))
-                if failed:
-                    self.log.failure(
-                        "queue: routing {rcpt} of {msg_id} failed",
-                        value,
-                        rcpt=r.address,
-                        msg_id=m.msg_id,
-                    )
+                temp.append((i, "router returned no route"))
 
         def ask(i: int) -> None:
-            d = defer.maybeDeferred(self.router.route, rcpts[i].address)
-            d.addBoth(apply, i)
+            d = defer.maybeDeferred(self.router.route, rcpts[i].address).addBoth(apply, i)
             if not d.called:
                 waiting.append(d)
 
@@ -337,19 +336,21 @@ class QueueManager:
         for i in todo[:_ROUTE_SLICE]:
             ask(i)
         rest = todo[_ROUTE_SLICE:]
-        asked: defer.Deferred[Any] = (
-            self._coop.coiterate(slices(rest)) if rest else defer.succeed(None)
+        asked: defer.Deferred[None] = (
+            self._coop.coiterate(slices(rest)).addCallback(lambda _: None)
+            if rest
+            else defer.succeed(None)
         )
 
-        def answered(_: Any) -> defer.Deferred[Any]:
+        def answered(_: None) -> defer.Deferred[list[tuple[bool, None]]]:
             return defer.DeferredList(waiting, consumeErrors=True)
 
-        def routed(_: Any) -> defer.Deferred[None]:
+        def routed(_: object) -> defer.Deferred[None]:
             if temp:
                 self._route_later(m, max(temp)[1])  # the last recipient's, as they were asked
             return self.spool.update(m.msg_id, m.envelope)
 
-        def done(result: Any) -> None:
+        def done(result: object) -> None:
             m.running -= 1
             if isinstance(result, Failure):
                 self.log.error(
@@ -586,7 +587,7 @@ class QueueManager:
 
         return self.entry(msg_id).addCallback(loaded)
 
-    def note_attempt(self, msg_id: str, attempt: Any) -> None:
+    def note_attempt(self, msg_id: str, attempt: Mapping[str, object]) -> None:
         """Keep one host-level attempt in the message's history (``AttemptLog.note``)."""
         self.attempts.note(msg_id, attempt)
 
@@ -672,7 +673,7 @@ class QueueManager:
         return self._write_journal(m, list(job.indexes), [history])
 
     def _write_journal(
-        self, m: Msg, changed: list[int], history: list[dict[str, Any]]
+        self, m: Msg, changed: list[int], history: list[HistoryRecord]
     ) -> defer.Deferred[None]:
         extra = self.attempts.take(m.msg_id) + history
         d: defer.Deferred[None] = self.spool.update(m.msg_id, m.envelope, extra, changed=changed)
@@ -767,7 +768,7 @@ class QueueManager:
         self._refill()
 
 
-def _fire(waiters: list[defer.Deferred[None]], result: Any) -> None:
+def _fire(waiters: list[defer.Deferred[None]], result: object) -> None:
     """Give each waiter of a journal batch the write's outcome (None or the Failure)."""
     for w in waiters:
         if isinstance(result, Failure):

@@ -14,6 +14,9 @@ from cgtwist.types import Envelope, QueueName, Route
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
+HistoryRecord = dict[str, Any]
+"""One attempt's record in a message's journal (JSON: time, queue, recipients' outcomes)."""
+
 
 @dataclass(eq=False)
 class Job:
@@ -40,7 +43,7 @@ class JournalBatch:
     the Deferred each of those attempts waits on (fired once they are on disk)."""
 
     changed: list[int] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[HistoryRecord] = field(default_factory=list)
     waiters: list[defer.Deferred[None]] = field(default_factory=list)
 
 
