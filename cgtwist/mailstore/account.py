@@ -2,7 +2,9 @@
 
 Owns folder-level operations on one account's Maildir++ tree: create, delete, rename, list
 with wildcards and attributes (CHILDREN, SPECIAL-USE), subscriptions (Dovecot-style
-``subscriptions`` file), and the initial layout (INBOX plus Sent, Drafts, Trash, Junk). Every
+``subscriptions`` file), special-use attributes kept with their folders through CREATE (USE),
+RENAME and DELETE (``cgtwist.mailstore.specialuse``), and the initial layout (INBOX plus
+Sent, Drafts, Trash, Junk). Every
 name goes through ``cgtwist.mailstore.names``, which refuses anything that could leave the
 account's directory. Messages are handled by ``MaildirMailbox``.
 """
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from twisted.internet import defer
 from twisted.mail import imap4
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.account_settings import QuotaLimits
 from cgtwist.logs import Logger
-from cgtwist.mailstore import maildir, names
+from cgtwist.mailstore import maildir, names, specialuse
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.names import INBOX, MailboxNameError
 from cgtwist.mailstore.quota import Usage
@@ -28,8 +31,8 @@ if TYPE_CHECKING:
     from cgtwist.mailstore.notifier import MailboxNotifier
 
 SUBSCRIPTIONS_FILE = "subscriptions"
-# RFC 6154 special-use folders created for every new account.
-SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+# RFC 6154 special-use folders created for every new account (name: attribute).
+SPECIAL_USE = specialuse.DEFAULTS
 _DELETED_PREFIX = "cgtwist-deleted-"  # no leading dot: never listed as a folder
 
 
@@ -40,7 +43,10 @@ class MailboxError(imap4.MailboxException):
 def provision(path: str) -> bool:
     """(blocking) Create the Maildir at ``path`` with the special-use folders, subscribed.
 
-    Idempotent; True when anything was created. Used by the realm on first login.
+    Idempotent; True when anything was created. Used by the realm on first login. A default
+    attribute held by another existing folder (its folder was renamed, or CREATE gave it to
+    a new one) is left there: the default name is not made again beside it. One no folder
+    holds (its folder was deleted) goes back to a re-created default folder.
     """
     created = maildir.ensure(path)
     maildir.clean_tmp(path)
@@ -50,11 +56,32 @@ def provision(path: str) -> bool:
         elif entry.startswith("."):
             maildir.clean_tmp(os.path.join(path, entry))
     subs = _read_subscriptions(path)
-    for name in SPECIAL_USE:
+    uses = specialuse.load(path)
+    defaults: set[str] = set()
+    changed = False
+    for name, attr in SPECIAL_USE.items():
+        holder = uses.holder(attr)
+        if holder not in (None, name) and maildir.is_maildir(names.folder_path(path, holder)):
+            continue
+        defaults.add(name)
         created = maildir.ensure(names.folder_path(path, name)) or created
+        if attr not in uses.of(name):
+            uses.assign(name, uses.of(name) + (attr,))
+            changed = True
+    if changed and specialuse.file_exists(path):  # without the file the defaults hold
+        specialuse.save(path, uses.snapshot())
     if created or not os.path.exists(os.path.join(path, SUBSCRIPTIONS_FILE)):
-        _write_subscriptions(path, subs | {INBOX, *SPECIAL_USE})
+        _write_subscriptions(path, subs | {INBOX, *defaults})
     return created
+
+
+def _remove_new(dirs: list[str]) -> None:
+    """(blocking) Take back folders a refused CREATE made: remove them, then make that
+    durable, innermost first."""
+    for d in reversed(dirs):
+        shutil.rmtree(d, ignore_errors=True)
+    if dirs:
+        maildir.fsync_dir(os.path.dirname(dirs[0]))
 
 
 def _ensure_all(dirs: list[str]) -> None:
@@ -214,6 +241,7 @@ class MaildirAccount:
         self.max_folders = max_folders
         self._quota_limits = quota_limits
         self._subs: Optional[set[str]] = None
+        self._uses: Optional[specialuse.SpecialUseMap] = None
 
     # -- quota (RFC 9208; the count is cgtwist.mailstore.quota's) ---------------------------
 
@@ -264,7 +292,43 @@ class MaildirAccount:
             raise MailboxError(f"[CANNOT] Invalid mailbox name: {e}") from None
 
     def special_use_of(self, canon: str) -> Optional[str]:
-        return SPECIAL_USE.get(canon)
+        """The folder's special-use attributes, space-separated (RFC 6154), or None."""
+        return " ".join(self.special_uses_of(canon)) or None
+
+    def special_uses_of(self, canon: str) -> tuple[str, ...]:
+        return self._special().of(canon)
+
+    def _special(self) -> specialuse.SpecialUseMap:
+        """The account's special-use map, one shared by all its sessions in this process."""
+        if self._uses is None:
+            self._uses = self.notifier.shared(
+                ("specialuse", self.path), lambda: specialuse.load(self.path)
+            )
+        return self._uses
+
+    def _save_special(self) -> defer.Deferred[None]:
+        """Write the map as it is when the write's turn comes, durably (in a thread); writes
+        of one account happen in order. A failure is logged by the notifier and passed on."""
+        return self.notifier.write_serialised(
+            ("specialuse", self.path),
+            lambda: (specialuse.save, self.path, self._special().snapshot()),
+        )
+
+    def _use_attrs(self, canon: str, use: Sequence[str]) -> tuple[str, ...]:
+        """CREATE's USE attributes for ``canon`` as stored, or MailboxError ``[USEATTR]``
+        (RFC 6154 §5.1) for one the server does not honour or another folder holds."""
+        try:
+            attrs = specialuse.canonical(use)
+        except specialuse.UseAttrError as e:
+            raise MailboxError(f"[USEATTR] {e}") from None
+        uses = self._special()
+        for attr in attrs:
+            holder = uses.holder(attr)
+            if holder is not None and holder != canon and self.exists(holder):
+                raise MailboxError(f"[USEATTR] Another mailbox already has the special use {attr}")
+            if uses.creating(holder):
+                raise MailboxError(f"[USEATTR] A mailbox is being created with {attr}")
+        return attrs
 
     def exists(self, name: Union[str, bytes]) -> bool:
         try:
@@ -304,10 +368,15 @@ class MaildirAccount:
     def addMailbox(self, name: Union[str, bytes], mbox: Any = None) -> defer.Deferred[bool]:
         return self.create(name)
 
-    def create(self, pathspec: Union[str, bytes]) -> defer.Deferred[bool]:
+    def create(self, pathspec: Union[str, bytes], use: Sequence[str] = ()) -> defer.Deferred[bool]:
         """CREATE (RFC 3501 §6.3.3): a trailing delimiter is dropped; missing parents are
         created too. Raises MailboxError (e.g. ``[ALREADYEXISTS]``) when refused; otherwise
-        fires once the new folders are durable (made in a thread)."""
+        fires once the new folders are durable (made in a thread).
+
+        ``use`` (RFC 6154 §5.1 ``CREATE name (USE (...))``) gives the new folder those
+        special-use attributes; one refused is ``[USEATTR]`` and nothing is created. The
+        folder is made first and its attributes written after, so a crash between the two
+        leaves a plain folder whose CREATE was never answered; a failed write removes it."""
         if isinstance(pathspec, bytes):
             try:
                 pathspec = names.mutf7_decode(pathspec)
@@ -322,15 +391,54 @@ class MaildirAccount:
             self._dir(p) for p in names.parent_names(canon) if p != INBOX and not self.exists(p)
         ]
         dirs.append(self._dir(canon))
+        attrs = self._use_attrs(canon, use)
+        uses = self._special()
+        new_names = [p for p in names.parent_names(canon) if p != INBOX and not self.exists(p)]
+        new_names.append(canon)
+        # A name of a folder deleted behind the server's back may still hold attributes: a
+        # new folder starts without them.
+        stale = any(uses.of(n) for n in new_names)
 
         def made(_: object) -> bool:
-            self.log.info("{account} created folder {folder}", account=self.account, folder=canon)
+            self.log.info(
+                "{account} created folder {folder}{use}",
+                account=self.account,
+                folder=canon,
+                use=f" with special use {' '.join(attrs)}" if attrs else "",
+            )
             return True
 
         if self.max_folders:
             d = self.notifier.run(_ensure_within, self.path, dirs, self.max_folders)
+        else:
+            d = self.notifier.run(_ensure_all, dirs)
+        if not attrs and not stale:
             return d.addCallback(made)
-        return self.notifier.run(_ensure_all, dirs).addCallback(made)
+        for n in new_names:
+            uses.assign(n, attrs if n == canon else ())
+        uses.begin(canon)  # its attributes are claimed while the folder is being made
+
+        def not_made(failure: Failure) -> Failure:
+            uses.end(canon)
+            uses.drop(canon)
+            return failure
+
+        def record(_: object) -> defer.Deferred[bool]:
+            uses.end(canon)
+
+            def unwritten(failure: Failure) -> defer.Deferred[bool]:
+                uses.drop(canon)
+                self.log.warn(
+                    "{account}: special use of {folder} not written, folder removed",
+                    account=self.account,
+                    folder=canon,
+                )
+                removed = self.notifier.run(_remove_new, dirs)
+                return removed.addBoth(lambda _: failure)
+
+            return self._save_special().addCallbacks(made, unwritten)
+
+        return d.addCallbacks(record, not_made)
 
     def select(
         self, name: Union[str, bytes], rw: bool = True
@@ -361,14 +469,18 @@ class MaildirAccount:
             raise MailboxError("[NONEXISTENT] No such mailbox")
         graveyard = os.path.join(self.path, _DELETED_PREFIX + os.urandom(8).hex())
 
-        def gone(_: object) -> bool:
+        def gone(_: object) -> Union[bool, defer.Deferred[bool]]:
             self.notifier.forget(self.account, canon)
             self.notifier.usage.forget(self.account)  # its messages went: count again
             self.notifier.run(shutil.rmtree, graveyard, True)
             # The subscription stays: RFC 3501 §6.3.9 forbids the server to remove a name
             # from the list on its own (LIST (SUBSCRIBED) shows it \\NonExistent, RFC 5258).
             self.log.info("{account} deleted folder {folder}", account=self.account, folder=canon)
-            return True
+            if not self._special().drop(canon):
+                return True
+            # Its special use goes with it (a folder re-created under the name is a new
+            # one). The folder is gone whatever the write does: a failure is only logged.
+            return self._save_special().addBoth(lambda _: True)
 
         # Renamed out of sight and that made durable (a thread's work), then removed at
         # leisure: a cut never brings back a folder whose DELETE was answered.
@@ -418,17 +530,22 @@ class MaildirAccount:
         def moved(result: object) -> object:
             # Also after a failure: the sessions must follow the folders that did move.
             subs = self._subscriptions()
-            changed = False
+            uses = self._special()
+            changed = used = False
             for n, p, target, tpath in moves:
                 if (p, tpath) not in done:
                     continue
                 self.notifier.renamed(self.account, n, target, tpath)
+                used = uses.rename(n, target) or used  # RFC 6154: the use goes with it
                 if n in subs:
                     subs.discard(n)
                     subs.add(target)
                     changed = True
             if changed:
                 self._save_subscriptions()
+            if used:
+                # The folders moved whatever the write does: a failure is only logged.
+                return self._save_special().addBoth(lambda _: result)
             return result
 
         def renamed(_: object) -> bool:
@@ -533,6 +650,7 @@ class MaildirAccount:
         for n in existing:
             all_names.update(names.parent_names(n))
         children = {p for n in all_names for p in names.parent_names(n)}
+        uses = self._special()
         out = []
         for n in sorted(all_names, key=lambda x: (x != INBOX, x)):
             if not rx.matches(n):
@@ -540,9 +658,8 @@ class MaildirAccount:
             attrs = ["\\HasChildren" if n in children else "\\HasNoChildren"]
             if n not in existing:
                 attrs.insert(0, "\\Noselect")
-            su = SPECIAL_USE.get(n)
-            if su:
-                attrs.append(su)
+            else:
+                attrs.extend(uses.of(n))
             out.append((n, MailboxInfo(n, attrs)))
         return out
 
@@ -575,6 +692,7 @@ class MaildirAccount:
             all_names.update(names.parent_names(n))
         children = {p for n in all_names for p in names.parent_names(n)}
         subs = set(self._subscriptions())
+        uses = self._special()
         parents_of_unmatched: set[str] = set()
         if subscribed and recursive:
             for s in subs:
@@ -588,7 +706,7 @@ class MaildirAccount:
             info = ["SUBSCRIBED"] if n in parents_of_unmatched else []
             if subscribed and n not in subs and not info:
                 continue
-            su = SPECIAL_USE.get(n) if n in existing else None
+            su = uses.of(n) if n in existing else ()
             if special_use and not su:
                 continue
             if n in all_names:
@@ -599,8 +717,7 @@ class MaildirAccount:
                 attrs = ["\\NonExistent"]  # RFC 5258 §3.4: implies \\Noselect
             if n in subs and (subscribed or mark_subscribed):
                 attrs.append("\\Subscribed")
-            if su:
-                attrs.append(su)
+            attrs.extend(su)
             out.append((n, MailboxInfo(n, attrs, info)))
         return out
 

@@ -11,7 +11,7 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, TypeVar, cast
 
 from twisted.internet import defer, threads
 from zope.interface import implementer
@@ -21,6 +21,8 @@ from cgtwist.logs import Logger
 from cgtwist.mailstore import index, names
 from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.quota import UsageBook
+
+_T = TypeVar("_T")
 
 
 @implementer(IMailboxNotifier)
@@ -59,7 +61,7 @@ class MailboxNotifier:
             weakref.WeakValueDictionary()
         )
         self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
-        self._shared: dict[Hashable, set[str]] = {}
+        self._shared: dict[Hashable, object] = {}
         self._write_locks: dict[Hashable, defer.DeferredLock] = {}
         self.usage = UsageBook(self.run, reactor.seconds if reactor is not None else time.monotonic)
 
@@ -73,10 +75,14 @@ class MailboxNotifier:
     def shared_set(self, key: Hashable, load: Callable[[], set[str]]) -> set[str]:
         """A set shared by every session of this process (e.g. an account's subscriptions),
         loaded once with ``load`` (blocking but small: one file)."""
-        s = self._shared.get(key)
-        if s is None:
-            s = self._shared[key] = load()
-        return s
+        return self.shared(key, load)
+
+    def shared(self, key: Hashable, load: Callable[[], _T]) -> _T:
+        """State shared by every session of this process (e.g. an account's special-use
+        map), loaded once with ``load``; the key's owner picks one type for it."""
+        if key not in self._shared:
+            self._shared[key] = load()
+        return cast(_T, self._shared[key])
 
     def write_serialised(
         self, key: Hashable, job: Callable[[], tuple[Any, ...]]
