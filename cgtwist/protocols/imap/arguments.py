@@ -1,7 +1,8 @@
 """IMAP command arguments as Twisted's dispatcher asks for them, parsed right and bounded.
 
 Owns the argument parsers CgIMAP4Server's command tables name (``arg_astring``,
-``arg_seqset`` with SEARCHRES ``$``, ``arg_plist``, ``opt_plist``, ``arg_flaglist``,
+``arg_seqset`` with SEARCHRES ``$``, ``arg_plist``, ``opt_plist``, ``opt_create_params``,
+``arg_flaglist``,
 ``arg_fetchatt`` with BINARY items) where Twisted's ignore quoted-string escapes, raise bare
 Exceptions or copy the line per list item (quadratic), and the check of a flag list. Each
 returns (value, rest of the line) or a Deferred for a literal, or raises
@@ -16,6 +17,7 @@ from twisted.mail import imap4
 
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
+from cgtwist.protocols.imap import createparams as imap_createparams
 from cgtwist.protocols.imap import parse as imap_parse
 
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
@@ -129,6 +131,17 @@ class ArgumentParsers:
         if line.startswith(b"("):
             return self.arg_plist(line)
         return None, line
+
+    def opt_create_params(self, line: Optional[bytes]) -> tuple[tuple[str, ...], bytes]:
+        """CREATE's optional parameters (RFC 4466 §2.2): the USE attributes (RFC 6154 §5.1),
+        none when the line ends after the name; the whole rest of the line is read."""
+        line = (line or b"").strip(b" ")
+        if not line:
+            return (), b""
+        try:
+            return imap_createparams.parse(line), b""
+        except imap_parse.ParseError as e:
+            raise imap4.IllegalClientResponse(str(e)) from None
 
     def arg_flaglist(self, line: Optional[bytes]) -> Any:
         line = line or b""  # Twisted passes None when the line ran out

@@ -275,10 +275,16 @@ class MailboxCommands(ArgumentParsers):
         d.addCallback(lambda _: self.sendPositiveResponse(tag, ok))
         d.addErrback(self._fail(tag, what))
 
-    def do_CREATE(self, tag: bytes, name: bytes) -> None:
-        self._account_call(
-            tag, "CREATE", b"CREATE completed", self.account.create, self._mailbox_arg(name)
-        )
+    def do_CREATE(self, tag: bytes, name: bytes, use: tuple[str, ...] = ()) -> None:
+        """CREATE, with RFC 6154's ``(USE (...))`` special-use attributes when given (the
+        account refuses those it cannot assign: ``NO [USEATTR]``)."""
+        mailbox = self._mailbox_arg(name)
+        if use:
+            self._account_call(
+                tag, "CREATE", b"CREATE completed", self.account.create, mailbox, use
+            )
+        else:
+            self._account_call(tag, "CREATE", b"CREATE completed", self.account.create, mailbox)
 
     def do_DELETE(self, tag: bytes, name: bytes) -> None:
         self._account_call(
@@ -314,7 +320,9 @@ class MailboxCommands(ArgumentParsers):
         )
 
     _astr = ArgumentParsers.arg_astring
-    mailbox_commands.add("auth select", "CREATE", do_CREATE, _astr)
+    mailbox_commands.add(
+        "auth select", "CREATE", do_CREATE, _astr, ArgumentParsers.opt_create_params
+    )
     mailbox_commands.add("auth select", "DELETE", do_DELETE, _astr)
     mailbox_commands.add("auth select", "RENAME", do_RENAME, _astr, _astr)
     mailbox_commands.add("auth select", "SUBSCRIBE", do_SUBSCRIBE, _astr)

@@ -241,6 +241,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
             b"MOVE",
             b"UNSELECT",
             b"SPECIAL-USE",
+            b"CREATE-SPECIAL-USE",  # RFC 6154 §5.1
             b"CHILDREN",
             *_SORT_CAPS,
             b"ESEARCH",
