@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence, Union
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -320,15 +320,21 @@ class MaildirAccount:
         try:
             attrs = specialuse.canonical(use)
         except specialuse.UseAttrError as e:
-            raise MailboxError(f"[USEATTR] {e}") from None
+            self._refused(canon, str(e))
         uses = self._special()
         for attr in attrs:
             holder = uses.holder(attr)
             if holder is not None and holder != canon and self.exists(holder):
-                raise MailboxError(f"[USEATTR] Another mailbox already has the special use {attr}")
+                self._refused(canon, f"Another mailbox already has the special use {attr}")
             if uses.creating(holder):
-                raise MailboxError(f"[USEATTR] A mailbox is being created with {attr}")
+                self._refused(canon, f"A mailbox is being created with {attr}")
         return attrs
+
+    def _refused(self, canon: str, why: str) -> NoReturn:
+        self.log.info(
+            "{account}: CREATE {folder} refused: {why}", account=self.account, folder=canon, why=why
+        )
+        raise MailboxError(f"[USEATTR] {why}")
 
     def exists(self, name: Union[str, bytes]) -> bool:
         try:
