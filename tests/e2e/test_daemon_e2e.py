@@ -104,7 +104,8 @@ def test_settings_changes_are_logged_when_applied(tmp_path) -> None:  # type: ig
             assert r.stderr == (
                 "cgtwist-admin: error: unknown account setting 'nonsense.key' "
                 "(known: admin, domain_admin, mail.max_message_size, password.min_classes, "
-                "password.min_length, quota.max_folders, rules.allowed, smtp.send_as)\n"
+                "password.min_length, quota.grace, quota.max_folders, quota.messages, "
+                "quota.storage, rules.allowed, smtp.send_as)\n"
             )
             srv.admin("settings", "unset", "smtp.max_recipients")
             wait_for(
