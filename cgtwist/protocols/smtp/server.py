@@ -27,6 +27,7 @@ from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IAuthPenalty, IClientAccess, IMessageCheck, IPolicy, ISubmission
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
+from cgtwist.protocols.deadlines import DeadlineTimers
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp.data import DataReader
@@ -408,6 +409,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.tls = tls
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
+        self.deadline_timers = DeadlineTimers(clock)
         self.connections = 0
         self.per_ip = PerIPConnections(
             settings,
