@@ -12,7 +12,7 @@ set -eu
 N=${1:-500}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
+PYTHONHASHSEED=0 valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
   --dump-after=functools_reduce --callgrind-out-file="$OUT/cg.out" \
   "$PY" "$HERE/smtp_receive_cpu.py" "$CONFIG" "$N" 10 --callgrind --warmup 100 >/dev/null 2>&1
 # cg.out.1: the round of N/5 messages; cg.out.2: the round of N; both after the same warm-up.

@@ -48,7 +48,7 @@ def _fired(d: defer.Deferred[T]) -> Union[T, Literal[_Later.LATER]]:
     fired yet, or failed; the caller then awaits ``d``, which reports the failure."""
     if d.called and not d.paused:
         result = d.result
-        if not isinstance(result, (Failure, defer.Deferred)):
+        if not isinstance(result, Failure):
             return result  # type: ignore[return-value]  # the value d fired with
     return _Later.LATER
 
