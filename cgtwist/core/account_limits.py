@@ -11,9 +11,10 @@ Router's facts are. It decides nothing about routing and does no I/O but the sto
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Literal, Optional, Protocol, Union
 
 from twisted.internet.defer import Deferred
 
@@ -29,6 +30,11 @@ def too_big(limit: int, address: str) -> MailError:
     return MailError(
         552, "5.3.4", f"Message size exceeds the limit of <{address}> ({limit} octets)"
     )
+
+
+def mail_disabled(address: str) -> MailError:
+    """550 5.2.1: CommuniGate's disabled Mail service means the account receives nothing."""
+    return MailError(550, "5.2.1", f"<{address}>: Mailbox disabled, not accepting mail")
 
 
 Scoped = Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]
@@ -50,11 +56,34 @@ class Account:
     services: frozenset[str]
 
 
+class Cache(enum.Enum):
+    """``AccountLimits.cached``'s answer when it has none: ask the store (``account``)."""
+
+    MISS = 0
+
+
+def size_refusal_of(account: Optional[Account], address: str, size: int) -> Optional[MailError]:
+    """552 5.3.4 when ``size`` octets are more than ``account`` (None: not an account, no
+    limit of its own) receives."""
+    limit = account.settings.values.mail.max_message_size if account is not None else 0
+    if limit and size > limit:
+        return too_big(limit, address)
+    return None
+
+
+def mail_refusal_of(account: Optional[Account], address: str) -> Optional[MailError]:
+    """550 5.2.1 when ``account`` (or its domain) has the Mail service off."""
+    if account is not None and "mail" not in account.services:
+        return mail_disabled(address)
+    return None
+
+
 class AccountLimits:
-    """``effective(address)`` and ``size_refusal(address, size)`` for accounts of ``accounts``
-    (an AccountStore with ``get_scoped_settings``), under the server settings of ``settings``,
-    kept ``TTL`` seconds by ``now`` (monotonic, as the Router's facts: a wall-clock step back
-    must not keep an answer for hours)."""
+    """``effective(address)``, ``size_refusal(address, size)`` and ``mail_refusal(address)``
+    for accounts of ``accounts`` (an AccountStore with ``get_scoped_settings``), under the
+    server settings of ``settings``, kept ``TTL`` seconds by ``now`` (monotonic, as the
+    Router's facts: a wall-clock step back must not keep an answer for hours); ``cached``
+    answers from what is kept, without waiting."""
 
     TTL = 5.0
     MAX_CACHED = 10000
@@ -67,17 +96,29 @@ class AccountLimits:
     ) -> None:
         self._accounts = accounts
         self._settings = settings
+        self._now = now
         self._cache: Expiring[str, Optional[Account]] = Expiring(now, self.TTL, self.MAX_CACHED)
         settings.subscribe(lambda _s: self._cache.clear())
 
     async def effective(self, address: str) -> Optional[Effective]:
         """The settings in force for account ``address`` (None: not an account)."""
-        account = await self._account(address)
+        account = await self.account(address)
         return account.settings if account is not None else None
 
-    async def _account(self, address: str) -> Optional[Account]:
+    async def account(self, address: str) -> Optional[Account]:
+        """Account ``address`` as the receiving side sees it (None: not an account)."""
         key = address.lower()
         return await self._cache.fetch(key, lambda: self._read(key))
+
+    def cached(self, address: str) -> Union[Optional[Account], Literal[Cache.MISS]]:
+        """What ``account`` would answer at once from the cache, or Cache.MISS: the checks
+        of a message to an account asked about in the last seconds (a burst, and every
+        message's second look after DATA) run without a coroutine or a Deferred."""
+        key = address.lower()
+        expires = self._cache.expires(key)
+        if expires is None or expires <= self._now():
+            return Cache.MISS
+        return self._cache.stale(key)
 
     async def _read(self, key: str) -> Optional[Account]:
         name, _, domain = key.rpartition("@")
@@ -90,16 +131,9 @@ class AccountLimits:
 
     async def size_refusal(self, address: str, size: int) -> Optional[MailError]:
         """552 5.3.4 when ``size`` octets are more than account ``address`` receives."""
-        eff = await self.effective(address)
-        limit = eff.values.mail.max_message_size if eff is not None else 0
-        if limit and size > limit:
-            return too_big(limit, address)
-        return None
+        return size_refusal_of(await self.account(address), address, size)
 
     async def mail_refusal(self, address: str) -> Optional[MailError]:
         """550 5.2.1 when account ``address`` (or its domain) has the Mail service off:
         CommuniGate's disabled Mail service means the account receives nothing."""
-        account = await self._account(address)
-        if account is not None and "mail" not in account.services:
-            return MailError(550, "5.2.1", f"<{address}>: Mailbox disabled, not accepting mail")
-        return None
+        return mail_refusal_of(await self.account(address), address)

@@ -13,13 +13,20 @@ does DNS or I/O itself.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Mapping, NoReturn, Optional
+import enum
+from typing import Any, Awaitable, Literal, Mapping, NoReturn, Optional, TypeVar, Union, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cgtwist.core.account_limits import AccountLimits
+from cgtwist.core.account_limits import (
+    Account,
+    AccountLimits,
+    Cache,
+    mail_refusal_of,
+    size_refusal_of,
+)
 from cgtwist.core.routing import route_error
 from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
@@ -29,6 +36,21 @@ from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
 
 LOCAL_MODULES = frozenset({"LOCAL", "PIPE", "LIST", "NULL", "GROUP"})
+T = TypeVar("T")
+
+
+class _Later(enum.Enum):
+    LATER = 0  # _fired: no value yet (or a failure): await the Deferred
+
+
+def _fired(d: defer.Deferred[T]) -> Union[T, Literal[_Later.LATER]]:
+    """The value ``d`` has already fired with (the Router's cache answered), or LATER: not
+    fired yet, or failed; the caller then awaits ``d``, which reports the failure."""
+    if d.called and not d.paused:
+        result = d.result
+        if not isinstance(result, Failure):
+            return cast(T, result)  # the value d fired with
+    return _Later.LATER
 
 
 @implementer(IPolicy, IMessageCheck)
@@ -71,17 +93,48 @@ class BasicPolicy:
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> defer.Deferred[None]:
         """After DATA, before the message is queued: each local recipient's maximum message
-        size (552 5.3.4), then the From: check (``smtp.check_from_header``)."""
-        return defer.ensureDeferred(self._check_message(session, envelope, message))
+        size (552 5.3.4), then the From: check (``smtp.check_from_header``).
+
+        Every message takes this path, and its recipients' routes and accounts were asked
+        about at RCPT moments ago: answered from the Router's and the limits' caches it runs
+        at once, without a coroutine; whatever is not cached any more is asked for then."""
+        if self.limits is not None:
+            size = len(message)
+            for i, rcpt in enumerate(envelope.recipients):
+                d = self.router.route(rcpt.address, "mail")
+                route = _fired(d)
+                if route is _Later.LATER:
+                    return defer.ensureDeferred(
+                        self._check_message(session, envelope, message, i, d)
+                    )
+                if route.module.upper() != "LOCAL":
+                    continue
+                account = self.limits.cached(route.address)
+                if account is Cache.MISS:
+                    return defer.ensureDeferred(
+                        self._check_message(session, envelope, message, i, d)
+                    )
+                refusal = size_refusal_of(account, route.address, size)
+                if refusal is not None:
+                    return defer.fail(self._too_big(session, rcpt.address, route, size, refusal))
+        if session.account and self.settings.current.smtp.check_from_header:
+            return defer.ensureDeferred(self._from_owned(session, message))
+        return defer.succeed(None)
 
     async def _check_message(
-        self, session: SessionInfo, envelope: Envelope, message: bytes
+        self,
+        session: SessionInfo,
+        envelope: Envelope,
+        message: bytes,
+        start: int,
+        first: defer.Deferred[Route],
     ) -> None:
-        if self.limits is not None:
-            for rcpt in envelope.recipients:
-                route: Route = await self.router.route(rcpt.address, "mail")
-                if route.module.upper() == "LOCAL":
-                    await self._size_fits(session, rcpt.address, route, len(message))
+        """``check_message`` from recipient ``start`` on, whose route ``first`` brings."""
+        assert self.limits is not None
+        for i, rcpt in enumerate(envelope.recipients[start:]):
+            route: Route = await (first if i == 0 else self.router.route(rcpt.address, "mail"))
+            if route.module.upper() == "LOCAL":
+                await self._size_fits(session, rcpt.address, route, len(message))
         if session.account and self.settings.current.smtp.check_from_header:
             await self._from_owned(session, message)
 
@@ -89,9 +142,23 @@ class BasicPolicy:
         self, session: SessionInfo, recipient: str, route: Route, size: int
     ) -> str:
         """A local account takes mail (its Mail service) and, RFC 1870 §6.2, a declared SIZE
-        larger than it takes is refused at RCPT."""
+        larger than it takes is refused at RCPT (``_fits``, once the account is read)."""
         assert self.limits is not None
-        refusal = await self._limit("rcpt check", route, self.limits.mail_refusal(route.address))
+        account = await self._limit("rcpt check", route, self.limits.account(route.address))
+        self._fits(session, recipient, route, size, account)
+        return recipient
+
+    def _fits(
+        self,
+        session: SessionInfo,
+        recipient: str,
+        route: Route,
+        size: int,
+        account: Optional[Account],
+    ) -> None:
+        """Raise (and log) the refusal of ``recipient`` at RCPT by its LOCAL ``account``: the
+        Mail service off, or a declared ``size`` over its limit."""
+        refusal = mail_refusal_of(account, route.address)
         if refusal is not None:
             self.log.info(
                 "recipient refused: Mail service off for {account}: peer={peer} rcpt={rcpt}",
@@ -100,9 +167,9 @@ class BasicPolicy:
                 rcpt=recipient,
             )
             raise refusal
-        if size:
-            await self._size_fits(session, recipient, route, size)
-        return recipient
+        refusal = size_refusal_of(account, route.address, size) if size else None
+        if refusal is not None:
+            raise self._too_big(session, recipient, route, size, refusal)
 
     async def _size_fits(
         self, session: SessionInfo, recipient: str, route: Route, size: int
@@ -110,23 +177,26 @@ class BasicPolicy:
         """Raise 552 5.3.4 when the LOCAL account ``route`` leads ``recipient`` to takes less
         than ``size`` octets (RFC 1870 §6.2)."""
         assert self.limits is not None
-        check = self.limits.size_refusal(route.address, size)
-        refusal = await self._limit("size check", route, check)
+        account = await self._limit("size check", route, self.limits.account(route.address))
+        refusal = size_refusal_of(account, route.address, size)
         if refusal is not None:
-            self.log.info(
-                "message too big for {account}: peer={peer} rcpt={rcpt} size={size} {why}",
-                account=route.address,
-                peer=session.peer_ip,
-                rcpt=recipient,
-                size=size,
-                why=refusal.text,
-            )
-            raise refusal
+            raise self._too_big(session, recipient, route, size, refusal)
 
-    async def _limit(
-        self, what: str, route: Route, check: Awaitable[Optional[MailError]]
-    ) -> Optional[MailError]:
-        """The refusal an account limit gives; a store that cannot answer is a 451, never a
+    def _too_big(
+        self, session: SessionInfo, recipient: str, route: Route, size: int, refusal: MailError
+    ) -> MailError:
+        self.log.info(
+            "message too big for {account}: peer={peer} rcpt={rcpt} size={size} {why}",
+            account=route.address,
+            peer=session.peer_ip,
+            rcpt=recipient,
+            size=size,
+            why=refusal.text,
+        )
+        return refusal
+
+    async def _limit(self, what: str, route: Route, check: Awaitable[T]) -> T:
+        """What the store says of an account; a store that cannot answer is a 451, never a
         silent pass."""
         try:
             return await check
@@ -201,7 +271,11 @@ class BasicPolicy:
         if module == "LOCAL" and self.limits is not None:
             declared = params.get("SIZE", "")
             size = int(declared) if declared.isdigit() else 0
-            return defer.ensureDeferred(self._local_fits(session, recipient, route, size))
+            account = self.limits.cached(route.address)
+            if account is Cache.MISS:
+                return defer.ensureDeferred(self._local_fits(session, recipient, route, size))
+            self._fits(session, recipient, route, size, account)
+            return recipient
         if module in LOCAL_MODULES:
             return recipient
         if module == "ERROR":

@@ -92,6 +92,26 @@ class SizeTests(PolicyCase):
         self.assertIsNone(self.data(1000, "alice@ours.example"))
         self.flushLoggedErrors()
 
+    def test_after_data_the_accounts_read_at_rcpt_answer(self) -> None:
+        """The size check after DATA uses the account RCPT read moments ago (no store read);
+        once that answer has expired it reads the account again, with the same verdict."""
+        self.store.domains["ours.example"]["mail.max_message_size"] = 1000
+        self.assertEqual(self.rcpt("alice@ours.example"), "alice@ours.example")
+        self.assertEqual(self.data(3739, "alice@ours.example").value.code, 552)
+        self.assertIsNone(self.data(1000, "alice@ours.example"))
+        self.assertEqual(self.store.reads, 1)
+        self.clock.advance(AccountLimits.TTL + 1)
+        self.assertEqual(self.data(3739, "alice@ours.example").value.code, 552)
+        self.assertEqual(self.store.reads, 2)
+        self.store.held = []  # the next read is not answered yet: the check waits for it
+        self.clock.advance(AccountLimits.TTL + 1)
+        out: list[Any] = []
+        env = Envelope("s@far.example", [Recipient("alice@ours.example")])
+        self.policy.check_message(session(), env, b"x" * 3739).addBoth(out.append)
+        self.assertEqual(out, [])
+        self.store.held[0].callback(None)
+        self.assertEqual(out[0].value.code, 552)
+
     def test_account_overrides_domain_overrides_server(self) -> None:
         self.settings.replace(Settings({"account_defaults.mail.max_message_size": 500}))
         self.assertEqual(self.data(600, "alice@ours.example").value.code, 552)

@@ -7,7 +7,7 @@ from twisted.trial import unittest
 from zope.interface import alsoProvides, implementer
 
 from cgtwist.interfaces import IClientAccess, ISessionWatch
-from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
+from cgtwist.protocols.deadlines import Deadlines, DeadlineTimers, transfer_allowance
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import FakePolicy, Harness
 
@@ -224,6 +224,103 @@ class DeadlinesTests(unittest.TestCase):
         clock.advance(100)
         self.assertEqual(fired, ["b"])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_connections_share_one_timer(self) -> None:
+        """The deadlines of a listener's connections ride on one reactor timer, set for the
+        earliest; each still fires at its own time, and cancelled ones never fire."""
+        from twisted.internet.task import Clock
+
+        clock, fired = Clock(), []
+        timers = DeadlineTimers(clock)
+        one, two = Deadlines(clock, timers), Deadlines(clock, timers)
+        one.arm("session", 100, lambda: fired.append("one session"))
+        two.arm("session", 100, lambda: fired.append("two session"))
+        one.arm("data", 30, lambda: fired.append("one data"))
+        two.arm("data", 20, lambda: fired.append("two data"))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        two.cancel("data")  # its message ended
+        clock.advance(25)
+        self.assertEqual(fired, [])
+        clock.advance(5)
+        self.assertEqual(fired, ["one data"])
+        self.assertFalse(one.armed("data"))
+        two.cancel_all()  # disconnected
+        clock.advance(70)
+        self.assertEqual(fired, ["one data", "one session"])
+        self.assertEqual(clock.getDelayedCalls(), [])  # nothing left: no timer
+
+    def test_earlier_deadline_moves_the_timer(self) -> None:
+        from twisted.internet.task import Clock
+
+        clock, fired = Clock(), []
+        timers = DeadlineTimers(clock)
+        one, two = Deadlines(clock, timers), Deadlines(clock, timers)
+        one.arm("session", 3600, lambda: fired.append("session"))
+        clock.advance(10)
+        two.arm("line", 60, lambda: fired.append("line"))
+        clock.advance(60)
+        self.assertEqual(fired, ["line"])
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [3600.0])
+
+    def test_deadline_armed_while_firing(self) -> None:
+        """An expired deadline may arm another (the DATA deadline looks again later) or
+        cancel one of another connection; the timer follows."""
+        from twisted.internet.task import Clock
+
+        clock, fired = Clock(), []
+        timers = DeadlineTimers(clock)
+        one, two = Deadlines(clock, timers), Deadlines(clock, timers)
+
+        def again() -> None:
+            fired.append(("data", clock.seconds()))
+            if len([f for f in fired if f[0] == "data"]) < 3:
+                one.arm("data", 10, again)
+            two.cancel("session")
+
+        one.arm("data", 10, again)
+        two.arm("session", 25, lambda: fired.append(("session", clock.seconds())))
+        two.arm("line", 15, lambda: fired.append(("line", clock.seconds())))
+        for _ in range(5):
+            clock.advance(10)
+        # (Clock.advance runs what is due with the clock already at the advanced time.)
+        self.assertEqual(fired, [("data", 10.0), ("line", 20.0), ("data", 20.0), ("data", 30.0)])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_late_timer_keeps_the_order_of_other_timers(self) -> None:
+        """A timer that fires late (a clock advanced past several) runs only what was due at
+        its own time: a later deadline comes after the reactor's timers due before it, as its
+        own timer would (here: an idle timeout at 50 closes first, the 100 s deadline is
+        cancelled)."""
+        from twisted.internet.task import Clock
+
+        clock, fired = Clock(), []
+        timers = DeadlineTimers(clock)
+        one = Deadlines(clock, timers)
+        one.arm("data", 10, lambda: fired.append("data"))
+        one.arm("session", 100, lambda: fired.append("session"))
+
+        def idle() -> None:
+            fired.append("idle")
+            one.cancel_all()
+
+        clock.callLater(50, idle)
+        clock.advance(200)
+        self.assertEqual(fired, ["data", "idle"])
+
+    def test_many_cancelled_deadlines_are_dropped(self) -> None:
+        """Cancelled deadlines do not pile up in the heap under a long-lived one."""
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        timers = DeadlineTimers(clock)
+        keep = Deadlines(clock, timers)
+        keep.arm("session", 3600, lambda: None)
+        for _ in range(1000):
+            d = Deadlines(clock, timers)
+            d.arm("session", 3600, lambda: None)
+            d.arm("data", 600, lambda: None)
+            d.cancel_all()
+        self.assertLessEqual(len(timers._heap), 130)
 
     def test_transfer_allowance(self) -> None:
         self.assertEqual(transfer_allowance(600, 1024, 10 * 1024 * 1024), 600 + 10240)

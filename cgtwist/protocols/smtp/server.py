@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer
@@ -34,6 +34,7 @@ from cgtwist.interfaces import (
     ISubmission,
 )
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
+from cgtwist.protocols.deadlines import DeadlineTimers
 from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp.data import DataReader
@@ -418,6 +419,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
         self.stats = stats
+        self.deadline_timers = DeadlineTimers(cast(IReactorTime, clock))
         self.connections = 0
         self.per_ip = PerIPConnections(
             settings,

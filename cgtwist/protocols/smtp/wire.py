@@ -33,7 +33,7 @@ from cgtwist.interfaces import (
     ISubmission,
 )
 from cgtwist.logs import Logger
-from cgtwist.protocols.deadlines import Deadlines, transfer_allowance
+from cgtwist.protocols.deadlines import Deadlines, DeadlineTimers, transfer_allowance
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
 from cgtwist.runtime.fastwrite import write_now
@@ -92,6 +92,7 @@ class SMTPServices(Protocol):
     tls: Callable[[], Optional[IOpenSSLContextFactory]]
     hostname: str
     clock: Any  # IReactorTime
+    deadline_timers: DeadlineTimers  # the listener's: one reactor timer for all its deadlines
     stopping: bool
     stats: Optional[IStatistics]
 
@@ -133,7 +134,7 @@ class SMTPWire(ESMTP):
         self._errors = 0
         self._handshake_timer: Any = None  # IDelayedCall
         # greeting pause, command line, DATA and session deadlines (smtp.*_deadline settings)
-        self._deadlines = Deadlines(factory.clock)
+        self._deadlines = Deadlines(factory.clock, factory.deadline_timers)
         self._data_started = 0.0
         self._shutting_down = False  # say _goodbye after the reply being worked on, then close
         self._goodbye = ""
