@@ -114,6 +114,8 @@ _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _FIELD_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §3.6.8 ftext
 _LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDRESS_RE = re.compile(r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}$")
+# RFC 3501 §9 flag-keyword (an atom), as IMAP APPEND and STORE take it (cgtwist.mailstore).
+_KEYWORD_RE = re.compile(r"^[!#$&'+-\[^-z|}~]{1,64}$")
 _PROGRAM_RE = re.compile(r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]{0,255}$")  # PIPE rules (no path)
 MAX_PARAM = 4096
 
@@ -272,8 +274,8 @@ ACTIONS: dict[str, ActionSpec] = {
 
 
 # What "Mark" sets, by CommuniGate's and IMAP's names: the system flags a Maildir file name
-# carries (maildir(5) info letters). Keywords (Junk, $Label1) need the mailbox's keyword map,
-# which LOCAL does not write: refused.
+# carries (maildir(5) info letters). Any other atom (Junk, $Label1) is an IMAP keyword, which
+# LOCAL stores in the mailbox's keyword map (Dovecot's dovecot-keywords) as APPEND does.
 MARK_FLAGS = {
     "read": "\\Seen",
     "seen": "\\Seen",
@@ -302,8 +304,16 @@ class Action:
         return split_list(self.param)
 
     def flags(self) -> list[str]:
-        """Mark's IMAP system flags (``\\Seen``, ...)."""
-        return [MARK_FLAGS[f.lstrip("\\").lower()] for f in split_list(self.param)]
+        """Mark's IMAP flags: system flags by their IMAP names (``\\Seen``, ...), keywords as
+        written (``Junk``, ``$Label1``)."""
+        return [mark_flag(f) for f in split_list(self.param)]
+
+
+def mark_flag(word: str) -> str:
+    """One word of a Mark parameter as the IMAP flag it sets."""
+    if word.startswith("\\"):
+        return MARK_FLAGS[word[1:].lower()]
+    return MARK_FLAGS.get(word.lower(), word)
 
 
 def check_action(a: Action) -> None:
@@ -329,10 +339,16 @@ def check_action(a: Action) -> None:
             raise RuleError(f"{a.name} {p!r}: not a usable mailbox name")
     elif spec.param == P_FLAGS:
         for f in split_list(p):
-            if f.lstrip("\\").lower() not in MARK_FLAGS:
+            if f.startswith("\\"):
+                if f[1:].lower() not in MARK_FLAGS:
+                    raise RuleError(
+                        f"{a.name} {f!r}: the system flags are \\Seen, \\Flagged, "
+                        "\\Answered, \\Deleted and \\Draft"
+                    )
+            elif f.lower() not in MARK_FLAGS and not _KEYWORD_RE.match(f):
                 raise RuleError(
-                    f"{a.name} {f!r}: one of Read, Flagged, Answered, Deleted, Draft "
-                    "(keywords are not stored by LOCAL)"
+                    f"{a.name} {f!r}: Read, Flagged, Answered, Deleted, Draft or an IMAP "
+                    "keyword (letters, digits, '$', no spaces or ( ) { % * \" ] \\)"
                 )
     elif spec.param == P_HEADER:
         name, sep, _value = p.partition(":")

@@ -241,3 +241,39 @@ def test_redirect_loop_ends_with_one_dsn(server: Server, sink: Sink) -> None:
     assert b"5.4.6" in dsns[0].data
     assert server.messages("dave") == [] and server.messages("frank") == []
     assert "mail loop" in server.log_text()
+
+
+KEYWORDS = """version 1
+
+rule "Junk keyword"
+  priority 5
+  if Subject is "junk-*"
+  do Mark "Junk, Read"
+"""
+
+
+def test_mark_with_keywords_shows_in_imap(server: Server) -> None:
+    """Mark's keywords are stored with the delivered message: IMAP FETCH FLAGS shows the
+    keyword and the system flag, and SEARCH KEYWORD finds it."""
+    rules(server, ["--account", "frank@example.test"], KEYWORDS)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        sender = f"y-{tag}@spf-pass.test"
+        send(
+            server, sender, "frank@example.test", mail(sender, "frank@example.test", f"junk-{tag}")
+        )
+        server.wait_messages("frank", 1, 60, f"junk-{tag}".encode())
+        tls = server.tls_context()
+        tls.check_hostname = False
+        with imaplib.IMAP4_SSL(
+            "127.0.0.1", server.port("imap", "implicit"), ssl_context=tls
+        ) as imap:
+            imap.login("frank@example.test", "frank-secret")
+            imap.select("INBOX", readonly=True)
+            typ, data = imap.search(None, "KEYWORD", "Junk", "SUBJECT", f"junk-{tag}")
+            assert typ == "OK" and len(data[0].split()) == 1, data
+            typ, fetched = imap.fetch(data[0].split()[0], "(FLAGS)")
+            flags = fetched[0].decode() if isinstance(fetched[0], bytes) else str(fetched[0])
+            assert "Junk" in flags and "\\Seen" in flags, flags
+    finally:
+        server.admin("rules", "delete", "--account", "frank@example.test")

@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from cgtwist.rules.evaluate import evaluate
 from cgtwist.rules.facts import message_facts
+from cgtwist.rules.model import Action
 from cgtwist.rules.text import parse_rules
 from tests.rules.test_text import rule_sets
 
@@ -116,6 +117,11 @@ class ConditionTests(unittest.TestCase):
         self.assertTrue(one('Source is "trusted"', authed))
         self.assertTrue(one('Security is "tls"', authed))
         self.assertTrue(one('Source is "client"', facts(client_ip=True)))
+
+    def test_mark_sets_system_flags_and_keywords(self) -> None:
+        """Mark takes CommuniGate's words, IMAP system flags and IMAP keywords."""
+        a = Action("Mark", "Read, \\Flagged, Junk, $Label1")
+        self.assertEqual(a.flags(), ["\\Seen", "\\Flagged", "Junk", "$Label1"])
 
     def test_forged_spf_result_is_ignored(self) -> None:
         """An Authentication-Results naming another server never sets the SPF result."""

@@ -79,7 +79,8 @@ class TextFormTests(unittest.TestCase):
         self.assertLineError(head + ' do Discard "now"\n', 3, "takes no parameter")
         self.assertLineError(head + ' do Store in "../etc"\n', 3, "mailbox name")
         self.assertLineError(head + " do Explode\n", 3, "unknown action")
-        self.assertLineError(head + ' do Mark "Junk"\n', 3, "keywords are not stored")
+        self.assertLineError(head + ' do Mark "Junk*"\n', 3, "IMAP keyword")
+        self.assertLineError(head + ' do Mark "\\\\Recent"\n', 3, "system flags")
         self.assertLineError(head + " priority 11\n do Discard\n", 2, "priority")
         self.assertLineError(head + ' if From is "x"\n', 2, "no action")
         self.assertLineError(head + ' do Discard\nrule "R"\n do Discard\n', 4, "two rules")
@@ -148,7 +149,7 @@ def _condition() -> st.SearchStrategy[Condition]:
 
 _ACTION_PARAMS = {
     "Store in": ["Lists", "Junk/Spam"],
-    "Mark": ["Read, Flagged", "Seen", "\\Deleted"],
+    "Mark": ["Read, Flagged", "Seen", "\\Deleted", "Junk, $Label1", "Read, NonJunk"],
     "Add Header": ["X-Rule: hit", "X-A:"],
     "Redirect to": ["a@b.example", "a@b.example, c@d.example"],
     "Forward to": ["a@b.example"],
