@@ -33,6 +33,7 @@ from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.core.routing import Routing
 from cgtwist.core.rules import RulesRunner, existing_mailboxes
+from cgtwist.core.rules_receive import ReceptionRules
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
 from cgtwist.delivery.group import GroupDelivery
@@ -208,6 +209,20 @@ class Components:
         self.lists = ListStore(store.db)
         self.routing = Routing(store, settings, cfg.main_domain, lists=self.lists)
         self.limits = AccountLimits(store, settings)
+        # The Server Rules that Reject or Discard answer before the 250, here and in each
+        # SMTP worker process: their own runner over the shared store (routes, Client IPs).
+        self.rule_store = RuleStore(store.db, cfg.node)
+        receive_rules = RulesRunner(
+            self.rule_store,
+            store,
+            settings,
+            clock=reactor,
+            hostname=cfg.hostname,
+            submission=None,
+            route=self.routing.route,
+            is_client_ip=lambda ip: self.policy.is_client_ip(ip),
+        )
+        settings.subscribe(lambda _s: receive_rules.forget())  # cgtwist-admin rules set reloads
         self.policy = ProtectedPolicy(
             BasicPolicy(self.routing, settings, accounts=store, limits=self.limits),
             self.resolver,
@@ -217,6 +232,7 @@ class Components:
             hostname=cfg.hostname,
             threadpool=self._pool("cgtwist-spf", 8),
             is_local_domain=self.routing.is_local_domain,
+            message_rules=ReceptionRules(receive_rules),
         )
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
         self.spool = Spool(
@@ -263,7 +279,6 @@ class Components:
         spool."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         pipe = PipeDelivery(settings, reactor)
-        self.rule_store = RuleStore(store.db, cfg.node)
         self.rules = RulesRunner(
             self.rule_store,
             store,

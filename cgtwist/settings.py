@@ -390,6 +390,11 @@ class RblSettings:
         "reply code for an RBL-listed IP (554; 4xx to defer instead)",
         check=settings_protection.rbl_code,
     )
+    action: str = setting(
+        "reject",
+        "reject (refuse a listed IP at connect with the code above) | tag (accept it; the zones that listed it feed the Server Rules' RBL Listed condition, so spam handling is a rule)",
+        check=settings_protection.rbl_action,
+    )
 
 
 @dataclass(frozen=True)

@@ -69,14 +69,14 @@ class BasicPolicy:
 
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> defer.Deferred[None]:
+    ) -> defer.Deferred[Optional[str]]:
         """After DATA, before the message is queued: each local recipient's maximum message
-        size (552 5.3.4), then the From: check (``smtp.check_from_header``)."""
+        size (552 5.3.4), then the From: check (``smtp.check_from_header``); fires None."""
         return defer.ensureDeferred(self._check_message(session, envelope, message))
 
     async def _check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> None:
+    ) -> Optional[str]:
         if self.limits is not None:
             for rcpt in envelope.recipients:
                 route: Route = await self.router.route(rcpt.address, "mail")
@@ -84,6 +84,7 @@ class BasicPolicy:
                     await self._size_fits(session, rcpt.address, route, len(message))
         if session.account and self.settings.current.smtp.check_from_header:
             await self._from_owned(session, message)
+        return None
 
     async def _local_fits(
         self, session: SessionInfo, recipient: str, route: Route, size: int

@@ -33,6 +33,7 @@ from cgtwist.rules.model import (
     TAGS,
     TEXT,
     TIME,
+    ZONE,
     Action,
     Condition,
     Rule,
@@ -167,7 +168,7 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
     return ConditionTrace(c, _picture_met(c, facts), tuple(_values(c, facts)))
 
 
-_PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY})
+_PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY, ZONE})
 
 
 def holds(c: Condition, facts: MessageFacts) -> bool:
@@ -227,6 +228,8 @@ def _values(c: Condition, facts: MessageFacts) -> list[str]:
         if s == "Submit Address":
             return [facts.submit]
         return [facts.spf]
+    if kind == ZONE:
+        return list(facts.rbl)
     if kind == DATE:
         return [facts.now.strftime("%Y-%m-%d")]
     if kind == DAY:

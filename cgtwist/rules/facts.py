@@ -41,6 +41,7 @@ class MessageFacts:
     security: frozenset[str] = frozenset()
     submit: str = "smtp"
     spf: str = "none"
+    rbl: tuple[str, ...] = ()  # the DNSBL zones that listed the client
     mailboxes: frozenset[str] = frozenset()
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime(1970, 1, 1))
@@ -141,6 +142,23 @@ def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:
     return "none"
 
 
+SPF_RESULTS = frozenset({"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})
+
+
+def protection_verdict(
+    submit: Mapping[str, str], headers: Iterable[tuple[str, str]], authserv_id: str
+) -> tuple[str, tuple[str, ...]]:
+    """(SPF result, DNSBL zones that listed the client) as the receiver recorded them in the
+    envelope's submit record (``spf``, ``rbl``: cgtwist.checks.verdict.Verdict.facts), which no
+    sender can forge; a message without them (received before they were recorded) falls back
+    to our own ``Authentication-Results`` for SPF."""
+    spf = (submit.get("spf") or "").lower()
+    if spf not in SPF_RESULTS:
+        spf = spf_result(headers, authserv_id)
+    zones = tuple(z for z in (submit.get("rbl") or "").split(",") if z)
+    return spf, zones
+
+
 def message_facts(
     sender: str,
     recipients: Iterable[str],
@@ -175,6 +193,7 @@ def message_facts(
         tag = protocol.lower()
     else:
         tag = "smtp"
+    spf, rbl = protection_verdict(submit, headers, authserv_id)
     return MessageFacts(
         sender=sender,
         recipients=tuple(recipients),
@@ -185,7 +204,8 @@ def message_facts(
         client_ip=submit.get("peer", "") or "",
         security=frozenset(security),
         submit=tag,
-        spf=spf_result(headers, authserv_id),
+        spf=spf,
+        rbl=rbl,
         mailboxes=frozenset(m.casefold() for m in mailboxes),
         lists={k: frozenset(a.lower() for a in v) for k, v in (lists or {}).items()},
         now=now,

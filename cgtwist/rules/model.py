@@ -38,7 +38,7 @@ OPERATIONS = (IS_NOT, NOT_IN, IS, IN, GREATER, LESS)  # longest first, for the p
 NEGATIVE = (IS_NOT, NOT_IN)
 
 # Kinds: how a condition's values are found and compared (cgtwist.rules.evaluate).
-ADDRESS, TEXT, HEADER, NUMBER, ROUTE, TAGS, FLAG, MAILBOX, DATE, DAY, TIME = (
+ADDRESS, TEXT, HEADER, NUMBER, ROUTE, TAGS, FLAG, MAILBOX, DATE, DAY, TIME, ZONE = (
     "address",
     "text",
     "header",
@@ -50,6 +50,7 @@ ADDRESS, TEXT, HEADER, NUMBER, ROUTE, TAGS, FLAG, MAILBOX, DATE, DAY, TIME = (
     "date",
     "day",
     "time",
+    "zone",
 )
 
 CONDITIONS: dict[str, str] = {
@@ -74,6 +75,7 @@ CONDITIONS: dict[str, str] = {
     "Security": TAGS,
     "Submit Address": TAGS,
     "SPF Result": TAGS,
+    "RBL Listed": ZONE,  # the DNSBL zones that listed the client (protection.rbl.action tag)
     "Human Generated": FLAG,
     "Existing Mailbox": MAILBOX,
     "Current Date": DATE,
@@ -95,6 +97,7 @@ OPS_OF_KIND: dict[str, tuple[str, ...]] = {
     DATE: PICTURE_OPS + ORDER_OPS,
     DAY: PICTURE_OPS,
     TIME: PICTURE_OPS + ORDER_OPS,
+    ZONE: PICTURE_OPS,
 }
 
 # The words a TAGS condition can meet (anything else could never match: refused).
@@ -114,6 +117,7 @@ _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _FIELD_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §3.6.8 ftext
 _LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDRESS_RE = re.compile(r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_ZONE_PICTURE_RE = re.compile(r"^[A-Za-z0-9*_.-]{1,253}$")  # a DNS zone, '*' for any part
 # RFC 3501 §9 flag-keyword (an atom), as IMAP APPEND and STORE take it (cgtwist.mailstore).
 _KEYWORD_RE = re.compile(r"^[!#$&'+-\[^-z|}~]{1,64}$")
 _PROGRAM_RE = re.compile(r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]{0,255}$")  # PIPE rules (no path)
@@ -216,6 +220,10 @@ def check_condition(c: Condition) -> None:
         for v in values:
             if not any(_fits(v, d) for d in DAYS):
                 raise RuleError(f"{c.subject} {v!r} never matches a day name")
+    elif kind == ZONE:
+        for v in values:
+            if not _ZONE_PICTURE_RE.match(v):
+                raise RuleError(f"{c.subject} {v!r}: a DNSBL zone name, '*' for any")
 
 
 def _fits(picture: str, word: str) -> bool:

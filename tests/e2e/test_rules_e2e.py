@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import smtplib
 import uuid
 from typing import Iterator
 
@@ -27,6 +28,9 @@ ZONE = dict(
         "spf-pass.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
         "spf-softfail.test": [_MX, 'TXT "v=spf1 ~all"'],
         "lists.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
+        "friends.test": [_MX],
+        # 127.0.0.1 is listed in the DNSBL zone rbl.test (RFC 5782 §2.1: 127.0.0.2 = listed)
+        "1.0.0.127.rbl.test": ["A 127.0.0.2"],
     },
 )
 
@@ -241,6 +245,105 @@ def test_redirect_loop_ends_with_one_dsn(server: Server, sink: Sink) -> None:
     assert b"5.4.6" in dsns[0].data
     assert server.messages("dave") == [] and server.messages("frank") == []
     assert "mail loop" in server.log_text()
+
+
+REFUSING = """version 1
+
+rule "Friends"
+  priority 9
+  if From is "*@friends.test"
+  do Stop Processing
+
+rule "No offers"
+  priority 5
+  if Subject is "offer *"
+  do Reject with "we take no offers here"
+
+rule "Drop noise"
+  priority 5
+  if Header Field is "X-Noise: *"
+  do Discard
+"""
+
+
+def sent_reply(server: Server, sender: str, rcpt: str, body: bytes) -> tuple[int, bytes]:
+    """The reply to the final dot of one message."""
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+        s.ehlo("client.elsewhere.test")
+        s.mail(sender)
+        s.rcpt(rcpt)
+        return s.data(body)
+
+
+def test_server_rule_rejects_and_discards_before_the_250(server: Server, sink: Sink) -> None:
+    """Reject with is the answer to the DATA (550 5.7.1 and the rule's text): nothing is
+    queued, stored or bounced; Discard answers 250 and stores nothing; a higher rule's Stop
+    Processing lets its message through."""
+    rules(server, ["--server"], REFUSING)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        sender = f"seller-{tag}@elsewhere.test"
+        offer = mail(sender, "alice@example.test", f"offer {tag}")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+                s.ehlo("client.elsewhere.test")
+                s.sendmail(sender, ["alice@example.test"], offer)
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error == b"5.7.1 we take no offers here"
+        code, text = sent_reply(
+            server,
+            sender,
+            "alice@example.test",
+            mail(sender, "alice@example.test", f"noise-{tag}", "X-Noise: yes\r\n"),
+        )
+        assert code == 250, text
+        friend = f"pal-{tag}@friends.test"
+        send(
+            server,
+            friend,
+            "alice@example.test",
+            mail(friend, "alice@example.test", f"offer {tag}!"),
+        )
+        server.wait_messages("alice", 1, 60, f"pal-{tag}".encode())
+        wait_for(lambda: queue_empty(server), 60, "an empty queue")
+        assert [m for m in server.messages("alice") if tag.encode() in m] == [
+            m for m in server.messages("alice") if f"pal-{tag}".encode() in m
+        ]
+        assert not [m for m in sink.messages() if sender in m.recipients]  # no DSN
+        log = server.log_text()
+        assert "server rule 'No offers' Reject with before queueing" in log
+        assert "server rule 'Drop noise' Discard before queueing" in log
+    finally:
+        server.admin("rules", "delete", "--server")
+
+
+RBL_RULES = """version 1
+
+rule "Listed"
+  priority 7
+  if RBL Listed is "rbl.test"
+  do Tag Subject "[RBL]"
+"""
+
+
+def test_rbl_listing_is_a_rule_condition(server: Server) -> None:
+    """With protection.rbl.action tag a listed client is accepted and the zone that listed it
+    is what the RBL Listed condition sees: the Server Rule tags the subject."""
+    server.admin("settings", "set", "protection.rbl.zones", '["rbl.test"]')
+    server.admin("settings", "set", "protection.rbl.mode", "all")
+    server.admin("settings", "set", "protection.rbl.action", "tag")
+    rules(server, ["--server"], RBL_RULES)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        sender = f"y-{tag}@spf-pass.test"
+        send(server, sender, "alice@example.test", mail(sender, "alice@example.test", f"rbl-{tag}"))
+        (got,) = server.wait_messages("alice", 1, 60, f"rbl-{tag}".encode())
+        assert f"Subject: [RBL] rbl-{tag}\r\n".encode() in got
+        assert "rbl listing tagged, not refused" in server.log_text()
+    finally:
+        server.admin("rules", "delete", "--server")
+        server.admin("settings", "set", "protection.rbl.zones", "[]")
+        server.admin("settings", "set", "protection.rbl.action", "reject")
 
 
 KEYWORDS = """version 1
