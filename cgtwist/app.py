@@ -61,6 +61,7 @@ from cgtwist.spool.spool import REMOVE_LINGER, Spool, make_layout
 from cgtwist.storage.credcache import CredentialCache
 from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import PasswordHasher
+from cgtwist.storage.rulehistory import RuleHistory
 from cgtwist.storage.rules import RuleStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
@@ -110,6 +111,7 @@ class Components:
         self.smtp_out: Optional[SMTPDelivery] = None
         self.pickup: Optional[SubmittedPickup] = None
         self.list_timer: Optional[ListTimer] = None
+        self.rule_history: Optional[RuleHistory] = None
 
     def _pool(self, name: str, maximum: int) -> ThreadPool:
         pool = ThreadPool(0, maximum, name)
@@ -279,6 +281,7 @@ class Components:
         spool."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         pipe = PipeDelivery(settings, reactor)
+        self.rule_history = RuleHistory(cfg.base_dir, settings, reactor, io_pool)
         self.rules = RulesRunner(
             self.rule_store,
             store,
@@ -290,6 +293,7 @@ class Components:
             is_client_ip=self.policy.is_client_ip,
             mailboxes=existing_mailboxes(cfg.base_dir, reactor, io_pool),
             execute=pipe.deliver,
+            history=self.rule_history,
         )
         settings.subscribe(lambda _s: self.rules.forget())  # cgtwist-admin rules set reloads
         local = LocalDelivery(
@@ -503,6 +507,8 @@ class Components:
         if self.notifier is not None:
             # names replaced by IMAP flag changes, while the disk threads run
             await self.notifier.flush()
+        if self.rule_history is not None:
+            await self.rule_history.close()  # the Rules' history lines still gathered
         if self.resolver is not None:
             await defer.maybeDeferred(self.resolver.stop)
         for pool in self._pools:

@@ -45,6 +45,7 @@ from cgtwist.rules.model import (
 )
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
+from cgtwist.storage.rulehistory import RuleHistory
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleStore
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
@@ -70,7 +71,8 @@ class RulesRunner:
     exist in the account (Existing Mailbox); ``execute(msg_id, envelope, data, [recipient])``
     runs a program as the PIPE module does (a recipient routed ``PIPE(program args)``).
     ``hostname`` is our authserv-id: only our own ``Authentication-Results`` feeds
-    ``SPF Result``.
+    ``SPF Result``. ``history`` keeps what each message offered the rules, for
+    ``rules replay`` (cgtwist.storage.rulehistory).
     """
 
     log = Logger()
@@ -89,6 +91,7 @@ class RulesRunner:
         is_client_ip: Optional[Callable[[str], bool]] = None,
         mailboxes: Optional[Callable[[Account, list[str]], Any]] = None,
         execute: Optional[Callable[[str, Envelope, bytes, list[Recipient]], Any]] = None,
+        history: Optional[RuleHistory] = None,
     ) -> None:
         self.store = rule_store
         self.accounts = accounts
@@ -100,6 +103,7 @@ class RulesRunner:
         self.is_client_ip = is_client_ip
         self.mailboxes = mailboxes
         self.execute = execute
+        self.history = history
         self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock.seconds, self.TTL)
         self._allowed: Expiring[str, str] = Expiring(clock.seconds, self.TTL)
 
@@ -174,9 +178,14 @@ class RulesRunner:
         recipients: list[str],
         rule_sets: list[RuleSet],
         account: Optional[Account] = None,
+        *,
+        size: Optional[int] = None,
+        now: Optional[datetime] = None,
     ) -> MessageFacts:
         """The facts of a message for ``rule_sets``; routes and mailboxes are looked up only
-        when a condition asks for them."""
+        when a condition asks for them. ``size`` and ``now`` (replay: a message of the
+        history, of which only the header section was kept) replace the data's size and the
+        clock."""
         conditions = [c for rs in rule_sets for r in rs.ordered() for c in r.conditions]
         routes: list[str] = []
         if self.route is not None and any(c.kind == ROUTE for c in conditions):
@@ -202,11 +211,12 @@ class RulesRunner:
             envelope.submit,
             data,
             authserv_id=self.hostname,
-            now=self._now(),
+            now=self._now() if now is None else now,
             routes=routes,
             client_ip=bool(peer and self.is_client_ip and self.is_client_ip(peer)),
             mailboxes=mailboxes,
             lists=lists,
+            size=size,
         )
 
     # -- Server Rules -----------------------------------------------------------------------------
@@ -219,6 +229,8 @@ class RulesRunner:
         """
         if envelope.submit.get("rules") == SERVER_DONE:
             return
+        if self.history is not None and data is not None:
+            self.history.note("server", msg_id, envelope, data)
         rules = await self.rules(SERVER, "")
         if not rules.rules:
             return
@@ -304,6 +316,8 @@ class RulesRunner:
                 reason=loop,
             )
             return LocalDecision(reject=loop)
+        if self.history is not None:
+            self.history.note("local", msg_id, envelope, data, account=address)
         domain_rules = await self.rules(DOMAIN, account.domain)
         account_rules = await self.rules(ACCOUNT, address)
         if not domain_rules.rules and not account_rules.rules:

@@ -380,3 +380,43 @@ def test_mark_with_keywords_shows_in_imap(server: Server) -> None:
             assert "Junk" in flags and "\\Seen" in flags, flags
     finally:
         server.admin("rules", "delete", "--account", "frank@example.test")
+
+
+PROPOSED = """version 1
+
+rule "Reports elsewhere"
+  priority 5
+  if Subject is "report-*"
+  do Store in "Reports"
+"""
+
+
+def test_replay_prints_what_a_proposed_rule_set_changes(server: Server) -> None:
+    """Messages delivered to erin are kept in the history; replaying a proposed domain rule
+    set that files one of them into Reports prints that message, the rule and the old and
+    new actions, and nothing for the others."""
+    tag = uuid.uuid4().hex[:8]
+    sender = f"y-{tag}@spf-pass.test"
+    for subject in (f"report-{tag}", f"hello-{tag}", f"lunch-{tag}"):
+        send(server, sender, "erin@example.test", mail(sender, "erin@example.test", subject))
+    server.wait_messages("erin", 3, 60, tag.encode())
+    path = os.path.join(server.base, f"proposed-{tag}.txt")
+    with open(path, "w") as f:
+        f.write(PROPOSED)
+
+    def replayed() -> str:
+        out = server.admin(
+            "rules", "replay", "--domain", "example.test", "--since", "1h", "--proposed", path
+        ).stdout
+        return out if f"report-{tag}" in out else ""
+
+    out = wait_for(replayed, 60, "the delivered messages in the history")
+    lines = [line for line in out.splitlines() if tag in line]
+    assert len(lines) == 1, out  # only the report changes
+    assert f"from <{sender}> to erin@example.test subject 'report-{tag}'" in lines[0]
+    block = out[out.index(lines[0]) :].splitlines()
+    assert block[1].strip() == "current:  (no rule fires: delivered as is)", out
+    assert block[2].strip() == "proposed: rule 'Reports elsewhere': Store in \"Reports\"", out
+    assert "would change" in out.splitlines()[-1]
+    bad = server.admin("rules", "replay", "--server", "--since", "soon", check=False)
+    assert bad.returncode != 0 and "--since" in bad.stderr
