@@ -82,6 +82,8 @@ CONDITIONS: dict[str, str] = {
     "Current Day": DAY,
     "Current Time": TIME,
 }
+# Kinds compared as pictures against the subject's values (DATE and TIME too, with is/in).
+PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY, ZONE})
 # Multi-valued subjects whose positive operations need every value to match.
 EACH = frozenset({"Each To or Cc", "Each Recipient", "Each Route"})
 
@@ -153,10 +155,29 @@ class Condition:
     plan: tuple[tuple[tuple[str, ...], ...], tuple[str, ...], str] = field(
         init=False, compare=False, repr=False, hash=False, default=((), (), "")
     )
+    # Worked out once for the evaluator's per-message path: whether the condition is a
+    # picture match, the key its subject's values are kept under in MessageFacts, and whether
+    # it is negative / needs every value to match.
+    picture: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
+    key: tuple[str, str] = field(
+        init=False, compare=False, repr=False, hash=False, default=("", "")
+    )
+    negative: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
+    each: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
 
     def __post_init__(self) -> None:
         check_condition(self)
-        object.__setattr__(self, "plan", _compile(self))
+        plan = _compile(self)
+        kind = CONDITIONS[self.subject]
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(
+            self,
+            "picture",
+            kind in PICTURE_KINDS or (kind in (DATE, TIME) and self.op not in ORDER_OPS),
+        )
+        object.__setattr__(self, "key", (self.subject, plan[2]))
+        object.__setattr__(self, "negative", self.op in NEGATIVE)
+        object.__setattr__(self, "each", self.subject in EACH and self.op not in NEGATIVE)
 
     @property
     def kind(self) -> str:
