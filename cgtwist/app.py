@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, cast
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer
@@ -281,7 +281,14 @@ class Components:
         spool."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         pipe = PipeDelivery(settings, reactor)
-        self.rule_history = RuleHistory(cfg.base_dir, settings, reactor, io_pool)
+        # WorkerPool offers the part of ThreadPool that deferToThreadPool uses.
+        history_pool = cast(ThreadPool, io_pool)
+        self.rule_history = RuleHistory(
+            cfg.base_dir,
+            settings,
+            reactor,
+            lambda job: deferToThreadPool(reactor, history_pool, job),
+        )
         self.rules = RulesRunner(
             self.rule_store,
             store,

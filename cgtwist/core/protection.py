@@ -460,9 +460,11 @@ class ProtectedPolicy:
         """The inner policy's check of the message itself (sizes, the From: check), when it
         has one, then the ``message_rules`` (the Server Rules that Reject or Discard before
         the 250); fires None, or DISCARD when the rules discard the message."""
-        d: defer.Deferred[Any] = defer.succeed(None)
+        d: defer.Deferred[Optional[str]] = defer.succeed(None)
         if IMessageCheck.providedBy(self.inner):
-            d = defer.maybeDeferred(self.inner.check_message, session, envelope, message)
+            d = defer.maybeDeferred(
+                IMessageCheck(self.inner).check_message, session, envelope, message
+            )
         rules = self.message_rules
         if rules is not None:
             d.addCallback(lambda _: rules.check_message(session, envelope, message))

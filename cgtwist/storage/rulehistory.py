@@ -18,10 +18,11 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Optional
+from functools import partial
+from typing import Callable, Iterator, Mapping, Optional
 
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from cgtwist.logs import Logger
 from cgtwist.message.headers import header_block
@@ -189,21 +190,25 @@ def read_history(base_dir: str, since: float, until: float) -> Iterator[Delivere
             continue  # removed by retention meanwhile
 
 
+# Runs a blocking job off the reactor (a thread pool) and fires with its result.
+Run = Callable[[Callable[[], int]], "defer.Deferred[int]"]
+
+
 class RuleHistory:
-    """``RuleHistory(base_dir, settings, reactor, threadpool)``: ``note`` what the Rules see;
-    lines are written by ``threadpool`` in batches (one write per second at most, or per
+    """``RuleHistory(base_dir, settings, clock, run)``: ``note`` what the Rules see; lines are
+    written by ``run`` (the disk thread pool) in batches (one write per second at most, or per
     ``MAX_BATCH`` lines), in order, one batch at a time."""
 
     def __init__(
-        self, base_dir: str, settings: SettingsHolder, reactor: Any, threadpool: Any
+        self, base_dir: str, settings: SettingsHolder, clock: IReactorTime, run: Run
     ) -> None:
         self.folder = history_dir(base_dir)
         self.settings = settings
-        self.reactor = reactor
-        self.threadpool = threadpool
+        self.clock = clock
+        self.run = run
         self._batch: list[Delivered] = []
-        self._timer: Any = None
-        self._writing: Any = None  # the Deferred of the batch being written
+        self._timer: Optional[IDelayedCall] = None
+        self._writing: Optional[defer.Deferred[None]] = None  # the batch being written
         self._full_logged = False
         self._dropped = 0  # lines not kept since the last write (MAX_HELD)
 
@@ -220,7 +225,7 @@ class RuleHistory:
         submit = {k: str(envelope.submit[k]) for k in SUBMIT_KEYS if envelope.submit.get(k)}
         self._batch.append(
             Delivered(
-                when=self.reactor.seconds(),
+                when=self.clock.seconds(),
                 msg_id=msg_id,
                 level=level,
                 sender=envelope.sender,
@@ -234,9 +239,9 @@ class RuleHistory:
         if len(self._batch) >= MAX_BATCH and self._writing is None:
             self.flush()
         elif self._timer is None:
-            self._timer = self.reactor.callLater(FLUSH_DELAY, self.flush)
+            self._timer = self.clock.callLater(FLUSH_DELAY, self.flush)
 
-    def flush(self) -> Any:
+    def flush(self) -> defer.Deferred[None]:
         """Start writing what is gathered (after the batch being written); a Deferred that
         fires when it is written (``close`` waits for it)."""
         if self._timer is not None and self._timer.active():
@@ -244,23 +249,11 @@ class RuleHistory:
         self._timer = None
         if self._writing is not None:
             # One batch at a time, in order: this one follows when the current one is done.
-            return self._writing.addBoth(lambda r: self.flush() if self._batch else r)
+            return self._writing.addCallback(lambda _: self.flush())
         if not self._batch:
             return defer.succeed(None)
         batch, self._batch = self._batch, []
         rules = self.settings.current.rules
-        d = deferToThreadPool(
-            self.reactor,
-            self.threadpool,
-            write_batch,
-            self.folder,
-            batch,
-            self.reactor.seconds(),
-            rules.history_days,
-            rules.history_max_mb * 1024 * 1024,
-        )
-        self._writing = d
-
         dropped, self._dropped = self._dropped, 0
         if dropped:
             log.warn(
@@ -269,6 +262,8 @@ class RuleHistory:
                 n=dropped,
                 held=MAX_HELD,
             )
+        finished: defer.Deferred[None] = defer.Deferred()
+        self._writing = finished
 
         def written(left_out: int) -> None:
             if left_out and not self._full_logged:
@@ -280,16 +275,27 @@ class RuleHistory:
                 )
             self._full_logged = bool(left_out)
 
-        def done(result: Any) -> None:
+        def done(_: object) -> None:
             self._writing = None
+            finished.callback(None)
 
+        d = self.run(
+            partial(
+                write_batch,
+                self.folder,
+                batch,
+                self.clock.seconds(),
+                rules.history_days,
+                rules.history_max_mb * 1024 * 1024,
+            )
+        )
         d.addCallback(written)
         d.addErrback(
             lambda f: log.failure("rules history: writing {n} line(s) failed", f, n=len(batch))
         )
         d.addBoth(done)
-        return d
+        return finished
 
-    def close(self) -> Any:
+    def close(self) -> defer.Deferred[None]:
         """Write what is still gathered (at stop)."""
         return self.flush()

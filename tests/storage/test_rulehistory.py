@@ -1,16 +1,15 @@
 """Tests for cgtwist.storage.rulehistory: the delivery history ``rules replay`` reads.
 
-Real files in a temporary directory; the reactor is task.Clock with a thread pool that runs
-each job at once (the writing itself is what is tested, not the threads).
+Real files in a temporary directory; the clock is task.Clock and the disk jobs run at once
+(the writing itself is what is tested, not the threads).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable
 
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from cgtwist.settings import Settings, SettingsHolder
@@ -28,25 +27,6 @@ from cgtwist.types import Envelope, Recipient
 
 HOUR = 3600.0
 T0 = 1_800_000_000.0  # an hour's start (divisible by 3600)
-
-
-class NowPool:
-    """A thread pool that runs each job at once, in the caller's thread."""
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        try:
-            result = f(*a, **kw)
-        except Exception as e:  # pragma: no cover - reported through the Deferred
-            on_result(False, e)
-            return
-        on_result(True, result)
-
-
-class ClockReactor(task.Clock):
-    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
 
 
 def record(when: float, n: int = 0, head: bytes = b"Subject: hi\r\n") -> Delivered:
@@ -114,10 +94,12 @@ class WriterTests(unittest.TestCase):
     def setUp(self) -> None:
         self.base = tempfile.mkdtemp()
         self.addCleanup(lambda: __import__("shutil").rmtree(self.base, ignore_errors=True))
-        self.reactor = ClockReactor()
+        self.reactor = task.Clock()
         self.reactor.advance(T0)
         self.settings = SettingsHolder(Settings({}))
-        self.history = RuleHistory(self.base, self.settings, self.reactor, NowPool())
+        self.history = RuleHistory(
+            self.base, self.settings, self.reactor, lambda job: defer.succeed(job())
+        )
 
     def envelope(self) -> Envelope:
         return Envelope(

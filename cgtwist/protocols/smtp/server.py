@@ -333,13 +333,13 @@ class CgSMTP(AuthCommands):
             )
             self._reply(250, "2.0.0", f"Ok: {local_id}")
 
-        def checked(outcome: Optional[str]) -> Any:
+        def checked(outcome: Optional[str]) -> object:
             if outcome == DISCARD:
                 return DISCARD
             d = defer.maybeDeferred(policy.trace_headers, session, envelope)
             return d.addCallback(assemble)
 
-        def answered(outcome: Any) -> None:
+        def answered(outcome: object) -> None:
             if outcome == DISCARD:
                 discarded()
             else:
