@@ -28,16 +28,10 @@ from cgtwist.core.expiring import Expiring
 from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.message import loops
-from cgtwist.pictures import split_list
 from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.facts import MessageFacts, message_facts
 from cgtwist.rules.model import (
-    ADDRESS,
-    IN,
-    MAILBOX,
-    NOT_IN,
-    ROUTE,
     Action,
     RuleError,
     RuleSet,
@@ -186,24 +180,22 @@ class RulesRunner:
         when a condition asks for them. ``size`` and ``now`` (replay: a message of the
         history, of which only the header section was kept) replace the data's size and the
         clock."""
-        conditions = [c for rs in rule_sets for r in rs.ordered() for c in r.conditions]
         routes: list[str] = []
-        if self.route is not None and any(c.kind == ROUTE for c in conditions):
+        if self.route is not None and any(rs.needs_routes for rs in rule_sets):
             found = await defer.DeferredList(
                 [defer.maybeDeferred(self.route, a) for a in recipients], consumeErrors=True
             )
             routes = [str(v) for ok, v in found if ok]
         mailboxes: list[str] = []
-        names = sorted({c.param.strip() for c in conditions if c.kind == MAILBOX})
+        names = sorted(frozenset().union(*(rs.mailbox_names for rs in rule_sets)))
         if names and account is not None and self.mailboxes is not None:
             mailboxes = list(await self.mailboxes(account, names))
         lists: dict[str, list[str]] = {}
         owner = account.address if account is not None else ""
-        for c in conditions:
-            if c.kind == ADDRESS and c.op in (IN, NOT_IN):
-                for item in split_list(c.param):
-                    if item.startswith("#") and item[1:] not in lists:
-                        lists[item[1:]] = await self.store.remembered(owner, item[1:])
+        for rs in rule_sets:
+            for name in rs.list_names:
+                if name not in lists:
+                    lists[name] = await self.store.remembered(owner, name)
         peer = envelope.submit.get("peer", "")
         return message_facts(
             envelope.sender,

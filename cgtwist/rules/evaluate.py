@@ -37,7 +37,6 @@ from cgtwist.rules.model import (
     Rule,
     RuleSet,
     refusal,
-    size_value,
 )
 
 REPLIES = ("Reply with", "Reply to All with")
@@ -154,7 +153,7 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
         met = human if c.op == IS else not human
         return ConditionTrace(c, met, note=f"{'yes' if human else 'no'}{why}")
     if kind == NUMBER:
-        limit = size_value(c.param)
+        limit = c.size
         met = facts.size > limit if c.op == GREATER else facts.size < limit
         return ConditionTrace(c, met, note=f"{facts.size} bytes")
     if kind == MAILBOX:

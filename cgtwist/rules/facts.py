@@ -93,6 +93,7 @@ class MessageFacts:
 # (getaddresses costs some 15 microseconds a field); anything else goes to getaddresses.
 _ADDR = r"[^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+"
 _BARE = re.compile(rf"[ \t]*({_ADDR})[ \t]*\Z")
+_SPECIALS = re.compile(r'[<>()\[\];:\\"]')
 _NAMED = re.compile(rf"([^<>()\[\],;:\\\"@]*)<({_ADDR})>[ \t]*\Z")
 
 
@@ -105,6 +106,12 @@ def parse_addresses(values: Iterable[str]) -> list[tuple[str, str]]:
         if m is not None:
             out.append(("", m.group(1)))
             continue
+        if "," in v and _SPECIALS.search(v) is None:
+            # a, b, c: a list of bare addresses (every item one, none empty)
+            items = [_BARE.match(item) for item in v.split(",")]
+            if all(items):
+                out.extend(("", i.group(1)) for i in items if i is not None)
+                continue
         m = _NAMED.match(v)
         if m is not None:
             out.append((" ".join(m.group(1).split()), m.group(2)))

@@ -164,6 +164,7 @@ class Condition:
     )
     negative: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     each: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
+    size: int = field(init=False, compare=False, repr=False, hash=False, default=0)  # NUMBER
 
     def __post_init__(self) -> None:
         check_condition(self)
@@ -178,6 +179,8 @@ class Condition:
         object.__setattr__(self, "key", (self.subject, plan[2]))
         object.__setattr__(self, "negative", self.op in NEGATIVE)
         object.__setattr__(self, "each", self.subject in EACH and self.op not in NEGATIVE)
+        if kind == NUMBER:
+            object.__setattr__(self, "size", size_value(self.param))
 
     @property
     def kind(self) -> str:
@@ -430,6 +433,14 @@ class RuleSet:
 
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     _ordered: tuple[Rule, ...] = field(init=False, compare=False, repr=False, default=())
+    # What the enabled rules' conditions make the caller look up per message, worked out
+    # once: the Router's routes (Any/Each Route), the mailbox names of Existing Mailbox and
+    # the remembered lists (#Name) of address conditions.
+    needs_routes: bool = field(init=False, compare=False, repr=False, default=False)
+    mailbox_names: frozenset[str] = field(
+        init=False, compare=False, repr=False, default=frozenset()
+    )
+    list_names: tuple[str, ...] = field(init=False, compare=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -439,6 +450,15 @@ class RuleSet:
             seen.add(r.name.casefold())
         ordered = sorted((r for r in self.rules if r.enabled), key=lambda r: -r.priority)
         object.__setattr__(self, "_ordered", tuple(ordered))
+        conditions = [c for r in ordered for c in r.conditions]
+        object.__setattr__(self, "needs_routes", any(c.kind == ROUTE for c in conditions))
+        object.__setattr__(
+            self,
+            "mailbox_names",
+            frozenset(c.param.strip() for c in conditions if c.kind == MAILBOX),
+        )
+        lists = dict.fromkeys(n for c in conditions for n in c.plan[1])
+        object.__setattr__(self, "list_names", tuple(lists))
 
     def ordered(self) -> tuple[Rule, ...]:
         return self._ordered
