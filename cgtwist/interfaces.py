@@ -169,6 +169,9 @@ class ISessionWatch(Interface):
 # What an IMessageCheck fires with to accept a message and store nothing (a Discard rule):
 # the client hears 250, no spool file is written.
 DISCARD = "discard"
+# What an IMessageCheck fires with: None (accept), DISCARD, or entries for the message's
+# submit record (accept and note them: the Server Rules' "none fired" mark).
+CheckOutcome = Union[None, str, Mapping[str, str]]
 
 
 class IMessageCheck(Interface):
@@ -176,9 +179,10 @@ class IMessageCheck(Interface):
 
     def check_message(
         session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> Deferred[Optional[str]]:
+    ) -> Deferred[CheckOutcome]:
         """Fire None to accept ``message`` (bytes), DISCARD to answer 250 and store nothing,
-        or errback MailError to refuse it."""
+        a mapping to accept it with those entries added to its submit record, or errback
+        MailError to refuse it."""
 
 
 class IReceptionFacts(Interface):

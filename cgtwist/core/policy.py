@@ -23,7 +23,7 @@ from cgtwist.core.account_limits import AccountLimits
 from cgtwist.core.routing import route_error
 from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IAccountStore, IMessageCheck, IPolicy, IRouter
+from cgtwist.interfaces import CheckOutcome, IAccountStore, IMessageCheck, IPolicy, IRouter
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
@@ -69,14 +69,14 @@ class BasicPolicy:
 
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> defer.Deferred[Optional[str]]:
+    ) -> defer.Deferred[CheckOutcome]:
         """After DATA, before the message is queued: each local recipient's maximum message
         size (552 5.3.4), then the From: check (``smtp.check_from_header``); fires None."""
         return defer.ensureDeferred(self._check_message(session, envelope, message))
 
     async def _check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> Optional[str]:
+    ) -> CheckOutcome:
         if self.limits is not None:
             for rcpt in envelope.recipients:
                 route: Route = await self.router.route(rcpt.address, "mail")

@@ -38,6 +38,7 @@ from cgtwist.checks.spf import SPFChecker
 from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
 from cgtwist.interfaces import (
+    CheckOutcome,
     IClientAccess,
     IMessageCheck,
     IPolicy,
@@ -456,11 +457,11 @@ class ProtectedPolicy:
 
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> defer.Deferred[Optional[str]]:
+    ) -> defer.Deferred[CheckOutcome]:
         """The inner policy's check of the message itself (sizes, the From: check), when it
         has one, then the ``message_rules`` (the Server Rules that Reject or Discard before
-        the 250); fires None, or DISCARD when the rules discard the message."""
-        d: defer.Deferred[Optional[str]] = defer.succeed(None)
+        the 250); fires with what the rules answer (None, DISCARD, the "none fired" mark)."""
+        d: defer.Deferred[CheckOutcome] = defer.succeed(None)
         if IMessageCheck.providedBy(self.inner):
             d = defer.maybeDeferred(
                 IMessageCheck(self.inner).check_message, session, envelope, message

@@ -32,7 +32,12 @@ from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.facts import MessageFacts, message_facts
 from cgtwist.rules.model import (
+    DATE,
+    DAY,
+    HEADER,
+    TIME,
     Action,
+    Condition,
     RuleError,
     RuleSet,
     check_level,
@@ -53,6 +58,7 @@ _SENDS = ("Redirect to", "Forward to", "Mirror to")
 class _Parsed:
     text: str  # what ``rules`` was parsed from: an unchanged text is not parsed again
     rules: RuleSet
+    revision: int = 0  # the stored revision (the end-of-DATA check's mark names it)
 
 
 class RulesRunner:
@@ -100,6 +106,7 @@ class RulesRunner:
         self.history = history
         self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock.seconds, self.TTL)
         self._allowed: Expiring[str, str] = Expiring(clock.seconds, self.TTL)
+        self._unsettled: tuple[Optional[RuleSet], RuleSet] = (None, RuleSet())
 
     def forget(self) -> None:
         """Drop the parsed rule sets and RulesAllowed values (rules or settings changed)."""
@@ -112,16 +119,32 @@ class RulesRunner:
     async def rules(self, scope: str, owner: str) -> RuleSet:
         """The parsed rule set of ``scope``/``owner`` (empty when none); a stored text this
         version cannot read is logged and treated as empty, never a failed delivery."""
+        return (await self.revision(scope, owner))[0]
+
+    async def revision(self, scope: str, owner: str) -> tuple[RuleSet, int]:
+        """``rules`` and the stored revision they were read from."""
         key = (scope, owner.lower())
         parsed = await self._rule_sets.fetch(key, lambda: self._load(key, scope, owner))
-        return parsed.rules
+        return parsed.rules, parsed.revision
+
+    def unsettled(self, rules: RuleSet) -> RuleSet:
+        """The rules of ``rules`` whose outcome can differ between the end of DATA and the
+        enqueuer (unsettled_condition), in run order; worked out once per parsed rule set."""
+        if self._unsettled[0] is not rules:
+            kept = tuple(
+                r for r in rules.rules if any(unsettled_condition(c) for c in r.conditions)
+            )
+            self._unsettled = (rules, RuleSet(kept))
+        return self._unsettled[1]
 
     async def _load(self, key: tuple[str, str], scope: str, owner: str) -> _Parsed:
         stored = await self.store.get(scope, owner)
         last = self._rule_sets.stale(key)
-        if last is not None and last.text == stored.text:
+        if last is not None and last.text == stored.text and last.revision == stored.revision:
             return last
-        return _Parsed(stored.text, self._parse(scope, owner, stored.text))
+        if last is not None and last.text == stored.text:
+            return _Parsed(stored.text, last.rules, stored.revision)
+        return _Parsed(stored.text, self._parse(scope, owner, stored.text), stored.revision)
 
     def _parse(self, scope: str, owner: str, text: str) -> RuleSet:
         """A stored text this version cannot read is logged and treated as empty."""
@@ -223,7 +246,11 @@ class RulesRunner:
             return
         if self.history is not None and data is not None:
             self.history.note("server", msg_id, envelope, data)
-        rules = await self.rules(SERVER, "")
+        rules, revision = await self.revision(SERVER, "")
+        if envelope.submit.get("rules") == nothing_fired(revision):
+            # The end-of-DATA check ran these very rules and none fired: only those whose
+            # outcome may differ now (size with our trace fields, the clock) are run again.
+            rules = self.unsettled(rules)
         if not rules.rules:
             return
         if data is None:
@@ -510,6 +537,25 @@ class RulesRunner:
                     action=a.name,
                     why=why,
                 )
+
+
+# The mark the end-of-DATA check leaves in the submit record when no Server Rule of that
+# revision fired (cgtwist.core.rules_receive).
+NOTHING_FIRED = "none-fired@"
+# Header fields the receiver adds after the end-of-DATA check (trace and authentication).
+_ADDED_FIELDS = frozenset({"received", "received-spf", "authentication-results"})
+
+
+def nothing_fired(revision: int) -> str:
+    return f"{NOTHING_FIRED}{revision}"
+
+
+def unsettled_condition(c: Condition) -> bool:
+    """Whether ``c`` can see something else at the enqueuer than at the end of DATA: the
+    message's size and the header fields the receiver adds after the check, and the clock."""
+    if c.subject == "Message Size" or c.kind in (DATE, DAY, TIME):
+        return True
+    return c.kind == HEADER and c.plan[2].lower() in _ADDED_FIELDS
 
 
 def _without_targets(acts: list[Action], passed: list[str]) -> tuple[list[Action], list[str]]:

@@ -3,13 +3,15 @@
 Owns the receive-time half of the Server Rules (issue #14: "Reject with ... only before the
 250 for Server Rules that run at receive time"). On each message the SMTP module has read, in
 the server and in every SMTP worker process (each builds its own from the shared store), the
-Server Rules that can refuse or drop a message (those with Reject with, Discard or Stop
-Processing, in run order: a higher rule's Stop Processing still shields a lower Reject) are
-evaluated on the envelope and the message as received. Reject with becomes the reply (550
-5.7.1 and the rule's text, or the rule's own enhanced status), Discard a 250 with nothing
-stored. Every other action (headers, subject tags, redirects, replies) stays with the queue
-manager's Server Rules (cgtwist.core.rules), which see the same facts after queueing; Domain
-and Account Rules that reject still do it with a DSN. It changes, sends and stores nothing.
+Server Rules are evaluated on the envelope and the message as received. Reject with becomes
+the reply (550 5.7.1 and the rule's text, or the rule's own enhanced status), Discard a 250
+with nothing stored. Every other action (headers, subject tags, redirects, replies) stays with
+the queue manager's Server Rules (cgtwist.core.rules), which see the same facts after
+queueing; when no rule fired here, the message's submit record says so (with the rule set's
+revision) and the enqueuer runs again only the rules whose outcome can differ there (message
+size, the trace fields added after this check, the clock): each message is evaluated once,
+not twice. Domain and Account Rules that reject still do it with a DSN. It changes, sends and
+stores nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import Optional
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cgtwist.core.rules import SERVER_DONE, RulesRunner
+from cgtwist.core.rules import SERVER_DONE, RulesRunner, nothing_fired
 from cgtwist.errors import MailError
-from cgtwist.interfaces import DISCARD, IMessageCheck
+from cgtwist.interfaces import DISCARD, CheckOutcome, IMessageCheck
 from cgtwist.logs import Logger
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.model import RuleSet
@@ -72,19 +74,20 @@ class ReceptionRules:
 
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> defer.Deferred[Optional[str]]:
-        """Fire None to take the message, DISCARD to drop it, or errback the rule's refusal."""
+    ) -> defer.Deferred[CheckOutcome]:
+        """Fire None (or the mark that no rule fired) to take the message, DISCARD to drop
+        it, or errback the rule's refusal."""
         return defer.ensureDeferred(self._check(session, envelope, message))
 
     async def _check(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> Optional[str]:
+    ) -> CheckOutcome:
         if envelope.submit.get("rules") == SERVER_DONE:
             return None
         try:
-            rules = self._deciding(await self.runner.rules(SERVER, ""))
-            if not rules.rules:
-                return None
+            rules, revision = await self.runner.revision(SERVER, "")
+            if not self._deciding(rules).rules:
+                return None  # nothing to decide here: the enqueuer runs them all
             recipients = [r.address for r in envelope.recipients]
             facts = await self.runner.facts(envelope, message, recipients, [rules])
         except Exception:
@@ -95,6 +98,8 @@ class ReceptionRules:
             )
             raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
         outcome = evaluate(rules, facts, server=True)
+        if not outcome.trace:  # no rule fired
+            return {"rules": nothing_fired(revision)}
         reject = next((a for a in outcome.actions if a.name == "Reject with"), None)
         if reject is not None:
             err = rejection(reject.param)

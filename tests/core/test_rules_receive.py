@@ -20,6 +20,9 @@ from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, Recipient, Route, SessionInfo
 from tests.core.test_rules import MSG, FakeAccounts, FakeRuleStore, rule, rules
 
+# The mark of a message no Server Rule fired on (the fake store's revision is 1).
+NONE_FIRED = {"rules": "none-fired@1"}
+
 
 class ReceptionCase(unittest.TestCase):
     def setUp(self) -> None:
@@ -94,7 +97,7 @@ class ReceptionCase(unittest.TestCase):
         self.assertEqual(err.code, 550)
         self.assertEqual(self.routed, ["bob@remote.example"])
         local = Envelope("a@b.example", [Recipient("carol@example.com")], {"peer": "192.0.2.1"})
-        self.assertIsNone(self.successResultOf(self.outcome(text, local)))
+        self.assertEqual(self.successResultOf(self.outcome(text, local)), NONE_FIRED)
 
     def test_rbl_listed_from_the_submit_record(self) -> None:
         """The DNSBL zones the receiver recorded feed the RBL Listed condition."""
@@ -104,7 +107,7 @@ class ReceptionCase(unittest.TestCase):
         )
         self.failureResultOf(self.outcome(text, listed), MailError)
         clean = Envelope("a@b.example", [Recipient("alice@example.com")], {})
-        self.assertIsNone(self.successResultOf(self.outcome(text, clean)))
+        self.assertEqual(self.successResultOf(self.outcome(text, clean)), NONE_FIRED)
 
     def test_unreadable_rules_are_a_temporary_refusal(self) -> None:
         """A store that cannot answer is a 451, never a silent pass."""
@@ -127,3 +130,46 @@ class ReceptionCase(unittest.TestCase):
             )
         )
         self.assertEqual([r.name for r in deciding(rs).ordered()], ["c", "b", "d"])
+
+    def test_nothing_fired_marks_the_message_and_the_enqueuer_runs_only_unsettled_rules(
+        self,
+    ) -> None:
+        """When no rule fired at the end of DATA the submit record says so, with the rule
+        set's revision; the enqueuer then runs only the rules whose outcome can differ there
+        (Message Size, the fields added after the check, the clock), once per message."""
+        text = rules(
+            rule("Tag big", 'if Message Size greater than "1K"', 'do Tag Subject "[big]"'),
+            rule("Tag offers", 'if Subject is "bargain*"', 'do Tag Subject "[offer]"'),
+            rule("No spam", 'if From is "*@spam.example"', 'do Reject with "no"'),
+        )
+        mark = self.successResultOf(self.outcome(text))
+        self.assertEqual(mark, NONE_FIRED)
+        unsettled = self.runner.unsettled(parse_rules(text))
+        self.assertEqual([r.name for r in unsettled.rules], ["Tag big"])
+        seen: list[str] = []
+        self.runner.facts = self.counting(self.runner.facts, seen)  # type: ignore[method-assign]
+        env = Envelope(
+            "x@elsewhere.example", [Recipient("alice@example.com")], {"peer": "192.0.2.1", **mark}
+        )
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m1", env, MSG)))
+        self.assertEqual(seen, ["Tag big"])  # only the unsettled rule was looked at
+        stale = Envelope(
+            "x@elsewhere.example",
+            [Recipient("alice@example.com")],
+            {"peer": "192.0.2.1", "rules": "none-fired@0"},
+        )
+        seen.clear()
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m2", stale, MSG)))
+        self.assertEqual(seen, ["Tag big", "Tag offers", "No spam"])  # another revision: all
+
+    @staticmethod
+    def counting(facts: Any, seen: list[str]) -> Any:
+        """Wrap RulesRunner.facts to note the rules each evaluation is given."""
+
+        async def wrapped(
+            envelope: Envelope, data: bytes, recipients: Any, rule_sets: Any, *a: Any, **kw: Any
+        ) -> Any:
+            seen.extend(r.name for rs in rule_sets for r in rs.rules)
+            return await facts(envelope, data, recipients, rule_sets, *a, **kw)
+
+        return wrapped

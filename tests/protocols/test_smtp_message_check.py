@@ -72,3 +72,13 @@ class MessageCheckTests(unittest.TestCase):
         envelope, _data = h.submission.messages[0]
         self.assertEqual(envelope.submit["spf"], "softfail")
         self.assertEqual(envelope.submit["rbl"], "zen.example")
+
+    def test_entries_a_check_returns_join_the_submit_record(self) -> None:
+        """A check that accepts with entries (the Server Rules' "none fired" mark) has them
+        in the queued envelope's submit record, beside the session's own."""
+        h = self.harness({"rules": "none-fired@3"})
+        replies = h.transaction()
+        self.assertTrue(replies[-1].startswith("250 2.0.0 Ok: queued as"), replies)
+        envelope, _data = h.submission.messages[0]
+        self.assertEqual(envelope.submit["rules"], "none-fired@3")
+        self.assertEqual(envelope.submit["peer"], "192.0.2.10")

@@ -27,6 +27,7 @@ from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import (
     DISCARD,
+    CheckOutcome,
     IAuthPenalty,
     IClientAccess,
     IMessageCheck,
@@ -333,9 +334,12 @@ class CgSMTP(AuthCommands):
             )
             self._reply(250, "2.0.0", f"Ok: {local_id}")
 
-        def checked(outcome: Optional[str]) -> object:
+        def checked(outcome: CheckOutcome) -> object:
+            nonlocal envelope
             if outcome == DISCARD:
                 return DISCARD
+            if isinstance(outcome, Mapping):  # entries for the submit record
+                envelope = replace(envelope, submit={**envelope.submit, **outcome})
             d = defer.maybeDeferred(policy.trace_headers, session, envelope)
             return d.addCallback(assemble)
 
