@@ -38,13 +38,14 @@ NRULES=${CG_SERVER_RULES:-0}
 RULES_FILE="$OUTDIR/server-rules-$NRULES.txt"
 if [ "$NRULES" -gt 0 ]; then
   PYTHONPATH="$HERE/.." "$PY" "$HERE/server_rules.py" "$NRULES" > "$RULES_FILE"
-  cg_admin rules test --server "$RULES_FILE" | head -1
+  cg_admin rules test --server "$RULES_FILE"  # valid as Server Rules, or the bench stops
+  echo "$NRULES Server Rules: $RULES_FILE"
 fi
 # set_rules on|off: install or remove the Server Rules; the running server and its workers
 # reload at once (cgtwist-admin tells them), the pause lets every worker's reload land.
 set_rules() {
   if [ "$1" = on ]; then cg_admin rules set --server "$RULES_FILE" >/dev/null
-  else cg_admin rules delete --server >/dev/null 2>&1 || true; fi
+  else "$PY" -m cgtwist.cli rules delete --server >/dev/null 2>&1 || true; fi  # none set: fine
   sleep 2
 }
 # cg: cgtwist alone, or without and with the Server Rules in ABBA order (run $2 odd: without first).
