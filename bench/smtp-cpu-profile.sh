@@ -3,6 +3,7 @@
 # total and by role (bench/cpu_split.py: server reactor, server threads, workers' reactors and threads).
 #   STRACE=1: strace -c -f summary to /tmp/cgd/strace.txt; KEEPLOG=1: keep the log in /tmp/cgd/last.log
 #   S=10 M=1500 bench/smtp-cpu-profile.sh    (PROFILE=1: py-spy record to /tmp/cgtwist-prof.txt)
+#   RULES=FILE: with those Server Rules installed (bench/server_rules.py 50 > FILE)
 set -u
 . "$(dirname "$0")/lib.sh"
 # CPU per message grows when other work thrashes the caches: not above a 1-minute load of 1.0
@@ -10,6 +11,8 @@ set -u
 bench_load_check smtp-cpu-profile
 # SETTINGS="key value;key value": more settings to try (e.g. "queue.destination_concurrency 10")
 CG_BENCH_DIR=${TMPBASE:-${CG_BENCH_DIR:-}} CG_SETTINGS="${SETTINGS:-}" cg_smtp_server cgcpu "${WORKERS:-}"
+# RULES=FILE: these Server Rules installed (bench/server_rules.py N > FILE), the rules' CPU
+if [ -n "${RULES:-}" ]; then cg_admin rules set --server "$RULES"; sleep 2; fi
 PID=$CG_PID
 # The base directory persists (cg_mkbase): empty the Maildir first, as smtp-load.sh's CLEAN does.
 MD=$CG_MAILDIR/new

@@ -4,6 +4,11 @@
 #
 #   bench/smtp-vs-postfix.sh            MSGS=2000 SIZE=5120 SESSIONS="1 10 50" RUNS=3 CG_WORKERS=$(nproc)
 #   CG_RUNTIME=plain bench/smtp-vs-postfix.sh   the same on stock Twisted ([server] runtime = plain)
+#   CG_SERVER_RULES=50 bench/smtp-vs-postfix.sh  also cgtwist with 50 Server Rules (bench/server_rules.py)
+#
+# With CG_SERVER_RULES=N each run measures cgtwist twice, without rules ("cgtwist") and with N
+# realistic Server Rules ("cgtwist-rulesN"), the two in ABBA order too, and the report gives
+# both delivered ratios against Postfix and rules/no-rules (issue #14: at most 5% cost).
 #
 # Postfix listens on 127.0.0.1:2525 (../shared/bench/setup-peers.sh), cgtwist on 127.0.0.1:2625,
 # both delivering to smtpbench@example.test's Maildir. The two servers take turns run by run
@@ -28,7 +33,30 @@ mkdir -p "$CG_MAILDIR/new" "$CG_MAILDIR/cur"
 
 echo "label,sessions,run,msgs,size,accept_s,accept_msg_s,deliver_s,deliver_msg_s,client_cpu_s,rc" > "$CSV"
 pf() { SESSIONS=$1 RUNS=1 COUNT_DIR=/home/smtpbench/Maildir CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2525 postfix; }
-cg() { SESSIONS=$1 RUNS=1 COUNT_DIR="$CG_MAILDIR" CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2625 cgtwist; }
+cg_plain() { SESSIONS=$1 RUNS=1 COUNT_DIR="$CG_MAILDIR" CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2625 "${2:-cgtwist}"; }
+NRULES=${CG_SERVER_RULES:-0}
+RULES_FILE="$OUTDIR/server-rules-$NRULES.txt"
+if [ "$NRULES" -gt 0 ]; then
+  PYTHONPATH="$HERE/.." "$PY" "$HERE/server_rules.py" "$NRULES" > "$RULES_FILE"
+  cg_admin rules test --server "$RULES_FILE"  # valid as Server Rules, or the bench stops
+  echo "$NRULES Server Rules: $RULES_FILE"
+fi
+# set_rules on|off: install or remove the Server Rules; the running server and its workers
+# reload at once (cgtwist-admin tells them), the pause lets every worker's reload land.
+set_rules() {
+  if [ "$1" = on ]; then cg_admin rules set --server "$RULES_FILE" >/dev/null
+  else "$PY" -m cgtwist.cli rules delete --server >/dev/null 2>&1 || true; fi  # none set: fine
+  sleep 2
+}
+# cg: cgtwist alone, or without and with the Server Rules in ABBA order (run $2 odd: without first).
+cg() {
+  if [ "$NRULES" -le 0 ]; then cg_plain "$1"; return; fi
+  if [ $(( $2 % 2 )) = 1 ]; then
+    set_rules off; cg_plain "$1"; set_rules on; cg_plain "$1" "cgtwist-rules$NRULES"
+  else
+    set_rules on; cg_plain "$1" "cgtwist-rules$NRULES"; set_rules off; cg_plain "$1"
+  fi
+}
 # One run of each server at a time, in ABBA order (postfix first in odd runs, cgtwist first in
 # even ones): a run leaves the file system in a state that costs the next run. Postfix creates
 # and deletes a queue file per message, and both servers' directories share one ext4 flex
@@ -38,8 +66,14 @@ cg() { SESSIONS=$1 RUNS=1 COUNT_DIR="$CG_MAILDIR" CLEAN=1 OUT="$CSV" bash "$SHAR
 echo "order (ABBA): postfix first in odd runs, cgtwist first in even ones (first: postfix)"
 for s in $SESSIONS_LIST; do
   for r in $(seq "$RUNS"); do
-    if [ $((r % 2)) = 1 ]; then pf "$s"; cg "$s"; else cg "$s"; pf "$s"; fi
+    if [ $((r % 2)) = 1 ]; then pf "$s"; cg "$s" "$r"; else cg "$s" "$r"; pf "$s"; fi
   done
 done
 "$PY" "$HERE/ratios.py" "$CSV" cgtwist postfix
+if [ "$NRULES" -gt 0 ]; then
+  echo "--- with $NRULES Server Rules against Postfix"
+  "$PY" "$HERE/ratios.py" "$CSV" "cgtwist-rules$NRULES" postfix
+  echo "--- with $NRULES Server Rules against none (the rules' cost)"
+  "$PY" "$HERE/ratios.py" "$CSV" "cgtwist-rules$NRULES" cgtwist
+fi
 bench_load_after smtp-vs-postfix

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, cast
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer
@@ -33,6 +33,7 @@ from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.core.routing import Routing
 from cgtwist.core.rules import RulesRunner, existing_mailboxes
+from cgtwist.core.rules_receive import ReceptionRules
 from cgtwist.core.submission import Submission
 from cgtwist.delivery.bounce import Bouncer
 from cgtwist.delivery.group import GroupDelivery
@@ -62,6 +63,7 @@ from cgtwist.stats import CountedPenalty, Statistics, queue_figures
 from cgtwist.storage.credcache import CredentialCache
 from cgtwist.storage.lists import ListStore
 from cgtwist.storage.passwords import PasswordHasher
+from cgtwist.storage.rulehistory import RuleHistory
 from cgtwist.storage.rules import RuleStore
 from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
@@ -119,6 +121,7 @@ class Components:
         self.smtp_out: Optional[SMTPDelivery] = None
         self.pickup: Optional[SubmittedPickup] = None
         self.list_timer: Optional[ListTimer] = None
+        self.rule_history: Optional[RuleHistory] = None
 
     def _pool(self, name: str, maximum: int) -> ThreadPool:
         pool = ThreadPool(0, maximum, name)
@@ -220,6 +223,20 @@ class Components:
         self.lists = ListStore(store.db)
         self.routing = Routing(store, settings, cfg.main_domain, lists=self.lists)
         self.limits = AccountLimits(store, settings)
+        # The Server Rules that Reject or Discard answer before the 250, here and in each
+        # SMTP worker process: their own runner over the shared store (routes, Client IPs).
+        self.rule_store = RuleStore(store.db, cfg.node)
+        receive_rules = RulesRunner(
+            self.rule_store,
+            store,
+            settings,
+            clock=reactor,
+            hostname=cfg.hostname,
+            submission=None,
+            route=self.routing.route,
+            is_client_ip=lambda ip: self.policy.is_client_ip(ip),
+        )
+        settings.subscribe(lambda _s: receive_rules.forget())  # cgtwist-admin rules set reloads
         self.policy = ProtectedPolicy(
             BasicPolicy(self.routing, settings, accounts=store, limits=self.limits),
             self.resolver,
@@ -229,6 +246,7 @@ class Components:
             hostname=cfg.hostname,
             threadpool=self._pool("cgtwist-spf", 8),
             is_local_domain=self.routing.is_local_domain,
+            message_rules=ReceptionRules(receive_rules),
         )
         # Every login of every protocol (and the web) passes this one brake: failures are
         # counted there.
@@ -282,7 +300,14 @@ class Components:
         spool."""
         cfg, reactor, io_pool = self.cfg, self.reactor, self.io_pool
         pipe = PipeDelivery(settings, reactor)
-        self.rule_store = RuleStore(store.db, cfg.node)
+        # WorkerPool offers the part of ThreadPool that deferToThreadPool uses.
+        history_pool = cast(ThreadPool, io_pool)
+        self.rule_history = RuleHistory(
+            cfg.base_dir,
+            settings,
+            reactor,
+            lambda job: deferToThreadPool(reactor, history_pool, job),
+        )
         self.rules = RulesRunner(
             self.rule_store,
             store,
@@ -294,6 +319,7 @@ class Components:
             is_client_ip=self.policy.is_client_ip,
             mailboxes=existing_mailboxes(cfg.base_dir, reactor, io_pool),
             execute=pipe.deliver,
+            history=self.rule_history,
         )
         settings.subscribe(lambda _s: self.rules.forget())  # cgtwist-admin rules set reloads
         local = LocalDelivery(
@@ -516,6 +542,8 @@ class Components:
         if self.notifier is not None:
             # names replaced by IMAP flag changes, while the disk threads run
             await self.notifier.flush()
+        if self.rule_history is not None:
+            await self.rule_history.close()  # the Rules' history lines still gathered
         if self.resolver is not None:
             await defer.maybeDeferred(self.resolver.stop)
         for pool in self._pools:

@@ -1,4 +1,4 @@
-"""``cgtwist-admin rules``: show, set, test and explain Server, Domain and Account Rules.
+"""``cgtwist-admin rules``: show, set, test, explain and replay Server, Domain and Account Rules.
 
 Owns only the command-line edge of Rules: the scope arguments (``--server``, ``--domain D``,
 ``--account A``), reading files, reporting parse errors as ``FILE:line: problem``, and
@@ -9,11 +9,14 @@ are ``ctx.admin.rules`` (cgtwist.admin.rules); ``explain`` delivers and remember
 from __future__ import annotations
 
 import argparse
+import re
+import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cgtwist.admin.rules import Scope, Section
 from cgtwist.rules.sieve import SieveError, compile_sieve
 from cgtwist.rules.text import format_action, format_condition, format_rules
+from cgtwist.storage.rulehistory import read_history
 from cgtwist.storage.rules import InvalidRules
 
 PROG = "cgtwist-admin"
@@ -150,6 +153,65 @@ async def rules_explain(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SINCE = re.compile(r"^(\d{1,6})([smhdw]?)$")
+
+
+def since_seconds(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``2w`` or plain seconds, for ``--since``."""
+    m = _SINCE.match(text.strip().lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration such as 7d, 12h, 30m or 2w")
+    return float(int(m.group(1)) * _UNITS[m.group(2) or "s"])
+
+
+def _side(acts: tuple[tuple[str, str], ...]) -> list[str]:
+    if not acts:
+        return ["(no rule fires: delivered as is)"]
+    return [f"rule {rule!r}: {action}" for rule, action in acts]
+
+
+async def rules_replay(ctx: Context, args: argparse.Namespace) -> int:
+    """Run the current rule set, and a proposed one, over the delivery history of the last
+    ``--since`` and print the messages whose outcome would change (without ``--proposed``:
+    those a current rule fires on). Delivers, replies and remembers nothing."""
+    try:
+        since = since_seconds(args.since)
+    except argparse.ArgumentTypeError as e:
+        ctx.fail(f"--since {e}")
+    scope = await _scope(ctx, args)
+    proposed = ctx.read(args.proposed) if args.proposed else None
+    now = time.time()
+    records = read_history(ctx.config.base_dir, now - since, now)
+    try:
+        found = await ctx.admin.rules.replay(scope, records, proposed)
+    except InvalidRules as e:
+        _refused(ctx, args.proposed or "-", e)
+    out = ctx.out
+    for m in found.changed:
+        r = m.record
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.when))
+        to = r.account if r.level == "local" else ", ".join(r.recipients)
+        subject = m.subject
+        out.write(f"{when} {r.msg_id} from <{r.sender}> to {to}")
+        out.write(f" subject {subject!r}\n" if subject else "\n")
+        label = "current: " if proposed is not None else "rules:   "
+        for line in _side(m.current):
+            out.write(f"  {label} {line}\n")
+            label = "         "
+        if proposed is not None:
+            label = "proposed:"
+            for line in _side(m.proposed):
+                out.write(f"  {label} {line}\n")
+                label = "         "
+    what = "would change" if proposed is not None else "met a rule"
+    out.write(
+        f"{found.seen} message(s) of the last {args.since} replayed for {scope.what}; "
+        f"{len(found.changed)} {what}\n"
+    )
+    return 0
+
+
 def _scope_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--server", action="store_true", help="the Server Rules (every message)")
@@ -196,3 +258,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ip", metavar="IP", help="the client's address")
     p.add_argument("--auth", action="store_true", help="as if the sender authenticated")
     p.set_defaults(handler=rules_explain)
+    p = g.add_parser(
+        "replay",
+        help="run the current and a proposed rule set over the delivery history; print the "
+        "messages whose outcome would change",
+    )
+    _scope_args(p)
+    p.add_argument(
+        "--since",
+        required=True,
+        metavar="AGE",
+        help="how far back: 7d, 12h, 30m, 2w (rules.history_days bounds what is kept)",
+    )
+    p.add_argument("--proposed", metavar="FILE", help="the proposed rule set ('-' = stdin)")
+    p.set_defaults(handler=rules_replay)

@@ -166,11 +166,31 @@ class ISessionWatch(Interface):
         """The peer ``ip`` misbehaved (``pregreet``, ``errors``); True if it is now blacklisted."""
 
 
+# What an IMessageCheck fires with to accept a message and store nothing (a Discard rule):
+# the client hears 250, no spool file is written.
+DISCARD = "discard"
+# What an IMessageCheck fires with: None (accept), DISCARD, or entries for the message's
+# submit record (accept and note them: the Server Rules' "none fired" mark).
+CheckOutcome = Union[None, str, Mapping[str, str]]
+
+
 class IMessageCheck(Interface):
     """A policy that looks at the message after DATA, before it is queued."""
 
-    def check_message(session: SessionInfo, envelope: Envelope, message: bytes) -> Deferred[None]:
-        """Fire None to accept ``message`` (bytes), or errback MailError to refuse it."""
+    def check_message(
+        session: SessionInfo, envelope: Envelope, message: bytes
+    ) -> Deferred[CheckOutcome]:
+        """Fire None to accept ``message`` (bytes), DISCARD to answer 250 and store nothing,
+        a mapping to accept it with those entries added to its submit record, or errback
+        MailError to refuse it."""
+
+
+class IReceptionFacts(Interface):
+    """A policy whose checks found things later stages read (cgtwist.core.protection)."""
+
+    def submit_facts(session: SessionInfo) -> Mapping[str, str]:
+        """Entries for the message's submit record (``spf``, ``rbl``): what the Rules read of
+        the protection verdict, recorded where no sender can forge it."""
 
 
 class IDeliveryAgent(Interface):

@@ -390,6 +390,11 @@ class RblSettings:
         "reply code for an RBL-listed IP (554; 4xx to defer instead)",
         check=settings_protection.rbl_code,
     )
+    action: str = setting(
+        "reject",
+        "reject (refuse a listed IP at connect with the code above) | tag (accept it; the zones that listed it feed the Server Rules' RBL Listed condition, so spam handling is a rule)",
+        check=settings_protection.rbl_action,
+    )
 
 
 @dataclass(frozen=True)
@@ -798,6 +803,16 @@ class RulesSettings:
     max_hops: int = setting(
         10,
         "Delivered-To hop markers a message may carry before LOCAL fails it with 5.4.6",
+    )
+    history_days: int = setting(
+        7,
+        "days the delivery history (envelope and header section of each message, for cgtwist-admin rules replay) is kept; 0 = none is kept",
+        check=at_least(0, "rules.history_days is 0 (off) or more days"),
+    )
+    history_max_mb: int = setting(
+        100,
+        "MiB the delivery history may fill (the oldest hours go first; past it, nothing more is kept until they have gone)",
+        check=at_least(1, "rules.history_max_mb is at least 1"),
     )
 
 

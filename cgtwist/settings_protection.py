@@ -24,6 +24,9 @@ SPF_ACTIONS = ("reject", "tempfail", "tag", "accept")
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 # RFC 5321 §4.2.2/§3.1: codes that make sense for refusing a listed client at connect.
 RBL_CODES = (421, 450, 451, 550, 554)
+# What a listing does: refuse the connection, or accept and record it for the Server Rules'
+# RBL Listed condition (cgtwist.rules).
+RBL_ACTIONS = ("reject", "tag")
 
 _SENDER_ITEM = re.compile(r"^(\*\.|\.|@)?[^\s@\x00-\x1f\x7f]+(@[^\s@\x00-\x1f\x7f]+)?$")
 _ZONE = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
@@ -167,6 +170,11 @@ def number(low: float, high: float) -> Callable[[str, object], None]:
 def mode(key: str, value: object) -> None:
     if value not in MODES:
         raise ValueError(f"{key} must be one of {', '.join(MODES)}, not {value!r}")
+
+
+def rbl_action(key: str, value: object) -> None:
+    if value not in RBL_ACTIONS:
+        raise ValueError(f"{key} must be one of {', '.join(RBL_ACTIONS)}, not {value!r}")
 
 
 def rbl_code(key: str, value: object) -> None:

@@ -51,6 +51,8 @@ class ValidateTests(unittest.TestCase):
             "unknown check", self.refused("protection.listeners", {"25": {"dkim": "all"}})
         )
         self.assertIn("554", self.refused("protection.rbl.code", 250))
+        self.assertIn("reject, tag", self.refused("protection.rbl.action", "quarantine"))
+        self.assertEqual(validate("protection.rbl.action", "tag"), "tag")
 
     def test_timeouts_and_delays(self) -> None:
         """Short fractional timeouts are allowed; AUTH delays must be sane numbers."""

@@ -5,15 +5,17 @@ Owns the Rules capabilities once, for cgtwist-admin and the web alike: a rule se
 its scope (the server, a domain, an account that must exist), checked as the server would run
 it (cgtwist.core.rules: level and RulesAllowed) before it is stored (cgtwist.storage.rules), a
 change tells the server, and ``explain`` runs the Server Rules and then the recipient's Domain
-and Account Rules on a message without delivering or remembering anything. It must not read
-files, parse arguments or print.
+and Account Rules on a message without delivering or remembering anything; ``replay`` runs the
+current and a proposed rule set over the delivery history (cgtwist.storage.rulehistory) the
+caller read. It must not read files, parse arguments or print.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Union
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Iterable, Optional, Union
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -24,9 +26,13 @@ from cgtwist.core.auth import parse_login
 from cgtwist.core.routing import Routing
 from cgtwist.core.rules import RulesRunner
 from cgtwist.errors import MailError
+from cgtwist.message.headers import decoded
 from cgtwist.rules.evaluate import Outcome, evaluate
+from cgtwist.rules.facts import parse_headers
 from cgtwist.rules.model import RuleSet
+from cgtwist.rules.text import format_action
 from cgtwist.settings import Settings, SettingsHolder
+from cgtwist.storage.rulehistory import Delivered
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, StoredRules
 from cgtwist.storage.rules import RuleStore as RuleTable
 from cgtwist.types import Account, Envelope, Recipient
@@ -202,6 +208,13 @@ class RulesAdmin:
             found.reply_days = round(float(runner.settings.current.rules.reply_interval) / 86400, 1)
         return found
 
+    async def replay(
+        self, scope: Scope, records: Iterable[Delivered], proposed: Optional[str] = None
+    ) -> Replay:
+        """``scope``'s rule set, and ``proposed`` when given, over the delivery history
+        ``records`` (replay_history)."""
+        return await replay_history(self, scope, records, proposed)
+
     async def _explain_local(
         self,
         runner: RulesRunner,
@@ -238,3 +251,96 @@ class RulesAdmin:
             found.actions += [f"account: {a.name} {a.param}".strip() for a in second.actions]
         else:
             found.steps.append(Section(title, None))
+
+
+@dataclass(frozen=True)
+class ReplayedMessage:
+    """One message of the history whose outcome differs (or, without a proposed rule set,
+    on which a rule fires): each side is ``(rule name, action text)`` in the order they run."""
+
+    record: Delivered
+    current: tuple[tuple[str, str], ...]
+    proposed: tuple[tuple[str, str], ...]
+
+    @property
+    def subject(self) -> str:
+        for name, value in parse_headers(self.record.head):
+            if name == "subject":
+                return decoded(value)[:80]
+        return ""
+
+
+@dataclass
+class Replay:
+    """What ``replay`` found: how many messages of the history the rule set applies to, and
+    those whose outcome would change (or every one a rule fires on, without a proposal)."""
+
+    seen: int = 0
+    changed: list[ReplayedMessage] = field(default_factory=list)
+
+
+def _acts(outcome: Outcome) -> tuple[tuple[str, str], ...]:
+    """(rule, action as the text form writes it) of every action that runs."""
+    return tuple(
+        (t.rule.name, format_action(a).removeprefix("do "))
+        for t in outcome.trace
+        for a in t.actions
+    )
+
+
+async def replay_history(
+    admin: RulesAdmin,
+    scope: Scope,
+    records: Iterable[Delivered],
+    proposed: Optional[str] = None,
+) -> Replay:
+    """Run ``scope``'s current rule set, and ``proposed`` (a text form, checked as ``set``
+    would) when given, over the history ``records``: the Server Rules over every message, a
+    domain's or an account's over what LOCAL delivered to it. Nothing is delivered, replied
+    or remembered; routes and mailboxes are asked as they are now."""
+    runner = await admin.runner()
+    current = await runner.rules(scope.scope, scope.owner)
+    new = current
+    if proposed is not None:
+        new = await runner.check_text(scope.scope, scope.owner, proposed)
+    execute = runner.settings.current.rules.execute
+    found = Replay()
+    for record in records:
+        account: Optional[Account] = None
+        if scope.scope == SERVER:
+            if record.level != "server":
+                continue
+            targets = list(record.recipients)
+        else:
+            if record.level != "local":
+                continue
+            owner = record.account.lower()
+            if (scope.scope == DOMAIN and owner.rpartition("@")[2] != scope.owner) or (
+                scope.scope == ACCOUNT and owner != scope.owner
+            ):
+                continue
+            name, _, domain = owner.rpartition("@")
+            account = Account(name, domain)
+            targets = [owner]
+        found.seen += 1
+        envelope = Envelope(record.sender, [Recipient(a) for a in targets], record.submit)
+        facts = await runner.facts(
+            envelope,
+            record.head + b"\r\n",
+            targets,
+            [current, new],
+            account,
+            size=record.size,
+            now=datetime.fromtimestamp(record.when),
+        )
+        allowed = await runner.allowed(account) if scope.scope == ACCOUNT and account else None
+        server = scope.scope == SERVER
+        before = _acts(evaluate(current, facts, server=server, allowed=allowed, execute=execute))
+        if proposed is None:
+            if before:
+                found.changed.append(ReplayedMessage(record, before, before))
+            continue
+        after = _acts(evaluate(new, facts, server=server, allowed=allowed, execute=execute))
+        if [a for _r, a in before] != [a for _r, a in after]:
+            found.changed.append(ReplayedMessage(record, before, after))
+    return found

@@ -69,7 +69,9 @@ class RBLChecker:
         self.clock = clock
 
     def check(self, ip: str, zones: Sequence[str]) -> defer.Deferred[CheckResult]:
-        """Fires with CheckResult("rbl", listed|pass|error|skipped, reason, duration, data)."""
+        """Fires with CheckResult("rbl", listed|pass|error|skipped, reason, duration, data);
+        a listing's data names the first zone (``zone``, ``code``, ``text``) and every zone
+        that listed the IP (``zones``, comma-separated)."""
         started = self.clock.seconds()
         parsed = []
         for entry in zones:
@@ -92,15 +94,25 @@ class RBLChecker:
 
         def combine(results: list[tuple[str, str, str, str]]) -> CheckResult:
             took = self.clock.seconds() - started
-            for outcome, zone, code, reason in results:
-                if outcome == LISTED:
-                    return CheckResult(
-                        "rbl",
-                        LISTED,
-                        f"listed in {zone} ({code})",
-                        took,
-                        {"zone": zone, "code": code, "text": reason},
-                    )
+            listed = [
+                (zone, code, reason) for outcome, zone, code, reason in results if outcome == LISTED
+            ]
+            if listed:
+                # The first listing names the refusal; every listing zone is kept for the
+                # RBL Listed rule condition (protection.rbl.action tag).
+                zone, code, reason = listed[0]
+                return CheckResult(
+                    "rbl",
+                    LISTED,
+                    "listed in " + ", ".join(f"{z} ({c})" for z, c, _r in listed),
+                    took,
+                    {
+                        "zone": zone,
+                        "code": code,
+                        "text": reason,
+                        "zones": ",".join(z for z, _c, _r in listed),
+                    },
+                )
             errs = [f"{z}: {r}" for o, z, _c, r in results if o == ERROR]
             if errs:
                 return CheckResult("rbl", ERROR, "; ".join(errs), took)

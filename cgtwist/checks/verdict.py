@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from cgtwist.checks.result import CheckResult, clean
+from cgtwist.checks.result import LISTED, SKIPPED, CheckResult, clean
 from cgtwist.checks.spf import authentication_results_part, received_spf
 
 _AUTHSERV = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
@@ -75,6 +75,19 @@ class Verdict:
         if reasons:
             line += f" reasons={reasons!r}"
         return line
+
+    def facts(self) -> dict[str, str]:
+        """What the Rules read of this verdict, for the message's submit record: ``spf`` (the
+        SPF result, when SPF ran) and ``rbl`` (the zones that listed the client, when it was
+        listed and accepted: protection.rbl.action tag)."""
+        out: dict[str, str] = {}
+        spf = self.get("spf")
+        if spf is not None and spf.outcome != SKIPPED:
+            out["spf"] = spf.outcome
+        rbl = self.get("rbl")
+        if rbl is not None and rbl.outcome == LISTED:
+            out["rbl"] = rbl.data.get("zones") or rbl.data.get("zone", "")
+        return out
 
     def authentication_results(self, authserv_id: str) -> str:
         """The value of ``Authentication-Results:`` (RFC 8601 §2.2); ``none`` if nothing ran."""

@@ -30,7 +30,7 @@ from cgtwist.core.account_limits import (
 from cgtwist.core.routing import route_error
 from cgtwist.core.senders import SenderRule, header_from_addresses
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IAccountStore, IMessageCheck, IPolicy, IRouter
+from cgtwist.interfaces import CheckOutcome, IAccountStore, IMessageCheck, IPolicy, IRouter
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import Envelope, Route, SessionInfo
@@ -91,9 +91,9 @@ class BasicPolicy:
 
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> defer.Deferred[None]:
+    ) -> defer.Deferred[CheckOutcome]:
         """After DATA, before the message is queued: each local recipient's maximum message
-        size (552 5.3.4), then the From: check (``smtp.check_from_header``).
+        size (552 5.3.4), then the From: check (``smtp.check_from_header``); fires None.
 
         Every message takes this path, and its recipients' routes and accounts were asked
         about at RCPT moments ago: answered from the Router's and the limits' caches it runs
@@ -118,8 +118,12 @@ class BasicPolicy:
                 if refusal is not None:
                     return defer.fail(self._too_big(session, rcpt.address, route, size, refusal))
         if session.account and self.settings.current.smtp.check_from_header:
-            return defer.ensureDeferred(self._from_owned(session, message))
+            return defer.ensureDeferred(self._from_checked(session, message))
         return defer.succeed(None)
+
+    async def _from_checked(self, session: SessionInfo, message: bytes) -> CheckOutcome:
+        await self._from_owned(session, message)
+        return None
 
     async def _check_message(
         self,
@@ -128,7 +132,7 @@ class BasicPolicy:
         message: bytes,
         start: int,
         first: defer.Deferred[Route],
-    ) -> None:
+    ) -> CheckOutcome:
         """``check_message`` from recipient ``start`` on, whose route ``first`` brings."""
         assert self.limits is not None
         for i, rcpt in enumerate(envelope.recipients[start:]):
@@ -137,6 +141,7 @@ class BasicPolicy:
                 await self._size_fits(session, rcpt.address, route, len(message))
         if session.account and self.settings.current.smtp.check_from_header:
             await self._from_owned(session, message)
+        return None
 
     async def _local_fits(
         self, session: SessionInfo, recipient: str, route: Route, size: int

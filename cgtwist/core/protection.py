@@ -37,7 +37,15 @@ from cgtwist.checks.reverseconnect import (
 from cgtwist.checks.spf import SPFChecker
 from cgtwist.checks.verdict import Verdict
 from cgtwist.errors import MailError
-from cgtwist.interfaces import IClientAccess, IMessageCheck, IPolicy, IResolver, ISessionWatch
+from cgtwist.interfaces import (
+    CheckOutcome,
+    IClientAccess,
+    IMessageCheck,
+    IPolicy,
+    IReceptionFacts,
+    IResolver,
+    ISessionWatch,
+)
 from cgtwist.logs import Logger
 from cgtwist.settings import (
     SettingsHolder,
@@ -63,7 +71,7 @@ class _SessionState:
     helo: str = ""
 
 
-@implementer(IPolicy, IClientAccess, ISessionWatch, IMessageCheck)
+@implementer(IPolicy, IClientAccess, ISessionWatch, IMessageCheck, IReceptionFacts)
 class ProtectedPolicy:
     """IPolicy wrapping ``inner`` (the BasicPolicy) with the receiving-protection checks.
 
@@ -71,7 +79,8 @@ class ProtectedPolicy:
     ``reverse_connect``, ``auto_blacklist`` and ``auth_penalty`` may be passed in (tests,
     sharing), otherwise they are built here. ``hostname`` is our authserv-id / HELO name.
     ``is_local_domain(domain) -> Deferred[bool]`` (e.g. ``Routing.is_local_domain``): our own
-    domains need no DNS to prove they exist (the Return-path check).
+    domains need no DNS to prove they exist (the Return-path check). ``message_rules``: the
+    Server Rules at the end of DATA (cgtwist.core.rules_receive), after the inner checks.
     """
 
     def __init__(
@@ -90,8 +99,10 @@ class ProtectedPolicy:
         auth_penalty: Optional[AuthPenalty] = None,
         max_sessions: int = 20000,
         is_local_domain: Optional[Callable[[str], Any]] = None,
+        message_rules: Optional[IMessageCheck] = None,
     ) -> None:
         self.inner = inner
+        self.message_rules = message_rules
         self.is_local_domain = is_local_domain
         self.resolver: Any = resolver
         self.settings = settings
@@ -293,7 +304,16 @@ class ProtectedPolicy:
             rbl = self.settings.current.protection.rbl
             r = await self.rbl.check(ip, list(rbl.zones))
             st.connect_results.append(verdict.add(r))
-            if r.outcome == LISTED:
+            if r.outcome == LISTED and rbl.action == "tag":
+                # Accepted: every transaction's verdict carries the listing into the message's
+                # submit record (submit_facts), where the RBL Listed rule condition reads it.
+                log.info(
+                    "rbl listing tagged, not refused: peer={peer} session={session} {reason}",
+                    peer=ip,
+                    session=session.session_id,
+                    reason=clean(r.reason),
+                )
+            elif r.outcome == LISTED:
                 code = rbl.code
                 enhanced = "4.7.1" if code < 500 else "5.7.1"
                 zone = clean(r.data.get("zone", ""), 100)
@@ -437,11 +457,25 @@ class ProtectedPolicy:
 
     def check_message(
         self, session: SessionInfo, envelope: Envelope, message: bytes
-    ) -> defer.Deferred[None]:
-        """The inner policy's check of the message itself (the From: check), when it has one."""
-        if not IMessageCheck.providedBy(self.inner):
-            return defer.succeed(None)
-        return defer.maybeDeferred(self.inner.check_message, session, envelope, message)
+    ) -> defer.Deferred[CheckOutcome]:
+        """The inner policy's check of the message itself (sizes, the From: check), when it
+        has one, then the ``message_rules`` (the Server Rules that Reject or Discard before
+        the 250); fires with what the rules answer (None, DISCARD, the "none fired" mark)."""
+        d: defer.Deferred[CheckOutcome] = defer.succeed(None)
+        if IMessageCheck.providedBy(self.inner):
+            d = defer.maybeDeferred(
+                IMessageCheck(self.inner).check_message, session, envelope, message
+            )
+        rules = self.message_rules
+        if rules is not None:
+            d.addCallback(lambda _: rules.check_message(session, envelope, message))
+        return d
+
+    def submit_facts(self, session: SessionInfo) -> dict[str, str]:
+        """What the transaction's checks found that the Rules read (SPF result, the RBL
+        zones that listed the client), for the message's submit record."""
+        verdict = self.verdict(session)
+        return verdict.facts() if verdict is not None else {}
 
     def trace_headers(
         self, session: SessionInfo, envelope: Envelope

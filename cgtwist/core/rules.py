@@ -28,23 +28,23 @@ from cgtwist.core.expiring import Expiring
 from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.message import loops
-from cgtwist.pictures import split_list
 from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate
 from cgtwist.rules.facts import MessageFacts, message_facts
 from cgtwist.rules.model import (
-    ADDRESS,
-    IN,
-    MAILBOX,
-    NOT_IN,
-    ROUTE,
+    DATE,
+    DAY,
+    HEADER,
+    TIME,
     Action,
+    Condition,
     RuleError,
     RuleSet,
     check_level,
 )
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
+from cgtwist.storage.rulehistory import RuleHistory
 from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleStore
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
@@ -58,6 +58,7 @@ _SENDS = ("Redirect to", "Forward to", "Mirror to")
 class _Parsed:
     text: str  # what ``rules`` was parsed from: an unchanged text is not parsed again
     rules: RuleSet
+    revision: int = 0  # the stored revision (the end-of-DATA check's mark names it)
 
 
 class RulesRunner:
@@ -70,7 +71,8 @@ class RulesRunner:
     exist in the account (Existing Mailbox); ``execute(msg_id, envelope, data, [recipient])``
     runs a program as the PIPE module does (a recipient routed ``PIPE(program args)``).
     ``hostname`` is our authserv-id: only our own ``Authentication-Results`` feeds
-    ``SPF Result``.
+    ``SPF Result``. ``history`` keeps what each message offered the rules, for
+    ``rules replay`` (cgtwist.storage.rulehistory).
     """
 
     log = Logger()
@@ -89,6 +91,7 @@ class RulesRunner:
         is_client_ip: Optional[Callable[[str], bool]] = None,
         mailboxes: Optional[Callable[[Account, list[str]], Any]] = None,
         execute: Optional[Callable[[str, Envelope, bytes, list[Recipient]], Any]] = None,
+        history: Optional[RuleHistory] = None,
     ) -> None:
         self.store = rule_store
         self.accounts = accounts
@@ -100,8 +103,10 @@ class RulesRunner:
         self.is_client_ip = is_client_ip
         self.mailboxes = mailboxes
         self.execute = execute
+        self.history = history
         self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock.seconds, self.TTL)
         self._allowed: Expiring[str, str] = Expiring(clock.seconds, self.TTL)
+        self._unsettled: tuple[Optional[RuleSet], RuleSet] = (None, RuleSet())
 
     def forget(self) -> None:
         """Drop the parsed rule sets and RulesAllowed values (rules or settings changed)."""
@@ -114,16 +119,32 @@ class RulesRunner:
     async def rules(self, scope: str, owner: str) -> RuleSet:
         """The parsed rule set of ``scope``/``owner`` (empty when none); a stored text this
         version cannot read is logged and treated as empty, never a failed delivery."""
+        return (await self.revision(scope, owner))[0]
+
+    async def revision(self, scope: str, owner: str) -> tuple[RuleSet, int]:
+        """``rules`` and the stored revision they were read from."""
         key = (scope, owner.lower())
         parsed = await self._rule_sets.fetch(key, lambda: self._load(key, scope, owner))
-        return parsed.rules
+        return parsed.rules, parsed.revision
+
+    def unsettled(self, rules: RuleSet) -> RuleSet:
+        """The rules of ``rules`` whose outcome can differ between the end of DATA and the
+        enqueuer (unsettled_condition), in run order; worked out once per parsed rule set."""
+        if self._unsettled[0] is not rules:
+            kept = tuple(
+                r for r in rules.rules if any(unsettled_condition(c) for c in r.conditions)
+            )
+            self._unsettled = (rules, RuleSet(kept))
+        return self._unsettled[1]
 
     async def _load(self, key: tuple[str, str], scope: str, owner: str) -> _Parsed:
         stored = await self.store.get(scope, owner)
         last = self._rule_sets.stale(key)
-        if last is not None and last.text == stored.text:
+        if last is not None and last.text == stored.text and last.revision == stored.revision:
             return last
-        return _Parsed(stored.text, self._parse(scope, owner, stored.text))
+        if last is not None and last.text == stored.text:
+            return _Parsed(stored.text, last.rules, stored.revision)
+        return _Parsed(stored.text, self._parse(scope, owner, stored.text), stored.revision)
 
     def _parse(self, scope: str, owner: str, text: str) -> RuleSet:
         """A stored text this version cannot read is logged and treated as empty."""
@@ -174,27 +195,30 @@ class RulesRunner:
         recipients: list[str],
         rule_sets: list[RuleSet],
         account: Optional[Account] = None,
+        *,
+        size: Optional[int] = None,
+        now: Optional[datetime] = None,
     ) -> MessageFacts:
         """The facts of a message for ``rule_sets``; routes and mailboxes are looked up only
-        when a condition asks for them."""
-        conditions = [c for rs in rule_sets for r in rs.ordered() for c in r.conditions]
+        when a condition asks for them. ``size`` and ``now`` (replay: a message of the
+        history, of which only the header section was kept) replace the data's size and the
+        clock."""
         routes: list[str] = []
-        if self.route is not None and any(c.kind == ROUTE for c in conditions):
+        if self.route is not None and any(rs.needs_routes for rs in rule_sets):
             found = await defer.DeferredList(
                 [defer.maybeDeferred(self.route, a) for a in recipients], consumeErrors=True
             )
             routes = [str(v) for ok, v in found if ok]
         mailboxes: list[str] = []
-        names = sorted({c.param.strip() for c in conditions if c.kind == MAILBOX})
+        names = sorted(frozenset().union(*(rs.mailbox_names for rs in rule_sets)))
         if names and account is not None and self.mailboxes is not None:
             mailboxes = list(await self.mailboxes(account, names))
         lists: dict[str, list[str]] = {}
         owner = account.address if account is not None else ""
-        for c in conditions:
-            if c.kind == ADDRESS and c.op in (IN, NOT_IN):
-                for item in split_list(c.param):
-                    if item.startswith("#") and item[1:] not in lists:
-                        lists[item[1:]] = await self.store.remembered(owner, item[1:])
+        for rs in rule_sets:
+            for name in rs.list_names:
+                if name not in lists:
+                    lists[name] = await self.store.remembered(owner, name)
         peer = envelope.submit.get("peer", "")
         return message_facts(
             envelope.sender,
@@ -202,11 +226,12 @@ class RulesRunner:
             envelope.submit,
             data,
             authserv_id=self.hostname,
-            now=self._now(),
+            now=self._now() if now is None else now,
             routes=routes,
             client_ip=bool(peer and self.is_client_ip and self.is_client_ip(peer)),
             mailboxes=mailboxes,
             lists=lists,
+            size=size,
         )
 
     # -- Server Rules -----------------------------------------------------------------------------
@@ -219,7 +244,13 @@ class RulesRunner:
         """
         if envelope.submit.get("rules") == SERVER_DONE:
             return
-        rules = await self.rules(SERVER, "")
+        if self.history is not None and data is not None:
+            self.history.note("server", msg_id, envelope, data)
+        rules, revision = await self.revision(SERVER, "")
+        if envelope.submit.get("rules") == nothing_fired(revision):
+            # The end-of-DATA check ran these very rules and none fired: only those whose
+            # outcome may differ now (size with our trace fields, the clock) are run again.
+            rules = self.unsettled(rules)
         if not rules.rules:
             return
         if data is None:
@@ -304,6 +335,8 @@ class RulesRunner:
                 reason=loop,
             )
             return LocalDecision(reject=loop)
+        if self.history is not None:
+            self.history.note("local", msg_id, envelope, data, account=address)
         domain_rules = await self.rules(DOMAIN, account.domain)
         account_rules = await self.rules(ACCOUNT, address)
         if not domain_rules.rules and not account_rules.rules:
@@ -504,6 +537,25 @@ class RulesRunner:
                     action=a.name,
                     why=why,
                 )
+
+
+# The mark the end-of-DATA check leaves in the submit record when no Server Rule of that
+# revision fired (cgtwist.core.rules_receive).
+NOTHING_FIRED = "none-fired@"
+# Header fields the receiver adds after the end-of-DATA check (trace and authentication).
+_ADDED_FIELDS = frozenset({"received", "received-spf", "authentication-results"})
+
+
+def nothing_fired(revision: int) -> str:
+    return f"{NOTHING_FIRED}{revision}"
+
+
+def unsettled_condition(c: Condition) -> bool:
+    """Whether ``c`` can see something else at the enqueuer than at the end of DATA: the
+    message's size and the header fields the receiver adds after the check, and the clock."""
+    if c.subject == "Message Size" or c.kind in (DATE, DAY, TIME):
+        return True
+    return c.kind == HEADER and c.plan[2].lower() in _ADDED_FIELDS
 
 
 def _without_targets(acts: list[Action], passed: list[str]) -> tuple[list[Action], list[str]]:

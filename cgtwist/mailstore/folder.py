@@ -579,7 +579,17 @@ class Folder(DiskScan):
         """(thread, locked) Maildir letters for ``flags``: system flags map to capitals,
         keywords to Dovecot's a..z, allocating letters (and rewriting dovecot-keywords) when
         ``allocate``. Keywords beyond 26 are dropped (PERMANENTFLAGS then lacks ``\\*``)."""
+        flags = list(flags)
         keywords = dict(ch.keywords if ch.keywords is not None else self.keywords)
+        if allocate and any(
+            f not in maildir.FLAG_TO_LETTER
+            and not any(n.lower() == f.lower() for n in keywords.values())
+            for f in map(maildir.canonical_flag, flags)
+        ):
+            # A new keyword: letters LOCAL delivery allocated (a rule's Mark) since this folder
+            # read the map are kept, never handed out again.
+            keywords = {**maildir.read_keywords(self.path), **keywords}
+            ch.keywords = keywords
         changed = False
         out: set[str] = set()
         for f in flags:

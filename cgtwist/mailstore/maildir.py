@@ -746,3 +746,26 @@ def read_keywords(path: str) -> dict[int, str]:
 def write_keywords(path: str, keywords: Mapping[int, str]) -> None:
     text = "".join(f"{i} {n}\n" for i, n in sorted(keywords.items()))
     write_atomic(os.path.join(path, KEYWORDS_FILE), text.encode("utf-8"))
+
+
+def keyword_letters(path: str, names: Iterable[str]) -> str:
+    """(thread) The info letters of the IMAP keywords ``names`` in the Maildir ``path``,
+    allocating Dovecot letters (a..z) for new ones in ``dovecot-keywords`` as IMAP APPEND
+    does; a keyword past the 26th is left out. The caller serialises allocations into one
+    folder (LOCAL delivery's keyword lock; a Folder's own lock for IMAP)."""
+    keywords = read_keywords(path)
+    letters: set[str] = set()
+    changed = False
+    for name in names:
+        idx = next((i for i, n in keywords.items() if n.lower() == name.lower()), None)
+        if idx is None:
+            free = [i for i in range(MAX_KEYWORDS) if i not in keywords]
+            if not free:
+                continue
+            idx = free[0]
+            keywords[idx] = name
+            changed = True
+        letters.add(chr(97 + idx))
+    if changed:
+        write_keywords(path, keywords)
+    return "".join(sorted(letters))

@@ -86,6 +86,7 @@ class DiskScan:
     account: str
     name: str
     entries: dict[int, Entry]
+    keywords: dict[int, str]
     keys: dict[str, int]
     _names: dict[str, set[str]]
     _ul: Optional[uidlist.UidList]
@@ -249,6 +250,14 @@ class DiskScan:
                         self._twin_or_conflict(fname, kept, twins)
                         continue
                 files[key] = (sub, fname)
+        if not first and ch.keywords is None:
+            known_letters = {chr(97 + i) for i in self.keywords}
+            if any(
+                set(maildir.split_name(fname)[1]) - known_letters - set(maildir.LETTER_TO_FLAG)
+                for _sub, fname in files.values()
+            ):
+                # A keyword letter this folder has not read (LOCAL delivery's rule Mark).
+                ch.keywords = maildir.read_keywords(self.path)
         if twins:
             self._remove_twins(twins)
         for sub in ("new", "cur"):

@@ -11,7 +11,7 @@ checked, for ``rules explain``. It must not run the actions: cgtwist.core.rules 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
@@ -20,25 +20,23 @@ from cgtwist.rules.model import (
     DATE,
     DAY,
     DAYS,
-    EACH,
     FLAG,
     GREATER,
     HEADER,
     IS,
     LESS,
     MAILBOX,
-    NEGATIVE,
     NUMBER,
     ROUTE,
     TAGS,
     TEXT,
     TIME,
+    ZONE,
     Action,
     Condition,
     Rule,
     RuleSet,
     refusal,
-    size_value,
 )
 
 REPLIES = ("Reply with", "Reply to All with")
@@ -113,7 +111,11 @@ def evaluate(
                     fired = False
                     break
         else:
-            fired = all(holds(c, facts) for c in rule.conditions)
+            fired = True
+            for c in rule.conditions:
+                if not (_picture_met(c, facts) if c.picture else check(c, facts).met):
+                    fired = False
+                    break
         if not fired:
             if explain:
                 trace.append(RuleTrace(rule, tuple(checked), False))
@@ -151,7 +153,7 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
         met = human if c.op == IS else not human
         return ConditionTrace(c, met, note=f"{'yes' if human else 'no'}{why}")
     if kind == NUMBER:
-        limit = size_value(c.param)
+        limit = c.size
         met = facts.size > limit if c.op == GREATER else facts.size < limit
         return ConditionTrace(c, met, note=f"{facts.size} bytes")
     if kind == MAILBOX:
@@ -167,31 +169,44 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
     return ConditionTrace(c, _picture_met(c, facts), tuple(_values(c, facts)))
 
 
-_PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY})
-
-
 def holds(c: Condition, facts: MessageFacts) -> bool:
     """``check`` without the explanation: what runs for every message."""
-    kind = c.kind
-    if kind in _PICTURE_KINDS or (kind in (DATE, TIME) and c.op not in (GREATER, LESS)):
-        return _picture_met(c, facts)
-    return check(c, facts).met
+    return _picture_met(c, facts) if c.picture else check(c, facts).met
 
 
 def _picture_met(c: Condition, facts: MessageFacts) -> bool:
-    pictures, lists, name = c.plan
-    values, folded = facts.memo((c.subject, name), lambda: _folded(c, facts))
-    if len(pictures) == 1:
-        only = pictures[0]
-        hits = [fits(only, t) for t in folded]
-    else:
-        hits = [any(fits(p, t) for p in pictures) for t in folded]
+    """Whether a picture condition holds: the per-message path, so the subject's values are
+    read once per message (MessageFacts.memo) and the loops stop at the first answer."""
+    pictures, lists, _name = c.plan
+    memo = facts._memo
+    got = memo.get(c.key)
+    if got is None:
+        got = memo[c.key] = _folded(c, facts)
+    values, folded = cast(tuple[list[str], list[str]], got)
     if lists:
         named = [facts.lists.get(n, frozenset()) for n in lists]
-        hits = [h or any(v.lower() in n for n in named) for h, v in zip(hits, values, strict=True)]
-    if c.subject in EACH and c.op not in NEGATIVE:
-        return bool(hits) and all(hits)
-    return any(hits) != (c.op in NEGATIVE)
+        hits = [
+            any(fits(p, t) for p in pictures) or any(v.lower() in n for n in named)
+            for t, v in zip(folded, values, strict=True)
+        ]
+        if c.each:
+            return bool(hits) and all(hits)
+        return any(hits) != c.negative
+    if c.each:
+        if not folded:
+            return False
+        for t in folded:
+            for p in pictures:
+                if fits(p, t):
+                    break
+            else:
+                return False
+        return True
+    for t in folded:
+        for p in pictures:
+            if fits(p, t):
+                return not c.negative
+    return c.negative
 
 
 def _folded(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
@@ -227,6 +242,8 @@ def _values(c: Condition, facts: MessageFacts) -> list[str]:
         if s == "Submit Address":
             return [facts.submit]
         return [facts.spf]
+    if kind == ZONE:
+        return list(facts.rbl)
     if kind == DATE:
         return [facts.now.strftime("%Y-%m-%d")]
     if kind == DAY:

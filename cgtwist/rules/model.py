@@ -38,7 +38,7 @@ OPERATIONS = (IS_NOT, NOT_IN, IS, IN, GREATER, LESS)  # longest first, for the p
 NEGATIVE = (IS_NOT, NOT_IN)
 
 # Kinds: how a condition's values are found and compared (cgtwist.rules.evaluate).
-ADDRESS, TEXT, HEADER, NUMBER, ROUTE, TAGS, FLAG, MAILBOX, DATE, DAY, TIME = (
+ADDRESS, TEXT, HEADER, NUMBER, ROUTE, TAGS, FLAG, MAILBOX, DATE, DAY, TIME, ZONE = (
     "address",
     "text",
     "header",
@@ -50,6 +50,7 @@ ADDRESS, TEXT, HEADER, NUMBER, ROUTE, TAGS, FLAG, MAILBOX, DATE, DAY, TIME = (
     "date",
     "day",
     "time",
+    "zone",
 )
 
 CONDITIONS: dict[str, str] = {
@@ -74,12 +75,15 @@ CONDITIONS: dict[str, str] = {
     "Security": TAGS,
     "Submit Address": TAGS,
     "SPF Result": TAGS,
+    "RBL Listed": ZONE,  # the DNSBL zones that listed the client (protection.rbl.action tag)
     "Human Generated": FLAG,
     "Existing Mailbox": MAILBOX,
     "Current Date": DATE,
     "Current Day": DAY,
     "Current Time": TIME,
 }
+# Kinds compared as pictures against the subject's values (DATE and TIME too, with is/in).
+PICTURE_KINDS = frozenset({ADDRESS, TEXT, HEADER, ROUTE, TAGS, DAY, ZONE})
 # Multi-valued subjects whose positive operations need every value to match.
 EACH = frozenset({"Each To or Cc", "Each Recipient", "Each Route"})
 
@@ -95,6 +99,7 @@ OPS_OF_KIND: dict[str, tuple[str, ...]] = {
     DATE: PICTURE_OPS + ORDER_OPS,
     DAY: PICTURE_OPS,
     TIME: PICTURE_OPS + ORDER_OPS,
+    ZONE: PICTURE_OPS,
 }
 
 # The words a TAGS condition can meet (anything else could never match: refused).
@@ -114,6 +119,9 @@ _TIME_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _FIELD_RE = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §3.6.8 ftext
 _LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ADDRESS_RE = re.compile(r"^[^\s@<>\"(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_ZONE_PICTURE_RE = re.compile(r"^[A-Za-z0-9*_.-]{1,253}$")  # a DNS zone, '*' for any part
+# RFC 3501 §9 flag-keyword (an atom), as IMAP APPEND and STORE take it (cgtwist.mailstore).
+_KEYWORD_RE = re.compile(r"^[!#$&'+-\[^-z|}~]{1,64}$")
 _PROGRAM_RE = re.compile(r"^[^/\\.\x00-\x1f][^/\\\x00-\x1f]{0,255}$")  # PIPE rules (no path)
 MAX_PARAM = 4096
 
@@ -147,10 +155,32 @@ class Condition:
     plan: tuple[tuple[tuple[str, ...], ...], tuple[str, ...], str] = field(
         init=False, compare=False, repr=False, hash=False, default=((), (), "")
     )
+    # Worked out once for the evaluator's per-message path: whether the condition is a
+    # picture match, the key its subject's values are kept under in MessageFacts, and whether
+    # it is negative / needs every value to match.
+    picture: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
+    key: tuple[str, str] = field(
+        init=False, compare=False, repr=False, hash=False, default=("", "")
+    )
+    negative: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
+    each: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
+    size: int = field(init=False, compare=False, repr=False, hash=False, default=0)  # NUMBER
 
     def __post_init__(self) -> None:
         check_condition(self)
-        object.__setattr__(self, "plan", _compile(self))
+        plan = _compile(self)
+        kind = CONDITIONS[self.subject]
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(
+            self,
+            "picture",
+            kind in PICTURE_KINDS or (kind in (DATE, TIME) and self.op not in ORDER_OPS),
+        )
+        object.__setattr__(self, "key", (self.subject, plan[2]))
+        object.__setattr__(self, "negative", self.op in NEGATIVE)
+        object.__setattr__(self, "each", self.subject in EACH and self.op not in NEGATIVE)
+        if kind == NUMBER:
+            object.__setattr__(self, "size", size_value(self.param))
 
     @property
     def kind(self) -> str:
@@ -214,6 +244,10 @@ def check_condition(c: Condition) -> None:
         for v in values:
             if not any(_fits(v, d) for d in DAYS):
                 raise RuleError(f"{c.subject} {v!r} never matches a day name")
+    elif kind == ZONE:
+        for v in values:
+            if not _ZONE_PICTURE_RE.match(v):
+                raise RuleError(f"{c.subject} {v!r}: a DNSBL zone name, '*' for any")
 
 
 def _fits(picture: str, word: str) -> bool:
@@ -272,8 +306,8 @@ ACTIONS: dict[str, ActionSpec] = {
 
 
 # What "Mark" sets, by CommuniGate's and IMAP's names: the system flags a Maildir file name
-# carries (maildir(5) info letters). Keywords (Junk, $Label1) need the mailbox's keyword map,
-# which LOCAL does not write: refused.
+# carries (maildir(5) info letters). Any other atom (Junk, $Label1) is an IMAP keyword, which
+# LOCAL stores in the mailbox's keyword map (Dovecot's dovecot-keywords) as APPEND does.
 MARK_FLAGS = {
     "read": "\\Seen",
     "seen": "\\Seen",
@@ -302,8 +336,16 @@ class Action:
         return split_list(self.param)
 
     def flags(self) -> list[str]:
-        """Mark's IMAP system flags (``\\Seen``, ...)."""
-        return [MARK_FLAGS[f.lstrip("\\").lower()] for f in split_list(self.param)]
+        """Mark's IMAP flags: system flags by their IMAP names (``\\Seen``, ...), keywords as
+        written (``Junk``, ``$Label1``)."""
+        return [mark_flag(f) for f in split_list(self.param)]
+
+
+def mark_flag(word: str) -> str:
+    """One word of a Mark parameter as the IMAP flag it sets."""
+    if word.startswith("\\"):
+        return MARK_FLAGS[word[1:].lower()]
+    return MARK_FLAGS.get(word.lower(), word)
 
 
 def check_action(a: Action) -> None:
@@ -329,10 +371,16 @@ def check_action(a: Action) -> None:
             raise RuleError(f"{a.name} {p!r}: not a usable mailbox name")
     elif spec.param == P_FLAGS:
         for f in split_list(p):
-            if f.lstrip("\\").lower() not in MARK_FLAGS:
+            if f.startswith("\\"):
+                if f[1:].lower() not in MARK_FLAGS:
+                    raise RuleError(
+                        f"{a.name} {f!r}: the system flags are \\Seen, \\Flagged, "
+                        "\\Answered, \\Deleted and \\Draft"
+                    )
+            elif f.lower() not in MARK_FLAGS and not _KEYWORD_RE.match(f):
                 raise RuleError(
-                    f"{a.name} {f!r}: one of Read, Flagged, Answered, Deleted, Draft "
-                    "(keywords are not stored by LOCAL)"
+                    f"{a.name} {f!r}: Read, Flagged, Answered, Deleted, Draft or an IMAP "
+                    "keyword (letters, digits, '$', no spaces or ( ) { % * \" ] \\)"
                 )
     elif spec.param == P_HEADER:
         name, sep, _value = p.partition(":")
@@ -385,6 +433,14 @@ class RuleSet:
 
     rules: tuple[Rule, ...] = field(default_factory=tuple)
     _ordered: tuple[Rule, ...] = field(init=False, compare=False, repr=False, default=())
+    # What the enabled rules' conditions make the caller look up per message, worked out
+    # once: the Router's routes (Any/Each Route), the mailbox names of Existing Mailbox and
+    # the remembered lists (#Name) of address conditions.
+    needs_routes: bool = field(init=False, compare=False, repr=False, default=False)
+    mailbox_names: frozenset[str] = field(
+        init=False, compare=False, repr=False, default=frozenset()
+    )
+    list_names: tuple[str, ...] = field(init=False, compare=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -394,6 +450,15 @@ class RuleSet:
             seen.add(r.name.casefold())
         ordered = sorted((r for r in self.rules if r.enabled), key=lambda r: -r.priority)
         object.__setattr__(self, "_ordered", tuple(ordered))
+        conditions = [c for r in ordered for c in r.conditions]
+        object.__setattr__(self, "needs_routes", any(c.kind == ROUTE for c in conditions))
+        object.__setattr__(
+            self,
+            "mailbox_names",
+            frozenset(c.param.strip() for c in conditions if c.kind == MAILBOX),
+        )
+        lists = dict.fromkeys(n for c in conditions for n in c.plan[1])
+        object.__setattr__(self, "list_names", tuple(lists))
 
     def ordered(self) -> tuple[Rule, ...]:
         return self._ordered

@@ -239,6 +239,22 @@ class ConnectTests(Base):
         self.assertTrue(any(x.startswith("verdict session=S1 peer=192.0.2.66") for x in self.logs))
 
     @defer.inlineCallbacks
+    def test_rbl_listing_tagged_reaches_the_submit_record(self) -> None:
+        """protection.rbl.action tag: the listed peer is accepted and every transaction's
+        submit facts name the zone (the RBL Listed rule condition); an unlisted peer's name
+        none."""
+        self.set(protection__rbl__action="tag")
+        listed = session("192.0.2.66", sid="L")
+        yield self.policy.connect(listed)
+        yield self.policy.mail_from(listed, "", {})
+        self.assertEqual(self.policy.submit_facts(listed).get("rbl"), "rbl.test")
+        self.assertTrue(any(x.startswith("rbl listing tagged, not refused") for x in self.logs))
+        clean = session("192.0.2.68", sid="C")
+        yield self.policy.connect(clean)
+        yield self.policy.mail_from(clean, "", {})
+        self.assertNotIn("rbl", self.policy.submit_facts(clean))
+
+    @defer.inlineCallbacks
     def test_rbl_error_code_and_unlisted_accepted(self) -> None:
         """127.255.255.x answers and unlisted peers are accepted."""
         yield self.policy.connect(session("192.0.2.67"))

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.trial import unittest
 
 from cgtwist.delivery.local import LocalDelivery
@@ -59,6 +59,31 @@ class LocalRulesTests(unittest.TestCase):
         (name,) = self.listing(".Lists", "cur")
         self.assertTrue(name.endswith(":2,S"))
         self.assertTrue(self.read(".Lists", "cur", name).endswith(edited))
+
+    @defer.inlineCallbacks
+    def test_mark_stores_keywords_as_imap_append_does(self) -> None:
+        """Mark with keywords: letters in dovecot-keywords (kept across messages, a known
+        keyword reuses its letter), the message named with them and its system flags; an
+        IMAP Folder that loaded before shows them after its next look."""
+        from cgtwist.mailstore.folder import Folder
+
+        inbox = os.path.join(self.base, "Domains", "example.com", "bob", "Maildir")
+        self.decision = LocalDecision(flags=("\\Seen",))
+        yield self.agent.deliver("m0", self.env, DATA, [rcpt("bob@example.com")])
+        folder = Folder(
+            inbox, "bob@example.com", "INBOX", lambda f, *a: threads.deferToThread(f, *a)
+        )
+        yield folder.refresh()
+        self.decision = LocalDecision(flags=("\\Seen", "Junk", "$Label1"))
+        yield self.agent.deliver("m1", self.env, DATA, [rcpt("bob@example.com")])
+        self.decision = LocalDecision(flags=("$label1",))
+        yield self.agent.deliver("m2", self.env, DATA, [rcpt("bob@example.com")])
+        self.assertEqual(md.read_keywords(inbox), {0: "Junk", 1: "$Label1"})
+        letters = sorted(md.split_name(n)[1] for n in self.listing(sub="cur"))
+        self.assertEqual(letters, ["S", "Sab", "b"])
+        yield folder.refresh()
+        flags = sorted(sorted(folder.flags_of(e)) for e in folder.entries.values())
+        self.assertIn(["$Label1", "Junk", "\\Seen"], flags)
 
     @defer.inlineCallbacks
     def test_reject_keeps_its_own_status(self) -> None:

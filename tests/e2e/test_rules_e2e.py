@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import smtplib
 import uuid
 from typing import Iterator
 
@@ -27,6 +28,9 @@ ZONE = dict(
         "spf-pass.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
         "spf-softfail.test": [_MX, 'TXT "v=spf1 ~all"'],
         "lists.test": [_MX, 'TXT "v=spf1 ip4:127.0.0.1 -all"'],
+        "friends.test": [_MX],
+        # 127.0.0.1 is listed in the DNSBL zone rbl.test (RFC 5782 §2.1: 127.0.0.2 = listed)
+        "1.0.0.127.rbl.test": ["A 127.0.0.2"],
     },
 )
 
@@ -241,3 +245,178 @@ def test_redirect_loop_ends_with_one_dsn(server: Server, sink: Sink) -> None:
     assert b"5.4.6" in dsns[0].data
     assert server.messages("dave") == [] and server.messages("frank") == []
     assert "mail loop" in server.log_text()
+
+
+REFUSING = """version 1
+
+rule "Friends"
+  priority 9
+  if From is "*@friends.test"
+  do Stop Processing
+
+rule "No offers"
+  priority 5
+  if Subject is "offer *"
+  do Reject with "we take no offers here"
+
+rule "Drop noise"
+  priority 5
+  if Header Field is "X-Noise: *"
+  do Discard
+"""
+
+
+def sent_reply(server: Server, sender: str, rcpt: str, body: bytes) -> tuple[int, bytes]:
+    """The reply to the final dot of one message."""
+    with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+        s.ehlo("client.elsewhere.test")
+        s.mail(sender)
+        s.rcpt(rcpt)
+        return s.data(body)
+
+
+def test_server_rule_rejects_and_discards_before_the_250(server: Server, sink: Sink) -> None:
+    """Reject with is the answer to the DATA (550 5.7.1 and the rule's text): nothing is
+    queued, stored or bounced; Discard answers 250 and stores nothing; a higher rule's Stop
+    Processing lets its message through."""
+    rules(server, ["--server"], REFUSING)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        sender = f"seller-{tag}@elsewhere.test"
+        offer = mail(sender, "alice@example.test", f"offer {tag}")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=60) as s:
+                s.ehlo("client.elsewhere.test")
+                s.sendmail(sender, ["alice@example.test"], offer)
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error == b"5.7.1 we take no offers here"
+        code, text = sent_reply(
+            server,
+            sender,
+            "alice@example.test",
+            mail(sender, "alice@example.test", f"noise-{tag}", "X-Noise: yes\r\n"),
+        )
+        assert code == 250, text
+        friend = f"pal-{tag}@friends.test"
+        send(
+            server,
+            friend,
+            "alice@example.test",
+            mail(friend, "alice@example.test", f"offer {tag}!"),
+        )
+        server.wait_messages("alice", 1, 60, f"pal-{tag}".encode())
+        wait_for(lambda: queue_empty(server), 60, "an empty queue")
+        assert [m for m in server.messages("alice") if tag.encode() in m] == [
+            m for m in server.messages("alice") if f"pal-{tag}".encode() in m
+        ]
+        assert not [m for m in sink.messages() if sender in m.recipients]  # no DSN
+        log = server.log_text()
+        assert "server rule 'No offers' Reject with before queueing" in log
+        assert "server rule 'Drop noise' Discard before queueing" in log
+    finally:
+        server.admin("rules", "delete", "--server")
+
+
+RBL_RULES = """version 1
+
+rule "Listed"
+  priority 7
+  if RBL Listed is "rbl.test"
+  do Tag Subject "[RBL]"
+"""
+
+
+def test_rbl_listing_is_a_rule_condition(server: Server) -> None:
+    """With protection.rbl.action tag a listed client is accepted and the zone that listed it
+    is what the RBL Listed condition sees: the Server Rule tags the subject."""
+    server.admin("settings", "set", "protection.rbl.zones", '["rbl.test"]')
+    server.admin("settings", "set", "protection.rbl.mode", "all")
+    server.admin("settings", "set", "protection.rbl.action", "tag")
+    rules(server, ["--server"], RBL_RULES)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        sender = f"y-{tag}@spf-pass.test"
+        send(server, sender, "alice@example.test", mail(sender, "alice@example.test", f"rbl-{tag}"))
+        (got,) = server.wait_messages("alice", 1, 60, f"rbl-{tag}".encode())
+        assert f"Subject: [RBL] rbl-{tag}\r\n".encode() in got
+        assert "rbl listing tagged, not refused" in server.log_text()
+    finally:
+        server.admin("rules", "delete", "--server")
+        server.admin("settings", "set", "protection.rbl.zones", "[]")
+        server.admin("settings", "set", "protection.rbl.action", "reject")
+
+
+KEYWORDS = """version 1
+
+rule "Junk keyword"
+  priority 5
+  if Subject is "junk-*"
+  do Mark "Junk, Read"
+"""
+
+
+def test_mark_with_keywords_shows_in_imap(server: Server) -> None:
+    """Mark's keywords are stored with the delivered message: IMAP FETCH FLAGS shows the
+    keyword and the system flag, and SEARCH KEYWORD finds it."""
+    rules(server, ["--account", "frank@example.test"], KEYWORDS)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        sender = f"y-{tag}@spf-pass.test"
+        send(
+            server, sender, "frank@example.test", mail(sender, "frank@example.test", f"junk-{tag}")
+        )
+        server.wait_messages("frank", 1, 60, f"junk-{tag}".encode())
+        tls = server.tls_context()
+        tls.check_hostname = False
+        with imaplib.IMAP4_SSL(
+            "127.0.0.1", server.port("imap", "implicit"), ssl_context=tls
+        ) as imap:
+            imap.login("frank@example.test", "frank-secret")
+            imap.select("INBOX", readonly=True)
+            typ, data = imap.search(None, "KEYWORD", "Junk", "SUBJECT", f"junk-{tag}")
+            assert typ == "OK" and len(data[0].split()) == 1, data
+            typ, fetched = imap.fetch(data[0].split()[0], "(FLAGS)")
+            flags = fetched[0].decode() if isinstance(fetched[0], bytes) else str(fetched[0])
+            assert "Junk" in flags and "\\Seen" in flags, flags
+    finally:
+        server.admin("rules", "delete", "--account", "frank@example.test")
+
+
+PROPOSED = """version 1
+
+rule "Reports elsewhere"
+  priority 5
+  if Subject is "report-*"
+  do Store in "Reports"
+"""
+
+
+def test_replay_prints_what_a_proposed_rule_set_changes(server: Server) -> None:
+    """Messages delivered to erin are kept in the history; replaying a proposed domain rule
+    set that files one of them into Reports prints that message, the rule and the old and
+    new actions, and nothing for the others."""
+    tag = uuid.uuid4().hex[:8]
+    sender = f"y-{tag}@spf-pass.test"
+    for subject in (f"report-{tag}", f"hello-{tag}", f"lunch-{tag}"):
+        send(server, sender, "erin@example.test", mail(sender, "erin@example.test", subject))
+    server.wait_messages("erin", 3, 60, tag.encode())
+    path = os.path.join(server.base, f"proposed-{tag}.txt")
+    with open(path, "w") as f:
+        f.write(PROPOSED)
+
+    def replayed() -> str:
+        out = server.admin(
+            "rules", "replay", "--domain", "example.test", "--since", "1h", "--proposed", path
+        ).stdout
+        return out if f"report-{tag}" in out else ""
+
+    out = wait_for(replayed, 60, "the delivered messages in the history")
+    lines = [line for line in out.splitlines() if tag in line]
+    assert len(lines) == 1, out  # only the report changes
+    assert f"from <{sender}> to erin@example.test subject 'report-{tag}'" in lines[0]
+    block = out[out.index(lines[0]) :].splitlines()
+    assert block[1].strip() == "current:  (no rule fires: delivered as is)", out
+    assert block[2].strip() == "proposed: rule 'Reports elsewhere': Store in \"Reports\"", out
+    assert "would change" in out.splitlines()[-1]
+    bad = server.admin("rules", "replay", "--server", "--since", "soon", check=False)
+    assert bad.returncode != 0 and "--since" in bad.stderr

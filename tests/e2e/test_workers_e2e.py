@@ -269,3 +269,54 @@ def test_sigterm_under_load_stops_within_the_grace(server: Server) -> None:
         120,
         f"all {len(acked)} acknowledged messages after the restart",
     )
+
+
+REJECTING = """version 1
+
+rule "No offers"
+  priority 5
+  if Subject is "offer-*"
+  do Reject with "5.7.0 offers are refused here"
+
+rule "Drop noise"
+  priority 5
+  if Subject is "noise-*"
+  do Discard
+"""
+
+
+def test_server_rules_refuse_before_250_in_workers(server: Server) -> None:
+    """With receiving in worker processes a Server Rule's Reject with is still the reply to
+    the DATA (each worker evaluates the rules from the shared store), Discard still a 250
+    with nothing stored, and a rule set stored while they run reaches them."""
+    start_with_workers(server)
+    path = os.path.join(server.base, "rules.txt")
+    with open(path, "w") as f:
+        f.write(REJECTING)
+    server.admin("rules", "set", "--server", path)
+    offer, noise, plain = (f"{k}-{uuid.uuid4().hex[:8]}" for k in ("offer", "noise", "plain"))
+
+    def refused() -> bool:
+        # Each new connection may land in either worker: every one must refuse.
+        try:
+            send(server.port("smtp"), offer)
+        except smtplib.SMTPDataError as e:
+            assert (e.smtp_code, e.smtp_error) == (550, b"5.7.0 offers are refused here")
+            return True
+        return False
+
+    # Every worker has the rule set once several connections in a row are refused.
+    wait_for(lambda: all(refused() for _ in range(4)), 60, "the rule set in every worker")
+    for _ in range(2):
+        with smtplib.SMTP("127.0.0.1", server.port("smtp"), timeout=30) as s:
+            s.ehlo()
+            s.mail("a@elsewhere.test")
+            s.rcpt("alice@example.test")
+            code, _text = s.data(message(noise))
+        assert code == 250
+    send(server.port("smtp"), plain)
+    wait_for(lambda: count(server, plain) == 1, 30, "the plain message")
+    wait_for(lambda: not queue_files(server), 30, "an empty spool")
+    assert count(server, noise) == 0
+    assert "[smtp-worker-" in server.log_text()
+    assert "server rule 'No offers' Reject with before queueing" in server.log_text()

@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from cgtwist.rules.evaluate import evaluate
 from cgtwist.rules.facts import message_facts
+from cgtwist.rules.model import Action
 from cgtwist.rules.text import parse_rules
 from tests.rules.test_text import rule_sets
 
@@ -116,6 +117,26 @@ class ConditionTests(unittest.TestCase):
         self.assertTrue(one('Source is "trusted"', authed))
         self.assertTrue(one('Security is "tls"', authed))
         self.assertTrue(one('Source is "client"', facts(client_ip=True)))
+
+    def test_protection_verdict_from_the_submit_record(self) -> None:
+        """The SPF result and the RBL zones the receiver put in the submit record are what
+        SPF Result and RBL Listed see; without a listing, only the negative forms hold."""
+        f = facts(submit={"peer": "192.0.2.1", "spf": "fail", "rbl": "zen.example,bl.test"})
+        self.assertTrue(one('SPF Result is "fail"', f))
+        self.assertTrue(one('RBL Listed is "*"', f))
+        self.assertTrue(one('RBL Listed in "zen.*"', f))
+        self.assertTrue(one('RBL Listed is "bl.test"', f))
+        self.assertFalse(one('RBL Listed is "other.example"', f))
+        self.assertTrue(one('RBL Listed is not "other.example"', f))
+        clean = facts(submit={"peer": "192.0.2.1"})
+        self.assertFalse(one('RBL Listed is "*"', clean))
+        self.assertTrue(one('RBL Listed is not "*"', clean))
+        self.assertTrue(one('SPF Result in "fail, softfail"', clean))  # our header's softfail
+
+    def test_mark_sets_system_flags_and_keywords(self) -> None:
+        """Mark takes CommuniGate's words, IMAP system flags and IMAP keywords."""
+        a = Action("Mark", "Read, \\Flagged, Junk, $Label1")
+        self.assertEqual(a.flags(), ["\\Seen", "\\Flagged", "Junk", "$Label1"])
 
     def test_forged_spf_result_is_ignored(self) -> None:
         """An Authentication-Results naming another server never sets the SPF result."""

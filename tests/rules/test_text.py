@@ -79,7 +79,9 @@ class TextFormTests(unittest.TestCase):
         self.assertLineError(head + ' do Discard "now"\n', 3, "takes no parameter")
         self.assertLineError(head + ' do Store in "../etc"\n', 3, "mailbox name")
         self.assertLineError(head + " do Explode\n", 3, "unknown action")
-        self.assertLineError(head + ' do Mark "Junk"\n', 3, "keywords are not stored")
+        self.assertLineError(head + ' do Mark "Junk*"\n', 3, "IMAP keyword")
+        self.assertLineError(head + ' do Mark "\\\\Recent"\n', 3, "system flags")
+        self.assertLineError(head + ' if RBL Listed is "zen example"\n do Discard\n', 3, "zone")
         self.assertLineError(head + " priority 11\n do Discard\n", 2, "priority")
         self.assertLineError(head + ' if From is "x"\n', 2, "no action")
         self.assertLineError(head + ' do Discard\nrule "R"\n do Discard\n', 4, "two rules")
@@ -132,10 +134,11 @@ def _condition() -> st.SearchStrategy[Condition]:
             "date": ["2026-12-24"],
             "day": ["Saturday", "sat*, sun*"] if op in ("in", "not in") else ["Sat*"],
             "time": ["08:30", "23:59"],
+            "zone": ["zen.example", "*", "bl.*, zen.example"],
         }
         pool = samples.get(kind)
         param = data.draw(st.sampled_from(pool)) if pool else data.draw(st.one_of(_pictures, _text))
-        if kind in ("tags", "day") and op not in ("in", "not in"):
+        if kind in ("tags", "day", "zone") and op not in ("in", "not in"):
             param = param.split(",")[0]  # "is" takes one picture
         if kind == "address" and op in ("in", "not in"):
             # A list item starting with "#" names a remembered list, whose name the model
@@ -148,7 +151,7 @@ def _condition() -> st.SearchStrategy[Condition]:
 
 _ACTION_PARAMS = {
     "Store in": ["Lists", "Junk/Spam"],
-    "Mark": ["Read, Flagged", "Seen", "\\Deleted"],
+    "Mark": ["Read, Flagged", "Seen", "\\Deleted", "Junk, $Label1", "Read, NonJunk"],
     "Add Header": ["X-Rule: hit", "X-A:"],
     "Redirect to": ["a@b.example", "a@b.example, c@d.example"],
     "Forward to": ["a@b.example"],

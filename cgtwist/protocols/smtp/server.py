@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import sys
 from dataclasses import replace
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, Mapping, Optional, cast
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer
@@ -26,10 +26,13 @@ from cgtwist.address import parse_path
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import (
+    DISCARD,
+    CheckOutcome,
     IAuthPenalty,
     IClientAccess,
     IMessageCheck,
     IPolicy,
+    IReceptionFacts,
     IStatistics,
     ISubmission,
 )
@@ -269,6 +272,8 @@ class CgSMTP(AuthCommands):
                 "tls": session.tls or "",
                 "listener": session.listener,
                 "session": local_id,
+                # What the protection checks found (SPF result, RBL listings) for the Rules.
+                **self._reception_facts(session),
             }
         )
         header = received_header(
@@ -319,16 +324,48 @@ class CgSMTP(AuthCommands):
             )
             self._reply_error(err)
 
-        # A policy may look at the message before it is queued (the From: check); then the
-        # trace headers it wants added.
+        def discarded() -> None:
+            self._errors = 0
+            self.log.info(
+                "message discarded by the end-of-DATA check: peer={peer} sender={sender} recipients={recipients} size={size}",
+                peer=session.peer_ip,
+                sender=sender,
+                recipients=rcpt_list,
+                size=len(result),
+                session=local_id,
+            )
+            self._reply(250, "2.0.0", f"Ok: {local_id}")
+
+        def checked(outcome: CheckOutcome) -> object:
+            nonlocal envelope
+            if outcome == DISCARD:
+                return DISCARD
+            if isinstance(outcome, Mapping):  # entries for the submit record
+                envelope = replace(envelope, submit={**envelope.submit, **outcome})
+            d = defer.maybeDeferred(policy.trace_headers, session, envelope)
+            return d.addCallback(assemble)
+
+        def answered(outcome: object) -> None:
+            if outcome == DISCARD:
+                discarded()
+            else:
+                accepted(outcome)
+
+        # A policy may look at the message before it is queued (sizes, the From: check, the
+        # Server Rules that Reject or Discard before the 250); then the trace headers it wants.
         policy = self.factory.policy
         check = policy.check_message if IMessageCheck.providedBy(policy) else None
         if check is not None:
             d = defer.maybeDeferred(check, session, envelope, result)
-            d.addCallback(lambda _: policy.trace_headers(session, envelope))
         else:
-            d = defer.maybeDeferred(policy.trace_headers, session, envelope)
-        self._start(d.addCallback(assemble).addCallbacks(accepted, failed))
+            d = defer.succeed(None)
+        self._start(d.addCallback(checked).addCallbacks(answered, failed))
+
+    def _reception_facts(self, session: SessionInfo) -> Mapping[str, str]:
+        policy = self.factory.policy
+        if not IReceptionFacts.providedBy(policy):
+            return {}
+        return policy.submit_facts(session)
 
     def smtp_rset(self, arg: bytes) -> None:
         self._reset_transaction()
