@@ -68,23 +68,7 @@ cg_admin account add imapbench1@example.test --password benchpass
 for n in $(seq "$POP_MAX"); do cg_admin account add "popbench$n@example.test" --password benchpass; done
 cg_start "$BASE"
 # Ready when the IMAP listener greets (log level warn hides the "cgtwist ready" line).
-read -r CG_IMAP CG_POP < <("$PY" - "$BASE/base/cgtwist.ports" <<'PYEOF'
-import json, os, socket, sys, time
-deadline = time.monotonic() + 120
-while True:
-    try:
-        ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
-        with socket.create_connection(("127.0.0.1", ports["imap"]), timeout=5) as s:
-            if s.recv(100).startswith(b"* OK"):
-                break
-    except (OSError, ValueError, KeyError):
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("cgtwist did not start")
-    time.sleep(0.1)
-print(ports["imap"], ports["pop3"])
-PYEOF
-)
+read -r CG_IMAP CG_POP < <(cg_imap_ports "$BASE/base/cgtwist.ports" imap pop3)
 CG_MD="$BASE/base/Domains/example.test"
 mkdir -p "$CG_MD/imapbench1/Maildir"
 for n in $(seq "$POP_MAX"); do mkdir -p "$CG_MD/popbench$n/Maildir"; done

@@ -91,23 +91,7 @@ cg_restart() {
   [ -z "$CG_PID" ] || { kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; }
   rm -f "$BASE/base/cgtwist.ports"
   cg_start "$BASE"
-  read -r CG_IMAP CG_SMTP < <("$PY" - "$BASE/base/cgtwist.ports" <<'PYEOF'
-import json, socket, sys, time
-deadline = time.monotonic() + 120
-while True:
-    try:
-        ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
-        with socket.create_connection(("127.0.0.1", ports["imap"]), timeout=5) as s:
-            if s.recv(100).startswith(b"* OK"):
-                break
-    except (OSError, ValueError, KeyError):
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("cgtwist did not start")
-    time.sleep(0.1)
-print(ports["imap"], ports["smtp"])
-PYEOF
-)
+  read -r CG_IMAP CG_SMTP < <(cg_imap_ports "$BASE/base/cgtwist.ports" imap smtp)
 }
 cg_restart
 echo "cgtwist: IMAP 127.0.0.1:$CG_IMAP SMTP :$CG_SMTP (pid $CG_PID); Dovecot: IMAP :1143 (master pid $DV_PID); results in $OUTDIR"

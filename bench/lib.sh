@@ -121,6 +121,28 @@ cg_start() {
 
 # cg_wait_workers N: return once N SMTP worker processes have said they are ready (their
 # start-up is no part of what a benchmark measures).
+# cg_imap_ports PORTSFILE PROTOCOL...: wait (up to 120 s) until cgtwist's plain IMAP listener
+# greets, then print the bound port of each PROTOCOL named, on one line ("cgtwist ready" is
+# not logged at level warn, so readiness is the greeting itself).
+cg_imap_ports() {
+  "$PY" - "$@" <<'PYEOF'
+import json, socket, sys, time
+deadline = time.monotonic() + 120
+while True:
+    try:
+        ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
+        with socket.create_connection(("127.0.0.1", ports["imap"]), timeout=5) as s:
+            if s.recv(100).startswith(b"* OK"):
+                break
+    except (OSError, ValueError, KeyError):
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("cgtwist did not start")
+    time.sleep(0.1)
+print(" ".join(str(ports[name]) for name in sys.argv[2:]))
+PYEOF
+}
+
 cg_wait_workers() {
   for _ in $(seq 300); do
     [ "$(grep -c 'smtp worker [0-9]* ready' "$BASE/cgtwist.log")" -ge "${1:-0}" ] && return 0

@@ -52,23 +52,7 @@ cg_admin settings set access.max_connections_per_ip 200
 cg_admin settings set clients.ips '"127.0.0.1"'
 cg_admin account add sortbench1@example.test --password benchpass
 cg_start "$BASE"
-CG_IMAP=$("$PY" - "$BASE/base/cgtwist.ports" <<'PYEOF'
-import json, socket, sys, time
-deadline = time.monotonic() + 120
-while True:
-    try:
-        ports = {p["protocol"]: p["port"] for p in json.load(open(sys.argv[1])) if p["bound"]}
-        with socket.create_connection(("127.0.0.1", ports["imap"]), timeout=5) as s:
-            if s.recv(100).startswith(b"* OK"):
-                break
-    except (OSError, ValueError, KeyError):
-        pass
-    if time.monotonic() > deadline:
-        sys.exit("cgtwist did not start")
-    time.sleep(0.1)
-print(ports["imap"])
-PYEOF
-)
+CG_IMAP=$(cg_imap_ports "$BASE/base/cgtwist.ports" imap)
 CG_MD="$BASE/base/Domains/example.test/sortbench1/Maildir"
 DV_MD="$DV_HOMES/sortbench1/Maildir"
 mkdir -p "$CG_MD"
