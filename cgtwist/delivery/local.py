@@ -18,7 +18,6 @@ import errno
 import os
 import re
 import socket
-import threading
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from twisted.internet import defer
@@ -135,8 +134,6 @@ class LocalDelivery(DeliveryAgent):
         self.usage = usage
         # When each message was first deferred for quota: ``clock`` (default the reactor).
         self.grace = localquota.GraceClock((clock or reactor).seconds)
-        # Rules' Mark with keywords: one allocation at a time in dovecot-keywords files.
-        self._keyword_lock = threading.Lock()
 
     def forget(self) -> None:
         """Drop the remembered accounts and Maildir paths (accounts were changed)."""
@@ -329,7 +326,7 @@ class LocalDelivery(DeliveryAgent):
             except (MailboxNameError, ValueError):
                 target = inbox
             fname = self.writer.deliver(target, chunks)
-            return mark_new(target, fname, flags, self._keyword_lock) if flags else fname
+            return mark_new(target, fname, flags) if flags else fname
 
         octets = sum(len(c) for c in chunks)
         try:
@@ -470,9 +467,10 @@ class LocalDelivery(DeliveryAgent):
         d.addErrback(failed)
 
 
-def mark_new(path: str, fname: str, flags: tuple[str, ...], keyword_lock: threading.Lock) -> str:
+def mark_new(path: str, fname: str, flags: tuple[str, ...]) -> str:
     """Blocking: give a message just delivered into ``new/`` the ``flags`` (a rule's "Mark":
-    system flags and IMAP keywords, whose letters are allocated under ``keyword_lock``): it
+    system flags and IMAP keywords, whose letters come from the mailstore's one allocator,
+    ``md.keyword_letters``, which IMAP STORE and APPEND share): it
     moves to ``cur/`` under its key with the info letters (maildir(5)), linked
     there and made durable before its ``new/`` name goes, as ``md.move_to_cur`` does. A
     failure leaves it in ``new/`` unflagged, never lost; returns its name."""
@@ -480,8 +478,7 @@ def mark_new(path: str, fname: str, flags: tuple[str, ...], keyword_lock: thread
     keywords = [f for f in flags if f not in md.FLAG_TO_LETTER]
     if keywords:  # IMAP keywords ("Mark" Junk): Dovecot's letters, as APPEND stores them
         try:
-            with keyword_lock:
-                letters += md.keyword_letters(path, keywords)
+            letters += md.keyword_letters(path, keywords)
         except OSError:
             pass  # the keyword map unwritable: the message keeps its system flags
     new, cur = os.path.join(path, "new"), os.path.join(path, "cur")
