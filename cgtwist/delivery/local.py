@@ -133,7 +133,8 @@ class LocalDelivery(DeliveryAgent):
         self.limits = limits
         self.usage = usage
         # When each message was first deferred for quota: ``clock`` (default the reactor).
-        self.grace = localquota.GraceClock((clock or reactor).seconds)
+        self._seconds = (clock or reactor).seconds
+        self.grace = localquota.GraceClock(self._seconds)
 
     def forget(self) -> None:
         """Drop the remembered accounts and Maildir paths (accounts were changed)."""
@@ -186,6 +187,28 @@ class LocalDelivery(DeliveryAgent):
             target = queue.queue
         else:
             target = recipients[0].address
+        since = localquota.since_in(r.detail for r in recipients)  # before this attempt's
+        done = await self._attempt(msg_id, envelope, data, recipients, target)
+        # A recipient the quota deferred before and that waits again for another reason (a
+        # store or disk error) keeps the grace clock's start in its detail: the queue keeps
+        # it across a restart, and the next over-quota answer counts from it.
+        started = self.grace.started(msg_id, target)
+        if started is None:
+            started = since
+        if started is not None:
+            for r in done:
+                if r.state == "pending" and localquota.since_in([r.detail]) is None:
+                    r.detail = localquota.marked(r.detail, started)
+        return done
+
+    async def _attempt(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        target: str,
+    ) -> list[Recipient]:
         name, _, domain = target.rpartition("@")
         try:
             account: Optional[Account] = await self._account(name, domain)
@@ -381,7 +404,10 @@ class LocalDelivery(DeliveryAgent):
             return None
         if not over:
             return None
-        waited = self.grace.waited(msg_id, address)
+        # The clock's start: in memory, else as the queue kept it in the recipients' last
+        # answer (a restart), else now.
+        first = self.grace.start(msg_id, address, localquota.since_in(r.detail for r in recipients))
+        waited = max(0.0, self._seconds() - first)
         if waited >= limits.grace:
             self.grace.done(msg_id, address)
             self.log.warn(
@@ -403,7 +429,7 @@ class LocalDelivery(DeliveryAgent):
             octets=octets,
             left=int(limits.grace - waited),
         )
-        return settle(recipients, "pending", localquota.deferral(over))
+        return settle(recipients, "pending", localquota.deferral(over, first))
 
     def _maildir_of(self, account: Account) -> Callable[[], str]:
         """The account's Maildir path, resolved where it is used (a quota scan's thread:
