@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from typing import Any
@@ -21,6 +23,7 @@ from cgtwist.mailstore import maildir as md
 from cgtwist.mailstore.folder import Folder
 from cgtwist.types import Account, Envelope, LocalDecision
 from tests.delivery.test_local import FakeNotifier, FakeStore, rcpt
+from tests.mailstore.oslog import OsLog
 
 WAIT = 60.0  # a deadline for the other writer to get going, never reached unless broken
 
@@ -110,3 +113,76 @@ class KeywordRaceTests(unittest.TestCase):
         self.assertEqual(sorted(folder.flags_of(folder.entries[uid])), ["Work"])
         flags = yield self.flags_by_subject()
         self.assertEqual(flags, {"stored": ["Work"], "marked": ["Junk"]})
+
+    @defer.inlineCallbacks
+    def test_the_map_is_durable_before_a_message_carries_its_letter(self) -> None:
+        """A power cut or kill -9 at any point leaves no message named with a letter the map
+        on disk lacks: for LOCAL's Mark and for IMAP's STORE, dovecot-keywords is durable
+        (renamed into place, its folder fsynced) before any cur/ name carrying a letter is
+        made. A cut between the two leaves a keyword no message carries, nothing worse."""
+        yield self.agent.deliver("m0", self.env, message("stored"), [rcpt("bob@example.com")])
+        folder = self.folder()
+        yield folder.refresh()
+        log = OsLog(self)
+        self.decision = LocalDecision(flags=("Junk",))
+        yield self.agent.deliver("m1", self.env, message("marked"), [rcpt("bob@example.com")])
+        yield folder.set_flags(list(folder.uids[:1]), ["Work"], 1)
+        cur = os.stat(os.path.join(self.inbox, "cur")).st_ino
+        carrying = [
+            i
+            for i, e in log.names_made()
+            if e[2] == cur and any(c.islower() for c in md.split_name(e[3])[1])
+        ]
+        self.assertEqual(len(carrying), 2)  # the marked message and the STORE'd one
+        for i in carrying:
+            self.assertTrue(log.durable_by(os.path.join(self.inbox, md.KEYWORDS_FILE), i))
+
+
+class KeywordLockAcrossProcessesTests(unittest.TestCase):
+    def test_an_allocation_waits_for_another_process(self) -> None:
+        """Another process holding the folder's keyword lock (as a second server process
+        would while it allocates) holds this process's allocation back; what it wrote is kept
+        and the new keyword takes the next letter."""
+        path = tempfile.mkdtemp(prefix="cgtwist-keywords-")
+        self.addCleanup(shutil.rmtree, path, True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        self.addCleanup(child.wait, WAIT)
+        self.addCleanup(child.kill)
+        assert child.stdout is not None and child.stdin is not None
+        self.assertEqual(child.stdout.readline(), b"held\n")
+        asked = threading.Event()
+        real_flock = fcntl.flock
+
+        def flock(fd: int, op: int) -> None:
+            asked.set()
+            real_flock(fd, op)
+
+        self.patch(fcntl, "flock", flock)
+        got: list[dict[int, str]] = []
+        t = threading.Thread(target=lambda: got.append(md.allocate_keywords(path, ["Mine"])))
+        t.start()
+        self.assertTrue(asked.wait(WAIT))
+        self.assertEqual(got, [])  # still waiting: the other process holds the lock
+        child.stdin.write(b"go\n")
+        child.stdin.close()
+        t.join(WAIT)
+        self.assertEqual(got, [{0: "Theirs", 1: "Mine"}])
+        self.assertEqual(md.read_keywords(path), {0: "Theirs", 1: "Mine"})
+        self.assertEqual(child.wait(WAIT), 0)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHILD = """
+import sys
+from cgtwist.mailstore import maildir as md
+path = sys.argv[1]
+with md.lock_keywords(path):
+    print("held", flush=True)
+    sys.stdin.readline()
+    md.write_keywords(path, {**md.read_keywords(path), 0: "Theirs"})
+"""
