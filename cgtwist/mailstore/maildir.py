@@ -806,6 +806,7 @@ def keyword_letters(path: str, names: Iterable[str]) -> str:
     """(thread) The info letters of the IMAP keywords ``names`` in the Maildir ``path``,
     allocating letters for new ones as IMAP APPEND does (``allocate_keywords``)."""
     names = list(names)
-    keywords = allocate_keywords(path, names)
-    wanted = {n.lower() for n in names}
-    return "".join(sorted(chr(97 + i) for i, n in keywords.items() if n.lower() in wanted))
+    index_of: dict[str, int] = {}
+    for i, n in sorted(allocate_keywords(path, names).items()):
+        index_of.setdefault(n.lower(), i)  # a name the file holds twice: its first letter
+    return "".join(sorted({chr(97 + index_of[n.lower()]) for n in names if n.lower() in index_of}))
