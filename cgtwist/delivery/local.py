@@ -18,7 +18,6 @@ import errno
 import os
 import re
 import socket
-import threading
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from twisted.internet import defer
@@ -134,9 +133,8 @@ class LocalDelivery(DeliveryAgent):
         self.limits = limits
         self.usage = usage
         # When each message was first deferred for quota: ``clock`` (default the reactor).
-        self.grace = localquota.GraceClock((clock or reactor).seconds)
-        # Rules' Mark with keywords: one allocation at a time in dovecot-keywords files.
-        self._keyword_lock = threading.Lock()
+        self._seconds = (clock or reactor).seconds
+        self.grace = localquota.GraceClock(self._seconds)
 
     def forget(self) -> None:
         """Drop the remembered accounts and Maildir paths (accounts were changed)."""
@@ -189,6 +187,28 @@ class LocalDelivery(DeliveryAgent):
             target = queue.queue
         else:
             target = recipients[0].address
+        since = localquota.since_in(r.detail for r in recipients)  # before this attempt's
+        done = await self._attempt(msg_id, envelope, data, recipients, target)
+        # A recipient the quota deferred before and that waits again for another reason (a
+        # store or disk error) keeps the grace clock's start in its detail: the queue keeps
+        # it across a restart, and the next over-quota answer counts from it.
+        started = self.grace.started(msg_id, target)
+        if started is None:
+            started = since
+        if started is not None:
+            for r in done:
+                if r.state == "pending" and localquota.since_in([r.detail]) is None:
+                    r.detail = localquota.marked(r.detail, started)
+        return done
+
+    async def _attempt(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        target: str,
+    ) -> list[Recipient]:
         name, _, domain = target.rpartition("@")
         try:
             account: Optional[Account] = await self._account(name, domain)
@@ -329,7 +349,7 @@ class LocalDelivery(DeliveryAgent):
             except (MailboxNameError, ValueError):
                 target = inbox
             fname = self.writer.deliver(target, chunks)
-            return mark_new(target, fname, flags, self._keyword_lock) if flags else fname
+            return mark_new(target, fname, flags) if flags else fname
 
         octets = sum(len(c) for c in chunks)
         try:
@@ -384,7 +404,10 @@ class LocalDelivery(DeliveryAgent):
             return None
         if not over:
             return None
-        waited = self.grace.waited(msg_id, address)
+        # The clock's start: in memory, else as the queue kept it in the recipients' last
+        # answer (a restart), else now.
+        first = self.grace.start(msg_id, address, localquota.since_in(r.detail for r in recipients))
+        waited = max(0.0, self._seconds() - first)
         if waited >= limits.grace:
             self.grace.done(msg_id, address)
             self.log.warn(
@@ -406,7 +429,7 @@ class LocalDelivery(DeliveryAgent):
             octets=octets,
             left=int(limits.grace - waited),
         )
-        return settle(recipients, "pending", localquota.deferral(over))
+        return settle(recipients, "pending", localquota.deferral(over, first))
 
     def _maildir_of(self, account: Account) -> Callable[[], str]:
         """The account's Maildir path, resolved where it is used (a quota scan's thread:
@@ -470,9 +493,10 @@ class LocalDelivery(DeliveryAgent):
         d.addErrback(failed)
 
 
-def mark_new(path: str, fname: str, flags: tuple[str, ...], keyword_lock: threading.Lock) -> str:
+def mark_new(path: str, fname: str, flags: tuple[str, ...]) -> str:
     """Blocking: give a message just delivered into ``new/`` the ``flags`` (a rule's "Mark":
-    system flags and IMAP keywords, whose letters are allocated under ``keyword_lock``): it
+    system flags and IMAP keywords, whose letters come from the mailstore's one allocator,
+    ``md.keyword_letters``, which IMAP STORE and APPEND share): it
     moves to ``cur/`` under its key with the info letters (maildir(5)), linked
     there and made durable before its ``new/`` name goes, as ``md.move_to_cur`` does. A
     failure leaves it in ``new/`` unflagged, never lost; returns its name."""
@@ -480,8 +504,7 @@ def mark_new(path: str, fname: str, flags: tuple[str, ...], keyword_lock: thread
     keywords = [f for f in flags if f not in md.FLAG_TO_LETTER]
     if keywords:  # IMAP keywords ("Mark" Junk): Dovecot's letters, as APPEND stores them
         try:
-            with keyword_lock:
-                letters += md.keyword_letters(path, keywords)
+            letters += md.keyword_letters(path, keywords)
         except OSError:
             pass  # the keyword map unwritable: the message keeps its system flags
     new, cur = os.path.join(path, "new"), os.path.join(path, "cur")

@@ -579,37 +579,29 @@ class Folder(DiskScan):
         """(thread, locked) Maildir letters for ``flags``: system flags map to capitals,
         keywords to Dovecot's a..z, allocating letters (and rewriting dovecot-keywords) when
         ``allocate``. Keywords beyond 26 are dropped (PERMANENTFLAGS then lacks ``\\*``)."""
-        flags = list(flags)
+        flags = [maildir.canonical_flag(f) for f in flags]
         keywords = dict(ch.keywords if ch.keywords is not None else self.keywords)
-        if allocate and any(
-            f not in maildir.FLAG_TO_LETTER
-            and not any(n.lower() == f.lower() for n in keywords.values())
-            for f in map(maildir.canonical_flag, flags)
-        ):
-            # A new keyword: letters LOCAL delivery allocated (a rule's Mark) since this folder
-            # read the map are kept, never handed out again.
-            keywords = {**maildir.read_keywords(self.path), **keywords}
+        known = {n.lower() for n in keywords.values()}
+        new = [
+            f
+            for f in flags
+            if f not in maildir.FLAG_TO_LETTER and _valid_keyword(f) and f.lower() not in known
+        ]
+        if allocate and new:
+            # The process's one allocator, shared with LOCAL delivery's rule Mark: it reads
+            # the map on disk afresh under its lock, so a letter another writer allocated
+            # since this folder read the map is never handed out again.
+            keywords = maildir.allocate_keywords(self.path, new, known=keywords)
             ch.keywords = keywords
-        changed = False
+        index_of: dict[str, int] = {}
+        for i, n in sorted(keywords.items()):
+            index_of.setdefault(n.lower(), i)
         out: set[str] = set()
         for f in flags:
-            f = maildir.canonical_flag(f)
             if f in maildir.FLAG_TO_LETTER:
                 out.add(maildir.FLAG_TO_LETTER[f])
-            elif _valid_keyword(f):
-                idx = next((i for i, n in keywords.items() if n.lower() == f.lower()), None)
-                if idx is None and allocate:
-                    free = [i for i in range(maildir.MAX_KEYWORDS) if i not in keywords]
-                    if not free:
-                        continue
-                    idx = free[0]
-                    keywords[idx] = f
-                    changed = True
-                if idx is not None:
-                    out.add(chr(97 + idx))
-        if changed:
-            maildir.write_keywords(self.path, keywords)
-            ch.keywords = keywords
+            elif _valid_keyword(f) and f.lower() in index_of:
+                out.add(chr(97 + index_of[f.lower()]))
         return out, keywords
 
     def expunge(self, uids: Iterable[int], origin: Any = None) -> defer.Deferred[list[int]]:

@@ -11,14 +11,16 @@ link, which changes its link count) before the function returns. The one excepti
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import os
 import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from cgtwist import crashpoint as cp
 from cgtwist.durable import DirSyncs, fsync_dir, make_dirs, sync_filesystem, write_all
@@ -748,24 +750,63 @@ def write_keywords(path: str, keywords: Mapping[int, str]) -> None:
     write_atomic(os.path.join(path, KEYWORDS_FILE), text.encode("utf-8"))
 
 
+def allocate_keywords(
+    path: str, names: Iterable[str], known: Optional[Mapping[int, str]] = None
+) -> dict[int, str]:
+    """(thread) The keyword map of the Maildir folder ``path`` with a letter for each of
+    ``names`` (matched without case; a keyword past the 26th is left out).
+
+    The one allocator of keyword letters, for IMAP STORE, APPEND and COPY (``Folder``) and
+    LOCAL delivery's rule Mark alike: it holds ``lock_keywords`` while it reads
+    ``dovecot-keywords`` afresh, gives each new name a free letter and writes the map
+    durably, so two allocations (two threads, or two processes) never hand out one letter
+    twice nor write over each other's keyword. ``known`` (a Folder's map in memory) fills
+    letters the file lacks (a file removed behind our back, whose letters messages still
+    carry) but never overrides it. The map is on disk before any message is named with a
+    letter from it: a crash in between leaves a keyword no message carries, never a letter
+    that means another keyword."""
+    with lock_keywords(path):
+        keywords = read_keywords(path)
+        taken = {n.lower() for n in keywords.values()}
+        changed = False
+        for i, n in (known or {}).items():
+            if i not in keywords and n.lower() not in taken:
+                keywords[i] = n
+                taken.add(n.lower())
+                changed = True
+        for name in names:
+            if name.lower() in taken:
+                continue
+            free = next((i for i in range(MAX_KEYWORDS) if i not in keywords), None)
+            if free is None:
+                continue
+            keywords[free] = name
+            taken.add(name.lower())
+            changed = True
+        if changed:
+            write_keywords(path, keywords)
+    return keywords
+
+
+@contextmanager
+def lock_keywords(path: str) -> Iterator[None]:
+    """(thread) Hold the keyword map of folder ``path`` exclusively: an flock(2) of the
+    folder's directory. Each call opens the directory anew, and flock treats every open file
+    description as its own owner, so this excludes other threads of this process as well as
+    other processes; the kernel drops it when the process dies (no stale lock file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def keyword_letters(path: str, names: Iterable[str]) -> str:
     """(thread) The info letters of the IMAP keywords ``names`` in the Maildir ``path``,
-    allocating Dovecot letters (a..z) for new ones in ``dovecot-keywords`` as IMAP APPEND
-    does; a keyword past the 26th is left out. The caller serialises allocations into one
-    folder (LOCAL delivery's keyword lock; a Folder's own lock for IMAP)."""
-    keywords = read_keywords(path)
-    letters: set[str] = set()
-    changed = False
-    for name in names:
-        idx = next((i for i, n in keywords.items() if n.lower() == name.lower()), None)
-        if idx is None:
-            free = [i for i in range(MAX_KEYWORDS) if i not in keywords]
-            if not free:
-                continue
-            idx = free[0]
-            keywords[idx] = name
-            changed = True
-        letters.add(chr(97 + idx))
-    if changed:
-        write_keywords(path, keywords)
-    return "".join(sorted(letters))
+    allocating letters for new ones as IMAP APPEND does (``allocate_keywords``)."""
+    names = list(names)
+    index_of: dict[str, int] = {}
+    for i, n in sorted(allocate_keywords(path, names).items()):
+        index_of.setdefault(n.lower(), i)  # a name the file holds twice: its first letter
+    return "".join(sorted({chr(97 + index_of[n.lower()]) for n in names if n.lower() in index_of}))

@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from cgtwist import account_settings
 from cgtwist.account_settings import Effective
+from cgtwist.delivery import localquota
 from cgtwist.delivery.local import LocalDelivery
 from cgtwist.delivery.localquota import GraceClock
 from cgtwist.mailstore.quota import Usage, UsageBook, scan_usage
@@ -156,3 +157,78 @@ class LocalQuotaTests(unittest.TestCase):
         self.assertEqual(r.state, "pending")
         self.assertEqual(self.usage.known("bob@example.com"), Usage(SIZE, 1))
         self.flushLoggedErrors()
+
+    def restart(self) -> None:
+        """A restarted server: a new LocalDelivery, nothing in memory. The grace clock's start
+        is kept where the queue keeps each recipient's state, the deferral's detail, which
+        it journals with the attempt and gives back to the next attempt (``again``)."""
+        self.usage = UsageBook(inline, self.clock.seconds)
+        self.agent = LocalDelivery(
+            self.base,
+            FakeStore("bob@example.com"),
+            FakeNotifier(),
+            reactor=reactor,
+            clock=self.clock,
+            hostname="mx.example",
+            limits=self.limits,
+            usage=self.usage,
+        )
+
+    @defer.inlineCallbacks
+    def again(self, msg_id: str, last: Recipient) -> Any:
+        """The next attempt, with the recipient as the queue kept it (its last detail)."""
+        r = Recipient("bob@example.com", route="LOCAL(bob@example.com)", detail=last.detail)
+        out = yield self.agent.deliver(msg_id, self.env, DATA, [r])
+        return out[0]
+
+    @defer.inlineCallbacks
+    def test_bounces_when_the_original_grace_ends_after_a_restart(self) -> None:
+        """Deferred at T, the server restarts at T+500 of a 600 s grace: the message is
+        still deferred just before T+600 and fails with 5.2.2 at T+600, not at T+1100."""
+        self.clock.advance(1_780_000_000)
+        self.limits.own = {"quota.messages": 1, "quota.grace": 600}
+        r = yield self.attempt("m0")
+        self.assertEqual(r.state, "delivered")
+        r = yield self.attempt("m1")
+        self.assertEqual((r.state, r.detail[:9]), ("pending", "452 4.2.2"))
+        self.clock.advance(500)
+        self.restart()
+        r = yield self.again("m1", r)
+        self.assertEqual(r.state, "pending", r.detail)
+        self.assertTrue(any("failing after 100 s more" in line for line in self.log))
+        self.clock.advance(99)
+        r = yield self.again("m1", r)
+        self.assertEqual(r.state, "pending", r.detail)
+        self.clock.advance(1)
+        r = yield self.again("m1", r)
+        self.assertEqual((r.state, r.detail[:9]), ("failed", "552 5.2.2"))
+
+    @defer.inlineCallbacks
+    def test_other_deferrals_keep_the_clock(self) -> None:
+        """Over quota, then the account store is down for an attempt (451), then a restart:
+        the 451's detail still names the clock's start, so the wait is not begun again."""
+        self.clock.advance(1_780_000_000)
+        self.limits.own = {"quota.messages": 1, "quota.grace": 600}
+        yield self.attempt("m0")
+        r = yield self.attempt("m1")
+        self.assertEqual(r.state, "pending")
+        self.clock.advance(300)
+        self.agent.store.broken = True
+        self.agent.forget()
+        r = yield self.again("m1", r)
+        self.assertEqual((r.state, r.detail[:9]), ("pending", "451 4.3.0"))
+        self.assertIn("(over quota since 2026-05-28T20:26:40Z)", r.detail)
+        self.clock.advance(300)
+        self.restart()
+        r = yield self.again("m1", r)
+        self.assertEqual((r.state, r.detail[:9]), ("failed", "552 5.2.2"))
+
+    def test_marks_are_read_back(self) -> None:
+        """The start is named in whole UTC seconds and read back; the earliest of several
+        recipients' counts; a detail without one names none."""
+        detail = localquota.deferral("STORAGE", 1_780_000_000.7)
+        self.assertTrue(detail.startswith("452 4.2.2 mailbox full"), detail)
+        later = localquota.marked("451 4.3.0 account store unavailable", 1_780_000_100)
+        self.assertEqual(localquota.since_in([later, detail]), 1_780_000_000)
+        self.assertEqual(localquota.marked(detail, 5), localquota.deferral("STORAGE", 5))
+        self.assertIsNone(localquota.since_in(["452 4.2.2 mailbox full", ""]))

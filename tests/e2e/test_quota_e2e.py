@@ -12,7 +12,7 @@ import os
 import re
 import ssl
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -139,3 +139,51 @@ def test_usage_after_kill_and_restart(server: Server) -> None:
     assert shown["grace"] == 4
     effective = server.admin("settings", "show", "--effective", "--account", FULL).stdout
     assert "quota.storage = 8192  (account)" in effective
+
+
+SLOW = "slow@example.test"
+GRACE = 45  # long enough for a stop, a start, a kill -9 and a start on a busy machine
+
+
+def test_grace_counts_on_across_restart_and_kill(server: Server) -> None:
+    """A message deferred over quota keeps its grace clock across a clean restart and a
+    kill -9 (the queue journals its start with the deferral): every deferral after each
+    restart says it fails sooner than the one before it (a new clock would say the whole
+    grace again), and it bounces with 5.2.2 when the original grace ends."""
+    server.admin("account", "add", SLOW, "--password", "slow-secret")
+    server.admin("settings", "set", "quota.messages", "1", "--account", SLOW)
+    server.admin("settings", "set", "quota.grace", str(GRACE), "--account", SLOW)
+    server.submit("alice@example.test", [SLOW], message(600, "takes the room"))
+    server.wait_messages("slow", 1, containing=b"Subject: takes the room")
+    server.submit("alice@example.test", [SLOW], message(600, "waits for room"))
+    said = re.compile(
+        r"to slow@example\.test deferred: \w+ quota reached \(\d+ octets; failing after (\d+) s"
+    )
+
+    def lefts() -> list[int]:
+        return [int(x) for x in said.findall(server.log_text())]
+
+    def restart_and_check(restart: Callable[[], object]) -> None:
+        # The clock has run for a few seconds: the last deferral says fewer than GRACE.
+        wait_for(lambda: lefts() and lefts()[-1] <= GRACE - 3, timeout=GRACE, what="a wait")
+        before, seen = lefts()[-1], len(lefts())
+        restart()
+        server.start()
+        failed = re.compile(r"to slow@example\.test failed: \w+ quota still reached")
+        wait_for(
+            lambda: len(lefts()) > seen or failed.search(server.log_text()),
+            timeout=GRACE,
+            what="an attempt after the restart",
+        )
+        after = lefts()[seen:]
+        assert all(left <= before for left in after), (before, after)
+
+    restart_and_check(server.stop)
+    restart_and_check(server.kill)
+    dsn = server.wait_messages("alice", 1, containing=b"Subject: waits for room", timeout=90)[0]
+    assert b"5.2.2" in dsn
+    waited = re.search(
+        r"to slow@example\.test failed: \w+ quota still reached after (\d+) s", server.log_text()
+    )
+    assert waited and int(waited.group(1)) >= GRACE, waited
+    assert not [m for m in server.messages("slow") if b"Subject: waits for room" in m]

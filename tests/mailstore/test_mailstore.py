@@ -220,12 +220,21 @@ class FlagTests(StoreTestBase):
 
     def test_message_gone_while_selecting_is_simply_not_there(self) -> None:
         """A message removed on disk (another Maildir client) while a SELECT loads the folder is
-        not in that session's view at all: FETCH 1:* works and the count is right."""
-        deliver(self.md, msg("x"))
+        not in that session's view at all: FETCH 1:* works and the count is right.
+
+        The removed file is found by its key, not by its place in a sorted listing: Maildir
+        keys do not sort in arrival order (maildir(5)'s ``M<usec>`` is not zero-padded, so a
+        message at .M500000 sorts before one at .M50000 of the same second), and UIDs follow
+        arrival (file time). The two keys below are such a pair, the later one first."""
+        keys = iter(["1000000000.M50000P7Q1.mx", "1000000000.M500000P7Q2.mx"])
+        self.patch(maildir, "unique_key", lambda hostname=None: next(keys))
+        first = deliver(self.md, msg("x"))
         deliver(self.md, msg("y"))
+        os.utime(os.path.join(self.md, "new", first), (1000000000, 1000000000))  # x came first
         Recorder().on(self.select())  # the folder is loaded and shared
         cur = os.path.join(self.md, "cur")
-        os.unlink(os.path.join(cur, sorted(os.listdir(cur))[0]))
+        (gone,) = [n for n in os.listdir(cur) if n.startswith(first + ":")]
+        os.unlink(os.path.join(cur, gone))
         os.utime(cur, ns=(1, 1))  # any different time makes the next look rescan
         box = self.select()
         self.assertEqual(box.getMessageCount(), 1)
