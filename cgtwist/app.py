@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from cgtwist.activesessions import ActiveSessions
 from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
 from cgtwist.core.account_limits import AccountLimits
@@ -287,6 +288,8 @@ class Components:
             ],
         )
         self.user_sessions = UserIPSessions(settings)
+        # The POP3 and IMAP sessions logged in now, which WebUser lists and ends.
+        self.active_sessions = ActiveSessions(reactor.seconds)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
         """The queue manager, delivery agents, Rules, bounces and the Submitted/ pickup: the
@@ -465,8 +468,13 @@ class Components:
 
     def _access(self) -> dict[str, Any]:
         """What every POP3 and IMAP factory shares beyond ``common``: the Client IP test (they
-        are exempt from per-IP connection caps) and one count of sessions per account and IP."""
-        return {"is_client_ip": self.policy.is_client_ip, "sessions": self.user_sessions}
+        are exempt from per-IP connection caps), one count of sessions per account and IP, and
+        the list of logged-in sessions WebUser shows."""
+        return {
+            "is_client_ip": self.policy.is_client_ip,
+            "sessions": self.user_sessions,
+            "active": self.active_sessions,
+        }
 
     async def start(self) -> None:
         """Recover the spool and start delivering; pick up PIPE submissions (server only)."""
