@@ -450,6 +450,7 @@ class Components:
                 unsubscribe=self.list_agent.one_click,
                 stats=self.statistics,
                 log_file=self.log_file,
+                active=self.active_sessions,
             )
         return self.web
 
