@@ -1,6 +1,6 @@
 """The logged-in mail sessions of this process, per account: who is connected, and ending one.
 
-Owns the list WebUser's "Active sessions" shows (cgtwist.web.pages_user): each POP3 and IMAP
+Owns the list WebUser's "Active sessions" page shows (cgtwist.web.pages_sessions): each POP3 and IMAP
 session from its login to its end, with its protocol, client address, start time and whether
 it runs over TLS, and the call that ends it with the protocol's own goodbye (IMAP ``* BYE``,
 POP3 ``-ERR``). One object serves every listener of the server process, passed in by the

@@ -100,17 +100,16 @@ async def end_session(req: Req) -> Reply:
     ended = _end_one(req, session_id) if session_id else ""
     if not ended:
         log.warn(
-            "web: {account} from {peer} asked to end session {id!r}, which is none of its own",
+            "web: {account} from {peer} asked to end session {id}, which is none of its own",
             account=req.account,
             peer=req.peer,
-            id=session_id[:40],
+            id=repr(session_id[:40]),  # as typed, quoted: no line breaks into the log
         )
-        reply = req.page(
+        return req.page(
             "error.html",
             status=404,
             message="No such session of yours; it may have ended already.",
         )
-        return reply
     if own:
         reply = redirect("/login")
         reply.cookies["session"] = None

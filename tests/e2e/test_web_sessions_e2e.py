@@ -120,6 +120,16 @@ def test_end_imap_and_pop3_sessions_from_the_sessions_page(server: Server) -> No
     assert p.file.readline() == b""
     p.close()
     assert sorted(proto for proto, _this, _id in sessions(c)) == ["Web"]
+
+    # "End all other sessions": a second browser and a new IMAP login go, this one stays.
+    m = imap(server, ctx)
+    other = web(server, USER, PASSWORD)
+    r = c.submit("/sessions", "/sessions/end-others", {})
+    assert r.status == 303 and r.location == "/sessions"
+    assert m.readline().startswith(b"* BYE ")
+    m.shutdown()
+    assert other.get("/").status == 303
+    assert [(proto, this) for proto, this, _id in sessions(c)] == [("Web", True)]
     wait_for(
         lambda: (
             f"web: {USER} ended its imap session from 127.0.0.1" in server.log_text()
