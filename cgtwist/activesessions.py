@@ -1,12 +1,12 @@
 """The logged-in mail sessions of this process, per account: who is connected, and ending one.
 
-Owns the list WebUser's "Active sessions" page shows (cgtwist.web.pages_sessions): each POP3 and IMAP
-session from its login to its end, with its protocol, client address, start time and whether
-it runs over TLS, and the call that ends it with the protocol's own goodbye (IMAP ``* BYE``,
-POP3 ``-ERR``). One object serves every listener of the server process, passed in by the
-composition root (cgtwist.app); the protocols add a session at login and remove it when it
-ends. SMTP sessions are not listed: they may run in SMTP worker processes, which have their
-own memory, and a submission is over in seconds anyway.
+Owns the list WebUser's "Active sessions" page shows (cgtwist.web.pages_sessions): each POP3,
+IMAP and authenticated SMTP session from its login to its end, with its protocol, client
+address, start time and whether it runs over TLS, and the call that ends it with the
+protocol's own goodbye (IMAP ``* BYE``, POP3 ``-ERR``, SMTP 421). One object serves every
+listener of the process, passed in by the composition root (cgtwist.app); the protocols add a
+session at login and remove it when it ends. An SMTP worker process (``smtp.workers`` above
+0) has its own, which the web panel does not see: its sessions are not listed.
 
 It decides nothing about who may end what beyond "an account's own sessions only" (``end``
 takes the account asking) and does no I/O; the web's own sessions stay in
@@ -27,7 +27,7 @@ class ActiveSession:
 
     id: str
     account: str  # name@domain, lower case
-    protocol: str  # "imap", "pop3"
+    protocol: str  # "imap", "pop3", "smtp"
     peer: str  # the client's IP address
     since: float
     secure: bool  # TLS (implicit or STARTTLS/STLS before the login)

@@ -288,7 +288,7 @@ class Components:
             ],
         )
         self.user_sessions = UserIPSessions(settings)
-        # The POP3 and IMAP sessions logged in now, which WebUser lists and ends.
+        # The IMAP, POP3 and SMTP sessions logged in now, which WebUser lists and ends.
         self.active_sessions = ActiveSessions(reactor.seconds)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
@@ -399,7 +399,13 @@ class Components:
         )
         factory: Any
         if spec.protocol == "smtp":
-            factory = SMTPFactory(spec, policy=self.policy, submission=self.submission, **common)
+            factory = SMTPFactory(
+                spec,
+                policy=self.policy,
+                submission=self.submission,
+                active=self.active_sessions,
+                **common,
+            )
         elif spec.protocol == "pop3":
             factory = POP3Factory(spec, **common, **self._access())
         elif spec.protocol == "imap":

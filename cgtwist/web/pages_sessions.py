@@ -1,7 +1,7 @@
 """WebUser: the account's active sessions, and ending them.
 
-Owns the ``/sessions`` page: the account's web sessions (cgtwist.web.sessions) and its POP3
-and IMAP sessions in this server process (cgtwist.activesessions), each with its protocol,
+Owns the ``/sessions`` page: the account's web sessions (cgtwist.web.sessions) and its POP3,
+IMAP and authenticated SMTP sessions in this server process (cgtwist.activesessions), each with its protocol,
 client address, start time and TLS, the one this browser uses marked, and the forms that end
 one of them or all the others. An account sees and ends only its own sessions: both tables
 are looked up under the session's account, never by the identifier alone. It must not
@@ -21,7 +21,7 @@ from cgtwist.web.site import Req, Route
 log = Logger(namespace="cgtwist.web")
 
 ENDED = "Ended by the account's owner from WebUser"  # the goodbye a mail client shows
-PROTOCOL_NAMES = {"imap": "IMAP", "pop3": "POP3", "web": "Web"}
+PROTOCOL_NAMES = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP", "web": "Web"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ def rows(req: Req) -> list[Row]:
 
 
 async def sessions_page(req: Req) -> Reply:
-    return req.page("sessions.html", rows=rows(req))
+    # With smtp.workers above 0 the SMTP sessions live in the workers, out of this list.
+    workers = req.panel.settings.current.smtp.workers
+    return req.page("sessions.html", rows=rows(req), smtp_workers=workers)
 
 
 def _end_one(req: Req, session_id: str) -> str:
@@ -119,7 +121,7 @@ async def end_session(req: Req) -> Reply:
 
 
 def end_mail_sessions(req: Req) -> int:
-    """End every POP3 and IMAP session of the account; how many there were."""
+    """End every POP3, IMAP and SMTP session of the account; how many there were."""
     panel, account = req.panel, req.account
     n = 0
     for s in panel.active.of_account(account):

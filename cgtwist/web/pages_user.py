@@ -2,7 +2,7 @@
 
 Owns the pages every account has under ``/``: the login form (shared by WebAdmin), the
 account's page and its password change, which ends every web session of the account and,
-when the user leaves the box ticked, its POP3 and IMAP sessions too (cgtwist.web.
+when the user leaves the box ticked, its mail (IMAP, POP3, SMTP) sessions too (cgtwist.web.
 pages_sessions lists and ends them one by one). A webmail will sit beside these later. It must not administer other accounts (cgtwist.web.pages_admin).
 """
 

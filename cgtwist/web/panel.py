@@ -57,7 +57,7 @@ class WebPanel:
     token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists);
     ``stats``: the server's counters (cgtwist.stats) for /metrics and the Statistics page;
     ``log_file``: the server's log file, for the log viewer (None: logging elsewhere);
-    ``active``: the server's logged-in POP3 and IMAP sessions, which WebUser lists and ends
+    ``active``: the server's logged-in IMAP, POP3 and SMTP sessions, which WebUser lists and ends
     (cgtwist.web.pages_sessions; None: none are listed).
     """
 

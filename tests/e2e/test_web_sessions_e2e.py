@@ -1,6 +1,7 @@
 """WebUser's active sessions against a real twistd: an account logged in over IMAP (imaplib),
-POP3 (poplib) and the web sees each of them on its Sessions page and ends the one it picks;
-the mail client is told so in its protocol (IMAP ``* BYE``, POP3 ``-ERR``) and disconnected.
+POP3 (poplib), SMTP submission (smtplib) and the web sees each of them on its Sessions page
+and ends the one it picks; the mail client is told so in its protocol (IMAP ``* BYE``, POP3
+``-ERR``, SMTP 421) and disconnected.
 Another account cannot end it, even with its identifier in hand."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import html
 import imaplib
 import poplib
 import re
+import smtplib
 import ssl
 from typing import Iterator
 
@@ -24,6 +26,7 @@ HOST = "localhost"  # the generated certificate's name; 127.0.0.1 here
 LISTENERS = [
     {"protocol": "http", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
     {"protocol": "smtp", "address": "127.0.0.1", "port": 0},
+    {"protocol": "smtp", "address": "127.0.0.1", "port": 0, "submission": True},
     {"protocol": "imap", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
     {"protocol": "pop3", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
 ]
@@ -85,19 +88,23 @@ def id_of(listed: list[tuple[str, bool, str]], protocol: str) -> str:
     return ids[0]
 
 
-def test_end_imap_and_pop3_sessions_from_the_sessions_page(server: Server) -> None:
-    """The page lists the web session (marked as this one) and the IMAP and POP3 logins;
-    ending the IMAP one sends imaplib a ``* BYE`` and closes it, the POP3 session stays
-    until it is ended too (``-ERR``); both are logged with who ended them."""
+def test_end_mail_sessions_from_the_sessions_page(server: Server) -> None:
+    """The page lists the web session (marked as this one) and the IMAP, POP3 and SMTP
+    logins; ending the IMAP one sends imaplib a ``* BYE`` and closes it, the POP3 session
+    stays until it is ended too (``-ERR``), then SMTP (421); each is logged with who ended
+    it."""
     ctx = server.tls_context()
     m = imap(server, ctx)
     p = pop(server, ctx)
+    smtp = smtplib.SMTP(HOST, server.port("smtp", submission=True), timeout=30)
+    smtp.starttls(context=ctx)
+    smtp.login(USER, PASSWORD)
     c = web(server, USER, PASSWORD)
     listed = sessions(c)
-    assert sorted(proto for proto, _this, _id in listed) == ["IMAP", "POP3", "Web"], listed
+    assert sorted(proto for proto, _this, _id in listed) == ["IMAP", "POP3", "SMTP", "Web"]
     assert [this for proto, this, _id in listed if proto == "Web"] == [True]
     page = c.get("/sessions").body
-    assert page.count("<td>TLS</td>") == 3 and "127.0.0.1" in page
+    assert page.count("<td>TLS</td>") == 4 and "127.0.0.1" in page
 
     r = c.submit("/sessions", "/sessions/end", {"id": id_of(listed, "IMAP")})
     assert r.status == 303 and r.location == "/sessions", (r.status, r.body[:300])
@@ -109,7 +116,7 @@ def test_end_imap_and_pop3_sessions_from_the_sessions_page(server: Server) -> No
         m.noop()
     m.shutdown()
     left = sessions(c)
-    assert sorted(proto for proto, _this, _id in left) == ["POP3", "Web"], left
+    assert sorted(proto for proto, _this, _id in left) == ["POP3", "SMTP", "Web"], left
     assert p.noop().startswith(b"+OK")
 
     r = c.submit("/sessions", "/sessions/end", {"id": id_of(left, "POP3")})
@@ -119,6 +126,12 @@ def test_end_imap_and_pop3_sessions_from_the_sessions_page(server: Server) -> No
     assert goodbye.startswith(b"-ERR ") and b"WebUser" in goodbye, goodbye
     assert p.file.readline() == b""
     p.close()
+
+    smtp_id = id_of(sessions(c), "SMTP")
+    assert c.submit("/sessions", "/sessions/end", {"id": smtp_id}).status == 303
+    code, text = smtp.getreply()  # RFC 5321 §3.8: 421, then the server closes
+    assert code == 421 and b"WebUser" in text, (code, text)
+    smtp.close()
     assert sorted(proto for proto, _this, _id in sessions(c)) == ["Web"]
 
     # "End all other sessions": a second browser and a new IMAP login go, this one stays.
@@ -134,9 +147,10 @@ def test_end_imap_and_pop3_sessions_from_the_sessions_page(server: Server) -> No
         lambda: (
             f"web: {USER} ended its imap session from 127.0.0.1" in server.log_text()
             and f"web: {USER} ended its pop3 session from 127.0.0.1" in server.log_text()
+            and f"web: {USER} ended its smtp session from 127.0.0.1" in server.log_text()
         ),
         30,
-        "the log lines of both ends",
+        "the log lines of the three ends",
     )
 
 
@@ -179,7 +193,7 @@ def test_another_account_cannot_end_a_session_by_its_id(server: Server) -> None:
 
 
 def test_password_change_ends_the_mail_sessions_when_asked(server: Server) -> None:
-    """A new password set in WebUser with "Also end my IMAP and POP3 sessions" ticked (as
+    """A new password set in WebUser with "Also end my mail sessions" ticked (as
     it is by default) closes them too: whoever knew the old password is out."""
     ctx = server.tls_context()
     m = imap(server, ctx)
