@@ -458,7 +458,6 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.hostname = hostname
         self.clock: Any = clock  # IReactorTime
         self.stats = stats
-        self.active = active  # the logged-in sessions WebUser lists (cgtwist.activesessions)
         self.deadline_timers = DeadlineTimers(cast(IReactorTime, clock))
         self.connections = 0
         self.per_ip = PerIPConnections(
@@ -473,6 +472,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.penalty: IAuthPenalty = (
             penalty if penalty is not None else AuthPenalty(self.clock, settings)
         )
+        self.active = active  # the logged-in sessions WebUser lists (cgtwist.activesessions)
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         if self.stats is not None:
