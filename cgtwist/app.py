@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from cgtwist.activesessions import ActiveSessions
 from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
 from cgtwist.core.account_limits import AccountLimits
@@ -287,6 +288,8 @@ class Components:
             ],
         )
         self.user_sessions = UserIPSessions(settings)
+        # The IMAP, POP3 and SMTP sessions logged in now, which WebUser lists and ends.
+        self.active_sessions = ActiveSessions(reactor.seconds)
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
         """The queue manager, delivery agents, Rules, bounces and the Submitted/ pickup: the
@@ -396,7 +399,13 @@ class Components:
         )
         factory: Any
         if spec.protocol == "smtp":
-            factory = SMTPFactory(spec, policy=self.policy, submission=self.submission, **common)
+            factory = SMTPFactory(
+                spec,
+                policy=self.policy,
+                submission=self.submission,
+                active=self.active_sessions,
+                **common,
+            )
         elif spec.protocol == "pop3":
             factory = POP3Factory(spec, **common, **self._access())
         elif spec.protocol == "imap":
@@ -447,6 +456,7 @@ class Components:
                 unsubscribe=self.list_agent.one_click,
                 stats=self.statistics,
                 log_file=self.log_file,
+                active=self.active_sessions,
             )
         return self.web
 
@@ -465,8 +475,13 @@ class Components:
 
     def _access(self) -> dict[str, Any]:
         """What every POP3 and IMAP factory shares beyond ``common``: the Client IP test (they
-        are exempt from per-IP connection caps) and one count of sessions per account and IP."""
-        return {"is_client_ip": self.policy.is_client_ip, "sessions": self.user_sessions}
+        are exempt from per-IP connection caps), one count of sessions per account and IP, and
+        the list of logged-in sessions WebUser shows."""
+        return {
+            "is_client_ip": self.policy.is_client_ip,
+            "sessions": self.user_sessions,
+            "active": self.active_sessions,
+        }
 
     async def start(self) -> None:
         """Recover the spool and start delivering; pick up PIPE submissions (server only)."""

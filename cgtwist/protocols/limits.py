@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, cast
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
+from cgtwist.activesessions import ActiveSessions
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.settings import Settings, SettingsHolder
@@ -157,7 +158,8 @@ class AccessFactory(ServerFactory, SessionDrain):
     factory keeps its own on ``clock`` and ``settings``: the same rules, not shared.
     ``is_client_ip`` exempts the Client IPs from ``access.max_connections_per_ip``;
     ``sessions`` is the server's shared UserIPSessions (without one, the factory's own).
-    ``stats`` counts each connection under the listener's protocol.
+    ``stats`` counts each connection under the listener's protocol; ``active`` is the
+    server's list of logged-in sessions that WebUser shows and ends (``listed``).
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class AccessFactory(ServerFactory, SessionDrain):
         is_client_ip: Optional[Callable[[str], bool]] = None,
         sessions: Optional[UserIPSessions] = None,
         stats: Optional[IStatistics] = None,
+        active: Optional[ActiveSessions] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # composition default only
@@ -187,6 +190,7 @@ class AccessFactory(ServerFactory, SessionDrain):
         self.per_ip = PerIPConnections(settings, exempt=is_client_ip)
         self.sessions = sessions if sessions is not None else UserIPSessions(settings)
         self.stats = stats
+        self.active = active
         SessionDrain.__init__(self)
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -205,6 +209,28 @@ class AccessFactory(ServerFactory, SessionDrain):
         if self.stats is not None:
             self.stats.connection(self.listener.protocol)
         return p
+
+    def listed(
+        self,
+        account: str,
+        ip: str,
+        secure: bool,
+        end: Callable[[str], None],
+        logout: Callable[[], None],
+    ) -> Callable[[], None]:
+        """List a session that just logged in among ``account``'s active ones (``end(reason)``
+        says the protocol's goodbye and closes it); returns its logout, which now also takes
+        it off the list."""
+        active = self.active
+        if active is None:
+            return logout
+        session = active.add(account, self.listener.protocol, ip, secure, end)
+
+        def unlisted_logout() -> None:
+            active.remove(session)
+            logout()
+
+        return unlisted_logout
 
     def connection_opened(self, ip: str) -> bool:
         """Count a new connection; False when the IP is over access.max_connections_per_ip."""

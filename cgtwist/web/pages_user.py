@@ -1,8 +1,9 @@
 """WebUser: logging in and out, and an account's own page (its password, for now).
 
 Owns the pages every account has under ``/``: the login form (shared by WebAdmin), the
-account's page and its password change, which ends every session of the account. A webmail
-will sit beside these later. It must not administer other accounts (cgtwist.web.pages_admin).
+account's page and its password change, which ends every web session of the account and,
+when the user leaves the box ticked, its mail (IMAP, POP3, SMTP) sessions too (cgtwist.web.
+pages_sessions lists and ends them one by one). A webmail will sit beside these later. It must not administer other accounts (cgtwist.web.pages_admin).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import secrets
 from cgtwist.logs import Logger
 from cgtwist.storage.storebase import InvalidValue
 from cgtwist.web.login import MAX_PASSWORD, LoginRefused
+from cgtwist.web.pages_sessions import end_mail_sessions
 from cgtwist.web.render import Reply, redirect
 from cgtwist.web.rights import Rights
 from cgtwist.web.site import LOGIN_COOKIE, Req, Route
@@ -66,7 +68,9 @@ async def login(req: Req) -> Reply:
     rights = Rights.of(account, panel.main_domain)
     if req.session is not None:  # a new login replaces the old session (no fixation)
         panel.sessions.end(req.session.id)
-    session = panel.sessions.create(account.address, rights, req.peer, fingerprint)
+    session = panel.sessions.create(
+        account.address, rights, req.peer, fingerprint, secure=req.secure
+    )
     log.info(
         "web: login {account} from {peer} ({role})",
         account=account.address,
@@ -98,8 +102,14 @@ async def logout(req: Req) -> Reply:
 async def home(req: Req) -> Reply:
     name, _, domain = req.account.partition("@")
     info = await req.panel.store.get_account_info(name, domain)
-    sessions = req.panel.sessions.of_account(req.account)
-    return req.page("user.html", info=info, sessions=len(sessions), error="")
+    return req.page("user.html", info=info, **_session_counts(req), error="")
+
+
+def _session_counts(req: Req) -> dict[str, int]:
+    return {
+        "sessions": len(req.panel.sessions.of_account(req.account)),
+        "mail_sessions": len(req.panel.active.of_account(req.account)),
+    }
 
 
 async def change_password(req: Req) -> Reply:
@@ -126,13 +136,16 @@ async def change_password(req: Req) -> Reply:
             error = str(e).capitalize() + "."
     if error:
         info = await panel.store.get_account_info(name, domain)
-        sessions = len(panel.sessions.of_account(req.account))
-        return req.page("user.html", status=400, info=info, sessions=sessions, error=error)
+        counts = _session_counts(req)
+        return req.page("user.html", status=400, info=info, **counts, error=error)
     ended = panel.sessions.end_account(req.account)
+    # Someone else may know the old password: their mail sessions go too unless unticked.
+    mail = end_mail_sessions(req) if req.form.get("end_mail") == "1" else 0
     log.info(
-        "web: {account} changed its password; {n} web session(s) ended",
+        "web: {account} changed its password; {n} web and {m} mail session(s) ended",
         account=req.account,
         n=ended,
+        m=mail,
     )
     reply = redirect("/login?changed=1")
     reply.cookies["session"] = None

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from twisted.internet.interfaces import IReactorTime
 
+from cgtwist.activesessions import ActiveSessions
 from cgtwist.admin import Admin
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
@@ -28,6 +29,7 @@ from cgtwist.web import (
     pages_lists,
     pages_logs,
     pages_rules,
+    pages_sessions,
     pages_settings,
     pages_stats,
     pages_user,
@@ -54,7 +56,9 @@ class WebPanel:
     list) off the reactor, which also serves SMTP, POP3 and IMAP; ``unsubscribe(list,
     token)``: the LIST agent's one-click unsubscribe (cgtwist.web.pages_lists);
     ``stats``: the server's counters (cgtwist.stats) for /metrics and the Statistics page;
-    ``log_file``: the server's log file, for the log viewer (None: logging elsewhere).
+    ``log_file``: the server's log file, for the log viewer (None: logging elsewhere);
+    ``active``: the server's logged-in IMAP, POP3 and SMTP sessions, which WebUser lists and ends
+    (cgtwist.web.pages_sessions; None: none are listed).
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class WebPanel:
         unsubscribe: Callable[[str, str], Awaitable[bool]],
         stats: Optional[Statistics] = None,
         log_file: Optional[str] = None,
+        active: Optional[ActiveSessions] = None,
     ) -> None:
         self.store = store
         self.admin = admin
@@ -87,11 +92,13 @@ class WebPanel:
         self.unsubscribe = unsubscribe
         self.stats = stats
         self.log_file = log_file
+        self.active = active if active is not None else ActiveSessions(clock.seconds)
         self.templates = Templates()
         self.sessions = SessionStore(clock, self.session_limits)
         self.login = Login(checker, penalty, store, main_domain)
         self.routes: list[Route] = (
             pages_user.routes()
+            + pages_sessions.routes()
             + pages_admin.routes()
             + pages_settings.routes()
             + pages_rules.routes()

@@ -31,7 +31,10 @@ class Session:
     seen: float
     peer: str
     password: str = ""  # fingerprint of the stored hash at login (cgtwist.web.login)
+    secure: bool = False  # logged in over HTTPS
     notes: list[str] = field(default_factory=list)  # one-shot messages for the next page
+    # What WebUser's active sessions page names it by: ``id`` is the cookie's secret.
+    handle: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
     def csrf_ok(self, token: str) -> bool:
         return hmac.compare_digest(self.csrf.encode(), token.encode("utf-8", "replace"))
@@ -49,7 +52,9 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, account: str, rights: Rights, peer: str, password: str = "") -> Session:
+    def create(
+        self, account: str, rights: Rights, peer: str, password: str = "", secure: bool = False
+    ) -> Session:
         now = self.clock.seconds()
         _idle, _life, maximum = self.limits()
         while self._sessions and len(self._sessions) >= max(1, maximum):
@@ -63,6 +68,7 @@ class SessionStore:
             seen=now,
             peer=peer,
             password=password,
+            secure=secure,
         )
         self._sessions[session.id] = session
         return session
@@ -94,4 +100,24 @@ class SessionStore:
         return len(ids)
 
     def of_account(self, account: str) -> list[Session]:
-        return [s for s in self._sessions.values() if s.account == account]
+        """``account``'s live sessions, oldest first (listing them touches none: an idle one
+        still expires)."""
+        now = self.clock.seconds()
+        idle, life, _maximum = self.limits()
+        return sorted(
+            (
+                s
+                for s in self._sessions.values()
+                if s.account == account and now - s.seen <= idle and now - s.created <= life
+            ),
+            key=lambda s: s.created,
+        )
+
+    def end_handle(self, account: str, handle: str) -> Optional[Session]:
+        """End ``account``'s session named ``handle`` (WebUser's active sessions); another
+        account's, or one already gone, is None."""
+        for sid, session in self._sessions.items():
+            if session.account == account and hmac.compare_digest(session.handle, handle):
+                del self._sessions[sid]
+                return session
+        return None

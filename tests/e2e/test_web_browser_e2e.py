@@ -308,4 +308,16 @@ def test_seed_story(server: Server, sink: Sink, browser: Any, tmp_path: Any) -> 
         assert not smtp.sendmail("alice@example.test", ["carol@story.test"], note)
     (reply,) = server.wait_messages("alice", 1, containing=away.encode())
     assert b"Auto-Submitted: auto-replied" in reply and tag2 in reply
+
+    # WebUser's Sessions page: this browser's session, marked, also at a phone's width.
+    s.link("Sessions")
+    assert "this session" in s.text
+    s.shot("sessions")
+    browser.set_window_size(390, 844)
+    overflow = browser.execute_script(
+        "return document.documentElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 0, overflow
+    s.shot("sessions-phone")
+    browser.set_window_size(1200, 900)
     assert len(os.listdir(shots)) >= 14

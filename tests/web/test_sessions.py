@@ -68,3 +68,37 @@ class SessionTests(unittest.TestCase):
         self.assertFalse(s.csrf_ok(""))
         self.assertFalse(s.csrf_ok(s.csrf[:-1]))
         self.assertNotEqual(s.id, s.csrf)
+
+
+class HandleTests(unittest.TestCase):
+    """What WebUser's Sessions page names a web session by, and ends it with."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = SessionStore(self.clock, lambda: (60.0, 600.0, 10))
+
+    def test_handle_is_not_the_cookie_secret(self) -> None:
+        s = self.store.create("a@x.test", USER, "192.0.2.1", secure=True)
+        self.assertNotEqual(s.handle, s.id)
+        self.assertNotIn(s.handle, s.id)
+        self.assertTrue(s.secure)
+
+    def test_only_the_owner_ends_a_session_by_its_handle(self) -> None:
+        a = self.store.create("a@x.test", USER, "192.0.2.1")
+        self.store.create("b@x.test", USER, "192.0.2.1")
+        self.assertIsNone(self.store.end_handle("b@x.test", a.handle))
+        self.assertIs(self.store.get(a.id), a)
+        self.assertIs(self.store.end_handle("a@x.test", a.handle), a)
+        self.assertIsNone(self.store.get(a.id))
+        self.assertIsNone(self.store.end_handle("a@x.test", a.handle))
+
+    def test_listing_touches_no_session(self) -> None:
+        """Showing the Sessions page does not keep the account's other sessions alive, and an
+        expired one is not listed."""
+        old = self.store.create("a@x.test", USER, "192.0.2.1")
+        self.clock.advance(50)
+        new = self.store.create("a@x.test", USER, "192.0.2.2")
+        self.assertEqual(self.store.of_account("a@x.test"), [old, new])
+        self.clock.advance(20)
+        self.assertEqual(self.store.of_account("a@x.test"), [new])
+        self.assertIsNone(self.store.get(old.id))

@@ -72,6 +72,7 @@ class LoginMixin:
         def _resume(self) -> None: ...
         def _closed_by_us(self) -> None: ...
         def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None: ...
+        def end_session(self, reason: str) -> None: ...
 
     def plaintext_allowed(self) -> bool:
         """Passwords only over TLS unless the listener or settings allow it (RFC 3501 §6.2.3)."""
@@ -214,8 +215,14 @@ class LoginMixin:
             outcome.logout()
             return
         self.account = outcome.avatar
-        self._onLogout = outcome.logout
         self.account_name = str(outcome.account)
+        self._onLogout = (
+            self.factory.listed(
+                self.account_name, self.peer_ip, self.secure, self.end_session, outcome.logout
+            )
+            if self.factory is not None
+            else outcome.logout
+        )
         self.state = "auth"
         self.log.info("imap: login {account} from {ip}", account=self.account_name, ip=self.peer_ip)
         # RFC 3501 §5.4: an inactivity autologout timer of at least 30 minutes.

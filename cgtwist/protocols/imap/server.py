@@ -104,6 +104,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._failures = 0
         self._counted = False
         self._bye_after_command = False
+        self._bye_line = b"* BYE Server shutting down"  # what shutdown() says
         self._delayed: list[Any] = []
         self.enabled: set[bytes] = set()
         self.search_saved: list[int] = []
@@ -191,7 +192,22 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         if self._busy_tag is not None and self._idle_tag is None:
             self._bye_after_command = True
             return
-        self._bye(b"* BYE Server shutting down")
+        self._bye(self._bye_line)
+
+    def end_session(self, reason: str) -> None:
+        """The account's owner ended this session (WebUser's active sessions): ``* BYE
+        reason`` now, or after the running command's tagged reply, as at shutdown (RFC 3501
+        §7.1.5: the server may close with BYE at any time)."""
+        if self._closed:
+            return
+        self.log.info(
+            "imap: session of {account} from {ip} ended: {reason}",
+            account=self.account_name,
+            ip=self.peer_ip,
+            reason=reason,
+        )
+        self._bye_line = b"* BYE " + reason.encode("utf-8", "replace")
+        self.shutdown()
 
     def _bye(self, line: bytes) -> None:
         self._release_mailbox()
@@ -429,7 +445,7 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._busy_tag = None
         self._busy_name = b""
         if self._bye_after_command:
-            self._bye(b"* BYE Server shutting down")
+            self._bye(self._bye_line)
             return
         self._resume()
 

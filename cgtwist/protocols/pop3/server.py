@@ -84,6 +84,8 @@ class POP3Server(pop3.POP3):
         self._failures = 0
         self._counted = False
         self._bye_after_command = False  # shutdown() came while a command was running
+        self._bye_line = SHUTDOWN_LINE  # what shutdown() says
+        self._bye_reason = "server shutting down"  # and logs
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -149,15 +151,24 @@ class POP3Server(pop3.POP3):
             return
         self._shutdown_now()
 
+    def end_session(self, reason: str) -> None:
+        """The account's owner ended this session (WebUser's active sessions): ``-ERR
+        reason`` and close, now or after the running command's reply, as at shutdown (never
+        entering UPDATE: messages marked with DELE stay, RFC 1939 §6)."""
+        self._bye_line = b"-ERR " + reason.encode("utf-8", "replace")
+        self._bye_reason = reason
+        self.shutdown()
+
     def _shutdown_now(self) -> None:
         self.log.info(
-            "pop3: server shutting down, closing {ip} {account}",
+            "pop3: {reason}, closing {ip} {account}",
+            reason=self._bye_reason,
             ip=self.peer_ip,
             account=self.account,
         )
         self.setTimeout(None)  # no idle-timeout -ERR after this one while the client reads
         self._queue.clear()  # pipelined commands are not run: that could include a QUIT's UPDATE
-        self.sendLine(SHUTDOWN_LINE)
+        self.sendLine(self._bye_line)
         # The lock goes now, as at connectionLost: a client slow to read must not hold it.
         self._logout()
         self.maildrop = None
@@ -443,8 +454,15 @@ class POP3Server(pop3.POP3):
             outcome.logout()
             return
         self.maildrop = Maildrop(self, avatar)
-        self._onLogout = outcome.logout
         self.account = outcome.account
+        factory = self.factory
+        self._onLogout = (
+            factory.listed(
+                self.account, self.peer_ip, self.secure, self.end_session, outcome.logout
+            )
+            if isinstance(factory, POP3Factory)
+            else outcome.logout
+        )
         self.state = "TRANSACTION"
         count, size = avatar.count_and_size()
         self.log.info(

@@ -150,6 +150,7 @@ class AuthCommands(SMTPWire):
                 avatar_id = avatar_id.decode("utf-8", "replace")
             account = str(avatar_id)
             self.session = replace(self.session, account=account)
+            self.list_login(account)
             self.log.info(
                 "auth ok: proto=smtp ip={peer} user={account}", peer=self._peer(), account=account
             )

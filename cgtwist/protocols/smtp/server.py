@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IOpenSSLContextFactory, IReactorTime, IT
 from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 
+from cgtwist.activesessions import ActiveSessions
 from cgtwist.address import parse_path
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
@@ -444,6 +445,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         clock: Optional[IReactorTime] = None,
         penalty: Optional[IAuthPenalty] = None,
         stats: Optional[IStatistics] = None,
+        active: Optional[ActiveSessions] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
@@ -470,6 +472,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.penalty: IAuthPenalty = (
             penalty if penalty is not None else AuthPenalty(self.clock, settings)
         )
+        self.active = active  # the logged-in sessions WebUser lists (cgtwist.activesessions)
 
     def buildProtocol(self, addr: Any) -> CgSMTP:
         if self.stats is not None:

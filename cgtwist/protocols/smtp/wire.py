@@ -23,6 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cgtwist.activesessions import ActiveSession, ActiveSessions
 from cgtwist.errors import MailError
 from cgtwist.interfaces import (
     IAuthPenalty,
@@ -95,6 +96,7 @@ class SMTPServices(Protocol):
     deadline_timers: DeadlineTimers  # the listener's: one reactor timer for all its deadlines
     stopping: bool
     stats: Optional[IStatistics]
+    active: Optional[ActiveSessions]  # the logged-in sessions WebUser lists and ends
 
     def new_session_id(self) -> str: ...
     def register(self, proto: SMTPWire) -> Optional[str]: ...
@@ -133,6 +135,7 @@ class SMTPWire(ESMTP):
         self._esmtp = False
         self._errors = 0
         self._handshake_timer: Any = None  # IDelayedCall
+        self._listed: Optional[ActiveSession] = None  # on the factory's ``active`` since AUTH
         # greeting pause, command line, DATA and session deadlines (smtp.*_deadline settings)
         self._deadlines = Deadlines(factory.clock, factory.deadline_timers)
         self._data_started = 0.0
@@ -292,6 +295,9 @@ class SMTPWire(ESMTP):
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._handshake_timer = None
+        if self._listed is not None and self.factory.active is not None:
+            self.factory.active.remove(self._listed)
+            self._listed = None
         if self._registered:
             self._registered = False
             self.factory.unregister(self)
@@ -383,6 +389,26 @@ class SMTPWire(ESMTP):
         (a message in DATA is read to its end and submitted first)."""
         # RFC 5321 §3.8: 421 when the service must shut down.
         self._close_after_reply(f"421 4.3.2 {self.factory.hostname} Service shutting down")
+
+    def list_login(self, account: str) -> None:
+        """AUTH succeeded: list the session among ``account``'s active ones (WebUser's
+        Sessions page) until the connection ends."""
+        active, session = self.factory.active, self.session
+        if active is not None and session is not None:
+            secure = session.tls is not None
+            self._listed = active.add(account, "smtp", session.peer_ip, secure, self.end_session)
+
+    def end_session(self, reason: str) -> None:
+        """The account's owner ended this session (WebUser): 421 now when idle, else right
+        after the reply being worked on, as at shutdown (RFC 5321 §3.8)."""
+        account = self.session.account if self.session is not None else None
+        self.log.info(
+            "session ended: peer={peer} user={account}: {reason}",
+            peer=self._peer(),
+            account=account,
+            reason=reason,
+        )
+        self._close_after_reply(f"421 4.7.0 {self.factory.hostname} {reason}")
 
     def _close_after_reply(self, goodbye: str) -> None:
         if self._shutting_down:
