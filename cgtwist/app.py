@@ -416,9 +416,14 @@ class Components:
             from twisted.cred.credentials import IUsernamePassword
 
             from cgtwist.admin import Admin
+            from cgtwist.admin.quota import counted_usage, maildir_usage
             from cgtwist.web.panel import WebPanel
 
             cfg = self.cfg
+
+            def in_thread(fn: Any, *args: Any) -> Any:
+                return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
+
             admin = Admin(
                 self.store,
                 cfg.main_domain,
@@ -429,6 +434,10 @@ class Components:
                 clock=self.reactor,
                 hostname=cfg.hostname,
                 mailboxes=existing_mailboxes(cfg.base_dir, self.reactor, self.io_pool),
+                # the quota is shown with the count it is enforced with
+                usage=counted_usage(self.notifier.usage, cfg.base_dir)
+                if self.notifier is not None
+                else maildir_usage(cfg.base_dir, in_thread),
             )
             self.web = WebPanel(
                 store=self.store,
@@ -441,9 +450,7 @@ class Components:
                 listening=self.listening,
                 main_domain=cfg.main_domain,
                 hostname=cfg.hostname,
-                in_thread=lambda fn, *args: deferToThreadPool(
-                    self.reactor, self.reactor.getThreadPool(), fn, *args
-                ),
+                in_thread=in_thread,
                 unsubscribe=self.list_agent.one_click,
                 stats=self.statistics,
                 log_file=self.log_file,

@@ -143,11 +143,13 @@ async def account_enable(req: Req, domain: str, name: str) -> Reply:
 
 async def account(req: Req, domain: str, name: str) -> Reply:
     info = await _target(req, domain, name)
+    quota = await req.panel.admin.quota.report(name, domain)  # counted off the reactor
     return req.page(
         "account.html",
         domain=domain,
         name=name,
         info=info,
+        quota=quota,
         services=SERVICES,
         accounts_url=_accounts_url(domain),
         account_url=_account_url(domain, name),
