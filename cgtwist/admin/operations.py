@@ -296,6 +296,13 @@ class Admin:
         its addresses: [(address, targets), ...]."""
         return list(await self.store.list_groups(kind, domain))
 
+    async def group(self, kind: str, name: str, domain: str) -> tuple[str, ...]:
+        """The addresses of forwarder or group (``kind``) ``name@domain``."""
+        found = await self.store.resolve_group(name, domain)
+        if found is None or found.kind != kind:
+            raise AdminError(f"{kind} {name}@{domain} does not exist")
+        return tuple(found.targets)
+
     async def add_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
         """Create forwarder or group ``name@domain`` sending on to ``targets``."""
         t = list(targets)
