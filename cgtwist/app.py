@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 from typing import Any, Callable, Mapping, Optional, cast
 
 from twisted.cred.portal import Portal
@@ -420,10 +421,8 @@ class Components:
             from cgtwist.web.panel import WebPanel
 
             cfg = self.cfg
-
-            def in_thread(fn: Any, *args: Any) -> Any:
-                return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)
-
+            # in_thread(fn, *args): blocking work off the reactor
+            in_thread = partial(deferToThreadPool, self.reactor, self.reactor.getThreadPool())
             admin = Admin(
                 self.store,
                 cfg.main_domain,

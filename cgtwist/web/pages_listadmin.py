@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 import time
 import urllib.parse
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass
+from typing import Mapping, Optional, Union
 
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound
 from cgtwist.lists.model import FIELDS, MODES, POLICIES, REPLY_TO, check_field
@@ -23,6 +24,7 @@ from cgtwist.web import forms
 from cgtwist.web.render import Reply, redirect
 from cgtwist.web.site import Req, Route
 
+Value = Union[str, int, bool]  # a list field's value (cgtwist.lists.model.FIELDS)
 SHOWN_SUBSCRIBERS = 200  # rows on the page; the CSV export has them all
 CHOICES = {"policy": POLICIES, "reply_to": REPLY_TO}
 LABELS = {
@@ -53,8 +55,20 @@ def _url(domain: str, name: str) -> str:
     return f"{_base(domain)}/{_q(name)}"
 
 
-def _fields() -> list[dict[str, Any]]:
-    """How the settings form shows each field (kind: check, number, choice, area, text)."""
+@dataclass(frozen=True)
+class FieldView:
+    """How the settings form shows one field: ``kind`` is check, number, choice, area or
+    text."""
+
+    key: str
+    kind: str
+    label: str
+    doc: str
+    choices: tuple[str, ...] = ()
+
+
+def _fields() -> list[FieldView]:
+    """Every list field as the settings form shows it."""
     out = []
     for key, (typ, doc) in FIELDS.items():
         if typ is bool:
@@ -67,24 +81,21 @@ def _fields() -> list[dict[str, Any]]:
             kind = "area"
         else:
             kind = "text"
-        out.append(
-            {"key": key, "kind": kind, "label": LABELS.get(key, key), "doc": doc,
-             "choices": CHOICES.get(key, ())}
-        )  # fmt: skip
+        out.append(FieldView(key, kind, LABELS.get(key, key), doc, CHOICES.get(key, ())))
     return out
 
 
 def settings_from_form(
     form: Mapping[str, str], keys: Optional[list[str]] = None
-) -> tuple[dict[str, Any], dict[str, str]]:
+) -> tuple[dict[str, Value], dict[str, str]]:
     """The list fields a form submits, typed and checked by ``check_field``, and the error of
     each field that is refused ({} when all are fine). Only ``keys`` (default: every
     field); a checkbox that is absent is off."""
-    values: dict[str, Any] = {}
+    values: dict[str, Value] = {}
     errors: dict[str, str] = {}
     for key in keys or list(FIELDS):
         typ = FIELDS[key][0]
-        value: Any
+        value: Value
         if typ is bool:
             value = forms.flag(form, key)
         elif typ is int:
@@ -118,7 +129,10 @@ def _owner_error(e: Exception, errors: dict[str, str]) -> bool:
 
 
 async def _listing(
-    req: Req, domain: str, errors: Optional[dict[str, str]] = None, values: Any = None
+    req: Req,
+    domain: str,
+    errors: Optional[dict[str, str]] = None,
+    values: Optional[Mapping[str, str]] = None,
 ) -> Reply:
     lists = await req.panel.admin.lists.all(domain)
     return req.page(
@@ -167,7 +181,7 @@ async def _list_page(
     domain: str,
     name: str,
     errors: Optional[dict[str, str]] = None,
-    shown: Optional[dict[str, Any]] = None,
+    shown: Optional[Mapping[str, Value]] = None,
 ) -> Reply:
     lists = req.panel.admin.lists
     lst = await lists.get(f"{name}@{domain}")
@@ -213,7 +227,7 @@ async def save(req: Req, domain: str, name: str) -> Reply:
         else:
             req.note(f"Settings of {address} saved.")
             return redirect(_url(domain, name))
-    shown: dict[str, Any] = {k: req.form.get(k, "") for k in FIELDS}
+    shown: dict[str, Value] = {k: req.form.get(k, "") for k in FIELDS}
     shown.update({k: forms.flag(req.form, k) for k, (t, _d) in FIELDS.items() if t is bool})
     return await _list_page(req, domain, name, errors, shown)
 
