@@ -115,6 +115,26 @@ def settings_from_form(
     return values, errors
 
 
+def _foreign_accounts(
+    req: Req,
+    values: Mapping[str, Value],
+    errors: dict[str, str],
+    stored: Optional[Mapping[str, object]] = None,
+) -> None:
+    """A domain administrator names owner and archive accounts of its own domains only: the
+    archive account's folder gets a copy of every post, and the owner the held posts and
+    bounces, so another domain's account would be written to or told by this list. A value
+    a server administrator set (``stored``) may stay."""
+    assert req.session is not None
+    rights = req.session.rights
+    for key in ("owner", "archive"):
+        who = values.get(key)
+        if stored is not None and who == stored.get(key):
+            continue
+        if isinstance(who, str) and who and not rights.may_admin(who.rpartition("@")[2]):
+            errors[key] = f"{who} is not an account of a domain you administer"
+
+
 def _owner_error(e: Exception, errors: dict[str, str]) -> bool:
     """Put the store's "owner x: no such account" on its field; False for other errors."""
     text = str(e)
@@ -157,6 +177,7 @@ async def create(req: Req, domain: str) -> Reply:
     name = forms.field(req.form, "name", limit=64).strip().lower()
     shown = {k: forms.field(req.form, k, limit=400) for k in ("owner", "description", "policy")}
     values, errors = settings_from_form(req.form, ["owner", "description", "policy"])
+    _foreign_accounts(req, values, errors)
     if not name:
         errors["name"] = "Enter the name of the new list."
     if not errors:
@@ -216,8 +237,9 @@ async def show(req: Req, domain: str, name: str) -> Reply:
 async def save(req: Req, domain: str, name: str) -> Reply:
     req.require_domain(domain)
     address = f"{name}@{domain}"
-    await req.panel.admin.lists.get(address)  # exists (else 409)
+    lst = await req.panel.admin.lists.get(address)  # exists (else 409)
     values, errors = settings_from_form(req.form)
+    _foreign_accounts(req, values, errors, lst.fields())
     if not errors:
         try:
             await req.panel.acting(req.account).lists.set(address, values)

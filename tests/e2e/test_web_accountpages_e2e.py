@@ -235,6 +235,28 @@ def test_rights_and_csrf_on_the_domain_pages(server: Server) -> None:
 # ---- mailing lists --------------------------------------------------------------------------
 
 
+def test_domain_admin_names_only_its_own_accounts_on_a_list(server: Server) -> None:
+    """A domain administrator's list may not name another domain's account as owner or
+    archive (the archive folder gets a copy of every post): refused on the field; its own
+    domain's accounts are fine."""
+    boss = logged_in(server, "boss@other.test", "boss-secret-1")
+    base = "/admin/domains/other.test/lists"
+    r = boss.submit(base, base, {"name": "club", "owner": "user@example.test", "policy": "anyone"})
+    assert r.status == 400
+    assert "not an account of a domain you administer" in field_error(r.body, "owner")
+    assert "club@" not in cli_list(server, "list", "show")
+    r = boss.submit(base, base, {"name": "club", "owner": "boss@other.test", "policy": "anyone"})
+    assert r.status == 303, r.body
+    form = form_values(boss.get(base + "/club").body, base + "/club")
+    r = boss.post(base + "/club", dict(form, archive="user@example.test", archive_folder="Club"))
+    assert r.status == 400
+    assert "not an account of a domain you administer" in field_error(r.body, "archive")
+    r = boss.post(base + "/club", dict(form, archive="staff@other.test", archive_folder="Club"))
+    assert r.status == 303, r.body
+    assert "archive: 'staff@other.test'" in cli_list(server, "list", "show", "club@other.test")
+    assert boss.submit(base + "/club", base + "/club/remove", {}).status == 303
+
+
 def test_list_pages_create_set_subscribe_and_remove(server: Server) -> None:
     """A list created on the Lists page, its settings saved (a bad size and an unknown owner
     refused on their fields), an address subscribed that then gets the list's posts, its mode
