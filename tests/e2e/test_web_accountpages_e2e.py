@@ -110,6 +110,38 @@ def test_account_page_shows_usage_that_follows_the_mail(server: Server) -> None:
     assert f'"storage_used": {len(stored)}' in cli and '"messages_limit": 50' in cli
 
 
+def test_account_quota_form_sets_and_inherits_the_limits(server: Server) -> None:
+    """The account page sets the account's own quota limits: a bad value is refused on its
+    field and nothing is stored (not even the good field beside it); a size with a unit is
+    kept in octets; an emptied field goes back to inheriting. Logged with who did it."""
+    c = logged_in(server)
+    page = "/admin/domains/example.test/accounts/friend"
+    action = page + "/quota"
+    r = c.submit(page, action, {"storage": "2M", "messages": "many", "grace": ""})
+    assert r.status == 400
+    strict_html(r)
+    assert "quota.messages must be a non-negative integer" in field_error(r.body, "quota-messages")
+    assert 'value="2M"' in r.body
+    own = server.admin("settings", "show", "--account", "friend@example.test").stdout
+    assert "quota." not in own
+    r = c.submit(page, action, {"storage": "2M", "messages": "", "grace": "600"})
+    assert r.status == 303, r.body
+    shown = c.get(page).body
+    assert "2.0 MiB (2097152 octets)" in row(shown, "quota-storage")
+    assert row(shown, "quota-storage").endswith("account")
+    assert row(shown, "quota-grace") == "Grace over quota 600 s account"
+    assert form_values(shown, action) == {"csrf": c.get(page).csrf(), "storage": "2097152",
+                                          "messages": "", "grace": "600"}  # fmt: skip
+    r = c.submit(page, action, {"storage": "", "messages": "", "grace": ""})
+    assert r.status == 303
+    shown = c.get(page).body
+    assert row(shown, "quota-storage").endswith("no limit default")
+    assert row(shown, "quota-grace") == "Grace over quota 86400 s default"
+    log = server.log_text()
+    assert f"change by web {PM}: setting quota.storage of friend@example.test set to 2097152" in log
+    assert f"change by web {PM}: setting quota.grace of friend@example.test reset" in log
+
+
 # ---- forwarders and groups ------------------------------------------------------------------
 
 
