@@ -2,8 +2,8 @@
 
 Owns the wiring of the web edge: templates, the session table, the login checker, the
 routes of WebUser (cgtwist.web.pages_user, pages_autoreply, pages_rules), WebAdmin
-(cgtwist.web.pages_admin, pages_groups, pages_listadmin, pages_settings, pages_rules,
-pages_stats, pages_logs), /metrics
+(cgtwist.web.pages_admin, pages_aliases, pages_groups, pages_listadmin, pages_settings,
+pages_rules, pages_stats, pages_logs), /metrics
 (pages_stats) and the lists' one-click unsubscribe (cgtwist.web.pages_lists), the static
 files, and the limits
 read from the settings at use. The composition root (cgtwist.app) builds one and asks it
@@ -25,6 +25,7 @@ from cgtwist.stats import Statistics
 from cgtwist.types import ListenerSpec
 from cgtwist.web import (
     pages_admin,
+    pages_aliases,
     pages_autoreply,
     pages_groups,
     pages_listadmin,
@@ -102,6 +103,7 @@ class WebPanel:
             + pages_stats.routes()
             + pages_logs.routes()
             + pages_lists.routes()
+            + pages_aliases.routes()
             + pages_groups.routes()
             + pages_listadmin.routes()
         )

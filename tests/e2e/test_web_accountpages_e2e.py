@@ -200,6 +200,28 @@ def test_group_made_on_the_page_delivers_a_copy_to_each_member(server: Server) -
     assert f"change by web {PM}: group team@example.test -> " in server.log_text()
 
 
+def test_alias_made_on_the_page_takes_mail_for_its_target(server: Server) -> None:
+    """An alias added on the Aliases page delivers to its target; a bad target and a taken
+    name are refused on their fields; Remove ends it."""
+    c = logged_in(server)
+    base = "/admin/domains/example.test/aliases"
+    r = c.submit(base, base, {"name": "helpdesk", "target": "two words"})
+    assert r.status == 400
+    strict_html(r)
+    assert "Enter the address" in field_error(r.body, "target")
+    r = c.submit(base, base, {"name": "friend", "target": "user"})
+    assert r.status == 400 and "friend@example.test" in field_error(r.body, "name")
+    assert c.submit(base, base, {"name": "helpdesk", "target": "user"}).status == 303
+    assert "helpdesk@example.test" in strict_html(c.get(base)).body
+    marker = uuid.uuid4().hex
+    to = "helpdesk@example.test"
+    server.send("asker@elsewhere.test", [to], message("asker@elsewhere.test", to, marker))
+    server.wait_messages("user", 1, containing=marker.encode())
+    assert c.submit(base, base + "/remove", {"name": "helpdesk"}).status == 303
+    assert "helpdesk" not in cli_list(server, "alias", "list")
+    assert f"change by web {PM}: alias helpdesk@example.test -> user created" in server.log_text()
+
+
 def test_bad_input_is_refused_on_its_field_and_nothing_changes(server: Server) -> None:
     """A bad name, a line that is no address, a name already taken and a forwarder to itself
     are each named beside their field (400), with the typed values kept; nothing is
@@ -232,7 +254,7 @@ def test_rights_and_csrf_on_the_domain_pages(server: Server) -> None:
     """A domain administrator manages the forwarders, groups and lists of its own domain
     only; a user has none of these pages; a POST without the session's CSRF token changes
     nothing."""
-    pages = ("forwarders", "groups", "lists")
+    pages = ("aliases", "forwarders", "groups", "lists")
     staff = logged_in(server, "staff@other.test", "staff-secret-1")
     for p in pages:
         assert staff.get(f"/admin/domains/other.test/{p}").status == 403
