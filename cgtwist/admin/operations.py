@@ -2,9 +2,9 @@
 
 Owns each change as one method: validate, change the store, log who made it, tell the running
 server (``changed``). It must not parse command lines, print or render: its callers are
-cgtwist.cli and cgtwist.web. The Router, the queue, the mailing lists and the Rules are
-``Admin.router``, ``.queue``, ``.lists``, ``.rules`` and ``.quota`` (cgtwist.admin.router, .queue, .lists,
-.rules, .quota).
+cgtwist.cli and cgtwist.web. The Router, the queue, the mailing lists, the Rules and the
+quota report are ``Admin.router``, ``.queue``, ``.lists``, ``.rules`` and ``.quota``
+(cgtwist.admin.router, .queue, .lists, .rules, .quota).
 """
 
 from __future__ import annotations
