@@ -207,8 +207,7 @@ async def _list_page(
     lists = req.panel.admin.lists
     lst = await lists.get(f"{name}@{domain}")
     search = forms.field(req.query, "q", limit=100).strip().lower()
-    subs = await lists.subscribers(lst.address)
-    found = [s for s in subs if search in s.address.lower()] if search else subs
+    total, matching, subs = await lists.subscriber_page(lst.address, search, SHOWN_SUBSCRIBERS)
     held = await lists.held(lst.address)
     return req.page(
         "list.html",
@@ -218,9 +217,9 @@ async def _list_page(
         values=shown or lst.fields(),
         fields=_fields(),
         errors=errors or {},
-        total=len(subs),
-        matching=len(found),
-        subscribers=found[:SHOWN_SUBSCRIBERS],
+        total=total,
+        matching=matching,
+        subscribers=subs,
         search=search,
         modes=MODES,
         held=[(m, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(m.created))) for m in held],
