@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 from typing import Any, Callable, Mapping, Optional, cast
 
 from twisted.cred.portal import Portal
@@ -425,9 +426,12 @@ class Components:
             from twisted.cred.credentials import IUsernamePassword
 
             from cgtwist.admin import Admin
+            from cgtwist.admin.quota import counted_usage, maildir_usage
             from cgtwist.web.panel import WebPanel
 
             cfg = self.cfg
+            # in_thread(fn, *args): blocking work off the reactor
+            in_thread = partial(deferToThreadPool, self.reactor, self.reactor.getThreadPool())
             admin = Admin(
                 self.store,
                 cfg.main_domain,
@@ -438,6 +442,10 @@ class Components:
                 clock=self.reactor,
                 hostname=cfg.hostname,
                 mailboxes=existing_mailboxes(cfg.base_dir, self.reactor, self.io_pool),
+                # the quota is shown with the count it is enforced with
+                usage=counted_usage(self.notifier.usage, cfg.base_dir)
+                if self.notifier is not None
+                else maildir_usage(cfg.base_dir, in_thread),
             )
             self.web = WebPanel(
                 store=self.store,
@@ -450,9 +458,7 @@ class Components:
                 listening=self.listening,
                 main_domain=cfg.main_domain,
                 hostname=cfg.hostname,
-                in_thread=lambda fn, *args: deferToThreadPool(
-                    self.reactor, self.reactor.getThreadPool(), fn, *args
-                ),
+                in_thread=in_thread,
                 unsubscribe=self.list_agent.one_click,
                 stats=self.statistics,
                 log_file=self.log_file,

@@ -52,9 +52,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
+from twisted.internet import threads
+
 from cgtwist import control, filemodes
 from cgtwist.admin import Admin, AdminError
 from cgtwist.admin import ServerDown as AdminServerDown
+from cgtwist.admin.quota import maildir_usage
 from cgtwist.config import BootstrapConfig, load
 from cgtwist.core.auth import parse_login
 from cgtwist.core.rules import mailbox_names_present
@@ -178,6 +181,12 @@ class Context:
             clock=self.reactor,
             hostname=self.config.hostname,
             mailboxes=lambda account, names: mailbox_names_present(base, account, names),
+            usage=maildir_usage(
+                base,
+                lambda fn, *a: threads.deferToThreadPool(
+                    self.reactor, self.reactor.getThreadPool(), fn, *a
+                ),
+            ),
         )
 
     def read(self, path: str, binary: bool = False, limit: int = -1) -> Any:

@@ -13,13 +13,9 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.internet import threads
-
-from cgtwist import cli_accounts, paths
+from cgtwist import cli_accounts
 from cgtwist import settings as dynamic
 from cgtwist.admin.operations import services_list
-from cgtwist.errors import InvalidName
-from cgtwist.mailstore.quota import scan_usage
 from cgtwist.storage.store import SERVICES
 
 if TYPE_CHECKING:  # the CLI imports this module; no import back at run time
@@ -113,31 +109,10 @@ async def account_list(ctx: Context, args: argparse.Namespace) -> None:
 async def account_show(ctx: Context, args: argparse.Namespace) -> None:
     name, domain = ctx.address(args.address)
     info = await ctx.admin.account(name, domain)
-    info["quota"] = await _quota(ctx, name, domain)
+    # usage counted from the Maildir in a thread (what is on disk, whether or not the
+    # server runs) beside the quota settings in force: cgtwist.admin.quota
+    info["quota"] = (await ctx.admin.quota.report(name, domain)).as_dict()
     ctx.out.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-async def _quota(ctx: Context, name: str, domain: str) -> dict[str, object]:
-    """The account's mailbox usage beside its quota settings in force (0 = no limit).
-
-    The usage is counted here from its Maildir, in a thread (``scan_usage``, what the
-    server counts when it starts), so it shows what is on disk whether or not the server
-    runs; a Maildir this user cannot read gives ``error`` instead."""
-    quota = (await ctx.admin.effective_settings(domain, name)).values.quota
-    out: dict[str, object] = {
-        "storage_limit": quota.storage,
-        "messages_limit": quota.messages,
-        "grace": quota.grace,
-    }
-    try:
-        path = paths.maildir(ctx.config.base_dir, domain, name)
-        pool = ctx.reactor.getThreadPool()
-        usage = await threads.deferToThreadPool(ctx.reactor, pool, scan_usage, path)
-    except (OSError, InvalidName) as e:
-        out["error"] = f"cannot count the Maildir: {e}"
-        return out
-    out.update(storage_used=usage.octets, messages_used=usage.messages)
-    return out
 
 
 async def account_remove(ctx: Context, args: argparse.Namespace) -> None:

@@ -94,6 +94,15 @@ class ListAdmin:
     async def subscribers(self, address: str, mode: Optional[str] = None) -> list[Subscriber]:
         return list(await self.lists.subscribers(address, mode))
 
+    async def subscriber_page(
+        self, address: str, search: str = "", limit: int = 200
+    ) -> tuple[int, int, list[Subscriber]]:
+        """(in all, matching ``search``, the first ``limit`` matching by address)."""
+        page: tuple[int, int, list[Subscriber]] = await self.lists.subscriber_page(
+            address, search, limit
+        )
+        return page
+
     async def subscribe(
         self, address: str, who: str, mode: str = "feed", real_name: str = ""
     ) -> Subscriber:

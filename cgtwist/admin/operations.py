@@ -2,9 +2,9 @@
 
 Owns each change as one method: validate, change the store, log who made it, tell the running
 server (``changed``). It must not parse command lines, print or render: its callers are
-cgtwist.cli and cgtwist.web. The Router, the queue, the mailing lists and the Rules are
-``Admin.router``, ``.queue``, ``.lists`` and ``.rules`` (cgtwist.admin.router, .queue, .lists,
-.rules).
+cgtwist.cli and cgtwist.web. The Router, the queue, the mailing lists, the Rules and the
+quota report are ``Admin.router``, ``.queue``, ``.lists``, ``.rules`` and ``.quota``
+(cgtwist.admin.router, .queue, .lists, .rules, .quota).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cgtwist import settings as dynamic
 from cgtwist.admin.errors import AdminError
 from cgtwist.admin.lists import ListAdmin
 from cgtwist.admin.queue import Call, QueueAdmin
+from cgtwist.admin.quota import QuotaAdmin, UsageSource
 from cgtwist.admin.router import RouterAdmin
 from cgtwist.admin.rules import Mailboxes, RulesAdmin
 from cgtwist.core.auth import parse_login
@@ -63,7 +64,8 @@ class Admin:
     ``changed``: tells the running server (the CLI: the control socket; the web: a reload in
     the same process). ``call``: sends a control command for the queue operations. ``clock``,
     ``hostname`` and ``mailboxes`` (which folders an account has) are what Rules need to be
-    checked and explained as the server runs them.
+    checked and explained as the server runs them. ``usage`` counts an account's mailbox
+    for ``quota`` (cgtwist.admin.quota: the CLI scans the Maildir, the server asks its count).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Admin:
         clock: Optional[IReactorTime] = None,
         hostname: str = "",
         mailboxes: Optional[Mailboxes] = None,
+        usage: Optional[UsageSource] = None,
     ) -> None:
         self.store = store
         self.main_domain = main_domain
@@ -86,10 +89,12 @@ class Admin:
         self._changed = changed
         self._call = call
         self._rules_env = (clock, hostname, mailboxes)
+        self._usage = usage
         self.router = RouterAdmin(store, main_domain, self._change)
         self.queue = QueueAdmin(call, self._log_change)
         self.lists = ListAdmin(store, self._change, self._log_change, call)
         self.rules = RulesAdmin(store, main_domain, node, self._change, *self._rules_env)
+        self.quota = QuotaAdmin(self.effective_settings, usage)
 
     def acting_as(self, actor: str) -> Admin:
         """The same operations, logged as made by ``actor`` (a web session's account)."""
@@ -104,6 +109,7 @@ class Admin:
             clock=clock,
             hostname=hostname,
             mailboxes=mailboxes,
+            usage=self._usage,
         )
 
     def _log_change(self, change: str) -> None:
@@ -289,6 +295,13 @@ class Admin:
         """Every forwarder or group (``kind``) of ``domain`` (None: of every domain) with
         its addresses: [(address, targets), ...]."""
         return list(await self.store.list_groups(kind, domain))
+
+    async def group(self, kind: str, name: str, domain: str) -> tuple[str, ...]:
+        """The addresses of forwarder or group (``kind``) ``name@domain``."""
+        found = await self.store.resolve_group(name, domain)
+        if found is None or found.kind != kind:
+            raise AdminError(f"{kind} {name}@{domain} does not exist")
+        return tuple(found.targets)
 
     async def add_group(self, kind: str, name: str, domain: str, targets: Iterable[str]) -> None:
         """Create forwarder or group ``name@domain`` sending on to ``targets``."""

@@ -29,6 +29,7 @@ from cgtwist.lists.model import (
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import Cursor, Database
+from cgtwist.storage.directory import _like
 from cgtwist.storage.storebase import _deferred
 
 T = TypeVar("T")
@@ -235,6 +236,38 @@ class ListStore:
             return cur.query(sql + " ORDER BY address", args)
 
         return [_sub_of(r) for r in await self._read("subscribers", txn)]
+
+    @_deferred
+    async def subscriber_page(
+        self, address: str, search: str = "", limit: int = 200
+    ) -> tuple[int, int, list[Subscriber]]:
+        """(subscribers in all, those with ``search`` anywhere in their address, the first
+        ``limit`` of these by address): one page of a list of any size, counted and cut in
+        SQL so that a list of 100,000 costs the web page no more than one of 100."""
+        name, domain = split_list_address(address)
+
+        def txn(cur: Cursor) -> tuple[int, int, list[tuple[object, ...]]]:
+            lid = _list_id_txn(cur, name, domain)
+
+            def count(where: str, args: list[object]) -> int:
+                row = cur.query_one(f"SELECT COUNT(*) FROM list_subscribers WHERE {where}", args)
+                return int(row[0]) if row else 0
+
+            where = "list_id = ?"
+            args: list[object] = [lid]
+            total = matching = count(where, args)
+            if search:
+                where += " AND LOWER(address) LIKE ? ESCAPE '\\'"
+                args.append(_like(search.lower()))
+                matching = count(where, args)
+            rows = cur.query(
+                f"SELECT {_SUB_COLS} FROM list_subscribers WHERE {where} ORDER BY address LIMIT ?",
+                [*args, limit],
+            )
+            return total, matching, rows
+
+        total, matching, rows = await self._read("subscriber_page", txn)
+        return total, matching, [_sub_of(r) for r in rows]
 
     @_deferred
     async def get_subscriber(self, address: str, subscriber: str) -> Optional[Subscriber]:

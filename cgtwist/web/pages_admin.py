@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any
+from typing import Any, Mapping, Optional
 
+from cgtwist.account_settings import SCOPED
 from cgtwist.admin import AdminError
 from cgtwist.admin.router import TableError
+from cgtwist.settings_fields import check_value
 from cgtwist.storage.tables import SERVICES
 from cgtwist.web import forms
 from cgtwist.web.render import Reply, redirect
@@ -141,17 +143,72 @@ async def account_enable(req: Req, domain: str, name: str) -> Reply:
     return redirect(back if back.startswith(_accounts_url(domain)) else _accounts_url(domain))
 
 
-async def account(req: Req, domain: str, name: str) -> Reply:
-    info = await _target(req, domain, name)
+# the account page's quota form: field -> the account setting it sets (blank: inherit)
+QUOTA_FIELDS = {"storage": "quota.storage", "messages": "quota.messages", "grace": "quota.grace"}
+
+
+async def _account_page(
+    req: Req,
+    domain: str,
+    name: str,
+    info: Mapping[str, object],
+    quota_errors: Optional[dict[str, str]] = None,
+    quota_values: Optional[dict[str, str]] = None,
+) -> Reply:
+    quota = await req.panel.admin.quota.report(name, domain)  # counted off the reactor
+    if quota_values is None:  # the account's own limits; blank where it inherits
+        own = {"storage": quota.storage, "messages": quota.messages, "grace": quota.grace}
+        quota_values = {k: str(v.limit) if v.source == "account" else "" for k, v in own.items()}
     return req.page(
         "account.html",
+        status=400 if quota_errors else 200,
         domain=domain,
         name=name,
         info=info,
+        quota=quota,
+        quota_values=quota_values,
+        quota_errors=quota_errors or {},
         services=SERVICES,
         accounts_url=_accounts_url(domain),
         account_url=_account_url(domain, name),
     )
+
+
+async def account(req: Req, domain: str, name: str) -> Reply:
+    info = await _target(req, domain, name)
+    return await _account_page(req, domain, name, info)
+
+
+async def account_quota(req: Req, domain: str, name: str) -> Reply:
+    """The account's own quota limits: each field blank (inherit from the domain or server)
+    or a value checked as ``settings set --account`` checks it; all are checked before any
+    is stored, so a refused field changes nothing."""
+    info = await _target(req, domain, name)
+    typed = {f: forms.field(req.form, f, limit=30).strip() for f in QUOTA_FIELDS}
+    checked: dict[str, object] = {}
+    errors: dict[str, str] = {}
+    for field, key in QUOTA_FIELDS.items():
+        text = typed[field]
+        if not text:
+            continue
+        spec = SCOPED[key].spec
+        assert spec is not None
+        try:
+            checked[field] = check_value(spec, int(text) if text.isdigit() else text)
+        except ValueError as e:
+            errors[field] = str(e)
+    if errors:
+        return await _account_page(req, domain, name, info, errors, typed)
+    admin = req.panel.acting(req.account)
+    own = await admin.scoped_settings(account=(name, domain))
+    for field, key in QUOTA_FIELDS.items():
+        if field in checked:
+            if own.get(key) != checked[field]:
+                await admin.set_setting(key, checked[field], account=(name, domain))
+        elif key in own:
+            await admin.unset_setting(key, account=(name, domain))
+    req.note(f"Quota of {name}@{domain} saved.")
+    return redirect(_account_url(domain, name))
 
 
 async def account_settings(req: Req, domain: str, name: str) -> Reply:
@@ -448,6 +505,7 @@ def routes() -> list[Route]:
         Route("POST", re.compile(rf"{acc}/{a}/remove"), account_remove, "admin"),
         Route("POST", re.compile(rf"{acc}/{a}/enable"), account_enable, "admin"),
         Route("POST", re.compile(rf"{acc}/{a}/password"), account_password, "admin"),
+        Route("POST", re.compile(rf"{acc}/{a}/quota"), account_quota, "admin"),
         Route("GET", re.compile(r"/admin/settings/network/(?P<name>\w+)"), address_list, "server"),
         Route(
             "POST",

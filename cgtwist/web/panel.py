@@ -2,7 +2,8 @@
 
 Owns the wiring of the web edge: templates, the session table, the login checker, the
 routes of WebUser (cgtwist.web.pages_user, pages_autoreply, pages_rules), WebAdmin
-(cgtwist.web.pages_admin, pages_settings, pages_rules, pages_stats, pages_logs), /metrics
+(cgtwist.web.pages_admin, pages_aliases, pages_groups, pages_listadmin, pages_settings,
+pages_rules, pages_stats, pages_logs), /metrics
 (pages_stats) and the lists' one-click unsubscribe (cgtwist.web.pages_lists), the static
 files, and the limits
 read from the settings at use. The composition root (cgtwist.app) builds one and asks it
@@ -25,7 +26,10 @@ from cgtwist.stats import Statistics
 from cgtwist.types import ListenerSpec
 from cgtwist.web import (
     pages_admin,
+    pages_aliases,
     pages_autoreply,
+    pages_groups,
+    pages_listadmin,
     pages_lists,
     pages_logs,
     pages_rules,
@@ -106,6 +110,9 @@ class WebPanel:
             + pages_stats.routes()
             + pages_logs.routes()
             + pages_lists.routes()
+            + pages_aliases.routes()
+            + pages_groups.routes()
+            + pages_listadmin.routes()
         )
         self._static = self._load_static()
         self.open_connections: dict[str, int] = {}  # per peer address, every listener

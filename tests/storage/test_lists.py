@@ -122,6 +122,36 @@ class ListStoreTestsMixin:
         with self.assertRaises(ValueError):
             await lists.put_subscribers("dev@example.org", [Subscriber("bob@example.net", "loud")])
 
+    async def test_subscriber_page_counts_and_cuts_in_sql(self: Any) -> None:
+        """A page of subscribers: the total, how many have the search text anywhere in their
+        address (any case; % and _ are plain characters), and the first of those by address."""
+        lists = await self.open_lists()
+        await lists.add_list("big@example.org")
+        await lists.put_subscribers(
+            "big@example.org",
+            [Subscriber(f"user{i:03d}@example.net") for i in range(120)]
+            + [Subscriber("Odd_One@example.com"), Subscriber("pct%x@example.com")],
+        )
+        total, matching, subs = await lists.subscriber_page("big@example.org", "", 5)
+        self.assertEqual((total, matching), (122, 122))
+        self.assertEqual(
+            [s.address for s in subs],
+            ["Odd_One@example.com", "pct%x@example.com"]
+            + [f"user{i:03d}@example.net" for i in range(3)],
+        )
+        total, matching, subs = await lists.subscriber_page("big@example.org", "USER11", 3)
+        self.assertEqual((total, matching), (122, 10))
+        self.assertEqual(
+            [s.address for s in subs],
+            ["user110@example.net", "user111@example.net", "user112@example.net"],
+        )
+        _, matching, subs = await lists.subscriber_page("big@example.org", "d_o", 10)
+        self.assertEqual((matching, [s.address for s in subs]), (1, ["Odd_One@example.com"]))
+        _, matching, _subs = await lists.subscriber_page("big@example.org", "%", 10)
+        self.assertEqual(matching, 1)
+        with self.assertRaises(NotFound):
+            await lists.subscriber_page("none@example.org")
+
     async def test_held_and_digest_posts(self: Any) -> None:
         """A held post is taken once; digest posts are taken together with a new issue number."""
         lists = await self.open_lists()
