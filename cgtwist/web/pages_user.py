@@ -102,7 +102,8 @@ async def logout(req: Req) -> Reply:
 async def home(req: Req) -> Reply:
     name, _, domain = req.account.partition("@")
     info = await req.panel.store.get_account_info(name, domain)
-    return req.page("user.html", info=info, **_session_counts(req), error="")
+    quota = await req.panel.admin.quota.report(name, domain)  # counted off the reactor
+    return req.page("user.html", info=info, quota=quota, **_session_counts(req), error="")
 
 
 def _session_counts(req: Req) -> dict[str, int]:
@@ -136,8 +137,9 @@ async def change_password(req: Req) -> Reply:
             error = str(e).capitalize() + "."
     if error:
         info = await panel.store.get_account_info(name, domain)
+        quota = await panel.admin.quota.report(name, domain)
         counts = _session_counts(req)
-        return req.page("user.html", status=400, info=info, **counts, error=error)
+        return req.page("user.html", status=400, info=info, quota=quota, **counts, error=error)
     ended = panel.sessions.end_account(req.account)
     # Someone else may know the old password: their mail sessions go too unless unticked.
     mail = end_mail_sessions(req) if req.form.get("end_mail") == "1" else 0

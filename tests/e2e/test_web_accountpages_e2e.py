@@ -77,7 +77,7 @@ def cli_list(server: Server, *args: str) -> str:
 
 
 def test_account_page_shows_usage_that_follows_the_mail(server: Server) -> None:
-    """The account page shows the storage and messages the account keeps against the limits
+    """The account page (and WebUser's own page) shows the storage and messages the account keeps against the limits
     in force and where each limit comes from; a message delivered to it moves the figures,
     and cgtwist-admin account show agrees (one report for both edges)."""
     server.admin("settings", "set", "--domain", "example.test", "quota.messages", "50")
@@ -108,6 +108,11 @@ def test_account_page_shows_usage_that_follows_the_mail(server: Server) -> None:
     assert f"({len(stored)} octets)" in storage, storage
     cli = server.admin("account", "show", "quota@example.test").stdout
     assert f'"storage_used": {len(stored)}' in cli and '"messages_limit": 50' in cli
+    # WebUser: the account itself sees the same report on its own page.
+    mine = strict_html(logged_in(server, "quota@example.test", "quota-secret-1").get("/"))
+    assert mine.status == 200, mine.body
+    assert row(mine.body, "quota-messages") == "Messages 1 2% 50 domain"
+    assert f"({len(stored)} octets)" in row(mine.body, "quota-storage")
 
 
 def test_account_quota_form_sets_and_inherits_the_limits(server: Server) -> None:
