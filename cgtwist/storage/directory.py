@@ -12,7 +12,7 @@ accounts per page, never at all 100,000. It must not format or decide rights; ro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from cgtwist.errors import NotFound
 from cgtwist.storage import tables
@@ -81,7 +81,10 @@ def _names(
     the (domain_id, name) index alone, never the table rows."""
     order = "" if bound == ">" else " DESC"
     where = "" if start is None else f" AND name {bound} ?"
-    args: list[Any] = [did] + ([] if start is None else [start]) + [count, skip]
+    args: list[object] = [did]
+    if start is not None:
+        args.append(start)
+    args += [count, skip]
     rows = cur.query(
         f"SELECT name FROM accounts WHERE domain_id = ?{where} ORDER BY name{order}"
         " LIMIT ? OFFSET ?",
@@ -105,7 +108,9 @@ def _window_end(
     return found[0] if len(found) == 2 else None
 
 
-def _rows(cur: Cursor, did: int, where: str, args: list[Any], desc: bool, limit: int) -> list[Any]:
+def _rows(
+    cur: Cursor, did: int, where: str, args: Sequence[object], desc: bool, limit: int
+) -> list[tuple[object, ...]]:
     order = " ORDER BY a.name DESC" if desc else " ORDER BY a.name"
     return cur.query(
         tables.ACCOUNT_COLUMNS + "WHERE a.domain_id = ?" + where + order + " LIMIT ?",
