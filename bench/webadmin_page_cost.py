@@ -25,7 +25,8 @@ import urllib.parse
 from types import SimpleNamespace
 from typing import Any, Optional
 
-sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # PYTHONPATH first
+if not os.environ.get("PYTHONPATH"):  # given: the tree to measure (an older one, say)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cgtwist.config import load  # noqa: E402
 from cgtwist.storage import directory  # noqa: E402
