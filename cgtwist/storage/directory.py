@@ -5,8 +5,8 @@ Owns the SQL that lists accounts a page at a time (WebAdmin's Accounts page, whi
 fast at 100,000 accounts): ``name > after`` / ``name < before`` on the ``(domain_id, name)``
 unique index with a LIMIT, never an OFFSET that walks the skipped rows, and never the whole
 list in Python; a search (a substring, which no index serves) looks at a bounded window of
-accounts per page, never at all 100,000. It must not format or decide rights; rows leave as ``tables.info_of`` dicts
-(never a password hash).
+accounts per page, never at all 100,000. It must not format or decide rights; rows leave as
+``tables.info_of`` dicts (never a password hash).
 """
 
 from __future__ import annotations
