@@ -41,6 +41,9 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 LAT="$OUTDIR/webadmin-latency-$STAMP"
 CSV="$LAT/smtp.csv"
 mkdir -p "$LAT"
+# cgtwist-admin's notes to a file: opened as /dev/stderr (lib.sh) they would write over this
+# script's output when it goes to a file (a second file description, its own offset).
+export CG_ADMIN_LOG="$LAT/admin.log"
 echo "accounts=$ACCOUNTS rate=${RATE}/s alone=$ALONE_REQUESTS msgs=$MSGS size=$SIZE sessions=$SESSIONS_N runs=$RUNS results=$LAT"
 
 # Before the server starts: the administrator and the big domain (progress on stderr).
@@ -98,6 +101,7 @@ echo "--- Accounts page of $WEB_DOMAIN ($ACCOUNTS accounts), latency per case (t
 cat "$LAT/alone-before.csv" <(tail -n +2 "$LAT/alone-after.csv") > "$LAT/alone.csv"
 { head -1 "$LAT/under-smtp-1.csv"; for f in "$LAT"/under-smtp-*.csv; do tail -n +2 "$f"; done; } > "$LAT/under-smtp.csv"
 "$PY" "$HERE/webadmin_clicks.py" report "$LAT/alone.csv" "$LAT/under-smtp.csv"
+"$PY" "$HERE/webadmin_clicks.py" verdict "$LAT/under-smtp.csv" "$CSV"
 awk -v t="$ALONE_TICKS" -v n="$ALONE_REQUESTS" -v hz="$(getconf CLK_TCK)" \
   'BEGIN { printf "server process CPU per page (alone): %.1f ms\n", 1000 * t / hz / n }'
 bench_load_after webadmin-latency

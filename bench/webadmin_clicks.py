@@ -3,6 +3,7 @@
     python bench/webadmin_clicks.py run --port P --user U --password PW --domain D \\
         --out FILE.csv [--rate 4] [--requests N | --stop-file F] [--ready-file F]
     python bench/webadmin_clicks.py report FILE.csv [FILE.csv ...]
+    python bench/webadmin_clicks.py verdict UNDER_LOAD.csv SMTP.csv [--target-ms 300] [--max-drop 0.05]
 
 For bench/webadmin-latency.sh. ``run`` logs in like a browser (GET /login for the CSRF token,
 POST the form, keep the session cookie) over one HTTPS keep-alive connection (a browser keeps
@@ -24,7 +25,8 @@ Each request's latency (first byte sent to the whole body read) goes to --out as
 after --requests requests or once --stop-file exists; --ready-file is created once logged in.
 
 ``report`` prints, per file (one case: alone, under SMTP load), the count, errors and
-p50/p95/p99/max latency over all requests and per kind.
+p50/p95/p99/max latency over all requests and per kind; ``verdict`` says whether issue #16's
+two targets are met (p99 under SMTP load, SMTP delivered rate with/without the page traffic).
 """
 
 from __future__ import annotations
@@ -184,6 +186,28 @@ def report(paths: list[str]) -> None:
             print(f"{case}: WARNING: {len(rows)} requests: too few for a p99 (300 or more)")
 
 
+def verdict(under_load: str, smtp_csv: str, target_ms: float, max_drop: float) -> None:
+    """Issue #16's two conditions, each met or not: p99 under SMTP load below ``target_ms``,
+    and the median delivered rate with the page traffic at least (1 - ``max_drop``) of the
+    median without it."""
+    ms = [float(r["ms"]) for r in csv.DictReader(open(under_load))]
+    rates: dict[str, list[float]] = {"cgtwist": [], "cgtwist-web": []}
+    for row in csv.DictReader(open(smtp_csv)):
+        if row["label"] in rates and row["deliver_msg_s"]:
+            rates[row["label"]].append(float(row["deliver_msg_s"]))
+    p99 = pct(ms, 99) if ms else float("nan")
+    print(
+        f"p99 under SMTP load: {p99:.1f} ms (target < {target_ms:g} ms): "
+        + ("met" if p99 < target_ms else "NOT MET")
+    )
+    if rates["cgtwist"] and rates["cgtwist-web"]:
+        ratio = statistics.median(rates["cgtwist-web"]) / statistics.median(rates["cgtwist"])
+        print(
+            f"SMTP delivered rate with/without the page traffic: {ratio:.3f} "
+            f"(target >= {1 - max_drop:.2f}): " + ("met" if ratio >= 1 - max_drop else "NOT MET")
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -200,11 +224,18 @@ def main() -> None:
     r.add_argument("--ready-file")
     p = sub.add_parser("report")
     p.add_argument("files", nargs="+")
+    v = sub.add_parser("verdict")
+    v.add_argument("under_load", help="the latencies under SMTP load (CSV of run)")
+    v.add_argument("smtp_csv", help="smtp-load.sh's rows, labels cgtwist and cgtwist-web")
+    v.add_argument("--target-ms", type=float, default=300.0)
+    v.add_argument("--max-drop", type=float, default=0.05)
     args = ap.parse_args()
     if args.cmd == "run":
         run(args)
-    else:
+    elif args.cmd == "report":
         report(args.files)
+    else:
+        verdict(args.under_load, args.smtp_csv, args.target_ms, args.max_drop)
 
 
 if __name__ == "__main__":
