@@ -155,11 +155,13 @@ cg_wait_workers() {
 # 127.0.0.1:2625 with STARTTLS, 127.0.0.1 a Client IP (like Postfix's mynetworks for the load
 # generator, which does no DNS checks for it either), 200 connections per IP, WORKERS SMTP
 # worker processes (left at the default when empty) and the account smtpbench@example.test
-# in BASE/base. CG_SETTINGS="key value;key value" sets more before the start.
+# in BASE/base. CG_SETTINGS="key value;key value" sets more before the start,
+# CG_EXTRA_LISTENERS (JSON objects, comma-separated) adds listeners beside the SMTP one, and
+# CG_BEFORE_START names a command run (in this shell) just before the server starts.
 cg_smtp_server() {
   cg_begin "$1" '{"example.test": ["A 127.0.0.1"], "loadgen.example.test": ["A 127.0.0.1"]}' persistent
   cg_conf "$BASE" example.test info
-  cg_admin settings set listeners '[{"protocol":"smtp","address":"127.0.0.1","port":2625,"tls":"starttls"}]'
+  cg_admin settings set listeners "[{\"protocol\":\"smtp\",\"address\":\"127.0.0.1\",\"port\":2625,\"tls\":\"starttls\"}${CG_EXTRA_LISTENERS:+,$CG_EXTRA_LISTENERS}]"
   cg_admin settings set smtp.max_connections_per_ip 200
   cg_admin settings set clients.ips '"127.0.0.1"'
   [ -n "${2:-}" ] && cg_admin settings set smtp.workers "$2"
@@ -170,6 +172,7 @@ cg_smtp_server() {
     [ -n "$kv" ] && cg_admin settings set $kv
   done
   cg_admin account add smtpbench@example.test --password benchpass
+  [ -z "${CG_BEFORE_START:-}" ] || "$CG_BEFORE_START"
   cg_start "$BASE"
   cg_wait_workers "${2:-0}"
   CG_MAILDIR="$BASE/base/Domains/example.test/smtpbench/Maildir"

@@ -762,6 +762,11 @@ class WebSettings:
         "token that lets a Prometheus scraper outside the Client IPs read /metrics (sent as 'Authorization: Bearer <token>', over HTTPS); empty = Client IPs only",
         secret=True,
     )
+    account_search_rows: int = setting(
+        5000,
+        "accounts a search on WebAdmin's Accounts page looks at per page (a substring of the name or real name, which no index serves); Next searches on from there (at least 50, the page size)",
+        check=_web_floor(50, "account_search_rows"),
+    )
     log_view_bytes: int = setting(
         1048576,
         "octets the WebAdmin log viewer reads from the end of the log file per view (at least 4096)",

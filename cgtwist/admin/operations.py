@@ -182,8 +182,10 @@ class Admin:
         limit: int = 50,
         after: Optional[str] = None,
         before: Optional[str] = None,
+        search_rows: int = directory.SEARCH_ROWS,
     ) -> AccountPage:
-        """One page of a domain's accounts, paged and searched in SQL (cgtwist.storage.directory)."""
+        """One page of a domain's accounts, paged and searched in SQL (cgtwist.storage.directory);
+        a search looks at ``search_rows`` accounts per page at most."""
         d = check_domain(domain)
         page: AccountPage = await self.store.db.run_interaction(
             "account_page",
@@ -193,6 +195,7 @@ class Admin:
             limit,
             after,
             before,
+            search_rows,
             readonly=True,
         )
         return page

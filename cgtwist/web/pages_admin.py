@@ -80,7 +80,12 @@ async def accounts(req: Req, domain: str) -> Reply:
     after = req.query.get("after") or None
     before = req.query.get("before") or None
     page = await req.panel.admin.account_page(
-        domain, search=search, limit=PAGE_SIZE, after=after, before=before
+        domain,
+        search=search,
+        limit=PAGE_SIZE,
+        after=after,
+        before=before,
+        search_rows=req.panel.settings.current.web.account_search_rows,
     )
     base = _accounts_url(domain) + ("?q=" + urllib.parse.quote(search) + "&" if search else "?")
     return req.page(
@@ -88,8 +93,10 @@ async def accounts(req: Req, domain: str) -> Reply:
         domain=domain,
         page=page,
         search=search,
-        next_url=base + "after=" + _q(page.last) if page.has_next and page.last else "",
-        previous_url=base + "before=" + _q(page.first) if page.has_previous and page.first else "",
+        next_url="" if page.next_after is None else base + "after=" + _q(page.next_after),
+        previous_url=""
+        if page.previous_before is None
+        else base + "before=" + _q(page.previous_before),
         accounts_url=_accounts_url(domain),
     )
 

@@ -238,9 +238,88 @@ class AccountPageTests(AdminCase):
         page = await admin.account_page("example.com", search="NUMBER 2")
         names = [a["name"] for a in page.accounts]
         self.assertEqual(names, ["u000002", *[f"u0000{i}" for i in range(20, 30)]])
-        self.assertEqual(page.total, 11)
-        self.assertEqual((await admin.account_page("example.com", search="u%0")).total, 0)
-        self.assertEqual((await admin.account_page("example.com", search="_")).total, 0)
+        self.assertEqual((page.matching, page.total), (11, 32))
+        self.assertIsNone(page.searched)  # a domain this small is searched whole
+        self.assertEqual((await admin.account_page("example.com", search="u%0")).matching, 0)
+        self.assertEqual((await admin.account_page("example.com", search="_")).matching, 0)
+
+    async def test_a_search_looks_at_a_bounded_window_per_page(self) -> None:
+        """A substring search (no index serves it) looks at ``search_rows`` accounts per page,
+        not the whole domain: the real name is lower-cased once per account looked at, and a
+        search nobody matches costs each page its window, not 1,002 rows (and again for a
+        count). Next searches on from where the page stopped, until the domain's end."""
+        await self.admin()
+        await self.add_many("example.com", 1000)
+        looked: list[str] = []
+
+        def counted(cur: Any, *args: Any) -> directory.AccountPage:
+            # SQLite lets an application function replace LOWER(): count its calls
+            conn = cur._txn.connection
+            conn.create_function("lower", 1, lambda t: looked.append(t) or str(t).lower())
+            try:
+                return directory.account_page_txn(cur, *args)
+            finally:
+                conn.create_function("lower", 1, None)
+
+        def page(after: Any) -> Any:
+            return self.store.db.run_interaction(
+                "page", counted, "example.com", "number 999", 10, after, None, 100
+            )
+
+        first = await page(None)
+        self.assertLessEqual(len(looked), 100)
+        self.assertEqual(first.accounts, [])
+        self.assertIsNone(first.matching)
+        self.assertEqual(first.searched, ("pbx", "u000097"))  # pbx, postmaster, u000000..
+        self.assertTrue(first.has_next)
+        found, pages, current = [], 1, first
+        while current.has_next:
+            looked.clear()
+            current = await page(current.next_after)
+            self.assertLessEqual(len(looked), 100)
+            found += [a["name"] for a in current.accounts]
+            pages += 1
+        self.assertEqual((found, pages), (["u000999"], 11))
+        self.assertEqual(current.searched, ("u000998", "u000999"))
+        self.assertEqual(current.accounts[0]["real_name"], "User Number 999")
+
+    async def test_a_window_ending_at_the_domains_end_is_the_last_page(self) -> None:
+        """When a search's window reaches exactly the last account, that page has no Next
+        (no empty page after it)."""
+        admin = await self.admin()
+        await self.add_many("example.com", 98)  # 100 with postmaster and pbx
+        first = await admin.account_page("example.com", search="zzz", search_rows=50)
+        self.assertEqual((first.accounts, first.searched), ([], ("pbx", "u000047")))
+        second = await admin.account_page(
+            "example.com", search="zzz", after=first.next_after, search_rows=50
+        )
+        self.assertEqual(second.searched, ("u000048", "u000097"))
+        self.assertFalse(second.has_next)
+        self.assertEqual(second.previous_before, "u000048")
+
+    async def test_search_pages_back_and_forth_meet_every_match_once(self) -> None:
+        """Paging a windowed search forward and then back from the last page visits each
+        match exactly once, in name order, whatever the windows' sizes."""
+        admin = await self.admin()
+        await self.add_many("example.com", 300)
+        want = [f"u{i:06d}" for i in range(300) if "7" in str(i)]
+        seen: list[str] = []
+        page = await admin.account_page("example.com", search="7", limit=7, search_rows=60)
+        while True:
+            seen += [a["name"] for a in page.accounts]
+            if not page.has_next:
+                break
+            page = await admin.account_page(
+                "example.com", search="7", limit=7, after=page.next_after, search_rows=60
+            )
+        self.assertEqual(seen, want)
+        back = [a["name"] for a in page.accounts]  # the last page, then each one before it
+        while page.has_previous:
+            page = await admin.account_page(
+                "example.com", search="7", limit=7, before=page.previous_before, search_rows=60
+            )
+            back = [a["name"] for a in page.accounts] + back
+        self.assertEqual(back, want)
 
     async def test_paging_walks_the_index_not_the_table(self) -> None:
         """The page query is a range on the (domain, name) index: its cost does not grow with
@@ -274,6 +353,9 @@ class AccountPagePostgresTests(AccountPageTests):
     real name is compared lower-cased)."""
 
     engine = "postgresql"
+
+    async def test_a_search_looks_at_a_bounded_window_per_page(self) -> None:
+        """SQLite's LOWER() count; the windows themselves are checked by the next test."""
 
     async def test_paging_walks_the_index_not_the_table(self) -> None:
         """SQLite's plan check; PostgreSQL plans by statistics."""
