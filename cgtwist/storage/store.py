@@ -1,11 +1,13 @@
-"""The account store: domains, accounts, aliases and dynamic settings, over a Database.
+"""The account store: domains, accounts and aliases, over a Database.
 
-Owns the meaning of the tables (names, enabled services, settings as JSON, the first-start
+Owns the meaning of the tables (names, enabled services, passwords, the first-start
 bootstrap) and implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's
 operations used by ``cgtwist-admin`` and the web admin. Every public method returns a Deferred.
 SQL runs in named ``_txn`` functions (cgtwist.storage.tables) on the pool's threads; password
 hashing runs in the hasher's threads, never inside a database transaction and never on the
-reactor thread.
+reactor thread. The other halves of the store are its bases: domain and account settings
+(cgtwist.storage.scoped_settings), forwarders and groups (cgtwist.storage.groups), server
+settings and nodes (cgtwist.storage.settings_store).
 """
 
 from __future__ import annotations
@@ -25,16 +27,18 @@ from typing import (
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from cgtwist import account_settings
-from cgtwist import settings as dynamic
 from cgtwist.config import DEFAULT_NODE
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.interfaces import IAccountStore
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
-from cgtwist.storage.groups import GroupStore
 from cgtwist.storage.passwords import PasswordHasher, generate_password
+from cgtwist.storage.scoped_settings import (
+    ScopedSettingsStore,
+    check_scoped_settings,
+    check_setting_name,
+)
 from cgtwist.storage.storebase import InvalidValue, _deferred
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
@@ -66,34 +70,14 @@ def check_services(services: Optional[Iterable[str]]) -> Optional[frozenset[str]
     return out
 
 
-def check_setting_name(key: str) -> str:
-    """Domain and account setting names: a short dotted identifier."""
-    k = key.strip()
-    if not k or len(k) > 64 or not all(c.isalnum() or c in "._-" for c in k) or not k[0].isalpha():
-        raise InvalidValue(f"invalid setting name {key!r}")
-    return k
-
-
-def check_scoped_settings(scope: str, values: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """An account's or domain's settings: only keys the server reads (cgtwist.settings)."""
-    out = {}
-    for key, value in (values or {}).items():
-        k = check_setting_name(key)
-        try:
-            out[k] = dynamic.validate_scoped(scope, k, value)
-        except ValueError as e:
-            raise InvalidValue(str(e)) from None
-    return out
-
-
 def check_target(target: str, domain: str) -> str:
     """Validate an alias target address; a bare name means that name in the alias's domain."""
     return tables.check_target_address(target, domain)
 
 
 @implementer(IAccountStore)
-class AccountStore(GroupStore):
-    """Domains, accounts, aliases and settings in the database behind ``db``.
+class AccountStore(ScopedSettingsStore):
+    """Domains, accounts and aliases (and, through its bases, their settings) in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
     passwords off the reactor; ``now`` gives the creation timestamps. ``node`` is the node
@@ -544,147 +528,6 @@ class AccountStore(GroupStore):
             return None
         return await self._db.run_interaction(
             "resolve_alias", tables.resolve_alias_txn, n, d, readonly=True
-        )
-
-    # ---- domain and account settings ----------------------------------------------------
-
-    @_deferred
-    async def get_effective_settings(
-        self, name: str, domain: Optional[str] = None
-    ) -> account_settings.Effective:
-        """Fire with the settings in force for account ``name@domain`` (its own over its
-        domain's over the server's Account Defaults, each with its source); with ``domain``
-        None, ``name`` is a domain and the result what its accounts inherit."""
-        if domain is None:
-            own: dict[str, object] = {}
-            dom = await self._inherited(name)
-        else:
-            own = await self.get_account_settings(name, domain)
-            dom = await self._inherited(domain)
-        server = dynamic.Settings(await self.get_settings())
-        return account_settings.effective(server, dom, own, server.overrides)
-
-    @_deferred
-    async def get_scoped_settings(
-        self, name: str, domain: str
-    ) -> Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]:
-        """Fire with (its domain's settings, its own, its effective services) for account
-        ``name@domain`` in one read, or None when it does not exist (what a server lays over
-        its own Account Defaults)."""
-        try:
-            n, d = check_account(name), check_domain(domain)
-        except InvalidName:
-            return None
-        return await self._db.run_interaction(
-            "get_scoped_settings", tables.scoped_settings_txn, n, d, readonly=True
-        )
-
-    async def _inherited(self, domain: str) -> dict[str, object]:
-        """The settings of ``domain`` (or of the domain it is an alias of)."""
-        d = check_domain(domain)
-        values = await self._db.run_interaction(
-            "domain_settings", tables.domain_settings_txn, d, readonly=True
-        )
-        if values is None:
-            raise NotFound(f"domain {d} does not exist")
-        return dict(values)
-
-    async def _check_password_policy(
-        self, domain: str, own: Mapping[str, object], password: str
-    ) -> None:
-        server = dynamic.Settings(await self.get_settings())
-        dom = await self._inherited(domain)
-        policy = account_settings.effective(server, dom, own, server.overrides).values.password
-        reason = account_settings.password_refusal(policy, password)
-        if reason:
-            raise InvalidValue(reason)
-
-    @_deferred
-    async def get_domain_settings(self, domain: str) -> dict[str, Any]:
-        info = await self.get_domain(domain)
-        if info is None:
-            raise NotFound(f"domain {domain} does not exist")
-        return dict(info["settings"])
-
-    @_deferred
-    async def set_domain_setting(self, domain: str, key: str, value: Any) -> None:
-        await self._change_settings(
-            "domains", "name = ?", (check_domain(domain),), f"domain {domain}", key, value, False
-        )
-
-    @_deferred
-    async def unset_domain_setting(self, domain: str, key: str) -> None:
-        await self._change_settings(
-            "domains",
-            "name = ?",
-            (check_domain(domain),),
-            f"domain {domain}",
-            check_setting_name(key),
-            None,
-            True,
-        )
-
-    @_deferred
-    async def get_account_settings(self, name: str, domain: str) -> dict[str, Any]:
-        info = await self.get_account_info(name, domain)
-        return dict(info["settings"])
-
-    @_deferred
-    async def set_account_setting(self, name: str, domain: str, key: str, value: Any) -> None:
-        n, d = check_account(name), check_domain(domain)
-        await self._change_settings(
-            "accounts",
-            "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d),
-            f"account {n}@{d}",
-            key,
-            value,
-            False,
-        )
-
-    @_deferred
-    async def unset_account_setting(self, name: str, domain: str, key: str) -> None:
-        n, d = check_account(name), check_domain(domain)
-        await self._change_settings(
-            "accounts",
-            "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d),
-            f"account {n}@{d}",
-            check_setting_name(key),
-            None,
-            True,
-        )
-
-    async def _change_settings(
-        self,
-        table: str,
-        where: str,
-        args: tuple[Any, ...],
-        what: str,
-        key: str,
-        value: Any,
-        unset: bool,
-    ) -> None:
-        # Setting a key nothing reads is refused; unsetting any key is allowed, so that one
-        # stored before the check existed can be removed.
-        if not unset:
-            key = next(
-                iter(
-                    check_scoped_settings(
-                        "domain" if table == "domains" else "account", {key: value}
-                    )
-                )
-            )
-        await self._write(
-            f"change_{table}_settings",
-            tables.change_settings_txn,
-            table,
-            where,
-            args,
-            what,
-            key,
-            value,
-            unset,
         )
 
 
