@@ -19,7 +19,9 @@ from twisted.mail import imap4
 from zope.interface import implementer
 
 from cgtwist.mailstore import maildir
-from cgtwist.mailstore.folder import Entry, Folder
+from cgtwist.mailstore.folder import Folder
+from cgtwist.mailstore.scan import Entry
+from cgtwist.message.headers import header_fields
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _RECENT = frozenset({"\\recent"})
@@ -246,8 +248,8 @@ class MaildirMessage:
 
 def header_instances(block: bytes, name: str) -> list[str]:
     """All values of the field ``name`` (lower-case) in a header block, in order
-    (``maildir.header_fields``: latin-1, folded lines joined with CRLF)."""
-    return [value for field, value in maildir.header_fields(block) if field == name]
+    (``header_fields``: latin-1, folded lines joined with CRLF)."""
+    return [value for field, value in header_fields(block) if field == name]
 
 
 class _Tail:

@@ -55,6 +55,7 @@ from cgtwist.spool.files import (
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.recovery import Recovered
 from cgtwist.spool.workers import JobBatch
+from cgtwist.typedtwisted import failure_of
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
@@ -198,7 +199,7 @@ class Spool:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        pool = self._pool or self._reactor.getThreadPool()  # type: ignore[attr-defined]
+        pool = self._pool or self._reactor.getThreadPool()
         return deferToThreadPool(self._from_threads, pool, fn, *args)
 
     def _path(self, msg_id: str, ext: str) -> str:
@@ -255,14 +256,16 @@ class Spool:
                     msg_id=f.value.msg_id,
                     error=str(e),
                 )
-                return Failure(
+                return failure_of(
                     storage_error(e, "directory fsync")
                     if isinstance(e, OSError)
                     else MailError(451, "4.3.0", "Temporary local problem, try again later")
                 )
-            if not f.check(MailError):
+            if not isinstance(f.value, MailError):
                 self.log.failure("spool: unexpected error while storing", f)
-                return Failure(MailError(451, "4.3.0", "Temporary local problem, try again later"))
+                return failure_of(
+                    MailError(451, "4.3.0", "Temporary local problem, try again later")
+                )
             return f
 
         return self._in_thread(self._commit, env_json, data).addCallbacks(durable, failed)
@@ -377,7 +380,8 @@ class Spool:
             return entry
 
         def corrupt(f: Failure) -> Any:
-            f.trap(SpoolCorrupt)
+            if not isinstance(f.value, SpoolCorrupt):
+                return f
             d2 = self.quarantine(msg_id, getattr(f.value, "reason", "corrupt"))
             return d2.addCallback(lambda _: f)
 
@@ -436,7 +440,8 @@ class Spool:
             return entry
 
         def corrupt(f: Failure) -> Any:
-            f.trap(SpoolCorrupt)
+            if not isinstance(f.value, SpoolCorrupt):
+                return f
             self._count += 1  # quarantine counts it out again
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
                 lambda _: None
