@@ -1,11 +1,12 @@
-"""Blocking Maildir file operations: flags in file names, unique names, durable writes, parsing.
+"""Blocking Maildir file operations: flags in file names, unique names, durable writes.
 
 Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state
 but the lock that serialises directory creation, no Twisted. Callers run these functions in a
 thread. Writes follow maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the
 directory; every name made is durable (its directory fsynced, and the inode fsynced after a
 link, which changes its link count) before the function returns. The one exception is
-``FLAG_LOG``, a hint never needed for a message to survive (see note_renames).
+``FLAG_LOG``, a hint never needed for a message to survive (see note_renames). What a
+message file says (its size as served, its cached headers) is cgtwist.mailstore.filemeta.
 """
 
 from __future__ import annotations
