@@ -28,13 +28,13 @@ from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.names import INBOX, MailboxNameError
 from cgtwist.mailstore.quota import Usage
 from cgtwist.mailstore.tree import (
-    _DELETED_PREFIX,
-    _ensure_all,
-    _read_subscriptions,
-    _remove_new,
-    _rename_all,
-    _write_subscriptions,
+    DELETED_PREFIX,
+    ensure_all,
     provision,
+    read_subscriptions,
+    remove_new,
+    rename_all,
+    write_subscriptions,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class MailboxError(imap4.MailboxException):
 
 
 def _ensure_within(path: str, dirs: list[str], limit: int) -> None:
-    """(blocking) ``_ensure_all`` unless the account would then have more than ``limit``
+    """(blocking) ``ensure_all`` unless the account would then have more than ``limit``
     folders besides INBOX (``quota.max_folders``): MailboxError ``[LIMIT]`` (RFC 5530)."""
     have = 0
     try:
@@ -59,7 +59,7 @@ def _ensure_within(path: str, dirs: list[str], limit: int) -> None:
             have += 1
     if have + len(dirs) > limit:
         raise MailboxError(f"[LIMIT] Too many mailboxes: at most {limit} besides INBOX")
-    _ensure_all(dirs)
+    ensure_all(dirs)
 
 
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
@@ -263,7 +263,7 @@ class MaildirAccount:
         if self.max_folders:
             d = self.notifier.run(_ensure_within, self.path, dirs, self.max_folders)
         else:
-            d = self.notifier.run(_ensure_all, dirs)
+            d = self.notifier.run(ensure_all, dirs)
         if not attrs and not stale:
             return d.addCallback(made)
         for n in new_names:
@@ -285,7 +285,7 @@ class MaildirAccount:
                     account=self.account,
                     folder=canon,
                 )
-                removed = self.notifier.run(_remove_new, dirs)
+                removed = self.notifier.run(remove_new, dirs)
                 return removed.addBoth(lambda _: failure)
 
             return self._save_special().addCallbacks(made, unwritten)
@@ -319,7 +319,7 @@ class MaildirAccount:
         path = self._dir(canon)
         if not maildir.is_maildir(path):
             raise MailboxError("[NONEXISTENT] No such mailbox")
-        graveyard = os.path.join(self.path, _DELETED_PREFIX + os.urandom(8).hex())
+        graveyard = os.path.join(self.path, DELETED_PREFIX + os.urandom(8).hex())
 
         def gone(_: object) -> Union[bool, defer.Deferred[bool]]:
             self.notifier.forget(self.account, canon)
@@ -336,7 +336,7 @@ class MaildirAccount:
 
         # Renamed out of sight and that made durable (a thread's work), then removed at
         # leisure: a cut never brings back a folder whose DELETE was answered.
-        return self.notifier.run(_rename_all, self.path, [(path, graveyard)]).addCallback(gone)
+        return self.notifier.run(rename_all, self.path, [(path, graveyard)]).addCallback(gone)
 
     def rename(
         self, oldname: Union[str, bytes], newname: Union[str, bytes]
@@ -376,8 +376,8 @@ class MaildirAccount:
         done: list[tuple[str, str]] = []
 
         def work() -> None:
-            _ensure_all(parents)
-            _rename_all(self.path, [(p, tpath) for _n, p, _t, tpath in moves], done)
+            ensure_all(parents)
+            rename_all(self.path, [(p, tpath) for _n, p, _t, tpath in moves], done)
 
         def moved(result: object) -> object:
             # Also after a failure: the sessions must follow the folders that did move.
@@ -432,7 +432,7 @@ class MaildirAccount:
         """The account's subscriptions, one set shared by all its sessions in this process."""
         if self._subs is None:
             self._subs = self.notifier.shared_set(
-                ("subscriptions", self.path), lambda: _read_subscriptions(self.path)
+                ("subscriptions", self.path), lambda: read_subscriptions(self.path)
             )
         return self._subs
 
@@ -442,7 +442,7 @@ class MaildirAccount:
         by the notifier) is consumed here."""
         d = self.notifier.write_serialised(
             ("subscriptions", self.path),
-            lambda: (_write_subscriptions, self.path, set(self._subscriptions())),
+            lambda: (write_subscriptions, self.path, set(self._subscriptions())),
         )
         d.addCallback(lambda _: True)
         if not wait:

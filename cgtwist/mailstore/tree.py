@@ -3,7 +3,7 @@ renamed and taken back durably, and the subscriptions file.
 
 Owns the files of the tree that are not messages and not one folder's: which folders a new
 account gets (``provision``, RFC 6154 special-use names, subscribed), the graveyard a DELETE
-renames a folder into (``_DELETED_PREFIX``), and Dovecot's ``subscriptions`` file. Every
+renames a folder into (``DELETED_PREFIX``), and Dovecot's ``subscriptions`` file. Every
 function here runs in a thread; what may be done and in what order (names, limits, special-use
 attributes kept through RENAME) is ``cgtwist.mailstore.account``'s, which calls these. No
 Twisted, no state.
@@ -21,7 +21,7 @@ from cgtwist.mailstore.names import INBOX, MailboxNameError
 SUBSCRIPTIONS_FILE = "subscriptions"
 # RFC 6154 special-use folders created for every new account (name: attribute).
 SPECIAL_USE = specialuse.DEFAULTS
-_DELETED_PREFIX = "cgtwist-deleted-"  # no leading dot: never listed as a folder
+DELETED_PREFIX = "cgtwist-deleted-"  # no leading dot: never listed as a folder
 
 
 def provision(path: str) -> bool:
@@ -35,11 +35,11 @@ def provision(path: str) -> bool:
     created = maildir.ensure(path)
     maildir.clean_tmp(path)
     for entry in os.listdir(path):
-        if entry.startswith(_DELETED_PREFIX):  # a DELETE interrupted by a crash
+        if entry.startswith(DELETED_PREFIX):  # a DELETE interrupted by a crash
             shutil.rmtree(os.path.join(path, entry), ignore_errors=True)
         elif entry.startswith("."):
             maildir.clean_tmp(os.path.join(path, entry))
-    subs = _read_subscriptions(path)
+    subs = read_subscriptions(path)
     uses = specialuse.load(path)
     defaults: set[str] = set()
     changed = False
@@ -55,11 +55,11 @@ def provision(path: str) -> bool:
     if changed and specialuse.file_exists(path):  # without the file the defaults hold
         specialuse.save(path, uses.snapshot())
     if created or not os.path.exists(os.path.join(path, SUBSCRIPTIONS_FILE)):
-        _write_subscriptions(path, subs | {INBOX, *defaults})
+        write_subscriptions(path, subs | {INBOX, *defaults})
     return created
 
 
-def _remove_new(dirs: list[str]) -> None:
+def remove_new(dirs: list[str]) -> None:
     """(blocking) Take back folders a refused CREATE made: remove them, then make that
     durable, innermost first."""
     for d in reversed(dirs):
@@ -68,13 +68,13 @@ def _remove_new(dirs: list[str]) -> None:
         maildir.fsync_dir(os.path.dirname(dirs[0]))
 
 
-def _ensure_all(dirs: list[str]) -> None:
+def ensure_all(dirs: list[str]) -> None:
     """(blocking) Make each Maildir in ``dirs``, in order, durably (``maildir.ensure``)."""
     for d in dirs:
         maildir.ensure(d)
 
 
-def _rename_all(
+def rename_all(
     parent: str, moves: list[tuple[str, str]], done: Optional[list[tuple[str, str]]] = None
 ) -> None:
     """(blocking) Rename each (old, new) path within ``parent`` (Maildir++ folders are all
@@ -90,7 +90,7 @@ def _rename_all(
             maildir.fsync_dir(parent)
 
 
-def _read_subscriptions(path: str) -> set[str]:
+def read_subscriptions(path: str) -> set[str]:
     out: set[str] = set()
     try:
         with open(os.path.join(path, SUBSCRIPTIONS_FILE), "rb") as f:
@@ -107,6 +107,6 @@ def _read_subscriptions(path: str) -> set[str]:
     return out
 
 
-def _write_subscriptions(path: str, subs: set[str]) -> None:
+def write_subscriptions(path: str, subs: set[str]) -> None:
     text = "".join(names.mutf7_encode(n) + "\n" for n in sorted(subs))
     maildir.write_atomic(os.path.join(path, SUBSCRIPTIONS_FILE), text.encode("ascii"))
