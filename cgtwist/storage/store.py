@@ -1,13 +1,13 @@
 """The account store: domains, accounts and aliases, over a Database.
 
-Owns the meaning of the tables (names, enabled services, passwords, the first-start
-bootstrap) and implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's
-operations used by ``cgtwist-admin`` and the web admin. Every public method returns a Deferred.
-SQL runs in named ``_txn`` functions (cgtwist.storage.tables) on the pool's threads; password
-hashing runs in the hasher's threads, never inside a database transaction and never on the
-reactor thread. The other halves of the store are its bases: domain and account settings
-(cgtwist.storage.scoped_settings), forwarders and groups (cgtwist.storage.groups), server
-settings and nodes (cgtwist.storage.settings_store).
+Owns the meaning of the tables (names, enabled services, the first-start bootstrap) and
+implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's operations used by
+``cgtwist-admin`` and the web admin. Every public method returns a Deferred. SQL runs in named
+``_txn`` functions (cgtwist.storage.tables) on the pool's threads; password hashing runs in the
+hasher's threads, never inside a database transaction and never on the reactor thread. The
+other halves of the store are its bases: passwords (cgtwist.storage.password_store), domain
+and account settings (cgtwist.storage.scoped_settings), forwarders and groups
+(cgtwist.storage.groups), server settings and nodes (cgtwist.storage.settings_store).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import (
     Iterable,
     Mapping,
     Optional,
-    Union,
 )
 
 from twisted.internet.defer import Deferred
@@ -33,12 +32,9 @@ from cgtwist.interfaces import IAccountStore
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
+from cgtwist.storage.password_store import PasswordStore
 from cgtwist.storage.passwords import PasswordHasher, generate_password
-from cgtwist.storage.scoped_settings import (
-    ScopedSettingsStore,
-    check_scoped_settings,
-    check_setting_name,
-)
+from cgtwist.storage.scoped_settings import check_scoped_settings, check_setting_name
 from cgtwist.storage.storebase import InvalidValue, _deferred
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
@@ -76,7 +72,7 @@ def check_target(target: str, domain: str) -> str:
 
 
 @implementer(IAccountStore)
-class AccountStore(ScopedSettingsStore):
+class AccountStore(PasswordStore):
     """Domains, accounts and aliases (and, through its bases, their settings) in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
@@ -94,9 +90,8 @@ class AccountStore(ScopedSettingsStore):
         now: Callable[[], float] = time.time,
         node: str = DEFAULT_NODE,
     ) -> None:
-        super().__init__(db, now, node)
+        super().__init__(db, hasher, now, node)
         self.main_domain = check_domain(main_domain)
-        self._hasher = hasher
 
     # ---- first start ---------------------------------------------------------------------
 
@@ -399,40 +394,6 @@ class AccountStore(ScopedSettingsStore):
         self._log.info("account {account} removed", account=f"{n}@{d}")
 
     @_deferred
-    async def set_password(
-        self, name: str, domain: str, password: str, check_policy: bool = True
-    ) -> None:
-        """Store a new argon2id hash for the account's password, once it meets the account's
-        password policy (InvalidValue says why not; ``check_policy`` False: a generated one)."""
-        n, d = check_account(name), check_domain(domain)
-        if not password:
-            raise InvalidValue("the password must not be empty")
-        if check_policy:
-            await self._check_password_policy(d, await self.get_account_settings(n, d), password)
-        phc = await self._hasher.hash(password)
-        await self._write("set_password", tables.set_password_txn, n, d, phc, None)
-        self._log.info("password of {account} changed", account=f"{n}@{d}")
-
-    @_deferred
-    async def set_password_hash(self, name: str, domain: str, stored: str) -> None:
-        """Store a hash imported from another server (argon2id or SHA512-CRYPT) as it is.
-
-        A SHA512-CRYPT hash is replaced with argon2id at the account's next successful login.
-        """
-        n, d = check_account(name), check_domain(domain)
-        phc = self._imported_hash(stored)
-        await self._write("set_password_hash", tables.set_password_txn, n, d, phc, None)
-        self._log.info("password hash of {account} imported", account=f"{n}@{d}")
-
-    def _imported_hash(self, stored: str) -> str:
-        phc = stored.strip()
-        if not self._hasher.is_supported_hash(phc):
-            raise InvalidValue(
-                "unsupported password hash (want $argon2id$... or {SHA512-CRYPT}$6$...)"
-            )
-        return phc
-
-    @_deferred
     async def update_account(
         self,
         name: str,
@@ -453,46 +414,6 @@ class AccountStore(ScopedSettingsStore):
             svc,
             enabled,
         )
-
-    @_deferred
-    async def verify_password(
-        self, name: str, domain: str, password: Union[str, bytes]
-    ) -> Optional[Account]:
-        """Fire with the Account when the password matches and it may log in, else None.
-
-        Runs exactly one hash verification whatever the outcome (unknown domain, unknown user,
-        invalid name, service account, disabled), so the cost reveals nothing. An alias logs in
-        as its target account (COMMUNIGATE.md a.1). A database failure errbacks (the caller
-        answers "temporary failure", never "wrong password").
-        """
-        try:
-            n, d = check_account(name), check_domain(domain)
-        except InvalidName:
-            await self._hasher.verify(None, password)
-            return None
-        row = await self._db.run_interaction(
-            "verify_password", tables.login_row_txn, n, d, readonly=True
-        )
-        stored = row["password"] if row else None
-        ok = await self._hasher.verify(stored, password)
-        if not (
-            ok and row and row["enabled"] and row["domain_enabled"] and row["kind"] == KIND_USER
-        ):
-            return None
-        if stored and self._hasher.needs_rehash(stored):
-            await self._rehash(row["name"], row["domain"], stored, password)
-        return tables.account_of(row)
-
-    async def _rehash(self, n: str, d: str, old: str, password: Union[str, bytes]) -> None:
-        try:
-            phc = await self._hasher.hash(password)
-            await self._write(
-                "rehash_password", tables.set_password_txn, n, d, phc, old, announce=False
-            )  # the same password: nothing to tell
-        except Exception:
-            self._log.failure(
-                "could not upgrade the password hash of {account}", account=f"{n}@{d}"
-            )
 
     # ---- aliases -------------------------------------------------------------------------
 

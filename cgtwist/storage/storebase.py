@@ -3,8 +3,9 @@ write path that announces each change, and the Deferred face of its ``async`` me
 
 Owns no table. ``SettingsStore`` (cgtwist.storage.settings_store: server and node settings,
 the nodes), ``GroupStore`` (cgtwist.storage.groups), ``ScopedSettingsStore``
-(cgtwist.storage.scoped_settings: domain and account settings) and ``AccountStore``
-(cgtwist.storage.store: domains, accounts, aliases) build on it, in that order.
+(cgtwist.storage.scoped_settings: domain and account settings), ``PasswordStore``
+(cgtwist.storage.password_store) and ``AccountStore`` (cgtwist.storage.store: domains,
+accounts, aliases) build on it, in that order.
 """
 
 from __future__ import annotations
