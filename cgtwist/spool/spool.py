@@ -20,7 +20,7 @@ renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (t
 fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
 it again, and no name of it that can come back leads to a reused file.
 Formats live in ``spool.format``; the scan at start that puts right what a crash left, in
-``spool.recovery``.
+``spool.recovery``; the thread side of the moves and their commit, in ``spool.moves``.
 """
 
 from __future__ import annotations
