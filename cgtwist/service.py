@@ -14,11 +14,10 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.logfile import LogFile
 
 from cgtwist import filemodes, paths
@@ -32,7 +31,14 @@ from cgtwist.runtime.mode import Runtime
 from cgtwist.runtime.stopsignals import StopSignals
 from cgtwist.settings import Settings, SettingsHolder, describe_changes
 from cgtwist.tls import ServerTLS, ensure_certificate
+from cgtwist.typedtwisted import Factory, MultiService, close_log_file
 from cgtwist.types import ListenerSpec
+
+if TYPE_CHECKING:
+    from twisted.internet import protocol
+
+    from cgtwist.app import Components
+    from cgtwist.smtpworker.supervisor import SMTPWorkers
 
 log = Logger(namespace="cgtwist")
 
@@ -45,7 +51,7 @@ class LateFactory(Factory):
     """
 
     def __init__(self) -> None:
-        self.target: Optional[Factory] = None
+        self.target: Optional[IProtocolFactory] = None
 
     def buildProtocol(self, addr: Any) -> Any:
         if self.target is None:
@@ -71,7 +77,7 @@ class CgtwistService(MultiService):
             (os.geteuid() == 0) if cfg.unprivileged_ports is None else not cfg.unprivileged_ports
         )
         self._late: list[tuple[ListenerSpec, LateFactory]] = []
-        self.app: Any = None  # cgtwist.app.Components once started
+        self.app: Optional[Components] = None  # once started
         self.listeners = ListenerManager(
             reactor,
             {p: self._maker for p in ("smtp", "pop3", "imap", "http")},
@@ -80,18 +86,18 @@ class CgtwistService(MultiService):
         )
         self._control_port: Any = None
         self.changes: Any = None  # cgtwist.storage.notify.ChangeListener (PostgreSQL only)
-        self.workers: Any = None  # cgtwist.smtpworker.supervisor.SMTPWorkers once started
+        self.workers: Optional[SMTPWorkers] = None  # once started
         self.ready: defer.Deferred[None] = defer.Deferred()
         self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
         self.runtime: Optional[Runtime] = None  # [server] runtime's pieces, once started
 
     # -- listeners ---------------------------------------------------------------------------
-    def _maker(self, spec: ListenerSpec) -> Factory:
+    def _maker(self, spec: ListenerSpec) -> protocol.Factory:
         if self.app is None:
             late = LateFactory()
             self._late.append((spec, late))
             return late
-        return self.app.factory_for(spec)  # type: ignore[no-any-return]
+        return self.app.factory_for(spec)
 
     def _specs(self, settings: Settings) -> Optional[list[ListenerSpec]]:
         """The configured listeners; None (logged) when the stored setting is invalid.
@@ -179,7 +185,7 @@ class CgtwistService(MultiService):
         """A RotatingLogFile at twistd's path; existing log files lose the bits the umask
         forbids. SIGUSR1 rotates it, as twistd documents for its own."""
         cfg = self.cfg
-        twistd_file.close()
+        close_log_file(twistd_file)
         log_files = filemodes.log_paths(twistd_file.path)
         changed = filemodes.tighten(log_files, cfg.umask)
         rotating = RotatingLogFile(
@@ -288,6 +294,7 @@ class CgtwistService(MultiService):
         from cgtwist.app import shutdown_grace
         from cgtwist.smtpworker.supervisor import SMTPWorkers
 
+        assert self.app.manager is not None  # app.start() built it
         self.workers = SMTPWorkers(
             self.reactor,
             cfg,
@@ -364,6 +371,7 @@ class CgtwistService(MultiService):
         sock = self.cfg.control_socket
         if os.path.exists(sock):
             os.unlink(sock)  # stale from a crash; a second live server would hold the pid lock
+        assert self.app is not None
         handlers = dict(self.app.control_handlers())
         handlers["reload"] = lambda req: defer.ensureDeferred(self._control_reload(req))
         handlers["status"] = lambda req: {"listeners": self.listeners.describe()}
@@ -402,6 +410,7 @@ class CgtwistService(MultiService):
         from cgtwist.storage.notify import Coalesced, listener_for
 
         self._reloads = Coalesced(self.reload_settings, "reloading settings after a change")
+        assert self.app is not None
         self.changes = listener_for(self.app.store.db, self.reactor, self._changed)
         if self.changes is not None:
             self.changes.start()

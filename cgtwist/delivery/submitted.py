@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union, cast
 
-from twisted.application import service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.filepath import FilePath
@@ -30,19 +29,17 @@ from cgtwist.errors import MailError
 from cgtwist.interfaces import ISubmission
 from cgtwist.logs import Logger
 from cgtwist.settings import SettingsHolder
+from cgtwist.typedtwisted import Service
 from cgtwist.types import Envelope, Recipient
 
 if TYPE_CHECKING:
     from twisted.internet import inotify
     from twisted.internet.interfaces import IReactorFDSet
 
-    # Service and INotify leave the methods used here unannotated and mypy --strict refuses
-    # an untyped call; for the type checker only, the classes with the signatures this
-    # module relies on, as Twisted documents them (at run time each is Twisted's class).
-    class _Service(service.Service):
-        def startService(self) -> None: ...
-        def stopService(self) -> Optional[defer.Deferred[None]]: ...
-
+    # INotify leaves the methods used here unannotated and mypy --strict refuses an untyped
+    # call; for the type checker only, the class with the signatures this module relies on,
+    # as Twisted documents them (at run time it is Twisted's class; Service's are in
+    # cgtwist.typedtwisted).
     class _INotify(inotify.INotify):
         def __init__(self, reactor: Optional[IReactorFDSet] = None) -> None: ...
         def startReading(self) -> None: ...
@@ -55,8 +52,6 @@ if TYPE_CHECKING:
             recursive: bool = False,
         ) -> int: ...
 
-else:
-    _Service = service.Service
 
 # What INotify hands a callback: the FilePath of the watched directory's entry.
 _Path = Union[FilePath[str], FilePath[bytes]]
@@ -178,7 +173,7 @@ def parse_submitted(raw: bytes, hostname: str = "localhost", now: Optional[float
     return Parsed(env, message)
 
 
-class SubmittedPickup(_Service):
+class SubmittedPickup(Service):
     """Watches ``<base>/Submitted`` and feeds ``.sub`` files to the submission seam one by one.
 
     ``threadpool`` runs the file reads, renames and unlinks (None: inline, for tests).

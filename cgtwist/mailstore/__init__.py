@@ -8,17 +8,13 @@ Public API:
 * ``provision(path)``: create a Maildir with the special-use folders (blocking).
 """
 
-from cgtwist.mailstore.account import (
-    SPECIAL_USE,
-    MailboxError,
-    MailboxInfo,
-    MaildirAccount,
-    provision,
-)
+from cgtwist.mailstore.account import MailboxError, MaildirAccount
+from cgtwist.mailstore.listing import MailboxInfo
 from cgtwist.mailstore.mailbox import MaildirMailbox, parse_imap_date
 from cgtwist.mailstore.message import MaildirMessage, MessagePart
 from cgtwist.mailstore.names import MailboxNameError
 from cgtwist.mailstore.notifier import MailboxNotifier
+from cgtwist.mailstore.tree import SPECIAL_USE, provision
 
 __all__ = [
     "SPECIAL_USE",

@@ -23,75 +23,30 @@ from zope.interface import implementer
 from cgtwist.account_settings import QuotaLimits
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, names, specialuse
+from cgtwist.mailstore.listing import MailboxInfo, WildcardPattern
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.names import INBOX, MailboxNameError
 from cgtwist.mailstore.quota import Usage
+from cgtwist.mailstore.tree import (
+    DELETED_PREFIX,
+    ensure_all,
+    provision,
+    read_subscriptions,
+    remove_new,
+    rename_all,
+    write_subscriptions,
+)
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.notifier import MailboxNotifier
-
-SUBSCRIPTIONS_FILE = "subscriptions"
-# RFC 6154 special-use folders created for every new account (name: attribute).
-SPECIAL_USE = specialuse.DEFAULTS
-_DELETED_PREFIX = "cgtwist-deleted-"  # no leading dot: never listed as a folder
 
 
 class MailboxError(imap4.MailboxException):
     """A folder operation was refused; the text is safe to show to the client."""
 
 
-def provision(path: str) -> bool:
-    """(blocking) Create the Maildir at ``path`` with the special-use folders, subscribed.
-
-    Idempotent; True when anything was created. Used by the realm on first login. A default
-    attribute held by another existing folder (its folder was renamed, or CREATE gave it to
-    a new one) is left there: the default name is not made again beside it. One no folder
-    holds (its folder was deleted) goes back to a re-created default folder.
-    """
-    created = maildir.ensure(path)
-    maildir.clean_tmp(path)
-    for entry in os.listdir(path):
-        if entry.startswith(_DELETED_PREFIX):  # a DELETE interrupted by a crash
-            shutil.rmtree(os.path.join(path, entry), ignore_errors=True)
-        elif entry.startswith("."):
-            maildir.clean_tmp(os.path.join(path, entry))
-    subs = _read_subscriptions(path)
-    uses = specialuse.load(path)
-    defaults: set[str] = set()
-    changed = False
-    for name, attr in SPECIAL_USE.items():
-        holder = uses.holder(attr)
-        if holder not in (None, name) and maildir.is_maildir(names.folder_path(path, holder)):
-            continue
-        defaults.add(name)
-        created = maildir.ensure(names.folder_path(path, name)) or created
-        if attr not in uses.of(name):
-            uses.assign(name, uses.of(name) + (attr,))
-            changed = True
-    if changed and specialuse.file_exists(path):  # without the file the defaults hold
-        specialuse.save(path, uses.snapshot())
-    if created or not os.path.exists(os.path.join(path, SUBSCRIPTIONS_FILE)):
-        _write_subscriptions(path, subs | {INBOX, *defaults})
-    return created
-
-
-def _remove_new(dirs: list[str]) -> None:
-    """(blocking) Take back folders a refused CREATE made: remove them, then make that
-    durable, innermost first."""
-    for d in reversed(dirs):
-        shutil.rmtree(d, ignore_errors=True)
-    if dirs:
-        maildir.fsync_dir(os.path.dirname(dirs[0]))
-
-
-def _ensure_all(dirs: list[str]) -> None:
-    """(blocking) Make each Maildir in ``dirs``, in order, durably (``maildir.ensure``)."""
-    for d in dirs:
-        maildir.ensure(d)
-
-
 def _ensure_within(path: str, dirs: list[str], limit: int) -> None:
-    """(blocking) ``_ensure_all`` unless the account would then have more than ``limit``
+    """(blocking) ``ensure_all`` unless the account would then have more than ``limit``
     folders besides INBOX (``quota.max_folders``): MailboxError ``[LIMIT]`` (RFC 5530)."""
     have = 0
     try:
@@ -104,116 +59,7 @@ def _ensure_within(path: str, dirs: list[str], limit: int) -> None:
             have += 1
     if have + len(dirs) > limit:
         raise MailboxError(f"[LIMIT] Too many mailboxes: at most {limit} besides INBOX")
-    _ensure_all(dirs)
-
-
-def _rename_all(
-    parent: str, moves: list[tuple[str, str]], done: Optional[list[tuple[str, str]]] = None
-) -> None:
-    """(blocking) Rename each (old, new) path within ``parent`` (Maildir++ folders are all
-    entries of the account's Maildir), then fsync ``parent`` once, also when one failed, so
-    the renames made are durable; ``done`` collects them."""
-    made = done if done is not None else []
-    try:
-        for old, new in moves:
-            os.rename(old, new)
-            made.append((old, new))
-    finally:
-        if made:
-            maildir.fsync_dir(parent)
-
-
-def _read_subscriptions(path: str) -> set[str]:
-    out: set[str] = set()
-    try:
-        with open(os.path.join(path, SUBSCRIPTIONS_FILE), "rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError:
-        return out
-    for raw in lines:
-        if not raw or raw.startswith(b"V\t"):
-            continue
-        try:
-            out.add(names.normalize(names.mutf7_decode(raw.strip(b"\r"), strict=False)))
-        except MailboxNameError:
-            continue
-    return out
-
-
-def _write_subscriptions(path: str, subs: set[str]) -> None:
-    text = "".join(names.mutf7_encode(n) + "\n" for n in sorted(subs))
-    maildir.write_atomic(os.path.join(path, SUBSCRIPTIONS_FILE), text.encode("ascii"))
-
-
-class WildcardPattern:
-    """A LIST/LSUB pattern (RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the
-    hierarchy delimiter) matched without backtracking.
-
-    A regular expression built from the pattern (``*`` as ``.*``) backtracks exponentially on
-    runs of wildcards: ``LIST "" "************x"`` held the reactor, and with it every
-    protocol, for 38 s. Here the pattern is a bit-parallel automaton (shift-and): bit i set
-    means "pattern position i reached", and each character of a name costs a few integer
-    operations whatever the pattern, so a name is matched in time linear in its length.
-    """
-
-    def __init__(self, pattern: str) -> None:
-        tokens: list[str] = []
-        for ch in pattern:
-            if ch in "*%" and tokens and tokens[-1] in ("*", "%"):
-                # ** = *% = %* = *, %% = %: no two wildcards in a row, so one shift closes.
-                tokens[-1] = "%" if (ch == "%" and tokens[-1] == "%") else "*"
-                continue
-            tokens.append(ch)
-        self._literal: Optional[str] = None if any(t in "*%" for t in tokens) else "".join(tokens)
-        self._chars: dict[str, int] = {}
-        self._star = self._pct = 0
-        for i, t in enumerate(tokens):
-            if t == "*":
-                self._star |= 1 << i
-            elif t == "%":
-                self._pct |= 1 << i
-            else:
-                self._chars[t] = self._chars.get(t, 0) | 1 << i
-        self._wild = self._star | self._pct
-        self._accept = 1 << len(tokens)
-
-    def _close(self, state: int) -> int:
-        """Also reach the position after each reached wildcard (it may match nothing)."""
-        return state | (state & self._wild) << 1
-
-    def matches(self, name: str) -> bool:
-        if self._literal is not None:
-            return name == self._literal
-        chars, star, pct = self._chars, self._star, self._pct
-        state = self._close(1)
-        for ch in name:
-            stay = state & (star if ch == names.DELIMITER else star | pct)
-            state = self._close(stay | (state & chars.get(ch, 0)) << 1)
-            if not state:
-                return False
-        return bool(state & self._accept)
-
-
-@implementer(imap4.IMailboxInfo)
-class MailboxInfo:
-    """A LIST/LSUB row: ``getFlags()`` gives the name attributes (\\HasChildren, \\Noselect,
-    \\Sent, ...), unlike a selected mailbox's getFlags (message flags)."""
-
-    def __init__(
-        self, name: str, attributes: list[str], childinfo: Optional[list[str]] = None
-    ) -> None:
-        self.name = name
-        self.attributes = attributes
-        self.childinfo = childinfo or []  # RFC 5258 §3.5 CHILDINFO: why a parent is listed
-
-    def getFlags(self) -> list[str]:
-        return list(self.attributes)
-
-    def getHierarchicalDelimiter(self) -> str:
-        return names.DELIMITER
-
-    def __repr__(self) -> str:
-        return f"<MailboxInfo {self.name!r} {self.attributes}>"
+    ensure_all(dirs)
 
 
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
@@ -417,7 +263,7 @@ class MaildirAccount:
         if self.max_folders:
             d = self.notifier.run(_ensure_within, self.path, dirs, self.max_folders)
         else:
-            d = self.notifier.run(_ensure_all, dirs)
+            d = self.notifier.run(ensure_all, dirs)
         if not attrs and not stale:
             return d.addCallback(made)
         for n in new_names:
@@ -439,7 +285,7 @@ class MaildirAccount:
                     account=self.account,
                     folder=canon,
                 )
-                removed = self.notifier.run(_remove_new, dirs)
+                removed = self.notifier.run(remove_new, dirs)
                 return removed.addBoth(lambda _: failure)
 
             return self._save_special().addCallbacks(made, unwritten)
@@ -473,7 +319,7 @@ class MaildirAccount:
         path = self._dir(canon)
         if not maildir.is_maildir(path):
             raise MailboxError("[NONEXISTENT] No such mailbox")
-        graveyard = os.path.join(self.path, _DELETED_PREFIX + os.urandom(8).hex())
+        graveyard = os.path.join(self.path, DELETED_PREFIX + os.urandom(8).hex())
 
         def gone(_: object) -> Union[bool, defer.Deferred[bool]]:
             self.notifier.forget(self.account, canon)
@@ -490,7 +336,7 @@ class MaildirAccount:
 
         # Renamed out of sight and that made durable (a thread's work), then removed at
         # leisure: a cut never brings back a folder whose DELETE was answered.
-        return self.notifier.run(_rename_all, self.path, [(path, graveyard)]).addCallback(gone)
+        return self.notifier.run(rename_all, self.path, [(path, graveyard)]).addCallback(gone)
 
     def rename(
         self, oldname: Union[str, bytes], newname: Union[str, bytes]
@@ -530,8 +376,8 @@ class MaildirAccount:
         done: list[tuple[str, str]] = []
 
         def work() -> None:
-            _ensure_all(parents)
-            _rename_all(self.path, [(p, tpath) for _n, p, _t, tpath in moves], done)
+            ensure_all(parents)
+            rename_all(self.path, [(p, tpath) for _n, p, _t, tpath in moves], done)
 
         def moved(result: object) -> object:
             # Also after a failure: the sessions must follow the folders that did move.
@@ -586,7 +432,7 @@ class MaildirAccount:
         """The account's subscriptions, one set shared by all its sessions in this process."""
         if self._subs is None:
             self._subs = self.notifier.shared_set(
-                ("subscriptions", self.path), lambda: _read_subscriptions(self.path)
+                ("subscriptions", self.path), lambda: read_subscriptions(self.path)
             )
         return self._subs
 
@@ -596,7 +442,7 @@ class MaildirAccount:
         by the notifier) is consumed here."""
         d = self.notifier.write_serialised(
             ("subscriptions", self.path),
-            lambda: (_write_subscriptions, self.path, set(self._subscriptions())),
+            lambda: (write_subscriptions, self.path, set(self._subscriptions())),
         )
         d.addCallback(lambda _: True)
         if not wait:

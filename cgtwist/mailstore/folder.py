@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import index, maildir, quota, uidlist
+from cgtwist.mailstore import filemeta, index, maildir, quota, uidlist
 from cgtwist.mailstore.scan import _CACHE_SAVE_EVERY, Changes, DiskScan, Entry, _same_file
 
 if TYPE_CHECKING:
@@ -697,7 +697,7 @@ class Folder(DiskScan):
             m = self._modseq.next()
             lines = []
             for key, fname in stored:
-                meta = maildir.measure(os.path.join(self.path, "cur", fname))
+                meta = filemeta.measure(os.path.join(self.path, "cur", fname))
                 added[0] += quota.file_octets(os.path.join(self.path, "cur", fname))
                 added[1] += 1
                 uid = self._ul.assign(key)

@@ -27,7 +27,7 @@ from typing import Iterable, Optional
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, uidlist
-from cgtwist.mailstore.maildir import Meta
+from cgtwist.mailstore.filemeta import Meta
 
 INDEX_FILE = "cgtwist-index"
 LOG_FILE = "cgtwist-index.log"

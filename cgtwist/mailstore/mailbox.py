@@ -54,12 +54,22 @@ from zope.interface import implementer
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, names
-from cgtwist.mailstore.folder import Changes, Entry, Folder
+from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.message import MaildirMessage
 from cgtwist.mailstore.quota import size_in_name
+from cgtwist.mailstore.scan import Changes, Entry
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.account import MaildirAccount
+
+    # Twisted leaves IMessageFile.open unannotated; for the type checker only, the interface
+    # with the signature Twisted documents (at run time it is Twisted's). It lives here, not
+    # in cgtwist.typedtwisted, which modules that must not import twisted.mail use too.
+    class IMessageFile(imap4.IMessageFile):
+        def open() -> BinaryIO: ...
+
+else:
+    IMessageFile = imap4.IMessageFile
 
 _MONTHS = {
     m: i
@@ -706,7 +716,7 @@ class MaildirMailbox:
             flags = messageObject.flags
             date: Optional[float] = messageObject.meta.date
         else:
-            src = imap4.IMessageFile(messageObject).open().read()  # type: ignore[misc]
+            src = IMessageFile(messageObject).open().read()
             flags = frozenset(messageObject.getFlags()) - {"\\Recent"}
             date = parse_imap_date(messageObject.getInternalDate())
         size = messageObject.getSize() if hasattr(messageObject, "getSize") else 0

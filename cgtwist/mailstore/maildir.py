@@ -1,11 +1,12 @@
-"""Blocking Maildir file operations: flags in file names, unique names, durable writes, parsing.
+"""Blocking Maildir file operations: flags in file names, unique names, durable writes.
 
 Owns the on-disk format (maildir(5), Maildir++ info ``:2,FLAGS``) and nothing else: no state
 but the lock that serialises directory creation, no Twisted. Callers run these functions in a
 thread. Writes follow maildir(5): write ``tmp/``, fsync, rename into ``new/``/``cur/``, fsync the
 directory; every name made is durable (its directory fsynced, and the inode fsynced after a
 link, which changes its link count) before the function returns. The one exception is
-``FLAG_LOG``, a hint never needed for a message to survive (see note_renames).
+``FLAG_LOG``, a hint never needed for a message to survive (see note_renames). What a
+message file says (its size as served, its cached headers) is cgtwist.mailstore.filemeta.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import fcntl
 import itertools
 import os
 import socket
-import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 from cgtwist import crashpoint as cp
-from cgtwist.durable import DirSyncs, fsync_dir, make_dirs, sync_filesystem, write_all
-from cgtwist.message.headers import header_fields
+from cgtwist.durable import DirSyncs, make_dirs, sync_filesystem, write_all
+
+# The mailstore's directory fsync is this module's name (``maildir.fsync_dir``): its other
+# modules call it through here, and tests patch it here to fail one directory's.
+from cgtwist.durable import fsync_dir as fsync_dir
 
 SUBDIRS = ("cur", "new", "tmp")
 
@@ -45,34 +47,6 @@ KEYWORDS_FILE = "dovecot-keywords"  # Dovecot's letter a..z -> keyword map, shar
 FLAG_LOG = "cgtwist-flaglog"  # "old<TAB>new" cur/ names of flag changes whose old name may remain
 MAX_KEYWORDS = 26
 
-# Headers kept in the metadata cache: enough for ENVELOPE and BODYSTRUCTURE of the top level.
-CACHED_HEADERS = frozenset(
-    {
-        "date",
-        "subject",
-        "from",
-        "sender",
-        "reply-to",
-        "to",
-        "cc",
-        "bcc",
-        "in-reply-to",
-        "message-id",
-        "references",
-        "content-type",
-        "content-transfer-encoding",
-        "content-disposition",
-        "content-language",
-        "content-location",
-        "content-id",
-        "content-description",
-        "content-md5",
-        "mime-version",
-        "list-id",
-        "x-priority",
-        "importance",
-    }
-)
 
 _counter = itertools.count()
 
@@ -587,143 +561,6 @@ def find_key(stale_path: str) -> Optional[str]:
             if split_name(name)[0] == key:
                 return os.path.join(folder, sub, name)
     return None
-
-
-@dataclass(slots=True)
-class Meta:
-    """Facts about one message file, computed once and cached.
-
-    ``size`` is RFC822.SIZE as served (bare LF counted as CRLF); ``crlf`` says the file already
-    has only CRLF line ends; ``body_offset`` is the raw offset of the body; ``body_size`` and
-    ``body_lines`` are the served body's octets and lines; ``headers`` holds CACHED_HEADERS.
-    """
-
-    size: int
-    date: float
-    crlf: bool
-    body_offset: int
-    body_size: int
-    body_lines: int
-    headers: dict[str, str]
-    extra: dict[str, str] = field(default_factory=dict)  # derived values, see MaildirMessage.cached
-
-    def to_json(self) -> list[object]:
-        return [
-            self.size,
-            self.date,
-            int(self.crlf),
-            self.body_offset,
-            self.body_size,
-            self.body_lines,
-            self.headers,
-            dict(self.extra),
-        ]
-
-    @classmethod
-    def from_json(cls, v: list[object]) -> Meta:
-        size, date, crlf, off, bsize, blines, headers, *rest = v
-        extra = rest[0] if rest else {}
-        if not isinstance(headers, dict) or not isinstance(extra, dict):
-            raise ValueError("bad cached headers")
-        nums: list[float] = []
-        for x in (size, date, off, bsize, blines):
-            if not isinstance(x, (int, float)):
-                raise ValueError("bad cached numbers")
-            nums.append(x)
-        return cls(
-            int(nums[0]),
-            float(nums[1]),
-            bool(crlf),
-            int(nums[2]),
-            int(nums[3]),
-            int(nums[4]),
-            {sys.intern(str(k)): str(x) for k, x in headers.items()},
-            {str(k): str(x) for k, x in extra.items()},
-        )
-
-
-def split_header(data: bytes) -> int:
-    """Offset where the body starts (after the blank line), or len(data) with no body."""
-    off = _body_start(data)
-    return len(data) if off is None else off
-
-
-def _body_start(data: bytes) -> Optional[int]:
-    if data.startswith(b"\r\n"):
-        return 2
-    if data.startswith(b"\n"):
-        return 1
-    a = data.find(b"\r\n\r\n")
-    b = data.find(b"\n\n")
-    cands = [x + 4 for x in (a,) if x >= 0] + [x + 2 for x in (b,) if x >= 0]
-    return min(cands) if cands else None
-
-
-def parse_headers(block: bytes, only: Optional[frozenset[str]] = None) -> dict[str, str]:
-    """Header block -> {lower-case name: value} (``header_fields``); the first occurrence
-    wins; ``only`` keeps just those names."""
-    out: dict[str, str] = {}
-    for name, value in header_fields(block):
-        if (only is None or name in only) and name not in out:
-            out[sys.intern(name)] = value
-    return out
-
-
-class _LineCounter:
-    """Octets, LFs and CRLFs of a byte stream fed in pieces (a CRLF may span two pieces)."""
-
-    __slots__ = ("octets", "lf", "crlf", "last")
-
-    def __init__(self) -> None:
-        self.octets = self.lf = self.crlf = 0
-        self.last = b""
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        self.octets += len(data)
-        self.lf += data.count(b"\n")
-        self.crlf += data.count(b"\r\n") + (1 if self.last == b"\r" and data[:1] == b"\n" else 0)
-        self.last = data[-1:]
-
-    @property
-    def served(self) -> int:
-        """Octets once every bare LF is sent as CRLF."""
-        return self.octets + self.lf - self.crlf
-
-
-def measure(fpath: str, chunk_size: int = 1 << 20) -> Meta:
-    """Read a message file once, in pieces (a 50 MB message is never held whole), and
-    compute its Meta."""
-    whole, body = _LineCounter(), _LineCounter()
-    head = b""
-    off: Optional[int] = None
-    with open(fpath, "rb") as f:
-        st = os.fstat(f.fileno())
-        while True:
-            chunk = f.read(chunk_size)
-            if not chunk:
-                break
-            whole.feed(chunk)
-            if off is None:
-                head += chunk
-                off = _body_start(head)
-                if off is not None:
-                    body.feed(head[off:])
-                    head = head[:off]
-            else:
-                body.feed(chunk)
-    if off is None:
-        off = len(head)
-    return Meta(
-        size=whole.served,
-        date=st.st_mtime,
-        crlf=whole.lf == whole.crlf,
-        body_offset=off,
-        body_size=body.served,
-        body_lines=body.lf + (1 if body.octets and body.last != b"\n" else 0),
-        headers=parse_headers(head, CACHED_HEADERS),
-    )
 
 
 def to_crlf(data: bytes) -> bytes:

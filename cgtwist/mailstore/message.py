@@ -18,8 +18,10 @@ from typing import Any, BinaryIO, Callable, Optional
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from cgtwist.mailstore import maildir
-from cgtwist.mailstore.folder import Entry, Folder
+from cgtwist.mailstore import filemeta, maildir
+from cgtwist.mailstore.folder import Folder
+from cgtwist.mailstore.scan import Entry
+from cgtwist.message.headers import header_fields
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _RECENT = frozenset({"\\recent"})
@@ -73,7 +75,7 @@ class MaildirMessage:
         return self.entry.modseq
 
     @property
-    def meta(self) -> maildir.Meta:
+    def meta(self) -> filemeta.Meta:
         """Cached facts: size, date, body size/lines, envelope and Content-* headers."""
         return self.entry.meta
 
@@ -192,17 +194,17 @@ class MaildirMessage:
 
     def getHeaders(self, negate: bool, *names: str) -> dict[str, str]:
         wanted = {n.lower() if isinstance(n, str) else n.decode("latin-1").lower() for n in names}
-        if not negate and wanted and wanted <= maildir.CACHED_HEADERS:
+        if not negate and wanted and wanted <= filemeta.CACHED_HEADERS:
             cached = self.entry.meta.headers
             return {n: cached[n] for n in wanted if n in cached}
-        headers = maildir.parse_headers(self.header_bytes())
+        headers = filemeta.parse_headers(self.header_bytes())
         if negate:
             return {k: v for k, v in headers.items() if k not in wanted}
         return {k: v for k, v in headers.items() if k in wanted}
 
     def header_value(self, name: str) -> Optional[str]:
         """One header's value (``name`` lower-case), from the cache when it is kept there."""
-        if name in maildir.CACHED_HEADERS:
+        if name in filemeta.CACHED_HEADERS:
             return self.entry.meta.headers.get(name)
         return self.getHeaders(False, name).get(name)
 
@@ -211,7 +213,7 @@ class MaildirMessage:
         The cached fields are those RFC 5322 §3.6 allows once, so the cache answers them;
         for any other the header block is read (SEARCH HEADER X-Extra must see both
         ``X-Extra:`` lines, RFC 3501 §6.4.4)."""
-        if name in maildir.CACHED_HEADERS:
+        if name in filemeta.CACHED_HEADERS:
             value = self.entry.meta.headers.get(name)
             return [] if value is None else [value]
         return header_instances(self.header_bytes(), name)
@@ -246,8 +248,8 @@ class MaildirMessage:
 
 def header_instances(block: bytes, name: str) -> list[str]:
     """All values of the field ``name`` (lower-case) in a header block, in order
-    (``maildir.header_fields``: latin-1, folded lines joined with CRLF)."""
-    return [value for field, value in maildir.header_fields(block) if field == name]
+    (``header_fields``: latin-1, folded lines joined with CRLF)."""
+    return [value for field, value in header_fields(block) if field == name]
 
 
 class _Tail:
@@ -313,11 +315,11 @@ class MessagePart:
 
     def getBodyFile(self) -> BinaryIO:
         raw = self._raw()
-        return io.BytesIO(raw[maildir.split_header(raw) :])
+        return io.BytesIO(raw[filemeta.split_header(raw) :])
 
     def getSize(self) -> int:
         raw = self._raw()
-        return len(raw) - maildir.split_header(raw)
+        return len(raw) - filemeta.split_header(raw)
 
     def isMultipart(self) -> bool:
         return self.part.is_multipart()

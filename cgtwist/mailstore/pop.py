@@ -17,7 +17,7 @@ from twisted.mail import pop3
 from zope.interface import implementer
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import maildir
+from cgtwist.mailstore import filemeta, maildir
 from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.message import MaildirMessage
@@ -115,7 +115,7 @@ class PopMailbox:
         """TOP: the header, the blank line, and the first ``lines`` body lines (RFC 1939 §7)."""
         with self.message_file(i) as f:
             data = f.read()
-        off = maildir.split_header(data)
+        off = filemeta.split_header(data)
         body = data[off:]
         if lines == 0:
             cut = 0

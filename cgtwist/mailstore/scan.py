@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from cgtwist.logs import Logger
-from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore import filemeta, index, maildir, uidlist
+from cgtwist.mailstore.filemeta import Meta
 from cgtwist.mailstore.index import FolderIndex, ModseqAllocator, Record
-from cgtwist.mailstore.maildir import Meta
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
@@ -286,7 +286,7 @@ class DiskScan:
             meta = cache.get(key)
             if meta is None:
                 try:
-                    meta = maildir.measure(os.path.join(self.path, sub, fname))
+                    meta = filemeta.measure(os.path.join(self.path, sub, fname))
                 except FileNotFoundError:
                     continue
                 except OSError as err:

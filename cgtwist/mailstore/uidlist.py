@@ -18,7 +18,7 @@ from typing import Optional
 from urllib.parse import quote, unquote
 
 from cgtwist.mailstore import maildir
-from cgtwist.mailstore.maildir import Meta
+from cgtwist.mailstore.filemeta import Meta
 
 UIDLIST_FILE = "cgtwist-uidlist"
 CACHE_FILE = "cgtwist-cache"

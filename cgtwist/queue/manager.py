@@ -1,8 +1,8 @@
 """The queue manager: routes spooled messages into logical queues and drains them.
 
 Owns the in-memory view of the spool (a bounded active window, the rest in a backlog of ids),
-routing each pending recipient through the injected IRouter (CommuniGate's Enqueuer), grouping
-recipients into logical queues (one spool file, many queues), starting deliveries when the
+having each pending recipient routed (``cgtwist.queue.enqueuer``, CommuniGate's Enqueuer),
+grouping recipients into logical queues (one spool file, many queues), starting deliveries when the
 scheduler (``cgtwist.queue.scheduler``: one timer plus a kick on new mail, never polling) picks
 them, and feeding each attempt's outcome back: results and retry or expiry are recorded
 (``cgtwist.queue.outcome``), journaled, the job rescheduled, and ``cgtwist.queue.reports``
@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections import deque
 from dataclasses import replace
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -27,12 +27,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist import retry
-from cgtwist.errors import MailError
 from cgtwist.interfaces import IDeliveryAgent, IQueue, IRouter, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.queue.attempts import AttemptLog
 from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
+from cgtwist.queue.enqueuer import Enqueuer
 from cgtwist.queue.logical import LogicalQueue
 from cgtwist.queue.outcome import crashed, outcome, record, retry_or_expire, settle
 from cgtwist.queue.reports import Report, Reports
@@ -41,10 +41,9 @@ from cgtwist.queue.state import DELIVERED, FAILED, PENDING, HistoryRecord, Job, 
 from cgtwist.settings import SettingsHolder
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.spool import Spool
-from cgtwist.types import Envelope, QueueName, Recipient, Route
+from cgtwist.types import Envelope, QueueName, Recipient
 
 _LOADERS = 8  # spool reads in flight while filling the active window
-_ROUTE_SLICE = 64  # recipients routed per step of the cooperator (QueueManager._route)
 
 
 @implementer(IQueue)
@@ -95,6 +94,7 @@ class QueueManager:
         self._coop = cooperator or Cooperator(scheduler=lambda f: clock.callLater(0, f))
         # host-level attempts (SMTPDelivery's on_attempt): shared with that agent when given
         self.attempts = attempts or AttemptLog(spool, clock)
+        self.enqueuer = Enqueuer(router, self._coop, self.log)
         self.scheduler = Scheduler(
             clock,
             self._try_start,
@@ -281,71 +281,16 @@ class QueueManager:
 
     # -- routing (CommuniGate's Enqueuer: Router, then logical queues) ----------------------
     def _route(self, m: Msg) -> defer.Deferred[None]:
-        """Route the message's unrouted pending recipients, then place them in their queues.
-
-        The Router is asked for ``_ROUTE_SLICE`` recipients at once and for the rest one slice
-        per step of the cooperator, each answer applied as it comes (most come at once: the
-        Router answers from its kept facts): a list's 10,000 subscribers never hold the
-        reactor for the whole of their routing, and a small message is routed at once."""
+        """Route the message's unrouted pending recipients (cgtwist.queue.enqueuer), then
+        place them in their queues; those that failed temporarily are routed again later."""
         rcpts = m.envelope.recipients
         todo = [i for i, r in enumerate(rcpts) if r.state == PENDING and i not in m.routes]
         if not todo:
             self._place(m)
             return defer.succeed(None)
         m.running += 1
-        waiting: list[defer.Deferred[None]] = []
-        temp: list[tuple[int, str]] = []  # (index, error) of temporary failures
 
-        def apply(value: object, i: int) -> None:
-            r = rcpts[i]
-            if isinstance(value, Route):
-                if value.module == "ERROR":
-                    settle(m, i, FAILED, value.error or "5.1.1 address rejected", "ERROR")
-                elif value.module == "NULL":
-                    settle(m, i, DELIVERED, "2.0.0 discarded by the Router (NULL)", "NULL")
-                else:
-                    m.routes[i] = value
-                    r.route = str(value.queue_name)
-            elif isinstance(value, Failure) and isinstance(value.value, MailError):
-                if value.value.temporary:
-                    temp.append((i, value.getErrorMessage()))
-                else:
-                    settle(m, i, FAILED, value.value.reply(), "")
-            elif isinstance(value, Failure):
-                temp.append((i, value.getErrorMessage()))
-                self.log.failure(
-                    "queue: routing {rcpt} of {msg_id} failed",
-                    value,
-                    rcpt=r.address,
-                    msg_id=m.msg_id,
-                )
-            else:
-                temp.append((i, "router returned no route"))
-
-        def ask(i: int) -> None:
-            d = defer.maybeDeferred(self.router.route, rcpts[i].address).addBoth(apply, i)
-            if not d.called:
-                waiting.append(d)
-
-        def slices(rest: list[int]) -> Iterator[None]:
-            for n, i in enumerate(rest, 1):
-                ask(i)
-                if n % _ROUTE_SLICE == 0:
-                    yield None
-
-        for i in todo[:_ROUTE_SLICE]:
-            ask(i)
-        rest = todo[_ROUTE_SLICE:]
-        asked: defer.Deferred[None] = (
-            self._coop.coiterate(slices(rest)).addCallback(lambda _: None)
-            if rest
-            else defer.succeed(None)
-        )
-
-        def answered(_: None) -> defer.Deferred[list[tuple[bool, None]]]:
-            return defer.DeferredList(waiting, consumeErrors=True)
-
-        def routed(_: object) -> defer.Deferred[None]:
+        def routed(temp: list[tuple[int, str]]) -> defer.Deferred[None]:
             if temp:
                 self._route_later(m, max(temp)[1])  # the last recipient's, as they were asked
             return self.spool.update(m.msg_id, m.envelope)
@@ -360,7 +305,7 @@ class QueueManager:
                 )
             self._place(m)
 
-        return self._track(asked.addCallback(answered).addCallback(routed).addBoth(done))
+        return self._track(self.enqueuer.route(m, todo).addCallback(routed).addBoth(done))
 
     def _route_later(self, m: Msg, error: str) -> None:
         m.route_failures += 1

@@ -20,7 +20,7 @@ renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (t
 fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
 it again, and no name of it that can come back leads to a reused file.
 Formats live in ``spool.format``; the scan at start that puts right what a crash left, in
-``spool.recovery``.
+``spool.recovery``; the thread side of the moves and their commit, in ``spool.moves``.
 """
 
 from __future__ import annotations
@@ -47,22 +47,20 @@ from cgtwist.spool import recovery
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     Recycler,
-    read_upto,
     read_whole,
     storage_error,
     unlink_quiet,
 )
 from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
+from cgtwist.spool.moves import BIG, FINISHED_DIR, QueueMoves, Ticket
 from cgtwist.spool.recovery import Recovered
 from cgtwist.spool.workers import JobBatch
+from cgtwist.typedtwisted import failure_of
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
 # Told of each message ``store`` made durable: ``on_stored(msg_id, envelope, data)``.
 OnStored = Callable[[str, Envelope, bytes], Any]
-# Spool files up to this size are read by ``adopt`` within its shared job (a page-cache copy
-# of tens of microseconds); a bigger one is read in a job of its own.
-INLINE_READ_MAX = 256 << 10
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 # Seconds within which a finished message's removal waits for company when a move job has just
 # started (JobBatch ``linger``): under load, removals cost at most one thread job and one
@@ -70,16 +68,9 @@ _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 # each goes at once. A crash before that commit delivers the message again (at least once,
 # never lost).
 REMOVE_LINGER = 0.01
-# Finished messages (in Queue/finished/) given to the pool together, after one fsync of
-# Queue/incoming/: an adopted message's incoming name (unlinked after its adoption, made
-# durable by a worker's next commit) must be durably gone before its inode holds another
-# message. One more directory fsync per this many messages, mostly of a clean directory.
-DONE_BATCH = 32
-FINISHED_DIR = "finished"  # in Queue/: finished messages on their way into the pool
 # Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
 # (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
 RECYCLE_AFTER = 1.0
-_BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
 
 
 def make_layout(base_dir: str) -> None:
@@ -97,22 +88,6 @@ def make_layout(base_dir: str) -> None:
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
-
-
-class _Ticket:
-    """A move's result, which its job's commit confirms (``error`` stays None) or fails."""
-
-    __slots__ = ("value", "error", "warning")
-
-    def __init__(self) -> None:
-        self.value: Any = None
-        self.error: Optional[BaseException] = None
-        self.warning = ""  # something the reactor logs (a removal could not be made durable)
-
-    def settle(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 class _Unsynced(Exception):
@@ -163,15 +138,14 @@ class Spool:
         self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR), reserve_dir=self.dir)
         self._refilling = False
         self._legacy_done = DoneLog(self.dir)  # read once by recover, then removed
-        # Finished messages wait here for the pool; nothing in it is ever read or delivered.
-        self.finished_dir = os.path.join(self.queue_dir, FINISHED_DIR)
-        self._finished: list[str] = []  # ids in finished_dir, their .msg durably gone
-        # adopt's and remove's small file moves, made durable by each job's commit; these
-        # lists are the current job's, touched only in its thread (one job at a time)
-        self._linked: list[tuple[str, str, _Ticket]] = []  # (msg_id, incoming name, ticket)
-        self._finishing: list[tuple[str, bool, _Ticket]] = []  # (msg_id, has a .jrn, ticket)
+        # adopt's and remove's small file moves, made durable by each job's commit, in the
+        # threads of one job at a time (cgtwist.spool.moves)
+        self._queue_moves = QueueMoves(
+            self.dir, self.queue_dir, self.incoming_dir, self._path, self._dirsync, self._recycler
+        )
+        self.finished_dir = self._queue_moves.finished_dir
         # (with ``remove_linger``, the server gives REMOVE_LINGER, removals pace their jobs)
-        self._moves = JobBatch(self._in_thread, self._commit_moves, reactor, remove_linger)
+        self._moves = JobBatch(self._in_thread, self._queue_moves.commit, reactor, remove_linger)
         self._timed = remove_linger > 0  # the reactor's callLater may be used
         self._recycle_call: Any = None  # IDelayedCall of the RECYCLE_AFTER timer
         self._subscribers: list[OnStored] = []
@@ -198,7 +172,7 @@ class Spool:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
-        pool = self._pool or self._reactor.getThreadPool()  # type: ignore[attr-defined]
+        pool = self._pool or self._reactor.getThreadPool()
         return deferToThreadPool(self._from_threads, pool, fn, *args)
 
     def _path(self, msg_id: str, ext: str) -> str:
@@ -255,14 +229,16 @@ class Spool:
                     msg_id=f.value.msg_id,
                     error=str(e),
                 )
-                return Failure(
+                return failure_of(
                     storage_error(e, "directory fsync")
                     if isinstance(e, OSError)
                     else MailError(451, "4.3.0", "Temporary local problem, try again later")
                 )
-            if not f.check(MailError):
+            if not isinstance(f.value, MailError):
                 self.log.failure("spool: unexpected error while storing", f)
-                return Failure(MailError(451, "4.3.0", "Temporary local problem, try again later"))
+                return failure_of(
+                    MailError(451, "4.3.0", "Temporary local problem, try again later")
+                )
             return f
 
         return self._in_thread(self._commit, env_json, data).addCallbacks(durable, failed)
@@ -377,7 +353,8 @@ class Spool:
             return entry
 
         def corrupt(f: Failure) -> Any:
-            f.trap(SpoolCorrupt)
+            if not isinstance(f.value, SpoolCorrupt):
+                return f
             d2 = self.quarantine(msg_id, getattr(f.value, "reason", "corrupt"))
             return d2.addCallback(lambda _: f)
 
@@ -406,25 +383,13 @@ class Spool:
         def read_big() -> SpoolEntry:
             return decode(read_whole(dst))
 
-        def link_and_read() -> Optional[_Ticket]:
+        def link_and_read() -> Optional[Ticket]:
             """Thread (a shared job): the link and, for a small file, the read."""
-            try:
-                os.link(src, dst)
-            except FileNotFoundError:
-                return None
-            except FileExistsError:
-                # linked by an adoption whose fsync failed, or before a crash: the same file
-                if any(linked == msg_id for linked, _, _ in self._linked):
-                    return None  # named twice in this job: the first adoption takes it
-            raw = read_upto(dst, INLINE_READ_MAX)  # an error: both names stay for the sweep
-            ticket = _Ticket()
-            self._linked.append((msg_id, src, ticket))  # a corrupt one's incoming name goes too
-            ticket.value = _BIG if raw is None else decode(raw)
-            return ticket
+            return self._queue_moves.link(msg_id, src, dst, decode)
 
-        def settled(ticket: Optional[_Ticket]) -> Any:
+        def settled(ticket: Optional[Ticket]) -> Any:
             result = None if ticket is None else ticket.settle()
-            return self._in_thread(read_big) if result is _BIG else result
+            return self._in_thread(read_big) if result is BIG else result
 
         def moved(entry: Optional[SpoolEntry]) -> Optional[SpoolEntry]:
             if entry is not None:
@@ -436,83 +401,14 @@ class Spool:
             return entry
 
         def corrupt(f: Failure) -> Any:
-            f.trap(SpoolCorrupt)
+            if not isinstance(f.value, SpoolCorrupt):
+                return f
             self._count += 1  # quarantine counts it out again
             return self.quarantine(msg_id, getattr(f.value, "reason", "corrupt")).addCallback(
                 lambda _: None
             )
 
         return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
-
-    def _commit_moves(self) -> None:
-        """Thread, the end of each move job (``JobBatch``'s commit): the finished messages are
-        renamed into ``Queue/finished/`` and the adopted files are already linked; one fsync of
-        ``Queue/`` makes all of it durable (a removal and an adoption in one job cost one
-        flush, where a done log cost a second); then the adopted files' incoming names go, and
-        the finished messages' journals. Every ``DONE_BATCH`` finished messages, their files
-        go into the pool (``_recycle``)."""
-        finishing, self._finishing = self._finishing, []
-        linked, self._linked = self._linked, []
-        marked = []
-        for msg_id, journal, ticket in finishing:
-            try:
-                os.rename(self._path(msg_id, ".msg"), os.path.join(self.finished_dir, msg_id))
-            except FileNotFoundError:
-                ticket.value = False
-                if journal:
-                    unlink_quiet(self._path(msg_id, ".jrn"))
-            except OSError as e:
-                ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
-            else:
-                ticket.value = True
-                marked.append((msg_id, journal, ticket))
-        if not (linked or marked):
-            return
-        try:
-            self._dirsync.sync()
-        except OSError as e:
-            for msg_id, _, ticket in linked:
-                ticket.error = storage_error(e, f"fsync of {self.dir} for {msg_id}: {e.strerror}")
-            for _, _, ticket in marked:  # its .msg may come back: never recycled (recover)
-                ticket.warning = f"fsync of {self.dir} failed ({e.strerror})"
-            return
-        for _, src, _ in linked:
-            try:
-                unlink_quiet(src)
-            except OSError:
-                pass  # both names stay; recover and the sweep take it as adopted
-        for msg_id, journal, _ in marked:
-            if journal:
-                try:
-                    unlink_quiet(self._path(msg_id, ".jrn"))
-                except OSError:
-                    pass  # an orphan journal: recover removes it
-            self._finished.append(msg_id)
-        if len(self._finished) >= DONE_BATCH:
-            self._recycle()
-
-    def _recycle(self) -> None:
-        """Thread: the finished messages' files into the pool (or deleted when it is full),
-        after an fsync of ``Queue/incoming/``: their adopted incoming names are then durably
-        gone, and no power cut can bring one back naming an inode that holds another message
-        by then. If that fsync fails they wait for the next batch (recover deletes them).
-        A file whose ``Queue/finished/`` name is not durable yet is only ever lost (its inode
-        in lost+found after a cut), never read."""
-        if not self._finished:
-            return
-        if self.dir == self.queue_dir:
-            try:
-                fsync_dir(self.incoming_dir)
-            except OSError:
-                return
-        finished, self._finished = self._finished, []
-        for msg_id in finished:
-            done = os.path.join(self.finished_dir, msg_id)
-            try:
-                if self._recycler.give(done, msg_id) is None:
-                    unlink_quiet(done)
-            except OSError:
-                pass  # left in finished/: recover deletes it
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
@@ -620,13 +516,11 @@ class Spool:
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         journal = msg_id not in self._no_journal
 
-        def finish() -> _Ticket:
-            ticket = _Ticket()
-            self._finishing.append((msg_id, journal, ticket))
-            return ticket
+        def finish() -> Ticket:
+            return self._queue_moves.finish(msg_id, journal)
 
-        def done(ticket: _Ticket) -> None:
-            if self._finished and self._timed and self._recycle_call is None:
+        def done(ticket: Ticket) -> None:
+            if self._queue_moves.finished and self._timed and self._recycle_call is None:
                 self._recycle_call = self._reactor.callLater(RECYCLE_AFTER, self._recycle_later)
             if ticket.warning:
                 self.log.warn(
@@ -645,13 +539,13 @@ class Spool:
 
     def _recycle_later(self) -> None:
         """The RECYCLE_AFTER timer: the waiting finished messages into the pool, in a move
-        job (the only place ``_finished`` is touched)."""
+        job (the only place the finished list is touched)."""
         self._recycle_call = None
 
         def failed(f: Failure) -> None:
             self.log.warn("spool: recycling finished files failed: {err}", err=f.getErrorMessage())
 
-        self._moves.run(self._recycle).addErrback(failed)
+        self._moves.run(self._queue_moves.recycle).addErrback(failed)
 
     def _forget(self, msg_id: str) -> None:
         self._recorded.pop(msg_id, None)
@@ -698,7 +592,7 @@ class Spool:
         load still verifies before delivery)."""
 
         def scan() -> Recovered:
-            self._finished = []
+            self._queue_moves.finished = []
             return recovery.scan(
                 spool_dir=self.dir,
                 queue_dir=self.queue_dir,

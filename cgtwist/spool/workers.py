@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from cgtwist.typedtwisted import current_failure
+
 
 class JobBatch:
     """``JobBatch(in_thread, commit=None, clock=None, linger=0)``: small file operations run in
@@ -111,12 +113,12 @@ class JobBatch:
                 try:
                     results.append((True, fn()))
                 except BaseException:
-                    results.append((False, Failure()))
+                    results.append((False, current_failure()))
             if commit is not None:
                 try:
                     commit()
                 except BaseException:
-                    failed = Failure()
+                    failed = current_failure()
                     results = [(False, failed)] * len(batch)
             return results
 

@@ -1,11 +1,13 @@
-"""The account store: domains, accounts, aliases and dynamic settings, over a Database.
+"""The account store: domains, accounts and aliases, over a Database.
 
-Owns the meaning of the tables (names, enabled services, settings as JSON, the first-start
-bootstrap) and implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's
-operations used by ``cgtwist-admin`` and the web admin. Every public method returns a Deferred.
-SQL runs in named ``_txn`` functions (cgtwist.storage.tables) on the pool's threads; password
-hashing runs in the hasher's threads, never inside a database transaction and never on the
-reactor thread.
+Owns the meaning of the tables (names, enabled services, the first-start bootstrap) and
+implements ``cgtwist.interfaces.IAccountStore`` plus the administrator's operations used by
+``cgtwist-admin`` and the web admin. Every public method returns a Deferred. SQL runs in named
+``_txn`` functions (cgtwist.storage.tables) on the pool's threads; password hashing runs in the
+hasher's threads, never inside a database transaction and never on the reactor thread. The
+other halves of the store are its bases: passwords (cgtwist.storage.password_store), domain
+and account settings (cgtwist.storage.scoped_settings), forwarders and groups
+(cgtwist.storage.groups), server settings and nodes (cgtwist.storage.settings_store).
 """
 
 from __future__ import annotations
@@ -19,22 +21,20 @@ from typing import (
     Iterable,
     Mapping,
     Optional,
-    Union,
 )
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from cgtwist import account_settings
-from cgtwist import settings as dynamic
 from cgtwist.config import DEFAULT_NODE
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound, StoreError
 from cgtwist.interfaces import IAccountStore
 from cgtwist.paths import check_account, check_domain
 from cgtwist.storage import tables
 from cgtwist.storage.database import DEFAULT_TIMEOUT, Cursor, Database
-from cgtwist.storage.groups import GroupStore
+from cgtwist.storage.password_store import PasswordStore
 from cgtwist.storage.passwords import PasswordHasher, generate_password
+from cgtwist.storage.scoped_settings import check_scoped_settings, check_setting_name
 from cgtwist.storage.storebase import InvalidValue, _deferred
 from cgtwist.storage.tables import KIND_SERVICE, KIND_USER, PBX, POSTMASTER, SERVICES
 from cgtwist.types import Account
@@ -66,34 +66,14 @@ def check_services(services: Optional[Iterable[str]]) -> Optional[frozenset[str]
     return out
 
 
-def check_setting_name(key: str) -> str:
-    """Domain and account setting names: a short dotted identifier."""
-    k = key.strip()
-    if not k or len(k) > 64 or not all(c.isalnum() or c in "._-" for c in k) or not k[0].isalpha():
-        raise InvalidValue(f"invalid setting name {key!r}")
-    return k
-
-
-def check_scoped_settings(scope: str, values: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """An account's or domain's settings: only keys the server reads (cgtwist.settings)."""
-    out = {}
-    for key, value in (values or {}).items():
-        k = check_setting_name(key)
-        try:
-            out[k] = dynamic.validate_scoped(scope, k, value)
-        except ValueError as e:
-            raise InvalidValue(str(e)) from None
-    return out
-
-
 def check_target(target: str, domain: str) -> str:
     """Validate an alias target address; a bare name means that name in the alias's domain."""
     return tables.check_target_address(target, domain)
 
 
 @implementer(IAccountStore)
-class AccountStore(GroupStore):
-    """Domains, accounts, aliases and settings in the database behind ``db``.
+class AccountStore(PasswordStore):
+    """Domains, accounts and aliases (and, through its bases, their settings) in the database behind ``db``.
 
     ``main_domain`` comes from the bootstrap configuration; ``hasher`` hashes and verifies
     passwords off the reactor; ``now`` gives the creation timestamps. ``node`` is the node
@@ -110,9 +90,8 @@ class AccountStore(GroupStore):
         now: Callable[[], float] = time.time,
         node: str = DEFAULT_NODE,
     ) -> None:
-        super().__init__(db, now, node)
+        super().__init__(db, hasher, now, node)
         self.main_domain = check_domain(main_domain)
-        self._hasher = hasher
 
     # ---- first start ---------------------------------------------------------------------
 
@@ -415,40 +394,6 @@ class AccountStore(GroupStore):
         self._log.info("account {account} removed", account=f"{n}@{d}")
 
     @_deferred
-    async def set_password(
-        self, name: str, domain: str, password: str, check_policy: bool = True
-    ) -> None:
-        """Store a new argon2id hash for the account's password, once it meets the account's
-        password policy (InvalidValue says why not; ``check_policy`` False: a generated one)."""
-        n, d = check_account(name), check_domain(domain)
-        if not password:
-            raise InvalidValue("the password must not be empty")
-        if check_policy:
-            await self._check_password_policy(d, await self.get_account_settings(n, d), password)
-        phc = await self._hasher.hash(password)
-        await self._write("set_password", tables.set_password_txn, n, d, phc, None)
-        self._log.info("password of {account} changed", account=f"{n}@{d}")
-
-    @_deferred
-    async def set_password_hash(self, name: str, domain: str, stored: str) -> None:
-        """Store a hash imported from another server (argon2id or SHA512-CRYPT) as it is.
-
-        A SHA512-CRYPT hash is replaced with argon2id at the account's next successful login.
-        """
-        n, d = check_account(name), check_domain(domain)
-        phc = self._imported_hash(stored)
-        await self._write("set_password_hash", tables.set_password_txn, n, d, phc, None)
-        self._log.info("password hash of {account} imported", account=f"{n}@{d}")
-
-    def _imported_hash(self, stored: str) -> str:
-        phc = stored.strip()
-        if not self._hasher.is_supported_hash(phc):
-            raise InvalidValue(
-                "unsupported password hash (want $argon2id$... or {SHA512-CRYPT}$6$...)"
-            )
-        return phc
-
-    @_deferred
     async def update_account(
         self,
         name: str,
@@ -469,46 +414,6 @@ class AccountStore(GroupStore):
             svc,
             enabled,
         )
-
-    @_deferred
-    async def verify_password(
-        self, name: str, domain: str, password: Union[str, bytes]
-    ) -> Optional[Account]:
-        """Fire with the Account when the password matches and it may log in, else None.
-
-        Runs exactly one hash verification whatever the outcome (unknown domain, unknown user,
-        invalid name, service account, disabled), so the cost reveals nothing. An alias logs in
-        as its target account (COMMUNIGATE.md a.1). A database failure errbacks (the caller
-        answers "temporary failure", never "wrong password").
-        """
-        try:
-            n, d = check_account(name), check_domain(domain)
-        except InvalidName:
-            await self._hasher.verify(None, password)
-            return None
-        row = await self._db.run_interaction(
-            "verify_password", tables.login_row_txn, n, d, readonly=True
-        )
-        stored = row["password"] if row else None
-        ok = await self._hasher.verify(stored, password)
-        if not (
-            ok and row and row["enabled"] and row["domain_enabled"] and row["kind"] == KIND_USER
-        ):
-            return None
-        if stored and self._hasher.needs_rehash(stored):
-            await self._rehash(row["name"], row["domain"], stored, password)
-        return tables.account_of(row)
-
-    async def _rehash(self, n: str, d: str, old: str, password: Union[str, bytes]) -> None:
-        try:
-            phc = await self._hasher.hash(password)
-            await self._write(
-                "rehash_password", tables.set_password_txn, n, d, phc, old, announce=False
-            )  # the same password: nothing to tell
-        except Exception:
-            self._log.failure(
-                "could not upgrade the password hash of {account}", account=f"{n}@{d}"
-            )
 
     # ---- aliases -------------------------------------------------------------------------
 
@@ -544,147 +449,6 @@ class AccountStore(GroupStore):
             return None
         return await self._db.run_interaction(
             "resolve_alias", tables.resolve_alias_txn, n, d, readonly=True
-        )
-
-    # ---- domain and account settings ----------------------------------------------------
-
-    @_deferred
-    async def get_effective_settings(
-        self, name: str, domain: Optional[str] = None
-    ) -> account_settings.Effective:
-        """Fire with the settings in force for account ``name@domain`` (its own over its
-        domain's over the server's Account Defaults, each with its source); with ``domain``
-        None, ``name`` is a domain and the result what its accounts inherit."""
-        if domain is None:
-            own: dict[str, object] = {}
-            dom = await self._inherited(name)
-        else:
-            own = await self.get_account_settings(name, domain)
-            dom = await self._inherited(domain)
-        server = dynamic.Settings(await self.get_settings())
-        return account_settings.effective(server, dom, own, server.overrides)
-
-    @_deferred
-    async def get_scoped_settings(
-        self, name: str, domain: str
-    ) -> Optional[tuple[dict[str, object], dict[str, object], frozenset[str]]]:
-        """Fire with (its domain's settings, its own, its effective services) for account
-        ``name@domain`` in one read, or None when it does not exist (what a server lays over
-        its own Account Defaults)."""
-        try:
-            n, d = check_account(name), check_domain(domain)
-        except InvalidName:
-            return None
-        return await self._db.run_interaction(
-            "get_scoped_settings", tables.scoped_settings_txn, n, d, readonly=True
-        )
-
-    async def _inherited(self, domain: str) -> dict[str, object]:
-        """The settings of ``domain`` (or of the domain it is an alias of)."""
-        d = check_domain(domain)
-        values = await self._db.run_interaction(
-            "domain_settings", tables.domain_settings_txn, d, readonly=True
-        )
-        if values is None:
-            raise NotFound(f"domain {d} does not exist")
-        return dict(values)
-
-    async def _check_password_policy(
-        self, domain: str, own: Mapping[str, object], password: str
-    ) -> None:
-        server = dynamic.Settings(await self.get_settings())
-        dom = await self._inherited(domain)
-        policy = account_settings.effective(server, dom, own, server.overrides).values.password
-        reason = account_settings.password_refusal(policy, password)
-        if reason:
-            raise InvalidValue(reason)
-
-    @_deferred
-    async def get_domain_settings(self, domain: str) -> dict[str, Any]:
-        info = await self.get_domain(domain)
-        if info is None:
-            raise NotFound(f"domain {domain} does not exist")
-        return dict(info["settings"])
-
-    @_deferred
-    async def set_domain_setting(self, domain: str, key: str, value: Any) -> None:
-        await self._change_settings(
-            "domains", "name = ?", (check_domain(domain),), f"domain {domain}", key, value, False
-        )
-
-    @_deferred
-    async def unset_domain_setting(self, domain: str, key: str) -> None:
-        await self._change_settings(
-            "domains",
-            "name = ?",
-            (check_domain(domain),),
-            f"domain {domain}",
-            check_setting_name(key),
-            None,
-            True,
-        )
-
-    @_deferred
-    async def get_account_settings(self, name: str, domain: str) -> dict[str, Any]:
-        info = await self.get_account_info(name, domain)
-        return dict(info["settings"])
-
-    @_deferred
-    async def set_account_setting(self, name: str, domain: str, key: str, value: Any) -> None:
-        n, d = check_account(name), check_domain(domain)
-        await self._change_settings(
-            "accounts",
-            "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d),
-            f"account {n}@{d}",
-            key,
-            value,
-            False,
-        )
-
-    @_deferred
-    async def unset_account_setting(self, name: str, domain: str, key: str) -> None:
-        n, d = check_account(name), check_domain(domain)
-        await self._change_settings(
-            "accounts",
-            "name = ? AND domain_id = (SELECT id FROM domains WHERE name = ?)",
-            (n, d),
-            f"account {n}@{d}",
-            check_setting_name(key),
-            None,
-            True,
-        )
-
-    async def _change_settings(
-        self,
-        table: str,
-        where: str,
-        args: tuple[Any, ...],
-        what: str,
-        key: str,
-        value: Any,
-        unset: bool,
-    ) -> None:
-        # Setting a key nothing reads is refused; unsetting any key is allowed, so that one
-        # stored before the check existed can be removed.
-        if not unset:
-            key = next(
-                iter(
-                    check_scoped_settings(
-                        "domain" if table == "domains" else "account", {key: value}
-                    )
-                )
-            )
-        await self._write(
-            f"change_{table}_settings",
-            tables.change_settings_txn,
-            table,
-            where,
-            args,
-            what,
-            key,
-            value,
-            unset,
         )
 
 

@@ -2,7 +2,10 @@
 write path that announces each change, and the Deferred face of its ``async`` methods.
 
 Owns no table. ``SettingsStore`` (cgtwist.storage.settings_store: server and node settings,
-the nodes) and ``AccountStore`` (cgtwist.storage.store: domains, accounts, aliases) build on it.
+the nodes), ``GroupStore`` (cgtwist.storage.groups), ``ScopedSettingsStore``
+(cgtwist.storage.scoped_settings: domain and account settings), ``PasswordStore``
+(cgtwist.storage.password_store) and ``AccountStore`` (cgtwist.storage.store: domains,
+accounts, aliases) build on it, in that order.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import os
 from twisted.mail import imap4
 
 from cgtwist import settings
-from cgtwist.mailstore import index, maildir, uidlist
+from cgtwist.mailstore import filemeta, index, maildir, uidlist
 from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.notifier import MailboxNotifier
@@ -263,11 +263,11 @@ class IndexFileTests(IndexTestBase):
         ul = uidlist.load(self.md)
         assert ul is not None
         [name] = os.listdir(os.path.join(self.md, "cur"))
-        meta = maildir.measure(os.path.join(self.md, "cur", name))
+        meta = filemeta.measure(os.path.join(self.md, "cur", name))
         uidlist.save_cache(self.md, {maildir.split_name(name)[0]: meta}, ul.uidvalidity)
         measured: list[str] = []
-        real = maildir.measure
-        self.patch(maildir, "measure", lambda p, *a: measured.append(p) or real(p, *a))
+        real = filemeta.measure
+        self.patch(filemeta, "measure", lambda p, *a: measured.append(p) or real(p, *a))
         box = self.select(account=self.reopen())
         self.assertEqual(box.uids, [1])
         self.assertEqual(box.uid_validity, ul.uidvalidity)

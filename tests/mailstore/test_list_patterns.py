@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
-from cgtwist.mailstore.account import WildcardPattern
+from cgtwist.mailstore.listing import WildcardPattern
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from cgtwist.mailstore import maildir
+from cgtwist.mailstore import filemeta, maildir
 from tests.mailstore.oslog import OsLog
 
 
@@ -60,7 +60,7 @@ class MeasureTests(unittest.TestCase):
     def test_crlf_message(self) -> None:
         """A CRLF message: size is the file size, body offset after the blank line."""
         data = b"Subject: x\r\nFrom: a@b\r\n\r\nbody\r\nmore\r\n"
-        m = maildir.measure(self.write(data))
+        m = filemeta.measure(self.write(data))
         self.assertEqual(
             (m.size, m.crlf, m.body_offset, m.body_size, m.body_lines),
             (len(data), True, data.index(b"body"), 12, 2),
@@ -69,7 +69,7 @@ class MeasureTests(unittest.TestCase):
 
     def test_mixed_and_folded(self) -> None:
         """Bare LF counts as CRLF; folded headers keep their folding; no body is fine."""
-        m = maildir.measure(self.write(b"Subject: a\n  b\nTo: x\n"))
+        m = filemeta.measure(self.write(b"Subject: a\n  b\nTo: x\n"))
         self.assertEqual(m.size, len(b"Subject: a\r\n  b\r\nTo: x\r\n"))
         self.assertFalse(m.crlf)
         self.assertEqual(m.headers["subject"], "a\r\n  b")
@@ -79,9 +79,9 @@ class MeasureTests(unittest.TestCase):
     def test_measure_matches_served_bytes(self, data: bytes) -> None:
         """For any bytes, the size we announce equals the CRLF-normalised bytes we send."""
         path = self.write(data)
-        m = maildir.measure(path)
+        m = filemeta.measure(path)
         self.assertEqual(m.size, len(maildir.to_crlf(data)))
-        body = maildir.to_crlf(data[maildir.split_header(data) :])
+        body = maildir.to_crlf(data[filemeta.split_header(data) :])
         self.assertEqual(m.body_size, len(body))
         lines = 0 if not body else len(body.split(b"\r\n")) - (1 if body.endswith(b"\r\n") else 0)
         self.assertEqual(m.body_lines, lines)
@@ -92,7 +92,7 @@ class MeasureTests(unittest.TestCase):
         """Reading in small pieces (CRLF and the blank line split across them) gives the same
         facts as reading the whole file."""
         path = self.write(data)
-        self.assertEqual(maildir.measure(path, chunk_size=chunk), maildir.measure(path))
+        self.assertEqual(filemeta.measure(path, chunk_size=chunk), filemeta.measure(path))
         os.unlink(path)
 
     def test_deliver_is_atomic_and_sets_date(self) -> None:
@@ -154,7 +154,7 @@ class HeaderFieldTests(unittest.TestCase):
             b"received: b\r\nSubject: hi\r\n\r\nbody: not a field\r\n"
         )
         self.assertEqual(
-            maildir.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "no"}
+            filemeta.parse_headers(block), {"received": "a\r\n\tfolded", "subject": "no"}
         )
         self.assertEqual(header_instances(block, "received"), ["a\r\n\tfolded", "b"])
         self.assertEqual(header_instances(block, "subject"), ["no", "hi"])

@@ -9,7 +9,14 @@ from twisted.internet import defer, reactor, task
 from twisted.mail import imap4
 from twisted.trial import unittest
 
-from cgtwist.mailstore import MailboxNotifier, MaildirAccount, MaildirMailbox, maildir, provision
+from cgtwist.mailstore import (
+    MailboxNotifier,
+    MaildirAccount,
+    MaildirMailbox,
+    filemeta,
+    maildir,
+    provision,
+)
 from cgtwist.mailstore.account import MailboxError
 from cgtwist.mailstore.mailbox import Updates
 from cgtwist.mailstore.uidlist import UIDLIST_FILE
@@ -567,8 +574,8 @@ class MessageTests(StoreTestBase):
         self.select()
         self.assertTrue(os.path.exists(os.path.join(self.md, "cgtwist-index")))
         measured: list[str] = []
-        real = maildir.measure
-        self.patch(maildir, "measure", lambda p, *a: measured.append(p) or real(p, *a))
+        real = filemeta.measure
+        self.patch(filemeta, "measure", lambda p, *a: measured.append(p) or real(p, *a))
         box = self.select(account=self.reopen())
         self.assertEqual(measured, [])
         [(_s, m)] = box.fetch(imap4.MessageSet(1), False)

@@ -10,8 +10,9 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from cgtwist.account_settings import QuotaLimits
-from cgtwist.mailstore.account import MaildirAccount, provision
+from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.quota import scan_usage
+from cgtwist.mailstore.tree import provision
 from tests.protocols.test_imap_support import MESSAGE, Client, World
 
 NAME = "alice@example.com"

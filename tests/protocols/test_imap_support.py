@@ -19,8 +19,9 @@ from twisted.internet.testing import StringTransport
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from cgtwist.mailstore.account import MaildirAccount, provision
+from cgtwist.mailstore.account import MaildirAccount
 from cgtwist.mailstore.notifier import MailboxNotifier
+from cgtwist.mailstore.tree import provision
 from cgtwist.protocols.imap.server import CgIMAP4Server, IMAPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec

@@ -11,8 +11,8 @@ from zope.interface.verify import verifyObject
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IQueue
 from cgtwist.queue.admin import QueueAdmin
+from cgtwist.queue.enqueuer import ROUTE_SLICE
 from cgtwist.queue.logical import SUSPENDED
-from cgtwist.queue.manager import _ROUTE_SLICE
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName
 from tests.queue.helpers import Agent, QueueTestCase, SyncPool, env
@@ -141,7 +141,7 @@ class DeliveryTests(QueueTestCase):
         recipient there, as a small one is."""
         rcpts = [f"u{n}@d{n % 3}.example" for n in range(300)]
         msg_id = self.submit(env(*rcpts))
-        self.assertEqual(len(self.router.calls), _ROUTE_SLICE)
+        self.assertEqual(len(self.router.calls), ROUTE_SLICE)
         self.assertEqual(self.smtp.calls, [])
         self.pump()
         self.assertEqual(sorted(self.router.calls), sorted(rcpts))

@@ -197,9 +197,9 @@ class DurabilityTests(SpoolTestBase):
         """Removing a finished message: it is renamed into Queue/finished/ and Queue/ fsynced
         before its file is renamed into the pool, deleted or (a big one) emptied; and
         Queue/incoming/ is fsynced before that too (an adopted message's old name)."""
-        from cgtwist.spool import spool as spool_mod
+        from cgtwist.spool import moves as moves_mod
 
-        self.patch(spool_mod, "DONE_BATCH", 1)
+        self.patch(moves_mod, "DONE_BATCH", 1)
         msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
         rec = FsRecorder(self, [self.qdir, self.free, self.incoming, self.finished])
         self.successResultOf(self.server.remove(msg_id))
@@ -221,9 +221,9 @@ class DurabilityTests(SpoolTestBase):
         """A move job that removes a finished message and adopts a new one makes both
         durable with one fsync of Queue/ and nothing else (issue 21: the done log's
         fdatasync was a second flush per message on the SMTP path)."""
-        from cgtwist.spool import spool as spool_mod
+        from cgtwist.spool import moves as moves_mod
 
-        self.patch(spool_mod, "DONE_BATCH", 32)
+        self.patch(moves_mod, "DONE_BATCH", 32)
         server = Spool(self.base, SyncClock(), threadpool=SyncPool(), remove_linger=10.0)  # type: ignore[arg-type]
         finished = self.successResultOf(server.store(envelope(1), DATA))
         first, new = (self.successResultOf(self.worker.store(envelope(1), DATA)) for _ in "ab")
@@ -247,9 +247,10 @@ class DurabilityTests(SpoolTestBase):
         """Finished messages wait in Queue/finished/ until DONE_BATCH of them go into the pool
         together (one fsync of incoming/ for all), or RECYCLE_AFTER seconds have passed: an
         idle server keeps none for long."""
+        from cgtwist.spool import moves as moves_mod
         from cgtwist.spool import spool as spool_mod
 
-        self.patch(spool_mod, "DONE_BATCH", 3)
+        self.patch(moves_mod, "DONE_BATCH", 3)
         clock = SyncClock()
         server = Spool(self.base, clock, threadpool=SyncPool(), remove_linger=0.01)  # type: ignore[arg-type]
         ids = [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(4)]
@@ -292,9 +293,9 @@ class DurabilityTests(SpoolTestBase):
         """A crash after every recipient was delivered but before the spool file left
         Queue/: after the restart, recovery removes it (it is in Queue/finished/) instead of
         delivering it a second time (fewer duplicates than at-least-once allows)."""
-        from cgtwist.spool import spool as spool_mod
+        from cgtwist.spool import moves as moves_mod
 
-        self.patch(spool_mod, "DONE_BATCH", 1)
+        self.patch(moves_mod, "DONE_BATCH", 1)
         msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
         msg = os.path.join(self.qdir, msg_id + ".msg")
         done = os.path.join(self.qdir, "finished", msg_id)
@@ -311,9 +312,9 @@ class DurabilityTests(SpoolTestBase):
     def test_a_big_message_emptied_on_its_way_to_the_pool_is_not_quarantined(self) -> None:
         """A big finished message is emptied before it moves into the pool; a crash between
         the two leaves an empty .msg, which recovery removes as finished, not quarantines."""
-        from cgtwist.spool import spool as spool_mod
+        from cgtwist.spool import moves as moves_mod
 
-        self.patch(spool_mod, "DONE_BATCH", 1)
+        self.patch(moves_mod, "DONE_BATCH", 1)
         big = b"Subject: big\r\n\r\n" + b"x" * (256 << 10) + b"\r\n"
         msg_id = self.successResultOf(self.server.store(envelope(1), big))
         msg = os.path.join(self.qdir, msg_id + ".msg")

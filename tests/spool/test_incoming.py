@@ -10,7 +10,8 @@ from twisted.internet import defer, reactor
 from cgtwist.errors import MailError
 from cgtwist.spool import files as files_mod
 from cgtwist.spool.files import Recycler
-from cgtwist.spool.spool import INLINE_READ_MAX, Spool
+from cgtwist.spool.moves import INLINE_READ_MAX
+from cgtwist.spool.spool import Spool
 from tests.queue.helpers import SyncClock, SyncPool
 from tests.spool.test_spool import DATA, SpoolTestBase, envelope
 
@@ -178,17 +179,17 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(os.listdir(self.incoming), [])
         self.assertEqual(server.message_count(), 1)
 
-        from cgtwist.spool import spool as spool_mod
+        from cgtwist.spool import moves as moves_mod
 
         unreadable = self.successResultOf(worker.store(envelope(1), DATA))
 
         def eio(path: str, limit: Any) -> Any:
             raise OSError(5, "Input/output error")
 
-        self.patch(spool_mod, "read_upto", eio)
+        self.patch(moves_mod, "read_upto", eio)
         self.failureResultOf(server.adopt(unreadable), OSError)
         self.assertEqual(os.listdir(self.incoming), [unreadable + ".msg"])  # for the sweep
-        self.patch(spool_mod, "read_upto", files_mod.read_upto)
+        self.patch(moves_mod, "read_upto", files_mod.read_upto)
         self.assertEqual(self.successResultOf(server.adopt(unreadable)).data, DATA)
         self.assertEqual(server.message_count(), 2)
 

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from cgtwist import durable
 from cgtwist.errors import MailError
 from cgtwist.spool import format as fmt
-from cgtwist.spool import spool as spool_mod
+from cgtwist.spool import moves as moves_mod
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, Recipient
 
@@ -41,7 +41,7 @@ class SpoolTestBase(unittest.TestCase):
     def setUp(self) -> None:
         # Finished messages go into the pool at their removal's commit, not in batches, so
         # the tests see Queue/ settle (the batch has its own test, test_durability).
-        self.patch(spool_mod, "DONE_BATCH", 1)
+        self.patch(moves_mod, "DONE_BATCH", 1)
         self.base = tempfile.mkdtemp(prefix="cgtwist-spool-")
         self.addCleanup(_rmtree, self.base)
         self.spool = Spool(self.base, reactor)

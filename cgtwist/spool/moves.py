@@ -1,0 +1,169 @@
+"""The thread side of the spool's two per-message queue moves and of their shared commit.
+
+Owns ``adopt``'s links (``Queue/incoming/<id>.msg`` linked into ``Queue/``), ``remove``'s renames
+(``Queue/<id>.msg`` into ``Queue/finished/``), the commit that ends each move job (one fsync of
+``Queue/`` for all of them, then the adopted files' incoming names and the finished messages'
+journals go) and the finished files' way into the pool (``DONE_BATCH`` at a time, after an fsync
+of ``Queue/incoming/``). Every method runs in the thread of a move job, one job at a time
+(``JobBatch``), so the lists here need no lock. What the moves mean to the spool (counts, the
+journal cache, log lines, the recycle timer) stays with ``cgtwist.spool.spool.Spool`` on the
+reactor; the crash-safety argument is that module's docstring.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+from cgtwist.durable import DirSync, fsync_dir
+from cgtwist.spool.files import Recycler, read_upto, storage_error, unlink_quiet
+from cgtwist.spool.format import SpoolEntry
+
+# Spool files up to this size are read by ``adopt`` within its shared job (a page-cache copy
+# of tens of microseconds); a bigger one is read in a job of its own.
+INLINE_READ_MAX = 256 << 10
+# Finished messages (in Queue/finished/) given to the pool together, after one fsync of
+# Queue/incoming/: an adopted message's incoming name (unlinked after its adoption, made
+# durable by a worker's next commit) must be durably gone before its inode holds another
+# message. One more directory fsync per this many messages, mostly of a clean directory.
+DONE_BATCH = 32
+FINISHED_DIR = "finished"  # in Queue/: finished messages on their way into the pool
+BIG = object()  # adopt's shared job found a file over INLINE_READ_MAX: read it in its own job
+
+
+class Ticket:
+    """A move's result, which its job's commit confirms (``error`` stays None) or fails."""
+
+    __slots__ = ("value", "error", "warning")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: Optional[BaseException] = None
+        self.warning = ""  # something the reactor logs (a removal could not be made durable)
+
+    def settle(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class QueueMoves:
+    """The moves of the spool in ``spool_dir`` (``Queue/``, or ``Queue/incoming/`` in an SMTP
+    worker), made durable by ``dirsync`` (that directory's shared fsync); ``path(msg_id,
+    ext)`` names a file in it; finished files go into ``recycler``'s pool."""
+
+    def __init__(
+        self,
+        spool_dir: str,
+        queue_dir: str,
+        incoming_dir: str,
+        path: Callable[[str, str], str],
+        dirsync: DirSync,
+        recycler: Recycler,
+    ) -> None:
+        self.dir = spool_dir
+        self.queue_dir = queue_dir
+        self.incoming_dir = incoming_dir
+        self._path = path
+        self._dirsync = dirsync
+        self._recycler = recycler
+        # Finished messages wait here for the pool; nothing in it is ever read or delivered.
+        self.finished_dir = os.path.join(queue_dir, FINISHED_DIR)
+        self.finished: list[str] = []  # ids in finished_dir, their .msg durably gone
+        # the current job's moves, made durable by its commit
+        self._linked: list[tuple[str, str, Ticket]] = []  # (msg_id, incoming name, ticket)
+        self._finishing: list[tuple[str, bool, Ticket]] = []  # (msg_id, has a .jrn, ticket)
+
+    def link(
+        self, msg_id: str, src: str, dst: str, decode: Callable[[bytes], SpoolEntry]
+    ) -> Optional[Ticket]:
+        """Thread (a shared job): adopt's link and, for a small file, the read."""
+        try:
+            os.link(src, dst)
+        except FileNotFoundError:
+            return None
+        except FileExistsError:
+            # linked by an adoption whose fsync failed, or before a crash: the same file
+            if any(linked == msg_id for linked, _, _ in self._linked):
+                return None  # named twice in this job: the first adoption takes it
+        raw = read_upto(dst, INLINE_READ_MAX)  # an error: both names stay for the sweep
+        ticket = Ticket()
+        self._linked.append((msg_id, src, ticket))  # a corrupt one's incoming name goes too
+        ticket.value = BIG if raw is None else decode(raw)
+        return ticket
+
+    def finish(self, msg_id: str, journal: bool) -> Ticket:
+        """Thread (a shared job): remove's rename, made by the job's commit."""
+        ticket = Ticket()
+        self._finishing.append((msg_id, journal, ticket))
+        return ticket
+
+    def commit(self) -> None:
+        """Thread, the end of each move job (``JobBatch``'s commit): the finished messages are
+        renamed into ``Queue/finished/`` and the adopted files are already linked; one fsync of
+        ``Queue/`` makes all of it durable (a removal and an adoption in one job cost one
+        flush, where a done log cost a second); then the adopted files' incoming names go, and
+        the finished messages' journals. Every ``DONE_BATCH`` finished messages, their files
+        go into the pool (``recycle``)."""
+        finishing, self._finishing = self._finishing, []
+        linked, self._linked = self._linked, []
+        marked = []
+        for msg_id, journal, ticket in finishing:
+            try:
+                os.rename(self._path(msg_id, ".msg"), os.path.join(self.finished_dir, msg_id))
+            except FileNotFoundError:
+                ticket.value = False
+                if journal:
+                    unlink_quiet(self._path(msg_id, ".jrn"))
+            except OSError as e:
+                ticket.error = storage_error(e, f"removing {msg_id}: {e.strerror}")
+            else:
+                ticket.value = True
+                marked.append((msg_id, journal, ticket))
+        if not (linked or marked):
+            return
+        try:
+            self._dirsync.sync()
+        except OSError as e:
+            for msg_id, _, ticket in linked:
+                ticket.error = storage_error(e, f"fsync of {self.dir} for {msg_id}: {e.strerror}")
+            for _, _, ticket in marked:  # its .msg may come back: never recycled (recover)
+                ticket.warning = f"fsync of {self.dir} failed ({e.strerror})"
+            return
+        for _, src, _ in linked:
+            try:
+                unlink_quiet(src)
+            except OSError:
+                pass  # both names stay; recover and the sweep take it as adopted
+        for msg_id, journal, _ in marked:
+            if journal:
+                try:
+                    unlink_quiet(self._path(msg_id, ".jrn"))
+                except OSError:
+                    pass  # an orphan journal: recover removes it
+            self.finished.append(msg_id)
+        if len(self.finished) >= DONE_BATCH:
+            self.recycle()
+
+    def recycle(self) -> None:
+        """Thread: the finished messages' files into the pool (or deleted when it is full),
+        after an fsync of ``Queue/incoming/``: their adopted incoming names are then durably
+        gone, and no power cut can bring one back naming an inode that holds another message
+        by then. If that fsync fails they wait for the next batch (recover deletes them).
+        A file whose ``Queue/finished/`` name is not durable yet is only ever lost (its inode
+        in lost+found after a cut), never read."""
+        if not self.finished:
+            return
+        if self.dir == self.queue_dir:
+            try:
+                fsync_dir(self.incoming_dir)
+            except OSError:
+                return
+        finished, self.finished = self.finished, []
+        for msg_id in finished:
+            done = os.path.join(self.finished_dir, msg_id)
+            try:
+                if self._recycler.give(done, msg_id) is None:
+                    unlink_quiet(done)
+            except OSError:
+                pass  # left in finished/: recover deletes it
