@@ -14,8 +14,11 @@ differs. Prefer a typed Twisted alternative where one exists (``Failure.value`` 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import IO, Callable, Optional
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.protocols.basic import FileSender
 from twisted.python import log
 from twisted.python.failure import Failure
 
@@ -29,3 +32,9 @@ failure_of: Callable[[BaseException], Failure] = Failure
 log_err: Callable[[Optional[object], str], None] = log.err
 """``twisted.python.log.err(stuff, why)``: a legacy error event (``stuff`` None means the
 exception being handled), as Twisted's own last-resort handlers log it."""
+
+begin_file_transfer: Callable[
+    [FileSender, IO[bytes], IConsumer, Optional[Callable[[bytes], bytes]]], Deferred[bytes]
+] = FileSender.beginFileTransfer
+"""``sender.beginFileTransfer(file, consumer, transform)``: stream a file to a consumer as a
+pull producer (back-pressure); fires with the last chunk written, after transform."""
