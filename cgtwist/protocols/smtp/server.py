@@ -42,7 +42,7 @@ from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
-from cgtwist.protocols.smtp.wire import SMTPWire
+from cgtwist.protocols.smtp.wire import SMTPServices, SMTPWire
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec, Recipient, SessionInfo
 
@@ -59,7 +59,8 @@ class CgSMTP(AuthCommands):
     def _tls_context(self) -> Optional[IOpenSSLContextFactory]:
         if self._tls or not ITLSTransport.providedBy(self.transport):
             return None
-        return self.factory.tls()
+        services: SMTPServices = self.factory  # Twisted types Protocol.factory loosely
+        return services.tls()
 
     def smtp_helo(self, arg: bytes) -> None:
         self._hello(arg, esmtp=False)
@@ -430,7 +431,7 @@ class SMTPFactory(ServerFactory, SessionDrain):
     before the message is queued.
     """
 
-    protocol = CgSMTP  # type: ignore[assignment]
+    protocol = CgSMTP
 
     def __init__(
         self,
@@ -446,7 +447,9 @@ class SMTPFactory(ServerFactory, SessionDrain):
         stats: Optional[IStatistics] = None,
     ) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+            from twisted.internet import reactor  # composition default only
+
+            clock = cast(IReactorTime, reactor)
         self.listener = listener
         self.settings = settings
         self.policy = policy
@@ -454,9 +457,9 @@ class SMTPFactory(ServerFactory, SessionDrain):
         self.portal = portal
         self.tls = tls
         self.hostname = hostname
-        self.clock: Any = clock  # IReactorTime
+        self.clock: IReactorTime = clock
         self.stats = stats
-        self.deadline_timers = DeadlineTimers(cast(IReactorTime, clock))
+        self.deadline_timers = DeadlineTimers(clock)
         self.connections = 0
         self.per_ip = PerIPConnections(
             settings,
