@@ -25,6 +25,7 @@ from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import streamer as imap_streamer
+from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import ArgumentParsers
 from cgtwist.protocols.imap.commands import CommandTable
 
@@ -38,7 +39,7 @@ _ENABLEABLE = {b"CONDSTORE": b"CONDSTORE", b"QRESYNC": b"QRESYNC", b"IMAP4REV2":
 
 def _mutf7(name: str) -> bytes:
     """A mailbox name for the wire: modified UTF-7 (RFC 3501 §5.1.3), quoted."""
-    return imap4._quote(name.encode("imap4-utf-7"))
+    return typedimap4.quote(name.encode("imap4-utf-7"))
 
 
 def _decode_name(raw: bytes, utf8: bool = False) -> Any:
@@ -102,9 +103,9 @@ class MailboxCommands(ArgumentParsers):
         """An errback: NO with the mailstore's text for refusals, NO [SERVERBUG] for bugs."""
 
         def eb(failure: Failure) -> None:
-            if failure.check(imap4.ReadOnlyMailbox):
+            if isinstance(failure.value, imap4.ReadOnlyMailbox):
                 self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
-            elif failure.check(imap4.MailboxException):
+            elif isinstance(failure.value, imap4.MailboxException):
                 self.sendNegativeResponse(tag, str(failure.value)[:200].encode("utf-8", "replace"))
             else:
                 self.log.failure("imap: {what} failed", failure, what=what)
@@ -184,7 +185,7 @@ class MailboxCommands(ArgumentParsers):
     def _mailbox_out(self, name: str) -> bytes:
         """A mailbox name for a response, quoted: modified UTF-7 for IMAP4rev1 (RFC 3501
         §5.1.3), UTF-8 for IMAP4rev2 (RFC 9051 §5.1, quoted strings carry UTF-8)."""
-        return imap4._quote(name.encode("utf-8")) if self.rev2 else _mutf7(name)
+        return typedimap4.quote(name.encode("utf-8")) if self.rev2 else _mutf7(name)
 
     def _enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on MODSEQ goes with every
@@ -263,7 +264,7 @@ class MailboxCommands(ArgumentParsers):
             shared = np.getSharedNamespaces()
         # RFC 2342 §5: personal, other users', shared (Twisted sends shared twice).
         self.sendUntaggedResponse(
-            b"NAMESPACE " + imap4.collapseNestedLists([personal, other, shared])
+            b"NAMESPACE " + typedimap4.collapse_nested_lists([personal, other, shared])
         )
         self.sendPositiveResponse(tag, b"NAMESPACE completed")
 
@@ -363,7 +364,7 @@ class MailboxCommands(ArgumentParsers):
                     % (
                         cmd,
                         " ".join(attrs).encode("ascii"),
-                        imap4._quote(delim.encode()),
+                        typedimap4.quote(delim.encode()),
                         self._mailbox_out(name),
                     )
                 )
@@ -437,7 +438,7 @@ class MailboxCommands(ArgumentParsers):
                 b"LIST (%s) %s %s%s"
                 % (
                     " ".join(attrs).encode("ascii"),
-                    imap4._quote(delim.encode()),
+                    typedimap4.quote(delim.encode()),
                     self._mailbox_out(name),
                     imap_list.childinfo(getattr(info, "childinfo", None)),
                 )
@@ -492,7 +493,7 @@ class MailboxCommands(ArgumentParsers):
                 self._close_other(box)
                 status = self._with_appendlimit(status, wanted)
                 body = b" ".join(b"%s %d" % (k.encode(), status[k]) for k in wanted if k in status)
-                self.sendUntaggedResponse(b"STATUS " + imap4._quote(name) + b" (" + body + b")")
+                self.sendUntaggedResponse(b"STATUS " + typedimap4.quote(name) + b" (" + body + b")")
                 self.sendPositiveResponse(tag, b"STATUS completed")
 
             return d.addCallback(show)
@@ -585,7 +586,11 @@ class MailboxCommands(ArgumentParsers):
         delim = rows[0][1].getHierarchicalDelimiter() if rows else "/"
         self.sendUntaggedResponse(
             b"LIST (%s) %s %s"
-            % (attrs.encode("ascii"), imap4._quote(delim.encode()), self._mailbox_out(name or ""))
+            % (
+                attrs.encode("ascii"),
+                typedimap4.quote(delim.encode()),
+                self._mailbox_out(name or ""),
+            )
         )
 
     def _resync(self, q: imap_condstore.Qresync) -> defer.Deferred[None]:

@@ -24,6 +24,7 @@ from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap import sort as imap_sort
+from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
@@ -416,7 +417,7 @@ class MessageCommands(MailboxCommands):
             if not unseen:
                 return rows
             seen.update(unseen)
-            ms = imap4.MessageSet([(s, s) for s in unseen])  # one merge, not one per add()
+            ms = typedimap4.message_set([(s, s) for s in unseen])  # one merge, not one per add()
             d = defer.maybeDeferred(box.store, ms, ["\\Seen"], 1, uid=False)
             return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
 

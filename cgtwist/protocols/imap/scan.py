@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from twisted.internet import defer
-from twisted.mail import imap4
 
 from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import typedimap4
 
 T = TypeVar("T")
 BATCH = 200  # messages matched in one reactor turn at most
@@ -52,7 +52,7 @@ def collect(
     if rows is not None:
         d = defer.maybeDeferred(rows)
     else:
-        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+        d = defer.maybeDeferred(box.fetch, typedimap4.message_set(1, None), False)
     return d.addCallback(run)
 
 

@@ -475,10 +475,8 @@ class _Compiler:
             return lambda m, c: m.msg.getSize() < n
         if word in _DATE_KEYS:
             day = parse_date(self.string())
-            get = (
-                (lambda m: m.sent_date())
-                if word.startswith(b"SENT")
-                else (lambda m: m.internal_date())
+            get: Callable[[MessageText], Optional[datetime.date]] = (
+                MessageText.sent_date if word.startswith(b"SENT") else MessageText.internal_date
             )
             op = word[4:] if word.startswith(b"SENT") else word
             if op == b"BEFORE":

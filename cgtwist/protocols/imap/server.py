@@ -28,6 +28,7 @@ from cgtwist.protocols.imap import context as imap_context
 from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import quota as imap_quota
+from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap import updates as imap_updates
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
@@ -49,7 +50,9 @@ _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSU
 _RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 
 
-class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, imap4.IMAP4Server):
+class CgIMAP4Server(
+    FramingMixin, LoginMixin, SortCommands, MessageCommands, typedimap4.IMAP4Server
+):
     """IMAP4rev1 server with cgtwist's extensions, limits and policies."""
 
     IDENT = b"cgtwist IMAP4rev1 server ready"
@@ -377,13 +380,13 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
 
     def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None:
         """Argument-parser errors: BAD for syntax, NO [SERVERBUG] for our own bugs."""
-        if failure.check(imap4.IllegalClientResponse):
+        if isinstance(failure.value, imap4.IllegalClientResponse):
             self.sendBadResponse(
                 tag, b"Illegal syntax: " + str(failure.value)[:200].encode("utf-8", "replace")
             )
-        elif failure.check(imap4.IllegalOperation):
+        elif isinstance(failure.value, imap4.IllegalOperation):
             self.sendNegativeResponse(tag, b"Illegal operation")
-        elif failure.check(imap4.IllegalMailboxEncoding):
+        elif isinstance(failure.value, imap4.IllegalMailboxEncoding):
             self.sendNegativeResponse(tag, b"Illegal mailbox name")
         else:
             self.log.failure("imap: command failed", failure)
