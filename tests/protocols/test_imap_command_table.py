@@ -9,6 +9,7 @@ from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.server import CgIMAP4Server
 from cgtwist.protocols.imap.sortcmds import SortCommands
 from tests.protocols.test_imap_support import Client, World
@@ -35,7 +36,15 @@ class CommandTableTests(unittest.TestCase):
     def test_parts_declare_no_twisted_attributes(self) -> None:
         """No part re-binds Twisted's ``<state>_<COMMAND>`` attributes: their commands are in
         the table, which the server reads first."""
-        for part in (LoginMixin, MailboxCommands, MessageCommands, SortCommands, CgIMAP4Server):
+        parts = (
+            LoginMixin,
+            MailboxCommands,
+            SelectionCommands,
+            MessageCommands,
+            SortCommands,
+            CgIMAP4Server,
+        )
+        for part in parts:
             own = [
                 name
                 for name in vars(part)

@@ -35,6 +35,7 @@ from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.runtime.fastwrite import write_now
@@ -51,7 +52,12 @@ _RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 
 
 class CgIMAP4Server(
-    FramingMixin, LoginMixin, SortCommands, MessageCommands, typedimap4.IMAP4Server
+    FramingMixin,
+    LoginMixin,
+    SortCommands,
+    MessageCommands,
+    SelectionCommands,
+    typedimap4.IMAP4Server,
 ):
     """IMAP4rev1 server with cgtwist's extensions, limits and policies."""
 
@@ -61,6 +67,7 @@ class CgIMAP4Server(
     # Every part's commands; a later table wins, as the parts' attributes would in the MRO.
     commands = CommandTable(
         MailboxCommands.mailbox_commands,
+        SelectionCommands.selection_commands,
         MessageCommands.message_commands,
         SortCommands.sort_commands,
         imap_quota.commands,
