@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.mail import imap4
 from twisted.trial import unittest
 
+from cgtwist.protocols.imap.appendcmd import AppendCommand
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
@@ -40,6 +41,7 @@ class CommandTableTests(unittest.TestCase):
             LoginMixin,
             MailboxCommands,
             SelectionCommands,
+            AppendCommand,
             MessageCommands,
             SortCommands,
             CgIMAP4Server,

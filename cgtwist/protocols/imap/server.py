@@ -30,6 +30,7 @@ from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import quota as imap_quota
 from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap import updates as imap_updates
+from cgtwist.protocols.imap.appendcmd import AppendCommand
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
@@ -57,6 +58,7 @@ class CgIMAP4Server(
     SortCommands,
     MessageCommands,
     SelectionCommands,
+    AppendCommand,
     typedimap4.IMAP4Server,
 ):
     """IMAP4rev1 server with cgtwist's extensions, limits and policies."""
@@ -68,6 +70,7 @@ class CgIMAP4Server(
     commands = CommandTable(
         MailboxCommands.mailbox_commands,
         SelectionCommands.selection_commands,
+        AppendCommand.append_commands,
         MessageCommands.message_commands,
         SortCommands.sort_commands,
         imap_quota.commands,
