@@ -1,9 +1,12 @@
 """IMAP mailbox-level commands: what Twisted's IMAP4Server lacks or gets wrong about folders.
 
-Owns the authenticated-state commands as a mixin for CgIMAP4Server: SELECT/EXAMINE response
-codes, LIST with CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, APPEND (APPENDUID),
-CREATE/DELETE/RENAME/(UN)SUBSCRIBE through the account, CLOSE/UNSELECT/CHECK, ID, ENABLE and
-NAMESPACE, and what ENABLE IMAP4rev2 changes about them (``rev2``: UTF-8 names, RFC 9051). The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
+Owns the authenticated-state commands about folders as a mixin for CgIMAP4Server: LIST with
+CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, CREATE/DELETE/RENAME/(UN)SUBSCRIBE through
+the account, ID, ENABLE and NAMESPACE, and what ENABLE IMAP4rev2 changes about them (``rev2``:
+UTF-8 names, RFC 9051); and the helpers every command part uses (mailbox names on the wire,
+opening a mailbox, the errback that answers NO, expunge responses). Selecting a mailbox is
+cgtwist.protocols.imap.selection's, APPEND cgtwist.protocols.imap.appendcmd's, the argument
+parsers cgtwist.protocols.imap.arguments', message-level commands
 cgtwist.protocols.imap.messages', connection handling cgtwist.protocols.imap.server's.
 """
 
