@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional
 
 from cgtwist.protocols.imap import address as imap_address
 from cgtwist.protocols.imap import thread as imap_thread
+from cgtwist.protocols.imap.messagetext import MessageText, header_text
 from cgtwist.protocols.imap.parse import Literal, ParseError, Token
-from cgtwist.protocols.imap.search import BadCharset, MessageText, header_text
+from cgtwist.protocols.imap.search import BadCharset
 
 # RFC 5256 §3 sort-key, plus RFC 5957 §3 DISPLAYFROM and DISPLAYTO.
 KEYS = frozenset(

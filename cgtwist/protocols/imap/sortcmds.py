@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, TypeVar
 from twisted.internet import defer
 
 from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import messagetext as imap_messagetext
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
@@ -76,7 +77,7 @@ class SortCommands:
             return
 
         def key(
-            text: imap_search.MessageText, seq: int, number: int
+            text: imap_messagetext.MessageText, seq: int, number: int
         ) -> tuple[int, tuple[imap_sort.Key, ...], int]:
             return number, imap_sort.sort_keys(text, criteria), text.msg.getUID()
 
@@ -121,7 +122,9 @@ class SortCommands:
             return
         build = imap_thread.references if algorithm == "REFERENCES" else imap_thread.ordered_subject
 
-        def key(text: imap_search.MessageText, seq: int, number: int) -> imap_thread.ThreadMessage:
+        def key(
+            text: imap_messagetext.MessageText, seq: int, number: int
+        ) -> imap_thread.ThreadMessage:
             return imap_sort.thread_message(text, number, seq)
 
         def threads(msgs: list[imap_thread.ThreadMessage]) -> bytes:
@@ -188,7 +191,7 @@ class SortCommands:
         pred: imap_search.Predicate,
         texts: set[str],
         uid: bool,
-        key: Callable[[imap_search.MessageText, int, int], T],
+        key: Callable[[imap_messagetext.MessageText, int, int], T],
     ) -> defer.Deferred[list[T]]:
         """``key(text, seq, number)`` of every message the predicate matches, in mailbox
         order, in SEARCH's bounded batches (``number`` is the UID for UID SORT/THREAD)."""
