@@ -1,7 +1,8 @@
 """IMAP SEARCH: compile search keys into a predicate and evaluate it against one message.
 
-Pure: works on tokens from cgtwist.protocols.imap.parse and on duck-typed Twisted IMessage
-objects; never imports twisted.internet. Replaces Twisted's evaluator, which loses headers in
+Pure: works on tokens from cgtwist.protocols.imap.parse and on one message as
+cgtwist.protocols.imap.messagetext's ``MessageText`` reads it (that module owns decoding the
+headers and text); never imports twisted.internet. Replaces Twisted's evaluator, which loses headers in
 TEXT, answers KEYWORD with False, compares dates of different types and recurses without bound
 (RFC 3501 §6.4.4 lists the keys implemented here).
 """

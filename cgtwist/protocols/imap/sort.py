@@ -1,7 +1,7 @@
 """IMAP SORT and THREAD arguments and keys (RFC 5256, RFC 5957 SORT=DISPLAY).
 
 Pure: tokens from cgtwist.protocols.imap.parse in, criteria out; one message's sort keys or
-``ThreadMessage`` from its cached headers (through imap_search's ``MessageText``: the
+``ThreadMessage`` from its cached headers (through imap_messagetext's ``MessageText``: the
 mailstore keeps Date, Subject, From, To, Cc, Message-ID, References and In-Reply-To in its
 metadata, so no message file is read); the final ordering. Never imports twisted.internet.
 """
