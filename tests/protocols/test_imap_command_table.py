@@ -10,6 +10,7 @@ from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.searchcmds import SearchCommands
 from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.server import CgIMAP4Server
 from cgtwist.protocols.imap.sortcmds import SortCommands
@@ -43,6 +44,7 @@ class CommandTableTests(unittest.TestCase):
             SelectionCommands,
             AppendCommand,
             MessageCommands,
+            SearchCommands,
             SortCommands,
             CgIMAP4Server,
         )

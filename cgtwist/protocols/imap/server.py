@@ -37,6 +37,7 @@ from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.searchcmds import SearchCommands
 from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.sortcmds import SortCommands
 from cgtwist.protocols.limits import AccessFactory
@@ -58,6 +59,7 @@ class CgIMAP4Server(
     LoginMixin,
     SortCommands,
     MessageCommands,
+    SearchCommands,
     SelectionCommands,
     AppendCommand,
     typedimap4.IMAP4Server,
@@ -73,6 +75,7 @@ class CgIMAP4Server(
         SelectionCommands.selection_commands,
         AppendCommand.append_commands,
         MessageCommands.message_commands,
+        SearchCommands.search_commands,
         SortCommands.sort_commands,
         imap_quota.commands,
         LoginMixin.login_commands,
