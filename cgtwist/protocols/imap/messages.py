@@ -1,10 +1,11 @@
-"""IMAP message-level commands: FETCH streamed with back-pressure, SEARCH, STORE, COPY/MOVE
-and EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
+"""IMAP message-level commands: FETCH streamed with back-pressure, STORE, COPY/MOVE and
+EXPUNGE/UID EXPUNGE, over the mailstore's ``MaildirMailbox`` extras.
 
 Owns the selected-state commands as a mixin (RFC 3501 §6.4, RFC 4315 UIDPLUS, RFC 6851 MOVE):
 the mailbox supplies ``resolve``, ``expunge_uids``, ``copy_uids`` and ``move_uids`` (what
-others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap.server); the response wire form comes from cgtwist.protocols.imap.fetch and the
-search predicate from cgtwist.protocols.imap.search.
+others changed reaches the client through the view's ``sync``, cgtwist.protocols.imap.server);
+the response wire form comes from cgtwist.protocols.imap.fetch. SEARCH is
+cgtwist.protocols.imap.searchcmds', SORT and THREAD cgtwist.protocols.imap.sortcmds'.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ implemented), one command at a time with input paused while it runs, NO [SERVERB
 tracebacks, timeouts on the passed-in clock (imap.preauth_timeout, imap.idle_timeout also
 during IDLE), IDLE (RFC 2177) and the ordering of unsolicited responses (RFC 3501 §7.4.1), and
 connections per IP. The parts: framing (lines and literals under limits), login
-(STARTTLS and authentication), mailboxes, selection, appendcmd, messages and sortcmds
-(commands). It never decides
+(STARTTLS and authentication), mailboxes, selection, appendcmd, messages, searchcmds and
+sortcmds (commands). It never decides
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 

@@ -45,7 +45,7 @@ class SortCommands:
     sendNegativeResponse: Callable[..., None]
     sendBadResponse: Callable[..., None]
     _fail: Callable[[bytes, str], Any]
-    _keep_updated: Callable[..., bytes]  # MessageCommands': CONTEXT=SORT (RFC 5267)
+    _keep_updated: Callable[..., bytes]  # SearchCommands': CONTEXT=SORT (RFC 5267)
     # Run by CgIMAP4Server._special_command in the selected state; named here so that the
     # command in another state is "not valid in this state", not "unknown".
     sort_commands = CommandTable()
