@@ -1,11 +1,12 @@
-"""The SMTP receiver: ESMTP commands that translate into policy calls and hand accepted
-messages to submission, and the factory that enforces connection limits.
+"""The SMTP receiver's commands: ESMTP commands that translate into policy calls and hand
+accepted messages to submission.
 
 Protocol code translates, it never decides (STYLE.md): senders, recipients and relaying go to an
 ``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. The mail
 transaction in progress is one ``Transaction`` (``smtp.transaction``) that MAIL FROM makes and
 RSET, HELO/EHLO, STARTTLS and the end of DATA drop. The wire (input, reply order, timeouts,
-limits) is ``smtp.wire``; AUTH is ``smtp.auth``; the DATA parser is ``smtp.data``. Limits come
+limits) is ``smtp.wire``; AUTH is ``smtp.auth``; the DATA parser is ``smtp.data``; the
+listener's factory and its connection limits are ``smtp.factory``. Limits come
 from ``cgtwist.settings`` and are read at use time.
 """
 
