@@ -14,6 +14,7 @@ from cgtwist.protocols.imap.searchcmds import SearchCommands
 from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.server import CgIMAP4Server
 from cgtwist.protocols.imap.sortcmds import SortCommands
+from cgtwist.protocols.imap.unsolicited import UnsolicitedResponses
 from tests.protocols.test_imap_support import Client, World
 
 
@@ -43,6 +44,7 @@ class CommandTableTests(unittest.TestCase):
             MailboxCommands,
             SelectionCommands,
             AppendCommand,
+            UnsolicitedResponses,
             MessageCommands,
             SearchCommands,
             SortCommands,
