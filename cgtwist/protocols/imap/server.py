@@ -4,10 +4,10 @@ IMAP4rev2, RFC 9051's IMAP4rev2) and IMAPFactory.
 Owns one connection's life: greeting and capabilities (never advertising what is not
 implemented), one command at a time with input paused while it runs, NO [SERVERBUG] instead of
 tracebacks, timeouts on the passed-in clock (imap.preauth_timeout, imap.idle_timeout also
-during IDLE), IDLE (RFC 2177) and the ordering of unsolicited responses (RFC 3501 §7.4.1), and
-connections per IP. The parts: framing (lines and literals under limits), login
-(STARTTLS and authentication), mailboxes, selection, appendcmd, messages, searchcmds and
-sortcmds (commands). It never decides
+during IDLE), and connections per IP. The parts: framing (lines and literals under limits),
+login (STARTTLS and authentication), mailboxes, selection, appendcmd, messages, searchcmds and
+sortcmds (commands), unsolicited (what changed in the mailbox, in RFC 3501 §7.4.1's order,
+and IDLE). It never decides
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 
