@@ -151,7 +151,7 @@ class RBLChecker:
                 def no_reason(_f: Failure) -> _Answer:
                     return LISTED, zone, code, ""
 
-                return t.addCallbacks(reason, no_reason)
+                return t.addCallback(reason).addErrback(no_reason)
             return PASS, zone, "", ""
 
         def failed(f: Failure) -> _Answer:
