@@ -212,13 +212,22 @@ def rank(number: int, keys: tuple[Key, ...], criteria: list[Criterion]) -> tuple
     )
 
 
+def _nth_key(i: int) -> Callable[[tuple[int, tuple[Key, ...]]], Key]:
+    """The sort key of a row by its ``i``-th criterion."""
+
+    def key(row: tuple[int, tuple[Key, ...]]) -> Key:
+        return row[1][i]
+
+    return key
+
+
 def ordered(rows: list[tuple[int, tuple[Key, ...]]], criteria: list[Criterion]) -> list[int]:
     """The numbers of ``rows`` ((number, keys), in mailbox order) sorted by the criteria.
     REVERSE turns one key's order around; messages equal on every key stay in mailbox order
     (RFC 5256 §3, and what Dovecot answers): one stable sort per criterion, last first."""
     rows = list(rows)
     for i in range(len(criteria) - 1, -1, -1):
-        rows.sort(key=lambda r, i=i: r[1][i], reverse=criteria[i][1])  # type: ignore[misc]
+        rows.sort(key=_nth_key(i), reverse=criteria[i][1])
     return [n for n, _ in rows]
 
 

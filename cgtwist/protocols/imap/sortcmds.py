@@ -183,7 +183,8 @@ class SortCommands:
         """``fn(*args)`` in a mailstore thread when ``count`` messages make it long, else now."""
         runner = getattr(self.account, "run", None)
         if runner is not None and count > _ORDER_IN_THREAD:
-            return runner(fn, *args)  # type: ignore[no-any-return]
+            offloaded: defer.Deferred[T] = runner(fn, *args)
+            return offloaded
         return defer.maybeDeferred(fn, *args)
 
     def _collect(

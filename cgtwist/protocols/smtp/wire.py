@@ -311,7 +311,7 @@ class SMTPWire(_ESMTP):
         self._arm_handshake_timer()
         self.transport.startTLS(ctx)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self._closed = True
         self.setTimeout(None)
         self._deadlines.cancel_all()
