@@ -18,11 +18,13 @@ declaring the signatures Twisted documents, at run time Twisted's own class.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import IO, TYPE_CHECKING, Callable, Optional
 
 from twisted.application import service
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.protocols.basic import FileSender
 from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.python.logfile import BaseLogFile
@@ -68,3 +70,9 @@ else:
     Service = service.Service
     MultiService = service.MultiService
     Factory = protocol.Factory
+
+begin_file_transfer: Callable[
+    [FileSender, IO[bytes], IConsumer, Optional[Callable[[bytes], bytes]]], Deferred[bytes]
+] = FileSender.beginFileTransfer
+"""``sender.beginFileTransfer(file, consumer, transform)``: stream a file to a consumer as a
+pull producer (back-pressure); fires with the last chunk written, after transform."""

@@ -12,9 +12,11 @@ It never raises and never decides the reply (cgtwist.core.protection does).
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from cgtwist.addresslist import AddressList, normalise
 from cgtwist.checks.result import ERROR, LISTED, PASS, SKIPPED, CheckResult, clean
@@ -22,6 +24,9 @@ from cgtwist.errors import DNSPermanentError, DNSTemporaryError
 from cgtwist.interfaces import IResolver
 from cgtwist.logs import Logger
 from cgtwist.settings_protection import parse_rbl_zone as parse_zone
+
+# One zone's answer: (outcome, zone, return code, reason text).
+_Answer = tuple[str, str, str, str]
 
 log = Logger()
 
@@ -64,8 +69,8 @@ def classify(addresses: Sequence[str], codes: Optional[AddressList] = None) -> t
 class RBLChecker:
     """Queries each zone as reversed-IP.zone; the first listing wins (all run concurrently)."""
 
-    def __init__(self, resolver: IResolver, clock: Any) -> None:
-        self.resolver: Any = resolver
+    def __init__(self, resolver: IResolver, clock: IReactorTime) -> None:
+        self.resolver = resolver
         self.clock = clock
 
     def check(self, ip: str, zones: Sequence[str]) -> defer.Deferred[CheckResult]:
@@ -122,11 +127,11 @@ class RBLChecker:
 
     def _one(
         self, ip: str, zone: str, codes: Optional[AddressList] = None
-    ) -> defer.Deferred[tuple[str, str, str, str]]:
+    ) -> defer.Deferred[_Answer]:
         name = query_name(ip, zone)
         d = self.resolver.lookup_a(name)
 
-        def got(addresses: list[str]) -> Any:
+        def got(addresses: list[str]) -> Union[_Answer, defer.Deferred[_Answer]]:
             outcome, code = classify(addresses, codes)
             if outcome == ERROR:
                 log.warn(
@@ -139,15 +144,20 @@ class RBLChecker:
             if outcome == LISTED:
                 # The zone's TXT usually carries a URL; fetch it for the log, never wait long on it.
                 t = self.resolver.lookup_txt(name)
-                t.addCallback(lambda txt: (LISTED, zone, code, clean(" ".join(txt), 200)))
-                t.addErrback(lambda _f: (LISTED, zone, code, ""))
-                return t
+
+                def reason(txt: list[str]) -> _Answer:
+                    return LISTED, zone, code, clean(" ".join(txt), 200)
+
+                def no_reason(_f: Failure) -> _Answer:
+                    return LISTED, zone, code, ""
+
+                return t.addCallback(reason).addErrback(no_reason)
             return PASS, zone, "", ""
 
-        def failed(f: Any) -> tuple[str, str, str, str]:
-            if f.check(DNSPermanentError):
+        def failed(f: Failure) -> _Answer:
+            if isinstance(f.value, DNSPermanentError):
                 return PASS, zone, "", ""  # NXDOMAIN: not listed
-            if not f.check(DNSTemporaryError):
+            if not isinstance(f.value, DNSTemporaryError):
                 log.failure("rbl lookup {name} crashed", f, name=name)
             else:
                 log.warn(

@@ -231,7 +231,7 @@ class LoginAttempt:
     def _not_logged_in(
         self, failure: Failure, username: bytes, password: bytes
     ) -> Union[LoginOutcome, defer.Deferred[LoginOutcome]]:
-        if failure.check(LoginFailed):
+        if isinstance(failure.value, LoginFailed):
             return self.refuse(username, password)
         return Unavailable(failure)
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from twisted.mail import imap4
 from twisted.trial import unittest
 
+from cgtwist.protocols.imap.appendcmd import AppendCommand
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.searchcmds import SearchCommands
+from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.server import CgIMAP4Server
 from cgtwist.protocols.imap.sortcmds import SortCommands
+from cgtwist.protocols.imap.unsolicited import UnsolicitedResponses
 from tests.protocols.test_imap_support import Client, World
 
 
@@ -35,7 +39,18 @@ class CommandTableTests(unittest.TestCase):
     def test_parts_declare_no_twisted_attributes(self) -> None:
         """No part re-binds Twisted's ``<state>_<COMMAND>`` attributes: their commands are in
         the table, which the server reads first."""
-        for part in (LoginMixin, MailboxCommands, MessageCommands, SortCommands, CgIMAP4Server):
+        parts = (
+            LoginMixin,
+            MailboxCommands,
+            SelectionCommands,
+            AppendCommand,
+            UnsolicitedResponses,
+            MessageCommands,
+            SearchCommands,
+            SortCommands,
+            CgIMAP4Server,
+        )
+        for part in parts:
             own = [
                 name
                 for name in vars(part)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from cgtwist.protocols.imap import messagetext as imap_messagetext
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap import structure as imap_structure
@@ -101,7 +102,8 @@ class SearchCompileTests(unittest.TestCase):
         _cs, pred = imap_search.compile_search(imap_parse.tokenize([query], []))
         msg = _Msg(self.RAW, list(flags), "Thu, 05 Mar 2026 04:30:00 +0000", len(self.RAW))
         return pred(
-            imap_search.MessageText(msg, lambda: self.RAW), imap_search.Context(seq, uid, 3, 12)
+            imap_messagetext.MessageText(msg, lambda: self.RAW),
+            imap_search.Context(seq, uid, 3, 12),
         )
 
     def test_dates_use_their_own_zone(self) -> None:
@@ -167,7 +169,7 @@ class SearchTextTests(unittest.TestCase):
     def match(self, raw: bytes, query: bytes) -> bool:
         _cs, pred = imap_search.compile_search(imap_parse.tokenize([query], []))
         msg = _Msg(raw, [], "Thu, 05 Mar 2026 04:30:00 +0000", len(raw))
-        return pred(imap_search.MessageText(msg, lambda: raw), imap_search.Context(1, 1, 1, 1))
+        return pred(imap_messagetext.MessageText(msg, lambda: raw), imap_search.Context(1, 1, 1, 1))
 
     def test_encoded_and_8bit_headers(self) -> None:
         """An RFC 2047 subject and a raw UTF-8 subject both match a UTF-8 search string."""
@@ -257,14 +259,20 @@ class SearchBodyTests(unittest.TestCase):
         path or by the full MIME parse (charsets, transfer encodings, odd headers)."""
         for head in (h1, h1 + b"\r\n" + h2):
             raw = b"Subject: x\r\n" + head + b"\r\n\r\n" + body
-            self.assertEqual(imap_search._decoded_body(raw), imap_search._parsed_body(raw))
+            self.assertEqual(
+                imap_messagetext._decoded_body(raw), imap_messagetext._parsed_body(raw)
+            )
 
     def test_quick_path_taken_for_plain_text(self) -> None:
         """An everyday text/plain message is searched without parsing its body line by line."""
         self.assertEqual(
-            imap_search._simple_text_charset(b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"),
+            imap_messagetext._simple_text_charset(
+                b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            ),
             "us-ascii",
         )
         self.assertIsNone(
-            imap_search._simple_text_charset(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n")
+            imap_messagetext._simple_text_charset(
+                b"Content-Type: multipart/mixed; boundary=x\r\n\r\n"
+            )
         )

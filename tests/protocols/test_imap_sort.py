@@ -15,8 +15,9 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap import sortcmds as imap_sortcmds
+from cgtwist.protocols.imap.messagetext import MessageText
 from cgtwist.protocols.imap.parse import ParseError, tokenize
-from cgtwist.protocols.imap.search import BadCharset, MessageText
+from cgtwist.protocols.imap.search import BadCharset
 from tests.protocols.test_imap_support import Client, World
 
 

@@ -196,7 +196,7 @@ class SharedPenaltyTests(unittest.TestCase):
         from twisted.internet.task import Clock
 
         from cgtwist.checks.authpenalty import AuthPenalty
-        from cgtwist.protocols.smtp.server import SMTPFactory
+        from cgtwist.protocols.smtp.factory import SMTPFactory
         from cgtwist.settings import Settings, SettingsHolder
         from tests.protocols.test_smtp_fakes import FakePolicy, FakeSubmission
 

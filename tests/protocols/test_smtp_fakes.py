@@ -14,7 +14,8 @@ from zope.interface import implementer
 
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IPolicy, ISubmission
-from cgtwist.protocols.smtp.server import CgSMTP, SMTPFactory
+from cgtwist.protocols.smtp.factory import SMTPFactory
+from cgtwist.protocols.smtp.server import CgSMTP
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 

@@ -13,7 +13,7 @@ from zope.interface import implementer
 from cgtwist import router
 from cgtwist.core.policy import BasicPolicy
 from cgtwist.interfaces import IRouter
-from cgtwist.protocols.smtp.server import SMTPFactory
+from cgtwist.protocols.smtp.factory import SMTPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 from tests.protocols.test_smtp_fakes import FakeSubmission, Harness, make_portal

@@ -11,7 +11,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from cgtwist.core.submission import Submission
-from cgtwist.protocols.smtp.server import SMTPFactory
+from cgtwist.protocols.smtp.factory import SMTPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.spool.spool import Spool
 from cgtwist.types import ListenerSpec

@@ -12,7 +12,7 @@ from twisted.internet.threads import deferToThread
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 
-from cgtwist.protocols.smtp.server import SMTPFactory
+from cgtwist.protocols.smtp.factory import SMTPFactory
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
 from tests.certs import server_tls

@@ -3,7 +3,7 @@ flags and date, sent as a literal or a literal8 (BINARY, RFC 3516 §4.4).
 
 Pure: the command's text segments and literals in, an ``AppendRequest`` or ``ParseError``
 (BAD) out. The literals were read and capped by cgtwist.protocols.imap.framing; storing the
-messages is the mailstore's job, answering the client cgtwist.protocols.imap.mailboxes'.
+messages is the mailstore's job, answering the client cgtwist.protocols.imap.appendcmd's.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import createparams as imap_createparams
 from cgtwist.protocols.imap import parse as imap_parse
+from cgtwist.protocols.imap import typedimap4
 
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 
@@ -93,7 +94,7 @@ class ArgumentParsers:
             (a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
             for a, b in ranges
         ]
-        return imap4.MessageSet(spans), rest
+        return typedimap4.message_set(spans), rest
 
     def _saved_set(self) -> imap4.MessageSet:
         """``$`` (RFC 5182 §2.1): the saved UIDs, or for a command taking sequence numbers
@@ -112,7 +113,7 @@ class ArgumentParsers:
                 runs[-1] = (runs[-1][0], n)
             else:
                 runs.append((n, n))
-        return imap4.MessageSet(runs) if runs else imap4.MessageSet()
+        return typedimap4.message_set(runs) if runs else typedimap4.message_set()
 
     # Twisted's list parsers copy the rest of the line per item (quadratic): a 64 KiB list
     # stalls the reactor for a third of a second, so the item count is capped first.
@@ -121,7 +122,7 @@ class ArgumentParsers:
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many list items")
         try:
-            return imap4.IMAP4Server.arg_plist(self, line)  # type: ignore[arg-type]
+            return typedimap4.plist_parser(self, line)
         except imap4.MismatchedNesting:
             # ``(((\\Seen)))``: Twisted cuts at the first ")" and fails on what is left.
             raise imap4.IllegalClientResponse("Mismatched parentheses") from None
@@ -147,7 +148,7 @@ class ArgumentParsers:
         line = line or b""  # Twisted passes None when the line ran out
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many flags")
-        return imap4.IMAP4Server.arg_flaglist(self, line)  # type: ignore[arg-type]
+        return typedimap4.flaglist_parser(self, line)
 
     def arg_fetchatt(self, line: Optional[bytes]) -> tuple[list[Any], bytes]:
         """The FETCH items; the rest is the modifier list (RFC 4466 §2.4), if any, for
@@ -170,7 +171,7 @@ class ArgumentParsers:
                 result.append(imap_condstore.ModseqItem())
             if not piece.strip():
                 continue
-            p = imap4._FetchParser()
+            p = typedimap4.FetchParser()
             try:
                 p.parseString(b"(" + piece.strip() + b")" if listed else piece)
             except Exception as e:

@@ -3,7 +3,7 @@
 Pure: parses the SELECT/EXAMINE parameters ``(CONDSTORE)`` and ``(QRESYNC (...))``, the FETCH
 modifiers ``(CHANGEDSINCE n [VANISHED])``, the STORE modifier ``(UNCHANGEDSINCE n)`` and the
 ``MODSEQ`` FETCH item, and renders ``VANISHED`` UID sets. What the session has enabled, and
-running the commands, is the protocol's (cgtwist.protocols.imap.mailboxes and .messages);
+running the commands, is the protocol's (cgtwist.protocols.imap.selection and .messages);
 MODSEQ values and tombstones are the mailstore's.
 """
 

@@ -18,6 +18,7 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import sections as imap_sections
 from cgtwist.protocols.imap import structure as imap_structure
+from cgtwist.protocols.imap import typedimap4
 
 log = Logger()
 
@@ -165,7 +166,7 @@ def body_structure(msg: Any, extended: bool, pre: Optional[dict[Any, Any]] = Non
         log.failure("BODYSTRUCTURE failed for a malformed message; using text/plain")
         s = list(_FALLBACK_STRUCTURE)
         s[6] = msg.getSize()
-        return imap4.collapseNestedLists([s])
+        return typedimap4.collapse_nested_lists([s])
 
 
 def section_name(part: Any) -> bytes:

@@ -195,7 +195,7 @@ class LoginMixin:
             self.sendNegativeResponse(
                 tag, b"[UNAVAILABLE] Maximum number of connections from user+IP exceeded"
             )
-        elif outcome.failure.check(AuthUnavailable):  # the checker logged why
+        elif isinstance(outcome.failure.value, AuthUnavailable):  # the checker logged why
             self.log.warn("imap: authentication unavailable for {ip}", ip=self.peer_ip)
             self.sendNegativeResponse(tag, b"[UNAVAILABLE] Temporary authentication failure")
         else:

@@ -1,30 +1,30 @@
 """IMAP mailbox-level commands: what Twisted's IMAP4Server lacks or gets wrong about folders.
 
-Owns the authenticated-state commands as a mixin for CgIMAP4Server: SELECT/EXAMINE response
-codes, LIST with CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, APPEND (APPENDUID),
-CREATE/DELETE/RENAME/(UN)SUBSCRIBE through the account, CLOSE/UNSELECT/CHECK, ID, ENABLE and
-NAMESPACE, and what ENABLE IMAP4rev2 changes about them (``rev2``: UTF-8 names, RFC 9051). The argument parsers are cgtwist.protocols.imap.arguments', message-level commands
+Owns the authenticated-state commands about folders as a mixin for CgIMAP4Server: LIST with
+CHILDREN and SPECIAL-USE attributes, LSUB, STATUS, CREATE/DELETE/RENAME/(UN)SUBSCRIBE through
+the account, ID, ENABLE and NAMESPACE, and what ENABLE IMAP4rev2 changes about them (``rev2``:
+UTF-8 names, RFC 9051); and the helpers every command part uses (mailbox names on the wire,
+opening a mailbox, the errback that answers NO, expunge responses). Selecting a mailbox is
+cgtwist.protocols.imap.selection's, APPEND cgtwist.protocols.imap.appendcmd's, the argument
+parsers cgtwist.protocols.imap.arguments', message-level commands
 cgtwist.protocols.imap.messages', connection handling cgtwist.protocols.imap.server's.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 from twisted.internet import defer
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
-from cgtwist.protocols.imap import append as imap_append
-from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import context as imap_context
-from cgtwist.protocols.imap import esearch as imap_esearch
-from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import list as imap_list
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import streamer as imap_streamer
+from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import ArgumentParsers
 from cgtwist.protocols.imap.commands import CommandTable
 
@@ -38,7 +38,7 @@ _ENABLEABLE = {b"CONDSTORE": b"CONDSTORE", b"QRESYNC": b"QRESYNC", b"IMAP4REV2":
 
 def _mutf7(name: str) -> bytes:
     """A mailbox name for the wire: modified UTF-7 (RFC 3501 §5.1.3), quoted."""
-    return imap4._quote(name.encode("imap4-utf-7"))
+    return typedimap4.quote(name.encode("imap4-utf-7"))
 
 
 def _decode_name(raw: bytes, utf8: bool = False) -> Any:
@@ -48,14 +48,6 @@ def _decode_name(raw: bytes, utf8: bool = False) -> Any:
         return raw.decode("utf-8") if utf8 else raw.decode("imap4-utf-7")
     except Exception:
         return raw
-
-
-def _binary_message(data: Any) -> bytes:
-    """(thread) A literal8 APPEND message with its binary parts as base64."""
-    if not isinstance(data, bytes):
-        data.seek(0)
-        data = data.read()
-    return imap_binary.binary_to_base64(data)
 
 
 class MailboxCommands(ArgumentParsers):
@@ -102,9 +94,9 @@ class MailboxCommands(ArgumentParsers):
         """An errback: NO with the mailstore's text for refusals, NO [SERVERBUG] for bugs."""
 
         def eb(failure: Failure) -> None:
-            if failure.check(imap4.ReadOnlyMailbox):
+            if isinstance(failure.value, imap4.ReadOnlyMailbox):
                 self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
-            elif failure.check(imap4.MailboxException):
+            elif isinstance(failure.value, imap4.MailboxException):
                 self.sendNegativeResponse(tag, str(failure.value)[:200].encode("utf-8", "replace"))
             else:
                 self.log.failure("imap: {what} failed", failure, what=what)
@@ -184,7 +176,7 @@ class MailboxCommands(ArgumentParsers):
     def _mailbox_out(self, name: str) -> bytes:
         """A mailbox name for a response, quoted: modified UTF-7 for IMAP4rev1 (RFC 3501
         §5.1.3), UTF-8 for IMAP4rev2 (RFC 9051 §5.1, quoted strings carry UTF-8)."""
-        return imap4._quote(name.encode("utf-8")) if self.rev2 else _mutf7(name)
+        return typedimap4.quote(name.encode("utf-8")) if self.rev2 else _mutf7(name)
 
     def _enable_condstore(self) -> None:
         """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on MODSEQ goes with every
@@ -263,7 +255,7 @@ class MailboxCommands(ArgumentParsers):
             shared = np.getSharedNamespaces()
         # RFC 2342 §5: personal, other users', shared (Twisted sends shared twice).
         self.sendUntaggedResponse(
-            b"NAMESPACE " + imap4.collapseNestedLists([personal, other, shared])
+            b"NAMESPACE " + typedimap4.collapse_nested_lists([personal, other, shared])
         )
         self.sendPositiveResponse(tag, b"NAMESPACE completed")
 
@@ -363,7 +355,7 @@ class MailboxCommands(ArgumentParsers):
                     % (
                         cmd,
                         " ".join(attrs).encode("ascii"),
-                        imap4._quote(delim.encode()),
+                        typedimap4.quote(delim.encode()),
                         self._mailbox_out(name),
                     )
                 )
@@ -437,7 +429,7 @@ class MailboxCommands(ArgumentParsers):
                 b"LIST (%s) %s %s%s"
                 % (
                     " ".join(attrs).encode("ascii"),
-                    imap4._quote(delim.encode()),
+                    typedimap4.quote(delim.encode()),
                     self._mailbox_out(name),
                     imap_list.childinfo(getattr(info, "childinfo", None)),
                 )
@@ -492,7 +484,7 @@ class MailboxCommands(ArgumentParsers):
                 self._close_other(box)
                 status = self._with_appendlimit(status, wanted)
                 body = b" ".join(b"%s %d" % (k.encode(), status[k]) for k in wanted if k in status)
-                self.sendUntaggedResponse(b"STATUS " + imap4._quote(name) + b" (" + body + b")")
+                self.sendUntaggedResponse(b"STATUS " + typedimap4.quote(name) + b" (" + body + b")")
                 self.sendPositiveResponse(tag, b"STATUS completed")
 
             return d.addCallback(show)
@@ -507,253 +499,3 @@ class MailboxCommands(ArgumentParsers):
         return status
 
     mailbox_commands.add("auth select", "STATUS", do_STATUS, _astr, ArgumentParsers.arg_plist)
-
-    # -- SELECT / EXAMINE / CLOSE / UNSELECT ---------------------------------------------------
-    def _select(
-        self,
-        tag: bytes,
-        name: bytes,
-        params: Optional[imap_condstore.SelectParams],
-        rw: int,
-        cmd: bytes,
-    ) -> None:
-        params = params or imap_condstore.SelectParams()
-        if params.qresync is not None and not self.qresync_on:
-            # RFC 7162 §3.2.5: QRESYNC before ENABLE QRESYNC is an error; nothing changes.
-            self.sendBadResponse(tag, b"QRESYNC parameter without ENABLE QRESYNC")
-            return
-        box_name = self._mailbox_arg(name)
-        if (self.qresync_on or self.rev2) and self.state == "select":
-            # RFC 7162 §3.2.11, RFC 9051 §6.3.2: the client learns where the old mailbox's
-            # responses end.
-            self.sendPositiveResponse(None, b"[CLOSED] Previous mailbox closed")
-        if params.condstore:
-            self.enabled.add(b"CONDSTORE")
-        self._release_mailbox()
-        self._unsolicited.clear()  # updates of the mailbox we leave are moot
-        self.state = "auth"  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
-        self.search_saved = []  # RFC 5182 §2.1: SELECT and EXAMINE empty ``$``
-
-        def got(box: Any) -> None:
-            if box is None:
-                self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
-                return
-            if "\\noselect" in [f.lower() for f in getattr(box, "list_attributes", [])]:
-                self.sendNegativeResponse(tag, b"[CANNOT] Mailbox cannot be selected")
-                return
-            flags = b" ".join(f.encode() for f in box.getFlags())
-            self.sendUntaggedResponse(b"FLAGS (%s)" % flags)
-            self.sendUntaggedResponse(b"%d EXISTS" % box.getMessageCount())
-            if self.rev2:
-                # RFC 9051 §6.3.2: a LIST of the mailbox instead of RECENT and UNSEEN.
-                self._send_selected_list(box)
-            else:
-                self.sendUntaggedResponse(b"%d RECENT" % box.getRecentCount())
-                first_unseen = getattr(box, "first_unseen", None)
-                seq = first_unseen() if first_unseen else None
-                if seq:
-                    self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen" % seq)
-            self.sendPositiveResponse(None, b"[UIDVALIDITY %d] UIDs valid" % box.getUIDValidity())
-            self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % box.getUIDNext())
-            self._send_highestmodseq(box)  # RFC 7162 §3.1.2.1: on every SELECT/EXAMINE
-            writable = box.isWriteable()
-            perm = getattr(box, "permanent_flags", None)
-            permanent = perm() if (perm and writable) else []
-            self.sendPositiveResponse(
-                None, b"[PERMANENTFLAGS (%s)] Limited" % b" ".join(f.encode() for f in permanent)
-            )
-            box.addListener(self)
-            self.mbox = box
-            self.state = "select"
-            done = b"[%s] %s completed" % (b"READ-WRITE" if writable else b"READ-ONLY", cmd)
-            if params.qresync is None:
-                self.sendPositiveResponse(tag, done)
-                return
-            d = self._resync(params.qresync)
-            d.addCallback(lambda _: self.sendPositiveResponse(tag, done))
-            d.addErrback(self._resync_broken)
-
-        self._open(box_name, bool(rw)).addCallback(got).addErrback(self._fail(tag, cmd.decode()))
-
-    def _send_selected_list(self, box: object) -> None:
-        """RFC 9051 §6.3.2: SELECT/EXAMINE answer a LIST of the mailbox with its attributes,
-        under its name as the server spells it (INBOX in capitals)."""
-        name = getattr(box, "name", None)
-        lister = getattr(self.account, "listMailboxes", None)
-        rows = lister("", name) if isinstance(name, str) and lister is not None else []
-        attrs = " ".join(rows[0][1].getFlags()) if rows else ""
-        delim = rows[0][1].getHierarchicalDelimiter() if rows else "/"
-        self.sendUntaggedResponse(
-            b"LIST (%s) %s %s"
-            % (attrs.encode("ascii"), imap4._quote(delim.encode()), self._mailbox_out(name or ""))
-        )
-
-    def _resync(self, q: imap_condstore.Qresync) -> defer.Deferred[None]:
-        """QRESYNC's SELECT (RFC 7162 §3.2.5.1): with the client's UIDVALIDITY, the UIDs
-        expunged since its MODSEQ (``VANISHED (EARLIER)``, from the tombstones, or every UID
-        the mailbox lacks when they do not reach back that far) and a FETCH of each message
-        changed since, all before the tagged OK. The FETCH lines, one per message of a large
-        mailbox at worst, go through the streamer: paced by the client's reading, a reactor
-        turn at a time. Fires when they are written."""
-        box = self.mbox
-        if q.uidvalidity != box.getUIDValidity():
-            return defer.succeed(None)
-        present = box.uids
-        since = getattr(box, "vanished_since", None)
-        gone = since(q.modseq) if since is not None else None
-        if gone is not None:
-            text = imap_esearch.sequence_set(imap_condstore.uids_in(q.known_uids, gone))
-        else:
-            text = imap_condstore.range_set(
-                imap_condstore.missing(sorted(present), box.getUIDNext(), q.known_uids)
-            )
-        if text:
-            self.sendUntaggedResponse(b"VANISHED (EARLIER) " + text)
-        wanted = set(imap_condstore.uids_in(q.known_uids, present)) if q.known_uids else None
-        self._streamer = imap_streamer.Streamer(
-            self, _changed_since(box, q.modseq, wanted, not self.rev2)
-        )
-        d = self._streamer.start()
-
-        def written(_: object) -> None:
-            self._streamer = None
-
-        return d.addCallback(written)
-
-    def _resync_broken(self, failure: Failure) -> None:
-        """The FETCH lines of a QRESYNC SELECT failed midway: the client has half of them, so
-        the connection closes (as a FETCH that fails midway does)."""
-        self._streamer = None
-        self.log.failure(
-            "imap: QRESYNC SELECT failed midway; closing {ip}", failure, ip=self.peer_ip
-        )
-        self.transport.loseConnection()
-
-    _sel = ArgumentParsers.opt_select_params
-    mailbox_commands.add("auth select", "SELECT", _select, _astr, _sel, 1, b"SELECT")
-    mailbox_commands.add("auth select", "EXAMINE", _select, _astr, _sel, 0, b"EXAMINE")
-
-    def do_CLOSE(self, tag: bytes) -> None:
-        """CLOSE (RFC 3501 §6.4.2): silent expunge when writable, then leave the mailbox."""
-        box = self.mbox
-        d = defer.maybeDeferred(box.expunge) if box.isWriteable() else defer.succeed([])
-        # RFC 7162 §3.2.11: no responses (VANISHED or EXPUNGE) for CLOSE's own expunges.
-
-        def done(_: Any) -> None:
-            self._release_mailbox()
-            self._unsolicited.clear()
-            self.state = "auth"
-            self.sendPositiveResponse(tag, b"CLOSE completed")
-
-        d.addCallback(done).addErrback(self._fail(tag, "CLOSE"))
-
-    mailbox_commands.add("select", "CLOSE", do_CLOSE)
-
-    def do_UNSELECT(self, tag: bytes) -> None:
-        """UNSELECT (RFC 3691): leave the mailbox without expunging."""
-        self._release_mailbox()
-        self._unsolicited.clear()
-        self.state = "auth"
-        self.sendPositiveResponse(tag, b"UNSELECT completed")
-
-    mailbox_commands.add("select", "UNSELECT", do_UNSELECT)
-
-    def do_CHECK(self, tag: bytes) -> None:
-        self.sendPositiveResponse(tag, b"CHECK completed")
-
-    mailbox_commands.add("select", "CHECK", do_CHECK)
-
-    # -- APPEND (RFC 3501 §6.3.11, MULTIAPPEND RFC 3502, UIDPLUS RFC 4315) -------------------
-    def do_APPEND_raw(self, tag: bytes, segments: list[bytes], literals: list[Any]) -> None:
-        """Store every message of the command in one mailstore operation: all of them or,
-        on any failure, none (RFC 3502 §6.3.11); APPENDUID names the new UIDs in order."""
-
-        def close_all(result: Any = None) -> Any:
-            for lit in literals:
-                if not isinstance(lit, bytes):
-                    lit.close()
-            return result
-
-        first = segments[0].split(b" ", 2)
-        try:
-            req = imap_append.parse([first[2] if len(first) > 2 else b""] + segments[1:], literals)
-        except imap_parse.ParseError as e:
-            close_all()
-            self.sendBadResponse(tag, str(e)[:200].encode())
-            return
-        try:
-            target = self._mailbox_arg(req.mailbox)
-        except imap4.IllegalMailboxEncoding:
-            close_all()
-            self.sendNegativeResponse(tag, b"Illegal mailbox name")
-            return
-
-        def got(box: Any, datas: list[Any]) -> Any:
-            if box is None:
-                self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
-                return None
-            items = [(data, m.flags, m.date) for data, m in zip(datas, req.messages, strict=True)]
-            many = getattr(box, "append_all", None)
-            if many is not None:
-                d = defer.maybeDeferred(many, items)
-            elif len(items) == 1:  # a mailbox without the batch: one message only
-                d = defer.maybeDeferred(box.addMessage, *items[0]).addCallback(lambda uid: [uid])
-            else:
-                raise imap4.MailboxException("[CANNOT] This mailbox takes one message per APPEND")
-
-            def ok(uids: Any) -> None:
-                self._close_other(box)
-                if uids and all(isinstance(u, int) and u > 0 for u in uids):
-                    self.sendPositiveResponse(
-                        tag,
-                        b"[APPENDUID %d %s] APPEND completed"
-                        % (box.getUIDValidity(), imap_esearch.sequence_set(list(uids))),
-                    )
-                else:
-                    self.sendPositiveResponse(tag, b"APPEND completed")
-
-            def failed(f: Failure) -> Failure:
-                self._close_other(box)
-                return f
-
-            return d.addCallbacks(ok, failed)
-
-        # A literal8 message (RFC 3516 §4.4) may hold binary parts: re-encoded as base64
-        # before it is stored, in a thread (the whole message is read and scanned).
-        runner = getattr(self.account, "run", None) or defer.maybeDeferred
-        prepared = defer.gatherResults(
-            [
-                runner(_binary_message, m.data) if m.binary else defer.succeed(m.data)
-                for m in req.messages
-            ],
-            consumeErrors=True,
-        )
-        prepared.addErrback(
-            lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f
-        )
-        d = prepared.addCallback(lambda datas: self._open(target, True).addCallback(got, datas))
-        d.addBoth(close_all)
-        d.addErrback(self._fail(tag, "APPEND"))
-
-    # APPEND runs from the raw command (CgIMAP4Server._special_command); these entries only
-    # tell the state check that APPEND exists (BAD "not valid in this state" before login).
-    mailbox_commands.add("auth select", "APPEND", do_APPEND_raw)
-
-
-def _changed_since(
-    box: Any, modseq: int, wanted: Optional[set[int]], recent: bool = True
-) -> Iterator[bytes]:
-    """The FETCH (UID FLAGS MODSEQ) response of each message of ``box`` changed after
-    ``modseq`` (among ``wanted`` UIDs when given), for the streamer; an empty chunk now and
-    then over unchanged messages, so a long mailbox still yields the reactor. \\Recent only
-    with ``recent`` (not for IMAP4rev2)."""
-    skipped = 0
-    for seq, msg in box.message_rows():
-        m = getattr(msg, "modseq", 0) or 0
-        if m > modseq and (wanted is None or msg.getUID() in wanted):
-            flags = imap_fetch.flag_words(msg.getFlags(), recent)
-            yield b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, msg.getUID(), flags, m)
-        else:
-            skipped += 1
-            if skipped % 1000 == 0:
-                yield b""

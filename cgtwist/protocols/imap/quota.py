@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import Callable, Optional, Protocol, Union
 
 from twisted.internet import defer
-from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.account_settings import QuotaLimits
 from cgtwist.logs import Logger
 from cgtwist.mailstore.quota import Usage
+from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import ArgumentParsers
 from cgtwist.protocols.imap.commands import CommandTable
 
@@ -86,7 +86,7 @@ def getquotaroot(server: Session, tag: bytes, name: bytes) -> None:
     if not server.account.exists(name):
         server.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
         return
-    quoted = imap4._quote(name)
+    quoted = typedimap4.quote(name)
 
     def show(resources: bytes) -> None:
         if not resources:

@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from twisted.internet import defer
-from twisted.mail import imap4
 
 from cgtwist.protocols.imap import fetch as imap_fetch
+from cgtwist.protocols.imap import messagetext as imap_messagetext
 from cgtwist.protocols.imap import search as imap_search
+from cgtwist.protocols.imap import typedimap4
 
 T = TypeVar("T")
 BATCH = 200  # messages matched in one reactor turn at most
@@ -36,7 +37,7 @@ def collect(
     gone: Callable[[], bool],
     pred: imap_search.Predicate,
     texts: set[str],
-    key: Callable[[imap_search.MessageText, int, int], T],
+    key: Callable[[imap_messagetext.MessageText, int, int], T],
 ) -> defer.Deferred[list[T]]:
     """``key(text, seq, uid)`` of every message of ``box`` that ``pred`` matches, in mailbox
     order. ``runner`` runs blocking work in a thread (None: never offload); ``gone()`` true
@@ -52,7 +53,7 @@ def collect(
     if rows is not None:
         d = defer.maybeDeferred(rows)
     else:
-        d = defer.maybeDeferred(box.fetch, imap4.MessageSet(1, None), False)
+        d = defer.maybeDeferred(box.fetch, typedimap4.message_set(1, None), False)
     return d.addCallback(run)
 
 
@@ -65,7 +66,7 @@ def match(
     gone: Callable[[], bool],
     pred: imap_search.Predicate,
     texts: set[str] | frozenset[str],
-    key: Callable[[imap_search.MessageText, int, int], T],
+    key: Callable[[imap_messagetext.MessageText, int, int], T],
 ) -> defer.Deferred[list[T]]:
     """``key(text, seq, uid)`` of each of ``rows`` ((seq, message), in mailbox order) that
     ``pred`` matches, in bounded batches per reactor turn; ``count`` and ``top_uid`` are the
@@ -74,7 +75,7 @@ def match(
     done: defer.Deferred[list[T]] = defer.Deferred()
     found: list[T] = []
 
-    def batch(start: int, prepared: Optional[imap_search.MessageText] = None) -> None:
+    def batch(start: int, prepared: Optional[imap_messagetext.MessageText] = None) -> None:
         i, read = start, 0
         end = min(len(rows), start + BATCH)
         try:
@@ -82,7 +83,7 @@ def match(
             deadline = clock.seconds() + TURN
             while i < end and read < BATCH_BYTES and clock.seconds() <= deadline:
                 seq, msg = rows[i]
-                text = prepared or imap_search.MessageText(msg, _reader(msg))
+                text = prepared or imap_messagetext.MessageText(msg, _reader(msg))
                 if prepared is None and texts and runner is not None and msg.getSize() > OFFLOAD:
                     d = runner(text.prepare, texts)
                     d.addCallbacks(lambda _, i=i, t=text: batch(i, t), done.errback)

@@ -24,7 +24,7 @@ MAX_PARTS = 10000  # parts in one message; further parts are left inside their p
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
-class _Unfolding(email.policy.Compat32):  # type: ignore[misc]
+class _Unfolding(email.policy.Compat32):
     """compat32, but a header value read from a message is unfolded first (RFC 5322 §2.2.3):
     ``boundary="foo\\r\\n bar"`` is the boundary ``foo bar``. The stored text (what BODY[]
     and HEADER return) keeps its folding."""

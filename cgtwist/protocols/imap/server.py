@@ -4,9 +4,10 @@ IMAP4rev2, RFC 9051's IMAP4rev2) and IMAPFactory.
 Owns one connection's life: greeting and capabilities (never advertising what is not
 implemented), one command at a time with input paused while it runs, NO [SERVERBUG] instead of
 tracebacks, timeouts on the passed-in clock (imap.preauth_timeout, imap.idle_timeout also
-during IDLE), IDLE (RFC 2177) and the ordering of unsolicited responses (RFC 3501 §7.4.1), and
-connections per IP. The parts: framing (lines and literals under limits), login
-(STARTTLS and authentication), mailboxes, messages and sortcmds (commands). It never decides
+during IDLE), and connections per IP. The parts: framing (lines and literals under limits),
+login (STARTTLS and authentication), mailboxes, selection, appendcmd, messages, searchcmds and
+sortcmds (commands), unsolicited (what changed in the mailbox, in RFC 3501 §7.4.1's order,
+and IDLE). It never decides
 about accounts (the cred portal does) and never touches Maildir files (the mailstore does).
 """
 
@@ -23,33 +24,44 @@ from twisted.python.failure import Failure
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.interfaces import IAuthPenalty
 from cgtwist.logs import Logger
-from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import context as imap_context
-from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import quota as imap_quota
+from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap import updates as imap_updates
+from cgtwist.protocols.imap.appendcmd import AppendCommand
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.framing import FramingMixin, _Pending
 from cgtwist.protocols.imap.login import LoginMixin
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.messages import MessageCommands
+from cgtwist.protocols.imap.searchcmds import SearchCommands
+from cgtwist.protocols.imap.selection import SelectionCommands
 from cgtwist.protocols.imap.sortcmds import SortCommands
+from cgtwist.protocols.imap.unsolicited import UnsolicitedResponses
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
-# RFC 3501 §7.4.1: no EXPUNGE response while these run (their UID forms may have one).
-_HOLD_EXPUNGE = frozenset((b"FETCH", b"STORE", b"SEARCH", b"SORT", b"THREAD"))
 # RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
 # RFC 5267 ESORT (SORT RETURN) and RFC 9394 PARTIAL (SEARCH and SORT RETURN (PARTIAL n:m)).
 _RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 
 
-class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, imap4.IMAP4Server):
+class CgIMAP4Server(
+    FramingMixin,
+    LoginMixin,
+    SortCommands,
+    MessageCommands,
+    SearchCommands,
+    SelectionCommands,
+    AppendCommand,
+    UnsolicitedResponses,
+    typedimap4.IMAP4Server,
+):
     """IMAP4rev1 server with cgtwist's extensions, limits and policies."""
 
     IDENT = b"cgtwist IMAP4rev1 server ready"
@@ -58,7 +70,11 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
     # Every part's commands; a later table wins, as the parts' attributes would in the MRO.
     commands = CommandTable(
         MailboxCommands.mailbox_commands,
+        SelectionCommands.selection_commands,
+        AppendCommand.append_commands,
+        UnsolicitedResponses.idle_commands,
         MessageCommands.message_commands,
+        SearchCommands.search_commands,
         SortCommands.sort_commands,
         imap_quota.commands,
         LoginMixin.login_commands,
@@ -393,13 +409,13 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
 
     def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None:
         """Argument-parser errors: BAD for syntax, NO [SERVERBUG] for our own bugs."""
-        if failure.check(imap4.IllegalClientResponse):
+        if isinstance(failure.value, imap4.IllegalClientResponse):
             self.sendBadResponse(
                 tag, b"Illegal syntax: " + str(failure.value)[:200].encode("utf-8", "replace")
             )
-        elif failure.check(imap4.IllegalOperation):
+        elif isinstance(failure.value, imap4.IllegalOperation):
             self.sendNegativeResponse(tag, b"Illegal operation")
-        elif failure.check(imap4.IllegalMailboxEncoding):
+        elif isinstance(failure.value, imap4.IllegalMailboxEncoding):
             self.sendNegativeResponse(tag, b"Illegal mailbox name")
         else:
             self.log.failure("imap: command failed", failure)
@@ -460,94 +476,6 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         else:
             self._respond(message, None, None)
 
-    def unsolicited(self, line: bytes) -> None:
-        """Queue an unsolicited response (not the mailbox view's: that is synced); sent at once
-        during IDLE, else before the next tagged reply."""
-        self._unsolicited.append(line)
-        if self._idle_tag is not None:
-            self._flush_unsolicited()
-
-    def _flush_unsolicited(self, start: bool = True) -> bool:
-        """Tell the client what changed: the selected mailbox's view first, then the updating
-        searches' results found so far, then the rest. With ``start``, begin matching the
-        messages changed since the updating searches were last brought up to date; True
-        while that runs (``context_updates.when_ready``; during IDLE its lines follow)."""
-        if self.state == "logout":  # RFC 3501 §7.1.5: nothing after BYE
-            self._unsolicited.clear()
-            return False
-        matching = False
-        if self.state == "select" and self.mbox is not None:
-            sync = getattr(self.mbox, "sync", None)
-            if sync is not None:
-                allowed = self._busy_name not in _HOLD_EXPUNGE
-                before = (
-                    self._uids_now()
-                    if allowed and getattr(self.mbox, "pending_expunges", False)
-                    else None
-                )
-                self._send_updates(sync(allowed), before)
-                for line in self.context_updates.lines(self.mbox):
-                    self.sendLine(b"* " + line)
-                if start and self.search_contexts:
-                    matching = self.context_updates.start(self.mbox)
-        while self._unsolicited:
-            self.sendLine(b"* " + self._unsolicited.pop(0))
-        if matching and self._idle_tag is not None:
-            self.context_updates.when_ready().addCallback(lambda _: self._idle_results())
-        return matching
-
-    def _idle_results(self) -> None:
-        """During IDLE, the updating searches' lines as soon as they are matched (RFC 2177),
-        and a match of what changed meanwhile (it ends once nothing has)."""
-        if self._idle_tag is not None and not self._closed:
-            self._flush_unsolicited()
-
-    def _send_updates(self, up: Any, before: Optional[list[int]] = None) -> None:
-        """Render a view's ``Updates`` (cgtwist.mailstore.mailbox) in their order; with
-        QRESYNC on, expunges as one VANISHED of their UIDs (``before``: the view's UIDs
-        before them, RFC 7162 §3.2.10), and with CONDSTORE on each FETCH carries MODSEQ
-        (RFC 7162 §3.1: every unsolicited FETCH) and, with QRESYNC, the UID."""
-        if before is not None:
-            self._contexts_expunged(up.expunged, before)
-        if self.qresync_on and before is not None:
-            if up.expunged:
-                self.sendLine(
-                    b"* " + imap_condstore.vanished([before[s - 1] for s in up.expunged], False)
-                )
-        else:
-            for seq in up.expunged:
-                self.sendLine(b"* %d EXPUNGE" % seq)
-        if up.flags is not None:
-            self._send_flags(up.flags, up.permanent)
-        if up.exists is not None:
-            self.sendLine(b"* %d EXISTS" % up.exists)
-            if up.recent is not None and not self.rev2:  # RFC 9051: no RECENT response
-                self.sendLine(b"* %d RECENT" % up.recent)
-        modseq_of = getattr(self.mbox, "modseq_of", None) if self.condstore_on else None
-        for seq, flags in up.fetch_flags:
-            words = imap_fetch.flag_words(flags, not self.rev2)
-            extra = b""
-            if modseq_of is not None:
-                u = self.mbox.getUID(seq)
-                if self.qresync_on:
-                    extra += b" UID %d" % u
-                extra += b" MODSEQ (%d)" % (modseq_of(u) or 0)
-            self.sendLine(b"* %d FETCH (FLAGS (%s)%s)" % (seq, words, extra))
-
-    def _send_flags(self, flags: list[str], permanent: Optional[list[str]]) -> None:
-        self.sendLine(b"* FLAGS (%s)" % b" ".join(f.encode() for f in flags))
-        if permanent is not None:
-            self.sendLine(
-                b"* OK [PERMANENTFLAGS (%s)] Limited" % b" ".join(f.encode() for f in permanent)
-            )
-
-    def _announce_keywords(self) -> None:
-        """A new FLAGS list if keywords were added since the client's last one."""
-        announce = getattr(self.mbox, "announce_keywords", None) if self.state == "select" else None
-        kw = announce() if announce is not None else None
-        if kw is not None:
-            self._send_flags(*kw)
-
     def do_LOGOUT(self, tag: bytes) -> None:
         """RFC 3501 §6.1.3: BYE, OK, close; nothing pipelined after LOGOUT is run."""
         self._release_mailbox()
@@ -559,34 +487,6 @@ class CgIMAP4Server(FramingMixin, LoginMixin, SortCommands, MessageCommands, ima
         self._closed_by_us()
 
     commands.add("unauth auth select logout", "LOGOUT", do_LOGOUT)
-
-    # -- IDLE (RFC 2177) ----------------------------------------------------------------------
-    def do_IDLE(self, tag: bytes) -> None:
-        self._idle_tag = tag
-        self.sendContinuationRequest(b"idling")
-        self._flush_unsolicited()
-        self._resume()
-
-    commands.add("auth select", "IDLE", do_IDLE)
-
-    def _idle_line(self, line: bytes) -> None:
-        tag, self._idle_tag = self._idle_tag, None
-        assert tag is not None
-        self._busy_tag = tag
-        self._pause()
-        if line.strip().upper() == b"DONE":
-            self.sendPositiveResponse(tag, b"IDLE terminated")
-        else:
-            self.sendBadResponse(tag, b"Expected DONE")
-
-    # The mailbox view's listener call: something changed. Outside IDLE the client hears of it
-    # before its next tagged reply; during IDLE at once (RFC 2177).
-    def viewChanged(self) -> None:
-        if self._idle_tag is not None:
-            self._flush_unsolicited()
-
-    def modeChanged(self, writeable: bool) -> None:
-        self.unsolicited(b"OK [READ-WRITE]" if writeable else b"OK [READ-ONLY]")
 
 
 class IMAPFactory(AccessFactory):

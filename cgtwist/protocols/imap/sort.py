@@ -1,7 +1,7 @@
 """IMAP SORT and THREAD arguments and keys (RFC 5256, RFC 5957 SORT=DISPLAY).
 
 Pure: tokens from cgtwist.protocols.imap.parse in, criteria out; one message's sort keys or
-``ThreadMessage`` from its cached headers (through imap_search's ``MessageText``: the
+``ThreadMessage`` from its cached headers (through imap_messagetext's ``MessageText``: the
 mailstore keeps Date, Subject, From, To, Cc, Message-ID, References and In-Reply-To in its
 metadata, so no message file is read); the final ordering. Never imports twisted.internet.
 """
@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional
 
 from cgtwist.protocols.imap import address as imap_address
 from cgtwist.protocols.imap import thread as imap_thread
+from cgtwist.protocols.imap.messagetext import MessageText, header_text
 from cgtwist.protocols.imap.parse import Literal, ParseError, Token
-from cgtwist.protocols.imap.search import BadCharset, MessageText, header_text
+from cgtwist.protocols.imap.search import BadCharset
 
 # RFC 5256 §3 sort-key, plus RFC 5957 §3 DISPLAYFROM and DISPLAYTO.
 KEYS = frozenset(
@@ -211,13 +212,22 @@ def rank(number: int, keys: tuple[Key, ...], criteria: list[Criterion]) -> tuple
     )
 
 
+def _nth_key(i: int) -> Callable[[tuple[int, tuple[Key, ...]]], Key]:
+    """The sort key of a row by its ``i``-th criterion."""
+
+    def key(row: tuple[int, tuple[Key, ...]]) -> Key:
+        return row[1][i]
+
+    return key
+
+
 def ordered(rows: list[tuple[int, tuple[Key, ...]]], criteria: list[Criterion]) -> list[int]:
     """The numbers of ``rows`` ((number, keys), in mailbox order) sorted by the criteria.
     REVERSE turns one key's order around; messages equal on every key stay in mailbox order
     (RFC 5256 §3, and what Dovecot answers): one stable sort per criterion, last first."""
     rows = list(rows)
     for i in range(len(criteria) - 1, -1, -1):
-        rows.sort(key=lambda r, i=i: r[1][i], reverse=criteria[i][1])  # type: ignore[misc]
+        rows.sort(key=_nth_key(i), reverse=criteria[i][1])
     return [n for n, _ in rows]
 
 

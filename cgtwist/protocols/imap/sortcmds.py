@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, TypeVar
 from twisted.internet import defer
 
 from cgtwist.protocols.imap import esearch as imap_esearch
+from cgtwist.protocols.imap import messagetext as imap_messagetext
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import scan as imap_scan
 from cgtwist.protocols.imap import search as imap_search
@@ -44,7 +45,7 @@ class SortCommands:
     sendNegativeResponse: Callable[..., None]
     sendBadResponse: Callable[..., None]
     _fail: Callable[[bytes, str], Any]
-    _keep_updated: Callable[..., bytes]  # MessageCommands': CONTEXT=SORT (RFC 5267)
+    _keep_updated: Callable[..., bytes]  # SearchCommands': CONTEXT=SORT (RFC 5267)
     # Run by CgIMAP4Server._special_command in the selected state; named here so that the
     # command in another state is "not valid in this state", not "unknown".
     sort_commands = CommandTable()
@@ -76,7 +77,7 @@ class SortCommands:
             return
 
         def key(
-            text: imap_search.MessageText, seq: int, number: int
+            text: imap_messagetext.MessageText, seq: int, number: int
         ) -> tuple[int, tuple[imap_sort.Key, ...], int]:
             return number, imap_sort.sort_keys(text, criteria), text.msg.getUID()
 
@@ -121,7 +122,9 @@ class SortCommands:
             return
         build = imap_thread.references if algorithm == "REFERENCES" else imap_thread.ordered_subject
 
-        def key(text: imap_search.MessageText, seq: int, number: int) -> imap_thread.ThreadMessage:
+        def key(
+            text: imap_messagetext.MessageText, seq: int, number: int
+        ) -> imap_thread.ThreadMessage:
             return imap_sort.thread_message(text, number, seq)
 
         def threads(msgs: list[imap_thread.ThreadMessage]) -> bytes:
@@ -180,7 +183,8 @@ class SortCommands:
         """``fn(*args)`` in a mailstore thread when ``count`` messages make it long, else now."""
         runner = getattr(self.account, "run", None)
         if runner is not None and count > _ORDER_IN_THREAD:
-            return runner(fn, *args)  # type: ignore[no-any-return]
+            offloaded: defer.Deferred[T] = runner(fn, *args)
+            return offloaded
         return defer.maybeDeferred(fn, *args)
 
     def _collect(
@@ -188,7 +192,7 @@ class SortCommands:
         pred: imap_search.Predicate,
         texts: set[str],
         uid: bool,
-        key: Callable[[imap_search.MessageText, int, int], T],
+        key: Callable[[imap_messagetext.MessageText, int, int], T],
     ) -> defer.Deferred[list[T]]:
         """``key(text, seq, number)`` of every message the predicate matches, in mailbox
         order, in SEARCH's bounded batches (``number`` is the UID for UID SORT/THREAD)."""

@@ -15,6 +15,8 @@ from twisted.internet import defer, interfaces
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cgtwist.typedtwisted import current_failure
+
 STREAM_BURST = 256 * 1024  # octets written before yielding to the reactor
 TURN = 0.01  # seconds of work in one reactor turn before yielding
 
@@ -64,7 +66,7 @@ class Streamer:
                     self._schedule()
                     return
         except Exception:
-            self._finish(Failure())
+            self._finish(current_failure())
 
     def _finish(self, failure: Optional[Failure]) -> None:
         if self.stopped:

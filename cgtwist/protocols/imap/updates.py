@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
 from cgtwist.protocols.imap import context as imap_context
+from cgtwist.protocols.imap import messagetext as imap_messagetext
 from cgtwist.protocols.imap import scan as imap_scan
-from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap import sort as imap_sort
 
 log = Logger()
@@ -39,11 +39,11 @@ class _Found:
 
 def _keyed(
     criteria: Optional[list[imap_sort.Criterion]],
-) -> Callable[[imap_search.MessageText, int, int], tuple[int, Optional[tuple[Any, ...]]]]:
+) -> Callable[[imap_messagetext.MessageText, int, int], tuple[int, Optional[tuple[Any, ...]]]]:
     """A match's result for one message: its UID and, for a SORT, its sort keys."""
 
     def key(
-        text: imap_search.MessageText, seq: int, uid: int
+        text: imap_messagetext.MessageText, seq: int, uid: int
     ) -> tuple[int, Optional[tuple[Any, ...]]]:
         return uid, imap_sort.sort_keys(text, criteria) if criteria else None
 

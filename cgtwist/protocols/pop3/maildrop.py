@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore.pop import PopMailbox
+from cgtwist.typedtwisted import begin_file_transfer
 
 SMALL_MESSAGE = 256 * 1024  # RETR sends messages up to this size in one write, bigger ones stream
 
@@ -173,7 +174,7 @@ class Maildrop:
     def _send_file(self, f: Any) -> defer.Deferred[Any]:
         """Stream the message with back-pressure (a pull producer), dot-stuffed, then '.'."""
         sender = basic.FileSender()
-        d = sender.beginFileTransfer(f, self.session.transport, _stuffer())
+        d = begin_file_transfer(sender, f, self.session.transport, _stuffer())
 
         def finish(last: bytes) -> None:
             f.close()

@@ -1,51 +1,39 @@
-"""The SMTP receiver: ESMTP commands that translate into policy calls and hand accepted
-messages to submission, and the factory that enforces connection limits.
+"""The SMTP receiver's commands: ESMTP commands that translate into policy calls and hand
+accepted messages to submission.
 
 Protocol code translates, it never decides (STYLE.md): senders, recipients and relaying go to an
 ``IPolicy``; messages go to ``ISubmission``, and only its durable result gives 250. The mail
 transaction in progress is one ``Transaction`` (``smtp.transaction``) that MAIL FROM makes and
 RSET, HELO/EHLO, STARTTLS and the end of DATA drop. The wire (input, reply order, timeouts,
-limits) is ``smtp.wire``; AUTH is ``smtp.auth``; the DATA parser is ``smtp.data``. Limits come
+limits) is ``smtp.wire``; AUTH is ``smtp.auth``; the DATA parser is ``smtp.data``; the
+listener's factory and its connection limits are ``smtp.factory``. Limits come
 from ``cgtwist.settings`` and are read at use time.
 """
 
 from __future__ import annotations
 
-import secrets
 import sys
 from dataclasses import replace
-from typing import Any, Callable, Mapping, Optional, cast
+from typing import Any, Mapping, Optional
 
-from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.interfaces import IOpenSSLContextFactory, IReactorTime, ITLSTransport
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.interfaces import IOpenSSLContextFactory, ITLSTransport
 from twisted.python.failure import Failure
 
-from cgtwist.activesessions import ActiveSessions
 from cgtwist.address import parse_path
-from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.errors import MailError
 from cgtwist.interfaces import (
     DISCARD,
     CheckOutcome,
-    IAuthPenalty,
-    IClientAccess,
     IMessageCheck,
-    IPolicy,
     IReceptionFacts,
-    IStatistics,
-    ISubmission,
 )
 from cgtwist.message.trace import received_header, safe_header_line, with_protocol
-from cgtwist.protocols.deadlines import DeadlineTimers
-from cgtwist.protocols.limits import PerIPConnections, SessionDrain
 from cgtwist.protocols.smtp.auth import MECHANISMS, AuthCommands
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
-from cgtwist.protocols.smtp.wire import SMTPWire
-from cgtwist.settings import SettingsHolder
-from cgtwist.types import ListenerSpec, Recipient, SessionInfo
+from cgtwist.protocols.smtp.wire import SMTPServices
+from cgtwist.types import Recipient, SessionInfo
 
 
 class CgSMTP(AuthCommands):
@@ -60,7 +48,8 @@ class CgSMTP(AuthCommands):
     def _tls_context(self) -> Optional[IOpenSSLContextFactory]:
         if self._tls or not ITLSTransport.providedBy(self.transport):
             return None
-        return self.factory.tls()
+        services: SMTPServices = self.factory  # Twisted types Protocol.factory loosely
+        return services.tls()
 
     def smtp_helo(self, arg: bytes) -> None:
         self._hello(arg, esmtp=False)
@@ -412,94 +401,3 @@ class CgSMTP(AuthCommands):
             return
         self._reply(220, "2.0.0", "Ready to start TLS")
         self._start_tls(ctx)
-
-
-class SMTPFactory(ServerFactory, SessionDrain):
-    """Builds ``CgSMTP`` for one listener socket and keeps its connection counts.
-
-    ``tls`` is called at use time and returns the current server context factory (or None when
-    no certificate is available); ``portal`` is the shared cred Portal whose checkers verify
-    AUTH. ``clock`` defaults to the global reactor only when the caller passes nothing.
-    ``penalty`` is the shared AUTH penalty (cgtwist.checks.authpenalty.AuthPenalty); without
-    one the factory keeps its own AuthPenalty on its clock and settings. ``stats`` counts
-    each connection and each refusal (cgtwist.stats).
-
-    When ``policy`` also has ``is_client_ip(ip)``, ``session_closed(session)``,
-    ``report_offence(ip, kind)`` or ``check_message(session, envelope, message)`` (the
-    protection and basic policies do), they are called at connect, at disconnect, when a
-    client is cut off for too many errors or talked before the greeting, and after DATA
-    before the message is queued.
-    """
-
-    protocol = CgSMTP  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        listener: ListenerSpec,
-        settings: SettingsHolder,
-        policy: IPolicy,
-        submission: ISubmission,
-        portal: Portal,
-        tls: Callable[[], Optional[IOpenSSLContextFactory]],
-        hostname: str,
-        clock: Optional[IReactorTime] = None,
-        penalty: Optional[IAuthPenalty] = None,
-        stats: Optional[IStatistics] = None,
-        active: Optional[ActiveSessions] = None,
-    ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
-        self.listener = listener
-        self.settings = settings
-        self.policy = policy
-        self.submission = submission
-        self.portal = portal
-        self.tls = tls
-        self.hostname = hostname
-        self.clock: Any = clock  # IReactorTime
-        self.stats = stats
-        self.deadline_timers = DeadlineTimers(cast(IReactorTime, clock))
-        self.connections = 0
-        self.per_ip = PerIPConnections(
-            settings,
-            lambda s: s.smtp.max_connections_per_ip,
-            exempt=policy.is_client_ip if IClientAccess.providedBy(policy) else None,
-        )
-        SessionDrain.__init__(self)
-        self.live: set[SMTPWire]
-        self._prefix = secrets.token_hex(3)
-        self._counter = 0
-        self.penalty: IAuthPenalty = (
-            penalty if penalty is not None else AuthPenalty(self.clock, settings)
-        )
-        self.active = active  # the logged-in sessions WebUser lists (cgtwist.activesessions)
-
-    def buildProtocol(self, addr: Any) -> CgSMTP:
-        if self.stats is not None:
-            self.stats.connection("smtp")
-        return CgSMTP(self)
-
-    def new_session_id(self) -> str:
-        self._counter += 1
-        return f"{self._prefix}{self._counter:06x}"
-
-    def register(self, proto: SMTPWire) -> Optional[str]:
-        """Count a new connection; return why it is refused when over a limit (then not counted)."""
-        ip = proto._peer()
-        s = self.settings.current
-        if self.stopping:
-            return "Service shutting down"
-        limit = s.smtp.max_connections
-        if limit and self.connections >= limit:
-            return "Error: too many connections"
-        if not self.per_ip.opened(ip):
-            self.per_ip.closed(ip)
-            return "Error: too many connections from your address"
-        self.connections += 1
-        self.live.add(proto)
-        return None
-
-    def unregister(self, proto: SMTPWire) -> None:
-        self.connections -= 1
-        self.per_ip.closed(proto._peer())
-        self.forget(proto)
