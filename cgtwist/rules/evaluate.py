@@ -11,7 +11,7 @@ checked, for ``rules explain``. It must not run the actions: cgtwist.core.rules 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, cast
+from typing import Optional, Sequence, cast
 
 from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
@@ -94,14 +94,20 @@ def evaluate(
     allowed: Optional[str] = None,
     execute: bool = False,
     explain: bool = False,
+    indexed: bool = True,
 ) -> Outcome:
     """Apply ``rules`` to ``facts``. ``server``: Server Rules; ``allowed``: the account's
     RulesAllowed (None for server and domain rules); ``execute``: ``rules.execute``.
     ``explain``: trace every rule and condition checked (``rules explain``); otherwise only
-    the rules that fired are in the trace, which is what delivery logs."""
+    the rules that fired are in the trace, which is what delivery logs. ``indexed=False``
+    tries every rule instead of the index's candidates (the agreement tests, the bench)."""
     actions: list[Action] = []
     trace: list[RuleTrace] = []
-    for rule in rules.ordered():
+    if explain or not indexed:
+        tried: Sequence[Rule] = rules.ordered()
+    else:  # only the rules the message can fire (cgtwist.rules.index), in the same order
+        tried = rules.index.candidates(lambda c: _seen(c, facts)[1])
+    for rule in tried:
         checked: list[ConditionTrace] = []
         if explain:
             fired = True
@@ -178,11 +184,7 @@ def _picture_met(c: Condition, facts: MessageFacts) -> bool:
     """Whether a picture condition holds: the per-message path, so the subject's values are
     read once per message (MessageFacts.memo) and the loops stop at the first answer."""
     pictures, lists, _name = c.plan
-    memo = facts._memo
-    got = memo.get(c.key)
-    if got is None:
-        got = memo[c.key] = _folded(c, facts)
-    values, folded = cast(tuple[list[str], list[str]], got)
+    values, folded = _seen(c, facts)
     if lists:
         named = [facts.lists.get(n, frozenset()) for n in lists]
         hits = [
@@ -209,11 +211,15 @@ def _picture_met(c: Condition, facts: MessageFacts) -> bool:
     return c.negative
 
 
-def _folded(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
+def _seen(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
     """The values a condition's subject offers, and casefolded: the same field serves many
-    conditions, so once per message (MessageFacts.memo)."""
-    values = _values(c, facts)
-    return values, [v.casefold() for v in values]
+    conditions (and the index), so once per message (MessageFacts.memo)."""
+    memo = facts._memo
+    got = memo.get(c.key)
+    if got is None:
+        values = _values(c, facts)
+        got = memo[c.key] = (values, [v.casefold() for v in values])
+    return cast(tuple[list[str], list[str]], got)
 
 
 def _values(c: Condition, facts: MessageFacts) -> list[str]:
