@@ -29,8 +29,8 @@ from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.message import loops
 from cgtwist.rules import compose
-from cgtwist.rules.evaluate import Outcome, evaluate
-from cgtwist.rules.facts import MessageFacts, message_facts
+from cgtwist.rules.evaluate import Outcome, evaluate, holds
+from cgtwist.rules.facts import MessageFacts, message_facts, parse_headers
 from cgtwist.rules.model import (
     DATE,
     DAY,
@@ -49,6 +49,8 @@ from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleSto
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+_NO_RULES = RuleSet()
+_EPOCH = datetime(1970, 1, 1)  # the clock of facts no date condition reads
 SERVER_DONE = "server"  # submit["rules"] of a copy Server Rules made: not ruled again
 _STATUS = re.compile(r"^[45]\.\d{1,3}\.\d{1,3} ")
 _SENDS = ("Redirect to", "Forward to", "Mirror to")
@@ -136,6 +138,41 @@ class RulesRunner:
             )
             self._unsettled = (rules, RuleSet(kept))
         return self._unsettled[1]
+
+    def still_open(self, rules: RuleSet, facts: MessageFacts) -> list[int]:
+        """The positions, in ``unsettled(rules)``'s run order, of the rules whose settled
+        conditions all hold for ``facts`` (the end of DATA): at the enqueuer the others
+        cannot fire, as those conditions see the same there."""
+        return [
+            i
+            for i, r in enumerate(self.unsettled(rules).ordered())
+            if all(holds(c, facts) for c in r.conditions if not unsettled_condition(c))
+        ]
+
+    def _reopened(self, rules: RuleSet, listed: str, envelope: Envelope, data: bytes) -> RuleSet:
+        """The rules of the end-of-DATA mark's ``listed`` positions whose unsettled conditions
+        hold now: read from the size, the clock and (only when asked) the header section,
+        without the message's other facts. A list this version cannot read: every unsettled
+        rule, as for a mark without one."""
+        ordered = self.unsettled(rules).ordered()
+        try:
+            picked = [ordered[int(i)] for i in listed.split(",") if i]
+        except (ValueError, IndexError):
+            return self.unsettled(rules)
+        if not picked:
+            return _NO_RULES
+        kinds = {c.kind for r in picked for c in r.conditions if unsettled_condition(c)}
+        now = MessageFacts(
+            envelope.sender,
+            (),
+            parse_headers(data) if HEADER in kinds else (),
+            len(data),
+            now=self._now() if kinds & {DATE, DAY, TIME} else _EPOCH,
+        )
+        kept = tuple(
+            r for r in picked if all(holds(c, now) for c in r.conditions if unsettled_condition(c))
+        )
+        return RuleSet(kept) if kept else _NO_RULES
 
     async def _load(self, key: tuple[str, str], scope: str, owner: str) -> _Parsed:
         stored = await self.store.get(scope, owner)
@@ -247,10 +284,15 @@ class RulesRunner:
         if self.history is not None and data is not None:
             self.history.note("server", msg_id, envelope, data)
         rules, revision = await self.revision(SERVER, "")
-        if envelope.submit.get("rules") == nothing_fired(revision):
+        mark, done = envelope.submit.get("rules") or "", nothing_fired(revision)
+        if mark == done:
             # The end-of-DATA check ran these very rules and none fired: only those whose
             # outcome may differ now (size with our trace fields, the clock) are run again.
             rules = self.unsettled(rules)
+        elif mark.startswith(done + "/") and data is not None:
+            # ...and it named the few of those whose other conditions held: only they can
+            # fire, and only if their size, clock or trace-field conditions hold now.
+            rules = self._reopened(rules, mark[len(done) + 1 :], envelope, data)
         if not rules.rules:
             return
         if data is None:
@@ -546,8 +588,12 @@ NOTHING_FIRED = "none-fired@"
 _ADDED_FIELDS = frozenset({"received", "received-spf", "authentication-results"})
 
 
-def nothing_fired(revision: int) -> str:
-    return f"{NOTHING_FIRED}{revision}"
+def nothing_fired(revision: int, still_open: Optional[list[int]] = None) -> str:
+    """The mark, e.g. ``none-fired@7/0,3``: ``still_open`` names the unsettled rules (their
+    positions in ``RulesRunner.unsettled``'s run order) that can still fire at the enqueuer;
+    without it (marks written before it was recorded) all of them can."""
+    mark = f"{NOTHING_FIRED}{revision}"
+    return mark if still_open is None else mark + "/" + ",".join(map(str, still_open))
 
 
 def unsettled_condition(c: Condition) -> bool:

@@ -119,7 +119,7 @@ def evaluate(
         else:
             fired = True
             for c in rule.conditions:
-                if not (_picture_met(c, facts) if c.picture else check(c, facts).met):
+                if not holds(c, facts):
                     fired = False
                     break
         if not fired:
@@ -177,7 +177,11 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
 
 def holds(c: Condition, facts: MessageFacts) -> bool:
     """``check`` without the explanation: what runs for every message."""
-    return _picture_met(c, facts) if c.picture else check(c, facts).met
+    if c.picture:
+        return _picture_met(c, facts)
+    if c.kind == NUMBER:  # no note to format
+        return facts.size > c.size if c.op == GREATER else facts.size < c.size
+    return check(c, facts).met
 
 
 def _picture_met(c: Condition, facts: MessageFacts) -> bool:
