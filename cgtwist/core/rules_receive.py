@@ -90,7 +90,9 @@ class ReceptionRules:
             if not self._deciding(rules).rules:
                 return None  # nothing to decide here: the enqueuer runs them all
             recipients = [r.address for r in envelope.recipients]
-            facts = await self.runner.facts(envelope, message, recipients, [rules])
+            facts = await self.runner.facts(
+                envelope, message, recipients, [rules], routes_when_tried=True
+            )
         except Exception:
             # Never a silent pass: a rule set that cannot be read now is asked again later.
             self.log.failure(

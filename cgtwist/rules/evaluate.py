@@ -15,6 +15,7 @@ from typing import Optional, Sequence, cast
 
 from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
+from cgtwist.rules.index import RuleIndex
 from cgtwist.rules.model import (
     ADDRESS,
     DATE,
@@ -103,11 +104,7 @@ def evaluate(
     tries every rule instead of the index's candidates (the agreement tests, the bench)."""
     actions: list[Action] = []
     trace: list[RuleTrace] = []
-    if explain or not indexed:
-        tried: Sequence[Rule] = rules.ordered()
-    else:  # only the rules the message can fire (cgtwist.rules.index), in the same order
-        tried = rules.index.candidates(lambda c: _seen(c, facts)[1])
-    for rule in tried:
+    for rule in rules.ordered() if explain or not indexed else tried(rules, facts):
         checked: list[ConditionTrace] = []
         if explain:
             fired = True
@@ -148,6 +145,19 @@ def evaluate(
         if stop:
             break
     return Outcome(tuple(actions), tuple(trace))
+
+
+def tried(rules: RuleSet, facts: MessageFacts) -> Sequence[Rule]:
+    """The rules ``facts`` can fire, in run order (cgtwist.rules.index): the only ones the
+    fast path evaluates. The index never files a rule by a route condition, so a caller may
+    look routes up only when one of these asks for them. Kept per message and rule set
+    (MessageFacts.memo): the caller's question and the evaluation share one look-up."""
+    index = rules.index
+    key = ("tried", id(index))
+    got = facts._memo.get(key)
+    if got is None or cast(tuple[RuleIndex, list[Rule]], got)[0] is not index:
+        got = facts._memo[key] = (index, index.candidates(lambda c: _seen(c, facts)[1]))
+    return cast(tuple[RuleIndex, list[Rule]], got)[1]
 
 
 def check(c: Condition, facts: MessageFacts) -> ConditionTrace:

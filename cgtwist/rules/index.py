@@ -76,12 +76,14 @@ class RuleIndex:
     always: frozenset[int]  # rules without an indexable condition: always tried
 
     @classmethod
-    def build(cls, ordered: Iterable[Rule]) -> RuleIndex:
+    def build(cls, ordered: Iterable[Rule], unfiled: frozenset[str] = frozenset()) -> RuleIndex:
+        """``unfiled``: condition kinds never used to file a rule (the Router's routes, which
+        the caller looks up only when a rule tried asks for them)."""
         rules = tuple(ordered)
         by_key: dict[tuple[str, str], list[tuple[Condition, int]]] = {}
         always: set[int] = set()
         for i, rule in enumerate(rules):
-            best = _best(rule)
+            best = _best(rule, unfiled)
             if best is None:
                 always.add(i)
             else:
@@ -106,12 +108,12 @@ def indexable(c: Condition) -> bool:
     return c.picture and not c.negative and not c.each and not c.plan[1]
 
 
-def _best(rule: Rule) -> Condition | None:
+def _best(rule: Rule, unfiled: frozenset[str]) -> Condition | None:
     """The rule's indexable condition whose pictures name the most (the fewest messages get
     past it); None when it has none, or only ``*``."""
     best, score = None, 0
     for c in rule.conditions:
-        if not indexable(c) or not c.plan[0]:
+        if not indexable(c) or not c.plan[0] or c.kind in unfiled:
             continue
         s = min(_anchor(p)[2] for p in c.plan[0])
         if s > score:

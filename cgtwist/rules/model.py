@@ -468,7 +468,8 @@ class RuleSet:
         )
         lists = dict.fromkeys(n for c in conditions for n in c.plan[1])
         object.__setattr__(self, "list_names", tuple(lists))
-        object.__setattr__(self, "index", RuleIndex.build(ordered))
+        # Not filed by routes: RulesRunner looks them up only for the rules a message tries.
+        object.__setattr__(self, "index", RuleIndex.build(ordered, frozenset({ROUTE})))
 
     def ordered(self) -> tuple[Rule, ...]:
         return self._ordered

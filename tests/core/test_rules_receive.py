@@ -101,6 +101,48 @@ class ReceptionCase(unittest.TestCase):
         local = Envelope("a@b.example", [Recipient("carol@example.com")], {"peer": "192.0.2.1"})
         self.assertEqual(self.successResultOf(self.outcome(text, local)), NONE_FIRED)
 
+    def test_the_router_is_asked_only_for_a_rule_the_message_can_fire(self) -> None:
+        """A route condition behind a sender condition: the Router is asked only for mail
+        from that sender (the index rules the others out first), and the rule still works."""
+        text = rules(
+            rule(
+                "No relay for outbound",
+                'if From is "*@outbound.example"',
+                'if Any Route is "SMTP(*)*"',
+                'do Reject with "no relay"',
+            )
+        )
+        env = Envelope("a@b.example", [Recipient("bob@remote.example")], {"peer": "192.0.2.1"})
+        self.assertEqual(self.successResultOf(self.outcome(text, env)), NONE_FIRED)
+        self.assertEqual(self.routed, [])
+        outbound = MSG.replace(b"bob@elsewhere.example", b"bob@outbound.example")
+        err = self.failureResultOf(self.outcome(text, env, outbound), MailError).value
+        self.assertEqual(err.code, 550)
+        self.assertEqual(self.routed, ["bob@remote.example"])
+
+    def test_a_route_condition_keeps_an_unsettled_rule_open(self) -> None:
+        """The mark never leaves out a rule for a route condition the end of DATA did not ask
+        the Router about: the enqueuer, which does, decides."""
+        text = rules(
+            rule(
+                "Received via relay",
+                'if Header Field is "Received: *relay*"',
+                'if Any Route is "SMTP(*)*"',
+                'do Add Header "X-Relayed: yes"',
+            ),
+            rule("No offers", 'if Subject is "bargain"', 'do Reject with "no"'),
+        )
+        env = Envelope("a@b.example", [Recipient("bob@remote.example")], {"peer": "192.0.2.1"})
+        self.assertEqual(self.successResultOf(self.outcome(text, env)), {"rules": "none-fired@1/0"})
+        self.assertEqual(self.routed, [])
+        relayed = b"Received: from relay.example\r\n" + MSG
+        env = Envelope(
+            "a@b.example", [Recipient("bob@remote.example")], {"rules": "none-fired@1/0"}
+        )
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m1", env, relayed)))
+        self.assertEqual(self.routed, ["bob@remote.example"])
+        self.assertIn(b"X-Relayed: yes", self.submission.sent[-1][1])
+
     def test_rbl_listed_from_the_submit_record(self) -> None:
         """The DNSBL zones the receiver recorded feed the RBL Listed condition."""
         text = rules(rule("RBL", 'if RBL Listed in "zen.example, bl.*"', 'do Reject with "listed"'))

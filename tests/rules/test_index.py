@@ -201,9 +201,10 @@ class IndexTests(unittest.TestCase):
             'rule "star"\n if Subject is "*"\n do Discard\n'
             'rule "size"\n if Message Size greater than "1M"\n do Discard\n'
             'rule "second"\n if Subject is "*"\n if From is "boss@a.example"\n do Discard\n'
+            'rule "route"\n if Any Route is "SMTP(*)"\n do Discard\n'
         )
         index: RuleIndex = rs.index
-        self.assertEqual(index.always, frozenset(range(5)))
+        self.assertEqual(index.always, frozenset({0, 1, 2, 3, 4, 6}))  # routes: never filed
         (subject,) = index.subjects
         self.assertEqual(subject.condition.subject, "From")
         self.assertEqual(subject.exact, {"boss@a.example": [5]})
