@@ -76,14 +76,21 @@ class RuleIndex:
     always: frozenset[int]  # rules without an indexable condition: always tried
 
     @classmethod
-    def build(cls, ordered: Iterable[Rule], unfiled: frozenset[str] = frozenset()) -> RuleIndex:
+    def build(
+        cls,
+        ordered: Iterable[Rule],
+        unfiled: frozenset[str] = frozenset(),
+        weak: frozenset[str] = frozenset(),
+    ) -> RuleIndex:
         """``unfiled``: condition kinds never used to file a rule (the Router's routes, which
-        the caller looks up only when a rule tried asks for them)."""
+        the caller looks up only when a rule tried asks for them); ``weak``: kinds whose
+        values are a few words most messages share (``Source is "trusted"``), used only
+        when a rule has nothing better."""
         rules = tuple(ordered)
         by_key: dict[tuple[str, str], list[tuple[Condition, int]]] = {}
         always: set[int] = set()
         for i, rule in enumerate(rules):
-            best = _best(rule, unfiled)
+            best = _best(rule, unfiled, weak)
             if best is None:
                 always.add(i)
             else:
@@ -108,7 +115,7 @@ def indexable(c: Condition) -> bool:
     return c.picture and not c.negative and not c.each and not c.plan[1]
 
 
-def _best(rule: Rule, unfiled: frozenset[str]) -> Condition | None:
+def _best(rule: Rule, unfiled: frozenset[str], weak: frozenset[str]) -> Condition | None:
     """The rule's indexable condition whose pictures name the most (the fewest messages get
     past it); None when it has none, or only ``*``."""
     best, score = None, 0
@@ -116,6 +123,8 @@ def _best(rule: Rule, unfiled: frozenset[str]) -> Condition | None:
         if not indexable(c) or not c.plan[0] or c.kind in unfiled:
             continue
         s = min(_anchor(p)[2] for p in c.plan[0])
+        if c.kind in weak:
+            s = min(s, 1)
         if s > score:
             best, score = c, s
     return best
@@ -125,7 +134,7 @@ def _anchor(picture: tuple[str, ...]) -> tuple[str, str, int]:
     """How a compiled picture is filed: ("exact"|"start"|"end"|"inside", the text every
     matching value has there, and a score: how much it names; 0 for "*", never filed)."""
     if len(picture) == 1:
-        return "exact", picture[0], len(picture[0]) + 1000
+        return "exact", picture[0], len(picture[0]) + 1
     first, last = picture[0], picture[-1]
     if first or last:
         if len(first) >= len(last):

@@ -469,7 +469,8 @@ class RuleSet:
         lists = dict.fromkeys(n for c in conditions for n in c.plan[1])
         object.__setattr__(self, "list_names", tuple(lists))
         # Not filed by routes: RulesRunner looks them up only for the rules a message tries.
-        object.__setattr__(self, "index", RuleIndex.build(ordered, frozenset({ROUTE})))
+        index = RuleIndex.build(ordered, frozenset({ROUTE}), frozenset({TAGS, DAY, DATE, TIME}))
+        object.__setattr__(self, "index", index)
 
     def ordered(self) -> tuple[Rule, ...]:
         return self._ordered

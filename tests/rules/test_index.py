@@ -170,6 +170,14 @@ class IndexTests(unittest.TestCase):
         tried = rs.index.candidates(lambda c: _seen(c, f)[1])
         self.assertEqual(len(tried), 5)
         self.assertTrue(all(r.conditions[0].subject == "Message Size" for r in tried))
+        # From a trusted client too: 'Source is "trusted"' is a word most mail shares, so
+        # the partner rules are filed by their sender.
+        trusted = facts(
+            b"From: bob@example.net\r\n\r\nhi\r\n",
+            sender="bob@example.net",
+            submit={"peer": "127.0.0.1", "protocol": "ESMTPA", "account": "bob"},
+        )
+        self.assertEqual(len(rs.index.candidates(lambda c: _seen(c, trusted)[1])), 5)
         spam = facts(b"From: Eve <eve@SPAM10.example>\r\n\r\nhi\r\n", sender="eve@spam10.example")
         tried = rs.index.candidates(lambda c: _seen(c, spam)[1])
         self.assertIn("server rule 10", [r.name for r in tried])
