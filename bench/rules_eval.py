@@ -3,8 +3,9 @@
     PYTHONPATH=. .venv/bin/python bench/rules_eval.py [--rules 50] [--seconds 2]
 
 Prints microseconds per message for a typical message against N rules whose conditions do not
-match (every rule's first condition is checked, the worst ordinary case) and against the same
-set where one in ten rules fires. Compare with the per-message CPU of SMTP receiving
+match (the ordinary case: the rule index, cgtwist.rules.index, leaves few to try) and against the same
+set where one in ten rules fires, and the first without the rule index (every rule tried), and
+the facts alone. Compare with the per-message CPU of SMTP receiving
 (bench/smtp-cpu-profile.sh) to judge the share Rules take; issue #14 asks at most 5%.
 """
 
@@ -47,7 +48,7 @@ def rule_set(n: int, firing_every: int = 0) -> str:
     return "\n".join(out) + "\n"
 
 
-def measure(text: str, seconds: float) -> float:
+def measure(text: str, seconds: float, indexed: bool = True) -> float:
     rules = parse_rules(text)
     submit = {"peer": "192.0.2.7", "protocol": "ESMTPS", "tls": "TLSv1.3"}
     now = datetime(2026, 12, 7, 12, 0)
@@ -61,7 +62,7 @@ def measure(text: str, seconds: float) -> float:
             authserv_id="mx.example.com",
             now=now,
         )
-        evaluate(rules, facts, server=True)
+        evaluate(rules, facts, server=True, indexed=indexed)
         n += 1
     return (time.process_time() - start) / n * 1e6
 
@@ -71,10 +72,14 @@ def main() -> None:
     p.add_argument("--rules", type=int, default=50)
     p.add_argument("--seconds", type=float, default=2.0)
     a = p.parse_args()
+    facts = measure(rule_set(0), a.seconds)
     none = measure(rule_set(a.rules), a.seconds)
     some = measure(rule_set(a.rules, 10), a.seconds)
+    every = measure(rule_set(a.rules), a.seconds, indexed=False)
+    print(f"no rules (the facts alone): {facts:.0f} us/message")
     print(f"{a.rules} rules, none firing: {none:.0f} us/message")
     print(f"{a.rules} rules, 1 in 10 firing: {some:.0f} us/message")
+    print(f"{a.rules} rules, none firing, every rule tried (no index): {every:.0f} us/message")
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def freeze_caches(app: Any) -> None:
     seen: set[int] = set()
 
     def walk(obj: Any, depth: int) -> None:
-        if id(obj) in seen or depth > 3 or not hasattr(obj, "__dict__"):
+        if id(obj) in seen or depth > 5 or not hasattr(obj, "__dict__"):
             return
         seen.add(id(obj))
         for name, value in list(vars(obj).items()):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Optional
 
@@ -29,12 +29,13 @@ from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.message import loops
 from cgtwist.rules import compose
-from cgtwist.rules.evaluate import Outcome, evaluate
-from cgtwist.rules.facts import MessageFacts, message_facts
+from cgtwist.rules.evaluate import Outcome, evaluate, holds, tried
+from cgtwist.rules.facts import MessageFacts, message_facts, parse_headers
 from cgtwist.rules.model import (
     DATE,
     DAY,
     HEADER,
+    ROUTE,
     TIME,
     Action,
     Condition,
@@ -49,6 +50,8 @@ from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleSto
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+_NO_RULES = RuleSet()
+_EPOCH = datetime(1970, 1, 1)  # the clock of facts no date condition reads
 SERVER_DONE = "server"  # submit["rules"] of a copy Server Rules made: not ruled again
 _STATUS = re.compile(r"^[45]\.\d{1,3}\.\d{1,3} ")
 _SENDS = ("Redirect to", "Forward to", "Mirror to")
@@ -137,6 +140,46 @@ class RulesRunner:
             self._unsettled = (rules, RuleSet(kept))
         return self._unsettled[1]
 
+    def still_open(self, rules: RuleSet, facts: MessageFacts) -> list[int]:
+        """The positions, in ``unsettled(rules)``'s run order, of the rules whose settled
+        conditions all hold for ``facts`` (the end of DATA): at the enqueuer the others
+        cannot fire, as those conditions see the same there. Route conditions count as
+        holding: ``facts`` may have been gathered without asking the Router."""
+        return [
+            i
+            for i, r in enumerate(self.unsettled(rules).ordered())
+            if all(
+                holds(c, facts)
+                for c in r.conditions
+                if not unsettled_condition(c) and c.kind != ROUTE
+            )
+        ]
+
+    def _reopened(self, rules: RuleSet, listed: str, envelope: Envelope, data: bytes) -> RuleSet:
+        """The rules of the end-of-DATA mark's ``listed`` positions whose unsettled conditions
+        hold now: read from the size, the clock and (only when asked) the header section,
+        without the message's other facts. A list this version cannot read: every unsettled
+        rule, as for a mark without one."""
+        ordered = self.unsettled(rules).ordered()
+        try:
+            picked = [ordered[int(i)] for i in listed.split(",") if i]
+        except (ValueError, IndexError):
+            return self.unsettled(rules)
+        if not picked:
+            return _NO_RULES
+        kinds = {c.kind for r in picked for c in r.conditions if unsettled_condition(c)}
+        now = MessageFacts(
+            envelope.sender,
+            (),
+            parse_headers(data) if HEADER in kinds else (),
+            len(data),
+            now=self._now() if kinds & {DATE, DAY, TIME} else _EPOCH,
+        )
+        kept = tuple(
+            r for r in picked if all(holds(c, now) for c in r.conditions if unsettled_condition(c))
+        )
+        return RuleSet(kept) if kept else _NO_RULES
+
     async def _load(self, key: tuple[str, str], scope: str, owner: str) -> _Parsed:
         stored = await self.store.get(scope, owner)
         last = self._rule_sets.stale(key)
@@ -198,17 +241,38 @@ class RulesRunner:
         *,
         size: Optional[int] = None,
         now: Optional[datetime] = None,
+        routes_when_tried: bool = False,
     ) -> MessageFacts:
         """The facts of a message for ``rule_sets``; routes and mailboxes are looked up only
         when a condition asks for them. ``size`` and ``now`` (replay: a message of the
         history, of which only the header section was kept) replace the data's size and the
-        clock."""
-        routes: list[str] = []
-        if self.route is not None and any(rs.needs_routes for rs in rule_sets):
-            found = await defer.DeferredList(
-                [defer.maybeDeferred(self.route, a) for a in recipients], consumeErrors=True
+        clock. ``routes_when_tried``: the Router is asked only when a rule the message can
+        fire (``tried``) has a route condition, for the fast path (not for an explanation,
+        which shows every rule)."""
+        needs_routes = self.route is not None and any(rs.needs_routes for rs in rule_sets)
+        facts = await self._facts(envelope, data, recipients, rule_sets, account, size, now)
+        if needs_routes and routes_when_tried:
+            needs_routes = any(
+                c.kind == ROUTE for rs in rule_sets for r in tried(rs, facts) for c in r.conditions
             )
-            routes = [str(v) for ok, v in found if ok]
+        if not needs_routes or self.route is None:
+            return facts
+        found = await defer.DeferredList(
+            [defer.maybeDeferred(self.route, a) for a in recipients], consumeErrors=True
+        )
+        # No route value was read yet (the index files no rule by one): the memo stays valid.
+        return replace(facts, routes=tuple(str(v) for ok, v in found if ok))
+
+    async def _facts(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[str],
+        rule_sets: list[RuleSet],
+        account: Optional[Account],
+        size: Optional[int],
+        now: Optional[datetime],
+    ) -> MessageFacts:
         mailboxes: list[str] = []
         names = sorted(frozenset().union(*(rs.mailbox_names for rs in rule_sets)))
         if names and account is not None and self.mailboxes is not None:
@@ -227,7 +291,6 @@ class RulesRunner:
             data,
             authserv_id=self.hostname,
             now=self._now() if now is None else now,
-            routes=routes,
             client_ip=bool(peer and self.is_client_ip and self.is_client_ip(peer)),
             mailboxes=mailboxes,
             lists=lists,
@@ -247,10 +310,15 @@ class RulesRunner:
         if self.history is not None and data is not None:
             self.history.note("server", msg_id, envelope, data)
         rules, revision = await self.revision(SERVER, "")
-        if envelope.submit.get("rules") == nothing_fired(revision):
+        mark, done = envelope.submit.get("rules") or "", nothing_fired(revision)
+        if mark == done:
             # The end-of-DATA check ran these very rules and none fired: only those whose
             # outcome may differ now (size with our trace fields, the clock) are run again.
             rules = self.unsettled(rules)
+        elif mark.startswith(done + "/") and data is not None:
+            # ...and it named the few of those whose other conditions held: only they can
+            # fire, and only if their size, clock or trace-field conditions hold now.
+            rules = self._reopened(rules, mark[len(done) + 1 :], envelope, data)
         if not rules.rules:
             return
         if data is None:
@@ -259,7 +327,9 @@ class RulesRunner:
         pending = [r for r in envelope.recipients if r.state == PENDING]
         if not pending:
             return
-        facts = await self.facts(envelope, data, [r.address for r in pending], [rules])
+        facts = await self.facts(
+            envelope, data, [r.address for r in pending], [rules], routes_when_tried=True
+        )
         outcome = evaluate(rules, facts, server=True, execute=self.settings.current.rules.execute)
         self._log_outcome(msg_id, "server", outcome)
         if not outcome.actions:
@@ -342,7 +412,14 @@ class RulesRunner:
         if not domain_rules.rules and not account_rules.rules:
             return LocalDecision()
         allowed = await self.allowed(account) if account_rules.rules else "None"
-        facts = await self.facts(envelope, data, [address], [domain_rules, account_rules], account)
+        facts = await self.facts(
+            envelope,
+            data,
+            [address],
+            [domain_rules, account_rules],
+            account,
+            routes_when_tried=True,
+        )
         execute = self.settings.current.rules.execute
         first = evaluate(domain_rules, facts, server=False, execute=execute)
         self._log_outcome(msg_id, f"domain {account.domain}", first, address)
@@ -546,8 +623,12 @@ NOTHING_FIRED = "none-fired@"
 _ADDED_FIELDS = frozenset({"received", "received-spf", "authentication-results"})
 
 
-def nothing_fired(revision: int) -> str:
-    return f"{NOTHING_FIRED}{revision}"
+def nothing_fired(revision: int, still_open: Optional[list[int]] = None) -> str:
+    """The mark, e.g. ``none-fired@7/0,3``: ``still_open`` names the unsettled rules (their
+    positions in ``RulesRunner.unsettled``'s run order) that can still fire at the enqueuer;
+    without it (marks written before it was recorded) all of them can."""
+    mark = f"{NOTHING_FIRED}{revision}"
+    return mark if still_open is None else mark + "/" + ",".join(map(str, still_open))
 
 
 def unsettled_condition(c: Condition) -> bool:

@@ -8,9 +8,10 @@ the reply (550 5.7.1 and the rule's text, or the rule's own enhanced status), Di
 with nothing stored. Every other action (headers, subject tags, redirects, replies) stays with
 the queue manager's Server Rules (cgtwist.core.rules), which see the same facts after
 queueing; when no rule fired here, the message's submit record says so (with the rule set's
-revision) and the enqueuer runs again only the rules whose outcome can differ there (message
-size, the trace fields added after this check, the clock): each message is evaluated once,
-not twice. Domain and Account Rules that reject still do it with a DSN. It changes, sends and
+revision) and names the rules whose outcome can differ at the enqueuer (message size, the trace
+fields added after this check, the clock) and whose other conditions held here: the enqueuer
+checks only those rules' size, clock or trace-field conditions, so each message is evaluated
+once, not twice. Domain and Account Rules that reject still do it with a DSN. It changes, sends and
 stores nothing.
 """
 
@@ -89,7 +90,9 @@ class ReceptionRules:
             if not self._deciding(rules).rules:
                 return None  # nothing to decide here: the enqueuer runs them all
             recipients = [r.address for r in envelope.recipients]
-            facts = await self.runner.facts(envelope, message, recipients, [rules])
+            facts = await self.runner.facts(
+                envelope, message, recipients, [rules], routes_when_tried=True
+            )
         except Exception:
             # Never a silent pass: a rule set that cannot be read now is asked again later.
             self.log.failure(
@@ -98,8 +101,8 @@ class ReceptionRules:
             )
             raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
         outcome = evaluate(rules, facts, server=True)
-        if not outcome.trace:  # no rule fired
-            return {"rules": nothing_fired(revision)}
+        if not outcome.trace:  # no rule fired: the few the enqueuer must look at again
+            return {"rules": nothing_fired(revision, self.runner.still_open(rules, facts))}
         reject = next((a for a in outcome.actions if a.name == "Reject with"), None)
         if reject is not None:
             err = rejection(reject.param)

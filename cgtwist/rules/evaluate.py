@@ -11,10 +11,11 @@ checked, for ``rules explain``. It must not run the actions: cgtwist.core.rules 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, cast
+from typing import Optional, Sequence, cast
 
 from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
+from cgtwist.rules.index import RuleIndex
 from cgtwist.rules.model import (
     ADDRESS,
     DATE,
@@ -94,14 +95,16 @@ def evaluate(
     allowed: Optional[str] = None,
     execute: bool = False,
     explain: bool = False,
+    indexed: bool = True,
 ) -> Outcome:
     """Apply ``rules`` to ``facts``. ``server``: Server Rules; ``allowed``: the account's
     RulesAllowed (None for server and domain rules); ``execute``: ``rules.execute``.
     ``explain``: trace every rule and condition checked (``rules explain``); otherwise only
-    the rules that fired are in the trace, which is what delivery logs."""
+    the rules that fired are in the trace, which is what delivery logs. ``indexed=False``
+    tries every rule instead of the index's candidates (the agreement tests, the bench)."""
     actions: list[Action] = []
     trace: list[RuleTrace] = []
-    for rule in rules.ordered():
+    for rule in rules.ordered() if explain or not indexed else tried(rules, facts):
         checked: list[ConditionTrace] = []
         if explain:
             fired = True
@@ -113,7 +116,7 @@ def evaluate(
         else:
             fired = True
             for c in rule.conditions:
-                if not (_picture_met(c, facts) if c.picture else check(c, facts).met):
+                if not holds(c, facts):
                     fired = False
                     break
         if not fired:
@@ -144,6 +147,19 @@ def evaluate(
     return Outcome(tuple(actions), tuple(trace))
 
 
+def tried(rules: RuleSet, facts: MessageFacts) -> Sequence[Rule]:
+    """The rules ``facts`` can fire, in run order (cgtwist.rules.index): the only ones the
+    fast path evaluates. The index never files a rule by a route condition, so a caller may
+    look routes up only when one of these asks for them. Kept per message and rule set
+    (MessageFacts.memo): the caller's question and the evaluation share one look-up."""
+    index = rules.index
+    key = ("tried", id(index))
+    got = facts._memo.get(key)
+    if got is None or cast(tuple[RuleIndex, list[Rule]], got)[0] is not index:
+        got = facts._memo[key] = (index, index.candidates(lambda c: _seen(c, facts)[1]))
+    return cast(tuple[RuleIndex, list[Rule]], got)[1]
+
+
 def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
     """Whether ``c`` holds for ``facts``, and the values it looked at."""
     kind = c.kind
@@ -171,18 +187,18 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
 
 def holds(c: Condition, facts: MessageFacts) -> bool:
     """``check`` without the explanation: what runs for every message."""
-    return _picture_met(c, facts) if c.picture else check(c, facts).met
+    if c.picture:
+        return _picture_met(c, facts)
+    if c.kind == NUMBER:  # no note to format
+        return facts.size > c.size if c.op == GREATER else facts.size < c.size
+    return check(c, facts).met
 
 
 def _picture_met(c: Condition, facts: MessageFacts) -> bool:
     """Whether a picture condition holds: the per-message path, so the subject's values are
     read once per message (MessageFacts.memo) and the loops stop at the first answer."""
     pictures, lists, _name = c.plan
-    memo = facts._memo
-    got = memo.get(c.key)
-    if got is None:
-        got = memo[c.key] = _folded(c, facts)
-    values, folded = cast(tuple[list[str], list[str]], got)
+    values, folded = _seen(c, facts)
     if lists:
         named = [facts.lists.get(n, frozenset()) for n in lists]
         hits = [
@@ -209,11 +225,15 @@ def _picture_met(c: Condition, facts: MessageFacts) -> bool:
     return c.negative
 
 
-def _folded(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
+def _seen(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
     """The values a condition's subject offers, and casefolded: the same field serves many
-    conditions, so once per message (MessageFacts.memo)."""
-    values = _values(c, facts)
-    return values, [v.casefold() for v in values]
+    conditions (and the index), so once per message (MessageFacts.memo)."""
+    memo = facts._memo
+    got = memo.get(c.key)
+    if got is None:
+        values = _values(c, facts)
+        got = memo[c.key] = (values, [v.casefold() for v in values])
+    return cast(tuple[list[str], list[str]], got)
 
 
 def _values(c: Condition, facts: MessageFacts) -> list[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from cgtwist.pictures import matches, pieces, split_list
+from cgtwist.rules.index import RuleIndex
 
 FORMAT_VERSION = 1
 MAX_PRIORITY = 10  # CommuniGate: 0 (disabled) .. 10, higher runs first
@@ -441,6 +442,14 @@ class RuleSet:
         init=False, compare=False, repr=False, default=frozenset()
     )
     list_names: tuple[str, ...] = field(init=False, compare=False, repr=False, default=())
+    # The enabled rules filed by a condition each must meet (cgtwist.rules.index): the
+    # evaluator tries only the rules a message can fire, in the same order.
+    index: RuleIndex = field(
+        init=False,
+        compare=False,
+        repr=False,
+        default_factory=lambda: RuleIndex((), (), frozenset()),
+    )
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -459,6 +468,9 @@ class RuleSet:
         )
         lists = dict.fromkeys(n for c in conditions for n in c.plan[1])
         object.__setattr__(self, "list_names", tuple(lists))
+        # Not filed by routes: RulesRunner looks them up only for the rules a message tries.
+        index = RuleIndex.build(ordered, frozenset({ROUTE}), frozenset({TAGS, DAY, DATE, TIME}))
+        object.__setattr__(self, "index", index)
 
     def ordered(self) -> tuple[Rule, ...]:
         return self._ordered

@@ -18,10 +18,11 @@ from cgtwist.interfaces import DISCARD
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, Recipient, Route, SessionInfo
-from tests.core.test_rules import MSG, FakeAccounts, FakeRuleStore, rule, rules
+from tests.core.test_rules import MSG, FakeAccounts, FakeRuleStore, FakeSubmission, rule, rules
 
-# The mark of a message no Server Rule fired on (the fake store's revision is 1).
-NONE_FIRED = {"rules": "none-fired@1"}
+# The mark of a message no Server Rule fired on (the fake store's revision is 1), and none
+# of whose rules can fire at the enqueuer.
+NONE_FIRED = {"rules": "none-fired@1/"}
 
 
 class ReceptionCase(unittest.TestCase):
@@ -30,13 +31,14 @@ class ReceptionCase(unittest.TestCase):
         self.clock = task.Clock()
         self.clock.advance(1_800_000_000)
         self.routed: list[str] = []
+        self.submission = FakeSubmission()
         self.runner = RulesRunner(
             self.store,  # type: ignore[arg-type]
             FakeAccounts(),
             SettingsHolder(Settings({})),
             clock=self.clock,
             hostname="mx.example.com",
-            submission=None,
+            submission=self.submission,
             route=self.route,
         )
         self.check = ReceptionRules(self.runner)
@@ -99,6 +101,48 @@ class ReceptionCase(unittest.TestCase):
         local = Envelope("a@b.example", [Recipient("carol@example.com")], {"peer": "192.0.2.1"})
         self.assertEqual(self.successResultOf(self.outcome(text, local)), NONE_FIRED)
 
+    def test_the_router_is_asked_only_for_a_rule_the_message_can_fire(self) -> None:
+        """A route condition behind a sender condition: the Router is asked only for mail
+        from that sender (the index rules the others out first), and the rule still works."""
+        text = rules(
+            rule(
+                "No relay for outbound",
+                'if From is "*@outbound.example"',
+                'if Any Route is "SMTP(*)*"',
+                'do Reject with "no relay"',
+            )
+        )
+        env = Envelope("a@b.example", [Recipient("bob@remote.example")], {"peer": "192.0.2.1"})
+        self.assertEqual(self.successResultOf(self.outcome(text, env)), NONE_FIRED)
+        self.assertEqual(self.routed, [])
+        outbound = MSG.replace(b"bob@elsewhere.example", b"bob@outbound.example")
+        err = self.failureResultOf(self.outcome(text, env, outbound), MailError).value
+        self.assertEqual(err.code, 550)
+        self.assertEqual(self.routed, ["bob@remote.example"])
+
+    def test_a_route_condition_keeps_an_unsettled_rule_open(self) -> None:
+        """The mark never leaves out a rule for a route condition the end of DATA did not ask
+        the Router about: the enqueuer, which does, decides."""
+        text = rules(
+            rule(
+                "Received via relay",
+                'if Header Field is "Received: *relay*"',
+                'if Any Route is "SMTP(*)*"',
+                'do Add Header "X-Relayed: yes"',
+            ),
+            rule("No offers", 'if Subject is "bargain"', 'do Reject with "no"'),
+        )
+        env = Envelope("a@b.example", [Recipient("bob@remote.example")], {"peer": "192.0.2.1"})
+        self.assertEqual(self.successResultOf(self.outcome(text, env)), {"rules": "none-fired@1/0"})
+        self.assertEqual(self.routed, [])
+        relayed = b"Received: from relay.example\r\n" + MSG
+        env = Envelope(
+            "a@b.example", [Recipient("bob@remote.example")], {"rules": "none-fired@1/0"}
+        )
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m1", env, relayed)))
+        self.assertEqual(self.routed, ["bob@remote.example"])
+        self.assertIn(b"X-Relayed: yes", self.submission.sent[-1][1])
+
     def test_rbl_listed_from_the_submit_record(self) -> None:
         """The DNSBL zones the receiver recorded feed the RBL Listed condition."""
         text = rules(rule("RBL", 'if RBL Listed in "zen.example, bl.*"', 'do Reject with "listed"'))
@@ -143,7 +187,7 @@ class ReceptionCase(unittest.TestCase):
             rule("No spam", 'if From is "*@spam.example"', 'do Reject with "no"'),
         )
         mark = self.successResultOf(self.outcome(text))
-        self.assertEqual(mark, NONE_FIRED)
+        self.assertEqual(mark, {"rules": "none-fired@1/0"})
         unsettled = self.runner.unsettled(parse_rules(text))
         self.assertEqual([r.name for r in unsettled.rules], ["Tag big"])
         seen: list[str] = []
@@ -152,7 +196,12 @@ class ReceptionCase(unittest.TestCase):
             "x@elsewhere.example", [Recipient("alice@example.com")], {"peer": "192.0.2.1", **mark}
         )
         self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m1", env, MSG)))
+        self.assertEqual(seen, [])  # its size was checked alone: no facts gathered
+        big = MSG + b"x" * 2000
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m1", env, big)))
         self.assertEqual(seen, ["Tag big"])  # only the unsettled rule was looked at
+        self.assertIn(b"Subject: [big] offer", self.submission.sent[-1][1])
+        seen.clear()
         stale = Envelope(
             "x@elsewhere.example",
             [Recipient("alice@example.com")],
@@ -161,6 +210,33 @@ class ReceptionCase(unittest.TestCase):
         seen.clear()
         self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m2", stale, MSG)))
         self.assertEqual(seen, ["Tag big", "Tag offers", "No spam"])  # another revision: all
+
+    def test_the_mark_names_only_the_unsettled_rules_that_can_still_fire(self) -> None:
+        """A rule with a size condition whose other conditions failed at the end of DATA
+        is not in the mark: the enqueuer looks at no rule for that message, however large
+        it has grown; a mark naming a rule that is gone (another parse) means all of them."""
+        text = rules(
+            rule(
+                "Big spam",
+                'if From is "*@spam.example"',
+                'if Message Size greater than "1K"',
+                'do Tag Subject "[big spam]"',
+            ),
+            rule("Huge", 'if Message Size greater than "100M"', 'do Reject with "no"'),
+        )
+        mark = self.successResultOf(self.outcome(text, data=MSG + b"x" * 2000))
+        self.assertEqual(mark, {"rules": "none-fired@1/1"})  # From is x@elsewhere: not 0
+        seen: list[str] = []
+        self.runner.facts = self.counting(self.runner.facts, seen)  # type: ignore[method-assign]
+        env = Envelope("x@elsewhere.example", [Recipient("a@example.com")], mark)
+        big = MSG + b"x" * 2000
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m1", env, big)))
+        self.assertEqual((seen, self.submission.sent), ([], []))
+        odd = Envelope(
+            "x@elsewhere.example", [Recipient("a@example.com")], {"rules": "none-fired@1/9"}
+        )
+        self.successResultOf(defer.ensureDeferred(self.runner.server_rules("m2", odd, big)))
+        self.assertEqual(seen, ["Big spam", "Huge"])
 
     @staticmethod
     def counting(facts: Any, seen: list[str]) -> Any:

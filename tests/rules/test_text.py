@@ -111,7 +111,9 @@ class TextFormTests(unittest.TestCase):
 _text = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=30
 )
-_pictures = st.sampled_from(["*", "alice@example.com", "*@example.*", "x*y", "", "a, b*"])
+_pictures = st.sampled_from(
+    ["*", "alice@example.com", "*@example.*", "x*y", "", "a, b*", "*@example.org", "*z*y, *.net"]
+)
 
 
 def _condition() -> st.SearchStrategy[Condition]:
