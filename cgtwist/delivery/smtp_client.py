@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.logs import Logger
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.typedtwisted import failure_of
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     # the type checker only, the base class with the signatures used here (at run time the
     # name is LineReceiver itself).
     class _LineReceiver(LineReceiver):
-        def sendLine(self, line: bytes) -> None: ...
         def clearLineBuffer(self) -> bytes: ...
 
 else:
@@ -343,8 +343,15 @@ class SMTPClient(_LineReceiver):
         return [self._replies.popleft() for _ in range(min(n, len(self._replies)))]
 
     def send(self, line: str) -> None:
+        self._write(line.encode("utf-8") + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
+        """Commands and small messages go straight into the socket when nothing is queued
+        before them (``runtime.fastwrite``): Twisted's buffered write costs two ``epoll_ctl``
+        and a reactor turn per write, 19,000 ``epoll_ctl`` for 9,730 messages of an outbound
+        run. Under TLS, or with output queued, it is the transport's own write."""
         if self._lost is None and self.transport is not None:
-            self.sendLine(line.encode("utf-8"))
+            write_now(self.transport, data)
 
     async def command(self, line: str, timeout: float, what: str) -> Reply:
         self.send(line)
@@ -487,9 +494,7 @@ class SMTPClient(_LineReceiver):
             lines = [f"MAIL FROM:<{sender}>{mail_params}"]
             lines += [f"RCPT TO:<{addr}>{p}" for addr, p in rcpts]
             lines.append("DATA")
-            transport: Any = self.transport
-            if transport is not None and self._lost is None:
-                transport.writeSequence([x.encode("utf-8") + b"\r\n" for x in lines])
+            self._write("".join(x + "\r\n" for x in lines).encode("utf-8"))
             result.mail = await self.read_reply(t.mail, "mail")
             try:
                 result.rcpts[:] = await self.read_replies(len(rcpts), t.rcpt, "rcpt")
@@ -531,7 +536,16 @@ class SMTPClient(_LineReceiver):
     def _send_data(self, data: bytes) -> defer.Deferred[None]:
         if self._lost is not None or self.transport is None:
             return defer.fail(self._lost or SessionError("not connected", "data"))
-        producer = _DataProducer(self, encode_data(data))
+        payload = encode_data(data)
+        if len(payload) <= _CHUNK:
+            # One block: written at once (straight into an idle socket, see _write), the
+            # rest left to the transport, whose buffer of at most one block needs no
+            # producer; the deadline for the final reply (data_end) covers its draining.
+            # A producer here was a registration, a reactor turn and two epoll_ctl more
+            # per message.
+            self._write(payload)
+            return defer.succeed(None)
+        producer = _DataProducer(self, payload)
         self._producer = producer
         done = producer.done
         self.transport.registerProducer(producer, False)  # type: ignore[attr-defined]  # an ITCPTransport
