@@ -38,6 +38,7 @@ else:
 log = Logger(namespace="cgtwist.delivery.smtp")
 
 _REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -]|$)(.*)$", re.S)
+_EOL = re.compile(rb"\r\n|\r|\n")
 _XTEXT = re.compile(r"^[\x21-\x7e]{1,500}$")
 _CHUNK = 65536
 
@@ -114,10 +115,21 @@ def encode_data(data: bytes) -> bytes:
     RFC 5321 §2.3.8: lines end in CRLF, bare CR and LF are normalised. §4.5.2: a line that
     starts with a dot gets one more dot (transparency).
     """
-    text = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    lf = data.count(b"\n")
+    if lf == data.count(b"\r\n") == data.count(b"\r"):
+        # Already CRLF only (what the SMTP server stores): three C-speed scans instead of
+        # a regular expression over every byte (two re.sub were 47 us per 2 kB message,
+        # a tenth of an outbound run's CPU).
+        text = data
+    else:
+        text = _EOL.sub(b"\r\n", data)
     if text and not text.endswith(b"\r\n"):
         text += b"\r\n"
-    text = re.sub(rb"(?m)^\.", b"..", text)
+    # Every line start is now the start of the text or follows a CRLF.
+    if text.startswith(b"."):
+        text = b"." + text
+    if b"\n." in text:
+        text = text.replace(b"\r\n.", b"\r\n..")
     return text + b".\r\n"
 
 

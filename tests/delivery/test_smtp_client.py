@@ -244,7 +244,28 @@ class Pipelined(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
+def _encode_reference(data: bytes) -> bytes:
+    """encode_data as it was written first: two regular expressions over every byte."""
+    text = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if text and not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", text) + b".\r\n"
+
+
 class Encoding(unittest.TestCase):
+    @settings(max_examples=500, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from([b".", b"..", b"a", b".a", b"\r\n", b"\n", b"\r", b" ", b"\r\n."]),
+            max_size=40,
+        )
+    )
+    def test_same_wire_form_as_the_regular_expressions(self, pieces: list[bytes]) -> None:
+        """The fast path for CRLF-only data and the general one give, for any line endings
+        and dots, exactly the bytes the two regular expressions gave."""
+        data = b"".join(pieces)
+        self.assertEqual(encode_data(data), _encode_reference(data))
+
     @settings(max_examples=200, deadline=None)
     @given(
         st.lists(
