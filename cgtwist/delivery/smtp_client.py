@@ -174,6 +174,7 @@ class SMTPClient(_LineReceiver):
     """One outbound SMTP session. ``start()`` once, then ``transaction()`` any number of times.
 
     ``tls`` builds the client TLS connection creator for ``peer_name`` (None: never STARTTLS);
+    ``peer_ip`` is the address it connects to (for the log lines of a reused session);
     ``require_tls`` refuses to continue without TLS (smarthost with AUTH); ``auth`` is a
     (user, password) pair sent with AUTH PLAIN only inside TLS.
     """
@@ -191,10 +192,12 @@ class SMTPClient(_LineReceiver):
         tls: Optional[Callable[[str], Any]] = None,
         require_tls: bool = False,
         auth: Optional[tuple[str, str]] = None,
+        peer_ip: str = "",
     ) -> None:
         self.clock: Any = clock
         self.helo_name = helo_name
         self.peer_name = peer_name
+        self.peer_ip = peer_ip  # the address connected to, for the log of a reused session
         self.timeouts = timeouts
         self._tls_factory = tls
         self.require_tls = require_tls
