@@ -28,6 +28,10 @@ so an upgrade costs speed, never correctness.
   ``FileLogObserver._outFile``); Twisted's formatter was a quarter of the reactor's time
   under mail load (19f31ac, 25357b6, 55f5f55). The level filter and the rotating log file
   reach twistd's observers the same way, in both modes.
+* ``collector`` (no Twisted internals; chosen by the same setting): CPython's young-generation
+  threshold 7,000 instead of 700. A cold outbound drain of 9,500 messages spent 1.1 s of 8.3 s
+  CPU in 682 young, 61 middle and 4 full collections (80-320 ms reactor stops each); with it,
+  21 young, one middle, no full one.
 * ``stopsignals``: SIGTERM/SIGINT handlers that only wake the reactor, recording the signal
   in the reactor's ``_exitSignal`` for twistd. A fix (logging inside Twisted's handler hung
   a loaded server), not a speed piece, so it runs in both modes; without ``_exitSignal`` it
