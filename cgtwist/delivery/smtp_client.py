@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.logs import Logger
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.typedtwisted import failure_of
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     # the type checker only, the base class with the signatures used here (at run time the
     # name is LineReceiver itself).
     class _LineReceiver(LineReceiver):
-        def sendLine(self, line: bytes) -> None: ...
         def clearLineBuffer(self) -> bytes: ...
 
 else:
@@ -38,6 +38,7 @@ else:
 log = Logger(namespace="cgtwist.delivery.smtp")
 
 _REPLY_LINE = re.compile(rb"^([2-5]\d\d)([ -]|$)(.*)$", re.S)
+_EOL = re.compile(rb"\r\n|\r|\n")
 _XTEXT = re.compile(r"^[\x21-\x7e]{1,500}$")
 _CHUNK = 65536
 
@@ -114,10 +115,21 @@ def encode_data(data: bytes) -> bytes:
     RFC 5321 §2.3.8: lines end in CRLF, bare CR and LF are normalised. §4.5.2: a line that
     starts with a dot gets one more dot (transparency).
     """
-    text = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    lf = data.count(b"\n")
+    if lf == data.count(b"\r\n") == data.count(b"\r"):
+        # Already CRLF only (what the SMTP server stores): three C-speed scans instead of
+        # a regular expression over every byte (two re.sub were 47 us per 2 kB message,
+        # a tenth of an outbound run's CPU).
+        text = data
+    else:
+        text = _EOL.sub(b"\r\n", data)
     if text and not text.endswith(b"\r\n"):
         text += b"\r\n"
-    text = re.sub(rb"(?m)^\.", b"..", text)
+    # Every line start is now the start of the text or follows a CRLF.
+    if text.startswith(b"."):
+        text = b"." + text
+    if b"\n." in text:
+        text = text.replace(b"\r\n.", b"\r\n..")
     return text + b".\r\n"
 
 
@@ -162,6 +174,7 @@ class SMTPClient(_LineReceiver):
     """One outbound SMTP session. ``start()`` once, then ``transaction()`` any number of times.
 
     ``tls`` builds the client TLS connection creator for ``peer_name`` (None: never STARTTLS);
+    ``peer_ip`` is the address it connects to (for the log lines of a reused session);
     ``require_tls`` refuses to continue without TLS (smarthost with AUTH); ``auth`` is a
     (user, password) pair sent with AUTH PLAIN only inside TLS.
     """
@@ -179,10 +192,12 @@ class SMTPClient(_LineReceiver):
         tls: Optional[Callable[[str], Any]] = None,
         require_tls: bool = False,
         auth: Optional[tuple[str, str]] = None,
+        peer_ip: str = "",
     ) -> None:
         self.clock: Any = clock
         self.helo_name = helo_name
         self.peer_name = peer_name
+        self.peer_ip = peer_ip  # the address connected to, for the log of a reused session
         self.timeouts = timeouts
         self._tls_factory = tls
         self.require_tls = require_tls
@@ -343,8 +358,15 @@ class SMTPClient(_LineReceiver):
         return [self._replies.popleft() for _ in range(min(n, len(self._replies)))]
 
     def send(self, line: str) -> None:
+        self._write(line.encode("utf-8") + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
+        """Commands and small messages go straight into the socket when nothing is queued
+        before them (``runtime.fastwrite``): Twisted's buffered write costs two ``epoll_ctl``
+        and a reactor turn per write, 19,000 ``epoll_ctl`` for 9,730 messages of an outbound
+        run. Under TLS, or with output queued, it is the transport's own write."""
         if self._lost is None and self.transport is not None:
-            self.sendLine(line.encode("utf-8"))
+            write_now(self.transport, data)
 
     async def command(self, line: str, timeout: float, what: str) -> Reply:
         self.send(line)
@@ -487,9 +509,7 @@ class SMTPClient(_LineReceiver):
             lines = [f"MAIL FROM:<{sender}>{mail_params}"]
             lines += [f"RCPT TO:<{addr}>{p}" for addr, p in rcpts]
             lines.append("DATA")
-            transport: Any = self.transport
-            if transport is not None and self._lost is None:
-                transport.writeSequence([x.encode("utf-8") + b"\r\n" for x in lines])
+            self._write("".join(x + "\r\n" for x in lines).encode("utf-8"))
             result.mail = await self.read_reply(t.mail, "mail")
             try:
                 result.rcpts[:] = await self.read_replies(len(rcpts), t.rcpt, "rcpt")
@@ -531,7 +551,16 @@ class SMTPClient(_LineReceiver):
     def _send_data(self, data: bytes) -> defer.Deferred[None]:
         if self._lost is not None or self.transport is None:
             return defer.fail(self._lost or SessionError("not connected", "data"))
-        producer = _DataProducer(self, encode_data(data))
+        payload = encode_data(data)
+        if len(payload) <= _CHUNK:
+            # One block: written at once (straight into an idle socket, see _write), the
+            # rest left to the transport, whose buffer of at most one block needs no
+            # producer; the deadline for the final reply (data_end) covers its draining.
+            # A producer here was a registration, a reactor turn and two epoll_ctl more
+            # per message.
+            self._write(payload)
+            return defer.succeed(None)
+        producer = _DataProducer(self, payload)
         self._producer = producer
         done = producer.done
         self.transport.registerProducer(producer, False)  # type: ignore[attr-defined]  # an ITCPTransport

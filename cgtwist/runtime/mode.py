@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from cgtwist.logs import Logger
-from cgtwist.runtime import fastwrite, logobservers, reactor, threadpool
+from cgtwist.runtime import collector, fastwrite, logobservers, reactor, threadpool
 
 log = Logger(namespace="cgtwist.runtime")
 
@@ -26,6 +26,7 @@ _PIECES = {
     "pipe": ("direct pipe writes", "transport writes to the server"),
     "threads": ("lean file threads", "Twisted's ThreadPool"),
     "log": ("batched log lines", "Twisted's log observers"),
+    "gc": (f"young collections every {collector.YOUNG} allocations", "Python's collector"),
 }
 
 
@@ -75,6 +76,8 @@ class Runtime:
         self._piece("reactor", why)
         self._piece("writes", fastwrite.enable(self.wanted))
         self._piece("threads", threadpool.missing() if self.wanted else None)
+        collector.tune(self.wanted)
+        self._piece("gc", None)
 
     def _piece(self, name: str, why: Optional[str]) -> None:
         self.tuned[name] = self.wanted and why is None

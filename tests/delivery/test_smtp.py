@@ -605,6 +605,11 @@ class ConnectionReuse(_Base):
         self.assertEqual([rs1[0].state, rs2[0].state], ["delivered", "delivered"])
         self.assertEqual(f.log.connections, 1)
         self.assertEqual(len(f.log.messages), 2)
+        # The second message's result and history name the same host and address.
+        self.assertIn("mx.dst.test[127.0.0.1]", rs2[0].detail)
+        self.assertEqual(
+            [(a.host, a.ip) for a in self.attempts], [("mx.dst.test", "127.0.0.1")] * 2
+        )
         agent.close_idle()
 
     async def test_idle_connection_expires(self) -> None:

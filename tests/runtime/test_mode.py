@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 from typing import Any
 
@@ -17,7 +18,7 @@ from twisted.logger import (
 )
 
 from cgtwist.logs import TurnBufferedFile, set_level
-from cgtwist.runtime import fastwrite
+from cgtwist.runtime import collector, fastwrite
 from cgtwist.runtime.mode import Runtime
 
 
@@ -30,7 +31,9 @@ def logged() -> Any:
             lines.append(e["log_format"].format(**e))
 
     globalLogPublisher.addObserver(observer)
+    thresholds = gc.get_threshold()
     yield lines
+    gc.set_threshold(*thresholds)
     globalLogPublisher.removeObserver(observer)
     fastwrite.enable(False)
     fastwrite.enable_pipe(False)
@@ -52,6 +55,7 @@ def test_plain_replaces_nothing(logged: list[str]) -> None:
     assert "doIteration" not in vars(reactor)
     assert not fastwrite._direct["socket"]
     assert not isinstance(observer._outFile, TurnBufferedFile)
+    assert gc.get_threshold()[0] != collector.YOUNG
     assert any(line.startswith("runtime plain: Twisted's reactor loop") for line in logged)
 
 
@@ -60,7 +64,14 @@ def test_tuned_installs_every_piece(logged: list[str]) -> None:
     observer, publisher = twistd_like()
     runtime = Runtime("tuned", reactor)
     runtime.start_server(publisher, "info")
-    assert runtime.tuned == {"log": True, "reactor": True, "writes": True, "threads": True}
+    assert runtime.tuned == {
+        "log": True,
+        "reactor": True,
+        "writes": True,
+        "threads": True,
+        "gc": True,
+    }
+    assert gc.get_threshold()[0] == collector.YOUNG
     assert "doIteration" in vars(reactor)
     assert fastwrite._direct["socket"]
     assert isinstance(observer._outFile, TurnBufferedFile)

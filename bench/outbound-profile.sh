@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# What limits cgtwist's outbound drain: the bench's setup (loopback sink domains, STALLED of
+# them tarpits, the same limits) for cgtwist alone, then ROUNDS cold drains, each measured:
+# wall seconds from the first delivery, the server process's CPU seconds (all threads) over the
+# drain and per message, the busy fraction (CPU s / wall s: near 1.0 = CPU-bound on the reactor
+# thread), connections opened (smtp-sink counts none, so cgtwist's log: distinct sessions) and,
+# when asked, a py-spy flame (PYSPY=path/to/py-spy) or a syscall count (STRACE=1) of one drain.
+#
+#   MSGS=4000 BENCH_IGNORE_LOAD=1 bench/outbound-profile.sh
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+bench_load_check outbound-profile
+MSGS=${MSGS:-4000}; DOMAINS=${DOMAINS:-100}; STALLED=${STALLED:-5}; SIZE=${SIZE:-2048}
+SESSIONS=${SESSIONS:-4}; ROUNDS=${ROUNDS:-1}; TIMEOUT=${TIMEOUT:-900}
+SINK_PORT=${SINK_PORT:-25260}; CG_PORT=${CG_PORT:-2735}
+OUTDIR="${RESULTS_DIR:-/tmp/cgtwist-bench}"
+PER=$((MSGS / DOMAINS)); HEALTHY=$((DOMAINS - STALLED)); STALLED_MSGS=$((STALLED * PER))
+mkdir -p "$OUTDIR"
+WORK="$(mktemp -d /var/tmp/cgtwist-outprof-XXXX)"
+PF_DIR="$WORK/no-postfix"
+PIDS=(); CG_PID=""
+trap sink_cleanup EXIT
+trap 'exit 143' TERM INT
+log() { echo "[$(date +%T)] $*" >&2; }
+
+sinks_start "$HEALTHY" "$SINK_PORT"
+stalled_ips=(); for i in $(seq $((HEALTHY + 1)) "$DOMAINS"); do stalled_ips+=("$(sink_ip "$i")"); done
+if [ "$STALLED" -gt 0 ]; then
+  "$PY" "$HERE/outbound_tarpit.py" "$SINK_PORT" "${stalled_ips[@]}" > "$WORK/tarpit.out" &
+  PIDS+=($!)
+  for _ in $(seq 100); do grep -q ready "$WORK/tarpit.out" 2>/dev/null && break; sleep 0.1; done
+fi
+sinks_dns "$DOMAINS"
+cg_conf "$WORK" src.test info
+export CGTWIST_POSTMASTER_PASSWORD=benchpass
+CG_ADMIN_LOG="$WORK/admin.err"
+admin() { cg_admin "$@"; }
+admin settings set listeners "[{\"protocol\":\"smtp\",\"address\":\"127.0.0.1\",\"port\":$CG_PORT,\"tls\":\"none\"}]"
+admin settings set clients.ips "127.0.0.0/8"
+admin settings set smtp.max_connections_per_ip 200
+admin settings set queue.default_concurrency 100
+admin settings set queue.destination_concurrency 5
+for kv in ${CG_SETTINGS:-}; do admin settings set "${kv%%=*}" "${kv#*=}"; done
+
+inject() {
+  for i in $(seq "$DOMAINS"); do echo "$i"; done | xargs -P 4 -I{} sh -c \
+    "smtp-source -s $SESSIONS -m $PER -l $SIZE -f bench@src.test -t user{}@\$(printf d%03d.bench {}) 127.0.0.1:$1 >/dev/null"
+}
+count_cg() { find "$WORK/base/Queue" -maxdepth 1 -name '*.msg' | wc -l; }
+cpu_s() {  # PID: user+system seconds of the process (all threads)
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+for round in $(seq "$ROUNDS"); do
+  rm -f "$WORK"/base/Queue/*.msg "$WORK"/base/Queue/*.jrn "$WORK"/base/Queue/incoming/*
+  for f in "$WORK"/cgtwist.log*; do : > "$f"; done
+  admin settings set smtp.remote_port 9
+  cg_start "$WORK"
+  log "injecting $MSGS"
+  inject "$CG_PORT"
+  for _ in $(seq 1200); do [ "$(count_cg)" -ge "$MSGS" ] && break; sleep 0.5; done
+  kill "$CG_PID"; wait "$CG_PID" 2>/dev/null || true
+  for f in "$WORK"/cgtwist.log*; do : > "$f"; done
+  admin settings set smtp.remote_port "$SINK_PORT"
+  log "drain $round"
+  PYTHONPATH="${EXTRA_PYTHONPATH:+$EXTRA_PYTHONPATH:}$REPO" cg_start "$WORK" ${CG_PROFILE:+--profile "$CG_PROFILE-$round" --profiler cprofile --savestats}
+  cpu0=$(cpu_s "$CG_PID"); t0=$(date +%s.%N); log "drain starts at $(date +%s.%N)"
+  side=""
+  if [ -n "${PYSPY:-}" ]; then
+    (sleep "${PYSPY_DELAY:-0}"
+     "$PYSPY" record -p "$CG_PID" ${PYSPY_ARGS:-} -r 250 -f raw -o "$OUTDIR/outprof-$round.pyspy" -d "${PYSPY_S:-10}" >/dev/null 2>&1) & side=$!
+  elif [ -n "${STRACE:-}" ]; then
+    strace ${STRACE_ARGS:--c} -f -p "$CG_PID" -o "$OUTDIR/outprof-$round.strace" & side=$!
+  fi
+  until [ "$(count_cg)" -le "$STALLED_MSGS" ]; do sleep 0.05; done
+  t1=$(date +%s.%N); cpu1=$(cpu_s "$CG_PID")
+  if [ -n "$side" ]; then
+    if [ -n "${STRACE:-}" ]; then kill -INT "$side" 2>/dev/null || true; fi
+    wait "$side" 2>/dev/null || true
+  fi
+  sessions=$(grep -c "status=delivered" "$WORK"/cgtwist.log* | awk -F: '{ s += $NF } END { print s }')
+  awk -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" -v n=$((MSGS - STALLED_MSGS)) -v d="$sessions" 'BEGIN {
+    w = t1 - t0; c = c1 - c0
+    printf "drain: %d msgs (%d delivered lines) in %.2f s = %.0f msg/s; CPU %.2f s = %.3f ms/msg; busy %.2f\n", n, d, w, n / w, c, 1000 * c / n, c / w }'
+  [ -n "${STRACE:-}" ] && head -25 "$OUTDIR/outprof-$round.strace"
+  # A profiled server is stopped gracefully (twistd writes the statistics at exit); the
+  # sessions stalled at the tarpits are aborted by the shutdown.
+  kill ${CG_PROFILE:+-TERM} ${CG_PROFILE:--KILL} "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""
+done
+bench_load_after outbound-profile
