@@ -137,7 +137,7 @@ class ListAdmin:
         return n
 
     async def export_csv(self, address: str) -> str:
-        return csvio.export(await self.lists.subscribers(address))
+        return await self.lists.subscribers_csv(address)  # built in the database's thread
 
     async def held(self, address: str) -> list[StoredMessage]:
         return await self.lists.kept(address, HELD)

@@ -5,7 +5,9 @@ Every test runs on SQLite; the same tests run on PostgreSQL when CGTWIST_TEST_PG
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+from unittest import mock
 
 from cgtwist.errors import AlreadyExists, NotFound
 from cgtwist.lists import csvio
@@ -121,6 +123,27 @@ class ListStoreTestsMixin:
         )
         with self.assertRaises(ValueError):
             await lists.put_subscribers("dev@example.org", [Subscriber("bob@example.net", "loud")])
+
+    async def test_csv_export_is_built_in_the_database_thread(self: Any) -> None:
+        """The export of a whole list (WebAdmin's, in the server) turns rows into text in the
+        database's thread, never on the reactor thread, and gives what csvio.export gives."""
+        lists = await self.open_lists()
+        await lists.add_list("big@example.org")
+        await lists.put_subscribers(
+            "big@example.org", [Subscriber(f"u{i}@example.net") for i in range(50)]
+        )
+        threads: list[threading.Thread] = []
+        real = csvio.export
+
+        def spy(subs: list[Subscriber]) -> str:
+            threads.append(threading.current_thread())
+            return real(subs)
+
+        with mock.patch.object(csvio, "export", spy):
+            text = await lists.subscribers_csv("big@example.org")
+        self.assertEqual(text, real(await lists.subscribers("big@example.org")))
+        self.assertEqual(len(threads), 1)
+        self.assertIsNot(threads[0], threading.main_thread())
 
     async def test_subscriber_page_counts_and_cuts_in_sql(self: Any) -> None:
         """A page of subscribers: the total, how many have the search text anywhere in their
