@@ -13,9 +13,7 @@ runs in a thread.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import re
 import socket
 from typing import Any, Awaitable, Callable, Optional, Protocol
@@ -349,7 +347,7 @@ class LocalDelivery(DeliveryAgent):
             except (MailboxNameError, ValueError):
                 target = inbox
             fname = self.writer.deliver(target, chunks)
-            return mark_new(target, fname, flags) if flags else fname
+            return md.mark_new(target, fname, flags) if flags else fname
 
         octets = sum(len(c) for c in chunks)
         try:
@@ -491,35 +489,3 @@ class LocalDelivery(DeliveryAgent):
             self.log.failure("local: notifier failed for {account}", f, account=address)
 
         d.addErrback(failed)
-
-
-def mark_new(path: str, fname: str, flags: tuple[str, ...]) -> str:
-    """Blocking: give a message just delivered into ``new/`` the ``flags`` (a rule's "Mark":
-    system flags and IMAP keywords, whose letters come from the mailstore's one allocator,
-    ``md.keyword_letters``, which IMAP STORE and APPEND share): it
-    moves to ``cur/`` under its key with the info letters (maildir(5)), linked
-    there and made durable before its ``new/`` name goes, as ``md.move_to_cur`` does. A
-    failure leaves it in ``new/`` unflagged, never lost; returns its name."""
-    letters = "".join(md.FLAG_TO_LETTER[f] for f in flags if f in md.FLAG_TO_LETTER)
-    keywords = [f for f in flags if f not in md.FLAG_TO_LETTER]
-    if keywords:  # IMAP keywords ("Mark" Junk): Dovecot's letters, as APPEND stores them
-        try:
-            letters += md.keyword_letters(path, keywords)
-        except OSError:
-            pass  # the keyword map unwritable: the message keeps its system flags
-    new, cur = os.path.join(path, "new"), os.path.join(path, "cur")
-    dest = md.join_name(md.split_name(fname)[0], letters)
-    linked = False
-    try:
-        os.link(os.path.join(new, fname), os.path.join(cur, dest))
-        linked = True
-        md.fsync_dir(cur)
-        os.unlink(os.path.join(new, fname))
-    except OSError:  # gone from new/ meanwhile (an IMAP scan moved it), or cur/ unusable
-        if linked:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(cur, dest))
-        return fname
-    with contextlib.suppress(OSError):
-        md.fsync_dir(new)
-    return dest

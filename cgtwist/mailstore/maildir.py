@@ -11,6 +11,7 @@ message file says (its size as served, its cached headers) is cgtwist.mailstore.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import itertools
@@ -647,3 +648,35 @@ def keyword_letters(path: str, names: Iterable[str]) -> str:
     for i, n in sorted(allocate_keywords(path, names).items()):
         index_of.setdefault(n.lower(), i)  # a name the file holds twice: its first letter
     return "".join(sorted({chr(97 + index_of[n.lower()]) for n in names if n.lower() in index_of}))
+
+
+def mark_new(path: str, fname: str, flags: tuple[str, ...]) -> str:
+    """Blocking: give a message just delivered into ``new/`` the ``flags`` (a rule's "Mark":
+    system flags and IMAP keywords, whose letters come from the mailstore's one allocator,
+    ``keyword_letters``, which IMAP STORE and APPEND share): it
+    moves to ``cur/`` under its key with the info letters (maildir(5)), linked
+    there and made durable before its ``new/`` name goes, as ``move_to_cur`` does. A
+    failure leaves it in ``new/`` unflagged, never lost; returns its name."""
+    letters = "".join(FLAG_TO_LETTER[f] for f in flags if f in FLAG_TO_LETTER)
+    keywords = [f for f in flags if f not in FLAG_TO_LETTER]
+    if keywords:  # IMAP keywords ("Mark" Junk): Dovecot's letters, as APPEND stores them
+        try:
+            letters += keyword_letters(path, keywords)
+        except OSError:
+            pass  # the keyword map unwritable: the message keeps its system flags
+    new, cur = os.path.join(path, "new"), os.path.join(path, "cur")
+    dest = join_name(split_name(fname)[0], letters)
+    linked = False
+    try:
+        os.link(os.path.join(new, fname), os.path.join(cur, dest))
+        linked = True
+        fsync_dir(cur)
+        os.unlink(os.path.join(new, fname))
+    except OSError:  # gone from new/ meanwhile (an IMAP scan moved it), or cur/ unusable
+        if linked:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(cur, dest))
+        return fname
+    with contextlib.suppress(OSError):
+        fsync_dir(new)
+    return dest
