@@ -271,6 +271,19 @@ sinks_start() {
   cat "$WORK/sink.err" >&2; echo "sinks did not start" >&2; exit 1
 }
 
+# tarpit_start FIRST LAST PORT: bench/outbound_tarpit.py on domains FIRST..LAST (PIDS): they
+# accept TCP and never greet (the stalled destinations), once it says it is ready. Their
+# addresses are left in STALLED_IPS.
+tarpit_start() {
+  local i
+  STALLED_IPS=()
+  [ "$1" -le "$2" ] || return 0
+  for i in $(seq "$1" "$2"); do STALLED_IPS+=("$(sink_ip "$i")"); done
+  "$PY" "$HERE/outbound_tarpit.py" "$3" "${STALLED_IPS[@]}" > "$WORK/tarpit.out" &
+  PIDS+=($!)
+  for _ in $(seq 100); do grep -q ready "$WORK/tarpit.out" 2>/dev/null && break; sleep 0.1; done
+}
+
 # sinks_dns DOMAINS: the loopback DNS server (cg_dns, PIDS) with an MX for domains 1..DOMAINS
 # and src.test, the sending domain, at 127.0.0.1.
 sinks_dns() {

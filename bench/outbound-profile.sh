@@ -24,12 +24,7 @@ trap 'exit 143' TERM INT
 log() { echo "[$(date +%T)] $*" >&2; }
 
 sinks_start "$HEALTHY" "$SINK_PORT"
-stalled_ips=(); for i in $(seq $((HEALTHY + 1)) "$DOMAINS"); do stalled_ips+=("$(sink_ip "$i")"); done
-if [ "$STALLED" -gt 0 ]; then
-  "$PY" "$HERE/outbound_tarpit.py" "$SINK_PORT" "${stalled_ips[@]}" > "$WORK/tarpit.out" &
-  PIDS+=($!)
-  for _ in $(seq 100); do grep -q ready "$WORK/tarpit.out" 2>/dev/null && break; sleep 0.1; done
-fi
+tarpit_start $((HEALTHY + 1)) "$DOMAINS" "$SINK_PORT"
 sinks_dns "$DOMAINS"
 cg_conf "$WORK" src.test info
 export CGTWIST_POSTMASTER_PASSWORD=benchpass

@@ -52,12 +52,7 @@ log() { echo "[$(date +%T)] $*" >&2; }
 
 # ---- sinks ----------------------------------------------------------------------------------
 sinks_start "$HEALTHY" "$SINK_PORT"
-stalled_ips=(); for i in $(seq $((HEALTHY + 1)) "$DOMAINS"); do stalled_ips+=("$(sink_ip "$i")"); done
-if [ "$STALLED" -gt 0 ]; then
-  "$PY" "$HERE/outbound_tarpit.py" "$SINK_PORT" "${stalled_ips[@]}" > "$WORK/tarpit.out" &
-  PIDS+=($!)
-  for _ in $(seq 100); do grep -q ready "$WORK/tarpit.out" 2>/dev/null && break; sleep 0.1; done
-fi
+tarpit_start $((HEALTHY + 1)) "$DOMAINS" "$SINK_PORT"
 
 # ---- DNS for cgtwist (loopback only), transport map for Postfix -----------------------------
 sinks_dns "$DOMAINS"
@@ -127,7 +122,7 @@ drain_postfix() {  # ROUND
   wait "$watcher"
   sed "s/\$/,$(awk -v a="$ready" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')/" "$WORK/watch.out" | tee -a "$CSV"
   PF_SENT=$(grep -c "status=sent" "$PF_DIR/maillog" || true)
-  PF_STALLED_SENT=$(grep "status=sent" "$PF_DIR/maillog" | grep -cE "127\.0\.0\.($(IFS='|'; echo "${stalled_ips[*]##*.}"))\]" || true)
+  PF_STALLED_SENT=$(grep "status=sent" "$PF_DIR/maillog" | grep -cE "127\.0\.0\.($(IFS='|'; echo "${STALLED_IPS[*]##*.}"))\]" || true)
   echo "postfix-$1: sent $PF_SENT (to stalled domains: $PF_STALLED_SENT)" >> "$NOTES"
   postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1
 }
