@@ -226,7 +226,7 @@ class ListStore:
         """Every subscriber of the list (of ``mode`` and ``state`` when given), by address."""
         name, domain = split_list_address(address)
 
-        def txn(cur: Cursor) -> list[tuple[Any, ...]]:
+        def txn(cur: Cursor) -> list[Subscriber]:
             lid = _list_id_txn(cur, name, domain)
             sql = f"SELECT {_SUB_COLS} FROM list_subscribers WHERE list_id = ?"
             args: list[Any] = [lid]
@@ -234,9 +234,11 @@ class ListStore:
                 if value is not None:
                     sql += f" AND {column} = ?"
                     args.append(value)
-            return cur.query(sql + " ORDER BY address", args)
+            # rows become Subscribers here, in the database's thread: a list of 100,000 is
+            # too many objects to make on the reactor at each post's expansion
+            return [_sub_of(r) for r in cur.query(sql + " ORDER BY address", args)]
 
-        return [_sub_of(r) for r in await self._read("subscribers", txn)]
+        return await self._read("subscribers", txn)
 
     @_deferred
     async def subscribers_csv(self, address: str) -> str:

@@ -12,6 +12,7 @@ from unittest import mock
 from cgtwist.errors import AlreadyExists, NotFound
 from cgtwist.lists import csvio
 from cgtwist.lists.model import Subscriber
+from cgtwist.storage import lists as storage_lists
 from cgtwist.storage.lists import DIGEST, HELD, ListStore
 from tests.storage.dbcase import DatabaseCase
 
@@ -144,6 +145,25 @@ class ListStoreTestsMixin:
         self.assertEqual(text, real(await lists.subscribers("big@example.org")))
         self.assertEqual(len(threads), 1)
         self.assertIsNot(threads[0], threading.main_thread())
+
+    async def test_subscribers_become_objects_in_the_database_thread(self: Any) -> None:
+        """The LIST agent's expansion reads every subscriber: the rows are made Subscribers in
+        the database's thread, not on the reactor thread."""
+        lists = await self.open_lists()
+        await lists.add_list("big@example.org")
+        await lists.put_subscribers("big@example.org", [Subscriber("a@example.net")])
+        threads: list[threading.Thread] = []
+        real = storage_lists._sub_of
+
+        def spy(row: Any) -> Subscriber:
+            threads.append(threading.current_thread())
+            return real(row)
+
+        with mock.patch.object(storage_lists, "_sub_of", spy):
+            subs = await lists.subscribers("big@example.org")
+        self.assertEqual([s.address for s in subs], ["a@example.net"])
+        self.assertTrue(threads)
+        self.assertNotIn(threading.main_thread(), threads)
 
     async def test_subscriber_page_counts_and_cuts_in_sql(self: Any) -> None:
         """A page of subscribers: the total, how many have the search text anywhere in their
