@@ -46,6 +46,22 @@ def _kind(segment: str) -> tuple[str, str, str, str]:
     return found
 
 
+def _titles(domain: str, segment: str) -> dict[str, str]:
+    """What the list page and a forwarder's or group's own page both show: the domain, the
+    kind and its titles, the explanation and the page's base path."""
+    kind, single, plural, what = _kind(segment)
+    return {
+        "domain": domain,
+        "segment": segment,
+        "kind": kind,
+        "single": single,
+        "plural": plural,
+        "what": what,
+        "explain": EXPLAIN[kind],
+        "base": _base(domain, segment),
+    }
+
+
 def _lines(text: str) -> list[str]:
     """One address a line (commas too, as people paste them); blank lines dropped."""
     return [x.strip() for line in text.splitlines() for x in line.split(",") if x.strip()]
@@ -75,19 +91,11 @@ def _listing(
     errors: Optional[dict[str, str]] = None,
     values: Optional[dict[str, str]] = None,
 ) -> Reply:
-    kind, single, plural, what = _kind(segment)
     return req.page(
         "groups.html",
         status=400 if errors else 200,
-        domain=domain,
-        segment=segment,
-        kind=kind,
-        single=single,
-        plural=plural,
-        what=what,
-        explain=EXPLAIN[kind],
+        **_titles(domain, segment),
         groups=[(a.rpartition("@")[0], targets) for a, targets in groups],
-        base=_base(domain, segment),
         errors=errors or {},
         values=values or {"name": "", "targets": ""},
     )
@@ -139,20 +147,13 @@ def _edit_page(
     targets: str,
     error: str = "",
 ) -> Reply:
-    kind, single, _plural, what = _kind(segment)
     return req.page(
         "group.html",
         status=400 if error else 200,
-        domain=domain,
+        **_titles(domain, segment),
         name=name,
-        kind=kind,
-        single=single,
-        what=what,
-        explain=EXPLAIN[kind],
         targets=targets,
         error=error,
-        base=_base(domain, segment),
-        plural=_kind(segment)[2],
         url=f"{_base(domain, segment)}/{url_part(name)}",
     )
 
