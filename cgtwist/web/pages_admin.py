@@ -19,22 +19,18 @@ from cgtwist.admin.router import TableError
 from cgtwist.settings_fields import check_value
 from cgtwist.storage.tables import SERVICES
 from cgtwist.web import forms
-from cgtwist.web.render import Reply, redirect
+from cgtwist.web.render import Reply, redirect, url_part
 from cgtwist.web.site import Forbidden, Req, Route
 
 PAGE_SIZE = 50
 
 
-def _q(text: str) -> str:
-    return urllib.parse.quote(text, safe="@")
-
-
 def _accounts_url(domain: str) -> str:
-    return f"/admin/domains/{_q(domain)}/accounts"
+    return f"/admin/domains/{url_part(domain)}/accounts"
 
 
 def _account_url(domain: str, name: str) -> str:
-    return f"{_accounts_url(domain)}/{_q(name)}"
+    return f"{_accounts_url(domain)}/{url_part(name)}"
 
 
 async def index(req: Req) -> Reply:
@@ -93,10 +89,10 @@ async def accounts(req: Req, domain: str) -> Reply:
         domain=domain,
         page=page,
         search=search,
-        next_url="" if page.next_after is None else base + "after=" + _q(page.next_after),
+        next_url="" if page.next_after is None else base + "after=" + url_part(page.next_after),
         previous_url=""
         if page.previous_before is None
-        else base + "before=" + _q(page.previous_before),
+        else base + "before=" + url_part(page.previous_before),
         accounts_url=_accounts_url(domain),
     )
 

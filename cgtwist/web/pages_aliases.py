@@ -10,19 +10,18 @@ target is shown on its field and nothing changes. It must not talk SQL.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from typing import Optional
 
 from cgtwist.errors import AlreadyExists, InvalidName
 from cgtwist.paths import check_account
 from cgtwist.storage.tables import check_target_address
 from cgtwist.web import forms
-from cgtwist.web.render import Reply, redirect
+from cgtwist.web.render import Reply, redirect, url_part
 from cgtwist.web.site import Req, Route
 
 
 def _base(domain: str) -> str:
-    return f"/admin/domains/{urllib.parse.quote(domain, safe='@')}/aliases"
+    return f"/admin/domains/{url_part(domain)}/aliases"
 
 
 async def _page(

@@ -12,7 +12,6 @@ is changed. It must not talk SQL or decide routing.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from typing import Optional
 
 from cgtwist.errors import AlreadyExists, InvalidName
@@ -20,7 +19,7 @@ from cgtwist.paths import check_account
 from cgtwist.storage.groups import MAX_TARGETS
 from cgtwist.storage.tables import check_target_address
 from cgtwist.web import forms
-from cgtwist.web.render import Reply, redirect
+from cgtwist.web.render import Reply, redirect, url_part
 from cgtwist.web.site import Req, Route
 
 # path segment -> (kind in the store, singular title, plural title, what the addresses are)
@@ -36,12 +35,8 @@ EXPLAIN = {
 }
 
 
-def _q(text: str) -> str:
-    return urllib.parse.quote(text, safe="@")
-
-
 def _base(domain: str, segment: str) -> str:
-    return f"/admin/domains/{_q(domain)}/{segment}"
+    return f"/admin/domains/{url_part(domain)}/{segment}"
 
 
 def _kind(segment: str) -> tuple[str, str, str, str]:
@@ -49,6 +44,22 @@ def _kind(segment: str) -> tuple[str, str, str, str]:
     if found is None:
         raise forms.FormError(f"no such page {segment!r}")
     return found
+
+
+def _titles(domain: str, segment: str) -> dict[str, str]:
+    """What the list page and a forwarder's or group's own page both show: the domain, the
+    kind and its titles, the explanation and the page's base path."""
+    kind, single, plural, what = _kind(segment)
+    return {
+        "domain": domain,
+        "segment": segment,
+        "kind": kind,
+        "single": single,
+        "plural": plural,
+        "what": what,
+        "explain": EXPLAIN[kind],
+        "base": _base(domain, segment),
+    }
 
 
 def _lines(text: str) -> list[str]:
@@ -80,19 +91,11 @@ def _listing(
     errors: Optional[dict[str, str]] = None,
     values: Optional[dict[str, str]] = None,
 ) -> Reply:
-    kind, single, plural, what = _kind(segment)
     return req.page(
         "groups.html",
         status=400 if errors else 200,
-        domain=domain,
-        segment=segment,
-        kind=kind,
-        single=single,
-        plural=plural,
-        what=what,
-        explain=EXPLAIN[kind],
+        **_titles(domain, segment),
         groups=[(a.rpartition("@")[0], targets) for a, targets in groups],
-        base=_base(domain, segment),
         errors=errors or {},
         values=values or {"name": "", "targets": ""},
     )
@@ -133,7 +136,7 @@ async def create(req: Req, domain: str, segment: str) -> Reply:
         groups = await req.panel.admin.groups(kind, domain)
         return _listing(req, domain, segment, groups, errors, values)
     req.note(f"{single} {name}@{domain} created.")
-    return redirect(f"{_base(domain, segment)}/{_q(name)}")
+    return redirect(f"{_base(domain, segment)}/{url_part(name)}")
 
 
 def _edit_page(
@@ -144,21 +147,14 @@ def _edit_page(
     targets: str,
     error: str = "",
 ) -> Reply:
-    kind, single, _plural, what = _kind(segment)
     return req.page(
         "group.html",
         status=400 if error else 200,
-        domain=domain,
+        **_titles(domain, segment),
         name=name,
-        kind=kind,
-        single=single,
-        what=what,
-        explain=EXPLAIN[kind],
         targets=targets,
         error=error,
-        base=_base(domain, segment),
-        plural=_kind(segment)[2],
-        url=f"{_base(domain, segment)}/{_q(name)}",
+        url=f"{_base(domain, segment)}/{url_part(name)}",
     )
 
 
@@ -183,7 +179,7 @@ async def save(req: Req, domain: str, segment: str, name: str) -> Reply:
     except ValueError as e:  # sends to itself, and what else the store refuses
         return _edit_page(req, domain, segment, name, text, str(e))
     req.note(f"{single} {name}@{domain} saved: {len(lines)} address(es).")
-    return redirect(f"{_base(domain, segment)}/{_q(name)}")
+    return redirect(f"{_base(domain, segment)}/{url_part(name)}")
 
 
 async def remove(req: Req, domain: str, segment: str, name: str) -> Reply:

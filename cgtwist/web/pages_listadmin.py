@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 from cgtwist.errors import AlreadyExists, InvalidName, NotFound
 from cgtwist.lists.model import FIELDS, MODES, POLICIES, REPLY_TO, check_field
 from cgtwist.web import forms
-from cgtwist.web.render import Reply, redirect
+from cgtwist.web.render import Reply, redirect, url_part
 from cgtwist.web.site import Req, Route
 
 Value = Union[str, int, bool]  # a list field's value (cgtwist.lists.model.FIELDS)
@@ -43,16 +42,12 @@ LABELS = {
 }
 
 
-def _q(text: str) -> str:
-    return urllib.parse.quote(text, safe="@")
-
-
 def _base(domain: str) -> str:
-    return f"/admin/domains/{_q(domain)}/lists"
+    return f"/admin/domains/{url_part(domain)}/lists"
 
 
 def _url(domain: str, name: str) -> str:
-    return f"{_base(domain)}/{_q(name)}"
+    return f"{_base(domain)}/{url_part(name)}"
 
 
 @dataclass(frozen=True)

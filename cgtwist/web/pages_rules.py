@@ -12,7 +12,6 @@ accounts' (not a server administrator's); a user only its own. It must not parse
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,7 +20,7 @@ from cgtwist.rules.text import format_action, format_condition
 from cgtwist.storage.rules import InvalidRules, RulesConflict
 from cgtwist.types import Account
 from cgtwist.web import forms
-from cgtwist.web.render import Reply, redirect
+from cgtwist.web.render import Reply, redirect, url_part
 from cgtwist.web.site import Forbidden, Req, Route
 
 
@@ -48,10 +47,6 @@ def _first_upper(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _q(text: str) -> str:
-    return urllib.parse.quote(text, safe="@")
-
-
 # ---- where each rule set is edited ---------------------------------------------------------
 
 
@@ -66,7 +61,7 @@ async def _admin_scope(req: Req, domain: str = "", name: str = "") -> tuple[Scop
         return await rules.scope(), "/admin/rules"
     req.require_domain(domain)
     if not name:
-        return await rules.scope(domain=domain), f"/admin/rules/domain/{_q(domain)}"
+        return await rules.scope(domain=domain), f"/admin/rules/domain/{url_part(domain)}"
     info = await req.panel.admin.account(name, domain)
     if not rights.server_admin and (
         info["settings"].get("admin") or (name == "postmaster" and domain == req.panel.main_domain)
@@ -75,7 +70,7 @@ async def _admin_scope(req: Req, domain: str = "", name: str = "") -> tuple[Scop
             "Only a server administrator may change a server administrator.", req.account
         )
     scope = await rules.scope(account=f"{name}@{domain}")
-    return scope, f"/admin/rules/account/{_q(domain)}/{_q(name)}"
+    return scope, f"/admin/rules/account/{url_part(domain)}/{url_part(name)}"
 
 
 async def _allowed(req: Req, account: str) -> str:
@@ -203,9 +198,9 @@ async def choose(req: Req) -> Reply:
     target = forms.field(req.query, "target", limit=320).strip().lower()
     if "@" in target:
         name, _, domain = target.partition("@")
-        return redirect(f"/admin/rules/account/{_q(domain)}/{_q(name)}")
+        return redirect(f"/admin/rules/account/{url_part(domain)}/{url_part(name)}")
     if target:
-        return redirect(f"/admin/rules/domain/{_q(target)}")
+        return redirect(f"/admin/rules/domain/{url_part(target)}")
     return redirect("/admin/rules")
 
 

@@ -7,6 +7,7 @@ redirect, extra headers). It must not know about sessions, rights or the store.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,6 +27,11 @@ class Reply:
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, Optional[str]] = field(default_factory=dict)  # None: delete it
+
+
+def url_part(text: str) -> str:
+    """A domain or a name as one segment of a page's path: quoted, its ``@`` kept."""
+    return urllib.parse.quote(text, safe="@")
 
 
 def redirect(location: str) -> Reply:
