@@ -14,7 +14,6 @@ from typing import Any, Awaitable, Callable, Optional
 
 from cgtwist.admin.errors import AdminError, ServerDown
 from cgtwist.errors import NotFound
-from cgtwist.lists import csvio
 from cgtwist.lists.model import MailingList, Subscriber, check_mode
 from cgtwist.storage.lists import HELD, ListStore, StoredMessage
 
@@ -129,8 +128,9 @@ class ListAdmin:
         self._note(f"{who} unsubscribed from {address}")
 
     async def import_csv(self, address: str, text: str, replace: bool) -> int:
-        """Add (``replace``: set) the subscribers of a CSV text (ValueError names the line)."""
-        n: int = await self.lists.put_subscribers(address, csvio.parse(text), replace=replace)
+        """Add (``replace``: set) the subscribers of a CSV text (ValueError names the line);
+        parsed in the database's thread (WebAdmin's import runs in the server)."""
+        n: int = await self.lists.import_csv(address, text, replace=replace)
         self._note(
             f"{n} subscriber(s) imported into {address}" + (" (replacing)" if replace else "")
         )

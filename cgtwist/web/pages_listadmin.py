@@ -2,8 +2,8 @@
 
 Owns these pages' forms: list the domain's lists and create one; a list's settings (every
 field of ``cgtwist.lists.model.FIELDS``, each checked by ``check_field`` and refused on its
-own field), its subscribers (find, subscribe, change the mode, unsubscribe, export as CSV),
-its held posts (approve or reject: the running server's LIST agent does it), and removal.
+own field), its subscribers (find, subscribe, change the mode, unsubscribe, export and
+import as CSV), its held posts (approve or reject: the running server's LIST agent does it), and removal.
 Each change is a ``cgtwist.admin.lists`` operation made as the session's account (logged
 with it). Rights: server administrators and the domain's administrators. The public
 one-click unsubscribe is cgtwist.web.pages_lists; this module must not touch tokens or
@@ -220,6 +220,7 @@ async def _list_page(
         held=[(m, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(m.created))) for m in held],
         base=_base(domain),
         url=_url(domain, name),
+        body_limit=req.panel.body_limit(),
     )
 
 
@@ -291,6 +292,33 @@ async def export(req: Req, domain: str, name: str) -> Reply:
     )
 
 
+async def import_csv(req: Req, domain: str, name: str) -> Reply:
+    """Subscribers from an uploaded CSV file (multipart) or pasted text: the columns of the
+    export, or one address a line. All or none: a bad row is named by its line and nothing is
+    written. The form is bounded by web.max_request_size (413 above it); the text is parsed
+    in the database's thread, not on the server's reactor."""
+    req.require_domain(domain)
+    address = f"{name}@{domain}"
+    limit = req.panel.body_limit()
+    text = forms.field(req.form, "file", limit=limit)
+    if not text.strip():
+        text = forms.field(req.form, "text", limit=limit)
+    if not text.strip():
+        return await _list_page(
+            req, domain, name, {"import": "Choose a CSV file or paste its lines."}
+        )
+    replace = forms.flag(req.form, "replace")
+    try:
+        n = await req.panel.acting(req.account).lists.import_csv(address, text, replace)
+    except InvalidName:
+        raise
+    except ValueError as e:  # csvio names the line
+        return await _list_page(req, domain, name, {"import": f"Nothing imported: {e}"})
+    note = f"{n} subscriber{'' if n == 1 else 's'} imported into {address}"
+    req.note(note + ("; everyone not in the file unsubscribed." if replace else "."))
+    return redirect(_url(domain, name) + "#subscribers")
+
+
 async def decide(req: Req, domain: str, name: str) -> Reply:
     req.require_domain(domain)
     address = f"{name}@{domain}"
@@ -314,5 +342,6 @@ def routes() -> list[Route]:
         Route("POST", re.compile(one + "/subscribe"), subscribe, "admin"),
         Route("POST", re.compile(one + "/unsubscribe"), unsubscribe, "admin"),
         Route("GET", re.compile(one + r"/subscribers\.csv"), export, "admin"),
+        Route("POST", re.compile(one + "/import"), import_csv, "admin"),
         Route("POST", re.compile(one + "/held"), decide, "admin"),
     ]

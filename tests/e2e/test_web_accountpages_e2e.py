@@ -378,3 +378,48 @@ def test_list_pages_create_set_subscribe_and_remove(server: Server) -> None:
         "list news@example.test removed",
     ):
         assert f"change by web {PM}: {change}" in log, change
+
+
+def test_list_subscribers_imported_from_an_uploaded_csv_file(server: Server) -> None:
+    """An administrator uploads a CSV file (a real multipart form, as a browser's file input
+    sends it) and the subscribers are on the list; a file with a bad row is refused naming its
+    line and imports nothing; Replace leaves only the file's subscribers; no CSRF token, no
+    import."""
+    c = logged_in(server)
+    base = "/admin/domains/example.test/lists"
+    assert c.submit(base, base, {"name": "imported", "owner": PM, "policy": "anyone"}).status == 303
+    page = base + "/imported"
+    to = "imported@example.test"
+    good = b"address,mode,real_name\nann@example.net,feed,Ann\nbob@example.net,digest,\n"
+    r = c.upload(page + "/import", {"csrf": c.get(page).csrf()}, {"file": ("subs.csv", good)})
+    assert r.status == 303, r.body
+    assert "2 subscribers imported" in c.get(page).body
+    subscribers = cli_list(server, "list", "subscribers", to)
+    assert "ann@example.net  feed" in subscribers and "bob@example.net  digest" in subscribers
+
+    bad = b"carol@example.net\ndave@example.net\nnot an address\n"
+    r = c.upload(page + "/import", {"csrf": c.get(page).csrf()}, {"file": ("bad.csv", bad)})
+    assert r.status == 400
+    strict_html(r)
+    assert "line 3" in field_error(r.body, "import")
+    assert "carol@" not in cli_list(server, "list", "subscribers", to)
+
+    r = c.upload(page + "/import", {"csrf": "forged"}, {"file": ("x.csv", b"eve@example.net\n")})
+    assert r.status == 403
+    assert "eve@" not in cli_list(server, "list", "subscribers", to)
+
+    token = c.get(page).csrf()
+    r = c.upload(
+        page + "/import",
+        {"csrf": token, "replace": "on"},
+        {"file": ("new.csv", b"carol@example.net\n")},
+    )
+    assert r.status == 303, r.body
+    assert cli_list(server, "list", "subscribers", to).split() == [
+        "carol@example.net",
+        "feed",
+        "active",
+    ]
+    assert f"change by web {PM}: 1 subscriber(s) imported into {to} (replacing)" in (
+        server.log_text()
+    )

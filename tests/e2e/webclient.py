@@ -11,6 +11,7 @@ import http.client
 import re
 import ssl
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,7 +71,7 @@ class WebClient:
         if form is not None:
             body = urllib.parse.urlencode(form).encode()
         if body is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=headers)
@@ -93,6 +94,30 @@ class WebClient:
 
     def post(self, path: str, form: dict[str, str]) -> Response:
         return self.request("POST", path, form=form)
+
+    def upload(
+        self, path: str, form: dict[str, str], files: dict[str, tuple[str, bytes]]
+    ) -> Response:
+        """POST as a browser sends a form with ``enctype="multipart/form-data"``: ``form``'s
+        fields, and each of ``files`` (field -> (file name, content)) as a file part."""
+        boundary = "----cgtwist-test-" + uuid.uuid4().hex
+        parts = []
+        for name, value in form.items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                + value.encode()
+                + b"\r\n"
+            )
+        for name, (filename, content) in files.items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{filename}"\r\nContent-Type: text/csv\r\n\r\n'.encode()
+                + content
+                + b"\r\n"
+            )
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return self.request("POST", path, body=body, headers=headers)
 
     def submit(self, page: str, action: str, form: dict[str, str]) -> Response:
         """GET ``page``, then POST ``form`` to ``action`` with the page's CSRF token."""

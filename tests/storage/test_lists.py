@@ -146,6 +146,31 @@ class ListStoreTestsMixin:
         self.assertEqual(len(threads), 1)
         self.assertIsNot(threads[0], threading.main_thread())
 
+    async def test_csv_import_is_parsed_in_the_database_thread_all_or_none(self: Any) -> None:
+        """WebAdmin's CSV import runs in the server: the text is parsed in the database's
+        thread, not on the reactor; a bad row names its line and nothing is written."""
+        lists = await self.open_lists()
+        await lists.add_list("big@example.org")
+        threads: list[threading.Thread] = []
+        real = csvio.parse
+
+        def spy(text: str) -> list[Subscriber]:
+            threads.append(threading.current_thread())
+            return real(text)
+
+        with mock.patch.object(csvio, "parse", spy):
+            n = await lists.import_csv("big@example.org", "a@example.net\nb@example.net\n")
+        self.assertEqual(n, 2)
+        self.assertEqual(len(threads), 1)
+        self.assertIsNot(threads[0], threading.main_thread())
+        with self.assertRaisesRegex(ValueError, "line 2"):
+            await lists.import_csv("big@example.org", "c@example.net\nnot an address\n")
+        subs = await lists.subscribers("big@example.org")
+        self.assertEqual([s.address for s in subs], ["a@example.net", "b@example.net"])
+        await lists.import_csv("big@example.org", "c@example.net\n", replace=True)
+        subs = await lists.subscribers("big@example.org")
+        self.assertEqual([s.address for s in subs], ["c@example.net"])
+
     async def test_subscribers_become_objects_in_the_database_thread(self: Any) -> None:
         """The LIST agent's expansion reads every subscriber: the rows are made Subscribers in
         the database's thread, not on the reactor thread."""
