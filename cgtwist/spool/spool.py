@@ -13,12 +13,16 @@ asked for while one job runs go together in the next, and the job's commit makes
 durable with one fsync of ``Queue/``, whatever their number and kind (group commit); a removal
 asked for less than ``REMOVE_LINGER`` after a job started waits for company.
 
-No name of a message is removed before the fsync that makes its new name durable: an adopted
-file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
+No name of a message is removed before the fsync that makes its new name durable, or before it
+is delivered: an adopted file is linked into ``Queue/`` and keeps its incoming name, durable
+since its worker's commit, until it is finished (no fsync of ``Queue/`` for an adoption); a
 pool file's old name is fsynced away before it becomes a ``.msg``; a finished message is
-renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (the commit's
-fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
-it again, and no name of it that can come back leads to a reused file.
+renamed into ``Queue/finished/`` and its incoming name unlinked, and both removals are made
+durable (one fsync of ``Queue/`` and one of ``incoming/`` for a batch, ``moves.recycle``)
+before its file goes into the pool, so no name of it that can come back leads to a reused
+file. A power cut before that batch's fsyncs may deliver a finished message again (at least
+once); a ``kill -9`` does not (``Queue/finished/`` names it). A message with a journal (more
+than one delivery attempt) has its removal made durable at once, before the journal goes.
 Formats live in ``spool.format``; the scan at start that puts right what a crash left, in
 ``spool.recovery``; the thread side of the moves and their commit, in ``spool.moves``.
 """
@@ -366,11 +370,11 @@ class Spool:
         250) into ``Queue/`` and fire with its SpoolEntry; None if it is not there (adopted
         already: a notice and a sweep may name the same file). A corrupt file is quarantined.
 
-        The file is linked into ``Queue/``; the job's commit fsyncs ``Queue/`` (one fsync for
-        every adoption of the job) and only then unlinks the incoming name. A rename would
-        leave the message in neither directory after a power cut if the worker's next fsync of
-        ``incoming/`` made the old name's removal durable before ``Queue/`` was written. If the
-        fsync fails, the adoption fails and the next sweep tries again (both names remain)."""
+        The file is linked into ``Queue/`` and its incoming name stays until it is finished
+        (``remove``): that name is durable already, so the link needs no fsync (after a power
+        cut, recovery links it again). A rename would leave the message in neither directory
+        after a power cut if the worker's next fsync of ``incoming/`` made the old name's
+        removal durable before ``Queue/`` was written."""
         if not fmt.valid_id(msg_id):
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         src = os.path.join(self.incoming_dir, msg_id + ".msg")
@@ -411,15 +415,18 @@ class Spool:
         return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
-        """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
-        ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
+        """Ids waiting in ``Queue/incoming/`` (oldest first) and not adopted yet, for a sweep
+        after a worker ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
         mid-DATA, which never answered 250 for them)."""
+
+        kept = self._queue_moves.kept  # adopted, in delivery: only checked for membership
 
         def scan() -> list[str]:
             ids = []
             for name in os.listdir(self.incoming_dir):
                 if name.endswith(".msg") and fmt.valid_id(name[:-4]):
-                    ids.append(name[:-4])
+                    if name[:-4] not in kept:
+                        ids.append(name[:-4])
                 elif name.endswith((".tmp", ".rsv")):
                     pid = fmt.writer_pid(name)
                     if pid is not None and pid not in live_pids:
