@@ -276,23 +276,40 @@ class Spool:
         return msg_id
 
     def _write(self, env_json: bytes, data: bytes) -> str:
-        """Thread: write <id>.tmp, fsync, rename to <id>.msg; the .tmp is gone on any error."""
+        """Thread: write the message into a reserved file (``Recycler.claim``, written in place
+        under its ``.rsv`` name), a pool file or a new file (both as ``<id>.tmp``), fsync it,
+        rename it to ``<id>.msg``; the file written is gone on any error."""
         while True:
-            msg_id = _new_id()
-            tmp = self._path(msg_id, ".tmp")
-            if os.path.exists(self._path(msg_id, ".msg")):
-                continue  # a clock step back onto a recycled pid: never overwrite a message
-            try:
-                reused = self._recycler.take(tmp)
-                if reused:
-                    fd = os.open(tmp, os.O_WRONLY)
+            msg_id = self._try_write(env_json, data)
+            if msg_id is not None:
+                return msg_id
+
+    def _try_write(self, env_json: bytes, data: bytes) -> Optional[str]:
+        """Thread: one ``_write`` attempt; None when the file it took vanished (a reserved
+        file deleted by a recovery or a sweep, a name taken meanwhile): take another."""
+        msg_id = _new_id()
+        final = self._path(msg_id, ".msg")
+        if os.path.exists(final):
+            return None  # a clock step back onto a recycled pid: never overwrite a message
+        reused: Optional[str] = None
+        path = self._recycler.claim()
+        try:
+            if path is not None:
+                reused = "reserve"
+                fd = os.open(path, os.O_WRONLY)
+            else:
+                path = self._path(msg_id, ".tmp")
+                if self._recycler.take(path):
+                    reused = "pool"
+                    fd = os.open(path, os.O_WRONLY)
                 else:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            except OSError as e:
-                raise storage_error(e, f"open {tmp}: {e.strerror}") from None
-            break
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return None
+        except OSError as e:
+            if reused == "reserve" and isinstance(e, FileNotFoundError):
+                return None  # deleted meanwhile (a recovery, a sweep): take another
+            raise storage_error(e, f"open {path}: {e.strerror}") from None
         try:
             try:
                 chunks, size = fmt.encode(msg_id, env_json, data)
@@ -306,12 +323,14 @@ class Spool:
             if reused == "pool":  # its pool name durably gone before the inode is a .msg
                 self._recycler.taken()
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
-            os.rename(tmp, self._path(msg_id, ".msg"))
+            os.rename(path, final)
         except OSError as e:
-            unlink_quiet(tmp)
-            raise storage_error(e, f"writing {tmp}: {e.strerror}") from None
+            unlink_quiet(path)
+            if reused == "reserve" and isinstance(e, FileNotFoundError):
+                return None  # deleted under us (a recovery, a sweep): write it anew
+            raise storage_error(e, f"writing {path}: {e.strerror}") from None
         except BaseException:
-            unlink_quiet(tmp)
+            unlink_quiet(path)
             raise
         cp.crashpoint(cp.SPOOL_AFTER_RENAME)
         return msg_id
