@@ -115,6 +115,14 @@ class QueueMoves:
         self.kept.add(msg_id)
         return ticket
 
+    def drop_kept(self, msg_id: str) -> None:
+        """Thread (a quarantine's job, not a move job: one ``in`` and one ``discard`` of the
+        set, each atomic): an adopted message found corrupt went into ``Queue/corrupt/``, so
+        its kept incoming name goes too, else it would wait there until the next start."""
+        if msg_id in self.kept:
+            self.kept.discard(msg_id)
+            unlink_quiet(os.path.join(self.incoming_dir, msg_id + ".msg"))
+
     def finish(self, msg_id: str, journal: bool) -> Ticket:
         """Thread (a shared job): remove's rename, made by the job's commit."""
         ticket = Ticket()

@@ -584,9 +584,11 @@ class Spool:
         """Move a damaged message (and its journal) to Queue/corrupt/ with a log line."""
 
         def move() -> bool:
-            return self._move_corrupt(msg_id + ".msg") and (
+            moved = self._move_corrupt(msg_id + ".msg") and (
                 self._move_corrupt(msg_id + ".jrn") or True
             )
+            self._queue_moves.drop_kept(msg_id)  # same inode: its incoming name goes too
+            return moved
 
         def done(moved: bool) -> None:
             if moved:

@@ -9,6 +9,7 @@ from twisted.internet import defer, reactor
 
 from cgtwist.spool import files as files_mod
 from cgtwist.spool.files import Recycler
+from cgtwist.spool.format import SpoolCorrupt
 from cgtwist.spool.moves import INLINE_READ_MAX
 from cgtwist.spool.spool import Spool
 from tests.queue.helpers import SyncClock, SyncPool
@@ -219,6 +220,22 @@ class IncomingTests(SpoolTestBase):
         self.assertEqual(self.successResultOf(twice[0]).msg_id, second)
         self.assertIsNone(self.successResultOf(twice[1]))
         self.assertEqual(held.message_count(), 2)  # this Spool's own count
+
+    @defer.inlineCallbacks
+    def test_an_adopted_message_found_corrupt_later_leaves_no_incoming_name(self) -> None:
+        """A message adopted whole and found damaged when it is loaded for delivery goes into
+        Queue/corrupt/ with its incoming name (the same file, kept until the message is
+        finished), so that no sweep or start adopts the damaged file again."""
+        msg_id = yield self.worker.store(envelope(1), DATA)
+        yield self.spool.adopt(msg_id)
+        with open(os.path.join(self.qdir, msg_id + ".msg"), "r+b") as f:
+            f.seek(-10, os.SEEK_END)
+            f.write(b"garbage!!\n")
+        yield self.assertFailure(self.spool.load(msg_id), SpoolCorrupt)
+        self.assertEqual(os.listdir(self.incoming), [])
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [msg_id + ".msg"])
+        swept = yield self.spool.incoming()
+        self.assertEqual(swept, [])
 
     @defer.inlineCallbacks
     def test_corrupt_incoming_file_is_quarantined(self) -> None:
