@@ -67,7 +67,11 @@ class Recycler:
     """
 
     RESCAN = 1.0  # seconds between directory listings when the pool looked empty or full
-    RESERVE = 16  # pool files a process keeps ready in its own directory
+    # Pool files a process keeps ready in its own directory, refilled when under half: one
+    # refill (a thread job and an fsync of the pool directory) per RESERVE // 2 messages, the
+    # same rate as the server's batches into the pool (moves.DONE_BATCH). At 16, a refill
+    # every 8 messages was a sixteenth of an SMTP worker's flushes (bench/smtp-syscalls.sh).
+    RESERVE = 64
 
     def __init__(
         self,

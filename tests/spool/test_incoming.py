@@ -313,6 +313,21 @@ class RecyclingTests(SpoolTestBase):
         sizes = {n: os.path.getsize(os.path.join(self.base, "pool", n)) for n in ("small", "big")}
         self.assertEqual(sizes, {"small": 1000, "big": 0})
 
+    def test_a_worker_refills_its_reserve_once_in_dozens_of_messages(self) -> None:
+        """A worker's reserve of pool files is refilled (one thread job, one fsync of the pool
+        directory) once per 32 messages, the rate at which the server gives finished files
+        back (issue 17: at once per 8 it was a sixteenth of a worker's flushes)."""
+        server = Spool(self.base, SyncClock(), threadpool=SyncPool())  # type: ignore[arg-type]
+        for msg_id in [self.successResultOf(server.store(envelope(1), DATA)) for _ in range(80)]:
+            self.successResultOf(server.remove(msg_id))
+        worker = Spool(self.base, SyncClock(), threadpool=SyncPool(), incoming=True)  # type: ignore[arg-type]
+        pool_syncs = worker._recycler._taken
+        before = pool_syncs.syncs
+        for _ in range(64):
+            self.successResultOf(worker.store(envelope(1), DATA))
+        # the first message's pool file, the first refill, one more after 32 messages
+        self.assertLessEqual(pool_syncs.syncs - before, 3)
+
     def test_take_from_another_process_pool(self) -> None:
         """A worker's Recycler finds files the server's gave (by listing the directory), and a
         file taken once cannot be taken again."""
