@@ -1,16 +1,16 @@
 """The durable message spool (CommuniGate's ``Queue/`` folder): file I/O and commit.
 
-Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), fsyncs it, renames
-it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
-then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
+Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL; or a reserved pool
+file, under its ``.rsv`` name), fsyncs it, renames it ``<id>.msg`` and fsyncs the directory
+before its Deferred fires, so the caller may answer 250 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
 one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
 small file just written) and ``remove`` (a rename into ``Queue/finished/``), are each cheaper
 than the thread hop that carries them, so they share jobs (``JobBatch``): under load, the moves
-asked for while one job runs go together in the next, and the job's commit makes all of them
-durable with one fsync of ``Queue/``, whatever their number and kind (group commit); a removal
+asked for while one job runs go together in the next, and the job's commit needs no fsync
+for them (only for a removal of a message with a journal: one for the whole job); a removal
 asked for less than ``REMOVE_LINGER`` after a job started waits for company.
 
 No name of a message is removed before the fsync that makes its new name durable, or before it
@@ -67,10 +67,10 @@ T = TypeVar("T")
 OnStored = Callable[[str, Envelope, bytes], Any]
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 # Seconds within which a finished message's removal waits for company when a move job has just
-# started (JobBatch ``linger``): under load, removals cost at most one thread job and one
-# fsync of Queue/ (shared with the adoptions of that job) per this interval; at a lower rate
-# each goes at once. A crash before that commit delivers the message again (at least once,
-# never lost).
+# started (JobBatch ``linger``): under load, removals cost at most one thread job per this
+# interval (shared with the adoptions of that job); at a lower rate each goes at once. A
+# crash before that job, or a power cut before the batch's fsyncs (moves.recycle), delivers
+# the message again (at least once, never lost).
 REMOVE_LINGER = 0.01
 # Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
 # (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
@@ -435,8 +435,8 @@ class Spool:
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first) and not adopted yet, for a sweep
-        after a worker ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
-        mid-DATA, which never answered 250 for them)."""
+        after a worker ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a
+        worker killed mid-DATA, which never answered 250 for them)."""
 
         kept = self._queue_moves.kept  # adopted, in delivery: only checked for membership
 
