@@ -1,24 +1,28 @@
 """The durable message spool (CommuniGate's ``Queue/`` folder): file I/O and commit.
 
-Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL), fsyncs it, renames
-it ``<id>.msg`` and fsyncs the directory before its Deferred fires, so the caller may answer 250
-then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
+Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL; or a reserved pool
+file, under its ``.rsv`` name), fsyncs it, renames it ``<id>.msg`` and fsyncs the directory
+before its Deferred fires, so the caller may answer 250 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
 one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
 small file just written) and ``remove`` (a rename into ``Queue/finished/``), are each cheaper
 than the thread hop that carries them, so they share jobs (``JobBatch``): under load, the moves
-asked for while one job runs go together in the next, and the job's commit makes all of them
-durable with one fsync of ``Queue/``, whatever their number and kind (group commit); a removal
+asked for while one job runs go together in the next, and the job's commit needs no fsync
+for them (only for a removal of a message with a journal: one for the whole job); a removal
 asked for less than ``REMOVE_LINGER`` after a job started waits for company.
 
-No name of a message is removed before the fsync that makes its new name durable: an adopted
-file is linked into ``Queue/``, ``Queue/`` fsynced, and only then unlinked from ``incoming/``; a
+No name of a message is removed before the fsync that makes its new name durable, or before it
+is delivered: an adopted file is linked into ``Queue/`` and keeps its incoming name, durable
+since its worker's commit, until it is finished (no fsync of ``Queue/`` for an adoption); a
 pool file's old name is fsynced away before it becomes a ``.msg``; a finished message is
-renamed into ``Queue/finished/`` and its ``.msg`` name's removal made durable (the commit's
-fsync of ``Queue/``) before its file goes into the pool, so a crash after that does not deliver
-it again, and no name of it that can come back leads to a reused file.
+renamed into ``Queue/finished/`` and its incoming name unlinked, and both removals are made
+durable (one fsync of ``Queue/`` and one of ``incoming/`` for a batch, ``moves.recycle``)
+before its file goes into the pool, so no name of it that can come back leads to a reused
+file. A power cut before that batch's fsyncs may deliver a finished message again (at least
+once); a ``kill -9`` does not (``Queue/finished/`` names it). A message with a journal (more
+than one delivery attempt) has its removal made durable at once, before the journal goes.
 Formats live in ``spool.format``; the scan at start that puts right what a crash left, in
 ``spool.recovery``; the thread side of the moves and their commit, in ``spool.moves``.
 """
@@ -63,10 +67,10 @@ T = TypeVar("T")
 OnStored = Callable[[str, Envelope, bytes], Any]
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
 # Seconds within which a finished message's removal waits for company when a move job has just
-# started (JobBatch ``linger``): under load, removals cost at most one thread job and one
-# fsync of Queue/ (shared with the adoptions of that job) per this interval; at a lower rate
-# each goes at once. A crash before that commit delivers the message again (at least once,
-# never lost).
+# started (JobBatch ``linger``): under load, removals cost at most one thread job per this
+# interval (shared with the adoptions of that job); at a lower rate each goes at once. A
+# crash before that job, or a power cut before the batch's fsyncs (moves.recycle), delivers
+# the message again (at least once, never lost).
 REMOVE_LINGER = 0.01
 # Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
 # (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
@@ -272,23 +276,40 @@ class Spool:
         return msg_id
 
     def _write(self, env_json: bytes, data: bytes) -> str:
-        """Thread: write <id>.tmp, fsync, rename to <id>.msg; the .tmp is gone on any error."""
+        """Thread: write the message into a reserved file (``Recycler.claim``, written in place
+        under its ``.rsv`` name), a pool file or a new file (both as ``<id>.tmp``), fsync it,
+        rename it to ``<id>.msg``; the file written is gone on any error."""
         while True:
-            msg_id = _new_id()
-            tmp = self._path(msg_id, ".tmp")
-            if os.path.exists(self._path(msg_id, ".msg")):
-                continue  # a clock step back onto a recycled pid: never overwrite a message
-            try:
-                reused = self._recycler.take(tmp)
-                if reused:
-                    fd = os.open(tmp, os.O_WRONLY)
+            msg_id = self._try_write(env_json, data)
+            if msg_id is not None:
+                return msg_id
+
+    def _try_write(self, env_json: bytes, data: bytes) -> Optional[str]:
+        """Thread: one ``_write`` attempt; None when the file it took vanished (a reserved
+        file deleted by a recovery or a sweep, a name taken meanwhile): take another."""
+        msg_id = _new_id()
+        final = self._path(msg_id, ".msg")
+        if os.path.exists(final):
+            return None  # a clock step back onto a recycled pid: never overwrite a message
+        reused: Optional[str] = None
+        path = self._recycler.claim()
+        try:
+            if path is not None:
+                reused = "reserve"
+                fd = os.open(path, os.O_WRONLY)
+            else:
+                path = self._path(msg_id, ".tmp")
+                if self._recycler.take(path):
+                    reused = "pool"
+                    fd = os.open(path, os.O_WRONLY)
                 else:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                continue
-            except OSError as e:
-                raise storage_error(e, f"open {tmp}: {e.strerror}") from None
-            break
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return None
+        except OSError as e:
+            if reused == "reserve" and isinstance(e, FileNotFoundError):
+                return None  # deleted meanwhile (a recovery, a sweep): take another
+            raise storage_error(e, f"open {path}: {e.strerror}") from None
         try:
             try:
                 chunks, size = fmt.encode(msg_id, env_json, data)
@@ -302,12 +323,14 @@ class Spool:
             if reused == "pool":  # its pool name durably gone before the inode is a .msg
                 self._recycler.taken()
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
-            os.rename(tmp, self._path(msg_id, ".msg"))
+            os.rename(path, final)
         except OSError as e:
-            unlink_quiet(tmp)
-            raise storage_error(e, f"writing {tmp}: {e.strerror}") from None
+            unlink_quiet(path)
+            if reused == "reserve" and isinstance(e, FileNotFoundError):
+                return None  # deleted under us (a recovery, a sweep): write it anew
+            raise storage_error(e, f"writing {path}: {e.strerror}") from None
         except BaseException:
-            unlink_quiet(tmp)
+            unlink_quiet(path)
             raise
         cp.crashpoint(cp.SPOOL_AFTER_RENAME)
         return msg_id
@@ -366,11 +389,11 @@ class Spool:
         250) into ``Queue/`` and fire with its SpoolEntry; None if it is not there (adopted
         already: a notice and a sweep may name the same file). A corrupt file is quarantined.
 
-        The file is linked into ``Queue/``; the job's commit fsyncs ``Queue/`` (one fsync for
-        every adoption of the job) and only then unlinks the incoming name. A rename would
-        leave the message in neither directory after a power cut if the worker's next fsync of
-        ``incoming/`` made the old name's removal durable before ``Queue/`` was written. If the
-        fsync fails, the adoption fails and the next sweep tries again (both names remain)."""
+        The file is linked into ``Queue/`` and its incoming name stays until it is finished
+        (``remove``): that name is durable already, so the link needs no fsync (after a power
+        cut, recovery links it again). A rename would leave the message in neither directory
+        after a power cut if the worker's next fsync of ``incoming/`` made the old name's
+        removal durable before ``Queue/`` was written."""
         if not fmt.valid_id(msg_id):
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
         src = os.path.join(self.incoming_dir, msg_id + ".msg")
@@ -411,15 +434,18 @@ class Spool:
         return self._moves.run(link_and_read).addCallback(settled).addCallbacks(moved, corrupt)
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
-        """Ids waiting in ``Queue/incoming/`` (oldest first), for a sweep after a worker
-        ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a worker killed
-        mid-DATA, which never answered 250 for them)."""
+        """Ids waiting in ``Queue/incoming/`` (oldest first) and not adopted yet, for a sweep
+        after a worker ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a
+        worker killed mid-DATA, which never answered 250 for them)."""
+
+        kept = self._queue_moves.kept  # adopted, in delivery: only checked for membership
 
         def scan() -> list[str]:
             ids = []
             for name in os.listdir(self.incoming_dir):
                 if name.endswith(".msg") and fmt.valid_id(name[:-4]):
-                    ids.append(name[:-4])
+                    if name[:-4] not in kept:
+                        ids.append(name[:-4])
                 elif name.endswith((".tmp", ".rsv")):
                     pid = fmt.writer_pid(name)
                     if pid is not None and pid not in live_pids:
@@ -558,9 +584,11 @@ class Spool:
         """Move a damaged message (and its journal) to Queue/corrupt/ with a log line."""
 
         def move() -> bool:
-            return self._move_corrupt(msg_id + ".msg") and (
+            moved = self._move_corrupt(msg_id + ".msg") and (
                 self._move_corrupt(msg_id + ".jrn") or True
             )
+            self._queue_moves.drop_kept(msg_id)  # same inode: its incoming name goes too
+            return moved
 
         def done(moved: bool) -> None:
             if moved:
