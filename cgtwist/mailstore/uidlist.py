@@ -113,6 +113,19 @@ def load_dovecot(folder: str) -> Optional[UidList]:
     return ul
 
 
+Stamp = tuple[int, int, int, int]
+
+
+def stamp(folder: str) -> Optional[Stamp]:
+    """The uidlist file's identity (device, inode, size, mtime): ``save`` replaces the file,
+    so another process's save shows as another stamp; None when there is none."""
+    try:
+        st = os.stat(os.path.join(folder, UIDLIST_FILE))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def save(folder: str, ul: UidList) -> None:
     """Durably replace the folder's uidlist."""
     out = [
