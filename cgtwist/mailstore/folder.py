@@ -533,6 +533,11 @@ class Folder(DiskScan):
             return Changes(), names
         left: dict[str, str] = {}
         for fname, key in names.items():
+            uid = self.keys.get(key)
+            if uid is not None and self.entries[uid].fname == fname:
+                # Its message's name again: another process set the flags back meanwhile
+                # (a new link under the old name), and this name is all it has now.
+                continue
             try:
                 os.unlink(os.path.join(cur, fname))
             except FileNotFoundError:

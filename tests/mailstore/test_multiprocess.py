@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 
+from twisted.internet import task
 from twisted.mail import imap4
 
 from cgtwist.mailstore import index, maildir
@@ -138,6 +139,26 @@ class SharedFolderTests(TwoProcessTestBase):
             self.assertEqual(self.flags(box, 1), {"\\Seen", "\\Flagged"})
         [name] = os.listdir(os.path.join(self.md, "cur"))
         self.assertEqual(maildir.split_name(name)[1], "FS")
+
+    def test_flags_set_back_by_the_other_process_keep_the_message(self) -> None:
+        """One process changes a message's flags and has not yet removed the name it
+        replaced when the other sets them back (the old name again): the first one's batched
+        removal must not take the message's only name."""
+        clock = task.Clock()
+        slow = MaildirAccount(self.md, "a@example.com", MailboxNotifier(timer=clock))
+        deliver(self.md, msg("x"))
+        a = self.select(account=slow)
+        b = self.select(account=self.two)
+        self.store(a, 1, ["\\Flagged"])  # its old name waits for the batch's fsync
+        self.store(b, 1, ["\\Flagged"], -1)
+        clock.advance(1)  # the batch: fsync, then the replaced names go
+        self.caught_up(a, b)
+        self.assertEqual(len(os.listdir(os.path.join(self.md, "cur"))), 1)
+        for box in (a, b):
+            self.assertEqual(box.uids, [1])
+            self.assertEqual(self.flags(box, 1), set())
+        box = self.select(account=self.reopen())
+        self.assertEqual(box.uids, [1])
 
     def test_expunge_by_the_other_process_is_not_undone(self) -> None:
         """A message one process expunged stays gone for the other, whose uidlist save
