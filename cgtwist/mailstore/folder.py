@@ -87,7 +87,6 @@ class Folder(DiskScan):
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
-        self._ul_stamp: Optional[uidlist.Stamp] = None  # the uidlist file as last read/written
         self._others: Optional[index.Others] = None  # other processes' lines, for the next scan
         self._mtimes: Optional[tuple[int, int]] = None
         self._suspect: tuple[bool, bool] = (False, False)
@@ -260,8 +259,7 @@ class Folder(DiskScan):
         cross-process lock, after this process caught up with what others changed; a scan
         (``scan``) takes their changes itself, any other operation first has them applied
         here (sessions told), then runs on the state it expects."""
-        move = self._wants_new_moved()
-        d = self._run(self._shared_blocking, move, scan, fn, args)
+        d = self._run(self._shared_blocking, scan, fn, args)
 
         def done(result: object) -> object:
             if isinstance(result, _Resync):
@@ -272,37 +270,36 @@ class Folder(DiskScan):
         return d.addCallback(done)
 
     def _shared_blocking(
-        self, move: bool, scan: bool, fn: Callable[..., object], args: tuple[object, ...]
+        self, scan: bool, fn: Callable[..., object], args: tuple[object, ...]
     ) -> object:
         """(thread) ``fn(*args)`` under ``index.folder_lock``; a ``_Resync`` instead when other
         processes changed the folder since this one last held it and ``fn`` is no scan."""
-        with index.folder_lock(self.path) as locked:
+        fd = index.folder_lock(self._index.lock_path)
+        try:
             # Unlocked: the folder is gone (or cannot be written), nobody changes it any more.
-            others = self._sync_blocking(move, scan) if locked else None
+            others = self._sync_blocking(scan) if fd is not None else None
             if others is not None:
-                self._ul_stamp = uidlist.stamp(self.path)
                 return _Resync(others)
-            result = fn(*args)
-            if self._ul is not None:
-                # Everything this process knows is on disk now, and nothing else is.
-                self._ul_stamp = uidlist.stamp(self.path)
-            return result
+            return fn(*args)
+        finally:
+            index.folder_unlock(fd)
 
-    def _sync_blocking(self, move: bool, scan: bool) -> Optional[Changes]:
+    def _sync_blocking(self, scan: bool) -> Optional[Changes]:
         """(thread, cross-process locked) Read what other processes changed since this one
-        last held the lock, as Dovecot syncs its index: one stat of the index log and one of
-        the uidlist when nobody did. Otherwise the uidlist is read afresh (their UIDs and
-        MODSEQ reservation), their log lines give MODSEQs (the next one is above all), and a
-        scan of the disk, told their UIDs, MODSEQs and flags, makes the Changes to apply
-        first (None: nothing to apply, or ``scan`` and the caller's scan uses them)."""
+        last held the lock, as Dovecot syncs its index: one stat of the index log when
+        nobody did (every change of the uidlist that matters is followed by a log line in
+        the same hold of the lock). Otherwise the uidlist is read afresh if it changed too
+        (their UIDs and MODSEQ reservation), their log lines give MODSEQs (the next one is
+        above all), and a scan of the disk, told their UIDs, MODSEQs and flags, makes the
+        Changes to apply first (None: nothing to apply, or ``scan`` and the caller's scan
+        uses them). That scan leaves new/ as it is: the next refresh moves what is there."""
         if self._ul is None or self._modseq is None:
             return None  # the first look reads everything anyway
-        log_changed = self._index.others_changed()
-        stamp = uidlist.stamp(self.path)
-        if not log_changed and stamp == self._ul_stamp:
+        if not self._index.others_changed():
             return None
-        others = self._index.read_others() if log_changed else index.Others()
-        if stamp != self._ul_stamp and stamp is not None:
+        others = self._index.read_others()
+        stamp = uidlist.stamp(self.path)
+        if stamp is not None and stamp != self._ul.stamp:
             fresh = uidlist.load(self.path)
             if fresh is not None:
                 if fresh.uidvalidity != self._ul.uidvalidity:
@@ -313,14 +310,13 @@ class Folder(DiskScan):
                         uv=fresh.uidvalidity,
                     )
                 self._ul = fresh
-        self._ul_stamp = stamp
         self._modseq.share(self._ul, others)
         if self._others is not None:  # not consumed yet (a failed scan): keep the older
             others = _merged(self._others, others)
         self._others = others
         if scan:
             return None
-        return self._scan_blocking(move, None)
+        return self._scan_blocking(False, None)
 
     def _own_change(
         self, fn: Callable[[], tuple[Changes, Any]]

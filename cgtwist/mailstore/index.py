@@ -30,9 +30,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, uidlist
@@ -109,27 +108,32 @@ class Others:
         return set(self.records) | set(self.letters)
 
 
-@contextmanager
-def folder_lock(path: str) -> Iterator[bool]:
-    """(thread) Hold the folder ``path`` for a change, against every other process and
+def folder_lock(lock_path: str) -> Optional[int]:
+    """(thread) Hold the folder of ``lock_path`` (its ``LOCK_FILE``) for a change, against every other process and
     thread: an flock(2) of ``LOCK_FILE``, opened anew each time (flock treats each open
     file description as its own owner, and a folder deleted and created again gets a new
     file), dropped by the kernel when a process dies, so a ``kill -9`` leaves no stale lock.
-    Yields False, unlocked, when the folder is gone (nothing left to change) or the file
-    cannot be created (a read-only folder, which nothing can change either)."""
+    Returns the descriptor for ``folder_unlock``; None, unlocked, when the folder is gone
+    (nothing left to change) or the file cannot be created (a read-only folder, which
+    nothing can change either)."""
     try:
-        fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except FileNotFoundError:
-        yield False
-        return
+        return None
     except OSError as err:
-        log.warn("cannot open {file}: {err}; changing it unlocked", file=path, err=err)
-        yield False
-        return
+        log.warn("cannot open {file}: {err}; changing it unlocked", file=lock_path, err=err)
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield True
-    finally:
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def folder_unlock(fd: Optional[int]) -> None:
+    """(thread) Let go of what ``folder_lock`` returned."""
+    if fd is not None:
         os.close(fd)  # releases the lock
 
 
@@ -176,8 +180,15 @@ class FolderIndex:
         return os.path.join(self.path, INDEX_FILE)
 
     @property
-    def log_path(self) -> str:
-        return os.path.join(self.path, LOG_FILE)
+    def path(self) -> str:
+        return self._path
+
+    @path.setter
+    def path(self, path: str) -> None:
+        # Joined once: the log is stat()ed and the lock file opened at every change.
+        self._path = path
+        self.log_path = os.path.join(path, LOG_FILE)
+        self.lock_path = os.path.join(path, LOCK_FILE)
 
     def due(self, messages: int) -> bool:
         """Whether the log has grown enough that a compaction pays (or an append failed)."""

@@ -117,13 +117,16 @@ class DiskScan:
             return None
 
     def _dirs_changed(self) -> bool:
-        """Whether a rescan is due: a directory time moved, or a look made within the same
+        """Whether a rescan is due: a directory time moved, another process appended to the
+        index log (a flag set and cleared again keeps the name), or a look made within the same
         timestamp tick as a change (which a later change in that tick would not move) has not
         been confirmed yet by one look after the trust window. Within the window the index is
         trusted, so sessions busy changing the folder do not each relist it per command."""
         m = self._raw_mtimes()
         if m is None or m != self._mtimes:
             return True
+        if self._index.others_changed():
+            return True  # another process changed it without moving a directory time
         if self._suspect[0] or self._suspect[1]:
             now = self._clock()
             return any(

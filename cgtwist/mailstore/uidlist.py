@@ -25,6 +25,7 @@ CACHE_FILE = "cgtwist-cache"
 DOVECOT_UIDLIST = "dovecot-uidlist"
 _MAGIC = "cgtwist-uidlist 1"
 _MAX_UID = 0xFFFFFFFF  # RFC 3501 §2.3.1.1: nz-number is 32-bit
+Stamp = tuple[int, int, int, int]  # (device, inode, size, mtime) of the file
 
 
 @dataclass
@@ -37,6 +38,9 @@ class UidList:
     # MODSEQ values up to this one may have been handed out (index.ModseqAllocator): kept
     # here, in the file that is fsynced before a UID or MODSEQ reaches a client.
     modseq_reserved: int = 0
+    # The file as this object was read from or written to (``stamp``): another stamp on
+    # disk means another process saved it since.
+    stamp: Optional[Stamp] = field(default=None, compare=False)
 
     def assign(self, key: str) -> int:
         uid = self.uidnext
@@ -51,6 +55,7 @@ def load(folder: str) -> Optional[UidList]:
     """Read ``cgtwist-uidlist`` of ``folder``; None when missing or unreadable (then rebuild)."""
     try:
         with open(os.path.join(folder, UIDLIST_FILE), encoding="ascii") as f:
+            st = os.fstat(f.fileno())
             lines = f.read().split("\n")
     except (OSError, UnicodeDecodeError):
         return None
@@ -60,7 +65,10 @@ def load(folder: str) -> Optional[UidList]:
             return None
         fields = {h[0]: int(h[1:]) for h in head[2:] if h}
         ul = UidList(
-            uidvalidity=fields["V"], uidnext=fields["N"], modseq_reserved=fields.get("M", 0)
+            uidvalidity=fields["V"],
+            uidnext=fields["N"],
+            modseq_reserved=fields.get("M", 0),
+            stamp=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
         )
         if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1 and ul.modseq_reserved >= 0):
             return None
@@ -113,9 +121,6 @@ def load_dovecot(folder: str) -> Optional[UidList]:
     return ul
 
 
-Stamp = tuple[int, int, int, int]
-
-
 def stamp(folder: str) -> Optional[Stamp]:
     """The uidlist file's identity (device, inode, size, mtime): ``save`` replaces the file,
     so another process's save shows as another stamp; None when there is none."""
@@ -139,6 +144,7 @@ def save(folder: str, ul: UidList) -> None:
     maildir.write_atomic(
         os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii")
     )
+    ul.stamp = stamp(folder)
 
 
 def load_cache(folder: str) -> tuple[dict[str, Meta], int]:
