@@ -160,6 +160,41 @@ class SharedFolderTests(TwoProcessTestBase):
         box = self.select(account=self.reopen())
         self.assertEqual(box.uids, [1])
 
+    def test_compaction_by_the_other_process(self) -> None:
+        """One process writes a new snapshot and starts a new log: the other reads the
+        index afresh, keeps every MODSEQ and goes on above them, and its changes are in the
+        new log, read back by the first."""
+        for i in range(3):
+            deliver(self.md, msg(f"m{i}"))
+        a = self.select(account=self.one)
+        b = self.select(account=self.two)
+        self.store(a, 1, ["\\Seen"])
+        result(a.folder._locked(a.folder._compact_blocking))
+        self.store(a, 2, ["\\Answered"])
+        high = a.highest_modseq
+        self.store(b, 3, ["\\Flagged"])
+        self.assertGreater(b.modseq_of(3) or 0, high)
+        self.caught_up(a, b)
+        for uid in (1, 2, 3):
+            self.assertEqual(a.modseq_of(uid), b.modseq_of(uid), uid)
+            self.assertEqual(self.flags(a, uid), self.flags(b, uid))
+        self.assertEqual(self.flags(a, 3), {"\\Flagged"})
+        logged = self.log_modseqs()
+        self.assertEqual(logged, sorted(set(logged)))
+
+    def test_keyword_of_the_other_process(self) -> None:
+        """A keyword one process gave a message is that message's keyword in the other
+        (the letter is read from the shared map), and can be removed there."""
+        deliver(self.md, msg("x"))
+        a = self.select(account=self.one)
+        b = self.select(account=self.two)
+        self.store(a, 1, ["$Project"])
+        self.caught_up(b)
+        self.assertEqual(self.flags(b, 1), {"$Project"})
+        self.store(b, 1, ["$Project"], -1)
+        self.caught_up(a)
+        self.assertEqual(self.flags(a, 1), set())
+
     def test_expunge_by_the_other_process_is_not_undone(self) -> None:
         """A message one process expunged stays gone for the other, whose uidlist save
         does not bring its UID back."""
