@@ -195,6 +195,22 @@ class SharedFolderTests(TwoProcessTestBase):
         self.caught_up(a)
         self.assertEqual(self.flags(a, 1), set())
 
+    def test_log_dropped_by_the_other_process(self) -> None:
+        """The other process dropped the index files (as after a failed append): what it
+        handed out since is unknown, so the next MODSEQ is above the whole reservation."""
+        deliver(self.md, msg("x"))
+        a = self.select(account=self.one)
+        b = self.select(account=self.two)
+        self.store(b, 1, ["\\Seen"])
+        self.caught_up(a)
+        for i in range(3):
+            self.store(a, 1, ["\\Flagged"], 1 if i % 2 == 0 else -1)
+        high = a.highest_modseq
+        for name in (index.INDEX_FILE, index.LOG_FILE):
+            os.unlink(os.path.join(self.md, name))
+        self.store(b, 1, ["\\Answered"])
+        self.assertGreater(b.modseq_of(1) or 0, high)
+
     def test_expunge_by_the_other_process_is_not_undone(self) -> None:
         """A message one process expunged stays gone for the other, whose uidlist save
         does not bring its UID back."""
