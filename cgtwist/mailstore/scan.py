@@ -394,7 +394,8 @@ class DiskScan:
             )
             _drop_old_cache(self.path)
         else:
-            self._index.append(lines + ([mark] if mark is not None else []))
+            # The mark first: the log's lines stay in MODSEQ order (this look's are above it).
+            self._index.append(([mark] if mark is not None else []) + lines)
         return ch
 
     def _first_tombstones(
