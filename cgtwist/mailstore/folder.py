@@ -4,6 +4,18 @@ Owns the in-memory index of one folder for every session of the process (session
 ``MaildirMailbox`` views onto it). All disk work runs through the injected runner (a thread)
 under a per-folder DeferredLock, and the index is only changed in the reactor thread once that
 work is done, so concurrent sessions and LOCAL delivery never race. Never speaks IMAP.
+
+Several processes may hold the same folder (IMAP workers, ``cgtwist-admin``), as Dovecot's
+do: every change takes the folder's cross-process lock (``index.folder_lock``, an flock) in
+its thread and, before anything else, catches up with what other processes did since this
+one last held it (``_sync_blocking``: one stat of the index log and one of the uidlist when
+nobody did). Their UIDs come from the uidlist read afresh, their MODSEQs from their log
+lines; UIDs and MODSEQs are then allocated from that shared state and the change is
+appended to the log before the lock goes, so a UID is handed out once and every MODSEQ is
+above every one any process handed out before. Their changes reach this process's sessions
+as its own (EXISTS, EXPUNGE, FETCH FLAGS with their MODSEQ): an operation that finds some
+returns them first (``_Resync``), the reactor applies them, and the operation runs again on
+the state it expects.
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ class Folder(DiskScan):
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
+        self._others: Optional[index.Others] = None  # other processes' lines, for the next scan
         self._mtimes: Optional[tuple[int, int]] = None
         self._suspect: tuple[bool, bool] = (False, False)
         self._meta_dirty: set[int] = set()  # messages whose derived values grew, not yet logged
@@ -234,16 +247,76 @@ class Folder(DiskScan):
 
     # -- serialised disk work ------------------------------------------------------------------
 
-    def _locked(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+    def _locked(self, fn: Callable[..., object], *args: object) -> defer.Deferred[Any]:
         """Run blocking ``fn`` in the runner while holding the folder lock; then apply its
         Changes (if it returns some, alone or as the first item of a tuple) in this thread."""
+        return self.lock.run(lambda: self._shared(fn, *args))
 
-        def go(_: object) -> defer.Deferred[Any]:
-            d = self._run(fn, *args)
-            d.addCallback(self._apply_result)
-            return d
+    def _shared(
+        self, fn: Callable[..., object], *args: object, scan: bool = False
+    ) -> defer.Deferred[Any]:
+        """(reactor, holding ``lock``) Run ``fn`` in the runner under the folder's
+        cross-process lock, after this process caught up with what others changed; a scan
+        (``scan``) takes their changes itself, any other operation first has them applied
+        here (sessions told), then runs on the state it expects."""
+        d = self._run(self._shared_blocking, scan, fn, args)
 
-        return self.lock.run(lambda: defer.succeed(None).addCallback(go))
+        def done(result: object) -> object:
+            if isinstance(result, _Resync):
+                self._apply(result.changes)
+                return self._shared(fn, *args, scan=scan)
+            return self._apply_result(result)
+
+        return d.addCallback(done)
+
+    def _shared_blocking(
+        self, scan: bool, fn: Callable[..., object], args: tuple[object, ...]
+    ) -> object:
+        """(thread) ``fn(*args)`` under ``index.folder_lock``; a ``_Resync`` instead when other
+        processes changed the folder since this one last held it and ``fn`` is no scan."""
+        fd = index.folder_lock(self._index.lock_path)
+        try:
+            # Unlocked: the folder is gone (or cannot be written), nobody changes it any more.
+            others = self._sync_blocking(scan) if fd is not None else None
+            if others is not None:
+                return _Resync(others)
+            return fn(*args)
+        finally:
+            index.folder_unlock(fd)
+
+    def _sync_blocking(self, scan: bool) -> Optional[Changes]:
+        """(thread, cross-process locked) Read what other processes changed since this one
+        last held the lock, as Dovecot syncs its index: one stat of the index log when
+        nobody did (every change of the uidlist that matters is followed by a log line in
+        the same hold of the lock). Otherwise the uidlist is read afresh if it changed too
+        (their UIDs and MODSEQ reservation), their log lines give MODSEQs (the next one is
+        above all), and a scan of the disk, told their UIDs, MODSEQs and flags, makes the
+        Changes to apply first (None: nothing to apply, or ``scan`` and the caller's scan
+        uses them). That scan leaves new/ as it is: the next refresh moves what is there."""
+        if self._ul is None or self._modseq is None:
+            return None  # the first look reads everything anyway
+        if not self._index.others_changed():
+            return None
+        others = self._index.read_others()
+        stamp = uidlist.stamp(self.path)
+        if stamp is not None and stamp != self._ul.stamp:
+            fresh = uidlist.load(self.path)
+            if fresh is not None:
+                if fresh.uidvalidity != self._ul.uidvalidity:
+                    self.log.error(
+                        "{account} {folder}: another process gave it UIDVALIDITY {uv}",
+                        account=self.account,
+                        folder=self.name,
+                        uv=fresh.uidvalidity,
+                    )
+                self._ul = fresh
+        self._modseq.share(self._ul, others)
+        if self._others is not None:  # not consumed yet (a failed scan): keep the older
+            others = _merged(self._others, others)
+        self._others = others
+        if scan:
+            return None
+        return self._scan_blocking(False, None)
 
     def _own_change(
         self, fn: Callable[[], tuple[Changes, Any]]
@@ -294,14 +367,13 @@ class Folder(DiskScan):
                 # meanwhile would relist the folder for a change we made ourselves.
                 return self.lock.run(self._rescan_if_changed, origin)
         move = self._wants_new_moved()
-        return self._locked(self._scan_blocking, move, origin)
+        return self.lock.run(lambda: self._shared(self._scan_blocking, move, origin, scan=True))
 
     def _rescan_if_changed(self, origin: Optional[MaildirMailbox]) -> defer.Deferred[Changes]:
         """(reactor, locked) Rescan unless the directories are as the index last saw them."""
         if not self._dirs_changed():
             return defer.succeed(Changes())
-        d = self._run(self._scan_blocking, self._wants_new_moved(), origin)
-        return d.addCallback(self._apply_result)
+        return self._shared(self._scan_blocking, self._wants_new_moved(), origin, scan=True)
 
     def _apply(self, ch: Changes) -> None:
         """(reactor) Apply Changes to the index and tell every open view."""
@@ -425,10 +497,9 @@ class Folder(DiskScan):
             names, self._stale = self._stale, {}
             if not names:
                 return defer.succeed(None)
-            d = self._run(self._own_change(lambda: self._flush_blocking(names)))
+            d = self._shared(self._own_change(lambda: self._flush_blocking(names)))
 
             def done(result: tuple[Changes, dict[str, str]]) -> None:
-                self._apply(result[0])
                 # Left on disk (an error other than "gone"): an EXPUNGE of the message must
                 # still remove them, so they stay known; the next batch tries again.
                 for fname, key in result[1].items():
@@ -458,6 +529,11 @@ class Folder(DiskScan):
             return Changes(), names
         left: dict[str, str] = {}
         for fname, key in names.items():
+            uid = self.keys.get(key)
+            if uid is not None and self.entries[uid].fname == fname:
+                # Its message's name again: another process set the flags back meanwhile
+                # (a new link under the old name), and this name is all it has now.
+                continue
             try:
                 os.unlink(os.path.join(cur, fname))
             except FileNotFoundError:
@@ -739,6 +815,35 @@ class Folder(DiskScan):
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)
         return e.path(self.path) if e is not None else None
+
+
+class _Resync:
+    """Other processes changed the folder: these Changes go first (``Folder._shared``)."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self, changes: Changes) -> None:
+        self.changes = changes
+
+
+def _merged(old: index.Others, new: index.Others) -> index.Others:
+    """Two readings of others' lines, the older not yet used by a scan, as one."""
+    for key in new.gone:
+        old.records.pop(key, None)
+        old.letters.pop(key, None)
+    for key in new.records:
+        old.letters.pop(key, None)
+    for key, (m, letters) in new.letters.items():
+        r = old.records.get(key)
+        if r is not None:
+            r.modseq, r.letters = m, letters
+        else:
+            old.letters[key] = (m, letters)
+    old.records.update(new.records)
+    old.gone.update(new.gone)
+    old.highest = max(old.highest, new.highest)
+    old.lost = old.lost or new.lost
+    return old
 
 
 def _valid_keyword(flag: str) -> bool:

@@ -16,10 +16,18 @@ UIDVALIDITY (RFC 7162 §3.1.1). ``ModseqAllocator`` reserves values in blocks in
 uidlist (``UidList.modseq_reserved``, fsynced before a value of a new block is used) and starts
 above the reservation after every load, so neither a lost log tail nor a deleted index can make
 MODSEQ go backwards. Blocking; called in the folder's runner thread under its lock.
+
+The log is also how processes sharing a folder learn of each other's changes (Dovecot's
+transaction log): every change is appended under ``folder_lock`` (an flock of
+``cgtwist-index.lock``), and a process reads what others appended since its last position
+(``others_changed``, ``read_others``) before its own change, so the next MODSEQ is above all
+of theirs without per-process blocks. A load that starts above the reservation says so in
+the log (an ``f`` line naming no message), so nobody hands out a value below it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,6 +39,7 @@ from cgtwist.mailstore.filemeta import Meta
 
 INDEX_FILE = "cgtwist-index"
 LOG_FILE = "cgtwist-index.log"
+LOCK_FILE = "cgtwist-index.lock"  # flock(2)ed by every change of the folder, in any process
 _VERSION = 1
 MODSEQ_BLOCK = 1024  # MODSEQ values reserved (one uidlist write and fsync) at a time
 # Expunged UIDs remembered with the MODSEQ of their expunge (QRESYNC's VANISHED (EARLIER),
@@ -72,6 +81,62 @@ class Loaded:
     trusted: bool = False
 
 
+@dataclass
+class Others:
+    """What other processes logged since this one last read the log (``read_others``):
+    whole records (``a`` lines, or every record after another process compacted), the
+    latest letters of messages only their flag changes name (``f``), the keys they
+    expunged (``x``) with the MODSEQ of each, and the highest MODSEQ among them. ``lost``:
+    lines may be missing (the log was dropped or damaged), so MODSEQs beyond ``highest``
+    may have been handed out: the caller starts above the uidlist's reservation."""
+
+    records: dict[str, Record] = field(default_factory=dict)
+    letters: dict[str, tuple[int, str]] = field(default_factory=dict)
+    gone: dict[str, int] = field(default_factory=dict)
+    highest: int = 0
+    lost: bool = False
+
+    def latest(self, key: str) -> Optional[tuple[int, str]]:
+        """(MODSEQ, letters) another process last gave ``key``, if it logged any."""
+        r = self.records.get(key)
+        if r is not None:
+            return r.modseq, r.letters
+        return self.letters.get(key)
+
+    def keys(self) -> set[str]:
+        """Every message whose MODSEQ or letters another process changed."""
+        return set(self.records) | set(self.letters)
+
+
+def folder_lock(lock_path: str) -> Optional[int]:
+    """(thread) Hold the folder of ``lock_path`` (its ``LOCK_FILE``) for a change, against every other process and
+    thread: an flock(2) of ``LOCK_FILE``, opened anew each time (flock treats each open
+    file description as its own owner, and a folder deleted and created again gets a new
+    file), dropped by the kernel when a process dies, so a ``kill -9`` leaves no stale lock.
+    Returns the descriptor for ``folder_unlock``; None, unlocked, when the folder is gone
+    (nothing left to change) or the file cannot be created (a read-only folder, which
+    nothing can change either)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        log.warn("cannot open {file}: {err}; changing it unlocked", file=lock_path, err=err)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def folder_unlock(fd: Optional[int]) -> None:
+    """(thread) Let go of what ``folder_lock`` returned."""
+    if fd is not None:
+        os.close(fd)  # releases the lock
+
+
 def record_line(key: str, uid: int, modseq: int, letters: str, meta: Meta) -> Line:
     """The ``a`` line: a message's whole record (new, or its cached facts grew)."""
     return ["a", key, uid, modseq, letters, meta.to_json()]
@@ -105,14 +170,25 @@ class FolderIndex:
         self._gen = 0  # generation of the snapshot; the log names it in its first line
         self._log_ready = False  # the log on disk belongs to this generation and ends cleanly
         self.pending = 0  # lines in the log since the snapshot
+        # The log file as this process last read or wrote it: (device, inode) and its size.
+        # Another process's change shows as a longer log, a compaction as another inode.
+        self._log_id: Optional[tuple[int, int]] = None
+        self._log_pos = 0
 
     @property
     def index_path(self) -> str:
         return os.path.join(self.path, INDEX_FILE)
 
     @property
-    def log_path(self) -> str:
-        return os.path.join(self.path, LOG_FILE)
+    def path(self) -> str:
+        return self._path
+
+    @path.setter
+    def path(self, path: str) -> None:
+        # Joined once: the log is stat()ed and the lock file opened at every change.
+        self._path = path
+        self.log_path = os.path.join(path, LOG_FILE)
+        self.lock_path = os.path.join(path, LOCK_FILE)
 
     def due(self, messages: int) -> bool:
         """Whether the log has grown enough that a compaction pays (or an append failed)."""
@@ -143,6 +219,7 @@ class FolderIndex:
         self._clean = False
         if tail:
             self._replay(tail, out)
+        self._note_log()
         same_boot = (
             bool(self.boot)
             and (self._log_boot if self._log_boot is not None else self._snap_boot) == self.boot
@@ -223,6 +300,75 @@ class FolderIndex:
                 return
         self._log_ready = True
 
+    def _note_log(self, st: Optional[os.stat_result] = None) -> None:
+        """Remember the log file as it is now: everything in it has been read or written."""
+        if st is None:
+            try:
+                st = os.stat(self.log_path)
+            except OSError:
+                self._log_id, self._log_pos = None, 0
+                return
+        self._log_id, self._log_pos = (st.st_dev, st.st_ino), st.st_size
+
+    def others_changed(self) -> bool:
+        """(locked) Whether another process wrote the log since this one last read or wrote
+        it (one stat): it appended (longer), compacted (another file) or dropped it (gone)."""
+        try:
+            st = os.stat(self.log_path)
+        except OSError:
+            return self._log_id is not None
+        return (st.st_dev, st.st_ino) != self._log_id or st.st_size != self._log_pos
+
+    def read_others(self) -> Others:
+        """(locked) What other processes logged since this one last read or wrote the log:
+        the lines after the last position, or, when the log was replaced (another process
+        compacted), the whole index afresh. Never raises for bad content: a damaged line
+        ends the reading there and is cut off (``lost``), as a load does."""
+        out = Others()
+        try:
+            st = os.stat(self.log_path)
+        except OSError:
+            out.lost = self._log_id is not None  # dropped after a failed append elsewhere
+            self._log_id, self._log_pos = None, 0
+            self._log_ready = False
+            return out
+        if (st.st_dev, st.st_ino) != self._log_id or st.st_size < self._log_pos:
+            loaded = self.load()
+            out.records, out.highest = loaded.records, loaded.highest
+            out.lost = loaded.damaged or not loaded.found
+            return out
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_pos)
+                tail = f.read()
+        except OSError as err:
+            log.warn("cannot read {file}: {err}", file=self.log_path, err=err)
+            out.lost = True
+            return out
+        good = 0
+        for line in tail.split(b"\n")[:-1]:
+            try:
+                _apply_other(json.loads(line), out)
+            except (ValueError, KeyError, TypeError, IndexError):
+                out.lost = True
+                break
+            good += len(line) + 1
+            self.pending += 1
+        if good != len(tail):
+            # A torn or damaged line (a writer killed in its write): cut off, so that the
+            # lines appended after it are not lost to the next load's replay.
+            out.lost = True
+            log.warn(
+                "{file}: a damaged or unfinished line another process wrote; cut off",
+                file=self.log_path,
+            )
+            try:
+                os.truncate(self.log_path, self._log_pos + good)
+            except OSError:
+                pass
+        self._log_pos += good
+        return out
+
     # -- writing -------------------------------------------------------------------------------
 
     def append(self, lines: list[Line]) -> None:
@@ -239,6 +385,7 @@ class FolderIndex:
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
             try:
                 os.write(fd, data)
+                self._note_log(os.fstat(fd))
             finally:
                 os.close(fd)
         except FileNotFoundError:
@@ -260,6 +407,7 @@ class FolderIndex:
     def _drop(self) -> None:
         self.failed = True
         self._log_ready = False
+        self._log_id, self._log_pos = None, 0
         for p in (self.index_path, self.log_path):
             try:
                 os.unlink(p)
@@ -290,6 +438,7 @@ class FolderIndex:
         maildir.write_atomic(self.log_path, header, sync=False)
         self._log_ready = True
         self.pending = 0
+        self._note_log()
 
     def compact(
         self,
@@ -383,6 +532,40 @@ def _apply_line(v: object, out: Loaded) -> None:
         raise ValueError("unknown line")
 
 
+def _apply_other(v: object, out: Others) -> None:
+    """One log line of another process into ``out`` (``read_others``)."""
+    if not isinstance(v, list) or not v:
+        raise ValueError("not a line")
+    kind = v[0]
+    if kind == "a":
+        _, key, uid, modseq, letters, meta = v
+        if not (isinstance(key, str) and isinstance(letters, str)):
+            raise ValueError("bad record")
+        out.records[key] = Record(int(uid), int(modseq), letters, Meta.from_json(meta))
+        out.letters.pop(key, None)
+        out.highest = max(out.highest, int(modseq))
+    elif kind == "f":
+        modseq = int(v[1])
+        for key, letters in v[2]:
+            if not (isinstance(key, str) and isinstance(letters, str)):
+                raise ValueError("bad flags")
+            r = out.records.get(key)
+            if r is not None:
+                r.letters, r.modseq = letters, modseq
+            else:
+                out.letters[key] = (modseq, letters)
+        out.highest = max(out.highest, modseq)
+    elif kind == "x":
+        modseq = int(v[1])
+        for key in v[2]:
+            out.records.pop(key, None)
+            out.letters.pop(key, None)
+            out.gone[key] = modseq
+        out.highest = max(out.highest, modseq)
+    elif kind not in ("c", "t"):
+        raise ValueError("unknown line")
+
+
 class ModseqAllocator:
     """Hands out MODSEQ values that only grow, within the folder's UIDVALIDITY, across
     restarts, crashes and lost index files (see the module docstring)."""
@@ -407,6 +590,15 @@ class ModseqAllocator:
         """The uidlist object was replaced (a rebuild): reserve above what it says."""
         self._ul = ul
         self.last = max(self.last, ul.modseq_reserved)
+
+    def share(self, ul: uidlist.UidList, others: Others) -> None:
+        """(locked) Another process changed the folder: its uidlist (read afresh) holds the
+        reservation, its log lines the MODSEQs it handed out; the next value is above them.
+        Only when lines may be lost does it jump above the whole reservation."""
+        self._ul = ul
+        self.last = max(self.last, others.highest)
+        if others.lost:
+            self.last = max(self.last, ul.modseq_reserved)
 
 
 def current_boot() -> str:

@@ -2,7 +2,9 @@
 
 Owns what a look at the disk finds: which messages appeared, moved or vanished since the last
 look (``Changes``), the UIDs and facts of new ones (``Entry``), whether the directories changed
-at all (two stat calls), and extra names a flag change cut short left behind. Runs in the
+at all (two stat calls), and extra names a flag change cut short left behind. What other
+processes logged (``index.Others``) tells a scan their UIDs, MODSEQs and which of two names of
+a message is the newer, so their changes keep the MODSEQ they were given there. Runs in the
 folder's runner thread under its lock (``Folder`` is the only user, as a mixin); never touches
 views or the reactor, never speaks IMAP.
 """
@@ -90,6 +92,7 @@ class DiskScan:
     keys: dict[str, int]
     _names: dict[str, set[str]]
     _ul: Optional[uidlist.UidList]
+    _others: Optional[index.Others]
     _mtimes: Optional[tuple[int, int]]
     _suspect: tuple[bool, bool]
     _meta_dirty: set[int]
@@ -114,13 +117,16 @@ class DiskScan:
             return None
 
     def _dirs_changed(self) -> bool:
-        """Whether a rescan is due: a directory time moved, or a look made within the same
+        """Whether a rescan is due: a directory time moved, another process appended to the
+        index log (a flag set and cleared again keeps the name), or a look made within the same
         timestamp tick as a change (which a later change in that tick would not move) has not
         been confirmed yet by one look after the trust window. Within the window the index is
         trusted, so sessions busy changing the folder do not each relist it per command."""
         m = self._raw_mtimes()
         if m is None or m != self._mtimes:
             return True
+        if self._index.others_changed():
+            return True  # another process changed it without moving a directory time
         if self._suspect[0] or self._suspect[1]:
             now = self._clock()
             return any(
@@ -146,6 +152,7 @@ class DiskScan:
         vanished: dict[int, int] = {}  # the index's tombstones, on the first look
         floor: Optional[int] = None  # below this MODSEQ expunges are not all known
         rebuild = False  # the first look writes a whole new index
+        mark: Optional[index.Line] = None  # the first look's MODSEQ, above the log's
         dirty = False
         if first:
             maildir.ensure(self.path)
@@ -199,8 +206,19 @@ class DiskScan:
                 # the reservation: clients resync, none misses a change.
                 self._modseq = ModseqAllocator(self.path, ul, 0)
             rebuild = not usable or loaded.damaged
+            if self._modseq.last > loaded.highest:
+                # Starting above the reservation: say so in the log, or another process
+                # holding the folder would hand out values below the HIGHESTMODSEQ this
+                # one reports (a line naming no message, read by every version).
+                mark = index.flags_line(self._modseq.last, [])
         else:
             ul = self._ul
+        # Other processes' lines read under the lock (Folder._sync_blocking): the UIDs are in
+        # the uidlist, and what they logged keeps its MODSEQ here, as in their process.
+        others, self._others = self._others or index.Others(), None
+        if not first:
+            records = others.records
+            cache = {k: r.meta for k, r in records.items()}
         assert ul is not None
         modseqs = self._modseq
         assert modseqs is not None
@@ -245,7 +263,7 @@ class DiskScan:
                     continue  # replaced by a flag change: flush removes it
                 key = maildir.split_name(fname)[0]
                 if sub == "cur":
-                    kept = self._cur_name(key, listed["cur"], files, newest)
+                    kept = self._cur_name(key, listed["cur"], files, newest, others)
                     if kept is not None and kept != fname:
                         self._twin_or_conflict(fname, kept, twins)
                         continue
@@ -258,6 +276,16 @@ class DiskScan:
             ):
                 # A keyword letter this folder has not read (LOCAL delivery's rule Mark).
                 ch.keywords = maildir.read_keywords(self.path)
+        for key, (sub, fname) in files.items():
+            uid = known.get(key)
+            if uid is None:
+                continue
+            e = self.entries[uid]
+            if sub == "cur" and e.sub == "cur" and e.fname != fname and e.fname in listed["cur"]:
+                # Another process changed its flags (its log names the new name) and has not
+                # yet removed the name it replaced: the message moves, the old name goes.
+                ch.moved[uid] = (sub, fname, maildir.split_name(fname)[1])
+                self._twin_or_conflict(e.fname, fname, twins)
         if twins:
             self._remove_twins(twins)
         for sub in ("new", "cur"):
@@ -277,8 +305,8 @@ class DiskScan:
                     )
                 else:
                     ch.removed.append(uid)
-                    ul.uids.pop(e.key, None)
-                    dirty = True
+                    if ul.uids.pop(e.key, None) is not None:
+                        dirty = True
         new_keys = [k for k in files if k not in known]
         metas: dict[str, Meta] = {}
         for key in new_keys:
@@ -318,18 +346,34 @@ class DiskScan:
         ch.added.sort(key=lambda e: e.uid)
         # Flags changed on disk by someone else (another program, or our own change that the
         # index never heard of before a crash), and messages gone: a new MODSEQ for each.
-        flagged = [
-            (uid, self.entries[uid].key, letters)
-            for uid, (_sub, _fname, letters) in ch.moved.items()
-            if set(letters) != set(self.entries[uid].letters)
-        ]
+        flagged = []
+        for uid, (_sub, _fname, letters) in ch.moved.items():
+            e = self.entries[uid]
+            if set(letters) == set(e.letters):
+                continue
+            theirs = others.latest(e.key)
+            if theirs is not None and set(theirs[1]) == set(letters):
+                ch.modseqs[uid] = theirs[0]  # another process's change: its MODSEQ
+            else:
+                flagged.append((uid, e.key, letters))
+        for key in others.keys():
+            # Their MODSEQ also where the name came back (flags set and cleared again).
+            uid = known.get(key)
+            theirs = others.latest(key)
+            if uid is None or theirs is None or uid in ch.modseqs or uid in ch.moved:
+                continue
+            if self.entries[uid].modseq < theirs[0]:
+                ch.modseqs[uid] = theirs[0]
         if flagged:
             m = bump()
             ch.modseqs.update((uid, m) for uid, _k, _l in flagged)
             lines.append(index.flags_line(m, [(k, letters) for _u, k, letters in flagged]))
         if ch.removed:
+            # Expunged by another process: logged there already.
             gone = [self.entries[uid].key for uid in ch.removed]
-            lines.append(index.expunge_line(bump(), gone))
+            gone = [k for k in gone if k not in others.gone]
+            if gone:
+                lines.append(index.expunge_line(bump(), gone))
         if first and records.keys() - metas.keys():
             rebuild = True  # messages the index knew are gone: start from what is there
         if first:
@@ -350,7 +394,8 @@ class DiskScan:
             )
             _drop_old_cache(self.path)
         else:
-            self._index.append(lines)
+            # The mark first: the log's lines stay in MODSEQ order (this look's are above it).
+            self._index.append(([mark] if mark is not None else []) + lines)
         return ch
 
     def _first_tombstones(
@@ -382,11 +427,20 @@ class DiskScan:
         return floor
 
     def _cur_name(
-        self, key: str, cur: set[str], files: dict[str, tuple[str, str]], newest: dict[str, str]
+        self,
+        key: str,
+        cur: set[str],
+        files: dict[str, tuple[str, str]],
+        newest: dict[str, str],
+        others: index.Others,
     ) -> Optional[str]:
-        """(thread, locked) The cur/ name kept for ``key`` in a scan: the index's, if it is
-        still there, else the one the last flag change made (maildir.FLAG_LOG), else the
-        first one the scan met."""
+        """(thread, locked) The cur/ name kept for ``key`` in a scan: the one another
+        process's last flag change made (its log line) if it is there, else the index's, if
+        it is still there, else the one the last flag change made (maildir.FLAG_LOG), else
+        the first one the scan met."""
+        theirs = others.latest(key)
+        if theirs is not None and maildir.join_name(key, theirs[1]) in cur:
+            return maildir.join_name(key, theirs[1])
         uid = self.keys.get(key)
         if uid is not None:
             e = self.entries[uid]

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Optional
 from urllib.parse import quote, unquote
 
@@ -25,6 +27,7 @@ CACHE_FILE = "cgtwist-cache"
 DOVECOT_UIDLIST = "dovecot-uidlist"
 _MAGIC = "cgtwist-uidlist 1"
 _MAX_UID = 0xFFFFFFFF  # RFC 3501 §2.3.1.1: nz-number is 32-bit
+Stamp = tuple[int, int, int, int]  # (device, inode, size, mtime) of the file
 
 
 @dataclass
@@ -37,6 +40,9 @@ class UidList:
     # MODSEQ values up to this one may have been handed out (index.ModseqAllocator): kept
     # here, in the file that is fsynced before a UID or MODSEQ reaches a client.
     modseq_reserved: int = 0
+    # The file as this object was read from or written to (``stamp``): another stamp on
+    # disk means another process saved it since.
+    stamp: Optional[Stamp] = field(default=None, compare=False)
 
     def assign(self, key: str) -> int:
         uid = self.uidnext
@@ -51,6 +57,7 @@ def load(folder: str) -> Optional[UidList]:
     """Read ``cgtwist-uidlist`` of ``folder``; None when missing or unreadable (then rebuild)."""
     try:
         with open(os.path.join(folder, UIDLIST_FILE), encoding="ascii") as f:
+            st = os.fstat(f.fileno())
             lines = f.read().split("\n")
     except (OSError, UnicodeDecodeError):
         return None
@@ -60,7 +67,10 @@ def load(folder: str) -> Optional[UidList]:
             return None
         fields = {h[0]: int(h[1:]) for h in head[2:] if h}
         ul = UidList(
-            uidvalidity=fields["V"], uidnext=fields["N"], modseq_reserved=fields.get("M", 0)
+            uidvalidity=fields["V"],
+            uidnext=fields["N"],
+            modseq_reserved=fields.get("M", 0),
+            stamp=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
         )
         if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1 and ul.modseq_reserved >= 0):
             return None
@@ -113,19 +123,37 @@ def load_dovecot(folder: str) -> Optional[UidList]:
     return ul
 
 
+def stamp(folder: str) -> Optional[Stamp]:
+    """The uidlist file's identity (device, inode, size, mtime): ``save`` replaces the file,
+    so another process's save shows as another stamp; None when there is none."""
+    try:
+        st = os.stat(os.path.join(folder, UIDLIST_FILE))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def save(folder: str, ul: UidList) -> None:
     """Durably replace the folder's uidlist."""
     out = [
         f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"
         + (f" M{ul.modseq_reserved}" if ul.modseq_reserved else "")
     ]
-    out.extend(
-        f"{uid} {quote(key, safe=',=')}"
-        for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1])
-    )
+    out.extend(f"{uid} {_quoted(key)}" for key, uid in sorted(ul.uids.items(), key=itemgetter(1)))
     maildir.write_atomic(
         os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii")
     )
+    ul.stamp = stamp(folder)
+
+
+# What quote(key, safe=",=") leaves alone: Maildir keys as cgtwist, Dovecot and most
+# deliverers make them. A save writes every key, and quote() of each one cost most of an
+# APPEND's instructions in a folder of some thousand messages.
+_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9_.~,=-]")
+
+
+def _quoted(key: str) -> str:
+    return quote(key, safe=",=") if _NEEDS_QUOTING.search(key) else key
 
 
 def load_cache(folder: str) -> tuple[dict[str, Meta], int]:
