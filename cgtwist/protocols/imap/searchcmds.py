@@ -11,7 +11,7 @@ that read or change messages (FETCH, STORE, COPY, MOVE, EXPUNGE).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.mail import imap4
 from twisted.python.failure import Failure
@@ -24,6 +24,22 @@ from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
+
+
+def _results(
+    modseq: bool,
+) -> Callable[[imap_search.Facts, list[int], int], list[tuple[int, int, int]]]:
+    """(seq, UID, MODSEQ) of the matches of one share of a column search; MODSEQ 0 unless
+    the search has a MODSEQ key (nothing else shows it)."""
+
+    def key(facts: imap_search.Facts, found: list[int], first: int) -> list[tuple[int, int, int]]:
+        uids = facts.uids()
+        if not modseq:
+            return [(first + i + 1, uids[i], 0) for i in found]
+        modseqs = facts.modseqs()
+        return [(first + i + 1, uids[i], modseqs[i] or 0) for i in found]
+
+    return key
 
 
 class SearchCommands(MailboxCommands):
@@ -47,9 +63,8 @@ class SearchCommands(MailboxCommands):
             if ret is None and self.rev2:
                 ret = imap_esearch.ALL  # RFC 9051 §6.4.4: answered with ESEARCH, not SEARCH
             used: set[bytes] = set()
-            _charset, pred = imap_search.compile_search(
-                tokens, saved=frozenset(self.search_saved), used=used
-            )
+            query = imap_search.compile_query(tokens, saved=frozenset(self.search_saved), used=used)
+            pred = query.pred
             texts = imap_search.text_needed(tokens)
         except imap_search.BadCharset:
             self._search_failed(ret)
@@ -59,16 +74,22 @@ class SearchCommands(MailboxCommands):
             self._search_failed(ret)
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
-        d = imap_scan.collect(
-            self.mbox,
-            getattr(self.account, "run", None),
-            self.clock,
-            lambda: self._closed,
-            pred,
-            texts,
-            lambda text, seq, u: (seq, u, getattr(text.msg, "modseq", 0) or 0),
-        )
         with_modseq = b"MODSEQ" in used
+        d = None
+        if query.column is not None:
+            d = imap_scan.collect_columns(
+                self.mbox, self.clock, lambda: self._closed, query.column, _results(with_modseq)
+            )
+        if d is None:
+            d = imap_scan.collect(
+                self.mbox,
+                getattr(self.account, "run", None),
+                self.clock,
+                lambda: self._closed,
+                pred,
+                texts,
+                lambda text, seq, u: (seq, u, getattr(text.msg, "modseq", 0) or 0),
+            )
         if with_modseq:
             self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
         # An updating search is brought up to date from the MODSEQ it started at.
@@ -81,7 +102,8 @@ class SearchCommands(MailboxCommands):
             if ret is None:
                 # RFC 7162 §3.1.5: the highest MODSEQ of the matches after the numbers.
                 tail = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
-                self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + tail)
+                words = b" ".join([b"%d" % n for n in numbers])
+                self.sendUntaggedResponse((b"SEARCH " + words if words else b"SEARCH") + tail)
                 self.sendPositiveResponse(tag, b"SEARCH completed")
                 return
             if ret.save:
