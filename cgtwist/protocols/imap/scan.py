@@ -14,6 +14,7 @@ import itertools
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
 from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import messagetext as imap_messagetext
@@ -60,8 +61,8 @@ def collect(
 
 
 def collect_columns(
-    box: Any,
-    clock: Any,
+    box: object,
+    clock: IReactorTime,
     gone: Callable[[], bool],
     column: imap_search.Column,
     key: Callable[[imap_search.Facts, list[int], int], list[T]],

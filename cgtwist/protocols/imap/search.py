@@ -15,7 +15,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol, Sequence, cast
+from typing import Callable, Optional, Protocol, Sequence, cast
 
 from cgtwist.protocols.imap.messagetext import MessageText, header_text
 from cgtwist.protocols.imap.parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
@@ -120,7 +120,7 @@ class Facts(Protocol):
     def modseqs(self) -> list[int]: ...
     def header(self, name: str) -> Optional[list[Optional[str]]]: ...
     def derived(self, name: str) -> list[Optional[str]]: ...
-    def row(self, i: int) -> Any: ...
+    def row(self, i: int) -> object: ...
 
 
 @dataclass
