@@ -11,7 +11,6 @@ columns cannot answer (BODY, TEXT, a header field the index does not keep) goes 
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import AbstractSet, Callable, Optional, Sequence
 
 from cgtwist.mailstore import filemeta
@@ -20,15 +19,6 @@ from cgtwist.mailstore.message import MaildirMessage
 from cgtwist.mailstore.scan import Entry
 
 _RECENT = frozenset({"\\recent"})
-# The columns are read with map() over attrgetters: a pass in C, a few hundred instructions
-# a message less than a Python loop.
-_UID = attrgetter("uid")
-_LETTERS = attrgetter("letters")
-_SIZE = attrgetter("meta.size")
-_DATE = attrgetter("meta.date")
-_MODSEQ = attrgetter("modseq")
-_HEADERS = attrgetter("meta.headers")
-_EXTRA = attrgetter("meta.extra")
 
 
 class SearchFacts:
@@ -53,7 +43,7 @@ class SearchFacts:
 
     def uids(self) -> list[int]:
         if self._uids is None:
-            self._uids = list(map(_UID, self._entries))
+            self._uids = [e.uid for e in self._entries]
         return self._uids
 
     def uid(self, i: int) -> int:
@@ -61,21 +51,21 @@ class SearchFacts:
 
     def sizes(self) -> list[int]:
         """RFC822.SIZE of each message."""
-        return list(map(_SIZE, self._entries))
+        return [e.meta.size for e in self._entries]
 
     def dates(self) -> list[float]:
         """INTERNALDATE of each message, as epoch seconds."""
-        return list(map(_DATE, self._entries))
+        return [e.meta.date for e in self._entries]
 
     def modseqs(self) -> list[int]:
-        return list(map(_MODSEQ, self._entries))
+        return [e.modseq for e in self._entries]
 
     def flag_test(self, test: Callable[[frozenset[str]], bool]) -> list[bool]:
         """``test`` of each message's flags lower-cased, ``\\recent`` included where this
         session has it (as ``MaildirMessage.search_flags``): asked once per distinct flag
         state, not once per message."""
         if self._letters is None:
-            self._letters = list(map(_LETTERS, self._entries))
+            self._letters = [e.letters for e in self._entries]
         letters = self._letters
         one_each = dict(zip(letters, self._entries, strict=True))  # a message per state
         low = self._folder.lower_flags_of
@@ -94,12 +84,12 @@ class SearchFacts:
         file would have to be read)."""
         if name not in filemeta.CACHED_HEADERS:
             return None
-        return [h.get(name) for h in map(_HEADERS, self._entries)]
+        return [e.meta.headers.get(name) for e in self._entries]
 
     def derived(self, name: str) -> list[Optional[str]]:
         """The value ``MaildirMessage.memo_text(name, ...)`` kept for each message, None where
         none is kept yet (``row`` then computes and keeps it)."""
-        return [x.get(name) for x in map(_EXTRA, self._entries)]
+        return [e.meta.extra.get(name) for e in self._entries]
 
     def row(self, i: int) -> MaildirMessage:
         """The message at index ``i`` (sequence number ``i + 1``), for what the columns do

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 from twisted.internet import task
 from twisted.mail import imap4
+from twisted.trial import unittest
 
 from cgtwist.mailstore import maildir, searchfacts
 from cgtwist.mailstore.mailbox import MaildirMailbox
@@ -264,3 +265,39 @@ class DateColumnTests(StoreTestBase):
                     want.append(query.pred(text, imap_search.Context(i + 1, 1, len(odd), 1)))
                 self.assertEqual(got, want, (key, day))
                 self.assertIsInstance(text.internal_date(), datetime.date)
+
+
+class SearchCommandTests(unittest.TestCase):
+    def test_answers_over_several_shares(self) -> None:
+        """SEARCH, UID SEARCH, a MODSEQ search and ESEARCH answer the same whether the
+        column search takes one reactor turn or one per message."""
+        from tests.protocols.test_imap_support import MESSAGE, MULTIPART, World, session
+
+        answers = []
+        for batch in (5000, 1):
+            self.patch(imap_scan, "COLUMN_BATCH", batch)
+            c = session(World(), MESSAGE, MULTIPART, MESSAGE)
+            c.send(b"f STORE 1,3 +FLAGS (\\Flagged)\r\n")
+            out = []
+            for cmd in (
+                b"a SEARCH FLAGGED",
+                b"b UID SEARCH NOT FLAGGED",
+                b"c SEARCH MODSEQ 1",
+                b"d SEARCH RETURN (MIN MAX COUNT ALL) ALL",
+                b"e SEARCH LARGER 100000",
+            ):
+                reply = c.send(cmd + b"\r\n")
+                for _ in range(10):  # a share per reactor turn
+                    if cmd[:2] + b"OK" in reply:
+                        break
+                    c.world.clock.advance(0)
+                    reply += c.take()
+                self.assertIn(cmd[:2] + b"OK", reply)
+                out.append([x for x in reply.split(b"\r\n") if x.startswith(b"* ")])
+            answers.append(out)
+        self.assertEqual(answers[0], answers[1])
+        self.assertEqual(answers[0][0], [b"* SEARCH 1 3"])
+        self.assertEqual(answers[0][1], [b"* SEARCH 2"])
+        self.assertTrue(answers[0][2][-1].startswith(b"* SEARCH 1 2 3 (MODSEQ "), answers[0][2])
+        self.assertIn(b"MIN 1 MAX 3 ALL 1:3 COUNT 3", answers[0][3][0])
+        self.assertEqual(answers[0][4], [b"* SEARCH"])

@@ -10,8 +10,6 @@ TEXT, answers KEYWORD with False, compares dates of different types and recurses
 from __future__ import annotations
 
 import datetime
-import itertools
-import math
 import operator
 import re
 from dataclasses import dataclass
@@ -145,33 +143,25 @@ _END_T = (datetime.date.max.toordinal() + 1 - _EPOCH_ORDINAL) * 86400.0
 
 
 def _date_column(op: bytes, day: datetime.date) -> Column:
-    """BEFORE, ON or SINCE ``day`` over INTERNALDATE as epoch seconds, one comparison per
-    message in C (the same days as ``MessageText.internal_date``)."""
+    """BEFORE, ON or SINCE ``day`` over INTERNALDATE as epoch seconds, a comparison or two
+    per message (the same days as ``MessageText.internal_date``)."""
     lo = (day.toordinal() - _EPOCH_ORDINAL) * 86400.0
     hi = lo + 86400.0
-
-    def fast(dates: list[float]) -> list[bool]:
-        if op == b"BEFORE":
-            return list(map(lo.__gt__, dates))  # t < lo
-        if op == b"ON":
-            return list(map(operator.and_, map(lo.__le__, dates), map(hi.__gt__, dates)))
-        return list(map(lo.__le__, dates))  # SINCE: t >= lo
-
-    def col(s: Span) -> list[bool]:
-        dates = s.facts.dates()
-        if not dates or (
-            _FIRST_T <= min(dates) and max(dates) < _END_T and not any(map(math.isnan, dates))
-        ):
-            return fast(dates)
-        # A date outside what a ``datetime.date`` holds (or NaN) reads as 1 Jan 1970.
-        return fast([t if _FIRST_T <= t < _END_T else 0.0 for t in dates])
-
-    return col
+    first, end = _FIRST_T, _END_T
+    # A date outside what a ``datetime.date`` holds (or NaN) reads as 1 Jan 1970: epoch 0.
+    if op == b"BEFORE":
+        odd = 0.0 < lo
+        return lambda s: [t < lo if first <= t < end else odd for t in s.facts.dates()]
+    if op == b"ON":
+        odd = lo <= 0.0 < hi
+        return lambda s: [lo <= t < hi if first <= t < end else odd for t in s.facts.dates()]
+    odd = 0.0 >= lo
+    return lambda s: [t >= lo if first <= t < end else odd for t in s.facts.dates()]
 
 
 def _contains_each(folded: str, texts: list[str]) -> list[bool]:
-    """``folded in text.casefold()`` for each of ``texts``, the loop in C."""
-    return list(map(operator.contains, map(str.casefold, texts), itertools.repeat(folded)))
+    """``folded in text.casefold()`` for each of ``texts``."""
+    return [folded in t.casefold() for t in texts]
 
 
 def _address_column(name: str, folded: str) -> Column:
@@ -182,7 +172,7 @@ def _address_column(name: str, folded: str) -> Column:
     def col(s: Span) -> list[bool]:
         facts = s.facts
         texts = facts.derived(memo)
-        if None not in texts:  # the index keeps every message's text: matched in C
+        if None not in texts:  # the index keeps every message's text
             return _contains_each(folded, cast(list[str], texts))
         raws = facts.header(name)
         out = []
@@ -212,7 +202,7 @@ def _header_column(name: str, folded: Optional[str], absent: bool = False) -> Co
             return [v is not None for v in values]
         if None not in values:
             texts = cast(list[str], values)
-            # Plain ASCII without encoded words reads as itself (header_text): matched in C.
+            # Plain ASCII without encoded words reads as itself (header_text): no call each.
             if all(map(str.isascii, texts)) and "=?" not in "".join(texts):
                 return _contains_each(folded, texts)
         if absent:
@@ -359,11 +349,11 @@ class _Compiler:
             if word == b"LARGER":
                 return (
                     lambda m, c: m.msg.getSize() > n,
-                    lambda s: list(map(n.__lt__, s.facts.sizes())),  # size > n, in C
+                    lambda s: [size > n for size in s.facts.sizes()],
                 )
             return (
                 lambda m, c: m.msg.getSize() < n,
-                lambda s: list(map(n.__gt__, s.facts.sizes())),
+                lambda s: [size < n for size in s.facts.sizes()],
             )
         if word in _DATE_KEYS:
             day = parse_date(self.string())
