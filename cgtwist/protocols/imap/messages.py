@@ -396,17 +396,29 @@ class MessageCommands(MailboxCommands):
             self.log.failure("imap: FETCH failed midway; closing {ip}", failure, ip=self.peer_ip)
             self.transport.loseConnection()
 
-        d = defer.maybeDeferred(box.fetch, messages, bool(uid))
-        d.addCallback(changed)
-        d.addCallback(mark_seen)
-        d.addErrback(self._fail(tag, "FETCH"))
-
         def go(rows: Any) -> None:
             if rows is None:
                 return
             stream(rows).addCallbacks(done, broken)
 
-        d.addCallback(go)
+        # The mailstore answers at once (and most FETCHes set no \Seen): no Deferred until
+        # something has to wait.
+        try:
+            rows = box.fetch(messages, bool(uid))
+            fetched_later = isinstance(rows, defer.Deferred)
+            if not fetched_later:
+                rows = mark_seen(changed(rows))  # a Deferred only when \Seen is stored
+        except Exception:
+            self._fail(tag, "FETCH")(current_failure())
+            return
+        if not isinstance(rows, defer.Deferred):
+            go(rows)
+            return
+        if fetched_later:
+            rows.addCallback(changed)
+            rows.addCallback(mark_seen)
+        rows.addErrback(self._fail(tag, "FETCH"))
+        rows.addCallback(go)
 
     def _safe_fetch(
         self,
