@@ -672,7 +672,8 @@ class MaildirMailbox:
         if not self.rw and self.folder.unclaimed_recent:
             recent = recent | self.folder.unclaimed_recent  # as _is_recent says
         found = list(map(entries.get, seq))  # in C; the expunged not yet reported are rare
-        if None in found:
+        # all(), not ``None in``: that compares each Entry with None by its dataclass __eq__.
+        if not all(found):
             return SearchFacts(self.folder, [entries.get(u) or ghosts[u] for u in seq], recent)
         return SearchFacts(self.folder, cast(list[Entry], found), recent)
 

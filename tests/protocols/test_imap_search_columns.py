@@ -213,6 +213,24 @@ class ColumnSearchTests(_Columns):
         self.assertEqual(len(made), first)  # kept in the index the first time
 
 
+class ExpungedElsewhereTests(_Columns):
+    def test_messages_expunged_by_another_session(self) -> None:
+        """A view still holding messages another session expunged (not yet told to its
+        client) searches them from their last entries, as the walk does."""
+        held = self.select()
+        Recorder(hold_expunges=True).on(held)
+        other = self.select()
+        ms = imap4.MessageSet()
+        ms.add(2)
+        result(other.store(ms, ["\\Deleted"], 1, True))
+        result(other.expunge())
+        self.assertTrue(held.pending_expunges)
+        for spec in (b"ALL", b"FLAGGED", b"DELETED", b'SUBJECT "quarterly"', b"UID 2"):
+            rows, columns = self.both(held, spec)
+            self.assertEqual(columns, rows, spec)
+        self.assertIn(2, self.both(held, b"DELETED")[1] or [])
+
+
 class PlainHeaderTests(_Columns):
     """Every message with a plain ASCII From and Subject: the columns' loops in C (the
     address texts once the index keeps them all) answer as the walk does."""

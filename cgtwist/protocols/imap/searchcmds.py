@@ -37,7 +37,10 @@ def _results(modseq: bool) -> Callable[[imap_search.Facts, list[int], int], list
     def key(facts: imap_search.Facts, found: list[int], first: int) -> list[Found]:
         base = first + 1
         seqs = [base + i for i in found]
-        uids = list(map(facts.uids().__getitem__, found))
+        if len(found) * 4 < len(facts):  # a few matches: their UIDs alone
+            uids = [facts.uid(i) for i in found]
+        else:
+            uids = list(map(facts.uids().__getitem__, found))
         modseqs = list(map(facts.modseqs().__getitem__, found)) if modseq else []
         return [(seqs, uids, modseqs)]
 
