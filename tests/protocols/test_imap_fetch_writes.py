@@ -66,3 +66,25 @@ class FetchWriteTests(unittest.TestCase):
         self.assertIn(b"RFC822.SIZE %d" % len(MESSAGE), out)
         out = self.c.send(b"c FETCH 2 (BODY.PEEK[1])\r\n")
         self.assertIn(b"BODY[1] {13}\r\npart one text", out)
+
+    def test_item_lists_parsed_once(self) -> None:
+        """A FETCH item list sent again is taken from the parsed ones: the same answers,
+        a fresh list each time (the MODSEQ item CHANGEDSINCE adds goes into a copy),
+        and no more than 256 lists kept."""
+        from cgtwist.protocols.imap import arguments
+
+        arguments._FETCH_ITEMS.clear()
+        first = self.c.send(b"a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
+        again = self.c.send(b"a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])\r\n")
+        self.assertEqual(first, again)
+        self.assertIn(b"(FLAGS BODY.PEEK[HEADER.FIELDS (Subject)])", arguments._FETCH_ITEMS)
+        # CHANGEDSINCE adds a MODSEQ item to its own copy of the query, every time.
+        for _ in range(2):
+            changed = self.c.send(b"b FETCH 1 (FLAGS) (CHANGEDSINCE 0)\r\n")
+            [line] = [x for x in changed.split(b"\r\n") if x.startswith(b"* 1 FETCH")]
+            self.assertEqual(line.count(b"MODSEQ"), 1, line)
+        self.assertIn(b"d BAD", self.c.send(b"d FETCH 1 (NONSENSE)\r\n"))
+        self.assertNotIn(b"(NONSENSE)", arguments._FETCH_ITEMS)
+        for i in range(300):
+            self.c.send(b"e FETCH 1 (FLAGS BODY.PEEK[]<0.%d>)\r\n" % (i + 1))
+        self.assertLessEqual(len(arguments._FETCH_ITEMS), 256)
