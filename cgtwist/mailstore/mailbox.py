@@ -45,6 +45,7 @@ from typing import (
     Optional,
     Sequence,
     Union,
+    cast,
     overload,
 )
 
@@ -58,6 +59,7 @@ from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.message import MaildirMessage
 from cgtwist.mailstore.quota import size_in_name
 from cgtwist.mailstore.scan import Changes, Entry
+from cgtwist.mailstore.searchfacts import SearchFacts
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.account import MaildirAccount
@@ -660,6 +662,20 @@ class MaildirMailbox:
         return MessageRows(
             self, [entries.get(u) or ghosts[u] for u in self._seq[: self._announced]]
         )
+
+    def search_facts(self) -> SearchFacts:
+        """Every message the client knows as the index's columns (SEARCH over the whole
+        mailbox without a message object per message: cgtwist.mailstore.searchfacts)."""
+        entries, ghosts = self.folder.entries, self._ghosts
+        seq = self._seq[: self._announced]
+        recent = self._recent
+        if not self.rw and self.folder.unclaimed_recent:
+            recent = recent | self.folder.unclaimed_recent  # as _is_recent says
+        found = list(map(entries.get, seq))  # in C; the expunged not yet reported are rare
+        # all(), not ``None in``: that compares each Entry with None by its dataclass __eq__.
+        if not all(found):
+            return SearchFacts(self.folder, [entries.get(u) or ghosts[u] for u in seq], recent)
+        return SearchFacts(self.folder, cast(list[Entry], found), recent)
 
     def every_message(self) -> list[tuple[int, MaildirMessage]]:
         """(seq, message) of every message the client knows (``FETCH 1:*``; SEARCH, SORT and

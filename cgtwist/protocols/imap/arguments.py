@@ -22,6 +22,13 @@ from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import typedimap4
 
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
+# FETCH item lists as parsed, by their text: a client sends the same few again and again
+# (a mail client's UID FETCH <uid> (BODY.PEEK[]) for each message), and Twisted's parser
+# walks the text byte by byte (16 us for BODY.PEEK[]). The items are never changed once
+# parsed. Bounded: texts up to 256 octets, 256 of them, all forgotten when full.
+_FETCH_ITEMS: dict[bytes, tuple[tuple[object, ...], bytes]] = {}
+_FETCH_ITEMS_TEXT = 256
+_FETCH_ITEMS_KEPT = 256
 
 
 def flag_list(raw: Any) -> list[str]:
@@ -154,6 +161,9 @@ class ArgumentParsers:
         """The FETCH items; the rest is the modifier list (RFC 4466 §2.4), if any, for
         ``opt_fetch_modifiers``."""
         line = line or b""  # Twisted passes None when the line ran out
+        hit = _FETCH_ITEMS.get(line)
+        if hit is not None:
+            return list(hit[0]), hit[1]
         if line.count(b" ") > _MAX_LIST_ITEMS:
             raise imap4.IllegalClientResponse("Too many FETCH items")
         text, modifiers = imap_condstore.split_fetch_modifiers(line.strip())
@@ -179,6 +189,10 @@ class ArgumentParsers:
             result.extend(p.result)
         if not result:
             raise imap4.IllegalClientResponse("Missing FETCH data items")
+        if len(line) <= _FETCH_ITEMS_TEXT:
+            if len(_FETCH_ITEMS) >= _FETCH_ITEMS_KEPT:
+                _FETCH_ITEMS.clear()
+            _FETCH_ITEMS[line] = (tuple(result), modifiers)
         return result, modifiers
 
     def opt_fetch_modifiers(

@@ -23,13 +23,15 @@ from cgtwist.protocols.imap import typedimap4
 log = Logger()
 
 CHUNK = 65536
+WHOLE = 1 << 20  # BODY[] of a message up to this size is read at once, larger ones streamed
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _FALLBACK_STRUCTURE = [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0]
 
 
 def open_raw(msg: Any) -> IO[bytes]:
     """The whole RFC 5322 message as a binary file (IMessageFile when offered)."""
-    mf: Any = imap4.IMessageFile(msg, None)
+    # The mailstore's messages provide it: no adapter lookup per message.
+    mf: Any = msg if imap4.IMessageFile.providedBy(msg) else imap4.IMessageFile(msg, None)
     if mf is not None:
         f: IO[bytes] = mf.open()
         return f
@@ -41,6 +43,12 @@ def open_raw(msg: Any) -> IO[bytes]:
 
 
 def read_raw(msg: Any) -> bytes:
+    """The whole message in one read: the store's ``read_bytes`` when it has one (CRLF line
+    ends, b"" once expunged, as ``open`` gives), else through ``open_raw``."""
+    whole = getattr(msg, "read_bytes", None)
+    if whole is not None:
+        data: bytes = whole()
+        return data
     f = open_raw(msg)
     try:
         return f.read()
@@ -337,6 +345,11 @@ def body_item(msg: Any, part: Any, pre: Optional[dict[Any, Any]] = None) -> Iter
             yield name + b" NIL"  # no such part (Dovecot answers NIL as well)
             return
         yield from _bytes_item(name, part, data)
+        return
+    if part.empty and part.partialBegin is None and msg.getSize() <= WHOLE:
+        # BODY[] of an everyday message: one read, one chunk with the literal's length.
+        data = read_raw(msg)
+        yield name + b" {%d}\r\n" % len(data) + data
         return
     f = open_raw(msg)
     try:

@@ -10,7 +10,7 @@ cgtwist.protocols.imap.searchcmds', SORT and THREAD cgtwist.protocols.imap.sortc
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, cast
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -23,9 +23,10 @@ from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import flag_list
-from cgtwist.protocols.imap.commands import CommandTable
+from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
 from cgtwist.protocols.imap.streamer import Streamer
+from cgtwist.typedtwisted import current_failure
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
 # SEARCH (like SORT and THREAD) matches in bounded batches per reactor turn: imap_scan.
@@ -36,12 +37,34 @@ _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"
 _FETCH_OFFLOAD = 1 << 20
 
 
+Parsed = tuple[object, Optional[bytes]]  # an argument parser's (value, rest of the line)
+
+
+def _parsed(result: object) -> Parsed:
+    """An argument parser's answer, from the Deferred it fired already (a literal's)
+    when it gave one; raises its failure, or RuntimeError when it has not fired."""
+    if not isinstance(result, defer.Deferred):
+        return cast(Parsed, result)
+    out: list[object] = []
+    result.addBoth(out.append)
+    if not out:
+        raise RuntimeError("an argument parser did not answer at once")
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return cast(Parsed, out[0])
+
+
 class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
+
+    if TYPE_CHECKING:
+
+        def lookupCommand(self, cmd: bytes) -> Optional[CommandEntry]: ...
+        def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None: ...
 
     # -- EXPUNGE ------------------------------------------------------------------------------
     def do_EXPUNGE(self, tag: bytes) -> None:
@@ -98,9 +121,36 @@ class MessageCommands(MailboxCommands):
                 return
             if command not in (b"COPY", b"FETCH", b"STORE", b"MOVE"):
                 raise imap4.IllegalClientResponse("Unknown UID command")
-            self.dispatchCommand(tag, command, line, uid=1)
+            self._dispatch_now(tag, command, line)
         finally:
             self.uid_arguments = False
+
+    def _dispatch_now(self, tag: bytes, command: bytes, line: bytes) -> None:
+        """UID FETCH, STORE, COPY or MOVE as Twisted's dispatchCommand runs it, without a
+        Deferred and two callbacks per argument: each of our argument parsers answers at once
+        (a literal comes from the queue the framing filled, as a fired Deferred). Measured:
+        a fifth of a UID FETCH's instructions went to that chain. The replies are the same:
+        a parser's or the handler's exception goes to the dispatch errback, as it would
+        through the chain."""
+        entry = self.lookupCommand(command)
+        if not entry:
+            self.dispatchCommand(tag, command, line, uid=1)  # its usual answers
+            return
+        handler = cast(Callable[..., None], entry[0])
+        args: list[object] = [self, tag]
+        rest: Optional[bytes] = line
+        try:
+            for parser in entry[1:]:
+                if not callable(parser):
+                    args.append(parser)  # a constant of the entry, passed on in place
+                    continue
+                value, rest = _parsed(parser(self, rest))
+                args.append(value)
+            if rest:
+                raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(rest))
+            handler(*args, uid=1)
+        except Exception:
+            self._IMAP4Server__ebDispatch(current_failure(), tag)
 
     message_commands.add(
         "select", "UID", do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line
@@ -346,17 +396,29 @@ class MessageCommands(MailboxCommands):
             self.log.failure("imap: FETCH failed midway; closing {ip}", failure, ip=self.peer_ip)
             self.transport.loseConnection()
 
-        d = defer.maybeDeferred(box.fetch, messages, bool(uid))
-        d.addCallback(changed)
-        d.addCallback(mark_seen)
-        d.addErrback(self._fail(tag, "FETCH"))
-
         def go(rows: Any) -> None:
             if rows is None:
                 return
             stream(rows).addCallbacks(done, broken)
 
-        d.addCallback(go)
+        # The mailstore answers at once (and most FETCHes set no \Seen): no Deferred until
+        # something has to wait.
+        try:
+            rows = box.fetch(messages, bool(uid))
+            fetched_later = isinstance(rows, defer.Deferred)
+            if not fetched_later:
+                rows = mark_seen(changed(rows))  # a Deferred only when \Seen is stored
+        except Exception:
+            self._fail(tag, "FETCH")(current_failure())
+            return
+        if not isinstance(rows, defer.Deferred):
+            go(rows)
+            return
+        if fetched_later:
+            rows.addCallback(changed)
+            rows.addCallback(mark_seen)
+        rows.addErrback(self._fail(tag, "FETCH"))
+        rows.addCallback(go)
 
     def _safe_fetch(
         self,

@@ -10,9 +10,11 @@ read). It never parses commands and never writes responses.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 
 from cgtwist.protocols.imap import fetch as imap_fetch
 from cgtwist.protocols.imap import messagetext as imap_messagetext
@@ -24,6 +26,7 @@ BATCH = 200  # messages matched in one reactor turn at most
 BATCH_BYTES = 4 << 20  # message text read for BODY/TEXT in one turn at most
 TURN = 0.01  # seconds of matching in one reactor turn before yielding
 OFFLOAD = 1 << 20  # a message this large is read and decoded for BODY/TEXT in a thread
+COLUMN_BATCH = 5000  # messages matched from the index's columns in one reactor turn at most
 
 
 def _reader(msg: Any) -> Callable[[], bytes]:
@@ -55,6 +58,61 @@ def collect(
     else:
         d = defer.maybeDeferred(box.fetch, typedimap4.message_set(1, None), False)
     return d.addCallback(run)
+
+
+def collect_columns(
+    box: object,
+    clock: IReactorTime,
+    gone: Callable[[], bool],
+    column: imap_search.Column,
+    key: Callable[[imap_search.Facts, list[int], int], list[T]],
+) -> Optional[defer.Deferred[list[T]]]:
+    """``collect`` for a search whose every key the folder's index answers: the mailbox's
+    facts as columns (``box.search_facts()``), ``COLUMN_BATCH`` messages a reactor turn,
+    no message object per message. ``key(facts, indexes, first)`` makes the results of the
+    matching ``indexes`` of one turn's ``facts`` (sequence numbers ``first + 1`` on). None
+    when the mailbox has no such facts, or the search asks for one the index does not keep
+    (NotIndexed): ``collect`` then matches message by message."""
+    facts_of = getattr(box, "search_facts", None)
+    if facts_of is None:
+        return None
+    facts: imap_search.Facts = facts_of()
+    total = len(facts)
+    top_uid = facts.uid(total - 1) if total else 0
+    done: defer.Deferred[list[T]] = defer.Deferred()
+    found: list[T] = []
+
+    def turn(start: int) -> bool:
+        part = facts.part(start, start + COLUMN_BATCH)
+        truth = column(imap_search.Span(part, start, total, top_uid))
+        found.extend(key(part, list(itertools.compress(range(len(truth)), truth)), start))
+        return start + COLUMN_BATCH < total
+
+    try:
+        more = turn(0)  # NotIndexed shows here, before anything is answered
+    except imap_search.NotIndexed:
+        return None
+    except Exception:
+        return defer.fail()
+
+    def later(start: int) -> None:
+        if gone():
+            return
+        try:
+            more = turn(start)
+        except Exception:
+            done.errback()
+            return
+        if more:
+            clock.callLater(0, later, start + COLUMN_BATCH)
+        else:
+            done.callback(found)
+
+    if more:
+        clock.callLater(0, later, COLUMN_BATCH)
+    else:
+        done.callback(found)
+    return done
 
 
 def match(

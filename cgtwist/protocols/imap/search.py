@@ -10,11 +10,12 @@ TEXT, answers KEYWORD with False, compares dates of different types and recurses
 from __future__ import annotations
 
 import datetime
+import operator
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, Sequence, cast
 
-from cgtwist.protocols.imap.messagetext import MessageText
+from cgtwist.protocols.imap.messagetext import MessageText, header_text
 from cgtwist.protocols.imap.parse import Literal, ParseError, SequenceSet, Token, parse_sequence_set
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -97,6 +98,151 @@ def _set_matcher(spec: bytes, which: str) -> Predicate:
 Predicate = Callable[[MessageText, Context], bool]
 
 
+class NotIndexed(Exception):
+    """A column asked the index for a fact it does not keep (a header field not cached):
+    the search is matched message by message instead."""
+
+
+class Facts(Protocol):
+    """A mailbox's indexed facts as columns, one entry per message in sequence order (the
+    mailstore's ``SearchFacts``): what a search over the whole mailbox can match without a
+    message object per message."""
+
+    def __len__(self) -> int: ...
+    def uids(self) -> list[int]: ...
+    def uid(self, i: int) -> int: ...
+    def flag_test(self, test: Callable[[frozenset[str]], bool]) -> list[bool]: ...
+    def part(self, start: int, end: int) -> Facts: ...
+    def sizes(self) -> list[int]: ...
+    def dates(self) -> list[float]: ...
+    def modseqs(self) -> list[int]: ...
+    def header(self, name: str) -> Optional[list[Optional[str]]]: ...
+    def derived(self, name: str) -> list[Optional[str]]: ...
+    def row(self, i: int) -> object: ...
+
+
+@dataclass
+class Span:
+    """Where a column evaluation stands: ``facts`` are the messages with sequence numbers
+    ``first + 1`` on; the mailbox's highest numbers, for ``*``."""
+
+    facts: Facts
+    first: int
+    max_seq: int
+    max_uid: int
+
+
+# A search key over a Span: one truth value per message of its facts.
+Column = Callable[[Span], list[bool]]
+
+# INTERNALDATE as SEARCH reads it is the UTC day of the index's epoch seconds
+# (MaildirMessage.internal_day); outside the dates a ``datetime.date`` holds, 1 Jan 1970.
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_FIRST_T = (1 - _EPOCH_ORDINAL) * 86400.0
+_END_T = (datetime.date.max.toordinal() + 1 - _EPOCH_ORDINAL) * 86400.0
+
+
+def _date_column(op: bytes, day: datetime.date) -> Column:
+    """BEFORE, ON or SINCE ``day`` over INTERNALDATE as epoch seconds, a comparison or two
+    per message (the same days as ``MessageText.internal_date``)."""
+    lo = (day.toordinal() - _EPOCH_ORDINAL) * 86400.0
+    hi = lo + 86400.0
+    first, end = _FIRST_T, _END_T
+    # A date outside what a ``datetime.date`` holds (or NaN) reads as 1 Jan 1970: epoch 0.
+    if op == b"BEFORE":
+        odd = 0.0 < lo
+        return lambda s: [t < lo if first <= t < end else odd for t in s.facts.dates()]
+    if op == b"ON":
+        odd = lo <= 0.0 < hi
+        return lambda s: [lo <= t < hi if first <= t < end else odd for t in s.facts.dates()]
+    odd = 0.0 >= lo
+    return lambda s: [t >= lo if first <= t < end else odd for t in s.facts.dates()]
+
+
+def _contains_each(folded: str, texts: list[str]) -> list[bool]:
+    """``folded in text.casefold()`` for each of ``texts``."""
+    return [folded in t.casefold() for t in texts]
+
+
+def _address_column(name: str, folded: str) -> Column:
+    """FROM/TO/CC/BCC: the searchable text the index keeps for each message (``memo_text``),
+    built through the message where it is not kept yet, and kept then."""
+    memo = "search-" + name + "-1"
+
+    def col(s: Span) -> list[bool]:
+        facts = s.facts
+        texts = facts.derived(memo)
+        if None not in texts:  # the index keeps every message's text
+            return _contains_each(folded, cast(list[str], texts))
+        raws = facts.header(name)
+        out = []
+        for i, text in enumerate(texts):
+            if text is None:
+                if raws is not None and not raws[i]:
+                    text = ""
+                else:
+                    msg = facts.row(i)
+                    text = MessageText(msg, lambda: b"").address_text(name)
+            out.append(folded in text.casefold())
+        return out
+
+    return col
+
+
+def _header_column(name: str, folded: Optional[str], absent: bool = False) -> Column:
+    """A header field (NotIndexed when the index does not keep it): ``folded`` in its text (``absent``: a message
+    without the field counts as an empty one, as SUBJECT reads it), or with ``folded``
+    None whether it is there at all (HEADER <field> "")."""
+
+    def col(s: Span) -> list[bool]:
+        values = s.facts.header(name)
+        if values is None:
+            raise NotIndexed(name)
+        if folded is None:
+            return [v is not None for v in values]
+        if None not in values:
+            texts = cast(list[str], values)
+            # Plain ASCII without encoded words reads as itself (header_text): no call each.
+            if all(map(str.isascii, texts)) and "=?" not in "".join(texts):
+                return _contains_each(folded, texts)
+        if absent:
+            return [folded in header_text(v or "").casefold() for v in values]
+        return [v is not None and folded in header_text(v).casefold() for v in values]
+
+    return col
+
+
+def _set_column(spec: bytes, which: str) -> Column:
+    ranges = parse_sequence_set(spec)
+
+    def col(s: Span) -> list[bool]:
+        if which == "uid":
+            uids = SequenceSet(ranges, s.max_uid)
+            return [u in uids for u in s.facts.uids()]
+        seqs = SequenceSet(ranges, s.max_seq)
+        return [n in seqs for n in range(s.first + 1, s.first + 1 + len(s.facts))]
+
+    return col
+
+
+def _all_columns(cols: Sequence[Column]) -> Column:
+    if len(cols) == 1:
+        return cols[0]
+
+    def col(s: Span) -> list[bool]:
+        out = cols[0](s)
+        for c in cols[1:]:
+            out = list(map(operator.and_, out, c(s)))
+        return out
+
+    return col
+
+
+# What a key compiles to: its test of one message, and its column form when the index
+# answers it for every message (None: the message text or an unkept header is needed).
+_Key = tuple[Predicate, Optional[Column]]
+
+
 class _Compiler:
     def __init__(
         self,
@@ -128,7 +274,7 @@ class _Compiler:
             raise SearchError("Expected a number")
         return int(tok)
 
-    def key(self, depth: int) -> Predicate:
+    def key(self, depth: int) -> _Key:
         if depth > self.max_depth:
             raise SearchError("Search too deeply nested")
         self.terms += 1
@@ -141,60 +287,87 @@ class _Compiler:
         if isinstance(tok, list):
             sub = _Compiler(tok, self.max_terms, self.max_depth, self.saved)
             sub.terms = self.terms
-            preds = sub.all(depth + 1)
+            keys = sub.all(depth + 1)
             self.terms = sub.terms
             self.modseq = self.modseq or sub.modseq
-            return lambda m, c: all(p(m, c) for p in preds)
+            preds = [p for p, _c in keys]
+            return lambda m, c: all(p(m, c) for p in preds), _conjunction(keys)
         if isinstance(tok, Literal):
             raise SearchError("Expected a search key")
         word = tok.upper()
         if word == b"ALL":
-            return lambda m, c: True
+            return lambda m, c: True, lambda s: [True] * len(s.facts)
         if word in _FLAG_KEYS:
             flag, want = _FLAG_KEYS[word]
             low = flag.lower()
-            return lambda m, c: (low in m.flags()) == want
+            return (
+                lambda m, c: (low in m.flags()) == want,
+                lambda s: s.facts.flag_test(lambda f: (low in f) == want),
+            )
         if word == b"NEW":
-            return lambda m, c: "\\recent" in m.flags() and "\\seen" not in m.flags()
+            return (
+                lambda m, c: "\\recent" in m.flags() and "\\seen" not in m.flags(),
+                lambda s: s.facts.flag_test(lambda f: "\\recent" in f and "\\seen" not in f),
+            )
         if word in (b"KEYWORD", b"UNKEYWORD"):
             kw = self.string().decode("utf-8", "replace").lower()
             want = word == b"KEYWORD"
-            return lambda m, c: (kw in m.flags()) == want
+            return (
+                lambda m, c: (kw in m.flags()) == want,
+                lambda s: s.facts.flag_test(lambda f: (kw in f) == want),
+            )
         if word in _ADDRESS_HEADERS:
             name, folded = _ADDRESS_HEADERS[word], _folded(self.string())
-            return lambda m, c: folded in m.address_text(name).casefold()
+            return (
+                lambda m, c: folded in m.address_text(name).casefold(),
+                _address_column(name, folded),
+            )
         if word == b"SUBJECT":
             folded = _folded(self.string())
-            return lambda m, c: folded in m.header("subject").casefold()
+            return (
+                lambda m, c: folded in m.header("subject").casefold(),
+                _header_column("subject", folded, absent=True),
+            )
         if word == b"HEADER":
             field = self.string().decode("ascii", "replace").lower()
             needle = self.string()
             if not needle:  # RFC 3501 §6.4.4: empty string matches any message with the field
-                return lambda m, c: m.has_header(field)
+                return lambda m, c: m.has_header(field), _header_column(field, None)
             folded = _folded(needle)
-            return lambda m, c: any(folded in v.casefold() for v in m.header_all(field))
+            return (
+                lambda m, c: any(folded in v.casefold() for v in m.header_all(field)),
+                _header_column(field, folded),
+            )
         if word == b"BODY":
             folded = _folded(self.string())
-            return lambda m, c: folded in m.folded("body")
+            return lambda m, c: folded in m.folded("body"), None
         if word == b"TEXT":
             folded = _folded(self.string())
-            return lambda m, c: folded in m.folded("full")
+            return lambda m, c: folded in m.folded("full"), None
         if word in (b"LARGER", b"SMALLER"):
             n = self.number()
             if word == b"LARGER":
-                return lambda m, c: m.msg.getSize() > n
-            return lambda m, c: m.msg.getSize() < n
+                return (
+                    lambda m, c: m.msg.getSize() > n,
+                    lambda s: [size > n for size in s.facts.sizes()],
+                )
+            return (
+                lambda m, c: m.msg.getSize() < n,
+                lambda s: [size < n for size in s.facts.sizes()],
+            )
         if word in _DATE_KEYS:
             day = parse_date(self.string())
+            sent = word.startswith(b"SENT")
             get: Callable[[MessageText], Optional[datetime.date]] = (
-                MessageText.sent_date if word.startswith(b"SENT") else MessageText.internal_date
+                MessageText.sent_date if sent else MessageText.internal_date
             )
-            op = word[4:] if word.startswith(b"SENT") else word
+            op = word[4:] if sent else word
+            col = None if sent else _date_column(op, day)
             if op == b"BEFORE":
-                return lambda m, c: (d := get(m)) is not None and d < day
+                return lambda m, c: (d := get(m)) is not None and d < day, col
             if op == b"ON":
-                return lambda m, c: (d := get(m)) is not None and d == day
-            return lambda m, c: (d := get(m)) is not None and d >= day  # SINCE: on or after
+                return lambda m, c: (d := get(m)) is not None and d == day, col
+            return lambda m, c: (d := get(m)) is not None and d >= day, col  # SINCE: on or after
         if word == b"MODSEQ":
             # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] value. Every flag of a
             # message shares its MODSEQ, so the entry names one of them and changes nothing.
@@ -205,38 +378,58 @@ class _Compiler:
                     raise SearchError("Bad MODSEQ entry type")
             value = self.number()
             self.modseq = True
-            return lambda m, c: (getattr(m.msg, "modseq", 0) or 0) >= value
+            return (
+                lambda m, c: (getattr(m.msg, "modseq", 0) or 0) >= value,
+                lambda s: [(x or 0) >= value for x in s.facts.modseqs()],
+            )
         if word == b"NOT":
-            inner = self.key(depth + 1)
-            return lambda m, c: not inner(m, c)
+            inner, inner_col = self.key(depth + 1)
+            return lambda m, c: not inner(m, c), (
+                None if inner_col is None else lambda s: list(map(operator.not_, inner_col(s)))
+            )
         if word == b"OR":
-            a = self.key(depth + 1)
-            b = self.key(depth + 1)
-            return lambda m, c: a(m, c) or b(m, c)
+            a, a_col = self.key(depth + 1)
+            b, b_col = self.key(depth + 1)
+            either: Optional[Column] = None
+            if a_col is not None and b_col is not None:
+                ac, bc = a_col, b_col
+                either = lambda s: list(map(operator.or_, ac(s), bc(s)))  # noqa: E731
+            return lambda m, c: a(m, c) or b(m, c), either
         if word == b"$" or (word == b"UID" and self.tokens[self.pos : self.pos + 1] == [b"$"]):
             # RFC 5182 §2.1: the messages the last SEARCH ... RETURN (SAVE) saved.
             self.pos += word == b"UID"
             saved = self.saved
-            return lambda m, c: c.uid in saved
+            return lambda m, c: c.uid in saved, lambda s: list(
+                map(saved.__contains__, s.facts.uids())
+            )
         if word == b"UID":
             try:
-                return _set_matcher(self.string(), "uid")
+                spec = self.string()
+                return _set_matcher(spec, "uid"), _set_column(spec, "uid")
             except ParseError:
                 raise SearchError("Bad UID set") from None
         if tok[:1].isdigit() or tok[:1] == b"*":
             try:
-                return _set_matcher(bytes(tok), "seq")
+                return _set_matcher(bytes(tok), "seq"), _set_column(bytes(tok), "seq")
             except ParseError:
                 raise SearchError("Bad message set") from None
         raise SearchError("Unknown search key " + word[:40].decode("ascii", "replace"))
 
-    def all(self, depth: int) -> list[Predicate]:
-        preds = []
+    def all(self, depth: int) -> list[_Key]:
+        keys = []
         while self.pos < len(self.tokens):
-            preds.append(self.key(depth))
-        if not preds:
+            keys.append(self.key(depth))
+        if not keys:
             raise SearchError("Empty search")
-        return preds
+        return keys
+
+
+def _conjunction(keys: list[_Key]) -> Optional[Column]:
+    """The column of keys that must all hold; None unless every key has one."""
+    cols = [c for _p, c in keys]
+    if any(c is None for c in cols):
+        return None
+    return _all_columns([c for c in cols if c is not None])
 
 
 def text_needed(tokens: list[Token]) -> set[str]:
@@ -254,6 +447,16 @@ def text_needed(tokens: list[Token]) -> set[str]:
     return out
 
 
+@dataclass
+class Query:
+    """A compiled search: its charset, its test of one message and, when the index answers
+    every key, its column form (``Span`` -> one truth value per message)."""
+
+    charset: Optional[str]
+    pred: Predicate
+    column: Optional[Column]
+
+
 def compile_search(
     tokens: list[Token],
     max_terms: int = 1000,
@@ -267,6 +470,18 @@ def compile_search(
     ``saved`` is what ``$`` stands for (UIDs); ``used`` gets ``b"MODSEQ"`` when a MODSEQ key
     is in the search (its results then carry a MODSEQ, RFC 7162 §3.1.5).
     """
+    q = compile_query(tokens, max_terms, max_depth, saved, used)
+    return q.charset, q.pred
+
+
+def compile_query(
+    tokens: list[Token],
+    max_terms: int = 1000,
+    max_depth: int = 64,
+    saved: frozenset[int] = frozenset(),
+    used: Optional[set[bytes]] = None,
+) -> Query:
+    """``compile_search`` with the column form as well (``Query``)."""
     charset = None
     if (
         len(tokens) >= 2
@@ -282,9 +497,10 @@ def compile_search(
             raise BadCharset(charset)
         tokens = tokens[2:]
     comp = _Compiler(tokens, max_terms, max_depth, saved)
-    preds = comp.all(0)
+    keys = comp.all(0)
     if comp.modseq and used is not None:
         used.add(b"MODSEQ")
+    preds = [p for p, _c in keys]
     if len(preds) == 1:
-        return charset, preds[0]
-    return charset, lambda m, c: all(p(m, c) for p in preds)
+        return Query(charset, preds[0], keys[0][1])
+    return Query(charset, lambda m, c: all(p(m, c) for p in preds), _conjunction(keys))

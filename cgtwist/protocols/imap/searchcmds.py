@@ -11,8 +11,9 @@ that read or change messages (FETCH, STORE, COPY, MOVE, EXPUNGE).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from twisted.internet import defer
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
@@ -24,6 +25,44 @@ from cgtwist.protocols.imap import search as imap_search
 from cgtwist.protocols.imap import sort as imap_sort
 from cgtwist.protocols.imap.commands import CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
+
+# The matches of a search: sequence numbers, UIDs and (with a MODSEQ key) MODSEQs.
+Found = tuple[list[int], list[int], list[int]]
+
+
+def _results(modseq: bool) -> Callable[[imap_search.Facts, list[int], int], list[Found]]:
+    """The matches of one share of a column search as three lists; MODSEQs only when
+    the search has a MODSEQ key (nothing else shows them)."""
+
+    def key(facts: imap_search.Facts, found: list[int], first: int) -> list[Found]:
+        base = first + 1
+        seqs = [base + i for i in found]
+        if len(found) * 4 < len(facts):  # a few matches: their UIDs alone
+            uids = [facts.uid(i) for i in found]
+        else:
+            uids = list(map(facts.uids().__getitem__, found))
+        modseqs = list(map(facts.modseqs().__getitem__, found)) if modseq else []
+        return [(seqs, uids, modseqs)]
+
+    return key
+
+
+def _joined(shares: list[Found]) -> Found:
+    if len(shares) == 1:
+        return shares[0]
+    out: Found = ([], [], [])
+    for share in shares:
+        for whole, part in zip(out, share, strict=True):
+            whole.extend(part)
+    return out
+
+
+def _rows(result: list[tuple[int, int, int]]) -> Found:
+    """The walk's (seq, UID, MODSEQ) per match as the three lists."""
+    if not result:
+        return [], [], []
+    seqs, uids, modseqs = zip(*result, strict=True)
+    return list(seqs), list(uids), list(modseqs)
 
 
 class SearchCommands(MailboxCommands):
@@ -47,9 +86,8 @@ class SearchCommands(MailboxCommands):
             if ret is None and self.rev2:
                 ret = imap_esearch.ALL  # RFC 9051 §6.4.4: answered with ESEARCH, not SEARCH
             used: set[bytes] = set()
-            _charset, pred = imap_search.compile_search(
-                tokens, saved=frozenset(self.search_saved), used=used
-            )
+            query = imap_search.compile_query(tokens, saved=frozenset(self.search_saved), used=used)
+            pred = query.pred
             texts = imap_search.text_needed(tokens)
         except imap_search.BadCharset:
             self._search_failed(ret)
@@ -59,29 +97,37 @@ class SearchCommands(MailboxCommands):
             self._search_failed(ret)
             self.sendBadResponse(tag, str(e)[:200].encode())
             return
-        d = imap_scan.collect(
-            self.mbox,
-            getattr(self.account, "run", None),
-            self.clock,
-            lambda: self._closed,
-            pred,
-            texts,
-            lambda text, seq, u: (seq, u, getattr(text.msg, "modseq", 0) or 0),
-        )
         with_modseq = b"MODSEQ" in used
+        d: Optional[defer.Deferred[Found]] = None
+        if query.column is not None:
+            by_column = imap_scan.collect_columns(
+                self.mbox, self.clock, lambda: self._closed, query.column, _results(with_modseq)
+            )
+            d = None if by_column is None else by_column.addCallback(_joined)
+        if d is None:
+            d = imap_scan.collect(
+                self.mbox,
+                getattr(self.account, "run", None),
+                self.clock,
+                lambda: self._closed,
+                pred,
+                texts,
+                lambda text, seq, u: (seq, u, getattr(text.msg, "modseq", 0) or 0),
+            ).addCallback(_rows)
         if with_modseq:
             self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
         # An updating search is brought up to date from the MODSEQ it started at.
         start_modseq = getattr(self.mbox, "highest_modseq", None)
 
-        def show(result: list[tuple[int, int, int]]) -> None:
-            seqs, uids = [r[0] for r in result], [r[1] for r in result]
-            modseqs = [r[2] for r in result] if with_modseq else None
+        def show(result: Found) -> None:
+            seqs, uids = result[0], result[1]
+            modseqs = [m or 0 for m in result[2]] if with_modseq else None
             numbers = uids if uid else seqs
             if ret is None:
                 # RFC 7162 §3.1.5: the highest MODSEQ of the matches after the numbers.
                 tail = b" (MODSEQ %d)" % max(modseqs) if modseqs else b""
-                self.sendUntaggedResponse(b"SEARCH" + b"".join(b" %d" % n for n in numbers) + tail)
+                words = " ".join(map(str, numbers)).encode("ascii")  # str(): no format parse
+                self.sendUntaggedResponse((b"SEARCH " + words if words else b"SEARCH") + tail)
                 self.sendPositiveResponse(tag, b"SEARCH completed")
                 return
             if ret.save:
