@@ -166,7 +166,8 @@ class TypedSettingsTests(unittest.TestCase):
         """Every name the store and the CLI use maps to a field, with its default and
         description; node and secret settings are marked on their fields."""
         self.assertEqual(
-            settings.NODE_SETTINGS, frozenset({"listeners", "smtp.workers", "pipe.app_dir"})
+            settings.NODE_SETTINGS,
+            frozenset({"listeners", "smtp.workers", "smtp.delivery_workers", "pipe.app_dir"}),
         )
         self.assertEqual(
             settings.SECRET_SETTINGS, frozenset({"smtp.relayhost_auth", "web.metrics_token"})
