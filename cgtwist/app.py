@@ -501,15 +501,14 @@ class Components:
     async def start(self) -> None:
         """Recover the spool and start delivering; pick up PIPE submissions (server only)."""
         assert self.manager is not None and self.pickup is not None, "open() builds them"
+        if self.outbound is not None:  # before the queue, which hands them its attempts
+            self.settings.subscribe(self.outbound.settings_changed)
+            await self.outbound.configure(self.settings.current.smtp.delivery_workers)
         count = await self.manager.start()
         log.info("queue started: {count} message(s) recovered from the spool", count=count)
         self.pickup.startService()
         if self.list_timer is not None:
             self.list_timer.start()
-        if self.outbound is not None:
-            outbound = self.outbound
-            self.settings.subscribe(outbound.settings_changed)
-            await outbound.configure(self.settings.current.smtp.delivery_workers)
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         assert self.admin is not None, "open() builds it"
