@@ -12,7 +12,6 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from cgtwist.config import BootstrapConfig
 from cgtwist.delivery.smtp import Attempt
 from cgtwist.outworker import wire
 from cgtwist.outworker.agent import WORKER_ENDED, WorkerSMTPDelivery
@@ -21,16 +20,7 @@ from cgtwist.outworker.supervisor import OutboundWorkers
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, QueueName, Recipient
 from cgtwist.workers.supervisor import WorkerProcess
-
-CONFIG = BootstrapConfig(
-    base_dir="/nonexistent",
-    main_domain="example.test",
-    hostname="mx.example.test",
-    database_url="sqlite:",
-    certificate="",
-    key="",
-    generated_certificate=True,
-)
+from tests.test_workers import CONFIG
 
 
 def envelope() -> Envelope:
@@ -226,6 +216,18 @@ class AgentTests(unittest.TestCase):
             self.workers, self.local, on_attempt=lambda m, a: self.noted.append((m, a))
         )  # type: ignore[arg-type]
 
+    def deliver_through_a_worker(
+        self,
+    ) -> tuple[WorkerProcess, defer.Deferred[list[Recipient]]]:
+        """One running worker, and an attempt handed to it."""
+        self.workers.wanted = 1
+        p = WorkerProcess(self.workers, 1)
+        p.makeConnection(_Transport())  # type: ignore[arg-type]
+        self.workers.procs[1] = p
+        env = envelope()
+        d = self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        return p, d
+
     def test_without_workers_the_server_delivers_itself(self) -> None:
         env = envelope()
         got = self.successResultOf(
@@ -235,12 +237,7 @@ class AgentTests(unittest.TestCase):
         self.assertEqual(self.local.calls, 1)
 
     def test_answers_become_states_and_history(self) -> None:
-        self.workers.wanted = 1
-        p = WorkerProcess(self.workers, 1)
-        p.makeConnection(_Transport())  # type: ignore[arg-type]
-        self.workers.procs[1] = p
-        env = envelope()
-        d = self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        p, d = self.deliver_through_a_worker()
         rcpts = [
             Recipient("a", state="failed", detail="550 no"),
             Recipient("b", state="delivered", detail="250 ok"),
@@ -259,12 +256,7 @@ class AgentTests(unittest.TestCase):
         self.assertEqual(self.local.calls, 0)
 
     def test_a_killed_worker_leaves_recipients_pending(self) -> None:
-        self.workers.wanted = 1
-        p = WorkerProcess(self.workers, 1)
-        p.makeConnection(_Transport())  # type: ignore[arg-type]
-        self.workers.procs[1] = p
-        env = envelope()
-        d = self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        p, d = self.deliver_through_a_worker()
         p.processEnded(Failure(ProcessTerminated(signal=9)))
         got = self.successResultOf(d)
         self.assertEqual([(r.state, r.detail) for r in got], [("pending", WORKER_ENDED)] * 2)
