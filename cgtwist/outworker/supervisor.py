@@ -111,12 +111,14 @@ class OutboundWorkers(Supervisor):
     # -- attempts --------------------------------------------------------------------------------
     def pick(self, queue: str) -> Optional[WorkerProcess]:
         """The worker for destination ``queue``: its own by hash, else another running one."""
-        running = sorted(i for i, p in self.procs.items() if p.pid is not None)
-        if not running or not self.wanted:
+        if not self.wanted:
             return None
         h = zlib.crc32(queue.lower().encode("utf-8", "replace"))
-        own = h % self.wanted + 1
-        return self.procs[own if own in running else running[h % len(running)]]
+        proc = self.procs.get(h % self.wanted + 1)
+        if proc is not None and proc.pid is not None:
+            return proc
+        running = sorted(i for i, p in self.procs.items() if p.pid is not None)
+        return self.procs[running[h % len(running)]] if running else None
 
     def submit(
         self,
