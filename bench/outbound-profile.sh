@@ -6,7 +6,8 @@
 # thread), connections opened (smtp-sink counts none, so cgtwist's log: distinct sessions) and,
 # when asked, a py-spy flame (PYSPY=path/to/py-spy) or a syscall count (STRACE=1) of one drain.
 # Also the CPU of the server's main (reactor) thread alone and, with outbound delivery workers
-# (CG_OUTBOUND_WORKERS=N sets smtp.delivery_workers), the CPU of the worker processes.
+# (CG_OUTBOUND_WORKERS=N sets smtp.delivery_workers), the CPU of the worker processes once
+# they are ready.
 #
 #   MSGS=4000 BENCH_IGNORE_LOAD=1 bench/outbound-profile.sh
 #   MSGS=4000 BENCH_IGNORE_LOAD=1 CG_OUTBOUND_WORKERS=2 bench/outbound-profile.sh
@@ -73,8 +74,15 @@ for round in $(seq "$ROUNDS"); do
   admin settings set smtp.remote_port "$SINK_PORT"
   log "drain $round"
   PYTHONPATH="${EXTRA_PYTHONPATH:+$EXTRA_PYTHONPATH:}$REPO" cg_start "$WORK" ${CG_PROFILE:+--profile "$CG_PROFILE-$round" --profiler cprofile --savestats}
-  cpu0=$(cpu_s "$CG_PID"); main0=$(main_cpu_s "$CG_PID"); work0=$(workers_cpu_s "$CG_PID")
+  cpu0=$(cpu_s "$CG_PID"); main0=$(main_cpu_s "$CG_PID")
   t0=$(date +%s.%N); log "drain starts at $(date +%s.%N)"
+  # The workers' CPU counts from their "ready" line: before it, a worker imports its modules
+  # (a fixed cost per start, not per message; the attempts wait in its pipe meanwhile).
+  for _ in $(seq 300); do
+    [ "$(cat "$WORK"/cgtwist.log* | grep -c "outbound worker [0-9]* ready")" -ge "${CG_OUTBOUND_WORKERS:-0}" ] && break
+    sleep 0.1
+  done
+  work0=$(workers_cpu_s "$CG_PID")
   side=""
   if [ -n "${PYSPY:-}" ]; then
     (sleep "${PYSPY_DELAY:-0}"
