@@ -204,3 +204,35 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_stop_with_an_attempt_in_a_worker_keeps_the_message(tmp_path: str) -> None:
+    """SIGTERM to the server while a worker's attempt waits for the remote side: the stop
+    ends in bounded time (the worker aborts and answers pending), the message stays queued,
+    and after the restart it is delivered once, without a DSN."""
+    sink = Sink()
+    srv = outbound_server(os.path.join(str(tmp_path), "base"), sink)
+    try:
+        srv.start()
+        sink.modes["hold.test"] = "stall"
+        msg, marker = make_message(["joe@hold.test"])
+        send(srv, ["joe@hold.test"], msg)
+        wait_for(sink.stalled.is_set, 60, "the attempt to be mid-delivery")
+        (msg_id,) = queued_ids(srv)
+        assert srv.stop() in (0, -signal.SIGTERM)
+        assert msg_id + ".msg" in queue_files(srv)
+        assert "Traceback" not in srv.log_text()
+
+        sink.modes["hold.test"] = "accept"
+        sink.unstalled.set()
+        srv.start()  # the recovered queue is tried at start
+        sink.wait(marker)
+        wait_for(
+            lambda: msg_id + ".msg" not in queue_files(srv), 60, "the message to leave the queue"
+        )
+        assert [r.recipients for r in sink.messages(marker)] == [["joe@hold.test"]]
+        assert not dsns(srv, marker)
+    finally:
+        srv.stop()
+        srv.close()
+        sink.close()
