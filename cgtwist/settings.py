@@ -126,6 +126,10 @@ class SmtpSettings:
         ),
         node=True,
     )
+    delivery_worker_stall: int = setting(
+        60,
+        "seconds an outbound delivery worker may leave the server's liveness probe (sent every 10 s) unanswered before it is killed and restarted, its attempts retried; 0 = never",
+    )
     max_received_headers: int = setting(
         100,
         "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)",

@@ -37,8 +37,10 @@ from cgtwist.delivery.smtp import Attempt, SMTPDelivery
 from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.logs import Logger
 from cgtwist.outworker.wire import (
+    PROBE,
     BadLine,
     HostAttempt,
+    Probe,
     Request,
     RequestReader,
     SettingsLine,
@@ -94,6 +96,9 @@ class OutboundWorker(Protocol):
             try:
                 if isinstance(frame, Request):
                     self._start(frame)
+                elif isinstance(frame, Probe):
+                    if self.transport is not None:
+                        write_pipe_now(self.transport, PROBE)
                 elif isinstance(frame, SettingsLine):
                     self.settings.replace(Settings(frame.overrides))
                 elif isinstance(frame, BadLine):

@@ -8,6 +8,11 @@ one. An attempt is answered by the worker's ``D`` line, checked whole
 (cgtwist.outworker.wire); a worker that ends leaves its unanswered attempts answered with
 None (the agent makes their recipients pending, and the queue retries them). The
 administrator's settings go to every worker when it starts and whenever they change.
+A worker whose reactor stops turning (a bug looping in it) would hold its attempts, and the
+queue's slots for their destinations, for ever: every PROBE_INTERVAL seconds each worker
+gets a probe it answers at once, and one that leaves it unanswered for
+``smtp.delivery_worker_stall`` seconds is killed (and restarted; its attempts are retried).
+A slow remote server never trips it: the worker's reactor answers while it waits.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import zlib
 from typing import Callable, Optional
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.outworker.wire import (
     MAX_HEADER,
+    PROBE,
     BadFrame,
     Result,
     decode_result,
@@ -33,6 +41,8 @@ from cgtwist.outworker.wire import (
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, Recipient
 from cgtwist.workers.supervisor import ChildSpec, ProcessReactor, Supervisor, WorkerProcess
+
+PROBE_INTERVAL = 10.0
 
 
 @dataclasses.dataclass
@@ -62,6 +72,8 @@ class OutboundWorkers(Supervisor):
         self.settings = settings
         self._outstanding: dict[int, _Outstanding] = {}
         self._next = 0
+        self._probed: dict[int, float] = {}  # worker index -> when its unanswered probe went
+        self._prober: Optional[IDelayedCall] = None
 
     def configure(self, n: int) -> defer.Deferred[None]:
         """Run ``n`` workers: start or stop the difference; to those kept, the settings."""
@@ -77,6 +89,7 @@ class OutboundWorkers(Supervisor):
                 call.cancel()
         self.start_missing()
         self.send_all(encode_settings(dict(self.settings.current.overrides)))
+        self._start_prober()
         return self._stop_procs(extra)
 
     def settings_changed(self, settings: Settings) -> None:
@@ -84,6 +97,47 @@ class OutboundWorkers(Supervisor):
         read the other settings from the server."""
         d = self.configure(settings.smtp.delivery_workers)
         d.addErrback(lambda f: self.log.failure("configuring the outbound workers failed", f))
+
+    def stop(self) -> defer.Deferred[None]:
+        if self._prober is not None and self._prober.active():
+            self._prober.cancel()
+        return super().stop()
+
+    # -- liveness --------------------------------------------------------------------------------
+    def _start_prober(self) -> None:
+        if self._prober is None and not self.stopping:
+            self._prober = self.reactor.callLater(PROBE_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self._prober = None
+        try:
+            self.probe()
+        except Exception:
+            self.log.failure("outbound worker probe failed")
+        if self.wanted:
+            self._start_prober()
+
+    def probe(self) -> None:
+        """Kill a worker that left its probe unanswered too long; probe the others."""
+        limit = self.settings.current.smtp.delivery_worker_stall
+        now = self.reactor.seconds()
+        for index, proc in list(self.procs.items()):
+            if proc.pid is None:
+                continue
+            sent = self._probed.get(index)
+            if sent is None:
+                self._probed[index] = now
+                proc.send(PROBE)
+            elif limit and now - sent >= limit:
+                self.log.error(
+                    "outbound worker {index} (pid {pid}) has not answered for {s:.0f}s; "
+                    "killing it (its attempts are retried)",
+                    index=index,
+                    pid=proc.os_pid,
+                    s=now - sent,
+                )
+                self._probed.pop(index, None)
+                self._signal(proc, signal.SIGKILL)
 
     # -- processes -------------------------------------------------------------------------------
     def child(self, index: int) -> Optional[ChildSpec]:
@@ -94,6 +148,7 @@ class OutboundWorkers(Supervisor):
         return [self.executable, "-m", "cgtwist.outworker.child"], env, {0: "w", 1: "r", 2: "r"}
 
     def child_started(self, proc: WorkerProcess) -> None:
+        self._probed.pop(proc.index, None)
         proc.send(encode_settings(dict(self.settings.current.overrides)))
 
     def child_ended(self, proc: WorkerProcess) -> None:
@@ -146,6 +201,9 @@ class OutboundWorkers(Supervisor):
     def line(self, proc: WorkerProcess, line: bytes) -> None:
         """A worker's answer; a line that is not one is logged and dropped (the attempt it
         may have meant stays outstanding until answered or until the worker ends)."""
+        if line == b"P":
+            self._probed.pop(proc.index, None)
+            return
         if not line:
             return
         try:

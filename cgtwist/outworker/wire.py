@@ -8,13 +8,15 @@ many as its ``len`` says), so the data is never re-encoded.
 Server -> worker:
   ``S {settings}``   the administrator's settings (``Settings.overrides``), at start and on
                      every change;
+  ``P``              a liveness probe, answered at once with ``P``;
   ``A {attempt}``    + ``len`` octets: ``n`` (the server's number for it), ``id`` (message
                      id), ``q`` (destination domain or ``[ip]``), ``s`` (envelope sender),
                      ``p`` (MAIL parameters as received), ``r`` ([address, NOTIFY, ORCPT] per
                      recipient), ``len``.
 Worker -> server:
   ``D {result}``     ``n``, ``r`` ([state, detail] per recipient, in order), ``a`` (the
-                     host-level attempts: [time, host, ip, reply, tls]).
+                     host-level attempts: [time, host, ip, reply, tls]);
+  ``P``              the answer to a probe (the worker's reactor is turning).
 
 A worker's answer is checked whole (its number, one state of delivered / failed / pending per
 recipient, strings where strings belong): a bad line is refused with the reason, which the
@@ -118,13 +120,21 @@ class SettingsLine:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A ``P`` line: answer it."""
+
+
+PROBE = b"P\n"
+
+
+@dataclass(frozen=True)
 class BadLine:
     """A line refused, with the reason."""
 
     why: str
 
 
-Frame = Union[Request, SettingsLine, BadLine]
+Frame = Union[Request, SettingsLine, Probe, BadLine]
 
 
 def decode_request_header(line: bytes) -> _Header:
@@ -269,6 +279,8 @@ class RequestReader:
                         self._header = header
                 elif line.startswith(b"S "):
                     out.append(SettingsLine(_object(line[2:])))
+                elif line == b"P":
+                    out.append(Probe())
                 elif line:
                     out.append(BadLine(f"unknown line {line[:100]!r}"))
             except BadFrame as e:

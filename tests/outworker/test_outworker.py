@@ -109,6 +109,7 @@ class SupervisorTests(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.settings = SettingsHolder(Settings({"smtp.remote_port": 2525}))
+        self.addCleanup(lambda: self.workers.stop() and None)  # its timers; nothing to wait for
         self.workers = OutboundWorkers(self.clock, CONFIG, self.settings)  # type: ignore[arg-type]
         self.workers.wanted = 2
         self.procs = {}
@@ -184,6 +185,24 @@ class SupervisorTests(unittest.TestCase):
         again = self.workers.pick("remote.test")
         assert again is not None
         self.assertNotEqual(again.index, proc.index)
+
+    def test_a_worker_that_leaves_its_probe_unanswered_is_killed(self) -> None:
+        """A worker whose reactor is stuck would hold its attempts for ever: once it has left
+        the probe unanswered for smtp.delivery_worker_stall seconds it gets SIGKILL; one that
+        answers is left alone however long its attempts take."""
+        self.settings.replace(Settings({"smtp.delivery_worker_stall": 30}))
+        signals: dict[int, list[int]] = {1: [], 2: []}
+        for i in (1, 2):
+            self.procs[i][1].signalProcess = signals[i].append  # type: ignore[method-assign]
+        d, _proc, _n = self.submit()
+        self.workers._start_prober()
+        p1 = self.procs[1][0]
+        for _ in range(6):  # 60 s: worker 1 answers each probe, worker 2 never does
+            self.clock.advance(10)
+            p1.outReceived(b"P\n")
+        self.assertEqual(signals[1], [])
+        self.assertEqual(signals[2], [9])
+        self.assertIn(b"P\n", self.procs[2][1].written)
 
     def test_a_new_worker_hears_the_settings_first(self) -> None:
         p = WorkerProcess(self.workers, 1)
@@ -315,6 +334,10 @@ class ChildTests(unittest.TestCase):
         r = wire.decode_result(self.transport.value().rstrip(b"\n"))
         self.assertEqual((r.n, r.states), (5, [("delivered", "250 ok")] * 2))
         self.assertEqual([a.host for a in r.attempts], ["mx.remote.test"])
+
+    def test_a_probe_is_answered_at_once(self) -> None:
+        self.worker.dataReceived(b"P\n")
+        self.assertEqual(self.transport.value(), b"P\n")
 
     def test_bad_lines_from_the_server_are_dropped_and_the_link_stays(self) -> None:
         self.worker.dataReceived(b'nonsense\nS [1]\nA {"n": 1}\nS {"smtp.remote_port": "x"}\n')
