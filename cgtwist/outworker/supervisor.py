@@ -170,9 +170,9 @@ class OutboundWorkers(Supervisor):
             return None
         h = zlib.crc32(queue.lower().encode("utf-8", "replace"))
         proc = self.procs.get(h % self.wanted + 1)
-        if proc is not None and proc.pid is not None:
+        if proc is not None and proc.pid is not None and not proc.retired:
             return proc
-        running = sorted(i for i, p in self.procs.items() if p.pid is not None)
+        running = sorted(i for i, p in self.procs.items() if p.pid is not None and not p.retired)
         return self.procs[running[h % len(running)]] if running else None
 
     def submit(

@@ -150,6 +150,18 @@ class SupervisorTests(unittest.TestCase):
         self.assertEqual(picks, {1, 2})
         self.assertIs(self.workers.pick("Remote.Test"), self.workers.pick("remote.test"))
 
+    def test_a_worker_being_stopped_gets_no_new_attempts(self) -> None:
+        """At a reload to fewer workers the ones stopping finish (abort) their own attempts;
+        every destination goes to the workers that stay."""
+        self.workers.configure(1)
+        self.assertTrue(self.procs[2][0].retired)
+        for i in range(50):
+            proc = self.workers.pick(f"dest{i}.test")
+            assert proc is not None
+            self.assertEqual(proc.index, 1)
+        self.procs[1][0].pid = None  # worker 1 restarting: the server delivers itself meanwhile
+        self.assertIsNone(self.workers.pick("remote.test"))
+
     def test_an_answer_fires_the_attempt(self) -> None:
         d, proc, n = self.submit()
         rcpts = [
