@@ -38,6 +38,7 @@ from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.logs import Logger
 from cgtwist.outworker.wire import (
     PROBE,
+    READY,
     BadLine,
     HostAttempt,
     Probe,
@@ -138,6 +139,12 @@ class OutboundWorker(Protocol):
             self.agent.abort_all()
             self.agent.close_idle()
 
+    def ready(self) -> None:
+        """The reactor runs: tell the server to hand attempts over."""
+        if self.transport is not None:
+            write_pipe_now(self.transport, READY)
+        log.info("outbound worker {index} ready (pid {pid})", index=self.index, pid=os.getpid())
+
     async def stop(self) -> None:
         """SIGTERM: abort, and let the answers of the aborted attempts reach the server."""
         self.abort()
@@ -167,9 +174,7 @@ def main() -> None:
     standard_io: _StandardIOClass = stdio.StandardIO
     runtime.start_pipe(standard_io(link, reactor=reactor))
     reactor.callWhenRunning(StopSignals(reactor).install)
-    reactor.callWhenRunning(
-        lambda: log.info("outbound worker {index} ready (pid {pid})", index=index, pid=os.getpid())
-    )
+    reactor.callWhenRunning(link.ready)
     reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(link.stop()))
     reactor.run()
 

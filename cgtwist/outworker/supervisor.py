@@ -73,6 +73,10 @@ class OutboundWorkers(Supervisor):
         self._outstanding: dict[int, _Outstanding] = {}
         self._next = 0
         self._probed: dict[int, float] = {}  # worker index -> when its unanswered probe went
+        # The workers that said they are ready (H): a worker takes a few seconds to import
+        # its modules on a busy machine, and the server delivers itself meanwhile rather than
+        # leaving the attempts in a pipe nobody reads yet.
+        self._ready: set[WorkerProcess] = set()
         self._prober: Optional[IDelayedCall] = None
 
     def configure(self, n: int) -> defer.Deferred[None]:
@@ -149,10 +153,12 @@ class OutboundWorkers(Supervisor):
 
     def child_started(self, proc: WorkerProcess) -> None:
         self._probed.pop(proc.index, None)
+        self._ready.discard(proc)
         proc.send(encode_settings(dict(self.settings.current.overrides)))
 
     def child_ended(self, proc: WorkerProcess) -> None:
         """Its unanswered attempts are answered None: not delivered as far as we know."""
+        self._ready.discard(proc)
         lost = [n for n, o in self._outstanding.items() if o.index == proc.index]
         if lost:
             self.log.warn(
@@ -165,15 +171,15 @@ class OutboundWorkers(Supervisor):
 
     # -- attempts --------------------------------------------------------------------------------
     def pick(self, queue: str) -> Optional[WorkerProcess]:
-        """The worker for destination ``queue``: its own by hash, else another running one."""
+        """The worker for destination ``queue``: its own by hash, else another ready one."""
         if not self.wanted:
             return None
         h = zlib.crc32(queue.lower().encode("utf-8", "replace"))
         proc = self.procs.get(h % self.wanted + 1)
-        if proc is not None and proc.pid is not None and not proc.retired:
+        if proc is not None and proc in self._ready and not proc.retired:
             return proc
-        running = sorted(i for i, p in self.procs.items() if p.pid is not None and not p.retired)
-        return self.procs[running[h % len(running)]] if running else None
+        ready = sorted(p.index for p in self._ready if not p.retired)
+        return self.procs.get(ready[h % len(ready)]) if ready else None
 
     def submit(
         self,
@@ -203,6 +209,10 @@ class OutboundWorkers(Supervisor):
         may have meant stays outstanding until answered or until the worker ends)."""
         if line == b"P":
             self._probed.pop(proc.index, None)
+            return
+        if line == b"H":
+            if proc.pid is not None and not proc.retired:
+                self._ready.add(proc)
             return
         if not line:
             return

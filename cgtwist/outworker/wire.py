@@ -16,7 +16,8 @@ Server -> worker:
 Worker -> server:
   ``D {result}``     ``n``, ``r`` ([state, detail] per recipient, in order), ``a`` (the
                      host-level attempts: [time, host, ip, reply, tls]);
-  ``P``              the answer to a probe (the worker's reactor is turning).
+  ``P``              the answer to a probe (the worker's reactor is turning);
+  ``H``              ready: the worker's modules are loaded and its reactor runs.
 
 A worker's answer is checked whole (its number, one state of delivered / failed / pending per
 recipient, strings where strings belong): a bad line is refused with the reason, which the
@@ -125,6 +126,7 @@ class Probe:
 
 
 PROBE = b"P\n"
+READY = b"H\n"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ class SupervisorTests(unittest.TestCase):
             t = _Transport()
             p.makeConnection(t)  # type: ignore[arg-type]
             self.workers.procs[i] = p
+            p.outReceived(b"H\n")  # ready
             self.procs[i] = (p, t)
         self.warnings: list[str] = []
         globalLogPublisher.addObserver(self._observe)
@@ -159,8 +160,8 @@ class SupervisorTests(unittest.TestCase):
             proc = self.workers.pick(f"dest{i}.test")
             assert proc is not None
             self.assertEqual(proc.index, 1)
-        self.procs[1][0].pid = None  # worker 1 restarting: the server delivers itself meanwhile
-        self.assertIsNone(self.workers.pick("remote.test"))
+        self.procs[1][0].processEnded(Failure(ProcessTerminated(signal=9)))  # restarting
+        self.assertIsNone(self.workers.pick("remote.test"))  # the server delivers itself
 
     def test_an_answer_fires_the_attempt(self) -> None:
         d, proc, n = self.submit()
@@ -255,9 +256,29 @@ class AgentTests(unittest.TestCase):
         p = WorkerProcess(self.workers, 1)
         p.makeConnection(_Transport())  # type: ignore[arg-type]
         self.workers.procs[1] = p
+        p.outReceived(b"H\n")  # ready
         env = envelope()
         d = self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
         return p, d
+
+    def test_until_a_worker_is_ready_the_server_delivers_itself(self) -> None:
+        """A worker still importing its modules (no H yet) gets no attempt: the server
+        delivers itself instead of leaving the attempt in a pipe nobody reads yet."""
+        self.workers.wanted = 1
+        p = WorkerProcess(self.workers, 1)
+        t = _Transport()
+        p.makeConnection(t)  # type: ignore[arg-type]
+        self.workers.procs[1] = p
+        env = envelope()
+        self.successResultOf(
+            self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        )
+        self.assertEqual((self.local.calls, t.written), (1, []))
+        p.outReceived(b"H\n")
+        env = envelope()
+        self.agent.deliver("m2", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        self.assertEqual(self.local.calls, 1)
+        self.assertTrue(t.written[0].startswith(b"A "))
 
     def test_without_workers_the_server_delivers_itself(self) -> None:
         env = envelope()
@@ -346,6 +367,10 @@ class ChildTests(unittest.TestCase):
         r = wire.decode_result(self.transport.value().rstrip(b"\n"))
         self.assertEqual((r.n, r.states), (5, [("delivered", "250 ok")] * 2))
         self.assertEqual([a.host for a in r.attempts], ["mx.remote.test"])
+
+    def test_it_says_when_it_is_ready(self) -> None:
+        self.worker.ready()
+        self.assertEqual(self.transport.value(), b"H\n")
 
     def test_a_probe_is_answered_at_once(self) -> None:
         self.worker.dataReceived(b"P\n")
