@@ -45,6 +45,9 @@ class SettingsTests(unittest.TestCase):
         # A typo must not fork a thousand processes.
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
         self.assertEqual(settings.validate("smtp.workers", 2), 2)
+        self.assertRaises(ValueError, settings.validate, "smtp.delivery_workers", 1000)
+        self.assertRaises(ValueError, settings.validate, "smtp.delivery_worker_stall", -1)
+        self.assertEqual(settings.validate("smtp.delivery_worker_stall", 0), 0)
         # A stop that outlasts the init system's patience ends in SIGKILL.
         self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 3600)
         self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 1.5)
