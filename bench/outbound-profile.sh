@@ -5,8 +5,12 @@
 # drain and per message, the busy fraction (CPU s / wall s: near 1.0 = CPU-bound on the reactor
 # thread), connections opened (smtp-sink counts none, so cgtwist's log: distinct sessions) and,
 # when asked, a py-spy flame (PYSPY=path/to/py-spy) or a syscall count (STRACE=1) of one drain.
+# Also the CPU of the server's main (reactor) thread alone and, with outbound delivery workers
+# (CG_OUTBOUND_WORKERS=N sets smtp.delivery_workers), the CPU of the worker processes once
+# they are ready.
 #
 #   MSGS=4000 BENCH_IGNORE_LOAD=1 bench/outbound-profile.sh
+#   MSGS=4000 BENCH_IGNORE_LOAD=1 CG_OUTBOUND_WORKERS=2 bench/outbound-profile.sh
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_load_check outbound-profile
@@ -35,6 +39,7 @@ admin settings set clients.ips "127.0.0.0/8"
 admin settings set smtp.max_connections_per_ip 200
 admin settings set queue.default_concurrency 100
 admin settings set queue.destination_concurrency 5
+admin settings set smtp.delivery_workers "${CG_OUTBOUND_WORKERS:-0}"
 for kv in ${CG_SETTINGS:-}; do admin settings set "${kv%%=*}" "${kv#*=}"; done
 
 inject() {
@@ -44,6 +49,17 @@ inject() {
 count_cg() { find "$WORK/base/Queue" -maxdepth 1 -name '*.msg' | wc -l; }
 cpu_s() {  # PID: user+system seconds of the process (all threads)
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
+main_cpu_s() {  # PID: user+system seconds of its main thread (the reactor)
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/task/$1/stat"
+}
+workers_cpu_s() {  # PID: user+system seconds of the outbound workers (children running the outworker)
+  local s=0 p
+  for p in $(grep -l cgtwist.outworker.child /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+    [ "$(awk '{ sub(/.*\) /, ""); print $2 }' "/proc/$p/stat" 2>/dev/null)" = "$1" ] || continue
+    s=$(awk -v s="$s" -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); print s + ($12 + $13) / hz }' "/proc/$p/stat")
+  done
+  echo "$s"
 }
 for round in $(seq "$ROUNDS"); do
   rm -f "$WORK"/base/Queue/*.msg "$WORK"/base/Queue/*.jrn "$WORK"/base/Queue/incoming/*
@@ -58,7 +74,15 @@ for round in $(seq "$ROUNDS"); do
   admin settings set smtp.remote_port "$SINK_PORT"
   log "drain $round"
   PYTHONPATH="${EXTRA_PYTHONPATH:+$EXTRA_PYTHONPATH:}$REPO" cg_start "$WORK" ${CG_PROFILE:+--profile "$CG_PROFILE-$round" --profiler cprofile --savestats}
-  cpu0=$(cpu_s "$CG_PID"); t0=$(date +%s.%N); log "drain starts at $(date +%s.%N)"
+  cpu0=$(cpu_s "$CG_PID"); main0=$(main_cpu_s "$CG_PID")
+  t0=$(date +%s.%N); log "drain starts at $(date +%s.%N)"
+  # The workers' CPU counts from their "ready" line: before it, a worker imports its modules
+  # (a fixed cost per start, not per message; the attempts wait in its pipe meanwhile).
+  for _ in $(seq 300); do
+    [ "$(cat "$WORK"/cgtwist.log* | grep -c "outbound worker [0-9]* ready")" -ge "${CG_OUTBOUND_WORKERS:-0}" ] && break
+    sleep 0.1
+  done
+  work0=$(workers_cpu_s "$CG_PID")
   side=""
   if [ -n "${PYSPY:-}" ]; then
     (sleep "${PYSPY_DELAY:-0}"
@@ -67,7 +91,7 @@ for round in $(seq "$ROUNDS"); do
     strace ${STRACE_ARGS:--c} -f -p "$CG_PID" -o "$OUTDIR/outprof-$round.strace" & side=$!
   fi
   until [ "$(count_cg)" -le "$STALLED_MSGS" ]; do sleep 0.05; done
-  t1=$(date +%s.%N); cpu1=$(cpu_s "$CG_PID")
+  t1=$(date +%s.%N); cpu1=$(cpu_s "$CG_PID"); main1=$(main_cpu_s "$CG_PID"); work1=$(workers_cpu_s "$CG_PID")
   if [ -n "$side" ]; then
     if [ -n "${STRACE:-}" ]; then kill -INT "$side" 2>/dev/null || true; fi
     wait "$side" 2>/dev/null || true
@@ -76,9 +100,11 @@ for round in $(seq "$ROUNDS"); do
   awk -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" -v n=$((MSGS - STALLED_MSGS)) -v d="$sessions" 'BEGIN {
     w = t1 - t0; c = c1 - c0
     printf "drain: %d msgs (%d delivered lines) in %.2f s = %.0f msg/s; CPU %.2f s = %.3f ms/msg; busy %.2f\n", n, d, w, n / w, c, 1000 * c / n, c / w }'
+  awk -v m0="$main0" -v m1="$main1" -v w0="$work0" -v w1="$work1" -v n=$((MSGS - STALLED_MSGS)) -v t0="$t0" -v t1="$t1" -v k="${CG_OUTBOUND_WORKERS:-0}" 'BEGIN {
+    printf "reactor thread: %.2f s = %.3f ms/msg (busy %.2f); %d outbound worker(s): %.2f s = %.3f ms/msg\n", m1 - m0, 1000 * (m1 - m0) / n, (m1 - m0) / (t1 - t0), k, w1 - w0, 1000 * (w1 - w0) / n }'
   [ -n "${STRACE:-}" ] && head -25 "$OUTDIR/outprof-$round.strace"
   # A profiled server is stopped gracefully (twistd writes the statistics at exit); the
   # sessions stalled at the tarpits are aborted by the shutdown.
-  kill ${CG_PROFILE:+-TERM} ${CG_PROFILE:--KILL} "$CG_PID"; wait "$CG_PID" 2>/dev/null || true; CG_PID=""
+  if [ -n "${CG_PROFILE:-}" ]; then kill -TERM "$CG_PID"; else kill -KILL "$CG_PID"; fi; wait "$CG_PID" 2>/dev/null || true; CG_PID=""
 done
 bench_load_after outbound-profile

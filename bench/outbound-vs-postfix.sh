@@ -4,6 +4,8 @@
 #
 #   bench/outbound-vs-postfix.sh        MSGS=20000 DOMAINS=100 STALLED=5 SIZE=2048
 #   MSGS=2000 BENCH_IGNORE_LOAD=1 bench/outbound-vs-postfix.sh     a quick trial on a busy machine
+#   CG_OUTBOUND_WORKERS=2 bench/outbound-vs-postfix.sh             cgtwist's SMTP sessions in 2
+#                                                                   worker processes (smtp.delivery_workers)
 #
 # Domain N (d001.bench ... ) is served at 127.0.0.(N+1):SINK_PORT: healthy ones by Postfix's
 # smtp-sink, the last STALLED ones by bench/outbound_tarpit.py. Nothing ever leaves 127.0.0.0/8.
@@ -73,6 +75,7 @@ admin settings set clients.ips "127.0.0.0/8"
 admin settings set smtp.max_connections_per_ip 200
 admin settings set queue.default_concurrency 100
 admin settings set queue.destination_concurrency 5
+admin settings set smtp.delivery_workers "${CG_OUTBOUND_WORKERS:-0}"
 start_cgtwist() {
   cg_start "$WORK" ${CG_PROFILE:+--profile "$CG_PROFILE" --profiler cprofile --savestats}
 }
@@ -155,7 +158,7 @@ done
 
 echo
 echo "outbound delivery, $MSGS msgs x ${SIZE}B to $DOMAINS domains ($STALLED stalled: $STALLED_MSGS msgs that cannot go)"
-echo "order (ABBA): $ORDER   (first: ${ORDER%% *})"
+echo "order (ABBA): $ORDER   (first: ${ORDER%% *}); cgtwist smtp.delivery_workers = ${CG_OUTBOUND_WORKERS:-0}"
 cat "$NOTES"
 "$PY" - "$CSV" <<'PYEOF'
 import csv, statistics, sys

@@ -50,6 +50,8 @@ from cgtwist.errors import NotFound
 from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
+from cgtwist.outworker.agent import WorkerSMTPDelivery
+from cgtwist.outworker.supervisor import OutboundWorkers
 from cgtwist.protocols.imap import IMAPFactory
 from cgtwist.protocols.limits import UserIPSessions
 from cgtwist.protocols.pop3 import POP3Factory
@@ -121,6 +123,7 @@ class Components:
         self.manager: Optional[QueueManager] = None
         self.admin: Optional[QueueAdmin] = None
         self.smtp_out: Optional[SMTPDelivery] = None
+        self.outbound: Optional[OutboundWorkers] = None  # smtp.delivery_workers
         self.pickup: Optional[SubmittedPickup] = None
         self.list_timer: Optional[ListTimer] = None
         self.rule_history: Optional[RuleHistory] = None
@@ -346,6 +349,12 @@ class Components:
             reactor,
             on_attempt=attempts.note,
         )
+        # smtp.delivery_workers: the SMTP sessions in worker processes, the in-process agent
+        # above while none runs; started by start(), following the setting on every reload.
+        self.outbound = OutboundWorkers(
+            reactor, cfg, settings, grace=lambda: shutdown_grace(settings.current)
+        )
+        smtp_agent = WorkerSMTPDelivery(self.outbound, self.smtp_out, on_attempt=attempts.note)
         self.bouncer = Bouncer(self.submission, cfg.hostname, reactor, settings)
         self.list_agent = ListAgent(
             self.lists,
@@ -362,7 +371,7 @@ class Components:
             self.routing,
             {
                 "LOCAL": local,
-                "SMTP": self.smtp_out,
+                "SMTP": smtp_agent,
                 "PIPE": pipe,
                 "LIST": self.list_agent,
                 "GROUP": GroupDelivery(store, self.submission),
@@ -492,6 +501,9 @@ class Components:
     async def start(self) -> None:
         """Recover the spool and start delivering; pick up PIPE submissions (server only)."""
         assert self.manager is not None and self.pickup is not None, "open() builds them"
+        if self.outbound is not None:  # before the queue, which hands them its attempts
+            self.settings.subscribe(self.outbound.settings_changed)
+            await self.outbound.configure(self.settings.current.smtp.delivery_workers)
         count = await self.manager.start()
         log.info("queue started: {count} message(s) recovered from the spool", count=count)
         self.pickup.startService()
@@ -556,6 +568,9 @@ class Components:
         if self.smtp_out is not None:
             self.smtp_out.close_idle()
             self.smtp_out.abort_all()
+        if self.outbound is not None:
+            # their sessions in flight are aborted (answered pending) before the queue stops
+            await self.outbound.stop()
         if self.list_timer is not None:
             await self.list_timer.stop()
         if self.manager is not None:

@@ -116,6 +116,20 @@ class SmtpSettings:
         ),
         node=True,
     )
+    delivery_workers: int = setting(
+        0,
+        "outbound delivery worker processes that run the SMTP client sessions to other servers (on other CPU cores than the queue manager); 0 = the server process itself. Each keeps its own idle connections; a destination's messages go to the same worker",
+        check=at_most(
+            MAX_SMTP_WORKERS,
+            f"smtp.delivery_workers is a number of processes: at most {MAX_SMTP_WORKERS} "
+            "(one or two per CPU core the server does not need)",
+        ),
+        node=True,
+    )
+    delivery_worker_stall: int = setting(
+        60,
+        "seconds an outbound delivery worker may leave the server's liveness probe (sent every 10 s) unanswered before it is killed and restarted, its attempts retried; 0 = never",
+    )
     max_received_headers: int = setting(
         100,
         "Received: headers in a message before it is refused as a loop (RFC 5321 §6.3)",

@@ -45,6 +45,9 @@ class SettingsTests(unittest.TestCase):
         # A typo must not fork a thousand processes.
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
         self.assertEqual(settings.validate("smtp.workers", 2), 2)
+        self.assertRaises(ValueError, settings.validate, "smtp.delivery_workers", 1000)
+        self.assertRaises(ValueError, settings.validate, "smtp.delivery_worker_stall", -1)
+        self.assertEqual(settings.validate("smtp.delivery_worker_stall", 0), 0)
         # A stop that outlasts the init system's patience ends in SIGKILL.
         self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 3600)
         self.assertRaises(ValueError, settings.validate, "server.shutdown_grace", 1.5)
@@ -166,7 +169,8 @@ class TypedSettingsTests(unittest.TestCase):
         """Every name the store and the CLI use maps to a field, with its default and
         description; node and secret settings are marked on their fields."""
         self.assertEqual(
-            settings.NODE_SETTINGS, frozenset({"listeners", "smtp.workers", "pipe.app_dir"})
+            settings.NODE_SETTINGS,
+            frozenset({"listeners", "smtp.workers", "smtp.delivery_workers", "pipe.app_dir"}),
         )
         self.assertEqual(
             settings.SECRET_SETTINGS, frozenset({"smtp.relayhost_auth", "web.metrics_token"})

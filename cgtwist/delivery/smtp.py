@@ -176,7 +176,7 @@ class SMTPDelivery(DeliveryAgent):
         queue: Optional[QueueName],
     ) -> list[Recipient]:
         """One attempt for ``recipients`` of ``SMTP(domain)``."""
-        domain = _domain_of(queue, recipients[0])
+        domain = domain_of(queue, recipients[0])
         return await self._attempt(msg_id, domain, envelope, data, recipients)
 
     async def _attempt(
@@ -568,7 +568,7 @@ def _set(r: Recipient, reply: Any, host: str, ip: str) -> None:
     r.detail = remote_detail(host, ip, str(reply))
 
 
-def _domain_of(queue: Optional[QueueName], r: Recipient) -> str:
+def domain_of(queue: Optional[QueueName], r: Recipient) -> str:
     """The queue's destination (domain or ``[ip]``); the recipient's domain without one."""
     if queue is not None and queue.module == "SMTP" and queue.queue:
         return queue.queue

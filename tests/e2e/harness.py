@@ -340,14 +340,14 @@ class Server:
         self.proc = None
         return rc
 
-    def worker_pids(self, ready: bool = False) -> list[int]:
-        """Pids of the SMTP workers the server says it started (``ready``: that have also said
-        they accept), still alive (and not zombies)."""
+    def worker_pids(self, ready: bool = False, kind: str = "smtp") -> list[int]:
+        """Pids of the workers of ``kind`` (``smtp``, ``outbound``) the server says it started
+        (``ready``: that have also said they are ready), still alive (and not zombies)."""
         pids = []
         pattern = (
-            r"smtp worker \d+ ready \(pid (\d+)\)"
+            kind + r" worker \d+ ready \(pid (\d+)\)"
             if ready
-            else r"smtp worker \d+ started \(pid (\d+)\)"
+            else kind + r" worker \d+ started \(pid (\d+)\)"
         )
         for pid in map(int, re.findall(pattern, self.log_text())):
             try:

@@ -1,0 +1,78 @@
+"""The SMTP delivery agent when outbound sessions run in worker processes.
+
+Owns the queue manager's side of the hand-off: the attempt the manager chose (message,
+destination, recipients) goes to a worker (cgtwist.outworker.supervisor), and the worker's
+per-recipient answer comes back as the recipients' states and the host-level attempts for the
+queue's history, exactly as the in-process agent (cgtwist.delivery.smtp) gives them, so the
+manager journals them as it always did. No worker running (``smtp.delivery_workers`` = 0, or
+all restarting): the in-process agent delivers. A worker that ended before answering leaves
+its recipients pending: retried later, never taken as delivered (a worker killed after the
+remote's 250 and before its answer reached us is the classic duplicate of RFC 5321 §6.1:
+the message is sent again).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from zope.interface import implementer
+
+from cgtwist.delivery.agent import DeliveryAgent, settle
+from cgtwist.delivery.smtp import Attempt, SMTPDelivery, domain_of
+from cgtwist.interfaces import IDeliveryAgent
+from cgtwist.logs import Logger
+from cgtwist.outworker.supervisor import OutboundWorkers
+from cgtwist.types import Envelope, QueueName, Recipient
+
+log = Logger(namespace="cgtwist.delivery.smtp")
+
+WORKER_ENDED = "4.3.0 the outbound delivery worker ended during the attempt"
+
+
+@implementer(IDeliveryAgent)
+class WorkerSMTPDelivery(DeliveryAgent):
+    """IDeliveryAgent for module "SMTP": ``workers`` when they run, else ``local``;
+    ``on_attempt(msg_id, Attempt)`` as SMTPDelivery's (the AttemptLog's ``note``)."""
+
+    module = "SMTP"
+
+    def __init__(
+        self,
+        workers: OutboundWorkers,
+        local: SMTPDelivery,
+        on_attempt: Optional[Callable[[str, Attempt], None]] = None,
+    ) -> None:
+        self.workers = workers
+        self.local = local
+        self.on_attempt = on_attempt
+
+    async def attempt(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName],
+    ) -> list[Recipient]:
+        domain = domain_of(queue, recipients[0])
+        answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
+        if answer is None:
+            return await self.local.attempt(msg_id, envelope, data, recipients, queue)
+        result = await answer
+        if result is None:
+            log.info(
+                "{msg_id}: SMTP({queue}) deferred: {detail}",
+                msg_id=msg_id,
+                queue=domain,
+                detail=WORKER_ENDED,
+            )
+            return settle(recipients, "pending", WORKER_ENDED)
+        for r, (state, detail) in zip(recipients, result.states, strict=True):
+            r.state, r.detail = state, detail
+        if self.on_attempt is not None:
+            for a in result.attempts:
+                try:
+                    self.on_attempt(msg_id, Attempt(a.time, a.host, a.ip, a.reply, a.tls))
+                except Exception:
+                    log.failure("attempt recorder failed")
+        return recipients
