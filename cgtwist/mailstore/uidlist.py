@@ -13,12 +13,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import quote, unquote
 
 from cgtwist.mailstore import maildir
 from cgtwist.mailstore.filemeta import Meta
+
+# What quote(key, safe=",=") leaves as it is: a key of only these needs no quote() call, which
+# cost 9 us a key (the save after each delivery to a 10,000-message folder: 89 ms of a thread
+# holding the GIL, which the reactor waited for).
+_PLAIN = re.compile(r"[A-Za-z0-9_.~,=-]*\Z")
+
+
+def _quoted(key: str) -> str:
+    return key if _PLAIN.match(key) else quote(key, safe=",=")
+
 
 UIDLIST_FILE = "cgtwist-uidlist"
 CACHE_FILE = "cgtwist-cache"
@@ -120,8 +131,7 @@ def save(folder: str, ul: UidList) -> None:
         + (f" M{ul.modseq_reserved}" if ul.modseq_reserved else "")
     ]
     out.extend(
-        f"{uid} {quote(key, safe=',=')}"
-        for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1])
+        f"{uid} {_quoted(key)}" for key, uid in sorted(ul.uids.items(), key=lambda kv: kv[1])
     )
     maildir.write_atomic(
         os.path.join(folder, UIDLIST_FILE), ("\n".join(out) + "\n").encode("ascii")
