@@ -115,7 +115,7 @@ class CgIMAP4Server(
         self._cmd: Optional[_Pending] = None
         self._literal_left = 0
         self._literal_sink: Optional[IO[bytes]] = None
-        self._literal_queue: deque[tuple[Any, bytes]] = _NO_LITERALS
+        self._literal_queue = _NO_LITERALS
         self._busy_tag: Optional[bytes] = None
         self._busy_name = b""
         self._idle_tag: Optional[bytes] = None
