@@ -3,6 +3,9 @@
 Owns what is per session: message sequence numbers, the session's \\Recent messages, expunges
 by others not yet reported, and the listeners (the IMAP session) to push EXISTS/FETCH to. The
 messages themselves live in the shared ``Folder``. Never parses IMAP and never decides policy.
+While a view agrees with its folder (every idling session, as a rule) its sequence numbers are
+the folder's own UID list, shared and never changed in place: a session on a 10,000-message
+folder holds no copy of it.
 
 The view (RFC 3501 §5.2, §7.4.1; RFC 9051 §7.5): the session's client knows the first
 ``announced`` messages of the view by sequence number; everything else it learns only from the
