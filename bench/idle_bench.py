@@ -219,6 +219,21 @@ class SmtpDelivery:
             self.writer.close()
 
 
+async def settle(root: int, before: int, until: float) -> None:
+    """Wait until the warm-up's processes are gone: Dovecot's imap processes exit after their
+    client left. Back at ``before`` processes, or once the count has not moved for 2 s: a
+    service started on first use stays (Dovecot's stats, when the script had to start
+    Dovecot), and waiting for it to go held the round until its deadline."""
+    last, since = memory(root)["processes"], time.monotonic()
+    while last > before and time.monotonic() < until:
+        await asyncio.sleep(0.05)
+        n = memory(root)["processes"]
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= 2.0:
+            return
+
+
 async def probe(directory: Optional[str], pid: int, deadline: float) -> None:
     """With ``--probe DIR``: ask the server's probe (bench/idle_probe) for its objects now,
     and wait until it has written them."""
@@ -267,9 +282,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     )
     for c in warm:
         c.close()
-    # Dovecot's imap processes exit after their client left: wait until they have.
-    while memory(a.root_pid)["processes"] > settled and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await settle(a.root_pid, settled, min(deadline, time.monotonic() + 30))
     await probe(a.probe, a.root_pid, deadline)
     before = memory(a.root_pid)
     conns = [Conn(i, i % a.accounts + 1) for i in range(a.conns)]
