@@ -6,10 +6,11 @@
         --root-pid "$(cat /run/dovecot/master.pid)" \
         --deliver 'maildir:/home/imapbench/accounts/idlebench{n}/Maildir' --json out.json
 
-1. Warm-up: ``--warm`` connections (default 10) log in, select, idle and close, and the
-   server's process count settles back, so that what a server sets up once
-   (code loaded on first use, the password hasher's buffers, the auth process's cache) is no
-   part of the per-connection figure.
+1. Warm-up: ``--warm`` connections (default 10; idle-vs-dovecot.sh passes one per account)
+   log in, select, idle and close, and the server's process count settles back, so that what
+   a server sets up once or once per account (code loaded on first use, the password
+   hasher's buffers, the auth process's cache, an account's open folder) is no part of the
+   per-connection figure.
 2. Memory of all the server's processes (``--root-pid`` and its descendants: Dovecot's master,
    auth, login and one imap process per connection; cgtwist's twistd and its workers): the
    sum of Rss and Pss from /proc/PID/smaps_rollup, before any connection.
@@ -41,6 +42,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import signal
 import statistics
 import time
 from typing import Any, Optional
@@ -217,6 +219,34 @@ class SmtpDelivery:
             self.writer.close()
 
 
+async def settle(root: int, before: int, until: float) -> None:
+    """Wait until the warm-up's processes are gone: Dovecot's imap processes exit after their
+    client left. Back at ``before`` processes, or once the count has not moved for 2 s: a
+    service started on first use stays (Dovecot's stats, when the script had to start
+    Dovecot), and waiting for it to go held the round until its deadline."""
+    last, since = memory(root)["processes"], time.monotonic()
+    while last > before and time.monotonic() < until:
+        await asyncio.sleep(0.05)
+        n = memory(root)["processes"]
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since >= 2.0:
+            return
+
+
+async def probe(directory: Optional[str], pid: int, deadline: float) -> None:
+    """With ``--probe DIR``: ask the server's probe (bench/idle_probe) for its objects now,
+    and wait until it has written them."""
+    if directory is None:
+        return
+    had = len(os.listdir(directory))
+    os.kill(pid, signal.SIGUSR2)
+    while len([n for n in os.listdir(directory) if n.endswith(".json")]) <= had:
+        if time.monotonic() > deadline:
+            raise SystemExit("the server's probe wrote nothing (is bench/idle_probe on its path?)")
+        await asyncio.sleep(0.05)
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -252,9 +282,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     )
     for c in warm:
         c.close()
-    # Dovecot's imap processes exit after their client left: wait until they have.
-    while memory(a.root_pid)["processes"] > settled and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await settle(a.root_pid, settled, min(deadline, time.monotonic() + 30))
+    await probe(a.probe, a.root_pid, deadline)
     before = memory(a.root_pid)
     conns = [Conn(i, i % a.accounts + 1) for i in range(a.conns)]
     half = a.conns // 2
@@ -263,11 +292,13 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         asyncio.gather(*(open_one(c) for c in conns[:half])), deadline - time.monotonic()
     )
     at_half = memory(a.root_pid)
+    await probe(a.probe, a.root_pid, deadline)
     await asyncio.wait_for(
         asyncio.gather(*(open_one(c) for c in conns[half:])), deadline - time.monotonic()
     )
     open_s = time.monotonic() - t_open
     idling = memory(a.root_pid)
+    await probe(a.probe, a.root_pid, deadline)
     watchers = [asyncio.ensure_future(c.watch()) for c in conns]
     delivered: dict[int, float] = {}
     start = time.monotonic()
@@ -339,6 +370,12 @@ def main() -> None:
     ap.add_argument("--push-timeout", type=float, default=60.0)
     ap.add_argument("--timeout", type=float, default=600.0, help="the whole round")
     ap.add_argument("--json")
+    ap.add_argument(
+        "--probe",
+        metavar="DIR",
+        help="the server runs bench/idle_probe: probe it before, at half and with all idling "
+        "(after each memory reading, which the probe's walk would disturb)",
+    )
     a = ap.parse_args()
     r = asyncio.run(run(a))
     print(

@@ -79,7 +79,7 @@ class Folder(DiskScan):
         self.lock = defer.DeferredLock()
         self.entries: dict[int, Entry] = {}
         self.keys: dict[str, int] = {}
-        self.uids: list[int] = []  # ascending
+        self.uids: list[int] = []  # ascending; replaced, never changed in place (views share it)
         self.keywords: dict[int, str] = {}
         self._flag_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
         self._lower_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
@@ -420,13 +420,13 @@ class Folder(DiskScan):
             self.keys[e.key] = e.uid
             self._names[e.sub].add(e.fname)
             self._in_new += e.sub == "new"
-            self.uids.append(e.uid)
-        if (
-            ch.added
-            and len(self.uids) > 1
-            and self.uids[-len(ch.added) - 1 :] != sorted(self.uids[-len(ch.added) - 1 :])
-        ):
-            self.uids.sort()
+        if ch.added:
+            # A new list, never a change in place: sessions' views share this one
+            # (MaildirMailbox._seq) instead of each holding a copy.
+            uids = self.uids + [e.uid for e in ch.added]
+            if len(uids) > 1 and uids[-len(ch.added) - 1 :] != sorted(uids[-len(ch.added) - 1 :]):
+                uids.sort()
+            self.uids = uids
         self.unclaimed_recent |= ch.recent
         for fname in ch.unstale:
             self._stale.pop(fname, None)

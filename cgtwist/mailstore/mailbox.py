@@ -3,6 +3,9 @@
 Owns what is per session: message sequence numbers, the session's \\Recent messages, expunges
 by others not yet reported, and the listeners (the IMAP session) to push EXISTS/FETCH to. The
 messages themselves live in the shared ``Folder``. Never parses IMAP and never decides policy.
+While a view agrees with its folder (every idling session, as a rule) its sequence numbers are
+the folder's own UID list, shared and never changed in place: a session on a 10,000-message
+folder holds no copy of it.
 
 The view (RFC 3501 §5.2, §7.4.1; RFC 9051 §7.5): the session's client knows the first
 ``announced`` messages of the view by sequence number; everything else it learns only from the
@@ -215,7 +218,11 @@ class MaildirMailbox:
         self.special_use: Optional[str] = account.special_use_of(folder.name)
         self.closed = False
         self.listeners: list[Any] = []
-        self._seq: list[int] = list(folder.uids)  # sequence number n -> UID self._seq[n-1]
+        # Sequence number n -> UID self._seq[n-1]. Never changed in place: while the view is
+        # in step with the folder (every session idling on it, as a rule) it is the folder's
+        # own list, shared, not a copy per session (a 10,000-message folder's list is 80 kB).
+        self._seq: list[int] = folder.uids
+        self._in_step = True  # _seq is the folder's list as of the last change heard of
         self._announced = len(self._seq)  # the client knows _seq[:_announced] (SELECT's EXISTS)
         self._recent: set[int] = set()
         self._pending: set[int] = set()  # expunged by anyone, not yet reported
@@ -282,6 +289,7 @@ class MaildirMailbox:
         if self._pending:
             self._seq = [u for u in self._seq if u not in self._pending]
             self._recent -= self._pending
+            self._rejoin()
         self._announced = len(self._seq)
         self._pending = set()
         self._ghosts.clear()
@@ -328,8 +336,10 @@ class MaildirMailbox:
         if not self._pending:
             return []
         gone = self._pending
-        out = [i + 1 for i in range(self._announced - 1, -1, -1) if self._seq[i] in gone]
+        seqs = (self.seq_of(u) for u in gone)
+        out = sorted((s for s in seqs if s is not None and s <= self._announced), reverse=True)
         self._seq = [u for u in self._seq if u not in gone]
+        self._rejoin()
         self._announced -= len(out)
         for uid in gone:
             self._ghosts.pop(uid, None)
@@ -337,6 +347,14 @@ class MaildirMailbox:
             self._dirty.discard(uid)
         self._pending = set()
         return out
+
+    def _rejoin(self) -> None:
+        """After the view made a list of its own: share the folder's again if they agree (the
+        usual end of reporting an expunge), so that no session keeps a copy for long."""
+        uids = self.folder.uids
+        self._in_step = self._seq is uids or (len(self._seq) == len(uids) and self._seq == uids)
+        if self._in_step:
+            self._seq = uids
 
     def seq_of(self, uid: int) -> Optional[int]:
         i = bisect.bisect_left(self._seq, uid)
@@ -507,14 +525,29 @@ class MaildirMailbox:
                 if e is not None:
                     self._ghosts[uid] = e
         added = [e.uid for e in ch.added if self.seq_of(e.uid) is None]
+        if self._pending:
+            self._in_step = False  # the view keeps what others expunged until it reports it
         if added:
             news = True
-            self._seq.extend(added)
-            tail = self._seq[-len(added) - 1 :]
-            if tail != sorted(tail):
-                # UIDs only grow, so new ones belong after every announced one; sort the
-                # unannounced tail only, never moving a sequence number the client knows.
-                self._seq[self._announced :] = sorted(self._seq[self._announced :])
+            uids = self.folder.uids
+            if (
+                self._in_step
+                and not ch.removed
+                and len(uids) == len(self._seq) + len(added)
+                and (not self._seq or min(added) > self._seq[-1])
+            ):
+                # The folder's list is now this one plus the new UIDs, all above it: share
+                # it, with no work per session (every session of a delivery's push).
+                self._seq = uids
+            else:
+                seq = self._seq + added
+                tail = seq[-len(added) - 1 :]
+                if tail != sorted(tail):
+                    # UIDs only grow, so new ones belong after every announced one; sort the
+                    # unannounced tail only, never moving a sequence number the client knows.
+                    seq[self._announced :] = sorted(seq[self._announced :])
+                self._seq = seq
+                self._in_step = False
         if claimed:
             self._recent |= self._present(claimed)
             news = True

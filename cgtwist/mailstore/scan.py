@@ -143,6 +143,19 @@ class DiskScan:
         now = self._clock()
         return m, (now - m[0] / 1e9 < _MTIME_TRUST, now - m[1] / 1e9 < _MTIME_TRUST)
 
+    def _cur_candidates(self, listed: dict[str, set[str]]) -> set[str]:
+        """(thread, locked) The names in cur/ that may hold a message of new/ under its key (a
+        move cut short), for ``maildir.move_to_cur``: those that appeared since the last look
+        and the cur/ names of known messages whose key is in new/. Not the whole listing,
+        each name of which move_to_cur would parse (58 ms a delivery at 10,000 messages)."""
+        out = listed["cur"] - self._names["cur"]
+        for fname in listed["new"]:
+            uid = self.keys.get(maildir.split_name(fname)[0])
+            e = self.entries.get(uid) if uid is not None else None
+            if e is not None and e.sub == "cur" and e.fname in listed["cur"]:
+                out.add(e.fname)
+        return out
+
     def _scan_blocking(self, move_new: bool, origin: Any = None) -> Changes:
         """(thread) List new/ and cur/, reconcile with the index, assign UIDs, save the uidlist."""
         ch = Changes(origin=origin, rescan=True)
@@ -246,7 +259,9 @@ class DiskScan:
         if move_new and listed["new"]:
             # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
             # in one batch: one fsync of cur/ and one of new/ for all of them.
-            moved, failed = maildir.move_to_cur(self.path, sorted(listed["new"]), listed["cur"])
+            moved, failed = maildir.move_to_cur(
+                self.path, sorted(listed["new"]), self._cur_candidates(listed)
+            )
             for fname, err in failed.items():
                 self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
             listed["new"] = {n for n in listed["new"] if n in failed}

@@ -49,6 +49,10 @@ _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
 # RFC 5267 ESORT (SORT RETURN) and RFC 9394 PARTIAL (SEARCH and SORT RETURN (PARTIAL n:m)).
 _RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
+# A command without literals, and every session between commands, holds this one empty queue
+# (maxlen 0: nothing can be put in it) instead of a deque of its own: an idling session kept
+# its last command's emptied deque, 760 bytes of every IDLE connection.
+_NO_LITERALS: deque[tuple[Any, bytes]] = deque(maxlen=0)
 
 
 class CgIMAP4Server(
@@ -111,7 +115,7 @@ class CgIMAP4Server(
         self._cmd: Optional[_Pending] = None
         self._literal_left = 0
         self._literal_sink: Optional[IO[bytes]] = None
-        self._literal_queue: deque[tuple[Any, bytes]] = deque()
+        self._literal_queue = _NO_LITERALS
         self._busy_tag: Optional[bytes] = None
         self._busy_name = b""
         self._idle_tag: Optional[bytes] = None
@@ -331,13 +335,15 @@ class CgIMAP4Server(
             special = self._special_command(cmd)
             if not special:
                 segs = [self._normalise_literal(s) for s in cmd.segments]
-                self._literal_queue = deque(zip(cmd.literals, segs[1:], strict=True))
+                pairs = list(zip(cmd.literals, segs[1:], strict=True))
+                if pairs:
+                    self._literal_queue = deque(pairs)
                 self.parse_command(segs[0])
         except Exception:
             self.log.failure("imap: command {cmd} failed", cmd=cmd.name)
             self._server_bug(cmd.tag)
         finally:
-            self._literal_queue.clear()
+            self._literal_queue = _NO_LITERALS
 
     def _special_command(self, cmd: _Pending) -> bool:
         """Commands that take the raw segments and literals rather than Twisted's parsers."""
