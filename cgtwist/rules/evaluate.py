@@ -169,9 +169,7 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
         met = human if c.op == IS else not human
         return ConditionTrace(c, met, note=f"{'yes' if human else 'no'}{why}")
     if kind == NUMBER:
-        limit = c.size
-        met = facts.size > limit if c.op == GREATER else facts.size < limit
-        return ConditionTrace(c, met, note=f"{facts.size} bytes")
+        return ConditionTrace(c, size_fits(c, facts.size), note=f"{facts.size} bytes")
     if kind == MAILBOX:
         exists = c.param.strip().casefold() in facts.mailboxes or (
             c.param.strip().upper() == "INBOX"
@@ -190,8 +188,13 @@ def holds(c: Condition, facts: MessageFacts) -> bool:
     if c.picture:
         return _picture_met(c, facts)
     if c.kind == NUMBER:  # no note to format
-        return facts.size > c.size if c.op == GREATER else facts.size < c.size
+        return size_fits(c, facts.size)
     return check(c, facts).met
+
+
+def size_fits(c: Condition, size: int) -> bool:
+    """Whether a ``Message Size`` condition holds for a message of ``size`` octets."""
+    return size > c.size if c.op == GREATER else size < c.size
 
 
 def _picture_met(c: Condition, facts: MessageFacts) -> bool:

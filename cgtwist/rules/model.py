@@ -166,11 +166,13 @@ class Condition:
     negative: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     each: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     size: int = field(init=False, compare=False, repr=False, hash=False, default=0)  # NUMBER
+    kind: str = field(init=False, compare=False, repr=False, hash=False, default="")
 
     def __post_init__(self) -> None:
         check_condition(self)
-        plan = _compile(self)
         kind = CONDITIONS[self.subject]
+        object.__setattr__(self, "kind", kind)  # read for every condition of every message
+        plan = _compile(self)
         object.__setattr__(self, "plan", plan)
         object.__setattr__(
             self,
@@ -182,10 +184,6 @@ class Condition:
         object.__setattr__(self, "each", self.subject in EACH and self.op not in NEGATIVE)
         if kind == NUMBER:
             object.__setattr__(self, "size", size_value(self.param))
-
-    @property
-    def kind(self) -> str:
-        return CONDITIONS[self.subject]
 
 
 def _compile(c: Condition) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], str]:
