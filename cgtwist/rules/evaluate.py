@@ -11,7 +11,7 @@ checked, for ``rules explain``. It must not run the actions: cgtwist.core.rules 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, cast
+from typing import Callable, Optional, Sequence, cast
 
 from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
@@ -234,43 +234,55 @@ def _seen(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
     memo = facts._memo
     got = memo.get(c.key)
     if got is None:
-        values = _values(c, facts)
-        got = memo[c.key] = (values, [v.casefold() for v in values])
+        values = _READ[c.kind](c, facts)
+        got = memo[c.key] = (values, list(map(str.casefold, values)))
     return cast(tuple[list[str], list[str]], got)
 
 
 def _values(c: Condition, facts: MessageFacts) -> list[str]:
-    kind, s = c.kind, c.subject
-    if kind == ADDRESS:
-        if s == "Return-Path":
-            return [facts.sender] if facts.sender else []
-        if s in ("Any To or Cc", "Each To or Cc"):
-            return facts.addresses("To", "Cc")
-        if s in ("Any Recipient", "Each Recipient"):
-            return list(facts.recipients)
-        return facts.addresses(s)
-    if kind == TEXT:
-        if s == "From Name":
-            return facts.display_names("From")
-        return facts.decoded(s) or [""]
-    if kind == HEADER:
-        return facts.decoded(c.plan[2])
-    if kind == ROUTE:
-        return list(facts.routes)
-    if kind == TAGS:
-        if s == "Source":
-            return sorted(facts.source) + ([facts.client_ip] if facts.client_ip else [])
-        if s == "Security":
-            return sorted(facts.security)
-        if s == "Submit Address":
-            return [facts.submit]
-        return [facts.spf]
-    if kind == ZONE:
-        return list(facts.rbl)
-    if kind == DATE:
-        return [facts.now.strftime("%Y-%m-%d")]
-    if kind == DAY:
-        return [DAYS[facts.now.weekday()]]
-    if kind == TIME:
-        return [facts.now.strftime("%H:%M")]
-    return []
+    return _READ[c.kind](c, facts)
+
+
+def _address(c: Condition, facts: MessageFacts) -> list[str]:
+    s = c.subject
+    if s == "Return-Path":
+        return [facts.sender] if facts.sender else []
+    if s in ("Any To or Cc", "Each To or Cc"):
+        return facts.addresses("To", "Cc")
+    if s in ("Any Recipient", "Each Recipient"):
+        return list(facts.recipients)
+    return facts.addresses(s)
+
+
+def _text(c: Condition, facts: MessageFacts) -> list[str]:
+    if c.subject == "From Name":
+        return facts.display_names("From")
+    return facts.decoded(c.subject) or [""]
+
+
+def _tags(c: Condition, facts: MessageFacts) -> list[str]:
+    s = c.subject
+    if s == "Source":
+        return sorted(facts.source) + ([facts.client_ip] if facts.client_ip else [])
+    if s == "Security":
+        return sorted(facts.security)
+    if s == "Submit Address":
+        return [facts.submit]
+    return [facts.spf]
+
+
+# How each kind of condition reads its subject's values (kinds without values read none).
+_READ: dict[str, Callable[[Condition, MessageFacts], list[str]]] = {
+    ADDRESS: _address,
+    TEXT: _text,
+    HEADER: lambda c, facts: facts.decoded(c.plan[2]),
+    ROUTE: lambda c, facts: list(facts.routes),
+    TAGS: _tags,
+    ZONE: lambda c, facts: list(facts.rbl),
+    DATE: lambda c, facts: [facts.now.strftime("%Y-%m-%d")],
+    DAY: lambda c, facts: [DAYS[facts.now.weekday()]],
+    TIME: lambda c, facts: [facts.now.strftime("%H:%M")],
+    NUMBER: lambda c, facts: [],
+    FLAG: lambda c, facts: [],
+    MAILBOX: lambda c, facts: [],
+}

@@ -87,7 +87,7 @@ class RuleIndex:
         values are a few words most messages share (``Source is "trusted"``), used only
         when a rule has nothing better."""
         rules = tuple(ordered)
-        by_key: dict[tuple[str, str], list[tuple[Condition, int]]] = {}
+        by_key: dict[str, list[tuple[Condition, int]]] = {}
         always: set[int] = set()
         for i, rule in enumerate(rules):
             best = _best(rule, unfiled, weak)

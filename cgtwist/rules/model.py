@@ -160,9 +160,7 @@ class Condition:
     # picture match, the key its subject's values are kept under in MessageFacts, and whether
     # it is negative / needs every value to match.
     picture: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
-    key: tuple[str, str] = field(
-        init=False, compare=False, repr=False, hash=False, default=("", "")
-    )
+    key: str = field(init=False, compare=False, repr=False, hash=False, default="")
     negative: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     each: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     size: int = field(init=False, compare=False, repr=False, hash=False, default=0)  # NUMBER
@@ -179,7 +177,8 @@ class Condition:
             "picture",
             kind in PICTURE_KINDS or (kind in (DATE, TIME) and self.op not in ORDER_OPS),
         )
-        object.__setattr__(self, "key", (self.subject, plan[2]))
+        # A string (its hash is kept): subjects and field names hold no colon.
+        object.__setattr__(self, "key", f"{self.subject}:{plan[2]}")
         object.__setattr__(self, "negative", self.op in NEGATIVE)
         object.__setattr__(self, "each", self.subject in EACH and self.op not in NEGATIVE)
         if kind == NUMBER:
