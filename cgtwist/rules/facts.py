@@ -22,6 +22,7 @@ T = TypeVar("T")
 _MISSING = object()
 _EPOCH = datetime(1970, 1, 1)
 _NO_VALUES: list[str] = []
+_NO_NAMES: frozenset[str] = frozenset()
 _AR = "authentication-results"
 MAX_VALUES = 1000
 _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
@@ -291,7 +292,7 @@ def message_facts(
         recorded_spf=spf if spf in SPF_RESULTS else "",
         authserv_id=authserv_id,
         rbl=tuple(z for z in (submit.get("rbl") or "").split(",") if z),
-        mailboxes=frozenset(m.casefold() for m in mailboxes),
-        lists={k: frozenset(a.lower() for a in v) for k, v in (lists or {}).items()},
+        mailboxes=frozenset(map(str.casefold, mailboxes)) if mailboxes else _NO_NAMES,
+        lists={k: frozenset(a.lower() for a in v) for k, v in lists.items()} if lists else {},
         now=now,
     )
