@@ -32,7 +32,7 @@ from cgtwist.rules import compose
 from cgtwist.rules.evaluate import Outcome, evaluate, tried
 from cgtwist.rules.facts import MessageFacts, message_facts
 from cgtwist.rules.mark import Unsettled, nothing_fired
-from cgtwist.rules.model import ROUTE, Action, RuleError, RuleSet, check_level
+from cgtwist.rules.model import Action, RuleError, RuleSet, check_level
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.rulehistory import RuleHistory
@@ -270,11 +270,9 @@ class RulesRunner:
     def asks_router(self, facts: MessageFacts, rule_sets: list[RuleSet]) -> bool:
         """Whether a rule ``facts`` can fire (``tried``) has a route condition: only then is
         the Router asked (``with_routes``)."""
-        if self.route is None or not any(rs.needs_routes for rs in rule_sets):
+        if self.route is None:
             return False
-        return any(
-            c.kind == ROUTE for rs in rule_sets for r in tried(rs, facts) for c in r.conditions
-        )
+        return any(r.name in rs.routed for rs in rule_sets if rs.routed for r in tried(rs, facts))
 
     async def with_routes(self, facts: MessageFacts) -> MessageFacts:
         """``facts`` with the Router's routes of its recipients (Any/Each Route)."""

@@ -230,13 +230,13 @@ def _picture_met(c: Condition, facts: MessageFacts) -> bool:
 
 def _seen(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
     """The values a condition's subject offers, and casefolded: the same field serves many
-    conditions (and the index), so once per message (MessageFacts.memo)."""
-    memo = facts._memo
-    got = memo.get(c.key)
+    conditions (and the index), so once per message (MessageFacts.seen)."""
+    seen = facts.seen
+    got = seen.get(c.key)
     if got is None:
         values = _READ[c.kind](c, facts)
-        got = memo[c.key] = (values, list(map(str.casefold, values)))
-    return cast(tuple[list[str], list[str]], got)
+        got = seen[c.key] = (values, list(map(str.casefold, values)))
+    return got
 
 
 def _values(c: Condition, facts: MessageFacts) -> list[str]:

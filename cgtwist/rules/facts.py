@@ -58,6 +58,14 @@ class MessageFacts:
     # Parsed once per message, however many conditions ask (the dict itself is not frozen).
     # A key names what ``make`` builds, so the value under it is always that type (``memo``).
     _memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
+    # The same, typed, for what every message's conditions read: the values each condition
+    # subject offers, plain and casefolded, by Condition.key (cgtwist.rules.evaluate fills
+    # it, so a field is read once per subject however many conditions name it), and the
+    # field index.
+    seen: dict[str, tuple[list[str], list[str]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _index: Optional[dict[str, list[str]]] = field(default=None, compare=False, repr=False)
 
     def memo(self, key: Hashable, make: Callable[[], T]) -> T:
         """``make()`` once per message and key: what many conditions read is derived once.
@@ -81,26 +89,23 @@ class MessageFacts:
         """The unfolded values of the fields named ``name`` (lower-case), in order: the
         message's fields are read once, on the first question (the caller must not change
         the list)."""
-        index = self._memo.get("fields")
+        index = self._index
         if index is None:
-            index = self._memo["fields"] = field_index(self.head)
-        return cast(dict[str, list[str]], index).get(name, _NO_VALUES)
+            index = field_index(self.head)
+            object.__setattr__(self, "_index", index)  # once, on the first question
+        return index.get(name, _NO_VALUES)
 
     def field_names(self) -> list[str]:
         """The lower-case names of the message's fields, each once, in order of first use."""
         self.field_values("")
-        return list(cast(dict[str, list[str]], self._memo["fields"]))
+        return list(self._index or ())
 
     def fields(self, name: str) -> list[str]:
         return list(self.field_values(name.lower()))
 
     def _parsed(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
-        key = ("addr", names)
-        hit = self._memo.get(key)
-        if hit is None:
-            values = [v for n in names for v in self.field_values(n.lower())]
-            hit = self._memo[key] = parse_addresses(values) if values else []
-        return cast(list[tuple[str, str]], hit)
+        values = [v for n in names for v in self.field_values(n.lower())]
+        return parse_addresses(values) if values else []
 
     def addresses(self, *names: str) -> list[str]:
         return [a for _name, a in self._parsed(names) if a]
@@ -109,11 +114,7 @@ class MessageFacts:
         return [decoded(n) for n, _a in self._parsed((name,)) if n]
 
     def decoded(self, name: str) -> list[str]:
-        key = ("decoded", name.lower())
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = [decoded(v) for v in self.field_values(key[1])]
-        return list(cast(list[str], hit))
+        return [decoded(v) for v in self.field_values(name.lower())]
 
     @property
     def human_generated(self) -> bool:

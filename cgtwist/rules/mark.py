@@ -97,7 +97,9 @@ class Unsettled:
         same there. Route conditions count as holding: ``facts`` may have been gathered
         without asking the Router."""
         return [
-            i for i, settled in enumerate(self._settled) if all(holds(c, facts) for c in settled)
+            i
+            for i, settled in enumerate(self._settled)
+            if not settled or all(holds(c, facts) for c in settled)
         ]
 
     def reopened(

@@ -435,6 +435,7 @@ class RuleSet:
     # once: the Router's routes (Any/Each Route), the mailbox names of Existing Mailbox and
     # the remembered lists (#Name) of address conditions.
     needs_routes: bool = field(init=False, compare=False, repr=False, default=False)
+    routed: frozenset[str] = field(init=False, compare=False, repr=False, default=frozenset())
     mailbox_names: frozenset[str] = field(
         init=False, compare=False, repr=False, default=frozenset()
     )
@@ -457,7 +458,9 @@ class RuleSet:
         ordered = sorted((r for r in self.rules if r.enabled), key=lambda r: -r.priority)
         object.__setattr__(self, "_ordered", tuple(ordered))
         conditions = [c for r in ordered for c in r.conditions]
-        object.__setattr__(self, "needs_routes", any(c.kind == ROUTE for c in conditions))
+        routed = frozenset(r.name for r in ordered if any(c.kind == ROUTE for c in r.conditions))
+        object.__setattr__(self, "routed", routed)  # the names of the rules that read routes
+        object.__setattr__(self, "needs_routes", bool(routed))
         object.__setattr__(
             self,
             "mailbox_names",
