@@ -28,9 +28,11 @@ MAX_VALUES = 1000
 _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class MessageFacts:
-    """Everything a condition can look at. ``head`` is the message (or its header section):
+    """Everything a condition can look at, read-only once built (not a frozen dataclass: its
+    ``__init__`` would set each of the 20 fields through ``object.__setattr__``, some 30,000
+    instructions per message, more than the rest of building it). ``head`` is the message (or its header section):
     its fields are read on the first question about one (``headers``: lower-case name and
     unfolded value, in order), so a message whose rules ask about none is never parsed;
     ``mailboxes`` the casefolded names of the account's mailboxes that a condition asked
@@ -55,7 +57,7 @@ class MessageFacts:
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     now: datetime = _EPOCH
 
-    # Parsed once per message, however many conditions ask (the dict itself is not frozen).
+    # Parsed once per message, however many conditions ask.
     # A key names what ``make`` builds, so the value under it is always that type (``memo``).
     _memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
     # The same, typed, for what every message's conditions read: the values each condition
@@ -91,8 +93,7 @@ class MessageFacts:
         the list)."""
         index = self._index
         if index is None:
-            index = field_index(self.head)
-            object.__setattr__(self, "_index", index)  # once, on the first question
+            index = self._index = field_index(self.head)  # once, on the first question
         return index.get(name, _NO_VALUES)
 
     def field_names(self) -> list[str]:
