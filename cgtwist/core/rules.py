@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -29,20 +29,10 @@ from cgtwist.logs import Logger
 from cgtwist.mailstore.names import MailboxNameError, folder_path
 from cgtwist.message import loops
 from cgtwist.rules import compose
-from cgtwist.rules.evaluate import Outcome, evaluate, holds, tried
-from cgtwist.rules.facts import MessageFacts, message_facts, parse_headers
-from cgtwist.rules.model import (
-    DATE,
-    DAY,
-    HEADER,
-    ROUTE,
-    TIME,
-    Action,
-    Condition,
-    RuleError,
-    RuleSet,
-    check_level,
-)
+from cgtwist.rules.evaluate import Outcome, evaluate, tried
+from cgtwist.rules.facts import MessageFacts, message_facts
+from cgtwist.rules.mark import Unsettled, nothing_fired
+from cgtwist.rules.model import Action, RuleError, RuleSet, check_level
 from cgtwist.rules.text import parse_rules
 from cgtwist.settings import SettingsHolder
 from cgtwist.storage.rulehistory import RuleHistory
@@ -50,8 +40,6 @@ from cgtwist.storage.rules import ACCOUNT, DOMAIN, SERVER, InvalidRules, RuleSto
 from cgtwist.types import Account, Envelope, LocalDecision, Recipient
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-_NO_RULES = RuleSet()
-_EPOCH = datetime(1970, 1, 1)  # the clock of facts no date condition reads
 SERVER_DONE = "server"  # submit["rules"] of a copy Server Rules made: not ruled again
 _STATUS = re.compile(r"^[45]\.\d{1,3}\.\d{1,3} ")
 _SENDS = ("Redirect to", "Forward to", "Mirror to")
@@ -109,7 +97,7 @@ class RulesRunner:
         self.history = history
         self._rule_sets: Expiring[tuple[str, str], _Parsed] = Expiring(clock.seconds, self.TTL)
         self._allowed: Expiring[str, str] = Expiring(clock.seconds, self.TTL)
-        self._unsettled: tuple[Optional[RuleSet], RuleSet] = (None, RuleSet())
+        self._unsettled: Optional[Unsettled] = None
 
     def forget(self) -> None:
         """Drop the parsed rule sets and RulesAllowed values (rules or settings changed)."""
@@ -130,55 +118,39 @@ class RulesRunner:
         parsed = await self._rule_sets.fetch(key, lambda: self._load(key, scope, owner))
         return parsed.rules, parsed.revision
 
-    def unsettled(self, rules: RuleSet) -> RuleSet:
+    def kept(self, scope: str, owner: str) -> Optional[tuple[RuleSet, int]]:
+        """``revision`` at once when the parsed rule set is kept and fresh, else None (then
+        ``await revision``): the per-message paths need no coroutine for it."""
+        fresh, parsed = self._rule_sets.fresh((scope, owner.lower()))
+        return (parsed.rules, parsed.revision) if fresh and parsed is not None else None
+
+    def unsettled(self, rules: RuleSet) -> Unsettled:
         """The rules of ``rules`` whose outcome can differ between the end of DATA and the
-        enqueuer (unsettled_condition), in run order; worked out once per parsed rule set."""
-        if self._unsettled[0] is not rules:
-            kept = tuple(
-                r for r in rules.rules if any(unsettled_condition(c) for c in r.conditions)
-            )
-            self._unsettled = (rules, RuleSet(kept))
-        return self._unsettled[1]
+        enqueuer (cgtwist.rules.mark), worked out once per parsed rule set."""
+        if self._unsettled is None or self._unsettled.source is not rules:
+            self._unsettled = Unsettled(rules)
+        return self._unsettled
 
     def still_open(self, rules: RuleSet, facts: MessageFacts) -> list[int]:
-        """The positions, in ``unsettled(rules)``'s run order, of the rules whose settled
-        conditions all hold for ``facts`` (the end of DATA): at the enqueuer the others
-        cannot fire, as those conditions see the same there. Route conditions count as
-        holding: ``facts`` may have been gathered without asking the Router."""
-        return [
-            i
-            for i, r in enumerate(self.unsettled(rules).ordered())
-            if all(
-                holds(c, facts)
-                for c in r.conditions
-                if not unsettled_condition(c) and c.kind != ROUTE
-            )
-        ]
+        """The positions the end-of-DATA mark names: the unsettled rules that can still fire
+        at the enqueuer (Unsettled.still_open)."""
+        return self.unsettled(rules).still_open(facts)
 
-    def _reopened(self, rules: RuleSet, listed: str, envelope: Envelope, data: bytes) -> RuleSet:
-        """The rules of the end-of-DATA mark's ``listed`` positions whose unsettled conditions
-        hold now: read from the size, the clock and (only when asked) the header section,
-        without the message's other facts. A list this version cannot read: every unsettled
-        rule, as for a mark without one."""
-        ordered = self.unsettled(rules).ordered()
-        try:
-            picked = [ordered[int(i)] for i in listed.split(",") if i]
-        except (ValueError, IndexError):
-            return self.unsettled(rules)
-        if not picked:
-            return _NO_RULES
-        kinds = {c.kind for r in picked for c in r.conditions if unsettled_condition(c)}
-        now = MessageFacts(
-            envelope.sender,
-            (),
-            parse_headers(data) if HEADER in kinds else (),
-            len(data),
-            now=self._now() if kinds & {DATE, DAY, TIME} else _EPOCH,
-        )
-        kept = tuple(
-            r for r in picked if all(holds(c, now) for c in r.conditions if unsettled_condition(c))
-        )
-        return RuleSet(kept) if kept else _NO_RULES
+    def _to_run(
+        self, rules: RuleSet, revision: int, envelope: Envelope, data: Optional[bytes]
+    ) -> RuleSet:
+        """The Server Rules the enqueuer must evaluate, after the end-of-DATA mark."""
+        mark, done = envelope.submit.get("rules") or "", nothing_fired(revision)
+        if mark == done:
+            # The end-of-DATA check ran these very rules and none fired: only those whose
+            # outcome may differ now (size with our trace fields, the clock) are run again.
+            return self.unsettled(rules).rules
+        if mark.startswith(done + "/") and data is not None:
+            # ...and it named the few of those whose other conditions held: only they can
+            # fire, and only if their size, clock or trace-field conditions hold now.
+            listed = mark[len(done) + 1 :]
+            return self.unsettled(rules).reopened(listed, envelope.sender, data, self._now)
+        return rules
 
     async def _load(self, key: tuple[str, str], scope: str, owner: str) -> _Parsed:
         stored = await self.store.get(scope, owner)
@@ -249,30 +221,6 @@ class RulesRunner:
         clock. ``routes_when_tried``: the Router is asked only when a rule the message can
         fire (``tried``) has a route condition, for the fast path (not for an explanation,
         which shows every rule)."""
-        needs_routes = self.route is not None and any(rs.needs_routes for rs in rule_sets)
-        facts = await self._facts(envelope, data, recipients, rule_sets, account, size, now)
-        if needs_routes and routes_when_tried:
-            needs_routes = any(
-                c.kind == ROUTE for rs in rule_sets for r in tried(rs, facts) for c in r.conditions
-            )
-        if not needs_routes or self.route is None:
-            return facts
-        found = await defer.DeferredList(
-            [defer.maybeDeferred(self.route, a) for a in recipients], consumeErrors=True
-        )
-        # No route value was read yet (the index files no rule by one): the memo stays valid.
-        return replace(facts, routes=tuple(str(v) for ok, v in found if ok))
-
-    async def _facts(
-        self,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[str],
-        rule_sets: list[RuleSet],
-        account: Optional[Account],
-        size: Optional[int],
-        now: Optional[datetime],
-    ) -> MessageFacts:
         mailboxes: list[str] = []
         names = sorted(frozenset().union(*(rs.mailbox_names for rs in rule_sets)))
         if names and account is not None and self.mailboxes is not None:
@@ -283,6 +231,28 @@ class RulesRunner:
             for name in rs.list_names:
                 if name not in lists:
                     lists[name] = await self.store.remembered(owner, name)
+        facts = self.gather(envelope, data, recipients, mailboxes, lists, size=size, now=now)
+        if routes_when_tried:
+            if not self.asks_router(facts, rule_sets):
+                return facts
+        elif self.route is None or not any(rs.needs_routes for rs in rule_sets):
+            return facts
+        return await self.with_routes(facts)
+
+    def gather(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[str],
+        mailboxes: Iterable[str] = (),
+        lists: Optional[Mapping[str, Iterable[str]]] = None,
+        *,
+        size: Optional[int] = None,
+        now: Optional[datetime] = None,
+    ) -> MessageFacts:
+        """The facts of a message from what is at hand (``mailboxes`` and ``lists``: what
+        ``facts`` looked up), without routes: at once. The end-of-DATA check calls it itself
+        when its rules name no remembered list."""
         peer = envelope.submit.get("peer", "")
         return message_facts(
             envelope.sender,
@@ -297,28 +267,56 @@ class RulesRunner:
             size=size,
         )
 
+    def asks_router(self, facts: MessageFacts, rule_sets: list[RuleSet]) -> bool:
+        """Whether a rule ``facts`` can fire (``tried``) has a route condition: only then is
+        the Router asked (``with_routes``)."""
+        if self.route is None:
+            return False
+        return any(r.name in rs.routed for rs in rule_sets if rs.routed for r in tried(rs, facts))
+
+    async def with_routes(self, facts: MessageFacts) -> MessageFacts:
+        """``facts`` with the Router's routes of its recipients (Any/Each Route)."""
+        if self.route is None:
+            return facts
+        found = await defer.DeferredList(
+            [defer.maybeDeferred(self.route, a) for a in facts.recipients], consumeErrors=True
+        )
+        # No route value was read yet (the index files no rule by one): the memo stays valid.
+        return replace(facts, routes=tuple(str(v) for ok, v in found if ok))
+
     # -- Server Rules -----------------------------------------------------------------------------
-    async def server_rules(self, msg_id: str, envelope: Envelope, data: Optional[bytes]) -> None:
+    def server_rules(
+        self, msg_id: str, envelope: Envelope, data: Optional[bytes]
+    ) -> defer.Deferred[None]:
         """QueueManager's hook: apply the Server Rules to a new message, before routing.
 
         Recipients are settled on ``envelope`` (discarded: delivered, rejected: failed, a DSN
         follows); a message the rules change (headers, subject, recipients) continues as a new
-        submission marked so the Server Rules do not run on it twice.
+        submission marked so the Server Rules do not run on it twice. The usual message, that
+        the end-of-DATA check marked and that no rule can fire on now, is decided at once
+        (the rule set kept, the mark read): no coroutine, no Deferred chain.
         """
         if envelope.submit.get("rules") == SERVER_DONE:
-            return
+            return defer.succeed(None)
         if self.history is not None and data is not None:
             self.history.note("server", msg_id, envelope, data)
+        kept = self.kept(SERVER, "")
+        if kept is None:
+            return defer.ensureDeferred(self._server_rules(msg_id, envelope, data))
+        rules = self._to_run(*kept, envelope, data)
+        if not rules.rules:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self._run_server(msg_id, envelope, data, rules))
+
+    async def _server_rules(self, msg_id: str, envelope: Envelope, data: Optional[bytes]) -> None:
         rules, revision = await self.revision(SERVER, "")
-        mark, done = envelope.submit.get("rules") or "", nothing_fired(revision)
-        if mark == done:
-            # The end-of-DATA check ran these very rules and none fired: only those whose
-            # outcome may differ now (size with our trace fields, the clock) are run again.
-            rules = self.unsettled(rules)
-        elif mark.startswith(done + "/") and data is not None:
-            # ...and it named the few of those whose other conditions held: only they can
-            # fire, and only if their size, clock or trace-field conditions hold now.
-            rules = self._reopened(rules, mark[len(done) + 1 :], envelope, data)
+        await self._run_server(
+            msg_id, envelope, data, self._to_run(rules, revision, envelope, data)
+        )
+
+    async def _run_server(
+        self, msg_id: str, envelope: Envelope, data: Optional[bytes], rules: RuleSet
+    ) -> None:
         if not rules.rules:
             return
         if data is None:
@@ -614,29 +612,6 @@ class RulesRunner:
                     action=a.name,
                     why=why,
                 )
-
-
-# The mark the end-of-DATA check leaves in the submit record when no Server Rule of that
-# revision fired (cgtwist.core.rules_receive).
-NOTHING_FIRED = "none-fired@"
-# Header fields the receiver adds after the end-of-DATA check (trace and authentication).
-_ADDED_FIELDS = frozenset({"received", "received-spf", "authentication-results"})
-
-
-def nothing_fired(revision: int, still_open: Optional[list[int]] = None) -> str:
-    """The mark, e.g. ``none-fired@7/0,3``: ``still_open`` names the unsettled rules (their
-    positions in ``RulesRunner.unsettled``'s run order) that can still fire at the enqueuer;
-    without it (marks written before it was recorded) all of them can."""
-    mark = f"{NOTHING_FIRED}{revision}"
-    return mark if still_open is None else mark + "/" + ",".join(map(str, still_open))
-
-
-def unsettled_condition(c: Condition) -> bool:
-    """Whether ``c`` can see something else at the enqueuer than at the end of DATA: the
-    message's size and the header fields the receiver adds after the check, and the clock."""
-    if c.subject == "Message Size" or c.kind in (DATE, DAY, TIME):
-        return True
-    return c.kind == HEADER and c.plan[2].lower() in _ADDED_FIELDS
 
 
 def _without_targets(acts: list[Action], passed: list[str]) -> tuple[list[Action], list[str]]:

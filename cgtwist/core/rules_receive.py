@@ -23,11 +23,13 @@ from typing import Optional
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cgtwist.core.rules import SERVER_DONE, RulesRunner, nothing_fired
+from cgtwist.core.rules import SERVER_DONE, RulesRunner
 from cgtwist.errors import MailError
 from cgtwist.interfaces import DISCARD, CheckOutcome, IMessageCheck
 from cgtwist.logs import Logger
 from cgtwist.rules.evaluate import Outcome, evaluate
+from cgtwist.rules.facts import MessageFacts
+from cgtwist.rules.mark import nothing_fired
 from cgtwist.rules.model import RuleSet
 from cgtwist.storage.rules import SERVER
 from cgtwist.types import Envelope, SessionInfo
@@ -77,14 +79,32 @@ class ReceptionRules:
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> defer.Deferred[CheckOutcome]:
         """Fire None (or the mark that no rule fired) to take the message, DISCARD to drop
-        it, or errback the rule's refusal."""
-        return defer.ensureDeferred(self._check(session, envelope, message))
+        it, or errback the rule's refusal. With the rule set kept and nothing to look up (no
+        remembered list, no route condition on a rule the message can fire), the answer is
+        worked out at once: no coroutine per message."""
+        if envelope.submit.get("rules") == SERVER_DONE:
+            return defer.succeed(None)
+        try:
+            kept = self.runner.kept(SERVER, "")
+            if kept is None or kept[0].list_names:
+                return defer.ensureDeferred(self._check(session, envelope, message))
+            rules, revision = kept
+            if not self._deciding(rules).rules:
+                return defer.succeed(None)  # nothing to decide here: the enqueuer runs them all
+            recipients = [r.address for r in envelope.recipients]
+            facts = self.runner.gather(envelope, message, recipients)
+            if self.runner.asks_router(facts, [rules]):
+                routed = defer.ensureDeferred(self.runner.with_routes(facts))
+                return routed.addCallback(
+                    lambda f: self._decide(session, envelope, rules, revision, f)
+                )
+        except Exception:
+            return defer.fail(self._unreadable(session))
+        return defer.maybeDeferred(self._decide, session, envelope, rules, revision, facts)
 
     async def _check(
         self, session: SessionInfo, envelope: Envelope, message: bytes
     ) -> CheckOutcome:
-        if envelope.submit.get("rules") == SERVER_DONE:
-            return None
         try:
             rules, revision = await self.runner.revision(SERVER, "")
             if not self._deciding(rules).rules:
@@ -94,12 +114,24 @@ class ReceptionRules:
                 envelope, message, recipients, [rules], routes_when_tried=True
             )
         except Exception:
-            # Never a silent pass: a rule set that cannot be read now is asked again later.
-            self.log.failure(
-                "rules: server rules could not run at end of DATA: peer={peer}",
-                peer=session.peer_ip,
-            )
-            raise MailError(451, "4.3.0", "Temporary local problem, try again later") from None
+            raise self._unreadable(session) from None
+        return self._decide(session, envelope, rules, revision, facts)
+
+    def _unreadable(self, session: SessionInfo) -> MailError:
+        # Never a silent pass: a rule set that cannot be read now is asked again later.
+        self.log.failure(
+            "rules: server rules could not run at end of DATA: peer={peer}", peer=session.peer_ip
+        )
+        return MailError(451, "4.3.0", "Temporary local problem, try again later")
+
+    def _decide(
+        self,
+        session: SessionInfo,
+        envelope: Envelope,
+        rules: RuleSet,
+        revision: int,
+        facts: MessageFacts,
+    ) -> CheckOutcome:
         outcome = evaluate(rules, facts, server=True)
         if not outcome.trace:  # no rule fired: the few the enqueuer must look at again
             return {"rules": nothing_fired(revision, self.runner.still_open(rules, facts))}

@@ -11,7 +11,7 @@ checked, for ``rules explain``. It must not run the actions: cgtwist.core.rules 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, cast
+from typing import Callable, Optional, Sequence, cast
 
 from cgtwist.pictures import fits
 from cgtwist.rules.facts import MessageFacts, machine_generated
@@ -169,9 +169,7 @@ def check(c: Condition, facts: MessageFacts) -> ConditionTrace:
         met = human if c.op == IS else not human
         return ConditionTrace(c, met, note=f"{'yes' if human else 'no'}{why}")
     if kind == NUMBER:
-        limit = c.size
-        met = facts.size > limit if c.op == GREATER else facts.size < limit
-        return ConditionTrace(c, met, note=f"{facts.size} bytes")
+        return ConditionTrace(c, size_fits(c, facts.size), note=f"{facts.size} bytes")
     if kind == MAILBOX:
         exists = c.param.strip().casefold() in facts.mailboxes or (
             c.param.strip().upper() == "INBOX"
@@ -190,8 +188,13 @@ def holds(c: Condition, facts: MessageFacts) -> bool:
     if c.picture:
         return _picture_met(c, facts)
     if c.kind == NUMBER:  # no note to format
-        return facts.size > c.size if c.op == GREATER else facts.size < c.size
+        return size_fits(c, facts.size)
     return check(c, facts).met
+
+
+def size_fits(c: Condition, size: int) -> bool:
+    """Whether a ``Message Size`` condition holds for a message of ``size`` octets."""
+    return size > c.size if c.op == GREATER else size < c.size
 
 
 def _picture_met(c: Condition, facts: MessageFacts) -> bool:
@@ -227,47 +230,59 @@ def _picture_met(c: Condition, facts: MessageFacts) -> bool:
 
 def _seen(c: Condition, facts: MessageFacts) -> tuple[list[str], list[str]]:
     """The values a condition's subject offers, and casefolded: the same field serves many
-    conditions (and the index), so once per message (MessageFacts.memo)."""
-    memo = facts._memo
-    got = memo.get(c.key)
+    conditions (and the index), so once per message (MessageFacts.seen)."""
+    seen = facts.seen
+    got = seen.get(c.key)
     if got is None:
-        values = _values(c, facts)
-        got = memo[c.key] = (values, [v.casefold() for v in values])
-    return cast(tuple[list[str], list[str]], got)
+        values = _READ[c.kind](c, facts)
+        got = seen[c.key] = (values, list(map(str.casefold, values)))
+    return got
 
 
 def _values(c: Condition, facts: MessageFacts) -> list[str]:
-    kind, s = c.kind, c.subject
-    if kind == ADDRESS:
-        if s == "Return-Path":
-            return [facts.sender] if facts.sender else []
-        if s in ("Any To or Cc", "Each To or Cc"):
-            return facts.addresses("To", "Cc")
-        if s in ("Any Recipient", "Each Recipient"):
-            return list(facts.recipients)
-        return facts.addresses(s)
-    if kind == TEXT:
-        if s == "From Name":
-            return facts.display_names("From")
-        return facts.decoded(s) or [""]
-    if kind == HEADER:
-        return facts.decoded(c.plan[2])
-    if kind == ROUTE:
-        return list(facts.routes)
-    if kind == TAGS:
-        if s == "Source":
-            return sorted(facts.source) + ([facts.client_ip] if facts.client_ip else [])
-        if s == "Security":
-            return sorted(facts.security)
-        if s == "Submit Address":
-            return [facts.submit]
-        return [facts.spf]
-    if kind == ZONE:
-        return list(facts.rbl)
-    if kind == DATE:
-        return [facts.now.strftime("%Y-%m-%d")]
-    if kind == DAY:
-        return [DAYS[facts.now.weekday()]]
-    if kind == TIME:
-        return [facts.now.strftime("%H:%M")]
-    return []
+    return _READ[c.kind](c, facts)
+
+
+def _address(c: Condition, facts: MessageFacts) -> list[str]:
+    s = c.subject
+    if s == "Return-Path":
+        return [facts.sender] if facts.sender else []
+    if s in ("Any To or Cc", "Each To or Cc"):
+        return facts.addresses("To", "Cc")
+    if s in ("Any Recipient", "Each Recipient"):
+        return list(facts.recipients)
+    return facts.addresses(s)
+
+
+def _text(c: Condition, facts: MessageFacts) -> list[str]:
+    if c.subject == "From Name":
+        return facts.display_names("From")
+    return facts.decoded(c.subject) or [""]
+
+
+def _tags(c: Condition, facts: MessageFacts) -> list[str]:
+    s = c.subject
+    if s == "Source":
+        return sorted(facts.source) + ([facts.client_ip] if facts.client_ip else [])
+    if s == "Security":
+        return sorted(facts.security)
+    if s == "Submit Address":
+        return [facts.submit]
+    return [facts.spf]
+
+
+# How each kind of condition reads its subject's values (kinds without values read none).
+_READ: dict[str, Callable[[Condition, MessageFacts], list[str]]] = {
+    ADDRESS: _address,
+    TEXT: _text,
+    HEADER: lambda c, facts: facts.decoded(c.plan[2]),
+    ROUTE: lambda c, facts: list(facts.routes),
+    TAGS: _tags,
+    ZONE: lambda c, facts: list(facts.rbl),
+    DATE: lambda c, facts: [facts.now.strftime("%Y-%m-%d")],
+    DAY: lambda c, facts: [DAYS[facts.now.weekday()]],
+    TIME: lambda c, facts: [facts.now.strftime("%H:%M")],
+    NUMBER: lambda c, facts: [],
+    FLAG: lambda c, facts: [],
+    MAILBOX: lambda c, facts: [],
+}

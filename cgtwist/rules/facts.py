@@ -20,35 +20,54 @@ from cgtwist.message.headers import decoded, header_block, header_fields, unfold
 
 T = TypeVar("T")
 _MISSING = object()
+_EPOCH = datetime(1970, 1, 1)
+_NO_VALUES: list[str] = []
+_NO_NAMES: frozenset[str] = frozenset()
+_AR = "authentication-results"
 MAX_VALUES = 1000
 _SPF_RE = re.compile(r"\bspf\s*=\s*([A-Za-z]+)")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class MessageFacts:
-    """Everything a condition can look at. ``headers`` keeps (lower-case name, unfolded value)
-    in order; ``mailboxes`` the casefolded names of the account's mailboxes that a condition
-    asked about and that exist (LOCAL only); ``lists`` the remembered address lists (``#Name``
-    in an ``in`` condition) the conditions name, lower-cased."""
+    """Everything a condition can look at, read-only once built (not a frozen dataclass: its
+    ``__init__`` would set each of the 20 fields through ``object.__setattr__``, some 30,000
+    instructions per message, more than the rest of building it). ``head`` is the message (or its header section):
+    its fields are read on the first question about one (``headers``: lower-case name and
+    unfolded value, in order), so a message whose rules ask about none is never parsed;
+    ``mailboxes`` the casefolded names of the account's mailboxes that a condition asked
+    about and that exist (LOCAL only); ``lists`` the remembered address lists (``#Name`` in
+    an ``in`` condition) the conditions name, lower-cased. ``recorded_spf``: the SPF result
+    the receiver recorded (``message_facts``); without one, ``spf`` is read from our own
+    ``Authentication-Results`` (``authserv_id``), again only when a condition asks."""
 
     sender: str
     recipients: tuple[str, ...]
-    headers: tuple[tuple[str, str], ...] = ()
+    head: bytes = b""
     size: int = 0
     routes: tuple[str, ...] = ()
     source: frozenset[str] = frozenset()
     client_ip: str = ""
     security: frozenset[str] = frozenset()
     submit: str = "smtp"
-    spf: str = "none"
+    recorded_spf: str = ""
+    authserv_id: str = ""
     rbl: tuple[str, ...] = ()  # the DNSBL zones that listed the client
     mailboxes: frozenset[str] = frozenset()
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    now: datetime = field(default_factory=lambda: datetime(1970, 1, 1))
+    now: datetime = _EPOCH
 
-    # Parsed once per message, however many conditions ask (the dict itself is not frozen).
+    # Parsed once per message, however many conditions ask.
     # A key names what ``make`` builds, so the value under it is always that type (``memo``).
     _memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
+    # The same, typed, for what every message's conditions read: the values each condition
+    # subject offers, plain and casefolded, by Condition.key (cgtwist.rules.evaluate fills
+    # it, so a field is read once per subject however many conditions name it), and the
+    # field index.
+    seen: dict[str, tuple[list[str], list[str]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _index: Optional[dict[str, list[str]]] = field(default=None, compare=False, repr=False)
 
     def memo(self, key: Hashable, make: Callable[[], T]) -> T:
         """``make()`` once per message and key: what many conditions read is derived once.
@@ -58,20 +77,36 @@ class MessageFacts:
             hit = self._memo[key] = make()
         return cast(T, hit)
 
-    def fields(self, name: str) -> list[str]:
-        return list(self.memo("fields", self._field_index).get(name.lower(), ()))
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return self.memo("headers", lambda: parse_headers(self.head))
 
-    def _field_index(self) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for n, v in self.headers:
-            index.setdefault(n, []).append(v)
-        return index
+    @property
+    def spf(self) -> str:
+        if self.recorded_spf:
+            return self.recorded_spf
+        return self.memo("spf", lambda: spf_result(self.field_values(_AR), self.authserv_id))
+
+    def field_values(self, name: str) -> list[str]:
+        """The unfolded values of the fields named ``name`` (lower-case), in order: the
+        message's fields are read once, on the first question (the caller must not change
+        the list)."""
+        index = self._index
+        if index is None:
+            index = self._index = field_index(self.head)  # once, on the first question
+        return index.get(name, _NO_VALUES)
+
+    def field_names(self) -> list[str]:
+        """The lower-case names of the message's fields, each once, in order of first use."""
+        self.field_values("")
+        return list(self._index or ())
+
+    def fields(self, name: str) -> list[str]:
+        return list(self.field_values(name.lower()))
 
     def _parsed(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
-        def parse() -> list[tuple[str, str]]:
-            return parse_addresses([v for n in names for v in self.fields(n)])
-
-        return self.memo(("addr", names), parse)
+        values = [v for n in names for v in self.field_values(n.lower())]
+        return parse_addresses(values) if values else []
 
     def addresses(self, *names: str) -> list[str]:
         return [a for _name, a in self._parsed(names) if a]
@@ -80,8 +115,7 @@ class MessageFacts:
         return [decoded(n) for n, _a in self._parsed((name,)) if n]
 
     def decoded(self, name: str) -> list[str]:
-        hit = self.memo(("decoded", name.lower()), lambda: [decoded(v) for v in self.fields(name)])
-        return list(hit)
+        return [decoded(v) for v in self.field_values(name.lower())]
 
     @property
     def human_generated(self) -> bool:
@@ -139,7 +173,7 @@ def machine_generated(facts: MessageFacts) -> str:
     for value in facts.fields("Precedence"):
         if value.strip().lower() in ("bulk", "list", "junk"):
             return f"Precedence: {value.strip()}"
-    for n, _v in facts.headers:
+    for n in facts.field_names():
         if n.startswith("list-"):
             return f"{_title(n)} present (a mailing list)"
     return ""
@@ -157,16 +191,47 @@ def parse_headers(data: bytes) -> tuple[tuple[str, str], ...]:
     return tuple((name, unfolded(value)) for name, value in header_fields(header_block(data)))
 
 
-def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:
-    """The SPF result our own ``Authentication-Results`` (RFC 8601) recorded, or "none".
+def field_index(data: bytes) -> dict[str, list[str]]:
+    """``parse_headers`` as a dictionary: the unfolded values of each field name, in order
+    (names in the order of their first field). A header section made only of fields and
+    their continuation lines (nearly every one) is split by two regular expressions in C,
+    which read it exactly as cgtwist.message.headers does (tests/rules/test_facts.py checks
+    that on any octets); any other goes through that parser."""
+    block = header_block(data)
+    text = block.decode("latin-1")
+    if _PLAIN.fullmatch(text) is None:
+        index: dict[str, list[str]] = {}
+        for name, value in header_fields(block):
+            index.setdefault(name, []).append(unfolded(value))
+        return index
+    index = {}
+    for name, first, more in _FIELD.findall(text):
+        if more:  # folded (RFC 5322 §2.2.3): each line's blanks trimmed, joined by a space
+            lines = more[:-1].split("\n")
+            value = " ".join([first.strip(), *(line.strip() for line in lines)]).strip()
+        else:
+            value = first.strip()
+        if not value.isascii():
+            value = value.encode("latin-1").decode("utf-8", "replace")  # RFC 6532
+        index.setdefault(name.lower(), []).append(value)
+    return index
+
+
+# A field: its name (RFC 5322 §3.6.8, blanks before the colon allowed as §4.5.3), the rest of
+# its line, its continuation lines; _PLAIN: a header section of nothing else.
+_FIELD = re.compile(r"([!-9;-~]+)[ \t]*:([^\n]*)\n((?:[ \t][^\n]*\n)*)")
+_PLAIN = re.compile(r"(?:[!-9;-~]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*")
+
+
+def spf_result(values: Iterable[str], authserv_id: str) -> str:
+    """The SPF result our own ``Authentication-Results`` (RFC 8601) recorded, or "none":
+    ``values`` are the message's fields of that name, in order.
 
     Only the field naming ``authserv_id`` counts: the SMTP receiver removes forged ones
     (RFC 8601 §5) before adding its own, so a sender cannot claim a pass.
     """
     want = authserv_id.lower().rstrip(".")
-    for name, value in headers:
-        if name != "authentication-results":
-            continue
+    for value in values:
         server = value.split(";", 1)[0].strip().split()
         if not server or server[0].strip('"').lower().rstrip(".") != want:
             continue
@@ -176,20 +241,6 @@ def spf_result(headers: Iterable[tuple[str, str]], authserv_id: str) -> str:
 
 
 SPF_RESULTS = frozenset({"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"})
-
-
-def protection_verdict(
-    submit: Mapping[str, str], headers: Iterable[tuple[str, str]], authserv_id: str
-) -> tuple[str, tuple[str, ...]]:
-    """(SPF result, DNSBL zones that listed the client) as the receiver recorded them in the
-    envelope's submit record (``spf``, ``rbl``: cgtwist.checks.verdict.Verdict.facts), which no
-    sender can forge; a message without them (received before they were recorded) falls back
-    to our own ``Authentication-Results`` for SPF."""
-    spf = (submit.get("spf") or "").lower()
-    if spf not in SPF_RESULTS:
-        spf = spf_result(headers, authserv_id)
-    zones = tuple(z for z in (submit.get("rbl") or "").split(",") if z)
-    return spf, zones
 
 
 def message_facts(
@@ -207,8 +258,11 @@ def message_facts(
     size: Optional[int] = None,
 ) -> MessageFacts:
     """The facts of one message. ``submit`` is the envelope's submit record (peer,
-    protocol, account, tls); ``client_ip`` whether the peer is one of the Client IPs."""
-    headers = parse_headers(data)
+    protocol, account, tls, and what the receiver's checks found: ``spf``, ``rbl``,
+    cgtwist.checks.verdict.Verdict.facts, which no sender can forge; a message without an SPF
+    result there, received before it was recorded, falls back to our own
+    ``Authentication-Results``); ``client_ip`` whether the peer is one of the Client IPs.
+    Nothing of ``data`` is read here: its fields are parsed when a condition first asks."""
     protocol = (submit.get("protocol") or "").upper()
     authenticated = bool(submit.get("account")) or protocol.endswith("A")
     local = protocol in ("PIPE", "DSN", "RULE", "LOCAL") or bool(submit.get("trusted"))
@@ -226,20 +280,21 @@ def message_facts(
         tag = protocol.lower()
     else:
         tag = "smtp"
-    spf, rbl = protection_verdict(submit, headers, authserv_id)
+    spf = (submit.get("spf") or "").lower()
     return MessageFacts(
         sender=sender,
         recipients=tuple(recipients),
-        headers=headers,
+        head=data,
         size=len(data) if size is None else size,
         routes=tuple(routes),
         source=frozenset(source),
         client_ip=submit.get("peer", "") or "",
         security=frozenset(security),
         submit=tag,
-        spf=spf,
-        rbl=rbl,
-        mailboxes=frozenset(m.casefold() for m in mailboxes),
-        lists={k: frozenset(a.lower() for a in v) for k, v in (lists or {}).items()},
+        recorded_spf=spf if spf in SPF_RESULTS else "",
+        authserv_id=authserv_id,
+        rbl=tuple(z for z in (submit.get("rbl") or "").split(",") if z),
+        mailboxes=frozenset(map(str.casefold, mailboxes)) if mailboxes else _NO_NAMES,
+        lists={k: frozenset(a.lower() for a in v) for k, v in lists.items()} if lists else {},
         now=now,
     )

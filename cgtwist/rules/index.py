@@ -38,27 +38,35 @@ class _Subject:
     starts: tuple[tuple[int, _Table], ...]  # (length, table of prefixes of that length)
     ends: tuple[tuple[int, _Table], ...]
     inside: tuple[tuple[str, tuple[int, ...]], ...]  # (piece, positions) for *piece*
+    # The first (last) characters, as many as the shortest prefix (suffix) has, of every
+    # prefix (suffix): a value that does not start (end) with one of them fits no table.
+    heads: frozenset[str] = frozenset()
+    tails: frozenset[str] = frozenset()
 
     def found(self, folded: Sequence[str], out: set[int]) -> None:
         """Add to ``out`` the positions whose picture may fit one of ``folded`` (casefolded)."""
         exact, starts, ends, inside = self.exact, self.starts, self.ends, self.inside
+        head = starts[0][0] if starts else 0
+        tail = ends[0][0] if ends else 0
         for t in folded:
             hit = exact.get(t)
             if hit:
                 out.update(hit)
             n = len(t)
-            for length, table in starts:
-                if length > n:
-                    break
-                hit = table.get(t[:length])
-                if hit:
-                    out.update(hit)
-            for length, table in ends:
-                if length > n:
-                    break
-                hit = table.get(t[n - length :])
-                if hit:
-                    out.update(hit)
+            if head and n >= head and t[:head] in self.heads:
+                for length, table in starts:
+                    if length > n:
+                        break
+                    hit = table.get(t[:length])
+                    if hit:
+                        out.update(hit)
+            if tail and n >= tail and t[n - tail :] in self.tails:
+                for length, table in ends:
+                    if length > n:
+                        break
+                    hit = table.get(t[n - length :])
+                    if hit:
+                        out.update(hit)
             for piece, positions in inside:
                 if piece in t:
                     out.update(positions)
@@ -87,7 +95,7 @@ class RuleIndex:
         values are a few words most messages share (``Source is "trusted"``), used only
         when a rule has nothing better."""
         rules = tuple(ordered)
-        by_key: dict[tuple[str, str], list[tuple[Condition, int]]] = {}
+        by_key: dict[str, list[tuple[Condition, int]]] = {}
         always: set[int] = set()
         for i, rule in enumerate(rules):
             best = _best(rule, unfiled, weak)
@@ -160,10 +168,14 @@ def _subject(entries: list[tuple[Condition, int]]) -> _Subject:
                 ends.setdefault(len(text), {}).setdefault(text, []).append(i)
             else:
                 inside.setdefault(text, []).append(i)
+    head = min(starts, default=0)
+    tail = min(ends, default=0)
     return _Subject(
         entries[0][0],
         exact,
         tuple(sorted(starts.items())),
         tuple(sorted(ends.items())),
         tuple((piece, tuple(positions)) for piece, positions in inside.items()),
+        frozenset(text[:head] for table in starts.values() for text in table),
+        frozenset(text[len(text) - tail :] for table in ends.values() for text in table),
     )

@@ -160,32 +160,29 @@ class Condition:
     # picture match, the key its subject's values are kept under in MessageFacts, and whether
     # it is negative / needs every value to match.
     picture: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
-    key: tuple[str, str] = field(
-        init=False, compare=False, repr=False, hash=False, default=("", "")
-    )
+    key: str = field(init=False, compare=False, repr=False, hash=False, default="")
     negative: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     each: bool = field(init=False, compare=False, repr=False, hash=False, default=False)
     size: int = field(init=False, compare=False, repr=False, hash=False, default=0)  # NUMBER
+    kind: str = field(init=False, compare=False, repr=False, hash=False, default="")
 
     def __post_init__(self) -> None:
         check_condition(self)
-        plan = _compile(self)
         kind = CONDITIONS[self.subject]
+        object.__setattr__(self, "kind", kind)  # read for every condition of every message
+        plan = _compile(self)
         object.__setattr__(self, "plan", plan)
         object.__setattr__(
             self,
             "picture",
             kind in PICTURE_KINDS or (kind in (DATE, TIME) and self.op not in ORDER_OPS),
         )
-        object.__setattr__(self, "key", (self.subject, plan[2]))
+        # A string (its hash is kept): subjects and field names hold no colon.
+        object.__setattr__(self, "key", f"{self.subject}:{plan[2]}")
         object.__setattr__(self, "negative", self.op in NEGATIVE)
         object.__setattr__(self, "each", self.subject in EACH and self.op not in NEGATIVE)
         if kind == NUMBER:
             object.__setattr__(self, "size", size_value(self.param))
-
-    @property
-    def kind(self) -> str:
-        return CONDITIONS[self.subject]
 
 
 def _compile(c: Condition) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], str]:
@@ -438,6 +435,7 @@ class RuleSet:
     # once: the Router's routes (Any/Each Route), the mailbox names of Existing Mailbox and
     # the remembered lists (#Name) of address conditions.
     needs_routes: bool = field(init=False, compare=False, repr=False, default=False)
+    routed: frozenset[str] = field(init=False, compare=False, repr=False, default=frozenset())
     mailbox_names: frozenset[str] = field(
         init=False, compare=False, repr=False, default=frozenset()
     )
@@ -460,7 +458,9 @@ class RuleSet:
         ordered = sorted((r for r in self.rules if r.enabled), key=lambda r: -r.priority)
         object.__setattr__(self, "_ordered", tuple(ordered))
         conditions = [c for r in ordered for c in r.conditions]
-        object.__setattr__(self, "needs_routes", any(c.kind == ROUTE for c in conditions))
+        routed = frozenset(r.name for r in ordered if any(c.kind == ROUTE for c in r.conditions))
+        object.__setattr__(self, "routed", routed)  # the names of the rules that read routes
+        object.__setattr__(self, "needs_routes", bool(routed))
         object.__setattr__(
             self,
             "mailbox_names",

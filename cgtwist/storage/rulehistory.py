@@ -39,16 +39,21 @@ _PREFIX, _SUFFIX = "rules-", ".jsonl"
 SUBMIT_KEYS = ("peer", "protocol", "account", "tls", "trusted", "spf", "rbl", "session")
 
 log = Logger()
+# One encoder for every line (json.dumps with separators builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def history_dir(base_dir: str) -> str:
     return os.path.join(base_dir, HISTORY_DIR)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Delivered:
     """One message as the Rules saw it: ``level`` ``server`` (the enqueuer, every message)
-    or ``local`` (delivered to ``account`` by LOCAL); ``head`` the header section's octets."""
+    or ``local`` (delivered to ``account`` by LOCAL); ``head`` the header section's octets.
+    Read-only once built (not frozen: one is built on the reactor for every message LOCAL
+    delivers and another at the enqueuer, and a frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``)."""
 
     when: float
     msg_id: str
@@ -61,7 +66,7 @@ class Delivered:
     account: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(
+        return _ENCODE(
             {
                 "t": round(self.when, 3),
                 "id": self.msg_id,
@@ -72,8 +77,7 @@ class Delivered:
                 "submit": dict(self.submit),
                 "size": self.size,
                 "head": self.head.decode("latin-1"),  # every octet round-trips
-            },
-            separators=(",", ":"),
+            }
         )
 
     @classmethod
@@ -222,18 +226,19 @@ class RuleHistory:
             # The disk cannot keep up: the history loses lines, delivery never waits for it.
             self._dropped += 1
             return
-        submit = {k: str(envelope.submit[k]) for k in SUBMIT_KEYS if envelope.submit.get(k)}
+        given = envelope.submit
+        submit = {k: str(v) for k in SUBMIT_KEYS if (v := given.get(k))}
         self._batch.append(
             Delivered(
-                when=self.clock.seconds(),
-                msg_id=msg_id,
-                level=level,
-                sender=envelope.sender,
-                recipients=tuple(r.address for r in envelope.recipients),
-                submit=submit,
-                size=len(data),
-                head=header_block(data)[:MAX_HEAD],
-                account=account,
+                self.clock.seconds(),
+                msg_id,
+                level,
+                envelope.sender,
+                tuple([r.address for r in envelope.recipients]),
+                submit,
+                len(data),
+                header_block(data)[:MAX_HEAD],
+                account,
             )
         )
         if len(self._batch) >= MAX_BATCH and self._writing is None:

@@ -189,7 +189,7 @@ class ReceptionCase(unittest.TestCase):
         mark = self.successResultOf(self.outcome(text))
         self.assertEqual(mark, {"rules": "none-fired@1/0"})
         unsettled = self.runner.unsettled(parse_rules(text))
-        self.assertEqual([r.name for r in unsettled.rules], ["Tag big"])
+        self.assertEqual([r.name for r in unsettled.ordered], ["Tag big"])
         seen: list[str] = []
         self.runner.facts = self.counting(self.runner.facts, seen)  # type: ignore[method-assign]
         env = Envelope(
