@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IDelayedCall
 from cgtwist.config import BootstrapConfig
 from cgtwist.outworker.wire import (
     MAX_HEADER,
+    MAX_RECIPIENTS,
     PROBE,
     BadFrame,
     Result,
@@ -189,14 +190,27 @@ class OutboundWorkers(Supervisor):
         data: bytes,
         recipients: list[Recipient],
     ) -> Optional[defer.Deferred[Optional[Result]]]:
-        """Hand one attempt to a worker; None when no worker runs. The Deferred fires with
-        the worker's answer, or None when the worker ended before answering."""
+        """Hand one attempt to a worker; None when no worker runs, or when the attempt's
+        line or its answer's could be over what the other side reads (``MAX_HEADER``:
+        more than ``MAX_RECIPIENTS`` of one destination's recipients, a big list's post),
+        which would be refused and never answered: the server delivers those itself. The
+        Deferred fires with the worker's answer, or None when the worker ended before
+        answering."""
         proc = self.pick(queue)
         if proc is None or self.stopping:
             return None
+        frame = encode_request(self._next + 1, msg_id, queue, envelope, data, recipients)
+        if len(recipients) > MAX_RECIPIENTS or len(frame) - len(data) > MAX_HEADER:
+            self.log.info(
+                "{msg_id}: attempt to {queue} with {n} recipients made by the server: its line "
+                "is over what a delivery worker reads",
+                msg_id=msg_id,
+                queue=queue,
+                n=len(recipients),
+            )
+            return None
         self._next += 1
         n = self._next
-        frame = encode_request(n, msg_id, queue, envelope, data, recipients)
         out = _Outstanding(proc.index, defer.Deferred(), len(recipients))
         self._outstanding[n] = out
         if not proc.send(frame):

@@ -34,6 +34,10 @@ from cgtwist.types import Envelope, Recipient
 
 STATES = frozenset({"delivered", "failed", "pending"})
 MAX_HEADER = 1 << 20  # an attempt's or a result's JSON line (a few hundred recipients' details)
+# Recipients of one attempt a worker takes: a result line holds a detail per recipient (at
+# most about 2.5 kB each, JSON-escaped: bounce.one_line's 900 characters, the host and the
+# address), so this many always fit in MAX_HEADER. Bigger attempts the server makes itself.
+MAX_RECIPIENTS = 256
 
 
 class BadFrame(ValueError):

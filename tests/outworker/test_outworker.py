@@ -163,6 +163,28 @@ class SupervisorTests(unittest.TestCase):
         self.procs[1][0].processEnded(Failure(ProcessTerminated(signal=9)))  # restarting
         self.assertIsNone(self.workers.pick("remote.test"))  # the server delivers itself
 
+    def test_an_attempt_too_big_for_a_worker_line_is_delivered_by_the_server(self) -> None:
+        """A worker refuses an attempt line over wire.MAX_HEADER (and reads the rest of it as
+        lines): such an attempt (thousands of one destination's recipients, a big list's
+        post) would wait for an answer for ever. The server delivers it itself instead."""
+        rcpts = [
+            Recipient(f"subscriber{i:05}@remote.test", orcpt="rfc822;" + "x" * 200)
+            for i in range(5000)
+        ]
+        env = Envelope("list-bounces@example.test", rcpts)
+        frame = wire.encode_request(1, "m1", "remote.test", env, b"data", rcpts)
+        self.assertGreater(len(frame), wire.MAX_HEADER)  # the case this test is about
+        reader = wire.RequestReader()
+        frames = [f for i in range(0, len(frame), 65536) for f in reader.feed(frame[i : i + 65536])]
+        self.assertFalse(any(isinstance(f, wire.Request) for f in frames))  # what a worker does
+        self.assertIsNone(self.workers.submit("remote.test", "m1", env, b"data", rcpts))
+        for _proc, t in self.procs.values():
+            self.assertEqual(t.written[1:], [])  # nothing sent after the settings line
+        small = envelope()
+        self.assertIsNotNone(
+            self.workers.submit("remote.test", "m2", small, b"x", small.recipients)
+        )
+
     def test_an_answer_fires_the_attempt(self) -> None:
         d, proc, n = self.submit()
         rcpts = [
