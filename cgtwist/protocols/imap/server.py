@@ -316,7 +316,14 @@ class CgIMAP4Server(
         self._busy_tag = cmd.tag
         self._busy_name = cmd.name
         self._pause()
-        refresh = getattr(self.mbox, "refresh", None) if self.state == "select" else None
+        # LOGOUT owes the client nothing from the disk (RFC 3501 §6.1.3: BYE and OK): a
+        # rescan would only make it wait behind the folder's disk work (other sessions'
+        # STOREs, a flush's fsync), as Dovecot does not.
+        refresh = (
+            getattr(self.mbox, "refresh", None)
+            if self.state == "select" and cmd.name != b"LOGOUT"
+            else None
+        )
         if refresh is None:
             self._run(cmd)
             return
