@@ -479,12 +479,12 @@ class InputPauseTests(unittest.TestCase):
         self.assertIn(b"n OK", c.send(b"n NOOP\r\n"))
         self.assertEqual(c.transport.producerState, "producing")
         slow: defer.Deferred[None] = defer.Deferred()
-        c.proto.mbox.refresh = lambda: slow
+        c.proto.mbox.refresh_now = lambda: slow
         self.assertEqual(c.send(b"a NOOP\r\n"), b"")  # runs after the (slow) rescan
         self.assertEqual(c.transport.producerState, "producing")
         self.assertEqual(c.send(b"b NOOP\r\n"), b"")  # came while a ran: reading paused
         self.assertEqual(c.transport.producerState, "paused")
-        c.proto.mbox.refresh = lambda: None
+        c.proto.mbox.refresh_now = lambda: None
         slow.callback(None)
         out = c.take()
         self.assertLess(out.index(b"a OK"), out.index(b"b OK"))

@@ -320,15 +320,24 @@ class CgIMAP4Server(
         # rescan would only make it wait behind the folder's disk work (other sessions'
         # STOREs, a flush's fsync), as Dovecot does not.
         refresh = (
-            getattr(self.mbox, "refresh", None)
+            getattr(self.mbox, "refresh_now", None)
             if self.state == "select" and cmd.name != b"LOGOUT"
             else None
         )
         if refresh is None:
             self._run(cmd)
             return
-        # The mailstore wants a rescan at the start of each selected-state command.
-        d = defer.maybeDeferred(refresh)
+        # The mailstore wants a rescan at the start of each selected-state command; mostly
+        # the folder is as last seen (refresh_now says so with None) and the command runs now.
+        try:
+            d: Optional[defer.Deferred[None]] = refresh()
+        except Exception:
+            self.log.failure("imap: mailbox refresh failed")
+            d = None
+        if d is None:
+            if not self._closed:
+                self._run_selected(cmd)
+            return
         d.addErrback(lambda f: self.log.failure("imap: mailbox refresh failed", f))
         d.addCallback(lambda _: None if self._closed else self._run_selected(cmd))
 
