@@ -10,7 +10,7 @@ cgtwist.protocols.imap.searchcmds', SORT and THREAD cgtwist.protocols.imap.sortc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, cast
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -35,23 +35,6 @@ _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
 _FETCH_OFFLOAD = 1 << 20
-
-
-Parsed = tuple[object, Optional[bytes]]  # an argument parser's (value, rest of the line)
-
-
-def _parsed(result: object) -> Parsed:
-    """An argument parser's answer, from the Deferred it fired already (a literal's)
-    when it gave one; raises its failure, or RuntimeError when it has not fired."""
-    if not isinstance(result, defer.Deferred):
-        return cast(Parsed, result)
-    out: list[object] = []
-    result.addBoth(out.append)
-    if not out:
-        raise RuntimeError("an argument parser did not answer at once")
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return cast(Parsed, out[0])
 
 
 class MessageCommands(MailboxCommands):
@@ -126,31 +109,13 @@ class MessageCommands(MailboxCommands):
             self.uid_arguments = False
 
     def _dispatch_now(self, tag: bytes, command: bytes, line: bytes) -> None:
-        """UID FETCH, STORE, COPY or MOVE as Twisted's dispatchCommand runs it, without a
-        Deferred and two callbacks per argument: each of our argument parsers answers at once
-        (a literal comes from the queue the framing filled, as a fired Deferred). Measured:
-        a fifth of a UID FETCH's instructions went to that chain. The replies are the same:
-        a parser's or the handler's exception goes to the dispatch errback, as it would
-        through the chain."""
+        """UID FETCH, STORE, COPY or MOVE as any command is run (``run_entry``): this runs
+        inside UID's own handler, so an error of theirs goes to the dispatch errback."""
         entry = self.lookupCommand(command)
         if not entry:
             self.dispatchCommand(tag, command, line, uid=1)  # its usual answers
             return
-        handler = cast(Callable[..., None], entry[0])
-        args: list[object] = [self, tag]
-        rest: Optional[bytes] = line
-        try:
-            for parser in entry[1:]:
-                if not callable(parser):
-                    args.append(parser)  # a constant of the entry, passed on in place
-                    continue
-                value, rest = _parsed(parser(self, rest))
-                args.append(value)
-            if rest:
-                raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(rest))
-            handler(*args, uid=1)
-        except Exception:
-            self._IMAP4Server__ebDispatch(current_failure(), tag)
+        self.run_entry(tag, entry, line, 1)
 
     message_commands.add(
         "select", "UID", do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line

@@ -42,7 +42,6 @@ from cgtwist.protocols.imap.unsolicited import UnsolicitedResponses
 from cgtwist.protocols.limits import AccessFactory
 from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
-from cgtwist.typedtwisted import current_failure
 from cgtwist.types import ListenerSpec
 
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
@@ -408,47 +407,11 @@ class CgIMAP4Server(
             return
         f = self.lookupCommand(cmd)
         if f:
-            self._run_entry(tag, f, rest, uid)
+            self.run_entry(tag, f, rest, uid)
         elif self.lookupCommandAnyState(cmd):
             self.sendBadResponse(tag, b"Command not valid in this state")
         else:
             self.sendBadResponse(tag, b"Unknown command")
-
-    def _run_entry(
-        self, tag: bytes, entry: CommandEntry, line: Optional[bytes], uid: Optional[int]
-    ) -> None:
-        """Twisted's ``IMAP4Server.__doCommand`` (the handler called with what its argument
-        parsers took from ``line``) without its Deferred, callback and errback per parser:
-        our parsers answer at once (a literal is held already: a fired Deferred, which goes
-        Twisted's way). As there, once a parser has run, a parser's or the handler's error
-        goes to ``__ebDispatch``; before, it is raised to ``parse_command``."""
-        handler = cast(Callable[..., object], entry[0])
-        args: list[object] = [self, tag]
-        parsed = False
-        try:
-            for i, arg in enumerate(entry[1:], 1):
-                if not callable(arg):
-                    args.append(arg)
-                    continue
-                parsed = True
-                result = arg(self, line)
-                if isinstance(result, defer.Deferred):
-                    result.addCallback(
-                        self._IMAP4Server__cbDispatch, tag, handler, args, entry[i + 1 :], uid
-                    ).addErrback(self._IMAP4Server__ebDispatch, tag)
-                    return
-                value, line = result
-                args.append(value)
-            if line:
-                raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(line))
-            if uid is not None:
-                handler(*args, uid=uid)
-            else:
-                handler(*args)
-        except Exception:
-            if not parsed:
-                raise
-            self._IMAP4Server__ebDispatch(current_failure(), tag)
 
     def lookupCommandAnyState(self, cmd: bytes) -> bool:
         name = cmd.decode("ascii", "replace").upper()

@@ -57,15 +57,6 @@ if TYPE_CHECKING:
             scheduler: Optional[Callable[..., object]] = None,
         ) -> None: ...
         def lookupCommand(self, cmd: bytes) -> Optional[tuple[object, ...]]: ...
-        def _IMAP4Server__cbDispatch(
-            self,
-            result: tuple[object, Optional[bytes]],
-            tag: bytes,
-            fn: Callable[..., object],
-            args: list[object],
-            parseargs: tuple[object, ...],
-            uid: Optional[int],
-        ) -> None: ...
 
     class FetchParser(imap4._FetchParser):
         result: list[object]
