@@ -48,6 +48,7 @@ class MessageCommands(MailboxCommands):
 
         def lookupCommand(self, cmd: bytes) -> Optional[CommandEntry]: ...
         def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None: ...
+        def hold_output(self, data: bytes) -> None: ...
 
     # -- EXPUNGE ------------------------------------------------------------------------------
     def do_EXPUNGE(self, tag: bytes) -> None:
@@ -340,7 +341,7 @@ class MessageCommands(MailboxCommands):
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
-            self._streamer = Streamer(self, responses(rows))
+            self._streamer = Streamer(self, responses(rows), self.hold_output)
             return self._streamer.start()
 
         def done(_: Any) -> None:

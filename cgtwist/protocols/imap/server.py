@@ -108,6 +108,7 @@ class CgIMAP4Server(
         self.secure = False
         self.account_name = ""
         self._inbuf = bytearray()
+        self._held = b""  # output for the next sendLine (hold_output)
         self._in_loop = False
         self._paused = False
         self._discarding = False
@@ -452,8 +453,19 @@ class CgIMAP4Server(
     def sendLine(self, line: bytes) -> None:
         """Straight to the socket when nothing is queued before it (plain TCP; cgtwist.
         runtime.fastwrite), else through the transport: saves two epoll_ctl calls and a
-        reactor turn per response line on a connection without TLS."""
+        reactor turn per response line on a connection without TLS. Output held back
+        (``hold_output``) goes first, in the same write."""
+        if self._held:
+            held, self._held = self._held, b""
+            write_now(self.transport, held + line + self.delimiter)
+            return
         write_now(self.transport, line + self.delimiter)
+
+    def hold_output(self, data: bytes) -> None:
+        """Keep ``data`` (the end of FETCH's responses) for the next line, the command's tagged
+        reply, which always follows: both go in one send, as Dovecot corks a command's
+        output, and the client wakes once for them, not twice."""
+        self._held += data
 
     def _respond(self, state: bytes, tag: Optional[bytes], message: Optional[bytes]) -> None:
         if self._closed and self.transport is None:
