@@ -50,6 +50,18 @@ class FetchWriteTests(unittest.TestCase):
         self.assertEqual(self.c.send(b"n NOOP\r\n"), b"n OK NOOP No operation performed\r\n")
         self.assertEqual(len(self.writes), 1)
 
+    def test_store_answer_one_write(self) -> None:
+        """UID STORE: its FETCH responses and the tagged OK go out in one write."""
+        self.writes.clear()
+        out = self.c.send(b"s UID STORE 1:2 +FLAGS (\\Flagged)\r\n")
+        self.assertEqual(
+            out,
+            b"* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)\r\n"
+            b"* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)\r\n"
+            b"s OK STORE completed\r\n",
+        )
+        self.assertEqual(self.writes, [out])
+
     def test_many_messages_one_write_per_burst(self) -> None:
         """FETCH 1:* of a few small messages is one write, not one per message."""
         for i in range(20):

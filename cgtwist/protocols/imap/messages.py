@@ -183,7 +183,8 @@ class MessageCommands(MailboxCommands):
                 if modseq is not None and (not silent or modseq > high_before):
                     items.append(b"MODSEQ (%d)" % modseq)
                 if not silent or (modseq is not None and modseq > high_before):
-                    self.sendUntaggedResponse(b"%d FETCH (%s)" % (seq, b" ".join(items)))
+                    # Held for the tagged reply below: one send for the whole answer.
+                    self.hold_output(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
             if refused:
                 numbers = (
                     sorted(refused)

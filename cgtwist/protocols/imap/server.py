@@ -44,6 +44,7 @@ from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
+_HOLD_MAX = 256 * 1024  # octets of a command's responses held for its tagged reply
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 # RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
@@ -108,7 +109,8 @@ class CgIMAP4Server(
         self.secure = False
         self.account_name = ""
         self._inbuf = bytearray()
-        self._held = b""  # output for the next sendLine (hold_output)
+        self._held: list[bytes] = []  # output for the next sendLine (hold_output)
+        self._held_size = 0
         self._in_loop = False
         self._paused = False
         self._discarding = False
@@ -456,16 +458,26 @@ class CgIMAP4Server(
         reactor turn per response line on a connection without TLS. Output held back
         (``hold_output``) goes first, in the same write."""
         if self._held:
-            held, self._held = self._held, b""
-            write_now(self.transport, held + line + self.delimiter)
+            self._held.append(line + self.delimiter)
+            self._write_held()
             return
         write_now(self.transport, line + self.delimiter)
 
     def hold_output(self, data: bytes) -> None:
-        """Keep ``data`` (the end of FETCH's responses) for the next line, the command's tagged
-        reply, which always follows: both go in one send, as Dovecot corks a command's
-        output, and the client wakes once for them, not twice."""
-        self._held += data
+        """Keep ``data`` (the end of FETCH's responses, STORE's FETCH lines) for the next
+        line, the command's tagged reply, which always follows: they go in one send, as
+        Dovecot corks a command's output, and the client wakes once for them, not twice.
+        Past ``_HOLD_MAX`` octets what is held goes out at once."""
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= _HOLD_MAX:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        held, self._held, self._held_size = self._held, [], 0
+        if self.transport is None:  # the connection is gone: nobody to tell
+            return
+        write_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
 
     def _respond(self, state: bytes, tag: Optional[bytes], message: Optional[bytes]) -> None:
         if self._closed and self.transport is None:
@@ -479,7 +491,10 @@ class CgIMAP4Server(
             return
         if self._flush_unsolicited():
             # Updating searches are being matched (cgtwist.protocols.imap.updates): their
-            # ADDTO/REMOVEFROM go before this reply, which waits (input stays paused).
+            # ADDTO/REMOVEFROM go before this reply, which waits (input stays paused); what
+            # the command holds for it goes now.
+            if self._held:
+                self._write_held()
             d = self.context_updates.when_ready()
             d.addCallback(lambda _: self._final_reply(line, flush=True))
             return
