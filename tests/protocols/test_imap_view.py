@@ -291,8 +291,17 @@ class LogoutTests(unittest.TestCase):
         assert mbox is not None
         folder = mbox.folder
         folder.lock.acquire()  # the disk work of another session, still running
+        writes: list[bytes] = []
+        write = a.client.transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        a.client.transport.write = counted  # type: ignore[method-assign]
         out = a.client.send(b"o LOGOUT\r\n")
         self.assertEqual(out, b"* BYE Logging out\r\no OK LOGOUT completed\r\n")
+        self.assertEqual(writes, [out])  # one send, as Dovecot's
         folder.lock.release()
 
 

@@ -530,7 +530,7 @@ class CgIMAP4Server(
         self._release_mailbox()
         self.state = "logout"
         self._unsolicited.clear()
-        self.sendUntaggedResponse(b"BYE Logging out")
+        self.hold_output(b"* BYE Logging out\r\n")  # BYE and OK in one send
         self._inbuf.clear()
         self.sendPositiveResponse(tag, b"LOGOUT completed")
         self._closed_by_us()
