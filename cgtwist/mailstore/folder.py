@@ -369,6 +369,12 @@ class Folder(DiskScan):
         move = self._wants_new_moved()
         return self.lock.run(lambda: self._shared(self._scan_blocking, move, origin, scan=True))
 
+    def in_step(self) -> bool:
+        """(reactor) Whether ``refresh()`` would find nothing to do: loaded, no disk work
+        running and no directory time or other process's log moved (three stat calls).
+        For the IMAP per-command check, which then needs no Deferred."""
+        return self.loaded and not self.lock.locked and not self._dirs_changed()
+
     def _rescan_if_changed(self, origin: Optional[MaildirMailbox]) -> defer.Deferred[Changes]:
         """(reactor, locked) Rescan unless the directories are as the index last saw them."""
         if not self._dirs_changed():

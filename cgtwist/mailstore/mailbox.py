@@ -273,15 +273,22 @@ class MaildirMailbox:
     def refresh(self) -> defer.Deferred[None]:
         """Rescan the folder if its directories changed; listeners hear of the changes."""
         force = self.rw and self.folder.has_new
-        d = self.folder.refresh(force=force, origin=self)
+        return self.folder.refresh(force=force, origin=self).addCallback(self._claim_recent)
 
-        def claim(_: object) -> None:
-            # \Recent left unclaimed (seen first by STATUS or EXAMINE) goes to this session.
-            if self.rw and self.folder.unclaimed_recent and self.listeners and not self.closed:
-                claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
-                self._recent |= self._present(claimed)
+    def refresh_now(self) -> Optional[defer.Deferred[None]]:
+        """``refresh`` for the start of each IMAP command: None when it is done already, as
+        it is for most commands (the folder as last seen: three stat calls on the reactor),
+        so that the command runs at once, without Deferreds; else ``refresh()``."""
+        if not (self.rw and self.folder.has_new) and self.folder.in_step():
+            self._claim_recent(None)
+            return None
+        return self.refresh()
 
-        return d.addCallback(claim)
+    def _claim_recent(self, _: object) -> None:
+        # \Recent left unclaimed (seen first by STATUS or EXAMINE) goes to this session.
+        if self.rw and self.folder.unclaimed_recent and self.listeners and not self.closed:
+            claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
+            self._recent |= self._present(claimed)
 
     def opened(self) -> MaildirMailbox:
         """The view as first loaded is what SELECT's EXISTS will announce; returns self.

@@ -479,16 +479,46 @@ class InputPauseTests(unittest.TestCase):
         self.assertIn(b"n OK", c.send(b"n NOOP\r\n"))
         self.assertEqual(c.transport.producerState, "producing")
         slow: defer.Deferred[None] = defer.Deferred()
-        c.proto.mbox.refresh = lambda: slow
+        c.proto.mbox.refresh_now = lambda: slow
         self.assertEqual(c.send(b"a NOOP\r\n"), b"")  # runs after the (slow) rescan
         self.assertEqual(c.transport.producerState, "producing")
         self.assertEqual(c.send(b"b NOOP\r\n"), b"")  # came while a ran: reading paused
         self.assertEqual(c.transport.producerState, "paused")
-        c.proto.mbox.refresh = lambda: None
+        c.proto.mbox.refresh_now = lambda: None
         slow.callback(None)
         out = c.take()
         self.assertLess(out.index(b"a OK"), out.index(b"b OK"))
         self.assertEqual(c.transport.producerState, "producing")
+
+
+class ArgumentParserTests(unittest.TestCase):
+    def test_arguments_are_parsed_in_one_call_with_twisteds_replies(self) -> None:
+        """The server runs each command's argument parsers itself, without a Deferred per
+        parser (CgIMAP4Server._run_entry); what a client sees is what Twisted's dispatch
+        gave: BAD with the parser's reason, the literal of an argument, the handler run."""
+        world = World()
+        world.deliver("alice@example.com")
+        c = Client(world)
+        c.login()
+        c.select()
+        self.assertEqual(
+            c.send(b"a NOOP extra\r\n"),
+            b"a BAD Illegal syntax: Too many arguments for command: b'extra'\r\n",
+        )
+        self.assertEqual(
+            c.send(b"b STORE x +FLAGS (\\Seen)\r\n"),
+            b"b BAD Illegal syntax: Bad message number\r\n",
+        )
+        self.assertEqual(
+            c.send(b"c STATUS INBOX (MESSAGES\r\n"),
+            b"c BAD Illegal syntax: Mismatched parenthesis\r\n",
+        )
+        self.assertEqual(
+            c.send(b"d STORE 1 +FLAGS.SILENT (\\Seen)\r\n"), b"d OK STORE completed\r\n"
+        )
+        self.assertEqual(c.send(b"e COPY 1 {5}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertIn(b"e OK [COPYUID ", c.send(b"Trash\r\n"))
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Seen", c.send(b"f FETCH 1 (FLAGS)\r\n"))
 
 
 class RobustnessTests(unittest.TestCase):

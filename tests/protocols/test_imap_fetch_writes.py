@@ -32,16 +32,35 @@ class FetchWriteTests(unittest.TestCase):
         self.patch(transport, "registerProducer", register)
 
     def test_one_message_one_write(self) -> None:
-        """UID FETCH <uid> (BODY.PEEK[]): the untagged response goes out in one write, its
-        literal's length and the message together; no producer is registered for it."""
+        """UID FETCH <uid> (BODY.PEEK[]): the untagged response and the tagged OK go out in
+        one write (one send: the client wakes once, as with Dovecot's corked output), its
+        literal's length and the message together; no producer is registered for it. The
+        next command's reply is not held back."""
         self.writes.clear()
         out = self.c.send(b"a UID FETCH 1 (BODY.PEEK[])\r\n")
-        self.assertIn(b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(MESSAGE) + MESSAGE + b")", out)
-        self.assertIn(b"a OK", out)
-        untagged = [w for w in self.writes if w.startswith(b"* 1 FETCH")]
-        self.assertEqual(len(untagged), 1, self.writes)
-        self.assertTrue(untagged[0].endswith(MESSAGE + b")\r\n"))
+        self.assertEqual(
+            out,
+            b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(MESSAGE)
+            + MESSAGE
+            + b")\r\na OK FETCH completed\r\n",
+        )
+        self.assertEqual(self.writes, [out])
         self.assertEqual(self.registered, [])
+        self.writes.clear()
+        self.assertEqual(self.c.send(b"n NOOP\r\n"), b"n OK NOOP No operation performed\r\n")
+        self.assertEqual(len(self.writes), 1)
+
+    def test_store_answer_one_write(self) -> None:
+        """UID STORE: its FETCH responses and the tagged OK go out in one write."""
+        self.writes.clear()
+        out = self.c.send(b"s UID STORE 1:2 +FLAGS (\\Flagged)\r\n")
+        self.assertEqual(
+            out,
+            b"* 1 FETCH (FLAGS (\\Flagged \\Recent) UID 1)\r\n"
+            b"* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)\r\n"
+            b"s OK STORE completed\r\n",
+        )
+        self.assertEqual(self.writes, [out])
 
     def test_many_messages_one_write_per_burst(self) -> None:
         """FETCH 1:* of a few small messages is one write, not one per message."""

@@ -280,6 +280,30 @@ class LogoutTests(unittest.TestCase):
         out = a.client.send(b"o LOGOUT\r\n")
         self.assertNotIn(b"FETCH", out.split(b"* BYE", 1)[1])
 
+    def test_logout_does_not_wait_for_the_folders_disk_work(self) -> None:
+        """LOGOUT answers at once even while the folder's disk work is busy (another
+        session's STORE, a flush's fsync): RFC 3501 §6.1.3 needs nothing from the disk
+        before ``* BYE`` and the tagged OK, and Dovecot does not wait either."""
+        world = World()
+        world.deliver(_ACCOUNT, MESSAGE)
+        a = Session(world, "a")
+        mbox = a.client.proto.mbox
+        assert mbox is not None
+        folder = mbox.folder
+        folder.lock.acquire()  # the disk work of another session, still running
+        writes: list[bytes] = []
+        write = a.client.transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(data)
+            write(data)
+
+        a.client.transport.write = counted  # type: ignore[method-assign]
+        out = a.client.send(b"o LOGOUT\r\n")
+        self.assertEqual(out, b"* BYE Logging out\r\no OK LOGOUT completed\r\n")
+        self.assertEqual(writes, [out])  # one send, as Dovecot's
+        folder.lock.release()
+
 
 class CountTests(unittest.TestCase):
     def test_own_expunge_with_delivery_owed_keeps_count_true(self) -> None:

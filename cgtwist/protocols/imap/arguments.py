@@ -11,15 +11,19 @@ returns (value, rest of the line) or a Deferred for a literal, or raises
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
+from twisted.internet import defer
 from twisted.mail import imap4
+from twisted.python.failure import Failure
 
 from cgtwist.protocols.imap import binary as imap_binary
 from cgtwist.protocols.imap import condstore as imap_condstore
 from cgtwist.protocols.imap import createparams as imap_createparams
 from cgtwist.protocols.imap import parse as imap_parse
 from cgtwist.protocols.imap import typedimap4
+from cgtwist.protocols.imap.commands import CommandEntry
+from cgtwist.typedtwisted import current_failure
 
 _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 # FETCH item lists as parsed, by their text: a client sends the same few again and again
@@ -29,6 +33,23 @@ _MAX_LIST_ITEMS = 256  # flags, FETCH items or STATUS items in one command
 _FETCH_ITEMS: dict[bytes, tuple[tuple[object, ...], bytes]] = {}
 _FETCH_ITEMS_TEXT = 256
 _FETCH_ITEMS_KEPT = 256
+
+
+Parsed = tuple[object, Optional[bytes]]  # an argument parser's (value, rest of the line)
+
+
+def parsed(result: object) -> Parsed:
+    """An argument parser's answer, from the Deferred it fired already (a literal's)
+    when it gave one; raises its failure, or RuntimeError when it has not fired."""
+    if not isinstance(result, defer.Deferred):
+        return cast(Parsed, result)
+    out: list[object] = []
+    result.addBoth(out.append)
+    if not out:
+        raise RuntimeError("an argument parser did not answer at once")
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return cast(Parsed, out[0])
 
 
 def flag_list(raw: Any) -> list[str]:
@@ -49,6 +70,40 @@ class ArgumentParsers:
     if TYPE_CHECKING:
 
         def _stringLiteral(self, size: int) -> Any: ...
+        def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None: ...
+
+    def run_entry(
+        self, tag: bytes, entry: CommandEntry, line: Optional[bytes], uid: Optional[int] = None
+    ) -> None:
+        """A command as Twisted's ``IMAP4Server.dispatchCommand`` runs it (the handler called
+        with what the entry's argument parsers take from ``line``, the entry's constants
+        passed on in place), without its Deferred and two callbacks per parser: each of our
+        parsers answers at once (a literal comes from the queue the framing filled, as a
+        fired Deferred). Measured: a fifth of a UID FETCH's instructions, a quarter of a
+        NOOP's with the folder check, went to that chain. The replies are the same: once a
+        parser has run, a parser's or the handler's exception goes to the dispatch errback,
+        as through the chain; before, it is raised to the caller, as there."""
+        handler = cast("Callable[..., object]", entry[0])  # a string: no typing work per call
+        args: list[object] = [self, tag]
+        parsers_ran = False
+        try:
+            for parser in entry[1:]:
+                if not callable(parser):
+                    args.append(parser)
+                    continue
+                parsers_ran = True
+                value, line = parsed(parser(self, line))
+                args.append(value)
+            if line:
+                raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(line))
+            if uid is not None:
+                handler(*args, uid=uid)
+            else:
+                handler(*args)
+        except Exception:
+            if not parsers_ran:
+                raise
+            self._IMAP4Server__ebDispatch(current_failure(), tag)
 
     def arg_astring(self, line: Optional[bytes], final: bool = False) -> Any:
         """astring = atom / quoted / literal (RFC 3501 §9); returns (value, rest) or a Deferred.

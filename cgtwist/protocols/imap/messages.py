@@ -10,7 +10,7 @@ cgtwist.protocols.imap.searchcmds', SORT and THREAD cgtwist.protocols.imap.sortc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, cast
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -37,23 +37,6 @@ _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"
 _FETCH_OFFLOAD = 1 << 20
 
 
-Parsed = tuple[object, Optional[bytes]]  # an argument parser's (value, rest of the line)
-
-
-def _parsed(result: object) -> Parsed:
-    """An argument parser's answer, from the Deferred it fired already (a literal's)
-    when it gave one; raises its failure, or RuntimeError when it has not fired."""
-    if not isinstance(result, defer.Deferred):
-        return cast(Parsed, result)
-    out: list[object] = []
-    result.addBoth(out.append)
-    if not out:
-        raise RuntimeError("an argument parser did not answer at once")
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return cast(Parsed, out[0])
-
-
 class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
@@ -65,6 +48,7 @@ class MessageCommands(MailboxCommands):
 
         def lookupCommand(self, cmd: bytes) -> Optional[CommandEntry]: ...
         def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None: ...
+        def hold_output(self, data: bytes) -> None: ...
 
     # -- EXPUNGE ------------------------------------------------------------------------------
     def do_EXPUNGE(self, tag: bytes) -> None:
@@ -126,31 +110,13 @@ class MessageCommands(MailboxCommands):
             self.uid_arguments = False
 
     def _dispatch_now(self, tag: bytes, command: bytes, line: bytes) -> None:
-        """UID FETCH, STORE, COPY or MOVE as Twisted's dispatchCommand runs it, without a
-        Deferred and two callbacks per argument: each of our argument parsers answers at once
-        (a literal comes from the queue the framing filled, as a fired Deferred). Measured:
-        a fifth of a UID FETCH's instructions went to that chain. The replies are the same:
-        a parser's or the handler's exception goes to the dispatch errback, as it would
-        through the chain."""
+        """UID FETCH, STORE, COPY or MOVE as any command is run (``run_entry``): this runs
+        inside UID's own handler, so an error of theirs goes to the dispatch errback."""
         entry = self.lookupCommand(command)
         if not entry:
             self.dispatchCommand(tag, command, line, uid=1)  # its usual answers
             return
-        handler = cast(Callable[..., None], entry[0])
-        args: list[object] = [self, tag]
-        rest: Optional[bytes] = line
-        try:
-            for parser in entry[1:]:
-                if not callable(parser):
-                    args.append(parser)  # a constant of the entry, passed on in place
-                    continue
-                value, rest = _parsed(parser(self, rest))
-                args.append(value)
-            if rest:
-                raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(rest))
-            handler(*args, uid=1)
-        except Exception:
-            self._IMAP4Server__ebDispatch(current_failure(), tag)
+        self.run_entry(tag, entry, line, 1)
 
     message_commands.add(
         "select", "UID", do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line
@@ -217,7 +183,8 @@ class MessageCommands(MailboxCommands):
                 if modseq is not None and (not silent or modseq > high_before):
                     items.append(b"MODSEQ (%d)" % modseq)
                 if not silent or (modseq is not None and modseq > high_before):
-                    self.sendUntaggedResponse(b"%d FETCH (%s)" % (seq, b" ".join(items)))
+                    # Held for the tagged reply below: one send for the whole answer.
+                    self.hold_output(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
             if refused:
                 numbers = (
                     sorted(refused)
@@ -375,7 +342,7 @@ class MessageCommands(MailboxCommands):
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
-            self._streamer = Streamer(self, responses(rows))
+            self._streamer = Streamer(self, responses(rows), self.hold_output)
             return self._streamer.start()
 
         def done(_: Any) -> None:

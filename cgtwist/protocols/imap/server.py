@@ -44,6 +44,7 @@ from cgtwist.runtime.fastwrite import write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec
 
+_HOLD_MAX = 256 * 1024  # octets of a command's responses held for its tagged reply
 _COMMAND_RE = re.compile(rb"\A[A-Za-z][A-Za-z0-9]{0,31}\Z")
 # RFC 5256 SORT and THREAD, RFC 5957 SORT=DISPLAY (cgtwist.protocols.imap.sortcmds).
 _SORT_CAPS = [b"SORT", b"SORT=DISPLAY", b"THREAD=REFERENCES", b"THREAD=ORDEREDSUBJECT"]
@@ -108,6 +109,8 @@ class CgIMAP4Server(
         self.secure = False
         self.account_name = ""
         self._inbuf = bytearray()
+        self._held: list[bytes] = []  # output for the next sendLine (hold_output)
+        self._held_size = 0
         self._in_loop = False
         self._paused = False
         self._discarding = False
@@ -316,12 +319,28 @@ class CgIMAP4Server(
         self._busy_tag = cmd.tag
         self._busy_name = cmd.name
         self._pause()
-        refresh = getattr(self.mbox, "refresh", None) if self.state == "select" else None
+        # LOGOUT owes the client nothing from the disk (RFC 3501 §6.1.3: BYE and OK): a
+        # rescan would only make it wait behind the folder's disk work (other sessions'
+        # STOREs, a flush's fsync), as Dovecot does not.
+        refresh = (
+            getattr(self.mbox, "refresh_now", None)
+            if self.state == "select" and cmd.name != b"LOGOUT"
+            else None
+        )
         if refresh is None:
             self._run(cmd)
             return
-        # The mailstore wants a rescan at the start of each selected-state command.
-        d = defer.maybeDeferred(refresh)
+        # The mailstore wants a rescan at the start of each selected-state command; mostly
+        # the folder is as last seen (refresh_now says so with None) and the command runs now.
+        try:
+            d: Optional[defer.Deferred[None]] = refresh()
+        except Exception:
+            self.log.failure("imap: mailbox refresh failed")
+            d = None
+        if d is None:
+            if not self._closed:
+                self._run_selected(cmd)
+            return
         d.addErrback(lambda f: self.log.failure("imap: mailbox refresh failed", f))
         d.addCallback(lambda _: None if self._closed else self._run_selected(cmd))
 
@@ -391,7 +410,7 @@ class CgIMAP4Server(
             return
         f = self.lookupCommand(cmd)
         if f:
-            super().dispatchCommand(tag, cmd, rest, uid)
+            self.run_entry(tag, f, rest, uid)
         elif self.lookupCommandAnyState(cmd):
             self.sendBadResponse(tag, b"Command not valid in this state")
         else:
@@ -436,8 +455,29 @@ class CgIMAP4Server(
     def sendLine(self, line: bytes) -> None:
         """Straight to the socket when nothing is queued before it (plain TCP; cgtwist.
         runtime.fastwrite), else through the transport: saves two epoll_ctl calls and a
-        reactor turn per response line on a connection without TLS."""
+        reactor turn per response line on a connection without TLS. Output held back
+        (``hold_output``) goes first, in the same write."""
+        if self._held:
+            self._held.append(line + self.delimiter)
+            self._write_held()
+            return
         write_now(self.transport, line + self.delimiter)
+
+    def hold_output(self, data: bytes) -> None:
+        """Keep ``data`` (the end of FETCH's responses, STORE's FETCH lines) for the next
+        line, the command's tagged reply, which always follows: they go in one send, as
+        Dovecot corks a command's output, and the client wakes once for them, not twice.
+        Past ``_HOLD_MAX`` octets what is held goes out at once."""
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= _HOLD_MAX:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        held, self._held, self._held_size = self._held, [], 0
+        if self.transport is None:  # the connection is gone: nobody to tell
+            return
+        write_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
 
     def _respond(self, state: bytes, tag: Optional[bytes], message: Optional[bytes]) -> None:
         if self._closed and self.transport is None:
@@ -451,7 +491,10 @@ class CgIMAP4Server(
             return
         if self._flush_unsolicited():
             # Updating searches are being matched (cgtwist.protocols.imap.updates): their
-            # ADDTO/REMOVEFROM go before this reply, which waits (input stays paused).
+            # ADDTO/REMOVEFROM go before this reply, which waits (input stays paused); what
+            # the command holds for it goes now.
+            if self._held:
+                self._write_held()
             d = self.context_updates.when_ready()
             d.addCallback(lambda _: self._final_reply(line, flush=True))
             return
@@ -487,7 +530,7 @@ class CgIMAP4Server(
         self._release_mailbox()
         self.state = "logout"
         self._unsolicited.clear()
-        self.sendUntaggedResponse(b"BYE Logging out")
+        self.hold_output(b"* BYE Logging out\r\n")  # BYE and OK in one send
         self._inbuf.clear()
         self.sendPositiveResponse(tag, b"LOGOUT completed")
         self._closed_by_us()

@@ -9,7 +9,7 @@ command's iterator of chunks does.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from twisted.internet import defer, interfaces
 from twisted.python.failure import Failure
@@ -27,9 +27,14 @@ class Streamer:
     """Writes a chunk iterator to the transport as a push producer: stops while the transport
     says pause (a slow reader), yields to the reactor after each burst."""
 
-    def __init__(self, proto: Any, chunks: Iterator[bytes]) -> None:
+    def __init__(
+        self, proto: Any, chunks: Iterator[bytes], hold: Optional[Callable[[bytes], None]] = None
+    ) -> None:
+        """``hold``: given the last burst instead of the socket, when the caller writes a line
+        right after the stream (FETCH's tagged reply), so that both go in one send."""
         self.proto = proto
         self.chunks = chunks
+        self.hold = hold
         self.paused = False
         self.stopped = False
         self.scheduled: Any = None
@@ -65,7 +70,10 @@ class Streamer:
             while not self.paused and not self.stopped:
                 chunk = next(self.chunks, None)
                 if chunk is None:
-                    self._write(out)
+                    if self.hold is not None and out:
+                        self.hold(out[0] if len(out) == 1 else b"".join(out))
+                    else:
+                        self._write(out)
                     self._finish(None)
                     return
                 if isinstance(chunk, defer.Deferred):
