@@ -31,7 +31,7 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import maildir, uidlist
@@ -499,16 +499,23 @@ def _read(path: str, out: Loaded) -> bytes:
     return data
 
 
+def _added(v: list[Any]) -> tuple[str, Record]:
+    """An ``a`` (message added) line, checked: its key and record. One reader for this
+    process's replay (``_apply_line``) and another process's lines (``_apply_other``)."""
+    _, key, uid, modseq, letters, meta = v
+    if not (isinstance(key, str) and isinstance(letters, str)):
+        raise ValueError("bad record")
+    return key, Record(int(uid), int(modseq), letters, Meta.from_json(meta))
+
+
 def _apply_line(v: object, out: Loaded) -> None:
     if not isinstance(v, list) or not v:
         raise ValueError("not a line")
     kind = v[0]
     if kind == "a":
-        _, key, uid, modseq, letters, meta = v
-        if not (isinstance(key, str) and isinstance(letters, str)):
-            raise ValueError("bad record")
-        out.records[key] = Record(int(uid), int(modseq), letters, Meta.from_json(meta))
-        out.highest = max(out.highest, int(modseq))
+        key, rec = _added(v)
+        out.records[key] = rec
+        out.highest = max(out.highest, rec.modseq)
     elif kind == "f":
         modseq = int(v[1])
         for key, letters in v[2]:
@@ -538,12 +545,10 @@ def _apply_other(v: object, out: Others) -> None:
         raise ValueError("not a line")
     kind = v[0]
     if kind == "a":
-        _, key, uid, modseq, letters, meta = v
-        if not (isinstance(key, str) and isinstance(letters, str)):
-            raise ValueError("bad record")
-        out.records[key] = Record(int(uid), int(modseq), letters, Meta.from_json(meta))
+        key, rec = _added(v)
+        out.records[key] = rec
         out.letters.pop(key, None)
-        out.highest = max(out.highest, int(modseq))
+        out.highest = max(out.highest, rec.modseq)
     elif kind == "f":
         modseq = int(v[1])
         for key, letters in v[2]:
