@@ -25,8 +25,9 @@ def export(subscribers: list[Subscriber]) -> str:
 
 
 def parse(text: str) -> list[Subscriber]:
-    """Subscribers from CSV ``text``; raises ValueError("line N: ...") on the first bad row."""
-    rows = list(csv.reader(io.StringIO(text)))
+    """Subscribers from CSV ``text``; raises ValueError("line N: ...") on the first bad row.
+    A byte order mark (spreadsheets save "CSV UTF-8" with one) is not part of the first line."""
+    rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if header and header[0] == "address":
         start, cols = 1, header

@@ -189,3 +189,11 @@ class ModelTests(unittest.TestCase):
         self.assertEqual(
             [s.address for s in csvio.parse("a@b.org\nc@D.org\n")], ["a@b.org", "c@d.org"]
         )
+
+    def test_csv_saved_by_a_spreadsheet_with_a_byte_order_mark_imports(self) -> None:
+        """Spreadsheets save "CSV UTF-8" with a byte order mark before the header: it must
+        not turn the header line into a bad address (WebAdmin's upload, the CLI's file)."""
+        subs = csvio.parse("\ufeffaddress,mode\r\na@b.org,digest\r\n")
+        self.assertEqual([(s.address, s.mode) for s in subs], [("a@b.org", "digest")])
+        subs = csvio.parse("\ufeffa@b.org\n")
+        self.assertEqual([s.address for s in subs], ["a@b.org"])
