@@ -442,12 +442,14 @@ class SMTPDelivery(DeliveryAgent):
             todo = again
         for r in recipients:
             log.info(
-                "{msg_id}: to=<{rcpt}> relay={host}[{ip}] tls={tls} status={state} {detail}",
+                "{msg_id}: to=<{rcpt}> relay={host}[{ip}] tls={tls} conn_use={uses} "
+                "status={state} {detail}",
                 msg_id=msg_id,
                 rcpt=r.address,
                 host=host,
                 ip=ip,
                 tls=client.tls_version or "none",
+                uses=client.uses,
                 state=r.state,
                 detail=r.detail,
             )

@@ -612,6 +612,24 @@ class ConnectionReuse(_Base):
         )
         agent.close_idle()
 
+    async def test_delivery_line_says_which_use_of_the_connection(self) -> None:
+        """The delivery line says ``conn_use=N``, the Nth message on that connection (as
+        Postfix's), so an administrator sees whether reuse works: 1, then 2 on the reused one."""
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.sink()
+        agent = self.agent(self.resolver(), **{"smtp.connection_reuse_time": 30})
+        await agent.deliver("u1", Envelope("a@src.test"), MESSAGE, rcpts("x@dst.test"))
+        await agent.deliver("u2", Envelope("a@src.test"), MESSAGE, rcpts("y@dst.test"))
+        lines = [formatEvent(e) for e in events if "status=" in str(e.get("log_format", ""))]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("conn_use=1 status=delivered", lines[0])
+        self.assertIn("conn_use=2 status=delivered", lines[1])
+        agent.close_idle()
+
     async def test_idle_connection_expires(self) -> None:
         """An idle kept connection is closed with QUIT after the reuse time."""
         f = self.sink()
