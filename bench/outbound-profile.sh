@@ -3,7 +3,7 @@
 # them tarpits, the same limits) for cgtwist alone, then ROUNDS cold drains, each measured:
 # wall seconds from the first delivery, the server process's CPU seconds (all threads) over the
 # drain and per message, the busy fraction (CPU s / wall s: near 1.0 = CPU-bound on the reactor
-# thread), connections opened (smtp-sink counts none, so cgtwist's log: distinct sessions) and,
+# thread), connections opened (smtp-sink counts none, so cgtwist's log: its conn_use=1 lines) and,
 # when asked, a py-spy flame (PYSPY=path/to/py-spy) or a syscall count (STRACE=1) of one drain.
 # Also the CPU of the server's main (reactor) thread alone and, with outbound delivery workers
 # (CG_OUTBOUND_WORKERS=N sets smtp.delivery_workers), the CPU of the worker processes once
@@ -96,10 +96,11 @@ for round in $(seq "$ROUNDS"); do
     if [ -n "${STRACE:-}" ]; then kill -INT "$side" 2>/dev/null || true; fi
     wait "$side" 2>/dev/null || true
   fi
-  sessions=$(grep -c "status=delivered" "$WORK"/cgtwist.log* | awk -F: '{ s += $NF } END { print s }')
-  awk -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" -v n=$((MSGS - STALLED_MSGS)) -v d="$sessions" 'BEGIN {
+  delivered=$(cat "$WORK"/cgtwist.log* | grep -c "status=delivered" || true)
+  sessions=$(cat "$WORK"/cgtwist.log* | grep -c "conn_use=1 status=delivered" || true)
+  awk -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" -v n=$((MSGS - STALLED_MSGS)) -v d="$delivered" -v s="$sessions" 'BEGIN {
     w = t1 - t0; c = c1 - c0
-    printf "drain: %d msgs (%d delivered lines) in %.2f s = %.0f msg/s; CPU %.2f s = %.3f ms/msg; busy %.2f\n", n, d, w, n / w, c, 1000 * c / n, c / w }'
+    printf "drain: %d msgs (%d delivered lines, over %d connections: %.1f each) in %.2f s = %.0f msg/s; CPU %.2f s = %.3f ms/msg; busy %.2f\n", n, d, s, s ? d / s : 0, w, n / w, c, 1000 * c / n, c / w }'
   awk -v m0="$main0" -v m1="$main1" -v w0="$work0" -v w1="$work1" -v n=$((MSGS - STALLED_MSGS)) -v t0="$t0" -v t1="$t1" -v k="${CG_OUTBOUND_WORKERS:-0}" 'BEGIN {
     printf "reactor thread: %.2f s = %.3f ms/msg (busy %.2f); %d outbound worker(s): %.2f s = %.3f ms/msg\n", m1 - m0, 1000 * (m1 - m0) / n, (m1 - m0) / (t1 - t0), k, w1 - w0, 1000 * (w1 - w0) / n }'
   [ -n "${STRACE:-}" ] && head -25 "$OUTDIR/outprof-$round.strace"

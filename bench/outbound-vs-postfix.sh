@@ -54,10 +54,17 @@ log() { echo "[$(date +%T)] $*" >&2; }
 
 # ---- sinks ----------------------------------------------------------------------------------
 sinks_start "$HEALTHY" "$SINK_PORT"
+SINK_PIDS=$(IFS=,; echo "${PIDS[*]}")
 tarpit_start $((HEALTHY + 1)) "$DOMAINS" "$SINK_PORT"
+TARPIT_PID=${PIDS[-1]}
 
 # ---- DNS for cgtwist (loopback only), transport map for Postfix -----------------------------
 sinks_dns "$DOMAINS"
+# Where the cores go in the steady phase (bench/outbound_cpu.py): these groups, and the
+# server's process tree (CPU_TREE, set per drain), snapshotted by the watcher at 10 % and 90 %.
+export CPU_GROUPS="sinks (smtp-sink)=$SINK_PIDS;tarpit=$TARPIT_PID;dns server=$CG_DNS_PID"
+export CPU_OUT="$OUTDIR/outbound-vs-postfix-$STAMP-cpu.csv"
+echo "label,group,cpu_s,ms_per_msg,cores" > "$CPU_OUT"
 
 # ---- Postfix: a second instance ---------------------------------------------------------------
 pf_instance "$PF_PORT" "$DOMAINS" "$SINK_PORT" \
@@ -117,7 +124,8 @@ drain_postfix() {  # ROUND
   local t0 ready watcher
   t0=$(date +%s.%N)
   # The sampler runs before the start command: a server may deliver before it says it is ready.
-  "$PY" "$HERE/outbound_watch.py" "postfix-$1" "$t0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" postfix "$PF_DIR/spool" > "$WORK/watch.out" &
+  CPU_TREE="postfix=$PF_DIR/spool/pid/master.pid" \
+    "$PY" "$HERE/outbound_watch.py" "postfix-$1" "$t0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" postfix "$PF_DIR/spool" > "$WORK/watch.out" &
   watcher=$!
   postfix -c "$PF_DIR/etc" start >/dev/null 2>&1
   until postqueue -c "$PF_DIR/etc" -f 2>/dev/null; do sleep 0.1; done
@@ -126,7 +134,10 @@ drain_postfix() {  # ROUND
   sed "s/\$/,$(awk -v a="$ready" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')/" "$WORK/watch.out" | tee -a "$CSV"
   PF_SENT=$(grep -c "status=sent" "$PF_DIR/maillog" || true)
   PF_STALLED_SENT=$(grep "status=sent" "$PF_DIR/maillog" | grep -cE "127\.0\.0\.($(IFS='|'; echo "${STALLED_IPS[*]##*.}"))\]" || true)
-  echo "postfix-$1: sent $PF_SENT (to stalled domains: $PF_STALLED_SENT)" >> "$NOTES"
+  # Connection reuse: Postfix logs conn_use=N on the 2nd and later message of a connection.
+  PF_CONNS=$(grep "status=sent" "$PF_DIR/maillog" | grep -vc "conn_use=" || true)
+  echo "postfix-$1: sent $PF_SENT (to stalled domains: $PF_STALLED_SENT) over $PF_CONNS connections" \
+    "($(awk -v m="$PF_SENT" -v c="$PF_CONNS" 'BEGIN { printf "%.1f", c ? m / c : 0 }') msgs each)" >> "$NOTES"
   postfix -c "$PF_DIR/etc" stop >/dev/null 2>&1
 }
 drain_cgtwist() {  # ROUND
@@ -134,13 +145,19 @@ drain_cgtwist() {  # ROUND
   local t0 ready watcher
   t0=$(date +%s.%N)
   # The sampler runs before the start command: a server may deliver before it says it is ready.
-  "$PY" "$HERE/outbound_watch.py" "cgtwist-$1" "$t0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/base/Queue" > "$WORK/watch.out" &
+  CPU_TREE="cgtwist=$WORK/twistd.pid" \
+    "$PY" "$HERE/outbound_watch.py" "cgtwist-$1" "$t0" "$MSGS" "$STALLED_MSGS" "$TIMEOUT" cgtwist "$WORK/base/Queue" > "$WORK/watch.out" &
   watcher=$!
   start_cgtwist
   ready=$(date +%s.%N)
   wait "$watcher"
   sed "s/\$/,$(awk -v a="$ready" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')/" "$WORK/watch.out" | tee -a "$CSV"
-  echo "cgtwist-$1: delivered $(cat "$WORK"/cgtwist.log* | grep -c "status=delivered" || true)" >> "$NOTES"
+  # Connection reuse: cgtwist logs conn_use=N (the Nth transaction on that connection).
+  local sent conns
+  sent=$(cat "$WORK"/cgtwist.log* | grep -c "status=delivered" || true)
+  conns=$(cat "$WORK"/cgtwist.log* | grep -c "conn_use=1 status=delivered" || true)
+  echo "cgtwist-$1: delivered $sent over $conns connections" \
+    "($(awk -v m="$sent" -v c="$conns" 'BEGIN { printf "%.1f", c ? m / c : 0 }') msgs each)" >> "$NOTES"
   # SIGKILL: a graceful stop would wait for the stalled sessions' greeting timeout (300 s).
   stop_cgtwist -KILL
 }
@@ -178,5 +195,6 @@ for r in rows:
     print(f"{r['label']}: {r['delivered']} of {r['healthy_msgs']} healthy delivered in {r['seconds']} s, "
           f"{r['still_queued']} still queued for the stalled domains ({r['result']})")
 PYEOF
-echo "CSV: $CSV   time series: $SERIES_OUT"
+"$PY" "$HERE/outbound_cpu_summary.py" "$CPU_OUT" "$CSV" "$(nproc)"
+echo "CSV: $CSV   time series: $SERIES_OUT   CPU per group: $CPU_OUT"
 bench_load_after outbound-vs-postfix

@@ -23,6 +23,9 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import outbound_cpu  # noqa: E402  (beside this script, not a package)
+
 
 def count(kind: str, root: str) -> int:
     if kind == "cgtwist":
@@ -42,11 +45,18 @@ def main() -> None:
     healthy = n_total - n_stalled
     series: list[tuple[float, int]] = []
     deadline = start + float(timeout)
+    # CPU per process group over the steady phase (outbound_cpu): snapshots at the first
+    # samples that saw 10 % and 90 % of the healthy mail gone.
+    cpu_out = os.environ.get("CPU_OUT")
+    marks: list[tuple[float, int, outbound_cpu.Snapshot]] = []
     while True:
         left = count(kind, root)
         now = time.time()
         done = n_total - left
         series.append((now - start, done))
+        if cpu_out and len(marks) < 2 and done >= (0.1, 0.9)[len(marks)] * healthy:
+            roots = marks[0][2].roots if marks else None
+            marks.append((time.time(), done, outbound_cpu.snapshot(roots)))
         if left <= n_stalled or now > deadline:
             break
         # Sample on a fixed grid, not "interval after the count": the count itself takes time.
@@ -67,6 +77,11 @@ def main() -> None:
         f"{steady:.1f},{n_total - done},{'ok' if done >= healthy else 'timeout'}",
         flush=True,
     )
+    if cpu_out and len(marks) == 2:
+        (t1, d1, s1), (t2, d2, s2) = marks
+        with open(cpu_out, "a") as f:
+            f.write(outbound_cpu.report(label, outbound_cpu.split(s1, s2), d2 - d1, t2 - t1))
+            f.write("\n")
     with open(os.environ.get("SERIES_OUT", os.devnull), "a") as f:
         for t, d in series:
             f.write(f"{label},{t:.2f},{d}\n")
