@@ -28,7 +28,9 @@ trap 'exit 143' TERM INT
 log() { echo "[$(date +%T)] $*" >&2; }
 
 sinks_start "$HEALTHY" "$SINK_PORT"
+SINK_PIDS=$(IFS=,; echo "${PIDS[*]}")
 tarpit_start $((HEALTHY + 1)) "$DOMAINS" "$SINK_PORT"
+TARPIT_PID=${PIDS[-1]}
 sinks_dns "$DOMAINS"
 cg_conf "$WORK" src.test info
 export CGTWIST_POSTMASTER_PASSWORD=benchpass
@@ -83,6 +85,9 @@ for round in $(seq "$ROUNDS"); do
     sleep 0.1
   done
   work0=$(workers_cpu_s "$CG_PID")
+  # Per process group and thread kind, user and system time apart (bench/outbound_cpu.py).
+  export CPU_TREE="cgtwist=$WORK/twistd.pid" CPU_GROUPS="sinks (smtp-sink)=$SINK_PIDS;tarpit=$TARPIT_PID;dns server=$CG_DNS_PID"
+  "$PY" "$HERE/outbound_cpu.py" snap "$WORK/cpu0.snap"
   side=""
   if [ -n "${PYSPY:-}" ]; then
     (sleep "${PYSPY_DELAY:-0}"
@@ -92,6 +97,7 @@ for round in $(seq "$ROUNDS"); do
   fi
   until [ "$(count_cg)" -le "$STALLED_MSGS" ]; do sleep 0.05; done
   t1=$(date +%s.%N); cpu1=$(cpu_s "$CG_PID"); main1=$(main_cpu_s "$CG_PID"); work1=$(workers_cpu_s "$CG_PID")
+  "$PY" "$HERE/outbound_cpu.py" snap "$WORK/cpu1.snap"
   if [ -n "$side" ]; then
     if [ -n "${STRACE:-}" ]; then kill -INT "$side" 2>/dev/null || true; fi
     wait "$side" 2>/dev/null || true
@@ -103,6 +109,9 @@ for round in $(seq "$ROUNDS"); do
     printf "drain: %d msgs (%d delivered lines, over %d connections: %.1f each) in %.2f s = %.0f msg/s; CPU %.2f s = %.3f ms/msg; busy %.2f\n", n, d, s, s ? d / s : 0, w, n / w, c, 1000 * c / n, c / w }'
   awk -v m0="$main0" -v m1="$main1" -v w0="$work0" -v w1="$work1" -v n=$((MSGS - STALLED_MSGS)) -v t0="$t0" -v t1="$t1" -v k="${CG_OUTBOUND_WORKERS:-0}" 'BEGIN {
     printf "reactor thread: %.2f s = %.3f ms/msg (busy %.2f); %d outbound worker(s): %.2f s = %.3f ms/msg\n", m1 - m0, 1000 * (m1 - m0) / n, (m1 - m0) / (t1 - t0), k, w1 - w0, 1000 * (w1 - w0) / n }'
+  echo "CPU per group (group, s, ms/msg, cores):"
+  "$PY" "$HERE/outbound_cpu.py" report "$WORK/cpu0.snap" "$WORK/cpu1.snap" "drain-$round" \
+    $((MSGS - STALLED_MSGS)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" | cut -d, -f2- | sed 's/^/  /'
   [ -n "${STRACE:-}" ] && head -25 "$OUTDIR/outprof-$round.strace"
   # A profiled server is stopped gracefully (twistd writes the statistics at exit); the
   # sessions stalled at the tarpits are aborted by the shutdown.

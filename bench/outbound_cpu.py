@@ -14,7 +14,8 @@ A tree is split by what each process is: the root, its children by program name 
 ``qmgr``, ``smtp``, ...; a cgtwist worker by its module, ``outworker``), and the children that
 ended in between (counted through the root's ``cutime``/``cstime``: Postfix's ``smtp``
 processes exit after 100 deliveries). The root of a cgtwist tree also gets its main thread
-(the reactor) on a line of its own.
+(the reactor) and its other threads (file work) on lines of their own, each also as user time
+alone: the user time of all of them holds the one GIL of the process.
 
 From the figures: with the MTA's own CPU per message at zero, the other groups' CPU per
 message bounds the rate the machine can reach (cores / their ms per message), and a target
@@ -37,6 +38,8 @@ class Proc:
     ticks: int  # utime + stime
     children: int  # cutime + cstime (children waited for)
     main: int  # the main thread's utime + stime
+    user: int = 0  # utime (all threads)
+    main_user: int = 0  # the main thread's utime
 
 
 @dataclass
@@ -66,15 +69,15 @@ def _stat(pid: int) -> Proc | None:
         for module in ("outworker", "smtpworker", "imapworker"):
             if f"cgtwist.{module}" in cmd:
                 name = module
-    main = ticks
+    main, main_user = ticks, int(rest[11])
     try:
         with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
             t = f.read().decode("ascii", "replace")
         tr = t[t.rindex(")") + 2 :].split()
-        main = int(tr[11]) + int(tr[12])
+        main, main_user = int(tr[11]) + int(tr[12]), int(tr[11])
     except (OSError, ValueError, IndexError):
         pass
-    return Proc(pid, int(rest[1]), name, ticks, children, main)
+    return Proc(pid, int(rest[1]), name, ticks, children, main, int(rest[11]), main_user)
 
 
 def _machine_busy() -> int:
@@ -159,8 +162,19 @@ def split(before: Snapshot, after: Snapshot) -> list[tuple[str, float]]:
             continue
         r0, r1 = before.procs.get(root), after.procs[root]
         rows.append((f"{name}: {r1.name} (root)", used(root)))
-        if name.startswith("cgtwist"):
-            rows.append((f"{name}: {r1.name} main thread", (r1.main - (r0.main if r0 else 0)) / HZ))
+        if name.startswith("cgtwist") and r0 is not None:
+            # The reactor (main thread) and the file-work threads, user and system time
+            # apart: user time holds the process's GIL, most system time (file system
+            # calls) does not.
+            main_u = r1.main_user - r0.main_user
+            main_s = (r1.main - r1.main_user) - (r0.main - r0.main_user)
+            all_u, all_s = r1.user - r0.user, (r1.ticks - r1.user) - (r0.ticks - r0.user)
+            for part, u, s in (
+                ("main thread", main_u, main_s),
+                ("other threads", all_u - main_u, all_s - main_s),
+            ):
+                rows.append((f"{name}: {r1.name} {part}", (u + s) / HZ))
+                rows.append((f"{name}: {r1.name} {part} (user)", u / HZ))
         now = _descendants(after, root)
         then = _descendants(before, root)
         by_name: dict[str, float] = {}
@@ -188,3 +202,27 @@ def report(label: str, rows: list[tuple[str, float]], messages: int, seconds: fl
         cores = s / seconds if seconds > 0 else float("nan")
         out.append(f"{label},{group},{s:.2f},{ms:.3f},{cores:.2f}")
     return "\n".join(out)
+
+
+def main() -> None:
+    """``outbound_cpu.py snap FILE`` (a snapshot, pickled; the tree roots from CPU_TREE) and
+    ``outbound_cpu.py report BEFORE AFTER LABEL MESSAGES SECONDS`` (the rows between two
+    snapshots), for a script that measures between two moments of its own
+    (outbound-profile.sh)."""
+    import pickle
+    import sys
+
+    if sys.argv[1] == "snap":
+        with open(sys.argv[2], "wb") as f:
+            pickle.dump(snapshot(), f)
+        return
+    before_file, after_file, label, messages, seconds = sys.argv[2:7]
+    with open(before_file, "rb") as f:
+        before = pickle.load(f)
+    with open(after_file, "rb") as f:
+        after = pickle.load(f)
+    print(report(label, split(before, after), int(messages), float(seconds)))
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,11 @@ import statistics
 import sys
 from collections import defaultdict
 
-BENCH_GROUPS = ("sinks (smtp-sink)", "tarpit", "dns server", "watcher (this sampler)")
+# Work per message whoever sends: the sinks take each message, the DNS server answers
+# cgtwist's lookups, the tarpits hold the stalled sessions.
+BENCH_GROUPS = ("sinks (smtp-sink)", "tarpit", "dns server")
+# Work per second, not per message: the sampler scans the queue every 0.1 s.
+WATCHER = "watcher (this sampler)"
 
 
 def main() -> None:
@@ -45,40 +49,40 @@ def main() -> None:
     )
     own: dict[str, float] = {}
     bench: dict[str, float] = {}
+    free: dict[str, float] = {}
     for who in sorted(ms):
         groups = ms[who]
         mean = {g: statistics.fmean(v) for g, v in groups.items()}
-        cores_busy = {g: statistics.fmean(v) for g, v in use[who].items()}
+        busy = {g: statistics.fmean(v) for g, v in use[who].items()}
         print(f"  {who} drains:")
-        for g in sorted(mean, key=lambda g: (g.startswith("machine"), -mean[g])):
-            print(f"    {g:42} {mean[g]:7.3f} ms/msg  {cores_busy[g]:5.2f} cores")
-        # The server's own: its tree's rows (the main thread is part of its root's row).
-        own[who] = sum(
-            v for g, v in mean.items() if g.startswith(who + ":") and "main thread" not in g
-        )
+        for g in sorted(mean, key=lambda g: (g.startswith("machine"), not g.startswith(who), g)):
+            print(f"    {g:46} {mean[g]:7.3f} ms/msg  {busy[g]:5.2f} cores")
+        # The server's own: its tree's rows (the thread rows are parts of its root's row).
+        own[who] = sum(v for g, v in mean.items() if g.startswith(who + ":") and " thread" not in g)
         bench[who] = sum(mean.get(g, 0.0) for g in BENCH_GROUPS)
-        listed = own[who] + sum(
-            v
-            for g, v in mean.items()
-            if not g.startswith(who + ":") and not g.startswith("machine")
+        free[who] = cores - busy.get(WATCHER, 0.0)
+        listed = sum(
+            v for g, v in mean.items() if not g.startswith("machine") and " thread" not in g
         )
         other = mean.get("machine (all processes)", 0.0) - listed
         print(
-            f"    -> {who} itself {own[who]:.3f} ms/msg; the bench's share (sinks, tarpit, DNS, "
-            f"watcher) {bench[who]:.3f} ms/msg; other processes {other:.3f} ms/msg"
+            f"    -> {who} itself {own[who]:.3f} ms/msg; the bench per message (sinks, tarpit, "
+            f"DNS) {bench[who]:.3f} ms/msg; the watcher {busy.get(WATCHER, 0.0):.2f} cores; "
+            f"other processes {other:.3f} ms/msg"
         )
         if bench[who] > 0:
             print(
-                f"    -> ceiling with {who}'s own CPU at zero: {cores} cores / {bench[who]:.3f} ms "
-                f"= {1000 * cores / bench[who]:.0f} msg/s"
+                f"    -> ceiling with {who}'s own CPU at zero: {free[who]:.2f} cores / "
+                f"{bench[who]:.3f} ms = {1000 * free[who] / bench[who]:.0f} msg/s; with it: "
+                f"{1000 * free[who] / (bench[who] + own[who]):.0f} msg/s (both cores busy)"
             )
     if "postfix" in steady and "cgtwist" in bench:
         pf = statistics.fmean(steady["postfix"])
         target = 1.5 * pf
-        budget = 1000 * cores / target - bench["cgtwist"]
+        budget = 1000 * free["cgtwist"] / target - bench["cgtwist"]
         print(
             f"  1.5x Postfix's steady {pf:.0f} msg/s = {target:.0f} msg/s leaves cgtwist "
-            f"{budget:.3f} ms/msg of CPU ({cores} cores / target - the bench's share); "
+            f"{budget:.3f} ms/msg of CPU (free cores / target - the bench per message); "
             f"it used {own.get('cgtwist', float('nan')):.3f}"
         )
 
