@@ -39,6 +39,7 @@ from cgtwist.outworker.wire import (
     encode_request,
     encode_settings,
 )
+from cgtwist.runtime.fastwrite import write_child_now
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, Recipient
 from cgtwist.workers.supervisor import ChildSpec, ProcessReactor, Supervisor, WorkerProcess
@@ -213,7 +214,7 @@ class OutboundWorkers(Supervisor):
         n = self._next
         out = _Outstanding(proc.index, defer.Deferred(), len(recipients))
         self._outstanding[n] = out
-        if not proc.send(frame):
+        if not _send_now(proc, frame):
             del self._outstanding[n]
             return None
         return out.answer
@@ -262,3 +263,16 @@ class OutboundWorkers(Supervisor):
 
     def in_flight(self) -> int:
         return len(self._outstanding)
+
+
+def _send_now(proc: WorkerProcess, frame: bytes) -> bool:
+    """``WorkerProcess.send``, written into the worker's pipe at once when nothing waits
+    before it (``fastwrite.write_child_now``), so the worker starts the attempt while this
+    reactor turn goes on; False when the worker is not running."""
+    if proc.transport is None or proc.pid is None:
+        return False
+    try:
+        write_child_now(proc.transport, frame)
+    except Exception:
+        return False
+    return True

@@ -111,6 +111,24 @@ def write_pipe_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+def write_child_now(transport: Any, data: bytes) -> None:
+    """``write_now`` for a child process's standard input (the server's link to an outbound
+    delivery worker: ``transport`` is the ``IProcessTransport``): ``os.write`` to the pipe
+    when nothing is buffered before it, else (or on any doubt) the transport's own write.
+    Under direct socket writes only (``enable``: its check covers the pipe's writer, a
+    FileDescriptor too). Twisted's buffered write would send the attempt only at the next
+    turn of the server's reactor, after all the rest of this one (a turn of the queue
+    manager at full load is many attempts and answers long)."""
+    pipes = getattr(transport, "pipes", None) if _direct["socket"] else None
+    writer = pipes.get(0) if isinstance(pipes, dict) else None
+    if isinstance(writer, ProcessWriter) and isinstance(writer.fd, int) and _idle(writer):
+        fd = writer.fd  # the pipe is non-blocking (ProcessWriter)
+        data = _send_some(lambda d: os.write(fd, d), data)
+        if not data:
+            return
+    transport.write(data)
+
+
 def _idle(descriptor: Any) -> bool:
     """Connected, not closing, and nothing queued in Twisted's buffers: a direct write now
     cannot overtake earlier output."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from twisted.internet import defer
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.process import ProcessWriter
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -17,6 +19,7 @@ from cgtwist.outworker import wire
 from cgtwist.outworker.agent import WORKER_ENDED, WorkerSMTPDelivery
 from cgtwist.outworker.child import OutboundWorker
 from cgtwist.outworker.supervisor import OutboundWorkers
+from cgtwist.runtime import fastwrite
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import Envelope, QueueName, Recipient
 from cgtwist.workers.supervisor import WorkerProcess
@@ -245,6 +248,52 @@ class SupervisorTests(unittest.TestCase):
         p.makeConnection(t)  # type: ignore[arg-type]
         self.workers.child_started(p)
         self.assertEqual(t.written, [b'S {"smtp.remote_port":2525}\n'])
+
+
+class _Proc:
+    def childConnectionLost(self, name: object) -> None:
+        pass
+
+
+class _PipeTransport:
+    """A worker process's transport over a real pipe for its standard input."""
+
+    def __init__(self, writer: ProcessWriter) -> None:
+        self.pid = 4243
+        self.pipes = {0: writer}
+
+    def write(self, data: bytes) -> None:
+        self.pipes[0].write(data)
+
+    def signalProcess(self, sig: int) -> None:
+        pass
+
+
+class DirectWriteTests(unittest.TestCase):
+    def test_an_attempt_is_in_the_workers_pipe_before_the_reactor_turns(self) -> None:
+        """Under direct writes (``[server] runtime = tuned``) the attempt goes into the
+        worker's pipe at once: Twisted's buffered write sent it only at the server reactor's
+        next turn, after everything else of this one (at full load, many answers and
+        attempts), so each attempt waited a turn before the worker could start it."""
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        os.set_blocking(r, False)
+        writer = ProcessWriter(MemoryReactor(), _Proc(), 0, w)  # never turns
+        writer.connected = 1
+        self.assertIsNone(fastwrite.enable(True))
+        self.addCleanup(fastwrite.enable, False)
+        workers = OutboundWorkers(Clock(), CONFIG, SettingsHolder())  # type: ignore[arg-type]
+        workers.wanted = 1
+        p = WorkerProcess(workers, 1)
+        p.makeConnection(_PipeTransport(writer))  # type: ignore[arg-type]
+        workers.procs[1] = p
+        p.outReceived(b"H\n")
+        env = envelope()
+        self.assertIsNotNone(workers.submit("remote.test", "m1", env, b"data", env.recipients))
+        frames = wire.RequestReader().feed(os.read(r, 65536))
+        self.assertEqual([type(f) for f in frames], [wire.Request])
+        self.assertEqual(frames[0].data, b"data")  # type: ignore[union-attr]
 
 
 class _Local:

@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
 from cgtwist.runtime import fastwrite
-from cgtwist.runtime.fastwrite import write_now, write_pipe_now
+from cgtwist.runtime.fastwrite import write_child_now, write_now, write_pipe_now
 
 
 class _Proc:
@@ -74,6 +74,62 @@ class WritePipeNowTests(unittest.TestCase):
         why = fastwrite.enable_pipe(True, object())
         self.assertIn("_writer", why or "")
         self.assertFalse(fastwrite._direct["pipe"])
+
+
+class _ChildTransport:
+    """A child process's transport: its pipes by child fd, and ``write`` to its stdin."""
+
+    def __init__(self, writer: ProcessWriter) -> None:
+        self.pipes = {0: writer}
+
+    def write(self, data: bytes) -> None:
+        self.pipes[0].write(data)
+
+
+class WriteChildNowTests(unittest.TestCase):
+    """The server's attempts to an outbound delivery worker (its standard input)."""
+
+    def setUp(self) -> None:
+        self.r, w = os.pipe()
+        self.addCleanup(os.close, self.r)
+        self.writer = ProcessWriter(MemoryReactor(), _Proc(), 0, w)
+        self.writer.connected = 1
+        self.addCleanup(os.close, w)
+        os.set_blocking(self.r, False)
+        self.assertIsNone(fastwrite.enable(True))
+        self.addCleanup(fastwrite.enable, False)
+
+    def test_straight_into_the_pipe(self) -> None:
+        """With nothing buffered the attempt is in the worker's pipe at once, not after the
+        rest of the server's reactor turn."""
+        write_child_now(_ChildTransport(self.writer), b"A {}\n")
+        self.assertEqual(os.read(self.r, 100), b"A {}\n")
+
+    def test_never_overtakes_buffered_output(self) -> None:
+        self.writer.write(b"S {}\n")  # buffered: MemoryReactor never makes it writable
+        write_child_now(_ChildTransport(self.writer), b"A {}\n")
+        with self.assertRaises(BlockingIOError):
+            os.read(self.r, 100)
+        self.writer.doWrite()
+        self.assertEqual(os.read(self.r, 100), b"S {}\nA {}\n")
+
+    def test_plain_goes_through_the_transport(self) -> None:
+        fastwrite.enable(False)
+        write_child_now(_ChildTransport(self.writer), b"A {}\n")
+        with self.assertRaises(BlockingIOError):
+            os.read(self.r, 100)
+        self.writer.doWrite()
+        self.assertEqual(os.read(self.r, 100), b"A {}\n")
+
+    def test_a_transport_without_pipes_stays_plain(self) -> None:
+        written: list[bytes] = []
+
+        class Other:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+
+        write_child_now(Other(), b"A {}\n")
+        self.assertEqual(written, [b"A {}\n"])
 
 
 class _Peer(Protocol):
