@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from twisted.internet import defer
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.delivery.agent import DeliveryAgent, settle
@@ -24,7 +22,6 @@ from cgtwist.delivery.smtp import Attempt, SMTPDelivery, domain_of
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.outworker.supervisor import OutboundWorkers
-from cgtwist.outworker.wire import Result
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.smtp")
@@ -49,30 +46,6 @@ class WorkerSMTPDelivery(DeliveryAgent):
         self.local = local
         self.on_attempt = on_attempt
 
-    def deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """One attempt: handed to a worker, its answer applied in one callback. The base
-        class's coroutine per attempt (a Deferred from a coroutine awaiting a coroutine
-        awaiting the answer) cost the reactor about a twentieth of its time per message
-        (#17 lever 4); without a worker, the in-process agent's path, coroutine and all."""
-        if not recipients:
-            return defer.succeed(recipients)
-        if queue is None:
-            queue = QueueName.parse(recipients[0].route)
-        domain = domain_of(queue, recipients[0])
-        answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
-        if answer is None:
-            return super().deliver(msg_id, envelope, data, recipients, queue)
-        return answer.addCallback(self._answered, msg_id, domain, recipients).addErrback(
-            self._crashed, msg_id, str(queue), recipients
-        )
-
     async def attempt(
         self,
         msg_id: str,
@@ -81,12 +54,11 @@ class WorkerSMTPDelivery(DeliveryAgent):
         recipients: list[Recipient],
         queue: Optional[QueueName],
     ) -> list[Recipient]:
-        """No worker took the attempt: the in-process agent makes it."""
-        return await self.local.attempt(msg_id, envelope, data, recipients, queue)
-
-    def _answered(
-        self, result: Optional[Result], msg_id: str, domain: str, recipients: list[Recipient]
-    ) -> list[Recipient]:
+        domain = domain_of(queue, recipients[0])
+        answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
+        if answer is None:
+            return await self.local.attempt(msg_id, envelope, data, recipients, queue)
+        result = await answer
         if result is None:
             log.info(
                 "{msg_id}: SMTP({queue}) deferred: {detail}",
@@ -104,21 +76,3 @@ class WorkerSMTPDelivery(DeliveryAgent):
                 except Exception:
                     log.failure("attempt recorder failed")
         return recipients
-
-    def _crashed(
-        self, f: Failure, msg_id: str, queue: str, recipients: list[Recipient]
-    ) -> list[Recipient]:
-        """A bug applying the answer leaves the recipients pending (the queue retries), as
-        the base class's guard does for an agent's coroutine."""
-        log.failure(
-            "{msg_id}: {module} delivery to {queue} crashed",
-            f,
-            msg_id=msg_id,
-            module=self.module,
-            queue=queue,
-        )
-        return settle(
-            recipients,
-            "pending",
-            f"4.3.0 internal error during delivery ({f.type.__name__ if f.type else 'error'})",
-        )

@@ -378,23 +378,6 @@ class AgentTests(unittest.TestCase):
         self.assertEqual(self.noted[0][1].tls, "TLSv1.3")
         self.assertEqual(self.local.calls, 0)
 
-    def test_a_bug_applying_an_answer_leaves_recipients_pending(self) -> None:
-        """The answer is applied in a plain callback, not the base class's guarded
-        coroutine: an exception there still leaves the recipients pending (retried), logged,
-        never a failure reaching the queue manager."""
-
-        def broken(*args: object) -> list[Recipient]:
-            raise RuntimeError("bug")
-
-        self.agent._answered = broken  # type: ignore[method-assign]
-        p, d = self.deliver_through_a_worker()
-        rcpts = [Recipient("a", state="delivered", detail="250 ok")] * 2
-        p.outReceived(wire.encode_result(1, rcpts, []))
-        got = self.successResultOf(d)
-        self.assertEqual({r.state for r in got}, {"pending"})
-        self.assertIn("RuntimeError", got[0].detail)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
     def test_a_killed_worker_leaves_recipients_pending(self) -> None:
         p, d = self.deliver_through_a_worker()
         p.processEnded(Failure(ProcessTerminated(signal=9)))
