@@ -23,6 +23,7 @@ import os
 from typing import Any, Callable, Optional, cast
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.process import ProcessWriter
 from twisted.internet.tcp import Connection
 
@@ -111,7 +112,7 @@ def write_pipe_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
-def write_child_now(transport: Any, data: bytes) -> None:
+def write_child_now(transport: IProcessTransport, data: bytes) -> None:
     """``write_now`` for a child process's standard input (the server's link to an outbound
     delivery worker: ``transport`` is the ``IProcessTransport``): ``os.write`` to the pipe
     when nothing is buffered before it, else (or on any doubt) the transport's own write.
