@@ -29,6 +29,13 @@
 # 10 % and 90 % (steady rate), what is still queued (= the stalled domains' mail, none of which
 # could be delivered), and the cgtwist/Postfix ratios.
 #
+# Also printed: messages per connection (Postfix's conn_use=, cgtwist's conn_use=1 lines), and
+# where the cores went in the steady phase: CPU ms per message per process group (each server's
+# processes by program, cgtwist's reactor and file threads; the sinks, tarpit, DNS server, the
+# watcher, the whole machine), snapshotted by the watcher at 10 % and 90 % (outbound_cpu.py),
+# and from it the rate the cores allow and what 1.5x Postfix leaves cgtwist per message
+# (outbound_cpu_summary.py; the CSV beside the others).
+#
 # The run refuses to start when the 1-minute load is above 1.0 (BENCH_MAX_LOAD; BENCH_IGNORE_LOAD=1
 # runs anyway, marked noisy) and prints the load average before and after.
 set -euo pipefail
