@@ -257,6 +257,12 @@ class Spool:
 
         return self._in_thread(self._commit, env_json, data).addCallbacks(durable, failed)
 
+    def reserve(self) -> None:
+        """Fill the reserve of pool files now, in a thread job (an SMTP worker calls it once
+        it is open), so its first message is written into a reserved file too (committed in
+        place, one fsync) rather than a new or pool file (three: pool, file, directory)."""
+        self._refill()
+
     def _refill(self) -> None:
         """Top up the recycler's reserve in a thread job of its own, after the reply: its pool
         fsync never waits between a message and its 250 (``Recycler``)."""

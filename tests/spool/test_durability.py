@@ -535,3 +535,13 @@ class InPlaceCommitTests(SpoolTestBase):
         self.assertNotIn(name[:-4], ids)
         self.assertFalse(os.path.exists(path))
         self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+
+    def test_a_worker_that_reserves_at_start_commits_its_first_message_in_place(self) -> None:
+        """``reserve`` (an SMTP worker calls it once open) fills the reserve before any
+        message: the first one is committed by one fsync, no rename, no directory fsync."""
+        self.worker.reserve()
+        self.assertEqual(len(self.reserve()), 3)
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        path = os.path.join(self.incoming, msg_id + ".rsv")
+        self.assertEqual(rec.ops, [("truncate", path), ("fsync", path)])
