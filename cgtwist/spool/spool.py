@@ -78,6 +78,10 @@ REMOVE_LINGER = 0.01
 # Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
 # (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
 RECYCLE_AFTER = 1.0
+# Seconds after its last write from which a live SMTP worker's reserve file that holds a message
+# is taken by a sweep (``incoming``): its notice was lost or its adoption failed. A commit takes
+# milliseconds; a younger file may be one whose fsync has not returned (its 250 not sent).
+ORPHAN_AGE = 10.0
 
 
 def make_layout(base_dir: str) -> None:
@@ -512,8 +516,10 @@ class Spool:
         after a worker ended; ``.tmp`` and ``.rsv`` files of processes not in ``live_pids``
         are removed (a worker killed mid-DATA, which never answered 250 for them, and its
         unused reserve), except a ``.rsv`` it committed a message into (``holds_message``:
-        named here too). A live worker's ``.rsv`` files are left alone: one may be half
-        written, and its notice names it when it is whole."""
+        named here too). A live worker's ``.rsv`` files are never removed (one may be in use)
+        and named only when one holds a message and was last written ``ORPHAN_AGE`` seconds
+        ago or more (its notice was lost, or its adoption failed: a sweep tries again, as for
+        a ``.msg``); a younger one may be a commit whose fsync has not returned yet."""
 
         kept = self._queue_moves.kept  # adopted, in delivery: only checked for membership
 
@@ -525,12 +531,13 @@ class Spool:
                         ids.append(name[:-4])
                 elif name.endswith((".tmp", ".rsv")):
                     pid = fmt.writer_pid(name)
-                    if pid is None or pid in live_pids:
-                        continue
                     full = os.path.join(self.incoming_dir, name)
-                    if name.endswith(".rsv") and name[:-4] in kept:
-                        continue  # adopted: its incoming name stays until it is finished
-                    if name.endswith(".rsv") and committed_reserve(full) is not None:
+                    if pid is None or (name.endswith(".rsv") and name[:-4] in kept):
+                        continue  # not ours; or adopted: its name stays until it is finished
+                    if pid in live_pids:
+                        if name.endswith(".rsv") and self._orphan(full):
+                            ids.append(name[:-4])
+                    elif name.endswith(".rsv") and committed_reserve(full) is not None:
                         ids.append(name[:-4])
                     else:
                         unlink_quiet(full)
@@ -538,6 +545,17 @@ class Spool:
             return ids
 
         return self._in_thread(scan)
+
+    @staticmethod
+    def _orphan(path: str) -> bool:
+        """Thread: a live worker's reserve file holds a message committed ``ORPHAN_AGE``
+        seconds ago or more, and nobody adopted it."""
+        try:
+            if time.time() - os.stat(path).st_mtime < ORPHAN_AGE:
+                return False
+            return committed_reserve(path) is not None
+        except FileNotFoundError:
+            return False
 
     # -- journal ----------------------------------------------------------------------------
     def update(

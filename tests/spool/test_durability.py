@@ -522,6 +522,24 @@ class InPlaceCommitTests(SpoolTestBase):
         self.assertEqual(self.reserve(), [msg_id + ".rsv"])
         self.assertEqual(self.successResultOf(self.server.adopt(msg_id)).data, DATA)
 
+    def test_a_sweep_retries_a_live_workers_committed_reserve_once_it_is_old(self) -> None:
+        """A live worker's message whose notice was lost or whose adoption failed is named by
+        a sweep once it was written ``ORPHAN_AGE`` ago (as a ``.msg`` was at any sweep);
+        a younger one may still be in its commit, and unused reserves stay untouched."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.successResultOf(self.worker.store(envelope(1), DATA))
+        first = sorted(n for n in os.listdir(self.incoming) if n.endswith(".msg"))[0][:-4]
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        live = frozenset({os.getpid()})
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), [first])
+        old = os.stat(os.path.join(self.incoming, msg_id + ".rsv")).st_mtime
+        self.patch(spool_mod.time, "time", lambda: old + spool_mod.ORPHAN_AGE)
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), sorted([first, msg_id]))
+        self.assertEqual(len(self.reserve()), 2)  # the unused one is still there
+        self.assertEqual(self.successResultOf(self.server.adopt(msg_id)).data, DATA)
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), [first])
+
     def test_a_half_written_reserve_is_no_message(self) -> None:
         """A reserve file whose write stopped before its end (the worker killed before the
         fsync: no 250) names no message: recovery deletes it, quarantines nothing."""
