@@ -96,6 +96,11 @@ def make_layout(base_dir: str) -> None:
     make_dirs(os.path.join(base_dir, paths.QUEUE_DIR, FINISHED_DIR))
 
 
+def _no_sync() -> None:
+    """The server's reserve names need not be durable: each is renamed to a ``.msg`` and
+    that name made durable by the commit's directory fsync."""
+
+
 def _new_id() -> str:
     """Sortable by time (16-digit microseconds), unique across restarts (pid, counter, O_EXCL)."""
     return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_counter)}"
@@ -152,7 +157,8 @@ class Spool:
             os.path.join(base_dir, paths.FREE_DIR),
             reserve_dir=self.dir,
             reserve_name=_new_id,
-            reserve_sync=self._dirsync.sync,
+            # only a worker commits under a reserve name; the server renames it to its .msg
+            reserve_sync=self._dirsync.sync if incoming else _no_sync,
         )
         self._refilling = False
         self._legacy_done = DoneLog(self.dir)  # read once by recover, then removed

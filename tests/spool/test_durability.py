@@ -540,6 +540,20 @@ class InPlaceCommitTests(SpoolTestBase):
         self.assertEqual(self.successResultOf(self.server.adopt(msg_id)).data, DATA)
         self.assertEqual(self.successResultOf(self.server.incoming(live)), [first])
 
+    def test_only_a_workers_refill_fsyncs_the_reserve_directory(self) -> None:
+        """The server renames a reserved file to its ``.msg`` at each commit (whose directory
+        fsync makes that name durable), so its refill fsyncs the pool directory only; a
+        worker's fsyncs incoming/ too, as it commits under the reserve names."""
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        self.assertEqual(self.server._recycler.refill(), 3)
+        self.assertEqual([op for op in rec.ops if op[0] == "fsync"], [("fsync", self.free)])
+        msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.successResultOf(self.server.remove(msg_id))  # one file back in the pool
+        start = len(rec.ops)
+        self.assertEqual(self.worker._recycler.refill(), 1)
+        fsyncs = [op for op in rec.ops[start:] if op[0] == "fsync"]
+        self.assertEqual(fsyncs, [("fsync", self.free), ("fsync", self.incoming)])
+
     def test_a_half_written_reserve_is_no_message(self) -> None:
         """A reserve file whose write stopped before its end (the worker killed before the
         fsync: no 250) names no message: recovery deletes it, quarantines nothing."""
