@@ -67,7 +67,7 @@ class Recycler:
     commit's fsync of the directory does again (measured: 1.4 to 1.8 fewer disk writes per
     message). A power cut may orphan a reserve file (lost+found: a lost pool file, never a
     message) or leave one beside nothing: recovery deletes ``.rsv`` files, except a worker's
-    that holds a whole message naming that very id (``format.committed``: a committed one).
+    that holds a whole message naming that very id (``format.holds_message``: committed).
 
     Safe between processes (an SMTP worker takes what the server gives): a file is claimed by
     the rename that moves it out of the pool, which only one caller wins. The pool keeps at

@@ -1,8 +1,8 @@
 """The thread side of the spool's two per-message queue moves and of their shared commit.
 
 Owns ``adopt``'s links (``Queue/incoming/<id>.rsv`` or ``<id>.msg`` linked into ``Queue/`` as
-``<id>.msg``, its incoming name kept until the message is finished), ``remove``'s renames (``Queue/<id>.msg`` into
-``Queue/finished/``, and the incoming name unlinked), the commit that ends each move job and
+``<id>.msg``, its incoming name kept until the message is finished), ``remove``'s renames
+(``Queue/<id>.msg`` into ``Queue/finished/``, and the incoming name unlinked), the commit that ends each move job and
 the finished files' way into the pool (``DONE_BATCH`` at a time, after one fsync of ``Queue/``
 and one of ``Queue/incoming/`` for all of them). Every method runs in the thread of a move job,
 one job at a time (``JobBatch``), so the lists and the set here need no lock. What the moves
@@ -125,8 +125,9 @@ class QueueMoves:
         return ticket
 
     def drop_kept(self, msg_id: str) -> None:
-        """Thread (a quarantine's job, not a move job: one ``pop`` of the dict, atomic): an adopted message found corrupt went into ``Queue/corrupt/``, so
-        its kept incoming name goes too, else it would wait there until the next start."""
+        """Thread (a quarantine's job, not a move job: one ``pop`` of the dict, atomic): an
+        adopted message found corrupt went into ``Queue/corrupt/``, so its kept incoming name
+        goes too, else it would wait there until the next start."""
         src = self.kept.pop(msg_id, None)
         if src is not None:
             unlink_quiet(src)

@@ -5,7 +5,8 @@ file, under its ``.rsv`` name), fsyncs it, renames it ``<id>.msg`` and fsyncs th
 before its Deferred fires, so the caller may answer 250 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
 one (group commit, among the worker threads). In an SMTP worker (``Queue/incoming/``) a
 reserved file is named ``<id>.rsv`` durably before it is handed out, and the message is
-committed in place under that name by the fsync of the file alone (``_try_write``). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
+committed in place under that name by the fsync of the file alone (``_try_write``).
+Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
