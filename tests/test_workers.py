@@ -113,12 +113,16 @@ class FakeSpool:
         self.count: Optional[int] = None
 
         self.subscribers: list[Any] = []
+        self.reserved = False  # the worker filled its reserve of pool files once open
 
     def set_count(self, count: int) -> None:
         self.count = count
 
     def subscribe(self, on_stored: Any) -> None:
         self.subscribers.append(on_stored)
+
+    def reserve(self) -> None:
+        self.reserved = True
 
 
 class FakeComponents:
@@ -197,6 +201,7 @@ class WorkerStartTests(unittest.TestCase):
         self.components().gate.callback(None)
         self.successResultOf(self.started)
         [on_stored] = self.components().spool.subscribers
+        self.assertTrue(self.components().spool.reserved)  # its first message in place too
         on_stored("0000000000000001-1-1", None, b"")
         self.assertEqual(self.link.transport.value(), b"Q 0000000000000001-1-1\n")  # type: ignore[union-attr]
 

@@ -166,6 +166,7 @@ class Worker:
         )
         await self.app.open_reception()
         self.app.spool.subscribe(self.link.stored)
+        self.app.spool.reserve()  # its first message too is committed in place
         self.ready = True
         if self._count is not None:
             self.app.spool.set_count(self._count)

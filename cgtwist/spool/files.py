@@ -13,10 +13,11 @@ import itertools
 import os
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from cgtwist.durable import DirSync, fsync_dir, make_dirs
 from cgtwist.errors import MailError
+from cgtwist.spool import format as fmt
 
 _NOSPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -29,6 +30,11 @@ def storage_error(e: OSError, detail: str) -> MailError:
 
 
 _reserve_counter = itertools.count()
+
+
+def _reserve_id() -> str:
+    """A reserve file's name without ``.rsv`` when its owner gives none (``<time>-<pid>-<n>``)."""
+    return f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_reserve_counter)}"
 
 
 class Recycler:
@@ -48,17 +54,20 @@ class Recycler:
 
     That pool fsync would sit between a message's data and its 250, so each process keeps a
     small *reserve* instead (``refill``, run after a store, off the reply's path): pool files
-    moved into the writer's own directory as ``<time>-<pid>-<n>.rsv`` and, in one shared fsync,
-    durably out of the pool before any is handed out. A writer ``claim``s a reserved file
-    first and writes it in place under its ``.rsv`` name, which then plays the ``.tmp``'s part:
-    fsynced, then renamed to the ``.msg``, in the directory the message is committed in, whose
-    one fsync (the commit's) makes the reserve name's removal durable with the ``.msg`` name.
+    moved into the writer's own directory as ``<id>.rsv`` (a message id, ``<time>-<pid>-<n>``)
+    and, in one fsync of each directory, durably out of the pool and durably named there
+    before any is handed out. A writer ``claim``s a reserved file first and writes it in place
+    under its ``.rsv`` name. The server's own spool then renames it to a ``.msg`` (the
+    ``.tmp``'s part), whose directory fsync (the commit's) makes the reserve name's removal
+    durable with the ``.msg`` name; an SMTP worker commits the message under the reserve name
+    itself, which is durable already, so one fsync of the file is its whole commit (``Spool``).
     No rename to a ``.tmp`` name before the write: on ext4 without a journal a file renamed
     into a new name has its directory written back by its next fsync as well (the inode's
     NEWENTRY state), a synchronous directory write between the message and its 250 that the
     commit's fsync of the directory does again (measured: 1.4 to 1.8 fewer disk writes per
     message). A power cut may orphan a reserve file (lost+found: a lost pool file, never a
-    message) or leave one beside nothing: recovery deletes ``.rsv`` files.
+    message) or leave one beside nothing: recovery deletes ``.rsv`` files, except a worker's
+    that holds a whole message naming that very id (``format.holds_message``: committed).
 
     Safe between processes (an SMTP worker takes what the server gives): a file is claimed by
     the rename that moves it out of the pool, which only one caller wins. The pool keeps at
@@ -79,12 +88,18 @@ class Recycler:
         limit: int = 1024,
         keep_bytes: int = 64 << 10,
         reserve_dir: Optional[str] = None,
+        reserve_name: Optional[Callable[[], str]] = None,
+        reserve_sync: Optional[Callable[[], None]] = None,
     ) -> None:
         self.path = path
         self.limit = limit
         self.keep_bytes = keep_bytes
         self.reserve_dir = reserve_dir
-        self._reserve: list[str] = []  # names in reserve_dir, durably out of the pool
+        # a new reserve file's name without ``.rsv`` (the spool's next message id)
+        self._reserve_name = reserve_name or _reserve_id
+        # makes the new reserve names durable in reserve_dir before any is offered
+        self._reserve_sync = reserve_sync or (lambda: fsync_dir(reserve_dir or path))
+        self._reserve: list[str] = []  # names in reserve_dir, durably moved there
         self._lock = threading.Lock()
         self._names: list[str] = []
         self._empty_until = 0.0
@@ -101,7 +116,7 @@ class Recycler:
         with self._lock:
             if self.reserve_dir is None or not self._reserve:
                 return None
-            name = self._reserve.pop()
+            name = self._reserve.pop(0)  # oldest first: ids in the order they were named
         return os.path.join(self.reserve_dir, name)
 
     def take(self, dest: str) -> bool:
@@ -121,20 +136,24 @@ class Recycler:
 
     def refill(self) -> int:
         """Thread: move pool files into ``reserve_dir`` until the reserve is full, make their
-        pool names durably gone (one fsync of the pool directory), then offer them to
-        ``take``; returns how many were added."""
+        pool names durably gone (one fsync of the pool directory) and their reserve names
+        durable (one fsync of ``reserve_dir``), then offer them to ``claim``; returns how many
+        were added. A reserve name is a message id (``reserve_name``): a writer may commit a
+        message in place under it, its name already durable (``Spool``)."""
         if self.reserve_dir is None:
             return 0
         with self._lock:
             want = self.RESERVE - len(self._reserve)
         moved = []
         for _ in range(max(0, want)):
-            name = f"{time.time_ns() // 1000:016d}-{os.getpid()}-{next(_reserve_counter)}.rsv"
+            name = self._reserve_name() + ".rsv"
             if not self._take_pooled(os.path.join(self.reserve_dir, name)):
                 break
             moved.append(name)
         if moved:
-            self._taken.sync()  # raises: the files stay unoffered; recovery deletes them
+            # Either raises: the files stay unoffered; recovery or the sweep deletes them.
+            self._taken.sync()
+            self._reserve_sync()
             with self._lock:
                 self._reserve.extend(moved)
         return len(moved)
@@ -244,6 +263,21 @@ def read_upto(path: str, limit: Optional[int]) -> Optional[bytes]:
         return b"".join(parts)
     finally:
         os.close(fd)
+
+
+def committed_reserve(path: str) -> Optional[str]:
+    """Thread: the message id of the reserve file ``path`` (``<id>.rsv``) if an SMTP worker
+    committed a message into it (``format.holds_message``), else None (unused, or half
+    written: the caller deletes it). Raises OSError but FileNotFoundError (None)."""
+    name = os.path.basename(path)
+    msg_id = name[:-4]
+    if not (name.endswith(".rsv") and fmt.valid_id(msg_id)):
+        return None
+    try:
+        raw = read_whole(path)
+    except FileNotFoundError:
+        return None
+    return msg_id if fmt.holds_message(msg_id, raw) else None
 
 
 def listdir_quiet(path: str) -> list[str]:

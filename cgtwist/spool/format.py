@@ -155,6 +155,19 @@ def decode(msg_id: str, raw: bytes) -> tuple[Envelope, float, bytes]:
     return env, queued, raw[hlen + elen : body_end]
 
 
+def holds_message(msg_id: str, raw: bytes) -> bool:
+    """Whether ``raw`` is the whole, valid spool file of ``msg_id``. An SMTP worker commits a
+    message in place into a reserve file named ``<id>.rsv`` (``spool.Spool``): such a file
+    holds a message only when its header names that very id and its checksum holds; a reserve
+    file still holding its pool file's old message, or one half written when the writer
+    stopped, does not (nobody was told 250 for it)."""
+    try:
+        decode(msg_id, raw)
+    except SpoolCorrupt:
+        return False
+    return True
+
+
 def journal_line(record: dict[str, Any]) -> bytes:
     body = json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return b"%08x %s\n" % (zlib.crc32(body), body)

@@ -1,8 +1,8 @@
 """The thread side of the spool's two per-message queue moves and of their shared commit.
 
-Owns ``adopt``'s links (``Queue/incoming/<id>.msg`` linked into ``Queue/``, its incoming name
-kept until the message is finished), ``remove``'s renames (``Queue/<id>.msg`` into
-``Queue/finished/``, and the incoming name unlinked), the commit that ends each move job and
+Owns ``adopt``'s links (``Queue/incoming/<id>.rsv`` or ``<id>.msg`` linked into ``Queue/`` as
+``<id>.msg``, its incoming name kept until the message is finished), ``remove``'s renames
+(``Queue/<id>.msg`` into ``Queue/finished/``, and the incoming name unlinked), the commit that ends each move job and
 the finished files' way into the pool (``DONE_BATCH`` at a time, after one fsync of ``Queue/``
 and one of ``Queue/incoming/`` for all of them). Every method runs in the thread of a move job,
 one job at a time (``JobBatch``), so the lists and the set here need no lock. What the moves
@@ -24,7 +24,7 @@ unlink of a delivered queue file without an fsync. ``kill -9`` brings none back.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from cgtwist.durable import DirSync, fsync_dir
 from cgtwist.spool.files import Recycler, read_upto, storage_error, unlink_quiet
@@ -82,29 +82,38 @@ class QueueMoves:
         self.finished_dir = os.path.join(queue_dir, FINISHED_DIR)
         # ids in finished_dir, their .msg gone (durably once ``unsynced`` is False)
         self.finished: list[str] = []
-        # adopted ids whose incoming name stays until they are finished (the durable name of
-        # a message whose link into Queue/ no fsync made durable)
-        self.kept: set[str] = set()
+        # adopted ids -> their incoming name, which stays until they are finished (the durable
+        # name of a message whose link into Queue/ no fsync made durable)
+        self.kept: dict[str, str] = {}
         self.unsynced = False  # removals from spool_dir since its last fsync
         # the current job's moves, made durable by its commit
         self._linked: list[tuple[str, str, Ticket]] = []  # (msg_id, incoming name, ticket)
         self._finishing: list[tuple[str, bool, Ticket]] = []  # (msg_id, has a .jrn, ticket)
 
     def link(
-        self, msg_id: str, src: str, dst: str, decode: Callable[[bytes], SpoolEntry]
+        self, msg_id: str, srcs: Sequence[str], dst: str, decode: Callable[[bytes], SpoolEntry]
     ) -> Optional[Ticket]:
-        """Thread (a shared job): adopt's link and, for a small file, the read; None if the
-        file is not there or adopted already (a sweep names it again: its incoming name stays
-        until it is finished). The link is made durable by no fsync of its own (see the
-        module doc); only a corrupt file's incoming name goes, after the job's commit."""
+        """Thread (a shared job): adopt's link of the first of ``srcs`` (the incoming names a
+        worker may have committed the message under) that exists and, for a small file, the
+        read; None if none is there or it was adopted already (a sweep names it again: its
+        incoming name stays until it is finished). The link is made durable by no fsync of
+        its own (see the module doc); only a corrupt file's incoming name goes, after the
+        job's commit."""
         if msg_id in self.kept:
             return None
-        try:
-            os.link(src, dst)
-        except FileNotFoundError:
+        for src in srcs:
+            try:
+                os.link(src, dst)
+            except FileNotFoundError:
+                continue
+            except FileExistsError:
+                # linked before a crash or by an adoption that failed since: the same file
+                # if ``src`` is still there
+                if not os.path.exists(src):
+                    continue
+            break
+        else:
             return None
-        except FileExistsError:
-            pass  # linked before a crash or by an adoption that failed since: the same file
         raw = read_upto(dst, INLINE_READ_MAX)  # an error: both names stay for the sweep
         ticket = Ticket()
         try:
@@ -112,16 +121,16 @@ class QueueMoves:
         except BaseException:
             self._linked.append((msg_id, src, ticket))  # quarantined: its incoming name goes
             raise
-        self.kept.add(msg_id)
+        self.kept[msg_id] = src
         return ticket
 
     def drop_kept(self, msg_id: str) -> None:
-        """Thread (a quarantine's job, not a move job: one ``in`` and one ``discard`` of the
-        set, each atomic): an adopted message found corrupt went into ``Queue/corrupt/``, so
-        its kept incoming name goes too, else it would wait there until the next start."""
-        if msg_id in self.kept:
-            self.kept.discard(msg_id)
-            unlink_quiet(os.path.join(self.incoming_dir, msg_id + ".msg"))
+        """Thread (a quarantine's job, not a move job: one ``pop`` of the dict, atomic): an
+        adopted message found corrupt went into ``Queue/corrupt/``, so its kept incoming name
+        goes too, else it would wait there until the next start."""
+        src = self.kept.pop(msg_id, None)
+        if src is not None:
+            unlink_quiet(src)
 
     def finish(self, msg_id: str, journal: bool) -> Ticket:
         """Thread (a shared job): remove's rename, made by the job's commit."""
@@ -153,10 +162,10 @@ class QueueMoves:
                 ticket.value = True
                 marked.append((msg_id, journal, ticket))
                 self.unsynced = True
-            if msg_id in self.kept:
-                self.kept.discard(msg_id)
+            src = self.kept.pop(msg_id, None)
+            if src is not None:
                 try:
-                    unlink_quiet(os.path.join(self.incoming_dir, msg_id + ".msg"))
+                    unlink_quiet(src)
                 except OSError:
                     pass  # recover takes it as finished (Queue/finished/) or adopts it again
         if not (linked or any(journal for _, journal, _ in marked)):

@@ -2,7 +2,8 @@
 
 Owns the one scan a Spool makes before delivery starts (``Spool.recover`` runs it in a worker
 thread and logs its result on the reactor): pool names that share an inode dropped, messages
-SMTP workers stored but the server had not adopted linked in from ``incoming/``, finished
+SMTP workers stored but the server had not adopted linked in from ``incoming/`` (``<id>.msg``,
+or a reserve file ``<id>.rsv`` a worker committed a message into in place), finished
 messages (``finished/``, or named by an earlier version's done log) removed, stale ``.tmp``,
 ``.rsv`` and orphan ``.jrn`` files removed, corrupt ``.msg`` files quarantined. Blocking, no
 Twisted; it knows the layout only through the directories and helpers the Spool gives it.
@@ -17,7 +18,7 @@ from typing import Callable
 from cgtwist.durable import DirSync, fsync_dir
 from cgtwist.spool import format as fmt
 from cgtwist.spool.donelog import DoneLog
-from cgtwist.spool.files import Recycler, listdir_quiet, unlink_quiet
+from cgtwist.spool.files import Recycler, committed_reserve, listdir_quiet, unlink_quiet
 from cgtwist.spool.format import SpoolCorrupt, writer_pid
 
 
@@ -125,20 +126,21 @@ def _take_incoming(
     linked = []
     for name in names:
         full = os.path.join(incoming_dir, name)
-        if name.endswith(".msg") and fmt.valid_id(name[:-4]):
+        if name.endswith(".rsv") and committed_reserve(full) is None:
+            unlink_quiet(full)  # a worker's unused reserve (Recycler), or one half written
+        elif name.endswith((".msg", ".rsv")) and fmt.valid_id(name[:-4]):
+            # a message a worker committed: as ``<id>.msg``, or in place as ``<id>.rsv``
             if name[:-4] in done:
                 unlink_quiet(full)
                 continue
             try:
-                os.link(full, os.path.join(spool_dir, name))
+                os.link(full, os.path.join(spool_dir, name[:-4] + ".msg"))
             except FileExistsError:
                 pass  # linked by an adoption cut off before it unlinked this name
             linked.append(full)
         elif name.endswith(".tmp"):
             unlink_quiet(full)
             removed.append(os.path.join("incoming", name))
-        elif name.endswith(".rsv"):
-            unlink_quiet(full)  # a worker's reserve (Recycler)
     if linked:
         dirsync.sync()
         for full in linked:

@@ -3,7 +3,10 @@
 Owns every file under ``<base>/Queue``. ``store`` writes ``<id>.tmp`` (O_EXCL; or a reserved pool
 file, under its ``.rsv`` name), fsyncs it, renames it ``<id>.msg`` and fsyncs the directory
 before its Deferred fires, so the caller may answer 250 then and never before (RFC 5321 §6.1). Directory fsyncs of concurrent messages are grouped into
-one (group commit, among the worker threads). Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
+one (group commit, among the worker threads). In an SMTP worker (``Queue/incoming/``) a
+reserved file is named ``<id>.rsv`` durably before it is handed out, and the message is
+committed in place under that name by the fsync of the file alone (``_try_write``).
+Per-recipient state and delivery history go to the ``<id>.jrn`` journal.
 All file work runs in a thread pool, never on the reactor: a rename can wait on the disk as
 an fsync does (a journal commit, a stalled device), and the server's reactor also serves IMAP,
 POP3 and the web panel. The server's two per-message queue moves, ``adopt`` (link in, read a
@@ -51,6 +54,7 @@ from cgtwist.spool import recovery
 from cgtwist.spool.donelog import DoneLog
 from cgtwist.spool.files import (
     Recycler,
+    committed_reserve,
     read_whole,
     storage_error,
     unlink_quiet,
@@ -75,6 +79,10 @@ REMOVE_LINGER = 0.01
 # Seconds after which finished messages go into the pool even when fewer than DONE_BATCH wait
 # (on a spool with a clock: ``remove_linger``), so an idle server keeps none for long.
 RECYCLE_AFTER = 1.0
+# Seconds after its last write from which a live SMTP worker's reserve file that holds a message
+# is taken by a sweep (``incoming``): its notice was lost or its adoption failed. A commit takes
+# milliseconds; a younger file may be one whose fsync has not returned (its 250 not sent).
+ORPHAN_AGE = 10.0
 
 
 def make_layout(base_dir: str) -> None:
@@ -87,6 +95,11 @@ def make_layout(base_dir: str) -> None:
     for d in (paths.CORRUPT_DIR, paths.INCOMING_DIR, paths.FREE_DIR):
         make_dirs(os.path.join(base_dir, d))
     make_dirs(os.path.join(base_dir, paths.QUEUE_DIR, FINISHED_DIR))
+
+
+def _no_sync() -> None:
+    """The server's reserve names need not be durable: each is renamed to a ``.msg`` and
+    that name made durable by the commit's directory fsync."""
 
 
 def _new_id() -> str:
@@ -139,7 +152,15 @@ class Spool:
         self._dirsync = DirSync(self.dir)
         self._created = time.time() - 1.0  # file system timestamps may be coarse
         make_layout(base_dir)
-        self._recycler = Recycler(os.path.join(base_dir, paths.FREE_DIR), reserve_dir=self.dir)
+        # An SMTP worker commits a message under its reserve file's durable name (_try_write).
+        self._in_place = incoming
+        self._recycler = Recycler(
+            os.path.join(base_dir, paths.FREE_DIR),
+            reserve_dir=self.dir,
+            reserve_name=_new_id,
+            # only a worker commits under a reserve name; the server renames it to its .msg
+            reserve_sync=self._dirsync.sync if incoming else _no_sync,
+        )
         self._refilling = False
         self._legacy_done = DoneLog(self.dir)  # read once by recover, then removed
         # adopt's and remove's small file moves, made durable by each job's commit, in the
@@ -247,6 +268,12 @@ class Spool:
 
         return self._in_thread(self._commit, env_json, data).addCallbacks(durable, failed)
 
+    def reserve(self) -> None:
+        """Fill the reserve of pool files now, in a thread job (an SMTP worker calls it once
+        it is open), so its first message is written into a reserved file too (committed in
+        place, one fsync) rather than a new or pool file (three: pool, file, directory)."""
+        self._refill()
+
     def _refill(self) -> None:
         """Top up the recycler's reserve in a thread job of its own, after the reply: its pool
         fsync never waits between a message and its 250 (``Recycler``)."""
@@ -266,33 +293,47 @@ class Spool:
     def _commit(self, env_json: bytes, data: bytes) -> str:
         """Thread: ``_write``, then the (shared) directory fsync; a message whose directory
         entry could not be made durable is withdrawn: the 4xx tells the client to keep it
-        (RFC 5321 §4.2.5)."""
-        msg_id = self._write(env_json, data)
+        (RFC 5321 §4.2.5). A message committed in place under its reserve name (an SMTP
+        worker's, ``_try_write``) needs no directory fsync: that name was durable before."""
+        msg_id, path = self._write(env_json, data)
+        if path is None:
+            return msg_id
         try:
             self._dirsync.sync()
         except Exception as e:
-            unlink_quiet(self._path(msg_id, ".msg"))
+            unlink_quiet(path)
             raise _Unsynced(msg_id, e) from None
         return msg_id
 
-    def _write(self, env_json: bytes, data: bytes) -> str:
+    def _write(self, env_json: bytes, data: bytes) -> tuple[str, Optional[str]]:
         """Thread: write the message into a reserved file (``Recycler.claim``, written in place
         under its ``.rsv`` name), a pool file or a new file (both as ``<id>.tmp``), fsync it,
-        rename it to ``<id>.msg``; the file written is gone on any error."""
+        rename it to ``<id>.msg``; the file written is gone on any error. Returns the id and
+        the path whose directory entry the commit must make durable (None: durable already)."""
         while True:
-            msg_id = self._try_write(env_json, data)
-            if msg_id is not None:
-                return msg_id
+            result = self._try_write(env_json, data)
+            if result is not None:
+                return result
 
-    def _try_write(self, env_json: bytes, data: bytes) -> Optional[str]:
+    def _try_write(self, env_json: bytes, data: bytes) -> Optional[tuple[str, Optional[str]]]:
         """Thread: one ``_write`` attempt; None when the file it took vanished (a reserved
-        file deleted by a recovery or a sweep, a name taken meanwhile): take another."""
+        file deleted by a recovery or a sweep, a name taken meanwhile): take another.
+
+        In an SMTP worker (``incoming``) a reserved file's name is the message's id and the
+        file is the message's for good: written, truncated and fsynced under ``<id>.rsv``,
+        whose directory entry the refill made durable, the message is committed by that one
+        fsync (Postfix's one flush before the 250; a rename to ``.msg`` took a second, of the
+        directory). Its name says "maybe a message" and its content decides: the header names
+        that id and the checksum holds (``format.holds_message``, read by the sweep and by
+        recovery), which the pool file's old message never does."""
+        path = self._recycler.claim()
+        if path is not None and self._in_place:
+            return self._write_in_place(path, env_json, data)
         msg_id = _new_id()
         final = self._path(msg_id, ".msg")
         if os.path.exists(final):
             return None  # a clock step back onto a recycled pid: never overwrite a message
         reused: Optional[str] = None
-        path = self._recycler.claim()
         try:
             if path is not None:
                 reused = "reserve"
@@ -311,15 +352,7 @@ class Spool:
                 return None  # deleted meanwhile (a recovery, a sweep): take another
             raise storage_error(e, f"open {path}: {e.strerror}") from None
         try:
-            try:
-                chunks, size = fmt.encode(msg_id, env_json, data)
-                write_all(fd, chunks)
-                if reused:  # overwritten in place; cut what is left of the old message
-                    os.ftruncate(fd, size)
-                cp.crashpoint(cp.SPOOL_BEFORE_FSYNC)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._fill(fd, msg_id, env_json, data, truncate=reused is not None)
             if reused == "pool":  # its pool name durably gone before the inode is a .msg
                 self._recycler.taken()
             cp.crashpoint(cp.SPOOL_BEFORE_RENAME)
@@ -333,7 +366,55 @@ class Spool:
             unlink_quiet(path)
             raise
         cp.crashpoint(cp.SPOOL_AFTER_RENAME)
-        return msg_id
+        return msg_id, final
+
+    def _write_in_place(
+        self, path: str, env_json: bytes, data: bytes
+    ) -> Optional[tuple[str, Optional[str]]]:
+        """Thread: commit the message into the reserved file ``path`` under its own name (see
+        ``_try_write``); None if the file vanished (a sweep of a worker taken for gone)."""
+        msg_id = os.path.basename(path)[: -len(".rsv")]
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise storage_error(e, f"open {path}: {e.strerror}") from None
+        try:
+            try:
+                inode = os.fstat(fd).st_ino
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fill(fd, msg_id, env_json, data, truncate=True)
+            # Still named so? A server restarted while this worker finished its last message
+            # deletes what looks unused in incoming/ (the rename of the old commit failed then).
+            if os.stat(path).st_ino != inode:
+                return None
+        except FileNotFoundError:
+            return None  # deleted under us: write it anew
+        except OSError as e:
+            unlink_quiet(path)
+            raise storage_error(e, f"writing {path}: {e.strerror}") from None
+        except BaseException:
+            unlink_quiet(path)
+            raise
+        cp.crashpoint(cp.SPOOL_AFTER_RENAME)
+        return msg_id, None
+
+    @staticmethod
+    def _fill(fd: int, msg_id: str, env_json: bytes, data: bytes, truncate: bool) -> None:
+        """Thread: the message file's bytes into ``fd`` (a reused file cut to their length),
+        fsynced, and ``fd`` closed."""
+        try:
+            chunks, size = fmt.encode(msg_id, env_json, data)
+            write_all(fd, chunks)
+            if truncate:  # overwritten in place; cut what is left of the old message
+                os.ftruncate(fd, size)
+            cp.crashpoint(cp.SPOOL_BEFORE_FSYNC)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # -- load -------------------------------------------------------------------------------
     def load(self, msg_id: str) -> defer.Deferred[tuple[Envelope, bytes]]:
@@ -385,9 +466,10 @@ class Spool:
 
     # -- adoption of worker-written messages ----------------------------------------------
     def adopt(self, msg_id: str) -> defer.Deferred[Optional[SpoolEntry]]:
-        """Move ``Queue/incoming/<id>.msg`` (stored by an SMTP worker process, already answered
-        250) into ``Queue/`` and fire with its SpoolEntry; None if it is not there (adopted
-        already: a notice and a sweep may name the same file). A corrupt file is quarantined.
+        """Move ``Queue/incoming/<id>.rsv`` (committed in place by an SMTP worker process) or
+        ``<id>.msg`` (its other commit), answered 250 already, into ``Queue/`` as ``<id>.msg``
+        and fire with its SpoolEntry; None if it is not there (adopted already: a notice and a
+        sweep may name the same file). A corrupt file is quarantined.
 
         The file is linked into ``Queue/`` and its incoming name stays until it is finished
         (``remove``): that name is durable already, so the link needs no fsync (after a power
@@ -396,7 +478,10 @@ class Spool:
         removal durable before ``Queue/`` was written."""
         if not fmt.valid_id(msg_id):
             return defer.fail(KeyError(f"invalid message id {msg_id!r}"))
-        src = os.path.join(self.incoming_dir, msg_id + ".msg")
+        srcs = (
+            os.path.join(self.incoming_dir, msg_id + ".rsv"),
+            os.path.join(self.incoming_dir, msg_id + ".msg"),
+        )
         dst = self._path(msg_id, ".msg")
 
         def decode(raw: bytes) -> SpoolEntry:
@@ -408,7 +493,7 @@ class Spool:
 
         def link_and_read() -> Optional[Ticket]:
             """Thread (a shared job): the link and, for a small file, the read."""
-            return self._queue_moves.link(msg_id, src, dst, decode)
+            return self._queue_moves.link(msg_id, srcs, dst, decode)
 
         def settled(ticket: Optional[Ticket]) -> Any:
             result = None if ticket is None else ticket.settle()
@@ -435,8 +520,13 @@ class Spool:
 
     def incoming(self, live_pids: frozenset[int] = frozenset()) -> defer.Deferred[list[str]]:
         """Ids waiting in ``Queue/incoming/`` (oldest first) and not adopted yet, for a sweep
-        after a worker ended; ``.tmp`` files of processes not in ``live_pids`` are removed (a
-        worker killed mid-DATA, which never answered 250 for them)."""
+        after a worker ended; ``.tmp`` and ``.rsv`` files of processes not in ``live_pids``
+        are removed (a worker killed mid-DATA, which never answered 250 for them, and its
+        unused reserve), except a ``.rsv`` it committed a message into (``holds_message``:
+        named here too). A live worker's ``.rsv`` files are never removed (one may be in use)
+        and named only when one holds a message and was last written ``ORPHAN_AGE`` seconds
+        ago or more (its notice was lost, or its adoption failed: a sweep tries again, as for
+        a ``.msg``); a younger one may be a commit whose fsync has not returned yet."""
 
         kept = self._queue_moves.kept  # adopted, in delivery: only checked for membership
 
@@ -448,12 +538,31 @@ class Spool:
                         ids.append(name[:-4])
                 elif name.endswith((".tmp", ".rsv")):
                     pid = fmt.writer_pid(name)
-                    if pid is not None and pid not in live_pids:
-                        unlink_quiet(os.path.join(self.incoming_dir, name))
+                    full = os.path.join(self.incoming_dir, name)
+                    if pid is None or (name.endswith(".rsv") and name[:-4] in kept):
+                        continue  # not ours; or adopted: its name stays until it is finished
+                    if pid in live_pids:
+                        if name.endswith(".rsv") and self._orphan(full):
+                            ids.append(name[:-4])
+                    elif name.endswith(".rsv") and committed_reserve(full) is not None:
+                        ids.append(name[:-4])
+                    else:
+                        unlink_quiet(full)
             ids.sort()
             return ids
 
         return self._in_thread(scan)
+
+    @staticmethod
+    def _orphan(path: str) -> bool:
+        """Thread: a live worker's reserve file holds a message committed ``ORPHAN_AGE``
+        seconds ago or more, and nobody adopted it."""
+        try:
+            if time.time() - os.stat(path).st_mtime < ORPHAN_AGE:
+                return False
+            return committed_reserve(path) is not None
+        except FileNotFoundError:
+            return False
 
     # -- journal ----------------------------------------------------------------------------
     def update(

@@ -333,10 +333,41 @@ class NewAccount(Scenario):
 
 class SmtpWorkers(SmtpReceive):
     """The same with ``smtp.workers 2``: stored in Queue/incoming/ by a worker, adopted into
-    Queue/ by the server."""
+    Queue/ by the server.
+
+    Queue/free/ starts with files of finished messages, as a running server's pool holds:
+    after its first message a worker reserves them (``<id>.rsv``, named durably) and commits
+    the next messages in place under those names, one fsync before the 250. None of the
+    old messages may come back from a reserve file after a cut."""
 
     name = "smtp-workers"
     workers = 2
+    POOL = 6
+
+    def before_start(self, server: Server, ledger: Ledger) -> None:
+        from cgtwist.spool import format as fmt
+        from cgtwist.types import Envelope, Recipient
+
+        free = os.path.join(server.base, "Queue", "free")
+        os.makedirs(free, exist_ok=True)
+        envelope = Envelope("sender@elsewhere.test", [Recipient(ADDRESS)])
+        for i in range(self.POOL):
+            old = f"{i + 1:016d}-1-{i + 1}"  # a finished message's id, long ago
+            chunks, _ = fmt.encode(
+                old, fmt.envelope_json(envelope, 1.0), message(f"crash-stalepool-{i}")
+            )
+            with open(os.path.join(free, old), "wb") as f:
+                f.write(b"".join(chunks))
+
+    def check(self, server: Server, acks: tuple[Ack, ...]) -> Verdict:
+        v = super().check(server, acks)
+        stale = census(server.maildir(ACCOUNT)).counts
+        v.violations += [
+            f"BROUGHT BACK: a pool file's old message {tag} was delivered"
+            for tag in stale
+            if tag.startswith("crash-stalepool-")
+        ]
+        return v
 
 
 class SpoolRecovery(Scenario):

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from cgtwist.spool import donelog
+from cgtwist.spool import format as fmt
 from cgtwist.spool.spool import Spool
 from tests.queue.helpers import SyncClock, SyncPool
 from tests.spool.fsmodel import FsRecorder
@@ -424,3 +425,155 @@ class DoneLogTests(SpoolTestBase):
             f.write(donelog.line(ids[0]))
         self.assertEqual(self.successResultOf(sync_spool(self.base).recover()), [ids[1]])
         self.assertFalse(os.path.exists(path))
+
+
+class InPlaceCommitTests(SpoolTestBase):
+    """An SMTP worker commits a message into a reserved file under that file's own name
+    (``<id>.rsv``, made durable by the refill that reserved it): one fsync before the 250
+    instead of the file's and then the directory's (issue 17, lever 5)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from cgtwist.spool import moves as moves_mod
+
+        self.patch(moves_mod, "DONE_BATCH", 1)
+        self.incoming = os.path.join(self.qdir, "incoming")
+        self.free = os.path.join(self.qdir, "free")
+        self.server = sync_spool(self.base)
+        self.worker = sync_spool(self.base, incoming=True)
+        # three finished messages' files in the pool, for the worker's reserve
+        ids = [self.successResultOf(self.server.store(envelope(1), DATA)) for _ in range(3)]
+        for msg_id in ids:
+            self.successResultOf(self.server.remove(msg_id))
+        self.assertEqual(len(os.listdir(self.free)), 3)
+
+    def reserve(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.incoming) if n.endswith(".rsv"))
+
+    def test_a_message_is_committed_by_one_fsync_under_its_durable_reserve_name(self) -> None:
+        """From the reserving refill on: the message's only durable step before its 250 is
+        the fsync of its file, and at every cut after it Queue/incoming/ names the file as
+        ``<id>.rsv``. Fails when the refill does not fsync incoming/ after moving the pool
+        files in (the reserve name would not be durable when the 250 goes)."""
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        first = self.successResultOf(self.worker.store(envelope(1), DATA))  # then reserves
+        self.assertTrue(os.path.exists(os.path.join(self.incoming, first + ".msg")))
+        reserved = self.reserve()  # the first took a pool file itself
+        self.assertEqual(len(reserved), 2)
+        start = len(rec.ops)
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        self.assertEqual(msg_id + ".rsv", reserved[0])  # the oldest reserve name first
+        path = os.path.join(self.incoming, msg_id + ".rsv")
+        token = rec.token(path)
+        ops = rec.ops[start:]
+        self.assertEqual([op[0] for op in ops], ["truncate", "fsync"], ops)
+        self.assertEqual(ops[-1], ("fsync", path))
+        for i in range(start + 1, len(rec.ops)):
+            for state in rec.crash_states(i):
+                self.assertEqual(
+                    [n for n, t in state[self.incoming].items() if t == token],
+                    [msg_id + ".rsv"],
+                    f"a power cut after {rec.ops[i]} can lose the name: {state}",
+                )
+        self.assertEqual(self.worker.message_count(), 2)
+
+    def test_recovery_takes_a_committed_reserve_and_deletes_the_others(self) -> None:
+        """At start the server adopts a message committed in place and deletes the unused
+        reserve files, which still hold finished messages (whole and valid, but under another
+        id): those are never delivered again."""
+        self.successResultOf(self.worker.store(envelope(1), DATA))  # fills the reserve
+        msg_id = self.successResultOf(self.worker.store(envelope(2), b"Subject: x\r\n\r\nx\r\n"))
+        self.assertEqual(len(self.reserve()), 2)  # 1 unused, 1 holding msg_id
+        restarted = sync_spool(self.base)
+        ids = self.successResultOf(restarted.recover())
+        self.assertIn(msg_id, ids)
+        self.assertEqual(len(ids), 2)
+        env, data = self.successResultOf(restarted.load(msg_id))
+        self.assertEqual((env, data), (envelope(2), b"Subject: x\r\n\r\nx\r\n"))
+        self.assertEqual(self.reserve(), [])
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+
+    def test_adoption_and_removal_of_a_message_committed_in_place(self) -> None:
+        """The server adopts ``<id>.rsv`` as ``Queue/<id>.msg``, keeps the incoming name
+        while delivering, and drops it when the message is finished."""
+        self.successResultOf(self.worker.store(envelope(1), DATA))
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        entry = self.successResultOf(self.server.adopt(msg_id))
+        self.assertEqual(entry.data, DATA)
+        self.assertTrue(os.path.exists(os.path.join(self.incoming, msg_id + ".rsv")))
+        self.assertIsNone(self.successResultOf(self.server.adopt(msg_id)))  # a second notice
+        self.successResultOf(self.server.remove(msg_id))
+        self.assertFalse(os.path.exists(os.path.join(self.incoming, msg_id + ".rsv")))
+        self.assertFalse(os.path.exists(os.path.join(self.qdir, msg_id + ".msg")))
+
+    def test_a_sweep_adopts_a_gone_workers_committed_reserve_only(self) -> None:
+        """A worker that ended between its 250 and its notice: the sweep names its message
+        committed in place and deletes its unused reserve; a live worker's reserve files are
+        left alone (one may be half written)."""
+        self.successResultOf(self.worker.store(envelope(1), DATA))
+        first = sorted(n for n in os.listdir(self.incoming) if n.endswith(".msg"))[0][:-4]
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        live = frozenset({os.getpid()})
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), [first])
+        self.assertEqual(len(self.reserve()), 2)
+        self.assertEqual(
+            self.successResultOf(self.server.incoming(frozenset())), sorted([first, msg_id])
+        )
+        self.assertEqual(self.reserve(), [msg_id + ".rsv"])
+        self.assertEqual(self.successResultOf(self.server.adopt(msg_id)).data, DATA)
+
+    def test_a_sweep_retries_a_live_workers_committed_reserve_once_it_is_old(self) -> None:
+        """A live worker's message whose notice was lost or whose adoption failed is named by
+        a sweep once it was written ``ORPHAN_AGE`` ago (as a ``.msg`` was at any sweep);
+        a younger one may still be in its commit, and unused reserves stay untouched."""
+        from cgtwist.spool import spool as spool_mod
+
+        self.successResultOf(self.worker.store(envelope(1), DATA))
+        first = sorted(n for n in os.listdir(self.incoming) if n.endswith(".msg"))[0][:-4]
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        live = frozenset({os.getpid()})
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), [first])
+        old = os.stat(os.path.join(self.incoming, msg_id + ".rsv")).st_mtime
+        self.patch(spool_mod.time, "time", lambda: old + spool_mod.ORPHAN_AGE)
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), sorted([first, msg_id]))
+        self.assertEqual(len(self.reserve()), 2)  # the unused one is still there
+        self.assertEqual(self.successResultOf(self.server.adopt(msg_id)).data, DATA)
+        self.assertEqual(self.successResultOf(self.server.incoming(live)), [first])
+
+    def test_only_a_workers_refill_fsyncs_the_reserve_directory(self) -> None:
+        """The server renames a reserved file to its ``.msg`` at each commit (whose directory
+        fsync makes that name durable), so its refill fsyncs the pool directory only; a
+        worker's fsyncs incoming/ too, as it commits under the reserve names."""
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        self.assertEqual(self.server._recycler.refill(), 3)
+        self.assertEqual([op for op in rec.ops if op[0] == "fsync"], [("fsync", self.free)])
+        msg_id = self.successResultOf(self.server.store(envelope(1), DATA))
+        self.successResultOf(self.server.remove(msg_id))  # one file back in the pool
+        start = len(rec.ops)
+        self.assertEqual(self.worker._recycler.refill(), 1)
+        fsyncs = [op for op in rec.ops[start:] if op[0] == "fsync"]
+        self.assertEqual(fsyncs, [("fsync", self.free), ("fsync", self.incoming)])
+
+    def test_a_half_written_reserve_is_no_message(self) -> None:
+        """A reserve file whose write stopped before its end (the worker killed before the
+        fsync: no 250) names no message: recovery deletes it, quarantines nothing."""
+        self.successResultOf(self.worker.store(envelope(1), DATA))
+        name = self.reserve()[0]
+        path = os.path.join(self.incoming, name)
+        chunks, size = fmt.encode(name[:-4], fmt.envelope_json(envelope(1), 0.0), DATA)
+        with open(path, "r+b") as f:
+            f.write(b"".join(chunks)[: size - 10])
+        ids = self.successResultOf(sync_spool(self.base).recover())
+        self.assertNotIn(name[:-4], ids)
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(os.listdir(os.path.join(self.qdir, "corrupt")), [])
+
+    def test_a_worker_that_reserves_at_start_commits_its_first_message_in_place(self) -> None:
+        """``reserve`` (an SMTP worker calls it once open) fills the reserve before any
+        message: the first one is committed by one fsync, no rename, no directory fsync."""
+        self.worker.reserve()
+        self.assertEqual(len(self.reserve()), 3)
+        rec = FsRecorder(self, [self.qdir, self.incoming, self.free])
+        msg_id = self.successResultOf(self.worker.store(envelope(1), DATA))
+        path = os.path.join(self.incoming, msg_id + ".rsv")
+        self.assertEqual(rec.ops, [("truncate", path), ("fsync", path)])
