@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import imaplib
 import os
+import poplib
+import signal
+import smtplib
 import socket
 import uuid
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
 from tests.e2e.harness import Server, wait_for
+from tests.e2e.test_web_sessions_e2e import id_of, sessions, web
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +61,40 @@ def wait_for_workers(server: Server, n: int) -> list[int]:
     return server.worker_pids(kind="imap")
 
 
+def wait_for_new_workers(server: Server, n: int, old: list[int]) -> list[int]:
+    """Wait until every one of ``old`` has ended and ``n`` new workers accept."""
+    wait_for(
+        lambda: not set(old) & set(server.worker_pids(kind="imap")),
+        120,
+        "the old imap workers to end",
+    )
+    return wait_for_workers(server, n)
+
+
 def start(server: Server, n: int = 2) -> list[int]:
     server.start()
     return wait_for_workers(server, n)
 
 
-def imap(server: Server, tls: str = "implicit") -> imaplib.IMAP4:
+class SourcedIMAP(imaplib.IMAP4_SSL):
+    """imaplib over implicit TLS from a chosen loopback address (``source``)."""
+
+    def __init__(self, source: str, *args: Any, **kw: Any) -> None:
+        self.source = source
+        super().__init__(*args, **kw)
+
+    def _create_socket(self, timeout: Optional[float]) -> socket.socket:
+        sock = socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self.source, 0)
+        )
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def imap(server: Server, tls: str = "implicit", source: str = "127.0.0.1") -> imaplib.IMAP4:
     ctx = server.tls_context()
     if tls == "implicit":
-        return imaplib.IMAP4_SSL(
-            HOST, server.port("imap", tls="implicit"), ssl_context=ctx, timeout=60
+        return SourcedIMAP(
+            source, HOST, server.port("imap", tls="implicit"), ssl_context=ctx, timeout=60
         )
     m = imaplib.IMAP4(HOST, server.port("imap"), timeout=60)
     m.starttls(ssl_context=ctx)
@@ -191,3 +219,212 @@ def test_clients_in_different_workers_see_each_others_changes(server: Server) ->
     assert b.search(None, "FLAGGED")[1][0] == b"1"
     for m in (a, b):
         m.logout()
+
+
+def admitted(server: Server, source: str, tries: int) -> tuple[list[imaplib.IMAP4], int]:
+    """Open ``tries`` IMAP connections from ``source``: (those greeted OK, how many were
+    refused with the server's ``* BYE Too many connections``)."""
+    kept, refused = [], 0
+    for _ in range(tries):
+        try:
+            kept.append(imap(server, source=source))
+        except imaplib.IMAP4.error as e:  # the greeting was a BYE
+            assert "Too many connections" in str(e), e
+            refused += 1
+    return kept, refused
+
+
+def test_per_ip_limit_holds_across_workers_and_a_killed_worker_gives_back(
+    server: Server,
+) -> None:
+    """access.max_connections_per_ip = 3 admits three connections from an IP whichever
+    worker accepts them, not three per worker. A worker killed with -9 is restarted, its
+    clients are cut, the other worker's sessions carry on, the killed worker's connections
+    no longer count, and no delivered message is lost."""
+    server.admin("settings", "set", "access.max_connections_per_ip", "3")
+    pids = start(server)
+    source = "127.0.0.31"
+    kept, refused = admitted(server, source, 6)
+    assert (len(kept), refused) == (3, 3)
+    assert "imap worker: too many connections from 127.0.0.31" in server.log_text()
+    tag = uuid.uuid4().hex
+    server.send("bob@elsewhere.test", [USER], message(tag + "-before"))
+    server.wait_messages("alice", 1, containing=tag.encode())
+
+    by_pid = {pid: [m for m in kept if serving_pid(m.sock, pids) == pid] for pid in pids}
+    victim = max(pids, key=lambda pid: len(by_pid[pid]))
+    survivors = [m for pid in pids if pid != victim for m in by_pid[pid]]
+    os.kill(victim, signal.SIGKILL)
+    for m in by_pid[victim]:
+        with pytest.raises((imaplib.IMAP4.abort, OSError)):
+            m.noop()
+    for m in survivors:
+        assert m.noop()[0] == "OK"
+    wait_for_new_workers(server, 2, [victim])
+    assert "imap worker" in server.log_text() and "signal 9" in server.log_text()
+    server.send("bob@elsewhere.test", [USER], message(tag + "-after"))
+    server.wait_messages("alice", 2, containing=tag.encode())
+    # the dead worker's connections were given back: 3 - survivors may connect again
+    more, refused = admitted(server, source, 4)
+    assert (len(more), refused) == (3 - len(survivors), 1 + len(survivors))
+    m = login(server)
+    assert m.select("INBOX")[0] == "OK"
+    typ, data = m.search(None, "SUBJECT", tag)
+    assert typ == "OK" and len(data[0].split()) == 2
+    m.logout()
+    for c in survivors + more:
+        c.logout()
+
+
+def test_sessions_per_account_and_ip_count_across_workers(server: Server) -> None:
+    """auth.max_userip_connections = 2: the third login of the account from one IP is
+    refused wherever it lands; a session ended gives its place back."""
+    server.admin("settings", "set", "auth.max_userip_connections", "2")
+    start(server)
+    logged, refused = [], 0
+    for _ in range(4):
+        m = imap(server)
+        try:
+            m.login(USER, PASSWORD)
+            logged.append(m)
+        except imaplib.IMAP4.error as e:
+            assert "Maximum number of connections" in str(e), e
+            refused += 1
+            m.logout()
+    assert (len(logged), refused) == (2, 2)
+    logged.pop().logout()
+
+    def place_back() -> bool:
+        m = imap(server)
+        try:
+            m.login(USER, PASSWORD)
+        except imaplib.IMAP4.error:
+            m.logout()
+            return False
+        logged.append(m)
+        return True
+
+    wait_for(place_back, 30, "a login once a session ended")
+    for m in logged:
+        m.logout()
+
+
+def test_failed_logins_in_both_workers_count_for_the_servers_penalty(server: Server) -> None:
+    """The login brake is the server's: one failed login in each worker makes two failures
+    of the IP, which (protection.autoblacklist.threshold = 2) blacklists it for SMTP too."""
+    for key, value in (
+        ("auth.fail_delays", "[0]"),
+        ("protection.autoblacklist.threshold", "2"),
+    ):
+        server.admin("settings", "set", key, value)
+    pids = start(server)
+    source = "127.0.0.41"
+    seen: set[int] = set()
+    for _ in range(40):
+        m = imap(server, source=source)
+        pid = serving_pid(m.sock, pids)
+        if pid in seen:
+            m.logout()
+            continue
+        assert pid is not None
+        seen.add(pid)
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            m.login(USER, f"wrong-{pid}")
+        m.logout()
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP("127.0.0.1", server.port("smtp"), source_address=(source, 0), timeout=30)
+    assert refused.value.smtp_code == 554, refused.value
+    assert "auto-blacklisted ip=127.0.0.41" in server.log_text()
+
+
+def pop(server: Server, tls: str = "implicit") -> poplib.POP3:
+    ctx = server.tls_context()
+    if tls == "implicit":
+        return poplib.POP3_SSL(HOST, server.port("pop3", tls="implicit"), context=ctx, timeout=60)
+    p = poplib.POP3(HOST, server.port("pop3"), timeout=60)
+    p.stls(context=ctx)
+    return p
+
+
+def test_pop3_and_webuser_sessions_in_workers(server: Server) -> None:
+    """POP3 works in the workers (STLS and implicit TLS); WebUser lists the IMAP and POP3
+    sessions the workers serve, ends the IMAP one with its End button (``* BYE``) and the
+    POP3 one with a password change (``-ERR``)."""
+    start(server)
+    tag = uuid.uuid4().hex
+    server.send("bob@elsewhere.test", [USER], message(tag))
+    server.wait_messages("alice", 1, containing=tag.encode())
+    p = pop(server, tls="starttls")
+    p.user(USER)
+    p.pass_(PASSWORD)
+    assert tag.encode() in b"\n".join(p.retr(1)[1])
+    p.quit()
+
+    m = login(server)
+    p = pop(server)
+    p.user(USER)
+    p.pass_(PASSWORD)
+    c = web(server, USER, PASSWORD)
+    listed = sessions(c)
+    assert sorted(proto for proto, _this, _id in listed) == ["IMAP", "POP3", "Web"], listed
+    r = c.submit("/sessions", "/sessions/end", {"id": id_of(listed, "IMAP")})
+    assert r.status == 303
+    bye = m.readline()
+    assert bye.startswith(b"* BYE ") and b"WebUser" in bye, bye
+    m.shutdown()
+    wait_for(
+        lambda: sorted(proto for proto, _t, _i in sessions(c)) == ["POP3", "Web"],
+        30,
+        "the IMAP session off the list",
+    )
+    form = {"current": PASSWORD, "new": "alice-secret-2", "again": "alice-secret-2"}
+    r = c.submit("/", "/password", dict(form, end_mail="1"))
+    assert r.status == 303
+    goodbye = p.file.readline()
+    assert goodbye.startswith(b"-ERR "), goodbye
+    p.close()
+
+
+def test_reload_restart_and_shutdown_reach_the_workers(server: Server) -> None:
+    """A changed setting reaches the sessions in workers (APPENDLIMIT follows
+    imap.max_literal); a changed imap.workers restarts them; 0 brings IMAP back into the
+    server; SIGTERM says BYE to a session in a worker and leaves no worker behind."""
+    pids = start(server)
+    server.admin("settings", "set", "imap.max_literal", "12345")
+
+    def capability_has(word: bytes) -> bool:
+        m = imap(server)
+        try:
+            return word in b" ".join(m.capability()[1])
+        finally:
+            m.logout()
+
+    wait_for(lambda: capability_has(b"APPENDLIMIT=12345"), 60, "the new APPENDLIMIT")
+    assert set(server.worker_pids(kind="imap")) == set(pids)  # a reload, not a restart
+    server.admin("settings", "set", "imap.workers", "1")
+    (one,) = wait_for_new_workers(server, 1, pids)
+    m = login(server)
+    assert serving_pid(m.sock, [one]) == one
+    m.logout()
+    server.admin("settings", "set", "imap.workers", "0")
+    wait_for(lambda: not server.worker_pids(kind="imap"), 60, "no imap worker left")
+    m = login(server)
+    assert serving_pid(m.sock, [server.proc.pid]) == server.proc.pid  # type: ignore[union-attr]
+    m.logout()
+    server.admin("settings", "set", "imap.workers", "2")
+    pids = wait_for_new_workers(server, 2, [one])
+    m = login(server)
+    assert serving_pid(m.sock, pids) in pids
+    proc = server.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    bye = m.readline()
+    assert bye.startswith(b"* BYE"), bye
+    m.shutdown()
+    assert proc.wait(90) in (0, -signal.SIGTERM)  # twistd re-raises the signal it stopped on
+    server.proc = None
+    assert not server.worker_pids(kind="imap")
+    assert "still open after" not in server.log_text()
