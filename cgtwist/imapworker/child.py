@@ -8,7 +8,7 @@ as Dovecot's imap processes do. One folder open in several processes stays consi
 through its index (cgtwist.mailstore.folder: a lock per folder, UIDs and MODSEQs allocated
 under it, each process catching up from the index log); mail the server delivers reaches a
 session here at its next command, or at once where the mail store watches other processes'
-changes (``start_watch`` below).
+changes (``start_watch`` below: the mail store's inotify watch, IDLE push).
 
 What must hold for the whole server is asked of it over standard input and output
 (cgtwist.imapworker.remote and wire): admission against ``access.max_connections_per_ip``, the
@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.logger import LogLevel
@@ -63,19 +63,31 @@ REFUSALS = {
 }
 
 
-def start_watch(app: Any, reactor: Any) -> None:
-    """Where the mail store's watch on other processes' changes starts in a worker (IDLE push
-    of what the server delivered or another worker changed).
+def start_watch(app: Any, settings: SettingsHolder) -> None:
+    """Start the mail store's watch on other processes' changes in this worker: the IDLE push
+    of what the server delivered or another worker changed (cgtwist.mailstore.watch, branch
+    s8-xproc: ``MailboxNotifier.watch_other_processes``, bounded by imap.watch_folders and
+    imap.watch_poll_interval). Where the mail store has no such watch (this branch before the
+    merge) a session hears of another process's change at its next command, as
+    cgtwist.mailstore.folder catches up from the index log then."""
+    watch = getattr(app.notifier, "watch_other_processes", None)
+    if watch is None:
+        return
 
-    MERGE NOTE: the cross-process watch is the mail store's (branch s8-xproc,
-    cgtwist.mailstore.watch.FolderWatch). Until it is wired here a session in a worker sees
-    another process's change at its next command (NOOP, IDLE's poll), which is how
-    cgtwist.mailstore.folder catches up; the lead wires the one call at merge.
-    """
-    notifier = getattr(app, "notifier", None)
-    watch = getattr(notifier, "watch_other_processes", None)
-    if callable(watch):
-        watch(reactor)
+    def imap_setting(name: str, default: float) -> Callable[[], Any]:
+        return lambda: getattr(settings.current.imap, name, default)
+
+    watch(
+        max_folders=imap_setting("watch_folders", 10_000),
+        poll_interval=imap_setting("watch_poll_interval", 2.0),
+    )
+
+
+def stop_watch(app: Any) -> None:
+    """Close the watch ``start_watch`` opened (at the worker's stop)."""
+    stop = getattr(app.notifier, "stop_watching", None)
+    if stop is not None:
+        stop()
 
 
 class Worker:
@@ -131,7 +143,7 @@ class Worker:
             ),
         )
         await self.app.open_reception()
-        start_watch(self.app, self.reactor)
+        start_watch(self.app, self.settings)
         self.ready = True
         if self._reload_wanted:
             self._reload_wanted = False
@@ -187,6 +199,7 @@ class Worker:
         )
         if self.app is not None:
             await self.app.drain()
+            stop_watch(self.app)
             await self.app.close()
 
 

@@ -428,3 +428,44 @@ def test_reload_restart_and_shutdown_reach_the_workers(server: Server) -> None:
     server.proc = None
     assert not server.worker_pids(kind="imap")
     assert "still open after" not in server.log_text()
+
+
+def _store_watches_other_processes() -> bool:
+    from cgtwist.mailstore.notifier import MailboxNotifier
+
+    return hasattr(MailboxNotifier, "watch_other_processes")
+
+
+@pytest.mark.skipif(
+    not _store_watches_other_processes(),
+    reason="the mail store has no watch on other processes' changes (s8-xproc) yet",
+)
+def test_idle_in_a_worker_hears_a_delivery_and_another_workers_append(server: Server) -> None:
+    """A session IDLE in one worker is told at once (no command from it) of a message the
+    server delivered and of an APPEND made in the other worker."""
+    pids = start(server)
+    idler, other = one_per_worker(server, pids).values()
+    assert idler.select("INBOX")[0] == "OK"
+    tag = idler._new_tag()  # type: ignore[attr-defined]
+    idler.send(tag + b" IDLE\r\n")
+    assert idler.readline().startswith(b"+ ")
+
+    def next_exists() -> bytes:
+        """The next EXISTS line during IDLE (RECENT may come with it); the socket's
+        timeout bounds the wait."""
+        while True:
+            line = idler.readline()
+            assert line, "the connection closed during IDLE"
+            if line.endswith(b" EXISTS\r\n"):
+                return line
+
+    server.send("bob@elsewhere.test", [USER], message("pushed-1"))
+    assert next_exists() == b"* 1 EXISTS\r\n"
+    assert other.append("INBOX", None, None, message("pushed-2"))[0] == "OK"
+    assert next_exists() == b"* 2 EXISTS\r\n"
+    idler.send(b"DONE\r\n")
+    while not (reply := idler.readline()).startswith(tag):
+        pass
+    assert b" OK " in reply, reply
+    idler.logout()
+    other.logout()
