@@ -29,11 +29,15 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Optional, cast
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from cgtwist.config import BootstrapConfig
 from cgtwist.imapworker.remote import (
@@ -53,6 +57,9 @@ from cgtwist.stats import ForwardedCounts
 from cgtwist.tls import ServerTLS
 from cgtwist.types import ListenerSpec
 
+if TYPE_CHECKING:
+    from cgtwist.app import Components
+
 log = Logger(namespace="cgtwist.imapworker")
 
 ENV = "CGTWIST_WORKER"
@@ -63,7 +70,7 @@ REFUSALS = {
 }
 
 
-def start_watch(app: Any, settings: SettingsHolder) -> None:
+def start_watch(app: Components, settings: SettingsHolder) -> None:
     """Start the mail store's watch on other processes' changes in this worker: the IDLE push
     of what the server delivered or another worker changed (cgtwist.mailstore.watch, branch
     s8-xproc: ``MailboxNotifier.watch_other_processes``, bounded by imap.watch_folders and
@@ -74,16 +81,16 @@ def start_watch(app: Any, settings: SettingsHolder) -> None:
     if watch is None:
         return
 
-    def imap_setting(name: str, default: float) -> Callable[[], Any]:
-        return lambda: getattr(settings.current.imap, name, default)
+    def imap_setting(name: str, default: float) -> Callable[[], float]:
+        return lambda: float(getattr(settings.current.imap, name, default))
 
     watch(
-        max_folders=imap_setting("watch_folders", 10_000),
+        max_folders=lambda: int(imap_setting("watch_folders", 10_000)()),
         poll_interval=imap_setting("watch_poll_interval", 2.0),
     )
 
 
-def stop_watch(app: Any) -> None:
+def stop_watch(app: Components) -> None:
     """Close the watch ``start_watch`` opened (at the worker's stop)."""
     stop = getattr(app.notifier, "stop_watching", None)
     if stop is not None:
@@ -99,7 +106,7 @@ class Worker:
         listeners: list[tuple[int, ListenerSpec]],
         index: int,
         key: bytes,
-        reactor: Any,
+        reactor: PosixReactorBase,
     ) -> None:
         self.cfg = cfg
         self.listeners = listeners
@@ -109,28 +116,28 @@ class Worker:
         self.tls = ServerTLS(cfg.certificate, cfg.key)
         self.link = ServerLink(self.reload, self.master_gone)
         self.key = key
-        self.app: Any = None  # cgtwist.app.Components once built (maybe still opening)
+        self.app: Optional[Components] = None  # once built (maybe still opening)
         self.ready = False
-        self.ports: list[Any] = []
+        self.ports: list[IListeningPort] = []
         self.stopping = False
         self._reload_wanted = False  # an R heard before ready
         self._started: defer.Deferred[None] = defer.Deferred()
 
     def start(self) -> defer.Deferred[None]:
-        d = defer.ensureDeferred(self._start())
+        return defer.ensureDeferred(self._start_then_say())
 
-        def done(result: Any) -> Any:
+    async def _start_then_say(self) -> None:
+        try:
+            await self._start()
+        finally:
             self._started.callback(None)
-            return result
-
-        return d.addBoth(done)
 
     async def _start(self) -> None:
         from cgtwist.app import Components, SharedAccess
 
         self.tls.reload()
         link = self.link
-        self.app = Components(
+        self.app = app = Components(
             self.cfg,
             self.reactor,
             self.settings,
@@ -142,8 +149,8 @@ class Worker:
                 active=RemoteActiveSessions(link, self.reactor.seconds),
             ),
         )
-        await self.app.open_reception()
-        start_watch(self.app, self.settings)
+        await app.open_reception()
+        start_watch(app, self.settings)
         self.ready = True
         if self._reload_wanted:
             self._reload_wanted = False
@@ -151,12 +158,14 @@ class Worker:
         if self.stopping:
             return
         for number, (fd, spec) in enumerate(self.listeners):
-            inner = self.app.factory_for(spec, per_ip=RemoteConnections(link, number))
-            factory: Any = GateFactory(inner, link, number, REFUSALS[spec.protocol])
+            inner = app.factory_for(spec, per_ip=RemoteConnections(link, number))
+            factory: IProtocolFactory = GateFactory(inner, link, number, REFUSALS[spec.protocol])
             if spec.tls == "implicit":
                 factory = TLSMemoryBIOFactory(self.tls, False, factory)
             family = socket.AF_INET6 if ":" in spec.address else socket.AF_INET
-            self.ports.append(self.reactor.adoptStreamPort(fd, family, factory))
+            sockets = IReactorSocket(self.reactor)
+            # the factory of a listening socket, as IReactorSocket names it
+            self.ports.append(sockets.adoptStreamPort(fd, family, cast(ServerFactory, factory)))
             os.close(fd)  # adoptStreamPort works on a duplicate
         log.info(
             "imap worker {index} ready (pid {pid}), {n} listener(s)",
@@ -167,7 +176,7 @@ class Worker:
 
     def reload(self) -> None:
         self.tls.reload()
-        if not self.ready:
+        if not self.ready or self.app is None:
             self._reload_wanted = True
             return
         defer.ensureDeferred(self.app.reload_settings()).addErrback(
@@ -216,11 +225,11 @@ def main() -> None:
     runtime = Runtime(cfg.runtime, reactor)
     _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor, runtime.wanted)
     runtime.start_worker()
-    worker = Worker(cfg, listeners, index, key, reactor)
+    worker = Worker(cfg, listeners, index, key, cast(PosixReactorBase, reactor))
     standard_io: _StandardIOClass = stdio.StandardIO
     runtime.start_pipe(standard_io(worker.link, reactor=reactor))
 
-    def failed(f: Any) -> None:
+    def failed(f: Failure) -> None:
         log.failure("imap worker {index} failed to start", f, index=index)
         if reactor.running:
             reactor.stop()

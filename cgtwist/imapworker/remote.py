@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union, cast
+from typing import Protocol as Structure
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IAddress, IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -126,6 +128,12 @@ class RemoteConnections:
         self.link.send(wire.line("X", self.listener, ip))
 
 
+class _Connection(Structure):
+    """A TCP connection (twisted.internet.tcp.Connection): its ``protocol`` is what reads."""
+
+    protocol: IProtocol
+
+
 class GateFactory(Factory):
     """Wraps a POP3 or IMAP factory: each connection passes an AdmissionGate first.
     ``refusal`` is what a refused client reads (the protocol's own words)."""
@@ -136,7 +144,7 @@ class GateFactory(Factory):
         self.listener = listener
         self.refusal = refusal
 
-    def buildProtocol(self, addr: Any) -> AdmissionGate:
+    def buildProtocol(self, addr: Optional[IAddress]) -> AdmissionGate:
         gate = AdmissionGate(self, addr)
         gate.factory = self
         return gate
@@ -148,7 +156,7 @@ class AdmissionGate(Protocol):
     bytes the client sent meanwhile. Refused, the client reads the refusal and the
     connection closes."""
 
-    def __init__(self, gate: GateFactory, addr: Any) -> None:
+    def __init__(self, gate: GateFactory, addr: Optional[IAddress]) -> None:
         self.gate = gate
         self.addr = addr
         self.ip = str(getattr(addr, "host", "") or "")
@@ -164,9 +172,9 @@ class AdmissionGate(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.held.append(data)
         self.held_size += len(data)
-        if self.held_size > MAX_WAITING_INPUT and self.transport is not None:
+        if self.held_size > MAX_WAITING_INPUT:
             log.warn("imap worker: {ip} sent too much before its admission", ip=self.ip)
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self._abort()
 
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
         self.lost = True
@@ -182,23 +190,29 @@ class AdmissionGate(Protocol):
             self.gate.link.send(wire.line("X", self.gate.listener, self.ip))
             return
         inner = self.gate.inner.buildProtocol(self.addr)
-        if inner is None:
+        transport = self.transport
+        if inner is None or transport is None:
             self.gate.link.send(wire.line("X", self.gate.listener, self.ip))
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            if transport is not None:
+                transport.loseConnection()
             return
-        transport: Any = self.transport
         if isinstance(transport, TLSMemoryBIOProtocol):
             transport.wrappedProtocol = inner
         else:
-            transport.protocol = inner
+            cast(_Connection, transport).protocol = inner
         inner.makeConnection(transport)
         held, self.held = b"".join(self.held), []
         if held:
             inner.dataReceived(held)
 
     def _no_answer(self, failure: Failure) -> None:
-        if not self.lost and self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+        if not self.lost:
+            self._abort()
+
+    def _abort(self) -> None:
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
 
 
 # -- logins ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import json
 import os
 import secrets
 import sys
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from twisted.internet import defer
 
@@ -24,7 +24,13 @@ from cgtwist.config import BootstrapConfig
 from cgtwist.imapworker import wire
 from cgtwist.imapworker.desk import AccessDesk
 from cgtwist.types import ListenerSpec
-from cgtwist.workers.supervisor import ChildFDs, ChildSpec, Supervisor, WorkerProcess
+from cgtwist.workers.supervisor import (
+    ChildFDs,
+    ChildSpec,
+    ProcessReactor,
+    Supervisor,
+    WorkerProcess,
+)
 
 PROTOCOLS = frozenset({"imap", "pop3"})
 
@@ -38,7 +44,7 @@ class IMAPWorkers(Supervisor):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: ProcessReactor,
         cfg: BootstrapConfig,
         desk: AccessDesk,
         grace: Callable[[], float] = lambda: 30.0,
@@ -66,7 +72,7 @@ class IMAPWorkers(Supervisor):
         self._cancel_restarts()
         d = self._stop_procs(old)
 
-        def start(_: Any) -> None:
+        def start(_: object) -> None:
             self.desk.reset_listeners()  # every worker that counted on the old numbers ended
             self.start_missing()
 

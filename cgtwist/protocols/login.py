@@ -238,7 +238,7 @@ class LoginAttempt:
     @staticmethod
     def _admitted(
         held: Optional[Callable[[], None]],
-        avatar: Any,
+        avatar: object,
         account: str,
         logout: Callable[[], None],
     ) -> LoginOutcome:
