@@ -31,7 +31,7 @@ from cgtwist.activesessions import ActiveSessions
 from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
 from cgtwist.core.account_limits import AccountLimits
-from cgtwist.core.auth import AccountChecker
+from cgtwist.core.auth import AccountChecker, IAccountGuard
 from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.core.routing import Routing
@@ -48,6 +48,7 @@ from cgtwist.delivery.smtp import SMTPDelivery
 from cgtwist.delivery.submitted import SubmittedPickup
 from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.errors import NotFound
+from cgtwist.imapworker.locks import NotedGuard
 from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
@@ -84,12 +85,13 @@ log = Logger(namespace="cgtwist")
 @dataclass(frozen=True)
 class SharedAccess:
     """Where an IMAP/POP3 worker process (cgtwist.imapworker.child) counts what the server
-    counts for every process: the login brake, sessions per account and IP, and WebUser's list
-    of sessions (cgtwist.imapworker.remote: each asks the server over the pipe)."""
+    counts for every process: the login brake, sessions per account and IP, WebUser's list of
+    sessions and the account locks (cgtwist.imapworker.remote: each asks the server over the pipe)."""
 
     penalty: IAuthPenalty
     sessions: SessionCounter
     active: SessionList
+    guard: IAccountGuard
 
 
 def shutdown_grace(settings: Settings) -> float:
@@ -299,7 +301,12 @@ class Components:
             cfg.base_dir, store, self.notifier, cfg.main_domain, limits=self.limits
         )
         # One per-account failure budget behind the one checker every login goes through.
-        self.account_guard = AccountGuard(reactor, settings)
+        # (the server's tells its IMAP workers of each lock: cgtwist.imapworker.locks)
+        self.account_guard: IAccountGuard = (
+            shared.guard
+            if shared is not None
+            else NotedGuard(AccountGuard(reactor, settings), reactor, settings)
+        )
         self.portal = Portal(
             self.realm,
             [

@@ -358,17 +358,20 @@ class CgtwistService(MultiService):
         count their failures themselves), the sessions per account and IP, WebUser's list."""
         from cgtwist.app import shutdown_grace
         from cgtwist.imapworker.desk import AccessDesk
+        from cgtwist.imapworker.locks import NotedGuard
         from cgtwist.imapworker.supervisor import IMAPWorkers
         from cgtwist.protocols.limits import UserIPSessions
 
-        sessions = app.user_sessions
-        assert isinstance(sessions, UserIPSessions)  # the server's own, not a worker's
+        sessions, guard = app.user_sessions, app.account_guard
+        # the server's own, not a worker's stand-ins
+        assert isinstance(sessions, UserIPSessions) and isinstance(guard, NotedGuard)
         desk = AccessDesk(
             self.settings,
             is_client_ip=app.policy.is_client_ip,
             penalty=app.policy.auth_penalty,
             sessions=sessions,
             active=app.active_sessions,
+            guard=guard,
             counted=app.statistics.add_forwarded if app.statistics else None,
         )
         return IMAPWorkers(

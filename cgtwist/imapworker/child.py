@@ -12,7 +12,7 @@ changes (``start_watch`` below: the mail store's inotify watch, IDLE push).
 
 What must hold for the whole server is asked of it over standard input and output
 (cgtwist.imapworker.remote and wire): admission against ``access.max_connections_per_ip``, the
-login brake, ``auth.max_userip_connections`` and WebUser's list of sessions, which the server
+login brake, the account locks, ``auth.max_userip_connections`` and WebUser's list of sessions, which the server
 ends with an ``E`` line. ``R`` reloads settings and the TLS certificate. End of standard input
 means the server is gone: the worker closes its sockets and sessions and exits at once, so
 that a restarted server can bind them. SIGTERM: stop accepting, say goodbye to every session
@@ -40,6 +40,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from cgtwist.config import BootstrapConfig
+from cgtwist.imapworker.locks import RemoteAccountGuard
 from cgtwist.imapworker.remote import (
     GateFactory,
     RemoteActiveSessions,
@@ -114,7 +115,7 @@ class Worker:
         self.reactor = reactor
         self.settings = SettingsHolder()
         self.tls = ServerTLS(cfg.certificate, cfg.key)
-        self.link = ServerLink(self.reload, self.master_gone)
+        self.link = ServerLink(self.reload, self.master_gone, reactor)
         self.key = key
         self.app: Optional[Components] = None  # once built (maybe still opening)
         self.ready = False
@@ -147,6 +148,7 @@ class Worker:
                 penalty=RemotePenalty(link, self.settings, self.key),
                 sessions=RemoteSessions(link),
                 active=RemoteActiveSessions(link, self.reactor.seconds),
+                guard=RemoteAccountGuard(link, self.reactor, self.settings, self.key),
             ),
         )
         await app.open_reception()

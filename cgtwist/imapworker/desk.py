@@ -8,7 +8,8 @@ and IMAP factories use when ``imap.workers`` is 0: PerIPConnections per listener
 (``access.max_connections_per_ip``, Client IPs exempt), the AuthPenalty
 (``auth.fail_delays``, ``auth.max_concurrent_per_ip``, the auto-blacklist), UserIPSessions
 (``auth.max_userip_connections``) and ActiveSessions (WebUser). A limit therefore holds for
-the whole server whatever the number of workers. Lines are cgtwist.imapworker.wire's; it
+the whole server whatever the number of workers; the account locks
+(``auth.account_max_failures``) too, through cgtwist.imapworker.locks. Lines are cgtwist.imapworker.wire's; it
 never reads a socket itself: ``send`` is the worker's standard input.
 """
 
@@ -22,6 +23,7 @@ from twisted.python.failure import Failure
 from cgtwist.activesessions import ActiveSession, ActiveSessions
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.imapworker import wire
+from cgtwist.imapworker.locks import NotedGuard
 from cgtwist.logs import Logger
 from cgtwist.protocols.limits import PerIPConnections, UserIPSessions
 from cgtwist.settings import SettingsHolder
@@ -42,10 +44,11 @@ class Holdings:
 
 
 class AccessDesk:
-    """``AccessDesk(settings, is_client_ip, penalty, sessions, active, counted)``.
+    """``AccessDesk(settings, is_client_ip, penalty, sessions, active, guard, counted)``.
 
     ``penalty`` is the server's own AuthPenalty (not the counting wrapper: a worker counts its
-    failures itself and sends them with its counters); ``counted(text)`` adds a worker's
+    failures itself and sends them with its counters); ``guard`` the server's account budget
+    (auth.account_max_failures), which announces its locks; ``counted(text)`` adds a worker's
     ``S`` line to the server's statistics (cgtwist.stats.Statistics.add_forwarded).
     """
 
@@ -56,6 +59,7 @@ class AccessDesk:
         penalty: AuthPenalty,
         sessions: UserIPSessions,
         active: ActiveSessions,
+        guard: NotedGuard,
         counted: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.settings = settings
@@ -63,6 +67,7 @@ class AccessDesk:
         self.penalty = penalty
         self.sessions = sessions
         self.active = active
+        self.guard = guard
         self.counted = counted
         self.per_ip: dict[int, PerIPConnections] = {}  # by listener number
         self.holdings: dict[object, Holdings] = {}  # by worker
@@ -122,7 +127,12 @@ class AccessDesk:
                 log_line=log_line == "1",
             )
             d.addCallback(lambda delay: send(wire.line("f", n, f"{float(delay):.3f}")))
-            d.addErrback(self._failed_bug, send, n)
+            d.addErrback(self._failed_bug, send, n, "f")
+        elif kind == b"B":
+            _, n, ip, digest, account = wire.fields(raw, 5)
+            b = self.guard.failed(account, ip, None if digest == "-" else digest.encode("ascii"))
+            b.addCallback(lambda delay: send(wire.line("b", n, f"{float(delay):.3f}")))
+            b.addErrback(self._failed_bug, send, n, "b")
         elif kind == b"K":
             _, ip = wire.fields(raw, 2)
             self.penalty.succeeded(ip)
@@ -151,9 +161,9 @@ class AccessDesk:
         else:
             raise ValueError("unknown line")
 
-    def _failed_bug(self, failure: Failure, send: Send, n: str) -> None:
-        log.failure("imap worker: the login penalty failed", failure)
-        send(wire.line("f", n, "0"))
+    def _failed_bug(self, failure: Failure, send: Send, n: str, answer: str) -> None:
+        log.failure("imap worker: counting a failed login failed", failure)
+        send(wire.line(answer, n, "0"))
 
     def _open(self, held: Holdings, listener: int, ip: str) -> bool:
         counter = self._connections(listener)

@@ -30,7 +30,7 @@ from typing import Protocol as Structure
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IAddress, IProtocol
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -49,19 +49,25 @@ log = Logger(namespace="cgtwist.imapworker")
 
 MAX_WAITING_INPUT = 65536  # what a client may send before the server admitted its connection
 
-_ANSWERS = frozenset({b"o", b"p", b"u", b"f"})
+_ANSWERS = frozenset({b"o", b"p", b"u", b"f", b"b"})
 
 
 class ServerLink(LineOnlyReceiver):
     """Standard input and output to the server: questions with their answers, notices, and
-    the server's own lines (``R`` reload, ``E`` end a listed session)."""
+    the server's own lines (``R`` reload, ``E`` end a listed session, ``Z`` an account
+    locked, kept in ``locked_until`` for cgtwist.imapworker.locks.RemoteAccountGuard)."""
 
     delimiter = b"\n"
     MAX_LENGTH = wire.MAX_LINE
 
-    def __init__(self, reload: Callable[[], None], gone: Callable[[], None]) -> None:
+    def __init__(
+        self, reload: Callable[[], None], gone: Callable[[], None], clock: IReactorTime
+    ) -> None:
         self._reload = reload
         self._gone = gone
+        self.clock = clock
+        # accounts the server locked (auth.account_max_failures) -> when the lock ends
+        self.locked_until: dict[str, float] = {}
         self._numbers = itertools.count(1)
         self._waiting: dict[tuple[bytes, int], defer.Deferred[str]] = {}
         self.ends: dict[int, Callable[[str], None]] = {}  # listed sessions: their end(reason)
@@ -95,6 +101,12 @@ class ServerLink(LineOnlyReceiver):
                 d = self._waiting.pop((kind.encode("ascii"), int(n)), None)
                 if d is not None:
                     d.callback(value)
+            elif line.startswith(b"Z "):
+                _, seconds, account = wire.fields(line, 3)
+                now = self.clock.seconds()
+                for gone in [a for a, t in self.locked_until.items() if t <= now]:
+                    del self.locked_until[gone]
+                self.locked_until[account] = now + float(seconds)
             elif line.startswith(b"E "):
                 _, n, reason = wire.fields(line, 3)
                 end = self.ends.pop(int(n), None)

@@ -23,6 +23,7 @@ from twisted.internet import defer
 from cgtwist.config import BootstrapConfig
 from cgtwist.imapworker import wire
 from cgtwist.imapworker.desk import AccessDesk
+from cgtwist.imapworker.locks import lock_line
 from cgtwist.types import ListenerSpec
 from cgtwist.workers.supervisor import (
     ChildFDs,
@@ -57,6 +58,7 @@ class IMAPWorkers(Supervisor):
         # The key of the digests of wrong passwords the workers send (RemotePenalty): the
         # same for all of them, so a repeated password counts once whichever worker saw it.
         self.key = secrets.token_bytes(32)
+        desk.guard.subscribe(lambda account, seconds: self.send_all(lock_line(account, seconds)))
 
     def configure(self, n: int, sockets: list[tuple[int, ListenerSpec]]) -> defer.Deferred[None]:
         """Run ``n`` workers over ``sockets``; restart them all when either changed, else
@@ -103,6 +105,11 @@ class IMAPWorkers(Supervisor):
 
     def line(self, proc: WorkerProcess, line: bytes) -> None:
         self.desk.line(proc, proc.send, line)
+
+    def child_started(self, proc: WorkerProcess) -> None:
+        """A new worker hears the account locks still in force."""
+        for account, seconds in self.desk.guard.in_force():
+            proc.send(lock_line(account, seconds))
 
     def child_ended(self, proc: WorkerProcess) -> None:
         self.desk.worker_ended(proc)

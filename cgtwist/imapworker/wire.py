@@ -13,6 +13,8 @@ Worker -> server::
     F <n> <ip> <proto> <0|1> <digest> <login>   a failed login (1: the server writes its
                                 log line): answered after the penalty's delay
     K <ip>                      a correct password from <ip>: forget its failures
+    B <n> <ip> <digest> <account>   a wrong password for <account> (auth.account_max_failures):
+                                answered after the server's account delay
     U <n> <ip> <account>        a logged-in session of <account> from <ip>: within the limit?
     V <n>                       that session ended (only after "u <n> 1")
     L <n> <proto> <0|1> <ip> <account>   list a session for WebUser (1: over TLS)
@@ -21,7 +23,8 @@ Worker -> server::
 
 Server -> worker::
 
-    o <n> <0|1>    p <n> <0|1>    u <n> <0|1>    f <n> <delay>
+    o <n> <0|1>    p <n> <0|1>    u <n> <0|1>    f <n> <delay>    b <n> <delay>
+    Z <seconds> <account>       <account> is locked for <seconds> (also at a worker's start)
     E <n> <reason>              end listed session <n> with <reason> in its goodbye
     R                           reload settings and TLS certificate
 

@@ -136,13 +136,14 @@ def serving_pid(client: socket.socket, pids: list[int]) -> Optional[int]:
 
 
 def one_per_worker(
-    server: Server, pids: list[int], tls: str = "implicit"
+    server: Server, pids: list[int], tls: str = "implicit", login_first: bool = True
 ) -> dict[int, imaplib.IMAP4]:
-    """Log in until each worker serves a session: {pid: client}; the extra clients log out."""
+    """Connect (and log in, with ``login_first``) until each worker serves a session:
+    {pid: client}; the extra clients log out."""
     found: dict[int, imaplib.IMAP4] = {}
     spare: list[imaplib.IMAP4] = []
     for _ in range(40):
-        m = login(server, tls)
+        m = login(server, tls) if login_first else imap(server, tls)
         pid = serving_pid(m.sock, pids)
         assert pid is not None, "no worker holds the connection"
         if pid in found:
@@ -338,6 +339,31 @@ def test_failed_logins_in_both_workers_count_for_the_servers_penalty(server: Ser
         smtplib.SMTP("127.0.0.1", server.port("smtp"), source_address=(source, 0), timeout=30)
     assert refused.value.smtp_code == 554, refused.value
     assert "auto-blacklisted ip=127.0.0.41" in server.log_text()
+
+
+def test_wrong_passwords_in_both_workers_lock_the_account_in_both(server: Server) -> None:
+    """auth.account_max_failures = 2: one wrong password in each worker locks the account
+    for every worker (the server counts and announces the lock): the right password is then
+    refused in both, and the lock is logged once."""
+    for key, value in (
+        ("auth.fail_delays", "[0]"),
+        ("auth.account_max_failures", "2"),
+        ("auth.account_delay", "0"),
+        ("auth.account_max_delay", "0"),
+    ):
+        server.admin("settings", "set", key, value)
+    pids = start(server)
+    clients = one_per_worker(server, pids, login_first=False)
+    for pid, m in clients.items():
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            m.login(USER, f"wrong-{pid}")
+        m.logout()
+    assert "auth account locked: account=alice@example.test" in server.log_text()
+    clients = one_per_worker(server, pids, login_first=False)
+    for m in clients.values():
+        with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+            m.login(USER, PASSWORD)
+        m.logout()
 
 
 def pop(server: Server, tls: str = "implicit") -> poplib.POP3:

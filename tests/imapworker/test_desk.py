@@ -7,8 +7,10 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from cgtwist.activesessions import ActiveSessions
+from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.imapworker.desk import AccessDesk
+from cgtwist.imapworker.locks import NotedGuard
 from cgtwist.protocols.limits import UserIPSessions
 from cgtwist.settings import Settings, SettingsHolder
 
@@ -24,7 +26,7 @@ class Worker:
         return True
 
 
-class DeskTests(unittest.TestCase):
+class DeskCase(unittest.TestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.settings = SettingsHolder(
@@ -34,11 +36,15 @@ class DeskTests(unittest.TestCase):
                     "auth.max_userip_connections": 1,
                     "auth.fail_delays": [3],
                     "auth.max_concurrent_per_ip": 1,
+                    "auth.account_max_failures": 2,
+                    "auth.account_delay": 1,
+                    "auth.account_lock_time": 60,
                 }
             )
         )
         self.penalty = AuthPenalty(self.clock, self.settings)
         self.active = ActiveSessions(self.clock.seconds)
+        self.guard = NotedGuard(AccountGuard(self.clock, self.settings), self.clock, self.settings)
         self.counted: list[str] = []
         self.desk = AccessDesk(
             self.settings,
@@ -46,6 +52,7 @@ class DeskTests(unittest.TestCase):
             penalty=self.penalty,
             sessions=UserIPSessions(self.settings),
             active=self.active,
+            guard=self.guard,
             counted=self.counted.append,
         )
         self.w1, self.w2 = Worker(), Worker()
@@ -55,6 +62,8 @@ class DeskTests(unittest.TestCase):
         self.desk.line(worker, worker.send, line)
         return b"".join(worker.got[before:])
 
+
+class DeskTests(DeskCase):
     def test_connections_per_ip_count_across_workers(self) -> None:
         """Two connections from one IP, whichever worker has them; a third is refused (and
         not counted); a closed one frees its place; Client IPs are exempt; another listener
@@ -143,3 +152,27 @@ class DeskTests(unittest.TestCase):
         for bad in (b"O 1", b"Z what", b"U x y", b"L 1 imap"):
             self.assertEqual(self.say(self.w1, bad), b"")
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 4)
+
+
+class AccountLockTests(DeskCase):
+    def test_failures_in_both_workers_lock_the_account_everywhere(self) -> None:
+        """auth.account_max_failures = 2: one wrong password in each worker locks the
+        account; the server tells every worker (and one started later) of the lock."""
+        told: list[tuple[str, float]] = []
+        self.guard.subscribe(lambda account, seconds: told.append((account, seconds)))
+        self.say(self.w1, b"B 1 192.0.2.1 aa11 alice@example.test")
+        self.assertEqual(told, [])
+        self.say(self.w2, b"B 1 192.0.2.2 bb22 alice@example.test")
+        self.assertEqual(told, [("alice@example.test", 60.0)])
+        self.assertTrue(self.guard.locked("alice@example.test"))
+        self.clock.advance(10)
+        self.assertEqual(self.w1.got, [b"b 1 1.000\n"])
+        self.assertEqual(self.guard.in_force(), [("alice@example.test", 50.0)])
+        self.say(self.w1, b"B 2 192.0.2.1 cc33 alice@example.test")  # locked already
+        self.assertEqual(len(told), 1)
+        self.clock.advance(60)
+        self.assertEqual(self.guard.in_force(), [])
+        # the same wrong password again counts once, as the server's guard does
+        self.say(self.w1, b"B 3 192.0.2.1 dd44 bob@example.test")
+        self.say(self.w2, b"B 3 192.0.2.1 dd44 bob@example.test")
+        self.assertFalse(self.guard.locked("bob@example.test"))

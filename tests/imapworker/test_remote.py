@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
@@ -31,7 +32,7 @@ class Pipe(StringTransport):
 
 def link() -> tuple[ServerLink, Pipe, list[str]]:
     events: list[str] = []
-    sl = ServerLink(lambda: events.append("reload"), lambda: events.append("gone"))
+    sl = ServerLink(lambda: events.append("reload"), lambda: events.append("gone"), Clock())
     pipe = Pipe()
     sl.makeConnection(pipe)
     return sl, pipe, events
@@ -258,3 +259,30 @@ class LoginAttemptTests(unittest.TestCase):
         self.link.dataReceived(b"u 3 0\n")
         self.assertEqual(self.successResultOf(d), TooManySessions("bob"))
         self.assertEqual(self.realm.logouts, 1)  # the avatar was logged out again
+
+
+class RemoteAccountGuardTests(unittest.TestCase):
+    def test_locks_come_from_the_server_and_failures_go_to_it(self) -> None:
+        from cgtwist.imapworker.locks import RemoteAccountGuard
+
+        sl, pipe, _ = link()
+        clock = sl.clock
+        settings = SettingsHolder(Settings({"auth.account_max_delay": 5}))
+        guard = RemoteAccountGuard(sl, clock, settings, b"k" * 32)  # type: ignore[arg-type]
+        self.assertFalse(guard.locked("alice@example.test"))
+        sl.dataReceived(b"Z 30.000 alice@example.test\n")
+        self.assertTrue(guard.locked("alice@example.test"))
+        self.assertFalse(guard.locked("bob@example.test"))
+        clock.advance(31)  # type: ignore[attr-defined]
+        self.assertFalse(guard.locked("alice@example.test"))
+        got: list[float] = []
+        guard.failed("bob@example.test", "192.0.2.1", "guess").addCallback(got.append)
+        (line,) = pipe.lines()
+        self.assertTrue(line.startswith(b"B 1 192.0.2.1 ") and line.endswith(b" bob@example.test"))
+        self.assertNotIn(b"guess", line)
+        sl.dataReceived(b"b 1 2.500\n")
+        self.assertEqual(got, [2.5])
+        refused = guard.refused("alice@example.test", "192.0.2.1")
+        self.assertNoResult(refused)
+        clock.advance(5)  # type: ignore[attr-defined]
+        self.assertEqual(self.successResultOf(refused), 5.0)
