@@ -9,7 +9,7 @@ COMPLIANCE=${COMPLIANCE:-../shared/tools/imaptest/compliance.sh}
 [ -f "$COMPLIANCE" ] || COMPLIANCE=/work/shared/tools/imaptest/compliance.sh
 BASE=$(mktemp -d /tmp/cg-imaptest.XXXXXX)
 OUT=$BASE.out
-.venv/bin/python bench/imaptest_serve.py "$BASE/base" "${CG_IMAP_WORKERS:-0}" > "$OUT" 2>&1 & SP=$!
+.venv/bin/python "${SERVE:-bench/imaptest_serve.py}" "$BASE/base" "${CG_IMAP_WORKERS:-0}" > "$OUT" 2>&1 & SP=$!
 for _ in $(seq 240); do grep -q IMAPS "$OUT" && break; kill -0 $SP 2>/dev/null || break; sleep 1; done
 PORT=$(awk '/IMAPS/{print $2}' "$OUT")
 [ -n "$PORT" ] || { echo "server did not start:"; cat "$OUT"; exit 2; }
@@ -20,5 +20,6 @@ HOST=127.0.0.1 PORT=$PORT SSL=1 IMAP_USER=bob@example.test IMAP_PASS=secret \
 rc=$?
 echo "compliance exit $rc, load $(cut -d' ' -f1-3 /proc/loadavg)"
 kill $SP; wait $SP
-rm -rf "$BASE" "$OUT"
+if [ "$rc" = 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$BASE" "$OUT"
+else echo "server log kept: $BASE/base/cgtwist.log"; fi
 exit $rc
