@@ -495,3 +495,24 @@ def test_idle_in_a_worker_hears_a_delivery_and_another_workers_append(server: Se
     assert b" OK " in reply, reply
     idler.logout()
     other.logout()
+
+
+def test_a_server_killed_takes_its_workers_and_its_successor_serves(server: Server) -> None:
+    """kill -9 of the server: its IMAP workers see their pipe end and exit (a session in one
+    is cut, the listening sockets close), so a new server binds and serves IMAP again in new
+    workers."""
+    pids = start(server)
+    m = login(server)
+    server.kill()
+    wait_for(
+        lambda: not set(pids) & set(server.worker_pids(kind="imap")),
+        60,
+        "the workers of the killed server to exit",
+    )
+    with pytest.raises((imaplib.IMAP4.abort, OSError)):
+        m.noop()
+    new = start(server)
+    assert not set(new) & set(pids)
+    m = login(server)
+    assert m.select("INBOX")[0] == "OK"
+    m.logout()
