@@ -5,6 +5,8 @@
 #   bench/access-vs-dovecot.sh    MESSAGES=10000 POP_MESSAGES=1000 CONCURRENCY=1,4 POP_CONCURRENCY=1,4
 #                                 MIN_SESSIONS=10 RUNS=2
 #   MESSAGES=2000 POP_MESSAGES=200 BENCH_IGNORE_LOAD=1 bench/access-vs-dovecot.sh    a quick trial
+#   CG_IMAP_WORKERS=2 bench/access-vs-dovecot.sh    cgtwist's IMAP/POP3 sessions in 2 worker
+#                                 processes (imap.workers; default 0: in the server process)
 #
 # Fairness (issue 17):
 # - ABBA: for each protocol and concurrency the servers run Dovecot, cgtwist, cgtwist, Dovecot
@@ -66,7 +68,18 @@ cg_admin settings set access.max_connections_per_ip 200
 cg_admin settings set clients.ips '"127.0.0.1"'
 cg_admin account add imapbench1@example.test --password benchpass
 for n in $(seq "$POP_MAX"); do cg_admin account add "popbench$n@example.test" --password benchpass; done
+CG_IMAP_WORKERS=${CG_IMAP_WORKERS:-0}
+cg_admin settings set imap.workers "$CG_IMAP_WORKERS"
 cg_start "$BASE"
+if [ "$CG_IMAP_WORKERS" -gt 0 ]; then
+  # Every worker started (each opens the store before it accepts; the untimed warm-up
+  # sessions below come after its first greeting).
+  for _ in $(seq 600); do
+    [ "$(pgrep -P "$CG_PID" -cf 'cgtwist.imapworker.child' || true)" -ge "$CG_IMAP_WORKERS" ] && break
+    sleep 0.2
+  done
+  echo "cgtwist: imap.workers $CG_IMAP_WORKERS ($(pgrep -P "$CG_PID" -cf 'cgtwist.imapworker.child' || true) running)"
+fi
 # Ready when the IMAP listener greets (log level warn hides the "cgtwist ready" line).
 read -r CG_IMAP CG_POP < <(cg_imap_ports "$BASE/base/cgtwist.ports" imap pop3)
 CG_MD="$BASE/base/Domains/example.test"

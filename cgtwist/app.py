@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Mapping, Optional, cast
 
@@ -30,7 +31,7 @@ from cgtwist.activesessions import ActiveSessions
 from cgtwist.checks.accountguard import AccountGuard
 from cgtwist.config import BootstrapConfig
 from cgtwist.core.account_limits import AccountLimits
-from cgtwist.core.auth import AccountChecker
+from cgtwist.core.auth import AccountChecker, IAccountGuard
 from cgtwist.core.policy import BasicPolicy
 from cgtwist.core.protection import ProtectedPolicy
 from cgtwist.core.routing import Routing
@@ -47,13 +48,19 @@ from cgtwist.delivery.smtp import SMTPDelivery
 from cgtwist.delivery.submitted import SubmittedPickup
 from cgtwist.dns import Resolver, system_nameservers
 from cgtwist.errors import NotFound
+from cgtwist.imapworker.locks import NotedGuard
 from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.logs import Logger
 from cgtwist.mailstore.notifier import MailboxNotifier
 from cgtwist.outworker.agent import WorkerSMTPDelivery
 from cgtwist.outworker.supervisor import OutboundWorkers
 from cgtwist.protocols.imap import IMAPFactory
-from cgtwist.protocols.limits import UserIPSessions
+from cgtwist.protocols.limits import (
+    ConnectionCounter,
+    SessionCounter,
+    SessionList,
+    UserIPSessions,
+)
 from cgtwist.protocols.pop3 import POP3Factory
 from cgtwist.protocols.realm import MailRealm
 from cgtwist.protocols.smtp import SMTPFactory
@@ -73,6 +80,18 @@ from cgtwist.storage.store import open_store
 from cgtwist.types import ListenerSpec
 
 log = Logger(namespace="cgtwist")
+
+
+@dataclass(frozen=True)
+class SharedAccess:
+    """Where an IMAP/POP3 worker process (cgtwist.imapworker.child) counts what the server
+    counts for every process: the login brake, sessions per account and IP, WebUser's list of
+    sessions and the account locks (cgtwist.imapworker.remote: each asks the server over the pipe)."""
+
+    penalty: IAuthPenalty
+    sessions: SessionCounter
+    active: SessionList
+    guard: IAccountGuard
 
 
 def shutdown_grace(settings: Settings) -> float:
@@ -98,12 +117,15 @@ class Components:
         listening: Callable[[], list[dict[str, Any]]] = list,
         log_file: Optional[str] = None,
         stats: Optional[IStatistics] = None,
+        shared: Optional[SharedAccess] = None,
     ) -> None:
         """``listening``: the bound listeners (cgtwist.listeners.ListenerManager.describe),
         for the web panel; ``log_file``: the server's log file (twistd's ``--logfile``), for
         its log viewer; ``stats``: where an SMTP worker counts (cgtwist.stats.ForwardedCounts;
-        the server makes its own Statistics in ``open``)."""
+        the server makes its own Statistics in ``open``); ``shared``: an IMAP worker's
+        stand-ins for the server's own login brake and session counts."""
         self.cfg = cfg
+        self.shared = shared
         self.reactor = reactor
         self.settings = settings
         self.tls = tls
@@ -255,10 +277,10 @@ class Components:
         )
         # Every login of every protocol (and the web) passes this one brake: failures are
         # counted there.
+        shared = self.shared
+        brake = shared.penalty if shared is not None else self.policy.auth_penalty
         self.penalty: IAuthPenalty = (
-            CountedPenalty(self.policy.auth_penalty, self.stats)
-            if self.stats is not None
-            else self.policy.auth_penalty
+            CountedPenalty(brake, self.stats) if self.stats is not None else brake
         )
         self.io_pool = io_pool = self._workers("cgtwist-io", 16)
         self.spool = Spool(
@@ -279,7 +301,12 @@ class Components:
             cfg.base_dir, store, self.notifier, cfg.main_domain, limits=self.limits
         )
         # One per-account failure budget behind the one checker every login goes through.
-        self.account_guard = AccountGuard(reactor, settings)
+        # (the server's tells its IMAP workers of each lock: cgtwist.imapworker.locks)
+        self.account_guard: IAccountGuard = (
+            shared.guard
+            if shared is not None
+            else NotedGuard(AccountGuard(reactor, settings), reactor, settings)
+        )
         self.portal = Portal(
             self.realm,
             [
@@ -291,9 +318,14 @@ class Components:
                 )
             ],
         )
-        self.user_sessions = UserIPSessions(settings)
+        self.user_sessions: SessionCounter = (
+            shared.sessions if shared is not None else UserIPSessions(settings)
+        )
         # The IMAP, POP3 and SMTP sessions logged in now, which WebUser lists and ends.
         self.active_sessions = ActiveSessions(reactor.seconds)
+        self.session_list: SessionList = (
+            shared.active if shared is not None else self.active_sessions
+        )
 
     def _build_delivery(self, store: Any, settings: SettingsHolder) -> None:
         """The queue manager, delivery agents, Rules, bounces and the Submitted/ pickup: the
@@ -396,8 +428,11 @@ class Components:
             hostname=cfg.hostname,
         )
 
-    def factory_for(self, spec: ListenerSpec) -> Factory:
-        """A new protocol factory for one listener socket."""
+    def factory_for(
+        self, spec: ListenerSpec, per_ip: Optional[ConnectionCounter] = None
+    ) -> Factory:
+        """A new protocol factory for one listener socket; ``per_ip``: an IMAP worker's
+        count of POP3 and IMAP connections, which the server admitted."""
         common: dict[str, Any] = dict(
             settings=self.settings,
             portal=self.portal,
@@ -417,9 +452,9 @@ class Components:
                 **common,
             )
         elif spec.protocol == "pop3":
-            factory = POP3Factory(spec, **common, **self._access())
+            factory = POP3Factory(spec, **common, **self._access(per_ip))
         elif spec.protocol == "imap":
-            factory = IMAPFactory(spec, **common, **self._access())
+            factory = IMAPFactory(spec, **common, **self._access(per_ip))
         elif spec.protocol == "http":
             return self._web_panel().site(spec)  # type: ignore[no-any-return]
         else:
@@ -488,14 +523,15 @@ class Components:
             raise AdminError(str(e.args[0]) if e.args else "no such message") from None
         return dict(result or {})
 
-    def _access(self) -> dict[str, Any]:
+    def _access(self, per_ip: Optional[ConnectionCounter]) -> dict[str, Any]:
         """What every POP3 and IMAP factory shares beyond ``common``: the Client IP test (they
         are exempt from per-IP connection caps), one count of sessions per account and IP, and
         the list of logged-in sessions WebUser shows."""
         return {
             "is_client_ip": self.policy.is_client_ip,
             "sessions": self.user_sessions,
-            "active": self.active_sessions,
+            "active": self.session_list,
+            "per_ip": per_ip,
         }
 
     async def start(self) -> None:

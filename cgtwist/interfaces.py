@@ -265,9 +265,10 @@ class IAuthPenalty(Interface):
     ``cgtwist.protocols.login.LoginAttempt`` uses it: one object shared by SMTP, POP3 and IMAP,
     so a host's failures count across protocols and connections."""
 
-    def acquire(ip: str) -> bool:
+    def acquire(ip: str) -> Union[bool, Deferred[bool]]:
         """Start an attempt from ``ip``: False when too many run at once from a host with
-        failures on record (then the caller answers a temporary error and never releases)."""
+        failures on record (then the caller answers a temporary error and never releases).
+        A Deferred where the count is another process's (an IMAP worker asks the server)."""
 
     def release(ip: str) -> None:
         """End an attempt that ``acquire`` allowed."""

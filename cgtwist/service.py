@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from twisted.internet import protocol
 
     from cgtwist.app import Components
+    from cgtwist.imapworker.supervisor import IMAPWorkers
     from cgtwist.smtpworker.supervisor import SMTPWorkers
 
 log = Logger(namespace="cgtwist")
@@ -87,6 +88,7 @@ class CgtwistService(MultiService):
         self._control_port: Any = None
         self.changes: Any = None  # cgtwist.storage.notify.ChangeListener (PostgreSQL only)
         self.workers: Optional[SMTPWorkers] = None  # once started
+        self.access_workers: Optional[IMAPWorkers] = None  # imap.workers, once started
         self.ready: defer.Deferred[None] = defer.Deferred()
         self._logfile: Optional[tuple[RotatingLogFile, list[filemodes.Change]]] = None
         self.runtime: Optional[Runtime] = None  # [server] runtime's pieces, once started
@@ -304,6 +306,7 @@ class CgtwistService(MultiService):
             grace=lambda: shutdown_grace(self.settings.current),
             counted=self.app.statistics.add_forwarded if self.app.statistics else None,
         )
+        self.access_workers = self._access_workers(self.app)
         await self._configure_workers(self.settings.current)
 
         def rebind(settings: Settings) -> None:
@@ -349,12 +352,51 @@ class CgtwistService(MultiService):
                 problem=problem,
             )
 
+    def _access_workers(self, app: Components) -> IMAPWorkers:
+        """The IMAP/POP3 worker processes (``imap.workers``), answered by the server's own
+        counts: the per-IP connections, the login brake (not the counting wrapper: workers
+        count their failures themselves), the sessions per account and IP, WebUser's list."""
+        from cgtwist.app import shutdown_grace
+        from cgtwist.imapworker.desk import AccessDesk
+        from cgtwist.imapworker.locks import NotedGuard
+        from cgtwist.imapworker.supervisor import IMAPWorkers
+        from cgtwist.protocols.limits import UserIPSessions
+
+        sessions, guard = app.user_sessions, app.account_guard
+        # the server's own, not a worker's stand-ins
+        assert isinstance(sessions, UserIPSessions) and isinstance(guard, NotedGuard)
+        desk = AccessDesk(
+            self.settings,
+            is_client_ip=app.policy.is_client_ip,
+            penalty=app.policy.auth_penalty,
+            sessions=sessions,
+            active=app.active_sessions,
+            guard=guard,
+            counted=app.statistics.add_forwarded if app.statistics else None,
+        )
+        return IMAPWorkers(
+            self.reactor, self.cfg, desk, grace=lambda: shutdown_grace(self.settings.current)
+        )
+
     def _configure_workers(self, settings: Settings) -> defer.Deferred[None]:
-        """Hand the SMTP sockets to ``smtp.workers`` worker processes (0: accept here)."""
-        assert self.workers is not None
+        """Hand the SMTP sockets to ``smtp.workers`` worker processes and the IMAP and POP3
+        sockets to ``imap.workers`` ones (0: accept here)."""
+        assert self.workers is not None and self.access_workers is not None
         n = settings.smtp.workers
-        self.listeners.delegate(frozenset({"smtp"}) if n else frozenset())
-        return self.workers.configure(n, self.listeners.sockets("smtp") if n else [])
+        m = settings.imap.workers
+        self.listeners.delegate(
+            frozenset(({"smtp"} if n else set()) | ({"imap", "pop3"} if m else set()))
+        )
+        access = sorted(
+            self.listeners.sockets("imap") + self.listeners.sockets("pop3"), key=lambda s: s[0]
+        )
+        return defer.gatherResults(
+            [
+                self.workers.configure(n, self.listeners.sockets("smtp") if n else []),
+                self.access_workers.configure(m, access if m else []),
+            ],
+            consumeErrors=True,
+        ).addCallback(lambda _: None)
 
     def _in_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
         from twisted.internet.threads import deferToThreadPool
@@ -455,7 +497,10 @@ class CgtwistService(MultiService):
         self.listeners.pause()
         if self.changes is not None:
             self.changes.stop()
-        workers = self.workers.stop() if self.workers is not None else defer.succeed(None)
+        workers = defer.gatherResults(
+            [w.stop() for w in (self.workers, self.access_workers) if w is not None],
+            consumeErrors=True,
+        )
         if self.app is not None:
             try:
                 await self.app.drain()

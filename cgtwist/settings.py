@@ -621,6 +621,16 @@ class ImapSettings:
         "SEARCH RETURN (UPDATE) results one IMAP session keeps up to date (CONTEXT=SEARCH, "
         "RFC 5267); beyond it a search is answered once, with OK [NOUPDATE]",
     )
+    workers: int = setting(
+        0,
+        "IMAP and POP3 worker processes that accept on the IMAP and POP3 listeners (sessions on other CPU cores than the server); 0 = the server process itself. Connection, per-account and login-penalty limits and the active sessions stay the server's, asked over each worker's pipe",
+        check=at_most(
+            MAX_SMTP_WORKERS,
+            f"imap.workers is a number of processes: at most {MAX_SMTP_WORKERS} "
+            "(one per CPU core is a good start)",
+        ),
+        node=True,
+    )
     tombstones_kept: int = setting(
         100_000,
         "expunged UIDs each folder remembers with the MODSEQ of their expunge, for QRESYNC's "
@@ -989,7 +999,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {k: (s.default, s.doc) for k, s in SPECS.
 # Node settings (docs/CLUSTER.md): what belongs to one server process and its machine rather
 # than to the mail system, kept per node (``[server] node`` in the bootstrap file) in the store.
 # Every other setting is cluster-wide: every node sharing the database uses the same value.
-# ``listeners``: addresses are the machine's own; ``smtp.workers``: processes per machine's
+# ``listeners``: addresses are the machine's own; ``smtp.workers``, ``imap.workers``: processes per machine's
 # cores; ``pipe.app_dir``: a directory on the machine's file system.
 NODE_SETTINGS = frozenset(k for k, s in SPECS.items() if s.node)
 

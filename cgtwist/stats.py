@@ -291,7 +291,7 @@ class CountedPenalty:
         self.inner = inner
         self.stats = stats
 
-    def acquire(self, ip: str) -> bool:
+    def acquire(self, ip: str) -> Union[bool, Deferred[bool]]:
         return self.inner.acquire(ip)
 
     def release(self, ip: str) -> None:

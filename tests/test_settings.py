@@ -46,6 +46,9 @@ class SettingsTests(unittest.TestCase):
         self.assertRaises(ValueError, settings.validate, "smtp.workers", 1000)
         self.assertEqual(settings.validate("smtp.workers", 2), 2)
         self.assertRaises(ValueError, settings.validate, "smtp.delivery_workers", 1000)
+        self.assertRaises(ValueError, settings.validate, "imap.workers", 65)
+        self.assertRaises(ValueError, settings.validate, "imap.workers", -1)
+        self.assertEqual(settings.validate("imap.workers", 2), 2)
         self.assertRaises(ValueError, settings.validate, "smtp.delivery_worker_stall", -1)
         self.assertEqual(settings.validate("smtp.delivery_worker_stall", 0), 0)
         # A stop that outlasts the init system's patience ends in SIGKILL.
@@ -170,7 +173,15 @@ class TypedSettingsTests(unittest.TestCase):
         description; node and secret settings are marked on their fields."""
         self.assertEqual(
             settings.NODE_SETTINGS,
-            frozenset({"listeners", "smtp.workers", "smtp.delivery_workers", "pipe.app_dir"}),
+            frozenset(
+                {
+                    "listeners",
+                    "smtp.workers",
+                    "smtp.delivery_workers",
+                    "imap.workers",
+                    "pipe.app_dir",
+                }
+            ),
         )
         self.assertEqual(
             settings.SECRET_SETTINGS, frozenset({"smtp.relayhost_auth", "web.metrics_token"})

@@ -10,16 +10,25 @@ office behind one NAT address is one IP for many users.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, Optional, Protocol, Union, cast
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 
-from cgtwist.activesessions import ActiveSessions
+from cgtwist.activesessions import ActiveSession
 from cgtwist.checks.authpenalty import AuthPenalty
 from cgtwist.interfaces import IAuthPenalty, IStatistics
 from cgtwist.settings import Settings, SettingsHolder
 from cgtwist.types import ListenerSpec
+
+
+class ConnectionCounter(Protocol):
+    """What a factory asks at each connection: PerIPConnections in the server, the server's
+    count over the pipe in an IMAP worker process (cgtwist.imapworker.remote)."""
+
+    def opened(self, ip: str) -> bool: ...
+
+    def closed(self, ip: str) -> None: ...
 
 
 class PerIPConnections:
@@ -59,6 +68,30 @@ class PerIPConnections:
             self.counts[ip] = n
         else:
             self.counts.pop(ip, None)
+
+
+Admitted = Optional[Callable[[], None]]
+
+
+class SessionCounter(Protocol):
+    """What a login asks of the count of sessions per account and IP: ``UserIPSessions`` in
+    the server, the server's count over the pipe in an IMAP worker process
+    (cgtwist.imapworker.remote), whose answer comes later (a Deferred)."""
+
+    def admit(
+        self, account: str, ip: str, logout: Callable[[], None]
+    ) -> Union[Admitted, defer.Deferred[Admitted]]: ...
+
+
+class SessionList(Protocol):
+    """What a factory needs of the list WebUser shows (cgtwist.activesessions.ActiveSessions
+    in the server; the server's list over the pipe in an IMAP worker process)."""
+
+    def add(
+        self, account: str, protocol: str, peer: str, secure: bool, end: Callable[[str], None]
+    ) -> ActiveSession: ...
+
+    def remove(self, session: ActiveSession) -> None: ...
 
 
 class UserIPSessions:
@@ -159,7 +192,10 @@ class AccessFactory(ServerFactory, SessionDrain):
     ``is_client_ip`` exempts the Client IPs from ``access.max_connections_per_ip``;
     ``sessions`` is the server's shared UserIPSessions (without one, the factory's own).
     ``stats`` counts each connection under the listener's protocol; ``active`` is the
-    server's list of logged-in sessions that WebUser shows and ends (``listed``).
+    server's list of logged-in sessions that WebUser shows and ends (``listed``). ``per_ip``
+    replaces the factory's own count against ``access.max_connections_per_ip`` (an IMAP
+    worker process counts without a limit: the server admitted the connection before it
+    reached the factory, cgtwist.imapworker.remote.AdmissionGate).
     """
 
     def __init__(
@@ -172,9 +208,10 @@ class AccessFactory(ServerFactory, SessionDrain):
         clock: Any = None,
         penalty: Optional[IAuthPenalty] = None,
         is_client_ip: Optional[Callable[[str], bool]] = None,
-        sessions: Optional[UserIPSessions] = None,
+        sessions: Optional[SessionCounter] = None,
         stats: Optional[IStatistics] = None,
-        active: Optional[ActiveSessions] = None,
+        active: Optional[SessionList] = None,
+        per_ip: Optional[ConnectionCounter] = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # composition default only
@@ -187,8 +224,12 @@ class AccessFactory(ServerFactory, SessionDrain):
         self.penalty: IAuthPenalty = (
             penalty if penalty is not None else AuthPenalty(clock, settings)
         )
-        self.per_ip = PerIPConnections(settings, exempt=is_client_ip)
-        self.sessions = sessions if sessions is not None else UserIPSessions(settings)
+        self.per_ip: ConnectionCounter = (
+            per_ip if per_ip is not None else PerIPConnections(settings, exempt=is_client_ip)
+        )
+        self.sessions: SessionCounter = (
+            sessions if sessions is not None else UserIPSessions(settings)
+        )
         self.stats = stats
         self.active = active
         SessionDrain.__init__(self)

@@ -32,7 +32,7 @@ from zope.interface import Interface
 from cgtwist.core.auth import PeerCredentials
 from cgtwist.errors import MailError
 from cgtwist.interfaces import IAuthPenalty
-from cgtwist.protocols.limits import UserIPSessions
+from cgtwist.protocols.limits import SessionCounter
 from cgtwist.settings import Settings
 from cgtwist.types import ListenerSpec
 
@@ -189,14 +189,22 @@ class LoginAttempt:
     peer_ip: str
     failures: int = 0
     penalty_logs: bool = True
-    sessions: Optional[UserIPSessions] = None
+    sessions: Optional[SessionCounter] = None
     account_of: Callable[[Any], Optional[str]] = lambda avatar: None
 
     def run(self, username: bytes, password: bytes) -> defer.Deferred[LoginOutcome]:
         """Log in as given (``user@domain``, ``user%domain`` or bare: the checker knows the
         forms); fire with the outcome, a failure only after its delay."""
+        allowed = self.penalty.acquire(self.peer_ip)
+        if isinstance(allowed, defer.Deferred):  # a worker asks the server's penalty
+            return allowed.addCallback(self._acquired, username, password)
+        return self._acquired(allowed, username, password)
+
+    def _acquired(
+        self, allowed: bool, username: bytes, password: bytes
+    ) -> defer.Deferred[LoginOutcome]:
         ip = self.peer_ip
-        if not self.penalty.acquire(ip):
+        if not allowed:
             return defer.succeed(Busy())
 
         def release(result: Any) -> Any:
@@ -216,17 +224,28 @@ class LoginAttempt:
 
     def _logged_in(
         self, result: tuple[Any, Any, Callable[[], None]], username: bytes
-    ) -> LoginOutcome:
+    ) -> Union[LoginOutcome, defer.Deferred[LoginOutcome]]:
         _interface, avatar, logout = result
         self.penalty.succeeded(self.peer_ip)
         account = self.account_of(avatar) or username.decode("utf-8", "replace")
-        if self.sessions is not None:
-            held = self.sessions.admit(account, self.peer_ip, logout)
-            if held is None:
-                logout()
-                return TooManySessions(account)
-            logout = held
-        return LoggedIn(avatar, logout, account)
+        if self.sessions is None:
+            return LoggedIn(avatar, logout, account)
+        held = self.sessions.admit(account, self.peer_ip, logout)
+        if isinstance(held, defer.Deferred):  # a worker asks the server's count
+            return held.addCallback(self._admitted, avatar, account, logout)
+        return self._admitted(held, avatar, account, logout)
+
+    @staticmethod
+    def _admitted(
+        held: Optional[Callable[[], None]],
+        avatar: object,
+        account: str,
+        logout: Callable[[], None],
+    ) -> LoginOutcome:
+        if held is None:
+            logout()
+            return TooManySessions(account)
+        return LoggedIn(avatar, held, account)
 
     def _not_logged_in(
         self, failure: Failure, username: bytes, password: bytes

@@ -341,7 +341,7 @@ class Server:
         return rc
 
     def worker_pids(self, ready: bool = False, kind: str = "smtp") -> list[int]:
-        """Pids of the workers of ``kind`` (``smtp``, ``outbound``) the server says it started
+        """Pids of the workers of ``kind`` (``smtp``, ``imap``, ``outbound``) the server says it started
         (``ready``: that have also said they are ready), still alive (and not zombies)."""
         pids = []
         pattern = (
@@ -363,9 +363,10 @@ class Server:
         """Kill the server if it still runs, its SMTP workers (a server killed with SIGKILL
         cannot stop them: never leave one behind a failed test), and the DNS server."""
         self.kill()
-        for pid in self.worker_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for kind in ("smtp", "imap"):
+            for pid in self.worker_pids(kind=kind):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.dns.stop()
 
     @contextlib.contextmanager
