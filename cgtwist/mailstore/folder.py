@@ -30,7 +30,14 @@ from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import filemeta, index, maildir, quota, uidlist
-from cgtwist.mailstore.scan import _CACHE_SAVE_EVERY, Changes, DiskScan, Entry, _same_file
+from cgtwist.mailstore.scan import (
+    _CACHE_SAVE_EVERY,
+    _MTIME_TRUST,
+    Changes,
+    DiskScan,
+    Entry,
+    _same_file,
+)
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
@@ -67,8 +74,10 @@ class Folder(DiskScan):
         stale_batch: int = STALE_BATCH,
         tombstones_kept: Callable[[], int] = lambda: index.TOMBSTONES_KEPT,
         usage: Callable[[str, int, int], None] = lambda account, octets, messages: None,
+        watched: Callable[[Folder, bool], None] = lambda folder, on: None,
     ) -> None:
         self.path = path
+        self._watched = watched  # told when the first session comes and the last one leaves
         self._usage = usage  # (account, octets, messages) added (negative: removed)
         self._uidvalidity_source = uidvalidity
         self.account = account
@@ -231,12 +240,16 @@ class Folder(DiskScan):
         return alive
 
     def attach(self, view: MaildirMailbox) -> None:
-        if view not in self.views():
+        views = self.views()
+        if view not in views:
             self._views.append(weakref.ref(view))
+            if not views:
+                self._watched(self, True)
 
     def detach(self, view: MaildirMailbox) -> None:
         self._views = [r for r in self._views if r() is not None and r() is not view]
         if not self._views:
+            self._watched(self, False)
             if self._stale:
                 self._flush_logged()
             if self._meta_dirty:
@@ -368,6 +381,14 @@ class Folder(DiskScan):
                 return self.lock.run(self._rescan_if_changed, origin)
         move = self._wants_new_moved()
         return self.lock.run(lambda: self._shared(self._scan_blocking, move, origin, scan=True))
+
+    @property
+    def unconfirmed(self) -> bool:
+        """The last look was made so soon after a directory changed that a change within the
+        same timestamp tick would not show: ``refresh`` looks again after ``confirm_after``."""
+        return self._suspect[0] or self._suspect[1]
+
+    confirm_after = _MTIME_TRUST
 
     def in_step(self) -> bool:
         """(reactor) Whether ``refresh()`` would find nothing to do: loaded, no disk work

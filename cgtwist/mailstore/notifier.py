@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from cgtwist.interfaces import IMailboxNotifier
 from cgtwist.logs import Logger
-from cgtwist.mailstore import index, names
+from cgtwist.mailstore import index, names, watch
 from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.quota import UsageBook
 
@@ -63,6 +63,7 @@ class MailboxNotifier:
         self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
         self._shared: dict[Hashable, object] = {}
         self._write_locks: dict[Hashable, defer.DeferredLock] = {}
+        self._watch: Optional[watch.FolderWatch] = None
         self.usage = UsageBook(self.run, reactor.seconds if reactor is not None else time.monotonic)
 
     def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
@@ -126,6 +127,7 @@ class MailboxNotifier:
                 timer=self._timer,
                 tombstones_kept=self._tombstones_kept,
                 usage=self.usage.change,
+                watched=self._watched,
             )
             self._folders[key] = f
         self._keep[key] = f
@@ -138,6 +140,37 @@ class MailboxNotifier:
         ):
             self._keep.popitem(last=False)
         return f
+
+    def watch_other_processes(
+        self,
+        max_folders: Callable[[], int] = lambda: watch.WATCH_FOLDERS,
+        poll_interval: Callable[[], float] = lambda: watch.POLL_INTERVAL,
+    ) -> None:
+        """Push other processes' changes to this process's sessions at once (IMAP workers, the
+        server's LOCAL delivery, ``cgtwist-admin``): an inotify watch on every folder a
+        session has open here (``cgtwist.mailstore.watch``), at most ``max_folders()``
+        (imap.watch_folders) of them, the rest checked every ``poll_interval()`` seconds
+        (imap.watch_poll_interval). Called once, at start, by every process that serves
+        sessions; without it they hear of others' changes at their next command."""
+        if self._watch is not None or self._reactor is None:
+            return
+        self._watch = watch.FolderWatch(self._reactor, max_folders, poll_interval)
+        for f in list(self._folders.values()):
+            if f.views():
+                self._watch.add(f)
+
+    def stop_watching(self) -> None:
+        """Close the watch (at shutdown)."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def _watched(self, folder: Folder, on: bool) -> None:
+        if self._watch is not None:
+            if on:
+                self._watch.add(folder)
+            else:
+                self._watch.remove(folder)
 
     def flush(self) -> defer.Deferred[None]:
         """Finish every open folder's pending removals of names replaced by flag changes and
@@ -159,6 +192,8 @@ class MailboxNotifier:
         if f is not None:
             f.renamed(new, path)
             self._folders[(account.lower(), new)] = f
+            if self._watch is not None:
+                self._watch.moved(f)
 
     def open_folders(self, account: str) -> list[Folder]:
         return [f for (a, _n), f in list(self._folders.items()) if a == account.lower()]

@@ -1,0 +1,167 @@
+"""The mail store across real processes: this test process serves sessions on the reactor
+(threads for disk work, as the server and an IMAP worker do) while another process
+(``tests/mailstore/poke.py``) changes the same account: deliveries, APPEND, STORE,
+EXPUNGE, the folder tree, the quota count and the POP3 maildrop lock. The other process is
+killed with SIGKILL where that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Coroutine
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
+from cgtwist.mailstore.mailbox import MaildirMailbox
+from tests.mailstore.test_mailstore import Recorder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEADLINE = 120.0  # seconds a change may take to arrive on a busy machine before the test fails
+
+
+def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Any]:
+    def wrapped(self: Any) -> defer.Deferred[None]:
+        return defer.ensureDeferred(test(self))
+
+    wrapped.__name__ = test.__name__
+    wrapped.__doc__ = test.__doc__
+    return wrapped
+
+
+class Other:
+    """The other process: one command a line, one JSON answer a line."""
+
+    def __init__(self, md: str) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "tests.mailstore.poke", md],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def __call__(self, *words: object) -> dict[str, Any]:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(" ".join(str(w) for w in words) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        assert line, f"the other process ended (at {words!r})"
+        answer: dict[str, Any] = json.loads(line)
+        assert "error" not in answer, answer
+        return answer
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+        self.p.wait()
+        for pipe in (self.p.stdin, self.p.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+class CrossProcessBase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.md = os.path.abspath(os.path.join(self.mktemp(), "Maildir"))
+        provision(self.md)
+        self.notifier = MailboxNotifier(reactor)
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        self.addCleanup(self.notifier.stop_watching)
+
+    def other(self) -> Other:
+        o = Other(self.md)
+        self.addCleanup(o.kill)
+        return o
+
+    async def until(self, cond: Callable[[], Any], what: str) -> None:
+        """Wait, serving the reactor, until ``cond()`` holds; fail after DEADLINE."""
+        end = time.monotonic() + DEADLINE
+        while not cond():
+            if time.monotonic() > end:
+                self.fail(f"no {what} within {DEADLINE} s")
+            await task.deferLater(reactor, 0.005, lambda: None)
+
+    async def select(self, name: str = "INBOX") -> tuple[MaildirMailbox, Recorder]:
+        box = await self.account.select(name, True)
+        assert box is not None
+        self.addCleanup(box.close)
+        return box, Recorder().on(box)
+
+
+class WatchTests(CrossProcessBase):
+    """Item 1: a session idle here hears of another process's change without a command."""
+
+    @run
+    async def test_delivery_by_another_process_pushed_to_idle_session(self) -> None:
+        """LOCAL delivery in another process (no lock: only a file in new/) reaches a
+        session idle here at once: EXISTS, without any command from it."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        other = self.other()
+        other("deliver", "hello")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after the delivery")
+        other("deliver", "again")
+        await self.until(lambda: ("exists", 2) in idle.events, "EXISTS after the second")
+
+    @run
+    async def test_append_store_expunge_of_another_process_pushed(self) -> None:
+        """APPEND, STORE and EXPUNGE made by another process reach the idle session as
+        EXISTS, FETCH FLAGS and EXPUNGE."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        other = self.other()
+        uid = other("append", "one")["uid"]
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after APPEND")
+        other("flag", uid, "\\Flagged")
+        await self.until(
+            lambda: any(k == "flags" and "\\Flagged" in v.get(1, ()) for k, v in idle.events),
+            "FETCH FLAGS after STORE",
+        )
+        other("expunge", uid)
+        await self.until(lambda: ("expunge", [1]) in idle.events, "EXPUNGE")
+        self.assertEqual(box.uids, [])
+
+    @run
+    async def test_pushes_go_on_after_the_other_process_is_killed(self) -> None:
+        """A process killed with SIGKILL in the middle leaves no stale lock and the watch
+        stays: the next process's delivery is pushed too."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        first = self.other()
+        first("append", "before")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS before the kill")
+        first.kill()
+        second = self.other()
+        second("append", "after")
+        await self.until(lambda: ("exists", 2) in idle.events, "EXISTS after the kill")
+
+    @run
+    async def test_watch_ends_when_the_last_session_leaves(self) -> None:
+        """Kernel watches only on folders with a session open here."""
+        self.notifier.watch_other_processes()
+        box, _idle = await self.select()
+        watch = self.notifier._watch
+        assert watch is not None
+        self.assertEqual(watch.watched, 1)
+        box.close()
+        self.assertEqual(watch.watched, 0)
+
+    @run
+    async def test_beyond_the_limit_a_folder_is_checked_periodically(self) -> None:
+        """imap.watch_folders reached: the next folder is polled (every
+        imap.watch_poll_interval seconds), and still hears of the other process."""
+        self.notifier.watch_other_processes(max_folders=lambda: 0, poll_interval=lambda: 0.05)
+        box, idle = await self.select()
+        watch = self.notifier._watch
+        assert watch is not None
+        self.assertEqual(watch.watched, 0)
+        other = self.other()
+        other("deliver", "polled")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS by the periodic check")
