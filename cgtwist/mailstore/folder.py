@@ -26,6 +26,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
 
 from twisted.internet import defer
+from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
@@ -119,6 +120,9 @@ class Folder(DiskScan):
         self._stale: dict[str, str] = {}
         self._flush_call: Any = None  # the pending IDelayedCall of flush, if any
         self._conflicts: set[str] = set()  # cur/ names already logged as another file's key
+        # Deleted or renamed away by another process, or deleted and made anew under the name
+        # (another UIDVALIDITY): not this folder any more, nothing left to do with it.
+        self.gone = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -272,9 +276,16 @@ class Folder(DiskScan):
         cross-process lock, after this process caught up with what others changed; a scan
         (``scan``) takes their changes itself, any other operation first has them applied
         here (sessions told), then runs on the state it expects."""
+        if self.gone:
+            return defer.fail(FolderGone())
         d = self._run(self._shared_blocking, scan, fn, args)
 
         def done(result: object) -> object:
+            if isinstance(result, _Gone):
+                self._vanish()
+                if scan:
+                    return Changes()
+                raise FolderGone()
             if isinstance(result, _Resync):
                 self._apply(result.changes)
                 return self._shared(fn, *args, scan=scan)
@@ -289,15 +300,23 @@ class Folder(DiskScan):
         processes changed the folder since this one last held it and ``fn`` is no scan."""
         fd = index.folder_lock(self._index.lock_path)
         try:
-            # Unlocked: the folder is gone (or cannot be written), nobody changes it any more.
-            others = self._sync_blocking(scan) if fd is not None else None
+            if fd is None:
+                # Unlocked: the folder is gone (or cannot be written), nobody changes it
+                # any more; gone for good once its uidlist went too.
+                if self._ul is not None and uidlist.stamp(self.path) is None:
+                    return _Gone()
+                others = None
+            else:
+                others = self._sync_blocking(scan)
+            if isinstance(others, _Gone):
+                return others
             if others is not None:
                 return _Resync(others)
             return fn(*args)
         finally:
             index.folder_unlock(fd)
 
-    def _sync_blocking(self, scan: bool) -> Optional[Changes]:
+    def _sync_blocking(self, scan: bool) -> Union[Changes, _Gone, None]:
         """(thread, cross-process locked) Read what other processes changed since this one
         last held the lock, as Dovecot syncs its index: one stat of the index log when
         nobody did (every change of the uidlist that matters is followed by a log line in
@@ -312,17 +331,13 @@ class Folder(DiskScan):
             return None
         others = self._index.read_others()
         stamp = uidlist.stamp(self.path)
-        if stamp is not None and stamp != self._ul.stamp:
-            fresh = uidlist.load(self.path)
-            if fresh is not None:
-                if fresh.uidvalidity != self._ul.uidvalidity:
-                    self.log.error(
-                        "{account} {folder}: another process gave it UIDVALIDITY {uv}",
-                        account=self.account,
-                        folder=self.name,
-                        uv=fresh.uidvalidity,
-                    )
-                self._ul = fresh
+        if stamp != self._ul.stamp:
+            fresh = uidlist.load(self.path) if stamp is not None else None
+            if fresh is None or fresh.uidvalidity != self._ul.uidvalidity:
+                # Deleted, or deleted and made anew (another UIDVALIDITY), by another
+                # process: the sessions here must not see another folder's UIDs as this one's.
+                return _Gone()
+            self._ul = fresh
         self._modseq.share(self._ul, others)
         if self._others is not None:  # not consumed yet (a failed scan): keep the older
             others = _merged(self._others, others)
@@ -370,6 +385,8 @@ class Folder(DiskScan):
         Loads the uidlist on first use (rebuilding it, with a new UIDVALIDITY, if lost). New mail
         in ``new/`` is moved to ``cur/`` when a read-write session has the folder open.
         """
+        if self.gone:
+            return defer.succeed(Changes())
         if self.loaded and not force:
             if not self.lock.locked:
                 if not self._dirs_changed():
@@ -394,6 +411,8 @@ class Folder(DiskScan):
         """(reactor) Whether ``refresh()`` would find nothing to do: loaded, no disk work
         running and no directory time or other process's log moved (three stat calls).
         For the IMAP per-command check, which then needs no Deferred."""
+        if self.gone:
+            return True
         return self.loaded and not self.lock.locked and not self._dirs_changed()
 
     def _rescan_if_changed(self, origin: Optional[MaildirMailbox]) -> defer.Deferred[Changes]:
@@ -401,6 +420,24 @@ class Folder(DiskScan):
         if not self._dirs_changed():
             return defer.succeed(Changes())
         return self._shared(self._scan_blocking, self._wants_new_moved(), origin, scan=True)
+
+    def _vanish(self) -> None:
+        """(reactor) Another process deleted the folder (or renamed it away, or deleted it and
+        made a new one under its name): every message of it is gone for the sessions that
+        have it selected (EXPUNGE each), and their commands on it fail with ``FolderGone``
+        (NO), as after a DELETE in this process; a new SELECT gets the folder now there."""
+        if self.gone:
+            return
+        self.gone = True
+        self.log.info(
+            "{account} {folder} was deleted or replaced by another process",
+            account=self.account,
+            folder=self.name,
+        )
+        self._stale.clear()
+        self._meta_dirty.clear()
+        self._apply(Changes(removed=list(self.uids), mtimes=self._mtimes, rescan=True))
+        self._watched(self, False)
 
     def _apply(self, ch: Changes) -> None:
         """(reactor) Apply Changes to the index and tell every open view."""
@@ -842,6 +879,17 @@ class Folder(DiskScan):
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)
         return e.path(self.path) if e is not None else None
+
+
+class FolderGone(imap4.MailboxException):
+    """The folder was deleted or replaced by another process (IMAP: NO [NONEXISTENT])."""
+
+    def __init__(self) -> None:
+        super().__init__("[NONEXISTENT] Mailbox was deleted by another session")
+
+
+class _Gone:
+    """The folder is not the one this Folder is any more (``_shared_blocking``)."""
 
 
 class _Resync:

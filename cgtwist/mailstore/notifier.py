@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from cgtwist.interfaces import IMailboxNotifier
 from cgtwist.logs import Logger
-from cgtwist.mailstore import index, names, watch
+from cgtwist.mailstore import index, names, tree, watch
 from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.quota import UsageBook
 
@@ -104,18 +104,29 @@ class MailboxNotifier:
 
         return lock.run(go).addErrback(failed)
 
-    def next_uidvalidity(self) -> int:
-        """A fresh UIDVALIDITY: the clock, but strictly increasing within this process so a
-        folder re-created in the same second never repeats one (RFC 3501 §2.3.1.1)."""
-        v = max(int(self._clock()), self._last_uidvalidity + 1) & 0xFFFFFFFF
-        self._last_uidvalidity = v
+    def next_uidvalidity(self, root: Optional[str] = None) -> int:
+        """(thread when ``root`` is given) A fresh UIDVALIDITY for a new folder of the account
+        whose Maildir is ``root``: above every one any process gave a folder of that account
+        (``tree.next_uidvalidity``), so a folder re-created in the same second, here or in
+        another process, never repeats one (RFC 3501 §2.3.1.1); and strictly increasing
+        within this process."""
+        floor = self._last_uidvalidity + 1
+
+        def clock() -> float:
+            return max(self._clock(), floor)
+
+        v = tree.next_uidvalidity(root, clock) if root is not None else int(clock()) & 0xFFFFFFFF
+        self._last_uidvalidity = max(self._last_uidvalidity, v)
         return v
 
     def folder(self, account: str, name: str, path: str) -> Folder:
         """The shared Folder of ``account``'s folder ``name`` at ``path`` (created on demand)."""
         key = (account.lower(), name)
         f = self._folders.get(key)
-        if f is None or f.path != path:
+        if f is None or f.path != path or f.gone:
+            # Another process may have deleted the folder and created one under its name:
+            # that one is a new folder (its own UIDs and UIDVALIDITY), not this one's files.
+            root = path if name == names.INBOX else os.path.dirname(path)
             f = Folder(
                 path,
                 account.lower(),
@@ -123,7 +134,7 @@ class MailboxNotifier:
                 self.run,
                 hostname=self._hostname,
                 clock=self._clock,
-                uidvalidity=self.next_uidvalidity,
+                uidvalidity=lambda: self.next_uidvalidity(root),
                 timer=self._timer,
                 tombstones_kept=self._tombstones_kept,
                 usage=self.usage.change,

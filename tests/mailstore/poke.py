@@ -6,7 +6,8 @@ its own notifier (disk work inline: nothing shared with the test process but the
 answers one JSON line per command, flushed at once (``{"ok": ..., ...}``; an exception:
 ``{"error": "Type: text"}``), so the test knows the change is on disk when it reads the answer:
 
-* ``deliver SUBJECT``: LOCAL's way, no lock: a file into ``new/`` (tmp, fsync, rename).
+* ``deliver SUBJECT [FOLDER]``: LOCAL's way, no lock: a file into ``new/`` (tmp, fsync,
+  rename) of INBOX or FOLDER.
 * ``append SUBJECT``: IMAP APPEND into INBOX (``{"uid": n}``).
 * ``flag UID FLAG`` / ``expunge UID``: STORE +FLAGS, and EXPUNGE, in INBOX.
 * ``create NAME`` / ``delete NAME`` / ``rename OLD NEW`` / ``subscribe NAME``: the folder tree.
@@ -25,7 +26,7 @@ from twisted.internet import defer
 from twisted.mail import imap4
 
 from cgtwist.account_settings import QuotaLimits
-from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, pop
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, names, pop
 
 
 def _result(d: Any) -> Any:
@@ -53,7 +54,8 @@ def main(md: str) -> None:
         try:
             out: dict[str, Any] = {"ok": True}
             if op == "deliver":
-                maildir.deliver(md, _msg(args[0]), to_new=True)
+                where = names.folder_path(md, args[1]) if len(args) > 1 else md
+                maildir.deliver(where, _msg(args[0]), to_new=True)
             elif op == "append":
                 box = _result(account.select("INBOX", True))
                 [uid] = _result(box.folder.add([(_msg(args[0]), [], None)], origin=box))

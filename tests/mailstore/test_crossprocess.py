@@ -16,9 +16,11 @@ import time
 from typing import Any, Callable, Coroutine
 
 from twisted.internet import defer, reactor, task
+from twisted.mail import imap4
 from twisted.trial import unittest
 
-from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, pop, provision
+from cgtwist.mailstore.tree import read_subscriptions
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from tests.mailstore.test_mailstore import Recorder
 
@@ -165,3 +167,126 @@ class WatchTests(CrossProcessBase):
         other = self.other()
         other("deliver", "polled")
         await self.until(lambda: ("exists", 1) in idle.events, "EXISTS by the periodic check")
+
+
+class PopLockTests(CrossProcessBase):
+    """Item 4: RFC 1939's exclusive maildrop lock holds across processes and dies with its
+    process."""
+
+    @run
+    async def test_maildrop_locked_by_another_process(self) -> None:
+        """A POP3 session of the account in another process: a login here is refused
+        (-ERR [IN-USE]); once that process is killed with SIGKILL, the kernel has dropped
+        its lock and the login here succeeds."""
+        other = self.other()
+        self.assertEqual(other("pop"), {"ok": True})
+        with self.assertRaises(pop.MailboxInUse):
+            await pop.PopMailbox.open(self.account)
+        other.kill()
+        box = await pop.PopMailbox.open(self.account)
+        self.addCleanup(box.release)
+        # And now this process holds it: the other process is refused in turn.
+        self.assertEqual(self.other()("pop"), {"in_use": True})
+
+    @run
+    async def test_lock_released_at_quit_is_free_for_another_process(self) -> None:
+        box = await pop.PopMailbox.open(self.account)
+        other = self.other()
+        self.assertEqual(other("pop"), {"in_use": True})
+        box.release()
+        self.assertEqual(other("pop"), {"ok": True})
+
+
+class TreeTests(CrossProcessBase):
+    """Item 3: the folder tree, subscriptions, keyword letters and UIDVALIDITY across
+    processes."""
+
+    @run
+    async def test_folder_created_by_another_process_is_listed_and_selectable(self) -> None:
+        other = self.other()
+        other("create", "Projects")
+        self.assertIn("Projects", self.account.folder_names())
+        box, _idle = await self.select("Projects")
+        self.assertEqual(box.uids, [])
+
+    @run
+    async def test_subscriptions_of_another_process_are_seen_and_kept(self) -> None:
+        """A SUBSCRIBE in another process shows here (LSUB), and a SUBSCRIBE here does not
+        overwrite it."""
+        self.assertNotIn("Lists", self.account.subscriptions())  # this process has read it
+        other = self.other()
+        other("subscribe", "Lists")
+        self.assertIn("Lists", self.account.subscriptions())
+        await self.account.subscribe("Friends")
+        other("subscribe", "Work")
+        self.assertTrue({"Lists", "Friends", "Work"} <= read_subscriptions(self.md))
+        self.assertTrue({"Lists", "Friends", "Work"} <= set(self.account.subscriptions()))
+
+    @run
+    async def test_selected_folder_deleted_by_another_process(self) -> None:
+        """The session has the folder selected when another process deletes it: its messages
+        are expunged (pushed by the watch), a STORE is answered NO [NONEXISTENT], no
+        traceback; the folder is not listed any more."""
+        self.notifier.watch_other_processes()
+        await self.account.create("Old")
+        box, idle = await self.select("Old")
+        await box.folder.add([(b"Subject: x\r\n\r\nx\r\n", [], None)], origin=box)
+        box.sync()
+        other = self.other()
+        other("delete", "Old")
+        await self.until(lambda: ("expunge", [1]) in idle.events, "EXPUNGE of the deleted folder")
+        with self.assertRaises(imap4.MailboxException) as caught:
+            await box.store(imap4.MessageSet(1), ["\\Seen"], 1, True)
+        self.assertIn("NONEXISTENT", str(caught.exception))
+        self.assertNotIn("Old", self.account.folder_names())
+
+    @run
+    async def test_folder_recreated_by_another_process_is_a_new_folder(self) -> None:
+        """Deleted and created again by another process while this one had it open: a new
+        SELECT here gets the new folder's UIDVALIDITY (a different one, even within the same
+        second) and its messages, not the old folder's."""
+        await self.account.create("Again")
+        box, idle = await self.select("Again")
+        await box.folder.add([(b"Subject: old\r\n\r\nold\r\n", [], None)], origin=box)
+        box.sync()
+        old_uv = box.uid_validity
+        other = self.other()
+        other("delete", "Again")
+        other("create", "Again")
+        new_uv = other("uidvalidity", "Again")["uidvalidity"]
+        self.assertNotEqual(new_uv, old_uv)
+        other("deliver", "new", "Again")
+        # The session that had the old folder selected: its message went, and the new
+        # folder's message does not appear in it under the old UIDVALIDITY.
+        await box.refresh()
+        box.sync()
+        self.assertEqual((box.uid_validity, box.uids), (old_uv, []))
+        self.assertIn(("expunge", [1]), idle.events)
+        fresh, _ = await self.select("Again")
+        self.assertEqual((fresh.uid_validity, len(fresh.uids)), (new_uv, 1))
+
+    @run
+    async def test_two_processes_recreating_a_folder_get_distinct_uidvalidity(self) -> None:
+        one, two = self.other(), self.other()
+        seen = []
+        for p in (one, two, one, two):
+            p("create", "Busy")
+            seen.append(p("uidvalidity", "Busy")["uidvalidity"])
+            p("delete", "Busy")
+        self.assertEqual(len(set(seen)), len(seen), seen)
+        self.assertEqual(seen, sorted(seen))
+
+    @run
+    async def test_keywords_of_two_processes_get_distinct_letters(self) -> None:
+        box, idle = await self.select()
+        other = self.other()
+        uid = other("append", "kw")["uid"]
+        await box.refresh()
+        box.sync()
+        other("flag", uid, "$Work")
+        await box.store(imap4.MessageSet(uid), ["$Home"], 1, True)
+        keywords = maildir.read_keywords(self.md)
+        self.assertEqual(sorted(keywords.values()), ["$Home", "$Work"])
+        await box.refresh()
+        box.sync()
+        self.assertTrue({"$Home", "$Work"} <= set(box.flags_of(uid)))
