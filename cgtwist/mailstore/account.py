@@ -334,7 +334,8 @@ class MaildirAccount:
 
         def gone(_: object) -> Union[bool, defer.Deferred[bool]]:
             self.notifier.forget(self.account, canon)
-            self.notifier.usage.forget(self.account)  # its messages went: count again
+            # Its messages went: count again, here and in every other process.
+            self.notifier.usage.forget(self.account, self.path)
             self.notifier.run(shutil.rmtree, graveyard, True)
             # The subscription stays: RFC 3501 §6.3.9 forbids the server to remove a name
             # from the list on its own (LIST (SUBSCRIBED) shows it \\NonExistent, RFC 5258).

@@ -137,7 +137,9 @@ class MailboxNotifier:
                 uidvalidity=lambda: self.next_uidvalidity(root),
                 timer=self._timer,
                 tombstones_kept=self._tombstones_kept,
-                usage=self.usage.change,
+                usage=lambda account, octets, messages: self.usage.change(
+                    account, octets, messages, root
+                ),
                 watched=self._watched,
             )
             self._folders[key] = f

@@ -6,12 +6,19 @@ APPEND/COPY/EXPUNGE and folder deletion change the figure as they go, so no deli
 for a scan. Decides nothing about what is allowed: ``QuotaLimits.exceeded`` does, with the
 figure this module gives.
 
-Why a figure in memory, and not Maildir++'s ``maildirsize`` file (Dovecot's quota-maildir.c,
-which appends a "octets count" line per change and recounts when the file grows past 5120
-bytes): every process that changes an account's folders is this one (LOCAL and IMAP/POP3 run
-in the server, never in SMTP workers), so a shared file would only buy durability, and a
-durable count would cost an fsync per message. A count in memory costs nothing on the
-delivery path and cannot drift without bound:
+Several processes change an account's folders (LOCAL delivery in the server, APPEND, COPY,
+EXPUNGE and POP3 in IMAP/POP3 workers, ``cgtwist-admin``), so each process's figure is kept
+in step through one file per account, ``USAGE_FILE`` at the Maildir's root, modelled on
+Maildir++'s ``maildirsize`` (Dovecot's quota-maildir.c): a first line with the figure a scan
+found, then one line "octets messages writer" per change, appended (O_APPEND, one write, no
+fsync, no lock: appends of a few bytes do not interleave) by whichever process made it. A
+process applies its own changes at once and the other processes' lines when it next uses the
+figure (one stat on the reactor tells whether the file grew; the new lines are read in a
+thread); a scan writes a new file (tmp, rename), which every process then reads whole. No
+fsync: after a crash the first use of every process scans anyway. Two processes that check
+the room at the same instant may both pass (as with Dovecot): a limit may be passed by what
+they store at that instant, never more, and the figure itself stays right. The figure
+cannot drift without bound:
 * it starts unknown in every process (after a crash or restart too): the first use scans;
 * a figure older than ``RECOUNT_AFTER`` is counted again at its next use, so changes made
   behind our back (a Dovecot or mutt on the same Maildir, files removed by hand) are seen;
@@ -27,8 +34,9 @@ from __future__ import annotations
 import os
 import stat
 import time
+import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -39,7 +47,10 @@ from cgtwist.mailstore import names
 
 Where = Union[str, Callable[[], str]]  # a Maildir path, or how to find it (in the scan's thread)
 # Runs blocking work off the reactor: MailboxNotifier.run (a thread), or inline in tests.
-Runner = Callable[[Callable[[Where], "Usage"], Where], "defer.Deferred[Usage]"]
+Runner = Callable[..., "defer.Deferred[Any]"]
+
+USAGE_FILE = "cgtwist-usage"  # the account's figure, shared by every process (see above)
+_MAGIC = b"cgtwist-usage 1"
 
 
 @dataclass(frozen=True)
@@ -124,8 +135,131 @@ def scan_usage(path: str) -> Usage:
     return Usage(octets, messages)
 
 
-def _scan_at(path: Where) -> Usage:
-    return scan_usage(path() if callable(path) else path)
+def _resolve(path: Where) -> str:
+    return path() if callable(path) else path
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a look at the usage file found (in a thread): ``usage`` is the whole figure
+    (``whole``) or the other processes' changes since ``start`` (not ``whole``); the file
+    is now read up to ``pos`` of inode ``ino``."""
+
+    usage: Usage
+    whole: bool
+    file: str
+    ino: int
+    pos: int
+    start: int = 0
+    scanned: bool = False
+
+
+def _parse(data: bytes, token: str, skip_own: bool) -> tuple[int, int, int]:
+    """(octets, messages, bytes used) of the complete delta lines in ``data``; a torn or
+    garbled line ends the reading there (as it would a Maildir++ maildirsize)."""
+    octets = messages = used = 0
+    own = token.encode()
+    while True:
+        end = data.find(b"\n", used)
+        if end < 0:
+            return octets, messages, used
+        fields = data[used:end].split()
+        if len(fields) < 2:
+            return octets, messages, used
+        try:
+            o, m = int(fields[0]), int(fields[1])
+        except ValueError:
+            return octets, messages, used
+        if not (skip_own and len(fields) > 2 and fields[2] == own):
+            octets += o
+            messages += m
+        used = end + 1
+
+
+def _read(file: str, ino: Optional[int], pos: int, token: str) -> Optional[_Seen]:
+    """(blocking) The other processes' lines after ``pos`` when the file is still inode
+    ``ino``, else the whole file; None when there is none or its first line is not ours."""
+    try:
+        with open(file, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_ino == ino and st.st_size >= pos:
+                f.seek(pos)
+                o, m, used = _parse(f.read(), token, skip_own=True)
+                return _Seen(Usage(o, m), False, file, st.st_ino, pos + used, start=pos)
+            data = f.read()
+    except OSError:
+        return None
+    head, nl, rest = data.partition(b"\n")
+    fields = head.split()
+    if not nl or len(fields) != 4 or b" ".join(fields[:2]) != _MAGIC:
+        return None
+    try:
+        base = Usage(int(fields[2]), int(fields[3]))
+    except ValueError:
+        return None
+    o, m, used = _parse(rest, token, skip_own=False)
+    usage = Usage(base.octets + o, base.messages + m)
+    return _Seen(usage, True, file, st.st_ino, len(head) + 1 + used)
+
+
+def _look(path: Where, ino: Optional[int], pos: int, token: str, scan: bool) -> _Seen:
+    """(blocking) Catch up with the usage file of the Maildir at ``path`` (``_read``), or,
+    with ``scan`` or when it is missing or damaged, count the Maildir and write a new one."""
+    root = _resolve(path)
+    file = os.path.join(root, USAGE_FILE)
+    if not scan:
+        seen = _read(file, ino, pos, token)
+        if seen is not None:
+            return seen
+    usage = scan_usage(root)
+    head = b"%s %d %d\n" % (_MAGIC, usage.octets, usage.messages)
+    tmp = f"{file}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+        os.replace(tmp, file)
+        new_ino = os.stat(file).st_ino
+    except OSError:
+        # A Maildir that cannot hold the file (gone, read-only): the figure is this
+        # process's alone, as before.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return _Seen(usage, True, "", -1, 0, scanned=True)
+    return _Seen(usage, True, file, new_ino, len(head), scanned=True)
+
+
+def _append(lines: list[tuple[Where, int, int]], token: str) -> list[tuple[str, int, int, int]]:
+    """(blocking) Append one change line per account to its usage file (when it has one:
+    otherwise the next scan counts it); returns (file, inode, offset before, offset after)
+    of each line written."""
+    out = []
+    for where, octets, messages in lines:
+        try:
+            file = os.path.join(_resolve(where), USAGE_FILE)
+            fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            line = b"%d %d %s\n" % (octets, messages, token.encode())
+            before = os.fstat(fd).st_size
+            os.write(fd, line)
+            st = os.fstat(fd)
+            out.append((file, st.st_ino, before, st.st_size))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return out
+
+
+def _drop(path: Where) -> None:
+    """(blocking) Remove the usage file: every process counts the account again."""
+    try:
+        os.unlink(os.path.join(_resolve(path), USAGE_FILE))
+    except OSError:
+        pass
 
 
 @dataclass
@@ -137,6 +271,9 @@ class _Figure:
     scanning: bool = False
     changed: bool = False  # a change arrived while the scan ran
     waiters: list[defer.Deferred[Usage]] = field(default_factory=list)
+    file: str = ""  # the account's usage file, once a look found it
+    ino: Optional[int] = None  # ...its inode...
+    pos: int = 0  # ...and how far this process has read it (its own lines included)
 
 
 class UsageBook:
@@ -158,6 +295,10 @@ class UsageBook:
         self._run = run
         self._clock = clock
         self._figures: dict[str, _Figure] = {}
+        self._token = uuid.uuid4().hex[:12]  # names this process's lines in the usage files
+        self._outbox: dict[str, list[Any]] = {}  # account -> [where, octets, messages] to append
+        self._appending = False
+        self._paths: dict[str, Where] = {}  # account -> its Maildir, as last given
 
     def known(self, account: str) -> Optional[Usage]:
         """The figure as it stands, or None while it is unknown (no scan yet)."""
@@ -169,15 +310,25 @@ class UsageBook:
     ) -> defer.Deferred[Usage]:
         """Fire with ``account``'s usage (its Maildir at ``path``, or a callable giving it
         in the scan's thread), scanning first when the figure is unknown or older than
-        ``max_age`` (default ``RECOUNT_AFTER``) seconds."""
+        ``max_age`` (default ``RECOUNT_AFTER``) seconds, and reading first what other
+        processes changed since this one last looked (one stat when they changed nothing)."""
         key = account.lower()
+        self._remember(key, path)
         f = self._figures.get(key)
         limit = self.RECOUNT_AFTER if max_age is None else max_age
         if f is not None and f.counted_at is not None and self._clock() - f.counted_at < limit:
-            return defer.succeed(f.usage)
+            if not f.file or f.scanning:
+                return defer.succeed(f.usage) if not f.scanning else self._scan(key, path)
+            try:
+                st = os.stat(f.file)
+            except OSError:
+                return self._scan(key, path)  # dropped (a DELETE elsewhere): count again
+            if st.st_ino == f.ino and st.st_size == f.pos:
+                return defer.succeed(f.usage)
+            return self._scan(key, path, catch_up=True)
         return self._scan(key, path)
 
-    def _scan(self, key: str, path: Where) -> defer.Deferred[Usage]:
+    def _scan(self, key: str, path: Where, catch_up: bool = False) -> defer.Deferred[Usage]:
         f = self._figures.get(key)
         if f is None:
             if len(self._figures) >= self.MAX_ACCOUNTS:
@@ -187,11 +338,13 @@ class UsageBook:
         f.waiters.append(mine)
         if not f.scanning:
             f.scanning, f.changed = True, False
-            self._run(_scan_at, path).addBoth(self._counted, key, f, self._clock())
+            self._run(_look, path, f.ino, f.pos, self._token, not catch_up).addBoth(
+                self._counted, key, f, self._clock()
+            )
         return mine
 
-    def _counted(self, result: Union[Usage, Failure], key: str, f: _Figure, started: float) -> None:
-        """A scan ended: keep its figure (unless forgotten meanwhile) and answer its waiters."""
+    def _counted(self, result: Union[_Seen, Failure], key: str, f: _Figure, started: float) -> None:
+        """A look ended: keep its figure (unless forgotten meanwhile) and answer its waiters."""
         f.scanning = False
         waiters, f.waiters = f.waiters, []
         if isinstance(result, Failure):
@@ -201,26 +354,55 @@ class UsageBook:
             return
         if self._figures.get(key) is f:
             before = f.usage if f.counted_at is not None else None
-            f.usage = result
-            # A change during the scan may be in what it saw or not: count again soon.
-            f.counted_at = started - self.RECOUNT_AFTER + self.SETTLE if f.changed else started
-            if before is not None and before != result:
+            f.file, f.ino = result.file, result.ino
+            if not result.whole:
+                # Other processes' changes since this one last read the file.
+                f.usage = Usage(
+                    f.usage.octets + result.usage.octets, f.usage.messages + result.usage.messages
+                )
+                if f.pos == result.start:
+                    f.pos = result.pos
+                else:  # this process appended meanwhile: its lines are after result.pos
+                    f.pos = max(f.pos, result.pos)
+            else:
+                f.usage, f.pos = result.usage, result.pos
+                # A change during the look may be in what it saw or not: count again soon.
+                if result.scanned or f.counted_at is None:
+                    f.counted_at = started
+                if f.changed:
+                    f.counted_at = started - self.RECOUNT_AFTER + self.SETTLE
+            if f.usage.octets < 0 or f.usage.messages < 0:
+                f.counted_at = None  # garbled by hand or a crash: the next use scans
+            if result.scanned and before is not None and before != result.usage:
                 self.log.info(
                     "quota: {account} recounted: {octets} octets in {messages} messages "
                     "(was {was_octets} in {was_messages})",
                     account=key,
-                    octets=result.octets,
-                    messages=result.messages,
+                    octets=result.usage.octets,
+                    messages=result.usage.messages,
                     was_octets=before.octets,
                     was_messages=before.messages,
                 )
         for w in waiters:
             # The figure as it stands: a waiter before may have reserved room (``room``).
-            w.callback(f.usage if self._figures.get(key) is f else result)
+            w.callback(f.usage if self._figures.get(key) is f else result.usage)
 
-    def change(self, account: str, octets: int, messages: int) -> None:
-        """``octets`` in ``messages`` were added to the account (negative: removed)."""
-        f = self._figures.get(account.lower())
+    def change(
+        self, account: str, octets: int, messages: int, path: Optional[Where] = None
+    ) -> None:
+        """``octets`` in ``messages`` were added to the account (negative: removed); the
+        other processes hear of it through the account's usage file (its Maildir at
+        ``path``, or as this process last found it)."""
+        key = account.lower()
+        if path is not None:
+            self._remember(key, path)
+        f = self._figures.get(key)
+        where = self._paths.get(key)
+        if where:
+            entry = self._outbox.setdefault(key, [where, 0, 0])
+            entry[1] += octets
+            entry[2] += messages
+            self._send()
         if f is None:
             return  # unknown: the first use scans
         if f.scanning:
@@ -232,7 +414,7 @@ class UsageBook:
             self.log.warn(
                 "quota: {account} would keep {octets} octets in {messages} messages; "
                 "counting again",
-                account=account.lower(),
+                account=key,
                 octets=new.octets,
                 messages=new.messages,
             )
@@ -240,11 +422,53 @@ class UsageBook:
             return
         f.usage = new
 
-    def forget(self, account: str) -> None:
-        """The figure is unknown from now on (a folder was deleted): the next use scans."""
+    def _remember(self, key: str, path: Where) -> None:
+        if key not in self._paths and len(self._paths) >= self.MAX_ACCOUNTS:
+            self._paths.clear()
+        self._paths[key] = path
+
+    def _send(self) -> None:
+        """Append the changes waiting in ``_outbox`` to the usage files: one thread job at a
+        time, whatever the changes made meanwhile add up to goes in the next one."""
+        if self._appending or not self._outbox:
+            return
+        batch, self._outbox = self._outbox, {}
+        self._appending = True
+        lines = [(w, o, m) for w, o, m in batch.values() if o or m]
+        keys = [k for k, (_w, o, m) in batch.items() if o or m]
+
+        def done(result: Union[list[tuple[str, int, int, int]], Failure]) -> None:
+            self._appending = False
+            if isinstance(result, Failure):
+                self.log.failure("quota: writing the usage files failed", result)
+            else:
+                written = {file: (ino, before, after) for file, ino, before, after in result}
+                for key in keys:
+                    f = self._figures.get(key)
+                    if f is None or f.file not in written:
+                        continue
+                    ino, before, after = written[f.file]
+                    if f.ino == ino and f.pos == before:
+                        f.pos = after  # nobody wrote in between: nothing to read back
+            self._send()
+
+        self._run(_append, lines, self._token).addBoth(done)
+
+    def forget(self, account: str, path: Optional[Where] = None) -> None:
+        """The figure is unknown from now on (a folder was deleted): the next use scans, in
+        this process and (the usage file of the Maildir at ``path`` is removed) in every
+        other one."""
         # A scan running now may have seen the folder or not: its answer goes to those
         # waiting for it, but is not kept.
         self._figures.pop(account.lower(), None)
+        self._outbox.pop(account.lower(), None)
+        if path is not None:
+            self._remember(account.lower(), path)
+        where = self._paths.get(account.lower())
+        if where:
+            self._run(_drop, where).addErrback(
+                lambda fail: self.log.failure("quota: dropping the usage file failed", fail)
+            )
 
     async def room(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from twisted.internet import defer
@@ -56,6 +57,7 @@ def main(md: str) -> None:
             if op == "deliver":
                 where = names.folder_path(md, args[1]) if len(args) > 1 else md
                 maildir.deliver(where, _msg(args[0]), to_new=True)
+                out["t"] = time.time()  # committed: for bench/watch_push.py's delays
             elif op == "append":
                 box = _result(account.select("INBOX", True))
                 [uid] = _result(box.folder.add([(_msg(args[0]), [], None)], origin=box))
@@ -89,7 +91,9 @@ def main(md: str) -> None:
             elif op == "room":
                 limits = QuotaLimits(storage=int(args[1]))
                 over = _result(
-                    account.notifier.usage.room(account.account, md, limits, int(args[0]), 1)
+                    defer.ensureDeferred(
+                        account.notifier.usage.room(account.account, md, limits, int(args[0]), 1)
+                    )
                 )
                 out["over"] = bool(over)
             else:

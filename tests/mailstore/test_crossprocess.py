@@ -19,9 +19,12 @@ from twisted.internet import defer, reactor, task
 from twisted.mail import imap4
 from twisted.trial import unittest
 
+from cgtwist.account_settings import QuotaLimits
 from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, pop, provision
-from cgtwist.mailstore.tree import read_subscriptions
 from cgtwist.mailstore.mailbox import MaildirMailbox
+from cgtwist.mailstore.quota import Usage
+from cgtwist.mailstore.tree import read_subscriptions
+from tests.mailstore.poke import _msg
 from tests.mailstore.test_mailstore import Recorder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -290,3 +293,64 @@ class TreeTests(CrossProcessBase):
         await box.refresh()
         box.sync()
         self.assertTrue({"$Home", "$Work"} <= set(box.flags_of(uid)))
+
+
+class QuotaTests(CrossProcessBase):
+    """Item 2: the quota count holds across processes, so a limit is enforced as set
+    whichever process stores or removes the mail."""
+
+    async def room(self, octets: int, limit: int) -> str:
+        return await self.notifier.usage.room(
+            self.account.account, self.md, QuotaLimits(storage=limit), octets, 1
+        )
+
+    @run
+    async def test_another_process_appending_uses_up_the_room_here(self) -> None:
+        """This process counted the account; another one then APPENDs: a check here sees
+        that mail at once (not after the hourly recount) and refuses what no longer fits."""
+        used = (await self.account.quota_usage()).octets
+        self.assertEqual(await self.room(10, used + 200), "")
+        other = self.other()
+        for i in range(4):
+            other("append", f"filler-{i}")
+        self.assertEqual(await self.room(10, used + 200), "STORAGE")
+        now = await self.account.quota_usage()
+        self.assertEqual(now.messages, 4)
+        self.assertEqual(now.octets, used + sum(len(_msg(f"filler-{i}")) for i in range(4)))
+
+    @run
+    async def test_expunge_of_another_process_counted(self) -> None:
+        """Another process's EXPUNGE gives the room back here, and the figure stays right
+        after that process is killed with SIGKILL."""
+        await self.account.quota_usage()
+        other = self.other()
+        uid = other("append", "big")["uid"]
+        self.assertEqual((await self.account.quota_usage()).messages, 1)
+        other("expunge", uid)
+        self.assertEqual(await self.account.quota_usage(), Usage(0, 0))
+        other("append", "kept")
+        other.kill()
+        self.assertEqual((await self.account.quota_usage()).messages, 1)
+
+    @run
+    async def test_this_process_appending_seen_by_the_other(self) -> None:
+        """The other way round: the other process counted first, this one APPENDs, and the
+        other refuses what no longer fits."""
+        other = self.other()
+        self.assertEqual(other("room", 10, 200), {"ok": True, "over": False})
+        box, _idle = await self.select()
+        for i in range(4):
+            await box.folder.add([(_msg(f"here-{i}"), [], None)], origin=box)
+        await self.until(
+            lambda: other("room", 10, 200)["over"], "the other process seeing this one's mail"
+        )
+
+    @run
+    async def test_folder_deleted_by_another_process_recounted_here(self) -> None:
+        await self.account.create("Big")
+        box, _idle = await self.select("Big")
+        await box.folder.add([(_msg("in-big"), [], None)], origin=box)
+        box.close()
+        self.assertEqual((await self.account.quota_usage()).messages, 1)
+        self.other()("delete", "Big")
+        self.assertEqual((await self.account.quota_usage()).messages, 0)

@@ -11,7 +11,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from cgtwist.account_settings import QuotaLimits
-from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision
+from cgtwist.mailstore import MailboxNotifier, MaildirAccount, provision, quota
 from cgtwist.mailstore import maildir as md
 from cgtwist.mailstore.account import MailboxError
 from cgtwist.mailstore.mailbox import MaildirMailbox
@@ -65,7 +65,11 @@ class BookTests(unittest.TestCase):
         self.book = UsageBook(self.scan, self.clock.seconds)
 
     def scan(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
-        """A scan the test finishes by hand, answering ``self.disk``."""
+        """A scan the test finishes by hand, answering ``self.disk``; the usage file's other
+        work (appending a change, dropping it) is done at once, as on a Maildir that cannot
+        hold the file (this process's figure alone)."""
+        if fn is not quota._look:
+            return defer.succeed([] if fn is quota._append else None)
         d: defer.Deferred[Any] = defer.Deferred()
         self.scans.append(d)
         return d
@@ -74,7 +78,7 @@ class BookTests(unittest.TestCase):
         return defer.ensureDeferred(self.book.room(*args, **kw))
 
     def finish(self) -> None:
-        self.scans.pop(0).callback(self.disk)
+        self.scans.pop(0).callback(quota._Seen(self.disk, True, "", -1, 0, scanned=True))
 
     def test_unknown_is_scanned_once_for_all_callers(self) -> None:
         a = self.book.usage("Bob@example.com", "/nowhere")
