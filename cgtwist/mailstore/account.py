@@ -89,7 +89,7 @@ class MaildirAccount:
         self.max_folders = max_folders
         self._quota_limits = quota_limits
         self._subs: Optional[_Subscriptions] = None
-        self._uses: Optional[specialuse.SpecialUseMap] = None
+        self._uses: Optional[_SpecialUses] = None
 
     # -- quota (RFC 9208; the count is cgtwist.mailstore.quota's) ---------------------------
 
@@ -147,19 +147,26 @@ class MaildirAccount:
         return self._special().of(canon)
 
     def _special(self) -> specialuse.SpecialUseMap:
-        """The account's special-use map, one shared by all its sessions in this process."""
+        """The account's special-use map, one shared by all its sessions in this process,
+        read again when another process changed the file (one stat per call) and this one
+        has no change of its own waiting to be written."""
         if self._uses is None:
             self._uses = self.notifier.shared(
-                ("specialuse", self.path), lambda: specialuse.load(self.path)
+                ("specialuse", self.path), lambda: _SpecialUses(self.path)
             )
-        return self._uses
+        return self._uses.current()
 
     def _save_special(self) -> defer.Deferred[None]:
         """Write the map as it is when the write's turn comes, durably (in a thread); writes
         of one account happen in order. A failure is logged by the notifier and passed on."""
         return self.notifier.write_serialised(
             ("specialuse", self.path),
-            lambda: (specialuse.save, self.path, self._special().snapshot()),
+            lambda: (
+                specialuse.merge_save,
+                self.path,
+                self._special().snapshot(),
+                self._special().take_changes(),
+            ),
         )
 
     def _use_attrs(self, canon: str, use: Sequence[str]) -> tuple[str, ...]:
@@ -646,3 +653,22 @@ class _Subscriptions:
             self._names.update(read_subscriptions(self._path))
             self._stamp, self._read = now, True
         return self._names
+
+
+class _SpecialUses:
+    """One process's copy of an account's special-use map (``specialuse.FILE``), read
+    again whenever the file is not the one last read and no change made here waits to be
+    written (``merge_save`` writes those into the file as it then is)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stamp = stamp(path, specialuse.FILE)
+        self._map = specialuse.load(path)
+
+    def current(self) -> specialuse.SpecialUseMap:
+        if not self._map.changed:
+            now = stamp(self._path, specialuse.FILE)
+            if now != self._stamp:
+                self._stamp = now
+                self._map.replace(specialuse.load(self._path))
+        return self._map

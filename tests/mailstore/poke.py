@@ -10,6 +10,7 @@ answers one JSON line per command, flushed at once (``{"ok": ..., ...}``; an exc
   rename) of INBOX or FOLDER.
 * ``append SUBJECT``: IMAP APPEND into INBOX (``{"uid": n}``).
 * ``flag UID FLAG`` / ``expunge UID``: STORE +FLAGS, and EXPUNGE, in INBOX.
+* ``createuse NAME ATTR...``: CREATE NAME (USE (ATTR...)).
 * ``create NAME`` / ``delete NAME`` / ``rename OLD NEW`` / ``subscribe NAME``: the folder tree.
 * ``uidvalidity NAME``: the folder's UIDVALIDITY (selecting it).
 * ``pop``: take the POP3 maildrop lock and keep it (``{"ok": true}`` or ``{"in_use": true}``).
@@ -73,6 +74,8 @@ def main(md: str) -> None:
                 box.close()
             elif op == "create":
                 _result(account.create(args[0]))
+            elif op == "createuse":
+                _result(account.create(args[0], use=args[1:]))
             elif op == "delete":
                 _result(account.delete(args[0]))
             elif op == "rename":

@@ -20,7 +20,14 @@ from twisted.mail import imap4
 from twisted.trial import unittest
 
 from cgtwist.account_settings import QuotaLimits
-from cgtwist.mailstore import MailboxNotifier, MaildirAccount, maildir, pop, provision
+from cgtwist.mailstore import (
+    MailboxNotifier,
+    MaildirAccount,
+    maildir,
+    pop,
+    provision,
+    specialuse,
+)
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.quota import Usage
 from cgtwist.mailstore.tree import read_subscriptions
@@ -224,6 +231,25 @@ class TreeTests(CrossProcessBase):
         other("subscribe", "Work")
         self.assertTrue({"Lists", "Friends", "Work"} <= read_subscriptions(self.md))
         self.assertTrue({"Lists", "Friends", "Work"} <= set(self.account.subscriptions()))
+
+    @run
+    async def test_special_use_of_another_process_is_seen_and_kept(self) -> None:
+        """CREATE (USE (\\Archive)) in another process shows here (LIST's attributes), and
+        a CREATE (USE ...) here does not overwrite it."""
+        self.assertEqual(self.account.special_use_of("Sent"), "\\Sent")  # read here
+        other = self.other()
+        other("createuse", "Archive", "\\Archive")
+        self.assertEqual(self.account.special_use_of("Archive"), "\\Archive")
+        await self.account.delete("Trash")
+        await self.account.create("Bin", use=["\\Trash"])
+        on_disk = specialuse.load(self.md)
+        self.assertEqual(on_disk.of("Archive"), ("\\Archive",))
+        self.assertEqual(on_disk.of("Bin"), ("\\Trash",))
+        self.assertEqual(on_disk.of("Trash"), ())
+        other("delete", "Junk")
+        other("createuse", "Spam", "\\Junk")
+        self.assertEqual(self.account.special_use_of("Spam"), "\\Junk")
+        self.assertEqual(self.account.special_use_of("Bin"), "\\Trash")
 
     @run
     async def test_selected_folder_deleted_by_another_process(self) -> None:
