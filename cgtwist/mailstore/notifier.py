@@ -188,7 +188,9 @@ class MailboxNotifier:
     def flush(self) -> defer.Deferred[None]:
         """Finish every open folder's pending removals of names replaced by flag changes and
         close its index cleanly (at shutdown, before the disk threads stop); fires when all
-        are done."""
+        are done. The watch (``watch_other_processes``) is closed first: no catch-up starts
+        once the folders are closing."""
+        self.stop_watching()
         ds = [f.flush(final=True) for f in list(self._folders.values())]
         return defer.gatherResults(ds, consumeErrors=True).addCallbacks(
             lambda _: None, lambda f: self.log.failure("flushing folders failed", f)

@@ -57,7 +57,13 @@ IN_CLOEXEC = 0o2000000
 # cgtwist-flaglog and every change opens cgtwist-index.lock), in new/ and in cur/.
 _TOP_MASK = IN_MODIFY | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 _TOP_NAMES = frozenset({index.LOG_FILE.encode(), uidlist.UIDLIST_FILE.encode()})
-_SUB_MASK = IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ONLYDIR
+# new/: LOCAL's rename from tmp/ (or an O_TMPFILE's link). cur/: only a rename into it, as
+# another program's delivery is made: what cgtwist itself does in cur/ (a STORE's link, an
+# EXPUNGE's unlink, new/ -> cur/) is always followed by a log line, and a link or unlink
+# event there would wake this process for each of its own STOREs.
+_NEW_MASK = IN_MOVED_TO | IN_CREATE | IN_ONLYDIR
+_CUR_MASK = IN_MOVED_TO | IN_ONLYDIR
+_READ_SIZE = 65536
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 
@@ -103,14 +109,13 @@ class Inotify:
         self._rm(self.fd, wd)
 
     def read(self) -> None:
-        """Read and dispatch every pending event (non-blocking)."""
+        """Read and dispatch the pending events (non-blocking): one read, as a rule; the
+        reactor calls again while more are waiting."""
         while True:
             try:
-                data = os.read(self.fd, 65536)
-            except BlockingIOError:
+                data = os.read(self.fd, _READ_SIZE)
+            except (BlockingIOError, InterruptedError):
                 return
-            except InterruptedError:
-                continue
             if not data:
                 return
             off = 0
@@ -120,6 +125,8 @@ class Inotify:
                 name = data[start : start + length].rstrip(b"\0")
                 off = start + length
                 self._on_event(wd, mask, name)
+            if len(data) < _READ_SIZE - 4096:
+                return
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -278,8 +285,8 @@ class FolderWatch:
         try:
             wds = [self._notify.add(w.path, _TOP_MASK)]
             try:
-                wds.append(self._notify.add(os.path.join(w.path, "new"), _SUB_MASK))
-                wds.append(self._notify.add(os.path.join(w.path, "cur"), _SUB_MASK))
+                wds.append(self._notify.add(os.path.join(w.path, "new"), _NEW_MASK))
+                wds.append(self._notify.add(os.path.join(w.path, "cur"), _CUR_MASK))
             except OSError:
                 for wd in wds:
                     self._notify.remove(wd)
@@ -380,6 +387,10 @@ class FolderWatch:
             if w.busy:
                 w.again = True
                 continue
+            if f.in_step():
+                # As it last saw the disk (three stat calls): its own change, say.
+                self._confirm_later(w, key, f)
+                continue
             w.busy = True
             f.refresh().addBoth(self._caught_up, key, w, f)
 
@@ -395,7 +406,11 @@ class FolderWatch:
         if w.again:
             w.again = False
             self._wake(key)
-        elif f.unconfirmed and (w.confirm is None or not w.confirm.active()):
-            # Its last look was made within the directories' timestamp tick: a change in the
-            # same tick would not have moved them; look once more when the tick has passed.
+        else:
+            self._confirm_later(w, key, f)
+
+    def _confirm_later(self, w: _Watched, key: int, f: Folder) -> None:
+        """A look made within the directories' timestamp tick could miss a change made in the
+        same tick (it would not move them): look once more when the tick has passed."""
+        if f.unconfirmed and (w.confirm is None or not w.confirm.active()):
             w.confirm = self._reactor.callLater(f.confirm_after, self._wake, key)
