@@ -10,12 +10,15 @@ Several processes change an account's folders (LOCAL delivery in the server, APP
 EXPUNGE and POP3 in IMAP/POP3 workers, ``cgtwist-admin``), so each process's figure is kept
 in step through one file per account, ``USAGE_FILE`` at the Maildir's root, modelled on
 Maildir++'s ``maildirsize`` (Dovecot's quota-maildir.c): a first line with the figure a scan
-found, then one line "octets messages writer" per change, appended (O_APPEND, one write, no
-fsync, no lock: appends of a few bytes do not interleave) by whichever process made it. A
-process applies its own changes at once and the other processes' lines when it next uses the
-figure (one stat on the reactor tells whether the file grew; the new lines are read in a
-thread); a scan writes a new file (tmp, rename), which every process then reads whole. No
-fsync: after a crash the first use of every process scans anyway. Two processes that check
+found and the file's generation (new at each rewrite), then one line "octets messages
+writer" per change, appended (O_APPEND, one write, under a shared flock, no fsync) by
+whichever process made it. A process applies its own changes at once and the other
+processes' lines when it next uses the figure (one stat on the reactor tells whether the
+file changed; the new lines are read in a thread); a scan writes a new file (tmp, rename,
+under the old file's exclusive flock, so no append is lost in the old one), which every
+process then reads whole, and so does a reader that finds more than ``COMPACT_AT`` bytes of
+lines (the figure they add up to, without a scan). No fsync: after a crash the first use of
+every process scans anyway. Two processes that check
 the room at the same instant may both pass (as with Dovecot): a limit may be passed by what
 they store at that instant, never more, and the figure itself stays right. The figure
 cannot drift without bound:
@@ -31,6 +34,7 @@ Scans run in the mailstore's threads, never on the reactor; one at a time per ac
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import time
@@ -50,6 +54,7 @@ Where = Union[str, Callable[[], str]]  # a Maildir path, or how to find it (in t
 Runner = Callable[..., "defer.Deferred[Any]"]
 
 USAGE_FILE = "cgtwist-usage"  # the account's figure, shared by every process (see above)
+COMPACT_AT = 65536  # bytes of change lines after which a reader writes the file anew
 _MAGIC = b"cgtwist-usage 1"
 
 
@@ -143,15 +148,21 @@ def _resolve(path: Where) -> str:
 class _Seen:
     """What a look at the usage file found (in a thread): ``usage`` is the whole figure
     (``whole``) or the other processes' changes since ``start`` (not ``whole``); the file
-    is now read up to ``pos`` of inode ``ino``."""
+    of generation ``gen`` (its first line's, new at each rewrite: an inode number is reused)
+    is now read up to ``pos``, and looked as ``stamp`` (inode, size, mtime) then."""
 
     usage: Usage
     whole: bool
     file: str
-    ino: int
+    gen: str
     pos: int
+    stamp: Optional[tuple[int, int, int]]
     start: int = 0
     scanned: bool = False
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _parse(data: bytes, token: str, skip_own: bool) -> tuple[int, int, int]:
@@ -176,22 +187,25 @@ def _parse(data: bytes, token: str, skip_own: bool) -> tuple[int, int, int]:
         used = end + 1
 
 
-def _read(file: str, ino: Optional[int], pos: int, token: str) -> Optional[_Seen]:
-    """(blocking) The other processes' lines after ``pos`` when the file is still inode
-    ``ino``, else the whole file; None when there is none or its first line is not ours."""
+def _read(file: str, gen: str, pos: int, token: str) -> Optional[_Seen]:
+    """(blocking) The other processes' lines after ``pos`` when the file is still of
+    generation ``gen``, else the whole file; None when there is none or its first line is
+    not ours."""
     try:
         with open(file, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_ino == ino and st.st_size >= pos:
+            head = f.readline(200)
+            fields = head.split()
+            if not head.endswith(b"\n") or len(fields) != 5 or b" ".join(fields[:2]) != _MAGIC:
+                return None
+            now = fields[4].decode("ascii", "replace")
+            if now == gen and pos >= len(head):
                 f.seek(pos)
                 o, m, used = _parse(f.read(), token, skip_own=True)
-                return _Seen(Usage(o, m), False, file, st.st_ino, pos + used, start=pos)
-            data = f.read()
+                st = _stamp(os.fstat(f.fileno()))
+                return _Seen(Usage(o, m), False, file, gen, pos + used, st, start=pos)
+            rest = f.read()
+            st = _stamp(os.fstat(f.fileno()))
     except OSError:
-        return None
-    head, nl, rest = data.partition(b"\n")
-    fields = head.split()
-    if not nl or len(fields) != 4 or b" ".join(fields[:2]) != _MAGIC:
         return None
     try:
         base = Usage(int(fields[2]), int(fields[3]))
@@ -199,58 +213,108 @@ def _read(file: str, ino: Optional[int], pos: int, token: str) -> Optional[_Seen
         return None
     o, m, used = _parse(rest, token, skip_own=False)
     usage = Usage(base.octets + o, base.messages + m)
-    return _Seen(usage, True, file, st.st_ino, len(head) + 1 + used)
+    return _Seen(usage, True, file, now, len(head) + used, st)
 
 
-def _look(path: Where, ino: Optional[int], pos: int, token: str, scan: bool) -> _Seen:
+def _look(path: Where, gen: str, pos: int, token: str, scan: bool) -> _Seen:
     """(blocking) Catch up with the usage file of the Maildir at ``path`` (``_read``), or,
-    with ``scan`` or when it is missing or damaged, count the Maildir and write a new one."""
+    with ``scan`` or when it is missing or damaged, count the Maildir and write a new one.
+    A file grown past ``COMPACT_AT`` bytes is written anew with its figure as the first
+    line (no scan: the lines are exact), as Maildir++ recalculates a long maildirsize."""
     root = _resolve(path)
     file = os.path.join(root, USAGE_FILE)
     if not scan:
-        seen = _read(file, ino, pos, token)
-        if seen is not None:
+        seen = _read(file, gen, pos, token)
+        if seen is None:
+            pass
+        elif seen.pos <= COMPACT_AT:
+            return seen
+        else:
+            whole = _rewrite(file, None)
+            if whole is not None:
+                return whole
             return seen
     usage = scan_usage(root)
-    head = b"%s %d %d\n" % (_MAGIC, usage.octets, usage.messages)
+    seen = _rewrite(file, usage)
+    return seen if seen is not None else _Seen(usage, True, "", "", 0, None, scanned=True)
+
+
+def _rewrite(file: str, usage: Optional[Usage]) -> Optional[_Seen]:
+    """(blocking) Replace the usage file by one holding ``usage`` (a scan's), or, without
+    one, the figure the file adds up to; None when the file cannot be written (a Maildir
+    gone or read-only: the figure is then this process's alone, as before). Holds the old
+    file's flock exclusively meanwhile, so no append lands in it after it was read."""
+    scanned = usage is not None
+    old: Optional[int] = None
+    try:
+        old = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(old, fcntl.LOCK_EX)
+    except OSError:
+        if old is not None:
+            os.close(old)
+            old = None
     tmp = f"{file}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            f.write(head)
-        os.replace(tmp, file)
-        new_ino = os.stat(file).st_ino
-    except OSError:
-        # A Maildir that cannot hold the file (gone, read-only): the figure is this
-        # process's alone, as before.
+        if usage is None:
+            if old is None:
+                return None
+            whole = _read(file, "", 0, "")
+            if whole is None:
+                return None
+            usage = whole.usage
+            if usage.octets < 0 or usage.messages < 0:
+                return None
+        gen = uuid.uuid4().hex[:12]
+        head = b"%s %d %d %s\n" % (_MAGIC, usage.octets, usage.messages, gen.encode())
         try:
-            os.unlink(tmp)
+            with open(tmp, "wb") as f:
+                f.write(head)
+                st = _stamp(os.fstat(f.fileno()))
+            os.replace(tmp, file)
         except OSError:
-            pass
-        return _Seen(usage, True, "", -1, 0, scanned=True)
-    return _Seen(usage, True, file, new_ino, len(head), scanned=True)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return None
+        return _Seen(usage, True, file, gen, len(head), st, scanned=scanned)
+    finally:
+        if old is not None:
+            os.close(old)  # releases the lock
 
 
-def _append(lines: list[tuple[Where, int, int]], token: str) -> list[tuple[str, int, int, int]]:
+Appended = tuple[str, tuple[int, int, int], tuple[int, int, int]]  # file, stamp before, after
+
+
+def _append(lines: list[tuple[Where, int, int]], token: str) -> list[Appended]:
     """(blocking) Append one change line per account to its usage file (when it has one:
-    otherwise the next scan counts it); returns (file, inode, offset before, offset after)
-    of each line written."""
+    otherwise the next scan counts it), under the file's shared flock, into the file that is
+    the account's when the lock is held (``_rewrite`` replaces it under the exclusive one);
+    returns the file and its stamps before and after each line written."""
     out = []
     for where, octets, messages in lines:
         try:
             file = os.path.join(_resolve(where), USAGE_FILE)
-            fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError:
             continue
-        try:
-            line = b"%d %d %s\n" % (octets, messages, token.encode())
-            before = os.fstat(fd).st_size
-            os.write(fd, line)
-            st = os.fstat(fd)
-            out.append((file, st.st_ino, before, st.st_size))
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
+        line = b"%d %d %s\n" % (octets, messages, token.encode())
+        for _attempt in range(3):
+            try:
+                fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            except OSError:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                st = os.fstat(fd)
+                if os.stat(file).st_ino != st.st_ino:
+                    continue  # replaced while we waited: append to the new one
+                os.write(fd, line)
+                out.append((file, _stamp(st), _stamp(os.fstat(fd))))
+                break
+            except OSError:
+                break
+            finally:
+                os.close(fd)
     return out
 
 
@@ -272,8 +336,9 @@ class _Figure:
     changed: bool = False  # a change arrived while the scan ran
     waiters: list[defer.Deferred[Usage]] = field(default_factory=list)
     file: str = ""  # the account's usage file, once a look found it
-    ino: Optional[int] = None  # ...its inode...
-    pos: int = 0  # ...and how far this process has read it (its own lines included)
+    gen: str = ""  # ...its generation (first line)...
+    pos: int = 0  # ...how far this process has read it (its own lines included)...
+    stamp: Optional[tuple[int, int, int]] = None  # ...and how it looked then
 
 
 class UsageBook:
@@ -299,6 +364,9 @@ class UsageBook:
         self._outbox: dict[str, list[Any]] = {}  # account -> [where, octets, messages] to append
         self._appending = False
         self._paths: dict[str, Where] = {}  # account -> its Maildir, as last given
+        # The usage files' work, one job at a time: a look never runs while this process's
+        # own lines are being appended, so what it reads plus ``_outbox`` is the figure.
+        self._file_jobs = defer.DeferredLock()
 
     def known(self, account: str) -> Optional[Usage]:
         """The figure as it stands, or None while it is unknown (no scan yet)."""
@@ -323,7 +391,7 @@ class UsageBook:
                 st = os.stat(f.file)
             except OSError:
                 return self._scan(key, path)  # dropped (a DELETE elsewhere): count again
-            if st.st_ino == f.ino and st.st_size == f.pos:
+            if _stamp(st) == f.stamp:
                 return defer.succeed(f.usage)
             return self._scan(key, path, catch_up=True)
         return self._scan(key, path)
@@ -338,9 +406,10 @@ class UsageBook:
         f.waiters.append(mine)
         if not f.scanning:
             f.scanning, f.changed = True, False
-            self._run(_look, path, f.ino, f.pos, self._token, not catch_up).addBoth(
-                self._counted, key, f, self._clock()
-            )
+            started = self._clock()
+            self._file_jobs.run(
+                self._run, _look, path, f.gen, f.pos, self._token, not catch_up
+            ).addBoth(self._counted, key, f, started)
         return mine
 
     def _counted(self, result: Union[_Seen, Failure], key: str, f: _Figure, started: float) -> None:
@@ -354,7 +423,7 @@ class UsageBook:
             return
         if self._figures.get(key) is f:
             before = f.usage if f.counted_at is not None else None
-            f.file, f.ino = result.file, result.ino
+            f.file, f.gen, f.stamp = result.file, result.gen, result.stamp
             if not result.whole:
                 # Other processes' changes since this one last read the file.
                 f.usage = Usage(
@@ -365,7 +434,11 @@ class UsageBook:
                 else:  # this process appended meanwhile: its lines are after result.pos
                     f.pos = max(f.pos, result.pos)
             else:
+                # This process's changes not yet appended are in no file yet.
+                unsent = self._outbox.get(key)
                 f.usage, f.pos = result.usage, result.pos
+                if unsent is not None:
+                    f.usage = Usage(f.usage.octets + unsent[1], f.usage.messages + unsent[2])
                 # A change during the look may be in what it saw or not: count again soon.
                 if result.scanned or f.counted_at is None:
                     f.counted_at = started
@@ -437,22 +510,23 @@ class UsageBook:
         lines = [(w, o, m) for w, o, m in batch.values() if o or m]
         keys = [k for k, (_w, o, m) in batch.items() if o or m]
 
-        def done(result: Union[list[tuple[str, int, int, int]], Failure]) -> None:
+        def done(result: Union[list[Appended], Failure]) -> None:
             self._appending = False
             if isinstance(result, Failure):
                 self.log.failure("quota: writing the usage files failed", result)
             else:
-                written = {file: (ino, before, after) for file, ino, before, after in result}
+                written = {file: (before, after) for file, before, after in result}
                 for key in keys:
                     f = self._figures.get(key)
                     if f is None or f.file not in written:
                         continue
-                    ino, before, after = written[f.file]
-                    if f.ino == ino and f.pos == before:
-                        f.pos = after  # nobody wrote in between: nothing to read back
+                    before, after = written[f.file]
+                    if f.stamp == before and f.pos == before[1]:
+                        # Nobody wrote in between: nothing to read back.
+                        f.pos, f.stamp = after[1], after
             self._send()
 
-        self._run(_append, lines, self._token).addBoth(done)
+        self._file_jobs.run(self._run, _append, lines, self._token).addBoth(done)
 
     def forget(self, account: str, path: Optional[Where] = None) -> None:
         """The figure is unknown from now on (a folder was deleted): the next use scans, in
