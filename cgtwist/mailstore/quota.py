@@ -341,6 +341,15 @@ class _Figure:
     stamp: Optional[tuple[int, int, int]] = None  # ...and how it looked then
 
 
+@dataclass
+class _Unsent:
+    """This process's changes of one account not appended to its usage file yet."""
+
+    where: Where
+    octets: int = 0
+    messages: int = 0
+
+
 class UsageBook:
     """``UsageBook(run, clock=time.monotonic)``: the usage figures of this process's accounts.
 
@@ -361,7 +370,7 @@ class UsageBook:
         self._clock = clock
         self._figures: dict[str, _Figure] = {}
         self._token = uuid.uuid4().hex[:12]  # names this process's lines in the usage files
-        self._outbox: dict[str, list[Any]] = {}  # account -> [where, octets, messages] to append
+        self._outbox: dict[str, _Unsent] = {}  # account -> its changes not appended yet
         self._appending = False
         self._paths: dict[str, Where] = {}  # account -> its Maildir, as last given
         # The usage files' work, one job at a time: a look never runs while this process's
@@ -438,7 +447,9 @@ class UsageBook:
                 unsent = self._outbox.get(key)
                 f.usage, f.pos = result.usage, result.pos
                 if unsent is not None:
-                    f.usage = Usage(f.usage.octets + unsent[1], f.usage.messages + unsent[2])
+                    f.usage = Usage(
+                        f.usage.octets + unsent.octets, f.usage.messages + unsent.messages
+                    )
                 # A change during the look may be in what it saw or not: count again soon.
                 if result.scanned or f.counted_at is None:
                     f.counted_at = started
@@ -472,9 +483,9 @@ class UsageBook:
         f = self._figures.get(key)
         where = self._paths.get(key)
         if where:
-            entry = self._outbox.setdefault(key, [where, 0, 0])
-            entry[1] += octets
-            entry[2] += messages
+            entry = self._outbox.setdefault(key, _Unsent(where))
+            entry.octets += octets
+            entry.messages += messages
             self._send()
         if f is None:
             return  # unknown: the first use scans
@@ -507,8 +518,8 @@ class UsageBook:
             return
         batch, self._outbox = self._outbox, {}
         self._appending = True
-        lines = [(w, o, m) for w, o, m in batch.values() if o or m]
-        keys = [k for k, (_w, o, m) in batch.items() if o or m]
+        lines = [(u.where, u.octets, u.messages) for u in batch.values() if u.octets or u.messages]
+        keys = [k for k, u in batch.items() if u.octets or u.messages]
 
         def done(result: Union[list[Appended], Failure]) -> None:
             self._appending = False

@@ -25,9 +25,9 @@ import errno
 import os
 import struct
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -67,6 +67,16 @@ _READ_SIZE = 65536
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 
+class _Reactor(Protocol):
+    """What the watch needs of the reactor: its descriptor read, and delayed calls."""
+
+    def addReader(self, reader: IReadDescriptor) -> None: ...
+
+    def removeReader(self, reader: IReadDescriptor) -> None: ...
+
+    def callLater(self, delay: float, fn: Callable[..., object], *args: object) -> IDelayedCall: ...
+
+
 class WatchUnavailable(OSError):
     """The kernel refused: no inotify, or a limit (``errno`` says which)."""
 
@@ -87,8 +97,8 @@ class Inotify:
             raise WatchUnavailable(errno.ENOSYS, "no inotify in this C library")
         add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         rm.argtypes = [ctypes.c_int, ctypes.c_int]
-        self._add: Any = add
-        self._rm: Any = rm
+        self._add: Callable[..., int] = add
+        self._rm: Callable[..., int] = rm
         fd = init(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             code = ctypes.get_errno()
@@ -165,7 +175,9 @@ class _Watched:
         self.wds: list[int] = []
         self.busy = False  # a catch-up is running...
         self.again = False  # ...and another event came meanwhile
-        self.confirm: Any = None  # the look once more after a timestamp tick (IDelayedCall)
+        self.confirm: Optional[IDelayedCall] = (
+            None  # the look once more after a timestamp tick (IDelayedCall)
+        )
 
 
 class FolderWatch:
@@ -184,7 +196,7 @@ class FolderWatch:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: _Reactor,
         max_folders: Callable[[], int] = lambda: WATCH_FOLDERS,
         poll_interval: Callable[[], float] = lambda: POLL_INTERVAL,
         inotify: Callable[[Callable[[int, int, bytes], None]], Inotify] = Inotify,
@@ -196,8 +208,8 @@ class FolderWatch:
         self._by_wd: dict[int, _Watched] = {}
         self._polled: dict[int, _Watched] = {}  # folders beyond a limit, checked periodically
         self._pending: set[int] = set()
-        self._call: Any = None  # the scheduled catch-up of _pending
-        self._poll_call: Any = None
+        self._call: Optional[IDelayedCall] = None  # the scheduled catch-up of _pending
+        self._poll_call: Optional[IDelayedCall] = None
         self._said: set[str] = set()  # limits already logged (once each, until back under)
         self._notify: Optional[Inotify] = None
         self._reader: Optional[_Reader] = None
@@ -347,7 +359,7 @@ class FolderWatch:
         if self._polled:
             self._poll_call = self._reactor.callLater(self._poll_interval(), self._poll_tick)
 
-    def _say(self, which: str, text: str, **kw: Any) -> None:
+    def _say(self, which: str, text: str, **kw: object) -> None:
         if which not in self._said:
             self._said.add(which)
             self.log.warn(text, **kw)
