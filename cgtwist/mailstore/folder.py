@@ -192,7 +192,7 @@ class Folder(DiskScan):
 
     def _save_metas(self) -> defer.Deferred[None]:
         """(reactor) Log the records of ``_meta_dirty`` in the folder's disk work."""
-        if not self._meta_dirty or self._saving or not self.loaded:
+        if not self._meta_dirty or self._saving or not self.loaded or self.gone:
             return defer.succeed(None)
         self._saving = True
         uids, self._meta_dirty = self._meta_dirty, set()
@@ -211,7 +211,7 @@ class Folder(DiskScan):
 
     def _compact_if_due(self) -> None:
         """(reactor) Start a compaction of the index when its log has grown enough."""
-        if self._compacting or not self._index.due(len(self.entries)):
+        if self._compacting or self.gone or not self._index.due(len(self.entries)):
             return
         self._compacting = True
 
@@ -575,7 +575,9 @@ class Folder(DiskScan):
         # closed cleanly, so its MODSEQs are trusted after a restart of the machine.
         d = self.lock.run(go).addCallback(lambda _: self._save_metas())
         if final:
-            d.addCallback(lambda _: self._locked(self._index.close) if self.loaded else None)
+            d.addCallback(
+                lambda _: self._locked(self._index.close) if self.loaded and not self.gone else None
+            )
         return d
 
     def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:

@@ -28,6 +28,7 @@ from cgtwist.mailstore import (
     provision,
     specialuse,
 )
+from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.mailbox import MaildirMailbox
 from cgtwist.mailstore.quota import Usage
 from cgtwist.mailstore.tree import read_subscriptions
@@ -268,6 +269,12 @@ class TreeTests(CrossProcessBase):
             await box.store(imap4.MessageSet(1), ["\\Seen"], 1, True)
         self.assertIn("NONEXISTENT", str(caught.exception))
         self.assertNotIn("Old", self.account.folder_names())
+        # And the shutdown flush has nothing left to do with it: no failure logged.
+        failures: list[object] = []
+        self.patch(MailboxNotifier.log, "failure", lambda *a, **k: failures.append(a))
+        self.patch(Folder.log, "failure", lambda *a, **k: failures.append(a))
+        await self.notifier.flush()
+        self.assertEqual(failures, [])
 
     @run
     async def test_folder_recreated_by_another_process_is_a_new_folder(self) -> None:
