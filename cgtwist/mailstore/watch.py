@@ -313,8 +313,9 @@ class FolderWatch:
                     path=w.path,
                     interval=self._poll_interval(),
                 )
-                self._poll(w)
-            # Otherwise (ENOENT) the folder went: its sessions learn it at their next command.
+            # Otherwise (ENOENT: not made yet, or gone meanwhile) the periodic check finds
+            # out what became of it, without a log line.
+            self._poll(w)
             return
         w.wds = wds
         self._polled.pop(id(w.folder()), None)

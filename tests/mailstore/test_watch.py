@@ -154,3 +154,13 @@ class WatchRuleTests(unittest.TestCase):
         w._event(-1, watch.IN_Q_OVERFLOW, b"")
         self.clock.settle()
         self.assertIn(("exists", 21), idle.events)
+
+    def test_folder_missing_when_opened_is_checked_periodically(self) -> None:
+        """A folder whose directory is not there (yet) when its first session opens it is
+        checked every poll_interval seconds, not forgotten."""
+        w = self.start(poll_interval=lambda: 3.0)
+        folder = self.notifier.folder("a@example.com", "Later", os.path.join(self.md, ".Later"))
+        w.add(folder)
+        self.assertEqual((w.watched, len(w._polled)), (0, 1))
+        w.remove(folder)
+        self.assertEqual(len(w._polled), 0)
