@@ -407,6 +407,16 @@ class Folder(DiskScan):
 
     confirm_after = _MTIME_TRUST
 
+    def log_is_own(self) -> bool:
+        """(reactor, one stat) Whether the index log is as this process last wrote or read
+        it, with no disk work of its own running: a grown log was this process's doing."""
+        return (
+            self.loaded
+            and not self.gone
+            and not self.lock.locked
+            and not self._index.others_changed()
+        )
+
     def in_step(self) -> bool:
         """(reactor) Whether ``refresh()`` would find nothing to do: loaded, no disk work
         running and no directory time or other process's log moved (three stat calls).

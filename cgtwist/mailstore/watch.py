@@ -56,7 +56,8 @@ IN_CLOEXEC = 0o2000000
 # What marks a change in the folder itself (only these names count: a STORE also appends to
 # cgtwist-flaglog and every change opens cgtwist-index.lock), in new/ and in cur/.
 _TOP_MASK = IN_MODIFY | IN_MOVED_TO | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
-_TOP_NAMES = frozenset({index.LOG_FILE.encode(), uidlist.UIDLIST_FILE.encode()})
+_LOG_NAME = index.LOG_FILE.encode()
+_TOP_NAMES = frozenset({_LOG_NAME, uidlist.UIDLIST_FILE.encode()})
 # new/: LOCAL's rename from tmp/ (or an O_TMPFILE's link). cur/: only a rename into it, as
 # another program's delivery is made: what cgtwist itself does in cur/ (a STORE's link, an
 # EXPUNGE's unlink, new/ -> cur/) is always followed by a log line, and a link or unlink
@@ -207,7 +208,7 @@ class FolderWatch:
         self._folders: dict[int, _Watched] = {}  # id(Folder) -> its state
         self._by_wd: dict[int, _Watched] = {}
         self._polled: dict[int, _Watched] = {}  # folders beyond a limit, checked periodically
-        self._pending: set[int] = set()
+        self._pending: dict[int, bool] = {}  # folder -> only its index log grew
         self._call: Optional[IDelayedCall] = None  # the scheduled catch-up of _pending
         self._poll_call: Optional[IDelayedCall] = None
         self._said: set[str] = set()  # limits already logged (once each, until back under)
@@ -378,21 +379,29 @@ class FolderWatch:
         if mask & IN_IGNORED:  # the kernel dropped the watch (its directory went)
             del self._by_wd[wd]
             w.wds = [x for x in w.wds if x != wd]
-        elif name and name not in _TOP_NAMES and wd == (w.wds[0] if w.wds else None):
-            return  # another file of the folder (flag log, lock, caches): no change to tell
+        elif wd == (w.wds[0] if w.wds else None) and name:
+            if name not in _TOP_NAMES:
+                return  # another file of the folder (flag log, lock, caches): nothing to tell
+            if name == _LOG_NAME and mask & IN_MODIFY:
+                f = w.folder()
+                if f is not None:
+                    self._wake(id(f), log_only=True)
+                return
         f = w.folder()
         if f is not None:
             self._wake(id(f))
 
-    def _wake(self, key: int) -> None:
-        self._pending.add(key)
+    def _wake(self, key: int, log_only: bool = False) -> None:
+        """Schedule the folder's catch-up; ``log_only``: only its index log grew (one stat
+        tells whether another process wrote it, three are needed otherwise)."""
+        self._pending[key] = self._pending.get(key, True) and log_only
         if self._call is None:
             self._call = self._reactor.callLater(0, self._catch_up)
 
     def _catch_up(self) -> None:
         self._call = None
-        pending, self._pending = self._pending, set()
-        for key in pending:
+        pending, self._pending = self._pending, {}
+        for key, log_only in pending.items():
             w = self._folders.get(key)
             f = w.folder() if w is not None else None
             if w is None or f is None:
@@ -400,6 +409,8 @@ class FolderWatch:
             if w.busy:
                 w.again = True
                 continue
+            if log_only and f.log_is_own():
+                continue  # this process's own line: nothing another process did
             if f.in_step():
                 # As it last saw the disk (three stat calls): its own change, say.
                 self._confirm_later(w, key, f)
