@@ -216,7 +216,11 @@ class IDeliveryAgent(Interface):
 
 
 class IMailboxNotifier(Interface):
-    """Told when new mail lands in a mailbox, so IMAP IDLE sessions see it at once."""
+    """Told when new mail lands in a mailbox, so IMAP IDLE sessions see it at once.
+
+    Within one process; another process's sessions hear of it through their own notifier's
+    watch (``cgtwist.mailstore.MailboxNotifier.watch_other_processes``), so LOCAL need not
+    know which process serves which session."""
 
     def mailbox_changed(account: str, folder: str) -> Deferred[None]:
         """``account`` is "local@domain", ``folder`` the IMAP name ("INBOX")."""

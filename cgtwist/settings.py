@@ -638,6 +638,21 @@ class ImapSettings:
         "kept hears every UID the folder does not hold",
         check=at_least(1, "imap.tombstones_kept is at least 1: the last expunge is remembered"),
     )
+    watch_folders: int = setting(
+        10_000,
+        "folders with a session open that each IMAP/POP3 process watches with inotify (three "
+        "kernel watches each, within sysctl fs.inotify.max_user_watches) so another process's "
+        "change (IMAP workers, LOCAL delivery, cgtwist-admin) is pushed at once; beyond it, or "
+        "when the kernel refuses a watch, a folder is checked every imap.watch_poll_interval "
+        "seconds (logged once); 0 = check every folder that way",
+        check=at_most(1_000_000, "imap.watch_folders is at most 1000000"),
+    )
+    watch_poll_interval: float = setting(
+        2.0,
+        "seconds between checks of a folder open here that has no inotify watch "
+        "(imap.watch_folders reached, or the kernel's limit)",
+        check=settings_protection.number(0.1, 60),
+    )
 
 
 @dataclass(frozen=True)

@@ -387,7 +387,8 @@ class LocalDelivery(DeliveryAgent):
                 eff = await self.limits.effective(address)
                 limits = eff.values.quota if eff is not None else limits
             if not limits.storage and not limits.messages:
-                self.usage.change(address, octets, 1)  # counted as every delivery is
+                # Counted as every delivery is (in the account's usage file too).
+                self.usage.change(address, octets, 1, self._maildir_of(account))
                 return None
             over = await self.usage.room(
                 address, self._maildir_of(account), limits, octets, 1, reserve=True
@@ -398,7 +399,7 @@ class LocalDelivery(DeliveryAgent):
                 msg_id=msg_id,
                 account=address,
             )
-            self.usage.change(address, octets, 1)
+            self.usage.change(address, octets, 1, self._maildir_of(account))
             return None
         if not over:
             return None

@@ -3,6 +3,9 @@
 Public API:
 * ``MailboxNotifier(reactor, threadpool=None, hostname=None)``: one per process; implements
   ``cgtwist.interfaces.IMailboxNotifier`` (LOCAL delivery calls ``mailbox_changed``).
+  Every process that serves sessions calls ``watch_other_processes(max_folders,
+  poll_interval)`` once at start (imap.watch_folders, imap.watch_poll_interval), so other
+  processes' changes reach its sessions at once; ``flush()`` at shutdown closes it.
 * ``MaildirAccount(path, account, notifier)``: twisted.mail.imap4 IAccount for one Maildir.
 * ``MaildirMailbox``: IMailbox view of a folder for one session (from ``account.select``).
 * ``provision(path)``: create a Maildir with the special-use folders (blocking).

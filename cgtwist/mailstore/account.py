@@ -29,12 +29,14 @@ from cgtwist.mailstore.names import INBOX, MailboxNameError
 from cgtwist.mailstore.quota import Usage
 from cgtwist.mailstore.tree import (
     DELETED_PREFIX,
+    SUBSCRIPTIONS_FILE,
+    change_subscriptions,
     ensure_all,
     provision,
     read_subscriptions,
     remove_new,
     rename_all,
-    write_subscriptions,
+    stamp,
 )
 
 if TYPE_CHECKING:
@@ -86,8 +88,8 @@ class MaildirAccount:
         self.notifier = notifier
         self.max_folders = max_folders
         self._quota_limits = quota_limits
-        self._subs: Optional[set[str]] = None
-        self._uses: Optional[specialuse.SpecialUseMap] = None
+        self._subs: Optional[_Subscriptions] = None
+        self._uses: Optional[_SpecialUses] = None
 
     # -- quota (RFC 9208; the count is cgtwist.mailstore.quota's) ---------------------------
 
@@ -145,19 +147,26 @@ class MaildirAccount:
         return self._special().of(canon)
 
     def _special(self) -> specialuse.SpecialUseMap:
-        """The account's special-use map, one shared by all its sessions in this process."""
+        """The account's special-use map, one shared by all its sessions in this process,
+        read again when another process changed the file (one stat per call) and this one
+        has no change of its own waiting to be written."""
         if self._uses is None:
             self._uses = self.notifier.shared(
-                ("specialuse", self.path), lambda: specialuse.load(self.path)
+                ("specialuse", self.path), lambda: _SpecialUses(self.path)
             )
-        return self._uses
+        return self._uses.current()
 
     def _save_special(self) -> defer.Deferred[None]:
         """Write the map as it is when the write's turn comes, durably (in a thread); writes
         of one account happen in order. A failure is logged by the notifier and passed on."""
         return self.notifier.write_serialised(
             ("specialuse", self.path),
-            lambda: (specialuse.save, self.path, self._special().snapshot()),
+            lambda: (
+                specialuse.merge_save,
+                self.path,
+                self._special().snapshot(),
+                self._special().take_changes(),
+            ),
         )
 
     def _use_attrs(self, canon: str, use: Sequence[str]) -> tuple[str, ...]:
@@ -307,7 +316,16 @@ class MaildirAccount:
                 return defer.succeed(None)
         folder = self.notifier.folder(self.account, canon, path)
         box = MaildirMailbox(self, folder, rw)
-        return box.refresh().addCallback(lambda _: box.opened())
+
+        def looked(_: object) -> Union[MaildirMailbox, defer.Deferred[Optional[MaildirMailbox]]]:
+            if folder.gone:
+                # This process had the folder loaded, and another one deleted it (and may
+                # have made a new one under the name): look again, at what is there now.
+                box.close()
+                return self.select(name, rw)
+            return box.opened()
+
+        return box.refresh().addCallback(looked)
 
     def delete(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
         """DELETE (RFC 3501 §6.3.4): removes the folder and its messages; its sub-folders
@@ -323,7 +341,8 @@ class MaildirAccount:
 
         def gone(_: object) -> Union[bool, defer.Deferred[bool]]:
             self.notifier.forget(self.account, canon)
-            self.notifier.usage.forget(self.account)  # its messages went: count again
+            # Its messages went: count again, here and in every other process.
+            self.notifier.usage.forget(self.account, self.path)
             self.notifier.run(shutil.rmtree, graveyard, True)
             # The subscription stays: RFC 3501 §6.3.9 forbids the server to remove a name
             # from the list on its own (LIST (SUBSCRIBED) shows it \\NonExistent, RFC 5258).
@@ -383,7 +402,9 @@ class MaildirAccount:
             # Also after a failure: the sessions must follow the folders that did move.
             subs = self._subscriptions()
             uses = self._special()
-            changed = used = False
+            used = False
+            added: set[str] = set()
+            dropped: set[str] = set()
             for n, p, target, tpath in moves:
                 if (p, tpath) not in done:
                     continue
@@ -392,9 +413,10 @@ class MaildirAccount:
                 if n in subs:
                     subs.discard(n)
                     subs.add(target)
-                    changed = True
-            if changed:
-                self._save_subscriptions()
+                    dropped.add(n)
+                    added.add(target)
+            if added:
+                self._save_subscriptions(added, dropped - added)
             if used:
                 # The folders moved whatever the write does: a failure is only logged.
                 return self._save_special().addBoth(lambda _: result)
@@ -429,20 +451,25 @@ class MaildirAccount:
         return defer.ensureDeferred(move())
 
     def _subscriptions(self) -> set[str]:
-        """The account's subscriptions, one set shared by all its sessions in this process."""
+        """The account's subscriptions, one set shared by all its sessions in this process,
+        read again when another process changed the file (one stat per call)."""
         if self._subs is None:
-            self._subs = self.notifier.shared_set(
-                ("subscriptions", self.path), lambda: read_subscriptions(self.path)
+            self._subs = self.notifier.shared(
+                ("subscriptions", self.path), lambda: _Subscriptions(self.path)
             )
-        return self._subs
+        return self._subs.current()
 
-    def _save_subscriptions(self, wait: bool = False) -> defer.Deferred[bool]:
-        """Write the current set durably (in a thread); writes of one account happen in order.
-        Fires with True once written; with ``wait`` False nobody waits, so a failure (logged
-        by the notifier) is consumed here."""
+    def _save_subscriptions(
+        self, add: set[str], remove: set[str], wait: bool = False
+    ) -> defer.Deferred[bool]:
+        """Subscribe ``add`` and unsubscribe ``remove`` in the file durably (in a thread),
+        read afresh under the account's tree lock so that no other process's change of a
+        moment ago is overwritten; writes of one account happen in order. Fires with True
+        once written; with ``wait`` False nobody waits, so a failure (logged by the notifier)
+        is consumed here."""
         d = self.notifier.write_serialised(
             ("subscriptions", self.path),
-            lambda: (write_subscriptions, self.path, set(self._subscriptions())),
+            lambda: (change_subscriptions, self.path, set(add), set(remove)),
         )
         d.addCallback(lambda _: True)
         if not wait:
@@ -464,7 +491,7 @@ class MaildirAccount:
         if canon in subs:
             return defer.succeed(True)
         subs.add(canon)
-        return self._save_subscriptions(wait=True)
+        return self._save_subscriptions({canon}, set(), wait=True)
 
     def unsubscribe(self, name: Union[str, bytes]) -> defer.Deferred[bool]:
         """UNSUBSCRIBE (RFC 3501 §6.3.7); fires once durable, as SUBSCRIBE does."""
@@ -473,7 +500,7 @@ class MaildirAccount:
         if canon not in subs:
             raise MailboxError("[NONEXISTENT] Not subscribed")
         subs.discard(canon)
-        return self._save_subscriptions(wait=True)
+        return self._save_subscriptions(set(), {canon}, wait=True)
 
     def subscriptions(self) -> list[str]:
         return sorted(self._subscriptions())
@@ -606,3 +633,42 @@ class MaildirAccount:
 
     def __repr__(self) -> str:
         return f"<MaildirAccount {self.account}>"
+
+
+class _Subscriptions:
+    """One process's copy of an account's subscriptions file, read again whenever the file
+    is not the one last read (another process, or a write of this one, replaced it)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stamp: Optional[tuple[int, int, int]] = None
+        self._read = False
+        self._names: set[str] = set()
+
+    def current(self) -> set[str]:
+        now = stamp(self._path, SUBSCRIPTIONS_FILE)
+        if not self._read or now != self._stamp:
+            # The set object stays the same: sessions hold it.
+            self._names.clear()
+            self._names.update(read_subscriptions(self._path))
+            self._stamp, self._read = now, True
+        return self._names
+
+
+class _SpecialUses:
+    """One process's copy of an account's special-use map (``specialuse.FILE``), read
+    again whenever the file is not the one last read and no change made here waits to be
+    written (``merge_save`` writes those into the file as it then is)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stamp = stamp(path, specialuse.FILE)
+        self._map = specialuse.load(path)
+
+    def current(self) -> specialuse.SpecialUseMap:
+        if not self._map.changed:
+            now = stamp(self._path, specialuse.FILE)
+            if now != self._stamp:
+                self._stamp = now
+                self._map.replace(specialuse.load(self._path))
+        return self._map

@@ -26,11 +26,19 @@ import weakref
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Optional, Union
 
 from twisted.internet import defer
+from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import filemeta, index, maildir, quota, uidlist
-from cgtwist.mailstore.scan import _CACHE_SAVE_EVERY, Changes, DiskScan, Entry, _same_file
+from cgtwist.mailstore.scan import (
+    _CACHE_SAVE_EVERY,
+    _MTIME_TRUST,
+    Changes,
+    DiskScan,
+    Entry,
+    _same_file,
+)
 
 if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
@@ -67,8 +75,10 @@ class Folder(DiskScan):
         stale_batch: int = STALE_BATCH,
         tombstones_kept: Callable[[], int] = lambda: index.TOMBSTONES_KEPT,
         usage: Callable[[str, int, int], None] = lambda account, octets, messages: None,
+        watched: Callable[[Folder, bool], None] = lambda folder, on: None,
     ) -> None:
         self.path = path
+        self._watched = watched  # told when the first session comes and the last one leaves
         self._usage = usage  # (account, octets, messages) added (negative: removed)
         self._uidvalidity_source = uidvalidity
         self.account = account
@@ -110,6 +120,9 @@ class Folder(DiskScan):
         self._stale: dict[str, str] = {}
         self._flush_call: Any = None  # the pending IDelayedCall of flush, if any
         self._conflicts: set[str] = set()  # cur/ names already logged as another file's key
+        # Deleted or renamed away by another process, or deleted and made anew under the name
+        # (another UIDVALIDITY): not this folder any more, nothing left to do with it.
+        self.gone = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -179,7 +192,7 @@ class Folder(DiskScan):
 
     def _save_metas(self) -> defer.Deferred[None]:
         """(reactor) Log the records of ``_meta_dirty`` in the folder's disk work."""
-        if not self._meta_dirty or self._saving or not self.loaded:
+        if not self._meta_dirty or self._saving or not self.loaded or self.gone:
             return defer.succeed(None)
         self._saving = True
         uids, self._meta_dirty = self._meta_dirty, set()
@@ -198,7 +211,7 @@ class Folder(DiskScan):
 
     def _compact_if_due(self) -> None:
         """(reactor) Start a compaction of the index when its log has grown enough."""
-        if self._compacting or not self._index.due(len(self.entries)):
+        if self._compacting or self.gone or not self._index.due(len(self.entries)):
             return
         self._compacting = True
 
@@ -231,12 +244,16 @@ class Folder(DiskScan):
         return alive
 
     def attach(self, view: MaildirMailbox) -> None:
-        if view not in self.views():
+        views = self.views()
+        if view not in views:
             self._views.append(weakref.ref(view))
+            if not views:
+                self._watched(self, True)
 
     def detach(self, view: MaildirMailbox) -> None:
         self._views = [r for r in self._views if r() is not None and r() is not view]
         if not self._views:
+            self._watched(self, False)
             if self._stale:
                 self._flush_logged()
             if self._meta_dirty:
@@ -259,9 +276,16 @@ class Folder(DiskScan):
         cross-process lock, after this process caught up with what others changed; a scan
         (``scan``) takes their changes itself, any other operation first has them applied
         here (sessions told), then runs on the state it expects."""
+        if self.gone:
+            return defer.fail(FolderGone())
         d = self._run(self._shared_blocking, scan, fn, args)
 
         def done(result: object) -> object:
+            if isinstance(result, _Gone):
+                self._vanish()
+                if scan:
+                    return Changes()
+                raise FolderGone()
             if isinstance(result, _Resync):
                 self._apply(result.changes)
                 return self._shared(fn, *args, scan=scan)
@@ -276,15 +300,23 @@ class Folder(DiskScan):
         processes changed the folder since this one last held it and ``fn`` is no scan."""
         fd = index.folder_lock(self._index.lock_path)
         try:
-            # Unlocked: the folder is gone (or cannot be written), nobody changes it any more.
-            others = self._sync_blocking(scan) if fd is not None else None
+            if fd is None:
+                # Unlocked: the folder is gone (or cannot be written), nobody changes it
+                # any more; gone for good once its uidlist went too.
+                if self._ul is not None and uidlist.stamp(self.path) is None:
+                    return _Gone()
+                others = None
+            else:
+                others = self._sync_blocking(scan)
+            if isinstance(others, _Gone):
+                return others
             if others is not None:
                 return _Resync(others)
             return fn(*args)
         finally:
             index.folder_unlock(fd)
 
-    def _sync_blocking(self, scan: bool) -> Optional[Changes]:
+    def _sync_blocking(self, scan: bool) -> Union[Changes, _Gone, None]:
         """(thread, cross-process locked) Read what other processes changed since this one
         last held the lock, as Dovecot syncs its index: one stat of the index log when
         nobody did (every change of the uidlist that matters is followed by a log line in
@@ -299,17 +331,13 @@ class Folder(DiskScan):
             return None
         others = self._index.read_others()
         stamp = uidlist.stamp(self.path)
-        if stamp is not None and stamp != self._ul.stamp:
-            fresh = uidlist.load(self.path)
-            if fresh is not None:
-                if fresh.uidvalidity != self._ul.uidvalidity:
-                    self.log.error(
-                        "{account} {folder}: another process gave it UIDVALIDITY {uv}",
-                        account=self.account,
-                        folder=self.name,
-                        uv=fresh.uidvalidity,
-                    )
-                self._ul = fresh
+        if stamp != self._ul.stamp:
+            fresh = uidlist.load(self.path) if stamp is not None else None
+            if fresh is None or fresh.uidvalidity != self._ul.uidvalidity:
+                # Deleted, or deleted and made anew (another UIDVALIDITY), by another
+                # process: the sessions here must not see another folder's UIDs as this one's.
+                return _Gone()
+            self._ul = fresh
         self._modseq.share(self._ul, others)
         if self._others is not None:  # not consumed yet (a failed scan): keep the older
             others = _merged(self._others, others)
@@ -357,6 +385,8 @@ class Folder(DiskScan):
         Loads the uidlist on first use (rebuilding it, with a new UIDVALIDITY, if lost). New mail
         in ``new/`` is moved to ``cur/`` when a read-write session has the folder open.
         """
+        if self.gone:
+            return defer.succeed(Changes())
         if self.loaded and not force:
             if not self.lock.locked:
                 if not self._dirs_changed():
@@ -369,10 +399,30 @@ class Folder(DiskScan):
         move = self._wants_new_moved()
         return self.lock.run(lambda: self._shared(self._scan_blocking, move, origin, scan=True))
 
+    @property
+    def unconfirmed(self) -> bool:
+        """The last look was made so soon after a directory changed that a change within the
+        same timestamp tick would not show: ``refresh`` looks again after ``confirm_after``."""
+        return self._suspect[0] or self._suspect[1]
+
+    confirm_after = _MTIME_TRUST
+
+    def log_is_own(self) -> bool:
+        """(reactor, one stat) Whether the index log is as this process last wrote or read
+        it, with no disk work of its own running: a grown log was this process's doing."""
+        return (
+            self.loaded
+            and not self.gone
+            and not self.lock.locked
+            and not self._index.others_changed()
+        )
+
     def in_step(self) -> bool:
         """(reactor) Whether ``refresh()`` would find nothing to do: loaded, no disk work
         running and no directory time or other process's log moved (three stat calls).
         For the IMAP per-command check, which then needs no Deferred."""
+        if self.gone:
+            return True
         return self.loaded and not self.lock.locked and not self._dirs_changed()
 
     def _rescan_if_changed(self, origin: Optional[MaildirMailbox]) -> defer.Deferred[Changes]:
@@ -380,6 +430,24 @@ class Folder(DiskScan):
         if not self._dirs_changed():
             return defer.succeed(Changes())
         return self._shared(self._scan_blocking, self._wants_new_moved(), origin, scan=True)
+
+    def _vanish(self) -> None:
+        """(reactor) Another process deleted the folder (or renamed it away, or deleted it and
+        made a new one under its name): every message of it is gone for the sessions that
+        have it selected (EXPUNGE each), and their commands on it fail with ``FolderGone``
+        (NO), as after a DELETE in this process; a new SELECT gets the folder now there."""
+        if self.gone:
+            return
+        self.gone = True
+        self.log.info(
+            "{account} {folder} was deleted or replaced by another process",
+            account=self.account,
+            folder=self.name,
+        )
+        self._stale.clear()
+        self._meta_dirty.clear()
+        self._apply(Changes(removed=list(self.uids), mtimes=self._mtimes, rescan=True))
+        self._watched(self, False)
 
     def _apply(self, ch: Changes) -> None:
         """(reactor) Apply Changes to the index and tell every open view."""
@@ -517,7 +585,9 @@ class Folder(DiskScan):
         # closed cleanly, so its MODSEQs are trusted after a restart of the machine.
         d = self.lock.run(go).addCallback(lambda _: self._save_metas())
         if final:
-            d.addCallback(lambda _: self._locked(self._index.close) if self.loaded else None)
+            d.addCallback(
+                lambda _: self._locked(self._index.close) if self.loaded and not self.gone else None
+            )
         return d
 
     def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:
@@ -821,6 +891,17 @@ class Folder(DiskScan):
     def message_path(self, uid: int) -> Optional[str]:
         e = self.entries.get(uid)
         return e.path(self.path) if e is not None else None
+
+
+class FolderGone(imap4.MailboxException):
+    """The folder was deleted or replaced by another process (IMAP: NO [NONEXISTENT])."""
+
+    def __init__(self) -> None:
+        super().__init__("[NONEXISTENT] Mailbox was deleted by another session")
+
+
+class _Gone:
+    """The folder is not the one this Folder is any more (``_shared_blocking``)."""
 
 
 class _Resync:

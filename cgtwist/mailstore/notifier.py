@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from cgtwist.interfaces import IMailboxNotifier
 from cgtwist.logs import Logger
-from cgtwist.mailstore import index, names
+from cgtwist.mailstore import index, names, tree, watch
 from cgtwist.mailstore.folder import Folder
 from cgtwist.mailstore.quota import UsageBook
 
@@ -63,6 +63,7 @@ class MailboxNotifier:
         self._keep: OrderedDict[tuple[str, str], Folder] = OrderedDict()
         self._shared: dict[Hashable, object] = {}
         self._write_locks: dict[Hashable, defer.DeferredLock] = {}
+        self._watch: Optional[watch.FolderWatch] = None
         self.usage = UsageBook(self.run, reactor.seconds if reactor is not None else time.monotonic)
 
     def run(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
@@ -103,18 +104,29 @@ class MailboxNotifier:
 
         return lock.run(go).addErrback(failed)
 
-    def next_uidvalidity(self) -> int:
-        """A fresh UIDVALIDITY: the clock, but strictly increasing within this process so a
-        folder re-created in the same second never repeats one (RFC 3501 §2.3.1.1)."""
-        v = max(int(self._clock()), self._last_uidvalidity + 1) & 0xFFFFFFFF
-        self._last_uidvalidity = v
+    def next_uidvalidity(self, root: Optional[str] = None) -> int:
+        """(thread when ``root`` is given) A fresh UIDVALIDITY for a new folder of the account
+        whose Maildir is ``root``: above every one any process gave a folder of that account
+        (``tree.next_uidvalidity``), so a folder re-created in the same second, here or in
+        another process, never repeats one (RFC 3501 §2.3.1.1); and strictly increasing
+        within this process."""
+        floor = self._last_uidvalidity + 1
+
+        def clock() -> float:
+            return max(self._clock(), floor)
+
+        v = tree.next_uidvalidity(root, clock) if root is not None else int(clock()) & 0xFFFFFFFF
+        self._last_uidvalidity = max(self._last_uidvalidity, v)
         return v
 
     def folder(self, account: str, name: str, path: str) -> Folder:
         """The shared Folder of ``account``'s folder ``name`` at ``path`` (created on demand)."""
         key = (account.lower(), name)
         f = self._folders.get(key)
-        if f is None or f.path != path:
+        if f is None or f.path != path or f.gone:
+            # Another process may have deleted the folder and created one under its name:
+            # that one is a new folder (its own UIDs and UIDVALIDITY), not this one's files.
+            root = path if name == names.INBOX else os.path.dirname(path)
             f = Folder(
                 path,
                 account.lower(),
@@ -122,10 +134,13 @@ class MailboxNotifier:
                 self.run,
                 hostname=self._hostname,
                 clock=self._clock,
-                uidvalidity=self.next_uidvalidity,
+                uidvalidity=lambda: self.next_uidvalidity(root),
                 timer=self._timer,
                 tombstones_kept=self._tombstones_kept,
-                usage=self.usage.change,
+                usage=lambda account, octets, messages: self.usage.change(
+                    account, octets, messages, root
+                ),
+                watched=self._watched,
             )
             self._folders[key] = f
         self._keep[key] = f
@@ -139,10 +154,43 @@ class MailboxNotifier:
             self._keep.popitem(last=False)
         return f
 
+    def watch_other_processes(
+        self,
+        max_folders: Callable[[], int] = lambda: watch.WATCH_FOLDERS,
+        poll_interval: Callable[[], float] = lambda: watch.POLL_INTERVAL,
+    ) -> None:
+        """Push other processes' changes to this process's sessions at once (IMAP workers, the
+        server's LOCAL delivery, ``cgtwist-admin``): an inotify watch on every folder a
+        session has open here (``cgtwist.mailstore.watch``), at most ``max_folders()``
+        (imap.watch_folders) of them, the rest checked every ``poll_interval()`` seconds
+        (imap.watch_poll_interval). Called once, at start, by every process that serves
+        sessions; without it they hear of others' changes at their next command."""
+        if self._watch is not None or self._reactor is None:
+            return
+        self._watch = watch.FolderWatch(self._reactor, max_folders, poll_interval)
+        for f in list(self._folders.values()):
+            if f.views():
+                self._watch.add(f)
+
+    def stop_watching(self) -> None:
+        """Close the watch (at shutdown)."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def _watched(self, folder: Folder, on: bool) -> None:
+        if self._watch is not None:
+            if on:
+                self._watch.add(folder)
+            else:
+                self._watch.remove(folder)
+
     def flush(self) -> defer.Deferred[None]:
         """Finish every open folder's pending removals of names replaced by flag changes and
         close its index cleanly (at shutdown, before the disk threads stop); fires when all
-        are done."""
+        are done. The watch (``watch_other_processes``) is closed first: no catch-up starts
+        once the folders are closing."""
+        self.stop_watching()
         ds = [f.flush(final=True) for f in list(self._folders.values())]
         return defer.gatherResults(ds, consumeErrors=True).addCallbacks(
             lambda _: None, lambda f: self.log.failure("flushing folders failed", f)
@@ -159,6 +207,8 @@ class MailboxNotifier:
         if f is not None:
             f.renamed(new, path)
             self._folders[(account.lower(), new)] = f
+            if self._watch is not None:
+                self._watch.moved(f)
 
     def open_folders(self, account: str) -> list[Folder]:
         return [f for (a, _n), f in list(self._folders.items()) if a == account.lower()]

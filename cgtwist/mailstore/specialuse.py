@@ -63,6 +63,17 @@ class SpecialUseMap:
     def __init__(self, entries: dict[str, tuple[str, ...]]) -> None:
         self._by_name = {n: a for n, a in entries.items() if a}
         self._creating: set[str] = set()
+        self.changed: set[str] = set()  # names changed here since the last ``take_changes``
+
+    def take_changes(self) -> set[str]:
+        """The names changed here since the last call (for ``merge_save``)."""
+        out, self.changed = self.changed, set()
+        return out
+
+    def replace(self, other: SpecialUseMap) -> None:
+        """Take ``other``'s entries (the file as another process wrote it), in place: the
+        sessions hold this object."""
+        self._by_name = dict(other._by_name)
 
     def begin(self, name: str) -> None:
         """``name`` is being created with its attributes: they are taken until ``end``."""
@@ -94,12 +105,14 @@ class SpecialUseMap:
 
     def drop(self, name: str) -> bool:
         """Forget ``name``'s attributes; True when it had any."""
+        self.changed.add(name)
         return self._by_name.pop(name, None) is not None
 
     def rename(self, old: str, new: str) -> bool:
         """Move ``old``'s attributes to ``new`` (whatever ``new`` had is dropped: a folder
         that did not exist); True when anything changed."""
         attrs = self._by_name.pop(old, ())
+        self.changed.add(old)
         changed = bool(attrs) or new in self._by_name
         self._set(new, attrs)
         return changed
@@ -108,6 +121,8 @@ class SpecialUseMap:
         return dict(self._by_name)
 
     def _set(self, name: str, attrs: tuple[str, ...]) -> None:
+        if attrs != self._by_name.get(name, ()):
+            self.changed.add(name)
         if attrs:
             self._by_name[name] = attrs
         else:
@@ -149,6 +164,20 @@ def save(path: str, entries: dict[str, tuple[str, ...]]) -> None:
         names.mutf7_encode(n) + "\t" + " ".join(entries[n]) + "\n" for n in sorted(entries)
     )
     maildir.write_atomic(os.path.join(path, FILE), text.encode("ascii"))
+
+
+def merge_save(path: str, entries: dict[str, tuple[str, ...]], changed: set[str]) -> None:
+    """(blocking) Write the ``changed`` names' attributes (as in ``entries``) into the file as
+    read afresh under the account's tree lock, so that another process's change of a moment
+    ago (a CREATE with USE in an IMAP worker) is kept, not overwritten; an attribute given
+    here is taken from the folder that held it on disk (one holder per attribute)."""
+    from cgtwist.mailstore.tree import tree_lock  # tree imports this module
+
+    with tree_lock(path):
+        disk = load(path)
+        for name in sorted(changed):
+            disk.assign(name, entries.get(name, ()))
+        save(path, disk.snapshot())
 
 
 def file_exists(path: str) -> bool:

@@ -3,7 +3,9 @@ renamed and taken back durably, and the subscriptions file.
 
 Owns the files of the tree that are not messages and not one folder's: which folders a new
 account gets (``provision``, RFC 6154 special-use names, subscribed), the graveyard a DELETE
-renames a folder into (``DELETED_PREFIX``), and Dovecot's ``subscriptions`` file. Every
+renames a folder into (``DELETED_PREFIX``), Dovecot's ``subscriptions`` file and the last
+UIDVALIDITY handed out (``UIDVALIDITY_FILE``), the last two changed under one flock per
+account (``tree_lock``) by every process that serves the account. Every
 function here runs in a thread; what may be done and in what order (names, limits, special-use
 attributes kept through RENAME) is ``cgtwist.mailstore.account``'s, which calls these. No
 Twisted, no state.
@@ -11,9 +13,11 @@ Twisted, no state.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
-from typing import Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 from cgtwist.mailstore import maildir, names, specialuse
 from cgtwist.mailstore.names import INBOX, MailboxNameError
@@ -110,3 +114,72 @@ def read_subscriptions(path: str) -> set[str]:
 def write_subscriptions(path: str, subs: set[str]) -> None:
     text = "".join(names.mutf7_encode(n) + "\n" for n in sorted(subs))
     maildir.write_atomic(os.path.join(path, SUBSCRIPTIONS_FILE), text.encode("ascii"))
+
+
+TREE_LOCK_FILE = "cgtwist-tree.lock"  # flock(2)ed around the account-wide files below
+UIDVALIDITY_FILE = "cgtwist-uidvalidity"  # the last UIDVALIDITY any folder of the account got
+
+
+@contextmanager
+def tree_lock(path: str) -> Iterator[None]:
+    """(thread) Hold the account-wide files of the Maildir at ``path`` (its subscriptions and
+    last UIDVALIDITY) against every other thread and process: an flock(2) of
+    ``TREE_LOCK_FILE``, opened anew per call (each open is its own lock owner), dropped by
+    the kernel when the process dies. A Maildir that cannot hold the file is changed
+    unlocked (logged by the caller's failure, if any, as before)."""
+    try:
+        fd: Optional[int] = os.open(
+            os.path.join(path, TREE_LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def next_uidvalidity(path: str, clock: Callable[[], float]) -> int:
+    """(thread) A UIDVALIDITY for a new folder of the account at ``path``: the clock, but
+    above every one any process handed to a folder of the account before (kept in
+    ``UIDVALIDITY_FILE`` under ``tree_lock``, as Dovecot's ``dovecot-uidvalidity``), so a
+    folder deleted and created again, in this process or another, within one second never
+    gets its old UIDVALIDITY back (RFC 3501 §2.3.1.1)."""
+    with tree_lock(path):
+        name = os.path.join(path, UIDVALIDITY_FILE)
+        try:
+            with open(name, "rb") as f:
+                last = int(f.read().strip() or b"0")
+        except (OSError, ValueError):
+            last = 0
+        v = max(int(clock()), last + 1) & 0xFFFFFFFF or 1
+        try:
+            maildir.write_atomic(name, b"%d\n" % v)
+        except OSError:
+            pass  # the clock alone, as before: the folder is made all the same
+        return v
+
+
+def change_subscriptions(path: str, add: set[str], remove: set[str]) -> set[str]:
+    """(thread) SUBSCRIBE/UNSUBSCRIBE across processes: read the subscriptions file afresh
+    under ``tree_lock``, add and remove those names, write it durably; returns the set as
+    written (another process's subscriptions of a moment ago included, never overwritten)."""
+    with tree_lock(path):
+        subs = read_subscriptions(path)
+        new = (subs | add) - remove
+        if new != subs:
+            write_subscriptions(path, new)
+        return new
+
+
+def stamp(path: str, name: str) -> Optional[tuple[int, int, int]]:
+    """(one stat) Identity and change time of the file ``name`` in ``path``, None when absent:
+    a process's copy of it is current while this stays the same."""
+    try:
+        st = os.stat(os.path.join(path, name))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -132,6 +132,19 @@ class LocalQuotaTests(unittest.TestCase):
         self.assertEqual(self.usage.known("bob@example.com"), Usage(2 * SIZE, 2))
 
     @defer.inlineCallbacks
+    def test_no_limit_deliveries_reach_another_process_count(self) -> None:
+        """Without a limit LOCAL still tells the account's usage file what it stores, so
+        another process (an IMAP worker: its own UsageBook) that counted the account sees
+        each delivery at its next look, not at its hourly recount."""
+        worker = UsageBook(inline, self.clock.seconds)
+        yield self.attempt("m0")
+        seen = yield worker.usage("bob@example.com", self.maildir())
+        self.assertEqual(seen, Usage(SIZE, 1))
+        yield self.attempt("m1")
+        seen = yield worker.usage("bob@example.com", self.maildir())
+        self.assertEqual(seen, Usage(2 * SIZE, 2))
+
+    @defer.inlineCallbacks
     def test_rules_store_in_is_limited_and_counted(self) -> None:
         """A Rule's "Store in" folder is the same account: what fits is stored there and
         counted, what does not is deferred like INBOX mail."""

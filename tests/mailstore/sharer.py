@@ -53,6 +53,7 @@ def main(md: str, name: str, count: int) -> None:
             _say(op="store", uid=target, modseq=box.modseq_of(target))
         if i % 4 == 3 and len(mine) > 1:
             gone = mine.pop(0)
+            _say(op="expunging", uid=gone)  # a kill may come before the "expunge" line
             _result(box.store(imap4.MessageSet(gone), ["\\Deleted"], 1, True))
             _result(box.expunge())
             if gone not in box.uids:

@@ -274,7 +274,7 @@ class RealProcessTests(TwoProcessTestBase):
         for ev in events:
             adds = [e["uid"] for e in ev if e["op"] == "add"]
             self.assertEqual(adds, sorted(adds))
-            mods = [e["modseq"] for e in ev]
+            mods = [e["modseq"] for e in ev if "modseq" in e]
             self.assertEqual(mods, sorted(mods), mods)  # each process's changes in order
         both = events[0] + events[1]
         self.check_unique(both)
@@ -287,7 +287,7 @@ class RealProcessTests(TwoProcessTestBase):
         self.assertEqual(set(box.uids), added - expunged)
         self.assertEqual(len(os.listdir(os.path.join(self.md, "cur"))), len(added - expunged))
         self.assertGreater(box.getUIDNext(), max(added))
-        self.assertGreaterEqual(box.highest_modseq, max(e["modseq"] for e in both))
+        self.assertGreaterEqual(box.highest_modseq, max(e["modseq"] for e in both if "modseq" in e))
 
     def test_kill_9_of_one_process_loses_nothing(self) -> None:
         """One process killed with SIGKILL in the middle of its changes: the other goes on
@@ -315,13 +315,16 @@ class RealProcessTests(TwoProcessTestBase):
         box = self.select(account=self.reopen())
         expunged = {e["uid"] for e in both if e["op"] == "expunge"}
         added = {e["uid"] for e in both if e["op"] == "add"}
-        self.assertLessEqual(added - expunged, set(box.uids))
+        # The victim may be killed after its last EXPUNGE and before it said so.
+        cut = {e["uid"] for e in told if e["op"] == "expunging"} - expunged
+        self.assertLessEqual(len(cut), 1, cut)
+        self.assertLessEqual(added - expunged - cut, set(box.uids))
         # At most the one APPEND the kill cut short (stored, its UID not yet printed).
         self.assertLessEqual(len(set(box.uids) - (added - expunged)), 1)
         keys = [maildir.split_name(n)[0] for n in os.listdir(os.path.join(self.md, "cur"))]
         self.assertEqual(len(keys), len(set(keys)))
         self.assertEqual(len(keys), len(box.uids))
-        self.assertGreaterEqual(box.highest_modseq, max(e["modseq"] for e in both))
+        self.assertGreaterEqual(box.highest_modseq, max(e["modseq"] for e in both if "modseq" in e))
         # And the folder goes on: a change after the kill gets a new UID.
         [uid] = result(box.folder.add([(msg("after"), [], None)]))
         self.assertGreater(uid, max(added))

@@ -1,0 +1,389 @@
+"""The mail store across real processes: this test process serves sessions on the reactor
+(threads for disk work, as the server and an IMAP worker do) while another process
+(``tests/mailstore/poke.py``) changes the same account: deliveries, APPEND, STORE,
+EXPUNGE, the folder tree, the quota count and the POP3 maildrop lock. The other process is
+killed with SIGKILL where that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Coroutine
+
+from twisted.internet import defer, reactor, task
+from twisted.mail import imap4
+from twisted.trial import unittest
+
+from cgtwist.account_settings import QuotaLimits
+from cgtwist.mailstore import (
+    MailboxNotifier,
+    MaildirAccount,
+    maildir,
+    pop,
+    provision,
+    specialuse,
+)
+from cgtwist.mailstore.folder import Folder
+from cgtwist.mailstore.mailbox import MaildirMailbox
+from cgtwist.mailstore.quota import Usage
+from cgtwist.mailstore.tree import read_subscriptions
+from tests.mailstore.poke import _msg
+from tests.mailstore.test_mailstore import Recorder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEADLINE = 120.0  # seconds a change may take to arrive on a busy machine before the test fails
+
+
+def run(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Any]:
+    def wrapped(self: Any) -> defer.Deferred[None]:
+        return defer.ensureDeferred(test(self))
+
+    wrapped.__name__ = test.__name__
+    wrapped.__doc__ = test.__doc__
+    return wrapped
+
+
+class Other:
+    """The other process: one command a line, one JSON answer a line."""
+
+    def __init__(self, md: str) -> None:
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "tests.mailstore.poke", md],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def __call__(self, *words: object) -> dict[str, Any]:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(" ".join(str(w) for w in words) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        assert line, f"the other process ended (at {words!r})"
+        answer: dict[str, Any] = json.loads(line)
+        assert "error" not in answer, answer
+        return answer
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGKILL)
+        self.p.wait()
+        for pipe in (self.p.stdin, self.p.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+class CrossProcessBase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.md = os.path.abspath(os.path.join(self.mktemp(), "Maildir"))
+        provision(self.md)
+        self.notifier = MailboxNotifier(reactor)
+        self.account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        self.addCleanup(self.notifier.stop_watching)
+
+    def other(self) -> Other:
+        o = Other(self.md)
+        self.addCleanup(o.kill)
+        return o
+
+    async def until(self, cond: Callable[[], Any], what: str) -> None:
+        """Wait, serving the reactor, until ``cond()`` holds; fail after DEADLINE."""
+        end = time.monotonic() + DEADLINE
+        while not cond():
+            if time.monotonic() > end:
+                self.fail(f"no {what} within {DEADLINE} s")
+            await task.deferLater(reactor, 0.005, lambda: None)
+
+    async def select(self, name: str = "INBOX") -> tuple[MaildirMailbox, Recorder]:
+        box = await self.account.select(name, True)
+        assert box is not None
+        self.addCleanup(box.close)
+        return box, Recorder().on(box)
+
+
+class WatchTests(CrossProcessBase):
+    """Item 1: a session idle here hears of another process's change without a command."""
+
+    @run
+    async def test_delivery_by_another_process_pushed_to_idle_session(self) -> None:
+        """LOCAL delivery in another process (no lock: only a file in new/) reaches a
+        session idle here at once: EXISTS, without any command from it."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        other = self.other()
+        other("deliver", "hello")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after the delivery")
+        other("deliver", "again")
+        await self.until(lambda: ("exists", 2) in idle.events, "EXISTS after the second")
+
+    @run
+    async def test_append_store_expunge_of_another_process_pushed(self) -> None:
+        """APPEND, STORE and EXPUNGE made by another process reach the idle session as
+        EXISTS, FETCH FLAGS and EXPUNGE."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        other = self.other()
+        uid = other("append", "one")["uid"]
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after APPEND")
+        other("flag", uid, "\\Flagged")
+        await self.until(
+            lambda: any(k == "flags" and "\\Flagged" in v.get(1, ()) for k, v in idle.events),
+            "FETCH FLAGS after STORE",
+        )
+        other("expunge", uid)
+        await self.until(lambda: ("expunge", [1]) in idle.events, "EXPUNGE")
+        self.assertEqual(box.uids, [])
+
+    @run
+    async def test_pushes_go_on_after_the_other_process_is_killed(self) -> None:
+        """A process killed with SIGKILL in the middle leaves no stale lock and the watch
+        stays: the next process's delivery is pushed too."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        first = self.other()
+        first("append", "before")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS before the kill")
+        first.kill()
+        second = self.other()
+        second("append", "after")
+        await self.until(lambda: ("exists", 2) in idle.events, "EXISTS after the kill")
+
+    @run
+    async def test_watch_ends_when_the_last_session_leaves(self) -> None:
+        """Kernel watches only on folders with a session open here."""
+        self.notifier.watch_other_processes()
+        box, _idle = await self.select()
+        watch = self.notifier._watch
+        assert watch is not None
+        self.assertEqual(watch.watched, 1)
+        box.close()
+        self.assertEqual(watch.watched, 0)
+
+    @run
+    async def test_beyond_the_limit_a_folder_is_checked_periodically(self) -> None:
+        """imap.watch_folders reached: the next folder is polled (every
+        imap.watch_poll_interval seconds), and still hears of the other process."""
+        self.notifier.watch_other_processes(max_folders=lambda: 0, poll_interval=lambda: 0.05)
+        box, idle = await self.select()
+        watch = self.notifier._watch
+        assert watch is not None
+        self.assertEqual(watch.watched, 0)
+        other = self.other()
+        other("deliver", "polled")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS by the periodic check")
+
+
+class PopLockTests(CrossProcessBase):
+    """Item 4: RFC 1939's exclusive maildrop lock holds across processes and dies with its
+    process."""
+
+    @run
+    async def test_maildrop_locked_by_another_process(self) -> None:
+        """A POP3 session of the account in another process: a login here is refused
+        (-ERR [IN-USE]); once that process is killed with SIGKILL, the kernel has dropped
+        its lock and the login here succeeds."""
+        other = self.other()
+        self.assertEqual(other("pop"), {"ok": True})
+        with self.assertRaises(pop.MailboxInUse):
+            await pop.PopMailbox.open(self.account)
+        other.kill()
+        box = await pop.PopMailbox.open(self.account)
+        self.addCleanup(box.release)
+        # And now this process holds it: the other process is refused in turn.
+        self.assertEqual(self.other()("pop"), {"in_use": True})
+
+    @run
+    async def test_lock_released_at_quit_is_free_for_another_process(self) -> None:
+        box = await pop.PopMailbox.open(self.account)
+        other = self.other()
+        self.assertEqual(other("pop"), {"in_use": True})
+        box.release()
+        self.assertEqual(other("pop"), {"ok": True})
+
+
+class TreeTests(CrossProcessBase):
+    """Item 3: the folder tree, subscriptions, keyword letters and UIDVALIDITY across
+    processes."""
+
+    @run
+    async def test_folder_created_by_another_process_is_listed_and_selectable(self) -> None:
+        other = self.other()
+        other("create", "Projects")
+        self.assertIn("Projects", self.account.folder_names())
+        box, _idle = await self.select("Projects")
+        self.assertEqual(box.uids, [])
+
+    @run
+    async def test_subscriptions_of_another_process_are_seen_and_kept(self) -> None:
+        """A SUBSCRIBE in another process shows here (LSUB), and a SUBSCRIBE here does not
+        overwrite it."""
+        self.assertNotIn("Lists", self.account.subscriptions())  # this process has read it
+        other = self.other()
+        other("subscribe", "Lists")
+        self.assertIn("Lists", self.account.subscriptions())
+        await self.account.subscribe("Friends")
+        other("subscribe", "Work")
+        self.assertTrue({"Lists", "Friends", "Work"} <= read_subscriptions(self.md))
+        self.assertTrue({"Lists", "Friends", "Work"} <= set(self.account.subscriptions()))
+
+    @run
+    async def test_special_use_of_another_process_is_seen_and_kept(self) -> None:
+        """CREATE (USE (\\Archive)) in another process shows here (LIST's attributes), and
+        a CREATE (USE ...) here does not overwrite it."""
+        self.assertEqual(self.account.special_use_of("Sent"), "\\Sent")  # read here
+        other = self.other()
+        other("createuse", "Archive", "\\Archive")
+        self.assertEqual(self.account.special_use_of("Archive"), "\\Archive")
+        await self.account.delete("Trash")
+        await self.account.create("Bin", use=["\\Trash"])
+        on_disk = specialuse.load(self.md)
+        self.assertEqual(on_disk.of("Archive"), ("\\Archive",))
+        self.assertEqual(on_disk.of("Bin"), ("\\Trash",))
+        self.assertEqual(on_disk.of("Trash"), ())
+        other("delete", "Junk")
+        other("createuse", "Spam", "\\Junk")
+        self.assertEqual(self.account.special_use_of("Spam"), "\\Junk")
+        self.assertEqual(self.account.special_use_of("Bin"), "\\Trash")
+
+    @run
+    async def test_selected_folder_deleted_by_another_process(self) -> None:
+        """The session has the folder selected when another process deletes it: its messages
+        are expunged (pushed by the watch), a STORE is answered NO [NONEXISTENT], no
+        traceback; the folder is not listed any more."""
+        self.notifier.watch_other_processes()
+        await self.account.create("Old")
+        box, idle = await self.select("Old")
+        await box.folder.add([(b"Subject: x\r\n\r\nx\r\n", [], None)], origin=box)
+        box.sync()
+        other = self.other()
+        other("delete", "Old")
+        await self.until(lambda: ("expunge", [1]) in idle.events, "EXPUNGE of the deleted folder")
+        with self.assertRaises(imap4.MailboxException) as caught:
+            await box.store(imap4.MessageSet(1), ["\\Seen"], 1, True)
+        self.assertIn("NONEXISTENT", str(caught.exception))
+        self.assertNotIn("Old", self.account.folder_names())
+        # And the shutdown flush has nothing left to do with it: no failure logged.
+        failures: list[object] = []
+        self.patch(MailboxNotifier.log, "failure", lambda *a, **k: failures.append(a))
+        self.patch(Folder.log, "failure", lambda *a, **k: failures.append(a))
+        await self.notifier.flush()
+        self.assertEqual(failures, [])
+
+    @run
+    async def test_folder_recreated_by_another_process_is_a_new_folder(self) -> None:
+        """Deleted and created again by another process while this one had it open: a new
+        SELECT here gets the new folder's UIDVALIDITY (a different one, even within the same
+        second) and its messages, not the old folder's."""
+        await self.account.create("Again")
+        box, idle = await self.select("Again")
+        await box.folder.add([(b"Subject: old\r\n\r\nold\r\n", [], None)], origin=box)
+        box.sync()
+        old_uv = box.uid_validity
+        other = self.other()
+        other("delete", "Again")
+        other("create", "Again")
+        new_uv = other("uidvalidity", "Again")["uidvalidity"]
+        self.assertNotEqual(new_uv, old_uv)
+        other("deliver", "new", "Again")
+        # The session that had the old folder selected: its message went, and the new
+        # folder's message does not appear in it under the old UIDVALIDITY.
+        await box.refresh()
+        box.sync()
+        self.assertEqual((box.uid_validity, box.uids), (old_uv, []))
+        self.assertIn(("expunge", [1]), idle.events)
+        fresh, _ = await self.select("Again")
+        self.assertEqual((fresh.uid_validity, len(fresh.uids)), (new_uv, 1))
+
+    @run
+    async def test_two_processes_recreating_a_folder_get_distinct_uidvalidity(self) -> None:
+        one, two = self.other(), self.other()
+        seen = []
+        for p in (one, two, one, two):
+            p("create", "Busy")
+            seen.append(p("uidvalidity", "Busy")["uidvalidity"])
+            p("delete", "Busy")
+        self.assertEqual(len(set(seen)), len(seen), seen)
+        self.assertEqual(seen, sorted(seen))
+
+    @run
+    async def test_keywords_of_two_processes_get_distinct_letters(self) -> None:
+        box, idle = await self.select()
+        other = self.other()
+        uid = other("append", "kw")["uid"]
+        await box.refresh()
+        box.sync()
+        other("flag", uid, "$Work")
+        await box.store(imap4.MessageSet(uid), ["$Home"], 1, True)
+        keywords = maildir.read_keywords(self.md)
+        self.assertEqual(sorted(keywords.values()), ["$Home", "$Work"])
+        await box.refresh()
+        box.sync()
+        self.assertTrue({"$Home", "$Work"} <= set(box.flags_of(uid)))
+
+
+class QuotaTests(CrossProcessBase):
+    """Item 2: the quota count holds across processes, so a limit is enforced as set
+    whichever process stores or removes the mail."""
+
+    async def room(self, octets: int, limit: int) -> str:
+        return await self.notifier.usage.room(
+            self.account.account, self.md, QuotaLimits(storage=limit), octets, 1
+        )
+
+    @run
+    async def test_another_process_appending_uses_up_the_room_here(self) -> None:
+        """This process counted the account; another one then APPENDs: a check here sees
+        that mail at once (not after the hourly recount) and refuses what no longer fits."""
+        used = (await self.account.quota_usage()).octets
+        self.assertEqual(await self.room(10, used + 200), "")
+        other = self.other()
+        for i in range(4):
+            other("append", f"filler-{i}")
+        self.assertEqual(await self.room(10, used + 200), "STORAGE")
+        now = await self.account.quota_usage()
+        self.assertEqual(now.messages, 4)
+        self.assertEqual(now.octets, used + sum(len(_msg(f"filler-{i}")) for i in range(4)))
+
+    @run
+    async def test_expunge_of_another_process_counted(self) -> None:
+        """Another process's EXPUNGE gives the room back here, and the figure stays right
+        after that process is killed with SIGKILL."""
+        await self.account.quota_usage()
+        other = self.other()
+        uid = other("append", "big")["uid"]
+        self.assertEqual((await self.account.quota_usage()).messages, 1)
+        other("expunge", uid)
+        self.assertEqual(await self.account.quota_usage(), Usage(0, 0))
+        other("append", "kept")
+        other.kill()
+        self.assertEqual((await self.account.quota_usage()).messages, 1)
+
+    @run
+    async def test_this_process_appending_seen_by_the_other(self) -> None:
+        """The other way round: the other process counted first, this one APPENDs, and the
+        other refuses what no longer fits."""
+        other = self.other()
+        self.assertEqual(other("room", 10, 200), {"ok": True, "over": False})
+        box, _idle = await self.select()
+        for i in range(4):
+            await box.folder.add([(_msg(f"here-{i}"), [], None)], origin=box)
+        await self.until(
+            lambda: other("room", 10, 200)["over"], "the other process seeing this one's mail"
+        )
+
+    @run
+    async def test_folder_deleted_by_another_process_recounted_here(self) -> None:
+        await self.account.create("Big")
+        box, _idle = await self.select("Big")
+        await box.folder.add([(_msg("in-big"), [], None)], origin=box)
+        box.close()
+        self.assertEqual((await self.account.quota_usage()).messages, 1)
+        self.other()("delete", "Big")
+        self.assertEqual((await self.account.quota_usage()).messages, 0)
