@@ -540,11 +540,26 @@ class Components:
         if self.outbound is not None:  # before the queue, which hands them its attempts
             self.settings.subscribe(self.outbound.settings_changed)
             await self.outbound.configure(self.settings.current.smtp.delivery_workers)
+        self.watch_mailboxes()
         count = await self.manager.start()
         log.info("queue started: {count} message(s) recovered from the spool", count=count)
         self.pickup.startService()
         if self.list_timer is not None:
             self.list_timer.start()
+
+    def watch_mailboxes(self) -> None:
+        """Push other processes' changes (IMAP workers, ``cgtwist-admin``, and for a worker
+        the server's LOCAL delivery) to this process's sessions at once: the mail store's
+        inotify watch on the folders a session has open here, bounded by imap.watch_folders,
+        the rest checked every imap.watch_poll_interval seconds. The shutdown flush closes
+        it. Without it a session hears of another process's change at its next command."""
+        assert self.notifier is not None, "open() builds it"
+        current = self.settings
+
+        self.notifier.watch_other_processes(
+            max_folders=lambda: current.current.imap.watch_folders,
+            poll_interval=lambda: current.current.imap.watch_poll_interval,
+        )
 
     def control_handlers(self) -> Mapping[str, Callable[[Mapping[str, Any]], Any]]:
         assert self.admin is not None, "open() builds it"

@@ -8,7 +8,7 @@ as Dovecot's imap processes do. One folder open in several processes stays consi
 through its index (cgtwist.mailstore.folder: a lock per folder, UIDs and MODSEQs allocated
 under it, each process catching up from the index log); mail the server delivers reaches a
 session here at its next command, or at once where the mail store watches other processes'
-changes (``start_watch`` below: the mail store's inotify watch, IDLE push).
+changes (``Components.watch_mailboxes``: the mail store's inotify watch, IDLE push).
 
 What must hold for the whole server is asked of it over standard input and output
 (cgtwist.imapworker.remote and wire): admission against ``access.max_connections_per_ip``, the
@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import TYPE_CHECKING, Callable, Optional, cast
+from typing import TYPE_CHECKING, Optional, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
@@ -69,33 +69,6 @@ REFUSALS = {
     "imap": b"* BYE Too many connections from your address\r\n",
     "pop3": b"-ERR [SYS/TEMP] Too many connections from your address\r\n",
 }
-
-
-def start_watch(app: Components, settings: SettingsHolder) -> None:
-    """Start the mail store's watch on other processes' changes in this worker: the IDLE push
-    of what the server delivered or another worker changed (cgtwist.mailstore.watch, branch
-    s8-xproc: ``MailboxNotifier.watch_other_processes``, bounded by imap.watch_folders and
-    imap.watch_poll_interval). Where the mail store has no such watch (this branch before the
-    merge) a session hears of another process's change at its next command, as
-    cgtwist.mailstore.folder catches up from the index log then."""
-    watch = getattr(app.notifier, "watch_other_processes", None)
-    if watch is None:
-        return
-
-    def imap_setting(name: str, default: float) -> Callable[[], float]:
-        return lambda: float(getattr(settings.current.imap, name, default))
-
-    watch(
-        max_folders=lambda: int(imap_setting("watch_folders", 10_000)()),
-        poll_interval=imap_setting("watch_poll_interval", 2.0),
-    )
-
-
-def stop_watch(app: Components) -> None:
-    """Close the watch ``start_watch`` opened (at the worker's stop)."""
-    stop = getattr(app.notifier, "stop_watching", None)
-    if stop is not None:
-        stop()
 
 
 class Worker:
@@ -152,7 +125,7 @@ class Worker:
             ),
         )
         await app.open_reception()
-        start_watch(app, self.settings)
+        app.watch_mailboxes()
         self.ready = True
         if self._reload_wanted:
             self._reload_wanted = False
@@ -210,7 +183,8 @@ class Worker:
         )
         if self.app is not None:
             await self.app.drain()
-            stop_watch(self.app)
+            if self.app.notifier is not None:
+                self.app.notifier.stop_watching()
             await self.app.close()
 
 
