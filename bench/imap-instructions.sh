@@ -1,7 +1,7 @@
 #!/bin/bash
 # Instructions per IMAP command of each class of bench/access-vs-dovecot.sh's session (FETCH of
-# bodies, STORE, the header/flag SEARCHes, SEARCH BODY, FETCH 1:*, SELECT), counted by callgrind
-# on the whole server process (every thread) while bench/imap_command_cost.py sends the commands:
+# bodies, STORE, the header/flag SEARCHes, SEARCH BODY, FETCH 1:*, SELECT, LOGOUT), counted by
+# callgrind on the whole server process (every thread) while bench/imap_command_cost.py sends the commands:
 # the same from run to run however busy the machine, where the commands per second of the bench
 # move by more than a change saves.
 #   bench/imap-instructions.sh [MESSAGES] [N] [ROUNDS]   (default 2000 messages, N=20, 3 rounds)
