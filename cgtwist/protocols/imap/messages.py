@@ -25,7 +25,8 @@ from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
-from cgtwist.protocols.imap.streamer import Streamer
+from cgtwist.protocols.imap.streamer import STREAM_BURST, Streamer
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.typedtwisted import current_failure
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
@@ -35,6 +36,10 @@ _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
 _FETCH_OFFLOAD = 1 << 20
+# A FETCH of at most this many messages and octets, of items rendered whole
+# (imap_fetch.renderable), is answered at once, without a Streamer: one burst either way.
+_DIRECT_MESSAGES = 64
+_DIRECT_OCTETS = STREAM_BURST
 
 
 class MessageCommands(MailboxCommands):
@@ -314,9 +319,29 @@ class MessageCommands(MailboxCommands):
         unknown_cte: list[int] = []
 
         binary = any(item.type in ("binary", "binarysize") for item in query)
+        # The everyday items are rendered whole per message (imap_fetch.render).
+        fast = imap_fetch.renderable(query)
+        flag_cache: imap_fetch.FlagCache = {}
+        recent = not self.rev2
 
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
             for seq, msg in rows:
+                if fast and not (heavy and msg.getSize() > _FETCH_OFFLOAD):
+                    try:
+                        data = imap_fetch.render(
+                            seq, msg, query, bool(uid), seq in seen, recent, flag_cache
+                        )
+                    except Exception:
+                        self.log.failure("imap: cannot fetch message {seq}", seq=seq)
+                        continue
+                    if data is not None:
+                        # As _safe_fetch: a message whose file went (expunged elsewhere) is
+                        # not answered with empty text.
+                        if getattr(msg, "vanished", False) and len(data) <= imap_fetch.CHUNK:
+                            gone.append(seq)
+                        else:
+                            yield data
+                        continue
                 pre: Optional[dict[Any, Any]] = None
                 if heavy and runner is not None and msg.getSize() > _FETCH_OFFLOAD:
                     # Read and parse a large message in a thread; the streamer waits for it.
@@ -336,12 +361,24 @@ class MessageCommands(MailboxCommands):
                     seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte
                 )
 
-        def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
+        def stream(rows: list[tuple[int, Any]]) -> Optional[defer.Deferred[None]]:
+            """The Streamer's Deferred, or None for a FETCH small enough to answer at once
+            (``_answer_now``: no Streamer, the answer held for the tagged reply)."""
             if not {item.type for item in query} <= _INDEX_ITEMS:
                 # Another session expunged these and their files are gone: answer for the rest,
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
+            if (
+                fast
+                and len(rows) <= _DIRECT_MESSAGES
+                and sum(msg.getSize() for _seq, msg in rows) <= _DIRECT_OCTETS
+            ):
+                try:
+                    self._answer_now(responses(rows))
+                except Exception:
+                    return defer.fail()  # as the Streamer's failure: broken() closes
+                return None
             self._streamer = Streamer(self, responses(rows), self.hold_output)
             return self._streamer.start()
 
@@ -366,7 +403,11 @@ class MessageCommands(MailboxCommands):
         def go(rows: Any) -> None:
             if rows is None:
                 return
-            stream(rows).addCallbacks(done, broken)
+            d = stream(rows)
+            if d is None:
+                done(None)
+            else:
+                d.addCallbacks(done, broken)
 
         # The mailstore answers at once (and most FETCHes set no \Seen): no Deferred until
         # something has to wait.
@@ -386,6 +427,22 @@ class MessageCommands(MailboxCommands):
             rows.addCallback(mark_seen)
         rows.addErrback(self._fail(tag, "FETCH"))
         rows.addCallback(go)
+
+    def _answer_now(self, chunks: Iterator[Any]) -> None:
+        """A small FETCH's responses (a few messages, all of them rendered at once: no
+        Deferred among the chunks) held for the tagged reply, as the Streamer's one burst
+        would be, without a Streamer, its Deferred and its turn of the reactor. A failure
+        midway is raised after what was made goes out, as the Streamer reports it."""
+        out: list[bytes] = []
+        try:
+            for chunk in chunks:
+                out.append(chunk)
+        except Exception:
+            if out:
+                write_now(self.transport, b"".join(out))
+            raise
+        if out:
+            self.hold_output(out[0] if len(out) == 1 else b"".join(out))
 
     def _safe_fetch(
         self,

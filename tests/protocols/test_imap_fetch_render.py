@@ -1,0 +1,124 @@
+"""FETCH's everyday items rendered whole per message (``imap_fetch.render``) give the same
+octets as the item-by-item generator (``fetch_response``) for every combination a session
+can ask for: UID added by UID FETCH, \\Seen set by BODY[], \\Recent hidden in IMAP4rev2,
+messages with CRLF and bare LF line ends, single part and multipart; and which queries it
+answers (``renderable``)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twisted.trial import unittest
+
+from cgtwist.protocols.imap import fetch as imap_fetch
+from tests.protocols.test_imap_support import MESSAGE, MULTIPART, World, session
+
+LF_MESSAGE = MESSAGE.replace(b"\r\n", b"\n")
+
+RENDERED = [
+    b"(BODY.PEEK[])",
+    b"(BODY[])",
+    b"(UID FLAGS RFC822.SIZE ENVELOPE)",
+    b"(FLAGS UID RFC822.SIZE ENVELOPE)",
+    b"(INTERNALDATE MODSEQ)",
+    b"(BODYSTRUCTURE BODY)",
+    b"(ENVELOPE BODY.PEEK[] FLAGS)",
+    b"FAST",
+    b"ALL",
+    b"FULL",
+    b"UID",
+]
+NOT_RENDERED = [
+    b"(BODY.PEEK[HEADER])",
+    b"(BODY.PEEK[TEXT])",
+    b"(BODY.PEEK[1])",
+    b"(BODY.PEEK[]<0.10>)",
+    b"(BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+    b"(RFC822)",
+    b"(RFC822.HEADER)",
+    b"(BINARY.PEEK[1])",
+    b"(UID BINARY.SIZE[1])",
+]
+
+
+class RenderTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.world = World()
+        self.c = session(self.world, MESSAGE, MULTIPART, LF_MESSAGE)
+        self.c.send(b"s STORE 1 +FLAGS (\\Flagged $Important)\r\n")
+
+    def query(self, text: bytes) -> list[Any]:
+        items, rest = self.c.proto.arg_fetchatt(text)
+        self.assertEqual(rest, b"")
+        return items
+
+    def test_same_octets_as_the_generator(self) -> None:
+        rows = self.c.proto.mbox.every_message()
+        self.assertEqual(len(rows), 3)
+        for text in RENDERED:
+            query = self.query(text)
+            self.assertTrue(imap_fetch.renderable(query), text)
+            cache: imap_fetch.FlagCache = {}
+            for (seq, msg), uid, seen, recent in itertools.product(
+                rows, (False, True), (False, True), (False, True)
+            ):
+                want = b"".join(imap_fetch.fetch_response(seq, msg, query, uid, seen, None, recent))
+                got = imap_fetch.render(seq, msg, query, uid, seen, recent, cache)
+                self.assertEqual(got, want, (text, seq, uid, seen, recent))
+                self.assertEqual(imap_fetch.render(seq, msg, query, uid, seen, recent), want)
+
+    def test_what_it_answers(self) -> None:
+        for text in NOT_RENDERED:
+            self.assertFalse(imap_fetch.renderable(self.query(text)), text)
+
+    def test_large_body_left_to_the_stream(self) -> None:
+        """BODY[] of a message over ``WHOLE`` is streamed, not read at once."""
+        big = MESSAGE + b"x" * (imap_fetch.WHOLE + 10) + b"\r\n"
+        self.world.deliver("alice@example.com", big)
+        self.c.send(b"n NOOP\r\n")
+        seq, msg = self.c.proto.mbox.every_message()[-1]
+        self.assertIsNone(imap_fetch.render(seq, msg, self.query(b"(BODY.PEEK[])"), True))
+        out = self.c.send(b"f UID FETCH 4 (BODY.PEEK[])\r\n")
+        for _ in range(1000):  # the stream's later bursts go out on later turns
+            if out.endswith(b"f OK FETCH completed\r\n"):
+                break
+            self.world.clock.advance(0)
+            out += self.c.take()
+        self.assertEqual(
+            out,
+            b"* 4 FETCH (UID 4 BODY[] {%d}\r\n" % len(big) + big + b")\r\nf OK FETCH completed\r\n",
+        )
+
+    def test_seen_set_by_body_fetch(self) -> None:
+        """FETCH BODY[] of an unseen message answers with its FLAGS and \\Seen among them
+        (RFC 3501 §6.4.5), and the flag is stored."""
+        out = self.c.send(b"f FETCH 2 (BODY[])\r\n")
+        self.assertEqual(
+            out,
+            b"* 2 FETCH (BODY[] {%d}\r\n" % len(MULTIPART)
+            + MULTIPART
+            + b" FLAGS (\\Seen \\Recent))\r\nf OK FETCH completed\r\n",
+        )
+        out = self.c.send(b"g FETCH 2 (FLAGS)\r\n")
+        self.assertEqual(out, b"* 2 FETCH (FLAGS (\\Seen \\Recent))\r\ng OK FETCH completed\r\n")
+
+    def test_failure_drops_only_that_message(self) -> None:
+        """A message whose response cannot be made is left out (logged), the others are
+        answered and the FETCH completes, as with the item-by-item generator."""
+        real = imap_fetch.render
+
+        def render(seq: int, msg: Any, *args: Any) -> Any:
+            if seq == 2:
+                raise ValueError("broken message")
+            return real(seq, msg, *args)
+
+        self.patch(imap_fetch, "render", render)
+        out = self.c.send(b"f FETCH 1:3 (UID RFC822.SIZE)\r\n")
+        self.assertEqual(
+            out,
+            b"* 1 FETCH (UID 1 RFC822.SIZE %d)\r\n" % len(MESSAGE)
+            + b"* 3 FETCH (UID 3 RFC822.SIZE %d)\r\n" % len(MESSAGE)
+            + b"f OK FETCH completed\r\n",
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
