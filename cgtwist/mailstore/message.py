@@ -45,6 +45,13 @@ def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
         return None
 
 
+def _to_crlf(data: bytes) -> bytes:
+    """``maildir.to_crlf``, in one pass over a file with bare LF line ends only (no CR in
+    it, as most Maildir files written by other programs are): what each FETCH BODY[] of
+    such a message does."""
+    return data.replace(b"\n", b"\r\n") if b"\r" not in data else maildir.to_crlf(data)
+
+
 @implementer(imap4.IMessage, imap4.IMessageFile)
 class MaildirMessage:
     """One message as a session sees it: UID, flags (with \\Recent for that session), size,
@@ -150,7 +157,7 @@ class MaildirMessage:
             return b""
         with f:
             data = f.read()
-        return data if self.entry.meta.crlf else maildir.to_crlf(data)
+        return data if self.entry.meta.crlf else _to_crlf(data)
 
     def header_bytes(self) -> bytes:
         """The header block including the blank line that ends it, CRLF line ends."""
