@@ -1,6 +1,7 @@
 """The per-command shortcuts of the mailstore's read paths give what the general forms give:
-a message's path as ``os.path.join`` makes it, and its text with CRLF line ends as
-``maildir.to_crlf`` makes it, whatever mix of line ends the file has."""
+a message's path as ``os.path.join`` makes it, its text with CRLF line ends as
+``maildir.to_crlf`` makes it, whatever mix of line ends the file has, and its whole file
+read in one step whatever size the index says."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from twisted.trial import unittest
 
 from cgtwist.mailstore import maildir, scan
 from cgtwist.mailstore.filemeta import Meta
-from cgtwist.mailstore.message import _to_crlf
+from cgtwist.mailstore.message import _read_file, _to_crlf
 
 
 class ReadPathTests(unittest.TestCase):
@@ -43,3 +44,13 @@ class ReadPathTests(unittest.TestCase):
             b"x" * 1000 + b"\n",
         ):
             self.assertEqual(_to_crlf(data), maildir.to_crlf(data), data)
+
+    def test_read_file_whole_whatever_the_hint(self) -> None:
+        path = self.mktemp()
+        for size in (0, 1, 100, 70000, (1 << 20) + 5, 3 << 20):
+            data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            with open(path, "wb") as f:
+                f.write(data)
+            for hint in (0, size - 1, size, size + 1, 2 * size + 7):
+                self.assertEqual(_read_file(path, max(hint, 0)), data, (size, hint))
+        self.assertRaises(FileNotFoundError, _read_file, path + ".gone", 10)
