@@ -59,12 +59,16 @@ class RenderTests(unittest.TestCase):
         for text in RENDERED:
             query = self.query(text)
             self.assertTrue(imap_fetch.renderable(query), text)
-            cache: imap_fetch.FlagCache = {}
+            renderers = {
+                (uid, recent): imap_fetch.Renderer(query, uid, recent)
+                for uid in (False, True)
+                for recent in (False, True)
+            }
             for (seq, msg), uid, seen, recent in itertools.product(
                 rows, (False, True), (False, True), (False, True)
             ):
                 want = b"".join(imap_fetch.fetch_response(seq, msg, query, uid, seen, None, recent))
-                got = imap_fetch.render(seq, msg, query, uid, seen, recent, cache)
+                got = renderers[uid, recent](seq, msg, seen)
                 self.assertEqual(got, want, (text, seq, uid, seen, recent))
                 self.assertEqual(imap_fetch.render(seq, msg, query, uid, seen, recent), want)
 
@@ -106,14 +110,14 @@ class RenderTests(unittest.TestCase):
     def test_failure_drops_only_that_message(self) -> None:
         """A message whose response cannot be made is left out (logged), the others are
         answered and the FETCH completes, as with the item-by-item generator."""
-        real = imap_fetch.render
+        real = imap_fetch.Renderer.__call__
 
-        def render(seq: int, msg: Any, *args: Any) -> Any:
+        def render(self: imap_fetch.Renderer, seq: int, msg: Any, *args: Any) -> Any:
             if seq == 2:
                 raise ValueError("broken message")
-            return real(seq, msg, *args)
+            return real(self, seq, msg, *args)
 
-        self.patch(imap_fetch, "render", render)
+        self.patch(imap_fetch.Renderer, "__call__", render)
         out = self.c.send(b"f FETCH 1:3 (UID RFC822.SIZE)\r\n")
         self.assertEqual(
             out,
@@ -122,3 +126,23 @@ class RenderTests(unittest.TestCase):
             + b"f OK FETCH completed\r\n",
         )
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_many_messages_through_the_stream(self) -> None:
+        """FETCH 1:* of more messages than are answered at once (the Streamer's path, the
+        responses in chunks of several messages) gives each message's response in order."""
+        for i in range(80):
+            self.world.deliver("alice@example.com", MESSAGE.replace(b"Hello", b"Hello %d" % i))
+        self.c.send(b"n NOOP\r\n")
+        query = self.query(b"(FLAGS UID RFC822.SIZE ENVELOPE)")
+        want = b"".join(
+            b"".join(imap_fetch.fetch_response(seq, msg, query, False))
+            for seq, msg in self.c.proto.mbox.every_message()
+        )
+        out = self.c.send(b"f FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)\r\n")
+        for _ in range(1000):
+            if out.endswith(b"f OK FETCH completed\r\n"):
+                break
+            self.world.clock.advance(0)
+            out += self.c.take()
+        self.assertEqual(out, want + b"f OK FETCH completed\r\n")
+        self.assertEqual(out.count(b" FETCH ("), 83)

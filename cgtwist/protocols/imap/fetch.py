@@ -470,6 +470,52 @@ def renderable(query: list[Any]) -> bool:
 FlagCache = dict[tuple[Any, ...], bytes]
 
 
+class Renderer:
+    """``render`` for one command: its items looked at once, its FLAGS items kept per
+    distinct flag set (the mailstore's messages share one frozenset per set), then called
+    per message."""
+
+    def __init__(self, query: list[Any], want_uid: bool, recent: bool = True) -> None:
+        types = {item.type for item in query}
+        self.items = [(item.type, item) for item in query]
+        self.add_uid = want_uid and "uid" not in types
+        self.has_flags = "flags" in types
+        self.recent = recent
+        self.flag_cache: FlagCache = {}
+
+    def __call__(self, seq: int, msg: Any, seen_added: bool = False) -> Optional[bytes]:
+        """The message's whole response, or None when its BODY[] is over ``WHOLE``."""
+        out: list[bytes] = []
+        if self.add_uid:
+            out.append(b"UID %d" % msg.getUID())
+        extra = "\\Seen" if seen_added else None
+        for t, item in self.items:
+            if t == "uid":
+                out.append(b"UID %d" % msg.getUID())
+            elif t == "flags":
+                out.append(_cached_flags(msg, extra, self.recent, self.flag_cache))
+            elif t == "rfc822size":
+                out.append(b"RFC822.SIZE %d" % msg.getSize())
+            elif t == "envelope":
+                out.append(b"ENVELOPE " + imap_structure.envelope_of(msg))
+            elif t == "internaldate":
+                out.append(b"INTERNALDATE " + internal_date(msg))
+            elif t == "modseq":  # RFC 7162 §3.1.4
+                out.append(b"MODSEQ (%d)" % (getattr(msg, "modseq", 0) or 0))
+            elif t == "bodystructure":
+                out.append(b"BODYSTRUCTURE " + body_structure(msg, True))
+            elif item.empty:  # BODY[] (renderable: no section, no partial)
+                if msg.getSize() > WHOLE:
+                    return None
+                data = read_raw(msg)
+                out.append(section_name(item) + b" {%d}\r\n" % len(data) + data)
+            else:
+                out.append(b"BODY " + body_structure(msg, False))
+        if seen_added and not self.has_flags:
+            out.append(_cached_flags(msg, extra, self.recent, self.flag_cache))
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+
+
 def render(
     seq: int,
     msg: Any,
@@ -477,45 +523,14 @@ def render(
     want_uid: bool,
     seen_added: bool = False,
     recent: bool = True,
-    flag_cache: Optional[FlagCache] = None,
 ) -> Optional[bytes]:
     """One ``* seq FETCH (...)`` response whole, the same octets as ``fetch_response``
     yields, for a ``renderable`` query: one call and one bytes per message instead of a
     generator per message and per item (most of a ``FETCH 1:*``'s time per message and a
     tenth of a ``UID FETCH <uid> (BODY.PEEK[])``'s). None when the message is too large to
-    read at once (BODY[] over ``WHOLE``): ``fetch_response`` streams it. ``flag_cache``
-    (one per command) keeps the FLAGS item per distinct flag set."""
-    types = {item.type for item in query}
-    out: list[bytes] = []
-    if want_uid and "uid" not in types:
-        out.append(b"UID %d" % msg.getUID())
-    extra = "\\Seen" if seen_added else None
-    for item in query:
-        t = item.type
-        if t == "uid":
-            out.append(b"UID %d" % msg.getUID())
-        elif t == "flags":
-            out.append(_cached_flags(msg, extra, recent, flag_cache))
-        elif t == "rfc822size":
-            out.append(b"RFC822.SIZE %d" % msg.getSize())
-        elif t == "envelope":
-            out.append(b"ENVELOPE " + imap_structure.envelope_of(msg))
-        elif t == "internaldate":
-            out.append(b"INTERNALDATE " + internal_date(msg))
-        elif t == "modseq":  # RFC 7162 §3.1.4
-            out.append(b"MODSEQ (%d)" % (getattr(msg, "modseq", 0) or 0))
-        elif t == "bodystructure":
-            out.append(b"BODYSTRUCTURE " + body_structure(msg, True))
-        elif item.empty:  # BODY[] (renderable: no section, no partial)
-            if msg.getSize() > WHOLE:
-                return None
-            data = read_raw(msg)
-            out.append(section_name(item) + b" {%d}\r\n" % len(data) + data)
-        else:
-            out.append(b"BODY " + body_structure(msg, False))
-    if seen_added and "flags" not in types:
-        out.append(_cached_flags(msg, extra, recent, flag_cache))
-    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+    read at once (BODY[] over ``WHOLE``): ``fetch_response`` streams it. A command with
+    many messages makes one ``Renderer`` for all of them."""
+    return Renderer(query, want_uid, recent)(seq, msg, seen_added)
 
 
 def _cached_flags(

@@ -40,6 +40,9 @@ _FETCH_OFFLOAD = 1 << 20
 # (imap_fetch.renderable), is answered at once, without a Streamer: one burst either way.
 _DIRECT_MESSAGES = 64
 _DIRECT_OCTETS = STREAM_BURST
+# Rendered responses of these items go to the Streamer up to this many in one chunk.
+_BATCHED_ITEMS = _INDEX_ITEMS | {"envelope"}
+_BATCH = 32
 
 
 class MessageCommands(MailboxCommands):
@@ -321,16 +324,17 @@ class MessageCommands(MailboxCommands):
         binary = any(item.type in ("binary", "binarysize") for item in query)
         # The everyday items are rendered whole per message (imap_fetch.render).
         fast = imap_fetch.renderable(query)
-        flag_cache: imap_fetch.FlagCache = {}
-        recent = not self.rev2
+        render = imap_fetch.Renderer(query, bool(uid), not self.rev2) if fast else None
+        # Responses of the index's items (and ENVELOPE) are cheap: several go in one chunk.
+        batch_max = _BATCH if {item.type for item in query} <= _BATCHED_ITEMS else 1
 
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
+            batch: list[bytes] = []
+            size = 0
             for seq, msg in rows:
-                if fast and not (heavy and msg.getSize() > _FETCH_OFFLOAD):
+                if render is not None and not (heavy and msg.getSize() > _FETCH_OFFLOAD):
                     try:
-                        data = imap_fetch.render(
-                            seq, msg, query, bool(uid), seq in seen, recent, flag_cache
-                        )
+                        data = render(seq, msg, seq in seen)
                     except Exception:
                         self.log.failure("imap: cannot fetch message {seq}", seq=seq)
                         continue
@@ -339,9 +343,16 @@ class MessageCommands(MailboxCommands):
                         # not answered with empty text.
                         if getattr(msg, "vanished", False) and len(data) <= imap_fetch.CHUNK:
                             gone.append(seq)
-                        else:
-                            yield data
+                            continue
+                        batch.append(data)
+                        size += len(data)
+                        if len(batch) >= batch_max or size >= imap_fetch.CHUNK:
+                            yield b"".join(batch)
+                            batch, size = [], 0
                         continue
+                if batch:
+                    yield b"".join(batch)
+                    batch, size = [], 0
                 pre: Optional[dict[Any, Any]] = None
                 if heavy and runner is not None and msg.getSize() > _FETCH_OFFLOAD:
                     # Read and parse a large message in a thread; the streamer waits for it.
@@ -360,6 +371,8 @@ class MessageCommands(MailboxCommands):
                 yield from self._safe_fetch(
                     seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte
                 )
+            if batch:
+                yield b"".join(batch)
 
         def stream(rows: list[tuple[int, Any]]) -> Optional[defer.Deferred[None]]:
             """The Streamer's Deferred, or None for a FETCH small enough to answer at once
@@ -370,7 +383,7 @@ class MessageCommands(MailboxCommands):
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
             if (
-                fast
+                render is not None
                 and len(rows) <= _DIRECT_MESSAGES
                 and sum(msg.getSize() for _seq, msg in rows) <= _DIRECT_OCTETS
             ):
