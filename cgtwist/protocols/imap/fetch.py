@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import io
-from typing import IO, Any, Iterable, Iterator, Optional, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Protocol, Sequence, Union
 
 from twisted.mail import imap4
 
@@ -453,7 +453,28 @@ _RENDERED = frozenset(
 )
 
 
-def renderable(query: list[Any]) -> bool:
+class FetchItem(Protocol):
+    """A parsed FETCH item (Twisted's ``_FetchParser`` classes, BINARY's, MODSEQ's) as
+    ``render`` reads it: its type, and for BODY its section and partial."""
+
+    type: str
+    empty: bool
+    part: Sequence[int]
+    header: object
+    text: object
+    mime: object
+    partialBegin: Optional[int]
+
+
+class RenderedMessage(Protocol):
+    """What ``render`` asks of a message itself (the rest through ``envelope_of``,
+    ``read_raw`` and the structure, which take any message)."""
+
+    def getUID(self) -> int: ...
+    def getSize(self) -> int: ...
+
+
+def renderable(query: Sequence[FetchItem]) -> bool:
     """Whether ``render`` answers every item of ``query``: the index's items, ENVELOPE, the
     structures and BODY[] (BODY.PEEK[]) of the whole message."""
     for item in query:
@@ -467,7 +488,7 @@ def renderable(query: list[Any]) -> bool:
     return True
 
 
-FlagCache = dict[tuple[Any, ...], bytes]
+FlagCache = dict[tuple[object, ...], bytes]
 
 
 class Renderer:
@@ -475,7 +496,7 @@ class Renderer:
     distinct flag set (the mailstore's messages share one frozenset per set), then called
     per message."""
 
-    def __init__(self, query: list[Any], want_uid: bool, recent: bool = True) -> None:
+    def __init__(self, query: Sequence[FetchItem], want_uid: bool, recent: bool = True) -> None:
         types = {item.type for item in query}
         self.items = [(item.type, item) for item in query]
         self.add_uid = want_uid and "uid" not in types
@@ -483,7 +504,7 @@ class Renderer:
         self.recent = recent
         self.flag_cache: FlagCache = {}
 
-    def __call__(self, seq: int, msg: Any, seen_added: bool = False) -> Optional[bytes]:
+    def __call__(self, seq: int, msg: RenderedMessage, seen_added: bool = False) -> Optional[bytes]:
         """The message's whole response, or None when its BODY[] is over ``WHOLE``."""
         out: list[bytes] = []
         if self.add_uid:
@@ -518,8 +539,8 @@ class Renderer:
 
 def render(
     seq: int,
-    msg: Any,
-    query: list[Any],
+    msg: RenderedMessage,
+    query: Sequence[FetchItem],
     want_uid: bool,
     seen_added: bool = False,
     recent: bool = True,
@@ -534,7 +555,7 @@ def render(
 
 
 def _cached_flags(
-    msg: Any, extra: Optional[str], recent: bool, cache: Optional[FlagCache]
+    msg: RenderedMessage, extra: Optional[str], recent: bool, cache: Optional[FlagCache]
 ) -> bytes:
     """``_flags``, kept in ``cache`` by the message's flag set when it has one (the mailstore's
     messages share one frozenset per distinct set of flags)."""

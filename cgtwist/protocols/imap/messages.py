@@ -441,7 +441,7 @@ class MessageCommands(MailboxCommands):
         rows.addErrback(self._fail(tag, "FETCH"))
         rows.addCallback(go)
 
-    def _answer_now(self, chunks: Iterator[Any]) -> None:
+    def _answer_now(self, chunks: Iterator[object]) -> None:
         """A small FETCH's responses (a few messages, all of them rendered at once: no
         Deferred among the chunks) held for the tagged reply, as the Streamer's one burst
         would be, without a Streamer, its Deferred and its turn of the reactor. A failure
@@ -449,6 +449,8 @@ class MessageCommands(MailboxCommands):
         out: list[bytes] = []
         try:
             for chunk in chunks:
+                if not isinstance(chunk, bytes):  # never: no Deferred is made for these
+                    raise TypeError(f"FETCH answered at once got {chunk!r}")
                 out.append(chunk)
         except Exception:
             if out:
