@@ -146,3 +146,18 @@ class RenderTests(unittest.TestCase):
             out += self.c.take()
         self.assertEqual(out, want + b"f OK FETCH completed\r\n")
         self.assertEqual(out.count(b" FETCH ("), 83)
+
+    def test_facts_follow_the_items(self) -> None:
+        """The facts kept for a session's last FETCH items are looked at again when the
+        items change: BODY.PEEK[] leaves \\Seen alone, BODY[] after it sets it, BINARY
+        after those is decoded."""
+        out = self.c.send(b"a FETCH 3 (BODY.PEEK[])\r\n")
+        self.assertNotIn(b"FLAGS", out)
+        out = self.c.send(b"b FETCH 3 (BODY.PEEK[])\r\n")
+        self.assertNotIn(b"FLAGS", out)
+        out = self.c.send(b"c FETCH 3 (BODY[])\r\n")
+        self.assertIn(b" FLAGS (\\Seen \\Recent))\r\nc OK", out)
+        out = self.c.send(b"d FETCH 3 (BINARY.PEEK[1])\r\n")
+        self.assertIn(b"* 3 FETCH (BINARY[1] {", out)
+        out = self.c.send(b"e FETCH 3 (UID BODY.PEEK[])\r\n")
+        self.assertTrue(out.startswith(b"* 3 FETCH (UID 3 BODY[] {%d}\r\n" % len(MESSAGE)), out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import io
+from dataclasses import dataclass
 from typing import IO, Any, Iterable, Iterator, Optional, Protocol, Sequence, Union
 
 from twisted.mail import imap4
@@ -488,6 +489,28 @@ def renderable(query: Sequence[FetchItem]) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class QueryFacts:
+    """What a FETCH's items ask for (``query_facts``): a session sending the same items again
+    and again (a mail client's UID FETCH <uid> (BODY.PEEK[]) per message) has them looked
+    at once."""
+
+    types: frozenset[str]
+    parse: bool  # needs_parse
+    renderable: bool
+    sets_seen: bool
+
+
+def query_facts(query: Sequence[FetchItem]) -> QueryFacts:
+    items = list(query)
+    return QueryFacts(
+        frozenset(item.type for item in query),
+        needs_parse(items),
+        renderable(query),
+        sets_seen(items),
+    )
+
+
 FlagCache = dict[tuple[object, ...], bytes]
 
 
@@ -496,8 +519,16 @@ class Renderer:
     distinct flag set (the mailstore's messages share one frozenset per set), then called
     per message."""
 
-    def __init__(self, query: Sequence[FetchItem], want_uid: bool, recent: bool = True) -> None:
-        types = {item.type for item in query}
+    def __init__(
+        self,
+        query: Sequence[FetchItem],
+        want_uid: bool,
+        recent: bool = True,
+        types: Optional[frozenset[str]] = None,
+    ) -> None:
+        """``types``: the items' types when known (``QueryFacts``)."""
+        if types is None:
+            types = frozenset(item.type for item in query)
         self.items = [(item.type, item) for item in query]
         self.add_uid = want_uid and "uid" not in types
         self.has_flags = "flags" in types

@@ -10,7 +10,7 @@ cgtwist.protocols.imap.searchcmds', SORT and THREAD cgtwist.protocols.imap.sortc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -49,6 +49,9 @@ class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
+    # The last FETCH's items and what they ask for (_query_facts); set by the first FETCH.
+    _facts_key: tuple[object, ...] = ()
+    _facts: Optional[imap_fetch.QueryFacts] = None
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
 
@@ -288,11 +291,13 @@ class MessageCommands(MailboxCommands):
             # RFC 7162 §3.2.6: VANISHED only in UID FETCH, once QRESYNC is enabled.
             self.sendBadResponse(tag, b"VANISHED needs UID FETCH and ENABLE QRESYNC")
             return
-        has_modseq = any(item.type == "modseq" for item in query)
+        facts = self._query_facts(query)
+        has_modseq = "modseq" in facts.types
         if has_modseq or changedsince is not None:
             self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
             if not has_modseq:
                 query = [*query, imap_condstore.ModseqItem()]  # RFC 7162 §3.1.4.1
+                facts = imap_fetch.query_facts(query)
         if modifiers is not None and modifiers.vanished and changedsince is not None:
             self._send_vanished_earlier(messages, changedsince)
         seen: set[int] = set()
@@ -306,7 +311,7 @@ class MessageCommands(MailboxCommands):
 
         def mark_seen(rows: Any) -> Any:
             rows = list(rows)
-            if not (imap_fetch.sets_seen(query) and box.isWriteable()):
+            if not (facts.sets_seen and box.isWriteable()):
                 return rows
             unseen = [seq for seq, msg in rows if "\\Seen" not in msg.getFlags()]
             if not unseen:
@@ -317,16 +322,19 @@ class MessageCommands(MailboxCommands):
             return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
 
         runner = getattr(self.account, "run", None)
-        heavy = runner is not None and imap_fetch.needs_parse(query)
+        heavy = runner is not None and facts.parse
         gone: list[int] = []
         unknown_cte: list[int] = []
 
-        binary = any(item.type in ("binary", "binarysize") for item in query)
+        binary = not facts.types.isdisjoint(("binary", "binarysize"))
         # The everyday items are rendered whole per message (imap_fetch.render).
-        fast = imap_fetch.renderable(query)
-        render = imap_fetch.Renderer(query, bool(uid), not self.rev2) if fast else None
+        render = (
+            imap_fetch.Renderer(query, bool(uid), not self.rev2, facts.types)
+            if facts.renderable
+            else None
+        )
         # Responses of the index's items (and ENVELOPE) are cheap: several go in one chunk.
-        batch_max = _BATCH if {item.type for item in query} <= _BATCHED_ITEMS else 1
+        batch_max = _BATCH if facts.types <= _BATCHED_ITEMS else 1
 
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
             batch: list[bytes] = []
@@ -377,7 +385,7 @@ class MessageCommands(MailboxCommands):
         def stream(rows: list[tuple[int, Any]]) -> Optional[defer.Deferred[None]]:
             """The Streamer's Deferred, or None for a FETCH small enough to answer at once
             (``_answer_now``: no Streamer, the answer held for the tagged reply)."""
-            if not {item.type for item in query} <= _INDEX_ITEMS:
+            if not facts.types <= _INDEX_ITEMS:
                 # Another session expunged these and their files are gone: answer for the rest,
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
@@ -440,6 +448,14 @@ class MessageCommands(MailboxCommands):
             rows.addCallback(mark_seen)
         rows.addErrback(self._fail(tag, "FETCH"))
         rows.addCallback(go)
+
+    def _query_facts(self, query: Sequence[imap_fetch.FetchItem]) -> imap_fetch.QueryFacts:
+        """``imap_fetch.query_facts``, kept for the session's last FETCH items (parsed items
+        are never changed: the same list of them, or equal ones, has the same facts)."""
+        key = tuple(query)
+        if self._facts is None or key != self._facts_key:
+            self._facts_key, self._facts = key, imap_fetch.query_facts(query)
+        return self._facts
 
     def _answer_now(self, chunks: Iterator[object]) -> None:
         """A small FETCH's responses (a few messages, all of them rendered at once: no
