@@ -434,13 +434,14 @@ class MessageCommands(MailboxCommands):
         # something has to wait.
         try:
             rows = box.fetch(messages, bool(uid))
-            fetched_later = isinstance(rows, defer.Deferred)
+            # A list first: isinstance of Deferred is an ABC check (Deferred is an Awaitable).
+            fetched_later = not isinstance(rows, list) and isinstance(rows, defer.Deferred)
             if not fetched_later:
                 rows = mark_seen(changed(rows))  # a Deferred only when \Seen is stored
         except Exception:
             self._fail(tag, "FETCH")(current_failure())
             return
-        if not isinstance(rows, defer.Deferred):
+        if isinstance(rows, list) or not isinstance(rows, defer.Deferred):
             go(rows)
             return
         if fetched_later:
