@@ -1,11 +1,12 @@
 #!/bin/bash
 # Instructions per IMAP command of each class of bench/access-vs-dovecot.sh's session (FETCH of
-# bodies, STORE, the header/flag SEARCHes, SEARCH BODY, FETCH 1:*, SELECT), counted by callgrind
-# on the whole server process (every thread) while bench/imap_command_cost.py sends the commands:
+# bodies, STORE, the header/flag SEARCHes, SEARCH BODY, FETCH 1:*, SELECT, LOGOUT), counted by
+# callgrind on the whole server process (every thread) while bench/imap_command_cost.py sends the commands:
 # the same from run to run however busy the machine, where the commands per second of the bench
 # move by more than a change saves.
 #   bench/imap-instructions.sh [MESSAGES] [N] [ROUNDS]   (default 2000 messages, N=20, 3 rounds)
 #   REPO=<tree> bench/imap-instructions.sh ...       another checkout, for a before/after
+#   IMAPCOST_ONLY=noop,fetch_body,store,logout bench/imap-instructions.sh ...   some classes
 # The account's Maildir (the bench's deterministic messages, benchlib.populate_maildir) and the
 # folder's index are built and warmed by a run of the server outside valgrind and kept in
 # ${CG_BENCH_DIR:-/var/spool}/imapcost-MESSAGES (IMAPCOST_NAME=x: x-MESSAGES, for two runs at
@@ -55,4 +56,5 @@ for _ in 1 2 3 4 5 6 7 8; do  # cg_imap_ports waits two minutes; a loaded machin
 done
 [ -n "$PORT" ] || { echo "cgtwist did not start under valgrind (see $BASE/cgtwist.log)" >&2; exit 1; }
 "$PY" "$HERE/imap_command_cost.py" --port "$PORT" --shared "$SHARED" measure \
-  --pid "$CG_PID" --vgdb-prefix "$OUT/vgdb" --out "$OUT/cg.out" --count "$N" --rounds "$ROUNDS"
+  --pid "$CG_PID" --vgdb-prefix "$OUT/vgdb" --out "$OUT/cg.out" --count "$N" --rounds "$ROUNDS" \
+  ${IMAPCOST_ONLY:+--only "$IMAPCOST_ONLY"}

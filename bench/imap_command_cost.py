@@ -25,7 +25,13 @@ The classes are the bench's phases: ``noop`` (the floor of any command),
 ``fetch_body`` (UID FETCH <uid> (BODY.PEEK[])),
 ``store`` (UID STORE <uid> +FLAGS (\\Flagged)), ``store_reset`` (one UID STORE <set>
 -FLAGS.SILENT), each header/flag SEARCH of the bench alone, ``search_body`` (SEARCH BODY),
-``fetch_all`` (FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)) and ``select``. The counted
+``fetch_all`` (FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)), ``select`` and ``logout``
+(LOGOUT of a session logged in and with INBOX selected, its BYE read and the socket
+closed, as imaplib's logout() does; the server's teardown of the session is counted too).
+A class may have an untimed step before each round: every counted STORE changes the flag
+(the messages' \\Flagged is cleared first, as the bench's reset leaves them, else a second
+round would count STOREs that change nothing), every counted reset clears flags that are
+set, and the sessions a LOGOUT round ends are opened first. The counted
 commands of a class use other messages than its untimed round, so nothing a first FETCH of a
 message leaves behind makes the counted one cheaper than in the bench.
 """
@@ -51,6 +57,9 @@ SEARCHES = [
     ("SINCE", "1-Jan-2025"),
     ("LARGER", "20000"),
 ]
+
+
+LOGOUT_SESSIONS = 8  # sessions a logout round ends
 
 
 def connect(port: int) -> imaplib.IMAP4:
@@ -144,9 +153,17 @@ def _total(path: str) -> int | None:
     return None
 
 
-def classes(m: imaplib.IMAP4) -> dict[str, tuple[Callable[[list[int]], int], bool]]:
+Commands = Callable[[list[int]], int]
+Prepare = Callable[[list[int]], None]
+
+
+def classes(m: imaplib.IMAP4, port: int) -> dict[str, tuple[Commands, bool, Prepare]]:
     """The bench's command classes on session ``m``: name -> (run on these UIDs, giving the
-    number of commands sent; whether it works over the whole mailbox)."""
+    number of commands sent; whether it works over the whole mailbox; the untimed step
+    before each round)."""
+
+    def nothing(_us: list[int]) -> None:
+        return None
 
     def fetch_body(us: list[int]) -> int:
         for u in us:
@@ -158,11 +175,17 @@ def classes(m: imaplib.IMAP4) -> dict[str, tuple[Callable[[list[int]], int], boo
             check(m.uid("STORE", str(u), "+FLAGS", "(\\Flagged)"), "UID STORE")
         return len(us)
 
+    def unflag(us: list[int]) -> None:
+        check(m.uid("STORE", ",".join(map(str, us)), "-FLAGS.SILENT", "(\\Flagged)"), "unflag")
+
+    def flag(us: list[int]) -> None:
+        check(m.uid("STORE", ",".join(map(str, us)), "+FLAGS.SILENT", "(\\Flagged)"), "flag")
+
     def store_reset(us: list[int]) -> int:
         check(m.uid("STORE", ",".join(map(str, us)), "-FLAGS.SILENT", "(\\Flagged)"), "reset")
         return 1
 
-    def searcher(crit: tuple[str, ...]) -> Callable[[list[int]], int]:
+    def searcher(crit: tuple[str, ...]) -> Commands:
         def go(_us: list[int]) -> int:
             check(m.search(None, *crit), "SEARCH")
             return 1
@@ -182,18 +205,35 @@ def classes(m: imaplib.IMAP4) -> dict[str, tuple[Callable[[list[int]], int], boo
             check(m.noop(), "NOOP")
         return len(us)
 
-    out: dict[str, tuple[Callable[[list[int]], int], bool]] = {
-        "noop": (noop, False),
-        "fetch_body": (fetch_body, False),
+    sessions: list[imaplib.IMAP4] = []
+
+    def open_sessions(us: list[int]) -> None:
+        # Below the server's sessions per account and IP (imap.max_userip_connections,
+        # 10 by default), this measuring session included.
+        for _u in us[:LOGOUT_SESSIONS]:
+            s = connect(port)
+            check(s.select("INBOX"), "SELECT")
+            sessions.append(s)
+
+    def logout(_us: list[int]) -> int:
+        n = len(sessions)
+        while sessions:
+            sessions.pop().logout()
+        return n
+
+    out: dict[str, tuple[Commands, bool, Prepare]] = {
+        "noop": (noop, False, nothing),
+        "fetch_body": (fetch_body, False, nothing),
         # The STOREs flag messages the reset then clears, as the bench's session does.
-        "store": (store, False),
-        "store_reset": (store_reset, False),
+        "store": (store, False, unflag),
+        "store_reset": (store_reset, False, flag),
     }
     for crit in SEARCHES:
-        out["search " + " ".join(crit).replace('"', "")] = (searcher(crit), True)
-    out["search_body"] = (searcher(("BODY", '"zebrafish"')), True)
-    out["fetch_all"] = (fetch_all, True)
-    out["select"] = (select, False)
+        out["search " + " ".join(crit).replace('"', "")] = (searcher(crit), True, nothing)
+    out["search_body"] = (searcher(("BODY", '"zebrafish"')), True, nothing)
+    out["fetch_all"] = (fetch_all, True, nothing)
+    out["select"] = (select, False, nothing)
+    out["logout"] = (logout, False, open_sessions)
     return out
 
 
@@ -224,10 +264,19 @@ def measure(a: argparse.Namespace) -> None:
         flush=True,
     )
     results: list[tuple[str, int, int, int, int]] = []
-    for name, (commands, whole) in classes(m).items():
+    chosen = classes(m, a.port)
+    if a.only:
+        names = [n.strip() for n in a.only.split(",")]
+        unknown = [n for n in names if n not in chosen]
+        if unknown:
+            raise SystemExit(f"unknown classes {unknown}; known: {', '.join(chosen)}")
+        chosen = {n: chosen[n] for n in names}
+    for name, (commands, whole, prepare) in chosen.items():
+        prepare(warm)
         commands(warm)
         per: list[tuple[int, int]] = []
         for _ in range(a.rounds):
+            prepare(counted)
             counter.zero()
             t0 = time.monotonic()
             n = commands(counted)
@@ -244,10 +293,11 @@ def measure(a: argparse.Namespace) -> None:
         print(line, flush=True)
     m.logout()
     searches = [r for r in results if r[0].startswith("search ")]
-    print(
-        f"{'search (the 6 keys)':22} {sum(r[1] for r in searches) // len(searches):>13,} "
-        f"(net {sum(r[3] for r in searches) // len(searches):,}) on average"
-    )
+    if searches:
+        print(
+            f"{'search (the 6 keys)':22} {sum(r[1] for r in searches) // len(searches):>13,} "
+            f"(net {sum(r[3] for r in searches) // len(searches):,}) on average"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(
@@ -260,9 +310,11 @@ def measure(a: argparse.Namespace) -> None:
 def repeat(a: argparse.Namespace) -> None:
     """One class ``--rounds`` times (for a profile of the server: twistd --profile, py-spy)."""
     m, _exists, warm, counted = session(a)
-    commands, _whole = classes(m)[a.name]
+    commands, _whole, prepare = classes(m, a.port)[a.name]
     for r in range(a.rounds):
-        commands(counted if r % 2 else warm)
+        us = counted if r % 2 else warm
+        prepare(us)
+        commands(us)
     m.logout()
 
 
@@ -282,6 +334,7 @@ def main() -> None:
     q.add_argument("--rounds", type=int, default=3)
     q.add_argument("--idle", type=float, default=5.0, help="seconds of idle calibration")
     q.add_argument("--json")
+    q.add_argument("--only", help="comma-separated classes to count (default: all)")
     r = sub.add_parser("repeat")
     r.add_argument("name", help="a class: noop, fetch_body, store, 'search UNSEEN', ...")
     r.add_argument("--count", type=int, default=20)

@@ -390,10 +390,14 @@ class MaildirMailbox:
     def resolve(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, int]]:
         """A MessageSet -> [(seq, uid)] ascending, ``*`` meaning the last message or UID."""
         n = self._announced  # only what the client was told exists
-        try:
-            messages.last = (self._seq[n - 1] if uid else n) if n else 0
-        except ValueError:
-            pass  # already set by the caller
+        if any(lo is None or hi is None for lo, hi in messages.ranges):
+            # ``*`` in the set: it now stands for the last message or UID. A set without
+            # one is left as it is: setting ``last`` would sort and merge its ranges once
+            # more, for nothing, at every UID FETCH or STORE of one message.
+            try:
+                messages.last = (self._seq[n - 1] if uid else n) if n else 0
+            except ValueError:
+                pass  # already set by the caller
         out: dict[int, int] = {}
         for lo, hi in messages.ranges:
             if lo is None or hi is None:

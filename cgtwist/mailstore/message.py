@@ -11,6 +11,7 @@ import datetime
 import email.parser
 import email.policy
 import io
+import os
 from email.message import Message as EmailMessage
 from email.utils import formatdate
 from typing import Any, BinaryIO, Callable, Optional
@@ -43,6 +44,52 @@ def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
         return open(found, "rb")
     except FileNotFoundError:
         return None
+
+
+def _to_crlf(data: bytes) -> bytes:
+    """``maildir.to_crlf``, in one pass over a file with bare LF line ends only (no CR in
+    it, as most Maildir files written by other programs are): what each FETCH BODY[] of
+    such a message does."""
+    return data.replace(b"\n", b"\r\n") if b"\r" not in data else maildir.to_crlf(data)
+
+
+def _read_entry(folder: Folder, entry: Entry) -> Optional[bytes]:
+    """The entry's whole file, following a rename as ``_open_entry`` does; None if it is
+    gone."""
+    hint = entry.meta.size
+    current = folder.entries.get(entry.uid, entry)
+    for e in (current, entry):
+        try:
+            return _read_file(e.path(folder.path), hint)
+        except FileNotFoundError:
+            continue
+    found = maildir.find_key(entry.path(folder.path))
+    if found is None:
+        return None
+    try:
+        return _read_file(found, hint)
+    except FileNotFoundError:
+        return None
+
+
+def _read_file(path: str, hint: int) -> bytes:
+    """A file's octets in one ``read`` when it holds at most ``hint`` (a message's size as
+    served, never less than its file's: bare LF only grows to CRLF): open, read, close,
+    where a buffered file object also asks fstat, isatty and reads once more for the end
+    (every FETCH BODY[]). A larger file (the index out of date) is read on to its end."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, hint + 1)
+        if len(data) <= hint:
+            return data  # a short read of a regular file: its end
+        chunks = [data]
+        while True:
+            more = os.read(fd, 1 << 20)
+            if not more:
+                return b"".join(chunks)
+            chunks.append(more)
+    finally:
+        os.close(fd)
 
 
 @implementer(imap4.IMessage, imap4.IMessageFile)
@@ -145,12 +192,11 @@ class MaildirMessage:
 
     def read_bytes(self) -> bytes:
         """The whole message, CRLF line ends; b"" when it was expunged meanwhile (RFC 2180 §4.1)."""
-        f = self._open()
-        if f is None:
+        data = _read_entry(self.folder, self.entry)
+        if data is None:
+            self.vanished = True
             return b""
-        with f:
-            data = f.read()
-        return data if self.entry.meta.crlf else maildir.to_crlf(data)
+        return data if self.entry.meta.crlf else _to_crlf(data)
 
     def header_bytes(self) -> bytes:
         """The header block including the blank line that ends it, CRLF line ends."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import email.utils
 import io
-from typing import IO, Any, Iterable, Iterator, Optional, Union
+from dataclasses import dataclass
+from typing import IO, Any, Iterable, Iterator, Optional, Protocol, Sequence, Union
 
 from twisted.mail import imap4
 
@@ -444,6 +445,159 @@ def fetch_response(
         else:  # pragma: no cover - the parser only produces the types above
             raise ValueError(f"unknown fetch item {t}")
     yield b")\r\n"
+
+
+# The items ``render`` answers: those of the index and the caches, BODY[] whole, the
+# structures. Everything else (sections, partials, RFC822.*, BINARY) is fetch_response's.
+_RENDERED = frozenset(
+    ("uid", "flags", "internaldate", "rfc822size", "modseq", "envelope", "bodystructure")
+)
+
+
+class FetchItem(Protocol):
+    """A parsed FETCH item (Twisted's ``_FetchParser`` classes, BINARY's, MODSEQ's) as
+    ``render`` reads it: its type, and for BODY its section and partial."""
+
+    type: str
+    empty: bool
+    part: Sequence[int]
+    header: object
+    text: object
+    mime: object
+    partialBegin: Optional[int]
+
+
+class RenderedMessage(Protocol):
+    """What ``render`` asks of a message itself (the rest through ``envelope_of``,
+    ``read_raw`` and the structure, which take any message)."""
+
+    def getUID(self) -> int: ...
+    def getSize(self) -> int: ...
+
+
+def renderable(query: Sequence[FetchItem]) -> bool:
+    """Whether ``render`` answers every item of ``query``: the index's items, ENVELOPE, the
+    structures and BODY[] (BODY.PEEK[]) of the whole message."""
+    for item in query:
+        t = item.type
+        if t in _RENDERED:
+            continue
+        if t != "body" or item.part or item.header or item.text or item.mime:
+            return False
+        if item.empty and item.partialBegin is not None:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class QueryFacts:
+    """What a FETCH's items ask for (``query_facts``): a session sending the same items again
+    and again (a mail client's UID FETCH <uid> (BODY.PEEK[]) per message) has them looked
+    at once."""
+
+    types: frozenset[str]
+    parse: bool  # needs_parse
+    renderable: bool
+    sets_seen: bool
+
+
+def query_facts(query: Sequence[FetchItem]) -> QueryFacts:
+    items = list(query)
+    return QueryFacts(
+        frozenset(item.type for item in query),
+        needs_parse(items),
+        renderable(query),
+        sets_seen(items),
+    )
+
+
+FlagCache = dict[tuple[object, ...], bytes]
+
+
+class Renderer:
+    """``render`` for one command: its items looked at once, its FLAGS items kept per
+    distinct flag set (the mailstore's messages share one frozenset per set), then called
+    per message."""
+
+    def __init__(
+        self,
+        query: Sequence[FetchItem],
+        want_uid: bool,
+        recent: bool = True,
+        types: Optional[frozenset[str]] = None,
+    ) -> None:
+        """``types``: the items' types when known (``QueryFacts``)."""
+        if types is None:
+            types = frozenset(item.type for item in query)
+        self.items = [(item.type, item) for item in query]
+        self.add_uid = want_uid and "uid" not in types
+        self.has_flags = "flags" in types
+        self.recent = recent
+        self.flag_cache: FlagCache = {}
+
+    def __call__(self, seq: int, msg: RenderedMessage, seen_added: bool = False) -> Optional[bytes]:
+        """The message's whole response, or None when its BODY[] is over ``WHOLE``."""
+        out: list[bytes] = []
+        if self.add_uid:
+            out.append(b"UID %d" % msg.getUID())
+        extra = "\\Seen" if seen_added else None
+        for t, item in self.items:
+            if t == "uid":
+                out.append(b"UID %d" % msg.getUID())
+            elif t == "flags":
+                out.append(_cached_flags(msg, extra, self.recent, self.flag_cache))
+            elif t == "rfc822size":
+                out.append(b"RFC822.SIZE %d" % msg.getSize())
+            elif t == "envelope":
+                out.append(b"ENVELOPE " + imap_structure.envelope_of(msg))
+            elif t == "internaldate":
+                out.append(b"INTERNALDATE " + internal_date(msg))
+            elif t == "modseq":  # RFC 7162 §3.1.4
+                out.append(b"MODSEQ (%d)" % (getattr(msg, "modseq", 0) or 0))
+            elif t == "bodystructure":
+                out.append(b"BODYSTRUCTURE " + body_structure(msg, True))
+            elif item.empty:  # BODY[] (renderable: no section, no partial)
+                if msg.getSize() > WHOLE:
+                    return None
+                data = read_raw(msg)
+                out.append(section_name(item) + b" {%d}\r\n" % len(data) + data)
+            else:
+                out.append(b"BODY " + body_structure(msg, False))
+        if seen_added and not self.has_flags:
+            out.append(_cached_flags(msg, extra, self.recent, self.flag_cache))
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+
+
+def render(
+    seq: int,
+    msg: RenderedMessage,
+    query: Sequence[FetchItem],
+    want_uid: bool,
+    seen_added: bool = False,
+    recent: bool = True,
+) -> Optional[bytes]:
+    """One ``* seq FETCH (...)`` response whole, the same octets as ``fetch_response``
+    yields, for a ``renderable`` query: one call and one bytes per message instead of a
+    generator per message and per item (most of a ``FETCH 1:*``'s time per message and a
+    tenth of a ``UID FETCH <uid> (BODY.PEEK[])``'s). None when the message is too large to
+    read at once (BODY[] over ``WHOLE``): ``fetch_response`` streams it. A command with
+    many messages makes one ``Renderer`` for all of them."""
+    return Renderer(query, want_uid, recent)(seq, msg, seen_added)
+
+
+def _cached_flags(
+    msg: RenderedMessage, extra: Optional[str], recent: bool, cache: Optional[FlagCache]
+) -> bytes:
+    """``_flags``, kept in ``cache`` by the message's flag set when it has one (the mailstore's
+    messages share one frozenset per distinct set of flags)."""
+    flags = getattr(msg, "flags", None)
+    if cache is None or not isinstance(flags, frozenset):
+        return _flags(msg, extra, recent)
+    key = (flags, getattr(msg, "recent", None), extra, recent)
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = _flags(msg, extra, recent)
+    return hit
 
 
 def _whole(msg: Any, name: bytes, which: str) -> Iterator[bytes]:

@@ -323,7 +323,8 @@ class FramingMixin:
             if self._transport_paused:
                 self._transport_paused = False
                 self.transport.resumeProducing()
-            self.dataReceived(b"")
+            if self._inbuf:  # a pipelined command waiting: run it (nothing to do otherwise)
+                self.dataReceived(b"")
 
     @staticmethod
     def _normalise_literal(seg: bytes) -> bytes:

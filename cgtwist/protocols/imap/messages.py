@@ -10,7 +10,7 @@ cgtwist.protocols.imap.searchcmds', SORT and THREAD cgtwist.protocols.imap.sortc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence
 
 from twisted.internet import defer
 from twisted.mail import imap4
@@ -25,7 +25,8 @@ from cgtwist.protocols.imap import typedimap4
 from cgtwist.protocols.imap.arguments import flag_list
 from cgtwist.protocols.imap.commands import CommandEntry, CommandTable
 from cgtwist.protocols.imap.mailboxes import MailboxCommands
-from cgtwist.protocols.imap.streamer import Streamer
+from cgtwist.protocols.imap.streamer import STREAM_BURST, Streamer
+from cgtwist.runtime.fastwrite import write_now
 from cgtwist.typedtwisted import current_failure
 
 _STORE_MODES = {b"FLAGS": 0, b"+FLAGS": 1, b"-FLAGS": -1}
@@ -35,12 +36,22 @@ _INDEX_ITEMS = frozenset(("uid", "flags", "internaldate", "rfc822size", "modseq"
 # FETCH of BODY[<part>] or a multipart's BODYSTRUCTURE reads and parses the whole message:
 # above this size that happens in an I/O thread while the response waits.
 _FETCH_OFFLOAD = 1 << 20
+# A FETCH of at most this many messages and octets, of items rendered whole
+# (imap_fetch.renderable), is answered at once, without a Streamer: one burst either way.
+_DIRECT_MESSAGES = 64
+_DIRECT_OCTETS = STREAM_BURST
+# Rendered responses of these items go to the Streamer up to this many in one chunk.
+_BATCHED_ITEMS = _INDEX_ITEMS | {"envelope"}
+_BATCH = 32
 
 
 class MessageCommands(MailboxCommands):
     """Message-level commands; mixed into CgIMAP4Server before imap4.IMAP4Server."""
 
     search_saved: list[int]  # SEARCHRES ``$`` (RFC 5182): UIDs, emptied at each SELECT
+    # The last FETCH's items and what they ask for (_query_facts); set by the first FETCH.
+    _facts_key: tuple[object, ...] = ()
+    _facts: Optional[imap_fetch.QueryFacts] = None
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
 
@@ -280,11 +291,13 @@ class MessageCommands(MailboxCommands):
             # RFC 7162 §3.2.6: VANISHED only in UID FETCH, once QRESYNC is enabled.
             self.sendBadResponse(tag, b"VANISHED needs UID FETCH and ENABLE QRESYNC")
             return
-        has_modseq = any(item.type == "modseq" for item in query)
+        facts = self._query_facts(query)
+        has_modseq = "modseq" in facts.types
         if has_modseq or changedsince is not None:
             self._enable_condstore()  # RFC 7162 §3.1: CONDSTORE-enabling
             if not has_modseq:
                 query = [*query, imap_condstore.ModseqItem()]  # RFC 7162 §3.1.4.1
+                facts = imap_fetch.query_facts(query)
         if modifiers is not None and modifiers.vanished and changedsince is not None:
             self._send_vanished_earlier(messages, changedsince)
         seen: set[int] = set()
@@ -298,7 +311,7 @@ class MessageCommands(MailboxCommands):
 
         def mark_seen(rows: Any) -> Any:
             rows = list(rows)
-            if not (imap_fetch.sets_seen(query) and box.isWriteable()):
+            if not (facts.sets_seen and box.isWriteable()):
                 return rows
             unseen = [seq for seq, msg in rows if "\\Seen" not in msg.getFlags()]
             if not unseen:
@@ -309,14 +322,45 @@ class MessageCommands(MailboxCommands):
             return d.addCallback(lambda _: list(box.fetch(messages, bool(uid))))
 
         runner = getattr(self.account, "run", None)
-        heavy = runner is not None and imap_fetch.needs_parse(query)
+        heavy = runner is not None and facts.parse
         gone: list[int] = []
         unknown_cte: list[int] = []
 
-        binary = any(item.type in ("binary", "binarysize") for item in query)
+        binary = not facts.types.isdisjoint(("binary", "binarysize"))
+        # The everyday items are rendered whole per message (imap_fetch.render).
+        render = (
+            imap_fetch.Renderer(query, bool(uid), not self.rev2, facts.types)
+            if facts.renderable
+            else None
+        )
+        # Responses of the index's items (and ENVELOPE) are cheap: several go in one chunk.
+        batch_max = _BATCH if facts.types <= _BATCHED_ITEMS else 1
 
         def responses(rows: list[tuple[int, Any]]) -> Iterator[Any]:
+            batch: list[bytes] = []
+            size = 0
             for seq, msg in rows:
+                if render is not None and not (heavy and msg.getSize() > _FETCH_OFFLOAD):
+                    try:
+                        data = render(seq, msg, seq in seen)
+                    except Exception:
+                        self.log.failure("imap: cannot fetch message {seq}", seq=seq)
+                        continue
+                    if data is not None:
+                        # As _safe_fetch: a message whose file went (expunged elsewhere) is
+                        # not answered with empty text.
+                        if getattr(msg, "vanished", False) and len(data) <= imap_fetch.CHUNK:
+                            gone.append(seq)
+                            continue
+                        batch.append(data)
+                        size += len(data)
+                        if len(batch) >= batch_max or size >= imap_fetch.CHUNK:
+                            yield b"".join(batch)
+                            batch, size = [], 0
+                        continue
+                if batch:
+                    yield b"".join(batch)
+                    batch, size = [], 0
                 pre: Optional[dict[Any, Any]] = None
                 if heavy and runner is not None and msg.getSize() > _FETCH_OFFLOAD:
                     # Read and parse a large message in a thread; the streamer waits for it.
@@ -335,13 +379,27 @@ class MessageCommands(MailboxCommands):
                 yield from self._safe_fetch(
                     seq, msg, query, bool(uid), seq in seen, gone, pre, unknown_cte
                 )
+            if batch:
+                yield b"".join(batch)
 
-        def stream(rows: list[tuple[int, Any]]) -> defer.Deferred[None]:
-            if not {item.type for item in query} <= _INDEX_ITEMS:
+        def stream(rows: list[tuple[int, Any]]) -> Optional[defer.Deferred[None]]:
+            """The Streamer's Deferred, or None for a FETCH small enough to answer at once
+            (``_answer_now``: no Streamer, the answer held for the tagged reply)."""
+            if not facts.types <= _INDEX_ITEMS:
                 # Another session expunged these and their files are gone: answer for the rest,
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
                 gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
                 rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
+            if (
+                render is not None
+                and len(rows) <= _DIRECT_MESSAGES
+                and sum(msg.getSize() for _seq, msg in rows) <= _DIRECT_OCTETS
+            ):
+                try:
+                    self._answer_now(responses(rows))
+                except Exception:
+                    return defer.fail()  # as the Streamer's failure: broken() closes
+                return None
             self._streamer = Streamer(self, responses(rows), self.hold_output)
             return self._streamer.start()
 
@@ -366,19 +424,24 @@ class MessageCommands(MailboxCommands):
         def go(rows: Any) -> None:
             if rows is None:
                 return
-            stream(rows).addCallbacks(done, broken)
+            d = stream(rows)
+            if d is None:
+                done(None)
+            else:
+                d.addCallbacks(done, broken)
 
         # The mailstore answers at once (and most FETCHes set no \Seen): no Deferred until
         # something has to wait.
         try:
             rows = box.fetch(messages, bool(uid))
-            fetched_later = isinstance(rows, defer.Deferred)
+            # A list first: isinstance of Deferred is an ABC check (Deferred is an Awaitable).
+            fetched_later = not isinstance(rows, list) and isinstance(rows, defer.Deferred)
             if not fetched_later:
                 rows = mark_seen(changed(rows))  # a Deferred only when \Seen is stored
         except Exception:
             self._fail(tag, "FETCH")(current_failure())
             return
-        if not isinstance(rows, defer.Deferred):
+        if isinstance(rows, list) or not isinstance(rows, defer.Deferred):
             go(rows)
             return
         if fetched_later:
@@ -386,6 +449,32 @@ class MessageCommands(MailboxCommands):
             rows.addCallback(mark_seen)
         rows.addErrback(self._fail(tag, "FETCH"))
         rows.addCallback(go)
+
+    def _query_facts(self, query: Sequence[imap_fetch.FetchItem]) -> imap_fetch.QueryFacts:
+        """``imap_fetch.query_facts``, kept for the session's last FETCH items (parsed items
+        are never changed: the same list of them, or equal ones, has the same facts)."""
+        key = tuple(query)
+        if self._facts is None or key != self._facts_key:
+            self._facts_key, self._facts = key, imap_fetch.query_facts(query)
+        return self._facts
+
+    def _answer_now(self, chunks: Iterator[object]) -> None:
+        """A small FETCH's responses (a few messages, all of them rendered at once: no
+        Deferred among the chunks) held for the tagged reply, as the Streamer's one burst
+        would be, without a Streamer, its Deferred and its turn of the reactor. A failure
+        midway is raised after what was made goes out, as the Streamer reports it."""
+        out: list[bytes] = []
+        try:
+            for chunk in chunks:
+                if not isinstance(chunk, bytes):  # never: no Deferred is made for these
+                    raise TypeError(f"FETCH answered at once got {chunk!r}")
+                out.append(chunk)
+        except Exception:
+            if out:
+                write_now(self.transport, b"".join(out))
+            raise
+        if out:
+            self.hold_output(out[0] if len(out) == 1 else b"".join(out))
 
     def _safe_fetch(
         self,

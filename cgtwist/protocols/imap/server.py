@@ -311,8 +311,13 @@ class CgIMAP4Server(
 
     def _dispatch(self, cmd: _Pending) -> None:
         """Run one complete command; input stays paused until its tagged reply."""
-        text = b" ".join(cmd.segments)
-        if imap_parse.nesting_depth(text) > imap_parse.MAX_DEPTH:
+        text = b" ".join(cmd.segments) if len(cmd.segments) > 1 else cmd.segments[0]
+        # A line cannot nest deeper than it has "(": counted in C, so nearly every command
+        # skips the walk in Python over its octets.
+        if (
+            text.count(b"(") > imap_parse.MAX_DEPTH
+            and imap_parse.nesting_depth(text) > imap_parse.MAX_DEPTH
+        ):
             self._abort_command()
             self.sendBadResponse(cmd.tag, b"Too deeply nested")
             return
@@ -526,14 +531,16 @@ class CgIMAP4Server(
             self._respond(message, None, None)
 
     def do_LOGOUT(self, tag: bytes) -> None:
-        """RFC 3501 §6.1.3: BYE, OK, close; nothing pipelined after LOGOUT is run."""
-        self._release_mailbox()
+        """RFC 3501 §6.1.3: BYE, OK, close; nothing pipelined after LOGOUT is run. The
+        session leaves its mailbox after the answer is sent: the client owes that no wait
+        (in the logout state nothing more is told about the mailbox)."""
         self.state = "logout"
         self._unsolicited.clear()
         self.hold_output(b"* BYE Logging out\r\n")  # BYE and OK in one send
         self._inbuf.clear()
         self.sendPositiveResponse(tag, b"LOGOUT completed")
         self._closed_by_us()
+        self._release_mailbox()
 
     commands.add("unauth auth select logout", "LOGOUT", do_LOGOUT)
 

@@ -76,7 +76,7 @@ class Streamer:
                         self._write(out)
                     self._finish(None)
                     return
-                if isinstance(chunk, defer.Deferred):
+                if not isinstance(chunk, bytes) and isinstance(chunk, defer.Deferred):
                     # Work done in a thread (a large message parsed): go on when it is ready.
                     self._write(out)
                     self._register()
