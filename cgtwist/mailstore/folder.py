@@ -588,7 +588,16 @@ class Folder(DiskScan):
             d.addCallback(
                 lambda _: self._locked(self._index.close) if self.loaded and not self.gone else None
             )
-        return d
+
+        # Deleted by another process before this one noticed: its replaced names went with
+        # it, and there is no index left to close.
+        def gone(result: object) -> object:
+            if isinstance(result, Failure) and isinstance(result.value, FolderGone):
+                return None
+            return result
+
+        flushed: defer.Deferred[None] = d.addBoth(gone)
+        return flushed
 
     def _flush_blocking(self, names: dict[str, str]) -> tuple[Changes, dict[str, str]]:
         """(thread, locked) fsync cur/, then unlink ``names``: every name a flag change made is

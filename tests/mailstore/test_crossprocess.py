@@ -277,6 +277,24 @@ class TreeTests(CrossProcessBase):
         self.assertEqual(failures, [])
 
     @run
+    async def test_shutdown_flush_of_a_folder_deleted_unnoticed(self) -> None:
+        """A flag change here leaves its replaced name to be removed by the next flush; another
+        process deletes the folder before this one noticed (no watch): the shutdown flush
+        finds it gone and has nothing to do, with no failure logged (it was a traceback in
+        every IMAP worker's log after imaptest's stress run)."""
+        await self.account.create("Doomed")
+        box, _ = await self.select("Doomed")
+        await box.folder.add([(b"Subject: x\r\n\r\nx\r\n", [], None)], origin=box)
+        box.sync()
+        await box.store(imap4.MessageSet(1), ["\\Seen"], 1, True)
+        self.other()("delete", "Doomed")
+        failures: list[object] = []
+        self.patch(MailboxNotifier.log, "failure", lambda *a, **k: failures.append(a))
+        self.patch(Folder.log, "failure", lambda *a, **k: failures.append(a))
+        await self.notifier.flush()
+        self.assertEqual(failures, [])
+
+    @run
     async def test_folder_recreated_by_another_process_is_a_new_folder(self) -> None:
         """Deleted and created again by another process while this one had it open: a new
         SELECT here gets the new folder's UIDVALIDITY (a different one, even within the same
