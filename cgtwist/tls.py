@@ -187,6 +187,23 @@ def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
     )
 
 
+class _ClosingConnection(SSL.Connection):
+    """A server connection whose close does not wait for the client's close_notify.
+
+    Twisted's TLS layer closes the TCP connection only once ``shutdown()`` reports both
+    close_notify alerts exchanged; a client that reads ours as end-of-file and never answers
+    (Python's ``ssl``, many mail clients, a phone gone to sleep) kept the connection open for
+    ever after the server's goodbye: a descriptor and a per-IP slot held, and a session that
+    WebUser ended held up the next SIGTERM for ``server.shutdown_grace`` seconds. RFC 8446
+    §6.1 (and RFC 5246 §7.2.1) let the side that closes go without waiting for the answer,
+    so once our close_notify is sent the shutdown counts as done and the TCP close follows
+    it (after the pending output, as over plain TCP)."""
+
+    def shutdown(self) -> bool:
+        super().shutdown()
+        return True
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTLS:
     """The current server context; ``reload()`` re-reads the files (on SIGHUP).
@@ -234,8 +251,9 @@ class ServerTLS:
 
         Its app data is the TLS protocol, as Twisted's own creators set it: the ALPN callback
         Twisted installs on every context looks the protocol up there, and without it any
-        client offering ALPN (browsers, some IMAP clients) got an internal-error alert."""
-        connection = SSL.Connection(self.getContext(), None)
+        client offering ALPN (browsers, some IMAP clients) got an internal-error alert. Its
+        close does not wait for the client's close_notify (``_ClosingConnection``)."""
+        connection = _ClosingConnection(self.getContext(), None)
         connection.set_app_data(tlsProtocol)
         return connection
 
