@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any, Callable, Coroutine
 
+import pytest
 from twisted.internet import defer, reactor, task
 from twisted.mail import imap4
 from twisted.trial import unittest
@@ -405,3 +406,41 @@ class QuotaTests(CrossProcessBase):
         self.assertEqual((await self.account.quota_usage()).messages, 1)
         self.other()("delete", "Big")
         self.assertEqual((await self.account.quota_usage()).messages, 0)
+
+
+class RecentTests(CrossProcessBase):
+    """RFC 3501 §2.3.2 across processes (issue #17): a message is \\Recent for exactly one
+    session in all processes, whichever process added it (imaptest's ``copy`` with its two
+    connections in different IMAP workers).
+
+    Expected to fail until \\Recent is shared across processes: today it is per process
+    (``Folder.unclaimed_recent``) and messages another process added arrive without it."""
+
+    @pytest.mark.xfail(strict=True, reason="\\Recent is per process (issue #17)")
+    @run
+    async def test_append_by_another_process_is_recent_here(self) -> None:
+        """APPEND in another process (no session open there): the read-write session
+        selected here announces it as RECENT and FETCH FLAGS shows \\Recent."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        other = self.other()
+        other("append", "one")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after APPEND")
+        self.assertEqual(box.getRecentCount(), 1)
+        [(_, msg)] = box.fetch(imap4.MessageSet(1, 1), False)
+        self.assertIn("\\Recent", msg.getFlags())
+
+    @pytest.mark.xfail(strict=True, reason="\\Recent is per process (issue #17)")
+    @run
+    async def test_status_and_examine_do_not_claim(self) -> None:
+        """STATUS and EXAMINE here show another process's message as recent without taking
+        it: the next SELECT still gets it."""
+        other = self.other()
+        other("append", "one")
+        ro = await self.account.select("INBOX", False)
+        assert ro is not None
+        self.assertEqual(ro.requestStatus(["RECENT"]), {"RECENT": 1})
+        self.assertEqual(ro.getRecentCount(), 1)
+        ro.close()
+        box, _ = await self.select()
+        self.assertEqual(box.getRecentCount(), 1)
