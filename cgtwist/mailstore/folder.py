@@ -99,6 +99,7 @@ class Folder(DiskScan):
         # (thread) A read-write session here claims what the running locked operation finds
         # recent: set on the reactor as the operation starts (``_shared``).
         self._claiming = False
+        self._recent_floor = 0  # the shared first recent UID as last applied (``_apply``)
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
@@ -270,7 +271,11 @@ class Folder(DiskScan):
     def _has_claimer(self) -> bool:
         """A selected read-write session (SELECT, not EXAMINE, STATUS or an APPEND target):
         what a locked operation finds recent is its (RFC 3501 §2.3.2)."""
-        return any(v.isWriteable() and v.listeners for v in self.views())
+        for ref in self._views:  # not views(): this runs before every locked operation
+            v = ref()
+            if v is not None and v.rw and v.listeners:
+                return True
+        return False
 
     def confirm_claim(self, view: MaildirMailbox, uids: set[int]) -> None:
         """(reactor) ``view`` took ``uids`` as its \\Recent from what this process held
@@ -545,10 +550,12 @@ class Folder(DiskScan):
             if len(uids) > 1 and uids[-len(ch.added) - 1 :] != sorted(uids[-len(ch.added) - 1 :]):
                 uids.sort()
             self.uids = uids
-        recent = self.unclaimed_recent | ch.recent
-        if ch.first_recent is not None:
-            recent = {u for u in recent if u >= ch.first_recent}  # others claimed the rest
-        self.unclaimed_recent = recent
+        self.unclaimed_recent |= ch.recent
+        if ch.first_recent is not None and ch.first_recent > self._recent_floor:
+            # The shared first recent UID moved (it only grows): below it another process
+            # claimed. Only then a pass over the set, which may hold a whole folder.
+            self._recent_floor = ch.first_recent
+            self.unclaimed_recent = {u for u in self.unclaimed_recent if u >= ch.first_recent}
         for fname in ch.unstale:
             self._stale.pop(fname, None)
         if ch.stale:
