@@ -93,7 +93,13 @@ class Folder(DiskScan):
         self.keywords: dict[int, str] = {}
         self._flag_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
         self._lower_memo: tuple[dict[int, str], dict[str, frozenset[str]]] = (self.keywords, {})
+        # \Recent UIDs no session here claimed yet, as of the last look under the flock
+        # (from the shared first recent UID up: another process may claim them first).
         self.unclaimed_recent: set[int] = set()
+        # (thread) A read-write session here claims what the running locked operation finds
+        # recent: set on the reactor as the operation starts (``_shared``).
+        self._claiming = False
+        self._recent_floor = 0  # the shared first recent UID as last applied (``_apply``)
         self._in_new = 0  # indexed messages whose file lies in new/
         self._names: dict[str, set[str]] = {"new": set(), "cur": set()}  # file names indexed
         self._ul: Optional[uidlist.UidList] = None
@@ -262,6 +268,48 @@ class Folder(DiskScan):
     def _wants_new_moved(self) -> bool:
         return any(v.isWriteable() for v in self.views())
 
+    def _has_claimer(self) -> bool:
+        """A selected read-write session (SELECT, not EXAMINE, STATUS or an APPEND target):
+        what a locked operation finds recent is its (RFC 3501 §2.3.2)."""
+        for ref in self._views:  # not views(): this runs before every locked operation
+            v = ref()
+            if v is not None and v.rw and v.listeners:
+                return True
+        return False
+
+    def confirm_claim(self, view: MaildirMailbox, uids: set[int]) -> None:
+        """(reactor) ``view`` took ``uids`` as its \\Recent from what this process held
+        unclaimed: record the claim in the shared first recent UID under the flock. Those
+        another process claimed first (below that UID by then) ``view`` gives back."""
+        if not uids or self.gone:
+            return
+
+        def done(lost: set[int]) -> None:
+            if lost:
+                view.lost_recent(lost)
+
+        def failed(f: Failure) -> None:
+            if not isinstance(f.value, FolderGone):
+                self.log.failure(
+                    "{account} {folder}: \\Recent claim", f, account=self.account, folder=self.name
+                )
+
+        self._locked(self._claim_blocking, uids).addCallbacks(done, failed)
+
+    def _claim_blocking(self, uids: set[int]) -> set[int]:
+        """(thread, flock held, others' changes applied) Move the shared first recent UID
+        above ``uids``; the ones already below it are another process's."""
+        ul = self._ul
+        if ul is None or self._modseq is None:
+            return set()
+        first = ul.first_recent
+        top = min(max(uids) + 1, ul.uidnext)
+        if top > first:
+            ul.first_recent = top
+            uidlist.save(self.path, ul)
+            self._index.append([index.flags_line(self._modseq.last, [])])  # others look again
+        return {u for u in uids if u < first}
+
     # -- serialised disk work ------------------------------------------------------------------
 
     def _locked(self, fn: Callable[..., object], *args: object) -> defer.Deferred[Any]:
@@ -278,6 +326,7 @@ class Folder(DiskScan):
         here (sessions told), then runs on the state it expects."""
         if self.gone:
             return defer.fail(FolderGone())
+        self._claiming = self._has_claimer()
         d = self._run(self._shared_blocking, scan, fn, args)
 
         def done(result: object) -> object:
@@ -502,6 +551,11 @@ class Folder(DiskScan):
                 uids.sort()
             self.uids = uids
         self.unclaimed_recent |= ch.recent
+        if ch.first_recent is not None and ch.first_recent > self._recent_floor:
+            # The shared first recent UID moved (it only grows): below it another process
+            # claimed. Only then a pass over the set, which may hold a whole folder.
+            self._recent_floor = ch.first_recent
+            self.unclaimed_recent = {u for u in self.unclaimed_recent if u >= ch.first_recent}
         for fname in ch.unstale:
             self._stale.pop(fname, None)
         if ch.stale:
@@ -514,6 +568,11 @@ class Folder(DiskScan):
         if writable:
             claimer = ch.origin if ch.origin in writable else writable[0]
             claimed, self.unclaimed_recent = self.unclaimed_recent, set()
+            if not ch.claimed:
+                self.confirm_claim(claimer, claimed)
+        elif ch.claimed:
+            # Claimed under the flock for a session that has left since: recent for nobody.
+            self.unclaimed_recent = set()
         for v in views:
             v._folder_changed(ch, flag_changes, claimed if v is claimer else set())
         self._compact_if_due()
@@ -866,6 +925,11 @@ class Folder(DiskScan):
                 ch.added.append(Entry(uid, key, "cur", fname, letters, meta, m))
                 ch.recent.add(uid)
                 lines.append(index.record_line(key, uid, m, letters, meta))
+            ch.first_recent = self._ul.first_recent
+            if self._claiming:
+                # Recent for a selected session here: in the same save, nobody else's.
+                self._ul.first_recent = self._ul.uidnext
+                ch.claimed = True
             uidlist.save(self.path, self._ul)
             self._index.append(lines)
             ch.highest = m

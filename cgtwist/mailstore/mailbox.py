@@ -287,8 +287,19 @@ class MaildirMailbox:
     def _claim_recent(self, _: object) -> None:
         # \Recent left unclaimed (seen first by STATUS or EXAMINE) goes to this session.
         if self.rw and self.folder.unclaimed_recent and self.listeners and not self.closed:
-            claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
-            self._recent |= self._present(claimed)
+            self._take_unclaimed()
+
+    def _take_unclaimed(self) -> None:
+        """Take what this process holds unclaimed as this session's \\Recent, at once (no
+        other session here sees it any more), and have the folder record the claim for all
+        processes (``Folder.confirm_claim``), which hands back what another one took first."""
+        claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
+        self._recent |= self._present(claimed)
+        self.folder.confirm_claim(self, claimed)
+
+    def lost_recent(self, uids: set[int]) -> None:
+        """(reactor) Another process's session claimed ``uids`` first: not recent here."""
+        self._recent -= uids
 
     def opened(self) -> MaildirMailbox:
         """The view as first loaded is what SELECT's EXISTS will announce; returns self.
@@ -660,8 +671,7 @@ class MaildirMailbox:
     def addListener(self, listener: Any) -> None:
         self.listeners.append(listener)
         if self.rw and self.folder.unclaimed_recent:
-            claimed, self.folder.unclaimed_recent = self.folder.unclaimed_recent, set()
-            self._recent |= self._present(claimed)
+            self._take_unclaimed()
 
     def removeListener(self, listener: Any) -> None:
         self.listeners.remove(listener)  # ValueError when absent, as IMailbox says

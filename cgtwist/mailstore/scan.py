@@ -63,6 +63,10 @@ class Changes:
         default_factory=dict
     )  # uid -> (sub, fname, letters)
     recent: set[int] = field(default_factory=set)
+    # The folder's shared first recent UID as read under the flock before this operation
+    # (uidlist ``R``): what this process holds unclaimed below it another process claimed.
+    first_recent: Optional[int] = None
+    claimed: bool = False  # this operation moved it to UIDNEXT for a read-write session here
     mtimes: Optional[tuple[int, int]] = None
     suspect: tuple[bool, bool] = (
         False,
@@ -107,6 +111,7 @@ class DiskScan:
     _meta_dirty: set[int]
     _index: FolderIndex
     _modseq: Optional[ModseqAllocator]
+    _claiming: bool
     _stale: dict[str, str]
     _conflicts: set[str]
     _clock: Callable[[], float]
@@ -235,6 +240,13 @@ class DiskScan:
                 mark = index.flags_line(self._modseq.last, [])
         else:
             ul = self._ul
+        assert ul is not None
+        # RFC 3501 §2.3.2 across processes: a message from the shared first recent UID up
+        # that the index (another process's log line, or the log of before a restart) knows
+        # is \Recent for a session here to claim, as an arrival in new/ is; a list rebuilt by
+        # this look knows of none.
+        first_recent = ul.first_recent
+        recent_known = not dirty or not first
         # Other processes' lines read under the lock (Folder._sync_blocking): the UIDs are in
         # the uidlist, and what they logged keeps its MODSEQ here, as in their process.
         others, self._others = self._others or index.Others(), None
@@ -365,8 +377,8 @@ class DiskScan:
             elif r is not None:
                 e.modseq = r.modseq
             ch.added.append(e)
-            if key in arrived:
-                ch.recent.add(ul.uids[key])
+            if key in arrived or (recent_known and r is not None and e.uid >= first_recent):
+                ch.recent.add(e.uid)
         ch.added.sort(key=lambda e: e.uid)
         # Flags changed on disk by someone else (another program, or our own change that the
         # index never heard of before a crash), and messages gone: a new MODSEQ for each.
@@ -403,6 +415,14 @@ class DiskScan:
         if first:
             floor = self._first_tombstones(records, metas, vanished, floor, ul, bump)
             ch.vanished, ch.vanished_floor = vanished, floor
+        ch.first_recent = first_recent
+        if self._claiming and ul.first_recent < ul.uidnext:
+            # A read-write session here takes every recent message (Folder._apply): no
+            # session in any process gets them after it.
+            ul.first_recent = ul.uidnext
+            ch.claimed = dirty = True
+            if not lines and mark is None:
+                lines.append(index.flags_line(modseqs.last, []))  # others look again
         if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes

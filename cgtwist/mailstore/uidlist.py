@@ -5,7 +5,9 @@ UIDVALIDITY and UIDNEXT; it is written atomically (tmp, fsync, rename, fsync dir
 reaches a client, so UIDs are stable across restarts and never reused (RFC 3501 §2.3.1.1).
 ``cgtwist-cache`` held sizes, dates and parsed headers before the index (``index.py``) took
 them over; it is still read once to fill a folder's new index without re-reading its messages.
-The uidlist also holds the MODSEQ reservation (``M``; see ``index.ModseqAllocator``).
+The uidlist also holds the MODSEQ reservation (``M``; see ``index.ModseqAllocator``) and the
+first recent UID (``R``, as Dovecot's index header ``first_recent_uid``): every message from it
+up is \\Recent for the next read-write session in any process to claim it (RFC 3501 §2.3.2).
 Blocking; callers use threads.
 """
 
@@ -40,6 +42,10 @@ class UidList:
     # MODSEQ values up to this one may have been handed out (index.ModseqAllocator): kept
     # here, in the file that is fsynced before a UID or MODSEQ reaches a client.
     modseq_reserved: int = 0
+    # RFC 3501 §2.3.2 across processes: messages from this UID up are \Recent and no
+    # session has claimed them yet; a claim (under the folder's flock) moves it to UIDNEXT.
+    # A file without it (older versions, Dovecot's) has nothing recent: UIDNEXT.
+    first_recent: int = 1
     # The file as this object was read from or written to (``stamp``): another stamp on
     # disk means another process saved it since.
     stamp: Optional[Stamp] = field(default=None, compare=False)
@@ -70,10 +76,12 @@ def load(folder: str) -> Optional[UidList]:
             uidvalidity=fields["V"],
             uidnext=fields["N"],
             modseq_reserved=fields.get("M", 0),
+            first_recent=fields.get("R", fields["N"]),
             stamp=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
         )
         if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1 and ul.modseq_reserved >= 0):
             return None
+        ul.first_recent = min(max(ul.first_recent, 1), ul.uidnext)
         used: set[int] = set()
         for line in lines[1:]:
             if not line:
@@ -107,6 +115,7 @@ def load_dovecot(folder: str) -> Optional[UidList]:
             return None
         fields = {h[0]: h[1:] for h in head[1:] if h}
         ul = UidList(uidvalidity=int(fields["V"]), uidnext=int(fields["N"]))
+        ul.first_recent = ul.uidnext
         if not (0 < ul.uidvalidity <= _MAX_UID and ul.uidnext >= 1):
             return None
         for line in lines[1:]:
@@ -138,6 +147,7 @@ def save(folder: str, ul: UidList) -> None:
     out = [
         f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"
         + (f" M{ul.modseq_reserved}" if ul.modseq_reserved else "")
+        + (f" R{ul.first_recent}" if ul.first_recent != ul.uidnext else "")
     ]
     out.extend(f"{uid} {_quoted(key)}" for key, uid in sorted(ul.uids.items(), key=itemgetter(1)))
     maildir.write_atomic(

@@ -221,6 +221,30 @@ def test_clients_in_different_workers_see_each_others_changes(server: Server) ->
         m.logout()
 
 
+def test_copy_in_one_worker_is_recent_in_the_other(server: Server) -> None:
+    """imaptest's ``copy`` with its sessions in different workers: b has the target
+    selected, a COPYs three messages into it; b's NOOP announces 3 EXISTS and 3 RECENT and
+    FETCH FLAGS shows \\Recent, for b alone (RFC 3501 §2.3.2: exactly one session); a
+    later SELECT in a's worker finds nothing recent any more."""
+    pids = start(server)
+    a, b = one_per_worker(server, pids).values()
+    assert a.create("Target")[0] == "OK"
+    for i in range(3):
+        assert a.append("INBOX", None, None, message(f"copy-{i}"))[0] == "OK"
+    assert b.select("Target")[0] == "OK"
+    assert a.select("INBOX")[0] == "OK"
+    assert a.copy("1:3", "Target")[0] == "OK"
+    noop_until(b, "EXISTS", b"3", "b sees a's COPY")
+    recent = b.response("RECENT")[1]  # SELECT's 0, then the NOOP's
+    assert recent and recent[-1] == b"3", recent
+    typ, data = b.fetch("1:3", "(FLAGS)")
+    assert typ == "OK" and all(b"\\Recent" in x for x in data), data
+    assert a.select("Target")[0] == "OK"
+    assert a.response("RECENT")[1] == [b"0"]  # SELECT flushes the earlier answers
+    for m in (a, b):
+        m.logout()
+
+
 def admitted(server: Server, source: str, tries: int) -> tuple[list[imaplib.IMAP4], int]:
     """Open ``tries`` IMAP connections from ``source``: (those greeted OK, how many were
     refused with the server's ``* BYE Too many connections``)."""

@@ -13,6 +13,10 @@ answers one JSON line per command, flushed at once (``{"ok": ..., ...}``; an exc
 * ``createuse NAME ATTR...``: CREATE NAME (USE (ATTR...)).
 * ``create NAME`` / ``delete NAME`` / ``rename OLD NEW`` / ``subscribe NAME``: the folder tree.
 * ``uidvalidity NAME``: the folder's UIDVALIDITY (selecting it).
+* ``select``: SELECT INBOX and keep it selected (a session in IDLE); answers the RECENT
+  count SELECT would announce (``{"recent": n}``).
+* ``recent``: that session at a command boundary: its UIDs and which of them are \\Recent
+  for it (``{"uids": [...], "recent": [...]}``).
 * ``pop``: take the POP3 maildrop lock and keep it (``{"ok": true}`` or ``{"in_use": true}``).
 * ``room OCTETS LIMIT``: whether APPEND of OCTETS fits an account limit of LIMIT octets.
 """
@@ -45,9 +49,20 @@ def _msg(subject: str) -> bytes:
     return f"From: poke@example.com\r\nSubject: {subject}\r\n\r\nbody {subject}\r\n".encode()
 
 
+class _Idle:
+    """A selected session's listener: takes every change at once, as a client in IDLE."""
+
+    def __init__(self, box: Any) -> None:
+        self.box = box
+
+    def viewChanged(self) -> None:
+        self.box.sync()
+
+
 def main(md: str) -> None:
     account = MaildirAccount(md, "a@example.com", MailboxNotifier())
     held: list[int] = []
+    selected: list[Any] = []
     for line in sys.stdin:
         words = line.split()
         if not words:
@@ -86,6 +101,18 @@ def main(md: str) -> None:
                 box = _result(account.select(args[0], False))
                 out["uidvalidity"] = box.uid_validity
                 box.close()
+            elif op == "select":
+                box = _result(account.select("INBOX", True))
+                out["recent"] = box.getRecentCount()
+                box.addListener(_Idle(box))
+                selected.append(box)
+            elif op == "recent":
+                box = selected[-1]
+                _result(box.refresh())
+                box.sync()
+                msgs = box.fetch(imap4.MessageSet(1, None), True) if box.uids else []
+                out["uids"] = [m.getUID() for _, m in msgs]
+                out["recent"] = [m.getUID() for _, m in msgs if "\\Recent" in m.getFlags()]
             elif op == "pop":
                 try:
                     held.append(pop.acquire_lock(md))

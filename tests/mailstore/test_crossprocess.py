@@ -405,3 +405,88 @@ class QuotaTests(CrossProcessBase):
         self.assertEqual((await self.account.quota_usage()).messages, 1)
         self.other()("delete", "Big")
         self.assertEqual((await self.account.quota_usage()).messages, 0)
+
+
+class RecentTests(CrossProcessBase):
+    """RFC 3501 §2.3.2 across processes (issue #17): a message is \\Recent for exactly one
+    session in all processes, whichever process added it (imaptest's ``copy`` with its two
+    connections in different IMAP workers)."""
+
+    @run
+    async def test_append_by_another_process_is_recent_here(self) -> None:
+        """APPEND in another process (no session open there): the read-write session
+        selected here announces it as RECENT and FETCH FLAGS shows \\Recent."""
+        self.notifier.watch_other_processes()
+        box, idle = await self.select()
+        other = self.other()
+        other("append", "one")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after APPEND")
+        self.assertEqual(box.getRecentCount(), 1)
+        [(_, msg)] = box.fetch(imap4.MessageSet(1, 1), False)
+        self.assertIn("\\Recent", msg.getFlags())
+
+    @run
+    async def test_status_and_examine_do_not_claim(self) -> None:
+        """STATUS and EXAMINE here show another process's message as recent without taking
+        it: the next SELECT still gets it."""
+        other = self.other()
+        other("append", "one")
+        ro = await self.account.select("INBOX", False)
+        assert ro is not None
+        self.assertEqual(ro.requestStatus(["RECENT"]), {"RECENT": 1})
+        self.assertEqual(ro.getRecentCount(), 1)
+        ro.close()
+        box, _ = await self.select()
+        self.assertEqual(box.getRecentCount(), 1)
+
+    @run
+    async def test_exactly_one_session_in_two_processes(self) -> None:
+        """A session selected in each process: an APPEND in either is \\Recent for the
+        session of the process that made it, never for the other one too."""
+        self.notifier.watch_other_processes()
+        other = self.other()
+        self.assertEqual(other("select"), {"ok": True, "recent": 0})
+        box, idle = await self.select()
+        other("append", "there")
+        await self.until(lambda: ("exists", 1) in idle.events, "EXISTS after APPEND there")
+        self.assertEqual(box.getRecentCount(), 0)
+        [uid] = await box.folder.add([(_msg("here"), [], None)], origin=box)
+        box.sync()  # the APPEND's command boundary
+        self.assertEqual(box.getRecentCount(), 1)
+        self.assertIn("\\Recent", box.fetch(imap4.MessageSet(uid), True)[0][1].getFlags())
+        seen = other("recent")
+        self.assertEqual(seen["uids"], [1, uid])
+        self.assertEqual(seen["recent"], [1])
+
+    @run
+    async def test_delivery_is_recent_for_the_process_that_scans_it_first(self) -> None:
+        """A delivery into new/ (no lock) with a session selected in each process: whichever
+        process looks first, exactly one of the two sessions gets \\Recent."""
+        self.notifier.watch_other_processes()
+        other = self.other()
+        other("select")
+        box, idle = await self.select()
+        for n in range(1, 4):
+            maildir.deliver(self.md, _msg(f"d{n}"), to_new=True)
+            other("recent")  # a race with the watch here: either may look first
+            await self.until(lambda n=n: ("exists", n) in idle.events, f"EXISTS {n} here")
+            seen = other("recent")
+            uid = box.uids[-1]
+            here = "\\Recent" in box.fetch(imap4.MessageSet(uid), True)[0][1].getFlags()
+            there = uid in seen["recent"]
+            self.assertEqual((uid in seen["uids"], here + there), (True, 1), f"delivery {n}")
+
+    @run
+    async def test_unclaimed_stays_recent_for_the_next_select_anywhere(self) -> None:
+        """Nobody selected when another process APPENDs: the message stays recent (STATUS
+        says so in both processes) until a SELECT in either claims it, then for no one else."""
+        other = self.other()
+        other("append", "one")
+        ro = await self.account.select("INBOX", False)
+        assert ro is not None
+        self.addCleanup(ro.close)
+        self.assertEqual(ro.requestStatus(["RECENT"]), {"RECENT": 1})
+        self.assertEqual(other("select"), {"ok": True, "recent": 1})
+        self.assertEqual(other("recent")["recent"], [1])
+        box, _ = await self.select()
+        self.assertEqual(box.getRecentCount(), 0)

@@ -106,6 +106,7 @@ class SharedFolderTests(TwoProcessTestBase):
         deliver(self.md, msg("old"))
         a = self.select(account=self.one)
         b = self.select(account=self.two)
+        Recorder().on(a)  # selected there too: a's APPEND is \Recent there, not here
         rec = Recorder().on(b)
         uid = self.add(a, "new", ("\\Seen",))
         result(b.refresh())
