@@ -427,6 +427,8 @@ class FolderWatch:
                 folder=f.name,
                 why=result.getErrorMessage(),
             )
+        if self._folders.get(key) is not w:
+            return  # left (or the watch stopped) while it ran: nothing more to look at
         if w.again:
             w.again = False
             self._wake(key)

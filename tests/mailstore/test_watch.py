@@ -90,6 +90,24 @@ class WatchRuleTests(unittest.TestCase):
         self.clock.settle()
         self.assertLessEqual(scans[0], 1)
 
+    def test_catch_up_ending_after_the_folder_left_schedules_nothing(self) -> None:
+        """A catch-up still running when the folder's last session leaves it: when it ends,
+        no look is scheduled for the folder the watch no longer has (stop() would not cancel
+        it; CI's whole-suite run saw it as a reactor left unclean)."""
+        fw = self.start()
+        account = MaildirAccount(self.md, "a@example.com", self.notifier)
+        box = result(account.select("INBOX", True))
+        self.clock.settle()
+        folder = box.folder
+        entry = fw._folders[id(folder)]
+        entry.busy = True  # its refresh is in flight...
+        box.close()  # ...when the last session leaves: remove()
+        self.assertNotIn(id(folder), fw._folders)
+        folder._suspect = (True, True)  # a look that would want confirming
+        fw._caught_up(None, id(folder), entry, folder)
+        fw.stop()
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()], [])
+
     def test_burst_is_one_catch_up(self) -> None:
         """Five deliveries by another program before the reactor looks cost the rescans one
         delivery costs (the session told of all five at once)."""
