@@ -12,8 +12,6 @@ cgtwist.workers.supervisor.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import secrets
 import sys
 from typing import Callable, Optional
@@ -26,11 +24,11 @@ from cgtwist.imapworker.desk import AccessDesk
 from cgtwist.imapworker.locks import lock_line
 from cgtwist.types import ListenerSpec
 from cgtwist.workers.supervisor import (
-    ChildFDs,
     ChildSpec,
     ProcessReactor,
     Supervisor,
     WorkerProcess,
+    listener_child,
 )
 
 PROTOCOLS = frozenset({"imap", "pop3"})
@@ -86,22 +84,14 @@ class IMAPWorkers(Supervisor):
     def child(self, index: int) -> Optional[ChildSpec]:
         if not self.sockets:
             return None
-        fds: ChildFDs = {0: "w", 1: "r", 2: "r"}
-        listeners = []
-        for child_fd, (fd, spec) in enumerate(self.sockets, start=3):
-            fds[child_fd] = fd
-            listeners.append(dict(dataclasses.asdict(spec), fd=child_fd))
-        spec_json = json.dumps(
-            {
-                "config": dataclasses.asdict(self.cfg),
-                "listeners": listeners,
-                "index": index,
-                "key": self.key.hex(),
-            }
+        return listener_child(
+            self.executable,
+            "cgtwist.imapworker.child",
+            self.cfg,
+            self.sockets,
+            index,
+            key=self.key.hex(),
         )
-        env = dict(os.environ)
-        env["CGTWIST_WORKER"] = spec_json
-        return [self.executable, "-m", "cgtwist.imapworker.child"], env, fds
 
     def line(self, proc: WorkerProcess, line: bytes) -> None:
         self.desk.line(proc, proc.send, line)

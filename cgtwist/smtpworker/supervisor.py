@@ -12,8 +12,6 @@ shared process handling of cgtwist.workers.supervisor.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -27,10 +25,10 @@ from cgtwist.workers.supervisor import (
     KILL_WAIT,
     RESTART_DELAYS,
     STOP_MARGIN,
-    ChildFDs,
     ChildSpec,
     Supervisor,
     WorkerProcess,
+    listener_child,
 )
 
 __all__ = ["KILL_WAIT", "RESTART_DELAYS", "STOP_MARGIN", "SMTPWorkers", "_WorkerProcess"]
@@ -105,18 +103,10 @@ class SMTPWorkers(Supervisor):
     def child(self, index: int) -> Optional[ChildSpec]:
         if not self.sockets:
             return None
-        fds: ChildFDs = {0: "w", 1: "r", 2: "r"}
-        listeners = []
-        for child_fd, (fd, spec) in enumerate(self.sockets, start=3):
-            fds[child_fd] = fd
-            listeners.append(dict(dataclasses.asdict(spec), fd=child_fd))
-        spec_json = json.dumps(
-            {"config": dataclasses.asdict(self.cfg), "listeners": listeners, "index": index}
-        )
-        env = dict(os.environ)
-        env["CGTWIST_WORKER"] = spec_json
         self._last_count = None  # the new worker hears the queue size at the next tick
-        return [self.executable, "-m", "cgtwist.smtpworker.child"], env, fds
+        return listener_child(
+            self.executable, "cgtwist.smtpworker.child", self.cfg, self.sockets, index
+        )
 
     def line(self, proc: WorkerProcess, line: bytes) -> None:
         if line.startswith(b"Q "):

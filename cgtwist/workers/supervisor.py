@@ -12,7 +12,9 @@ cgtwist.smtpworker.supervisor for receiving, cgtwist.outworker.supervisor for de
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import signal
 import sys
 from typing import Callable, Mapping, Optional, Protocol, Sequence, Union
@@ -23,7 +25,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
+from cgtwist.config import BootstrapConfig
 from cgtwist.logs import Logger
+from cgtwist.types import ListenerSpec
 
 STOP_MARGIN = 5.0  # after its own drain grace, a stopping worker closes its store and pools
 KILL_WAIT = 5.0  # after SIGKILL, how long the server waits to see the worker end
@@ -31,6 +35,31 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 ChildFDs = dict[int, Union[int, str]]
 ChildSpec = tuple[list[str], dict[str, str], ChildFDs]  # argv, environment, childFDs
+
+
+def listener_child(
+    executable: str,
+    module: str,
+    cfg: BootstrapConfig,
+    sockets: Sequence[tuple[int, ListenerSpec]],
+    index: int,
+    **extra: object,
+) -> ChildSpec:
+    """A worker child serving the server's listening ``sockets`` ([(fd, ListenerSpec)]):
+    ``python -m module``, each socket passed as fd 3, 4, ... and described with the bootstrap
+    config ``cfg``, the worker's ``index`` and ``extra`` fields in ``CGTWIST_WORKER`` (JSON,
+    read by cgtwist.smtpworker.child.decode_spec). The one spec the SMTP and the IMAP/POP3
+    workers share, so both children read what both supervisors write."""
+    fds: ChildFDs = {0: "w", 1: "r", 2: "r"}
+    listeners = []
+    for child_fd, (fd, spec) in enumerate(sockets, start=3):
+        fds[child_fd] = fd
+        listeners.append(dict(dataclasses.asdict(spec), fd=child_fd))
+    env = dict(os.environ)
+    env["CGTWIST_WORKER"] = json.dumps(
+        {"config": dataclasses.asdict(cfg), "listeners": listeners, "index": index, **extra}
+    )
+    return [executable, "-m", module], env, fds
 
 
 class ProcessReactor(Protocol):
