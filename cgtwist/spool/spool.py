@@ -429,6 +429,11 @@ class Spool:
         except KeyError as e:
             return defer.fail(e)
 
+        # A message known to have no journal (stored or adopted here, or found without one
+        # by recover, and not journaled since: ``record`` says so before its append) is
+        # not looked for one: an open that fails, per message of a drain after a restart.
+        journal = msg_id not in self._no_journal
+
         def read() -> tuple[SpoolEntry, int]:
             try:
                 raw = read_whole(msg)
@@ -436,10 +441,13 @@ class Spool:
                 raise KeyError(msg_id) from None
             env, queued, data = fmt.decode(msg_id, raw)
             entry = SpoolEntry(msg_id, env, queued, data if with_data else None)
-            try:
-                records, bad = fmt.parse_journal(read_whole(jrn))
-            except FileNotFoundError:
-                records, bad = [], 0
+            records: list[dict[str, Any]] = []
+            bad = 0
+            if journal:
+                try:
+                    records, bad = fmt.parse_journal(read_whole(jrn))
+                except FileNotFoundError:
+                    pass
             fmt.apply_journal(entry, records)
             return entry, bad
 
@@ -755,6 +763,10 @@ class Spool:
                     dir=self.corrupt_dir,
                 )
             self._count = len(ids)
+            # Those without a journal are removed without one (no fsync of Queue/ before a
+            # journal goes, no unlink of a .jrn that is not there: ``remove``), as a message
+            # stored since the start is.
+            self._no_journal.update(i for i in ids if i not in result.journaled)
             self.log.info(
                 "spool: recovered {n} message(s), {bad} quarantined, {finished} "
                 "finished before the restart removed",
