@@ -43,7 +43,10 @@ from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName, Recipient
 
-_LOADERS = 8  # spool reads in flight while filling the active window
+# While filling the active window: batches of spool reads in flight (one thread job each,
+# Spool.load_entries), and messages per batch.
+_LOADERS = 2
+_LOAD_BATCH = 32
 
 
 @implementer(IQueue)
@@ -120,7 +123,8 @@ class QueueManager:
         self._queues = self.scheduler.queues
         self._msgs: dict[str, Msg] = {}
         self._backlog: deque[str] = deque()
-        self._loading = 0
+        self._loading = 0  # messages being read from the spool
+        self._batches = 0  # their batches (thread jobs)
         self._inflight: set[defer.Deferred[Any]] = set()
         self._stopped = False
         self._refilling = False
@@ -240,35 +244,55 @@ class QueueManager:
     def _refill_loop(self) -> None:
         while (
             self._backlog
-            and self._loading < _LOADERS
+            and self._batches < _LOADERS
             and len(self._msgs) + self._loading < self.settings.window()
             and not self._stopped
         ):
-            msg_id = self._backlog.popleft()
-            if msg_id in self._msgs:
+            room = self.settings.window() - len(self._msgs) - self._loading
+            batch: list[str] = []
+            while self._backlog and len(batch) < min(room, _LOAD_BATCH):
+                msg_id = self._backlog.popleft()
+                if msg_id not in self._msgs:
+                    batch.append(msg_id)
+            if not batch:
                 continue
-            self._loading += 1
+            self._loading += len(batch)
+            self._batches += 1
             # The whole file is read either way: keep its bytes for the first attempt (within
             # the data budget) instead of reading the file a second time for it.
-            d = defer.maybeDeferred(self.spool.load_entry, msg_id)
-            d.addCallbacks(self._loaded, self._load_failed, errbackArgs=(msg_id,))
+            d = self.spool.load_entries(batch)
+            d.addCallbacks(
+                self._loaded, self._load_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            )
 
-    def _loaded(self, entry: SpoolEntry) -> Any:
-        self._loading -= 1
-        m = self._from_entry(entry)
-        if not m.held:  # a held message waits for its release: no bytes held meanwhile
-            self.data.keep(m, entry.data)
-        d = self._activate(m)
+    def _loaded(self, results: list[Any], batch: list[str]) -> None:
+        """A batch read: each message activated (routed and queued), each failure logged."""
+        self._batches -= 1
+        self._loading -= len(batch)
+        for msg_id, result in zip(batch, results, strict=True):
+            if isinstance(result, Failure):
+                self._load_error(result, msg_id)
+            elif msg_id not in self._msgs:  # (the administrator may have loaded it meanwhile)
+                m = self._from_entry(result)
+                if not m.held:  # a held message waits for its release: no bytes held meanwhile
+                    self.data.keep(m, result.data)
+                self._activate(m)
         self._refill()
-        return d
 
     def _from_entry(self, entry: SpoolEntry) -> Msg:
         m = Msg(entry.msg_id, entry.envelope, entry.queued, None, entry.held, set(entry.bounced))
         m.warned = any(h.get("res") == "warned" for h in entry.history)
         return m
 
-    def _load_failed(self, f: Failure, msg_id: str) -> None:
-        self._loading -= 1
+    def _load_failed(self, f: Failure, batch: list[str]) -> None:
+        """The batch's thread job itself failed (the pool is stopping): its ids are not
+        loaded now; the next start's recovery finds them."""
+        self._batches -= 1
+        self._loading -= len(batch)
+        self._load_error(f, ", ".join(batch[:3]) + (" ..." if len(batch) > 3 else ""))
+        self._refill()
+
+    def _load_error(self, f: Failure, msg_id: str) -> None:
         if isinstance(f.value, (SpoolCorrupt, KeyError)):
             self.log.warn(
                 "queue: {msg_id} could not be loaded ({why}); skipped",
@@ -277,7 +301,6 @@ class QueueManager:
             )
         else:
             self.log.failure("queue: loading {msg_id} failed", f, msg_id=msg_id)
-        self._refill()
 
     # -- routing (CommuniGate's Enqueuer: Router, then logical queues) ----------------------
     def _route(self, m: Msg) -> defer.Deferred[None]:

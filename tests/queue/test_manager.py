@@ -365,6 +365,23 @@ class WindowTests(QueueTestCase):
         self.assertEqual(len(self.local.calls), 10)
 
 
+class CountingPool(SyncPool):
+    """SyncPool counting the thread jobs that read one message file or more (``reads`` is
+    called by the test's wrapper of the spool's ``read_whole``)."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self._read = False
+
+    def reads(self) -> None:
+        self._read = True
+
+    def callInThreadWithCallback(self, onResult: Any, func: Any, *args: Any, **kw: Any) -> None:
+        self._read = False
+        super().callInThreadWithCallback(onResult, func, *args, **kw)
+        self.loads += self._read
+
+
 class RecoveryTests(QueueTestCase):
     def test_restart_resumes_only_unfinished_recipients(self) -> None:
         """After a crash mid-way, recipients already delivered are not delivered again."""
@@ -415,6 +432,39 @@ class RecoveryTests(QueueTestCase):
         self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids[:2]))
         self.assertEqual(sorted(reads), sorted(f"{i}.msg" for i in ids))
         self.assertIsNone(manager2.find(ids[2]).data)  # type: ignore[union-attr]
+
+    def test_a_restarts_queue_is_read_in_few_thread_jobs(self) -> None:
+        """After a restart the active window fills from the spool in batches, one thread job
+        each (Spool.load_entries), not one per message: 70 messages in at most 3 jobs (each
+        job's threads fought the reactor for the GIL, ~50 futex calls per message). A
+        damaged file among them is quarantined and skipped; the others are delivered."""
+        ids = [
+            self.successResultOf(self.spool.store(env(f"u{i}@example.org"), b"Subject: t\r\n\r\nx"))
+            for i in range(70)
+        ]
+        path = os.path.join(self.base, "Queue", ids[5] + ".msg")
+        with open(path, "r+b") as f:
+            f.seek(60)
+            f.write(b"X")
+        import cgtwist.spool.spool as spool_module
+
+        pool = CountingPool()
+        real = spool_module.read_whole
+
+        def counting(path: str) -> bytes:
+            if path.endswith(".msg"):
+                pool.reads()
+            return real(path)
+
+        self.patch(spool_module, "read_whole", counting)
+        manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=pool))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager2.start()), 70)
+        self.pump()
+        self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids[:5] + ids[6:]))
+        self.assertLessEqual(pool.loads, 3)
+        self.assertTrue(
+            os.path.exists(os.path.join(self.base, "Queue", "corrupt", ids[5] + ".msg"))
+        )
 
     def test_bouncer_failure_retried_message_kept(self) -> None:
         """If the failure report cannot be sent, the message stays and the report is retried."""
