@@ -35,6 +35,7 @@ class WorkerSMTPDelivery(DeliveryAgent):
     ``on_attempt(msg_id, Attempt)`` as SMTPDelivery's (the AttemptLog's ``note``)."""
 
     module = "SMTP"
+    logs_deliveries = True  # the worker's (or the local agent's) status= line, relayed
 
     def __init__(
         self,

@@ -568,7 +568,10 @@ class QueueManager:
         the retry (or expiry) of the rest, journal it, then feed the outcome back."""
         now = self.clock.seconds()
         copies = outcome(result, lq.name, m, copies)
-        pending, delivered = record(lq.name, m, job, copies)
+        agent = self.agents.get(lq.name.module)
+        pending, delivered = record(
+            lq.name, m, job, copies, getattr(agent, "logs_deliveries", False)
+        )
         when = retry_or_expire(self.settings, lq.name, m, job, pending, now)
         if when is None:
             pending = []

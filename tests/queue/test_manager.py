@@ -41,6 +41,36 @@ class DeliveryTests(QueueTestCase):
         self.assertEqual(self.spooled(), [])
         self.assertNotIn(msg_id, self.manager._msgs)
 
+    def test_a_delivery_the_agent_logged_is_not_logged_again_at_info(self) -> None:
+        """An agent that logs each delivery itself (SMTP's to=<...> relay=... status= line,
+        ``logs_deliveries``) makes the queue's line for a delivered recipient a debug one:
+        one info line per delivery. A failure keeps the queue's info line, and an agent that
+        logs nothing (LOCAL here) keeps it for its deliveries too."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.smtp.logs_deliveries = True  # type: ignore[attr-defined]
+        self.smtp.behaviour = lambda q, r: (
+            ("failed", "550 5.1.1 no") if r.address.startswith("x") else ("delivered", "250 ok")
+        )
+        self.submit(env("a@example.com", "c@remote.example", "x@remote.example"))
+        self.pump()
+        lines = {
+            (e["rcpt"], e["state"]): e["log_level"]
+            for e in events
+            if "{rcpt}> {queue} {state}" in str(e.get("log_format"))
+        }
+        self.assertEqual(
+            lines,
+            {
+                ("a@example.com", "delivered"): LogLevel.info,
+                ("c@remote.example", "delivered"): LogLevel.debug,
+                ("x@remote.example", "failed"): LogLevel.info,
+            },
+        )
+
     def test_agent_is_given_its_parsed_queue(self) -> None:
         """Each attempt names its logical queue as a QueueName (module + queue), so no agent
         parses it out of the recipients' route text."""
