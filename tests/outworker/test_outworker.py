@@ -14,6 +14,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from cgtwist.delivery.agent import DeliveryAgent
 from cgtwist.delivery.smtp import Attempt
 from cgtwist.outworker import wire
 from cgtwist.outworker.agent import WORKER_ENDED, WorkerSMTPDelivery
@@ -323,8 +324,10 @@ class DirectWriteTests(unittest.TestCase):
         self.assertRaises(BlockingIOError, os.read, self.r, 65536)
 
 
-class _Local:
+class _Local(DeliveryAgent):
     """The in-process agent, for the fallback."""
+
+    module = "SMTP"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -411,6 +414,22 @@ class AgentTests(unittest.TestCase):
         p.processEnded(Failure(ProcessTerminated(signal=9)))
         got = self.successResultOf(d)
         self.assertEqual([(r.state, r.detail) for r in got], [("pending", WORKER_ENDED)] * 2)
+
+    def test_a_bug_in_the_hand_off_leaves_recipients_pending_with_a_traceback(self) -> None:
+        """The agent's guard (DeliveryAgent's) holds without its coroutine too: an exception
+        while handing the attempt over is logged and the recipients are retried, not lost."""
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("bug")
+
+        self.workers.submit = broken  # type: ignore[method-assign, assignment]
+        env = envelope()
+        got = self.successResultOf(
+            self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        )
+        self.assertEqual({r.state for r in got}, {"pending"})
+        self.assertIn("internal error during delivery (RuntimeError)", got[0].detail)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class _FakeAgent:
