@@ -242,13 +242,15 @@ class QueueManager:
             self._refilling = False
 
     def _refill_loop(self) -> None:
-        while (
-            self._backlog
-            and self._batches < _LOADERS
-            and len(self._msgs) + self._loading < self.settings.window()
-            and not self._stopped
-        ):
-            room = self.settings.window() - len(self._msgs) - self._loading
+        # Once the window is full, each message that leaves makes room for one: a batch is
+        # only started when room for a whole one (or for the rest of the backlog) is free,
+        # else a full window went back to one thread job per message. A small window
+        # (tests, a tiny server) waits for a quarter of itself at most.
+        window = self.settings.window()
+        while self._backlog and self._batches < _LOADERS and not self._stopped:
+            room = window - len(self._msgs) - self._loading
+            if room < min(_LOAD_BATCH, max(1, window // 4), len(self._backlog)):
+                break
             batch: list[str] = []
             while self._backlog and len(batch) < min(room, _LOAD_BATCH):
                 msg_id = self._backlog.popleft()

@@ -412,6 +412,36 @@ class CountingPool(SyncPool):
         self.loads += self._read
 
 
+class FullWindowRefillTests(QueueTestCase):
+    overrides = {"queue.active_window": 64}
+
+    def test_a_full_window_is_refilled_in_batches_not_one_read_per_message(self) -> None:
+        """With the active window full, each message that leaves makes room for one more: the
+        manager waits for room for a batch (a quarter of this window) before reading, so the
+        backlog of 200 messages is read in about a dozen thread jobs, not one per message
+        that left; every message is delivered."""
+        import cgtwist.spool.spool as spool_module
+
+        ids = [
+            self.successResultOf(self.spool.store(env(f"u{i}@example.org"), b"Subject: t\r\n\r\nx"))
+            for i in range(200)
+        ]
+        pool = CountingPool()
+        real = spool_module.read_whole
+
+        def counting(path: str) -> bytes:
+            if path.endswith(".msg"):
+                pool.reads()
+            return real(path)
+
+        self.patch(spool_module, "read_whole", counting)
+        manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=pool))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager2.start()), 200)
+        self.pump()
+        self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids))
+        self.assertLessEqual(pool.loads, 20)
+
+
 class RecoveryTests(QueueTestCase):
     def test_restart_resumes_only_unfinished_recipients(self) -> None:
         """After a crash mid-way, recipients already delivered are not delivered again."""
