@@ -315,9 +315,11 @@ class QueueManager:
             return defer.succeed(None)
         m.running += 1
 
-        def routed(temp: list[tuple[int, str]]) -> defer.Deferred[None]:
+        def routed(temp: list[tuple[int, str]]) -> Optional[defer.Deferred[None]]:
             if temp:
                 self._route_later(m, max(temp)[1])  # the last recipient's, as they were asked
+            if all(r.state == PENDING for r in rcpts):
+                return None  # nothing settled (a route alone is not journaled): no update
             return self.spool.update(m.msg_id, m.envelope)
 
         def done(result: object) -> None:
@@ -411,17 +413,19 @@ class QueueManager:
         job.running = True
         m.running += 1
         self.scheduler.started(lq)
-        d = self.data.load(m)
 
         def attempt(data: bytes) -> defer.Deferred[list[Recipient]]:
-            # The agent's failure is told apart here: only the load above may say the
+            # The agent's failure is told apart here: only the load below may say the
             # message is gone (a KeyError raised by an agent's bug is just a failed attempt).
             run = defer.maybeDeferred(
                 agent.deliver, m.msg_id, m.envelope, data, copies, queue=lq.name
             )
             return run.addErrback(crashed, lq.name, m, copies)
 
-        d.addCallback(attempt)
+        if m.data is not None:  # in memory (a new message's first attempts): no load step
+            d = attempt(m.data)
+        else:
+            d = self.data.load(m).addCallback(attempt)
         d.addBoth(self._delivered, lq, m, job, copies)
         self._track(d)
 
@@ -565,7 +569,7 @@ class QueueManager:
     # qmgr_defer) ------------------------------------------------------------------------------
     def _delivered(
         self, result: Any, lq: LogicalQueue, m: Msg, job: Job, copies: list[Recipient]
-    ) -> defer.Deferred[None]:
+    ) -> Optional[defer.Deferred[None]]:
         """An attempt of ``job`` in ``lq`` came back: record each recipient's result, decide
         the retry (or expiry) of the rest, journal it, then feed the outcome back."""
         now = self.clock.seconds()
@@ -580,7 +584,11 @@ class QueueManager:
         if self.stats is not None:
             self._count(m, job)
         self._queue_health(lq, m, pending, delivered, now)
-        return self._journal(lq, m, job, now).addBoth(
+        written = self._journal(lq, m, job, now)
+        if written is None:  # nothing to journal (delivered to everyone): on at once
+            self._feed_back(None, lq, m, job, bool(pending), when, now)
+            return None
+        return written.addBoth(
             lambda res: self._feed_back(res, lq, m, job, bool(pending), when, now)
         )
 
@@ -615,8 +623,11 @@ class QueueManager:
             )
             self.scheduler.suspend(lq)
 
-    def _journal(self, lq: LogicalQueue, m: Msg, job: Job, now: float) -> defer.Deferred[None]:
-        """Write the attempt's results (and the host attempts kept meanwhile) to the journal.
+    def _journal(
+        self, lq: LogicalQueue, m: Msg, job: Job, now: float
+    ) -> Optional[defer.Deferred[None]]:
+        """Write the attempt's results (and the host attempts kept meanwhile) to the journal;
+        None when there is nothing to write.
 
         While one write of the message is on its way, the results of its other attempts
         that come back meanwhile are written together after it, with one append and one
@@ -629,7 +640,7 @@ class QueueManager:
             # Queue/finished/ durably (Spool.remove, a group commit), so a crash after that
             # does not deliver it again; one before it does, as at-least-once allows.
             self.attempts.take(m.msg_id)
-            return defer.succeed(None)
+            return None
         history = {
             "k": "a",
             "t": now,

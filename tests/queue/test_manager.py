@@ -412,6 +412,44 @@ class CountingPool(SyncPool):
         self.loads += self._read
 
 
+class RoutingJournalTests(QueueTestCase):
+    def test_routing_that_settles_nothing_writes_no_journal(self) -> None:
+        """A new message whose recipients are all routed and still pending has nothing to
+        journal (a route is worked out again after a restart): no journal update for it,
+        where each new message used to cost one (an empty one: a Deferred and a diff of all
+        its recipients on the reactor)."""
+        updates: list[str] = []
+        real = self.spool.update
+
+        def counting(msg_id: str, *args: Any, **kw: Any) -> Any:
+            updates.append(msg_id)
+            return real(msg_id, *args, **kw)
+
+        self.patch(self.spool, "update", counting)
+        self.smtp.behaviour = lambda q, r: None  # the attempt hangs: only routing journals
+        self.submit(env("a@remote.example", "b@other.example"))
+        self.pump()
+        self.assertEqual(updates, [])
+        self.assertEqual(len(self.smtp.calls), 2)
+
+    def test_recipients_settled_by_server_rules_or_the_router_are_journaled(self) -> None:
+        """A recipient the Server Rules rejected, or the Router refused, is journaled with
+        the routing of the others, so a restart does not try it again."""
+
+        def rules(msg_id: str, envelope: Envelope, data: object) -> None:
+            envelope.recipients[0].state = "failed"
+            envelope.recipients[0].detail = "5.7.1 rejected by a rule"
+
+        self.manager = self.make_manager(server_rules=rules)
+        self.smtp.behaviour = lambda q, r: None
+        msg_id = self.submit(env("a@remote.example", "b@remote.example", "error@example.com"))
+        self.pump()
+        entry = self.successResultOf(self.spool.load_entry(msg_id, with_data=False))
+        self.assertEqual(
+            [r.state for r in entry.envelope.recipients], ["failed", "pending", "failed"]
+        )
+
+
 class FullWindowRefillTests(QueueTestCase):
     overrides = {"queue.active_window": 64}
 
