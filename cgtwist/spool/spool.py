@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
@@ -67,6 +67,8 @@ from cgtwist.typedtwisted import current_failure, failure_of
 from cgtwist.types import Envelope
 
 T = TypeVar("T")
+# One message's result of ``Spool.load_entries``: its entry, or why it could not be read.
+Loaded = Union[SpoolEntry, Failure]
 # Told of each message ``store`` made durable: ``on_stored(msg_id, envelope, data)``.
 OnStored = Callable[[str, Envelope, bytes], Any]
 _counter = itertools.count(1)  # process-wide; next() is atomic under the GIL
@@ -429,14 +431,18 @@ class Spool:
         except KeyError as e:
             return defer.fail(e)
 
-        def first(results: list[Any]) -> Any:
-            return results[0]  # a Failure is raised on by the callback chain
+        def first(results: list[Loaded]) -> SpoolEntry:
+            result = results[0]
+            if isinstance(result, Failure):
+                result.raiseException()
+            assert isinstance(result, SpoolEntry)
+            return result
 
         return self.load_entries([msg_id], with_data).addCallback(first)
 
     def load_entries(
         self, msg_ids: Sequence[str], with_data: bool = True
-    ) -> defer.Deferred[list[Any]]:
+    ) -> defer.Deferred[list[Loaded]]:
         """Fire with one result per id, in order: its SpoolEntry, or a Failure (KeyError for
         a message that is not there or an invalid id, SpoolCorrupt for a damaged file, which
         is quarantined before this fires). All of them read in one thread job: a queue that
@@ -466,8 +472,8 @@ class Spool:
             fmt.apply_journal(entry, records)
             return entry, bad
 
-        def read() -> list[Any]:
-            out: list[Any] = []
+        def read() -> list[Union[tuple[SpoolEntry, int], Failure]]:
+            out: list[Union[tuple[SpoolEntry, int], Failure]] = []
             for msg_id, journal in wanted:
                 try:
                     out.append(read_one(msg_id, journal))
@@ -475,8 +481,10 @@ class Spool:
                     out.append(current_failure())
             return out
 
-        def loaded(results: list[Any]) -> Any:
-            out: list[Any] = []
+        def loaded(
+            results: list[Union[tuple[SpoolEntry, int], Failure]],
+        ) -> Union[list[Loaded], defer.Deferred[list[Loaded]]]:
+            out: list[Loaded] = []
             quarantines = []
             for (msg_id, _), result in zip(wanted, results, strict=True):
                 if isinstance(result, Failure):
