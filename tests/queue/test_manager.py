@@ -71,6 +71,27 @@ class DeliveryTests(QueueTestCase):
             },
         )
 
+    def test_a_message_delivered_to_everyone_leaves_with_a_debug_line(self) -> None:
+        """Each delivery has its info line; a message delivered to every recipient leaves
+        the queue with a debug line only, one that failed somewhere with an info line."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.smtp.behaviour = lambda q, r: (
+            ("failed", "550 5.1.1 no") if r.address.startswith("x") else ("delivered", "250 ok")
+        )
+        ok = self.submit(env("a@remote.example", "b@example.com"))
+        bad = self.submit(env("x@remote.example"))
+        self.pump()
+        left = {
+            e["msg_id"]: e["log_level"]
+            for e in events
+            if "left the queue" in str(e.get("log_format"))
+        }
+        self.assertEqual(left, {ok: LogLevel.debug, bad: LogLevel.info})
+
     def test_agent_is_given_its_parsed_queue(self) -> None:
         """Each attempt names its logical queue as a QueueName (module + queue), so no agent
         parses it out of the recipients' route text."""
