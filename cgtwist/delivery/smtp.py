@@ -109,6 +109,7 @@ class SMTPDelivery(DeliveryAgent):
     """
 
     module = "SMTP"
+    logs_deliveries = True  # the to=<...> relay=... status= line of each recipient (_run)
 
     def __init__(
         self,

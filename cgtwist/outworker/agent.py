@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.delivery.agent import DeliveryAgent, settle
@@ -22,6 +24,7 @@ from cgtwist.delivery.smtp import Attempt, SMTPDelivery, domain_of
 from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.outworker.supervisor import OutboundWorkers
+from cgtwist.outworker.wire import Result
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.smtp")
@@ -35,6 +38,7 @@ class WorkerSMTPDelivery(DeliveryAgent):
     ``on_attempt(msg_id, Attempt)`` as SMTPDelivery's (the AttemptLog's ``note``)."""
 
     module = "SMTP"
+    logs_deliveries = True  # the worker's (or the local agent's) status= line, relayed
 
     def __init__(
         self,
@@ -45,6 +49,36 @@ class WorkerSMTPDelivery(DeliveryAgent):
         self.workers = workers
         self.local = local
         self.on_attempt = on_attempt
+
+    def deliver(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName] = None,
+    ) -> defer.Deferred[list[Recipient]]:
+        """DeliveryAgent.deliver without its coroutine when a worker takes the attempt: the
+        hand-off, then one callback for the answer, instead of the coroutine pair
+        (``_guarded`` awaiting ``attempt`` awaiting the answer) and the Deferreds Twisted
+        makes to drive them, per message on the server's reactor. Its guard stays: an
+        exception while handing over or reading the answer leaves the recipients pending
+        with a traceback."""
+        if not recipients:
+            return defer.succeed(recipients)
+        if queue is None:
+            queue = QueueName.parse(recipients[0].route)
+        try:
+            domain = domain_of(queue, recipients[0])
+            answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
+        except Exception:
+            answer = defer.fail()
+            domain = str(queue)
+        if answer is None:
+            return self.local.deliver(msg_id, envelope, data, recipients, queue)
+        d = answer.addCallback(self._answered, msg_id, domain, recipients)
+        d.addErrback(self._crashed, msg_id, queue, recipients)
+        return d
 
     async def attempt(
         self,
@@ -58,7 +92,13 @@ class WorkerSMTPDelivery(DeliveryAgent):
         answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
         if answer is None:
             return await self.local.attempt(msg_id, envelope, data, recipients, queue)
-        result = await answer
+        return self._answered(await answer, msg_id, domain, recipients)
+
+    def _answered(
+        self, result: Optional[Result], msg_id: str, domain: str, recipients: list[Recipient]
+    ) -> list[Recipient]:
+        """The worker's answer (None: it ended first) as the recipients' states, and its hosts
+        tried as the queue's history (``on_attempt``)."""
         if result is None:
             log.info(
                 "{msg_id}: SMTP({queue}) deferred: {detail}",
@@ -76,3 +116,17 @@ class WorkerSMTPDelivery(DeliveryAgent):
                 except Exception:
                     log.failure("attempt recorder failed")
         return recipients
+
+    def _crashed(
+        self, f: Failure, msg_id: str, queue: Optional[QueueName], recipients: list[Recipient]
+    ) -> list[Recipient]:
+        """DeliveryAgent's guard: a bug never loses the recipients, they are retried."""
+        log.failure(
+            "{msg_id}: {module} delivery to {queue} crashed",
+            f,
+            msg_id=msg_id,
+            module=self.module,
+            queue=str(queue),
+        )
+        name = f.type.__name__ if isinstance(f.type, type) else "error"
+        return settle(recipients, "pending", f"4.3.0 internal error during delivery ({name})")

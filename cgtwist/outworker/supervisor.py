@@ -80,6 +80,9 @@ class OutboundWorkers(Supervisor):
         # leaving the attempts in a pipe nobody reads yet.
         self._ready: set[WorkerProcess] = set()
         self._prober: Optional[IDelayedCall] = None
+        # Attempts handed over in this reactor turn, per worker, written at its end (_flush)
+        self._unsent: dict[WorkerProcess, list[tuple[int, bytes]]] = {}
+        self._flush_call: Optional[IDelayedCall] = None
 
     def configure(self, n: int) -> defer.Deferred[None]:
         """Run ``n`` workers: start or stop the difference; to those kept, the settings."""
@@ -107,6 +110,9 @@ class OutboundWorkers(Supervisor):
     def stop(self) -> defer.Deferred[None]:
         if self._prober is not None and self._prober.active():
             self._prober.cancel()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+            self._flush()  # what they were given is answered (aborted: pending) as they stop
         return super().stop()
 
     # -- liveness --------------------------------------------------------------------------------
@@ -210,14 +216,33 @@ class OutboundWorkers(Supervisor):
                 n=len(recipients),
             )
             return None
+        if proc.transport is None or proc.pid is None:
+            return None
         self._next += 1
         n = self._next
         out = _Outstanding(proc.index, defer.Deferred(), len(recipients))
         self._outstanding[n] = out
-        if not _send_now(proc, frame):
-            del self._outstanding[n]
-            return None
+        self._unsent.setdefault(proc, []).append((n, frame))
+        if self._flush_call is None:
+            self._flush_call = self.reactor.callLater(0, self._flush)
         return out.answer
+
+    def _flush(self) -> None:
+        """The attempts handed over in the last reactor turn, into each worker's pipe with one
+        write (``fastwrite.write_child_now``). One write per attempt woke the worker for each
+        (on 2 cores a woken worker preempts the server's reactor): 1 ms of the server's
+        reactor time in 7 per attempt went into those writes (cProfile of an outbound drain).
+        A worker that ended meanwhile, or whose pipe refuses the write, has those attempts
+        answered None (retried), as if it had ended after taking them."""
+        self._flush_call = None
+        unsent, self._unsent = self._unsent, {}
+        for proc, frames in unsent.items():
+            if _send_now(proc, b"".join(frame for _, frame in frames)):
+                continue
+            for n, _ in frames:
+                out = self._outstanding.pop(n, None)
+                if out is not None:
+                    out.answer.callback(None)
 
     def line(self, proc: WorkerProcess, line: bytes) -> None:
         """A worker's answer; a line that is not one is logged and dropped (the attempt it

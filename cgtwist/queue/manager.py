@@ -43,7 +43,10 @@ from cgtwist.spool.format import SpoolCorrupt, SpoolEntry
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, QueueName, Recipient
 
-_LOADERS = 8  # spool reads in flight while filling the active window
+# While filling the active window: batches of spool reads in flight (one thread job each,
+# Spool.load_entries), and messages per batch.
+_LOADERS = 2
+_LOAD_BATCH = 32
 
 
 @implementer(IQueue)
@@ -120,7 +123,8 @@ class QueueManager:
         self._queues = self.scheduler.queues
         self._msgs: dict[str, Msg] = {}
         self._backlog: deque[str] = deque()
-        self._loading = 0
+        self._loading = 0  # messages being read from the spool
+        self._batches = 0  # their batches (thread jobs)
         self._inflight: set[defer.Deferred[Any]] = set()
         self._stopped = False
         self._refilling = False
@@ -238,37 +242,59 @@ class QueueManager:
             self._refilling = False
 
     def _refill_loop(self) -> None:
-        while (
-            self._backlog
-            and self._loading < _LOADERS
-            and len(self._msgs) + self._loading < self.settings.window()
-            and not self._stopped
-        ):
-            msg_id = self._backlog.popleft()
-            if msg_id in self._msgs:
+        # Once the window is full, each message that leaves makes room for one: a batch is
+        # only started when room for a whole one (or for the rest of the backlog) is free,
+        # else a full window went back to one thread job per message. A small window
+        # (tests, a tiny server) waits for a quarter of itself at most.
+        window = self.settings.window()
+        while self._backlog and self._batches < _LOADERS and not self._stopped:
+            room = window - len(self._msgs) - self._loading
+            if room < min(_LOAD_BATCH, max(1, window // 4), len(self._backlog)):
+                break
+            batch: list[str] = []
+            while self._backlog and len(batch) < min(room, _LOAD_BATCH):
+                msg_id = self._backlog.popleft()
+                if msg_id not in self._msgs:
+                    batch.append(msg_id)
+            if not batch:
                 continue
-            self._loading += 1
+            self._loading += len(batch)
+            self._batches += 1
             # The whole file is read either way: keep its bytes for the first attempt (within
             # the data budget) instead of reading the file a second time for it.
-            d = defer.maybeDeferred(self.spool.load_entry, msg_id)
-            d.addCallbacks(self._loaded, self._load_failed, errbackArgs=(msg_id,))
+            d = self.spool.load_entries(batch)
+            d.addCallbacks(
+                self._loaded, self._load_failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            )
 
-    def _loaded(self, entry: SpoolEntry) -> Any:
-        self._loading -= 1
-        m = self._from_entry(entry)
-        if not m.held:  # a held message waits for its release: no bytes held meanwhile
-            self.data.keep(m, entry.data)
-        d = self._activate(m)
+    def _loaded(self, results: list[Any], batch: list[str]) -> None:
+        """A batch read: each message activated (routed and queued), each failure logged."""
+        self._batches -= 1
+        self._loading -= len(batch)
+        for msg_id, result in zip(batch, results, strict=True):
+            if isinstance(result, Failure):
+                self._load_error(result, msg_id)
+            elif msg_id not in self._msgs:  # (the administrator may have loaded it meanwhile)
+                m = self._from_entry(result)
+                if not m.held:  # a held message waits for its release: no bytes held meanwhile
+                    self.data.keep(m, result.data)
+                self._activate(m)
         self._refill()
-        return d
 
     def _from_entry(self, entry: SpoolEntry) -> Msg:
         m = Msg(entry.msg_id, entry.envelope, entry.queued, None, entry.held, set(entry.bounced))
         m.warned = any(h.get("res") == "warned" for h in entry.history)
         return m
 
-    def _load_failed(self, f: Failure, msg_id: str) -> None:
-        self._loading -= 1
+    def _load_failed(self, f: Failure, batch: list[str]) -> None:
+        """The batch's thread job itself failed (the pool is stopping): its ids are not
+        loaded now; the next start's recovery finds them."""
+        self._batches -= 1
+        self._loading -= len(batch)
+        self._load_error(f, ", ".join(batch[:3]) + (" ..." if len(batch) > 3 else ""))
+        self._refill()
+
+    def _load_error(self, f: Failure, msg_id: str) -> None:
         if isinstance(f.value, (SpoolCorrupt, KeyError)):
             self.log.warn(
                 "queue: {msg_id} could not be loaded ({why}); skipped",
@@ -277,7 +303,6 @@ class QueueManager:
             )
         else:
             self.log.failure("queue: loading {msg_id} failed", f, msg_id=msg_id)
-        self._refill()
 
     # -- routing (CommuniGate's Enqueuer: Router, then logical queues) ----------------------
     def _route(self, m: Msg) -> defer.Deferred[None]:
@@ -290,9 +315,11 @@ class QueueManager:
             return defer.succeed(None)
         m.running += 1
 
-        def routed(temp: list[tuple[int, str]]) -> defer.Deferred[None]:
+        def routed(temp: list[tuple[int, str]]) -> Optional[defer.Deferred[None]]:
             if temp:
                 self._route_later(m, max(temp)[1])  # the last recipient's, as they were asked
+            if all(r.state == PENDING for r in rcpts):
+                return None  # nothing settled (a route alone is not journaled): no update
             return self.spool.update(m.msg_id, m.envelope)
 
         def done(result: object) -> None:
@@ -386,17 +413,19 @@ class QueueManager:
         job.running = True
         m.running += 1
         self.scheduler.started(lq)
-        d = self.data.load(m)
 
         def attempt(data: bytes) -> defer.Deferred[list[Recipient]]:
-            # The agent's failure is told apart here: only the load above may say the
+            # The agent's failure is told apart here: only the load below may say the
             # message is gone (a KeyError raised by an agent's bug is just a failed attempt).
             run = defer.maybeDeferred(
                 agent.deliver, m.msg_id, m.envelope, data, copies, queue=lq.name
             )
             return run.addErrback(crashed, lq.name, m, copies)
 
-        d.addCallback(attempt)
+        if m.data is not None:  # in memory (a new message's first attempts): no load step
+            d = attempt(m.data)
+        else:
+            d = self.data.load(m).addCallback(attempt)
         d.addBoth(self._delivered, lq, m, job, copies)
         self._track(d)
 
@@ -540,19 +569,26 @@ class QueueManager:
     # qmgr_defer) ------------------------------------------------------------------------------
     def _delivered(
         self, result: Any, lq: LogicalQueue, m: Msg, job: Job, copies: list[Recipient]
-    ) -> defer.Deferred[None]:
+    ) -> Optional[defer.Deferred[None]]:
         """An attempt of ``job`` in ``lq`` came back: record each recipient's result, decide
         the retry (or expiry) of the rest, journal it, then feed the outcome back."""
         now = self.clock.seconds()
         copies = outcome(result, lq.name, m, copies)
-        pending, delivered = record(lq.name, m, job, copies)
+        agent = self.agents.get(lq.name.module)
+        pending, delivered = record(
+            lq.name, m, job, copies, getattr(agent, "logs_deliveries", False)
+        )
         when = retry_or_expire(self.settings, lq.name, m, job, pending, now)
         if when is None:
             pending = []
         if self.stats is not None:
             self._count(m, job)
         self._queue_health(lq, m, pending, delivered, now)
-        return self._journal(lq, m, job, now).addBoth(
+        written = self._journal(lq, m, job, now)
+        if written is None:  # nothing to journal (delivered to everyone): on at once
+            self._feed_back(None, lq, m, job, bool(pending), when, now)
+            return None
+        return written.addBoth(
             lambda res: self._feed_back(res, lq, m, job, bool(pending), when, now)
         )
 
@@ -587,8 +623,11 @@ class QueueManager:
             )
             self.scheduler.suspend(lq)
 
-    def _journal(self, lq: LogicalQueue, m: Msg, job: Job, now: float) -> defer.Deferred[None]:
-        """Write the attempt's results (and the host attempts kept meanwhile) to the journal.
+    def _journal(
+        self, lq: LogicalQueue, m: Msg, job: Job, now: float
+    ) -> Optional[defer.Deferred[None]]:
+        """Write the attempt's results (and the host attempts kept meanwhile) to the journal;
+        None when there is nothing to write.
 
         While one write of the message is on its way, the results of its other attempts
         that come back meanwhile are written together after it, with one append and one
@@ -601,7 +640,7 @@ class QueueManager:
             # Queue/finished/ durably (Spool.remove, a group commit), so a crash after that
             # does not deliver it again; one before it does, as at-least-once allows.
             self.attempts.take(m.msg_id)
-            return defer.succeed(None)
+            return None
         history = {
             "k": "a",
             "t": now,

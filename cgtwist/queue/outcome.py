@@ -80,8 +80,11 @@ def outcome(result: Any, queue: QueueName, m: Msg, copies: list[Recipient]) -> l
     return copies
 
 
-def record(queue: QueueName, m: Msg, job: Job, copies: list[Recipient]) -> tuple[list[int], int]:
-    """Copy each result onto the message's recipients (one log line each); returns the
+def record(
+    queue: QueueName, m: Msg, job: Job, copies: list[Recipient], agent_logged: bool = False
+) -> tuple[list[int], int]:
+    """Copy each result onto the message's recipients (one log line each: a debug line for
+    one delivered when the agent logged that delivery itself, ``agent_logged``); returns the
     indexes still pending and how many were delivered."""
     rcpts = m.envelope.recipients
     pending: list[int] = []
@@ -93,7 +96,7 @@ def record(queue: QueueName, m: Msg, job: Job, copies: list[Recipient]) -> tuple
         if state == DELIVERED:
             delivered += 1
         rcpts[i].state, rcpts[i].detail = state, c.detail
-        log.info(
+        (log.debug if agent_logged and state == DELIVERED else log.info)(
             "queue: {msg_id} <{rcpt}> {queue} {state}: {detail}",
             msg_id=m.msg_id,
             rcpt=rcpts[i].address,

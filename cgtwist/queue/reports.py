@@ -21,7 +21,7 @@ from cgtwist.logs import Logger
 from cgtwist.queue.config import QueueConfig
 from cgtwist.queue.data import MessageData
 from cgtwist.queue.scheduler import Scheduler
-from cgtwist.queue.state import FAILED, PENDING, Msg
+from cgtwist.queue.state import DELIVERED, FAILED, PENDING, Msg
 from cgtwist.spool.spool import Spool
 from cgtwist.types import Envelope, Recipient
 
@@ -204,7 +204,13 @@ class Reports:
                     msg_id=m.msg_id,
                     error=result.getErrorMessage(),
                 )
-            _log.info("queue: {msg_id} left the queue ({why})", msg_id=m.msg_id, why=why)
+            # A message delivered to every recipient has said so in each recipient's delivery
+            # line: its leaving is a debug line (one info line per delivery, not one more per
+            # message). One that failed somewhere, or was dropped, says it left.
+            everyone = why == "done" and all(r.state == DELIVERED for r in m.envelope.recipients)
+            (_log.debug if everyone else _log.info)(
+                "queue: {msg_id} left the queue ({why})", msg_id=m.msg_id, why=why
+            )
             self.removed(m)
 
         self.track(self.spool.remove(m.msg_id).addBoth(gone))

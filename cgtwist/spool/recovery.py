@@ -25,12 +25,14 @@ from cgtwist.spool.format import SpoolCorrupt, writer_pid
 @dataclass
 class Recovered:
     """What ``scan`` found: the valid ids in time order, the quarantined (name, reason), the
-    stale names it removed, and how many finished messages it removed."""
+    stale names it removed, how many finished messages it removed, and which of the valid
+    ids have a journal (``<id>.jrn``): the others' loads and removals need not look for one."""
 
     ids: list[str]
     bad: list[tuple[str, str]]
     removed: list[str]
     finished: int
+    journaled: frozenset[str] = frozenset()
 
 
 def scan(
@@ -107,7 +109,8 @@ def scan(
     if legacy:
         legacy_done.remove()
     ids.sort()
-    return Recovered(ids, bad, removed, finished)
+    journals = {n[:-4] for n in names if n.endswith(".jrn")}
+    return Recovered(ids, bad, removed, finished, frozenset(i for i in ids if i in journals))
 
 
 def _take_incoming(

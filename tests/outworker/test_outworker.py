@@ -14,6 +14,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from cgtwist.delivery.agent import DeliveryAgent
 from cgtwist.delivery.smtp import Attempt
 from cgtwist.outworker import wire
 from cgtwist.outworker.agent import WORKER_ENDED, WorkerSMTPDelivery
@@ -270,34 +271,63 @@ class _PipeTransport:
 
 
 class DirectWriteTests(unittest.TestCase):
-    def test_an_attempt_is_in_the_workers_pipe_before_the_reactor_turns(self) -> None:
-        """Under direct writes (``[server] runtime = tuned``) the attempt goes into the
-        worker's pipe at once: Twisted's buffered write sent it only at the server reactor's
-        next turn, after everything else of this one (at full load, many answers and
-        attempts), so each attempt waited a turn before the worker could start it."""
+    def setUp(self) -> None:
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         self.addCleanup(os.close, w)
         os.set_blocking(r, False)
+        self.r = r
         writer = ProcessWriter(MemoryReactor(), _Proc(), 0, w)  # never turns
         writer.connected = 1
         self.assertIsNone(fastwrite.enable(True))
         self.addCleanup(fastwrite.enable, False)
-        workers = OutboundWorkers(Clock(), CONFIG, SettingsHolder())  # type: ignore[arg-type]
-        workers.wanted = 1
-        p = WorkerProcess(workers, 1)
-        p.makeConnection(_PipeTransport(writer))  # type: ignore[arg-type]
-        workers.procs[1] = p
-        p.outReceived(b"H\n")
+        self.clock = Clock()
+        self.workers = OutboundWorkers(self.clock, CONFIG, SettingsHolder())  # type: ignore[arg-type]
+        self.workers.wanted = 1
+        self.proc = WorkerProcess(self.workers, 1)
+        self.proc.makeConnection(_PipeTransport(writer))  # type: ignore[arg-type]
+        self.workers.procs[1] = self.proc
+        self.proc.outReceived(b"H\n")
+
+    def test_a_turns_attempts_reach_the_worker_in_one_write_at_its_end(self) -> None:
+        """The attempts handed to a worker in one reactor turn go into its pipe together when
+        the turn ends, with one write (``[server] runtime = tuned``: straight into the pipe,
+        not at the reactor's next wait for it): one wake-up of the worker per turn, not one
+        per attempt, each of which could preempt the server's reactor on a busy machine."""
+        writes: list[int] = []
+        real = os.write
+
+        def counting(fd: int, data: bytes) -> int:
+            writes.append(fd)
+            return real(fd, data)
+
+        self.patch(fastwrite.os, "write", counting)
         env = envelope()
-        self.assertIsNotNone(workers.submit("remote.test", "m1", env, b"data", env.recipients))
-        frames = wire.RequestReader().feed(os.read(r, 65536))
-        self.assertEqual([type(f) for f in frames], [wire.Request])
-        self.assertEqual(frames[0].data, b"data")  # type: ignore[union-attr]
+        for i in range(3):
+            d = self.workers.submit(f"remote{i}.test", f"m{i}", env, b"data%d" % i, env.recipients)
+            self.assertIsNotNone(d)
+        self.assertEqual(writes, [])
+        self.clock.advance(0)
+        self.assertEqual(len(writes), 1)
+        frames = wire.RequestReader().feed(os.read(self.r, 65536))
+        self.assertEqual([f.data for f in frames], [b"data0", b"data1", b"data2"])  # type: ignore[union-attr]
+
+    def test_attempts_of_a_worker_that_ended_before_the_write_are_answered_none(self) -> None:
+        """A worker that ends in the turn its attempts were handed over never gets them: they
+        are answered None (pending, retried), never delivered by it nor lost."""
+        env = envelope()
+        d = self.workers.submit("remote.test", "m1", env, b"data", env.recipients)
+        assert d is not None
+        self.proc.processEnded(Failure(ProcessTerminated(signal=9)))
+        self.assertIsNone(self.successResultOf(d))
+        self.clock.advance(0)
+        self.assertRaises(BlockingIOError, os.read, self.r, 65536)
 
 
-class _Local:
+class _Local(DeliveryAgent):
     """The in-process agent, for the fallback."""
+
+    module = "SMTP"
 
     def __init__(self) -> None:
         self.calls = 0
@@ -348,6 +378,7 @@ class AgentTests(unittest.TestCase):
         p.outReceived(b"H\n")
         env = envelope()
         self.agent.deliver("m2", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        self.clock.advance(0)  # the turn's attempts go at its end
         self.assertEqual(self.local.calls, 1)
         self.assertTrue(t.written[0].startswith(b"A "))
 
@@ -383,6 +414,22 @@ class AgentTests(unittest.TestCase):
         p.processEnded(Failure(ProcessTerminated(signal=9)))
         got = self.successResultOf(d)
         self.assertEqual([(r.state, r.detail) for r in got], [("pending", WORKER_ENDED)] * 2)
+
+    def test_a_bug_in_the_hand_off_leaves_recipients_pending_with_a_traceback(self) -> None:
+        """The agent's guard (DeliveryAgent's) holds without its coroutine too: an exception
+        while handing the attempt over is logged and the recipients are retried, not lost."""
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("bug")
+
+        self.workers.submit = broken  # type: ignore[method-assign, assignment]
+        env = envelope()
+        got = self.successResultOf(
+            self.agent.deliver("m", env, b"x", env.recipients, QueueName("SMTP", "remote.test"))
+        )
+        self.assertEqual({r.state for r in got}, {"pending"})
+        self.assertIn("internal error during delivery (RuntimeError)", got[0].detail)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class _FakeAgent:

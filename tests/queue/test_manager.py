@@ -41,6 +41,57 @@ class DeliveryTests(QueueTestCase):
         self.assertEqual(self.spooled(), [])
         self.assertNotIn(msg_id, self.manager._msgs)
 
+    def test_a_delivery_the_agent_logged_is_not_logged_again_at_info(self) -> None:
+        """An agent that logs each delivery itself (SMTP's to=<...> relay=... status= line,
+        ``logs_deliveries``) makes the queue's line for a delivered recipient a debug one:
+        one info line per delivery. A failure keeps the queue's info line, and an agent that
+        logs nothing (LOCAL here) keeps it for its deliveries too."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.smtp.logs_deliveries = True  # type: ignore[attr-defined]
+        self.smtp.behaviour = lambda q, r: (
+            ("failed", "550 5.1.1 no") if r.address.startswith("x") else ("delivered", "250 ok")
+        )
+        self.submit(env("a@example.com", "c@remote.example", "x@remote.example"))
+        self.pump()
+        lines = {
+            (e["rcpt"], e["state"]): e["log_level"]
+            for e in events
+            if "{rcpt}> {queue} {state}" in str(e.get("log_format"))
+        }
+        self.assertEqual(
+            lines,
+            {
+                ("a@example.com", "delivered"): LogLevel.info,
+                ("c@remote.example", "delivered"): LogLevel.debug,
+                ("x@remote.example", "failed"): LogLevel.info,
+            },
+        )
+
+    def test_a_message_delivered_to_everyone_leaves_with_a_debug_line(self) -> None:
+        """Each delivery has its info line; a message delivered to every recipient leaves
+        the queue with a debug line only, one that failed somewhere with an info line."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.smtp.behaviour = lambda q, r: (
+            ("failed", "550 5.1.1 no") if r.address.startswith("x") else ("delivered", "250 ok")
+        )
+        ok = self.submit(env("a@remote.example", "b@example.com"))
+        bad = self.submit(env("x@remote.example"))
+        self.pump()
+        left = {
+            e["msg_id"]: e["log_level"]
+            for e in events
+            if "left the queue" in str(e.get("log_format"))
+        }
+        self.assertEqual(left, {ok: LogLevel.debug, bad: LogLevel.info})
+
     def test_agent_is_given_its_parsed_queue(self) -> None:
         """Each attempt names its logical queue as a QueueName (module + queue), so no agent
         parses it out of the recipients' route text."""
@@ -365,6 +416,91 @@ class WindowTests(QueueTestCase):
         self.assertEqual(len(self.local.calls), 10)
 
 
+class CountingPool(SyncPool):
+    """SyncPool counting the thread jobs that read one message file or more (``reads`` is
+    called by the test's wrapper of the spool's ``read_whole``)."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+        self._read = False
+
+    def reads(self) -> None:
+        self._read = True
+
+    def callInThreadWithCallback(self, onResult: Any, func: Any, *args: Any, **kw: Any) -> None:
+        self._read = False
+        super().callInThreadWithCallback(onResult, func, *args, **kw)
+        self.loads += self._read
+
+
+class RoutingJournalTests(QueueTestCase):
+    def test_routing_that_settles_nothing_writes_no_journal(self) -> None:
+        """A new message whose recipients are all routed and still pending has nothing to
+        journal (a route is worked out again after a restart): no journal update for it,
+        where each new message used to cost one (an empty one: a Deferred and a diff of all
+        its recipients on the reactor)."""
+        updates: list[str] = []
+        real = self.spool.update
+
+        def counting(msg_id: str, *args: Any, **kw: Any) -> Any:
+            updates.append(msg_id)
+            return real(msg_id, *args, **kw)
+
+        self.patch(self.spool, "update", counting)
+        self.smtp.behaviour = lambda q, r: None  # the attempt hangs: only routing journals
+        self.submit(env("a@remote.example", "b@other.example"))
+        self.pump()
+        self.assertEqual(updates, [])
+        self.assertEqual(len(self.smtp.calls), 2)
+
+    def test_recipients_settled_by_server_rules_or_the_router_are_journaled(self) -> None:
+        """A recipient the Server Rules rejected, or the Router refused, is journaled with
+        the routing of the others, so a restart does not try it again."""
+
+        def rules(msg_id: str, envelope: Envelope, data: object) -> None:
+            envelope.recipients[0].state = "failed"
+            envelope.recipients[0].detail = "5.7.1 rejected by a rule"
+
+        self.manager = self.make_manager(server_rules=rules)
+        self.smtp.behaviour = lambda q, r: None
+        msg_id = self.submit(env("a@remote.example", "b@remote.example", "error@example.com"))
+        self.pump()
+        entry = self.successResultOf(self.spool.load_entry(msg_id, with_data=False))
+        self.assertEqual(
+            [r.state for r in entry.envelope.recipients], ["failed", "pending", "failed"]
+        )
+
+
+class FullWindowRefillTests(QueueTestCase):
+    overrides = {"queue.active_window": 64}
+
+    def test_a_full_window_is_refilled_in_batches_not_one_read_per_message(self) -> None:
+        """With the active window full, each message that leaves makes room for one more: the
+        manager waits for room for a batch (a quarter of this window) before reading, so the
+        backlog of 200 messages is read in about a dozen thread jobs, not one per message
+        that left; every message is delivered."""
+        import cgtwist.spool.spool as spool_module
+
+        ids = [
+            self.successResultOf(self.spool.store(env(f"u{i}@example.org"), b"Subject: t\r\n\r\nx"))
+            for i in range(200)
+        ]
+        pool = CountingPool()
+        real = spool_module.read_whole
+
+        def counting(path: str) -> bytes:
+            if path.endswith(".msg"):
+                pool.reads()
+            return real(path)
+
+        self.patch(spool_module, "read_whole", counting)
+        manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=pool))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager2.start()), 200)
+        self.pump()
+        self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids))
+        self.assertLessEqual(pool.loads, 20)
+
+
 class RecoveryTests(QueueTestCase):
     def test_restart_resumes_only_unfinished_recipients(self) -> None:
         """After a crash mid-way, recipients already delivered are not delivered again."""
@@ -415,6 +551,39 @@ class RecoveryTests(QueueTestCase):
         self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids[:2]))
         self.assertEqual(sorted(reads), sorted(f"{i}.msg" for i in ids))
         self.assertIsNone(manager2.find(ids[2]).data)  # type: ignore[union-attr]
+
+    def test_a_restarts_queue_is_read_in_few_thread_jobs(self) -> None:
+        """After a restart the active window fills from the spool in batches, one thread job
+        each (Spool.load_entries), not one per message: 70 messages in at most 3 jobs (each
+        job's threads fought the reactor for the GIL, ~50 futex calls per message). A
+        damaged file among them is quarantined and skipped; the others are delivered."""
+        ids = [
+            self.successResultOf(self.spool.store(env(f"u{i}@example.org"), b"Subject: t\r\n\r\nx"))
+            for i in range(70)
+        ]
+        path = os.path.join(self.base, "Queue", ids[5] + ".msg")
+        with open(path, "r+b") as f:
+            f.seek(60)
+            f.write(b"X")
+        import cgtwist.spool.spool as spool_module
+
+        pool = CountingPool()
+        real = spool_module.read_whole
+
+        def counting(path: str) -> bytes:
+            if path.endswith(".msg"):
+                pool.reads()
+            return real(path)
+
+        self.patch(spool_module, "read_whole", counting)
+        manager2 = self.make_manager(Spool(self.base, self.clock, threadpool=pool))  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(manager2.start()), 70)
+        self.pump()
+        self.assertEqual(sorted(c[1] for c in self.smtp.calls), sorted(ids[:5] + ids[6:]))
+        self.assertLessEqual(pool.loads, 3)
+        self.assertTrue(
+            os.path.exists(os.path.join(self.base, "Queue", "corrupt", ids[5] + ".msg"))
+        )
 
     def test_bouncer_failure_retried_message_kept(self) -> None:
         """If the failure report cannot be sent, the message stays and the report is retried."""

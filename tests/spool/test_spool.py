@@ -387,6 +387,50 @@ class RecoverTests(SpoolTestBase):
         self.assertEqual(self.spool.message_count(), 0)
 
 
+class RecoveredJournalTests(SpoolTestBase):
+    """A restart's drain: messages recovered without a journal are read and removed as
+    messages stored since the start are; one with a journal keeps every journal step."""
+
+    @defer.inlineCallbacks
+    def _recovered(self) -> Any:
+        plain = yield self.spool.store(envelope(), DATA)
+        journaled = yield self.spool.store(envelope(), DATA)
+        yield self.spool.record(journaled, [{"k": "h", "v": True}])
+        self.patch(moves_mod, "DONE_BATCH", 32)  # no batch into the pool during the test
+        spool2 = Spool(self.base, reactor)
+        ids = yield spool2.recover()
+        self.assertEqual(sorted(ids), sorted([plain, journaled]))
+        return spool2, plain, journaled
+
+    @defer.inlineCallbacks
+    def test_recovered_message_without_journal_is_removed_without_a_queue_fsync(self) -> None:
+        """Removing a recovered message that never had a journal costs no fsync of Queue/
+        (its removal is made durable with the next batch into the pool, as for any message
+        delivered at its first attempt); one with a journal still has its removal made
+        durable before its journal goes."""
+        spool2, plain, journaled = yield self._recovered()
+        before = spool2._dirsync.syncs
+        yield spool2.remove(plain)
+        self.assertEqual(spool2._dirsync.syncs, before)
+        yield spool2.remove(journaled)
+        self.assertEqual(spool2._dirsync.syncs, before + 1)
+        self.assertFalse(os.path.exists(os.path.join(self.qdir, journaled + ".jrn")))
+        self.assertEqual(spool2.message_count(), 0)
+
+    @defer.inlineCallbacks
+    def test_recovered_journals_are_read_also_when_written_after_the_start(self) -> None:
+        """The journal of a recovered message is applied at load; a message recovered
+        without one that is journaled later (held by the administrator) has that read too."""
+        spool2, plain, journaled = yield self._recovered()
+        entry = yield spool2.load_entry(journaled)
+        self.assertTrue(entry.held)
+        entry = yield spool2.load_entry(plain)
+        self.assertFalse(entry.held)
+        yield spool2.record(plain, [{"k": "h", "v": True}])
+        entry = yield spool2.load_entry(plain)
+        self.assertTrue(entry.held)
+
+
 class RecoverWhileRunningTests(SpoolTestBase):
     @defer.inlineCallbacks
     def test_recover_spares_our_own_tmp(self) -> None:
