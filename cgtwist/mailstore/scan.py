@@ -113,6 +113,7 @@ class DiskScan:
     _modseq: Optional[ModseqAllocator]
     _claiming: bool
     _stale: dict[str, str]
+    _theirs_stale: dict[str, str]
     _conflicts: set[str]
     _clock: Callable[[], float]
     _tombstones_kept: Callable[[], int]
@@ -156,6 +157,81 @@ class DiskScan:
             return None, (False, False)
         now = self._clock()
         return m, (now - m[0] / 1e9 < _MTIME_TRUST, now - m[1] / 1e9 < _MTIME_TRUST)
+
+    def _list(self, sub: str) -> set[str]:
+        """(thread) The names in ``sub`` (new/ or cur/) of the folder."""
+        try:
+            return {n for n in os.listdir(_child(self.path, sub)) if not n.startswith(".")}
+        except FileNotFoundError:
+            return set()  # deleted under us: its messages are gone; never re-create it
+
+    def _logged_listing(
+        self, others: index.Others
+    ) -> Optional[tuple[dict[str, set[str]], tuple[int, int], tuple[bool, bool]]]:
+        """(thread, locked) What a listing of new/ and cur/ would find, from the index and
+        the changes other processes logged since (``others``), as Dovecot applies another
+        process's transaction log instead of rereading the Maildir: so a look after another
+        process's STORE, APPEND or EXPUNGE costs in proportion to the change, not the folder.
+
+        Only when the directory times say nothing else changed them: each of their changes
+        logged the times it found and left (``index.dirs_line``), and those must chain from
+        the times of this process's last look to the times now, per directory. new/ moved
+        otherwise (a delivery by LOCAL, which takes no lock) is listed, alone; cur/ moved
+        otherwise (a scan elsewhere, a user's ``mv``, a writer killed before its ``d`` line),
+        a lost or torn line, another process's compaction, or a last look too close to a
+        change of the directory to vouch for itself (``_suspect``) make it None: the caller
+        lists both. Every name the lines give a message is checked to exist (a stat each).
+        Returns the listing, the directory times now and which of them are too fresh."""
+        last = self._mtimes
+        if last is None or others.lost or others.whole or self._suspect[1]:
+            return None
+        now = self._raw_mtimes()
+        if now is None:
+            return None
+        at = list(last)
+        kept = [not self._suspect[0], True]
+        for d in others.dirs:
+            for i in (0, 1):
+                if d[i] != at[i]:
+                    kept[i] = False  # moved between two logged changes: not by them
+                at[i] = d[2 + i]
+        kept = [k and at[i] == now[i] for i, k in enumerate(kept)]
+        if not kept[1]:
+            return None
+        names = self._names
+        listed = {
+            "cur": set(names["cur"]),
+            "new": set(names["new"]) if kept[0] else self._list("new"),
+        }
+        new_keys: Optional[set[str]] = None
+        for key in others.gone:
+            uid = self.keys.get(key)
+            if uid is not None:
+                e = self.entries[uid]
+                listed[e.sub].discard(e.fname)
+        for key in others.keys():
+            theirs = others.latest(key)
+            assert theirs is not None
+            uid = self.keys.get(key)
+            held = self.entries.get(uid) if uid is not None else None
+            if held is not None and held.letters == theirs[1]:
+                continue  # its MODSEQ or cached facts only: the file is where it was
+            fname = maildir.join_name(key, theirs[1])
+            if not os.path.lexists(_child(self.path, "cur", fname)):
+                # Not under the name the line gives: in new/ (listed: a scan elsewhere
+                # indexed a delivery there), else the log does not account for it.
+                if new_keys is None:
+                    new_keys = {maildir.split_name(n)[0] for n in listed["new"]}
+                if kept[0] or key not in new_keys:
+                    return None
+                continue
+            if held is not None:
+                listed[held.sub].discard(held.fname)
+                if held.sub == "cur" and len(self._theirs_stale) < 100_000:
+                    self._theirs_stale[held.fname] = key
+            listed["cur"].add(fname)
+        fresh = now[0] / 1e9 > self._clock() - _MTIME_TRUST
+        return listed, (now[0], now[1]), (not kept[0] and fresh, False)
 
     def _cur_candidates(self, listed: dict[str, set[str]]) -> set[str]:
         """(thread, locked) The names in cur/ that may hold a message of new/ under its key (a
@@ -265,15 +341,16 @@ class DiskScan:
                 this_modseq = modseqs.next()
             return this_modseq
 
-        mtimes, suspect = self._stat_mtimes()
-        listed: dict[str, set[str]] = {}
-        for sub in ("new", "cur"):
-            try:
-                listed[sub] = {
-                    n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")
-                }
-            except FileNotFoundError:
-                listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
+        logged = None if first else self._logged_listing(others)
+        mtimes: Optional[tuple[int, int]]
+        if logged is not None:
+            listed, mtimes, suspect = logged
+        else:
+            mtimes, suspect = self._stat_mtimes()
+            listed = {sub: self._list(sub) for sub in ("new", "cur")}
+            # Every name in cur/ seen: a name another process replaced is removed below
+            # as a second name of its file, or is gone already.
+            self._theirs_stale.clear()
         arrived = {
             k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys
         }
