@@ -415,7 +415,13 @@ class Folder(DiskScan):
         others = self._index.read_others()
         stamp = uidlist.stamp(self.path)
         if stamp != self._ul.stamp:
-            fresh = uidlist.load(self.path) if stamp is not None else None
+            fresh = None
+            if stamp is not None and not (others.lost or others.whole):
+                # Their UIDs are in their lines: the list's first line, not all of it.
+                added = {k: r.uid for k, r in others.records.items()}
+                fresh = uidlist.moved_on(self.path, self._ul, added, others.gone)
+            if fresh is None and stamp is not None:
+                fresh = uidlist.load(self.path)
             if fresh is None or fresh.uidvalidity != self._ul.uidvalidity:
                 # Deleted, or deleted and made anew (another UIDVALIDITY), by another
                 # process: the sessions here must not see another folder's UIDs as this one's.

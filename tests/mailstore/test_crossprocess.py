@@ -625,3 +625,20 @@ class LogLookTests(CrossProcessBase):
         self.assertIn("\\Seen", box.flags_of(uids[2]))
         self.assertIn("\\Flagged", box.flags_of(uids[0]))
         self.assertIn("cur", listed)
+
+    @run
+    async def test_uid_kept_when_the_append_line_is_lost(self) -> None:
+        """Another process's APPEND whose log lines were lost (killed after its uidlist
+        save): the uidlist is read whole, not moved on from the log, and the message keeps
+        the UID it got there instead of a new one."""
+        other, box, rec, uids, listed = await self.three()
+        log = os.path.join(self.md, index.LOG_FILE)
+        size = os.path.getsize(log)
+        uid = other("append", "lost")["uid"]
+        os.truncate(log, size)
+        other("flag", uids[0], "\\Seen")  # a logged change after it: the log has news
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, uids + [uid])
+        self.assertIn("\\Seen", box.flags_of(uids[0]))
+        self.assertIn("cur", listed)
