@@ -214,9 +214,11 @@ class DiskScan:
             assert theirs is not None
             uid = self.keys.get(key)
             held = self.entries.get(uid) if uid is not None else None
-            if held is not None and held.letters == theirs[1]:
-                continue  # its MODSEQ or cached facts only: the file is where it was
             fname = maildir.join_name(key, theirs[1])
+            if held is not None and held.letters == theirs[1]:
+                if held.sub == "cur" or not os.path.lexists(_child(self.path, "cur", fname)):
+                    continue  # its MODSEQ or cached facts only: the file is where it was
+                # Moved out of new/ by a look there (``_moves_logged``).
             if not os.path.lexists(_child(self.path, "cur", fname)):
                 # Not under the name the line gives: in new/ (listed: a scan elsewhere
                 # indexed a delivery there), else the log does not account for it.
@@ -354,16 +356,25 @@ class DiskScan:
         arrived = {
             k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys
         }
+        # Messages this look moves out of new/ (key -> cur/ name), and the directory times
+        # before and after, when nothing else moved them since the listing.
+        moved_out: dict[str, str] = {}
+        move_times: Optional[tuple[tuple[int, int], tuple[int, int]]] = None
         if move_new and listed["new"]:
             # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
             # in one batch: one fsync of cur/ and one of new/ for all of them.
+            before = self._raw_mtimes()
             moved, failed = maildir.move_to_cur(
                 self.path, sorted(listed["new"]), self._cur_candidates(listed)
             )
+            after = self._raw_mtimes()
             for fname, err in failed.items():
                 self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
             listed["new"] = {n for n in listed["new"] if n in failed}
             listed["cur"].update(moved.values())
+            if not failed and before is not None and after is not None and before == mtimes:
+                moved_out = {maildir.split_name(n)[0]: c for n, c in moved.items()}
+                move_times = (before, after)
         # Only names that appeared or vanished since the last look need any work.
         files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
         known = self.keys
@@ -500,6 +511,8 @@ class DiskScan:
             ch.claimed = dirty = True
             if not lines and mark is None:
                 lines.append(index.flags_line(modseqs.last, []))  # others look again
+        if move_times is not None and not twins and not first:
+            mtimes = self._moves_logged(ch, moved_out, move_times, lines, mtimes)
         if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes
@@ -518,6 +531,36 @@ class DiskScan:
             # The mark first: the log's lines stay in MODSEQ order (this look's are above it).
             self._index.append(([mark] if mark is not None else []) + lines)
         return ch
+
+    def _moves_logged(
+        self,
+        ch: Changes,
+        moved_out: dict[str, str],
+        times: tuple[tuple[int, int], tuple[int, int]],
+        lines: list[index.Line],
+        mtimes: Optional[tuple[int, int]],
+    ) -> Optional[tuple[int, int]]:
+        """(thread, locked) This look moved ``moved_out`` from new/ to cur/ and nothing else
+        changed cur/ since its listing (``times``: before and after the move): a record line
+        for each of them that has none yet, and a ``d`` line, so other processes apply the
+        move from the log, as a STORE's (``_logged_listing``); and the directory times this
+        process keeps: cur/'s after the move, new/'s before (LOCAL may have delivered into
+        new/ meanwhile: the next look lists new/). Unchanged when a moved message did not
+        become an entry (it could not be read): the next look lists everything."""
+        entries = {e.key: e for e in ch.added}
+        for uid, (_sub, fname, letters) in ch.moved.items():
+            e = self.entries[uid]
+            modseq = ch.modseqs.get(uid, e.modseq)
+            entries[e.key] = Entry(uid, e.key, "cur", fname, letters, e.meta, modseq)
+        if mtimes is None or not moved_out.keys() <= entries.keys():
+            return mtimes
+        logged = {line[1] for line in lines if line[0] == "a"}
+        for key in moved_out.keys() - logged:
+            e = entries[key]
+            lines.append(index.record_line(key, e.uid, e.modseq, e.letters, e.meta))
+        before, after = times
+        lines.append(index.dirs_line(before, (-1, after[1])))
+        return mtimes[0], after[1]
 
     def _first_tombstones(
         self,

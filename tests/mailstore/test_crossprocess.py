@@ -627,6 +627,25 @@ class LogLookTests(CrossProcessBase):
         self.assertIn("cur", listed)
 
     @run
+    async def test_delivery_moved_to_cur_by_another_process_applied_from_its_log(self) -> None:
+        """A delivery that a read-write session in another process moved from new/ to cur/:
+        EXISTS here with the UID it got there, the message found in cur/, and cur/ is not
+        listed (the move is in that process's log)."""
+        other, box, rec, uids, listed = await self.three()
+        other("select")
+        other("deliver", "local")
+        there = other("recent")["uids"]
+        self.assertEqual(len(there), 4)
+        self.assertEqual(os.listdir(os.path.join(self.md, "new")), [])
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, there)
+        self.assertIn(("exists", 4), rec.events)
+        e = box.folder.entries[there[-1]]
+        self.assertEqual((e.sub, os.path.exists(e.path(self.md))), ("cur", True))
+        self.assertNotIn("cur", listed)
+
+    @run
     async def test_uid_kept_when_the_append_line_is_lost(self) -> None:
         """Another process's APPEND whose log lines were lost (killed after its uidlist
         save): the uidlist is read whole, not moved on from the log, and the message keeps
