@@ -450,7 +450,12 @@ class FolderIndex:
         then trusted after a restart of the machine too."""
         if self.failed or not self._log_ready:
             return
-        self.append([["c"]])
+        # Written now, not held for the end of the change (``hold``): the fsync below must
+        # find it in the file, and it must be the log's last line.
+        held, self._held = self._held, None
+        self.append((held or []) + [["c"]])
+        if held is not None:
+            self._held = []
         try:
             fd = os.open(self.log_path, os.O_WRONLY)
             try:

@@ -563,6 +563,24 @@ class PowerCutTests(IndexTestBase):
         box = self.select(account=self.reopen())
         self.assertEqual(self.modseqs(box), self.before)
 
+    def test_clean_close_line_is_in_the_log_when_it_is_fsynced(self) -> None:
+        """The shutdown's clean-close line is written before the log's fsync, and is the
+        log's last line: it is what makes the MODSEQs trusted after a reboot."""
+        real = os.fsync
+        seen: list[bytes] = []
+
+        def fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(index.LOG_FILE):
+                with open(self.index_path(index.LOG_FILE), "rb") as f:
+                    seen.append(f.read().splitlines()[-1])
+            real(fd)
+
+        self.patch(os, "fsync", fsync)
+        result(self.notifier.flush())
+        self.assertEqual(seen, [b'["c"]'])
+        with open(self.index_path(index.LOG_FILE), "rb") as f:
+            self.assertEqual(f.read().splitlines()[-1], b'["c"]')
+
     def fail_log_writes(self) -> list[bool]:
         """Writes to the index log fail (ENOSPC) while the returned flag list is empty."""
         real = os.write
