@@ -128,11 +128,12 @@ class Folder(DiskScan):
         self._conflicts: set[str] = set()  # cur/ names already logged as another file's key
         # (thread) The running change moved a name its log lines do not name (``_described``).
         self._undescribed = False
-        # (thread) cur/ names other processes' logged flag changes replaced, as their flush
-        # has them (name -> key): an EXPUNGE here removes them with their message, so a
-        # crash of that process before its flush cannot bring the message back. Cleared by
-        # every listing of cur/, which removes such names as second names of a file.
-        self._theirs_stale: dict[str, str] = {}
+        # (thread) cur/ names other processes' logged flag changes replaced, until their
+        # flush removes them (key -> names): an EXPUNGE here removes them with their
+        # message, so a crash of that process before its flush cannot bring the message
+        # back. Cleared by every listing of cur/, which removes such names as second names
+        # of a file; the oldest forgotten beyond THEIRS_STALE_KEPT (long flushed by then).
+        self._theirs_stale: dict[str, list[str]] = {}
         # Deleted or renamed away by another process, or deleted and made anew under the name
         # (another UIDVALIDITY): not this folder any more, nothing left to do with it.
         self.gone = False
@@ -887,13 +888,16 @@ class Folder(DiskScan):
             # needed first: the message is meant to go), or a later scan would find one and
             # bring the message back under a new UID.
             stale_of: dict[str, list[str]] = {}
-            for fname, key in (*self._stale.items(), *self._theirs_stale.items()):
+            for fname, key in self._stale.items():
                 stale_of.setdefault(key, []).append(fname)
             for uid in uids:
                 e = self.entries.get(uid)
                 if e is None:
                     continue
-                paths = [(e.sub, e.fname)] + [("cur", n) for n in stale_of.get(e.key, ())]
+                theirs = self._theirs_stale.pop(e.key, [])
+                paths = [(e.sub, e.fname)] + [
+                    ("cur", n) for n in (*stale_of.get(e.key, ()), *theirs)
+                ]
                 octets = quota.file_octets(e.path(self.path))
                 for i, (sub, fname) in enumerate(paths):
                     try:
@@ -905,8 +909,6 @@ class Folder(DiskScan):
                     except FileNotFoundError:
                         pass
                 ch.unstale.update(stale_of.get(e.key, ()))
-                for fname in stale_of.get(e.key, ()):
-                    self._theirs_stale.pop(fname, None)
                 self._ul.uids.pop(e.key, None)
                 ch.removed.append(uid)
             if ch.removed and os.path.isdir(os.path.join(self.path, "cur")):

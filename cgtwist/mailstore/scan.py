@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
 
 _CACHE_SAVE_EVERY = 100  # messages whose derived values grew before they go to the index log
+# Messages whose name another process's flag change replaced, remembered until a listing
+# (Folder._theirs_stale): that process removes those names within its STALE_LINGER.
+THEIRS_STALE_KEPT = 10_000
 _MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
 
 
@@ -113,7 +116,7 @@ class DiskScan:
     _modseq: Optional[ModseqAllocator]
     _claiming: bool
     _stale: dict[str, str]
-    _theirs_stale: dict[str, str]
+    _theirs_stale: dict[str, list[str]]
     _conflicts: set[str]
     _clock: Callable[[], float]
     _tombstones_kept: Callable[[], int]
@@ -229,8 +232,10 @@ class DiskScan:
                 continue
             if held is not None:
                 listed[held.sub].discard(held.fname)
-                if held.sub == "cur" and len(self._theirs_stale) < 100_000:
-                    self._theirs_stale[held.fname] = key
+                if held.sub == "cur":
+                    self._theirs_stale.setdefault(key, []).append(held.fname)
+                    if len(self._theirs_stale) > THEIRS_STALE_KEPT:
+                        del self._theirs_stale[next(iter(self._theirs_stale))]
             listed["cur"].add(fname)
         fresh = now[0] / 1e9 > self._clock() - _MTIME_TRUST
         return listed, (now[0], now[1]), (not kept[0] and fresh, False)
