@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import filemeta, index, maildir, uidlist
@@ -96,6 +96,60 @@ class Changes:
         return bool(self.added or self.removed or self.moved)
 
 
+class Names:
+    """One directory's names for a scan: a listing (``base``), or the index's own names
+    (``base`` is the very set, not a copy) moved on by the changes other processes logged
+    (``DiskScan._logged_listing``); either with what the scan itself added or removed since
+    (``plus``, ``minus``). So a look after another process's change of one message costs in
+    proportion to that change: what appeared or vanished comes from the differences, not
+    from comparing two sets the size of the folder."""
+
+    __slots__ = ("base", "plus", "minus")
+
+    def __init__(self, base: set[str]) -> None:
+        self.base = base
+        self.plus: set[str] = set()
+        self.minus: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.plus or (name in self.base and name not in self.minus)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.plus
+        for name in self.base:
+            if name not in self.minus and name not in self.plus:
+                yield name
+
+    def __bool__(self) -> bool:
+        return bool(self.plus) or not self.base <= self.minus
+
+    def add(self, name: str) -> None:
+        self.plus.add(name)
+        self.minus.discard(name)
+
+    def discard(self, name: str) -> None:
+        self.plus.discard(name)
+        self.minus.add(name)
+
+    def update(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.add(name)
+
+    def appeared(self, known: set[str]) -> set[str]:
+        """The names here that ``known`` (the index's) lacks."""
+        out = self.plus - known
+        if self.base is not known:
+            out |= self.base - known - self.minus
+        return out
+
+    def vanished(self, known: set[str]) -> set[str]:
+        """The names of ``known`` (the index's) not here."""
+        out = (known & self.minus) - self.plus
+        if self.base is not known:
+            out |= known - self.base - self.plus
+        return out
+
+
 class DiskScan:
     """The scan half of ``Folder``: the attributes below are set by ``Folder.__init__``."""
 
@@ -170,7 +224,7 @@ class DiskScan:
 
     def _logged_listing(
         self, others: index.Others
-    ) -> Optional[tuple[dict[str, set[str]], tuple[int, int], tuple[bool, bool]]]:
+    ) -> Optional[tuple[dict[str, Names], tuple[int, int], tuple[bool, bool]]]:
         """(thread, locked) What a listing of new/ and cur/ would find, from the index and
         the changes other processes logged since (``others``), as Dovecot applies another
         process's transaction log instead of rereading the Maildir: so a look after another
@@ -201,10 +255,9 @@ class DiskScan:
         kept = [k and at[i] == now[i] for i, k in enumerate(kept)]
         if not kept[1]:
             return None
-        names = self._names
         listed = {
-            "cur": set(names["cur"]),
-            "new": set(names["new"]) if kept[0] else self._list("new"),
+            "cur": Names(self._names["cur"]),
+            "new": Names(self._names["new"] if kept[0] else self._list("new")),
         }
         new_keys: Optional[set[str]] = None
         for key in others.gone:
@@ -240,12 +293,12 @@ class DiskScan:
         fresh = now[0] / 1e9 > self._clock() - _MTIME_TRUST
         return listed, (now[0], now[1]), (not kept[0] and fresh, False)
 
-    def _cur_candidates(self, listed: dict[str, set[str]]) -> set[str]:
+    def _cur_candidates(self, listed: dict[str, Names]) -> set[str]:
         """(thread, locked) The names in cur/ that may hold a message of new/ under its key (a
         move cut short), for ``maildir.move_to_cur``: those that appeared since the last look
         and the cur/ names of known messages whose key is in new/. Not the whole listing,
         each name of which move_to_cur would parse (58 ms a delivery at 10,000 messages)."""
-        out = listed["cur"] - self._names["cur"]
+        out = listed["cur"].appeared(self._names["cur"])
         for fname in listed["new"]:
             uid = self.keys.get(maildir.split_name(fname)[0])
             e = self.entries.get(uid) if uid is not None else None
@@ -354,7 +407,7 @@ class DiskScan:
             listed, mtimes, suspect = logged
         else:
             mtimes, suspect = self._stat_mtimes()
-            listed = {sub: self._list(sub) for sub in ("new", "cur")}
+            listed = {sub: Names(self._list(sub)) for sub in ("new", "cur")}
             # Every name in cur/ seen: a name another process replaced is removed below
             # as a second name of its file, or is gone already.
             self._theirs_stale.clear()
@@ -375,7 +428,7 @@ class DiskScan:
             after = self._raw_mtimes()
             for fname, err in failed.items():
                 self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
-            listed["new"] = {n for n in listed["new"] if n in failed}
+            listed["new"] = Names({n for n in listed["new"] if n in failed})
             listed["cur"].update(moved.values())
             if not failed and before is not None and after is not None and before == mtimes:
                 moved_out = {maildir.split_name(n)[0]: c for n, c in moved.items()}
@@ -387,7 +440,7 @@ class DiskScan:
         # After a restart, which of two names of a file a flag change made last.
         newest = maildir.newest_names(self.path) if first else {}
         for sub in ("new", "cur"):
-            for fname in sorted(listed[sub] - self._names[sub]):
+            for fname in sorted(listed[sub].appeared(self._names[sub])):
                 if sub == "cur" and fname in self._stale:
                     continue  # replaced by a flag change: flush removes it
                 key = maildir.split_name(fname)[0]
@@ -418,7 +471,7 @@ class DiskScan:
         if twins:
             self._remove_twins(twins)
         for sub in ("new", "cur"):
-            for fname in self._names[sub] - listed[sub]:
+            for fname in listed[sub].vanished(self._names[sub]):
                 uid = known.get(maildir.split_name(fname)[0])
                 if uid is None:
                     continue
@@ -598,7 +651,7 @@ class DiskScan:
     def _cur_name(
         self,
         key: str,
-        cur: set[str],
+        cur: Names,
         files: dict[str, tuple[str, str]],
         newest: dict[str, str],
         others: index.Others,
