@@ -126,6 +126,14 @@ class Folder(DiskScan):
         self._stale: dict[str, str] = {}
         self._flush_call: Any = None  # the pending IDelayedCall of flush, if any
         self._conflicts: set[str] = set()  # cur/ names already logged as another file's key
+        # (thread) The running change moved a name its log lines do not name (``_described``).
+        self._undescribed = False
+        # (thread) cur/ names other processes' logged flag changes replaced, until their
+        # flush removes them (key -> names): an EXPUNGE here removes them with their
+        # message, so a crash of that process before its flush cannot bring the message
+        # back. Cleared by every listing of cur/, which removes such names as second names
+        # of a file; the oldest forgotten beyond THEIRS_STALE_KEPT (long flushed by then).
+        self._theirs_stale: dict[str, list[str]] = {}
         # Deleted or renamed away by another process, or deleted and made anew under the name
         # (another UIDVALIDITY): not this folder any more, nothing left to do with it.
         self.gone = False
@@ -361,9 +369,36 @@ class Folder(DiskScan):
                 return others
             if others is not None:
                 return _Resync(others)
-            return fn(*args)
+            if scan or fd is None:
+                return fn(*args)
+            return self._described(fn, args)
         finally:
             index.folder_unlock(fd)
+
+    def _described(self, fn: Callable[..., object], args: tuple[object, ...]) -> object:
+        """(thread, cross-process locked) ``fn(*args)``, a change whose every effect on new/
+        and cur/ its own log lines describe (STORE, EXPUNGE, APPEND, the removal of names
+        replaced), followed by a ``d`` line with the directory times it found and left: a
+        process that sees the times moved by such lines alone applies the lines instead of
+        listing the folder (``DiskScan._logged_listing``). new/ counts as left as it was
+        found unless the change moved it: LOCAL delivers into new/ without this lock, so a
+        time of new/ moved during the change cannot be vouched for (another look lists new/).
+        A change that cannot describe what it did (``_undescribed``) writes no ``d`` line,
+        and without one nobody trusts the times after it: the next look lists the folder."""
+        self._undescribed = False
+        before = self._raw_mtimes()
+        lines: list[index.Line] = []
+        self._index.hold()
+        try:
+            result = fn(*args)
+            after = self._raw_mtimes()
+            if before is not None and after is not None and before != after:
+                if not self._undescribed:
+                    left = (before[0] if after[0] == before[0] else -1, after[1])
+                    lines.append(index.dirs_line(before, left))
+        finally:
+            self._index.release(lines)
+        return result
 
     def _sync_blocking(self, scan: bool) -> Union[Changes, _Gone, None]:
         """(thread, cross-process locked) Read what other processes changed since this one
@@ -381,7 +416,13 @@ class Folder(DiskScan):
         others = self._index.read_others()
         stamp = uidlist.stamp(self.path)
         if stamp != self._ul.stamp:
-            fresh = uidlist.load(self.path) if stamp is not None else None
+            fresh = None
+            if stamp is not None and not (others.lost or others.whole):
+                # Their UIDs are in their lines: the list's first line, not all of it.
+                added = {k: r.uid for k, r in others.records.items()}
+                fresh = uidlist.moved_on(self.path, self._ul, added, others.gone)
+            if fresh is None and stamp is not None:
+                fresh = uidlist.load(self.path)
             if fresh is None or fresh.uidvalidity != self._ul.uidvalidity:
                 # Deleted, or deleted and made anew (another UIDVALIDITY), by another
                 # process: the sessions here must not see another folder's UIDs as this one's.
@@ -404,12 +445,18 @@ class Folder(DiskScan):
 
         def tracked() -> tuple[Changes, Any]:
             pre = self._raw_mtimes()
+            last = self._mtimes
             result = fn()
             post = self._raw_mtimes()
-            trusted = (
-                pre is not None and pre == self._mtimes and post is not None and post[0] == pre[0]
-            )
-            result[0].mtimes = post if trusted else None
+            if pre is None or post is None or last is None or pre[1] != last[1]:
+                mtimes = None  # cur/ changed outside: the next look lists everything
+            elif pre[0] == last[0] and post[0] == pre[0]:
+                mtimes = post
+            else:
+                # new/ moved (LOCAL delivers without the lock, any time): cur/ is vouched
+                # for, new/ keeps the time of the last look, so the next look lists new/.
+                mtimes = (last[0], post[1])
+            result[0].mtimes = mtimes
             # new/ is as it was at the last look, so is whether that look needs confirming.
             result[0].suspect = self._suspect
             return result
@@ -780,6 +827,10 @@ class Folder(DiskScan):
                 for uid, (_sub, _fname, letters) in ch.moved.items()
                 if set(letters) != set(self.entries[uid].letters)
             ]
+            if len(changed) != len(ch.moved):
+                # Renamed with its flags as they were (out of new/, or a name not in
+                # maildir(5)'s order): no line names it, other processes must look.
+                self._undescribed = True
             if changed:
                 assert self._modseq is not None
                 m = self._modseq.next()
@@ -843,7 +894,10 @@ class Folder(DiskScan):
                 e = self.entries.get(uid)
                 if e is None:
                     continue
-                paths = [(e.sub, e.fname)] + [("cur", n) for n in stale_of.get(e.key, ())]
+                theirs = self._theirs_stale.pop(e.key, [])
+                paths = [(e.sub, e.fname)] + [
+                    ("cur", n) for n in (*stale_of.get(e.key, ()), *theirs)
+                ]
                 octets = quota.file_octets(e.path(self.path))
                 for i, (sub, fname) in enumerate(paths):
                     try:
@@ -1003,6 +1057,8 @@ def _merged(old: index.Others, new: index.Others) -> index.Others:
     old.gone.update(new.gone)
     old.highest = max(old.highest, new.highest)
     old.lost = old.lost or new.lost
+    old.dirs.extend(new.dirs)
+    old.whole = old.whole or new.whole
     return old
 
 

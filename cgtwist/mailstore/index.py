@@ -95,6 +95,12 @@ class Others:
     gone: dict[str, int] = field(default_factory=dict)
     highest: int = 0
     lost: bool = False
+    # The directory times each of their changes found and left (``d`` lines, in order):
+    # (new/ before, cur/ before, new/ after, cur/ after), for ``Folder`` to tell whether the
+    # directories moved by their logged changes alone. ``whole``: read as a whole index
+    # (another process compacted, or the log went), which says nothing of that.
+    dirs: list[tuple[int, int, int, int]] = field(default_factory=list)
+    whole: bool = False
 
     def latest(self, key: str) -> Optional[tuple[int, str]]:
         """(MODSEQ, letters) another process last gave ``key``, if it logged any."""
@@ -152,6 +158,13 @@ def expunge_line(modseq: int, keys: Iterable[str]) -> Line:
     return ["x", modseq, list(keys)]
 
 
+def dirs_line(before: tuple[int, int], after: tuple[int, int]) -> Line:
+    """The ``d`` line: the times (ns) of new/ and cur/ one locked change found and left, so
+    other processes can tell the directories moved by logged changes alone (no listing
+    needed) from something outside the log moving them (``Folder``'s log look)."""
+    return ["d", before[0], before[1], after[0], after[1]]
+
+
 def tombstone_line(uid: int, modseq: int) -> Line:
     """The ``t`` line of a snapshot: message ``uid`` was expunged at ``modseq``."""
     return ["t", uid, modseq]
@@ -174,6 +187,7 @@ class FolderIndex:
         # Another process's change shows as a longer log, a compaction as another inode.
         self._log_id: Optional[tuple[int, int]] = None
         self._log_pos = 0
+        self._held: Optional[list[Line]] = None  # lines of a change not yet written (``hold``)
 
     @property
     def index_path(self) -> str:
@@ -329,6 +343,7 @@ class FolderIndex:
             st = os.stat(self.log_path)
         except OSError:
             out.lost = self._log_id is not None  # dropped after a failed append elsewhere
+            out.whole = True
             self._log_id, self._log_pos = None, 0
             self._log_ready = False
             return out
@@ -336,6 +351,7 @@ class FolderIndex:
             loaded = self.load()
             out.records, out.highest = loaded.records, loaded.highest
             out.lost = loaded.damaged or not loaded.found
+            out.whole = True
             return out
         try:
             with open(self.log_path, "rb") as f:
@@ -371,9 +387,22 @@ class FolderIndex:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def hold(self) -> None:
+        """Keep the lines appended from now on until ``release``: one change's lines and its
+        ``d`` line go to the log in one ``write``."""
+        self._held = []
+
+    def release(self, lines: list[Line]) -> None:
+        """Append the lines held since ``hold`` and then ``lines``, in one ``write``."""
+        held, self._held = self._held or [], None
+        self.append(held + lines)
+
     def append(self, lines: list[Line]) -> None:
         """Add change lines to the log (one ``write``); a failure is logged, never raised:
         the next compaction writes the state anyway."""
+        if self._held is not None:
+            self._held.extend(lines)
+            return
         if not lines or self.failed:
             return  # after a failure nothing is appended until a compaction wrote it all
         data = b"".join(
@@ -421,7 +450,12 @@ class FolderIndex:
         then trusted after a restart of the machine too."""
         if self.failed or not self._log_ready:
             return
-        self.append([["c"]])
+        # Written now, not held for the end of the change (``hold``): the fsync below must
+        # find it in the file, and it must be the log's last line.
+        held, self._held = self._held, None
+        self.append((held or []) + [["c"]])
+        if held is not None:
+            self._held = []
         try:
             fd = os.open(self.log_path, os.O_WRONLY)
             try:
@@ -471,6 +505,9 @@ class FolderIndex:
                 ).encode("utf-8")
             )
         parts.append(b"")
+        if self._held:
+            self.release([])  # a change's lines before its snapshot: into the old log
+            self.hold()
         try:
             if not os.path.isdir(self.path):
                 return
@@ -524,8 +561,10 @@ def _apply_line(v: object, out: Loaded) -> None:
                 r.letters = letters
                 r.modseq = modseq
         out.highest = max(out.highest, modseq)
-    elif kind == "c":
-        pass  # closed cleanly (FolderIndex.close); more lines may follow after a restart
+    elif kind in ("c", "d"):
+        # Closed cleanly (FolderIndex.close; more lines may follow after a restart), or
+        # the directory times of a change, for other processes that held the folder then.
+        pass
     elif kind == "x":
         modseq = int(v[1])
         for key in v[2]:
@@ -567,6 +606,8 @@ def _apply_other(v: object, out: Others) -> None:
             out.letters.pop(key, None)
             out.gone[key] = modseq
         out.highest = max(out.highest, modseq)
+    elif kind == "d":
+        out.dirs.append((int(v[1]), int(v[2]), int(v[3]), int(v[4])))
     elif kind not in ("c", "t"):
         raise ValueError("unknown line")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from cgtwist.logs import Logger
 from cgtwist.mailstore import filemeta, index, maildir, uidlist
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from cgtwist.mailstore.mailbox import MaildirMailbox
 
 _CACHE_SAVE_EVERY = 100  # messages whose derived values grew before they go to the index log
+# Messages whose name another process's flag change replaced, remembered until a listing
+# (Folder._theirs_stale): that process removes those names within its STALE_LINGER.
+THEIRS_STALE_KEPT = 10_000
 _MTIME_TRUST = 0.05  # seconds: a directory changed this close to our look is looked at once more (covers coarse kernel timestamp ticks)
 
 
@@ -93,6 +96,60 @@ class Changes:
         return bool(self.added or self.removed or self.moved)
 
 
+class Names:
+    """One directory's names for a scan: a listing (``base``), or the index's own names
+    (``base`` is the very set, not a copy) moved on by the changes other processes logged
+    (``DiskScan._logged_listing``); either with what the scan itself added or removed since
+    (``plus``, ``minus``). So a look after another process's change of one message costs in
+    proportion to that change: what appeared or vanished comes from the differences, not
+    from comparing two sets the size of the folder."""
+
+    __slots__ = ("base", "plus", "minus")
+
+    def __init__(self, base: set[str]) -> None:
+        self.base = base
+        self.plus: set[str] = set()
+        self.minus: set[str] = set()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.plus or (name in self.base and name not in self.minus)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.plus
+        for name in self.base:
+            if name not in self.minus and name not in self.plus:
+                yield name
+
+    def __bool__(self) -> bool:
+        return bool(self.plus) or not self.base <= self.minus
+
+    def add(self, name: str) -> None:
+        self.plus.add(name)
+        self.minus.discard(name)
+
+    def discard(self, name: str) -> None:
+        self.plus.discard(name)
+        self.minus.add(name)
+
+    def update(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.add(name)
+
+    def appeared(self, known: set[str]) -> set[str]:
+        """The names here that ``known`` (the index's) lacks."""
+        out = self.plus - known
+        if self.base is not known:
+            out |= self.base - known - self.minus
+        return out
+
+    def vanished(self, known: set[str]) -> set[str]:
+        """The names of ``known`` (the index's) not here."""
+        out = (known & self.minus) - self.plus
+        if self.base is not known:
+            out |= known - self.base - self.plus
+        return out
+
+
 class DiskScan:
     """The scan half of ``Folder``: the attributes below are set by ``Folder.__init__``."""
 
@@ -113,6 +170,7 @@ class DiskScan:
     _modseq: Optional[ModseqAllocator]
     _claiming: bool
     _stale: dict[str, str]
+    _theirs_stale: dict[str, list[str]]
     _conflicts: set[str]
     _clock: Callable[[], float]
     _tombstones_kept: Callable[[], int]
@@ -157,12 +215,90 @@ class DiskScan:
         now = self._clock()
         return m, (now - m[0] / 1e9 < _MTIME_TRUST, now - m[1] / 1e9 < _MTIME_TRUST)
 
-    def _cur_candidates(self, listed: dict[str, set[str]]) -> set[str]:
+    def _list(self, sub: str) -> set[str]:
+        """(thread) The names in ``sub`` (new/ or cur/) of the folder."""
+        try:
+            return {n for n in os.listdir(_child(self.path, sub)) if not n.startswith(".")}
+        except FileNotFoundError:
+            return set()  # deleted under us: its messages are gone; never re-create it
+
+    def _logged_listing(
+        self, others: index.Others
+    ) -> Optional[tuple[dict[str, Names], tuple[int, int], tuple[bool, bool]]]:
+        """(thread, locked) What a listing of new/ and cur/ would find, from the index and
+        the changes other processes logged since (``others``), as Dovecot applies another
+        process's transaction log instead of rereading the Maildir: so a look after another
+        process's STORE, APPEND or EXPUNGE costs in proportion to the change, not the folder.
+
+        Only when the directory times say nothing else changed them: each of their changes
+        logged the times it found and left (``index.dirs_line``), and those must chain from
+        the times of this process's last look to the times now, per directory. new/ moved
+        otherwise (a delivery by LOCAL, which takes no lock) is listed, alone; cur/ moved
+        otherwise (a scan elsewhere, a user's ``mv``, a writer killed before its ``d`` line),
+        a lost or torn line, another process's compaction, or a last look too close to a
+        change of the directory to vouch for itself (``_suspect``) make it None: the caller
+        lists both. Every name the lines give a message is checked to exist (a stat each).
+        Returns the listing, the directory times now and which of them are too fresh."""
+        last = self._mtimes
+        if last is None or others.lost or others.whole or self._suspect[1]:
+            return None
+        now = self._raw_mtimes()
+        if now is None:
+            return None
+        at = list(last)
+        kept = [not self._suspect[0], True]
+        for d in others.dirs:
+            for i in (0, 1):
+                if d[i] != at[i]:
+                    kept[i] = False  # moved between two logged changes: not by them
+                at[i] = d[2 + i]
+        kept = [k and at[i] == now[i] for i, k in enumerate(kept)]
+        if not kept[1]:
+            return None
+        listed = {
+            "cur": Names(self._names["cur"]),
+            "new": Names(self._names["new"] if kept[0] else self._list("new")),
+        }
+        new_keys: Optional[set[str]] = None
+        for key in others.gone:
+            uid = self.keys.get(key)
+            if uid is not None:
+                e = self.entries[uid]
+                listed[e.sub].discard(e.fname)
+        for key in others.keys():
+            theirs = others.latest(key)
+            assert theirs is not None
+            uid = self.keys.get(key)
+            held = self.entries.get(uid) if uid is not None else None
+            fname = maildir.join_name(key, theirs[1])
+            if held is not None and held.letters == theirs[1]:
+                if held.sub == "cur" or not os.path.lexists(_child(self.path, "cur", fname)):
+                    continue  # its MODSEQ or cached facts only: the file is where it was
+                # Moved out of new/ by a look there (``_moves_logged``).
+            if not os.path.lexists(_child(self.path, "cur", fname)):
+                # Not under the name the line gives: in new/ (listed: a scan elsewhere
+                # indexed a delivery there), else the log does not account for it.
+                if new_keys is None:
+                    new_keys = {maildir.split_name(n)[0] for n in listed["new"]}
+                if kept[0] or key not in new_keys:
+                    return None
+                continue
+            if held is not None:
+                listed[held.sub].discard(held.fname)
+                if held.sub == "cur":
+                    self._theirs_stale.setdefault(key, []).append(held.fname)
+                    if len(self._theirs_stale) > THEIRS_STALE_KEPT:
+                        del self._theirs_stale[next(iter(self._theirs_stale))]
+            listed["cur"].add(fname)
+        fresh = now[0] / 1e9 > self._clock() - _MTIME_TRUST
+        return listed, (now[0], now[1]), (not kept[0] and fresh, False)
+
+    def _cur_candidates(self, listed: dict[str, Names]) -> set[str]:
         """(thread, locked) The names in cur/ that may hold a message of new/ under its key (a
         move cut short), for ``maildir.move_to_cur``: those that appeared since the last look
         and the cur/ names of known messages whose key is in new/. Not the whole listing,
         each name of which move_to_cur would parse (58 ms a delivery at 10,000 messages)."""
-        out = listed["cur"] - self._names["cur"]
+        out = listed["cur"].appeared(self._names["cur"])
         for fname in listed["new"]:
             uid = self.keys.get(maildir.split_name(fname)[0])
             e = self.entries.get(uid) if uid is not None else None
@@ -265,28 +401,38 @@ class DiskScan:
                 this_modseq = modseqs.next()
             return this_modseq
 
-        mtimes, suspect = self._stat_mtimes()
-        listed: dict[str, set[str]] = {}
-        for sub in ("new", "cur"):
-            try:
-                listed[sub] = {
-                    n for n in os.listdir(os.path.join(self.path, sub)) if not n.startswith(".")
-                }
-            except FileNotFoundError:
-                listed[sub] = set()  # deleted under us: its messages are gone; never re-create it
+        logged = None if first else self._logged_listing(others)
+        mtimes: Optional[tuple[int, int]]
+        if logged is not None:
+            listed, mtimes, suspect = logged
+        else:
+            mtimes, suspect = self._stat_mtimes()
+            listed = {sub: Names(self._list(sub)) for sub in ("new", "cur")}
+            # Every name in cur/ seen: a name another process replaced is removed below
+            # as a second name of its file, or is gone already.
+            self._theirs_stale.clear()
         arrived = {
             k for k in (maildir.split_name(n)[0] for n in listed["new"]) if k not in self.keys
         }
+        # Messages this look moves out of new/ (key -> cur/ name), and the directory times
+        # before and after, when nothing else moved them since the listing.
+        moved_out: dict[str, str] = {}
+        move_times: Optional[tuple[tuple[int, int], tuple[int, int]]] = None
         if move_new and listed["new"]:
             # Move new/ -> cur/ once a read-write session sees them (maildir(5)), durably and
             # in one batch: one fsync of cur/ and one of new/ for all of them.
+            before = self._raw_mtimes()
             moved, failed = maildir.move_to_cur(
                 self.path, sorted(listed["new"]), self._cur_candidates(listed)
             )
+            after = self._raw_mtimes()
             for fname, err in failed.items():
                 self.log.warn("cannot move {file} to cur/: {err}", file=fname, err=err)
-            listed["new"] = {n for n in listed["new"] if n in failed}
+            listed["new"] = Names({n for n in listed["new"] if n in failed})
             listed["cur"].update(moved.values())
+            if not failed and before is not None and after is not None and before == mtimes:
+                moved_out = {maildir.split_name(n)[0]: c for n, c in moved.items()}
+                move_times = (before, after)
         # Only names that appeared or vanished since the last look need any work.
         files: dict[str, tuple[str, str]] = {}  # key -> where it is now, for unknown names
         known = self.keys
@@ -294,7 +440,7 @@ class DiskScan:
         # After a restart, which of two names of a file a flag change made last.
         newest = maildir.newest_names(self.path) if first else {}
         for sub in ("new", "cur"):
-            for fname in sorted(listed[sub] - self._names[sub]):
+            for fname in sorted(listed[sub].appeared(self._names[sub])):
                 if sub == "cur" and fname in self._stale:
                     continue  # replaced by a flag change: flush removes it
                 key = maildir.split_name(fname)[0]
@@ -325,7 +471,7 @@ class DiskScan:
         if twins:
             self._remove_twins(twins)
         for sub in ("new", "cur"):
-            for fname in self._names[sub] - listed[sub]:
+            for fname in listed[sub].vanished(self._names[sub]):
                 uid = known.get(maildir.split_name(fname)[0])
                 if uid is None:
                     continue
@@ -423,6 +569,8 @@ class DiskScan:
             ch.claimed = dirty = True
             if not lines and mark is None:
                 lines.append(index.flags_line(modseqs.last, []))  # others look again
+        if move_times is not None and not twins and not first:
+            mtimes = self._moves_logged(ch, moved_out, move_times, lines, mtimes)
         if dirty and os.path.isdir(self.path):
             uidlist.save(self.path, ul)
         ch.mtimes = mtimes
@@ -441,6 +589,36 @@ class DiskScan:
             # The mark first: the log's lines stay in MODSEQ order (this look's are above it).
             self._index.append(([mark] if mark is not None else []) + lines)
         return ch
+
+    def _moves_logged(
+        self,
+        ch: Changes,
+        moved_out: dict[str, str],
+        times: tuple[tuple[int, int], tuple[int, int]],
+        lines: list[index.Line],
+        mtimes: Optional[tuple[int, int]],
+    ) -> Optional[tuple[int, int]]:
+        """(thread, locked) This look moved ``moved_out`` from new/ to cur/ and nothing else
+        changed cur/ since its listing (``times``: before and after the move): a record line
+        for each of them that has none yet, and a ``d`` line, so other processes apply the
+        move from the log, as a STORE's (``_logged_listing``); and the directory times this
+        process keeps: cur/'s after the move, new/'s before (LOCAL may have delivered into
+        new/ meanwhile: the next look lists new/). Unchanged when a moved message did not
+        become an entry (it could not be read): the next look lists everything."""
+        entries = {e.key: e for e in ch.added}
+        for uid, (_sub, fname, letters) in ch.moved.items():
+            e = self.entries[uid]
+            modseq = ch.modseqs.get(uid, e.modseq)
+            entries[e.key] = Entry(uid, e.key, "cur", fname, letters, e.meta, modseq)
+        if mtimes is None or not moved_out.keys() <= entries.keys():
+            return mtimes
+        logged = {line[1] for line in lines if line[0] == "a"}
+        for key in moved_out.keys() - logged:
+            e = entries[key]
+            lines.append(index.record_line(key, e.uid, e.modseq, e.letters, e.meta))
+        before, after = times
+        lines.append(index.dirs_line(before, (-1, after[1])))
+        return mtimes[0], after[1]
 
     def _first_tombstones(
         self,
@@ -473,7 +651,7 @@ class DiskScan:
     def _cur_name(
         self,
         key: str,
-        cur: set[str],
+        cur: Names,
         files: dict[str, tuple[str, str]],
         newest: dict[str, str],
         others: index.Others,

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Optional
+from typing import Iterable, Optional
 from urllib.parse import quote, unquote
 
 from cgtwist.mailstore import maildir
@@ -97,6 +97,51 @@ def load(folder: str) -> Optional[UidList]:
     return ul
 
 
+def moved_on(
+    folder: str, ul: UidList, added: dict[str, int], gone: Iterable[str]
+) -> Optional[UidList]:
+    """(locked) The folder's uidlist as another process saved it, from its first line and
+    what that process logged (``added`` key -> UID, ``gone`` keys) applied to ``ul`` (the
+    list as this process last had it): reads one line, not one per message. None, and the
+    caller reads the whole file (``load``), unless the result lists exactly as many UIDs
+    with the same sum as the file says (``C``, ``S``: a change the log lacks, a writer
+    killed between its uidlist and its log line, shows there) under the same UIDVALIDITY."""
+    try:
+        with open(os.path.join(folder, UIDLIST_FILE), encoding="ascii") as f:
+            st = os.fstat(f.fileno())
+            head = f.readline().rstrip("\n").split(" ")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        if " ".join(head[:2]) != _MAGIC:
+            return None
+        fields = {h[0]: int(h[1:]) for h in head[2:] if h}
+        if fields["V"] != ul.uidvalidity:
+            return None
+        uids = dict(ul.uids)
+        for key in gone:
+            uids.pop(key, None)
+        for key, uid in added.items():
+            if uids.setdefault(key, uid) != uid:
+                return None
+        out = UidList(
+            uidvalidity=fields["V"],
+            uidnext=fields["N"],
+            uids=uids,
+            modseq_reserved=fields.get("M", 0),
+            first_recent=fields.get("R", fields["N"]),
+            stamp=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
+        )
+        if fields["C"] != len(uids) or fields["S"] != sum(uids.values()):
+            return None
+        if max(added.values(), default=0) >= out.uidnext:
+            return None
+    except (ValueError, KeyError, IndexError):
+        return None
+    out.first_recent = min(max(out.first_recent, 1), out.uidnext)
+    return out
+
+
 def load_dovecot(folder: str) -> Optional[UidList]:
     """Adopt Dovecot's ``dovecot-uidlist`` (version 3: ``3 V<validity> N<next> ...`` then
     ``<uid> [fields] :<file name>``) so a Maildir moved from Dovecot keeps its UIDs.
@@ -148,6 +193,9 @@ def save(folder: str, ul: UidList) -> None:
         f"{_MAGIC} V{ul.uidvalidity} N{ul.uidnext}"
         + (f" M{ul.modseq_reserved}" if ul.modseq_reserved else "")
         + (f" R{ul.first_recent}" if ul.first_recent != ul.uidnext else "")
+        # How many UIDs the file lists and their sum: what a process that followed the
+        # changes in the index log must hold to skip reading the rest (``moved_on``).
+        + f" C{len(ul.uids)} S{sum(ul.uids.values())}"
     ]
     out.extend(f"{uid} {_quoted(key)}" for key, uid in sorted(ul.uids.items(), key=itemgetter(1)))
     maildir.write_atomic(

@@ -23,6 +23,7 @@ from cgtwist.account_settings import QuotaLimits
 from cgtwist.mailstore import (
     MailboxNotifier,
     MaildirAccount,
+    index,
     maildir,
     pop,
     provision,
@@ -490,3 +491,173 @@ class RecentTests(CrossProcessBase):
         self.assertEqual(other("recent")["recent"], [1])
         box, _ = await self.select()
         self.assertEqual(box.getRecentCount(), 0)
+
+
+class LogLookTests(CrossProcessBase):
+    """Another process's logged change is applied here from its index log lines, without
+    listing the folder, while the directory times show nothing else moved them; anything
+    the log does not account for makes the look list the folder as before."""
+
+    async def settled(self, box: MaildirMailbox) -> list[str]:
+        """Looks until the last look vouches for itself (no directory changed within the
+        trust window before it); then records which of the folder's directories each
+        later look lists (new/, cur/)."""
+        folder = box.folder
+        end = time.monotonic() + DEADLINE
+        await folder.refresh()
+        while folder.unconfirmed:
+            if time.monotonic() > end:
+                self.fail(f"no confirmed look within {DEADLINE} s")
+            await task.deferLater(reactor, 0.01, lambda: None)
+            await folder.refresh()
+        listed: list[str] = []
+        real = os.listdir
+
+        def counted(path: Any = ".") -> list[str]:
+            if os.path.dirname(os.fspath(path)) == self.md:
+                listed.append(os.path.basename(os.fspath(path)))
+            return real(path)
+
+        self.patch(os, "listdir", counted)
+        return listed
+
+    async def three(self) -> tuple[Other, MaildirMailbox, Recorder, list[int], list[str]]:
+        other = self.other()
+        uids = [other("append", f"m{i}")["uid"] for i in range(3)]
+        box, rec = await self.select()
+        listed = await self.settled(box)
+        return other, box, rec, uids, listed
+
+    def logged_modseq(self, key: str) -> int:
+        return index.FolderIndex(self.md).load().records[key].modseq
+
+    @run
+    async def test_store_of_another_process_applied_from_its_log(self) -> None:
+        """STORE there: FETCH FLAGS here with the MODSEQ it got there, and no listing."""
+        other, box, rec, uids, listed = await self.three()
+        other("flag", uids[1], "\\Flagged")
+        await box.folder.refresh()
+        box.sync()
+        self.assertIn("\\Flagged", box.flags_of(uids[1]))
+        self.assertTrue(any(k == "flags" and uids[1] in v for k, v in rec.events), rec.events)
+        e = box.folder.entries[uids[1]]
+        self.assertEqual(e.modseq, self.logged_modseq(e.key))
+        self.assertEqual(box.folder.highest_modseq, e.modseq)
+        self.assertTrue(os.path.exists(e.path(self.md)))
+        self.assertEqual(listed, [])
+
+    @run
+    async def test_append_of_another_process_applied_from_its_log(self) -> None:
+        """APPEND there: EXISTS here with its UID, \\Recent for the session here, no listing."""
+        other, box, rec, uids, listed = await self.three()
+        uid = other("append", "new")["uid"]
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, uids + [uid])
+        self.assertIn(("exists", 4), rec.events)
+        self.assertIn("\\Recent", box.flags_of(uid))
+        self.assertEqual(listed, [])
+
+    @run
+    async def test_expunge_of_another_process_applied_from_its_log(self) -> None:
+        """EXPUNGE there: EXPUNGE here, remembered for VANISHED (QRESYNC), no listing."""
+        other, box, rec, uids, listed = await self.three()
+        other("expunge", uids[0])
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, uids[1:])
+        self.assertIn(("expunge", [1]), rec.events)
+        self.assertIn(uids[0], box.folder.vanished_since(0) or [])
+        self.assertEqual(listed, [])
+
+    @run
+    async def test_delivery_lists_new_only(self) -> None:
+        """A delivery by LOCAL (into new/, no lock, no log line): new/ alone is listed."""
+        other, box, rec, uids, listed = await self.three()
+        other("deliver", "local")
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(len(box.uids), 4)
+        self.assertIn(("exists", 4), rec.events)
+        self.assertNotIn("cur", listed)
+
+    @run
+    async def test_torn_log_line_makes_a_listing(self) -> None:
+        """A line torn by a crash in its write: the look lists the folder and finds what
+        the good lines and the disk say."""
+        other, box, rec, uids, listed = await self.three()
+        other("flag", uids[2], "\\Seen")
+        with open(os.path.join(self.md, index.LOG_FILE), "ab") as f:
+            f.write(b'["f",99999,[["')
+        await box.folder.refresh()
+        box.sync()
+        self.assertIn("\\Seen", box.flags_of(uids[2]))
+        self.assertIn("cur", listed)
+
+    @run
+    async def test_change_whose_times_are_not_logged_makes_a_listing(self) -> None:
+        """A change whose ``d`` line is missing (its writer killed after its flag line):
+        nothing vouches for the directory times, the look lists the folder."""
+        other, box, rec, uids, listed = await self.three()
+        log = os.path.join(self.md, index.LOG_FILE)
+        size = os.path.getsize(log)
+        other("flag", uids[0], "\\Answered")
+        with open(log, "rb") as f:
+            f.seek(size)
+            added = f.read().splitlines(keepends=True)
+        self.assertEqual([json.loads(line)[0] for line in added], ["f", "d", "d"])
+        os.truncate(log, size + len(added[0]))
+        await box.folder.refresh()
+        box.sync()
+        self.assertIn("\\Answered", box.flags_of(uids[0]))
+        self.assertIn("cur", listed)
+
+    @run
+    async def test_maildir_changed_behind_the_log_makes_a_listing(self) -> None:
+        """A user's ``mv`` in cur/ (flags changed outside any log), then a logged STORE
+        there: the times do not chain, the look lists and finds both changes."""
+        other, box, rec, uids, listed = await self.three()
+        e = box.folder.entries[uids[2]]
+        os.rename(e.path(self.md), os.path.join(self.md, "cur", maildir.join_name(e.key, "S")))
+        other("flag", uids[0], "\\Flagged")
+        await box.folder.refresh()
+        box.sync()
+        self.assertIn("\\Seen", box.flags_of(uids[2]))
+        self.assertIn("\\Flagged", box.flags_of(uids[0]))
+        self.assertIn("cur", listed)
+
+    @run
+    async def test_delivery_moved_to_cur_by_another_process_applied_from_its_log(self) -> None:
+        """A delivery that a read-write session in another process moved from new/ to cur/:
+        EXISTS here with the UID it got there, the message found in cur/, and cur/ is not
+        listed (the move is in that process's log)."""
+        other, box, rec, uids, listed = await self.three()
+        other("select")
+        other("deliver", "local")
+        there = other("recent")["uids"]
+        self.assertEqual(len(there), 4)
+        self.assertEqual(os.listdir(os.path.join(self.md, "new")), [])
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, there)
+        self.assertIn(("exists", 4), rec.events)
+        e = box.folder.entries[there[-1]]
+        self.assertEqual((e.sub, os.path.exists(e.path(self.md))), ("cur", True))
+        self.assertNotIn("cur", listed)
+
+    @run
+    async def test_uid_kept_when_the_append_line_is_lost(self) -> None:
+        """Another process's APPEND whose log lines were lost (killed after its uidlist
+        save): the uidlist is read whole, not moved on from the log, and the message keeps
+        the UID it got there instead of a new one."""
+        other, box, rec, uids, listed = await self.three()
+        log = os.path.join(self.md, index.LOG_FILE)
+        size = os.path.getsize(log)
+        uid = other("append", "lost")["uid"]
+        os.truncate(log, size)
+        other("flag", uids[0], "\\Seen")  # a logged change after it: the log has news
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, uids + [uid])
+        self.assertIn("\\Seen", box.flags_of(uids[0]))
+        self.assertIn("cur", listed)

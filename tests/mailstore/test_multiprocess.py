@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from twisted.internet import task
 from twisted.mail import imap4
@@ -228,6 +229,33 @@ class SharedFolderTests(TwoProcessTestBase):
         box = self.select(account=self.reopen())
         self.assertEqual(self.uids(box), [2, 3])
         self.assertEqual(box.getUIDNext(), 4)
+
+    def test_expunge_removes_the_name_the_other_process_replaced(self) -> None:
+        """A message whose flags another process changed, and whose name before that change
+        is still there (that process removes it in a batch, later): an EXPUNGE here removes
+        both names, so a crash of that process before its batch cannot bring the message
+        back at the next listing."""
+        clock = task.Clock()  # the first process's batch never comes
+        self.one = MaildirAccount(self.md, "a@example.com", MailboxNotifier(timer=clock))
+        # Looks here vouch for themselves at once (no directory time within the window).
+        self.two = MaildirAccount(
+            self.md, "a@example.com", MailboxNotifier(clock=lambda: time.time() + 10)
+        )
+        for s in ("x", "y"):
+            deliver(self.md, msg(s))
+        a = self.select(account=self.one)
+        b = self.select(account=self.two)
+        self.caught_up(a, b)
+        key = a.folder.entries[1].key
+        self.store(a, 1, ["\\Flagged"])
+        cur = os.path.join(self.md, "cur")
+        self.assertEqual(len([n for n in os.listdir(cur) if n.startswith(key)]), 2)
+        self.caught_up(b)
+        self.assertIn("\\Flagged", self.flags(b, 1))
+        result(b.folder.expunge([1], origin=b))
+        self.assertEqual([n for n in os.listdir(cur) if n.startswith(key)], [])
+        box = self.select(account=self.reopen())
+        self.assertEqual(self.uids(box), [2])
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
