@@ -52,6 +52,9 @@ class MessageCommands(MailboxCommands):
     # The last FETCH's items and what they ask for (_query_facts); set by the first FETCH.
     _facts_key: tuple[object, ...] = ()
     _facts: Optional[imap_fetch.QueryFacts] = None
+    # The Renderer of those items (_renderer), and for which (UID FETCH or not, IMAP4rev2).
+    _render_for: tuple[object, ...] = ()
+    _render: Optional[imap_fetch.Renderer] = None
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
 
@@ -328,11 +331,7 @@ class MessageCommands(MailboxCommands):
 
         binary = not facts.types.isdisjoint(("binary", "binarysize"))
         # The everyday items are rendered whole per message (imap_fetch.render).
-        render = (
-            imap_fetch.Renderer(query, bool(uid), not self.rev2, facts.types)
-            if facts.renderable
-            else None
-        )
+        render = self._renderer(query, facts, bool(uid)) if facts.renderable else None
         # Responses of the index's items (and ENVELOPE) are cheap: several go in one chunk.
         batch_max = _BATCH if facts.types <= _BATCHED_ITEMS else 1
 
@@ -457,6 +456,20 @@ class MessageCommands(MailboxCommands):
         if self._facts is None or key != self._facts_key:
             self._facts_key, self._facts = key, imap_fetch.query_facts(query)
         return self._facts
+
+    def _renderer(
+        self, query: Sequence[imap_fetch.FetchItem], facts: imap_fetch.QueryFacts, uid: bool
+    ) -> imap_fetch.Renderer:
+        """A Renderer of ``query`` (its items as ``_query_facts`` last saw them), kept for
+        the session's next FETCH of the same items: a mail client fetching message after
+        message sends the same items each time."""
+        key = (facts, uid, self.rev2)
+        render = self._render
+        if render is None or key != self._render_for or facts is not self._facts:
+            render = imap_fetch.Renderer(query, uid, not self.rev2, facts.types)
+            if facts is self._facts:
+                self._render, self._render_for = render, key
+        return render
 
     def _answer_now(self, chunks: Iterator[object]) -> None:
         """A small FETCH's responses (a few messages, all of them rendered at once: no
