@@ -543,6 +543,7 @@ class Renderer:
     def __call__(self, seq: int, msg: RenderedMessage, seen_added: bool = False) -> Optional[bytes]:
         """The message's whole response, or None when its BODY[] is over ``WHOLE``."""
         out: list[bytes] = []
+        literals: Optional[list[tuple[int, bytes]]] = None  # (its item in out, BODY[] text)
         if self.add_uid:
             out.append(b"UID %d" % msg.getUID())
         extra = "\\Seen" if seen_added else None
@@ -565,12 +566,30 @@ class Renderer:
                 if msg.getSize() > WHOLE:
                     return None
                 data = read_raw(msg)
-                out.append(name + b" {%d}\r\n" % len(data) + data)
+                out.append(name + b" {%d}\r\n" % len(data))
+                if literals is None:
+                    literals = []
+                literals.append((len(out) - 1, data))
             else:
                 out.append(b"BODY " + body_structure(msg, False))
         if seen_added and not self.has_flags:
             out.append(_cached_flags(msg, extra, self.recent, self.flag_cache))
-        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+        if literals is None:
+            return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+        # A message's text is copied once, into the response, not once per concatenation.
+        parts = [b"* %d FETCH (" % seq]
+        start = 0
+        for i, data in literals:
+            if start:
+                parts.append(b" ")
+            parts.append(b" ".join(out[start : i + 1]))
+            parts.append(data)
+            start = i + 1
+        if start < len(out):
+            parts.append(b" ")
+            parts.append(b" ".join(out[start:]))
+        parts.append(b")\r\n")
+        return b"".join(parts)
 
 
 def render(

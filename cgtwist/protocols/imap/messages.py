@@ -383,7 +383,7 @@ class MessageCommands(MailboxCommands):
 
         def stream(rows: list[tuple[int, Any]]) -> Optional[defer.Deferred[None]]:
             """The Streamer's Deferred, or None for a FETCH small enough to answer at once
-            (``_answer_now``: no Streamer, the answer held for the tagged reply)."""
+            (``_answer_rendered``: no Streamer, the answer held for the tagged reply)."""
             if not facts.types <= _INDEX_ITEMS:
                 # Another session expunged these and their files are gone: answer for the rest,
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
@@ -395,7 +395,7 @@ class MessageCommands(MailboxCommands):
                 and sum(msg.getSize() for _seq, msg in rows) <= _DIRECT_OCTETS
             ):
                 try:
-                    self._answer_now(responses(rows))
+                    self._answer_rendered(rows, render, seen, gone, query, bool(uid))
                 except Exception:
                     return defer.fail()  # as the Streamer's failure: broken() closes
                 return None
@@ -471,19 +471,39 @@ class MessageCommands(MailboxCommands):
                 self._render, self._render_for = render, key
         return render
 
-    def _answer_now(self, chunks: Iterator[object]) -> None:
-        """A small FETCH's responses (a few messages, all of them rendered at once: no
-        Deferred among the chunks) held for the tagged reply, as the Streamer's one burst
-        would be, without a Streamer, its Deferred and its turn of the reactor. A failure
+    def _answer_rendered(
+        self,
+        rows: list[tuple[int, Any]],
+        render: imap_fetch.Renderer,
+        seen: set[int],
+        gone: list[int],
+        query: list[Any],
+        uid: bool,
+    ) -> None:
+        """A small FETCH's responses (a few messages of the Renderer's items, together at
+        most ``_DIRECT_OCTETS``: no BODY[] over ``WHOLE``, nothing for a thread) held for
+        the tagged reply, as the Streamer's one burst would be, without a Streamer, its
+        Deferred and its turn of the reactor, nor a generator: a mail client's UID FETCH
+        of one message. The answers are ``responses``' own: a message that cannot be
+        rendered is logged and left out, one whose file went is put in ``gone``; a failure
         midway is raised after what was made goes out, as the Streamer reports it."""
         out: list[bytes] = []
         try:
-            for chunk in chunks:
-                if not isinstance(chunk, bytes):  # never: no Deferred is made for these
-                    raise TypeError(f"FETCH answered at once got {chunk!r}")
-                out.append(chunk)
+            for seq, msg in rows:
+                try:
+                    data = render(seq, msg, seq in seen)
+                except Exception:
+                    self.log.failure("imap: cannot fetch message {seq}", seq=seq)
+                    continue
+                if data is None:  # BODY[] over WHOLE: never under _DIRECT_OCTETS
+                    out.extend(self._safe_fetch(seq, msg, query, uid, seq in seen, gone))
+                    continue
+                if getattr(msg, "vanished", False) and len(data) <= imap_fetch.CHUNK:
+                    gone.append(seq)
+                    continue
+                out.append(data)
         except Exception:
-            if out:
+            if out:  # what was made goes out before the failure, as the Streamer's would
                 write_now(self.transport, b"".join(out))
             raise
         if out:
