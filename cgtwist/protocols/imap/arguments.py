@@ -94,7 +94,9 @@ class ArgumentParsers:
                     args.append(parser)
                     continue
                 parsers_ran = True
-                value, line = parsed(parser(self, line))
+                result = parser(self, line)
+                # A tuple (nearly every parser, nearly always) unpacked here, not in parsed().
+                value, line = result if type(result) is tuple else parsed(result)
                 args.append(value)
             if line:
                 raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(line))

@@ -387,12 +387,22 @@ class MessageCommands(MailboxCommands):
             if not facts.types <= _INDEX_ITEMS:
                 # Another session expunged these and their files are gone: answer for the rest,
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
-                gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
-                rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
+                kept = []
+                for seq, msg in rows:  # one look at each: ``expunged`` asks the folder
+                    if getattr(msg, "expunged", False):
+                        gone.append(seq)
+                    else:
+                        kept.append((seq, msg))
+                rows = kept
             if (
                 render is not None
                 and len(rows) <= _DIRECT_MESSAGES
-                and sum(msg.getSize() for _seq, msg in rows) <= _DIRECT_OCTETS
+                and (
+                    rows[0][1].getSize()
+                    if len(rows) == 1
+                    else sum(msg.getSize() for _seq, msg in rows)
+                )
+                <= _DIRECT_OCTETS
             ):
                 try:
                     self._answer_rendered(rows, render, seen, gone, query, bool(uid))
@@ -435,7 +445,8 @@ class MessageCommands(MailboxCommands):
             rows = box.fetch(messages, bool(uid))
             # A list first: isinstance of Deferred is an ABC check (Deferred is an Awaitable).
             fetched_later = not isinstance(rows, list) and isinstance(rows, defer.Deferred)
-            if not fetched_later:
+            plain = changedsince is None and not facts.sets_seen and isinstance(rows, list)
+            if not fetched_later and not plain:  # plain: nothing to filter or mark
                 rows = mark_seen(changed(rows))  # a Deferred only when \Seen is stored
         except Exception:
             self._fail(tag, "FETCH")(current_failure())
