@@ -266,6 +266,8 @@ class CgIMAP4Server(
                 mbox.removeListener(self)
             except Exception:
                 pass
+            if getattr(mbox, "closed", False) is True:
+                return  # the mailstore's view closes with its last listener: nothing to ask
             closeable = cast(Any, imap4.ICloseableMailbox(mbox, None))
             if closeable is not None:
                 defer.maybeDeferred(closeable.close).addErrback(
