@@ -484,11 +484,11 @@ class MessageCommands(MailboxCommands):
 
     def _answer_rendered(
         self,
-        rows: list[tuple[int, Any]],
+        rows: Sequence[tuple[int, imap_fetch.RenderedMessage]],
         render: imap_fetch.Renderer,
         seen: set[int],
         gone: list[int],
-        query: list[Any],
+        query: list[imap_fetch.FetchItem],
         uid: bool,
     ) -> None:
         """A small FETCH's responses (a few messages of the Renderer's items, together at
