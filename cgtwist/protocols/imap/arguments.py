@@ -94,7 +94,9 @@ class ArgumentParsers:
                     args.append(parser)
                     continue
                 parsers_ran = True
-                value, line = parsed(parser(self, line))
+                result = parser(self, line)
+                # A tuple (nearly every parser, nearly always) unpacked here, not in parsed().
+                value, line = result if type(result) is tuple else parsed(result)
                 args.append(value)
             if line:
                 raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(line))
@@ -158,6 +160,12 @@ class ArgumentParsers:
             (a, b) if (big if a is None else a) <= (big if b is None else b) else (b, a)
             for a, b in ranges
         ]
+        if len(spans) == 1:
+            # One range, ordered above (a mail client's UID FETCH <uid> of one message):
+            # Twisted's sort and merge of the ranges would leave it as it is.
+            one = typedimap4.message_set()
+            one.ranges = spans
+            return one, rest
         return typedimap4.message_set(spans), rest
 
     def _saved_set(self) -> imap4.MessageSet:

@@ -512,6 +512,7 @@ def query_facts(query: Sequence[FetchItem]) -> QueryFacts:
 
 
 FlagCache = dict[tuple[object, ...], bytes]
+_FLAG_CACHE_MAX = 256  # distinct flag sets a Renderer keeps the FLAGS item of
 
 
 class Renderer:
@@ -529,7 +530,11 @@ class Renderer:
         """``types``: the items' types when known (``QueryFacts``)."""
         if types is None:
             types = frozenset(item.type for item in query)
-        self.items = [(item.type, item) for item in query]
+        # BODY[]'s echoed name made once, not per message.
+        self.items = [
+            (item.type, item, section_name(item) if item.type == "body" and item.empty else b"")
+            for item in query
+        ]
         self.add_uid = want_uid and "uid" not in types
         self.has_flags = "flags" in types
         self.recent = recent
@@ -538,10 +543,11 @@ class Renderer:
     def __call__(self, seq: int, msg: RenderedMessage, seen_added: bool = False) -> Optional[bytes]:
         """The message's whole response, or None when its BODY[] is over ``WHOLE``."""
         out: list[bytes] = []
+        literals: Optional[list[tuple[int, bytes]]] = None  # (its item in out, BODY[] text)
         if self.add_uid:
             out.append(b"UID %d" % msg.getUID())
         extra = "\\Seen" if seen_added else None
-        for t, item in self.items:
+        for t, item, name in self.items:
             if t == "uid":
                 out.append(b"UID %d" % msg.getUID())
             elif t == "flags":
@@ -560,12 +566,30 @@ class Renderer:
                 if msg.getSize() > WHOLE:
                     return None
                 data = read_raw(msg)
-                out.append(section_name(item) + b" {%d}\r\n" % len(data) + data)
+                out.append(name + b" {%d}\r\n" % len(data))
+                if literals is None:
+                    literals = []
+                literals.append((len(out) - 1, data))
             else:
                 out.append(b"BODY " + body_structure(msg, False))
         if seen_added and not self.has_flags:
             out.append(_cached_flags(msg, extra, self.recent, self.flag_cache))
-        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+        if literals is None:
+            return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(out))
+        # A message's text is copied once, into the response, not once per concatenation.
+        parts = [b"* %d FETCH (" % seq]
+        start = 0
+        for i, data in literals:
+            if start:
+                parts.append(b" ")
+            parts.append(b" ".join(out[start : i + 1]))
+            parts.append(data)
+            start = i + 1
+        if start < len(out):
+            parts.append(b" ")
+            parts.append(b" ".join(out[start:]))
+        parts.append(b")\r\n")
+        return b"".join(parts)
 
 
 def render(
@@ -596,6 +620,8 @@ def _cached_flags(
     key = (flags, getattr(msg, "recent", None), extra, recent)
     hit = cache.get(key)
     if hit is None:
+        if len(cache) >= _FLAG_CACHE_MAX:  # a session's Renderer outlives its command
+            cache.clear()
         hit = cache[key] = _flags(msg, extra, recent)
     return hit
 

@@ -52,6 +52,9 @@ class MessageCommands(MailboxCommands):
     # The last FETCH's items and what they ask for (_query_facts); set by the first FETCH.
     _facts_key: tuple[object, ...] = ()
     _facts: Optional[imap_fetch.QueryFacts] = None
+    # The Renderer of those items (_renderer), and for which (UID FETCH or not, IMAP4rev2).
+    _render_for: tuple[object, ...] = ()
+    _render: Optional[imap_fetch.Renderer] = None
     _astr = MailboxCommands.arg_astring
     message_commands = CommandTable()
 
@@ -328,11 +331,7 @@ class MessageCommands(MailboxCommands):
 
         binary = not facts.types.isdisjoint(("binary", "binarysize"))
         # The everyday items are rendered whole per message (imap_fetch.render).
-        render = (
-            imap_fetch.Renderer(query, bool(uid), not self.rev2, facts.types)
-            if facts.renderable
-            else None
-        )
+        render = self._renderer(query, facts, bool(uid)) if facts.renderable else None
         # Responses of the index's items (and ENVELOPE) are cheap: several go in one chunk.
         batch_max = _BATCH if facts.types <= _BATCHED_ITEMS else 1
 
@@ -384,19 +383,29 @@ class MessageCommands(MailboxCommands):
 
         def stream(rows: list[tuple[int, Any]]) -> Optional[defer.Deferred[None]]:
             """The Streamer's Deferred, or None for a FETCH small enough to answer at once
-            (``_answer_now``: no Streamer, the answer held for the tagged reply)."""
+            (``_answer_rendered``: no Streamer, the answer held for the tagged reply)."""
             if not facts.types <= _INDEX_ITEMS:
                 # Another session expunged these and their files are gone: answer for the rest,
                 # then NO (RFC 2180 §4.1.3, RFC 5530 EXPUNGEISSUED); the EXPUNGE follows later.
-                gone.extend(seq for seq, msg in rows if getattr(msg, "expunged", False))
-                rows = [(seq, msg) for seq, msg in rows if not getattr(msg, "expunged", False)]
+                kept = []
+                for seq, msg in rows:  # one look at each: ``expunged`` asks the folder
+                    if getattr(msg, "expunged", False):
+                        gone.append(seq)
+                    else:
+                        kept.append((seq, msg))
+                rows = kept
             if (
                 render is not None
                 and len(rows) <= _DIRECT_MESSAGES
-                and sum(msg.getSize() for _seq, msg in rows) <= _DIRECT_OCTETS
+                and (
+                    rows[0][1].getSize()
+                    if len(rows) == 1
+                    else sum(msg.getSize() for _seq, msg in rows)
+                )
+                <= _DIRECT_OCTETS
             ):
                 try:
-                    self._answer_now(responses(rows))
+                    self._answer_rendered(rows, render, seen, gone, query, bool(uid))
                 except Exception:
                     return defer.fail()  # as the Streamer's failure: broken() closes
                 return None
@@ -436,7 +445,8 @@ class MessageCommands(MailboxCommands):
             rows = box.fetch(messages, bool(uid))
             # A list first: isinstance of Deferred is an ABC check (Deferred is an Awaitable).
             fetched_later = not isinstance(rows, list) and isinstance(rows, defer.Deferred)
-            if not fetched_later:
+            plain = changedsince is None and not facts.sets_seen and isinstance(rows, list)
+            if not fetched_later and not plain:  # plain: nothing to filter or mark
                 rows = mark_seen(changed(rows))  # a Deferred only when \Seen is stored
         except Exception:
             self._fail(tag, "FETCH")(current_failure())
@@ -458,19 +468,53 @@ class MessageCommands(MailboxCommands):
             self._facts_key, self._facts = key, imap_fetch.query_facts(query)
         return self._facts
 
-    def _answer_now(self, chunks: Iterator[object]) -> None:
-        """A small FETCH's responses (a few messages, all of them rendered at once: no
-        Deferred among the chunks) held for the tagged reply, as the Streamer's one burst
-        would be, without a Streamer, its Deferred and its turn of the reactor. A failure
+    def _renderer(
+        self, query: Sequence[imap_fetch.FetchItem], facts: imap_fetch.QueryFacts, uid: bool
+    ) -> imap_fetch.Renderer:
+        """A Renderer of ``query`` (its items as ``_query_facts`` last saw them), kept for
+        the session's next FETCH of the same items: a mail client fetching message after
+        message sends the same items each time."""
+        key = (facts, uid, self.rev2)
+        render = self._render
+        if render is None or key != self._render_for or facts is not self._facts:
+            render = imap_fetch.Renderer(query, uid, not self.rev2, facts.types)
+            if facts is self._facts:
+                self._render, self._render_for = render, key
+        return render
+
+    def _answer_rendered(
+        self,
+        rows: Sequence[tuple[int, imap_fetch.RenderedMessage]],
+        render: imap_fetch.Renderer,
+        seen: set[int],
+        gone: list[int],
+        query: list[imap_fetch.FetchItem],
+        uid: bool,
+    ) -> None:
+        """A small FETCH's responses (a few messages of the Renderer's items, together at
+        most ``_DIRECT_OCTETS``: no BODY[] over ``WHOLE``, nothing for a thread) held for
+        the tagged reply, as the Streamer's one burst would be, without a Streamer, its
+        Deferred and its turn of the reactor, nor a generator: a mail client's UID FETCH
+        of one message. The answers are ``responses``' own: a message that cannot be
+        rendered is logged and left out, one whose file went is put in ``gone``; a failure
         midway is raised after what was made goes out, as the Streamer reports it."""
         out: list[bytes] = []
         try:
-            for chunk in chunks:
-                if not isinstance(chunk, bytes):  # never: no Deferred is made for these
-                    raise TypeError(f"FETCH answered at once got {chunk!r}")
-                out.append(chunk)
+            for seq, msg in rows:
+                try:
+                    data = render(seq, msg, seq in seen)
+                except Exception:
+                    self.log.failure("imap: cannot fetch message {seq}", seq=seq)
+                    continue
+                if data is None:  # BODY[] over WHOLE: never under _DIRECT_OCTETS
+                    out.extend(self._safe_fetch(seq, msg, query, uid, seq in seen, gone))
+                    continue
+                if getattr(msg, "vanished", False) and len(data) <= imap_fetch.CHUNK:
+                    gone.append(seq)
+                    continue
+                out.append(data)
         except Exception:
-            if out:
+            if out:  # what was made goes out before the failure, as the Streamer's would
                 write_now(self.transport, b"".join(out))
             raise
         if out:

@@ -54,6 +54,13 @@ _RESULT_CAPS = [b"ESORT", b"PARTIAL", b"CONTEXT=SEARCH", b"CONTEXT=SORT"]
 # (maxlen 0: nothing can be put in it) instead of a deque of its own: an idling session kept
 # its last command's emptied deque, 760 bytes of every IDLE connection.
 _NO_LITERALS: deque[tuple[Any, bytes]] = deque(maxlen=0)
+# (session class, state, command name) -> the entry lookupCommand found: the tables and
+# Twisted's attributes are fixed once the class is built, and a name was looked up (decoded,
+# upper-cased, two tables, the name's pattern) at every command. Only names that found an
+# entry are kept, and at most _FOUND_MAX of them (the names reach it upper-cased: a few
+# dozen commands in four states).
+_FOUND: dict[tuple[type, str, bytes], CommandEntry] = {}
+_FOUND_MAX = 512
 
 
 class CgIMAP4Server(
@@ -259,6 +266,8 @@ class CgIMAP4Server(
                 mbox.removeListener(self)
             except Exception:
                 pass
+            if getattr(mbox, "closed", False) is True:
+                return  # the mailstore's view closes with its last listener: nothing to ask
             closeable = cast(Any, imap4.ICloseableMailbox(mbox, None))
             if closeable is not None:
                 defer.maybeDeferred(closeable.close).addErrback(
@@ -357,7 +366,12 @@ class CgIMAP4Server(
     def _run(self, cmd: _Pending) -> None:
         try:
             special = self._special_command(cmd)
-            if not special:
+            if special:
+                pass
+            elif len(cmd.segments) == 1:
+                # No literal (nearly every command): the line as it is, no lists to build.
+                self.parse_command(cmd.segments[0])
+            else:
                 segs = [self._normalise_literal(s) for s in cmd.segments]
                 pairs = list(zip(cmd.literals, segs[1:], strict=True))
                 if pairs:
@@ -410,6 +424,10 @@ class CgIMAP4Server(
     def dispatchCommand(
         self, tag: bytes, cmd: bytes, rest: Optional[bytes], uid: Optional[int] = None
     ) -> None:
+        f = _FOUND.get((type(self), self.state, cmd))  # served before: its name was checked
+        if f is not None:
+            self.run_entry(tag, f, rest, uid)
+            return
         if not _COMMAND_RE.match(cmd):
             self.sendBadResponse(tag, b"Unknown command")
             return
@@ -429,13 +447,19 @@ class CgIMAP4Server(
         )
 
     def lookupCommand(self, cmd: bytes) -> Optional[CommandEntry]:
-        """Our command table first, then Twisted's ``<state>_<COMMAND>`` attributes."""
-        name = cmd.decode("ascii", "replace").upper()
-        entry = self.commands.lookup(self.state, name)
+        """Our command table first, then Twisted's ``<state>_<COMMAND>`` attributes; an
+        entry found is kept in ``_FOUND`` for the next command of that name."""
+        key = (type(self), self.state, cmd)
+        entry = _FOUND.get(key)
         if entry is not None:
             return entry
-        inherited: Optional[CommandEntry] = super().lookupCommand(cmd)
-        return inherited
+        name = cmd.decode("ascii", "replace").upper()
+        entry = self.commands.lookup(self.state, name)
+        if entry is None:
+            entry = super().lookupCommand(cmd)
+        if entry is not None and len(_FOUND) < _FOUND_MAX and _COMMAND_RE.match(cmd):
+            _FOUND[key] = entry
+        return entry
 
     def _IMAP4Server__ebDispatch(self, failure: Failure, tag: bytes) -> None:
         """Argument-parser errors: BAD for syntax, NO [SERVERBUG] for our own bugs."""

@@ -66,9 +66,12 @@ class UnsolicitedResponses(MailboxCommands):
                     if allowed and getattr(self.mbox, "pending_expunges", False)
                     else None
                 )
-                self._send_updates(sync(allowed), before)
-                for line in self.context_updates.lines(self.mbox):
-                    self.sendLine(b"* " + line)
+                up = sync(allowed)
+                if up or before is not None:  # most commands are owed nothing
+                    self._send_updates(up, before)
+                if self.search_contexts:  # updating searches' lines exist only with them
+                    for line in self.context_updates.lines(self.mbox):
+                        self.sendLine(b"* " + line)
                 if start and self.search_contexts:
                     matching = self.context_updates.start(self.mbox)
         while self._unsolicited:
