@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
-from cgtwist.logs import Logger
+from cgtwist.logs import Logger, plain_text
 from cgtwist.runtime.fastwrite import write_pipe_now
 from cgtwist.runtime.mode import Runtime
 from cgtwist.runtime.stopsignals import StopSignals
@@ -236,32 +236,50 @@ class Worker:
             await self.app.close()
 
 
-def _log_to_stderr(level: LogLevel, reactor: Any, batched: bool) -> None:
-    """JSON lines on standard error; ``batched`` (``[server] runtime = tuned``): gathered
-    per reactor turn (TurnBufferedFile), else written line by line."""
-    from cgtwist.logs import LevelFilter, TurnBufferedFile, plain_text, set_level
+@implementer(ILogObserver)
+class StderrObserver:
+    """The worker's log observer: each event a JSON line ``[level, namespace, text]`` on
+    ``out`` (standard error, which the server relays into its log: cgtwist.workers'
+    ``relay_log``); ``batched`` (``[server] runtime = tuned``): gathered per reactor turn
+    (TurnBufferedFile), else written line by line."""
 
-    out: Any = sys.stderr
-    if batched:
-        out = TurnBufferedFile(sys.stderr, reactor)
-        reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # lines after it, too
+    def __init__(self, out: Any, reactor: Any, batched: bool) -> None:
+        from cgtwist.logs import TurnBufferedFile
 
-    @implementer(ILogObserver)
-    def observer(event: Any) -> None:
+        self.batched = batched
+        if batched:
+            out = TurnBufferedFile(out, reactor)
+            reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # later lines too
+        self.out = out
+
+    def __call__(self, event: Any) -> None:
         text = plain_text(event) or formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()
         try:
-            out.write(
+            self.out.write(
                 json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n"
             )
-            if not batched:
-                out.flush()
+            if not self.batched:
+                self.out.flush()
         except Exception:  # never let logging kill the worker
             pass
 
+    def flush(self) -> None:
+        """Write what is gathered now (for a measurement that runs no reactor turn)."""
+        if self.batched:
+            self.out.flush_now()
+        else:
+            self.out.flush()
+
+
+def _log_to_stderr(level: LogLevel, reactor: Any, batched: bool) -> None:
+    """Log events at ``level`` and above to standard error (StderrObserver)."""
+    from cgtwist.logs import LevelFilter, set_level
+
     set_level(level)
+    observer = StderrObserver(sys.stderr, reactor, batched)
     globalLogBeginner.beginLoggingTo([LevelFilter(observer, level)], redirectStandardIO=False)
 
 
