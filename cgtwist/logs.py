@@ -76,8 +76,11 @@ class Logger(_TwistedLogger):
         if rank is None:
             super().emit(level, format, **kwargs)
             return
-        if rank < _threshold[0]:
-            return
+        if rank >= _threshold[0]:
+            self._publish(level, format, kwargs)
+
+    def _publish(self, level: LogLevel, format: Optional[str], kwargs: dict[str, object]) -> None:
+        """Complete the event (``kwargs``, a dict of its own) and give it to the observer."""
         kwargs.update(
             log_logger=self,
             log_level=level,
@@ -89,6 +92,28 @@ class Logger(_TwistedLogger):
         if "log_trace" in kwargs:
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
         self.observer(kwargs)
+
+    # Each level's method publishes its own keyword dict: Twisted's pass theirs on to
+    # ``emit`` as keywords, which copies them into a new dict, and look the level up again
+    # (a few calls per message, most of them debug and dropped here at once).
+    def debug(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 0:
+            self._publish(LogLevel.debug, format, kwargs)
+
+    def info(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 1:
+            self._publish(LogLevel.info, format, kwargs)
+
+    def warn(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 2:
+            self._publish(LogLevel.warn, format, kwargs)
+
+    def error(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 3:
+            self._publish(LogLevel.error, format, kwargs)
+
+    def critical(self, format: Optional[str] = None, **kwargs: object) -> None:
+        self._publish(LogLevel.critical, format, kwargs)
 
 
 def cached_time(when: Optional[float]) -> str:
