@@ -229,3 +229,84 @@ class WorkerStartTests(unittest.TestCase):
         stops at once instead of waiting for a start that never comes."""
         worker = Worker(CONFIG, [], 2, MemoryReactor())
         self.successResultOf(defer.ensureDeferred(worker.stop()))
+
+
+class LogRelayTests(unittest.TestCase):
+    """A worker's log line on its way into the server's log: the worker's observer writes
+    JSON (cgtwist.smtpworker.child.StderrObserver), the server's relay_log re-emits it."""
+
+    TEXTS = (
+        "accepted msg_id=1-2-3 peer=127.0.0.1 sender=a@b.test recipients=['c@d.test'] size=5",
+        'quotes " and \\ backslash, tab\t and a line\nbreak',
+        "non-ASCII: Grüße, 日本, \U0001f600, and a lone \ud800",
+        "",
+    )
+
+    def lines(self, batched: bool) -> list[bytes]:
+        from twisted.logger import LogLevel
+
+        from cgtwist.smtpworker.child import StderrObserver
+
+        out = _Lines()
+        observer = StderrObserver(out, MemoryReactor(), batched)
+        for text in self.TEXTS:
+            observer(
+                dict(
+                    log_level=LogLevel.warn,
+                    log_namespace="cgtwist.x",
+                    log_format=text.replace("{", "{{"),
+                )
+            )
+        observer(dict(log_level=LogLevel.info, log_namespace=None, log_format="no namespace"))
+        observer.flush()
+        return out.getvalue().split(b"\n")[:-1]
+
+    def test_worker_lines_are_json_as_before(self) -> None:
+        """Each line is what json.dumps([level, namespace, text]) writes, so a server of the
+        previous version reads the worker's lines and the other way round."""
+        import json
+
+        expected = [json.dumps(["warn", "cgtwist.x", t]) for t in self.TEXTS]
+        expected.append(json.dumps(["info", None, "no namespace"]))
+        for batched in (True, False):
+            self.assertEqual([line.decode("ascii") for line in self.lines(batched)], expected)
+
+    def test_the_server_logs_the_workers_text_level_and_name(self) -> None:
+        from twisted.logger import LogLevel
+
+        from cgtwist.logs import Logger
+
+        seen: list[dict[str, Any]] = []
+
+        class Relay(SMTPWorkers):
+            log = Logger(namespace="cgtwist.workers", observer=seen.append)
+
+        relay = Relay.__new__(Relay)
+        for line in self.lines(batched=True) + [b"not json", b'["loud", "x", "bad level"]']:
+            relay.relay_log(2, line)
+        texts = [e["text"] for e in seen]
+        self.assertEqual(
+            texts,
+            [t for t in self.TEXTS if t]
+            + ["no namespace", "not json", '["loud", "x", "bad level"]'],
+        )
+        self.assertEqual([e["log_level"] for e in seen][:3], [LogLevel.warn] * 3)
+        self.assertEqual(seen[3]["log_level"], LogLevel.info)
+        self.assertEqual(seen[4]["log_level"], LogLevel.warn)  # unreadable: shown, as a warning
+        self.assertEqual({e["log_system"] for e in seen}, {"smtp-worker-2"})
+
+
+class _Lines:
+    """A text stream that keeps what is written, as bytes."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> bytes:
+        return "".join(self.parts).encode("ascii")

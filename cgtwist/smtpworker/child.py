@@ -29,6 +29,7 @@ import json
 import os
 import socket
 import sys
+from json.encoder import encode_basestring_ascii
 from typing import Any, Optional, Protocol
 
 from twisted.internet import defer
@@ -52,6 +53,7 @@ from cgtwist.types import Envelope, ListenerSpec
 log = Logger(namespace="cgtwist.worker")
 
 ENV = "CGTWIST_WORKER"
+_quote = encode_basestring_ascii  # a JSON string, as json.dumps writes it (ensure_ascii)
 
 
 def decode_spec(raw: str) -> tuple[BootstrapConfig, list[tuple[int, ListenerSpec]], int]:
@@ -258,9 +260,14 @@ class StderrObserver:
         if failure is not None:
             text += "\n" + failure.getTraceback()
         try:
-            self.out.write(
-                json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n"
-            )
+            level, namespace = event["log_level"].name, event.get("log_namespace", "-")
+            if type(namespace) is str:
+                # What json.dumps([level, namespace, text]) writes, by its C string encoder
+                # alone (its list encoding runs in Python): a line per accepted message.
+                line = f'["{level}", {_quote(namespace)}, {_quote(text)}]\n'
+            else:
+                line = json.dumps([level, namespace, text]) + "\n"
+            self.out.write(line)
             if not self.batched:
                 self.out.flush()
         except Exception:  # never let logging kill the worker
