@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from twisted.logger import ILogObserver, LogLevel
+from twisted.logger import ILogObserver, LogLevel, formatEventAsClassicLogText, formatTime
 from twisted.logger import Logger as _TwistedLogger
 from twisted.python import threadable
 from twisted.python.logfile import LogFile
@@ -119,8 +119,6 @@ class Logger(_TwistedLogger):
 def cached_time(when: Optional[float]) -> str:
     """RFC 3339 local time of an event, formatted once per second (Twisted's formatTime looks
     the time zone up for every line: a tenth of the reactor's time under mail load)."""
-    from twisted.logger import formatTime
-
     if when is None:
         return "-"
     second = int(when)
@@ -155,8 +153,6 @@ def fast_text_format(event: Any) -> Any:
     ``string.Formatter`` subclass in Python, which was the largest part of the cost of a log
     line. Anything else (failures, call syntax ``{f()}``, legacy events) goes the full way,
     so the output is the same."""
-    from twisted.logger import formatEventAsClassicLogText
-
     text = plain_text(event)
     if text:
         system = event.get("log_system")

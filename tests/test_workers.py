@@ -282,13 +282,17 @@ class LogRelayTests(unittest.TestCase):
             log = Logger(namespace="cgtwist.workers", observer=seen.append)
 
         relay = Relay.__new__(Relay)
-        for line in self.lines(batched=True) + [b"not json", b'["loud", "x", "bad level"]']:
+        for line in self.lines(batched=True) + [
+            b"not json",
+            b'["loud", "x", "bad level"]',
+            b'["info", "x", "\xff"]',
+        ]:
             relay.relay_log(2, line)
         texts = [e["text"] for e in seen]
         self.assertEqual(
             texts,
             [t for t in self.TEXTS if t]
-            + ["no namespace", "not json", '["loud", "x", "bad level"]'],
+            + ["no namespace", "not json", '["loud", "x", "bad level"]', '["info", "x", "\ufffd"]'],
         )
         self.assertEqual([e["log_level"] for e in seen][:3], [LogLevel.warn] * 3)
         self.assertEqual(seen[3]["log_level"], LogLevel.info)
