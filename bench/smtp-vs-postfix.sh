@@ -10,6 +10,9 @@
 # realistic Server Rules ("cgtwist-rulesN"), the two in ABBA order too, and the report gives
 # both delivered ratios against Postfix and rules/no-rules (issue #14: at most 5% cost).
 #
+# After the ratios it prints where the two cores went in each server's runs: CPU ms per message
+# per process group (bench/smtp_cpu_summary.py; the rows per run in *-cpu.csv beside the CSV).
+#
 # Postfix listens on 127.0.0.1:2525 (../shared/bench/setup-peers.sh), cgtwist on 127.0.0.1:2625,
 # both delivering to smtpbench@example.test's Maildir. The two servers take turns run by run
 # (ABBA, see below) so that both see the same machine load and the same file-system state.
@@ -32,8 +35,36 @@ cg_smtp_server cgtwist-bench "${CG_WORKERS:-$(nproc)}"
 mkdir -p "$CG_MAILDIR/new" "$CG_MAILDIR/cur"
 
 echo "label,sessions,run,msgs,size,accept_s,accept_msg_s,deliver_s,deliver_msg_s,client_cpu_s,rc" > "$CSV"
-pf() { SESSIONS=$1 RUNS=1 COUNT_DIR=/home/smtpbench/Maildir CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2525 postfix; }
-cg_plain() { SESSIONS=$1 RUNS=1 COUNT_DIR="$CG_MAILDIR" CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2625 "${2:-cgtwist}"; }
+# Where the cores go in each run (bench/outbound_cpu.py, summarised by smtp_cpu_summary.py):
+# the measured server's process tree (cgtwist: its reactor, its file threads, its SMTP
+# workers; Postfix: master, smtpd, cleanup, qmgr, local, ...), the loopback DNS server and the
+# machine, from just before the client starts until the last message is in the Maildir.
+CPU_CSV="${CSV%.csv}-cpu.csv"
+echo "label,group,cpu_s,ms_per_msg,cores" > "$CPU_CSV"
+PF_PIDFILE=${PF_PIDFILE:-/var/spool/postfix/pid/master.pid}
+# cpu_split LABEL TREE_PIDFILE CMD...: CMD between two snapshots, rows labelled LABEL.
+cpu_split() {
+  local label=$1 pidfile=$2 snap t0 t1; shift 2
+  snap=$(mktemp -d)
+  CPU_TREE="${label%%-s[0-9]*}=$pidfile" CPU_GROUPS="dns server=$CG_DNS_PID" \
+    "$PY" "$HERE/outbound_cpu.py" snap "$snap/before"
+  t0=$(date +%s.%N)
+  "$@"
+  t1=$(date +%s.%N)
+  CPU_TREE="${label%%-s[0-9]*}=$pidfile" CPU_GROUPS="dns server=$CG_DNS_PID" \
+    "$PY" "$HERE/outbound_cpu.py" snap "$snap/after"
+  CPU_GROUPS="dns server=$CG_DNS_PID" "$PY" "$HERE/outbound_cpu.py" report "$snap/before" \
+    "$snap/after" "$label" "$MSGS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" >> "$CPU_CSV"
+  rm -rf "$snap"
+}
+pf() {
+  cpu_split "postfix-s$1-r$2" "$PF_PIDFILE" env SESSIONS="$1" RUNS=1 \
+    COUNT_DIR=/home/smtpbench/Maildir CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2525 postfix
+}
+cg_plain() {
+  cpu_split "${3:-cgtwist}-s$1-r$2" "$BASE/twistd.pid" env SESSIONS="$1" RUNS=1 \
+    COUNT_DIR="$CG_MAILDIR" CLEAN=1 OUT="$CSV" bash "$SHARED/smtp-load.sh" 127.0.0.1 2625 "${3:-cgtwist}"
+}
 NRULES=${CG_SERVER_RULES:-0}
 RULES_FILE="$OUTDIR/server-rules-$NRULES.txt"
 if [ "$NRULES" -gt 0 ]; then
@@ -50,11 +81,11 @@ set_rules() {
 }
 # cg: cgtwist alone, or without and with the Server Rules in ABBA order (run $2 odd: without first).
 cg() {
-  if [ "$NRULES" -le 0 ]; then cg_plain "$1"; return; fi
+  if [ "$NRULES" -le 0 ]; then cg_plain "$1" "$2"; return; fi
   if [ $(( $2 % 2 )) = 1 ]; then
-    set_rules off; cg_plain "$1"; set_rules on; cg_plain "$1" "cgtwist-rules$NRULES"
+    set_rules off; cg_plain "$1" "$2"; set_rules on; cg_plain "$1" "$2" "cgtwist-rules$NRULES"
   else
-    set_rules on; cg_plain "$1" "cgtwist-rules$NRULES"; set_rules off; cg_plain "$1"
+    set_rules on; cg_plain "$1" "$2" "cgtwist-rules$NRULES"; set_rules off; cg_plain "$1" "$2"
   fi
 }
 # One run of each server at a time, in ABBA order (postfix first in odd runs, cgtwist first in
@@ -66,7 +97,7 @@ cg() {
 echo "order (ABBA): postfix first in odd runs, cgtwist first in even ones (first: postfix)"
 for s in $SESSIONS_LIST; do
   for r in $(seq "$RUNS"); do
-    if [ $((r % 2)) = 1 ]; then pf "$s"; cg "$s" "$r"; else cg "$s" "$r"; pf "$s"; fi
+    if [ $((r % 2)) = 1 ]; then pf "$s" "$r"; cg "$s" "$r"; else cg "$s" "$r"; pf "$s" "$r"; fi
   done
 done
 "$PY" "$HERE/ratios.py" "$CSV" cgtwist postfix
@@ -76,4 +107,6 @@ if [ "$NRULES" -gt 0 ]; then
   echo "--- with $NRULES Server Rules against none (the rules' cost)"
   "$PY" "$HERE/ratios.py" "$CSV" "cgtwist-rules$NRULES" cgtwist
 fi
+"$PY" "$HERE/smtp_cpu_summary.py" "$CPU_CSV"
+echo "CPU split per run: $CPU_CSV"
 bench_load_after smtp-vs-postfix

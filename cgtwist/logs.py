@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from twisted.logger import ILogObserver, LogLevel
+from twisted.logger import ILogObserver, LogLevel, formatEventAsClassicLogText, formatTime
 from twisted.logger import Logger as _TwistedLogger
 from twisted.python import threadable
 from twisted.python.logfile import LogFile
@@ -76,8 +76,11 @@ class Logger(_TwistedLogger):
         if rank is None:
             super().emit(level, format, **kwargs)
             return
-        if rank < _threshold[0]:
-            return
+        if rank >= _threshold[0]:
+            self._publish(level, format, kwargs)
+
+    def _publish(self, level: LogLevel, format: Optional[str], kwargs: dict[str, object]) -> None:
+        """Complete the event (``kwargs``, a dict of its own) and give it to the observer."""
         kwargs.update(
             log_logger=self,
             log_level=level,
@@ -90,12 +93,32 @@ class Logger(_TwistedLogger):
             kwargs["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
         self.observer(kwargs)
 
+    # Each level's method publishes its own keyword dict: Twisted's pass theirs on to
+    # ``emit`` as keywords, which copies them into a new dict, and look the level up again
+    # (a few calls per message, most of them debug and dropped here at once).
+    def debug(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 0:
+            self._publish(LogLevel.debug, format, kwargs)
+
+    def info(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 1:
+            self._publish(LogLevel.info, format, kwargs)
+
+    def warn(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 2:
+            self._publish(LogLevel.warn, format, kwargs)
+
+    def error(self, format: Optional[str] = None, **kwargs: object) -> None:
+        if _threshold[0] <= 3:
+            self._publish(LogLevel.error, format, kwargs)
+
+    def critical(self, format: Optional[str] = None, **kwargs: object) -> None:
+        self._publish(LogLevel.critical, format, kwargs)
+
 
 def cached_time(when: Optional[float]) -> str:
     """RFC 3339 local time of an event, formatted once per second (Twisted's formatTime looks
     the time zone up for every line: a tenth of the reactor's time under mail load)."""
-    from twisted.logger import formatTime
-
     if when is None:
         return "-"
     second = int(when)
@@ -130,8 +153,6 @@ def fast_text_format(event: Any) -> Any:
     ``string.Formatter`` subclass in Python, which was the largest part of the cost of a log
     line. Anything else (failures, call syntax ``{f()}``, legacy events) goes the full way,
     so the output is the same."""
-    from twisted.logger import formatEventAsClassicLogText
-
     text = plain_text(event)
     if text:
         system = event.get("log_system")

@@ -191,12 +191,36 @@ class LoggerTests(unittest.TestCase):
         self.assertEqual(self.seen[0]["log_level"], LogLevel.info)
         self.assertEqual(self.seen[0]["log_format"], "hello {who}")
 
+    def test_every_level_method_gives_twisteds_event(self) -> None:
+        """debug, info, warn, error and critical publish the event Twisted's would (keys,
+        level, format, fields), each with a dict of its own."""
+        from twisted.logger import Logger as TwistedLogger
+
+        theirs: list[dict[str, Any]] = []
+        twisted_log = TwistedLogger(namespace="cgtwist.test", observer=theirs.append)
+        for name in ("debug", "info", "warn", "error", "critical"):
+            getattr(twisted_log, name)("{name} {n}", name=name, n=1)
+            getattr(self.log, name)("{name} {n}", name=name, n=1)
+        self.assertEqual(len(self.seen), 5)
+        for mine, twisted in zip(self.seen, theirs, strict=True):
+            self.assertEqual(set(mine), set(twisted))
+            for key in ("log_level", "log_format", "log_namespace", "name", "n"):
+                self.assertEqual(mine[key], twisted[key])
+        self.assertEqual(len({id(e) for e in self.seen}), 5)
+
     def test_events_below_the_level_are_dropped(self) -> None:
         set_level(LogLevel.info)
         self.log.debug("not wanted")
         self.log.info("wanted")
         self.log.error("also wanted")
         self.assertEqual([e["log_format"] for e in self.seen], ["wanted", "also wanted"])
+        set_level(LogLevel.error)
+        self.log.info("not wanted")
+        self.log.warn("not wanted")
+        self.log.emit(LogLevel.warn, "not wanted")
+        self.log.critical("critical")
+        self.assertEqual(self.seen[-1]["log_format"], "critical")
+        self.assertEqual(len(self.seen), 3)
         set_level(LogLevel.debug)
         self.log.debug("wanted now")
         self.assertEqual(self.seen[-1]["log_format"], "wanted now")

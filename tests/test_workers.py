@@ -11,7 +11,7 @@ from typing import Any, Optional
 from twisted.internet import defer
 from twisted.internet.error import ProcessDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -19,7 +19,7 @@ from cgtwist import app
 from cgtwist.config import BootstrapConfig
 from cgtwist.smtpworker.child import Worker
 from cgtwist.smtpworker.supervisor import KILL_WAIT, STOP_MARGIN, SMTPWorkers, _WorkerProcess
-from cgtwist.types import ListenerSpec
+from cgtwist.types import Envelope, ListenerSpec
 
 # A frozen bootstrap configuration the tests share; nothing here reads base_dir.
 CONFIG = BootstrapConfig(
@@ -169,7 +169,7 @@ class WorkerStartTests(unittest.TestCase):
     def setUp(self) -> None:
         FakeComponents.built = []
         self.patch(app, "Components", FakeComponents)
-        self.reactor = MemoryReactor()
+        self.reactor = MemoryReactorClock()
         sock = socket.socket()
         self.addCleanup(sock.close)
         spec = ListenerSpec(protocol="smtp", address="127.0.0.1", port=0, tls="starttls")
@@ -203,6 +203,7 @@ class WorkerStartTests(unittest.TestCase):
         [on_stored] = self.components().spool.subscribers
         self.assertTrue(self.components().spool.reserved)  # its first message in place too
         on_stored("0000000000000001-1-1", None, b"")
+        self.reactor.advance(0)  # the link's lines go out at the end of the turn
         self.assertEqual(self.link.transport.value(), b"Q 0000000000000001-1-1\n")  # type: ignore[union-attr]
 
     def test_reload_before_open_is_done_once_open(self) -> None:
@@ -229,3 +230,171 @@ class WorkerStartTests(unittest.TestCase):
         stops at once instead of waiting for a start that never comes."""
         worker = Worker(CONFIG, [], 2, MemoryReactor())
         self.successResultOf(defer.ensureDeferred(worker.stop()))
+
+
+class LogRelayTests(unittest.TestCase):
+    """A worker's log line on its way into the server's log: the worker's observer writes
+    JSON (cgtwist.smtpworker.child.StderrObserver), the server's relay_log re-emits it."""
+
+    TEXTS = (
+        "accepted msg_id=1-2-3 peer=127.0.0.1 sender=a@b.test recipients=['c@d.test'] size=5",
+        'quotes " and \\ backslash, tab\t and a line\nbreak',
+        "non-ASCII: Grüße, 日本, \U0001f600, and a lone \ud800",
+        "",
+    )
+
+    def lines(self, batched: bool) -> list[bytes]:
+        from twisted.logger import LogLevel
+
+        from cgtwist.smtpworker.child import StderrObserver
+
+        out = _Lines()
+        observer = StderrObserver(out, MemoryReactor(), batched)
+        for text in self.TEXTS:
+            observer(
+                dict(
+                    log_level=LogLevel.warn,
+                    log_namespace="cgtwist.x",
+                    log_format=text.replace("{", "{{"),
+                )
+            )
+        observer(dict(log_level=LogLevel.info, log_namespace=None, log_format="no namespace"))
+        observer.flush()
+        return out.getvalue().split(b"\n")[:-1]
+
+    def test_worker_lines_are_json_as_before(self) -> None:
+        """Each line is what json.dumps([level, namespace, text]) writes, so a server of the
+        previous version reads the worker's lines and the other way round."""
+        import json
+
+        expected = [json.dumps(["warn", "cgtwist.x", t]) for t in self.TEXTS]
+        expected.append(json.dumps(["info", None, "no namespace"]))
+        for batched in (True, False):
+            self.assertEqual([line.decode("ascii") for line in self.lines(batched)], expected)
+
+    def test_the_server_logs_the_workers_text_level_and_name(self) -> None:
+        from twisted.logger import LogLevel
+
+        from cgtwist.logs import Logger
+
+        seen: list[dict[str, Any]] = []
+
+        class Relay(SMTPWorkers):
+            log = Logger(namespace="cgtwist.workers", observer=seen.append)
+
+        relay = Relay.__new__(Relay)
+        for line in self.lines(batched=True) + [
+            b"not json",
+            b'["loud", "x", "bad level"]',
+            b'["info", "x", "\xff"]',
+        ]:
+            relay.relay_log(2, line)
+        texts = [e["text"] for e in seen]
+        self.assertEqual(
+            texts,
+            [t for t in self.TEXTS if t]
+            + ["no namespace", "not json", '["loud", "x", "bad level"]', '["info", "x", "\ufffd"]'],
+        )
+        self.assertEqual([e["log_level"] for e in seen][:3], [LogLevel.warn] * 3)
+        self.assertEqual(seen[3]["log_level"], LogLevel.info)
+        self.assertEqual(seen[4]["log_level"], LogLevel.warn)  # unreadable: shown, as a warning
+        self.assertEqual({e["log_system"] for e in seen}, {"smtp-worker-2"})
+
+
+class _Lines:
+    """A text stream that keeps what is written, as bytes."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, data: str) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> bytes:
+        return "".join(self.parts).encode("ascii")
+
+
+class _CountingTransport(StringTransport):
+    """A pipe to the server that counts the writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+class LinkTests(unittest.TestCase):
+    """The worker's lines to the server (cgtwist.smtpworker.child.MasterLink): a message's
+    ``Q`` and its ``accepted`` log line go out in one write at the end of the turn."""
+
+    def setUp(self) -> None:
+        from twisted.logger import LogLevel
+
+        from cgtwist.smtpworker.child import MasterLink, StderrObserver
+
+        self.reactor = MemoryReactorClock()
+        worker = Worker(CONFIG, [], 1, self.reactor)
+        self.link: MasterLink = worker.link
+        self.pipe = _CountingTransport()
+        self.link.makeConnection(self.pipe)
+        self.stderr = _Lines()
+        self.observer = StderrObserver(self.stderr, self.reactor, True, self.link)
+        self.info = LogLevel.info
+
+    def log(self, text: str) -> None:
+        self.observer(dict(log_level=self.info, log_namespace="cgtwist.x", log_format=text))
+
+    def test_q_and_its_log_line_in_one_write(self) -> None:
+        self.link.stored("0000000000000001-1-1", Envelope(""), b"")
+        self.log("accepted msg_id=0000000000000001-1-1")
+        self.assertEqual(self.pipe.value(), b"")  # not before the turn ends
+        self.reactor.advance(0)
+        self.assertEqual(
+            self.pipe.value(),
+            b"Q 0000000000000001-1-1\n"
+            b'L ["info", "cgtwist.x", "accepted msg_id=0000000000000001-1-1"]\n',
+        )
+        self.assertEqual(self.pipe.writes, 1)
+        self.observer.flush()
+        self.assertEqual(self.stderr.getvalue(), b"")
+
+    def test_a_long_line_or_no_link_goes_to_standard_error(self) -> None:
+        self.log("x" * 5000)
+        self.observer.flush()
+        self.reactor.advance(0)
+        self.assertEqual(self.pipe.value(), b"")
+        self.assertIn(b"x" * 5000, self.stderr.getvalue())
+        self.link.connectionLost(None)  # the server is gone: the worker's own lines remain
+        self.log("after")
+        self.observer.flush()
+        self.assertIn(b'"after"', self.stderr.getvalue())
+
+    def test_after_the_reactor_stopped_lines_go_at_once(self) -> None:
+        self.link.stored("0000000000000001-1-2", Envelope(""), b"")
+        self.link.unbuffer()  # the reactor's "after shutdown"
+        self.assertEqual(self.pipe.value(), b"Q 0000000000000001-1-2\n")
+        self.log("Main loop terminated.")
+        self.assertEqual(self.pipe.value().count(b"\n"), 2)
+
+    def test_the_server_relays_an_l_line(self) -> None:
+        from cgtwist.logs import Logger
+
+        seen: list[dict[str, Any]] = []
+
+        class Relay(SMTPWorkers):
+            log = Logger(namespace="cgtwist.workers", observer=seen.append)
+
+        relay = Relay.__new__(Relay)
+        proc = _WorkerProcess.__new__(_WorkerProcess)
+        proc.index = 3
+        relay.line(proc, b'L ["warn", "cgtwist.x", "hello"]')
+        self.assertEqual(
+            [(e["text"], e["log_level"].name, e["log_system"]) for e in seen],
+            [("hello", "warn", "smtp-worker-3")],
+        )

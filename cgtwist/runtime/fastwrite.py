@@ -10,6 +10,12 @@ the transport, which then behaves exactly as before (ordering, back-pressure, er
 handling and close). Anything that is not a plain TCP connection (TLS, implicit or
 after STARTTLS, a test transport) always goes through ``transport.write``.
 
+``close_now`` is the same for the end of a session: Twisted's ``loseConnection`` registers
+the socket for writability to flush a buffer that is empty, and closes it on the next turn
+(``epoll_ctl`` twice, an empty ``send`` and a reactor turn per connection); with nothing
+buffered it closes at once, as ``loseConnection`` itself does when writing has already
+stopped, and otherwise is ``loseConnection``.
+
 Direct writes are off until the process's composition root turns them on (``enable``,
 ``enable_pipe``, from ``[server] runtime``): a process-wide switch, like the reactor it is
 about, set once at start. Turning them on first checks that Twisted's descriptors still
@@ -20,12 +26,16 @@ write could overtake queued output, so writes stay the transport's own.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, Optional, Protocol, cast
 
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.interfaces import IProcessTransport
+from twisted.internet.interfaces import IProcessTransport, ITransport
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.process import ProcessWriter
 from twisted.internet.tcp import Connection
+from twisted.python.failure import Failure
+
+from cgtwist.typedtwisted import failure_of
 
 # Whether write_now / write_pipe_now may write directly: off (Twisted's own write) until the
 # composition root enables them; one process-wide switch each, set once at start.
@@ -53,6 +63,12 @@ def missing(probe: Any = None) -> Optional[str]:
         return "FileDescriptor.write no longer queues into _tempDataBuffer"
     if not isinstance(getattr(Connection, "TLS", None), bool):
         return "tcp.Connection.TLS is gone"
+    # close_now does what loseConnection does once writing stopped: stop reading and
+    # writing, then connectionLost (which closes the socket) at once.
+    if not {"stopReading", "stopWriting", "connectionLost"} <= set(
+        FileDescriptor.loseConnection.__code__.co_names
+    ):
+        return "FileDescriptor.loseConnection no longer closes at once through connectionLost"
     return None
 
 
@@ -96,6 +112,37 @@ def write_now(transport: Any, data: bytes) -> None:
         if not data:
             return
     transport.write(data)
+
+
+class _Closing(Protocol):
+    """What ``close_now`` calls on a connection (Twisted leaves them unannotated)."""
+
+    def stopReading(self) -> None: ...
+    def stopWriting(self) -> None: ...
+    def connectionLost(self, reason: Failure) -> None: ...
+
+
+def close_now(transport: ITransport) -> None:
+    """``transport.loseConnection()``, at once when nothing is buffered (the reply before it
+    went out whole through ``write_now``): the socket is shut down and closed and the
+    protocol's ``connectionLost`` (``ConnectionDone``) runs before this returns, instead of
+    on a later turn after a writability wake-up with nothing to write. A caller must expect
+    ``connectionLost`` inside this call, as after ``abortConnection``. Anything else (TLS,
+    output still queued, a registered producer, which Twisted waits for, direct writes off,
+    a test transport) closes as Twisted does."""
+    if (
+        _direct["socket"]
+        and isinstance(transport, Connection)
+        and not transport.TLS
+        and transport.producer is None
+        and _idle(transport)
+    ):
+        conn = cast(_Closing, transport)
+        conn.stopReading()
+        conn.stopWriting()
+        conn.connectionLost(failure_of(CONNECTION_DONE))
+        return
+    transport.loseConnection()
 
 
 def write_pipe_now(transport: Any, data: bytes) -> None:

@@ -14,8 +14,10 @@ From the server on standard input: ``R`` reload settings and TLS certificate, ``
 queue size (for ``queue.max_messages``). End of standard input means the server is gone: the
 worker closes its sockets and exits at once, so that a restarted server can bind them; what it
 had stored but not reported waits in ``Queue/incoming/`` for that server's start-up.
-Log events go to standard error as JSON lines ``[level, namespace, text]``, which the server
-writes into its own log. SIGTERM: stop accepting, let transactions in flight finish (the same
+Log events are JSON lines ``[level, namespace, text]``, which the server writes into its own
+log: on standard output as ``L <line>`` beside the ``Q`` lines while the link to the server
+is up (a message's ``Q`` and its ``accepted`` line in one write), else (before it, after it,
+a line over 4,000 octets) on standard error. SIGTERM: stop accepting, let transactions in flight finish (the same
 grace as the server's, ``server.shutdown_grace``), exit.
 
 The worker's settings are the server's bootstrap configuration and its listeners, in the
@@ -29,6 +31,7 @@ import json
 import os
 import socket
 import sys
+from json.encoder import encode_basestring_ascii
 from typing import Any, Optional, Protocol
 
 from twisted.internet import defer
@@ -40,7 +43,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.config import BootstrapConfig
-from cgtwist.logs import Logger
+from cgtwist.logs import Logger, plain_text
 from cgtwist.runtime.fastwrite import write_pipe_now
 from cgtwist.runtime.mode import Runtime
 from cgtwist.runtime.stopsignals import StopSignals
@@ -52,6 +55,7 @@ from cgtwist.types import Envelope, ListenerSpec
 log = Logger(namespace="cgtwist.worker")
 
 ENV = "CGTWIST_WORKER"
+_quote = encode_basestring_ascii  # a JSON string, as json.dumps writes it (ensure_ascii)
 
 
 def decode_spec(raw: str) -> tuple[BootstrapConfig, list[tuple[int, ListenerSpec]], int]:
@@ -70,25 +74,67 @@ def decode_spec(raw: str) -> tuple[BootstrapConfig, list[tuple[int, ListenerSpec
 
 class MasterLink(LineOnlyReceiver):
     """Standard input/output to the server: subscribed to this process's spool, it names each
-    stored message to the server, which adopts it."""
+    stored message to the server, which adopts it.
+
+    Its lines to the server (``Q <id>``, ``S`` counts, ``L`` log lines) are gathered and
+    written once per reactor turn: a message's ``Q`` and its ``accepted`` log line come in
+    the same turn and go out in one write, which the server reads at once, where a line on
+    each of two pipes cost a write here and a read and a reactor turn in the server. What
+    is gathered when the reactor stops is written then (``flush``, after its shutdown)."""
 
     delimiter = b"\n"
     MAX_LENGTH = 4096
+    # A log line longer than this goes to standard error (the server drops a line on
+    # standard output longer than its SMTPWorkers.max_line, 4096).
+    MAX_LOG_LINE = 4000
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self._pending: list[bytes] = []
+        self._scheduled = False
+        self._lost = False
+        self._direct = False  # the reactor stopped: every line is written at once
 
     def stored(self, msg_id: str, envelope: Envelope, data: bytes) -> None:
         """The message is durable in Queue/incoming/: tell the server to take it (fits
         ``Spool.subscribe``)."""
-        if self.transport is not None:
-            write_pipe_now(self.transport, b"Q " + msg_id.encode("ascii") + b"\n")
+        self._send(b"Q " + msg_id.encode("ascii") + b"\n")
 
     def counted(self, lines: bytes) -> None:
         """What the worker counted (cgtwist.stats.ForwardedCounts), for the server's
         statistics."""
-        if self.transport is not None:
-            write_pipe_now(self.transport, lines)
+        self._send(lines)
+
+    def log_line(self, line: bytes) -> bool:
+        """Send one log line (JSON, ending in a newline) as ``L <line>``; False when it must
+        go to standard error instead: too long, or no link to the server."""
+        if len(line) > self.MAX_LOG_LINE or self.transport is None or self._lost:
+            return False
+        self._send(b"L " + line)
+        return True
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self._pending.append(data)
+        if self._direct:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self.worker.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Write what is gathered (at the end of the turn)."""
+        self._scheduled = False
+        data, self._pending = b"".join(self._pending), []
+        if data and self.transport is not None:
+            write_pipe_now(self.transport, data)
+
+    def unbuffer(self) -> None:
+        """The reactor stopped (``after shutdown``): write what is gathered and every later
+        line at once, as no turn will come to do it."""
+        self._direct = True
+        self.flush()
 
     def lineReceived(self, line: bytes) -> None:
         # An exception here would make Twisted drop standard input, which the worker takes
@@ -109,6 +155,7 @@ class MasterLink(LineOnlyReceiver):
             log.failure("worker: handling the server's line {line!r} failed", line=line)
 
     def connectionLost(self, reason: Optional[Failure] = None) -> None:
+        self._lost = True
         self.worker.master_gone()
 
 
@@ -236,32 +283,63 @@ class Worker:
             await self.app.close()
 
 
-def _log_to_stderr(level: LogLevel, reactor: Any, batched: bool) -> None:
-    """JSON lines on standard error; ``batched`` (``[server] runtime = tuned``): gathered
-    per reactor turn (TurnBufferedFile), else written line by line."""
-    from cgtwist.logs import LevelFilter, TurnBufferedFile, plain_text, set_level
+@implementer(ILogObserver)
+class StderrObserver:
+    """The worker's log observer: each event a JSON line ``[level, namespace, text]`` on
+    ``out`` (standard error, which the server relays into its log: cgtwist.workers'
+    ``relay_log``); ``batched`` (``[server] runtime = tuned``): gathered per reactor turn
+    (TurnBufferedFile), else written line by line."""
 
-    out: Any = sys.stderr
-    if batched:
-        out = TurnBufferedFile(sys.stderr, reactor)
-        reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # lines after it, too
+    def __init__(
+        self, out: Any, reactor: Any, batched: bool, link: Optional[MasterLink] = None
+    ) -> None:
+        from cgtwist.logs import TurnBufferedFile
 
-    @implementer(ILogObserver)
-    def observer(event: Any) -> None:
+        self.link = link
+        self.batched = batched
+        if batched:
+            out = TurnBufferedFile(out, reactor)
+            reactor.addSystemEventTrigger("after", "shutdown", out.unbuffer)  # later lines too
+        self.out = out
+
+    def __call__(self, event: Any) -> None:
         text = plain_text(event) or formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text += "\n" + failure.getTraceback()
         try:
-            out.write(
-                json.dumps([event["log_level"].name, event.get("log_namespace", "-"), text]) + "\n"
-            )
-            if not batched:
-                out.flush()
+            level, namespace = event["log_level"].name, event.get("log_namespace", "-")
+            if type(namespace) is str:
+                # What json.dumps([level, namespace, text]) writes, by its C string encoder
+                # alone (its list encoding runs in Python): a line per accepted message.
+                line = f'["{level}", {_quote(namespace)}, {_quote(text)}]\n'
+            else:
+                line = json.dumps([level, namespace, text]) + "\n"
+            if self.link is not None and self.link.log_line(line.encode("ascii")):
+                return
+            self.out.write(line)
+            if not self.batched:
+                self.out.flush()
         except Exception:  # never let logging kill the worker
             pass
 
+    def flush(self) -> None:
+        """Write what is gathered now (for a measurement that runs no reactor turn)."""
+        if self.batched:
+            self.out.flush_now()
+        else:
+            self.out.flush()
+
+
+def _log_to_stderr(
+    level: LogLevel, reactor: Any, batched: bool, link: Optional[MasterLink] = None
+) -> None:
+    """Log events at ``level`` and above to standard error (StderrObserver), or through
+    ``link`` to the server while it is connected."""
+    from cgtwist.logs import LevelFilter, set_level
+
     set_level(level)
+    observer = StderrObserver(sys.stderr, reactor, batched, link)
     globalLogBeginner.beginLoggingTo([LevelFilter(observer, level)], redirectStandardIO=False)
 
 
@@ -278,9 +356,10 @@ def main() -> None:
 
     cfg, listeners, index = decode_spec(os.environ[ENV])
     runtime = Runtime(cfg.runtime, reactor)
-    _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor, runtime.wanted)
+    worker = Worker(cfg, listeners, index, reactor)  # its events wait for the observer
+    _log_to_stderr(LogLevel.levelWithName(cfg.log_level), reactor, runtime.wanted, worker.link)
+    reactor.addSystemEventTrigger("after", "shutdown", worker.link.unbuffer)
     runtime.start_worker()  # cgtwist.runtime: reactor, direct writes, file threads
-    worker = Worker(cfg, listeners, index, reactor)
     standard_io: _StandardIOClass = stdio.StandardIO
     runtime.start_pipe(standard_io(worker.link, reactor=reactor))
 

@@ -113,6 +113,8 @@ class SMTPWorkers(Supervisor):
             self.adopt(line[2:].decode("ascii", "replace"))
         elif line.startswith(b"S "):
             self.counted(proc.index, line[2:])
+        elif line.startswith(b"L "):  # a log line, sent with the Q of its message
+            self.relay_log(proc.index, line[2:])
         elif line:
             self.log.warn(
                 "smtp worker {index}: unexpected output {line!r}",

@@ -144,6 +144,10 @@ class Recycler:
             return 0
         with self._lock:
             want = self.RESERVE - len(self._reserve)
+            # Listed afresh: other processes (the other SMTP workers) took files since the last
+            # listing, and a rename of each of those finds nothing (half the renames when two
+            # workers walk one listing in the same order).
+            self._names = []
         moved = []
         for _ in range(max(0, want)):
             name = self._reserve_name() + ".rsv"

@@ -32,6 +32,11 @@ from cgtwist.types import ListenerSpec
 STOP_MARGIN = 5.0  # after its own drain grace, a stopping worker closes its store and pools
 KILL_WAIT = 5.0  # after SIGKILL, how long the server waits to see the worker end
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# A worker's log level by name (LogLevel.levelWithName walks Twisted's constants each time).
+_LEVELS = {level.name: level for level in LogLevel.iterconstants()}
+# What json.loads(line) does for a worker's (ASCII) log line, without its wrapper's type
+# tests and encoding detection: a line per accepted message.
+_DECODER = json.JSONDecoder()
 
 ChildFDs = dict[int, Union[int, str]]
 ChildSpec = tuple[list[str], dict[str, str], ChildFDs]  # argv, environment, childFDs
@@ -336,8 +341,8 @@ class Supervisor:
     def relay_log(self, index: int, line: bytes) -> None:
         """A worker's JSON log line, into this process's log with the worker named."""
         try:
-            level_name, namespace, text = json.loads(line)
-            level = LogLevel.levelWithName(level_name)
+            level_name, namespace, text = _DECODER.decode(line.decode("utf-8"))
+            level = _LEVELS[level_name]
         except Exception:
             level, namespace, text = (
                 LogLevel.warn,

@@ -8,13 +8,14 @@ import os
 from typing import Any, Callable
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone
 from twisted.internet.process import ProcessWriter
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
 from cgtwist.runtime import fastwrite
-from cgtwist.runtime.fastwrite import write_child_now, write_now, write_pipe_now
+from cgtwist.runtime.fastwrite import close_now, write_child_now, write_now, write_pipe_now
 
 
 class _Proc:
@@ -215,6 +216,103 @@ class WriteNowTests(unittest.SynchronousTestCase):
         """The installed Twisted passes the check (a failure here means an upgrade changed
         the internals: the server would run these writes plain, and say so)."""
         self.assertIsNone(fastwrite.missing())
+
+
+class _Recording(Protocol):
+    """The closing side: the reason of its connectionLost, when it came."""
+
+    def __init__(self) -> None:
+        self.lost: list[Any] = []
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.append(reason)
+
+
+class _Watching(_Peer):
+    """The other side: what it read, and whether it saw the close."""
+
+    def __init__(self, got: list[bytes], closed: list[bool]) -> None:
+        super().__init__(got)
+        self.closed = closed
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.append(True)
+
+
+class CloseNowTests(unittest.SynchronousTestCase):
+    """close_now over a real loopback connection of a private epoll reactor: a session's
+    last reply, then the close, as the SMTP server ends a session (QUIT, 421)."""
+
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.got: list[bytes] = []
+        self.closed: list[bool] = []
+        self.server: list[Protocol] = []
+
+        def build(addr: Any) -> Protocol:
+            p = _Watching(self.got, self.closed)
+            self.server.append(p)
+            return p
+
+        factory = Factory()
+        factory.buildProtocol = build  # type: ignore[method-assign]
+        self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.client = _Recording()
+        self.reactor.connectTCP("127.0.0.1", self.port.getHost().port, _Once(self.client))
+        self._turn_until(lambda: bool(self.server) and self.client.transport is not None)
+        self.addCleanup(self._stop)
+        self.addCleanup(fastwrite.enable, False)
+
+    def _stop(self) -> None:
+        if self.client.transport.connected:
+            self.client.transport.abortConnection()
+        self.port.stopListening()
+        for _ in range(3):
+            self.reactor.iterate(0)
+
+    def _turn_until(self, cond: Callable[[], bool]) -> None:
+        for _ in range(10000):
+            if cond():
+                return
+            self.reactor.iterate(0.01)
+        self.fail("condition not met")
+
+    def test_tuned_closes_at_once_after_the_whole_reply(self) -> None:
+        """With direct writes on and the reply gone out whole, the connection is closed
+        before close_now returns (connectionLost with ConnectionDone: no writability turn),
+        and the peer reads the whole reply, then the end of the connection."""
+        self.assertIsNone(fastwrite.enable(True))
+        transport: Any = self.client.transport
+        write_now(transport, b"221 2.0.0 Bye\r\n")
+        close_now(transport)
+        self.assertEqual(len(self.client.lost), 1)
+        self.assertIsInstance(self.client.lost[0].value, ConnectionDone)
+        self.assertFalse(transport.connected)
+        self._turn_until(lambda: bool(self.closed))
+        self.assertEqual(b"".join(self.got), b"221 2.0.0 Bye\r\n")
+
+    def test_buffered_output_is_flushed_before_the_close(self) -> None:
+        """Output still in Twisted's buffer keeps the close for later, as loseConnection
+        does: nothing is lost, the peer reads all of it before the end."""
+        self.assertIsNone(fastwrite.enable(True))
+        transport: Any = self.client.transport
+        transport.write(b"250 queued\r\n")  # buffered until the reactor's next turn
+        close_now(transport)
+        self.assertEqual(self.client.lost, [])
+        self._turn_until(lambda: bool(self.closed) and bool(self.client.lost))
+        self.assertEqual(b"".join(self.got), b"250 queued\r\n")
+        self.assertIsInstance(self.client.lost[0].value, ConnectionDone)
+
+    def test_plain_closes_as_twisted_does(self) -> None:
+        """Off (``runtime = plain``), close_now is loseConnection: the close comes on a later
+        turn of the reactor, after the reply."""
+        fastwrite.enable(False)
+        transport: Any = self.client.transport
+        write_now(transport, b"221 2.0.0 Bye\r\n")
+        close_now(transport)
+        self.assertEqual(self.client.lost, [])
+        self._turn_until(lambda: bool(self.closed) and bool(self.client.lost))
+        self.assertEqual(b"".join(self.got), b"221 2.0.0 Bye\r\n")
 
 
 class _Once(ClientFactory):

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.trial import unittest as trial
 
 from cgtwist.spool import files as files_mod
 from cgtwist.spool.files import Recycler
@@ -342,3 +343,44 @@ class RecyclingTests(SpoolTestBase):
         with open(dest, "rb") as f:
             self.assertEqual(f.read(), b"old")
         self.assertFalse(server.take(os.path.join(self.base, "other.tmp")))
+
+
+class PoolSharingTests(trial.TestCase):
+    """Several SMTP workers refill their reserves from one pool directory."""
+
+    def test_refills_do_not_stumble_over_files_another_worker_took(self) -> None:
+        """Two workers take turns refilling from one pool: each refill takes its files from
+        what the pool holds now, not from a listing made before the other worker's last
+        refill (whose every name would be a rename finding nothing: half of a worker's pool
+        renames at 10 sessions, bench/smtp-syscalls.sh)."""
+        from unittest import mock
+
+        base = self.mktemp()
+        pool = os.path.join(base, "free")
+        workers = []
+        for i in range(2):
+            reserve = os.path.join(base, f"incoming{i}")
+            os.makedirs(reserve)
+            workers.append(Recycler(pool, reserve_dir=reserve))
+        for i in range(400):
+            with open(os.path.join(pool, f"old{i}"), "wb") as f:
+                f.write(b"x")
+        missed = []
+        rename = os.rename
+
+        def counting(src: str, dest: str) -> None:
+            try:
+                rename(src, dest)
+            except FileNotFoundError:
+                missed.append(src)
+                raise
+
+        taken = 0
+        with mock.patch.object(files_mod.os, "rename", counting):
+            for _ in range(3):
+                for worker in workers:
+                    while worker.claim() is not None:  # the reserve used up
+                        pass
+                    taken += worker.refill()
+        self.assertEqual(taken, 6 * Recycler.RESERVE)
+        self.assertLess(len(missed), taken // 10)

@@ -43,7 +43,7 @@ from cgtwist.logs import Logger
 from cgtwist.protocols.deadlines import Deadlines, DeadlineTimers, transfer_allowance
 from cgtwist.protocols.smtp.data import DataReader
 from cgtwist.protocols.smtp.transaction import Transaction
-from cgtwist.runtime.fastwrite import write_now
+from cgtwist.runtime.fastwrite import close_now, write_now
 from cgtwist.settings import SettingsHolder
 from cgtwist.types import ListenerSpec, SessionInfo
 
@@ -455,7 +455,9 @@ class SMTPWire(_ESMTP):
             # sees the peer's close (TLS waits for it) and the connection is never released.
             self._paused = False
             self.transport.resumeProducing()
-        self.transport.loseConnection()
+        # At once when the last reply went out whole (runtime.fastwrite): connectionLost
+        # may run inside this call.
+        close_now(self.transport)
 
     # -- output -----------------------------------------------------------------------------
 
