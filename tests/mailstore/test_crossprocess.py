@@ -661,3 +661,38 @@ class LogLookTests(CrossProcessBase):
         self.assertEqual(box.uids, uids + [uid])
         self.assertIn("\\Seen", box.flags_of(uids[0]))
         self.assertIn("cur", listed)
+
+
+class FlagChurnTests(CrossProcessBase):
+    """Two processes changing the flags of the same messages, as IMAP workers whose sessions
+    STORE on one INBOX: no message ever leaves either process's view, nor the disk."""
+
+    def on_disk(self) -> int:
+        return len([n for n in os.listdir(os.path.join(self.md, "cur")) if not n.startswith(".")])
+
+    @run
+    async def test_flag_cleared_there_before_the_name_replaced_here_is_removed(self) -> None:
+        """STORE +FLAGS here, then STORE -FLAGS of the same messages in another process
+        before this one removed the names its change replaced (they linger STALE_LINGER for
+        one fsync of cur/): each message is back under such a name, and stays, here (no
+        EXPUNGE, EXISTS unchanged) and on disk."""
+        other = self.other()
+        uids = [other("append", f"m{i}")["uid"] for i in range(6)]
+        box, rec = await self.select()
+        for uid in uids[1:4]:
+            await box.store(imap4.MessageSet(uid), ["\\Flagged"], 1, True)
+        # No reactor turn until the other process answered: the replaced names are still
+        # on disk, so its change links the message back to one of them.
+        for uid in uids[1:4]:
+            other("unflag", uid, "\\Flagged")
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, uids)
+        for uid in uids[1:4]:
+            self.assertNotIn("\\Flagged", box.flags_of(uid))
+        await box.folder.flush()
+        await box.folder.refresh(force=True)
+        box.sync()
+        self.assertEqual(box.uids, uids)
+        self.assertFalse([e for e in rec.events if e[0] == "expunge"], rec.events)
+        self.assertEqual(self.on_disk(), len(uids))
