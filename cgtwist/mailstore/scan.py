@@ -441,11 +441,17 @@ class DiskScan:
         newest = maildir.newest_names(self.path) if first else {}
         for sub in ("new", "cur"):
             for fname in sorted(listed[sub].appeared(self._names[sub])):
-                if sub == "cur" and fname in self._stale:
-                    continue  # replaced by a flag change: flush removes it
                 key = maildir.split_name(fname)[0]
                 if sub == "cur":
                     kept = self._cur_name(key, listed["cur"], files, newest, others)
+                    if fname in self._stale:
+                        if kept is not None and kept != fname:
+                            continue  # replaced by a flag change here: flush removes it
+                        # Its message's name again: another process set the flags back
+                        # before this one removed it (its link found the name there), and
+                        # may have removed the name this process gave it. Kept, or the
+                        # message would count as expunged here and flush unlink its file.
+                        ch.unstale.add(fname)
                     if kept is not None and kept != fname:
                         self._twin_or_conflict(fname, kept, twins)
                         continue

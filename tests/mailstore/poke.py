@@ -9,7 +9,8 @@ answers one JSON line per command, flushed at once (``{"ok": ..., ...}``; an exc
 * ``deliver SUBJECT [FOLDER]``: LOCAL's way, no lock: a file into ``new/`` (tmp, fsync,
   rename) of INBOX or FOLDER.
 * ``append SUBJECT``: IMAP APPEND into INBOX (``{"uid": n}``).
-* ``flag UID FLAG`` / ``expunge UID``: STORE +FLAGS, and EXPUNGE, in INBOX.
+* ``flag UID FLAG`` / ``unflag UID FLAG`` / ``expunge UID``: STORE +FLAGS, STORE -FLAGS,
+  and EXPUNGE, in INBOX (the name a flag change replaced is removed at once).
 * ``createuse NAME ATTR...``: CREATE NAME (USE (ATTR...)).
 * ``create NAME`` / ``delete NAME`` / ``rename OLD NEW`` / ``subscribe NAME``: the folder tree.
 * ``uidvalidity NAME``: the folder's UIDVALIDITY (selecting it).
@@ -79,11 +80,12 @@ def main(md: str) -> None:
                 [uid] = _result(box.folder.add([(_msg(args[0]), [], None)], origin=box))
                 out["uid"] = uid
                 box.close()
-            elif op in ("flag", "expunge"):
+            elif op in ("flag", "unflag", "expunge"):
                 box = _result(account.select("INBOX", True))
                 uid = int(args[0])
-                flag = args[1] if op == "flag" else "\\Deleted"
-                _result(box.store(imap4.MessageSet(uid), [flag], 1, True))
+                flag = args[1] if op != "expunge" else "\\Deleted"
+                mode = -1 if op == "unflag" else 1
+                _result(box.store(imap4.MessageSet(uid), [flag], mode, True))
                 if op == "expunge":
                     _result(box.expunge())
                 box.close()

@@ -661,3 +661,69 @@ class LogLookTests(CrossProcessBase):
         self.assertEqual(box.uids, uids + [uid])
         self.assertIn("\\Seen", box.flags_of(uids[0]))
         self.assertIn("cur", listed)
+
+
+class FlagChurnTests(CrossProcessBase):
+    """Two processes changing the flags of the same messages, as IMAP workers whose sessions
+    STORE on one INBOX: no message ever leaves either process's view, nor the disk."""
+
+    def on_disk(self) -> int:
+        """Messages in cur/: their keys (a replaced name not yet removed is a second name)."""
+        cur = os.listdir(os.path.join(self.md, "cur"))
+        return len({maildir.split_name(n)[0] for n in cur if not n.startswith(".")})
+
+    @run
+    async def test_flag_cleared_there_before_the_name_replaced_here_is_removed(self) -> None:
+        """STORE +FLAGS here, then STORE -FLAGS of the same messages in another process
+        before this one removed the names its change replaced (they linger STALE_LINGER for
+        one fsync of cur/): each message is back under such a name, and stays, here (no
+        EXPUNGE, EXISTS unchanged) and on disk."""
+        other = self.other()
+        uids = [other("append", f"m{i}")["uid"] for i in range(6)]
+        box, rec = await self.select()
+        for uid in uids[1:4]:
+            await box.store(imap4.MessageSet(uid), ["\\Flagged"], 1, True)
+        # No reactor turn until the other process answered: the replaced names are still
+        # on disk, so its change links the message back to one of them.
+        for uid in uids[1:4]:
+            other("unflag", uid, "\\Flagged")
+        await box.folder.refresh()
+        box.sync()
+        self.assertEqual(box.uids, uids)
+        for uid in uids[1:4]:
+            self.assertNotIn("\\Flagged", box.flags_of(uid))
+        await box.folder.flush()
+        await box.folder.refresh(force=True)
+        box.sync()
+        self.assertEqual(box.uids, uids)
+        self.assertFalse([e for e in rec.events if e[0] == "expunge"], rec.events)
+        self.assertEqual(self.on_disk(), len(uids))
+
+    @run
+    async def test_many_flag_changes_in_two_processes_keep_every_message(self) -> None:
+        """Both processes STORE +FLAGS and -FLAGS on overlapping messages, as the sessions of
+        two IMAP workers do, with this process's replaced names removed at times of its own
+        (STALE_LINGER runs on the reactor between some steps): after every step the session
+        here has every message, none was announced EXPUNGEd, and each is on disk."""
+        other = self.other()
+        uids = [other("append", f"m{i}")["uid"] for i in range(12)]
+        box, rec = await self.select()
+        for step, uid in enumerate(uids * 2):
+            mine = ["\\Flagged"] if step % 3 else ["\\Seen", "\\Flagged"]
+            await box.store(imap4.MessageSet(uid), mine, 1, True)
+            other("unflag", uid, "\\Flagged")
+            if step % 2:
+                other("flag", uids[(step + 5) % len(uids)], "\\Answered")
+            if step % 4 == 3:
+                # Long enough for this process's removal of the names it replaced to run.
+                await box.folder.flush()
+            await box.folder.refresh()
+            box.sync()
+            self.assertEqual(box.uids, uids, f"step {step}")
+            self.assertEqual(self.on_disk(), len(uids), f"step {step}")
+        await box.folder.flush()
+        await box.folder.refresh(force=True)
+        box.sync()
+        self.assertEqual(box.uids, uids)
+        self.assertFalse([e for e in rec.events if e[0] == "expunge"], rec.events)
+        self.assertEqual(self.on_disk(), len(uids))
