@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Optional
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from cgtwist.logs import Logger
+from cgtwist.typedtwisted import current_failure
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery")
@@ -55,6 +57,20 @@ class DeliveryAgent:
             return defer.succeed(recipients)
         if queue is None:
             queue = QueueName.parse(recipients[0].route)
+        return self.start(msg_id, envelope, data, recipients, queue)
+
+    def start(
+        self,
+        msg_id: str,
+        envelope: Envelope,
+        data: bytes,
+        recipients: list[Recipient],
+        queue: Optional[QueueName],
+    ) -> defer.Deferred[list[Recipient]]:
+        """The attempt (``recipients`` never empty, ``queue`` known): the ``attempt``
+        coroutine under the crash guard. An agent whose attempt is a hand-off and one
+        callback (the outbound workers') overrides this instead of ``attempt``, sparing the
+        coroutine's Deferreds per message, and puts ``crashed`` on its chain."""
         return defer.Deferred.fromCoroutine(
             self._guarded(msg_id, envelope, data, recipients, queue)
         )
@@ -69,16 +85,23 @@ class DeliveryAgent:
     ) -> list[Recipient]:
         try:
             return await self.attempt(msg_id, envelope, data, recipients, queue)
-        except Exception as e:  # never let a bug lose the recipients: retry later
-            log.failure(
-                "{msg_id}: {module} delivery to {queue} crashed",
-                msg_id=msg_id,
-                module=self.module,
-                queue=str(queue) if queue is not None else "-",
-            )
-            return settle(
-                recipients, "pending", f"4.3.0 internal error during delivery ({type(e).__name__})"
-            )
+        except Exception:
+            return self.crashed(current_failure(), msg_id, queue, recipients)
+
+    def crashed(
+        self, f: Failure, msg_id: str, queue: Optional[QueueName], recipients: list[Recipient]
+    ) -> list[Recipient]:
+        """The guard: a bug never lets the recipients be lost; one traceback in the log,
+        and they stay pending (the queue retries them)."""
+        log.failure(
+            "{msg_id}: {module} delivery to {queue} crashed",
+            f,
+            msg_id=msg_id,
+            module=self.module,
+            queue=str(queue) if queue is not None else "-",
+        )
+        name = f.type.__name__ if isinstance(f.type, type) else "error"
+        return settle(recipients, "pending", f"4.3.0 internal error during delivery ({name})")
 
     async def attempt(
         self,

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cgtwist.delivery.agent import DeliveryAgent, settle
@@ -25,6 +24,7 @@ from cgtwist.interfaces import IDeliveryAgent
 from cgtwist.logs import Logger
 from cgtwist.outworker.supervisor import OutboundWorkers
 from cgtwist.outworker.wire import Result
+from cgtwist.typedtwisted import current_failure
 from cgtwist.types import Envelope, QueueName, Recipient
 
 log = Logger(namespace="cgtwist.delivery.smtp")
@@ -50,49 +50,28 @@ class WorkerSMTPDelivery(DeliveryAgent):
         self.local = local
         self.on_attempt = on_attempt
 
-    def deliver(
-        self,
-        msg_id: str,
-        envelope: Envelope,
-        data: bytes,
-        recipients: list[Recipient],
-        queue: Optional[QueueName] = None,
-    ) -> defer.Deferred[list[Recipient]]:
-        """DeliveryAgent.deliver without its coroutine when a worker takes the attempt: the
-        hand-off, then one callback for the answer, instead of the coroutine pair
-        (``_guarded`` awaiting ``attempt`` awaiting the answer) and the Deferreds Twisted
-        makes to drive them, per message on the server's reactor. Its guard stays: an
-        exception while handing over or reading the answer leaves the recipients pending
-        with a traceback."""
-        if not recipients:
-            return defer.succeed(recipients)
-        if queue is None:
-            queue = QueueName.parse(recipients[0].route)
-        try:
-            domain = domain_of(queue, recipients[0])
-            answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
-        except Exception:
-            answer = defer.fail()
-            domain = str(queue)
-        if answer is None:
-            return self.local.deliver(msg_id, envelope, data, recipients, queue)
-        d = answer.addCallback(self._answered, msg_id, domain, recipients)
-        d.addErrback(self._crashed, msg_id, queue, recipients)
-        return d
-
-    async def attempt(
+    def start(
         self,
         msg_id: str,
         envelope: Envelope,
         data: bytes,
         recipients: list[Recipient],
         queue: Optional[QueueName],
-    ) -> list[Recipient]:
-        domain = domain_of(queue, recipients[0])
-        answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
+    ) -> defer.Deferred[list[Recipient]]:
+        """The hand-off to the destination's worker, then one callback for its answer (no
+        coroutine per message on the server's reactor); the server's own SMTPDelivery while
+        no worker takes it. An exception while handing over or reading the answer goes to
+        the base's guard: the recipients stay pending, with a traceback."""
+        try:
+            domain = domain_of(queue, recipients[0])
+            answer = self.workers.submit(domain, msg_id, envelope, data, recipients)
+        except Exception:
+            return defer.succeed(self.crashed(current_failure(), msg_id, queue, recipients))
         if answer is None:
-            return await self.local.attempt(msg_id, envelope, data, recipients, queue)
-        return self._answered(await answer, msg_id, domain, recipients)
+            return self.local.start(msg_id, envelope, data, recipients, queue)
+        d = answer.addCallback(self._answered, msg_id, domain, recipients)
+        d.addErrback(self.crashed, msg_id, queue, recipients)
+        return d
 
     def _answered(
         self, result: Optional[Result], msg_id: str, domain: str, recipients: list[Recipient]
@@ -116,17 +95,3 @@ class WorkerSMTPDelivery(DeliveryAgent):
                 except Exception:
                     log.failure("attempt recorder failed")
         return recipients
-
-    def _crashed(
-        self, f: Failure, msg_id: str, queue: Optional[QueueName], recipients: list[Recipient]
-    ) -> list[Recipient]:
-        """DeliveryAgent's guard: a bug never loses the recipients, they are retried."""
-        log.failure(
-            "{msg_id}: {module} delivery to {queue} crashed",
-            f,
-            msg_id=msg_id,
-            module=self.module,
-            queue=str(queue),
-        )
-        name = f.type.__name__ if isinstance(f.type, type) else "error"
-        return settle(recipients, "pending", f"4.3.0 internal error during delivery ({name})")
