@@ -14,7 +14,7 @@ import io
 import os
 from email.message import Message as EmailMessage
 from email.utils import formatdate
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Optional, TypeVar
 
 from twisted.mail import imap4
 from zope.interface import implementer
@@ -27,13 +27,17 @@ from cgtwist.message.headers import header_fields
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _RECENT = frozenset({"\\recent"})
 
+T = TypeVar("T")
 
-def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
-    """Open the entry's file, following a rename by another session; None if it is gone."""
+
+def _follow(folder: Folder, entry: Entry, use: Callable[[str], T]) -> Optional[T]:
+    """``use(path)`` of the entry's file, following a rename by another session (the name
+    the folder holds now, the one this session saw, else a search for the key); None if
+    the file is gone."""
     current = folder.entries.get(entry.uid, entry)
     for e in (current, entry):
         try:
-            return open(e.path(folder.path), "rb")
+            return use(e.path(folder.path))
         except FileNotFoundError:
             continue
     # Renamed on disk by another client since the last scan: look for the key.
@@ -41,9 +45,14 @@ def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
     if found is None:
         return None
     try:
-        return open(found, "rb")
+        return use(found)
     except FileNotFoundError:
         return None
+
+
+def _open_entry(folder: Folder, entry: Entry) -> Optional[BinaryIO]:
+    """Open the entry's file (``_follow``); None if it is gone."""
+    return _follow(folder, entry, lambda path: open(path, "rb"))
 
 
 def _to_crlf(data: bytes) -> bytes:
@@ -54,22 +63,9 @@ def _to_crlf(data: bytes) -> bytes:
 
 
 def _read_entry(folder: Folder, entry: Entry) -> Optional[bytes]:
-    """The entry's whole file, following a rename as ``_open_entry`` does; None if it is
-    gone."""
+    """The entry's whole file (``_follow``); None if it is gone."""
     hint = entry.meta.size
-    current = folder.entries.get(entry.uid, entry)
-    for e in (current, entry):
-        try:
-            return _read_file(e.path(folder.path), hint)
-        except FileNotFoundError:
-            continue
-    found = maildir.find_key(entry.path(folder.path))
-    if found is None:
-        return None
-    try:
-        return _read_file(found, hint)
-    except FileNotFoundError:
-        return None
+    return _follow(folder, entry, lambda path: _read_file(path, hint))
 
 
 def _read_file(path: str, hint: int) -> bytes:
