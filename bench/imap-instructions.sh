@@ -20,12 +20,7 @@ set -eu
 MESSAGES=${1:-2000}
 N=${2:-20}
 ROUNDS=${3:-3}
-cg_begin "${IMAPCOST_NAME:-imapcost}-$MESSAGES" '{"example.test": ["A 127.0.0.1"]}' persistent
-cg_conf "$BASE" example.test warn
-cg_admin settings set listeners '[{"protocol":"imap","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true}]'
-cg_admin settings set clients.ips '"127.0.0.1"'
-cg_admin account add imapbench1@example.test --password benchpass
-MD="$BASE/base/Domains/example.test/imapbench1/Maildir"
+imapcost_begin "$MESSAGES"
 
 # 1. Populate and warm outside valgrind (the index is written to the Maildir and kept).
 cg_start "$BASE"

@@ -22,12 +22,7 @@ MESSAGES=${2:-2000}
 N=${3:-20}
 ROUNDS=${4:-20}
 TOP=${5:-40}
-cg_begin "${IMAPCOST_NAME:-imapcost}-$MESSAGES" '{"example.test": ["A 127.0.0.1"]}' persistent
-cg_conf "$BASE" example.test warn
-cg_admin settings set listeners '[{"protocol":"imap","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true}]'
-cg_admin settings set clients.ips '"127.0.0.1"'
-cg_admin account add imapbench1@example.test --password benchpass
-MD="$BASE/base/Domains/example.test/imapbench1/Maildir"
+imapcost_begin "$MESSAGES"
 mkdir -p "$MD"
 run() {  # rounds: one server run under cProfile, the class repeated that many rounds
   local prof="$BASE/imap-$1.prof"

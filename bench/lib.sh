@@ -104,6 +104,19 @@ cg_admin() {
     || { echo "cgtwist-admin $* failed" >&2; exit 1; }
 }
 
+# The server of the IMAP cost benches (imap-instructions.sh, imap-profile.sh): account
+# imapbench1@example.test (password benchpass) on a plain loopback IMAP listener, its Maildir
+# (MD) and index kept between runs in ${IMAPCOST_NAME:-imapcost}-MESSAGES.
+#   imapcost_begin MESSAGES
+imapcost_begin() {
+  cg_begin "${IMAPCOST_NAME:-imapcost}-$1" '{"example.test": ["A 127.0.0.1"]}' persistent
+  cg_conf "$BASE" example.test warn
+  cg_admin settings set listeners '[{"protocol":"imap","address":"127.0.0.1","port":0,"tls":"none","allow_plain_auth":true}]'
+  cg_admin settings set clients.ips '"127.0.0.1"'
+  cg_admin account add imapbench1@example.test --password benchpass
+  MD="$BASE/base/Domains/example.test/imapbench1/Maildir"
+}
+
 # cg_start DIR [twistd options...]: run twistd -n in the background (CG_PID) and return once
 # the server is ready.
 cg_start() {
